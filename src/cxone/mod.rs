@@ -1,0 +1,168 @@
+//! Everything that speaks HTTP to the contact-center platform.
+//!
+//! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client here
+//! implements it (token cache in `auth`, retries in `retry`, the request budget in
+//! `budget`, serde types of cxone-api.md in `wire`), and a later `incontact` dialect will
+//! implement the same trait. Every call made through a client waits for the shared
+//! budget, retries what is retryable, and refreshes a revoked token once.
+
+pub mod auth;
+pub mod budget;
+pub mod retry;
+mod v2;
+mod wire;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::domain::{AgentState, BreakStatus, Schedule};
+
+pub use budget::Budget;
+pub use retry::RetryPolicy;
+pub use v2::V2Client;
+
+/// An agent (a platform user) as listed by the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub team_id: Option<String>,
+    pub team_name: Option<String>,
+    pub skills: Vec<String>,
+}
+
+/// An agent's state as the platform reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSnapshot {
+    pub agent_id: String,
+    pub state: AgentState,
+    pub reason: Option<String>,
+    /// When the platform says the state last changed.
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
+/// Which agents to list; both `None` lists every agent of the tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    pub team_id: Option<String>,
+    pub skill_id: Option<String>,
+}
+
+/// What went wrong talking to the platform, typed so callers can decide what to do.
+///
+/// Messages never contain a secret or a token; they name the client id at most.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CxoneError {
+    #[error("the platform rate-limited the request (429){}", retry_after_text(*.retry_after))]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("the platform failed with {status}{}", message_text(message))]
+    Server {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("the platform did not answer within the request timeout")]
+    Timeout,
+    #[error("cannot reach the platform: {0}")]
+    Connect(String),
+    #[error("the platform refused the request as malformed (400){}", message_text(message))]
+    BadRequest { message: String },
+    #[error("the platform rejected the access token (401) even after a refresh")]
+    Unauthorized,
+    #[error("the platform denied access (403){}{}", scope.as_deref().map(|s| format!(": missing scope `{s}`")).unwrap_or_default(), message_text(message))]
+    Forbidden {
+        message: String,
+        scope: Option<String>,
+    },
+    #[error("not found on the platform (404){}", message_text(message))]
+    NotFound { message: String },
+    #[error("the platform refused the change (409){}", message_text(message))]
+    Conflict { message: String },
+    #[error("the platform rejected the client credentials of client id `{client_id}` ({status})")]
+    BadCredentials { client_id: String, status: u16 },
+    #[error("platform calls are paused for {}s after repeated 401 answers", remaining.as_secs().max(1))]
+    CircuitOpen { remaining: Duration },
+    #[error("unexpected answer from the platform: {0}")]
+    Decode(String),
+}
+
+fn retry_after_text(retry_after: Option<Duration>) -> String {
+    retry_after
+        .map(|d| format!("; retry after {}s", d.as_secs_f64()))
+        .unwrap_or_default()
+}
+
+fn message_text(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl CxoneError {
+    /// Whether trying again later may succeed: rate limits, platform faults, timeouts
+    /// and connection failures. Everything else fails at once.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            CxoneError::RateLimited { .. }
+                | CxoneError::Server { .. }
+                | CxoneError::Timeout
+                | CxoneError::Connect(_)
+        )
+    }
+
+    /// The platform's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CxoneError::RateLimited { retry_after } | CxoneError::Server { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The platform operations wfmd needs, whatever the dialect.
+#[async_trait]
+pub trait ContactCenter: Send + Sync + 'static {
+    /// Agents of the tenant, optionally filtered by team and skill.
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, CxoneError>;
+
+    /// The agent's current state.
+    async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError>;
+
+    /// Sets the agent's state; returns the state the platform now reports.
+    async fn set_agent_state(
+        &self,
+        agent_id: &str,
+        state: AgentState,
+        reason: &str,
+    ) -> Result<AgentSnapshot, CxoneError>;
+
+    /// The agent's schedule (status, shift, and break windows when the platform has them).
+    async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError>;
+
+    /// Whether the agent owes a mandatory break now.
+    async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError>;
+
+    /// Proves the platform is reachable with our credentials (for `/readyz`).
+    async fn check_access(&self) -> Result<(), CxoneError>;
+}
+
+/// What a client needs to reach one tenant.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Base URL of the API; replaced by the token answer's `resource_server_base_uri`.
+    pub base_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Timeout of one HTTP request, token calls included.
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}

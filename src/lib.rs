@@ -1,0 +1,3 @@
+//! wfmd: agent-state automation for NICE CXone contact centers.
+
+pub mod domain;
