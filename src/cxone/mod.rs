@@ -68,7 +68,10 @@ pub enum CxoneError {
     Timeout,
     #[error("cannot reach the platform: {0}")]
     Connect(String),
-    #[error("the platform refused the request as malformed (400){}", message_text(message))]
+    #[error(
+        "the platform refused the request as malformed (400){}",
+        message_text(message)
+    )]
     BadRequest { message: String },
     #[error("the platform rejected the access token (401) even after a refresh")]
     Unauthorized,

@@ -1,0 +1,497 @@
+//! Typed configuration: built-in defaults < TOML file < `WFMD_SECTION__KEY` environment.
+//!
+//! Everything is validated at load, and every problem is reported with the key it
+//! belongs to (`cxone.requests_per_minute must be between 1 and 6000, got 0`), so a
+//! bad deployment fails at start with exit code 2 instead of misbehaving later.
+//! Secrets are [`SecretString`]s: they print as `********` in `wfmd config check`, in
+//! logs and in `Debug` output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Where `--config` points when it is not given and this file exists.
+pub const DEFAULT_CONFIG_PATH: &str = "config/wfmd.toml";
+
+/// Prefix of configuration environment variables (`WFMD_CXONE__CLIENT_SECRET`).
+const ENV_PREFIX: &str = "WFMD_";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub cxone: CxoneConfig,
+    pub retry: RetryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// How long SIGTERM waits for in-flight work before giving up on it.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`; the file and its folder are created when missing.
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/wfmd.db".into(),
+        }
+    }
+}
+
+/// The API dialect spoken to the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    #[default]
+    V2,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CxoneConfig {
+    pub dialect: Dialect,
+    pub base_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    #[serde(serialize_with = "mask_secret")]
+    pub client_secret: SecretString,
+    /// The tenant budget wfmd keeps itself under, over every caller in the process.
+    pub requests_per_minute: u32,
+    pub request_timeout_ms: u64,
+    /// How long a fetched schedule or break status is reused for compliance checks.
+    pub schedule_cache_ttl_ms: u64,
+}
+
+impl Default for CxoneConfig {
+    fn default() -> Self {
+        Self {
+            dialect: Dialect::V2,
+            base_url: String::new(),
+            token_url: String::new(),
+            client_id: String::new(),
+            client_secret: SecretString::from(String::new()),
+            requests_per_minute: 100,
+            request_timeout_ms: 10_000,
+            schedule_cache_ttl_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base_delay_ms: 1_000,
+            max_delay_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `wfmd=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn mask_secret<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    if secret.expose_secret().is_empty() {
+        serializer.serialize_str("")
+    } else {
+        serializer.serialize_str("********")
+    }
+}
+
+/// A configuration that could not be loaded; each line names a key or the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// An explicit `--config FILE` (must exist), or `None` for the default file if present.
+    pub file: Option<PathBuf>,
+    /// Whether the platform settings will be filled in by `--simulate`, so they need not
+    /// be configured.
+    pub simulate: bool,
+}
+
+impl Config {
+    /// Loads and validates the configuration from `source` and the process environment.
+    pub fn load(source: &Source) -> Result<Config, ConfigError> {
+        Self::load_with_env(source, std::env::vars())
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        source: &Source,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        match &source.file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::one(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_PATH));
+            }
+            None => {}
+        }
+        // Only `WFMD_SECTION__KEY` variables are configuration: others with the prefix
+        // (such as `WFMD_TOKEN` for `wfmd bulk`) belong to other parts of the CLI.
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(key, _)| {
+                key.strip_prefix(ENV_PREFIX)
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .collect();
+        for (key, value) in env {
+            let key = key[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");
+            figment = figment.merge(Serialized::default(&key, parse_env_value(&value)));
+        }
+        let config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.validate(source.simulate)?;
+        Ok(config)
+    }
+
+    /// Checks every value; collects all problems instead of stopping at the first.
+    pub fn validate(&self, simulate: bool) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut range = |key: &str, value: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&value) {
+                problems.push(format!(
+                    "{key} must be between {min} and {max}, got {value}"
+                ));
+            }
+        };
+        let c = &self.cxone;
+        range(
+            "cxone.requests_per_minute",
+            c.requests_per_minute.into(),
+            1,
+            6_000,
+        );
+        range(
+            "cxone.request_timeout_ms",
+            c.request_timeout_ms,
+            100,
+            300_000,
+        );
+        range(
+            "cxone.schedule_cache_ttl_ms",
+            c.schedule_cache_ttl_ms,
+            0,
+            3_600_000,
+        );
+        range("retry.max_retries", self.retry.max_retries.into(), 0, 20);
+        range("retry.base_delay_ms", self.retry.base_delay_ms, 1, 600_000);
+        range("retry.max_delay_ms", self.retry.max_delay_ms, 1, 3_600_000);
+        if self.retry.max_delay_ms < self.retry.base_delay_ms {
+            problems.push(format!(
+                "retry.max_delay_ms must not be below retry.base_delay_ms ({}), got {}",
+                self.retry.base_delay_ms, self.retry.max_delay_ms
+            ));
+        }
+        if !self.database.url.starts_with("sqlite:") {
+            problems.push(format!(
+                "database.url must be a sqlite: URL such as sqlite://data/wfmd.db, got `{}`",
+                self.database.url
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!("log.level is not a valid filter: {e}"));
+        }
+        if !simulate {
+            for (key, value) in [
+                ("cxone.base_url", &c.base_url),
+                ("cxone.token_url", &c.token_url),
+            ] {
+                if let Some(problem) = url_problem(key, value) {
+                    problems.push(problem);
+                }
+            }
+            if c.client_id.trim().is_empty() {
+                problems.push("cxone.client_id must be set (or run with --simulate)".into());
+            }
+            if c.client_secret.expose_secret().is_empty() {
+                problems.push(
+                    "cxone.client_secret must be set, e.g. with WFMD_CXONE__CLIENT_SECRET \
+                     (or run with --simulate)"
+                        .into(),
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration always serializes")
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.cxone.request_timeout_ms)
+    }
+
+    pub fn schedule_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cxone.schedule_cache_ttl_ms)
+    }
+}
+
+fn url_problem(key: &str, value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some(format!("{key} must be set (or run with --simulate)"));
+    }
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => None,
+        Ok(url) => Some(format!(
+            "{key} must be an http(s) URL, got scheme `{}`",
+            url.scheme()
+        )),
+        Err(e) => Some(format!("{key} is not a valid URL ({e}): `{value}`")),
+    }
+}
+
+/// Environment values are strings; numbers, booleans and `[a, b]` lists are given their
+/// TOML meaning so `WFMD_CXONE__REQUESTS_PER_MINUTE=50` sets a number.
+fn parse_env_value(raw: &str) -> figment::value::Value {
+    raw.parse::<figment::value::Value>()
+        .unwrap_or_else(|_| figment::value::Value::from(raw.to_owned()))
+}
+
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let problems = error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" (from {s})"))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{origin}", e.kind)
+            } else {
+                format!("{key}: {}{origin}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError { problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(contents.as_bytes()).unwrap();
+        f
+    }
+
+    fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let f = file(contents);
+        let source = Source {
+            file: Some(f.path().to_owned()),
+            simulate: true,
+        };
+        Config::load_with_env(
+            &source,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_configured() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.cxone.requests_per_minute, 100);
+        assert_eq!(config.retry.max_retries, 3);
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_which_overrides_defaults() {
+        let config = load(
+            "[cxone]\nrequests_per_minute = 50\nclient_id = \"from-file\"\n",
+            &[
+                ("WFMD_CXONE__REQUESTS_PER_MINUTE", "70"),
+                ("WFMD_RETRY__MAX_RETRIES", "5"),
+                ("WFMD_TOKEN", "not configuration"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.cxone.requests_per_minute, 70);
+        assert_eq!(config.cxone.client_id, "from-file");
+        assert_eq!(config.retry.max_retries, 5);
+    }
+
+    #[test]
+    fn out_of_range_value_is_named_with_its_key() {
+        let err = load("[cxone]\nrequests_per_minute = 0\n", &[]).unwrap_err();
+        assert_eq!(
+            err.problems,
+            ["cxone.requests_per_minute must be between 1 and 6000, got 0"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[cxone]\nrequests_per_minit = 10\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("requests_per_minit"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_from_the_environment_names_the_key() {
+        let err = load("", &[("WFMD_RETRY__MAX_RETRIES", "lots")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("retry.max_retries"), "{text}");
+    }
+
+    #[test]
+    fn platform_settings_are_required_without_simulate() {
+        let f = file("");
+        let source = Source {
+            file: Some(f.path().to_owned()),
+            simulate: false,
+        };
+        let err = Config::load_with_env(&source, []).unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "cxone.base_url",
+            "cxone.token_url",
+            "cxone.client_id",
+            "cxone.client_secret",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let source = Source {
+            file: Some("/nonexistent/wfmd.toml".into()),
+            simulate: true,
+        };
+        let err = Config::load_with_env(&source, []).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/wfmd.toml"));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_output_and_debug() {
+        let config = load("", &[("WFMD_CXONE__CLIENT_SECRET", "hunter2-very-secret")]).unwrap();
+        assert_eq!(
+            config.cxone.client_secret.expose_secret(),
+            "hunter2-very-secret"
+        );
+        let toml = config.to_masked_toml();
+        assert!(!toml.contains("hunter2"), "{toml}");
+        assert!(toml.contains("client_secret = \"********\""), "{toml}");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_example_file_loads_and_documents_every_key() {
+        let example = include_str!("../config/wfmd.example.toml");
+        let config = load(example, &[]).unwrap();
+        let effective = config.to_masked_toml();
+        let effective: toml::Table = toml::from_str(&effective).unwrap();
+        for (section, keys) in effective {
+            for key in keys.as_table().unwrap().keys() {
+                let needle = format!("\n{key} =");
+                let in_section = example
+                    .split(&format!("[{section}]"))
+                    .nth(1)
+                    .is_some_and(|rest| rest.contains(&needle));
+                assert!(in_section, "{section}.{key} is not in wfmd.example.toml");
+            }
+        }
+    }
+}

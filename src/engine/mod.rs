@@ -1,0 +1,9 @@
+//! The daemon's work. Each part is a service the triggers (API, CLI, rules, bulk jobs)
+//! call into; long-running parts have a `run(cancel)` loop.
+
+mod keyed_lock;
+pub mod transition;
+
+pub use transition::{
+    EngineError, FailureKind, Outcome, Transition, TransitionEngine, TransitionRequest,
+};

@@ -1,0 +1,1058 @@
+//! One agent state change: validate → execute → record.
+//!
+//! 1. **Validate**: the agent's schedule (and, for `READY`, break status) comes from the
+//!    platform through a short-TTL cache, and `domain::policy` decides. A bulk change
+//!    of many agents, or repeated changes of one, must not cost a schedule lookup each.
+//! 2. **Execute**: allowed changes go to the platform, whose client waits for the shared
+//!    request budget and retries 429/5xx with jitter.
+//! 3. **Record**: one `BEGIN IMMEDIATE` transaction writes the attempt, the audit entry
+//!    and the outbox event, and for an accepted change closes the agent's open interval
+//!    and opens the new one. All of it is stored, or none of it.
+//!
+//! A rejected change is never sent to the platform; it is recorded with its violation
+//! and emits `transition.rejected`. Changes for one agent run one at a time, so `from`
+//! is always the state the change really left.
+//!
+//! Idempotency: a request with a key that already succeeded or was rejected returns the
+//! stored result without doing anything. A failed attempt (the platform was down) does
+//! not consume its key, so the caller may retry with the same key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use moka::future::Cache;
+use serde::Serialize;
+use serde_json::json;
+use tracing::instrument;
+
+use super::keyed_lock::KeyedLock;
+use crate::cxone::{ContactCenter, CxoneError};
+use crate::domain::{AgentState, BreakStatus, Origin, Schedule, Violation, policy};
+use crate::store::attempts::{self, AttemptRow};
+use crate::store::audit::{self, NewEntry};
+use crate::store::history::{self, NewInterval};
+use crate::store::outbox::{self, EventType};
+use crate::store::{Store, from_ms, to_ms};
+
+/// How many agents' schedules the cache keeps at most.
+const SCHEDULE_CACHE_CAPACITY: u64 = 100_000;
+
+/// A change someone asked for.
+#[derive(Debug, Clone)]
+pub struct TransitionRequest {
+    pub agent_id: String,
+    pub target: AgentState,
+    /// The reason code to send; the target state's default when `None`.
+    pub reason: Option<String>,
+    pub origin: Origin,
+    /// Who asked, for the audit log: `cli:alice`, `api`, `rule:care-lunch`, …
+    pub actor: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// Why a change could not be carried out (as opposed to being refused by compliance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The platform does not know the agent.
+    UnknownAgent,
+    /// The platform refused the request itself (400, 403).
+    PlatformRefused,
+    /// The platform could not be reached or kept failing (5xx, 429, timeouts, auth).
+    PlatformUnavailable,
+}
+
+impl FailureKind {
+    fn of(error: &CxoneError) -> FailureKind {
+        match error {
+            CxoneError::NotFound { .. } => FailureKind::UnknownAgent,
+            CxoneError::BadRequest { .. } | CxoneError::Forbidden { .. } => {
+                FailureKind::PlatformRefused
+            }
+            _ => FailureKind::PlatformUnavailable,
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Rejected { violation: Violation },
+    Failed { kind: FailureKind, error: String },
+}
+
+impl Outcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// The result of a change, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub attempt_id: String,
+    pub agent_id: String,
+    /// The state the change left, when wfmd knew it.
+    pub from: Option<AgentState>,
+    pub to: AgentState,
+    pub reason: String,
+    pub origin: Origin,
+    pub actor: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub latency_ms: u64,
+    pub requested_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    /// True when an earlier attempt with the same idempotency key is being returned.
+    pub replayed: bool,
+}
+
+/// A request the engine will not attempt at all, or a store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} is observed only and cannot be set")]
+    NotSettable(AgentState),
+    #[error(
+        "idempotency key `{key}` was already used for a different change ({agent_id} to {target})"
+    )]
+    IdempotencyKeyReused {
+        key: String,
+        agent_id: String,
+        target: String,
+    },
+    #[error("the database failed: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// Validates, executes and records agent state changes. Cheap to share behind an `Arc`.
+pub struct TransitionEngine {
+    store: Store,
+    platform: Arc<dyn ContactCenter>,
+    schedules: Option<Cache<String, Arc<Schedule>>>,
+    breaks: Option<Cache<String, Arc<BreakStatus>>>,
+    agents: KeyedLock,
+    keys: KeyedLock,
+}
+
+impl TransitionEngine {
+    /// `schedule_ttl` is how long a schedule or break status is reused; zero disables
+    /// the cache.
+    pub fn new(store: Store, platform: Arc<dyn ContactCenter>, schedule_ttl: Duration) -> Self {
+        TransitionEngine {
+            store,
+            platform,
+            schedules: ttl_cache(schedule_ttl),
+            breaks: ttl_cache(schedule_ttl),
+            agents: KeyedLock::default(),
+            keys: KeyedLock::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn platform(&self) -> &Arc<dyn ContactCenter> {
+        &self.platform
+    }
+
+    /// Carries out one change and returns how it ended. Compliance rejections and
+    /// platform failures are results (they are recorded); only a request that is not
+    /// attempted at all or a database failure is an `Err`.
+    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
+    pub async fn transition(&self, request: TransitionRequest) -> Result<Transition, EngineError> {
+        if !request.target.is_settable() {
+            return Err(EngineError::NotSettable(request.target));
+        }
+        let _key_guard = match &request.idempotency_key {
+            Some(key) => {
+                let guard = self.keys.lock(key).await;
+                if let Some(earlier) = self.replay(&request, key).await? {
+                    return Ok(earlier);
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        let _agent_guard = self.agents.lock(&request.agent_id).await;
+
+        let started = Instant::now();
+        let requested_at = Utc::now();
+        let reason = request
+            .reason
+            .clone()
+            .unwrap_or_else(|| request.target.default_reason().to_owned());
+
+        let outcome = match self.compliance(&request.agent_id, request.target).await {
+            Err(error) => Err(error),
+            Ok(Err(violation)) => Ok(Err(violation)),
+            Ok(Ok(())) => self
+                .platform
+                .set_agent_state(&request.agent_id, request.target, &reason)
+                .await
+                .map(Ok),
+        };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let record = Record {
+            attempt_id: uuid::Uuid::now_v7().to_string(),
+            request: &request,
+            reason,
+            latency_ms,
+            requested_at,
+            completed_at: Utc::now(),
+        };
+        let transition = match outcome {
+            Ok(Ok(snapshot)) => {
+                // The platform's own timestamp of the change is the interval boundary,
+                // so commanded and observed changes share one clock.
+                let at = snapshot.changed_at.unwrap_or(record.completed_at);
+                self.record_success(&record, at).await?
+            }
+            Ok(Err(violation)) => self.record_rejection(&record, violation).await?,
+            Err(CxoneError::Conflict { .. }) => {
+                self.record_rejection(&record, Violation::StateConflict)
+                    .await?
+            }
+            Err(error) => self.record_failure(&record, &error).await?,
+        };
+        metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
+            .increment(1);
+        metrics::histogram!("wfmd_transition_latency_seconds")
+            .record(Duration::from_millis(latency_ms).as_secs_f64());
+        Ok(transition)
+    }
+
+    /// The stored result of an earlier attempt with this key, if there is one.
+    async fn replay(
+        &self,
+        request: &TransitionRequest,
+        key: &str,
+    ) -> Result<Option<Transition>, EngineError> {
+        let Some(row) = attempts::by_idempotency_key(self.store.reader(), key).await? else {
+            return Ok(None);
+        };
+        let reason_differs = request.reason.as_ref().is_some_and(|r| *r != row.reason);
+        if row.agent_id != request.agent_id
+            || row.target_state != request.target.as_str()
+            || reason_differs
+        {
+            return Err(EngineError::IdempotencyKeyReused {
+                key: key.to_owned(),
+                agent_id: row.agent_id,
+                target: row.target_state,
+            });
+        }
+        Ok(Some(Transition::from_row(row, true)))
+    }
+
+    /// `Ok(Ok(()))` when the change is allowed, `Ok(Err(_))` with the violation when it is
+    /// not, `Err(_)` when the platform could not say.
+    async fn compliance(
+        &self,
+        agent_id: &str,
+        target: AgentState,
+    ) -> Result<Result<(), Violation>, CxoneError> {
+        if !policy::needs_schedule(target) {
+            return Ok(Ok(()));
+        }
+        let schedule = self.schedule(agent_id).await?;
+        let now = Utc::now();
+        let in_mandatory_break = if policy::needs_break_status(target) && schedule.is_active() {
+            match schedule.mandatory_break_at(now) {
+                Some(in_break) => in_break,
+                None => self.break_status(agent_id).await?.required_at(now),
+            }
+        } else {
+            false
+        };
+        Ok(policy::check(
+            target,
+            schedule.is_active(),
+            in_mandatory_break,
+        ))
+    }
+
+    async fn schedule(&self, agent_id: &str) -> Result<Arc<Schedule>, CxoneError> {
+        let fetch = async { self.platform.schedule(agent_id).await.map(Arc::new) };
+        match &self.schedules {
+            Some(cache) => cache
+                .try_get_with_by_ref(agent_id, fetch)
+                .await
+                .map_err(|e| (*e).clone()),
+            None => fetch.await,
+        }
+    }
+
+    async fn break_status(&self, agent_id: &str) -> Result<Arc<BreakStatus>, CxoneError> {
+        let fetch = async { self.platform.break_status(agent_id).await.map(Arc::new) };
+        match &self.breaks {
+            Some(cache) => cache
+                .try_get_with_by_ref(agent_id, fetch)
+                .await
+                .map_err(|e| (*e).clone()),
+            None => fetch.await,
+        }
+    }
+
+    async fn record_success(
+        &self,
+        record: &Record<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<Transition, sqlx::Error> {
+        let request = record.request;
+        let mut tx = self.store.begin_write().await?;
+        let closed = history::switch_state(
+            &mut tx,
+            &NewInterval {
+                agent_id: &request.agent_id,
+                state: request.target,
+                reason: Some(&record.reason),
+                origin: request.origin,
+                at,
+                attempt_id: Some(&record.attempt_id),
+            },
+        )
+        .await?;
+        let from = closed.as_ref().and_then(|c| c.state());
+        let idle_ms = closed
+            .as_ref()
+            .filter(|c| c.state().is_some_and(AgentState::is_idle))
+            .map_or(0, |c| c.ended_at.unwrap_or(c.started_at) - c.started_at);
+        let outcome = Outcome::Succeeded;
+        self.write_attempt(&mut tx, record, from, &outcome).await?;
+        outbox::enqueue(
+            &mut tx,
+            EventType::AgentStateChanged,
+            Some(&request.agent_id),
+            record.completed_at,
+            json!({
+                "agentId": request.agent_id,
+                "from": from,
+                "to": request.target,
+                "reasonCode": record.reason,
+                "origin": request.origin,
+                "idleMs": idle_ms,
+                "latencyMs": record.latency_ms,
+                "attemptId": record.attempt_id,
+                "changedAt": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record.transition(from, outcome))
+    }
+
+    async fn record_rejection(
+        &self,
+        record: &Record<'_>,
+        violation: Violation,
+    ) -> Result<Transition, sqlx::Error> {
+        let request = record.request;
+        let mut tx = self.store.begin_write().await?;
+        let from = history::open_interval(&mut tx, &request.agent_id)
+            .await?
+            .and_then(|open| open.state());
+        let outcome = Outcome::Rejected { violation };
+        self.write_attempt(&mut tx, record, from, &outcome).await?;
+        outbox::enqueue(
+            &mut tx,
+            EventType::TransitionRejected,
+            Some(&request.agent_id),
+            record.completed_at,
+            json!({
+                "agentId": request.agent_id,
+                "from": from,
+                "to": request.target,
+                "reasonCode": record.reason,
+                "origin": request.origin,
+                "violation": violation,
+                "attemptId": record.attempt_id,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(%violation, "transition rejected");
+        Ok(record.transition(from, outcome))
+    }
+
+    async fn record_failure(
+        &self,
+        record: &Record<'_>,
+        error: &CxoneError,
+    ) -> Result<Transition, sqlx::Error> {
+        let mut tx = self.store.begin_write().await?;
+        let from = history::open_interval(&mut tx, &record.request.agent_id)
+            .await?
+            .and_then(|open| open.state());
+        let outcome = Outcome::Failed {
+            kind: FailureKind::of(error),
+            error: error.to_string(),
+        };
+        self.write_attempt(&mut tx, record, from, &outcome).await?;
+        tx.commit().await?;
+        tracing::warn!(%error, "transition failed");
+        Ok(record.transition(from, outcome))
+    }
+
+    /// The attempt row and its audit entry.
+    async fn write_attempt(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        record: &Record<'_>,
+        from: Option<AgentState>,
+        outcome: &Outcome,
+    ) -> Result<(), sqlx::Error> {
+        let request = record.request;
+        let (violation, error) = match outcome {
+            Outcome::Succeeded => (None, None),
+            Outcome::Rejected { violation } => (Some(violation.as_str().to_owned()), None),
+            Outcome::Failed { error, .. } => (None, Some(error.clone())),
+        };
+        // A failed attempt did not change anything, so it leaves the key free for a retry.
+        let idempotency_key = match outcome {
+            Outcome::Failed { .. } => None,
+            _ => request.idempotency_key.clone(),
+        };
+        attempts::insert(
+            conn,
+            &AttemptRow {
+                id: record.attempt_id.clone(),
+                idempotency_key,
+                agent_id: request.agent_id.clone(),
+                from_state: from.map(|s| s.as_str().to_owned()),
+                target_state: request.target.as_str().to_owned(),
+                reason: record.reason.clone(),
+                origin: request.origin.as_str().to_owned(),
+                actor: request.actor.clone(),
+                outcome: outcome.name().to_owned(),
+                violation,
+                error,
+                latency_ms: i64::try_from(record.latency_ms).unwrap_or(i64::MAX),
+                requested_at: to_ms(record.requested_at),
+                completed_at: to_ms(record.completed_at),
+            },
+        )
+        .await?;
+        let mut detail = json!({
+            "attemptId": record.attempt_id,
+            "from": from,
+            "to": request.target,
+            "reasonCode": record.reason,
+            "origin": request.origin,
+            "latencyMs": record.latency_ms,
+            "idempotencyKey": request.idempotency_key,
+        });
+        if let serde_json::Value::Object(fields) = serde_json::to_value(outcome).unwrap_or_default()
+        {
+            detail
+                .as_object_mut()
+                .expect("detail is an object")
+                .extend(fields);
+        }
+        audit::append(
+            conn,
+            &NewEntry {
+                at: record.completed_at,
+                actor: &request.actor,
+                action: match outcome {
+                    Outcome::Succeeded => "transition.succeeded",
+                    Outcome::Rejected { .. } => "transition.rejected",
+                    Outcome::Failed { .. } => "transition.failed",
+                },
+                agent_id: Some(&request.agent_id),
+                subject_id: Some(&record.attempt_id),
+                detail,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn ttl_cache<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Option<Cache<String, V>> {
+    (!ttl.is_zero()).then(|| {
+        Cache::builder()
+            .max_capacity(SCHEDULE_CACHE_CAPACITY)
+            .time_to_live(ttl)
+            .build()
+    })
+}
+
+/// What is known about an attempt once the platform has answered.
+struct Record<'a> {
+    attempt_id: String,
+    request: &'a TransitionRequest,
+    reason: String,
+    latency_ms: u64,
+    requested_at: DateTime<Utc>,
+    completed_at: DateTime<Utc>,
+}
+
+impl Record<'_> {
+    fn transition(&self, from: Option<AgentState>, outcome: Outcome) -> Transition {
+        Transition {
+            attempt_id: self.attempt_id.clone(),
+            agent_id: self.request.agent_id.clone(),
+            from,
+            to: self.request.target,
+            reason: self.reason.clone(),
+            origin: self.request.origin,
+            actor: self.request.actor.clone(),
+            outcome,
+            latency_ms: self.latency_ms,
+            requested_at: self.requested_at,
+            completed_at: self.completed_at,
+            replayed: false,
+        }
+    }
+}
+
+impl Transition {
+    /// A stored succeeded or rejected attempt (failed ones are never replayed).
+    fn from_row(row: AttemptRow, replayed: bool) -> Transition {
+        let outcome = match row.violation.as_deref() {
+            Some(name) => Outcome::Rejected {
+                violation: serde_json::from_value(json!(name)).unwrap_or(Violation::StateConflict),
+            },
+            None => Outcome::Succeeded,
+        };
+        Transition {
+            attempt_id: row.id,
+            agent_id: row.agent_id,
+            from: row.from_state.and_then(|s| s.parse().ok()),
+            to: row.target_state.parse().unwrap_or(AgentState::LoggedOut),
+            reason: row.reason,
+            origin: row.origin.parse().unwrap_or(Origin::Api),
+            actor: row.actor,
+            outcome,
+            latency_ms: u64::try_from(row.latency_ms).unwrap_or(0),
+            requested_at: from_ms(row.requested_at),
+            completed_at: from_ms(row.completed_at),
+            replayed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::Duration as ChronoDuration;
+
+    use super::*;
+    use crate::cxone::{Agent, AgentFilter, AgentSnapshot};
+    use crate::domain::{BreakWindow, ScheduleStatus};
+    use crate::store::testing::temp_store;
+
+    /// An in-memory platform that records every call.
+    #[derive(Default)]
+    struct FakePlatform {
+        schedules: Mutex<HashMap<String, Schedule>>,
+        breaks: Mutex<HashMap<String, BreakStatus>>,
+        states: Mutex<HashMap<String, AgentState>>,
+        calls: Mutex<Vec<String>>,
+        fail_set_with: Mutex<Option<CxoneError>>,
+    }
+
+    impl FakePlatform {
+        fn calls(&self, prefix: &str) -> usize {
+            let calls = self.calls.lock().unwrap();
+            calls.iter().filter(|c| c.starts_with(prefix)).count()
+        }
+
+        fn add_agent(&self, id: &str, schedule: Schedule) {
+            self.schedules.lock().unwrap().insert(id.into(), schedule);
+            self.states
+                .lock()
+                .unwrap()
+                .insert(id.into(), AgentState::Ready);
+        }
+
+        fn note(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+
+        fn not_found(agent_id: &str) -> CxoneError {
+            CxoneError::NotFound {
+                message: format!("unknown user {agent_id}"),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ContactCenter for FakePlatform {
+        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
+            Ok(vec![])
+        }
+        async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
+            self.note(format!("state {agent_id}"));
+            let state = self.states.lock().unwrap().get(agent_id).copied();
+            let state = state.ok_or_else(|| Self::not_found(agent_id))?;
+            Ok(AgentSnapshot {
+                agent_id: agent_id.into(),
+                state,
+                reason: None,
+                changed_at: None,
+            })
+        }
+        async fn set_agent_state(
+            &self,
+            agent_id: &str,
+            state: AgentState,
+            reason: &str,
+        ) -> Result<AgentSnapshot, CxoneError> {
+            self.note(format!("set {agent_id} {state} {reason}"));
+            if let Some(error) = self.fail_set_with.lock().unwrap().clone() {
+                return Err(error);
+            }
+            let mut states = self.states.lock().unwrap();
+            let current = states
+                .get_mut(agent_id)
+                .ok_or_else(|| Self::not_found(agent_id))?;
+            *current = state;
+            Ok(AgentSnapshot {
+                agent_id: agent_id.into(),
+                state,
+                reason: Some(reason.into()),
+                changed_at: Some(Utc::now()),
+            })
+        }
+        async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
+            self.note(format!("schedule {agent_id}"));
+            let schedule = self.schedules.lock().unwrap().get(agent_id).cloned();
+            schedule.ok_or_else(|| Self::not_found(agent_id))
+        }
+        async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
+            self.note(format!("breaks {agent_id}"));
+            let status = self.breaks.lock().unwrap().get(agent_id).cloned();
+            Ok(status.unwrap_or(BreakStatus {
+                mandatory_break_required: false,
+                break_start: None,
+                break_end: None,
+            }))
+        }
+        async fn check_access(&self) -> Result<(), CxoneError> {
+            Ok(())
+        }
+    }
+
+    fn on_shift(breaks: Option<Vec<BreakWindow>>) -> Schedule {
+        let now = Utc::now();
+        Schedule {
+            status: ScheduleStatus::Active,
+            timezone: None,
+            shift_start: Some(now - ChronoDuration::hours(2)),
+            shift_end: Some(now + ChronoDuration::hours(6)),
+            breaks,
+        }
+    }
+
+    fn off_shift() -> Schedule {
+        Schedule {
+            status: ScheduleStatus::Inactive,
+            ..on_shift(Some(vec![]))
+        }
+    }
+
+    fn lunch_now() -> BreakWindow {
+        let now = Utc::now();
+        BreakWindow {
+            start: now - ChronoDuration::minutes(5),
+            end: now + ChronoDuration::minutes(55),
+            kind: "LUNCH".into(),
+            mandatory: true,
+        }
+    }
+
+    fn request(agent_id: &str, target: AgentState) -> TransitionRequest {
+        TransitionRequest {
+            agent_id: agent_id.into(),
+            target,
+            reason: None,
+            origin: Origin::Api,
+            actor: "test".into(),
+            idempotency_key: None,
+        }
+    }
+
+    async fn engine(platform: Arc<FakePlatform>) -> (TransitionEngine, tempfile::TempDir) {
+        let (store, dir) = temp_store().await;
+        let engine = TransitionEngine::new(store, platform, Duration::from_secs(30));
+        (engine, dir)
+    }
+
+    async fn count(store: &Store, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(store.reader())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn allowed_change_is_sent_and_recorded_with_interval_audit_and_event() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        let (engine, _dir) = engine(platform.clone()).await;
+
+        let first = engine
+            .transition(request("u_001", AgentState::NotReady))
+            .await
+            .unwrap();
+        assert_eq!(first.outcome, Outcome::Succeeded);
+        assert_eq!(first.reason, "BREAK");
+        assert_eq!(first.from, None);
+        let second = engine
+            .transition(request("u_001", AgentState::Ready))
+            .await
+            .unwrap();
+        assert_eq!(second.from, Some(AgentState::NotReady));
+
+        assert_eq!(platform.calls("set u_001 NOT_READY BREAK"), 1);
+        let store = engine.store();
+        assert_eq!(
+            count(
+                store,
+                "SELECT COUNT(*) FROM state_intervals WHERE ended_at IS NULL"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            count(store, "SELECT COUNT(*) FROM state_intervals").await,
+            2
+        );
+        assert_eq!(
+            count(
+                store,
+                "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            count(
+                store,
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.succeeded'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            count(
+                store,
+                "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'agent.state_changed'"
+            )
+            .await,
+            2
+        );
+        let payload: String =
+            sqlx::query_scalar("SELECT payload FROM outbox_events ORDER BY seq DESC LIMIT 1")
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(payload["data"]["from"], "NOT_READY");
+        assert_eq!(payload["data"]["to"], "READY");
+        assert_eq!(payload["data"]["origin"], "api");
+        assert!(payload["data"]["idleMs"].as_i64().unwrap() >= 0);
+        assert!(audit::verify(store.reader()).await.unwrap().is_intact());
+    }
+
+    #[tokio::test]
+    async fn unscheduled_agent_is_rejected_without_touching_the_platform() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_003", off_shift());
+        let (engine, _dir) = engine(platform.clone()).await;
+
+        let result = engine
+            .transition(request("u_003", AgentState::Ready))
+            .await
+            .unwrap();
+        assert_eq!(
+            result.outcome,
+            Outcome::Rejected {
+                violation: Violation::AgentNotScheduled
+            }
+        );
+        assert_eq!(platform.calls("set"), 0);
+        let store = engine.store();
+        assert_eq!(
+            count(store, "SELECT COUNT(*) FROM state_intervals").await,
+            0
+        );
+        assert_eq!(
+            count(
+                store,
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.rejected'"
+            )
+            .await,
+            1
+        );
+        let payload: String = sqlx::query_scalar("SELECT payload FROM outbox_events")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(payload["type"], "transition.rejected");
+        assert_eq!(payload["data"]["violation"], "AGENT_NOT_SCHEDULED");
+    }
+
+    #[tokio::test]
+    async fn logging_out_an_unscheduled_agent_needs_no_schedule_and_is_allowed() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_003", off_shift());
+        let (engine, _dir) = engine(platform.clone()).await;
+        let result = engine
+            .transition(request("u_003", AgentState::LoggedOut))
+            .await
+            .unwrap();
+        assert_eq!(result.outcome, Outcome::Succeeded);
+        assert_eq!(platform.calls("schedule"), 0);
+    }
+
+    #[tokio::test]
+    async fn mandatory_break_from_schedule_windows_rejects_ready_without_a_break_call() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_005", on_shift(Some(vec![lunch_now()])));
+        let (engine, _dir) = engine(platform.clone()).await;
+        let result = engine
+            .transition(request("u_005", AgentState::Ready))
+            .await
+            .unwrap();
+        assert_eq!(
+            result.outcome,
+            Outcome::Rejected {
+                violation: Violation::MandatoryBreakViolation
+            }
+        );
+        assert_eq!(platform.calls("breaks"), 0);
+        assert_eq!(platform.calls("set"), 0);
+        let other = engine
+            .transition(request("u_005", AgentState::Paused))
+            .await
+            .unwrap();
+        assert_eq!(other.outcome, Outcome::Succeeded, "only READY is blocked");
+    }
+
+    #[tokio::test]
+    async fn schedule_without_break_windows_asks_the_break_endpoint() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_009", on_shift(None));
+        let window = lunch_now();
+        platform.breaks.lock().unwrap().insert(
+            "u_009".into(),
+            BreakStatus {
+                mandatory_break_required: true,
+                break_start: Some(window.start),
+                break_end: Some(window.end),
+            },
+        );
+        let (engine, _dir) = engine(platform.clone()).await;
+        let result = engine
+            .transition(request("u_009", AgentState::Ready))
+            .await
+            .unwrap();
+        assert_eq!(
+            result.outcome,
+            Outcome::Rejected {
+                violation: Violation::MandatoryBreakViolation
+            }
+        );
+        assert_eq!(platform.calls("breaks u_009"), 1);
+    }
+
+    #[tokio::test]
+    async fn warm_cache_costs_one_platform_call_per_change() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_009", on_shift(None));
+        let (engine, _dir) = engine(platform.clone()).await;
+        for i in 0..10 {
+            let target = if i % 2 == 0 {
+                AgentState::Ready
+            } else {
+                AgentState::NotReady
+            };
+            engine.transition(request("u_009", target)).await.unwrap();
+        }
+        assert_eq!(platform.calls("schedule"), 1);
+        assert_eq!(platform.calls("breaks"), 1);
+        assert_eq!(platform.calls("set"), 10);
+    }
+
+    #[tokio::test]
+    async fn same_idempotency_key_performs_the_change_once() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        let (engine, _dir) = engine(platform.clone()).await;
+        let keyed = TransitionRequest {
+            idempotency_key: Some("k-1".into()),
+            ..request("u_001", AgentState::Paused)
+        };
+        let (a, b) = tokio::join!(
+            engine.transition(keyed.clone()),
+            engine.transition(keyed.clone())
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.attempt_id, b.attempt_id);
+        assert!(
+            a.replayed != b.replayed,
+            "exactly one of them is the replay"
+        );
+        assert_eq!(platform.calls("set"), 1);
+
+        let reused = engine
+            .transition(TransitionRequest {
+                target: AgentState::Idle,
+                ..keyed
+            })
+            .await;
+        assert!(matches!(
+            reused,
+            Err(EngineError::IdempotencyKeyReused { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn platform_failure_is_recorded_leaves_history_alone_and_frees_the_key() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        *platform.fail_set_with.lock().unwrap() = Some(CxoneError::Server {
+            status: 503,
+            message: String::new(),
+            retry_after: None,
+        });
+        let (engine, _dir) = engine(platform.clone()).await;
+        let keyed = TransitionRequest {
+            idempotency_key: Some("k-2".into()),
+            ..request("u_001", AgentState::Paused)
+        };
+        let failed = engine.transition(keyed.clone()).await.unwrap();
+        assert!(matches!(
+            failed.outcome,
+            Outcome::Failed {
+                kind: FailureKind::PlatformUnavailable,
+                ..
+            }
+        ));
+        let store = engine.store();
+        assert_eq!(
+            count(store, "SELECT COUNT(*) FROM state_intervals").await,
+            0
+        );
+        assert_eq!(count(store, "SELECT COUNT(*) FROM outbox_events").await, 0);
+        assert_eq!(
+            count(
+                store,
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.failed'"
+            )
+            .await,
+            1
+        );
+
+        *platform.fail_set_with.lock().unwrap() = None;
+        let retried = engine.transition(keyed).await.unwrap();
+        assert_eq!(retried.outcome, Outcome::Succeeded);
+        assert!(!retried.replayed);
+    }
+
+    #[tokio::test]
+    async fn platform_conflict_is_a_rejection_and_unknown_agent_a_failure() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_007", on_shift(Some(vec![])));
+        *platform.fail_set_with.lock().unwrap() = Some(CxoneError::Conflict {
+            message: "agent is on a contact".into(),
+        });
+        let (engine, _dir) = engine(platform.clone()).await;
+        let conflict = engine
+            .transition(request("u_007", AgentState::NotReady))
+            .await
+            .unwrap();
+        assert_eq!(
+            conflict.outcome,
+            Outcome::Rejected {
+                violation: Violation::StateConflict
+            }
+        );
+        let unknown = engine
+            .transition(request("u_999", AgentState::NotReady))
+            .await
+            .unwrap();
+        assert!(matches!(
+            unknown.outcome,
+            Outcome::Failed {
+                kind: FailureKind::UnknownAgent,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn observed_only_states_are_refused_before_anything_happens() {
+        let platform = Arc::new(FakePlatform::default());
+        let (engine, _dir) = engine(platform.clone()).await;
+        let result = engine
+            .transition(request("u_001", AgentState::OnContact))
+            .await;
+        assert!(matches!(
+            result,
+            Err(EngineError::NotSettable(AgentState::OnContact))
+        ));
+        assert!(platform.calls.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_changes_of_one_agent_chain_their_intervals() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        let (engine, _dir) = engine(platform.clone()).await;
+        let engine = Arc::new(engine);
+        let targets = [
+            AgentState::Ready,
+            AgentState::NotReady,
+            AgentState::Paused,
+            AgentState::Idle,
+        ];
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    engine
+                        .transition(request("u_001", targets[i % targets.len()]))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().outcome, Outcome::Succeeded);
+        }
+        let rows = history::overlapping(
+            engine.store().reader(),
+            "u_001",
+            from_ms(0),
+            Utc::now() + ChronoDuration::hours(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 24);
+        for pair in rows.windows(2) {
+            assert_eq!(pair[0].ended_at, Some(pair[1].started_at), "{pair:?}");
+        }
+        let from_states: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT from_state FROM transition_attempts ORDER BY completed_at, id",
+        )
+        .fetch_all(engine.store().reader())
+        .await
+        .unwrap();
+        assert_eq!(from_states.iter().filter(|s| s.is_none()).count(), 1);
+    }
+}

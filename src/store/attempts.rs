@@ -1,0 +1,121 @@
+//! Transition attempts: every change that was asked for, and how it ended.
+
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+/// One attempt, as stored. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AttemptRow {
+    pub id: String,
+    pub idempotency_key: Option<String>,
+    pub agent_id: String,
+    pub from_state: Option<String>,
+    pub target_state: String,
+    pub reason: String,
+    pub origin: String,
+    pub actor: String,
+    /// `succeeded`, `rejected` or `failed`.
+    pub outcome: String,
+    pub violation: Option<String>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub requested_at: i64,
+    pub completed_at: i64,
+}
+
+const COLUMNS: &str = "id, idempotency_key, agent_id, from_state, target_state, reason, origin, \
+     actor, outcome, violation, error, latency_ms, requested_at, completed_at";
+
+pub async fn insert(conn: &mut SqliteConnection, row: &AttemptRow) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO transition_attempts ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(&row.id)
+    .bind(&row.idempotency_key)
+    .bind(&row.agent_id)
+    .bind(&row.from_state)
+    .bind(&row.target_state)
+    .bind(&row.reason)
+    .bind(&row.origin)
+    .bind(&row.actor)
+    .bind(&row.outcome)
+    .bind(&row.violation)
+    .bind(&row.error)
+    .bind(row.latency_ms)
+    .bind(row.requested_at)
+    .bind(row.completed_at)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// The attempt recorded under an idempotency key, if any.
+pub async fn by_idempotency_key(
+    pool: &SqlitePool,
+    key: &str,
+) -> Result<Option<AttemptRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM transition_attempts WHERE idempotency_key = ?"
+    )))
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The agent's attempts requested in `[from_ms, to_ms)`, oldest first.
+pub async fn for_agent(
+    pool: &SqlitePool,
+    agent_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM transition_attempts
+         WHERE agent_id = ? AND requested_at >= ? AND requested_at < ?
+         ORDER BY requested_at, id"
+    )))
+    .bind(agent_id)
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    fn attempt(id: &str, key: Option<&str>) -> AttemptRow {
+        AttemptRow {
+            id: id.into(),
+            idempotency_key: key.map(Into::into),
+            agent_id: "u_001".into(),
+            from_state: Some("READY".into()),
+            target_state: "NOT_READY".into(),
+            reason: "BREAK".into(),
+            origin: "api".into(),
+            actor: "api".into(),
+            outcome: "succeeded".into(),
+            violation: None,
+            error: None,
+            latency_ms: 12,
+            requested_at: 1_000,
+            completed_at: 1_012,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_is_stored_once() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        insert(&mut tx, &attempt("a1", Some("k1"))).await.unwrap();
+        assert!(insert(&mut tx, &attempt("a2", Some("k1"))).await.is_err());
+        insert(&mut tx, &attempt("a3", None)).await.unwrap();
+        insert(&mut tx, &attempt("a4", None)).await.unwrap();
+        tx.commit().await.unwrap();
+        let found = by_idempotency_key(store.reader(), "k1").await.unwrap();
+        assert_eq!(found, Some(attempt("a1", Some("k1"))));
+        let all = for_agent(store.reader(), "u_001", 0, 2_000).await.unwrap();
+        assert_eq!(all.len(), 3);
+    }
+}

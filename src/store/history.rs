@@ -1,0 +1,235 @@
+//! State intervals: what state each agent was in, from when to when.
+//!
+//! An agent has at most one open interval (a partial unique index enforces it). A
+//! change closes the open interval at the change's instant and opens the next one, in
+//! the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+use super::{from_ms, to_ms};
+use crate::domain::idle::Interval;
+use crate::domain::{AgentState, Origin};
+
+/// A stored interval.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct IntervalRow {
+    pub id: i64,
+    pub agent_id: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub origin: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub attempt_id: Option<String>,
+}
+
+impl IntervalRow {
+    pub fn state(&self) -> Option<AgentState> {
+        self.state.parse().ok()
+    }
+
+    pub fn started(&self) -> DateTime<Utc> {
+        from_ms(self.started_at)
+    }
+
+    pub fn ended(&self) -> Option<DateTime<Utc>> {
+        self.ended_at.map(from_ms)
+    }
+
+    /// The interval in the domain's terms; `None` for a state this build does not know.
+    pub fn to_interval(&self) -> Option<Interval> {
+        Some(Interval {
+            state: self.state()?,
+            start: self.started(),
+            end: self.ended(),
+        })
+    }
+}
+
+/// The state an agent is entering.
+#[derive(Debug, Clone)]
+pub struct NewInterval<'a> {
+    pub agent_id: &'a str,
+    pub state: AgentState,
+    pub reason: Option<&'a str>,
+    pub origin: Origin,
+    pub at: DateTime<Utc>,
+    pub attempt_id: Option<&'a str>,
+}
+
+const COLUMNS: &str = "id, agent_id, state, reason, origin, started_at, ended_at, attempt_id";
+
+/// The agent's open interval, if any.
+pub async fn open_interval(
+    conn: &mut SqliteConnection,
+    agent_id: &str,
+) -> Result<Option<IntervalRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM state_intervals WHERE agent_id = ? AND ended_at IS NULL"
+    )))
+    .bind(agent_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Closes the agent's open interval at `next.at` (never before it started) and opens
+/// `next`. Returns the interval that was closed.
+pub async fn switch_state(
+    conn: &mut SqliteConnection,
+    next: &NewInterval<'_>,
+) -> Result<Option<IntervalRow>, sqlx::Error> {
+    let at = to_ms(next.at);
+    let closed: Option<IntervalRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE state_intervals SET ended_at = MAX(started_at, ?)
+         WHERE agent_id = ? AND ended_at IS NULL RETURNING {COLUMNS}"
+    )))
+    .bind(at)
+    .bind(next.agent_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    // A platform clock slightly behind ours must not start the new interval before the
+    // one it follows.
+    let started_at = closed.as_ref().map_or(at, |c| at.max(c.started_at));
+    sqlx::query(
+        "INSERT INTO state_intervals (agent_id, state, reason, origin, started_at, attempt_id)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(next.agent_id)
+    .bind(next.state.as_str())
+    .bind(next.reason)
+    .bind(next.origin.as_str())
+    .bind(started_at)
+    .bind(next.attempt_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(closed)
+}
+
+/// The agent's intervals that overlap `[from, to)`, oldest first.
+pub async fn overlapping(
+    pool: &SqlitePool,
+    agent_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<IntervalRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM state_intervals
+         WHERE agent_id = ? AND started_at < ? AND (ended_at IS NULL OR ended_at > ?)
+         ORDER BY started_at, id"
+    )))
+    .bind(agent_id)
+    .bind(to_ms(to))
+    .bind(to_ms(from))
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+    use chrono::Duration;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        from_ms(1_790_000_000_000 + seconds * 1000)
+    }
+
+    fn enter<'a>(agent_id: &'a str, state: AgentState, at: DateTime<Utc>) -> NewInterval<'a> {
+        NewInterval {
+            agent_id,
+            state,
+            reason: Some(state.default_reason()),
+            origin: Origin::Api,
+            at,
+            attempt_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn switching_closes_the_open_interval_and_opens_the_next() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        let first = switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(0)))
+            .await
+            .unwrap();
+        assert_eq!(first, None);
+        let closed = switch_state(&mut tx, &enter("u_001", AgentState::NotReady, at(60)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(closed.state(), Some(AgentState::Ready));
+        assert_eq!(closed.ended(), Some(at(60)));
+        let open = open_interval(&mut tx, "u_001").await.unwrap().unwrap();
+        assert_eq!(open.state(), Some(AgentState::NotReady));
+        assert_eq!(open.started(), at(60));
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_change_stamped_before_the_open_interval_never_goes_back_in_time() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(100)))
+            .await
+            .unwrap();
+        let closed = switch_state(&mut tx, &enter("u_001", AgentState::Idle, at(90)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(closed.ended(), Some(at(100)));
+        let open = open_interval(&mut tx, "u_001").await.unwrap().unwrap();
+        assert_eq!(open.started(), at(100));
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_database_refuses_a_second_open_interval() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(0)))
+            .await
+            .unwrap();
+        let second = sqlx::query(
+            "INSERT INTO state_intervals (agent_id, state, origin, started_at) \
+             VALUES ('u_001', 'IDLE', 'api', 5)",
+        )
+        .execute(&mut *tx)
+        .await;
+        assert!(second.is_err());
+    }
+
+    #[tokio::test]
+    async fn overlapping_finds_intervals_that_touch_the_window_only() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        for (seconds, state) in [
+            (0, AgentState::Ready),
+            (100, AgentState::NotReady),
+            (200, AgentState::Ready),
+            (300, AgentState::Idle),
+        ] {
+            switch_state(&mut tx, &enter("u_001", state, at(seconds)))
+                .await
+                .unwrap();
+        }
+        switch_state(&mut tx, &enter("u_002", AgentState::Idle, at(150)))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let rows = overlapping(store.reader(), "u_001", at(150), at(250))
+            .await
+            .unwrap();
+        let states: Vec<_> = rows.iter().filter_map(IntervalRow::state).collect();
+        assert_eq!(states, [AgentState::NotReady, AgentState::Ready]);
+        let open = overlapping(
+            store.reader(),
+            "u_001",
+            at(400),
+            at(400) + Duration::hours(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(open.len(), 1, "the open interval overlaps any later window");
+    }
+}

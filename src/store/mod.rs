@@ -1,0 +1,210 @@
+//! The SQLite store: one file per table family, behind narrow functions.
+//!
+//! Writes go through a single-connection pool and start with `BEGIN IMMEDIATE`, so a
+//! transaction takes the write lock up front instead of failing half-way when another
+//! process (a `wfmd transition` next to the daemon) writes too; `busy_timeout` makes the
+//! other side wait. Reads use their own pool and, thanks to WAL, never wait for writes.
+//! `synchronous=FULL` makes every commit durable: a committed audit row or outbox event
+//! must survive power loss, not only a crash.
+//!
+//! The functions that write take a `&mut SqliteConnection` so a caller can compose them
+//! into one transaction (an accepted change writes interval, attempt, audit entry and
+//! outbox event together, or nothing).
+
+pub mod attempts;
+pub mod audit;
+pub mod history;
+pub mod outbox;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+/// The embedded migrations (`migrations/`), applied at start and by `wfmd migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections for concurrent reads (reports, history, verify) beside the one writer.
+const READ_CONNECTIONS: u32 = 4;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating when missing) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        let store = Self::open_without_migrating(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database without touching its schema (for `wfmd migrate` to report on).
+    pub async fn open_without_migrating(url: &str) -> anyhow::Result<Store> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("database.url `{url}` is not a valid SQLite URL"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
+        }
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
+        Ok(Store { write, read })
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        let before = self.applied_migrations().await.unwrap_or(0);
+        MIGRATOR
+            .run(&self.write)
+            .await
+            .context("cannot apply database migrations")?;
+        Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    /// How many migrations the database has applied.
+    pub async fn applied_migrations(&self) -> anyhow::Result<usize> {
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        if exists.is_none() {
+            return Ok(0);
+        }
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// Starts a write transaction holding the database's write lock (`BEGIN IMMEDIATE`).
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// The pool for reads.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map(drop)
+    }
+
+    /// Closes both pools, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+fn display_path(options: &SqliteConnectOptions) -> String {
+    let path: &Path = options.get_filename();
+    path.display().to_string()
+}
+
+/// Unix milliseconds, the store's representation of an instant.
+pub fn to_ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// The instant of a stored Unix-millisecond value.
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    /// A migrated store in a fresh temporary folder, removed when the guard drops.
+    pub async fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
+        let store = Store::open(&url).await.unwrap();
+        (store, dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_the_file_and_folder_and_applies_migrations_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/wfmd.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = Store::open(&url).await.unwrap();
+        assert!(path.exists());
+        let applied = store.applied_migrations().await.unwrap();
+        assert_eq!(applied, MIGRATOR.iter().count());
+        assert_eq!(
+            store.migrate().await.unwrap(),
+            0,
+            "second run applies nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_use_wal_full_sync_and_a_busy_timeout() {
+        let (store, _dir) = testing::temp_store().await;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let mut tx = store.begin_write().await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+        tx.rollback().await.unwrap();
+    }
+
+    #[test]
+    fn milliseconds_round_trip() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 20, 14, 31, 55).unwrap();
+        assert_eq!(from_ms(to_ms(at)), at);
+    }
+}

@@ -1,0 +1,131 @@
+//! The transactional outbox: webhook events written in the same transaction as the
+//! change they report, so an event exists exactly when its change does.
+//!
+//! Delivery (claiming, signing, retrying) reads these rows in `seq` order, which is
+//! commit order.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+use super::to_ms;
+
+/// The event types wfmd emits; the names are part of the webhook contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum EventType {
+    #[serde(rename = "agent.state_changed")]
+    AgentStateChanged,
+    #[serde(rename = "transition.rejected")]
+    TransitionRejected,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::AgentStateChanged => "agent.state_changed",
+            EventType::TransitionRejected => "transition.rejected",
+        }
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub event_type: String,
+    pub agent_id: Option<String>,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+/// A fresh event id (`evt_` + UUID v7, so ids sort by creation time).
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Writes an event in the caller's transaction; returns its id. The stored payload is
+/// the webhook body: `{"type","id","timestamp","data"}`.
+pub async fn enqueue(
+    conn: &mut SqliteConnection,
+    event_type: EventType,
+    agent_id: Option<&str>,
+    at: DateTime<Utc>,
+    data: serde_json::Value,
+) -> Result<String, sqlx::Error> {
+    let id = new_event_id();
+    let payload = json!({
+        "type": event_type.as_str(),
+        "id": id,
+        "timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "data": data,
+    });
+    sqlx::query(
+        "INSERT INTO outbox_events (id, event_type, agent_id, payload, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(event_type.as_str())
+    .bind(agent_id)
+    .bind(payload.to_string())
+    .bind(to_ms(at))
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Events after `after_seq` in commit order, at most `limit`.
+pub async fn after(
+    pool: &SqlitePool,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, id, event_type, agent_id, payload, created_at FROM outbox_events
+         WHERE seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    #[tokio::test]
+    async fn events_keep_commit_order_and_carry_the_webhook_body() {
+        let (store, _dir) = temp_store().await;
+        let at = crate::store::from_ms(1_790_000_000_000);
+        let mut ids = Vec::new();
+        for agent in ["u_002", "u_001", "u_003"] {
+            let mut tx = store.begin_write().await.unwrap();
+            ids.push(
+                enqueue(
+                    &mut tx,
+                    EventType::AgentStateChanged,
+                    Some(agent),
+                    at,
+                    json!({"agentId": agent}),
+                )
+                .await
+                .unwrap(),
+            );
+            tx.commit().await.unwrap();
+        }
+        let rows = after(store.reader(), 0, 10).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            ids.iter().collect::<Vec<_>>()
+        );
+        let body: serde_json::Value = serde_json::from_str(&rows[0].payload).unwrap();
+        assert_eq!(body["type"], "agent.state_changed");
+        assert_eq!(body["id"], ids[0].as_str());
+        assert_eq!(body["timestamp"], "2026-09-21T14:13:20.000Z");
+        assert_eq!(body["data"]["agentId"], "u_002");
+        assert!(ids[0].starts_with("evt_"));
+    }
+}
