@@ -1,7 +1,177 @@
 //! wfmd: agent-state automation for NICE CXone contact centers.
+//!
+//! wfmd changes agent states on WFM rules and on supervisors' request, refuses changes
+//! that break shift or break compliance, records every state in SQLite, and reports
+//! through webhooks, a hash-chained audit log and compliance exports.
+//!
+//! # Layout
+//! - [`domain`]: the vocabulary and pure rules (states, compliance, idle time). No I/O.
+//! - [`cxone`]: the platform client behind the [`cxone::ContactCenter`] trait: token
+//!   cache, retries with jitter, the shared request budget.
+//! - [`store`]: SQLite: state history, attempts, audit log, outbox.
+//! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
+//!   one change.
+//! - [`api`]: the HTTP API (axum).
+//! - `sim`: the built-in platform simulator, written from the platform contract
+//!   without importing any of the above.
+//! - [`config`], [`cli`]: configuration and the command line; `main.rs` only dispatches.
+//!
+//! Arrows point one way: `domain` ← `cxone`, `store` ← `engine` ← `api` ← `App`.
 
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod cxone;
 pub mod domain;
 pub mod engine;
 pub mod store;
+pub mod time;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::cxone::{Budget, ClientSettings, ContactCenter, RetryPolicy, V2Client};
+use crate::engine::TransitionEngine;
+use crate::store::Store;
+
+/// The one HTTP client of the process: connection pools and TLS sessions are shared by
+/// every platform call (and, later, every webhook delivery).
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    cxone::install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("wfmd/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+/// The platform client the configuration describes, under a request budget.
+pub fn platform(config: &Config, http: reqwest::Client, budget: Arc<Budget>) -> Arc<dyn ContactCenter> {
+    let c = &config.cxone;
+    let settings = ClientSettings {
+        base_url: c.base_url.clone(),
+        token_url: c.token_url.clone(),
+        client_id: c.client_id.clone(),
+        client_secret: c.client_secret.clone(),
+        request_timeout: config.request_timeout(),
+        retry: RetryPolicy {
+            max_retries: config.retry.max_retries,
+            base_delay: Duration::from_millis(config.retry.base_delay_ms),
+            max_delay: Duration::from_millis(config.retry.max_delay_ms),
+        },
+    };
+    Arc::new(V2Client::new(http, settings, budget))
+}
+
+/// The process-wide metrics recorder, installed on first use (tests build many apps in
+/// one process; a recorder can be installed only once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (embedding programs); then our
+            // handle simply renders nothing, which must not stop the daemon.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The services a command needs: store, platform and transition engine.
+pub struct Services {
+    pub store: Store,
+    pub engine: Arc<TransitionEngine>,
+}
+
+impl Services {
+    pub async fn start(config: &Config) -> anyhow::Result<Services> {
+        let store = Store::open(&config.database.url).await?;
+        let budget = Arc::new(Budget::per_minute(config.cxone.requests_per_minute));
+        let platform = platform(config, http_client()?, budget);
+        let engine = Arc::new(TransitionEngine::new(
+            store.clone(),
+            platform,
+            config.schedule_cache_ttl(),
+        ));
+        Ok(Services { store, engine })
+    }
+}
+
+/// The daemon: the HTTP API over the services, ready to run.
+pub struct App {
+    listener: TcpListener,
+    services: Services,
+    shutdown_timeout: Duration,
+}
+
+impl App {
+    /// Opens the database (applying migrations), connects the platform client and binds
+    /// `server.listen` (port 0 picks a free port; see [`App::port`]).
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        let services = Services::start(config).await?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on server.listen = {}", config.server.listen))?;
+        Ok(App {
+            listener,
+            services,
+            shutdown_timeout: config.server.shutdown_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn engine(&self) -> Arc<TransitionEngine> {
+        self.services.engine.clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.services.store.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (within
+    /// `server.shutdown_timeout`) and closes the database.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = api::ApiState {
+            engine: self.services.engine.clone(),
+            store: self.services.store.clone(),
+            metrics: metrics_handle(),
+        };
+        tracing::info!(address = %self.local_addr(), "wfmd is serving");
+        let server = axum::serve(self.listener, api::router(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => result.context("the HTTP server failed")?,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(self.shutdown_timeout).await;
+            } => {
+                tracing::warn!(
+                    timeout = ?self.shutdown_timeout,
+                    "in-flight requests did not finish in time; stopping anyway"
+                );
+            }
+        }
+        self.services.store.close().await;
+        tracing::info!("wfmd stopped");
+        Ok(())
+    }
+}

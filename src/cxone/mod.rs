@@ -22,7 +22,7 @@ use crate::domain::{AgentState, BreakStatus, Schedule};
 
 pub use budget::Budget;
 pub use retry::RetryPolicy;
-pub use v2::V2Client;
+pub use v2::{V2Client, install_crypto_provider};
 
 /// An agent (a platform user) as listed by the platform.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,242 @@
+//! `POST /v1/agents/{id}/transitions` and `GET /v1/agents/{id}/history`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use super::error::Problem;
+use super::json::JsonBody;
+use crate::domain::idle::{self, Window};
+use crate::domain::{AgentState, Origin};
+use crate::engine::{EngineError, FailureKind, Outcome, Transition, TransitionRequest};
+use crate::store::history;
+use crate::time::{parse_instant, rfc3339};
+
+/// Longest accepted agent id, reason code and idempotency key.
+const MAX_ID_LEN: usize = 128;
+const MAX_REASON_LEN: usize = 64;
+const MAX_KEY_LEN: usize = 255;
+
+/// The widest history window one request may ask for.
+const MAX_WINDOW_DAYS: i64 = 366;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionBody {
+    state: AgentState,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
+    let valid = !agent_id.is_empty()
+        && agent_id.len() <= MAX_ID_LEN
+        && agent_id.chars().all(|c| c.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(Problem::invalid_field(
+            "agent_id",
+            format!("agent id must be 1 to {MAX_ID_LEN} printable ASCII characters"),
+        ))
+    }
+}
+
+fn check_reason(reason: &str) -> Result<(), Problem> {
+    let valid = !reason.is_empty()
+        && reason.len() <= MAX_REASON_LEN
+        && reason
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Problem::invalid_field(
+            "reason",
+            format!(
+                "reason must be 1 to {MAX_REASON_LEN} letters, digits, `_` or `-`, got `{reason}`"
+            ),
+        ))
+    }
+}
+
+/// Changes one agent's state; answers 200 with the transition, 409 with the violation.
+pub async fn create_transition(
+    State(state): State<ApiState>,
+    Path(agent_id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<TransitionBody>,
+) -> Result<Response, Problem> {
+    check_agent_id(&agent_id)?;
+    if let Some(reason) = &body.reason {
+        check_reason(reason)?;
+    }
+    // The body's key wins; the conventional header works too.
+    let idempotency_key = body.idempotency_key.or_else(|| {
+        headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    if let Some(key) = &idempotency_key
+        && (key.is_empty() || key.len() > MAX_KEY_LEN)
+    {
+        return Err(Problem::invalid_field(
+            "idempotency_key",
+            format!("idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
+        ));
+    }
+    let request = TransitionRequest {
+        agent_id,
+        target: body.state,
+        reason: body.reason,
+        origin: Origin::Api,
+        actor: "api".to_owned(),
+        idempotency_key,
+    };
+    let transition = state
+        .engine
+        .transition(request)
+        .await
+        .map_err(engine_problem)?;
+    Ok(transition_response(transition))
+}
+
+fn engine_problem(error: EngineError) -> Problem {
+    match error {
+        EngineError::NotSettable(_) => Problem::invalid_field("state", error.to_string()),
+        EngineError::IdempotencyKeyReused { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "The idempotency key belongs to a different request",
+            error.to_string(),
+        )
+        .with("field", "idempotency_key"),
+        EngineError::Store(e) => Problem::internal(&e),
+    }
+}
+
+fn transition_response(transition: Transition) -> Response {
+    let problem = match &transition.outcome {
+        Outcome::Succeeded => return (StatusCode::OK, Json(transition)).into_response(),
+        Outcome::Rejected { violation } => Problem::violation(*violation),
+        Outcome::Failed { kind, error } => match kind {
+            FailureKind::UnknownAgent => Problem::not_found(format!(
+                "the platform does not know agent `{}`",
+                transition.agent_id
+            )),
+            FailureKind::PlatformRefused => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "platform-refused",
+                "The platform refused the change",
+                error.clone(),
+            ),
+            FailureKind::PlatformUnavailable => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "platform-unavailable",
+                "The platform could not carry out the change",
+                error.clone(),
+            ),
+        },
+    };
+    problem
+        .with("attempt_id", &transition.attempt_id)
+        .with("transition", &transition)
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct IntervalView {
+    state: String,
+    reason: Option<String>,
+    origin: String,
+    started_at: String,
+    ended_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryView {
+    agent_id: String,
+    from: String,
+    to: String,
+    intervals: Vec<IntervalView>,
+    time_in_state_ms: BTreeMap<AgentState, i64>,
+    idle_ms: i64,
+}
+
+/// A validated `[from, to)` window from query parameters; the last 24 hours by default.
+pub fn window_from_query(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Window, Problem> {
+    let parse = |name: &str, value: Option<&str>| {
+        value
+            .map(|v| parse_instant(v).map_err(|e| Problem::invalid_parameter(name, format!("{name}: {e}"))))
+            .transpose()
+    };
+    let to_at = parse("to", to)?.unwrap_or(now);
+    let from_at = parse("from", from)?.unwrap_or(to_at - Duration::hours(24));
+    if to_at <= from_at {
+        return Err(Problem::invalid_parameter(
+            "to",
+            format!("to ({}) must be after from ({})", rfc3339(to_at), rfc3339(from_at)),
+        ));
+    }
+    if to_at - from_at > Duration::days(MAX_WINDOW_DAYS) {
+        return Err(Problem::invalid_parameter(
+            "to",
+            format!("the window may span at most {MAX_WINDOW_DAYS} days"),
+        ));
+    }
+    Ok(Window {
+        from: from_at,
+        to: to_at,
+    })
+}
+
+/// The agent's recorded intervals in the window, with time per state and idle time.
+pub async fn history(
+    State(state): State<ApiState>,
+    Path(agent_id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    check_agent_id(&agent_id)?;
+    let now = Utc::now();
+    let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
+    let rows = history::overlapping(state.store.reader(), &agent_id, window.from, window.to).await?;
+    let intervals: Vec<_> = rows.iter().filter_map(|row| row.to_interval()).collect();
+    let totals = idle::time_in_state(&intervals, window, now);
+    let view = HistoryView {
+        agent_id,
+        from: rfc3339(window.from),
+        to: rfc3339(window.to),
+        intervals: rows
+            .into_iter()
+            .map(|row| IntervalView {
+                started_at: rfc3339(row.started()),
+                ended_at: row.ended().map(rfc3339),
+                state: row.state,
+                reason: row.reason,
+                origin: row.origin,
+            })
+            .collect(),
+        time_in_state_ms: totals.per_state_ms,
+        idle_ms: totals.idle_ms,
+    };
+    Ok(Json(serde_json::to_value(view).map_err(|e| Problem::internal(&e))?))
+}

@@ -1,0 +1,132 @@
+//! Errors at the HTTP edge, answered as `application/problem+json` (RFC 9457).
+//!
+//! Every problem carries a stable `type`, a human `title` and `detail`, and where it
+//! applies the offending `field` or the `violation`, so clients can branch on data
+//! rather than parse sentences. Internal errors are logged with their cause and answered
+//! without it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::Violation;
+
+/// A problem+json answer.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    /// Short kebab-case name of the problem kind, e.g. `invalid-field`.
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.extensions.insert(
+            key.to_owned(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+        self
+    }
+
+    /// A request field that is missing, malformed or out of range (422).
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "A request field is invalid",
+            detail,
+        )
+        .with("field", field)
+    }
+
+    /// A query parameter that is malformed or out of range (400).
+    pub fn invalid_parameter(parameter: &str, detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "A query parameter is invalid",
+            detail,
+        )
+        .with("parameter", parameter)
+    }
+
+    /// The body is not JSON at all (400).
+    pub fn malformed_body(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+            "The request body is not valid JSON",
+            detail,
+        )
+    }
+
+    pub fn violation(violation: Violation) -> Self {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "compliance-violation",
+            "The change breaks shift or break compliance",
+            violation.describe(),
+        )
+        .with("violation", violation)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// Something failed on our side; the cause is logged, not shown.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "wfmd failed to handle the request; the cause is in its log",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            Value::String(format!("urn:wfmd:problem:{}", self.kind)),
+        );
+        body.insert("title".into(), Value::String(self.title.into()));
+        body.insert("status".into(), Value::from(self.status.as_u16()));
+        body.insert("detail".into(), Value::String(self.detail));
+        body.extend(self.extensions);
+        let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(error: sqlx::Error) -> Self {
+        Problem::internal(&error)
+    }
+}

@@ -1,0 +1,51 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::{ApiState, READINESS_TIMEOUT};
+
+/// The process is up and serving.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// The database answers and the platform accepts our credentials.
+pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    let database = match state.store.ping().await {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("unavailable: {e}"),
+    };
+    let platform = match tokio::time::timeout(
+        READINESS_TIMEOUT,
+        state.engine.platform().check_access(),
+    )
+    .await
+    {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unavailable: {e}"),
+        Err(_) => "unavailable: no answer in time".to_owned(),
+    };
+    let ready = database == "ok" && platform == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "database": database,
+        "platform": platform,
+    });
+    (status, Json(body))
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

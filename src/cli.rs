@@ -1,0 +1,364 @@
+//! The command line: clap definitions of every subcommand and what each one runs.
+//!
+//! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
+//! configuration (the message names the key or argument).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat, Source};
+use crate::domain::{AgentState, Origin};
+use crate::engine::{Outcome, Transition, TransitionRequest};
+use crate::store::{Store, audit};
+use crate::time::{parse_instant, rfc3339};
+use crate::{App, Services};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wfmd",
+    version,
+    about = "Agent-state automation for NICE CXone contact centers",
+    long_about = "wfmd changes agent states on WFM rules and on supervisors' request, refuses \
+changes that break shift or break compliance, records every state in SQLite, and reports \
+through signed webhooks, a hash-chained audit log and compliance exports.\n\n\
+Quick start, with no credentials: `wfmd serve --simulate` runs the daemon against a built-in \
+platform simulator.",
+    after_help = "Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or configuration."
+)]
+pub struct Cli {
+    /// Configuration file. Default: config/wfmd.toml when it exists, else built-in
+    /// defaults. Any key can also be set as WFMD_SECTION__KEY in the environment.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: the HTTP API over the transition engine.
+    Serve(ServeArgs),
+    /// Change one agent's state now and print one result line.
+    Transition(TransitionArgs),
+    /// Inspect the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Apply database migrations (serve also applies them at start).
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Start the built-in platform simulator in-process on a free port and use it, with
+    /// a ready-made tenant: no credentials or other setup needed.
+    #[arg(long)]
+    pub simulate: bool,
+    /// With --simulate: how many agents the simulated tenant has.
+    #[arg(long, default_value_t = 50, requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub agents: u32,
+    /// With --simulate: seed of the simulated tenant (same seed, same tenant).
+    #[arg(long, default_value_t = 7, requires = "simulate")]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TransitionArgs {
+    /// The agent (platform user id), e.g. u_001.
+    pub agent: String,
+    /// Target state: READY, NOT_READY, PAUSED, IDLE or LOGGED_OUT.
+    #[arg(value_parser = parse_state)]
+    pub state: AgentState,
+    /// Reason code; default READY→WORKING, NOT_READY→BREAK, PAUSED→ADHOC,
+    /// IDLE→SYSTEM_IDLE, others→GENERAL.
+    #[arg(long, value_name = "CODE")]
+    pub reason: Option<String>,
+    /// Perform the change at most once for this key; repeating the command returns the
+    /// first result.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Print the result as JSON instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_state(text: &str) -> Result<AgentState, String> {
+    let state: AgentState = text.parse().map_err(|e: crate::domain::UnknownValue| e.to_string())?;
+    if state.is_settable() {
+        Ok(state)
+    } else {
+        Err(format!("{state} is observed only and cannot be set"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain: exit 0 when intact, 1 naming the first bad entry.
+    Verify,
+    /// Print entries written in [FROM, TO) as JSON lines.
+    Export {
+        /// Start, as a date (2026-11-20, midnight UTC) or an RFC 3339 instant.
+        #[arg(long, value_parser = parse_instant)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End (exclusive), as a date or an RFC 3339 instant.
+        #[arg(long, value_parser = parse_instant)]
+        to: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration; print it with secrets masked.
+    Check {
+        /// Validate for `serve --simulate`, where no platform settings are needed.
+        #[arg(long)]
+        simulate: bool,
+    },
+}
+
+/// An error that ends the command, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Bad usage or configuration: exit 2.
+    pub fn usage(message: impl ToString) -> Self {
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+
+    /// The action failed: exit 1.
+    pub fn action(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: 1,
+            message: format!("{:#}", error.into()),
+        }
+    }
+}
+
+/// Runs the parsed command line; the exit code says how it went.
+pub async fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("wfmd: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    let simulate = match &cli.command {
+        Command::Serve(args) => args.simulate,
+        Command::Config(ConfigCommand::Check { simulate }) => *simulate,
+        _ => false,
+    };
+    // Commands that never reach the platform must not demand its credentials.
+    let needs_platform = matches!(cli.command, Command::Serve(_) | Command::Transition(_));
+    let source = Source {
+        file: cli.config.clone(),
+        simulate: simulate || !needs_platform,
+    };
+    let config = Config::load(&source).map_err(Failure::usage)?;
+    if let Command::Config(ConfigCommand::Check { .. }) = cli.command {
+        print!("{}", config.to_masked_toml());
+        eprintln!("configuration is valid");
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_tracing(&config);
+    match cli.command {
+        Command::Serve(args) => serve(config, args).await,
+        Command::Transition(args) => transition(&config, args).await,
+        Command::Audit(command) => audit(&config, command).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Config(_) => unreachable!("handled above"),
+    }
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests run commands in one process) keeps the first.
+    let _ = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn serve(config: Config, args: ServeArgs) -> Result<ExitCode, Failure> {
+    let _ = args;
+    let app = App::build(&config).await.map_err(Failure::action)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown)
+        .await
+        .map_err(Failure::action)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stop requested; draining");
+    token.cancel();
+}
+
+async fn transition(config: &Config, args: TransitionArgs) -> Result<ExitCode, Failure> {
+    let services = Services::start(config).await.map_err(Failure::action)?;
+    let actor = std::env::var("USER")
+        .map(|user| format!("cli:{user}"))
+        .unwrap_or_else(|_| "cli".to_owned());
+    let result = services
+        .engine
+        .transition(TransitionRequest {
+            agent_id: args.agent,
+            target: args.state,
+            reason: args.reason,
+            origin: Origin::Cli,
+            actor,
+            idempotency_key: args.idempotency_key,
+        })
+        .await;
+    services.store.close().await;
+    let transition = result.map_err(|e| match e {
+        crate::engine::EngineError::Store(_) => Failure::action(e),
+        other => Failure::usage(other),
+    })?;
+    let line = if args.json {
+        serde_json::to_string(&transition).expect("transitions serialize")
+    } else {
+        describe(&transition)
+    };
+    println!("{line}");
+    Ok(match transition.outcome {
+        Outcome::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// One line for people: what changed, or why not.
+pub fn describe(t: &Transition) -> String {
+    let from = t.from.map_or_else(|| "?".to_owned(), |s| s.to_string());
+    let replayed = if t.replayed { " (replayed)" } else { "" };
+    match &t.outcome {
+        Outcome::Succeeded => format!(
+            "{}: {from} -> {} ({}) in {} ms, attempt {}{replayed}",
+            t.agent_id, t.to, t.reason, t.latency_ms, t.attempt_id
+        ),
+        Outcome::Rejected { violation } => format!(
+            "{}: {} rejected: {violation}: {}, attempt {}{replayed}",
+            t.agent_id,
+            t.to,
+            violation.describe(),
+            t.attempt_id
+        ),
+        Outcome::Failed { error, .. } => format!(
+            "{}: {} failed: {error}, attempt {}",
+            t.agent_id, t.to, t.attempt_id
+        ),
+    }
+}
+
+async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
+    let store = Store::open(&config.database.url)
+        .await
+        .map_err(Failure::action)?;
+    let code = match command {
+        AuditCommand::Verify => {
+            let result = audit::verify(store.reader())
+                .await
+                .map_err(Failure::action)?;
+            match &result.first_break {
+                None => {
+                    println!("audit log intact: {} entries verified", result.entries);
+                    ExitCode::SUCCESS
+                }
+                Some(broken) => {
+                    println!(
+                        "audit log BROKEN: {broken} ({} entries before it verified)",
+                        result.entries
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Export { from, to } => {
+            if to <= from {
+                return Err(Failure::usage(format!(
+                    "--to ({}) must be after --from ({})",
+                    rfc3339(to),
+                    rfc3339(from)
+                )));
+            }
+            let entries = audit::between(store.reader(), from, to)
+                .await
+                .map_err(Failure::action)?;
+            let mut out = std::io::stdout().lock();
+            for entry in entries {
+                let line = serde_json::json!({
+                    "seq": entry.seq,
+                    "at": rfc3339(entry.at()),
+                    "actor": entry.actor,
+                    "action": entry.action,
+                    "agent_id": entry.agent_id,
+                    "subject_id": entry.subject_id,
+                    "detail": serde_json::from_str::<serde_json::Value>(&entry.detail)
+                        .unwrap_or(serde_json::Value::String(entry.detail.clone())),
+                    "prev_hash": entry.prev_hash,
+                    "hash": entry.hash,
+                });
+                writeln!(out, "{line}").map_err(Failure::action)?;
+            }
+            ExitCode::SUCCESS
+        }
+    };
+    store.close().await;
+    Ok(code)
+}
+
+async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
+    let store = Store::open_without_migrating(&config.database.url)
+        .await
+        .map_err(Failure::action)?;
+    let applied = store.migrate().await.map_err(Failure::action)?;
+    let total = store.applied_migrations().await.map_err(Failure::action)?;
+    println!(
+        "applied {applied} migration(s); {} is at migration {total}",
+        config.database.url
+    );
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,141 @@
+//! The `wfmd` binary: exit codes, result lines, configuration errors, audit verify.
+
+use std::io::Write;
+
+use crate::helpers::{TestApp, TestDb, TestSim, wfmd};
+
+fn run(command: &mut std::process::Command) -> (i32, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn transition_prints_one_result_line_and_exits_by_outcome() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::new();
+    let env = sim.env(&db.url());
+    let free = sim.free_agents().remove(0);
+
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let (env, id) = (env.clone(), free.id.clone());
+        move || run(wfmd().envs(env).args(["transition", &id, "not_ready", "--reason", "TRAINING"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains(&format!("{}: ", free.id)), "{stdout}");
+    assert!(stdout.contains("NOT_READY (TRAINING)"), "{stdout}");
+    assert_eq!(sim.sim.agent(&free.id).unwrap().reason, "TRAINING");
+
+    let off = sim.off_shift_agent();
+    let (code, stdout, _) = tokio::task::spawn_blocking({
+        let (env, id) = (env.clone(), off.id.clone());
+        move || run(wfmd().envs(env).args(["transition", &id, "READY"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("AGENT_NOT_SCHEDULED"), "{stdout}");
+
+    let (code, _, stderr) = tokio::task::spawn_blocking({
+        let env = env.clone();
+        move || run(wfmd().envs(env).args(["transition", "u_001", "ON_CONTACT"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "observed-only state is bad usage: {stderr}");
+    assert!(stderr.contains("observed only"), "{stderr}");
+
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || run(wfmd().envs(env).args(["audit", "verify"])))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 entries verified"), "{stdout}");
+}
+
+#[test]
+fn a_bad_config_key_exits_2_naming_the_key() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "[cxone]\nrequests_per_minute = 0\n").unwrap();
+    let (code, _, stderr) = run(wfmd()
+        .arg("--config")
+        .arg(file.path())
+        .args(["config", "check", "--simulate"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cxone.requests_per_minute must be between 1 and 6000, got 0"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(wfmd()
+        .env("WFMD_RETRY__MAX_RETRIS", "2")
+        .args(["config", "check", "--simulate"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("max_retris"), "{stderr}");
+}
+
+#[test]
+fn config_check_masks_the_client_secret() {
+    let (code, stdout, stderr) = run(wfmd()
+        .env("WFMD_CXONE__CLIENT_SECRET", "s3cr3t-value")
+        .args(["config", "check", "--simulate"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("client_secret = \"********\""), "{stdout}");
+    assert!(!stdout.contains("s3cr3t-value") && !stderr.contains("s3cr3t-value"));
+}
+
+#[tokio::test]
+async fn audit_verify_exits_1_naming_the_entry_edited_out_of_band() {
+    let app = TestApp::spawn().await;
+    for agent in app.sim.free_agents().iter().take(3) {
+        assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
+    }
+    let url = app.db.url();
+    let mut tx = app.store.begin_write().await.unwrap();
+    sqlx::query("DROP TRIGGER audit_log_refuses_update")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run(wfmd().env("WFMD_DATABASE__URL", url).args(["audit", "verify"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("audit entry 2"), "{stdout}");
+}
+
+#[test]
+fn migrate_applies_the_schema_once() {
+    let db = TestDb::new();
+    let (code, stdout, stderr) =
+        run(wfmd().env("WFMD_DATABASE__URL", db.url()).arg("migrate"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("applied 1 migration(s)"), "{stdout}");
+    let (code, stdout, _) = run(wfmd().env("WFMD_DATABASE__URL", db.url()).arg("migrate"));
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("applied 0 migration(s)"), "{stdout}");
+}
+
+#[test]
+fn help_explains_every_command() {
+    let (code, stdout, _) = run(wfmd().arg("--help"));
+    assert_eq!(code, 0);
+    for command in ["serve", "transition", "audit", "config", "migrate", "sim"] {
+        assert!(stdout.contains(command), "{command} missing from:\n{stdout}");
+    }
+    let (code, _, stderr) = run(wfmd().arg("frobnicate"));
+    assert_eq!(code, 2, "{stderr}");
+}

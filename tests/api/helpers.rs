@@ -1,0 +1,348 @@
+//! The test harness: wfmd and the platform simulator on port 0, over real HTTP, with a
+//! fresh SQLite file per test.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wfmd::config::Config;
+use wfmd::engine::TransitionEngine;
+use wfmd::sim::{RunningSim, SimAgent, SimConfig, Simulator};
+use wfmd::store::Store;
+use wfmd::{App, Services};
+
+/// How long a test waits for something that should happen promptly.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running simulator with the settings that point wfmd at it.
+pub struct TestSim {
+    pub sim: Simulator,
+    pub base_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    stop: CancellationToken,
+}
+
+impl TestSim {
+    pub async fn start(config: SimConfig) -> TestSim {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stop = CancellationToken::new();
+        let client_id = config.client_id.clone();
+        let client_secret = config.client_secret.clone();
+        let RunningSim {
+            sim,
+            base_url,
+            token_url,
+            ..
+        } = Simulator::start(config, listener, stop.clone()).await.unwrap();
+        TestSim {
+            sim,
+            base_url,
+            token_url,
+            client_id,
+            client_secret,
+            stop,
+        }
+    }
+
+    /// The default test tenant: 60 agents, no rate limit to speak of.
+    pub async fn default_tenant() -> TestSim {
+        Self::start(SimConfig {
+            agents: 60,
+            ..SimConfig::default()
+        })
+        .await
+    }
+
+    /// Configuration pointing wfmd at this simulator, with fast retries.
+    pub fn config(&self, database_url: &str) -> Config {
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.shutdown_timeout = Duration::from_secs(5);
+        config.database.url = database_url.to_owned();
+        config.cxone.base_url = self.base_url.clone();
+        config.cxone.token_url = self.token_url.clone();
+        config.cxone.client_id = self.client_id.clone();
+        config.cxone.client_secret = self.client_secret.clone().into();
+        config.cxone.requests_per_minute = 6_000;
+        config.cxone.request_timeout_ms = 2_000;
+        config.retry.base_delay_ms = 10;
+        config.retry.max_delay_ms = 5_000;
+        config.validate(false).unwrap();
+        config
+    }
+
+    /// The same settings as `WFMD_…` variables, for a wfmd child process.
+    pub fn env(&self, database_url: &str) -> Vec<(String, String)> {
+        [
+            ("WFMD_DATABASE__URL", database_url),
+            ("WFMD_CXONE__BASE_URL", &self.base_url),
+            ("WFMD_CXONE__TOKEN_URL", &self.token_url),
+            ("WFMD_CXONE__CLIENT_ID", &self.client_id),
+            ("WFMD_CXONE__CLIENT_SECRET", &self.client_secret),
+            ("WFMD_CXONE__REQUESTS_PER_MINUTE", "6000"),
+            ("WFMD_RETRY__BASE_DELAY_MS", "10"),
+            ("WFMD_RETRY__MAX_DELAY_MS", "2000"),
+            ("WFMD_LOG__LEVEL", "warn"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Agents matching `pick`, in id order.
+    pub fn agents_where(&self, pick: impl Fn(&SimAgent) -> bool) -> Vec<SimAgent> {
+        self.sim.agents().into_iter().filter(|a| pick(a)).collect()
+    }
+
+    /// Agents any change may be made to: on shift, not in a mandatory break, not on a
+    /// contact.
+    pub fn free_agents(&self) -> Vec<SimAgent> {
+        let now = Utc::now();
+        self.agents_where(|a| {
+            a.on_shift_at(now) && !a.in_mandatory_break_at(now) && a.state != "ON_CONTACT"
+        })
+    }
+
+    pub fn off_shift_agent(&self) -> SimAgent {
+        let now = Utc::now();
+        self.agents_where(|a| !a.on_shift_at(now)).remove(0)
+    }
+
+    /// An agent in a mandatory break now whose schedule does (or does not) carry the
+    /// break windows.
+    pub fn agent_in_break(&self, windows_in_schedule: bool) -> SimAgent {
+        let now = Utc::now();
+        self.agents_where(|a| {
+            a.on_shift_at(now)
+                && a.in_mandatory_break_at(now)
+                && a.breaks_in_schedule == windows_in_schedule
+        })
+        .remove(0)
+    }
+
+    pub fn agent_on_contact(&self) -> SimAgent {
+        self.agents_where(|a| a.state == "ON_CONTACT").remove(0)
+    }
+
+    pub fn calls(&self, route: &str) -> u64 {
+        self.sim.stats().by_route.get(route).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for TestSim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub const SET_STATE: &str = "POST /api/v2/users/{userId}/state";
+pub const GET_SCHEDULE: &str = "GET /api/v2/schedules/users/{userId}";
+pub const GET_BREAKS: &str = "GET /api/v2/breaks/users/{userId}/status";
+
+/// A fresh database file in its own folder.
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        TestDb {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("wfmd.db")
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path().display())
+    }
+}
+
+/// wfmd serving on a free port against a simulator, in this process.
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub sim: TestSim,
+    pub db: TestDb,
+    pub store: Store,
+    pub engine: std::sync::Arc<TransitionEngine>,
+    stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(TestSim::default_tenant().await, |_| {}).await
+    }
+
+    /// Starts wfmd against `sim`, letting the test adjust the configuration first.
+    pub async fn spawn_with(sim: TestSim, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let db = TestDb::new();
+        let mut config = sim.config(&db.url());
+        adjust(&mut config);
+        let app = App::build(&config).await.unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let store = app.store();
+        let engine = app.engine();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+        TestApp {
+            address,
+            http: reqwest::Client::new(),
+            sim,
+            db,
+            store,
+            engine,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn transition(&self, agent_id: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/agents/{agent_id}/transitions", self.address))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn set_state(&self, agent_id: &str, state: &str) -> (u16, Value) {
+        let response = self.transition(agent_id, json!({ "state": state })).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        count(&self.store, sql).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn count(store: &Store, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(store.reader())
+        .await
+        .unwrap()
+}
+
+/// Starts the services of a command (`wfmd transition`) against a simulator.
+pub async fn services(sim: &TestSim, db: &TestDb) -> Services {
+    Services::start(&sim.config(&db.url())).await.unwrap()
+}
+
+/// The `wfmd` binary with a clean configuration environment.
+pub fn wfmd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wfmd"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WFMD_") {
+            command.env_remove(key);
+        }
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// A `wfmd serve` child process on a free port.
+pub struct Daemon {
+    pub child: Child,
+    pub address: String,
+}
+
+impl Daemon {
+    /// Spawns `wfmd serve` with `env` and waits until `/healthz` answers.
+    pub async fn spawn(env: &[(String, String)]) -> Daemon {
+        let port = free_port();
+        let child = wfmd()
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("WFMD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let address = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(response) = http.get(format!("{address}/healthz")).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wfmd serve did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Daemon { child, address }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, failing the test after the deadline.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wfmd did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

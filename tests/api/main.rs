@@ -1,0 +1,8 @@
+//! Integration tests: wfmd against the built-in simulator over real HTTP, with a real
+//! SQLite file. One test binary, so the crate links once.
+
+mod cli;
+mod crash;
+mod faults;
+mod helpers;
+mod transitions;

@@ -1,0 +1,230 @@
+//! State changes through the HTTP API: allowed, rejected, replayed, malformed.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{GET_BREAKS, GET_SCHEDULE, SET_STATE, TestApp};
+
+#[tokio::test]
+async fn allowed_change_reaches_the_platform_and_is_recorded_once() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.free_agents().remove(0);
+    let target = if agent.state == "PAUSED" { "IDLE" } else { "PAUSED" };
+
+    let (status, body) = app.set_state(&agent.id, target).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "succeeded");
+    assert_eq!(body["to"], target);
+    let default_reason = if target == "PAUSED" { "ADHOC" } else { "SYSTEM_IDLE" };
+    assert_eq!(body["reason"], default_reason);
+    let platform = app.sim.sim.agent(&agent.id).unwrap();
+    assert_eq!(platform.state, target);
+    assert_eq!(app.sim.calls(SET_STATE), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM state_intervals WHERE ended_at IS NULL").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM audit_log").await, 1);
+    let verified = wfmd::store::audit::verify(app.store.reader()).await.unwrap();
+    assert!(verified.is_intact());
+    assert_eq!(verified.entries, 1);
+}
+
+async fn assert_rejected(app: &TestApp, agent_id: &str, state: &str, violation: &str) {
+    let before = app.sim.sim.agent(agent_id).unwrap();
+    let posts_before = app.sim.calls(SET_STATE);
+
+    let response = app.transition(agent_id, json!({ "state": state })).await;
+
+    assert_eq!(response.status(), 409);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["violation"], violation, "{problem}");
+    assert_eq!(problem["status"], 409);
+    assert!(problem["attempt_id"].is_string());
+    let after = app.sim.sim.agent(agent_id).unwrap();
+    assert_eq!(after.state, before.state, "the platform is untouched");
+    assert_eq!(after.state_log.len(), before.state_log.len());
+    assert_eq!(app.sim.calls(SET_STATE), posts_before, "nothing was sent");
+}
+
+#[tokio::test]
+async fn unscheduled_agent_is_rejected_audited_and_announced() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.off_shift_agent();
+
+    assert_rejected(&app, &agent.id, "READY", "AGENT_NOT_SCHEDULED").await;
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = 'transition.rejected'").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'transition.rejected'").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM state_intervals").await, 0);
+}
+
+#[tokio::test]
+async fn ready_in_a_mandatory_break_is_rejected_from_schedule_windows_or_the_break_endpoint() {
+    let app = TestApp::spawn().await;
+    let with_windows = app.sim.agent_in_break(true);
+    assert_rejected(&app, &with_windows.id, "READY", "MANDATORY_BREAK_VIOLATION").await;
+    assert_eq!(app.sim.calls(GET_BREAKS), 0, "windows in the schedule answer it");
+
+    let without_windows = app.sim.agent_in_break(false);
+    assert_rejected(&app, &without_windows.id, "READY", "MANDATORY_BREAK_VIOLATION").await;
+    assert_eq!(app.sim.calls(GET_BREAKS), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'transition.rejected'").await, 2);
+}
+
+#[tokio::test]
+async fn agent_on_a_contact_is_refused_by_the_platform_as_a_conflict() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.agent_on_contact();
+    let (status, problem) = app.set_state(&agent.id, "NOT_READY").await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["violation"], "STATE_CONFLICT");
+    assert_eq!(app.sim.sim.agent(&agent.id).unwrap().state, "ON_CONTACT");
+}
+
+#[tokio::test]
+async fn unknown_agent_is_404() {
+    let app = TestApp::spawn().await;
+    let (status, problem) = app.set_state("u_nobody", "NOT_READY").await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(problem["type"], "urn:wfmd:problem:not-found");
+}
+
+#[tokio::test]
+async fn repeated_changes_reuse_the_schedule_and_cost_one_call_each() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.free_agents().remove(0);
+    for state in ["NOT_READY", "READY", "PAUSED", "READY", "IDLE"] {
+        let (status, body) = app.set_state(&agent.id, state).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(app.sim.calls(SET_STATE), 5);
+    assert_eq!(app.sim.calls(GET_SCHEDULE), 1);
+    assert!(app.sim.calls(GET_BREAKS) <= 1);
+}
+
+#[tokio::test]
+async fn same_idempotency_key_twice_changes_the_agent_once() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.free_agents().remove(0);
+    let body = json!({"state": "NOT_READY", "reason": "MEETING", "idempotency_key": "desk-42"});
+
+    let first: Value = app.transition(&agent.id, body.clone()).await.json().await.unwrap();
+    let second = app.transition(&agent.id, body).await;
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+
+    assert_eq!(first["attempt_id"], second["attempt_id"]);
+    assert_eq!(first["replayed"], false);
+    assert_eq!(second["replayed"], true);
+    assert_eq!(app.sim.calls(SET_STATE), 1);
+    let log = app.sim.sim.agent(&agent.id).unwrap().state_log;
+    assert_eq!(log.iter().filter(|c| c.reason == "MEETING").count(), 1);
+
+    let reused = app
+        .transition(&agent.id, json!({"state": "READY", "idempotency_key": "desk-42"}))
+        .await;
+    assert_eq!(reused.status(), 422);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_problems_that_name_the_field() {
+    let app = TestApp::spawn().await;
+    let cases: [(&str, Value, u16, &str); 5] = [
+        ("u_001", json!({"state": "LUNCH"}), 422, "state"),
+        ("u_001", json!({"state": "ON_CONTACT"}), 422, "state"),
+        ("u_001", json!({"reason": "BREAK"}), 422, "state"),
+        ("u_001", json!({"state": "READY", "reason": 7}), 422, "reason"),
+        ("u_001", json!({"state": "READY", "reason": "has space"}), 422, "reason"),
+    ];
+    for (agent, body, status, field) in cases {
+        let response = app.transition(agent, body.clone()).await;
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], field, "{body} -> {problem}");
+    }
+    let not_json = app
+        .http
+        .post(format!("{}/v1/agents/u_001/transitions", app.address))
+        .header("content-type", "application/json")
+        .body("{\"state\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    let huge = app
+        .http
+        .post(format!("{}/v1/agents/u_001/transitions", app.address))
+        .header("content-type", "application/json")
+        .body(format!("{{\"state\":\"READY\",\"reason\":\"{}\"}}", "A".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(app.sim.calls(SET_STATE), 0);
+}
+
+#[tokio::test]
+async fn history_shows_intervals_and_idle_time() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.free_agents().remove(0);
+    for state in ["NOT_READY", "READY"] {
+        assert_eq!(app.set_state(&agent.id, state).await.0, 200);
+    }
+    let response = app.get(&format!("/v1/agents/{}/history", agent.id)).await;
+    assert_eq!(response.status(), 200);
+    let history: Value = response.json().await.unwrap();
+    let states: Vec<&str> = history["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["NOT_READY", "READY"]);
+    assert!(history["intervals"][1]["ended_at"].is_null());
+    assert!(history["idle_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(
+        history["idle_ms"], history["time_in_state_ms"]["NOT_READY"],
+        "the only idle state so far"
+    );
+
+    let bad = app
+        .get(&format!("/v1/agents/{}/history?from=2026-11-20&to=2026-11-19", agent.id))
+        .await;
+    assert_eq!(bad.status(), 400);
+    let problem: Value = bad.json().await.unwrap();
+    assert_eq!(problem["parameter"], "to");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = TestApp::spawn().await;
+    let health: Value = app.get("/healthz").await.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let agent = app.sim.free_agents().remove(0);
+    app.set_state(&agent.id, "NOT_READY").await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("wfmd_transitions_total"), "{metrics}");
+    let response = app.get("/v1/nothing-here").await;
+    assert_eq!(response.status(), 404);
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_platform_rejects_our_credentials() {
+    let sim = crate::helpers::TestSim::default_tenant().await;
+    let app = TestApp::spawn_with(sim, |config| {
+        config.cxone.client_secret = "wrong-secret".to_owned().into();
+    })
+    .await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let platform = body["platform"].as_str().unwrap();
+    assert!(platform.contains("wfmd-sim"), "{platform}");
+    assert!(!platform.contains("wrong-secret"), "{platform}");
+}
