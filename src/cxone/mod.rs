@@ -22,7 +22,7 @@ use crate::domain::{AgentState, BreakStatus, Schedule};
 
 pub use budget::Budget;
 pub use retry::RetryPolicy;
-pub use v2::V2Client;
+pub use v2::{V2Client, install_crypto_provider};
 
 /// An agent (a platform user) as listed by the platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,10 @@ pub enum CxoneError {
     Timeout,
     #[error("cannot reach the platform: {0}")]
     Connect(String),
-    #[error("the platform refused the request as malformed (400){}", message_text(message))]
+    #[error(
+        "the platform refused the request as malformed (400){}",
+        message_text(message)
+    )]
     BadRequest { message: String },
     #[error("the platform rejected the access token (401) even after a refresh")]
     Unauthorized,
