@@ -90,7 +90,9 @@ pub struct TransitionArgs {
 }
 
 fn parse_state(text: &str) -> Result<AgentState, String> {
-    let state: AgentState = text.parse().map_err(|e: crate::domain::UnknownValue| e.to_string())?;
+    let state: AgentState = text
+        .parse()
+        .map_err(|e: crate::domain::UnknownValue| e.to_string())?;
     if state.is_settable() {
         Ok(state)
     } else {
@@ -189,8 +191,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 
 fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

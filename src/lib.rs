@@ -53,7 +53,11 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// The platform client the configuration describes, under a request budget.
-pub fn platform(config: &Config, http: reqwest::Client, budget: Arc<Budget>) -> Arc<dyn ContactCenter> {
+pub fn platform(
+    config: &Config,
+    http: reqwest::Client,
+    budget: Arc<Budget>,
+) -> Arc<dyn ContactCenter> {
     let c = &config.cxone;
     let settings = ClientSettings {
         base_url: c.base_url.clone(),
@@ -120,7 +124,9 @@ impl App {
         let services = Services::start(config).await?;
         let listener = TcpListener::bind(config.server.listen)
             .await
-            .with_context(|| format!("cannot listen on server.listen = {}", config.server.listen))?;
+            .with_context(|| {
+                format!("cannot listen on server.listen = {}", config.server.listen)
+            })?;
         Ok(App {
             listener,
             services,

@@ -13,7 +13,10 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
         return Ok(at.with_timezone(&Utc));
     }
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc());
     }
     Err(format!(
         "`{text}` is not a date (2026-11-20) or an RFC 3339 instant (2026-11-20T14:00:00Z)"

@@ -186,7 +186,10 @@ pub fn window_from_query(
 ) -> Result<Window, Problem> {
     let parse = |name: &str, value: Option<&str>| {
         value
-            .map(|v| parse_instant(v).map_err(|e| Problem::invalid_parameter(name, format!("{name}: {e}"))))
+            .map(|v| {
+                parse_instant(v)
+                    .map_err(|e| Problem::invalid_parameter(name, format!("{name}: {e}")))
+            })
             .transpose()
     };
     let to_at = parse("to", to)?.unwrap_or(now);
@@ -194,7 +197,11 @@ pub fn window_from_query(
     if to_at <= from_at {
         return Err(Problem::invalid_parameter(
             "to",
-            format!("to ({}) must be after from ({})", rfc3339(to_at), rfc3339(from_at)),
+            format!(
+                "to ({}) must be after from ({})",
+                rfc3339(to_at),
+                rfc3339(from_at)
+            ),
         ));
     }
     if to_at - from_at > Duration::days(MAX_WINDOW_DAYS) {
@@ -218,7 +225,8 @@ pub async fn history(
     check_agent_id(&agent_id)?;
     let now = Utc::now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
-    let rows = history::overlapping(state.store.reader(), &agent_id, window.from, window.to).await?;
+    let rows =
+        history::overlapping(state.store.reader(), &agent_id, window.from, window.to).await?;
     let intervals: Vec<_> = rows.iter().filter_map(|row| row.to_interval()).collect();
     let totals = idle::time_in_state(&intervals, window, now);
     let view = HistoryView {
@@ -238,5 +246,7 @@ pub async fn history(
         time_in_state_ms: totals.per_state_ms,
         idle_ms: totals.idle_ms,
     };
-    Ok(Json(serde_json::to_value(view).map_err(|e| Problem::internal(&e))?))
+    Ok(Json(
+        serde_json::to_value(view).map_err(|e| Problem::internal(&e))?,
+    ))
 }

@@ -59,7 +59,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             Problem::malformed_body(inner.to_string())
         } else if path == "." {
             // A missing field is reported at the object level, with the name in the text.
-            Problem::invalid_field(&missing_field(&inner).unwrap_or_default(), inner.to_string())
+            Problem::invalid_field(
+                &missing_field(&inner).unwrap_or_default(),
+                inner.to_string(),
+            )
         } else {
             Problem::invalid_field(&path, format!("{path}: {inner}"))
         }
