@@ -61,7 +61,11 @@ async fn rig() -> Rig {
         wfmd::http_client().unwrap(),
         Arc::new(Budget::unlimited()),
     );
-    let engine = Arc::new(TransitionEngine::new(store, platform, config.schedule_cache_ttl()));
+    let engine = Arc::new(TransitionEngine::new(
+        store,
+        platform,
+        config.schedule_cache_ttl(),
+    ));
     let now = chrono::Utc::now();
     let agents = running
         .sim

@@ -24,6 +24,7 @@ pub mod config;
 pub mod cxone;
 pub mod domain;
 pub mod engine;
+pub mod sim;
 pub mod store;
 pub mod time;
 

@@ -22,7 +22,11 @@ async fn transition_prints_one_result_line_and_exits_by_outcome() {
 
     let (code, stdout, stderr) = tokio::task::spawn_blocking({
         let (env, id) = (env.clone(), free.id.clone());
-        move || run(wfmd().envs(env).args(["transition", &id, "not_ready", "--reason", "TRAINING"]))
+        move || {
+            run(wfmd()
+                .envs(env)
+                .args(["transition", &id, "not_ready", "--reason", "TRAINING"]))
+        }
     })
     .await
     .unwrap();
@@ -63,19 +67,21 @@ async fn transition_prints_one_result_line_and_exits_by_outcome() {
 fn a_bad_config_key_exits_2_naming_the_key() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(file, "[cxone]\nrequests_per_minute = 0\n").unwrap();
-    let (code, _, stderr) = run(wfmd()
-        .arg("--config")
-        .arg(file.path())
-        .args(["config", "check", "--simulate"]));
+    let (code, _, stderr) =
+        run(wfmd()
+            .arg("--config")
+            .arg(file.path())
+            .args(["config", "check", "--simulate"]));
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("cxone.requests_per_minute must be between 1 and 6000, got 0"),
         "{stderr}"
     );
 
-    let (code, _, stderr) = run(wfmd()
-        .env("WFMD_RETRY__MAX_RETRIS", "2")
-        .args(["config", "check", "--simulate"]));
+    let (code, _, stderr) =
+        run(wfmd()
+            .env("WFMD_RETRY__MAX_RETRIS", "2")
+            .args(["config", "check", "--simulate"]));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("max_retris"), "{stderr}");
 }
@@ -109,7 +115,9 @@ async fn audit_verify_exits_1_naming_the_entry_edited_out_of_band() {
     tx.commit().await.unwrap();
 
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        run(wfmd().env("WFMD_DATABASE__URL", url).args(["audit", "verify"]))
+        run(wfmd()
+            .env("WFMD_DATABASE__URL", url)
+            .args(["audit", "verify"]))
     })
     .await
     .unwrap();
@@ -120,8 +128,7 @@ async fn audit_verify_exits_1_naming_the_entry_edited_out_of_band() {
 #[test]
 fn migrate_applies_the_schema_once() {
     let db = TestDb::new();
-    let (code, stdout, stderr) =
-        run(wfmd().env("WFMD_DATABASE__URL", db.url()).arg("migrate"));
+    let (code, stdout, stderr) = run(wfmd().env("WFMD_DATABASE__URL", db.url()).arg("migrate"));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with("applied 1 migration(s)"), "{stdout}");
     let (code, stdout, _) = run(wfmd().env("WFMD_DATABASE__URL", db.url()).arg("migrate"));
@@ -134,7 +141,10 @@ fn help_explains_every_command() {
     let (code, stdout, _) = run(wfmd().arg("--help"));
     assert_eq!(code, 0);
     for command in ["serve", "transition", "audit", "config", "migrate", "sim"] {
-        assert!(stdout.contains(command), "{command} missing from:\n{stdout}");
+        assert!(
+            stdout.contains(command),
+            "{command} missing from:\n{stdout}"
+        );
     }
     let (code, _, stderr) = run(wfmd().arg("frobnicate"));
     assert_eq!(code, 2, "{stderr}");

@@ -47,16 +47,32 @@ async fn assert_all_or_nothing(store: &Store) -> usize {
     let interval_counts = tally(&mut intervals.iter().map(String::as_str));
     let event_counts = tally(&mut events.iter().map(|(_, id)| id.as_str()));
     for (id, agent, outcome) in &attempts {
-        assert_eq!(audit_counts.get(id), Some(&1), "audit entry of {id} ({agent})");
+        assert_eq!(
+            audit_counts.get(id),
+            Some(&1),
+            "audit entry of {id} ({agent})"
+        );
         let (want_interval, want_event) = match outcome.as_str() {
             "succeeded" => (1, 1),
             "rejected" => (0, 1),
             _ => (0, 0),
         };
-        assert_eq!(interval_counts.get(id).copied().unwrap_or(0), want_interval, "{id}");
-        assert_eq!(event_counts.get(id).copied().unwrap_or(0), want_event, "{id}");
+        assert_eq!(
+            interval_counts.get(id).copied().unwrap_or(0),
+            want_interval,
+            "{id}"
+        );
+        assert_eq!(
+            event_counts.get(id).copied().unwrap_or(0),
+            want_event,
+            "{id}"
+        );
     }
-    for id in audit.iter().chain(&intervals).chain(events.iter().map(|(_, id)| id)) {
+    for id in audit
+        .iter()
+        .chain(&intervals)
+        .chain(events.iter().map(|(_, id)| id))
+    {
         assert!(ids.contains(id.as_str()), "{id} has no attempt");
     }
     let open_per_agent: Vec<(String, i64)> = sqlx::query_as(
@@ -128,7 +144,10 @@ async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent() {
     let daemon = Daemon::spawn(&env).await;
     let free = sim.free_agents().remove(0);
     let response = http
-        .post(format!("{}/v1/agents/{}/transitions", daemon.address, free.id))
+        .post(format!(
+            "{}/v1/agents/{}/transitions",
+            daemon.address, free.id
+        ))
         .json(&json!({"state": "IDLE"}))
         .send()
         .await

@@ -25,7 +25,11 @@ async fn retry_after_is_honoured_before_retrying_a_429() {
         "retried after {:?}, before Retry-After",
         started.elapsed()
     );
-    assert_eq!(app.sim.calls(SET_STATE), 3, "first change, the 429, the retry");
+    assert_eq!(
+        app.sim.calls(SET_STATE),
+        3,
+        "first change, the 429, the retry"
+    );
 }
 
 #[tokio::test]
@@ -39,7 +43,10 @@ async fn two_platform_errors_then_success_is_recorded_once() {
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.sim.calls(SET_STATE), 4);
-    assert_eq!(app.count("SELECT COUNT(*) FROM transition_attempts").await, 2);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_attempts").await,
+        2
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM state_intervals").await, 2);
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events").await, 2);
 }
@@ -55,9 +62,21 @@ async fn platform_errors_beyond_max_retries_record_a_failed_attempt_and_change_n
 
     assert_eq!(status, 503, "{problem}");
     assert_eq!(problem["transition"]["outcome"], "failed");
-    assert_eq!(app.sim.calls(SET_STATE), 1 + 4, "max_retries = 3 → 4 attempts");
-    assert_eq!(app.count("SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'failed'").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = 'transition.failed'").await, 1);
+    assert_eq!(
+        app.sim.calls(SET_STATE),
+        1 + 4,
+        "max_retries = 3 → 4 attempts"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'failed'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_log WHERE action = 'transition.failed'")
+            .await,
+        1
+    );
     let open_state: String =
         sqlx::query_scalar("SELECT state FROM state_intervals WHERE ended_at IS NULL")
             .fetch_one(app.store.reader())
@@ -126,7 +145,10 @@ async fn bad_client_secret_fails_clearly_without_a_retry_storm() {
     assert_eq!(status, 503, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("wfmd-sim"), "names the client id: {detail}");
-    assert!(!detail.contains("not-the-secret"), "never the secret: {detail}");
+    assert!(
+        !detail.contains("not-the-secret"),
+        "never the secret: {detail}"
+    );
     assert_eq!(app.sim.sim.stats().token_requests, 1, "no retry storm");
     assert_eq!(app.sim.calls(SET_STATE), 0);
 }

@@ -9,11 +9,11 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use wfmd::App;
 use wfmd::config::Config;
 use wfmd::engine::TransitionEngine;
 use wfmd::sim::{RunningSim, SimAgent, SimConfig, Simulator};
 use wfmd::store::Store;
-use wfmd::{App, Services};
 
 /// How long a test waits for something that should happen promptly.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -39,7 +39,9 @@ impl TestSim {
             base_url,
             token_url,
             ..
-        } = Simulator::start(config, listener, stop.clone()).await.unwrap();
+        } = Simulator::start(config, listener, stop.clone())
+            .await
+            .unwrap();
         TestSim {
             sim,
             base_url,
@@ -255,11 +257,6 @@ pub async fn count(store: &Store, sql: &'static str) -> i64 {
         .unwrap()
 }
 
-/// Starts the services of a command (`wfmd transition`) against a simulator.
-pub async fn services(sim: &TestSim, db: &TestDb) -> Services {
-    Services::start(&sim.config(&db.url())).await.unwrap()
-}
-
 /// The `wfmd` binary with a clean configuration environment.
 pub fn wfmd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wfmd"));
@@ -323,10 +320,7 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "wfmd did not exit"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "wfmd did not exit");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -8,22 +8,36 @@ use crate::helpers::{GET_BREAKS, GET_SCHEDULE, SET_STATE, TestApp};
 async fn allowed_change_reaches_the_platform_and_is_recorded_once() {
     let app = TestApp::spawn().await;
     let agent = app.sim.free_agents().remove(0);
-    let target = if agent.state == "PAUSED" { "IDLE" } else { "PAUSED" };
+    let target = if agent.state == "PAUSED" {
+        "IDLE"
+    } else {
+        "PAUSED"
+    };
 
     let (status, body) = app.set_state(&agent.id, target).await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "succeeded");
     assert_eq!(body["to"], target);
-    let default_reason = if target == "PAUSED" { "ADHOC" } else { "SYSTEM_IDLE" };
+    let default_reason = if target == "PAUSED" {
+        "ADHOC"
+    } else {
+        "SYSTEM_IDLE"
+    };
     assert_eq!(body["reason"], default_reason);
     let platform = app.sim.sim.agent(&agent.id).unwrap();
     assert_eq!(platform.state, target);
     assert_eq!(app.sim.calls(SET_STATE), 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM state_intervals WHERE ended_at IS NULL").await, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM state_intervals WHERE ended_at IS NULL")
+            .await,
+        1
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM audit_log").await, 1);
-    let verified = wfmd::store::audit::verify(app.store.reader()).await.unwrap();
+    let verified = wfmd::store::audit::verify(app.store.reader())
+        .await
+        .unwrap();
     assert!(verified.is_intact());
     assert_eq!(verified.entries, 1);
 }
@@ -56,8 +70,16 @@ async fn unscheduled_agent_is_rejected_audited_and_announced() {
 
     assert_rejected(&app, &agent.id, "READY", "AGENT_NOT_SCHEDULED").await;
 
-    assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = 'transition.rejected'").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'transition.rejected'").await, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_log WHERE action = 'transition.rejected'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'transition.rejected'")
+            .await,
+        1
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM state_intervals").await, 0);
 }
 
@@ -66,12 +88,26 @@ async fn ready_in_a_mandatory_break_is_rejected_from_schedule_windows_or_the_bre
     let app = TestApp::spawn().await;
     let with_windows = app.sim.agent_in_break(true);
     assert_rejected(&app, &with_windows.id, "READY", "MANDATORY_BREAK_VIOLATION").await;
-    assert_eq!(app.sim.calls(GET_BREAKS), 0, "windows in the schedule answer it");
+    assert_eq!(
+        app.sim.calls(GET_BREAKS),
+        0,
+        "windows in the schedule answer it"
+    );
 
     let without_windows = app.sim.agent_in_break(false);
-    assert_rejected(&app, &without_windows.id, "READY", "MANDATORY_BREAK_VIOLATION").await;
+    assert_rejected(
+        &app,
+        &without_windows.id,
+        "READY",
+        "MANDATORY_BREAK_VIOLATION",
+    )
+    .await;
     assert_eq!(app.sim.calls(GET_BREAKS), 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'transition.rejected'").await, 2);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'transition.rejected'")
+            .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -111,7 +147,12 @@ async fn same_idempotency_key_twice_changes_the_agent_once() {
     let agent = app.sim.free_agents().remove(0);
     let body = json!({"state": "NOT_READY", "reason": "MEETING", "idempotency_key": "desk-42"});
 
-    let first: Value = app.transition(&agent.id, body.clone()).await.json().await.unwrap();
+    let first: Value = app
+        .transition(&agent.id, body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
     let second = app.transition(&agent.id, body).await;
     assert_eq!(second.status(), 200);
     let second: Value = second.json().await.unwrap();
@@ -124,7 +165,10 @@ async fn same_idempotency_key_twice_changes_the_agent_once() {
     assert_eq!(log.iter().filter(|c| c.reason == "MEETING").count(), 1);
 
     let reused = app
-        .transition(&agent.id, json!({"state": "READY", "idempotency_key": "desk-42"}))
+        .transition(
+            &agent.id,
+            json!({"state": "READY", "idempotency_key": "desk-42"}),
+        )
         .await;
     assert_eq!(reused.status(), 422);
 }
@@ -136,8 +180,18 @@ async fn malformed_requests_get_problems_that_name_the_field() {
         ("u_001", json!({"state": "LUNCH"}), 422, "state"),
         ("u_001", json!({"state": "ON_CONTACT"}), 422, "state"),
         ("u_001", json!({"reason": "BREAK"}), 422, "state"),
-        ("u_001", json!({"state": "READY", "reason": 7}), 422, "reason"),
-        ("u_001", json!({"state": "READY", "reason": "has space"}), 422, "reason"),
+        (
+            "u_001",
+            json!({"state": "READY", "reason": 7}),
+            422,
+            "reason",
+        ),
+        (
+            "u_001",
+            json!({"state": "READY", "reason": "has space"}),
+            422,
+            "reason",
+        ),
     ];
     for (agent, body, status, field) in cases {
         let response = app.transition(agent, body.clone()).await;
@@ -158,7 +212,10 @@ async fn malformed_requests_get_problems_that_name_the_field() {
         .http
         .post(format!("{}/v1/agents/u_001/transitions", app.address))
         .header("content-type", "application/json")
-        .body(format!("{{\"state\":\"READY\",\"reason\":\"{}\"}}", "A".repeat(100_000)))
+        .body(format!(
+            "{{\"state\":\"READY\",\"reason\":\"{}\"}}",
+            "A".repeat(100_000)
+        ))
         .send()
         .await
         .unwrap();
@@ -191,7 +248,10 @@ async fn history_shows_intervals_and_idle_time() {
     );
 
     let bad = app
-        .get(&format!("/v1/agents/{}/history?from=2026-11-20&to=2026-11-19", agent.id))
+        .get(&format!(
+            "/v1/agents/{}/history?from=2026-11-20&to=2026-11-19",
+            agent.id
+        ))
         .await;
     assert_eq!(bad.status(), 400);
     let problem: Value = bad.json().await.unwrap();
@@ -212,6 +272,7 @@ async fn health_readiness_and_metrics_answer() {
     let response = app.get("/v1/nothing-here").await;
     assert_eq!(response.status(), 404);
     assert!(response.headers().contains_key("x-request-id"));
+    app.stop().await;
 }
 
 #[tokio::test]

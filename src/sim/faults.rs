@@ -1,0 +1,273 @@
+//! Misbehaviour on demand: the tenant's rate limit, scripted failures and hangs, and
+//! persistent random faults and latency.
+//!
+//! All of it is applied by [`gate`], the middleware in front of every API route, in the
+//! order the platform would: count the request, check the token (401), spend the tenant
+//! budget (429), then scripted `fail_next`/`hang_next`, then random faults, then latency.
+//! Token and `/_sim` control calls never pass through it.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultDirectRateLimiter, Quota};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use super::Simulator;
+use super::routes::ApiError;
+
+/// Persistent random faults applied to every API call.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Share of API calls answered 503 (0.0–1.0, clamped).
+    pub error_ratio: f64,
+    /// Share of API calls that never answer (0.0–1.0, clamped).
+    pub timeout_ratio: f64,
+    /// Added before every API call that reaches its handler.
+    pub latency: Duration,
+}
+
+/// One scripted misbehaviour for one upcoming API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scripted {
+    Fail {
+        status: StatusCode,
+        retry_after: Option<u64>,
+    },
+    Hang,
+}
+
+/// Fault settings and the queue of scripted misbehaviour, kept in the simulator state.
+#[derive(Debug)]
+pub(crate) struct FaultState {
+    pub faults: Faults,
+    /// Consumed front first, one entry per API call, so `fail_next(1, 503)` followed by
+    /// `fail_next(1, 429)` fails the next two calls in that order.
+    pub scripted: VecDeque<Scripted>,
+    /// Seeded from the tenant seed so a faulty run can be replayed.
+    pub rng: StdRng,
+}
+
+impl FaultState {
+    pub fn new(rng: StdRng) -> Self {
+        FaultState {
+            faults: Faults::default(),
+            scripted: VecDeque::new(),
+            rng,
+        }
+    }
+
+    pub fn set(&mut self, faults: Faults) {
+        self.faults = Faults {
+            error_ratio: clamp_ratio(faults.error_ratio),
+            timeout_ratio: clamp_ratio(faults.timeout_ratio),
+            latency: faults.latency,
+        };
+    }
+
+    pub fn push(&mut self, count: u32, what: Scripted) {
+        self.scripted
+            .extend(std::iter::repeat_n(what, count as usize));
+    }
+
+    /// Rolls once per call: below `error_ratio` fails, the next `timeout_ratio` hangs.
+    fn roll(&mut self) -> Option<Scripted> {
+        let Faults {
+            error_ratio,
+            timeout_ratio,
+            ..
+        } = self.faults;
+        if error_ratio <= 0.0 && timeout_ratio <= 0.0 {
+            return None;
+        }
+        let r: f64 = self.rng.random();
+        if r < error_ratio {
+            Some(Scripted::Fail {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                retry_after: None,
+            })
+        } else if r < error_ratio + timeout_ratio {
+            Some(Scripted::Hang)
+        } else {
+            None
+        }
+    }
+}
+
+fn clamp_ratio(r: f64) -> f64 {
+    if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) }
+}
+
+/// The tenant's request budget: `requests_per_minute` with a burst of two seconds' worth
+/// (at least one). `None` when the budget is unlimited (0).
+pub(crate) fn rate_limiter(requests_per_minute: u32) -> Option<DefaultDirectRateLimiter> {
+    let rpm = NonZeroU32::new(requests_per_minute)?;
+    let burst = NonZeroU32::new((requests_per_minute / 30).max(1)).expect("at least 1");
+    Some(DefaultDirectRateLimiter::direct(
+        Quota::per_minute(rpm).allow_burst(burst),
+    ))
+}
+
+/// What the gate decided for one API call.
+enum Verdict {
+    Unauthorized,
+    RateLimited(Duration),
+    Injected(Scripted),
+    Pass(Duration),
+}
+
+/// The middleware in front of every API route (see the module docs for the order).
+pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| sim.route_key(req.method(), p.as_str()));
+    let token = bearer_token(&req).map(str::to_owned);
+    let now = sim.clock().now();
+
+    let verdict = {
+        let mut st = sim.lock();
+        st.stats.api_requests += 1;
+        if let Some(route) = route {
+            *st.stats.by_route.entry(route).or_default() += 1;
+        }
+        if !token.is_some_and(|t| st.tokens.is_valid(&t, now)) {
+            st.stats.unauthorized += 1;
+            Verdict::Unauthorized
+        } else if let Some(wait) = sim.spend_budget() {
+            st.stats.rate_limited += 1;
+            Verdict::RateLimited(wait)
+        } else if let Some(what) = st.faults.scripted.pop_front().or_else(|| st.faults.roll()) {
+            st.stats.injected_faults += 1;
+            Verdict::Injected(what)
+        } else {
+            Verdict::Pass(st.faults.faults.latency)
+        }
+    };
+
+    match verdict {
+        Verdict::Unauthorized => {
+            ApiError::unauthorized("missing, unknown, revoked or expired access token")
+                .into_response()
+        }
+        Verdict::RateLimited(wait) => {
+            // Whole seconds, rounded up, never 0: a client honouring it must not come back
+            // before the bucket has refilled.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "tenant request budget exceeded",
+            )
+            .retry_after(secs.max(1))
+            .into_response()
+        }
+        Verdict::Injected(Scripted::Fail {
+            status,
+            retry_after,
+        }) => {
+            let mut err = ApiError::new(status, error_code(status), "injected fault");
+            if let Some(secs) = retry_after {
+                err = err.retry_after(secs);
+            }
+            err.into_response()
+        }
+        Verdict::Injected(Scripted::Hang) => {
+            // Hold the call until the client gives up (its future is dropped with the
+            // connection) or the simulator shuts down, which must not wait on us.
+            sim.released().await;
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "simulator shutting down",
+            )
+            .into_response()
+        }
+        Verdict::Pass(latency) => {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            next.run(req).await
+        }
+    }
+}
+
+/// The access token of an `Authorization: Bearer …` header.
+fn bearer_token(req: &Request) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A machine-readable `error` for an injected status.
+fn error_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        429 => "rate_limited",
+        503 => "service_unavailable",
+        500..=599 => "server_error",
+        _ => "injected_fault",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::Clock;
+    use rand::SeedableRng;
+
+    #[test]
+    fn budget_bursts_two_seconds_worth_then_refuses() {
+        let limiter = rate_limiter(60).unwrap();
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_ok());
+        let refused = limiter.check().unwrap_err();
+        let wait = refused.wait_time_from(limiter.clock().now());
+        assert!(wait > Duration::from_millis(500) && wait <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn zero_requests_per_minute_is_unlimited() {
+        assert!(rate_limiter(0).is_none());
+        let tiny = rate_limiter(1).unwrap();
+        assert!(tiny.check().is_ok());
+        assert!(tiny.check().is_err());
+    }
+
+    #[test]
+    fn ratios_are_clamped_and_roll_is_additive() {
+        let mut st = FaultState::new(StdRng::seed_from_u64(1));
+        st.set(Faults {
+            error_ratio: 7.0,
+            timeout_ratio: -1.0,
+            latency: Duration::ZERO,
+        });
+        assert_eq!(st.faults.error_ratio, 1.0);
+        assert_eq!(st.faults.timeout_ratio, 0.0);
+        assert!((0..50).all(|_| matches!(st.roll(), Some(Scripted::Fail { .. }))));
+        st.set(Faults {
+            error_ratio: 0.0,
+            timeout_ratio: 1.0,
+            latency: Duration::ZERO,
+        });
+        assert!((0..50).all(|_| st.roll() == Some(Scripted::Hang)));
+        st.set(Faults::default());
+        assert!((0..50).all(|_| st.roll().is_none()));
+    }
+}

@@ -1,0 +1,422 @@
+//! The built-in NICE CXone simulator: an axum app that plays the platform (the v2 dialect
+//! of `cxone-api.md`) for wfmd's tests, benchmarks and `wfmd serve --simulate`.
+//!
+//! It imports nothing from the rest of wfmd: every JSON body is written from the contract
+//! itself, so a wrong field name in the client shows up as a failing test instead of being
+//! mirrored here. Besides the API it keeps ground truth (every agent's state log), counts
+//! what it was asked, and misbehaves on demand (rate limit, scripted and random faults,
+//! hangs, revoked or early-expiring tokens), through the Rust [`Simulator`] handle and over
+//! HTTP under `/_sim` for a standalone process.
+//!
+//! Layout: `tenant` generates and holds the agents, `auth` issues and checks tokens,
+//! `faults` is the middleware in front of every API call, `routes` the API handlers,
+//! `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
+//! State sits behind one `std::sync::Mutex` that is never held across an await.
+
+mod auth;
+mod clock;
+mod control;
+mod faults;
+mod routes;
+mod tenant;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{any, post};
+use governor::DefaultDirectRateLimiter;
+use governor::clock::Clock;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use secrecy::SecretString;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+pub use clock::SimClock;
+pub use faults::Faults;
+pub use tenant::{SimAgent, SimBreak, SimStateChange};
+
+use auth::TokenStore;
+use faults::{FaultState, Scripted};
+use routes::ApiError;
+use tenant::{Tenant, default_reason, is_known_state};
+
+/// How the simulated tenant looks and behaves.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Number of generated agents (`u_001`, `u_002`, …).
+    pub agents: usize,
+    /// Seed of everything random: names, teams, skills, zones, initial states, faults.
+    pub seed: u64,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Tenant request budget over all API calls; 0 means unlimited.
+    pub requests_per_minute: u32,
+    /// The `expires_in` advertised with every token (and, unless
+    /// [`Simulator::set_token_validity`] says otherwise, how long a token works).
+    pub token_lifetime: Duration,
+    /// The cluster the tenant lives on: API routes are served under `/{cluster_path}/` and
+    /// the token answer names it in `resource_server_base_uri`. `None`: served at the root.
+    pub cluster_path: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            agents: 50,
+            seed: 1,
+            client_id: "wfmd-sim".to_owned(),
+            client_secret: "wfmd-sim-secret".to_owned(),
+            requests_per_minute: 6000,
+            token_lifetime: Duration::from_secs(3600),
+            cluster_path: Some("c9".to_owned()),
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("agents", &self.agents)
+            .field("seed", &self.seed)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("cluster_path", &self.cluster_path)
+            .finish()
+    }
+}
+
+/// What the simulator was asked, since start or the last [`Simulator::reset_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SimStats {
+    /// Calls to the token endpoint, successful or not.
+    pub token_requests: u64,
+    /// API calls, whatever they were answered (token and `/_sim` calls excluded).
+    pub api_requests: u64,
+    /// API calls answered 429 by the tenant budget (injected 429s count as faults).
+    pub rate_limited: u64,
+    /// API calls answered 401 (no, unknown, revoked or expired token, or wrong base).
+    pub unauthorized: u64,
+    /// API calls answered by `fail_next`, `hang_next` or random faults.
+    pub injected_faults: u64,
+    /// API calls per route, e.g. `"GET /api/v2/users"` (without the cluster path).
+    pub by_route: BTreeMap<String, u64>,
+}
+
+/// Everything mutable, behind one lock.
+pub(crate) struct SimState {
+    pub tenant: Tenant,
+    pub tokens: TokenStore,
+    pub stats: SimStats,
+    pub faults: FaultState,
+    /// Server-side validity of tokens issued from now on; `None` = the advertised lifetime.
+    pub token_validity: Option<Duration>,
+}
+
+struct Inner {
+    /// The configuration with `client_secret` emptied: the secret lives in `secret`.
+    config: SimConfig,
+    secret: SecretString,
+    cluster: Option<String>,
+    clock: SimClock,
+    state: Mutex<SimState>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Cancelled at shutdown to let hanging calls go, so graceful shutdown can finish.
+    release: CancellationToken,
+    bound: OnceLock<SocketAddr>,
+}
+
+/// A handle on one simulated tenant; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A simulator serving on a TCP listener (see [`Simulator::start`]).
+#[derive(Debug)]
+pub struct RunningSim {
+    pub sim: Simulator,
+    /// `http://127.0.0.1:PORT`, without the cluster path: what a user configures as
+    /// `cxone.base_url`.
+    pub base_url: String,
+    /// `{base_url}/oauth2/token`.
+    pub token_url: String,
+    /// The server task; it ends once the shutdown token is cancelled and calls drain.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Generates the tenant (relative to the simulated instant of this call).
+    pub fn new(mut config: SimConfig) -> Self {
+        let secret = SecretString::from(std::mem::take(&mut config.client_secret));
+        let cluster = config
+            .cluster_path
+            .as_deref()
+            .map(|c| c.trim_matches('/').to_owned())
+            .filter(|c| !c.is_empty());
+        let clock = SimClock::default();
+        let tenant = Tenant::generate(config.agents, config.seed, clock.now());
+        // A different stream than the tenant's, so enabling faults does not depend on, or
+        // disturb, how the tenant was drawn.
+        let fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_5eed_fa17);
+        let state = SimState {
+            tenant,
+            tokens: TokenStore::default(),
+            stats: SimStats::default(),
+            faults: FaultState::new(fault_rng),
+            token_validity: None,
+        };
+        Simulator {
+            inner: Arc::new(Inner {
+                limiter: faults::rate_limiter(config.requests_per_minute),
+                config,
+                secret,
+                cluster,
+                clock,
+                state: Mutex::new(state),
+                release: CancellationToken::new(),
+                bound: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The whole app: `/oauth2/token`, the API under the cluster path, and `/_sim`.
+    pub fn router(&self) -> Router {
+        let api = routes::api_router().layer(axum::middleware::from_fn_with_state(
+            self.clone(),
+            faults::gate,
+        ));
+        let app = Router::new()
+            .route("/oauth2/token", post(auth::token))
+            .merge(control::control_router());
+        let app = match &self.inner.cluster {
+            Some(cluster) => app
+                .nest(&format!("/{cluster}"), api)
+                .route("/api/{*rest}", any(wrong_base)),
+            None => app.merge(api),
+        };
+        app.fallback(not_found).with_state(self.clone())
+    }
+
+    /// Builds a simulator and serves it on `listener` until `shutdown` is cancelled.
+    pub async fn start(
+        config: SimConfig,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<RunningSim> {
+        let addr = listener.local_addr()?;
+        let sim = Simulator::new(config);
+        let _ = sim.inner.bound.set(addr);
+        let app = sim.router();
+        let release = sim.inner.release.clone();
+        let base_url = sim.bound_origin();
+        tracing::info!(%base_url, agents = sim.inner.config.agents, "CXone simulator listening");
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                shutdown.cancelled().await;
+                release.cancel();
+            };
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::error!(%error, "CXone simulator stopped with an error");
+            }
+        });
+        Ok(RunningSim {
+            sim,
+            token_url: format!("{base_url}/oauth2/token"),
+            base_url,
+            task,
+        })
+    }
+
+    /// Ground truth about every agent, sorted by id.
+    pub fn agents(&self) -> Vec<SimAgent> {
+        self.lock().tenant.agents.values().cloned().collect()
+    }
+
+    pub fn agent(&self, id: &str) -> Option<SimAgent> {
+        self.lock().tenant.agents.get(id).cloned()
+    }
+
+    /// Changes an agent's state as if the agent did it on the phone: any of the seven
+    /// states (observed-only ones included), no 409 rules. An empty `reason` takes the
+    /// contract's default. False for an unknown agent or state.
+    pub fn force_state(&self, id: &str, state: &str, reason: &str) -> bool {
+        if !is_known_state(state) {
+            return false;
+        }
+        let reason = if reason.is_empty() {
+            default_reason(state)
+        } else {
+            reason
+        };
+        let now = self.clock().now();
+        match self.lock().tenant.agents.get_mut(id) {
+            Some(agent) => {
+                agent.set_state(state, reason, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats.clone()
+    }
+
+    pub fn reset_stats(&self) {
+        self.lock().stats = SimStats::default();
+    }
+
+    /// Replaces the persistent random faults (ratios are clamped to 0.0–1.0).
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults.set(faults);
+    }
+
+    /// The persistent random faults in force.
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.faults.clone()
+    }
+
+    /// The next `count` API calls (after any already scripted) answer `status`, with
+    /// `Retry-After` when given.
+    ///
+    /// # Panics
+    /// If `status` is not a valid HTTP status code (100–999).
+    pub fn fail_next(&self, count: u32, status: u16, retry_after_secs: Option<u64>) {
+        let status = StatusCode::from_u16(status)
+            .unwrap_or_else(|_| panic!("fail_next: {status} is not an HTTP status"));
+        self.lock().faults.push(
+            count,
+            Scripted::Fail {
+                status,
+                retry_after: retry_after_secs,
+            },
+        );
+    }
+
+    /// The next `count` API calls (after any already scripted) never answer: they hold
+    /// until the client gives up or the simulator shuts down.
+    pub fn hang_next(&self, count: u32) {
+        self.lock().faults.push(count, Scripted::Hang);
+    }
+
+    /// Every token issued so far answers 401 from now on.
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.revoke_all();
+    }
+
+    /// Tokens issued from now on stop working after `validity` (server side), while the
+    /// answer still advertises the configured lifetime. `None` restores the lifetime.
+    pub fn set_token_validity(&self, validity: Option<Duration>) {
+        self.lock().token_validity = validity;
+    }
+
+    /// The simulator's clock; tests move it forward instead of sleeping.
+    pub fn clock(&self) -> &SimClock {
+        &self.inner.clock
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panic while holding the lock leaves plain data behind, still worth serving.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn config(&self) -> &SimConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn client_secret(&self) -> &SecretString {
+        &self.inner.secret
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&str> {
+        self.inner.cluster.as_deref()
+    }
+
+    /// `http://ADDR` of the bound listener (loopback when bound to every interface).
+    pub(crate) fn bound_origin(&self) -> String {
+        match self.inner.bound.get() {
+            Some(addr) => {
+                let ip = match addr.ip() {
+                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    ip => ip,
+                };
+                format!("http://{}", SocketAddr::new(ip, addr.port()))
+            }
+            None => "http://localhost".to_owned(),
+        }
+    }
+
+    /// The stats key of a matched route: method and path without the cluster prefix.
+    pub(crate) fn route_key(&self, method: &Method, matched: &str) -> String {
+        let path = self
+            .cluster()
+            .and_then(|c| matched.strip_prefix('/')?.strip_prefix(c))
+            .unwrap_or(matched);
+        format!("{method} {path}")
+    }
+
+    /// Spends one unit of the tenant budget; the wait until the next one when exhausted.
+    pub(crate) fn spend_budget(&self) -> Option<Duration> {
+        let limiter = self.inner.limiter.as_ref()?;
+        limiter
+            .check()
+            .err()
+            .map(|not_until| not_until.wait_time_from(limiter.clock().now()))
+    }
+
+    /// Resolves when the simulator shuts down.
+    pub(crate) async fn released(&self) {
+        self.inner.release.cancelled().await;
+    }
+
+    /// Scripted faults not consumed yet.
+    pub(crate) fn scripted_pending(&self) -> usize {
+        self.lock().faults.scripted.len()
+    }
+}
+
+/// The API paths at the root while the tenant lives on a cluster: the platform answers
+/// 401 there even with a valid token, which is how a client learns it ignored
+/// `resource_server_base_uri`.
+async fn wrong_base(axum::extract::State(sim): axum::extract::State<Simulator>) -> ApiError {
+    {
+        let mut st = sim.lock();
+        st.stats.api_requests += 1;
+        st.stats.unauthorized += 1;
+    }
+    let cluster = sim.cluster().unwrap_or_default();
+    ApiError::unauthorized(format!(
+        "this tenant is served under /{cluster}/: use resource_server_base_uri"
+    ))
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::not_found("no such endpoint")
+}

@@ -1,0 +1,265 @@
+//! The v2 API routes of cxone-api.md: users, agent state, schedules and break status.
+//!
+//! Every JSON body here is written out field by field from the contract (not from wfmd's
+//! serde types), and every time field is computed from the simulator clock at request
+//! time. Errors are JSON `{"error","message"}` bodies.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Simulator;
+use super::tenant::{OBSERVED_STATES, SimAgent, default_reason, is_known_state};
+
+/// A JSON error answer: `{"error":"not_found","message":"unknown user u_999"}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn unknown_user(id: &str) -> Self {
+        Self::not_found(format!("unknown user {id}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "message": self.message});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// The API routes, relative to the tenant's base (the cluster path, or the root).
+pub(crate) fn api_router() -> Router<Simulator> {
+    Router::new()
+        .route("/api/v2/users", get(list_users))
+        .route(
+            "/api/v2/users/{userId}/state",
+            get(get_state).post(set_state),
+        )
+        .route("/api/v2/schedules/users/{userId}", get(get_schedule))
+        .route(
+            "/api/v2/breaks/users/{userId}/status",
+            get(get_break_status),
+        )
+        // Authenticated like the rest, so a client cannot probe paths without a token.
+        .route("/api/{*rest}", any(unknown_api_path))
+}
+
+/// RFC 3339 UTC with a `Z`, fractional seconds only when there are any.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[derive(Deserialize)]
+struct UserFilter {
+    #[serde(rename = "teamId")]
+    team_id: Option<String>,
+    #[serde(rename = "skillId")]
+    skill_id: Option<String>,
+}
+
+async fn list_users(
+    State(sim): State<Simulator>,
+    filter: Result<Query<UserFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(filter) = filter.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let st = sim.lock();
+    let users: Vec<Value> = st
+        .tenant
+        .agents
+        .values()
+        .filter(|a| filter.team_id.as_ref().is_none_or(|t| &a.team_id == t))
+        .filter(|a| {
+            filter
+                .skill_id
+                .as_ref()
+                .is_none_or(|s| a.skills.contains(s))
+        })
+        .map(|a| {
+            json!({
+                "userId": a.id,
+                "userName": a.name,
+                "teamId": a.team_id,
+                "teamName": a.team_name,
+                "skills": a.skills,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "users": users })).into_response())
+}
+
+fn state_body(agent: &SimAgent) -> Value {
+    json!({
+        "userId": agent.id,
+        "agentState": agent.state,
+        "reasonCode": agent.reason,
+        "statusChangedTimestamp": ts(agent.changed_at),
+    })
+}
+
+async fn get_state(
+    State(sim): State<Simulator>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let st = sim.lock();
+    let agent = st
+        .tenant
+        .agents
+        .get(&user_id)
+        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    Ok(axum::Json(state_body(agent)).into_response())
+}
+
+#[derive(Deserialize)]
+struct StateChange {
+    state: String,
+    #[serde(rename = "reasonCode")]
+    reason_code: Option<String>,
+}
+
+async fn set_state(
+    State(sim): State<Simulator>,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let change: StateChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid state change body: {e}")))?;
+    if OBSERVED_STATES.contains(&change.state.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "state {} is observed only and cannot be set",
+            change.state
+        )));
+    }
+    if !is_known_state(&change.state) {
+        return Err(ApiError::bad_request(format!(
+            "unknown state {}",
+            change.state
+        )));
+    }
+    let reason = match change.reason_code.as_deref() {
+        Some(r) if !r.is_empty() => r.to_owned(),
+        _ => default_reason(&change.state).to_owned(),
+    };
+
+    let now = sim.clock().now();
+    let mut st = sim.lock();
+    let agent = st
+        .tenant
+        .agents
+        .get_mut(&user_id)
+        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    if agent.state == "ON_CONTACT" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("agent {user_id} is ON_CONTACT; a state change would drop the customer"),
+        ));
+    }
+    agent.set_state(&change.state, &reason, now);
+    Ok(axum::Json(state_body(agent)).into_response())
+}
+
+async fn get_schedule(
+    State(sim): State<Simulator>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = sim.clock().now();
+    let st = sim.lock();
+    let agent = st
+        .tenant
+        .agents
+        .get(&user_id)
+        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    let mut body = json!({
+        "userId": agent.id,
+        "status": if agent.on_shift_at(now) { "ACTIVE" } else { "INACTIVE" },
+        "timezone": agent.timezone,
+        "shiftStart": ts(agent.shift_start),
+        "shiftEnd": ts(agent.shift_end),
+    });
+    if agent.breaks_in_schedule {
+        let breaks: Vec<Value> = agent
+            .breaks
+            .iter()
+            .map(|b| {
+                json!({
+                    "start": ts(b.start),
+                    "end": ts(b.end),
+                    "type": b.kind,
+                    "mandatory": b.mandatory,
+                })
+            })
+            .collect();
+        body["breaks"] = Value::Array(breaks);
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+async fn get_break_status(
+    State(sim): State<Simulator>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = sim.clock().now();
+    let st = sim.lock();
+    let agent = st
+        .tenant
+        .agents
+        .get(&user_id)
+        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    let mut body = json!({
+        "userId": agent.id,
+        "mandatoryBreakRequired": agent.in_mandatory_break_at(now),
+    });
+    if let Some(b) = agent.current_or_next_mandatory_break(now) {
+        body["breakStart"] = json!(ts(b.start));
+        body["breakEnd"] = json!(ts(b.end));
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+async fn unknown_api_path() -> ApiError {
+    ApiError::not_found("no such API endpoint")
+}
