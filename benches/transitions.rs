@@ -91,7 +91,7 @@ async fn burst(rig: &Rig, count: usize, round: usize) -> Duration {
             let engine = rig.engine.clone();
             let agent = rig.agents[i % rig.agents.len()].clone();
             // Alternate so every change really changes something.
-            let target = if (i / rig.agents.len() + round) % 2 == 0 {
+            let target = if (i / rig.agents.len() + round).is_multiple_of(2) {
                 AgentState::NotReady
             } else {
                 AgentState::Paused

@@ -43,6 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: the HTTP API over the transition engine.
     Serve(ServeArgs),
+    /// Run the platform simulator alone (the v2 API of the platform contract).
+    Sim(SimArgs),
     /// Change one agent's state now and print one result line.
     Transition(TransitionArgs),
     /// Inspect the tamper-evident audit log.
@@ -65,8 +67,24 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 50, requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub agents: u32,
     /// With --simulate: seed of the simulated tenant (same seed, same tenant).
-    #[arg(long, default_value_t = 7, requires = "simulate")]
+    #[arg(long, default_value_t = 1, requires = "simulate")]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:9080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// How many agents the simulated tenant has.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub agents: u32,
+    /// Seed of the simulated tenant (same seed, same tenant).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The tenant's rate limit over API calls; 0 for none. Over it: 429 with Retry-After.
+    #[arg(long, default_value_t = 6000)]
+    pub requests_per_minute: u32,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +187,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     };
     // Commands that never reach the platform must not demand its credentials.
     let needs_platform = matches!(cli.command, Command::Serve(_) | Command::Transition(_));
+    if let Command::Sim(args) = cli.command {
+        init_tracing(&Config::default());
+        return simulator(args).await;
+    }
     let source = Source {
         file: cli.config.clone(),
         simulate: simulate || !needs_platform,
@@ -185,7 +207,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Transition(args) => transition(&config, args).await,
         Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => migrate(&config).await,
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Sim(_) => unreachable!("handled above"),
     }
 }
 
@@ -203,14 +225,80 @@ fn init_tracing(config: &Config) {
     };
 }
 
-async fn serve(config: Config, args: ServeArgs) -> Result<ExitCode, Failure> {
-    let _ = args;
+async fn serve(mut config: Config, args: ServeArgs) -> Result<ExitCode, Failure> {
+    // The simulator outlives the daemon's drain, so in-flight changes can finish.
+    let stop_simulator = CancellationToken::new();
+    if args.simulate {
+        let running = crate::start_simulator(
+            &mut config,
+            args.agents as usize,
+            args.seed,
+            stop_simulator.clone(),
+        )
+        .await
+        .map_err(Failure::action)?;
+        announce_tenant(&running);
+    }
     let app = App::build(&config).await.map_err(Failure::action)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    app.run_until_stopped(shutdown)
+    let result = app.run_until_stopped(shutdown).await;
+    stop_simulator.cancel();
+    result.map_err(Failure::action)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs where the simulated tenant is and a few agents worth trying.
+fn announce_tenant(running: &crate::sim::RunningSim) {
+    let now = chrono::Utc::now();
+    let agents = running.sim.agents();
+    let first = |pick: &dyn Fn(&crate::sim::SimAgent) -> bool| {
+        agents
+            .iter()
+            .find(|a| pick(a))
+            .map_or("none", |a| a.id.as_str())
+            .to_owned()
+    };
+    tracing::info!(
+        base_url = %running.base_url,
+        agents = agents.len(),
+        on_shift = %first(&|a| a.on_shift_at(now) && !a.in_mandatory_break_at(now) && a.state != "ON_CONTACT"),
+        off_shift = %first(&|a| !a.on_shift_at(now)),
+        in_mandatory_break = %first(&|a| a.in_mandatory_break_at(now)),
+        on_contact = %first(&|a| a.state == "ON_CONTACT"),
+        "simulated platform started; agents to try"
+    );
+}
+
+async fn simulator(args: SimArgs) -> Result<ExitCode, Failure> {
+    let config = crate::sim::SimConfig {
+        agents: args.agents as usize,
+        seed: args.seed,
+        requests_per_minute: args.requests_per_minute,
+        ..crate::sim::SimConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::usage(format!("cannot listen on --listen {}: {e}", args.listen)))?;
+    let stop = CancellationToken::new();
+    let running = crate::sim::Simulator::start(config.clone(), listener, stop.clone())
         .await
         .map_err(Failure::action)?;
+    println!(
+        "simulator serving {} agents; point wfmd at it with:",
+        args.agents
+    );
+    println!("  WFMD_CXONE__BASE_URL={}", running.base_url);
+    println!("  WFMD_CXONE__TOKEN_URL={}", running.token_url);
+    println!("  WFMD_CXONE__CLIENT_ID={}", config.client_id);
+    println!("  WFMD_CXONE__CLIENT_SECRET={}", config.client_secret);
+    println!(
+        "ground truth: {}/_sim/agents, counters: {}/_sim/stats",
+        running.base_url, running.base_url
+    );
+    announce_tenant(&running);
+    cancel_on_signal(stop).await;
+    running.task.await.map_err(Failure::action)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -91,6 +91,33 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Starts the built-in simulator on a free loopback port, with a tenant of `agents`
+/// agents, and points `config`'s platform settings at it. The simulator serves until
+/// `stop` is cancelled.
+pub async fn start_simulator(
+    config: &mut Config,
+    agents: usize,
+    seed: u64,
+    stop: CancellationToken,
+) -> anyhow::Result<sim::RunningSim> {
+    let sim_config = sim::SimConfig {
+        agents,
+        seed,
+        ..sim::SimConfig::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind a port for the simulator")?;
+    let running = sim::Simulator::start(sim_config.clone(), listener, stop)
+        .await
+        .context("cannot start the simulator")?;
+    config.cxone.base_url = running.base_url.clone();
+    config.cxone.token_url = running.token_url.clone();
+    config.cxone.client_id = sim_config.client_id;
+    config.cxone.client_secret = sim_config.client_secret.into();
+    Ok(running)
+}
+
 /// The services a command needs: store, platform and transition engine.
 pub struct Services {
     pub store: Store,

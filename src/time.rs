@@ -28,6 +28,14 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// `serialize_with` helper: an instant as [`rfc3339`].
+pub fn serialize_rfc3339<S: serde::Serializer>(
+    at: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&rfc3339(*at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use serde::Serialize;
 use serde_json::json;
@@ -108,7 +108,9 @@ pub struct Transition {
     #[serde(flatten)]
     pub outcome: Outcome,
     pub latency_ms: u64,
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub requested_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub completed_at: DateTime<Utc>,
     /// True when an earlier attempt with the same idempotency key is being returned.
     pub replayed: bool,
@@ -341,7 +343,7 @@ impl TransitionEngine {
                 "idleMs": idle_ms,
                 "latencyMs": record.latency_ms,
                 "attemptId": record.attempt_id,
-                "changedAt": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "changedAt": crate::time::rfc3339(at),
             }),
         )
         .await?;

@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use crate::helpers::{TestApp, TestDb, TestSim, wfmd};
+use serde_json::{Value, json};
+
+use crate::helpers::{Daemon, TestApp, TestDb, TestSim, http_client, wfmd};
 
 fn run(command: &mut std::process::Command) -> (i32, String, String) {
     let output = command.output().unwrap();
@@ -148,4 +150,36 @@ fn help_explains_every_command() {
     }
     let (code, _, stderr) = run(wfmd().arg("frobnicate"));
     assert_eq!(code, 2, "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_simulate_runs_with_no_configuration_at_all() {
+    // A fresh folder: no config file, no credentials, no database yet.
+    let folder = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn_with(&["serve", "--simulate"], &[], Some(folder.path())).await;
+    let http = http_client();
+    let ready = http
+        .get(format!("{}/readyz", daemon.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // The seeded tenant: u_001 is off shift, u_004 on shift.
+    let post = |agent: &str, state: &str| {
+        http.post(format!("{}/v1/agents/{agent}/transitions", daemon.address))
+            .json(&json!({ "state": state }))
+            .send()
+    };
+    let refused: Value = post("u_001", "READY").await.unwrap().json().await.unwrap();
+    assert_eq!(refused["violation"], "AGENT_NOT_SCHEDULED");
+    let done = post("u_004", "LOGGED_OUT").await.unwrap();
+    assert_eq!(done.status(), 200);
+
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+    assert!(
+        folder.path().join("data/wfmd.db").exists(),
+        "the embedded database"
+    );
 }

@@ -100,7 +100,7 @@ async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent() {
     let daemon = Daemon::spawn(&env).await;
     let agents: Vec<String> = sim.sim.agents().into_iter().map(|a| a.id).collect();
 
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     let answered = Arc::new(AtomicUsize::new(0));
     let burst: Vec<_> = agents
         .iter()
@@ -136,6 +136,7 @@ async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent() {
 
     let store = Store::open(&db.url()).await.unwrap();
     let recorded = assert_all_or_nothing(&store).await;
+    eprintln!("recorded before kill: {recorded}");
     assert!(recorded >= 40, "only {recorded} recorded");
     assert!(recorded < 200 + 1);
     store.close().await;
@@ -185,7 +186,7 @@ async fn sigterm_lets_in_flight_changes_finish_and_exits_0() {
     let request = tokio::spawn({
         let url = format!("{}/v1/agents/{}/transitions", daemon.address, agent.id);
         async move {
-            reqwest::Client::new()
+            crate::helpers::http_client()
                 .post(url)
                 .json(&json!({"state": "NOT_READY"}))
                 .send()

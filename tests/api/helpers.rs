@@ -198,7 +198,7 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(stop.clone()));
         TestApp {
             address,
-            http: reqwest::Client::new(),
+            http: http_client(),
             sim,
             db,
             store,
@@ -257,6 +257,13 @@ pub async fn count(store: &Store, sql: &'static str) -> i64 {
         .unwrap()
 }
 
+/// An HTTP client for tests. reqwest is built without a default TLS provider, so the
+/// one wfmd uses is installed first, whichever test runs first.
+pub fn http_client() -> reqwest::Client {
+    wfmd::cxone::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// The `wfmd` binary with a clean configuration environment.
 pub fn wfmd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wfmd"));
@@ -278,17 +285,36 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `wfmd serve` with `env` and waits until `/healthz` answers.
     pub async fn spawn(env: &[(String, String)]) -> Daemon {
+        Self::spawn_with(&["serve"], env, None).await
+    }
+
+    /// Spawns `wfmd ARGS` (a serving command) in `cwd` with `env`, on a free port.
+    pub async fn spawn_with(
+        args: &[&str],
+        env: &[(String, String)],
+        cwd: Option<&std::path::Path>,
+    ) -> Daemon {
         let port = free_port();
-        let child = wfmd()
-            .arg("serve")
+        let mut command = wfmd();
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        let child = command
+            .args(args)
+            .env("WFMD_LOG__LEVEL", "warn")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("WFMD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let address = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        // Owned before the first await, so a failure below still kills the child.
+        let daemon = Daemon {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        let address = daemon.address.clone();
+        let http = http_client();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             if let Ok(response) = http.get(format!("{address}/healthz")).send().await
@@ -302,7 +328,7 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Daemon { child, address }
+        daemon
     }
 
     pub fn signal(&self, signal: &str) {
