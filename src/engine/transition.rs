@@ -217,12 +217,22 @@ impl TransitionEngine {
                 let at = snapshot.changed_at.unwrap_or(record.completed_at);
                 self.record_success(&record, at).await?
             }
-            Ok(Err(violation)) => self.record_rejection(&record, violation).await?,
-            Err(CxoneError::Conflict { .. }) => {
-                self.record_rejection(&record, Violation::StateConflict)
+            Ok(Err(violation)) => {
+                self.record_without_change(&record, Outcome::Rejected { violation })
                     .await?
             }
-            Err(error) => self.record_failure(&record, &error).await?,
+            Err(CxoneError::Conflict { .. }) => {
+                let violation = Violation::StateConflict;
+                self.record_without_change(&record, Outcome::Rejected { violation })
+                    .await?
+            }
+            Err(error) => {
+                let outcome = Outcome::Failed {
+                    kind: FailureKind::of(&error),
+                    error: error.to_string(),
+                };
+                self.record_without_change(&record, outcome).await?
+            }
         };
         metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
             .increment(1);
@@ -351,55 +361,44 @@ impl TransitionEngine {
         Ok(record.transition(from, outcome))
     }
 
-    async fn record_rejection(
+    /// Records an attempt that changed nothing: a rejection (announced as
+    /// `transition.rejected`) or a failure (recorded and audited only; no event type
+    /// exists for it).
+    async fn record_without_change(
         &self,
         record: &Record<'_>,
-        violation: Violation,
+        outcome: Outcome,
     ) -> Result<Transition, sqlx::Error> {
         let request = record.request;
         let mut tx = self.store.begin_write().await?;
         let from = history::open_interval(&mut tx, &request.agent_id)
             .await?
             .and_then(|open| open.state());
-        let outcome = Outcome::Rejected { violation };
         self.write_attempt(&mut tx, record, from, &outcome).await?;
-        outbox::enqueue(
-            &mut tx,
-            EventType::TransitionRejected,
-            Some(&request.agent_id),
-            record.completed_at,
-            json!({
-                "agentId": request.agent_id,
-                "from": from,
-                "to": request.target,
-                "reasonCode": record.reason,
-                "origin": request.origin,
-                "violation": violation,
-                "attemptId": record.attempt_id,
-            }),
-        )
-        .await?;
+        match &outcome {
+            Outcome::Rejected { violation } => {
+                outbox::enqueue(
+                    &mut tx,
+                    EventType::TransitionRejected,
+                    Some(&request.agent_id),
+                    record.completed_at,
+                    json!({
+                        "agentId": request.agent_id,
+                        "from": from,
+                        "to": request.target,
+                        "reasonCode": record.reason,
+                        "origin": request.origin,
+                        "violation": violation,
+                        "attemptId": record.attempt_id,
+                    }),
+                )
+                .await?;
+                tracing::info!(%violation, "transition rejected");
+            }
+            Outcome::Failed { error, .. } => tracing::warn!(%error, "transition failed"),
+            Outcome::Succeeded => unreachable!("a success changes the agent's state"),
+        }
         tx.commit().await?;
-        tracing::info!(%violation, "transition rejected");
-        Ok(record.transition(from, outcome))
-    }
-
-    async fn record_failure(
-        &self,
-        record: &Record<'_>,
-        error: &CxoneError,
-    ) -> Result<Transition, sqlx::Error> {
-        let mut tx = self.store.begin_write().await?;
-        let from = history::open_interval(&mut tx, &record.request.agent_id)
-            .await?
-            .and_then(|open| open.state());
-        let outcome = Outcome::Failed {
-            kind: FailureKind::of(error),
-            error: error.to_string(),
-        };
-        self.write_attempt(&mut tx, record, from, &outcome).await?;
-        tx.commit().await?;
-        tracing::warn!(%error, "transition failed");
         Ok(record.transition(from, outcome))
     }
 

@@ -8,6 +8,20 @@ use wfmd::sim::SimConfig;
 
 use crate::helpers::{SET_STATE, TestApp, TestSim};
 
+/// `count` callers asking the platform client for one agent's state at the same time.
+async fn concurrent_state_reads(app: &TestApp, agent_id: &str, count: usize) {
+    let calls: Vec<_> = (0..count)
+        .map(|_| {
+            let platform = Arc::clone(app.engine.platform());
+            let id = agent_id.to_owned();
+            tokio::spawn(async move { platform.agent_state(&id).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn retry_after_is_honoured_before_retrying_a_429() {
     let app = TestApp::spawn().await;
@@ -157,30 +171,11 @@ async fn bad_client_secret_fails_clearly_without_a_retry_storm() {
 async fn two_hundred_concurrent_callers_share_one_token_refresh() {
     let app = TestApp::spawn().await;
     let agent = app.sim.free_agents().remove(0);
-    let platform = app.engine.platform().clone();
-    let calls: Vec<_> = (0..200)
-        .map(|_| {
-            let platform = Arc::clone(&platform);
-            let id = agent.id.clone();
-            tokio::spawn(async move { platform.agent_state(&id).await })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    concurrent_state_reads(&app, &agent.id, 200).await;
     assert_eq!(app.sim.sim.stats().token_requests, 1);
 
     app.sim.sim.revoke_tokens();
-    let calls: Vec<_> = (0..200)
-        .map(|_| {
-            let platform = Arc::clone(&platform);
-            let id = agent.id.clone();
-            tokio::spawn(async move { platform.agent_state(&id).await })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    concurrent_state_reads(&app, &agent.id, 200).await;
     assert_eq!(
         app.sim.sim.stats().token_requests,
         2,
@@ -198,17 +193,7 @@ async fn the_budget_keeps_wfmd_under_the_platform_rate_limit() {
     .await;
     let app = TestApp::spawn_with(sim, |config| config.cxone.requests_per_minute = 600).await;
     let agent = app.sim.free_agents().remove(0);
-    let platform = app.engine.platform().clone();
-    let calls: Vec<_> = (0..40)
-        .map(|_| {
-            let platform = Arc::clone(&platform);
-            let id = agent.id.clone();
-            tokio::spawn(async move { platform.agent_state(&id).await })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    concurrent_state_reads(&app, &agent.id, 40).await;
     let stats = app.sim.sim.stats();
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
     assert_eq!(stats.api_requests, 40);
