@@ -50,6 +50,9 @@ pub enum Command {
     /// Inspect the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Inspect and redeliver webhooks.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -134,6 +137,29 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List webhook deliveries still to be made (or, with --dead, given up on).
+    List {
+        /// Dead deliveries instead of pending ones.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Put dead deliveries back in the queue; they are sent again with their original
+    /// webhook-id.
+    Replay {
+        /// Replay dead deliveries (the only kind there is to replay; required for clarity).
+        #[arg(long, required = true)]
+        dead: bool,
+        /// Only deliveries of events committed at or after this date or instant.
+        #[arg(long, value_parser = parse_instant)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Load and validate the configuration; print it with secrets masked.
     Check {
@@ -207,6 +233,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Transition(args) => transition(&config, args).await,
         Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => migrate(&config).await,
+        Command::Outbox(command) => outbox(&config, command).await,
         Command::Config(_) | Command::Sim(_) => unreachable!("handled above"),
     }
 }
@@ -437,6 +464,56 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
     };
     store.close().await;
     Ok(code)
+}
+
+async fn outbox(config: &Config, command: OutboxCommand) -> Result<ExitCode, Failure> {
+    use crate::store::deliveries;
+    let store = Store::open(&config.database.url)
+        .await
+        .map_err(Failure::action)?;
+    match command {
+        OutboxCommand::List { dead, limit } => {
+            let rows = deliveries::list(store.reader(), dead, limit)
+                .await
+                .map_err(Failure::action)?;
+            let mut out = std::io::stdout().lock();
+            for row in &rows {
+                let last = match (&row.last_status, &row.last_error) {
+                    (_, Some(error)) => error.clone(),
+                    (Some(status), None) => status.to_string(),
+                    (None, None) => "-".to_owned(),
+                };
+                writeln!(
+                    out,
+                    "{}  {}  {}  {}  {}  attempts={}  next={}  last={}",
+                    rfc3339(crate::store::from_ms(row.created_at)),
+                    row.event_id,
+                    row.event_type,
+                    row.endpoint,
+                    row.status,
+                    row.attempts,
+                    rfc3339(crate::store::from_ms(row.next_attempt_at)),
+                    last,
+                )
+                .map_err(Failure::action)?;
+            }
+            eprintln!(
+                "{} {} deliveries",
+                rows.len(),
+                if dead { "dead" } else { "pending" }
+            );
+        }
+        OutboxCommand::Replay { dead: _, since } => {
+            let since = since.map_or(i64::MIN, crate::store::to_ms);
+            let replayed =
+                deliveries::replay_dead(&store, since, crate::store::to_ms(chrono::Utc::now()))
+                    .await
+                    .map_err(Failure::action)?;
+            println!("re-queued {replayed} dead deliveries; a running wfmd sends them now");
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(config: &Config) -> Result<ExitCode, Failure> {

@@ -30,6 +30,8 @@ pub struct Config {
     pub cxone: CxoneConfig,
     pub retry: RetryConfig,
     pub log: LogConfig,
+    pub delivery: DeliveryConfig,
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +150,124 @@ impl Default for LogConfig {
     }
 }
 
+/// The event types wfmd emits; the names are part of the webhook contract.
+pub const EVENT_TYPES: [&str; 5] = [
+    "agent.state_changed",
+    "transition.rejected",
+    "bulk.completed",
+    "adherence.exception",
+    "report.ready",
+];
+
+/// Shortest accepted webhook signing key, in decoded bytes (the Standard Webhooks
+/// reference secrets are 24 bytes).
+const MIN_WEBHOOK_KEY_BYTES: usize = 24;
+
+/// One subscriber of webhook events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// `whsec_<base64>`; a list of several during a rotation (each signs every message).
+    #[serde(
+        deserialize_with = "one_or_many_secrets",
+        serialize_with = "mask_secrets"
+    )]
+    pub secret: Vec<SecretString>,
+    /// Event types to send; all of them when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+}
+
+impl WebhookConfig {
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.iter().any(|e| e == event_type))
+    }
+}
+
+/// The decoded signing key of a `whsec_` secret, or what is wrong with it.
+pub fn webhook_key(secret: &SecretString) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let text = secret.expose_secret();
+    let encoded = text
+        .strip_prefix("whsec_")
+        .ok_or_else(|| "must start with `whsec_`".to_owned())?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "is not valid base64 after `whsec_`".to_owned())?;
+    if key.len() < MIN_WEBHOOK_KEY_BYTES {
+        return Err(format!(
+            "decodes to {} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are needed",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+fn one_or_many_secrets<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(secret) => vec![secret.into()],
+        OneOrMany::Many(secrets) => secrets.into_iter().map(Into::into).collect(),
+    })
+}
+
+fn mask_secrets<S: Serializer>(secrets: &[SecretString], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(secrets.len()))?;
+    for _ in secrets {
+        seq.serialize_element("********")?;
+    }
+    seq.end()
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Timeout of one webhook POST.
+    pub timeout_ms: u64,
+    /// How long a claimed delivery is reserved; longer than the timeout, so a delivery
+    /// is only claimed again when its claimer died.
+    pub lease_ms: u64,
+    /// Deliveries in flight at once, over all endpoints.
+    pub concurrency: usize,
+    /// Waits after failed attempts 1, 2, …; after the last one the delivery is dead.
+    pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
+    /// The longest `Retry-After` of a 429/503 that is honoured as given.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+impl DeliveryConfig {
+    pub fn retry_schedule(&self) -> Vec<Duration> {
+        self.retry_schedule.iter().map(|d| **d).collect()
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 10_000,
+            lease_ms: 60_000,
+            concurrency: 32,
+            retry_schedule: [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+                .map(|s| Duration::from_secs(s).into())
+                .to_vec(),
+            max_retry_after: Duration::from_secs(3_600),
+        }
+    }
+}
+
 fn mask_secret<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
     if secret.expose_secret().is_empty() {
         serializer.serialize_str("")
@@ -245,6 +365,9 @@ impl Config {
                 ));
             }
         };
+        let d = &self.delivery;
+        range("delivery.timeout_ms", d.timeout_ms, 100, 300_000);
+        range("delivery.concurrency", d.concurrency as u64, 1, 1_024);
         let c = &self.cxone;
         range(
             "cxone.requests_per_minute",
@@ -300,6 +423,50 @@ impl Config {
                      (or run with --simulate)"
                         .into(),
                 );
+            }
+        }
+        if d.lease_ms <= d.timeout_ms {
+            problems.push(format!(
+                "delivery.lease_ms must be longer than delivery.timeout_ms ({}), got {}",
+                d.timeout_ms, d.lease_ms
+            ));
+        }
+        if d.retry_schedule.is_empty() {
+            problems.push("delivery.retry_schedule must have at least one wait".into());
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let key = format!("webhooks[{i}]");
+            match reqwest::Url::parse(&hook.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => problems.push(format!(
+                    "{key}.url must be an http(s) URL, got scheme `{}`",
+                    url.scheme()
+                )),
+                Err(e) => problems.push(format!(
+                    "{key}.url is not a valid URL ({e}): `{}`",
+                    hook.url
+                )),
+            }
+            if hook.secret.is_empty() {
+                problems.push(format!("{key}.secret must be set"));
+            }
+            for (j, secret) in hook.secret.iter().enumerate() {
+                if let Err(problem) = webhook_key(secret) {
+                    let which = if hook.secret.len() > 1 {
+                        format!("{key}.secret[{j}]")
+                    } else {
+                        format!("{key}.secret")
+                    };
+                    problems.push(format!("{which} {problem}"));
+                }
+            }
+            for event in hook.events.iter().flatten() {
+                if !EVENT_TYPES.contains(&event.as_str()) {
+                    problems.push(format!(
+                        "{key}.events has unknown event type `{event}`; expected one of: {}",
+                        EVENT_TYPES.join(", ")
+                    ));
+                }
             }
         }
         if problems.is_empty() {
@@ -464,6 +631,51 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/wfmd.toml"));
     }
 
+    const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn webhooks_load_with_one_or_two_secrets_and_an_event_filter() {
+        let config = load(
+            &format!(
+                "[[webhooks]]\nurl = \"https://hooks.example.com/a\"\nsecret = \"{SPEC_SECRET}\"\n\
+                 events = [\"agent.state_changed\"]\n\
+                 [[webhooks]]\nurl = \"http://127.0.0.1:9/b\"\nsecret = [\"{SPEC_SECRET}\", \"{SPEC_SECRET}\"]\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.webhooks.len(), 2);
+        assert!(config.webhooks[0].wants("agent.state_changed"));
+        assert!(!config.webhooks[0].wants("transition.rejected"));
+        assert!(config.webhooks[1].wants("transition.rejected"));
+        assert_eq!(config.webhooks[1].secret.len(), 2);
+        let shown = config.to_masked_toml();
+        assert!(!shown.contains("MfKQ9r8"), "{shown}");
+    }
+
+    #[test]
+    fn bad_webhooks_are_refused_naming_the_entry_and_field() {
+        let err = load(
+            "[[webhooks]]\nurl = \"ftp://example.com\"\nsecret = \"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             events = [\"agent.exploded\"]\n\
+             [[webhooks]]\nurl = \"https://example.com\"\nsecret = \"whsec_!!!\"\n\
+             [[webhooks]]\nurl = \"https://example.com\"\nsecret = \"whsec_c2hvcnQ=\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "webhooks[0].url must be an http(s) URL",
+            "webhooks[0].secret must start with `whsec_`",
+            "webhooks[0].events has unknown event type `agent.exploded`",
+            "webhooks[1].secret is not valid base64",
+            "webhooks[2].secret decodes to 5 bytes",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        assert!(!text.contains("MfKQ9r8"), "never the secret: {text}");
+    }
+
     #[test]
     fn secrets_are_masked_in_output_and_debug() {
         let config = load("", &[("WFMD_CXONE__CLIENT_SECRET", "hunter2-very-secret")]).unwrap();
@@ -481,17 +693,37 @@ mod tests {
     fn the_example_file_loads_and_documents_every_key() {
         let example = include_str!("../config/wfmd.example.toml");
         let config = load(example, &[]).unwrap();
-        let effective = config.to_masked_toml();
-        let effective: toml::Table = toml::from_str(&effective).unwrap();
+        let effective: toml::Table = toml::from_str(&config.to_masked_toml()).unwrap();
         for (section, keys) in effective {
-            for key in keys.as_table().unwrap().keys() {
-                let needle = format!("\n{key} =");
-                let in_section = example
-                    .split(&format!("[{section}]"))
-                    .nth(1)
-                    .is_some_and(|rest| rest.contains(&needle));
-                assert!(in_section, "{section}.{key} is not in wfmd.example.toml");
+            let Some(keys) = keys.as_table() else {
+                continue;
+            };
+            let text = example
+                .split(&format!("\n[{section}]\n"))
+                .nth(1)
+                .unwrap_or("");
+            let text = text.split("\n[").next().unwrap_or("");
+            for key in keys.keys() {
+                assert!(
+                    text.contains(&format!("\n{key} =")),
+                    "{section}.{key} is not in wfmd.example.toml"
+                );
             }
         }
+
+        // The commented-out webhook entry, uncommented, is a valid configuration that
+        // sets every key a webhook has.
+        let webhook: String = example
+            .split("# [[webhooks]]")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| !line.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = load(&format!("[[webhooks]]\n{webhook}\n"), &[]).unwrap();
+        let hook = &config.webhooks[0];
+        assert!(hook.events.is_some() && !hook.secret.is_empty());
     }
 }

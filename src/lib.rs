@@ -22,6 +22,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod cxone;
+pub mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod sim;
@@ -122,19 +123,25 @@ pub async fn start_simulator(
 pub struct Services {
     pub store: Store,
     pub engine: Arc<TransitionEngine>,
+    pub http: reqwest::Client,
 }
 
 impl Services {
     pub async fn start(config: &Config) -> anyhow::Result<Services> {
         let store = Store::open(&config.database.url).await?;
         let budget = Arc::new(Budget::per_minute(config.cxone.requests_per_minute));
-        let platform = platform(config, http_client()?, budget);
+        let http = http_client()?;
+        let platform = platform(config, http.clone(), budget);
         let engine = Arc::new(TransitionEngine::new(
             store.clone(),
             platform,
             config.schedule_cache_ttl(),
         ));
-        Ok(Services { store, engine })
+        Ok(Services {
+            store,
+            engine,
+            http,
+        })
     }
 }
 
@@ -142,6 +149,7 @@ impl Services {
 pub struct App {
     listener: TcpListener,
     services: Services,
+    dispatcher: Option<delivery::Dispatcher>,
     shutdown_timeout: Duration,
 }
 
@@ -155,9 +163,19 @@ impl App {
             .with_context(|| {
                 format!("cannot listen on server.listen = {}", config.server.listen)
             })?;
+        let endpoints = delivery::Endpoint::from_config(config);
+        let dispatcher = (!endpoints.is_empty()).then(|| {
+            delivery::Dispatcher::new(
+                services.store.clone(),
+                services.http.clone(),
+                endpoints,
+                config.delivery.clone(),
+            )
+        });
         Ok(App {
             listener,
             services,
+            dispatcher,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -180,15 +198,21 @@ impl App {
         self.services.store.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (within
-    /// `server.shutdown_timeout`) and closes the database.
+    /// Serves (and delivers webhooks) until `shutdown` is cancelled, then lets in-flight
+    /// requests and webhook POSTs finish (each within `server.shutdown_timeout`) and
+    /// closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let grace = self.shutdown_timeout;
+        let delivery = self
+            .dispatcher
+            .map(|dispatcher| tokio::spawn(dispatcher.run(shutdown.clone(), grace)));
         let state = api::ApiState {
             engine: self.services.engine.clone(),
             store: self.services.store.clone(),
             metrics: metrics_handle(),
         };
-        tracing::info!(address = %self.local_addr(), "wfmd is serving");
+        let address = self.listener.local_addr()?;
+        tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut server = std::pin::pin!(server.into_future());
@@ -203,6 +227,11 @@ impl App {
                     "in-flight requests did not finish in time; stopping anyway"
                 );
             }
+        }
+        if let Some(delivery) = delivery
+            && let Err(e) = delivery.await
+        {
+            tracing::error!(error = %e, "webhook delivery ended abnormally");
         }
         self.services.store.close().await;
         tracing::info!("wfmd stopped");

@@ -358,6 +358,7 @@ impl TransitionEngine {
         )
         .await?;
         tx.commit().await?;
+        self.store.notify_outbox();
         Ok(record.transition(from, outcome))
     }
 
@@ -399,6 +400,7 @@ impl TransitionEngine {
             Outcome::Succeeded => unreachable!("a success changes the agent's state"),
         }
         tx.commit().await?;
+        self.store.notify_outbox();
         Ok(record.transition(from, outcome))
     }
 

@@ -13,11 +13,13 @@
 
 pub mod attempts;
 pub mod audit;
+pub mod deliveries;
 pub mod history;
 pub mod outbox;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,6 +43,9 @@ const READ_CONNECTIONS: u32 = 4;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// Pinged after a commit that wrote outbox events, so delivery starts at once
+    /// instead of at its next poll.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -78,7 +83,11 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
-        Ok(Store { write, read })
+        Ok(Store {
+            write,
+            read,
+            outbox: Arc::default(),
+        })
     }
 
     /// Applies pending migrations; returns how many were applied.
@@ -111,6 +120,16 @@ impl Store {
     /// Starts a write transaction holding the database's write lock (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Wakes whoever waits on [`Store::outbox_signal`]; call after committing events.
+    pub fn notify_outbox(&self) {
+        self.outbox.notify_one();
+    }
+
+    /// What the outbox dispatcher waits on for new events.
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.outbox)
     }
 
     /// The pool for reads.

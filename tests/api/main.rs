@@ -5,4 +5,6 @@ mod cli;
 mod crash;
 mod faults;
 mod helpers;
+mod receiver;
 mod transitions;
+mod webhooks;

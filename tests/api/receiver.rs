@@ -1,0 +1,276 @@
+//! A webhook receiver for tests: a real HTTP server that records every request and can
+//! be told to fail, stall, answer 410 or 429, or go away entirely.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::DEADLINE;
+
+/// A Standard Webhooks secret for tests (the spec's example).
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    Ok,
+    Fail(u16),
+    /// Wait this long before answering 204.
+    Stall(Duration),
+    /// 410 Gone for events of this type, 204 for others.
+    GoneFor(&'static str),
+    /// 429 with `Retry-After: N`.
+    RateLimited(u64),
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: String,
+    pub json: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    received: Vec<Received>,
+    /// Modes for the next requests, used up in order before `mode`.
+    script: Vec<Mode>,
+    mode: Option<Mode>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    inner: Arc<Mutex<Inner>>,
+    pub address: SocketAddr,
+    stop: Arc<Mutex<Option<CancellationToken>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = Receiver {
+            inner: Arc::default(),
+            address: listener.local_addr().unwrap(),
+            stop: Arc::default(),
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hooks", self.address)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let stop = CancellationToken::new();
+        *self.stop.lock().unwrap() = Some(stop.clone());
+        let app = Router::new()
+            .route("/hooks", post(receive))
+            .with_state(self.inner.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Stops listening: connections are refused until [`Receiver::come_back`].
+    pub fn go_down(&self) {
+        if let Some(stop) = self.stop.lock().unwrap().take() {
+            stop.cancel();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn come_back(&self) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let listener = loop {
+            match TcpListener::bind(self.address).await {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "cannot rebind: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        self.serve(listener);
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.lock().unwrap().mode = Some(mode);
+    }
+
+    /// The next requests are answered with `modes`, in order.
+    pub fn script(&self, modes: &[Mode]) {
+        self.inner.lock().unwrap().script = modes.iter().rev().copied().collect();
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().unwrap().received.clone()
+    }
+
+    /// Distinct webhook ids received.
+    pub fn distinct(&self) -> HashSet<String> {
+        self.received().into_iter().map(|r| r.id).collect()
+    }
+
+    /// Waits until `count` distinct events have arrived, failing after `deadline`.
+    pub async fn wait_for(&self, count: usize, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let got = self.distinct().len();
+            if got >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "only {got} of {count} webhooks arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Times each id was received.
+    pub fn copies(&self) -> HashMap<String, usize> {
+        let mut copies = HashMap::new();
+        for r in self.received() {
+            *copies.entry(r.id).or_default() += 1;
+        }
+        copies
+    }
+}
+
+async fn receive(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mode = {
+        let mut inner = inner.lock().unwrap();
+        inner.script.pop().or(inner.mode).unwrap_or(Mode::Ok)
+    };
+    // A stalled answer counts only once given: a client that gave up first never
+    // learned it was accepted.
+    if let Mode::Stall(wait) = mode {
+        tokio::time::sleep(wait).await;
+    }
+    {
+        let mut inner = inner.lock().unwrap();
+        let accepted = match mode {
+            Mode::Ok | Mode::Stall(_) => true,
+            Mode::GoneFor(kind) => json["type"] != kind,
+            _ => false,
+        };
+        // Only what the receiver accepted counts as received.
+        if accepted {
+            inner.received.push(Received {
+                id: header("webhook-id"),
+                timestamp: header("webhook-timestamp"),
+                signature: header("webhook-signature"),
+                body: body.clone(),
+                json: json.clone(),
+            });
+        }
+    }
+    match mode {
+        Mode::Ok => StatusCode::NO_CONTENT.into_response(),
+        Mode::Fail(status) => StatusCode::from_u16(status).unwrap().into_response(),
+        Mode::Stall(_) => StatusCode::NO_CONTENT.into_response(),
+        Mode::GoneFor(kind) if json["type"] == kind => StatusCode::GONE.into_response(),
+        Mode::GoneFor(_) => StatusCode::NO_CONTENT.into_response(),
+        Mode::RateLimited(seconds) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", seconds.to_string())],
+        )
+            .into_response(),
+    }
+}
+
+/// Verifies every received request with the Python `standardwebhooks` package (an
+/// independent implementation of the spec), installing it on first use. Returns how
+/// many verified.
+pub fn verify_with_standardwebhooks(received: &[Received]) -> usize {
+    let site = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("standardwebhooks");
+    if !site.join("standardwebhooks").exists() {
+        let status = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&site)
+            .arg("standardwebhooks==1.1.0")
+            .status()
+            .expect("python3 is needed to verify webhooks independently");
+        assert!(
+            status.success(),
+            "cannot install standardwebhooks from PyPI"
+        );
+    }
+    let records: Vec<Value> = received
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id, "timestamp": r.timestamp, "signature": r.signature, "body": r.body,
+            })
+        })
+        .collect();
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), serde_json::to_vec(&records).unwrap()).unwrap();
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+hook = Webhook(sys.argv[1])
+verified = 0
+for r in json.load(open(sys.argv[2])):
+    hook.verify(r["body"].encode(), {
+        "webhook-id": r["id"],
+        "webhook-timestamp": r["timestamp"],
+        "webhook-signature": r["signature"],
+    })
+    verified += 1
+print(verified)
+"#;
+    let output = std::process::Command::new("python3")
+        .env("PYTHONPATH", &site)
+        .args(["-c", script, SECRET])
+        .arg(input.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "standardwebhooks refused a delivery: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,408 @@
+//! Webhook delivery from the outbox: signatures, order, retries, 410, dead letters,
+//! crashes and shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use wfmd::config::{Config, WebhookConfig};
+use wfmd::sim::SimConfig;
+use wfmd::store::Store;
+
+use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, wfmd};
+use crate::receiver::{Mode, Receiver, SECRET, verify_with_standardwebhooks};
+
+/// Points `config` at `receiver` with fast retries: 50 ms, 100 ms, 200 ms, then dead.
+fn deliver_to(config: &mut Config, receiver: &Receiver) {
+    config.webhooks = vec![WebhookConfig {
+        url: receiver.url(),
+        secret: vec![SECRET.to_owned().into()],
+        events: None,
+    }];
+    config.delivery.timeout_ms = 300;
+    config.delivery.lease_ms = 2_000;
+    config.delivery.retry_schedule = [50, 100, 200]
+        .map(|ms| Duration::from_millis(ms).into())
+        .to_vec();
+}
+
+/// Waits until `count` deliveries are recorded as delivered.
+async fn wait_delivered(app: &TestApp, count: i64) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while app
+        .count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
+        .await
+        < count
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn app_delivering_to(receiver: &Receiver) -> TestApp {
+    let sim = TestSim::default_tenant().await;
+    TestApp::spawn_with(sim, |config| deliver_to(config, receiver)).await
+}
+
+/// Event ids of `agent` in commit order.
+async fn committed_ids(store: &Store, agent: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM outbox_events WHERE agent_id = ? ORDER BY seq")
+        .bind(agent)
+        .fetch_all(store.reader())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hundred_events_arrive_signed_and_in_commit_order_per_agent() {
+    let receiver = Receiver::start().await;
+    let app = app_delivering_to(&receiver).await;
+    let agents: Vec<String> = app
+        .sim
+        .free_agents()
+        .into_iter()
+        .take(10)
+        .map(|a| a.id)
+        .collect();
+
+    // Ten agents change ten times each: in order per agent, agents side by side.
+    let changes = agents.iter().map(|agent| {
+        let app = &app;
+        async move {
+            for i in 0..10 {
+                let state = if i % 2 == 0 { "NOT_READY" } else { "PAUSED" };
+                assert_eq!(app.set_state(agent, state).await.0, 200);
+            }
+        }
+    });
+    futures::future::join_all(changes).await;
+
+    receiver.wait_for(100, DEADLINE).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 100, "each exactly once");
+    for agent in &agents {
+        let arrival: Vec<String> = received
+            .iter()
+            .filter(|r| r.json["data"]["agentId"] == agent.as_str())
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(
+            arrival,
+            committed_ids(&app.store, agent).await,
+            "order of {agent}"
+        );
+    }
+    let first = &received[0];
+    assert_eq!(first.json["type"], "agent.state_changed");
+    assert_eq!(first.json["id"], first.id.as_str());
+    assert_eq!(verify_with_standardwebhooks(&received), 100);
+}
+
+#[tokio::test]
+async fn a_receiver_that_was_down_gets_everything_once_when_it_comes_back() {
+    let receiver = Receiver::start().await;
+    receiver.go_down();
+    let sim = TestSim::default_tenant().await;
+    let app = TestApp::spawn_with(sim, |config| {
+        deliver_to(config, &receiver);
+        config.delivery.retry_schedule = vec![Duration::from_millis(100).into(); 50];
+    })
+    .await;
+    let agents: Vec<String> = app
+        .sim
+        .free_agents()
+        .into_iter()
+        .take(5)
+        .map(|a| a.id)
+        .collect();
+    for agent in &agents {
+        for state in ["NOT_READY", "PAUSED"] {
+            assert_eq!(app.set_state(agent, state).await.0, 200);
+        }
+    }
+    // Each agent's first event fails while the receiver is away; its second waits
+    // behind it, unattempted, because per agent the order is kept.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while app
+        .count("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts >= 2")
+        .await
+        < 5
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries were not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts = 0")
+            .await,
+        5,
+        "the later events wait for the earlier ones"
+    );
+    receiver.come_back().await;
+    receiver.wait_for(10, DEADLINE).await;
+    assert!(
+        receiver.copies().values().all(|&n| n == 1),
+        "{:?}",
+        receiver.copies()
+    );
+    for agent in &agents {
+        let arrival: Vec<String> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.json["data"]["agentId"] == agent.as_str())
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(arrival, committed_ids(&app.store, agent).await);
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_receiver_is_timed_out_and_retried() {
+    let receiver = Receiver::start().await;
+    receiver.script(&[Mode::Stall(Duration::from_secs(3))]);
+    let app = app_delivering_to(&receiver).await;
+    let agent = app.sim.free_agents().remove(0);
+    assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
+
+    receiver.wait_for(1, DEADLINE).await;
+    wait_delivered(&app, 1).await;
+    let errors: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT error FROM webhook_attempts ORDER BY id")
+            .fetch_all(app.store.reader())
+            .await
+            .unwrap();
+    assert!(errors.len() >= 2, "{errors:?}");
+    assert!(
+        errors[0].as_deref().unwrap_or("").contains("timed out"),
+        "{errors:?}"
+    );
+    assert_eq!(*errors.last().unwrap(), None);
+}
+
+#[tokio::test]
+async fn gone_stops_that_event_type_to_that_endpoint_only() {
+    let receiver = Receiver::start().await;
+    receiver.set_mode(Mode::GoneFor("agent.state_changed"));
+    let app = app_delivering_to(&receiver).await;
+    let free = app.sim.free_agents();
+    assert_eq!(app.set_state(&free[0].id, "NOT_READY").await.0, 200);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while app.count("SELECT COUNT(*) FROM webhook_disabled").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "410 was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    assert_eq!(app.set_state(&free[1].id, "NOT_READY").await.0, 200);
+    let off = app.sim.off_shift_agent();
+    assert_eq!(app.set_state(&off.id, "READY").await.0, 409);
+
+    receiver.wait_for(1, DEADLINE).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].json["type"], "transition.rejected");
+    let state_changes_sent = app
+        .count("SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.event_type = 'agent.state_changed'")
+        .await;
+    assert_eq!(state_changes_sent, 1, "nothing after the 410");
+}
+
+#[tokio::test]
+async fn retry_after_of_a_429_is_waited_out() {
+    let receiver = Receiver::start().await;
+    receiver.script(&[Mode::RateLimited(1)]);
+    let app = app_delivering_to(&receiver).await;
+    let agent = app.sim.free_agents().remove(0);
+    assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
+    receiver.wait_for(1, DEADLINE).await;
+    wait_delivered(&app, 1).await;
+    let times: Vec<i64> =
+        sqlx::query_scalar("SELECT attempted_at FROM webhook_attempts ORDER BY id")
+            .fetch_all(app.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(times.len(), 2);
+    assert!(
+        times[1] - times[0] >= 1_000,
+        "retried after {} ms",
+        times[1] - times[0]
+    );
+}
+
+fn run_wfmd(args: &[&str], database_url: &str) -> (i32, String) {
+    let output = wfmd()
+        .env("WFMD_DATABASE__URL", database_url)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn dead_deliveries_are_listed_and_replayed() {
+    let receiver = Receiver::start().await;
+    receiver.set_mode(Mode::Fail(500));
+    let app = app_delivering_to(&receiver).await;
+    let agent = app.sim.free_agents().remove(0);
+    assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while app
+        .count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'")
+        .await
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never died");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhook_attempts").await,
+        4,
+        "1 + 3 retries"
+    );
+
+    let url = app.db.url();
+    let (code, listed) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || run_wfmd(&["outbox", "list", "--dead"], &url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        listed.contains("agent.state_changed") && listed.contains("dead"),
+        "{listed}"
+    );
+
+    receiver.set_mode(Mode::Ok);
+    let (code, replayed) =
+        tokio::task::spawn_blocking(move || run_wfmd(&["outbox", "replay", "--dead"], &url))
+            .await
+            .unwrap();
+    assert_eq!(code, 0);
+    assert!(replayed.contains("re-queued 1"), "{replayed}");
+    receiver.wait_for(1, DEADLINE).await;
+    wait_delivered(&app, 1).await;
+}
+
+/// A `wfmd.toml` delivering to `receiver`.
+fn config_file(dir: &std::path::Path, receiver: &Receiver) -> std::path::PathBuf {
+    let path = dir.join("wfmd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[delivery]\ntimeout_ms = 1000\nlease_ms = 1500\nconcurrency = 16\n\
+             retry_schedule = [\"50ms\", \"100ms\", \"200ms\", \"400ms\"]\n\n\
+             [[webhooks]]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Writes `count` events for 50 agents straight into the outbox, as the engine would.
+async fn enqueue_events(store: &Store, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in 0..count.div_ceil(100) {
+        let mut tx = store.begin_write().await.unwrap();
+        for i in chunk * 100..((chunk + 1) * 100).min(count) {
+            let agent = format!("u_{:03}", i % 50 + 1);
+            ids.push(
+                wfmd::store::outbox::enqueue(
+                    &mut tx,
+                    wfmd::store::outbox::EventType::AgentStateChanged,
+                    Some(&agent),
+                    chrono::Utc::now(),
+                    json!({"agentId": agent, "n": i}),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        tx.commit().await.unwrap();
+    }
+    ids
+}
+
+#[tokio::test]
+async fn kill_9_while_delivering_a_thousand_loses_none() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    let expected = enqueue_events(&store, 1_000).await;
+    store.close().await;
+
+    let receiver = Receiver::start().await;
+    // Slow enough that the kill lands mid-way.
+    receiver.set_mode(Mode::Stall(Duration::from_millis(5)));
+    let config = config_file(db.dir.path(), &receiver);
+    let args = ["--config", config.to_str().unwrap(), "serve"];
+    let env = sim.env(&db.url());
+    let daemon = Daemon::spawn_with(&args, &env, None).await;
+    receiver.wait_for(200, DEADLINE).await;
+    daemon.signal("KILL");
+    assert!(!daemon.wait().await.success());
+    let before_restart = receiver.distinct().len();
+    assert!(
+        before_restart < 1_000,
+        "the kill came too late to test anything"
+    );
+
+    receiver.set_mode(Mode::Ok);
+    let daemon = Daemon::spawn_with(&args, &env, None).await;
+    receiver.wait_for(1_000, DEADLINE).await;
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+
+    let distinct = receiver.distinct();
+    assert_eq!(distinct.len(), 1_000);
+    assert!(expected.iter().all(|id| distinct.contains(id)));
+    // A duplicate is the same event again: same id, same body.
+    let mut bodies: HashMap<String, String> = HashMap::new();
+    for r in receiver.received() {
+        let first = bodies.entry(r.id.clone()).or_insert_with(|| r.body.clone());
+        assert_eq!(*first, r.body, "{} was sent with another body", r.id);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_posts_and_releases_the_rest() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    enqueue_events(&store, 200).await;
+
+    let receiver = Receiver::start().await;
+    receiver.set_mode(Mode::Stall(Duration::from_millis(300)));
+    let config = config_file(db.dir.path(), &receiver);
+    let args = ["--config", config.to_str().unwrap(), "serve"];
+    let daemon = Daemon::spawn_with(&args, &sim.env(&db.url()), None).await;
+    receiver.wait_for(1, DEADLINE).await;
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+
+    let leased: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE lease_until IS NOT NULL")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(leased, 0, "every unfinished lease was given back");
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(
+        delivered as usize,
+        receiver.distinct().len(),
+        "what the receiver accepted is recorded as delivered"
+    );
+    assert!(delivered < 200);
+}
