@@ -22,7 +22,7 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint, agent_id, event_seq)
     WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_status ON webhook_deliveries (status, created_at);
+CREATE INDEX webhook_deliveries_status ON webhook_deliveries (status, event_seq);
 
 -- Every attempt: what the receiver answered and how long it took.
 CREATE TABLE webhook_attempts (

@@ -146,16 +146,19 @@ impl Dispatcher {
             .collect()
     }
 
+    async fn fan_out(&self) -> Result<u64, sqlx::Error> {
+        deliveries::fan_out(&self.store, &self.subscribers(), to_ms(Utc::now())).await
+    }
+
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
-        let now = to_ms(Utc::now());
-        deliveries::fan_out(&self.store, &self.subscribers(), now).await?;
         let urls: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
         let lease = i64::try_from(self.settings.lease_ms).unwrap_or(i64::MAX);
-        deliveries::claim(&self.store, &urls, now, lease, limit).await
+        deliveries::claim(&self.store, &urls, to_ms(Utc::now()), lease, limit).await
     }
 
     /// One step, for tests: fans out, claims what is due, delivers it and settles.
     pub async fn dispatch_due(&self) -> Result<Step, sqlx::Error> {
+        self.fan_out().await?;
         let claimed = self.claim(self.settings.concurrency).await?;
         let mut sends = JoinSet::new();
         for delivery in claimed {
@@ -171,49 +174,76 @@ impl Dispatcher {
 
     /// Runs until `stop` is cancelled; then claims nothing more, lets in-flight POSTs
     /// finish within `grace`, and gives back the leases of those that did not.
+    ///
+    /// Database work is batched so its cost is shared by many deliveries: new claims
+    /// are made once half the slots are free, finished attempts are settled together,
+    /// and new events are fanned out when the engine signals a commit (or on the idle
+    /// poll, for events written by another process).
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
         tracing::info!(endpoints = self.endpoints.len(), "webhook delivery started");
+        let concurrency = self.settings.concurrency;
+        let low_water = concurrency / 2;
         let mut in_flight: JoinSet<Attempt> = JoinSet::new();
         let mut in_flight_ids: Vec<i64> = Vec::new();
         let mut finished: Vec<Attempt> = Vec::new();
-        let mut gauges_at = Instant::now();
-        let mut backoff = Duration::ZERO;
+        let mut gauges_at: Option<Instant> = None;
+        let mut fanned_out_at: Option<Instant> = None;
+        let mut error_backoff = Duration::ZERO;
         while !stop.is_cancelled() {
-            let free = self.settings.concurrency.saturating_sub(in_flight.len());
-            match self.claim(free).await {
+            let fan_out_due = fanned_out_at.is_none_or(|at| at.elapsed() >= IDLE_POLL);
+            let claimed = async {
+                if fan_out_due {
+                    self.fan_out().await?;
+                }
+                if in_flight.len() <= low_water {
+                    self.claim(concurrency - in_flight.len()).await
+                } else {
+                    Ok(Vec::new())
+                }
+            }
+            .await;
+            match claimed {
                 Ok(claimed) => {
-                    backoff = Duration::ZERO;
+                    if fan_out_due {
+                        fanned_out_at = Some(Instant::now());
+                    }
+                    error_backoff = Duration::ZERO;
                     for delivery in claimed {
                         in_flight_ids.push(delivery.id);
                         in_flight.spawn(self.send(delivery));
                     }
                 }
                 Err(e) => {
-                    backoff =
-                        (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
-                    tracing::error!(error = %e, retry_in = ?backoff, "cannot claim webhook deliveries");
+                    error_backoff = (error_backoff * 2)
+                        .clamp(Duration::from_millis(100), Duration::from_secs(10));
+                    tracing::error!(error = %e, retry_in = ?error_backoff, "cannot claim webhook deliveries");
                 }
             }
-            let idle = if backoff.is_zero() {
-                self.idle_wait().await
+            let idle = if !error_backoff.is_zero() {
+                error_backoff
+            } else if !in_flight.is_empty() {
+                // A finishing POST wakes the loop; no need to ask when work falls due.
+                IDLE_POLL
             } else {
-                backoff
+                self.idle_wait().await
             };
             tokio::select! {
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     finished.push(done.expect("a send task never panics"));
                 }
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => fanned_out_at = None,
                 () = tokio::time::sleep(idle) => {}
                 () = stop.cancelled() => {}
             }
             while let Some(done) = in_flight.try_join_next() {
                 finished.push(done.expect("a send task never panics"));
             }
-            self.settle_finished(&mut finished, &mut in_flight_ids)
-                .await;
-            if gauges_at.elapsed() >= GAUGE_PERIOD {
-                gauges_at = Instant::now();
+            if finished.len() > low_water || in_flight.len() <= low_water {
+                self.settle_finished(&mut finished, &mut in_flight_ids)
+                    .await;
+            }
+            if gauges_at.is_none_or(|at| at.elapsed() >= GAUGE_PERIOD) {
+                gauges_at = Some(Instant::now());
                 self.update_gauges().await;
             }
         }

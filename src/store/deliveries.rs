@@ -108,7 +108,7 @@ pub async fn claim(
                AND (d.lease_until IS NULL OR d.lease_until <= ?1)
                AND d.endpoint IN (SELECT value FROM json_each(?3))
                AND NOT EXISTS (
-                   SELECT 1 FROM webhook_deliveries e
+                   SELECT 1 FROM webhook_deliveries e INDEXED BY webhook_deliveries_order
                    WHERE e.status = 'pending' AND e.endpoint = d.endpoint
                      AND e.agent_id = d.agent_id AND e.event_seq < d.event_seq)
              ORDER BY d.event_seq LIMIT ?4)
