@@ -24,6 +24,14 @@ impl SimClock {
         (Utc::now() + offset).trunc_subsecs(3)
     }
 
+    /// How many whole wall-clock seconds (rounded up, at least 1) cover `sim` of
+    /// simulated time: what a `Retry-After` must say so that a client honouring it comes
+    /// back late enough.
+    pub fn wall_secs_ceil(&self, sim: TimeDelta) -> u64 {
+        let ms = u64::try_from(sim.num_milliseconds()).unwrap_or(0);
+        ms.div_ceil(1000).max(1)
+    }
+
     /// Moves simulated time forward by `by` (whole milliseconds).
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);

@@ -8,16 +8,21 @@
 //! hangs, revoked or early-expiring tokens), through the Rust [`Simulator`] handle and over
 //! HTTP under `/_sim` for a standalone process.
 //!
-//! Layout: `tenant` generates and holds the agents, `auth` issues and checks tokens,
-//! `faults` is the middleware in front of every API call, `routes` the API handlers,
+//! Layout: `tenant` generates and holds the agents, `activity` is what the agents do on
+//! their own, `auth` issues and checks tokens, `faults` is the middleware in front of every
+//! API call, `routes` the API handlers, `subscriptions` the real-time subscription API,
 //! `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
-//! State sits behind one `std::sync::Mutex` that is never held across an await.
+//! State sits behind one `std::sync::Mutex` that is never held across an await; whoever
+//! takes it through [`Simulator::sync`] first brings the agents' activity up to the clock,
+//! so no background task is needed and the outcome does not depend on who looks when.
 
+mod activity;
 mod auth;
 mod clock;
 mod control;
 mod faults;
 mod routes;
+mod subscriptions;
 mod tenant;
 
 #[cfg(test)]
@@ -43,11 +48,15 @@ use tokio_util::sync::CancellationToken;
 
 pub use clock::SimClock;
 pub use faults::Faults;
+pub use subscriptions::SimSubscription;
 pub use tenant::{SimAgent, SimBreak, SimStateChange};
 
+use activity::Activity;
 use auth::TokenStore;
+use chrono::{DateTime, Utc};
 use faults::{FaultState, Scripted};
 use routes::ApiError;
+use subscriptions::Subscriptions;
 use tenant::{Tenant, default_reason, is_known_state};
 
 /// How the simulated tenant looks and behaves.
@@ -117,6 +126,8 @@ pub struct SimStats {
 /// Everything mutable, behind one lock.
 pub(crate) struct SimState {
     pub tenant: Tenant,
+    pub activity: Activity,
+    pub subscriptions: Subscriptions,
     pub tokens: TokenStore,
     pub stats: SimStats,
     pub faults: FaultState,
@@ -174,12 +185,15 @@ impl Simulator {
             .map(|c| c.trim_matches('/').to_owned())
             .filter(|c| !c.is_empty());
         let clock = SimClock::default();
-        let tenant = Tenant::generate(config.agents, config.seed, clock.now());
+        let mut tenant = Tenant::generate(config.agents, config.seed, clock.now());
+        let activity = Activity::new(config.seed, &mut tenant);
         // A different stream than the tenant's, so enabling faults does not depend on, or
         // disturb, how the tenant was drawn.
         let fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_5eed_fa17);
         let state = SimState {
             tenant,
+            activity,
+            subscriptions: Subscriptions::default(),
             tokens: TokenStore::default(),
             stats: SimStats::default(),
             faults: FaultState::new(fault_rng),
@@ -250,13 +264,26 @@ impl Simulator {
         })
     }
 
-    /// Ground truth about every agent, sorted by id.
+    /// Ground truth about every agent, sorted by id, as of the clock's `now()`.
     pub fn agents(&self) -> Vec<SimAgent> {
-        self.lock().tenant.agents.values().cloned().collect()
+        self.sync().0.tenant.agents.values().cloned().collect()
     }
 
+    /// Ground truth about one agent, as of the clock's `now()`.
     pub fn agent(&self, id: &str) -> Option<SimAgent> {
-        self.lock().tenant.agents.get(id).cloned()
+        self.sync().0.tenant.agents.get(id).cloned()
+    }
+
+    /// Every real-time subscription created so far (deleted and expired ones included),
+    /// in creation order.
+    pub fn subscriptions(&self) -> Vec<SimSubscription> {
+        self.lock().subscriptions.list()
+    }
+
+    /// Every live subscription expires now: polls answer 404 and a client must renew.
+    pub fn expire_subscriptions(&self) {
+        let (mut st, now) = self.sync();
+        st.subscriptions.expire_all(now);
     }
 
     /// Changes an agent's state as if the agent did it on the phone: any of the seven
@@ -271,14 +298,8 @@ impl Simulator {
         } else {
             reason
         };
-        let now = self.clock().now();
-        match self.lock().tenant.agents.get_mut(id) {
-            Some(agent) => {
-                agent.set_state(state, reason, now);
-                true
-            }
-            None => false,
-        }
+        let (mut st, now) = self.sync();
+        st.change_state(id, state, reason, now).is_some()
     }
 
     pub fn stats(&self) -> SimStats {
@@ -336,6 +357,14 @@ impl Simulator {
     /// The simulator's clock; tests move it forward instead of sleeping.
     pub fn clock(&self) -> &SimClock {
         &self.inner.clock
+    }
+
+    /// Takes the lock and reads the clock under it, so that changes land in the log in the
+    /// order of their stamps even when calls race.
+    pub(crate) fn sync(&self) -> (MutexGuard<'_, SimState>, DateTime<Utc>) {
+        let st = self.lock();
+        let now = self.clock().now();
+        (st, now)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SimState> {
@@ -399,6 +428,26 @@ impl Simulator {
     /// Scripted faults not consumed yet.
     pub(crate) fn scripted_pending(&self) -> usize {
         self.lock().faults.scripted.len()
+    }
+}
+
+impl SimState {
+    /// Changes an agent's state from outside (the API or [`Simulator::force_state`]);
+    /// the changed agent, or `None` when unknown.
+    pub fn change_state(
+        &mut self,
+        id: &str,
+        state: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Option<&SimAgent> {
+        if !self
+            .activity
+            .change(&mut self.tenant, id, state, reason, at)
+        {
+            return None;
+        }
+        self.tenant.agents.get(id)
     }
 }
 

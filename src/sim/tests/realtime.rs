@@ -1,0 +1,465 @@
+//! The real-time side over HTTP: subscriptions (create, poll, delete, interval, spacing,
+//! expiry, metrics, filters).
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+const SUBSCRIPTION: &str = "/api/v2/analytics/realtime/subscription";
+
+const ALL_METRICS: [&str; 7] = [
+    "userId",
+    "userName",
+    "agentState",
+    "queueName",
+    "wrapUpCode",
+    "statusChangedTimestamp",
+    "teamName",
+];
+
+fn subscription_body(interval: u64, metrics: &[&str], users: Option<&[&str]>) -> Value {
+    let mut view = json!({"id": "users", "metrics": metrics});
+    if let Some(users) = users {
+        view["filter"] = json!({ "userId": users });
+    }
+    json!({"name": "wfmd", "interval": interval, "view": view})
+}
+
+impl Harness {
+    async fn subscribe_with(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.api(SUBSCRIPTION))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a subscription and returns its id.
+    async fn subscribe(&self, token: &str, body: &Value) -> String {
+        let res = self.subscribe_with(token, body).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.unwrap();
+        body["subscriptionId"].as_str().unwrap().to_owned()
+    }
+
+    async fn poll(&self, token: &str, id: &str) -> reqwest::Response {
+        self.get_with(token, &format!("{SUBSCRIPTION}/{id}")).await
+    }
+
+    async fn poll_json(&self, token: &str, id: &str) -> Value {
+        self.get_json(token, &format!("{SUBSCRIPTION}/{id}")).await
+    }
+
+    async fn unsubscribe(&self, token: &str, id: &str) -> reqwest::Response {
+        self.http
+            .delete(self.api(&format!("{SUBSCRIPTION}/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn user_ids(poll: &Value) -> Vec<String> {
+    poll["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["userId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------- subscriptions
+
+#[tokio::test]
+async fn subscription_is_created_polled_and_deleted() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let before = h.sim().clock().now();
+    let res = h
+        .subscribe_with(
+            &token,
+            &subscription_body(15_000, &ALL_METRICS, Some(&["u_004", "u_003"])),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let id = created["subscriptionId"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("sub_"), "{id}");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["interval"], 15_000);
+    let expires = time(&created["expiresAt"]);
+    assert!(expires >= before + TimeDelta::hours(24));
+    assert!(expires <= h.sim().clock().now() + TimeDelta::hours(24));
+
+    let poll = h.poll_json(&token, &id).await;
+    assert_eq!(poll["subscriptionId"], id.as_str());
+    assert_eq!(poll["status"], "active");
+    let updated = time(&poll["lastUpdatedTimestamp"]);
+    assert!(updated >= before && updated <= h.sim().clock().now());
+    // Sorted by userId whatever the filter's order.
+    assert_eq!(user_ids(&poll), ["u_003", "u_004"]);
+    let truth = h.sim().agent("u_004").unwrap();
+    let row = &poll["data"][1];
+    assert_eq!(row["userName"], truth.name.as_str());
+    assert_eq!(row["agentState"], truth.state.as_str());
+    assert_eq!(row["teamName"], truth.team_name.as_str());
+    assert_eq!(time(&row["statusChangedTimestamp"]), truth.changed_at);
+    assert!(row["queueName"].is_null() && row["wrapUpCode"].is_null());
+    // u_003 is on a contact from the start: it has a queue, and no wrap-up yet.
+    let on_contact = &poll["data"][0];
+    assert_eq!(on_contact["agentState"], "ON_CONTACT");
+    assert!(on_contact["queueName"].is_string());
+    assert!(on_contact["wrapUpCode"].is_null());
+
+    let res = h.unsubscribe(&token, &id).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (status, body) = error_body(h.poll(&token, &id).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not_found");
+    let res = h.unsubscribe(&token, &id).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let subs = h.sim().subscriptions();
+    assert_eq!(subs.len(), 1);
+    let sub = &subs[0];
+    assert_eq!(sub.id, id);
+    assert_eq!(sub.name, "wfmd");
+    assert_eq!(sub.interval, Duration::from_secs(15));
+    assert_eq!(sub.expires_at, expires);
+    assert_eq!(sub.expires_at - sub.created_at, TimeDelta::hours(24));
+    assert_eq!(sub.polls, 1);
+    assert!(sub.deleted);
+    assert_eq!(
+        sub.user_filter.as_deref(),
+        Some(&["u_003".to_owned(), "u_004".to_owned()][..])
+    );
+}
+
+#[tokio::test]
+async fn subscription_routes_are_counted_per_route_and_need_a_token() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    h.poll_json(&token, &id).await;
+    assert_eq!(h.poll(&token, &id).await.status(), 429);
+    assert_eq!(h.poll("bogus", &id).await.status(), 401);
+    assert_eq!(h.unsubscribe(&token, &id).await.status(), 204);
+    let res = h
+        .subscribe_with("bogus", &subscription_body(10_000, &["agentState"], None))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let stats = h.sim().stats();
+    assert_eq!(stats.api_requests, 6);
+    assert_eq!(stats.unauthorized, 2);
+    let route = |k: &str| stats.by_route.get(k).copied().unwrap_or(0);
+    assert_eq!(route("POST /api/v2/analytics/realtime/subscription"), 2);
+    assert_eq!(
+        route("GET /api/v2/analytics/realtime/subscription/{subscriptionId}"),
+        3
+    );
+    assert_eq!(
+        route("DELETE /api/v2/analytics/realtime/subscription/{subscriptionId}"),
+        1
+    );
+    // Only the successful poll counts as a poll of the subscription.
+    assert_eq!(h.sim().subscriptions()[0].polls, 1);
+}
+
+#[tokio::test]
+async fn subscription_polls_spend_the_tenant_budget() {
+    let h = harness(SimConfig {
+        requests_per_minute: 60,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    h.poll_json(&token, &id).await;
+    // The burst of two is spent: the next call is refused by the budget, not the spacing.
+    h.sim().clock().advance(Duration::from_secs(10));
+    let res = h.poll(&token, &id).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h.sim().stats().rate_limited, 1);
+}
+
+#[tokio::test]
+async fn interval_below_ten_seconds_is_400_naming_interval() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let res = h
+        .subscribe_with(&token, &subscription_body(9_999, &["agentState"], None))
+        .await;
+    let (status, body) = error_body(res).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "bad_request");
+    assert!(
+        body["message"].as_str().unwrap().contains("interval"),
+        "{body}"
+    );
+
+    for bad in [
+        json!({"name": "x", "view": {"id": "users", "metrics": ["userId"]}}),
+        json!({"name": "x", "interval": "10000", "view": {"id": "users", "metrics": ["userId"]}}),
+        json!({"name": "x", "interval": -5, "view": {"id": "users", "metrics": ["userId"]}}),
+    ] {
+        let (status, body) = error_body(h.subscribe_with(&token, &bad).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            body["message"].as_str().unwrap().contains("interval"),
+            "{body}"
+        );
+    }
+    for bad in [
+        json!({"interval": 10000}),
+        json!({"interval": 10000, "view": {"id": "queues", "metrics": ["userId"]}}),
+        json!({"interval": 10000, "view": {"id": "users"}}),
+        json!({"interval": 10000, "view": {"id": "users", "metrics": ["mood"]}}),
+    ] {
+        let res = h.subscribe_with(&token, &bad).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let res = h
+        .http
+        .post(h.api(SUBSCRIPTION))
+        .bearer_auth(&token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(h.sim().subscriptions().is_empty());
+    // Exactly the minimum is fine.
+    h.subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+}
+
+#[tokio::test]
+async fn filter_selects_agents_and_absent_filter_means_everyone() {
+    let h = harness(SimConfig {
+        agents: 30,
+        ..unlimited()
+    })
+    .await;
+    let token = h.token().await;
+    let everyone = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    let poll = h.poll_json(&token, &everyone).await;
+    let all: Vec<String> = h.sim().agents().into_iter().map(|a| a.id).collect();
+    assert_eq!(all.len(), 30);
+    assert_eq!(user_ids(&poll), all);
+
+    let some = h
+        .subscribe(
+            &token,
+            &subscription_body(
+                10_000,
+                &["agentState"],
+                Some(&["u_012", "u_999", "u_002", "u_012", "nobody"]),
+            ),
+        )
+        .await;
+    let poll = h.poll_json(&token, &some).await;
+    // Unknown ids are ignored, duplicates collapse.
+    assert_eq!(user_ids(&poll), ["u_002", "u_012"]);
+
+    let none = h
+        .subscribe(
+            &token,
+            &subscription_body(10_000, &["agentState"], Some(&[])),
+        )
+        .await;
+    let poll = h.poll_json(&token, &none).await;
+    assert!(poll["data"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn only_the_requested_metrics_are_present_and_user_id_always() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let keys =
+        |row: &Value| -> BTreeSet<String> { row.as_object().unwrap().keys().cloned().collect() };
+    let id = h
+        .subscribe(
+            &token,
+            &subscription_body(10_000, &["agentState", "queueName"], Some(&["u_003"])),
+        )
+        .await;
+    let poll = h.poll_json(&token, &id).await;
+    assert_eq!(
+        keys(&poll["data"][0]),
+        BTreeSet::from(["userId", "agentState", "queueName"].map(String::from))
+    );
+
+    let id = h
+        .subscribe(
+            &token,
+            &subscription_body(10_000, &ALL_METRICS, Some(&["u_003"])),
+        )
+        .await;
+    let poll = h.poll_json(&token, &id).await;
+    assert_eq!(
+        keys(&poll["data"][0]),
+        BTreeSet::from(ALL_METRICS.map(String::from))
+    );
+
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &[], Some(&["u_003"])))
+        .await;
+    let poll = h.poll_json(&token, &id).await;
+    assert_eq!(
+        keys(&poll["data"][0]),
+        BTreeSet::from(["userId".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn polling_faster_than_the_interval_is_429_until_the_clock_moves() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(12_500, &["agentState"], None))
+        .await;
+    // The first poll may come at once.
+    h.poll_json(&token, &id).await;
+    let res = h.poll(&token, &id).await;
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 12.5 s minus the few milliseconds the calls took, rounded up.
+    assert_eq!(retry_after, 13);
+    let (status, body) = error_body(res).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body["message"].as_str().unwrap().contains("interval"));
+
+    h.sim().clock().advance(Duration::from_secs(12));
+    let res = h.poll(&token, &id).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "1");
+
+    h.sim().clock().advance(Duration::from_millis(500));
+    h.poll_json(&token, &id).await;
+    // Spacing counts from the last successful poll, not from refused ones.
+    let res = h.poll(&token, &id).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h.sim().subscriptions()[0].polls, 2);
+
+    // Each subscription keeps its own spacing.
+    let other = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    h.poll_json(&token, &other).await;
+}
+
+#[tokio::test]
+async fn subscription_expires_after_24_hours_of_sim_time() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    let created = h.sim().subscriptions()[0].created_at;
+    h.sim().clock().advance(Duration::from_secs(23 * 3600));
+    // Tokens live an hour of sim time: a client renews its token too.
+    let token = h.token().await;
+    h.poll_json(&token, &id).await;
+
+    let left = (created + TimeDelta::hours(24) - h.sim().clock().now())
+        .to_std()
+        .unwrap();
+    h.sim().clock().advance(left);
+    let token = h.token().await;
+    let (status, _) = error_body(h.poll(&token, &id).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h.unsubscribe(&token, &id).await.status(), 404);
+    let sub = &h.sim().subscriptions()[0];
+    assert!(!sub.deleted);
+    assert_eq!(sub.polls, 1);
+    // A new subscription works as before.
+    let renewed = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    h.poll_json(&token, &renewed).await;
+}
+
+#[tokio::test]
+async fn expire_subscriptions_makes_every_live_one_404() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let a = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    let b = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    h.poll_json(&token, &a).await;
+    h.sim().expire_subscriptions();
+    for id in [&a, &b] {
+        assert_eq!(h.poll(&token, id).await.status(), StatusCode::NOT_FOUND);
+    }
+    let now = h.sim().clock().now();
+    assert!(h.sim().subscriptions().iter().all(|s| s.expires_at <= now));
+    let c = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    h.poll_json(&token, &c).await;
+}
+
+#[tokio::test]
+async fn unknown_subscription_is_404() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let (status, body) = error_body(h.poll(&token, "sub_nope").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["message"].as_str().unwrap().contains("sub_nope"));
+    assert_eq!(h.unsubscribe(&token, "sub_nope").await.status(), 404);
+}
+
+#[tokio::test]
+async fn subscription_shows_state_changes_with_queue_and_wrap_up() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(
+            &token,
+            &subscription_body(10_000, &ALL_METRICS, Some(&["u_004"])),
+        )
+        .await;
+    assert!(h.sim().force_state("u_004", "ON_CONTACT", ""));
+    let row = h.poll_json(&token, &id).await["data"][0].clone();
+    assert_eq!(row["agentState"], "ON_CONTACT");
+    let queue = row["queueName"].as_str().unwrap().to_owned();
+    assert!(row["wrapUpCode"].is_null());
+
+    assert!(h.sim().force_state("u_004", "ACW", ""));
+    h.sim().clock().advance(Duration::from_secs(10));
+    let row = h.poll_json(&token, &id).await["data"][0].clone();
+    assert_eq!(row["agentState"], "ACW");
+    assert_eq!(row["queueName"], queue.as_str(), "wrap-up keeps the queue");
+    assert!(row["wrapUpCode"].is_string());
+    let truth = h.sim().agent("u_004").unwrap();
+    assert_eq!(truth.wrap_up_code.as_deref(), row["wrapUpCode"].as_str());
+    assert_eq!(
+        truth.state_log.last().unwrap().queue.as_deref(),
+        Some(queue.as_str())
+    );
+
+    let res = h
+        .post_state(&token, "u_004", json!({"state": "READY"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    h.sim().clock().advance(Duration::from_secs(10));
+    let row = h.poll_json(&token, &id).await["data"][0].clone();
+    assert_eq!(row["agentState"], "READY");
+    assert!(row["queueName"].is_null() && row["wrapUpCode"].is_null());
+}
