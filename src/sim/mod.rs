@@ -38,6 +38,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{any, post};
+use chrono::{DateTime, Utc};
 use governor::DefaultDirectRateLimiter;
 use governor::clock::Clock;
 use rand::SeedableRng;
@@ -53,7 +54,6 @@ pub use tenant::{SimAgent, SimBreak, SimStateChange};
 
 use activity::Activity;
 use auth::TokenStore;
-use chrono::{DateTime, Utc};
 use faults::{FaultState, Scripted};
 use routes::ApiError;
 use subscriptions::Subscriptions;
@@ -76,6 +76,12 @@ pub struct SimConfig {
     /// The cluster the tenant lives on: API routes are served under `/{cluster_path}/` and
     /// the token answer names it in `resource_server_base_uri`. `None`: served at the root.
     pub cluster_path: Option<String>,
+    /// Simulated seconds per wall-clock second (60.0: a real second is a simulated
+    /// minute; 0.0: time moves only by [`SimClock::advance`]). Must be finite and >= 0.
+    pub time_scale: f64,
+    /// The simulated instant at creation; `None` is the wall clock's now. Pinning it (with
+    /// a frozen or fast clock) makes two runs agree to the millisecond.
+    pub start_at: Option<DateTime<Utc>>,
 }
 
 impl Default for SimConfig {
@@ -88,6 +94,8 @@ impl Default for SimConfig {
             requests_per_minute: 6000,
             token_lifetime: Duration::from_secs(3600),
             cluster_path: Some("c9".to_owned()),
+            time_scale: 1.0,
+            start_at: None,
         }
     }
 }
@@ -102,6 +110,8 @@ impl fmt::Debug for SimConfig {
             .field("requests_per_minute", &self.requests_per_minute)
             .field("token_lifetime", &self.token_lifetime)
             .field("cluster_path", &self.cluster_path)
+            .field("time_scale", &self.time_scale)
+            .field("start_at", &self.start_at)
             .finish()
     }
 }
@@ -177,6 +187,9 @@ pub struct RunningSim {
 
 impl Simulator {
     /// Generates the tenant (relative to the simulated instant of this call).
+    ///
+    /// # Panics
+    /// If `config.time_scale` is negative, NaN or infinite.
     pub fn new(mut config: SimConfig) -> Self {
         let secret = SecretString::from(std::mem::take(&mut config.client_secret));
         let cluster = config
@@ -184,7 +197,7 @@ impl Simulator {
             .as_deref()
             .map(|c| c.trim_matches('/').to_owned())
             .filter(|c| !c.is_empty());
-        let clock = SimClock::default();
+        let clock = SimClock::new(config.start_at, config.time_scale);
         let mut tenant = Tenant::generate(config.agents, config.seed, clock.now());
         let activity = Activity::new(config.seed, &mut tenant);
         // A different stream than the tenant's, so enabling faults does not depend on, or

@@ -463,3 +463,89 @@ async fn subscription_shows_state_changes_with_queue_and_wrap_up() {
     assert_eq!(row["agentState"], "READY");
     assert!(row["queueName"].is_null() && row["wrapUpCode"].is_null());
 }
+
+// ---------------------------------------------------------------- time scale
+
+#[tokio::test]
+async fn time_scale_runs_tokens_schedules_and_poll_spacing_faster() {
+    // Ten simulated hours per real second.
+    let h = harness(SimConfig {
+        time_scale: 36_000.0,
+        ..unlimited()
+    })
+    .await;
+    let wall = Instant::now();
+    let deadline = Duration::from_secs(5);
+
+    // A token lives an hour of simulated time: a tenth of a real second.
+    let token = h.token().await;
+    while h
+        .get_with(&token, "/api/v2/users/u_001/state")
+        .await
+        .status()
+        != 401
+    {
+        assert!(wall.elapsed() < deadline, "token never expired");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // u_001 starts its shift one to four simulated hours from creation.
+    let off = h.sim().agent("u_001").unwrap();
+    loop {
+        let token = h.token().await;
+        let body = h.get_json(&token, "/api/v2/schedules/users/u_001").await;
+        if body["status"] == "ACTIVE" {
+            break;
+        }
+        assert!(wall.elapsed() < deadline, "shift never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h.sim().clock().now() >= off.shift_start);
+
+    // Poll spacing is simulated too, and Retry-After is in real seconds.
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    let mut polls = 0;
+    while polls < 3 {
+        let token = h.token().await;
+        let res = h.poll(&token, &id).await;
+        match res.status() {
+            StatusCode::OK => polls += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(res.headers()["retry-after"], "1"),
+            other => panic!("poll answered {other}"),
+        }
+        assert!(wall.elapsed() < deadline, "polls stayed refused");
+    }
+    assert!(h.sim().clock().time_scale() == 36_000.0);
+}
+
+#[tokio::test]
+async fn frozen_clock_starts_where_told_and_moves_only_when_advanced() {
+    let start: DateTime<Utc> = "2026-11-20T14:30:00Z".parse().unwrap();
+    let h = harness(SimConfig {
+        time_scale: 0.0,
+        start_at: Some(start),
+        ..unlimited()
+    })
+    .await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    let poll = h.poll_json(&token, &id).await;
+    assert_eq!(time(&poll["lastUpdatedTimestamp"]), start);
+    let res = h.poll(&token, &id).await;
+    assert_eq!(res.headers()["retry-after"], "10");
+    h.sim().clock().advance(Duration::from_secs(10));
+    let poll = h.poll_json(&token, &id).await;
+    assert_eq!(
+        time(&poll["lastUpdatedTimestamp"]),
+        start + TimeDelta::seconds(10)
+    );
+    assert_eq!(
+        h.sim().subscriptions()[0].expires_at,
+        start + TimeDelta::hours(24)
+    );
+}
