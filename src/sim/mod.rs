@@ -38,7 +38,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{any, post};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use governor::DefaultDirectRateLimiter;
 use governor::clock::Clock;
 use rand::SeedableRng;
@@ -82,6 +82,9 @@ pub struct SimConfig {
     /// The simulated instant at creation; `None` is the wall clock's now. Pinning it (with
     /// a frozen or fast clock) makes two runs agree to the millisecond.
     pub start_at: Option<DateTime<Utc>>,
+    /// Whether agents change state on their own (contacts, breaks, shift start and end);
+    /// off, the tenant holds still and only callers change it.
+    pub activity: bool,
 }
 
 impl Default for SimConfig {
@@ -96,6 +99,7 @@ impl Default for SimConfig {
             cluster_path: Some("c9".to_owned()),
             time_scale: 1.0,
             start_at: None,
+            activity: false,
         }
     }
 }
@@ -112,6 +116,7 @@ impl fmt::Debug for SimConfig {
             .field("cluster_path", &self.cluster_path)
             .field("time_scale", &self.time_scale)
             .field("start_at", &self.start_at)
+            .field("activity", &self.activity)
             .finish()
     }
 }
@@ -198,8 +203,9 @@ impl Simulator {
             .map(|c| c.trim_matches('/').to_owned())
             .filter(|c| !c.is_empty());
         let clock = SimClock::new(config.start_at, config.time_scale);
-        let mut tenant = Tenant::generate(config.agents, config.seed, clock.now());
-        let activity = Activity::new(config.seed, &mut tenant);
+        let t0 = clock.now().trunc_subsecs(0);
+        let mut tenant = Tenant::generate(config.agents, config.seed, t0);
+        let activity = Activity::new(config.seed, &mut tenant, t0, config.activity);
         // A different stream than the tenant's, so enabling faults does not depend on, or
         // disturb, how the tenant was drawn.
         let fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_5eed_fa17);
@@ -285,6 +291,20 @@ impl Simulator {
     /// Ground truth about one agent, as of the clock's `now()`.
     pub fn agent(&self, id: &str) -> Option<SimAgent> {
         self.sync().0.tenant.agents.get(id).cloned()
+    }
+
+    /// Applies, in time order, every activity of the agents due at or before `t` (a no-op
+    /// for what was applied already). Every read does this up to the clock's `now()`; call
+    /// it directly to measure the work, or to look at an instant without racing the clock.
+    /// Going beyond `now()` moves the agents ahead of the clock, so later changes from
+    /// callers would be stamped before activity already logged: advance the clock instead.
+    pub fn run_until(&self, t: DateTime<Utc>) {
+        self.lock().run_until(t);
+    }
+
+    /// How many activities the agents have carried out since creation.
+    pub fn activities_applied(&self) -> u64 {
+        self.lock().activity.applied()
     }
 
     /// Every real-time subscription created so far (deleted and expired ones included),
@@ -375,8 +395,9 @@ impl Simulator {
     /// Takes the lock and reads the clock under it, so that changes land in the log in the
     /// order of their stamps even when calls race.
     pub(crate) fn sync(&self) -> (MutexGuard<'_, SimState>, DateTime<Utc>) {
-        let st = self.lock();
+        let mut st = self.lock();
         let now = self.clock().now();
+        st.run_until(now);
         (st, now)
     }
 
@@ -445,6 +466,10 @@ impl Simulator {
 }
 
 impl SimState {
+    fn run_until(&mut self, t: DateTime<Utc>) {
+        self.activity.run_until(t, &mut self.tenant);
+    }
+
     /// Changes an agent's state from outside (the API or [`Simulator::force_state`]);
     /// the changed agent, or `None` when unknown.
     pub fn change_state(

@@ -549,3 +549,352 @@ async fn frozen_clock_starts_where_told_and_moves_only_when_advanced() {
         start + TimeDelta::hours(24)
     );
 }
+
+// ---------------------------------------------------------------- agent activity
+
+fn start() -> DateTime<Utc> {
+    "2026-11-20T14:30:00Z".parse().unwrap()
+}
+
+/// A tenant whose agents act on their own, on a clock that moves only when advanced.
+fn lively(agents: usize, seed: u64) -> SimConfig {
+    SimConfig {
+        agents,
+        seed,
+        activity: true,
+        time_scale: 0.0,
+        start_at: Some(start()),
+        ..unlimited()
+    }
+}
+
+fn minutes(n: i64) -> TimeDelta {
+    TimeDelta::minutes(n)
+}
+
+fn within(d: TimeDelta, lo: TimeDelta, hi: TimeDelta) -> bool {
+    lo <= d && d <= hi
+}
+
+/// Moves the clock to `t` (which must not be in the past).
+fn advance_to(sim: &Simulator, t: DateTime<Utc>) {
+    sim.clock()
+        .advance((t - sim.clock().now()).to_std().expect("t is ahead"));
+}
+
+fn states(log: &[SimStateChange]) -> Vec<&str> {
+    log.iter().map(|c| c.state.as_str()).collect()
+}
+
+#[tokio::test]
+async fn ready_agents_take_contacts_with_queue_and_wrap_up_over_sim_time() {
+    let h = harness(lively(10, 1)).await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(
+            &token,
+            &subscription_body(10_000, &ALL_METRICS, Some(&["u_004"])),
+        )
+        .await;
+    let initial = h.sim().agent("u_004").unwrap();
+    assert_eq!(initial.state, "READY");
+
+    // Step ten seconds at a time until the subscription shows u_004 on a contact.
+    let mut seen = None;
+    for _ in 0..40 {
+        h.sim().clock().advance(Duration::from_secs(10));
+        let row = h.poll_json(&token, &id).await["data"][0].clone();
+        if row["agentState"] == "ON_CONTACT" {
+            seen = Some(row);
+            break;
+        }
+    }
+    let row = seen.expect("a READY agent gets a contact within five minutes");
+    let queue = row["queueName"].as_str().unwrap();
+    assert!(
+        ["Support-T1", "Support-T2", "Billing", "Sales", "Retention"].contains(&queue),
+        "{queue}"
+    );
+    assert!(row["wrapUpCode"].is_null());
+    let truth = h.sim().agent("u_004").unwrap();
+    assert_eq!(time(&row["statusChangedTimestamp"]), truth.changed_at);
+    assert_eq!(truth.queue.as_deref(), Some(queue));
+    // The platform's own rule applies to contacts the simulator started.
+    let res = h
+        .post_state(&token, "u_004", json!({"state": "NOT_READY"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let state = h.get_json(&token, "/api/v2/users/u_004/state").await;
+    assert_eq!(state["agentState"], "ON_CONTACT");
+
+    // Half an hour on, the whole cycle is in the ground truth with realistic timings.
+    h.sim().clock().advance(Duration::from_secs(30 * 60));
+    let log = h.sim().agent("u_004").unwrap().state_log;
+    assert!(log.len() >= 4, "{:?}", states(&log));
+    assert_eq!(states(&log[..4]), ["READY", "ON_CONTACT", "ACW", "READY"]);
+    for pair in log.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let took = b.at - a.at;
+        match (a.state.as_str(), b.state.as_str()) {
+            // The first READY began before the tenant was created.
+            ("READY", "ON_CONTACT") => {
+                let waited = b.at - a.at.max(start());
+                assert!(
+                    within(waited, TimeDelta::seconds(30), minutes(5)),
+                    "{waited}"
+                );
+            }
+            ("ON_CONTACT", "ACW") => {
+                assert!(within(took, minutes(2), minutes(8)), "{took}");
+                assert_eq!(a.queue, b.queue, "wrap-up keeps the contact's queue");
+                assert!(b.queue.is_some());
+            }
+            ("ACW", "READY") => {
+                assert!(within(took, TimeDelta::seconds(30), TimeDelta::seconds(90)));
+                assert!(a.wrap_up_code.is_some());
+                assert!(b.queue.is_none() && b.wrap_up_code.is_none());
+            }
+            other => panic!("unexpected change {other:?} in {:?}", states(&log)),
+        }
+        assert!(a.at <= b.at, "the log is in time order");
+    }
+    let codes: Vec<&str> = log
+        .iter()
+        .filter_map(|c| c.wrap_up_code.as_deref())
+        .collect();
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+    );
+}
+
+#[test]
+fn breaks_and_shift_boundaries_change_states_on_schedule() {
+    let sim = Simulator::new(lively(20, 3));
+    let before = sim.agents();
+    let t0 = start();
+
+    // u_001 is off shift: logged in exactly at shift start.
+    let off = &before[0];
+    assert_eq!(off.state, "LOGGED_OUT");
+    // u_002 sits in a mandatory break: back READY exactly at its end.
+    let in_break = &before[1];
+    let brk = in_break
+        .current_or_next_mandatory_break(t0)
+        .unwrap()
+        .clone();
+    // u_004 works with a lunch ahead.
+    let worker = &before[3];
+    let lunch = worker
+        .breaks
+        .iter()
+        .find(|b| b.kind == "LUNCH")
+        .unwrap()
+        .clone();
+
+    let end = worker.shift_end.max(off.shift_start) + minutes(15);
+    advance_to(&sim, end);
+    let after = sim.agents();
+
+    let logged_in = after[0]
+        .state_log
+        .iter()
+        .find(|c| c.at > t0)
+        .expect("logs in");
+    assert_eq!(
+        (
+            logged_in.at,
+            logged_in.state.as_str(),
+            logged_in.reason.as_str()
+        ),
+        (off.shift_start, "READY", "WORKING")
+    );
+    let back = &after[1].state_log[1];
+    assert_eq!((back.at, back.state.as_str()), (brk.end, "READY"));
+
+    let log = &after[3].state_log;
+    let went = log
+        .iter()
+        .position(|c| c.state == "NOT_READY" && c.reason == "LUNCH")
+        .expect("goes to lunch");
+    // On time, or as soon as the contact in progress is wrapped up.
+    assert!(log[went].at >= lunch.start);
+    if log[went].at > lunch.start {
+        assert_eq!(log[went - 1].state, "ACW", "{:?}", states(log));
+        assert!(log[went].at - lunch.start <= minutes(8) + TimeDelta::seconds(90));
+    }
+    let returned = &log[went + 1];
+    assert_eq!(
+        (returned.at, returned.state.as_str()),
+        (lunch.end, "READY"),
+        "no contact during lunch, READY at its end"
+    );
+    let last = log.last().unwrap();
+    assert_eq!(last.state, "LOGGED_OUT");
+    assert!(last.at >= worker.shift_end);
+    assert!(last.at - worker.shift_end <= minutes(8) + TimeDelta::seconds(90));
+    assert!(log.iter().all(|c| c.at <= last.at));
+    // Nothing happens after the shift.
+    let settled = log.len();
+    advance_to(&sim, end + TimeDelta::hours(6));
+    assert_eq!(sim.agent("u_004").unwrap().state_log.len(), settled);
+}
+
+#[tokio::test]
+async fn posted_not_ready_agent_gets_no_contact_until_its_next_scheduled_activity() {
+    let h = harness(lively(10, 1)).await;
+    let token = h.token().await;
+    let worker = h.sim().agent("u_004").unwrap();
+    assert_eq!(worker.state, "READY");
+    let first_break = worker.breaks.iter().map(|b| b.start).min().unwrap();
+    let res = h
+        .post_state(
+            &token,
+            "u_004",
+            json!({"state": "NOT_READY", "reasonCode": "MEETING"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    advance_to(h.sim(), first_break - TimeDelta::seconds(1));
+    let token = h.token().await;
+    let state = h.get_json(&token, "/api/v2/users/u_004/state").await;
+    assert_eq!(state["agentState"], "NOT_READY");
+    assert_eq!(state["reasonCode"], "MEETING");
+    let log = h.sim().agent("u_004").unwrap().state_log;
+    assert_eq!(states(&log), ["READY", "NOT_READY"]);
+
+    // The break is the next scheduled activity; its end brings contacts back.
+    let brk = worker
+        .breaks
+        .iter()
+        .find(|b| b.start == first_break)
+        .unwrap();
+    advance_to(h.sim(), brk.end + minutes(20));
+    let log = h.sim().agent("u_004").unwrap().state_log;
+    assert_eq!(log[2].at, brk.start);
+    assert_eq!(
+        (log[2].state.as_str(), log[2].reason.as_str()),
+        ("NOT_READY", brk.kind.as_str())
+    );
+    assert_eq!((log[3].at, log[3].state.as_str()), (brk.end, "READY"));
+    assert_eq!(log[4].state, "ON_CONTACT", "{:?}", states(&log));
+
+    // Moved READY by a caller, an idle agent starts receiving contacts.
+    let idle = h.sim().agent("u_006").unwrap();
+    assert_eq!(idle.state, "IDLE");
+    let token = h.token().await;
+    h.post_state(&token, "u_006", json!({"state": "READY"}))
+        .await;
+    h.sim().clock().advance(Duration::from_secs(5 * 60));
+    let log = h.sim().agent("u_006").unwrap().state_log;
+    assert_eq!(states(&log)[1..3], ["READY", "ON_CONTACT"]);
+}
+
+/// Every agent's log, the part the seed and the clock decide.
+fn all_logs(sim: &Simulator) -> Vec<(String, Vec<SimStateChange>)> {
+    sim.agents()
+        .into_iter()
+        .map(|a| (a.id, a.state_log))
+        .collect()
+}
+
+#[test]
+fn same_seed_and_same_advances_give_identical_state_logs_however_often_read() {
+    let a = Simulator::new(lively(60, 7));
+    let b = Simulator::new(lively(60, 7));
+    let c = Simulator::new(lively(60, 8));
+    // `a` is read every 7 s, `b` only at the changes from outside, `c` at the end.
+    let mut t = start();
+    let end = start() + TimeDelta::hours(3);
+    while t < end {
+        t += TimeDelta::seconds(7);
+        a.clock().advance(Duration::from_secs(7));
+        b.clock().advance(Duration::from_secs(7));
+        c.clock().advance(Duration::from_secs(7));
+        a.agents();
+        if t == start() + TimeDelta::seconds(7 * 300) {
+            for sim in [&a, &b, &c] {
+                sim.force_state("u_005", "NOT_READY", "MEETING");
+                sim.force_state("u_016", "READY", "");
+            }
+        }
+    }
+    let (la, lb, lc) = (all_logs(&a), all_logs(&b), all_logs(&c));
+    assert_eq!(la, lb);
+    assert_ne!(la, lc);
+    let changes: usize = la.iter().map(|(_, log)| log.len() - 1).sum();
+    assert!(
+        changes > 300,
+        "{changes} changes in three hours of 60 agents"
+    );
+    assert_eq!(a.activities_applied(), b.activities_applied());
+}
+
+#[test]
+fn run_until_applies_everything_due_without_moving_the_clock() {
+    let a = Simulator::new(lively(40, 11));
+    let b = Simulator::new(lively(40, 11));
+    let target = start() + TimeDelta::minutes(90);
+    a.run_until(target);
+    assert_eq!(a.clock().now(), start());
+    advance_to(&b, target);
+    b.run_until(target);
+    assert_eq!(a.activities_applied(), b.activities_applied());
+    assert!(a.activities_applied() > 0);
+}
+
+#[test]
+fn without_activity_nothing_changes_on_its_own() {
+    let sim = Simulator::new(SimConfig {
+        activity: false,
+        ..lively(50, 1)
+    });
+    advance_to(&sim, start() + TimeDelta::hours(12));
+    assert!(sim.agents().iter().all(|a| a.state_log.len() == 1));
+    assert_eq!(sim.activities_applied(), 0);
+    assert!(!SimConfig::default().activity);
+}
+
+#[tokio::test]
+async fn two_thousand_agents_for_a_simulated_hour_stay_cheap() {
+    let started = Instant::now();
+    let h = harness(lively(2000, 5)).await;
+    let sim = h.sim();
+    let built = started.elapsed();
+    let mut checkpoints = Vec::new();
+    // Ten-second steps, as a poller with the shortest interval would see the world.
+    let hour = Instant::now();
+    for _ in 0..360 {
+        sim.clock().advance(Duration::from_secs(10));
+        let step = Instant::now();
+        sim.run_until(sim.clock().now());
+        checkpoints.push(step.elapsed());
+    }
+    let total = hour.elapsed();
+    let worst = checkpoints.iter().max().unwrap();
+    let applied = sim.activities_applied();
+    println!(
+        "2000 agents: built in {built:?}; one simulated hour in 10 s steps: {applied} \
+         activities in {total:?} (worst step {worst:?})"
+    );
+    assert!(applied > 5_000, "{applied}");
+    let on_contact = sim
+        .agents()
+        .iter()
+        .filter(|a| a.state == "ON_CONTACT")
+        .count();
+    assert!(on_contact > 200, "{on_contact} on a contact");
+
+    // What a poller of the whole tenant costs: one unfiltered poll over HTTP.
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &ALL_METRICS, None))
+        .await;
+    let poll_started = Instant::now();
+    let poll = h.poll_json(&token, &id).await;
+    let polled = poll_started.elapsed();
+    assert_eq!(poll["data"].as_array().unwrap().len(), 2000);
+    println!("2000 agents: one unfiltered subscription poll over HTTP in {polled:?}");
+}
