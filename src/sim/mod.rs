@@ -64,7 +64,8 @@ use tenant::{Tenant, default_reason, is_known_state};
 pub struct SimConfig {
     /// Number of generated agents (`u_001`, `u_002`, …).
     pub agents: usize,
-    /// Seed of everything random: names, teams, skills, zones, initial states, faults.
+    /// Seed of everything random: names, teams, skills, zones, initial states, faults,
+    /// and the agents' own activity (each agent its own stream).
     pub seed: u64,
     pub client_id: String,
     pub client_secret: String,

@@ -1,5 +1,6 @@
-//! The real-time side over HTTP: subscriptions (create, poll, delete, interval, spacing,
-//! expiry, metrics, filters).
+//! The real-time side: subscriptions over HTTP (create, poll, delete, interval, spacing,
+//! expiry, metrics, filters), the time-scaled clock, and the agents' own activity
+//! (contacts, breaks, shifts, determinism, cost at 2,000 agents).
 
 use std::collections::BTreeSet;
 
@@ -413,6 +414,35 @@ async fn expire_subscriptions_makes_every_live_one_404() {
         .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
         .await;
     h.poll_json(&token, &c).await;
+}
+
+#[tokio::test]
+async fn control_endpoints_list_and_expire_subscriptions_without_counting() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let id = h
+        .subscribe(&token, &subscription_body(10_000, &["agentState"], None))
+        .await;
+    let listed: Value = h
+        .http
+        .get(h.root("/_sim/subscriptions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["deleted"], false);
+    let res = h
+        .http
+        .post(h.root("/_sim/expire-subscriptions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h.poll(&token, &id).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(h.sim().stats().api_requests, 2);
 }
 
 #[tokio::test]
