@@ -13,7 +13,7 @@
 //! API call, `routes` the API handlers, `subscriptions` the real-time subscription API,
 //! `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
 //! State sits behind one `std::sync::Mutex` that is never held across an await; whoever
-//! takes it through [`Simulator::sync`] first brings the agents' activity up to the clock,
+//! takes it through `Simulator::sync` first brings the agents' activity up to the clock,
 //! so no background task is needed and the outcome does not depend on who looks when.
 
 mod activity;
