@@ -1,8 +1,9 @@
 //! HTTP control endpoints under `/_sim`, so a standalone `wfmd sim` process can be steered
 //! and inspected from outside (scripts, other test processes).
 //!
-//! They mirror the Rust handle: ground truth, stats, faults. They need no token and are
-//! not counted as API calls, so steering a run does not disturb what it measures.
+//! They mirror the Rust handle: ground truth, stats, faults, subscriptions. They need no
+//! token and are not counted as API calls, so steering a run does not disturb what it
+//! measures.
 
 use std::time::Duration;
 
@@ -25,6 +26,17 @@ pub(crate) fn control_router() -> Router<Simulator> {
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", post(faults))
         .route("/_sim/reset-stats", post(reset_stats))
+        .route("/_sim/subscriptions", get(subscriptions))
+        .route("/_sim/expire-subscriptions", post(expire_subscriptions))
+}
+
+async fn subscriptions(State(sim): State<Simulator>) -> Response {
+    axum::Json(sim.subscriptions()).into_response()
+}
+
+async fn expire_subscriptions(State(sim): State<Simulator>) -> StatusCode {
+    sim.expire_subscriptions();
+    StatusCode::NO_CONTENT
 }
 
 async fn agents(State(sim): State<Simulator>) -> Response {

@@ -8,16 +8,21 @@
 //! hangs, revoked or early-expiring tokens), through the Rust [`Simulator`] handle and over
 //! HTTP under `/_sim` for a standalone process.
 //!
-//! Layout: `tenant` generates and holds the agents, `auth` issues and checks tokens,
-//! `faults` is the middleware in front of every API call, `routes` the API handlers,
+//! Layout: `tenant` generates and holds the agents, `activity` is what the agents do on
+//! their own, `auth` issues and checks tokens, `faults` is the middleware in front of every
+//! API call, `routes` the API handlers, `subscriptions` the real-time subscription API,
 //! `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
-//! State sits behind one `std::sync::Mutex` that is never held across an await.
+//! State sits behind one `std::sync::Mutex` that is never held across an await; whoever
+//! takes it through `Simulator::sync` first brings the agents' activity up to the clock,
+//! so no background task is needed and the outcome does not depend on who looks when.
 
+mod activity;
 mod auth;
 mod clock;
 mod control;
 mod faults;
 mod routes;
+mod subscriptions;
 mod tenant;
 
 #[cfg(test)]
@@ -33,6 +38,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{any, post};
+use chrono::{DateTime, SubsecRound, Utc};
 use governor::DefaultDirectRateLimiter;
 use governor::clock::Clock;
 use rand::SeedableRng;
@@ -43,11 +49,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use clock::SimClock;
 pub use faults::Faults;
+pub use subscriptions::SimSubscription;
 pub use tenant::{SimAgent, SimBreak, SimStateChange};
 
+use activity::Activity;
 use auth::TokenStore;
 use faults::{FaultState, Scripted};
 use routes::ApiError;
+use subscriptions::Subscriptions;
 use tenant::{Tenant, default_reason, is_known_state};
 
 /// How the simulated tenant looks and behaves.
@@ -55,7 +64,8 @@ use tenant::{Tenant, default_reason, is_known_state};
 pub struct SimConfig {
     /// Number of generated agents (`u_001`, `u_002`, …).
     pub agents: usize,
-    /// Seed of everything random: names, teams, skills, zones, initial states, faults.
+    /// Seed of everything random: names, teams, skills, zones, initial states, faults,
+    /// and the agents' own activity (each agent its own stream).
     pub seed: u64,
     pub client_id: String,
     pub client_secret: String,
@@ -67,6 +77,15 @@ pub struct SimConfig {
     /// The cluster the tenant lives on: API routes are served under `/{cluster_path}/` and
     /// the token answer names it in `resource_server_base_uri`. `None`: served at the root.
     pub cluster_path: Option<String>,
+    /// Simulated seconds per wall-clock second (60.0: a real second is a simulated
+    /// minute; 0.0: time moves only by [`SimClock::advance`]). Must be finite and >= 0.
+    pub time_scale: f64,
+    /// The simulated instant at creation; `None` is the wall clock's now. Pinning it (with
+    /// a frozen or fast clock) makes two runs agree to the millisecond.
+    pub start_at: Option<DateTime<Utc>>,
+    /// Whether agents change state on their own (contacts, breaks, shift start and end);
+    /// off, the tenant holds still and only callers change it.
+    pub activity: bool,
 }
 
 impl Default for SimConfig {
@@ -79,6 +98,9 @@ impl Default for SimConfig {
             requests_per_minute: 6000,
             token_lifetime: Duration::from_secs(3600),
             cluster_path: Some("c9".to_owned()),
+            time_scale: 1.0,
+            start_at: None,
+            activity: false,
         }
     }
 }
@@ -93,6 +115,9 @@ impl fmt::Debug for SimConfig {
             .field("requests_per_minute", &self.requests_per_minute)
             .field("token_lifetime", &self.token_lifetime)
             .field("cluster_path", &self.cluster_path)
+            .field("time_scale", &self.time_scale)
+            .field("start_at", &self.start_at)
+            .field("activity", &self.activity)
             .finish()
     }
 }
@@ -117,6 +142,8 @@ pub struct SimStats {
 /// Everything mutable, behind one lock.
 pub(crate) struct SimState {
     pub tenant: Tenant,
+    pub activity: Activity,
+    pub subscriptions: Subscriptions,
     pub tokens: TokenStore,
     pub stats: SimStats,
     pub faults: FaultState,
@@ -166,6 +193,9 @@ pub struct RunningSim {
 
 impl Simulator {
     /// Generates the tenant (relative to the simulated instant of this call).
+    ///
+    /// # Panics
+    /// If `config.time_scale` is negative, NaN or infinite.
     pub fn new(mut config: SimConfig) -> Self {
         let secret = SecretString::from(std::mem::take(&mut config.client_secret));
         let cluster = config
@@ -173,13 +203,17 @@ impl Simulator {
             .as_deref()
             .map(|c| c.trim_matches('/').to_owned())
             .filter(|c| !c.is_empty());
-        let clock = SimClock::default();
-        let tenant = Tenant::generate(config.agents, config.seed, clock.now());
+        let clock = SimClock::new(config.start_at, config.time_scale);
+        let t0 = clock.now().trunc_subsecs(0);
+        let mut tenant = Tenant::generate(config.agents, config.seed, t0);
+        let activity = Activity::new(config.seed, &mut tenant, t0, config.activity);
         // A different stream than the tenant's, so enabling faults does not depend on, or
         // disturb, how the tenant was drawn.
         let fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_5eed_fa17);
         let state = SimState {
             tenant,
+            activity,
+            subscriptions: Subscriptions::default(),
             tokens: TokenStore::default(),
             stats: SimStats::default(),
             faults: FaultState::new(fault_rng),
@@ -250,13 +284,40 @@ impl Simulator {
         })
     }
 
-    /// Ground truth about every agent, sorted by id.
+    /// Ground truth about every agent, sorted by id, as of the clock's `now()`.
     pub fn agents(&self) -> Vec<SimAgent> {
-        self.lock().tenant.agents.values().cloned().collect()
+        self.sync().0.tenant.agents.values().cloned().collect()
     }
 
+    /// Ground truth about one agent, as of the clock's `now()`.
     pub fn agent(&self, id: &str) -> Option<SimAgent> {
-        self.lock().tenant.agents.get(id).cloned()
+        self.sync().0.tenant.agents.get(id).cloned()
+    }
+
+    /// Applies, in time order, every activity of the agents due at or before `t` (a no-op
+    /// for what was applied already). Every read does this up to the clock's `now()`; call
+    /// it directly to measure the work, or to look at an instant without racing the clock.
+    /// Going beyond `now()` moves the agents ahead of the clock, so later changes from
+    /// callers would be stamped before activity already logged: advance the clock instead.
+    pub fn run_until(&self, t: DateTime<Utc>) {
+        self.lock().run_until(t);
+    }
+
+    /// How many activities the agents have carried out since creation.
+    pub fn activities_applied(&self) -> u64 {
+        self.lock().activity.applied()
+    }
+
+    /// Every real-time subscription created so far (deleted and expired ones included),
+    /// in creation order.
+    pub fn subscriptions(&self) -> Vec<SimSubscription> {
+        self.lock().subscriptions.list()
+    }
+
+    /// Every live subscription expires now: polls answer 404 and a client must renew.
+    pub fn expire_subscriptions(&self) {
+        let (mut st, now) = self.sync();
+        st.subscriptions.expire_all(now);
     }
 
     /// Changes an agent's state as if the agent did it on the phone: any of the seven
@@ -271,14 +332,8 @@ impl Simulator {
         } else {
             reason
         };
-        let now = self.clock().now();
-        match self.lock().tenant.agents.get_mut(id) {
-            Some(agent) => {
-                agent.set_state(state, reason, now);
-                true
-            }
-            None => false,
-        }
+        let (mut st, now) = self.sync();
+        st.change_state(id, state, reason, now).is_some()
     }
 
     pub fn stats(&self) -> SimStats {
@@ -336,6 +391,15 @@ impl Simulator {
     /// The simulator's clock; tests move it forward instead of sleeping.
     pub fn clock(&self) -> &SimClock {
         &self.inner.clock
+    }
+
+    /// Takes the lock and reads the clock under it, so that changes land in the log in the
+    /// order of their stamps even when calls race.
+    pub(crate) fn sync(&self) -> (MutexGuard<'_, SimState>, DateTime<Utc>) {
+        let mut st = self.lock();
+        let now = self.clock().now();
+        st.run_until(now);
+        (st, now)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SimState> {
@@ -399,6 +463,30 @@ impl Simulator {
     /// Scripted faults not consumed yet.
     pub(crate) fn scripted_pending(&self) -> usize {
         self.lock().faults.scripted.len()
+    }
+}
+
+impl SimState {
+    fn run_until(&mut self, t: DateTime<Utc>) {
+        self.activity.run_until(t, &mut self.tenant);
+    }
+
+    /// Changes an agent's state from outside (the API or [`Simulator::force_state`]);
+    /// the changed agent, or `None` when unknown.
+    pub fn change_state(
+        &mut self,
+        id: &str,
+        state: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Option<&SimAgent> {
+        if !self
+            .activity
+            .change(&mut self.tenant, id, state, reason, at)
+        {
+            return None;
+        }
+        self.tenant.agents.get(id)
     }
 }
 

@@ -1,8 +1,10 @@
-//! The v2 API routes of cxone-api.md: users, agent state, schedules and break status.
+//! The v2 API routes of cxone-api.md: users, agent state, schedules and break status (the
+//! real-time subscription lives in `subscriptions`).
 //!
 //! Every JSON body here is written out field by field from the contract (not from wfmd's
 //! serde types), and every time field is computed from the simulator clock at request
-//! time. Errors are JSON `{"error","message"}` bodies.
+//! time, after the agents' own activity has been brought up to it. Errors are JSON
+//! `{"error","message"}` bodies.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -15,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Simulator;
+use super::subscriptions::subscription_router;
 use super::tenant::{OBSERVED_STATES, SimAgent, default_reason, is_known_state};
 
 /// A JSON error answer: `{"error":"not_found","message":"unknown user u_999"}`.
@@ -84,12 +87,13 @@ pub(crate) fn api_router() -> Router<Simulator> {
             "/api/v2/breaks/users/{userId}/status",
             get(get_break_status),
         )
+        .merge(subscription_router())
         // Authenticated like the rest, so a client cannot probe paths without a token.
         .route("/api/{*rest}", any(unknown_api_path))
 }
 
 /// RFC 3339 UTC with a `Z`, fractional seconds only when there are any.
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
@@ -106,7 +110,7 @@ async fn list_users(
     filter: Result<Query<UserFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let st = sim.lock();
+    let (st, _) = sim.sync();
     let users: Vec<Value> = st
         .tenant
         .agents
@@ -144,7 +148,7 @@ async fn get_state(
     State(sim): State<Simulator>,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = sim.lock();
+    let (st, _) = sim.sync();
     let agent = st
         .tenant
         .agents
@@ -184,12 +188,11 @@ async fn set_state(
         _ => default_reason(&change.state).to_owned(),
     };
 
-    let now = sim.clock().now();
-    let mut st = sim.lock();
+    let (mut st, now) = sim.sync();
     let agent = st
         .tenant
         .agents
-        .get_mut(&user_id)
+        .get(&user_id)
         .ok_or_else(|| ApiError::unknown_user(&user_id))?;
     if agent.state == "ON_CONTACT" {
         return Err(ApiError::new(
@@ -198,7 +201,9 @@ async fn set_state(
             format!("agent {user_id} is ON_CONTACT; a state change would drop the customer"),
         ));
     }
-    agent.set_state(&change.state, &reason, now);
+    let agent = st
+        .change_state(&user_id, &change.state, &reason, now)
+        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
     Ok(axum::Json(state_body(agent)).into_response())
 }
 
@@ -206,8 +211,7 @@ async fn get_schedule(
     State(sim): State<Simulator>,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let now = sim.clock().now();
-    let st = sim.lock();
+    let (st, now) = sim.sync();
     let agent = st
         .tenant
         .agents
@@ -242,8 +246,7 @@ async fn get_break_status(
     State(sim): State<Simulator>,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let now = sim.clock().now();
-    let st = sim.lock();
+    let (st, now) = sim.sync();
     let agent = st
         .tenant
         .agents

@@ -59,6 +59,12 @@ pub struct SimStateChange {
     pub at: DateTime<Utc>,
     pub state: String,
     pub reason: String,
+    /// The queue of the contact, for `ON_CONTACT` and `ACW` entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The wrap-up code, for `ACW` entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrap_up_code: Option<String>,
 }
 
 /// Ground truth about one agent, as the simulated platform holds it.
@@ -73,6 +79,10 @@ pub struct SimAgent {
     pub state: String,
     pub reason: String,
     pub changed_at: DateTime<Utc>,
+    /// The queue of the agent's current contact; `None` unless `ON_CONTACT` or `ACW`.
+    pub queue: Option<String>,
+    /// The wrap-up code of the contact just handled; `None` unless `ACW`.
+    pub wrap_up_code: Option<String>,
     pub shift_start: DateTime<Utc>,
     pub shift_end: DateTime<Utc>,
     pub breaks: Vec<SimBreak>,
@@ -104,17 +114,36 @@ impl SimAgent {
             .or_else(|| mandatory.find(|b| b.start > t))
     }
 
-    /// Applies a state change at `at`, recording it in the ground-truth log.
-    pub(crate) fn set_state(&mut self, state: &str, reason: &str, at: DateTime<Utc>) {
+    /// Applies a state change at `at`, recording it in the ground-truth log. The contact
+    /// details are kept only for the states they belong to, whatever the caller passes.
+    pub(crate) fn set_state(
+        &mut self,
+        state: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+        contact: ContactDetails,
+    ) {
+        let on_contact = OBSERVED_STATES.contains(&state);
         self.state = state.to_owned();
         self.reason = reason.to_owned();
         self.changed_at = at;
+        self.queue = contact.queue.filter(|_| on_contact);
+        self.wrap_up_code = contact.wrap_up_code.filter(|_| state == "ACW");
         self.state_log.push(SimStateChange {
             at,
             state: state.to_owned(),
             reason: reason.to_owned(),
+            queue: self.queue.clone(),
+            wrap_up_code: self.wrap_up_code.clone(),
         });
     }
+}
+
+/// What the platform knows about the contact an agent is handling.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ContactDetails {
+    pub queue: Option<String>,
+    pub wrap_up_code: Option<String>,
 }
 
 /// The situation an agent is generated in.
@@ -271,6 +300,8 @@ impl Tenant {
                 state: plan.state.to_owned(),
                 reason: plan.reason.clone(),
                 changed_at: plan.changed_at,
+                queue: None,
+                wrap_up_code: None,
                 shift_start: plan.shift_start,
                 shift_end: plan.shift_end,
                 breaks: plan.breaks,
@@ -279,6 +310,8 @@ impl Tenant {
                     at: plan.changed_at,
                     state: plan.state.to_owned(),
                     reason: plan.reason,
+                    queue: None,
+                    wrap_up_code: None,
                 }],
             };
             agents.insert(id, agent);

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
+mod realtime;
+
 /// A simulator on an ephemeral port, shut down when dropped.
 struct Harness {
     running: RunningSim,
