@@ -95,7 +95,26 @@ async fn hundred_events_arrive_signed_and_in_commit_order_per_agent() {
     let first = &received[0];
     assert_eq!(first.json["type"], "agent.state_changed");
     assert_eq!(first.json["id"], first.id.as_str());
-    assert_eq!(verify_with_standardwebhooks(&received), 100);
+    assert_eq!(verify_with_standardwebhooks(&received), Ok(100));
+    let mut forged = received[0].clone();
+    forged.body = forged.body.replace("NOT_READY", "READY");
+    assert!(
+        verify_with_standardwebhooks(&[forged]).is_err(),
+        "the verifier checks"
+    );
+
+    wait_delivered(&app, 100).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "wfmd_webhook_delivered_total",
+        "wfmd_webhook_failed_attempts_total",
+        "wfmd_webhook_dead_total",
+        "wfmd_webhook_queue_depth",
+        "wfmd_webhook_oldest_pending_age_seconds",
+        "wfmd_webhook_delivery_latency_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
 }
 
 #[tokio::test]
