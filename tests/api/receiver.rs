@@ -14,9 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use crate::helpers::DEADLINE;
 
 /// A Standard Webhooks secret for tests (the spec's example).
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -56,7 +53,6 @@ struct Inner {
 pub struct Receiver {
     inner: Arc<Mutex<Inner>>,
     pub address: SocketAddr,
-    stop: Arc<Mutex<Option<CancellationToken>>>,
 }
 
 impl Receiver {
@@ -65,9 +61,11 @@ impl Receiver {
         let receiver = Receiver {
             inner: Arc::default(),
             address: listener.local_addr().unwrap(),
-            stop: Arc::default(),
         };
-        receiver.serve(listener);
+        let app = Router::new()
+            .route("/hooks", post(receive))
+            .with_state(receiver.inner.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         receiver
     }
 
@@ -75,40 +73,15 @@ impl Receiver {
         format!("http://{}/hooks", self.address)
     }
 
-    fn serve(&self, listener: TcpListener) {
-        let stop = CancellationToken::new();
-        *self.stop.lock().unwrap() = Some(stop.clone());
-        let app = Router::new()
-            .route("/hooks", post(receive))
-            .with_state(self.inner.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .unwrap();
-        });
-    }
-
-    /// Stops listening: connections are refused until [`Receiver::come_back`].
+    /// The receiver's backend goes away: every request gets 503 (as from a load
+    /// balancer) until [`Receiver::come_back`]. The port stays bound: a freed port can be
+    /// taken by another connection's source port before it could be bound again.
     pub fn go_down(&self) {
-        if let Some(stop) = self.stop.lock().unwrap().take() {
-            stop.cancel();
-        }
+        self.set_mode(Mode::Fail(503));
     }
 
-    /// Listens again on the same address.
-    pub async fn come_back(&self) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        let listener = loop {
-            match TcpListener::bind(self.address).await {
-                Ok(listener) => break listener,
-                Err(e) => {
-                    assert!(tokio::time::Instant::now() < deadline, "cannot rebind: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
-        self.serve(listener);
+    pub fn come_back(&self) {
+        self.set_mode(Mode::Ok);
     }
 
     pub fn set_mode(&self, mode: Mode) {
