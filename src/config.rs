@@ -30,6 +30,7 @@ pub struct Config {
     pub cxone: CxoneConfig,
     pub retry: RetryConfig,
     pub log: LogConfig,
+    pub sync: SyncConfig,
     pub delivery: DeliveryConfig,
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -230,6 +231,39 @@ fn mask_secrets<S: Serializer>(secrets: &[SecretString], serializer: S) -> Resul
     seq.end()
 }
 
+/// Real-time state sync: which agents wfmd keeps in step with the platform.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Whether to poll the platform for the agents' own state changes.
+    pub enabled: bool,
+    /// Poll interval of the real-time subscription; the platform refuses less than 10 s.
+    pub interval_ms: u64,
+    /// Teams whose agents are kept in step.
+    pub teams: Vec<String>,
+    /// Agents kept in step, besides those of `teams`.
+    pub agents: Vec<String>,
+    /// With `teams` and `agents` empty: subscribe to an unfiltered view (every agent,
+    /// which large tenants answer slowly) instead of an explicit list of every agent.
+    pub unfiltered: bool,
+    /// Age at which a subscription is replaced (the platform expires them after 24 h).
+    #[serde(with = "humantime_serde")]
+    pub renew_after: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 10_000,
+            teams: Vec::new(),
+            agents: Vec::new(),
+            unfiltered: false,
+            renew_after: Duration::from_secs(23 * 3_600),
+        }
+    }
+}
+
 /// How webhooks are delivered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -365,6 +399,7 @@ impl Config {
                 ));
             }
         };
+        range("sync.interval_ms", self.sync.interval_ms, 10_000, 3_600_000);
         let d = &self.delivery;
         range("delivery.timeout_ms", d.timeout_ms, 100, 300_000);
         range("delivery.concurrency", d.concurrency as u64, 1, 1_024);
@@ -424,6 +459,16 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        let renew = self.sync.renew_after;
+        if renew >= Duration::from_secs(24 * 3_600)
+            || renew.as_millis() <= u128::from(self.sync.interval_ms)
+        {
+            problems.push(format!(
+                "sync.renew_after must be longer than sync.interval_ms and shorter than the \
+                 platform's 24h subscription lifetime, got {}",
+                humantime::format_duration(renew)
+            ));
         }
         if d.lease_ms <= d.timeout_ms {
             problems.push(format!(

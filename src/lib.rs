@@ -104,6 +104,8 @@ pub async fn start_simulator(
     let sim_config = sim::SimConfig {
         agents,
         seed,
+        // Agents take contacts, breaks and log off by themselves, as state sync expects.
+        activity: true,
         ..sim::SimConfig::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -150,6 +152,7 @@ pub struct App {
     listener: TcpListener,
     services: Services,
     dispatcher: Option<delivery::Dispatcher>,
+    sync: Option<engine::sync::StateSync>,
     shutdown_timeout: Duration,
 }
 
@@ -172,10 +175,18 @@ impl App {
                 config.delivery.clone(),
             )
         });
+        let sync = config.sync.enabled.then(|| {
+            engine::sync::StateSync::new(
+                services.store.clone(),
+                services.engine.platform().clone(),
+                (&config.sync).into(),
+            )
+        });
         Ok(App {
             listener,
             services,
             dispatcher,
+            sync,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -210,7 +221,11 @@ impl App {
             engine: self.services.engine.clone(),
             store: self.services.store.clone(),
             metrics: metrics_handle(),
+            sync: self.sync.as_ref().map(|sync| sync.status()),
         };
+        let sync = self
+            .sync
+            .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state))
@@ -228,10 +243,12 @@ impl App {
                 );
             }
         }
-        if let Some(delivery) = delivery
-            && let Err(e) = delivery.await
-        {
-            tracing::error!(error = %e, "webhook delivery ended abnormally");
+        for (name, task) in [("webhook delivery", delivery), ("state sync", sync)] {
+            if let Some(task) = task
+                && let Err(e) = task.await
+            {
+                tracing::error!(error = %e, "{name} ended abnormally");
+            }
         }
         self.services.store.close().await;
         tracing::info!("wfmd stopped");

@@ -32,11 +32,21 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "database": database,
         "platform": platform,
     });
+    if let Some(sync) = &state.sync {
+        // A stale sync does not make wfmd unready: changes still work, only the
+        // recorded view of what agents did themselves lags.
+        let (last_poll, error) = sync.snapshot();
+        body["sync"] = json!({
+            "last_poll": last_poll.map(crate::time::rfc3339),
+            "stale": error.is_some() || last_poll.is_none(),
+            "error": error,
+        });
+    }
     (status, Json(body))
 }
 

@@ -36,6 +36,8 @@ pub struct ApiState {
     pub engine: Arc<TransitionEngine>,
     pub store: Store,
     pub metrics: PrometheusHandle,
+    /// The state sync's status, when it runs.
+    pub sync: Option<Arc<crate::engine::sync::SyncStatus>>,
 }
 
 /// The complete router with its middleware.

@@ -51,6 +51,36 @@ pub struct AgentFilter {
     pub skill_id: Option<String>,
 }
 
+/// A request for a real-time subscription of agent states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRequest {
+    pub name: String,
+    /// How often the platform refreshes the view; at least 10 s.
+    pub interval: Duration,
+    /// The agents to watch; `None` watches every agent of the tenant.
+    pub agent_ids: Option<Vec<String>>,
+}
+
+/// A live subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub id: String,
+    pub interval: Duration,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One agent as a subscription poll reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedAgent {
+    pub agent_id: String,
+    pub state: AgentState,
+    /// The queue of the contact the agent is on, if any.
+    pub queue: Option<String>,
+    /// The wrap-up code while in after-contact work.
+    pub wrap_up_code: Option<String>,
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
 /// What went wrong talking to the platform, typed so callers can decide what to do.
 ///
 /// Messages never contain a secret or a token; they name the client id at most.
@@ -155,6 +185,22 @@ pub trait ContactCenter: Send + Sync + 'static {
 
     /// Proves the platform is reachable with our credentials (for `/readyz`).
     async fn check_access(&self) -> Result<(), CxoneError>;
+
+    /// Creates a real-time subscription of agent states.
+    async fn create_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<Subscription, CxoneError>;
+
+    /// The current state of every agent in the subscription's view. An expired or
+    /// deleted subscription is `NotFound`.
+    async fn poll_subscription(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Vec<ObservedAgent>, CxoneError>;
+
+    /// Deletes a subscription that is no longer needed.
+    async fn delete_subscription(&self, subscription_id: &str) -> Result<(), CxoneError>;
 }
 
 /// What a client needs to reach one tenant.

@@ -20,7 +20,7 @@ use super::retry::parse_retry_after;
 use super::wire::{self, ErrorDetails};
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ClientSettings, ContactCenter, CxoneError,
-    RetryPolicy,
+    ObservedAgent, RetryPolicy, Subscription, SubscriptionRequest,
 };
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
@@ -263,6 +263,32 @@ impl ContactCenter for V2Client {
         Ok(BreakStatus::from(answer))
     }
 
+    async fn create_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<Subscription, CxoneError> {
+        self.create_subscription_call(request).await
+    }
+
+    async fn poll_subscription(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Vec<ObservedAgent>, CxoneError> {
+        let call = self.subscription_call(Method::GET, subscription_id)?;
+        let body = self.execute(&call).await?;
+        let answer: wire::SnapshotAnswer = wire::parse("subscription poll", &body)?;
+        Ok(answer
+            .data
+            .into_iter()
+            .filter_map(wire::ObservedJson::into_observed)
+            .collect())
+    }
+
+    async fn delete_subscription(&self, subscription_id: &str) -> Result<(), CxoneError> {
+        let call = self.subscription_call(Method::DELETE, subscription_id)?;
+        self.execute(&call).await.map(drop)
+    }
+
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
     async fn check_access(&self) -> Result<(), CxoneError> {
         // A paused circuit means calls would fail now, so access is not proven.
@@ -272,6 +298,57 @@ impl ContactCenter for V2Client {
                 self.tokens.token().await.map(drop)
             })
             .await
+    }
+}
+
+const SUBSCRIPTIONS: &str = "/api/v2/analytics/realtime/subscription";
+const SUBSCRIPTION: &str = "/api/v2/analytics/realtime/subscription/{subscriptionId}";
+
+impl V2Client {
+    fn subscription_call<'a>(
+        &self,
+        method: Method,
+        subscription_id: &str,
+    ) -> Result<Call<'a>, CxoneError> {
+        let path = format!(
+            "api/v2/analytics/realtime/subscription/{}",
+            path_segment(subscription_id)?
+        );
+        let mut call = Call::get(SUBSCRIPTION, path);
+        call.method = method;
+        Ok(call)
+    }
+
+    pub(crate) async fn create_subscription_call(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<Subscription, CxoneError> {
+        let interval_ms = u64::try_from(request.interval.as_millis()).unwrap_or(u64::MAX);
+        let body = serde_json::to_vec(&wire::SubscriptionBody {
+            name: &request.name,
+            interval: interval_ms,
+            view: wire::ViewBody {
+                id: "users",
+                metrics: &wire::SUBSCRIPTION_METRICS,
+                filter: request
+                    .agent_ids
+                    .as_deref()
+                    .map(|ids| wire::FilterBody { user_id: ids }),
+            },
+        })
+        .map_err(|e| CxoneError::Decode(format!("cannot encode the subscription: {e}")))?;
+        let mut call = Call::get(SUBSCRIPTIONS, SUBSCRIPTIONS[1..].to_owned());
+        call.method = Method::POST;
+        call.body = Some(body);
+        let body = self.execute(&call).await?;
+        let answer: wire::SubscriptionAnswer = wire::parse("subscription", &body)?;
+        Ok(Subscription {
+            id: answer.subscription_id,
+            interval: answer
+                .interval
+                .map_or(request.interval, Duration::from_millis),
+            expires_at: answer.expires_at,
+        })
     }
 }
 

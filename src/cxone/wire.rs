@@ -197,6 +197,87 @@ impl From<BreakStatusAnswer> for BreakStatus {
 }
 
 /// Parses a 2xx answer; the error names what was being read, never the whole body.
+/// The metrics wfmd asks a subscription for.
+pub(crate) const SUBSCRIPTION_METRICS: [&str; 7] = [
+    "userId",
+    "userName",
+    "agentState",
+    "queueName",
+    "wrapUpCode",
+    "statusChangedTimestamp",
+    "teamName",
+];
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SubscriptionBody<'a> {
+    pub name: &'a str,
+    pub interval: u64,
+    pub view: ViewBody<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ViewBody<'a> {
+    pub id: &'static str,
+    pub metrics: &'static [&'static str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterBody<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FilterBody<'a> {
+    #[serde(rename = "userId")]
+    pub user_id: &'a [String],
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SubscriptionAnswer {
+    pub subscription_id: String,
+    #[serde(default)]
+    pub interval: Option<u64>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SnapshotAnswer {
+    #[serde(default)]
+    pub data: Vec<ObservedJson>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ObservedJson {
+    pub user_id: String,
+    pub agent_state: String,
+    #[serde(default)]
+    pub queue_name: Option<String>,
+    #[serde(default)]
+    pub wrap_up_code: Option<String>,
+    #[serde(default)]
+    pub status_changed_timestamp: Option<DateTime<Utc>>,
+}
+
+impl ObservedJson {
+    /// `None` (with a warning) for a state this build does not know, so one odd agent
+    /// does not spoil the whole poll.
+    pub fn into_observed(self) -> Option<crate::cxone::ObservedAgent> {
+        match self.agent_state.parse::<AgentState>() {
+            Ok(state) => Some(crate::cxone::ObservedAgent {
+                agent_id: self.user_id,
+                state,
+                queue: self.queue_name,
+                wrap_up_code: self.wrap_up_code,
+                changed_at: self.status_changed_timestamp,
+            }),
+            Err(e) => {
+                tracing::warn!(agent = %self.user_id, error = %e, "skipping an agent in the poll");
+                None
+            }
+        }
+    }
+}
+
 pub(crate) fn parse<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T, CxoneError> {
     serde_json::from_slice(body).map_err(|e| CxoneError::Decode(format!("{what}: {e}")))
 }

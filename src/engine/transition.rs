@@ -646,6 +646,21 @@ mod tests {
         async fn check_access(&self) -> Result<(), CxoneError> {
             Ok(())
         }
+        async fn create_subscription(
+            &self,
+            _: &crate::cxone::SubscriptionRequest,
+        ) -> Result<crate::cxone::Subscription, CxoneError> {
+            unimplemented!("transitions never subscribe")
+        }
+        async fn poll_subscription(
+            &self,
+            _: &str,
+        ) -> Result<Vec<crate::cxone::ObservedAgent>, CxoneError> {
+            unimplemented!("transitions never subscribe")
+        }
+        async fn delete_subscription(&self, _: &str) -> Result<(), CxoneError> {
+            unimplemented!("transitions never subscribe")
+        }
     }
 
     fn on_shift(breaks: Option<Vec<BreakWindow>>) -> Schedule {

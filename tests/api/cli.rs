@@ -165,7 +165,8 @@ async fn serve_simulate_runs_with_no_configuration_at_all() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 
-    // The seeded tenant: u_001 is off shift, u_004 on shift.
+    // The seeded tenant: u_001 is off shift (agents now act on their own, so an on-shift
+    // one might be on a call).
     let post = |agent: &str, state: &str| {
         http.post(format!("{}/v1/agents/{agent}/transitions", daemon.address))
             .json(&json!({ "state": state }))
@@ -173,7 +174,7 @@ async fn serve_simulate_runs_with_no_configuration_at_all() {
     };
     let refused: Value = post("u_001", "READY").await.unwrap().json().await.unwrap();
     assert_eq!(refused["violation"], "AGENT_NOT_SCHEDULED");
-    let done = post("u_004", "LOGGED_OUT").await.unwrap();
+    let done = post("u_001", "LOGGED_OUT").await.unwrap();
     assert_eq!(done.status(), 200);
 
     daemon.signal("TERM");

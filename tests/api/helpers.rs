@@ -75,6 +75,8 @@ impl TestSim {
         config.cxone.request_timeout_ms = 2_000;
         config.retry.base_delay_ms = 10;
         config.retry.max_delay_ms = 5_000;
+        // Tests that count platform calls must not see the sync's; sync tests opt in.
+        config.sync.enabled = false;
         config.validate(false).unwrap();
         config
     }
@@ -91,6 +93,7 @@ impl TestSim {
             ("WFMD_RETRY__BASE_DELAY_MS", "10"),
             ("WFMD_RETRY__MAX_DELAY_MS", "2000"),
             ("WFMD_LOG__LEVEL", "warn"),
+            ("WFMD_SYNC__ENABLED", "false"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
