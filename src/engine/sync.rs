@@ -152,6 +152,10 @@ struct Active {
     created: Instant,
 }
 
+/// Where the sync reads the time for a subscription's age: tokio's clock, or a clock a
+/// test steps by hand.
+type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// Keeps recorded states in step with the platform. Use [`StateSync::run`] in the
 /// daemon, or [`StateSync::poll_once`] as a step in tests.
 pub struct StateSync {
@@ -161,6 +165,7 @@ pub struct StateSync {
     seen: HashMap<String, Seen>,
     active: Option<Active>,
     status: Arc<SyncStatus>,
+    clock: Clock,
 }
 
 impl StateSync {
@@ -172,7 +177,14 @@ impl StateSync {
             seen: HashMap::new(),
             active: None,
             status: Arc::default(),
+            clock: Arc::new(Instant::now),
         }
+    }
+
+    /// Reads subscription ages from `clock` instead of tokio's clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     pub fn status(&self) -> Arc<SyncStatus> {
@@ -187,33 +199,10 @@ impl StateSync {
     /// Polls until `stop` is cancelled, then deletes the subscription.
     pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(interval = ?self.settings.interval, "state sync started");
-        let mut next = Instant::now();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
-                () = stop.cancelled() => break,
-            }
-            let started = match self.poll_cycle().await {
-                Ok((started, report)) => {
-                    tracing::debug!(?report, "sync poll");
-                    started
-                }
-                Err((started, e)) => {
-                    let kind = match &e {
-                        SyncError::Platform(p) => error_kind(p),
-                        SyncError::Store(_) => "database",
-                    };
-                    metrics::counter!("wfmd_sync_errors_total", "kind" => kind).increment(1);
-                    tracing::warn!(error = %e, "state sync poll failed; the recorded states may be stale");
-                    started
-                }
-            };
-            if let (Some(at), _) = self.status.snapshot() {
-                let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics::gauge!("wfmd_sync_last_success_age_seconds").set(age);
-            }
-            // Drift-free: one interval after this cycle's poll went out, never sooner.
-            next = started + self.settings.interval;
+        let mut cadence = Cadence::new(self.settings.interval);
+        while cadence.wait(&stop).await {
+            let polled_at = self.cycle().await;
+            cadence.polled(polled_at);
         }
         if let Some(active) = self.active.take() {
             let deleted = tokio::time::timeout(
@@ -228,6 +217,30 @@ impl StateSync {
             }
         }
         tracing::info!("state sync stopped");
+    }
+
+    /// One cycle of [`StateSync::run`], logging its outcome; returns when its poll went out.
+    async fn cycle(&mut self) -> Instant {
+        let started = match self.poll_cycle().await {
+            Ok((started, report)) => {
+                tracing::debug!(?report, "sync poll");
+                started
+            }
+            Err((started, e)) => {
+                let kind = match &e {
+                    SyncError::Platform(p) => error_kind(p),
+                    SyncError::Store(_) => "database",
+                };
+                metrics::counter!("wfmd_sync_errors_total", "kind" => kind).increment(1);
+                tracing::warn!(error = %e, "state sync poll failed; the recorded states may be stale");
+                started
+            }
+        };
+        if let (Some(at), _) = self.status.snapshot() {
+            let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("wfmd_sync_last_success_age_seconds").set(age);
+        }
+        started
     }
 
     /// One cycle, returning when its poll was sent along with the outcome.
@@ -263,7 +276,7 @@ impl StateSync {
         let due = self
             .active
             .as_ref()
-            .is_none_or(|a| a.created.elapsed() >= self.settings.renew_after);
+            .is_none_or(|a| (self.clock)() - a.created >= self.settings.renew_after);
         if !due {
             return Ok(false);
         }
@@ -276,7 +289,7 @@ impl StateSync {
         tracing::info!(id = %subscription.id, expires_at = ?subscription.expires_at, "subscribed to agent states");
         let old = self.active.replace(Active {
             subscription,
-            created: Instant::now(),
+            created: (self.clock)(),
         });
         if let Some(old) = old {
             metrics::counter!("wfmd_sync_renewals_total").increment(1);
@@ -381,6 +394,36 @@ impl StateSync {
     }
 }
 
+/// The drift-free poll schedule: the next poll is due one `interval` after the last
+/// one went out (at once when that cycle itself took longer). So polls never come
+/// faster than the interval, and a slow cycle does not push all later ones back.
+struct Cadence {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Cadence {
+    fn new(interval: Duration) -> Cadence {
+        Cadence {
+            interval,
+            next: Instant::now(),
+        }
+    }
+
+    /// Waits until the next poll is due; false when `stop` came first.
+    async fn wait(&self, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep_until(self.next) => true,
+            () = stop.cancelled() => false,
+        }
+    }
+
+    /// Notes when a poll went out.
+    fn polled(&mut self, at: Instant) {
+        self.next = at + self.interval;
+    }
+}
+
 /// Records `agent`'s observed state unless its open interval already says so (the
 /// transition engine recorded it, or an earlier poll did). True when recorded.
 async fn record_observed(
@@ -471,5 +514,355 @@ fn error_kind(error: &CxoneError) -> &'static str {
         CxoneError::BadRequest { .. }
         | CxoneError::Forbidden { .. }
         | CxoneError::Conflict { .. } => "refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::cxone::{Agent, AgentSnapshot};
+    use crate::domain::{BreakStatus, Schedule};
+    use crate::store::testing::temp_store;
+
+    /// A platform whose polls answer scripted snapshots and which records what it was
+    /// asked, with the (tokio) instant of every poll.
+    #[derive(Default)]
+    struct ScriptedPlatform {
+        snapshots: Mutex<VecDeque<Vec<ObservedAgent>>>,
+        /// Answered when the script has run out.
+        steady: Mutex<Vec<ObservedAgent>>,
+        created: Mutex<Vec<String>>,
+        deleted: Mutex<Vec<String>>,
+        polls: Mutex<Vec<(String, Instant)>>,
+        /// Polls of these subscription ids answer 404.
+        expired: Mutex<Vec<String>>,
+        /// How long each poll takes, in order (then zero).
+        latencies: Mutex<VecDeque<Duration>>,
+    }
+
+    fn unsupported() -> CxoneError {
+        CxoneError::BadRequest {
+            message: "not scripted".into(),
+        }
+    }
+
+    #[async_trait]
+    impl ContactCenter for ScriptedPlatform {
+        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
+            Ok(Vec::new())
+        }
+        async fn agent_state(&self, _: &str) -> Result<AgentSnapshot, CxoneError> {
+            Err(unsupported())
+        }
+        async fn set_agent_state(
+            &self,
+            _: &str,
+            _: AgentState,
+            _: &str,
+        ) -> Result<AgentSnapshot, CxoneError> {
+            Err(unsupported())
+        }
+        async fn schedule(&self, _: &str) -> Result<Schedule, CxoneError> {
+            Err(unsupported())
+        }
+        async fn break_status(&self, _: &str) -> Result<BreakStatus, CxoneError> {
+            Err(unsupported())
+        }
+        async fn check_access(&self) -> Result<(), CxoneError> {
+            Ok(())
+        }
+        async fn create_subscription(
+            &self,
+            request: &SubscriptionRequest,
+        ) -> Result<Subscription, CxoneError> {
+            let mut created = self.created.lock().unwrap();
+            let id = format!("sub_{}", created.len() + 1);
+            created.push(id.clone());
+            Ok(Subscription {
+                id,
+                interval: request.interval,
+                expires_at: None,
+            })
+        }
+        async fn poll_subscription(&self, id: &str) -> Result<Vec<ObservedAgent>, CxoneError> {
+            self.polls
+                .lock()
+                .unwrap()
+                .push((id.to_owned(), Instant::now()));
+            let latency = self.latencies.lock().unwrap().pop_front();
+            if let Some(latency) = latency {
+                tokio::time::sleep(latency).await;
+            }
+            if self.expired.lock().unwrap().iter().any(|e| e == id) {
+                return Err(CxoneError::NotFound {
+                    message: "expired".into(),
+                });
+            }
+            let next = self.snapshots.lock().unwrap().pop_front();
+            Ok(next.unwrap_or_else(|| self.steady.lock().unwrap().clone()))
+        }
+        async fn delete_subscription(&self, id: &str) -> Result<(), CxoneError> {
+            self.deleted.lock().unwrap().push(id.to_owned());
+            Ok(())
+        }
+    }
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        from_ms(1_790_000_000_000 + seconds * 1000)
+    }
+
+    fn seen(agent: &str, state: AgentState, at: i64) -> ObservedAgent {
+        ObservedAgent {
+            agent_id: agent.into(),
+            state,
+            queue: (state == AgentState::OnContact).then(|| "Billing".to_owned()),
+            wrap_up_code: (state == AgentState::Acw).then(|| "RESOLVED".to_owned()),
+            changed_at: Some(t(at)),
+        }
+    }
+
+    fn settings(interval_s: u64, renew_s: u64) -> SyncSettings {
+        SyncSettings {
+            interval: Duration::from_secs(interval_s),
+            renew_after: Duration::from_secs(renew_s),
+            teams: Vec::new(),
+            agents: vec!["u_001".into(), "u_002".into()],
+            unfiltered: false,
+        }
+    }
+
+    /// (state, start, end) of every interval of `agent`, oldest first.
+    async fn intervals(store: &Store, agent: &str) -> Vec<(String, i64, Option<i64>)> {
+        let rows = history::overlapping(store.reader(), agent, from_ms(0), t(1_000_000))
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|r| {
+                let seconds = |ms: i64| (ms - 1_790_000_000_000) / 1000;
+                (r.state, seconds(r.started_at), r.ended_at.map(seconds))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn scripted_snapshots_record_exactly_the_real_changes() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        use AgentState::*;
+        let jittered = ObservedAgent {
+            changed_at: Some(t(0) + TimeDelta::milliseconds(900)),
+            ..seen("u_002", Ready, 0)
+        };
+        *platform.snapshots.lock().unwrap() = VecDeque::from([
+            vec![seen("u_001", Ready, 0), seen("u_002", Ready, 0)],
+            // Identical: nothing.
+            vec![seen("u_001", Ready, 0), seen("u_002", Ready, 0)],
+            // A contact for u_001; timestamp jitter only for u_002.
+            vec![seen("u_001", OnContact, 30), jittered.clone()],
+            vec![seen("u_001", Acw, 200), jittered],
+            // Back to READY; u_002 went away and came back between polls.
+            vec![seen("u_001", Ready, 260), seen("u_002", Ready, 250)],
+        ]);
+        let mut sync = StateSync::new(store.clone(), platform.clone(), settings(10, 3600));
+
+        let mut recorded = Vec::new();
+        for _ in 0..5 {
+            recorded.push(sync.poll_once().await.unwrap().recorded);
+        }
+
+        assert_eq!(recorded, [2, 0, 1, 1, 2]);
+        assert_eq!(
+            intervals(&store, "u_001").await,
+            [
+                ("READY".into(), 0, Some(30)),
+                ("ON_CONTACT".into(), 30, Some(200)),
+                ("ACW".into(), 200, Some(260)),
+                ("READY".into(), 260, None),
+            ]
+        );
+        assert_eq!(
+            intervals(&store, "u_002").await,
+            [("READY".into(), 0, Some(250)), ("READY".into(), 250, None)]
+        );
+        let events: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox_events WHERE json_extract(payload, '$.data.origin') = 'observed'",
+        )
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+        assert_eq!(events, 6);
+        let audited: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'state.observed'")
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(audited, 6);
+        assert!(audit::verify(store.reader()).await.unwrap().is_intact());
+    }
+
+    #[tokio::test]
+    async fn a_state_wfmd_set_itself_is_not_recorded_again() {
+        let (store, _dir) = temp_store().await;
+        // The transition engine already recorded NOT_READY at the platform's timestamp.
+        let mut tx = store.begin_write().await.unwrap();
+        history::switch_state(
+            &mut tx,
+            &NewInterval {
+                agent_id: "u_001",
+                state: AgentState::NotReady,
+                reason: Some("BREAK"),
+                origin: Origin::Api,
+                at: t(100),
+                attempt_id: Some("attempt-1"),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let platform = Arc::new(ScriptedPlatform::default());
+        *platform.steady.lock().unwrap() = vec![seen("u_001", AgentState::NotReady, 100)];
+        let mut sync = StateSync::new(store.clone(), platform, settings(10, 3600));
+
+        let report = sync.poll_once().await.unwrap();
+
+        assert_eq!(report.recorded, 0);
+        assert_eq!(
+            intervals(&store, "u_001").await,
+            [("NOT_READY".into(), 100, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_poll_after_a_restart_records_only_out_of_date_agents() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        *platform.steady.lock().unwrap() = vec![
+            seen("u_001", AgentState::Ready, 0),
+            seen("u_002", AgentState::Idle, 0),
+        ];
+        let mut before = StateSync::new(store.clone(), platform.clone(), settings(10, 3600));
+        assert_eq!(before.poll_once().await.unwrap().recorded, 2);
+        drop(before);
+
+        // While wfmd was down, u_002 changed; u_001 did not.
+        *platform.steady.lock().unwrap() = vec![
+            seen("u_001", AgentState::Ready, 0),
+            seen("u_002", AgentState::Paused, 50),
+        ];
+        let mut after = StateSync::new(store.clone(), platform, settings(10, 3600));
+        let report = after.poll_once().await.unwrap();
+
+        assert_eq!(report.recorded, 1);
+        assert_eq!(intervals(&store, "u_001").await.len(), 1);
+        assert_eq!(
+            intervals(&store, "u_002").await,
+            [("IDLE".into(), 0, Some(50)), ("PAUSED".into(), 50, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_subscription_is_recreated_within_the_same_cycle() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        *platform.steady.lock().unwrap() = vec![seen("u_001", AgentState::Ready, 0)];
+        let mut sync = StateSync::new(store.clone(), platform.clone(), settings(10, 3600));
+        sync.poll_once().await.unwrap();
+        platform.expired.lock().unwrap().push("sub_1".into());
+        *platform.steady.lock().unwrap() = vec![seen("u_001", AgentState::Idle, 40)];
+
+        let report = sync.poll_once().await.unwrap();
+
+        assert!(report.subscribed);
+        assert_eq!(report.recorded, 1, "the change is not lost");
+        assert_eq!(sync.subscription_id(), Some("sub_2"));
+    }
+
+    #[tokio::test]
+    async fn renewal_at_the_threshold_misses_no_cycle_and_deletes_the_old_one() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        *platform.steady.lock().unwrap() = vec![seen("u_001", AgentState::Ready, 0)];
+        // A clock stepped by hand, one interval per cycle; renew after three intervals.
+        let base = Instant::now();
+        let elapsed = Arc::new(Mutex::new(Duration::ZERO));
+        let clock = {
+            let elapsed = elapsed.clone();
+            move || base + *elapsed.lock().unwrap()
+        };
+        let mut sync = StateSync::new(store, platform.clone(), settings(10, 30)).with_clock(clock);
+
+        for cycle in 0..10 {
+            *elapsed.lock().unwrap() = Duration::from_secs(10 * cycle);
+            sync.poll_once().await.unwrap();
+        }
+
+        let ids: Vec<String> = platform
+            .polls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "sub_1", "sub_1", "sub_1", "sub_2", "sub_2", "sub_2", "sub_3", "sub_3", "sub_3",
+                "sub_4"
+            ],
+            "one poll per cycle, on the new subscription from the cycle it is due"
+        );
+        assert_eq!(
+            *platform.deleted.lock().unwrap(),
+            ["sub_1", "sub_2", "sub_3"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_never_come_faster_than_the_interval_nor_drift_over_a_thousand_cycles() {
+        use rand::{Rng, SeedableRng};
+        let interval = Duration::from_secs(10);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // Mostly quick cycles, sometimes slower than the interval itself.
+        let latencies: Vec<Duration> = (0..1_000)
+            .map(|_| {
+                let ms = if rng.random_bool(0.05) {
+                    rng.random_range(10_000..15_000)
+                } else {
+                    rng.random_range(0..3_000)
+                };
+                Duration::from_millis(ms)
+            })
+            .collect();
+        let stop = CancellationToken::new();
+        let mut cadence = Cadence::new(interval);
+        let mut polls = Vec::new();
+        for latency in &latencies {
+            assert!(cadence.wait(&stop).await);
+            let polled_at = Instant::now();
+            polls.push(polled_at);
+            // The cycle: the poll's answer, recording, logging.
+            tokio::time::sleep(*latency).await;
+            cadence.polled(polled_at);
+        }
+
+        assert_eq!(polls.len(), 1_000);
+        for (k, pair) in polls.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= interval,
+                "poll {} came {gap:?} after the one before",
+                k + 1
+            );
+            // Never later than needed: one interval, or at once after a slow cycle.
+            assert!(
+                gap <= interval.max(latencies[k]),
+                "poll {} drifted: {gap:?}",
+                k + 1
+            );
+        }
     }
 }
