@@ -6,5 +6,6 @@ mod crash;
 mod faults;
 mod helpers;
 mod receiver;
+mod reports;
 mod transitions;
 mod webhooks;
