@@ -47,6 +47,9 @@ pub enum Command {
     Sim(SimArgs),
     /// Change one agent's state now and print one result line.
     Transition(TransitionArgs),
+    /// Export compliance reports (CSV, JSON or HTML).
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Inspect the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -231,6 +234,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Transition(args) => transition(&config, args).await,
+        Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
@@ -527,5 +531,73 @@ async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
         config.database.url
     );
     store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Per-agent transitions, rejections by violation, latency, idle time and time in
+    /// each state for [FROM, TO); with --format json also every attempt.
+    Compliance(ComplianceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ComplianceArgs {
+    /// Start, as a date (2026-11-20, midnight UTC) or an RFC 3339 instant.
+    #[arg(long, value_parser = parse_instant)]
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// End (exclusive), as a date or an RFC 3339 instant; at most 366 days after --from.
+    #[arg(long, value_parser = parse_instant)]
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// csv (one row per agent), json (agents and the attempt log) or html (one page
+    /// with a chart).
+    #[arg(long, default_value = "csv", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<crate::report::Format>()))]
+    pub format: crate::report::Format,
+    /// Write to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print times in this IANA zone (e.g. America/New_York) instead of UTC.
+    #[arg(long, value_name = "ZONE", value_parser = crate::report::parse_zone)]
+    pub tz: Option<chrono_tz::Tz>,
+}
+
+async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Failure> {
+    use crate::report::{Report, WriteSink, check_window};
+    let ReportCommand::Compliance(args) = command;
+    let window =
+        check_window(args.from, args.to).map_err(|e| Failure::usage(format!("--to: {e}")))?;
+    let store = Store::open(&config.database.url)
+        .await
+        .map_err(Failure::action)?;
+    let report = Report::build(store.reader(), window, chrono::Utc::now(), args.tz)
+        .await
+        .map_err(Failure::action)?;
+    let result = match &args.out {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| {
+                Failure::action(anyhow::anyhow!(
+                    "cannot create --out {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let mut sink = WriteSink(std::io::BufWriter::new(file));
+            let written = report.write(args.format, store.reader(), &mut sink).await;
+            written.and_then(|()| sink.0.flush().map_err(Into::into))
+        }
+        None => {
+            let mut sink = WriteSink(std::io::BufWriter::new(std::io::stdout()));
+            let written = report.write(args.format, store.reader(), &mut sink).await;
+            written.and_then(|()| sink.0.flush().map_err(Into::into))
+        }
+    };
+    store.close().await;
+    result.map_err(Failure::action)?;
+    if let Some(path) = &args.out {
+        eprintln!(
+            "wrote the compliance report for {} agents to {}",
+            report.agents.len(),
+            path.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

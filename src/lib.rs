@@ -25,6 +25,7 @@ pub mod cxone;
 pub mod delivery;
 pub mod domain;
 pub mod engine;
+pub mod report;
 pub mod sim;
 pub mod store;
 pub mod time;

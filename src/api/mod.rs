@@ -8,6 +8,7 @@ mod agents;
 pub mod error;
 mod health;
 mod json;
+mod reports;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
             post(agents::create_transition),
         )
         .route("/v1/agents/{agent_id}/history", get(agents::history))
+        .route("/v1/reports/compliance", get(reports::compliance))
         .fallback(|| async {
             error::Problem::not_found("no such route; see the README for the API")
         })

@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod helpers;
 mod receiver;
+mod reports;
 mod sync;
 mod transitions;
 mod webhooks;

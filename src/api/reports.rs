@@ -1,0 +1,88 @@
+//! `GET /v1/reports/compliance?from&to&format=csv|json|html&tz=ZONE`: the compliance
+//! report, streamed.
+//!
+//! The aggregates are computed before the response starts, so a bad database answers a
+//! problem+json 500 instead of a truncated 200; rendering (and the JSON attempt log)
+//! then streams through a small channel, so a slow client holds back the database
+//! cursor rather than piling the report up in memory.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::ApiState;
+use super::agents::window_from_query;
+use super::error::Problem;
+use crate::report::{ChannelSink, Format, Report, parse_zone};
+
+/// Chunks in flight between the renderer and the client.
+const CHANNEL_CHUNKS: usize = 4;
+
+#[derive(Debug, Deserialize)]
+pub struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+    tz: Option<String>,
+}
+
+pub async fn compliance(
+    State(state): State<ApiState>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, Problem> {
+    let now = Utc::now();
+    let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
+    let format = match query.format.as_deref() {
+        None => Format::Csv,
+        Some(text) => text
+            .parse::<Format>()
+            .map_err(|e| Problem::invalid_parameter("format", format!("format: {e}")))?,
+    };
+    let zone = query
+        .tz
+        .as_deref()
+        .map(|name| {
+            parse_zone(name).map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))
+        })
+        .transpose()?;
+    let pool = state.store.reader().clone();
+    let report = Report::build(&pool, window, now, zone)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        let mut sink = ChannelSink(tx.clone());
+        if let Err(error) = report.write(format, &pool, &mut sink).await {
+            tracing::warn!(%error, "compliance report stopped before its end");
+            // Ends the body with an error, so the client sees a broken transfer rather
+            // than a report that looks complete.
+            let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+        }
+    });
+    let body = Body::from_stream(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|chunk| chunk.map(|result| result.map(Bytes::from)))
+    }));
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    let filename = format!(
+        "attachment; filename=\"compliance-{}-{}.{}\"",
+        window.from.format("%Y%m%dT%H%M%SZ"),
+        window.to.format("%Y%m%dT%H%M%SZ"),
+        format.extension()
+    );
+    if format != Format::Html
+        && let Ok(value) = HeaderValue::from_str(&filename)
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,93 @@
+//! The CSV export (RFC 4180): a header row, then one row per agent.
+//!
+//! Unknown values (no attempts, no adherence yet) are empty fields, not zeros, so a
+//! spreadsheet average does not count them. Every row repeats the window, so rows stay
+//! meaningful when files from several windows are concatenated.
+
+use super::{AgentSummary, Chunked, Report, ReportError, Sink};
+
+/// The columns, in order.
+pub const COLUMNS: [&str; 22] = [
+    "agent_id",
+    "transitions",
+    "succeeded",
+    "rejections",
+    "failed",
+    "rejections_agent_not_scheduled",
+    "rejections_mandatory_break_violation",
+    "rejections_state_conflict",
+    "violation_frequency",
+    "latency_mean_ms",
+    "latency_p95_ms",
+    "idle_seconds",
+    "seconds_ready",
+    "seconds_not_ready",
+    "seconds_paused",
+    "seconds_idle",
+    "seconds_logged_out",
+    "seconds_on_contact",
+    "seconds_acw",
+    "adherence_pct",
+    "from",
+    "to",
+];
+
+fn optional<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()] {
+    [
+        agent.agent_id.clone(),
+        agent.transitions.to_string(),
+        agent.succeeded.to_string(),
+        agent.rejections.to_string(),
+        agent.failed.to_string(),
+        agent.rejections_agent_not_scheduled.to_string(),
+        agent.rejections_mandatory_break_violation.to_string(),
+        agent.rejections_state_conflict.to_string(),
+        optional(agent.violation_frequency),
+        optional(agent.latency_mean_ms),
+        optional(agent.latency_p95_ms),
+        agent.idle_seconds.to_string(),
+        agent.seconds_ready.to_string(),
+        agent.seconds_not_ready.to_string(),
+        agent.seconds_paused.to_string(),
+        agent.seconds_idle.to_string(),
+        agent.seconds_logged_out.to_string(),
+        agent.seconds_on_contact.to_string(),
+        agent.seconds_acw.to_string(),
+        optional(agent.adherence_pct),
+        from.to_owned(),
+        to.to_owned(),
+    ]
+}
+
+/// Appends one CSV record to `buf`. The csv writer owns its output until `into_inner`,
+/// so each record gets a small writer of its own; that keeps `buf` free to hand to the
+/// sink between records.
+fn append(buf: &mut Vec<u8>, fields: &[impl AsRef<[u8]>]) -> Result<(), ReportError> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .buffer_capacity(1024)
+        .from_writer(std::mem::take(buf));
+    writer.write_record(fields)?;
+    *buf = writer
+        .into_inner()
+        .map_err(|e| ReportError::Io(e.into_error()))?;
+    Ok(())
+}
+
+pub(super) async fn write<S: Sink>(
+    report: &Report,
+    out: &mut Chunked<'_, S>,
+) -> Result<(), ReportError> {
+    append(&mut out.buf, &COLUMNS)?;
+    let from = report.time(report.window.from);
+    let to = report.time(report.window.to);
+    for agent in &report.agents {
+        append(&mut out.buf, &record(agent, &from, &to))?;
+        out.maybe_flush().await?;
+    }
+    Ok(())
+}

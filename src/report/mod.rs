@@ -1,0 +1,226 @@
+//! Compliance reports: per-agent transitions, rejections, latency, idle time and time in
+//! each state over a window, exported as CSV, JSON or one self-contained HTML page.
+//!
+//! A report is built in two steps so a caller (the HTTP handler) can fail cleanly
+//! before the first byte goes out: [`Report::build`] aggregates in SQL (one row per
+//! agent, never one per attempt), then [`Report::write`] renders to a [`Sink`] chunk by
+//! chunk. The JSON attempt log is read with a streaming cursor and written row by row,
+//! so 200,000 attempts cost the same memory as 200.
+
+mod csv_export;
+mod html_export;
+mod json_export;
+mod summary;
+
+use std::future::Future;
+use std::io;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use sqlx::SqlitePool;
+
+pub use summary::{AgentSummary, summarize};
+
+use crate::domain::idle::Window;
+
+/// The widest window one report may cover.
+pub const MAX_WINDOW_DAYS: i64 = 366;
+
+/// Bytes gathered before they are handed to the sink: large enough that a sink call per
+/// chunk costs nothing, small enough that memory stays flat.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Csv,
+    Json,
+    Html,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Html => "text/html; charset=utf-8",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Html => "html",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            "html" => Ok(Format::Html),
+            _ => Err(format!(
+                "unknown report format `{s}`; expected one of: csv, json, html"
+            )),
+        }
+    }
+}
+
+/// Parses an IANA zone name (`America/New_York`).
+pub fn parse_zone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>().map_err(|_| {
+        format!("unknown time zone `{name}`; expected an IANA name such as America/New_York")
+    })
+}
+
+/// Checks a requested window: `to` after `from`, at most [`MAX_WINDOW_DAYS`] long. The
+/// message names the `to` end, which is the one to change.
+pub fn check_window(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Window, String> {
+    if to <= from {
+        return Err(format!(
+            "to ({}) must be after from ({})",
+            crate::time::rfc3339(to),
+            crate::time::rfc3339(from)
+        ));
+    }
+    if to - from > Duration::days(MAX_WINDOW_DAYS) {
+        return Err(format!(
+            "the window may span at most {MAX_WINDOW_DAYS} days"
+        ));
+    }
+    Ok(Window { from, to })
+}
+
+/// Where a report's bytes go, one chunk at a time.
+pub trait Sink: Send {
+    fn send(&mut self, chunk: Vec<u8>) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A blocking writer as a sink: a file or stdout for the CLI, `io::sink()` for benches.
+pub struct WriteSink<W>(pub W);
+
+impl<W: io::Write + Send> Sink for WriteSink<W> {
+    async fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.0.write_all(&chunk)
+    }
+}
+
+/// A channel as a sink: the HTTP handler streams the receiving end as the body. A
+/// closed channel (the client went away) ends the report with an error.
+pub struct ChannelSink(pub tokio::sync::mpsc::Sender<io::Result<Vec<u8>>>);
+
+impl Sink for ChannelSink {
+    async fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.0
+            .send(Ok(chunk))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+    }
+}
+
+/// A buffer in front of a sink that passes bytes on in [`CHUNK_BYTES`] pieces.
+pub(crate) struct Chunked<'a, S: Sink> {
+    pub buf: Vec<u8>,
+    sink: &'a mut S,
+}
+
+impl<'a, S: Sink> Chunked<'a, S> {
+    fn new(sink: &'a mut S) -> Self {
+        Chunked {
+            buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+            sink,
+        }
+    }
+
+    /// Hands the buffer on once it is full enough.
+    pub async fn maybe_flush(&mut self) -> io::Result<()> {
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+            self.sink.send(chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read the report's data: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("cannot write the report: {0}")]
+    Io(#[from] io::Error),
+    #[error("cannot write the CSV report: {0}")]
+    Csv(#[from] csv::Error),
+}
+
+/// A compliance report's aggregates, ready to render.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub window: Window,
+    pub generated_at: DateTime<Utc>,
+    /// Zone times are printed in; UTC when `None`.
+    pub zone: Option<Tz>,
+    /// One summary per agent with an attempt or an interval in the window, by agent id.
+    pub agents: Vec<AgentSummary>,
+}
+
+impl Report {
+    /// Aggregates the window; `now` ends intervals that are still open.
+    pub async fn build(
+        pool: &SqlitePool,
+        window: Window,
+        now: DateTime<Utc>,
+        zone: Option<Tz>,
+    ) -> Result<Report, ReportError> {
+        let agents = summarize(pool, window, now).await?;
+        Ok(Report {
+            window,
+            generated_at: now,
+            zone,
+            agents,
+        })
+    }
+
+    /// Renders the report to `sink`; JSON also streams the attempt log from `pool`.
+    pub async fn write(
+        &self,
+        format: Format,
+        pool: &SqlitePool,
+        sink: &mut impl Sink,
+    ) -> Result<(), ReportError> {
+        let mut out = Chunked::new(sink);
+        match format {
+            Format::Csv => csv_export::write(self, &mut out).await?,
+            Format::Json => json_export::write(self, pool, &mut out).await?,
+            Format::Html => html_export::write(self, &mut out).await?,
+        }
+        out.flush().await?;
+        Ok(())
+    }
+
+    /// An instant as RFC 3339 with milliseconds, in the report's zone.
+    pub fn time(&self, at: DateTime<Utc>) -> String {
+        match self.zone {
+            None => crate::time::rfc3339(at),
+            Some(zone) => at
+                .with_timezone(&zone)
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Per-agent aggregates of a window: counted by SQLite, never by loading attempts.
+//!
+//! Counts, the mean latency and the nearest-rank p95 come out of two grouped queries
+//! (one row per agent each). Intervals are read with a cursor ordered by agent, and each
+//! agent's run of intervals goes through [`idle::time_in_state`], so only one agent's
+//! intervals are in memory at a time.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::Serialize;
+use sqlx::{FromRow, SqlitePool};
+
+use crate::domain::AgentState;
+use crate::domain::idle::{self, Interval, TimeInState, Window};
+use crate::store::{from_ms, to_ms};
+
+/// One agent's line of the report. Field names are the CSV columns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgentSummary {
+    pub agent_id: String,
+    /// Attempts requested in the window.
+    pub transitions: i64,
+    pub succeeded: i64,
+    pub rejections: i64,
+    pub failed: i64,
+    pub rejections_agent_not_scheduled: i64,
+    pub rejections_mandatory_break_violation: i64,
+    pub rejections_state_conflict: i64,
+    /// Rejections per attempt; unknown without attempts.
+    pub violation_frequency: Option<f64>,
+    pub latency_mean_ms: Option<f64>,
+    /// Nearest-rank 95th percentile.
+    pub latency_p95_ms: Option<i64>,
+    /// Time in IDLE, PAUSED and NOT_READY.
+    pub idle_seconds: f64,
+    pub seconds_ready: f64,
+    pub seconds_not_ready: f64,
+    pub seconds_paused: f64,
+    pub seconds_idle: f64,
+    pub seconds_logged_out: f64,
+    pub seconds_on_contact: f64,
+    pub seconds_acw: f64,
+    /// Needs the schedule adherence engine, which does not exist yet: always unknown.
+    pub adherence_pct: Option<f64>,
+}
+
+impl AgentSummary {
+    fn new(agent_id: String) -> Self {
+        AgentSummary {
+            agent_id,
+            ..AgentSummary::default()
+        }
+    }
+
+    fn set_time(&mut self, time: &TimeInState) {
+        let seconds = |ms: i64| ms as f64 / 1000.0;
+        self.idle_seconds = seconds(time.idle_ms);
+        self.seconds_ready = seconds(time.ms_in(AgentState::Ready));
+        self.seconds_not_ready = seconds(time.ms_in(AgentState::NotReady));
+        self.seconds_paused = seconds(time.ms_in(AgentState::Paused));
+        self.seconds_idle = seconds(time.ms_in(AgentState::Idle));
+        self.seconds_logged_out = seconds(time.ms_in(AgentState::LoggedOut));
+        self.seconds_on_contact = seconds(time.ms_in(AgentState::OnContact));
+        self.seconds_acw = seconds(time.ms_in(AgentState::Acw));
+    }
+}
+
+#[derive(FromRow)]
+struct Counts {
+    agent_id: String,
+    transitions: i64,
+    succeeded: i64,
+    rejections: i64,
+    failed: i64,
+    not_scheduled: i64,
+    mandatory_break: i64,
+    state_conflict: i64,
+    latency_mean: f64,
+}
+
+const COUNTS: &str = "SELECT agent_id,
+        COUNT(*) AS transitions,
+        SUM(outcome = 'succeeded') AS succeeded,
+        SUM(outcome = 'rejected') AS rejections,
+        SUM(outcome = 'failed') AS failed,
+        SUM(outcome = 'rejected' AND violation = 'AGENT_NOT_SCHEDULED') AS not_scheduled,
+        SUM(outcome = 'rejected' AND violation = 'MANDATORY_BREAK_VIOLATION') AS mandatory_break,
+        SUM(outcome = 'rejected' AND violation = 'STATE_CONFLICT') AS state_conflict,
+        CAST(AVG(latency_ms) AS REAL) AS latency_mean
+    FROM transition_attempts
+    WHERE requested_at >= ?1 AND requested_at < ?2
+    GROUP BY agent_id";
+
+/// Nearest rank: the ⌈0.95·n⌉-th smallest latency, i.e. `(95n + 99) / 100` in integers.
+const P95: &str = "SELECT agent_id, latency_ms FROM (
+        SELECT agent_id, latency_ms,
+            ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY latency_ms) AS position,
+            COUNT(*) OVER (PARTITION BY agent_id) AS n
+        FROM transition_attempts
+        WHERE requested_at >= ?1 AND requested_at < ?2)
+    WHERE position = (n * 95 + 99) / 100";
+
+const INTERVALS: &str = "SELECT agent_id, state, started_at, ended_at FROM state_intervals
+    WHERE started_at < ?2 AND (ended_at IS NULL OR ended_at > ?1)
+    ORDER BY agent_id, started_at, id";
+
+#[derive(FromRow)]
+struct IntervalRow {
+    agent_id: String,
+    state: String,
+    started_at: i64,
+    ended_at: Option<i64>,
+}
+
+/// One summary per agent with an attempt requested in, or an interval overlapping, the
+/// window; ordered by agent id. Open intervals count up to `min(now, window.to)`.
+pub async fn summarize(
+    pool: &SqlitePool,
+    window: Window,
+    now: DateTime<Utc>,
+) -> Result<Vec<AgentSummary>, sqlx::Error> {
+    let (from, to) = (to_ms(window.from), to_ms(window.to));
+    let mut agents: BTreeMap<String, AgentSummary> = BTreeMap::new();
+
+    let mut counts = sqlx::query_as::<_, Counts>(COUNTS)
+        .bind(from)
+        .bind(to)
+        .fetch(pool);
+    while let Some(row) = counts.try_next().await? {
+        let summary = agents
+            .entry(row.agent_id.clone())
+            .or_insert_with(|| AgentSummary::new(row.agent_id));
+        summary.transitions = row.transitions;
+        summary.succeeded = row.succeeded;
+        summary.rejections = row.rejections;
+        summary.failed = row.failed;
+        summary.rejections_agent_not_scheduled = row.not_scheduled;
+        summary.rejections_mandatory_break_violation = row.mandatory_break;
+        summary.rejections_state_conflict = row.state_conflict;
+        summary.latency_mean_ms = Some(row.latency_mean);
+        summary.violation_frequency = Some(row.rejections as f64 / row.transitions as f64);
+    }
+    drop(counts);
+
+    let mut p95 = sqlx::query_as::<_, (String, i64)>(P95)
+        .bind(from)
+        .bind(to)
+        .fetch(pool);
+    while let Some((agent_id, latency)) = p95.try_next().await? {
+        if let Some(summary) = agents.get_mut(&agent_id) {
+            summary.latency_p95_ms = Some(latency);
+        }
+    }
+    drop(p95);
+
+    let mut rows = sqlx::query_as::<_, IntervalRow>(INTERVALS)
+        .bind(from)
+        .bind(to)
+        .fetch(pool);
+    let mut current: Option<String> = None;
+    let mut run: Vec<Interval> = Vec::new();
+    let mut finish = |agent_id: String, run: &mut Vec<Interval>| {
+        let time = idle::time_in_state(run.iter(), window, now);
+        agents
+            .entry(agent_id.clone())
+            .or_insert_with(|| AgentSummary::new(agent_id))
+            .set_time(&time);
+        run.clear();
+    };
+    while let Some(row) = rows.try_next().await? {
+        if current.as_deref() != Some(row.agent_id.as_str())
+            && let Some(done) = current.replace(row.agent_id.clone())
+        {
+            finish(done, &mut run);
+        }
+        // A state this build does not know still makes the agent appear, with no time.
+        if let Ok(state) = row.state.parse::<AgentState>() {
+            run.push(Interval {
+                state,
+                start: from_ms(row.started_at),
+                end: row.ended_at.map(from_ms),
+            });
+        }
+    }
+    if let Some(done) = current {
+        finish(done, &mut run);
+    }
+    drop(rows);
+
+    Ok(agents.into_values().collect())
+}

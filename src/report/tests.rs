@@ -1,0 +1,429 @@
+//! Hand-computed fixtures: every number of the report is worked out below by hand.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::*;
+use crate::domain::{AgentState, Origin};
+use crate::store::attempts::{self, AttemptRow};
+use crate::store::history::{self, NewInterval};
+use crate::store::testing::temp_store;
+use crate::store::{Store, to_ms};
+
+/// The window's start: 2026-11-20 09:00 UTC; the window is one hour.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap()
+}
+
+fn minutes(m: i64) -> DateTime<Utc> {
+    t0() + Duration::minutes(m)
+}
+
+fn window() -> Window {
+    Window {
+        from: t0(),
+        to: minutes(60),
+    }
+}
+
+fn attempt(
+    id: &str,
+    agent: &str,
+    at: DateTime<Utc>,
+    latency: i64,
+    outcome: &str,
+    violation: Option<&str>,
+) -> AttemptRow {
+    AttemptRow {
+        id: id.into(),
+        idempotency_key: None,
+        agent_id: agent.into(),
+        from_state: Some("READY".into()),
+        target_state: "NOT_READY".into(),
+        reason: "BREAK".into(),
+        origin: "api".into(),
+        actor: "api".into(),
+        outcome: outcome.into(),
+        violation: violation.map(Into::into),
+        error: (outcome == "failed").then(|| "platform unavailable".into()),
+        latency_ms: latency,
+        requested_at: to_ms(at),
+        completed_at: to_ms(at) + latency,
+    }
+}
+
+async fn enter(store: &Store, agent: &str, state: AgentState, at: DateTime<Utc>) {
+    let mut tx = store.begin_write().await.unwrap();
+    history::switch_state(
+        &mut tx,
+        &NewInterval {
+            agent_id: agent,
+            state,
+            reason: None,
+            origin: Origin::Observed,
+            at,
+            attempt_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// - a1: NOT_READY from 08:30 (before the window) to 09:15, READY 09:15–09:45, PAUSED
+///   from 09:45 and still open. 20 attempts in the window with latencies 1..=20 ms
+///   (inserted out of order): 14 succeeded, 3 AGENT_NOT_SCHEDULED, 1
+///   MANDATORY_BREAK_VIOLATION, 1 STATE_CONFLICT, 1 failed. Plus one attempt 1 ms before
+///   the window and one exactly at its end, both outside.
+/// - a2: IDLE from 09:50, open; no attempts.
+/// - a3: two attempts (20 ms, 10 ms), both succeeded; no intervals.
+/// - a4: IDLE 07:00–08:00, wholly before the window: not in the report.
+async fn fixture() -> (Store, tempfile::TempDir) {
+    let (store, dir) = temp_store().await;
+    enter(&store, "a1", AgentState::NotReady, minutes(-30)).await;
+    enter(&store, "a1", AgentState::Ready, minutes(15)).await;
+    enter(&store, "a1", AgentState::Paused, minutes(45)).await;
+    enter(&store, "a2", AgentState::Idle, minutes(50)).await;
+    sqlx::query(
+        "INSERT INTO state_intervals (agent_id, state, origin, started_at, ended_at)
+         VALUES ('a4', 'IDLE', 'observed', ?, ?)",
+    )
+    .bind(to_ms(minutes(-120)))
+    .bind(to_ms(minutes(-60)))
+    .execute(store.reader())
+    .await
+    .unwrap();
+
+    let mut tx = store.begin_write().await.unwrap();
+    let latencies = [
+        7, 1, 20, 13, 2, 19, 3, 18, 4, 17, 5, 16, 6, 15, 8, 14, 9, 12, 10, 11,
+    ];
+    for (i, latency) in latencies.into_iter().enumerate() {
+        let (outcome, violation) = match i {
+            0..=2 => ("rejected", Some("AGENT_NOT_SCHEDULED")),
+            3 => ("rejected", Some("MANDATORY_BREAK_VIOLATION")),
+            4 => ("rejected", Some("STATE_CONFLICT")),
+            5 => ("failed", None),
+            _ => ("succeeded", None),
+        };
+        let row = attempt(
+            &format!("a1-{i:02}"),
+            "a1",
+            minutes(1 + i as i64),
+            latency,
+            outcome,
+            violation,
+        );
+        attempts::insert(&mut tx, &row).await.unwrap();
+    }
+    let before = attempt(
+        "a1-before",
+        "a1",
+        t0() - Duration::milliseconds(1),
+        999,
+        "rejected",
+        Some("STATE_CONFLICT"),
+    );
+    let at_end = attempt("a1-end", "a1", minutes(60), 999, "failed", None);
+    attempts::insert(&mut tx, &before).await.unwrap();
+    attempts::insert(&mut tx, &at_end).await.unwrap();
+    attempts::insert(
+        &mut tx,
+        &attempt("a3-1", "a3", minutes(30), 20, "succeeded", None),
+    )
+    .await
+    .unwrap();
+    attempts::insert(
+        &mut tx,
+        &attempt("a3-2", "a3", minutes(31), 10, "succeeded", None),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    (store, dir)
+}
+
+/// Collects every chunk.
+#[derive(Default)]
+struct Collect {
+    chunks: Vec<Vec<u8>>,
+}
+
+impl Sink for Collect {
+    async fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.chunks.push(chunk);
+        Ok(())
+    }
+}
+
+impl Collect {
+    fn text(&self) -> String {
+        String::from_utf8(self.chunks.concat()).unwrap()
+    }
+}
+
+async fn render(store: &Store, report: &Report, format: Format) -> Collect {
+    let mut sink = Collect::default();
+    report
+        .write(format, store.reader(), &mut sink)
+        .await
+        .unwrap();
+    sink
+}
+
+async fn build(store: &Store, now: DateTime<Utc>) -> Report {
+    Report::build(store.reader(), window(), now, None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
+    let (store, _dir) = fixture().await;
+    let report = build(&store, minutes(120)).await;
+    let ids: Vec<_> = report.agents.iter().map(|a| a.agent_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a1", "a2", "a3"],
+        "a4's interval is wholly before the window"
+    );
+
+    let a1 = &report.agents[0];
+    assert_eq!(
+        *a1,
+        AgentSummary {
+            agent_id: "a1".into(),
+            transitions: 20,
+            succeeded: 14,
+            rejections: 5,
+            failed: 1,
+            rejections_agent_not_scheduled: 3,
+            rejections_mandatory_break_violation: 1,
+            rejections_state_conflict: 1,
+            violation_frequency: Some(0.25),
+            latency_mean_ms: Some(10.5),
+            // ⌈0.95 × 20⌉ = 19th smallest of 1..=20.
+            latency_p95_ms: Some(19),
+            // NOT_READY 09:00–09:15 (clipped at from) + PAUSED 09:45–10:00 (open, clipped
+            // at to although now is 11:00).
+            idle_seconds: 1800.0,
+            seconds_ready: 1800.0,
+            seconds_not_ready: 900.0,
+            seconds_paused: 900.0,
+            seconds_idle: 0.0,
+            seconds_logged_out: 0.0,
+            seconds_on_contact: 0.0,
+            seconds_acw: 0.0,
+            adherence_pct: None,
+        }
+    );
+
+    let a2 = &report.agents[1];
+    assert_eq!(a2.transitions, 0);
+    assert_eq!(a2.violation_frequency, None, "no attempts: unknown, not 0");
+    assert_eq!(a2.latency_mean_ms, None);
+    assert_eq!(a2.latency_p95_ms, None);
+    assert_eq!(a2.seconds_idle, 600.0, "09:50 to the window's end");
+    assert_eq!(a2.idle_seconds, 600.0);
+
+    let a3 = &report.agents[2];
+    assert_eq!(a3.transitions, 2);
+    assert_eq!(a3.succeeded, 2);
+    assert_eq!(a3.violation_frequency, Some(0.0));
+    assert_eq!(a3.latency_mean_ms, Some(15.0));
+    assert_eq!(a3.latency_p95_ms, Some(20), "⌈0.95 × 2⌉ = 2nd of [10, 20]");
+    assert_eq!(a3.idle_seconds, 0.0);
+}
+
+#[tokio::test]
+async fn open_intervals_count_up_to_now_when_now_is_inside_the_window() {
+    let (store, _dir) = fixture().await;
+    let report = build(&store, minutes(55)).await;
+    let a1 = &report.agents[0];
+    assert_eq!(a1.seconds_paused, 600.0, "09:45 to now (09:55)");
+    assert_eq!(a1.idle_seconds, 900.0 + 600.0);
+    assert_eq!(report.agents[1].seconds_idle, 300.0, "09:50 to now");
+}
+
+#[tokio::test]
+async fn p95_is_the_nearest_rank_on_an_eleven_value_list() {
+    let (store, _dir) = temp_store().await;
+    let mut tx = store.begin_write().await.unwrap();
+    // Sorted: 1..=10 then 100; ⌈0.95 × 11⌉ = 11, so the p95 is the largest value.
+    for (i, latency) in [5, 1, 9, 100, 3, 7, 2, 8, 4, 6, 10].into_iter().enumerate() {
+        let row = attempt(
+            &format!("x{i}"),
+            "x",
+            minutes(i as i64),
+            latency,
+            "succeeded",
+            None,
+        );
+        attempts::insert(&mut tx, &row).await.unwrap();
+    }
+    // 21 values: ⌈19.95⌉ = 20th.
+    for latency in 1..=21 {
+        let row = attempt(
+            &format!("y{latency}"),
+            "y",
+            minutes(1),
+            latency,
+            "succeeded",
+            None,
+        );
+        attempts::insert(&mut tx, &row).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let report = build(&store, minutes(120)).await;
+    assert_eq!(report.agents[0].latency_p95_ms, Some(100));
+    assert_eq!(report.agents[1].latency_p95_ms, Some(20));
+}
+
+#[tokio::test]
+async fn csv_parses_back_with_one_row_per_agent_and_empty_unknowns() {
+    let (store, _dir) = fixture().await;
+    let report = build(&store, minutes(120)).await;
+    let text = render(&store, &report, Format::Csv).await.text();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(headers.iter().collect::<Vec<_>>(), csv_export::COLUMNS);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    let field = |row: &csv::StringRecord, name: &str| {
+        let i = headers.iter().position(|h| h == name).unwrap();
+        row[i].to_owned()
+    };
+    assert_eq!(field(&rows[0], "agent_id"), "a1");
+    assert_eq!(field(&rows[0], "transitions"), "20");
+    assert_eq!(field(&rows[0], "rejections"), "5");
+    assert_eq!(field(&rows[0], "rejections_state_conflict"), "1");
+    assert_eq!(field(&rows[0], "violation_frequency"), "0.25");
+    assert_eq!(field(&rows[0], "latency_mean_ms"), "10.5");
+    assert_eq!(field(&rows[0], "latency_p95_ms"), "19");
+    assert_eq!(field(&rows[0], "idle_seconds"), "1800");
+    assert_eq!(field(&rows[0], "seconds_ready"), "1800");
+    assert_eq!(field(&rows[0], "adherence_pct"), "");
+    assert_eq!(field(&rows[0], "from"), "2026-11-20T09:00:00.000Z");
+    assert_eq!(field(&rows[0], "to"), "2026-11-20T10:00:00.000Z");
+    assert_eq!(field(&rows[1], "latency_p95_ms"), "", "unknown is empty");
+    assert_eq!(field(&rows[1], "violation_frequency"), "");
+}
+
+#[tokio::test]
+async fn a_time_zone_renders_the_window_in_local_time() {
+    let (store, _dir) = fixture().await;
+    let zone = parse_zone("America/New_York").unwrap();
+    let report = Report::build(store.reader(), window(), minutes(120), Some(zone))
+        .await
+        .unwrap();
+    let text = render(&store, &report, Format::Csv).await.text();
+    assert!(
+        text.contains(",2026-11-20T04:00:00.000-05:00,2026-11-20T05:00:00.000-05:00"),
+        "{text}"
+    );
+    assert!(
+        parse_zone("Mars/Olympus")
+            .unwrap_err()
+            .contains("Mars/Olympus")
+    );
+}
+
+#[tokio::test]
+async fn json_has_the_window_the_agents_and_every_attempt_of_the_window() {
+    let (store, _dir) = fixture().await;
+    let report = build(&store, minutes(120)).await;
+    let text = render(&store, &report, Format::Json).await.text();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["from"], "2026-11-20T09:00:00.000Z");
+    assert_eq!(json["to"], "2026-11-20T10:00:00.000Z");
+    assert_eq!(json["generated_at"], "2026-11-20T11:00:00.000Z");
+    assert_eq!(json["agents"].as_array().unwrap().len(), 3);
+    assert_eq!(json["agents"][0]["latency_p95_ms"], 19);
+    assert_eq!(json["agents"][1]["adherence_pct"], serde_json::Value::Null);
+    let attempts = json["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempts.len(),
+        22,
+        "20 of a1 and 2 of a3; the edges are outside"
+    );
+    assert_eq!(attempts[0]["id"], "a1-00");
+    assert_eq!(attempts[0]["violation"], "AGENT_NOT_SCHEDULED");
+    assert_eq!(attempts[0]["requested_at"], "2026-11-20T09:01:00.000Z");
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["id"] != "a1-before" && a["id"] != "a1-end")
+    );
+}
+
+#[tokio::test]
+async fn html_has_one_bar_group_per_agent_and_escapes_a_hostile_agent_id() {
+    let (store, _dir) = fixture().await;
+    enter(
+        &store,
+        "<script>alert('x')</script>",
+        AgentState::Idle,
+        minutes(10),
+    )
+    .await;
+    let report = build(&store, minutes(120)).await;
+    assert_eq!(report.agents.len(), 4);
+    let html = render(&store, &report, Format::Html).await.text();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<svg"));
+    assert_eq!(html.matches("<g class=\"agent\">").count(), 4);
+    assert_eq!(html.matches("<rect class=\"idle\"").count(), 4);
+    assert!(
+        !html.contains("<script"),
+        "no script element, not even the agent's"
+    );
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(
+        !html.contains("src=") && !html.contains("<link"),
+        "no external assets"
+    );
+}
+
+#[tokio::test]
+async fn a_large_attempt_log_reaches_the_sink_in_bounded_chunks() {
+    let (store, _dir) = temp_store().await;
+    let mut tx = store.begin_write().await.unwrap();
+    for i in 0..3_000 {
+        let row = attempt(
+            &format!("z{i:05}"),
+            &format!("u{}", i % 7),
+            minutes(i % 60),
+            5,
+            "succeeded",
+            None,
+        );
+        attempts::insert(&mut tx, &row).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let report = build(&store, minutes(120)).await;
+    let sink = render(&store, &report, Format::Json).await;
+    assert!(
+        sink.chunks.len() > 3,
+        "streamed, not one buffer: {}",
+        sink.chunks.len()
+    );
+    assert!(sink.chunks.iter().all(|c| c.len() < CHUNK_BYTES + 4096));
+    let json: serde_json::Value = serde_json::from_str(&sink.text()).unwrap();
+    assert_eq!(json["attempts"].as_array().unwrap().len(), 3_000);
+}
+
+#[test]
+fn windows_must_be_ordered_and_at_most_366_days() {
+    assert!(
+        check_window(t0(), t0())
+            .unwrap_err()
+            .contains("must be after")
+    );
+    assert!(
+        check_window(t0(), t0() + Duration::days(367))
+            .unwrap_err()
+            .contains("366 days")
+    );
+    assert_eq!(check_window(t0(), minutes(60)), Ok(window()));
+    assert_eq!("HTML".parse::<Format>(), Ok(Format::Html));
+    assert!("xml".parse::<Format>().unwrap_err().contains("`xml`"));
+}
