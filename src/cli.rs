@@ -562,10 +562,11 @@ pub struct ComplianceArgs {
 }
 
 async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Failure> {
-    use crate::report::{Report, WriteSink, check_window};
+    use crate::domain::idle::Window;
+    use crate::report::{Report, WriteSink};
     let ReportCommand::Compliance(args) = command;
     let window =
-        check_window(args.from, args.to).map_err(|e| Failure::usage(format!("--to: {e}")))?;
+        Window::checked(args.from, args.to).map_err(|e| Failure::usage(format!("--to: {e}")))?;
     let store = Store::open(&config.database.url)
         .await
         .map_err(Failure::action)?;

@@ -23,9 +23,6 @@ const MAX_ID_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 64;
 const MAX_KEY_LEN: usize = 255;
 
-/// The widest history window one request may ask for.
-const MAX_WINDOW_DAYS: i64 = 366;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionBody {
@@ -194,26 +191,7 @@ pub fn window_from_query(
     };
     let to_at = parse("to", to)?.unwrap_or(now);
     let from_at = parse("from", from)?.unwrap_or(to_at - Duration::hours(24));
-    if to_at <= from_at {
-        return Err(Problem::invalid_parameter(
-            "to",
-            format!(
-                "to ({}) must be after from ({})",
-                rfc3339(to_at),
-                rfc3339(from_at)
-            ),
-        ));
-    }
-    if to_at - from_at > Duration::days(MAX_WINDOW_DAYS) {
-        return Err(Problem::invalid_parameter(
-            "to",
-            format!("the window may span at most {MAX_WINDOW_DAYS} days"),
-        ));
-    }
-    Ok(Window {
-        from: from_at,
-        to: to_at,
-    })
+    Window::checked(from_at, to_at).map_err(|e| Problem::invalid_parameter("to", e))
 }
 
 /// The agent's recorded intervals in the window, with time per state and idle time.

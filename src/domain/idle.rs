@@ -26,6 +26,30 @@ pub struct Window {
     pub to: DateTime<Utc>,
 }
 
+impl Window {
+    /// The widest window a report or history request may span.
+    pub const MAX_DAYS: i64 = 366;
+
+    /// A window users asked for: `to` after `from`, at most [`Window::MAX_DAYS`] long.
+    /// The error says which rule was broken, with both instants.
+    pub fn checked(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Window, String> {
+        if to <= from {
+            return Err(format!(
+                "to ({}) must be after from ({})",
+                to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ));
+        }
+        if to - from > chrono::Duration::days(Window::MAX_DAYS) {
+            return Err(format!(
+                "the window may span at most {} days",
+                Window::MAX_DAYS
+            ));
+        }
+        Ok(Window { from, to })
+    }
+}
+
 /// Milliseconds per state, and their idle sum.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TimeInState {

@@ -16,16 +16,13 @@ use std::future::Future;
 use std::io;
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use sqlx::SqlitePool;
 
 pub use summary::{AgentSummary, summarize};
 
 use crate::domain::idle::Window;
-
-/// The widest window one report may cover.
-pub const MAX_WINDOW_DAYS: i64 = 366;
 
 /// Bytes gathered before they are handed to the sink: large enough that a sink call per
 /// chunk costs nothing, small enough that memory stays flat.
@@ -78,24 +75,6 @@ pub fn parse_zone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
         format!("unknown time zone `{name}`; expected an IANA name such as America/New_York")
     })
-}
-
-/// Checks a requested window: `to` after `from`, at most [`MAX_WINDOW_DAYS`] long. The
-/// message names the `to` end, which is the one to change.
-pub fn check_window(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Window, String> {
-    if to <= from {
-        return Err(format!(
-            "to ({}) must be after from ({})",
-            crate::time::rfc3339(to),
-            crate::time::rfc3339(from)
-        ));
-    }
-    if to - from > Duration::days(MAX_WINDOW_DAYS) {
-        return Err(format!(
-            "the window may span at most {MAX_WINDOW_DAYS} days"
-        ));
-    }
-    Ok(Window { from, to })
 }
 
 /// Where a report's bytes go, one chunk at a time.

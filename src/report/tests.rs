@@ -414,16 +414,16 @@ async fn a_large_attempt_log_reaches_the_sink_in_bounded_chunks() {
 #[test]
 fn windows_must_be_ordered_and_at_most_366_days() {
     assert!(
-        check_window(t0(), t0())
+        Window::checked(t0(), t0())
             .unwrap_err()
             .contains("must be after")
     );
     assert!(
-        check_window(t0(), t0() + Duration::days(367))
+        Window::checked(t0(), t0() + Duration::days(367))
             .unwrap_err()
             .contains("366 days")
     );
-    assert_eq!(check_window(t0(), minutes(60)), Ok(window()));
+    assert_eq!(Window::checked(t0(), minutes(60)), Ok(window()));
     assert_eq!("HTML".parse::<Format>(), Ok(Format::Html));
     assert!("xml".parse::<Format>().unwrap_err().contains("`xml`"));
 }
