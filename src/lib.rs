@@ -10,13 +10,16 @@
 //!   cache, retries with jitter, the shared request budget.
 //! - [`store`]: SQLite: state history, attempts, audit log, outbox.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
-//!   one change.
+//!   one change; [`engine::sync`] records the changes agents make themselves.
+//! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
+//! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum).
 //! - `sim`: the built-in platform simulator, written from the platform contract
 //!   without importing any of the above.
 //! - [`config`], [`cli`]: configuration and the command line; `main.rs` only dispatches.
 //!
-//! Arrows point one way: `domain` ← `cxone`, `store` ← `engine` ← `api` ← `App`.
+//! Arrows point one way: `domain` ← `cxone`, `store` ← `engine`, `delivery`, `report`
+//! ← `api` ← `App`.
 
 pub mod api;
 pub mod cli;

@@ -33,7 +33,7 @@ use crate::cxone::{
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
-use crate::store::outbox::{self, EventType};
+use crate::store::outbox::{self, EventType, NewEvent};
 use crate::store::{Store, from_ms};
 
 /// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
@@ -368,19 +368,17 @@ impl StateSync {
                     .is_none_or(|before| before.changed_to(&Seen::of(agent)))
             })
             .collect();
-        let mut recorded = 0;
-        if !changed.is_empty() {
+        let recorded = if changed.is_empty() {
+            0
+        } else {
             let mut tx = self.store.begin_write().await?;
-            for agent in &changed {
-                if record_observed(&mut tx, agent, polled_at).await? {
-                    recorded += 1;
-                }
-            }
+            let recorded = record_observed(&mut tx, &changed, polled_at).await?;
             tx.commit().await?;
             if recorded > 0 {
                 self.store.notify_outbox();
             }
-        }
+            recorded
+        };
         for agent in &snapshot {
             self.seen.insert(agent.agent_id.clone(), Seen::of(agent));
         }
@@ -424,81 +422,85 @@ impl Cadence {
     }
 }
 
-/// Records `agent`'s observed state unless its open interval already says so (the
-/// transition engine recorded it, or an earlier poll did). True when recorded.
+/// Records the observed states of `agents` whose open interval does not already say
+/// so (the transition engine recorded it, or an earlier poll did): intervals, audit
+/// entries and events, a few statements for any number of agents. Returns how many.
 async fn record_observed(
     conn: &mut sqlx::SqliteConnection,
-    agent: &ObservedAgent,
+    agents: &[&ObservedAgent],
     polled_at: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let at = agent.changed_at.unwrap_or(polled_at);
-    let open = history::open_interval(conn, &agent.agent_id).await?;
-    let up_to_date = open.as_ref().is_some_and(|open| {
-        open.state() == Some(agent.state) && at <= open.started() + TIMESTAMP_JITTER
-    });
-    if up_to_date {
-        return Ok(false);
+) -> Result<usize, sqlx::Error> {
+    let ids: Vec<&str> = agents.iter().map(|a| a.agent_id.as_str()).collect();
+    let open = history::open_intervals(conn, &ids).await?;
+    let stale: Vec<(&ObservedAgent, DateTime<Utc>)> = agents
+        .iter()
+        .map(|agent| (*agent, agent.changed_at.unwrap_or(polled_at)))
+        .filter(|(agent, at)| {
+            !open.get(&agent.agent_id).is_some_and(|open| {
+                open.state() == Some(agent.state) && *at <= open.started() + TIMESTAMP_JITTER
+            })
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
     }
-    let reason = agent.wrap_up_code.as_deref();
-    let closed = history::switch_state(
-        conn,
-        &NewInterval {
+    let changes: Vec<NewInterval<'_>> = stale
+        .iter()
+        .map(|(agent, at)| NewInterval {
             agent_id: &agent.agent_id,
             state: agent.state,
-            reason,
+            reason: agent.wrap_up_code.as_deref(),
             origin: Origin::Observed,
-            at,
+            at: *at,
             attempt_id: None,
-        },
-    )
-    .await?;
-    let from = closed.as_ref().and_then(|c| c.state());
-    let idle_ms = closed
-        .as_ref()
-        .filter(|c| c.state().is_some_and(AgentState::is_idle))
-        .map_or(0, |c| c.ended_at.unwrap_or(c.started_at) - c.started_at);
-    // The interval may have been clamped to start no earlier than the one it follows.
-    let started = history::open_interval(conn, &agent.agent_id)
-        .await?
-        .map_or(at, |open| from_ms(open.started_at));
-    let detail = json!({
-        "from": from,
-        "to": agent.state,
-        "queue": agent.queue,
-        "wrapUpCode": agent.wrap_up_code,
-        "origin": Origin::Observed,
-        "changedAt": crate::time::rfc3339(started),
-    });
-    audit::append(
-        conn,
-        &NewEntry {
+        })
+        .collect();
+    let closed = history::switch_states(conn, &changes).await?;
+    let mut entries = Vec::with_capacity(stale.len());
+    let mut events = Vec::with_capacity(stale.len());
+    for (agent, at) in &stale {
+        let before = closed.get(&agent.agent_id);
+        let from = before.and_then(|c| c.state());
+        let idle_ms = before
+            .filter(|c| c.state().is_some_and(AgentState::is_idle))
+            .map_or(0, |c| c.ended_at.unwrap_or(c.started_at) - c.started_at);
+        // The new interval starts no earlier than the one it follows.
+        let started = before.map_or(*at, |c| (*at).max(from_ms(c.started_at)));
+        let changed_at = crate::time::rfc3339(started);
+        entries.push(NewEntry {
             at: polled_at,
             actor: ACTOR,
             action: "state.observed",
             agent_id: Some(&agent.agent_id),
             subject_id: None,
-            detail,
-        },
-    )
-    .await?;
-    outbox::enqueue(
-        conn,
-        EventType::AgentStateChanged,
-        Some(&agent.agent_id),
-        polled_at,
-        json!({
-            "agentId": agent.agent_id,
-            "from": from,
-            "to": agent.state,
-            "reasonCode": reason,
-            "queue": agent.queue,
-            "origin": Origin::Observed,
-            "idleMs": idle_ms,
-            "changedAt": crate::time::rfc3339(started),
-        }),
-    )
-    .await?;
-    Ok(true)
+            detail: json!({
+                "from": from,
+                "to": agent.state,
+                "queue": agent.queue,
+                "wrapUpCode": agent.wrap_up_code,
+                "origin": Origin::Observed,
+                "changedAt": changed_at,
+            }),
+        });
+        events.push(NewEvent {
+            event_type: EventType::AgentStateChanged,
+            agent_id: Some(&agent.agent_id),
+            at: polled_at,
+            data: json!({
+                "agentId": agent.agent_id,
+                "from": from,
+                "to": agent.state,
+                "reasonCode": agent.wrap_up_code,
+                "queue": agent.queue,
+                "origin": Origin::Observed,
+                "idleMs": idle_ms,
+                "changedAt": changed_at,
+            }),
+        });
+    }
+    audit::append_all(conn, &entries).await?;
+    outbox::enqueue_all(conn, &events).await?;
+    Ok(stale.len())
 }
 
 fn error_kind(error: &CxoneError) -> &'static str {

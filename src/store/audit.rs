@@ -96,41 +96,63 @@ impl EntryRow {
 /// The caller's transaction must hold the write lock (`BEGIN IMMEDIATE`), which
 /// serialises appends so two entries never chain to the same predecessor.
 pub async fn append(conn: &mut SqliteConnection, entry: &NewEntry<'_>) -> Result<i64, sqlx::Error> {
+    append_all(conn, std::slice::from_ref(entry)).await
+}
+
+/// Appends entries in order, chained, in one statement whatever their number; returns
+/// the sequence number of the last (0 when there are none).
+pub async fn append_all(
+    conn: &mut SqliteConnection,
+    entries: &[NewEntry<'_>],
+) -> Result<i64, sqlx::Error> {
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    let (seq, prev_hash) = match last {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, GENESIS_HASH.to_owned()),
-    };
-    let detail = entry.detail.to_string();
-    let at = to_ms(entry.at);
-    let hash = chain_hash(
-        &prev_hash,
-        &Canonical {
+    let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
+    if entries.is_empty() {
+        return Ok(seq);
+    }
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let detail = entry.detail.to_string();
+        let at = to_ms(entry.at);
+        let hash = chain_hash(
+            &prev_hash,
+            &Canonical {
+                seq,
+                at,
+                actor: entry.actor,
+                action: entry.action,
+                agent_id: entry.agent_id,
+                subject_id: entry.subject_id,
+                detail: &detail,
+            },
+        );
+        rows.push(serde_json::json!([
             seq,
             at,
-            actor: entry.actor,
-            action: entry.action,
-            agent_id: entry.agent_id,
-            subject_id: entry.subject_id,
-            detail: &detail,
-        },
-    );
+            entry.actor,
+            entry.action,
+            entry.agent_id,
+            entry.subject_id,
+            detail,
+            prev_hash,
+            hash
+        ]));
+        prev_hash = hash;
+    }
     sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+                json_extract(value, '$[8]')
+         FROM json_each(?)",
     )
-    .bind(seq)
-    .bind(at)
-    .bind(entry.actor)
-    .bind(entry.action)
-    .bind(entry.agent_id)
-    .bind(entry.subject_id)
-    .bind(&detail)
-    .bind(&prev_hash)
-    .bind(&hash)
+    .bind(serde_json::Value::Array(rows).to_string())
     .execute(&mut *conn)
     .await?;
     Ok(seq)

@@ -45,6 +45,15 @@ pub fn new_event_id() -> String {
     format!("evt_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// An event to write.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub event_type: EventType,
+    pub agent_id: Option<&'a str>,
+    pub at: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
 /// Writes an event in the caller's transaction; returns its id. The stored payload is
 /// the webhook body: `{"type","id","timestamp","data"}`.
 pub async fn enqueue(
@@ -54,25 +63,54 @@ pub async fn enqueue(
     at: DateTime<Utc>,
     data: serde_json::Value,
 ) -> Result<String, sqlx::Error> {
-    let id = new_event_id();
-    let payload = json!({
-        "type": event_type.as_str(),
-        "id": id,
-        "timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "data": data,
-    });
+    let event = NewEvent {
+        event_type,
+        agent_id,
+        at,
+        data,
+    };
+    let mut ids = enqueue_all(conn, &[event]).await?;
+    Ok(ids.remove(0))
+}
+
+/// Writes events in order, in one statement whatever their number; returns their ids.
+pub async fn enqueue_all(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent<'_>],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut ids = Vec::with_capacity(events.len());
+    let rows: Vec<_> = events
+        .iter()
+        .map(|event| {
+            let id = new_event_id();
+            let payload = json!({
+                "type": event.event_type.as_str(),
+                "id": id,
+                "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "data": event.data,
+            });
+            let row = json!([
+                id,
+                event.event_type.as_str(),
+                event.agent_id,
+                payload.to_string(),
+                to_ms(event.at)
+            ]);
+            ids.push(id);
+            row
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO outbox_events (id, event_type, agent_id, payload, created_at)
-         VALUES (?, ?, ?, ?, ?)",
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                json_extract(value, '$[4]')
+         FROM json_each(?)",
     )
-    .bind(&id)
-    .bind(event_type.as_str())
-    .bind(agent_id)
-    .bind(payload.to_string())
-    .bind(to_ms(at))
+    .bind(serde_json::Value::Array(rows).to_string())
     .execute(conn)
     .await?;
-    Ok(id)
+    Ok(ids)
 }
 
 /// Events after `after_seq` in commit order, at most `limit`.
