@@ -75,6 +75,17 @@ pub struct ServeArgs {
     /// With --simulate: seed of the simulated tenant (same seed, same tenant).
     #[arg(long, default_value_t = 1, requires = "simulate")]
     pub seed: u64,
+    /// With --simulate: how fast simulated time runs; 60 makes a real second a
+    /// simulated minute (agents' contacts, breaks and shifts speed up).
+    #[arg(long, default_value_t = 1.0, requires = "simulate", value_parser = parse_time_scale)]
+    pub time_scale: f64,
+}
+
+fn parse_time_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && (0.001..=10_000.0).contains(&scale) => Ok(scale),
+        _ => Err(format!("`{text}` is not a speed between 0.001 and 10000")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -262,8 +273,12 @@ async fn serve(mut config: Config, args: ServeArgs) -> Result<ExitCode, Failure>
     if args.simulate {
         let running = crate::start_simulator(
             &mut config,
-            args.agents as usize,
-            args.seed,
+            crate::sim::SimConfig {
+                agents: args.agents as usize,
+                seed: args.seed,
+                time_scale: args.time_scale,
+                ..crate::sim::SimConfig::default()
+            },
             stop_simulator.clone(),
         )
         .await

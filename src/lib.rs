@@ -96,21 +96,17 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Starts the built-in simulator on a free loopback port, with a tenant of `agents`
-/// agents, and points `config`'s platform settings at it. The simulator serves until
-/// `stop` is cancelled.
+/// Starts the built-in simulator on a free loopback port with `sim_config` (its agents
+/// always act on their own, as state sync expects) and points `config`'s platform
+/// settings at it. The simulator serves until `stop` is cancelled.
 pub async fn start_simulator(
     config: &mut Config,
-    agents: usize,
-    seed: u64,
+    sim_config: sim::SimConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<sim::RunningSim> {
     let sim_config = sim::SimConfig {
-        agents,
-        seed,
-        // Agents take contacts, breaks and log off by themselves, as state sync expects.
         activity: true,
-        ..sim::SimConfig::default()
+        ..sim_config
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
