@@ -544,6 +544,8 @@ mod tests {
         expired: Mutex<Vec<String>>,
         /// How long each poll takes, in order (then zero).
         latencies: Mutex<VecDeque<Duration>>,
+        /// This many polls fail with 503 first.
+        failing_polls: Mutex<u32>,
     }
 
     fn unsupported() -> CxoneError {
@@ -598,6 +600,17 @@ mod tests {
             let latency = self.latencies.lock().unwrap().pop_front();
             if let Some(latency) = latency {
                 tokio::time::sleep(latency).await;
+            }
+            {
+                let mut failing = self.failing_polls.lock().unwrap();
+                if *failing > 0 {
+                    *failing -= 1;
+                    return Err(CxoneError::Server {
+                        status: 503,
+                        message: "platform outage".into(),
+                        retry_after: None,
+                    });
+                }
             }
             if self.expired.lock().unwrap().iter().any(|e| e == id) {
                 return Err(CxoneError::NotFound {
@@ -781,6 +794,39 @@ mod tests {
         assert!(report.subscribed);
         assert_eq!(report.recorded, 1, "the change is not lost");
         assert_eq!(sync.subscription_id(), Some("sub_2"));
+    }
+
+    #[tokio::test]
+    async fn an_outage_makes_the_sync_stale_until_a_poll_succeeds_again() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        *platform.steady.lock().unwrap() = vec![seen("u_001", AgentState::Ready, 0)];
+        let mut sync = StateSync::new(store, platform.clone(), settings(10, 3600));
+        let status = sync.status();
+        assert_eq!(
+            status.snapshot(),
+            (None, None),
+            "stale before the first poll"
+        );
+        sync.poll_once().await.unwrap();
+        let (last_success, error) = status.snapshot();
+        assert!(last_success.is_some() && error.is_none());
+
+        *platform.failing_polls.lock().unwrap() = 2;
+        for _ in 0..2 {
+            assert!(sync.poll_once().await.is_err());
+            let (still, error) = status.snapshot();
+            assert_eq!(still, last_success, "the last good poll stays visible");
+            assert!(error.unwrap().contains("503"));
+        }
+        *platform.steady.lock().unwrap() = vec![seen("u_001", AgentState::Idle, 40)];
+        let report = sync.poll_once().await.unwrap();
+        assert_eq!(
+            report.recorded, 1,
+            "the change made during the outage is caught up"
+        );
+        let (recovered, error) = status.snapshot();
+        assert!(recovered > last_success && error.is_none());
     }
 
     #[tokio::test]
