@@ -102,6 +102,13 @@ pub struct SimArgs {
     /// The tenant's rate limit over API calls; 0 for none. Over it: 429 with Retry-After.
     #[arg(long, default_value_t = 6000)]
     pub requests_per_minute: u32,
+    /// How fast simulated time runs; 60 makes a real second a simulated minute.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_time_scale)]
+    pub time_scale: f64,
+    /// Agents keep the state they are in instead of taking contacts, breaks and
+    /// logging off on their own.
+    #[arg(long)]
+    pub still: bool,
 }
 
 #[derive(Debug, Args)]
@@ -321,6 +328,8 @@ async fn simulator(args: SimArgs) -> Result<ExitCode, Failure> {
         agents: args.agents as usize,
         seed: args.seed,
         requests_per_minute: args.requests_per_minute,
+        time_scale: args.time_scale,
+        activity: !args.still,
         ..crate::sim::SimConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
