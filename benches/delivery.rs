@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo bench --bench delivery`. Figures are medians of several runs.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,16 +149,8 @@ async fn latency_p99() -> f64 {
     latencies[latencies.len() * 99 / 100]
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let mut rates = Vec::new();
         let mut p99s = Vec::new();
@@ -164,17 +158,17 @@ fn main() {
             rates.push(throughput().await);
             p99s.push(latency_p99().await);
         }
-        let rate = median(rates.clone());
-        let p99 = median(p99s.clone());
+        let rate = common::median(rates.clone());
+        let p99 = common::median(p99s.clone());
         println!(
             "webhook deliveries/s, {EVENTS} events to a 204 receiver: median {rate:.0} over {RUNS} runs \
              {rates:.0?} (target >= 2000) {}",
-            if rate >= 2_000.0 { "MET" } else { "MISSED" }
+            common::verdict(rate >= 2_000.0)
         );
         println!(
             "commit-to-delivery p99 at {RATE_PER_SECOND} events/s: median {p99:.1} ms over {RUNS} runs \
              {p99s:.1?} (target < 100 ms) {}",
-            if p99 < 100.0 { "MET" } else { "MISSED" }
+            common::verdict(p99 < 100.0)
         );
     });
 }

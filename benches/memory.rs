@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo bench --bench memory` (about 70 s). Linux only: reads /proc.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,8 +80,8 @@ fn main() {
     println!(
         "serve --simulate --agents 2000, simulated hour: peak {peak:.1} MB (target < 60 MB) {}; \
          growth from minute 10 to 60 {:+.1}% (target flat, <= 10%) {}",
-        if peak < 60.0 { "MET" } else { "MISSED" },
+        common::verdict(peak < 60.0),
         growth * 100.0,
-        if growth <= 0.10 { "MET" } else { "MISSED" }
+        common::verdict(growth <= 0.10)
     );
 }

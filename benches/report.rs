@@ -12,6 +12,8 @@
 //! Measured on the 2-core build machine (release): CSV 360,000 attempts/s with 8.6 MB
 //! peak growth; JSON (64 MB of output) 124,000 attempts/s with 3.6 MB.
 
+mod common;
+
 use std::time::Instant;
 
 use chrono::{Duration, TimeZone, Utc};
@@ -42,11 +44,6 @@ fn status_kb(key: &str) -> u64 {
 /// run is not hidden by the setup's.
 fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn populate(store: &Store, window: Window) {
@@ -152,10 +149,7 @@ impl std::io::Write for Counter {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -188,8 +182,8 @@ fn main() {
             println!(
                 "{name}: {:.0} attempts/s (target >= 100000), peak memory growth {:.1} MB \
                  (target < 50), {bytes} bytes; medians of {RUNS} runs; rates {:?}",
-                median(rates.clone()),
-                median(growths),
+                common::median(rates.clone()),
+                common::median(growths),
                 rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
             );
         }

@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench --bench sync`. Figures are medians of several polls.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,16 +23,8 @@ const AGENTS: usize = 2_000;
 const RUNS: usize = 7;
 const INTERVAL: Duration = Duration::from_secs(10);
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let stop = CancellationToken::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,17 +89,17 @@ fn main() {
             unchanged.push(started.elapsed().as_secs_f64() * 1_000.0);
             assert_eq!(report.recorded, 0);
         }
-        let changed = median(all_changed.clone());
-        let still = median(unchanged.clone());
+        let changed = common::median(all_changed.clone());
+        let still = common::median(unchanged.clone());
         println!(
             "sync poll, {AGENTS} agents all changed (fetch, parse, diff, durable record): \
              median {changed:.0} ms over {RUNS} polls {all_changed:.0?} (target < 300 ms) {}",
-            if changed < 300.0 { "MET" } else { "MISSED" }
+            common::verdict(changed < 300.0)
         );
         println!(
             "sync poll, {AGENTS} agents none changed: median {still:.1} ms over {RUNS} polls \
              {unchanged:.1?} (target < 30 ms) {}",
-            if still < 30.0 { "MET" } else { "MISSED" }
+            common::verdict(still < 30.0)
         );
         stop.cancel();
     });

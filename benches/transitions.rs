@@ -8,6 +8,8 @@
 //! Run: `cargo bench --bench transitions`. Each figure is the median of several runs,
 //! printed beside its target.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,16 +120,8 @@ async fn burst(rig: &Rig, count: usize, round: usize) -> Duration {
     elapsed
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let mut rates = Vec::new();
         let mut calls = Vec::new();
@@ -144,21 +138,17 @@ fn main() {
             let made = rig.sim.stats().api_requests - before;
             calls.push(made as f64 / CALL_COUNT_CHANGES as f64);
         }
-        let rate = median(rates.clone());
-        let per_change = median(calls.clone());
+        let rate = common::median(rates.clone());
+        let per_change = common::median(calls.clone());
         println!(
             "transitions/s, {IN_FLIGHT} in flight, fsync-durable: median {rate:.0} over {RUNS} runs \
              {rates:.0?}  (target >= 250) {}",
-            verdict(rate >= 250.0)
+            common::verdict(rate >= 250.0)
         );
         println!(
             "platform calls per transition, warm cache: median {per_change:.3} over {RUNS} runs \
              (target <= 1.05) {}",
-            verdict(per_change <= 1.05)
+            common::verdict(per_change <= 1.05)
         );
     });
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "MET" } else { "MISSED" }
 }
