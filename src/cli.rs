@@ -22,9 +22,10 @@ use crate::{App, Services};
     name = "wfmd",
     version,
     about = "Agent-state automation for NICE CXone contact centers",
-    long_about = "wfmd changes agent states on WFM rules and on supervisors' request, refuses \
-changes that break shift or break compliance, records every state in SQLite, and reports \
-through signed webhooks, a hash-chained audit log and compliance exports.\n\n\
+    long_about = "wfmd changes agent states on request, refuses changes that break shift or \
+break compliance, records every state agents are in (including the ones they choose \
+themselves) in SQLite, and reports through signed webhooks, a hash-chained audit log and \
+compliance exports.\n\n\
 Quick start, with no credentials: `wfmd serve --simulate` runs the daemon against a built-in \
 platform simulator.",
     after_help = "Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or configuration."
@@ -41,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the HTTP API over the transition engine.
+    /// Run the daemon: the HTTP API, state sync and webhook delivery.
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
