@@ -34,7 +34,7 @@ use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
 use crate::store::outbox::{self, EventType, NewEvent};
-use crate::store::{Store, from_ms};
+use crate::store::{Store, from_ms, to_ms};
 
 /// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
 const TIMESTAMP_JITTER: TimeDelta = TimeDelta::seconds(2);
@@ -461,11 +461,8 @@ async fn record_observed(
     for (agent, at) in &stale {
         let before = closed.get(&agent.agent_id);
         let from = before.and_then(|c| c.state());
-        let idle_ms = before
-            .filter(|c| c.state().is_some_and(AgentState::is_idle))
-            .map_or(0, |c| c.ended_at.unwrap_or(c.started_at) - c.started_at);
-        // The new interval starts no earlier than the one it follows.
-        let started = before.map_or(*at, |c| (*at).max(from_ms(c.started_at)));
+        let idle_ms = before.map_or(0, |c| c.idle_ms());
+        let started = before.map_or(*at, |c| from_ms(c.next_start(to_ms(*at))));
         let changed_at = crate::time::rfc3339(started);
         entries.push(NewEntry {
             at: polled_at,

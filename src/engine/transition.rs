@@ -333,10 +333,7 @@ impl TransitionEngine {
         )
         .await?;
         let from = closed.as_ref().and_then(|c| c.state());
-        let idle_ms = closed
-            .as_ref()
-            .filter(|c| c.state().is_some_and(AgentState::is_idle))
-            .map_or(0, |c| c.ended_at.unwrap_or(c.started_at) - c.started_at);
+        let idle_ms = closed.as_ref().map_or(0, |c| c.idle_ms());
         let outcome = Outcome::Succeeded;
         self.write_attempt(&mut tx, record, from, &outcome).await?;
         outbox::enqueue(

@@ -40,6 +40,22 @@ impl IntervalRow {
         self.ended_at.map(from_ms)
     }
 
+    /// How long the agent was idle in this interval: its length (up to its end, so zero
+    /// while open) when its state counts as idle, else zero.
+    pub fn idle_ms(&self) -> i64 {
+        if self.state().is_some_and(AgentState::is_idle) {
+            self.ended_at.unwrap_or(self.started_at) - self.started_at
+        } else {
+            0
+        }
+    }
+
+    /// Where an interval that follows this one at `at_ms` starts: never before this one
+    /// started, so a platform clock slightly behind ours cannot go back in time.
+    pub fn next_start(&self, at_ms: i64) -> i64 {
+        at_ms.max(self.started_at)
+    }
+
     /// The interval in the domain's terms; `None` for a state this build does not know.
     pub fn to_interval(&self) -> Option<Interval> {
         Some(Interval {
@@ -117,12 +133,8 @@ pub async fn switch_states(
     let opens: Vec<_> = changes
         .iter()
         .map(|c| {
-            // A platform clock slightly behind ours must not start the new interval
-            // before the one it follows.
             let at = to_ms(c.at);
-            let started_at = closed
-                .get(c.agent_id)
-                .map_or(at, |old| at.max(old.started_at));
+            let started_at = closed.get(c.agent_id).map_or(at, |old| old.next_start(at));
             json!([
                 c.agent_id,
                 c.state.as_str(),
