@@ -245,6 +245,16 @@ impl TestApp {
     pub async fn count(&self, sql: &'static str) -> i64 {
         count(&self.store, sql).await
     }
+
+    /// Waits until the count `sql` selects reaches `at_least`, failing the test with
+    /// `what` after the deadline.
+    pub async fn wait_for_count(&self, sql: &'static str, at_least: i64, what: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.count(sql).await < at_least {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Drop for TestApp {

@@ -28,15 +28,12 @@ fn deliver_to(config: &mut Config, receiver: &Receiver) {
 
 /// Waits until `count` deliveries are recorded as delivered.
 async fn wait_delivered(app: &TestApp, count: i64) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while app
-        .count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
-        .await
-        < count
-    {
-        assert!(tokio::time::Instant::now() < deadline, "not delivered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'",
+        count,
+        "not delivered",
+    )
+    .await;
 }
 
 async fn app_delivering_to(receiver: &Receiver) -> TestApp {
@@ -141,18 +138,12 @@ async fn a_receiver_that_was_down_gets_everything_once_when_it_comes_back() {
     }
     // Each agent's first event fails while the receiver is away; its second waits
     // behind it, unattempted, because per agent the order is kept.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while app
-        .count("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts >= 2")
-        .await
-        < 5
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deliveries were not retried"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE attempts >= 2",
+        5,
+        "deliveries were not retried",
+    )
+    .await;
     assert_eq!(
         app.count("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts = 0")
             .await,
@@ -207,14 +198,12 @@ async fn gone_stops_that_event_type_to_that_endpoint_only() {
     let app = app_delivering_to(&receiver).await;
     let free = app.sim.free_agents();
     assert_eq!(app.set_state(&free[0].id, "NOT_READY").await.0, 200);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while app.count("SELECT COUNT(*) FROM webhook_disabled").await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "410 was not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM webhook_disabled",
+        1,
+        "410 was not recorded",
+    )
+    .await;
 
     assert_eq!(app.set_state(&free[1].id, "NOT_READY").await.0, 200);
     let off = app.sim.off_shift_agent();
@@ -271,15 +260,12 @@ async fn dead_deliveries_are_listed_and_replayed() {
     let app = app_delivering_to(&receiver).await;
     let agent = app.sim.free_agents().remove(0);
     assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while app
-        .count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'")
-        .await
-        == 0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never died");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'",
+        1,
+        "never died",
+    )
+    .await;
     assert_eq!(
         app.count("SELECT COUNT(*) FROM webhook_attempts").await,
         4,
