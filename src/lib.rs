@@ -181,6 +181,7 @@ impl App {
                 services.engine.platform().clone(),
                 (&config.sync).into(),
             )
+            .with_in_flight(services.engine.agents_in_flight())
         });
         Ok(App {
             listener,

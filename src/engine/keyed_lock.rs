@@ -33,6 +33,14 @@ impl KeyedLock {
         }
     }
 
+    /// True while someone holds or waits for `key`.
+    pub fn is_held(&self, key: &str) -> bool {
+        self.entries
+            .lock()
+            .expect("keyed lock poisoned")
+            .contains_key(key)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.lock().unwrap().len()

@@ -5,6 +5,8 @@ mod keyed_lock;
 pub mod sync;
 pub mod transition;
 
+pub use keyed_lock::KeyedLock;
+
 pub use transition::{
     EngineError, FailureKind, Outcome, Transition, TransitionEngine, TransitionRequest,
 };

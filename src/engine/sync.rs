@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::KeyedLock;
 use crate::config::SyncConfig;
 use crate::cxone::{
     AgentFilter, ContactCenter, CxoneError, ObservedAgent, Subscription, SubscriptionRequest,
@@ -166,6 +167,8 @@ pub struct StateSync {
     active: Option<Active>,
     status: Arc<SyncStatus>,
     clock: Clock,
+    /// Agents the transition engine is changing right now; see [`StateSync::with_in_flight`].
+    in_flight: Option<Arc<KeyedLock>>,
 }
 
 impl StateSync {
@@ -178,7 +181,17 @@ impl StateSync {
             active: None,
             status: Arc::default(),
             clock: Arc::new(Instant::now),
+            in_flight: None,
         }
+    }
+
+    /// Leaves agents the engine is changing (`locks` held) for the next poll. The engine
+    /// changes the platform first and records afterwards; a poll in between would see the
+    /// new state before the engine's record exists and count it as the agent's own change.
+    /// At the next poll the engine's record is there, and the state matches it.
+    pub fn with_in_flight(mut self, locks: Arc<KeyedLock>) -> Self {
+        self.in_flight = Some(locks);
+        self
     }
 
     /// Reads subscription ages from `clock` instead of tokio's clock.
@@ -360,14 +373,19 @@ impl StateSync {
     /// Records the snapshot's real changes in one transaction.
     async fn record(&mut self, snapshot: Vec<ObservedAgent>) -> Result<PollReport, SyncError> {
         let polled_at = Utc::now();
-        let changed: Vec<&ObservedAgent> = snapshot
+        let in_flight = |agent: &ObservedAgent| {
+            self.in_flight
+                .as_ref()
+                .is_some_and(|l| l.is_held(&agent.agent_id))
+        };
+        let (changed, deferred): (Vec<&ObservedAgent>, Vec<&ObservedAgent>) = snapshot
             .iter()
             .filter(|agent| {
                 self.seen
                     .get(&agent.agent_id)
                     .is_none_or(|before| before.changed_to(&Seen::of(agent)))
             })
-            .collect();
+            .partition(|agent| !in_flight(agent));
         let recorded = if changed.is_empty() {
             0
         } else {
@@ -381,6 +399,10 @@ impl StateSync {
         };
         for agent in &snapshot {
             self.seen.insert(agent.agent_id.clone(), Seen::of(agent));
+        }
+        // Unseen, so the next poll looks at them again.
+        for agent in deferred {
+            self.seen.remove(&agent.agent_id);
         }
         self.status.succeeded(polled_at);
         metrics::counter!("wfmd_sync_deltas_total").increment(recorded as u64);
@@ -742,6 +764,33 @@ mod tests {
         let report = sync.poll_once().await.unwrap();
 
         assert_eq!(report.recorded, 0);
+        assert_eq!(
+            intervals(&store, "u_001").await,
+            [("NOT_READY".into(), 100, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_the_engine_is_changing_waits_for_the_next_poll() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        *platform.steady.lock().unwrap() = vec![
+            seen("u_001", AgentState::NotReady, 100),
+            seen("u_002", AgentState::Ready, 100),
+        ];
+        let locks = Arc::new(KeyedLock::default());
+        let mut sync = StateSync::new(store.clone(), platform, settings(10, 3600))
+            .with_in_flight(locks.clone());
+
+        // The engine has changed u_001 on the platform and not recorded it yet.
+        let engine_working = locks.lock("u_001").await;
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 1);
+        assert_eq!(intervals(&store, "u_001").await, []);
+
+        // Had the engine recorded it, the next poll would find it there; here it did
+        // not (say its record failed), so the poll records what the platform shows.
+        drop(engine_working);
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 1);
         assert_eq!(
             intervals(&store, "u_001").await,
             [("NOT_READY".into(), 100, None)]

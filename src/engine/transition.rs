@@ -139,7 +139,7 @@ pub struct TransitionEngine {
     platform: Arc<dyn ContactCenter>,
     schedules: Option<Cache<String, Arc<Schedule>>>,
     breaks: Option<Cache<String, Arc<BreakStatus>>>,
-    agents: KeyedLock,
+    agents: Arc<KeyedLock>,
     keys: KeyedLock,
 }
 
@@ -152,7 +152,7 @@ impl TransitionEngine {
             platform,
             schedules: ttl_cache(schedule_ttl),
             breaks: ttl_cache(schedule_ttl),
-            agents: KeyedLock::default(),
+            agents: Arc::default(),
             keys: KeyedLock::default(),
         }
     }
@@ -163,6 +163,13 @@ impl TransitionEngine {
 
     pub fn platform(&self) -> &Arc<dyn ContactCenter> {
         &self.platform
+    }
+
+    /// The per-agent locks changes hold from validation to the recorded result. State
+    /// sync checks them so it never records, as the agent's own doing, a change the
+    /// engine made on the platform but has not recorded yet.
+    pub fn agents_in_flight(&self) -> Arc<KeyedLock> {
+        Arc::clone(&self.agents)
     }
 
     /// Carries out one change and returns how it ended. Compliance rejections and
