@@ -736,7 +736,7 @@ mod tests {
 
     #[test]
     fn the_example_file_loads_and_documents_every_key() {
-        let example = include_str!("../config/wfmd.example.toml");
+        let example = include_str!("../../config/wfmd.example.toml");
         let config = load(example, &[]).unwrap();
         let effective: toml::Table = toml::from_str(&config.to_masked_toml()).unwrap();
         for (section, keys) in effective {
