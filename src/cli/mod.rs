@@ -275,6 +275,10 @@ fn init_tracing(config: &Config) {
     };
 }
 
+/// Ground-truth entries per agent the simulator of `serve --simulate` keeps
+/// (`/_sim/agents` shows each agent's latest change).
+const SIMULATED_STATE_LOG_LIMIT: usize = 1;
+
 async fn serve(mut config: Config, args: ServeArgs) -> Result<ExitCode, Failure> {
     // The simulator outlives the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
@@ -285,6 +289,9 @@ async fn serve(mut config: Config, args: ServeArgs) -> Result<ExitCode, Failure>
                 agents: args.agents as usize,
                 seed: args.seed,
                 time_scale: args.time_scale,
+                // Nobody audits the in-process simulator's ground truth, and keeping all
+                // of it would grow the daemon's memory with every simulated change.
+                state_log_limit: Some(SIMULATED_STATE_LOG_LIMIT),
                 ..crate::sim::SimConfig::default()
             },
             stop_simulator.clone(),

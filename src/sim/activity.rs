@@ -241,20 +241,36 @@ pub(crate) struct Activity {
     queue: BinaryHeap<Reverse<(DateTime<Utc>, usize, u64)>>,
     /// Activities applied so far (a measure of the work done).
     applied: u64,
+    /// Ground-truth log entries kept per agent (`SimConfig::state_log_limit`).
+    log_limit: Option<usize>,
 }
 
 impl Activity {
     /// Prepares every agent of `tenant` (generated at `t0`) and gives the contacts already
     /// in progress a queue (and, with activity on, an end).
-    pub fn new(seed: u64, tenant: &mut Tenant, t0: DateTime<Utc>, enabled: bool) -> Self {
+    pub fn new(
+        seed: u64,
+        tenant: &mut Tenant,
+        t0: DateTime<Utc>,
+        enabled: bool,
+        log_limit: Option<usize>,
+    ) -> Self {
         let mut activity = Activity {
             enabled,
             agents: Vec::with_capacity(tenant.agents.len()),
             index: HashMap::with_capacity(tenant.agents.len()),
             queue: BinaryHeap::new(),
             applied: 0,
+            log_limit,
         };
         for (i, (id, agent)) in tenant.agents.iter_mut().enumerate() {
+            if let Some(limit) = log_limit {
+                // Room for one entry beyond the limit, so trimming never reallocates and
+                // a capped log costs the same memory on the first change as on the last.
+                agent
+                    .state_log
+                    .reserve_exact((limit + 1).saturating_sub(agent.state_log.len()));
+            }
             let mut a = AgentActivity::new(seed, i, agent, t0);
             if agent.state == "ON_CONTACT" {
                 let queue = a.queue();
@@ -299,6 +315,7 @@ impl Activity {
                 .expect("activity only tracks agents of the tenant");
             a.step(agent, at);
             self.applied += 1;
+            self.trim_log(agent);
             self.reschedule(i, agent);
         }
     }
@@ -317,8 +334,19 @@ impl Activity {
             return false;
         };
         self.agents[i].enter(agent, state, reason, at, self.enabled);
+        self.trim_log(agent);
         self.reschedule(i, agent);
         true
+    }
+
+    /// Drops the oldest ground-truth entries beyond the configured limit.
+    fn trim_log(&self, agent: &mut SimAgent) {
+        if let Some(limit) = self.log_limit
+            && agent.state_log.len() > limit
+        {
+            let excess = agent.state_log.len() - limit;
+            agent.state_log.drain(..excess);
+        }
     }
 
     /// Queues agent `i`'s next activity, making any earlier entry stale.

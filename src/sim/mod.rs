@@ -86,6 +86,11 @@ pub struct SimConfig {
     /// Whether agents change state on their own (contacts, breaks, shift start and end);
     /// off, the tenant holds still and only callers change it.
     pub activity: bool,
+    /// How many entries of each agent's ground-truth state log to keep, newest last;
+    /// `None` keeps them all (tests compare against the whole log). A long-running
+    /// simulator that nobody audits, such as `serve --simulate`, keeps only a few so its
+    /// memory stays flat.
+    pub state_log_limit: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -101,6 +106,7 @@ impl Default for SimConfig {
             time_scale: 1.0,
             start_at: None,
             activity: false,
+            state_log_limit: None,
         }
     }
 }
@@ -118,6 +124,7 @@ impl fmt::Debug for SimConfig {
             .field("time_scale", &self.time_scale)
             .field("start_at", &self.start_at)
             .field("activity", &self.activity)
+            .field("state_log_limit", &self.state_log_limit)
             .finish()
     }
 }
@@ -206,7 +213,13 @@ impl Simulator {
         let clock = SimClock::new(config.start_at, config.time_scale);
         let t0 = clock.now().trunc_subsecs(0);
         let mut tenant = Tenant::generate(config.agents, config.seed, t0);
-        let activity = Activity::new(config.seed, &mut tenant, t0, config.activity);
+        let activity = Activity::new(
+            config.seed,
+            &mut tenant,
+            t0,
+            config.activity,
+            config.state_log_limit,
+        );
         // A different stream than the tenant's, so enabling faults does not depend on, or
         // disturb, how the tenant was drawn.
         let fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_5eed_fa17);

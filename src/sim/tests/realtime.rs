@@ -863,6 +863,29 @@ fn same_seed_and_same_advances_give_identical_state_logs_however_often_read() {
 }
 
 #[test]
+fn a_state_log_limit_keeps_only_the_newest_entries_and_changes_nothing_else() {
+    let full = Simulator::new(lively(30, 3));
+    let capped = Simulator::new(SimConfig {
+        state_log_limit: Some(2),
+        ..lively(30, 3)
+    });
+    let end = start() + TimeDelta::hours(3);
+    for sim in [&full, &capped] {
+        advance_to(sim, end);
+        sim.force_state("u_004", "NOT_READY", "MEETING");
+    }
+    let (full, capped) = (all_logs(&full), all_logs(&capped));
+    assert!(
+        full.iter().any(|(_, log)| log.len() > 2),
+        "three hours of activity log more than two changes for someone"
+    );
+    for ((id, whole), (_, kept)) in full.iter().zip(&capped) {
+        let newest = &whole[whole.len().saturating_sub(2)..];
+        assert_eq!(kept.as_slice(), newest, "{id}");
+    }
+}
+
+#[test]
 fn run_until_applies_everything_due_without_moving_the_clock() {
     let a = Simulator::new(lively(40, 11));
     let b = Simulator::new(lively(40, 11));
