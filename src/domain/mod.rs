@@ -4,6 +4,7 @@
 //! instant it reasons about. That keeps the rules unit- and property-testable, and keeps
 //! `domain` at the bottom of the dependency arrows (it imports nothing of ours).
 
+pub mod cron;
 pub mod idle;
 pub mod policy;
 pub mod state;
