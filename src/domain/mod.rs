@@ -7,6 +7,7 @@
 pub mod cron;
 pub mod idle;
 pub mod policy;
+pub mod rule;
 pub mod state;
 
 pub use policy::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, Violation};
