@@ -216,19 +216,19 @@ pub async fn record_agents(
 }
 
 /// Ends a firing with `outcome`: its counts are those of the agent results stored, and
-/// `targets` the number of agents the selector named.
+/// `targets` the number of agents the selector named (unchanged when `None`).
 pub async fn finish(
     store: &Store,
     firing_id: i64,
     outcome: &str,
-    targets: usize,
+    targets: Option<usize>,
     note: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<FiringRow, sqlx::Error> {
     let mut tx = store.begin_write().await?;
     let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE rule_firings SET
-            outcome = ?, targets = ?, note = ?, finished_at = ?,
+            outcome = ?, targets = COALESCE(?, targets), note = ?, finished_at = ?,
             changed = (SELECT COUNT(*) FROM rule_firing_agents a
                        WHERE a.firing_id = rule_firings.id AND a.outcome = 'changed'),
             rejected = (SELECT COUNT(*) FROM rule_firing_agents a
@@ -245,7 +245,7 @@ pub async fn finish(
          RETURNING {COLUMNS}"
     )))
     .bind(outcome)
-    .bind(i64::try_from(targets).unwrap_or(i64::MAX))
+    .bind(targets.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
     .bind(note)
     .bind(to_ms(now))
     .bind(firing_id)
@@ -344,7 +344,9 @@ mod tests {
             .unwrap();
         let handled = handled(store.reader(), id).await.unwrap();
         assert_eq!(handled.len(), 6);
-        let row = finish(&store, id, "partial", 7, None, at(9)).await.unwrap();
+        let row = finish(&store, id, "partial", Some(7), None, at(9))
+            .await
+            .unwrap();
         assert_eq!(
             (
                 row.changed,
