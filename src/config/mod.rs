@@ -568,7 +568,14 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
     let problems = error
         .into_iter()
         .map(|e| {
-            let key = e.path.join(".");
+            // `rules.2.cron` reads as `rules[2].cron`, as validation names entries.
+            let key = e.path.iter().fold(String::new(), |key, part| {
+                match (part.parse::<usize>(), key.is_empty()) {
+                    (Ok(index), false) => format!("{key}[{index}]"),
+                    (_, true) => part.clone(),
+                    (_, false) => format!("{key}.{part}"),
+                }
+            });
             let origin = e
                 .metadata
                 .as_ref()
