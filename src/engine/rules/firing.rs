@@ -282,13 +282,18 @@ impl RuleFirer {
 
         let to_move = moves.len();
         let mut done = 0;
+        // Each change stores its own result: awaiting the store in the loop below would
+        // stop polling the changes in flight, one of which may hold the write connection.
         let changes = futures::stream::iter(moves)
             .take_until(stop.cancelled())
-            .map(|(agent, key)| self.change(rule, agent, key))
+            .map(|(agent, key)| async move {
+                let result = self.change(rule, agent, key).await;
+                firings::record_agents(&self.store, id, std::slice::from_ref(&result)).await
+            })
             .buffer_unordered(self.concurrency);
         let mut changes = std::pin::pin!(changes);
-        while let Some(result) = changes.next().await {
-            firings::record_agents(&self.store, id, std::slice::from_ref(&result)).await?;
+        while let Some(recorded) = changes.next().await {
+            recorded?;
             done += 1;
         }
         if done < to_move {
