@@ -24,8 +24,8 @@ use crate::{App, Services};
     name = "wfmd",
     version,
     about = "Agent-state automation for NICE CXone contact centers",
-    long_about = "wfmd changes agent states on request, refuses changes that break shift or \
-break compliance, records every state agents are in (including the ones they choose \
+    long_about = "wfmd changes agent states on request and on WFM rules (cron timetables), \
+refuses changes that break shift or break compliance, records every state agents are in (including the ones they choose \
 themselves) in SQLite, and reports through signed webhooks, a hash-chained audit log and \
 compliance exports.\n\n\
 Quick start, with no credentials: `wfmd serve --simulate` runs the daemon against a built-in \

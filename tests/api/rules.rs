@@ -91,6 +91,7 @@ async fn a_slot_that_fired_does_not_fire_again_after_a_restart() {
     };
     let slot = utc("2026-03-09T16:00:00Z");
 
+    let metrics = wfmd::metrics_handle();
     let services = Services::start(&config).await.unwrap();
     let mut first = scheduler(&services, &config, vec![rule()]);
     assert_eq!(first.start(utc("2026-03-09T15:59:00Z")).await, []);
@@ -113,6 +114,11 @@ async fn a_slot_that_fired_does_not_fire_again_after_a_restart() {
     );
     let changes = sim.calls(SET_STATE);
     assert_eq!(changes, 3);
+    let shown = metrics.render();
+    assert!(
+        shown.contains(r#"wfmd_rule_firings_total{rule="coaching",outcome="completed"} 1"#),
+        "{shown}"
+    );
     drop(first);
     services.store.close().await;
 

@@ -98,22 +98,12 @@ impl RuleFirer {
 
     /// The agents `selector` names now, sorted.
     async fn targets(&self, selector: &Selector) -> Result<Vec<String>, FiringError> {
-        let filter = match selector {
-            Selector::Agents(agents) => {
-                let mut agents = agents.clone();
-                agents.sort();
-                return Ok(agents);
-            }
-            Selector::Team(team) => AgentFilter {
-                team_id: Some(team.clone()),
-                skill_id: None,
-            },
-            Selector::Skill(skill) => AgentFilter {
-                team_id: None,
-                skill_id: Some(skill.clone()),
-            },
-            Selector::All => AgentFilter::default(),
-        };
+        if let Selector::Agents(agents) = selector {
+            let mut agents = agents.clone();
+            agents.sort();
+            return Ok(agents);
+        }
+        let filter = agent_filter(selector).unwrap_or_default();
         let listed = self
             .engine
             .platform()
@@ -390,6 +380,23 @@ impl RuleFirer {
     }
 }
 
+/// The platform listing a selector stands for; `None` for an explicit list of agents,
+/// which needs no call.
+fn agent_filter(selector: &Selector) -> Option<AgentFilter> {
+    match selector {
+        Selector::Agents(_) => None,
+        Selector::Team(team) => Some(AgentFilter {
+            team_id: Some(team.clone()),
+            skill_id: None,
+        }),
+        Selector::Skill(skill) => Some(AgentFilter {
+            team_id: None,
+            skill_id: Some(skill.clone()),
+        }),
+        Selector::All => Some(AgentFilter::default()),
+    }
+}
+
 fn count_firing(rule: &str, outcome: &str) {
     metrics::counter!(
         "wfmd_rule_firings_total",
@@ -478,6 +485,26 @@ mod tests {
         assert_eq!(estimate(500, 2, 100), Duration::from_secs(600));
         assert_eq!(estimate(1, 1, 6_000), Duration::from_secs(1), "rounded up");
         assert_eq!(estimate(0, 2, 100), Duration::ZERO);
+    }
+
+    #[test]
+    fn selectors_list_by_team_by_skill_everyone_or_not_at_all() {
+        assert_eq!(
+            agent_filter(&Selector::Team("t_1".into())),
+            Some(AgentFilter {
+                team_id: Some("t_1".into()),
+                skill_id: None
+            })
+        );
+        assert_eq!(
+            agent_filter(&Selector::Skill("s_100".into())),
+            Some(AgentFilter {
+                team_id: None,
+                skill_id: Some("s_100".into())
+            })
+        );
+        assert_eq!(agent_filter(&Selector::All), Some(AgentFilter::default()));
+        assert_eq!(agent_filter(&Selector::Agents(vec!["u_001".into()])), None);
     }
 
     #[test]
