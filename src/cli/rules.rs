@@ -145,7 +145,7 @@ async fn dry_run(config: &Config, rule: &Rule) -> Result<ExitCode, Failure> {
     let verdicts = verdicts.map_err(Failure::action)?;
     let moved = verdicts
         .iter()
-        .filter(|v| v.verdict == Verdict::Move)
+        .filter(|v| matches!(v.verdict, Verdict::Move | Verdict::Unknown(_)))
         .count();
     let mut out = std::io::stdout().lock();
     let mut write = || -> std::io::Result<()> {

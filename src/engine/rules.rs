@@ -417,41 +417,52 @@ impl RuleScheduler {
 /// Re-reads the configuration from `source` on each SIGHUP and replaces the rules. A
 /// configuration with problems is refused with an error naming them; the rules already
 /// running carry on. Other settings need a restart.
-pub async fn reload_on_sighup(source: Source, rules: RulesHandle, stop: CancellationToken) {
+///
+/// The signal handler is installed when this is called, not when the future is first
+/// polled, so a SIGHUP sent once the daemon answers never meets the default action
+/// (which ends the process).
+pub fn reload_on_sighup(
+    source: Source,
+    rules: RulesHandle,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; rules reload needs a restart");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                received = hangups.recv() => if received.is_none() { return },
-            }
-            let loaded = Config::load(&source)
-                .map_err(|e| e.to_string())
-                .and_then(|config| config.rules().map_err(|problems| problems.join("\n  ")));
-            match loaded {
-                Ok(new_rules) => {
-                    tracing::info!(rules = new_rules.len(), "SIGHUP: configuration re-read");
-                    rules.replace(new_rules);
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hangups = match hangups {
+                Ok(hangups) => hangups,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading rules needs a restart");
+                    return;
                 }
-                Err(problems) => tracing::error!(
-                    "SIGHUP: the new configuration is refused and the rules already running \
-                     carry on: {problems}"
-                ),
+            };
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    received = hangups.recv() => if received.is_none() { return },
+                }
+                let loaded = Config::load(&source)
+                    .map_err(|e| e.to_string())
+                    .and_then(|config| config.rules().map_err(|problems| problems.join("\n  ")));
+                match loaded {
+                    Ok(new_rules) => {
+                        tracing::info!(rules = new_rules.len(), "SIGHUP: configuration re-read");
+                        rules.replace(new_rules);
+                    }
+                    Err(problems) => tracing::error!(
+                        "SIGHUP: the new configuration is refused and the rules already \
+                         running carry on: {problems}"
+                    ),
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (source, rules);
-        stop.cancelled().await;
+        #[cfg(not(unix))]
+        {
+            let _ = (source, rules);
+            stop.cancelled().await;
+        }
     }
 }
 
