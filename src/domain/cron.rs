@@ -341,6 +341,73 @@ mod tests {
         );
     }
 
+    use proptest::prelude::*;
+
+    const PATTERNS: [&str; 6] = [
+        "0 30 1 * * *",
+        "0 30 2 * * *",
+        "0 */20 * * * *",
+        "*/7 * 1-3 * * *",
+        "0 0 12 * * Mon-Fri",
+        "15 45 23 L * *",
+    ];
+    const ZONES: [&str; 4] = [
+        "America/New_York",
+        "Europe/Berlin",
+        "Australia/Lord_Howe",
+        "UTC",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever the instant (biased towards the 2026 DST nights of New York and
+        /// Berlin), the next slot is later, nothing lies between, and looking back from
+        /// it finds it again: slots never repeat or go back.
+        #[test]
+        fn next_after_is_the_first_later_slot_and_latest_between_agrees(
+            pattern in 0..PATTERNS.len(),
+            zone in 0..ZONES.len(),
+            night in 0..4usize,
+            offset_s in 0i64..(6 * 3_600),
+        ) {
+            let nights = [
+                "2026-03-08T04:00:00Z",
+                "2026-11-01T03:00:00Z",
+                "2026-03-29T00:00:00Z",
+                "2026-10-25T00:00:00Z",
+            ];
+            let slots = Slots::parse(PATTERNS[pattern], ZONES[zone]).unwrap();
+            let at = utc(nights[night]) + TimeDelta::seconds(offset_s);
+            let next = slots.next_after(at).unwrap();
+            prop_assert!(next > at);
+            prop_assert_eq!(slots.latest_between(at, next), Some(next));
+            prop_assert_eq!(slots.latest_between(at, next - TimeDelta::seconds(1)), None);
+            let after = slots.next_after(next).unwrap();
+            prop_assert!(after > next);
+
+            // Independently of croner's search: no instant before `next` (within two
+            // hours) has a local time the pattern matches, except the second reading of
+            // a repeated local time for a pattern with a fixed time of day.
+            let fixed = slots.cron.determine_job_type() == croner::JobType::FixedTime;
+            let mut second = at.with_nanosecond(0).unwrap() + TimeDelta::seconds(1);
+            let end = next.min(at + TimeDelta::hours(2));
+            while second < end {
+                let local = second.with_timezone(&slots.zone);
+                let repeated = slots
+                    .zone
+                    .from_local_datetime(&local.naive_local())
+                    .earliest()
+                    .is_some_and(|first| first != local);
+                prop_assert!(
+                    !slots.cron.is_time_matching(&local).unwrap() || (fixed && repeated),
+                    "{} is a slot before {}", second, next
+                );
+                second += TimeDelta::seconds(1);
+            }
+        }
+    }
+
     #[test]
     fn bad_patterns_and_zones_are_explained() {
         let seven = parse_pattern("0 0 12 * * * 2027").unwrap_err();
