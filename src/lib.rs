@@ -10,7 +10,8 @@
 //!   cache, retries with jitter, the shared request budget.
 //! - [`store`]: SQLite: state history, attempts, audit log, outbox.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
-//!   one change; [`engine::sync`] records the changes agents make themselves.
+//!   one change; [`engine::sync`] records the changes agents make themselves;
+//!   [`engine::rules`] fires WFM rules at their cron slots.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum).
@@ -126,6 +127,8 @@ pub struct Services {
     pub store: Store,
     pub engine: Arc<TransitionEngine>,
     pub http: reqwest::Client,
+    /// The request budget every platform call of this process waits for.
+    pub budget: Arc<Budget>,
 }
 
 impl Services {
@@ -133,7 +136,7 @@ impl Services {
         let store = Store::open(&config.database.url).await?;
         let budget = Arc::new(Budget::per_minute(config.cxone.requests_per_minute));
         let http = http_client()?;
-        let platform = platform(config, http.clone(), budget);
+        let platform = platform(config, http.clone(), budget.clone());
         let engine = Arc::new(TransitionEngine::new(
             store.clone(),
             platform,
@@ -143,6 +146,7 @@ impl Services {
             store,
             engine,
             http,
+            budget,
         })
     }
 }
@@ -153,6 +157,7 @@ pub struct App {
     services: Services,
     dispatcher: Option<delivery::Dispatcher>,
     sync: Option<engine::sync::StateSync>,
+    rules: engine::rules::RuleScheduler,
     shutdown_timeout: Duration,
 }
 
@@ -183,11 +188,23 @@ impl App {
             )
             .with_in_flight(services.engine.agents_in_flight())
         });
+        // The scheduler runs even without rules, so a SIGHUP can add some.
+        let rules = config
+            .rules()
+            .map_err(|problems| anyhow::anyhow!("invalid rules: {}", problems.join("; ")))?;
+        let firer = engine::rules::RuleFirer::new(
+            services.store.clone(),
+            services.engine.clone(),
+            config.scheduler.concurrency,
+            services.budget.per_minute_rate(),
+        );
+        let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer));
         Ok(App {
             listener,
             services,
             dispatcher,
             sync,
+            rules,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -210,9 +227,15 @@ impl App {
         self.services.store.clone()
     }
 
-    /// Serves (and delivers webhooks) until `shutdown` is cancelled, then lets in-flight
-    /// requests and webhook POSTs finish (each within `server.shutdown_timeout`) and
-    /// closes the database.
+    /// Replaces the rules of the running daemon (SIGHUP).
+    pub fn rules(&self) -> engine::rules::RulesHandle {
+        self.rules.handle()
+    }
+
+    /// Serves (and delivers webhooks, syncs states and fires rules) until `shutdown` is
+    /// cancelled, then lets in-flight requests, webhook POSTs and agent changes finish
+    /// (each within `server.shutdown_timeout`) and closes the database. A rule firing
+    /// cut short is resumed at the next start.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = self.shutdown_timeout;
         let delivery = self
@@ -227,6 +250,7 @@ impl App {
         let sync = self
             .sync
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
+        let rules = Some(tokio::spawn(self.rules.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state))
@@ -244,7 +268,11 @@ impl App {
                 );
             }
         }
-        for (name, task) in [("webhook delivery", delivery), ("state sync", sync)] {
+        for (name, task) in [
+            ("webhook delivery", delivery),
+            ("state sync", sync),
+            ("rule scheduler", rules),
+        ] {
             if let Some(task) = task
                 && let Err(e) = task.await
             {

@@ -3,6 +3,8 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod rules;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,8 +24,8 @@ use crate::{App, Services};
     name = "wfmd",
     version,
     about = "Agent-state automation for NICE CXone contact centers",
-    long_about = "wfmd changes agent states on request, refuses changes that break shift or \
-break compliance, records every state agents are in (including the ones they choose \
+    long_about = "wfmd changes agent states on request and on WFM rules (cron timetables), \
+refuses changes that break shift or break compliance, records every state agents are in (including the ones they choose \
 themselves) in SQLite, and reports through signed webhooks, a hash-chained audit log and \
 compliance exports.\n\n\
 Quick start, with no credentials: `wfmd serve --simulate` runs the daemon against a built-in \
@@ -42,7 +44,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the HTTP API, state sync and webhook delivery.
+    /// Run the daemon: the HTTP API, state sync, webhook delivery and WFM rules
+    /// (SIGHUP re-reads the rules).
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
@@ -60,6 +63,9 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// List, check and dry-run WFM rules.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
     /// Apply database migrations (serve also applies them at start).
     Migrate,
 }
@@ -234,7 +240,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         _ => false,
     };
     // Commands that never reach the platform must not demand its credentials.
-    let needs_platform = matches!(cli.command, Command::Serve(_) | Command::Transition(_));
+    let needs_platform = match &cli.command {
+        Command::Serve(_) | Command::Transition(_) => true,
+        Command::Rules(command) => rules::needs_platform(command),
+        _ => false,
+    };
+    // A rules file is checked on its own, whatever the configuration says.
+    if let Command::Rules(rules::RulesCommand::Check { file: Some(path) }) = &cli.command {
+        return rules::check_file(path);
+    }
     if let Command::Sim(args) = cli.command {
         init_tracing(&Config::default());
         return simulator(args).await;
@@ -251,12 +265,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     }
     init_tracing(&config);
     match cli.command {
-        Command::Serve(args) => serve(config, args).await,
+        Command::Serve(args) => serve(config, args, source).await,
         Command::Transition(args) => transition(&config, args).await,
         Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
+        Command::Rules(command) => rules::run(&config, command).await,
         Command::Config(_) | Command::Sim(_) => unreachable!("handled above"),
     }
 }
@@ -279,7 +294,7 @@ fn init_tracing(config: &Config) {
 /// (`/_sim/agents` shows each agent's latest change).
 const SIMULATED_STATE_LOG_LIMIT: usize = 1;
 
-async fn serve(mut config: Config, args: ServeArgs) -> Result<ExitCode, Failure> {
+async fn serve(mut config: Config, args: ServeArgs, source: Source) -> Result<ExitCode, Failure> {
     // The simulator outlives the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
     if args.simulate {
@@ -303,6 +318,11 @@ async fn serve(mut config: Config, args: ServeArgs) -> Result<ExitCode, Failure>
     let app = App::build(&config).await.map_err(Failure::action)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(crate::engine::rules::reload_on_sighup(
+        source,
+        app.rules(),
+        shutdown.clone(),
+    ));
     let result = app.run_until_stopped(shutdown).await;
     stop_simulator.cancel();
     result.map_err(Failure::action)?;

@@ -16,6 +16,10 @@ use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub mod rules;
+
+pub use rules::{RuleConfig, SchedulerConfig};
+
 /// Where `--config` points when it is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wfmd.toml";
 
@@ -32,7 +36,9 @@ pub struct Config {
     pub log: LogConfig,
     pub sync: SyncConfig,
     pub delivery: DeliveryConfig,
+    pub scheduler: SchedulerConfig,
     pub webhooks: Vec<WebhookConfig>,
+    pub rules: Vec<RuleConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -384,7 +390,8 @@ impl Config {
             let key = key[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");
             figment = figment.merge(Serialized::default(&key, parse_env_value(&value)));
         }
-        let config: Config = figment.extract().map_err(describe_figment_error)?;
+        let mut config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.read_rules_file()?;
         config.validate(source.simulate)?;
         Ok(config)
     }
@@ -514,6 +521,7 @@ impl Config {
                 }
             }
         }
+        problems.extend(self.rule_problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -560,7 +568,14 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
     let problems = error
         .into_iter()
         .map(|e| {
-            let key = e.path.join(".");
+            // `rules.2.cron` reads as `rules[2].cron`, as validation names entries.
+            let key = e.path.iter().fold(String::new(), |key, part| {
+                match (part.parse::<usize>(), key.is_empty()) {
+                    (Ok(index), false) => format!("{key}[{index}]"),
+                    (_, true) => part.clone(),
+                    (_, false) => format!("{key}.{part}"),
+                }
+            });
             let origin = e
                 .metadata
                 .as_ref()
@@ -770,5 +785,39 @@ mod tests {
         let config = load(&format!("[[webhooks]]\n{webhook}\n"), &[]).unwrap();
         let hook = &config.webhooks[0];
         assert!(hook.events.is_some() && !hook.secret.is_empty());
+
+        // So is the commented-out rule, which sets a selector, an action and every
+        // other key.
+        let rule: String = example
+            .split("# [[rules]]")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.is_empty())
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| !line.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = load(&format!("[[rules]]\n{rule}\n"), &[]).unwrap();
+        let rules = config.rules().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].name, "care-lunch");
+        let written: toml::Table = toml::from_str(&rule).unwrap();
+        for key in [
+            "name",
+            "cron",
+            "timezone",
+            "set",
+            "reason",
+            "only_if_state",
+            "skip_on_contact",
+            "catch_up",
+        ] {
+            assert!(
+                written.contains_key(key),
+                "the [[rules]] example lacks {key}"
+            );
+        }
     }
 }

@@ -66,6 +66,12 @@ impl Budget {
         }
     }
 
+    /// The configured rate in requests per minute; `None` when unlimited (or a test
+    /// quota). Firings use it to say how long they will take.
+    pub fn per_minute_rate(&self) -> Option<u32> {
+        self.per_minute
+    }
+
     /// Takes a permit if one is available now, without waiting.
     pub fn try_acquire(&self) -> bool {
         self.limiter
@@ -186,5 +192,7 @@ mod tests {
     fn debug_names_the_budget() {
         assert_eq!(format!("{:?}", Budget::per_minute(100)), "Budget(100/min)");
         assert_eq!(format!("{:?}", Budget::unlimited()), "Budget(unlimited)");
+        assert_eq!(Budget::per_minute(100).per_minute_rate(), Some(100));
+        assert_eq!(Budget::unlimited().per_minute_rate(), None);
     }
 }

@@ -4,8 +4,10 @@
 //! instant it reasons about. That keeps the rules unit- and property-testable, and keeps
 //! `domain` at the bottom of the dependency arrows (it imports nothing of ours).
 
+pub mod cron;
 pub mod idle;
 pub mod policy;
+pub mod rule;
 pub mod state;
 
 pub use policy::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, Violation};

@@ -199,7 +199,7 @@ impl TransitionEngine {
             .clone()
             .unwrap_or_else(|| request.target.default_reason().to_owned());
 
-        let outcome = match self.compliance(&request.agent_id, request.target).await {
+        let outcome = match self.preflight(&request.agent_id, request.target).await {
             Err(error) => Err(error),
             Ok(Err(violation)) => Ok(Err(violation)),
             Ok(Ok(())) => self
@@ -271,9 +271,12 @@ impl TransitionEngine {
         Ok(Some(Transition::from_row(row, true)))
     }
 
-    /// `Ok(Ok(()))` when the change is allowed, `Ok(Err(_))` with the violation when it is
-    /// not, `Err(_)` when the platform could not say.
-    async fn compliance(
+    /// The compliance check [`TransitionEngine::transition`] runs before it changes
+    /// anything, on its own: nothing is sent, changed or recorded (`wfmd rules dry-run`
+    /// asks it which agents a firing would have rejected). `Ok(Ok(()))` when the change
+    /// is allowed now, `Ok(Err(_))` with the violation when it is not, `Err(_)` when the
+    /// platform could not say. Uses (and fills) the same schedule cache.
+    pub async fn preflight(
         &self,
         agent_id: &str,
         target: AgentState,
@@ -826,6 +829,42 @@ mod tests {
         let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(payload["type"], "transition.rejected");
         assert_eq!(payload["data"]["violation"], "AGENT_NOT_SCHEDULED");
+    }
+
+    #[tokio::test]
+    async fn preflight_gives_the_verdict_of_a_change_without_making_or_recording_it() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_003", off_shift());
+        platform.add_agent("u_005", on_shift(Some(vec![lunch_now()])));
+        let (engine, _dir) = engine(platform.clone()).await;
+        assert_eq!(
+            engine.preflight("u_003", AgentState::NotReady).await,
+            Ok(Err(Violation::AgentNotScheduled))
+        );
+        assert_eq!(
+            engine.preflight("u_005", AgentState::Ready).await,
+            Ok(Err(Violation::MandatoryBreakViolation))
+        );
+        assert_eq!(
+            engine.preflight("u_005", AgentState::NotReady).await,
+            Ok(Ok(()))
+        );
+        assert!(engine.preflight("u_999", AgentState::Ready).await.is_err());
+        assert_eq!(platform.calls("set"), 0);
+        let store = engine.store();
+        assert_eq!(
+            count(store, "SELECT COUNT(*) FROM transition_attempts").await,
+            0
+        );
+        assert_eq!(count(store, "SELECT COUNT(*) FROM audit_log").await, 0);
+
+        // The transition that follows uses the schedule the preflight fetched.
+        let change = engine
+            .transition(request("u_005", AgentState::NotReady))
+            .await
+            .unwrap();
+        assert_eq!(change.outcome, Outcome::Succeeded);
+        assert_eq!(platform.calls("schedule u_005"), 1);
     }
 
     #[tokio::test]

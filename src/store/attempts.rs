@@ -61,6 +61,22 @@ pub async fn by_idempotency_key(
     .await
 }
 
+/// Which of `keys` already have a stored attempt (succeeded or rejected: a failed
+/// attempt does not keep its key).
+pub async fn used_keys(
+    pool: &SqlitePool,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let used: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM transition_attempts
+         WHERE idempotency_key IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::json!(keys).to_string())
+    .fetch_all(pool)
+    .await?;
+    Ok(used.into_iter().collect())
+}
+
 /// The agent's attempts requested in `[from_ms, to_ms)`, oldest first.
 pub async fn for_agent(
     pool: &SqlitePool,

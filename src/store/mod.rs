@@ -14,6 +14,7 @@
 pub mod attempts;
 pub mod audit;
 pub mod deliveries;
+pub mod firings;
 pub mod history;
 pub mod outbox;
 

@@ -307,6 +307,21 @@ impl Daemon {
         env: &[(String, String)],
         cwd: Option<&std::path::Path>,
     ) -> Daemon {
+        Self::spawn_inner(args, env, cwd, Stdio::inherit()).await
+    }
+
+    /// Like [`Daemon::spawn`], writing the daemon's log (stderr) to `log`.
+    pub async fn spawn_logging_to(env: &[(String, String)], log: &std::path::Path) -> Daemon {
+        let file = std::fs::File::create(log).unwrap();
+        Self::spawn_inner(&["serve"], env, None, Stdio::from(file)).await
+    }
+
+    async fn spawn_inner(
+        args: &[&str],
+        env: &[(String, String)],
+        cwd: Option<&std::path::Path>,
+        stderr: Stdio,
+    ) -> Daemon {
         let port = free_port();
         let mut command = wfmd();
         if let Some(dir) = cwd {
@@ -318,7 +333,7 @@ impl Daemon {
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("WFMD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         // Owned before the first await, so a failure below still kills the child.

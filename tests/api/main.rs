@@ -7,6 +7,7 @@ mod faults;
 mod helpers;
 mod receiver;
 mod reports;
+mod rules;
 mod sync;
 mod transitions;
 mod webhooks;
