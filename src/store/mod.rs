@@ -15,6 +15,7 @@ pub mod attempts;
 pub mod audit;
 pub mod deliveries;
 pub mod history;
+pub mod jobs;
 pub mod outbox;
 
 use std::path::Path;
