@@ -10,7 +10,8 @@
 //!   cache, retries with jitter, the shared request budget.
 //! - [`store`]: SQLite: state history, attempts, audit log, outbox.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
-//!   one change; [`engine::sync`] records the changes agents make themselves.
+//!   one change; [`engine::sync`] records the changes agents make themselves;
+//!   [`engine::bulk`] runs supervisors' bulk jobs through the engine.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum).
@@ -153,6 +154,7 @@ pub struct App {
     services: Services,
     dispatcher: Option<delivery::Dispatcher>,
     sync: Option<engine::sync::StateSync>,
+    bulk: engine::bulk::BulkJobs,
     shutdown_timeout: Duration,
 }
 
@@ -183,11 +185,13 @@ impl App {
             )
             .with_in_flight(services.engine.agents_in_flight())
         });
+        let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         Ok(App {
             listener,
             services,
             dispatcher,
             sync,
+            bulk,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -210,9 +214,13 @@ impl App {
         self.services.store.clone()
     }
 
-    /// Serves (and delivers webhooks) until `shutdown` is cancelled, then lets in-flight
-    /// requests and webhook POSTs finish (each within `server.shutdown_timeout`) and
-    /// closes the database.
+    pub fn bulk(&self) -> engine::bulk::BulkJobs {
+        self.bulk.clone()
+    }
+
+    /// Serves (and delivers webhooks, syncs states and runs bulk jobs) until `shutdown`
+    /// is cancelled, then lets in-flight requests, webhook POSTs and bulk items finish
+    /// (each within `server.shutdown_timeout`) and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = self.shutdown_timeout;
         let delivery = self
@@ -223,10 +231,12 @@ impl App {
             store: self.services.store.clone(),
             metrics: metrics_handle(),
             sync: self.sync.as_ref().map(|sync| sync.status()),
+            bulk: self.bulk.clone(),
         };
         let sync = self
             .sync
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
+        let bulk = Some(tokio::spawn(self.bulk.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state))
@@ -244,7 +254,11 @@ impl App {
                 );
             }
         }
-        for (name, task) in [("webhook delivery", delivery), ("state sync", sync)] {
+        for (name, task) in [
+            ("webhook delivery", delivery),
+            ("state sync", sync),
+            ("bulk jobs", bulk),
+        ] {
             if let Some(task) = task
                 && let Err(e) = task.await
             {

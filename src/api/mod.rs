@@ -39,6 +39,7 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// The state sync's status, when it runs.
     pub sync: Option<Arc<crate::engine::sync::SyncStatus>>,
+    pub bulk: crate::engine::bulk::BulkJobs,
 }
 
 /// The complete router with its middleware.

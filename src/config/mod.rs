@@ -16,6 +16,8 @@ use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub mod bulk;
+
 /// Where `--config` points when it is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wfmd.toml";
 
@@ -33,6 +35,7 @@ pub struct Config {
     pub sync: SyncConfig,
     pub delivery: DeliveryConfig,
     pub webhooks: Vec<WebhookConfig>,
+    pub bulk: bulk::BulkConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -514,6 +517,7 @@ impl Config {
                 }
             }
         }
+        self.bulk.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
