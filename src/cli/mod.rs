@@ -3,6 +3,8 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod bulk;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,9 @@ pub enum Command {
     Sim(SimArgs),
     /// Change one agent's state now and print one result line.
     Transition(TransitionArgs),
+    /// Change many agents at once through the running daemon (with a progress bar and
+    /// a summary); also `bulk status|revert|cancel JOB`.
+    Bulk(bulk::BulkArgs),
     /// Export compliance reports (CSV, JSON or HTML).
     #[command(subcommand)]
     Report(ReportCommand),
@@ -253,6 +258,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Transition(args) => transition(&config, args).await,
+        Command::Bulk(args) => bulk::run(&config, args).await,
         Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => migrate(&config).await,
