@@ -30,7 +30,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 #[command(
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Examples:\n  wfmd bulk --team Billing NOT_READY --reason MEETING\n  \
 wfmd bulk --agents u_001,u_002 READY\n  wfmd bulk status job_0193…\n  \
@@ -119,6 +118,17 @@ fn parse_secret(text: &str) -> Result<SecretString, String> {
 
 /// Runs `wfmd bulk …`.
 pub async fn run(config: &Config, args: BulkArgs) -> Result<ExitCode, Failure> {
+    let submits = !args.agents.is_empty()
+        || args.team.is_some()
+        || args.state.is_some()
+        || args.reason.is_some()
+        || args.idempotency_key.is_some();
+    if args.command.is_some() && submits {
+        return Err(Failure::usage(
+            "bulk status|revert|cancel take a job id; --agents, --team, STATE and --reason \
+             belong to submitting a job",
+        ));
+    }
     let client = Client::new(config, &args.client)?;
     let job_id = match args.command {
         Some(BulkCommand::Status { job_id }) => job_id,
@@ -450,7 +460,14 @@ mod tests {
         );
         assert!(args.client.json);
         assert_eq!(args.client.server.as_deref(), Some("http://127.0.0.1:9"));
-        let args = parse(&["revert", "job_1", "--no-wait"]).unwrap();
+        let args = parse(&[
+            "--server",
+            "http://127.0.0.1:9",
+            "revert",
+            "job_1",
+            "--no-wait",
+        ])
+        .unwrap();
         assert!(matches!(args.command, Some(BulkCommand::Revert { .. })));
         assert!(args.client.no_wait);
         assert!(parse(&["cancel", "job_1"]).is_ok());
