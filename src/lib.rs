@@ -219,8 +219,9 @@ impl App {
     }
 
     /// Serves (and delivers webhooks, syncs states and runs bulk jobs) until `shutdown`
-    /// is cancelled, then lets in-flight requests, webhook POSTs and bulk items finish
-    /// (each within `server.shutdown_timeout`) and closes the database.
+    /// is cancelled, then lets in-flight requests and webhook POSTs finish (each within
+    /// `server.shutdown_timeout`) and bulk items in flight complete (items not started
+    /// stay pending for the next start), and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = self.shutdown_timeout;
         let delivery = self
