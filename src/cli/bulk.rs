@@ -481,8 +481,8 @@ mod tests {
                 outcome: outcome.into(),
                 violation: violation.map(Into::into),
                 error: error.map(Into::into),
-                state: "NOT_READY".into(),
-                reason: "MEETING".into(),
+                state: Some("NOT_READY".into()),
+                reason: Some("MEETING".into()),
                 attempt_id: None,
             };
         let job = JobView {

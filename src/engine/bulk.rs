@@ -193,36 +193,37 @@ pub struct ItemView {
     pub violation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The state and reason code this item sets.
-    pub state: String,
-    pub reason: String,
+    /// The state and reason code this item sets (absent for an agent a revert cannot
+    /// put back because its earlier state is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_id: Option<String>,
 }
 
 impl ItemView {
     fn of(row: ItemRow) -> ItemView {
+        let state = row.target_state.parse::<AgentState>().ok();
         let reason = row
             .reason
-            .unwrap_or_else(|| default_reason(&row.target_state));
+            .or_else(|| state.map(|s| s.default_reason().to_owned()));
         ItemView {
             agent: row.agent_id,
             outcome: row.outcome,
             violation: row.violation,
             error: row.error,
-            state: row.target_state,
+            state: state.map(|s| s.as_str().to_owned()),
             reason,
             attempt_id: row.attempt_id,
         }
     }
 }
 
-fn default_reason(state: &str) -> String {
-    state
-        .parse::<AgentState>()
-        .map_or("GENERAL", AgentState::default_reason)
-        .to_owned()
-}
+/// What a revert item stores as the target of an agent whose earlier state is unknown
+/// (the item is settled as failed at once and never runs).
+const UNKNOWN_STATE: &str = "UNKNOWN";
 
 fn view(row: JobRow, counts: Counts, items: Option<Vec<ItemRow>>) -> JobView {
     JobView {
@@ -547,7 +548,7 @@ impl BulkJobs {
                     },
                     _ => NewItem {
                         agent_id: m.agent_id,
-                        target_state: "UNKNOWN".to_owned(),
+                        target_state: UNKNOWN_STATE.to_owned(),
                         reason: None,
                         not_possible: Some(
                             "cannot revert: wfmd has no record of the agent's state before the \
@@ -1275,6 +1276,52 @@ mod tests {
         assert!(matches!(
             rig.bulk.cancel("job_nope", "test").await,
             Err(BulkError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_revert_reports_agents_whose_earlier_state_was_never_recorded() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        let accepted = rig.bulk.submit(meeting(&free[..2], None)).await.unwrap();
+        let early = rig.bulk.revert(&accepted.job_id, "test", None).await;
+        assert!(
+            matches!(early, Err(BulkError::Conflict { .. })),
+            "{early:?}"
+        );
+        rig.bulk.run_pending().await.unwrap();
+
+        let revert = rig
+            .bulk
+            .revert(&accepted.job_id, "test", None)
+            .await
+            .unwrap();
+        rig.bulk.run_pending().await.unwrap();
+        let job = rig.bulk.job(&revert.job_id, true).await.unwrap().unwrap();
+        assert_eq!((job.status.as_str(), job.failed), ("completed", 2));
+        assert_eq!(
+            job.reverts_job_id.as_deref(),
+            Some(accepted.job_id.as_str())
+        );
+        for item in job.items.unwrap() {
+            assert_eq!(item.state, None);
+            assert!(item.error.unwrap().contains("no record"));
+            let log = rig.sim.agent(&item.agent).unwrap().state_log;
+            assert_eq!(log.len(), 2, "only the job's own change");
+        }
+        let again = rig
+            .bulk
+            .revert(&accepted.job_id, "test", None)
+            .await
+            .unwrap();
+        assert_eq!((again.job_id, again.created), (revert.job_id, false));
+
+        let off = rig.pick("off");
+        let refused = rig.bulk.submit(meeting(&off[..1], None)).await.unwrap();
+        rig.bulk.run_pending().await.unwrap();
+        assert!(matches!(
+            rig.bulk.revert(&refused.job_id, "test", None).await,
+            Err(BulkError::NothingToRevert(_))
         ));
     }
 
