@@ -609,6 +609,8 @@ impl BulkJobs {
                 .await?;
                 let finished = finish_if_done(&mut tx, job_id, now).await?;
                 tx.commit().await?;
+                metrics::counter!("wfmd_bulk_items_total", "outcome" => "cancelled")
+                    .increment(cancelled);
                 if finished {
                     self.store().notify_outbox();
                 }
@@ -817,6 +819,7 @@ impl BulkJobs {
         .await?;
         let finished = finish_if_done(&mut tx, job_id, now).await?;
         tx.commit().await?;
+        metrics::counter!("wfmd_bulk_items_total", "outcome" => settled.outcome).increment(1);
         if finished {
             self.store().notify_outbox();
         }

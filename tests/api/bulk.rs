@@ -181,6 +181,11 @@ async fn bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_cal
             .await,
         200
     );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("wfmd_bulk_items_total{outcome=\"rejected\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
