@@ -581,7 +581,7 @@ impl BulkJobs {
     pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<JobView, BulkError> {
         let now = Utc::now();
         let mut tx = self.store().begin_write().await?;
-        let job = jobs::get_for_update(&mut tx, job_id)
+        let job = jobs::get_on(&mut tx, job_id)
             .await?
             .ok_or_else(|| BulkError::NotFound(job_id.to_owned()))?;
         match job.status.as_str() {
@@ -628,18 +628,19 @@ impl BulkJobs {
         job_id: &str,
         with_items: bool,
     ) -> Result<Option<JobView>, sqlx::Error> {
-        let pool = self.store().reader();
-        let Some(row) = jobs::get(pool, job_id).await? else {
+        // One read transaction: the status, counts and items agree with each other
+        // even while the runner settles items.
+        let mut tx = self.store().reader().begin().await?;
+        let Some(row) = jobs::get_on(&mut tx, job_id).await? else {
             return Ok(None);
         };
-        let mut conn = pool.acquire().await?;
-        let counts = jobs::counts(&mut conn, job_id).await?;
-        drop(conn);
+        let counts = jobs::counts(&mut tx, job_id).await?;
         let items = if with_items {
-            Some(jobs::items(pool, job_id).await?)
+            Some(jobs::items(&mut tx, job_id).await?)
         } else {
             None
         };
+        tx.commit().await?;
         Ok(Some(view(row, counts, items)))
     }
 

@@ -184,11 +184,8 @@ pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<JobRow>, sqlx::Er
     .await
 }
 
-/// [`get`] inside a transaction.
-pub async fn get_for_update(
-    conn: &mut SqliteConnection,
-    id: &str,
-) -> Result<Option<JobRow>, sqlx::Error> {
+/// [`get`] on a given connection (a transaction).
+pub async fn get_on(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = ?"
     )))
@@ -198,12 +195,12 @@ pub async fn get_for_update(
 }
 
 /// Every item of the job, in request order.
-pub async fn items(pool: &SqlitePool, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
+pub async fn items(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = ? ORDER BY seq"
     )))
     .bind(job_id)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
 }
 
