@@ -11,7 +11,8 @@
 //! - [`store`]: SQLite: state history, attempts, audit log, outbox.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
 //!   one change; [`engine::sync`] records the changes agents make themselves;
-//!   [`engine::rules`] fires WFM rules at their cron slots.
+//!   [`engine::rules`] fires WFM rules at their cron slots;
+//!   [`engine::bulk`] runs supervisors' bulk jobs through the engine.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum).
@@ -158,6 +159,7 @@ pub struct App {
     dispatcher: Option<delivery::Dispatcher>,
     sync: Option<engine::sync::StateSync>,
     rules: engine::rules::RuleScheduler,
+    bulk: engine::bulk::BulkJobs,
     shutdown_timeout: Duration,
 }
 
@@ -199,12 +201,14 @@ impl App {
             services.budget.per_minute_rate(),
         );
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer));
+        let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         Ok(App {
             listener,
             services,
             dispatcher,
             sync,
             rules,
+            bulk,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -232,10 +236,15 @@ impl App {
         self.rules.handle()
     }
 
-    /// Serves (and delivers webhooks, syncs states and fires rules) until `shutdown` is
-    /// cancelled, then lets in-flight requests, webhook POSTs and agent changes finish
-    /// (each within `server.shutdown_timeout`) and closes the database. A rule firing
-    /// cut short is resumed at the next start.
+    pub fn bulk(&self) -> engine::bulk::BulkJobs {
+        self.bulk.clone()
+    }
+
+    /// Serves (and delivers webhooks, syncs states, fires rules and runs bulk jobs) until
+    /// `shutdown` is cancelled, then lets in-flight requests and webhook POSTs finish
+    /// (each within `server.shutdown_timeout`) and the agent changes in flight complete,
+    /// and closes the database. Rule firings and bulk items not started yet are resumed
+    /// at the next start.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = self.shutdown_timeout;
         let delivery = self
@@ -246,11 +255,13 @@ impl App {
             store: self.services.store.clone(),
             metrics: metrics_handle(),
             sync: self.sync.as_ref().map(|sync| sync.status()),
+            bulk: self.bulk.clone(),
         };
         let sync = self
             .sync
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
         let rules = Some(tokio::spawn(self.rules.run(shutdown.clone())));
+        let bulk = Some(tokio::spawn(self.bulk.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state))
@@ -272,6 +283,7 @@ impl App {
             ("webhook delivery", delivery),
             ("state sync", sync),
             ("rule scheduler", rules),
+            ("bulk jobs", bulk),
         ] {
             if let Some(task) = task
                 && let Err(e) = task.await

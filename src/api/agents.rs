@@ -19,9 +19,9 @@ use crate::store::history;
 use crate::time::{parse_instant, rfc3339};
 
 /// Longest accepted agent id, reason code and idempotency key.
-const MAX_ID_LEN: usize = 128;
+pub(super) const MAX_ID_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 64;
-const MAX_KEY_LEN: usize = 255;
+pub(super) const MAX_KEY_LEN: usize = 255;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +47,7 @@ fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
     }
 }
 
-fn check_reason(reason: &str) -> Result<(), Problem> {
+pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
     let valid = !reason.is_empty()
         && reason.len() <= MAX_REASON_LEN
         && reason

@@ -1,10 +1,12 @@
-//! The HTTP API (axum): health, metrics, agent transitions and history.
+//! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
+//! reports.
 //!
 //! Every response carries an `x-request-id` (the caller's, or a fresh UUID), and every
 //! log line of a request is inside a span with that id and the matched route. Errors
 //! are problem+json (see [`error`]).
 
 mod agents;
+mod bulk;
 pub mod error;
 mod health;
 mod json;
@@ -39,6 +41,7 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// The state sync's status, when it runs.
     pub sync: Option<Arc<crate::engine::sync::SyncStatus>>,
+    pub bulk: crate::engine::bulk::BulkJobs,
 }
 
 /// The complete router with its middleware.
@@ -54,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/agents/{agent_id}/history", get(agents::history))
         .route("/v1/reports/compliance", get(reports::compliance))
+        .merge(bulk::routes())
         .fallback(|| async {
             error::Problem::not_found("no such route; see the README for the API")
         })

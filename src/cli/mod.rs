@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod bulk;
 mod rules;
 
 use std::io::Write;
@@ -44,13 +45,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the HTTP API, state sync, webhook delivery and WFM rules
-    /// (SIGHUP re-reads the rules).
+    /// Run the daemon: the HTTP API, state sync, webhook delivery, WFM rules (SIGHUP
+    /// re-reads the rules) and bulk jobs.
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
     /// Change one agent's state now and print one result line.
     Transition(TransitionArgs),
+    /// Change many agents at once through the running daemon (with a progress bar and
+    /// a summary); also `bulk status|revert|cancel JOB`.
+    Bulk(bulk::BulkArgs),
     /// Export compliance reports (CSV, JSON or HTML).
     #[command(subcommand)]
     Report(ReportCommand),
@@ -267,6 +271,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Serve(args) => serve(config, args, source).await,
         Command::Transition(args) => transition(&config, args).await,
+        Command::Bulk(args) => bulk::run(&config, args).await,
         Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => migrate(&config).await,

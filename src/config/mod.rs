@@ -16,6 +16,7 @@ use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub mod bulk;
 pub mod rules;
 
 pub use rules::{RuleConfig, SchedulerConfig};
@@ -38,6 +39,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub scheduler: SchedulerConfig,
     pub webhooks: Vec<WebhookConfig>,
+    pub bulk: bulk::BulkConfig,
     pub rules: Vec<RuleConfig>,
 }
 
@@ -521,6 +523,7 @@ impl Config {
                 }
             }
         }
+        self.bulk.validate(&mut problems);
         problems.extend(self.rule_problems());
         if problems.is_empty() {
             Ok(())

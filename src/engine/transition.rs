@@ -38,6 +38,10 @@ use crate::store::{Store, from_ms, to_ms};
 /// How many agents' schedules the cache keeps at most.
 const SCHEDULE_CACHE_CAPACITY: u64 = 100_000;
 
+/// How far the platform's clock may lag ours when [`TransitionEngine::adopt`] decides
+/// whether a change it sees was made by the interrupted attempt.
+pub const ADOPT_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
 /// A change someone asked for.
 #[derive(Debug, Clone)]
 pub struct TransitionRequest {
@@ -246,6 +250,62 @@ impl TransitionEngine {
         metrics::histogram!("wfmd_transition_latency_seconds")
             .record(Duration::from_millis(latency_ms).as_secs_f64());
         Ok(transition)
+    }
+
+    /// For a caller resuming a change that a crash cut short after the platform call but
+    /// before its record was committed: when the platform shows the agent in the
+    /// requested state and reason, changed no earlier than `since` (less
+    /// [`ADOPT_CLOCK_SKEW`]), records that change as succeeded without calling the
+    /// platform again, so the agent is not changed twice. A key that already has its
+    /// attempt returns that, as [`TransitionEngine::transition`] would. `Ok(None)` when the
+    /// platform shows anything else (or cannot say): the caller makes the change as usual.
+    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target))]
+    pub async fn adopt(
+        &self,
+        request: &TransitionRequest,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Transition>, EngineError> {
+        let _key_guard = match &request.idempotency_key {
+            Some(key) => {
+                let guard = self.keys.lock(key).await;
+                if let Some(earlier) = self.replay(request, key).await? {
+                    return Ok(Some(earlier));
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        let _agent_guard = self.agents.lock(&request.agent_id).await;
+        let started = Instant::now();
+        let requested_at = Utc::now();
+        let reason = request
+            .reason
+            .clone()
+            .unwrap_or_else(|| request.target.default_reason().to_owned());
+        let Ok(snapshot) = self.platform.agent_state(&request.agent_id).await else {
+            return Ok(None);
+        };
+        let ours = snapshot.state == request.target
+            && snapshot.reason.as_deref() == Some(reason.as_str())
+            && snapshot
+                .changed_at
+                .is_some_and(|at| at >= since - ADOPT_CLOCK_SKEW);
+        let Some(at) = snapshot.changed_at.filter(|_| ours) else {
+            return Ok(None);
+        };
+        tracing::info!("the platform already shows the change; recording it without a call");
+        let record = Record {
+            attempt_id: uuid::Uuid::now_v7().to_string(),
+            request,
+            reason,
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            requested_at,
+            completed_at: Utc::now(),
+        };
+        let transition = self.record_success(&record, at).await?;
+        metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
+            .increment(1);
+        Ok(Some(transition))
     }
 
     /// The stored result of an earlier attempt with this key, if there is one.
@@ -569,6 +629,8 @@ mod tests {
         schedules: Mutex<HashMap<String, Schedule>>,
         breaks: Mutex<HashMap<String, BreakStatus>>,
         states: Mutex<HashMap<String, AgentState>>,
+        /// What the last change of each agent answered (reason and time included).
+        changes: Mutex<HashMap<String, AgentSnapshot>>,
         calls: Mutex<Vec<String>>,
         fail_set_with: Mutex<Option<CxoneError>>,
     }
@@ -605,6 +667,9 @@ mod tests {
         }
         async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
             self.note(format!("state {agent_id}"));
+            if let Some(changed) = self.changes.lock().unwrap().get(agent_id) {
+                return Ok(changed.clone());
+            }
             let state = self.states.lock().unwrap().get(agent_id).copied();
             let state = state.ok_or_else(|| Self::not_found(agent_id))?;
             Ok(AgentSnapshot {
@@ -629,12 +694,17 @@ mod tests {
                 .get_mut(agent_id)
                 .ok_or_else(|| Self::not_found(agent_id))?;
             *current = state;
-            Ok(AgentSnapshot {
+            let snapshot = AgentSnapshot {
                 agent_id: agent_id.into(),
                 state,
                 reason: Some(reason.into()),
                 changed_at: Some(Utc::now()),
-            })
+            };
+            self.changes
+                .lock()
+                .unwrap()
+                .insert(agent_id.into(), snapshot.clone());
+            Ok(snapshot)
         }
         async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
             self.note(format!("schedule {agent_id}"));
@@ -980,6 +1050,77 @@ mod tests {
             reused,
             Err(EngineError::IdempotencyKeyReused { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn adopt_records_a_change_the_platform_already_made_without_calling_it_again() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        let (engine, _dir) = engine(platform.clone()).await;
+        let since = Utc::now();
+        // The call went through, then the process died before recording it.
+        platform
+            .set_agent_state("u_001", AgentState::NotReady, "MEETING")
+            .await
+            .unwrap();
+        let keyed = TransitionRequest {
+            reason: Some("MEETING".into()),
+            idempotency_key: Some("bulk:job_1:u_001".into()),
+            ..request("u_001", AgentState::NotReady)
+        };
+
+        let adopted = engine.adopt(&keyed, since).await.unwrap().unwrap();
+        assert_eq!(adopted.outcome, Outcome::Succeeded);
+        assert!(!adopted.replayed);
+        assert_eq!(platform.calls("set"), 1, "no second call");
+        let store = engine.store();
+        assert_eq!(
+            count(
+                store,
+                "SELECT COUNT(*) FROM state_intervals WHERE state = 'NOT_READY' \
+                 AND reason = 'MEETING' AND ended_at IS NULL"
+            )
+            .await,
+            1
+        );
+        let again = engine.adopt(&keyed, since).await.unwrap().unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.attempt_id, adopted.attempt_id);
+        let through_transition = engine.transition(keyed.clone()).await.unwrap();
+        assert!(through_transition.replayed);
+        assert_eq!(platform.calls("set"), 1);
+    }
+
+    #[tokio::test]
+    async fn adopt_leaves_the_change_to_the_caller_when_the_platform_shows_otherwise() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        let (engine, _dir) = engine(platform.clone()).await;
+        let keyed = |target, reason: &str| TransitionRequest {
+            reason: Some(reason.into()),
+            idempotency_key: Some(format!("k-{target}-{reason}")),
+            ..request("u_001", target)
+        };
+        platform
+            .set_agent_state("u_001", AgentState::NotReady, "MEETING")
+            .await
+            .unwrap();
+        let now = Utc::now();
+        for (request, since) in [
+            (keyed(AgentState::Paused, "MEETING"), now),
+            (keyed(AgentState::NotReady, "LUNCH"), now),
+            // Changed well before the interrupted attempt began: not its doing.
+            (
+                keyed(AgentState::NotReady, "MEETING"),
+                now + ADOPT_CLOCK_SKEW + ChronoDuration::seconds(60),
+            ),
+        ] {
+            assert_eq!(engine.adopt(&request, since).await.unwrap(), None);
+        }
+        assert_eq!(
+            count(engine.store(), "SELECT COUNT(*) FROM transition_attempts").await,
+            0
+        );
     }
 
     #[tokio::test]

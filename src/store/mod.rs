@@ -16,6 +16,7 @@ pub mod audit;
 pub mod deliveries;
 pub mod firings;
 pub mod history;
+pub mod jobs;
 pub mod outbox;
 
 use std::path::Path;

@@ -1,0 +1,1392 @@
+//! Supervisors' bulk jobs: one state change for many agents, resumable after a crash.
+//!
+//! **Accepting** a job checks it (agents or a team, at most [`MAX_AGENTS`], every agent
+//! known to the platform: its agent list is fetched once and reused for
+//! `bulk.agent_list_ttl_ms`), then writes the job, all its items and the audit entry in
+//! one transaction before the caller is answered. A job's idempotency key returns the
+//! job it first created.
+//!
+//! **Running** ([`BulkJobs::run`], started by `App`) sends every item through
+//! [`TransitionEngine::transition`] with origin `bulk`, at most `bulk.concurrency` items
+//! in flight over all jobs; the platform client paces the calls under the shared
+//! request budget. Compliance applies per agent: a refused agent is a rejected item, not
+//! a failed job. Each item's change carries the idempotency key `bulk:{job}:{agent}`, so
+//! after a `kill -9` the unfinished jobs resume where they stood: an agent whose change
+//! was recorded but whose item was not is answered from the stored attempt, and an item
+//! that was in flight (the platform may have changed the agent, the record may be lost)
+//! first asks the engine to [`adopt`](TransitionEngine::adopt) a change the platform
+//! already shows. No agent is changed twice.
+//!
+//! **Cancelling** marks the items not taken yet as cancelled; those in flight finish.
+//! The job's final status (`completed`, or `cancelled` when cancelling was asked for),
+//! its audit entry and its `bulk.completed` event are written in the transaction that
+//! settles its last item.
+//!
+//! **Reverting** a finished job is a new job that puts every agent the job moved back
+//! to the state and reason it had before, as recorded: the state the change left (its
+//! attempt) and the reason of the interval it closed (an observed state has none; the
+//! state's default reason is sent). An agent whose earlier state is unknown, or was
+//! observed-only (`ON_CONTACT`, `ACW`), is an item that failed from the start, saying
+//! why. The revert goes through the engine like any change, so compliance applies.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use moka::future::Cache;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
+use crate::cxone::{Agent, AgentFilter, CxoneError};
+use crate::domain::{AgentState, Origin};
+use crate::store::audit::{self, NewEntry};
+use crate::store::jobs::{self, Counts, ItemRow, JobRow, NewItem, NewJob, Settlement};
+use crate::store::outbox::{self, EventType};
+use crate::store::{Store, from_ms, to_ms};
+use crate::time::rfc3339;
+
+/// The most agents one job may have.
+pub const MAX_AGENTS: usize = 10_000;
+
+/// How often the runner looks for jobs when nothing wakes it (jobs are normally
+/// announced by [`BulkJobs::submit`] in the same process).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// How long the runner waits after a database failure before trying again.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How the runner is set up (from `[bulk]`).
+#[derive(Debug, Clone)]
+pub struct BulkSettings {
+    pub concurrency: usize,
+    pub agent_list_ttl: Duration,
+}
+
+impl From<&crate::config::bulk::BulkConfig> for BulkSettings {
+    fn from(config: &crate::config::bulk::BulkConfig) -> Self {
+        BulkSettings {
+            concurrency: config.concurrency,
+            agent_list_ttl: Duration::from_millis(config.agent_list_ttl_ms),
+        }
+    }
+}
+
+/// Which agents a job is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    Agents(Vec<String>),
+    /// A team id (`t_1`) or team name (`Billing`, any letter case).
+    Team(String),
+}
+
+/// A job someone asked for.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub selector: Selector,
+    pub target: AgentState,
+    /// The reason code to send; the target state's default when `None`.
+    pub reason: Option<String>,
+    /// Who asked, for the audit log and every item's change.
+    pub actor: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// A job that exists after the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub job_id: String,
+    /// False when an earlier job with the same idempotency key is being returned.
+    pub created: bool,
+    pub total: usize,
+}
+
+/// Why a job was not accepted (or not found, cancelled or reverted).
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error("{detail}")]
+    Invalid {
+        field: &'static str,
+        detail: String,
+        /// The offending values under a name (`unknown_agents`, `duplicate_agents`),
+        /// when there are several.
+        values: Option<(&'static str, Vec<String>)>,
+    },
+    #[error("no bulk job `{0}`")]
+    NotFound(String),
+    #[error("bulk job `{id}` is {status}")]
+    Conflict { id: String, status: String },
+    #[error("bulk job `{0}` moved no agent, so there is nothing to revert")]
+    NothingToRevert(String),
+    #[error("idempotency key `{0}` was already used for a different bulk job request")]
+    IdempotencyKeyReused(String),
+    #[error("cannot list the platform's agents: {0}")]
+    Platform(#[from] CxoneError),
+    #[error("the database failed: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+impl BulkError {
+    fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        BulkError::Invalid {
+            field,
+            detail: detail.into(),
+            values: None,
+        }
+    }
+}
+
+/// A job as clients see it: progress, counts and (when asked for) every item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: String,
+    /// `queued`, `running`, `completed` or `cancelled`.
+    pub status: String,
+    pub total: i64,
+    pub succeeded: i64,
+    pub rejected: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub pending: i64,
+    /// The target state; absent for a revert, whose items each have their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts_job_id: Option<String>,
+    pub actor: String,
+    pub cancel_requested: bool,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ItemView>>,
+}
+
+impl JobView {
+    /// Whether the job has its final status.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "cancelled")
+    }
+}
+
+/// One agent of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemView {
+    pub agent: String,
+    /// `pending`, `succeeded`, `rejected`, `failed` or `cancelled`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The state and reason code this item sets (absent for an agent a revert cannot
+    /// put back because its earlier state is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
+}
+
+impl ItemView {
+    fn of(row: ItemRow) -> ItemView {
+        let state = row.target_state.parse::<AgentState>().ok();
+        let reason = row
+            .reason
+            .or_else(|| state.map(|s| s.default_reason().to_owned()));
+        ItemView {
+            agent: row.agent_id,
+            outcome: row.outcome,
+            violation: row.violation,
+            error: row.error,
+            state: state.map(|s| s.as_str().to_owned()),
+            reason,
+            attempt_id: row.attempt_id,
+        }
+    }
+}
+
+/// What a revert item stores as the target of an agent whose earlier state is unknown
+/// (the item is settled as failed at once and never runs).
+const UNKNOWN_STATE: &str = "UNKNOWN";
+
+fn view(row: JobRow, counts: Counts, items: Option<Vec<ItemRow>>) -> JobView {
+    JobView {
+        job_id: row.id,
+        status: row.status,
+        total: counts.total(),
+        succeeded: counts.succeeded,
+        rejected: counts.rejected,
+        failed: counts.failed,
+        cancelled: counts.cancelled,
+        pending: counts.pending,
+        state: row.target_state,
+        reason: row.reason,
+        team: row.team,
+        reverts_job_id: row.reverts_job_id,
+        actor: row.actor,
+        cancel_requested: row.cancel_requested_at.is_some(),
+        created_at: rfc3339(from_ms(row.created_at)),
+        started_at: row.started_at.map(|ms| rfc3339(from_ms(ms))),
+        finished_at: row.finished_at.map(|ms| rfc3339(from_ms(ms))),
+        items: items.map(|rows| rows.into_iter().map(ItemView::of).collect()),
+    }
+}
+
+/// Accepts, runs, cancels and reverts bulk jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct BulkJobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    engine: Arc<TransitionEngine>,
+    /// Items in flight over every job.
+    permits: Semaphore,
+    concurrency: usize,
+    /// The platform's agent list, under the unit key.
+    directory: Cache<(), Arc<Vec<Agent>>>,
+    agent_list_ttl: Duration,
+    /// Pinged when a job is accepted, so the runner starts it at once.
+    wake: Notify,
+}
+
+impl BulkJobs {
+    pub fn new(engine: Arc<TransitionEngine>, settings: BulkSettings) -> BulkJobs {
+        let directory = Cache::builder()
+            .max_capacity(1)
+            .time_to_live(settings.agent_list_ttl.max(Duration::from_millis(1)))
+            .build();
+        BulkJobs {
+            inner: Arc::new(Inner {
+                store: engine.store().clone(),
+                engine,
+                permits: Semaphore::new(settings.concurrency.max(1)),
+                concurrency: settings.concurrency.max(1),
+                directory,
+                agent_list_ttl: settings.agent_list_ttl,
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The platform's agents, fetched once per `agent_list_ttl` however many jobs ask.
+    pub async fn agents(&self) -> Result<Arc<Vec<Agent>>, CxoneError> {
+        let fetch = async {
+            let agents = self
+                .inner
+                .engine
+                .platform()
+                .list_agents(&AgentFilter::default())
+                .await?;
+            Ok(Arc::new(agents))
+        };
+        if self.inner.agent_list_ttl.is_zero() {
+            return fetch.await;
+        }
+        self.inner
+            .directory
+            .try_get_with((), fetch)
+            .await
+            .map_err(|e: Arc<CxoneError>| (*e).clone())
+    }
+
+    /// Checks `request` and stores the job with all its items (or returns the job its
+    /// idempotency key already created). The job starts running at once.
+    #[instrument(skip_all, fields(target = %request.target))]
+    pub async fn submit(&self, request: JobRequest) -> Result<Accepted, BulkError> {
+        if !request.target.is_settable() {
+            return Err(BulkError::invalid(
+                "state",
+                format!("{} is observed only and cannot be set", request.target),
+            ));
+        }
+        if let Selector::Agents(agents) = &request.selector {
+            check_list(agents)?;
+        }
+        let hash = request_hash(&json!({
+            "selector": request.selector,
+            "state": request.target,
+            "reason": request.reason,
+        }));
+        if let Some(key) = &request.idempotency_key
+            && let Some(earlier) = self.earlier(key, &hash).await?
+        {
+            return Ok(earlier);
+        }
+        let (agents, team) = match &request.selector {
+            Selector::Agents(agents) => {
+                let known = self.agents().await?;
+                let known: HashSet<&str> = known.iter().map(|a| a.id.as_str()).collect();
+                let unknown: Vec<String> = agents
+                    .iter()
+                    .filter(|a| !known.contains(a.as_str()))
+                    .cloned()
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(BulkError::Invalid {
+                        field: "agents",
+                        detail: format!(
+                            "the platform does not know {} of the agents: {}",
+                            unknown.len(),
+                            preview(&unknown)
+                        ),
+                        values: Some(("unknown_agents", unknown)),
+                    });
+                }
+                (agents.clone(), None)
+            }
+            Selector::Team(team) => (self.team(team).await?, Some(team.as_str())),
+        };
+        let target = request.target.as_str();
+        let items: Vec<NewItem> = agents
+            .into_iter()
+            .map(|agent_id| NewItem {
+                agent_id,
+                target_state: target.to_owned(),
+                reason: request.reason.clone(),
+                not_possible: None,
+            })
+            .collect();
+        let job_id = new_job_id();
+        let job = NewJob {
+            id: &job_id,
+            idempotency_key: request.idempotency_key.as_deref(),
+            request_hash: &hash,
+            target_state: Some(target),
+            reason: request.reason.as_deref(),
+            team,
+            reverts_job_id: None,
+            actor: &request.actor,
+            created_at: to_ms(Utc::now()),
+        };
+        self.store_job(&job, &items).await
+    }
+
+    /// The agents of team `team`, by id or else by name (any letter case).
+    async fn team(&self, team: &str) -> Result<Vec<String>, BulkError> {
+        let directory = self.agents().await?;
+        let by_id: Vec<String> = directory
+            .iter()
+            .filter(|a| a.team_id.as_deref() == Some(team))
+            .map(|a| a.id.clone())
+            .collect();
+        let members = if by_id.is_empty() {
+            directory
+                .iter()
+                .filter(|a| {
+                    a.team_name
+                        .as_deref()
+                        .is_some_and(|name| name.eq_ignore_ascii_case(team))
+                })
+                .map(|a| a.id.clone())
+                .collect()
+        } else {
+            by_id
+        };
+        if members.is_empty() {
+            return Err(BulkError::invalid(
+                "team",
+                format!("the platform has no team `{team}` with agents (give a team id or name)"),
+            ));
+        }
+        if members.len() > MAX_AGENTS {
+            return Err(BulkError::invalid(
+                "team",
+                format!(
+                    "team `{team}` has {} agents; a job takes at most {MAX_AGENTS}",
+                    members.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        Ok(members
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect())
+    }
+
+    /// The job an idempotency key already created, if the request is the same one.
+    async fn earlier(&self, key: &str, hash: &str) -> Result<Option<Accepted>, BulkError> {
+        let mut conn = self.store().reader().acquire().await?;
+        let Some(job) = jobs::by_idempotency_key(&mut conn, key).await? else {
+            return Ok(None);
+        };
+        if job.request_hash != hash {
+            return Err(BulkError::IdempotencyKeyReused(key.to_owned()));
+        }
+        let total = jobs::counts(&mut conn, &job.id).await?.total();
+        Ok(Some(Accepted {
+            job_id: job.id,
+            created: false,
+            total: usize::try_from(total).unwrap_or(0),
+        }))
+    }
+
+    /// Writes the job, its items and the audit entry in one transaction, unless a job
+    /// with the same key got there first.
+    async fn store_job(&self, job: &NewJob<'_>, items: &[NewItem]) -> Result<Accepted, BulkError> {
+        let mut tx = self.store().begin_write().await?;
+        if let Some(key) = job.idempotency_key
+            && let Some(earlier) = jobs::by_idempotency_key(&mut tx, key).await?
+        {
+            tx.rollback().await?;
+            if earlier.request_hash != job.request_hash {
+                return Err(BulkError::IdempotencyKeyReused(key.to_owned()));
+            }
+            let mut conn = self.store().reader().acquire().await?;
+            let total = jobs::counts(&mut conn, &earlier.id).await?.total();
+            return Ok(Accepted {
+                job_id: earlier.id,
+                created: false,
+                total: usize::try_from(total).unwrap_or(0),
+            });
+        }
+        jobs::insert(&mut tx, job, items).await?;
+        let not_possible = items.iter().filter(|i| i.not_possible.is_some()).count();
+        audit::append(
+            &mut tx,
+            &NewEntry {
+                at: from_ms(job.created_at),
+                actor: job.actor,
+                action: "bulk.accepted",
+                agent_id: None,
+                subject_id: Some(job.id),
+                detail: json!({
+                    "jobId": job.id,
+                    "state": job.target_state,
+                    "reasonCode": job.reason,
+                    "team": job.team,
+                    "agents": items.len(),
+                    "notPossible": not_possible,
+                    "revertsJobId": job.reverts_job_id,
+                    "idempotencyKey": job.idempotency_key,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(job = job.id, agents = items.len(), "bulk job accepted");
+        self.inner.wake.notify_one();
+        Ok(Accepted {
+            job_id: job.id.to_owned(),
+            created: true,
+            total: items.len(),
+        })
+    }
+
+    /// A new job putting every agent that finished job `job_id` moved back to the state
+    /// and reason it had before. The job must be finished; repeating the call (or giving
+    /// the same `idempotency_key`) returns the same revert job.
+    #[instrument(skip_all, fields(job = %job_id))]
+    pub async fn revert(
+        &self,
+        job_id: &str,
+        actor: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<Accepted, BulkError> {
+        let original = jobs::get(self.store().reader(), job_id)
+            .await?
+            .ok_or_else(|| BulkError::NotFound(job_id.to_owned()))?;
+        if !original.is_finished() {
+            return Err(BulkError::Conflict {
+                id: job_id.to_owned(),
+                status: format!("{}; cancel it or let it finish first", original.status),
+            });
+        }
+        let key = idempotency_key.unwrap_or_else(|| format!("revert:{job_id}"));
+        let hash = request_hash(&json!({ "revert": job_id }));
+        if let Some(earlier) = self.earlier(&key, &hash).await? {
+            return Ok(earlier);
+        }
+        let moved = jobs::moved(self.store().reader(), job_id).await?;
+        if moved.is_empty() {
+            return Err(BulkError::NothingToRevert(job_id.to_owned()));
+        }
+        let items: Vec<NewItem> = moved
+            .into_iter()
+            .map(|m| {
+                let earlier = m.from_state.as_deref().map(str::parse::<AgentState>);
+                match earlier {
+                    Some(Ok(state)) if state.is_settable() => NewItem {
+                        agent_id: m.agent_id,
+                        target_state: state.as_str().to_owned(),
+                        reason: Some(
+                            m.from_reason
+                                .unwrap_or_else(|| state.default_reason().to_owned()),
+                        ),
+                        not_possible: None,
+                    },
+                    Some(Ok(state)) => NewItem {
+                        agent_id: m.agent_id,
+                        target_state: state.as_str().to_owned(),
+                        reason: m.from_reason,
+                        not_possible: Some(format!(
+                            "cannot revert: the agent was {state} before the job, which is \
+                             observed only and cannot be set"
+                        )),
+                    },
+                    _ => NewItem {
+                        agent_id: m.agent_id,
+                        target_state: UNKNOWN_STATE.to_owned(),
+                        reason: None,
+                        not_possible: Some(
+                            "cannot revert: wfmd has no record of the agent's state before the \
+                             job"
+                            .to_owned(),
+                        ),
+                    },
+                }
+            })
+            .collect();
+        let new_id = new_job_id();
+        let job = NewJob {
+            id: &new_id,
+            idempotency_key: Some(&key),
+            request_hash: &hash,
+            target_state: None,
+            reason: None,
+            team: None,
+            reverts_job_id: Some(job_id),
+            actor,
+            created_at: to_ms(Utc::now()),
+        };
+        self.store_job(&job, &items).await
+    }
+
+    /// Cancels the items of a running job not taken yet (those in flight finish);
+    /// the job is `cancelled` once nothing is in flight. Cancelling a cancelled job
+    /// again changes nothing; a completed one is a conflict.
+    #[instrument(skip_all, fields(job = %job_id))]
+    pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<JobView, BulkError> {
+        let now = Utc::now();
+        let mut tx = self.store().begin_write().await?;
+        let job = jobs::get_on(&mut tx, job_id)
+            .await?
+            .ok_or_else(|| BulkError::NotFound(job_id.to_owned()))?;
+        match job.status.as_str() {
+            "completed" => {
+                tx.rollback().await?;
+                return Err(BulkError::Conflict {
+                    id: job_id.to_owned(),
+                    status: "completed already; nothing is left to cancel".to_owned(),
+                });
+            }
+            "cancelled" => tx.rollback().await?,
+            _ => {
+                let cancelled = jobs::cancel_untaken(&mut tx, job_id, to_ms(now)).await?;
+                audit::append(
+                    &mut tx,
+                    &NewEntry {
+                        at: now,
+                        actor,
+                        action: "bulk.cancel_requested",
+                        agent_id: None,
+                        subject_id: Some(job_id),
+                        detail: json!({ "jobId": job_id, "cancelled": cancelled }),
+                    },
+                )
+                .await?;
+                let finished = finish_if_done(&mut tx, job_id, now).await?;
+                tx.commit().await?;
+                metrics::counter!("wfmd_bulk_items_total", "outcome" => "cancelled")
+                    .increment(cancelled);
+                if finished {
+                    self.store().notify_outbox();
+                }
+                tracing::info!(cancelled, "bulk job cancellation asked for");
+            }
+        }
+        self.job(job_id, true)
+            .await?
+            .ok_or_else(|| BulkError::NotFound(job_id.to_owned()))
+    }
+
+    /// The job's progress and counts, with every item when `with_items`.
+    pub async fn job(
+        &self,
+        job_id: &str,
+        with_items: bool,
+    ) -> Result<Option<JobView>, sqlx::Error> {
+        // One read transaction: the status, counts and items agree with each other
+        // even while the runner settles items.
+        let mut tx = self.store().reader().begin().await?;
+        let Some(row) = jobs::get_on(&mut tx, job_id).await? else {
+            return Ok(None);
+        };
+        let counts = jobs::counts(&mut tx, job_id).await?;
+        let items = if with_items {
+            Some(jobs::items(&mut tx, job_id).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(Some(view(row, counts, items)))
+    }
+
+    /// Runs jobs until `stop` is cancelled: every unfinished job at start (resuming
+    /// those a crash interrupted), and each new one as it is accepted. On `stop`, items
+    /// not taken yet stay pending for the next start and those in flight finish.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(
+            concurrency = self.inner.concurrency,
+            "bulk job runner started"
+        );
+        let mut tasks: JoinSet<String> = JoinSet::new();
+        let mut running: HashSet<String> = HashSet::new();
+        loop {
+            let wait = match jobs::unfinished(self.store().reader()).await {
+                Ok(ids) => {
+                    for id in ids {
+                        if running.insert(id.clone()) {
+                            let (jobs, stop) = (self.clone(), stop.clone());
+                            tasks.spawn(async move {
+                                if let Err(error) = jobs.run_job(&id, &stop).await {
+                                    tracing::warn!(%error, job = %id, "bulk job interrupted; it resumes shortly");
+                                    tokio::time::sleep(ERROR_BACKOFF).await;
+                                }
+                                id
+                            });
+                        }
+                    }
+                    IDLE_POLL
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for bulk jobs");
+                    ERROR_BACKOFF
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.inner.wake.notified() => {}
+                Some(done) = tasks.join_next() => {
+                    if let Ok(id) = done {
+                        running.remove(&id);
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("bulk job runner stopped");
+    }
+
+    /// Runs every unfinished job to its end, as a step for tests; returns how many.
+    pub async fn run_pending(&self) -> Result<usize, sqlx::Error> {
+        let ids = jobs::unfinished(self.store().reader()).await?;
+        let never = CancellationToken::new();
+        for id in &ids {
+            self.run_job(id, &never).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Runs one job's pending items; returns when none is left in flight (all settled,
+    /// or `stop` came and the rest waits for the next run).
+    #[instrument(name = "bulk.job", skip_all, fields(job = %job_id))]
+    pub async fn run_job(&self, job_id: &str, stop: &CancellationToken) -> Result<(), sqlx::Error> {
+        let Some(job) = jobs::get(self.store().reader(), job_id).await? else {
+            return Ok(());
+        };
+        if job.is_finished() {
+            return Ok(());
+        }
+        let mut tx = self.store().begin_write().await?;
+        jobs::mark_running(&mut tx, job_id, to_ms(Utc::now())).await?;
+        tx.commit().await?;
+        let items = jobs::pending(self.store().reader(), job_id).await?;
+        tracing::info!(pending = items.len(), "bulk job running");
+        let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(items)
+            .map(|item| self.run_item(&job, item, stop))
+            .buffer_unordered(self.inner.concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+        if !stop.is_cancelled() {
+            // Nothing may have been left to run (all items settled from the start, or
+            // by a run that crashed before finishing the job).
+            let now = Utc::now();
+            let mut tx = self.store().begin_write().await?;
+            let finished = finish_if_done(&mut tx, job_id, now).await?;
+            tx.commit().await?;
+            if finished {
+                self.store().notify_outbox();
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_item(
+        &self,
+        job: &JobRow,
+        item: ItemRow,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let Ok(_permit) = self.inner.permits.acquire().await else {
+            return Ok(());
+        };
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let interrupted = item.started_at.map(from_ms);
+        if interrupted.is_none() {
+            let mut tx = self.store().begin_write().await?;
+            let taken = jobs::take(&mut tx, &job.id, item.seq, to_ms(Utc::now())).await?;
+            tx.commit().await?;
+            if !taken {
+                return Ok(());
+            }
+        }
+        let settlement = match item.target_state.parse::<AgentState>() {
+            Ok(target) => {
+                let request = TransitionRequest {
+                    agent_id: item.agent_id.clone(),
+                    target,
+                    reason: item.reason.clone(),
+                    origin: Origin::Bulk,
+                    actor: job.actor.clone(),
+                    idempotency_key: Some(format!("bulk:{}:{}", job.id, item.agent_id)),
+                };
+                let adopted = match interrupted {
+                    Some(since) => self.inner.engine.adopt(&request, since).await,
+                    None => Ok(None),
+                };
+                let result = match adopted {
+                    Ok(Some(transition)) => Ok(transition),
+                    Ok(None) => self.inner.engine.transition(request).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(transition) => {
+                        let attempt = Some(transition.attempt_id);
+                        match transition.outcome {
+                            Outcome::Succeeded => Settled::new("succeeded", None, None, attempt),
+                            Outcome::Rejected { violation } => Settled::new(
+                                "rejected",
+                                Some(violation.as_str().to_owned()),
+                                None,
+                                attempt,
+                            ),
+                            Outcome::Failed { error, .. } => {
+                                Settled::new("failed", None, Some(error), attempt)
+                            }
+                        }
+                    }
+                    Err(EngineError::Store(e)) => return Err(e),
+                    Err(other) => Settled::new("failed", None, Some(other.to_string()), None),
+                }
+            }
+            Err(e) => Settled::new("failed", None, Some(e.to_string()), None),
+        };
+        self.settle(&job.id, item.seq, &settlement).await
+    }
+
+    /// Records an item's outcome and, when it was the job's last, the job's end.
+    async fn settle(&self, job_id: &str, seq: i64, settled: &Settled) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.store().begin_write().await?;
+        jobs::settle(
+            &mut tx,
+            job_id,
+            seq,
+            &Settlement {
+                outcome: settled.outcome,
+                violation: settled.violation.as_deref(),
+                error: settled.error.as_deref(),
+                attempt_id: settled.attempt_id.as_deref(),
+            },
+            to_ms(now),
+        )
+        .await?;
+        let finished = finish_if_done(&mut tx, job_id, now).await?;
+        tx.commit().await?;
+        metrics::counter!("wfmd_bulk_items_total", "outcome" => settled.outcome).increment(1);
+        if finished {
+            self.store().notify_outbox();
+        }
+        Ok(())
+    }
+}
+
+/// An item's outcome, owned.
+struct Settled {
+    outcome: &'static str,
+    violation: Option<String>,
+    error: Option<String>,
+    attempt_id: Option<String>,
+}
+
+impl Settled {
+    fn new(
+        outcome: &'static str,
+        violation: Option<String>,
+        error: Option<String>,
+        attempt_id: Option<String>,
+    ) -> Settled {
+        Settled {
+            outcome,
+            violation,
+            error,
+            attempt_id,
+        }
+    }
+}
+
+/// Gives the job its final status, audit entry and `bulk.completed` event when no item
+/// is pending any more; true when it did so now.
+async fn finish_if_done(
+    conn: &mut sqlx::SqliteConnection,
+    job_id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let counts = jobs::counts(conn, job_id).await?;
+    if counts.pending > 0 {
+        return Ok(false);
+    }
+    let Some(job) = jobs::finish(conn, job_id, to_ms(now)).await? else {
+        return Ok(false);
+    };
+    let data = json!({
+        "jobId": job.id,
+        "status": job.status,
+        "total": counts.total(),
+        "succeeded": counts.succeeded,
+        "rejected": counts.rejected,
+        "failed": counts.failed,
+        "cancelled": counts.cancelled,
+        "state": job.target_state,
+        "reasonCode": job.reason,
+        "team": job.team,
+        "revertsJobId": job.reverts_job_id,
+        "actor": job.actor,
+        "createdAt": rfc3339(from_ms(job.created_at)),
+        "finishedAt": rfc3339(now),
+    });
+    audit::append(
+        conn,
+        &NewEntry {
+            at: now,
+            actor: &job.actor,
+            action: if job.status == "cancelled" {
+                "bulk.cancelled"
+            } else {
+                "bulk.completed"
+            },
+            agent_id: None,
+            subject_id: Some(&job.id),
+            detail: data.clone(),
+        },
+    )
+    .await?;
+    outbox::enqueue(conn, EventType::BulkCompleted, None, now, data).await?;
+    tracing::info!(
+        job = %job.id,
+        status = %job.status,
+        succeeded = counts.succeeded,
+        rejected = counts.rejected,
+        failed = counts.failed,
+        cancelled = counts.cancelled,
+        "bulk job finished"
+    );
+    Ok(true)
+}
+
+/// Checks a list of agents: 1 to [`MAX_AGENTS`] of them, each once.
+fn check_list(agents: &[String]) -> Result<(), BulkError> {
+    if agents.is_empty() {
+        return Err(BulkError::invalid(
+            "agents",
+            "agents must list at least one agent",
+        ));
+    }
+    if agents.len() > MAX_AGENTS {
+        return Err(BulkError::invalid(
+            "agents",
+            format!(
+                "agents lists {} agents; a job takes at most {MAX_AGENTS}",
+                agents.len()
+            ),
+        ));
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut duplicates = Vec::new();
+    for agent in agents {
+        let n = seen.entry(agent).or_default();
+        *n += 1;
+        if *n == 2 {
+            duplicates.push(agent.clone());
+        }
+    }
+    if !duplicates.is_empty() {
+        return Err(BulkError::Invalid {
+            field: "agents",
+            detail: format!(
+                "agents lists {} agents more than once: {}",
+                duplicates.len(),
+                preview(&duplicates)
+            ),
+            values: Some(("duplicate_agents", duplicates)),
+        });
+    }
+    Ok(())
+}
+
+/// The first few of `values`, for a message.
+fn preview(values: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = values
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if values.len() > SHOWN {
+        text.push_str(&format!(" and {} more", values.len() - SHOWN));
+    }
+    text
+}
+
+fn request_hash(request: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(request.to_string().as_bytes()))
+}
+
+/// `job_` + UUID v7, so ids sort by creation time.
+fn new_job_id() -> String {
+    format!("job_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::cxone::Budget;
+    use crate::sim::{SimConfig, Simulator};
+    use crate::store::testing::temp_store;
+
+    /// A bulk service over a real engine and store, against the simulator on a free
+    /// port (its agents hold still).
+    struct Rig {
+        sim: Simulator,
+        bulk: BulkJobs,
+        store: Store,
+        _dir: tempfile::TempDir,
+        _stop: CancellationToken,
+    }
+
+    async fn rig() -> Rig {
+        let stop = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim_config = SimConfig {
+            agents: 20,
+            ..SimConfig::default()
+        };
+        let running = Simulator::start(sim_config.clone(), listener, stop.clone())
+            .await
+            .unwrap();
+        let mut config = Config::default();
+        config.cxone.base_url = running.base_url.clone();
+        config.cxone.token_url = running.token_url.clone();
+        config.cxone.client_id = sim_config.client_id;
+        config.cxone.client_secret = sim_config.client_secret.into();
+        let (store, dir) = temp_store().await;
+        let platform = crate::platform(
+            &config,
+            crate::http_client().unwrap(),
+            Arc::new(Budget::unlimited()),
+        );
+        let engine = Arc::new(TransitionEngine::new(
+            store.clone(),
+            platform,
+            Duration::from_secs(30),
+        ));
+        let settings = BulkSettings {
+            concurrency: 4,
+            agent_list_ttl: Duration::from_secs(60),
+        };
+        Rig {
+            sim: running.sim,
+            bulk: BulkJobs::new(engine, settings),
+            store,
+            _dir: dir,
+            _stop: stop,
+        }
+    }
+
+    impl Rig {
+        fn pick(&self, kind: &str) -> Vec<String> {
+            let now = Utc::now();
+            self.sim
+                .agents()
+                .into_iter()
+                .filter(|a| match kind {
+                    "free" => {
+                        a.on_shift_at(now)
+                            && !a.in_mandatory_break_at(now)
+                            && a.state != "ON_CONTACT"
+                    }
+                    "off" => !a.on_shift_at(now),
+                    "contact" => a.state == "ON_CONTACT",
+                    _ => unreachable!(),
+                })
+                .map(|a| a.id)
+                .collect()
+        }
+
+        /// How many times the platform set `agent` to `state` with `reason` (the log's
+        /// first entry is the state the agent started in; the agents hold still, so
+        /// every later one is a change someone asked for).
+        fn changes(&self, agent: &str, state: &str, reason: &str) -> usize {
+            let log = self.sim.agent(agent).unwrap().state_log;
+            log.iter()
+                .skip(1)
+                .filter(|c| c.state == state && c.reason == reason)
+                .count()
+        }
+
+        async fn count(&self, sql: &'static str) -> i64 {
+            sqlx::query_scalar(sql)
+                .fetch_one(self.store.reader())
+                .await
+                .unwrap()
+        }
+    }
+
+    fn meeting(agents: &[String], key: Option<&str>) -> JobRequest {
+        JobRequest {
+            selector: Selector::Agents(agents.to_vec()),
+            target: AgentState::NotReady,
+            reason: Some("MEETING".into()),
+            actor: "test".into(),
+            idempotency_key: key.map(Into::into),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_agent_gets_its_own_outcome_and_the_job_ends_with_one_event() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        let off = rig.pick("off");
+        let contact = rig.pick("contact");
+        let agents = [&free[..3], &off[..1], &contact[..1]].concat();
+
+        let accepted = rig.bulk.submit(meeting(&agents, None)).await.unwrap();
+        assert_eq!(accepted.total, 5);
+        let queued = rig.bulk.job(&accepted.job_id, true).await.unwrap().unwrap();
+        assert_eq!((queued.status.as_str(), queued.pending), ("queued", 5));
+        assert_eq!(rig.bulk.run_pending().await.unwrap(), 1);
+
+        let job = rig.bulk.job(&accepted.job_id, true).await.unwrap().unwrap();
+        assert_eq!(job.status, "completed");
+        assert_eq!((job.succeeded, job.rejected, job.failed), (3, 2, 0));
+        let items = job.items.unwrap();
+        let outcome = |agent: &str| {
+            let item = items.iter().find(|i| i.agent == agent).unwrap();
+            (item.outcome.clone(), item.violation.clone())
+        };
+        for agent in &free[..3] {
+            assert_eq!(outcome(agent), ("succeeded".into(), None));
+            assert_eq!(rig.changes(agent, "NOT_READY", "MEETING"), 1);
+        }
+        assert_eq!(
+            outcome(&off[0]),
+            ("rejected".into(), Some("AGENT_NOT_SCHEDULED".into()))
+        );
+        assert_eq!(
+            outcome(&contact[0]),
+            ("rejected".into(), Some("STATE_CONFLICT".into()))
+        );
+        assert_eq!(
+            rig.count("SELECT COUNT(*) FROM transition_attempts WHERE origin = 'bulk'")
+                .await,
+            5
+        );
+        let payload: String = sqlx::query_scalar(
+            "SELECT payload FROM outbox_events WHERE event_type = 'bulk.completed'",
+        )
+        .fetch_one(rig.store.reader())
+        .await
+        .unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(payload["data"]["jobId"], accepted.job_id.as_str());
+        assert_eq!(payload["data"]["succeeded"], 3);
+        assert_eq!(payload["data"]["rejected"], 2);
+        assert_eq!(payload["data"]["status"], "completed");
+        for action in ["bulk.accepted", "bulk.completed"] {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = ?")
+                .bind(action)
+                .fetch_one(rig.store.reader())
+                .await
+                .unwrap();
+            assert_eq!(n, 1, "{action}");
+        }
+        assert_eq!(rig.bulk.run_pending().await.unwrap(), 0, "nothing left");
+    }
+
+    #[tokio::test]
+    async fn bad_lists_and_teams_are_refused_naming_the_field_and_nothing_is_stored() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        let too_many: Vec<String> = (0..=MAX_AGENTS).map(|i| format!("u_{i}")).collect();
+        let cases: Vec<(JobRequest, &str, Option<&str>)> = vec![
+            (meeting(&[], None), "agents", None),
+            (meeting(&too_many, None), "agents", None),
+            (
+                meeting(&[free[0].clone(), free[1].clone(), free[0].clone()], None),
+                "agents",
+                Some("duplicate_agents"),
+            ),
+            (
+                meeting(&[free[0].clone(), "u_nobody".into()], None),
+                "agents",
+                Some("unknown_agents"),
+            ),
+            (
+                JobRequest {
+                    selector: Selector::Team("t_nowhere".into()),
+                    ..meeting(&[], None)
+                },
+                "team",
+                None,
+            ),
+            (
+                JobRequest {
+                    target: AgentState::Acw,
+                    ..meeting(&free, None)
+                },
+                "state",
+                None,
+            ),
+        ];
+        for (request, want_field, want_values) in cases {
+            let selector = format!("{:?}", request.selector)
+                .chars()
+                .take(60)
+                .collect::<String>();
+            match rig.bulk.submit(request).await {
+                Err(BulkError::Invalid { field, values, .. }) => {
+                    assert_eq!(field, want_field, "{selector}");
+                    assert_eq!(values.map(|(name, _)| name), want_values, "{selector}");
+                }
+                other => panic!("{selector}: {other:?}"),
+            }
+        }
+        let unknown = rig
+            .bulk
+            .submit(meeting(&[free[0].clone(), "u_nobody".into()], None))
+            .await;
+        let Err(BulkError::Invalid {
+            values: Some((_, unknown)),
+            ..
+        }) = unknown
+        else {
+            panic!("{unknown:?}")
+        };
+        assert_eq!(unknown, ["u_nobody"]);
+        assert_eq!(rig.count("SELECT COUNT(*) FROM bulk_jobs").await, 0);
+        assert_eq!(
+            rig.sim.stats().by_route.get("GET /api/v2/users"),
+            Some(&1),
+            "the agent list is fetched once and reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_team_is_found_by_id_or_by_name() {
+        let rig = rig().await;
+        let member = rig.sim.agents().remove(0);
+        let team: Vec<String> = rig
+            .sim
+            .agents()
+            .into_iter()
+            .filter(|a| a.team_id == member.team_id)
+            .map(|a| a.id)
+            .collect();
+        for selector in [member.team_id.clone(), member.team_name.to_uppercase()] {
+            let accepted = rig
+                .bulk
+                .submit(JobRequest {
+                    selector: Selector::Team(selector.clone()),
+                    ..meeting(&[], None)
+                })
+                .await
+                .unwrap();
+            let job = rig.bulk.job(&accepted.job_id, true).await.unwrap().unwrap();
+            let agents: Vec<String> = job.items.unwrap().into_iter().map(|i| i.agent).collect();
+            assert_eq!(agents, team, "{selector}");
+            assert_eq!(job.team.as_deref(), Some(selector.as_str()));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_returns_the_first_job_and_refuses_another_request() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        let first = rig
+            .bulk
+            .submit(meeting(&free[..2], Some("desk-7")))
+            .await
+            .unwrap();
+        let again = rig
+            .bulk
+            .submit(meeting(&free[..2], Some("desk-7")))
+            .await
+            .unwrap();
+        assert!(first.created && !again.created);
+        assert_eq!(first.job_id, again.job_id);
+        let other = rig.bulk.submit(meeting(&free[..3], Some("desk-7"))).await;
+        assert!(matches!(other, Err(BulkError::IdempotencyKeyReused(_))));
+        assert_eq!(rig.count("SELECT COUNT(*) FROM bulk_jobs").await, 1);
+    }
+
+    #[tokio::test]
+    async fn cancelling_before_anything_ran_cancels_every_item_and_ends_the_job() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        let accepted = rig.bulk.submit(meeting(&free[..4], None)).await.unwrap();
+        let job = rig.bulk.cancel(&accepted.job_id, "test").await.unwrap();
+        assert_eq!((job.status.as_str(), job.cancelled), ("cancelled", 4));
+        assert!(job.cancel_requested);
+        rig.bulk.run_pending().await.unwrap();
+        for agent in &free[..4] {
+            assert_eq!(rig.changes(agent, "NOT_READY", "MEETING"), 0);
+        }
+        let again = rig.bulk.cancel(&accepted.job_id, "test").await.unwrap();
+        assert_eq!(again, job, "cancelling twice changes nothing");
+        assert_eq!(
+            rig.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'bulk.completed'")
+                .await,
+            1
+        );
+        assert!(matches!(
+            rig.bulk.cancel("job_nope", "test").await,
+            Err(BulkError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_revert_reports_agents_whose_earlier_state_was_never_recorded() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        let accepted = rig.bulk.submit(meeting(&free[..2], None)).await.unwrap();
+        let early = rig.bulk.revert(&accepted.job_id, "test", None).await;
+        assert!(
+            matches!(early, Err(BulkError::Conflict { .. })),
+            "{early:?}"
+        );
+        rig.bulk.run_pending().await.unwrap();
+
+        let revert = rig
+            .bulk
+            .revert(&accepted.job_id, "test", None)
+            .await
+            .unwrap();
+        rig.bulk.run_pending().await.unwrap();
+        let job = rig.bulk.job(&revert.job_id, true).await.unwrap().unwrap();
+        assert_eq!((job.status.as_str(), job.failed), ("completed", 2));
+        assert_eq!(
+            job.reverts_job_id.as_deref(),
+            Some(accepted.job_id.as_str())
+        );
+        for item in job.items.unwrap() {
+            assert_eq!(item.state, None);
+            assert!(item.error.unwrap().contains("no record"));
+            let log = rig.sim.agent(&item.agent).unwrap().state_log;
+            assert_eq!(log.len(), 2, "only the job's own change");
+        }
+        let again = rig
+            .bulk
+            .revert(&accepted.job_id, "test", None)
+            .await
+            .unwrap();
+        assert_eq!((again.job_id, again.created), (revert.job_id, false));
+
+        let off = rig.pick("off");
+        let refused = rig.bulk.submit(meeting(&off[..1], None)).await.unwrap();
+        rig.bulk.run_pending().await.unwrap();
+        assert!(matches!(
+            rig.bulk.revert(&refused.job_id, "test", None).await,
+            Err(BulkError::NothingToRevert(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_job_interrupted_mid_item_resumes_without_changing_anyone_twice() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        let agents = free[..4].to_vec();
+        let accepted = rig.bulk.submit(meeting(&agents, None)).await.unwrap();
+        let job_id = accepted.job_id.clone();
+        // A run that died: it had taken the first three items. The first was changed and
+        // recorded, the second changed on the platform only, the third not yet sent.
+        let mut tx = rig.store.begin_write().await.unwrap();
+        for seq in 0..3 {
+            assert!(
+                jobs::take(&mut tx, &job_id, seq, to_ms(Utc::now()))
+                    .await
+                    .unwrap()
+            );
+        }
+        tx.commit().await.unwrap();
+        let engine = rig.bulk.inner.engine.clone();
+        let recorded = engine
+            .transition(TransitionRequest {
+                agent_id: agents[0].clone(),
+                target: AgentState::NotReady,
+                reason: Some("MEETING".into()),
+                origin: Origin::Bulk,
+                actor: "test".into(),
+                idempotency_key: Some(format!("bulk:{job_id}:{}", agents[0])),
+            })
+            .await
+            .unwrap();
+        assert_eq!(recorded.outcome, Outcome::Succeeded);
+        engine
+            .platform()
+            .set_agent_state(&agents[1], AgentState::NotReady, "MEETING")
+            .await
+            .unwrap();
+
+        rig.bulk.run_pending().await.unwrap();
+
+        let job = rig.bulk.job(&job_id, true).await.unwrap().unwrap();
+        assert_eq!((job.status.as_str(), job.succeeded), ("completed", 4));
+        for agent in &agents {
+            assert_eq!(rig.changes(agent, "NOT_READY", "MEETING"), 1, "{agent}");
+        }
+        let items = job.items.unwrap();
+        assert_eq!(
+            items[0].attempt_id.as_deref(),
+            Some(recorded.attempt_id.as_str())
+        );
+        assert_eq!(
+            rig.count("SELECT COUNT(*) FROM transition_attempts").await,
+            4,
+            "one attempt per agent"
+        );
+        assert_eq!(
+            rig.count("SELECT COUNT(*) FROM state_intervals WHERE reason = 'MEETING'")
+                .await,
+            4
+        );
+    }
+}

@@ -1,0 +1,500 @@
+//! Bulk jobs and their items: one row per job, one per agent of the job.
+//!
+//! A job and all its items are inserted together when the job is accepted; the runner
+//! then takes items (`started_at`: from then on they cannot be cancelled) and settles
+//! each with its outcome. Writes take a `&mut SqliteConnection` so the engine composes
+//! them with the audit entry and the `bulk.completed` event in one transaction.
+
+use serde_json::json;
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+/// A stored job. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub target_state: Option<String>,
+    pub reason: Option<String>,
+    pub team: Option<String>,
+    pub reverts_job_id: Option<String>,
+    pub actor: String,
+    /// `queued`, `running`, `completed` or `cancelled`.
+    pub status: String,
+    pub cancel_requested_at: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl JobRow {
+    /// Whether the job has its final status.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "cancelled")
+    }
+}
+
+/// A stored item.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ItemRow {
+    pub job_id: String,
+    pub seq: i64,
+    pub agent_id: String,
+    pub target_state: String,
+    pub reason: Option<String>,
+    /// `pending`, `succeeded`, `rejected`, `failed` or `cancelled`.
+    pub outcome: String,
+    pub violation: Option<String>,
+    pub error: Option<String>,
+    pub attempt_id: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: &'a str,
+    pub target_state: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub team: Option<&'a str>,
+    pub reverts_job_id: Option<&'a str>,
+    pub actor: &'a str,
+    pub created_at: i64,
+}
+
+/// An item to insert: pending, or (`failed` with `error`) settled from the start, for
+/// an agent a revert cannot put back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewItem {
+    pub agent_id: String,
+    pub target_state: String,
+    pub reason: Option<String>,
+    pub not_possible: Option<String>,
+}
+
+/// Counts of a job's items by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: i64,
+    pub succeeded: i64,
+    pub rejected: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl Counts {
+    pub fn total(&self) -> i64 {
+        self.pending + self.succeeded + self.rejected + self.failed + self.cancelled
+    }
+}
+
+/// How an item ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement<'a> {
+    /// `succeeded`, `rejected` or `failed`.
+    pub outcome: &'a str,
+    pub violation: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub attempt_id: Option<&'a str>,
+}
+
+const JOB_COLUMNS: &str = "id, idempotency_key, request_hash, target_state, reason, team, \
+     reverts_job_id, actor, status, cancel_requested_at, created_at, started_at, finished_at";
+
+const ITEM_COLUMNS: &str = "job_id, seq, agent_id, target_state, reason, outcome, violation, \
+     error, attempt_id, started_at, finished_at";
+
+/// Inserts the job and its items (in request order) in the caller's transaction.
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    job: &NewJob<'_>,
+    items: &[NewItem],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO bulk_jobs (id, idempotency_key, request_hash, target_state, reason, team,
+                                reverts_job_id, actor, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(job.id)
+    .bind(job.idempotency_key)
+    .bind(job.request_hash)
+    .bind(job.target_state)
+    .bind(job.reason)
+    .bind(job.team)
+    .bind(job.reverts_job_id)
+    .bind(job.actor)
+    .bind(job.created_at)
+    .execute(&mut *conn)
+    .await?;
+    // One statement whatever the number: a 10,000-agent job must not cost 10,000 round
+    // trips inside the write lock.
+    let rows: Vec<_> = items
+        .iter()
+        .enumerate()
+        .map(|(seq, item)| {
+            json!([
+                seq,
+                item.agent_id,
+                item.target_state,
+                item.reason,
+                item.not_possible.as_ref().map(|_| "failed"),
+                item.not_possible
+            ])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO bulk_items (job_id, seq, agent_id, target_state, reason, outcome, error,
+                                 finished_at)
+         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                COALESCE(json_extract(value, '$[4]'), 'pending'), json_extract(value, '$[5]'),
+                CASE WHEN json_extract(value, '$[5]') IS NULL THEN NULL ELSE ?2 END
+         FROM json_each(?3)",
+    )
+    .bind(job.id)
+    .bind(job.created_at)
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The job with this idempotency key, if any (read inside the accepting transaction).
+pub async fn by_idempotency_key(
+    conn: &mut SqliteConnection,
+    key: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE idempotency_key = ?"
+    )))
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = ?"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// [`get`] on a given connection (a transaction).
+pub async fn get_on(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = ?"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Every item of the job, in request order.
+pub async fn items(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = ? ORDER BY seq"
+    )))
+    .bind(job_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The items still pending, in request order: those never taken, and those taken by a
+/// run that did not settle them (a crash), which carry their `started_at`.
+pub async fn pending(pool: &SqlitePool, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = ? AND outcome = 'pending'
+         ORDER BY seq"
+    )))
+    .bind(job_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The job's item counts by outcome.
+pub async fn counts(conn: &mut SqliteConnection, job_id: &str) -> Result<Counts, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT outcome, COUNT(*) FROM bulk_items WHERE job_id = ? GROUP BY outcome",
+    )
+    .bind(job_id)
+    .fetch_all(conn)
+    .await?;
+    let mut counts = Counts::default();
+    for (outcome, n) in rows {
+        match outcome.as_str() {
+            "pending" => counts.pending = n,
+            "succeeded" => counts.succeeded = n,
+            "rejected" => counts.rejected = n,
+            "failed" => counts.failed = n,
+            "cancelled" => counts.cancelled = n,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
+/// Ids of the jobs not finished yet, oldest first.
+pub async fn unfinished(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM bulk_jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Moves a queued job to `running`.
+pub async fn mark_running(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE bulk_jobs SET status = 'running', started_at = COALESCE(started_at, ?)
+         WHERE id = ? AND status = 'queued'",
+    )
+    .bind(at)
+    .bind(job_id)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Takes a pending, untaken item; false when it was cancelled (or taken) meanwhile.
+pub async fn take(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    seq: i64,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query(
+        "UPDATE bulk_items SET started_at = ?
+         WHERE job_id = ? AND seq = ? AND outcome = 'pending' AND started_at IS NULL",
+    )
+    .bind(at)
+    .bind(job_id)
+    .bind(seq)
+    .execute(conn)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
+/// Settles a pending item; false when it was not pending.
+pub async fn settle(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    seq: i64,
+    settlement: &Settlement<'_>,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let settled = sqlx::query(
+        "UPDATE bulk_items SET outcome = ?, violation = ?, error = ?, attempt_id = ?,
+                               finished_at = ?
+         WHERE job_id = ? AND seq = ? AND outcome = 'pending'",
+    )
+    .bind(settlement.outcome)
+    .bind(settlement.violation)
+    .bind(settlement.error)
+    .bind(settlement.attempt_id)
+    .bind(at)
+    .bind(job_id)
+    .bind(seq)
+    .execute(conn)
+    .await?;
+    Ok(settled.rows_affected() == 1)
+}
+
+/// Notes a cancellation request and cancels the items not taken yet; returns how many.
+pub async fn cancel_untaken(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    at: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE bulk_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
+         WHERE id = ?",
+    )
+    .bind(at)
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await?;
+    let cancelled = sqlx::query(
+        "UPDATE bulk_items SET outcome = 'cancelled', finished_at = ?
+         WHERE job_id = ? AND outcome = 'pending' AND started_at IS NULL",
+    )
+    .bind(at)
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(cancelled.rows_affected())
+}
+
+/// Gives the job its final status (`cancelled` when a cancellation was asked for, else
+/// `completed`) if it has none yet; returns the finished job, or `None` when it already
+/// had one.
+pub async fn finish(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    at: i64,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE bulk_jobs
+         SET status = CASE WHEN cancel_requested_at IS NULL THEN 'completed' ELSE 'cancelled' END,
+             started_at = COALESCE(started_at, ?1), finished_at = ?1
+         WHERE id = ?2 AND status IN ('queued', 'running')
+         RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(at)
+    .bind(job_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What a revert needs about one agent the job moved: the state the change left (from
+/// the attempt) and the reason of the interval it closed.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Moved {
+    pub agent_id: String,
+    pub from_state: Option<String>,
+    pub from_reason: Option<String>,
+}
+
+/// The agents the job moved (its succeeded items), in request order, with what they
+/// were before.
+pub async fn moved(pool: &SqlitePool, job_id: &str) -> Result<Vec<Moved>, sqlx::Error> {
+    // The interval a change closed is the agent's interval just before the one the
+    // change opened (intervals of one agent are inserted in order, each closing the
+    // last). Filtering on agent_id first keeps both lookups on the agent's index.
+    sqlx::query_as(
+        "SELECT i.agent_id, a.from_state,
+                (SELECT p.reason FROM state_intervals p
+                 WHERE p.agent_id = i.agent_id AND p.id < o.id
+                 ORDER BY p.id DESC LIMIT 1) AS from_reason
+         FROM bulk_items i
+         JOIN transition_attempts a ON a.id = i.attempt_id
+         LEFT JOIN state_intervals o ON o.agent_id = i.agent_id AND o.attempt_id = a.id
+         WHERE i.job_id = ? AND i.outcome = 'succeeded'
+         ORDER BY i.seq",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    fn item(agent: &str) -> NewItem {
+        NewItem {
+            agent_id: agent.into(),
+            target_state: "NOT_READY".into(),
+            reason: Some("MEETING".into()),
+            not_possible: None,
+        }
+    }
+
+    fn job(id: &str) -> NewJob<'_> {
+        NewJob {
+            id,
+            idempotency_key: Some("k1"),
+            request_hash: "h",
+            target_state: Some("NOT_READY"),
+            reason: Some("MEETING"),
+            team: None,
+            reverts_job_id: None,
+            actor: "api",
+            created_at: 1_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_and_its_items_go_in_together_and_settle_one_by_one() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        let impossible = NewItem {
+            not_possible: Some("cannot".into()),
+            ..item("u_003")
+        };
+        insert(
+            &mut tx,
+            &job("job_1"),
+            &[item("u_002"), item("u_001"), impossible],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+
+        let pending_items = pending(store.reader(), "job_1").await.unwrap();
+        let agents: Vec<_> = pending_items.iter().map(|i| i.agent_id.as_str()).collect();
+        assert_eq!(
+            agents,
+            ["u_002", "u_001"],
+            "request order, settled one left out"
+        );
+
+        let mut tx = store.begin_write().await.unwrap();
+        assert!(take(&mut tx, "job_1", 0, 2_000).await.unwrap());
+        assert!(
+            !take(&mut tx, "job_1", 0, 2_000).await.unwrap(),
+            "taken once"
+        );
+        assert_eq!(cancel_untaken(&mut tx, "job_1", 2_500).await.unwrap(), 1);
+        assert!(
+            !take(&mut tx, "job_1", 1, 3_000).await.unwrap(),
+            "cancelled"
+        );
+        let ok = Settlement {
+            outcome: "succeeded",
+            violation: None,
+            error: None,
+            attempt_id: Some("a1"),
+        };
+        assert!(settle(&mut tx, "job_1", 0, &ok, 3_000).await.unwrap());
+        assert!(!settle(&mut tx, "job_1", 0, &ok, 3_000).await.unwrap());
+        let counts = counts(&mut tx, "job_1").await.unwrap();
+        assert_eq!(
+            counts,
+            Counts {
+                pending: 0,
+                succeeded: 1,
+                rejected: 0,
+                failed: 1,
+                cancelled: 1
+            }
+        );
+        let finished = finish(&mut tx, "job_1", 4_000).await.unwrap().unwrap();
+        assert_eq!(finished.status, "cancelled");
+        assert!(finish(&mut tx, "job_1", 5_000).await.unwrap().is_none());
+        tx.commit().await.unwrap();
+        assert_eq!(
+            unfinished(store.reader()).await.unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_appears_once_per_job_and_a_key_once_overall() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        assert!(
+            insert(&mut tx, &job("job_1"), &[item("u_001"), item("u_001")])
+                .await
+                .is_err()
+        );
+        tx.rollback().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        insert(&mut tx, &job("job_1"), &[item("u_001")])
+            .await
+            .unwrap();
+        assert!(insert(&mut tx, &job("job_2"), &[]).await.is_err(), "key k1");
+        let found = by_idempotency_key(&mut tx, "k1").await.unwrap().unwrap();
+        assert_eq!(found.id, "job_1");
+        assert_eq!(found.status, "queued");
+    }
+}
