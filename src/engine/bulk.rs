@@ -14,8 +14,8 @@
 //! after a `kill -9` the unfinished jobs resume where they stood: an agent whose change
 //! was recorded but whose item was not is answered from the stored attempt, and an item
 //! that was in flight (the platform may have changed the agent, the record may be lost)
-//! first asks the engine to [`adopt`](TransitionEngine::adopt) a change the platform
-//! already shows. No agent is changed twice.
+//! is [`resume`](TransitionEngine::resume)d: a change the platform already shows is
+//! recorded without a second call. No agent is changed twice.
 //!
 //! **Cancelling** marks the items not taken yet as cancelled; those in flight finish.
 //! The job's final status (`completed`, or `cancelled` when cancelling was asked for),
@@ -767,14 +767,9 @@ impl BulkJobs {
                     actor: job.actor.clone(),
                     idempotency_key: Some(format!("bulk:{}:{}", job.id, item.agent_id)),
                 };
-                let adopted = match interrupted {
-                    Some(since) => self.inner.engine.adopt(&request, since).await,
-                    None => Ok(None),
-                };
-                let result = match adopted {
-                    Ok(Some(transition)) => Ok(transition),
-                    Ok(None) => self.inner.engine.transition(request).await,
-                    Err(e) => Err(e),
+                let result = match interrupted {
+                    Some(since) => self.inner.engine.resume(request, since).await,
+                    None => self.inner.engine.transition(request).await,
                 };
                 match result {
                     Ok(transition) => {

@@ -38,7 +38,7 @@ use crate::store::{Store, from_ms, to_ms};
 /// How many agents' schedules the cache keeps at most.
 const SCHEDULE_CACHE_CAPACITY: u64 = 100_000;
 
-/// How far the platform's clock may lag ours when [`TransitionEngine::adopt`] decides
+/// How far the platform's clock may lag ours when [`TransitionEngine::resume`] decides
 /// whether a change it sees was made by the interrupted attempt.
 pub const ADOPT_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
@@ -181,6 +181,30 @@ impl TransitionEngine {
     /// attempted at all or a database failure is an `Err`.
     #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
     pub async fn transition(&self, request: TransitionRequest) -> Result<Transition, EngineError> {
+        self.carry_out(request, None).await
+    }
+
+    /// [`TransitionEngine::transition`] for a change a crash may have cut short after
+    /// the platform call and before its record was committed; `since` is when the
+    /// interrupted attempt began. When the platform already shows the agent in the
+    /// requested state and reason, changed no earlier than `since` (less
+    /// [`ADOPT_CLOCK_SKEW`]), that change is recorded as succeeded without calling the
+    /// platform again, so the agent is not changed twice; otherwise the change is made as
+    /// usual. Costs one platform call more than a plain transition.
+    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
+    pub async fn resume(
+        &self,
+        request: TransitionRequest,
+        since: DateTime<Utc>,
+    ) -> Result<Transition, EngineError> {
+        self.carry_out(request, Some(since)).await
+    }
+
+    async fn carry_out(
+        &self,
+        request: TransitionRequest,
+        resuming_since: Option<DateTime<Utc>>,
+    ) -> Result<Transition, EngineError> {
         if !request.target.is_settable() {
             return Err(EngineError::NotSettable(request.target));
         }
@@ -203,14 +227,22 @@ impl TransitionEngine {
             .clone()
             .unwrap_or_else(|| request.target.default_reason().to_owned());
 
-        let outcome = match self.preflight(&request.agent_id, request.target).await {
-            Err(error) => Err(error),
-            Ok(Err(violation)) => Ok(Err(violation)),
-            Ok(Ok(())) => self
-                .platform
-                .set_agent_state(&request.agent_id, request.target, &reason)
-                .await
-                .map(Ok),
+        let already_made = match resuming_since {
+            Some(since) => self.already_made(&request, &reason, since).await,
+            None => None,
+        };
+        // The instant the platform gives the change, when it was made.
+        let outcome = match already_made {
+            Some(at) => Ok(Ok(Some(at))),
+            None => match self.preflight(&request.agent_id, request.target).await {
+                Err(error) => Err(error),
+                Ok(Err(violation)) => Ok(Err(violation)),
+                Ok(Ok(())) => self
+                    .platform
+                    .set_agent_state(&request.agent_id, request.target, &reason)
+                    .await
+                    .map(|snapshot| Ok(snapshot.changed_at)),
+            },
         };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = Record {
@@ -222,10 +254,10 @@ impl TransitionEngine {
             completed_at: Utc::now(),
         };
         let transition = match outcome {
-            Ok(Ok(snapshot)) => {
+            Ok(Ok(changed_at)) => {
                 // The platform's own timestamp of the change is the interval boundary,
                 // so commanded and observed changes share one clock.
-                let at = snapshot.changed_at.unwrap_or(record.completed_at);
+                let at = changed_at.unwrap_or(record.completed_at);
                 self.record_success(&record, at).await?
             }
             Ok(Err(violation)) => {
@@ -252,60 +284,22 @@ impl TransitionEngine {
         Ok(transition)
     }
 
-    /// For a caller resuming a change that a crash cut short after the platform call but
-    /// before its record was committed: when the platform shows the agent in the
-    /// requested state and reason, changed no earlier than `since` (less
-    /// [`ADOPT_CLOCK_SKEW`]), records that change as succeeded without calling the
-    /// platform again, so the agent is not changed twice. A key that already has its
-    /// attempt returns that, as [`TransitionEngine::transition`] would. `Ok(None)` when the
-    /// platform shows anything else (or cannot say): the caller makes the change as usual.
-    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target))]
-    pub async fn adopt(
+    /// When the platform shows `request` already made (its state and reason, changed no
+    /// earlier than `since` less [`ADOPT_CLOCK_SKEW`]), the instant it was made. `None`
+    /// when it shows anything else or cannot say: the change is then made as usual.
+    async fn already_made(
         &self,
         request: &TransitionRequest,
+        reason: &str,
         since: DateTime<Utc>,
-    ) -> Result<Option<Transition>, EngineError> {
-        let _key_guard = match &request.idempotency_key {
-            Some(key) => {
-                let guard = self.keys.lock(key).await;
-                if let Some(earlier) = self.replay(request, key).await? {
-                    return Ok(Some(earlier));
-                }
-                Some(guard)
-            }
-            None => None,
-        };
-        let _agent_guard = self.agents.lock(&request.agent_id).await;
-        let started = Instant::now();
-        let requested_at = Utc::now();
-        let reason = request
-            .reason
-            .clone()
-            .unwrap_or_else(|| request.target.default_reason().to_owned());
-        let Ok(snapshot) = self.platform.agent_state(&request.agent_id).await else {
-            return Ok(None);
-        };
-        let ours = snapshot.state == request.target
-            && snapshot.reason.as_deref() == Some(reason.as_str())
-            && snapshot
-                .changed_at
-                .is_some_and(|at| at >= since - ADOPT_CLOCK_SKEW);
-        let Some(at) = snapshot.changed_at.filter(|_| ours) else {
-            return Ok(None);
-        };
+    ) -> Option<DateTime<Utc>> {
+        let snapshot = self.platform.agent_state(&request.agent_id).await.ok()?;
+        let made = snapshot.state == request.target && snapshot.reason.as_deref() == Some(reason);
+        let at = snapshot
+            .changed_at
+            .filter(|at| made && *at >= since - ADOPT_CLOCK_SKEW)?;
         tracing::info!("the platform already shows the change; recording it without a call");
-        let record = Record {
-            attempt_id: uuid::Uuid::now_v7().to_string(),
-            request,
-            reason,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            requested_at,
-            completed_at: Utc::now(),
-        };
-        let transition = self.record_success(&record, at).await?;
-        metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
-            .increment(1);
-        Ok(Some(transition))
+        Some(at)
     }
 
     /// The stored result of an earlier attempt with this key, if there is one.
@@ -1053,7 +1047,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn adopt_records_a_change_the_platform_already_made_without_calling_it_again() {
+    async fn resuming_records_a_change_the_platform_already_made_without_calling_it_again() {
         let platform = Arc::new(FakePlatform::default());
         platform.add_agent("u_001", on_shift(Some(vec![])));
         let (engine, _dir) = engine(platform.clone()).await;
@@ -1069,10 +1063,15 @@ mod tests {
             ..request("u_001", AgentState::NotReady)
         };
 
-        let adopted = engine.adopt(&keyed, since).await.unwrap().unwrap();
-        assert_eq!(adopted.outcome, Outcome::Succeeded);
-        assert!(!adopted.replayed);
+        let resumed = engine.resume(keyed.clone(), since).await.unwrap();
+        assert_eq!(resumed.outcome, Outcome::Succeeded);
+        assert!(!resumed.replayed);
         assert_eq!(platform.calls("set"), 1, "no second call");
+        assert_eq!(
+            platform.calls("schedule"),
+            0,
+            "nothing to check: it happened"
+        );
         let store = engine.store();
         assert_eq!(
             count(
@@ -1083,16 +1082,16 @@ mod tests {
             .await,
             1
         );
-        let again = engine.adopt(&keyed, since).await.unwrap().unwrap();
+        let again = engine.resume(keyed.clone(), since).await.unwrap();
         assert!(again.replayed);
-        assert_eq!(again.attempt_id, adopted.attempt_id);
-        let through_transition = engine.transition(keyed.clone()).await.unwrap();
+        assert_eq!(again.attempt_id, resumed.attempt_id);
+        let through_transition = engine.transition(keyed).await.unwrap();
         assert!(through_transition.replayed);
         assert_eq!(platform.calls("set"), 1);
     }
 
     #[tokio::test]
-    async fn adopt_leaves_the_change_to_the_caller_when_the_platform_shows_otherwise() {
+    async fn resuming_makes_the_change_when_the_platform_shows_otherwise() {
         let platform = Arc::new(FakePlatform::default());
         platform.add_agent("u_001", on_shift(Some(vec![])));
         let (engine, _dir) = engine(platform.clone()).await;
@@ -1115,12 +1114,11 @@ mod tests {
                 now + ADOPT_CLOCK_SKEW + ChronoDuration::seconds(60),
             ),
         ] {
-            assert_eq!(engine.adopt(&request, since).await.unwrap(), None);
+            let calls = platform.calls("set");
+            let made = engine.resume(request, since).await.unwrap();
+            assert_eq!(made.outcome, Outcome::Succeeded);
+            assert_eq!(platform.calls("set"), calls + 1, "{made:?}");
         }
-        assert_eq!(
-            count(engine.store(), "SELECT COUNT(*) FROM transition_attempts").await,
-            0
-        );
     }
 
     #[tokio::test]

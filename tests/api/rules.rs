@@ -440,6 +440,16 @@ async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice() {
         (sent..=sent + 2).contains(&calls),
         "{calls} state changes sent for {sent} recorded"
     );
+    // The platform's own record: no agent was put in the meeting twice (a change made
+    // just before the kill but never recorded is found on the platform at the resume).
+    for agent in sim.sim.agents() {
+        // The first entry is the state the agent started in.
+        let meetings = agent.state_log[1..]
+            .iter()
+            .filter(|change| change.reason == "MEETING")
+            .count();
+        assert!(meetings <= 1, "{} was changed {meetings} times", agent.id);
+    }
     let verified = wfmd::store::audit::verify(store.reader()).await.unwrap();
     assert!(verified.is_intact(), "{:?}", verified.first_break);
     store.close().await;

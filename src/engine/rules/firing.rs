@@ -4,8 +4,10 @@
 //! The slot is claimed (a `rule_firings` row) before any agent is touched. Each agent's
 //! change carries the idempotency key `rule:NAME:SLOT:AGENT`, so a firing interrupted by
 //! a crash or a shutdown is resumed without changing anyone twice: agents with a stored
-//! result are left out, and an agent whose change was made but whose result was not yet
-//! stored gets the engine's stored answer back instead of a second change.
+//! result are left out, an agent whose change was recorded but whose result was not yet
+//! stored gets the engine's stored answer back, and the others go through
+//! [`TransitionEngine::resume`], which records a change the platform already shows (made
+//! just before the crash, never recorded) instead of making it again.
 //!
 //! Conditions read each agent's recorded state (`store::history`, kept current by state
 //! sync) rather than asking the platform agent by agent. The changes fan out with
@@ -28,7 +30,7 @@ use crate::domain::rule::{Rule, Selector, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
 use crate::engine::{EngineError, Outcome, TransitionEngine, TransitionRequest};
 use crate::store::firings::{self, AgentResult, FiringRow};
-use crate::store::{Store, attempts, history};
+use crate::store::{Store, attempts, from_ms, history};
 use crate::time::rfc3339;
 
 /// The idempotency key of `agent`'s change in the firing of `rule` at `slot`.
@@ -177,8 +179,16 @@ impl RuleFirer {
         stop: &CancellationToken,
     ) -> anyhow::Result<Option<FiringRow>> {
         let started = Instant::now();
+        // A resumed firing's agents may have been changed on the platform just before
+        // the interruption, unrecorded: the engine checks for that from the firing's start.
+        let mut resuming_since = None;
         let id = match resume {
-            Some(id) => id,
+            Some(id) => {
+                resuming_since = firings::get(self.store.reader(), id)
+                    .await?
+                    .map(|row| from_ms(row.started_at));
+                id
+            }
             None => {
                 let claimed = firings::claim(
                     &self.store,
@@ -277,7 +287,7 @@ impl RuleFirer {
         let changes = futures::stream::iter(moves)
             .take_until(stop.cancelled())
             .map(|(agent, key)| async move {
-                let result = self.change(rule, agent, key).await;
+                let result = self.change(rule, agent, key, resuming_since).await;
                 firings::record_agents(&self.store, id, std::slice::from_ref(&result)).await
             })
             .buffer_unordered(self.concurrency);
@@ -332,8 +342,15 @@ impl RuleFirer {
         Ok(Some(row))
     }
 
-    /// One agent's change, as the agent result to store.
-    async fn change(&self, rule: &Rule, agent: String, key: String) -> AgentResult {
+    /// One agent's change, as the agent result to store; `resuming_since` when the
+    /// firing is resumed after an interruption that began then.
+    async fn change(
+        &self,
+        rule: &Rule,
+        agent: String,
+        key: String,
+        resuming_since: Option<DateTime<Utc>>,
+    ) -> AgentResult {
         let request = TransitionRequest {
             agent_id: agent.clone(),
             target: rule.action.target(),
@@ -349,7 +366,11 @@ impl RuleFirer {
             detail: Some(detail),
             attempt_id: None,
         };
-        match self.engine.transition(request).await {
+        let result = match resuming_since {
+            Some(since) => self.engine.resume(request, since).await,
+            None => self.engine.transition(request).await,
+        };
+        match result {
             Ok(t) => {
                 let (outcome, reason, detail) = match &t.outcome {
                     Outcome::Succeeded => ("changed", None, None),
