@@ -16,6 +16,9 @@ use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod adherence;
+pub use adherence::{AutoCorrect, AutomationConfig, ComplianceConfig, SchedulesConfig};
+
 /// Where `--config` points when it is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wfmd.toml";
 
@@ -33,6 +36,9 @@ pub struct Config {
     pub sync: SyncConfig,
     pub delivery: DeliveryConfig,
     pub webhooks: Vec<WebhookConfig>,
+    pub schedules: SchedulesConfig,
+    pub automation: AutomationConfig,
+    pub compliance: ComplianceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -476,6 +482,7 @@ impl Config {
                 d.timeout_ms, d.lease_ms
             ));
         }
+        adherence::validate(self, &mut problems);
         if d.retry_schedule.is_empty() {
             problems.push("delivery.retry_schedule must have at least one wait".into());
         }
@@ -588,7 +595,7 @@ mod tests {
         f
     }
 
-    fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(super) fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let f = file(contents);
         let source = Source {
             file: Some(f.path().to_owned()),
