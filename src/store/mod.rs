@@ -14,8 +14,10 @@
 pub mod attempts;
 pub mod audit;
 pub mod deliveries;
+pub mod exceptions;
 pub mod history;
 pub mod outbox;
+pub mod schedules;
 
 use std::path::Path;
 use std::str::FromStr;

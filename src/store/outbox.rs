@@ -18,6 +18,8 @@ pub enum EventType {
     AgentStateChanged,
     #[serde(rename = "transition.rejected")]
     TransitionRejected,
+    #[serde(rename = "adherence.exception")]
+    AdherenceException,
 }
 
 impl EventType {
@@ -25,6 +27,7 @@ impl EventType {
         match self {
             EventType::AgentStateChanged => "agent.state_changed",
             EventType::TransitionRejected => "transition.rejected",
+            EventType::AdherenceException => "adherence.exception",
         }
     }
 }
