@@ -532,7 +532,7 @@ async fn record_observed(
     Ok(stale.len())
 }
 
-fn error_kind(error: &CxoneError) -> &'static str {
+pub(super) fn error_kind(error: &CxoneError) -> &'static str {
     match error {
         CxoneError::RateLimited { .. } => "rate_limited",
         CxoneError::Server { .. } => "server",
