@@ -273,19 +273,45 @@ impl Timeline {
     ) -> Option<Deviation> {
         let expected = self.expected_at(now);
         let kind = deviation_kind(state, expected)?;
-        let found = |start: DateTime<Utc>| {
-            Some(Deviation {
-                kind,
-                expected,
-                since: start.max(since),
-            })
-        };
-        let holds = |expected| deviation_kind(state, expected) == Some(kind);
-        // Walk back from `now` while the schedule keeps making `state` this kind of
-        // deviation; `next` indexes the segment after the stretch reached so far.
+        Some(Deviation {
+            kind,
+            expected,
+            since: self.stretch_start(state, since, now, |k| k == Some(kind)),
+        })
+    }
+
+    /// When an agent who has been in `state` since `since` stopped deviating as `kind`:
+    /// the later of the state's start and the boundary where the schedule stopped making
+    /// the state that deviation. `None` while it still is one at `now`.
+    pub fn deviation_ended(
+        &self,
+        state: AgentState,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        kind: DeviationKind,
+    ) -> Option<DateTime<Utc>> {
+        if deviation_kind(state, self.expected_at(now)) == Some(kind) {
+            return None;
+        }
+        Some(self.stretch_start(state, since, now, |k| k != Some(kind)))
+    }
+
+    /// The earliest instant, not before `since`, from which `holds` is true of the
+    /// deviation kind of `state` all the way to `now` (where it must hold).
+    fn stretch_start(
+        &self,
+        state: AgentState,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        holds: impl Fn(Option<DeviationKind>) -> bool,
+    ) -> DateTime<Utc> {
+        let holds = |expected| holds(deviation_kind(state, expected));
+        // Walk back from `now` while it holds; `next` indexes the segment after the
+        // stretch reached so far.
         let mut next = self.segments.partition_point(|s| s.start <= now);
         let mut start = match next.checked_sub(1).map(|i| self.segments[i]) {
-            None => return found(since),
+            // Before the first shift: off shift however far back.
+            None => return since,
             Some(segment) if now < segment.end => {
                 next -= 1;
                 segment.start
@@ -295,11 +321,10 @@ impl Timeline {
         };
         while start > since {
             let Some(previous) = next.checked_sub(1).map(|i| self.segments[i]) else {
-                // Off shift before the first shift, however far back.
                 return if holds(Expected::OffShift) {
-                    found(since)
+                    since
                 } else {
-                    found(start)
+                    start
                 };
             };
             if !holds(previous.expected) {
@@ -308,7 +333,7 @@ impl Timeline {
             start = previous.start;
             next -= 1;
         }
-        found(start)
+        start.max(since)
     }
 }
 
@@ -602,6 +627,38 @@ mod tests {
         assert_eq!(
             timeline.deviation_at(AgentState::Ready, minutes(300), minutes(370)),
             None
+        );
+    }
+
+    #[test]
+    fn a_deviation_ends_at_the_state_change_or_the_boundary_that_ended_it() {
+        let timeline = Timeline::new(&[day()]);
+        let kind = DeviationKind::WorkingInMandatoryBreak;
+        // READY through the lunch: the deviation ended when the lunch did.
+        assert_eq!(
+            timeline.deviation_ended(AgentState::Ready, minutes(120), minutes(220), kind),
+            Some(minutes(210))
+        );
+        assert_eq!(
+            timeline.deviation_ended(AgentState::Ready, minutes(120), minutes(200), kind),
+            None,
+            "still going on"
+        );
+        // NOT_READY from 12:20: ended by the agent.
+        assert_eq!(
+            timeline.deviation_ended(AgentState::NotReady, minutes(200), minutes(205), kind),
+            Some(minutes(200))
+        );
+        // Still logged in after the shift: no longer "not working in the shift" from
+        // its end, though it is another deviation now.
+        assert_eq!(
+            timeline.deviation_ended(
+                AgentState::Idle,
+                minutes(470),
+                minutes(490),
+                DeviationKind::NotWorkingInShift
+            ),
+            Some(minutes(480))
         );
     }
 

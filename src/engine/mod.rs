@@ -2,6 +2,7 @@
 //! call into; long-running parts have a `run(cancel)` loop.
 
 pub mod automation;
+pub mod compliance;
 mod keyed_lock;
 pub mod schedules;
 pub mod sync;

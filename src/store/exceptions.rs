@@ -67,21 +67,22 @@ pub async fn insert_all(
     .map(drop)
 }
 
-/// Closes the open exceptions among `ids` at `at_ms`; returns how many it closed.
+/// Closes each open exception of `closes` (id, Unix ms) at its instant (never before it
+/// opened), in one statement; returns how many it closed.
 pub async fn close_all(
     conn: &mut SqliteConnection,
-    ids: &[&str],
-    at_ms: i64,
+    closes: &[(&str, i64)],
 ) -> Result<u64, sqlx::Error> {
-    if ids.is_empty() {
+    if closes.is_empty() {
         return Ok(0);
     }
     let done = sqlx::query(
-        "UPDATE adherence_exceptions SET closed_at = MAX(opened_at, ?)
-         WHERE closed_at IS NULL AND id IN (SELECT value FROM json_each(?))",
+        "UPDATE adherence_exceptions SET closed_at = MAX(opened_at, j.at)
+         FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at
+               FROM json_each(?)) AS j
+         WHERE adherence_exceptions.id = j.id AND closed_at IS NULL",
     )
-    .bind(at_ms)
-    .bind(serde_json::json!(ids).to_string())
+    .bind(serde_json::json!(closes).to_string())
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
@@ -122,9 +123,14 @@ mod tests {
         let duplicate =
             insert_all(&mut tx, &[row("e4", "u_1", "working_in_mandatory_break")]).await;
         assert!(duplicate.is_err(), "a second open one of the same kind");
-        assert_eq!(close_all(&mut tx, &["e1", "e9"], 200_000).await.unwrap(), 1);
         assert_eq!(
-            close_all(&mut tx, &["e1"], 300_000).await.unwrap(),
+            close_all(&mut tx, &[("e1", 200_000), ("e9", 200_000)])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            close_all(&mut tx, &[("e1", 300_000)]).await.unwrap(),
             0,
             "closed once"
         );
