@@ -10,7 +10,9 @@
 //!   cache, retries with jitter, the shared request budget.
 //! - [`store`]: SQLite: state history, attempts, audit log, outbox.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
-//!   one change; [`engine::sync`] records the changes agents make themselves.
+//!   one change; [`engine::sync`] records the changes agents make themselves;
+//!   [`engine::schedules`] keeps the agents' schedules, which drive
+//!   [`engine::automation`] and the [`engine::compliance`] sweep.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum).
@@ -153,6 +155,7 @@ pub struct App {
     services: Services,
     dispatcher: Option<delivery::Dispatcher>,
     sync: Option<engine::sync::StateSync>,
+    schedule_work: Option<engine::ScheduleWork>,
     shutdown_timeout: Duration,
 }
 
@@ -183,11 +186,13 @@ impl App {
             )
             .with_in_flight(services.engine.agents_in_flight())
         });
+        let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
         Ok(App {
             listener,
             services,
             dispatcher,
             sync,
+            schedule_work,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -224,6 +229,10 @@ impl App {
             metrics: metrics_handle(),
             sync: self.sync.as_ref().map(|sync| sync.status()),
         };
+        let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
+            let status = self.sync.as_ref().map(|sync| sync.status());
+            work.spawn(shutdown.clone(), status)
+        });
         let sync = self
             .sync
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
@@ -244,7 +253,10 @@ impl App {
                 );
             }
         }
-        for (name, task) in [("webhook delivery", delivery), ("state sync", sync)] {
+        let tasks = [("webhook delivery", delivery), ("state sync", sync)]
+            .into_iter()
+            .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))));
+        for (name, task) in tasks {
             if let Some(task) = task
                 && let Err(e) = task.await
             {

@@ -4,11 +4,13 @@
 pub mod automation;
 pub mod compliance;
 mod keyed_lock;
+mod schedule_work;
 pub mod schedules;
 pub mod sync;
 pub mod transition;
 
 pub use keyed_lock::KeyedLock;
+pub use schedule_work::ScheduleWork;
 
 pub use transition::{
     EngineError, FailureKind, Outcome, Transition, TransitionEngine, TransitionRequest,

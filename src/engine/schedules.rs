@@ -282,8 +282,11 @@ impl ScheduleBook {
         now: DateTime<Utc>,
     ) -> Result<(usize, usize), sqlx::Error> {
         let results: Vec<(String, Result<Option<StoredShift>, CxoneError>)> =
-            futures::stream::iter(ids)
-                .map(|id| async move { (id.clone(), self.fetch(id, now).await) })
+            futures::stream::iter(ids.iter().cloned())
+                .map(|id| async move {
+                    let result = self.fetch(&id, now).await;
+                    (id, result)
+                })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
