@@ -156,6 +156,7 @@ pub struct App {
     dispatcher: Option<delivery::Dispatcher>,
     sync: Option<engine::sync::StateSync>,
     schedule_work: Option<engine::ScheduleWork>,
+    exception_threshold: Duration,
     shutdown_timeout: Duration,
 }
 
@@ -193,6 +194,7 @@ impl App {
             dispatcher,
             sync,
             schedule_work,
+            exception_threshold: config.compliance.exception_threshold,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -228,6 +230,7 @@ impl App {
             store: self.services.store.clone(),
             metrics: metrics_handle(),
             sync: self.sync.as_ref().map(|sync| sync.status()),
+            exception_threshold: self.exception_threshold,
         };
         let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
             let status = self.sync.as_ref().map(|sync| sync.status());

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// The state sync's status, when it runs.
     pub sync: Option<Arc<crate::engine::sync::SyncStatus>>,
+    /// `compliance.exception_threshold`, for the adherence figures of reports.
+    pub exception_threshold: Duration,
 }
 
 /// The complete router with its middleware.
