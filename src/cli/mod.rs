@@ -42,7 +42,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the HTTP API, state sync and webhook delivery.
+    /// Run the daemon: the HTTP API, state sync, schedule automations, the compliance
+    /// sweep and webhook delivery.
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),

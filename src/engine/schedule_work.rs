@@ -30,7 +30,7 @@ impl ScheduleWork {
     pub fn from_config(config: &Config, engine: &Arc<TransitionEngine>) -> Option<ScheduleWork> {
         let sweep_wanted = config.compliance.enabled && config.sync.enabled;
         if config.compliance.enabled && !config.sync.enabled {
-            tracing::warn!(
+            tracing::info!(
                 "compliance.enabled needs sync.enabled (the sweep judges the recorded \
                  states, which only state sync keeps current); the sweep does not run"
             );
