@@ -180,6 +180,16 @@ impl Automations {
 
     /// Carries out every automation due at `now` that this process has not settled.
     pub async fn run_due(&self, now: DateTime<Utc>) -> Result<RunReport, EngineError> {
+        self.run_due_until(now, &CancellationToken::new()).await
+    }
+
+    /// [`Automations::run_due`], starting no change once `stop` is cancelled (those in
+    /// flight finish, so every change made is recorded; the rest stay due).
+    async fn run_due_until(
+        &self,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> Result<RunReport, EngineError> {
         let due = self.due(now);
         let mut report = RunReport::default();
         if due.is_empty() {
@@ -202,9 +212,12 @@ impl Automations {
                 moves.push(d);
             }
         }
-        let results: Vec<(Due, Result<super::Transition, EngineError>)> =
+        let results: Vec<(Due, Option<Result<super::Transition, EngineError>>)> =
             futures::stream::iter(moves)
                 .map(|d| async move {
+                    if stop.is_cancelled() {
+                        return (d, None);
+                    }
                     let request = TransitionRequest {
                         agent_id: d.agent_id.clone(),
                         target: d.automation.target(),
@@ -214,12 +227,13 @@ impl Automations {
                         idempotency_key: Some(d.key.clone()),
                     };
                     let result = self.engine.transition(request).await;
-                    (d, result)
+                    (d, Some(result))
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
         for (d, result) in results {
+            let Some(result) = result else { continue };
             let outcome = match result {
                 Ok(t) if t.replayed => {
                     report.settled += 1;
@@ -357,7 +371,7 @@ impl Automations {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => break,
             }
-            match self.run_due(Utc::now()).await {
+            match self.run_due_until(Utc::now(), &stop).await {
                 Ok(report) if !report.is_quiet() => tracing::info!(?report, "automations ran"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "automations could not run"),

@@ -164,6 +164,16 @@ impl ComplianceSweep {
     /// One sweep at `now`: opens and closes exceptions, then makes the corrections
     /// asked for.
     pub async fn sweep_at(&self, now: DateTime<Utc>) -> Result<SweepReport, EngineError> {
+        self.sweep_until(now, &CancellationToken::new()).await
+    }
+
+    /// [`ComplianceSweep::sweep_at`], starting no correction once `stop` is cancelled
+    /// (those in flight finish; the rest are made by a later sweep).
+    async fn sweep_until(
+        &self,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> Result<SweepReport, EngineError> {
         let started = Instant::now();
         let mut guard = self.open.lock().await;
         if guard.is_none() {
@@ -261,7 +271,7 @@ impl ComplianceSweep {
         report.open = open.values().map(Vec::len).sum();
         metrics::gauge!("wfmd_adherence_exceptions_open").set(report.open as f64);
 
-        report.corrected = self.correct(corrections, open).await?;
+        report.corrected = self.correct(corrections, open, stop).await?;
         drop(guard);
         metrics::histogram!("wfmd_adherence_sweep_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -353,10 +363,14 @@ impl ComplianceSweep {
         &self,
         corrections: Vec<Correction>,
         open: &mut HashMap<String, Vec<Open>>,
+        stop: &CancellationToken,
     ) -> Result<usize, EngineError> {
-        let results: Vec<(Correction, Result<super::Transition, EngineError>)> =
+        let results: Vec<(Correction, Option<Result<super::Transition, EngineError>>)> =
             futures::stream::iter(corrections)
                 .map(|c| async move {
+                    if stop.is_cancelled() {
+                        return (c, None);
+                    }
                     let request = TransitionRequest {
                         agent_id: c.agent_id.clone(),
                         target: c.target,
@@ -366,13 +380,14 @@ impl ComplianceSweep {
                         idempotency_key: Some(format!("{CORRECTION_ACTOR}:{}", c.exception_id)),
                     };
                     let result = self.engine.transition(request).await;
-                    (c, result)
+                    (c, Some(result))
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
         let mut moved = 0;
         for (c, result) in results {
+            let Some(result) = result else { continue };
             let settled = match result {
                 Ok(t) => {
                     let name = match &t.outcome {
@@ -443,7 +458,7 @@ impl ComplianceSweep {
                     continue;
                 }
             }
-            match self.sweep_at(Utc::now()).await {
+            match self.sweep_until(Utc::now(), &stop).await {
                 Ok(report) if report.opened + report.closed + report.corrected > 0 => {
                     tracing::info!(?report, "compliance sweep");
                 }

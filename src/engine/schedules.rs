@@ -204,15 +204,9 @@ impl ScheduleBook {
 
     /// Lists the managed agents when due and fetches every agent whose schedule is due
     /// at `now`, storing what it gets.
+    ///
+    /// Cancel-safe: fetching only reads, and each chunk is stored in one transaction.
     pub async fn refresh_due(&self, now: DateTime<Utc>) -> Result<RefreshReport, BookError> {
-        self.refresh_until(now, &CancellationToken::new()).await
-    }
-
-    async fn refresh_until(
-        &self,
-        now: DateTime<Utc>,
-        stop: &CancellationToken,
-    ) -> Result<RefreshReport, BookError> {
         let managed = self.managed(now).await?;
         let due: Vec<String> = {
             let book = self.read();
@@ -233,9 +227,6 @@ impl ScheduleBook {
             );
         }
         for chunk in due.chunks(CHUNK) {
-            if stop.is_cancelled() {
-                break;
-            }
             let (fetched, failed) = self.fetch_chunk(chunk, now).await?;
             report.fetched += fetched;
             report.failed += failed;
@@ -416,7 +407,12 @@ impl ScheduleBook {
         }
         loop {
             let started = std::time::Instant::now();
-            let wait = match self.refresh_until(Utc::now(), &stop).await {
+            // Under a small budget a refresh takes minutes: shutdown does not wait for it.
+            let refreshed = tokio::select! {
+                refreshed = self.refresh_due(Utc::now()) => refreshed,
+                () = stop.cancelled() => break,
+            };
+            let wait = match refreshed {
                 Ok(report) => {
                     if report.fetched + report.failed > 0 {
                         tracing::info!(
