@@ -115,7 +115,8 @@ async fn export(store: &Store, window: Window, format: Format) -> (f64, f64, u64
         status_kb("VmRSS:")
     };
     let started = Instant::now();
-    let report = Report::build(store.reader(), window, window.to, None)
+    let threshold = std::time::Duration::from_secs(120);
+    let report = Report::build(store.reader(), window, window.to, None, threshold)
         .await
         .unwrap();
     let mut counter = Counter::default();

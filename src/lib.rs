@@ -12,7 +12,9 @@
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
 //!   one change; [`engine::sync`] records the changes agents make themselves;
 //!   [`engine::rules`] fires WFM rules at their cron slots;
-//!   [`engine::bulk`] runs supervisors' bulk jobs through the engine.
+//!   [`engine::bulk`] runs supervisors' bulk jobs through the engine;
+//!   [`engine::schedules`] keeps the agents' schedules, which drive
+//!   [`engine::automation`] and the [`engine::compliance`] sweep.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum).
@@ -160,6 +162,8 @@ pub struct App {
     sync: Option<engine::sync::StateSync>,
     rules: engine::rules::RuleScheduler,
     bulk: engine::bulk::BulkJobs,
+    schedule_work: Option<engine::ScheduleWork>,
+    exception_threshold: Duration,
     shutdown_timeout: Duration,
 }
 
@@ -202,6 +206,7 @@ impl App {
         );
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer));
         let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
+        let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
         Ok(App {
             listener,
             services,
@@ -209,6 +214,8 @@ impl App {
             sync,
             rules,
             bulk,
+            schedule_work,
+            exception_threshold: config.compliance.exception_threshold,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -256,7 +263,12 @@ impl App {
             metrics: metrics_handle(),
             sync: self.sync.as_ref().map(|sync| sync.status()),
             bulk: self.bulk.clone(),
+            exception_threshold: self.exception_threshold,
         };
+        let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
+            let status = self.sync.as_ref().map(|sync| sync.status());
+            work.spawn(shutdown.clone(), status)
+        });
         let sync = self
             .sync
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
@@ -279,12 +291,15 @@ impl App {
                 );
             }
         }
-        for (name, task) in [
+        let tasks = [
             ("webhook delivery", delivery),
             ("state sync", sync),
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
-        ] {
+        ]
+        .into_iter()
+        .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))));
+        for (name, task) in tasks {
             if let Some(task) = task
                 && let Err(e) = task.await
             {

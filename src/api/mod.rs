@@ -42,6 +42,8 @@ pub struct ApiState {
     /// The state sync's status, when it runs.
     pub sync: Option<Arc<crate::engine::sync::SyncStatus>>,
     pub bulk: crate::engine::bulk::BulkJobs,
+    /// `compliance.exception_threshold`, for the adherence figures of reports.
+    pub exception_threshold: Duration,
 }
 
 /// The complete router with its middleware.

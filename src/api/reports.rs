@@ -49,7 +49,7 @@ pub async fn compliance(
         })
         .transpose()?;
     let pool = state.store.reader().clone();
-    let report = Report::build(&pool, window, now, zone)
+    let report = Report::build(&pool, window, now, zone, state.exception_threshold)
         .await
         .map_err(|e| Problem::internal(&e))?;
 

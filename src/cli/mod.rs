@@ -45,8 +45,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the HTTP API, state sync, webhook delivery, WFM rules (SIGHUP
-    /// re-reads the rules) and bulk jobs.
+    /// Run the daemon: the HTTP API, state sync, WFM rules (SIGHUP re-reads the rules),
+    /// schedule automations, the compliance sweep, bulk jobs and webhook delivery.
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
@@ -593,8 +593,9 @@ async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
-    /// Per-agent transitions, rejections by violation, latency, idle time and time in
-    /// each state for [FROM, TO); with --format json also every attempt.
+    /// Per-agent transitions, rejections by violation, latency, idle time, time in each
+    /// state and schedule adherence for [FROM, TO); with --format json also every
+    /// attempt.
     Compliance(ComplianceArgs),
 }
 
@@ -627,9 +628,16 @@ async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Fai
     let store = Store::open(&config.database.url)
         .await
         .map_err(Failure::action)?;
-    let report = Report::build(store.reader(), window, chrono::Utc::now(), args.tz)
-        .await
-        .map_err(Failure::action)?;
+    let threshold = config.compliance.exception_threshold;
+    let report = Report::build(
+        store.reader(),
+        window,
+        chrono::Utc::now(),
+        args.tz,
+        threshold,
+    )
+    .await
+    .map_err(Failure::action)?;
     let result = match &args.out {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| {

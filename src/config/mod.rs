@@ -20,6 +20,8 @@ pub mod bulk;
 pub mod rules;
 
 pub use rules::{RuleConfig, SchedulerConfig};
+mod adherence;
+pub use adherence::{AutoCorrect, AutomationConfig, ComplianceConfig, SchedulesConfig};
 
 /// Where `--config` points when it is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wfmd.toml";
@@ -41,6 +43,9 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     pub bulk: bulk::BulkConfig,
     pub rules: Vec<RuleConfig>,
+    pub schedules: SchedulesConfig,
+    pub automation: AutomationConfig,
+    pub compliance: ComplianceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -485,6 +490,7 @@ impl Config {
                 d.timeout_ms, d.lease_ms
             ));
         }
+        adherence::validate(self, &mut problems);
         if d.retry_schedule.is_empty() {
             problems.push("delivery.retry_schedule must have at least one wait".into());
         }
@@ -606,7 +612,7 @@ mod tests {
         f
     }
 
-    fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(super) fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let f = file(contents);
         let source = Source {
             file: Some(f.path().to_owned()),

@@ -1,9 +1,10 @@
-//! The daemon's vocabulary and pure rules: agent states, compliance, idle time.
+//! The daemon's vocabulary and pure rules: agent states, compliance, idle time, adherence.
 //!
 //! Nothing here performs I/O, awaits, or reads the clock: every function takes the
 //! instant it reasons about. That keeps the rules unit- and property-testable, and keeps
 //! `domain` at the bottom of the dependency arrows (it imports nothing of ours).
 
+pub mod adherence;
 pub mod cron;
 pub mod idle;
 pub mod policy;

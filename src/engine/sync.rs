@@ -317,34 +317,14 @@ impl StateSync {
         Ok(true)
     }
 
-    /// The agents to watch: the configured teams and agents, every agent when both are
-    /// empty, or `None` (unfiltered) when the configuration asks for that.
+    /// The agents to watch: [`managed_agents`], or `None` (unfiltered) when the
+    /// configuration asks for that.
     async fn agent_filter(&self) -> Result<Option<Vec<String>>, CxoneError> {
         let s = &self.settings;
-        if s.teams.is_empty() && s.agents.is_empty() {
-            if s.unfiltered {
-                return Ok(None);
-            }
-            let everyone = self.platform.list_agents(&AgentFilter::default()).await?;
-            return Ok(Some(everyone.into_iter().map(|a| a.id).collect()));
+        if s.unfiltered && s.teams.is_empty() && s.agents.is_empty() {
+            return Ok(None);
         }
-        let mut ids = s.agents.clone();
-        for team in &s.teams {
-            let filter = AgentFilter {
-                team_id: Some(team.clone()),
-                skill_id: None,
-            };
-            ids.extend(
-                self.platform
-                    .list_agents(&filter)
-                    .await?
-                    .into_iter()
-                    .map(|a| a.id),
-            );
-        }
-        ids.sort();
-        ids.dedup();
-        Ok(Some(ids))
+        managed_agents(self.platform.as_ref(), s).await.map(Some)
     }
 
     async fn poll_current(&mut self) -> Result<PollReport, SyncError> {
@@ -412,6 +392,36 @@ impl StateSync {
             subscribed: false,
         })
     }
+}
+
+/// The agents wfmd keeps in step (and whose schedules it follows): the configured
+/// teams' agents and the configured agents, or every agent of the tenant when both
+/// lists are empty; sorted, without duplicates.
+pub async fn managed_agents(
+    platform: &dyn ContactCenter,
+    settings: &SyncSettings,
+) -> Result<Vec<String>, CxoneError> {
+    let mut ids = settings.agents.clone();
+    if settings.teams.is_empty() && settings.agents.is_empty() {
+        let everyone = platform.list_agents(&AgentFilter::default()).await?;
+        ids.extend(everyone.into_iter().map(|a| a.id));
+    }
+    for team in &settings.teams {
+        let filter = AgentFilter {
+            team_id: Some(team.clone()),
+            skill_id: None,
+        };
+        ids.extend(
+            platform
+                .list_agents(&filter)
+                .await?
+                .into_iter()
+                .map(|a| a.id),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// The drift-free poll schedule: the next poll is due one `interval` after the last
@@ -522,7 +532,7 @@ async fn record_observed(
     Ok(stale.len())
 }
 
-fn error_kind(error: &CxoneError) -> &'static str {
+pub(super) fn error_kind(error: &CxoneError) -> &'static str {
     match error {
         CxoneError::RateLimited { .. } => "rate_limited",
         CxoneError::Server { .. } => "server",

@@ -71,7 +71,8 @@ Agents: {count}.</p>",
 <th>Mandatory break</th><th>State conflict</th><th>Violation frequency</th>\
 <th>Latency mean (ms)</th><th>Latency p95 (ms)</th><th>Idle (s)</th><th>Ready (s)</th>\
 <th>Not ready (s)</th><th>Paused (s)</th><th>Idle state (s)</th><th>Logged out (s)</th>\
-<th>On contact (s)</th><th>ACW (s)</th><th>Adherence %</th></tr></thead><tbody>",
+<th>On contact (s)</th><th>ACW (s)</th><th>Adherence %</th><th>Scheduled (s)</th>\
+<th>In adherence (s)</th><th>Adherence exceptions</th></tr></thead><tbody>",
     );
     for agent in &report.agents {
         row(&mut out.buf, agent)?;
@@ -85,7 +86,8 @@ Agents: {count}.</p>",
 fn row(buf: &mut Vec<u8>, a: &AgentSummary) -> std::io::Result<()> {
     let frequency = a.violation_frequency.map(|f| format!("{:.1}%", f * 100.0));
     let mean = a.latency_mean_ms.map(|m| format!("{m:.1}"));
-    let cells: [String; 19] = [
+    let pct = a.adherence_pct.map(|p| format!("{p:.1}"));
+    let cells: [String; 22] = [
         a.transitions.to_string(),
         a.succeeded.to_string(),
         a.rejections.to_string(),
@@ -104,7 +106,10 @@ fn row(buf: &mut Vec<u8>, a: &AgentSummary) -> std::io::Result<()> {
         a.seconds_logged_out.to_string(),
         a.seconds_on_contact.to_string(),
         a.seconds_acw.to_string(),
-        optional(a.adherence_pct),
+        optional(pct),
+        optional(a.scheduled_seconds),
+        optional(a.in_adherence_seconds),
+        optional(a.adherence_exceptions),
     ];
     write!(buf, "<tr><td>{}</td>", escape(&a.agent_id))?;
     for cell in cells {

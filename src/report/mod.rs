@@ -1,5 +1,6 @@
-//! Compliance reports: per-agent transitions, rejections, latency, idle time and time in
-//! each state over a window, exported as CSV, JSON or one self-contained HTML page.
+//! Compliance reports: per-agent transitions, rejections, latency, idle time, time in
+//! each state and schedule adherence over a window, exported as CSV, JSON or one
+//! self-contained HTML page.
 //!
 //! A report is built in two steps so a caller (the HTTP handler) can fail cleanly
 //! before the first byte goes out: [`Report::build`] aggregates in SQL (one row per
@@ -157,14 +158,18 @@ pub struct Report {
 }
 
 impl Report {
-    /// Aggregates the window; `now` ends intervals that are still open.
+    /// Aggregates the window; `now` ends intervals that are still open, and deviations
+    /// from the schedule longer than `exception_threshold` count as adherence exceptions.
     pub async fn build(
         pool: &SqlitePool,
         window: Window,
         now: DateTime<Utc>,
         zone: Option<Tz>,
+        exception_threshold: std::time::Duration,
     ) -> Result<Report, ReportError> {
-        let agents = summarize(pool, window, now).await?;
+        let threshold =
+            chrono::TimeDelta::from_std(exception_threshold).unwrap_or(chrono::TimeDelta::MAX);
+        let agents = summarize(pool, window, now, threshold).await?;
         Ok(Report {
             window,
             generated_at: now,

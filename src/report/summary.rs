@@ -3,7 +3,10 @@
 //! Counts, the mean latency and the nearest-rank p95 come out of two grouped queries
 //! (one row per agent each). Intervals are read with a cursor ordered by agent, and each
 //! agent's run of intervals goes through [`idle::time_in_state`], so only one agent's
-//! intervals are in memory at a time.
+//! intervals are in memory at a time. The stored shifts are read alongside with a second
+//! cursor in the same order, and an agent with shifts also gets its adherence figures
+//! ([`adherence::figures`]). Those read the intervals of a day before the window too, so
+//! that an exception that opened before the window is not counted in it again.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +16,13 @@ use serde::Serialize;
 use sqlx::{FromRow, SqlitePool};
 
 use crate::domain::AgentState;
+use crate::domain::adherence::{self, Figures, Timeline};
 use crate::domain::idle::{self, Interval, TimeInState, Window};
+use crate::store::schedules::{self, ShiftRow};
 use crate::store::{from_ms, to_ms};
+
+/// How far before the window intervals and shifts are read for the adherence figures.
+const ADHERENCE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// One agent's line of the report. Field names are the CSV columns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -42,8 +50,15 @@ pub struct AgentSummary {
     pub seconds_logged_out: f64,
     pub seconds_on_contact: f64,
     pub seconds_acw: f64,
-    /// Needs the schedule adherence engine, which does not exist yet: always unknown.
+    /// Time in adherence per scheduled time, in percent; unknown without scheduled time.
     pub adherence_pct: Option<f64>,
+    /// Time inside the agent's shifts; unknown when no shift of the agent is stored.
+    pub scheduled_seconds: Option<f64>,
+    /// Scheduled time whose recorded state met the schedule.
+    pub in_adherence_seconds: Option<f64>,
+    /// Adherence exceptions that opened in the window (deviations longer than
+    /// `compliance.exception_threshold`).
+    pub adherence_exceptions: Option<u32>,
 }
 
 impl AgentSummary {
@@ -64,6 +79,13 @@ impl AgentSummary {
         self.seconds_logged_out = seconds(time.ms_in(AgentState::LoggedOut));
         self.seconds_on_contact = seconds(time.ms_in(AgentState::OnContact));
         self.seconds_acw = seconds(time.ms_in(AgentState::Acw));
+    }
+
+    fn set_adherence(&mut self, figures: &Figures) {
+        self.adherence_pct = figures.adherence_pct();
+        self.scheduled_seconds = Some(figures.scheduled_ms as f64 / 1000.0);
+        self.in_adherence_seconds = Some(figures.in_adherence_ms as f64 / 1000.0);
+        self.adherence_exceptions = Some(figures.exceptions);
     }
 }
 
@@ -115,11 +137,13 @@ struct IntervalRow {
 }
 
 /// One summary per agent with an attempt requested in, or an interval overlapping, the
-/// window; ordered by agent id. Open intervals count up to `min(now, window.to)`.
+/// window; ordered by agent id. Open intervals count up to `min(now, window.to)`;
+/// deviations longer than `threshold` are adherence exceptions.
 pub async fn summarize(
     pool: &SqlitePool,
     window: Window,
     now: DateTime<Utc>,
+    threshold: chrono::TimeDelta,
 ) -> Result<Vec<AgentSummary>, sqlx::Error> {
     let (from, to) = (to_ms(window.from), to_ms(window.to));
     let mut agents: BTreeMap<String, AgentSummary> = BTreeMap::new();
@@ -155,26 +179,63 @@ pub async fn summarize(
     }
     drop(p95);
 
+    let lookback = to_ms(window.from - ADHERENCE_LOOKBACK);
     let mut rows = sqlx::query_as::<_, IntervalRow>(INTERVALS)
-        .bind(from)
+        .bind(lookback)
         .bind(to)
         .fetch(pool);
+    let mut shift_rows = sqlx::query_as::<_, ShiftRow>(schedules::OVERLAPPING)
+        .bind(lookback)
+        .bind(to)
+        .fetch(pool);
+    let mut next_shift = shift_rows.try_next().await?;
+    // `in_window`: whether any of the agent's intervals overlaps the window; those that
+    // end before it were read for the exceptions only.
+    let mut finish = |agent_id: String, run: &[Interval], in_window: bool, shifts: &[ShiftRow]| {
+        if !in_window {
+            return;
+        }
+        let summary = agents
+            .entry(agent_id.clone())
+            .or_insert_with(|| AgentSummary::new(agent_id));
+        summary.set_time(&idle::time_in_state(run.iter(), window, now));
+        let shifts: Vec<_> = shifts
+            .iter()
+            .filter_map(ShiftRow::to_stored)
+            .map(|s| s.shift)
+            .collect();
+        if !shifts.is_empty() {
+            let timeline = Timeline::new(&shifts);
+            summary.set_adherence(&adherence::figures(run, &timeline, window, now, threshold));
+        }
+    };
     let mut current: Option<String> = None;
     let mut run: Vec<Interval> = Vec::new();
-    let mut finish = |agent_id: String, run: &mut Vec<Interval>| {
-        let time = idle::time_in_state(run.iter(), window, now);
-        agents
-            .entry(agent_id.clone())
-            .or_insert_with(|| AgentSummary::new(agent_id))
-            .set_time(&time);
-        run.clear();
-    };
-    while let Some(row) = rows.try_next().await? {
-        if current.as_deref() != Some(row.agent_id.as_str())
-            && let Some(done) = current.replace(row.agent_id.clone())
+    let mut in_window = false;
+    let mut shifts: Vec<ShiftRow> = Vec::new();
+    loop {
+        let row = rows.try_next().await?;
+        if current.as_deref() != row.as_ref().map(|r| r.agent_id.as_str())
+            && let Some(done) = current.take()
         {
-            finish(done, &mut run);
+            // The shifts cursor is in agent order too: skip those of agents without
+            // intervals, take this agent's.
+            while let Some(shift) = next_shift.take_if(|s| s.agent_id <= done) {
+                if shift.agent_id == done {
+                    shifts.push(shift);
+                }
+                next_shift = shift_rows.try_next().await?;
+            }
+            finish(done, &run, in_window, &shifts);
+            run.clear();
+            shifts.clear();
+            in_window = false;
         }
+        let Some(row) = row else { break };
+        if current.is_none() {
+            current = Some(row.agent_id.clone());
+        }
+        in_window |= row.ended_at.is_none_or(|end| end > from);
         // A state this build does not know still makes the agent appear, with no time.
         if let Ok(state) = row.state.parse::<AgentState>() {
             run.push(Interval {
@@ -184,10 +245,8 @@ pub async fn summarize(
             });
         }
     }
-    if let Some(done) = current {
-        finish(done, &mut run);
-    }
     drop(rows);
+    drop(shift_rows);
 
     Ok(agents.into_values().collect())
 }

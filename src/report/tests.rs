@@ -9,6 +9,9 @@ use crate::store::history::{self, NewInterval};
 use crate::store::testing::temp_store;
 use crate::store::{Store, to_ms};
 
+/// The exception threshold of the fixtures: two minutes.
+const THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The window's start: 2026-11-20 09:00 UTC; the window is one hour.
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap()
@@ -171,7 +174,7 @@ async fn render(store: &Store, report: &Report, format: Format) -> Collect {
 }
 
 async fn build(store: &Store, now: DateTime<Utc>) -> Report {
-    Report::build(store.reader(), window(), now, None)
+    Report::build(store.reader(), window(), now, None, THRESHOLD)
         .await
         .unwrap()
 }
@@ -214,6 +217,9 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
             seconds_on_contact: 0.0,
             seconds_acw: 0.0,
             adherence_pct: None,
+            scheduled_seconds: None,
+            in_adherence_seconds: None,
+            adherence_exceptions: None,
         }
     );
 
@@ -312,9 +318,15 @@ async fn csv_parses_back_with_one_row_per_agent_and_empty_unknowns() {
 async fn a_time_zone_renders_the_window_in_local_time() {
     let (store, _dir) = fixture().await;
     let zone = parse_zone("America/New_York").unwrap();
-    let report = Report::build(store.reader(), window(), minutes(120), Some(zone))
-        .await
-        .unwrap();
+    let report = Report::build(
+        store.reader(),
+        window(),
+        minutes(120),
+        Some(zone),
+        THRESHOLD,
+    )
+    .await
+    .unwrap();
     let text = render(&store, &report, Format::Csv).await.text();
     assert!(
         text.contains(",2026-11-20T04:00:00.000-05:00,2026-11-20T05:00:00.000-05:00"),
@@ -426,4 +438,122 @@ fn windows_must_be_ordered_and_at_most_366_days() {
     assert_eq!(Window::checked(t0(), minutes(60)), Ok(window()));
     assert_eq!("HTML".parse::<Format>(), Ok(Format::Html));
     assert!("xml".parse::<Format>().unwrap_err().contains("`xml`"));
+}
+
+/// The fixture plus schedules (threshold two minutes; times UTC):
+/// - a1 works 08:00–17:00 with a mandatory break 09:00–09:10 and an optional one
+///   09:50–10:00. Against its states (NOT_READY 08:30–09:15, READY 09:15–09:45, PAUSED
+///   from 09:45) the window 09:00–10:00 is:
+///   09:00–09:10 NOT_READY in the break: adheres (10 min);
+///   09:10–09:15 NOT_READY at work: does not (5 min), an exception opening at 09:12;
+///   09:15–09:45 READY at work: adheres (30 min);
+///   09:45–09:50 PAUSED at work: does not (5 min), an exception opening at 09:47;
+///   09:50–10:00 PAUSED in the optional break: adheres (10 min).
+///   Scheduled 60 min, in adherence 50 min: 83.33 %, 2 exceptions. (NOT_READY from
+///   08:30 at work was an exception too, opened at 08:32: before the window.)
+/// - a5 works 08:00–17:00 without breaks; NOT_READY 08:50–08:59:30, then IDLE, still
+///   open. One deviation of one kind since 08:50: its exception opened at 08:52, so
+///   none opens in the window, whose 60 scheduled minutes are not in adherence: 0 %.
+///   (Without the intervals from before the window, IDLE from 08:59:30 would look like
+///   an exception opening at 09:01:30.)
+/// - a2 has no schedule: its adherence is unknown.
+async fn adherence_fixture() -> (Store, tempfile::TempDir) {
+    use crate::domain::BreakWindow;
+    use crate::domain::adherence::Shift;
+    use crate::store::schedules::{self, BreakSource, StoredShift};
+    let (store, dir) = fixture().await;
+    enter(&store, "a5", AgentState::NotReady, minutes(-10)).await;
+    enter(
+        &store,
+        "a5",
+        AgentState::Idle,
+        minutes(-1) + Duration::seconds(30),
+    )
+    .await;
+    let window = |start, end, mandatory| BreakWindow {
+        start: minutes(start),
+        end: minutes(end),
+        kind: "BREAK".into(),
+        mandatory,
+    };
+    let day = |agent: &str, breaks| StoredShift {
+        agent_id: agent.into(),
+        shift: Shift {
+            start: minutes(-60),
+            end: minutes(480),
+            breaks,
+        },
+        timezone: Some("Europe/Berlin".into()),
+        breaks_from: BreakSource::Schedule,
+        fetched_at: minutes(-120),
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    schedules::save(
+        &mut tx,
+        &[
+            day("a1", vec![window(0, 10, true), window(50, 60, false)]),
+            day("a5", vec![]),
+        ],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    (store, dir)
+}
+
+#[tokio::test]
+async fn adherence_matches_the_hand_computed_fixture_in_every_format() {
+    let (store, _dir) = adherence_fixture().await;
+    let report = build(&store, minutes(120)).await;
+    let ids: Vec<_> = report.agents.iter().map(|a| a.agent_id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2", "a3", "a5"]);
+    let a1 = &report.agents[0];
+    assert_eq!(a1.scheduled_seconds, Some(3600.0));
+    assert_eq!(a1.in_adherence_seconds, Some(3000.0));
+    assert_eq!(a1.adherence_exceptions, Some(2));
+    assert_eq!(a1.adherence_pct, Some(3000.0 * 100.0 / 3600.0));
+    assert_eq!(
+        a1.seconds_ready, 1800.0,
+        "the rest of the report is unchanged"
+    );
+    let a5 = &report.agents[3];
+    assert_eq!(
+        (
+            a5.scheduled_seconds,
+            a5.in_adherence_seconds,
+            a5.adherence_exceptions,
+            a5.adherence_pct
+        ),
+        (Some(3600.0), Some(0.0), Some(0), Some(0.0))
+    );
+    let a2 = &report.agents[1];
+    assert_eq!(a2.scheduled_seconds, None);
+    assert_eq!(a2.adherence_pct, None);
+
+    let csv = render(&store, &report, Format::Csv).await.text();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = headers.iter().position(|h| h == "adherence_pct").unwrap();
+    let pct: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[column].to_owned())
+        .collect();
+    assert_eq!(pct, ["83.33333333333333", "", "", "0"]);
+
+    let json = render(&store, &report, Format::Json).await.text();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["agents"][0]["scheduled_seconds"], 3600.0);
+    assert_eq!(json["agents"][0]["in_adherence_seconds"], 3000.0);
+    assert_eq!(json["agents"][0]["adherence_exceptions"], 2);
+    assert_eq!(
+        json["agents"][1]["adherence_exceptions"],
+        serde_json::Value::Null
+    );
+
+    let html = render(&store, &report, Format::Html).await.text();
+    assert!(html.contains("<th>Adherence exceptions</th>"));
+    assert!(
+        html.contains("<td>83.3</td><td>3600</td><td>3000</td><td>2</td></tr>"),
+        "{html}"
+    );
 }

@@ -14,10 +14,12 @@
 pub mod attempts;
 pub mod audit;
 pub mod deliveries;
+pub mod exceptions;
 pub mod firings;
 pub mod history;
 pub mod jobs;
 pub mod outbox;
+pub mod schedules;
 
 use std::path::Path;
 use std::str::FromStr;

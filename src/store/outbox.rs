@@ -20,6 +20,8 @@ pub enum EventType {
     TransitionRejected,
     #[serde(rename = "bulk.completed")]
     BulkCompleted,
+    #[serde(rename = "adherence.exception")]
+    AdherenceException,
 }
 
 impl EventType {
@@ -28,6 +30,7 @@ impl EventType {
             EventType::AgentStateChanged => "agent.state_changed",
             EventType::TransitionRejected => "transition.rejected",
             EventType::BulkCompleted => "bulk.completed",
+            EventType::AdherenceException => "adherence.exception",
         }
     }
 }

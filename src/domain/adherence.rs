@@ -1,0 +1,960 @@
+//! Schedule adherence: what an agent's schedule expects at each instant, whether the
+//! state the agent is in meets it, and the adherence figures of a window.
+//!
+//! Inside a shift an agent is expected to work, except during the shift's breaks;
+//! outside every shift the agent is expected to be logged out. [`Timeline`] turns shifts
+//! into back-to-back segments of one [`Expected`] activity each. A state that does not
+//! meet its segment is a deviation of one [`DeviationKind`]:
+//! - READY, ON_CONTACT or ACW inside a mandatory break (a wrap-up is part of the
+//!   contact): `working_in_mandatory_break`;
+//! - any state but LOGGED_OUT outside every shift: `logged_in_outside_shift`;
+//! - NOT_READY, PAUSED, IDLE or LOGGED_OUT in a shift outside its breaks:
+//!   `not_working_in_shift` (PAUSED, like NOT_READY and IDLE, takes no contacts).
+//!
+//! An optional break accepts every state: taking it and working through it both adhere.
+//!
+//! A deviation starts at the later of the state's start and the schedule boundary where
+//! its kind began (READY since 11:00 in a break from 12:00 deviates from 12:00). An
+//! exception opens once a deviation has lasted the threshold and is still going on, so
+//! exactly the deviations longer than the threshold open one. It stays open while the
+//! agent keeps deviating the same way (NOT_READY, then IDLE, in the shift is one
+//! exception) and closes when the kind changes or the agent is back in adherence. The
+//! compliance sweep applies this at each sweep; [`figures`] applies it to a window of
+//! recorded history, so both count the same exceptions.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::idle::{Interval, Window};
+use super::policy::BreakWindow;
+use super::state::{AgentState, UnknownValue};
+
+/// One shift of an agent's schedule, with its breaks. Break time outside the shift does
+/// not count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shift {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub breaks: Vec<BreakWindow>,
+}
+
+/// What the schedule expects of the agent during a stretch of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Expected {
+    /// In a shift, outside its breaks: taking contacts.
+    Work,
+    /// In a mandatory break: not taking contacts.
+    MandatoryBreak,
+    /// In an optional break: the agent's choice.
+    OptionalBreak,
+    /// Outside every shift: logged out.
+    OffShift,
+}
+
+impl Expected {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expected::Work => "WORK",
+            Expected::MandatoryBreak => "MANDATORY_BREAK",
+            Expected::OptionalBreak => "OPTIONAL_BREAK",
+            Expected::OffShift => "OFF_SHIFT",
+        }
+    }
+
+    /// Whether this is scheduled time (inside a shift), which adherence is measured over.
+    pub fn is_scheduled(self) -> bool {
+        self != Expected::OffShift
+    }
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a state fails to meet the schedule. The names are part of the configuration
+/// (`compliance.auto_correct`), the store and the `adherence.exception` webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviationKind {
+    /// READY, ON_CONTACT or ACW inside a mandatory break.
+    WorkingInMandatoryBreak,
+    /// Logged in (any state but LOGGED_OUT) outside every shift.
+    LoggedInOutsideShift,
+    /// NOT_READY, PAUSED, IDLE or LOGGED_OUT inside a shift, outside its breaks.
+    NotWorkingInShift,
+}
+
+impl DeviationKind {
+    pub const ALL: [DeviationKind; 3] = [
+        DeviationKind::WorkingInMandatoryBreak,
+        DeviationKind::LoggedInOutsideShift,
+        DeviationKind::NotWorkingInShift,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviationKind::WorkingInMandatoryBreak => "working_in_mandatory_break",
+            DeviationKind::LoggedInOutsideShift => "logged_in_outside_shift",
+            DeviationKind::NotWorkingInShift => "not_working_in_shift",
+        }
+    }
+}
+
+impl fmt::Display for DeviationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeviationKind {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeviationKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| UnknownValue {
+                kind: "adherence exception kind",
+                value: s.to_owned(),
+                allowed: DeviationKind::ALL.map(DeviationKind::as_str).join(", "),
+            })
+    }
+}
+
+/// How `state` fails to meet `expected`, or `None` when it adheres.
+pub fn deviation_kind(state: AgentState, expected: Expected) -> Option<DeviationKind> {
+    use AgentState::*;
+    match (expected, state) {
+        (Expected::MandatoryBreak, Ready | OnContact | Acw) => {
+            Some(DeviationKind::WorkingInMandatoryBreak)
+        }
+        (Expected::OffShift, LoggedOut) => None,
+        (Expected::OffShift, _) => Some(DeviationKind::LoggedInOutsideShift),
+        (Expected::Work, NotReady | Paused | Idle | LoggedOut) => {
+            Some(DeviationKind::NotWorkingInShift)
+        }
+        _ => None,
+    }
+}
+
+/// A stretch `[start, end)` with one expected activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub expected: Expected,
+}
+
+impl Segment {
+    fn ms(&self) -> i64 {
+        (self.end - self.start).num_milliseconds()
+    }
+
+    /// How long the segment overlaps `window`.
+    fn overlap_ms(&self, window: Window) -> i64 {
+        let start = self.start.max(window.from);
+        let end = self.end.min(window.to);
+        (end - start).num_milliseconds().max(0)
+    }
+}
+
+/// A deviation going on at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deviation {
+    pub kind: DeviationKind,
+    /// What the schedule expects at that instant.
+    pub expected: Expected,
+    /// When the deviation began: the later of the state's start and the boundary where
+    /// the schedule started to make this state a deviation of this kind.
+    pub since: DateTime<Utc>,
+}
+
+/// An agent's schedule as back-to-back segments, from the first shift's start to the
+/// last shift's end (gaps between shifts are `OffShift` segments). Before and after
+/// them the agent is off shift.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    segments: Vec<Segment>,
+}
+
+impl Timeline {
+    /// The timeline of `shifts`, in any order. Overlapping shifts are merged; a
+    /// mandatory break wins over an optional one where they overlap.
+    pub fn new(shifts: &[Shift]) -> Timeline {
+        let mut points = Vec::new();
+        for shift in shifts.iter().filter(|s| s.start < s.end) {
+            points.extend([shift.start, shift.end]);
+            for b in &shift.breaks {
+                let (start, end) = (b.start.max(shift.start), b.end.min(shift.end));
+                if start < end {
+                    points.extend([start, end]);
+                }
+            }
+        }
+        points.sort_unstable();
+        points.dedup();
+        let mut segments: Vec<Segment> = Vec::new();
+        for pair in points.windows(2) {
+            let expected = expected_among(shifts, pair[0]);
+            match segments.last_mut() {
+                Some(last) if last.expected == expected => last.end = pair[1],
+                _ => segments.push(Segment {
+                    start: pair[0],
+                    end: pair[1],
+                    expected,
+                }),
+            }
+        }
+        Timeline { segments }
+    }
+
+    /// The segments from the first shift's start to the last shift's end.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// What the schedule expects at `at`.
+    pub fn expected_at(&self, at: DateTime<Utc>) -> Expected {
+        let after = self.segments.partition_point(|s| s.start <= at);
+        match after.checked_sub(1).map(|i| &self.segments[i]) {
+            Some(segment) if at < segment.end => segment.expected,
+            _ => Expected::OffShift,
+        }
+    }
+
+    /// Segments covering exactly `[from, to)`, off-shift stretches included.
+    pub fn between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Segment> {
+        let mut out = Vec::new();
+        if from >= to {
+            return out;
+        }
+        let off = |start, end| Segment {
+            start,
+            end,
+            expected: Expected::OffShift,
+        };
+        let mut at = from;
+        let first = self.segments.partition_point(|s| s.end <= from);
+        for segment in &self.segments[first..] {
+            if segment.start >= to {
+                break;
+            }
+            if segment.start > at {
+                out.push(off(at, segment.start));
+                at = segment.start;
+            }
+            let end = segment.end.min(to);
+            out.push(Segment {
+                start: at,
+                end,
+                expected: segment.expected,
+            });
+            at = end;
+        }
+        if at < to {
+            out.push(off(at, to));
+        }
+        out
+    }
+
+    /// The deviation of an agent who has been in `state` since `since`, at `now`, or
+    /// `None` when the state meets the schedule at `now`.
+    pub fn deviation_at(
+        &self,
+        state: AgentState,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Deviation> {
+        let expected = self.expected_at(now);
+        let kind = deviation_kind(state, expected)?;
+        Some(Deviation {
+            kind,
+            expected,
+            since: self.stretch_start(state, since, now, |k| k == Some(kind)),
+        })
+    }
+
+    /// When an agent who has been in `state` since `since` stopped deviating as `kind`:
+    /// the later of the state's start and the boundary where the schedule stopped making
+    /// the state that deviation. `None` while it still is one at `now`.
+    pub fn deviation_ended(
+        &self,
+        state: AgentState,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        kind: DeviationKind,
+    ) -> Option<DateTime<Utc>> {
+        if deviation_kind(state, self.expected_at(now)) == Some(kind) {
+            return None;
+        }
+        Some(self.stretch_start(state, since, now, |k| k != Some(kind)))
+    }
+
+    /// The earliest instant, not before `since`, from which `holds` is true of the
+    /// deviation kind of `state` all the way to `now` (where it must hold).
+    fn stretch_start(
+        &self,
+        state: AgentState,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        holds: impl Fn(Option<DeviationKind>) -> bool,
+    ) -> DateTime<Utc> {
+        let holds = |expected| holds(deviation_kind(state, expected));
+        // Walk back from `now` while it holds; `next` indexes the segment after the
+        // stretch reached so far.
+        let mut next = self.segments.partition_point(|s| s.start <= now);
+        let mut start = match next.checked_sub(1).map(|i| self.segments[i]) {
+            // Before the first shift: off shift however far back.
+            None => return since,
+            Some(segment) if now < segment.end => {
+                next -= 1;
+                segment.start
+            }
+            // After the last shift.
+            Some(segment) => segment.end,
+        };
+        while start > since {
+            let Some(previous) = next.checked_sub(1).map(|i| self.segments[i]) else {
+                return if holds(Expected::OffShift) {
+                    since
+                } else {
+                    start
+                };
+            };
+            if !holds(previous.expected) {
+                break;
+            }
+            start = previous.start;
+            next -= 1;
+        }
+        start.max(since)
+    }
+}
+
+/// What `shifts` expect at `at` (shifts may overlap).
+fn expected_among(shifts: &[Shift], at: DateTime<Utc>) -> Expected {
+    let mut expected = Expected::OffShift;
+    for shift in shifts.iter().filter(|s| s.start <= at && at < s.end) {
+        for b in shift.breaks.iter().filter(|b| b.contains(at)) {
+            if b.mandatory {
+                return Expected::MandatoryBreak;
+            }
+            expected = Expected::OptionalBreak;
+        }
+        if expected == Expected::OffShift {
+            expected = Expected::Work;
+        }
+    }
+    expected
+}
+
+/// An agent's adherence over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Figures {
+    /// Time inside shifts (breaks included).
+    pub scheduled_ms: i64,
+    /// Scheduled time whose recorded state met the schedule.
+    pub in_adherence_ms: i64,
+    /// Exceptions that opened in the window.
+    pub exceptions: u32,
+}
+
+impl Figures {
+    /// In-adherence time per scheduled time, in percent; `None` without scheduled time.
+    pub fn adherence_pct(&self) -> Option<f64> {
+        (self.scheduled_ms > 0)
+            .then(|| self.in_adherence_ms as f64 * 100.0 / self.scheduled_ms as f64)
+    }
+}
+
+/// The same-kind stretch of deviations an exception covers, while it is being walked.
+struct Run {
+    kind: DeviationKind,
+    end: DateTime<Utc>,
+    /// The interval of the current deviation and where that deviation began.
+    interval: usize,
+    since: DateTime<Utc>,
+    opened: bool,
+}
+
+/// Adherence figures over `window` from recorded `intervals` (oldest first, back to
+/// back as the store keeps them; an open one lasts until `now`) and the `timeline`.
+///
+/// Time with no recorded state is not in adherence. For the exception count to be
+/// exact, pass the intervals from before the window that belong to a deviation still
+/// going on at its start (an exception that opened before the window is not counted
+/// again).
+pub fn figures(
+    intervals: &[Interval],
+    timeline: &Timeline,
+    window: Window,
+    now: DateTime<Utc>,
+    threshold: TimeDelta,
+) -> Figures {
+    let mut figures = Figures {
+        scheduled_ms: timeline
+            .between(window.from, window.to)
+            .iter()
+            .filter(|s| s.expected.is_scheduled())
+            .map(Segment::ms)
+            .sum(),
+        ..Figures::default()
+    };
+    let limit = now.min(window.to);
+    let mut run: Option<Run> = None;
+    for (n, interval) in intervals.iter().enumerate() {
+        let end = interval.end.unwrap_or(now).min(limit);
+        for segment in timeline.between(interval.start, end) {
+            let Some(kind) = deviation_kind(interval.state, segment.expected) else {
+                if segment.expected.is_scheduled() {
+                    figures.in_adherence_ms += segment.overlap_ms(window);
+                }
+                run = None;
+                continue;
+            };
+            let run = match &mut run {
+                Some(r) if r.kind == kind && r.end == segment.start => r,
+                slot => slot.insert(Run {
+                    kind,
+                    end: segment.start,
+                    interval: n,
+                    since: segment.start,
+                    opened: false,
+                }),
+            };
+            if run.interval != n {
+                run.interval = n;
+                run.since = segment.start;
+            }
+            run.end = segment.end;
+            // The sweep opens it at `since + threshold` if the deviation still goes on.
+            let opens_at = run.since + threshold;
+            if !run.opened && opens_at < run.end {
+                run.opened = true;
+                if window.from <= opens_at && opens_at < window.to {
+                    figures.exceptions += 1;
+                }
+            }
+        }
+    }
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_790_000_000_000 + ms).unwrap()
+    }
+
+    fn minutes(m: i64) -> DateTime<Utc> {
+        t(m * 60_000)
+    }
+
+    fn brk(start: DateTime<Utc>, end: DateTime<Utc>, mandatory: bool) -> BreakWindow {
+        BreakWindow {
+            start,
+            end,
+            kind: if mandatory { "LUNCH" } else { "BREAK" }.into(),
+            mandatory,
+        }
+    }
+
+    /// 09:00–17:00 (minutes 0–480) with a mandatory lunch 12:00–12:30 and an optional
+    /// break 15:00–15:15.
+    fn day() -> Shift {
+        Shift {
+            start: minutes(0),
+            end: minutes(480),
+            breaks: vec![
+                brk(minutes(180), minutes(210), true),
+                brk(minutes(360), minutes(375), false),
+            ],
+        }
+    }
+
+    fn interval(state: AgentState, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Interval {
+        Interval { state, start, end }
+    }
+
+    #[test]
+    fn every_state_and_expectation_has_its_verdict() {
+        use AgentState::*;
+        use DeviationKind::*;
+        use Expected::*;
+        for state in AgentState::ALL {
+            assert_eq!(deviation_kind(state, OptionalBreak), None, "{state}");
+        }
+        let kinds = |expected| {
+            AgentState::ALL
+                .into_iter()
+                .filter_map(|s| deviation_kind(s, expected).map(|k| (s, k)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(MandatoryBreak),
+            [
+                (Ready, WorkingInMandatoryBreak),
+                (OnContact, WorkingInMandatoryBreak),
+                (Acw, WorkingInMandatoryBreak)
+            ]
+        );
+        assert_eq!(
+            kinds(Work),
+            [
+                (NotReady, NotWorkingInShift),
+                (Paused, NotWorkingInShift),
+                (Idle, NotWorkingInShift),
+                (LoggedOut, NotWorkingInShift)
+            ]
+        );
+        assert_eq!(kinds(OffShift).len(), 6, "all but LOGGED_OUT");
+        assert_eq!(deviation_kind(LoggedOut, OffShift), None);
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in DeviationKind::ALL {
+            assert_eq!(kind.as_str().parse::<DeviationKind>(), Ok(kind));
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind.as_str())
+            );
+        }
+        let err = "late".parse::<DeviationKind>().unwrap_err().to_string();
+        assert!(err.contains("`late`") && err.contains("not_working_in_shift"));
+    }
+
+    #[test]
+    fn the_timeline_splits_a_shift_at_its_breaks() {
+        let timeline = Timeline::new(&[day()]);
+        let segments: Vec<_> = timeline
+            .segments()
+            .iter()
+            .map(|s| (s.start, s.end, s.expected))
+            .collect();
+        assert_eq!(
+            segments,
+            [
+                (minutes(0), minutes(180), Expected::Work),
+                (minutes(180), minutes(210), Expected::MandatoryBreak),
+                (minutes(210), minutes(360), Expected::Work),
+                (minutes(360), minutes(375), Expected::OptionalBreak),
+                (minutes(375), minutes(480), Expected::Work),
+            ]
+        );
+        assert_eq!(timeline.expected_at(minutes(-1)), Expected::OffShift);
+        assert_eq!(timeline.expected_at(minutes(180)), Expected::MandatoryBreak);
+        assert_eq!(timeline.expected_at(minutes(210)), Expected::Work);
+        assert_eq!(timeline.expected_at(minutes(480)), Expected::OffShift);
+    }
+
+    #[test]
+    fn breaks_are_clipped_to_their_shift_and_mandatory_wins_an_overlap() {
+        let shift = Shift {
+            start: minutes(0),
+            end: minutes(60),
+            breaks: vec![
+                brk(minutes(-30), minutes(10), true),
+                brk(minutes(20), minutes(40), false),
+                brk(minutes(30), minutes(50), true),
+                brk(minutes(55), minutes(90), false),
+            ],
+        };
+        let timeline = Timeline::new(&[shift]);
+        let expected: Vec<_> = timeline
+            .between(minutes(-10), minutes(70))
+            .iter()
+            .map(|s| (s.start, s.expected))
+            .collect();
+        assert_eq!(
+            expected,
+            [
+                (minutes(-10), Expected::OffShift),
+                (minutes(0), Expected::MandatoryBreak),
+                (minutes(10), Expected::Work),
+                (minutes(20), Expected::OptionalBreak),
+                (minutes(30), Expected::MandatoryBreak),
+                (minutes(50), Expected::Work),
+                (minutes(55), Expected::OptionalBreak),
+                (minutes(60), Expected::OffShift),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deviation_starts_at_the_later_of_the_state_and_the_boundary() {
+        let timeline = Timeline::new(&[day()]);
+        // READY since 11:00; the lunch starts at 12:00.
+        let ready = timeline.deviation_at(AgentState::Ready, minutes(120), minutes(185));
+        assert_eq!(
+            ready,
+            Some(Deviation {
+                kind: DeviationKind::WorkingInMandatoryBreak,
+                expected: Expected::MandatoryBreak,
+                since: minutes(180)
+            })
+        );
+        // READY since 12:05, inside the lunch.
+        let late = timeline.deviation_at(AgentState::Ready, minutes(185), minutes(190));
+        assert_eq!(late.unwrap().since, minutes(185));
+        // NOT_READY since 11:00 is fine in the lunch, a deviation from its end.
+        assert_eq!(
+            timeline.deviation_at(AgentState::NotReady, minutes(120), minutes(200)),
+            None
+        );
+        let after = timeline.deviation_at(AgentState::NotReady, minutes(120), minutes(215));
+        assert_eq!(after.unwrap().since, minutes(210));
+        assert_eq!(after.unwrap().kind, DeviationKind::NotWorkingInShift);
+        // Still logged in after the shift: from its end.
+        let evening = timeline.deviation_at(AgentState::Ready, minutes(400), minutes(500));
+        assert_eq!(evening.unwrap().kind, DeviationKind::LoggedInOutsideShift);
+        assert_eq!(evening.unwrap().since, minutes(480));
+        // Logged in before the shift, since the night before: from the state's start.
+        let early = timeline.deviation_at(AgentState::Idle, minutes(-600), minutes(-5));
+        assert_eq!(early.unwrap().since, minutes(-600));
+        // An agent who skipped the optional break and worked through is fine.
+        assert_eq!(
+            timeline.deviation_at(AgentState::Ready, minutes(300), minutes(370)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_deviation_ends_at_the_state_change_or_the_boundary_that_ended_it() {
+        let timeline = Timeline::new(&[day()]);
+        let kind = DeviationKind::WorkingInMandatoryBreak;
+        // READY through the lunch: the deviation ended when the lunch did.
+        assert_eq!(
+            timeline.deviation_ended(AgentState::Ready, minutes(120), minutes(220), kind),
+            Some(minutes(210))
+        );
+        assert_eq!(
+            timeline.deviation_ended(AgentState::Ready, minutes(120), minutes(200), kind),
+            None,
+            "still going on"
+        );
+        // NOT_READY from 12:20: ended by the agent.
+        assert_eq!(
+            timeline.deviation_ended(AgentState::NotReady, minutes(200), minutes(205), kind),
+            Some(minutes(200))
+        );
+        // Still logged in after the shift: no longer "not working in the shift" from
+        // its end, though it is another deviation now.
+        assert_eq!(
+            timeline.deviation_ended(
+                AgentState::Idle,
+                minutes(470),
+                minutes(490),
+                DeviationKind::NotWorkingInShift
+            ),
+            Some(minutes(480))
+        );
+    }
+
+    #[test]
+    fn back_to_back_breaks_make_one_deviation() {
+        let shift = Shift {
+            start: minutes(0),
+            end: minutes(120),
+            breaks: vec![
+                brk(minutes(30), minutes(45), true),
+                brk(minutes(45), minutes(60), true),
+            ],
+        };
+        let timeline = Timeline::new(&[shift]);
+        let d = timeline.deviation_at(AgentState::Ready, minutes(0), minutes(55));
+        assert_eq!(d.unwrap().since, minutes(30));
+    }
+
+    #[test]
+    fn a_worked_example_of_the_figures() {
+        // The day above, 09:00–17:00, threshold two minutes:
+        // - READY 09:00–12:10: adheres until 12:00, then 10 min in the lunch: exception
+        //   (opens 12:02);
+        // - NOT_READY 12:10–12:40: adheres until 12:30, then 10 min: exception (12:32);
+        // - READY 12:40–16:59;
+        // - IDLE 16:59–17:30: one minute in the shift (short), then 30 min logged in
+        //   outside it: exception (17:02).
+        let intervals = [
+            interval(AgentState::Ready, minutes(0), Some(minutes(190))),
+            interval(AgentState::NotReady, minutes(190), Some(minutes(220))),
+            interval(AgentState::Ready, minutes(220), Some(minutes(479))),
+            interval(AgentState::Idle, minutes(479), Some(minutes(510))),
+        ];
+        let timeline = Timeline::new(&[day()]);
+        let threshold = TimeDelta::minutes(2);
+        let whole_day = Window {
+            from: minutes(-60),
+            to: minutes(600),
+        };
+        let f = figures(&intervals, &timeline, whole_day, minutes(700), threshold);
+        let minute = 60_000;
+        assert_eq!(f.scheduled_ms, 480 * minute);
+        // 480 scheduled minus 10 (READY in lunch), 10 (NOT_READY after it), 1 (IDLE).
+        assert_eq!(f.in_adherence_ms, 459 * minute);
+        assert_eq!(f.exceptions, 3);
+        assert_eq!(f.adherence_pct(), Some(459.0 * 100.0 / 480.0));
+
+        // 12:00–12:31: the lunch exception opened at 12:02 is in; the 12:32 one is not.
+        let lunch = Window {
+            from: minutes(180),
+            to: minutes(211),
+        };
+        let f = figures(&intervals, &timeline, lunch, minutes(700), threshold);
+        assert_eq!(f.scheduled_ms, 31 * minute);
+        assert_eq!(f.in_adherence_ms, 20 * minute);
+        assert_eq!(f.exceptions, 1);
+    }
+
+    #[test]
+    fn same_kind_deviations_in_a_row_are_one_exception() {
+        let timeline = Timeline::new(&[day()]);
+        // NOT_READY 1 min, IDLE 5 min, PAUSED 5 min in the shift: one exception, opened
+        // when IDLE reached two minutes.
+        let intervals = [
+            interval(AgentState::NotReady, minutes(10), Some(minutes(11))),
+            interval(AgentState::Idle, minutes(11), Some(minutes(16))),
+            interval(AgentState::Paused, minutes(16), Some(minutes(21))),
+            interval(AgentState::Ready, minutes(21), None),
+        ];
+        let window = Window {
+            from: minutes(0),
+            to: minutes(60),
+        };
+        let f = figures(
+            &intervals,
+            &timeline,
+            window,
+            minutes(60),
+            TimeDelta::minutes(2),
+        );
+        assert_eq!(f.exceptions, 1);
+        // Opened at 09:13: a window from 09:13 counts it, one from 09:14 does not.
+        let from = |m| Window {
+            from: minutes(m),
+            to: minutes(60),
+        };
+        let count = |w| figures(&intervals, &timeline, w, minutes(60), TimeDelta::minutes(2));
+        assert_eq!(count(from(13)).exceptions, 1);
+        assert_eq!(count(from(14)).exceptions, 0);
+    }
+
+    #[test]
+    fn no_schedule_means_no_scheduled_time_and_no_percentage() {
+        let f = figures(
+            &[interval(AgentState::LoggedOut, minutes(0), None)],
+            &Timeline::default(),
+            Window {
+                from: minutes(0),
+                to: minutes(60),
+            },
+            minutes(60),
+            TimeDelta::minutes(2),
+        );
+        assert_eq!(f, Figures::default());
+        assert_eq!(f.adherence_pct(), None);
+    }
+
+    // Property tests, in milliseconds around `t(0)`.
+
+    fn arb_shifts() -> impl Strategy<Value = Vec<Shift>> {
+        let arb_break = (0i64..500, 1i64..150, any::<bool>());
+        let arb_shift = (0i64..600, 1i64..500, prop::collection::vec(arb_break, 0..3)).prop_map(
+            |(start, length, breaks)| Shift {
+                start: t(start),
+                end: t(start + length),
+                breaks: breaks
+                    .into_iter()
+                    .map(|(offset, length, mandatory)| {
+                        let start = start - 50 + offset;
+                        brk(t(start), t(start + length), mandatory)
+                    })
+                    .collect(),
+            },
+        );
+        prop::collection::vec(arb_shift, 0..3)
+    }
+
+    /// Back-to-back intervals, as the store keeps them; only the last may be open.
+    fn arb_history() -> impl Strategy<Value = (Vec<Interval>, i64)> {
+        (
+            prop::collection::vec(
+                (
+                    proptest::sample::select(AgentState::ALL.to_vec()),
+                    1i64..200,
+                ),
+                1..10,
+            ),
+            any::<bool>(),
+            0i64..200,
+        )
+            .prop_map(|(steps, last_open, start)| {
+                let count = steps.len();
+                let mut at = start;
+                let mut intervals = Vec::new();
+                for (i, (state, length)) in steps.into_iter().enumerate() {
+                    let end = (i + 1 < count || !last_open).then_some(at + length);
+                    intervals.push(interval(state, t(at), end.map(t)));
+                    at += length;
+                }
+                (intervals, at)
+            })
+    }
+
+    fn state_at(
+        intervals: &[Interval],
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<&Interval> {
+        intervals
+            .iter()
+            .find(|i| i.start <= at && at < i.end.unwrap_or(now))
+    }
+
+    proptest! {
+        #[test]
+        fn in_adherence_fits_in_scheduled_time_which_fits_in_the_window(
+            shifts in arb_shifts(),
+            (intervals, end) in arb_history(),
+            from in 0i64..800,
+            length in 1i64..800,
+            after in 0i64..200,
+            threshold in 0i64..100,
+        ) {
+            let window = Window { from: t(from), to: t(from + length) };
+            let f = figures(
+                &intervals,
+                &Timeline::new(&shifts),
+                window,
+                t(end + after),
+                TimeDelta::milliseconds(threshold),
+            );
+            prop_assert!(0 <= f.in_adherence_ms);
+            prop_assert!(f.in_adherence_ms <= f.scheduled_ms);
+            prop_assert!(f.scheduled_ms <= length);
+            if let Some(pct) = f.adherence_pct() {
+                prop_assert!((0.0..=100.0).contains(&pct));
+            }
+        }
+
+        #[test]
+        fn splitting_a_window_in_two_adds_up(
+            shifts in arb_shifts(),
+            (intervals, end) in arb_history(),
+            from in 0i64..800,
+            first in 0i64..400,
+            second in 0i64..400,
+            after in 0i64..200,
+            threshold in 0i64..100,
+        ) {
+            let timeline = Timeline::new(&shifts);
+            let now = t(end + after);
+            let threshold = TimeDelta::milliseconds(threshold);
+            let window = |a: i64, b: i64| Window { from: t(a), to: t(b) };
+            let whole = figures(&intervals, &timeline, window(from, from + first + second), now, threshold);
+            let a = figures(&intervals, &timeline, window(from, from + first), now, threshold);
+            let b = figures(&intervals, &timeline, window(from + first, from + first + second), now, threshold);
+            prop_assert_eq!(whole.scheduled_ms, a.scheduled_ms + b.scheduled_ms);
+            prop_assert_eq!(whole.in_adherence_ms, a.in_adherence_ms + b.in_adherence_ms);
+            prop_assert_eq!(whole.exceptions, a.exceptions + b.exceptions);
+        }
+
+        #[test]
+        fn an_agent_who_follows_the_schedule_gets_100_percent_and_no_exception(
+            shifts in arb_shifts(),
+            from in 0i64..800,
+            length in 1i64..800,
+            working in proptest::sample::select(vec![AgentState::Ready, AgentState::OnContact, AgentState::Acw]),
+            resting in proptest::sample::select(vec![AgentState::NotReady, AgentState::Paused, AgentState::Idle, AgentState::LoggedOut]),
+        ) {
+            let timeline = Timeline::new(&shifts);
+            let window = Window { from: t(from), to: t(from + length) };
+            let intervals: Vec<Interval> = timeline
+                .between(t(-100), window.to)
+                .iter()
+                .map(|s| {
+                    let state = match s.expected {
+                        Expected::Work | Expected::OptionalBreak => working,
+                        Expected::MandatoryBreak => resting,
+                        Expected::OffShift => AgentState::LoggedOut,
+                    };
+                    interval(state, s.start, Some(s.end))
+                })
+                .collect();
+            let f = figures(&intervals, &timeline, window, window.to, TimeDelta::zero());
+            prop_assert_eq!(f.in_adherence_ms, f.scheduled_ms);
+            prop_assert_eq!(f.exceptions, 0);
+            if f.scheduled_ms > 0 {
+                prop_assert_eq!(f.adherence_pct(), Some(100.0));
+            }
+        }
+
+        /// Compares with a model: every millisecond is checked on its own for scheduled
+        /// and adherent time, and a sweep run every millisecond (with
+        /// [`Timeline::deviation_at`], as the compliance sweep uses it) opens and closes
+        /// exceptions; the figures must count exactly the ones it opened in the window.
+        #[test]
+        fn matches_a_sweep_run_every_millisecond(
+            shifts in arb_shifts(),
+            (intervals, end) in arb_history(),
+            from in 0i64..800,
+            length in 1i64..800,
+            after in 0i64..200,
+            threshold in 0i64..100,
+        ) {
+            let timeline = Timeline::new(&shifts);
+            let now = t(end + after);
+            let window = Window { from: t(from), to: t(from + length) };
+            let f = figures(&intervals, &timeline, window, now, TimeDelta::milliseconds(threshold));
+
+            let mut scheduled = 0;
+            let mut adherent = 0;
+            for ms in from..from + length {
+                let expected = timeline.expected_at(t(ms));
+                if expected.is_scheduled() {
+                    scheduled += 1;
+                    if t(ms) < now
+                        && state_at(&intervals, t(ms), now)
+                            .is_some_and(|i| deviation_kind(i.state, expected).is_none())
+                    {
+                        adherent += 1;
+                    }
+                }
+            }
+            let mut open: BTreeSet<DeviationKind> = BTreeSet::new();
+            let mut opened_in_window = 0;
+            let first = intervals[0].start.timestamp_millis() - t(0).timestamp_millis();
+            let limit = (now.min(window.to) - t(0)).num_milliseconds();
+            for ms in first..limit {
+                let at = t(ms);
+                let Some(current) = state_at(&intervals, at, now) else { continue };
+                match timeline.deviation_at(current.state, current.start, at) {
+                    None => open.clear(),
+                    Some(d) => {
+                        open.retain(|k| *k == d.kind);
+                        if !open.contains(&d.kind) && (at - d.since).num_milliseconds() >= threshold {
+                            open.insert(d.kind);
+                            if window.from <= at && at < window.to {
+                                opened_in_window += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(f.scheduled_ms, scheduled);
+            prop_assert_eq!(f.in_adherence_ms, adherent);
+            prop_assert_eq!(f.exceptions, opened_in_window);
+        }
+    }
+}

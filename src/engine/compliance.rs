@@ -1,0 +1,655 @@
+//! The compliance sweep: every managed agent's recorded state against its schedule.
+//!
+//! Every `compliance.sweep_interval` the sweep reads the managed agents' open intervals
+//! (kept current by state sync) and compares each with the agent's timeline from the
+//! schedule book ([`Timeline::deviation_at`]). A deviation that has lasted
+//! `compliance.exception_threshold` opens an adherence exception; an open exception
+//! closes when the agent no longer deviates that way, at the instant it stopped
+//! ([`Timeline::deviation_ended`]). Opening and closing are stored with their audit
+//! entries and `adherence.exception` webhooks in one transaction per sweep; a quiet
+//! sweep writes nothing, so over 5,000 agents it is one read and in-memory work.
+//!
+//! The open exceptions are loaded from the store at the first sweep, so a restart never
+//! opens a second one for a deviation still going on (the store's unique index would
+//! refuse it anyway).
+//!
+//! With `compliance.auto_correct` on for a kind, the sweep moves the agent of an open
+//! exception through the transition engine (origin `rule`, actor
+//! `compliance:auto_correct`, key `compliance:auto_correct:{exception id}`, so once per
+//! exception, also across restarts): READY in a mandatory break to NOT_READY/BREAK,
+//! logged in outside the shift to LOGGED_OUT, NOT_READY/PAUSED/IDLE in the shift to
+//! READY. Never an agent on a contact or in ACW (looked at again next sweep), and
+//! never a logged-out agent into READY.
+//!
+//! [`Timeline::deviation_at`]: crate::domain::adherence::Timeline::deviation_at
+//! [`Timeline::deviation_ended`]: crate::domain::adherence::Timeline::deviation_ended
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::automation::wait_for_sync;
+use super::schedules::ScheduleBook;
+use super::sync::SyncStatus;
+use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
+use crate::config::{AutoCorrect, ComplianceConfig};
+use crate::domain::adherence::DeviationKind;
+use crate::domain::{AgentState, Origin};
+use crate::store::audit::{self, NewEntry};
+use crate::store::exceptions::{self, ExceptionRow};
+use crate::store::outbox::{self, EventType, NewEvent};
+use crate::store::{Store, from_ms, history, to_ms};
+
+/// The audit actor of exceptions.
+const ACTOR: &str = "compliance";
+
+/// The audit actor (and transition actor) of corrections.
+const CORRECTION_ACTOR: &str = "compliance:auto_correct";
+
+/// Corrections in flight at once; the request budget sets the pace.
+const CONCURRENCY: usize = 16;
+
+/// What the sweep needs to know.
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    pub interval: Duration,
+    pub threshold: Duration,
+    pub auto_correct: AutoCorrect,
+}
+
+impl From<&ComplianceConfig> for SweepSettings {
+    fn from(config: &ComplianceConfig) -> Self {
+        SweepSettings {
+            interval: config.sweep_interval,
+            threshold: config.exception_threshold,
+            auto_correct: config.auto_correct,
+        }
+    }
+}
+
+/// An open exception, as the sweep keeps it.
+#[derive(Debug, Clone)]
+struct Open {
+    id: String,
+    kind: DeviationKind,
+    state: String,
+    expected: String,
+    started_at: DateTime<Utc>,
+    opened_at: DateTime<Utc>,
+    /// A correction was made or refused (not to be tried again).
+    corrected: bool,
+}
+
+impl Open {
+    fn from_row(row: ExceptionRow) -> Option<Open> {
+        Some(Open {
+            kind: row.kind.parse().ok()?,
+            id: row.id,
+            state: row.state,
+            expected: row.expected,
+            started_at: from_ms(row.started_at),
+            opened_at: from_ms(row.opened_at),
+            corrected: false,
+        })
+    }
+
+    fn row(&self, agent_id: &str) -> ExceptionRow {
+        ExceptionRow {
+            id: self.id.clone(),
+            agent_id: agent_id.to_owned(),
+            kind: self.kind.as_str().to_owned(),
+            state: self.state.clone(),
+            expected: self.expected.clone(),
+            started_at: to_ms(self.started_at),
+            opened_at: to_ms(self.opened_at),
+            closed_at: None,
+        }
+    }
+}
+
+/// What one sweep found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Managed agents with a schedule and a recorded state.
+    pub agents: usize,
+    /// Agents deviating now, however briefly.
+    pub deviating: usize,
+    pub opened: usize,
+    pub closed: usize,
+    /// Agents moved by auto_correct.
+    pub corrected: usize,
+    /// Open exceptions after the sweep.
+    pub open: usize,
+}
+
+/// A correction to make after the sweep's transaction.
+struct Correction {
+    agent_id: String,
+    exception_id: String,
+    target: AgentState,
+}
+
+/// The compliance sweep. Run it with [`ComplianceSweep::run`], or step it with
+/// [`ComplianceSweep::sweep_at`] in tests.
+pub struct ComplianceSweep {
+    book: Arc<ScheduleBook>,
+    engine: Arc<TransitionEngine>,
+    store: Store,
+    settings: SweepSettings,
+    /// Open exceptions by agent; `None` until loaded. Held for a whole sweep, so sweeps
+    /// never overlap.
+    open: tokio::sync::Mutex<Option<HashMap<String, Vec<Open>>>>,
+}
+
+impl ComplianceSweep {
+    pub fn new(
+        book: Arc<ScheduleBook>,
+        engine: Arc<TransitionEngine>,
+        settings: SweepSettings,
+    ) -> Self {
+        ComplianceSweep {
+            store: engine.store().clone(),
+            book,
+            engine,
+            settings,
+            open: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// One sweep at `now`: opens and closes exceptions, then makes the corrections
+    /// asked for.
+    pub async fn sweep_at(&self, now: DateTime<Utc>) -> Result<SweepReport, EngineError> {
+        self.sweep_until(now, &CancellationToken::new()).await
+    }
+
+    /// [`ComplianceSweep::sweep_at`], starting no correction once `stop` is cancelled
+    /// (those in flight finish; the rest are made by a later sweep).
+    async fn sweep_until(
+        &self,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+    ) -> Result<SweepReport, EngineError> {
+        let started = Instant::now();
+        let mut guard = self.open.lock().await;
+        if guard.is_none() {
+            let mut loaded: HashMap<String, Vec<Open>> = HashMap::new();
+            for row in exceptions::open(self.store.reader()).await? {
+                let agent = row.agent_id.clone();
+                if let Some(open) = Open::from_row(row) {
+                    loaded.entry(agent).or_default().push(open);
+                }
+            }
+            *guard = Some(loaded);
+        }
+        let open = guard.as_mut().expect("loaded above");
+
+        let plans = self.book.plans();
+        let ids: Vec<&str> = plans.iter().map(|p| p.agent_id.as_str()).collect();
+        let states = {
+            let mut conn = self.store.reader().acquire().await?;
+            history::open_intervals(&mut conn, &ids).await?
+        };
+        let threshold = TimeDelta::from_std(self.settings.threshold).unwrap_or(TimeDelta::MAX);
+        let mut report = SweepReport::default();
+        let mut opening: Vec<(String, Open)> = Vec::new();
+        let mut closing: Vec<(String, Open, DateTime<Utc>)> = Vec::new();
+        let mut corrections = Vec::new();
+        for plan in &plans {
+            let agent = plan.agent_id.as_str();
+            let Some((row, state)) = states.get(agent).and_then(|row| Some((row, row.state()?)))
+            else {
+                continue;
+            };
+            report.agents += 1;
+            let since = row.started();
+            let deviation = plan.timeline.deviation_at(state, since, now);
+            let current = open.get(agent).map(Vec::as_slice).unwrap_or_default();
+            for o in current {
+                if let Some(ended) = plan.timeline.deviation_ended(state, since, now, o.kind) {
+                    closing.push((agent.to_owned(), o.clone(), ended.max(o.opened_at)));
+                }
+            }
+            let Some(d) = deviation else { continue };
+            report.deviating += 1;
+            let exception = match current.iter().find(|o| o.kind == d.kind) {
+                Some(o) => o.clone(),
+                None if now - d.since >= threshold => {
+                    let new = Open {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        kind: d.kind,
+                        state: state.as_str().to_owned(),
+                        expected: d.expected.as_str().to_owned(),
+                        started_at: d.since,
+                        opened_at: now,
+                        corrected: false,
+                    };
+                    opening.push((agent.to_owned(), new.clone()));
+                    new
+                }
+                None => continue,
+            };
+            if !exception.corrected
+                && self.settings.auto_correct.applies_to(d.kind)
+                && let Some(target) = correction(d.kind, state)
+            {
+                corrections.push(Correction {
+                    agent_id: agent.to_owned(),
+                    exception_id: exception.id,
+                    target,
+                });
+            }
+        }
+
+        if !opening.is_empty() || !closing.is_empty() {
+            let written = self.record(&opening, &closing, now).await;
+            if let Err(e) = written {
+                // What is open is no longer known for sure: read it again next sweep.
+                *guard = None;
+                return Err(e.into());
+            }
+            report.closed = closing.len();
+            report.opened = opening.len();
+            for (agent, closed, _) in closing {
+                if let Some(list) = open.get_mut(&agent) {
+                    list.retain(|o| o.id != closed.id);
+                    if list.is_empty() {
+                        open.remove(&agent);
+                    }
+                }
+            }
+            for (agent, o) in opening {
+                metrics::counter!("wfmd_adherence_exceptions_total", "kind" => o.kind.as_str())
+                    .increment(1);
+                open.entry(agent).or_default().push(o);
+            }
+        }
+        report.open = open.values().map(Vec::len).sum();
+        metrics::gauge!("wfmd_adherence_exceptions_open").set(report.open as f64);
+
+        report.corrected = self.correct(corrections, open, stop).await?;
+        drop(guard);
+        metrics::histogram!("wfmd_adherence_sweep_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+
+    /// Stores the exceptions opened and closed, with their audit entries and events,
+    /// in one transaction.
+    async fn record(
+        &self,
+        opening: &[(String, Open)],
+        closing: &[(String, Open, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let rows: Vec<ExceptionRow> = opening.iter().map(|(agent, o)| o.row(agent)).collect();
+        let mut details = Vec::with_capacity(opening.len() + closing.len());
+        for (agent, o) in opening {
+            details.push((
+                agent.as_str(),
+                o.id.as_str(),
+                "adherence.exception_opened",
+                json!({
+                    "exceptionId": o.id,
+                    "agentId": agent,
+                    "status": "open",
+                    "kind": o.kind,
+                    "state": o.state,
+                    "expected": o.expected,
+                    "startedAt": crate::time::rfc3339(o.started_at),
+                    "openedAt": crate::time::rfc3339(o.opened_at),
+                }),
+            ));
+        }
+        for (agent, o, closed_at) in closing {
+            details.push((
+                agent.as_str(),
+                o.id.as_str(),
+                "adherence.exception_closed",
+                json!({
+                    "exceptionId": o.id,
+                    "agentId": agent,
+                    "status": "closed",
+                    "kind": o.kind,
+                    "state": o.state,
+                    "expected": o.expected,
+                    "startedAt": crate::time::rfc3339(o.started_at),
+                    "openedAt": crate::time::rfc3339(o.opened_at),
+                    "closedAt": crate::time::rfc3339(*closed_at),
+                    "durationMs": (*closed_at - o.started_at).num_milliseconds(),
+                }),
+            ));
+        }
+        let entries: Vec<NewEntry<'_>> = details
+            .iter()
+            .map(|(agent, id, action, detail)| NewEntry {
+                at: now,
+                actor: ACTOR,
+                action,
+                agent_id: Some(agent),
+                subject_id: Some(id),
+                detail: detail.clone(),
+            })
+            .collect();
+        let events: Vec<NewEvent<'_>> = details
+            .iter()
+            .map(|(agent, _, _, detail)| NewEvent {
+                event_type: EventType::AdherenceException,
+                agent_id: Some(agent),
+                at: now,
+                data: detail.clone(),
+            })
+            .collect();
+        let mut tx = self.store.begin_write().await?;
+        exceptions::insert_all(&mut tx, &rows).await?;
+        let closes: Vec<(&str, i64)> = closing
+            .iter()
+            .map(|(_, o, closed_at)| (o.id.as_str(), to_ms(*closed_at)))
+            .collect();
+        exceptions::close_all(&mut tx, &closes).await?;
+        audit::append_all(&mut tx, &entries).await?;
+        outbox::enqueue_all(&mut tx, &events).await?;
+        tx.commit().await?;
+        self.store.notify_outbox();
+        Ok(())
+    }
+
+    /// Makes the corrections; returns how many moved an agent.
+    async fn correct(
+        &self,
+        corrections: Vec<Correction>,
+        open: &mut HashMap<String, Vec<Open>>,
+        stop: &CancellationToken,
+    ) -> Result<usize, EngineError> {
+        let results: Vec<(Correction, Option<Result<super::Transition, EngineError>>)> =
+            futures::stream::iter(corrections)
+                .map(|c| async move {
+                    if stop.is_cancelled() {
+                        return (c, None);
+                    }
+                    let request = TransitionRequest {
+                        agent_id: c.agent_id.clone(),
+                        target: c.target,
+                        reason: (c.target == AgentState::NotReady).then(|| "BREAK".to_owned()),
+                        origin: Origin::Rule,
+                        actor: CORRECTION_ACTOR.to_owned(),
+                        idempotency_key: Some(format!("{CORRECTION_ACTOR}:{}", c.exception_id)),
+                    };
+                    let result = self.engine.transition(request).await;
+                    (c, Some(result))
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut moved = 0;
+        for (c, result) in results {
+            let Some(result) = result else { continue };
+            let settled = match result {
+                Ok(t) => {
+                    let name = match &t.outcome {
+                        Outcome::Succeeded if !t.replayed => {
+                            moved += 1;
+                            "succeeded"
+                        }
+                        Outcome::Succeeded => "replayed",
+                        Outcome::Rejected { .. } => "rejected",
+                        Outcome::Failed { .. } => "failed",
+                    };
+                    metrics::counter!("wfmd_adherence_corrections_total", "outcome" => name)
+                        .increment(1);
+                    if let Outcome::Failed { error, .. } = &t.outcome {
+                        tracing::warn!(agent = %c.agent_id, %error, "correction failed; trying again next sweep");
+                    }
+                    !matches!(t.outcome, Outcome::Failed { .. })
+                }
+                Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                Err(e) => {
+                    tracing::error!(agent = %c.agent_id, error = %e, "correction not attempted");
+                    true
+                }
+            };
+            if settled
+                && let Some(o) = open
+                    .get_mut(&c.agent_id)
+                    .and_then(|list| list.iter_mut().find(|o| o.id == c.exception_id))
+            {
+                o.corrected = true;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Sweeps every `compliance.sweep_interval` until `stop` is cancelled. With `sync`,
+    /// only once it has polled, and not while it is stale (older than three of its
+    /// intervals): a stale recorded state would raise exceptions that are not real.
+    pub async fn run(
+        self: Arc<Self>,
+        stop: CancellationToken,
+        sync: Option<(Arc<SyncStatus>, Duration)>,
+    ) {
+        if !wait_for_sync(sync.as_ref().map(|(s, _)| s.as_ref()), &stop).await {
+            return;
+        }
+        tracing::info!(interval = ?self.settings.interval, "compliance sweep started");
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stale = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            if let Some((status, interval)) = &sync {
+                let limit = TimeDelta::from_std(*interval * 3).unwrap_or(TimeDelta::MAX);
+                let now_stale = status.snapshot().0.is_none_or(|at| Utc::now() - at > limit);
+                if now_stale != stale {
+                    stale = now_stale;
+                    if stale {
+                        tracing::warn!("state sync is stale; the compliance sweep waits for it");
+                    } else {
+                        tracing::info!("state sync is current again; the compliance sweep resumes");
+                    }
+                }
+                if stale {
+                    continue;
+                }
+            }
+            match self.sweep_until(Utc::now(), &stop).await {
+                Ok(report) if report.opened + report.closed + report.corrected > 0 => {
+                    tracing::info!(?report, "compliance sweep");
+                }
+                Ok(report) => tracing::debug!(?report, "compliance sweep"),
+                Err(e) => tracing::warn!(error = %e, "compliance sweep failed"),
+            }
+        }
+        tracing::info!("compliance sweep stopped");
+    }
+}
+
+/// Where auto_correct moves an agent in `state` with an exception of `kind`, if it may.
+fn correction(kind: DeviationKind, state: AgentState) -> Option<AgentState> {
+    use AgentState::*;
+    match (kind, state) {
+        (_, OnContact | Acw) => None,
+        (DeviationKind::WorkingInMandatoryBreak, Ready) => Some(NotReady),
+        (DeviationKind::LoggedInOutsideShift, s) if s != LoggedOut => Some(LoggedOut),
+        (DeviationKind::NotWorkingInShift, NotReady | Paused | Idle) => Some(Ready),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::schedules::tests::{SchedulePlatform, at, lunch, schedule, settings};
+    use crate::store::history::NewInterval;
+    use crate::store::testing::temp_store;
+
+    async fn enter(store: &Store, agent: &str, state: AgentState, minute: i64) {
+        let mut tx = store.begin_write().await.unwrap();
+        history::switch_state(
+            &mut tx,
+            &NewInterval {
+                agent_id: agent,
+                state,
+                reason: None,
+                origin: Origin::Observed,
+                at: at(minute),
+                attempt_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// u_1 and u_2 work 0–480; u_1 has a mandatory lunch 180–210. Threshold 2 min.
+    async fn sweep(store: &Store) -> (Arc<ScheduleBook>, Arc<TransitionEngine>) {
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(0, 480, Some(vec![lunch(180, 210)])));
+        platform.set("u_2", schedule(0, 480, Some(vec![])));
+        let book = Arc::new(ScheduleBook::new(
+            store.clone(),
+            platform.clone(),
+            settings(600),
+        ));
+        book.refresh_due(at(-10)).await.unwrap();
+        let engine = Arc::new(TransitionEngine::new(
+            store.clone(),
+            platform,
+            Duration::ZERO,
+        ));
+        (book, engine)
+    }
+
+    fn settings_2min() -> SweepSettings {
+        SweepSettings {
+            interval: Duration::from_secs(30),
+            threshold: Duration::from_secs(120),
+            auto_correct: AutoCorrect::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exception_opens_at_the_threshold_closes_when_the_agent_is_back_and_survives_a_restart()
+     {
+        let (store, _dir) = temp_store().await;
+        let (book, engine) = sweep(&store).await;
+        enter(&store, "u_1", AgentState::Ready, 100).await;
+        enter(&store, "u_2", AgentState::Ready, 0).await;
+        let first = ComplianceSweep::new(book.clone(), engine.clone(), settings_2min());
+
+        let report = first.sweep_at(at(181)).await.unwrap();
+        assert_eq!((report.agents, report.deviating, report.opened), (2, 1, 0));
+        assert_eq!(
+            first.sweep_at(at(182)).await.unwrap().opened,
+            1,
+            "at two minutes"
+        );
+        assert_eq!(first.sweep_at(at(183)).await.unwrap().opened, 0);
+
+        let restarted = ComplianceSweep::new(book, engine, settings_2min());
+        let report = restarted.sweep_at(at(184)).await.unwrap();
+        assert_eq!(
+            (report.opened, report.open),
+            (0, 1),
+            "loaded, not opened again"
+        );
+
+        enter(&store, "u_1", AgentState::NotReady, 185).await;
+        let report = restarted.sweep_at(at(186)).await.unwrap();
+        assert_eq!((report.closed, report.open), (1, 0));
+
+        let rows: Vec<(String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT agent_id, kind, started_at, opened_at, closed_at FROM adherence_exceptions",
+        )
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+        let ms = |m| to_ms(at(m));
+        assert_eq!(
+            rows,
+            [(
+                "u_1".into(),
+                "working_in_mandatory_break".into(),
+                ms(180),
+                ms(182),
+                Some(ms(185))
+            )]
+        );
+        let events: Vec<String> = sqlx::query_scalar(
+            "SELECT payload FROM outbox_events WHERE event_type = 'adherence.exception' ORDER BY seq",
+        )
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+        let events: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0]["data"]["status"], "open");
+        assert_eq!(events[0]["data"]["kind"], "working_in_mandatory_break");
+        assert_eq!(events[0]["data"]["state"], "READY");
+        assert_eq!(events[0]["data"]["expected"], "MANDATORY_BREAK");
+        assert_eq!(events[1]["data"]["status"], "closed");
+        assert_eq!(events[1]["data"]["durationMs"], 5 * 60_000);
+        let audited: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY seq")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(
+            audited,
+            ["adherence.exception_opened", "adherence.exception_closed"]
+        );
+        assert!(audit::verify(store.reader()).await.unwrap().is_intact());
+    }
+
+    #[tokio::test]
+    async fn a_deviation_that_changes_kind_closes_one_exception_and_may_open_another() {
+        let (store, _dir) = temp_store().await;
+        let (book, engine) = sweep(&store).await;
+        // u_2 IDLE in the shift from 470, still IDLE after it ends at 480.
+        enter(&store, "u_2", AgentState::Idle, 470).await;
+        let sweep = ComplianceSweep::new(book, engine, settings_2min());
+        assert_eq!(sweep.sweep_at(at(475)).await.unwrap().opened, 1);
+        let report = sweep.sweep_at(at(481)).await.unwrap();
+        assert_eq!(
+            (report.closed, report.opened),
+            (1, 0),
+            "off shift for a minute only"
+        );
+        let report = sweep.sweep_at(at(482)).await.unwrap();
+        assert_eq!((report.closed, report.opened, report.open), (0, 1, 1));
+        let kinds: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT kind, closed_at FROM adherence_exceptions ORDER BY opened_at")
+                .fetch_all(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(
+            kinds,
+            [
+                ("not_working_in_shift".into(), Some(to_ms(at(480)))),
+                ("logged_in_outside_shift".into(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn corrections_never_touch_a_contact_nor_log_anyone_in() {
+        use AgentState::*;
+        use DeviationKind::*;
+        for kind in DeviationKind::ALL {
+            assert_eq!(correction(kind, OnContact), None);
+            assert_eq!(correction(kind, Acw), None);
+        }
+        assert_eq!(correction(WorkingInMandatoryBreak, Ready), Some(NotReady));
+        assert_eq!(correction(LoggedInOutsideShift, Paused), Some(LoggedOut));
+        assert_eq!(correction(NotWorkingInShift, Idle), Some(Ready));
+        assert_eq!(correction(NotWorkingInShift, LoggedOut), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! The schedule-driven services wired from the configuration: the schedule book, the
+//! automations and the compliance sweep, each a task of its own.
+//!
+//! The book runs when the automations or the sweep do. The sweep needs state sync: it
+//! judges the recorded states, which only the sync keeps current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::TransitionEngine;
+use super::automation::Automations;
+use super::compliance::ComplianceSweep;
+use super::schedules::{BookSettings, ScheduleBook};
+use super::sync::SyncStatus;
+use crate::config::Config;
+
+/// The services, ready to spawn.
+pub struct ScheduleWork {
+    pub book: Arc<ScheduleBook>,
+    pub automations: Option<Arc<Automations>>,
+    pub sweep: Option<Arc<ComplianceSweep>>,
+    sync_interval: Duration,
+}
+
+impl ScheduleWork {
+    /// What `config` asks for; `None` when neither automations nor the sweep run.
+    pub fn from_config(config: &Config, engine: &Arc<TransitionEngine>) -> Option<ScheduleWork> {
+        let sweep_wanted = config.compliance.enabled && config.sync.enabled;
+        if config.compliance.enabled && !config.sync.enabled {
+            tracing::info!(
+                "compliance.enabled needs sync.enabled (the sweep judges the recorded \
+                 states, which only state sync keeps current); the sweep does not run"
+            );
+        }
+        if !sweep_wanted && !config.automation.enabled {
+            return None;
+        }
+        let book = Arc::new(ScheduleBook::new(
+            engine.store().clone(),
+            engine.platform().clone(),
+            BookSettings {
+                refresh_interval: config.schedules.refresh_interval,
+                agents: (&config.sync).into(),
+            },
+        ));
+        let automations = config.automation.enabled.then(|| {
+            Arc::new(Automations::new(
+                book.clone(),
+                engine.clone(),
+                (&config.automation).into(),
+            ))
+        });
+        let sweep = sweep_wanted.then(|| {
+            Arc::new(ComplianceSweep::new(
+                book.clone(),
+                engine.clone(),
+                (&config.compliance).into(),
+            ))
+        });
+        Some(ScheduleWork {
+            book,
+            automations,
+            sweep,
+            sync_interval: Duration::from_millis(config.sync.interval_ms),
+        })
+    }
+
+    /// Spawns each service until `stop` is cancelled; `sync` is the state sync's status
+    /// when it runs.
+    pub fn spawn(
+        self,
+        stop: CancellationToken,
+        sync: Option<Arc<SyncStatus>>,
+    ) -> Vec<(&'static str, JoinHandle<()>)> {
+        let mut tasks = vec![("schedule book", tokio::spawn(self.book.run(stop.clone())))];
+        if let Some(automations) = self.automations {
+            tasks.push((
+                "schedule automations",
+                tokio::spawn(automations.run(stop.clone(), sync.clone())),
+            ));
+        }
+        if let Some(sweep) = self.sweep {
+            let sync = sync.map(|status| (status, self.sync_interval));
+            tasks.push(("compliance sweep", tokio::spawn(sweep.run(stop, sync))));
+        }
+        tasks
+    }
+}

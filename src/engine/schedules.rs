@@ -1,0 +1,770 @@
+//! The schedule book: the shifts and breaks of the managed agents, for the automations
+//! and the compliance sweep.
+//!
+//! The platform has no bulk schedule endpoint, so the book fetches one agent at a time
+//! through the platform client, under the shared request budget: at 100 requests per
+//! minute, 2,000 agents take 20 minutes. Every fetched shift is stored (one row per
+//! agent and shift), so a restart has the book at once and reports can compute
+//! adherence for past windows; the current shifts are kept in memory, with their
+//! timelines, for the sweep.
+//!
+//! The agents are the ones state sync keeps in step ([`super::sync::managed_agents`]),
+//! listed again every refresh interval. An agent is fetched again after
+//! `schedules.refresh_interval`, and sooner when something is known to be due: just
+//! after its shift ends (to learn the next one), and, when its schedule omits the
+//! breaks, just after the mandatory break the break-status endpoint named (it names one
+//! at a time). Break windows come from the schedule when it lists them; otherwise from
+//! the break-status endpoint, collected over the fetches of one shift.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::sync::{SyncSettings, error_kind, managed_agents};
+use crate::cxone::{ContactCenter, CxoneError};
+use crate::domain::BreakWindow;
+use crate::domain::adherence::{Shift, Timeline};
+use crate::store::Store;
+use crate::store::schedules::{self, BreakSource, StoredShift};
+
+/// Agents fetched, and stored in one transaction, per step.
+const CHUNK: usize = 50;
+
+/// Schedule requests in flight at once. The budget, not this, sets the pace; a few in
+/// flight keep a platform's latency from setting it instead.
+const CONCURRENCY: usize = 4;
+
+/// How long after a shift or break ends the agent is fetched again.
+const AFTER_BOUNDARY: TimeDelta = TimeDelta::minutes(1);
+
+/// How long a failed fetch waits before it is tried again.
+const RETRY_AFTER_ERROR: TimeDelta = TimeDelta::minutes(1);
+
+/// The break type recorded for a window the break-status endpoint gave (it has none).
+const UNTYPED_BREAK: &str = "BREAK";
+
+/// What the book needs to know.
+#[derive(Debug, Clone)]
+pub struct BookSettings {
+    pub refresh_interval: Duration,
+    /// Whose schedules: the agents state sync keeps in step.
+    pub agents: SyncSettings,
+}
+
+/// An agent's current shift, with its timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPlan {
+    pub agent_id: String,
+    pub shift: Shift,
+    pub timezone: Option<String>,
+    pub breaks_from: BreakSource,
+    pub fetched_at: DateTime<Utc>,
+    pub timeline: Timeline,
+}
+
+impl AgentPlan {
+    fn new(stored: StoredShift) -> AgentPlan {
+        AgentPlan {
+            timeline: Timeline::new(std::slice::from_ref(&stored.shift)),
+            agent_id: stored.agent_id,
+            shift: stored.shift,
+            timezone: stored.timezone,
+            breaks_from: stored.breaks_from,
+            fetched_at: stored.fetched_at,
+        }
+    }
+
+    /// When this agent should be fetched again, given it was fetched at `at`.
+    fn next_fetch(&self, at: DateTime<Utc>, interval: TimeDelta) -> DateTime<Utc> {
+        let mut next = at + interval;
+        let mut soon = |boundary: DateTime<Utc>| {
+            if boundary > at {
+                next = next.min(boundary + AFTER_BOUNDARY);
+            }
+        };
+        soon(self.shift.end);
+        if self.breaks_from == BreakSource::BreakStatus {
+            for b in &self.shift.breaks {
+                soon(b.end);
+            }
+        }
+        next
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// `None` while the platform gives no shift for the agent.
+    plan: Option<Arc<AgentPlan>>,
+    next_fetch: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    /// The managed agents and when they were listed; `None` until the first listing.
+    managed: Option<(Vec<String>, DateTime<Utc>)>,
+    entries: HashMap<String, Entry>,
+}
+
+/// What a refresh did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshReport {
+    /// Managed agents.
+    pub agents: usize,
+    /// Agents whose schedule was fetched and stored.
+    pub fetched: usize,
+    /// Agents whose fetch failed (their last known shift stays).
+    pub failed: usize,
+}
+
+/// Why a refresh could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error("cannot list the managed agents: {0}")]
+    Platform(#[from] CxoneError),
+    #[error("the database failed: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// The managed agents' schedules. Share it as `Arc<ScheduleBook>`; run it with
+/// [`ScheduleBook::run`], or step it with [`ScheduleBook::refresh_due`] in tests.
+pub struct ScheduleBook {
+    store: Store,
+    platform: Arc<dyn ContactCenter>,
+    settings: BookSettings,
+    /// Never held across an await.
+    book: RwLock<Book>,
+}
+
+impl ScheduleBook {
+    pub fn new(store: Store, platform: Arc<dyn ContactCenter>, settings: BookSettings) -> Self {
+        ScheduleBook {
+            store,
+            platform,
+            settings,
+            book: RwLock::default(),
+        }
+    }
+
+    fn interval(&self) -> TimeDelta {
+        TimeDelta::from_std(self.settings.refresh_interval).unwrap_or(TimeDelta::MAX)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Book> {
+        self.book.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Book> {
+        self.book.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fills the book with each agent's latest stored shift; returns how many. Agents
+    /// whose stored data is due are fetched by the next refresh.
+    pub async fn load(&self) -> Result<usize, sqlx::Error> {
+        let stored = schedules::latest(self.store.reader()).await?;
+        let interval = self.interval();
+        let mut book = self.write();
+        for shift in stored {
+            let plan = AgentPlan::new(shift);
+            let next_fetch = plan.next_fetch(plan.fetched_at, interval);
+            book.entries.insert(
+                plan.agent_id.clone(),
+                Entry {
+                    plan: Some(Arc::new(plan)),
+                    next_fetch,
+                },
+            );
+        }
+        let count = book.entries.len();
+        drop(book);
+        self.update_gauge();
+        Ok(count)
+    }
+
+    /// The agent's current plan, if its schedule has a shift.
+    pub fn plan(&self, agent_id: &str) -> Option<Arc<AgentPlan>> {
+        self.read().entries.get(agent_id)?.plan.clone()
+    }
+
+    /// The plans of every managed agent whose schedule has a shift, by agent id.
+    pub fn plans(&self) -> Vec<Arc<AgentPlan>> {
+        let mut plans: Vec<_> = self
+            .read()
+            .entries
+            .values()
+            .filter_map(|e| e.plan.clone())
+            .collect();
+        plans.sort_unstable_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        plans
+    }
+
+    /// Lists the managed agents when due and fetches every agent whose schedule is due
+    /// at `now`, storing what it gets.
+    ///
+    /// Cancel-safe: fetching only reads, and each chunk is stored in one transaction.
+    pub async fn refresh_due(&self, now: DateTime<Utc>) -> Result<RefreshReport, BookError> {
+        let managed = self.managed(now).await?;
+        let due: Vec<String> = {
+            let book = self.read();
+            managed
+                .iter()
+                .filter(|id| book.entries.get(*id).is_none_or(|e| e.next_fetch <= now))
+                .cloned()
+                .collect()
+        };
+        let mut report = RefreshReport {
+            agents: managed.len(),
+            ..RefreshReport::default()
+        };
+        if due.len() > CHUNK {
+            tracing::info!(
+                agents = due.len(),
+                "fetching agents' schedules, one request each under the shared budget"
+            );
+        }
+        for chunk in due.chunks(CHUNK) {
+            let (fetched, failed) = self.fetch_chunk(chunk, now).await?;
+            report.fetched += fetched;
+            report.failed += failed;
+        }
+        self.update_gauge();
+        Ok(report)
+    }
+
+    /// The managed agents, listed again when the last listing is older than the
+    /// refresh interval. A failed listing keeps the last one, if there is one.
+    async fn managed(&self, now: DateTime<Utc>) -> Result<Vec<String>, BookError> {
+        let last = self.read().managed.clone();
+        if let Some((ids, listed_at)) = &last
+            && now < *listed_at + self.interval()
+        {
+            return Ok(ids.clone());
+        }
+        match managed_agents(self.platform.as_ref(), &self.settings.agents).await {
+            Ok(ids) => {
+                let mut book = self.write();
+                book.entries.retain(|id, _| ids.binary_search(id).is_ok());
+                book.managed = Some((ids.clone(), now));
+                Ok(ids)
+            }
+            Err(e) => {
+                metrics::counter!("wfmd_schedule_refresh_errors_total", "kind" => error_kind(&e))
+                    .increment(1);
+                match last {
+                    Some((ids, _)) => {
+                        tracing::warn!(error = %e, "cannot list the managed agents; keeping the last list");
+                        Ok(ids)
+                    }
+                    None => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Fetches `ids`, stores the shifts in one transaction and updates the book;
+    /// returns (fetched, failed).
+    async fn fetch_chunk(
+        &self,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(usize, usize), sqlx::Error> {
+        let results: Vec<(String, Result<Option<StoredShift>, CxoneError>)> =
+            futures::stream::iter(ids.iter().cloned())
+                .map(|id| async move {
+                    let result = self.fetch(&id, now).await;
+                    (id, result)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut failed = 0;
+        let mut fetched: Vec<(String, Option<StoredShift>)> = Vec::new();
+        for (id, result) in results {
+            match result {
+                Ok(shift) => fetched.push((id, shift)),
+                Err(e) => {
+                    failed += 1;
+                    metrics::counter!("wfmd_schedule_refresh_errors_total", "kind" => error_kind(&e))
+                        .increment(1);
+                    tracing::warn!(agent = %id, error = %e, "cannot fetch the agent's schedule; keeping the last one");
+                    let mut book = self.write();
+                    let entry = book.entries.entry(id).or_insert(Entry {
+                        plan: None,
+                        next_fetch: now,
+                    });
+                    entry.next_fetch = now + RETRY_AFTER_ERROR;
+                }
+            }
+        }
+        let shifts: Vec<StoredShift> = fetched
+            .iter()
+            .filter_map(|(_, shift)| shift.clone())
+            .collect();
+        if !shifts.is_empty() {
+            let mut tx = self.store.begin_write().await?;
+            schedules::save(&mut tx, &shifts).await?;
+            tx.commit().await?;
+        }
+        metrics::counter!("wfmd_schedule_refreshes_total").increment(fetched.len() as u64);
+        let interval = self.interval();
+        let mut book = self.write();
+        for (id, shift) in fetched {
+            let plan = shift.map(|s| Arc::new(AgentPlan::new(s)));
+            let next_fetch = plan
+                .as_ref()
+                .map_or(now + interval, |p| p.next_fetch(now, interval));
+            book.entries.insert(id, Entry { plan, next_fetch });
+        }
+        Ok((ids.len() - failed, failed))
+    }
+
+    /// One agent's shift as the platform gives it now, with break windows from the
+    /// schedule or the break-status endpoint; `None` when the schedule has no shift.
+    async fn fetch(
+        &self,
+        agent_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredShift>, CxoneError> {
+        let schedule = self.platform.schedule(agent_id).await?;
+        let (Some(start), Some(end)) = (schedule.shift_start, schedule.shift_end) else {
+            return Ok(None);
+        };
+        if end <= start {
+            return Ok(None);
+        }
+        let (breaks, breaks_from) = match schedule.breaks {
+            Some(breaks) => (breaks, BreakSource::Schedule),
+            None => {
+                let status = self.platform.break_status(agent_id).await?;
+                let named = match (status.break_start, status.break_end) {
+                    (Some(start), Some(end)) if start < end => vec![BreakWindow {
+                        start,
+                        end,
+                        kind: UNTYPED_BREAK.to_owned(),
+                        mandatory: true,
+                    }],
+                    _ => Vec::new(),
+                };
+                // The endpoint names one break at a time: keep the ones it named before
+                // for the same shift.
+                let mut breaks = match self.plan(agent_id) {
+                    Some(p)
+                        if p.shift.start == start && p.breaks_from == BreakSource::BreakStatus =>
+                    {
+                        p.shift.breaks.clone()
+                    }
+                    _ => Vec::new(),
+                };
+                for b in named {
+                    if !breaks.iter().any(|k| k.start == b.start && k.end == b.end) {
+                        breaks.push(b);
+                    }
+                }
+                breaks.sort_by_key(|b| b.start);
+                (breaks, BreakSource::BreakStatus)
+            }
+        };
+        Ok(Some(StoredShift {
+            agent_id: agent_id.to_owned(),
+            shift: Shift { start, end, breaks },
+            timezone: schedule.timezone,
+            breaks_from,
+            fetched_at: now,
+        }))
+    }
+
+    /// When the next agent is due (or the agents are to be listed again).
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        let book = self.read();
+        let listing = book.managed.as_ref().map(|(_, at)| *at + self.interval());
+        book.entries
+            .values()
+            .map(|e| e.next_fetch)
+            .chain(listing)
+            .min()
+    }
+
+    fn update_gauge(&self) {
+        let with_plan = self
+            .read()
+            .entries
+            .values()
+            .filter(|e| e.plan.is_some())
+            .count();
+        metrics::gauge!("wfmd_schedule_book_agents").set(with_plan as f64);
+    }
+
+    /// Loads the stored shifts, then keeps the book up to date until `stop` is
+    /// cancelled.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        match self.load().await {
+            Ok(count) => tracing::info!(agents = count, "schedule book loaded from the database"),
+            Err(e) => tracing::warn!(error = %e, "cannot load the stored schedules; fetching them"),
+        }
+        loop {
+            let started = std::time::Instant::now();
+            // Under a small budget a refresh takes minutes: shutdown does not wait for it.
+            let refreshed = tokio::select! {
+                refreshed = self.refresh_due(Utc::now()) => refreshed,
+                () = stop.cancelled() => break,
+            };
+            let wait = match refreshed {
+                Ok(report) => {
+                    if report.fetched + report.failed > 0 {
+                        tracing::info!(
+                            fetched = report.fetched,
+                            failed = report.failed,
+                            agents = report.agents,
+                            took = ?started.elapsed(),
+                            "schedule book refreshed"
+                        );
+                    }
+                    self.next_due()
+                        .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+                        .unwrap_or(MAX_WAIT)
+                        .clamp(MIN_WAIT, MAX_WAIT)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "schedule book refresh failed; trying again");
+                    ERROR_WAIT
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        tracing::info!("schedule book stopped");
+    }
+}
+
+/// The run loop's waits between refreshes: at least a second, at most a minute (so a
+/// listing or a due agent is never missed by long), half a minute after a failure.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+const MAX_WAIT: Duration = Duration::from_secs(60);
+const ERROR_WAIT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::cxone::{
+        Agent, AgentFilter, AgentSnapshot, ObservedAgent, Subscription, SubscriptionRequest,
+    };
+    use crate::domain::{AgentState, BreakStatus, Schedule, ScheduleStatus};
+    use crate::store::from_ms;
+    use crate::store::testing::temp_store;
+
+    pub fn at(minutes: i64) -> DateTime<Utc> {
+        from_ms(1_790_000_000_000 + minutes * 60_000)
+    }
+
+    /// A platform with scripted schedules and break statuses that counts its calls.
+    #[derive(Default)]
+    pub struct SchedulePlatform {
+        pub schedules: Mutex<HashMap<String, Result<Schedule, CxoneError>>>,
+        pub breaks: Mutex<HashMap<String, BreakStatus>>,
+        pub calls: Mutex<Vec<String>>,
+    }
+
+    impl SchedulePlatform {
+        pub fn set(&self, agent: &str, schedule: Schedule) {
+            self.schedules
+                .lock()
+                .unwrap()
+                .insert(agent.into(), Ok(schedule));
+        }
+
+        pub fn calls(&self, prefix: &str) -> usize {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with(prefix))
+                .count()
+        }
+    }
+
+    fn unsupported() -> CxoneError {
+        CxoneError::BadRequest {
+            message: "not scripted".into(),
+        }
+    }
+
+    #[async_trait]
+    impl ContactCenter for SchedulePlatform {
+        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
+            self.calls.lock().unwrap().push("list".into());
+            let mut ids: Vec<String> = self.schedules.lock().unwrap().keys().cloned().collect();
+            ids.sort();
+            Ok(ids
+                .into_iter()
+                .map(|id| Agent {
+                    name: id.clone(),
+                    id,
+                    team_id: None,
+                    team_name: None,
+                    skills: Vec::new(),
+                })
+                .collect())
+        }
+        async fn agent_state(&self, _: &str) -> Result<AgentSnapshot, CxoneError> {
+            Err(unsupported())
+        }
+        async fn set_agent_state(
+            &self,
+            _: &str,
+            _: AgentState,
+            _: &str,
+        ) -> Result<AgentSnapshot, CxoneError> {
+            Err(unsupported())
+        }
+        async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("schedule {agent_id}"));
+            self.schedules
+                .lock()
+                .unwrap()
+                .get(agent_id)
+                .cloned()
+                .unwrap_or(Err(CxoneError::NotFound {
+                    message: agent_id.into(),
+                }))
+        }
+        async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("breaks {agent_id}"));
+            self.breaks
+                .lock()
+                .unwrap()
+                .get(agent_id)
+                .cloned()
+                .ok_or_else(unsupported)
+        }
+        async fn check_access(&self) -> Result<(), CxoneError> {
+            Ok(())
+        }
+        async fn create_subscription(
+            &self,
+            _: &SubscriptionRequest,
+        ) -> Result<Subscription, CxoneError> {
+            Err(unsupported())
+        }
+        async fn poll_subscription(&self, _: &str) -> Result<Vec<ObservedAgent>, CxoneError> {
+            Err(unsupported())
+        }
+        async fn delete_subscription(&self, _: &str) -> Result<(), CxoneError> {
+            Err(unsupported())
+        }
+    }
+
+    pub fn lunch(start: i64, end: i64) -> BreakWindow {
+        BreakWindow {
+            start: at(start),
+            end: at(end),
+            kind: "LUNCH".into(),
+            mandatory: true,
+        }
+    }
+
+    /// A shift from minute `start` to `end` with these breaks (`None`: omitted).
+    pub fn schedule(start: i64, end: i64, breaks: Option<Vec<BreakWindow>>) -> Schedule {
+        Schedule {
+            status: ScheduleStatus::Active,
+            timezone: Some("America/Chicago".into()),
+            shift_start: Some(at(start)),
+            shift_end: Some(at(end)),
+            breaks,
+        }
+    }
+
+    pub fn settings(interval_minutes: u64) -> BookSettings {
+        BookSettings {
+            refresh_interval: Duration::from_secs(60 * interval_minutes),
+            agents: SyncSettings {
+                interval: Duration::from_secs(10),
+                renew_after: Duration::from_secs(3_600),
+                teams: Vec::new(),
+                agents: Vec::new(),
+                unfiltered: false,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn every_agent_is_fetched_once_stored_and_loaded_after_a_restart_without_calls() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(0, 480, Some(vec![lunch(180, 210)])));
+        platform.set("u_2", schedule(60, 540, Some(vec![])));
+        let book = ScheduleBook::new(store.clone(), platform.clone(), settings(60));
+
+        let report = book.refresh_due(at(-30)).await.unwrap();
+        assert_eq!(
+            report,
+            RefreshReport {
+                agents: 2,
+                fetched: 2,
+                failed: 0
+            }
+        );
+        let again = book.refresh_due(at(-20)).await.unwrap();
+        assert_eq!(again.fetched, 0, "nothing due ten minutes later");
+        assert_eq!(platform.calls("schedule"), 2);
+        assert_eq!(
+            platform.calls("breaks"),
+            0,
+            "both schedules list their breaks"
+        );
+        let plan = book.plan("u_1").unwrap();
+        assert_eq!(plan.shift.breaks, [lunch(180, 210)]);
+        assert_eq!(plan.timeline.segments().len(), 3);
+
+        let restarted = ScheduleBook::new(store.clone(), platform.clone(), settings(60));
+        assert_eq!(restarted.load().await.unwrap(), 2);
+        assert_eq!(restarted.plan("u_1"), book.plan("u_1"));
+        assert_eq!(
+            restarted
+                .plans()
+                .iter()
+                .map(|p| &p.agent_id)
+                .collect::<Vec<_>>(),
+            ["u_1", "u_2"]
+        );
+        assert_eq!(platform.calls("schedule"), 2, "loading costs no call");
+    }
+
+    #[tokio::test]
+    async fn omitted_breaks_come_from_the_break_endpoint_one_at_a_time_and_add_up() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(0, 480, None));
+        let status = |start, end| BreakStatus {
+            mandatory_break_required: false,
+            break_start: Some(at(start)),
+            break_end: Some(at(end)),
+        };
+        platform
+            .breaks
+            .lock()
+            .unwrap()
+            .insert("u_1".into(), status(120, 135));
+        let book = ScheduleBook::new(store.clone(), platform.clone(), settings(600));
+        book.refresh_due(at(10)).await.unwrap();
+        let first = book.plan("u_1").unwrap();
+        assert_eq!(first.breaks_from, BreakSource::BreakStatus);
+        assert_eq!(first.shift.breaks.len(), 1);
+
+        // Due again a minute after that break, not before; then the next one is named.
+        assert_eq!(book.refresh_due(at(135)).await.unwrap().fetched, 0);
+        platform
+            .breaks
+            .lock()
+            .unwrap()
+            .insert("u_1".into(), status(240, 270));
+        assert_eq!(book.refresh_due(at(136)).await.unwrap().fetched, 1);
+        let breaks: Vec<_> = book
+            .plan("u_1")
+            .unwrap()
+            .shift
+            .breaks
+            .iter()
+            .map(|b| (b.start, b.end, b.mandatory))
+            .collect();
+        assert_eq!(
+            breaks,
+            [(at(120), at(135), true), (at(240), at(270), true)],
+            "the first break is remembered for the report"
+        );
+        let stored = schedules::latest(store.reader()).await.unwrap();
+        assert_eq!(stored[0].shift.breaks.len(), 2);
+        assert_eq!(platform.calls("breaks"), 2);
+    }
+
+    #[tokio::test]
+    async fn an_agent_is_fetched_again_after_the_interval_and_just_after_the_shift() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(0, 480, Some(vec![])));
+        let book = ScheduleBook::new(store, platform.clone(), settings(60));
+        book.refresh_due(at(400)).await.unwrap();
+        assert_eq!(book.refresh_due(at(459)).await.unwrap().fetched, 0);
+        assert_eq!(
+            book.refresh_due(at(460)).await.unwrap().fetched,
+            1,
+            "hourly"
+        );
+        // The shift ends at 480: fetched again at 481 for the next one.
+        assert_eq!(book.refresh_due(at(480)).await.unwrap().fetched, 0);
+        platform.set("u_1", schedule(1_440, 1_920, Some(vec![])));
+        assert_eq!(book.refresh_due(at(481)).await.unwrap().fetched, 1);
+        assert_eq!(book.plan("u_1").unwrap().shift.start, at(1_440));
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_keeps_the_last_shift_and_is_retried_a_minute_later() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(0, 480, Some(vec![])));
+        platform.set("u_2", schedule(0, 480, Some(vec![])));
+        let book = ScheduleBook::new(store, platform.clone(), settings(60));
+        book.refresh_due(at(0)).await.unwrap();
+        platform.schedules.lock().unwrap().insert(
+            "u_1".into(),
+            Err(CxoneError::Server {
+                status: 503,
+                message: String::new(),
+                retry_after: None,
+            }),
+        );
+        let report = book.refresh_due(at(61)).await.unwrap();
+        assert_eq!((report.fetched, report.failed), (1, 1));
+        assert_eq!(book.plan("u_1").unwrap().fetched_at, at(0), "kept");
+        assert_eq!(
+            book.refresh_due(at(61)).await.unwrap().failed,
+            0,
+            "not at once"
+        );
+        assert_eq!(book.refresh_due(at(62)).await.unwrap().failed, 1);
+    }
+
+    #[tokio::test]
+    async fn agents_no_longer_managed_leave_the_book_and_shiftless_ones_have_no_plan() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(0, 480, Some(vec![])));
+        platform.set(
+            "u_2",
+            Schedule {
+                status: ScheduleStatus::Inactive,
+                timezone: None,
+                shift_start: None,
+                shift_end: None,
+                breaks: None,
+            },
+        );
+        let book = ScheduleBook::new(store, platform.clone(), settings(60));
+        assert_eq!(book.refresh_due(at(0)).await.unwrap().agents, 2);
+        assert!(book.plan("u_2").is_none());
+        assert_eq!(platform.calls("breaks"), 0, "no shift, no break question");
+        platform.schedules.lock().unwrap().remove("u_1");
+        // Listed again only once the interval has passed.
+        assert!(book.refresh_due(at(30)).await.is_ok());
+        assert!(book.plan("u_1").is_some());
+        book.refresh_due(at(60)).await.unwrap();
+        assert!(book.plan("u_1").is_none());
+        assert_eq!(platform.calls("list"), 2);
+    }
+}

@@ -1,0 +1,155 @@
+//! Adherence exceptions: deviations from the schedule longer than the threshold.
+//!
+//! A partial unique index keeps at most one open exception per agent and kind, so a
+//! second sweep (or a restarted daemon) can never open a duplicate.
+
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+/// One exception, as stored. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ExceptionRow {
+    pub id: String,
+    pub agent_id: String,
+    /// A `domain::adherence::DeviationKind` name.
+    pub kind: String,
+    pub state: String,
+    pub expected: String,
+    pub started_at: i64,
+    pub opened_at: i64,
+    pub closed_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, agent_id, kind, state, expected, started_at, opened_at, closed_at";
+
+/// Every open exception.
+pub async fn open(pool: &SqlitePool) -> Result<Vec<ExceptionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM adherence_exceptions WHERE closed_at IS NULL ORDER BY agent_id, kind"
+    )))
+    .fetch_all(pool)
+    .await
+}
+
+/// Inserts exceptions in one statement, whatever their number.
+pub async fn insert_all(
+    conn: &mut SqliteConnection,
+    rows: &[ExceptionRow],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.id,
+                r.agent_id,
+                r.kind,
+                r.state,
+                r.expected,
+                r.started_at,
+                r.opened_at,
+                r.closed_at
+            ])
+        })
+        .collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO adherence_exceptions ({COLUMNS})
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                json_extract(value, '$[6]'), json_extract(value, '$[7]')
+         FROM json_each(?)"
+    )))
+    .bind(serde_json::Value::Array(values).to_string())
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Closes each open exception of `closes` (id, Unix ms) at its instant (never before it
+/// opened), in one statement; returns how many it closed.
+pub async fn close_all(
+    conn: &mut SqliteConnection,
+    closes: &[(&str, i64)],
+) -> Result<u64, sqlx::Error> {
+    if closes.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE adherence_exceptions SET closed_at = MAX(opened_at, j.at)
+         FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at
+               FROM json_each(?)) AS j
+         WHERE adherence_exceptions.id = j.id AND closed_at IS NULL",
+    )
+    .bind(serde_json::json!(closes).to_string())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    fn row(id: &str, agent: &str, kind: &str) -> ExceptionRow {
+        ExceptionRow {
+            id: id.into(),
+            agent_id: agent.into(),
+            kind: kind.into(),
+            state: "READY".into(),
+            expected: "MANDATORY_BREAK".into(),
+            started_at: 1_000,
+            opened_at: 121_000,
+            closed_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_open_exception_per_agent_and_kind() {
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        insert_all(
+            &mut tx,
+            &[
+                row("e1", "u_1", "working_in_mandatory_break"),
+                row("e2", "u_1", "not_working_in_shift"),
+                row("e3", "u_2", "working_in_mandatory_break"),
+            ],
+        )
+        .await
+        .unwrap();
+        let duplicate =
+            insert_all(&mut tx, &[row("e4", "u_1", "working_in_mandatory_break")]).await;
+        assert!(duplicate.is_err(), "a second open one of the same kind");
+        assert_eq!(
+            close_all(&mut tx, &[("e1", 200_000), ("e9", 200_000)])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            close_all(&mut tx, &[("e1", 300_000)]).await.unwrap(),
+            0,
+            "closed once"
+        );
+        // Closed, the kind may open again.
+        insert_all(&mut tx, &[row("e5", "u_1", "working_in_mandatory_break")])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let open: Vec<String> = open(store.reader())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(open, ["e2", "e5", "e3"]);
+        let unknown_kind = {
+            let mut tx = store.begin_write().await.unwrap();
+            insert_all(&mut tx, &[row("e6", "u_3", "late_for_lunch")]).await
+        };
+        assert!(unknown_kind.is_err());
+    }
+}

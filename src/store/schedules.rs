@@ -1,0 +1,219 @@
+//! Agents' shifts as the platform gave them: one row per agent and shift, upserted.
+//!
+//! A shift whose start moved (the schedule was changed) replaces the agent's rows it
+//! overlaps, so an agent never has two overlapping shifts.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+use super::{from_ms, to_ms};
+use crate::domain::BreakWindow;
+use crate::domain::adherence::Shift;
+
+/// Where a shift's break windows came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakSource {
+    /// The schedule listed them.
+    Schedule,
+    /// The schedule omitted them; the break-status endpoint gave the mandatory ones,
+    /// one at a time, so they are collected over several fetches.
+    BreakStatus,
+}
+
+impl BreakSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakSource::Schedule => "schedule",
+            BreakSource::BreakStatus => "break_status",
+        }
+    }
+}
+
+impl fmt::Display for BreakSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BreakSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "schedule" => Ok(BreakSource::Schedule),
+            "break_status" => Ok(BreakSource::BreakStatus),
+            _ => Err(format!("unknown break source `{s}`")),
+        }
+    }
+}
+
+/// One agent's shift, as kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredShift {
+    pub agent_id: String,
+    pub shift: Shift,
+    pub timezone: Option<String>,
+    pub breaks_from: BreakSource,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// A stored row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ShiftRow {
+    pub agent_id: String,
+    pub shift_start: i64,
+    pub shift_end: i64,
+    pub timezone: Option<String>,
+    pub breaks: String,
+    pub breaks_from: String,
+    pub fetched_at: i64,
+}
+
+impl ShiftRow {
+    /// The shift in the domain's terms; `None` for a row this build cannot read.
+    pub fn to_stored(&self) -> Option<StoredShift> {
+        let breaks: Vec<BreakWindow> = serde_json::from_str(&self.breaks).ok()?;
+        Some(StoredShift {
+            agent_id: self.agent_id.clone(),
+            shift: Shift {
+                start: from_ms(self.shift_start),
+                end: from_ms(self.shift_end),
+                breaks,
+            },
+            timezone: self.timezone.clone(),
+            breaks_from: self.breaks_from.parse().ok()?,
+            fetched_at: from_ms(self.fetched_at),
+        })
+    }
+}
+
+pub const COLUMNS: &str =
+    "agent_id, shift_start, shift_end, timezone, breaks, breaks_from, fetched_at";
+
+/// Stores each shift (inserted, or updated when the agent has a shift with the same
+/// start), removing the agent's other shifts it overlaps.
+pub async fn save(conn: &mut SqliteConnection, shifts: &[StoredShift]) -> Result<(), sqlx::Error> {
+    for stored in shifts {
+        let (start, end) = (to_ms(stored.shift.start), to_ms(stored.shift.end));
+        sqlx::query(
+            "DELETE FROM agent_shifts
+             WHERE agent_id = ? AND shift_start <> ? AND shift_start < ? AND shift_end > ?",
+        )
+        .bind(&stored.agent_id)
+        .bind(start)
+        .bind(end)
+        .bind(start)
+        .execute(&mut *conn)
+        .await?;
+        let breaks =
+            serde_json::to_string(&stored.shift.breaks).expect("break windows always serialize");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO agent_shifts ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (agent_id, shift_start) DO UPDATE SET
+                 shift_end = excluded.shift_end, timezone = excluded.timezone,
+                 breaks = excluded.breaks, breaks_from = excluded.breaks_from,
+                 fetched_at = excluded.fetched_at"
+        )))
+        .bind(&stored.agent_id)
+        .bind(start)
+        .bind(end)
+        .bind(&stored.timezone)
+        .bind(breaks)
+        .bind(stored.breaks_from.as_str())
+        .bind(to_ms(stored.fetched_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Each agent's latest shift (the one that starts last).
+pub async fn latest(pool: &SqlitePool) -> Result<Vec<StoredShift>, sqlx::Error> {
+    let rows: Vec<ShiftRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agent_shifts AS s
+         WHERE shift_start = (SELECT MAX(shift_start) FROM agent_shifts
+                              WHERE agent_id = s.agent_id)
+         ORDER BY agent_id"
+    )))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
+}
+
+/// The query of shifts overlapping `[?1, ?2)`, ordered by agent and start, for callers
+/// that stream them (the compliance report).
+pub const OVERLAPPING: &str = "SELECT agent_id, shift_start, shift_end, timezone, breaks,
+        breaks_from, fetched_at
+    FROM agent_shifts WHERE shift_start < ?2 AND shift_end > ?1
+    ORDER BY agent_id, shift_start";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        from_ms(1_790_000_000_000 + minutes * 60_000)
+    }
+
+    fn stored(agent: &str, start: i64, end: i64, fetched: i64) -> StoredShift {
+        StoredShift {
+            agent_id: agent.into(),
+            shift: Shift {
+                start: at(start),
+                end: at(end),
+                breaks: vec![BreakWindow {
+                    start: at(start + 60),
+                    end: at(start + 90),
+                    kind: "LUNCH".into(),
+                    mandatory: true,
+                }],
+            },
+            timezone: Some("Europe/London".into()),
+            breaks_from: BreakSource::Schedule,
+            fetched_at: at(fetched),
+        }
+    }
+
+    async fn save_one(store: &crate::store::Store, shift: StoredShift) {
+        let mut tx = store.begin_write().await.unwrap();
+        save(&mut tx, &[shift]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn rows(store: &crate::store::Store) -> Vec<(String, i64, i64)> {
+        sqlx::query_as("SELECT agent_id, shift_start, shift_end FROM agent_shifts ORDER BY 1, 2")
+            .fetch_all(store.reader())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refetched_shift_is_updated_in_place_and_a_moved_one_replaces_it() {
+        let (store, _dir) = temp_store().await;
+        save_one(&store, stored("u_1", 0, 480, 0)).await;
+        save_one(&store, stored("u_1", 1_440, 1_920, 0)).await;
+        save_one(&store, stored("u_2", 0, 480, 0)).await;
+        // The same shift again, longer now.
+        save_one(&store, stored("u_1", 0, 500, 10)).await;
+        assert_eq!(rows(&store).await.len(), 3);
+        // Tomorrow's shift moved an hour earlier: it replaces the old one.
+        save_one(&store, stored("u_1", 1_380, 1_860, 20)).await;
+        let ms = |m: i64| to_ms(at(m));
+        assert_eq!(
+            rows(&store).await,
+            [
+                ("u_1".into(), ms(0), ms(500)),
+                ("u_1".into(), ms(1_380), ms(1_860)),
+                ("u_2".into(), ms(0), ms(480)),
+            ]
+        );
+        let latest = latest(store.reader()).await.unwrap();
+        assert_eq!(latest.len(), 2);
+        assert_eq!(latest[0], stored("u_1", 1_380, 1_860, 20));
+        assert_eq!(latest[1].agent_id, "u_2");
+    }
+}

@@ -1,0 +1,558 @@
+//! Schedule automations and the compliance sweep, with the real App (HTTP server,
+//! engine, SQLite file) against the simulator.
+//!
+//! The simulator's clock stands still and the test steps it; each step is one cycle of
+//! the daemon's schedule work at the simulator's instant: a state sync poll, a schedule
+//! book refresh, the due automations, a compliance sweep. The simulated day is placed
+//! two days in the past: the transition engine checks mandatory breaks against the wall
+//! clock, which then lies after every simulated break, while the platform decides
+//! whether an agent is scheduled at its own (stepped) instant. Agents hold still
+//! (no activity of their own) unless a test moves them with `force_state`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wfmd::App;
+use wfmd::config::Config;
+use wfmd::engine::TransitionEngine;
+use wfmd::engine::automation::{Automations, RunReport};
+use wfmd::engine::compliance::{ComplianceSweep, SweepReport};
+use wfmd::engine::schedules::{BookSettings, ScheduleBook};
+use wfmd::engine::sync::StateSync;
+use wfmd::sim::{SimAgent, SimConfig};
+use wfmd::store::Store;
+
+use crate::helpers::{SET_STATE, TestApp, TestDb, TestSim, count};
+
+/// One cycle of simulated time.
+const STEP: Duration = Duration::from_secs(30);
+
+/// wfmd with its schedule work stepped by the test.
+struct Scene {
+    sim: TestSim,
+    db: TestDb,
+    config: Config,
+    store: Store,
+    stop: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+    sync: StateSync,
+    book: Arc<ScheduleBook>,
+    automations: Automations,
+    sweep: ComplianceSweep,
+}
+
+impl Scene {
+    /// 30 still agents, the simulated day two days ago; `adjust` sets the automation
+    /// and compliance settings the stepped services use.
+    async fn start(adjust: impl FnOnce(&mut Config)) -> Scene {
+        let sim = TestSim::start(SimConfig {
+            agents: 30,
+            time_scale: 0.0,
+            start_at: Some(Utc::now() - TimeDelta::days(2)),
+            ..SimConfig::default()
+        })
+        .await;
+        let db = TestDb::new();
+        let mut config = sim.config(&db.url());
+        // Every compliance check asks the platform at its current (stepped) instant.
+        config.cxone.schedule_cache_ttl_ms = 0;
+        adjust(&mut config);
+        let mut scene = Scene::boot(sim, db, config).await;
+        scene.cycle().await;
+        scene
+    }
+
+    /// Starts the App on the scene's database and builds the stepped services. The
+    /// App itself runs none of them: its sync is off, so is its copy of the automations.
+    async fn boot(sim: TestSim, db: TestDb, config: Config) -> Scene {
+        let mut app_config = config.clone();
+        app_config.automation.enabled = false;
+        let app = App::build(&app_config).await.unwrap();
+        let store = app.store();
+        let engine: Arc<TransitionEngine> = app.engine();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+        let platform = engine.platform().clone();
+        let sync = StateSync::new(store.clone(), platform.clone(), (&config.sync).into())
+            .with_in_flight(engine.agents_in_flight());
+        let book = Arc::new(ScheduleBook::new(
+            store.clone(),
+            platform,
+            BookSettings {
+                refresh_interval: config.schedules.refresh_interval,
+                agents: (&config.sync).into(),
+            },
+        ));
+        book.load().await.unwrap();
+        let automations =
+            Automations::new(book.clone(), engine.clone(), (&config.automation).into());
+        let sweep = ComplianceSweep::new(book.clone(), engine, (&config.compliance).into());
+        Scene {
+            sim,
+            db,
+            config,
+            store,
+            stop,
+            server,
+            sync,
+            book,
+            automations,
+            sweep,
+        }
+    }
+
+    /// Stops wfmd and starts it again on the same database: nothing in memory survives.
+    async fn restart(self) -> Scene {
+        self.stop.cancel();
+        self.server.await.unwrap().unwrap();
+        Scene::boot(self.sim, self.db, self.config).await
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.sim.sim.clock().now()
+    }
+
+    fn agent(&self, id: &str) -> SimAgent {
+        self.sim.sim.agent(id).unwrap()
+    }
+
+    fn force(&self, id: &str, state: &str) {
+        assert!(self.sim.sim.force_state(id, state, ""));
+    }
+
+    /// One cycle of the daemon's schedule work at the simulator's instant.
+    async fn cycle(&mut self) -> (RunReport, SweepReport) {
+        let now = self.now();
+        self.sync.poll_once().await.unwrap();
+        self.book.refresh_due(now).await.unwrap();
+        let run = self.automations.run_due(now).await.unwrap();
+        let sweep = self.sweep.sweep_at(now).await.unwrap();
+        (run, sweep)
+    }
+
+    async fn advance(&mut self, by: Duration) -> (RunReport, SweepReport) {
+        self.sim.sim.clock().advance(by);
+        self.cycle().await
+    }
+
+    /// Steps until the next step would pass `t`.
+    async fn run_until(&mut self, t: DateTime<Utc>) {
+        while self.now() + STEP <= t {
+            self.advance(STEP).await;
+        }
+    }
+
+    /// (agent, actor, target, outcome) of every recorded attempt.
+    async fn attempts(&self) -> BTreeSet<(String, String, String, String)> {
+        sqlx::query_as("SELECT agent_id, actor, target_state, outcome FROM transition_attempts")
+            .fetch_all(self.store.reader())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    async fn attempts_of(&self, agent: &str) -> usize {
+        self.attempts()
+            .await
+            .iter()
+            .filter(|(a, ..)| a == agent)
+            .count()
+    }
+
+    /// (kind, open) of the agent's exceptions, oldest first.
+    async fn exceptions_of(&self, agent: &str) -> Vec<(String, bool)> {
+        sqlx::query_as::<_, (String, Option<i64>)>(
+            "SELECT kind, closed_at FROM adherence_exceptions WHERE agent_id = ? ORDER BY opened_at",
+        )
+        .bind(agent)
+        .fetch_all(self.store.reader())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(kind, closed)| (kind, closed.is_none()))
+        .collect()
+    }
+
+    /// The `status` of the agent's `adherence.exception` webhooks, in order.
+    async fn events_of(&self, agent: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT json_extract(payload, '$.data.status') FROM outbox_events
+             WHERE event_type = 'adherence.exception' AND agent_id = ? ORDER BY seq",
+        )
+        .bind(agent)
+        .fetch_all(self.store.reader())
+        .await
+        .unwrap()
+    }
+}
+
+/// Agents on shift at `at` in one of `states`.
+fn on_shift_in<'a>(
+    agents: &'a [SimAgent],
+    at: DateTime<Utc>,
+    states: &[&str],
+) -> Vec<&'a SimAgent> {
+    agents
+        .iter()
+        .filter(|a| a.on_shift_at(at) && states.contains(&a.state.as_str()))
+        .collect()
+}
+
+fn attempt(agent: &str, actor: &str, target: &str) -> (String, String, String, String) {
+    (
+        agent.into(),
+        actor.into(),
+        target.into(),
+        "succeeded".into(),
+    )
+}
+
+/// When the agent's ground-truth log says it entered `state` after `after`.
+fn entered(agent: &SimAgent, state: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    agent
+        .state_log
+        .iter()
+        .find(|c| c.at > after && c.state == state)
+        .map(|c| c.at)
+}
+
+#[tokio::test]
+async fn break_automations_move_exactly_the_agents_whose_schedule_says_so() {
+    let mut scene = Scene::start(|c| {
+        c.automation.enabled = true;
+        c.automation.logout_after_shift_end = None;
+    })
+    .await;
+    let t0 = scene.now();
+    let end = t0 + TimeDelta::hours(3);
+    let agents = scene.sim.sim.agents();
+    // One working agent takes a call just before its lunch and ends it two minutes in.
+    let caller = on_shift_in(&agents, t0, &["READY", "IDLE", "PAUSED"])
+        .into_iter()
+        .filter(|a| !a.in_mandatory_break_at(t0))
+        .min_by_key(|a| a.breaks.iter().find(|b| b.mandatory).unwrap().start)
+        .unwrap()
+        .clone();
+    let lunch = caller.breaks.iter().find(|b| b.mandatory).unwrap().clone();
+    scene.force(&caller.id, "ON_CONTACT");
+
+    // What the schedules say, from each agent's generated state: a mandatory break
+    // starting in the run moves agents that are not already NOT_READY or logged out; its
+    // end moves them back. Agents on a call all along are never moved.
+    let mut expected = BTreeSet::new();
+    for a in agents.iter().filter(|a| a.state != "ON_CONTACT") {
+        for b in a.breaks.iter().filter(|b| b.mandatory) {
+            if t0 < b.start
+                && b.start <= end
+                && !["NOT_READY", "LOGGED_OUT"].contains(&a.state.as_str())
+            {
+                expected.insert(attempt(&a.id, "automation:break_start", "NOT_READY"));
+            }
+            if t0 < b.end && b.end <= end && a.on_shift_at(b.end) && a.state != "LOGGED_OUT" {
+                expected.insert(attempt(&a.id, "automation:break_end", "READY"));
+            }
+        }
+    }
+    assert!(expected.len() >= 20, "the run proves little: {expected:?}");
+
+    scene.run_until(lunch.start + TimeDelta::minutes(2)).await;
+    assert_eq!(
+        scene.attempts_of(&caller.id).await,
+        0,
+        "not while on a call"
+    );
+    assert_eq!(scene.agent(&caller.id).state, "ON_CONTACT");
+    scene.force(&caller.id, "READY");
+    let call_ended = scene.now();
+    scene.run_until(end).await;
+
+    assert_eq!(scene.attempts().await, expected);
+    let after_call = entered(&scene.agent(&caller.id), "NOT_READY", call_ended).unwrap();
+    assert!(
+        after_call <= call_ended + STEP,
+        "caught up at the next tick"
+    );
+    // The others moved at their own boundaries, within a step.
+    for a in scene.sim.sim.agents().iter().filter(|a| a.id != caller.id) {
+        for b in a
+            .breaks
+            .iter()
+            .filter(|b| b.mandatory && t0 < b.start && b.end <= end)
+        {
+            if let Some(at) = entered(a, "NOT_READY", t0) {
+                assert!(b.start <= at && at < b.start + STEP, "{} at {at}", a.id);
+            }
+            if let Some(at) = entered(a, "READY", b.start) {
+                assert!(b.end <= at && at < b.end + STEP, "{} back at {at}", a.id);
+            }
+        }
+    }
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT reason FROM transition_attempts WHERE actor = 'automation:break_start'",
+    )
+    .fetch_all(scene.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(reasons, ["BREAK"]);
+    let origins: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT origin FROM transition_attempts")
+            .fetch_all(scene.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(origins, ["rule"]);
+}
+
+#[tokio::test]
+async fn logout_after_shift_end_happens_once_even_across_a_restart() {
+    let mut scene = Scene::start(|c| {
+        c.automation.enabled = true;
+        c.automation.break_start = false;
+        c.automation.break_end = false;
+        c.automation.logout_after_shift_end = Some(Duration::from_secs(600));
+    })
+    .await;
+    let t0 = scene.now();
+    let agents = scene.sim.sim.agents();
+    let working = on_shift_in(&agents, t0, &["READY", "NOT_READY", "IDLE", "PAUSED"]);
+    // One agent logs off early by itself: nothing to do for it.
+    let early = working[0].id.clone();
+    scene.force(&early, "LOGGED_OUT");
+    let first = working
+        .iter()
+        .skip(1)
+        .min_by_key(|a| a.shift_end)
+        .unwrap()
+        .to_owned()
+        .clone();
+    let end = working.iter().map(|a| a.shift_end).max().unwrap() + TimeDelta::minutes(16);
+    let expected: BTreeSet<_> = working
+        .iter()
+        .filter(|a| a.id != early)
+        .map(|a| attempt(&a.id, "automation:logout", "LOGGED_OUT"))
+        .collect();
+
+    let due = first.shift_end + TimeDelta::minutes(10);
+    scene.run_until(due - TimeDelta::seconds(1)).await;
+    assert_eq!(
+        scene.agent(&first.id).state,
+        first.state,
+        "not before ten minutes"
+    );
+    scene.run_until(due + STEP).await;
+    let out = entered(&scene.agent(&first.id), "LOGGED_OUT", t0).unwrap();
+    assert!(due <= out && out < due + STEP, "{out}");
+
+    // The agent logs in again; wfmd restarts (nothing in memory) while the logout is
+    // still due: the stored attempt is replayed, not repeated.
+    scene.force(&first.id, "READY");
+    scene.advance(STEP).await;
+    let posts = scene.sim.calls(SET_STATE);
+    let mut scene = scene.restart().await;
+    let (run, _) = scene.advance(STEP).await;
+    assert!(run.settled >= 1, "{run:?}");
+    assert_eq!(run.moved, 0);
+    assert_eq!(scene.sim.calls(SET_STATE), posts, "no second logout");
+    assert_eq!(scene.agent(&first.id).state, "READY");
+
+    scene.run_until(end).await;
+    assert_eq!(scene.attempts().await, expected);
+    assert_eq!(
+        scene.agent(&early).state_log.len(),
+        2,
+        "generated, then its own log-off"
+    );
+    assert!(
+        scene
+            .sim
+            .sim
+            .agents()
+            .iter()
+            .filter(|a| a.state == "ON_CONTACT")
+            .count()
+            >= 3,
+        "agents on a call are never logged out"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_opens_after_the_threshold_closes_corrects_and_never_touches_a_call() {
+    let mut scene = Scene::start(|c| {
+        c.compliance.exception_threshold = Duration::from_secs(120);
+        c.compliance.auto_correct.working_in_mandatory_break = true;
+    })
+    .await;
+    let t0 = scene.now();
+    let agents = scene.sim.sim.agents();
+    let in_break: Vec<&SimAgent> = agents
+        .iter()
+        .filter(|a| a.in_mandatory_break_at(t0))
+        .collect();
+    let (ready, caller) = (in_break[0].id.clone(), in_break[1].id.clone());
+    // Exceptions already open at the first sweep: agents NOT_READY, IDLE or PAUSED at
+    // work for longer than the threshold. Not a kind to correct.
+    let opened_at_start = scene.count_open().await;
+    scene.force(&ready, "READY");
+    scene.force(&caller, "ON_CONTACT");
+
+    for _ in 0..3 {
+        scene.advance(STEP).await;
+        assert!(scene.exceptions_of(&ready).await.is_empty());
+        assert!(scene.exceptions_of(&caller).await.is_empty());
+    }
+    let (_, sweep) = scene.advance(STEP).await;
+    assert_eq!((sweep.opened, sweep.corrected), (2, 1), "at two minutes");
+    assert_eq!(scene.agent(&ready).state, "NOT_READY");
+    assert_eq!(scene.agent(&ready).reason, "BREAK");
+    assert_eq!(scene.agent(&caller).state, "ON_CONTACT");
+    let corrections: Vec<(String, String)> = sqlx::query_as(
+        "SELECT agent_id, actor FROM transition_attempts WHERE outcome = 'succeeded'",
+    )
+    .fetch_all(scene.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(
+        corrections,
+        [(ready.clone(), "compliance:auto_correct".into())]
+    );
+
+    let (_, sweep) = scene.advance(STEP).await;
+    assert_eq!(sweep.closed, 1);
+    let kind = "working_in_mandatory_break".to_owned();
+    assert_eq!(scene.exceptions_of(&ready).await, [(kind.clone(), false)]);
+    assert_eq!(scene.exceptions_of(&caller).await, [(kind.clone(), true)]);
+
+    // A restart finds the open exception and does not open a second one.
+    let mut scene = scene.restart().await;
+    let (_, sweep) = scene.advance(STEP).await;
+    assert_eq!(sweep.opened, 0);
+    assert_eq!(scene.exceptions_of(&caller).await, [(kind.clone(), true)]);
+
+    scene.force(&caller, "NOT_READY");
+    let (_, sweep) = scene.advance(STEP).await;
+    assert_eq!(sweep.closed, 1);
+    assert_eq!(scene.exceptions_of(&caller).await, [(kind, false)]);
+    assert_eq!(scene.attempts_of(&caller).await, 0, "never moved");
+    assert_eq!(scene.events_of(&ready).await, ["open", "closed"]);
+    assert_eq!(scene.events_of(&caller).await, ["open", "closed"]);
+    assert!(opened_at_start > 0);
+    assert_eq!(
+        count(
+            &scene.store,
+            "SELECT COUNT(*) FROM transition_attempts WHERE actor != 'compliance:auto_correct'"
+        )
+        .await,
+        0,
+        "other kinds are not corrected"
+    );
+    let verified = wfmd::store::audit::verify(scene.store.reader())
+        .await
+        .unwrap();
+    assert!(verified.is_intact());
+}
+
+impl Scene {
+    async fn count_open(&self) -> i64 {
+        count(
+            &self.store,
+            "SELECT COUNT(*) FROM adherence_exceptions WHERE closed_at IS NULL",
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_the_book_and_the_sweep_and_reports_adherence() {
+    // The simulator at wall-clock time and the daemon's own loops: sync, book, sweep.
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |c| {
+        c.sync.enabled = true;
+        c.compliance.sweep_interval = Duration::from_secs(1);
+    })
+    .await;
+    app.wait_for_count(
+        "SELECT COUNT(DISTINCT agent_id) FROM agent_shifts",
+        60,
+        "every managed agent's shift is stored",
+    )
+    .await;
+    // Agents NOT_READY, IDLE or PAUSED at work since minutes ago are exceptions.
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM adherence_exceptions WHERE closed_at IS NULL",
+        1,
+        "the sweep opened no exception",
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'adherence.exception'",
+        1,
+        "no adherence.exception event",
+    )
+    .await;
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "wfmd_adherence_exceptions_open",
+        "wfmd_adherence_exceptions_total",
+        "wfmd_adherence_sweep_duration_seconds",
+        "wfmd_schedule_refreshes_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+
+    let from = wfmd::time::rfc3339(Utc::now() - TimeDelta::hours(1));
+    let to = wfmd::time::rfc3339(Utc::now() + TimeDelta::hours(1));
+    let csv = app
+        .http
+        .get(format!("{}/v1/reports/compliance", app.address))
+        .query(&[("from", &from), ("to", &to)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let column = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "adherence_pct")
+        .unwrap();
+    let pct: Vec<f64> = reader
+        .records()
+        .filter_map(|r| r.unwrap()[column].parse().ok())
+        .collect();
+    assert!(pct.len() >= 30, "{csv}");
+    assert!(pct.iter().all(|p| (0.0..=100.0).contains(p)), "{pct:?}");
+    assert!(
+        pct.iter().any(|p| *p < 100.0),
+        "the deviating agents: {pct:?}"
+    );
+    let json: Value = app
+        .http
+        .get(format!("{}/v1/reports/compliance", app.address))
+        .query(&[
+            ("from", from.as_str()),
+            ("to", to.as_str()),
+            ("format", "json"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        json["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["adherence_exceptions"].as_u64() >= Some(1))
+    );
+    app.stop().await;
+}
