@@ -19,18 +19,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use wfmd::config::Config;
 use wfmd::cxone::Budget;
 use wfmd::domain::AgentState;
-use wfmd::engine::TransitionEngine;
 use wfmd::engine::bulk::{BulkJobs, BulkSettings, JobRequest, Selector};
-use wfmd::sim::{SimConfig, Simulator};
-use wfmd::store::Store;
+use wfmd::sim::SimConfig;
 
 const RUNS: usize = 3;
 const AGENTS: usize = 500;
@@ -39,68 +33,36 @@ const IDEAL_WARM_S: f64 = AGENTS as f64 / (PER_MINUTE as f64 / 60.0);
 const TARGET_RATIO: f64 = 1.05;
 
 struct Rig {
-    sim: Simulator,
+    platform: common::SimulatedPlatform,
     bulk: BulkJobs,
     agents: Vec<String>,
-    _dir: tempfile::TempDir,
-    _stop: CancellationToken,
 }
 
 async fn rig() -> Rig {
-    let stop = CancellationToken::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_config = SimConfig {
+    let mut platform = common::SimulatedPlatform::start(SimConfig {
         agents: 800,
         requests_per_minute: PER_MINUTE,
         ..SimConfig::default()
-    };
-    let running = Simulator::start(sim_config.clone(), listener, stop.clone())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    config.cxone.base_url = running.base_url.clone();
-    config.cxone.token_url = running.token_url.clone();
-    config.cxone.client_id = sim_config.client_id;
-    config.cxone.client_secret = sim_config.client_secret.into();
-    config.cxone.requests_per_minute = PER_MINUTE;
+    })
+    .await;
+    platform.config.cxone.requests_per_minute = PER_MINUTE;
     // Long enough that schedules fetched by the warm-up job are still cached.
-    config.cxone.schedule_cache_ttl_ms = 300_000;
-    let store = Store::open(&config.database.url).await.unwrap();
-    let budget = Arc::new(Budget::per_minute(config.cxone.requests_per_minute));
-    let platform = wfmd::platform(&config, wfmd::http_client().unwrap(), budget);
-    let engine = Arc::new(TransitionEngine::new(
-        store,
-        platform,
-        config.schedule_cache_ttl(),
-    ));
-    let bulk = BulkJobs::new(engine, BulkSettings::from(&config.bulk));
-    // Agents every change is allowed for: on shift and not on a contact (a mandatory
-    // break only forbids READY).
-    let now = chrono::Utc::now();
-    let agents: Vec<String> = running
-        .sim
-        .agents()
-        .into_iter()
-        .filter(|a| a.on_shift_at(now) && a.state != "ON_CONTACT")
-        .map(|a| a.id)
-        .take(AGENTS)
-        .collect();
+    platform.config.cxone.schedule_cache_ttl_ms = 300_000;
+    let engine = platform.engine(Budget::per_minute(PER_MINUTE));
+    let bulk = BulkJobs::new(engine, BulkSettings::from(&platform.config.bulk));
+    let agents: Vec<String> = platform.movable_agents().into_iter().take(AGENTS).collect();
     assert_eq!(agents.len(), AGENTS, "the tenant has enough movable agents");
     Rig {
-        sim: running.sim,
+        platform,
         bulk,
         agents,
-        _dir: dir,
-        _stop: stop,
     }
 }
 
 /// Submits a job moving every agent of the rig to `target` and runs it to its end;
 /// returns how long that took and the platform calls it made.
 async fn job(rig: &Rig, target: AgentState) -> (Duration, u64) {
-    let calls_before = rig.sim.stats().api_requests;
+    let calls_before = rig.platform.sim.stats().api_requests;
     let started = Instant::now();
     let accepted = rig
         .bulk
@@ -122,7 +84,10 @@ async fn job(rig: &Rig, target: AgentState) -> (Duration, u64) {
         .unwrap()
         .unwrap();
     assert_eq!(view.succeeded, AGENTS as i64, "{view:?}");
-    (elapsed, rig.sim.stats().api_requests - calls_before)
+    (
+        elapsed,
+        rig.platform.sim.stats().api_requests - calls_before,
+    )
 }
 
 fn main() {
@@ -143,7 +108,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(1_100)).await;
             let (elapsed, _) = job(&rig, AgentState::Paused).await;
             full.push(elapsed.as_secs_f64());
-            rate_limited += rig.sim.stats().rate_limited;
+            rate_limited += rig.platform.sim.stats().rate_limited;
             eprintln!(
                 "run {run}: cold {:.2} s, warm {:.2} s ({calls} calls), full bucket {:.2} s",
                 cold[run], warm[run], full[run]

@@ -20,16 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use wfmd::config::{AutoCorrect, Config};
+use wfmd::config::AutoCorrect;
 use wfmd::cxone::Budget;
 use wfmd::engine::TransitionEngine;
 use wfmd::engine::compliance::{ComplianceSweep, SweepSettings};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::sync::{StateSync, SyncSettings};
-use wfmd::sim::{SimConfig, Simulator};
-use wfmd::store::Store;
+use wfmd::sim::SimConfig;
 
 const AGENTS: usize = 5_000;
 const RUNS: usize = 9;
@@ -37,31 +34,16 @@ const RUNS: usize = 9;
 fn main() {
     let runtime = common::runtime();
     runtime.block_on(async {
-        let stop = CancellationToken::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim_config = SimConfig {
+        let simulated = common::SimulatedPlatform::start(SimConfig {
             agents: AGENTS,
             time_scale: 0.0,
             requests_per_minute: 0,
             ..SimConfig::default()
-        };
-        let running = Simulator::start(sim_config.clone(), listener, stop.clone())
-            .await
-            .unwrap();
-        let sim = running.sim.clone();
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        config.cxone.base_url = running.base_url.clone();
-        config.cxone.token_url = running.token_url.clone();
-        config.cxone.client_id = sim_config.client_id.clone();
-        config.cxone.client_secret = sim_config.client_secret.clone().into();
-        let store = Store::open(&config.database.url).await.unwrap();
-        let platform = wfmd::platform(
-            &config,
-            wfmd::http_client().unwrap(),
-            Arc::new(Budget::unlimited()),
-        );
+        })
+        .await;
+        let sim = simulated.sim.clone();
+        let store = simulated.store.clone();
+        let platform = simulated.client(Budget::unlimited());
         let agents = SyncSettings {
             interval: Duration::from_secs(10),
             renew_after: Duration::from_secs(23 * 3_600),
@@ -130,6 +112,5 @@ fn main() {
             first.opened, first.deviating
         );
         store.close().await;
-        stop.cancel();
     });
 }

@@ -8,16 +8,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use wfmd::config::Config;
 use wfmd::cxone::Budget;
 use wfmd::engine::sync::{StateSync, SyncSettings};
-use wfmd::sim::{SimConfig, Simulator};
-use wfmd::store::Store;
+use wfmd::sim::SimConfig;
 
 const AGENTS: usize = 2_000;
 const RUNS: usize = 7;
@@ -26,31 +21,16 @@ const INTERVAL: Duration = Duration::from_secs(10);
 fn main() {
     let runtime = common::runtime();
     runtime.block_on(async {
-        let stop = CancellationToken::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim_config = SimConfig {
+        let simulated = common::SimulatedPlatform::start(SimConfig {
             agents: AGENTS,
             time_scale: 0.0,
             requests_per_minute: 0,
             ..SimConfig::default()
-        };
-        let running = Simulator::start(sim_config.clone(), listener, stop.clone())
-            .await
-            .unwrap();
-        let sim = running.sim.clone();
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        config.cxone.base_url = running.base_url.clone();
-        config.cxone.token_url = running.token_url.clone();
-        config.cxone.client_id = sim_config.client_id.clone();
-        config.cxone.client_secret = sim_config.client_secret.clone().into();
-        let store = Store::open(&config.database.url).await.unwrap();
-        let platform = wfmd::platform(
-            &config,
-            wfmd::http_client().unwrap(),
-            Arc::new(Budget::unlimited()),
-        );
+        })
+        .await;
+        let sim = simulated.sim.clone();
+        let store = simulated.store.clone();
+        let platform = simulated.client(Budget::unlimited());
         let mut sync = StateSync::new(
             store.clone(),
             platform,
@@ -101,6 +81,5 @@ fn main() {
              {unchanged:.1?} (target < 30 ms) {}",
             common::verdict(still < 30.0)
         );
-        stop.cancel();
     });
 }

@@ -14,14 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use wfmd::config::Config;
 use wfmd::cxone::Budget;
 use wfmd::domain::{AgentState, Origin};
 use wfmd::engine::{Outcome, TransitionEngine, TransitionRequest};
-use wfmd::sim::{SimConfig, Simulator};
-use wfmd::store::Store;
+use wfmd::sim::SimConfig;
 
 const RUNS: usize = 5;
 const IN_FLIGHT: usize = 32;
@@ -29,59 +25,24 @@ const CHANGES_PER_RUN: usize = 1_000;
 const CALL_COUNT_CHANGES: usize = 500;
 
 struct Rig {
-    sim: Simulator,
+    platform: common::SimulatedPlatform,
     engine: Arc<TransitionEngine>,
     agents: Vec<String>,
-    _dir: tempfile::TempDir,
-    _stop: CancellationToken,
 }
 
 async fn rig() -> Rig {
-    let stop = CancellationToken::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = Simulator::start(
-        SimConfig {
-            agents: 300,
-            requests_per_minute: 0,
-            ..SimConfig::default()
-        },
-        listener,
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    config.cxone.base_url = running.base_url.clone();
-    config.cxone.token_url = running.token_url.clone();
-    config.cxone.client_id = SimConfig::default().client_id;
-    config.cxone.client_secret = SimConfig::default().client_secret.into();
-    let store = Store::open(&config.database.url).await.unwrap();
-    let platform = wfmd::platform(
-        &config,
-        wfmd::http_client().unwrap(),
-        Arc::new(Budget::unlimited()),
-    );
-    let engine = Arc::new(TransitionEngine::new(
-        store,
-        platform,
-        config.schedule_cache_ttl(),
-    ));
-    let now = chrono::Utc::now();
-    let agents = running
-        .sim
-        .agents()
-        .into_iter()
-        .filter(|a| a.on_shift_at(now) && a.state != "ON_CONTACT")
-        .map(|a| a.id)
-        .collect();
+    let platform = common::SimulatedPlatform::start(SimConfig {
+        agents: 300,
+        requests_per_minute: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = platform.engine(Budget::unlimited());
+    let agents = platform.movable_agents();
     Rig {
-        sim: running.sim,
+        platform,
         engine,
         agents,
-        _dir: dir,
-        _stop: stop,
     }
 }
 
@@ -133,9 +94,9 @@ fn main() {
             let elapsed = burst(&rig, CHANGES_PER_RUN, round + 1).await;
             rates.push(CHANGES_PER_RUN as f64 / elapsed.as_secs_f64());
 
-            let before = rig.sim.stats().api_requests;
+            let before = rig.platform.sim.stats().api_requests;
             burst(&rig, CALL_COUNT_CHANGES, round).await;
-            let made = rig.sim.stats().api_requests - before;
+            let made = rig.platform.sim.stats().api_requests - before;
             calls.push(made as f64 / CALL_COUNT_CHANGES as f64);
         }
         let rate = common::median(rates.clone());

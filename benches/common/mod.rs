@@ -1,4 +1,5 @@
-//! What every benchmark shares: the runtime, medians, and the verdict beside a target.
+//! What every benchmark shares: the runtime, medians, the verdict beside a target, and a
+//! simulated platform to run against.
 
 #![allow(dead_code)] // each benchmark uses its own subset
 
@@ -19,4 +20,84 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 /// `MET` or `MISSED`, printed beside each figure.
 pub fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "MISSED" }
+}
+
+/// The simulator on a free loopback port, and a wfmd configuration and store in a fresh
+/// temporary folder pointing at it: what every benchmark of the platform side starts from.
+pub struct SimulatedPlatform {
+    pub sim: wfmd::sim::Simulator,
+    /// Platform settings point at the simulator; adjust the rest before [`Self::client`].
+    pub config: wfmd::config::Config,
+    pub store: wfmd::store::Store,
+    _dir: tempfile::TempDir,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl SimulatedPlatform {
+    pub async fn start(sim_config: wfmd::sim::SimConfig) -> SimulatedPlatform {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = wfmd::sim::Simulator::start(sim_config.clone(), listener, stop.clone())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = wfmd::config::Config::default();
+        config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        config.cxone.base_url = running.base_url.clone();
+        config.cxone.token_url = running.token_url.clone();
+        config.cxone.client_id = sim_config.client_id;
+        config.cxone.client_secret = sim_config.client_secret.into();
+        let store = wfmd::store::Store::open(&config.database.url)
+            .await
+            .unwrap();
+        SimulatedPlatform {
+            sim: running.sim,
+            config,
+            store,
+            _dir: dir,
+            stop,
+        }
+    }
+
+    /// A platform client of the configuration, under `budget`.
+    pub fn client(
+        &self,
+        budget: wfmd::cxone::Budget,
+    ) -> std::sync::Arc<dyn wfmd::cxone::ContactCenter> {
+        wfmd::platform(
+            &self.config,
+            wfmd::http_client().unwrap(),
+            std::sync::Arc::new(budget),
+        )
+    }
+
+    /// A transition engine over the store and a client under `budget`.
+    pub fn engine(
+        &self,
+        budget: wfmd::cxone::Budget,
+    ) -> std::sync::Arc<wfmd::engine::TransitionEngine> {
+        std::sync::Arc::new(wfmd::engine::TransitionEngine::new(
+            self.store.clone(),
+            self.client(budget),
+            self.config.schedule_cache_ttl(),
+        ))
+    }
+
+    /// Agents any change may be made to now: on shift and not on a contact (a mandatory
+    /// break only forbids READY).
+    pub fn movable_agents(&self) -> Vec<String> {
+        let now = chrono::Utc::now();
+        self.sim
+            .agents()
+            .into_iter()
+            .filter(|a| a.on_shift_at(now) && a.state != "ON_CONTACT")
+            .map(|a| a.id)
+            .collect()
+    }
+}
+
+impl Drop for SimulatedPlatform {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
