@@ -6,6 +6,8 @@
 //! Secrets are [`SecretString`]s: they print as `********` in `wfmd config check`, in
 //! logs and in `Debug` output.
 
+pub mod api_tokens;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ pub struct Config {
     pub sync: SyncConfig,
     pub delivery: DeliveryConfig,
     pub webhooks: Vec<WebhookConfig>,
+    /// Bearer tokens of the HTTP API; none = the API binds to loopback only.
+    pub api_tokens: Vec<api_tokens::ApiTokenConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -514,6 +518,7 @@ impl Config {
                 }
             }
         }
+        api_tokens::validate(&self.api_tokens, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
