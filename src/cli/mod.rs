@@ -3,6 +3,8 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod token;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +64,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Apply database migrations (serve also applies them at start).
     Migrate,
+    /// Make HTTP API bearer tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +244,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         init_tracing(&Config::default());
         return simulator(args).await;
     }
+    // Making a token needs neither configuration nor database (nor a valid config).
+    if let Command::Token(command) = cli.command {
+        return token::run(command);
+    }
     let source = Source {
         file: cli.config.clone(),
         simulate: simulate || !needs_platform,
@@ -257,7 +266,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
-        Command::Config(_) | Command::Sim(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 
