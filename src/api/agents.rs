@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::error::Problem;
+use super::extract::{PathParams, QueryParams};
 use super::json::JsonBody;
 use crate::domain::idle::{self, Window};
 use crate::domain::{AgentState, Origin};
@@ -33,6 +34,7 @@ pub struct TransitionBody {
     idempotency_key: Option<String>,
 }
 
+/// Checks the `agent_id` path parameter.
 fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
     let valid = !agent_id.is_empty()
         && agent_id.len() <= MAX_ID_LEN
@@ -40,7 +42,7 @@ fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
     if valid {
         Ok(())
     } else {
-        Err(Problem::invalid_field(
+        Err(Problem::invalid_parameter(
             "agent_id",
             format!("agent id must be 1 to {MAX_ID_LEN} printable ASCII characters"),
         ))
@@ -68,7 +70,7 @@ fn check_reason(reason: &str) -> Result<(), Problem> {
 /// Changes one agent's state; answers 200 with the transition, 409 with the violation.
 pub async fn create_transition(
     State(state): State<ApiState>,
-    Path(agent_id): Path<String>,
+    PathParams(agent_id): PathParams<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TransitionBody>,
 ) -> Result<Response, Problem> {
@@ -150,10 +152,15 @@ fn transition_response(transition: Transition) -> Response {
         .into_response()
 }
 
+/// A `[from, to)` window; at most 366 days.
 #[derive(Debug, Deserialize)]
-pub struct HistoryQuery {
-    from: Option<String>,
-    to: Option<String>,
+#[serde(deny_unknown_fields)]
+pub struct WindowQuery {
+    /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
+    /// minus 24 hours.
+    pub(super) from: Option<String>,
+    /// End (exclusive), a date or an RFC 3339 instant, after `from`; default now.
+    pub(super) to: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,8 +204,8 @@ pub fn window_from_query(
 /// The agent's recorded intervals in the window, with time per state and idle time.
 pub async fn history(
     State(state): State<ApiState>,
-    Path(agent_id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    PathParams(agent_id): PathParams<String>,
+    QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     check_agent_id(&agent_id)?;
     let now = Utc::now();

@@ -1,26 +1,25 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history.
 //!
 //! Every response carries an `x-request-id` (the caller's, or a fresh UUID), and every
-//! log line of a request is inside a span with that id and the matched route. Errors
-//! are problem+json (see [`error`]).
+//! log line of a request is inside a span with that id and the matched route (see
+//! [`layers`]). Errors are problem+json (see [`error`]), whoever produced them: input
+//! goes through [`extract`] and [`json`], whose errors name the parameter or field.
 
 mod agents;
 pub mod error;
+pub mod extract;
 mod health;
 mod json;
+mod layers;
 mod reports;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::engine::TransitionEngine;
 use crate::store::Store;
@@ -43,8 +42,7 @@ pub struct ApiState {
 
 /// The complete router with its middleware.
 pub fn router(state: ApiState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -55,25 +53,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agents/{agent_id}/history", get(agents::history))
         .route("/v1/reports/compliance", get(reports::compliance))
         .fallback(|| async {
-            error::Problem::not_found("no such route; see the README for the API")
+            error::Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no-such-route",
+                "No such route",
+                "no route has this path; see the README for the API",
+            )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), route, request_id = id)
-                }))
-                .layer(PropagateRequestIdLayer::new(request_id)),
-        )
+        .with_state(state);
+    layers::around(router)
 }

@@ -7,21 +7,24 @@
 //! cursor rather than piling the report up in memory.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::ApiState;
 use super::agents::window_from_query;
 use super::error::Problem;
+use super::extract::QueryParams;
 use crate::report::{ChannelSink, Format, Report, parse_zone};
 
 /// Chunks in flight between the renderer and the client.
 const CHANNEL_CHUNKS: usize = 4;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     from: Option<String>,
     to: Option<String>,
@@ -31,7 +34,7 @@ pub struct ReportQuery {
 
 pub async fn compliance(
     State(state): State<ApiState>,
-    Query(query): Query<ReportQuery>,
+    QueryParams(query): QueryParams<ReportQuery>,
 ) -> Result<Response, Problem> {
     let now = Utc::now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
@@ -54,15 +57,19 @@ pub async fn compliance(
         .map_err(|e| Problem::internal(&e))?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(async move {
-        let mut sink = ChannelSink(tx.clone());
-        if let Err(error) = report.write(format, &pool, &mut sink).await {
-            tracing::warn!(%error, "compliance report stopped before its end");
-            // Ends the body with an error, so the client sees a broken transfer rather
-            // than a report that looks complete.
-            let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+    // In the request's span, so its log lines keep the request id.
+    tokio::spawn(
+        async move {
+            let mut sink = ChannelSink(tx.clone());
+            if let Err(error) = report.write(format, &pool, &mut sink).await {
+                tracing::warn!(%error, "compliance report stopped before its end");
+                // Ends the body with an error, so the client sees a broken transfer
+                // rather than a report that looks complete.
+                let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+            }
         }
-    });
+        .in_current_span(),
+    );
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)
             .map(|chunk| chunk.map(|result| result.map(Bytes::from)))
