@@ -1,9 +1,10 @@
-//! The HTTP API (axum): health, metrics, agent transitions and history.
+//! The HTTP API (axum): health, metrics, agent transitions and history, reports, audit.
 //!
-//! Every response carries an `x-request-id` (the caller's, or a fresh UUID), and every
-//! log line of a request is inside a span with that id and the matched route (see
-//! [`layers`]). Errors are problem+json (see [`error`]), whoever produced them: input
-//! goes through [`extract`] and [`json`], whose errors name the parameter or field.
+//! Every route is a handler with a `#[utoipa::path]` attribute, registered through
+//! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it and
+//! describes it in `/openapi.json` (see [`openapi`]). [`router`] adds the middleware of
+//! [`layers`]: request ids, the request span, problem+json for every error. Input goes
+//! through [`extract`] and [`json`], whose errors name the parameter or field.
 
 mod agents;
 pub mod error;
@@ -11,15 +12,17 @@ pub mod extract;
 mod health;
 mod json;
 mod layers;
+pub mod openapi;
 mod reports;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::engine::TransitionEngine;
 use crate::store::Store;
@@ -40,27 +43,48 @@ pub struct ApiState {
     pub sync: Option<Arc<crate::engine::sync::SyncStatus>>,
 }
 
+/// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
+pub type Routes = Vec<UtoipaMethodRouter<ApiState>>;
+
+/// The routes and their OpenAPI document, before middleware.
+fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());
+    for route in [
+        health::routes(),
+        openapi::routes(),
+        agents::routes(),
+        reports::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        api = api.routes(route);
+    }
+    let (router, mut spec) = api.split_for_parts();
+    openapi::complete(&mut spec);
+    (router, spec)
+}
+
+/// The OpenAPI document of the API, as `/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    described_routes().1
+}
+
 /// The complete router with its middleware.
 pub fn router(state: ApiState) -> Router {
-    let router = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route(
-            "/v1/agents/{agent_id}/transitions",
-            post(agents::create_transition),
-        )
-        .route("/v1/agents/{agent_id}/history", get(agents::history))
-        .route("/v1/reports/compliance", get(reports::compliance))
+    let (routes, spec) = described_routes();
+    let spec_json = serde_json::to_vec(&spec).expect("the OpenAPI document serializes");
+    let router = routes
         .fallback(|| async {
             error::Problem::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "no-such-route",
                 "No such route",
-                "no route has this path; see the README for the API",
+                "no route has this path; /openapi.json lists them",
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
         .with_state(state);
     layers::around(router)
 }

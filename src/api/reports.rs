@@ -14,24 +14,51 @@ use chrono::Utc;
 use serde::Deserialize;
 use tracing::Instrument;
 
-use super::ApiState;
 use super::agents::window_from_query;
 use super::error::Problem;
 use super::extract::QueryParams;
+use super::openapi::VIEWER;
+use super::{ApiState, Routes};
 use crate::report::{ChannelSink, Format, Report, parse_zone};
 
 /// Chunks in flight between the renderer and the client.
 const CHANNEL_CHUNKS: usize = 4;
 
-#[derive(Debug, Deserialize)]
+pub fn routes() -> Routes {
+    vec![utoipa_axum::routes!(compliance)]
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
+    /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
+    /// minus 24 hours.
     from: Option<String>,
+    /// End (exclusive), after `from` and at most 366 days later; default now.
     to: Option<String>,
+    /// `csv` (default; one row per agent), `json` (agents and every attempt) or `html`
+    /// (one self-contained page with a chart).
+    #[param(pattern = "^(csv|json|html)$")]
     format: Option<String>,
+    /// IANA time zone for the times in the report (e.g. America/New_York); default UTC.
     tz: Option<String>,
 }
 
+/// The compliance report of a window: per agent, transitions, rejections by violation,
+/// latency (mean, p95), idle time and time in each state; streamed.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/compliance",
+    tag = "reports",
+    security(("bearer" = [VIEWER])),
+    params(ReportQuery),
+    responses((status = 200, description = "The report in the requested format", content(
+        (String = "text/csv; charset=utf-8"),
+        (Object = "application/json"),
+        (String = "text/html; charset=utf-8"),
+    )))
+)]
 pub async fn compliance(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<ReportQuery>,
