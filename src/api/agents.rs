@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
 use super::json::JsonBody;
@@ -87,7 +88,8 @@ fn check_reason(reason: &str) -> Result<(), Problem> {
 ///
 /// Compliance is checked first: an agent who is not scheduled may only be logged out,
 /// and one owing a mandatory break may not be made READY. A refused change is recorded
-/// and answered 409 with its `violation`, and never sent to the platform.
+/// and answered 409 with its `violation`, and never sent to the platform. The token's
+/// name is the actor of the audit entry.
 #[utoipa::path(
     post,
     path = "/v1/agents/{agent_id}/transitions",
@@ -108,6 +110,7 @@ fn check_reason(reason: &str) -> Result<(), Problem> {
 )]
 pub async fn create_transition(
     State(state): State<ApiState>,
+    caller: Caller,
     PathParams(agent_id): PathParams<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TransitionBody>,
@@ -136,7 +139,7 @@ pub async fn create_transition(
         target: body.state,
         reason: body.reason,
         origin: Origin::Api,
-        actor: "api".to_owned(),
+        actor: caller.name.to_string(),
         idempotency_key,
     };
     let transition = state

@@ -3,7 +3,7 @@
 //!
 //! Order, outermost first:
 //! 1. `x-request-id` is taken from the request or made (a UUID);
-//! 2. a `request` span with the id, method and route wraps
+//! 2. a `request` span with the id, method, route and (once known) the caller wraps
 //!    every log line of the request, including the handler's and the engine's;
 //! 3. the id is copied onto the response, whatever produced it;
 //! 4. an error answer that is not JSON (axum's own 405, a rejection of a layer) is
@@ -57,6 +57,7 @@ fn request_span(request: &Request) -> tracing::Span {
         method = %request.method(),
         route,
         request_id = id,
+        caller = tracing::field::Empty,
     )
 }
 

@@ -1,12 +1,26 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, reports, audit.
 //!
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
-//! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it and
-//! describes it in `/openapi.json` (see [`openapi`]). [`router`] adds the middleware of
-//! [`layers`]: request ids, the request span, problem+json for every error. Input goes
-//! through [`extract`] and [`json`], whose errors name the parameter or field.
+//! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
+//! it in `/openapi.json` and, through the attribute's `security`, decides who may call
+//! it (see [`auth`]). [`router`] adds the middleware of [`layers`]: request ids, the
+//! request span, problem+json for every error. Errors are problem+json (see [`error`]).
+//!
+//! # Adding a route
+//! 1. Write the handler with `#[utoipa::path(METHOD, path = "/v1/...", tag = "...",
+//!    security(("bearer" = [VIEWER | SUPERVISOR | ADMIN])), params(...),
+//!    request_body = ..., responses(...))]`; take [`auth::Caller`] when the handler
+//!    changes something (its name is the actor), and [`extract::PathParams`],
+//!    [`extract::QueryParams`], [`json::JsonBody`] for input.
+//! 2. List it in the module's `routes()` with `routes!(handler)` (handlers sharing a
+//!    path go in one `routes!`), and the module's `routes()` in [`router`].
+//! 3. Add its row to the role table of `tests/api/auth.rs`.
+//!
+//! A route without `security` stops [`router`] with a message naming it; a route
+//! missing from the role table fails the OpenAPI agreement test.
 
 mod agents;
+pub mod auth;
 pub mod error;
 pub mod extract;
 mod health;
@@ -70,10 +84,17 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     described_routes().1
 }
 
-/// The complete router with its middleware.
-pub fn router(state: ApiState) -> Router {
+/// The complete router with its middleware; `tokens` are the configured bearer tokens
+/// (none: every caller is the local admin).
+///
+/// # Panics
+/// When a route declares no access (or a wrong one) in its `#[utoipa::path]`: routes are
+/// fixed at compile time, so every test that starts the API finds it.
+pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
     let (routes, spec) = described_routes();
+    let access = auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
     let spec_json = serde_json::to_vec(&spec).expect("the OpenAPI document serializes");
+    let gate = Arc::new(auth::Gate { tokens, access });
     let router = routes
         .fallback(|| async {
             error::Problem::new(
@@ -83,6 +104,7 @@ pub fn router(state: ApiState) -> Router {
                 "no route has this path; /openapi.json lists them",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
         .with_state(state);

@@ -3,8 +3,8 @@
 //! The description is not written by hand: every handler carries a `#[utoipa::path]`
 //! attribute, and `utoipa_axum::routes!` registers the handler at that path and adds
 //! the attribute to the document in one step, so a route cannot be served without being
-//! described, or described without being served. The attribute's `security` declares
-//! the role a route needs.
+//! described, or described without being served. The attribute's `security` is also
+//! what the server enforces (see [`super::auth`]): a route's role is declared once.
 //!
 //! [`complete`] then adds what every operation has in common, so handlers list only
 //! their own answers: the bearer scheme, 401 and 403 on routes with a role, 400 on
