@@ -20,6 +20,7 @@
 //! missing from the role table fails the OpenAPI agreement test.
 
 mod agents;
+mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -68,6 +69,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         openapi::routes(),
         agents::routes(),
         reports::routes(),
+        audit::routes(),
     ]
     .into_iter()
     .flatten()

@@ -485,18 +485,7 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
                 .map_err(Failure::action)?;
             let mut out = std::io::stdout().lock();
             for entry in entries {
-                let line = serde_json::json!({
-                    "seq": entry.seq,
-                    "at": rfc3339(entry.at()),
-                    "actor": entry.actor,
-                    "action": entry.action,
-                    "agent_id": entry.agent_id,
-                    "subject_id": entry.subject_id,
-                    "detail": serde_json::from_str::<serde_json::Value>(&entry.detail)
-                        .unwrap_or(serde_json::Value::String(entry.detail.clone())),
-                    "prev_hash": entry.prev_hash,
-                    "hash": entry.hash,
-                });
+                let line = serde_json::to_string(&entry.exported()).map_err(Failure::action)?;
                 writeln!(out, "{line}").map_err(Failure::action)?;
             }
             ExitCode::SUCCESS

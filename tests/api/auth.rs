@@ -113,6 +113,22 @@ pub const ROUTES: &[Row] = &[
         body: None,
         statuses: [401, 401, 200, 200, 200],
     },
+    Row {
+        method: "GET",
+        path: "/v1/audit",
+        role: Some("admin"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 403, 403, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/audit/verify",
+        role: Some("admin"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 403, 403, 200],
+    },
 ];
 
 fn sha256_hex(token: &str) -> String {

@@ -1,6 +1,7 @@
 //! Integration tests: wfmd against the built-in simulator over real HTTP, with a real
 //! SQLite file. One test binary, so the crate links once.
 
+mod audit;
 mod auth;
 mod cli;
 mod crash;
