@@ -53,7 +53,8 @@ pub struct TransitionBody {
 
 /// Checks the `agent_id` path parameter.
 pub fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
-    let valid = !agent_id.is_empty()
+    // `.` and `..` would be path steps in the platform's URL, addressing no user.
+    let valid = !matches!(agent_id, "" | "." | "..")
         && agent_id.len() <= MAX_ID_LEN
         && agent_id.chars().all(|c| c.is_ascii_graphic());
     if valid {
@@ -61,7 +62,9 @@ pub fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
     } else {
         Err(Problem::invalid_parameter(
             "agent_id",
-            format!("agent id must be 1 to {MAX_ID_LEN} printable ASCII characters"),
+            format!(
+                "agent id must be 1 to {MAX_ID_LEN} printable ASCII characters, not `.` or `..`"
+            ),
         ))
     }
 }
