@@ -522,6 +522,30 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_route_served_without_a_description_is_refused_not_opened() {
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        let gate = Arc::new(Gate {
+            tokens: tokens(&[]),
+            access: table(utoipa_axum::routes!(declared::with_role)).unwrap(),
+        });
+        let app = axum::Router::new()
+            .route("/v1/things", axum::routing::get(|| async { "things" }))
+            .route("/v1/plain", axum::routing::get(|| async { "plain" }))
+            .layer(axum::middleware::from_fn_with_state(gate, authorize));
+        let status = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+                app.oneshot(request).await.unwrap().status()
+            }
+        };
+        assert_eq!(status("/v1/things").await, 200);
+        assert_eq!(status("/v1/plain").await, 500);
+    }
+
     #[test]
     fn every_route_of_the_api_declares_its_access() {
         let table = AccessTable::from_spec(&super::super::openapi_document()).unwrap();

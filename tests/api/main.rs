@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod faults;
 mod helpers;
+mod openapi;
 mod receiver;
 mod reports;
 mod sync;
