@@ -318,16 +318,18 @@ pub async fn authorize(
     let outcome = gate
         .tokens
         .authenticate(request.headers())
-        .and_then(|caller| match required {
-            Some(required) if !caller.role.allows(required) => Err(Refusal::Forbidden {
-                required,
-                role: caller.role,
-            }),
-            _ => Ok(caller),
+        .and_then(|caller| {
+            tracing::Span::current().record("caller", tracing::field::display(&caller.name));
+            match required {
+                Some(required) if !caller.role.allows(required) => Err(Refusal::Forbidden {
+                    required,
+                    role: caller.role,
+                }),
+                _ => Ok(caller),
+            }
         });
     match outcome {
         Ok(caller) => {
-            tracing::Span::current().record("caller", &*caller.name);
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

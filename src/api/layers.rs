@@ -52,11 +52,13 @@ fn request_span(request: &Request) -> tracing::Span {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
+    // At ERROR level so the span exists whenever anything is logged: a span below the
+    // configured level is dropped, and with it the request id of the lines inside.
+    tracing::error_span!(
         "request",
         method = %request.method(),
-        route,
-        request_id = id,
+        route = %route,
+        request_id = %id,
         caller = tracing::field::Empty,
     )
 }

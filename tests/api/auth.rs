@@ -349,6 +349,20 @@ async fn without_tokens_a_public_listen_address_is_bound_to_loopback_only() {
     );
 }
 
+/// `text` without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// Lines of a child's stderr, read on a thread.
 fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     let stderr = child.stderr.take().unwrap();
@@ -416,6 +430,85 @@ async fn serve_without_tokens_warns_and_listens_on_loopback_instead_of_a_public_
     }
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
+}
+
+#[tokio::test]
+async fn a_refused_request_is_logged_with_its_request_id_and_answered_with_it() {
+    let sim = TestSim::default_tenant().await;
+    let db = crate::helpers::TestDb::new();
+    let config = db.dir.path().join("wfmd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[api_tokens]]\nname = \"desk\"\ntoken_sha256 = \"{}\"\nrole = \"viewer\"\n",
+            sha256_hex("wfmd_desk")
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = wfmd()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .envs(sim.env(&db.url()))
+        .env("WFMD_LOG__LEVEL", "warn")
+        .env("WFMD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let daemon = Daemon {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let http = http_client();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let response = loop {
+        let sent = http
+            .post(format!("{}/v1/agents/u_001/transitions", daemon.address))
+            .bearer_auth("wfmd_desk")
+            .header("x-request-id", "trace-me-4711")
+            .json(&json!({"state": "READY"}))
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            break response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wfmd did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(response.status(), 403, "a viewer may not change states");
+    assert_eq!(response.headers()["x-request-id"], "trace-me-4711");
+
+    let line = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains("role too weak") => return line,
+                Ok(_) => {}
+                Err(e) => panic!("the refusal was not logged: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let line = strip_ansi(&line);
+    for part in [
+        "request_id=trace-me-4711",
+        "caller=desk",
+        "route=/v1/agents/{agent_id}/transitions",
+        "required=supervisor",
+    ] {
+        assert!(line.contains(part), "{part} missing from: {line}");
+    }
+    drop(daemon);
 }
 
 /// What `wfmd token new` printed: the token and the configuration entry.
