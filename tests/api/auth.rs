@@ -43,8 +43,9 @@ impl As {
 }
 
 /// One route: the least role it needs (`None`: open), a request to make, and the status
-/// each of [`CALLERS`] gets. `{agent_id}` is replaced by an off-shift agent, so an
-/// allowed change is refused by compliance (409) and changes nothing.
+/// each of [`CALLERS`] gets. Path parameters are filled in by [`fill_path`]: `{agent_id}`
+/// is an off-shift agent, so an allowed change is refused by compliance (409) and
+/// changes nothing; any other parameter is an id that does not exist.
 pub struct Row {
     pub method: &'static str,
     pub path: &'static str,
@@ -157,9 +158,19 @@ pub async fn spawn_with_roles() -> TestApp {
     .await
 }
 
+/// `template` with `{agent_id}` set to `agent_id` and any other `{parameter}` to an id
+/// nothing has.
+pub fn fill_path(template: &str, agent_id: &str) -> String {
+    let mut path = template.replace("{agent_id}", agent_id);
+    while let (Some(start), Some(end)) = (path.find('{'), path.find('}')) {
+        path.replace_range(start..=end, "00000000-0000-0000-0000-000000000000");
+    }
+    path
+}
+
 /// Sends `row`'s request as `who`.
 pub async fn send(app: &TestApp, row: &Row, agent_id: &str, who: As) -> reqwest::Response {
-    let path = row.path.replace("{agent_id}", agent_id);
+    let path = fill_path(row.path, agent_id);
     let url = if row.query.is_empty() {
         format!("{}{path}", app.address)
     } else {

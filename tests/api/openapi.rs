@@ -12,7 +12,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::auth::{As, ROUTES, spawn_with_roles};
+use crate::auth::{As, ROUTES, fill_path, spawn_with_roles};
 use crate::helpers::{SET_STATE, TestApp};
 
 /// One operation of the spec.
@@ -117,7 +117,7 @@ async fn the_spec_and_the_role_table_describe_the_same_routes() {
     // Every described operation is routed: as admin, with placeholder parameters and an
     // empty body, nothing answers "no such route" or "method not allowed".
     for (method, path) in in_spec.keys() {
-        let url = format!("{}{}", app.address, path.replace("{agent_id}", "u_001"));
+        let url = format!("{}{}", app.address, fill_path(path, "u_001"));
         let response = app
             .http
             .request(method.parse().unwrap(), url)
