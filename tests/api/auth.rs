@@ -522,6 +522,36 @@ async fn a_refused_request_is_logged_with_its_request_id_and_answered_with_it() 
     drop(daemon);
 }
 
+#[test]
+fn a_bad_token_entry_stops_wfmd_with_exit_2_naming_the_entry_and_field() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"[[api_tokens]]\nname = \"desk\"\ntoken_sha256 = \"wfmd_pasted-the-token-itself\"\nrole = \"viewer\"\n\
+          [[api_tokens]]\nname = \"ops\"\ntoken_sha256 = \"00\"\nrole = \"root\"\n",
+    )
+    .unwrap();
+    let output = wfmd()
+        .arg("--config")
+        .arg(file.path())
+        .args(["config", "check", "--simulate"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "api_tokens[0] (\"desk\").token_sha256 must be the 64 hex digits",
+        "api_tokens[1] (\"ops\").token_sha256 must be the 64 hex digits",
+        "api_tokens[1] (\"ops\").role must be viewer, supervisor or admin, got `root`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected} missing from:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("pasted-the-token"), "{stderr}");
+}
+
 /// What `wfmd token new` printed: the token and the configuration entry.
 fn parse_announcement(stdout: &str) -> (String, String) {
     let token = stdout
