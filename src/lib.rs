@@ -17,7 +17,8 @@
 //!   [`engine::automation`] and the [`engine::compliance`] sweep.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
-//! - [`api`]: the HTTP API (axum).
+//! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
+//!   generated from the routes, problem+json errors.
 //! - `sim`: the built-in platform simulator, written from the platform contract
 //!   without importing any of the above.
 //! - [`config`], [`cli`]: configuration and the command line; `main.rs` only dispatches.
@@ -164,6 +165,7 @@ pub struct App {
     bulk: engine::bulk::BulkJobs,
     schedule_work: Option<engine::ScheduleWork>,
     exception_threshold: Duration,
+    tokens: api::auth::ApiTokens,
     shutdown_timeout: Duration,
 }
 
@@ -172,11 +174,19 @@ impl App {
     /// `server.listen` (port 0 picks a free port; see [`App::port`]).
     pub async fn build(config: &Config) -> anyhow::Result<App> {
         let services = Services::start(config).await?;
-        let listener = TcpListener::bind(config.server.listen)
+        let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
+        let configured = config.server.listen;
+        let (listen, warning) = api::auth::listen_address(configured, tokens.len());
+        match warning {
+            Some(warning) => tracing::warn!(%configured, bound = %listen, "{warning}"),
+            None if tokens.is_empty() => tracing::info!(
+                "no [[api_tokens]] are configured: every caller on this host may use the API"
+            ),
+            None => {}
+        }
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| {
-                format!("cannot listen on server.listen = {}", config.server.listen)
-            })?;
+            .with_context(|| format!("cannot listen on {listen} (server.listen = {configured})"))?;
         let endpoints = delivery::Endpoint::from_config(config);
         let dispatcher = (!endpoints.is_empty()).then(|| {
             delivery::Dispatcher::new(
@@ -216,6 +226,7 @@ impl App {
             bulk,
             schedule_work,
             exception_threshold: config.compliance.exception_threshold,
+            tokens,
             shutdown_timeout: config.server.shutdown_timeout,
         })
     }
@@ -276,7 +287,7 @@ impl App {
         let bulk = Some(tokio::spawn(self.bulk.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
-        let server = axum::serve(self.listener, api::router(state))
+        let server = axum::serve(self.listener, api::router(state, self.tokens))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {

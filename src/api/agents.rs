@@ -3,15 +3,18 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ApiState;
+use super::auth::Caller;
 use super::error::Problem;
+use super::extract::{PathParams, QueryParams};
 use super::json::JsonBody;
+use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
+use super::{ApiState, Routes};
 use crate::domain::idle::{self, Window};
 use crate::domain::{AgentState, Origin};
 use crate::engine::{EngineError, FailureKind, Outcome, Transition, TransitionRequest};
@@ -23,26 +26,45 @@ pub(super) const MAX_ID_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 64;
 pub(super) const MAX_KEY_LEN: usize = 255;
 
-#[derive(Debug, Deserialize)]
+pub fn routes() -> Routes {
+    vec![
+        utoipa_axum::routes!(create_transition),
+        utoipa_axum::routes!(history),
+    ]
+}
+
+/// A state change request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionBody {
+    /// The state to set; `ON_CONTACT` and `ACW` are observed only and refused.
     state: AgentState,
+    /// Reason code: 1-64 letters, digits, `_` or `-`; the state's default when absent
+    /// (READY: WORKING, NOT_READY: BREAK, PAUSED: ADHOC, IDLE: SYSTEM_IDLE, else GENERAL).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     reason: Option<String>,
+    /// Performs the change at most once for this key (1-255 characters); the
+    /// `Idempotency-Key` header works too.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
-fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
-    let valid = !agent_id.is_empty()
+/// Checks the `agent_id` path parameter.
+pub fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
+    // `.` and `..` would be path steps in the platform's URL, addressing no user.
+    let valid = !matches!(agent_id, "" | "." | "..")
         && agent_id.len() <= MAX_ID_LEN
         && agent_id.chars().all(|c| c.is_ascii_graphic());
     if valid {
         Ok(())
     } else {
-        Err(Problem::invalid_field(
+        Err(Problem::invalid_parameter(
             "agent_id",
-            format!("agent id must be 1 to {MAX_ID_LEN} printable ASCII characters"),
+            format!(
+                "agent id must be 1 to {MAX_ID_LEN} printable ASCII characters, not `.` or `..`"
+            ),
         ))
     }
 }
@@ -65,10 +87,34 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
     }
 }
 
-/// Changes one agent's state; answers 200 with the transition, 409 with the violation.
+/// Changes one agent's state now.
+///
+/// Compliance is checked first: an agent who is not scheduled may only be logged out,
+/// and one owing a mandatory break may not be made READY. A refused change is recorded
+/// and answered 409 with its `violation`, and never sent to the platform. The token's
+/// name is the actor of the audit entry.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{agent_id}/transitions",
+    tag = "agents",
+    security(("bearer" = [SUPERVISOR])),
+    params(
+        ("agent_id" = String, Path, description = "The platform user id, e.g. u_001 (1-128 printable ASCII characters)"),
+        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
+    ),
+    request_body = TransitionBody,
+    responses(
+        (status = 200, description = "The change was made (or replayed for a known idempotency key)", body = Transition),
+        (status = 404, description = "The platform does not know the agent", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 502, description = "The platform refused the request", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 503, description = "The platform could not be reached or kept failing", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
 pub async fn create_transition(
     State(state): State<ApiState>,
-    Path(agent_id): Path<String>,
+    caller: Caller,
+    PathParams(agent_id): PathParams<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TransitionBody>,
 ) -> Result<Response, Problem> {
@@ -96,7 +142,7 @@ pub async fn create_transition(
         target: body.state,
         reason: body.reason,
         origin: Origin::Api,
-        actor: "api".to_owned(),
+        actor: caller.name.to_string(),
         idempotency_key,
     };
     let transition = state
@@ -150,28 +196,39 @@ fn transition_response(transition: Transition) -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HistoryQuery {
-    from: Option<String>,
-    to: Option<String>,
+/// A `[from, to)` window; at most 366 days.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
+    /// minus 24 hours.
+    pub(super) from: Option<String>,
+    /// End (exclusive), a date or an RFC 3339 instant, after `from`; default now.
+    pub(super) to: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct IntervalView {
     state: String,
     reason: Option<String>,
     origin: String,
     started_at: String,
+    /// Absent while the interval is open.
     ended_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// What an agent did in a window.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct HistoryView {
     agent_id: String,
     from: String,
     to: String,
+    /// Recorded intervals overlapping the window, oldest first (not clipped).
     intervals: Vec<IntervalView>,
+    /// Time in each state within the window, in milliseconds.
     time_in_state_ms: BTreeMap<AgentState, i64>,
+    /// Time in IDLE, PAUSED and NOT_READY within the window, in milliseconds.
     idle_ms: i64,
 }
 
@@ -194,11 +251,22 @@ pub fn window_from_query(
     Window::checked(from_at, to_at).map_err(|e| Problem::invalid_parameter("to", e))
 }
 
-/// The agent's recorded intervals in the window, with time per state and idle time.
+/// The agent's recorded intervals in a window, with time per state and idle time.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{agent_id}/history",
+    tag = "agents",
+    security(("bearer" = [VIEWER])),
+    params(
+        ("agent_id" = String, Path, description = "The platform user id, e.g. u_001"),
+        WindowQuery,
+    ),
+    responses((status = 200, description = "The intervals, time per state and idle time", body = HistoryView))
+)]
 pub async fn history(
     State(state): State<ApiState>,
-    Path(agent_id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    PathParams(agent_id): PathParams<String>,
+    QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     check_agent_id(&agent_id)?;
     let now = Utc::now();

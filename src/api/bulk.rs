@@ -4,64 +4,94 @@
 //!
 //! The job body may list up to 10,000 agents, which the router-wide body limit is far
 //! too small for, so the submit route has its own limit sized for that list; a larger
-//! body is a 413 problem.
+//! body is a 413 problem. Viewers may follow a job; starting, cancelling and reverting
+//! one takes a supervisor, whose token name is the job's actor.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::ApiState;
 use super::agents::{MAX_ID_LEN, MAX_KEY_LEN, check_reason};
+use super::auth::Caller;
 use super::error::Problem;
+use super::extract::{PathParams, QueryParams};
 use super::json::{JsonBody, parse};
+use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
+use super::{ApiState, Routes};
 use crate::domain::AgentState;
-use crate::engine::bulk::{Accepted, BulkError, JobRequest, MAX_AGENTS, Selector};
+use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, Selector};
 
 /// The largest job body: every one of `MAX_AGENTS` ids at the longest accepted length
 /// with its quotes and comma, plus room for the other fields and whitespace.
 pub const BODY_LIMIT_BYTES: usize = MAX_AGENTS * (MAX_ID_LEN + 4) + 64 * 1024;
 
-/// The bulk routes, merged into [`super::router`].
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route(
-            "/v1/bulk-transitions",
-            post(create).layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
-        )
-        .route("/v1/bulk-transitions/{job_id}", get(show).delete(cancel))
-        .route("/v1/bulk-transitions/{job_id}/revert", post(revert))
+pub fn routes() -> Routes {
+    let (schemas, paths, submit) = utoipa_axum::routes!(create);
+    vec![
+        (
+            schemas,
+            paths,
+            submit.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
+        ),
+        utoipa_axum::routes!(show, cancel),
+        utoipa_axum::routes!(revert),
+    ]
 }
 
-#[derive(Debug, Deserialize)]
+/// A bulk job: one state change for many agents.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
+    /// The agents to change (1 to 10,000 distinct platform user ids); or `team`.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 10000)]
     agents: Option<Vec<String>>,
+    /// Every agent of this team (team id, or its name in any letter case); or `agents`.
     #[serde(default)]
     team: Option<String>,
+    /// The state to set; `ON_CONTACT` and `ACW` are observed only and refused.
     state: AgentState,
+    /// Reason code: 1-64 letters, digits, `_` or `-`; the state's default when absent.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     reason: Option<String>,
+    /// Submits the job at most once for this key (1-255 characters); the
+    /// `Idempotency-Key` header works too.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Options of a revert; the body may be empty.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevertBody {
+    /// Starts the revert at most once for this key; by default repeating a revert of
+    /// the same job returns the first revert job.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ShowQuery {
+    /// `false` leaves the items out (cheap progress polling); default `true`.
     items: Option<String>,
+}
+
+/// The answer to an accepted job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AcceptedView {
+    job_id: String,
+    /// How many agents (items) the job has.
+    total: usize,
+    /// True when an earlier job with the same idempotency key is returned.
+    replayed: bool,
 }
 
 /// The body's key, else the conventional header's; checked for length.
@@ -116,9 +146,28 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
     }
 }
 
-/// Accepts a job: 202 with its id once it and its items are stored.
+/// Starts a bulk job: 202 with its id once the job and its items are stored.
+///
+/// Each agent's change goes through the same compliance checks and request budget as a
+/// single change: a refused agent is a rejected item, not a failed job. The job
+/// survives a restart and no agent is changed twice.
+#[utoipa::path(
+    post,
+    path = "/v1/bulk-transitions",
+    tag = "bulk",
+    security(("bearer" = [SUPERVISOR])),
+    params(
+        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
+    ),
+    request_body = BulkBody,
+    responses(
+        (status = 202, description = "The job is stored and starts at once; `Location` names it", body = AcceptedView),
+        (status = 503, description = "The platform could not be asked for its agents", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
 pub async fn create(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<JsonBody<BulkBody>, Problem>,
 ) -> Result<Response, Problem> {
@@ -140,7 +189,7 @@ pub async fn create(
             selector,
             target: body.state,
             reason: body.reason,
-            actor: "api".to_owned(),
+            actor: caller.name.to_string(),
             idempotency_key,
         })
         .await
@@ -150,15 +199,12 @@ pub async fn create(
 
 fn accepted_response(accepted: &Accepted) -> Response {
     let location = format!("/v1/bulk-transitions/{}", accepted.job_id);
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "job_id": accepted.job_id,
-            "total": accepted.total,
-            "replayed": !accepted.created,
-        })),
-    )
-        .into_response();
+    let view = AcceptedView {
+        job_id: accepted.job_id.clone(),
+        total: accepted.total,
+        replayed: !accepted.created,
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -183,11 +229,25 @@ fn too_large(problem: Problem) -> Problem {
     }
 }
 
-/// Progress, counts and every item (`?items=false` leaves the items out).
+/// A job's progress, counts and every agent's outcome.
+#[utoipa::path(
+    get,
+    path = "/v1/bulk-transitions/{job_id}",
+    tag = "bulk",
+    security(("bearer" = [VIEWER])),
+    params(
+        ("job_id" = String, Path, description = "The job id from the 202 answer"),
+        ShowQuery,
+    ),
+    responses(
+        (status = 200, description = "The job as it stands", body = JobView),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
 pub async fn show(
     State(state): State<ApiState>,
-    Path(job_id): Path<String>,
-    Query(query): Query<ShowQuery>,
+    PathParams(job_id): PathParams<String>,
+    QueryParams(query): QueryParams<ShowQuery>,
 ) -> Result<Response, Problem> {
     let with_items = match query.items.as_deref() {
         None | Some("true") => true,
@@ -206,23 +266,56 @@ pub async fn show(
     }
 }
 
-/// Cancels the items not started yet; answers the job as it now stands.
+/// Cancels the items not started yet (those in flight finish; then the job is
+/// `cancelled`); answers the job as it now stands.
+#[utoipa::path(
+    delete,
+    path = "/v1/bulk-transitions/{job_id}",
+    tag = "bulk",
+    security(("bearer" = [SUPERVISOR])),
+    params(("job_id" = String, Path, description = "The job id from the 202 answer")),
+    responses(
+        (status = 200, description = "Cancellation asked for; the job as it stands", body = JobView),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job completed already", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
 pub async fn cancel(
     State(state): State<ApiState>,
-    Path(job_id): Path<String>,
+    caller: Caller,
+    PathParams(job_id): PathParams<String>,
 ) -> Result<Response, Problem> {
     let job = state
         .bulk
-        .cancel(&job_id, "api")
+        .cancel(&job_id, &caller.name)
         .await
         .map_err(bulk_problem)?;
     Ok(Json(job).into_response())
 }
 
-/// Starts a job putting back what the finished job `job_id` changed.
+/// Starts a job that puts every agent the finished job moved back to the state and
+/// reason it had before, through the compliance checks. Agents whose earlier state is
+/// unknown or observed only are failed items saying why.
+#[utoipa::path(
+    post,
+    path = "/v1/bulk-transitions/{job_id}/revert",
+    tag = "bulk",
+    security(("bearer" = [SUPERVISOR])),
+    params(
+        ("job_id" = String, Path, description = "The finished job to undo"),
+        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
+    ),
+    request_body(content = Option<RevertBody>, description = "Optional; may be empty"),
+    responses(
+        (status = 202, description = "The revert job is stored and starts at once", body = AcceptedView),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job is still running, or moved no agent", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
 pub async fn revert(
     State(state): State<ApiState>,
-    Path(job_id): Path<String>,
+    caller: Caller,
+    PathParams(job_id): PathParams<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
@@ -234,7 +327,7 @@ pub async fn revert(
     let idempotency_key = idempotency_key(body.idempotency_key, &headers)?;
     let accepted = state
         .bulk
-        .revert(&job_id, "api", idempotency_key)
+        .revert(&job_id, &caller.name, idempotency_key)
         .await
         .map_err(bulk_problem)?;
     Ok(accepted_response(&accepted))

@@ -6,14 +6,44 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::{ApiState, READINESS_TIMEOUT};
+use super::{ApiState, READINESS_TIMEOUT, Routes};
+
+pub fn routes() -> Routes {
+    vec![
+        utoipa_axum::routes!(healthz),
+        utoipa_axum::routes!(readyz),
+        utoipa_axum::routes!(metrics),
+    ]
+}
 
 /// The process is up and serving.
+///
+/// Open (no token) like `/readyz` and `/metrics`: orchestrators' probes and metric
+/// scrapers carry no bearer tokens, and none of the three shows agent data.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object))
+)]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// The database answers and the platform accepts our credentials.
+///
+/// The body says which of the two failed, and how the state sync is doing.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready: database and platform work", body = Object),
+        (status = 503, description = "Not ready; `database` or `platform` says why", body = Object),
+    )
+)]
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let database = match state.store.ping().await {
         Ok(()) => "ok".to_owned(),
@@ -50,6 +80,14 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+/// Prometheus metrics (text format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

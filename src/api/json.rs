@@ -49,28 +49,92 @@ where
     }
 }
 
-/// Parses `bytes`, naming the field on a type or value error.
+/// Parses `bytes` as a JSON object, naming the field on a type or value error.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    // Syntax first, so a broken body is a 400 whatever its shape.
+    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(Problem::malformed_body(error.to_string()));
+    }
+    // serde also fills a struct from an array (`["READY"]`); every body here is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::invalid_field(
+            "body",
+            "the body must be a JSON object",
+        ));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            Problem::malformed_body(inner.to_string())
-        } else if path == "." {
-            // A missing field is reported at the object level, with the name in the text.
+        if path == "." {
+            // Missing, unknown and repeated fields are reported at the object level, with the name
+            // in the text; anything else there is about the body as a whole.
             Problem::invalid_field(
-                &missing_field(&inner).unwrap_or_default(),
+                &named_field(&inner).unwrap_or_else(|| "body".to_owned()),
                 inner.to_string(),
             )
+        } else if inner.is_syntax() {
+            // The JSON is well formed (checked above): serde says "expected value" when
+            // an enum field gets an array or object.
+            Problem::invalid_field(&path, format!("{path}: wrong type ({inner})"))
         } else {
             Problem::invalid_field(&path, format!("{path}: {inner}"))
         }
     })
 }
 
-fn missing_field(error: &serde_json::Error) -> Option<String> {
+fn named_field(error: &serde_json::Error) -> Option<String> {
     let text = error.to_string();
-    let rest = text.strip_prefix("missing field `")?;
+    let rest = text
+        .strip_prefix("missing field `")
+        .or_else(|| text.strip_prefix("unknown field `"))
+        .or_else(|| text.strip_prefix("duplicate field `"))?;
     Some(rest.split('`').next()?.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        state: String,
+        reason: Option<String>,
+    }
+
+    fn field(json: &str) -> (u16, String) {
+        let problem = parse::<Body>(json.as_bytes()).unwrap_err();
+        let field = problem
+            .extensions
+            .get("field")
+            .and_then(|f| f.as_str())
+            .unwrap_or("-")
+            .to_owned();
+        (problem.status.as_u16(), field)
+    }
+
+    #[test]
+    fn body_errors_name_the_field_or_the_body() {
+        let cases = [
+            (r#"{"reason": "X"}"#, (422, "state")),
+            (r#"{"state": "READY", "colour": "red"}"#, (422, "colour")),
+            (r#"{"state": 7}"#, (422, "state")),
+            (r#"{"state": ["READY"]}"#, (422, "state")),
+            (r#"{"state": "A", "state": "B"}"#, (422, "state")),
+            (r#"[1, 2]"#, (422, "body")),
+            (r#"["READY"]"#, (422, "body")),
+            ("null", (422, "body")),
+            (r#"{"state": "#, (400, "-")),
+            ("", (400, "-")),
+        ];
+        for (json, (status, name)) in cases {
+            assert_eq!(field(json), (status, name.to_owned()), "{json}");
+        }
+        let deep = "[".repeat(10_000);
+        assert_eq!(field(&deep).0, 400, "recursion limit");
+    }
 }

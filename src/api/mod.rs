@@ -1,28 +1,45 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
-//! reports.
+//! reports, audit.
 //!
-//! Every response carries an `x-request-id` (the caller's, or a fresh UUID), and every
-//! log line of a request is inside a span with that id and the matched route. Errors
-//! are problem+json (see [`error`]).
+//! Every route is a handler with a `#[utoipa::path]` attribute, registered through
+//! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
+//! it in `/openapi.json` and, through the attribute's `security`, decides who may call
+//! it (see [`auth`]). [`router`] adds the middleware of [`layers`]: request ids, the
+//! request span, problem+json for every error. Errors are problem+json (see [`error`]).
+//!
+//! # Adding a route
+//! 1. Write the handler with `#[utoipa::path(METHOD, path = "/v1/...", tag = "...",
+//!    security(("bearer" = [VIEWER | SUPERVISOR | ADMIN])), params(...),
+//!    request_body = ..., responses(...))]`; take [`auth::Caller`] when the handler
+//!    changes something (its name is the actor), and [`extract::PathParams`],
+//!    [`extract::QueryParams`], [`json::JsonBody`] for input.
+//! 2. List it in the module's `routes()` with `routes!(handler)` (handlers sharing a
+//!    path go in one `routes!`), and the module's `routes()` in [`router`].
+//! 3. Add its row to the role table of `tests/api/auth.rs`.
+//!
+//! A route without `security` stops [`router`] with a message naming it; a route
+//! missing from the role table fails the OpenAPI agreement test.
 
 mod agents;
+mod audit;
+pub mod auth;
 mod bulk;
 pub mod error;
+pub mod extract;
 mod health;
 mod json;
+mod layers;
+pub mod openapi;
 mod reports;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::HeaderName;
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::engine::TransitionEngine;
 use crate::store::Store;
@@ -46,40 +63,58 @@ pub struct ApiState {
     pub exception_threshold: Duration,
 }
 
-/// The complete router with its middleware.
-pub fn router(state: ApiState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route(
-            "/v1/agents/{agent_id}/transitions",
-            post(agents::create_transition),
-        )
-        .route("/v1/agents/{agent_id}/history", get(agents::history))
-        .route("/v1/reports/compliance", get(reports::compliance))
-        .merge(bulk::routes())
+/// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
+pub type Routes = Vec<UtoipaMethodRouter<ApiState>>;
+
+/// The routes and their OpenAPI document, before middleware.
+fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());
+    for route in [
+        health::routes(),
+        openapi::routes(),
+        agents::routes(),
+        reports::routes(),
+        audit::routes(),
+        bulk::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        api = api.routes(route);
+    }
+    let (router, mut spec) = api.split_for_parts();
+    openapi::complete(&mut spec);
+    (router, spec)
+}
+
+/// The OpenAPI document of the API, as `/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    described_routes().1
+}
+
+/// The complete router with its middleware; `tokens` are the configured bearer tokens
+/// (none: every caller is the local admin).
+///
+/// # Panics
+/// When a route declares no access (or a wrong one) in its `#[utoipa::path]`: routes are
+/// fixed at compile time, so every test that starts the API finds it.
+pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
+    let (routes, spec) = described_routes();
+    let access = auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let spec_json = serde_json::to_vec(&spec).expect("the OpenAPI document serializes");
+    let gate = Arc::new(auth::Gate { tokens, access });
+    let router = routes
         .fallback(|| async {
-            error::Problem::not_found("no such route; see the README for the API")
+            error::Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no-such-route",
+                "No such route",
+                "no route has this path; /openapi.json lists them",
+            )
         })
+        .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), route, request_id = id)
-                }))
-                .layer(PropagateRequestIdLayer::new(request_id)),
-        )
+        .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
+        .with_state(state);
+    layers::around(router)
 }

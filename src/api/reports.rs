@@ -7,31 +7,61 @@
 //! cursor rather than piling the report up in memory.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
+use tracing::Instrument;
 
-use super::ApiState;
 use super::agents::window_from_query;
 use super::error::Problem;
+use super::extract::QueryParams;
+use super::openapi::VIEWER;
+use super::{ApiState, Routes};
 use crate::report::{ChannelSink, Format, Report, parse_zone};
 
 /// Chunks in flight between the renderer and the client.
 const CHANNEL_CHUNKS: usize = 4;
 
-#[derive(Debug, Deserialize)]
+pub fn routes() -> Routes {
+    vec![utoipa_axum::routes!(compliance)]
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
+    /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
+    /// minus 24 hours.
     from: Option<String>,
+    /// End (exclusive), after `from` and at most 366 days later; default now.
     to: Option<String>,
+    /// `csv` (default; one row per agent), `json` (agents and every attempt) or `html`
+    /// (one self-contained page with a chart).
+    #[param(pattern = "^(csv|json|html)$")]
     format: Option<String>,
+    /// IANA time zone for the times in the report (e.g. America/New_York); default UTC.
     tz: Option<String>,
 }
 
+/// The compliance report of a window: per agent, transitions, rejections by violation,
+/// latency (mean, p95), idle time and time in each state; streamed.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/compliance",
+    tag = "reports",
+    security(("bearer" = [VIEWER])),
+    params(ReportQuery),
+    responses((status = 200, description = "The report in the requested format", content(
+        (String = "text/csv; charset=utf-8"),
+        (Object = "application/json"),
+        (String = "text/html; charset=utf-8"),
+    )))
+)]
 pub async fn compliance(
     State(state): State<ApiState>,
-    Query(query): Query<ReportQuery>,
+    QueryParams(query): QueryParams<ReportQuery>,
 ) -> Result<Response, Problem> {
     let now = Utc::now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
@@ -54,15 +84,19 @@ pub async fn compliance(
         .map_err(|e| Problem::internal(&e))?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(async move {
-        let mut sink = ChannelSink(tx.clone());
-        if let Err(error) = report.write(format, &pool, &mut sink).await {
-            tracing::warn!(%error, "compliance report stopped before its end");
-            // Ends the body with an error, so the client sees a broken transfer rather
-            // than a report that looks complete.
-            let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+    // In the request's span, so its log lines keep the request id.
+    tokio::spawn(
+        async move {
+            let mut sink = ChannelSink(tx.clone());
+            if let Err(error) = report.write(format, &pool, &mut sink).await {
+                tracing::warn!(%error, "compliance report stopped before its end");
+                // Ends the body with an error, so the client sees a broken transfer
+                // rather than a report that looks complete.
+                let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+            }
         }
-    });
+        .in_current_span(),
+    );
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)
             .map(|chunk| chunk.map(|result| result.map(Bytes::from)))

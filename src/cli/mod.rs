@@ -5,6 +5,7 @@
 
 mod bulk;
 mod rules;
+mod token;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -72,6 +73,9 @@ pub enum Command {
     Rules(rules::RulesCommand),
     /// Apply database migrations (serve also applies them at start).
     Migrate,
+    /// Make HTTP API bearer tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +261,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         init_tracing(&Config::default());
         return simulator(args).await;
     }
+    // Making a token needs neither configuration nor database (nor a valid config).
+    if let Command::Token(command) = cli.command {
+        return token::run(command);
+    }
     let source = Source {
         file: cli.config.clone(),
         simulate: simulate || !needs_platform,
@@ -277,7 +285,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
-        Command::Config(_) | Command::Sim(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -506,18 +516,7 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
                 .map_err(Failure::action)?;
             let mut out = std::io::stdout().lock();
             for entry in entries {
-                let line = serde_json::json!({
-                    "seq": entry.seq,
-                    "at": rfc3339(entry.at()),
-                    "actor": entry.actor,
-                    "action": entry.action,
-                    "agent_id": entry.agent_id,
-                    "subject_id": entry.subject_id,
-                    "detail": serde_json::from_str::<serde_json::Value>(&entry.detail)
-                        .unwrap_or(serde_json::Value::String(entry.detail.clone())),
-                    "prev_hash": entry.prev_hash,
-                    "hash": entry.hash,
-                });
+                let line = serde_json::to_string(&entry.exported()).map_err(Failure::action)?;
                 writeln!(out, "{line}").map_err(Failure::action)?;
             }
             ExitCode::SUCCESS

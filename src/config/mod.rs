@@ -6,6 +6,8 @@
 //! Secrets are [`SecretString`]s: they print as `********` in `wfmd config check`, in
 //! logs and in `Debug` output.
 
+pub mod api_tokens;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ pub struct Config {
     pub schedules: SchedulesConfig,
     pub automation: AutomationConfig,
     pub compliance: ComplianceConfig,
+    /// Bearer tokens of the HTTP API; none = the API binds to loopback only.
+    pub api_tokens: Vec<api_tokens::ApiTokenConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -531,6 +535,7 @@ impl Config {
         }
         self.bulk.validate(&mut problems);
         problems.extend(self.rule_problems());
+        api_tokens::validate(&self.api_tokens, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -88,7 +88,7 @@ impl BreakStatus {
 }
 
 /// Why a change was refused. The names are part of the API and webhook payloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Violation {
     /// The agent's schedule is not `ACTIVE`; only `LOGGED_OUT` is allowed.

@@ -18,7 +18,19 @@ pub struct UnknownValue {
 ///
 /// `ON_CONTACT` and `ACW` are observed only: the platform refuses to set them, so
 /// [`AgentState::is_settable`] is false for them and callers reject them up front.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AgentState {
     Ready,
@@ -101,7 +113,7 @@ impl FromStr for AgentState {
 }
 
 /// Who or what asked for a change. Stored with every interval, attempt and audit entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// A WFM rule or schedule automation.

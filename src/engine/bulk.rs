@@ -145,7 +145,7 @@ impl BulkError {
 }
 
 /// A job as clients see it: progress, counts and (when asked for) every item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub job_id: String,
     /// `queued`, `running`, `completed` or `cancelled`.
@@ -184,7 +184,7 @@ impl JobView {
 }
 
 /// One agent of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub agent: String,
     /// `pending`, `succeeded`, `rejected`, `failed` or `cancelled`.

@@ -56,7 +56,7 @@ pub struct TransitionRequest {
 }
 
 /// Why a change could not be carried out (as opposed to being refused by compliance).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The platform does not know the agent.
@@ -80,7 +80,7 @@ impl FailureKind {
 }
 
 /// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -99,7 +99,7 @@ impl Outcome {
 }
 
 /// The result of a change, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Transition {
     pub attempt_id: String,
     pub agent_id: String,

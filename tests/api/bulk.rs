@@ -669,6 +669,70 @@ async fn wfmd_bulk_prints_a_summary_and_exits_1_when_an_agent_was_rejected() {
 }
 
 #[tokio::test]
+async fn wfmd_bulk_sends_its_token_and_the_job_is_done_in_the_tokens_name() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::new();
+    let config = db.dir.path().join("wfmd.toml");
+    let entry = |name: &str, token: &str, role: &str| {
+        let entry = crate::auth::entry(name, token, role);
+        format!(
+            "[[api_tokens]]\nname = \"{}\"\ntoken_sha256 = \"{}\"\nrole = \"{}\"\n",
+            entry.name, entry.token_sha256, entry.role
+        )
+    };
+    std::fs::write(
+        &config,
+        entry("ops-desk", "wfmd_supervisor-secret", "supervisor")
+            + &entry("wallboard", "wfmd_viewer-secret", "viewer"),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let daemon =
+        Daemon::spawn_with(&["serve", "--config", &config], &sim.env(&db.url()), None).await;
+    let agent = ids(&sim.free_agents()).remove(0);
+    let run = |token: &'static str| {
+        let (address, config, agent) = (daemon.address.clone(), config.clone(), agent.clone());
+        tokio::task::spawn_blocking(move || {
+            let output = wfmd()
+                .env("WFMD_TOKEN", token)
+                .args(["bulk", "--config", &config, "--server", &address])
+                .args(["--agents", &agent, "PAUSED", "--json"])
+                .output()
+                .unwrap();
+            (
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+    };
+
+    let (code, stdout, stderr) = run("wfmd_viewer-secret").await.unwrap();
+    assert_eq!(code, 2, "a viewer may not start a job: {stdout}{stderr}");
+    assert!(
+        stderr.contains("supervisor"),
+        "names the role needed: {stderr}"
+    );
+    assert!(!stderr.contains("wfmd_viewer-secret"), "{stderr}");
+
+    let (code, stdout, stderr) = run("wfmd_supervisor-secret").await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["actor"], "ops-desk");
+    assert_eq!(sim.sim.agent(&agent).unwrap().state, "PAUSED");
+    let store = wfmd::store::Store::open(&db.url()).await.unwrap();
+    let actors: Vec<String> = sqlx::query_scalar(
+        "SELECT actor FROM transition_attempts WHERE origin = 'bulk'
+         UNION SELECT actor FROM audit_log WHERE action LIKE 'bulk.%'",
+    )
+    .fetch_all(store.reader())
+    .await
+    .unwrap();
+    assert_eq!(actors, ["ops-desk"], "every record names the token");
+    store.close().await;
+}
+
+#[tokio::test]
 async fn bulk_completed_webhook_is_delivered_signed_with_the_counts() {
     let receiver = Receiver::start().await;
     let sim = TestSim::default_tenant().await;

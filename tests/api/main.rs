@@ -2,11 +2,14 @@
 //! SQLite file. One test binary, so the crate links once.
 
 mod adherence;
+mod audit;
+mod auth;
 mod bulk;
 mod cli;
 mod crash;
 mod faults;
 mod helpers;
+mod openapi;
 mod receiver;
 mod reports;
 mod rules;

@@ -1,0 +1,297 @@
+//! The OpenAPI description of the HTTP API, served at `GET /openapi.json`.
+//!
+//! The description is not written by hand: every handler carries a `#[utoipa::path]`
+//! attribute, and `utoipa_axum::routes!` registers the handler at that path and adds
+//! the attribute to the document in one step, so a route cannot be served without being
+//! described, or described without being served. The attribute's `security` is also
+//! what the server enforces (see [`super::auth`]): a route's role is declared once.
+//!
+//! [`complete`] then adds what every operation has in common, so handlers list only
+//! their own answers: the bearer scheme, 401 and 403 on routes with a role, 400 on
+//! routes with parameters, 400/413/415/422 on routes with a body, 500 on `/v1`, and the
+//! `x-request-id` header on every response.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::http::Method;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, Object, PathItem, Ref, RefOr, ResponseBuilder, Type,
+};
+
+use super::Routes;
+
+/// Name of the security scheme in the document; handlers write
+/// `security(("bearer" = [VIEWER]))`.
+pub const BEARER: &str = "bearer";
+/// The role names, as handlers write them in `security(...)`: each is the least role
+/// the operation needs.
+pub const VIEWER: &str = "viewer";
+pub const SUPERVISOR: &str = "supervisor";
+pub const ADMIN: &str = "admin";
+
+/// Content type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The document's frame; the paths come from the routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wfmd",
+        description = "Agent-state automation for NICE CXone contact centers.\n\n\
+Errors are `application/problem+json` (RFC 9457) with a stable `type` \
+(`urn:wfmd:problem:...`) and, where it applies, the offending body `field` (422) or \
+request `parameter` (400). Every response carries `x-request-id` (the caller's, or a \
+fresh one).\n\n\
+Once any `[[api_tokens]]` are configured, every `/v1` route needs \
+`Authorization: Bearer <token>`; a route's `security` scope names the least role it \
+needs (viewer < supervisor < admin). `/healthz`, `/readyz`, `/metrics` and this \
+document stay open: probes and scrapers carry no tokens, and none of them shows agent \
+data. With no tokens configured, wfmd listens on loopback only and every caller may \
+do everything."
+    ),
+    components(schemas(ProblemDetails)),
+    tags(
+        (name = "agents", description = "Agent state changes and history"),
+        (name = "bulk", description = "Supervisors' bulk state changes: progress, cancel, revert"),
+        (name = "reports", description = "Compliance exports"),
+        (name = "audit", description = "The hash-chained audit log"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// A problem+json body (RFC 9457), as every error answer has it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the JSON that `error::Problem` writes; never built.
+pub struct ProblemDetails {
+    /// `urn:wfmd:problem:KIND`, stable; branch on this.
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    /// What went wrong, for people.
+    detail: String,
+    /// The body field at fault (422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    /// The path or query parameter at fault (400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<String>,
+    /// The compliance violation (409 of a refused change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    violation: Option<crate::domain::Violation>,
+    /// The role the route needs (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    required_role: Option<String>,
+}
+
+/// The document, serialized once, as `/openapi.json` serves it.
+#[derive(Clone)]
+pub struct SpecJson(pub Arc<Bytes>);
+
+pub fn routes() -> Routes {
+    vec![utoipa_axum::routes!(openapi_json)]
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API",
+               body = Object, content_type = "application/json"))
+)]
+pub async fn openapi_json(Extension(spec): Extension<SpecJson>) -> Response {
+    let mut response = Bytes::clone(&spec.0).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Adds what every operation has in common (see the module docs).
+pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
+    let components = spec.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        BEARER.to_owned(),
+        RefOr::T(SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A token made by `wfmd token new NAME --role ROLE`; the configuration \
+                     holds its SHA-256. An operation's scope is the least role it needs: \
+                     viewer < supervisor < admin.",
+                ))
+                .build(),
+        )),
+    );
+    for (path, item) in spec.paths.paths.iter_mut() {
+        for operation in operations_mut(item) {
+            let secured = operation
+                .security
+                .iter()
+                .flatten()
+                .any(|r| requirement(r).contains_key(BEARER));
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| RefOr::T(problem_response(description)));
+            };
+            if secured {
+                add(
+                    "401",
+                    "No bearer token, or not a configured one (with `WWW-Authenticate: Bearer`)",
+                );
+                add("403", "The token's role is weaker than the route needs");
+            }
+            if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                add(
+                    "400",
+                    "A path or query parameter is malformed, unknown or out of range",
+                );
+            }
+            if operation.request_body.is_some() {
+                add("400", "The body is not valid JSON");
+                add("413", "The body is larger than 64 KiB");
+                add("415", "The body is not sent as `application/json`");
+                add(
+                    "422",
+                    "A body field is missing, unknown, of the wrong type or invalid",
+                );
+            }
+            if path.starts_with("/v1/") {
+                add(
+                    "500",
+                    "wfmd failed; the cause is in its log under the request id",
+                );
+            }
+            for response in responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response
+                        .headers
+                        .entry("x-request-id".to_owned())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                HeaderBuilder::new()
+                                    .schema(Some(Object::with_type(Type::String)))
+                                    .description(Some(
+                                        "The request's id: the caller's `x-request-id`, or a \
+                                         fresh UUID. Every log line of the request has it.",
+                                    ))
+                                    .build(),
+                            )
+                        });
+                }
+            }
+        }
+    }
+}
+
+/// The operations of a path item, with their methods.
+pub fn operations(item: &PathItem) -> impl Iterator<Item = (Method, &Operation)> {
+    [
+        (Method::GET, &item.get),
+        (Method::PUT, &item.put),
+        (Method::POST, &item.post),
+        (Method::DELETE, &item.delete),
+        (Method::OPTIONS, &item.options),
+        (Method::HEAD, &item.head),
+        (Method::PATCH, &item.patch),
+        (Method::TRACE, &item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| Some((method, operation.as_ref()?)))
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// A security requirement as scheme name → scopes (its map is private; its JSON is not).
+pub fn requirement(
+    requirement: &utoipa::openapi::security::SecurityRequirement,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    serde_json::to_value(requirement)
+        .ok()
+        .and_then(|value| serde_json::from_value(value).ok())
+        .unwrap_or_default()
+}
+
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ProblemDetails")))
+                .build(),
+        )
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_documents_the_shared_answers_and_the_request_id() {
+        let spec = super::super::openapi_document();
+        let schemes = &spec.components.as_ref().unwrap().security_schemes;
+        assert!(schemes.contains_key(BEARER));
+        let mut count = 0;
+        for (path, item) in &spec.paths.paths {
+            for (method, operation) in operations(item) {
+                count += 1;
+                let route = format!("{method} {path}");
+                let responses = &operation.responses.responses;
+                let has = |status: &str| responses.contains_key(status);
+                assert!(
+                    responses.keys().any(|status| status.starts_with('2')),
+                    "{route} documents no success"
+                );
+                if path.starts_with("/v1/") {
+                    for status in ["401", "403", "500"] {
+                        assert!(has(status), "{route} lacks {status}");
+                    }
+                }
+                if operation.request_body.is_some() {
+                    for status in ["400", "413", "415", "422"] {
+                        assert!(has(status), "{route} lacks {status}");
+                    }
+                }
+                for (status, response) in responses {
+                    let RefOr::T(response) = response else {
+                        panic!("{route} {status} is a reference");
+                    };
+                    assert!(
+                        response.headers.contains_key("x-request-id"),
+                        "{route} {status}"
+                    );
+                }
+            }
+        }
+        assert!(count >= 6, "{count}");
+    }
+}
