@@ -443,6 +443,16 @@ impl Config {
         range("retry.max_retries", self.retry.max_retries.into(), 0, 20);
         range("retry.base_delay_ms", self.retry.base_delay_ms, 1, 600_000);
         range("retry.max_delay_ms", self.retry.max_delay_ms, 1, 3_600_000);
+        // A budget of 0 is out of range, said above; a valid one may still be too small.
+        let rpm = self.cxone.requests_per_minute;
+        if self.sync.enabled && rpm >= 1 && rpm <= self.sync_polls_per_minute() {
+            problems.push(format!(
+                "cxone.requests_per_minute ({rpm}) must leave room beyond the {} polls a \
+                 minute of state sync (sync.interval_ms = {}) for every other platform call",
+                self.sync_polls_per_minute(),
+                self.sync.interval_ms
+            ));
+        }
         if self.retry.max_delay_ms < self.retry.base_delay_ms {
             problems.push(format!(
                 "retry.max_delay_ms must not be below retry.base_delay_ms ({}), got {}",
@@ -546,6 +556,28 @@ impl Config {
     /// The effective configuration as TOML, secrets masked.
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the configuration always serializes")
+    }
+
+    /// Requests a minute the state sync's subscription polls take (one each
+    /// `sync.interval_ms`, rounded up); none when the sync is off.
+    pub fn sync_polls_per_minute(&self) -> u32 {
+        if !self.sync.enabled {
+            return 0;
+        }
+        let polls = 60_000u64.div_ceil(self.sync.interval_ms.max(1));
+        u32::try_from(polls).unwrap_or(u32::MAX)
+    }
+
+    /// The request budget of every platform call but the sync's polls:
+    /// `cxone.requests_per_minute` less [`Config::sync_polls_per_minute`]. The polls are
+    /// paced by their subscription's interval instead, so they never wait behind a bulk
+    /// job or a rule firing for a permit, and together everything stays within
+    /// `requests_per_minute`.
+    pub fn call_budget_per_minute(&self) -> u32 {
+        self.cxone
+            .requests_per_minute
+            .saturating_sub(self.sync_polls_per_minute())
+            .max(1)
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -660,6 +692,28 @@ mod tests {
             err.problems,
             ["cxone.requests_per_minute must be between 1 and 6000, got 0"]
         );
+    }
+
+    #[test]
+    fn the_sync_polls_have_their_share_of_the_budget_set_aside() {
+        let config = load("[cxone]\nrequests_per_minute = 100\n", &[]).unwrap();
+        assert_eq!(config.sync_polls_per_minute(), 6);
+        assert_eq!(config.call_budget_per_minute(), 94);
+        let slower = load("[sync]\ninterval_ms = 45000\n", &[]).unwrap();
+        assert_eq!(slower.sync_polls_per_minute(), 2, "rounded up");
+        let off = load("[sync]\nenabled = false\n", &[]).unwrap();
+        assert_eq!(off.call_budget_per_minute(), 100);
+
+        let err = load("[cxone]\nrequests_per_minute = 6\n", &[]).unwrap_err();
+        assert!(
+            err.problems[0].starts_with("cxone.requests_per_minute (6) must leave room"),
+            "{err}"
+        );
+        load(
+            "[cxone]\nrequests_per_minute = 6\n[sync]\nenabled = false\n",
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! implements it (token cache in `auth`, retries in `retry`, the request budget in
 //! `budget`, serde types of cxone-api.md in `wire`), and a later `incontact` dialect will
 //! implement the same trait. Every call made through a client waits for the shared
-//! budget, retries what is retryable, and refreshes a revoked token once.
+//! budget, retries what is retryable, and refreshes a revoked token once; subscription
+//! polls alone are left to their caller to pace.
 
 pub mod auth;
 pub mod budget;
@@ -194,6 +195,10 @@ pub trait ContactCenter: Send + Sync + 'static {
 
     /// The current state of every agent in the subscription's view. An expired or
     /// deleted subscription is `NotFound`.
+    ///
+    /// One attempt, outside the request budget: the platform refuses (429) a poll that
+    /// comes sooner than the subscription's interval after the last one it accepted, so
+    /// the caller paces polls and decides about retries.
     async fn poll_subscription(
         &self,
         subscription_id: &str,

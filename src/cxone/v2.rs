@@ -5,6 +5,12 @@
 //! refused, gets a new one and repeats the request once (with its own budget permit); a
 //! second 401 is [`CxoneError::Unauthorized`]. Answers are classified into the typed
 //! [`CxoneError`]s the rest of wfmd decides on.
+//!
+//! Subscription polls are the exception: one attempt, no budget permit. Their pace is
+//! the subscription's interval, which the platform measures between the polls it
+//! accepts, so only the caller can keep it: a poll held back by the budget or retried
+//! here would leave the next one too early (429), cycle after cycle. The state sync's
+//! share of the budget is set aside instead (`Config::call_budget_per_minute`).
 
 use std::fmt;
 use std::sync::{Arc, Once};
@@ -92,12 +98,15 @@ impl V2Client {
         fields(method = %call.method, path = call.template, agent_id = call.agent_id)
     )]
     async fn execute(&self, call: &Call<'_>) -> Result<Vec<u8>, CxoneError> {
+        if call.paced_by_caller {
+            return self.attempt(call).await;
+        }
         self.retry.run(|| self.attempt(call)).await
     }
 
     async fn attempt(&self, call: &Call<'_>) -> Result<Vec<u8>, CxoneError> {
         self.circuit.check()?;
-        self.budget.acquire().await;
+        self.take_permit(call).await;
         let token = self.tokens.token().await?;
         let response = self.send(call, &token).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
@@ -111,7 +120,7 @@ impl V2Client {
             "access token refused (401); refreshing it and repeating the request once"
         );
         self.circuit.check()?;
-        self.budget.acquire().await;
+        self.take_permit(call).await;
         let token = self.tokens.token().await?;
         let response = self.send(call, &token).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
@@ -120,6 +129,12 @@ impl V2Client {
         }
         self.circuit.record_answer();
         read(response).await
+    }
+
+    async fn take_permit(&self, call: &Call<'_>) {
+        if !call.paced_by_caller {
+            self.budget.acquire().await;
+        }
     }
 
     async fn refused(&self, token: &AccessToken) {
@@ -173,6 +188,8 @@ struct Call<'a> {
     agent_id: Option<&'a str>,
     query: Vec<(&'static str, &'a str)>,
     body: Option<Vec<u8>>,
+    /// Sent once and without a budget permit: the caller paces it (subscription polls).
+    paced_by_caller: bool,
 }
 
 impl<'a> Call<'a> {
@@ -184,6 +201,7 @@ impl<'a> Call<'a> {
             agent_id: None,
             query: Vec::new(),
             body: None,
+            paced_by_caller: false,
         }
     }
 
@@ -274,7 +292,8 @@ impl ContactCenter for V2Client {
         &self,
         subscription_id: &str,
     ) -> Result<Vec<ObservedAgent>, CxoneError> {
-        let call = self.subscription_call(Method::GET, subscription_id)?;
+        let mut call = self.subscription_call(Method::GET, subscription_id)?;
+        call.paced_by_caller = true;
         let body = self.execute(&call).await?;
         let answer: wire::SnapshotAnswer = wire::parse("subscription poll", &body)?;
         Ok(answer
@@ -1222,6 +1241,56 @@ mod tests {
         // The refused request and its repeat took two permits; one is left.
         assert!(budget.try_acquire());
         assert!(!budget.try_acquire());
+    }
+
+    #[tokio::test]
+    async fn a_subscription_poll_takes_no_permit_and_leaves_a_429_to_its_caller() {
+        let server = MockServer::start().await;
+        mount_token(&server, "tok-1").await;
+        let poll = "/api/v2/analytics/realtime/subscription/sub_1";
+        Mock::given(method("GET"))
+            .and(path(poll))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "3"))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(poll))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "subscriptionId": "sub_1", "status": "active", "data": []
+            })))
+            .mount(&server)
+            .await;
+        // A budget with nothing left: any call that waited for it would hang the test.
+        let budget = Arc::new(Budget::with_quota(Quota::per_hour(
+            std::num::NonZeroU32::MIN,
+        )));
+        assert!(budget.try_acquire());
+        install_crypto_provider();
+        let client = V2Client::new(
+            reqwest::Client::new(),
+            settings(server.uri(), token_url(&server), retry(3)),
+            budget,
+        );
+
+        let refused = client.poll_subscription("sub_1").await;
+        assert_eq!(
+            refused,
+            Err(CxoneError::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }),
+            "sent once, not retried"
+        );
+        assert_eq!(client.poll_subscription("sub_1").await, Ok(Vec::new()));
+        let polls = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == poll)
+            .count();
+        assert_eq!(polls, 2);
     }
 
     #[tokio::test]

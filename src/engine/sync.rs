@@ -12,7 +12,11 @@
 //!
 //! The schedule is drift-free: the next poll is due one interval after the current
 //! poll was sent, so polls never come faster than the interval and do not slide later
-//! cycle by cycle. The subscription is replaced when it reaches `sync.renew_after` (the
+//! cycle by cycle. Polls are sent when due, not queued behind other calls for the
+//! request budget (which sets their share aside), and one the platform still refuses
+//! as too early (429) is sent again after its `Retry-After`: the next poll then counts
+//! from the one the platform accepted, so a single late poll does not make every later
+//! one early. The subscription is replaced when it reaches `sync.renew_after` (the
 //! platform expires it at 24 h), within the same cycle, and the old one is deleted. An
 //! expired or deleted subscription (404) is recreated at once. Other failures leave the
 //! sync stale (the last successful poll time is exposed) until a later cycle succeeds.
@@ -42,6 +46,12 @@ const TIMESTAMP_JITTER: TimeDelta = TimeDelta::seconds(2);
 
 /// The audit actor of observed changes.
 const ACTOR: &str = "sync";
+
+/// How often a poll the platform refuses as too early is sent again within its cycle.
+const TOO_EARLY_RETRIES: u32 = 3;
+
+/// The wait before sending a refused poll again when the platform names none.
+const TOO_EARLY_WAIT: Duration = Duration::from_secs(1);
 
 /// What the sync needs to know.
 #[derive(Debug, Clone)]
@@ -256,26 +266,25 @@ impl StateSync {
         started
     }
 
-    /// One cycle, returning when its poll was sent along with the outcome.
+    /// One cycle, returning when its accepted poll was sent along with the outcome.
     async fn poll_cycle(&mut self) -> Result<(Instant, PollReport), (Instant, SyncError)> {
-        let mut started = Instant::now();
-        let result = async {
-            let subscribed = self.ensure_subscription().await?;
-            started = Instant::now();
-            let mut report = self.poll_current().await?;
-            report.subscribed |= subscribed;
-            Ok::<_, SyncError>(report)
-        }
-        .await;
-        match result {
-            Ok(report) => Ok((started, report)),
+        let mut sent = Instant::now();
+        match self.subscribe_and_poll(&mut sent).await {
+            Ok(report) => Ok((sent, report)),
             Err(e) => {
                 if let SyncError::Platform(p) = &e {
                     self.status.failed(p);
                 }
-                Err((started, e))
+                Err((sent, e))
             }
         }
+    }
+
+    async fn subscribe_and_poll(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
+        let subscribed = self.ensure_subscription().await?;
+        let mut report = self.poll_current(sent).await?;
+        report.subscribed |= subscribed;
+        Ok(report)
     }
 
     /// One poll, as a step for tests: subscribes (or renews) if needed, polls, records.
@@ -327,18 +336,18 @@ impl StateSync {
         managed_agents(self.platform.as_ref(), s).await.map(Some)
     }
 
-    async fn poll_current(&mut self) -> Result<PollReport, SyncError> {
+    async fn poll_current(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
         let id = self
             .subscription_id()
             .expect("a subscription exists after ensure_subscription")
             .to_owned();
-        let snapshot = match self.platform.poll_subscription(&id).await {
+        let snapshot = match self.poll_paced(&id, sent).await {
             Err(CxoneError::NotFound { .. }) => {
                 tracing::warn!(%id, "the subscription expired or was deleted; subscribing again");
                 self.active = None;
                 self.ensure_subscription().await?;
                 let id = self.subscription_id().expect("just subscribed").to_owned();
-                let snapshot = self.platform.poll_subscription(&id).await?;
+                let snapshot = self.poll_paced(&id, sent).await?;
                 metrics::counter!("wfmd_sync_polls_total").increment(1);
                 let mut report = self.record(snapshot).await?;
                 report.subscribed = true;
@@ -348,6 +357,35 @@ impl StateSync {
         };
         metrics::counter!("wfmd_sync_polls_total").increment(1);
         self.record(snapshot).await
+    }
+
+    /// Polls subscription `id`, and when the platform refuses the poll as too early
+    /// (429) sends it again after its `Retry-After`, up to [`TOO_EARLY_RETRIES`] times.
+    /// `sent` ends as the instant the last poll went out: the one the platform
+    /// accepted, which it measures the interval to the next poll from.
+    async fn poll_paced(
+        &self,
+        id: &str,
+        sent: &mut Instant,
+    ) -> Result<Vec<ObservedAgent>, CxoneError> {
+        let mut refused = 0;
+        loop {
+            *sent = Instant::now();
+            match self.platform.poll_subscription(id).await {
+                Err(CxoneError::RateLimited { retry_after }) if refused < TOO_EARLY_RETRIES => {
+                    refused += 1;
+                    metrics::counter!("wfmd_sync_errors_total", "kind" => "rate_limited")
+                        .increment(1);
+                    let wait = retry_after.unwrap_or(TOO_EARLY_WAIT);
+                    tracing::info!(
+                        ?wait,
+                        "the platform found the poll too early; sending it again after its Retry-After"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                answer => return answer,
+            }
+        }
     }
 
     /// Records the snapshot's real changes in one transaction.
@@ -575,6 +613,8 @@ mod tests {
         latencies: Mutex<VecDeque<Duration>>,
         /// This many polls fail with 503 first.
         failing_polls: Mutex<u32>,
+        /// This many polls are refused as too early (429, Retry-After 3 s) first.
+        too_early_polls: Mutex<u32>,
     }
 
     fn unsupported() -> CxoneError {
@@ -629,6 +669,15 @@ mod tests {
             let latency = self.latencies.lock().unwrap().pop_front();
             if let Some(latency) = latency {
                 tokio::time::sleep(latency).await;
+            }
+            {
+                let mut too_early = self.too_early_polls.lock().unwrap();
+                if *too_early > 0 {
+                    *too_early -= 1;
+                    return Err(CxoneError::RateLimited {
+                        retry_after: Some(Duration::from_secs(3)),
+                    });
+                }
             }
             {
                 let mut failing = self.failing_polls.lock().unwrap();
@@ -923,6 +972,37 @@ mod tests {
             *platform.deleted.lock().unwrap(),
             ["sub_1", "sub_2", "sub_3"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_poll_refused_as_too_early_goes_again_after_retry_after_and_paces_the_next() {
+        let (store, _dir) = temp_store().await;
+        // Paused once the database is open (its pool's timeouts would fire at once); the
+        // polls' empty snapshots write nothing, so the loop never waits on it.
+        tokio::time::pause();
+        let platform = Arc::new(ScriptedPlatform::default());
+        let sync = StateSync::new(store, platform.clone(), settings(10, 23 * 3_600));
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let task = tokio::spawn(sync.run(stop.clone()));
+        // Time is paused: each sleep lets the sync run exactly to that instant.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // The poll at 10 s is refused (a budget wait or a retry made the one before
+        // late, as the platform saw it).
+        *platform.too_early_polls.lock().unwrap() = 1;
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        stop.cancel();
+        task.await.unwrap();
+
+        let seconds: Vec<u64> = platform
+            .polls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, at)| (*at - started).as_secs())
+            .collect();
+        // 10 s refused, sent again 3 s later and accepted; the next counts from 13 s.
+        assert_eq!(seconds, [0, 10, 13, 23, 33, 43]);
     }
 
     #[tokio::test(start_paused = true)]
