@@ -24,7 +24,7 @@ use crate::time::{parse_instant, rfc3339};
 /// Longest accepted agent id, reason code and idempotency key.
 pub(super) const MAX_ID_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 64;
-pub(super) const MAX_KEY_LEN: usize = 255;
+const MAX_KEY_LEN: usize = 255;
 
 pub fn routes() -> Routes {
     vec![
@@ -66,6 +66,27 @@ pub fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
                 "agent id must be 1 to {MAX_ID_LEN} printable ASCII characters, not `.` or `..`"
             ),
         ))
+    }
+}
+
+/// A request's idempotency key: the body's, else the conventional `Idempotency-Key`
+/// header's; 1 to [`MAX_KEY_LEN`] characters.
+pub(super) fn idempotency_key(
+    body: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Problem> {
+    let key = body.or_else(|| {
+        headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    match key {
+        Some(key) if key.is_empty() || key.len() > MAX_KEY_LEN => Err(Problem::invalid_field(
+            "idempotency_key",
+            format!("idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
+        )),
+        key => Ok(key),
     }
 }
 
@@ -122,21 +143,7 @@ pub async fn create_transition(
     if let Some(reason) = &body.reason {
         check_reason(reason)?;
     }
-    // The body's key wins; the conventional header works too.
-    let idempotency_key = body.idempotency_key.or_else(|| {
-        headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    if let Some(key) = &idempotency_key
-        && (key.is_empty() || key.len() > MAX_KEY_LEN)
-    {
-        return Err(Problem::invalid_field(
-            "idempotency_key",
-            format!("idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
-        ));
-    }
+    let idempotency_key = idempotency_key(body.idempotency_key, &headers)?;
     let request = TransitionRequest {
         agent_id,
         target: body.state,

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::agents::{MAX_ID_LEN, MAX_KEY_LEN, check_reason};
+use super::agents::{MAX_ID_LEN, check_reason, idempotency_key};
 use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
@@ -92,23 +92,6 @@ struct AcceptedView {
     total: usize,
     /// True when an earlier job with the same idempotency key is returned.
     replayed: bool,
-}
-
-/// The body's key, else the conventional header's; checked for length.
-fn idempotency_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let key = body.or_else(|| {
-        headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    match key {
-        Some(key) if key.is_empty() || key.len() > MAX_KEY_LEN => Err(Problem::invalid_field(
-            "idempotency_key",
-            format!("idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
-        )),
-        key => Ok(key),
-    }
 }
 
 fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {

@@ -421,6 +421,23 @@ fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<St
     rx
 }
 
+/// The first of `lines` that contains `text`, failing the test after the deadline.
+async fn first_line_with(lines: std::sync::mpsc::Receiver<String>, text: &'static str) -> String {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with `{text}` in the log: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn serve_without_tokens_warns_and_listens_on_loopback_instead_of_a_public_address() {
     let folder = tempfile::tempdir().unwrap();
@@ -443,19 +460,7 @@ async fn serve_without_tokens_warns_and_listens_on_loopback_instead_of_a_public_
         child,
         address: format!("http://127.0.0.1:{port}"),
     };
-    let warning = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains("no [[api_tokens]]") => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no loopback warning: {e}"),
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let warning = first_line_with(lines, "no [[api_tokens]]").await;
     assert!(warning.contains("WARN"), "{warning}");
     assert!(warning.contains(&format!("0.0.0.0:{port}")), "{warning}");
     assert!(warning.contains(&format!("127.0.0.1:{port}")), "{warning}");
@@ -530,19 +535,7 @@ async fn a_refused_request_is_logged_with_its_request_id_and_answered_with_it() 
     assert_eq!(response.status(), 403, "a viewer may not change states");
     assert_eq!(response.headers()["x-request-id"], "trace-me-4711");
 
-    let line = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains("role too weak") => return line,
-                Ok(_) => {}
-                Err(e) => panic!("the refusal was not logged: {e}"),
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let line = first_line_with(lines, "role too weak").await;
     let line = strip_ansi(&line);
     for part in [
         "request_id=trace-me-4711",
