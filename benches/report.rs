@@ -180,11 +180,13 @@ fn main() {
                 growths.push(growth);
                 bytes = written;
             }
+            let (rate, growth) = (common::median(rates.clone()), common::median(growths));
             println!(
-                "{name}: {:.0} attempts/s (target >= 100000), peak memory growth {:.1} MB \
-                 (target < 50), {bytes} bytes; medians of {RUNS} runs; rates {:?}",
-                common::median(rates.clone()),
-                common::median(growths),
+                "{name}: {rate:.0} attempts/s (target >= 100000) {}, peak memory growth \
+                 {growth:.1} MB (target < 50) {}, {bytes} bytes; medians of {RUNS} runs; \
+                 rates {:?}",
+                common::verdict(rate >= 100_000.0),
+                common::verdict(growth < 50.0),
                 rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
             );
         }
