@@ -24,6 +24,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use super::error::Problem;
+use super::json::is_json;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -68,15 +69,7 @@ async fn problem_for_every_error(request: Request, next: Next) -> Response {
     let status = response.status();
     // JSON error bodies are answers by design (problem+json, or `/readyz`'s 503); the
     // text ones come from axum and tower layers.
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let mime = v.split(';').next().unwrap_or("").trim();
-            mime == "application/json" || mime.ends_with("+json")
-        });
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
         return response;
     }
     let (parts, body) = response.into_parts();
