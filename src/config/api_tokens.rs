@@ -232,20 +232,8 @@ mod tests {
 
     #[test]
     fn the_example_entry_uncommented_is_a_valid_configuration() {
-        let example = include_str!("../../config/wfmd.example.toml");
-        let entry: String = example
-            .split("# [[api_tokens]]")
-            .nth(1)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .take_while(|line| !line.is_empty())
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| !line.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let config: super::super::Config =
-            toml::from_str(&format!("[[api_tokens]]\n{entry}\n")).unwrap();
+        let entry = super::super::tests::example_entry("api_tokens");
+        let config: super::super::Config = toml::from_str(&entry).unwrap();
         config.validate(true).unwrap();
         assert_eq!(config.api_tokens.len(), 1);
         assert_eq!(config.api_tokens[0].role(), Ok(Role::Supervisor));

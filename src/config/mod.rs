@@ -649,6 +649,23 @@ mod tests {
         f
     }
 
+    /// The commented-out `[[TABLE]]` entry of wfmd.example.toml, un-commented: the
+    /// `# key = value` lines from `# [[TABLE]]` to the next blank line (or the end).
+    pub(super) fn example_entry(table: &str) -> String {
+        let example = include_str!("../../config/wfmd.example.toml");
+        let lines: Vec<&str> = example
+            .split(&format!("# [[{table}]]"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("wfmd.example.toml has no `# [[{table}]]` entry"))
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.is_empty())
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| !line.starts_with('#'))
+            .collect();
+        format!("[[{table}]]\n{}\n", lines.join("\n"))
+    }
+
     pub(super) fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let f = file(contents);
         let source = Source {
@@ -841,37 +858,19 @@ mod tests {
 
         // The commented-out webhook entry, uncommented, is a valid configuration that
         // sets every key a webhook has.
-        let webhook: String = example
-            .split("# [[webhooks]]")
-            .nth(1)
-            .unwrap()
-            .lines()
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| !line.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let config = load(&format!("[[webhooks]]\n{webhook}\n"), &[]).unwrap();
+        let config = load(&example_entry("webhooks"), &[]).unwrap();
         let hook = &config.webhooks[0];
         assert!(hook.events.is_some() && !hook.secret.is_empty());
 
         // So is the commented-out rule, which sets a selector, an action and every
         // other key.
-        let rule: String = example
-            .split("# [[rules]]")
-            .nth(1)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .take_while(|line| !line.is_empty())
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| !line.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let config = load(&format!("[[rules]]\n{rule}\n"), &[]).unwrap();
+        let rule = example_entry("rules");
+        let config = load(&rule, &[]).unwrap();
         let rules = config.rules().unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].name, "care-lunch");
         let written: toml::Table = toml::from_str(&rule).unwrap();
+        let written = written["rules"][0].as_table().unwrap();
         for key in [
             "name",
             "cron",
