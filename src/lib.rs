@@ -167,6 +167,9 @@ pub struct App {
     exception_threshold: Duration,
     tokens: api::auth::ApiTokens,
     shutdown_timeout: Duration,
+    /// The newest skill and queue figures: the metric pollers publish, the live feed
+    /// and the API read.
+    metric_board: engine::metrics::BoardSender,
 }
 
 impl App {
@@ -228,6 +231,7 @@ impl App {
             exception_threshold: config.compliance.exception_threshold,
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
+            metric_board: engine::metrics::board_channel().0,
         })
     }
 
@@ -256,6 +260,11 @@ impl App {
 
     pub fn bulk(&self) -> engine::bulk::BulkJobs {
         self.bulk.clone()
+    }
+
+    /// The newest skill and queue figures, updated by the metric pollers.
+    pub fn metric_board(&self) -> engine::metrics::BoardReceiver {
+        self.metric_board.subscribe()
     }
 
     /// Serves (and delivers webhooks, syncs states, fires rules and runs bulk jobs) until

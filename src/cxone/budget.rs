@@ -7,15 +7,81 @@
 //!
 //! The bucket reads `tokio::time::Instant`, so waiting for a permit follows the runtime's
 //! clock: under `tokio::time::pause` a test can see the budget's pacing without waiting.
+//!
+//! Every request declares its [`Lane`]: the caller runs its platform work inside
+//! [`in_lane`], and the budget reads the lane of the task it is asked from. A task that
+//! declared nothing is in [`Lane::Automation`]. The lane travels with the task, not as
+//! a parameter, so the `ContactCenter` trait and its dialects stay free of it.
 
 use std::fmt;
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+
+/// Who is waiting for a platform request, in order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// A person waits for the answer: API and CLI single changes, wallboard actions,
+    /// `/readyz`.
+    Interactive,
+    /// Work nobody watches live but that moves agents: rule firings, schedule
+    /// automations, auto-corrections, bulk jobs.
+    Automation,
+    /// Work that can wait: schedule refresh, metric pollers, analytics.
+    Background,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 3] = [Lane::Interactive, Lane::Automation, Lane::Background];
+
+    /// The lane's name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Interactive => "interactive",
+            Lane::Automation => "automation",
+            Lane::Background => "background",
+        }
+    }
+}
+
+/// The lane of the running task and, within it, the party it works for (a bulk job, a
+/// rule firing), so parties of one lane can be served in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallContext {
+    pub lane: Lane,
+    /// `None`: the lane's anonymous party.
+    pub party: Option<Arc<str>>,
+}
+
+tokio::task_local! {
+    static CALL_CONTEXT: CallContext;
+}
+
+/// Runs `work` with its platform requests in `lane`, on behalf of `party` (a job or
+/// firing id for fairness within the lane; `None` when there is only one of a kind).
+pub async fn in_lane<F: Future>(lane: Lane, party: Option<&str>, work: F) -> F::Output {
+    let context = CallContext {
+        lane,
+        party: party.map(Arc::from),
+    };
+    CALL_CONTEXT.scope(context, work).await
+}
+
+/// The lane and party declared by the running task ([`Lane::Automation`] when none was).
+pub fn current_context() -> CallContext {
+    CALL_CONTEXT
+        .try_with(CallContext::clone)
+        .unwrap_or(CallContext {
+            lane: Lane::Automation,
+            party: None,
+        })
+}
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 
@@ -186,6 +252,18 @@ mod tests {
             (120..=122).contains(&granted),
             "granted {granted} in a minute"
         );
+    }
+
+    #[tokio::test]
+    async fn the_lane_travels_with_the_task_and_defaults_to_automation() {
+        assert_eq!(current_context().lane, Lane::Automation);
+        let inner = in_lane(Lane::Interactive, Some("job-1"), async {
+            current_context()
+        })
+        .await;
+        assert_eq!(inner.lane, Lane::Interactive);
+        assert_eq!(inner.party.as_deref(), Some("job-1"));
+        assert_eq!(current_context().lane, Lane::Automation);
     }
 
     #[test]

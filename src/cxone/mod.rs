@@ -21,7 +21,7 @@ use secrecy::SecretString;
 
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
-pub use budget::Budget;
+pub use budget::{Budget, Lane, in_lane};
 pub use retry::RetryPolicy;
 pub use v2::{V2Client, install_crypto_provider};
 
@@ -82,6 +82,20 @@ pub struct ObservedAgent {
     pub changed_at: Option<DateTime<Utc>>,
 }
 
+/// A skill as the platform lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skill {
+    pub id: String,
+    pub name: String,
+}
+
+/// A queue as the platform lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub id: String,
+    pub name: String,
+}
+
 /// What went wrong talking to the platform, typed so callers can decide what to do.
 ///
 /// Messages never contain a secret or a token; they name the client id at most.
@@ -121,6 +135,12 @@ pub enum CxoneError {
     CircuitOpen { remaining: Duration },
     #[error("unexpected answer from the platform: {0}")]
     Decode(String),
+    /// The dialect has no such operation (e.g. aggregation queries on `incontact`).
+    #[error("{feature} is not offered by this platform ({dialect} dialect)")]
+    NotOffered {
+        feature: &'static str,
+        dialect: &'static str,
+    },
 }
 
 fn retry_after_text(retry_after: Option<Duration>) -> String {
@@ -206,7 +226,53 @@ pub trait ContactCenter: Send + Sync + 'static {
 
     /// Deletes a subscription that is no longer needed.
     async fn delete_subscription(&self, subscription_id: &str) -> Result<(), CxoneError>;
+
+    /// Every skill of the tenant.
+    async fn list_skills(&self) -> Result<Vec<Skill>, CxoneError> {
+        Err(self.not_offered("listing skills"))
+    }
+
+    /// Every queue of the tenant.
+    async fn list_queues(&self) -> Result<Vec<Queue>, CxoneError> {
+        Err(self.not_offered("listing queues"))
+    }
+
+    /// Real-time figures of the given skills. A skill the platform leaves out (no
+    /// activity) is absent from the answer; the caller shows it as zeros.
+    async fn skill_activity(
+        &self,
+        skill_ids: &[String],
+    ) -> Result<Vec<crate::domain::metrics::SkillTile>, CxoneError> {
+        let _ = skill_ids;
+        Err(self.not_offered("skill activity"))
+    }
+
+    /// Real-time figures of the given queues; at most [`MAX_QUEUES_PER_CALL`] ids (the
+    /// caller splits longer lists).
+    async fn queue_stats(
+        &self,
+        queue_ids: &[String],
+    ) -> Result<Vec<crate::domain::metrics::QueueTile>, CxoneError> {
+        let _ = queue_ids;
+        Err(self.not_offered("queue statistics"))
+    }
+
+    /// The dialect's name, for errors and `wfmd doctor`.
+    fn dialect(&self) -> &'static str {
+        "v2"
+    }
+
+    /// The error for an operation this dialect lacks.
+    fn not_offered(&self, feature: &'static str) -> CxoneError {
+        CxoneError::NotOffered {
+            feature,
+            dialect: self.dialect(),
+        }
+    }
 }
+
+/// The most queue ids the platform takes in one queue-stats call.
+pub const MAX_QUEUES_PER_CALL: usize = 100;
 
 /// What a client needs to reach one tenant.
 #[derive(Debug, Clone)]

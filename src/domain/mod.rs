@@ -7,6 +7,7 @@
 pub mod adherence;
 pub mod cron;
 pub mod idle;
+pub mod metrics;
 pub mod policy;
 pub mod rule;
 pub mod state;

@@ -5,6 +5,7 @@ pub mod automation;
 pub mod bulk;
 pub mod compliance;
 mod keyed_lock;
+pub mod metrics;
 pub mod rules;
 mod schedule_work;
 pub mod schedules;

@@ -580,6 +580,7 @@ pub(super) fn error_kind(error: &CxoneError) -> &'static str {
         CxoneError::CircuitOpen { .. } => "circuit_open",
         CxoneError::NotFound { .. } => "not_found",
         CxoneError::Decode(_) => "decode",
+        CxoneError::NotOffered { .. } => "not_offered",
         CxoneError::BadRequest { .. }
         | CxoneError::Forbidden { .. }
         | CxoneError::Conflict { .. } => "refused",

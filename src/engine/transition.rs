@@ -71,9 +71,9 @@ impl FailureKind {
     fn of(error: &CxoneError) -> FailureKind {
         match error {
             CxoneError::NotFound { .. } => FailureKind::UnknownAgent,
-            CxoneError::BadRequest { .. } | CxoneError::Forbidden { .. } => {
-                FailureKind::PlatformRefused
-            }
+            CxoneError::BadRequest { .. }
+            | CxoneError::Forbidden { .. }
+            | CxoneError::NotOffered { .. } => FailureKind::PlatformRefused,
             _ => FailureKind::PlatformUnavailable,
         }
     }

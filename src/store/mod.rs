@@ -50,6 +50,9 @@ pub struct Store {
     /// Pinged after a commit that wrote outbox events, so delivery starts at once
     /// instead of at its next poll.
     outbox: Arc<tokio::sync::Notify>,
+    /// Bumped with the same commits, for any number of other readers of the outbox
+    /// (the live feed): a `watch` wakes every receiver, where `Notify` wakes one.
+    outbox_commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -91,6 +94,7 @@ impl Store {
             write,
             read,
             outbox: Arc::default(),
+            outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -129,6 +133,13 @@ impl Store {
     /// Wakes whoever waits on [`Store::outbox_signal`]; call after committing events.
     pub fn notify_outbox(&self) {
         self.outbox.notify_one();
+        self.outbox_commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes after every commit that wrote outbox events; any number of readers may
+    /// hold one (each sees the latest change, never a backlog).
+    pub fn outbox_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outbox_commits.subscribe()
     }
 
     /// What the outbox dispatcher waits on for new events.
