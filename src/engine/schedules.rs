@@ -25,7 +25,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::sync::{SyncSettings, error_kind, managed_agents};
-use crate::cxone::{ContactCenter, CxoneError};
+use crate::cxone::{ContactCenter, CxoneError, Lane, in_lane};
 use crate::domain::BreakWindow;
 use crate::domain::adherence::{Shift, Timeline};
 use crate::store::Store;
@@ -409,7 +409,9 @@ impl ScheduleBook {
             let started = std::time::Instant::now();
             // Under a small budget a refresh takes minutes: shutdown does not wait for it.
             let refreshed = tokio::select! {
-                refreshed = self.refresh_due(Utc::now()) => refreshed,
+                // Refreshing can wait: it yields to people and automations (its share
+                // of the budget while they wait is `cxone.background_share`).
+                refreshed = in_lane(Lane::Background, None, self.refresh_due(Utc::now())) => refreshed,
                 () = stop.cancelled() => break,
             };
             let wait = match refreshed {

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Firer, Unfinished};
-use crate::cxone::{AgentFilter, CxoneError};
+use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::rule::{Rule, Selector, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
 use crate::engine::{EngineError, Outcome, TransitionEngine, TransitionRequest};
@@ -282,12 +282,16 @@ impl RuleFirer {
 
         let to_move = moves.len();
         let mut done = 0;
+        let party = format!("firing:{id}");
+        let party = &party;
         // Each change stores its own result: awaiting the store in the loop below would
         // stop polling the changes in flight, one of which may hold the write connection.
         let changes = futures::stream::iter(moves)
             .take_until(stop.cancelled())
             .map(|(agent, key)| async move {
-                let result = self.change(rule, agent, key, resuming_since).await;
+                // Firings take turns at the budget with each other and with bulk jobs.
+                let change = self.change(rule, agent, key, resuming_since);
+                let result = in_lane(Lane::Automation, Some(party), change).await;
                 firings::record_agents(&self.store, id, std::slice::from_ref(&result)).await
             })
             .buffer_unordered(self.concurrency);
