@@ -144,11 +144,10 @@ impl Services {
         );
         let http = http_client()?;
         let platform = platform(config, http.clone(), budget.clone());
-        let engine = Arc::new(TransitionEngine::new(
-            store.clone(),
-            platform,
-            config.schedule_cache_ttl(),
-        ));
+        let engine = Arc::new(
+            TransitionEngine::new(store.clone(), platform, config.schedule_cache_ttl())
+                .with_book_max_age(config.schedules.max_age),
+        );
         Ok(Services {
             store,
             engine,
