@@ -413,6 +413,19 @@ impl TransitionEngine {
         Ok((verdict, Some(source)))
     }
 
+    /// How many of `agents` the schedule book can decide compliance for now (their
+    /// entry is younger than `schedules.max_age`), for duration estimates.
+    pub async fn decided_by_book(&self, agents: &[String]) -> usize {
+        if self.book_max_age.is_zero() || agents.is_empty() {
+            return 0;
+        }
+        let max_age =
+            chrono::TimeDelta::from_std(self.book_max_age).unwrap_or(chrono::TimeDelta::MAX);
+        stored_schedules::fetched_since(self.store.reader(), agents, Utc::now() - max_age)
+            .await
+            .unwrap_or(0)
+    }
+
     /// The agent's schedule at `now` as the book has it, and its age, when the book's
     /// newest fetch of the agent is younger than `schedules.max_age`. Inside a stored
     /// shift the agent is `ACTIVE`; outside every stored shift `INACTIVE`. Break windows
@@ -972,6 +985,15 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(audited, "book");
+    }
+
+    #[tokio::test]
+    async fn the_book_decides_only_for_agents_fetched_within_max_age() {
+        let (engine, _dir) = book_engine(Arc::new(FakePlatform::default())).await;
+        book(engine.store(), "u_001", ChronoDuration::minutes(5)).await;
+        book(engine.store(), "u_002", ChronoDuration::minutes(16)).await;
+        let agents = ["u_001", "u_002", "u_003"].map(String::from);
+        assert_eq!(engine.decided_by_book(&agents).await, 1);
     }
 
     #[tokio::test]

@@ -164,6 +164,23 @@ pub async fn freshest(
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
+/// How many of `agents` were fetched after `since`.
+pub async fn fetched_since(
+    pool: &SqlitePool,
+    agents: &[String],
+    since: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let fresh: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT agent_id) FROM agent_shifts
+         WHERE fetched_at > ? AND agent_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(to_ms(since))
+    .bind(serde_json::json!(agents).to_string())
+    .fetch_one(pool)
+    .await?;
+    Ok(usize::try_from(fresh).unwrap_or(0))
+}
+
 /// The query of shifts overlapping `[?1, ?2)`, ordered by agent and start, for callers
 /// that stream them (the compliance report).
 pub const OVERLAPPING: &str = "SELECT agent_id, shift_start, shift_end, timezone, breaks,

@@ -258,15 +258,23 @@ impl RuleFirer {
         firings::record_agents(&self.store, id, &skipped).await?;
 
         let target = rule.action.target();
-        let requests_each = 1 + u32::from(policy::needs_schedule(target));
+        // One request per change, plus a schedule lookup for each agent the schedule
+        // book cannot decide for (missing or older than schedules.max_age).
+        let lookups = if policy::needs_schedule(target) {
+            let agents: Vec<String> = moves.iter().map(|(agent, _)| agent.clone()).collect();
+            moves.len() - self.engine.decided_by_book(&agents).await
+        } else {
+            0
+        };
+        let requests = moves.len() + lookups;
         match self.requests_per_minute {
             Some(per_minute) => tracing::info!(
                 rule = %rule.name,
                 slot = %rfc3339(slot),
-                "rule {}: {} agents, about {} at {per_minute} requests/min ({requests_each} requests each; {} skipped{})",
+                "rule {}: {} agents, about {} at {per_minute} requests/min ({requests} requests, {lookups} of them schedule lookups; {} skipped{})",
                 rule.name,
                 moves.len(),
-                humantime::format_duration(estimate(moves.len(), requests_each, per_minute)),
+                humantime::format_duration(estimate(requests, 1, per_minute)),
                 skipped.len(),
                 if handled.is_empty() { String::new() } else { format!(", {} done before", handled.len()) },
             ),
