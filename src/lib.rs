@@ -138,14 +138,16 @@ pub struct Services {
 impl Services {
     pub async fn start(config: &Config) -> anyhow::Result<Services> {
         let store = Store::open(&config.database.url).await?;
-        let budget = Arc::new(Budget::per_minute(config.call_budget_per_minute()));
+        let budget = Arc::new(
+            Budget::per_minute(config.call_budget_per_minute())
+                .with_background_share(config.cxone.background_share),
+        );
         let http = http_client()?;
         let platform = platform(config, http.clone(), budget.clone());
-        let engine = Arc::new(TransitionEngine::new(
-            store.clone(),
-            platform,
-            config.schedule_cache_ttl(),
-        ));
+        let engine = Arc::new(
+            TransitionEngine::new(store.clone(), platform, config.schedule_cache_ttl())
+                .with_book_max_age(config.schedules.max_age),
+        );
         Ok(Services {
             store,
             engine,

@@ -15,6 +15,7 @@ use super::extract::{PathParams, QueryParams};
 use super::json::JsonBody;
 use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
+use crate::cxone::{Lane, in_lane};
 use crate::domain::idle::{self, Window};
 use crate::domain::{AgentState, Origin};
 use crate::engine::{EngineError, FailureKind, Outcome, Transition, TransitionRequest};
@@ -152,9 +153,8 @@ pub async fn create_transition(
         actor: caller.name.to_string(),
         idempotency_key,
     };
-    let transition = state
-        .engine
-        .transition(request)
+    // A person waits for this answer: it goes before every queued rule or refresh.
+    let transition = in_lane(Lane::Interactive, None, state.engine.transition(request))
         .await
         .map_err(engine_problem)?;
     Ok(transition_response(transition))

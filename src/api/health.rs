@@ -6,6 +6,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use crate::cxone::{Lane, in_lane};
+
 use super::{ApiState, READINESS_TIMEOUT, Routes};
 
 pub fn routes() -> Routes {
@@ -49,13 +51,20 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("unavailable: {e}"),
     };
-    let platform =
-        match tokio::time::timeout(READINESS_TIMEOUT, state.engine.platform().check_access()).await
-        {
-            Ok(Ok(())) => "ok".to_owned(),
-            Ok(Err(e)) => format!("unavailable: {e}"),
-            Err(_) => "unavailable: no answer in time".to_owned(),
-        };
+    let platform = match tokio::time::timeout(
+        READINESS_TIMEOUT,
+        in_lane(
+            Lane::Interactive,
+            None,
+            state.engine.platform().check_access(),
+        ),
+    )
+    .await
+    {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unavailable: {e}"),
+        Err(_) => "unavailable: no answer in time".to_owned(),
+    };
     let ready = database == "ok" && platform == "ok";
     let status = if ready {
         StatusCode::OK

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat, Source};
+use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::engine::{Outcome, Transition, TransitionRequest};
 use crate::store::{Store, audit};
@@ -429,17 +430,16 @@ async fn transition(config: &Config, args: TransitionArgs) -> Result<ExitCode, F
     let actor = std::env::var("USER")
         .map(|user| format!("cli:{user}"))
         .unwrap_or_else(|_| "cli".to_owned());
-    let result = services
-        .engine
-        .transition(TransitionRequest {
-            agent_id: args.agent,
-            target: args.state,
-            reason: args.reason,
-            origin: Origin::Cli,
-            actor,
-            idempotency_key: args.idempotency_key,
-        })
-        .await;
+    let change = services.engine.transition(TransitionRequest {
+        agent_id: args.agent,
+        target: args.state,
+        reason: args.reason,
+        origin: Origin::Cli,
+        actor,
+        idempotency_key: args.idempotency_key,
+    });
+    // The person at the terminal goes before the daemon's own queued work.
+    let result = in_lane(Lane::Interactive, None, change).await;
     services.store.close().await;
     let transition = result.map_err(|e| match e {
         crate::engine::EngineError::Store(_) => Failure::action(e),

@@ -16,12 +16,18 @@ pub struct SchedulesConfig {
     /// agent, more for agents whose schedule omits its breaks).
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
+    /// How long a stored schedule decides a change's compliance without asking the
+    /// platform; older entries are asked for again (so a day off or sick leave entered
+    /// on the platform is obeyed within this long).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 impl Default for SchedulesConfig {
     fn default() -> Self {
         Self {
             refresh_interval: Duration::from_secs(3_600),
+            max_age: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -127,6 +133,12 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<String>) {
         minutes(1),
         minutes(7 * 24 * 60),
     );
+    range(
+        "schedules.max_age",
+        config.schedules.max_age,
+        Duration::ZERO,
+        minutes(24 * 60),
+    );
     let a = &config.automation;
     range(
         "automation.catch_up",
@@ -231,7 +243,7 @@ mod tests {
     #[test]
     fn bad_values_are_named_with_their_keys() {
         let err = load(
-            "[compliance]\nsweep_interval = \"0s\"\n[schedules]\nrefresh_interval = \"10s\"\n\
+            "[compliance]\nsweep_interval = \"0s\"\n[schedules]\nrefresh_interval = \"10s\"\nmax_age = \"2d\"\n\
              [automation]\nlogout_after_shift_end = \"2d\"\n",
             &[],
         )
@@ -240,6 +252,7 @@ mod tests {
         for expected in [
             "compliance.sweep_interval must be between 1s and 1h, got 0s",
             "schedules.refresh_interval must be between 1m and 7days, got 10s",
+            "schedules.max_age must be between 0s and 1day, got 2days",
             "automation.logout_after_shift_end must be between 0s and 1day, got 2days",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");

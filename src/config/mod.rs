@@ -105,6 +105,9 @@ pub struct CxoneConfig {
     pub client_secret: SecretString,
     /// The tenant budget wfmd keeps itself under, over every caller in the process.
     pub requests_per_minute: u32,
+    /// The share of the budget background work (schedule refresh, pollers) keeps while
+    /// other lanes wait; with nobody else waiting it may use all of it.
+    pub background_share: f64,
     pub request_timeout_ms: u64,
     /// How long a fetched schedule or break status is reused for compliance checks.
     pub schedule_cache_ttl_ms: u64,
@@ -119,6 +122,7 @@ impl Default for CxoneConfig {
             client_id: String::new(),
             client_secret: SecretString::from(String::new()),
             requests_per_minute: 100,
+            background_share: crate::cxone::budget::DEFAULT_BACKGROUND_SHARE,
             request_timeout_ms: 10_000,
             schedule_cache_ttl_ms: 30_000,
         }
@@ -443,6 +447,12 @@ impl Config {
         range("retry.max_retries", self.retry.max_retries.into(), 0, 20);
         range("retry.base_delay_ms", self.retry.base_delay_ms, 1, 600_000);
         range("retry.max_delay_ms", self.retry.max_delay_ms, 1, 3_600_000);
+        let share = self.cxone.background_share;
+        if !(share > 0.0 && share < 1.0) {
+            problems.push(format!(
+                "cxone.background_share must be above 0 and below 1, got {share}"
+            ));
+        }
         // A budget of 0 is out of range, said above; a valid one may still be too small.
         let rpm = self.cxone.requests_per_minute;
         if self.sync.enabled && rpm >= 1 && rpm <= self.sync_polls_per_minute() {
@@ -709,6 +719,22 @@ mod tests {
             err.problems,
             ["cxone.requests_per_minute must be between 1 and 6000, got 0"]
         );
+    }
+
+    #[test]
+    fn background_share_must_lie_strictly_between_zero_and_one() {
+        assert_eq!(
+            load("", &[]).unwrap().cxone.background_share,
+            crate::cxone::budget::DEFAULT_BACKGROUND_SHARE
+        );
+        load("[cxone]\nbackground_share = 0.5\n", &[]).unwrap();
+        for bad in ["0", "1", "1.5", "-0.1"] {
+            let err = load(&format!("[cxone]\nbackground_share = {bad}\n"), &[]).unwrap_err();
+            assert!(
+                err.problems[0].starts_with("cxone.background_share must be above 0"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

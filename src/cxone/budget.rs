@@ -13,16 +13,18 @@
 //! declared nothing is in [`Lane::Automation`]. The lane travels with the task, not as
 //! a parameter, so the `ContactCenter` trait and its dialects stay free of it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use tokio::sync::Notify;
 
 /// Who is waiting for a platform request, in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,11 +87,167 @@ pub fn current_context() -> CallContext {
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 
+/// The share of permits background work keeps while other lanes wait, unless configured.
+pub const DEFAULT_BACKGROUND_SHARE: f64 = 0.3;
+
 /// The request budget. Share one per tenant as `Arc<Budget>`.
+///
+/// The governor bucket sets the rate; the queue in front of it decides who gets the
+/// next permit:
+/// - a waiting [`Lane::Interactive`] request always goes first (oldest first);
+/// - otherwise automation and background share the permits by stride scheduling:
+///   background gets `background_share` of them while automation waits, and all of
+///   them when nothing else waits;
+/// - within automation, parties (bulk jobs, rule firings) take turns, so a small job
+///   is not queued behind every item of a big one.
 pub struct Budget {
     limiter: Option<Limiter>,
     /// Kept for `Debug` and logs: what the budget was configured as.
     per_minute: Option<u32>,
+    queue: Mutex<Queue>,
+}
+
+/// The requests waiting for a permit, and what fairness remembers between grants.
+struct Queue {
+    next_id: u64,
+    waiters: Vec<Waiter>,
+    /// Stride scheduling between automation and background: a grant advances the
+    /// lane's pass by its stride (the inverse of its share); the lane with the lower
+    /// pass goes next.
+    automation_pass: f64,
+    background_pass: f64,
+    automation_stride: f64,
+    background_stride: f64,
+    /// Round-robin within automation: the grant count at each party's last permit.
+    /// The party served longest ago goes next; a new party joins at the front.
+    party_served: HashMap<Option<Arc<str>>, u64>,
+    grants: u64,
+}
+
+struct Waiter {
+    id: u64,
+    lane: Lane,
+    party: Option<Arc<str>>,
+    wake: Arc<Notify>,
+}
+
+impl Queue {
+    fn new(background_share: f64) -> Queue {
+        let share = background_share.clamp(0.01, 0.99);
+        Queue {
+            next_id: 0,
+            waiters: Vec::new(),
+            automation_pass: 0.0,
+            background_pass: 0.0,
+            automation_stride: 1.0 / (1.0 - share),
+            background_stride: 1.0 / share,
+            party_served: HashMap::new(),
+            grants: 0,
+        }
+    }
+
+    /// The waiter the next permit belongs to.
+    fn chosen(&self) -> Option<&Waiter> {
+        if let Some(first) = self.waiters.iter().find(|w| w.lane == Lane::Interactive) {
+            return Some(first);
+        }
+        let automation = self
+            .waiters
+            .iter()
+            .filter(|w| w.lane == Lane::Automation)
+            // Stable: among one party's waiters the oldest wins.
+            .min_by_key(|w| self.party_served.get(&w.party).copied().unwrap_or(0));
+        let background = self.waiters.iter().find(|w| w.lane == Lane::Background);
+        match (automation, background) {
+            (Some(a), Some(b)) => Some(if self.background_pass < self.automation_pass {
+                b
+            } else {
+                a
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn enqueue(&mut self, context: &CallContext) -> (u64, Arc<Notify>) {
+        // A lane that had nobody waiting joins at the current pass of the other one, so
+        // idle time is not banked as credit for a later burst.
+        let waiting = |lane| self.waiters.iter().any(|w| w.lane == lane);
+        match context.lane {
+            Lane::Automation if !waiting(Lane::Automation) => {
+                self.automation_pass = self.automation_pass.max(self.background_pass);
+            }
+            Lane::Background if !waiting(Lane::Background) => {
+                self.background_pass = self.background_pass.max(self.automation_pass);
+            }
+            _ => {}
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let wake = Arc::new(Notify::new());
+        self.waiters.push(Waiter {
+            id,
+            lane: context.lane,
+            party: context.party.clone(),
+            wake: wake.clone(),
+        });
+        (id, wake)
+    }
+
+    /// Removes waiter `id` (granted or given up) and wakes whoever is chosen now.
+    fn remove(&mut self, id: u64) {
+        self.waiters.retain(|w| w.id != id);
+        self.wake_chosen();
+    }
+
+    fn granted(&mut self, id: u64) {
+        let Some(waiter) = self.waiters.iter().find(|w| w.id == id) else {
+            return;
+        };
+        self.grants += 1;
+        match waiter.lane {
+            Lane::Interactive => {}
+            Lane::Automation => {
+                self.automation_pass += self.automation_stride;
+                let party = waiter.party.clone();
+                self.party_served.insert(party, self.grants);
+            }
+            Lane::Background => self.background_pass += self.background_stride,
+        }
+        // Parties of finished jobs are forgotten once they pile up.
+        if self.party_served.len() > 4_096 {
+            let waiting: Vec<_> = self.waiters.iter().map(|w| w.party.clone()).collect();
+            self.party_served.retain(|party, _| waiting.contains(party));
+        }
+        self.remove(id);
+    }
+
+    fn wake_chosen(&self) {
+        if let Some(waiter) = self.chosen() {
+            waiter.wake.notify_one();
+        }
+    }
+}
+
+/// Takes the waiter out of the queue if its `acquire` is dropped before the permit.
+struct Registration<'a> {
+    queue: &'a Mutex<Queue>,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(self.queue).remove(self.id);
+        }
+    }
+}
+
+fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    // The queue holds no invariant a panic elsewhere could break half-way.
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Budget {
@@ -105,6 +263,7 @@ impl Budget {
         Budget {
             limiter: Some(Budget::limiter(Quota::per_minute(rate).allow_burst(burst))),
             per_minute: Some(rate.get()),
+            queue: Mutex::new(Queue::new(DEFAULT_BACKGROUND_SHARE)),
         }
     }
 
@@ -113,23 +272,68 @@ impl Budget {
         Budget {
             limiter: None,
             per_minute: None,
+            queue: Mutex::new(Queue::new(DEFAULT_BACKGROUND_SHARE)),
         }
     }
 
-    /// Waits until a request may be sent. Cancel-safe: dropping the future takes nothing.
+    /// The same budget with background work held to `share` (0 < share < 1) of the
+    /// permits while other lanes wait (`cxone.background_share`).
+    pub fn with_background_share(self, share: f64) -> Budget {
+        Budget {
+            queue: Mutex::new(Queue::new(share)),
+            ..self
+        }
+    }
+
+    /// Waits until a request of the running task's lane may be sent (see [`in_lane`]).
+    ///
+    /// Cancel-safe: dropping the future leaves the queue and takes no permit.
     pub async fn acquire(&self) {
+        let context = current_context();
         let Some(limiter) = &self.limiter else {
+            metrics::counter!("wfmd_budget_permits_total", "lane" => context.lane.as_str())
+                .increment(1);
             return;
         };
+        let started = tokio::time::Instant::now();
+        let (id, wake) = lock(&self.queue).enqueue(&context);
+        let mut registration = Registration {
+            queue: &self.queue,
+            id,
+            done: false,
+        };
         loop {
-            match limiter.check() {
-                Ok(()) => return,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(limiter.clock().now());
-                    tokio::time::sleep(wait).await;
+            let wait = {
+                let mut queue = lock(&self.queue);
+                if queue.chosen().map(|w| w.id) == Some(id) {
+                    match limiter.check() {
+                        Ok(()) => {
+                            queue.granted(id);
+                            registration.done = true;
+                            break;
+                        }
+                        Err(not_until) => Some(not_until.wait_time_from(limiter.clock().now())),
+                    }
+                } else {
+                    None
                 }
+            };
+            match wait {
+                // Chosen: sleep until the bucket refills, unless someone more urgent
+                // arrives (then they are chosen and this waiter looks again).
+                Some(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = wake.notified() => {}
+                    }
+                }
+                None => wake.notified().await,
             }
         }
+        let lane = context.lane.as_str();
+        metrics::counter!("wfmd_budget_permits_total", "lane" => lane).increment(1);
+        metrics::histogram!("wfmd_budget_wait_seconds", "lane" => lane)
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// The configured rate in requests per minute; `None` when unlimited (or a test
@@ -138,11 +342,14 @@ impl Budget {
         self.per_minute
     }
 
-    /// Takes a permit if one is available now, without waiting.
+    /// Takes a permit if one is available now and nobody is queued for it, without
+    /// waiting.
     pub fn try_acquire(&self) -> bool {
-        self.limiter
-            .as_ref()
-            .is_none_or(|limiter| limiter.check().is_ok())
+        let Some(limiter) = &self.limiter else {
+            return true;
+        };
+        let queue = lock(&self.queue);
+        queue.waiters.is_empty() && limiter.check().is_ok()
     }
 
     fn limiter(quota: Quota) -> Limiter {
@@ -158,6 +365,7 @@ impl Budget {
         Budget {
             limiter: Some(Budget::limiter(quota)),
             per_minute: None,
+            queue: Mutex::new(Queue::new(DEFAULT_BACKGROUND_SHARE)),
         }
     }
 }
@@ -264,6 +472,115 @@ mod tests {
         assert_eq!(inner.lane, Lane::Interactive);
         assert_eq!(inner.party.as_deref(), Some("job-1"));
         assert_eq!(current_context().lane, Lane::Automation);
+    }
+
+    /// Spawns `tasks` loops acquiring in `lane` for `party` until the test ends, each
+    /// grant counted in the returned counter.
+    fn saturate(
+        budget: &Arc<Budget>,
+        lane: Lane,
+        party: Option<&'static str>,
+        tasks: usize,
+    ) -> Arc<std::sync::atomic::AtomicU64> {
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for _ in 0..tasks {
+            let (budget, count) = (budget.clone(), count.clone());
+            tokio::spawn(in_lane(lane, party, async move {
+                loop {
+                    budget.acquire().await;
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }));
+        }
+        count
+    }
+
+    fn read(count: &std::sync::atomic::AtomicU64) -> u64 {
+        count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interactive_request_waits_at_most_one_permit_interval_behind_saturated_lanes() {
+        let budget = Arc::new(Budget::per_minute(60));
+        saturate(&budget, Lane::Automation, Some("job-1"), 20);
+        saturate(&budget, Lane::Automation, Some("job-2"), 20);
+        saturate(&budget, Lane::Background, None, 20);
+        tokio::time::sleep(Duration::from_millis(10_300)).await;
+        for _ in 0..5 {
+            let start = tokio::time::Instant::now();
+            in_lane(Lane::Interactive, None, budget.acquire()).await;
+            let waited = start.elapsed();
+            assert!(waited <= Duration::from_secs(1), "waited {waited:?}");
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_keeps_to_its_share_while_automation_waits() {
+        let budget = Arc::new(Budget::per_minute(600).with_background_share(0.3));
+        let automation = saturate(&budget, Lane::Automation, None, 10);
+        let background = saturate(&budget, Lane::Background, None, 10);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let (a, b) = (read(&automation), read(&background));
+        let share = b as f64 / (a + b) as f64;
+        assert!(
+            (590..=612).contains(&(a + b)),
+            "{a} + {b} permits in a minute"
+        );
+        assert!((0.27..=0.33).contains(&share), "background took {share:.3}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_takes_the_whole_budget_when_nobody_else_waits() {
+        let budget = Arc::new(Budget::per_minute(600).with_background_share(0.3));
+        let background = saturate(&budget, Lane::Background, None, 10);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let b = read(&background);
+        assert!((590..=612).contains(&b), "background alone got {b} permits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_party_is_served_in_turn_with_a_big_one() {
+        let budget = Arc::new(Budget::per_minute(60));
+        // The big job has its whole concurrency waiting before the small one arrives.
+        let big = saturate(&budget, Lane::Automation, Some("big"), 8);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let small = tokio::spawn(in_lane(Lane::Automation, Some("small"), {
+            let budget = budget.clone();
+            async move {
+                for _ in 0..10 {
+                    budget.acquire().await;
+                }
+            }
+        }));
+        small.await.unwrap();
+        let big_done = read(&big);
+        assert!(
+            big_done <= 12,
+            "the big job got {big_done} permits while the small one got 10"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_waiter_neither_wedges_the_queue_nor_keeps_a_permit() {
+        let budget = Arc::new(Budget::per_minute(60));
+        budget.acquire().await;
+        // The chosen waiter gives up while sleeping for the next permit…
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(500),
+            in_lane(Lane::Interactive, None, budget.acquire()),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        // …so the waiter behind it gets that permit when it comes, not later.
+        let start = tokio::time::Instant::now();
+        budget.acquire().await;
+        assert!(
+            start.elapsed() <= Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(lock(&budget.queue).waiters.is_empty());
     }
 
     #[test]

@@ -201,6 +201,17 @@ pub trait ContactCenter: Send + Sync + 'static {
     /// The agent's schedule (status, shift, and break windows when the platform has them).
     async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError>;
 
+    /// The schedules of many agents in one request, where the platform offers a bulk
+    /// schedule export; the schedule book uses it when offered and falls back on one
+    /// [`ContactCenter::schedule`] call per agent on `NotOffered`. Agents the export
+    /// does not know are left out of the answer.
+    async fn schedules(
+        &self,
+        _agent_ids: &[String],
+    ) -> Result<Vec<(String, Schedule)>, CxoneError> {
+        Err(self.not_offered("bulk schedule export"))
+    }
+
     /// Whether the agent owes a mandatory break now.
     async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError>;
 

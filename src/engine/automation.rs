@@ -35,6 +35,7 @@ use super::schedules::{AgentPlan, ScheduleBook};
 use super::sync::SyncStatus;
 use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
 use crate::config::AutomationConfig;
+use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::Expected;
 use crate::domain::{AgentState, Origin};
 use crate::store::{Store, history};
@@ -226,7 +227,8 @@ impl Automations {
                         actor: format!("automation:{}", d.automation.name()),
                         idempotency_key: Some(d.key.clone()),
                     };
-                    let result = self.engine.transition(request).await;
+                    let change = self.engine.transition(request);
+                    let result = in_lane(Lane::Automation, Some(d.automation.name()), change).await;
                     (d, Some(result))
                 })
                 .buffer_unordered(CONCURRENCY)

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
-use crate::cxone::{Agent, AgentFilter, CxoneError};
+use crate::cxone::{Agent, AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::jobs::{self, Counts, ItemRow, JobRow, NewItem, NewJob, Settlement};
@@ -767,10 +767,16 @@ impl BulkJobs {
                     actor: job.actor.clone(),
                     idempotency_key: Some(format!("bulk:{}:{}", job.id, item.agent_id)),
                 };
-                let result = match interrupted {
-                    Some(since) => self.inner.engine.resume(request, since).await,
-                    None => self.inner.engine.transition(request).await,
+                let engine = &self.inner.engine;
+                let change = async {
+                    match interrupted {
+                        Some(since) => engine.resume(request, since).await,
+                        None => engine.transition(request).await,
+                    }
                 };
+                // Jobs take turns at the budget, so a small job is not queued behind
+                // every item of a big one.
+                let result = in_lane(Lane::Automation, Some(&job.id), change).await;
                 match result {
                     Ok(transition) => {
                         let attempt = Some(transition.attempt_id);
@@ -989,10 +995,14 @@ mod tests {
     }
 
     async fn rig() -> Rig {
+        rig_with(20, Budget::unlimited()).await
+    }
+
+    async fn rig_with(agents: usize, budget: Budget) -> Rig {
         let stop = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_config = SimConfig {
-            agents: 20,
+            agents,
             ..SimConfig::default()
         };
         let running = Simulator::start(sim_config.clone(), listener, stop.clone())
@@ -1004,11 +1014,7 @@ mod tests {
         config.cxone.client_id = sim_config.client_id;
         config.cxone.client_secret = sim_config.client_secret.into();
         let (store, dir) = temp_store().await;
-        let platform = crate::platform(
-            &config,
-            crate::http_client().unwrap(),
-            Arc::new(Budget::unlimited()),
-        );
+        let platform = crate::platform(&config, crate::http_client().unwrap(), Arc::new(budget));
         let engine = Arc::new(TransitionEngine::new(
             store.clone(),
             platform,
@@ -1074,6 +1080,42 @@ mod tests {
             actor: "test".into(),
             idempotency_key: key.map(Into::into),
         }
+    }
+
+    #[tokio::test]
+    async fn a_ten_agent_job_finishes_before_a_two_thousand_agent_job_submitted_with_it() {
+        // 100 requests a second: the big job alone would need well over 20 s.
+        let rig = rig_with(2_000, Budget::per_minute(6_000)).await;
+        let everyone: Vec<String> = rig.sim.agents().into_iter().map(|a| a.id).collect();
+        let big = rig.bulk.submit(meeting(&everyone, None)).await.unwrap();
+        let small = rig
+            .bulk
+            .submit(meeting(&rig.pick("free")[..10], None))
+            .await
+            .unwrap();
+        assert_eq!((big.total, small.total), (2_000, 10));
+
+        let stop_big = CancellationToken::new();
+        let big_run = tokio::spawn({
+            let (bulk, id, stop) = (rig.bulk.clone(), big.job_id.clone(), stop_big.clone());
+            async move { bulk.run_job(&id, &stop).await }
+        });
+        rig.bulk
+            .run_job(&small.job_id, &CancellationToken::new())
+            .await
+            .unwrap();
+
+        let small_job = rig.bulk.job(&small.job_id, false).await.unwrap().unwrap();
+        let big_job = rig.bulk.job(&big.job_id, false).await.unwrap().unwrap();
+        assert_eq!(small_job.status, "completed");
+        assert_ne!(big_job.status, "completed");
+        assert!(
+            big_job.pending > 1_500,
+            "the big job settled {} items before the small one finished",
+            2_000 - big_job.pending
+        );
+        stop_big.cancel();
+        big_run.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ use super::schedules::ScheduleBook;
 use super::sync::SyncStatus;
 use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
 use crate::config::{AutoCorrect, ComplianceConfig};
+use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::DeviationKind;
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
@@ -379,7 +380,8 @@ impl ComplianceSweep {
                         actor: CORRECTION_ACTOR.to_owned(),
                         idempotency_key: Some(format!("{CORRECTION_ACTOR}:{}", c.exception_id)),
                     };
-                    let result = self.engine.transition(request).await;
+                    let change = self.engine.transition(request);
+                    let result = in_lane(Lane::Automation, Some(CORRECTION_ACTOR), change).await;
                     (c, Some(result))
                 })
                 .buffer_unordered(CONCURRENCY)

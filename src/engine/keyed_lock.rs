@@ -33,6 +33,23 @@ impl KeyedLock {
         }
     }
 
+    /// The key's guard if nobody holds it now; `None` (without waiting) when someone
+    /// does. State sync takes the agents it records this way, so a change in flight is
+    /// never interleaved with a poll's record of the same agent.
+    pub fn try_lock(&self, key: &str) -> Option<KeyGuard<'_>> {
+        let mut entries = self.entries.lock().expect("keyed lock poisoned");
+        let entry = entries.entry(key.to_owned()).or_default().clone();
+        match entry.try_lock_owned() {
+            Ok(guard) => Some(KeyGuard {
+                owner: self,
+                key: key.to_owned(),
+                guard: Some(guard),
+            }),
+            // Held: the holder's guard forgets the key when it is done.
+            Err(_) => None,
+        }
+    }
+
     /// True while someone holds or waits for `key`.
     pub fn is_held(&self, key: &str) -> bool {
         self.entries
@@ -86,6 +103,24 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(max_inside.load(Ordering::SeqCst), 1);
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn try_lock_fails_while_the_key_is_held_and_blocks_lockers_while_it_holds() {
+        let locks = KeyedLock::default();
+        let held = locks.lock("u_001").await;
+        assert!(locks.try_lock("u_001").is_none());
+        drop(held);
+        assert_eq!(locks.len(), 0, "a failed try leaves nothing behind");
+        let taken = locks.try_lock("u_001").expect("free again");
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("u_001")).await;
+        assert!(
+            waiting.is_err(),
+            "a locker waits while try_lock holds the key"
+        );
+        drop(taken);
         assert_eq!(locks.len(), 0);
     }
 

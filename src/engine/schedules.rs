@@ -25,9 +25,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::sync::{SyncSettings, error_kind, managed_agents};
-use crate::cxone::{ContactCenter, CxoneError};
-use crate::domain::BreakWindow;
+use crate::cxone::{ContactCenter, CxoneError, Lane, in_lane};
 use crate::domain::adherence::{Shift, Timeline};
+use crate::domain::{BreakWindow, Schedule};
 use crate::store::Store;
 use crate::store::schedules::{self, BreakSource, StoredShift};
 
@@ -272,10 +272,23 @@ impl ScheduleBook {
         ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<(usize, usize), sqlx::Error> {
+        // One request for the chunk where the platform exports schedules in bulk.
+        let mut exported: HashMap<String, Schedule> = match self.platform.schedules(ids).await {
+            Ok(schedules) => schedules.into_iter().collect(),
+            Err(CxoneError::NotOffered { .. }) => HashMap::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the bulk schedule export failed; fetching one by one");
+                HashMap::new()
+            }
+        };
+        let work: Vec<(String, Option<Schedule>)> = ids
+            .iter()
+            .map(|id| (id.clone(), exported.remove(id)))
+            .collect();
         let results: Vec<(String, Result<Option<StoredShift>, CxoneError>)> =
-            futures::stream::iter(ids.iter().cloned())
-                .map(|id| async move {
-                    let result = self.fetch(&id, now).await;
+            futures::stream::iter(work)
+                .map(|(id, exported)| async move {
+                    let result = self.fetch(&id, now, exported).await;
                     (id, result)
                 })
                 .buffer_unordered(CONCURRENCY)
@@ -328,8 +341,12 @@ impl ScheduleBook {
         &self,
         agent_id: &str,
         now: DateTime<Utc>,
+        exported: Option<Schedule>,
     ) -> Result<Option<StoredShift>, CxoneError> {
-        let schedule = self.platform.schedule(agent_id).await?;
+        let schedule = match exported {
+            Some(schedule) => schedule,
+            None => self.platform.schedule(agent_id).await?,
+        };
         let (Some(start), Some(end)) = (schedule.shift_start, schedule.shift_end) else {
             return Ok(None);
         };
@@ -409,7 +426,9 @@ impl ScheduleBook {
             let started = std::time::Instant::now();
             // Under a small budget a refresh takes minutes: shutdown does not wait for it.
             let refreshed = tokio::select! {
-                refreshed = self.refresh_due(Utc::now()) => refreshed,
+                // Refreshing can wait: it yields to people and automations (its share
+                // of the budget while they wait is `cxone.background_share`).
+                refreshed = in_lane(Lane::Background, None, self.refresh_due(Utc::now())) => refreshed,
                 () = stop.cancelled() => break,
             };
             let wait = match refreshed {
@@ -473,6 +492,8 @@ pub(crate) mod tests {
         pub schedules: Mutex<HashMap<String, Result<Schedule, CxoneError>>>,
         pub breaks: Mutex<HashMap<String, BreakStatus>>,
         pub calls: Mutex<Vec<String>>,
+        /// Offers the bulk schedule export (a dialect that has one).
+        pub exports: std::sync::atomic::AtomicBool,
     }
 
     impl SchedulePlatform {
@@ -526,6 +547,17 @@ pub(crate) mod tests {
             _: &str,
         ) -> Result<AgentSnapshot, CxoneError> {
             Err(unsupported())
+        }
+        async fn schedules(&self, ids: &[String]) -> Result<Vec<(String, Schedule)>, CxoneError> {
+            if !self.exports.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(self.not_offered("bulk schedule export"));
+            }
+            self.calls.lock().unwrap().push("export".into());
+            let known = self.schedules.lock().unwrap();
+            Ok(ids
+                .iter()
+                .filter_map(|id| Some((id.clone(), known.get(id)?.clone().ok()?)))
+                .collect())
         }
         async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
             self.calls
@@ -601,6 +633,24 @@ pub(crate) mod tests {
                 unfiltered: false,
             },
         }
+    }
+
+    #[tokio::test]
+    async fn a_platform_with_a_bulk_export_fills_the_book_in_one_request() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform
+            .exports
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        platform.set("u_1", schedule(0, 480, Some(vec![lunch(180, 210)])));
+        platform.set("u_2", schedule(60, 540, Some(vec![])));
+        let book = ScheduleBook::new(store.clone(), platform.clone(), settings(60));
+
+        let report = book.refresh_due(at(-30)).await.unwrap();
+        assert_eq!((report.fetched, report.failed), (2, 0));
+        assert_eq!(platform.calls("export"), 1);
+        assert_eq!(platform.calls("schedule"), 0);
+        assert_eq!(book.plan("u_1").unwrap().shift.breaks, [lunch(180, 210)]);
     }
 
     #[tokio::test]

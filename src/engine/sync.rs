@@ -391,10 +391,20 @@ impl StateSync {
     /// Records the snapshot's real changes in one transaction.
     async fn record(&mut self, snapshot: Vec<ObservedAgent>) -> Result<PollReport, SyncError> {
         let polled_at = Utc::now();
-        let in_flight = |agent: &ObservedAgent| {
-            self.in_flight
-                .as_ref()
-                .is_some_and(|l| l.is_held(&agent.agent_id))
+        // The agents recorded are locked until the commit, as the engine locks an agent
+        // from its compliance check to its commit: a change in flight is left for the
+        // next poll, and no change starts between this poll's look and its record.
+        let locks = self.in_flight.clone();
+        let mut guards = Vec::new();
+        let mut in_flight = |agent: &ObservedAgent| match &locks {
+            None => false,
+            Some(l) => match l.try_lock(&agent.agent_id) {
+                Some(guard) => {
+                    guards.push(guard);
+                    false
+                }
+                None => true,
+            },
         };
         let (changed, deferred): (Vec<&ObservedAgent>, Vec<&ObservedAgent>) = snapshot
             .iter()
@@ -415,6 +425,7 @@ impl StateSync {
             }
             recorded
         };
+        drop(guards);
         for agent in &snapshot {
             self.seen.insert(agent.agent_id.clone(), Seen::of(agent));
         }

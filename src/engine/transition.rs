@@ -1,8 +1,10 @@
 //! One agent state change: validate → execute → record.
 //!
-//! 1. **Validate**: the agent's schedule (and, for `READY`, break status) comes from the
-//!    platform through a short-TTL cache, and `domain::policy` decides. A bulk change
-//!    of many agents, or repeated changes of one, must not cost a schedule lookup each.
+//! 1. **Validate**: the agent's schedule comes from the schedule book (the stored shifts)
+//!    while its entry is fresher than `schedules.max_age`, so a change costs one platform
+//!    call; otherwise from the platform through a short-TTL cache (and, for `READY`
+//!    without stored break windows, break status), and `domain::policy` decides. Where
+//!    the schedule came from, and its age, is recorded with the attempt.
 //! 2. **Execute**: allowed changes go to the platform, whose client waits for the shared
 //!    request budget and retries 429/5xx with jitter.
 //! 3. **Record**: one `BEGIN IMMEDIATE` transaction writes the attempt, the audit entry
@@ -28,11 +30,12 @@ use tracing::instrument;
 
 use super::keyed_lock::KeyedLock;
 use crate::cxone::{ContactCenter, CxoneError};
-use crate::domain::{AgentState, BreakStatus, Origin, Schedule, Violation, policy};
+use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
 use crate::store::outbox::{self, EventType};
+use crate::store::schedules::{self as stored_schedules, BreakSource};
 use crate::store::{Store, from_ms, to_ms};
 
 /// How many agents' schedules the cache keeps at most.
@@ -145,7 +148,27 @@ pub struct TransitionEngine {
     breaks: Option<Cache<String, Arc<BreakStatus>>>,
     agents: Arc<KeyedLock>,
     keys: KeyedLock,
+    /// How long a stored schedule decides compliance; zero: always ask the platform.
+    book_max_age: Duration,
 }
+
+/// Where a compliance decision took the agent's schedule from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleSource {
+    /// True: the schedule book; false: the platform (or the engine's short cache of it).
+    pub from_book: bool,
+    /// How old the schedule was when it decided (zero when just asked for).
+    pub age: Duration,
+}
+
+impl ScheduleSource {
+    pub fn as_str(self) -> &'static str {
+        if self.from_book { "book" } else { "platform" }
+    }
+}
+
+/// A compliance verdict and where its schedule came from (`None`: none was needed).
+type Checked = (Result<(), Violation>, Option<ScheduleSource>);
 
 impl TransitionEngine {
     /// `schedule_ttl` is how long a schedule or break status is reused; zero disables
@@ -158,7 +181,16 @@ impl TransitionEngine {
             breaks: ttl_cache(schedule_ttl),
             agents: Arc::default(),
             keys: KeyedLock::default(),
+            book_max_age: Duration::ZERO,
         }
+    }
+
+    /// Decides compliance from the stored schedule of an agent while it is younger than
+    /// `max_age` (`schedules.max_age`), asking the platform only for older or missing
+    /// entries and for break status the stored shift lacks.
+    pub fn with_book_max_age(mut self, max_age: Duration) -> Self {
+        self.book_max_age = max_age;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -232,16 +264,22 @@ impl TransitionEngine {
             None => None,
         };
         // The instant the platform gives the change, when it was made.
+        let mut source = None;
         let outcome = match already_made {
             Some(at) => Ok(Ok(Some(at))),
-            None => match self.preflight(&request.agent_id, request.target).await {
+            None => match self.check(&request.agent_id, request.target).await {
                 Err(error) => Err(error),
-                Ok(Err(violation)) => Ok(Err(violation)),
-                Ok(Ok(())) => self
-                    .platform
-                    .set_agent_state(&request.agent_id, request.target, &reason)
-                    .await
-                    .map(|snapshot| Ok(snapshot.changed_at)),
+                Ok((verdict, from)) => {
+                    source = from;
+                    match verdict {
+                        Err(violation) => Ok(Err(violation)),
+                        Ok(()) => self
+                            .platform
+                            .set_agent_state(&request.agent_id, request.target, &reason)
+                            .await
+                            .map(|snapshot| Ok(snapshot.changed_at)),
+                    }
+                }
             },
         };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -252,6 +290,7 @@ impl TransitionEngine {
             latency_ms,
             requested_at,
             completed_at: Utc::now(),
+            source,
         };
         let transition = match outcome {
             Ok(Ok(changed_at)) => {
@@ -335,11 +374,33 @@ impl TransitionEngine {
         agent_id: &str,
         target: AgentState,
     ) -> Result<Result<(), Violation>, CxoneError> {
+        self.check(agent_id, target)
+            .await
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// [`TransitionEngine::preflight`], saying where the schedule came from.
+    async fn check(&self, agent_id: &str, target: AgentState) -> Result<Checked, CxoneError> {
         if !policy::needs_schedule(target) {
-            return Ok(Ok(()));
+            return Ok((Ok(()), None));
         }
-        let schedule = self.schedule(agent_id).await?;
         let now = Utc::now();
+        let (schedule, source) = match self.book_schedule(agent_id, now).await {
+            Some((schedule, age)) => (
+                Arc::new(schedule),
+                ScheduleSource {
+                    from_book: true,
+                    age,
+                },
+            ),
+            None => (
+                self.schedule(agent_id).await?,
+                ScheduleSource {
+                    from_book: false,
+                    age: Duration::ZERO,
+                },
+            ),
+        };
         let in_mandatory_break = if policy::needs_break_status(target) && schedule.is_active() {
             match schedule.mandatory_break_at(now) {
                 Some(in_break) => in_break,
@@ -348,11 +409,68 @@ impl TransitionEngine {
         } else {
             false
         };
-        Ok(policy::check(
-            target,
-            schedule.is_active(),
-            in_mandatory_break,
-        ))
+        let verdict = policy::check(target, schedule.is_active(), in_mandatory_break);
+        Ok((verdict, Some(source)))
+    }
+
+    /// How many of `agents` the schedule book can decide compliance for now (their
+    /// entry is younger than `schedules.max_age`), for duration estimates.
+    pub async fn decided_by_book(&self, agents: &[String]) -> usize {
+        if self.book_max_age.is_zero() || agents.is_empty() {
+            return 0;
+        }
+        let max_age =
+            chrono::TimeDelta::from_std(self.book_max_age).unwrap_or(chrono::TimeDelta::MAX);
+        stored_schedules::fetched_since(self.store.reader(), agents, Utc::now() - max_age)
+            .await
+            .unwrap_or(0)
+    }
+
+    /// The agent's schedule at `now` as the book has it, and its age, when the book's
+    /// newest fetch of the agent is younger than `schedules.max_age`. Inside a stored
+    /// shift the agent is `ACTIVE`; outside every stored shift `INACTIVE`. Break windows
+    /// count only when the schedule itself listed them: the ones learnt from the
+    /// break-status endpoint are incomplete, so break status is asked for as before.
+    ///
+    /// A day off or sick leave entered on the platform after the fetch is learnt when
+    /// the entry ages past `max_age`: from then on the platform is asked again.
+    async fn book_schedule(
+        &self,
+        agent_id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<(Schedule, Duration)> {
+        if self.book_max_age.is_zero() {
+            return None;
+        }
+        let shifts = stored_schedules::freshest(self.store.reader(), agent_id, now)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot read the schedule book"))
+            .ok()?;
+        let newest = shifts.first()?;
+        let age = (now - newest.fetched_at).to_std().unwrap_or(Duration::ZERO);
+        if age >= self.book_max_age {
+            return None;
+        }
+        let covering = shifts
+            .iter()
+            .find(|s| s.shift.start <= now && now < s.shift.end);
+        let schedule = match covering {
+            Some(s) => Schedule {
+                status: ScheduleStatus::Active,
+                timezone: s.timezone.clone(),
+                shift_start: Some(s.shift.start),
+                shift_end: Some(s.shift.end),
+                breaks: (s.breaks_from == BreakSource::Schedule).then(|| s.shift.breaks.clone()),
+            },
+            None => Schedule {
+                status: ScheduleStatus::Inactive,
+                timezone: newest.timezone.clone(),
+                shift_start: None,
+                shift_end: None,
+                breaks: Some(Vec::new()),
+            },
+        };
+        Some((schedule, age))
     }
 
     async fn schedule(&self, agent_id: &str) -> Result<Arc<Schedule>, CxoneError> {
@@ -484,6 +602,7 @@ impl TransitionEngine {
             Outcome::Failed { .. } => None,
             _ => request.idempotency_key.clone(),
         };
+        let schedule_source = record.source;
         attempts::insert(
             conn,
             &AttemptRow {
@@ -504,6 +623,11 @@ impl TransitionEngine {
             },
         )
         .await?;
+        if let Some(source) = schedule_source {
+            let age_ms = i64::try_from(source.age.as_millis()).unwrap_or(i64::MAX);
+            attempts::set_schedule_source(conn, &record.attempt_id, source.as_str(), age_ms)
+                .await?;
+        }
         let mut detail = json!({
             "attemptId": record.attempt_id,
             "from": from,
@@ -519,6 +643,14 @@ impl TransitionEngine {
                 .as_object_mut()
                 .expect("detail is an object")
                 .extend(fields);
+        }
+        if let Some(source) = schedule_source {
+            let fields = detail.as_object_mut().expect("detail is an object");
+            fields.insert("scheduleSource".into(), source.as_str().into());
+            fields.insert(
+                "scheduleAgeMs".into(),
+                (source.age.as_millis() as u64).into(),
+            );
         }
         audit::append(
             conn,
@@ -557,6 +689,8 @@ struct Record<'a> {
     latency_ms: u64,
     requested_at: DateTime<Utc>,
     completed_at: DateTime<Utc>,
+    /// Where the compliance decision's schedule came from, when one was needed.
+    source: Option<ScheduleSource>,
 }
 
 impl Record<'_> {
@@ -784,6 +918,129 @@ mod tests {
             .fetch_one(store.reader())
             .await
             .unwrap()
+    }
+
+    const MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+    /// Stores a shift from two hours ago to six hours ahead (lunch listed in the
+    /// schedule), fetched `fetched_ago` ago.
+    async fn book(store: &Store, agent_id: &str, fetched_ago: ChronoDuration) {
+        let now = Utc::now();
+        let shift = stored_schedules::StoredShift {
+            agent_id: agent_id.into(),
+            shift: crate::domain::adherence::Shift {
+                start: now - ChronoDuration::hours(2),
+                end: now + ChronoDuration::hours(6),
+                breaks: vec![],
+            },
+            timezone: None,
+            breaks_from: BreakSource::Schedule,
+            fetched_at: now - fetched_ago,
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        stored_schedules::save(&mut tx, &[shift]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn book_engine(platform: Arc<FakePlatform>) -> (TransitionEngine, tempfile::TempDir) {
+        let (store, dir) = temp_store().await;
+        let engine =
+            TransitionEngine::new(store, platform, Duration::ZERO).with_book_max_age(MAX_AGE);
+        (engine, dir)
+    }
+
+    async fn schedule_source(store: &Store, attempt_id: &str) -> (String, i64) {
+        sqlx::query_as(
+            "SELECT schedule_source, schedule_age_ms FROM transition_attempts WHERE id = ?",
+        )
+        .bind(attempt_id)
+        .fetch_one(store.reader())
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_warm_book_change_costs_exactly_one_platform_call() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(None));
+        let (engine, _dir) = book_engine(platform.clone()).await;
+        book(engine.store(), "u_001", ChronoDuration::minutes(5)).await;
+
+        let made = engine
+            .transition(request("u_001", AgentState::Ready))
+            .await
+            .unwrap();
+        assert_eq!(made.outcome, Outcome::Succeeded);
+        assert_eq!(
+            platform.calls.lock().unwrap().clone(),
+            ["set u_001 READY WORKING"]
+        );
+        let (source, age_ms) = schedule_source(engine.store(), &made.attempt_id).await;
+        assert_eq!(source, "book");
+        assert!((299_000..=301_000).contains(&age_ms), "age {age_ms} ms");
+        let audited: String = sqlx::query_scalar(
+            "SELECT json_extract(detail, '$.scheduleSource') FROM audit_log ORDER BY seq DESC",
+        )
+        .fetch_one(engine.store().reader())
+        .await
+        .unwrap();
+        assert_eq!(audited, "book");
+    }
+
+    #[tokio::test]
+    async fn the_book_decides_only_for_agents_fetched_within_max_age() {
+        let (engine, _dir) = book_engine(Arc::new(FakePlatform::default())).await;
+        book(engine.store(), "u_001", ChronoDuration::minutes(5)).await;
+        book(engine.store(), "u_002", ChronoDuration::minutes(16)).await;
+        let agents = ["u_001", "u_002", "u_003"].map(String::from);
+        assert_eq!(engine.decided_by_book(&agents).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_or_absent_book_entry_costs_the_lookups() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(None));
+        platform.add_agent("u_002", on_shift(None));
+        let (engine, _dir) = book_engine(platform.clone()).await;
+        book(engine.store(), "u_001", ChronoDuration::minutes(16)).await;
+
+        for agent in ["u_001", "u_002"] {
+            let made = engine
+                .transition(request(agent, AgentState::Ready))
+                .await
+                .unwrap();
+            assert_eq!(made.outcome, Outcome::Succeeded);
+            assert_eq!(platform.calls(&format!("schedule {agent}")), 1);
+            assert_eq!(platform.calls(&format!("breaks {agent}")), 1);
+            let (source, age_ms) = schedule_source(engine.store(), &made.attempt_id).await;
+            assert_eq!((source.as_str(), age_ms), ("platform", 0));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_the_platform_turned_inactive_is_refused_once_the_book_entry_passes_max_age() {
+        let platform = Arc::new(FakePlatform::default());
+        // The book saw a shift; since then the agent was given the day off.
+        platform.add_agent("u_001", off_shift());
+        let (engine, _dir) = book_engine(platform.clone()).await;
+        book(
+            engine.store(),
+            "u_001",
+            ChronoDuration::seconds(15 * 60 + 1),
+        )
+        .await;
+
+        let refused = engine
+            .transition(request("u_001", AgentState::Ready))
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.outcome,
+            Outcome::Rejected {
+                violation: Violation::AgentNotScheduled
+            }
+        );
+        assert_eq!(platform.calls("set"), 0);
     }
 
     #[tokio::test]

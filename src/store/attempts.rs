@@ -48,6 +48,25 @@ pub async fn insert(conn: &mut SqliteConnection, row: &AttemptRow) -> Result<(),
     .map(drop)
 }
 
+/// Notes where the attempt's compliance decision took the agent's schedule from
+/// (`book` or `platform`) and how old it was, in the attempt's own transaction.
+pub async fn set_schedule_source(
+    conn: &mut SqliteConnection,
+    id: &str,
+    source: &str,
+    age_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE transition_attempts SET schedule_source = ?, schedule_age_ms = ? WHERE id = ?",
+    )
+    .bind(source)
+    .bind(age_ms)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// The attempt recorded under an idempotency key, if any.
 pub async fn by_idempotency_key(
     pool: &SqlitePool,

@@ -143,6 +143,44 @@ pub async fn latest(pool: &SqlitePool) -> Result<Vec<StoredShift>, sqlx::Error> 
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
+/// What the book knows of one agent at `at`: the shifts of its newest fetch (the shift
+/// covering `at`, if any, first), or nothing when the agent was never fetched.
+pub async fn freshest(
+    pool: &SqlitePool,
+    agent_id: &str,
+    at: DateTime<Utc>,
+) -> Result<Vec<StoredShift>, sqlx::Error> {
+    let at = to_ms(at);
+    let rows: Vec<ShiftRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agent_shifts
+         WHERE agent_id = ?1
+           AND fetched_at = (SELECT MAX(fetched_at) FROM agent_shifts WHERE agent_id = ?1)
+         ORDER BY (shift_start <= ?2 AND ?2 < shift_end) DESC, shift_start"
+    )))
+    .bind(agent_id)
+    .bind(at)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
+}
+
+/// How many of `agents` were fetched after `since`.
+pub async fn fetched_since(
+    pool: &SqlitePool,
+    agents: &[String],
+    since: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let fresh: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT agent_id) FROM agent_shifts
+         WHERE fetched_at > ? AND agent_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(to_ms(since))
+    .bind(serde_json::json!(agents).to_string())
+    .fetch_one(pool)
+    .await?;
+    Ok(usize::try_from(fresh).unwrap_or(0))
+}
+
 /// The query of shifts overlapping `[?1, ?2)`, ordered by agent and start, for callers
 /// that stream them (the compliance report).
 pub const OVERLAPPING: &str = "SELECT agent_id, shift_start, shift_end, timezone, breaks,

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Firer, Unfinished};
-use crate::cxone::{AgentFilter, CxoneError};
+use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::rule::{Rule, Selector, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
 use crate::engine::{EngineError, Outcome, TransitionEngine, TransitionRequest};
@@ -258,15 +258,23 @@ impl RuleFirer {
         firings::record_agents(&self.store, id, &skipped).await?;
 
         let target = rule.action.target();
-        let requests_each = 1 + u32::from(policy::needs_schedule(target));
+        // One request per change, plus a schedule lookup for each agent the schedule
+        // book cannot decide for (missing or older than schedules.max_age).
+        let lookups = if policy::needs_schedule(target) {
+            let agents: Vec<String> = moves.iter().map(|(agent, _)| agent.clone()).collect();
+            moves.len() - self.engine.decided_by_book(&agents).await
+        } else {
+            0
+        };
+        let requests = moves.len() + lookups;
         match self.requests_per_minute {
             Some(per_minute) => tracing::info!(
                 rule = %rule.name,
                 slot = %rfc3339(slot),
-                "rule {}: {} agents, about {} at {per_minute} requests/min ({requests_each} requests each; {} skipped{})",
+                "rule {}: {} agents, about {} at {per_minute} requests/min ({requests} requests, {lookups} of them schedule lookups; {} skipped{})",
                 rule.name,
                 moves.len(),
-                humantime::format_duration(estimate(moves.len(), requests_each, per_minute)),
+                humantime::format_duration(estimate(requests, 1, per_minute)),
                 skipped.len(),
                 if handled.is_empty() { String::new() } else { format!(", {} done before", handled.len()) },
             ),
@@ -282,12 +290,16 @@ impl RuleFirer {
 
         let to_move = moves.len();
         let mut done = 0;
+        let party = format!("firing:{id}");
+        let party = &party;
         // Each change stores its own result: awaiting the store in the loop below would
         // stop polling the changes in flight, one of which may hold the write connection.
         let changes = futures::stream::iter(moves)
             .take_until(stop.cancelled())
             .map(|(agent, key)| async move {
-                let result = self.change(rule, agent, key, resuming_since).await;
+                // Firings take turns at the budget with each other and with bulk jobs.
+                let change = self.change(rule, agent, key, resuming_since);
+                let result = in_lane(Lane::Automation, Some(party), change).await;
                 firings::record_agents(&self.store, id, std::slice::from_ref(&result)).await
             })
             .buffer_unordered(self.concurrency);
