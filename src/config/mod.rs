@@ -301,6 +301,13 @@ pub struct DeliveryConfig {
     /// The longest `Retry-After` of a 429/503 that is honoured as given.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
+    /// While an endpoint fails, one queued delivery is tried ahead of schedule after
+    /// half the time it has been failing, at least this long …
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// … and at most this long.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval_max: Duration,
 }
 
 impl DeliveryConfig {
@@ -319,6 +326,8 @@ impl Default for DeliveryConfig {
                 .map(|s| Duration::from_secs(s).into())
                 .to_vec(),
             max_retry_after: Duration::from_secs(3_600),
+            probe_interval: Duration::from_secs(5),
+            probe_interval_max: Duration::from_secs(60),
         }
     }
 }
@@ -517,6 +526,19 @@ impl Config {
         adherence::validate(self, &mut problems);
         if d.retry_schedule.is_empty() {
             problems.push("delivery.retry_schedule must have at least one wait".into());
+        }
+        if d.probe_interval < Duration::from_millis(100) {
+            problems.push(format!(
+                "delivery.probe_interval must be at least 100ms, got {}",
+                humantime::format_duration(d.probe_interval)
+            ));
+        }
+        if d.probe_interval_max < d.probe_interval {
+            problems.push(format!(
+                "delivery.probe_interval_max must be at least delivery.probe_interval ({}), got {}",
+                humantime::format_duration(d.probe_interval),
+                humantime::format_duration(d.probe_interval_max)
+            ));
         }
         for (i, hook) in self.webhooks.iter().enumerate() {
             let key = format!("webhooks[{i}]");
