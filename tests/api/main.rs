@@ -12,6 +12,7 @@ mod helpers;
 mod openapi;
 mod receiver;
 mod reports;
+mod rough_edges;
 mod rules;
 mod sync;
 mod transitions;
