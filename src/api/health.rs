@@ -116,6 +116,10 @@ pub async fn readyz(
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    // Measured here, at the scrape, so the figure is never older than the scrape.
+    if let Ok(bytes) = state.store.size_bytes().await {
+        metrics::gauge!("wfmd_database_size_bytes").set(bytes as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

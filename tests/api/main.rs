@@ -7,6 +7,7 @@ mod auth;
 mod bulk;
 mod cli;
 mod crash;
+mod deploy;
 mod faults;
 mod helpers;
 mod openapi;
