@@ -23,7 +23,7 @@ use crate::store::history;
 use crate::time::{parse_instant, rfc3339};
 
 /// Longest accepted agent id, reason code and idempotency key.
-pub(super) const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 64;
 const MAX_KEY_LEN: usize = 255;
 
