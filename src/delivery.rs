@@ -8,6 +8,13 @@
 //! than a 429/503 `Retry-After`; after the last wait the delivery is dead until
 //! `wfmd outbox replay --dead`. A 410 Gone stops that event type to that endpoint.
 //!
+//! Each endpoint is up, failing or disabled (`/metrics`, `wfmd outbox list`). A failing
+//! endpoint is probed with one queued delivery every `delivery.probe_interval` or so
+//! (growing with the outage up to `delivery.probe_interval_max`); once it answers again,
+//! the retries that failed during the outage are brought forward in growing rounds, in
+//! per-agent order, instead of waiting out the retry schedule (see
+//! [`crate::store::deliveries`]).
+//!
 //! Crash safety: a delivery sent but not settled keeps its lease until it expires, then
 //! it is sent again with the same `webhook-id`. Receivers deduplicate on that id.
 
@@ -26,7 +33,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryConfig, webhook_key};
-use crate::store::deliveries::{self, Attempt, Claimed, Subscriber, Verdict};
+use crate::store::deliveries::{
+    self, Attempt, Claimed, HealthChange, Probing, Subscriber, Verdict,
+};
 use crate::store::{Store, to_ms};
 
 /// How much of a receiver's answer is kept with the attempt.
@@ -146,6 +155,21 @@ impl Dispatcher {
             .collect()
     }
 
+    fn probing(&self) -> Probing {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Probing {
+            min_ms: ms(self.settings.probe_interval),
+            max_ms: ms(self.settings.probe_interval_max),
+        }
+    }
+
+    /// Gives every configured endpoint a health row, so it is reported before its first
+    /// delivery.
+    async fn register(&self) -> Result<(), sqlx::Error> {
+        let urls: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
+        deliveries::register(&self.store, &urls, to_ms(Utc::now())).await
+    }
+
     async fn fan_out(&self) -> Result<u64, sqlx::Error> {
         deliveries::fan_out(&self.store, &self.subscribers(), to_ms(Utc::now())).await
     }
@@ -158,6 +182,7 @@ impl Dispatcher {
 
     /// One step, for tests: fans out, claims what is due, delivers it and settles.
     pub async fn dispatch_due(&self) -> Result<Step, sqlx::Error> {
+        self.register().await?;
         self.fan_out().await?;
         let claimed = self.claim(self.settings.concurrency).await?;
         let mut sends = JoinSet::new();
@@ -181,6 +206,9 @@ impl Dispatcher {
     /// poll, for events written by another process).
     pub async fn run(self, stop: CancellationToken, grace: Duration) {
         tracing::info!(endpoints = self.endpoints.len(), "webhook delivery started");
+        if let Err(e) = self.register().await {
+            tracing::error!(error = %e, "cannot record the webhook endpoints' health");
+        }
         let concurrency = self.settings.concurrency;
         let low_water = concurrency / 2;
         let mut in_flight: JoinSet<Attempt> = JoinSet::new();
@@ -293,7 +321,11 @@ impl Dispatcher {
     }
 
     async fn settle(&self, attempts: &[Attempt]) -> Result<(), sqlx::Error> {
-        deliveries::settle(&self.store, attempts).await?;
+        let changes =
+            deliveries::settle(&self.store, attempts, self.probing(), to_ms(Utc::now())).await?;
+        for change in &changes {
+            log_health_change(change);
+        }
         let step = count(attempts);
         metrics::counter!("wfmd_webhook_delivered_total").increment(step.delivered as u64);
         metrics::counter!("wfmd_webhook_failed_attempts_total").increment(step.failed as u64);
@@ -310,6 +342,21 @@ impl Dispatcher {
             metrics::gauge!("wfmd_webhook_queue_depth").set(depth as f64);
             let age = oldest.map_or(0, |at| to_ms(Utc::now()) - at).max(0);
             metrics::gauge!("wfmd_webhook_oldest_pending_age_seconds").set(age as f64 / 1000.0);
+        }
+        if let Ok(health) = deliveries::health(self.store.reader()).await {
+            for endpoint in health
+                .iter()
+                .filter(|h| self.endpoints.contains_key(&h.endpoint))
+            {
+                let label = endpoint_label(&endpoint.endpoint);
+                for status in ["up", "failing", "disabled"] {
+                    let value = if endpoint.status == status { 1.0 } else { 0.0 };
+                    metrics::gauge!("wfmd_webhook_endpoint_status", "endpoint" => label.clone(), "status" => status)
+                        .set(value);
+                }
+                metrics::gauge!("wfmd_webhook_endpoint_status_since_seconds", "endpoint" => label)
+                    .set(endpoint.since as f64 / 1000.0);
+            }
         }
     }
 
@@ -388,8 +435,41 @@ impl Dispatcher {
                 }),
                 response_body: body,
                 verdict,
+                early: delivery.early,
             }
         }
+    }
+}
+
+fn log_health_change(change: &HealthChange) {
+    let endpoint = endpoint_label(&change.endpoint);
+    let after_s = change.after_ms / 1000;
+    match change.status {
+        "up" if change.recovered => tracing::info!(
+            %endpoint, failing_for_s = after_s,
+            "webhook endpoint answers again; its queued retries are brought forward"
+        ),
+        "up" => tracing::info!(%endpoint, "webhook endpoint answers again"),
+        "failing" => tracing::warn!(
+            %endpoint,
+            "webhook endpoint is failing; retries follow the schedule, with a probe now and then"
+        ),
+        _ => tracing::warn!(%endpoint, "webhook endpoint answered 410 Gone"),
+    }
+}
+
+/// An endpoint's URL as shown in `/metrics` and logs: scheme, host, port and path only,
+/// since a query string or user part may carry a receiver's credentials.
+pub fn endpoint_label(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or_default();
+            match parsed.port() {
+                Some(port) => format!("{}://{host}:{port}{}", parsed.scheme(), parsed.path()),
+                None => format!("{}://{host}{}", parsed.scheme(), parsed.path()),
+            }
+        }
+        Err(_) => "(invalid url)".to_owned(),
     }
 }
 
@@ -493,7 +573,20 @@ mod tests {
             payload: "{}".into(),
             attempts,
             created_at: 0,
+            early: false,
         }
+    }
+
+    #[test]
+    fn endpoint_labels_carry_no_credentials() {
+        assert_eq!(
+            endpoint_label("https://user:pw@hooks.example.com:8443/in/wfmd?token=s3cret"),
+            "https://hooks.example.com:8443/in/wfmd"
+        );
+        assert_eq!(
+            endpoint_label("http://127.0.0.1/hooks"),
+            "http://127.0.0.1/hooks"
+        );
     }
 
     #[test]

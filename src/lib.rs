@@ -36,6 +36,7 @@ pub mod engine;
 pub mod report;
 pub mod sim;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 
 use std::net::SocketAddr;
@@ -96,6 +97,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (embedding programs); then our
             // handle simply renders nothing, which must not stop the daemon.
             let _ = metrics::set_global_recorder(recorder);
+            telemetry::register();
             handle
         })
         .clone()

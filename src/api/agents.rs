@@ -23,7 +23,7 @@ use crate::store::history;
 use crate::time::{parse_instant, rfc3339};
 
 /// Longest accepted agent id, reason code and idempotency key.
-pub(super) const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 64;
 const MAX_KEY_LEN: usize = 255;
 
@@ -71,11 +71,19 @@ pub fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
 }
 
 /// A request's idempotency key: the body's, else the conventional `Idempotency-Key`
-/// header's; 1 to [`MAX_KEY_LEN`] characters.
+/// header's; 1 to [`MAX_KEY_LEN`] characters. Stored scoped to the caller
+/// (`api:{token name}:{key}`; names cannot contain `:`), so two callers choosing the
+/// same key never share, collide with or see each other's result, and no API key can
+/// pass for one of the daemon's own (`rule:…`, `bulk:…`).
 pub(super) fn idempotency_key(
     body: Option<String>,
     headers: &HeaderMap,
+    caller: &Caller,
 ) -> Result<Option<String>, Problem> {
+    Ok(client_key(body, headers)?.map(|key| format!("api:{}:{key}", caller.name)))
+}
+
+fn client_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let key = body.or_else(|| {
         headers
             .get("idempotency-key")
@@ -144,7 +152,7 @@ pub async fn create_transition(
     if let Some(reason) = &body.reason {
         check_reason(reason)?;
     }
-    let idempotency_key = idempotency_key(body.idempotency_key, &headers)?;
+    let idempotency_key = idempotency_key(body.idempotency_key, &headers, &caller)?;
     let request = TransitionRequest {
         agent_id,
         target: body.state,

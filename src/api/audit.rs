@@ -133,6 +133,14 @@ pub struct VerifyView {
 )]
 pub async fn verify(State(state): State<ApiState>) -> Result<axum::Json<VerifyView>, Problem> {
     let verification = audit::verify(state.store.reader()).await?;
+    // For the `WfmdAuditChainBroken` alert of deploy/prometheus.
+    metrics::gauge!("wfmd_audit_verify_intact").set(if verification.is_intact() {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("wfmd_audit_verify_last_run_timestamp_seconds")
+        .set(chrono::Utc::now().timestamp() as f64);
     Ok(axum::Json(VerifyView {
         intact: verification.is_intact(),
         verification,

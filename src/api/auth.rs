@@ -298,7 +298,14 @@ pub async fn authorize(
 ) -> Response {
     let route = matched.as_ref().map(MatchedPath::as_str);
     let required = match route.and_then(|route| gate.access.get(request.method(), route)) {
-        Some(Access::Open) => return next.run(request).await,
+        Some(Access::Open) => {
+            // Open routes need no token, but one that proves a caller lets the route
+            // say more (`/readyz` shows its error text only to callers it knows).
+            if let Ok(caller) = gate.tokens.authenticate(request.headers()) {
+                request.extensions_mut().insert(caller);
+            }
+            return next.run(request).await;
+        }
         Some(Access::Role(role)) => Some(role),
         None => match route {
             // Routed but undescribed: only a plain `.route()` can do that, which

@@ -165,7 +165,7 @@ pub async fn create(
     if let Some(reason) = &body.reason {
         check_reason(reason)?;
     }
-    let idempotency_key = idempotency_key(body.idempotency_key.take(), &headers)?;
+    let idempotency_key = idempotency_key(body.idempotency_key.take(), &headers, &caller)?;
     let accepted = state
         .bulk
         .submit(JobRequest {
@@ -307,7 +307,7 @@ pub async fn revert(
     } else {
         parse(&body)?
     };
-    let idempotency_key = idempotency_key(body.idempotency_key, &headers)?;
+    let idempotency_key = idempotency_key(body.idempotency_key, &headers, &caller)?;
     let accepted = state
         .bulk
         .revert(&job_id, &caller.name, idempotency_key)

@@ -1,13 +1,14 @@
 //! Liveness, readiness and Prometheus metrics.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde_json::json;
 
 use crate::cxone::{Lane, in_lane};
 
+use super::auth::Caller;
 use super::{ApiState, READINESS_TIMEOUT, Routes};
 
 pub fn routes() -> Routes {
@@ -35,7 +36,10 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// The database answers and the platform accepts our credentials.
 ///
-/// The body says which of the two failed, and how the state sync is doing.
+/// The body says which of the two failed, and how the state sync is doing. The error
+/// text (which may name hosts, tenants or database paths) goes to the log and, when
+/// tokens are configured, only to callers presenting a valid one; others see
+/// `unavailable`.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -43,13 +47,16 @@ pub async fn healthz() -> impl IntoResponse {
     security(()),
     responses(
         (status = 200, description = "Ready: database and platform work", body = Object),
-        (status = 503, description = "Not ready; `database` or `platform` says why", body = Object),
+        (status = 503, description = "Not ready; `database` or `platform` says which (with the error for authenticated callers)", body = Object),
     )
 )]
-pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+pub async fn readyz(
+    State(state): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+) -> impl IntoResponse {
     let database = match state.store.ping().await {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => format!("unavailable: {e}"),
+        Ok(()) => Ok(()),
+        Err(e) => Err(e.to_string()),
     };
     let platform = match tokio::time::timeout(
         READINESS_TIMEOUT,
@@ -61,11 +68,22 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     )
     .await
     {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("unavailable: {e}"),
-        Err(_) => "unavailable: no answer in time".to_owned(),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer in time".to_owned()),
     };
-    let ready = database == "ok" && platform == "ok";
+    for (check, result) in [("database", &database), ("platform", &platform)] {
+        if let Err(error) = result {
+            tracing::warn!(check, %error, "not ready");
+        }
+    }
+    let detailed = caller.is_some();
+    let show = |result: &Result<(), String>| match result {
+        Ok(()) => "ok".to_owned(),
+        Err(error) if detailed => format!("unavailable: {error}"),
+        Err(_) => "unavailable".to_owned(),
+    };
+    let ready = database.is_ok() && platform.is_ok();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -73,8 +91,8 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     };
     let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
-        "database": database,
-        "platform": platform,
+        "database": show(&database),
+        "platform": show(&platform),
     });
     if let Some(sync) = &state.sync {
         // A stale sync does not make wfmd unready: changes still work, only the
@@ -83,7 +101,7 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         body["sync"] = json!({
             "last_poll": last_poll.map(crate::time::rfc3339),
             "stale": error.is_some() || last_poll.is_none(),
-            "error": error,
+            "error": if detailed { error } else { error.map(|_| "unavailable".to_owned()) },
         });
     }
     (status, Json(body))
@@ -98,6 +116,10 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    // Measured here, at the scrape, so the figure is never older than the scrape.
+    if let Ok(bytes) = state.store.size_bytes().await {
+        metrics::gauge!("wfmd_database_size_bytes").set(bytes as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -101,7 +101,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
     let (routes, spec) = described_routes();
     let access = auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
-    let spec_json = serde_json::to_vec(&spec).expect("the OpenAPI document serializes");
+    let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
+        .expect("the OpenAPI document serializes");
     let gate = Arc::new(auth::Gate { tokens, access });
     let router = routes
         .fallback(|| async {

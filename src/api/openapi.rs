@@ -10,6 +10,13 @@
 //! their own answers: the bearer scheme, 401 and 403 on routes with a role, 400 on
 //! routes with parameters, 400/413/415/422 on routes with a body, 500 on `/v1`, and the
 //! `x-request-id` header on every response.
+//!
+//! [`served`] then states, on the JSON, the constraints the server enforces that the
+//! Rust types do not say, generically so every route gets them: a request body's
+//! `AgentState` is a [`SETTABLE_STATE`] (ON_CONTACT and ACW are refused), and an
+//! `agent_id` path parameter has its length and characters. Without tokens configured
+//! the served document declares no security at all (no scheme, no 401/403), since the
+//! server asks for none.
 
 use std::sync::Arc;
 
@@ -192,6 +199,141 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
                                     .build(),
                             )
                         });
+                }
+            }
+        }
+    }
+}
+
+/// Name of the schema of the states a request may set.
+pub const SETTABLE_STATE: &str = "SettableState";
+
+/// What `check_agent_id` accepts: 1 to 128 printable ASCII characters, not `.` or `..`
+/// (written without look-ahead, so generators that know only plain regexes can use it).
+pub const AGENT_ID_PATTERN: &str = r"^(?:[!-~]{3,128}|[!-\-/-~]|[!-\-/-~][!-~]|\.[!-\-/-~])$";
+
+/// The document as `/openapi.json` serves it: `spec` with the enforced constraints
+/// stated, and with no security when `open` (no tokens configured).
+pub fn served(spec: &utoipa::openapi::OpenApi, open: bool) -> serde_json::Value {
+    let mut doc = serde_json::to_value(spec).expect("the OpenAPI document serializes");
+    constrain(&mut doc);
+    if open {
+        strip_security(&mut doc);
+    }
+    doc
+}
+
+fn schema_ref(name: &str) -> String {
+    format!("#/components/schemas/{name}")
+}
+
+fn constrain(doc: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    let settable: Vec<&str> = crate::domain::AgentState::ALL
+        .into_iter()
+        .filter(|s| s.is_settable())
+        .map(|s| s.as_str())
+        .collect();
+    doc["components"]["schemas"][SETTABLE_STATE] = json!({
+        "type": "string",
+        "enum": settable,
+        "description": "A state a request may set; ON_CONTACT and ACW are observed only.",
+    });
+    // Schemas reachable from request bodies: there, an agent state is a settable one.
+    let mut pending: Vec<String> = Vec::new();
+    let mut paths = doc["paths"].take();
+    for item in paths
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            for content in operation["requestBody"]["content"]
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|c| c.values_mut())
+            {
+                settable_states(&mut content["schema"], &mut pending);
+            }
+            for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
+                if parameter["in"] == "path" && parameter["name"] == "agent_id" {
+                    parameter["schema"] = json!({
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": crate::api::agents::MAX_ID_LEN,
+                        "pattern": AGENT_ID_PATTERN,
+                    });
+                }
+            }
+        }
+    }
+    doc["paths"] = paths;
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        let schema = &mut doc["components"]["schemas"][&name];
+        if *schema != Value::Null {
+            settable_states(schema, &mut pending);
+        }
+    }
+}
+
+/// Points `AgentState` references in `schema` at [`SETTABLE_STATE`], and queues the
+/// other schemas it references.
+fn settable_states(schema: &mut serde_json::Value, pending: &mut Vec<String>) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get_mut("$ref") {
+                if *reference == schema_ref("AgentState") {
+                    *reference = schema_ref(SETTABLE_STATE);
+                } else if let Some(name) = reference.strip_prefix("#/components/schemas/") {
+                    pending.push(name.to_owned());
+                }
+            }
+            for value in map.values_mut() {
+                settable_states(value, pending);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                settable_states(item, pending);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes every trace of authentication: the scheme, each operation's `security`, and
+/// the 401/403 answers an open API never gives.
+fn strip_security(doc: &mut serde_json::Value) {
+    if let Some(components) = doc["components"].as_object_mut() {
+        components.remove("securitySchemes");
+    }
+    for item in doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            if let Some(operation) = operation.as_object_mut() {
+                operation.remove("security");
+                if let Some(responses) = operation
+                    .get_mut("responses")
+                    .and_then(|r| r.as_object_mut())
+                {
+                    responses.remove("401");
+                    responses.remove("403");
                 }
             }
         }

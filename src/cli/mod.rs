@@ -175,7 +175,8 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
-    /// List webhook deliveries still to be made (or, with --dead, given up on).
+    /// Each webhook endpoint's health (up, failing or disabled, since when), then the
+    /// deliveries still to be made (or, with --dead, given up on).
     List {
         /// Dead deliveries instead of pending ones.
         #[arg(long)]
@@ -296,8 +297,12 @@ fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    // Colour codes only for a person at a terminal: in a file, journald or a log
+    // shipper they are noise inside every line.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second initialisation (tests run commands in one process) keeps the first.
     let _ = match config.log.format {
@@ -536,7 +541,31 @@ async fn outbox(config: &Config, command: OutboxCommand) -> Result<ExitCode, Fai
             let rows = deliveries::list(store.reader(), dead, limit)
                 .await
                 .map_err(Failure::action)?;
+            let health = deliveries::health(store.reader())
+                .await
+                .map_err(Failure::action)?;
             let mut out = std::io::stdout().lock();
+            for endpoint in &health {
+                writeln!(
+                    out,
+                    "endpoint {}  {} since {}  pending={}  dead={}{}{}",
+                    crate::delivery::endpoint_label(&endpoint.endpoint),
+                    endpoint.status,
+                    rfc3339(crate::store::from_ms(endpoint.since)),
+                    endpoint.pending,
+                    endpoint.dead,
+                    match (&endpoint.status[..], &endpoint.last_error) {
+                        ("failing", Some(error)) => format!("  last={error}"),
+                        _ => String::new(),
+                    },
+                    endpoint
+                        .disabled_events
+                        .as_ref()
+                        .map(|types| format!("  not sent (410): {types}"))
+                        .unwrap_or_default(),
+                )
+                .map_err(Failure::action)?;
+            }
             for row in &rows {
                 let last = match (&row.last_status, &row.last_error) {
                     (_, Some(error)) => error.clone(),

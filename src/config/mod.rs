@@ -301,6 +301,13 @@ pub struct DeliveryConfig {
     /// The longest `Retry-After` of a 429/503 that is honoured as given.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
+    /// While an endpoint fails, one queued delivery is tried ahead of schedule after
+    /// half the time it has been failing, at least this long …
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// … and at most this long.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval_max: Duration,
 }
 
 impl DeliveryConfig {
@@ -319,6 +326,8 @@ impl Default for DeliveryConfig {
                 .map(|s| Duration::from_secs(s).into())
                 .to_vec(),
             max_retry_after: Duration::from_secs(3_600),
+            probe_interval: Duration::from_secs(5),
+            probe_interval_max: Duration::from_secs(60),
         }
     }
 }
@@ -392,22 +401,57 @@ impl Config {
             }
             None => {}
         }
-        // Only `WFMD_SECTION__KEY` variables are configuration: others with the prefix
-        // (such as `WFMD_TOKEN` for `wfmd bulk`) belong to other parts of the CLI.
+        // Only `WFMD_SECTION__KEY` variables and the lists of `ENV_LISTS` are
+        // configuration: others with the prefix (such as `WFMD_TOKEN` for `wfmd bulk`)
+        // belong to other parts of the CLI.
         let env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(key, _)| {
-                key.strip_prefix(ENV_PREFIX)
-                    .is_some_and(|rest| rest.contains("__"))
+                key.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+                    rest.contains("__")
+                        || ENV_LISTS
+                            .iter()
+                            .any(|(var, _)| key == var || key.strip_suffix("_FILE") == Some(var))
+                })
             })
             .collect();
-        for (key, value) in env {
+        let (lists, env): (Vec<_>, Vec<_>) = env.into_iter().partition(|(key, _)| {
+            ENV_LISTS
+                .iter()
+                .any(|(var, _)| key == var || key.strip_suffix("_FILE") == Some(var))
+        });
+        for (key, value) in env
+            .into_iter()
+            .filter(|(key, _)| key[ENV_PREFIX.len()..].contains("__"))
+        {
             let key = key[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");
             figment = figment.merge(Serialized::default(&key, parse_env_value(&value)));
         }
-        let mut config: Config = figment.extract().map_err(describe_figment_error)?;
+        let mut from_env = Vec::new();
+        for (var, key) in ENV_LISTS {
+            if let Some((origin, entries)) = list_from_env(&lists, var, key)? {
+                figment = figment.merge(Serialized::default(key, entries));
+                from_env.push((key, origin));
+            }
+        }
+        // Problems with entries given by a variable name the variable as well.
+        let name_origin = |mut error: ConfigError| {
+            for problem in &mut error.problems {
+                if let Some((_, origin)) = from_env.iter().find(|(key, _)| {
+                    problem.starts_with(&format!("{key}["))
+                        || problem.starts_with(&format!("{key}:"))
+                }) {
+                    problem.push_str(&format!(" (from {origin})"));
+                }
+            }
+            error
+        };
+        let mut config: Config = figment
+            .extract()
+            .map_err(describe_figment_error)
+            .map_err(name_origin)?;
         config.read_rules_file()?;
-        config.validate(source.simulate)?;
+        config.validate(source.simulate).map_err(name_origin)?;
         Ok(config)
     }
 
@@ -518,6 +562,19 @@ impl Config {
         if d.retry_schedule.is_empty() {
             problems.push("delivery.retry_schedule must have at least one wait".into());
         }
+        if d.probe_interval < Duration::from_millis(100) {
+            problems.push(format!(
+                "delivery.probe_interval must be at least 100ms, got {}",
+                humantime::format_duration(d.probe_interval)
+            ));
+        }
+        if d.probe_interval_max < d.probe_interval {
+            problems.push(format!(
+                "delivery.probe_interval_max must be at least delivery.probe_interval ({}), got {}",
+                humantime::format_duration(d.probe_interval),
+                humantime::format_duration(d.probe_interval_max)
+            ));
+        }
         for (i, hook) in self.webhooks.iter().enumerate() {
             let key = format!("webhooks[{i}]");
             match reqwest::Url::parse(&hook.url) {
@@ -615,6 +672,76 @@ fn url_problem(key: &str, value: &str) -> Option<String> {
 
 /// Environment values are strings; numbers, booleans and `[a, b]` lists are given their
 /// TOML meaning so `WFMD_CXONE__REQUESTS_PER_MINUTE=50` sets a number.
+/// Lists of tables settable as one environment variable each, for deployments with no
+/// config file to edit (containers, systemd credentials): `VAR` holds a JSON array or a
+/// TOML inline array of tables; `VAR_FILE` names a TOML file of `[[key]]` tables (such
+/// as `$CREDENTIALS_DIRECTORY/webhooks`). Either replaces the config file's entries.
+pub const ENV_LISTS: [(&str, &str); 2] = [
+    ("WFMD_API_TOKENS", "api_tokens"),
+    ("WFMD_WEBHOOKS", "webhooks"),
+];
+
+/// The entries `var` (or `var_FILE`) gives for `key`, with the variable's name (and
+/// file), or a problem naming the variable.
+fn list_from_env(
+    env: &[(String, String)],
+    var: &str,
+    key: &str,
+) -> Result<Option<(String, serde_json::Value)>, ConfigError> {
+    let file_var = format!("{var}_FILE");
+    let inline = env.iter().find(|(k, _)| k == var).map(|(_, v)| v);
+    let file = env.iter().find(|(k, _)| *k == file_var).map(|(_, v)| v);
+    match (inline, file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ConfigError::one(format!(
+            "{var} and {file_var} are both set; give {key} one way"
+        ))),
+        (Some(value), None) => {
+            if let Ok(entries @ serde_json::Value::Array(_)) =
+                serde_json::from_str::<serde_json::Value>(value)
+            {
+                return Ok(Some((var.to_owned(), entries)));
+            }
+            let parsed = toml::from_str::<toml::Table>(&format!("entries = {value}"))
+                .map_err(|e| e.message().to_owned())
+                .and_then(|mut table| match table.remove("entries") {
+                    Some(entries @ toml::Value::Array(_)) => {
+                        serde_json::to_value(entries).map_err(|e| e.to_string())
+                    }
+                    _ => Err("not an array".to_owned()),
+                });
+            match parsed {
+                Ok(entries) => Ok(Some((var.to_owned(), entries))),
+                Err(e) => Err(ConfigError::one(format!(
+                    "{var} must be a JSON array of objects or a TOML inline array of tables \
+                     (e.g. [{{url = \"https://…\", secret = \"whsec_…\"}}]): {e}"
+                ))),
+            }
+        }
+        (None, Some(path)) => {
+            let origin = format!("{file_var} {path}");
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::one(format!("{origin}: cannot read it: {e}")))?;
+            let mut table = toml::from_str::<toml::Table>(&text)
+                .map_err(|e| ConfigError::one(format!("{origin}: not TOML: {}", e.message())))?;
+            let entries = table.remove(key).unwrap_or(toml::Value::Array(Vec::new()));
+            if let Some(other) = table.keys().next() {
+                return Err(ConfigError::one(format!(
+                    "{origin} may hold only [[{key}]] tables, found `{other}`"
+                )));
+            }
+            if !entries.is_array() {
+                return Err(ConfigError::one(format!(
+                    "{origin}: `{key}` must be [[{key}]] tables"
+                )));
+            }
+            let entries = serde_json::to_value(entries)
+                .map_err(|e| ConfigError::one(format!("{origin}: {e}")))?;
+            Ok(Some((origin, entries)))
+        }
+    }
+}
+
 fn parse_env_value(raw: &str) -> figment::value::Value {
     raw.parse::<figment::value::Value>()
         .unwrap_or_else(|_| figment::value::Value::from(raw.to_owned()))
@@ -912,5 +1039,87 @@ mod tests {
                 "the [[rules]] example lacks {key}"
             );
         }
+    }
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SHA: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+
+    #[test]
+    fn webhooks_and_api_tokens_come_from_the_environment_as_json_or_toml_replacing_the_file() {
+        let file =
+            format!("[[webhooks]]\nurl = \"https://file.example/hook\"\nsecret = \"{SECRET}\"\n");
+        let json = format!(
+            r#"[{{"url":"https://env.example/a","secret":"{SECRET}","events":["bulk.completed"]}}]"#
+        );
+        let toml = format!(r#"[{{name = "desk", token_sha256 = "{SHA}", role = "viewer"}}]"#);
+        let config = load(
+            &file,
+            &[("WFMD_WEBHOOKS", &json), ("WFMD_API_TOKENS", &toml)],
+        )
+        .unwrap();
+        assert_eq!(config.webhooks.len(), 1);
+        assert_eq!(config.webhooks[0].url, "https://env.example/a");
+        assert!(config.webhooks[0].wants("bulk.completed"));
+        assert!(!config.webhooks[0].wants("agent.state_changed"));
+        assert_eq!(config.api_tokens.len(), 1);
+        assert_eq!(config.api_tokens[0].name, "desk");
+    }
+
+    #[test]
+    fn a_credentials_file_gives_the_tables_and_problems_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhooks");
+        std::fs::write(
+            &path,
+            format!("[[webhooks]]\nurl = \"https://cred.example/h\"\nsecret = \"{SECRET}\"\n\n[[webhooks]]\nurl = \"https://cred.example/2\"\nsecret = \"{SECRET}\"\n"),
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let config = load("", &[("WFMD_WEBHOOKS_FILE", path)]).unwrap();
+        assert_eq!(config.webhooks.len(), 2);
+        assert_eq!(config.webhooks[1].url, "https://cred.example/2");
+
+        let problems = |env: &[(&str, &str)]| load("", env).unwrap_err().problems.join("\n");
+        let both = problems(&[("WFMD_WEBHOOKS_FILE", path), ("WFMD_WEBHOOKS", "[]")]);
+        assert!(
+            both.contains("WFMD_WEBHOOKS and WFMD_WEBHOOKS_FILE are both set"),
+            "{both}"
+        );
+        let garbage = problems(&[("WFMD_API_TOKENS", "desk:viewer")]);
+        assert!(
+            garbage.starts_with("WFMD_API_TOKENS must be a JSON array"),
+            "{garbage}"
+        );
+        let missing = problems(&[("WFMD_WEBHOOKS", r#"[{"url":"https://x.example/"}]"#)]);
+        assert!(
+            missing.contains("webhooks[0]")
+                && missing.contains("secret")
+                && missing.contains("(from WFMD_WEBHOOKS)"),
+            "{missing}"
+        );
+        let bad_url = problems(&[(
+            "WFMD_WEBHOOKS",
+            &format!(r#"[{{"url":"ftp://x","secret":"{SECRET}"}}]"#),
+        )]);
+        assert!(
+            bad_url.contains("webhooks[0].url") && bad_url.contains("(from WFMD_WEBHOOKS)"),
+            "{bad_url}"
+        );
+        let unreadable = problems(&[("WFMD_API_TOKENS_FILE", "/nonexistent/tokens")]);
+        assert!(
+            unreadable.starts_with("WFMD_API_TOKENS_FILE /nonexistent/tokens: cannot read it"),
+            "{unreadable}"
+        );
+        std::fs::write(
+            dir.path().join("mixed"),
+            "[server]\nlisten = \"0.0.0.0:1\"\n",
+        )
+        .unwrap();
+        let mixed_path = dir.path().join("mixed");
+        let mixed = problems(&[("WFMD_WEBHOOKS_FILE", mixed_path.to_str().unwrap())]);
+        assert!(
+            mixed.contains("may hold only [[webhooks]] tables, found `server`"),
+            "{mixed}"
+        );
     }
 }

@@ -869,6 +869,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_poll_holds_the_agents_it_records_until_its_commit_so_no_change_starts_between() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        *platform.steady.lock().unwrap() = vec![seen("u_001", AgentState::NotReady, 100)];
+        let locks = Arc::new(KeyedLock::default());
+        let mut sync = StateSync::new(store.clone(), platform, settings(10, 3600))
+            .with_in_flight(locks.clone());
+
+        // The only write connection is busy, so the poll's record waits for its commit.
+        let writer = store.begin_write().await.unwrap();
+        let poll = tokio::spawn(async move { sync.poll_once().await.map(|r| r.recorded) });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !locks.is_held("u_001") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the poll never took u_001"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            locks.try_lock("u_001").is_none(),
+            "the engine cannot start a change of u_001 while the poll records it"
+        );
+        assert!(!poll.is_finished());
+        drop(writer);
+        assert_eq!(poll.await.unwrap().unwrap(), 1);
+        assert!(
+            locks.try_lock("u_001").is_some(),
+            "released after the commit"
+        );
+        assert_eq!(
+            intervals(&store, "u_001").await,
+            [("NOT_READY".into(), 100, None)]
+        );
+    }
+
+    #[tokio::test]
     async fn the_first_poll_after_a_restart_records_only_out_of_date_agents() {
         let (store, _dir) = temp_store().await;
         let platform = Arc::new(ScriptedPlatform::default());

@@ -6,7 +6,15 @@
 //!   only claimable when no earlier delivery of the same agent to the same endpoint is
 //!   still pending: per (endpoint, agent), events go out in commit order, while other
 //!   agents and endpoints never wait.
-//! - [`settle`] records a batch of attempts and their verdicts in one transaction.
+//! - [`settle`] records a batch of attempts and their verdicts in one transaction, and
+//!   with them each endpoint's health (up, failing since, disabled since).
+//! - Recovery: while an endpoint fails, [`claim`] tries one of its queued deliveries
+//!   ahead of schedule now and then (a probe, paced by how long it has been failing).
+//!   When a delivery succeeds after the endpoint failed for at least the shortest probe
+//!   wait, the retries that failed during the outage are brought forward, twice as many
+//!   as just succeeded each round, so a receiver that is back gets its backlog in
+//!   seconds without being flooded. An attempt made ahead of schedule that fails does
+//!   not use up a scheduled retry.
 //! - A crash leaves leases behind; they expire and the deliveries are claimed again
 //!   (at-least-once, with the same event id).
 
@@ -86,9 +94,41 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: i64,
     pub created_at: i64,
+    /// Claimed ahead of its schedule (a probe or a recovery); a failure costs no retry.
+    pub early: bool,
 }
 
-/// Claims up to `limit` due deliveries to `endpoints` until `now_ms + lease_ms`.
+/// How fast a failing endpoint is probed: every half of the time it has been failing,
+/// within these bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probing {
+    pub min_ms: i64,
+    pub max_ms: i64,
+}
+
+impl Probing {
+    /// When to probe next after a failure at `at` of an endpoint failing since `since`.
+    fn next_probe(self, since: i64, at: i64) -> i64 {
+        at + ((at - since) / 2).clamp(self.min_ms, self.max_ms.max(self.min_ms))
+    }
+}
+
+/// Only the first pending delivery `d` of an agent to an endpoint may go out: per
+/// (endpoint, agent) the order is the commit order. A macro, so the statements that
+/// use it stay `&'static str`.
+macro_rules! first_of_its_agent {
+    () => {
+        "NOT EXISTS (
+            SELECT 1 FROM webhook_deliveries e INDEXED BY webhook_deliveries_order
+            WHERE e.status = 'pending' AND e.endpoint = d.endpoint
+              AND e.agent_id = d.agent_id AND e.event_seq < d.event_seq)"
+    };
+}
+
+/// Claims up to `limit` due deliveries to `endpoints` until `now_ms + lease_ms`. First,
+/// each failing endpoint whose probe is due gets one delivery made due now (the one
+/// tried least recently, so one event the receiver keeps refusing does not hide that
+/// it is back).
 pub async fn claim(
     store: &Store,
     endpoints: &[&str],
@@ -99,34 +139,65 @@ pub async fn claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
+    let endpoints = json!(endpoints).to_string();
     let mut tx = store.begin_write().await?;
-    let claimed_ids: Vec<i64> = sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET lease_until = ?1 + ?2
+    sqlx::query(concat!(
+        "UPDATE webhook_deliveries SET hasten_at = ?1
          WHERE id IN (
-             SELECT d.id FROM webhook_deliveries d
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-               AND (d.lease_until IS NULL OR d.lease_until <= ?1)
-               AND d.endpoint IN (SELECT value FROM json_each(?3))
-               AND NOT EXISTS (
-                   SELECT 1 FROM webhook_deliveries e INDEXED BY webhook_deliveries_order
-                   WHERE e.status = 'pending' AND e.endpoint = d.endpoint
-                     AND e.agent_id = d.agent_id AND e.event_seq < d.event_seq)
-             ORDER BY d.event_seq LIMIT ?4)
-         RETURNING id",
+             SELECT (SELECT d.id FROM webhook_deliveries d
+                     WHERE d.endpoint = h.endpoint AND d.status = 'pending'
+                       AND d.hasten_at IS NULL AND d.next_attempt_at > ?1
+                       AND (d.lease_until IS NULL OR d.lease_until <= ?1)
+                       AND ",
+        first_of_its_agent!(),
+        "
+                     ORDER BY COALESCE(d.last_attempt_at, 0), d.event_seq LIMIT 1)
+             FROM webhook_endpoints h
+             WHERE h.status = 'failing' AND h.next_probe_at <= ?1
+               AND h.endpoint IN (SELECT value FROM json_each(?2)))"
+    ))
+    .bind(now_ms)
+    .bind(&endpoints)
+    .execute(&mut *tx)
+    .await?;
+    // The probe's attempt sets the next one; until then (or its lease ends) no other.
+    sqlx::query(
+        "UPDATE webhook_endpoints SET next_probe_at = ?1 + ?2
+         WHERE status = 'failing' AND next_probe_at <= ?1
+           AND endpoint IN (SELECT value FROM json_each(?3))",
     )
     .bind(now_ms)
     .bind(lease_ms)
-    .bind(json!(endpoints).to_string())
+    .bind(&endpoints)
+    .execute(&mut *tx)
+    .await?;
+    let claimed_ids: Vec<i64> = sqlx::query_scalar(concat!(
+        "UPDATE webhook_deliveries SET lease_until = ?1 + ?2
+         WHERE id IN (
+             SELECT d.id FROM webhook_deliveries d
+             WHERE d.status = 'pending' AND (d.next_attempt_at <= ?1 OR d.hasten_at <= ?1)
+               AND (d.lease_until IS NULL OR d.lease_until <= ?1)
+               AND d.endpoint IN (SELECT value FROM json_each(?3))
+               AND ",
+        first_of_its_agent!(),
+        "
+             ORDER BY d.event_seq LIMIT ?4)
+         RETURNING id"
+    ))
+    .bind(now_ms)
+    .bind(lease_ms)
+    .bind(&endpoints)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(&mut *tx)
     .await?;
     let claimed = sqlx::query_as(
         "SELECT d.id, d.endpoint, d.event_type, e.id AS event_id, e.payload, d.attempts,
-                d.created_at
+                d.created_at, d.next_attempt_at > ?2 AS early
          FROM webhook_deliveries d JOIN outbox_events e ON e.seq = d.event_seq
-         WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.event_seq",
+         WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.event_seq",
     )
     .bind(json!(claimed_ids).to_string())
+    .bind(now_ms)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -155,12 +226,32 @@ pub struct Attempt {
     pub error: Option<String>,
     pub response_body: Option<String>,
     pub verdict: Verdict,
+    /// Made ahead of the delivery's schedule (see [`Claimed::early`]).
+    pub early: bool,
 }
 
-/// Records attempts and applies their verdicts, all in one transaction.
-pub async fn settle(store: &Store, attempts: &[Attempt]) -> Result<(), sqlx::Error> {
+/// An endpoint whose health changed in a [`settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthChange {
+    pub endpoint: String,
+    pub status: &'static str,
+    /// How long it had been in its previous status.
+    pub after_ms: i64,
+    /// Retries brought forward because it recovered.
+    pub recovered: bool,
+}
+
+/// Records attempts and applies their verdicts, all in one transaction, with the health
+/// of the endpoints they went to; brings forward the retries of endpoints that are
+/// back. Returns the endpoints whose health changed.
+pub async fn settle(
+    store: &Store,
+    attempts: &[Attempt],
+    probing: Probing,
+    now_ms: i64,
+) -> Result<Vec<HealthChange>, sqlx::Error> {
     if attempts.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut tx = store.begin_write().await?;
     for a in attempts {
@@ -177,6 +268,24 @@ pub async fn settle(store: &Store, attempts: &[Attempt]) -> Result<(), sqlx::Err
         .bind(&a.response_body)
         .execute(&mut *tx)
         .await?;
+        let failed = matches!(a.verdict, Verdict::RetryAt(_) | Verdict::Dead);
+        if a.early && failed {
+            // Ahead of schedule: the delivery keeps its attempt count and its next
+            // scheduled retry, so probing a dead receiver never kills an event sooner.
+            sqlx::query(
+                "UPDATE webhook_deliveries
+                 SET lease_until = NULL, hasten_at = NULL, last_attempt_at = ?,
+                     last_status = ?, last_error = ?
+                 WHERE id = ?",
+            )
+            .bind(a.attempted_at)
+            .bind(a.status_code)
+            .bind(&a.error)
+            .bind(a.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+            continue;
+        }
         let (status, next_attempt_at, delivered_at) = match a.verdict {
             Verdict::Delivered => ("delivered", None, Some(a.attempted_at)),
             Verdict::RetryAt(at) => ("pending", Some(at), None),
@@ -185,13 +294,14 @@ pub async fn settle(store: &Store, attempts: &[Attempt]) -> Result<(), sqlx::Err
         };
         sqlx::query(
             "UPDATE webhook_deliveries
-             SET status = ?, attempts = attempts + 1, lease_until = NULL,
-                 next_attempt_at = COALESCE(?, next_attempt_at),
+             SET status = ?, attempts = attempts + 1, lease_until = NULL, hasten_at = NULL,
+                 next_attempt_at = COALESCE(?, next_attempt_at), last_attempt_at = ?,
                  last_status = ?, last_error = ?, delivered_at = ?
              WHERE id = ?",
         )
         .bind(status)
         .bind(next_attempt_at)
+        .bind(a.attempted_at)
         .bind(a.status_code)
         .bind(&a.error)
         .bind(delivered_at)
@@ -219,7 +329,199 @@ pub async fn settle(store: &Store, attempts: &[Attempt]) -> Result<(), sqlx::Err
             .await?;
         }
     }
+    let changes = record_health(&mut tx, attempts, probing, now_ms).await?;
+    tx.commit().await?;
+    Ok(changes)
+}
+
+/// One endpoint's row of `webhook_endpoints`.
+#[derive(Debug, Clone, FromRow)]
+struct HealthRow {
+    status: String,
+    since: i64,
+    next_probe_at: Option<i64>,
+    recovered_at: Option<i64>,
+}
+
+/// Applies the batch's attempts to each endpoint's health, in the order they were
+/// made, and brings forward the retries of an endpoint that has recovered.
+async fn record_health(
+    tx: &mut sqlx::SqliteConnection,
+    attempts: &[Attempt],
+    probing: Probing,
+    now_ms: i64,
+) -> Result<Vec<HealthChange>, sqlx::Error> {
+    let mut by_endpoint: std::collections::BTreeMap<&str, Vec<&Attempt>> = Default::default();
+    for a in attempts {
+        by_endpoint.entry(&a.endpoint).or_default().push(a);
+    }
+    let mut changes = Vec::new();
+    for (endpoint, mut batch) in by_endpoint {
+        batch.sort_by_key(|a| a.attempted_at);
+        let first = batch[0].attempted_at;
+        let mut row: HealthRow = sqlx::query_as(
+            "SELECT status, since, next_probe_at, recovered_at FROM webhook_endpoints
+             WHERE endpoint = ?",
+        )
+        .bind(endpoint)
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(HealthRow {
+            status: "up".into(),
+            since: first,
+            next_probe_at: None,
+            recovered_at: None,
+        });
+        let before = (row.status.clone(), row.since);
+        let mut recovered = false;
+        let mut delivered = 0i64;
+        let mut last_error = None;
+        for a in &batch {
+            match a.verdict {
+                Verdict::Delivered => {
+                    delivered += 1;
+                    if row.status == "failing" {
+                        // A blip (one refused event among accepted ones) is no outage:
+                        // only after failing for a probe wait are retries brought forward.
+                        if a.attempted_at - row.since >= probing.min_ms {
+                            row.recovered_at = Some(a.attempted_at);
+                            recovered = true;
+                        }
+                    }
+                    if row.status != "up" {
+                        row.status = "up".into();
+                        row.since = a.attempted_at;
+                    }
+                    row.next_probe_at = None;
+                }
+                Verdict::Gone => {
+                    if row.status != "disabled" {
+                        row.status = "disabled".into();
+                        row.since = a.attempted_at;
+                    }
+                    row.next_probe_at = None;
+                }
+                Verdict::RetryAt(_) | Verdict::Dead => {
+                    if row.status != "failing" {
+                        row.status = "failing".into();
+                        row.since = a.attempted_at;
+                    }
+                    // A failure in the middle of a recovery ends it: the rest wait for
+                    // the next one.
+                    row.recovered_at = None;
+                    row.next_probe_at = Some(probing.next_probe(row.since, a.attempted_at));
+                    last_error = a.error.clone();
+                }
+            }
+        }
+        let last_attempt_at = batch.last().map(|a| a.attempted_at);
+        if row.status == "up" && delivered > 0 && row.recovered_at.is_some() {
+            let hastened = sqlx::query(concat!(
+                "UPDATE webhook_deliveries SET hasten_at = ?1
+                 WHERE id IN (
+                     SELECT d.id FROM webhook_deliveries d
+                     WHERE d.endpoint = ?2 AND d.status = 'pending' AND d.hasten_at IS NULL
+                       AND d.next_attempt_at > ?1 AND d.last_attempt_at <= ?3
+                       AND (d.lease_until IS NULL OR d.lease_until <= ?1)
+                       AND ",
+                first_of_its_agent!(),
+                "
+                     ORDER BY d.event_seq LIMIT ?4)"
+            ))
+            .bind(now_ms)
+            .bind(endpoint)
+            .bind(row.recovered_at)
+            .bind(delivered * 2)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if hastened == 0 {
+                row.recovered_at = None;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO webhook_endpoints
+                 (endpoint, status, since, last_attempt_at, last_error, next_probe_at,
+                  recovered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (endpoint) DO UPDATE SET
+                 status = ?2, since = ?3, last_attempt_at = ?4,
+                 last_error = COALESCE(?5, last_error), next_probe_at = ?6, recovered_at = ?7",
+        )
+        .bind(endpoint)
+        .bind(&row.status)
+        .bind(row.since)
+        .bind(last_attempt_at)
+        .bind(last_error)
+        .bind(row.next_probe_at)
+        .bind(row.recovered_at)
+        .execute(&mut *tx)
+        .await?;
+        if row.status != before.0 {
+            changes.push(HealthChange {
+                endpoint: endpoint.to_owned(),
+                status: match row.status.as_str() {
+                    "up" => "up",
+                    "failing" => "failing",
+                    _ => "disabled",
+                },
+                after_ms: (last_attempt_at.unwrap_or(now_ms) - before.1).max(0),
+                recovered,
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// Makes sure every configured endpoint has a health row (`up` until a delivery to it
+/// fails), so it shows in `/metrics` and `wfmd outbox list` before its first event.
+pub async fn register(store: &Store, endpoints: &[&str], now_ms: i64) -> Result<(), sqlx::Error> {
+    if endpoints.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin_write().await?;
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (endpoint, status, since)
+         SELECT value, 'up', ?1 FROM json_each(?2) WHERE true
+         ON CONFLICT (endpoint) DO NOTHING",
+    )
+    .bind(now_ms)
+    .bind(json!(endpoints).to_string())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
+}
+
+/// An endpoint's health as shown by `/metrics` and `wfmd outbox list`.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct EndpointHealth {
+    pub endpoint: String,
+    /// `up`, `failing` or `disabled` (the last answer was 410 Gone).
+    pub status: String,
+    /// When it entered that status.
+    pub since: i64,
+    pub last_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub pending: i64,
+    pub dead: i64,
+    /// Event types no longer sent to it because it answered 410, comma-separated.
+    pub disabled_events: Option<String>,
+}
+
+/// Every endpoint's health, by URL.
+pub async fn health(pool: &SqlitePool) -> Result<Vec<EndpointHealth>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT h.endpoint, h.status, h.since, h.last_attempt_at, h.last_error,
+                (SELECT COUNT(*) FROM webhook_deliveries d
+                 WHERE d.status = 'pending' AND d.endpoint = h.endpoint) AS pending,
+                (SELECT COUNT(*) FROM webhook_deliveries d
+                 WHERE d.status = 'dead' AND d.endpoint = h.endpoint) AS dead,
+                (SELECT group_concat(event_type, ',') FROM webhook_disabled w
+                 WHERE w.endpoint = h.endpoint) AS disabled_events
+         FROM webhook_endpoints h ORDER BY h.endpoint",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Gives claimed deliveries back (shutdown): they may be claimed again at once.
@@ -299,11 +601,15 @@ pub async fn backlog(pool: &SqlitePool) -> Result<(i64, Option<i64>), sqlx::Erro
     .await
 }
 
-/// When the earliest pending delivery falls due, if any.
+/// When the earliest pending delivery (or a failing endpoint's probe) falls due, if any.
 pub async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0)))
-         FROM webhook_deliveries WHERE status = 'pending'",
+        "SELECT MIN(due) FROM (
+             SELECT MIN(MAX(MIN(next_attempt_at, COALESCE(hasten_at, next_attempt_at)),
+                            COALESCE(lease_until, 0))) AS due
+             FROM webhook_deliveries WHERE status = 'pending'
+             UNION ALL
+             SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing')",
     )
     .fetch_one(pool)
     .await

@@ -157,6 +157,15 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.read).await.map(drop)
     }
 
+    /// The database's size in bytes (pages in use and free; the WAL not counted).
+    pub async fn size_bytes(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&self.read)
+        .await
+    }
+
     /// Closes both pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.write.close().await;

@@ -28,6 +28,8 @@ struct Operation {
     body: Option<Value>,
     /// Documented statuses.
     statuses: BTreeSet<u16>,
+    /// Documented content types of each status that has a body.
+    content_types: BTreeMap<u16, BTreeSet<String>>,
 }
 
 async fn fetch_spec(app: &TestApp) -> Value {
@@ -41,9 +43,11 @@ fn operations(spec: &Value) -> Vec<Operation> {
     let mut found = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
+            // A document served without tokens declares no security: all is open.
             let security = operation["security"]
                 .as_array()
-                .unwrap_or_else(|| panic!("{method} {path} has no security"));
+                .cloned()
+                .unwrap_or_else(|| vec![json!({})]);
             let role = match security.as_slice() {
                 [open] if open.as_object().unwrap().is_empty() => None,
                 [needs] => Some(needs["bearer"][0].as_str().unwrap().to_owned()),
@@ -68,6 +72,16 @@ fn operations(spec: &Value) -> Vec<Operation> {
                 .keys()
                 .map(|status| status.parse().unwrap())
                 .collect();
+            let content_types = operation["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter_map(|(status, response)| {
+                    let types: BTreeSet<String> =
+                        response["content"].as_object()?.keys().cloned().collect();
+                    Some((status.parse().unwrap(), types))
+                })
+                .collect();
             found.push(Operation {
                 method: method.to_uppercase(),
                 path: path.clone(),
@@ -75,6 +89,7 @@ fn operations(spec: &Value) -> Vec<Operation> {
                 parameters,
                 body: (!body.is_null()).then_some(body),
                 statuses,
+                content_types,
             });
         }
     }
@@ -341,11 +356,21 @@ fn hostile_text() -> BoxedStrategy<String> {
 
 /// Plausible values for the parameters wfmd has, by name.
 fn plausible(name: &str, schema: &Value) -> BoxedStrategy<String> {
-    if let Some(pattern) = schema["pattern"].as_str() {
+    let from_pattern = schema["pattern"].as_str().and_then(|pattern| {
         let pattern = pattern.trim_start_matches('^').trim_end_matches('$');
-        if let Ok(strategy) = proptest::string::string_regex(pattern) {
-            return strategy.boxed();
-        }
+        proptest::string::string_regex(pattern).ok()
+    });
+    // Agents the simulator has, mostly, so changes get past "no such agent"; any id the
+    // documented pattern allows now and then.
+    if name == "agent_id" {
+        let known = (1..=70u32).prop_map(|n| format!("u_{n:03}"));
+        return match from_pattern {
+            Some(pattern) => prop_oneof![4 => known, 1 => pattern].boxed(),
+            None => known.boxed(),
+        };
+    }
+    if let Some(strategy) = from_pattern {
+        return strategy.boxed();
     }
     match name {
         "agent_id" => (1..=70u32).prop_map(|n| format!("u_{n:03}")).boxed(),
@@ -713,6 +738,22 @@ fn check(
             operation.statuses
         ));
     }
+    // And the content type it documents for that status.
+    if same_operation && let Some(documented) = operation.content_types.get(&status) {
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let matches = documented
+            .iter()
+            .any(|d| d == content_type || d.split(';').next().unwrap_or("").trim() == media);
+        if !matches {
+            return fail(&format!(
+                "content type `{content_type}` not documented (documented: {documented:?})"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -813,4 +854,161 @@ async fn fuzzing_every_route_from_the_spec_gets_no_5xx_and_problems_on_every_4xx
     // Without tokens every request reaches its handler.
     let app = TestApp::spawn().await;
     fuzz(&app, 11, FUZZ_CASES_WITHOUT_TOKENS).await;
+}
+
+#[tokio::test]
+async fn without_tokens_the_document_declares_no_security_and_with_tokens_it_does() {
+    let open = TestApp::spawn().await;
+    let spec = fetch_spec(&open).await;
+    assert!(
+        spec["components"]["securitySchemes"].is_null(),
+        "{}",
+        spec["components"]
+    );
+    let text = spec["paths"].to_string();
+    assert!(
+        !text.contains("\"security\""),
+        "an operation still declares security"
+    );
+    for operation in operations(&spec) {
+        assert!(
+            !operation.statuses.contains(&401) && !operation.statuses.contains(&403),
+            "{} {} documents 401/403 without tokens",
+            operation.method,
+            operation.path
+        );
+    }
+
+    let secured = spawn_with_roles().await;
+    let spec = fetch_spec(&secured).await;
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let transitions = &spec["paths"]["/v1/agents/{agent_id}/transitions"]["post"];
+    assert_eq!(transitions["security"], json!([{"bearer": ["supervisor"]}]));
+    assert!(transitions["responses"]["401"].is_object());
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_gets_401_before_its_parameters_or_body_are_read() {
+    let app = spawn_with_roles().await;
+    let spec = fetch_spec(&app).await;
+    let mut checked = 0;
+    for operation in operations(&spec).iter().filter(|o| o.role.is_some()) {
+        // Every parameter malformed, an unknown one besides, and a body that is not JSON.
+        let path = operation
+            .path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "%FF%FE"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let response = app
+            .http
+            .request(
+                operation.method.parse().unwrap(),
+                format!("{}{path}?from=yesterday&format=xml&unknown=1", app.address),
+            )
+            .header("content-type", "text/plain")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            401,
+            "{} {} answered a stranger about its input",
+            operation.method,
+            operation.path
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked}");
+}
+
+#[tokio::test]
+async fn request_bodies_offer_only_settable_states_and_every_one_is_accepted() {
+    let app = spawn_with_roles().await;
+    let spec = fetch_spec(&app).await;
+    let body = &spec["paths"]["/v1/agents/{agent_id}/transitions"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let schema = resolve(&spec, body);
+    let state = resolve(&spec, &schema["properties"]["state"]);
+    let offered: Vec<&str> = state["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        offered,
+        ["READY", "NOT_READY", "PAUSED", "IDLE", "LOGGED_OUT"]
+    );
+    // Responses still describe observed states.
+    assert!(
+        spec["components"]["schemas"]["AgentState"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ACW"))
+    );
+    let agent_id = &spec["paths"]["/v1/agents/{agent_id}/transitions"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "agent_id")
+        .unwrap()["schema"];
+    // Every id the documented pattern allows is one the server takes: 1-128 printable
+    // ASCII characters, not `.` or `..`.
+    let pattern = agent_id["pattern"].as_str().unwrap();
+    assert!(
+        pattern.starts_with('^') && pattern.ends_with('$'),
+        "{pattern}"
+    );
+    let ids = proptest::string::string_regex(&pattern[1..pattern.len() - 1]).unwrap();
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[3; 32]),
+    );
+    let mut short = 0;
+    for _ in 0..3_000 {
+        let id = ids.new_tree(&mut runner).unwrap().current();
+        assert!(
+            !id.is_empty()
+                && id.len() <= 128
+                && id.chars().all(|c| c.is_ascii_graphic())
+                && id != "."
+                && id != "..",
+            "the pattern allows `{id}`"
+        );
+        short += usize::from(id.len() <= 2);
+    }
+    assert!(
+        short > 0,
+        "the pattern's short alternatives were never taken"
+    );
+    assert_eq!(agent_id["maxLength"], 128);
+
+    // Schema-valid requests are not refused as invalid (400/422).
+    let agent = app.sim.free_agents().remove(0).id;
+    for state in offered {
+        let response = app
+            .http
+            .post(format!("{}/v1/agents/{agent}/transitions", app.address))
+            .bearer_auth(As::Admin.token().unwrap())
+            .json(&json!({"state": state}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !matches!(response.status().as_u16(), 400 | 422),
+            "{state}: {}",
+            response.text().await.unwrap()
+        );
+    }
 }

@@ -39,6 +39,8 @@ pub struct Received {
     pub signature: String,
     pub body: String,
     pub json: Value,
+    /// When it was accepted.
+    pub at: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -47,6 +49,8 @@ struct Inner {
     /// Modes for the next requests, used up in order before `mode`.
     script: Vec<Mode>,
     mode: Option<Mode>,
+    /// Every request before this instant gets 503 (a timed outage).
+    down_until: Option<tokio::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -80,6 +84,12 @@ impl Receiver {
         self.set_mode(Mode::Fail(503));
     }
 
+    /// The backend is away until `until`: 503 to every request before it, whatever
+    /// the mode.
+    pub fn go_down_until(&self, until: tokio::time::Instant) {
+        self.inner.lock().unwrap().down_until = Some(until);
+    }
+
     pub fn come_back(&self) {
         self.set_mode(Mode::Ok);
     }
@@ -104,7 +114,12 @@ impl Receiver {
 
     /// Waits until `count` distinct events have arrived, failing after `deadline`.
     pub async fn wait_for(&self, count: usize, deadline: Duration) {
-        let until = tokio::time::Instant::now() + deadline;
+        self.wait_until(count, tokio::time::Instant::now() + deadline)
+            .await;
+    }
+
+    /// Waits until `count` distinct events have arrived, failing at `until`.
+    pub async fn wait_until(&self, count: usize, until: tokio::time::Instant) {
         loop {
             let got = self.distinct().len();
             if got >= count {
@@ -144,7 +159,14 @@ async fn receive(
     let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let mode = {
         let mut inner = inner.lock().unwrap();
-        inner.script.pop().or(inner.mode).unwrap_or(Mode::Ok)
+        if inner
+            .down_until
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+        {
+            Mode::Fail(503)
+        } else {
+            inner.script.pop().or(inner.mode).unwrap_or(Mode::Ok)
+        }
     };
     // A stalled answer counts only once given: a client that gave up first never
     // learned it was accepted.
@@ -166,6 +188,7 @@ async fn receive(
                 signature: header("webhook-signature"),
                 body: body.clone(),
                 json: json.clone(),
+                at: tokio::time::Instant::now(),
             });
         }
     }

@@ -168,6 +168,109 @@ async fn a_receiver_that_was_down_gets_everything_once_when_it_comes_back() {
     }
 }
 
+/// The `wfmd_webhook_endpoint_status` sample of `receiver` for `status`, if exported.
+async fn endpoint_status(app: &TestApp, receiver: &Receiver, status: &str) -> Option<f64> {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let labels = format!("endpoint=\"{}\"", receiver.url());
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("wfmd_webhook_endpoint_status{"))
+        .filter(|line| line.contains(&labels) && line.contains(&format!("status=\"{status}\"")))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits until /metrics reports `receiver` in `status`.
+async fn wait_endpoint_status(app: &TestApp, receiver: &Receiver, status: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while endpoint_status(app, receiver, status).await != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoint never showed as {status} in /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_eight_second_outage_is_caught_up_within_seconds_not_at_the_five_minute_retry() {
+    let receiver = Receiver::start().await;
+    let sim = TestSim::default_tenant().await;
+    let app = TestApp::spawn_with(sim, |config| {
+        deliver_to(config, &receiver);
+        config.delivery.timeout_ms = 2_000;
+        config.delivery.lease_ms = 10_000;
+        // A quick first retry, so every event is on the 5-minute step well before the
+        // receiver is back; the probe settings are the shipped defaults.
+        config.delivery.retry_schedule = [Duration::from_millis(100), Duration::from_secs(300)]
+            .map(Into::into)
+            .to_vec();
+    })
+    .await;
+    let recovery = tokio::time::Instant::now() + Duration::from_secs(8);
+    receiver.go_down_until(recovery);
+    let agents: Vec<String> = app
+        .sim
+        .free_agents()
+        .into_iter()
+        .take(5)
+        .map(|a| a.id)
+        .collect();
+    for agent in &agents {
+        for state in ["NOT_READY", "PAUSED", "NOT_READY"] {
+            assert_eq!(app.set_state(agent, state).await.0, 200);
+        }
+    }
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE attempts >= 2",
+        5,
+        "the first events were not retried",
+    )
+    .await;
+    wait_endpoint_status(&app, &receiver, "failing").await;
+
+    // All fifteen arrive within 15 s of the receiver's return, not 5 minutes later.
+    receiver
+        .wait_until(15, recovery + Duration::from_secs(15))
+        .await;
+    assert!(receiver.received().iter().all(|r| r.at >= recovery));
+    assert!(
+        receiver.copies().values().all(|&n| n == 1),
+        "{:?}",
+        receiver.copies()
+    );
+    for agent in &agents {
+        let arrival: Vec<String> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.json["data"]["agentId"] == agent.as_str())
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(
+            arrival,
+            committed_ids(&app.store, agent).await,
+            "order of {agent}"
+        );
+    }
+    wait_delivered(&app, 15).await;
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM webhook_deliveries
+             WHERE status = 'delivered' AND next_attempt_at - delivered_at > 180000"
+        )
+        .await,
+        5,
+        "each agent's first event was delivered minutes before its scheduled retry"
+    );
+    assert_eq!(
+        app.count("SELECT MAX(attempts) FROM webhook_deliveries")
+            .await,
+        3,
+        "probes that failed used up no scheduled retry"
+    );
+    wait_endpoint_status(&app, &receiver, "up").await;
+    assert_eq!(endpoint_status(&app, &receiver, "failing").await, Some(0.0));
+}
+
 #[tokio::test]
 async fn a_stalled_receiver_is_timed_out_and_retried() {
     let receiver = Receiver::start().await;
@@ -283,6 +386,11 @@ async fn dead_deliveries_are_listed_and_replayed() {
     assert!(
         listed.contains("agent.state_changed") && listed.contains("dead"),
         "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("endpoint {}  failing since ", receiver.url()))
+            && listed.contains("dead=1  last=receiver answered 500"),
+        "endpoint health is listed: {listed}"
     );
 
     receiver.set_mode(Mode::Ok);

@@ -1,0 +1,190 @@
+//! The rough edges an operator meets in the first week (#14): idempotency keys scoped to
+//! their caller, `/readyz` saying little to strangers, logs fit for files and shippers.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::auth::entry;
+use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim};
+
+async fn transition_as(app: &TestApp, token: &str, agent: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(format!("{}/v1/agents/{agent}/transitions", app.address))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_the_callers_own_and_never_returns_another_callers_result() {
+    let sim = TestSim::default_tenant().await;
+    let app = TestApp::spawn_with(sim, |config| {
+        config.api_tokens = vec![
+            entry("desk-a", "wfmd_desk-a", "supervisor"),
+            entry("desk-b", "wfmd_desk-b", "supervisor"),
+        ];
+    })
+    .await;
+    let free = app.sim.free_agents();
+    let (first, second) = (&free[0].id, &free[1].id);
+    let key = "shift-change-0800";
+
+    let (status, a) = transition_as(
+        &app,
+        "wfmd_desk-a",
+        first,
+        json!({"state": "NOT_READY", "idempotency_key": key}),
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    // The same caller gets its first result back.
+    let (_, again) = transition_as(
+        &app,
+        "wfmd_desk-a",
+        first,
+        json!({"state": "NOT_READY", "idempotency_key": key}),
+    )
+    .await;
+    assert_eq!(again["attempt_id"], a["attempt_id"]);
+    assert_eq!(again["replayed"], true);
+
+    // Another caller with the same key and the same request makes its own change…
+    let (status, b) = transition_as(
+        &app,
+        "wfmd_desk-b",
+        first,
+        json!({"state": "NOT_READY", "idempotency_key": key}),
+    )
+    .await;
+    assert_eq!(status, 200, "{b}");
+    assert_ne!(b["attempt_id"], a["attempt_id"], "not desk-a's result");
+    assert_eq!(b["replayed"], false);
+    assert_eq!(b["actor"], "desk-b");
+    // A key one caller used for one change is free for another caller's other change:
+    // no 422, which would tell desk-b that the key is taken and what for.
+    let (status, _) = transition_as(
+        &app,
+        "wfmd_desk-a",
+        first,
+        json!({"state": "PAUSED", "idempotency_key": "break-1"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, other) = transition_as(
+        &app,
+        "wfmd_desk-b",
+        second,
+        json!({"state": "PAUSED", "idempotency_key": "break-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(other["agent_id"], second.as_str());
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM transition_attempts WHERE idempotency_key IS NOT NULL
+         ORDER BY idempotency_key",
+    )
+    .fetch_all(app.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(
+        keys,
+        [
+            "api:desk-a:break-1",
+            "api:desk-a:shift-change-0800",
+            "api:desk-b:break-1",
+            "api:desk-b:shift-change-0800"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn readiness_names_the_failed_check_to_anyone_and_its_error_only_to_token_holders() {
+    let sim = TestSim::default_tenant().await;
+    let app = TestApp::spawn_with(sim, |config| {
+        config.cxone.client_secret = "wrong-secret".to_owned().into();
+        config.api_tokens = vec![entry("watch", "wfmd_watch", "viewer")];
+    })
+    .await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["platform"], "unavailable", "{body}");
+    assert_eq!(body["database"], "ok");
+
+    let known = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .bearer_auth("wfmd_watch")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(known.status(), 503);
+    let body: Value = known.json().await.unwrap();
+    let platform = body["platform"].as_str().unwrap();
+    assert!(platform.starts_with("unavailable: "), "{platform}");
+    assert!(
+        platform.contains("wfmd-sim"),
+        "the platform's words: {platform}"
+    );
+
+    let wrong = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .bearer_auth("wfmd_not-a-token")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["platform"], "unavailable", "a wrong token is nobody");
+}
+
+/// Starts `wfmd serve` with its log in a file and waits for its first info line.
+async fn daemon_log(extra: &[(&str, &str)]) -> String {
+    let sim = TestSim::start(wfmd::sim::SimConfig::default()).await;
+    let db = TestDb::new();
+    let mut env = sim.env(&db.url());
+    env.push(("WFMD_LOG__LEVEL".into(), "info".into()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let log = db.dir.path().join("wfmd.log");
+    let daemon = Daemon::spawn_logging_to(&env, &log).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("wfmd is serving") {
+            daemon.signal("TERM");
+            assert!(daemon.wait().await.success());
+            return std::fs::read_to_string(&log).unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_codes_and_json_format_gives_one_object_a_line() {
+    let text = daemon_log(&[]).await;
+    assert!(text.contains(" INFO "), "{text}");
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a file: {text:?}");
+
+    let json = daemon_log(&[("WFMD_LOG__FORMAT", "json")]).await;
+    let mut lines = 0;
+    for line in json.lines().filter(|l| !l.trim().is_empty()) {
+        let object: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"));
+        assert!(
+            object["level"].is_string() && object["timestamp"].is_string(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines >= 2, "{json}");
+    assert!(!json.contains('\u{1b}'));
+}
