@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod incontact;
 pub mod retry;
 mod v2;
 mod wire;
@@ -22,6 +23,7 @@ use secrecy::SecretString;
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
 pub use budget::{Budget, Lane, in_lane};
+pub use incontact::{IncontactClient, IncontactSettings};
 pub use retry::RetryPolicy;
 pub use v2::{V2Client, install_crypto_provider};
 
@@ -226,6 +228,14 @@ impl CxoneError {
                 | CxoneError::Timeout
                 | CxoneError::Connect(_)
         )
+    }
+
+    /// Whether the platform refused because the agent has no session (logged out):
+    /// the `incontact` dialect's 404 "Agent session not started". Recorded as the
+    /// rejection `AGENT_LOGGED_OUT`, not as a failure.
+    pub fn is_agent_logged_out(&self) -> bool {
+        matches!(self, CxoneError::NotFound { message }
+            if message.to_ascii_lowercase().contains("session not started"))
     }
 
     /// The platform's `Retry-After`, when it sent one.

@@ -21,6 +21,7 @@ mod auth;
 mod clock;
 mod control;
 mod faults;
+pub mod incontact;
 mod routes;
 mod subscriptions;
 mod tenant;
@@ -156,6 +157,8 @@ pub(crate) struct SimState {
     pub faults: FaultState,
     /// Server-side validity of tokens issued from now on; `None` = the advertised lifetime.
     pub token_validity: Option<Duration>,
+    /// The `incontact` dialect's switches and pending logouts.
+    pub incontact: incontact::IncontactState,
 }
 
 struct Inner {
@@ -231,6 +234,7 @@ impl Simulator {
             stats: SimStats::default(),
             faults: FaultState::new(fault_rng),
             token_validity: None,
+            incontact: incontact::IncontactState::default(),
         };
         Simulator {
             inner: Arc::new(Inner {
@@ -248,13 +252,17 @@ impl Simulator {
 
     /// The whole app: `/oauth2/token`, the API under the cluster path, and `/_sim`.
     pub fn router(&self) -> Router {
-        let api = routes::api_router().layer(axum::middleware::from_fn_with_state(
-            self.clone(),
-            faults::gate,
-        ));
+        let api = routes::api_router()
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                faults::gate,
+            ))
+            // The `incontact` dialect of the same tenant, behind its own gate.
+            .merge(incontact::api_router(self));
         let app = Router::new()
             .route("/oauth2/token", post(auth::token))
-            .merge(control::control_router());
+            .merge(control::control_router())
+            .merge(incontact::root_router(self.cluster().is_some()));
         let app = match &self.inner.cluster {
             Some(cluster) => app
                 .nest(&format!("/{cluster}"), api)

@@ -1,0 +1,215 @@
+//! The state sync on the `incontact` dialect: a delta cursor over `/agents/states`
+//! against the simulator's busy tenant, its clock stepped by the test, compared with the
+//! simulator's ground truth.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::{Rng, SeedableRng};
+use wfmd::cxone::{Budget, ContactCenter, IncontactClient, IncontactSettings, RetryPolicy};
+use wfmd::engine::sync::{StateSync, SyncSettings};
+use wfmd::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
+use wfmd::sim::{SimConfig, Simulator};
+use wfmd::store::{Store, from_ms, history};
+
+use crate::helpers::{TestDb, TestSim};
+
+const INTERVAL: Duration = Duration::from_secs(5);
+
+async fn busy_tenant(agents: usize) -> TestSim {
+    TestSim::start(SimConfig {
+        agents,
+        activity: true,
+        time_scale: 0.0,
+        requests_per_minute: 0,
+        ..SimConfig::default()
+    })
+    .await
+}
+
+pub fn incontact_client(sim: &TestSim) -> Arc<dyn ContactCenter> {
+    Arc::new(IncontactClient::new(
+        crate::helpers::http_client(),
+        IncontactSettings {
+            auth_base: sim.base_url.clone(),
+            access_key_id: ACCESS_KEY_ID.into(),
+            access_key_secret: ACCESS_KEY_SECRET.to_owned().into(),
+            client_id: sim.client_id.clone(),
+            client_secret: sim.client_secret.clone().into(),
+            tenant_id: None,
+            base_url: None,
+            api_version: "34.0".into(),
+            reason_codes: BTreeMap::new(),
+            mandatory_breaks: vec!["Lunch".into(), "Break".into()],
+            request_timeout: Duration::from_secs(5),
+            retry: RetryPolicy {
+                max_retries: 2,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(50),
+            },
+            logout_confirm: Duration::from_secs(5),
+        },
+        Arc::new(Budget::unlimited()),
+    ))
+}
+
+fn state_sync(sim: &TestSim, store: &Store) -> StateSync {
+    let settings = SyncSettings {
+        interval: INTERVAL,
+        renew_after: Duration::from_secs(23 * 3_600),
+        teams: Vec::new(),
+        agents: Vec::new(),
+        unfiltered: false,
+    };
+    StateSync::new(store.clone(), incontact_client(sim), settings)
+}
+
+/// The state wfmd reads for a ground-truth entry on this dialect: Unavailable is
+/// PAUSED or IDLE only for their default reasons' codes, else NOT_READY.
+fn projected(state: &str, reason: &str) -> String {
+    match state {
+        "NOT_READY" | "PAUSED" | "IDLE" => match reason {
+            "ADHOC" => "PAUSED",
+            "SYSTEM_IDLE" => "IDLE",
+            _ => "NOT_READY",
+        }
+        .to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// What a poller at exactly `polls` must have recorded, per agent: the distinct
+/// (projected state, start) in effect at those instants.
+fn expected(sim: &Simulator, polls: &[DateTime<Utc>]) -> Vec<(String, Vec<(String, i64)>)> {
+    sim.agents()
+        .into_iter()
+        .map(|agent| {
+            let mut seen: Vec<(String, i64)> = Vec::new();
+            for poll in polls {
+                let current = agent
+                    .state_log
+                    .iter()
+                    .rev()
+                    .find(|c| c.at <= *poll)
+                    .expect("an initial state");
+                let entry = (
+                    projected(&current.state, &current.reason),
+                    current.at.timestamp_millis(),
+                );
+                // The sync sees a change when the state or its start moves.
+                if seen.last() != Some(&entry) {
+                    seen.push(entry);
+                }
+            }
+            (agent.id, seen)
+        })
+        .collect()
+}
+
+async fn recorded(store: &Store, agent: &str) -> Vec<(String, i64)> {
+    let far = Utc::now() + chrono::Duration::days(3_650);
+    history::overlapping(store.reader(), agent, from_ms(0), far)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.state, row.started_at))
+        .collect()
+}
+
+async fn assert_history_matches(sim: &Simulator, store: &Store, polls: &[DateTime<Utc>]) {
+    let mut changes = 0;
+    for (agent, want) in expected(sim, polls) {
+        changes += want.len() - 1;
+        assert_eq!(recorded(store, &agent).await, want, "history of {agent}");
+    }
+    assert!(changes >= 20, "the agents barely moved ({changes})");
+}
+
+#[tokio::test]
+async fn delta_sync_over_a_thousand_polls_matches_the_simulators_ground_truth() {
+    let sim = busy_tenant(30).await;
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    let mut sync = state_sync(&sim, &store);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let answers = [
+        UnchangedAnswer::EmptyList,
+        UnchangedAnswer::NoContent,
+        UnchangedAnswer::NotModified,
+    ];
+    let mut polls = Vec::new();
+    let mut full = 0;
+    for cycle in 0..1_000 {
+        if cycle % 100 == 0 {
+            sim.sim.set_incontact_knobs(IncontactKnobs {
+                unchanged_answer: answers[cycle / 100 % 3],
+                ..IncontactKnobs::default()
+            });
+        }
+        // Random activity from outside on top of the agents' own, between polls (a
+        // change stamped exactly at a poll instant would be after that poll's answer).
+        sim.sim.clock().advance(Duration::from_secs(2));
+        if rng.random_bool(0.2) {
+            let agent = format!("u_{:03}", rng.random_range(1..=30));
+            let state = ["READY", "NOT_READY", "PAUSED", "IDLE"][rng.random_range(0..4)];
+            sim.sim.force_state(&agent, state, "");
+        }
+        sim.sim.clock().advance(INTERVAL - Duration::from_secs(2));
+        polls.push(sim.sim.clock().now());
+        let report = sync.poll_once().await.unwrap();
+        if report.agents == 30 {
+            full += 1;
+        }
+    }
+    assert!(full >= 1, "the first poll is a full snapshot");
+    assert!(full < 100, "later polls are deltas ({full} full ones)");
+    assert_history_matches(&sim.sim, &store, &polls).await;
+    assert!(
+        wfmd::store::audit::verify(store.reader())
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
+
+#[tokio::test]
+async fn an_outage_mid_stream_resyncs_from_the_epoch_without_recording_a_change_twice() {
+    let sim = busy_tenant(30).await;
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    let mut sync = state_sync(&sim, &store);
+    let mut polls = Vec::new();
+    let mut failed = 0;
+    for cycle in 0..120 {
+        if cycle == 60 {
+            sim.sim.fail_next(1, 503, None);
+        }
+        sim.sim.clock().advance(INTERVAL);
+        match sync.poll_once().await {
+            Ok(_) => polls.push(sim.sim.clock().now()),
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!(failed, 1);
+    let full_reads = sim
+        .sim
+        .stats()
+        .by_route
+        .get("GET /inContactAPI/services/{version}/agents/states")
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(full_reads, 120, "one call per cycle");
+    // The poll after the outage read everyone again; nothing was recorded twice.
+    assert_history_matches(&sim.sim, &store, &polls).await;
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    let mut changes = 0;
+    for (agent, _) in expected(&sim.sim, &polls) {
+        changes += recorded(&store, &agent).await.len() as i64;
+    }
+    assert_eq!(events, changes, "one event per recorded interval");
+}
