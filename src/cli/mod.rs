@@ -4,6 +4,7 @@
 //! configuration (the message names the key or argument).
 
 mod bulk;
+mod doctor;
 mod rules;
 mod token;
 
@@ -77,6 +78,9 @@ pub enum Command {
     /// Make HTTP API bearer tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Connect to the tenant and show what was found (API host, teams, agents,
+    /// unavailable codes, WFM schedules, skill activity) and what is missing.
+    Doctor,
 }
 
 #[derive(Debug, Args)]
@@ -274,7 +278,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     };
     // Commands that never reach the platform must not demand its credentials.
     let needs_platform = match &cli.command {
-        Command::Serve(_) | Command::Transition(_) => true,
+        Command::Serve(_) | Command::Transition(_) | Command::Doctor => true,
         Command::Rules(command) => rules::needs_platform(command),
         _ => false,
     };
@@ -310,6 +314,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
+        Command::Doctor => doctor::run(&config).await,
         Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
             unreachable!("handled above")
         }

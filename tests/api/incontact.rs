@@ -213,3 +213,116 @@ async fn an_outage_mid_stream_resyncs_from_the_epoch_without_recording_a_change_
     }
     assert_eq!(events, changes, "one event per recorded interval");
 }
+
+#[tokio::test]
+async fn a_logged_out_agent_on_shift_is_rejected_as_agent_logged_out_without_a_failure() {
+    use wfmd::domain::{AgentState, Origin, Violation};
+    use wfmd::engine::{Outcome, TransitionEngine, TransitionRequest};
+    let sim = TestSim::start(SimConfig {
+        agents: 20,
+        time_scale: 0.0,
+        requests_per_minute: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    let engine = TransitionEngine::new(store, incontact_client(&sim), Duration::ZERO);
+    // u_004 is on shift and working; it logs itself out on the phone.
+    assert!(sim.sim.force_state("u_004", "LOGGED_OUT", ""));
+    let request = |target| TransitionRequest {
+        agent_id: "u_004".into(),
+        target,
+        reason: None,
+        origin: Origin::Api,
+        actor: "test".into(),
+        idempotency_key: None,
+    };
+    let transition = engine.transition(request(AgentState::Ready)).await.unwrap();
+    assert_eq!(
+        transition.outcome,
+        Outcome::Rejected {
+            violation: Violation::AgentLoggedOut
+        }
+    );
+    assert_eq!(sim.sim.agent("u_004").unwrap().state, "LOGGED_OUT");
+
+    // Logging in is the agent's to do; then the change goes through.
+    assert!(sim.sim.force_state("u_004", "NOT_READY", "BREAK"));
+    let transition = engine.transition(request(AgentState::Ready)).await.unwrap();
+    assert_eq!(transition.outcome, Outcome::Succeeded);
+    assert_eq!(sim.sim.agent("u_004").unwrap().state, "READY");
+}
+
+fn run(command: &mut std::process::Command) -> (i32, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn incontact_env(sim: &TestSim, db: &TestDb, secret: &str) -> Vec<(String, String)> {
+    [
+        ("WFMD_DATABASE__URL", db.url()),
+        ("WFMD_CXONE__DIALECT", "incontact".into()),
+        ("WFMD_CXONE__AUTH_BASE", sim.base_url.clone()),
+        ("WFMD_CXONE__ACCESS_KEY_ID", ACCESS_KEY_ID.into()),
+        ("WFMD_CXONE__ACCESS_KEY_SECRET", secret.into()),
+        ("WFMD_CXONE__CLIENT_ID", sim.client_id.clone()),
+        ("WFMD_CXONE__CLIENT_SECRET", sim.client_secret.clone()),
+        ("WFMD_RETRY__BASE_DELAY_MS", "10".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test]
+async fn doctor_shows_the_api_host_teams_codes_and_names_what_is_missing() {
+    let sim = busy_tenant(20).await;
+    let db = TestDb::new();
+    let env = incontact_env(&sim, &db, ACCESS_KEY_SECRET);
+    let doctor = |env: Vec<(String, String)>| {
+        tokio::task::spawn_blocking(move || run(crate::helpers::wfmd().envs(env).arg("doctor")))
+    };
+    let (code, stdout, stderr) = doctor(env.clone()).await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("/c9/inContactAPI/services/v34.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("agents           20 in 2 teams"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Lunch (2)"), "{stdout}");
+    assert!(stdout.contains("WFM schedules    readable"), "{stdout}");
+    assert!(stdout.contains("skill activity   readable"), "{stdout}");
+    assert!(
+        stdout.contains("missing: [cxone.break_activities]"),
+        "{stdout}"
+    );
+
+    sim.sim.set_incontact_knobs(IncontactKnobs {
+        wfm: false,
+        ..IncontactKnobs::default()
+    });
+    let (code, stdout, _) = doctor(env).await.unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains(
+            "missing: WFM schedule export (load schedules with `wfmd schedules import FILE`)"
+        ),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = doctor(incontact_env(&sim, &db, "wrong")).await.unwrap();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("access key {ACCESS_KEY_ID}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wrong") && !stderr.contains("wrong"));
+}
