@@ -184,6 +184,9 @@ impl Services {
         );
         let http = http_client()?;
         let platform = platform(config, http.clone(), budget.clone());
+        // Schedules imported from a file answer for the agents they cover.
+        let platform =
+            engine::imported_schedules::ImportedSchedules::wrap(platform, &store).await?;
         let engine = Arc::new(
             TransitionEngine::new(store.clone(), platform, config.schedule_cache_ttl())
                 .with_book_max_age(config.schedules.max_age),

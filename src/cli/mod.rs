@@ -6,6 +6,7 @@
 mod bulk;
 mod doctor;
 mod rules;
+mod schedules;
 mod token;
 
 use std::io::Write;
@@ -81,6 +82,9 @@ pub enum Command {
     /// Connect to the tenant and show what was found (API host, teams, agents,
     /// unavailable codes, WFM schedules, skill activity) and what is missing.
     Doctor,
+    /// Load schedules from a file (a third-party WFM); also usable with v2.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +319,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
         Command::Doctor => doctor::run(&config).await,
+        Command::Schedules(command) => schedules::run(&config, command).await,
         Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
             unreachable!("handled above")
         }

@@ -326,3 +326,176 @@ async fn doctor_shows_the_api_host_teams_codes_and_names_what_is_missing() {
     );
     assert!(!stdout.contains("wrong") && !stderr.contains("wrong"));
 }
+
+/// A schedules CSV of the simulator's ground truth for `agents`.
+fn schedules_csv(sim: &Simulator, agents: &[&str]) -> String {
+    let mut csv = String::from(
+        "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone\n",
+    );
+    for id in agents {
+        let a = sim.agent(id).unwrap();
+        let shift = format!(
+            "{id},{},{}",
+            a.shift_start.to_rfc3339(),
+            a.shift_end.to_rfc3339()
+        );
+        if a.breaks.is_empty() {
+            csv.push_str(&format!("{shift},,,,,{}\n", a.timezone));
+        }
+        for b in &a.breaks {
+            csv.push_str(&format!(
+                "{shift},{},{},{},{},{}\n",
+                b.start.to_rfc3339(),
+                b.end.to_rfc3339(),
+                b.kind,
+                b.mandatory,
+                a.timezone
+            ));
+        }
+    }
+    csv
+}
+
+#[tokio::test]
+async fn schedules_from_the_wfm_export_and_from_a_csv_file_give_the_same_verdicts() {
+    use chrono::SubsecRound;
+    use wfmd::domain::{AgentState, Origin};
+    use wfmd::engine::imported_schedules::{ImportedSchedules, import};
+    use wfmd::engine::{Outcome, TransitionEngine, TransitionRequest};
+    // Two identical tenants: one exports its WFM schedules, one has no WFM access.
+    let start = Utc::now().trunc_subsecs(0);
+    let tenant = || {
+        TestSim::start(SimConfig {
+            agents: 20,
+            time_scale: 0.0,
+            start_at: Some(start),
+            requests_per_minute: 0,
+            ..SimConfig::default()
+        })
+    };
+    let (exporting, importing) = (tenant().await, tenant().await);
+    importing.sim.set_incontact_knobs(IncontactKnobs {
+        wfm: false,
+        ..IncontactKnobs::default()
+    });
+    let agents: Vec<String> = (1..=20).map(|i| format!("u_{i:03}")).collect();
+    let verdicts = |engine: TransitionEngine| {
+        let agents = agents.clone();
+        async move {
+            let mut out = Vec::new();
+            for agent in agents {
+                let t = engine
+                    .transition(TransitionRequest {
+                        agent_id: agent.clone(),
+                        target: AgentState::Ready,
+                        reason: None,
+                        origin: Origin::Api,
+                        actor: "test".into(),
+                        idempotency_key: None,
+                    })
+                    .await
+                    .unwrap();
+                out.push(match t.outcome {
+                    Outcome::Succeeded => "succeeded".to_owned(),
+                    Outcome::Rejected { violation } => violation.to_string(),
+                    Outcome::Failed { error, .. } => format!("failed: {error}"),
+                });
+            }
+            out
+        }
+    };
+
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    let from_export = verdicts(TransitionEngine::new(
+        store,
+        incontact_client(&exporting),
+        Duration::ZERO,
+    ))
+    .await;
+
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    let ids: Vec<&str> = agents.iter().map(String::as_str).collect();
+    let summary = import(&store, &schedules_csv(&importing.sim, &ids))
+        .await
+        .unwrap();
+    assert_eq!(summary.agents, 20);
+    let platform = ImportedSchedules::wrap(incontact_client(&importing), &store)
+        .await
+        .unwrap();
+    let from_file = verdicts(TransitionEngine::new(store, platform, Duration::ZERO)).await;
+
+    assert_eq!(from_export, from_file);
+    for expected in [
+        "succeeded",
+        "AGENT_NOT_SCHEDULED",
+        "MANDATORY_BREAK_VIOLATION",
+        "STATE_CONFLICT",
+    ] {
+        assert!(
+            from_file.iter().any(|v| v == expected),
+            "{expected} in {from_file:?}"
+        );
+    }
+    let exports = |sim: &TestSim| {
+        sim.sim
+            .stats()
+            .by_route
+            .get("POST /inContactAPI/services/{version}/schedules/export")
+            .copied()
+            .unwrap_or_default()
+    };
+    assert!(exports(&exporting) > 0);
+    assert_eq!(
+        exports(&importing),
+        0,
+        "the file answered, not the platform"
+    );
+}
+
+#[tokio::test]
+async fn schedules_import_names_the_bad_lines_and_stores_nothing() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("schedules.csv");
+    std::fs::write(
+        &file,
+        "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone\n\
+         u_001,2026-11-23 09:00,2026-11-23 17:00,,,,,Europe/London\n\
+         u_002,2026-11-23 09:00,2026-11-23 08:00,,,,,Europe/London\n",
+    )
+    .unwrap();
+    let env = vec![("WFMD_DATABASE__URL".to_owned(), db.url())];
+    let import = |env: Vec<(String, String)>, file: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            run(crate::helpers::wfmd()
+                .envs(env)
+                .arg("schedules")
+                .arg("import")
+                .arg(file))
+        })
+    };
+    let (code, stdout, stderr) = import(env.clone(), file.clone()).await.unwrap();
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("line 3: shift_end is not after shift_start"),
+        "{stderr}"
+    );
+    let store = Store::open(&db.url()).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM imported_shifts")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+
+    std::fs::write(
+        &file,
+        "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone\n\
+         u_001,2026-11-23 09:00,2026-11-23 17:00,2026-11-23 12:00,2026-11-23 12:30,LUNCH,true,Europe/London\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = import(env, file).await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("imported 1 shifts of 1 agents"), "{stdout}");
+}
