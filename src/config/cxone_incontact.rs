@@ -105,3 +105,94 @@ pub fn validate(config: &Config, simulate: bool, problems: &mut Vec<String>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incontact() -> Config {
+        let mut config = Config::default();
+        config.cxone.dialect = Dialect::Incontact;
+        config.cxone.client_id = "app".into();
+        config.cxone.client_secret = "app-secret".to_owned().into();
+        config.cxone.access_key_id = "key-1".into();
+        config.cxone.access_key_secret = "key-secret".to_owned().into();
+        config
+    }
+
+    fn problems(config: &Config) -> Vec<String> {
+        match config.validate(false) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.problems,
+        }
+    }
+
+    #[test]
+    fn an_incontact_config_needs_the_access_key_but_no_token_url() {
+        let config = incontact();
+        assert_eq!(problems(&config), Vec::<String>::new());
+        let mut bare = incontact();
+        bare.cxone.access_key_id.clear();
+        bare.cxone.access_key_secret = String::new().into();
+        let found = problems(&bare);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("cxone.access_key_id must be set"));
+        assert!(found[1].contains("WFMD_CXONE__ACCESS_KEY_SECRET"));
+        assert!(
+            bare.validate(true).is_ok(),
+            "--simulate needs no credentials"
+        );
+    }
+
+    #[test]
+    fn bad_incontact_values_are_named() {
+        let mut config = incontact();
+        config.cxone.api_version = "latest".into();
+        config.cxone.base_url = "api-na1".into();
+        config.cxone.reason_codes.insert("LUNCH".into(), " ".into());
+        config.cxone.break_activities.mandatory = vec![String::new()];
+        let found = problems(&config);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("cxone.api_version must look like 34.0"))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("cxone.base_url is not a valid URL"))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("cxone.reason_codes: `LUNCH`"))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("cxone.break_activities.mandatory"))
+        );
+    }
+
+    #[test]
+    fn the_sync_may_poll_every_five_seconds_on_incontact_only() {
+        let mut config = incontact();
+        config.sync.interval_ms = 5_000;
+        assert_eq!(problems(&config), Vec::<String>::new());
+        config.sync.interval_ms = 4_000;
+        assert!(problems(&config)[0].starts_with("sync.interval_ms must be between 5000"));
+        config.cxone.dialect = Dialect::V2;
+        config.sync.interval_ms = 5_000;
+        assert!(config.validate(true).unwrap_err().problems[0].contains("between 10000"));
+    }
+
+    #[test]
+    fn the_access_key_secret_is_masked() {
+        let config = incontact();
+        let shown = config.to_masked_toml();
+        assert!(!shown.contains("key-secret"), "{shown}");
+        assert!(shown.contains("access_key_id = \"key-1\""), "{shown}");
+        assert!(!format!("{config:?}").contains("key-secret"));
+    }
+}
