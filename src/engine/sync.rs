@@ -185,6 +185,10 @@ pub struct StateSync {
     clock: Clock,
     /// Agents the transition engine is changing right now; see [`StateSync::with_in_flight`].
     in_flight: Option<Arc<KeyedLock>>,
+    /// Observations left for the next poll because the engine was changing the agent.
+    /// A subscription answers them again anyway; a delta feed would not (nothing
+    /// changed since), so they are looked at again unless the next answer has news.
+    carried: HashMap<String, ObservedAgent>,
 }
 
 impl StateSync {
@@ -198,6 +202,7 @@ impl StateSync {
             status: Arc::default(),
             clock: Arc::new(Instant::now),
             in_flight: None,
+            carried: HashMap::new(),
         }
     }
 
@@ -346,14 +351,32 @@ impl StateSync {
                 self.ensure_feed().await?;
                 let answer = self.poll_paced(sent).await?;
                 metrics::counter!("wfmd_sync_polls_total").increment(1);
-                let mut report = self.record(answer.agents).await?;
+                let agents = self.with_carried(answer.agents);
+                let mut report = self.record(agents).await?;
                 report.subscribed = true;
                 return Ok(report);
             }
             other => other?,
         };
         metrics::counter!("wfmd_sync_polls_total").increment(1);
-        self.record(answer.agents).await
+        let agents = self.with_carried(answer.agents);
+        self.record(agents).await
+    }
+
+    /// `agents` plus the observations carried from the last poll of agents it lacks.
+    fn with_carried(&mut self, mut agents: Vec<ObservedAgent>) -> Vec<ObservedAgent> {
+        if self.carried.is_empty() {
+            return agents;
+        }
+        let answered: std::collections::HashSet<String> =
+            agents.iter().map(|a| a.agent_id.clone()).collect();
+        agents.extend(
+            self.carried
+                .drain()
+                .filter(|(id, _)| !answered.contains(id))
+                .map(|(_, agent)| agent),
+        );
+        agents
     }
 
     /// Polls the open feed, and when the platform refuses the poll as too early (429)
@@ -429,6 +452,8 @@ impl StateSync {
         }
         // Unseen, so the next poll looks at them again.
         for agent in deferred {
+            self.carried
+                .insert(agent.agent_id.clone(), (*agent).clone());
             self.seen.remove(&agent.agent_id);
         }
         self.status.succeeded(polled_at);
@@ -864,6 +889,29 @@ mod tests {
             intervals(&store, "u_001").await,
             [("NOT_READY".into(), 100, None)]
         );
+    }
+
+    #[tokio::test]
+    async fn an_agent_left_for_the_next_poll_is_looked_at_even_if_a_delta_omits_it() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        // A delta feed: the change is answered once, then nothing.
+        *platform.snapshots.lock().unwrap() =
+            VecDeque::from([vec![seen("u_001", AgentState::NotReady, 100)], Vec::new()]);
+        let locks = Arc::new(KeyedLock::default());
+        let mut sync = StateSync::new(store.clone(), platform, settings(10, 3600))
+            .with_in_flight(locks.clone());
+        let engine_working = locks.lock("u_001").await;
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 0);
+        // The engine's record failed (nothing stored): the next poll, empty as it is,
+        // still records what the platform showed.
+        drop(engine_working);
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 1);
+        assert_eq!(
+            intervals(&store, "u_001").await,
+            [("NOT_READY".into(), 100, None)]
+        );
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 0, "once only");
     }
 
     #[tokio::test]
