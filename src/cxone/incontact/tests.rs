@@ -508,3 +508,30 @@ fn unavailable_states_map_back_to_reasons_and_states() {
     );
     assert!(resolve_code(&codes, "OLD", &configured).is_none());
 }
+
+#[tokio::test]
+async fn repeated_401s_open_the_breaker_and_calls_pause() {
+    let t = tenant(0.0).await;
+    // Every token the platform issues is refused at once.
+    t.sim().set_token_validity(Some(Duration::ZERO));
+    let client = t.client();
+    assert_eq!(
+        client.list_skills().await.unwrap_err(),
+        CxoneError::Unauthorized,
+        "renewed once, refused again"
+    );
+    let second = client.list_skills().await.unwrap_err();
+    assert!(
+        matches!(second, CxoneError::CircuitOpen { .. }),
+        "{second:?}"
+    );
+    let before = t.sim().stats();
+    let third = client.list_skills().await.unwrap_err();
+    assert!(matches!(third, CxoneError::CircuitOpen { .. }), "{third:?}");
+    let after = t.sim().stats();
+    assert_eq!(
+        after.api_requests, before.api_requests,
+        "no call while paused"
+    );
+    assert_eq!(after.token_requests, before.token_requests);
+}

@@ -168,6 +168,8 @@ async fn control_get(State(sim): State<Simulator>) -> Response {
     axum::Json(sim.incontact_knobs()).into_response()
 }
 
+/// `POST /_sim/incontact` with the whole set of knobs; absent fields take their
+/// defaults (unlike `/_sim/faults`, which keeps them), so a body says everything in force.
 async fn control_set(State(sim): State<Simulator>, body: axum::body::Bytes) -> Response {
     match serde_json::from_slice::<IncontactKnobs>(&body) {
         Ok(knobs) => {
