@@ -2,8 +2,8 @@
 //!
 //! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client here
 //! implements it (token cache in `auth`, retries in `retry`, the request budget in
-//! `budget`, serde types of cxone-api.md in `wire`), and a later `incontact` dialect will
-//! implement the same trait. Every call made through a client waits for the shared
+//! `budget`, serde types of cxone-api.md in `wire`), and so does the `incontact` client
+//! (the API NICE publishes, in `incontact`). Every call made through a client waits for the shared
 //! budget, retries what is retryable, and refreshes a revoked token once; subscription
 //! polls alone are left to their caller to pace.
 

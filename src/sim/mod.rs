@@ -12,6 +12,8 @@
 //! their own, `auth` issues and checks tokens, `faults` is the middleware in front of every
 //! API call, `routes` the API handlers, `subscriptions` the real-time subscription API,
 //! `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
+//! `incontact` serves the same tenant in the `incontact` dialect (the API NICE
+//! publishes) next to the v2 API, so one simulator answers both.
 //! State sits behind one `std::sync::Mutex` that is never held across an await; whoever
 //! takes it through `Simulator::sync` first brings the agents' activity up to the clock,
 //! so no background task is needed and the outcome does not depend on who looks when.
