@@ -71,6 +71,13 @@ pub fn platform(
     budget: Arc<Budget>,
 ) -> Arc<dyn ContactCenter> {
     let c = &config.cxone;
+    if c.dialect == config::Dialect::Incontact {
+        return Arc::new(cxone::IncontactClient::new(
+            http,
+            incontact_settings(config),
+            budget,
+        ));
+    }
     let settings = ClientSettings {
         base_url: c.base_url.clone(),
         token_url: c.token_url.clone(),
@@ -84,6 +91,31 @@ pub fn platform(
         },
     };
     Arc::new(V2Client::new(http, settings, budget))
+}
+
+/// The `incontact` client settings the configuration describes.
+pub fn incontact_settings(config: &Config) -> cxone::IncontactSettings {
+    let c = &config.cxone;
+    let non_empty = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    cxone::IncontactSettings {
+        auth_base: c.auth_base.clone(),
+        access_key_id: c.access_key_id.clone(),
+        access_key_secret: c.access_key_secret.clone(),
+        client_id: c.client_id.clone(),
+        client_secret: c.client_secret.clone(),
+        tenant_id: non_empty(&c.tenant_id),
+        base_url: non_empty(&c.base_url),
+        api_version: c.api_version.clone(),
+        reason_codes: config::cxone_incontact::reason_codes(&c.reason_codes),
+        mandatory_breaks: c.break_activities.mandatory.clone(),
+        request_timeout: config.request_timeout(),
+        retry: RetryPolicy {
+            max_retries: config.retry.max_retries,
+            base_delay: Duration::from_millis(config.retry.base_delay_ms),
+            max_delay: Duration::from_millis(config.retry.max_delay_ms),
+        },
+        logout_confirm: config::cxone_incontact::LOGOUT_CONFIRM,
+    }
 }
 
 /// The process-wide metrics recorder, installed on first use (tests build many apps in
@@ -125,6 +157,14 @@ pub async fn start_simulator(
     config.cxone.token_url = running.token_url.clone();
     config.cxone.client_id = sim_config.client_id;
     config.cxone.client_secret = sim_config.client_secret.into();
+    // The same tenant in the incontact dialect: discovery at the simulator's root.
+    config.cxone.auth_base = running.base_url.clone();
+    config.cxone.access_key_id = sim::incontact::ACCESS_KEY_ID.to_owned();
+    config.cxone.access_key_secret = sim::incontact::ACCESS_KEY_SECRET.to_owned().into();
+    if config.cxone.dialect == config::Dialect::Incontact {
+        // Discovery names the API host.
+        config.cxone.base_url = String::new();
+    }
     Ok(running)
 }
 
@@ -146,6 +186,9 @@ impl Services {
         );
         let http = http_client()?;
         let platform = platform(config, http.clone(), budget.clone());
+        // Schedules imported from a file answer for the agents they cover.
+        let platform =
+            engine::imported_schedules::ImportedSchedules::wrap(platform, &store).await?;
         let engine = Arc::new(
             TransitionEngine::new(store.clone(), platform, config.schedule_cache_ttl())
                 .with_book_max_age(config.schedules.max_age),

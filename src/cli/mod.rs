@@ -4,7 +4,9 @@
 //! configuration (the message names the key or argument).
 
 mod bulk;
+mod doctor;
 mod rules;
+mod schedules;
 mod token;
 
 use std::io::Write;
@@ -77,6 +79,12 @@ pub enum Command {
     /// Make HTTP API bearer tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Connect to the tenant and show what was found (API host, teams, agents,
+    /// unavailable codes, WFM schedules, skill activity) and what is missing.
+    Doctor,
+    /// Load schedules from a file (a third-party WFM); also usable with v2.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +103,27 @@ pub struct ServeArgs {
     /// simulated minute (agents' contacts, breaks and shifts speed up).
     #[arg(long, default_value_t = 1.0, requires = "simulate", value_parser = parse_time_scale)]
     pub time_scale: f64,
+    /// With --simulate: the API dialect to speak (overrides cxone.dialect).
+    #[arg(long, value_enum, requires = "simulate")]
+    pub dialect: Option<DialectArg>,
+}
+
+/// `--dialect`: the platform API spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DialectArg {
+    /// The tutorials' v2 API.
+    V2,
+    /// The API NICE publishes (access key, discovery, delta polling).
+    Incontact,
+}
+
+impl From<DialectArg> for crate::config::Dialect {
+    fn from(d: DialectArg) -> Self {
+        match d {
+            DialectArg::V2 => crate::config::Dialect::V2,
+            DialectArg::Incontact => crate::config::Dialect::Incontact,
+        }
+    }
 }
 
 fn parse_time_scale(text: &str) -> Result<f64, String> {
@@ -125,6 +154,9 @@ pub struct SimArgs {
     /// logging off on their own.
     #[arg(long)]
     pub still: bool,
+    /// Which dialect's settings to print (the simulator serves both at once).
+    #[arg(long, value_enum, default_value = "v2")]
+    pub dialect: DialectArg,
 }
 
 #[derive(Debug, Args)]
@@ -251,7 +283,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     };
     // Commands that never reach the platform must not demand its credentials.
     let needs_platform = match &cli.command {
-        Command::Serve(_) | Command::Transition(_) => true,
+        Command::Serve(_) | Command::Transition(_) | Command::Doctor => true,
         Command::Rules(command) => rules::needs_platform(command),
         _ => false,
     };
@@ -287,6 +319,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
+        Command::Doctor => doctor::run(&config).await,
+        Command::Schedules(command) => schedules::run(&config, command).await,
         Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
             unreachable!("handled above")
         }
@@ -318,6 +352,9 @@ const SIMULATED_STATE_LOG_LIMIT: usize = 1;
 async fn serve(mut config: Config, args: ServeArgs, source: Source) -> Result<ExitCode, Failure> {
     // The simulator outlives the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
+    if let Some(dialect) = args.dialect {
+        config.cxone.dialect = dialect.into();
+    }
     if args.simulate {
         let running = crate::start_simulator(
             &mut config,
@@ -392,8 +429,21 @@ async fn simulator(args: SimArgs) -> Result<ExitCode, Failure> {
         "simulator serving {} agents; point wfmd at it with:",
         args.agents
     );
-    println!("  WFMD_CXONE__BASE_URL={}", running.base_url);
-    println!("  WFMD_CXONE__TOKEN_URL={}", running.token_url);
+    if args.dialect == DialectArg::Incontact {
+        println!("  WFMD_CXONE__DIALECT=incontact");
+        println!("  WFMD_CXONE__AUTH_BASE={}", running.base_url);
+        println!(
+            "  WFMD_CXONE__ACCESS_KEY_ID={}",
+            crate::sim::incontact::ACCESS_KEY_ID
+        );
+        println!(
+            "  WFMD_CXONE__ACCESS_KEY_SECRET={}",
+            crate::sim::incontact::ACCESS_KEY_SECRET
+        );
+    } else {
+        println!("  WFMD_CXONE__BASE_URL={}", running.base_url);
+        println!("  WFMD_CXONE__TOKEN_URL={}", running.token_url);
+    }
     println!("  WFMD_CXONE__CLIENT_ID={}", config.client_id);
     println!("  WFMD_CXONE__CLIENT_SECRET={}", config.client_secret);
     println!(

@@ -7,6 +7,7 @@
 //! logs and in `Debug` output.
 
 pub mod api_tokens;
+pub mod cxone_incontact;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -92,6 +93,8 @@ impl Default for DatabaseConfig {
 pub enum Dialect {
     #[default]
     V2,
+    /// The platform NICE publishes (access key, discovery, delta polling).
+    Incontact,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +114,20 @@ pub struct CxoneConfig {
     pub request_timeout_ms: u64,
     /// How long a fetched schedule or break status is reused for compliance checks.
     pub schedule_cache_ttl_ms: u64,
+    /// incontact: the API user's access key id (see `cxone_incontact`).
+    pub access_key_id: String,
+    #[serde(serialize_with = "mask_secret")]
+    pub access_key_secret: SecretString,
+    /// incontact: where discovery starts.
+    pub auth_base: String,
+    /// incontact: the tenant id for discovery; empty reads it from the id_token.
+    pub tenant_id: String,
+    /// incontact: `34.0`.
+    pub api_version: String,
+    /// incontact: wfmd reason -> unavailable code name or id.
+    pub reason_codes: std::collections::BTreeMap<String, String>,
+    /// incontact: WFM activity titles that are mandatory breaks.
+    pub break_activities: cxone_incontact::BreakActivities,
 }
 
 impl Default for CxoneConfig {
@@ -125,6 +142,13 @@ impl Default for CxoneConfig {
             background_share: crate::cxone::budget::DEFAULT_BACKGROUND_SHARE,
             request_timeout_ms: 10_000,
             schedule_cache_ttl_ms: 30_000,
+            access_key_id: String::new(),
+            access_key_secret: SecretString::from(String::new()),
+            auth_base: cxone_incontact::DEFAULT_AUTH_BASE.to_owned(),
+            tenant_id: String::new(),
+            api_version: cxone_incontact::DEFAULT_API_VERSION.to_owned(),
+            reason_codes: std::collections::BTreeMap::new(),
+            break_activities: cxone_incontact::BreakActivities::default(),
         }
     }
 }
@@ -465,7 +489,12 @@ impl Config {
                 ));
             }
         };
-        range("sync.interval_ms", self.sync.interval_ms, 10_000, 3_600_000);
+        range(
+            "sync.interval_ms",
+            self.sync.interval_ms,
+            cxone_incontact::min_sync_interval_ms(self.cxone.dialect),
+            3_600_000,
+        );
         let d = &self.delivery;
         range("delivery.timeout_ms", d.timeout_ms, 100, 300_000);
         range("delivery.concurrency", d.concurrency as u64, 1, 1_024);
@@ -522,11 +551,17 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(format!("log.level is not a valid filter: {e}"));
         }
+        cxone_incontact::validate(self, simulate, &mut problems);
         if !simulate {
-            for (key, value) in [
-                ("cxone.base_url", &c.base_url),
-                ("cxone.token_url", &c.token_url),
-            ] {
+            // The incontact dialect discovers both (base_url overrides, checked there).
+            let urls: &[(&str, &String)] = match c.dialect {
+                Dialect::V2 => &[
+                    ("cxone.base_url", &c.base_url),
+                    ("cxone.token_url", &c.token_url),
+                ],
+                Dialect::Incontact => &[],
+            };
+            for &(key, value) in urls {
                 if let Some(problem) = url_problem(key, value) {
                     problems.push(problem);
                 }

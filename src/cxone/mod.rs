@@ -2,13 +2,14 @@
 //!
 //! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client here
 //! implements it (token cache in `auth`, retries in `retry`, the request budget in
-//! `budget`, serde types of cxone-api.md in `wire`), and a later `incontact` dialect will
-//! implement the same trait. Every call made through a client waits for the shared
+//! `budget`, serde types of cxone-api.md in `wire`), and so does the `incontact` client
+//! (the API NICE publishes, in `incontact`). Every call made through a client waits for the shared
 //! budget, retries what is retryable, and refreshes a revoked token once; subscription
 //! polls alone are left to their caller to pace.
 
 pub mod auth;
 pub mod budget;
+pub mod incontact;
 pub mod retry;
 mod v2;
 mod wire;
@@ -22,6 +23,7 @@ use secrecy::SecretString;
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
 pub use budget::{Budget, Lane, in_lane};
+pub use incontact::{IncontactClient, IncontactSettings};
 pub use retry::RetryPolicy;
 pub use v2::{V2Client, install_crypto_provider};
 
@@ -68,6 +70,64 @@ pub struct Subscription {
     pub id: String,
     pub interval: Duration,
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An open change feed of agent states, held by the state sync between polls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeFeed {
+    /// The subscription id, or a name for a delta cursor (logs, tests).
+    pub id: String,
+    /// When the platform expires the feed, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Where a delta feed resumes (the last answer's `lastPollTime`); `None` makes the
+    /// next poll a full snapshot. Unused by a subscription.
+    pub cursor: Option<String>,
+    /// The agents to report, for a feed whose platform answers for every agent
+    /// (sorted); `None` reports all.
+    pub agent_ids: Option<Vec<String>>,
+}
+
+impl ChangeFeed {
+    /// The feed of a real-time subscription.
+    pub fn subscription(subscription: Subscription) -> ChangeFeed {
+        ChangeFeed {
+            id: subscription.id,
+            expires_at: subscription.expires_at,
+            cursor: None,
+            agent_ids: None,
+        }
+    }
+
+    /// A delta cursor over `agent_ids` (`None`: every agent), starting from a full
+    /// snapshot.
+    pub fn delta(id: impl Into<String>, agent_ids: Option<Vec<String>>) -> ChangeFeed {
+        ChangeFeed {
+            id: id.into(),
+            expires_at: None,
+            cursor: None,
+            agent_ids: agent_ids.map(|mut ids| {
+                ids.sort();
+                ids.dedup();
+                ids
+            }),
+        }
+    }
+
+    /// Whether the feed reports `agent_id`.
+    pub fn watches(&self, agent_id: &str) -> bool {
+        self.agent_ids
+            .as_ref()
+            .is_none_or(|ids| ids.binary_search_by(|id| id.as_str().cmp(agent_id)).is_ok())
+    }
+}
+
+/// What one poll of a change feed answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedPoll {
+    pub agents: Vec<ObservedAgent>,
+    /// True when `agents` is every watched agent (a subscription poll, a delta feed's
+    /// first poll or a restart from the epoch), false for a delta.
+    pub snapshot: bool,
 }
 
 /// One agent as a subscription poll reports it.
@@ -170,6 +230,14 @@ impl CxoneError {
         )
     }
 
+    /// Whether the platform refused because the agent has no session (logged out):
+    /// the `incontact` dialect's 404 "Agent session not started". Recorded as the
+    /// rejection `AGENT_LOGGED_OUT`, not as a failure.
+    pub fn is_agent_logged_out(&self) -> bool {
+        matches!(self, CxoneError::NotFound { message }
+            if message.to_ascii_lowercase().contains("session not started"))
+    }
+
     /// The platform's `Retry-After`, when it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -218,11 +286,48 @@ pub trait ContactCenter: Send + Sync + 'static {
     /// Proves the platform is reachable with our credentials (for `/readyz`).
     async fn check_access(&self) -> Result<(), CxoneError>;
 
-    /// Creates a real-time subscription of agent states.
+    // ---- The change feed of agent states: how the state sync hears of changes. ----
+    //
+    // A dialect decides how: v2 through a real-time subscription (the defaults below,
+    // in terms of the subscription calls), `incontact` through a delta cursor
+    // (`lastPollTime` -> `updatedSince`). The sync only opens, polls and closes a feed.
+
+    /// Opens a change feed of the requested agents' states. For a subscription this
+    /// creates it on the platform; for a delta cursor it costs nothing, and the first
+    /// poll is a full snapshot.
+    async fn open_feed(&self, request: &SubscriptionRequest) -> Result<ChangeFeed, CxoneError> {
+        let subscription = self.create_subscription(request).await?;
+        Ok(ChangeFeed::subscription(subscription))
+    }
+
+    /// One poll of the feed: the agents whose state the platform reports now (every
+    /// agent of the view for a subscription or a full snapshot; the changed ones for a
+    /// delta). A feed the platform no longer knows (an expired subscription) is
+    /// `NotFound`: the caller opens a new one. A delta feed starts again from a full
+    /// snapshot after any error, by itself.
+    ///
+    /// One attempt, outside the request budget, like [`ContactCenter::poll_subscription`]:
+    /// the caller paces polls and decides about retries.
+    async fn poll_feed(&self, feed: &mut ChangeFeed) -> Result<FeedPoll, CxoneError> {
+        let agents = self.poll_subscription(&feed.id).await?;
+        Ok(FeedPoll {
+            agents,
+            snapshot: true,
+        })
+    }
+
+    /// Releases what the feed holds on the platform (deletes a subscription).
+    async fn close_feed(&self, feed: &ChangeFeed) -> Result<(), CxoneError> {
+        self.delete_subscription(&feed.id).await
+    }
+
+    /// Creates a real-time subscription of agent states (v2 dialect).
     async fn create_subscription(
         &self,
-        request: &SubscriptionRequest,
-    ) -> Result<Subscription, CxoneError>;
+        _request: &SubscriptionRequest,
+    ) -> Result<Subscription, CxoneError> {
+        Err(self.not_offered("real-time subscriptions"))
+    }
 
     /// The current state of every agent in the subscription's view. An expired or
     /// deleted subscription is `NotFound`.
@@ -232,11 +337,17 @@ pub trait ContactCenter: Send + Sync + 'static {
     /// the caller paces polls and decides about retries.
     async fn poll_subscription(
         &self,
-        subscription_id: &str,
-    ) -> Result<Vec<ObservedAgent>, CxoneError>;
+        _subscription_id: &str,
+    ) -> Result<Vec<ObservedAgent>, CxoneError> {
+        Err(self.not_offered("real-time subscriptions"))
+    }
 
     /// Deletes a subscription that is no longer needed.
-    async fn delete_subscription(&self, subscription_id: &str) -> Result<(), CxoneError>;
+    async fn delete_subscription(&self, _subscription_id: &str) -> Result<(), CxoneError> {
+        Err(self.not_offered("real-time subscriptions"))
+    }
+
+    // ---- End of the change feed. ----
 
     /// Every skill of the tenant.
     async fn list_skills(&self) -> Result<Vec<Skill>, CxoneError> {

@@ -373,7 +373,7 @@ impl V2Client {
 
 /// Percent-encodes one path segment (agent ids come from users, and may hold `/`, `?`,
 /// spaces…). Only RFC 3986 unreserved characters pass through unchanged.
-fn path_segment(value: &str) -> Result<String, CxoneError> {
+pub(crate) fn path_segment(value: &str) -> Result<String, CxoneError> {
     // URL parsing treats `.` and `..` (encoded or not) as directory steps, so they
     // would silently address another resource; no platform user is called that.
     if matches!(value, "" | "." | "..") {

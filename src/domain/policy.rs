@@ -97,6 +97,8 @@ pub enum Violation {
     MandatoryBreakViolation,
     /// The platform itself refused the change with 409 (e.g. the agent is on a contact).
     StateConflict,
+    /// The platform has no session for the agent (logged out): no state can be set.
+    AgentLoggedOut,
 }
 
 impl Violation {
@@ -105,6 +107,7 @@ impl Violation {
             Violation::AgentNotScheduled => "AGENT_NOT_SCHEDULED",
             Violation::MandatoryBreakViolation => "MANDATORY_BREAK_VIOLATION",
             Violation::StateConflict => "STATE_CONFLICT",
+            Violation::AgentLoggedOut => "AGENT_LOGGED_OUT",
         }
     }
 
@@ -119,6 +122,9 @@ impl Violation {
             }
             Violation::StateConflict => {
                 "the platform refused the change in the agent's current state"
+            }
+            Violation::AgentLoggedOut => {
+                "the agent is logged out on the platform; no state can be set until it logs in"
             }
         }
     }

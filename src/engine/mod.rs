@@ -4,6 +4,7 @@
 pub mod automation;
 pub mod bulk;
 pub mod compliance;
+pub mod imported_schedules;
 mod keyed_lock;
 pub mod metrics;
 pub mod rules;

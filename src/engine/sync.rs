@@ -1,7 +1,11 @@
 //! Real-time state sync: records the state changes agents make themselves.
 //!
-//! A real-time subscription of the managed agents is polled every `sync.interval_ms`.
-//! Each poll's snapshot is compared with the last one per agent; only real changes
+//! A change feed of the managed agents' states is polled every `sync.interval_ms`. The
+//! dialect decides what the feed is (`ContactCenter::open_feed`): a real-time
+//! subscription answering every agent of its view (v2), or a delta cursor answering the
+//! agents changed since the last poll and a full snapshot on the first poll and after
+//! any error (`incontact`); the sync treats both alike. Each poll's answer is compared
+//! with the last state seen per agent; only real changes
 //! (state, queue, wrap-up code, or a newer `statusChangedTimestamp`) are looked at,
 //! and each of those is checked against the agent's open interval in the store, so a
 //! state wfmd set itself (already recorded by the transition engine) is not recorded a
@@ -16,10 +20,11 @@
 //! request budget (which sets their share aside), and one the platform still refuses
 //! as too early (429) is sent again after its `Retry-After`: the next poll then counts
 //! from the one the platform accepted, so a single late poll does not make every later
-//! one early. The subscription is replaced when it reaches `sync.renew_after` (the
-//! platform expires it at 24 h), within the same cycle, and the old one is deleted. An
-//! expired or deleted subscription (404) is recreated at once. Other failures leave the
-//! sync stale (the last successful poll time is exposed) until a later cycle succeeds.
+//! one early. The feed is replaced when it reaches `sync.renew_after` (the platform
+//! expires a subscription at 24 h; a delta cursor starts again from a full snapshot),
+//! within the same cycle, and the old one is closed. An expired or deleted feed (404)
+//! is reopened at once. Other failures leave the sync stale (the last successful poll
+//! time is exposed) until a later cycle succeeds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use super::KeyedLock;
 use crate::config::SyncConfig;
 use crate::cxone::{
-    AgentFilter, ContactCenter, CxoneError, ObservedAgent, Subscription, SubscriptionRequest,
+    AgentFilter, ChangeFeed, ContactCenter, CxoneError, FeedPoll, ObservedAgent,
+    SubscriptionRequest,
 };
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
@@ -112,7 +118,7 @@ pub struct PollReport {
     pub agents: usize,
     /// Observed changes recorded.
     pub recorded: usize,
-    /// Whether the subscription was created, renewed or recreated in this cycle.
+    /// Whether the feed (subscription) was opened, renewed or reopened in this cycle.
     pub subscribed: bool,
 }
 
@@ -159,7 +165,7 @@ impl Seen {
 }
 
 struct Active {
-    subscription: Subscription,
+    feed: ChangeFeed,
     created: Instant,
 }
 
@@ -179,6 +185,10 @@ pub struct StateSync {
     clock: Clock,
     /// Agents the transition engine is changing right now; see [`StateSync::with_in_flight`].
     in_flight: Option<Arc<KeyedLock>>,
+    /// Observations left for the next poll because the engine was changing the agent.
+    /// A subscription answers them again anyway; a delta feed would not (nothing
+    /// changed since), so they are looked at again unless the next answer has news.
+    carried: HashMap<String, ObservedAgent>,
 }
 
 impl StateSync {
@@ -192,6 +202,7 @@ impl StateSync {
             status: Arc::default(),
             clock: Arc::new(Instant::now),
             in_flight: None,
+            carried: HashMap::new(),
         }
     }
 
@@ -214,12 +225,12 @@ impl StateSync {
         Arc::clone(&self.status)
     }
 
-    /// The id of the subscription in use, if any.
+    /// The id of the feed (subscription) in use, if any.
     pub fn subscription_id(&self) -> Option<&str> {
-        self.active.as_ref().map(|a| a.subscription.id.as_str())
+        self.active.as_ref().map(|a| a.feed.id.as_str())
     }
 
-    /// Polls until `stop` is cancelled, then deletes the subscription.
+    /// Polls until `stop` is cancelled, then closes the feed (deletes the subscription).
     pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(interval = ?self.settings.interval, "state sync started");
         let mut cadence = Cadence::new(self.settings.interval);
@@ -228,15 +239,13 @@ impl StateSync {
             cadence.polled(polled_at);
         }
         if let Some(active) = self.active.take() {
-            let deleted = tokio::time::timeout(
+            let closed = tokio::time::timeout(
                 Duration::from_secs(5),
-                self.platform.delete_subscription(&active.subscription.id),
+                self.platform.close_feed(&active.feed),
             )
             .await;
-            if !matches!(deleted, Ok(Ok(()))) {
-                tracing::info!(
-                    "could not delete the subscription at shutdown; it expires by itself"
-                );
+            if !matches!(closed, Ok(Ok(()))) {
+                tracing::info!("could not close the feed at shutdown; it expires by itself");
             }
         }
         tracing::info!("state sync stopped");
@@ -281,20 +290,21 @@ impl StateSync {
     }
 
     async fn subscribe_and_poll(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
-        let subscribed = self.ensure_subscription().await?;
+        let subscribed = self.ensure_feed().await?;
         let mut report = self.poll_current(sent).await?;
         report.subscribed |= subscribed;
         Ok(report)
     }
 
-    /// One poll, as a step for tests: subscribes (or renews) if needed, polls, records.
+    /// One poll, as a step for tests: opens (or renews) the feed if needed, polls,
+    /// records.
     pub async fn poll_once(&mut self) -> Result<PollReport, SyncError> {
         self.poll_cycle().await.map(|(_, r)| r).map_err(|(_, e)| e)
     }
 
-    /// Makes sure a subscription younger than `renew_after` exists; true when one was
-    /// created. A renewal deletes the old subscription once the new one exists.
-    async fn ensure_subscription(&mut self) -> Result<bool, SyncError> {
+    /// Makes sure a feed younger than `renew_after` is open; true when one was opened.
+    /// A renewal closes the old feed once the new one is open.
+    async fn ensure_feed(&mut self) -> Result<bool, SyncError> {
         let due = self
             .active
             .as_ref()
@@ -307,20 +317,16 @@ impl StateSync {
             interval: self.settings.interval,
             agent_ids: self.agent_filter().await?,
         };
-        let subscription = self.platform.create_subscription(&request).await?;
-        tracing::info!(id = %subscription.id, expires_at = ?subscription.expires_at, "subscribed to agent states");
+        let feed = self.platform.open_feed(&request).await?;
+        tracing::info!(id = %feed.id, expires_at = ?feed.expires_at, "opened the feed of agent states");
         let old = self.active.replace(Active {
-            subscription,
+            feed,
             created: (self.clock)(),
         });
         if let Some(old) = old {
             metrics::counter!("wfmd_sync_renewals_total").increment(1);
-            if let Err(e) = self
-                .platform
-                .delete_subscription(&old.subscription.id)
-                .await
-            {
-                tracing::info!(error = %e, id = %old.subscription.id, "could not delete the replaced subscription; it expires by itself");
+            if let Err(e) = self.platform.close_feed(&old.feed).await {
+                tracing::info!(error = %e, id = %old.feed.id, "could not close the replaced feed; it expires by itself");
             }
         }
         Ok(true)
@@ -337,41 +343,56 @@ impl StateSync {
     }
 
     async fn poll_current(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
-        let id = self
-            .subscription_id()
-            .expect("a subscription exists after ensure_subscription")
-            .to_owned();
-        let snapshot = match self.poll_paced(&id, sent).await {
+        let answer = match self.poll_paced(sent).await {
             Err(CxoneError::NotFound { .. }) => {
-                tracing::warn!(%id, "the subscription expired or was deleted; subscribing again");
+                let id = self.subscription_id().unwrap_or_default().to_owned();
+                tracing::warn!(%id, "the feed expired or was deleted; opening it again");
                 self.active = None;
-                self.ensure_subscription().await?;
-                let id = self.subscription_id().expect("just subscribed").to_owned();
-                let snapshot = self.poll_paced(&id, sent).await?;
+                self.ensure_feed().await?;
+                let answer = self.poll_paced(sent).await?;
                 metrics::counter!("wfmd_sync_polls_total").increment(1);
-                let mut report = self.record(snapshot).await?;
+                let agents = self.with_carried(answer.agents);
+                let mut report = self.record(agents).await?;
                 report.subscribed = true;
                 return Ok(report);
             }
             other => other?,
         };
         metrics::counter!("wfmd_sync_polls_total").increment(1);
-        self.record(snapshot).await
+        let agents = self.with_carried(answer.agents);
+        self.record(agents).await
     }
 
-    /// Polls subscription `id`, and when the platform refuses the poll as too early
-    /// (429) sends it again after its `Retry-After`, up to [`TOO_EARLY_RETRIES`] times.
+    /// `agents` plus the observations carried from the last poll of agents it lacks.
+    fn with_carried(&mut self, mut agents: Vec<ObservedAgent>) -> Vec<ObservedAgent> {
+        if self.carried.is_empty() {
+            return agents;
+        }
+        let answered: std::collections::HashSet<String> =
+            agents.iter().map(|a| a.agent_id.clone()).collect();
+        agents.extend(
+            self.carried
+                .drain()
+                .filter(|(id, _)| !answered.contains(id))
+                .map(|(_, agent)| agent),
+        );
+        agents
+    }
+
+    /// Polls the open feed, and when the platform refuses the poll as too early (429)
+    /// sends it again after its `Retry-After`, up to [`TOO_EARLY_RETRIES`] times.
     /// `sent` ends as the instant the last poll went out: the one the platform
     /// accepted, which it measures the interval to the next poll from.
-    async fn poll_paced(
-        &self,
-        id: &str,
-        sent: &mut Instant,
-    ) -> Result<Vec<ObservedAgent>, CxoneError> {
+    async fn poll_paced(&mut self, sent: &mut Instant) -> Result<FeedPoll, CxoneError> {
+        let feed = &mut self
+            .active
+            .as_mut()
+            .expect("a feed is open after ensure_feed")
+            .feed;
         let mut refused = 0;
         loop {
             *sent = Instant::now();
-            match self.platform.poll_subscription(id).await {
+            match self.platform.poll_feed(feed).await {
                 Err(CxoneError::RateLimited { retry_after }) if refused < TOO_EARLY_RETRIES => {
                     refused += 1;
                     metrics::counter!("wfmd_sync_errors_total", "kind" => "rate_limited")
@@ -431,6 +452,8 @@ impl StateSync {
         }
         // Unseen, so the next poll looks at them again.
         for agent in deferred {
+            self.carried
+                .insert(agent.agent_id.clone(), (*agent).clone());
             self.seen.remove(&agent.agent_id);
         }
         self.status.succeeded(polled_at);
@@ -605,7 +628,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::cxone::{Agent, AgentSnapshot};
+    use crate::cxone::{Agent, AgentSnapshot, Subscription};
     use crate::domain::{BreakStatus, Schedule};
     use crate::store::testing::temp_store;
 
@@ -903,6 +926,29 @@ mod tests {
             intervals(&store, "u_001").await,
             [("NOT_READY".into(), 100, None)]
         );
+    }
+
+    #[tokio::test]
+    async fn an_agent_left_for_the_next_poll_is_looked_at_even_if_a_delta_omits_it() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        // A delta feed: the change is answered once, then nothing.
+        *platform.snapshots.lock().unwrap() =
+            VecDeque::from([vec![seen("u_001", AgentState::NotReady, 100)], Vec::new()]);
+        let locks = Arc::new(KeyedLock::default());
+        let mut sync = StateSync::new(store.clone(), platform, settings(10, 3600))
+            .with_in_flight(locks.clone());
+        let engine_working = locks.lock("u_001").await;
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 0);
+        // The engine's record failed (nothing stored): the next poll, empty as it is,
+        // still records what the platform showed.
+        drop(engine_working);
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 1);
+        assert_eq!(
+            intervals(&store, "u_001").await,
+            [("NOT_READY".into(), 100, None)]
+        );
+        assert_eq!(sync.poll_once().await.unwrap().recorded, 0, "once only");
     }
 
     #[tokio::test]

@@ -303,6 +303,11 @@ impl TransitionEngine {
                 self.record_without_change(&record, Outcome::Rejected { violation })
                     .await?
             }
+            Err(error) if error.is_agent_logged_out() => {
+                let violation = Violation::AgentLoggedOut;
+                self.record_without_change(&record, Outcome::Rejected { violation })
+                    .await?
+            }
             Err(CxoneError::Conflict { .. }) => {
                 let violation = Violation::StateConflict;
                 self.record_without_change(&record, Outcome::Rejected { violation })

@@ -76,7 +76,7 @@ impl FaultState {
     }
 
     /// Rolls once per call: below `error_ratio` fails, the next `timeout_ratio` hangs.
-    fn roll(&mut self) -> Option<Scripted> {
+    pub(crate) fn roll(&mut self) -> Option<Scripted> {
         let Faults {
             error_ratio,
             timeout_ratio,
@@ -198,7 +198,7 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
 }
 
 /// The access token of an `Authorization: Bearer …` header.
-fn bearer_token(req: &Request) -> Option<&str> {
+pub(crate) fn bearer_token(req: &Request) -> Option<&str> {
     let value = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)?

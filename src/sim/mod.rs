@@ -12,6 +12,8 @@
 //! their own, `auth` issues and checks tokens, `faults` is the middleware in front of every
 //! API call, `routes` the API handlers, `subscriptions` the real-time subscription API,
 //! `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
+//! `incontact` serves the same tenant in the `incontact` dialect (the API NICE
+//! publishes) next to the v2 API, so one simulator answers both.
 //! State sits behind one `std::sync::Mutex` that is never held across an await; whoever
 //! takes it through `Simulator::sync` first brings the agents' activity up to the clock,
 //! so no background task is needed and the outcome does not depend on who looks when.
@@ -21,6 +23,7 @@ mod auth;
 mod clock;
 mod control;
 mod faults;
+pub mod incontact;
 mod routes;
 mod subscriptions;
 mod tenant;
@@ -156,6 +159,8 @@ pub(crate) struct SimState {
     pub faults: FaultState,
     /// Server-side validity of tokens issued from now on; `None` = the advertised lifetime.
     pub token_validity: Option<Duration>,
+    /// The `incontact` dialect's switches and pending logouts.
+    pub incontact: incontact::IncontactState,
 }
 
 struct Inner {
@@ -231,6 +236,7 @@ impl Simulator {
             stats: SimStats::default(),
             faults: FaultState::new(fault_rng),
             token_validity: None,
+            incontact: incontact::IncontactState::default(),
         };
         Simulator {
             inner: Arc::new(Inner {
@@ -248,13 +254,17 @@ impl Simulator {
 
     /// The whole app: `/oauth2/token`, the API under the cluster path, and `/_sim`.
     pub fn router(&self) -> Router {
-        let api = routes::api_router().layer(axum::middleware::from_fn_with_state(
-            self.clone(),
-            faults::gate,
-        ));
+        let api = routes::api_router()
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                faults::gate,
+            ))
+            // The `incontact` dialect of the same tenant, behind its own gate.
+            .merge(incontact::api_router(self));
         let app = Router::new()
             .route("/oauth2/token", post(auth::token))
-            .merge(control::control_router());
+            .merge(control::control_router())
+            .merge(incontact::root_router(self.cluster().is_some()));
         let app = match &self.inner.cluster {
             Some(cluster) => app
                 .nest(&format!("/{cluster}"), api)

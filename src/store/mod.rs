@@ -17,6 +17,7 @@ pub mod deliveries;
 pub mod exceptions;
 pub mod firings;
 pub mod history;
+pub mod imported;
 pub mod jobs;
 pub mod outbox;
 pub mod schedules;

@@ -12,7 +12,10 @@ use wfmd::cxone::Budget;
 use wfmd::engine::sync::{StateSync, SyncSettings};
 use wfmd::sim::{Faults, SimAgent, SimConfig};
 
-use crate::helpers::{DEADLINE, Daemon, SET_STATE, TestApp, TestDb, TestSim, http_client, wfmd};
+use crate::helpers::{
+    DEADLINE, Daemon, Dialect, SET_STATE, TestApp, TestDb, TestSim, http_client, on_both_dialects,
+    wfmd,
+};
 use crate::receiver::{Receiver, SECRET, verify_with_standardwebhooks};
 
 /// POSTs a job to `address`; the status and the JSON answer.
@@ -101,13 +104,16 @@ fn changes(sim: &TestSim, agent: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_call_for() {
+on_both_dialects!(bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_call_for);
+async fn bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_call_for(
+    dialect: Dialect,
+) {
     let sim = TestSim::start(SimConfig {
         agents: 200,
         ..SimConfig::default()
     })
-    .await;
+    .await
+    .on(dialect);
     let app = TestApp::spawn_with(sim, |_| {}).await;
     let now = Utc::now();
     let agents = app.sim.sim.agents();
@@ -172,7 +178,7 @@ async fn bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_cal
         }
     }
     assert_eq!(
-        app.sim.calls(SET_STATE) as usize,
+        app.sim.changes() as usize,
         tally("succeeded", None) + tally("rejected", Some("STATE_CONFLICT")),
         "one call per allowed agent; compliance rejections never reach the platform"
     );
@@ -188,13 +194,14 @@ async fn bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_cal
     );
 }
 
-#[tokio::test]
-async fn cancel_midway_stops_the_rest_and_leaves_cancelled_agents_untouched() {
+on_both_dialects!(cancel_midway_stops_the_rest_and_leaves_cancelled_agents_untouched);
+async fn cancel_midway_stops_the_rest_and_leaves_cancelled_agents_untouched(dialect: Dialect) {
     let sim = TestSim::start(SimConfig {
         agents: 200,
         ..SimConfig::default()
     })
-    .await;
+    .await
+    .on(dialect);
     let app = TestApp::spawn_with(sim, |config| config.bulk.concurrency = 2).await;
     // Slow calls, so the job is far from its end when the cancel comes.
     app.sim.sim.set_faults(Faults {
@@ -246,7 +253,7 @@ async fn cancel_midway_stops_the_rest_and_leaves_cancelled_agents_untouched() {
         }
     }
     assert_eq!(
-        app.sim.calls(SET_STATE) as i64,
+        app.sim.changes() as i64,
         free.len() as i64 - cancelled,
         "no cancelled agent reached the platform"
     );
@@ -263,13 +270,14 @@ async fn cancel_midway_stops_the_rest_and_leaves_cancelled_agents_untouched() {
     );
 }
 
-#[tokio::test]
-async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice() {
+on_both_dialects!(bulk_change_resumes_after_kill_9_and_changes_no_agent_twice);
+async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice(dialect: Dialect) {
     let sim = TestSim::start(SimConfig {
         agents: 200,
         ..SimConfig::default()
     })
-    .await;
+    .await
+    .on(dialect);
     sim.sim.set_faults(Faults {
         latency: Duration::from_millis(15),
         ..Faults::default()
@@ -316,7 +324,7 @@ async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice() {
     }
     // Calls the kill cut off were counted by the simulator but never applied (their
     // agents' logs above show one change each); at most one per item in flight.
-    let calls = sim.calls(SET_STATE) as usize;
+    let calls = sim.changes() as usize;
     assert!(
         (free.len()..=free.len() + 8).contains(&calls),
         "{calls} set-state calls for {} agents",

@@ -11,16 +11,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wfmd::App;
 use wfmd::config::Config;
+pub use wfmd::config::Dialect;
 use wfmd::engine::TransitionEngine;
+use wfmd::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET};
 use wfmd::sim::{RunningSim, SimAgent, SimConfig, Simulator};
 use wfmd::store::Store;
 
 /// How long a test waits for something that should happen promptly.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A running simulator with the settings that point wfmd at it.
+/// A running simulator with the settings that point wfmd at it. One simulator answers
+/// both dialects; `dialect` says which one wfmd is configured to speak.
 pub struct TestSim {
     pub sim: Simulator,
+    pub dialect: Dialect,
     pub base_url: String,
     pub token_url: String,
     pub client_id: String,
@@ -44,12 +48,19 @@ impl TestSim {
             .unwrap();
         TestSim {
             sim,
+            dialect: Dialect::V2,
             base_url,
             token_url,
             client_id,
             client_secret,
             stop,
         }
+    }
+
+    /// The same simulator, with wfmd configured to speak `dialect` to it.
+    pub fn on(mut self, dialect: Dialect) -> TestSim {
+        self.dialect = dialect;
+        self
     }
 
     /// The default test tenant: 60 agents, no rate limit to speak of.
@@ -77,13 +88,24 @@ impl TestSim {
         config.retry.max_delay_ms = 5_000;
         // Tests that count platform calls must not see the sync's; sync tests opt in.
         config.sync.enabled = false;
+        if self.dialect == Dialect::Incontact {
+            let c = &mut config.cxone;
+            c.dialect = Dialect::Incontact;
+            // Discovery from the simulator's root names the API host.
+            c.auth_base = self.base_url.clone();
+            c.base_url = String::new();
+            c.token_url = String::new();
+            c.access_key_id = ACCESS_KEY_ID.into();
+            c.access_key_secret = ACCESS_KEY_SECRET.to_owned().into();
+            c.break_activities.mandatory = INCONTACT_MANDATORY_BREAKS.map(String::from).to_vec();
+        }
         config.validate(false).unwrap();
         config
     }
 
     /// The same settings as `WFMD_…` variables, for a wfmd child process.
     pub fn env(&self, database_url: &str) -> Vec<(String, String)> {
-        [
+        let mut env: Vec<(String, String)> = [
             ("WFMD_DATABASE__URL", database_url),
             ("WFMD_CXONE__BASE_URL", &self.base_url),
             ("WFMD_CXONE__TOKEN_URL", &self.token_url),
@@ -97,7 +119,21 @@ impl TestSim {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        .collect();
+        if self.dialect == Dialect::Incontact {
+            let breaks = format!("{INCONTACT_MANDATORY_BREAKS:?}");
+            env.retain(|(k, _)| k != "WFMD_CXONE__BASE_URL" && k != "WFMD_CXONE__TOKEN_URL");
+            for (k, v) in [
+                ("WFMD_CXONE__DIALECT", "incontact"),
+                ("WFMD_CXONE__AUTH_BASE", &self.base_url),
+                ("WFMD_CXONE__ACCESS_KEY_ID", ACCESS_KEY_ID),
+                ("WFMD_CXONE__ACCESS_KEY_SECRET", ACCESS_KEY_SECRET),
+                ("WFMD_CXONE__BREAK_ACTIVITIES__MANDATORY", &breaks),
+            ] {
+                env.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        env
     }
 
     /// Agents matching `pick`, in id order.
@@ -138,6 +174,12 @@ impl TestSim {
     pub fn calls(&self, route: &str) -> u64 {
         self.sim.stats().by_route.get(route).copied().unwrap_or(0)
     }
+
+    /// Platform calls that change an agent's state, in either dialect (on `incontact`
+    /// a logout is its own call).
+    pub fn changes(&self) -> u64 {
+        self.calls(SET_STATE) + self.calls(IC_SET_STATE) + self.calls(IC_LOGOUT)
+    }
 }
 
 impl Drop for TestSim {
@@ -149,6 +191,31 @@ impl Drop for TestSim {
 pub const SET_STATE: &str = "POST /api/v2/users/{userId}/state";
 pub const GET_SCHEDULE: &str = "GET /api/v2/schedules/users/{userId}";
 pub const GET_BREAKS: &str = "GET /api/v2/breaks/users/{userId}/status";
+pub const IC_SET_STATE: &str = "POST /inContactAPI/services/{version}/agents/{agentId}/state";
+pub const IC_LOGOUT: &str = "POST /inContactAPI/services/{version}/agents/{agentId}/logout";
+
+/// On `incontact`, the WFM activity titles of the simulated tenant's mandatory breaks.
+pub const INCONTACT_MANDATORY_BREAKS: [&str; 2] = ["Lunch", "Break"];
+
+/// Declares a platform-facing test on both dialects: `NAME::v2` and `NAME::incontact`
+/// each run `async fn NAME(dialect: Dialect)` (a module and a function may share a
+/// name).
+macro_rules! on_both_dialects {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn v2() {
+                super::$test($crate::helpers::Dialect::V2).await;
+            }
+
+            #[tokio::test]
+            async fn incontact() {
+                super::$test($crate::helpers::Dialect::Incontact).await;
+            }
+        }
+    )+};
+}
+pub(crate) use on_both_dialects;
 
 /// A fresh database file in its own folder.
 pub struct TestDb {
@@ -188,7 +255,13 @@ impl TestApp {
         Self::spawn_with(TestSim::default_tenant().await, |_| {}).await
     }
 
-    /// Starts wfmd against `sim`, letting the test adjust the configuration first.
+    /// wfmd speaking `dialect` to the default tenant.
+    pub async fn spawn_on(dialect: Dialect) -> TestApp {
+        Self::spawn_with(TestSim::default_tenant().await.on(dialect), |_| {}).await
+    }
+
+    /// Starts wfmd against `sim` in its dialect, letting the test adjust the
+    /// configuration first.
     pub async fn spawn_with(sim: TestSim, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let db = TestDb::new();
         let mut config = sim.config(&db.url());

@@ -10,6 +10,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod helpers;
+mod incontact;
 mod openapi;
 mod receiver;
 mod reports;

@@ -3,7 +3,7 @@
 use chrono::{Duration, SecondsFormat, Utc};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, wfmd};
+use crate::helpers::{Dialect, TestApp, on_both_dialects, wfmd};
 
 fn instant(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -34,9 +34,9 @@ async fn fetch(app: &TestApp, params: &[(&str, &str)]) -> reqwest::Response {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_report_counts_real_transitions_in_all_three_formats() {
-    let app = TestApp::spawn().await;
+on_both_dialects!(the_report_counts_real_transitions_in_all_three_formats);
+async fn the_report_counts_real_transitions_in_all_three_formats(dialect: Dialect) {
+    let app = TestApp::spawn_on(dialect).await;
     let (accepted, rejected) = two_transitions(&app).await;
     let from = instant(Utc::now() - Duration::hours(1));
     let to = instant(Utc::now() + Duration::hours(1));

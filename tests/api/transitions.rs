@@ -2,11 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{GET_BREAKS, GET_SCHEDULE, SET_STATE, TestApp};
+use crate::helpers::{Dialect, GET_BREAKS, GET_SCHEDULE, SET_STATE, TestApp, on_both_dialects};
 
-#[tokio::test]
-async fn allowed_change_reaches_the_platform_and_is_recorded_once() {
-    let app = TestApp::spawn().await;
+on_both_dialects!(allowed_change_reaches_the_platform_and_is_recorded_once);
+async fn allowed_change_reaches_the_platform_and_is_recorded_once(dialect: Dialect) {
+    let app = TestApp::spawn_on(dialect).await;
     let agent = app.sim.free_agents().remove(0);
     let target = if agent.state == "PAUSED" {
         "IDLE"
@@ -26,8 +26,16 @@ async fn allowed_change_reaches_the_platform_and_is_recorded_once() {
     };
     assert_eq!(body["reason"], default_reason);
     let platform = app.sim.sim.agent(&agent.id).unwrap();
-    assert_eq!(platform.state, target);
-    assert_eq!(app.sim.calls(SET_STATE), 1);
+    // incontact has only Unavailable and a code for every not-ready state.
+    let platform_state = match dialect {
+        Dialect::V2 => target,
+        Dialect::Incontact => "NOT_READY",
+    };
+    assert_eq!(
+        (platform.state.as_str(), platform.reason.as_str()),
+        (platform_state, default_reason)
+    );
+    assert_eq!(app.sim.changes(), 1);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM state_intervals WHERE ended_at IS NULL")
             .await,
@@ -44,7 +52,7 @@ async fn allowed_change_reaches_the_platform_and_is_recorded_once() {
 
 async fn assert_rejected(app: &TestApp, agent_id: &str, state: &str, violation: &str) {
     let before = app.sim.sim.agent(agent_id).unwrap();
-    let posts_before = app.sim.calls(SET_STATE);
+    let posts_before = app.sim.changes();
 
     let response = app.transition(agent_id, json!({ "state": state })).await;
 
@@ -60,12 +68,12 @@ async fn assert_rejected(app: &TestApp, agent_id: &str, state: &str, violation: 
     let after = app.sim.sim.agent(agent_id).unwrap();
     assert_eq!(after.state, before.state, "the platform is untouched");
     assert_eq!(after.state_log.len(), before.state_log.len());
-    assert_eq!(app.sim.calls(SET_STATE), posts_before, "nothing was sent");
+    assert_eq!(app.sim.changes(), posts_before, "nothing was sent");
 }
 
-#[tokio::test]
-async fn unscheduled_agent_is_rejected_audited_and_announced() {
-    let app = TestApp::spawn().await;
+on_both_dialects!(unscheduled_agent_is_rejected_audited_and_announced);
+async fn unscheduled_agent_is_rejected_audited_and_announced(dialect: Dialect) {
+    let app = TestApp::spawn_on(dialect).await;
     let agent = app.sim.off_shift_agent();
 
     assert_rejected(&app, &agent.id, "READY", "AGENT_NOT_SCHEDULED").await;
@@ -110,9 +118,9 @@ async fn ready_in_a_mandatory_break_is_rejected_from_schedule_windows_or_the_bre
     );
 }
 
-#[tokio::test]
-async fn agent_on_a_contact_is_refused_by_the_platform_as_a_conflict() {
-    let app = TestApp::spawn().await;
+on_both_dialects!(agent_on_a_contact_is_refused_by_the_platform_as_a_conflict);
+async fn agent_on_a_contact_is_refused_by_the_platform_as_a_conflict(dialect: Dialect) {
+    let app = TestApp::spawn_on(dialect).await;
     let agent = app.sim.agent_on_contact();
     let (status, problem) = app.set_state(&agent.id, "NOT_READY").await;
     assert_eq!(status, 409, "{problem}");
@@ -120,9 +128,9 @@ async fn agent_on_a_contact_is_refused_by_the_platform_as_a_conflict() {
     assert_eq!(app.sim.sim.agent(&agent.id).unwrap().state, "ON_CONTACT");
 }
 
-#[tokio::test]
-async fn unknown_agent_is_404() {
-    let app = TestApp::spawn().await;
+on_both_dialects!(unknown_agent_is_404);
+async fn unknown_agent_is_404(dialect: Dialect) {
+    let app = TestApp::spawn_on(dialect).await;
     let (status, problem) = app.set_state("u_nobody", "NOT_READY").await;
     assert_eq!(status, 404, "{problem}");
     assert_eq!(problem["type"], "urn:wfmd:problem:not-found");

@@ -1,0 +1,537 @@
+//! The client against the simulator's `incontact` dialect over real HTTP, one knob at a
+//! time, plus the pure mappings.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
+use crate::sim::{RunningSim, SimConfig, Simulator};
+
+struct Tenant {
+    running: RunningSim,
+    stop: CancellationToken,
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Tenant {
+    fn sim(&self) -> &Simulator {
+        &self.running.sim
+    }
+
+    fn settings(&self) -> IncontactSettings {
+        IncontactSettings {
+            auth_base: self.running.base_url.clone(),
+            access_key_id: ACCESS_KEY_ID.to_owned(),
+            access_key_secret: ACCESS_KEY_SECRET.to_owned().into(),
+            client_id: "wfmd-sim".to_owned(),
+            client_secret: "wfmd-sim-secret".to_owned().into(),
+            tenant_id: None,
+            base_url: None,
+            api_version: DEFAULT_API_VERSION.to_owned(),
+            reason_codes: BTreeMap::from([("COFFEE".to_owned(), "Break".to_owned())]),
+            mandatory_breaks: vec!["Lunch".to_owned(), "Break".to_owned()],
+            request_timeout: Duration::from_secs(5),
+            retry: RetryPolicy {
+                max_retries: 3,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(200),
+            },
+            logout_confirm: Duration::from_secs(5),
+        }
+    }
+
+    fn client_with(&self, settings: IncontactSettings) -> IncontactClient {
+        IncontactClient::new(
+            reqwest::Client::new(),
+            settings,
+            Arc::new(Budget::unlimited()),
+        )
+    }
+
+    fn client(&self) -> IncontactClient {
+        self.client_with(self.settings())
+    }
+
+    fn knobs(&self, knobs: IncontactKnobs) {
+        self.sim().set_incontact_knobs(knobs);
+    }
+
+    fn state_calls(&self) -> u64 {
+        self.sim()
+            .stats()
+            .by_route
+            .iter()
+            .filter(|(route, _)| route.starts_with("POST") && route.ends_with("/state"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+async fn tenant(time_scale: f64) -> Tenant {
+    v2::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let running = Simulator::start(
+        SimConfig {
+            agents: 20,
+            requests_per_minute: 0,
+            time_scale,
+            ..SimConfig::default()
+        },
+        listener,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    Tenant { running, stop }
+}
+
+#[tokio::test]
+async fn discovery_leads_to_the_api_host_and_the_agents() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    let base = client.api_base().await.unwrap();
+    assert_eq!(
+        base,
+        format!("{}/c9/inContactAPI/services/v34.0", t.running.base_url)
+    );
+    let agents = client.list_agents(&AgentFilter::default()).await.unwrap();
+    assert_eq!(agents.len(), 20);
+    assert!(
+        agents
+            .iter()
+            .all(|a| a.team_id.is_some() && !a.name.is_empty())
+    );
+    let team = client
+        .list_agents(&AgentFilter {
+            team_id: Some("t_1".into()),
+            skill_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(!team.is_empty() && team.iter().all(|a| a.team_id.as_deref() == Some("t_1")));
+}
+
+#[tokio::test]
+async fn a_configured_base_url_overrides_discovery() {
+    let t = tenant(0.0).await;
+    let mut settings = t.settings();
+    settings.base_url = Some(format!("{}/c9", t.running.base_url));
+    settings.api_version = "33".into();
+    let client = t.client_with(settings);
+    assert!(
+        client
+            .api_base()
+            .await
+            .unwrap()
+            .ends_with("/c9/inContactAPI/services/v33.0")
+    );
+    client.list_agents(&AgentFilter::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_access_key_is_a_clear_error_naming_the_key_id_without_retries() {
+    let t = tenant(0.0).await;
+    for status in [400u16, 401] {
+        t.knobs(IncontactKnobs {
+            token_failure_status: status,
+            ..IncontactKnobs::default()
+        });
+        t.sim().reset_stats();
+        let mut settings = t.settings();
+        settings.access_key_secret = "wrong".to_owned().into();
+        let client = t.client_with(settings);
+        let err = client
+            .list_agents(&AgentFilter::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CxoneError::BadCredentials {
+                client_id: format!("access key {ACCESS_KEY_ID}"),
+                status,
+            }
+        );
+        assert!(err.to_string().contains(ACCESS_KEY_ID));
+        assert!(!err.to_string().contains("wrong"));
+        assert_eq!(t.sim().stats().token_requests, 1, "no retry storm");
+        assert_eq!(t.sim().stats().api_requests, 0);
+    }
+    // A wrong application secret names the client id instead.
+    let mut settings = t.settings();
+    settings.client_secret = "nope".to_owned().into();
+    let err = t.client_with(settings).check_access().await.unwrap_err();
+    assert!(
+        matches!(err, CxoneError::BadCredentials { ref client_id, .. } if client_id == "wfmd-sim")
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_callers_waiting_for_a_token_cause_one_token_call() {
+    let t = tenant(0.0).await;
+    let client = Arc::new(t.client());
+    let calls = (0..200).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.check_access().await })
+    });
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(t.sim().stats().token_requests, 1);
+
+    // Revoked: the 200 callers refused with the same token renew it once.
+    t.sim().revoke_tokens();
+    let calls = (0..200).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.list_skills().await })
+    });
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(t.sim().stats().token_requests, 2);
+}
+
+#[tokio::test]
+async fn a_reason_becomes_the_teams_code_and_an_unknown_one_is_refused_with_the_list() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    // u_004 is working (READY).
+    client
+        .set_agent_state("u_004", AgentState::NotReady, "LUNCH")
+        .await
+        .unwrap();
+    let agent = t.sim().agent("u_004").unwrap();
+    assert_eq!(
+        (agent.state.as_str(), agent.reason.as_str()),
+        ("NOT_READY", "LUNCH")
+    );
+    // Configured: COFFEE -> Break.
+    client
+        .set_agent_state("u_004", AgentState::NotReady, "COFFEE")
+        .await
+        .unwrap();
+    assert_eq!(t.sim().agent("u_004").unwrap().reason, "BREAK");
+    // The default reason of IDLE names the `System Idle` code.
+    client
+        .set_agent_state("u_004", AgentState::Idle, "")
+        .await
+        .unwrap();
+    assert_eq!(t.sim().agent("u_004").unwrap().reason, "SYSTEM_IDLE");
+
+    let before = t.state_calls();
+    let err = client
+        .set_agent_state("u_004", AgentState::NotReady, "KARAOKE")
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("KARAOKE") && message.contains("Lunch, "),
+        "{message}"
+    );
+    assert_eq!(t.state_calls(), before, "refused before any state call");
+}
+
+#[tokio::test]
+async fn both_casings_of_unavailable_codes_work() {
+    let t = tenant(0.0).await;
+    for legacy_casing in [false, true] {
+        t.knobs(IncontactKnobs {
+            legacy_casing,
+            ..IncontactKnobs::default()
+        });
+        let client = t.client();
+        client
+            .set_agent_state("u_004", AgentState::NotReady, "meeting")
+            .await
+            .unwrap();
+        assert_eq!(t.sim().agent("u_004").unwrap().reason, "MEETING");
+        let codes = client.unavailable_codes("t_1").await.unwrap();
+        assert!(
+            codes
+                .iter()
+                .any(|c| c.id == "2" && c.name == "Lunch" && c.active)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_logged_out_agent_is_refused_as_logged_out_and_a_contact_as_a_conflict() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    let err = client
+        .set_agent_state("u_001", AgentState::Ready, "")
+        .await
+        .unwrap_err();
+    assert!(err.is_agent_logged_out(), "{err:?}");
+    let err = client
+        .set_agent_state("u_003", AgentState::Ready, "")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CxoneError::Conflict { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_logout_is_confirmed_by_the_state_once_the_platform_shows_it() {
+    let t = tenant(1.0).await;
+    t.knobs(IncontactKnobs {
+        logout_delay_ms: 1_200,
+        ..IncontactKnobs::default()
+    });
+    let client = t.client();
+    let snapshot = client
+        .set_agent_state("u_004", AgentState::LoggedOut, "")
+        .await
+        .unwrap();
+    assert_eq!(snapshot.state, AgentState::LoggedOut);
+    assert_eq!(t.sim().agent("u_004").unwrap().state, "LOGGED_OUT");
+
+    // Never shown within the wait: failed, saying why.
+    t.knobs(IncontactKnobs {
+        logout_delay_ms: 600_000,
+        ..IncontactKnobs::default()
+    });
+    let mut settings = t.settings();
+    settings.logout_confirm = Duration::from_millis(700);
+    let err = t
+        .client_with(settings)
+        .set_agent_state("u_005", AgentState::LoggedOut, "")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("(202)"), "{err}");
+    assert!(!err.is_retryable());
+}
+
+/// Polls `feed` once.
+async fn poll(client: &IncontactClient, feed: &mut ChangeFeed) -> FeedPoll {
+    client.poll_feed(feed).await.unwrap()
+}
+
+#[tokio::test]
+async fn each_unchanged_poll_answer_is_an_empty_delta_that_keeps_the_cursor() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    for answer in [
+        UnchangedAnswer::EmptyList,
+        UnchangedAnswer::NoContent,
+        UnchangedAnswer::NotModified,
+    ] {
+        t.knobs(IncontactKnobs {
+            unchanged_answer: answer,
+            ..IncontactKnobs::default()
+        });
+        let request = SubscriptionRequest {
+            name: "wfmd".into(),
+            interval: Duration::from_secs(5),
+            agent_ids: None,
+        };
+        let mut feed = client.open_feed(&request).await.unwrap();
+        let full = poll(&client, &mut feed).await;
+        assert!(full.snapshot);
+        assert_eq!(full.agents.len(), 20);
+        t.sim().clock().advance(Duration::from_secs(5));
+        let quiet = poll(&client, &mut feed).await;
+        assert!(!quiet.snapshot && quiet.agents.is_empty(), "{answer:?}");
+        assert!(feed.cursor.is_some(), "{answer:?} keeps the cursor");
+        t.sim().clock().advance(Duration::from_secs(5));
+        assert!(t.sim().force_state("u_006", "PAUSED", ""));
+        t.sim().clock().advance(Duration::from_secs(5));
+        let delta = poll(&client, &mut feed).await;
+        let ids: Vec<(&str, AgentState)> = delta
+            .agents
+            .iter()
+            .map(|a| (a.agent_id.as_str(), a.state))
+            .collect();
+        assert_eq!(ids, [("u_006", AgentState::Paused)], "{answer:?}");
+        assert!(t.sim().force_state("u_006", "READY", ""));
+        // Past the restore: a change stamped exactly at a poll time is answered again.
+        t.sim().clock().advance(Duration::from_secs(1));
+    }
+}
+
+#[tokio::test]
+async fn a_change_reaches_the_feed_after_the_propagation_lag() {
+    let t = tenant(0.0).await;
+    t.knobs(IncontactKnobs {
+        lag_ms: 3_000,
+        ..IncontactKnobs::default()
+    });
+    let client = t.client();
+    let request = SubscriptionRequest {
+        name: "wfmd".into(),
+        interval: Duration::from_secs(5),
+        agent_ids: Some(vec!["u_004".into()]),
+    };
+    let mut feed = client.open_feed(&request).await.unwrap();
+    assert_eq!(
+        poll(&client, &mut feed).await.agents.len(),
+        1,
+        "only the watched agent"
+    );
+    t.sim().clock().advance(Duration::from_secs(5));
+    assert!(t.sim().force_state("u_004", "NOT_READY", "LUNCH"));
+    t.sim().clock().advance(Duration::from_secs(1));
+    assert!(
+        poll(&client, &mut feed).await.agents.is_empty(),
+        "not visible yet"
+    );
+    t.sim().clock().advance(Duration::from_secs(3));
+    let seen = poll(&client, &mut feed).await.agents;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].state, AgentState::NotReady);
+    assert_eq!(seen[0].wrap_up_code.as_deref(), Some("LUNCH"));
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_restarts_the_feed_from_a_full_snapshot() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    let request = SubscriptionRequest {
+        name: "wfmd".into(),
+        interval: Duration::from_secs(5),
+        agent_ids: None,
+    };
+    let mut feed = client.open_feed(&request).await.unwrap();
+    poll(&client, &mut feed).await;
+    t.sim().fail_next(1, 503, None);
+    t.sim().clock().advance(Duration::from_secs(5));
+    let err = client.poll_feed(&mut feed).await.unwrap_err();
+    assert!(
+        matches!(err, CxoneError::Server { status: 503, ref message, .. } if message == "Service Unavailable")
+    );
+    assert!(feed.cursor.is_none());
+    let again = poll(&client, &mut feed).await;
+    assert!(again.snapshot && again.agents.len() == 20);
+}
+
+#[tokio::test]
+async fn rate_limits_and_outages_are_retried_with_or_without_retry_after() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    client.check_access().await.unwrap();
+    t.knobs(IncontactKnobs {
+        retry_after: false,
+        ..IncontactKnobs::default()
+    });
+    t.sim().fail_next(1, 429, Some(1));
+    t.sim().fail_next(1, 503, None);
+    assert!(!client.list_skills().await.unwrap().is_empty());
+    assert_eq!(t.sim().stats().injected_faults, 2);
+}
+
+#[tokio::test]
+async fn schedules_come_from_the_wfm_export_with_mandatory_breaks_by_title() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    let truth = t.sim().agent("u_004").unwrap();
+    let schedule = client.schedule("u_004").await.unwrap();
+    assert!(schedule.is_active());
+    assert_eq!(schedule.shift_start, Some(truth.shift_start));
+    assert_eq!(schedule.shift_end, Some(truth.shift_end));
+    let breaks = schedule.breaks.clone().unwrap();
+    let want: Vec<(DateTime<Utc>, bool)> = truth
+        .breaks
+        .iter()
+        .map(|b| (b.start, b.mandatory))
+        .collect();
+    let got: Vec<(DateTime<Utc>, bool)> = breaks.iter().map(|b| (b.start, b.mandatory)).collect();
+    assert_eq!(got, want);
+    // u_002 is in a mandatory break now.
+    let status = client.break_status("u_002").await.unwrap();
+    assert!(status.mandatory_break_required);
+
+    t.knobs(IncontactKnobs {
+        wfm: false,
+        ..IncontactKnobs::default()
+    });
+    let err = client.schedule("u_004").await.unwrap_err();
+    assert!(matches!(err, CxoneError::Forbidden { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn skill_tiles_come_from_skill_activity() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    let skills = client.list_skills().await.unwrap();
+    let tiles = client.skill_activity(&[]).await.unwrap();
+    assert_eq!(tiles.len(), skills.len());
+    let staffed: u32 = tiles.iter().map(|t| t.agents_staffed).sum();
+    assert!(staffed > 0);
+    assert!(
+        tiles
+            .iter()
+            .all(|t| t.service_level.is_some_and(|s| s <= 1.0))
+    );
+}
+
+#[test]
+fn unavailable_states_map_back_to_reasons_and_states() {
+    let configured = BTreeMap::from([("LUNCH_BREAK".to_owned(), "12".to_owned())]);
+    assert_eq!(
+        reason_for_code("System Idle", Some("6"), &configured),
+        "SYSTEM_IDLE"
+    );
+    assert_eq!(
+        reason_for_code("Lunch", Some("12"), &configured),
+        "LUNCH_BREAK"
+    );
+    let codes = vec![
+        UnavailableCode {
+            id: "1".into(),
+            name: "Break".into(),
+            active: true,
+            acw: false,
+        },
+        UnavailableCode {
+            id: "12".into(),
+            name: "Lunch".into(),
+            active: true,
+            acw: false,
+        },
+        UnavailableCode {
+            id: "8".into(),
+            name: "Old".into(),
+            active: false,
+            acw: false,
+        },
+    ];
+    assert_eq!(resolve_code(&codes, "break", &configured).unwrap().id, "1");
+    assert_eq!(
+        resolve_code(&codes, "LUNCH_BREAK", &configured).unwrap().id,
+        "12"
+    );
+    assert!(resolve_code(&codes, "OLD", &configured).is_none());
+}
+
+#[tokio::test]
+async fn repeated_401s_open_the_breaker_and_calls_pause() {
+    let t = tenant(0.0).await;
+    // Every token the platform issues is refused at once.
+    t.sim().set_token_validity(Some(Duration::ZERO));
+    let client = t.client();
+    assert_eq!(
+        client.list_skills().await.unwrap_err(),
+        CxoneError::Unauthorized,
+        "renewed once, refused again"
+    );
+    let second = client.list_skills().await.unwrap_err();
+    assert!(
+        matches!(second, CxoneError::CircuitOpen { .. }),
+        "{second:?}"
+    );
+    let before = t.sim().stats();
+    let third = client.list_skills().await.unwrap_err();
+    assert!(matches!(third, CxoneError::CircuitOpen { .. }), "{third:?}");
+    let after = t.sim().stats();
+    assert_eq!(
+        after.api_requests, before.api_requests,
+        "no call while paused"
+    );
+    assert_eq!(after.token_requests, before.token_requests);
+}

@@ -1,0 +1,490 @@
+//! Schedules from a file, for tenants whose WFM the platform cannot export (no WFM
+//! access, or a third-party WFM such as Verint, Calabrio or IEX), on either dialect.
+//!
+//! `wfmd schedules import FILE` reads a CSV, one row per break (a shift without breaks
+//! is one row with the break columns empty):
+//!
+//! ```csv
+//! agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone
+//! u_004,2026-11-23 09:00,2026-11-23 17:30,2026-11-23 12:00,2026-11-23 12:30,LUNCH,true,America/New_York
+//! ```
+//!
+//! Times are RFC 3339, or local times (`2026-11-23 09:00`) in the row's `timezone`. Every
+//! problem is reported with its line number and nothing is stored unless the whole file
+//! is valid. An import replaces the agent's imported shifts it overlaps.
+//!
+//! [`ImportedSchedules`] sits in front of the platform client: for an agent with
+//! imported shifts it answers schedule and break status from them (break status is the
+//! mandatory break the imported windows place now or next); everything else goes to the
+//! platform. It is put in place when the database holds imported shifts at start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::cxone::incontact::break_status_from;
+use crate::cxone::{
+    Agent, AgentFilter, AgentSnapshot, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
+    ObservedAgent, Queue, Skill, Subscription, SubscriptionRequest,
+};
+use crate::domain::metrics::{QueueTile, SkillTile};
+use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
+use crate::store::Store;
+use crate::store::imported::{self, ImportedShift};
+
+/// What an import stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub shifts: usize,
+    pub agents: usize,
+}
+
+/// The file's problems, each with its line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ImportErrors(pub Vec<String>);
+
+const COLUMNS: [&str; 8] = [
+    "agent",
+    "shift_start",
+    "shift_end",
+    "break_start",
+    "break_end",
+    "break_type",
+    "mandatory",
+    "timezone",
+];
+
+/// Parses and validates a schedules CSV; every problem names its line.
+pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut problems = Vec::new();
+    let headers: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(|c| c.to_ascii_lowercase()).collect(),
+        Err(e) => return Err(ImportErrors(vec![format!("line 1: {e}")])),
+    };
+    let index: BTreeMap<&str, usize> = COLUMNS
+        .iter()
+        .filter_map(|c| Some((*c, headers.iter().position(|h| h == c)?)))
+        .collect();
+    let missing: Vec<&str> = COLUMNS
+        .iter()
+        .filter(|c| !index.contains_key(*c))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ImportErrors(vec![format!(
+            "line 1: the header lacks {} (expected {})",
+            missing.join(", "),
+            COLUMNS.join(",")
+        )]));
+    }
+    // (agent, start) -> shift, with the line that defined it.
+    let mut shifts: BTreeMap<(String, DateTime<Utc>), (ImportedShift, u64)> = BTreeMap::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!(
+                    "line {}: {e}",
+                    e.position().map_or(0, |p| p.line())
+                ));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let field = |name: &str| record.get(index[name]).unwrap_or("").to_owned();
+        match parse_row(&field) {
+            Ok((shift, brk)) => {
+                let key = (shift.agent_id.clone(), shift.start);
+                let entry = shifts.entry(key).or_insert_with(|| (shift.clone(), line));
+                if entry.0.end != shift.end || entry.0.timezone != shift.timezone {
+                    problems.push(format!(
+                        "line {line}: shift of {} starting {} differs from line {}",
+                        shift.agent_id, shift.start, entry.1
+                    ));
+                    continue;
+                }
+                if let Some(brk) = brk {
+                    if brk.start < shift.start || brk.end > shift.end {
+                        problems.push(format!("line {line}: the break lies outside the shift"));
+                        continue;
+                    }
+                    entry.0.breaks.push(brk);
+                }
+            }
+            Err(problem) => problems.push(format!("line {line}: {problem}")),
+        }
+    }
+    // One agent's shifts must not overlap.
+    let mut list: Vec<(ImportedShift, u64)> = shifts.into_values().collect();
+    list.sort_by(|a, b| (&a.0.agent_id, a.0.start).cmp(&(&b.0.agent_id, b.0.start)));
+    for pair in list.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a.0.agent_id == b.0.agent_id && b.0.start < a.0.end {
+            problems.push(format!(
+                "line {}: this shift of {} overlaps the one of line {}",
+                b.1, b.0.agent_id, a.1
+            ));
+        }
+    }
+    if list.is_empty() && problems.is_empty() {
+        problems.push("the file has no schedule rows".into());
+    }
+    if !problems.is_empty() {
+        return Err(ImportErrors(problems));
+    }
+    Ok(list
+        .into_iter()
+        .map(|(mut shift, _)| {
+            shift.breaks.sort_by_key(|b| b.start);
+            shift
+        })
+        .collect())
+}
+
+fn parse_row(
+    field: &dyn Fn(&str) -> String,
+) -> Result<(ImportedShift, Option<BreakWindow>), String> {
+    let agent = field("agent");
+    if agent.is_empty() {
+        return Err("agent is empty".into());
+    }
+    let zone_text = field("timezone");
+    let zone: Option<Tz> = if zone_text.is_empty() {
+        None
+    } else {
+        Some(
+            zone_text
+                .parse()
+                .map_err(|_| format!("timezone `{zone_text}` is not an IANA time zone"))?,
+        )
+    };
+    let time = |name: &str| -> Result<Option<DateTime<Utc>>, String> {
+        let text = field(name);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        parse_time(&text, zone)
+            .map(Some)
+            .map_err(|e| format!("{name} {e}"))
+    };
+    let start = time("shift_start")?.ok_or("shift_start is empty")?;
+    let end = time("shift_end")?.ok_or("shift_end is empty")?;
+    if end <= start {
+        return Err("shift_end is not after shift_start".into());
+    }
+    if end - start > TimeDelta::hours(24) {
+        return Err("the shift is longer than 24 hours".into());
+    }
+    let shift = ImportedShift {
+        agent_id: agent,
+        start,
+        end,
+        timezone: zone.map(|z| z.name().to_owned()),
+        breaks: Vec::new(),
+    };
+    let (break_start, break_end) = (time("break_start")?, time("break_end")?);
+    let kind = field("break_type");
+    let mandatory_text = field("mandatory");
+    let brk = match (break_start, break_end) {
+        (None, None) if kind.is_empty() && mandatory_text.is_empty() => None,
+        (Some(s), Some(e)) if e > s => Some(BreakWindow {
+            start: s,
+            end: e,
+            kind: if kind.is_empty() {
+                "BREAK".to_owned()
+            } else {
+                kind.to_uppercase()
+            },
+            mandatory: match mandatory_text.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "y" => true,
+                "false" | "no" | "0" | "n" | "" => false,
+                other => return Err(format!("mandatory `{other}` is not true or false")),
+            },
+        }),
+        (Some(_), Some(_)) => return Err("break_end is not after break_start".into()),
+        _ => return Err("a break needs both break_start and break_end".into()),
+    };
+    Ok((shift, brk))
+}
+
+/// RFC 3339, or a local time in `zone`.
+fn parse_time(text: &str, zone: Option<Tz>) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    .ok_or_else(|| format!("`{text}` is not a time (2026-11-23 09:00 or RFC 3339)"))?;
+    let zone =
+        zone.ok_or_else(|| format!("`{text}` has no offset and the row names no timezone"))?;
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| {
+            format!(
+                "`{text}` does not exist in {} (a clock change)",
+                zone.name()
+            )
+        })
+}
+
+/// Validates and stores a CSV in one transaction.
+pub async fn import(store: &Store, text: &str) -> Result<ImportSummary, anyhow::Error> {
+    let shifts = parse_csv(text)?;
+    let mut tx = store.begin_write().await?;
+    imported::replace(&mut tx, &shifts, Utc::now()).await?;
+    tx.commit().await?;
+    let mut agents: Vec<&str> = shifts.iter().map(|s| s.agent_id.as_str()).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    Ok(ImportSummary {
+        shifts: shifts.len(),
+        agents: agents.len(),
+    })
+}
+
+/// The schedule at `now` from imported shifts: ACTIVE inside one, else INACTIVE with
+/// the next; the break windows of every shift given.
+pub fn schedule_at(shifts: &[ImportedShift], now: DateTime<Utc>) -> Schedule {
+    let current = shifts.iter().find(|s| s.start <= now && now < s.end);
+    let next = shifts
+        .iter()
+        .filter(|s| s.start > now)
+        .min_by_key(|s| s.start);
+    let (status, shift) = match current {
+        Some(c) => (ScheduleStatus::Active, Some(c)),
+        None => (ScheduleStatus::Inactive, next),
+    };
+    Schedule {
+        status,
+        timezone: shift.and_then(|s| s.timezone.clone()),
+        shift_start: shift.map(|s| s.start),
+        shift_end: shift.map(|s| s.end),
+        breaks: Some(shifts.iter().flat_map(|s| s.breaks.clone()).collect()),
+    }
+}
+
+/// The platform client with imported schedules in front (see the module docs).
+///
+/// Every other operation is passed through; a method added to [`ContactCenter`] must be
+/// passed through here as well.
+pub struct ImportedSchedules {
+    inner: Arc<dyn ContactCenter>,
+    store: Store,
+}
+
+impl ImportedSchedules {
+    pub fn new(inner: Arc<dyn ContactCenter>, store: Store) -> ImportedSchedules {
+        ImportedSchedules { inner, store }
+    }
+
+    /// `inner` with imported schedules in front when the database holds any.
+    pub async fn wrap(
+        inner: Arc<dyn ContactCenter>,
+        store: &Store,
+    ) -> Result<Arc<dyn ContactCenter>, sqlx::Error> {
+        if imported::any(store.reader()).await? {
+            tracing::info!("imported schedules answer for the agents they cover");
+            Ok(Arc::new(ImportedSchedules::new(inner, store.clone())))
+        } else {
+            Ok(inner)
+        }
+    }
+
+    async fn imported(&self, agent_id: &str) -> Result<Option<Schedule>, CxoneError> {
+        let now = Utc::now();
+        let shifts = imported::for_agent(self.store.reader(), agent_id, now - TimeDelta::days(1))
+            .await
+            .map_err(|e| CxoneError::Decode(format!("cannot read imported schedules: {e}")))?;
+        Ok(shifts.map(|s| schedule_at(&s, now)))
+    }
+}
+
+#[async_trait]
+impl ContactCenter for ImportedSchedules {
+    async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
+        match self.imported(agent_id).await? {
+            Some(schedule) => Ok(schedule),
+            None => self.inner.schedule(agent_id).await,
+        }
+    }
+
+    async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
+        match self.imported(agent_id).await? {
+            Some(schedule) => Ok(break_status_from(&schedule, Utc::now())),
+            None => self.inner.break_status(agent_id).await,
+        }
+    }
+
+    async fn schedules(&self, agent_ids: &[String]) -> Result<Vec<(String, Schedule)>, CxoneError> {
+        // The book falls back on `schedule` per agent, which answers imported ones.
+        let mut own = Vec::new();
+        let mut rest = Vec::new();
+        for id in agent_ids {
+            match self.imported(id).await? {
+                Some(s) => own.push((id.clone(), s)),
+                None => rest.push(id.clone()),
+            }
+        }
+        if rest.is_empty() {
+            return Ok(own);
+        }
+        let mut answer = self.inner.schedules(&rest).await?;
+        answer.extend(own);
+        Ok(answer)
+    }
+
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
+        self.inner.list_agents(filter).await
+    }
+
+    async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
+        self.inner.agent_state(agent_id).await
+    }
+
+    async fn set_agent_state(
+        &self,
+        agent_id: &str,
+        state: AgentState,
+        reason: &str,
+    ) -> Result<AgentSnapshot, CxoneError> {
+        self.inner.set_agent_state(agent_id, state, reason).await
+    }
+
+    async fn check_access(&self) -> Result<(), CxoneError> {
+        self.inner.check_access().await
+    }
+
+    async fn open_feed(&self, request: &SubscriptionRequest) -> Result<ChangeFeed, CxoneError> {
+        self.inner.open_feed(request).await
+    }
+
+    async fn poll_feed(&self, feed: &mut ChangeFeed) -> Result<FeedPoll, CxoneError> {
+        self.inner.poll_feed(feed).await
+    }
+
+    async fn close_feed(&self, feed: &ChangeFeed) -> Result<(), CxoneError> {
+        self.inner.close_feed(feed).await
+    }
+
+    async fn create_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<Subscription, CxoneError> {
+        self.inner.create_subscription(request).await
+    }
+
+    async fn poll_subscription(&self, id: &str) -> Result<Vec<ObservedAgent>, CxoneError> {
+        self.inner.poll_subscription(id).await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<(), CxoneError> {
+        self.inner.delete_subscription(id).await
+    }
+
+    async fn list_skills(&self) -> Result<Vec<Skill>, CxoneError> {
+        self.inner.list_skills().await
+    }
+
+    async fn list_queues(&self) -> Result<Vec<Queue>, CxoneError> {
+        self.inner.list_queues().await
+    }
+
+    async fn skill_activity(&self, skill_ids: &[String]) -> Result<Vec<SkillTile>, CxoneError> {
+        self.inner.skill_activity(skill_ids).await
+    }
+
+    async fn queue_stats(&self, queue_ids: &[String]) -> Result<Vec<QueueTile>, CxoneError> {
+        self.inner.queue_stats(queue_ids).await
+    }
+
+    fn dialect(&self) -> &'static str {
+        self.inner.dialect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone\n";
+
+    #[test]
+    fn rows_group_into_shifts_with_local_times_in_the_rows_zone() {
+        let csv = format!(
+            "{HEADER}\
+             u_1,2026-11-23 09:00,2026-11-23 17:30,2026-11-23 12:00,2026-11-23 12:30,lunch,true,America/New_York\n\
+             u_1,2026-11-23 09:00,2026-11-23 17:30,2026-11-23 15:00,2026-11-23 15:15,BREAK,no,America/New_York\n\
+             u_2,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,\n"
+        );
+        let shifts = parse_csv(&csv).unwrap();
+        assert_eq!(shifts.len(), 2);
+        let u1 = &shifts[0];
+        assert_eq!(u1.start.to_rfc3339(), "2026-11-23T14:00:00+00:00");
+        assert_eq!(u1.breaks.len(), 2);
+        assert!(u1.breaks[0].mandatory && u1.breaks[0].kind == "LUNCH");
+        assert!(!u1.breaks[1].mandatory);
+        assert!(shifts[1].breaks.is_empty());
+    }
+
+    #[test]
+    fn every_bad_row_is_named_by_its_line() {
+        let csv = format!(
+            "{HEADER}\
+             u_1,2026-11-23 09:00,2026-11-23 08:00,,,,,America/New_York\n\
+             ,2026-11-23 09:00,2026-11-23 17:00,,,,,America/New_York\n\
+             u_3,2026-11-23 09:00,2026-11-23 17:00,,,,,Mars/Olympus\n\
+             u_4,2026-11-23 09:00,2026-11-23 17:00,,,,,\n\
+             u_5,2026-11-23 09:00,2026-11-23 17:00,2026-11-23 18:00,2026-11-23 18:30,LUNCH,true,Europe/London\n\
+             u_6,2026-11-23 09:00,2026-11-23 17:00,2026-11-23 12:00,2026-11-23 12:30,LUNCH,perhaps,Europe/London\n"
+        );
+        let err = parse_csv(&csv).unwrap_err().0;
+        assert_eq!(err.len(), 6, "{err:?}");
+        assert!(
+            err[0].starts_with("line 2: shift_end is not after"),
+            "{err:?}"
+        );
+        assert!(err[1].starts_with("line 3: agent is empty"));
+        assert!(err[2].starts_with("line 4: timezone `Mars/Olympus`"));
+        assert!(err[3].starts_with("line 5: shift_start") && err[3].contains("no timezone"));
+        assert!(err[4].starts_with("line 6: the break lies outside"));
+        assert!(err[5].starts_with("line 7: mandatory `perhaps`"));
+        let header = parse_csv("agent,start\nu_1,x\n").unwrap_err().0;
+        assert!(
+            header[0].starts_with("line 1: the header lacks shift_start"),
+            "{header:?}"
+        );
+    }
+
+    #[test]
+    fn overlapping_shifts_of_one_agent_are_refused() {
+        let csv = format!(
+            "{HEADER}\
+             u_1,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,\n\
+             u_1,2026-11-23T15:00:00Z,2026-11-23T20:00:00Z,,,,,\n"
+        );
+        let err = parse_csv(&csv).unwrap_err().0;
+        assert_eq!(
+            err,
+            ["line 3: this shift of u_1 overlaps the one of line 2"]
+        );
+    }
+}

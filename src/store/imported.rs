@@ -1,0 +1,126 @@
+//! Shifts imported from a file (`wfmd schedules import`): one row per agent and shift.
+//! An import replaces the agent's imported shifts that overlap the imported ones.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::{from_ms, to_ms};
+use crate::domain::BreakWindow;
+
+/// One imported shift with its breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedShift {
+    pub agent_id: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub timezone: Option<String>,
+    pub breaks: Vec<BreakWindow>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BreakJson {
+    start: i64,
+    end: i64,
+    kind: String,
+    mandatory: bool,
+}
+
+/// Stores `shifts`, replacing each agent's imported shifts they overlap.
+pub async fn replace(
+    conn: &mut SqliteConnection,
+    shifts: &[ImportedShift],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    for shift in shifts {
+        sqlx::query(
+            "DELETE FROM imported_shifts WHERE agent_id = ? AND shift_start < ? AND shift_end > ?",
+        )
+        .bind(&shift.agent_id)
+        .bind(to_ms(shift.end))
+        .bind(to_ms(shift.start))
+        .execute(&mut *conn)
+        .await?;
+    }
+    for shift in shifts {
+        let breaks: Vec<BreakJson> = shift
+            .breaks
+            .iter()
+            .map(|b| BreakJson {
+                start: to_ms(b.start),
+                end: to_ms(b.end),
+                kind: b.kind.clone(),
+                mandatory: b.mandatory,
+            })
+            .collect();
+        sqlx::query(
+            "INSERT OR REPLACE INTO imported_shifts \
+             (agent_id, shift_start, shift_end, timezone, breaks, imported_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&shift.agent_id)
+        .bind(to_ms(shift.start))
+        .bind(to_ms(shift.end))
+        .bind(&shift.timezone)
+        .bind(serde_json::to_string(&breaks).expect("breaks serialize"))
+        .bind(to_ms(now))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The agent's imported shifts ending after `after`, oldest first; `None` when the agent
+/// has no imported shift at all (then the platform answers for it).
+pub async fn for_agent(
+    pool: &SqlitePool,
+    agent_id: &str,
+    after: DateTime<Utc>,
+) -> Result<Option<Vec<ImportedShift>>, sqlx::Error> {
+    let any: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM imported_shifts WHERE agent_id = ? LIMIT 1")
+            .bind(agent_id)
+            .fetch_optional(pool)
+            .await?;
+    if any.is_none() {
+        return Ok(None);
+    }
+    let rows: Vec<(i64, i64, Option<String>, String)> = sqlx::query_as(
+        "SELECT shift_start, shift_end, timezone, breaks FROM imported_shifts \
+         WHERE agent_id = ? AND shift_end > ? ORDER BY shift_start",
+    )
+    .bind(agent_id)
+    .bind(to_ms(after))
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(
+        rows.into_iter()
+            .map(|(start, end, timezone, breaks)| {
+                let breaks: Vec<BreakJson> = serde_json::from_str(&breaks).unwrap_or_default();
+                ImportedShift {
+                    agent_id: agent_id.to_owned(),
+                    start: from_ms(start),
+                    end: from_ms(end),
+                    timezone,
+                    breaks: breaks
+                        .into_iter()
+                        .map(|b| BreakWindow {
+                            start: from_ms(b.start),
+                            end: from_ms(b.end),
+                            kind: b.kind,
+                            mandatory: b.mandatory,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Whether any shift was ever imported.
+pub async fn any(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+    let one: Option<i64> = sqlx::query_scalar("SELECT 1 FROM imported_shifts LIMIT 1")
+        .fetch_optional(pool)
+        .await?;
+    Ok(one.is_some())
+}
