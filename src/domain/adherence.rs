@@ -361,15 +361,25 @@ pub struct Figures {
     pub scheduled_ms: i64,
     /// Scheduled time whose recorded state met the schedule.
     pub in_adherence_ms: i64,
+    /// Scheduled time with a recorded state (before wfmd first saw the agent, or
+    /// after now, nothing is known).
+    pub observed_ms: i64,
     /// Exceptions that opened in the window.
     pub exceptions: u32,
 }
 
 impl Figures {
-    /// In-adherence time per scheduled time, in percent; `None` without scheduled time.
+    /// In-adherence time per observed scheduled time, in percent; `None` without any.
+    /// Time nobody saw is not counted against the agent (an agent first seen at 14:00
+    /// is judged on the afternoon, not on a morning wfmd knows nothing of).
     pub fn adherence_pct(&self) -> Option<f64> {
-        (self.scheduled_ms > 0)
-            .then(|| self.in_adherence_ms as f64 * 100.0 / self.scheduled_ms as f64)
+        (self.observed_ms > 0)
+            .then(|| self.in_adherence_ms as f64 * 100.0 / self.observed_ms as f64)
+    }
+
+    /// Scheduled time with no recorded state.
+    pub fn unobserved_ms(&self) -> i64 {
+        (self.scheduled_ms - self.observed_ms).max(0)
     }
 }
 
@@ -386,7 +396,9 @@ struct Run {
 /// Adherence figures over `window` from recorded `intervals` (oldest first, back to
 /// back as the store keeps them; an open one lasts until `now`) and the `timeline`.
 ///
-/// Time with no recorded state is not in adherence. For the exception count to be
+/// Scheduled time with no recorded state (before the first interval, or after `now`) is
+/// neither in adherence nor observed: it is left out of the percentage and reported as
+/// [`Figures::unobserved_ms`]. For the exception count to be
 /// exact, pass the intervals from before the window that belong to a deviation still
 /// going on at its start (an exception that opened before the window is not counted
 /// again).
@@ -411,6 +423,9 @@ pub fn figures(
     for (n, interval) in intervals.iter().enumerate() {
         let end = interval.end.unwrap_or(now).min(limit);
         for segment in timeline.between(interval.start, end) {
+            if segment.expected.is_scheduled() {
+                figures.observed_ms += segment.overlap_ms(window);
+            }
             let Some(kind) = deviation_kind(interval.state, segment.expected) else {
                 if segment.expected.is_scheduled() {
                     figures.in_adherence_ms += segment.overlap_ms(window);
@@ -718,6 +733,33 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_first_seen_mid_shift_is_judged_on_the_observed_time_only() {
+        // Shift 09:00-17:00; wfmd first saw the agent at 14:00 (READY ever since), and
+        // the report is made at 16:00 for the whole day.
+        let timeline = Timeline::new(&[day()]);
+        let intervals = [interval(AgentState::Ready, minutes(300), None)];
+        let day_window = Window {
+            from: minutes(-540),
+            to: minutes(900),
+        };
+        let f = figures(
+            &intervals,
+            &timeline,
+            day_window,
+            minutes(420),
+            TimeDelta::minutes(2),
+        );
+        let minute = 60_000;
+        assert_eq!(f.scheduled_ms, 480 * minute);
+        assert_eq!(f.observed_ms, 120 * minute, "14:00 to now (16:00)");
+        assert_eq!(f.unobserved_ms(), 360 * minute);
+        // The mandatory lunch (12:00) lies in the unseen morning; READY in the optional
+        // 15:00 break adheres, so all of the observed time does.
+        assert_eq!(f.in_adherence_ms, 120 * minute);
+        assert_eq!(f.adherence_pct(), Some(100.0), "not 25 %");
+    }
+
+    #[test]
     fn same_kind_deviations_in_a_row_are_one_exception() {
         let timeline = Timeline::new(&[day()]);
         // NOT_READY 1 min, IDLE 5 min, PAUSED 5 min in the shift: one exception, opened
@@ -841,7 +883,8 @@ mod tests {
                 TimeDelta::milliseconds(threshold),
             );
             prop_assert!(0 <= f.in_adherence_ms);
-            prop_assert!(f.in_adherence_ms <= f.scheduled_ms);
+            prop_assert!(f.in_adherence_ms <= f.observed_ms);
+            prop_assert!(f.observed_ms <= f.scheduled_ms);
             prop_assert!(f.scheduled_ms <= length);
             if let Some(pct) = f.adherence_pct() {
                 prop_assert!((0.0..=100.0).contains(&pct));

@@ -7,7 +7,7 @@
 use super::{AgentSummary, Chunked, Report, ReportError, Sink};
 
 /// The columns, in order.
-pub const COLUMNS: [&str; 22] = [
+pub const COLUMNS: [&str; 23] = [
     "agent_id",
     "transitions",
     "succeeded",
@@ -28,6 +28,7 @@ pub const COLUMNS: [&str; 22] = [
     "seconds_on_contact",
     "seconds_acw",
     "adherence_pct",
+    "unobserved_seconds",
     "from",
     "to",
 ];
@@ -58,6 +59,7 @@ fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()]
         agent.seconds_on_contact.to_string(),
         agent.seconds_acw.to_string(),
         optional(agent.adherence_pct),
+        optional(agent.unobserved_seconds),
         from.to_owned(),
         to.to_owned(),
     ]

@@ -50,12 +50,16 @@ pub struct AgentSummary {
     pub seconds_logged_out: f64,
     pub seconds_on_contact: f64,
     pub seconds_acw: f64,
-    /// Time in adherence per scheduled time, in percent; unknown without scheduled time.
+    /// Time in adherence per observed scheduled time, in percent; unknown without any.
+    /// Scheduled time with no recorded state (before wfmd first saw the agent, or still
+    /// to come) is left out, and reported as `unobserved_seconds`.
     pub adherence_pct: Option<f64>,
     /// Time inside the agent's shifts; unknown when no shift of the agent is stored.
     pub scheduled_seconds: Option<f64>,
     /// Scheduled time whose recorded state met the schedule.
     pub in_adherence_seconds: Option<f64>,
+    /// Scheduled time with no recorded state, which the percentage leaves out.
+    pub unobserved_seconds: Option<f64>,
     /// Adherence exceptions that opened in the window (deviations longer than
     /// `compliance.exception_threshold`).
     pub adherence_exceptions: Option<u32>,
@@ -85,6 +89,7 @@ impl AgentSummary {
         self.adherence_pct = figures.adherence_pct();
         self.scheduled_seconds = Some(figures.scheduled_ms as f64 / 1000.0);
         self.in_adherence_seconds = Some(figures.in_adherence_ms as f64 / 1000.0);
+        self.unobserved_seconds = Some(figures.unobserved_ms() as f64 / 1000.0);
         self.adherence_exceptions = Some(figures.exceptions);
     }
 }

@@ -219,6 +219,7 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
             adherence_pct: None,
             scheduled_seconds: None,
             in_adherence_seconds: None,
+            unobserved_seconds: None,
             adherence_exceptions: None,
         }
     );
@@ -553,7 +554,102 @@ async fn adherence_matches_the_hand_computed_fixture_in_every_format() {
     let html = render(&store, &report, Format::Html).await.text();
     assert!(html.contains("<th>Adherence exceptions</th>"));
     assert!(
-        html.contains("<td>83.3</td><td>3600</td><td>3000</td><td>2</td></tr>"),
+        html.contains(
+            "<td>83.3</td><td>1:00:00</td><td>0:50:00</td><td>0:00:00</td><td>2</td></tr>"
+        ),
+        "durations read as h:mm:ss: {html}"
+    );
+    let summary = html.find("<h2>Summary</h2>").expect("a summary");
+    assert!(
+        summary < html.find("<h2>Per agent</h2>").unwrap(),
+        "above the table"
+    );
+    for line in [
+        "<th>Transitions</th><td>22</td>",
+        "<th>Violation frequency (rejections per transition)</th><td>22.7%</td>",
+        "<th>Idle time</th><td>1:40:00</td>",
+        "<th>Mean adherence (per agent)</th><td>41.7% (over 2 agents)</td>",
+        "<th>Scheduled time (of which unobserved)</th><td>2:00:00 (0:00:00)</td>",
+    ] {
+        assert!(html.contains(line), "{line} missing from the summary");
+    }
+}
+
+#[test]
+fn durations_are_hours_minutes_and_seconds() {
+    use super::html_export::hms;
+    assert_eq!(hms(0.0), "0:00:00");
+    assert_eq!(hms(59.6), "0:01:00");
+    assert_eq!(hms(3_723.0), "1:02:03");
+    assert_eq!(hms(90_000.0), "25:00:00");
+}
+
+#[tokio::test]
+async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format() {
+    use crate::domain::adherence::Shift;
+    use crate::store::schedules::{self, BreakSource, StoredShift};
+    let (store, _dir) = adherence_fixture().await;
+    // a6 works 09:00-17:00; wfmd first saw it at 14:00, READY ever since. The report
+    // covers the whole day and is made at 16:00.
+    enter(&store, "a6", AgentState::Ready, minutes(300)).await;
+    let mut tx = store.begin_write().await.unwrap();
+    schedules::save(
+        &mut tx,
+        &[StoredShift {
+            agent_id: "a6".into(),
+            shift: Shift {
+                start: minutes(0),
+                end: minutes(480),
+                breaks: vec![],
+            },
+            timezone: None,
+            breaks_from: BreakSource::Schedule,
+            fetched_at: minutes(-120),
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let day = Window {
+        from: minutes(-540),
+        to: minutes(900),
+    };
+    let report = Report::build(store.reader(), day, minutes(420), None, THRESHOLD)
+        .await
+        .unwrap();
+    let a6 = report.agents.iter().find(|a| a.agent_id == "a6").unwrap();
+    assert_eq!(a6.scheduled_seconds, Some(8.0 * 3600.0));
+    assert_eq!(
+        a6.unobserved_seconds,
+        Some(6.0 * 3600.0),
+        "09:00-14:00 unseen, 16:00-17:00 still to come"
+    );
+    assert_eq!(a6.in_adherence_seconds, Some(2.0 * 3600.0));
+    assert_eq!(a6.adherence_pct, Some(100.0), "not 25 %");
+
+    let csv = render(&store, &report, Format::Csv).await.text();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let row = reader
+        .records()
+        .map(|r| r.unwrap())
+        .find(|r| &r[0] == "a6")
+        .unwrap();
+    assert_eq!(&row[column("adherence_pct")], "100");
+    assert_eq!(&row[column("unobserved_seconds")], "21600");
+    let json = render(&store, &report, Format::Json).await.text();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let a6 = json["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == "a6")
+        .unwrap();
+    assert_eq!(a6["unobserved_seconds"], 21600.0);
+    let html = render(&store, &report, Format::Html).await.text();
+    assert!(
+        html.contains("<td>100.0</td><td>8:00:00</td><td>2:00:00</td><td>6:00:00</td>"),
         "{html}"
     );
 }

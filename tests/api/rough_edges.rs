@@ -143,22 +143,36 @@ async fn readiness_names_the_failed_check_to_anyone_and_its_error_only_to_token_
     assert_eq!(body["platform"], "unavailable", "a wrong token is nobody");
 }
 
-/// Starts `wfmd serve` with its log in a file and waits for its first info line.
+/// Starts `wfmd serve` (one API token configured) with its log in a file, sends it one
+/// request with a wrong token once it serves, and returns the log after a clean stop.
 async fn daemon_log(extra: &[(&str, &str)]) -> String {
     let sim = TestSim::start(wfmd::sim::SimConfig::default()).await;
     let db = TestDb::new();
     let mut env = sim.env(&db.url());
     env.push(("WFMD_LOG__LEVEL".into(), "info".into()));
+    let tokens = serde_json::to_string(&[entry("desk", "wfmd_desk", "viewer")]).unwrap();
+    env.push(("WFMD_API_TOKENS".into(), tokens));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let log = db.dir.path().join("wfmd.log");
     let daemon = Daemon::spawn_logging_to(&env, &log).await;
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut asked = false;
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("wfmd is serving") {
-            daemon.signal("TERM");
-            assert!(daemon.wait().await.success());
-            return std::fs::read_to_string(&log).unwrap();
+        let text = read();
+        if text.contains("refused: bad bearer token") {
+            break;
+        }
+        if !asked && text.contains("wfmd is serving") {
+            let refused = reqwest::Client::new()
+                .get(format!("{}/v1/audit/verify", daemon.address))
+                .bearer_auth("wfmd_not-a-token")
+                .header("x-request-id", "req-log-7")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), 401);
+            asked = true;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -166,25 +180,52 @@ async fn daemon_log(extra: &[(&str, &str)]) -> String {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+    read()
 }
 
 #[tokio::test]
-async fn a_log_written_to_a_file_has_no_colour_codes_and_json_format_gives_one_object_a_line() {
+async fn a_log_in_a_file_has_no_colour_codes_and_json_gives_one_object_a_line_with_its_request_span()
+ {
     let text = daemon_log(&[]).await;
     assert!(text.contains(" INFO "), "{text}");
     assert!(!text.contains('\u{1b}'), "ANSI escapes in a file: {text:?}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("request_id=req-log-7") && l.contains("refused: bad bearer token")),
+        "the refusal inside its request span: {text}"
+    );
 
     let json = daemon_log(&[("WFMD_LOG__FORMAT", "json")]).await;
-    let mut lines = 0;
+    let mut objects = Vec::new();
     for line in json.lines().filter(|l| !l.trim().is_empty()) {
         let object: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"));
         assert!(
-            object["level"].is_string() && object["timestamp"].is_string(),
+            object["level"].is_string()
+                && object["timestamp"].is_string()
+                && object["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("wfmd")),
             "{line}"
         );
-        lines += 1;
+        objects.push(object);
     }
-    assert!(lines >= 2, "{json}");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["fields"]["message"] == "wfmd is serving"),
+        "{json}"
+    );
+    let refusal = objects
+        .iter()
+        .find(|o| o["fields"]["message"] == "refused: bad bearer token")
+        .unwrap_or_else(|| panic!("no refusal: {json}"));
+    assert_eq!(refusal["level"], "WARN");
+    assert_eq!(refusal["fields"]["reason"], "invalid");
+    assert_eq!(refusal["span"]["name"], "request", "{refusal}");
+    assert_eq!(refusal["span"]["request_id"], "req-log-7");
+    assert_eq!(refusal["span"]["route"], "/v1/audit/verify");
     assert!(!json.contains('\u{1b}'));
 }
