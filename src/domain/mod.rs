@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod policy;
 pub mod rule;
 pub mod state;
+pub mod trend;
 
 pub use policy::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, Violation};
 pub use state::{AgentState, Origin, UnknownValue};

@@ -11,6 +11,7 @@
 //! into one transaction (an accepted change writes interval, attempt, audit entry and
 //! outbox event together, or nothing).
 
+pub mod analytics;
 pub mod attempts;
 pub mod audit;
 pub mod deliveries;

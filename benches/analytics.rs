@@ -1,0 +1,198 @@
+//! Analytics benchmarks.
+//!
+//! - trend + anomaly detection ([`wfmd::domain::trend::analyse`]) over 1,000,000 points,
+//!   with consecutive and with weekday-aligned baselines. Target ≥ 5 M points/s.
+//!
+//! - history query "adherence % per agent per day" over 2,000 agents × 90 days of
+//!   state intervals (≈ 20 M rows) with their shifts, answered from the daily rollups.
+//!   Target < 2 s. The one-time cost of computing the rollups is printed for context.
+//!
+//! Run: `cargo bench --bench analytics`. Figures are medians of several runs.
+
+mod common;
+
+use std::time::Instant;
+
+use chrono::{TimeZone, Utc};
+use wfmd::domain::trend::{self, Point, Seasonality, Settings};
+
+const POINTS: usize = 1_000_000;
+const RUNS: usize = 5;
+
+/// An hourly series with a daily and weekly rhythm, deterministic noise and a spike every
+/// few thousand points.
+fn series() -> Vec<Point> {
+    let start = Utc.with_ymd_and_hms(2020, 1, 6, 0, 0, 0).unwrap();
+    let mut noise: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..POINTS)
+        .map(|n| {
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            let hour = (n % 24) as f64;
+            let weekday = (n / 24) % 7;
+            let base = 100.0 + 40.0 * (hour / 24.0 * std::f64::consts::TAU).sin()
+                - if weekday >= 5 { 50.0 } else { 0.0 };
+            let jitter = (noise % 1_000) as f64 / 100.0;
+            let spike = if n % 4_999 == 0 { 300.0 } else { 0.0 };
+            Point {
+                at: start + chrono::Duration::hours(n as i64),
+                value: base + jitter + spike,
+            }
+        })
+        .collect()
+}
+
+fn main() {
+    trend_bench();
+    history_bench();
+}
+
+const AGENTS: i64 = 2_000;
+const DAYS: i64 = 90;
+/// Intervals per agent and day: one state change every 13 minutes.
+const PER_DAY: i64 = 111;
+
+fn history_bench() {
+    use wfmd::engine::analytics::history::{self, Path};
+    use wfmd::engine::analytics::spec::{Bucket, QuerySpec, Source};
+
+    let runtime = common::runtime();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("history.db").display());
+        let store = wfmd::store::Store::open(&url).await.unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap();
+        let start_ms = start.timestamp_millis();
+        let step = 86_400_000 / PER_DAY;
+        let seeding = Instant::now();
+        let mut tx = store.begin_write().await.unwrap();
+        // Back-to-back intervals: agent a's n-th interval starts at n·step (+ a second
+        // per agent so agents differ), in a state cycling through the seven.
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+             INSERT INTO state_intervals (agent_id, state, origin, started_at, ended_at)
+             SELECT printf('u_%05d', i / ?2),
+                    CASE (i % ?2 + i / ?2) % 7 WHEN 0 THEN 'READY' WHEN 1 THEN 'ON_CONTACT'
+                        WHEN 2 THEN 'ACW' WHEN 3 THEN 'NOT_READY' WHEN 4 THEN 'IDLE'
+                        WHEN 5 THEN 'READY' ELSE 'PAUSED' END,
+                    'observed',
+                    ?3 + (i % ?2) * ?4 + (i / ?2) * 1000,
+                    ?3 + (i % ?2 + 1) * ?4 + (i / ?2) * 1000
+             FROM n",
+        )
+        .bind(AGENTS * DAYS * PER_DAY)
+        .bind(DAYS * PER_DAY)
+        .bind(start_ms)
+        .bind(step)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+             INSERT INTO agent_shifts (agent_id, shift_start, shift_end, breaks, breaks_from, fetched_at)
+             SELECT printf('u_%05d', i / ?2), ?3 + (i % ?2) * 86400000 + 8 * 3600000,
+                    ?3 + (i % ?2) * 86400000 + 16 * 3600000,
+                    json_array(json_object('start', strftime('%Y-%m-%dT%H:%M:%SZ', (?3 + (i % ?2) * 86400000 + 12 * 3600000) / 1000, 'unixepoch'),
+                                           'end', strftime('%Y-%m-%dT%H:%M:%SZ', (?3 + (i % ?2) * 86400000 + 12 * 3600000 + 1800000) / 1000, 'unixepoch'),
+                                           'kind', 'LUNCH', 'mandatory', json('true'))),
+                    'schedule', ?3
+             FROM n",
+        )
+        .bind(AGENTS * DAYS)
+        .bind(DAYS)
+        .bind(start_ms)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        println!(
+            "seeded {} intervals and {} shifts in {:.1} s",
+            AGENTS * DAYS * PER_DAY,
+            AGENTS * DAYS,
+            seeding.elapsed().as_secs_f64()
+        );
+
+        let spec = QuerySpec {
+            source: Source::History,
+            metrics: vec!["adherence_pct:avg".parse().unwrap()],
+            dimensions: vec!["agent".into()],
+            filters: vec![],
+            from: start,
+            to: start + chrono::Duration::days(DAYS),
+            bucket: Bucket::Day,
+            window: 7,
+            z: 2.0,
+            seasonality: Seasonality::None,
+        };
+        spec.check().unwrap();
+        let now = start + chrono::Duration::days(DAYS + 1);
+        let threshold = chrono::TimeDelta::minutes(2);
+        let rolling = Instant::now();
+        let days = history::ensure_rollups(
+            &store,
+            start_ms,
+            (start + chrono::Duration::days(DAYS)).timestamp_millis(),
+            now,
+            threshold,
+        )
+        .await
+        .unwrap();
+        println!(
+            "computed {days} daily rollups once in {:.1} s (kept; not part of the figure below)",
+            rolling.elapsed().as_secs_f64()
+        );
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            rows = 0;
+            history::run(&store, &spec, now, threshold, Path::Rollups, async |batch| {
+                rows += batch.len();
+                Ok(())
+            })
+            .await
+            .unwrap();
+            times.push(started.elapsed().as_secs_f64());
+        }
+        let seconds = common::median(times);
+        println!(
+            "history adherence_pct:avg per agent per day, {AGENTS} agents × {DAYS} days: {seconds:.2} s for {rows} rows (target < 2 s) {}",
+            common::verdict(seconds < 2.0),
+        );
+    });
+}
+
+fn trend_bench() {
+    let points = series();
+    for (label, seasonality, window) in [
+        ("consecutive, window 24", Seasonality::None, 24),
+        ("weekday-aligned, window 4", Seasonality::Weekly, 4),
+    ] {
+        let settings = Settings {
+            window,
+            z_threshold: 2.0,
+            seasonality,
+        };
+        let mut rates = Vec::new();
+        let mut anomalies = 0;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let analysis = trend::analyse(&points, &settings);
+            let seconds = started.elapsed().as_secs_f64();
+            anomalies = analysis
+                .points
+                .iter()
+                .filter(|p| p.anomaly.is_some())
+                .count();
+            std::hint::black_box(&analysis);
+            rates.push(POINTS as f64 / seconds);
+        }
+        let rate = common::median(rates);
+        println!(
+            "trend + anomaly over {POINTS} points ({label}): {:.1} M points/s (target ≥ 5 M points/s) {}; {anomalies} anomalies",
+            rate / 1e6,
+            common::verdict(rate >= 5e6),
+        );
+    }
+}
