@@ -3,6 +3,7 @@
 
 pub mod automation;
 pub mod bulk;
+pub mod clock;
 pub mod compliance;
 mod keyed_lock;
 pub mod metrics;
@@ -12,6 +13,7 @@ pub mod schedules;
 pub mod sync;
 pub mod transition;
 
+pub use clock::Clock;
 pub use keyed_lock::KeyedLock;
 pub use schedule_work::ScheduleWork;
 
