@@ -179,6 +179,14 @@ pub struct Services {
 
 impl Services {
     pub async fn start(config: &Config) -> anyhow::Result<Services> {
+        Services::start_with_clock(config, engine::Clock::Wall).await
+    }
+
+    /// [`Services::start`] with an engine reading `clock` (a simulator's scaled time).
+    pub async fn start_with_clock(
+        config: &Config,
+        clock: engine::Clock,
+    ) -> anyhow::Result<Services> {
         let store = Store::open(&config.database.url).await?;
         let budget = Arc::new(
             Budget::per_minute(config.call_budget_per_minute())
@@ -191,7 +199,8 @@ impl Services {
             engine::imported_schedules::ImportedSchedules::wrap(platform, &store).await?;
         let engine = Arc::new(
             TransitionEngine::new(store.clone(), platform, config.schedule_cache_ttl())
-                .with_book_max_age(config.schedules.max_age),
+                .with_book_max_age(config.schedules.max_age)
+                .with_clock(clock),
         );
         Ok(Services {
             store,
@@ -223,7 +232,13 @@ impl App {
     /// Opens the database (applying migrations), connects the platform client and binds
     /// `server.listen` (port 0 picks a free port; see [`App::port`]).
     pub async fn build(config: &Config) -> anyhow::Result<App> {
-        let services = Services::start(config).await?;
+        App::build_with_clock(config, engine::Clock::Wall).await
+    }
+
+    /// [`App::build`] with every part that judges or stamps time (engine, rules,
+    /// schedule book, automations, sweep, state sync's stamps) reading `clock`.
+    pub async fn build_with_clock(config: &Config, clock: engine::Clock) -> anyhow::Result<App> {
+        let services = Services::start_with_clock(config, clock).await?;
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
         let configured = config.server.listen;
         let (listen, warning) = api::auth::listen_address(configured, tokens.len());
@@ -253,6 +268,7 @@ impl App {
                 (&config.sync).into(),
             )
             .with_in_flight(services.engine.agents_in_flight())
+            .with_engine_clock(clock)
         });
         // The scheduler runs even without rules, so a SIGHUP can add some.
         let rules = config
@@ -264,7 +280,7 @@ impl App {
             config.scheduler.concurrency,
             services.budget.per_minute_rate(),
         );
-        let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer));
+        let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
         let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
         Ok(App {

@@ -284,7 +284,7 @@ pub async fn history(
     QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     check_agent_id(&agent_id)?;
-    let now = Utc::now();
+    let now = state.engine.now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
     let rows =
         history::overlapping(state.store.reader(), &agent_id, window.from, window.to).await?;

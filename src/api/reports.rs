@@ -10,7 +10,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde::Deserialize;
 use tracing::Instrument;
 
@@ -63,7 +62,7 @@ pub async fn compliance(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<ReportQuery>,
 ) -> Result<Response, Problem> {
-    let now = Utc::now();
+    let now = state.engine.now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
     let format = match query.format.as_deref() {
         None => Format::Csv,

@@ -100,7 +100,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, requires = "simulate")]
     pub seed: u64,
     /// With --simulate: how fast simulated time runs; 60 makes a real second a
-    /// simulated minute (agents' contacts, breaks and shifts speed up).
+    /// simulated minute (agents' contacts, breaks and shifts speed up, and wfmd's clock
+    /// for compliance checks, the sweep, automations and rules with them).
     #[arg(long, default_value_t = 1.0, requires = "simulate", value_parser = parse_time_scale)]
     pub time_scale: f64,
     /// With --simulate: the API dialect to speak (overrides cxone.dialect).
@@ -355,6 +356,7 @@ async fn serve(mut config: Config, args: ServeArgs, source: Source) -> Result<Ex
     if let Some(dialect) = args.dialect {
         config.cxone.dialect = dialect.into();
     }
+    let mut clock = crate::engine::Clock::Wall;
     if args.simulate {
         let running = crate::start_simulator(
             &mut config,
@@ -372,8 +374,15 @@ async fn serve(mut config: Config, args: ServeArgs, source: Source) -> Result<Ex
         .await
         .map_err(Failure::action)?;
         announce_tenant(&running);
+        // Simulated shifts, breaks and state stamps run at --time-scale: wfmd's verdicts
+        // about them (sweep, automations, rules, compliance checks) must too.
+        if args.time_scale != 1.0 {
+            clock = crate::engine::Clock::scaled(running.sim.clock().now(), args.time_scale);
+        }
     }
-    let app = App::build(&config).await.map_err(Failure::action)?;
+    let app = App::build_with_clock(&config, clock)
+        .await
+        .map_err(Failure::action)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     tokio::spawn(crate::engine::rules::reload_on_sighup(

@@ -366,14 +366,16 @@ impl Automations {
             return;
         }
         tracing::info!("schedule automations started");
-        let mut tick = tokio::time::interval(TICK);
+        // Every TICK of the engine's clock, so a boundary's catch-up window is not missed
+        // under a simulator's --time-scale.
+        let mut tick = tokio::time::interval(self.engine.clock().period(TICK));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => break,
             }
-            match self.run_due_until(Utc::now(), &stop).await {
+            match self.run_due_until(self.engine.now(), &stop).await {
                 Ok(report) if !report.is_quiet() => tracing::info!(?report, "automations ran"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "automations could not run"),
@@ -403,6 +405,7 @@ mod tests {
     use crate::domain::BreakWindow;
     use crate::engine::schedules::tests::{SchedulePlatform, at, schedule, settings};
     use crate::store::testing::temp_store;
+    use crate::store::to_ms;
 
     fn window(start: i64, end: i64, mandatory: bool) -> BreakWindow {
         BreakWindow {
@@ -487,6 +490,69 @@ mod tests {
         let (with_optional, _dir) = one_agent(true).await;
         assert_eq!(due_at(&with_optional, 300), ["break_start@300"]);
         assert_eq!(due_at(&with_optional, 315), ["break_end@315"]);
+    }
+
+    #[tokio::test]
+    async fn under_a_time_scale_the_running_automations_act_at_the_scaled_boundary() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(0, 480, Some(vec![window(180, 210, true)])));
+        let book = Arc::new(ScheduleBook::new(
+            store.clone(),
+            platform.clone(),
+            settings(600),
+        ));
+        book.refresh_due(at(-10)).await.unwrap();
+        // wfmd's clock reads minute 179 now and runs 120 times as fast as real time (a
+        // simulator's --time-scale 120): the lunch starts half a real second from now,
+        // though the wall clock is weeks past that day.
+        let engine = Arc::new(
+            TransitionEngine::new(store.clone(), platform, Duration::ZERO)
+                .with_clock(crate::engine::Clock::scaled(at(179), 120.0)),
+        );
+        let automations = Arc::new(Automations::new(
+            book,
+            engine,
+            AutomationSettings {
+                break_start: true,
+                break_end: false,
+                optional_breaks: false,
+                logout_after_shift_end: None,
+                // Five minutes of the clock: two and a half real seconds.
+                catch_up: Duration::from_secs(300),
+            },
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(automations.run(stop.clone(), None));
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let first = loop {
+            // The platform refuses every change here: each attempt is recorded as
+            // failed and tried again, so the first one shows when the boundary was met.
+            let first: Option<(i64, String)> = sqlx::query_as(
+                "SELECT requested_at, target_state FROM transition_attempts
+                 WHERE actor = 'automation:break_start' ORDER BY requested_at LIMIT 1",
+            )
+            .fetch_optional(store.reader())
+            .await
+            .unwrap();
+            if let Some(first) = first {
+                break first;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the break start was not acted on"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(first.1, "NOT_READY");
+        assert!(
+            (to_ms(at(180))..to_ms(at(185))).contains(&first.0),
+            "acted at minute {}, within the catch-up window by the scaled clock",
+            (first.0 - to_ms(at(0))) as f64 / 60_000.0
+        );
     }
 
     #[tokio::test]

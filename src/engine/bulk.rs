@@ -290,6 +290,12 @@ impl BulkJobs {
         &self.inner.store
     }
 
+    /// Now, by the engine's clock: item stamps are compared with the platform's when an
+    /// interrupted job resumes.
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.engine.now()
+    }
+
     /// The platform's agents, fetched once per `agent_list_ttl` however many jobs ask.
     pub async fn agents(&self) -> Result<Arc<Vec<Agent>>, CxoneError> {
         let fetch = async {
@@ -378,7 +384,7 @@ impl BulkJobs {
             team,
             reverts_job_id: None,
             actor: &request.actor,
-            created_at: to_ms(Utc::now()),
+            created_at: to_ms(self.now()),
         };
         self.store_job(&job, &items).await
     }
@@ -569,7 +575,7 @@ impl BulkJobs {
             team: None,
             reverts_job_id: Some(job_id),
             actor,
-            created_at: to_ms(Utc::now()),
+            created_at: to_ms(self.now()),
         };
         self.store_job(&job, &items).await
     }
@@ -579,7 +585,7 @@ impl BulkJobs {
     /// again changes nothing; a completed one is a conflict.
     #[instrument(skip_all, fields(job = %job_id))]
     pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<JobView, BulkError> {
-        let now = Utc::now();
+        let now = self.now();
         let mut tx = self.store().begin_write().await?;
         let job = jobs::get_on(&mut tx, job_id)
             .await?
@@ -712,7 +718,7 @@ impl BulkJobs {
             return Ok(());
         }
         let mut tx = self.store().begin_write().await?;
-        jobs::mark_running(&mut tx, job_id, to_ms(Utc::now())).await?;
+        jobs::mark_running(&mut tx, job_id, to_ms(self.now())).await?;
         tx.commit().await?;
         let items = jobs::pending(self.store().reader(), job_id).await?;
         tracing::info!(pending = items.len(), "bulk job running");
@@ -725,7 +731,7 @@ impl BulkJobs {
         if !stop.is_cancelled() {
             // Nothing may have been left to run (all items settled from the start, or
             // by a run that crashed before finishing the job).
-            let now = Utc::now();
+            let now = self.now();
             let mut tx = self.store().begin_write().await?;
             let finished = finish_if_done(&mut tx, job_id, now).await?;
             tx.commit().await?;
@@ -751,7 +757,7 @@ impl BulkJobs {
         let interrupted = item.started_at.map(from_ms);
         if interrupted.is_none() {
             let mut tx = self.store().begin_write().await?;
-            let taken = jobs::take(&mut tx, &job.id, item.seq, to_ms(Utc::now())).await?;
+            let taken = jobs::take(&mut tx, &job.id, item.seq, to_ms(self.now())).await?;
             tx.commit().await?;
             if !taken {
                 return Ok(());
@@ -804,7 +810,7 @@ impl BulkJobs {
 
     /// Records an item's outcome and, when it was the job's last, the job's end.
     async fn settle(&self, job_id: &str, seq: i64, settled: &Settled) -> Result<(), sqlx::Error> {
-        let now = Utc::now();
+        let now = self.now();
         let mut tx = self.store().begin_write().await?;
         jobs::settle(
             &mut tx,

@@ -437,7 +437,8 @@ impl ComplianceSweep {
             return;
         }
         tracing::info!(interval = ?self.settings.interval, "compliance sweep started");
-        let mut tick = tokio::time::interval(self.settings.interval);
+        // Every interval of the engine's clock (faster under a simulator's --time-scale).
+        let mut tick = tokio::time::interval(self.engine.clock().period(self.settings.interval));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stale = false;
         loop {
@@ -460,7 +461,7 @@ impl ComplianceSweep {
                     continue;
                 }
             }
-            match self.sweep_until(Utc::now(), &stop).await {
+            match self.sweep_until(self.engine.now(), &stop).await {
                 Ok(report) if report.opened + report.closed + report.corrected > 0 => {
                     tracing::info!(?report, "compliance sweep");
                 }
@@ -487,6 +488,7 @@ fn correction(kind: DeviationKind, state: AgentState) -> Option<AgentState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Clock;
     use crate::engine::schedules::tests::{SchedulePlatform, at, lunch, schedule, settings};
     use crate::store::history::NewInterval;
     use crate::store::testing::temp_store;
@@ -534,6 +536,49 @@ mod tests {
             threshold: Duration::from_secs(120),
             auto_correct: AutoCorrect::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn under_a_time_scale_the_running_sweep_opens_exceptions_by_the_scaled_clock() {
+        let (store, _dir) = temp_store().await;
+        let (book, wall) = sweep(&store).await;
+        // u_1 is READY from minute 100, into its mandatory lunch at 180. wfmd's clock
+        // reads minute 178 now and runs 120 times as fast as real time (a simulator's
+        // --time-scale 120): the two-minute threshold is passed at 182, two real
+        // seconds from now, though the wall clock is weeks past that day.
+        enter(&store, "u_1", AgentState::Ready, 100).await;
+        let clock = Clock::scaled(at(178), 120.0);
+        let engine = Arc::new(
+            TransitionEngine::new(store.clone(), wall.platform().clone(), Duration::ZERO)
+                .with_clock(clock),
+        );
+        let sweep = Arc::new(ComplianceSweep::new(book, engine, settings_2min()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sweep.run(stop.clone(), None));
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let opened = loop {
+            let rows: Vec<(i64, i64)> =
+                sqlx::query_as("SELECT started_at, opened_at FROM adherence_exceptions")
+                    .fetch_all(store.reader())
+                    .await
+                    .unwrap();
+            if let Some(row) = rows.first() {
+                break *row;
+            }
+            assert!(Instant::now() < deadline, "no exception opened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(opened.0, to_ms(at(180)), "deviating since the lunch began");
+        // Sweeps come every 30 s of the clock (a quarter of a real second): the first
+        // one past 182 opens it, whatever the machine's load adds.
+        assert!(
+            (to_ms(at(182))..to_ms(at(190))).contains(&opened.1),
+            "opened at minute {}",
+            (opened.1 - to_ms(at(0))) as f64 / 60_000.0
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod automation;
 pub mod bulk;
+pub mod clock;
 pub mod compliance;
 pub mod imported_schedules;
 mod keyed_lock;
@@ -14,6 +15,7 @@ pub mod schedules;
 pub mod sync;
 pub mod transition;
 
+pub use clock::Clock;
 pub use keyed_lock::KeyedLock;
 pub use schedule_work::ScheduleWork;
 

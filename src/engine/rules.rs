@@ -19,10 +19,11 @@
 //!   once; a rule that is unchanged keeps its cursor, a new or changed one starts from
 //!   now. History is keyed by name, so an unchanged rule keeps its firings.
 //!
-//! Time: the loop reads "now" from a [`Clock`] and sleeps with `tokio::time`. The
-//! daemon's clock is the wall clock (re-read at least every minute, so a clock step or a
-//! suspend is noticed); tests use [`Clock::starting_at`], a UTC instant plus tokio's
-//! elapsed time, so under `tokio::time::pause` days of slots pass in milliseconds.
+//! Time: the loop reads "now" from a [`Clock`] (the engine's) and sleeps with
+//! `tokio::time`. The daemon's clock is the wall clock (re-read at least every minute, so
+//! a clock step or a suspend is noticed), or the simulator's scaled time under
+//! `--time-scale`; tests use [`Clock::starting_at`], a UTC instant plus tokio's elapsed
+//! time, so under `tokio::time::pause` days of slots pass in milliseconds.
 //!
 //! This departs from DESIGN.md, which names tokio-cron-scheduler: that crate polls
 //! `Utc::now()` every 500 ms, so it cannot be driven by paused time, and keeps jobs in
@@ -52,36 +53,8 @@ pub const LATE_GRACE: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps before reading the clock again.
 const MAX_NAP: Duration = Duration::from_secs(60);
 
-/// Where the scheduler reads the time.
-#[derive(Debug, Clone, Copy)]
-pub enum Clock {
-    /// The system's UTC clock.
-    Wall,
-    /// `base` at tokio instant `at`, moving with tokio's clock (which tests pause).
-    Tokio {
-        base: DateTime<Utc>,
-        at: tokio::time::Instant,
-    },
-}
-
-impl Clock {
-    /// A clock that reads `base` now and moves with `tokio::time`.
-    pub fn starting_at(base: DateTime<Utc>) -> Clock {
-        Clock::Tokio {
-            base,
-            at: tokio::time::Instant::now(),
-        }
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            Clock::Wall => Utc::now(),
-            Clock::Tokio { base, at } => {
-                *base + chrono::TimeDelta::from_std(at.elapsed()).unwrap_or(chrono::TimeDelta::MAX)
-            }
-        }
-    }
-}
+/// Where the scheduler reads the time: the engine's clock ([`super::clock`]).
+pub use super::clock::Clock;
 
 type RuleList = Arc<[Arc<Rule>]>;
 
@@ -386,7 +359,7 @@ impl RuleScheduler {
             let now = self.clock.now();
             let nap = self
                 .next_slot()
-                .map_or(MAX_NAP, |at| (at - now).to_std().unwrap_or_default())
+                .map_or(MAX_NAP, |at| self.clock.real(at - now))
                 .min(MAX_NAP);
             tokio::select! {
                 () = stop.cancelled() => break,

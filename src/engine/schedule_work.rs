@@ -38,14 +38,17 @@ impl ScheduleWork {
         if !sweep_wanted && !config.automation.enabled {
             return None;
         }
-        let book = Arc::new(ScheduleBook::new(
-            engine.store().clone(),
-            engine.platform().clone(),
-            BookSettings {
-                refresh_interval: config.schedules.refresh_interval,
-                agents: (&config.sync).into(),
-            },
-        ));
+        let book = Arc::new(
+            ScheduleBook::new(
+                engine.store().clone(),
+                engine.platform().clone(),
+                BookSettings {
+                    refresh_interval: config.schedules.refresh_interval,
+                    agents: (&config.sync).into(),
+                },
+            )
+            .with_clock(engine.clock()),
+        );
         let automations = config.automation.enabled.then(|| {
             Arc::new(Automations::new(
                 book.clone(),

@@ -24,6 +24,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::Clock;
 use super::sync::{SyncSettings, error_kind, managed_agents};
 use crate::cxone::{ContactCenter, CxoneError, Lane, in_lane};
 use crate::domain::adherence::{Shift, Timeline};
@@ -138,6 +139,8 @@ pub struct ScheduleBook {
     settings: BookSettings,
     /// Never held across an await.
     book: RwLock<Book>,
+    /// The engine's clock: schedules are fetched and fall due by it.
+    clock: Clock,
 }
 
 impl ScheduleBook {
@@ -147,7 +150,14 @@ impl ScheduleBook {
             platform,
             settings,
             book: RwLock::default(),
+            clock: Clock::Wall,
         }
+    }
+
+    /// Reads "now" from `clock` (the engine's) instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn interval(&self) -> TimeDelta {
@@ -428,7 +438,7 @@ impl ScheduleBook {
             let refreshed = tokio::select! {
                 // Refreshing can wait: it yields to people and automations (its share
                 // of the budget while they wait is `cxone.background_share`).
-                refreshed = in_lane(Lane::Background, None, self.refresh_due(Utc::now())) => refreshed,
+                refreshed = in_lane(Lane::Background, None, self.refresh_due(self.clock.now())) => refreshed,
                 () = stop.cancelled() => break,
             };
             let wait = match refreshed {
@@ -443,7 +453,7 @@ impl ScheduleBook {
                         );
                     }
                     self.next_due()
-                        .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+                        .map(|at| self.clock.real(at - self.clock.now()))
                         .unwrap_or(MAX_WAIT)
                         .clamp(MIN_WAIT, MAX_WAIT)
                 }

@@ -183,6 +183,9 @@ pub struct StateSync {
     active: Option<Active>,
     status: Arc<SyncStatus>,
     clock: Clock,
+    /// Stamps what is recorded when the platform gives no time; see
+    /// [`StateSync::with_engine_clock`].
+    stamps: super::clock::Clock,
     /// Agents the transition engine is changing right now; see [`StateSync::with_in_flight`].
     in_flight: Option<Arc<KeyedLock>>,
     /// Observations left for the next poll because the engine was changing the agent.
@@ -201,6 +204,7 @@ impl StateSync {
             active: None,
             status: Arc::default(),
             clock: Arc::new(Instant::now),
+            stamps: super::clock::Clock::Wall,
             in_flight: None,
             carried: HashMap::new(),
         }
@@ -212,6 +216,14 @@ impl StateSync {
     /// At the next poll the engine's record is there, and the state matches it.
     pub fn with_in_flight(mut self, locks: Arc<KeyedLock>) -> Self {
         self.in_flight = Some(locks);
+        self
+    }
+
+    /// Stamps observed changes without a platform timestamp, and their audit entries, by
+    /// the engine's clock, the one the platform's own stamps agree with. Pacing and
+    /// staleness (`SyncStatus`) stay on real time.
+    pub fn with_engine_clock(mut self, clock: super::clock::Clock) -> Self {
+        self.stamps = clock;
         self
     }
 
@@ -412,6 +424,7 @@ impl StateSync {
     /// Records the snapshot's real changes in one transaction.
     async fn record(&mut self, snapshot: Vec<ObservedAgent>) -> Result<PollReport, SyncError> {
         let polled_at = Utc::now();
+        let stamp = self.stamps.now();
         // The agents recorded are locked until the commit, as the engine locks an agent
         // from its compliance check to its commit: a change in flight is left for the
         // next poll, and no change starts between this poll's look and its record.
@@ -439,7 +452,7 @@ impl StateSync {
             0
         } else {
             let mut tx = self.store.begin_write().await?;
-            let recorded = record_observed(&mut tx, &changed, polled_at).await?;
+            let recorded = record_observed(&mut tx, &changed, stamp).await?;
             tx.commit().await?;
             if recorded > 0 {
                 self.store.notify_outbox();

@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::instrument;
 
+use super::clock::Clock;
 use super::keyed_lock::KeyedLock;
 use crate::cxone::{ContactCenter, CxoneError};
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
@@ -150,6 +151,8 @@ pub struct TransitionEngine {
     keys: KeyedLock,
     /// How long a stored schedule decides compliance; zero: always ask the platform.
     book_max_age: Duration,
+    /// Where "now" is read for compliance checks and the stamps of attempts.
+    clock: Clock,
 }
 
 /// Where a compliance decision took the agent's schedule from.
@@ -182,7 +185,25 @@ impl TransitionEngine {
             agents: Arc::default(),
             keys: KeyedLock::default(),
             book_max_age: Duration::ZERO,
+            clock: Clock::Wall,
         }
+    }
+
+    /// Reads "now" from `clock` (the wall clock by default). The rule scheduler, the
+    /// schedule book, the automations, the compliance sweep and state sync's stamps read
+    /// the engine's clock too, so they agree with its verdicts.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Decides compliance from the stored schedule of an agent while it is younger than
@@ -253,7 +274,7 @@ impl TransitionEngine {
         let _agent_guard = self.agents.lock(&request.agent_id).await;
 
         let started = Instant::now();
-        let requested_at = Utc::now();
+        let requested_at = self.now();
         let reason = request
             .reason
             .clone()
@@ -289,7 +310,7 @@ impl TransitionEngine {
             reason,
             latency_ms,
             requested_at,
-            completed_at: Utc::now(),
+            completed_at: self.now(),
             source,
         };
         let transition = match outcome {
@@ -389,7 +410,7 @@ impl TransitionEngine {
         if !policy::needs_schedule(target) {
             return Ok((Ok(()), None));
         }
-        let now = Utc::now();
+        let now = self.now();
         let (schedule, source) = match self.book_schedule(agent_id, now).await {
             Some((schedule, age)) => (
                 Arc::new(schedule),
@@ -426,7 +447,7 @@ impl TransitionEngine {
         }
         let max_age =
             chrono::TimeDelta::from_std(self.book_max_age).unwrap_or(chrono::TimeDelta::MAX);
-        stored_schedules::fetched_since(self.store.reader(), agents, Utc::now() - max_age)
+        stored_schedules::fetched_since(self.store.reader(), agents, self.now() - max_age)
             .await
             .unwrap_or(0)
     }

@@ -195,7 +195,7 @@ impl RuleFirer {
                     &rule.name,
                     slot,
                     &rule.definition(),
-                    Utc::now(),
+                    self.engine.now(),
                 )
                 .await?;
                 let Some(id) = claimed else {
@@ -215,7 +215,7 @@ impl RuleFirer {
                     "failed",
                     Some(0),
                     Some(&e.to_string()),
-                    Utc::now(),
+                    self.engine.now(),
                 )
                 .await?;
                 count_firing(&rule.name, &row.outcome);
@@ -334,7 +334,7 @@ impl RuleFirer {
             outcome,
             Some(targets.len()),
             None,
-            Utc::now(),
+            self.engine.now(),
         )
         .await?;
         count_firing(&rule.name, &row.outcome);
@@ -481,7 +481,7 @@ impl Firer for RuleFirer {
             &rule.name,
             slot,
             &rule.definition(),
-            Utc::now(),
+            self.engine.now(),
             &note,
         )
         .await?;
@@ -499,7 +499,7 @@ impl Firer for RuleFirer {
             "abandoned",
             None,
             Some(why),
-            Utc::now(),
+            self.engine.now(),
         )
         .await?;
         count_firing(&firing.rule, "abandoned");
