@@ -21,6 +21,7 @@ mod auth;
 mod clock;
 mod control;
 mod faults;
+mod metrics;
 mod routes;
 mod subscriptions;
 mod tenant;
@@ -49,12 +50,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use clock::SimClock;
 pub use faults::Faults;
+pub use metrics::{QUEUES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
 pub use subscriptions::SimSubscription;
 pub use tenant::{SimAgent, SimBreak, SimStateChange};
 
 use activity::Activity;
 use auth::TokenStore;
 use faults::{FaultState, Scripted};
+use metrics::Lines;
 use routes::ApiError;
 use subscriptions::Subscriptions;
 use tenant::{Tenant, default_reason, is_known_state};
@@ -91,6 +94,8 @@ pub struct SimConfig {
     /// simulator that nobody audits, such as `serve --simulate`, keeps only a few so its
     /// memory stays flat.
     pub state_log_limit: Option<usize>,
+    /// Number of queues (`q_1`, `q_2`, …) the queue listing and queue stats serve.
+    pub queues: usize,
 }
 
 impl Default for SimConfig {
@@ -107,6 +112,7 @@ impl Default for SimConfig {
             start_at: None,
             activity: false,
             state_log_limit: None,
+            queues: 5,
         }
     }
 }
@@ -125,6 +131,7 @@ impl fmt::Debug for SimConfig {
             .field("start_at", &self.start_at)
             .field("activity", &self.activity)
             .field("state_log_limit", &self.state_log_limit)
+            .field("queues", &self.queues)
             .finish()
     }
 }
@@ -154,6 +161,8 @@ pub(crate) struct SimState {
     pub tokens: TokenStore,
     pub stats: SimStats,
     pub faults: FaultState,
+    /// Skills and queues with their waiting contacts, and the scopes denied.
+    pub lines: Lines,
     /// Server-side validity of tokens issued from now on; `None` = the advertised lifetime.
     pub token_validity: Option<Duration>,
 }
@@ -223,6 +232,12 @@ impl Simulator {
         // A different stream than the tenant's, so enabling faults does not depend on, or
         // disturb, how the tenant was drawn.
         let fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_5eed_fa17);
+        let lines = Lines::new(
+            config.seed,
+            tenant::skill_pool(config.agents),
+            config.queues,
+            t0,
+        );
         let state = SimState {
             tenant,
             activity,
@@ -230,6 +245,7 @@ impl Simulator {
             tokens: TokenStore::default(),
             stats: SimStats::default(),
             faults: FaultState::new(fault_rng),
+            lines,
             token_validity: None,
         };
         Simulator {
@@ -401,6 +417,32 @@ impl Simulator {
         self.lock().token_validity = validity;
     }
 
+    /// The tenant's skills, as the skill listing serves them.
+    pub fn skills(&self) -> Vec<SimSkill> {
+        self.lock().lines.skills.clone()
+    }
+
+    /// The tenant's queues, as the queue listing serves them.
+    pub fn queues(&self) -> Vec<SimQueue> {
+        self.lock().lines.queues.clone()
+    }
+
+    /// Calls needing `scope` ([`SKILLS_SCOPE`], [`QUEUES_SCOPE`]) answer 403 naming it
+    /// from now on, as for a client whose grant lacks the scope.
+    pub fn deny_scope(&self, scope: &str) {
+        self.lock().lines.denied_scopes.insert(scope.to_owned());
+    }
+
+    /// Undoes [`Simulator::deny_scope`].
+    pub fn allow_scope(&self, scope: &str) {
+        self.lock().lines.denied_scopes.remove(scope);
+    }
+
+    /// Denies exactly `scopes` (see [`Simulator::deny_scope`]).
+    pub fn set_denied_scopes(&self, scopes: impl IntoIterator<Item = String>) {
+        self.lock().lines.denied_scopes = scopes.into_iter().collect();
+    }
+
     /// The simulator's clock; tests move it forward instead of sleeping.
     pub fn clock(&self) -> &SimClock {
         &self.inner.clock
@@ -481,6 +523,12 @@ impl Simulator {
 
 impl SimState {
     fn run_until(&mut self, t: DateTime<Utc>) {
+        // The waiting lines step at fixed instants, each seeing the agents as they are
+        // at that instant, so their figures do not depend on when anyone looked.
+        while let Some(at) = self.lines.due(t) {
+            self.activity.run_until(at, &mut self.tenant);
+            self.lines.step(at, &self.tenant);
+        }
         self.activity.run_until(t, &mut self.tenant);
     }
 
