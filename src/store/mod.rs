@@ -19,6 +19,7 @@ pub mod firings;
 pub mod history;
 pub mod jobs;
 pub mod outbox;
+pub mod samples;
 pub mod schedules;
 
 use std::path::Path;
