@@ -35,7 +35,9 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// The database answers and the platform accepts our credentials.
 ///
-/// The body says which of the two failed, and how the state sync is doing.
+/// The body says which of the two failed, how the state sync is doing, and each metric
+/// family's health (`metrics.skills`, `metrics.queues`: `status` pending, ok, failing
+/// or unavailable, with the `reason`, and when it last answered).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -86,6 +88,19 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
             "error": error,
         });
     }
+    // Like the sync, a metric family that fails or is refused does not make wfmd
+    // unready: only the wallboard's tiles of that family are missing.
+    let board = state.board.borrow().clone();
+    let family = |health: &crate::engine::metrics::FamilyHealth,
+                  polled_at: Option<chrono::DateTime<chrono::Utc>>| {
+        let mut value = json!(health);
+        value["polled_at"] = json!(polled_at.map(crate::time::rfc3339));
+        value
+    };
+    body["metrics"] = json!({
+        "skills": family(&board.skills_health, board.skills_polled_at),
+        "queues": family(&board.queues_health, board.queues_polled_at),
+    });
     (status, Json(body))
 }
 

@@ -61,6 +61,8 @@ pub struct ApiState {
     pub bulk: crate::engine::bulk::BulkJobs,
     /// `compliance.exception_threshold`, for the adherence figures of reports.
     pub exception_threshold: Duration,
+    /// The newest skill and queue figures and each family's health.
+    pub board: crate::engine::metrics::BoardReceiver,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod faults;
 mod helpers;
+mod metrics;
 mod openapi;
 mod receiver;
 mod reports;
