@@ -31,6 +31,7 @@ mod json;
 mod layers;
 pub mod openapi;
 mod reports;
+mod series;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         reports::routes(),
         audit::routes(),
         bulk::routes(),
+        series::routes(),
     ]
     .into_iter()
     .flatten()

@@ -1,14 +1,16 @@
 //! The skill and queue pollers against the simulator: zeros for a skill the platform
 //! leaves out, queue ids batched 100 a call, Retry-After honoured, one refused family
 //! leaving the other running (and showing on /readyz), samples stored with the
-//! platform's time.
+//! platform's time, and the series route over them.
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use wfmd::config::Config;
+use wfmd::domain::metrics::SkillTile;
 use wfmd::sim::{QUEUES_SCOPE, SimConfig};
+use wfmd::store::samples::{self, Sample};
 
 use crate::helpers::{DEADLINE, TestApp, TestSim};
 
@@ -241,7 +243,7 @@ async fn a_missing_scope_stops_queue_stats_only_and_shows_on_readyz() {
 }
 
 #[tokio::test]
-async fn samples_are_stored_with_the_platforms_time() {
+async fn samples_are_stored_with_the_platforms_time_and_served_as_a_series() {
     // A frozen platform clock long before ours, so its time and ours cannot be mixed up.
     let platform_time: DateTime<Utc> = "2025-03-05T14:30:00Z".parse().unwrap();
     let before = Utc::now();
@@ -263,4 +265,103 @@ async fn samples_are_stored_with_the_platforms_time() {
             "stored at wfmd's own time: {row:?}"
         );
     }
+
+    let response = app
+        .get("/v1/live/series?family=skills&id=s_100&from=2025-03-05T00:00:00Z")
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["family"], "skills");
+    assert_eq!(body["id"], "s_100");
+    assert_eq!(body["points"][0]["t"], "2025-03-05T14:30:00.000Z");
+    assert_eq!(body["points"].as_array().unwrap().len(), 1);
+    // Today's curve (the default start) has nothing from that day.
+    let body: Value = app
+        .get("/v1/live/series?family=skills&id=s_100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["points"], serde_json::json!([]));
+}
+
+fn tile(id: &str, at: DateTime<Utc>, queued: u32, service_level: Option<f64>) -> Sample {
+    Sample::from(&SkillTile {
+        skill_id: id.into(),
+        skill_name: "Tier 1 Voice".into(),
+        contacts_queued: queued,
+        contacts_active: 0,
+        longest_wait_secs: 0,
+        service_level,
+        agents_available: 1,
+        agents_staffed: 1,
+        agents_on_contact: 0,
+        agents_acw: 0,
+        estimated_wait_secs: None,
+        sampled_at: at,
+    })
+}
+
+#[tokio::test]
+async fn the_series_route_returns_todays_stored_points_in_time_order() {
+    let app = TestApp::spawn().await;
+    let midnight = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let at = |minutes: i64| midnight + TimeDelta::minutes(minutes);
+    let stored = [
+        tile("s_1", at(5), 7, Some(0.75)),
+        tile("s_1", at(-30), 99, Some(0.1)),
+        tile("s_1", at(1), 3, None),
+        tile("s_2", at(2), 50, Some(1.0)),
+    ];
+    let mut tx = app.store.begin_write().await.unwrap();
+    samples::insert(&mut tx, &stored, Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // By default, from the start of today (UTC): yesterday's point is left out.
+    let body: Value = app
+        .get("/v1/live/series?family=skills&id=s_1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let points = body["points"].as_array().unwrap();
+    let t = |m: i64| wfmd::time::rfc3339(at(m));
+    assert_eq!(
+        points,
+        &[
+            serde_json::json!({"t": t(1), "service_level": null, "queued": 3}),
+            serde_json::json!({"t": t(5), "service_level": 0.75, "queued": 7}),
+        ]
+    );
+
+    let from = wfmd::time::rfc3339(at(-60));
+    let body: Value = app
+        .get(&format!("/v1/live/series?family=skills&id=s_1&from={from}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let queued: Vec<u64> = body["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["queued"].as_u64().unwrap())
+        .collect();
+    assert_eq!(queued, [99, 3, 7]);
+
+    let body: Value = app
+        .get("/v1/live/series?family=queues&id=s_1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["points"],
+        serde_json::json!([]),
+        "the families are apart"
+    );
 }
