@@ -509,6 +509,8 @@ mod tests {
         errors: Mutex<VecDeque<CxoneError>>,
         /// Errors the listing answers, in order, before the list.
         listing_errors: Mutex<VecDeque<CxoneError>>,
+        /// When set, every skill-data call after the first waits for a permit.
+        gate: Option<tokio::sync::Semaphore>,
     }
 
     fn at() -> DateTime<Utc> {
@@ -611,6 +613,10 @@ mod tests {
                 .collect())
         }
         async fn skill_activity(&self, ids: &[String]) -> Result<Vec<SkillTile>, CxoneError> {
+            let first = self.calls.lock().unwrap().is_empty();
+            if let Some(gate) = self.gate.as_ref().filter(|_| !first) {
+                gate.acquire().await.unwrap().forget();
+            }
             Ok(self
                 .answer(ids)?
                 .into_iter()
@@ -790,6 +796,62 @@ mod tests {
         );
         assert_eq!(*platform.listings.lock().unwrap(), 3);
         assert_eq!(platform.calls.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failing_family_is_ok_again_with_fresh_tiles_once_a_poll_succeeds() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(MetricPlatform {
+            gate: Some(tokio::sync::Semaphore::new(0)),
+            ..MetricPlatform::default()
+        });
+        platform
+            .errors
+            .lock()
+            .unwrap()
+            .push_back(CxoneError::Timeout);
+        let mut settings = settings(vec!["s_1".into()], vec![]);
+        settings.skill_interval = Duration::from_millis(10);
+        let (skills, mut board) = poller(MetricFamily::Skills, &platform, &store, &settings);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(skills.run(stop.clone()));
+
+        // The second poll waits at the gate, so the failing health is there to see.
+        let within = Duration::from_secs(30);
+        let failing = tokio::time::timeout(
+            within,
+            board.wait_for(|b| b.skills_health != FamilyHealth::Pending),
+        )
+        .await
+        .expect("the first poll ends")
+        .unwrap()
+        .clone();
+        assert_eq!(
+            failing.skills_health,
+            FamilyHealth::Failing {
+                reason: "skill activity: the platform did not answer within the request timeout"
+                    .into()
+            }
+        );
+        assert!(failing.skills.is_empty() && failing.skills_polled_at.is_none());
+        platform.gate.as_ref().unwrap().add_permits(1);
+        let recovered = tokio::time::timeout(
+            within,
+            board.wait_for(|b| b.skills_health == FamilyHealth::Ok),
+        )
+        .await
+        .expect("the family recovers")
+        .unwrap()
+        .clone();
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(recovered.skills["s_1"].contacts_queued, 4);
+        assert!(recovered.skills_polled_at.is_some());
+        assert_eq!(
+            platform.calls.lock().unwrap().len(),
+            2,
+            "the third waits at the gate"
+        );
     }
 
     #[tokio::test]

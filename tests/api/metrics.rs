@@ -243,6 +243,54 @@ async fn a_missing_scope_stops_queue_stats_only_and_shows_on_readyz() {
 }
 
 #[tokio::test]
+async fn an_unknown_configured_queue_stops_queue_stats_naming_it_while_skills_go_on() {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |c| {
+        pollers(c, &["s_100"], &["q_1", "q_nope"]);
+        // Below the configurable floor, so the test sees several skill cycles quickly.
+        c.live.skill_interval = Duration::from_millis(100);
+        c.live.queue_interval = Duration::from_millis(100);
+    })
+    .await;
+    let body = wait_for_readyz(&app, "queues unavailable", |b| {
+        b["metrics"]["queues"]["status"] == "unavailable"
+    })
+    .await;
+    let reason = body["metrics"]["queues"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("queue stats unavailable: not found on the platform (404)")
+            && reason.contains("q_nope"),
+        "{reason}"
+    );
+    wait_for_calls(&app, SKILL_DATA, 3).await;
+    assert_eq!(app.sim.calls(QUEUE_STATS), 1, "not asked again");
+}
+
+#[tokio::test]
+async fn a_poll_that_fails_after_its_retries_shows_as_failing_without_making_wfmd_unready() {
+    let sim = TestSim::default_tenant().await;
+    // The first poll of each family fails, with no retry left.
+    sim.sim.fail_next(2, 503, None);
+    let app = TestApp::spawn_with(sim, |c| {
+        pollers(c, &["s_100"], &["q_1"]);
+        c.retry.max_retries = 0;
+    })
+    .await;
+    let body = wait_for_readyz(&app, "both failing", |b| {
+        b["metrics"]["skills"]["status"] == "failing"
+            && b["metrics"]["queues"]["status"] == "failing"
+    })
+    .await;
+    assert_eq!(
+        body["metrics"]["skills"]["reason"],
+        "skill activity: the platform failed with 503: injected fault"
+    );
+    assert_eq!(body["metrics"]["queues"]["polled_at"], Value::Null);
+    let (status, _) = readyz(&app).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.count("SELECT COUNT(*) FROM metric_samples").await, 0);
+}
+
+#[tokio::test]
 async fn samples_are_stored_with_the_platforms_time_and_served_as_a_series() {
     // A frozen platform clock long before ours, so its time and ours cannot be mixed up.
     let platform_time: DateTime<Utc> = "2025-03-05T14:30:00Z".parse().unwrap();
