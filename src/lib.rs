@@ -14,7 +14,8 @@
 //!   [`engine::rules`] fires WFM rules at their cron slots;
 //!   [`engine::bulk`] runs supervisors' bulk jobs through the engine;
 //!   [`engine::schedules`] keeps the agents' schedules, which drive
-//!   [`engine::automation`] and the [`engine::compliance`] sweep.
+//!   [`engine::automation`] and the [`engine::compliance`] sweep;
+//!   [`engine::metrics`] polls skill and queue figures for the wallboard.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
@@ -226,6 +227,8 @@ pub struct App {
     /// The newest skill and queue figures: the metric pollers publish, the live feed
     /// and the API read.
     metric_board: engine::metrics::BoardSender,
+    /// The skill and queue pollers (`[live]`), when enabled.
+    metric_pollers: Vec<engine::metrics::MetricPoller>,
 }
 
 impl App {
@@ -283,6 +286,18 @@ impl App {
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
         let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
+        let (metric_board, _) = engine::metrics::board_channel();
+        let metric_pollers = if config.live.enabled {
+            engine::metrics::MetricPoller::both(
+                services.engine.platform(),
+                &services.store,
+                &metric_board,
+                &(&config.live).into(),
+            )
+            .into()
+        } else {
+            Vec::new()
+        };
         Ok(App {
             listener,
             services,
@@ -294,7 +309,8 @@ impl App {
             exception_threshold: config.compliance.exception_threshold,
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
-            metric_board: engine::metrics::board_channel().0,
+            metric_board,
+            metric_pollers,
         })
     }
 
@@ -347,6 +363,7 @@ impl App {
             sync: self.sync.as_ref().map(|sync| sync.status()),
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
+            board: self.metric_board.subscribe(),
         };
         let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
             let status = self.sync.as_ref().map(|sync| sync.status());
@@ -357,6 +374,11 @@ impl App {
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
         let rules = Some(tokio::spawn(self.rules.run(shutdown.clone())));
         let bulk = Some(tokio::spawn(self.bulk.run(shutdown.clone())));
+        let pollers: Vec<_> = self
+            .metric_pollers
+            .into_iter()
+            .map(|poller| ("metric poller", tokio::spawn(poller.run(shutdown.clone()))))
+            .collect();
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state, self.tokens))
@@ -381,7 +403,8 @@ impl App {
             ("bulk jobs", bulk),
         ]
         .into_iter()
-        .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))));
+        .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))))
+        .chain(pollers.into_iter().map(|(name, task)| (name, Some(task))));
         for (name, task) in tasks {
             if let Some(task) = task
                 && let Err(e) = task.await

@@ -96,6 +96,22 @@ pub fn register() {
     for outcome in ["succeeded", "replayed", "rejected", "failed"] {
         metrics::counter!("wfmd_adherence_corrections_total", "outcome" => outcome).increment(0);
     }
+    for family in crate::domain::metrics::MetricFamily::ALL {
+        let family = family.as_str();
+        for outcome in ["ok", "failed", "unavailable"] {
+            metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::counter!("wfmd_metric_samples_total", "family" => family).increment(0);
+    }
+    describe_counter!(
+        "wfmd_metric_polls_total",
+        "Skill and queue metric polls, by family and outcome (ok, failed, unavailable)."
+    );
+    describe_counter!(
+        "wfmd_metric_samples_total",
+        "Skill and queue samples stored, by family."
+    );
     for (name, help) in COUNTERS {
         describe_counter!(name, help);
         metrics::counter!(name).increment(0);

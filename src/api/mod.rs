@@ -31,6 +31,7 @@ mod json;
 mod layers;
 pub mod openapi;
 mod reports;
+mod series;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub bulk: crate::engine::bulk::BulkJobs,
     /// `compliance.exception_threshold`, for the adherence figures of reports.
     pub exception_threshold: Duration,
+    /// The newest skill and queue figures and each family's health.
+    pub board: crate::engine::metrics::BoardReceiver,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
@@ -76,6 +79,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         reports::routes(),
         audit::routes(),
         bulk::routes(),
+        series::routes(),
     ]
     .into_iter()
     .flatten()

@@ -50,7 +50,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: the HTTP API, state sync, WFM rules (SIGHUP re-reads the rules),
-    /// schedule automations, the compliance sweep, bulk jobs and webhook delivery.
+    /// schedule automations, the compliance sweep, the skill and queue pollers, bulk
+    /// jobs and webhook delivery.
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),

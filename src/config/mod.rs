@@ -20,6 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 pub mod bulk;
+pub mod live;
 pub mod rules;
 
 pub use rules::{RuleConfig, SchedulerConfig};
@@ -49,6 +50,8 @@ pub struct Config {
     pub schedules: SchedulesConfig,
     pub automation: AutomationConfig,
     pub compliance: ComplianceConfig,
+    /// The wallboard's skill and queue metrics.
+    pub live: live::LiveConfig,
     /// Bearer tokens of the HTTP API; none = the API binds to loopback only.
     pub api_tokens: Vec<api_tokens::ApiTokenConfig>,
 }
@@ -646,6 +649,7 @@ impl Config {
             }
         }
         self.bulk.validate(&mut problems);
+        self.live.validate(&mut problems);
         problems.extend(self.rule_problems());
         api_tokens::validate(&self.api_tokens, &mut problems);
         if problems.is_empty() {

@@ -49,6 +49,8 @@ pub enum MetricFamily {
 }
 
 impl MetricFamily {
+    pub const ALL: [MetricFamily; 2] = [MetricFamily::Skills, MetricFamily::Queues];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MetricFamily::Skills => "skills",

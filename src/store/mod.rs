@@ -21,6 +21,7 @@ pub mod history;
 pub mod imported;
 pub mod jobs;
 pub mod outbox;
+pub mod samples;
 pub mod schedules;
 
 use std::path::Path;

@@ -149,6 +149,14 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/live/series",
+        role: Some("viewer"),
+        query: "family=skills&id=s_100",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
         path: "/v1/audit",
         role: Some("admin"),
         query: "",
