@@ -27,7 +27,7 @@ use wfmd::engine::sync::StateSync;
 use wfmd::sim::{SimAgent, SimConfig};
 use wfmd::store::Store;
 
-use crate::helpers::{SET_STATE, TestApp, TestDb, TestSim, count};
+use crate::helpers::{Dialect, SET_STATE, TestApp, TestDb, TestSim, count, on_both_dialects};
 
 /// One cycle of simulated time.
 const STEP: Duration = Duration::from_secs(30);
@@ -466,10 +466,10 @@ impl Scene {
     }
 }
 
-#[tokio::test]
-async fn serve_runs_the_book_and_the_sweep_and_reports_adherence() {
+on_both_dialects!(serve_runs_the_book_and_the_sweep_and_reports_adherence);
+async fn serve_runs_the_book_and_the_sweep_and_reports_adherence(dialect: Dialect) {
     // The simulator at wall-clock time and the daemon's own loops: sync, book, sweep.
-    let app = TestApp::spawn_with(TestSim::default_tenant().await, |c| {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await.on(dialect), |c| {
         c.sync.enabled = true;
         c.compliance.sweep_interval = Duration::from_secs(1);
     })
