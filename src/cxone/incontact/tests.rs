@@ -535,3 +535,50 @@ async fn repeated_401s_open_the_breaker_and_calls_pause() {
     );
     assert_eq!(after.token_requests, before.token_requests);
 }
+
+#[test]
+fn between_shifts_the_schedule_is_the_nearer_of_the_last_and_the_next_shift() {
+    let shift = |start: &str, end: &str| -> wire::ShiftJson {
+        serde_json::from_value(serde_json::json!({"start": start, "end": end})).unwrap()
+    };
+    let shifts = [
+        shift("2026-11-23T09:00:00Z", "2026-11-23T17:00:00Z"),
+        shift("2026-11-24T09:00:00Z", "2026-11-24T17:00:00Z"),
+    ];
+    let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+    let judged = |now: &str| {
+        let s = schedule_from(&shifts, None, &[], at(now));
+        (s.status, s.shift_start, s.shift_end)
+    };
+    assert_eq!(
+        judged("2026-11-23T12:00:00Z"),
+        (
+            ScheduleStatus::Active,
+            Some(at("2026-11-23T09:00:00Z")),
+            Some(at("2026-11-23T17:00:00Z"))
+        )
+    );
+    // Ten minutes after the end: the ended shift (logout after shift end needs it).
+    assert_eq!(
+        judged("2026-11-23T17:10:00Z"),
+        (
+            ScheduleStatus::Inactive,
+            Some(at("2026-11-23T09:00:00Z")),
+            Some(at("2026-11-23T17:00:00Z"))
+        )
+    );
+    // Early next morning: the shift ahead.
+    assert_eq!(
+        judged("2026-11-24T06:00:00Z").1,
+        Some(at("2026-11-24T09:00:00Z"))
+    );
+    // After the last shift there is only the last one.
+    assert_eq!(
+        judged("2026-11-26T06:00:00Z"),
+        (
+            ScheduleStatus::Inactive,
+            Some(at("2026-11-24T09:00:00Z")),
+            Some(at("2026-11-24T17:00:00Z"))
+        )
+    );
+}
