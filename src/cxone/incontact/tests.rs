@@ -582,3 +582,40 @@ fn between_shifts_the_schedule_is_the_nearer_of_the_last_and_the_next_shift() {
         )
     );
 }
+
+#[test]
+fn both_error_shapes_and_the_status_header_become_typed_errors() {
+    use reqwest::header::HeaderValue;
+    let none = HeaderMap::new();
+    let mut described = HeaderMap::new();
+    described.insert(
+        "icStatusDescription",
+        HeaderValue::from_static("Agent session not started"),
+    );
+    let acd = br#"{"error":"invalid_request","error_description":"Invalid outStateId 99"}"#;
+    let newer = br#"{"errorCode":"Forbidden","errorMessage":"the tenant has no WFM access"}"#;
+
+    assert_eq!(
+        error_for_status(StatusCode::BAD_REQUEST, &none, acd),
+        CxoneError::BadRequest {
+            message: "Invalid outStateId 99".into()
+        }
+    );
+    assert_eq!(
+        error_for_status(StatusCode::FORBIDDEN, &none, newer),
+        CxoneError::Forbidden {
+            scope: None,
+            message: "the tenant has no WFM access".into()
+        }
+    );
+    // Only the header says what happened: still the logged-out rejection.
+    let logged_out = error_for_status(StatusCode::NOT_FOUND, &described, b"");
+    assert!(logged_out.is_agent_logged_out(), "{logged_out:?}");
+    let mut later = HeaderMap::new();
+    later.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+    assert_eq!(
+        error_for_status(StatusCode::SERVICE_UNAVAILABLE, &later, b"").retry_after(),
+        Some(Duration::from_secs(2))
+    );
+    assert!(error_for_status(StatusCode::TOO_MANY_REQUESTS, &none, b"").is_retryable());
+}
