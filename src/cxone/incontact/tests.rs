@@ -619,3 +619,20 @@ fn both_error_shapes_and_the_status_header_become_typed_errors() {
     );
     assert!(error_for_status(StatusCode::TOO_MANY_REQUESTS, &none, b"").is_retryable());
 }
+
+#[tokio::test]
+async fn listings_follow_links_next_across_pages() {
+    let t = tenant(0.0).await;
+    t.knobs(IncontactKnobs {
+        max_page: 7,
+        ..IncontactKnobs::default()
+    });
+    let client = t.client();
+    let agents = client.list_agents(&AgentFilter::default()).await.unwrap();
+    let mut ids: Vec<String> = agents.into_iter().map(|a| a.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "every agent once");
+    let calls = |route: &str| t.sim().stats().by_route.get(route).copied().unwrap_or(0);
+    assert_eq!(calls("GET /inContactAPI/services/{version}/agents"), 3);
+}
