@@ -479,16 +479,8 @@ const ERROR_WAIT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::cxone::{
-        Agent, AgentFilter, AgentSnapshot, ObservedAgent, Subscription, SubscriptionRequest,
-    };
-    use crate::domain::{AgentState, BreakStatus, Schedule, ScheduleStatus};
+    use crate::domain::{BreakStatus, Schedule, ScheduleStatus};
     use crate::store::from_ms;
     use crate::store::testing::temp_store;
 
@@ -496,121 +488,8 @@ pub(crate) mod tests {
         from_ms(1_790_000_000_000 + minutes * 60_000)
     }
 
-    /// A platform with scripted schedules and break statuses that counts its calls.
-    #[derive(Default)]
-    pub struct SchedulePlatform {
-        pub schedules: Mutex<HashMap<String, Result<Schedule, CxoneError>>>,
-        pub breaks: Mutex<HashMap<String, BreakStatus>>,
-        pub calls: Mutex<Vec<String>>,
-        /// Offers the bulk schedule export (a dialect that has one).
-        pub exports: std::sync::atomic::AtomicBool,
-    }
-
-    impl SchedulePlatform {
-        pub fn set(&self, agent: &str, schedule: Schedule) {
-            self.schedules
-                .lock()
-                .unwrap()
-                .insert(agent.into(), Ok(schedule));
-        }
-
-        pub fn calls(&self, prefix: &str) -> usize {
-            self.calls
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| c.starts_with(prefix))
-                .count()
-        }
-    }
-
-    fn unsupported() -> CxoneError {
-        CxoneError::BadRequest {
-            message: "not scripted".into(),
-        }
-    }
-
-    #[async_trait]
-    impl ContactCenter for SchedulePlatform {
-        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
-            self.calls.lock().unwrap().push("list".into());
-            let mut ids: Vec<String> = self.schedules.lock().unwrap().keys().cloned().collect();
-            ids.sort();
-            Ok(ids
-                .into_iter()
-                .map(|id| Agent {
-                    name: id.clone(),
-                    id,
-                    team_id: None,
-                    team_name: None,
-                    skills: Vec::new(),
-                })
-                .collect())
-        }
-        async fn agent_state(&self, _: &str) -> Result<AgentSnapshot, CxoneError> {
-            Err(unsupported())
-        }
-        async fn set_agent_state(
-            &self,
-            _: &str,
-            _: AgentState,
-            _: &str,
-        ) -> Result<AgentSnapshot, CxoneError> {
-            Err(unsupported())
-        }
-        async fn schedules(&self, ids: &[String]) -> Result<Vec<(String, Schedule)>, CxoneError> {
-            if !self.exports.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(self.not_offered("bulk schedule export"));
-            }
-            self.calls.lock().unwrap().push("export".into());
-            let known = self.schedules.lock().unwrap();
-            Ok(ids
-                .iter()
-                .filter_map(|id| Some((id.clone(), known.get(id)?.clone().ok()?)))
-                .collect())
-        }
-        async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("schedule {agent_id}"));
-            self.schedules
-                .lock()
-                .unwrap()
-                .get(agent_id)
-                .cloned()
-                .unwrap_or(Err(CxoneError::NotFound {
-                    message: agent_id.into(),
-                }))
-        }
-        async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("breaks {agent_id}"));
-            self.breaks
-                .lock()
-                .unwrap()
-                .get(agent_id)
-                .cloned()
-                .ok_or_else(unsupported)
-        }
-        async fn check_access(&self) -> Result<(), CxoneError> {
-            Ok(())
-        }
-        async fn create_subscription(
-            &self,
-            _: &SubscriptionRequest,
-        ) -> Result<Subscription, CxoneError> {
-            Err(unsupported())
-        }
-        async fn poll_subscription(&self, _: &str) -> Result<Vec<ObservedAgent>, CxoneError> {
-            Err(unsupported())
-        }
-        async fn delete_subscription(&self, _: &str) -> Result<(), CxoneError> {
-            Err(unsupported())
-        }
-    }
+    /// Scripted schedules and break statuses; counts its calls.
+    pub use crate::cxone::fake::FakePlatform as SchedulePlatform;
 
     pub fn lunch(start: i64, end: i64) -> BreakWindow {
         BreakWindow {

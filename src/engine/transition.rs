@@ -766,133 +766,13 @@ impl Transition {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
     use chrono::Duration as ChronoDuration;
 
     use super::*;
-    use crate::cxone::{Agent, AgentFilter, AgentSnapshot};
     use crate::domain::{BreakWindow, ScheduleStatus};
     use crate::store::testing::temp_store;
 
-    /// An in-memory platform that records every call.
-    #[derive(Default)]
-    struct FakePlatform {
-        schedules: Mutex<HashMap<String, Schedule>>,
-        breaks: Mutex<HashMap<String, BreakStatus>>,
-        states: Mutex<HashMap<String, AgentState>>,
-        /// What the last change of each agent answered (reason and time included).
-        changes: Mutex<HashMap<String, AgentSnapshot>>,
-        calls: Mutex<Vec<String>>,
-        fail_set_with: Mutex<Option<CxoneError>>,
-    }
-
-    impl FakePlatform {
-        fn calls(&self, prefix: &str) -> usize {
-            let calls = self.calls.lock().unwrap();
-            calls.iter().filter(|c| c.starts_with(prefix)).count()
-        }
-
-        fn add_agent(&self, id: &str, schedule: Schedule) {
-            self.schedules.lock().unwrap().insert(id.into(), schedule);
-            self.states
-                .lock()
-                .unwrap()
-                .insert(id.into(), AgentState::Ready);
-        }
-
-        fn note(&self, call: String) {
-            self.calls.lock().unwrap().push(call);
-        }
-
-        fn not_found(agent_id: &str) -> CxoneError {
-            CxoneError::NotFound {
-                message: format!("unknown user {agent_id}"),
-            }
-        }
-    }
-
-    #[async_trait]
-    impl ContactCenter for FakePlatform {
-        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
-            Ok(vec![])
-        }
-        async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
-            self.note(format!("state {agent_id}"));
-            if let Some(changed) = self.changes.lock().unwrap().get(agent_id) {
-                return Ok(changed.clone());
-            }
-            let state = self.states.lock().unwrap().get(agent_id).copied();
-            let state = state.ok_or_else(|| Self::not_found(agent_id))?;
-            Ok(AgentSnapshot {
-                agent_id: agent_id.into(),
-                state,
-                reason: None,
-                changed_at: None,
-            })
-        }
-        async fn set_agent_state(
-            &self,
-            agent_id: &str,
-            state: AgentState,
-            reason: &str,
-        ) -> Result<AgentSnapshot, CxoneError> {
-            self.note(format!("set {agent_id} {state} {reason}"));
-            if let Some(error) = self.fail_set_with.lock().unwrap().clone() {
-                return Err(error);
-            }
-            let mut states = self.states.lock().unwrap();
-            let current = states
-                .get_mut(agent_id)
-                .ok_or_else(|| Self::not_found(agent_id))?;
-            *current = state;
-            let snapshot = AgentSnapshot {
-                agent_id: agent_id.into(),
-                state,
-                reason: Some(reason.into()),
-                changed_at: Some(Utc::now()),
-            };
-            self.changes
-                .lock()
-                .unwrap()
-                .insert(agent_id.into(), snapshot.clone());
-            Ok(snapshot)
-        }
-        async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
-            self.note(format!("schedule {agent_id}"));
-            let schedule = self.schedules.lock().unwrap().get(agent_id).cloned();
-            schedule.ok_or_else(|| Self::not_found(agent_id))
-        }
-        async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
-            self.note(format!("breaks {agent_id}"));
-            let status = self.breaks.lock().unwrap().get(agent_id).cloned();
-            Ok(status.unwrap_or(BreakStatus {
-                mandatory_break_required: false,
-                break_start: None,
-                break_end: None,
-            }))
-        }
-        async fn check_access(&self) -> Result<(), CxoneError> {
-            Ok(())
-        }
-        async fn create_subscription(
-            &self,
-            _: &crate::cxone::SubscriptionRequest,
-        ) -> Result<crate::cxone::Subscription, CxoneError> {
-            unimplemented!("transitions never subscribe")
-        }
-        async fn poll_subscription(
-            &self,
-            _: &str,
-        ) -> Result<Vec<crate::cxone::ObservedAgent>, CxoneError> {
-            unimplemented!("transitions never subscribe")
-        }
-        async fn delete_subscription(&self, _: &str) -> Result<(), CxoneError> {
-            unimplemented!("transitions never subscribe")
-        }
-    }
+    use crate::cxone::fake::FakePlatform;
 
     fn on_shift(breaks: Option<Vec<BreakWindow>>) -> Schedule {
         let now = Utc::now();

@@ -535,3 +535,104 @@ async fn repeated_401s_open_the_breaker_and_calls_pause() {
     );
     assert_eq!(after.token_requests, before.token_requests);
 }
+
+#[test]
+fn between_shifts_the_schedule_is_the_nearer_of_the_last_and_the_next_shift() {
+    let shift = |start: &str, end: &str| -> wire::ShiftJson {
+        serde_json::from_value(serde_json::json!({"start": start, "end": end})).unwrap()
+    };
+    let shifts = [
+        shift("2026-11-23T09:00:00Z", "2026-11-23T17:00:00Z"),
+        shift("2026-11-24T09:00:00Z", "2026-11-24T17:00:00Z"),
+    ];
+    let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+    let judged = |now: &str| {
+        let s = schedule_from(&shifts, None, &[], at(now));
+        (s.status, s.shift_start, s.shift_end)
+    };
+    assert_eq!(
+        judged("2026-11-23T12:00:00Z"),
+        (
+            ScheduleStatus::Active,
+            Some(at("2026-11-23T09:00:00Z")),
+            Some(at("2026-11-23T17:00:00Z"))
+        )
+    );
+    // Ten minutes after the end: the ended shift (logout after shift end needs it).
+    assert_eq!(
+        judged("2026-11-23T17:10:00Z"),
+        (
+            ScheduleStatus::Inactive,
+            Some(at("2026-11-23T09:00:00Z")),
+            Some(at("2026-11-23T17:00:00Z"))
+        )
+    );
+    // Early next morning: the shift ahead.
+    assert_eq!(
+        judged("2026-11-24T06:00:00Z").1,
+        Some(at("2026-11-24T09:00:00Z"))
+    );
+    // After the last shift there is only the last one.
+    assert_eq!(
+        judged("2026-11-26T06:00:00Z"),
+        (
+            ScheduleStatus::Inactive,
+            Some(at("2026-11-24T09:00:00Z")),
+            Some(at("2026-11-24T17:00:00Z"))
+        )
+    );
+}
+
+#[test]
+fn both_error_shapes_and_the_status_header_become_typed_errors() {
+    use reqwest::header::HeaderValue;
+    let none = HeaderMap::new();
+    let mut described = HeaderMap::new();
+    described.insert(
+        "icStatusDescription",
+        HeaderValue::from_static("Agent session not started"),
+    );
+    let acd = br#"{"error":"invalid_request","error_description":"Invalid outStateId 99"}"#;
+    let newer = br#"{"errorCode":"Forbidden","errorMessage":"the tenant has no WFM access"}"#;
+
+    assert_eq!(
+        error_for_status(StatusCode::BAD_REQUEST, &none, acd),
+        CxoneError::BadRequest {
+            message: "Invalid outStateId 99".into()
+        }
+    );
+    assert_eq!(
+        error_for_status(StatusCode::FORBIDDEN, &none, newer),
+        CxoneError::Forbidden {
+            scope: None,
+            message: "the tenant has no WFM access".into()
+        }
+    );
+    // Only the header says what happened: still the logged-out rejection.
+    let logged_out = error_for_status(StatusCode::NOT_FOUND, &described, b"");
+    assert!(logged_out.is_agent_logged_out(), "{logged_out:?}");
+    let mut later = HeaderMap::new();
+    later.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+    assert_eq!(
+        error_for_status(StatusCode::SERVICE_UNAVAILABLE, &later, b"").retry_after(),
+        Some(Duration::from_secs(2))
+    );
+    assert!(error_for_status(StatusCode::TOO_MANY_REQUESTS, &none, b"").is_retryable());
+}
+
+#[tokio::test]
+async fn listings_follow_links_next_across_pages() {
+    let t = tenant(0.0).await;
+    t.knobs(IncontactKnobs {
+        max_page: 7,
+        ..IncontactKnobs::default()
+    });
+    let client = t.client();
+    let agents = client.list_agents(&AgentFilter::default()).await.unwrap();
+    let mut ids: Vec<String> = agents.into_iter().map(|a| a.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "every agent once");
+    let calls = |route: &str| t.sim().stats().by_route.get(route).copied().unwrap_or(0);
+    assert_eq!(calls("GET /inContactAPI/services/{version}/agents"), 3);
+}
