@@ -1242,20 +1242,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_agent_the_platform_turned_inactive_is_refused_once_the_book_entry_passes_max_age() {
+    async fn an_agent_the_platform_turned_inactive_is_refused_within_max_age_of_the_book_fetch() {
         let platform = Arc::new(FakePlatform::default());
-        // The book saw a shift; since then the agent was given the day off.
+        // The book saw a shift for both; since then both were given the day off.
         platform.add_agent("u_001", off_shift());
+        platform.add_agent("u_002", off_shift());
         let (engine, _dir) = book_engine(platform.clone()).await;
+        // u_001's entry is just inside max_age, u_002's just past it.
         book(
             engine.store(),
             "u_001",
-            ChronoDuration::seconds(15 * 60 + 1),
+            ChronoDuration::seconds(15 * 60 - 5),
         )
         .await;
+        book(engine.store(), "u_002", ChronoDuration::seconds(15 * 60)).await;
 
+        // Inside max_age the book is trusted: this is the window README states.
+        let trusted = engine
+            .transition(request("u_001", AgentState::NotReady))
+            .await
+            .unwrap();
+        assert_eq!(trusted.outcome, Outcome::Succeeded);
+        assert_eq!(platform.calls("schedule u_001"), 0);
+
+        // From max_age on the platform is asked, and its INACTIVE refuses the change.
         let refused = engine
-            .transition(request("u_001", AgentState::Ready))
+            .transition(request("u_002", AgentState::Ready))
             .await
             .unwrap();
         assert_eq!(
@@ -1264,7 +1276,10 @@ mod tests {
                 violation: Violation::AgentNotScheduled
             }
         );
-        assert_eq!(platform.calls("set"), 0);
+        assert_eq!(platform.calls("schedule u_002"), 1);
+        assert_eq!(platform.calls("set u_002"), 0);
+        let (source, _) = schedule_source(engine.store(), &refused.attempt_id).await;
+        assert_eq!(source, "platform");
     }
 
     /// Records `agent` in `state`/`reason` since `ago`, as a rule's change would have.
