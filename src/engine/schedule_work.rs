@@ -38,14 +38,17 @@ impl ScheduleWork {
         if !sweep_wanted && !config.automation.enabled {
             return None;
         }
-        let book = Arc::new(ScheduleBook::new(
-            engine.store().clone(),
-            engine.platform().clone(),
-            BookSettings {
-                refresh_interval: config.schedules.refresh_interval,
-                agents: (&config.sync).into(),
-            },
-        ));
+        let book = Arc::new(
+            ScheduleBook::new(
+                engine.store().clone(),
+                engine.platform().clone(),
+                BookSettings {
+                    refresh_interval: config.schedules.refresh_interval,
+                    agents: (&config.sync).into(),
+                },
+            )
+            .with_max_age(config.schedules.max_age),
+        );
         let automations = config.automation.enabled.then(|| {
             Arc::new(Automations::new(
                 book.clone(),
