@@ -277,14 +277,27 @@ impl App {
         let rules = config
             .rules()
             .map_err(|problems| anyhow::anyhow!("invalid rules: {}", problems.join("; ")))?;
-        let firer = engine::rules::RuleFirer::new(
+        // Rules and bulk items leave agents state sync saw done already alone.
+        let witness = sync.as_ref().map(|sync| {
+            engine::SyncWitness::new(
+                sync.status(),
+                Duration::from_millis(config.sync.interval_ms),
+            )
+        });
+        let mut firer = engine::rules::RuleFirer::new(
             services.store.clone(),
             services.engine.clone(),
             config.scheduler.concurrency,
             services.budget.per_minute_rate(),
         );
+        if let Some(witness) = &witness {
+            firer = firer.with_sync(witness.clone());
+        }
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
-        let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
+        let mut bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
+        if let Some(witness) = witness {
+            bulk = bulk.with_sync(witness);
+        }
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
         let (metric_board, _) = engine::metrics::board_channel();
         let metric_pollers = if config.live.enabled {

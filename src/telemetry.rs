@@ -63,10 +63,10 @@ const GAUGES: [(&str, &str); 5] = [
 /// are a closed set, at zero (so `increase()` also counts their first event).
 /// Idempotent.
 pub fn register() {
-    for outcome in ["succeeded", "rejected", "failed"] {
+    for outcome in ["succeeded", "unchanged", "rejected", "failed"] {
         metrics::counter!("wfmd_transitions_total", "outcome" => outcome).increment(0);
     }
-    for outcome in ["succeeded", "rejected", "failed", "cancelled"] {
+    for outcome in ["succeeded", "unchanged", "rejected", "failed", "cancelled"] {
         metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(0);
     }
     for lane in crate::cxone::Lane::ALL {

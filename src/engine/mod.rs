@@ -20,5 +20,6 @@ pub use keyed_lock::KeyedLock;
 pub use schedule_work::ScheduleWork;
 
 pub use transition::{
-    EngineError, FailureKind, Outcome, Transition, TransitionEngine, TransitionRequest,
+    EngineError, FailureKind, Outcome, Settled, SyncWitness, Transition, TransitionEngine,
+    TransitionRequest, Unchanged,
 };

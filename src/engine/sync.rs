@@ -26,7 +26,7 @@
 //! is reopened at once. Other failures leave the sync stale (the last successful poll
 //! time is exposed) until a later cycle succeeds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,10 @@ pub struct SyncStatus {
 #[derive(Debug, Default, Clone)]
 struct StatusInner {
     last_success: Option<DateTime<Utc>>,
+    /// When the last successful poll was sent: what it saw was current then.
+    last_sent: Option<DateTime<Utc>>,
+    /// The agents in that poll's snapshot.
+    last_seen: Arc<HashSet<String>>,
     last_error: Option<String>,
 }
 
@@ -100,9 +104,24 @@ impl SyncStatus {
         (inner.last_success, inner.last_error)
     }
 
-    fn succeeded(&self, at: DateTime<Utc>) {
+    /// When the last successful poll was sent (its snapshot is no older), and the error
+    /// since, if the sync is stale.
+    pub fn sent_snapshot(&self) -> (Option<DateTime<Utc>>, Option<String>) {
+        let inner = self.inner.lock().expect("sync status poisoned").clone();
+        (inner.last_sent, inner.last_error)
+    }
+
+    /// Whether `agent` was in the last successful poll's snapshot.
+    pub fn saw(&self, agent: &str) -> bool {
+        let seen = Arc::clone(&self.inner.lock().expect("sync status poisoned").last_seen);
+        seen.contains(agent)
+    }
+
+    fn succeeded(&self, at: DateTime<Utc>, sent: DateTime<Utc>, seen: HashSet<String>) {
         let mut inner = self.inner.lock().expect("sync status poisoned");
         inner.last_success = Some(at);
+        inner.last_sent = Some(sent);
+        inner.last_seen = Arc::new(seen);
         inner.last_error = None;
     }
 
@@ -364,7 +383,7 @@ impl StateSync {
                 let answer = self.poll_paced(sent).await?;
                 metrics::counter!("wfmd_sync_polls_total").increment(1);
                 let agents = self.with_carried(answer.agents);
-                let mut report = self.record(agents).await?;
+                let mut report = self.record(agents, *sent).await?;
                 report.subscribed = true;
                 return Ok(report);
             }
@@ -372,7 +391,7 @@ impl StateSync {
         };
         metrics::counter!("wfmd_sync_polls_total").increment(1);
         let agents = self.with_carried(answer.agents);
-        self.record(agents).await
+        self.record(agents, *sent).await
     }
 
     /// `agents` plus the observations carried from the last poll of agents it lacks.
@@ -380,8 +399,7 @@ impl StateSync {
         if self.carried.is_empty() {
             return agents;
         }
-        let answered: std::collections::HashSet<String> =
-            agents.iter().map(|a| a.agent_id.clone()).collect();
+        let answered: HashSet<String> = agents.iter().map(|a| a.agent_id.clone()).collect();
         agents.extend(
             self.carried
                 .drain()
@@ -421,10 +439,19 @@ impl StateSync {
         }
     }
 
-    /// Records the snapshot's real changes in one transaction.
-    async fn record(&mut self, snapshot: Vec<ObservedAgent>) -> Result<PollReport, SyncError> {
+    /// Records the snapshot's real changes in one transaction; `sent` is when its poll
+    /// went out.
+    async fn record(
+        &mut self,
+        snapshot: Vec<ObservedAgent>,
+        sent: Instant,
+    ) -> Result<PollReport, SyncError> {
         let polled_at = Utc::now();
         let stamp = self.stamps.now();
+        let sent_at = TimeDelta::from_std(sent.elapsed())
+            .ok()
+            .and_then(|ago| polled_at.checked_sub_signed(ago))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         // The agents recorded are locked until the commit, as the engine locks an agent
         // from its compliance check to its commit: a change in flight is left for the
         // next poll, and no change starts between this poll's look and its record.
@@ -469,7 +496,8 @@ impl StateSync {
                 .insert(agent.agent_id.clone(), (*agent).clone());
             self.seen.remove(&agent.agent_id);
         }
-        self.status.succeeded(polled_at);
+        let seen = snapshot.iter().map(|a| a.agent_id.clone()).collect();
+        self.status.succeeded(polled_at, sent_at, seen);
         metrics::counter!("wfmd_sync_deltas_total").increment(recorded as u64);
         Ok(PollReport {
             agents: snapshot.len(),
