@@ -137,7 +137,8 @@ pub struct Services {
 
 impl Services {
     pub async fn start(config: &Config) -> anyhow::Result<Services> {
-        let store = Store::open(&config.database.url).await?;
+        let audit_key = config.audit.key().map(store::audit::AuditKey::new);
+        let store = Store::open_keyed(&config.database.url, audit_key).await?;
         let budget = Arc::new(
             Budget::per_minute(config.call_budget_per_minute())
                 .with_background_share(config.cxone.background_share),
@@ -172,6 +173,8 @@ pub struct App {
     /// The newest skill and queue figures: the metric pollers publish, the live feed
     /// and the API read.
     metric_board: engine::metrics::BoardSender,
+    /// Prunes old records and publishes audit checkpoints.
+    retention: engine::retention::Retention,
 }
 
 impl App {
@@ -222,6 +225,11 @@ impl App {
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer));
         let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
+        let retention = engine::retention::Retention::new(
+            services.store.clone(),
+            &config.retention,
+            &config.audit,
+        );
         Ok(App {
             listener,
             services,
@@ -234,6 +242,7 @@ impl App {
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
             metric_board: engine::metrics::board_channel().0,
+            retention,
         })
     }
 
@@ -296,6 +305,7 @@ impl App {
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
         let rules = Some(tokio::spawn(self.rules.run(shutdown.clone())));
         let bulk = Some(tokio::spawn(self.bulk.run(shutdown.clone())));
+        let retention = Some(tokio::spawn(self.retention.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state, self.tokens))
@@ -318,6 +328,7 @@ impl App {
             ("state sync", sync),
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
+            ("retention", retention),
         ]
         .into_iter()
         .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))));

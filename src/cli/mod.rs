@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod audit_chain;
 mod bulk;
 mod rules;
 mod token;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat, Source};
@@ -160,8 +162,18 @@ fn parse_state(text: &str) -> Result<AgentState, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain: exit 0 when intact, 1 naming the first bad entry.
-    Verify,
+    /// Walk the hash chain from the oldest kept checkpoint (or the first entry): exit 0
+    /// when intact, 1 naming the first bad entry.
+    Verify {
+        /// Also prove the log still contains this hash (one `audit checkpoint` printed
+        /// or an `audit.checkpoint` webhook carried); refused when it was pruned or is
+        /// unknown.
+        #[arg(long, value_name = "HASH")]
+        anchor: Option<String>,
+    },
+    /// Checkpoint the chain's head and print it (entry_id, hash, count) as a JSON line
+    /// to keep outside as an anchor.
+    Checkpoint,
     /// Print entries written in [FROM, TO) as JSON lines.
     Export {
         /// Start, as a date (2026-11-20, midnight UTC) or an RFC 3339 instant.
@@ -481,27 +493,20 @@ pub fn describe(t: &Transition) -> String {
 }
 
 async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
-    let store = Store::open(&config.database.url)
+    let key = config.audit.key().map(audit::AuditKey::new);
+    let store = Store::open_keyed(&config.database.url, key)
         .await
         .map_err(Failure::action)?;
     let code = match command {
-        AuditCommand::Verify => {
-            let result = audit::verify(store.reader())
-                .await
-                .map_err(Failure::action)?;
-            match &result.first_break {
-                None => {
-                    println!("audit log intact: {} entries verified", result.entries);
-                    ExitCode::SUCCESS
-                }
-                Some(broken) => {
-                    println!(
-                        "audit log BROKEN: {broken} ({} entries before it verified)",
-                        result.entries
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+        AuditCommand::Verify { anchor } => {
+            let code = audit_chain::verify(&store, anchor.as_deref()).await;
+            store.close().await;
+            return code;
+        }
+        AuditCommand::Checkpoint => {
+            let code = audit_chain::checkpoint(&store).await;
+            store.close().await;
+            return code;
         }
         AuditCommand::Export { from, to } => {
             if to <= from {
@@ -511,14 +516,22 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
                     rfc3339(from)
                 )));
             }
-            let entries = audit::between(store.reader(), from, to)
-                .await
-                .map_err(Failure::action)?;
-            let mut out = std::io::stdout().lock();
-            for entry in entries {
-                let line = serde_json::to_string(&entry.exported()).map_err(Failure::action)?;
-                writeln!(out, "{line}").map_err(Failure::action)?;
+            crate::store::retention::check_window(
+                store.reader(),
+                &[crate::store::retention::Kind::Audit],
+                from,
+            )
+            .await
+            .map_err(Failure::action)?
+            .map_err(|e| Failure::usage(format!("--from: {e}")))?;
+            // Row by row, as the HTTP route does: a year of entries in constant memory.
+            let mut rows = std::pin::pin!(audit::stream_between(store.reader(), from, to));
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            while let Some(entry) = rows.try_next().await.map_err(Failure::action)? {
+                serde_json::to_writer(&mut out, &entry.exported()).map_err(Failure::action)?;
+                out.write_all(b"\n").map_err(Failure::action)?;
             }
+            out.flush().map_err(Failure::action)?;
             ExitCode::SUCCESS
         }
     };
@@ -586,6 +599,18 @@ async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
         "applied {applied} migration(s); {} is at migration {total}",
         config.database.url
     );
+    // A database made before retention cannot give pruned space back to the file
+    // system until it is rebuilt once; `serve` does that itself only for small files.
+    if crate::store::retention::auto_vacuum(&store)
+        .await
+        .map_err(Failure::action)?
+        != 2
+    {
+        crate::store::retention::convert_to_incremental(&store)
+            .await
+            .map_err(Failure::action)?;
+        println!("converted the database to incremental vacuum (a one-time rebuild)");
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -627,6 +652,15 @@ async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Fai
     let store = Store::open(&config.database.url)
         .await
         .map_err(Failure::action)?;
+    use crate::store::retention::{Kind, check_window};
+    check_window(
+        store.reader(),
+        &[Kind::Intervals, Kind::Attempts],
+        window.from,
+    )
+    .await
+    .map_err(Failure::action)?
+    .map_err(|e| Failure::usage(format!("--from: {e}")))?;
     let threshold = config.compliance.exception_threshold;
     let report = Report::build(
         store.reader(),

@@ -6,6 +6,7 @@ pub mod bulk;
 pub mod compliance;
 mod keyed_lock;
 pub mod metrics;
+pub mod retention;
 pub mod rules;
 mod schedule_work;
 pub mod schedules;

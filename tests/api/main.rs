@@ -12,6 +12,7 @@ mod helpers;
 mod openapi;
 mod receiver;
 mod reports;
+mod retention;
 mod rules;
 mod sync;
 mod transitions;
