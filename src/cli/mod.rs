@@ -4,6 +4,7 @@
 //! configuration (the message names the key or argument).
 
 mod audit_chain;
+mod backup;
 mod bulk;
 mod rules;
 mod token;
@@ -79,6 +80,18 @@ pub enum Command {
     /// Make HTTP API bearer tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Copy the database to FILE while the daemon runs (one consistent snapshot), then
+    /// verify the copy's audit chain and print its size and audit head.
+    Backup {
+        /// The new file (never overwritten).
+        file: PathBuf,
+    },
+    /// Put a backup in place of the database, after verifying it; refused while
+    /// `wfmd serve` runs on the database. The replaced database is kept beside it.
+    Restore {
+        /// A file `wfmd backup` wrote.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +311,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
+        Command::Backup { file } => {
+            let key = config.audit.key().map(audit::AuditKey::new);
+            backup::backup(&config.database.url, key.as_ref(), &file).await
+        }
+        Command::Restore { file } => {
+            let key = config.audit.key().map(audit::AuditKey::new);
+            backup::restore(&config.database.url, key.as_ref(), &file).await
+        }
         Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
             unreachable!("handled above")
         }
@@ -343,6 +364,12 @@ async fn serve(mut config: Config, args: ServeArgs, source: Source) -> Result<Ex
         .map_err(Failure::action)?;
         announce_tenant(&running);
     }
+    // While it runs, the daemon holds its database's lock: a restore refuses to replace
+    // the file under it, and a second daemon refuses to start on it.
+    let _lock = backup::database_path(&config.database.url)
+        .map(|path| backup::DaemonLock::acquire(&path, "start"))
+        .transpose()
+        .map_err(Failure::action)?;
     let app = App::build(&config).await.map_err(Failure::action)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -4,6 +4,7 @@
 mod adherence;
 mod audit;
 mod auth;
+mod backup;
 mod bulk;
 mod cli;
 mod crash;
