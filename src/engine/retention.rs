@@ -29,7 +29,7 @@ const VACUUM_PAGES: u32 = 1_024;
 
 /// Databases up to this size are converted to incremental vacuum at start; larger ones
 /// are left to `wfmd migrate`, as the one-time rebuild holds the write lock throughout.
-const CONVERT_AT_START_BYTES: u64 = 256 * 1024 * 1024;
+const CONVERT_AT_START_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What one pass removed, by kind (kinds with nothing to remove are left out).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -249,5 +249,82 @@ impl Retention {
         if let Err(error) = result.await {
             tracing::warn!(%error, "could not check the database's vacuum mode");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::audit::{self, NewEntry};
+    use crate::store::outbox;
+    use crate::store::testing::temp_store;
+
+    async fn append(store: &Store, n: i64) {
+        let mut tx = store.begin_write().await.unwrap();
+        audit::append(
+            &mut tx,
+            &NewEntry {
+                at: crate::store::from_ms(1_790_000_000_000 + n),
+                actor: "api",
+                action: "transition.succeeded",
+                agent_id: Some("u_001"),
+                subject_id: None,
+                detail: serde_json::json!({ "n": n }),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// The `audit.checkpoint` events' data, oldest first, once there are `n` of them.
+    async fn checkpoint_events(store: &Store, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events: Vec<serde_json::Value> = outbox::after(store.reader(), 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.event_type == "audit.checkpoint")
+                .map(|e| {
+                    serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["data"].clone()
+                })
+                .collect();
+            if events.len() >= n {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} checkpoints expected, got {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_daemon_publishes_a_checkpoint_each_interval_when_entries_were_added() {
+        let (store, _dir) = temp_store().await;
+        append(&store, 1).await;
+        append(&store, 2).await;
+        let retention = Retention {
+            store: store.clone(),
+            config: RetentionConfig::default(),
+            checkpoint_interval: Duration::from_millis(20),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(retention.run(cancel.clone()));
+        let first = checkpoint_events(&store, 1).await;
+        assert_eq!(first[0]["entry_id"], 2);
+        assert_eq!(first[0]["count"], 2);
+        let head = audit::head(store.reader()).await.unwrap().unwrap().0;
+        assert_eq!(first[0]["hash"], head.hash);
+        append(&store, 3).await;
+        let both = checkpoint_events(&store, 2).await;
+        assert_eq!(both[1]["entry_id"], 3);
+        cancel.cancel();
+        task.await.unwrap();
+        // Intervals without new entries published nothing: one event per new head.
+        let events = checkpoint_events(&store, 2).await;
+        assert_eq!(events.len(), 2, "{events:?}");
     }
 }
