@@ -188,7 +188,8 @@ impl Services {
         config: &Config,
         clock: engine::Clock,
     ) -> anyhow::Result<Services> {
-        let store = Store::open(&config.database.url).await?;
+        let audit_key = config.audit.key().map(store::audit::AuditKey::new);
+        let store = Store::open_keyed(&config.database.url, audit_key).await?;
         let budget = Arc::new(
             Budget::per_minute(config.call_budget_per_minute())
                 .with_background_share(config.cxone.background_share),
@@ -229,6 +230,8 @@ pub struct App {
     metric_board: engine::metrics::BoardSender,
     /// The skill and queue pollers (`[live]`), when enabled.
     metric_pollers: Vec<engine::metrics::MetricPoller>,
+    /// Prunes old records and publishes audit checkpoints.
+    retention: engine::retention::Retention,
 }
 
 impl App {
@@ -311,6 +314,11 @@ impl App {
         } else {
             Vec::new()
         };
+        let retention = engine::retention::Retention::new(
+            services.store.clone(),
+            &config.retention,
+            &config.audit,
+        );
         Ok(App {
             listener,
             services,
@@ -324,6 +332,7 @@ impl App {
             shutdown_timeout: config.server.shutdown_timeout,
             metric_board,
             metric_pollers,
+            retention,
         })
     }
 
@@ -392,6 +401,7 @@ impl App {
             .into_iter()
             .map(|poller| ("metric poller", tokio::spawn(poller.run(shutdown.clone()))))
             .collect();
+        let retention = Some(tokio::spawn(self.retention.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state, self.tokens))
@@ -414,6 +424,7 @@ impl App {
             ("state sync", sync),
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
+            ("retention", retention),
         ]
         .into_iter()
         .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))))

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub mod bulk;
 pub mod live;
+pub mod retention;
 pub mod rules;
 
 pub use rules::{RuleConfig, SchedulerConfig};
@@ -54,6 +55,8 @@ pub struct Config {
     pub live: live::LiveConfig,
     /// Bearer tokens of the HTTP API; none = the API binds to loopback only.
     pub api_tokens: Vec<api_tokens::ApiTokenConfig>,
+    pub retention: retention::RetentionConfig,
+    pub audit: retention::AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,12 +203,13 @@ impl Default for LogConfig {
 }
 
 /// The event types wfmd emits; the names are part of the webhook contract.
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 6] = [
     "agent.state_changed",
     "transition.rejected",
     "bulk.completed",
     "adherence.exception",
     "report.ready",
+    "audit.checkpoint",
 ];
 
 /// Shortest accepted webhook signing key, in decoded bytes (the Standard Webhooks
@@ -652,6 +656,8 @@ impl Config {
         self.live.validate(&mut problems);
         problems.extend(self.rule_problems());
         api_tokens::validate(&self.api_tokens, &mut problems);
+        self.retention.validate(&mut problems);
+        self.audit.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -9,6 +9,7 @@ pub mod compliance;
 pub mod imported_schedules;
 mod keyed_lock;
 pub mod metrics;
+pub mod retention;
 pub mod rules;
 mod schedule_work;
 pub mod schedules;

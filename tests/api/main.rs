@@ -4,6 +4,7 @@
 mod adherence;
 mod audit;
 mod auth;
+mod backup;
 mod bulk;
 mod cli;
 mod crash;
@@ -15,6 +16,7 @@ mod metrics;
 mod openapi;
 mod receiver;
 mod reports;
+mod retention;
 mod rough_edges;
 mod rules;
 mod sync;
