@@ -304,18 +304,7 @@ async fn prune_firings(
     )
 }
 
-/// Whether this database has the metric pollers' `metric_samples` table (their
-/// migration adds it; `sampled_at` is its time column, in Unix ms).
-async fn has_samples(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
-    let columns: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pragma_table_info('metric_samples') WHERE name = 'sampled_at'",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(columns > 0)
-}
-
-/// Metric samples past the cutoff, when the table exists (the metric pollers add it).
+/// Metric samples past the cutoff.
 /// The batch ends at the time of its `limit`-th oldest sample, as the table has no
 /// rowids to pick rows by.
 async fn prune_samples(
@@ -323,9 +312,6 @@ async fn prune_samples(
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    if !has_samples(conn).await? {
-        return Ok(0);
-    }
     let bound: Option<i64> = sqlx::query_scalar(
         "SELECT sampled_at FROM metric_samples WHERE sampled_at < ? ORDER BY sampled_at
          LIMIT 1 OFFSET ?",

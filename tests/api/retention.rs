@@ -130,7 +130,11 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
     }
     exec(
         store,
-        &format!("INSERT INTO metric_samples (skill, sampled_at) VALUES ('{tag}', ?1)"),
+        &format!(
+            "INSERT INTO metric_samples (family, entity_id, sampled_at, name, queued,
+                 agents_available, agents_staffed, agents_busy, polled_at)
+             VALUES ('skills', 'skill-{tag}', ?1, '', 0, 0, 0, 0, ?1)"
+        ),
         &[t],
     )
     .await;
@@ -159,14 +163,6 @@ async fn counts(store: &Store) -> Vec<(&'static str, i64)> {
 async fn retention_prunes_each_kind_past_its_age_and_keeps_the_rest() {
     let app = TestApp::spawn().await;
     let store = app.store.clone();
-    // The metric pollers' table comes from another migration; retention prunes it when
-    // it is there, by its time column.
-    exec(
-        &store,
-        "CREATE TABLE IF NOT EXISTS metric_samples (skill TEXT, sampled_at INTEGER NOT NULL)",
-        &[],
-    )
-    .await;
     let now = Utc::now();
     // Ages: outbox_delivered 30d < webhook_attempts 30d < outbox_dead 90d = bulk 90d …
     // `old` is older than every age, `mid` only than the 30-day ones, `new` than none.
