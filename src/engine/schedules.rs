@@ -325,6 +325,7 @@ impl ScheduleBook {
             requests += made;
             self.update_gauge();
         }
+        // One request per managed agent per interval, the agents' listing included.
         let share = self.settings.refresh_interval
             / u32::try_from(managed.len().max(1)).unwrap_or(u32::MAX);
         let wait = if first_fill {
