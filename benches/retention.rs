@@ -17,6 +17,14 @@
 //! pruner rather than on each other.
 //!
 //! Run: `cargo bench --bench retention` (several minutes: it builds the database first).
+//!
+//! Measured once on the shared 2-core build machine (load average ~9 from other builds):
+//! built 1,000,000 changes (1142 MB) in 260 s; the pass removed 940,001 delivered events
+//! (with deliveries and attempts), 200,000 attempts, 199,999 intervals and 200,000 audit
+//! entries in 792 s; p99 commit 250.6 ms without pruning, 383.9 ms with: 1.53x, MISSED
+//! (the writers were saturated in both runs, ~145 commits/s of the 320/s offered, so the
+//! figure is mostly queueing on an overloaded machine); size 612 MB after, compact copy
+//! 584 MB, bound 730 MB: MET.
 
 mod common;
 
