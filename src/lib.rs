@@ -219,6 +219,7 @@ pub struct App {
     sync: Option<engine::sync::StateSync>,
     rules: engine::rules::RuleScheduler,
     bulk: engine::bulk::BulkJobs,
+    analytics: engine::analytics::AnalyticsJobs,
     schedule_work: Option<engine::ScheduleWork>,
     exception_threshold: Duration,
     tokens: api::auth::ApiTokens,
@@ -283,6 +284,10 @@ impl App {
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
         let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
+        let analytics = engine::analytics::AnalyticsJobs::new(
+            services.store.clone(),
+            config.compliance.exception_threshold,
+        );
         Ok(App {
             listener,
             services,
@@ -290,6 +295,7 @@ impl App {
             sync,
             rules,
             bulk,
+            analytics,
             schedule_work,
             exception_threshold: config.compliance.exception_threshold,
             tokens,
@@ -325,6 +331,11 @@ impl App {
         self.bulk.clone()
     }
 
+    /// The analytics jobs (tests drive them with `run_pending`).
+    pub fn analytics(&self) -> engine::analytics::AnalyticsJobs {
+        self.analytics.clone()
+    }
+
     /// The newest skill and queue figures, updated by the metric pollers.
     pub fn metric_board(&self) -> engine::metrics::BoardReceiver {
         self.metric_board.subscribe()
@@ -347,6 +358,7 @@ impl App {
             sync: self.sync.as_ref().map(|sync| sync.status()),
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
+            analytics: self.analytics.clone(),
         };
         let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
             let status = self.sync.as_ref().map(|sync| sync.status());
@@ -357,6 +369,7 @@ impl App {
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
         let rules = Some(tokio::spawn(self.rules.run(shutdown.clone())));
         let bulk = Some(tokio::spawn(self.bulk.run(shutdown.clone())));
+        let analytics = Some(tokio::spawn(self.analytics.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state, self.tokens))
@@ -379,6 +392,7 @@ impl App {
             ("state sync", sync),
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
+            ("analytics jobs", analytics),
         ]
         .into_iter()
         .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))));

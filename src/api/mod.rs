@@ -21,6 +21,7 @@
 //! missing from the role table fails the OpenAPI agreement test.
 
 mod agents;
+mod analytics;
 mod audit;
 pub mod auth;
 mod bulk;
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub bulk: crate::engine::bulk::BulkJobs,
     /// `compliance.exception_threshold`, for the adherence figures of reports.
     pub exception_threshold: Duration,
+    /// Analytics jobs.
+    pub analytics: crate::engine::analytics::AnalyticsJobs,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
@@ -76,6 +79,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         reports::routes(),
         audit::routes(),
         bulk::routes(),
+        analytics::routes(),
     ]
     .into_iter()
     .flatten()

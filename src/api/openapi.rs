@@ -70,6 +70,7 @@ do everything."
         (name = "bulk", description = "Supervisors' bulk state changes: progress, cancel, revert"),
         (name = "reports", description = "Compliance exports"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "analytics", description = "Analytics jobs: aggregates with trends and anomalies"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -22,6 +22,8 @@ pub enum EventType {
     BulkCompleted,
     #[serde(rename = "adherence.exception")]
     AdherenceException,
+    #[serde(rename = "report.ready")]
+    ReportReady,
 }
 
 impl EventType {
@@ -31,6 +33,7 @@ impl EventType {
             EventType::TransitionRejected => "transition.rejected",
             EventType::BulkCompleted => "bulk.completed",
             EventType::AdherenceException => "adherence.exception",
+            EventType::ReportReady => "report.ready",
         }
     }
 }
