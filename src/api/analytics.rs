@@ -1,6 +1,7 @@
 //! `/v1/analytics/queries`: analytics jobs. A supervisor submits a query (202 with the
 //! job id); anyone with a viewer token follows it and downloads its results (rows with
-//! moving average, direction, z-score and anomaly), streamed as CSV or JSON.
+//! moving average, direction, z-score and anomaly), streamed as CSV, JSON or one
+//! self-contained HTML page of charts.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -178,10 +179,12 @@ pub async fn show(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
-    /// `csv` (default; the canonical form whose SHA-256 the audit log keeps) or `json`
-    /// (series with their points and anomalies).
-    #[param(pattern = "^(csv|json)$")]
+    /// `csv` (default; the canonical form whose SHA-256 the audit log keeps), `json`
+    /// (series with their points and anomalies) or `html` (a chart per series).
+    #[param(pattern = "^(csv|json|html)$")]
     format: Option<String>,
+    /// IANA time zone of the HTML page's time labels (default UTC).
+    tz: Option<String>,
 }
 
 /// A completed job's results, streamed: every point with its moving average,
@@ -196,6 +199,7 @@ pub struct ResultsQuery {
         (status = 200, description = "The results", content(
             (String = "text/csv; charset=utf-8"),
             (Object = "application/json"),
+            (String = "text/html; charset=utf-8"),
         )),
         (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
         (status = 409, description = "The job has not completed", body = ProblemDetails, content_type = PROBLEM_JSON),
@@ -209,10 +213,15 @@ pub async fn results(
     let format = match query.format.as_deref() {
         None | Some("csv") => Format::Csv,
         Some("json") => Format::Json,
+        Some("html") => Format::Html(match query.tz.as_deref() {
+            None => chrono_tz::UTC,
+            Some(name) => crate::report::parse_zone(name)
+                .map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))?,
+        }),
         Some(other) => {
             return Err(Problem::invalid_parameter(
                 "format",
-                format!("format: unknown results format `{other}`; expected csv or json"),
+                format!("format: unknown results format `{other}`; expected csv, json or html"),
             ));
         }
     };

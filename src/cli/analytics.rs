@@ -78,9 +78,13 @@ pub struct QueryArgs {
     /// Compare each point with earlier points of the same weekday and time.
     #[arg(long)]
     pub weekly: bool,
-    /// csv (the canonical form `verify` checks) or json.
+    /// csv (the canonical form `verify` checks), json, or html (one self-contained page
+    /// with a chart per series).
     #[arg(long, default_value = "csv")]
     pub format: String,
+    /// IANA time zone of the HTML page's time labels.
+    #[arg(long, default_value = "UTC", value_name = "ZONE")]
+    pub tz: String,
     /// Write the results here instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -155,12 +159,13 @@ async fn open(config: &Config) -> Result<Store, Failure> {
 }
 
 async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
-    if !matches!(args.format.as_str(), "csv" | "json") {
+    if !matches!(args.format.as_str(), "csv" | "json" | "html") {
         return Err(Failure::usage(format!(
-            "--format `{}`: expected csv or json",
+            "--format `{}`: expected csv, json or html",
             args.format
         )));
     }
+    crate::report::parse_zone(&args.tz).map_err(|e| Failure::usage(format!("--tz: {e}")))?;
     let base = match &args.server {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -229,13 +234,21 @@ async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
     let response = call(
         Method::GET,
         format!(
-            "/v1/analytics/queries/{job_id}/results?format={}",
-            args.format
+            "/v1/analytics/queries/{job_id}/results?format={}&tz={}",
+            args.format, args.tz
         ),
     )
     .send()
     .await
     .map_err(|e| Failure::action(anyhow::anyhow!("cannot fetch the results: {e}")))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let problem: Value = response.json().await.unwrap_or(Value::Null);
+        return Err(Failure::action(anyhow::anyhow!(
+            "cannot fetch the results ({status}): {}",
+            problem["detail"].as_str().unwrap_or("")
+        )));
+    }
     let bytes = response
         .bytes()
         .await

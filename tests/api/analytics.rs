@@ -143,6 +143,33 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
         .unwrap();
     assert_eq!(json["job_id"], job_id.as_str());
     assert!(json["series"].as_array().unwrap().len() >= agents.len() * 2);
+
+    // One self-contained page: a chart per series, time labels in the asked zone.
+    let response = app
+        .get(&format!(
+            "/v1/analytics/queries/{job_id}/results?format=html&tz=Asia/Kolkata"
+        ))
+        .await;
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
+    assert!(html.matches("<svg").count() >= agents.len() * 2, "{html}");
+    assert!(html.contains(" IST<"), "labels in Kolkata time: {html}");
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "nothing fetched from elsewhere"
+    );
+    let bad_zone = app
+        .get(&format!(
+            "/v1/analytics/queries/{job_id}/results?format=html&tz=Mars/Olympus"
+        ))
+        .await;
+    assert_eq!(bad_zone.status(), 400);
     app.stop().await;
 }
 
