@@ -44,7 +44,7 @@ pub enum AnalyticsCommand {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["platform", "history"])))]
 pub struct QueryArgs {
-    /// Query the platform's aggregation API.
+    /// Query the platform's aggregation API (not available yet: refused naming `source`).
     #[arg(long)]
     pub platform: bool,
     /// Query wfmd's own history (no platform call).
