@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wfmd::engine::analytics::{self, AnalyticsJobs};
 
-use crate::helpers::{DEADLINE, TestApp};
+use wfmd::sim::SimConfig;
+
+use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, http_client, wfmd};
 
 fn window() -> (String, String) {
     let now = chrono::Utc::now();
@@ -259,4 +261,110 @@ async fn invalid_queries_are_refused_naming_the_field_and_store_nothing() {
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM analytics_jobs").await, 0);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_accepted_before_kill_9_completes_after_restart_once_and_wfmd_analytics_verify_checks_its_file()
+ {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let db = TestDb::new();
+    let env = sim.env(&db.url());
+    let http = http_client();
+    let daemon = Daemon::spawn(&env).await;
+    // A month of hourly buckets per agent: long enough that the kill usually lands
+    // mid-job; either way the restarted daemon must finish it exactly once.
+    let now = chrono::Utc::now();
+    let body = json!({"source": "history", "metrics": ["idle_seconds:sum", "transitions:sum"],
+        "dimensions": ["agent"], "bucket": "hour",
+        "from": wfmd::time::rfc3339(now - chrono::Duration::days(30)),
+        "to": wfmd::time::rfc3339(now)});
+    let response = http
+        .post(format!("{}/v1/analytics/queries", daemon.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    daemon.signal("KILL");
+    assert!(!daemon.wait().await.success());
+
+    let daemon = Daemon::spawn(&env).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE * 4;
+    let job = loop {
+        let job: Value = http
+            .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["status"], "completed", "{job}");
+    let csv = http
+        .get(format!(
+            "{}/v1/analytics/queries/{job_id}/results?format=csv",
+            daemon.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+
+    let store = wfmd::store::Store::open(&db.url()).await.unwrap();
+    let announced: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'report.ready'
+         AND json_extract(payload, '$.data.job_id') = ?",
+    )
+    .bind(&job_id)
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+    assert_eq!(announced, 1);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'analytics.completed' AND subject_id = ?",
+    )
+    .bind(&job_id)
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    store.close().await;
+
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("results.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let verify = |path: &std::path::Path| {
+        wfmd()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(["analytics", "verify", path.to_str().unwrap(), &job_id])
+            .output()
+            .unwrap()
+    };
+    let accepted = verify(&file);
+    assert!(accepted.status.success(), "{accepted:?}");
+    let mut edited = csv.to_vec();
+    let at = edited.len() / 2;
+    edited[at] ^= 0x01;
+    let altered = folder.path().join("edited.csv");
+    std::fs::write(&altered, &edited).unwrap();
+    let refused = verify(&altered);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("ALTERED"));
 }
