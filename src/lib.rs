@@ -221,6 +221,7 @@ pub struct App {
     sync: Option<engine::sync::StateSync>,
     rules: engine::rules::RuleScheduler,
     bulk: engine::bulk::BulkJobs,
+    analytics: engine::analytics::AnalyticsJobs,
     schedule_work: Option<engine::ScheduleWork>,
     exception_threshold: Duration,
     tokens: api::auth::ApiTokens,
@@ -319,6 +320,10 @@ impl App {
             &config.retention,
             &config.audit,
         );
+        let analytics = engine::analytics::AnalyticsJobs::new(
+            services.store.clone(),
+            config.compliance.exception_threshold,
+        );
         Ok(App {
             listener,
             services,
@@ -326,6 +331,7 @@ impl App {
             sync,
             rules,
             bulk,
+            analytics,
             schedule_work,
             exception_threshold: config.compliance.exception_threshold,
             tokens,
@@ -363,6 +369,11 @@ impl App {
         self.bulk.clone()
     }
 
+    /// The analytics jobs (tests drive them with `run_pending`).
+    pub fn analytics(&self) -> engine::analytics::AnalyticsJobs {
+        self.analytics.clone()
+    }
+
     /// The newest skill and queue figures, updated by the metric pollers.
     pub fn metric_board(&self) -> engine::metrics::BoardReceiver {
         self.metric_board.subscribe()
@@ -386,6 +397,7 @@ impl App {
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
             board: self.metric_board.subscribe(),
+            analytics: self.analytics.clone(),
         };
         let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
             let status = self.sync.as_ref().map(|sync| sync.status());
@@ -402,6 +414,7 @@ impl App {
             .map(|poller| ("metric poller", tokio::spawn(poller.run(shutdown.clone()))))
             .collect();
         let retention = Some(tokio::spawn(self.retention.run(shutdown.clone())));
+        let analytics = Some(tokio::spawn(self.analytics.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state, self.tokens))
@@ -425,6 +438,7 @@ impl App {
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
             ("retention", retention),
+            ("analytics jobs", analytics),
         ]
         .into_iter()
         .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))))

@@ -21,6 +21,7 @@
 //! missing from the role table fails the OpenAPI agreement test.
 
 mod agents;
+mod analytics;
 mod audit;
 pub mod auth;
 mod bulk;
@@ -64,6 +65,8 @@ pub struct ApiState {
     pub exception_threshold: Duration,
     /// The newest skill and queue figures and each family's health.
     pub board: crate::engine::metrics::BoardReceiver,
+    /// Analytics jobs.
+    pub analytics: crate::engine::analytics::AnalyticsJobs,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
@@ -80,6 +83,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         audit::routes(),
         bulk::routes(),
         series::routes(),
+        analytics::routes(),
     ]
     .into_iter()
     .flatten()

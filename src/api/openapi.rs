@@ -71,6 +71,7 @@ do everything."
         (name = "reports", description = "Compliance exports"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "live", description = "The wallboard's live figures and their stored samples"),
+        (name = "analytics", description = "Analytics jobs: aggregates with trends and anomalies"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

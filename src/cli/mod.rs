@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod analytics;
 mod audit_chain;
 mod backup;
 mod bulk;
@@ -69,6 +70,10 @@ pub enum Command {
     /// Inspect the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Aggregation queries with trends and anomalies (platform or wfmd's own history):
+    /// query, list, show, verify.
+    #[command(subcommand)]
+    Analytics(analytics::AnalyticsCommand),
     /// Inspect and redeliver webhooks.
     #[command(subcommand)]
     Outbox(OutboxCommand),
@@ -343,6 +348,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Bulk(args) => bulk::run(&config, args).await,
         Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
+        Command::Analytics(command) => analytics::run(&config, command).await,
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,

@@ -24,6 +24,8 @@ pub enum EventType {
     AdherenceException,
     #[serde(rename = "audit.checkpoint")]
     AuditCheckpoint,
+    #[serde(rename = "report.ready")]
+    ReportReady,
 }
 
 impl EventType {
@@ -34,6 +36,7 @@ impl EventType {
             EventType::BulkCompleted => "bulk.completed",
             EventType::AdherenceException => "adherence.exception",
             EventType::AuditCheckpoint => "audit.checkpoint",
+            EventType::ReportReady => "report.ready",
         }
     }
 }

@@ -140,6 +140,41 @@ pub const ROUTES: &[Row] = &[
         statuses: [401, 401, 403, 404, 404],
     },
     Row {
+        method: "POST",
+        path: "/v1/analytics/queries",
+        role: Some("supervisor"),
+        query: "",
+        // An unknown metric: refused after the role check, so no job is stored.
+        body: Some(
+            r#"{"source":"history","metrics":["nope:avg"],"from":"2026-11-01","to":"2026-11-02","bucket":"day"}"#,
+        ),
+        statuses: [401, 401, 403, 422, 422],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/analytics/queries",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/analytics/queries/{job_id}",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 404, 404, 404],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/analytics/queries/{job_id}/results",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 404, 404, 404],
+    },
+    Row {
         method: "GET",
         path: "/v1/reports/compliance",
         role: Some("viewer"),

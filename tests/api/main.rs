@@ -2,6 +2,7 @@
 //! SQLite file. One test binary, so the crate links once.
 
 mod adherence;
+mod analytics;
 mod audit;
 mod auth;
 mod backup;
