@@ -593,7 +593,7 @@ fn info(a: &wire::AgentJson) -> AgentInfo {
 }
 
 /// Names compared as the platform's users write them: case and `_`/space do not matter.
-fn same_name(a: &str, b: &str) -> bool {
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.trim().replace('_', " ").to_lowercase();
     norm(a) == norm(b)
 }
@@ -606,7 +606,14 @@ pub(crate) fn resolve_code<'a>(
     configured: &BTreeMap<String, String>,
 ) -> Option<&'a UnavailableCode> {
     let active = || codes.iter().filter(|c| c.active);
-    if let Some(code) = active().find(|c| same_name(&c.name, reason)) {
+    // A code another reason is mapped to is that reason's alone, even when its name is
+    // this reason's: otherwise it would read back as the other reason.
+    let claimed = |c: &UnavailableCode| {
+        configured.iter().any(|(r, wanted)| {
+            !same_name(r, reason) && (c.id == *wanted || same_name(&c.name, wanted))
+        })
+    };
+    if let Some(code) = active().find(|c| same_name(&c.name, reason) && !claimed(c)) {
         return Some(code);
     }
     let wanted = configured

@@ -507,6 +507,33 @@ fn unavailable_states_map_back_to_reasons_and_states() {
         "12"
     );
     assert!(resolve_code(&codes, "OLD", &configured).is_none());
+    // `Lunch` is LUNCH_BREAK's code alone: LUNCH may not take it by name, or a LUNCH
+    // change would read back as LUNCH_BREAK.
+    assert!(resolve_code(&codes, "LUNCH", &configured).is_none());
+}
+
+#[tokio::test]
+async fn a_mapped_reason_reads_back_as_itself_and_the_codes_own_name_is_refused() {
+    let t = tenant(0.0).await;
+    let mut settings = t.settings();
+    settings.reason_codes = BTreeMap::from([("COACHING".to_owned(), "Lunch".to_owned())]);
+    let client = t.client_with(settings);
+    client
+        .set_agent_state("u_004", AgentState::NotReady, "COACHING")
+        .await
+        .unwrap();
+    let read = client.agent_state("u_004").await.unwrap();
+    assert_eq!(
+        (read.state, read.reason.as_deref()),
+        (AgentState::NotReady, Some("COACHING"))
+    );
+    let before = t.state_calls();
+    let err = client
+        .set_agent_state("u_004", AgentState::NotReady, "LUNCH")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("LUNCH"), "{err}");
+    assert_eq!(t.state_calls(), before, "refused before any state call");
 }
 
 #[tokio::test]
