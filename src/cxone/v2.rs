@@ -1489,7 +1489,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(tiles[0].contacts_waiting, 4);
-        assert_eq!(tiles[0].average_wait_ms, 42_000);
+        assert_eq!(tiles[0].average_wait_ms, Some(42_000));
         // The mock server's own Date header (whole seconds) stamps the tile.
         assert_eq!(tiles[0].sampled_at.timestamp_subsec_nanos(), 0);
 

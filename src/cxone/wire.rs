@@ -452,10 +452,11 @@ impl QueueStatsJson {
             agents_available: count(self.agents_available),
             agents_busy: count(self.agents_busy),
             contacts_waiting: count(self.calls_waiting),
-            average_wait_ms: self
-                .average_wait_time
-                .filter(|ms| ms.is_finite() && *ms > 0.0)
-                .map_or(0, |ms| ms.round() as u64),
+            average_wait_ms: Some(
+                self.average_wait_time
+                    .filter(|ms| ms.is_finite() && *ms > 0.0)
+                    .map_or(0, |ms| ms.round() as u64),
+            ),
             service_level: service_level(self.service_level),
             sampled_at,
         }
@@ -891,7 +892,7 @@ mod tests {
                 agents_available: 3,
                 agents_busy: 9,
                 contacts_waiting: 4,
-                average_wait_ms: 42_000,
+                average_wait_ms: Some(42_000),
                 service_level: Some(0.91),
                 sampled_at: at,
             }

@@ -407,7 +407,7 @@ impl MetricPoller {
                         agents_available: 0,
                         agents_busy: 0,
                         contacts_waiting: 0,
-                        average_wait_ms: 0,
+                        average_wait_ms: Some(0),
                         service_level: None,
                         sampled_at: at,
                     }
@@ -647,7 +647,7 @@ mod tests {
                     agents_available: 1,
                     agents_busy: 2,
                     contacts_waiting: 5,
-                    average_wait_ms: 42_000,
+                    average_wait_ms: Some(42_000),
                     service_level: Some(0.8),
                     sampled_at: at(),
                     queue_id: id,

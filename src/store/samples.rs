@@ -65,7 +65,7 @@ impl From<&QueueTile> for Sample {
             contacts_active: None,
             longest_wait_secs: None,
             estimated_wait_secs: None,
-            average_wait_ms: Some(t.average_wait_ms),
+            average_wait_ms: t.average_wait_ms,
         }
     }
 }

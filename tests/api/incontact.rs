@@ -524,7 +524,13 @@ async fn what_a_dialect_cannot_offer_is_one_error_naming_the_feature_and_the_dia
 
     let errors = [
         v2.schedules(&["u_001".into()]).await.unwrap_err(),
-        incontact.queue_stats(&["q_1".into()]).await.unwrap_err(),
+        incontact
+            .list_agents(&wfmd::cxone::AgentFilter {
+                skill_id: Some("s_1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
         incontact.create_subscription(&request).await.unwrap_err(),
     ];
     let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -532,7 +538,7 @@ async fn what_a_dialect_cannot_offer_is_one_error_naming_the_feature_and_the_dia
         said,
         [
             "bulk schedule export is not offered by this platform (v2 dialect)",
-            "queue statistics is not offered by this platform (incontact dialect)",
+            "listing agents by skill is not offered by this platform (incontact dialect)",
             "real-time subscriptions is not offered by this platform (incontact dialect)",
         ]
     );

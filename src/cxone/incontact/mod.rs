@@ -44,7 +44,7 @@ use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
     ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest, v2,
 };
-use crate::domain::metrics::SkillTile;
+use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
 
 /// The API version used when none is configured.
@@ -957,6 +957,32 @@ impl ContactCenter for IncontactClient {
                     estimated_wait_secs: None,
                     sampled_at,
                 })
+            })
+            .collect())
+    }
+
+    /// The platform's queues are its skills (see [`ContactCenter::list_queues`]), so a
+    /// queue tile is its skill's activity: contacts waiting, agents logged in, available
+    /// and working, the service level. It reports no average wait (`None`); the skill
+    /// tile has the longest.
+    async fn queue_stats(&self, queue_ids: &[String]) -> Result<Vec<QueueTile>, CxoneError> {
+        if queue_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .skill_activity(queue_ids)
+            .await?
+            .into_iter()
+            .map(|skill| QueueTile {
+                queue_id: skill.skill_id,
+                name: skill.skill_name,
+                agents_logged_on: skill.agents_staffed,
+                agents_available: skill.agents_available,
+                agents_busy: skill.agents_on_contact + skill.agents_acw,
+                contacts_waiting: skill.contacts_queued,
+                average_wait_ms: None,
+                service_level: skill.service_level,
+                sampled_at: skill.sampled_at,
             })
             .collect())
     }

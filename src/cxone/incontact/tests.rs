@@ -470,6 +470,31 @@ async fn skill_tiles_come_from_skill_activity() {
     );
 }
 
+#[tokio::test]
+async fn queue_tiles_are_the_skills_activity_without_an_average_wait() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    let queues = client.list_queues().await.unwrap();
+    let ids: Vec<String> = queues.iter().map(|q| q.id.clone()).collect();
+    let skills = client.skill_activity(&ids).await.unwrap();
+    let tiles = client.queue_stats(&ids).await.unwrap();
+    assert_eq!(tiles.len(), skills.len());
+    assert!(!tiles.is_empty());
+    for (tile, skill) in tiles.iter().zip(&skills) {
+        assert_eq!(tile.queue_id, skill.skill_id);
+        assert_eq!(tile.name, skill.skill_name);
+        assert_eq!(tile.contacts_waiting, skill.contacts_queued);
+        assert_eq!(tile.agents_logged_on, skill.agents_staffed);
+        assert_eq!(tile.agents_available, skill.agents_available);
+        assert_eq!(tile.agents_busy, skill.agents_on_contact + skill.agents_acw);
+        assert_eq!(tile.service_level, skill.service_level);
+        assert_eq!(tile.average_wait_ms, None, "the platform gives none");
+    }
+    let one = client.queue_stats(&ids[..1]).await.unwrap();
+    assert_eq!(one.len(), 1, "only the queues asked for");
+    assert_eq!(one[0].queue_id, ids[0]);
+}
+
 #[test]
 fn unavailable_states_map_back_to_reasons_and_states() {
     let configured = BTreeMap::from([("LUNCH_BREAK".to_owned(), "12".to_owned())]);
