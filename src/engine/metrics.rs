@@ -306,10 +306,6 @@ impl MetricPoller {
             .unwrap_or_default())
     }
 
-    fn name_of(&self, id: &str) -> String {
-        self.names.get(id).cloned().unwrap_or_default()
-    }
-
     /// Every skill of `ids`, in that order, the ones left out as zeros; and how many
     /// were left out.
     async fn skill_tiles(
@@ -317,53 +313,11 @@ impl MetricPoller {
         ids: &[String],
         started: DateTime<Utc>,
     ) -> Result<(Vec<SkillTile>, usize), CxoneError> {
-        let mut answered: HashMap<String, SkillTile> = HashMap::new();
+        let mut answered = Vec::new();
         for chunk in ids.chunks(MAX_SKILLS_PER_CALL) {
-            for tile in self.platform.skill_activity(chunk).await? {
-                // Only what was asked for: a platform that answers more is not news.
-                if chunk.contains(&tile.skill_id) {
-                    answered.insert(tile.skill_id.clone(), tile);
-                }
-            }
+            answered.push((chunk, self.platform.skill_activity(chunk).await?));
         }
-        let at = answered
-            .values()
-            .map(|t| t.sampled_at)
-            .max()
-            .unwrap_or(started);
-        let mut missing = 0;
-        let tiles = ids
-            .iter()
-            .map(|id| match answered.remove(id) {
-                Some(mut tile) => {
-                    if tile.skill_name.is_empty() {
-                        tile.skill_name = self.name_of(id);
-                    } else {
-                        self.names.insert(id.clone(), tile.skill_name.clone());
-                    }
-                    tile
-                }
-                None => {
-                    missing += 1;
-                    SkillTile {
-                        skill_id: id.clone(),
-                        skill_name: self.name_of(id),
-                        contacts_queued: 0,
-                        contacts_active: 0,
-                        longest_wait_secs: 0,
-                        // No contacts, so no service level: 0 % would paint the tile red.
-                        service_level: None,
-                        agents_available: 0,
-                        agents_staffed: 0,
-                        agents_on_contact: 0,
-                        agents_acw: 0,
-                        estimated_wait_secs: Some(0),
-                        sampled_at: at,
-                    }
-                }
-            })
-            .collect();
-        Ok((tiles, missing))
+        Ok(complete(ids, answered, started, &mut self.names))
     }
 
     /// Every queue of `ids`, at most [`MAX_QUEUES_PER_CALL`] a call, in order, the ones
@@ -373,48 +327,11 @@ impl MetricPoller {
         ids: &[String],
         started: DateTime<Utc>,
     ) -> Result<(Vec<QueueTile>, usize), CxoneError> {
-        let mut answered: HashMap<String, QueueTile> = HashMap::new();
+        let mut answered = Vec::new();
         for chunk in ids.chunks(MAX_QUEUES_PER_CALL) {
-            for tile in self.platform.queue_stats(chunk).await? {
-                if chunk.contains(&tile.queue_id) {
-                    answered.insert(tile.queue_id.clone(), tile);
-                }
-            }
+            answered.push((chunk, self.platform.queue_stats(chunk).await?));
         }
-        let at = answered
-            .values()
-            .map(|t| t.sampled_at)
-            .max()
-            .unwrap_or(started);
-        let mut missing = 0;
-        let tiles = ids
-            .iter()
-            .map(|id| match answered.remove(id) {
-                Some(mut tile) => {
-                    if tile.name.is_empty() {
-                        tile.name = self.name_of(id);
-                    } else {
-                        self.names.insert(id.clone(), tile.name.clone());
-                    }
-                    tile
-                }
-                None => {
-                    missing += 1;
-                    QueueTile {
-                        queue_id: id.clone(),
-                        name: self.name_of(id),
-                        agents_logged_on: 0,
-                        agents_available: 0,
-                        agents_busy: 0,
-                        contacts_waiting: 0,
-                        average_wait_ms: Some(0),
-                        service_level: None,
-                        sampled_at: at,
-                    }
-                }
-            })
-            .collect();
-        Ok((tiles, missing))
+        Ok(complete(ids, answered, started, &mut self.names))
     }
 
     /// Puts this poll's tiles on the board with health Ok.
@@ -478,6 +395,115 @@ fn describe(e: &CxoneError) -> String {
         } => format!("missing scope {scope} (403)"),
         other => other.to_string(),
     }
+}
+
+/// What the pollers need of a skill or queue tile to complete an answer.
+trait Tile: Sized {
+    fn id(&self) -> &str;
+    fn name_mut(&mut self) -> &mut String;
+    fn sampled_at(&self) -> DateTime<Utc>;
+    /// The tile of one the platform left out: nothing waiting, nobody there.
+    fn zero(id: &str, name: String, at: DateTime<Utc>) -> Self;
+}
+
+impl Tile for SkillTile {
+    fn id(&self) -> &str {
+        &self.skill_id
+    }
+    fn name_mut(&mut self) -> &mut String {
+        &mut self.skill_name
+    }
+    fn sampled_at(&self) -> DateTime<Utc> {
+        self.sampled_at
+    }
+    fn zero(id: &str, name: String, at: DateTime<Utc>) -> Self {
+        SkillTile {
+            skill_id: id.to_owned(),
+            skill_name: name,
+            contacts_queued: 0,
+            contacts_active: 0,
+            longest_wait_secs: 0,
+            // No contacts, so no service level: 0 % would paint the tile red.
+            service_level: None,
+            agents_available: 0,
+            agents_staffed: 0,
+            agents_on_contact: 0,
+            agents_acw: 0,
+            estimated_wait_secs: Some(0),
+            sampled_at: at,
+        }
+    }
+}
+
+impl Tile for QueueTile {
+    fn id(&self) -> &str {
+        &self.queue_id
+    }
+    fn name_mut(&mut self) -> &mut String {
+        &mut self.name
+    }
+    fn sampled_at(&self) -> DateTime<Utc> {
+        self.sampled_at
+    }
+    fn zero(id: &str, name: String, at: DateTime<Utc>) -> Self {
+        QueueTile {
+            queue_id: id.to_owned(),
+            name,
+            agents_logged_on: 0,
+            agents_available: 0,
+            agents_busy: 0,
+            contacts_waiting: 0,
+            average_wait_ms: Some(0),
+            service_level: None,
+            sampled_at: at,
+        }
+    }
+}
+
+/// The tiles of `ids` in that order from the answers to each chunk of them: only what
+/// a chunk asked for counts (a platform that answers more is not news), names are
+/// remembered for answers that leave them out, and an id left out becomes a zero tile
+/// at the answer's time (`started` when nothing came back). Also returns how many were
+/// left out.
+fn complete<T: Tile>(
+    ids: &[String],
+    answers: Vec<(&[String], Vec<T>)>,
+    started: DateTime<Utc>,
+    names: &mut HashMap<String, String>,
+) -> (Vec<T>, usize) {
+    let mut answered: HashMap<String, T> = HashMap::new();
+    for (chunk, tiles) in answers {
+        for tile in tiles {
+            if chunk.iter().any(|id| id == tile.id()) {
+                answered.insert(tile.id().to_owned(), tile);
+            }
+        }
+    }
+    let at = answered
+        .values()
+        .map(Tile::sampled_at)
+        .max()
+        .unwrap_or(started);
+    let mut missing = 0;
+    let tiles = ids
+        .iter()
+        .map(|id| match answered.remove(id) {
+            Some(mut tile) => {
+                let name = tile.name_mut();
+                if name.is_empty() {
+                    *name = names.get(id).cloned().unwrap_or_default();
+                } else {
+                    names.insert(id.clone(), name.clone());
+                }
+                tile
+            }
+            None => {
+                missing += 1;
+                T::zero(id, names.get(id).cloned().unwrap_or_default(), at)
+            }
+        })
+        .collect();
+    (tiles, missing)
 }
 
 #[cfg(test)]
