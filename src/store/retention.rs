@@ -205,28 +205,36 @@ async fn prune_outbox(
     if seqs.is_empty() {
         return Ok(0);
     }
-    let seqs = json!(seqs).to_string();
-    sqlx::query(
-        "DELETE FROM webhook_attempts WHERE delivery_id IN
-             (SELECT id FROM webhook_deliveries
-              WHERE event_seq IN (SELECT value FROM json_each(?)))",
+    delete_listed(
+        conn,
+        &json!(seqs).to_string(),
+        &[
+            "DELETE FROM webhook_attempts WHERE delivery_id IN
+                 (SELECT id FROM webhook_deliveries
+                  WHERE event_seq IN (SELECT value FROM json_each(?)))",
+            "DELETE FROM webhook_deliveries WHERE event_seq IN (SELECT value FROM json_each(?))",
+            "DELETE FROM outbox_events WHERE seq IN (SELECT value FROM json_each(?))",
+        ],
     )
-    .bind(&seqs)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "DELETE FROM webhook_deliveries WHERE event_seq IN (SELECT value FROM json_each(?))",
-    )
-    .bind(&seqs)
-    .execute(&mut *conn)
-    .await?;
-    Ok(
-        sqlx::query("DELETE FROM outbox_events WHERE seq IN (SELECT value FROM json_each(?))")
-            .bind(&seqs)
+    .await
+}
+
+/// Runs each statement with `ids` (a JSON array) bound to its one parameter, children
+/// first, and answers the rows the last statement (the parents') removed.
+async fn delete_listed(
+    conn: &mut SqliteConnection,
+    ids: &str,
+    statements: &[&'static str],
+) -> Result<u64, sqlx::Error> {
+    let mut removed = 0;
+    for sql in statements {
+        removed = sqlx::query(*sql)
+            .bind(ids)
             .execute(&mut *conn)
             .await?
-            .rows_affected(),
-    )
+            .rows_affected();
+    }
+    Ok(removed)
 }
 
 /// Rows of a job or firing's children that count as one "row" of the batch budget: a
@@ -254,18 +262,15 @@ async fn prune_bulk_jobs(
     if ids.is_empty() {
         return Ok(0);
     }
-    let ids = json!(ids).to_string();
-    sqlx::query("DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each(?))")
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
-    Ok(
-        sqlx::query("DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected(),
+    delete_listed(
+        conn,
+        &json!(ids).to_string(),
+        &[
+            "DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each(?))",
+            "DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each(?))",
+        ],
     )
+    .await
 }
 
 /// Finished rule firings past the cutoff, with their per-agent rows. Each rule's latest
@@ -288,20 +293,15 @@ async fn prune_firings(
     if ids.is_empty() {
         return Ok(0);
     }
-    let ids = json!(ids).to_string();
-    sqlx::query(
-        "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT value FROM json_each(?))",
+    delete_listed(
+        conn,
+        &json!(ids).to_string(),
+        &[
+            "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT value FROM json_each(?))",
+            "DELETE FROM rule_firings WHERE id IN (SELECT value FROM json_each(?))",
+        ],
     )
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(
-        sqlx::query("DELETE FROM rule_firings WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected(),
-    )
+    .await
 }
 
 /// Metric samples past the cutoff.

@@ -10,7 +10,7 @@ use wfmd::sim::SimConfig;
 use wfmd::store::Store;
 
 use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, wfmd};
-use crate::receiver::{Mode, Receiver, SECRET, verify_with_standardwebhooks};
+use crate::receiver::{Mode, Received, Receiver, SECRET, verify_with_standardwebhooks};
 
 /// Points `config` at `receiver` with fast retries: 50 ms, 100 ms, 200 ms, then dead.
 fn deliver_to(config: &mut Config, receiver: &Receiver) {
@@ -50,6 +50,21 @@ async fn committed_ids(store: &Store, agent: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// Each agent's events arrived in the order they were committed.
+async fn assert_in_commit_order_per_agent(received: &[Received], store: &Store, agents: &[String]) {
+    for agent in agents {
+        let arrival: Vec<String> = received
+            .iter()
+            .filter(|r| r.json["data"]["agentId"] == agent.as_str())
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(
+            arrival,
+            committed_ids(store, agent).await,
+            "order of {agent}"
+        );
+    }
+}
 #[tokio::test]
 async fn hundred_events_arrive_signed_and_in_commit_order_per_agent() {
     let receiver = Receiver::start().await;
@@ -77,18 +92,7 @@ async fn hundred_events_arrive_signed_and_in_commit_order_per_agent() {
     receiver.wait_for(100, DEADLINE).await;
     let received = receiver.received();
     assert_eq!(received.len(), 100, "each exactly once");
-    for agent in &agents {
-        let arrival: Vec<String> = received
-            .iter()
-            .filter(|r| r.json["data"]["agentId"] == agent.as_str())
-            .map(|r| r.id.clone())
-            .collect();
-        assert_eq!(
-            arrival,
-            committed_ids(&app.store, agent).await,
-            "order of {agent}"
-        );
-    }
+    assert_in_commit_order_per_agent(&received, &app.store, &agents).await;
     let first = &received[0];
     assert_eq!(first.json["type"], "agent.state_changed");
     assert_eq!(first.json["id"], first.id.as_str());
@@ -157,15 +161,7 @@ async fn a_receiver_that_was_down_gets_everything_once_when_it_comes_back() {
         "{:?}",
         receiver.copies()
     );
-    for agent in &agents {
-        let arrival: Vec<String> = receiver
-            .received()
-            .iter()
-            .filter(|r| r.json["data"]["agentId"] == agent.as_str())
-            .map(|r| r.id.clone())
-            .collect();
-        assert_eq!(arrival, committed_ids(&app.store, agent).await);
-    }
+    assert_in_commit_order_per_agent(&receiver.received(), &app.store, &agents).await;
 }
 
 /// The `wfmd_webhook_endpoint_status` sample of `receiver` for `status`, if exported.
@@ -238,19 +234,7 @@ async fn an_eight_second_outage_is_caught_up_within_seconds_not_at_the_five_minu
         "{:?}",
         receiver.copies()
     );
-    for agent in &agents {
-        let arrival: Vec<String> = receiver
-            .received()
-            .iter()
-            .filter(|r| r.json["data"]["agentId"] == agent.as_str())
-            .map(|r| r.id.clone())
-            .collect();
-        assert_eq!(
-            arrival,
-            committed_ids(&app.store, agent).await,
-            "order of {agent}"
-        );
-    }
+    assert_in_commit_order_per_agent(&receiver.received(), &app.store, &agents).await;
     wait_delivered(&app, 15).await;
     assert_eq!(
         app.count(
