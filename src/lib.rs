@@ -319,7 +319,8 @@ impl App {
             services.store.clone(),
             &config.retention,
             &config.audit,
-        );
+        )
+        .with_rollups(config.compliance.exception_threshold);
         let analytics = engine::analytics::AnalyticsJobs::new(
             services.store.clone(),
             config.compliance.exception_threshold,

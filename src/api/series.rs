@@ -12,6 +12,7 @@ use super::extract::QueryParams;
 use super::openapi::VIEWER;
 use super::{ApiState, Routes};
 use crate::domain::metrics::MetricFamily;
+use crate::store::retention::{self, Kind};
 use crate::store::samples;
 use crate::time::{parse_instant, serialize_rfc3339};
 
@@ -92,13 +93,24 @@ pub async fn series(
         ));
     }
     let from = match query.from.as_deref() {
-        Some(text) => parse_instant(text)
-            .map_err(|e| Problem::invalid_parameter("from", format!("from: {e}")))?,
-        None => Utc::now()
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc(),
+        Some(text) => {
+            let from = parse_instant(text)
+                .map_err(|e| Problem::invalid_parameter("from", format!("from: {e}")))?;
+            super::audit::check_kept(&state.store, &[Kind::Samples], from).await?;
+            from
+        }
+        // Today's curve; with samples kept for less than a day, what is kept of it.
+        None => {
+            let midnight = Utc::now()
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc();
+            match retention::check_window(state.store.reader(), &[Kind::Samples], midnight).await? {
+                Ok(()) => midnight,
+                Err(not_kept) => not_kept.kept_from,
+            }
+        }
     };
     let points = samples::series(state.store.reader(), family, &id, from, MAX_POINTS).await?;
     Ok(Json(SeriesView {

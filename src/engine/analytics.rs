@@ -119,6 +119,11 @@ impl AnalyticsJobs {
             )
             .into());
         }
+        if spec.source == Source::History
+            && let Err(not_kept) = history::check_kept(&self.store, spec).await?
+        {
+            return Err(SpecError::new("from", not_kept.to_string()).into());
+        }
         let id = format!("aq_{}", uuid::Uuid::now_v7().simple());
         let text = serde_json::to_string(spec).expect("a query serializes");
         let mut tx = self.store.begin_write().await?;

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::retention::{AuditConfig, RetentionConfig};
+use crate::engine::analytics::history;
 use crate::store::Store;
 use crate::store::checkpoints::{self, CheckpointError, CheckpointRow};
 use crate::store::retention::{self as pruning, Kind, PruneError};
@@ -54,6 +55,9 @@ pub struct Retention {
     store: Store,
     config: RetentionConfig,
     checkpoint_interval: Duration,
+    /// Set: completed days are rolled up before their raw records go (see
+    /// [`Retention::with_rollups`]); the adherence-exception threshold of the rollups.
+    rollups: Option<chrono::TimeDelta>,
 }
 
 impl Retention {
@@ -62,7 +66,41 @@ impl Retention {
             store,
             config: retention.clone(),
             checkpoint_interval: audit.checkpoint_interval,
+            rollups: None,
         }
+    }
+
+    /// Before a pass removes state intervals or attempts, it stores the daily analytics
+    /// rollup of every completed day they belong to, so day and week history queries
+    /// still answer in full after the raw records are gone.
+    pub fn with_rollups(self, exception_threshold: Duration) -> Retention {
+        Retention {
+            rollups: Some(chrono::TimeDelta::from_std(exception_threshold).unwrap_or_default()),
+            ..self
+        }
+    }
+
+    /// Rolls up the completed days before `cutoff` that have raw records and no rollup.
+    async fn roll_up_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let Some(threshold) = self.rollups else {
+            return Ok(());
+        };
+        let Some(oldest) = pruning::oldest_raw_record(&self.store).await? else {
+            return Ok(());
+        };
+        const DAY_MS: i64 = 86_400_000;
+        let from_day = oldest.div_euclid(DAY_MS) * DAY_MS;
+        let to_day = (crate::store::to_ms(cutoff).div_euclid(DAY_MS) + 1) * DAY_MS;
+        let computed =
+            history::ensure_rollups(&self.store, from_day, to_day, now, threshold).await?;
+        if computed > 0 {
+            tracing::info!(days = computed, "analytics days rolled up before retention");
+        }
+        Ok(())
     }
 
     /// The age configured for `kind`, `None` when it is kept forever.
@@ -166,6 +204,14 @@ impl Retention {
                 continue;
             };
             let cutoff = now - age;
+            if matches!(kind, Kind::Attempts | Kind::Intervals)
+                && let Err(error) = self.roll_up_before(cutoff, now).await
+            {
+                // Without the rollups, day figures of these days would be lost with them.
+                tracing::error!(kind = %kind, %error, "retention skips this kind: rollups failed");
+                failure = Some(error.into());
+                continue;
+            }
             let mut removed = 0;
             while !cancel.is_cancelled() {
                 let started = Instant::now();
@@ -310,6 +356,7 @@ mod tests {
             store: store.clone(),
             config: RetentionConfig::default(),
             checkpoint_interval: Duration::from_millis(20),
+            rollups: None,
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(retention.run(cancel.clone()));

@@ -178,6 +178,17 @@ async fn delete_ids(
         .rows_affected())
 }
 
+/// The time of the oldest state interval or transition attempt (Unix ms), `None` when
+/// there is neither.
+pub async fn oldest_raw_record(store: &Store) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT MIN(at) FROM (SELECT MIN(started_at) AS at FROM state_intervals
+                             UNION ALL SELECT MIN(requested_at) FROM transition_attempts)",
+    )
+    .fetch_one(store.reader())
+    .await
+}
+
 /// Outbox events past the cutoff that every endpoint has settled (none pending), with
 /// their deliveries and attempts; `dead` picks those with a dead delivery, otherwise
 /// those without. Events not yet fanned out are never touched.

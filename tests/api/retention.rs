@@ -251,6 +251,46 @@ async fn retention_prunes_each_kind_past_its_age_and_keeps_the_rest() {
             kept_from[..16]
         );
     }
+    // So do history analytics computed from the raw records, and the day curve of
+    // samples (kept 90 days).
+    let response = app
+        .http
+        .post(format!("{}/v1/analytics/queries", app.address))
+        .json(
+            &serde_json::json!({"source": "history", "metrics": ["transitions:sum"],
+            "dimensions": ["agent"], "from": old_window[0].1, "to": old_window[1].1,
+            "bucket": "hour"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "from", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("are not kept before")
+    );
+    let response = app
+        .http
+        .get(format!("{}/v1/live/series", app.address))
+        .query(&[
+            ("family", "skills"),
+            ("id", "s_old"),
+            ("from", &wfmd::time::rfc3339(now - Duration::days(100))),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["parameter"], "from", "{problem}");
+    assert_eq!(
+        problem["kept_from"].as_str().unwrap()[..16],
+        wfmd::time::rfc3339(now - Duration::days(90))[..16]
+    );
     // …and answer for a window after it.
     let recent = [
         ("from", wfmd::time::rfc3339(now - Duration::days(2))),

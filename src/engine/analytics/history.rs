@@ -26,6 +26,7 @@ use crate::domain::AgentState;
 use crate::domain::idle::Window;
 use crate::report::{AgentSummary, summarize};
 use crate::store::analytics::{self as stored, DailyRow, RosterEntry};
+use crate::store::retention::{self, Kind, NotKept};
 use crate::store::{Store, from_ms, to_ms};
 
 /// How long after a day ends its rollup is written: late observations (a state the sync
@@ -162,6 +163,41 @@ pub async fn ensure_rollups(
         day += DAY_MS;
     }
     Ok(computed)
+}
+
+/// Whether `spec` can be answered in full although retention removed the raw records
+/// (state intervals, attempts) before its horizon: hourly buckets and the parts of a day
+/// the range cuts are computed from the raw records, so they must lie after the horizon;
+/// whole days before it are answered from their kept rollups, so each must have one.
+/// `Err` names the horizon, for a refusal naming `from`.
+pub async fn check_kept(
+    store: &Store,
+    spec: &QuerySpec,
+) -> Result<Result<(), NotKept>, sqlx::Error> {
+    let Err(not_kept) = retention::check_window(
+        store.reader(),
+        &[Kind::Intervals, Kind::Attempts],
+        spec.from,
+    )
+    .await?
+    else {
+        return Ok(Ok(()));
+    };
+    if spec.bucket == Bucket::Hour {
+        return Ok(Err(not_kept));
+    }
+    let (from, to) = (to_ms(spec.from), to_ms(spec.to));
+    // The day holding the horizon lost some of its records too.
+    let end = (Bucket::Day.floor(to_ms(not_kept.kept_from)) + DAY_MS).min(to);
+    if from % DAY_MS != 0 || end % DAY_MS != 0 {
+        return Ok(Err(not_kept));
+    }
+    let kept = stored::rolled_up_days(store.reader(), from, end).await?;
+    Ok(if kept.len() as i64 == (end - from) / DAY_MS {
+        Ok(())
+    } else {
+        Err(not_kept)
+    })
 }
 
 /// What the query selects, resolved once.
@@ -552,6 +588,88 @@ mod tests {
             .await
             .unwrap();
         rows
+    }
+
+    /// Retention keeping the last `days` days of intervals and attempts, nothing else
+    /// pruned.
+    fn keeping(store: &Store, days: u64) -> crate::engine::retention::Retention {
+        let age = Some(std::time::Duration::from_secs(days * 86_400));
+        let config = crate::config::retention::RetentionConfig {
+            outbox_delivered: None,
+            outbox_dead: None,
+            webhook_attempts: None,
+            samples: None,
+            bulk_jobs: None,
+            rule_firings: None,
+            audit: None,
+            attempts: age,
+            intervals: age,
+            ..Default::default()
+        };
+        crate::engine::retention::Retention::new(store.clone(), &config, &Default::default())
+    }
+
+    #[tokio::test]
+    async fn day_figures_before_the_retention_horizon_come_from_rollups_kept_at_pruning() {
+        let now = start() + TimeDelta::days(DAYS + 1);
+        let threshold = TimeDelta::minutes(2);
+        let whole_days = QuerySpec {
+            from: start(),
+            to: start() + TimeDelta::days(DAYS - 1),
+            ..spec(Bucket::Day, &ALL, &["agent"])
+        };
+        let untouched_dir = tempfile::tempdir().unwrap();
+        let untouched = seeded_store(&untouched_dir).await;
+        let expected = collect(&untouched, &whole_days, Path::Rollups).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded_store(&dir).await;
+        let pass = keeping(&store, 5)
+            .with_rollups(threshold.to_std().unwrap())
+            .prune(now, &Default::default())
+            .await
+            .unwrap();
+        assert!(pass.removed(Kind::Intervals) > 0, "{pass:?}");
+        assert_eq!(check_kept(&store, &whole_days).await.unwrap(), Ok(()));
+        assert_eq!(collect(&store, &whole_days, Path::Rollups).await, expected);
+
+        // Hours and a cut day before the horizon would be computed from what is gone.
+        let hours = QuerySpec {
+            to: start() + TimeDelta::days(2),
+            ..spec(Bucket::Hour, &ALL, &[])
+        };
+        let cut_day = QuerySpec {
+            from: start() + TimeDelta::hours(5),
+            ..whole_days.clone()
+        };
+        for refused in [hours, cut_day] {
+            let not_kept = check_kept(&store, &refused).await.unwrap().unwrap_err();
+            assert_eq!(not_kept.kept_from, now - TimeDelta::days(5), "{refused:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_day_query_over_pruned_days_without_rollups_is_refused_not_undercounted() {
+        let now = start() + TimeDelta::days(DAYS + 1);
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded_store(&dir).await;
+        keeping(&store, 5)
+            .prune(now, &Default::default())
+            .await
+            .unwrap();
+        let whole_days = QuerySpec {
+            from: start(),
+            to: start() + TimeDelta::days(DAYS - 1),
+            ..spec(Bucket::Day, &ALL, &["agent"])
+        };
+        assert!(check_kept(&store, &whole_days).await.unwrap().is_err());
+        // After the horizon's day, the raw records are all there.
+        let after = QuerySpec {
+            from: now - TimeDelta::days(4),
+            to: now - TimeDelta::days(1),
+            ..whole_days
+        };
+        assert_eq!(check_kept(&store, &after).await.unwrap(), Ok(()));
     }
 
     const ALL: [&str; 9] = [
