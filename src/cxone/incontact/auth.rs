@@ -136,6 +136,15 @@ impl Session {
         }
     }
 
+    /// Brings the cached token's renewal time to now, as if its lifetime had run down to
+    /// the refresh margin; it stays valid until its expiry (tests).
+    #[cfg(test)]
+    pub async fn due_for_renewal(&self) {
+        if let Some(cached) = &mut self.state.lock().await.current {
+            cached.refresh_at = Instant::now();
+        }
+    }
+
     /// Drops the cached token if it is still `generation` (the platform refused it).
     pub async fn invalidate(&self, generation: u64) {
         let mut state = self.state.lock().await;

@@ -174,7 +174,7 @@ async fn a_wrong_access_key_is_a_clear_error_naming_the_key_id_without_retries()
 }
 
 #[tokio::test]
-async fn two_hundred_callers_waiting_for_a_token_cause_one_token_call() {
+async fn two_hundred_waiting_callers_cause_one_token_call_at_start_renewal_and_revocation() {
     let t = tenant(0.0).await;
     let client = Arc::new(t.client());
     let calls = (0..200).map(|_| {
@@ -186,6 +186,18 @@ async fn two_hundred_callers_waiting_for_a_token_cause_one_token_call() {
     }
     assert_eq!(t.sim().stats().token_requests, 1);
 
+    // Within a minute of its expiry: the 200 callers waiting renew it once, before it
+    // expires (the platform never sees the old token refused).
+    client.session.due_for_renewal().await;
+    let calls = (0..200).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.session.token().await.map(|t| t.generation()) })
+    });
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), 2);
+    }
+    assert_eq!(t.sim().stats().token_requests, 2);
+
     // Revoked: the 200 callers refused with the same token renew it once.
     t.sim().revoke_tokens();
     let calls = (0..200).map(|_| {
@@ -195,7 +207,7 @@ async fn two_hundred_callers_waiting_for_a_token_cause_one_token_call() {
     for call in calls {
         call.await.unwrap().unwrap();
     }
-    assert_eq!(t.sim().stats().token_requests, 2);
+    assert_eq!(t.sim().stats().token_requests, 3);
 }
 
 #[tokio::test]
