@@ -651,6 +651,17 @@ async fn read(response: Response) -> Result<Answer, CxoneError> {
     Err(error_for_status(status, &headers, &body))
 }
 
+/// A body that is neither JSON nor markup, as its first line (at most 200 characters):
+/// some gateways answer errors in plain text, which still says more than nothing.
+fn plain_text(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let line = text.trim().lines().next()?.trim();
+    if line.is_empty() || line.starts_with(['{', '[', '<']) {
+        return None;
+    }
+    Some(line.chars().take(200).collect())
+}
+
 /// Classifies a non-2xx answer from its status, body (either shape) and headers.
 pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CxoneError {
     let message = wire::ErrorBody::from_body(body)
@@ -661,6 +672,7 @@ pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         })
+        .or_else(|| plain_text(body))
         .unwrap_or_default();
     let retry_after = headers
         .get(RETRY_AFTER)

@@ -672,6 +672,27 @@ fn both_error_shapes_and_the_status_header_become_typed_errors() {
             message: "the tenant has no WFM access".into()
         }
     );
+    // A plain-text body is the message; markup is not.
+    assert_eq!(
+        error_for_status(
+            StatusCode::CONFLICT,
+            &none,
+            b"Agent is on a contact\r\nref 7"
+        ),
+        CxoneError::Conflict {
+            message: "Agent is on a contact".into()
+        }
+    );
+    assert_eq!(
+        error_for_status(
+            StatusCode::BAD_REQUEST,
+            &none,
+            b"<html><body>Bad</body></html>"
+        ),
+        CxoneError::BadRequest {
+            message: String::new()
+        }
+    );
     // Only the header says what happened: still the logged-out rejection.
     let logged_out = error_for_status(StatusCode::NOT_FOUND, &described, b"");
     assert!(logged_out.is_agent_logged_out(), "{logged_out:?}");
