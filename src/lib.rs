@@ -16,6 +16,8 @@
 //!   [`engine::schedules`] keeps the agents' schedules, which drive
 //!   [`engine::automation`] and the [`engine::compliance`] sweep.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
+//! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
+//!   out to any number of clients; [`web`]: the wallboard page that shows it.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
 //!   generated from the routes, problem+json errors.
@@ -33,11 +35,13 @@ pub mod cxone;
 pub mod delivery;
 pub mod domain;
 pub mod engine;
+pub mod live;
 pub mod report;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -211,6 +215,16 @@ impl Services {
     }
 }
 
+/// The live feed's settings: the managed agents as state sync keeps them, and the
+/// thresholds from `live::Settings::default()` until `[live]` is configurable.
+fn live_settings(config: &Config) -> live::Settings {
+    live::Settings {
+        teams: config.sync.teams.clone(),
+        agents: config.sync.agents.clone(),
+        ..live::Settings::default()
+    }
+}
+
 /// The daemon: the HTTP API over the services, ready to run.
 pub struct App {
     listener: TcpListener,
@@ -226,6 +240,8 @@ pub struct App {
     /// The newest skill and queue figures: the metric pollers publish, the live feed
     /// and the API read.
     metric_board: engine::metrics::BoardSender,
+    /// The live feed every wallboard reads.
+    live: live::Live,
 }
 
 impl App {
@@ -283,6 +299,7 @@ impl App {
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
         let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
+        let live = live::Live::new(services.store.clone(), live_settings(config));
         Ok(App {
             listener,
             services,
@@ -295,6 +312,7 @@ impl App {
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
             metric_board: engine::metrics::board_channel().0,
+            live,
         })
     }
 
@@ -325,6 +343,11 @@ impl App {
         self.bulk.clone()
     }
 
+    /// The live feed (snapshot, events, tickets).
+    pub fn live(&self) -> live::Live {
+        self.live.clone()
+    }
+
     /// The newest skill and queue figures, updated by the metric pollers.
     pub fn metric_board(&self) -> engine::metrics::BoardReceiver {
         self.metric_board.subscribe()
@@ -347,7 +370,13 @@ impl App {
             sync: self.sync.as_ref().map(|sync| sync.status()),
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
+            live: self.live.clone(),
         };
+        let live = Some(tokio::spawn(self.live.clone().run(
+            shutdown.clone(),
+            self.metric_board.subscribe(),
+            Some(self.bulk.clone()),
+        )));
         let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
             let status = self.sync.as_ref().map(|sync| sync.status());
             work.spawn(shutdown.clone(), status)
@@ -379,6 +408,7 @@ impl App {
             ("state sync", sync),
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
+            ("live feed", live),
         ]
         .into_iter()
         .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))));

@@ -1,5 +1,5 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
-//! reports, audit.
+//! reports, audit, the live feed and the wallboard page.
 //!
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
 //! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
@@ -29,6 +29,7 @@ pub mod extract;
 mod health;
 mod json;
 mod layers;
+mod live;
 pub mod openapi;
 mod reports;
 
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub bulk: crate::engine::bulk::BulkJobs,
     /// `compliance.exception_threshold`, for the adherence figures of reports.
     pub exception_threshold: Duration,
+    /// The live feed: snapshot, events, tickets.
+    pub live: crate::live::Live,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
@@ -76,6 +79,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         reports::routes(),
         audit::routes(),
         bulk::routes(),
+        live::routes(),
     ]
     .into_iter()
     .flatten()
@@ -104,6 +108,7 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
     let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
         .expect("the OpenAPI document serializes");
     let gate = Arc::new(auth::Gate { tokens, access });
+    let live = state.live.clone();
     let router = routes
         .fallback(|| async {
             error::Problem::new(
@@ -114,6 +119,11 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
             )
         })
         .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
+        // Outside the bearer check, so a feed ticket is redeemed before it runs.
+        .layer(axum::middleware::from_fn_with_state(
+            live,
+            live::ticket_gate,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
         .with_state(state);

@@ -11,6 +11,7 @@ mod deploy;
 mod faults;
 mod helpers;
 mod incontact;
+mod live;
 mod openapi;
 mod receiver;
 mod reports;
