@@ -143,16 +143,13 @@ fn history_bench() {
             rolling.elapsed().as_secs_f64()
         );
         let mut times = Vec::new();
-        let mut rows = 0;
+        let mut rows = 0usize;
         for _ in 0..RUNS {
             let started = Instant::now();
             rows = 0;
-            history::run(&store, &spec, now, threshold, Path::Rollups, async |batch| {
-                rows += batch.len();
-                Ok(())
-            })
-            .await
-            .unwrap();
+            history::run(&store, &spec, now, threshold, Path::Rollups, &mut rows)
+                .await
+                .unwrap();
             times.push(started.elapsed().as_secs_f64());
         }
         let seconds = common::median(times);

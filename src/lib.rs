@@ -14,7 +14,8 @@
 //!   [`engine::rules`] fires WFM rules at their cron slots;
 //!   [`engine::bulk`] runs supervisors' bulk jobs through the engine;
 //!   [`engine::schedules`] keeps the agents' schedules, which drive
-//!   [`engine::automation`] and the [`engine::compliance`] sweep.
+//!   [`engine::automation`] and the [`engine::compliance`] sweep;
+//!   [`engine::metrics`] polls skill and queue figures for the wallboard.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
 //!   out to any number of clients; [`web`]: the wallboard page that shows it.
@@ -191,7 +192,8 @@ impl Services {
         config: &Config,
         clock: engine::Clock,
     ) -> anyhow::Result<Services> {
-        let store = Store::open(&config.database.url).await?;
+        let audit_key = config.audit.key().map(store::audit::AuditKey::new);
+        let store = Store::open_keyed(&config.database.url, audit_key).await?;
         let budget = Arc::new(
             Budget::per_minute(config.call_budget_per_minute())
                 .with_background_share(config.cxone.background_share),
@@ -219,6 +221,10 @@ impl Services {
 /// thresholds from `live::Settings::default()` until `[live]` is configurable.
 fn live_settings(config: &Config) -> live::Settings {
     live::Settings {
+        service_level_good: config.live.service_level_good,
+        service_level_warning: config.live.service_level_warning,
+        skill_interval: config.live.skill_interval,
+        queue_interval: config.live.queue_interval,
         teams: config.sync.teams.clone(),
         agents: config.sync.agents.clone(),
         ..live::Settings::default()
@@ -233,6 +239,7 @@ pub struct App {
     sync: Option<engine::sync::StateSync>,
     rules: engine::rules::RuleScheduler,
     bulk: engine::bulk::BulkJobs,
+    analytics: engine::analytics::AnalyticsJobs,
     schedule_work: Option<engine::ScheduleWork>,
     exception_threshold: Duration,
     tokens: api::auth::ApiTokens,
@@ -242,6 +249,10 @@ pub struct App {
     metric_board: engine::metrics::BoardSender,
     /// The live feed every wallboard reads.
     live: live::Live,
+    /// The skill and queue pollers (`[live]`), when enabled.
+    metric_pollers: Vec<engine::metrics::MetricPoller>,
+    /// Prunes old records and publishes audit checkpoints.
+    retention: engine::retention::Retention,
 }
 
 impl App {
@@ -290,16 +301,50 @@ impl App {
         let rules = config
             .rules()
             .map_err(|problems| anyhow::anyhow!("invalid rules: {}", problems.join("; ")))?;
-        let firer = engine::rules::RuleFirer::new(
+        // Rules and bulk items leave agents state sync saw done already alone.
+        let witness = sync.as_ref().map(|sync| {
+            engine::SyncWitness::new(
+                sync.status(),
+                Duration::from_millis(config.sync.interval_ms),
+            )
+        });
+        let mut firer = engine::rules::RuleFirer::new(
             services.store.clone(),
             services.engine.clone(),
             config.scheduler.concurrency,
             services.budget.per_minute_rate(),
         );
+        if let Some(witness) = &witness {
+            firer = firer.with_sync(witness.clone());
+        }
         let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
-        let bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
+        let mut bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
+        if let Some(witness) = witness {
+            bulk = bulk.with_sync(witness);
+        }
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
         let live = live::Live::new(services.store.clone(), live_settings(config));
+        let (metric_board, _) = engine::metrics::board_channel();
+        let metric_pollers = if config.live.enabled {
+            engine::metrics::MetricPoller::both(
+                services.engine.platform(),
+                &services.store,
+                &metric_board,
+                &(&config.live).into(),
+            )
+            .into()
+        } else {
+            Vec::new()
+        };
+        let retention = engine::retention::Retention::new(
+            services.store.clone(),
+            &config.retention,
+            &config.audit,
+        );
+        let analytics = engine::analytics::AnalyticsJobs::new(
+            services.store.clone(),
+            config.compliance.exception_threshold,
+        );
         Ok(App {
             listener,
             services,
@@ -307,11 +352,14 @@ impl App {
             sync,
             rules,
             bulk,
+            analytics,
             schedule_work,
             exception_threshold: config.compliance.exception_threshold,
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
-            metric_board: engine::metrics::board_channel().0,
+            metric_board,
+            metric_pollers,
+            retention,
             live,
         })
     }
@@ -348,6 +396,11 @@ impl App {
         self.live.clone()
     }
 
+    /// The analytics jobs (tests drive them with `run_pending`).
+    pub fn analytics(&self) -> engine::analytics::AnalyticsJobs {
+        self.analytics.clone()
+    }
+
     /// The newest skill and queue figures, updated by the metric pollers.
     pub fn metric_board(&self) -> engine::metrics::BoardReceiver {
         self.metric_board.subscribe()
@@ -371,6 +424,8 @@ impl App {
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
             live: self.live.clone(),
+            board: self.metric_board.subscribe(),
+            analytics: self.analytics.clone(),
         };
         let live = Some(tokio::spawn(self.live.clone().run(
             shutdown.clone(),
@@ -386,6 +441,13 @@ impl App {
             .map(|sync| tokio::spawn(sync.run(shutdown.clone())));
         let rules = Some(tokio::spawn(self.rules.run(shutdown.clone())));
         let bulk = Some(tokio::spawn(self.bulk.run(shutdown.clone())));
+        let pollers: Vec<_> = self
+            .metric_pollers
+            .into_iter()
+            .map(|poller| ("metric poller", tokio::spawn(poller.run(shutdown.clone()))))
+            .collect();
+        let retention = Some(tokio::spawn(self.retention.run(shutdown.clone())));
+        let analytics = Some(tokio::spawn(self.analytics.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let server = axum::serve(self.listener, api::router(state, self.tokens))
@@ -409,9 +471,12 @@ impl App {
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
             ("live feed", live),
+            ("retention", retention),
+            ("analytics jobs", analytics),
         ]
         .into_iter()
-        .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))));
+        .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))))
+        .chain(pollers.into_iter().map(|(name, task)| (name, Some(task))));
         for (name, task) in tasks {
             if let Some(task) = task
                 && let Err(e) = task.await

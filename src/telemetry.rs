@@ -63,10 +63,10 @@ const GAUGES: [(&str, &str); 5] = [
 /// are a closed set, at zero (so `increase()` also counts their first event).
 /// Idempotent.
 pub fn register() {
-    for outcome in ["succeeded", "rejected", "failed"] {
+    for outcome in ["succeeded", "unchanged", "rejected", "failed"] {
         metrics::counter!("wfmd_transitions_total", "outcome" => outcome).increment(0);
     }
-    for outcome in ["succeeded", "rejected", "failed", "cancelled"] {
+    for outcome in ["succeeded", "unchanged", "rejected", "failed", "cancelled"] {
         metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(0);
     }
     for lane in crate::cxone::Lane::ALL {
@@ -127,6 +127,22 @@ pub fn register() {
         "Live feed clients connected now (SSE and WebSocket)."
     );
     metrics::gauge!("wfmd_live_clients").increment(0.0);
+    for family in crate::domain::metrics::MetricFamily::ALL {
+        let family = family.as_str();
+        for outcome in ["ok", "failed", "unavailable"] {
+            metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::counter!("wfmd_metric_samples_total", "family" => family).increment(0);
+    }
+    describe_counter!(
+        "wfmd_metric_polls_total",
+        "Skill and queue metric polls, by family and outcome (ok, failed, unavailable)."
+    );
+    describe_counter!(
+        "wfmd_metric_samples_total",
+        "Skill and queue samples stored, by family."
+    );
     for (name, help) in COUNTERS {
         describe_counter!(name, help);
         metrics::counter!(name).increment(0);

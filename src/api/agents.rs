@@ -286,6 +286,12 @@ pub async fn history(
     check_agent_id(&agent_id)?;
     let now = state.engine.now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
+    super::audit::check_kept(
+        &state.store,
+        &[crate::store::retention::Kind::Intervals],
+        window.from,
+    )
+    .await?;
     let rows =
         history::overlapping(state.store.reader(), &agent_id, window.from, window.to).await?;
     let intervals: Vec<_> = rows.iter().filter_map(|row| row.to_interval()).collect();

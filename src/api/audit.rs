@@ -19,6 +19,7 @@ use super::extract::QueryParams;
 use super::openapi::ADMIN;
 use super::{ApiState, Routes};
 use crate::store::audit::{self, ExportedEntry, Verification};
+use crate::store::retention::{self, Kind};
 
 /// Bytes of JSON lines gathered before they are sent on.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -48,6 +49,7 @@ pub async fn export(
     QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Response, Problem> {
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), Utc::now())?;
+    check_kept(&state.store, &[Kind::Audit], window.from).await?;
     let pool = state.store.reader().clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     tokio::spawn(
@@ -121,8 +123,9 @@ pub struct VerifyView {
     pub verification: Verification,
 }
 
-/// Walks the whole hash chain, as `wfmd audit verify` does, and names the first entry
-/// that was edited, deleted or inserted out of band. A broken chain is still a 200: the
+/// Walks the hash chain from the oldest kept checkpoint (or the first entry), as `wfmd
+/// audit verify` does, and names the first entry that was edited, deleted or inserted
+/// out of band. A broken chain is still a 200: the
 /// check worked, and `intact` says what it found.
 #[utoipa::path(
     get,
@@ -132,7 +135,7 @@ pub struct VerifyView {
     responses((status = 200, description = "What the walk found", body = VerifyView))
 )]
 pub async fn verify(State(state): State<ApiState>) -> Result<axum::Json<VerifyView>, Problem> {
-    let verification = audit::verify(state.store.reader()).await?;
+    let verification = audit::verify_with(state.store.reader(), state.store.audit_key()).await?;
     // For the `WfmdAuditChainBroken` alert of deploy/prometheus.
     metrics::gauge!("wfmd_audit_verify_intact").set(if verification.is_intact() {
         1.0
@@ -145,4 +148,18 @@ pub async fn verify(State(state): State<ApiState>) -> Result<axum::Json<VerifyVi
         intact: verification.is_intact(),
         verification,
     }))
+}
+
+/// A 400 naming `from` when the window reaches back before what retention kept of
+/// `kinds`: an answer would silently count less than happened.
+pub(super) async fn check_kept(
+    store: &crate::store::Store,
+    kinds: &[Kind],
+    from: chrono::DateTime<Utc>,
+) -> Result<(), Problem> {
+    match retention::check_window(store.reader(), kinds, from).await? {
+        Ok(()) => Ok(()),
+        Err(not_kept) => Err(Problem::invalid_parameter("from", not_kept.to_string())
+            .with("kept_from", crate::time::rfc3339(not_kept.kept_from))),
+    }
 }

@@ -36,10 +36,12 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// The database answers and the platform accepts our credentials.
 ///
-/// The body says which of the two failed, and how the state sync is doing. The error
-/// text (which may name hosts, tenants or database paths) goes to the log and, when
-/// tokens are configured, only to callers presenting a valid one; others see
-/// `unavailable`.
+/// The body says which of the two failed, how the state sync is doing, and each metric
+/// family's health (`metrics.skills`, `metrics.queues`: `status` pending, ok, failing
+/// or unavailable, with the `reason`, and when it last answered). The error texts
+/// (which may name hosts, tenants or database paths) go to the log and, when tokens are
+/// configured, only to callers presenting a valid one; others see `unavailable`, and
+/// no family `reason`.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -104,6 +106,22 @@ pub async fn readyz(
             "error": if detailed { error } else { error.map(|_| "unavailable".to_owned()) },
         });
     }
+    // Like the sync, a metric family that fails or is refused does not make wfmd
+    // unready: only the wallboard's tiles of that family are missing.
+    let board = state.board.borrow().clone();
+    let family = |health: &crate::engine::metrics::FamilyHealth,
+                  polled_at: Option<chrono::DateTime<chrono::Utc>>| {
+        let mut value = json!(health);
+        if !detailed && value.get("reason").is_some() {
+            value["reason"] = json!("unavailable");
+        }
+        value["polled_at"] = json!(polled_at.map(crate::time::rfc3339));
+        value
+    };
+    body["metrics"] = json!({
+        "skills": family(&board.skills_health, board.skills_polled_at),
+        "queues": family(&board.queues_health, board.queues_polled_at),
+    });
     (status, Json(body))
 }
 

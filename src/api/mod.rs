@@ -21,6 +21,7 @@
 //! missing from the role table fails the OpenAPI agreement test.
 
 mod agents;
+mod analytics;
 mod audit;
 pub mod auth;
 mod bulk;
@@ -32,6 +33,7 @@ mod layers;
 mod live;
 pub mod openapi;
 mod reports;
+mod series;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +66,10 @@ pub struct ApiState {
     pub exception_threshold: Duration,
     /// The live feed: snapshot, events, tickets.
     pub live: crate::live::Live,
+    /// The newest skill and queue figures and each family's health.
+    pub board: crate::engine::metrics::BoardReceiver,
+    /// Analytics jobs.
+    pub analytics: crate::engine::analytics::AnalyticsJobs,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
@@ -80,6 +86,8 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         audit::routes(),
         bulk::routes(),
         live::routes(),
+        series::routes(),
+        analytics::routes(),
     ]
     .into_iter()
     .flatten()

@@ -70,6 +70,8 @@ do everything."
         (name = "bulk", description = "Supervisors' bulk state changes: progress, cancel, revert"),
         (name = "reports", description = "Compliance exports"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "live", description = "The wallboard's live figures and their stored samples"),
+        (name = "analytics", description = "Analytics jobs: aggregates with trends and anomalies"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

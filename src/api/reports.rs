@@ -77,6 +77,15 @@ pub async fn compliance(
             parse_zone(name).map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))
         })
         .transpose()?;
+    super::audit::check_kept(
+        &state.store,
+        &[
+            crate::store::retention::Kind::Intervals,
+            crate::store::retention::Kind::Attempts,
+        ],
+        window.from,
+    )
+    .await?;
     let pool = state.store.reader().clone();
     let report = Report::build(&pool, window, now, zone, state.exception_threshold)
         .await

@@ -4,8 +4,8 @@
 //!
 //! The token (`--token` or `WFMD_TOKEN`) is a `SecretString`: it is sent as
 //! `Authorization: Bearer` and never printed. Problems the daemon answers are shown as
-//! their `detail` (and field). Exit codes: 0 every agent changed, 1 any item was
-//! rejected, failed or cancelled (or the daemon could not be reached), 2 bad usage,
+//! their `detail` (and field). Exit codes: 0 every agent changed (or was in the state
+//! already: `unchanged`), 1 any item was rejected, failed or cancelled (or the daemon could not be reached), 2 bad usage,
 //! including a request the daemon refused as invalid.
 
 use std::process::ExitCode;
@@ -34,8 +34,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     after_help = "Examples:\n  wfmd bulk --team Billing NOT_READY --reason MEETING\n  \
 wfmd bulk --agents u_001,u_002 READY\n  wfmd bulk status job_0193…\n  \
 wfmd bulk revert job_0193…\n\n\
-Exit codes: 0 every agent changed, 1 an agent was rejected, failed or cancelled (or the \
-daemon could not be reached), 2 bad usage or a request the daemon refused."
+Exit codes: 0 every agent changed (or was in the state already: unchanged), 1 an agent was \
+rejected, failed or cancelled (or the daemon could not be reached), 2 bad usage or a \
+request the daemon refused."
 )]
 pub struct BulkArgs {
     #[command(subcommand)]
@@ -217,8 +218,8 @@ async fn follow(client: &Client, job_id: &str) -> Result<JobView, Failure> {
         bar.set_length(u64::try_from(job.total).unwrap_or(0));
         bar.set_position(u64::try_from(job.total - job.pending).unwrap_or(0));
         bar.set_message(format!(
-            "{}: {} succeeded, {} rejected, {} failed, {} cancelled",
-            job.status, job.succeeded, job.rejected, job.failed, job.cancelled
+            "{}: {} succeeded, {} unchanged, {} rejected, {} failed, {} cancelled",
+            job.status, job.succeeded, job.unchanged, job.rejected, job.failed, job.cancelled
         ));
         if job.is_finished() {
             bar.finish_and_clear();
@@ -246,7 +247,7 @@ fn report(job: &JobView, as_json: bool) -> ExitCode {
     } else {
         print!("{}", summary(job));
     }
-    if job.is_finished() && job.succeeded == job.total {
+    if job.is_finished() && job.succeeded + job.unchanged == job.total {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -279,6 +280,7 @@ pub fn summary(job: &JobView) -> String {
     out.push_str(&format!("{:<10} {:>7}\n", "outcome", "agents"));
     for (name, n) in [
         ("succeeded", job.succeeded),
+        ("unchanged", job.unchanged),
         ("rejected", job.rejected),
         ("failed", job.failed),
         ("cancelled", job.cancelled),
@@ -488,8 +490,9 @@ mod tests {
         let job = JobView {
             job_id: "job_1".into(),
             status: "completed".into(),
-            total: 3,
+            total: 4,
             succeeded: 1,
+            unchanged: 1,
             rejected: 1,
             failed: 1,
             cancelled: 0,
@@ -505,6 +508,7 @@ mod tests {
             finished_at: None,
             items: Some(vec![
                 item("u_001", "succeeded", None, None),
+                item("u_004", "unchanged", None, None),
                 item("u_002", "rejected", Some("AGENT_NOT_SCHEDULED"), None),
                 item(
                     "u_003",
@@ -515,8 +519,9 @@ mod tests {
             ]),
         };
         let text = summary(&job);
-        assert!(text.contains("NOT_READY/MEETING, 3 agents"), "{text}");
+        assert!(text.contains("NOT_READY/MEETING, 4 agents"), "{text}");
         assert!(text.contains("succeeded        1"), "{text}");
+        assert!(text.contains("unchanged        1"), "{text}");
         assert!(
             text.contains("u_002  rejected   AGENT_NOT_SCHEDULED"),
             "{text}"
@@ -525,7 +530,44 @@ mod tests {
             text.contains("u_003  failed     the platform failed with 503"),
             "{text}"
         );
-        assert!(!text.contains("u_001"), "{text}");
+        assert!(!text.contains("u_001") && !text.contains("u_004"), "{text}");
         assert_eq!(report(&job, false), ExitCode::FAILURE);
+    }
+
+    #[test]
+    fn a_job_whose_agents_all_changed_or_were_unchanged_exits_zero() {
+        let job = JobView {
+            job_id: "job_1".into(),
+            status: "completed".into(),
+            total: 3,
+            succeeded: 2,
+            unchanged: 1,
+            rejected: 0,
+            failed: 0,
+            cancelled: 0,
+            pending: 0,
+            state: Some("NOT_READY".into()),
+            reason: None,
+            team: None,
+            reverts_job_id: None,
+            actor: "api".into(),
+            cancel_requested: false,
+            created_at: "2026-11-22T10:00:00.000Z".into(),
+            started_at: None,
+            finished_at: None,
+            items: None,
+        };
+        assert_eq!(report(&job, false), ExitCode::SUCCESS);
+        assert_eq!(
+            report(
+                &JobView {
+                    unchanged: 0,
+                    failed: 1,
+                    ..job
+                },
+                false
+            ),
+            ExitCode::FAILURE
+        );
     }
 }

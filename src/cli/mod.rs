@@ -3,6 +3,9 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod analytics;
+mod audit_chain;
+mod backup;
 mod bulk;
 mod doctor;
 mod rules;
@@ -14,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat, Source};
@@ -50,7 +54,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: the HTTP API, state sync, WFM rules (SIGHUP re-reads the rules),
-    /// schedule automations, the compliance sweep, bulk jobs and webhook delivery.
+    /// schedule automations, the compliance sweep, the skill and queue pollers, bulk
+    /// jobs and webhook delivery.
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
@@ -65,6 +70,10 @@ pub enum Command {
     /// Inspect the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Aggregation queries with trends and anomalies (platform or wfmd's own history):
+    /// query, list, show, verify.
+    #[command(subcommand)]
+    Analytics(analytics::AnalyticsCommand),
     /// Inspect and redeliver webhooks.
     #[command(subcommand)]
     Outbox(OutboxCommand),
@@ -85,6 +94,18 @@ pub enum Command {
     /// Load schedules from a file (a third-party WFM); also usable with v2.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
+    /// Copy the database to FILE while the daemon runs (one consistent snapshot), then
+    /// verify the copy's audit chain and print its size and audit head.
+    Backup {
+        /// The new file (never overwritten).
+        file: PathBuf,
+    },
+    /// Put a backup in place of the database, after verifying it; refused while
+    /// `wfmd serve` runs on the database. The replaced database is kept beside it.
+    Restore {
+        /// A file `wfmd backup` wrote.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -193,8 +214,18 @@ fn parse_state(text: &str) -> Result<AgentState, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain: exit 0 when intact, 1 naming the first bad entry.
-    Verify,
+    /// Walk the hash chain from the oldest kept checkpoint (or the first entry): exit 0
+    /// when intact, 1 naming the first bad entry.
+    Verify {
+        /// Also prove the log still contains this hash (one `audit checkpoint` printed
+        /// or an `audit.checkpoint` webhook carried); refused when it was pruned or is
+        /// unknown.
+        #[arg(long, value_name = "HASH")]
+        anchor: Option<String>,
+    },
+    /// Checkpoint the chain's head and print it (entry_id, hash, count) as a JSON line
+    /// to keep outside as an anchor.
+    Checkpoint,
     /// Print entries written in [FROM, TO) as JSON lines.
     Export {
         /// Start, as a date (2026-11-20, midnight UTC) or an RFC 3339 instant.
@@ -317,11 +348,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Bulk(args) => bulk::run(&config, args).await,
         Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
+        Command::Analytics(command) => analytics::run(&config, command).await,
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
         Command::Doctor => doctor::run(&config).await,
         Command::Schedules(command) => schedules::run(&config, command).await,
+        Command::Backup { file } => {
+            let key = config.audit.key().map(audit::AuditKey::new);
+            backup::backup(&config.database.url, key.as_ref(), &file).await
+        }
+        Command::Restore { file } => {
+            let key = config.audit.key().map(audit::AuditKey::new);
+            backup::restore(&config.database.url, key.as_ref(), &file).await
+        }
         Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
             unreachable!("handled above")
         }
@@ -380,6 +420,12 @@ async fn serve(mut config: Config, args: ServeArgs, source: Source) -> Result<Ex
             clock = crate::engine::Clock::scaled(running.sim.clock().now(), args.time_scale);
         }
     }
+    // While it runs, the daemon holds its database's lock: a restore refuses to replace
+    // the file under it, and a second daemon refuses to start on it.
+    let _lock = backup::database_path(&config.database.url)
+        .map(|path| backup::DaemonLock::acquire(&path, "start"))
+        .transpose()
+        .map_err(Failure::action)?;
     let app = App::build_with_clock(&config, clock)
         .await
         .map_err(Failure::action)?;
@@ -545,27 +591,20 @@ pub fn describe(t: &Transition) -> String {
 }
 
 async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
-    let store = Store::open(&config.database.url)
+    let key = config.audit.key().map(audit::AuditKey::new);
+    let store = Store::open_keyed(&config.database.url, key)
         .await
         .map_err(Failure::action)?;
     let code = match command {
-        AuditCommand::Verify => {
-            let result = audit::verify(store.reader())
-                .await
-                .map_err(Failure::action)?;
-            match &result.first_break {
-                None => {
-                    println!("audit log intact: {} entries verified", result.entries);
-                    ExitCode::SUCCESS
-                }
-                Some(broken) => {
-                    println!(
-                        "audit log BROKEN: {broken} ({} entries before it verified)",
-                        result.entries
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+        AuditCommand::Verify { anchor } => {
+            let code = audit_chain::verify(&store, anchor.as_deref()).await;
+            store.close().await;
+            return code;
+        }
+        AuditCommand::Checkpoint => {
+            let code = audit_chain::checkpoint(&store).await;
+            store.close().await;
+            return code;
         }
         AuditCommand::Export { from, to } => {
             if to <= from {
@@ -575,14 +614,22 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
                     rfc3339(from)
                 )));
             }
-            let entries = audit::between(store.reader(), from, to)
-                .await
-                .map_err(Failure::action)?;
-            let mut out = std::io::stdout().lock();
-            for entry in entries {
-                let line = serde_json::to_string(&entry.exported()).map_err(Failure::action)?;
-                writeln!(out, "{line}").map_err(Failure::action)?;
+            crate::store::retention::check_window(
+                store.reader(),
+                &[crate::store::retention::Kind::Audit],
+                from,
+            )
+            .await
+            .map_err(Failure::action)?
+            .map_err(|e| Failure::usage(format!("--from: {e}")))?;
+            // Row by row, as the HTTP route does: a year of entries in constant memory.
+            let mut rows = std::pin::pin!(audit::stream_between(store.reader(), from, to));
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            while let Some(entry) = rows.try_next().await.map_err(Failure::action)? {
+                serde_json::to_writer(&mut out, &entry.exported()).map_err(Failure::action)?;
+                out.write_all(b"\n").map_err(Failure::action)?;
             }
+            out.flush().map_err(Failure::action)?;
             ExitCode::SUCCESS
         }
     };
@@ -674,6 +721,18 @@ async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
         "applied {applied} migration(s); {} is at migration {total}",
         config.database.url
     );
+    // A database made before retention cannot give pruned space back to the file
+    // system until it is rebuilt once; `serve` does that itself only for small files.
+    if crate::store::retention::auto_vacuum(&store)
+        .await
+        .map_err(Failure::action)?
+        != 2
+    {
+        crate::store::retention::convert_to_incremental(&store)
+            .await
+            .map_err(Failure::action)?;
+        println!("converted the database to incremental vacuum (a one-time rebuild)");
+    }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -715,6 +774,15 @@ async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Fai
     let store = Store::open(&config.database.url)
         .await
         .map_err(Failure::action)?;
+    use crate::store::retention::{Kind, check_window};
+    check_window(
+        store.reader(),
+        &[Kind::Intervals, Kind::Attempts],
+        window.from,
+    )
+    .await
+    .map_err(Failure::action)?
+    .map_err(|e| Failure::usage(format!("--from: {e}")))?;
     let threshold = config.compliance.exception_threshold;
     let report = Report::build(
         store.reader(),

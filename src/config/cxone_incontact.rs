@@ -38,6 +38,47 @@ pub fn reason_codes(config: &BTreeMap<String, String>) -> BTreeMap<String, Strin
         .collect()
 }
 
+/// Refuses a `[cxone.reason_codes]` map under which one unavailable code would stand for
+/// two wfmd reasons: read back, the platform names only the code, so such a change would
+/// come back as the other reason (and a change resumed after a crash would not recognise
+/// itself). The map is tenant-wide, so the check is too: two reasons mapped to the same
+/// code name or id, or a reason mapped to a code named like another known reason (a
+/// mapped one or a state's default reason), which that reason would take by name.
+fn ambiguous_codes(map: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    use crate::cxone::incontact::same_name;
+    use crate::domain::AgentState;
+    let mapped: Vec<(String, &str)> = map
+        .iter()
+        .map(|(r, c)| (r.trim().to_uppercase(), c.trim()))
+        .filter(|(r, c)| !r.is_empty() && !c.is_empty())
+        .collect();
+    for (i, (reason, code)) in mapped.iter().enumerate() {
+        for (other, other_code) in &mapped[i + 1..] {
+            if same_name(code, other_code) {
+                problems.push(format!(
+                    "cxone.reason_codes: `{reason}` and `{other}` both map to the code \
+                     `{code}`; give each code one reason"
+                ));
+            }
+        }
+        let defaults = AgentState::ALL.map(AgentState::default_reason);
+        let known = mapped
+            .iter()
+            .map(|(r, _)| r.as_str())
+            .chain(defaults.iter().copied());
+        if let Some(owner) = known
+            .filter(|r| !same_name(r, reason))
+            .find(|r| same_name(r, code))
+        {
+            problems.push(format!(
+                "cxone.reason_codes: `{reason}` = `{code}` maps to the code of the reason \
+                 `{owner}` (a code reads back as the reason of its name); give each code \
+                 one reason"
+            ));
+        }
+    }
+}
+
 /// The minimum `sync.interval_ms` of the configured dialect.
 pub fn min_sync_interval_ms(dialect: Dialect) -> u64 {
     match dialect {
@@ -72,6 +113,7 @@ pub fn validate(config: &Config, simulate: bool, problems: &mut Vec<String>) {
             ));
         }
     }
+    ambiguous_codes(&c.reason_codes, problems);
     if c.break_activities
         .mandatory
         .iter()
@@ -173,6 +215,50 @@ mod tests {
                 .iter()
                 .any(|p| p.starts_with("cxone.break_activities.mandatory"))
         );
+    }
+
+    #[test]
+    fn a_code_standing_for_two_reasons_is_refused_naming_both() {
+        let mut config = incontact();
+        config
+            .cxone
+            .reason_codes
+            .insert("COACHING".into(), "Meeting".into());
+        config
+            .cxone
+            .reason_codes
+            .insert("MEETING".into(), "Team Meeting".into());
+        config
+            .cxone
+            .reason_codes
+            .insert("lunch".into(), "Lunch Break".into());
+        config
+            .cxone
+            .reason_codes
+            .insert("MEAL".into(), "lunch_break".into());
+        config
+            .cxone
+            .reason_codes
+            .insert("TRAINING".into(), "Adhoc".into());
+        let found = problems(&config);
+        assert_eq!(found.len(), 3, "{found:?}");
+        let coaching = "cxone.reason_codes: `COACHING` = `Meeting` maps to the code of the \
+                        reason `MEETING`";
+        assert!(found.iter().any(|p| p.starts_with(coaching)), "{found:?}");
+        assert!(found.iter().any(|p| p.starts_with(
+            "cxone.reason_codes: `MEAL` and `LUNCH` both map to the code `lunch_break`"
+        )));
+        assert!(found.iter().any(|p| p.starts_with(
+            "cxone.reason_codes: `TRAINING` = `Adhoc` maps to the code of the reason `ADHOC`"
+        )));
+        let mut fine = incontact();
+        fine.cxone
+            .reason_codes
+            .insert("BREAK".into(), "Coffee Break".into());
+        fine.cxone
+            .reason_codes
+            .insert("LUNCH".into(), "lunch".into());
+        assert_eq!(problems(&fine), Vec::<String>::new());
     }
 
     #[test]

@@ -20,6 +20,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 pub mod bulk;
+pub mod live;
+pub mod retention;
 pub mod rules;
 
 pub use rules::{RuleConfig, SchedulerConfig};
@@ -49,8 +51,12 @@ pub struct Config {
     pub schedules: SchedulesConfig,
     pub automation: AutomationConfig,
     pub compliance: ComplianceConfig,
+    /// The wallboard's skill and queue metrics.
+    pub live: live::LiveConfig,
     /// Bearer tokens of the HTTP API; none = the API binds to loopback only.
     pub api_tokens: Vec<api_tokens::ApiTokenConfig>,
+    pub retention: retention::RetentionConfig,
+    pub audit: retention::AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,12 +203,13 @@ impl Default for LogConfig {
 }
 
 /// The event types wfmd emits; the names are part of the webhook contract.
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 6] = [
     "agent.state_changed",
     "transition.rejected",
     "bulk.completed",
     "adherence.exception",
     "report.ready",
+    "audit.checkpoint",
 ];
 
 /// Shortest accepted webhook signing key, in decoded bytes (the Standard Webhooks
@@ -646,8 +653,11 @@ impl Config {
             }
         }
         self.bulk.validate(&mut problems);
+        self.live.validate(&mut problems);
         problems.extend(self.rule_problems());
         api_tokens::validate(&self.api_tokens, &mut problems);
+        self.retention.validate(&mut problems);
+        self.audit.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -9,6 +9,8 @@
 
 pub mod auth;
 pub mod budget;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod incontact;
 pub mod retry;
 mod v2;

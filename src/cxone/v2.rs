@@ -17,8 +17,8 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
+use chrono::{DateTime, Utc};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, DATE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::{AccessToken, CircuitBreaker, TokenCache};
@@ -26,8 +26,10 @@ use super::retry::parse_retry_after;
 use super::wire::{self, ErrorDetails};
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ClientSettings, ContactCenter, CxoneError,
-    ObservedAgent, RetryPolicy, Subscription, SubscriptionRequest,
+    MAX_QUEUES_PER_CALL, ObservedAgent, Queue, RetryPolicy, Skill, Subscription,
+    SubscriptionRequest,
 };
+use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
 /// Installs rustls' `ring` provider as the process default, once.
@@ -98,20 +100,26 @@ impl V2Client {
         fields(method = %call.method, path = call.template, agent_id = call.agent_id)
     )]
     async fn execute(&self, call: &Call<'_>) -> Result<Vec<u8>, CxoneError> {
+        self.execute_dated(call).await.map(|answer| answer.body)
+    }
+
+    /// [`V2Client::execute`], keeping the answer's `Date` as well: the platform's clock,
+    /// which is when its real-time figures were produced.
+    async fn execute_dated(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
         if call.paced_by_caller {
             return self.attempt(call).await;
         }
         self.retry.run(|| self.attempt(call)).await
     }
 
-    async fn attempt(&self, call: &Call<'_>) -> Result<Vec<u8>, CxoneError> {
+    async fn attempt(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
         self.circuit.check()?;
         self.take_permit(call).await;
         let token = self.tokens.token().await?;
         let response = self.send(call, &token).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             self.circuit.record_answer();
-            return read(response).await;
+            return read_dated(response).await;
         }
 
         self.refused(&token).await;
@@ -128,7 +136,7 @@ impl V2Client {
             return Err(CxoneError::Unauthorized);
         }
         self.circuit.record_answer();
-        read(response).await
+        read_dated(response).await
     }
 
     async fn take_permit(&self, call: &Call<'_>) {
@@ -308,6 +316,65 @@ impl ContactCenter for V2Client {
         self.execute(&call).await.map(drop)
     }
 
+    async fn list_skills(&self) -> Result<Vec<Skill>, CxoneError> {
+        let call = Call::get("/api/v2/skills", "api/v2/skills".to_owned());
+        let body = self.execute(&call).await?;
+        let answer: wire::SkillsAnswer = wire::parse("skills", &body)?;
+        Ok(answer.skills.into_iter().map(Skill::from).collect())
+    }
+
+    async fn list_queues(&self) -> Result<Vec<Queue>, CxoneError> {
+        let call = Call::get("/api/v2/queues", "api/v2/queues".to_owned());
+        let body = self.execute(&call).await?;
+        let answer: wire::QueuesAnswer = wire::parse("queues", &body)?;
+        Ok(answer.queues.into_iter().map(Queue::from).collect())
+    }
+
+    async fn skill_activity(&self, skill_ids: &[String]) -> Result<Vec<SkillTile>, CxoneError> {
+        if skill_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = skill_ids.join(",");
+        let mut call = Call::get(SKILL_DATA, SKILL_DATA[1..].to_owned());
+        call.query.push(("skillId", &ids));
+        let answer = self.execute_dated(&call).await?;
+        let at = answer.time();
+        let parsed: wire::SkillDataAnswer = wire::parse("skill data", &answer.body)?;
+        Ok(parsed
+            .skill_data
+            .into_iter()
+            .map(|skill| skill.into_tile(at))
+            .collect())
+    }
+
+    async fn queue_stats(&self, queue_ids: &[String]) -> Result<Vec<QueueTile>, CxoneError> {
+        if queue_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if queue_ids.len() > MAX_QUEUES_PER_CALL {
+            // The platform would answer 400; saying so here spares a budget permit.
+            return Err(CxoneError::BadRequest {
+                message: format!(
+                    "at most {MAX_QUEUES_PER_CALL} queue ids a call, got {}",
+                    queue_ids.len()
+                ),
+            });
+        }
+        let body = serde_json::to_vec(&wire::QueueStatsBody { queue_ids })
+            .map_err(|e| CxoneError::Decode(format!("cannot encode the queue ids: {e}")))?;
+        let mut call = Call::get(QUEUE_STATS, QUEUE_STATS[1..].to_owned());
+        call.method = Method::POST;
+        call.body = Some(body);
+        let answer = self.execute_dated(&call).await?;
+        let at = answer.time();
+        let parsed: wire::QueueStatsAnswer = wire::parse("queue stats", &answer.body)?;
+        Ok(parsed
+            .queues
+            .into_iter()
+            .map(|queue| queue.into_tile(at))
+            .collect())
+    }
+
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
     async fn check_access(&self) -> Result<(), CxoneError> {
         // A paused circuit means calls would fail now, so access is not proven.
@@ -321,6 +388,8 @@ impl ContactCenter for V2Client {
 }
 
 const SUBSCRIPTIONS: &str = "/api/v2/analytics/realtime/subscription";
+const SKILL_DATA: &str = "/inContactAPI/services/v18.0/real-time-data/skill-data";
+const QUEUE_STATS: &str = "/api/v2/reporting/queues/realtime";
 const SUBSCRIPTION: &str = "/api/v2/analytics/realtime/subscription/{subscriptionId}";
 
 impl V2Client {
@@ -390,6 +459,32 @@ pub(crate) fn path_segment(value: &str) -> Result<String, CxoneError> {
         }
     }
     Ok(encoded)
+}
+
+/// A 2xx answer's body and the platform's time it carries in `Date`, if any.
+struct Answer {
+    body: Vec<u8>,
+    date: Option<DateTime<Utc>>,
+}
+
+impl Answer {
+    /// The answer's `Date`, else now (a server that sends none leaves only our clock).
+    fn time(&self) -> DateTime<Utc> {
+        self.date.unwrap_or_else(Utc::now)
+    }
+}
+
+/// [`read`], keeping the `Date` header (RFC 9110's IMF-fixdate, which RFC 2822 parsing
+/// reads; an unreadable date is treated as none).
+async fn read_dated(response: Response) -> Result<Answer, CxoneError> {
+    let date = response
+        .headers()
+        .get(DATE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| DateTime::parse_from_rfc2822(value).ok())
+        .map(|at| at.with_timezone(&Utc));
+    let body = read(response).await?;
+    Ok(Answer { body, date })
 }
 
 /// The body of a 2xx answer, or the typed error of any other.
@@ -1337,5 +1432,128 @@ mod tests {
                 retry_after: Some(Duration::from_secs(7))
             }
         );
+    }
+
+    #[tokio::test]
+    async fn skill_activity_asks_for_the_ids_and_stamps_tiles_with_the_platforms_date() {
+        let server = MockServer::start().await;
+        mount_token(&server, "tok").await;
+        Mock::given(method("GET"))
+            .and(path(SKILL_DATA))
+            .and(query_param("skillId", "1234,s_5"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("date", "Fri, 20 Nov 2026 14:31:30 GMT")
+                    .set_body_json(serde_json::json!({"skillData": [
+                        {"skillId": 1234, "skillName": "Tier 1 Voice", "contactsQueued": 3}
+                    ]})),
+            )
+            .mount(&server)
+            .await;
+        let client = client(&server, retry(0));
+        let tiles = client
+            .skill_activity(&["1234".to_owned(), "s_5".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(tiles.len(), 1, "the platform left s_5 out");
+        assert_eq!(tiles[0].skill_id, "1234");
+        assert_eq!(tiles[0].contacts_queued, 3);
+        assert_eq!(
+            tiles[0].sampled_at,
+            "2026-11-20T14:31:30Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(client.skill_activity(&[]).await.unwrap().is_empty());
+        assert_eq!(
+            api_requests_to(&server, SKILL_DATA).await,
+            1,
+            "none for no ids"
+        );
+    }
+
+    #[tokio::test]
+    async fn queue_stats_post_the_ids_and_refuse_more_than_100_without_a_call() {
+        let server = MockServer::start().await;
+        mount_token(&server, "tok").await;
+        Mock::given(method("POST"))
+            .and(path(QUEUE_STATS))
+            .and(body_json(serde_json::json!({"queueIds": ["q_1", "q_2"]})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "queues": [{"queueId": "q_1", "name": "Billing", "callsWaiting": 4,
+                            "averageWaitTime": 42000, "serviceLevel": 0.91}]
+            })))
+            .mount(&server)
+            .await;
+        let client = client(&server, retry(0));
+        let tiles = client
+            .queue_stats(&["q_1".to_owned(), "q_2".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(tiles[0].contacts_waiting, 4);
+        assert_eq!(tiles[0].average_wait_ms, Some(42_000));
+        // The mock server's own Date header (whole seconds) stamps the tile.
+        assert_eq!(tiles[0].sampled_at.timestamp_subsec_nanos(), 0);
+
+        let many: Vec<String> = (0..101).map(|n| format!("q_{n}")).collect();
+        let err = client.queue_stats(&many).await.unwrap_err();
+        assert!(matches!(&err, CxoneError::BadRequest { message } if message.contains("101")));
+        assert_eq!(api_requests_to(&server, QUEUE_STATS).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_scope_on_queue_stats_is_forbidden_naming_it_and_not_retried() {
+        let server = MockServer::start().await;
+        mount_token(&server, "tok").await;
+        Mock::given(path(QUEUE_STATS))
+            .respond_with(error_json(
+                403,
+                "insufficient_scope",
+                "missing scope reporting:queue:view",
+            ))
+            .mount(&server)
+            .await;
+        let client = client(&server, retry(3));
+        let err = client.queue_stats(&["q_1".to_owned()]).await.unwrap_err();
+        assert!(
+            matches!(&err, CxoneError::Forbidden { scope: Some(s), .. } if s == "reporting:queue:view"),
+            "{err:?}"
+        );
+        assert_eq!(api_requests_to(&server, QUEUE_STATS).await, 1);
+    }
+
+    #[tokio::test]
+    async fn listings_accept_numeric_ids() {
+        let server = MockServer::start().await;
+        mount_token(&server, "tok").await;
+        Mock::given(path("/api/v2/skills"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "skills": [{"skillId": 1234, "skillName": "Tier 1 Voice", "mediaType": "voice"}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(path("/api/v2/queues"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "queues": [{"queueId": "q_1", "name": "Billing"}]
+            })))
+            .mount(&server)
+            .await;
+        let client = client(&server, retry(0));
+        assert_eq!(
+            client.list_skills().await.unwrap(),
+            [Skill {
+                id: "1234".into(),
+                name: "Tier 1 Voice".into()
+            }]
+        );
+        assert_eq!(
+            client.list_queues().await.unwrap(),
+            [Queue {
+                id: "q_1".into(),
+                name: "Billing".into()
+            }]
+        );
+    }
+
+    async fn api_requests_to(server: &MockServer, route: &str) -> usize {
+        requests(server, route).await.len()
     }
 }

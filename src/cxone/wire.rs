@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::{Agent, AgentSnapshot, CxoneError};
+use super::{Agent, AgentSnapshot, CxoneError, Queue, Skill};
+use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
 
 /// Longest server message carried into an error; platform error pages can be large.
@@ -275,6 +276,209 @@ impl ObservedJson {
                 None
             }
         }
+    }
+}
+
+/// An id the platform may send as a JSON number (`1234`) or string (`"s_100"`); kept
+/// as a string either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WireId(pub String);
+
+impl<'de> Deserialize<'de> for WireId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<WireId, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Whole(u64),
+            Signed(i64),
+        }
+        Ok(WireId(
+            match Raw::deserialize(deserializer).map_err(|_| {
+                serde::de::Error::custom("expected an id (a string or a whole number)")
+            })? {
+                Raw::Text(text) => text,
+                Raw::Whole(n) => n.to_string(),
+                Raw::Signed(n) => n.to_string(),
+            },
+        ))
+    }
+}
+
+/// `GET /api/v2/skills`.
+#[derive(Deserialize)]
+pub(crate) struct SkillsAnswer {
+    #[serde(default)]
+    pub skills: Vec<SkillJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SkillJson {
+    pub skill_id: WireId,
+    #[serde(default)]
+    pub skill_name: Option<String>,
+}
+
+impl From<SkillJson> for Skill {
+    fn from(skill: SkillJson) -> Skill {
+        Skill {
+            id: skill.skill_id.0,
+            name: skill.skill_name.unwrap_or_default(),
+        }
+    }
+}
+
+/// `GET /api/v2/queues`.
+#[derive(Deserialize)]
+pub(crate) struct QueuesAnswer {
+    #[serde(default)]
+    pub queues: Vec<QueueJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QueueJson {
+    pub queue_id: WireId,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl From<QueueJson> for Queue {
+    fn from(queue: QueueJson) -> Queue {
+        Queue {
+            id: queue.queue_id.0,
+            name: queue.name.unwrap_or_default(),
+        }
+    }
+}
+
+/// `GET …/real-time-data/skill-data`. Durations are in seconds.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SkillDataAnswer {
+    #[serde(default)]
+    pub skill_data: Vec<SkillDataJson>,
+}
+
+/// Counts are read as numbers of any kind (`12`, `12.0`), since only their meaning is
+/// fixed by the contract; a missing or null figure is 0.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SkillDataJson {
+    pub skill_id: WireId,
+    #[serde(default)]
+    pub skill_name: Option<String>,
+    #[serde(default)]
+    pub contacts_queued: Option<f64>,
+    #[serde(default)]
+    pub contacts_active: Option<f64>,
+    #[serde(default)]
+    pub longest_queue_duration: Option<f64>,
+    #[serde(default)]
+    pub service_level: Option<f64>,
+    #[serde(default)]
+    pub agents_available: Option<f64>,
+    #[serde(default)]
+    pub agents_staffed: Option<f64>,
+    #[serde(default)]
+    pub agents_on_contact: Option<f64>,
+    #[serde(default, rename = "agentsInACW")]
+    pub agents_in_acw: Option<f64>,
+    #[serde(default)]
+    pub current_estimated_wait_time: Option<f64>,
+}
+
+impl SkillDataJson {
+    /// The tile, stamped with the platform's time of the answer.
+    pub fn into_tile(self, sampled_at: DateTime<Utc>) -> SkillTile {
+        SkillTile {
+            skill_id: self.skill_id.0,
+            skill_name: self.skill_name.unwrap_or_default(),
+            contacts_queued: count(self.contacts_queued),
+            contacts_active: count(self.contacts_active),
+            longest_wait_secs: count(self.longest_queue_duration),
+            service_level: service_level(self.service_level),
+            agents_available: count(self.agents_available),
+            agents_staffed: count(self.agents_staffed),
+            agents_on_contact: count(self.agents_on_contact),
+            agents_acw: count(self.agents_in_acw),
+            estimated_wait_secs: self.current_estimated_wait_time.map(|s| count(Some(s))),
+            sampled_at,
+        }
+    }
+}
+
+/// Body of `POST /api/v2/reporting/queues/realtime`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QueueStatsBody<'a> {
+    pub queue_ids: &'a [String],
+}
+
+/// `POST /api/v2/reporting/queues/realtime`. `averageWaitTime` is in milliseconds.
+#[derive(Deserialize)]
+pub(crate) struct QueueStatsAnswer {
+    #[serde(default)]
+    pub queues: Vec<QueueStatsJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QueueStatsJson {
+    pub queue_id: WireId,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub agents_logged_on: Option<f64>,
+    #[serde(default)]
+    pub agents_available: Option<f64>,
+    #[serde(default)]
+    pub agents_busy: Option<f64>,
+    #[serde(default)]
+    pub calls_waiting: Option<f64>,
+    #[serde(default)]
+    pub average_wait_time: Option<f64>,
+    #[serde(default)]
+    pub service_level: Option<f64>,
+}
+
+impl QueueStatsJson {
+    pub fn into_tile(self, sampled_at: DateTime<Utc>) -> QueueTile {
+        QueueTile {
+            queue_id: self.queue_id.0,
+            name: self.name.unwrap_or_default(),
+            agents_logged_on: count(self.agents_logged_on),
+            agents_available: count(self.agents_available),
+            agents_busy: count(self.agents_busy),
+            contacts_waiting: count(self.calls_waiting),
+            average_wait_ms: Some(
+                self.average_wait_time
+                    .filter(|ms| ms.is_finite() && *ms > 0.0)
+                    .map_or(0, |ms| ms.round() as u64),
+            ),
+            service_level: service_level(self.service_level),
+            sampled_at,
+        }
+    }
+}
+
+/// A count or a duration in whole units: negative, NaN and missing figures are 0.
+fn count(value: Option<f64>) -> u32 {
+    match value {
+        Some(v) if v.is_finite() && v > 0.0 => v.round().min(f64::from(u32::MAX)) as u32,
+        _ => 0,
+    }
+}
+
+/// A service level as a share (0.0–1.0). The contract gives a share; a value above 1
+/// and up to 100 can only be a percentage, so it is read as one rather than shown as
+/// 8,200 %. Anything else is no figure.
+fn service_level(value: Option<f64>) -> Option<f64> {
+    match value? {
+        v if (0.0..=1.0).contains(&v) => Some(v),
+        v if v > 1.0 && v <= 100.0 => Some(v / 100.0),
+        _ => None,
     }
 }
 
@@ -588,6 +792,119 @@ mod tests {
         assert!(!status.mandatory_break_required);
         assert_eq!(status.break_start, None);
         assert_eq!(status.break_end, None);
+    }
+
+    #[test]
+    fn skill_and_queue_ids_may_be_numbers_or_strings() {
+        let skills: SkillsAnswer = parse(
+            "skills",
+            br#"{"skills":[{"skillId":1234,"skillName":"Tier 1 Voice","mediaType":"voice"},
+                           {"skillId":"s_100"},{"skillId":-7}]}"#,
+        )
+        .unwrap();
+        let skills: Vec<Skill> = skills.skills.into_iter().map(Skill::from).collect();
+        assert_eq!(
+            skills,
+            [
+                Skill {
+                    id: "1234".into(),
+                    name: "Tier 1 Voice".into()
+                },
+                Skill {
+                    id: "s_100".into(),
+                    name: String::new()
+                },
+                Skill {
+                    id: "-7".into(),
+                    name: String::new()
+                },
+            ]
+        );
+        let queues: QueuesAnswer =
+            parse("queues", br#"{"queues":[{"queueId":42,"name":"Billing"}]}"#).unwrap();
+        assert_eq!(
+            Queue::from(queues.queues.into_iter().next().unwrap()).id,
+            "42"
+        );
+        assert!(parse::<SkillsAnswer>("skills", br#"{"skills":[{"skillId":1.5}]}"#).is_err());
+        assert!(parse::<SkillsAnswer>("skills", br#"{"skills":[{"skillId":null}]}"#).is_err());
+    }
+
+    #[test]
+    fn skill_data_converts_with_durations_in_seconds() {
+        let at: DateTime<Utc> = "2026-11-20T14:31:30Z".parse().unwrap();
+        let answer: SkillDataAnswer = parse(
+            "skill data",
+            br#"{"skillData":[{"skillId":1234,"skillName":"Tier 1 Voice","contactsQueued":12,
+                 "contactsActive":8,"longestQueueDuration":245,"serviceLevel":0.82,
+                 "agentsAvailable":15,"agentsStaffed":20,"agentsOnContact":8,"agentsInACW":2,
+                 "currentEstimatedWaitTime":120,"extra":true},
+                 {"skillId":"s_1","contactsQueued":null,"serviceLevel":82,"agentsStaffed":3.0}]}"#,
+        )
+        .unwrap();
+        let mut tiles = answer.skill_data.into_iter().map(|s| s.into_tile(at));
+        assert_eq!(
+            tiles.next().unwrap(),
+            SkillTile {
+                skill_id: "1234".into(),
+                skill_name: "Tier 1 Voice".into(),
+                contacts_queued: 12,
+                contacts_active: 8,
+                longest_wait_secs: 245,
+                service_level: Some(0.82),
+                agents_available: 15,
+                agents_staffed: 20,
+                agents_on_contact: 8,
+                agents_acw: 2,
+                estimated_wait_secs: Some(120),
+                sampled_at: at,
+            }
+        );
+        let sparse = tiles.next().unwrap();
+        assert_eq!(sparse.contacts_queued, 0);
+        assert_eq!(
+            sparse.service_level,
+            Some(0.82),
+            "a percentage is read as one"
+        );
+        assert_eq!(sparse.agents_staffed, 3);
+        assert_eq!(sparse.estimated_wait_secs, None);
+        assert_eq!(sparse.skill_name, "");
+    }
+
+    #[test]
+    fn queue_stats_convert_with_the_average_wait_in_milliseconds() {
+        let at: DateTime<Utc> = "2026-11-20T14:31:30Z".parse().unwrap();
+        let answer: QueueStatsAnswer = parse(
+            "queue stats",
+            br#"{"queues":[{"queueId":"q_1","name":"Billing","agentsLoggedOn":12,
+                 "agentsAvailable":3,"agentsBusy":9,"callsWaiting":4,"averageWaitTime":42000,
+                 "serviceLevel":0.91},{"queueId":7,"serviceLevel":-1,"callsWaiting":-2}]}"#,
+        )
+        .unwrap();
+        let tiles: Vec<QueueTile> = answer.queues.into_iter().map(|q| q.into_tile(at)).collect();
+        assert_eq!(
+            tiles[0],
+            QueueTile {
+                queue_id: "q_1".into(),
+                name: "Billing".into(),
+                agents_logged_on: 12,
+                agents_available: 3,
+                agents_busy: 9,
+                contacts_waiting: 4,
+                average_wait_ms: Some(42_000),
+                service_level: Some(0.91),
+                sampled_at: at,
+            }
+        );
+        assert_eq!(tiles[1].queue_id, "7");
+        assert_eq!(tiles[1].service_level, None);
+        assert_eq!(tiles[1].contacts_waiting, 0);
+        let body = serde_json::to_value(QueueStatsBody {
+            queue_ids: &["q_1".to_owned(), "q_2".to_owned()],
+        })
+        .unwrap();
+        assert_eq!(body, serde_json::json!({"queueIds": ["q_1", "q_2"]}));
     }
 
     #[test]

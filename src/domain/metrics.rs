@@ -35,7 +35,9 @@ pub struct QueueTile {
     pub agents_available: u32,
     pub agents_busy: u32,
     pub contacts_waiting: u32,
-    pub average_wait_ms: u64,
+    /// Average wait of the contacts waiting; `None` when the platform gives none (the
+    /// `incontact` dialect, whose queues are its skills).
+    pub average_wait_ms: Option<u64>,
     pub service_level: Option<f64>,
     pub sampled_at: DateTime<Utc>,
 }
@@ -49,6 +51,8 @@ pub enum MetricFamily {
 }
 
 impl MetricFamily {
+    pub const ALL: [MetricFamily; 2] = [MetricFamily::Skills, MetricFamily::Queues];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MetricFamily::Skills => "skills",

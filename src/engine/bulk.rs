@@ -17,6 +17,11 @@
 //! is [`resume`](TransitionEngine::resume)d: a change the platform already shows is
 //! recorded without a second call. No agent is changed twice.
 //!
+//! An item whose agent state sync saw in the target state and reason at its last poll,
+//! with nothing commanded since, is settled `unchanged` without a platform call (see
+//! [`TransitionEngine::transition_unless_unchanged`]); an item resumed after a crash
+//! always asks the platform.
+//!
 //! **Cancelling** marks the items not taken yet as cancelled; those in flight finish.
 //! The job's final status (`completed`, or `cancelled` when cancelling was asked for),
 //! its audit entry and its `bulk.completed` event are written in the transaction that
@@ -44,7 +49,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
-use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
+use super::{
+    EngineError, Outcome, Settled as Change, SyncWitness, TransitionEngine, TransitionRequest,
+};
 use crate::cxone::{Agent, AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
@@ -152,6 +159,10 @@ pub struct JobView {
     pub status: String,
     pub total: i64,
     pub succeeded: i64,
+    /// Settled without a platform call: state sync saw the agent in the target state and
+    /// reason already, with nothing commanded since.
+    #[serde(default)]
+    pub unchanged: i64,
     pub rejected: i64,
     pub failed: i64,
     pub cancelled: i64,
@@ -187,7 +198,7 @@ impl JobView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub agent: String,
-    /// `pending`, `succeeded`, `rejected`, `failed` or `cancelled`.
+    /// `pending`, `succeeded`, `unchanged`, `rejected`, `failed` or `cancelled`.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub violation: Option<String>,
@@ -231,6 +242,7 @@ fn view(row: JobRow, counts: Counts, items: Option<Vec<ItemRow>>) -> JobView {
         status: row.status,
         total: counts.total(),
         succeeded: counts.succeeded,
+        unchanged: counts.unchanged,
         rejected: counts.rejected,
         failed: counts.failed,
         cancelled: counts.cancelled,
@@ -265,6 +277,8 @@ struct Inner {
     agent_list_ttl: Duration,
     /// Pinged when a job is accepted, so the runner starts it at once.
     wake: Notify,
+    /// State sync, when it runs: items it saw done already need no call.
+    witness: Option<SyncWitness>,
 }
 
 impl BulkJobs {
@@ -282,8 +296,18 @@ impl BulkJobs {
                 directory,
                 agent_list_ttl: settings.agent_list_ttl,
                 wake: Notify::new(),
+                witness: None,
             }),
         }
+    }
+
+    /// Settles items `unchanged`, without a call, for agents state sync (`witness`)
+    /// saw in the target state and reason at its last poll. Call before cloning.
+    pub fn with_sync(mut self, witness: SyncWitness) -> BulkJobs {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.witness = Some(witness);
+        }
+        self
     }
 
     fn store(&self) -> &Store {
@@ -774,17 +798,19 @@ impl BulkJobs {
                     idempotency_key: Some(format!("bulk:{}:{}", job.id, item.agent_id)),
                 };
                 let engine = &self.inner.engine;
+                let witness = self.inner.witness.as_ref();
                 let change = async {
                     match interrupted {
-                        Some(since) => engine.resume(request, since).await,
-                        None => engine.transition(request).await,
+                        Some(since) => engine.resume(request, since).await.map(Change::Made),
+                        None => engine.transition_unless_unchanged(request, witness).await,
                     }
                 };
                 // Jobs take turns at the budget, so a small job is not queued behind
                 // every item of a big one.
                 let result = in_lane(Lane::Automation, Some(&job.id), change).await;
                 match result {
-                    Ok(transition) => {
+                    Ok(Change::Unchanged(_)) => Settled::new("unchanged", None, None, None),
+                    Ok(Change::Made(transition)) => {
                         let attempt = Some(transition.attempt_id);
                         match transition.outcome {
                             Outcome::Succeeded => Settled::new("succeeded", None, None, attempt),
@@ -878,6 +904,7 @@ async fn finish_if_done(
         "status": job.status,
         "total": counts.total(),
         "succeeded": counts.succeeded,
+        "unchanged": counts.unchanged,
         "rejected": counts.rejected,
         "failed": counts.failed,
         "cancelled": counts.cancelled,
@@ -910,6 +937,7 @@ async fn finish_if_done(
         job = %job.id,
         status = %job.status,
         succeeded = counts.succeeded,
+        unchanged = counts.unchanged,
         rejected = counts.rejected,
         failed = counts.failed,
         cancelled = counts.cancelled,
@@ -1005,10 +1033,20 @@ mod tests {
     }
 
     async fn rig_with(agents: usize, budget: Budget) -> Rig {
+        rig_on(agents, budget, None).await
+    }
+
+    /// A rig whose platform clock starts at `start_at`.
+    async fn rig_started(agents: usize, start_at: Option<DateTime<Utc>>) -> Rig {
+        rig_on(agents, Budget::unlimited(), start_at).await
+    }
+
+    async fn rig_on(agents: usize, budget: Budget, start_at: Option<DateTime<Utc>>) -> Rig {
         let stop = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_config = SimConfig {
             agents,
+            start_at,
             ..SimConfig::default()
         };
         let running = Simulator::start(sim_config.clone(), listener, stop.clone())
@@ -1041,7 +1079,7 @@ mod tests {
 
     impl Rig {
         fn pick(&self, kind: &str) -> Vec<String> {
-            let now = Utc::now();
+            let now = self.sim.clock().now();
             self.sim
                 .agents()
                 .into_iter()
@@ -1122,6 +1160,102 @@ mod tests {
         );
         stop_big.cancel();
         big_run.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn items_state_sync_saw_done_already_are_unchanged_make_no_call_and_are_audited() {
+        // The platform's clock runs a minute behind ours, so the sync's poll comes well
+        // after the first job's changes by both clocks.
+        let rig = rig_started(20, Some(Utc::now() - chrono::TimeDelta::minutes(1))).await;
+        let free = rig.pick("free");
+        let (first, others) = (free[..3].to_vec(), free[3..5].to_vec());
+        let engine = rig.bulk.inner.engine.clone();
+        rig.bulk.submit(meeting(&first, None)).await.unwrap();
+        rig.bulk.run_pending().await.unwrap();
+
+        let mut sync = crate::engine::sync::StateSync::new(
+            rig.store.clone(),
+            engine.platform().clone(),
+            crate::engine::sync::SyncSettings {
+                interval: Duration::from_secs(10),
+                renew_after: Duration::from_secs(3_600),
+                teams: Vec::new(),
+                // The sync does not watch `first[2]`: no one vouches for it.
+                agents: free.iter().filter(|a| **a != first[2]).cloned().collect(),
+                unfiltered: false,
+            },
+        )
+        .with_in_flight(engine.agents_in_flight());
+        sync.poll_once().await.unwrap();
+        let witness = SyncWitness::new(sync.status(), Duration::from_secs(10));
+        let bulk = BulkJobs::new(
+            engine,
+            BulkSettings {
+                concurrency: 4,
+                agent_list_ttl: Duration::from_secs(60),
+            },
+        )
+        .with_sync(witness);
+
+        let again = bulk
+            .submit(meeting(&[first.clone(), others.clone()].concat(), None))
+            .await
+            .unwrap();
+        bulk.run_pending().await.unwrap();
+        let job = bulk.job(&again.job_id, true).await.unwrap().unwrap();
+        assert_eq!(
+            (job.status.as_str(), job.succeeded, job.unchanged),
+            ("completed", 3, 2)
+        );
+        let watched = &first[..2];
+        for item in job.items.unwrap() {
+            let want = if watched.contains(&item.agent) {
+                "unchanged"
+            } else {
+                "succeeded"
+            };
+            assert_eq!(item.outcome, want, "{}", item.agent);
+            assert_eq!(
+                item.attempt_id.is_some(),
+                want == "succeeded",
+                "{}",
+                item.agent
+            );
+        }
+        for agent in watched {
+            assert_eq!(
+                rig.changes(agent, "NOT_READY", "MEETING"),
+                1,
+                "one call, the first job's"
+            );
+        }
+        assert_eq!(
+            rig.changes(&first[2], "NOT_READY", "MEETING"),
+            2,
+            "an agent the sync does not watch is changed again"
+        );
+        for agent in &others {
+            assert_eq!(rig.changes(agent, "NOT_READY", "MEETING"), 1);
+        }
+        let audited: Vec<String> = sqlx::query_scalar(
+            "SELECT agent_id FROM audit_log WHERE action = 'transition.unchanged' ORDER BY agent_id",
+        )
+        .fetch_all(rig.store.reader())
+        .await
+        .unwrap();
+        let mut want = watched.to_vec();
+        want.sort();
+        assert_eq!(audited, want);
+        let payload: String = sqlx::query_scalar(
+            "SELECT payload FROM outbox_events WHERE event_type = 'bulk.completed' \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_one(rig.store.reader())
+        .await
+        .unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(payload["data"]["unchanged"], 2);
+        assert_eq!(payload["data"]["succeeded"], 3);
     }
 
     #[tokio::test]

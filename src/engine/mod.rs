@@ -9,6 +9,7 @@ pub mod compliance;
 pub mod imported_schedules;
 mod keyed_lock;
 pub mod metrics;
+pub mod retention;
 pub mod rules;
 mod schedule_work;
 pub mod schedules;
@@ -20,5 +21,6 @@ pub use keyed_lock::KeyedLock;
 pub use schedule_work::ScheduleWork;
 
 pub use transition::{
-    EngineError, FailureKind, Outcome, Transition, TransitionEngine, TransitionRequest,
+    EngineError, FailureKind, Outcome, Settled, SyncWitness, Transition, TransitionEngine,
+    TransitionRequest, Unchanged,
 };

@@ -47,7 +47,8 @@ impl ScheduleWork {
                     agents: (&config.sync).into(),
                 },
             )
-            .with_clock(engine.clock()),
+            .with_clock(engine.clock())
+            .with_max_age(config.schedules.max_age),
         );
         let automations = config.automation.enabled.then(|| {
             Arc::new(Automations::new(

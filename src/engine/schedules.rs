@@ -15,8 +15,20 @@
 //! breaks, just after the mandatory break the break-status endpoint named (it names one
 //! at a time). Break windows come from the schedule when it lists them; otherwise from
 //! the break-status endpoint, collected over the fetches of one shift.
+//!
+//! **Cost** ([`ScheduleBook::run`]): all of it runs in the background lane of the
+//! budget. Agents the book has nothing for (first start) are fetched as fast as that lane
+//! allows; after that the refresh is paced, at most one request per managed agent per
+//! refresh interval spread evenly over it (a restart after downtime brings no burst). Due agents go in order of shift start, the shift under
+//! way first. With `schedules.max_age` set ([`ScheduleBook::with_max_age`]), an agent
+//! whose stored schedule stays valid for the coming `max_age` (its known shift starts
+//! later than that) is skipped until `max_age` before that shift (at most
+//! [`SKIP_AT_MOST`] later), so its entry is fresh for compliance when the shift starts;
+//! and the break-status endpoint is asked only for a shift under way or starting within
+//! `max_age`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -44,6 +56,10 @@ const AFTER_BOUNDARY: TimeDelta = TimeDelta::minutes(1);
 
 /// How long a failed fetch waits before it is tried again.
 const RETRY_AFTER_ERROR: TimeDelta = TimeDelta::minutes(1);
+
+/// The longest an agent whose shift lies ahead is skipped: shifts added or moved on the
+/// platform before it are learnt within this.
+pub const SKIP_AT_MOST: TimeDelta = TimeDelta::hours(8);
 
 /// The break type recorded for a window the break-status endpoint gave (it has none).
 const UNTYPED_BREAK: &str = "BREAK";
@@ -79,8 +95,19 @@ impl AgentPlan {
         }
     }
 
-    /// When this agent should be fetched again, given it was fetched at `at`.
-    fn next_fetch(&self, at: DateTime<Utc>, interval: TimeDelta) -> DateTime<Utc> {
+    /// When this agent should be fetched again, given it was fetched at `at`: after
+    /// `interval`, just after the shift or a break-status break ends, and, when the
+    /// shift starts later than `max_age` (non-zero) from `at`, `max_age` before it starts
+    /// (at most [`SKIP_AT_MOST`] on): the stored schedule stays valid until then.
+    fn next_fetch(
+        &self,
+        at: DateTime<Utc>,
+        interval: TimeDelta,
+        max_age: TimeDelta,
+    ) -> DateTime<Utc> {
+        if max_age > TimeDelta::zero() && self.shift.start > at + max_age {
+            return (self.shift.start - max_age).min(at + SKIP_AT_MOST.max(interval));
+        }
         let mut next = at + interval;
         let mut soon = |boundary: DateTime<Utc>| {
             if boundary > at {
@@ -132,15 +159,32 @@ pub enum BookError {
 }
 
 /// The managed agents' schedules. Share it as `Arc<ScheduleBook>`; run it with
-/// [`ScheduleBook::run`], or step it with [`ScheduleBook::refresh_due`] in tests.
+/// [`ScheduleBook::run`], or step it with [`ScheduleBook::refresh_step`] (paced) or
+/// [`ScheduleBook::refresh_due`] (everything due at once) in tests and benchmarks.
 pub struct ScheduleBook {
     store: Store,
     platform: Arc<dyn ContactCenter>,
     settings: BookSettings,
+    /// `schedules.max_age`: zero skips nothing.
+    max_age: TimeDelta,
+    /// Whether the platform's last answer to the bulk export was schedules: the paced
+    /// refresh then takes a chunk per step, else one agent.
+    exports: AtomicBool,
     /// Never held across an await.
     book: RwLock<Book>,
     /// The engine's clock: schedules are fetched and fall due by it.
     clock: Clock,
+}
+
+/// What one paced step did, and how long the refresh should wait before the next.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub report: RefreshReport,
+    /// Platform requests the step made.
+    pub requests: usize,
+    /// The wait before the next step, counted from this step's start: the step's share
+    /// of the refresh interval, or until the next agent is due.
+    pub wait: Duration,
 }
 
 impl ScheduleBook {
@@ -149,6 +193,8 @@ impl ScheduleBook {
             store,
             platform,
             settings,
+            max_age: TimeDelta::zero(),
+            exports: AtomicBool::new(false),
             book: RwLock::default(),
             clock: Clock::Wall,
         }
@@ -157,6 +203,14 @@ impl ScheduleBook {
     /// Reads "now" from `clock` (the engine's) instead of the wall clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Skips agents whose stored schedule stays valid for the coming `max_age`
+    /// (`schedules.max_age`), fetching them `max_age` before their shift, and asks for
+    /// break status only for shifts under way or starting within it.
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = TimeDelta::from_std(max_age).unwrap_or(TimeDelta::MAX);
         self
     }
 
@@ -180,7 +234,7 @@ impl ScheduleBook {
         let mut book = self.write();
         for shift in stored {
             let plan = AgentPlan::new(shift);
-            let next_fetch = plan.next_fetch(plan.fetched_at, interval);
+            let next_fetch = plan.next_fetch(plan.fetched_at, interval, self.max_age);
             book.entries.insert(
                 plan.agent_id.clone(),
                 Entry {
@@ -218,31 +272,103 @@ impl ScheduleBook {
     /// Cancel-safe: fetching only reads, and each chunk is stored in one transaction.
     pub async fn refresh_due(&self, now: DateTime<Utc>) -> Result<RefreshReport, BookError> {
         let managed = self.managed(now).await?;
-        let due: Vec<String> = {
-            let book = self.read();
-            managed
-                .iter()
-                .filter(|id| book.entries.get(*id).is_none_or(|e| e.next_fetch <= now))
-                .cloned()
-                .collect()
-        };
+        let due: Vec<String> = self
+            .due(&managed, now)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let mut report = RefreshReport {
             agents: managed.len(),
             ..RefreshReport::default()
         };
-        if due.len() > CHUNK {
-            tracing::info!(
-                agents = due.len(),
-                "fetching agents' schedules, one request each under the shared budget"
-            );
-        }
         for chunk in due.chunks(CHUNK) {
-            let (fetched, failed) = self.fetch_chunk(chunk, now).await?;
+            let (fetched, failed, _) = self.fetch_chunk(chunk, now).await?;
             report.fetched += fetched;
             report.failed += failed;
         }
         self.update_gauge();
         Ok(report)
+    }
+
+    /// One paced step of the refresh at `now`: fetches the most urgent due agent (a
+    /// chunk of them once the platform has exported in bulk) and says how long to wait
+    /// before the next step, so the refresh makes at most one request per managed agent
+    /// per refresh interval, evenly spread.
+    pub async fn refresh_step(&self, now: DateTime<Utc>) -> Result<Step, BookError> {
+        let listed = self.read().managed.as_ref().map(|(_, at)| *at);
+        let managed = self.managed(now).await?;
+        let mut requests = usize::from(self.read().managed.as_ref().map(|(_, at)| *at) != listed);
+        let due = self.due(&managed, now);
+        // Agents the book has nothing for yet are fetched as fast as the background lane
+        // allows (its share keeps them from starving anyone); the refresh of known ones
+        // is spread.
+        let first_fill = due.first().is_some_and(|(_, known)| !known);
+        let take = if first_fill || self.exports.load(Ordering::Relaxed) {
+            CHUNK
+        } else {
+            1
+        };
+        let due: Vec<String> = due
+            .into_iter()
+            .take_while(|(_, known)| *known != first_fill)
+            .take(take)
+            .map(|(id, _)| id)
+            .collect();
+        let mut report = RefreshReport {
+            agents: managed.len(),
+            ..RefreshReport::default()
+        };
+        if !due.is_empty() {
+            let (fetched, failed, made) = self.fetch_chunk(&due, now).await?;
+            report.fetched = fetched;
+            report.failed = failed;
+            requests += made;
+            self.update_gauge();
+        }
+        // One request per managed agent per interval, the agents' listing included.
+        let share = self.settings.refresh_interval
+            / u32::try_from(managed.len().max(1)).unwrap_or(u32::MAX);
+        let wait = if first_fill {
+            Duration::ZERO
+        } else if report.fetched + report.failed > 0 {
+            share * u32::try_from(requests.max(1)).unwrap_or(u32::MAX)
+        } else {
+            let until_due = self
+                .next_due()
+                .map(|at| (at - now).to_std().unwrap_or_default())
+                .unwrap_or(MAX_WAIT);
+            until_due.max(share * u32::try_from(requests).unwrap_or(u32::MAX))
+        };
+        Ok(Step {
+            report,
+            requests,
+            wait: wait.clamp(Duration::from_millis(1), MAX_WAIT.max(share)),
+        })
+    }
+
+    /// The managed agents due at `now`, each with whether the book has fetched it
+    /// before: those it has not first, then by the start of their known shift (the one
+    /// under way first), agents with no shift ahead counting as starting now.
+    fn due(&self, managed: &[String], now: DateTime<Utc>) -> Vec<(String, bool)> {
+        let book = self.read();
+        let mut due: Vec<(bool, DateTime<Utc>, &String)> = managed
+            .iter()
+            .filter_map(|id| {
+                let entry = book.entries.get(id);
+                if entry.is_some_and(|e| e.next_fetch > now) {
+                    return None;
+                }
+                let starts = entry
+                    .and_then(|e| e.plan.as_ref())
+                    .filter(|p| p.shift.end > now)
+                    .map_or(now, |p| p.shift.start);
+                Some((entry.is_some(), starts, id))
+            })
+            .collect();
+        due.sort();
+        due.into_iter()
+            .map(|(known, _, id)| (id.clone(), known))
+            .collect()
     }
 
     /// The managed agents, listed again when the last listing is older than the
@@ -276,17 +402,26 @@ impl ScheduleBook {
     }
 
     /// Fetches `ids`, stores the shifts in one transaction and updates the book;
-    /// returns (fetched, failed).
+    /// returns (fetched, failed, platform requests made).
     async fn fetch_chunk(
         &self,
         ids: &[String],
         now: DateTime<Utc>,
-    ) -> Result<(usize, usize), sqlx::Error> {
+    ) -> Result<(usize, usize, usize), sqlx::Error> {
+        let requests = AtomicUsize::new(0);
         // One request for the chunk where the platform exports schedules in bulk.
         let mut exported: HashMap<String, Schedule> = match self.platform.schedules(ids).await {
-            Ok(schedules) => schedules.into_iter().collect(),
-            Err(CxoneError::NotOffered { .. }) => HashMap::new(),
+            Ok(schedules) => {
+                requests.fetch_add(1, Ordering::Relaxed);
+                self.exports.store(true, Ordering::Relaxed);
+                schedules.into_iter().collect()
+            }
+            Err(CxoneError::NotOffered { .. }) => {
+                self.exports.store(false, Ordering::Relaxed);
+                HashMap::new()
+            }
             Err(e) => {
+                requests.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "the bulk schedule export failed; fetching one by one");
                 HashMap::new()
             }
@@ -297,9 +432,12 @@ impl ScheduleBook {
             .collect();
         let results: Vec<(String, Result<Option<StoredShift>, CxoneError>)> =
             futures::stream::iter(work)
-                .map(|(id, exported)| async move {
-                    let result = self.fetch(&id, now, exported).await;
-                    (id, result)
+                .map(|(id, exported)| {
+                    let requests = &requests;
+                    async move {
+                        let result = self.fetch(&id, now, exported, requests).await;
+                        (id, result)
+                    }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
@@ -337,25 +475,30 @@ impl ScheduleBook {
         let mut book = self.write();
         for (id, shift) in fetched {
             let plan = shift.map(|s| Arc::new(AgentPlan::new(s)));
-            let next_fetch = plan
-                .as_ref()
-                .map_or(now + interval, |p| p.next_fetch(now, interval));
+            let next_fetch = plan.as_ref().map_or(now + interval, |p| {
+                p.next_fetch(now, interval, self.max_age)
+            });
             book.entries.insert(id, Entry { plan, next_fetch });
         }
-        Ok((ids.len() - failed, failed))
+        Ok((ids.len() - failed, failed, requests.into_inner()))
     }
 
     /// One agent's shift as the platform gives it now, with break windows from the
     /// schedule or the break-status endpoint; `None` when the schedule has no shift.
+    /// Counts its platform requests in `requests`.
     async fn fetch(
         &self,
         agent_id: &str,
         now: DateTime<Utc>,
         exported: Option<Schedule>,
+        requests: &AtomicUsize,
     ) -> Result<Option<StoredShift>, CxoneError> {
         let schedule = match exported {
             Some(schedule) => schedule,
-            None => self.platform.schedule(agent_id).await?,
+            None => {
+                requests.fetch_add(1, Ordering::Relaxed);
+                self.platform.schedule(agent_id).await?
+            }
         };
         let (Some(start), Some(end)) = (schedule.shift_start, schedule.shift_end) else {
             return Ok(None);
@@ -366,15 +509,23 @@ impl ScheduleBook {
         let (breaks, breaks_from) = match schedule.breaks {
             Some(breaks) => (breaks, BreakSource::Schedule),
             None => {
-                let status = self.platform.break_status(agent_id).await?;
-                let named = match (status.break_start, status.break_end) {
-                    (Some(start), Some(end)) if start < end => vec![BreakWindow {
-                        start,
-                        end,
-                        kind: UNTYPED_BREAK.to_owned(),
-                        mandatory: true,
-                    }],
-                    _ => Vec::new(),
+                // Break windows matter only within the shift: a shift that neither is
+                // under way nor starts within max_age is asked about when it nears.
+                let soon = self.max_age.is_zero() || (start <= now + self.max_age && end > now);
+                let named = if soon {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    let status = self.platform.break_status(agent_id).await?;
+                    match (status.break_start, status.break_end) {
+                        (Some(start), Some(end)) if start < end => vec![BreakWindow {
+                            start,
+                            end,
+                            kind: UNTYPED_BREAK.to_owned(),
+                            mandatory: true,
+                        }],
+                        _ => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
                 };
                 // The endpoint names one break at a time: keep the ones it named before
                 // for the same shift.
@@ -426,36 +577,45 @@ impl ScheduleBook {
     }
 
     /// Loads the stored shifts, then keeps the book up to date until `stop` is
-    /// cancelled.
+    /// cancelled, one paced [`ScheduleBook::refresh_step`] at a time.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         match self.load().await {
             Ok(count) => tracing::info!(agents = count, "schedule book loaded from the database"),
             Err(e) => tracing::warn!(error = %e, "cannot load the stored schedules; fetching them"),
         }
+        // Counted over each refresh interval, for one log line per interval.
+        let (mut fetched, mut failed, mut requests) = (0, 0, 0);
+        let mut since = std::time::Instant::now();
         loop {
-            let started = std::time::Instant::now();
-            // Under a small budget a refresh takes minutes: shutdown does not wait for it.
-            let refreshed = tokio::select! {
+            let started = tokio::time::Instant::now();
+            // Under a small budget a step waits for its permit: shutdown does not.
+            let stepped = tokio::select! {
                 // Refreshing can wait: it yields to people and automations (its share
                 // of the budget while they wait is `cxone.background_share`).
-                refreshed = in_lane(Lane::Background, None, self.refresh_due(self.clock.now())) => refreshed,
+                stepped = in_lane(Lane::Background, None, self.refresh_step(self.clock.now())) => stepped,
                 () = stop.cancelled() => break,
             };
-            let wait = match refreshed {
-                Ok(report) => {
-                    if report.fetched + report.failed > 0 {
+            let wait = match stepped {
+                Ok(step) => {
+                    fetched += step.report.fetched;
+                    failed += step.report.failed;
+                    requests += step.requests;
+                    if since.elapsed() >= self.settings.refresh_interval {
                         tracing::info!(
-                            fetched = report.fetched,
-                            failed = report.failed,
-                            agents = report.agents,
-                            took = ?started.elapsed(),
+                            fetched,
+                            failed,
+                            requests,
+                            agents = step.report.agents,
+                            over = %humantime::format_duration(self.settings.refresh_interval),
                             "schedule book refreshed"
                         );
+                        (fetched, failed, requests) = (0, 0, 0);
+                        since = std::time::Instant::now();
                     }
-                    self.next_due()
-                        .map(|at| self.clock.real(at - self.clock.now()))
-                        .unwrap_or(MAX_WAIT)
-                        .clamp(MIN_WAIT, MAX_WAIT)
+                    // The pace is in the engine's time; a fast clock steps faster.
+                    self.clock
+                        .period(step.wait)
+                        .saturating_sub(started.elapsed())
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "schedule book refresh failed; trying again");
@@ -471,24 +631,15 @@ impl ScheduleBook {
     }
 }
 
-/// The run loop's waits between refreshes: at least a second, at most a minute (so a
-/// listing or a due agent is never missed by long), half a minute after a failure.
-const MIN_WAIT: Duration = Duration::from_secs(1);
+/// The run loop's waits between steps when nothing is due: at most a minute (so a
+/// listing or a due agent is never missed by long); half a minute after a failure.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 const ERROR_WAIT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::cxone::{
-        Agent, AgentFilter, AgentSnapshot, ObservedAgent, Subscription, SubscriptionRequest,
-    };
-    use crate::domain::{AgentState, BreakStatus, Schedule, ScheduleStatus};
+    use crate::domain::{BreakStatus, Schedule, ScheduleStatus};
     use crate::store::from_ms;
     use crate::store::testing::temp_store;
 
@@ -496,121 +647,8 @@ pub(crate) mod tests {
         from_ms(1_790_000_000_000 + minutes * 60_000)
     }
 
-    /// A platform with scripted schedules and break statuses that counts its calls.
-    #[derive(Default)]
-    pub struct SchedulePlatform {
-        pub schedules: Mutex<HashMap<String, Result<Schedule, CxoneError>>>,
-        pub breaks: Mutex<HashMap<String, BreakStatus>>,
-        pub calls: Mutex<Vec<String>>,
-        /// Offers the bulk schedule export (a dialect that has one).
-        pub exports: std::sync::atomic::AtomicBool,
-    }
-
-    impl SchedulePlatform {
-        pub fn set(&self, agent: &str, schedule: Schedule) {
-            self.schedules
-                .lock()
-                .unwrap()
-                .insert(agent.into(), Ok(schedule));
-        }
-
-        pub fn calls(&self, prefix: &str) -> usize {
-            self.calls
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| c.starts_with(prefix))
-                .count()
-        }
-    }
-
-    fn unsupported() -> CxoneError {
-        CxoneError::BadRequest {
-            message: "not scripted".into(),
-        }
-    }
-
-    #[async_trait]
-    impl ContactCenter for SchedulePlatform {
-        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
-            self.calls.lock().unwrap().push("list".into());
-            let mut ids: Vec<String> = self.schedules.lock().unwrap().keys().cloned().collect();
-            ids.sort();
-            Ok(ids
-                .into_iter()
-                .map(|id| Agent {
-                    name: id.clone(),
-                    id,
-                    team_id: None,
-                    team_name: None,
-                    skills: Vec::new(),
-                })
-                .collect())
-        }
-        async fn agent_state(&self, _: &str) -> Result<AgentSnapshot, CxoneError> {
-            Err(unsupported())
-        }
-        async fn set_agent_state(
-            &self,
-            _: &str,
-            _: AgentState,
-            _: &str,
-        ) -> Result<AgentSnapshot, CxoneError> {
-            Err(unsupported())
-        }
-        async fn schedules(&self, ids: &[String]) -> Result<Vec<(String, Schedule)>, CxoneError> {
-            if !self.exports.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(self.not_offered("bulk schedule export"));
-            }
-            self.calls.lock().unwrap().push("export".into());
-            let known = self.schedules.lock().unwrap();
-            Ok(ids
-                .iter()
-                .filter_map(|id| Some((id.clone(), known.get(id)?.clone().ok()?)))
-                .collect())
-        }
-        async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("schedule {agent_id}"));
-            self.schedules
-                .lock()
-                .unwrap()
-                .get(agent_id)
-                .cloned()
-                .unwrap_or(Err(CxoneError::NotFound {
-                    message: agent_id.into(),
-                }))
-        }
-        async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("breaks {agent_id}"));
-            self.breaks
-                .lock()
-                .unwrap()
-                .get(agent_id)
-                .cloned()
-                .ok_or_else(unsupported)
-        }
-        async fn check_access(&self) -> Result<(), CxoneError> {
-            Ok(())
-        }
-        async fn create_subscription(
-            &self,
-            _: &SubscriptionRequest,
-        ) -> Result<Subscription, CxoneError> {
-            Err(unsupported())
-        }
-        async fn poll_subscription(&self, _: &str) -> Result<Vec<ObservedAgent>, CxoneError> {
-            Err(unsupported())
-        }
-        async fn delete_subscription(&self, _: &str) -> Result<(), CxoneError> {
-            Err(unsupported())
-        }
-    }
+    /// Scripted schedules and break statuses; counts its calls.
+    pub use crate::cxone::fake::FakePlatform as SchedulePlatform;
 
     pub fn lunch(start: i64, end: i64) -> BreakWindow {
         BreakWindow {
@@ -826,5 +864,115 @@ pub(crate) mod tests {
         book.refresh_due(at(60)).await.unwrap();
         assert!(book.plan("u_1").is_none());
         assert_eq!(platform.calls("list"), 2);
+    }
+
+    /// Steps the paced refresh from minute `from` to `to`, time passing only as each
+    /// step says; returns the minute (as seconds from `at(0)`) each fetch was made at.
+    async fn step_through(book: &ScheduleBook, from: i64, to: i64) -> Vec<(String, i64)> {
+        let mut now = at(from);
+        let mut fetched_at = Vec::new();
+        while now < at(to) {
+            let before: HashMap<String, DateTime<Utc>> = book
+                .plans()
+                .iter()
+                .map(|p| (p.agent_id.clone(), p.fetched_at))
+                .collect();
+            let step = book.refresh_step(now).await.unwrap();
+            for plan in book.plans() {
+                if before.get(&plan.agent_id) != Some(&plan.fetched_at) {
+                    fetched_at.push((plan.agent_id.clone(), (now - at(0)).num_seconds()));
+                }
+            }
+            now += TimeDelta::from_std(step.wait).unwrap();
+        }
+        fetched_at
+    }
+
+    #[tokio::test]
+    async fn after_the_first_fill_the_refresh_is_spread_over_the_interval_one_request_per_agent() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        for i in 0..30 {
+            platform.set(&format!("u_{i:02}"), schedule(-60, 420, Some(vec![])));
+        }
+        let book = ScheduleBook::new(store, platform.clone(), settings(60))
+            .with_max_age(Duration::from_secs(15 * 60));
+
+        let fetched = step_through(&book, 0, 180).await;
+        let (first, later): (Vec<_>, Vec<_>) = fetched.iter().partition(|(_, s)| *s == 0);
+        assert_eq!(first.len(), 30, "an empty book is filled at once");
+        // An hour later all thirty are due together: they are spread over the next hour,
+        // 3,600 s / 30 agents = one every two minutes, and so in every hour after.
+        let refetched: Vec<i64> = later.iter().map(|(_, s)| *s).collect();
+        assert_eq!(refetched.len(), 60, "{fetched:?}");
+        assert!(refetched.iter().all(|s| *s >= 3_600), "{refetched:?}");
+        for pair in refetched.windows(2) {
+            assert!(pair[1] - pair[0] >= 120, "no burst: {refetched:?}");
+        }
+        // One request per agent per interval at most (listings included).
+        let requests = platform.calls.lock().unwrap().len();
+        assert!(requests <= 3 * 30 + 3, "{requests} requests");
+        assert_eq!(platform.calls("breaks"), 0);
+    }
+
+    #[tokio::test]
+    async fn due_agents_are_fetched_shift_under_way_first_then_soonest_start() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_a", schedule(200, 680, Some(vec![])));
+        platform.set("u_b", schedule(-120, 360, Some(vec![])));
+        platform.set("u_c", schedule(100, 580, Some(vec![])));
+        let book = ScheduleBook::new(store, platform.clone(), settings(60));
+        book.refresh_due(at(0)).await.unwrap();
+        platform.calls.lock().unwrap().clear();
+
+        // An hour on all three are due together; the paced steps take them in order.
+        let fetched = step_through(&book, 60, 130).await;
+        let order: Vec<&str> = fetched.iter().take(3).map(|(a, _)| a.as_str()).collect();
+        assert_eq!(order, ["u_b", "u_c", "u_a"], "{fetched:?}");
+    }
+
+    #[tokio::test]
+    async fn an_agent_whose_shift_starts_beyond_max_age_is_skipped_until_max_age_before_it() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        // Breaks omitted: the break endpoint would be asked for at every fetch.
+        platform.set("u_1", schedule(300, 780, None));
+        platform.breaks.lock().unwrap().insert(
+            "u_1".into(),
+            BreakStatus {
+                mandatory_break_required: false,
+                break_start: Some(at(420)),
+                break_end: Some(at(450)),
+            },
+        );
+        let book = ScheduleBook::new(store, platform.clone(), settings(60))
+            .with_max_age(Duration::from_secs(15 * 60));
+        assert_eq!(book.refresh_due(at(0)).await.unwrap().fetched, 1);
+        assert_eq!(platform.calls("breaks"), 0, "the shift is five hours away");
+
+        // Its stored schedule stays valid: not fetched hourly, but 15 minutes before
+        // the shift, with its break status then.
+        for minute in [60, 120, 240, 284] {
+            assert_eq!(
+                book.refresh_due(at(minute)).await.unwrap().fetched,
+                0,
+                "{minute}"
+            );
+        }
+        assert_eq!(book.refresh_due(at(285)).await.unwrap().fetched, 1);
+        assert_eq!(platform.calls("schedule"), 2);
+        assert_eq!(platform.calls("breaks"), 1);
+        assert_eq!(book.plan("u_1").unwrap().shift.breaks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_max_age_a_future_shift_is_fetched_hourly_as_before() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        platform.set("u_1", schedule(300, 780, Some(vec![])));
+        let book = ScheduleBook::new(store, platform.clone(), settings(60));
+        book.refresh_due(at(0)).await.unwrap();
+        assert_eq!(book.refresh_due(at(60)).await.unwrap().fetched, 1);
     }
 }

@@ -26,7 +26,7 @@
 //! is reopened at once. Other failures leave the sync stale (the last successful poll
 //! time is exposed) until a later cycle succeeds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,10 @@ pub struct SyncStatus {
 #[derive(Debug, Default, Clone)]
 struct StatusInner {
     last_success: Option<DateTime<Utc>>,
+    /// When the last successful poll was sent: what it saw was current then.
+    last_sent: Option<DateTime<Utc>>,
+    /// The agents in that poll's snapshot.
+    last_seen: Arc<HashSet<String>>,
     last_error: Option<String>,
 }
 
@@ -100,9 +104,24 @@ impl SyncStatus {
         (inner.last_success, inner.last_error)
     }
 
-    fn succeeded(&self, at: DateTime<Utc>) {
+    /// When the last successful poll was sent (its snapshot is no older), and the error
+    /// since, if the sync is stale.
+    pub fn sent_snapshot(&self) -> (Option<DateTime<Utc>>, Option<String>) {
+        let inner = self.inner.lock().expect("sync status poisoned").clone();
+        (inner.last_sent, inner.last_error)
+    }
+
+    /// Whether `agent` was in the last successful poll's snapshot.
+    pub fn saw(&self, agent: &str) -> bool {
+        let seen = Arc::clone(&self.inner.lock().expect("sync status poisoned").last_seen);
+        seen.contains(agent)
+    }
+
+    fn succeeded(&self, at: DateTime<Utc>, sent: DateTime<Utc>, seen: HashSet<String>) {
         let mut inner = self.inner.lock().expect("sync status poisoned");
         inner.last_success = Some(at);
+        inner.last_sent = Some(sent);
+        inner.last_seen = Arc::new(seen);
         inner.last_error = None;
     }
 
@@ -364,7 +383,7 @@ impl StateSync {
                 let answer = self.poll_paced(sent).await?;
                 metrics::counter!("wfmd_sync_polls_total").increment(1);
                 let agents = self.with_carried(answer.agents);
-                let mut report = self.record(agents).await?;
+                let mut report = self.record(agents, *sent).await?;
                 report.subscribed = true;
                 return Ok(report);
             }
@@ -372,7 +391,7 @@ impl StateSync {
         };
         metrics::counter!("wfmd_sync_polls_total").increment(1);
         let agents = self.with_carried(answer.agents);
-        self.record(agents).await
+        self.record(agents, *sent).await
     }
 
     /// `agents` plus the observations carried from the last poll of agents it lacks.
@@ -380,8 +399,7 @@ impl StateSync {
         if self.carried.is_empty() {
             return agents;
         }
-        let answered: std::collections::HashSet<String> =
-            agents.iter().map(|a| a.agent_id.clone()).collect();
+        let answered: HashSet<String> = agents.iter().map(|a| a.agent_id.clone()).collect();
         agents.extend(
             self.carried
                 .drain()
@@ -421,10 +439,19 @@ impl StateSync {
         }
     }
 
-    /// Records the snapshot's real changes in one transaction.
-    async fn record(&mut self, snapshot: Vec<ObservedAgent>) -> Result<PollReport, SyncError> {
+    /// Records the snapshot's real changes in one transaction; `sent` is when its poll
+    /// went out.
+    async fn record(
+        &mut self,
+        snapshot: Vec<ObservedAgent>,
+        sent: Instant,
+    ) -> Result<PollReport, SyncError> {
         let polled_at = Utc::now();
         let stamp = self.stamps.now();
+        let sent_at = TimeDelta::from_std(sent.elapsed())
+            .ok()
+            .and_then(|ago| polled_at.checked_sub_signed(ago))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         // The agents recorded are locked until the commit, as the engine locks an agent
         // from its compliance check to its commit: a change in flight is left for the
         // next poll, and no change starts between this poll's look and its record.
@@ -469,7 +496,8 @@ impl StateSync {
                 .insert(agent.agent_id.clone(), (*agent).clone());
             self.seen.remove(&agent.agent_id);
         }
-        self.status.succeeded(polled_at);
+        let seen = snapshot.iter().map(|a| a.agent_id.clone()).collect();
+        self.status.succeeded(polled_at, sent_at, seen);
         metrics::counter!("wfmd_sync_deltas_total").increment(recorded as u64);
         Ok(PollReport {
             agents: snapshot.len(),
@@ -638,119 +666,11 @@ pub(super) fn error_kind(error: &CxoneError) -> &'static str {
 mod tests {
     use std::collections::VecDeque;
 
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::cxone::{Agent, AgentSnapshot, Subscription};
-    use crate::domain::{BreakStatus, Schedule};
     use crate::store::testing::temp_store;
 
-    /// A platform whose polls answer scripted snapshots and which records what it was
-    /// asked, with the (tokio) instant of every poll.
-    #[derive(Default)]
-    struct ScriptedPlatform {
-        snapshots: Mutex<VecDeque<Vec<ObservedAgent>>>,
-        /// Answered when the script has run out.
-        steady: Mutex<Vec<ObservedAgent>>,
-        created: Mutex<Vec<String>>,
-        deleted: Mutex<Vec<String>>,
-        polls: Mutex<Vec<(String, Instant)>>,
-        /// Polls of these subscription ids answer 404.
-        expired: Mutex<Vec<String>>,
-        /// How long each poll takes, in order (then zero).
-        latencies: Mutex<VecDeque<Duration>>,
-        /// This many polls fail with 503 first.
-        failing_polls: Mutex<u32>,
-        /// This many polls are refused as too early (429, Retry-After 3 s) first.
-        too_early_polls: Mutex<u32>,
-    }
-
-    fn unsupported() -> CxoneError {
-        CxoneError::BadRequest {
-            message: "not scripted".into(),
-        }
-    }
-
-    #[async_trait]
-    impl ContactCenter for ScriptedPlatform {
-        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
-            Ok(Vec::new())
-        }
-        async fn agent_state(&self, _: &str) -> Result<AgentSnapshot, CxoneError> {
-            Err(unsupported())
-        }
-        async fn set_agent_state(
-            &self,
-            _: &str,
-            _: AgentState,
-            _: &str,
-        ) -> Result<AgentSnapshot, CxoneError> {
-            Err(unsupported())
-        }
-        async fn schedule(&self, _: &str) -> Result<Schedule, CxoneError> {
-            Err(unsupported())
-        }
-        async fn break_status(&self, _: &str) -> Result<BreakStatus, CxoneError> {
-            Err(unsupported())
-        }
-        async fn check_access(&self) -> Result<(), CxoneError> {
-            Ok(())
-        }
-        async fn create_subscription(
-            &self,
-            request: &SubscriptionRequest,
-        ) -> Result<Subscription, CxoneError> {
-            let mut created = self.created.lock().unwrap();
-            let id = format!("sub_{}", created.len() + 1);
-            created.push(id.clone());
-            Ok(Subscription {
-                id,
-                interval: request.interval,
-                expires_at: None,
-            })
-        }
-        async fn poll_subscription(&self, id: &str) -> Result<Vec<ObservedAgent>, CxoneError> {
-            self.polls
-                .lock()
-                .unwrap()
-                .push((id.to_owned(), Instant::now()));
-            let latency = self.latencies.lock().unwrap().pop_front();
-            if let Some(latency) = latency {
-                tokio::time::sleep(latency).await;
-            }
-            {
-                let mut too_early = self.too_early_polls.lock().unwrap();
-                if *too_early > 0 {
-                    *too_early -= 1;
-                    return Err(CxoneError::RateLimited {
-                        retry_after: Some(Duration::from_secs(3)),
-                    });
-                }
-            }
-            {
-                let mut failing = self.failing_polls.lock().unwrap();
-                if *failing > 0 {
-                    *failing -= 1;
-                    return Err(CxoneError::Server {
-                        status: 503,
-                        message: "platform outage".into(),
-                        retry_after: None,
-                    });
-                }
-            }
-            if self.expired.lock().unwrap().iter().any(|e| e == id) {
-                return Err(CxoneError::NotFound {
-                    message: "expired".into(),
-                });
-            }
-            let next = self.snapshots.lock().unwrap().pop_front();
-            Ok(next.unwrap_or_else(|| self.steady.lock().unwrap().clone()))
-        }
-        async fn delete_subscription(&self, id: &str) -> Result<(), CxoneError> {
-            self.deleted.lock().unwrap().push(id.to_owned());
-            Ok(())
-        }
-    }
+    /// Polls answer the scripted snapshots; every poll is recorded with its instant.
+    use crate::cxone::fake::FakePlatform as ScriptedPlatform;
 
     fn t(seconds: i64) -> DateTime<Utc> {
         from_ms(1_790_000_000_000 + seconds * 1000)

@@ -18,6 +18,11 @@
 //! Idempotency: a request with a key that already succeeded or was rejected returns the
 //! stored result without doing anything. A failed attempt (the platform was down) does
 //! not consume its key, so the caller may retry with the same key.
+//!
+//! Rules and bulk items ([`TransitionEngine::transition_unless_unchanged`]) skip the
+//! platform for an agent state sync saw in the target state and reason at its last poll
+//! with nothing commanded since: the change is settled `unchanged`, audited, and costs
+//! no call. Single changes from the API and CLI always go to the platform.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +34,8 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::clock::Clock;
-use super::keyed_lock::KeyedLock;
+use super::keyed_lock::{KeyGuard, KeyedLock};
+use super::sync::SyncStatus;
 use crate::cxone::{ContactCenter, CxoneError};
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
@@ -141,6 +147,90 @@ pub enum EngineError {
     Store(#[from] sqlx::Error),
 }
 
+/// Reads when state sync's last successful poll was sent and the error since, if any.
+type SyncSnapshot = dyn Fn() -> (Option<DateTime<Utc>>, Option<String>) + Send + Sync;
+
+/// Whether an agent was in state sync's last successful poll.
+type SyncSaw = dyn Fn(&str) -> bool + Send + Sync;
+
+/// State sync as a witness of the agents' states: its last successful poll (from when it
+/// was sent, so the snapshot is no older), believed for the agents it covered while the
+/// sync keeps up (no failure since, and no older than two poll intervals and
+/// [`ADOPT_CLOCK_SKEW`]).
+#[derive(Clone)]
+pub struct SyncWitness {
+    snapshot: Arc<SyncSnapshot>,
+    saw: Arc<SyncSaw>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for SyncWitness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncWitness")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncWitness {
+    /// The running state sync; `interval` is `sync.interval_ms`.
+    pub fn new(status: Arc<SyncStatus>, interval: Duration) -> SyncWitness {
+        let saw = Arc::clone(&status);
+        SyncWitness {
+            snapshot: Arc::new(move || status.sent_snapshot()),
+            saw: Arc::new(move |agent| saw.saw(agent)),
+            interval,
+        }
+    }
+
+    /// A witness reading `snapshot` (when the last successful poll was sent, error
+    /// since) that covers every agent: tests, and benchmarks that stand in for the sync.
+    pub fn from_fn(
+        snapshot: impl Fn() -> (Option<DateTime<Utc>>, Option<String>) + Send + Sync + 'static,
+        interval: Duration,
+    ) -> SyncWitness {
+        SyncWitness {
+            snapshot: Arc::new(snapshot),
+            saw: Arc::new(|_| true),
+            interval,
+        }
+    }
+
+    /// When state sync's last poll that saw `agent` was sent, if the sync is current at
+    /// `now` (an agent outside the sync's watch has no witness).
+    pub fn last_poll(&self, now: DateTime<Utc>, agent: &str) -> Option<DateTime<Utc>> {
+        let (last, error) = (self.snapshot)();
+        let last = last.filter(|_| error.is_none())?;
+        let lag = chrono::TimeDelta::from_std(self.interval * 2)
+            .unwrap_or(chrono::TimeDelta::MAX)
+            .checked_add(&ADOPT_CLOCK_SKEW)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        (now - last <= lag && (self.saw)(agent)).then_some(last)
+    }
+}
+
+/// A change that needed no platform call: state sync saw the agent in the target state
+/// and reason at its last poll, and nothing was commanded since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchanged {
+    pub agent_id: String,
+    pub state: AgentState,
+    pub reason: String,
+    /// Since when the agent has been in that state, as recorded.
+    pub since: DateTime<Utc>,
+    /// The poll of state sync that last saw it so.
+    pub polled_at: DateTime<Utc>,
+}
+
+/// How a rule's or bulk item's change was settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Carried out (or refused, or failed) as any change.
+    Made(Transition),
+    /// Needed no call; audited as `transition.unchanged`.
+    Unchanged(Unchanged),
+}
+
 /// Validates, executes and records agent state changes. Cheap to share behind an `Arc`.
 pub struct TransitionEngine {
     store: Store,
@@ -237,6 +327,33 @@ impl TransitionEngine {
         self.carry_out(request, None).await
     }
 
+    /// [`TransitionEngine::transition`] for rules and bulk items: when state sync
+    /// (`witness`, if it runs and is current) saw the agent in the requested state and
+    /// reason at its last poll, after the agent entered it, and no attempt for the agent
+    /// has failed since (a failed call may still have reached the platform), the change
+    /// is settled [`Settled::Unchanged`] without a platform call, audited as
+    /// `transition.unchanged`. Otherwise it is carried out as usual.
+    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
+    pub async fn transition_unless_unchanged(
+        &self,
+        request: TransitionRequest,
+        witness: Option<&SyncWitness>,
+    ) -> Result<Settled, EngineError> {
+        let _held = match self.lock(&request).await? {
+            Locked::Replayed(earlier) => return Ok(Settled::Made(earlier)),
+            held => held,
+        };
+        let reason = reason_of(&request);
+        if let Some(last_poll) = witness.and_then(|w| w.last_poll(Utc::now(), &request.agent_id))
+            && let Some(unchanged) = self.seen_unchanged(&request, &reason, last_poll).await?
+        {
+            self.record_unchanged(&request, &unchanged).await?;
+            metrics::counter!("wfmd_transitions_total", "outcome" => "unchanged").increment(1);
+            return Ok(Settled::Unchanged(unchanged));
+        }
+        self.change(&request, None).await.map(Settled::Made)
+    }
+
     /// [`TransitionEngine::transition`] for a change a crash may have cut short after
     /// the platform call and before its record was committed; `since` is when the
     /// interrupted attempt began. When the platform already shows the agent in the
@@ -253,35 +370,53 @@ impl TransitionEngine {
         self.carry_out(request, Some(since)).await
     }
 
-    async fn carry_out(
-        &self,
-        request: TransitionRequest,
-        resuming_since: Option<DateTime<Utc>>,
-    ) -> Result<Transition, EngineError> {
+    /// Takes the request's idempotency key and then its agent, or returns the stored
+    /// result of an earlier attempt with the same key.
+    async fn lock(&self, request: &TransitionRequest) -> Result<Locked<'_>, EngineError> {
         if !request.target.is_settable() {
             return Err(EngineError::NotSettable(request.target));
         }
-        let _key_guard = match &request.idempotency_key {
+        let key = match &request.idempotency_key {
             Some(key) => {
                 let guard = self.keys.lock(key).await;
-                if let Some(earlier) = self.replay(&request, key).await? {
-                    return Ok(earlier);
+                if let Some(earlier) = self.replay(request, key).await? {
+                    return Ok(Locked::Replayed(earlier));
                 }
                 Some(guard)
             }
             None => None,
         };
-        let _agent_guard = self.agents.lock(&request.agent_id).await;
+        let agent = self.agents.lock(&request.agent_id).await;
+        Ok(Locked::Held {
+            _key: key,
+            _agent: agent,
+        })
+    }
 
+    async fn carry_out(
+        &self,
+        request: TransitionRequest,
+        resuming_since: Option<DateTime<Utc>>,
+    ) -> Result<Transition, EngineError> {
+        let _held = match self.lock(&request).await? {
+            Locked::Replayed(earlier) => return Ok(earlier),
+            held => held,
+        };
+        self.change(&request, resuming_since).await
+    }
+
+    /// The change itself, under the request's locks.
+    async fn change(
+        &self,
+        request: &TransitionRequest,
+        resuming_since: Option<DateTime<Utc>>,
+    ) -> Result<Transition, EngineError> {
         let started = Instant::now();
         let requested_at = self.now();
-        let reason = request
-            .reason
-            .clone()
-            .unwrap_or_else(|| request.target.default_reason().to_owned());
+        let reason = reason_of(request);
 
         let already_made = match resuming_since {
-            Some(since) => self.already_made(&request, &reason, since).await,
+            Some(since) => self.already_made(request, &reason, since).await,
             None => None,
         };
         // The instant the platform gives the change, when it was made.
@@ -306,7 +441,7 @@ impl TransitionEngine {
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = Record {
             attempt_id: uuid::Uuid::now_v7().to_string(),
-            request: &request,
+            request,
             reason,
             latency_ms,
             requested_at,
@@ -347,6 +482,78 @@ impl TransitionEngine {
         metrics::histogram!("wfmd_transition_latency_seconds")
             .record(Duration::from_millis(latency_ms).as_secs_f64());
         Ok(transition)
+    }
+
+    /// The agent's recorded state when it makes `request` needless: the open interval
+    /// is the requested state and reason, state sync polled since it began (by more than
+    /// the platform's clock may lag ours, so the poll saw it), and no attempt for the
+    /// agent failed since it began. Runs under the agent's lock, so no change of the
+    /// agent is in flight.
+    async fn seen_unchanged(
+        &self,
+        request: &TransitionRequest,
+        reason: &str,
+        last_poll: DateTime<Utc>,
+    ) -> Result<Option<Unchanged>, sqlx::Error> {
+        let mut conn = self.store.reader().acquire().await?;
+        let Some(open) = history::open_interval(&mut conn, &request.agent_id).await? else {
+            return Ok(None);
+        };
+        drop(conn);
+        if open.state() != Some(request.target)
+            || open.reason.as_deref() != Some(reason)
+            || last_poll <= open.started() + ADOPT_CLOCK_SKEW
+        {
+            return Ok(None);
+        }
+        let since = attempts::for_agent(
+            self.store.reader(),
+            &request.agent_id,
+            open.started_at,
+            i64::MAX,
+        )
+        .await?;
+        if since.iter().any(|a| a.outcome == "failed") {
+            return Ok(None);
+        }
+        Ok(Some(Unchanged {
+            agent_id: request.agent_id.clone(),
+            state: request.target,
+            reason: reason.to_owned(),
+            since: open.started(),
+            polled_at: last_poll,
+        }))
+    }
+
+    /// The audit entry of a change settled without a call.
+    async fn record_unchanged(
+        &self,
+        request: &TransitionRequest,
+        unchanged: &Unchanged,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.store.begin_write().await?;
+        audit::append(
+            &mut tx,
+            &NewEntry {
+                at: self.now(),
+                actor: &request.actor,
+                action: "transition.unchanged",
+                agent_id: Some(&request.agent_id),
+                subject_id: None,
+                detail: json!({
+                    "to": request.target,
+                    "reasonCode": unchanged.reason,
+                    "origin": request.origin,
+                    "idempotencyKey": request.idempotency_key,
+                    "since": crate::time::rfc3339(unchanged.since),
+                    "polledAt": crate::time::rfc3339(unchanged.polled_at),
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!("already in the target state at state sync's last poll; no call");
+        Ok(())
     }
 
     /// When the platform shows `request` already made (its state and reason, changed no
@@ -698,6 +905,23 @@ impl TransitionEngine {
     }
 }
 
+/// The request's locks, held until dropped, or the earlier attempt its key names.
+enum Locked<'a> {
+    Replayed(Transition),
+    Held {
+        _key: Option<KeyGuard<'a>>,
+        _agent: KeyGuard<'a>,
+    },
+}
+
+/// The reason code a request sends: its own, or its target state's default.
+fn reason_of(request: &TransitionRequest) -> String {
+    request
+        .reason
+        .clone()
+        .unwrap_or_else(|| request.target.default_reason().to_owned())
+}
+
 fn ttl_cache<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Option<Cache<String, V>> {
     (!ttl.is_zero()).then(|| {
         Cache::builder()
@@ -766,133 +990,13 @@ impl Transition {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
     use chrono::Duration as ChronoDuration;
 
     use super::*;
-    use crate::cxone::{Agent, AgentFilter, AgentSnapshot};
     use crate::domain::{BreakWindow, ScheduleStatus};
     use crate::store::testing::temp_store;
 
-    /// An in-memory platform that records every call.
-    #[derive(Default)]
-    struct FakePlatform {
-        schedules: Mutex<HashMap<String, Schedule>>,
-        breaks: Mutex<HashMap<String, BreakStatus>>,
-        states: Mutex<HashMap<String, AgentState>>,
-        /// What the last change of each agent answered (reason and time included).
-        changes: Mutex<HashMap<String, AgentSnapshot>>,
-        calls: Mutex<Vec<String>>,
-        fail_set_with: Mutex<Option<CxoneError>>,
-    }
-
-    impl FakePlatform {
-        fn calls(&self, prefix: &str) -> usize {
-            let calls = self.calls.lock().unwrap();
-            calls.iter().filter(|c| c.starts_with(prefix)).count()
-        }
-
-        fn add_agent(&self, id: &str, schedule: Schedule) {
-            self.schedules.lock().unwrap().insert(id.into(), schedule);
-            self.states
-                .lock()
-                .unwrap()
-                .insert(id.into(), AgentState::Ready);
-        }
-
-        fn note(&self, call: String) {
-            self.calls.lock().unwrap().push(call);
-        }
-
-        fn not_found(agent_id: &str) -> CxoneError {
-            CxoneError::NotFound {
-                message: format!("unknown user {agent_id}"),
-            }
-        }
-    }
-
-    #[async_trait]
-    impl ContactCenter for FakePlatform {
-        async fn list_agents(&self, _: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
-            Ok(vec![])
-        }
-        async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
-            self.note(format!("state {agent_id}"));
-            if let Some(changed) = self.changes.lock().unwrap().get(agent_id) {
-                return Ok(changed.clone());
-            }
-            let state = self.states.lock().unwrap().get(agent_id).copied();
-            let state = state.ok_or_else(|| Self::not_found(agent_id))?;
-            Ok(AgentSnapshot {
-                agent_id: agent_id.into(),
-                state,
-                reason: None,
-                changed_at: None,
-            })
-        }
-        async fn set_agent_state(
-            &self,
-            agent_id: &str,
-            state: AgentState,
-            reason: &str,
-        ) -> Result<AgentSnapshot, CxoneError> {
-            self.note(format!("set {agent_id} {state} {reason}"));
-            if let Some(error) = self.fail_set_with.lock().unwrap().clone() {
-                return Err(error);
-            }
-            let mut states = self.states.lock().unwrap();
-            let current = states
-                .get_mut(agent_id)
-                .ok_or_else(|| Self::not_found(agent_id))?;
-            *current = state;
-            let snapshot = AgentSnapshot {
-                agent_id: agent_id.into(),
-                state,
-                reason: Some(reason.into()),
-                changed_at: Some(Utc::now()),
-            };
-            self.changes
-                .lock()
-                .unwrap()
-                .insert(agent_id.into(), snapshot.clone());
-            Ok(snapshot)
-        }
-        async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
-            self.note(format!("schedule {agent_id}"));
-            let schedule = self.schedules.lock().unwrap().get(agent_id).cloned();
-            schedule.ok_or_else(|| Self::not_found(agent_id))
-        }
-        async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
-            self.note(format!("breaks {agent_id}"));
-            let status = self.breaks.lock().unwrap().get(agent_id).cloned();
-            Ok(status.unwrap_or(BreakStatus {
-                mandatory_break_required: false,
-                break_start: None,
-                break_end: None,
-            }))
-        }
-        async fn check_access(&self) -> Result<(), CxoneError> {
-            Ok(())
-        }
-        async fn create_subscription(
-            &self,
-            _: &crate::cxone::SubscriptionRequest,
-        ) -> Result<crate::cxone::Subscription, CxoneError> {
-            unimplemented!("transitions never subscribe")
-        }
-        async fn poll_subscription(
-            &self,
-            _: &str,
-        ) -> Result<Vec<crate::cxone::ObservedAgent>, CxoneError> {
-            unimplemented!("transitions never subscribe")
-        }
-        async fn delete_subscription(&self, _: &str) -> Result<(), CxoneError> {
-            unimplemented!("transitions never subscribe")
-        }
-    }
+    use crate::cxone::fake::FakePlatform;
 
     fn on_shift(breaks: Option<Vec<BreakWindow>>) -> Schedule {
         let now = Utc::now();
@@ -1044,20 +1148,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_agent_the_platform_turned_inactive_is_refused_once_the_book_entry_passes_max_age() {
+    async fn an_agent_the_platform_turned_inactive_is_refused_within_max_age_of_the_book_fetch() {
         let platform = Arc::new(FakePlatform::default());
-        // The book saw a shift; since then the agent was given the day off.
+        // The book saw a shift for both; since then both were given the day off.
         platform.add_agent("u_001", off_shift());
+        platform.add_agent("u_002", off_shift());
         let (engine, _dir) = book_engine(platform.clone()).await;
+        // u_001's entry is just inside max_age, u_002's just past it.
         book(
             engine.store(),
             "u_001",
-            ChronoDuration::seconds(15 * 60 + 1),
+            ChronoDuration::seconds(15 * 60 - 5),
         )
         .await;
+        book(engine.store(), "u_002", ChronoDuration::seconds(15 * 60)).await;
 
+        // Inside max_age the book is trusted: this is the window README states.
+        let trusted = engine
+            .transition(request("u_001", AgentState::NotReady))
+            .await
+            .unwrap();
+        assert_eq!(trusted.outcome, Outcome::Succeeded);
+        assert_eq!(platform.calls("schedule u_001"), 0);
+
+        // From max_age on the platform is asked, and its INACTIVE refuses the change.
         let refused = engine
-            .transition(request("u_001", AgentState::Ready))
+            .transition(request("u_002", AgentState::Ready))
             .await
             .unwrap();
         assert_eq!(
@@ -1066,7 +1182,180 @@ mod tests {
                 violation: Violation::AgentNotScheduled
             }
         );
-        assert_eq!(platform.calls("set"), 0);
+        assert_eq!(platform.calls("schedule u_002"), 1);
+        assert_eq!(platform.calls("set u_002"), 0);
+        let (source, _) = schedule_source(engine.store(), &refused.attempt_id).await;
+        assert_eq!(source, "platform");
+    }
+
+    /// Records `agent` in `state`/`reason` since `ago`, as a rule's change would have.
+    async fn recorded(store: &Store, agent: &str, state: AgentState, reason: &str, ago: i64) {
+        let mut tx = store.begin_write().await.unwrap();
+        history::switch_state(
+            &mut tx,
+            &NewInterval {
+                agent_id: agent,
+                state,
+                reason: Some(reason),
+                origin: Origin::Rule,
+                at: Utc::now() - ChronoDuration::seconds(ago),
+                attempt_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// A state sync whose last poll was `ago` seconds back, polling every 10 s.
+    fn polled(ago: i64, error: Option<&str>) -> SyncWitness {
+        let at = Utc::now() - ChronoDuration::seconds(ago);
+        let error = error.map(str::to_owned);
+        SyncWitness::from_fn(move || (Some(at), error.clone()), Duration::from_secs(10))
+    }
+
+    fn meeting(agent: &str) -> TransitionRequest {
+        TransitionRequest {
+            reason: Some("MEETING".into()),
+            origin: Origin::Bulk,
+            idempotency_key: Some(format!("bulk:job_1:{agent}")),
+            ..request(agent, AgentState::NotReady)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_state_sync_saw_in_the_target_state_is_settled_unchanged_without_a_call() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        let (engine, _dir) = engine(platform.clone()).await;
+        let store = engine.store();
+        recorded(store, "u_001", AgentState::NotReady, "MEETING", 60).await;
+
+        let settled = engine
+            .transition_unless_unchanged(meeting("u_001"), Some(&polled(10, None)))
+            .await
+            .unwrap();
+        let Settled::Unchanged(unchanged) = settled else {
+            panic!("{settled:?}")
+        };
+        assert_eq!(
+            (unchanged.state, unchanged.reason.as_str()),
+            (AgentState::NotReady, "MEETING")
+        );
+        assert!(
+            platform.calls.lock().unwrap().is_empty(),
+            "no platform call"
+        );
+        assert_eq!(
+            count(store, "SELECT COUNT(*) FROM transition_attempts").await,
+            0
+        );
+        let (actor, agent, detail): (String, String, String) = sqlx::query_as(
+            "SELECT actor, agent_id, detail FROM audit_log WHERE action = 'transition.unchanged'",
+        )
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+        assert_eq!((actor.as_str(), agent.as_str()), ("test", "u_001"));
+        let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+        assert_eq!(detail["reasonCode"], "MEETING");
+        assert_eq!(detail["origin"], "bulk");
+        assert_eq!(detail["idempotencyKey"], "bulk:job_1:u_001");
+        assert!(audit::verify(store.reader()).await.unwrap().is_intact());
+
+        // A single change of the same agent is always sent.
+        let single = TransitionRequest {
+            reason: Some("MEETING".into()),
+            ..request("u_001", AgentState::NotReady)
+        };
+        let made = engine.transition(single).await.unwrap();
+        assert_eq!(made.outcome, Outcome::Succeeded);
+        assert_eq!(platform.calls("set u_001 NOT_READY MEETING"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_is_made_unless_state_sync_vouches_for_the_target_state_since_nothing_was_commanded()
+     {
+        struct Case {
+            name: &'static str,
+            recorded_reason: &'static str,
+            recorded_ago: i64,
+            witness: Option<SyncWitness>,
+            failed_since: bool,
+        }
+        let case = |name| Case {
+            name,
+            recorded_reason: "MEETING",
+            recorded_ago: 60,
+            witness: Some(polled(10, None)),
+            failed_since: false,
+        };
+        let cases = [
+            Case {
+                recorded_reason: "LUNCH",
+                ..case("another reason")
+            },
+            Case {
+                recorded_ago: 12,
+                ..case("the last poll came before the state was entered")
+            },
+            Case {
+                witness: Some(polled(300, None)),
+                ..case("state sync is behind")
+            },
+            Case {
+                witness: Some(polled(10, Some("503"))),
+                ..case("state sync is failing")
+            },
+            Case {
+                witness: None,
+                ..case("state sync does not run")
+            },
+            Case {
+                failed_since: true,
+                ..case("a change failed since")
+            },
+        ];
+        for case in cases {
+            let platform = Arc::new(FakePlatform::default());
+            platform.add_agent("u_001", on_shift(Some(vec![])));
+            let (engine, _dir) = engine(platform.clone()).await;
+            recorded(
+                engine.store(),
+                "u_001",
+                AgentState::NotReady,
+                case.recorded_reason,
+                case.recorded_ago,
+            )
+            .await;
+            if case.failed_since {
+                *platform.fail_set_with.lock().unwrap() = Some(CxoneError::Server {
+                    status: 503,
+                    message: String::new(),
+                    retry_after: None,
+                });
+                engine
+                    .transition(request("u_001", AgentState::Ready))
+                    .await
+                    .unwrap();
+                *platform.fail_set_with.lock().unwrap() = None;
+            }
+            let settled = engine
+                .transition_unless_unchanged(meeting("u_001"), case.witness.as_ref())
+                .await
+                .unwrap();
+            assert!(
+                matches!(&settled, Settled::Made(t) if t.outcome == Outcome::Succeeded),
+                "{}: {settled:?}",
+                case.name
+            );
+            assert_eq!(
+                platform.calls("set u_001 NOT_READY MEETING"),
+                1,
+                "{}",
+                case.name
+            );
+        }
     }
 
     #[tokio::test]

@@ -24,8 +24,8 @@ use rand::{Rng, SeedableRng};
 
 use super::tenant::{ContactDetails, SimAgent, Tenant, default_reason};
 
-/// Queues a contact can come from.
-const QUEUES: [&str; 5] = ["Support-T1", "Support-T2", "Billing", "Sales", "Retention"];
+/// Queues a contact can come from (the first queues of the queue listing).
+pub(crate) const QUEUES: [&str; 5] = ["Support-T1", "Support-T2", "Billing", "Sales", "Retention"];
 /// Wrap-up codes, `RESOLVED` weighted as the usual outcome.
 const WRAP_UP_CODES: [&str; 6] = [
     "RESOLVED",

@@ -63,6 +63,8 @@ struct FaultsUpdate {
     hang_next: Option<u32>,
     #[serde(default)]
     revoke_tokens: bool,
+    /// Scopes to deny (403) from now on, replacing those denied before; `[]` allows all.
+    deny_scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +112,9 @@ async fn faults(State(sim): State<Simulator>, body: Bytes) -> Result<Response, A
     }
     if update.revoke_tokens {
         sim.revoke_tokens();
+    }
+    if let Some(scopes) = update.deny_scopes {
+        sim.set_denied_scopes(scopes);
     }
 
     let now = sim.faults();

@@ -24,6 +24,7 @@ mod clock;
 mod control;
 mod faults;
 pub mod incontact;
+mod metrics;
 mod routes;
 mod subscriptions;
 mod tenant;
@@ -52,12 +53,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use clock::SimClock;
 pub use faults::Faults;
+pub use metrics::{QUEUES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
 pub use subscriptions::SimSubscription;
 pub use tenant::{SimAgent, SimBreak, SimStateChange};
 
 use activity::Activity;
 use auth::TokenStore;
 use faults::{FaultState, Scripted};
+use metrics::Lines;
 use routes::ApiError;
 use subscriptions::Subscriptions;
 use tenant::{Tenant, default_reason, is_known_state};
@@ -94,6 +97,8 @@ pub struct SimConfig {
     /// simulator that nobody audits, such as `serve --simulate`, keeps only a few so its
     /// memory stays flat.
     pub state_log_limit: Option<usize>,
+    /// Number of queues (`q_1`, `q_2`, …) the queue listing and queue stats serve.
+    pub queues: usize,
 }
 
 impl Default for SimConfig {
@@ -110,6 +115,7 @@ impl Default for SimConfig {
             start_at: None,
             activity: false,
             state_log_limit: None,
+            queues: 5,
         }
     }
 }
@@ -128,6 +134,7 @@ impl fmt::Debug for SimConfig {
             .field("start_at", &self.start_at)
             .field("activity", &self.activity)
             .field("state_log_limit", &self.state_log_limit)
+            .field("queues", &self.queues)
             .finish()
     }
 }
@@ -157,6 +164,8 @@ pub(crate) struct SimState {
     pub tokens: TokenStore,
     pub stats: SimStats,
     pub faults: FaultState,
+    /// Skills and queues with their waiting contacts, and the scopes denied.
+    pub lines: Lines,
     /// Server-side validity of tokens issued from now on; `None` = the advertised lifetime.
     pub token_validity: Option<Duration>,
     /// The `incontact` dialect's switches and pending logouts.
@@ -228,6 +237,12 @@ impl Simulator {
         // A different stream than the tenant's, so enabling faults does not depend on, or
         // disturb, how the tenant was drawn.
         let fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17_5eed_fa17);
+        let lines = Lines::new(
+            config.seed,
+            tenant::skill_pool(config.agents),
+            config.queues,
+            t0,
+        );
         let state = SimState {
             tenant,
             activity,
@@ -235,6 +250,7 @@ impl Simulator {
             tokens: TokenStore::default(),
             stats: SimStats::default(),
             faults: FaultState::new(fault_rng),
+            lines,
             token_validity: None,
             incontact: incontact::IncontactState::default(),
         };
@@ -411,6 +427,32 @@ impl Simulator {
         self.lock().token_validity = validity;
     }
 
+    /// The tenant's skills, as the skill listing serves them.
+    pub fn skills(&self) -> Vec<SimSkill> {
+        self.lock().lines.skills.clone()
+    }
+
+    /// The tenant's queues, as the queue listing serves them.
+    pub fn queues(&self) -> Vec<SimQueue> {
+        self.lock().lines.queues.clone()
+    }
+
+    /// Calls needing `scope` ([`SKILLS_SCOPE`], [`QUEUES_SCOPE`]) answer 403 naming it
+    /// from now on, as for a client whose grant lacks the scope.
+    pub fn deny_scope(&self, scope: &str) {
+        self.lock().lines.denied_scopes.insert(scope.to_owned());
+    }
+
+    /// Undoes [`Simulator::deny_scope`].
+    pub fn allow_scope(&self, scope: &str) {
+        self.lock().lines.denied_scopes.remove(scope);
+    }
+
+    /// Denies exactly `scopes` (see [`Simulator::deny_scope`]).
+    pub fn set_denied_scopes(&self, scopes: impl IntoIterator<Item = String>) {
+        self.lock().lines.denied_scopes = scopes.into_iter().collect();
+    }
+
     /// The simulator's clock; tests move it forward instead of sleeping.
     pub fn clock(&self) -> &SimClock {
         &self.inner.clock
@@ -491,6 +533,12 @@ impl Simulator {
 
 impl SimState {
     fn run_until(&mut self, t: DateTime<Utc>) {
+        // The waiting lines step at fixed instants, each seeing the agents as they are
+        // at that instant, so their figures do not depend on when anyone looked.
+        while let Some(at) = self.lines.due(t) {
+            self.activity.run_until(at, &mut self.tenant);
+            self.lines.step(at, &self.tenant);
+        }
         self.activity.run_until(t, &mut self.tenant);
     }
 

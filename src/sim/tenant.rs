@@ -267,9 +267,7 @@ impl Tenant {
         let mut rng = StdRng::seed_from_u64(seed);
         let team_count = (count / 10).max(1);
         let team_names: Vec<String> = (0..team_count).map(team_name).collect();
-        let skill_pool: Vec<String> = (0..(team_count + 2).max(3))
-            .map(|n| format!("s_{}", 100 + n))
-            .collect();
+        let skill_pool = skill_pool(count);
 
         // Every team gets agents and the sizes stay even, but which agents (and so which
         // kinds) land in which team depends on the seed.
@@ -318,6 +316,15 @@ impl Tenant {
         }
         Tenant { agents }
     }
+}
+
+/// The tenant's skills (`s_100`, `s_101`, …): two more than there are teams, at least
+/// three. Agents draw their skills from this pool; the skill listing serves all of it.
+pub(crate) fn skill_pool(agent_count: usize) -> Vec<String> {
+    let team_count = (agent_count / 10).max(1);
+    (0..(team_count + 2).max(3))
+        .map(|n| format!("s_{}", 100 + n))
+        .collect()
 }
 
 fn team_name(n: usize) -> String {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
+mod metrics;
 mod realtime;
 
 /// A simulator on an ephemeral port, shut down when dropped.

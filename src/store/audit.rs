@@ -1,25 +1,102 @@
 //! The append-only, hash-chained audit log.
 //!
-//! Triggers refuse UPDATE and DELETE, so wfmd cannot rewrite history by mistake. Someone
-//! with the file can drop the triggers, so each entry also stores
-//! `hash = sha256(prev_hash "\n" canonical_entry)`, where the canonical entry is a JSON
-//! object of every other column in a fixed order, including its sequence number.
-//! [`verify`] walks the chain: an edited row no longer matches its hash, a deleted row
-//! leaves a gap in the sequence and a broken link, and a row inserted out of band does
-//! not chain to the one before it.
+//! Triggers refuse UPDATE and DELETE (a delete only of entries a checkpoint covers, for
+//! retention), so wfmd cannot rewrite history by mistake. Someone with the file can drop
+//! the triggers, so each entry also stores `hash = H(prev_hash "\n" canonical_entry)`,
+//! where the canonical entry is a JSON object of every other column in a fixed order,
+//! including its sequence number. [`verify`] walks the chain: an edited row no longer
+//! matches its hash, a deleted row leaves a gap in the sequence and a broken link, and
+//! a row inserted out of band does not chain to the one before it.
+//!
+//! `H` is SHA-256 until `audit.key` is set. The first entry written with a key is an
+//! `audit.keyed` entry naming the key's fingerprint; from it on `H` is HMAC-SHA-256 with
+//! that key, so rows appended by someone holding the file but not the key no longer
+//! verify. Entries before it keep verifying as plain SHA-256.
+//!
+//! The key reaches [`append_all`] through the write connection: [`Store`] puts it in a
+//! `TEMP` table of each write connection it opens (connection memory, never the
+//! database file), so every writer keys its entries without being handed the key.
+//!
+//! Retention prunes a prefix of the log only up to a checkpoint
+//! ([`super::checkpoints`]): the last pruned entry's sequence number and hash, signed
+//! with the key. Verification then starts from that checkpoint instead of the first
+//! entry, and says so.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
+use super::checkpoints::{self, CheckpointRow};
 use super::{from_ms, to_ms};
 
 /// `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The action of the entry from which the chain is keyed.
+pub const KEYED_ACTION: &str = "audit.keyed";
+
+/// The chain's HMAC key (`audit.key`). Cheap to clone; never printed.
+#[derive(Clone)]
+pub struct AuditKey(Arc<SecretString>);
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(********)")
+    }
+}
+
+impl AuditKey {
+    pub fn new(secret: &SecretString) -> AuditKey {
+        AuditKey(Arc::new(secret.clone()))
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+
+    pub(super) fn from_bytes(bytes: Vec<u8>) -> Option<AuditKey> {
+        String::from_utf8(bytes)
+            .ok()
+            .map(|text| AuditKey(Arc::new(SecretString::from(text))))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(self.bytes()).expect("HMAC takes keys of any length")
+    }
+
+    /// A fingerprint naming the key (not revealing it): the first 8 bytes of
+    /// HMAC(key, "wfmd audit key id"), hex.
+    pub fn id(&self) -> String {
+        let mut mac = self.mac();
+        mac.update(b"wfmd audit key id");
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
+    /// Hex HMAC-SHA-256 of `message`.
+    pub fn sign(&self, message: &[u8]) -> String {
+        let mut mac = self.mac();
+        mac.update(message);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `signature` is [`AuditKey::sign`] of `message` (in constant time).
+    pub fn verify(&self, message: &[u8], signature: &str) -> bool {
+        let Ok(signature) = hex::decode(signature) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(message);
+        mac.verify_slice(&signature).is_ok()
+    }
+}
 
 /// An entry to append.
 #[derive(Debug, Clone)]
@@ -61,17 +138,28 @@ struct Canonical<'a> {
     detail: &'a str,
 }
 
-fn chain_hash(prev_hash: &str, entry: &Canonical<'_>) -> String {
+fn chain_hash(prev_hash: &str, entry: &Canonical<'_>, key: Option<&AuditKey>) -> String {
     let canonical = serde_json::to_string(entry).expect("canonical entries always serialize");
-    let mut hasher = Sha256::new();
-    hasher.update(prev_hash.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(canonical.as_bytes());
-    hex::encode(hasher.finalize())
+    match key {
+        None => {
+            let mut hasher = Sha256::new();
+            hasher.update(prev_hash.as_bytes());
+            hasher.update(b"\n");
+            hasher.update(canonical.as_bytes());
+            hex::encode(hasher.finalize())
+        }
+        Some(key) => {
+            let mut mac = key.mac();
+            mac.update(prev_hash.as_bytes());
+            mac.update(b"\n");
+            mac.update(canonical.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+    }
 }
 
 impl EntryRow {
-    fn expected_hash(&self) -> String {
+    fn expected_hash(&self, key: Option<&AuditKey>) -> String {
         chain_hash(
             &self.prev_hash,
             &Canonical {
@@ -83,11 +171,18 @@ impl EntryRow {
                 subject_id: self.subject_id.as_deref(),
                 detail: &self.detail,
             },
+            key,
         )
     }
 
     pub fn at(&self) -> DateTime<Utc> {
         from_ms(self.at)
+    }
+
+    /// The key fingerprint an `audit.keyed` entry names.
+    fn keyed_with(&self) -> Option<String> {
+        let detail: serde_json::Value = serde_json::from_str(&self.detail).ok()?;
+        detail["key_id"].as_str().map(str::to_owned)
     }
 
     /// The entry as `wfmd audit export` and `GET /v1/audit` print it: one JSON object,
@@ -124,8 +219,68 @@ pub struct ExportedEntry<'a> {
     pub subject_id: Option<&'a str>,
     pub detail: serde_json::Value,
     pub prev_hash: &'a str,
-    /// `sha256(prev_hash "\n" canonical entry)`, hex.
+    /// `sha256(prev_hash "\n" canonical entry)`, hex; HMAC-SHA-256 with `audit.key`
+    /// from the `audit.keyed` entry on.
     pub hash: &'a str,
+}
+
+/// Why an entry cannot be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error(
+        "the audit log is keyed since entry {from_seq}: set audit.key (WFMD_AUDIT__KEY) to \
+         write to it"
+    )]
+    Missing { from_seq: i64 },
+    #[error(
+        "audit.key is not the key the audit log is keyed with since entry {from_seq} \
+         (key id {expected}, this one is {given})"
+    )]
+    Mismatch {
+        from_seq: i64,
+        expected: String,
+        given: String,
+    },
+}
+
+/// Puts `key` in a `TEMP` table of a fresh write connection (connection memory only),
+/// where [`append_all`] finds it.
+pub(super) async fn hold_key(
+    conn: &mut SqliteConnection,
+    key: Option<&AuditKey>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM temp.wfmd_audit_key")
+        .execute(&mut *conn)
+        .await?;
+    if let Some(key) = key {
+        sqlx::query("INSERT INTO temp.wfmd_audit_key (key) VALUES (?)")
+            .bind(key.bytes())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The key of this write connection, if its store was opened with one.
+pub(super) async fn connection_key(
+    conn: &mut SqliteConnection,
+) -> Result<Option<AuditKey>, sqlx::Error> {
+    let key: Option<Vec<u8>> = sqlx::query_scalar("SELECT key FROM temp.wfmd_audit_key LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(key.and_then(AuditKey::from_bytes))
+}
+
+/// From which entry the chain is keyed and with which key (the writers' hint).
+pub(super) async fn keying(
+    conn: &mut SqliteConnection,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT from_seq, key_id FROM audit_keying WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await
 }
 
 /// Appends an entry in the caller's write transaction; returns its sequence number.
@@ -138,6 +293,10 @@ pub async fn append(conn: &mut SqliteConnection, entry: &NewEntry<'_>) -> Result
 
 /// Appends entries in order, chained, in one statement whatever their number; returns
 /// the sequence number of the last (0 when there are none).
+///
+/// With a key on the connection and an unkeyed log, an `audit.keyed` entry goes first.
+/// A keyed log refuses entries from a connection without its key (or with another):
+/// they could never verify.
 pub async fn append_all(
     conn: &mut SqliteConnection,
     entries: &[NewEntry<'_>],
@@ -146,12 +305,58 @@ pub async fn append_all(
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
+    // A log pruned to its last checkpoint continues from that checkpoint.
+    let last = match last {
+        Some(last) => Some(last),
+        None => {
+            sqlx::query_as("SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
     let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     if entries.is_empty() {
         return Ok(seq);
     }
-    let mut rows = Vec::with_capacity(entries.len());
-    for entry in entries {
+    let key = connection_key(conn).await?;
+    let keyed_from = keying(conn).await?;
+    let mut marker = None;
+    match (&keyed_from, &key) {
+        (None, None) => {}
+        (Some((from_seq, _)), None) => {
+            return Err(sqlx::Error::Configuration(Box::new(KeyProblem::Missing {
+                from_seq: *from_seq,
+            })));
+        }
+        (Some((from_seq, expected)), Some(key)) if *expected != key.id() => {
+            return Err(sqlx::Error::Configuration(Box::new(KeyProblem::Mismatch {
+                from_seq: *from_seq,
+                expected: expected.clone(),
+                given: key.id(),
+            })));
+        }
+        (Some(_), Some(_)) => {}
+        (None, Some(key)) => {
+            marker = Some(NewEntry {
+                at: entries[0].at,
+                actor: "wfmd",
+                action: KEYED_ACTION,
+                agent_id: None,
+                subject_id: None,
+                detail: serde_json::json!({ "key_id": key.id() }),
+            });
+            sqlx::query("INSERT INTO audit_keying (id, from_seq, key_id) VALUES (1, ?, ?)")
+                .bind(seq + 1)
+                .bind(key.id())
+                .execute(&mut *conn)
+                .await?;
+            // Checkpoints made before the key are trusted as the entries before it are:
+            // signing them now lets a keyed verification start from them.
+            checkpoints::sign_unsigned(conn, key).await?;
+        }
+    }
+    let mut rows = Vec::with_capacity(entries.len() + 1);
+    for entry in marker.iter().chain(entries) {
         seq += 1;
         let detail = entry.detail.to_string();
         let at = to_ms(entry.at);
@@ -166,6 +371,7 @@ pub async fn append_all(
                 subject_id: entry.subject_id,
                 detail: &detail,
             },
+            key.as_ref(),
         );
         rows.push(serde_json::json!([
             seq,
@@ -199,12 +405,25 @@ pub async fn append_all(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Break {
-    /// The row's contents do not match its hash: it was edited.
+    /// The row's contents do not match its hash: it was edited, or (in the keyed part
+    /// of the chain) written without the key.
     Edited { seq: i64 },
     /// The sequence skips numbers: entries were deleted.
     Missing { expected_seq: i64, found_seq: i64 },
     /// The row does not chain to the entry before it: inserted or replaced out of band.
     Unlinked { seq: i64 },
+    /// The log starts after entry 1 and no checkpoint covers the entries before it.
+    Uncovered { first_seq: i64 },
+    /// The checkpoint verification starts from, or one the walk passes, is not what
+    /// wfmd recorded: unsigned, signed with another key, or naming another hash.
+    Checkpoint { seq: i64 },
+    /// A checkpoint records entry `checkpoint_seq`, but the log ends at `last_seq`:
+    /// entries were removed from its end.
+    Truncated { last_seq: i64, checkpoint_seq: i64 },
+    /// Entries from here on are keyed and no `audit.key` was given to check them.
+    KeyNeeded { seq: i64 },
+    /// The chain is keyed from here on with another key than the one given.
+    WrongKey { seq: i64 },
 }
 
 impl fmt::Display for Break {
@@ -212,7 +431,8 @@ impl fmt::Display for Break {
         match self {
             Break::Edited { seq } => write!(
                 f,
-                "audit entry {seq} does not match its hash: it was edited, or written outside wfmd"
+                "audit entry {seq} does not match its hash: it was edited, or written outside \
+                 wfmd (without audit.key, where the chain is keyed)"
             ),
             Break::Missing {
                 expected_seq,
@@ -225,71 +445,362 @@ impl fmt::Display for Break {
                 f,
                 "audit entry {seq} does not chain to the entry before it: it was inserted or replaced out of band"
             ),
+            Break::Uncovered { first_seq } => write!(
+                f,
+                "the audit log starts at entry {first_seq} and no checkpoint covers the entries \
+                 before it: they were deleted outside retention"
+            ),
+            Break::Checkpoint { seq } => write!(
+                f,
+                "the checkpoint of audit entry {seq} is not the one wfmd recorded (unsigned, \
+                 signed with another key, or naming another hash)"
+            ),
+            Break::Truncated {
+                last_seq,
+                checkpoint_seq,
+            } => write!(
+                f,
+                "the audit log ends at entry {last_seq} but a checkpoint records entry \
+                 {checkpoint_seq}: entries were removed from its end"
+            ),
+            Break::KeyNeeded { seq } => write!(
+                f,
+                "audit entries from {seq} on are keyed: set audit.key (WFMD_AUDIT__KEY) to verify them"
+            ),
+            Break::WrongKey { seq } => write!(
+                f,
+                "audit entries from {seq} on are keyed with another key than audit.key"
+            ),
         }
     }
 }
 
-/// The result of walking the whole chain.
+/// Where a verification started when it did not start at the first entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StartCheckpoint {
+    /// The last pruned entry, which the checkpoint records.
+    pub seq: i64,
+    pub hash: String,
+    /// When that entry was written (RFC 3339).
+    pub entry_at: String,
+    /// Whether the checkpoint's signature was checked with `audit.key`.
+    pub signature_checked: bool,
+}
+
+/// The result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verification {
     /// Entries checked before the first break (or all of them).
     pub entries: u64,
     pub first_break: Option<Break>,
+    /// The checkpoint the walk started from (older entries were pruned); `null` when it
+    /// started at the first entry.
+    pub from_checkpoint: Option<StartCheckpoint>,
+    /// The first entry whose hash is keyed with `audit.key`, if any.
+    pub keyed_from: Option<i64>,
+    /// The last entry verified: sequence number and hash.
+    pub head: Option<Head>,
+}
+
+/// An entry's position and hash: what `audit.checkpoint` publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, FromRow)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
 }
 
 impl Verification {
     pub fn is_intact(&self) -> bool {
         self.first_break.is_none()
     }
+
+    /// One line for people: what was verified from where, or what broke.
+    pub fn describe(&self) -> String {
+        let from = match &self.from_checkpoint {
+            None => "from the first entry".to_owned(),
+            Some(c) => format!(
+                "from the checkpoint of entry {} ({}; older entries were pruned{})",
+                c.seq,
+                c.entry_at,
+                if c.signature_checked {
+                    ", signature checked"
+                } else {
+                    ", signature not checked: no audit.key"
+                }
+            ),
+        };
+        let keyed = match self.keyed_from {
+            Some(seq) => format!(", keyed from entry {seq}"),
+            None => ", not keyed".to_owned(),
+        };
+        match &self.first_break {
+            None => format!(
+                "audit log intact: {} entries verified {from}{keyed}",
+                self.entries
+            ),
+            Some(broken) => format!(
+                "audit log BROKEN: {broken} ({} entries before it verified {from})",
+                self.entries
+            ),
+        }
+    }
 }
 
-/// Walks the chain from the first entry and reports the first break, streaming rows so
-/// a large log verifies in constant memory.
+/// Walks entries one at a time, remembering what the next must look like.
+pub(super) struct Walker<'k> {
+    key: Option<&'k AuditKey>,
+    expected_seq: i64,
+    prev_hash: String,
+    keyed_from: Option<i64>,
+    /// Recorded checkpoints at or after the start: the walk checks each against the
+    /// entry it names.
+    checkpoints: HashMap<i64, String>,
+    entries: u64,
+}
+
+impl<'k> Walker<'k> {
+    /// A walk from the first entry.
+    pub(super) fn from_genesis(key: Option<&'k AuditKey>) -> Walker<'k> {
+        Walker {
+            key,
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_owned(),
+            keyed_from: None,
+            checkpoints: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    /// A walk from a checkpoint; the caller checked its signature.
+    pub(super) fn from_checkpoint(key: Option<&'k AuditKey>, start: &CheckpointRow) -> Walker<'k> {
+        Walker {
+            key,
+            expected_seq: start.seq + 1,
+            prev_hash: start.hash.clone(),
+            keyed_from: start.keyed_from,
+            checkpoints: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    pub(super) fn keyed_from(&self) -> Option<i64> {
+        self.keyed_from
+    }
+
+    pub(super) fn expected_seq(&self) -> i64 {
+        self.expected_seq
+    }
+
+    /// Checks `row`; `Some` names the break.
+    pub(super) fn step(&mut self, row: &EntryRow) -> Option<Break> {
+        if row.seq != self.expected_seq {
+            return Some(Break::Missing {
+                expected_seq: self.expected_seq,
+                found_seq: row.seq,
+            });
+        }
+        let keyed = self.keyed_from.is_some() || row.action == KEYED_ACTION;
+        let key = if keyed {
+            let Some(key) = self.key else {
+                return Some(Break::KeyNeeded { seq: row.seq });
+            };
+            if row.action == KEYED_ACTION
+                && self.keyed_from.is_none()
+                && row.keyed_with().as_deref() != Some(key.id().as_str())
+            {
+                return Some(Break::WrongKey { seq: row.seq });
+            }
+            Some(key)
+        } else {
+            None
+        };
+        if row.hash != row.expected_hash(key) {
+            return Some(Break::Edited { seq: row.seq });
+        }
+        if row.prev_hash != self.prev_hash {
+            return Some(Break::Unlinked { seq: row.seq });
+        }
+        if let Some(recorded) = self.checkpoints.get(&row.seq)
+            && *recorded != row.hash
+        {
+            return Some(Break::Checkpoint { seq: row.seq });
+        }
+        if keyed && self.keyed_from.is_none() {
+            self.keyed_from = Some(row.seq);
+        }
+        self.entries += 1;
+        self.expected_seq += 1;
+        self.prev_hash.clone_from(&row.hash);
+        None
+    }
+}
+
+/// Walks the chain without a key: the whole log when it was never keyed (see
+/// [`verify_with`]).
 pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
+    verify_with(pool, None).await
+}
+
+/// Walks the chain from the oldest kept checkpoint (or the first entry) to the end and
+/// reports the first break, streaming rows so a large log verifies in constant memory.
+///
+/// With `key`, keyed entries are checked with it and the starting checkpoint's
+/// signature must verify; without it, keyed entries are reported as [`Break::KeyNeeded`].
+pub async fn verify_with(
+    pool: &SqlitePool,
+    key: Option<&AuditKey>,
+) -> Result<Verification, sqlx::Error> {
+    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(pool)
+        .await?;
+    let newest_checkpoint: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints")
+            .fetch_one(pool)
+            .await?;
+    // The walk starts after the checkpoint just before the first kept entry; a log
+    // pruned to its end starts after its newest checkpoint.
+    let start_seq = match (first, newest_checkpoint) {
+        (Some(first), _) => first - 1,
+        (None, Some(newest)) => newest,
+        (None, None) => 0,
+    };
+    let mut outcome = Verification {
+        entries: 0,
+        first_break: None,
+        from_checkpoint: None,
+        keyed_from: None,
+        head: None,
+    };
+    let mut walker = if start_seq == 0 {
+        Walker::from_genesis(key)
+    } else {
+        let Some(start) = checkpoints::at(pool, start_seq).await? else {
+            outcome.first_break = Some(Break::Uncovered {
+                first_seq: start_seq + 1,
+            });
+            return Ok(outcome);
+        };
+        let signature_checked = key.is_some();
+        outcome.from_checkpoint = Some(StartCheckpoint {
+            seq: start.seq,
+            hash: start.hash.clone(),
+            entry_at: crate::time::rfc3339(from_ms(start.entry_at)),
+            signature_checked,
+        });
+        outcome.head = Some(Head {
+            seq: start.seq,
+            hash: start.hash.clone(),
+        });
+        if let Some(key) = key
+            && !start.signed_by(key)
+        {
+            outcome.first_break = Some(
+                if start.key_id.is_some() && start.key_id != Some(key.id()) {
+                    Break::WrongKey { seq: start.seq }
+                } else {
+                    Break::Checkpoint { seq: start.seq }
+                },
+            );
+            return Ok(outcome);
+        }
+        Walker::from_checkpoint(key, &start)
+    };
+    walker.checkpoints = checkpoints::hashes_from(pool, start_seq + 1).await?;
     let mut rows = sqlx::query_as::<_, EntryRow>(
         "SELECT seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash
          FROM audit_log ORDER BY seq",
     )
     .fetch(pool);
-    let mut expected_seq = 1;
-    let mut prev_hash = GENESIS_HASH.to_owned();
-    let mut entries = 0;
     while let Some(row) = rows.try_next().await? {
-        let first_break = if row.seq != expected_seq {
-            Some(Break::Missing {
-                expected_seq,
-                found_seq: row.seq,
-            })
-        } else if row.hash != row.expected_hash() {
-            Some(Break::Edited { seq: row.seq })
-        } else if row.prev_hash != prev_hash {
-            Some(Break::Unlinked { seq: row.seq })
-        } else {
-            None
-        };
-        if first_break.is_some() {
-            return Ok(Verification {
-                entries,
-                first_break,
-            });
+        if let Some(broken) = walker.step(&row) {
+            outcome.first_break = Some(broken);
+            break;
         }
-        entries += 1;
-        expected_seq += 1;
-        prev_hash = row.hash;
+        outcome.head = Some(Head {
+            seq: row.seq,
+            hash: row.hash,
+        });
     }
-    Ok(Verification {
-        entries,
-        first_break: None,
+    outcome.entries = walker.entries;
+    outcome.keyed_from = walker.keyed_from;
+    if outcome.first_break.is_none()
+        && let Some(newest) = newest_checkpoint
+        && newest >= walker.expected_seq()
+    {
+        outcome.first_break = Some(Break::Truncated {
+            last_seq: walker.expected_seq() - 1,
+            checkpoint_seq: newest,
+        });
+    }
+    Ok(outcome)
+}
+
+/// Whether the log still holds an anchor (a published hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    /// Entry `seq` has this hash and is kept.
+    Kept { seq: i64 },
+    /// The checkpoint verification starts from records this hash: its entry was
+    /// pruned, and the kept chain provably continues from it.
+    StartCheckpoint { seq: i64 },
+    /// A checkpoint of entry `seq` recorded this hash, but entries up to `kept_from - 1`
+    /// were pruned since: the log can no longer prove it.
+    Pruned { seq: i64, first_kept: i64 },
+    /// No kept entry or recorded checkpoint has this hash.
+    Unknown { first_kept: Option<i64> },
+}
+
+/// Looks `hash` up among the kept entries and the recorded checkpoints.
+pub async fn find_anchor(pool: &SqlitePool, hash: &str) -> Result<Anchor, sqlx::Error> {
+    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(pool)
+        .await?;
+    let checkpoint: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM audit_checkpoints WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?;
+    if let Some(seq) = checkpoint {
+        return Ok(match first {
+            Some(first) if seq >= first => Anchor::Kept { seq },
+            Some(first) if seq == first - 1 => Anchor::StartCheckpoint { seq },
+            Some(first) => Anchor::Pruned {
+                seq,
+                first_kept: first,
+            },
+            None => {
+                let newest: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints")
+                        .fetch_one(pool)
+                        .await?;
+                if newest == Some(seq) {
+                    Anchor::StartCheckpoint { seq }
+                } else {
+                    Anchor::Pruned {
+                        seq,
+                        first_kept: newest.unwrap_or(seq) + 1,
+                    }
+                }
+            }
+        });
+    }
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_log WHERE hash = ?")
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match seq {
+        Some(seq) => Anchor::Kept { seq },
+        None => Anchor::Unknown { first_kept: first },
     })
 }
 
-/// Entries written in `[from, to)`, oldest first.
-pub async fn between(
-    pool: &SqlitePool,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<EntryRow>, sqlx::Error> {
-    stream_between(pool, from, to).try_collect().await
+/// The newest entry: what a checkpoint would record now.
+pub async fn head(pool: &SqlitePool) -> Result<Option<(Head, i64)>, sqlx::Error> {
+    let row: Option<(i64, String, i64)> =
+        sqlx::query_as("SELECT seq, hash, at FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(seq, hash, at)| (Head { seq, hash }, at)))
 }
 
 /// Entries written in `[from, to)`, oldest first, one at a time: a year of entries
@@ -357,13 +868,11 @@ mod tests {
         let (store, _dir) = temp_store().await;
         write_entries(&store, 5).await;
         let result = verify(store.reader()).await.unwrap();
-        assert_eq!(
-            result,
-            Verification {
-                entries: 5,
-                first_break: None
-            }
-        );
+        assert_eq!(result.entries, 5);
+        assert_eq!(result.first_break, None);
+        assert_eq!(result.from_checkpoint, None);
+        assert_eq!(result.keyed_from, None);
+        assert_eq!(result.head.map(|h| h.seq), Some(5));
     }
 
     #[tokio::test]
@@ -433,7 +942,7 @@ mod tests {
             prev_hash: "f".repeat(64),
             hash: String::new(),
         };
-        let hash = forged.expected_hash();
+        let hash = forged.expected_hash(None);
         let mut tx = store.begin_write().await.unwrap();
         sqlx::query(
             "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
@@ -468,5 +977,58 @@ mod tests {
         .await;
         let result = verify(store.reader()).await.unwrap();
         assert_eq!(result.first_break, Some(Break::Edited { seq: 3 }));
+    }
+
+    #[tokio::test]
+    async fn a_keyed_chain_starts_with_its_marker_and_needs_the_key_to_verify() {
+        let (store, _dir) = crate::store::testing::temp_store_keyed().await;
+        write_entries(&store, 3).await;
+        let key = crate::store::testing::test_key();
+        let result = verify_with(store.reader(), Some(&key)).await.unwrap();
+        assert!(result.is_intact(), "{}", result.describe());
+        assert_eq!((result.entries, result.keyed_from), (4, Some(1)));
+        let without = verify(store.reader()).await.unwrap();
+        assert_eq!(without.first_break, Some(Break::KeyNeeded { seq: 1 }));
+        let other = AuditKey::new(&"x".repeat(40).into());
+        let wrong = verify_with(store.reader(), Some(&other)).await.unwrap();
+        assert_eq!(wrong.first_break, Some(Break::WrongKey { seq: 1 }));
+    }
+
+    #[tokio::test]
+    async fn a_keyed_log_refuses_writers_without_its_key() {
+        let (store, dir) = crate::store::testing::temp_store_keyed().await;
+        write_entries(&store, 1).await;
+        store.close().await;
+        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
+        for key in [None, Some(AuditKey::new(&"x".repeat(40).into()))] {
+            let other = Store::open_keyed(&url, key).await.unwrap();
+            let mut tx = other.begin_write().await.unwrap();
+            let refused = append(
+                &mut tx,
+                &NewEntry {
+                    at: from_ms(1_790_000_000_000),
+                    actor: "api",
+                    action: "transition.succeeded",
+                    agent_id: None,
+                    subject_id: None,
+                    detail: json!({}),
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(refused.contains("since entry 1"), "{refused}");
+            tx.rollback().await.unwrap();
+            other.close().await;
+        }
+    }
+
+    #[test]
+    fn the_key_never_prints() {
+        let key = AuditKey::new(&"very-secret-key-material-0123456789".into());
+        assert_eq!(format!("{key:?}"), "AuditKey(********)");
+        assert_eq!(key.id().len(), 16);
+        assert!(key.verify(b"m", &key.sign(b"m")));
+        assert!(!key.verify(b"n", &key.sign(b"m")));
     }
 }

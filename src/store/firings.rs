@@ -48,7 +48,8 @@ pub struct AgentResult {
     pub agent_id: String,
     /// `changed`, `rejected`, `failed` or `skipped`.
     pub outcome: &'static str,
-    /// The violation, the failure kind, or the kind of skip (`condition`, `on_contact`).
+    /// The violation, the failure kind, or the kind of skip (`condition`, `on_contact`,
+    /// `unchanged`).
     pub reason: Option<String>,
     pub detail: Option<String>,
     pub attempt_id: Option<String>,

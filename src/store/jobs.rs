@@ -42,7 +42,7 @@ pub struct ItemRow {
     pub agent_id: String,
     pub target_state: String,
     pub reason: Option<String>,
-    /// `pending`, `succeeded`, `rejected`, `failed` or `cancelled`.
+    /// `pending`, `succeeded`, `unchanged`, `rejected`, `failed` or `cancelled`.
     pub outcome: String,
     pub violation: Option<String>,
     pub error: Option<String>,
@@ -80,6 +80,8 @@ pub struct NewItem {
 pub struct Counts {
     pub pending: i64,
     pub succeeded: i64,
+    /// Settled without a platform call: the agent was seen in the target state already.
+    pub unchanged: i64,
     pub rejected: i64,
     pub failed: i64,
     pub cancelled: i64,
@@ -87,14 +89,19 @@ pub struct Counts {
 
 impl Counts {
     pub fn total(&self) -> i64 {
-        self.pending + self.succeeded + self.rejected + self.failed + self.cancelled
+        self.pending
+            + self.succeeded
+            + self.unchanged
+            + self.rejected
+            + self.failed
+            + self.cancelled
     }
 }
 
 /// How an item ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement<'a> {
-    /// `succeeded`, `rejected` or `failed`.
+    /// `succeeded`, `unchanged`, `rejected` or `failed`.
     pub outcome: &'a str,
     pub violation: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -229,6 +236,7 @@ pub async fn counts(conn: &mut SqliteConnection, job_id: &str) -> Result<Counts,
         match outcome.as_str() {
             "pending" => counts.pending = n,
             "succeeded" => counts.succeeded = n,
+            "unchanged" => counts.unchanged = n,
             "rejected" => counts.rejected = n,
             "failed" => counts.failed = n,
             "cancelled" => counts.cancelled = n,
@@ -463,6 +471,7 @@ mod tests {
             Counts {
                 pending: 0,
                 succeeded: 1,
+                unchanged: 0,
                 rejected: 0,
                 failed: 1,
                 cancelled: 1

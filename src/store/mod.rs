@@ -14,6 +14,7 @@
 pub mod analytics;
 pub mod attempts;
 pub mod audit;
+pub mod checkpoints;
 pub mod deliveries;
 pub mod exceptions;
 pub mod firings;
@@ -21,6 +22,8 @@ pub mod history;
 pub mod imported;
 pub mod jobs;
 pub mod outbox;
+pub mod retention;
+pub mod samples;
 pub mod schedules;
 
 use std::path::Path;
@@ -31,7 +34,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 
@@ -55,6 +59,8 @@ pub struct Store {
     /// Bumped with the same commits, for any number of other readers of the outbox
     /// (the live feed): a `watch` wakes every receiver, where `Notify` wakes one.
     outbox_commits: Arc<tokio::sync::watch::Sender<u64>>,
+    /// `audit.key`, also held by each write connection (see [`audit`]).
+    audit_key: Option<audit::AuditKey>,
 }
 
 impl Store {
@@ -65,15 +71,44 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the database like [`Store::open`], keying the audit chain with `audit_key`
+    /// (`audit.key`) from the first entry written with it on.
+    pub async fn open_keyed(
+        url: &str,
+        audit_key: Option<audit::AuditKey>,
+    ) -> anyhow::Result<Store> {
+        let store = Self::connect(url, audit_key).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// Opens the database without touching its schema (for `wfmd migrate` to report on).
     pub async fn open_without_migrating(url: &str) -> anyhow::Result<Store> {
+        Self::connect(url, None).await
+    }
+
+    /// [`Store::open_without_migrating`] with the audit chain's key.
+    pub async fn open_keyed_without_migrating(
+        url: &str,
+        audit_key: Option<audit::AuditKey>,
+    ) -> anyhow::Result<Store> {
+        Self::connect(url, audit_key).await
+    }
+
+    async fn connect(url: &str, audit_key: Option<audit::AuditKey>) -> anyhow::Result<Store> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("database.url `{url}` is not a valid SQLite URL"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pruned pages can be handed back to the file system in small steps
+            // (`PRAGMA incremental_vacuum`); applies to new files, older ones are
+            // converted once (see `retention::convert_to_incremental`).
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            // The audit key's TEMP table stays in memory, never in a temporary file.
+            .pragma("temp_store", "memory");
         if let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
             && !dir.exists()
@@ -81,9 +116,14 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
         }
+        let connection_key = audit_key.clone();
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _| {
+                let key = connection_key.clone();
+                Box::pin(async move { audit::hold_key(conn, key.as_ref()).await })
+            })
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
@@ -97,7 +137,19 @@ impl Store {
             read,
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
+            audit_key,
         })
+    }
+
+    /// The audit chain's key (`audit.key`), when the store was opened with one.
+    pub fn audit_key(&self) -> Option<&audit::AuditKey> {
+        self.audit_key.as_ref()
+    }
+
+    /// The pool of the one write connection, for retention's maintenance statements
+    /// (`PRAGMA incremental_vacuum`) that must run outside a transaction.
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.write
     }
 
     /// Applies pending migrations; returns how many were applied.
@@ -201,6 +253,19 @@ pub(crate) mod testing {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
         let store = Store::open(&url).await.unwrap();
+        (store, dir)
+    }
+
+    /// The key [`temp_store_keyed`] uses.
+    pub fn test_key() -> super::audit::AuditKey {
+        super::audit::AuditKey::new(&"k".repeat(40).into())
+    }
+
+    /// [`temp_store`] with an audit key.
+    pub async fn temp_store_keyed() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
+        let store = Store::open_keyed(&url, Some(test_key())).await.unwrap();
         (store, dir)
     }
 }

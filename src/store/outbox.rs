@@ -22,6 +22,10 @@ pub enum EventType {
     BulkCompleted,
     #[serde(rename = "adherence.exception")]
     AdherenceException,
+    #[serde(rename = "audit.checkpoint")]
+    AuditCheckpoint,
+    #[serde(rename = "report.ready")]
+    ReportReady,
 }
 
 impl EventType {
@@ -31,6 +35,8 @@ impl EventType {
             EventType::TransitionRejected => "transition.rejected",
             EventType::BulkCompleted => "bulk.completed",
             EventType::AdherenceException => "adherence.exception",
+            EventType::AuditCheckpoint => "audit.checkpoint",
+            EventType::ReportReady => "report.ready",
         }
     }
 }

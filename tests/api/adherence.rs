@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wfmd::App;
 use wfmd::config::Config;
+use wfmd::cxone::{Budget, IncontactClient};
 use wfmd::engine::TransitionEngine;
 use wfmd::engine::automation::{Automations, RunReport};
 use wfmd::engine::compliance::{ComplianceSweep, SweepReport};
@@ -27,7 +28,7 @@ use wfmd::engine::sync::StateSync;
 use wfmd::sim::{SimAgent, SimConfig};
 use wfmd::store::Store;
 
-use crate::helpers::{SET_STATE, TestApp, TestDb, TestSim, count};
+use crate::helpers::{Dialect, TestApp, TestDb, TestSim, count, on_both_dialects};
 
 /// One cycle of simulated time.
 const STEP: Duration = Duration::from_secs(30);
@@ -47,16 +48,17 @@ struct Scene {
 }
 
 impl Scene {
-    /// 30 still agents, the simulated day two days ago; `adjust` sets the automation
-    /// and compliance settings the stepped services use.
-    async fn start(adjust: impl FnOnce(&mut Config)) -> Scene {
+    /// 30 still agents, the simulated day two days ago, wfmd speaking `dialect`;
+    /// `adjust` sets the automation and compliance settings the stepped services use.
+    async fn start(dialect: Dialect, adjust: impl FnOnce(&mut Config)) -> Scene {
         let sim = TestSim::start(SimConfig {
             agents: 30,
             time_scale: 0.0,
             start_at: Some(Utc::now() - TimeDelta::days(2)),
             ..SimConfig::default()
         })
-        .await;
+        .await
+        .on(dialect);
         let db = TestDb::new();
         let mut config = sim.config(&db.url());
         // Every compliance check asks the platform at its current (stepped) instant.
@@ -74,7 +76,27 @@ impl Scene {
         app_config.automation.enabled = false;
         let app = App::build(&app_config).await.unwrap();
         let store = app.store();
-        let engine: Arc<TransitionEngine> = app.engine();
+        let engine: Arc<TransitionEngine> = match sim.dialect {
+            Dialect::V2 => app.engine(),
+            // incontact judges WFM shifts at the client's clock: make it the simulator's.
+            Dialect::Incontact => {
+                let clock = sim.sim.clone();
+                let client = IncontactClient::new(
+                    wfmd::http_client().unwrap(),
+                    wfmd::incontact_settings(&config),
+                    Arc::new(Budget::unlimited()),
+                )
+                .with_clock(move || clock.clock().now());
+                Arc::new(
+                    TransitionEngine::new(
+                        store.clone(),
+                        Arc::new(client),
+                        config.schedule_cache_ttl(),
+                    )
+                    .with_book_max_age(config.schedules.max_age),
+                )
+            }
+        };
         let stop = CancellationToken::new();
         let server = tokio::spawn(app.run_until_stopped(stop.clone()));
         let platform = engine.platform().clone();
@@ -222,9 +244,9 @@ fn entered(agent: &SimAgent, state: &str, after: DateTime<Utc>) -> Option<DateTi
         .map(|c| c.at)
 }
 
-#[tokio::test]
-async fn break_automations_move_exactly_the_agents_whose_schedule_says_so() {
-    let mut scene = Scene::start(|c| {
+on_both_dialects!(break_automations_move_exactly_the_agents_whose_schedule_says_so);
+async fn break_automations_move_exactly_the_agents_whose_schedule_says_so(dialect: Dialect) {
+    let mut scene = Scene::start(dialect, |c| {
         c.automation.enabled = true;
         c.automation.logout_after_shift_end = None;
     })
@@ -308,9 +330,9 @@ async fn break_automations_move_exactly_the_agents_whose_schedule_says_so() {
     assert_eq!(origins, ["rule"]);
 }
 
-#[tokio::test]
-async fn logout_after_shift_end_happens_once_even_across_a_restart() {
-    let mut scene = Scene::start(|c| {
+on_both_dialects!(logout_after_shift_end_happens_once_even_across_a_restart);
+async fn logout_after_shift_end_happens_once_even_across_a_restart(dialect: Dialect) {
+    let mut scene = Scene::start(dialect, |c| {
         c.automation.enabled = true;
         c.automation.break_start = false;
         c.automation.break_end = false;
@@ -352,12 +374,12 @@ async fn logout_after_shift_end_happens_once_even_across_a_restart() {
     // still due: the stored attempt is replayed, not repeated.
     scene.force(&first.id, "READY");
     scene.advance(STEP).await;
-    let posts = scene.sim.calls(SET_STATE);
+    let posts = scene.sim.changes();
     let mut scene = scene.restart().await;
     let (run, _) = scene.advance(STEP).await;
     assert!(run.settled >= 1, "{run:?}");
     assert_eq!(run.moved, 0);
-    assert_eq!(scene.sim.calls(SET_STATE), posts, "no second logout");
+    assert_eq!(scene.sim.changes(), posts, "no second logout");
     assert_eq!(scene.agent(&first.id).state, "READY");
 
     scene.run_until(end).await;
@@ -380,9 +402,11 @@ async fn logout_after_shift_end_happens_once_even_across_a_restart() {
     );
 }
 
-#[tokio::test]
-async fn the_sweep_opens_after_the_threshold_closes_corrects_and_never_touches_a_call() {
-    let mut scene = Scene::start(|c| {
+on_both_dialects!(the_sweep_opens_after_the_threshold_closes_corrects_and_never_touches_a_call);
+async fn the_sweep_opens_after_the_threshold_closes_corrects_and_never_touches_a_call(
+    dialect: Dialect,
+) {
+    let mut scene = Scene::start(dialect, |c| {
         c.compliance.exception_threshold = Duration::from_secs(120);
         c.compliance.auto_correct.working_in_mandatory_break = true;
     })
@@ -466,10 +490,10 @@ impl Scene {
     }
 }
 
-#[tokio::test]
-async fn serve_runs_the_book_and_the_sweep_and_reports_adherence() {
+on_both_dialects!(serve_runs_the_book_and_the_sweep_and_reports_adherence);
+async fn serve_runs_the_book_and_the_sweep_and_reports_adherence(dialect: Dialect) {
     // The simulator at wall-clock time and the daemon's own loops: sync, book, sweep.
-    let app = TestApp::spawn_with(TestSim::default_tenant().await, |c| {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await.on(dialect), |c| {
         c.sync.enabled = true;
         c.compliance.sweep_interval = Duration::from_secs(1);
     })

@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 use wfmd::store::audit::{self, NewEntry};
 
-use crate::helpers::{TestApp, wfmd};
+use crate::helpers::{TestApp, TestSim, wfmd};
 
 fn instant(at: chrono::DateTime<Utc>) -> String {
     wfmd::time::rfc3339(at)
@@ -75,10 +75,13 @@ async fn the_audit_window_exports_as_the_cli_does_and_verify_finds_an_edit() {
     assert_eq!(problem["parameter"], "to");
 
     let verify: Value = app.get("/v1/audit/verify").await.json().await.unwrap();
-    assert_eq!(
-        verify,
-        json!({"intact": true, "entries": 3, "first_break": null})
-    );
+    assert_eq!(verify["intact"], true, "{verify}");
+    assert_eq!(verify["entries"], 3);
+    assert_eq!(verify["first_break"], Value::Null);
+    assert_eq!(verify["from_checkpoint"], Value::Null, "nothing was pruned");
+    assert_eq!(verify["keyed_from"], Value::Null, "no audit.key");
+    assert_eq!(verify["head"]["seq"], 3);
+    assert_eq!(verify["head"]["hash"], entries[2]["hash"]);
     let mut tx = app.store.begin_write().await.unwrap();
     sqlx::query("DROP TRIGGER audit_log_refuses_update")
         .execute(&mut *tx)
@@ -92,10 +95,9 @@ async fn the_audit_window_exports_as_the_cli_does_and_verify_finds_an_edit() {
     let verify = app.get("/v1/audit/verify").await;
     assert_eq!(verify.status(), 200, "the check worked; the chain did not");
     let verify: Value = verify.json().await.unwrap();
-    assert_eq!(
-        verify,
-        json!({"intact": false, "entries": 1, "first_break": {"kind": "edited", "seq": 2}})
-    );
+    assert_eq!(verify["intact"], false);
+    assert_eq!(verify["entries"], 1);
+    assert_eq!(verify["first_break"], json!({"kind": "edited", "seq": 2}));
 }
 
 #[tokio::test]
@@ -132,4 +134,289 @@ async fn a_large_audit_window_streams_every_entry() {
     let last: Value = serde_json::from_str(lines[count - 1]).unwrap();
     assert_eq!(last["seq"], count as i64);
     assert_eq!(last["subject_id"], format!("attempt-{}", count - 1));
+}
+
+/// An audit key of the accepted length.
+const KEY: &str = "0123456789abcdef0123456789abcdef-audit";
+
+async fn spawn_keyed() -> TestApp {
+    TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.audit.key = Some(KEY.into());
+    })
+    .await
+}
+
+/// The canonical form wfmd hashes, field order included.
+#[derive(serde::Serialize)]
+struct Canonical<'a> {
+    seq: i64,
+    at: i64,
+    actor: &'a str,
+    action: &'a str,
+    agent_id: Option<&'a str>,
+    subject_id: Option<&'a str>,
+    detail: &'a str,
+}
+
+/// Appends a row as someone holding the file but not the key would: chained to the last
+/// entry with a correct SHA-256. Returns its sequence number.
+async fn forge_append(app: &TestApp) -> i64 {
+    use sha2::Digest;
+    let (seq, at, prev): (i64, i64, String) =
+        sqlx::query_as("SELECT seq, at, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_one(app.store.reader())
+            .await
+            .unwrap();
+    let entry = Canonical {
+        seq: seq + 1,
+        at: at + 1,
+        actor: "mallory",
+        action: "transition.succeeded",
+        agent_id: Some("u_001"),
+        subject_id: None,
+        detail: "{}",
+    };
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(prev.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(serde_json::to_string(&entry).unwrap().as_bytes());
+    let hash = hex::encode(hasher.finalize());
+    let mut tx = app.store.begin_write().await.unwrap();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+    )
+    .bind(entry.seq)
+    .bind(entry.at)
+    .bind(entry.actor)
+    .bind(entry.action)
+    .bind(entry.agent_id)
+    .bind(entry.detail)
+    .bind(&prev)
+    .bind(&hash)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    entry.seq
+}
+
+async fn change_some_agents(app: &TestApp, n: usize, state: &str) {
+    for agent in app.sim.free_agents().iter().take(n) {
+        let (status, body) = app.set_state(&agent.id, state).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// Runs `wfmd ARGS` on the app's database, with `key` as WFMD_AUDIT__KEY when given.
+async fn cli(app: &TestApp, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = wfmd();
+    command.env("WFMD_DATABASE__URL", app.db.url()).args(args);
+    if let Some(key) = key {
+        command.env("WFMD_AUDIT__KEY", key);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_forged_append_with_a_correct_sha256_is_detected_with_the_audit_key() {
+    // Without a key, a row chained with a correct SHA-256 is indistinguishable from
+    // wfmd's own: the gap the key closes.
+    let plain = TestApp::spawn().await;
+    change_some_agents(&plain, 2, "NOT_READY").await;
+    forge_append(&plain).await;
+    let verify: Value = plain.get("/v1/audit/verify").await.json().await.unwrap();
+    assert_eq!(verify["intact"], true, "{verify}");
+
+    let app = spawn_keyed().await;
+    change_some_agents(&app, 2, "NOT_READY").await;
+    let verify: Value = app.get("/v1/audit/verify").await.json().await.unwrap();
+    assert_eq!(verify["intact"], true, "{verify}");
+    assert_eq!(
+        verify["keyed_from"], 1,
+        "the key applies from its marker entry"
+    );
+    let marker: (String, String) =
+        sqlx::query_as("SELECT action, detail FROM audit_log WHERE seq = 1")
+            .fetch_one(app.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(marker.0, "audit.keyed");
+    assert!(
+        !marker.1.contains(KEY),
+        "the marker names a fingerprint only"
+    );
+
+    let forged = forge_append(&app).await;
+    let verify: Value = app.get("/v1/audit/verify").await.json().await.unwrap();
+    assert_eq!(verify["intact"], false, "{verify}");
+    assert_eq!(
+        verify["first_break"],
+        json!({"kind": "edited", "seq": forged})
+    );
+    let (code, stdout, _) = cli(&app, Some(KEY), &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("audit entry {forged} does not match its hash")),
+        "{stdout}"
+    );
+    // Without the key the keyed entries cannot be checked at all, which is said.
+    let (code, stdout, _) = cli(&app, None, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("set audit.key"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_database_keyed_later_keeps_verifying_its_unkeyed_entries() {
+    let sim = TestSim::default_tenant().await;
+    let plain = TestApp::spawn_with(sim, |_| {}).await;
+    change_some_agents(&plain, 2, "NOT_READY").await;
+    let url = plain.db.url();
+    let (code, stdout, _) = cli(&plain, Some(KEY), &["audit", "checkpoint"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    // The key applies from the next entry written with it.
+    let config = {
+        let mut config = plain.sim.config(&url);
+        config.audit.key = Some(KEY.into());
+        config
+    };
+    let services = wfmd::Services::start(&config).await.unwrap();
+    let mut tx = services.store.begin_write().await.unwrap();
+    audit::append(
+        &mut tx,
+        &NewEntry {
+            at: Utc::now(),
+            actor: "test",
+            action: "transition.succeeded",
+            agent_id: Some("u_001"),
+            subject_id: None,
+            detail: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (code, stdout, _) = cli(&plain, Some(KEY), &["audit", "verify"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("4 entries verified"), "{stdout}");
+    assert!(stdout.contains("keyed from entry 3"), "{stdout}");
+    // The unkeyed daemon can no longer write to the keyed log, and says why.
+    let (status, body) = plain
+        .set_state(&plain.sim.free_agents()[3].id, "NOT_READY")
+        .await;
+    assert_eq!(status, 500, "{body}");
+    services.store.close().await;
+}
+
+#[tokio::test]
+async fn verify_starts_from_the_checkpoint_retention_pruned_to_and_anchors_are_checked() {
+    let app = spawn_keyed().await;
+    change_some_agents(&app, 3, "NOT_READY").await;
+    let (code, first, _) = cli(&app, Some(KEY), &["audit", "checkpoint"]).await;
+    assert_eq!(code, 0);
+    let first: Value = serde_json::from_str(&first).unwrap();
+    change_some_agents(&app, 2, "READY").await;
+    let (code, second, _) = cli(&app, Some(KEY), &["audit", "checkpoint"]).await;
+    assert_eq!(code, 0);
+    let second: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(second["entry_id"], 6, "marker, 3 and 2 changes: {second}");
+    assert_eq!(second["count"], 6);
+    let events = app
+        .count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'audit.checkpoint'")
+        .await;
+    assert_eq!(events, 2, "each checkpoint is published as a webhook event");
+
+    // A year and a half on, every entry is past retention.audit (400 days); pruning
+    // stops at the newest published checkpoint.
+    let config = wfmd::config::Config::default();
+    let retention = wfmd::engine::retention::Retention::new(
+        app.store.clone(),
+        &config.retention,
+        &config.audit,
+    );
+    let later = Utc::now() + Duration::days(500);
+    let report = retention
+        .prune(later, &tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.removed(wfmd::store::retention::Kind::Audit), 6);
+    assert_eq!(app.count("SELECT COUNT(*) FROM audit_log").await, 0);
+    // New entries continue the chain from the checkpoint.
+    let again = &app.sim.free_agents()[5];
+    let (status, body) = app.set_state(&again.id, "NOT_READY").await;
+    assert_eq!(status, 200, "{body}");
+
+    let (code, stdout, _) = cli(&app, Some(KEY), &["audit", "verify"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("1 entries verified from the checkpoint of entry 6"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("signature checked"), "{stdout}");
+    // The checkpoint verification starts from is still provable…
+    let hash = |v: &Value| v["hash"].as_str().unwrap().to_owned();
+    let (code, stdout, _) = cli(
+        &app,
+        Some(KEY),
+        &["audit", "verify", "--anchor", &hash(&second)],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}");
+    // …the older one was pruned away…
+    let (code, _, stderr) = cli(
+        &app,
+        Some(KEY),
+        &["audit", "verify", "--anchor", &hash(&first)],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(stderr.contains("retention pruned"), "{stderr}");
+    // …an unknown hash is refused…
+    let unknown = "ab".repeat(32);
+    let (code, _, stderr) = cli(&app, Some(KEY), &["audit", "verify", "--anchor", &unknown]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no kept entry or recorded checkpoint"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli(&app, Some(KEY), &["audit", "verify", "--anchor", "abc"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    // …and a kept entry's hash is proved.
+    let (code, third, _) = cli(&app, Some(KEY), &["audit", "checkpoint"]).await;
+    assert_eq!(code, 0);
+    let third: Value = serde_json::from_str(&third).unwrap();
+    assert_eq!(third["entry_id"], 7);
+    let (code, stdout, _) = cli(
+        &app,
+        Some(KEY),
+        &["audit", "verify", "--anchor", &hash(&third)],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("the log still contains it"), "{stdout}");
+
+    // The export of the pruned window says what is no longer kept.
+    let response = export(
+        &app,
+        &instant(Utc::now() - Duration::hours(1)),
+        &instant(Utc::now() + Duration::hours(1)),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("audit entries are not kept before"),
+        "{problem}"
+    );
 }

@@ -88,6 +88,8 @@ impl TestSim {
         config.retry.max_delay_ms = 5_000;
         // Tests that count platform calls must not see the sync's; sync tests opt in.
         config.sync.enabled = false;
+        // Nor the metric pollers'; metric tests opt in.
+        config.live.enabled = false;
         if self.dialect == Dialect::Incontact {
             let c = &mut config.cxone;
             c.dialect = Dialect::Incontact;
@@ -116,6 +118,7 @@ impl TestSim {
             ("WFMD_RETRY__MAX_DELAY_MS", "2000"),
             ("WFMD_LOG__LEVEL", "warn"),
             ("WFMD_SYNC__ENABLED", "false"),
+            ("WFMD_LIVE__ENABLED", "false"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -499,3 +499,53 @@ async fn schedules_import_names_the_bad_lines_and_stores_nothing() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("imported 1 shifts of 1 agents"), "{stdout}");
 }
+
+#[tokio::test]
+async fn what_a_dialect_cannot_offer_is_one_error_naming_the_feature_and_the_dialect() {
+    use wfmd::cxone::SubscriptionRequest;
+    let sim = TestSim::start(SimConfig {
+        agents: 10,
+        time_scale: 0.0,
+        requests_per_minute: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let v2 = wfmd::platform(
+        &sim.config("sqlite::memory:"),
+        crate::helpers::http_client(),
+        Arc::new(Budget::unlimited()),
+    );
+    let incontact = incontact_client(&sim);
+    let request = SubscriptionRequest {
+        name: "wfmd".into(),
+        interval: Duration::from_secs(10),
+        agent_ids: None,
+    };
+
+    let errors = [
+        v2.schedules(&["u_001".into()]).await.unwrap_err(),
+        incontact
+            .list_agents(&wfmd::cxone::AgentFilter {
+                skill_id: Some("s_1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        incontact.create_subscription(&request).await.unwrap_err(),
+    ];
+    let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        said,
+        [
+            "bulk schedule export is not offered by this platform (v2 dialect)",
+            "listing agents by skill is not offered by this platform (incontact dialect)",
+            "real-time subscriptions is not offered by this platform (incontact dialect)",
+        ]
+    );
+    assert!(errors.iter().all(|e| !e.is_retryable()));
+    assert_eq!(
+        sim.sim.stats().api_requests,
+        0,
+        "nothing was asked of the platform"
+    );
+}

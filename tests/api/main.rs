@@ -2,8 +2,10 @@
 //! SQLite file. One test binary, so the crate links once.
 
 mod adherence;
+mod analytics;
 mod audit;
 mod auth;
+mod backup;
 mod bulk;
 mod cli;
 mod crash;
@@ -12,9 +14,11 @@ mod faults;
 mod helpers;
 mod incontact;
 mod live;
+mod metrics;
 mod openapi;
 mod receiver;
 mod reports;
+mod retention;
 mod rough_edges;
 mod rules;
 mod sync;

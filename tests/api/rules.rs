@@ -370,9 +370,9 @@ async fn scalar(store: &Store, sql: &str, rule: &str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice() {
-    let sim = TestSim::default_tenant().await;
+on_both_dialects!(kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice);
+async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice(dialect: Dialect) {
+    let sim = TestSim::default_tenant().await.on(dialect);
     let db = TestDb::new();
     let rules_file = db.dir.path().join("rules.toml");
     write(&rules_file, "");
@@ -460,7 +460,7 @@ async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice() {
     .fetch_one(store.reader())
     .await
     .unwrap();
-    let calls = sim.calls(SET_STATE) as i64;
+    let calls = sim.changes() as i64;
     assert!(
         (sent..=sent + 2).contains(&calls),
         "{calls} state changes sent for {sent} recorded"
@@ -690,4 +690,102 @@ async fn dry_run_shows_who_would_move_and_who_compliance_would_refuse_without_ch
         0
     );
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_rule_leaves_agents_state_sync_saw_in_its_state_alone_without_a_call_and_audits_them() {
+    // The platform's clock runs a minute behind ours, so the sync's poll comes well after
+    // the first firing's changes by both clocks.
+    let sim = TestSim::start(SimConfig {
+        agents: 20,
+        start_at: Some(Utc::now() - chrono::TimeDelta::minutes(1)),
+        ..SimConfig::default()
+    })
+    .await;
+    let db = TestDb::new();
+    let config = sim.config(&db.url());
+    let services = Services::start(&config).await.unwrap();
+    let now = sim.sim.clock().now();
+    let agents: Vec<String> = sim
+        .agents_where(|a| {
+            a.on_shift_at(now)
+                && a.on_shift_at(now + chrono::TimeDelta::minutes(10))
+                && a.state != "ON_CONTACT"
+        })
+        .into_iter()
+        .take(4)
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(agents.len(), 4, "the simulated tenant has agents on shift");
+    let rule = Rule {
+        action: Action::Set {
+            state: AgentState::NotReady,
+            reason: Some("MEETING".into()),
+        },
+        ..weekday_noon("meeting", Selector::Agents(agents.clone()), Duration::ZERO)
+    };
+    let stop = CancellationToken::new();
+    let first = firer(&services, &config)
+        .fire_slot(&rule, utc("2026-03-09T16:00:00Z"), None, &stop)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.changed, 4, "{first:?}");
+
+    // The sync watches three of the four.
+    let (watched, unwatched) = (&agents[..3], &agents[3]);
+    let mut sync = wfmd::engine::sync::StateSync::new(
+        services.store.clone(),
+        services.engine.platform().clone(),
+        wfmd::engine::sync::SyncSettings {
+            interval: Duration::from_secs(10),
+            renew_after: Duration::from_secs(3_600),
+            teams: Vec::new(),
+            agents: watched.to_vec(),
+            unfiltered: false,
+        },
+    )
+    .with_in_flight(services.engine.agents_in_flight());
+    sync.poll_once().await.unwrap();
+    let witness = wfmd::engine::SyncWitness::new(sync.status(), Duration::from_secs(10));
+    let posts = sim.calls(SET_STATE);
+
+    let second = firer(&services, &config)
+        .with_sync(witness)
+        .fire_slot(&rule, utc("2026-03-10T16:00:00Z"), None, &stop)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.outcome.as_str(), second.changed), ("completed", 1));
+    assert_eq!(
+        sim.calls(SET_STATE),
+        posts + 1,
+        "only the agent the sync does not watch is sent again"
+    );
+    let results = firings::agents(services.store.reader(), second.id)
+        .await
+        .unwrap();
+    for result in &results {
+        let want = if &result.agent_id == unwatched {
+            ("changed", None)
+        } else {
+            ("skipped", Some("unchanged"))
+        };
+        assert_eq!(
+            (result.outcome.as_str(), result.reason.as_deref()),
+            want,
+            "{}",
+            result.agent_id
+        );
+    }
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT agent_id FROM audit_log WHERE action = 'transition.unchanged' ORDER BY agent_id",
+    )
+    .fetch_all(services.store.reader())
+    .await
+    .unwrap();
+    let mut want = watched.to_vec();
+    want.sort();
+    assert_eq!(audited, want);
+    services.store.close().await;
 }

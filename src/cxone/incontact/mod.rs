@@ -44,7 +44,7 @@ use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
     ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest, v2,
 };
-use crate::domain::metrics::SkillTile;
+use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
 
 /// The API version used when none is configured.
@@ -126,6 +126,8 @@ pub struct IncontactClient {
     /// Single-flight refresh of `agents`.
     agents_refresh: tokio::sync::Mutex<()>,
     codes: Mutex<HashMap<String, Arc<Vec<UnavailableCode>>>>,
+    /// The time schedules are judged at (see [`IncontactClient::with_clock`]).
+    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
 impl fmt::Debug for IncontactClient {
@@ -184,7 +186,24 @@ impl IncontactClient {
             agents: Mutex::default(),
             agents_refresh: tokio::sync::Mutex::new(()),
             codes: Mutex::default(),
+            clock: Arc::new(Utc::now),
         }
+    }
+
+    /// Judges schedules at `clock` instead of the system time. WFM gives shifts, not a
+    /// status, so this client decides which shift and break are current itself (v2's
+    /// platform decides at its own clock); a simulator whose clock the test steps
+    /// answers consistently only when the client reads the same clock.
+    pub fn with_clock(
+        mut self,
+        clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> IncontactClient {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
     }
 
     /// Changes how long calls pause after three 401s in a row (30 s by default).
@@ -540,7 +559,7 @@ impl IncontactClient {
             .ok_or_else(|| CxoneError::NotFound {
                 message: format!("agent {agent_id} has no WFM user id (userID)"),
             })?;
-        let today = Utc::now().date_naive();
+        let today = self.now().date_naive();
         let body = serde_json::to_vec(&json!({
             "startDate": (today - TimeDelta::days(1)).format("%Y-%m-%d").to_string(),
             "endDate": (today + TimeDelta::days(1)).format("%Y-%m-%d").to_string(),
@@ -574,7 +593,7 @@ fn info(a: &wire::AgentJson) -> AgentInfo {
 }
 
 /// Names compared as the platform's users write them: case and `_`/space do not matter.
-fn same_name(a: &str, b: &str) -> bool {
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.trim().replace('_', " ").to_lowercase();
     norm(a) == norm(b)
 }
@@ -587,7 +606,14 @@ pub(crate) fn resolve_code<'a>(
     configured: &BTreeMap<String, String>,
 ) -> Option<&'a UnavailableCode> {
     let active = || codes.iter().filter(|c| c.active);
-    if let Some(code) = active().find(|c| same_name(&c.name, reason)) {
+    // A code another reason is mapped to is that reason's alone, even when its name is
+    // this reason's: otherwise it would read back as the other reason.
+    let claimed = |c: &UnavailableCode| {
+        configured.iter().any(|(r, wanted)| {
+            !same_name(r, reason) && (c.id == *wanted || same_name(&c.name, wanted))
+        })
+    };
+    if let Some(code) = active().find(|c| same_name(&c.name, reason) && !claimed(c)) {
         return Some(code);
     }
     let wanted = configured
@@ -772,7 +798,7 @@ impl ContactCenter for IncontactClient {
             agent_id: agent_id.to_owned(),
             state,
             reason: Some(reason.to_owned()),
-            changed_at: Some(Utc::now()),
+            changed_at: Some(self.now()),
         })
     }
 
@@ -782,13 +808,13 @@ impl ContactCenter for IncontactClient {
             &shifts,
             info.time_zone,
             &self.settings.mandatory_breaks,
-            Utc::now(),
+            self.now(),
         ))
     }
 
     async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
         let schedule = self.schedule(agent_id).await?;
-        Ok(break_status_from(&schedule, Utc::now()))
+        Ok(break_status_from(&schedule, self.now()))
     }
 
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
@@ -935,13 +961,40 @@ impl ContactCenter for IncontactClient {
             .collect())
     }
 
+    /// The platform's queues are its skills (see [`ContactCenter::list_queues`]), so a
+    /// queue tile is its skill's activity: contacts waiting, agents logged in, available
+    /// and working, the service level. It reports no average wait (`None`); the skill
+    /// tile has the longest.
+    async fn queue_stats(&self, queue_ids: &[String]) -> Result<Vec<QueueTile>, CxoneError> {
+        if queue_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .skill_activity(queue_ids)
+            .await?
+            .into_iter()
+            .map(|skill| QueueTile {
+                queue_id: skill.skill_id,
+                name: skill.skill_name,
+                agents_logged_on: skill.agents_staffed,
+                agents_available: skill.agents_available,
+                agents_busy: skill.agents_on_contact + skill.agents_acw,
+                contacts_waiting: skill.contacts_queued,
+                average_wait_ms: None,
+                service_level: skill.service_level,
+                sampled_at: skill.sampled_at,
+            })
+            .collect())
+    }
+
     fn dialect(&self) -> &'static str {
         "incontact"
     }
 }
 
 /// The schedule at `now` from WFM shifts: ACTIVE inside a shift (that shift), else
-/// INACTIVE with the next shift if any; breaks are the intervals with `work = false`,
+/// INACTIVE with the nearer of the last ended and the next shift (as v2 answers an
+/// ended shift); breaks are the intervals with `work = false`,
 /// mandatory when their title is one of `mandatory`.
 pub(crate) fn schedule_from(
     shifts: &[wire::ShiftJson],
@@ -957,6 +1010,7 @@ pub(crate) fn schedule_from(
     windows.sort_by_key(|(start, _, _)| *start);
     let current = windows.iter().find(|(s, e, _)| *s <= now && now < *e);
     let next = windows.iter().find(|(s, _, _)| *s > now);
+    let last = windows.iter().rev().find(|(_, e, _)| *e <= now);
     let breaks: Vec<BreakWindow> = shifts
         .iter()
         .flat_map(|s| &s.activity_intervals)
@@ -971,9 +1025,12 @@ pub(crate) fn schedule_from(
             })
         })
         .collect();
-    let (status, shift) = match (current, next) {
-        (Some(c), _) => (ScheduleStatus::Active, Some(c)),
-        (None, n) => (ScheduleStatus::Inactive, n),
+    let (status, shift) = match (current, next, last) {
+        (Some(c), _, _) => (ScheduleStatus::Active, Some(c)),
+        // Between shifts, the nearer one: just after a shift its end still matters
+        // (logout after shift end), long after it the next one does.
+        (None, Some(n), Some(l)) if now - l.1 <= n.0 - now => (ScheduleStatus::Inactive, Some(l)),
+        (None, n, l) => (ScheduleStatus::Inactive, n.or(l)),
     };
     Schedule {
         status,

@@ -470,6 +470,31 @@ async fn skill_tiles_come_from_skill_activity() {
     );
 }
 
+#[tokio::test]
+async fn queue_tiles_are_the_skills_activity_without_an_average_wait() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    let queues = client.list_queues().await.unwrap();
+    let ids: Vec<String> = queues.iter().map(|q| q.id.clone()).collect();
+    let skills = client.skill_activity(&ids).await.unwrap();
+    let tiles = client.queue_stats(&ids).await.unwrap();
+    assert_eq!(tiles.len(), skills.len());
+    assert!(!tiles.is_empty());
+    for (tile, skill) in tiles.iter().zip(&skills) {
+        assert_eq!(tile.queue_id, skill.skill_id);
+        assert_eq!(tile.name, skill.skill_name);
+        assert_eq!(tile.contacts_waiting, skill.contacts_queued);
+        assert_eq!(tile.agents_logged_on, skill.agents_staffed);
+        assert_eq!(tile.agents_available, skill.agents_available);
+        assert_eq!(tile.agents_busy, skill.agents_on_contact + skill.agents_acw);
+        assert_eq!(tile.service_level, skill.service_level);
+        assert_eq!(tile.average_wait_ms, None, "the platform gives none");
+    }
+    let one = client.queue_stats(&ids[..1]).await.unwrap();
+    assert_eq!(one.len(), 1, "only the queues asked for");
+    assert_eq!(one[0].queue_id, ids[0]);
+}
+
 #[test]
 fn unavailable_states_map_back_to_reasons_and_states() {
     let configured = BTreeMap::from([("LUNCH_BREAK".to_owned(), "12".to_owned())]);
@@ -507,6 +532,33 @@ fn unavailable_states_map_back_to_reasons_and_states() {
         "12"
     );
     assert!(resolve_code(&codes, "OLD", &configured).is_none());
+    // `Lunch` is LUNCH_BREAK's code alone: LUNCH may not take it by name, or a LUNCH
+    // change would read back as LUNCH_BREAK.
+    assert!(resolve_code(&codes, "LUNCH", &configured).is_none());
+}
+
+#[tokio::test]
+async fn a_mapped_reason_reads_back_as_itself_and_the_codes_own_name_is_refused() {
+    let t = tenant(0.0).await;
+    let mut settings = t.settings();
+    settings.reason_codes = BTreeMap::from([("COACHING".to_owned(), "Lunch".to_owned())]);
+    let client = t.client_with(settings);
+    client
+        .set_agent_state("u_004", AgentState::NotReady, "COACHING")
+        .await
+        .unwrap();
+    let read = client.agent_state("u_004").await.unwrap();
+    assert_eq!(
+        (read.state, read.reason.as_deref()),
+        (AgentState::NotReady, Some("COACHING"))
+    );
+    let before = t.state_calls();
+    let err = client
+        .set_agent_state("u_004", AgentState::NotReady, "LUNCH")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("LUNCH"), "{err}");
+    assert_eq!(t.state_calls(), before, "refused before any state call");
 }
 
 #[tokio::test]
@@ -534,4 +586,105 @@ async fn repeated_401s_open_the_breaker_and_calls_pause() {
         "no call while paused"
     );
     assert_eq!(after.token_requests, before.token_requests);
+}
+
+#[test]
+fn between_shifts_the_schedule_is_the_nearer_of_the_last_and_the_next_shift() {
+    let shift = |start: &str, end: &str| -> wire::ShiftJson {
+        serde_json::from_value(serde_json::json!({"start": start, "end": end})).unwrap()
+    };
+    let shifts = [
+        shift("2026-11-23T09:00:00Z", "2026-11-23T17:00:00Z"),
+        shift("2026-11-24T09:00:00Z", "2026-11-24T17:00:00Z"),
+    ];
+    let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+    let judged = |now: &str| {
+        let s = schedule_from(&shifts, None, &[], at(now));
+        (s.status, s.shift_start, s.shift_end)
+    };
+    assert_eq!(
+        judged("2026-11-23T12:00:00Z"),
+        (
+            ScheduleStatus::Active,
+            Some(at("2026-11-23T09:00:00Z")),
+            Some(at("2026-11-23T17:00:00Z"))
+        )
+    );
+    // Ten minutes after the end: the ended shift (logout after shift end needs it).
+    assert_eq!(
+        judged("2026-11-23T17:10:00Z"),
+        (
+            ScheduleStatus::Inactive,
+            Some(at("2026-11-23T09:00:00Z")),
+            Some(at("2026-11-23T17:00:00Z"))
+        )
+    );
+    // Early next morning: the shift ahead.
+    assert_eq!(
+        judged("2026-11-24T06:00:00Z").1,
+        Some(at("2026-11-24T09:00:00Z"))
+    );
+    // After the last shift there is only the last one.
+    assert_eq!(
+        judged("2026-11-26T06:00:00Z"),
+        (
+            ScheduleStatus::Inactive,
+            Some(at("2026-11-24T09:00:00Z")),
+            Some(at("2026-11-24T17:00:00Z"))
+        )
+    );
+}
+
+#[test]
+fn both_error_shapes_and_the_status_header_become_typed_errors() {
+    use reqwest::header::HeaderValue;
+    let none = HeaderMap::new();
+    let mut described = HeaderMap::new();
+    described.insert(
+        "icStatusDescription",
+        HeaderValue::from_static("Agent session not started"),
+    );
+    let acd = br#"{"error":"invalid_request","error_description":"Invalid outStateId 99"}"#;
+    let newer = br#"{"errorCode":"Forbidden","errorMessage":"the tenant has no WFM access"}"#;
+
+    assert_eq!(
+        error_for_status(StatusCode::BAD_REQUEST, &none, acd),
+        CxoneError::BadRequest {
+            message: "Invalid outStateId 99".into()
+        }
+    );
+    assert_eq!(
+        error_for_status(StatusCode::FORBIDDEN, &none, newer),
+        CxoneError::Forbidden {
+            scope: None,
+            message: "the tenant has no WFM access".into()
+        }
+    );
+    // Only the header says what happened: still the logged-out rejection.
+    let logged_out = error_for_status(StatusCode::NOT_FOUND, &described, b"");
+    assert!(logged_out.is_agent_logged_out(), "{logged_out:?}");
+    let mut later = HeaderMap::new();
+    later.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+    assert_eq!(
+        error_for_status(StatusCode::SERVICE_UNAVAILABLE, &later, b"").retry_after(),
+        Some(Duration::from_secs(2))
+    );
+    assert!(error_for_status(StatusCode::TOO_MANY_REQUESTS, &none, b"").is_retryable());
+}
+
+#[tokio::test]
+async fn listings_follow_links_next_across_pages() {
+    let t = tenant(0.0).await;
+    t.knobs(IncontactKnobs {
+        max_page: 7,
+        ..IncontactKnobs::default()
+    });
+    let client = t.client();
+    let agents = client.list_agents(&AgentFilter::default()).await.unwrap();
+    let mut ids: Vec<String> = agents.into_iter().map(|a| a.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "every agent once");
+    let calls = |route: &str| t.sim().stats().by_route.get(route).copied().unwrap_or(0);
+    assert_eq!(calls("GET /inContactAPI/services/{version}/agents"), 3);
 }

@@ -42,6 +42,27 @@ pub struct Row {
     pub values: Vec<Option<f64>>,
 }
 
+/// Where a history query's rows go, one bucket at a time.
+pub trait RowSink: Send {
+    fn rows(&mut self, rows: Vec<Row>) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Collects every row (tests, small queries).
+impl RowSink for Vec<Row> {
+    async fn rows(&mut self, rows: Vec<Row>) -> anyhow::Result<()> {
+        self.extend(rows);
+        Ok(())
+    }
+}
+
+/// Counts the rows and drops them (benchmarks).
+impl RowSink for usize {
+    async fn rows(&mut self, rows: Vec<Row>) -> anyhow::Result<()> {
+        *self += rows.len();
+        Ok(())
+    }
+}
+
 /// Whether day buckets come from the rollups or are recomputed from the raw intervals
 /// (the test of the rollups compares the two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +315,7 @@ pub async fn run(
     now: DateTime<Utc>,
     threshold: TimeDelta,
     path: Path,
-    mut emit: impl AsyncFnMut(Vec<Row>) -> anyhow::Result<()>,
+    emit: &mut impl RowSink,
 ) -> anyhow::Result<()> {
     let pool = store.reader();
     let selection = Selection::new(pool, spec).await?;
@@ -315,7 +336,7 @@ pub async fn run(
     if spec.bucket == Bucket::Hour {
         for start in Bucket::Hour.starts(from, to) {
             let agents = raw(clip(start, Bucket::Hour.ms())).await?;
-            emit(selection.rows(start, &agents)).await?;
+            emit.rows(selection.rows(start, &agents)).await?;
         }
         return Ok(());
     }
@@ -349,13 +370,14 @@ pub async fn run(
             agents = raw(clip(day, DAY_MS)).await?;
         }
         match spec.bucket {
-            Bucket::Day => emit(selection.rows(day, &agents)).await?,
+            Bucket::Day => emit.rows(selection.rows(day, &agents)).await?,
             _ => {
                 let start = Bucket::Week.floor(day);
                 if start != week.0 {
                     let done = std::mem::replace(&mut week, (start, BTreeMap::new()));
                     if done.0 != i64::MIN {
-                        emit(week_rows(pool, &selection, done, from, to).await?).await?;
+                        emit.rows(week_rows(pool, &selection, done, from, to).await?)
+                            .await?;
                     }
                 }
                 for row in agents {
@@ -370,7 +392,8 @@ pub async fn run(
         }
     }
     if week.0 != i64::MIN {
-        emit(week_rows(pool, &selection, week, from, to).await?).await?;
+        emit.rows(week_rows(pool, &selection, week, from, to).await?)
+            .await?;
     }
     Ok(())
 }
@@ -525,19 +548,9 @@ mod tests {
     async fn collect(store: &Store, spec: &QuerySpec, path: Path) -> Vec<Row> {
         let now = start() + TimeDelta::days(DAYS + 1);
         let mut rows = Vec::new();
-        run(
-            store,
-            spec,
-            now,
-            TimeDelta::minutes(2),
-            path,
-            async |batch| {
-                rows.extend(batch);
-                Ok(())
-            },
-        )
-        .await
-        .unwrap();
+        run(store, spec, now, TimeDelta::minutes(2), path, &mut rows)
+            .await
+            .unwrap();
         rows
     }
 

@@ -9,6 +9,11 @@
 //! [`TransitionEngine::resume`], which records a change the platform already shows (made
 //! just before the crash, never recorded) instead of making it again.
 //!
+//! An agent state sync saw in the rule's state and reason at its last poll, with nothing
+//! commanded since, needs no call: it is recorded `skipped` with reason `unchanged` and
+//! audited as `transition.unchanged` (see
+//! [`TransitionEngine::transition_unless_unchanged`]).
+//!
 //! Conditions read each agent's recorded state (`store::history`, kept current by state
 //! sync) rather than asking the platform agent by agent. The changes fan out with
 //! bounded concurrency (`scheduler.concurrency`) through the engine, whose platform
@@ -28,7 +33,9 @@ use super::{Firer, Unfinished};
 use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::rule::{Rule, Selector, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
-use crate::engine::{EngineError, Outcome, TransitionEngine, TransitionRequest};
+use crate::engine::{
+    EngineError, Outcome, Settled, SyncWitness, TransitionEngine, TransitionRequest,
+};
 use crate::store::firings::{self, AgentResult, FiringRow};
 use crate::store::{Store, attempts, from_ms, history};
 use crate::time::rfc3339;
@@ -71,6 +78,8 @@ pub struct RuleFirer {
     engine: Arc<TransitionEngine>,
     concurrency: usize,
     requests_per_minute: Option<u32>,
+    /// State sync, when it runs: agents it saw in the rule's state already need no call.
+    witness: Option<SyncWitness>,
 }
 
 /// Why a firing could not start its fan-out.
@@ -95,7 +104,15 @@ impl RuleFirer {
             engine,
             concurrency: concurrency.max(1),
             requests_per_minute,
+            witness: None,
         }
+    }
+
+    /// Leaves agents state sync (`witness`) saw in the rule's state and reason at its
+    /// last poll alone, without a call (recorded `skipped`/`unchanged`).
+    pub fn with_sync(mut self, witness: SyncWitness) -> RuleFirer {
+        self.witness = Some(witness);
+        self
     }
 
     /// The agents `selector` names now, sorted.
@@ -318,10 +335,11 @@ impl RuleFirer {
             return Ok(None);
         }
 
-        let failed = firings::agents(self.store.reader(), id)
-            .await?
+        let results = firings::agents(self.store.reader(), id).await?;
+        let failed = results.iter().filter(|a| a.outcome == "failed").count();
+        let unchanged = results
             .iter()
-            .filter(|a| a.outcome == "failed")
+            .filter(|a| a.outcome == "skipped" && a.reason.as_deref() == Some("unchanged"))
             .count();
         let outcome = match failed {
             0 => "completed",
@@ -348,6 +366,7 @@ impl RuleFirer {
             failed = row.failed,
             skipped_condition = row.skipped_condition,
             skipped_on_contact = row.skipped_on_contact,
+            unchanged,
             took = %humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
             "rule fired"
         );
@@ -379,11 +398,28 @@ impl RuleFirer {
             attempt_id: None,
         };
         let result = match resuming_since {
-            Some(since) => self.engine.resume(request, since).await,
-            None => self.engine.transition(request).await,
+            Some(since) => self.engine.resume(request, since).await.map(Settled::Made),
+            None => {
+                let witness = self.witness.as_ref();
+                self.engine
+                    .transition_unless_unchanged(request, witness)
+                    .await
+            }
         };
         match result {
-            Ok(t) => {
+            Ok(Settled::Unchanged(seen)) => AgentResult {
+                agent_id: agent,
+                outcome: "skipped",
+                reason: Some("unchanged".to_owned()),
+                detail: Some(format!(
+                    "already {}/{} at state sync's poll of {}; nothing commanded since",
+                    seen.state,
+                    seen.reason,
+                    rfc3339(seen.polled_at)
+                )),
+                attempt_id: None,
+            },
+            Ok(Settled::Made(t)) => {
                 let (outcome, reason, detail) = match &t.outcome {
                     Outcome::Succeeded => ("changed", None, None),
                     Outcome::Rejected { violation } => (

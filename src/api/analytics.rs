@@ -1,0 +1,265 @@
+//! `/v1/analytics/queries`: analytics jobs. A supervisor submits a query (202 with the
+//! job id); anyone with a viewer token follows it and downloads its results (rows with
+//! moving average, direction, z-score and anomaly), streamed as CSV, JSON or one
+//! self-contained HTML page of charts.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracing::Instrument;
+
+use super::auth::Caller;
+use super::error::Problem;
+use super::extract::{PathParams, QueryParams};
+use super::json::JsonBody;
+use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
+use super::{ApiState, Routes};
+use crate::domain::trend::{Seasonality, Settings};
+use crate::engine::analytics::render::{self, Format};
+use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
+use crate::engine::analytics::{JobView, SubmitError};
+use crate::report::ChannelSink;
+
+pub fn routes() -> Routes {
+    vec![
+        utoipa_axum::routes!(create, list),
+        utoipa_axum::routes!(show),
+        utoipa_axum::routes!(results),
+    ]
+}
+
+/// An analytics query.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// `history` (wfmd's own store) or `platform`.
+    source: Source,
+    /// `NAME:AGG`, e.g. `adherence_pct:avg`. History metrics: idle_seconds,
+    /// state_seconds, adherence_pct, exceptions, violations, transitions,
+    /// latency_p95_ms; AGG: sum, avg, min, max, count.
+    metrics: Vec<String>,
+    /// History: `agent`, `team`.
+    #[serde(default)]
+    dimensions: Vec<String>,
+    /// `FIELD=VALUE`; history fields: agent, team (id or name), state (for
+    /// state_seconds; default every state but LOGGED_OUT).
+    #[serde(default)]
+    filters: Vec<String>,
+    /// A date (2026-11-01, midnight UTC) or an RFC 3339 instant.
+    from: String,
+    /// End (exclusive).
+    to: String,
+    bucket: Bucket,
+    /// Points in the moving average and in each z-score's baseline; default 7.
+    window: Option<usize>,
+    /// Anomaly threshold on |z|; default 2.0.
+    z: Option<f64>,
+    /// `weekly`: compare each point with earlier points at the same weekday and time.
+    #[schema(value_type = Option<String>)]
+    seasonality: Option<Seasonality>,
+}
+
+fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
+    let instant = |field: &str, text: &str| {
+        crate::time::parse_instant(text)
+            .map_err(|e| Problem::invalid_field(field, format!("{field}: {e}")))
+    };
+    let metrics = body
+        .metrics
+        .iter()
+        .map(|m| m.parse::<MetricSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Problem::invalid_field("metrics", format!("metrics: {e}")))?;
+    let filters = body
+        .filters
+        .iter()
+        .map(|f| f.parse::<FilterSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Problem::invalid_field("filters", format!("filters: {e}")))?;
+    Ok(QuerySpec {
+        source: body.source,
+        metrics,
+        dimensions: body.dimensions,
+        filters,
+        from: instant("from", &body.from)?,
+        to: instant("to", &body.to)?,
+        bucket: body.bucket,
+        window: body.window.unwrap_or(Settings::DEFAULT_WINDOW),
+        z: body.z.unwrap_or(Settings::DEFAULT_Z),
+        seasonality: body.seasonality.unwrap_or_default(),
+    })
+}
+
+/// Starts an analytics job: 202 with its id once it is stored; it runs in the
+/// background and announces its end with a `report.ready` webhook.
+#[utoipa::path(
+    post,
+    path = "/v1/analytics/queries",
+    tag = "analytics",
+    security(("bearer" = [SUPERVISOR])),
+    request_body = QueryBody,
+    responses(
+        (status = 202, description = "The job is stored; `Location` names it", body = Object),
+        (status = 422, description = "A field is invalid; `field` names it", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn create(
+    State(state): State<ApiState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<QueryBody>,
+) -> Result<Response, Problem> {
+    let spec = spec(body)?;
+    let id = state
+        .analytics
+        .submit(&spec, &caller.name)
+        .await
+        .map_err(|e| match e {
+            SubmitError::Invalid(e) => Problem::invalid_field(e.field, e.to_string()),
+            SubmitError::Store(e) => Problem::internal(&e),
+        })?;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"job_id": id})),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("/v1/analytics/queries/{id}")) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// The newest analytics jobs (at most 100), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/queries",
+    tag = "analytics",
+    security(("bearer" = [VIEWER])),
+    responses((status = 200, description = "The jobs", body = Vec<JobView>))
+)]
+pub async fn list(State(state): State<ApiState>) -> Result<Response, Problem> {
+    let jobs = state
+        .analytics
+        .list(100)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(jobs.iter().map(JobView::from).collect::<Vec<_>>()).into_response())
+}
+
+/// A job's status and progress.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/queries/{job_id}",
+    tag = "analytics",
+    security(("bearer" = [VIEWER])),
+    params(("job_id" = String, Path, description = "The job id from the 202 answer")),
+    responses(
+        (status = 200, description = "The job as it stands", body = JobView),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn show(
+    State(state): State<ApiState>,
+    PathParams(job_id): PathParams<String>,
+) -> Result<Response, Problem> {
+    match state
+        .analytics
+        .job(&job_id)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+    {
+        Some(job) => Ok(Json(JobView::from(&job)).into_response()),
+        None => Err(Problem::not_found(format!("no analytics job `{job_id}`"))),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ResultsQuery {
+    /// `csv` (default; the canonical form whose SHA-256 the audit log keeps), `json`
+    /// (series with their points and anomalies) or `html` (a chart per series).
+    #[param(pattern = "^(csv|json|html)$")]
+    format: Option<String>,
+    /// IANA time zone of the HTML page's time labels (default UTC).
+    tz: Option<String>,
+}
+
+/// A completed job's results, streamed: every point with its moving average,
+/// direction, z-score and anomaly.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/queries/{job_id}/results",
+    tag = "analytics",
+    security(("bearer" = [VIEWER])),
+    params(("job_id" = String, Path, description = "The job id"), ResultsQuery),
+    responses(
+        (status = 200, description = "The results", content(
+            (String = "text/csv; charset=utf-8"),
+            (Object = "application/json"),
+            (String = "text/html; charset=utf-8"),
+        )),
+        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job has not completed", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn results(
+    State(state): State<ApiState>,
+    PathParams(job_id): PathParams<String>,
+    QueryParams(query): QueryParams<ResultsQuery>,
+) -> Result<Response, Problem> {
+    let format = match query.format.as_deref() {
+        None | Some("csv") => Format::Csv,
+        Some("json") => Format::Json,
+        Some("html") => Format::Html(match query.tz.as_deref() {
+            None => chrono_tz::UTC,
+            Some(name) => crate::report::parse_zone(name)
+                .map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))?,
+        }),
+        Some(other) => {
+            return Err(Problem::invalid_parameter(
+                "format",
+                format!("format: unknown results format `{other}`; expected csv, json or html"),
+            ));
+        }
+    };
+    let job = state
+        .analytics
+        .job(&job_id)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::not_found(format!("no analytics job `{job_id}`")))?;
+    if job.status != "completed" {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "job-not-completed",
+            "The job has not completed",
+            format!("analytics job `{job_id}` is {}", job.status),
+        ));
+    }
+    let spec: QuerySpec = serde_json::from_str(&job.spec).map_err(|e| Problem::internal(&e))?;
+    let store = state.analytics.store().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(
+        async move {
+            let mut sink = ChannelSink(tx.clone());
+            if let Err(error) = render::write(&store, &job_id, &spec, format, &mut sink).await {
+                tracing::warn!(error = %format!("{error:#}"), "analytics results stopped before their end");
+                let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
+            }
+        }
+        .in_current_span(),
+    );
+    let body = Body::from_stream(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|chunk| chunk.map(|result| result.map(Bytes::from)))
+    }));
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    Ok(response)
+}

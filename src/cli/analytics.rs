@@ -1,0 +1,304 @@
+//! `wfmd analytics`: run an analytics query through the running daemon (with a progress
+//! bar while it works), list and show jobs, and verify a downloaded result file against
+//! the hash the audit log keeps.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use super::Failure;
+use crate::config::Config;
+use crate::engine::analytics::{self, JobView};
+use crate::store::Store;
+
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCommand {
+    /// Run an aggregation query with trend and anomalies through the running daemon,
+    /// then write its results (stdout, or --out).
+    Query(Box<QueryArgs>),
+    /// The newest analytics jobs.
+    List,
+    /// One job: status, progress, rows and the SHA-256 of its results.
+    Show {
+        /// The job id (aq_…).
+        job_id: String,
+    },
+    /// Check a downloaded CSV of a job's results against the SHA-256 the audit log
+    /// keeps for it: exit 0 unaltered, 1 altered.
+    Verify {
+        /// The downloaded file.
+        file: PathBuf,
+        /// The job id (aq_…).
+        job_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["platform", "history"])))]
+pub struct QueryArgs {
+    /// Query the platform's aggregation API (not available yet: refused naming `source`).
+    #[arg(long)]
+    pub platform: bool,
+    /// Query wfmd's own history (no platform call).
+    #[arg(long)]
+    pub history: bool,
+    /// NAME:AGG, repeatable. History: idle_seconds, state_seconds, adherence_pct,
+    /// exceptions, violations, transitions, latency_p95_ms; AGG sum|avg|min|max|count.
+    #[arg(long = "metric", value_name = "NAME:AGG", required = true)]
+    pub metrics: Vec<String>,
+    /// Group by (history: agent, team); repeatable.
+    #[arg(long = "dimension", value_name = "NAME")]
+    pub dimensions: Vec<String>,
+    /// FIELD=VALUE, repeatable (history: agent, team, state).
+    #[arg(long = "filter", value_name = "FIELD=VALUE")]
+    pub filters: Vec<String>,
+    /// Start: a date (2026-11-01) or an RFC 3339 instant.
+    #[arg(long)]
+    pub from: String,
+    /// End (exclusive).
+    #[arg(long)]
+    pub to: String,
+    /// hour, day or week.
+    #[arg(long, default_value = "day")]
+    pub bucket: String,
+    /// Points in the moving average and in each z-score's baseline.
+    #[arg(long, default_value_t = 7)]
+    pub window: usize,
+    /// Anomaly threshold on |z|.
+    #[arg(long, default_value_t = 2.0)]
+    pub z: f64,
+    /// Compare each point with earlier points of the same weekday and time.
+    #[arg(long)]
+    pub weekly: bool,
+    /// csv (the canonical form `verify` checks), json, or html (one self-contained page
+    /// with a chart per series).
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// IANA time zone of the HTML page's time labels.
+    #[arg(long, default_value = "UTC", value_name = "ZONE")]
+    pub tz: String,
+    /// Write the results here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// URL of the running daemon (default from server.listen).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// API token (prefer the WFMD_TOKEN environment variable).
+    #[arg(long, env = "WFMD_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+}
+
+pub async fn run(config: &Config, command: AnalyticsCommand) -> Result<ExitCode, Failure> {
+    match command {
+        AnalyticsCommand::Query(args) => query(config, *args).await,
+        AnalyticsCommand::List => {
+            let store = open(config).await?;
+            let jobs = analytics::AnalyticsJobs::new(store, Duration::ZERO);
+            for job in jobs.list(100).await.map_err(Failure::action)? {
+                println!(
+                    "{}  {:<8} {:<9} rows {:>8}  {}",
+                    job.id,
+                    job.source,
+                    job.status,
+                    job.rows.unwrap_or(job.received),
+                    job.error.as_deref().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AnalyticsCommand::Show { job_id } => {
+            let store = open(config).await?;
+            let jobs = analytics::AnalyticsJobs::new(store, Duration::ZERO);
+            match jobs.job(&job_id).await.map_err(Failure::action)? {
+                Some(job) => {
+                    let view = JobView::from(&job);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&view).unwrap_or_default()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(Failure::action(anyhow::anyhow!(
+                    "no analytics job `{job_id}`"
+                ))),
+            }
+        }
+        AnalyticsCommand::Verify { file, job_id } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
+            let store = open(config).await?;
+            if analytics::verify_file(&store, &job_id, &bytes)
+                .await
+                .map_err(Failure::action)?
+            {
+                println!("{}: unaltered results of {job_id}", file.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "{}: ALTERED: its SHA-256 is not the one the audit log keeps for {job_id}",
+                    file.display()
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+async fn open(config: &Config) -> Result<Store, Failure> {
+    Store::open(&config.database.url)
+        .await
+        .map_err(Failure::action)
+}
+
+async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
+    if !matches!(args.format.as_str(), "csv" | "json" | "html") {
+        return Err(Failure::usage(format!(
+            "--format `{}`: expected csv, json or html",
+            args.format
+        )));
+    }
+    crate::report::parse_zone(&args.tz).map_err(|e| Failure::usage(format!("--tz: {e}")))?;
+    let base = match &args.server {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let mut listen = config.server.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{listen}")
+        }
+    };
+    let http = crate::http_client().map_err(Failure::action)?;
+    let call = |method: Method, path: String| {
+        let mut request = http.request(method, format!("{base}{path}"));
+        if let Some(token) = &args.token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        request
+    };
+    let body = json!({
+        "source": if args.platform { "platform" } else { "history" },
+        "metrics": args.metrics,
+        "dimensions": args.dimensions,
+        "filters": args.filters,
+        "from": args.from,
+        "to": args.to,
+        "bucket": args.bucket,
+        "window": args.window,
+        "z": args.z,
+        "seasonality": if args.weekly { "weekly" } else { "none" },
+    });
+    let answer = send(call(Method::POST, "/v1/analytics/queries".into()).json(&body)).await?;
+    let job_id = answer["job_id"].as_str().unwrap_or_default().to_owned();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .expect("a valid template"),
+    );
+    let job = loop {
+        let job = send(call(Method::GET, format!("/v1/analytics/queries/{job_id}"))).await?;
+        let status = job["status"].as_str().unwrap_or("").to_owned();
+        bar.set_message(format!(
+            "{job_id}: {status}{} — {} rows{}",
+            job["platform_status"]
+                .as_str()
+                .map(|s| format!(" (platform {s})"))
+                .unwrap_or_default(),
+            job["received"],
+            job["total"]
+                .as_i64()
+                .map(|t| format!(" of {t}"))
+                .unwrap_or_default()
+        ));
+        bar.tick();
+        if matches!(status.as_str(), "completed" | "failed") {
+            bar.finish_and_clear();
+            break job;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    };
+    if job["status"] == "failed" {
+        return Err(Failure::action(anyhow::anyhow!(
+            "analytics job {job_id} failed: {}",
+            job["error"].as_str().unwrap_or("unknown error")
+        )));
+    }
+    let response = call(
+        Method::GET,
+        format!(
+            "/v1/analytics/queries/{job_id}/results?format={}&tz={}",
+            args.format, args.tz
+        ),
+    )
+    .send()
+    .await
+    .map_err(|e| Failure::action(anyhow::anyhow!("cannot fetch the results: {e}")))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let problem: Value = response.json().await.unwrap_or(Value::Null);
+        return Err(Failure::action(anyhow::anyhow!(
+            "cannot fetch the results ({status}): {}",
+            problem["detail"].as_str().unwrap_or("")
+        )));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Failure::action(anyhow::anyhow!("cannot fetch the results: {e}")))?;
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &bytes).map_err(|e| {
+                Failure::action(anyhow::anyhow!("cannot write {}: {e}", path.display()))
+            })?;
+            eprintln!(
+                "{job_id}: {} rows, sha256 {} → {}",
+                job["rows"],
+                job["sha256"].as_str().unwrap_or(""),
+                path.display()
+            );
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| Failure::action(anyhow::anyhow!("cannot write the results: {e}")))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a request; a problem answer becomes a failure naming its detail and field.
+async fn send(request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+    let response = request.send().await.map_err(|e| {
+        Failure::action(anyhow::anyhow!(
+            "cannot reach wfmd ({}); is `wfmd serve` running? (--server)",
+            e.without_url()
+        ))
+    })?;
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(value);
+    }
+    let message = format!(
+        "the daemon refused: {}{}",
+        value["detail"].as_str().unwrap_or(status.as_str()),
+        value["field"]
+            .as_str()
+            .map(|f| format!(" (field {f})"))
+            .unwrap_or_default()
+    );
+    Err(if status.as_u16() == 422 || status.as_u16() == 400 {
+        Failure::usage(message)
+    } else {
+        Failure::action(anyhow::anyhow!(message))
+    })
+}

@@ -1,0 +1,317 @@
+//! `wfmd backup FILE` and `wfmd restore FILE`, and the lock `wfmd serve` holds on its
+//! database while it runs.
+//!
+//! A backup is `VACUUM INTO`: SQLite copies one consistent snapshot (a read transaction,
+//! so the daemon's writers carry on) into a new, compact file. The copy's audit chain is
+//! then verified, so a backup is known good when it is made.
+//!
+//! Whether a daemon runs on a database is known from an exclusive lock on
+//! `<database>.serve.lock` that `wfmd serve` takes at start and the operating system
+//! drops when the process ends, however it ends (kill -9 included). A restore takes the
+//! same lock, so no daemon starts half-way through it either.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::Failure;
+use crate::store::Store;
+use crate::store::audit::{self, AuditKey, Verification};
+
+/// The database file of a `sqlite:` URL (`None` for an in-memory database).
+pub fn database_path(url: &str) -> Option<PathBuf> {
+    use std::str::FromStr;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    (!path.as_os_str().is_empty() && path != Path::new(":memory:")).then(|| path.to_owned())
+}
+
+/// The exclusive lock of a database's daemon; released when dropped or the process ends.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    /// The lock file of `database`.
+    pub fn path_for(database: &Path) -> PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".serve.lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock of `database`, or says who holds it. `purpose` completes "cannot
+    /// …" in the message.
+    pub fn acquire(database: &Path, purpose: &str) -> anyhow::Result<DaemonLock> {
+        let path = Self::path_for(database);
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another wfmd process".to_owned()
+                } else {
+                    format!("wfmd (pid {holder})")
+                };
+                anyhow::bail!(
+                    "cannot {purpose}: {who} is using {} (it holds {})",
+                    database.display(),
+                    path.display()
+                );
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        // The holder's pid, for the message of whoever finds the lock taken.
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(DaemonLock { _file: file })
+    }
+}
+
+/// Verifies the audit chain of the database at `path` (with `key`), opened on its own.
+async fn verify_file(path: &Path, key: Option<&AuditKey>) -> anyhow::Result<(Verification, bool)> {
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::open_keyed_without_migrating(&url, key.cloned()).await?;
+    let result = async {
+        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(store.reader())
+            .await?;
+        if integrity != "ok" {
+            anyhow::bail!("{} is damaged: {integrity}", path.display());
+        }
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'
+             AND name IN ('audit_log', '_sqlx_migrations')",
+        )
+        .fetch_one(store.reader())
+        .await?;
+        if tables != 2 {
+            anyhow::bail!("{} is not a wfmd database", path.display());
+        }
+        let verification = audit::verify_with(store.reader(), key).await?;
+        let intact = verification.is_intact();
+        Ok((verification, intact))
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn head_text(verification: &Verification) -> String {
+    verification.head.as_ref().map_or_else(
+        || "empty audit log".to_owned(),
+        |head| format!("audit head entry {} hash {}", head.seq, head.hash),
+    )
+}
+
+/// `wfmd backup FILE`: a consistent copy of the running (or stopped) daemon's database.
+pub async fn backup(
+    database_url: &str,
+    key: Option<&AuditKey>,
+    target: &Path,
+) -> Result<ExitCode, Failure> {
+    let source = database_path(database_url).ok_or_else(|| {
+        Failure::usage(format!(
+            "database.url `{database_url}` is not a database file"
+        ))
+    })?;
+    if !source.is_file() {
+        return Err(Failure::action(anyhow::anyhow!(
+            "there is no database at {} (database.url) to back up",
+            source.display()
+        )));
+    }
+    if target.exists() {
+        return Err(Failure::usage(format!(
+            "{} already exists: a backup never overwrites a file",
+            target.display()
+        )));
+    }
+    let store = Store::open_keyed_without_migrating(database_url, key.cloned())
+        .await
+        .map_err(Failure::action)?;
+    let copied = sqlx::query("VACUUM INTO ?")
+        .bind(target.to_string_lossy().into_owned())
+        .execute(store.reader())
+        .await
+        .with_context(|| format!("cannot write the backup to {}", target.display()));
+    store.close().await;
+    copied.map_err(Failure::action)?;
+    // VACUUM INTO leaves the copy to the page cache; a backup is only one once on disk.
+    File::open(target)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("cannot sync the backup {}", target.display()))
+        .map_err(Failure::action)?;
+    let (verification, intact) = verify_file(target, key).await.map_err(Failure::action)?;
+    let size = file_size(target);
+    if !intact {
+        println!("{}", verification.describe());
+        return Err(Failure::action(anyhow::anyhow!(
+            "the backup {} was written ({size} bytes) but its audit chain does not verify",
+            target.display()
+        )));
+    }
+    println!(
+        "backup written to {} ({size} bytes); {}; {}",
+        target.display(),
+        head_text(&verification),
+        verification.describe()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wfmd restore FILE`: puts a verified backup in place of the database, refusing while
+/// a daemon runs on it. The database it replaces is kept beside it.
+pub async fn restore(
+    database_url: &str,
+    key: Option<&AuditKey>,
+    backup: &Path,
+) -> Result<ExitCode, Failure> {
+    let target = database_path(database_url).ok_or_else(|| {
+        Failure::usage(format!(
+            "database.url `{database_url}` is not a database file"
+        ))
+    })?;
+    if !backup.is_file() {
+        return Err(Failure::usage(format!(
+            "{} is not a file to restore from",
+            backup.display()
+        )));
+    }
+    let _lock = DaemonLock::acquire(
+        &target,
+        "restore over a running daemon's database; stop it first",
+    )
+    .map_err(Failure::action)?;
+    // The backup is verified as a copy next to the database, so that neither the
+    // original backup file is touched nor a half-copied file ever becomes the database.
+    let staged = with_suffix(&target, ".restoring");
+    remove_database_files(&staged).map_err(Failure::action)?;
+    std::fs::copy(backup, &staged)
+        .and_then(|_| File::open(&staged)?.sync_all())
+        .with_context(|| format!("cannot copy {} to {}", backup.display(), staged.display()))
+        .map_err(Failure::action)?;
+    let checked = verify_file(&staged, key).await;
+    let (verification, intact) = match checked {
+        Ok(checked) => checked,
+        Err(error) => {
+            let _ = remove_database_files(&staged);
+            return Err(Failure::action(
+                error.context(format!("refusing to restore {}", backup.display())),
+            ));
+        }
+    };
+    if !intact {
+        let _ = remove_database_files(&staged);
+        println!("{}", verification.describe());
+        return Err(Failure::action(anyhow::anyhow!(
+            "refusing to restore {}: its audit chain does not verify",
+            backup.display()
+        )));
+    }
+    let kept = if target.exists() {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let kept = with_suffix(&target, &format!(".replaced-{stamp}"));
+        for suffix in ["", "-wal", "-shm"] {
+            let from = with_suffix(&target, suffix);
+            if from.exists() {
+                std::fs::rename(&from, with_suffix(&kept, suffix))
+                    .with_context(|| format!("cannot move {} aside", from.display()))
+                    .map_err(Failure::action)?;
+            }
+        }
+        Some(kept)
+    } else {
+        None
+    };
+    std::fs::rename(&staged, &target)
+        .with_context(|| format!("cannot move {} into place", staged.display()))
+        .map_err(Failure::action)?;
+    println!(
+        "restored {} to {}; {}",
+        backup.display(),
+        target.display(),
+        verification.describe()
+    );
+    if let Some(kept) = kept {
+        println!("the database it replaced is kept as {}", kept.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Removes a database file and its WAL and shared-memory files, where present.
+fn remove_database_files(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = with_suffix(path, suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_database_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wfmd.db");
+        let held = DaemonLock::acquire(&db, "start").unwrap();
+        let refused = DaemonLock::acquire(&db, "restore").unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("wfmd (pid {})", std::process::id())),
+            "{refused}"
+        );
+        assert!(refused.starts_with("cannot restore"), "{refused}");
+        drop(held);
+        DaemonLock::acquire(&db, "start").unwrap();
+    }
+
+    #[test]
+    fn database_paths_come_from_the_url() {
+        assert_eq!(
+            database_path("sqlite://data/wfmd.db"),
+            Some(PathBuf::from("data/wfmd.db"))
+        );
+        assert_eq!(database_path("sqlite::memory:"), None);
+    }
+}

@@ -1,0 +1,483 @@
+//! A finished job's results, rendered: every series' values with their moving average,
+//! direction, z-score and anomaly, as CSV (the canonical form whose SHA-256 the audit
+//! log keeps), JSON, or one self-contained HTML page with a line chart per series
+//! (values, moving average, anomalies marked and listed with their z-score; time axis
+//! labels in a chosen zone).
+//!
+//! Result rows are read by series, then bucket, and one series at a time is analysed
+//! and written, so memory holds one series, never the whole result.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono_tz::Tz;
+
+use futures::TryStreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::spec::QuerySpec;
+use crate::domain::trend::{self, Analysis, Point};
+use crate::report::Sink;
+use crate::store::analytics as stored;
+use crate::store::{Store, from_ms};
+
+/// Bytes gathered before they go to the sink.
+const CHUNK: usize = 64 * 1024;
+
+/// One series' stored buckets: start (ms) and the values of each metric.
+type Buckets = Vec<(i64, Vec<Option<f64>>)>;
+
+/// The output formats of results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Json,
+    /// Time labels in this zone.
+    Html(Tz),
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Html(_) => "text/html; charset=utf-8",
+        }
+    }
+}
+
+/// A sink that only hashes: the canonical SHA-256 of a result set.
+#[derive(Default)]
+pub struct HashSink {
+    pub hasher: Sha256,
+    pub bytes: u64,
+}
+
+impl Sink for HashSink {
+    async fn send(&mut self, chunk: Vec<u8>) -> std::io::Result<()> {
+        self.bytes += chunk.len() as u64;
+        self.hasher.update(&chunk);
+        Ok(())
+    }
+}
+
+impl HashSink {
+    pub fn hex(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+fn number(value: Option<f64>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// CSV field quoting: only when the value needs it.
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Writes the results of job `id` (queried with `spec`) to `sink`. Returns the number of
+/// value rows written.
+pub async fn write(
+    store: &Store,
+    id: &str,
+    spec: &QuerySpec,
+    format: Format,
+    sink: &mut impl Sink,
+) -> anyhow::Result<u64> {
+    let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+    let settings = spec.trend();
+    let metrics: Vec<String> = spec.metrics.iter().map(ToString::to_string).collect();
+    match format {
+        Format::Csv => {
+            let mut header = vec!["bucket".to_owned()];
+            header.extend(spec.dimensions.iter().map(|d| field(d)));
+            header.extend(
+                [
+                    "metric",
+                    "value",
+                    "moving_average",
+                    "direction",
+                    "z_score",
+                    "anomaly",
+                ]
+                .map(str::to_owned),
+            );
+            out.extend(header.join(",").as_bytes());
+            out.extend(b"\n");
+        }
+        Format::Json => {
+            out.extend(
+                format!(
+                    "{{\"job_id\":{},\"query\":{},\"series\":[",
+                    json!(id),
+                    serde_json::to_string(spec)?
+                )
+                .as_bytes(),
+            );
+        }
+        Format::Html(zone) => {
+            out.extend(
+                format!(
+                    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+                     <title>Analytics job {id}</title><style>{STYLE}</style></head><body>\
+                     <h1>Analytics job {id}</h1><p>{} · {} to {} · bucket {} · window {} · \
+                     |z| &gt; {} · times in {zone}</p>\n",
+                    escape(&metrics.join(", ")),
+                    zone_time(spec.from, zone),
+                    zone_time(spec.to, zone),
+                    spec.bucket.as_str(),
+                    spec.window,
+                    spec.z,
+                    id = escape(id),
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    let mut rows = stored::results(store.reader(), id);
+    let mut written = 0u64;
+    let mut first_series = true;
+    let mut current: Option<(String, Buckets)> = None;
+    loop {
+        let row = rows.try_next().await?;
+        let same = matches!((&current, &row), (Some((s, _)), Some(r)) if *s == r.series);
+        if !same && let Some((series, buckets)) = current.take() {
+            let dims: BTreeMap<String, String> = serde_json::from_str(&series)?;
+            for (m, metric) in metrics.iter().enumerate() {
+                let points: Vec<Point> = buckets
+                    .iter()
+                    .map(|(bucket, values)| Point {
+                        at: from_ms(*bucket),
+                        value: values.get(m).copied().flatten().unwrap_or(f64::NAN),
+                    })
+                    .collect();
+                let analysis = trend::analyse(&points, &settings);
+                match format {
+                    Format::Csv => {
+                        let dim_fields: Vec<String> = spec
+                            .dimensions
+                            .iter()
+                            .map(|d| field(dims.get(d).map_or("", String::as_str)))
+                            .collect();
+                        for (point, figures) in points.iter().zip(&analysis.points) {
+                            let mut line = vec![crate::time::rfc3339(point.at)];
+                            line.extend(dim_fields.iter().cloned());
+                            line.push(field(metric));
+                            line.push(number(point.value.is_finite().then_some(point.value)));
+                            line.push(number(figures.moving_average));
+                            line.push(
+                                figures
+                                    .direction
+                                    .map(|d| d.as_str())
+                                    .unwrap_or("")
+                                    .to_owned(),
+                            );
+                            line.push(number(figures.z_score));
+                            line.push(figures.anomaly.map(|a| a.as_str()).unwrap_or("").to_owned());
+                            out.extend(line.join(",").as_bytes());
+                            out.extend(b"\n");
+                            written += 1;
+                        }
+                    }
+                    Format::Json => {
+                        let points_json: Vec<_> = points
+                            .iter()
+                            .zip(&analysis.points)
+                            .map(|(p, f)| {
+                                json!({
+                                    "bucket": crate::time::rfc3339(p.at),
+                                    "value": p.value.is_finite().then_some(p.value),
+                                    "moving_average": f.moving_average,
+                                    "direction": f.direction.map(|d| d.as_str()),
+                                    "z_score": f.z_score,
+                                    "anomaly": f.anomaly.map(|a| a.as_str()),
+                                })
+                            })
+                            .collect();
+                        let anomalies: Vec<_> = points
+                            .iter()
+                            .zip(&analysis.points)
+                            .filter_map(|(p, f)| {
+                                f.anomaly.map(|kind| {
+                                    json!({
+                                        "bucket": crate::time::rfc3339(p.at),
+                                        "value": p.value,
+                                        "z_score": f.z_score,
+                                        "kind": kind.as_str(),
+                                    })
+                                })
+                            })
+                            .collect();
+                        if !first_series {
+                            out.push(b',');
+                        }
+                        first_series = false;
+                        written += points.len() as u64;
+                        out.extend(
+                            json!({
+                                "dimensions": dims,
+                                "metric": metric,
+                                "direction": analysis.direction.map(|d| d.as_str()),
+                                "points": points_json,
+                                "anomalies": anomalies,
+                            })
+                            .to_string()
+                            .as_bytes(),
+                        );
+                    }
+                    Format::Html(zone) => {
+                        let title: Vec<String> = spec
+                            .dimensions
+                            .iter()
+                            .map(|d| format!("{d} {}", dims.get(d).map_or("", String::as_str)))
+                            .chain([metric.clone()])
+                            .collect();
+                        written += points.len() as u64;
+                        out.extend(
+                            html_series(&title.join(" · "), &points, &analysis, zone).as_bytes(),
+                        );
+                    }
+                }
+                if out.len() >= CHUNK {
+                    sink.send(std::mem::replace(
+                        &mut out,
+                        Vec::with_capacity(CHUNK + 4096),
+                    ))
+                    .await?;
+                }
+            }
+        }
+        let Some(row) = row else { break };
+        let values: Vec<Option<f64>> = serde_json::from_str(&row.vals)?;
+        match &mut current {
+            Some((_, buckets)) => buckets.push((row.bucket, values)),
+            None => current = Some((row.series, vec![(row.bucket, values)])),
+        }
+    }
+    match format {
+        Format::Json => out.extend(b"]}\n"),
+        Format::Html(_) => out.extend(b"</body></html>\n"),
+        Format::Csv => {}
+    }
+    if !out.is_empty() {
+        sink.send(out).await?;
+    }
+    Ok(written)
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
+section{margin-bottom:2.5em}svg{background:#fafafa;border:1px solid #ddd}\
+.v{fill:none;stroke:#1f77b4;stroke-width:1.5}.ma{fill:none;stroke:#ff7f0e;stroke-width:1.5;stroke-dasharray:5 3}\
+.a{fill:#d62728}.ax{stroke:#888}text{font-size:11px;fill:#444}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}";
+
+/// Text safe inside HTML elements and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn zone_time(at: chrono::DateTime<chrono::Utc>, zone: Tz) -> String {
+    at.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+/// One series as a `<section>`: an inline SVG line chart of the values (solid) and the
+/// moving average (dashed), anomalies as red dots, time labels in `zone`, then the
+/// anomalies listed with their z-score.
+fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> String {
+    const W: f64 = 860.0;
+    const H: f64 = 260.0;
+    const LEFT: f64 = 70.0;
+    const RIGHT: f64 = 20.0;
+    const TOP: f64 = 15.0;
+    const BOTTOM: f64 = 40.0;
+    let figures = &analysis.points;
+    let seen = points
+        .iter()
+        .map(|p| p.value)
+        .chain(figures.iter().filter_map(|f| f.moving_average))
+        .filter(|v| v.is_finite());
+    let (low, high) = seen.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+        (l.min(v), h.max(v))
+    });
+    let (low, high) = match (low.is_finite(), high > low) {
+        (false, _) => (0.0, 1.0),
+        (true, true) => (low, high),
+        (true, false) => (low - 1.0, high + 1.0),
+    };
+    let span = (points.len().max(2) - 1) as f64;
+    let x = |i: usize| LEFT + (W - LEFT - RIGHT) * i as f64 / span;
+    let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - (v - low) / (high - low));
+    // A gap (no value) breaks the line rather than joining across it.
+    let path = |values: &mut dyn Iterator<Item = Option<f64>>| {
+        let mut d = String::new();
+        let mut pen_down = false;
+        for (i, value) in values.enumerate() {
+            match value.filter(|v| v.is_finite()) {
+                Some(v) => {
+                    let _ = write!(
+                        d,
+                        "{}{:.1},{:.1} ",
+                        if pen_down { 'L' } else { 'M' },
+                        x(i),
+                        y(v)
+                    );
+                    pen_down = true;
+                }
+                None => pen_down = false,
+            }
+        }
+        d
+    };
+    let values = path(&mut points.iter().map(|p| Some(p.value)));
+    let average = path(&mut figures.iter().map(|f| f.moving_average));
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" role=\"img\">\
+         <line class=\"ax\" x1=\"{LEFT}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\"/>\
+         <line class=\"ax\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{b}\"/>\
+         <text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{high}</text>\
+         <text x=\"{lx}\" y=\"{b}\" text-anchor=\"end\">{low}</text>\
+         <path class=\"v\" d=\"{values}\"/><path class=\"ma\" d=\"{average}\"/>",
+        b = H - BOTTOM,
+        r = W - RIGHT,
+        lx = LEFT - 6.0,
+        ty = TOP + 4.0,
+        high = round(high),
+        low = round(low),
+    );
+    // Time labels: first, middle and last bucket.
+    let mut labelled: Vec<usize> = vec![0, points.len() / 2, points.len().saturating_sub(1)];
+    labelled.dedup();
+    for i in labelled.into_iter().filter(|&i| i < points.len()) {
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            x(i),
+            H - BOTTOM + 16.0,
+            zone_time(points[i].at, zone)
+        );
+    }
+    let mut rows = String::new();
+    for (i, (point, f)) in points.iter().zip(figures).enumerate() {
+        let (Some(kind), Some(z)) = (f.anomaly, f.z_score) else {
+            continue;
+        };
+        let when = zone_time(point.at, zone);
+        let _ = write!(
+            svg,
+            "<circle class=\"a\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\"><title>{when}: {} (z = {:.2})</title></circle>",
+            x(i),
+            y(point.value),
+            round(point.value),
+            z
+        );
+        let _ = write!(
+            rows,
+            "<tr><td>{when}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+            round(point.value),
+            z,
+            kind.as_str()
+        );
+    }
+    svg.push_str("</svg>");
+    let listing = if rows.is_empty() {
+        "<p>No anomalies.</p>".to_owned()
+    } else {
+        format!(
+            "<table><tr><th>bucket</th><th>value</th><th>z-score</th><th>kind</th></tr>{rows}</table>"
+        )
+    };
+    format!(
+        "<section><h2>{}</h2><p>direction: {} · <span style=\"color:#1f77b4\">value</span> · \
+         <span style=\"color:#ff7f0e\">moving average</span> · \
+         <span style=\"color:#d62728\">anomaly</span></p>{svg}{listing}</section>\n",
+        escape(title),
+        analysis.direction.map_or("-", |d| d.as_str()),
+    )
+}
+
+/// A figure for a label: at most three decimals, no trailing zeros.
+fn round(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::trend::Settings;
+    use chrono::{TimeDelta, TimeZone, Utc};
+
+    #[test]
+    fn html_chart_marks_and_lists_the_spike_with_its_z_score_in_the_chosen_zone() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+        let points: Vec<Point> = (0..20)
+            .map(|i| Point {
+                at: start + TimeDelta::days(i),
+                value: if i == 15 {
+                    100.0
+                } else {
+                    10.0 + (i % 3) as f64
+                },
+            })
+            .collect();
+        let settings = Settings::checked(7, 2.0, Default::default()).unwrap();
+        let analysis = trend::analyse(&points, &settings);
+        let zone: Tz = "Europe/Paris".parse().unwrap();
+        let html = html_series("agent <a1> · idle_seconds:sum", &points, &analysis, zone);
+        assert_eq!(html.matches("<circle").count(), 1, "{html}");
+        let z = analysis.points[15].z_score.unwrap();
+        assert!(
+            html.contains(&format!(
+                "<td>2026-11-17 01:00 CET</td><td>100</td><td>{z:.2}</td><td>SPIKE</td>"
+            )),
+            "{html}"
+        );
+        assert!(
+            html.contains("2026-11-02 01:00 CET"),
+            "first label in Paris time: {html}"
+        );
+        assert!(
+            html.contains("agent &lt;a1&gt;"),
+            "titles are escaped: {html}"
+        );
+        assert!(
+            html.contains("class=\"ma\" d=\"M"),
+            "the moving average is drawn: {html}"
+        );
+    }
+
+    #[test]
+    fn html_chart_of_a_flat_series_lists_no_anomalies() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+        let points: Vec<Point> = (0..10)
+            .map(|i| Point {
+                at: start + TimeDelta::hours(i),
+                value: 5.0,
+            })
+            .collect();
+        let settings = Settings::checked(3, 2.0, Default::default()).unwrap();
+        let analysis = trend::analyse(&points, &settings);
+        let html = html_series("flat", &points, &analysis, chrono_tz::UTC);
+        assert!(html.contains("<p>No anomalies.</p>"));
+        assert!(!html.contains("<circle"));
+    }
+}

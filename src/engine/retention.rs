@@ -1,0 +1,330 @@
+//! The retention service: prunes old records in small batches and publishes audit
+//! checkpoints, in the background of the daemon.
+//!
+//! A pass removes, kind by kind, the records older than their `[retention]` age, one
+//! short write transaction of `retention.batch_size` rows at a time, resting between two
+//! batches as long as the batch took: the engine's commits queue behind one batch at
+//! most, and the pass never has the write lock more than half of the time. Then freed
+//! pages go back to the file system a few megabytes at a time (incremental vacuum).
+//!
+//! Every `audit.checkpoint_interval` the audit chain's head is checkpointed and
+//! published as an `audit.checkpoint` webhook, which is also what lets audit entries be
+//! pruned at all.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::retention::{AuditConfig, RetentionConfig};
+use crate::store::Store;
+use crate::store::checkpoints::{self, CheckpointError, CheckpointRow};
+use crate::store::retention::{self as pruning, Kind, PruneError};
+
+/// The shortest rest between two batches.
+const MIN_PAUSE: Duration = Duration::from_millis(5);
+
+/// Free pages handed back per incremental-vacuum step (4 MiB at 4 KiB pages).
+const VACUUM_PAGES: u32 = 1_024;
+
+/// Databases up to this size are converted to incremental vacuum at start; larger ones
+/// are left to `wfmd migrate`, as the one-time rebuild holds the write lock throughout.
+const CONVERT_AT_START_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What one pass removed, by kind (kinds with nothing to remove are left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub removed: Vec<(Kind, u64)>,
+    /// Bytes the file shrank by.
+    pub shrunk_bytes: u64,
+}
+
+impl PassReport {
+    pub fn removed(&self, kind: Kind) -> u64 {
+        self.removed
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// The background pruner and checkpoint publisher.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    store: Store,
+    config: RetentionConfig,
+    checkpoint_interval: Duration,
+}
+
+impl Retention {
+    pub fn new(store: Store, retention: &RetentionConfig, audit: &AuditConfig) -> Retention {
+        Retention {
+            store,
+            config: retention.clone(),
+            checkpoint_interval: audit.checkpoint_interval,
+        }
+    }
+
+    /// The age configured for `kind`, `None` when it is kept forever.
+    fn age(&self, kind: Kind) -> Option<Duration> {
+        let c = &self.config;
+        match kind {
+            Kind::OutboxDelivered => c.outbox_delivered,
+            Kind::OutboxDead => c.outbox_dead,
+            Kind::WebhookAttempts => c.webhook_attempts,
+            Kind::Attempts => c.attempts,
+            Kind::Intervals => c.intervals,
+            Kind::Samples => c.samples,
+            Kind::BulkJobs => c.bulk_jobs,
+            Kind::RuleFirings => c.rule_firings,
+            Kind::Audit => c.audit,
+        }
+    }
+
+    /// Runs a pass every `retention.interval` (the first one an interval after start)
+    /// and checkpoints every `audit.checkpoint_interval` after the last published
+    /// checkpoint (so restarts do not delay it), until `cancel`; a batch in progress
+    /// finishes first.
+    pub async fn run(self, cancel: CancellationToken) {
+        self.convert_if_small().await;
+        let mut next_prune = tokio::time::Instant::now() + self.config.interval;
+        let mut next_checkpoint = self.first_checkpoint_due().await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep_until(next_checkpoint) => {
+                    match self.checkpoint(Utc::now()).await {
+                        Ok(Some(row)) => tracing::info!(
+                            entry = row.seq, hash = %row.hash, "audit checkpoint published"
+                        ),
+                        Ok(None) => {}
+                        Err(error) => tracing::error!(%error, "audit checkpoint failed"),
+                    }
+                    next_checkpoint = tokio::time::Instant::now() + self.checkpoint_interval;
+                }
+                () = tokio::time::sleep_until(next_prune) => {
+                    match self.prune(Utc::now(), &cancel).await {
+                        Ok(report) if !report.removed.is_empty() => tracing::info!(
+                            removed = ?report.removed, shrunk_bytes = report.shrunk_bytes,
+                            "retention pass done"
+                        ),
+                        Ok(_) => {}
+                        Err(error) => tracing::error!(%error, "retention pass failed"),
+                    }
+                    next_prune = tokio::time::Instant::now() + self.config.interval;
+                }
+            }
+        }
+    }
+
+    /// When the next checkpoint is due: an interval after the last published one (now,
+    /// if that is past), or an interval from now when there is none.
+    async fn first_checkpoint_due(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let last = checkpoints::latest_published(self.store.reader()).await;
+        match last {
+            Ok(Some(row)) => {
+                let since = Utc::now() - crate::store::from_ms(row.at);
+                let since = since.to_std().unwrap_or_default();
+                now + self.checkpoint_interval.saturating_sub(since)
+            }
+            _ => now + self.checkpoint_interval,
+        }
+    }
+
+    /// Records and publishes a checkpoint of the audit chain's head, when entries were
+    /// added since the last one.
+    pub async fn checkpoint(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CheckpointRow>, CheckpointError> {
+        let row = checkpoints::publish(&self.store, now).await;
+        match &row {
+            Ok(Some(row)) => {
+                metrics::gauge!("wfmd_audit_checkpoint_entry").set(row.seq as f64);
+            }
+            Ok(None) => {}
+            Err(_) => metrics::counter!("wfmd_audit_checkpoint_failures_total").increment(1),
+        }
+        row
+    }
+
+    /// One pass as of `now`: every kind with an age, batch by batch, then the vacuum.
+    /// Stops early (after the batch in progress) when `cancel` fires. A kind that fails
+    /// (audit entries that do not verify) does not stop the others.
+    pub async fn prune(
+        &self,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+    ) -> Result<PassReport, PruneError> {
+        let mut report = PassReport::default();
+        let mut failure = None;
+        let (size_before, _) = pruning::size(&self.store).await?;
+        for kind in Kind::ALL {
+            let Some(age) = self.age(kind) else { continue };
+            let Ok(age) = chrono::Duration::from_std(age) else {
+                continue;
+            };
+            let cutoff = now - age;
+            let mut removed = 0;
+            while !cancel.is_cancelled() {
+                let started = Instant::now();
+                let batch = match pruning::prune_batch(
+                    &self.store,
+                    kind,
+                    cutoff,
+                    self.config.batch_size,
+                    now,
+                )
+                .await
+                {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::error!(kind = %kind, %error, "retention stopped for this kind");
+                        failure = Some(error);
+                        break;
+                    }
+                };
+                if batch == 0 {
+                    break;
+                }
+                removed += batch;
+                metrics::counter!("wfmd_retention_removed_rows_total", "kind" => kind.as_str())
+                    .increment(batch);
+                tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
+            }
+            if removed > 0 {
+                report.removed.push((kind, removed));
+            }
+        }
+        if !report.removed.is_empty() {
+            self.vacuum(cancel).await?;
+        }
+        let (size_after, _) = pruning::size(&self.store).await?;
+        metrics::gauge!("wfmd_database_size_bytes").set(size_after as f64);
+        report.shrunk_bytes = size_before.saturating_sub(size_after);
+        match failure {
+            Some(error) if report.removed.is_empty() => Err(error),
+            _ => Ok(report),
+        }
+    }
+
+    /// Hands free pages back to the file system in small steps.
+    async fn vacuum(&self, cancel: &CancellationToken) -> Result<(), sqlx::Error> {
+        if pruning::auto_vacuum(&self.store).await? != 2 {
+            // Freed pages are reused by new rows; the file itself does not shrink.
+            return Ok(());
+        }
+        while !cancel.is_cancelled() {
+            let started = Instant::now();
+            if pruning::incremental_vacuum(&self.store, VACUUM_PAGES).await? == 0 {
+                break;
+            }
+            tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
+        }
+        Ok(())
+    }
+
+    /// Converts a small database made without incremental vacuum; warns about a large
+    /// one, whose conversion would hold the write lock for long.
+    async fn convert_if_small(&self) {
+        let result = async {
+            if pruning::auto_vacuum(&self.store).await? == 2 {
+                return Ok(());
+            }
+            let (bytes, _) = pruning::size(&self.store).await?;
+            if bytes <= CONVERT_AT_START_BYTES {
+                pruning::convert_to_incremental(&self.store).await?;
+                tracing::info!(bytes, "database converted to incremental vacuum");
+            } else {
+                tracing::warn!(
+                    bytes,
+                    "the database was created without incremental vacuum: pruned space is \
+                     reused but the file does not shrink; stop wfmd and run `wfmd migrate` \
+                     once to convert it"
+                );
+            }
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(error) = result.await {
+            tracing::warn!(%error, "could not check the database's vacuum mode");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::audit::{self, NewEntry};
+    use crate::store::outbox;
+    use crate::store::testing::temp_store;
+
+    async fn append(store: &Store, n: i64) {
+        let mut tx = store.begin_write().await.unwrap();
+        audit::append(
+            &mut tx,
+            &NewEntry {
+                at: crate::store::from_ms(1_790_000_000_000 + n),
+                actor: "api",
+                action: "transition.succeeded",
+                agent_id: Some("u_001"),
+                subject_id: None,
+                detail: serde_json::json!({ "n": n }),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// The `audit.checkpoint` events' data, oldest first, once there are `n` of them.
+    async fn checkpoint_events(store: &Store, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events: Vec<serde_json::Value> = outbox::after(store.reader(), 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.event_type == "audit.checkpoint")
+                .map(|e| {
+                    serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["data"].clone()
+                })
+                .collect();
+            if events.len() >= n {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} checkpoints expected, got {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_daemon_publishes_a_checkpoint_each_interval_when_entries_were_added() {
+        let (store, _dir) = temp_store().await;
+        append(&store, 1).await;
+        append(&store, 2).await;
+        let retention = Retention {
+            store: store.clone(),
+            config: RetentionConfig::default(),
+            checkpoint_interval: Duration::from_millis(20),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(retention.run(cancel.clone()));
+        let first = checkpoint_events(&store, 1).await;
+        assert_eq!(first[0]["entry_id"], 2);
+        assert_eq!(first[0]["count"], 2);
+        let head = audit::head(store.reader()).await.unwrap().unwrap().0;
+        assert_eq!(first[0]["hash"], head.hash);
+        append(&store, 3).await;
+        let both = checkpoint_events(&store, 2).await;
+        assert_eq!(both[1]["entry_id"], 3);
+        cancel.cancel();
+        task.await.unwrap();
+        // Intervals without new entries published nothing: one event per new head.
+        let events = checkpoint_events(&store, 2).await;
+        assert_eq!(events.len(), 2, "{events:?}");
+    }
+}

@@ -1,0 +1,356 @@
+//! Audit checkpoints: signed records of (last entry, its chain hash, count, time).
+//!
+//! A checkpoint is made only over entries that verify (the segment since the previous
+//! checkpoint is walked first), so a signature never vouches for forged rows. Two kinds:
+//! - published: every `audit.checkpoint_interval`, the head is recorded and sent as an
+//!   `audit.checkpoint` webhook, so a system outside holds an anchor
+//!   (`wfmd audit verify --anchor HASH`); kept for good (one row an hour);
+//! - retention's: before removing a batch of old entries, the last of them is recorded,
+//!   so verification can start there; replaced by the next batch's.
+//!
+//! With `audit.key`, each checkpoint carries HMAC-SHA-256 over its fields, so one made
+//! up by someone holding the file but not the key does not verify.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde_json::json;
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+use super::audit::{self, AuditKey, Break, EntryRow, Walker};
+use super::outbox::{self, EventType};
+use super::{Store, to_ms};
+
+/// A stored checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct CheckpointRow {
+    /// The last entry covered.
+    pub seq: i64,
+    /// That entry's chain hash.
+    pub hash: String,
+    /// Entries from the first through `seq`.
+    pub count: i64,
+    /// When that entry was written (Unix ms).
+    pub entry_at: i64,
+    /// When the checkpoint was made (Unix ms).
+    pub at: i64,
+    /// The first keyed entry at or before `seq`, if any.
+    pub keyed_from: Option<i64>,
+    pub key_id: Option<String>,
+    pub signature: Option<String>,
+    pub published: bool,
+}
+
+const COLUMNS: &str = "seq, hash, count, entry_at, at, keyed_from, key_id, signature, published";
+
+impl CheckpointRow {
+    /// The signed bytes: every field that says what the checkpoint vouches for.
+    fn message(&self) -> Vec<u8> {
+        format!(
+            "wfmd audit checkpoint\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.seq,
+            self.hash,
+            self.count,
+            self.entry_at,
+            self.at,
+            self.keyed_from
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        )
+        .into_bytes()
+    }
+
+    /// Whether `key` signed this checkpoint as it stands.
+    pub fn signed_by(&self, key: &AuditKey) -> bool {
+        self.key_id.as_deref() == Some(key.id().as_str())
+            && self
+                .signature
+                .as_deref()
+                .is_some_and(|signature| key.verify(&self.message(), signature))
+    }
+
+    fn sign(&mut self, key: &AuditKey) {
+        self.key_id = Some(key.id());
+        self.signature = Some(key.sign(&self.message()));
+    }
+}
+
+/// Why no checkpoint could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    /// The entries since the previous checkpoint do not verify: signing them would vouch
+    /// for a broken chain.
+    #[error("no checkpoint made: {0}")]
+    Broken(Break),
+}
+
+/// The checkpoint of entry `seq`, if one was recorded.
+pub async fn at(pool: &SqlitePool, seq: i64) -> Result<Option<CheckpointRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq = ?"
+    )))
+    .bind(seq)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Every checkpoint's hash from entry `seq` on, by entry.
+pub async fn hashes_from(pool: &SqlitePool, seq: i64) -> Result<HashMap<i64, String>, sqlx::Error> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_checkpoints WHERE seq >= ?")
+            .bind(seq)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The newest published checkpoint.
+pub async fn latest_published(pool: &SqlitePool) -> Result<Option<CheckpointRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_checkpoints WHERE published = 1 ORDER BY seq DESC LIMIT 1"
+    )))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Signs the checkpoints made before the chain was keyed (called when it becomes so).
+pub(super) async fn sign_unsigned(
+    conn: &mut SqliteConnection,
+    key: &AuditKey,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_checkpoints WHERE signature IS NULL"
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
+    for mut row in rows {
+        row.sign(key);
+        sqlx::query("UPDATE audit_checkpoints SET key_id = ?, signature = ? WHERE seq = ?")
+            .bind(&row.key_id)
+            .bind(&row.signature)
+            .bind(row.seq)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Where a walk up to entry `seq` starts: the newest checkpoint below it that the kept
+/// entries continue from (checked against `key`), or the first entry (`None`).
+async fn start_below(
+    conn: &mut SqliteConnection,
+    key: Option<&AuditKey>,
+    seq: i64,
+) -> Result<Option<CheckpointRow>, CheckpointError> {
+    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(&mut *conn)
+        .await?;
+    let first = first.unwrap_or(seq);
+    let start: Option<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq < ? AND seq >= ?
+         ORDER BY seq DESC LIMIT 1"
+    )))
+    .bind(seq)
+    .bind(first - 1)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match start {
+        Some(start) => {
+            if let Some(key) = key
+                && !start.signed_by(key)
+            {
+                return Err(CheckpointError::Broken(Break::Checkpoint {
+                    seq: start.seq,
+                }));
+            }
+            Ok(Some(start))
+        }
+        None if first <= 1 => Ok(None),
+        None => Err(CheckpointError::Broken(Break::Uncovered {
+            first_seq: first,
+        })),
+    }
+}
+
+/// Records a checkpoint of entry `seq` in the caller's write transaction, after
+/// verifying the entries since the previous checkpoint with the connection's key.
+/// Returns `None` when that entry already has one (or does not exist).
+pub async fn record(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    now: DateTime<Utc>,
+    published: bool,
+) -> Result<Option<CheckpointRow>, CheckpointError> {
+    let key = audit::connection_key(conn).await?;
+    let exists: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_checkpoints WHERE seq = ?")
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_some() {
+        if published {
+            sqlx::query("UPDATE audit_checkpoints SET published = 1 WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+        }
+        return Ok(None);
+    }
+    let start = start_below(conn, key.as_ref(), seq).await?;
+    let from = start.as_ref().map_or(0, |start| start.seq);
+    let mut walker = match &start {
+        Some(start) => Walker::from_checkpoint(key.as_ref(), start),
+        None => Walker::from_genesis(key.as_ref()),
+    };
+    let mut last: Option<EntryRow> = None;
+    {
+        let mut rows = sqlx::query_as::<_, EntryRow>(
+            "SELECT seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash
+             FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq",
+        )
+        .bind(from)
+        .bind(seq)
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            if let Some(broken) = walker.step(&row) {
+                return Err(CheckpointError::Broken(broken));
+            }
+            last = Some(row);
+        }
+    }
+    let Some(last) = last.filter(|row| row.seq == seq) else {
+        return Ok(None);
+    };
+    let mut row = CheckpointRow {
+        seq,
+        hash: last.hash,
+        count: seq,
+        entry_at: last.at,
+        at: to_ms(now),
+        keyed_from: walker.keyed_from(),
+        key_id: None,
+        signature: None,
+        published,
+    };
+    if let Some(key) = &key {
+        row.sign(key);
+    }
+    sqlx::query(
+        "INSERT INTO audit_checkpoints
+             (seq, hash, count, entry_at, at, keyed_from, key_id, signature, published)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(row.seq)
+    .bind(&row.hash)
+    .bind(row.count)
+    .bind(row.entry_at)
+    .bind(row.at)
+    .bind(row.keyed_from)
+    .bind(&row.key_id)
+    .bind(&row.signature)
+    .bind(row.published)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(row))
+}
+
+/// Records the chain's head as a published checkpoint and enqueues its
+/// `audit.checkpoint` event, in one transaction. `None` when nothing was appended
+/// since the last checkpoint.
+pub async fn publish(
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Option<CheckpointRow>, CheckpointError> {
+    let mut tx = store.begin_write().await?;
+    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
+        .fetch_one(&mut *tx)
+        .await?;
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    let Some(row) = record(&mut tx, head, now, true).await? else {
+        return Ok(None);
+    };
+    outbox::enqueue(
+        &mut tx,
+        EventType::AuditCheckpoint,
+        None,
+        now,
+        json!({ "entry_id": row.seq, "hash": row.hash, "count": row.count }),
+    )
+    .await?;
+    tx.commit().await?;
+    store.notify_outbox();
+    Ok(Some(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::audit::NewEntry;
+    use crate::store::testing::{temp_store, temp_store_keyed};
+
+    async fn write(store: &Store, count: usize) {
+        for i in 0..count {
+            let mut tx = store.begin_write().await.unwrap();
+            audit::append(
+                &mut tx,
+                &NewEntry {
+                    at: crate::store::from_ms(1_790_000_000_000 + i as i64),
+                    actor: "api",
+                    action: "transition.succeeded",
+                    agent_id: Some("u_001"),
+                    subject_id: None,
+                    detail: json!({ "n": i }),
+                },
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn publishing_records_the_head_once_and_enqueues_its_event() {
+        let (store, _dir) = temp_store_keyed().await;
+        write(&store, 3).await;
+        let now = Utc::now();
+        let first = publish(&store, now).await.unwrap().unwrap();
+        // The keyed marker is entry 1, then the three entries.
+        assert_eq!((first.seq, first.count), (4, 4));
+        assert!(first.signed_by(store.audit_key().unwrap()));
+        assert!(publish(&store, now).await.unwrap().is_none(), "nothing new");
+        let events = outbox::after(store.reader(), 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        let body: serde_json::Value = serde_json::from_str(&events[0].payload).unwrap();
+        assert_eq!(body["type"], "audit.checkpoint");
+        assert_eq!(
+            body["data"],
+            json!({"entry_id": 4, "hash": first.hash, "count": 4})
+        );
+        write(&store, 1).await;
+        assert_eq!(publish(&store, now).await.unwrap().unwrap().seq, 5);
+    }
+
+    #[tokio::test]
+    async fn no_checkpoint_vouches_for_an_edited_entry() {
+        let (store, _dir) = temp_store().await;
+        write(&store, 3).await;
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query("DROP TRIGGER audit_log_refuses_update")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let err = publish(&store, Utc::now()).await.unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Broken(Break::Edited { seq: 2 })),
+            "{err}"
+        );
+    }
+}

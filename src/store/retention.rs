@@ -1,0 +1,560 @@
+//! Retention in the store: removing records older than a cutoff in small batches, the
+//! horizons that say how far back each kind is complete, and giving freed pages back to
+//! the file system.
+//!
+//! Each [`prune_batch`] is one short `BEGIN IMMEDIATE` transaction of at most `limit`
+//! rows, so writers of the engine wait for one batch at most, never for a whole pass.
+//! A batch that removed rows moves its kind's horizon to the cutoff in the same
+//! transaction: reports asked about an earlier window can then say "not kept before"
+//! instead of counting what is left.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::checkpoints::{self, CheckpointError};
+use super::{Store, from_ms, to_ms};
+
+/// A kind of record with its own age in `[retention]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    OutboxDelivered,
+    OutboxDead,
+    WebhookAttempts,
+    Attempts,
+    Intervals,
+    Samples,
+    BulkJobs,
+    RuleFirings,
+    Audit,
+}
+
+impl Kind {
+    /// Every kind, in the order a pass prunes them (outbox events before the attempts
+    /// of their deliveries, the audit log last).
+    pub const ALL: [Kind; 9] = [
+        Kind::OutboxDelivered,
+        Kind::OutboxDead,
+        Kind::WebhookAttempts,
+        Kind::Attempts,
+        Kind::Intervals,
+        Kind::Samples,
+        Kind::BulkJobs,
+        Kind::RuleFirings,
+        Kind::Audit,
+    ];
+
+    /// The `[retention]` key, also the name in `retention_horizons` and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::OutboxDelivered => "outbox_delivered",
+            Kind::OutboxDead => "outbox_dead",
+            Kind::WebhookAttempts => "webhook_attempts",
+            Kind::Attempts => "attempts",
+            Kind::Intervals => "intervals",
+            Kind::Samples => "samples",
+            Kind::BulkJobs => "bulk_jobs",
+            Kind::RuleFirings => "rule_firings",
+            Kind::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a batch could not be pruned.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    /// The audit entries to prune do not verify: they are kept as evidence.
+    #[error("audit entries are not pruned: {0}")]
+    Audit(CheckpointError),
+}
+
+impl From<CheckpointError> for PruneError {
+    fn from(error: CheckpointError) -> Self {
+        match error {
+            CheckpointError::Store(e) => PruneError::Store(e),
+            other => PruneError::Audit(other),
+        }
+    }
+}
+
+/// Removes up to `limit` rows of `kind` older than `cutoff` in one write transaction;
+/// returns how many rows it removed (0: nothing of this kind is older).
+pub async fn prune_batch(
+    store: &Store,
+    kind: Kind,
+    cutoff: DateTime<Utc>,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<u64, PruneError> {
+    let cutoff_ms = to_ms(cutoff);
+    let limit = i64::from(limit.max(1));
+    let mut tx = store.begin_write().await?;
+    let (removed, kept_from) = match kind {
+        Kind::OutboxDelivered | Kind::OutboxDead => (
+            prune_outbox(&mut tx, kind == Kind::OutboxDead, cutoff_ms, limit).await?,
+            cutoff_ms,
+        ),
+        Kind::WebhookAttempts => (
+            delete_ids(
+                &mut tx,
+                "DELETE FROM webhook_attempts WHERE id IN
+                     (SELECT id FROM webhook_attempts WHERE attempted_at < ? LIMIT ?)",
+                cutoff_ms,
+                limit,
+            )
+            .await?,
+            cutoff_ms,
+        ),
+        Kind::Attempts => (
+            delete_ids(
+                &mut tx,
+                "DELETE FROM transition_attempts WHERE id IN
+                     (SELECT id FROM transition_attempts WHERE requested_at < ? LIMIT ?)",
+                cutoff_ms,
+                limit,
+            )
+            .await?,
+            cutoff_ms,
+        ),
+        // The open interval (ended_at NULL) is never old, however long ago it began.
+        Kind::Intervals => (
+            delete_ids(
+                &mut tx,
+                "DELETE FROM state_intervals WHERE id IN
+                     (SELECT id FROM state_intervals
+                      WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?)",
+                cutoff_ms,
+                limit,
+            )
+            .await?,
+            cutoff_ms,
+        ),
+        Kind::BulkJobs => (prune_bulk_jobs(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
+        Kind::RuleFirings => (prune_firings(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
+        Kind::Samples => (prune_samples(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
+        Kind::Audit => prune_audit(&mut tx, cutoff_ms, limit, now).await?,
+    };
+    if removed > 0 {
+        sqlx::query(
+            "INSERT INTO retention_horizons (kind, kept_from, pruned_rows, updated_at)
+             VALUES (?, ?, ?, ?)
+             ON CONFLICT (kind) DO UPDATE SET
+                 kept_from = MAX(kept_from, excluded.kept_from),
+                 pruned_rows = pruned_rows + excluded.pruned_rows,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(kind.as_str())
+        .bind(kept_from)
+        .bind(i64::try_from(removed).unwrap_or(i64::MAX))
+        .bind(to_ms(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(removed)
+}
+
+async fn delete_ids(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sql)
+        .bind(cutoff_ms)
+        .bind(limit)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// Outbox events past the cutoff that every endpoint has settled (none pending), with
+/// their deliveries and attempts; `dead` picks those with a dead delivery, otherwise
+/// those without. Events not yet fanned out are never touched.
+async fn prune_outbox(
+    conn: &mut SqliteConnection,
+    dead: bool,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "SELECT e.seq FROM outbox_events e
+         WHERE e.created_at < ?1
+           AND e.seq <= (SELECT last_event_seq FROM webhook_cursor WHERE id = 1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                           WHERE d.event_seq = e.seq AND d.status = 'pending')
+           AND ?2 = EXISTS (SELECT 1 FROM webhook_deliveries d
+                            WHERE d.event_seq = e.seq AND d.status = 'dead')
+         ORDER BY e.seq LIMIT ?3",
+    )
+    .bind(cutoff_ms)
+    .bind(dead)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    let seqs = json!(seqs).to_string();
+    sqlx::query(
+        "DELETE FROM webhook_attempts WHERE delivery_id IN
+             (SELECT id FROM webhook_deliveries
+              WHERE event_seq IN (SELECT value FROM json_each(?)))",
+    )
+    .bind(&seqs)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE event_seq IN (SELECT value FROM json_each(?))",
+    )
+    .bind(&seqs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(
+        sqlx::query("DELETE FROM outbox_events WHERE seq IN (SELECT value FROM json_each(?))")
+            .bind(&seqs)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Rows of a job or firing's children that count as one "row" of the batch budget: a
+/// 2,000-agent job is removed with its items in one transaction, a few jobs at a time.
+const CHILDREN_PER_PARENT: i64 = 50;
+
+/// Finished bulk jobs past the cutoff, with their items. A job that a kept job reverts
+/// stays until that one goes.
+async fn prune_bulk_jobs(
+    conn: &mut SqliteConnection,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM bulk_jobs j
+         WHERE j.finished_at IS NOT NULL AND j.finished_at < ?
+           AND j.status IN ('completed', 'cancelled')
+           AND NOT EXISTS (SELECT 1 FROM bulk_jobs r WHERE r.reverts_job_id = j.id)
+         LIMIT ?",
+    )
+    .bind(cutoff_ms)
+    .bind((limit / CHILDREN_PER_PARENT).max(1))
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let ids = json!(ids).to_string();
+    sqlx::query("DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each(?))")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(
+        sqlx::query("DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Finished rule firings past the cutoff, with their per-agent rows. Each rule's latest
+/// firing stays: the scheduler reads it to know which slot comes next.
+async fn prune_firings(
+    conn: &mut SqliteConnection,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM rule_firings f
+         WHERE f.started_at < ? AND f.outcome <> 'running'
+           AND f.slot_at < (SELECT MAX(g.slot_at) FROM rule_firings g WHERE g.rule = f.rule)
+         LIMIT ?",
+    )
+    .bind(cutoff_ms)
+    .bind((limit / CHILDREN_PER_PARENT).max(1))
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let ids = json!(ids).to_string();
+    sqlx::query(
+        "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(
+        sqlx::query("DELETE FROM rule_firings WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Metric samples past the cutoff.
+/// The batch ends at the time of its `limit`-th oldest sample, as the table has no
+/// rowids to pick rows by.
+async fn prune_samples(
+    conn: &mut SqliteConnection,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let bound: Option<i64> = sqlx::query_scalar(
+        "SELECT sampled_at FROM metric_samples WHERE sampled_at < ? ORDER BY sampled_at
+         LIMIT 1 OFFSET ?",
+    )
+    .bind(cutoff_ms)
+    .bind(limit)
+    .fetch_optional(&mut *conn)
+    .await?;
+    // Past the `limit`-th sample, stop just after its time (so equal times go together).
+    let upto = bound.map_or(cutoff_ms, |at| (at + 1).min(cutoff_ms));
+    Ok(
+        sqlx::query("DELETE FROM metric_samples WHERE sampled_at < ?")
+            .bind(upto)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// The oldest audit entries up to the newest checkpoint older than the cutoff, at most
+/// `limit` of them: their last one is checkpointed first (after verifying them), so
+/// verification starts there. Returns how many and the new horizon (just after the
+/// last removed entry's time).
+async fn prune_audit(
+    conn: &mut SqliteConnection,
+    cutoff_ms: i64,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<(u64, i64), PruneError> {
+    let boundary: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(seq) FROM audit_checkpoints WHERE published = 1 AND entry_at < ?",
+    )
+    .bind(cutoff_ms)
+    .fetch_one(&mut *conn)
+    .await?;
+    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+        .fetch_one(&mut *conn)
+        .await?;
+    let (Some(boundary), Some(first)) = (boundary, first) else {
+        return Ok((0, cutoff_ms));
+    };
+    if boundary < first {
+        return Ok((0, cutoff_ms));
+    }
+    let last = boundary.min(first + limit - 1);
+    checkpoints::record(conn, last, now, false).await?;
+    let entry_at: i64 = sqlx::query_scalar("SELECT entry_at FROM audit_checkpoints WHERE seq = ?")
+        .bind(last)
+        .fetch_one(&mut *conn)
+        .await?;
+    let removed = sqlx::query("DELETE FROM audit_log WHERE seq <= ?")
+        .bind(last)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    // Retention's own checkpoints below the new start are replaced by this one.
+    sqlx::query("DELETE FROM audit_checkpoints WHERE seq < ? AND published = 0")
+        .bind(last)
+        .execute(&mut *conn)
+        .await?;
+    Ok((removed, entry_at + 1))
+}
+
+/// How far back each kind is complete: `kind -> kept_from`, for kinds pruned so far.
+pub async fn horizons(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, kept_from FROM retention_horizons ORDER BY kind")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(k, at)| (k, from_ms(at))).collect())
+}
+
+/// A window reaching back before what is kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} are not kept before {}: retention (retention.{kind}) removed older ones; ask \
+     for a window from then on",
+    crate::time::rfc3339(*kept_from)
+)]
+pub struct NotKept {
+    pub kind: &'static str,
+    pub what: &'static str,
+    pub kept_from: DateTime<Utc>,
+}
+
+/// `Err` naming the latest horizon among `kinds` when the window starting at `from`
+/// reaches before it: some records of the window were removed.
+pub async fn check_window(
+    pool: &SqlitePool,
+    kinds: &[Kind],
+    from: DateTime<Utc>,
+) -> Result<Result<(), NotKept>, sqlx::Error> {
+    let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let latest: Option<(String, i64)> = sqlx::query_as(
+        "SELECT kind, kept_from FROM retention_horizons
+         WHERE kind IN (SELECT value FROM json_each(?)) AND kept_from > ?
+         ORDER BY kept_from DESC LIMIT 1",
+    )
+    .bind(json!(names).to_string())
+    .bind(to_ms(from))
+    .fetch_optional(pool)
+    .await?;
+    Ok(match latest {
+        None => Ok(()),
+        Some((name, kept_from)) => {
+            let kind = kinds
+                .iter()
+                .copied()
+                .find(|k| k.as_str() == name)
+                .unwrap_or(Kind::Intervals);
+            Err(NotKept {
+                kind: kind.as_str(),
+                what: describe(kind),
+                kept_from: from_ms(kept_from),
+            })
+        }
+    })
+}
+
+fn describe(kind: Kind) -> &'static str {
+    match kind {
+        Kind::OutboxDelivered | Kind::OutboxDead => "webhook events",
+        Kind::WebhookAttempts => "webhook attempts",
+        Kind::Attempts => "transition attempts",
+        Kind::Intervals => "state intervals",
+        Kind::Samples => "metric samples",
+        Kind::BulkJobs => "bulk jobs",
+        Kind::RuleFirings => "rule firings",
+        Kind::Audit => "audit entries",
+    }
+}
+
+/// `PRAGMA auto_vacuum`: 0 none, 1 full, 2 incremental.
+pub async fn auto_vacuum(store: &Store) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(store.reader())
+        .await
+}
+
+/// The database's size in bytes (pages in use and free), and its free pages' bytes.
+pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(store.reader())
+        .await?;
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(store.reader())
+        .await?;
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(store.reader())
+        .await?;
+    let bytes = |n: i64| u64::try_from(n * page_size).unwrap_or(0);
+    Ok((bytes(pages), bytes(free)))
+}
+
+/// Gives up to `pages` free pages back to the file system (one short write); returns
+/// how many free pages remain.
+pub async fn incremental_vacuum(store: &Store, pages: u32) -> Result<i64, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA incremental_vacuum({pages})"
+    )))
+    .execute(store.writer())
+    .await?;
+    sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(store.writer())
+        .await
+}
+
+/// Makes a database created without incremental vacuum able to shrink: sets the mode
+/// and rebuilds the file once (`VACUUM`, which holds the write lock throughout).
+pub async fn convert_to_incremental(store: &Store) -> Result<(), sqlx::Error> {
+    let mut conn = store.writer().acquire().await?;
+    sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("VACUUM").execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    #[tokio::test]
+    async fn new_databases_vacuum_incrementally() {
+        let (store, _dir) = temp_store().await;
+        assert_eq!(auto_vacuum(&store).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_horizon_refuses_earlier_windows_only() {
+        let (store, _dir) = temp_store().await;
+        let at = from_ms(1_790_000_000_000);
+        let mut tx = store.begin_write().await.unwrap();
+        for i in 0..3 {
+            sqlx::query(
+                "INSERT INTO state_intervals (agent_id, state, origin, started_at, ended_at)
+                 VALUES ('u_001', 'READY', 'api', ?, ?)",
+            )
+            .bind(to_ms(at) + i * 1000)
+            .bind(to_ms(at) + i * 1000 + 500)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let cutoff = at + chrono::Duration::milliseconds(1_600);
+        assert_eq!(
+            prune_batch(&store, Kind::Intervals, cutoff, 1, at)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            prune_batch(&store, Kind::Intervals, cutoff, 10, at)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            prune_batch(&store, Kind::Intervals, cutoff, 10, at)
+                .await
+                .unwrap(),
+            0
+        );
+        let refused = check_window(store.reader(), &[Kind::Attempts, Kind::Intervals], at)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.kept_from, cutoff);
+        assert!(
+            refused
+                .to_string()
+                .starts_with("state intervals are not kept before "),
+            "{refused}"
+        );
+        check_window(store.reader(), &[Kind::Intervals], cutoff)
+            .await
+            .unwrap()
+            .unwrap();
+        check_window(store.reader(), &[Kind::Attempts], at)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,370 @@
+//! Analytics jobs over wfmd's own history, through the HTTP API.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wfmd::engine::analytics::{self, AnalyticsJobs};
+
+use wfmd::sim::SimConfig;
+
+use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, http_client, wfmd};
+
+fn window() -> (String, String) {
+    let now = chrono::Utc::now();
+    (
+        wfmd::time::rfc3339(now - chrono::Duration::hours(2)),
+        wfmd::time::rfc3339(now + chrono::Duration::hours(1)),
+    )
+}
+
+async fn submit(app: &TestApp, body: Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/analytics/queries", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn until_finished(app: &TestApp, job_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let job: Value = app
+            .get(&format!("/v1/analytics/queries/{job_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn report_ready_events(app: &TestApp, job_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'report.ready'
+         AND json_extract(payload, '$.data.job_id') = ?",
+    )
+    .bind(job_id)
+    .fetch_one(app.store.reader())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
+    let app = TestApp::spawn().await;
+    let agents: Vec<String> = app
+        .sim
+        .free_agents()
+        .into_iter()
+        .take(3)
+        .map(|a| a.id)
+        .collect();
+    for agent in &agents {
+        let (status, _) = app.set_state(agent, "NOT_READY").await;
+        assert_eq!(status, 200);
+    }
+    let (from, to) = window();
+    let response = submit(
+        &app,
+        json!({"source": "history", "metrics": ["transitions:sum", "idle_seconds:sum"],
+               "dimensions": ["agent"], "from": from, "to": to, "bucket": "hour"}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = until_finished(&app, &job_id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+
+    let csv = app
+        .get(&format!(
+            "/v1/analytics/queries/{job_id}/results?format=csv"
+        ))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let text = String::from_utf8(csv.to_vec()).unwrap();
+    assert!(
+        text.starts_with("bucket,agent,metric,value,moving_average,direction,z_score,anomaly\n")
+    );
+    for agent in &agents {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(agent) && l.contains("transitions:sum,1,")),
+            "{agent} made one transition: {text}"
+        );
+    }
+    assert_eq!(
+        job["sha256"].as_str().unwrap(),
+        hex::encode(Sha256::digest(&csv))
+    );
+    assert_eq!(
+        job["rows"].as_i64().unwrap() as usize,
+        text.lines().count() - 1
+    );
+    assert_eq!(report_ready_events(&app, &job_id).await, 1);
+
+    // The audit log vouches for the download; a one-byte edit is caught.
+    assert!(
+        analytics::verify_file(&app.store, &job_id, &csv)
+            .await
+            .unwrap()
+    );
+    let mut edited = csv.to_vec();
+    let last_digit = edited.iter().rposition(u8::is_ascii_digit).unwrap();
+    edited[last_digit] = if edited[last_digit] == b'9' {
+        b'8'
+    } else {
+        edited[last_digit] + 1
+    };
+    assert!(
+        !analytics::verify_file(&app.store, &job_id, &edited)
+            .await
+            .unwrap()
+    );
+
+    let json: Value = app
+        .get(&format!(
+            "/v1/analytics/queries/{job_id}/results?format=json"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["job_id"], job_id.as_str());
+    assert!(json["series"].as_array().unwrap().len() >= agents.len() * 2);
+
+    // One self-contained page: a chart per series, time labels in the asked zone.
+    let response = app
+        .get(&format!(
+            "/v1/analytics/queries/{job_id}/results?format=html&tz=Asia/Kolkata"
+        ))
+        .await;
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
+    assert!(html.matches("<svg").count() >= agents.len() * 2, "{html}");
+    assert!(html.contains(" IST<"), "labels in Kolkata time: {html}");
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "nothing fetched from elsewhere"
+    );
+    let bad_zone = app
+        .get(&format!(
+            "/v1/analytics/queries/{job_id}/results?format=html&tz=Mars/Olympus"
+        ))
+        .await;
+    assert_eq!(bad_zone.status(), 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_job_is_redone_from_scratch_and_announced_once() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.free_agents()[0].id.clone();
+    assert_eq!(app.set_state(&agent, "NOT_READY").await.0, 200);
+    let (from, to) = window();
+    // A job a crash left running with a stray half-stored row.
+    let spec = json!({"source": "history", "metrics": [{"name": "transitions", "aggregation": "sum"}],
+        "dimensions": ["agent"], "filters": [], "from": from, "to": to, "bucket": "hour",
+        "window": 7, "z": 2.0, "seasonality": "none"});
+    sqlx::query(
+        "INSERT INTO analytics_jobs (id, source, spec, actor, status, received, created_at, started_at)
+         VALUES ('aq_crashed', 'history', ?, 'test', 'running', 1, 0, 0)",
+    )
+    .bind(spec.to_string())
+    .execute(app.store.reader())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO analytics_results (job_id, series, bucket, vals)
+         VALUES ('aq_crashed', '{\"agent\":\"ghost\"}', 0, '[99]')",
+    )
+    .execute(app.store.reader())
+    .await
+    .unwrap();
+
+    // A restarted service picks it up (the running app's may too: either finishes it).
+    let restarted = AnalyticsJobs::new(app.store.clone(), Duration::from_secs(120));
+    restarted.run_pending().await.unwrap();
+    let job = until_finished(&app, "aq_crashed").await;
+    assert_eq!(job["status"], "completed", "{job}");
+    restarted.run_pending().await.unwrap();
+
+    let csv = app
+        .get("/v1/analytics/queries/aq_crashed/results")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!csv.contains("ghost"), "the stray row was dropped: {csv}");
+    assert!(csv.contains(&agent));
+    assert_eq!(report_ready_events(&app, "aq_crashed").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_queries_are_refused_naming_the_field_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let (from, to) = window();
+    for (body, field) in [
+        (
+            json!({"source": "history", "metrics": ["handle_time:avg"], "from": from, "to": to, "bucket": "day"}),
+            "metrics",
+        ),
+        (
+            json!({"source": "history", "metrics": ["idle_seconds:median"], "from": from, "to": to, "bucket": "day"}),
+            "metrics",
+        ),
+        (
+            json!({"source": "history", "metrics": ["idle_seconds:sum"], "dimensions": ["skill"], "from": from, "to": to, "bucket": "day"}),
+            "dimensions",
+        ),
+        (
+            json!({"source": "history", "metrics": ["idle_seconds:sum"], "from": "yesterday", "to": to, "bucket": "day"}),
+            "from",
+        ),
+        (
+            json!({"source": "history", "metrics": ["idle_seconds:sum"], "from": to, "to": from, "bucket": "day"}),
+            "to",
+        ),
+        (
+            json!({"source": "history", "metrics": ["idle_seconds:sum"], "from": from, "to": to, "bucket": "day", "window": 1}),
+            "window",
+        ),
+        (
+            json!({"source": "platform", "metrics": ["duration:avg"], "from": from, "to": to, "bucket": "day"}),
+            "source",
+        ),
+    ] {
+        let response = submit(&app, body.clone()).await;
+        assert_eq!(response.status(), 422, "{body}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM analytics_jobs").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_accepted_before_kill_9_completes_after_restart_once_and_wfmd_analytics_verify_checks_its_file()
+ {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let db = TestDb::new();
+    let env = sim.env(&db.url());
+    let http = http_client();
+    let daemon = Daemon::spawn(&env).await;
+    // A month of hourly buckets per agent: long enough that the kill usually lands
+    // mid-job; either way the restarted daemon must finish it exactly once.
+    let now = chrono::Utc::now();
+    let body = json!({"source": "history", "metrics": ["idle_seconds:sum", "transitions:sum"],
+        "dimensions": ["agent"], "bucket": "hour",
+        "from": wfmd::time::rfc3339(now - chrono::Duration::days(30)),
+        "to": wfmd::time::rfc3339(now)});
+    let response = http
+        .post(format!("{}/v1/analytics/queries", daemon.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    daemon.signal("KILL");
+    assert!(!daemon.wait().await.success());
+
+    let daemon = Daemon::spawn(&env).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE * 4;
+    let job = loop {
+        let job: Value = http
+            .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["status"], "completed", "{job}");
+    let csv = http
+        .get(format!(
+            "{}/v1/analytics/queries/{job_id}/results?format=csv",
+            daemon.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+
+    let store = wfmd::store::Store::open(&db.url()).await.unwrap();
+    let announced: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'report.ready'
+         AND json_extract(payload, '$.data.job_id') = ?",
+    )
+    .bind(&job_id)
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+    assert_eq!(announced, 1);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'analytics.completed' AND subject_id = ?",
+    )
+    .bind(&job_id)
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    store.close().await;
+
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("results.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let verify = |path: &std::path::Path| {
+        wfmd()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(["analytics", "verify", path.to_str().unwrap(), &job_id])
+            .output()
+            .unwrap()
+    };
+    let accepted = verify(&file);
+    assert!(accepted.status.success(), "{accepted:?}");
+    let mut edited = csv.to_vec();
+    let at = edited.len() / 2;
+    edited[at] ^= 0x01;
+    let altered = folder.path().join("edited.csv");
+    std::fs::write(&altered, &edited).unwrap();
+    let refused = verify(&altered);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("ALTERED"));
+}
