@@ -308,14 +308,29 @@ pub async fn ticket(State(state): State<ApiState>, caller: Caller) -> Result<Res
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// What [`ticket_gate`] needs: the feed's tickets, and whether any bearer tokens are
+/// configured.
+#[derive(Clone)]
+pub struct TicketGate {
+    pub live: Live,
+    pub tokens_configured: bool,
+}
+
 /// Redeems `?ticket=` on the two feed routes, ahead of the bearer check: a good ticket
 /// stands in for its holder's token (once); a bad one is a 401. Elsewhere a ticket
-/// means nothing and the bearer header is required as always.
-pub async fn ticket_gate(State(live): State<Live>, mut request: Request, next: Next) -> Response {
+/// means nothing and the bearer header is required as always. Without configured
+/// tokens every caller is the local admin and needs no ticket, so one is ignored, as a
+/// bearer header is.
+pub async fn ticket_gate(
+    State(gate): State<TicketGate>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
-    if path != "/v1/events" && path != "/v1/ws" {
+    if !gate.tokens_configured || (path != "/v1/events" && path != "/v1/ws") {
         return next.run(request).await;
     }
+    let live = &gate.live;
     let ticket = request.uri().query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes())
             .find(|(name, _)| name == "ticket")

@@ -115,8 +115,11 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
     let access = auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
     let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
         .expect("the OpenAPI document serializes");
+    let tickets = live::TicketGate {
+        live: state.live.clone(),
+        tokens_configured: !tokens.is_empty(),
+    };
     let gate = Arc::new(auth::Gate { tokens, access });
-    let live = state.live.clone();
     let router = routes
         .fallback(|| async {
             error::Problem::new(
@@ -129,7 +132,7 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
         .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
         // Outside the bearer check, so a feed ticket is redeemed before it runs.
         .layer(axum::middleware::from_fn_with_state(
-            live,
+            tickets,
             live::ticket_gate,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

@@ -543,3 +543,24 @@ async fn the_wallboard_page_is_served_self_contained() {
     assert!(page.contains("id=\"conn\""));
     assert!(!page.contains("https://"), "nothing from outside");
 }
+
+#[tokio::test]
+async fn without_tokens_the_feed_needs_no_ticket_and_ignores_a_stale_one() {
+    // Every caller is the local admin: a ticket proves nothing more, so a used or
+    // made-up one must not lock a page out (as a stray bearer header does not).
+    let app = TestApp::spawn().await;
+    let mut feed = Sse::open(&app.address, "/v1/events?ticket=tkt_made-up", &[]).await;
+    assert_eq!(feed.next().await.event, "snapshot");
+    let url = format!(
+        "{}/v1/ws?ticket=tkt_made-up",
+        app.address.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let frame = tokio::time::timeout(DEADLINE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let message: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(message["type"], "snapshot");
+}
