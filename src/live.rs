@@ -380,7 +380,17 @@ impl Live {
         }
         state.version += 1;
         state.cached = None;
+        self.republish(&mut state);
         Ok(())
+    }
+
+    /// Sends the current snapshot to every client: after a (re)load or a new roster the
+    /// board changed in ways no single event describes, and a page that connected
+    /// before (an empty board, agents without names) must not keep it until it
+    /// reconnects.
+    fn republish(&self, state: &mut State) {
+        let (message, _) = self.snapshot_message(state);
+        let _ = self.inner.sender.send(message);
     }
 
     /// Replaces the roster (from the platform's agent list): managed agents keep their
@@ -434,6 +444,7 @@ impl Live {
         state.roster_loaded = true;
         state.version += 1;
         state.cached = None;
+        self.republish(&mut state);
         Ok(())
     }
 
@@ -612,8 +623,17 @@ impl Live {
     pub async fn run(self, stop: CancellationToken, board: BoardReceiver, bulk: Option<BulkJobs>) {
         // Feeds end with the daemon, so open streams do not hold the shutdown up.
         let feeds_stop = self.inner.stop.clone();
+        // The store is read before the roster is asked for, so the roster's snapshot is
+        // the last one a client sees at startup.
+        let loaded = match self.load().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the live feed cannot read the store");
+                false
+            }
+        };
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.clone().tail(stop.clone()));
+        tasks.spawn(self.clone().tail(stop.clone(), loaded));
         tasks.spawn(self.clone().follow_board(stop.clone(), board));
         if let Some(bulk) = bulk {
             tasks.spawn(self.clone().follow_jobs(stop.clone(), bulk.clone()));
@@ -624,9 +644,8 @@ impl Live {
         while tasks.join_next().await.is_some() {}
     }
 
-    async fn tail(self, stop: CancellationToken) {
+    async fn tail(self, stop: CancellationToken, mut loaded: bool) {
         let mut commits = self.inner.store.outbox_commits();
-        let mut loaded = false;
         loop {
             if !loaded {
                 match self.load().await {
@@ -1012,6 +1031,23 @@ mod tests {
         assert_eq!(snapshot.counts["READY"], 1);
         assert_eq!(snapshot.agents[0].state.as_deref(), Some("NOT_READY"));
         assert_eq!(snapshot.agents[0].name.as_deref(), Some("Agent u_1"));
+    }
+
+    #[tokio::test]
+    async fn a_client_connected_before_the_roster_is_sent_the_named_board_when_it_arrives() {
+        let (store, _dir) = temp_store().await;
+        let live = Live::new(store.clone(), Settings::default());
+        let mut early = live.subscribe(Start::Fresh).await.unwrap();
+        let empty = early.next().await.unwrap();
+        assert!(empty.json.contains(r#""agents":[]"#), "{}", empty.json);
+        live.set_roster(&roster(&["u_1"])).await.unwrap();
+        let named = early.next().await.unwrap();
+        assert_eq!(&*named.kind, "snapshot");
+        assert!(
+            named.json.contains(r#""name":"Agent u_1""#),
+            "{}",
+            named.json
+        );
     }
 
     #[tokio::test]

@@ -344,7 +344,7 @@ function renderTiles() {
     tile.dataset.queue = q.queue_id;
     tile.append(el("div", "name", q.name || q.queue_id), el("div", "sl", String(q.contacts_waiting)));
     const f = el("div", "figures");
-    f.append(figure(mss(q.average_wait_ms / 1000), "avg wait"), figure(pct(q.service_level), "SL"),
+    f.append(figure(q.average_wait_ms === null || q.average_wait_ms === undefined ? "–" : mss(q.average_wait_ms / 1000), "avg wait"), figure(pct(q.service_level), "SL"),
       figure(q.agents_available + "/" + q.agents_logged_on, "available/on"));
     tile.append(f);
     if (queueStale) tile.append(el("div", "age", "sampled " + mss(ageSecs(q.sampled_at)) + " ago"));
