@@ -250,7 +250,8 @@ function handle(message) {
     case "bulk.completed": {
       const job = S.jobs.get(data.jobId) || { job_id: data.jobId };
       Object.assign(job, { status: data.status, total: data.total, succeeded: data.succeeded,
-        rejected: data.rejected, failed: data.failed, pending: 0 });
+        unchanged: data.unchanged, rejected: data.rejected, failed: data.failed,
+        cancelled: data.cancelled, pending: 0 });
       S.jobs.set(data.jobId, job);
       renderJobs();
       break;
@@ -333,7 +334,7 @@ function renderTiles() {
     tile.append(el("div", "name", s.skill_name || s.skill_id), el("div", "sl", pct(s.service_level)));
     const f = el("div", "figures");
     f.append(figure(String(s.contacts_queued), "queued"), figure(mss(s.longest_wait_secs), "longest wait"),
-      figure(s.agents_available + "/" + s.agents_staffed, "available/staffed"));
+      figure(s.agents_available + "/" + s.agents_staffed, "available / staffed"));
     tile.append(f, curveSvg(s.skill_id));
     if (skillStale) tile.append(el("div", "age", "sampled " + mss(ageSecs(s.sampled_at)) + " ago"));
     skills.append(tile);
@@ -345,7 +346,7 @@ function renderTiles() {
     tile.append(el("div", "name", q.name || q.queue_id), el("div", "sl", String(q.contacts_waiting)));
     const f = el("div", "figures");
     f.append(figure(q.average_wait_ms === null || q.average_wait_ms === undefined ? "–" : mss(q.average_wait_ms / 1000), "avg wait"), figure(pct(q.service_level), "SL"),
-      figure(q.agents_available + "/" + q.agents_logged_on, "available/on"));
+      figure(q.agents_available + "/" + q.agents_logged_on, "available / on"));
     tile.append(f);
     if (queueStale) tile.append(el("div", "age", "sampled " + mss(ageSecs(q.sampled_at)) + " ago"));
     queues.append(tile);
@@ -515,7 +516,8 @@ function renderJobs() {
   const box = $("jobs");
   box.replaceChildren();
   for (const job of [...S.jobs.values()].slice(-5)) {
-    const done = (job.succeeded || 0) + (job.rejected || 0) + (job.failed || 0) + (job.cancelled || 0);
+    const done = (job.succeeded || 0) + (job.unchanged || 0) + (job.rejected || 0) + (job.failed || 0) +
+      (job.cancelled || 0);
     const row = el("div", "job");
     row.dataset.job = job.job_id;
     row.dataset.status = job.status || "queued";
@@ -523,7 +525,7 @@ function renderJobs() {
     bar.max = job.total || 1;
     bar.value = done;
     row.append(el("span", "", "job " + String(job.job_id).slice(0, 8) + " " + (job.status || "queued") + " "), bar,
-      el("span", "job-figures", " " + done + "/" + (job.total || "?") + " · ok " + (job.succeeded || 0) +
+      el("span", "job-figures", " " + done + "/" + (job.total || "?") + " · ok " + ((job.succeeded || 0) + (job.unchanged || 0)) +
         " · refused " + (job.rejected || 0) + " · failed " + (job.failed || 0)));
     box.append(row);
   }

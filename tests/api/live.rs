@@ -206,15 +206,16 @@ async fn the_feed_sends_the_snapshot_then_every_event_in_commit_order() {
     assert_eq!(card["state"], recorded.as_str());
 }
 
-/// wfmd serving `config` until stopped.
-struct Served {
-    address: String,
+/// wfmd serving `config` until stopped (restartable on the same address when
+/// `config.server.listen` names a port).
+pub struct Served {
+    pub address: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Served {
-    async fn start(config: &Config) -> Served {
+    pub async fn start(config: &Config) -> Served {
         let app = App::build(config).await.unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         let stop = CancellationToken::new();
@@ -226,7 +227,7 @@ impl Served {
         }
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
     }

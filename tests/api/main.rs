@@ -23,4 +23,5 @@ mod rough_edges;
 mod rules;
 mod sync;
 mod transitions;
+mod wallboard;
 mod webhooks;
