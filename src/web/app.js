@@ -108,6 +108,15 @@ function lost(why) {
   showReconnecting();
 }
 
+function dropFeed() {
+  const socket = S.socket;
+  const sse = S.sse;
+  S.socket = null;
+  S.sse = null;
+  if (socket) socket.close();
+  if (sse) sse.abort();
+}
+
 function showReconnecting() {
   if (S.connected) return;
   const left = Math.max(0, Math.ceil((S.nextTry - Date.now()) / 1000));
@@ -208,12 +217,15 @@ function handle(message) {
       fillFilters();
       renderTiles();
       renderAgents();
-      loadCurves();
+      // Curves already drawn are kept current by `metrics`; a snapshot (every
+      // reconnect, every roster refresh) only fetches the ones still missing.
+      loadCurves(true);
       break;
     case "metrics":
       S.tiles = tilesOf(data);
       for (const tile of S.tiles.skills) extendCurve(tile);
       renderTiles();
+      loadCurves(true);
       break;
     case "agent.state_changed": {
       const agent = S.agents.get(data.agentId);
@@ -364,9 +376,13 @@ function midnight() {
   return d.toISOString();
 }
 
-async function loadCurves() {
+async function loadCurves(onlyMissing) {
   if (!S.tiles) return;
-  for (const s of S.tiles.skills) {
+  const wanted = S.tiles.skills.filter((s) => !onlyMissing || !S.curves.has(s.skill_id));
+  if (!wanted.length) return;
+  // Claimed before the fetches, so a message arriving meanwhile does not ask again.
+  for (const s of wanted) if (!S.curves.has(s.skill_id)) S.curves.set(s.skill_id, []);
+  for (const s of wanted) {
     try {
       const q = new URLSearchParams({ family: "skills", id: s.skill_id, from: midnight() });
       const response = await api("/v1/live/series?" + q);
@@ -488,7 +504,13 @@ function tick() {
     span.textContent = since ? mss((now - Date.parse(since)) / 1000) : "";
   }
   if (S.connected) {
-    if (now - S.lastHeard > 2 * S.periods.heartbeat_secs * 1000) {
+    const silent = now - S.lastHeard;
+    if (silent > 3 * S.periods.heartbeat_secs * 1000) {
+      // A connection that stays silent is dead however it looks (a half-open TCP
+      // connection, a proxy holding the stream): drop it and connect again.
+      dropFeed();
+      lost("nothing heard for " + Math.round(silent / 1000) + " s");
+    } else if (silent > 2 * S.periods.heartbeat_secs * 1000) {
       setConn("stale", "stale — nothing heard for " + mss((now - S.lastHeard) / 1000));
     } else {
       setConn("live", "live");
