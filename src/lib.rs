@@ -217,8 +217,8 @@ impl Services {
     }
 }
 
-/// The live feed's settings: the managed agents as state sync keeps them, and the
-/// thresholds from `live::Settings::default()` until `[live]` is configurable.
+/// The live feed's settings: `[live]`, and the managed agents as state sync keeps them.
+/// With `live.enabled` off the feed makes no platform call (no roster either).
 fn live_settings(config: &Config) -> live::Settings {
     live::Settings {
         service_level_good: config.live.service_level_good,
@@ -227,6 +227,7 @@ fn live_settings(config: &Config) -> live::Settings {
         queue_interval: config.live.queue_interval,
         teams: config.sync.teams.clone(),
         agents: config.sync.agents.clone(),
+        roster: config.live.enabled,
         ..live::Settings::default()
     }
 }

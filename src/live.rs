@@ -56,6 +56,9 @@ pub struct Settings {
     pub client_buffer: usize,
     /// How often the roster (names, teams, skills) is read again from the platform.
     pub roster_refresh: Duration,
+    /// Whether the roster is read at all (`live.enabled`): without it the board shows
+    /// the agents wfmd recorded a state for, by id, and the feed makes no platform call.
+    pub roster: bool,
     /// The managed agents: these teams' and these agents, or everyone when both are
     /// empty (as state sync keeps them).
     pub teams: Vec<String>,
@@ -72,6 +75,7 @@ impl Default for Settings {
             heartbeat: Duration::from_secs(15),
             client_buffer: 1024,
             roster_refresh: Duration::from_secs(300),
+            roster: true,
             teams: Vec::new(),
             agents: Vec::new(),
         }
@@ -637,7 +641,9 @@ impl Live {
         tasks.spawn(self.clone().follow_board(stop.clone(), board));
         if let Some(bulk) = bulk {
             tasks.spawn(self.clone().follow_jobs(stop.clone(), bulk.clone()));
-            tasks.spawn(self.clone().keep_roster(stop.clone(), bulk));
+            if self.inner.settings.roster {
+                tasks.spawn(self.clone().keep_roster(stop.clone(), bulk));
+            }
         }
         stop.cancelled().await;
         feeds_stop.cancel();
