@@ -4,8 +4,9 @@
 //!
 //! One test walks what a supervisor sees: the tiles carry the platform's figures, a
 //! change made elsewhere shows at once, a restart shows as "reconnecting" and loses
-//! nothing, and a bulk change started from the page moves the agents. It saves a
-//! screenshot to `target/wallboard.png`.
+//! nothing, a bulk change started from the page moves the agents, and without a
+//! WebSocket the page keeps up over Server-Sent Events. It saves a screenshot to
+//! `target/wallboard.png`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -475,6 +476,28 @@ async fn the_wallboard_in_a_real_browser_shows_the_floor_live_survives_a_restart
     for agent in chosen {
         card_shows(&browser, SLOW, &agent.id, "PAUSED", "MEETING").await;
     }
+
+    // Where no WebSocket can be opened (a proxy in the way), the page falls back to
+    // Server-Sent Events and stays just as current.
+    run(
+        &browser,
+        "window.WebSocket = function () { throw new Error('no WebSocket here'); };
+         S.socket.close();",
+        Value::Null,
+    )
+    .await;
+    eventually(SLOW, "the page is live over Server-Sent Events", async || {
+        let shown = run(
+            &browser,
+            "return [document.getElementById('conn').dataset.state, S.sse !== null, S.socket === null];",
+            Value::Null,
+        )
+        .await;
+        (shown == json!(["live", true, true])).then_some(())
+    })
+    .await;
+    set_state(&address, &moved.id, "NOT_READY").await;
+    card_shows(&browser, PROMPT, &moved.id, "NOT_READY", "").await;
 
     // The top of the board (the clicks scrolled down to the cards).
     run(&browser, "window.scrollTo(0, 0);", Value::Null).await;
