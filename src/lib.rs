@@ -17,6 +17,8 @@
 //!   [`engine::automation`] and the [`engine::compliance`] sweep;
 //!   [`engine::metrics`] polls skill and queue figures for the wallboard.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
+//! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
+//!   out to any number of clients; [`web`]: the wallboard page that shows it.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
 //!   generated from the routes, problem+json errors.
@@ -34,11 +36,13 @@ pub mod cxone;
 pub mod delivery;
 pub mod domain;
 pub mod engine;
+pub mod live;
 pub mod report;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -213,6 +217,21 @@ impl Services {
     }
 }
 
+/// The live feed's settings: `[live]`, and the managed agents as state sync keeps them.
+/// With `live.enabled` off the feed makes no platform call (no roster either).
+fn live_settings(config: &Config) -> live::Settings {
+    live::Settings {
+        service_level_good: config.live.service_level_good,
+        service_level_warning: config.live.service_level_warning,
+        skill_interval: config.live.skill_interval,
+        queue_interval: config.live.queue_interval,
+        teams: config.sync.teams.clone(),
+        agents: config.sync.agents.clone(),
+        roster: config.live.enabled,
+        ..live::Settings::default()
+    }
+}
+
 /// The daemon: the HTTP API over the services, ready to run.
 pub struct App {
     listener: TcpListener,
@@ -229,6 +248,8 @@ pub struct App {
     /// The newest skill and queue figures: the metric pollers publish, the live feed
     /// and the API read.
     metric_board: engine::metrics::BoardSender,
+    /// The live feed every wallboard reads.
+    live: live::Live,
     /// The skill and queue pollers (`[live]`), when enabled.
     metric_pollers: Vec<engine::metrics::MetricPoller>,
     /// Prunes old records and publishes audit checkpoints.
@@ -303,6 +324,7 @@ impl App {
             bulk = bulk.with_sync(witness);
         }
         let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
+        let live = live::Live::new(services.store.clone(), live_settings(config));
         let (metric_board, _) = engine::metrics::board_channel();
         let metric_pollers = if config.live.enabled {
             engine::metrics::MetricPoller::both(
@@ -340,6 +362,7 @@ impl App {
             metric_board,
             metric_pollers,
             retention,
+            live,
         })
     }
 
@@ -370,6 +393,11 @@ impl App {
         self.bulk.clone()
     }
 
+    /// The live feed (snapshot, events, tickets).
+    pub fn live(&self) -> live::Live {
+        self.live.clone()
+    }
+
     /// The analytics jobs (tests drive them with `run_pending`).
     pub fn analytics(&self) -> engine::analytics::AnalyticsJobs {
         self.analytics.clone()
@@ -397,9 +425,15 @@ impl App {
             sync: self.sync.as_ref().map(|sync| sync.status()),
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
+            live: self.live.clone(),
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),
         };
+        let live = Some(tokio::spawn(self.live.clone().run(
+            shutdown.clone(),
+            self.metric_board.subscribe(),
+            Some(self.bulk.clone()),
+        )));
         let scheduled = self.schedule_work.map_or_else(Vec::new, |work| {
             let status = self.sync.as_ref().map(|sync| sync.status());
             work.spawn(shutdown.clone(), status)
@@ -438,6 +472,7 @@ impl App {
             ("state sync", sync),
             ("rule scheduler", rules),
             ("bulk jobs", bulk),
+            ("live feed", live),
             ("retention", retention),
             ("analytics jobs", analytics),
         ]

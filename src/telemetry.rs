@@ -96,6 +96,37 @@ pub fn register() {
     for outcome in ["succeeded", "replayed", "rejected", "failed"] {
         metrics::counter!("wfmd_adherence_corrections_total", "outcome" => outcome).increment(0);
     }
+    // The live feed (`crate::live`).
+    for (name, help) in [
+        (
+            "wfmd_live_events_total",
+            "Durable events the live feed published from the outbox.",
+        ),
+        (
+            "wfmd_live_resyncs_total",
+            "Live clients that fell behind their buffer and were sent a fresh snapshot.",
+        ),
+        (
+            "wfmd_live_clients_dropped_total",
+            "Live clients closed for falling behind repeatedly or taking no frame.",
+        ),
+    ] {
+        describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+    for outcome in ["replayed", "snapshot"] {
+        metrics::counter!("wfmd_live_resumes_total", "outcome" => outcome).increment(0);
+    }
+    describe_counter!(
+        "wfmd_live_resumes_total",
+        "Live clients that resumed with Last-Event-ID: replayed, or sent a snapshot (id unknown or too old)."
+    );
+    metrics::counter!("wfmd_api_refusals_total", "reason" => "ticket").increment(0);
+    describe_gauge!(
+        "wfmd_live_clients",
+        "Live feed clients connected now (SSE and WebSocket)."
+    );
+    metrics::gauge!("wfmd_live_clients").increment(0.0);
     for family in crate::domain::metrics::MetricFamily::ALL {
         let family = family.as_str();
         for outcome in ["ok", "failed", "unavailable"] {

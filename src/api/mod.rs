@@ -1,5 +1,5 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
-//! reports, audit.
+//! reports, audit, the live feed and the wallboard page.
 //!
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
 //! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
@@ -30,6 +30,7 @@ pub mod extract;
 mod health;
 mod json;
 mod layers;
+mod live;
 pub mod openapi;
 mod reports;
 mod series;
@@ -63,6 +64,8 @@ pub struct ApiState {
     pub bulk: crate::engine::bulk::BulkJobs,
     /// `compliance.exception_threshold`, for the adherence figures of reports.
     pub exception_threshold: Duration,
+    /// The live feed: snapshot, events, tickets.
+    pub live: crate::live::Live,
     /// The newest skill and queue figures and each family's health.
     pub board: crate::engine::metrics::BoardReceiver,
     /// Analytics jobs.
@@ -82,6 +85,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         reports::routes(),
         audit::routes(),
         bulk::routes(),
+        live::routes(),
         series::routes(),
         analytics::routes(),
     ]
@@ -111,6 +115,10 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
     let access = auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
     let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
         .expect("the OpenAPI document serializes");
+    let tickets = live::TicketGate {
+        live: state.live.clone(),
+        tokens_configured: !tokens.is_empty(),
+    };
     let gate = Arc::new(auth::Gate { tokens, access });
     let router = routes
         .fallback(|| async {
@@ -122,6 +130,11 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
             )
         })
         .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
+        // Outside the bearer check, so a feed ticket is redeemed before it runs.
+        .layer(axum::middleware::from_fn_with_state(
+            tickets,
+            live::ticket_gate,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
         .with_state(state);

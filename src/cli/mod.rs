@@ -55,7 +55,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: the HTTP API, state sync, WFM rules (SIGHUP re-reads the rules),
     /// schedule automations, the compliance sweep, the skill and queue pollers, bulk
-    /// jobs and webhook delivery.
+    /// jobs, webhook delivery, and the live feed with its wallboard page at `/`.
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),

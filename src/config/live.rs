@@ -11,7 +11,9 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LiveConfig {
-    /// Whether the skill and queue pollers run.
+    /// Whether the skill and queue pollers run, and the wallboard reads the agents'
+    /// names, teams and skills from the platform (off: no platform call for the
+    /// wallboard; it shows the agents wfmd recorded a state for, by id).
     pub enabled: bool,
     /// Skill ids to poll; empty = every skill of the tenant (listed from the platform).
     pub skills: Vec<String>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{DEADLINE, TestApp, TestSim};
+use crate::helpers::{DEADLINE, TestApp, TestSim, install_when_missing};
 use crate::receiver::{Receiver, SECRET};
 
 fn deploy(path: &str) -> PathBuf {
@@ -37,28 +37,8 @@ fn prometheus_processes() -> BTreeSet<u32> {
 /// The package may start a Prometheus server; any that the installation started is
 /// stopped again, by its process id.
 fn promtool() -> Command {
-    let present = Command::new("promtool").arg("--version").output();
-    if !present.is_ok_and(|o| o.status.success()) {
-        let before = prometheus_processes();
-        let apt = |args: &[&str]| {
-            let output = Command::new("apt-get")
-                .args(["-o", "DPkg::Lock::Timeout=600"])
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("promtool is missing and apt-get cannot run to install the `prometheus` package: {e}")
-                });
-            assert!(
-                output.status.success(),
-                "promtool is missing and `apt-get {}` failed, so the `prometheus` package \
-                 cannot be installed:\n{}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        apt(&["update"]);
-        apt(&["install", "-y", "--no-install-recommends", "prometheus"]);
+    let before = prometheus_processes();
+    if install_when_missing("promtool", &["--version"], &["prometheus"]) {
         for pid in prometheus_processes().difference(&before) {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }

@@ -1,0 +1,387 @@
+//! The live feed over HTTP, and the wallboard page.
+//!
+//! - `GET /v1/live`: the snapshot (agents, tiles, counts, the feed's last event id).
+//! - `GET /v1/events`: Server-Sent Events: `snapshot` first, then typed events; `id:`
+//!   on every durable event, a heartbeat comment every 15 s, `retry:` advice. A
+//!   `Last-Event-ID` header (or `?last_event_id=`) resumes instead of a snapshot.
+//! - `GET /v1/ws`: the same messages as JSON text frames over a WebSocket, with
+//!   ping/pong keepalive and a `heartbeat` frame a browser's script can see.
+//! - `POST /v1/live/tickets`: a 60 s single-use ticket; `/v1/events` and `/v1/ws`
+//!   take `?ticket=` instead of the bearer header ([`ticket_gate`]), because a
+//!   browser's `EventSource` and `WebSocket` cannot send headers, and a long-lived
+//!   token in a URL ends up in proxy logs. Nothing else accepts a credential in a URL.
+//! - `GET /`: the wallboard page, served from the binary.
+//!
+//! Every client reads the one in-memory feed ([`crate::live`]); none causes a
+//! platform call.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Caller, Preauthenticated};
+use super::error::Problem;
+use super::extract::QueryParams;
+use super::openapi::{PROBLEM_JSON, ProblemDetails, VIEWER};
+use super::{ApiState, Routes};
+use crate::live::{Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
+
+/// What the browser is told to wait before reconnecting on its own (the page runs its
+/// own backoff; this is for plain `EventSource` clients).
+const RETRY_ADVICE: Duration = Duration::from_secs(1);
+
+/// A WebSocket client that has not taken a frame for this long is closed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn routes() -> Routes {
+    vec![
+        utoipa_axum::routes!(snapshot),
+        utoipa_axum::routes!(events),
+        utoipa_axum::routes!(websocket),
+        utoipa_axum::routes!(ticket),
+        utoipa_axum::routes!(wallboard),
+    ]
+}
+
+/// Where the feed starts.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// A ticket from `POST /v1/live/tickets`, instead of the `Authorization` header.
+    #[serde(default)]
+    #[allow(dead_code)] // Redeemed by `ticket_gate` before the handler runs.
+    ticket: Option<String>,
+    /// Resume after this event id (as the `Last-Event-ID` header does).
+    #[serde(default)]
+    #[param(max_length = 64)]
+    last_event_id: Option<String>,
+}
+
+/// Outbox ids are `evt_` and 32 hex digits; anything much longer is no id of ours.
+const MAX_EVENT_ID_LEN: usize = 64;
+
+fn start(headers: &HeaderMap, query: &FeedQuery) -> Result<Start, Problem> {
+    let header = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Problem::invalid_parameter("Last-Event-ID", "not visible ASCII"))
+        })
+        .transpose()?;
+    match query.last_event_id.as_deref().or(header) {
+        None | Some("") => Ok(Start::Fresh),
+        Some(id) if id.len() > MAX_EVENT_ID_LEN => Err(Problem::invalid_parameter(
+            "last_event_id",
+            format!("an event id is at most {MAX_EVENT_ID_LEN} characters"),
+        )),
+        Some(id) => Ok(Start::After(id.to_owned())),
+    }
+}
+
+/// The wallboard snapshot: every managed agent with its state, every skill and queue
+/// tile with its newest sample, counts by state, and the feed's last event id.
+///
+/// Served from memory: asking costs no platform call however often it is asked.
+#[utoipa::path(
+    get,
+    path = "/v1/live",
+    tag = "live",
+    security(("bearer" = [VIEWER])),
+    responses((status = 200, description = "The snapshot", body = Snapshot))
+)]
+pub async fn snapshot(State(state): State<ApiState>) -> Response {
+    let mut response = state.live.snapshot_json().to_string().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The live feed as Server-Sent Events.
+///
+/// First a `snapshot` event (its `id` is the last event it includes), then every event
+/// as it is committed: `agent.state_changed`, `transition.rejected`,
+/// `adherence.exception`, `bulk.completed` (each with `id:`, the webhook id, and the
+/// webhook body as `data`), and without ids `bulk.progress` and `metrics`. A heartbeat
+/// comment comes every 15 s. With `Last-Event-ID` (or `?last_event_id=`) the feed
+/// resumes: the current `metrics`, then exactly the events after that id; a `snapshot`
+/// instead when the id is unknown or too far back. A client that falls behind is sent
+/// a fresh `snapshot`; one that keeps falling behind gets a `close` event and the end.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "live",
+    security(("bearer" = [VIEWER])),
+    params(FeedQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream",
+         body = String),
+        (status = 401, description = "The ticket is unknown, expired or already used",
+         body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 503, description = "wfmd is stopping", body = ProblemDetails,
+         content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<FeedQuery>,
+) -> Result<Response, Problem> {
+    let start = start(&headers, &query)?;
+    let feed = state.live.subscribe(start).await?;
+    let heartbeat = state.live.settings().heartbeat;
+    let stream = futures::stream::unfold((feed, true), |(mut feed, first)| async move {
+        let message = feed.next().await?;
+        let mut event = Event::default().event(&*message.kind).data(&*message.json);
+        if let Some(id) = &message.id {
+            event = event.id(&**id);
+        }
+        if first {
+            event = event.retry(RETRY_ADVICE);
+        }
+        Some((Ok::<_, Infallible>(event), (feed, false)))
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+        .into_response();
+    // Proxies that buffer responses (nginx) would hold events back.
+    let headers = response.headers_mut();
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The live feed over a WebSocket.
+///
+/// The same messages as `/v1/events`, each a JSON text frame
+/// `{"type","id"?,"timestamp"?,"data"}`; `?last_event_id=` resumes. wfmd pings every
+/// 15 s and sends a `{"type":"heartbeat"}` frame (a page's script cannot see pings); a
+/// client that falls behind repeatedly is closed with code 1008 and the reason.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "live",
+    security(("bearer" = [VIEWER])),
+    params(FeedQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = ProblemDetails,
+         content_type = PROBLEM_JSON),
+        (status = 426, description = "The connection cannot be upgraded", body = ProblemDetails,
+         content_type = PROBLEM_JSON),
+        (status = 401, description = "The ticket is unknown, expired or already used",
+         body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn websocket(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<FeedQuery>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, Problem> {
+    let upgrade = upgrade.map_err(|rejection| {
+        let status = if rejection.status() == StatusCode::UPGRADE_REQUIRED {
+            StatusCode::UPGRADE_REQUIRED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Problem::new(
+            status,
+            "not-a-websocket",
+            "Not a WebSocket upgrade",
+            format!(
+                "{}; open this route with a WebSocket client",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let start = start(&headers, &query)?;
+    let feed = state.live.subscribe(start).await?;
+    let heartbeat = state.live.settings().heartbeat;
+    Ok(upgrade.on_upgrade(move |socket| session(socket, feed, heartbeat)))
+}
+
+async fn session(socket: WebSocket, mut feed: Feed, heartbeat: Duration) {
+    let (mut sink, mut incoming) = socket.split();
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    loop {
+        let frames: Vec<Frame> = tokio::select! {
+            message = feed.next() => match message {
+                Some(message) if &*message.kind == "close" => {
+                    let reason = serde_json::from_str::<serde_json::Value>(&message.json)
+                        .ok()
+                        .and_then(|v| v["data"]["reason"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    vec![
+                        Frame::Text(message.json.to_string().into()),
+                        Frame::Close(Some(CloseFrame { code: 1008, reason: reason.into() })),
+                    ]
+                }
+                Some(message) => vec![Frame::Text(message.json.to_string().into())],
+                None => vec![Frame::Close(Some(CloseFrame {
+                    code: 1001,
+                    reason: "wfmd is stopping".into(),
+                }))],
+            },
+            _ = beat.tick() => vec![
+                Frame::Ping(Vec::new().into()),
+                Frame::Text(Message::heartbeat().json.to_string().into()),
+            ],
+            frame = incoming.next() => match frame {
+                // Pongs are answered by the library; text from the client means nothing.
+                Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            },
+        };
+        let closing = matches!(frames.last(), Some(Frame::Close(_)));
+        for frame in frames {
+            match tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                    tracing::info!("a WebSocket client took no frame for 30 s; closed");
+                    return;
+                }
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+/// A ticket for opening the feed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TicketView {
+    /// Pass as `?ticket=` to `/v1/events` or `/v1/ws`, once.
+    ticket: String,
+    /// Seconds the ticket stays valid (60).
+    expires_in: u64,
+}
+
+/// A short-lived ticket to open the feed from a browser.
+///
+/// `EventSource` and `WebSocket` cannot send an `Authorization` header; putting the
+/// token in the URL would leave it in proxy logs. A ticket opens `/v1/events` or
+/// `/v1/ws` once, within 60 s, with the role of the token that asked for it.
+#[utoipa::path(
+    post,
+    path = "/v1/live/tickets",
+    tag = "live",
+    security(("bearer" = [VIEWER])),
+    responses(
+        (status = 201, description = "The ticket", body = TicketView),
+        (status = 429, description = "Too many tickets are outstanding", body = ProblemDetails,
+         content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn ticket(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
+    let holder = TicketHolder {
+        name: caller.name,
+        role: caller.role,
+    };
+    let ticket = state.live.tickets().issue(holder).map_err(|e| {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-tickets",
+            "Too many tickets",
+            e.to_string(),
+        )
+    })?;
+    let view = TicketView {
+        ticket,
+        expires_in: TICKET_TTL.as_secs(),
+    };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// What [`ticket_gate`] needs: the feed's tickets, and whether any bearer tokens are
+/// configured.
+#[derive(Clone)]
+pub struct TicketGate {
+    pub live: Live,
+    pub tokens_configured: bool,
+}
+
+/// Redeems `?ticket=` on the two feed routes, ahead of the bearer check: a good ticket
+/// stands in for its holder's token (once); a bad one is a 401. Elsewhere a ticket
+/// means nothing and the bearer header is required as always. Without configured
+/// tokens every caller is the local admin and needs no ticket, so one is ignored, as a
+/// bearer header is.
+pub async fn ticket_gate(
+    State(gate): State<TicketGate>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if !gate.tokens_configured || (path != "/v1/events" && path != "/v1/ws") {
+        return next.run(request).await;
+    }
+    let live = &gate.live;
+    let ticket = request.uri().query().and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "ticket")
+            .map(|(_, value)| value.into_owned())
+    });
+    let Some(ticket) = ticket else {
+        return next.run(request).await;
+    };
+    match live.tickets().redeem(&ticket) {
+        Some(holder) => {
+            request.extensions_mut().insert(Preauthenticated(Caller {
+                name: holder.name,
+                role: holder.role,
+            }));
+            next.run(request).await
+        }
+        None => {
+            metrics::counter!("wfmd_api_refusals_total", "reason" => "ticket").increment(1);
+            let mut response = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+                "the ticket is unknown, expired or already used; \
+                 ask POST /v1/live/tickets for a new one",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wfmd\", error=\"invalid_token\""),
+            );
+            response
+        }
+    }
+}
+
+/// The wallboard: skill and queue tiles, agents by state, supervisor actions.
+///
+/// One self-contained page (no external scripts, styles or fonts). It asks for a
+/// token when the API needs one, keeps it in the tab's session storage, and opens the
+/// feed with a ticket. `?kiosk=1` hides the controls and enlarges the type.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "live",
+    security(()),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
+pub async fn wallboard() -> Response {
+    let mut response = Html(crate::web::page()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}

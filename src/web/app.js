@@ -1,0 +1,622 @@
+// The wallboard: draws /v1/live's snapshot and keeps it current from the live feed
+// (WebSocket first, Server-Sent Events when the upgrade fails), reconnecting with
+// backoff and resuming by the last event id. It never freezes silently: the
+// connection state is always shown, and a page that hears nothing says it is stale.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const kiosk = params.get("kiosk") === "1";
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+
+const S = {
+  agents: new Map(),
+  tiles: null,
+  thresholds: { good: 0.8, warning: 0.7 },
+  periods: { heartbeat_secs: 15, skill_interval_secs: 30, queue_interval_secs: 30 },
+  lastId: null,
+  lastHeard: 0,
+  connected: false,
+  delay: 1000,
+  nextTry: 0,
+  token: sessionStorage.getItem("wfmd.token"),
+  selected: new Set(),
+  jobs: new Map(),
+  curves: new Map(),
+  socket: null,
+  sse: null,
+};
+
+// ---- HTTP with the session's token -------------------------------------------------
+
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (S.token) headers.Authorization = "Bearer " + S.token;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) {
+    await askToken(S.token ? "That token was refused." : "");
+    return api(path, options);
+  }
+  return response;
+}
+
+let asking = null;
+function askToken(message) {
+  if (asking) return asking;
+  asking = new Promise((resolve) => {
+    const dialog = $("login");
+    $("login-error").textContent = message;
+    $("login-form").onsubmit = () => {
+      S.token = $("login-token").value.trim();
+      sessionStorage.setItem("wfmd.token", S.token);
+      asking = null;
+      resolve();
+    };
+    if (!dialog.open) dialog.showModal();
+  });
+  return asking;
+}
+
+// ---- the feed ------------------------------------------------------------------------
+
+function setConn(state, text) {
+  const conn = $("conn");
+  conn.dataset.state = state;
+  conn.textContent = text;
+}
+
+async function ticket() {
+  // Without a token the API is open (loopback) and needs no ticket.
+  if (!S.token) return null;
+  const response = await api("/v1/live/tickets", { method: "POST" });
+  if (!response.ok) throw new Error("no ticket: " + response.status);
+  return (await response.json()).ticket;
+}
+
+function feedQuery(ticketValue) {
+  const q = new URLSearchParams();
+  if (ticketValue) q.set("ticket", ticketValue);
+  if (S.lastId) q.set("last_event_id", S.lastId);
+  const text = q.toString();
+  return text ? "?" + text : "";
+}
+
+function opened() {
+  S.connected = true;
+  S.delay = 1000;
+  S.lastHeard = Date.now();
+  setConn("live", "live");
+}
+
+function lost(why) {
+  if (!S.connected && S.nextTry > Date.now()) return;
+  S.connected = false;
+  S.socket = null;
+  S.sse = null;
+  const wait = S.delay;
+  S.delay = Math.min(S.delay * 2, 30000);
+  S.nextTry = Date.now() + wait;
+  console.info("feed lost:", why, "next try in", wait, "ms");
+  setTimeout(connect, wait);
+  showReconnecting();
+}
+
+function dropFeed() {
+  const socket = S.socket;
+  const sse = S.sse;
+  S.socket = null;
+  S.sse = null;
+  if (socket) socket.close();
+  if (sse) sse.abort();
+}
+
+function showReconnecting() {
+  if (S.connected) return;
+  const left = Math.max(0, Math.ceil((S.nextTry - Date.now()) / 1000));
+  setConn("reconnecting", "reconnecting — next try in " + left + " s");
+}
+
+async function connect() {
+  S.nextTry = 0;
+  setConn("reconnecting", "reconnecting — trying now");
+  let t1;
+  try {
+    t1 = await ticket();
+  } catch (e) {
+    return lost(e.message);
+  }
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  let socket;
+  try {
+    socket = new WebSocket(scheme + "//" + location.host + "/v1/ws" + feedQuery(t1));
+  } catch (e) {
+    return openSse();
+  }
+  S.socket = socket;
+  let wasOpen = false;
+  socket.onopen = () => { wasOpen = true; opened(); };
+  socket.onmessage = (event) => {
+    S.lastHeard = Date.now();
+    try { handle(JSON.parse(event.data)); } catch (e) { console.error(e); }
+  };
+  socket.onclose = (event) => {
+    if (S.socket !== socket) return;
+    if (!wasOpen) return openSse();
+    lost("websocket closed " + event.code + " " + event.reason);
+  };
+}
+
+// Server-Sent Events through fetch, so the ticket and Last-Event-ID are ours to send
+// and heartbeat comments count as signs of life.
+async function openSse() {
+  let t2;
+  try {
+    t2 = await ticket();
+  } catch (e) {
+    return lost(e.message);
+  }
+  const controller = new AbortController();
+  S.sse = controller;
+  const headers = {};
+  if (S.lastId) headers["Last-Event-ID"] = S.lastId;
+  let response;
+  try {
+    response = await fetch("/v1/events" + feedQuery(t2), { headers, signal: controller.signal });
+  } catch (e) {
+    return lost("events: " + e.message);
+  }
+  if (!response.ok || !response.body) return lost("events: " + response.status);
+  opened();
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let data = [];
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      S.lastHeard = Date.now();
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, cut).replace(/\r$/, "");
+        buffer = buffer.slice(cut + 1);
+        if (line === "") {
+          if (data.length) {
+            try { handle(JSON.parse(data.join("\n"))); } catch (e) { console.error(e); }
+          }
+          data = [];
+        } else if (line.startsWith("data:")) {
+          data.push(line.slice(5).replace(/^ /, ""));
+        }
+      }
+    }
+  } catch (e) {
+    // The connection dropped.
+  }
+  if (S.sse === controller) lost("events ended");
+}
+
+function handle(message) {
+  if (message.id) S.lastId = message.id;
+  const data = message.data;
+  switch (message.type) {
+    case "snapshot":
+      S.agents = new Map(data.agents.map((a) => [a.id, a]));
+      S.thresholds = data.service_level;
+      S.periods = data.periods;
+      S.tiles = tilesOf(data);
+      S.lastId = data.last_event_id || S.lastId;
+      fillFilters();
+      renderTiles();
+      renderAgents();
+      // Curves already drawn are kept current by `metrics`; a snapshot (every
+      // reconnect, every roster refresh) only fetches the ones still missing.
+      loadCurves(true);
+      break;
+    case "metrics":
+      S.tiles = tilesOf(data);
+      for (const tile of S.tiles.skills) extendCurve(tile);
+      renderTiles();
+      loadCurves(true);
+      break;
+    case "agent.state_changed": {
+      const agent = S.agents.get(data.agentId);
+      if (!agent) break;
+      agent.state = data.to;
+      agent.reason = data.reasonCode || null;
+      agent.origin = data.origin;
+      agent.since = data.changedAt || message.timestamp;
+      agent.rejected = null;
+      renderAgents(data.agentId);
+      break;
+    }
+    case "adherence.exception": {
+      const agent = S.agents.get(data.agentId);
+      if (!agent) break;
+      agent.exceptions = (agent.exceptions || []).filter((e) => e.exception_id !== data.exceptionId);
+      if (data.status === "open") {
+        agent.exceptions.push({ exception_id: data.exceptionId, kind: data.kind, since: data.startedAt });
+      }
+      renderAgents();
+      break;
+    }
+    case "transition.rejected": {
+      const agent = S.agents.get(data.agentId);
+      if (agent) agent.rejected = data.violation;
+      addRejection(data);
+      renderAgents();
+      break;
+    }
+    case "bulk.progress":
+      S.jobs.set(data.job_id, data);
+      renderJobs();
+      break;
+    case "bulk.completed": {
+      const job = S.jobs.get(data.jobId) || { job_id: data.jobId };
+      Object.assign(job, { status: data.status, total: data.total, succeeded: data.succeeded,
+        unchanged: data.unchanged, rejected: data.rejected, failed: data.failed,
+        cancelled: data.cancelled, pending: 0 });
+      S.jobs.set(data.jobId, job);
+      renderJobs();
+      break;
+    }
+    case "close":
+      console.info("feed closed by wfmd:", data && data.reason);
+      break;
+  }
+}
+
+function tilesOf(data) {
+  return {
+    skills: data.skills, queues: data.queues,
+    skills_health: data.skills_health, queues_health: data.queues_health,
+    skills_polled_at: data.skills_polled_at, queues_polled_at: data.queues_polled_at,
+  };
+}
+
+// ---- drawing -------------------------------------------------------------------------
+
+function mss(secs) {
+  if (secs === null || secs === undefined) return "–";
+  secs = Math.max(0, Math.floor(secs));
+  const h = Math.floor(secs / 3600);
+  const m = Math.floor((secs % 3600) / 60);
+  const s = String(secs % 60).padStart(2, "0");
+  return h ? h + ":" + String(m).padStart(2, "0") + ":" + s : m + ":" + s;
+}
+
+function slClass(sl) {
+  if (sl === null || sl === undefined) return "";
+  if (sl >= S.thresholds.good) return "good";
+  if (sl >= S.thresholds.warning) return "warn";
+  return "bad";
+}
+
+function pct(sl) {
+  return sl === null || sl === undefined ? "–" : Math.round(sl * 100) + "%";
+}
+
+function ageSecs(at) {
+  return at ? (Date.now() - Date.parse(at)) / 1000 : Infinity;
+}
+
+function healthNote(health, noun) {
+  if (!health) return "";
+  switch (health.status) {
+    case "pending": return noun + ": pending";
+    case "unavailable": return noun + " unavailable: " + health.reason;
+    case "failing": return noun + " failing: " + health.reason;
+    default: return "";
+  }
+}
+
+function figure(value, label) {
+  const d = el("div");
+  d.append(el("b", "", value), el("span", "", label));
+  return d;
+}
+
+function renderTiles() {
+  const t = S.tiles;
+  const skills = $("skills");
+  const queues = $("queues");
+  skills.replaceChildren();
+  queues.replaceChildren();
+  if (!t) return;
+  const skillStale = ageSecs(t.skills_polled_at) > 2 * S.periods.skill_interval_secs;
+  const queueStale = ageSecs(t.queues_polled_at) > 2 * S.periods.queue_interval_secs;
+  $("skills-note").textContent = healthNote(t.skills_health, "skill figures") ||
+    (t.skills.length && skillStale ? "stale: last sample " + mss(ageSecs(t.skills_polled_at)) + " ago" : "");
+  $("queues-note").textContent = healthNote(t.queues_health, "queue stats") ||
+    (t.queues.length && queueStale ? "stale: last sample " + mss(ageSecs(t.queues_polled_at)) + " ago" : "");
+  const skillFilter = $("filter-skill").value;
+  if (!t.skills.length) skills.append(el("div", "pending", "no skill figures yet (pending)"));
+  for (const s of t.skills) {
+    if (skillFilter && s.skill_id !== skillFilter) continue;
+    const tile = el("div", "tile " + slClass(s.service_level) + (skillStale ? " stale" : ""));
+    tile.dataset.skill = s.skill_id;
+    tile.append(el("div", "name", s.skill_name || s.skill_id), el("div", "sl", pct(s.service_level)));
+    const f = el("div", "figures");
+    f.append(figure(String(s.contacts_queued), "queued"), figure(mss(s.longest_wait_secs), "longest wait"),
+      figure(s.agents_available + "/" + s.agents_staffed, "available / staffed"));
+    tile.append(f, curveSvg(s.skill_id));
+    if (skillStale) tile.append(el("div", "age", "sampled " + mss(ageSecs(s.sampled_at)) + " ago"));
+    skills.append(tile);
+  }
+  if (!t.queues.length) queues.append(el("div", "pending", "no queue figures yet (pending)"));
+  for (const q of t.queues) {
+    const tile = el("div", "tile " + slClass(q.service_level) + (queueStale ? " stale" : ""));
+    tile.dataset.queue = q.queue_id;
+    tile.append(el("div", "name", q.name || q.queue_id), el("div", "sl", String(q.contacts_waiting)));
+    const f = el("div", "figures");
+    f.append(figure(q.average_wait_ms === null || q.average_wait_ms === undefined ? "–" : mss(q.average_wait_ms / 1000), "avg wait"), figure(pct(q.service_level), "SL"),
+      figure(q.agents_available + "/" + q.agents_logged_on, "available / on"));
+    tile.append(f);
+    if (queueStale) tile.append(el("div", "age", "sampled " + mss(ageSecs(q.sampled_at)) + " ago"));
+    queues.append(tile);
+  }
+  const notes = [healthNote(t.skills_health, "skill figures"), healthNote(t.queues_health, "queue stats")]
+    .filter((n) => n && !n.endsWith("pending"));
+  $("banner").hidden = !notes.length;
+  $("banner").textContent = notes.join(" · ");
+}
+
+// Today's service-level curve of a skill, from the stored samples.
+function midnight() {
+  const d = new Date();
+  d.setHours(0, 0, 0, 0);
+  return d.toISOString();
+}
+
+async function loadCurves(onlyMissing) {
+  if (!S.tiles) return;
+  const wanted = S.tiles.skills.filter((s) => !onlyMissing || !S.curves.has(s.skill_id));
+  if (!wanted.length) return;
+  // Claimed before the fetches, so a message arriving meanwhile does not ask again.
+  for (const s of wanted) if (!S.curves.has(s.skill_id)) S.curves.set(s.skill_id, []);
+  for (const s of wanted) {
+    try {
+      const q = new URLSearchParams({ family: "skills", id: s.skill_id, from: midnight() });
+      const response = await api("/v1/live/series?" + q);
+      if (!response.ok) { S.curves.set(s.skill_id, []); continue; }
+      const body = await response.json();
+      S.curves.set(s.skill_id, (body.points || []).filter((p) => p.service_level !== null)
+        .map((p) => ({ t: Date.parse(p.t), sl: p.service_level })));
+    } catch (e) {
+      S.curves.set(s.skill_id, []);
+    }
+  }
+  renderTiles();
+}
+
+function extendCurve(tile) {
+  if (tile.service_level === null || tile.service_level === undefined) return;
+  const points = S.curves.get(tile.skill_id) || [];
+  const t = Date.parse(tile.sampled_at);
+  if (!points.length || points[points.length - 1].t < t) points.push({ t, sl: tile.service_level });
+  S.curves.set(tile.skill_id, points);
+}
+
+function curveSvg(skillId) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 240 44");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("aria-label", "service level today");
+  const start = Date.parse(midnight());
+  const day = 24 * 3600 * 1000;
+  const y = (sl) => 42 - Math.max(0, Math.min(1, sl)) * 40;
+  const goal = document.createElementNS(ns, "line");
+  goal.setAttribute("x1", "0"); goal.setAttribute("x2", "240");
+  goal.setAttribute("y1", String(y(S.thresholds.good))); goal.setAttribute("y2", String(y(S.thresholds.good)));
+  svg.append(goal);
+  const points = S.curves.get(skillId) || [];
+  if (points.length) {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", points.map((p) =>
+      (((p.t - start) / day) * 240).toFixed(1) + "," + y(p.sl).toFixed(1)).join(" "));
+    svg.append(line);
+  }
+  return svg;
+}
+
+function fillFilters() {
+  const teams = new Map();
+  const skills = new Set();
+  for (const a of S.agents.values()) {
+    if (a.team_id) teams.set(a.team_id, a.team || a.team_id);
+    for (const s of a.skills || []) skills.add(s);
+  }
+  if (S.tiles) for (const s of S.tiles.skills) skills.add(s.skill_id);
+  const refill = (select, entries) => {
+    const keep = select.value;
+    select.replaceChildren(new Option("all", ""));
+    for (const [value, label] of entries) select.append(new Option(label, value));
+    select.value = keep;
+  };
+  refill($("filter-team"), [...teams].sort((a, b) => a[1].localeCompare(b[1])));
+  const names = new Map((S.tiles ? S.tiles.skills : []).map((s) => [s.skill_id, s.skill_name]));
+  refill($("filter-skill"), [...skills].sort().map((s) => [s, names.get(s) || s]));
+}
+
+function visibleAgents() {
+  const team = $("filter-team").value;
+  const skill = $("filter-skill").value;
+  return [...S.agents.values()].filter((a) =>
+    (!team || a.team_id === team) && (!skill || (a.skills || []).includes(skill)));
+}
+
+function renderAgents(changedId) {
+  const agents = visibleAgents().sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
+  const counts = new Map();
+  for (const a of agents) counts.set(a.state || "UNKNOWN", (counts.get(a.state || "UNKNOWN") || 0) + 1);
+  const countBox = $("counts");
+  countBox.replaceChildren();
+  for (const [state, n] of [...counts].sort()) {
+    const c = el("div", "count", state);
+    c.dataset.state = state;
+    c.append(el("b", "", String(n)));
+    countBox.append(c);
+  }
+  const grid = $("agents");
+  grid.replaceChildren();
+  for (const a of agents) {
+    const card = el("div", "card s-" + (a.state || "UNKNOWN"));
+    card.dataset.agent = a.id;
+    if (S.selected.has(a.id)) card.classList.add("selected");
+    if (a.id === changedId) card.classList.add("changed");
+    card.append(el("div", "who", a.name || a.id), el("div", "state", a.state || "unknown"));
+    const meta = el("div", "meta");
+    const since = el("span", "since", "");
+    since.dataset.since = a.since || "";
+    meta.append(el("span", "reason", a.reason || ""), since);
+    card.append(meta);
+    if (a.exceptions && a.exceptions.length) {
+      const badge = el("span", "badge", "ADH");
+      badge.title = a.exceptions.map((e) => e.kind).join(", ");
+      card.append(badge);
+    }
+    if (a.rejected) card.append(el("div", "rejected", "refused: " + a.rejected));
+    card.onclick = () => {
+      if (!document.body.classList.contains("supervisor")) return;
+      if (S.selected.has(a.id)) S.selected.delete(a.id); else S.selected.add(a.id);
+      card.classList.toggle("selected");
+      $("selection").textContent = S.selected.size + " selected";
+    };
+    grid.append(card);
+  }
+  tick();
+}
+
+function tick() {
+  const now = Date.now();
+  $("clock").textContent = new Date(now).toLocaleTimeString();
+  for (const span of document.querySelectorAll(".since")) {
+    const since = span.dataset.since;
+    span.textContent = since ? mss((now - Date.parse(since)) / 1000) : "";
+  }
+  if (S.connected) {
+    const silent = now - S.lastHeard;
+    if (silent > 3 * S.periods.heartbeat_secs * 1000) {
+      // A connection that stays silent is dead however it looks (a half-open TCP
+      // connection, a proxy holding the stream): drop it and connect again.
+      dropFeed();
+      lost("nothing heard for " + Math.round(silent / 1000) + " s");
+    } else if (silent > 2 * S.periods.heartbeat_secs * 1000) {
+      setConn("stale", "stale — nothing heard for " + mss((now - S.lastHeard) / 1000));
+    } else {
+      setConn("live", "live");
+    }
+  } else if (S.nextTry) {
+    showReconnecting();
+  }
+}
+
+// ---- supervisor mode -----------------------------------------------------------------
+
+function addRejection(data) {
+  const item = el("li", "", (agentName(data.agentId)) + " → " + data.to + ": " + data.violation);
+  const list = $("rejections");
+  list.prepend(item);
+  while (list.children.length > 50) list.lastChild.remove();
+}
+
+function agentName(id) {
+  const a = S.agents.get(id);
+  return a && a.name ? a.name : id;
+}
+
+function renderJobs() {
+  const box = $("jobs");
+  box.replaceChildren();
+  for (const job of [...S.jobs.values()].slice(-5)) {
+    const done = (job.succeeded || 0) + (job.unchanged || 0) + (job.rejected || 0) + (job.failed || 0) +
+      (job.cancelled || 0);
+    const row = el("div", "job");
+    row.dataset.job = job.job_id;
+    row.dataset.status = job.status || "queued";
+    const bar = el("progress");
+    bar.max = job.total || 1;
+    bar.value = done;
+    row.append(el("span", "", "job " + String(job.job_id).slice(0, 8) + " " + (job.status || "queued") + " "), bar,
+      el("span", "job-figures", " " + done + "/" + (job.total || "?") + " · ok " + ((job.succeeded || 0) + (job.unchanged || 0)) +
+        " · refused " + (job.rejected || 0) + " · failed " + (job.failed || 0)));
+    box.append(row);
+  }
+}
+
+async function startJob() {
+  const body = { state: $("bulk-state").value };
+  const reason = $("bulk-reason").value.trim();
+  if (reason) body.reason = reason;
+  if (S.selected.size) body.agents = [...S.selected];
+  else if ($("filter-team").value) body.team = $("filter-team").value;
+  else return alert("Select agents, or a team in the filter.");
+  const response = await api("/v1/bulk-transitions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    addRejection({ agentId: "job", to: body.state, violation: answer.detail || response.status });
+    return;
+  }
+  S.jobs.set(answer.job_id, { job_id: answer.job_id, status: "queued", total: answer.total });
+  S.selected.clear();
+  $("selection").textContent = "0 selected";
+  renderJobs();
+  renderAgents();
+}
+
+// ---- start ---------------------------------------------------------------------------
+
+function setup() {
+  if (kiosk) document.body.classList.add("kiosk");
+  $("supervisor-toggle").onclick = () => {
+    const on = document.body.classList.toggle("supervisor");
+    $("supervisor-toggle").setAttribute("aria-pressed", String(on));
+    $("supervisor").hidden = !on;
+  };
+  $("select-visible").onclick = () => {
+    for (const a of visibleAgents()) S.selected.add(a.id);
+    $("selection").textContent = S.selected.size + " selected";
+    renderAgents();
+  };
+  $("select-none").onclick = () => {
+    S.selected.clear();
+    $("selection").textContent = "0 selected";
+    renderAgents();
+  };
+  $("bulk-start").onclick = startJob;
+  $("filter-team").onchange = () => renderAgents();
+  $("filter-skill").onchange = () => { renderAgents(); renderTiles(); };
+  setInterval(tick, 1000);
+  setInterval(renderTiles, 5000);
+  setInterval(loadCurves, 5 * 60 * 1000);
+}
+
+async function main() {
+  setup();
+  // The first read also tells whether a token is needed (401 asks for one).
+  try {
+    const response = await api("/v1/live");
+    if (response.ok) {
+      const snapshot = await response.json();
+      handle({ type: "snapshot", id: snapshot.last_event_id, data: snapshot });
+    }
+  } catch (e) {
+    console.error(e);
+  }
+  connect();
+}
+
+main();

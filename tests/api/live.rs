@@ -1,0 +1,593 @@
+//! The live feed: snapshot then events in commit order, resume across a restart,
+//! a stalled client beside a live one, tickets, and no platform call per client.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use wfmd::App;
+use wfmd::config::Config;
+use wfmd::store::outbox::{self, EventType};
+
+use crate::auth::{As, spawn_with_roles};
+use crate::helpers::{DEADLINE, TestApp, TestDb, TestSim, http_client};
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// A minimal SSE reader over a streamed reqwest response.
+pub struct Sse {
+    response: reqwest::Response,
+    buffer: String,
+    pub comments: usize,
+}
+
+impl Sse {
+    /// Opens `path` (with its query) on `address`, sending `headers`.
+    pub async fn open(address: &str, path: &str, headers: &[(&str, &str)]) -> Sse {
+        let mut request = http_client().get(format!("{address}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Sse {
+            response,
+            buffer: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event, failing the test after the deadline.
+    pub async fn next(&mut self) -> SseEvent {
+        tokio::time::timeout(DEADLINE, self.next_event())
+            .await
+            .expect("an event within the deadline")
+    }
+
+    async fn next_event(&mut self) -> SseEvent {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::from("message"), None, Vec::new());
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim_start().to_owned();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim_start().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+                    }
+                }
+                if !data.is_empty() {
+                    let data = serde_json::from_str(&data.join("\n")).unwrap();
+                    return SseEvent { event, id, data };
+                }
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream goes on");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next event of type `event`, skipping others (metrics, bulk progress).
+    pub async fn next_of(&mut self, event: &str) -> SseEvent {
+        loop {
+            let next = self.next().await;
+            if next.event == event {
+                return next;
+            }
+        }
+    }
+}
+
+/// Outbox ids in commit order.
+async fn outbox_ids(store: &wfmd::store::Store) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY seq")
+        .fetch_all(store.reader())
+        .await
+        .unwrap()
+}
+
+/// wfmd with `live.enabled`, which the harness turns off: the roster (names, teams,
+/// skills) is read from the platform, and the metric pollers run.
+async fn spawn_with_roster() -> TestApp {
+    TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.live.enabled = true;
+    })
+    .await
+}
+
+/// Waits until the snapshot has the roster's names (read from the platform once).
+async fn wait_for_roster(address: &str, token: Option<&str>) -> Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut request = http_client().get(format!("{address}/v1/live"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let snapshot: Value = request.send().await.unwrap().json().await.unwrap();
+        let agents = snapshot["agents"].as_array().unwrap();
+        if !agents.is_empty() && agents.iter().all(|a| a["name"].is_string()) {
+            return snapshot;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no roster: {snapshot}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Agents free to change that are READY or NOT_READY (a logged-out agent's change
+/// would be refused).
+fn movable(sim: &TestSim) -> Vec<wfmd::sim::SimAgent> {
+    sim.free_agents()
+        .into_iter()
+        .filter(|a| a.state == "READY" || a.state == "NOT_READY")
+        .collect()
+}
+
+/// A state the agent is not in, that any free agent may be put in.
+fn other_state(state: &str) -> &'static str {
+    if state == "READY" {
+        "NOT_READY"
+    } else {
+        "READY"
+    }
+}
+
+#[tokio::test]
+async fn the_feed_sends_the_snapshot_then_every_event_in_commit_order() {
+    let app = spawn_with_roster().await;
+    let snapshot = wait_for_roster(&app.address, None).await;
+    assert_eq!(snapshot["agents"].as_array().unwrap().len(), 60);
+    assert_eq!(
+        snapshot["service_level"],
+        json!({"good": 0.8, "warning": 0.7})
+    );
+    // The pollers run (their figures are the metrics tests' business): not failing.
+    let health = snapshot["skills_health"]["status"].as_str().unwrap();
+    assert!(matches!(health, "pending" | "ok"), "{snapshot}");
+    let mut feed = Sse::open(&app.address, "/v1/events", &[]).await;
+    let first = feed.next().await;
+    assert_eq!(first.event, "snapshot");
+    assert_eq!(first.data["type"], "snapshot");
+    let agents = movable(&app.sim);
+    let changes: Vec<_> = agents.iter().take(4).collect();
+    for agent in &changes {
+        let (status, _) = app.set_state(&agent.id, other_state(&agent.state)).await;
+        assert!(status == 200 || status == 409, "{status}");
+    }
+    let mut got = Vec::new();
+    while got.len() < changes.len() {
+        let event = feed.next().await;
+        // New figures, or the board sent again after the startup load: neither is an
+        // event of the outbox, and neither moves the client's place in it.
+        if event.event == "metrics" || event.event == "snapshot" {
+            continue;
+        }
+        assert_eq!(
+            event.data["id"].as_str(),
+            event.id.as_deref(),
+            "id: is the event id"
+        );
+        got.push(event.id.unwrap());
+    }
+    assert_eq!(
+        got,
+        outbox_ids(&app.store).await,
+        "every event, in commit order"
+    );
+    // The snapshot follows the events.
+    let after: Value = app.get("/v1/live").await.json().await.unwrap();
+    assert_eq!(
+        after["last_event_id"].as_str(),
+        got.last().map(String::as_str)
+    );
+    let first = &changes[0];
+    let card = after["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == first.id.as_str())
+        .unwrap();
+    let recorded: String = sqlx::query_scalar(
+        "SELECT state FROM state_intervals WHERE agent_id = ? AND ended_at IS NULL",
+    )
+    .bind(&first.id)
+    .fetch_one(app.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(card["state"], recorded.as_str());
+}
+
+/// wfmd serving `config` until stopped (restartable on the same address when
+/// `config.server.listen` names a port).
+pub struct Served {
+    pub address: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Served {
+    pub async fn start(config: &Config) -> Served {
+        let app = App::build(config).await.unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+        Served {
+            address,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn transition(address: &str, agent: &str, state: &str) -> u16 {
+    http_client()
+        .post(format!("{address}/v1/agents/{agent}/transitions"))
+        .json(&json!({ "state": state }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_resume_with_last_event_id_loses_nothing_across_a_restart() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::new();
+    let config = sim.config(&db.url());
+    let agents = movable(&sim);
+    let first = Served::start(&config).await;
+    let mut feed = Sse::open(&first.address, "/v1/events", &[]).await;
+    assert_eq!(feed.next().await.event, "snapshot");
+    transition(&first.address, &agents[0].id, other_state(&agents[0].state)).await;
+    let seen = feed.next_of("agent.state_changed").await;
+    let seen_id = seen.id.unwrap();
+    // The stream ends when the server stops.
+    first.stop().await;
+    let second = Served::start(&config).await;
+    for agent in &agents[1..4] {
+        transition(&second.address, &agent.id, other_state(&agent.state)).await;
+    }
+    let mut resumed = Sse::open(
+        &second.address,
+        "/v1/events",
+        &[("Last-Event-ID", &seen_id)],
+    )
+    .await;
+    let board = resumed.next().await;
+    assert_eq!(
+        board.event, "metrics",
+        "a resume starts with the current board"
+    );
+    let store = wfmd::store::Store::open(&db.url()).await.unwrap();
+    let all = outbox_ids(&store).await;
+    let missed: Vec<String> = all
+        .iter()
+        .skip_while(|id| **id != seen_id)
+        .skip(1)
+        .cloned()
+        .collect();
+    assert_eq!(missed.len(), 3);
+    let mut replayed = Vec::new();
+    while replayed.len() < missed.len() {
+        let event = resumed.next().await;
+        assert_ne!(event.event, "snapshot", "the id is known: no snapshot");
+        if let Some(id) = event.id {
+            replayed.push(id);
+        }
+    }
+    assert_eq!(replayed, missed, "exactly what was missed, in order");
+    // An id wfmd never issued (or pruned) gets a fresh snapshot.
+    let mut unknown = Sse::open(
+        &second.address,
+        "/v1/events?last_event_id=evt_00000000000000000000000000000000",
+        &[],
+    )
+    .await;
+    let snapshot = unknown.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(snapshot.id.as_ref(), all.last());
+    second.stop().await;
+}
+
+/// Commits `count` events with `padding` bytes each straight to the outbox, the way
+/// the engine does (one transaction, then the commit watch).
+async fn flood(store: &wfmd::store::Store, count: usize, padding: usize) {
+    let pad = "x".repeat(padding);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+        let mut tx = store.begin_write().await.unwrap();
+        let events: Vec<outbox::NewEvent<'_>> = chunk
+            .iter()
+            .map(|i| outbox::NewEvent {
+                event_type: EventType::AgentStateChanged,
+                agent_id: Some("u_flood"),
+                at: Utc::now(),
+                data: json!({"agentId": "u_flood", "to": "READY", "n": i, "pad": pad}),
+            })
+            .collect();
+        outbox::enqueue_all(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        store.notify_outbox();
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_client_does_not_delay_another_and_is_resynced_not_given_a_gap() {
+    let app = spawn_with_roster().await;
+    // The roster's arrival is sent to every client as a snapshot: let it come first,
+    // so a snapshot below can only mean a client fell behind.
+    wait_for_roster(&app.address, None).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    // A client that sends its request and then never reads a byte.
+    let mut stalled = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /v1/events HTTP/1.1\r\nhost: wfmd\r\n\r\n")
+        .await
+        .unwrap();
+    let mut live = Sse::open(&app.address, "/v1/events", &[]).await;
+    assert_eq!(live.next().await.event, "snapshot");
+    // Far more than the per-client ring (1,024) and the socket buffers hold, in
+    // bursts the reading client keeps up with.
+    let (count, burst) = (3000, 100);
+    let mut got = Vec::with_capacity(count);
+    for _ in 0..count / burst {
+        flood(&app.store, burst, 4096).await;
+        let target = got.len() + burst;
+        while got.len() < target {
+            let event = live.next().await;
+            assert_ne!(event.event, "snapshot", "the reading client never lagged");
+            if let Some(id) = event.id {
+                got.push(id);
+            }
+        }
+    }
+    let ids = outbox_ids(&app.store).await;
+    assert_eq!(got, ids, "the reading client got every event in order");
+    // The stalled client, read at last: a fresh snapshot where it fell behind, then
+    // events after it, never a silent gap.
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let text = loop {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout_at(deadline, stalled.read(&mut chunk))
+            .await
+            .expect("the stalled client is sent the rest")
+            .unwrap();
+        buffer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buffer).into_owned();
+        if text.matches("event: snapshot").count() >= 2 && text.contains(ids.last().unwrap()) {
+            break text;
+        }
+    };
+    let last_snapshot = text.rfind("event: snapshot").unwrap();
+    let snapshot_ids: Vec<&str> = text[..last_snapshot]
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    assert!(
+        snapshot_ids.len() < count,
+        "it fell behind and was resynced ({} events before the snapshot)",
+        snapshot_ids.len()
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("wfmd_live_resyncs_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_ticket_opens_the_feed_once_and_a_viewer_may_watch_but_not_act() {
+    let app = spawn_with_roles().await;
+    let viewer = As::Viewer.token().unwrap();
+    let ask = || async {
+        let response = app
+            .http
+            .post(format!("{}/v1/live/tickets", app.address))
+            .bearer_auth(viewer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["expires_in"], 60);
+        body["ticket"].as_str().unwrap().to_owned()
+    };
+    let ticket = ask().await;
+    let mut feed = Sse::open(&app.address, &format!("/v1/events?ticket={ticket}"), &[]).await;
+    assert_eq!(feed.next().await.event, "snapshot");
+    let again = app
+        .http
+        .get(format!("{}/v1/events?ticket={ticket}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401, "single use");
+    assert!(
+        again.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    for refused in [
+        "/v1/events".to_owned(),
+        "/v1/events?ticket=tkt_made-up".to_owned(),
+        format!("/v1/live?ticket={}", ask().await),
+    ] {
+        let status = app.get(&refused).await.status();
+        assert_eq!(status, 401, "{refused}");
+    }
+    // The WebSocket takes a ticket the same way.
+    let ws_url = format!(
+        "{}/v1/ws?ticket={}",
+        app.address.replace("http://", "ws://"),
+        ask().await
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let frame = tokio::time::timeout(DEADLINE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let message: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(message["type"], "snapshot");
+    socket.close(None).await.unwrap();
+    // A viewer watches but does not act.
+    let agent = app.sim.free_agents().remove(0);
+    for (path, body) in [
+        (
+            format!("/v1/agents/{}/transitions", agent.id),
+            json!({"state": "NOT_READY"}),
+        ),
+        (
+            "/v1/bulk-transitions".to_owned(),
+            json!({"agents": [agent.id], "state": "NOT_READY"}),
+        ),
+    ] {
+        let response = app
+            .http
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(viewer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+    }
+    assert_eq!(app.sim.calls(crate::helpers::SET_STATE), 0);
+}
+
+#[tokio::test]
+async fn the_websocket_carries_the_same_messages_as_json_frames() {
+    let app = spawn_with_roster().await;
+    wait_for_roster(&app.address, None).await;
+    let url = format!("{}/v1/ws", app.address.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut next = async || -> Value {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, socket.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if frame.is_text() {
+                return serde_json::from_str(frame.to_text().unwrap()).unwrap();
+            }
+        }
+    };
+    let snapshot = next().await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["data"]["agents"].as_array().unwrap().len(), 60);
+    let agent = movable(&app.sim).remove(0);
+    let target = other_state(&agent.state);
+    let (status, _) = app.set_state(&agent.id, target).await;
+    assert_eq!(status, 200);
+    let event = loop {
+        let message = next().await;
+        if message["type"] == "agent.state_changed" {
+            break message;
+        }
+    };
+    assert_eq!(event["data"]["agentId"], agent.id.as_str());
+    assert_eq!(event["data"]["to"], target);
+    assert_eq!(event["id"], outbox_ids(&app.store).await[0].as_str());
+}
+
+#[tokio::test]
+async fn watching_clients_cause_no_platform_call() {
+    let app = spawn_with_roster().await;
+    wait_for_roster(&app.address, None).await;
+    // The pollers' first round is done; the next is 30 s away.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let snapshot: Value = app.get("/v1/live").await.json().await.unwrap();
+        if snapshot["skills_polled_at"].is_string() && snapshot["queues_polled_at"].is_string() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{snapshot}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = app.sim.sim.stats().api_requests;
+    let mut feeds = Vec::new();
+    for _ in 0..20 {
+        let mut feed = Sse::open(&app.address, "/v1/events", &[]).await;
+        assert_eq!(feed.next().await.event, "snapshot");
+        feeds.push(feed);
+    }
+    for _ in 0..50 {
+        assert_eq!(app.get("/v1/live").await.status(), 200);
+    }
+    let ticket: Value = app
+        .http
+        .post(format!("{}/v1/live/tickets", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ticket["ticket"].is_string());
+    assert_eq!(app.sim.sim.stats().api_requests, before);
+}
+
+#[tokio::test]
+async fn the_wallboard_page_is_served_self_contained() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/?kiosk=1").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("id=\"conn\""));
+    assert!(!page.contains("https://"), "nothing from outside");
+}
+
+#[tokio::test]
+async fn without_tokens_the_feed_needs_no_ticket_and_ignores_a_stale_one() {
+    // Every caller is the local admin: a ticket proves nothing more, so a used or
+    // made-up one must not lock a page out (as a stray bearer header does not).
+    let app = TestApp::spawn().await;
+    let mut feed = Sse::open(&app.address, "/v1/events?ticket=tkt_made-up", &[]).await;
+    assert_eq!(feed.next().await.event, "snapshot");
+    let url = format!(
+        "{}/v1/ws?ticket=tkt_made-up",
+        app.address.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let frame = tokio::time::timeout(DEADLINE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let message: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(message["type"], "snapshot");
+}
