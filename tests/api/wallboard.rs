@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestDb, TestSim, free_port, http_client, install_when_missing, wfmd};
@@ -76,7 +77,6 @@ impl Chromedriver {
 
     /// A new headless browser session.
     async fn browser(&self) -> Client {
-        wfmd::cxone::install_crypto_provider();
         let mut capabilities = fantoccini::wd::Capabilities::new();
         capabilities.insert(
             "goog:chromeOptions".to_owned(),
@@ -90,8 +90,8 @@ impl Chromedriver {
                 format!("--user-data-dir={}", self.profile.path().display()),
             ]}),
         );
-        ClientBuilder::rustls()
-            .unwrap()
+        // chromedriver listens on loopback: plain HTTP, no TLS stack to build.
+        ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&self.url)
             .await
