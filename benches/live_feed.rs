@@ -6,10 +6,10 @@
 //!   one request after another on a kept-alive connection, warm (after 100 untimed
 //!   requests), no feed client connected. Target: median and p95 < 20 ms.
 //! - Platform calls a minute with 0, 1 and 1,000 feed clients connected, each counted by
-//!   the simulator over a 30 s window started when the platform has been quiet for a
-//!   second, after one such window that lets the start settle (no change is made
-//!   meanwhile; sync, skill and queue polls run, their periods 10 s and 15 s dividing
-//!   the window). Target: identical, route by route (clients never cause a call).
+//!   the simulator over a 30 s window that starts 5 s after a sync poll, after one such
+//!   window that lets the start settle (no change is made meanwhile; sync, skill and
+//!   queue polls run, their periods 10 s and 15 s dividing the window). Target:
+//!   identical, route by route (clients never cause a call).
 //! - Fan-out: 1,000 SSE and 100 WebSocket clients, 50 changes a second through
 //!   `POST /v1/agents/{id}/transitions` for 30 s. Commit-to-client latency of each
 //!   `agent.state_changed` the changes committed: from the event's `timestamp` (taken
@@ -18,7 +18,9 @@
 //!   lost event (each client receives every outbox event after its snapshot, in order,
 //!   as the outbox holds them after the daemon stopped; a resync snapshot counts as a
 //!   loss); resident memory of wfmd (`/proc/PID/status`) grows < 30 MB from before the
-//!   first client connected to the end of the run.
+//!   first client connected to the end of the run. Beside it, on stderr, where the time
+//!   goes: the answer time of the changes, the latency to the first client each event
+//!   reached, and the same changes for 10 s with one SSE client (before the others).
 //!
 //! Run: `cargo bench --bench live_feed` (about five minutes). Linux only (reads /proc).
 //! Each process holds over 1,100 sockets: `ulimit -n` must allow 2,048 (checked first;
@@ -38,6 +40,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_util::sync::CancellationToken;
 use wfmd::sim::SimConfig;
 
 const AGENTS: usize = 2_000;
@@ -47,6 +50,7 @@ const SSE_CLIENTS: usize = 1_000;
 const WS_CLIENTS: usize = 100;
 const CHANGES_PER_SECOND: u64 = 50;
 const RUN: Duration = Duration::from_secs(30);
+const SINGLE_RUN: Duration = Duration::from_secs(10);
 const WINDOW: Duration = Duration::from_secs(30);
 const SNAPSHOT_REQUESTS: usize = 1_000;
 const CONNECTING_AT_ONCE: usize = 25;
@@ -85,17 +89,40 @@ async fn run() {
     // 1. The snapshot, warm, nobody connected.
     let (median_ms, p95_ms, bytes) = snapshot_latency(&http, &daemon.address).await;
 
-    // 2. Platform calls with 0, 1 and 1,000 clients.
-    let rss_idle = daemon.resident_mb();
+    // 2. The same changes with a single client, for comparison: what the commit path
+    // and the feed cost without the fan-out.
+    let agents = movable_agents(&platform.sim);
+    let (leave, stays) = (CancellationToken::new(), CancellationToken::new());
     let received = Arc::new(AtomicU64::new(0));
+    let mut single = JoinSet::new();
+    connect(&leave, &mut single, &http, &daemon.address, 1, 0, &received).await;
+    let single_responses = drive_changes(&http, &daemon.address, &agents, SINGLE_RUN).await;
+    settle(&received).await;
+    leave.cancel();
+    let single_log = single.join_next().await.unwrap().unwrap();
+    let mut single_ms: Vec<i64> = single_log.latencies_ms.iter().map(|(_, ms)| *ms).collect();
+    single_ms.sort_unstable();
+
+    // 3. Platform calls with 0, 1 and 1,000 clients.
+    let rss_idle = daemon.resident_mb();
     let mut clients = JoinSet::new();
     // A first window settles the start (the sync's first polls of 2,000 agents); its
     // count is shown, not compared.
     let settling = calls_in_window(&platform.sim).await;
     let calls_none = calls_in_window(&platform.sim).await;
-    connect(&mut clients, &http, &daemon.address, 1, 0, &received).await;
+    connect(
+        &stays,
+        &mut clients,
+        &http,
+        &daemon.address,
+        1,
+        0,
+        &received,
+    )
+    .await;
     let calls_one = calls_in_window(&platform.sim).await;
     connect(
+        &stays,
         &mut clients,
         &http,
         &daemon.address,
@@ -105,9 +132,11 @@ async fn run() {
     )
     .await;
     let calls_many = calls_in_window(&platform.sim).await;
+    let rss_sse = daemon.resident_mb();
 
-    // 3. Fan-out: 100 WebSocket clients more, then 50 changes a second.
+    // 4. Fan-out: 100 WebSocket clients more, then 50 changes a second.
     connect(
+        &stays,
         &mut clients,
         &http,
         &daemon.address,
@@ -117,8 +146,7 @@ async fn run() {
     )
     .await;
     let rss_connected = daemon.resident_mb();
-    let agents = movable_agents(&platform.sim);
-    let responses = drive_changes(&http, &daemon.address, &agents).await;
+    let responses = drive_changes(&http, &daemon.address, &agents, RUN).await;
     settle(&received).await;
     let rss_end = daemon.resident_mb();
     daemon.stop();
@@ -158,9 +186,29 @@ async fn run() {
             calls.by_route
         );
     }
+    let pct = |v: &[u64], q: usize| v[(v.len() * q).div_ceil(100) - 1];
     eprintln!(
-        "changes: {} answered 200, others {:?}; daemon at {}",
-        responses.ok, responses.other, daemon.address
+        "with one SSE client, {CHANGES_PER_SECOND} changes/s for {SINGLE_RUN:?}: {} answered \
+         200 (others {:?}), answer p50 {} ms, p99 {} ms; commit-to-client p50 {} ms, p99 {} ms",
+        single_responses.ok,
+        single_responses.other,
+        pct(&single_responses.answer_ms, 50),
+        pct(&single_responses.answer_ms, 99),
+        single_ms.get(single_ms.len() / 2).copied().unwrap_or(-1),
+        single_ms
+            .get((single_ms.len() * 99).div_ceil(100).saturating_sub(1))
+            .copied()
+            .unwrap_or(-1),
+    );
+    let answer = &responses.answer_ms;
+    eprintln!(
+        "changes: {} answered 200, others {:?}; answer p50 {} ms, p99 {} ms; \
+         commit-to-first-client p99 {} ms",
+        responses.ok,
+        responses.other,
+        answer[answer.len() / 2],
+        answer[(answer.len() * 99).div_ceil(100) - 1],
+        fanout.first_p99_ms,
     );
     println!(
         "fan-out to {SSE_CLIENTS} SSE + {WS_CLIENTS} WebSocket clients, {CHANGES_PER_SECOND} \
@@ -189,8 +237,9 @@ async fn run() {
         )
     );
     println!(
-        "wfmd resident memory: {rss_idle:.1} MB before any client, {rss_connected:.1} MB with \
-         {} connected, {rss_end:.1} MB after the run: growth {:+.1} MB (target < \
+        "wfmd resident memory: {rss_idle:.1} MB before any client, {rss_sse:.1} MB with \
+         {SSE_CLIENTS} SSE clients, {rss_connected:.1} MB with {} connected, {rss_end:.1} MB \
+         after the run: growth {:+.1} MB (target < \
          {TARGET_GROWTH_MB} MB) {}",
         SSE_CLIENTS + WS_CLIENTS,
         rss_end - rss_idle,
@@ -354,20 +403,21 @@ struct Calls {
     by_route: BTreeMap<String, u64>,
 }
 
-/// Waits until no call has come for a second (so the window does not start inside a
-/// burst of polls), then counts the calls of one [`WINDOW`].
+/// The state sync's poll, every 10 s.
+const SYNC_POLL: &str = "GET /api/v2/analytics/realtime/subscription/{subscriptionId}";
+
+/// Counts the calls of one [`WINDOW`] that starts half a sync period after a sync poll:
+/// a poll a loaded machine runs late then still falls on the same side of each end of
+/// the window (a window started anywhere saw 3 or 4 polls, whatever the clients).
 async fn calls_in_window(sim: &wfmd::sim::Simulator) -> Calls {
-    let mut last = sim.stats().api_requests;
-    let mut quiet_since = Instant::now();
+    let polls = || sim.stats().by_route.get(SYNC_POLL).copied().unwrap_or(0);
+    let last = polls();
     let started = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(1) {
-        assert!(started.elapsed() < DEADLINE, "the platform is never quiet");
+    while polls() == last {
+        assert!(started.elapsed() < DEADLINE, "the state sync does not poll");
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = sim.stats().api_requests;
-        if now != last {
-            (last, quiet_since) = (now, Instant::now());
-        }
     }
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let before = sim.stats();
     tokio::time::sleep(WINDOW).await;
     let after = sim.stats();
@@ -393,7 +443,7 @@ struct ClientLog {
     /// Durable event ids after the snapshot, in arrival order.
     ids: Vec<u128>,
     /// Commit-to-arrival of each `agent.state_changed` made through the API.
-    latencies_ms: Vec<i64>,
+    latencies_ms: Vec<(u128, i64)>,
     /// Snapshots after the first: the client fell behind.
     resyncs: u32,
     /// The daemon closed the feed before it stopped (a `close` message or an error).
@@ -448,7 +498,9 @@ impl ClientLog {
                     && let Some(at) = head.timestamp
                 {
                     let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
-                    self.latencies_ms.push(arrived - at.timestamp_millis());
+                    let id = *self.ids.last().expect("just pushed");
+                    self.latencies_ms
+                        .push((id, arrived - at.timestamp_millis()));
                 }
             }
         }
@@ -459,6 +511,7 @@ impl ClientLog {
 /// Opens `sse` SSE and `ws` WebSocket clients, [`CONNECTING_AT_ONCE`] at a time, each
 /// counted once its snapshot has arrived.
 async fn connect(
+    leave: &CancellationToken,
     clients: &mut JoinSet<ClientLog>,
     http: &reqwest::Client,
     address: &str,
@@ -475,7 +528,13 @@ async fn connect(
             let (tx, rx) = tokio::sync::oneshot::channel();
             let (address, received) = (address.to_owned(), received.clone());
             if is_sse {
-                clients.spawn(sse_client(http.clone(), address, received, tx));
+                clients.spawn(sse_client(
+                    leave.clone(),
+                    http.clone(),
+                    address,
+                    received,
+                    tx,
+                ));
             } else {
                 clients.spawn(ws_client(address, received, tx));
             }
@@ -491,6 +550,7 @@ async fn connect(
 }
 
 async fn sse_client(
+    leave: CancellationToken,
     http: reqwest::Client,
     address: String,
     received: Arc<AtomicU64>,
@@ -507,13 +567,16 @@ async fn sse_client(
     let mut buffer: Vec<u8> = Vec::new();
     let mut scanned: usize = 0;
     loop {
-        let chunk = match response.chunk().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => return log,
-            Err(_) => {
-                log.closed_early = true;
-                return log;
-            }
+        let chunk = tokio::select! {
+            () = leave.cancelled() => return log,
+            chunk = response.chunk() => match chunk {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return log,
+                Err(_) => {
+                    log.closed_early = true;
+                    return log;
+                }
+            },
         };
         let arrived = chrono::Utc::now().timestamp_millis();
         buffer.extend_from_slice(&chunk);
@@ -594,15 +657,22 @@ fn movable_agents(sim: &wfmd::sim::Simulator) -> Vec<String> {
 
 #[derive(Default)]
 struct Responses {
+    /// How long each change took to answer, sorted (ms).
+    answer_ms: Vec<u64>,
     ok: u64,
     other: BTreeMap<u16, u64>,
 }
 
-/// `CHANGES_PER_SECOND` changes for [`RUN`], each on its own task so a slow answer never
+/// `CHANGES_PER_SECOND` changes for `run`, each on its own task so a slow answer never
 /// slows the rate. Alternates NOT_READY and PAUSED so each one changes the agent.
-async fn drive_changes(http: &reqwest::Client, address: &str, agents: &[String]) -> Responses {
+async fn drive_changes(
+    http: &reqwest::Client,
+    address: &str,
+    agents: &[String],
+    run: Duration,
+) -> Responses {
     let mut ticks = tokio::time::interval(Duration::from_millis(1_000 / CHANGES_PER_SECOND));
-    let total = CHANGES_PER_SECOND * RUN.as_secs();
+    let total = CHANGES_PER_SECOND * run.as_secs();
     let mut calls = JoinSet::new();
     for i in 0..total as usize {
         ticks.tick().await;
@@ -615,16 +685,23 @@ async fn drive_changes(http: &reqwest::Client, address: &str, agents: &[String])
         let request = http
             .post(format!("http://{address}/v1/agents/{agent}/transitions"))
             .json(&serde_json::json!({ "state": state }));
-        calls.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+        calls.spawn(async move {
+            let sent = Instant::now();
+            let status = request.send().await.map(|r| r.status().as_u16());
+            (status, sent.elapsed().as_millis() as u64)
+        });
     }
     let mut responses = Responses::default();
-    while let Some(status) = calls.join_next().await {
-        match status.unwrap() {
+    while let Some(answered) = calls.join_next().await {
+        let (status, ms) = answered.unwrap();
+        responses.answer_ms.push(ms);
+        match status {
             Ok(200) => responses.ok += 1,
             Ok(other) => *responses.other.entry(other).or_default() += 1,
             Err(_) => *responses.other.entry(0).or_default() += 1,
         }
     }
+    responses.answer_ms.sort_unstable();
     responses
 }
 
@@ -656,6 +733,8 @@ async fn outbox_ids(db: &std::path::Path) -> Vec<u128> {
 }
 
 struct Fanout {
+    /// p99 over events of the latency to the first client each reached.
+    first_p99_ms: i64,
     p99_ms: i64,
     median_ms: i64,
     worst_ms: i64,
@@ -692,8 +771,21 @@ fn judge(logs: &[ClientLog], outbox: &[u128]) -> Fanout {
     }
     let mut latencies: Vec<i64> = logs
         .iter()
-        .flat_map(|l| l.latencies_ms.iter().copied())
+        .flat_map(|l| l.latencies_ms.iter().map(|(_, ms)| *ms))
         .collect();
+    // Where the time goes: to the first client an event reaches (commit and the
+    // feed's read of the outbox) or from there to the others (the fan-out itself).
+    let mut first: std::collections::HashMap<u128, i64> = std::collections::HashMap::new();
+    for (id, ms) in logs.iter().flat_map(|l| l.latencies_ms.iter()) {
+        let at = first.entry(*id).or_insert(*ms);
+        *at = (*at).min(*ms);
+    }
+    let mut firsts: Vec<i64> = first.into_values().collect();
+    firsts.sort_unstable();
+    let first_p99 = firsts
+        .get((firsts.len() * 99).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or(i64::MAX);
     latencies.sort_unstable();
     let at = |q: f64| {
         latencies
@@ -702,6 +794,7 @@ fn judge(logs: &[ClientLog], outbox: &[u128]) -> Fanout {
             .unwrap_or(i64::MAX)
     };
     Fanout {
+        first_p99_ms: first_p99,
         p99_ms: at(0.99),
         median_ms: at(0.5),
         worst_ms: latencies.last().copied().unwrap_or(i64::MAX),
