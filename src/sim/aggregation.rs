@@ -63,8 +63,21 @@ pub struct SimQuery {
     pub series: Vec<BTreeMap<String, String>>,
     /// Bucket starts, in result order.
     pub buckets: Vec<DateTime<Utc>>,
-    /// Simulated instants of every status/page request it answered.
-    pub polls: Vec<DateTime<Utc>>,
+    /// Every status/page request it answered, in order.
+    pub polls: Vec<SimPoll>,
+}
+
+/// One answered `GET /api/v2/analytics/query/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimPoll {
+    /// Simulated time of the request.
+    pub at: DateTime<Utc>,
+    pub offset: u64,
+    pub limit: u64,
+    /// The status answered.
+    pub status: &'static str,
+    /// Result rows in the answer.
+    pub rows: u64,
 }
 
 impl SimQuery {
@@ -463,8 +476,14 @@ async fn page(
         .queries
         .get_mut(&id)
         .ok_or_else(|| ApiError::not_found(format!("unknown query {id}")))?;
-    query.polls.push(now);
     let status = query.status(now);
+    let mut poll = SimPoll {
+        at: now,
+        offset,
+        limit,
+        status,
+        rows: 0,
+    };
     let mut body = json!({"status": status, "error": query.error, "total": null,
                           "results": []});
     if status == "COMPLETED" {
@@ -484,8 +503,10 @@ async fn page(
                 })
             })
             .collect();
+        poll.rows = results.len() as u64;
         body["results"] = Value::Array(results);
     }
+    query.polls.push(poll);
     let mut response = axum::Json(body).into_response();
     if let Some(secs) = retry_after
         && matches!(status, "PENDING" | "RUNNING")

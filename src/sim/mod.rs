@@ -52,7 +52,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use aggregation::{SimAggRow, SimAggregationStats, SimQuery};
+pub use aggregation::{SimAggRow, SimAggregationStats, SimPoll, SimQuery};
 pub use clock::SimClock;
 pub use faults::Faults;
 pub use metrics::{QUEUES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
