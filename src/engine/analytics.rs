@@ -214,16 +214,22 @@ impl AnalyticsJobs {
                 }
                 Err(e) => tracing::error!(error = %e, "cannot list the analytics jobs to run"),
             }
-            tokio::select! {
-                () = self.wake.notified() => {}
-                // A failed store write is tried again later rather than forgotten.
-                () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                Some(_) = running.join_next() => {}
-                () = cancel.cancelled() => {
-                    // Whatever was in flight is stored as it stood and resumed at the
-                    // next start.
-                    running.shutdown().await;
-                    return;
+            // Finished runs are reaped without a new look at the jobs: a job whose run
+            // failed on a store error waits for the minute below, not a tight loop.
+            let sleep = tokio::time::sleep(Duration::from_secs(60));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = self.wake.notified() => break,
+                    // A failed store write is tried again later rather than forgotten.
+                    () = &mut sleep => break,
+                    Some(_) = running.join_next() => {}
+                    () = cancel.cancelled() => {
+                        // Whatever was in flight is stored as it stood and resumed at
+                        // the next start.
+                        running.shutdown().await;
+                        return;
+                    }
                 }
             }
         }
