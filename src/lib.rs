@@ -346,7 +346,11 @@ impl App {
         let analytics = engine::analytics::AnalyticsJobs::new(
             services.store.clone(),
             config.compliance.exception_threshold,
-        );
+        )
+        .with_platform(cxone::Aggregations::new(
+            services.engine.platform().clone(),
+            config.analytics.extraction(),
+        ));
         Ok(App {
             listener,
             services,

@@ -41,11 +41,13 @@ pub struct QueryBody {
     /// state_seconds, adherence_pct, exceptions, violations, transitions,
     /// latency_p95_ms; AGG: sum, avg, min, max, count.
     metrics: Vec<String>,
-    /// History: `agent`, `team`.
+    /// History: `agent`, `team`; platform: the platform's, e.g. `group.id`,
+    /// `channel` (at most 5).
     #[serde(default)]
     dimensions: Vec<String>,
     /// `FIELD=VALUE`; history fields: agent, team (id or name), state (for
-    /// state_seconds; default every state but LOGGED_OUT).
+    /// state_seconds; default every state but LOGGED_OUT); platform: one `equals`
+    /// filter on a dimension.
     #[serde(default)]
     filters: Vec<String>,
     /// A date (2026-11-01, midnight UTC) or an RFC 3339 instant.
@@ -103,7 +105,7 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
     request_body = QueryBody,
     responses(
         (status = 202, description = "The job is stored; `Location` names it", body = Object),
-        (status = 422, description = "A field is invalid; `field` names it", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn create(
@@ -118,6 +120,13 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             SubmitError::Invalid(e) => Problem::invalid_field(e.field, e.to_string()),
+            SubmitError::NotOffered(e) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-offered",
+                "Not offered by this platform",
+                format!("source: {e}"),
+            )
+            .with("field", "source"),
             SubmitError::Store(e) => Problem::internal(&e),
         })?;
     let mut response = (

@@ -44,7 +44,8 @@ pub enum AnalyticsCommand {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["platform", "history"])))]
 pub struct QueryArgs {
-    /// Query the platform's aggregation API (not available yet: refused naming `source`).
+    /// Query the platform's aggregation API (v2 dialect; at most 10 metrics, 5
+    /// dimensions, one filter, 365 days).
     #[arg(long)]
     pub platform: bool,
     /// Query wfmd's own history (no platform call).
@@ -52,12 +53,13 @@ pub struct QueryArgs {
     pub history: bool,
     /// NAME:AGG, repeatable. History: idle_seconds, state_seconds, adherence_pct,
     /// exceptions, violations, transitions, latency_p95_ms; AGG sum|avg|min|max|count.
+    /// Platform: the platform's metric names, e.g. duration:avg, count:sum.
     #[arg(long = "metric", value_name = "NAME:AGG", required = true)]
     pub metrics: Vec<String>,
-    /// Group by (history: agent, team); repeatable.
+    /// Group by (history: agent, team; platform: e.g. group.id, channel); repeatable.
     #[arg(long = "dimension", value_name = "NAME")]
     pub dimensions: Vec<String>,
-    /// FIELD=VALUE, repeatable (history: agent, team, state).
+    /// FIELD=VALUE, repeatable (history: agent, team, state; platform: one, equals).
     #[arg(long = "filter", value_name = "FIELD=VALUE")]
     pub filters: Vec<String>,
     /// Start: a date (2026-11-01) or an RFC 3339 instant.

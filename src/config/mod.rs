@@ -6,6 +6,7 @@
 //! Secrets are [`SecretString`]s: they print as `********` in `wfmd config check`, in
 //! logs and in `Debug` output.
 
+pub mod analytics;
 pub mod api_tokens;
 pub mod cxone_incontact;
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub api_tokens: Vec<api_tokens::ApiTokenConfig>,
     pub retention: retention::RetentionConfig,
     pub audit: retention::AuditConfig,
+    /// Platform aggregation queries.
+    pub analytics: analytics::AnalyticsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -658,6 +661,7 @@ impl Config {
         api_tokens::validate(&self.api_tokens, &mut problems);
         self.retention.validate(&mut problems);
         self.audit.validate(&mut problems);
+        self.analytics.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -7,6 +7,7 @@
 //! budget, retries what is retryable, and refreshes a revoked token once; subscription
 //! polls alone are left to their caller to pace.
 
+pub mod aggregation;
 pub mod auth;
 pub mod budget;
 #[cfg(test)]
@@ -24,6 +25,9 @@ use secrecy::SecretString;
 
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
+pub use aggregation::{
+    AggregationPage, AggregationQuery, AggregationRow, Aggregations, ExtractionSettings,
+};
 pub use budget::{Budget, Lane, in_lane};
 pub use incontact::{IncontactClient, IncontactSettings};
 pub use retry::RetryPolicy;
@@ -379,6 +383,33 @@ pub trait ContactCenter: Send + Sync + 'static {
     ) -> Result<Vec<crate::domain::metrics::QueueTile>, CxoneError> {
         let _ = queue_ids;
         Err(self.not_offered("queue statistics"))
+    }
+
+    // ---- Aggregation queries (v2 `analytics/query`; see `aggregation`). ----
+
+    /// `Ok` when the platform offers aggregation queries; [`CxoneError::NotOffered`]
+    /// otherwise, so a job can be refused before it is stored.
+    fn aggregation_offered(&self) -> Result<(), CxoneError> {
+        Err(self.not_offered(aggregation::FEATURE))
+    }
+
+    /// Submits an aggregation query (checked by the caller); returns the platform's
+    /// query id.
+    async fn submit_aggregation(&self, query: &AggregationQuery) -> Result<String, CxoneError> {
+        let _ = query;
+        Err(self.not_offered(aggregation::FEATURE))
+    }
+
+    /// The query's status and, once COMPLETED, `limit` result rows from `offset`. A
+    /// query the platform does not know (or no longer) is `NotFound`.
+    async fn aggregation_page(
+        &self,
+        query_id: &str,
+        limit: u32,
+        offset: u64,
+    ) -> Result<AggregationPage, CxoneError> {
+        let _ = (query_id, limit, offset);
+        Err(self.not_offered(aggregation::FEATURE))
     }
 
     /// The dialect's name, for errors and `wfmd doctor`.

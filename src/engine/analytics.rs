@@ -5,9 +5,17 @@
 //! - [`history`]: wfmd's own store as a data source (daily rollups kept);
 //! - [`render`]: results with moving average and anomalies, as CSV (canonical) or JSON.
 //!
-//! A job is stored when it is accepted and runs in the background, one at a time. A
-//! history job recomputes from the beginning after a restart (its earlier rows are
-//! dropped first), so `kill -9` at any point costs time, never correctness. Completion
+//! A job is stored when it is accepted and runs in the background: history jobs one at
+//! a time, platform jobs side by side (at most `analytics.max_concurrent` queries in
+//! flight on the platform; the others wait queued in [`Aggregations`]). A history job
+//! recomputes from the beginning after a restart (its earlier rows are dropped first),
+//! so `kill -9` at any point costs time, never correctness. A platform job stores the
+//! platform's query id as soon as the query is accepted, and each page with the count
+//! of rows received in one transaction: after a restart it is *resumed* (polled, then
+//! paged from the rows it had) while the platform still knows the query, and
+//! *resubmitted* from scratch when the platform answers 404 for it. A platform job
+//! completes only when the rows received equal the platform's `total` and no series
+//! misses or repeats a bucket; otherwise it fails saying so. Completion
 //! is one transaction: the job's row count and the SHA-256 of its canonical CSV, one
 //! audit entry holding that hash, and one `report.ready` event — written only by the
 //! run that moves the job from running to completed, so each job announces itself once.
@@ -16,7 +24,8 @@ pub mod history;
 pub mod render;
 pub mod spec;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -25,6 +34,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cxone::aggregation::{AggregationRow, ExtractionSink, QueryStatus, Resume};
+use crate::cxone::{Aggregations, CxoneError, Lane, in_lane};
 use crate::store::analytics::{self as stored, JobRow, NewResult};
 use crate::store::audit::{self, NewEntry};
 use crate::store::outbox::{self, EventType};
@@ -41,6 +52,13 @@ pub struct AnalyticsJobs {
     store: Store,
     threshold: TimeDelta,
     wake: Arc<Notify>,
+    /// The platform's aggregation queries; `None` where no platform client is built
+    /// (CLI reads).
+    platform: Option<Aggregations>,
+    /// Jobs running in this process, so none is started twice.
+    active: Arc<Mutex<HashSet<String>>>,
+    /// History jobs take turns: each reads much of the store.
+    history_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A job as the API shows it.
@@ -94,6 +112,9 @@ impl From<&JobRow> for JobView {
 pub enum SubmitError {
     #[error(transparent)]
     Invalid(#[from] SpecError),
+    /// The platform (its dialect) has no aggregation queries.
+    #[error(transparent)]
+    NotOffered(CxoneError),
     #[error("cannot store the job: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -106,18 +127,31 @@ impl AnalyticsJobs {
             store,
             threshold: TimeDelta::from_std(exception_threshold).unwrap_or(TimeDelta::MAX),
             wake: Arc::default(),
+            platform: None,
+            active: Arc::default(),
+            history_turn: Arc::default(),
         }
+    }
+
+    /// Jobs with source `platform` run through `aggregations`.
+    pub fn with_platform(mut self, aggregations: Aggregations) -> AnalyticsJobs {
+        self.platform = Some(aggregations);
+        self
     }
 
     /// Checks and stores a query; it runs in the background. Returns the job id.
     pub async fn submit(&self, spec: &QuerySpec, actor: &str) -> Result<String, SubmitError> {
         spec.check()?;
         if spec.source == Source::Platform {
-            return Err(SpecError::new(
-                "source",
-                "platform aggregation queries are not available in this build yet; use history",
-            )
-            .into());
+            match &self.platform {
+                Some(platform) => platform.offered().map_err(SubmitError::NotOffered)?,
+                None => {
+                    return Err(SubmitError::NotOffered(CxoneError::NotOffered {
+                        feature: crate::cxone::aggregation::FEATURE,
+                        dialect: "none",
+                    }));
+                }
+            }
         }
         if spec.source == Source::History
             && let Err(not_kept) = history::check_kept(&self.store, spec).await?
@@ -153,34 +187,70 @@ impl AnalyticsJobs {
         &self.store
     }
 
-    /// Runs every unfinished job (those a crash interrupted too), oldest first; returns
-    /// how many were run. Tests call this as the service's step.
+    /// Runs every unfinished job (those a crash interrupted too) not already running in
+    /// this process, side by side, until each finishes; returns how many were run.
+    /// Tests call this as the service's step.
     pub async fn run_pending(&self) -> anyhow::Result<usize> {
         let ids = stored::unfinished(self.store.reader()).await?;
-        for id in &ids {
-            self.run_job(id).await?;
+        let claims: Vec<Claim> = ids.into_iter().filter_map(|id| self.claim(id)).collect();
+        let count = claims.len();
+        let runs = claims.into_iter().map(|claim| self.run_claimed(claim));
+        for result in futures::future::join_all(runs).await {
+            result?;
         }
-        Ok(ids.len())
+        Ok(count)
     }
 
     /// Runs jobs as they come until `cancel`; an interrupted job is resumed at the next
     /// start.
     pub async fn run(self, cancel: CancellationToken) {
+        let mut running = tokio::task::JoinSet::new();
         loop {
-            let ran = tokio::select! {
-                ran = self.run_pending() => ran,
-                () = cancel.cancelled() => return,
-            };
-            if let Err(e) = ran {
-                tracing::error!(error = %format!("{e:#}"), "analytics jobs failed to run");
+            match stored::unfinished(self.store.reader()).await {
+                Ok(ids) => {
+                    for claim in ids.into_iter().filter_map(|id| self.claim(id)) {
+                        let jobs = self.clone();
+                        running.spawn(async move {
+                            if let Err(e) = jobs.run_claimed(claim).await {
+                                tracing::error!(error = %format!("{e:#}"), "an analytics job failed to run");
+                            }
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot list the analytics jobs to run"),
             }
-            tokio::select! {
-                () = self.wake.notified() => {}
-                // A failed store write is tried again later rather than forgotten.
-                () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                () = cancel.cancelled() => return,
+            // Finished runs are reaped without a new look at the jobs: a job whose run
+            // failed on a store error waits for the minute below, not a tight loop.
+            let sleep = tokio::time::sleep(Duration::from_secs(60));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = self.wake.notified() => break,
+                    // A failed store write is tried again later rather than forgotten.
+                    () = &mut sleep => break,
+                    Some(_) = running.join_next() => {}
+                    () = cancel.cancelled() => {
+                        // Whatever was in flight is stored as it stood and resumed at
+                        // the next start.
+                        running.shutdown().await;
+                        return;
+                    }
+                }
             }
         }
+    }
+
+    /// Marks `id` running in this process; `None` when it already is.
+    fn claim(&self, id: String) -> Option<Claim> {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active.insert(id.clone()).then(|| Claim {
+            id,
+            active: self.active.clone(),
+        })
+    }
+
+    async fn run_claimed(&self, claim: Claim) -> anyhow::Result<()> {
+        self.run_job(&claim.id).await
     }
 
     #[tracing::instrument(name = "analytics.job", skip(self))]
@@ -196,17 +266,16 @@ impl AnalyticsJobs {
                     .await;
             }
         };
-        {
-            let mut tx = self.store.begin_write().await?;
-            stored::mark_running(&mut tx, id, to_ms(Utc::now())).await?;
-            stored::clear_results(&mut tx, id).await?;
-            tx.commit().await?;
-        }
         let outcome = match spec.source {
-            Source::History => self.run_history(id, &spec).await,
-            Source::Platform => Err(anyhow::anyhow!(
-                "platform aggregation queries are not available in this build"
-            )),
+            Source::History => {
+                let _turn = self.history_turn.lock().await;
+                let mut tx = self.store.begin_write().await?;
+                stored::mark_running(&mut tx, id, to_ms(Utc::now())).await?;
+                stored::clear_results(&mut tx, id).await?;
+                tx.commit().await?;
+                self.run_history(id, &spec).await
+            }
+            Source::Platform => self.run_platform(&job, &spec).await,
         };
         match outcome {
             Ok(()) => self.complete(id, &spec).await,
@@ -228,6 +297,78 @@ impl AnalyticsJobs {
             &mut sink,
         )
         .await
+    }
+
+    async fn run_platform(&self, job: &JobRow, spec: &QuerySpec) -> anyhow::Result<()> {
+        let Some(platform) = &self.platform else {
+            anyhow::bail!("no platform client is configured for aggregation queries");
+        };
+        let query = spec.platform_query()?;
+        let resume = match &job.platform_query_id {
+            Some(query_id) => Some(Resume {
+                query_id: query_id.clone(),
+                received: u64::try_from(job.received).unwrap_or(0),
+            }),
+            None => {
+                // Rows without a query id cannot be resumed (none should exist).
+                let mut tx = self.store.begin_write().await?;
+                stored::clear_results(&mut tx, &job.id).await?;
+                tx.commit().await?;
+                None
+            }
+        };
+        let mut sink = PlatformRows {
+            store: self.store.clone(),
+            id: job.id.clone(),
+            metrics: spec
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.aggregation.clone()))
+                .collect(),
+        };
+        // A long extraction nobody waits on live: it must never hold back a person's
+        // change or a rule moving agents, so it takes the background share of the
+        // budget while others wait (and all of it while nobody does).
+        let rows = in_lane(
+            Lane::Background,
+            Some(&job.id),
+            platform.extract(&query, resume, &mut sink),
+        )
+        .await?;
+        self.check_buckets(&job.id, spec).await?;
+        tracing::info!(job = %job.id, rows, "platform extraction complete");
+        Ok(())
+    }
+
+    /// Every series' buckets must lie in the range and follow each other without a gap
+    /// (duplicates are refused as they arrive).
+    async fn check_buckets(&self, id: &str, spec: &QuerySpec) -> anyhow::Result<()> {
+        let mut conn = self.store.reader().acquire().await?;
+        let extents = stored::series_extents(&mut conn, id).await?;
+        let step = spec.bucket.ms();
+        let (from, to) = (
+            spec.bucket.floor(spec.from.timestamp_millis()),
+            spec.to.timestamp_millis(),
+        );
+        for (series, count, first, last) in extents {
+            if first < from || last >= to {
+                anyhow::bail!(
+                    "series {series}: a bucket lies outside the query's range ({} .. {})",
+                    crate::time::rfc3339(from_ms(first)),
+                    crate::time::rfc3339(from_ms(last))
+                );
+            }
+            let expected = (last - first) / step + 1;
+            if (last - first) % step != 0 || count != expected {
+                anyhow::bail!(
+                    "series {series}: {count} buckets from {} to {}, expected {expected}: \
+                     a bucket is missing or misaligned",
+                    crate::time::rfc3339(from_ms(first)),
+                    crate::time::rfc3339(from_ms(last))
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn complete(&self, id: &str, spec: &QuerySpec) -> anyhow::Result<()> {
@@ -291,6 +432,94 @@ impl history::RowSink for JobRows {
         let mut tx = self.store.begin_write().await?;
         if let Some(d) = stored::store_page(&mut tx, &self.id, &page).await? {
             anyhow::bail!("bucket {} of series {} came twice", d.bucket, d.series);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A job id marked running in this process until dropped.
+struct Claim {
+    id: String,
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// Stores a platform job's progress: each step in its own transaction, so a restart
+/// knows the query id and exactly which rows are stored.
+struct PlatformRows {
+    store: Store,
+    id: String,
+    /// The query's (metric, aggregation) pairs, in the order values are stored.
+    metrics: Vec<(String, String)>,
+}
+
+impl ExtractionSink for PlatformRows {
+    async fn started(&mut self) -> anyhow::Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        stored::mark_running(&mut tx, &self.id, to_ms(Utc::now())).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn submitted(&mut self, query_id: &str) -> anyhow::Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        stored::set_platform_query(&mut tx, &self.id, Some(query_id)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn progress(&mut self, status: QueryStatus, total: Option<u64>) -> anyhow::Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        stored::set_platform_status(
+            &mut tx,
+            &self.id,
+            status.as_str(),
+            total.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn page(&mut self, offset: u64, rows: Vec<AggregationRow>) -> anyhow::Result<()> {
+        let page: Vec<NewResult> = rows
+            .into_iter()
+            .map(|row| {
+                let values: Vec<Option<f64>> = self
+                    .metrics
+                    .iter()
+                    .map(|(name, aggregation)| {
+                        row.metrics
+                            .iter()
+                            .find(|m| {
+                                m.name == *name && m.aggregation.eq_ignore_ascii_case(aggregation)
+                            })
+                            .and_then(|m| m.value)
+                    })
+                    .collect();
+                NewResult {
+                    series: serde_json::to_string(&row.dimensions).expect("series serialize"),
+                    bucket: row.bucket.timestamp_millis(),
+                    vals: serde_json::to_string(&values).expect("values serialize"),
+                }
+            })
+            .collect();
+        let mut tx = self.store.begin_write().await?;
+        if let Some(d) = stored::store_page(&mut tx, &self.id, &page).await? {
+            anyhow::bail!(
+                "the platform sent bucket {} of series {} twice (page at offset {offset})",
+                crate::time::rfc3339(from_ms(d.bucket)),
+                d.series
+            );
         }
         tx.commit().await?;
         Ok(())

@@ -415,6 +415,26 @@ impl ContactCenter for ImportedSchedules {
         self.inner.queue_stats(queue_ids).await
     }
 
+    fn aggregation_offered(&self) -> Result<(), CxoneError> {
+        self.inner.aggregation_offered()
+    }
+
+    async fn submit_aggregation(
+        &self,
+        query: &crate::cxone::AggregationQuery,
+    ) -> Result<String, CxoneError> {
+        self.inner.submit_aggregation(query).await
+    }
+
+    async fn aggregation_page(
+        &self,
+        query_id: &str,
+        limit: u32,
+        offset: u64,
+    ) -> Result<crate::cxone::AggregationPage, CxoneError> {
+        self.inner.aggregation_page(query_id, limit, offset).await
+    }
+
     fn dialect(&self) -> &'static str {
         self.inner.dialect()
     }

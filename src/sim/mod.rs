@@ -11,7 +11,7 @@
 //! Layout: `tenant` generates and holds the agents, `activity` is what the agents do on
 //! their own, `auth` issues and checks tokens, `faults` is the middleware in front of every
 //! API call, `routes` the API handlers, `subscriptions` the real-time subscription API,
-//! `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
+//! `aggregation` the aggregation queries, `control` the `/_sim` endpoints, and `clock` the single source of simulated time.
 //! `incontact` serves the same tenant in the `incontact` dialect (the API NICE
 //! publishes) next to the v2 API, so one simulator answers both.
 //! State sits behind one `std::sync::Mutex` that is never held across an await; whoever
@@ -19,6 +19,7 @@
 //! so no background task is needed and the outcome does not depend on who looks when.
 
 mod activity;
+mod aggregation;
 mod auth;
 mod clock;
 mod control;
@@ -51,6 +52,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+pub use aggregation::{SimAggRow, SimAggregationStats, SimPoll, SimQuery};
 pub use clock::SimClock;
 pub use faults::Faults;
 pub use metrics::{QUEUES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
@@ -170,6 +172,8 @@ pub(crate) struct SimState {
     pub token_validity: Option<Duration>,
     /// The `incontact` dialect's switches and pending logouts.
     pub incontact: incontact::IncontactState,
+    /// Aggregation queries and their switches.
+    pub aggregation: aggregation::AggregationState,
 }
 
 struct Inner {
@@ -253,6 +257,7 @@ impl Simulator {
             lines,
             token_validity: None,
             incontact: incontact::IncontactState::default(),
+            aggregation: aggregation::AggregationState::default(),
         };
         Simulator {
             inner: Arc::new(Inner {

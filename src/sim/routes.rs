@@ -88,6 +88,7 @@ pub(crate) fn api_router() -> Router<Simulator> {
             get(get_break_status),
         )
         .merge(subscription_router())
+        .merge(super::aggregation::aggregation_router())
         .merge(super::metrics::metrics_router())
         // Authenticated like the rest, so a client cannot probe paths without a token.
         .route("/api/{*rest}", any(unknown_api_path))

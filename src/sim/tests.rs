@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
+mod aggregation;
 mod metrics;
 mod realtime;
 

@@ -250,8 +250,8 @@ async fn invalid_queries_are_refused_naming_the_field_and_store_nothing() {
             "window",
         ),
         (
-            json!({"source": "platform", "metrics": ["duration:avg"], "from": from, "to": to, "bucket": "day"}),
-            "source",
+            json!({"source": "platform", "metrics": ["duration:avg"], "dimensions": ["a", "b", "c", "d", "e", "f"], "from": from, "to": to, "bucket": "day"}),
+            "dimensions",
         ),
     ] {
         let response = submit(&app, body.clone()).await;

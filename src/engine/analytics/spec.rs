@@ -11,6 +11,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::cxone::AggregationQuery;
+use crate::cxone::aggregation::{AggFilter, AggMetric};
 use crate::domain::AgentState;
 use crate::domain::trend::{Seasonality, Settings};
 
@@ -248,6 +250,12 @@ pub struct QuerySpec {
     pub seasonality: Seasonality,
 }
 
+/// An instant as the platform's examples write it: UTC with `Z`, fractions only when
+/// there are any.
+fn wire_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 mod rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
@@ -337,8 +345,54 @@ impl QuerySpec {
         }
         match self.source {
             Source::History => self.check_history(),
-            Source::Platform => Ok(()),
+            Source::Platform => self.platform_query().map(drop),
         }
+    }
+
+    /// The platform's aggregation query for this spec, checked against the platform's
+    /// limits (nothing is sent for a query that fails them); errors name the spec's
+    /// field (`metrics`, `dimensions`, `filters`, `bucket`, `from`, `to`).
+    pub fn platform_query(&self) -> Result<AggregationQuery, SpecError> {
+        if self.filters.len() > 1 {
+            return Err(SpecError::new(
+                "filters",
+                format!(
+                    "the platform takes one filter (FIELD=VALUE, equals), got {}",
+                    self.filters.len()
+                ),
+            ));
+        }
+        let query = AggregationQuery {
+            metrics: self
+                .metrics
+                .iter()
+                .map(|m| AggMetric {
+                    name: m.name.clone(),
+                    aggregation: m.aggregation.clone(),
+                })
+                .collect(),
+            dimensions: self.dimensions.clone(),
+            filter: self.filters.first().map(|f| AggFilter {
+                field: f.field.clone(),
+                value: f.value.clone(),
+            }),
+            bucket_size: self.bucket.as_str().to_ascii_uppercase(),
+            start: wire_time(self.from),
+            // The platform's end is the last instant included; `to` is exclusive.
+            end: wire_time(self.to - chrono::Duration::seconds(1)),
+        };
+        query.validate().map_err(|e| {
+            let field = match e.field {
+                "dimensions" => "dimensions",
+                "filter" => "filters",
+                "timeSeries.bucketSize" => "bucket",
+                "timeSeries.start" => "from",
+                "timeSeries.end" => "to",
+                _ => "metrics",
+            };
+            SpecError::new(field, e.message)
+        })?;
+        Ok(query)
     }
 
     fn check_history(&self) -> Result<(), SpecError> {
@@ -468,6 +522,46 @@ mod tests {
             assert_eq!(s.check().unwrap_err().field, field);
         }
         assert!(spec().check().is_ok());
+    }
+
+    #[test]
+    fn every_platform_limit_is_refused_naming_the_spec_field() {
+        type Breaker = fn(&mut QuerySpec);
+        let cases: [(&str, Breaker); 5] = [
+            ("metrics", |s| {
+                s.metrics = (0..11)
+                    .map(|n| format!("m{n}:sum").parse().unwrap())
+                    .collect()
+            }),
+            ("dimensions", |s| {
+                s.dimensions = (0..6).map(|n| format!("d{n}")).collect()
+            }),
+            ("filters", |s| {
+                s.filters = vec!["a=1".parse().unwrap(), "b=2".parse().unwrap()]
+            }),
+            ("to", |s| s.to = s.from + chrono::Duration::days(366)),
+            ("metrics", |s| s.metrics.clear()),
+        ];
+        for (field, break_it) in cases {
+            let mut s = spec();
+            s.source = Source::Platform;
+            s.metrics = vec!["duration:avg".parse().unwrap()];
+            s.dimensions = vec!["group.id".into()];
+            break_it(&mut s);
+            assert_eq!(s.check().unwrap_err().field, field, "{field}");
+        }
+        let mut year = spec();
+        year.source = Source::Platform;
+        year.to = year.from + chrono::Duration::days(365);
+        let query = year.platform_query().unwrap();
+        assert_eq!(
+            (
+                query.bucket_size.as_str(),
+                query.start.as_str(),
+                query.end.as_str()
+            ),
+            ("DAY", "2026-10-01T00:00:00Z", "2027-09-30T23:59:59Z")
+        );
     }
 
     #[test]

@@ -1,0 +1,417 @@
+//! Analytics jobs over the platform's aggregation queries, against the simulator over
+//! real HTTP: rows, polling, paging, completeness, the running-queries limit, token
+//! renewal, a restart after `kill -9`, and the dialect that has no such queries.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+use wfmd::engine::analytics;
+use wfmd::sim::SimConfig;
+
+use crate::helpers::{DEADLINE, Daemon, Dialect, TestApp, TestDb, TestSim, http_client, wfmd};
+
+/// Hour-aligned, in the past: the simulator computes any range.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()
+}
+
+fn query(metrics: &[&str], dimensions: &[&str], bucket: &str, hours: i64) -> Value {
+    json!({"source": "platform", "metrics": metrics, "dimensions": dimensions,
+           "bucket": bucket, "from": wfmd::time::rfc3339(t0()),
+           "to": wfmd::time::rfc3339(t0() + chrono::Duration::hours(hours))})
+}
+
+/// wfmd against a 50-agent tenant (5 teams), polling fast.
+async fn app_with(
+    query_duration: Duration,
+    adjust: impl FnOnce(&mut wfmd::config::Config),
+) -> TestApp {
+    let sim = TestSim::start(SimConfig {
+        agents: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.sim.set_aggregation_duration(query_duration);
+    TestApp::spawn_with(sim, |config| {
+        config.analytics.poll_interval = Duration::from_millis(20);
+        config.analytics.poll_max_interval = Duration::from_millis(200);
+        adjust(config);
+    })
+    .await
+}
+
+async fn submit(app: &TestApp, body: &Value) -> String {
+    let response = app
+        .http
+        .post(format!("{}/v1/analytics/queries", app.address))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn until_finished(app: &TestApp, job_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let job: Value = app
+            .get(&format!("/v1/analytics/queries/{job_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn report_ready_events(store: &wfmd::store::Store, job_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'report.ready'
+         AND json_extract(payload, '$.data.job_id') = ?",
+    )
+    .bind(job_id)
+    .fetch_one(store.reader())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_12345_row_platform_result_is_fetched_in_pages_and_matches_the_simulators_truth() {
+    let app = app_with(Duration::from_millis(300), |_| {}).await;
+    // 5 teams × 2,469 hours.
+    let job_id = submit(
+        &app,
+        &query(&["duration:avg", "count:sum"], &["group.id"], "hour", 2_469),
+    )
+    .await;
+    let job = until_finished(&app, &job_id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["total"], 12_345);
+    assert_eq!(job["received"], 12_345);
+    assert_eq!(job["platform_status"], "COMPLETED");
+    assert_eq!(
+        job["rows"],
+        2 * 12_345,
+        "one CSV row per metric and result row"
+    );
+
+    let queries = app.sim.sim.aggregation_queries();
+    assert_eq!(queries.len(), 1);
+    let pages: Vec<u64> = queries[0]
+        .polls
+        .iter()
+        .filter(|p| p.status == "COMPLETED")
+        .map(|p| p.offset)
+        .collect();
+    assert_eq!(pages, (0..25).map(|n| n * 500).collect::<Vec<u64>>());
+
+    let csv = app
+        .get(&format!("/v1/analytics/queries/{job_id}/results"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let text = String::from_utf8(csv.to_vec()).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "bucket,group.id,metric,value,moving_average,direction,z_score,anomaly"
+    );
+    let mut ours: Vec<(String, String, String, f64)> = lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            (
+                f[0].to_owned(),
+                f[1].to_owned(),
+                f[2].to_owned(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let mut truth: Vec<(String, String, String, f64)> = app
+        .sim
+        .sim
+        .aggregation_rows(&queries[0].id)
+        .unwrap()
+        .into_iter()
+        .flat_map(|row| {
+            row.values.into_iter().map(move |(name, agg, value)| {
+                (
+                    wfmd::time::rfc3339(row.bucket),
+                    row.dimensions["group.id"].clone(),
+                    format!("{name}:{agg}"),
+                    value,
+                )
+            })
+        })
+        .collect();
+    ours.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    truth.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(ours.len(), 24_690);
+    assert!(ours == truth, "the rows are the simulator's, exactly");
+
+    assert_eq!(report_ready_events(&app.store, &job_id).await, 1);
+    assert!(
+        analytics::verify_file(&app.store, &job_id, &csv)
+            .await
+            .unwrap()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn polls_come_no_sooner_than_the_platforms_retry_after() {
+    let app = app_with(Duration::from_millis(2_500), |_| {}).await;
+    app.sim.sim.set_aggregation_retry_after(Some(1));
+    let job_id = submit(&app, &query(&["duration:avg"], &[], "day", 24 * 3)).await;
+    assert_eq!(until_finished(&app, &job_id).await["status"], "completed");
+    let polls = &app.sim.sim.aggregation_queries()[0].polls;
+    let working: Vec<_> = polls
+        .iter()
+        .take_while(|p| p.status != "COMPLETED")
+        .collect();
+    assert!(working.len() >= 2, "{polls:?}");
+    for pair in polls.windows(2).take(working.len()) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= chrono::Duration::milliseconds(990),
+            "a poll came {gap} after one that said Retry-After: 1"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn paging_stops_at_the_first_short_page() {
+    let app = app_with(Duration::from_millis(100), |config| {
+        config.analytics.page_size = 100;
+    })
+    .await;
+    // 5 teams × 50 hours = 250 rows: pages of 100, 100 and 50.
+    let job_id = submit(&app, &query(&["count:sum"], &["group.id"], "hour", 50)).await;
+    assert_eq!(until_finished(&app, &job_id).await["received"], 250);
+    let pages: Vec<(u64, u64)> = app.sim.sim.aggregation_queries()[0]
+        .polls
+        .iter()
+        .filter(|p| p.status == "COMPLETED")
+        .map(|p| (p.offset, p.rows))
+        .collect();
+    assert_eq!(pages, [(0, 100), (100, 100), (200, 50)]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_total_that_disagrees_with_the_rows_fails_the_job_naming_both_numbers() {
+    let app = app_with(Duration::from_millis(100), |_| {}).await;
+    app.sim.sim.set_aggregation_total_skew(7);
+    let job_id = submit(&app, &query(&["count:sum"], &["group.id"], "hour", 50)).await;
+    let job = until_finished(&app, &job_id).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("total of 257") && error.contains("250 were received"),
+        "{error}"
+    );
+    assert_eq!(report_ready_events(&app.store, &job_id).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_platform_query_fails_the_job_with_the_platforms_error() {
+    let app = app_with(Duration::from_millis(100), |_| {}).await;
+    app.sim
+        .sim
+        .fail_next_aggregations(1, "aggregation backend unavailable");
+    let job_id = submit(&app, &query(&["count:sum"], &[], "day", 48)).await;
+    let job = until_finished(&app, &job_id).await;
+    assert_eq!(job["status"], "failed");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("aggregation backend unavailable"),
+        "{job}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sixth_query_waits_for_a_slot_instead_of_collecting_a_429() {
+    let app = app_with(Duration::from_millis(600), |_| {}).await;
+    let mut jobs = Vec::new();
+    for _ in 0..7 {
+        jobs.push(submit(&app, &query(&["count:sum"], &["group.id"], "day", 24 * 10)).await);
+    }
+    for job_id in &jobs {
+        assert_eq!(until_finished(&app, job_id).await["status"], "completed");
+    }
+    let stats = app.sim.sim.aggregation_stats();
+    assert_eq!(stats.submitted, 7);
+    assert_eq!(stats.refused_running, 0, "none was sent to collect a 429");
+    assert_eq!(stats.max_running, 5, "five at once, the rest queued");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_expiring_mid_extraction_is_renewed_and_the_job_completes() {
+    let app = app_with(Duration::from_millis(1_500), |_| {}).await;
+    // Tokens stop working long before they say they would.
+    app.sim
+        .sim
+        .set_token_validity(Some(Duration::from_millis(300)));
+    app.sim.sim.reset_stats();
+    let job_id = submit(&app, &query(&["count:sum"], &["group.id"], "hour", 200)).await;
+    let job = until_finished(&app, &job_id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let stats = app.sim.sim.stats();
+    assert!(stats.unauthorized >= 1, "{stats:?}");
+    assert!(stats.token_requests >= 2, "{stats:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn incontact_says_platform_analytics_is_not_offered_in_the_api_and_the_cli() {
+    let app = TestApp::spawn_on(Dialect::Incontact).await;
+    let response = app
+        .http
+        .post(format!("{}/v1/analytics/queries", app.address))
+        .json(&query(&["duration:avg"], &[], "day", 48))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:wfmd:problem:not-offered");
+    assert_eq!(problem["field"], "source");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not offered by this platform (incontact dialect)"),
+        "{problem}"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM analytics_jobs").await, 0);
+
+    let mut cli = wfmd();
+    cli.args([
+        "analytics",
+        "query",
+        "--platform",
+        "--metric",
+        "duration:avg",
+        "--from",
+        "2026-06-01",
+        "--to",
+        "2026-06-03",
+        "--server",
+        &app.address,
+    ]);
+    // Off the test's runtime thread, which serves the daemon the CLI talks to.
+    let output = tokio::task::spawn_blocking(move || cli.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not offered by this platform"), "{stderr}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_platform_job_killed_mid_query_is_resumed_after_restart_and_announced_once() {
+    let sim = TestSim::start(SimConfig {
+        agents: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.sim.set_aggregation_duration(Duration::from_secs(3));
+    let db = TestDb::new();
+    let mut env = sim.env(&db.url());
+    env.push(("WFMD_ANALYTICS__POLL_INTERVAL".into(), "50ms".into()));
+    env.push(("WFMD_ANALYTICS__POLL_MAX_INTERVAL".into(), "200ms".into()));
+    let http = http_client();
+    let daemon = Daemon::spawn(&env).await;
+    let response = http
+        .post(format!("{}/v1/analytics/queries", daemon.address))
+        .json(&query(
+            &["count:sum", "duration:avg"],
+            &["group.id"],
+            "hour",
+            300,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Kill it once the platform has the query and wfmd has stored its id.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let job: Value = http
+            .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["platform_status"].is_string() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never polled: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.signal("KILL");
+    assert!(!daemon.wait().await.success());
+
+    let daemon = Daemon::spawn(&env).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let job = loop {
+        let job: Value = http
+            .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["received"], 5 * 300);
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+    assert_eq!(
+        sim.sim.aggregation_stats().submitted,
+        1,
+        "the query was resumed, not submitted again"
+    );
+    let store = wfmd::store::Store::open(&db.url()).await.unwrap();
+    assert_eq!(report_ready_events(&store, &job_id).await, 1);
+    store.close().await;
+}
