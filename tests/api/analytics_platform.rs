@@ -213,6 +213,45 @@ async fn paging_stops_at_the_first_short_page() {
 }
 
 #[tokio::test]
+async fn pages_lost_to_503_are_asked_again_and_the_result_is_complete() {
+    let app = app_with(Duration::ZERO, |config| {
+        config.analytics.page_size = 50;
+    })
+    .await;
+    // One call in five answers 503 (seeded: the job is the only caller, so every run
+    // fails the same calls).
+    app.sim.sim.set_faults(wfmd::sim::Faults {
+        error_ratio: 0.2,
+        ..Default::default()
+    });
+    // 5 teams × 100 hours = 500 rows: ten pages of 50, and the empty one after them.
+    let job_id = submit(&app, &query(&["count:sum"], &["group.id"], "hour", 100)).await;
+    let job = until_finished(&app, &job_id).await;
+    app.sim.sim.set_faults(wfmd::sim::Faults::default());
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        (job["total"].as_u64(), job["received"].as_u64()),
+        (Some(500), Some(500))
+    );
+
+    let query = &app.sim.sim.aggregation_queries()[0];
+    let answered: Vec<u64> = query
+        .polls
+        .iter()
+        .filter(|p| p.status == "COMPLETED")
+        .map(|p| p.offset)
+        .collect();
+    assert_eq!(answered, (0..=10).map(|n| n * 50).collect::<Vec<u64>>());
+    let asked = app.sim.sim.stats().by_route["GET /api/v2/analytics/query/{id}"];
+    assert!(
+        asked > query.polls.len() as u64,
+        "some page requests were answered 503 and asked again: {asked} asked, {} answered",
+        query.polls.len()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_total_that_disagrees_with_the_rows_fails_the_job_naming_both_numbers() {
     let app = app_with(Duration::from_millis(100), |_| {}).await;
     app.sim.sim.set_aggregation_total_skew(7);
