@@ -27,7 +27,8 @@ async fn submit(app: &TestApp, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
-async fn until_finished(app: &TestApp, job_id: &str) -> Value {
+/// Polls the job until it is completed or failed (within [`DEADLINE`]).
+pub async fn until_finished(app: &TestApp, job_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let job: Value = app

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use wfmd::engine::analytics;
 use wfmd::sim::SimConfig;
 
+use crate::analytics::until_finished;
 use crate::helpers::{DEADLINE, Daemon, Dialect, TestApp, TestDb, TestSim, http_client, wfmd};
 
 /// Hour-aligned, in the past: the simulator computes any range.
@@ -54,26 +55,6 @@ async fn submit(app: &TestApp, body: &Value) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-async fn until_finished(app: &TestApp, job_id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let job: Value = app
-            .get(&format!("/v1/analytics/queries/{job_id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never finished: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn report_ready_events(store: &wfmd::store::Store, job_id: &str) -> i64 {
