@@ -228,6 +228,7 @@ fn live_settings(config: &Config) -> live::Settings {
         teams: config.sync.teams.clone(),
         agents: config.sync.agents.clone(),
         roster: config.live.enabled,
+        queues_are_skills: config.cxone.dialect == config::Dialect::Incontact,
         ..live::Settings::default()
     }
 }

@@ -63,6 +63,8 @@ pub struct Settings {
     /// empty (as state sync keeps them).
     pub teams: Vec<String>,
     pub agents: Vec<String>,
+    /// The platform's queues are its skills (see [`Snapshot::queues_are_skills`]).
+    pub queues_are_skills: bool,
 }
 
 impl Default for Settings {
@@ -78,6 +80,7 @@ impl Default for Settings {
             roster: true,
             teams: Vec::new(),
             agents: Vec::new(),
+            queues_are_skills: false,
         }
     }
 }
@@ -205,6 +208,9 @@ pub struct Snapshot {
     pub tiles: Tiles,
     pub service_level: Thresholds,
     pub periods: Periods,
+    /// The platform has no queue objects: its queue tiles are its skills' activity
+    /// (the `incontact` dialect), which the page says.
+    pub queues_are_skills: bool,
 }
 
 /// One message of the feed, serialized once and shared by every client.
@@ -533,6 +539,7 @@ impl Live {
                 skill_interval_secs: s.skill_interval.as_secs(),
                 queue_interval_secs: s.queue_interval.as_secs(),
             },
+            queues_are_skills: s.queues_are_skills,
         }
     }
 

@@ -212,6 +212,7 @@ function handle(message) {
       S.agents = new Map(data.agents.map((a) => [a.id, a]));
       S.thresholds = data.service_level;
       S.periods = data.periods;
+      S.queuesAreSkills = data.queues_are_skills;
       S.tiles = tilesOf(data);
       S.lastId = data.last_event_id || S.lastId;
       fillFilters();
@@ -336,7 +337,8 @@ function renderTiles() {
   $("skills-note").textContent = healthNote(t.skills_health, "skill figures") ||
     (t.skills.length && skillStale ? "stale: last sample " + mss(ageSecs(t.skills_polled_at)) + " ago" : "");
   $("queues-note").textContent = healthNote(t.queues_health, "queue stats") ||
-    (t.queues.length && queueStale ? "stale: last sample " + mss(ageSecs(t.queues_polled_at)) + " ago" : "");
+    (t.queues.length && queueStale ? "stale: last sample " + mss(ageSecs(t.queues_polled_at)) + " ago" : "") ||
+    (S.queuesAreSkills ? "this platform's queues are its skills" : "");
   const skillFilter = $("filter-skill").value;
   if (!t.skills.length) skills.append(el("div", "pending", "no skill figures yet (pending)"));
   for (const s of t.skills) {

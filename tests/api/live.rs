@@ -13,7 +13,7 @@ use wfmd::config::Config;
 use wfmd::store::outbox::{self, EventType};
 
 use crate::auth::{As, spawn_with_roles};
-use crate::helpers::{DEADLINE, TestApp, TestDb, TestSim, http_client};
+use crate::helpers::{DEADLINE, Dialect, TestApp, TestDb, TestSim, http_client, on_both_dialects};
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone)]
@@ -591,3 +591,16 @@ async fn without_tokens_the_feed_needs_no_ticket_and_ignores_a_stale_one() {
     let message: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
     assert_eq!(message["type"], "snapshot");
 }
+
+/// The page says that a platform without queue objects shows its skills as queues.
+async fn the_snapshot_says_whether_the_queue_tiles_are_the_platforms_skills(dialect: Dialect) {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await.on(dialect), |_| {}).await;
+    let snapshot: Value = app.get("/v1/live").await.json().await.unwrap();
+    assert_eq!(
+        snapshot["queues_are_skills"],
+        dialect == Dialect::Incontact,
+        "{dialect:?}"
+    );
+    app.stop().await;
+}
+on_both_dialects!(the_snapshot_says_whether_the_queue_tiles_are_the_platforms_skills);
