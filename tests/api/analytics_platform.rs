@@ -435,3 +435,97 @@ async fn a_platform_job_killed_mid_query_is_resumed_after_restart_and_announced_
     assert_eq!(report_ready_events(&store, &job_id).await, 1);
     store.close().await;
 }
+
+/// A CSV result's rows of one metric: (bucket, series, value, anomaly).
+fn flagged_rows(csv: &str) -> Vec<(String, String, f64, String)> {
+    csv.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            (
+                f[0].to_owned(),
+                f[1].to_owned(),
+                f[3].parse().unwrap(),
+                f[7].to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_planted_anomalies_are_found_and_weekly_windows_do_not_flag_monday_peaks() {
+    let app = app_with(Duration::ZERO, |_| {}).await;
+    let from = t0() - chrono::Duration::days(280);
+    let mut results = Vec::new();
+    for seasonality in ["weekly", "none"] {
+        let job_id = submit(
+            &app,
+            &json!({"source": "platform", "metrics": ["count:sum"], "dimensions": ["channel"],
+                    "bucket": "day", "from": wfmd::time::rfc3339(from),
+                    "to": wfmd::time::rfc3339(t0()), "window": 4, "z": 2.0,
+                    "seasonality": seasonality}),
+        )
+        .await;
+        assert_eq!(until_finished(&app, &job_id).await["status"], "completed");
+        let csv = app
+            .get(&format!(
+                "/v1/analytics/queries/{job_id}/results?format=csv"
+            ))
+            .await
+            .text()
+            .await
+            .unwrap();
+        results.push(flagged_rows(&csv));
+    }
+    let (weekly, plain) = (&results[0], &results[1]);
+
+    // Planted, by the simulator's own truth: at least twice its weekday's mean.
+    let mean = |series: &str, weekday: chrono::Weekday| {
+        let values: Vec<f64> = weekly
+            .iter()
+            .filter(|r| r.1 == series && bucket_weekday(&r.0) == weekday)
+            .map(|r| r.2)
+            .collect();
+        values.iter().sum::<f64>() / values.len() as f64
+    };
+    let planted = |r: &(String, String, f64, String)| r.2 > 2.0 * mean(&r.1, bucket_weekday(&r.0));
+    // A planted point with four ordinary same-weekday points before it stands out.
+    let mut judged = 0;
+    for (i, point) in weekly.iter().enumerate().filter(|(_, r)| planted(r)) {
+        let earlier: Vec<_> = weekly[..i]
+            .iter()
+            .filter(|r| r.1 == point.1 && bucket_weekday(&r.0) == bucket_weekday(&point.0))
+            .collect();
+        if earlier.len() >= 4 && !earlier[earlier.len() - 4..].iter().any(|r| planted(r)) {
+            assert_eq!(point.3, "SPIKE", "planted {point:?}");
+            judged += 1;
+        }
+    }
+    assert!(judged >= 1, "the range holds planted points to judge");
+
+    // Ordinary Mondays stand out against the weekend before them, not against earlier
+    // Mondays: with weekly windows a Monday is flagged no more often than any day (the
+    // noise's share), without them far more often.
+    let flags = |rows: &[(String, String, f64, String)], monday_only: bool| {
+        rows.iter()
+            .filter(|r| !monday_only || bucket_weekday(&r.0) == chrono::Weekday::Mon)
+            .filter(|r| !planted(r) && !r.3.is_empty())
+            .count()
+    };
+    let (aligned, any_day) = (flags(weekly, true), flags(weekly, false));
+    let unaligned = flags(plain, true);
+    assert!(
+        aligned as f64 <= 1.5 * any_day as f64 / 7.0,
+        "Mondays flagged {aligned} times of {any_day} with weekly windows"
+    );
+    assert!(
+        aligned * 4 < unaligned,
+        "Mondays flagged: {aligned} with weekly windows, {unaligned} without"
+    );
+    app.stop().await;
+}
+
+fn bucket_weekday(bucket: &str) -> chrono::Weekday {
+    use chrono::Datelike;
+    wfmd::time::parse_instant(bucket).unwrap().weekday()
+}
