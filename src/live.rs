@@ -25,12 +25,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::api_tokens::Role;
@@ -95,6 +97,12 @@ pub const MAX_REPLAY: i64 = 5000;
 /// How often the outbox is read even when no commit was announced (another process,
 /// such as `wfmd transition`, wrote to the same database).
 const FALLBACK_TICK: Duration = Duration::from_secs(2);
+
+/// The outbox is read at most this often while commits keep coming, so that each
+/// client wakes for a batch of events rather than for each (at fifty changes a second
+/// and a thousand clients, the wakes were what starved the engine). It bounds the
+/// delay a batch adds.
+const MIN_READ_GAP: Duration = Duration::from_millis(50);
 
 /// How often running bulk jobs are looked at for progress.
 const PROGRESS_TICK: Duration = Duration::from_secs(1);
@@ -213,7 +221,9 @@ pub struct Snapshot {
     pub queues_are_skills: bool,
 }
 
-/// One message of the feed, serialized once and shared by every client.
+/// One message of the feed, rendered once for every transport and shared by every
+/// client: a client's send is a reference-counted clone of these bytes, never a copy
+/// or a serialization of its own.
 #[derive(Debug, Clone)]
 pub struct Message {
     /// The feed's own order: every published message has a larger one than the last.
@@ -226,45 +236,100 @@ pub struct Message {
     /// The outbox id of a durable event (also given to a snapshot: the id it is current
     /// to, so a browser's resume point is right after it).
     pub id: Option<Arc<str>>,
-    /// `{"type","id"?,"timestamp"?,"data"}`: for durable events, the webhook body.
-    pub json: Arc<str>,
+    /// `{"type","id"?,"timestamp"?,"data"}`: for durable events, the webhook body. Also
+    /// the WebSocket text frame, as it is.
+    pub json: Utf8Bytes,
+    /// The Server-Sent Events block: `event:`, `id:` and `data:` lines (a heartbeat is a
+    /// comment line).
+    pub sse: Bytes,
 }
 
 impl Message {
+    fn new(version: u64, seq: Option<i64>, kind: &str, id: Option<&str>, json: String) -> Message {
+        let sse = if kind == HEARTBEAT {
+            Bytes::from_static(b": heartbeat\n\n")
+        } else {
+            sse_block(kind, id, &json)
+        };
+        Message {
+            version,
+            seq,
+            kind: kind.into(),
+            id: id.map(Arc::from),
+            json: json.into(),
+            sse,
+        }
+    }
+
     fn transient(version: u64, kind: &str, data: impl Serialize) -> Message {
         let json = json!({
             "type": kind,
             "timestamp": rfc3339(Utc::now()),
             "data": data,
         });
-        Message {
-            version,
-            seq: None,
-            kind: kind.into(),
-            id: None,
-            json: json.to_string().into(),
-        }
+        Message::new(version, None, kind, None, json.to_string())
     }
 
     fn durable(version: u64, row: &outbox::EventRow) -> Message {
-        Message {
+        Message::new(
             version,
-            seq: Some(row.seq),
-            kind: row.event_type.as_str().into(),
-            id: Some(row.id.as_str().into()),
-            json: row.payload.as_str().into(),
-        }
+            Some(row.seq),
+            row.event_type.as_str(),
+            Some(&row.id),
+            row.payload.clone(),
+        )
     }
 
-    /// A heartbeat frame (WebSocket clients cannot see pings from a browser's script).
-    pub fn heartbeat() -> Message {
-        Message::transient(0, "heartbeat", Value::Null)
+    /// The heartbeat: an SSE comment, or a WebSocket ping and a `heartbeat` frame (a
+    /// page's script cannot see pings).
+    fn heartbeat(version: u64) -> Message {
+        Message::transient(version, HEARTBEAT, Value::Null)
+    }
+
+    /// Whether this is the heartbeat.
+    pub fn is_heartbeat(&self) -> bool {
+        &*self.kind == HEARTBEAT
     }
 
     /// The last message of a client that is closed, with the reason.
-    pub fn close(reason: &str) -> Message {
-        Message::transient(0, "close", json!({ "reason": reason }))
+    fn close(reason: &str) -> Message {
+        Message::transient(0, CLOSE, json!({ "reason": reason }))
     }
+
+    /// The reason of a `close` message (`None` for any other).
+    pub fn close_reason(&self) -> Option<String> {
+        if &*self.kind != CLOSE {
+            return None;
+        }
+        let body: Value = serde_json::from_str(&self.json).ok()?;
+        Some(body["data"]["reason"].as_str()?.to_owned())
+    }
+}
+
+const HEARTBEAT: &str = "heartbeat";
+const CLOSE: &str = "close";
+
+/// One Server-Sent Events block. axum's `Event` renders per client, and the feed's
+/// point is that a message is rendered once; the format is three line kinds. JSON
+/// written by serde has no raw line breaks, but a `data:` line per line keeps any
+/// payload intact.
+fn sse_block(kind: &str, id: Option<&str>, json: &str) -> Bytes {
+    let mut block = String::with_capacity(json.len() + kind.len() + 64);
+    block.push_str("event: ");
+    block.push_str(kind);
+    block.push('\n');
+    if let Some(id) = id {
+        block.push_str("id: ");
+        block.push_str(id);
+        block.push('\n');
+    }
+    for line in json.split('\n') {
+        block.push_str("data: ");
+        block.push_str(line.strip_suffix('\r').unwrap_or(line));
+        block.push('\n');
+    }
+    block.push('\n');
+    Bytes::from(block)
 }
 
 /// The in-memory state the snapshot is made of.
@@ -276,9 +341,9 @@ struct State {
     head_seq: i64,
     last_event_id: Option<String>,
     version: u64,
-    /// The serialized snapshot message (its `version` is the state's it was made at)
-    /// and the snapshot's own JSON text.
-    cached: Option<(Message, Arc<str>)>,
+    /// The serialized snapshot message and the snapshot's own JSON text, until what
+    /// the snapshot shows changes (heartbeats and job progress leave it valid).
+    cached: Option<(Message, Bytes)>,
 }
 
 struct Inner {
@@ -545,10 +610,8 @@ impl Live {
 
     /// The snapshot as a feed message and as its own JSON text, serialized once per
     /// change of state however many clients ask.
-    fn snapshot_message(&self, state: &mut State) -> (Message, Arc<str>) {
-        if let Some(cached) = &state.cached
-            && cached.0.version == state.version
-        {
+    fn snapshot_message(&self, state: &mut State) -> (Message, Bytes) {
+        if let Some(cached) = &state.cached {
             return cached.clone();
         }
         let snapshot = self.build_snapshot(state);
@@ -558,20 +621,20 @@ impl Live {
             serde_json::to_string(&snapshot.last_event_id).expect("an id serializes"),
             snapshot.generated_at,
         );
-        let message = Message {
-            version: state.version,
-            seq: None,
-            kind: "snapshot".into(),
-            id: state.last_event_id.as_deref().map(Arc::from),
-            json: json.into(),
-        };
-        let cached = (message, Arc::from(data));
+        let message = Message::new(
+            state.version,
+            None,
+            "snapshot",
+            state.last_event_id.as_deref(),
+            json,
+        );
+        let cached = (message, Bytes::from(data));
         state.cached = Some(cached.clone());
         cached
     }
 
     /// The snapshot, serialized (`GET /v1/live`).
-    pub fn snapshot_json(&self) -> Arc<str> {
+    pub fn snapshot_json(&self) -> Bytes {
         let mut state = self.lock();
         self.snapshot_message(&mut state).1
     }
@@ -645,6 +708,7 @@ impl Live {
         };
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().tail(stop.clone(), loaded));
+        tasks.spawn(self.clone().beat(stop.clone()));
         tasks.spawn(self.clone().follow_board(stop.clone(), board));
         if let Some(bulk) = bulk {
             tasks.spawn(self.clone().follow_jobs(stop.clone(), bulk.clone()));
@@ -657,9 +721,35 @@ impl Live {
         while tasks.join_next().await.is_some() {}
     }
 
+    /// Publishes the heartbeat to every client at once: one timer for the feed rather
+    /// than one per client, which under a thousand clients and fifty events a second
+    /// was a timer reset per event per client.
+    fn beat(self, stop: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
+        // The period counts from the call, not from the task's first turn.
+        let period = self.inner.settings.heartbeat;
+        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => self.publish_heartbeat(),
+                }
+            }
+        }
+    }
+
+    /// Publishes a heartbeat now.
+    pub fn publish_heartbeat(&self) {
+        let mut state = self.lock();
+        state.version += 1;
+        let _ = self.inner.sender.send(Message::heartbeat(state.version));
+    }
+
     async fn tail(self, stop: CancellationToken, mut loaded: bool) {
         let mut commits = self.inner.store.outbox_commits();
         loop {
+            let read_at = Instant::now();
             if !loaded {
                 match self.load().await {
                     Ok(()) => loaded = true,
@@ -668,6 +758,13 @@ impl Live {
             }
             if loaded && let Err(error) = self.poll_outbox().await {
                 tracing::warn!(%error, "the live feed cannot read the outbox");
+            }
+            // Commits made meanwhile are read together next time: every client is woken
+            // once for all of them instead of once per event. The first commit after a
+            // quiet spell goes out at once.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(read_at + MIN_READ_GAP) => {}
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -827,55 +924,93 @@ pub struct Feed {
     closed: bool,
 }
 
+/// What one message received from the ring means for a client.
+enum Step {
+    Send(Message),
+    /// Already sent (or covered by what was), or the client was resynced: look again.
+    Skip,
+    End,
+}
+
 impl Feed {
     /// The next message for this client; `None` when the feed is over (the daemon
     /// stops, or the client was closed after a `close` message).
     pub async fn next(&mut self) -> Option<Message> {
-        if let Some(message) = self.pending.pop_front() {
-            return Some(message);
-        }
-        if self.closed {
-            return None;
-        }
         loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Some(message);
+            }
+            if self.closed {
+                return None;
+            }
             let received = tokio::select! {
                 () = self.live.inner.stop.cancelled() => return None,
                 received = self.receiver.recv() => received,
             };
-            match received {
-                Ok(message) => {
-                    if message.version <= self.after_version {
-                        continue;
-                    }
-                    if let Some(seq) = message.seq {
-                        if seq <= self.after_seq {
-                            continue;
-                        }
-                        self.after_seq = seq;
-                    }
-                    return Some(message);
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let now = Instant::now();
-                    self.strikes.retain(|at| now - *at < STRIKE_WINDOW);
-                    self.strikes.push_back(now);
-                    if self.strikes.len() as u32 > MAX_STRIKES {
-                        metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
-                        tracing::info!(missed, "a live client kept falling behind; closed");
-                        self.closed = true;
-                        return Some(Message::close(
-                            "too slow: fell behind the feed repeatedly; reconnect",
-                        ));
-                    }
-                    metrics::counter!("wfmd_live_resyncs_total").increment(1);
-                    tracing::debug!(missed, "a live client fell behind; sent a fresh snapshot");
-                    self.resync();
-                    if let Some(message) = self.pending.pop_front() {
-                        return Some(message);
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+            match self.step(received) {
+                Step::Send(message) => return Some(message),
+                Step::Skip => {}
+                Step::End => return None,
             }
+        }
+    }
+
+    /// The next message if one is ready now, without waiting: a transport writes every
+    /// ready message together.
+    pub fn ready(&mut self) -> Option<Message> {
+        use broadcast::error::{RecvError, TryRecvError};
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Some(message);
+            }
+            if self.closed || self.live.inner.stop.is_cancelled() {
+                return None;
+            }
+            let received = match self.receiver.try_recv() {
+                Ok(message) => Ok(message),
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+            };
+            match self.step(received) {
+                Step::Send(message) => return Some(message),
+                Step::Skip => {}
+                Step::End => return None,
+            }
+        }
+    }
+
+    fn step(&mut self, received: Result<Message, broadcast::error::RecvError>) -> Step {
+        match received {
+            Ok(message) => {
+                if message.version <= self.after_version {
+                    return Step::Skip;
+                }
+                if let Some(seq) = message.seq {
+                    if seq <= self.after_seq {
+                        return Step::Skip;
+                    }
+                    self.after_seq = seq;
+                }
+                Step::Send(message)
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let now = Instant::now();
+                self.strikes.retain(|at| now - *at < STRIKE_WINDOW);
+                self.strikes.push_back(now);
+                if self.strikes.len() as u32 > MAX_STRIKES {
+                    metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                    tracing::info!(missed, "a live client kept falling behind; closed");
+                    self.closed = true;
+                    return Step::Send(Message::close(
+                        "too slow: fell behind the feed repeatedly; reconnect",
+                    ));
+                }
+                metrics::counter!("wfmd_live_resyncs_total").increment(1);
+                tracing::debug!(missed, "a live client fell behind; sent a fresh snapshot");
+                self.resync();
+                Step::Skip
+            }
+            Err(broadcast::error::RecvError::Closed) => Step::End,
         }
     }
 
@@ -1079,6 +1214,55 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&*feed.next().await.unwrap().kind, "snapshot");
+    }
+
+    #[tokio::test]
+    async fn one_timer_sends_every_client_the_heartbeat_each_period() {
+        let (store, _dir) = temp_store().await;
+        // After the store is open: its pool's timeouts would fire at once in paused time.
+        tokio::time::pause();
+        let live = Live::new(store.clone(), Settings::default());
+        let stop = CancellationToken::new();
+        let beating = tokio::spawn(live.clone().beat(stop.clone()));
+        let mut feeds = [
+            live.subscribe(Start::Fresh).await.unwrap(),
+            live.subscribe(Start::Fresh).await.unwrap(),
+        ];
+        for feed in &mut feeds {
+            assert_eq!(&*feed.next().await.unwrap().kind, "snapshot");
+        }
+        tokio::time::advance(Duration::from_secs(14)).await;
+        tokio::task::yield_now().await;
+        for feed in &mut feeds {
+            assert!(feed.ready().is_none(), "no heartbeat before 15 s");
+        }
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            for feed in &mut feeds {
+                let beat = tokio::time::timeout(Duration::from_millis(100), feed.next())
+                    .await
+                    .expect("the heartbeat at 15 s")
+                    .unwrap();
+                assert!(beat.is_heartbeat());
+                assert_eq!(&beat.sse[..], b": heartbeat\n\n", "an SSE comment");
+                assert_eq!(
+                    serde_json::from_str::<Value>(&beat.json).unwrap()["type"],
+                    "heartbeat"
+                );
+            }
+            tokio::time::advance(Duration::from_secs(14)).await;
+        }
+        stop.cancel();
+        beating.await.unwrap();
+    }
+
+    #[test]
+    fn an_sse_block_keeps_every_line_of_a_payload_as_a_data_line() {
+        let block = sse_block("bulk.completed", Some("evt_1"), "{\"a\":1,\n\"b\":2}\r\n");
+        assert_eq!(
+            std::str::from_utf8(&block).unwrap(),
+            "event: bulk.completed\nid: evt_1\ndata: {\"a\":1,\ndata: \"b\":2}\ndata: \n\n"
+        );
     }
 
     #[tokio::test]

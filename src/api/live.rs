@@ -19,14 +19,22 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
+use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as RawFrame};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::auth::{Caller, Preauthenticated};
 use super::error::Problem;
@@ -41,6 +49,12 @@ const RETRY_ADVICE: Duration = Duration::from_secs(1);
 
 /// A WebSocket client that has not taken a frame for this long is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A WebSocket text message longer than this (the snapshot: about 460 KB for 2,000
+/// agents) goes out in fragments of this size, and frames are written once this much is
+/// buffered. The WebSocket library's write buffer keeps the capacity of the largest
+/// frame it ever held, so a whole snapshot frame would stay allocated per client.
+const WS_FRAGMENT: usize = 16 * 1024;
 
 pub fn routes() -> Routes {
     vec![
@@ -100,7 +114,7 @@ fn start(headers: &HeaderMap, query: &FeedQuery) -> Result<Start, Problem> {
     responses((status = 200, description = "The snapshot", body = Snapshot))
 )]
 pub async fn snapshot(State(state): State<ApiState>) -> Response {
-    let mut response = state.live.snapshot_json().to_string().into_response();
+    let mut response = Body::from(state.live.snapshot_json()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -141,25 +155,24 @@ pub async fn events(
 ) -> Result<Response, Problem> {
     let start = start(&headers, &query)?;
     let feed = state.live.subscribe(start).await?;
-    let heartbeat = state.live.settings().heartbeat;
-    let stream = futures::stream::unfold((feed, true), |(mut feed, first)| async move {
+    let retry = Bytes::from(format!("retry: {}\n\n", RETRY_ADVICE.as_millis()));
+    // Each message's block was rendered once for every client; the heartbeat comes
+    // through the feed. hyper asks for the next block while the socket takes them, so
+    // the blocks that are ready go out in one write.
+    let blocks = futures::stream::unfold(feed, |mut feed| async move {
         let message = feed.next().await?;
-        let mut event = Event::default().event(&*message.kind).data(&*message.json);
-        if let Some(id) = &message.id {
-            event = event.id(&**id);
-        }
-        if first {
-            event = event.retry(RETRY_ADVICE);
-        }
-        Some((Ok::<_, Infallible>(event), (feed, false)))
+        Some((Ok::<_, Infallible>(message.sse), feed))
     });
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
-        .into_response();
-    // Proxies that buffer responses (nginx) would hold events back.
+    let body = futures::stream::once(async { Ok(retry) }).chain(blocks);
+    let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies that buffer responses (nginx) would hold events back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 
@@ -187,80 +200,209 @@ pub async fn events(
 )]
 pub async fn websocket(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     QueryParams(query): QueryParams<FeedQuery>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Result<Response, Problem> {
-    let upgrade = upgrade.map_err(|rejection| {
-        let status = if rejection.status() == StatusCode::UPGRADE_REQUIRED {
-            StatusCode::UPGRADE_REQUIRED
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        Problem::new(
-            status,
-            "not-a-websocket",
-            "Not a WebSocket upgrade",
-            format!(
-                "{}; open this route with a WebSocket client",
-                rejection.body_text()
-            ),
-        )
-    })?;
-    let start = start(&headers, &query)?;
+    let accept = accept_key(&request)?;
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return Err(not_a_websocket(
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded (HTTP/1.1 is needed)",
+        ));
+    };
+    let start = start(request.headers(), &query)?;
     let feed = state.live.subscribe(start).await?;
-    let heartbeat = state.live.settings().heartbeat;
-    Ok(upgrade.on_upgrade(move |socket| session(socket, feed, heartbeat)))
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let config = WebSocketConfig::default()
+            // Clients send nothing but pongs and a close: a small read buffer.
+            .read_buffer_size(4 * 1024)
+            .max_message_size(Some(64 * 1024))
+            .max_frame_size(Some(64 * 1024))
+            .write_buffer_size(WS_FRAGMENT);
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        session(socket, feed).await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(response)
 }
 
-async fn session(socket: WebSocket, mut feed: Feed, heartbeat: Duration) {
+/// Checks an RFC 6455 opening handshake and answers its `Sec-WebSocket-Accept`. The
+/// upgrade is taken from hyper directly rather than through axum's `WebSocketUpgrade`,
+/// whose socket cannot send a message in fragments (see [`WS_FRAGMENT`]).
+fn accept_key(request: &Request) -> Result<HeaderValue, Problem> {
+    let headers = request.headers();
+    let lists = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if request.method() != Method::GET
+        || !lists(header::CONNECTION, "upgrade")
+        || !lists(header::UPGRADE, "websocket")
+    {
+        return Err(not_a_websocket(
+            StatusCode::BAD_REQUEST,
+            "a GET with `Connection: upgrade` and `Upgrade: websocket` is needed",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err(not_a_websocket(
+            StatusCode::BAD_REQUEST,
+            "`Sec-WebSocket-Version` must be 13",
+        ));
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| {
+        not_a_websocket(StatusCode::BAD_REQUEST, "`Sec-WebSocket-Key` is missing")
+    })?;
+    Ok(
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .expect("base64 is a header value"),
+    )
+}
+
+fn not_a_websocket(status: StatusCode, detail: &str) -> Problem {
+    Problem::new(
+        status,
+        "not-a-websocket",
+        "Not a WebSocket upgrade",
+        format!("{detail}; open this route with a WebSocket client"),
+    )
+}
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Sends the feed to one WebSocket client until it ends, the client leaves, or the
+/// client takes no frame for [`SEND_TIMEOUT`].
+async fn session(socket: Socket, mut feed: Feed) {
     let (mut sink, mut incoming) = socket.split();
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     loop {
-        let frames: Vec<Frame> = tokio::select! {
-            message = feed.next() => match message {
-                Some(message) if &*message.kind == "close" => {
-                    let reason = serde_json::from_str::<serde_json::Value>(&message.json)
-                        .ok()
-                        .and_then(|v| v["data"]["reason"].as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    vec![
-                        Frame::Text(message.json.to_string().into()),
-                        Frame::Close(Some(CloseFrame { code: 1008, reason: reason.into() })),
-                    ]
+        let first = tokio::select! {
+            message = feed.next() => message,
+            gone = client_left(&mut incoming) => {
+                if gone {
+                    return;
                 }
-                Some(message) => vec![Frame::Text(message.json.to_string().into())],
-                None => vec![Frame::Close(Some(CloseFrame {
-                    code: 1001,
-                    reason: "wfmd is stopping".into(),
-                }))],
-            },
-            _ = beat.tick() => vec![
-                Frame::Ping(Vec::new().into()),
-                Frame::Text(Message::heartbeat().json.to_string().into()),
-            ],
-            frame = incoming.next() => match frame {
-                // Pongs are answered by the library; text from the client means nothing.
-                Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => continue,
-            },
+                continue;
+            }
         };
-        let closing = matches!(frames.last(), Some(Frame::Close(_)));
-        for frame in frames {
-            match tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
-                    tracing::info!("a WebSocket client took no frame for 30 s; closed");
+        let Some(mut message) = first else {
+            let frame = Frame::Close(Some(CloseFrame {
+                code: CloseCode::Away,
+                reason: "wfmd is stopping".into(),
+            }));
+            let _ = within(sink.send(frame)).await;
+            return;
+        };
+        // Every message that is ready goes into the buffer, then one flush.
+        loop {
+            let reason = message.close_reason();
+            for frame in frames(message) {
+                // Buffered, and written out as the buffer fills.
+                if within(sink.feed(frame)).await.is_err() {
                     return;
                 }
             }
+            if let Some(reason) = reason {
+                let frame = Frame::Close(Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: reason.into(),
+                }));
+                let _ = within(sink.send(frame)).await;
+                return;
+            }
+            match feed.ready() {
+                Some(next) => message = next,
+                None => break,
+            }
         }
-        if closing {
+        if within(sink.flush()).await.is_err() {
             return;
         }
     }
+}
+
+/// Reads one frame from the client: `true` when it closed or the connection broke.
+/// Pongs are answered by the library; text from the client means nothing.
+async fn client_left(incoming: &mut SplitStream<Socket>) -> bool {
+    matches!(
+        incoming.next().await,
+        Some(Ok(Frame::Close(_))) | None | Some(Err(_))
+    )
+}
+
+/// A message's frames: the JSON text (in fragments when long); a heartbeat is also
+/// a ping.
+fn frames(message: Message) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    if message.is_heartbeat() {
+        frames.push(Frame::Ping(Bytes::new()));
+    }
+    let text = message.json;
+    if text.len() <= WS_FRAGMENT {
+        frames.push(Frame::Text(text));
+        return frames;
+    }
+    let bytes = Bytes::from(text.clone());
+    let mut at = 0;
+    while at < text.len() {
+        // Fragments end on character boundaries, for clients that check each one.
+        let mut end = (at + WS_FRAGMENT).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let opcode = if at == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let fin = end == text.len();
+        frames.push(Frame::Frame(RawFrame::message(
+            bytes.slice(at..end),
+            opcode,
+            fin,
+        )));
+        at = end;
+    }
+    frames
+}
+
+/// Waits for a send, buffer or flush of the socket, closing the client that takes
+/// nothing for [`SEND_TIMEOUT`]. The timer is only armed when the socket does not
+/// take the frame at once: the common case costs no timer per frame and client.
+async fn within<F>(mut send: F) -> Result<(), ()>
+where
+    F: Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let done = match futures::poll!(&mut send) {
+        std::task::Poll::Ready(done) => done,
+        std::task::Poll::Pending => match tokio::time::timeout(SEND_TIMEOUT, send).await {
+            Ok(done) => done,
+            Err(_) => {
+                metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                tracing::info!("a WebSocket client took no frame for 30 s; closed");
+                return Err(());
+            }
+        },
+    };
+    done.map_err(|_| ())
 }
 
 /// A ticket for opening the feed.

@@ -519,6 +519,35 @@ async fn the_websocket_carries_the_same_messages_as_json_frames() {
 }
 
 #[tokio::test]
+async fn a_snapshot_longer_than_a_websocket_fragment_arrives_as_one_message() {
+    // 400 agents make a snapshot of about 80 KB, sent in 16 KB fragments.
+    let sim = TestSim::start(wfmd::sim::SimConfig {
+        agents: 400,
+        ..wfmd::sim::SimConfig::default()
+    })
+    .await;
+    let app = TestApp::spawn_with(sim, |config| config.live.enabled = true).await;
+    let served = wait_for_roster(&app.address, None).await;
+    let url = format!("{}/v1/ws", app.address.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let frame = loop {
+        let frame = tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if frame.is_text() {
+            break frame;
+        }
+    };
+    let text = frame.to_text().unwrap();
+    assert!(text.len() > 64 * 1024, "a {} byte snapshot", text.len());
+    let snapshot: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["data"]["agents"], served["agents"]);
+}
+
+#[tokio::test]
 async fn watching_clients_cause_no_platform_call() {
     let app = spawn_with_roster().await;
     wait_for_roster(&app.address, None).await;
