@@ -156,6 +156,9 @@ pub struct SimStats {
     pub injected_faults: u64,
     /// API calls per route, e.g. `"GET /api/v2/users"` (without the cluster path).
     pub by_route: BTreeMap<String, u64>,
+    /// Subscription polls answered 429 for coming sooner than the interval after the
+    /// last accepted one (as the platform measures it: by arrival).
+    pub polls_too_early: u64,
 }
 
 /// Everything mutable, behind one lock.

@@ -228,6 +228,7 @@ async fn poll(State(sim): State<Simulator>, Path(id): Path<String>) -> Result<Re
         let interval = TimeDelta::from_std(sub.interval).unwrap_or(TimeDelta::MAX);
         let wait = last + interval - now;
         if wait > TimeDelta::zero() {
+            st.stats.polls_too_early += 1;
             let secs = sim.clock().wall_secs_ceil(wait);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -354,6 +354,11 @@ async fn polling_faster_than_the_interval_is_429_until_the_clock_moves() {
     let res = h.poll(&token, &id).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(h.sim().subscriptions()[0].polls, 2);
+    assert_eq!(
+        h.sim().stats().polls_too_early,
+        3,
+        "each refusal is counted"
+    );
 
     // Each subscription keeps its own spacing.
     let other = h
