@@ -49,6 +49,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -457,7 +458,10 @@ impl App {
         let analytics = Some(tokio::spawn(self.analytics.run(shutdown.clone())));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
-        let server = axum::serve(self.listener, api::router(state, self.tokens))
+        let listener = self.listener.tap_io(|connection| {
+            api::disconnect_when_stalled(connection, api::STALLED_CLIENT_TIMEOUT);
+        });
+        let server = axum::serve(listener, api::router(state, self.tokens))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {

@@ -53,6 +53,23 @@ const BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// How long `/readyz` waits for the platform before calling it unreachable.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A client that takes none of what wfmd sends for this long is disconnected.
+pub const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Has the kernel drop a connection whose sent data stays unacknowledged (a client
+/// that stopped reading, or vanished) for `timeout` (`TCP_USER_TIMEOUT`). A feed client
+/// that stops reading is otherwise never noticed: the server stops polling the stream
+/// while the socket is full, so nothing in wfmd runs for it. Idle connections, which
+/// have nothing unacknowledged, are not affected. Linux only; elsewhere a no-op.
+pub fn disconnect_when_stalled(connection: &tokio::net::TcpStream, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = socket2::SockRef::from(connection).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT on a connection");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (connection, timeout);
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -139,4 +156,32 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
         .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
         .with_state(state);
     layers::around(router)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_disconnected_after_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Connected, and never read from.
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        disconnect_when_stalled(&server, Duration::from_secs(1));
+        let chunk = vec![b'x'; 64 * 1024];
+        let writing = async {
+            loop {
+                if let Err(error) = server.write_all(&chunk).await {
+                    return error;
+                }
+            }
+        };
+        let error = tokio::time::timeout(Duration::from_secs(60), writing)
+            .await
+            .expect("the kernel drops the stalled connection");
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+    }
 }
