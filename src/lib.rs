@@ -461,7 +461,11 @@ impl App {
         let listener = self.listener.tap_io(|connection| {
             api::disconnect_when_stalled(connection, api::STALLED_CLIENT_TIMEOUT);
         });
-        let server = axum::serve(listener, api::router(state, self.tokens))
+        // A make-service that clones the router's `Arc` per connection: the router's own
+        // one rebuilds every route per connection (`with_state`), ~30 KB a connection
+        // that a thousand wallboards keep open.
+        let router = api::router(state, self.tokens).into_make_service();
+        let server = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
