@@ -49,8 +49,8 @@ pub struct RetentionConfig {
     /// How often a pruning pass runs.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// Rows removed per write transaction; each transaction is short, and other writers
-    /// go between two of them.
+    /// The most rows removed per write transaction; each is sized to hold the write
+    /// lock about 4 ms, and other writers go between two of them.
     pub batch_size: u32,
 }
 

@@ -9,6 +9,7 @@
 //! instead of counting what is left.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -95,10 +96,11 @@ pub async fn prune_batch(
     cutoff: DateTime<Utc>,
     limit: u32,
     now: DateTime<Utc>,
-) -> Result<u64, PruneError> {
+) -> Result<Step, PruneError> {
     let cutoff_ms = to_ms(cutoff);
     let limit = i64::from(limit.max(1));
     let mut tx = store.begin_write().await?;
+    let locked = Instant::now();
     let (removed, kept_from) = match kind {
         Kind::OutboxDelivered | Kind::OutboxDead => (
             prune_outbox(&mut tx, kind == Kind::OutboxDead, cutoff_ms, limit).await?,
@@ -161,7 +163,19 @@ pub async fn prune_batch(
         .await?;
     }
     tx.commit().await?;
-    Ok(removed)
+    Ok(Step {
+        done: removed,
+        held: locked.elapsed(),
+    })
+}
+
+/// What one write step of retention did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Rows removed (by a batch) or free pages left (after a vacuum step).
+    pub done: u64,
+    /// How long it held the write lock (from `BEGIN IMMEDIATE` to after the commit).
+    pub held: Duration,
 }
 
 async fn delete_ids(
@@ -479,15 +493,22 @@ pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
 
 /// Gives up to `pages` free pages back to the file system (one short write); returns
 /// how many free pages remain.
-pub async fn incremental_vacuum(store: &Store, pages: u32) -> Result<i64, sqlx::Error> {
+pub async fn incremental_vacuum(store: &Store, pages: u32) -> Result<Step, sqlx::Error> {
+    let mut conn = store.writer().acquire().await?;
+    let locked = Instant::now();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "PRAGMA incremental_vacuum({pages})"
     )))
-    .execute(store.writer())
+    .execute(&mut *conn)
     .await?;
-    sqlx::query_scalar("PRAGMA freelist_count")
-        .fetch_one(store.writer())
-        .await
+    let held = locked.elapsed();
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Step {
+        done: u64::try_from(free).unwrap_or(0),
+        held,
+    })
 }
 
 /// Makes a database created without incremental vacuum able to shrink: sets the mode
@@ -533,19 +554,22 @@ mod tests {
         assert_eq!(
             prune_batch(&store, Kind::Intervals, cutoff, 1, at)
                 .await
-                .unwrap(),
+                .unwrap()
+                .done,
             1
         );
         assert_eq!(
             prune_batch(&store, Kind::Intervals, cutoff, 10, at)
                 .await
-                .unwrap(),
+                .unwrap()
+                .done,
             1
         );
         assert_eq!(
             prune_batch(&store, Kind::Intervals, cutoff, 10, at)
                 .await
-                .unwrap(),
+                .unwrap()
+                .done,
             0
         );
         let refused = check_window(store.reader(), &[Kind::Attempts, Kind::Intervals], at)

@@ -128,6 +128,12 @@ fn state_ms(row: &DailyRow, state: AgentState) -> i64 {
     }
 }
 
+/// The start of the first day not over at `now` (with [`SETTLE`]): it has no rollup
+/// yet, so its raw records are all needed.
+pub fn first_unfinished_day(now: DateTime<Utc>) -> DateTime<Utc> {
+    from_ms(to_ms(now - SETTLE).div_euclid(DAY_MS) * DAY_MS)
+}
+
 /// Computes and stores the rollup of every completed day in `[from_day, to_day)` that
 /// has none yet. Returns how many days were computed.
 pub async fn ensure_rollups(
@@ -590,10 +596,9 @@ mod tests {
         rows
     }
 
-    /// Retention keeping the last `days` days of intervals and attempts, nothing else
-    /// pruned.
-    fn keeping(store: &Store, days: u64) -> crate::engine::retention::Retention {
-        let age = Some(std::time::Duration::from_secs(days * 86_400));
+    /// Retention keeping intervals and attempts for `age`, nothing else pruned.
+    fn keeping(store: &Store, age: std::time::Duration) -> crate::engine::retention::Retention {
+        let age = Some(age);
         let config = crate::config::retention::RetentionConfig {
             outbox_delivered: None,
             outbox_dead: None,
@@ -624,7 +629,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let store = seeded_store(&dir).await;
-        let pass = keeping(&store, 5)
+        let pass = keeping(&store, FIVE_DAYS)
             .with_rollups(threshold.to_std().unwrap())
             .prune(now, &Default::default())
             .await
@@ -648,12 +653,42 @@ mod tests {
         }
     }
 
+    const FIVE_DAYS: std::time::Duration = std::time::Duration::from_secs(5 * 86_400);
+
+    #[tokio::test]
+    async fn a_retention_shorter_than_a_day_keeps_an_unfinished_days_records_for_its_rollup() {
+        let day = start() + TimeDelta::days(4);
+        let whole_day = QuerySpec {
+            from: day,
+            to: day + TimeDelta::days(1),
+            ..spec(Bucket::Day, &ALL, &["agent"])
+        };
+        let untouched_dir = tempfile::tempdir().unwrap();
+        let untouched = seeded_store(&untouched_dir).await;
+        let expected = collect(&untouched, &whole_day, Path::Rollups).await;
+        assert!(!expected.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = seeded_store(&dir).await;
+        let hourly = keeping(&store, std::time::Duration::from_secs(3_600))
+            .with_rollups(std::time::Duration::from_secs(120));
+        // Three hours into the day, then the next day, once it is over.
+        for now in [
+            day + TimeDelta::hours(3),
+            day + TimeDelta::days(1) + TimeDelta::hours(2),
+        ] {
+            let pass = hourly.prune(now, &Default::default()).await.unwrap();
+            assert!(pass.removed(Kind::Intervals) > 0, "{pass:?}");
+        }
+        assert_eq!(collect(&store, &whole_day, Path::Rollups).await, expected);
+    }
+
     #[tokio::test]
     async fn a_day_query_over_pruned_days_without_rollups_is_refused_not_undercounted() {
         let now = start() + TimeDelta::days(DAYS + 1);
         let dir = tempfile::tempdir().unwrap();
         let store = seeded_store(&dir).await;
-        keeping(&store, 5)
+        keeping(&store, FIVE_DAYS)
             .prune(now, &Default::default())
             .await
             .unwrap();
