@@ -30,9 +30,6 @@ const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// Free pages handed back per incremental-vacuum step at most (4 MiB at 4 KiB pages).
 const VACUUM_PAGES: u32 = 1_024;
 
-/// How often a pass copies the write-ahead log into the database file itself.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
 /// How long one step should hold the write lock. Measured with 32 writers committing
 /// (`cargo bench --bench retention`): batches of 500 delivered events held it about
 /// 50 ms, and the writers' p99 commit went from 12 ms to 105 ms.
@@ -258,7 +255,6 @@ impl Retention {
             }
             let mut removed = 0;
             let mut size = StepSize::new(self.config.batch_size);
-            let mut checkpointed = Instant::now();
             while !cancel.is_cancelled() {
                 let started = Instant::now();
                 let step = match pruning::prune_batch(&self.store, kind, cutoff, size.size, now)
@@ -278,7 +274,7 @@ impl Retention {
                 removed += step.done;
                 metrics::counter!("wfmd_retention_removed_rows_total", "kind" => kind.as_str())
                     .increment(step.done);
-                self.rest(started.elapsed(), &mut checkpointed).await;
+                tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
             }
             if removed > 0 {
                 report.removed.push((kind, removed));
@@ -296,21 +292,6 @@ impl Retention {
         }
     }
 
-    /// Between two steps: rests as long as the step took, and at most every
-    /// [`CHECKPOINT_EVERY`] copies the log of what the steps wrote into the database
-    /// file first. Left to itself SQLite does that in whichever commit finds the log
-    /// over 1,000 pages, and pruning fills the log quickly: a commit of the engine would
-    /// carry it.
-    async fn rest(&self, took: Duration, checkpointed: &mut Instant) {
-        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
-            if let Err(error) = pruning::checkpoint_wal(&self.store).await {
-                tracing::debug!(%error, "retention could not checkpoint the log");
-            }
-            *checkpointed = Instant::now();
-        }
-        tokio::time::sleep(took.max(MIN_PAUSE)).await;
-    }
-
     /// Hands free pages back to the file system in small steps.
     async fn vacuum(&self, cancel: &CancellationToken) -> Result<(), sqlx::Error> {
         if pruning::auto_vacuum(&self.store).await? != 2 {
@@ -318,7 +299,6 @@ impl Retention {
             return Ok(());
         }
         let mut size = StepSize::new(VACUUM_PAGES);
-        let mut checkpointed = Instant::now();
         while !cancel.is_cancelled() {
             let started = Instant::now();
             let step = pruning::incremental_vacuum(&self.store, size.size).await?;
@@ -330,7 +310,7 @@ impl Retention {
                 done: u64::from(size.size),
                 held: step.held,
             });
-            self.rest(started.elapsed(), &mut checkpointed).await;
+            tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
         }
         Ok(())
     }

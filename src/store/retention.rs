@@ -511,16 +511,6 @@ pub async fn incremental_vacuum(store: &Store, pages: u32) -> Result<Step, sqlx:
     })
 }
 
-/// Copies the write-ahead log into the database file from a reader connection.
-/// `PASSIVE` neither waits for nor blocks a writer: what a writer holds is left for the
-/// next time.
-pub async fn checkpoint_wal(store: &Store) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(store.reader())
-        .await?;
-    Ok(())
-}
-
 /// Makes a database created without incremental vacuum able to shrink: sets the mode
 /// and rebuilds the file once (`VACUUM`, which holds the write lock throughout).
 pub async fn convert_to_incremental(store: &Store) -> Result<(), sqlx::Error> {
