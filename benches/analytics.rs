@@ -66,17 +66,9 @@ fn main() {
     }
 }
 
-/// Kilobytes of a `/proc/self/status` line (`VmRSS:`, `VmHWM:`); 0 where unreadable.
+/// Kilobytes of a `/proc/self/status` line; 0 where unreadable.
 fn status_kb(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(key))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    common::status_kb("self", key).unwrap_or(0)
 }
 
 fn platform_csv_bench() {

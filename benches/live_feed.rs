@@ -359,14 +359,7 @@ impl Daemon {
     }
 
     fn resident_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse().ok())
-            .unwrap();
-        kb / 1024.0
+        common::resident_mb(self.child.id())
     }
 
     /// SIGTERM, then waits: the feeds end, so every client's stream ends.

@@ -17,17 +17,6 @@ use std::time::{Duration, Instant};
 const SCALE: f64 = 30.0;
 const AGENTS: &str = "2000";
 
-fn resident_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
 fn main() {
     let folder = tempfile::tempdir().unwrap();
     let mut wfmd = Command::new(env!("CARGO_BIN_EXE_wfmd"))
@@ -48,7 +37,7 @@ fn main() {
             std::thread::sleep(wait);
         }
         assert!(wfmd.try_wait().unwrap().is_none(), "wfmd exited early");
-        samples.push((minute, resident_mb(wfmd.id())));
+        samples.push((minute, common::resident_mb(wfmd.id())));
     }
     let _ = Command::new("kill")
         .args(["-TERM", &wfmd.id().to_string()])

@@ -29,15 +29,9 @@ const ATTEMPTS: usize = 200_000;
 const AGENTS: usize = 2_000;
 const INTERVALS_PER_AGENT: usize = 5;
 
-/// A `/proc/self/status` figure in kB.
+/// Kilobytes of a `/proc/self/status` line; 0 where unreadable.
 fn status_kb(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    common::status_kb("self", key).unwrap_or(0)
 }
 
 /// Resets VmHWM to the current RSS (Linux: writing 5 to clear_refs), so the peak of one

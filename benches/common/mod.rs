@@ -17,6 +17,22 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Kilobytes on a line of `/proc/{process}/status` (`VmRSS:`, `VmHWM:`), `process`
+/// being a pid or `self`; `None` where it cannot be read (not Linux).
+pub fn status_kb(process: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// The resident memory of process `pid`, in MB (Linux only).
+pub fn resident_mb(pid: u32) -> f64 {
+    let kb = status_kb(&pid.to_string(), "VmRSS:").expect("/proc/PID/status has VmRSS");
+    kb as f64 / 1024.0
+}
+
 /// `MET` or `MISSED`, printed beside each figure.
 pub fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "MISSED" }
