@@ -96,6 +96,40 @@ impl Sse {
     }
 }
 
+/// A WebSocket client of the feed.
+pub struct Ws(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl Ws {
+    /// Opens `/v1/ws` with `query` (`""`, or `?ticket=…`) on `address`.
+    pub async fn open(address: &str, query: &str) -> Ws {
+        let url = format!("{}/v1/ws{query}", address.replace("http://", "ws://"));
+        Ws(tokio_tungstenite::connect_async(url).await.unwrap().0)
+    }
+
+    /// The next message's text, failing the test after the deadline or on a frame that
+    /// is not text; pings and pongs are skipped.
+    pub async fn next_text(&mut self) -> String {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.0.next())
+                .await
+                .expect("a frame within the deadline")
+                .expect("the socket stays open")
+                .unwrap();
+            if frame.is_ping() || frame.is_pong() {
+                continue;
+            }
+            return frame.into_text().expect("a text frame").to_string();
+        }
+    }
+
+    /// The next message, parsed.
+    pub async fn next(&mut self) -> Value {
+        serde_json::from_str(&self.next_text().await).unwrap()
+    }
+}
+
 /// Outbox ids in commit order.
 async fn outbox_ids(store: &wfmd::store::Store) -> Vec<String> {
     sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY seq")
@@ -443,20 +477,9 @@ async fn a_ticket_opens_the_feed_once_and_a_viewer_may_watch_but_not_act() {
         assert_eq!(status, 401, "{refused}");
     }
     // The WebSocket takes a ticket the same way.
-    let ws_url = format!(
-        "{}/v1/ws?ticket={}",
-        app.address.replace("http://", "ws://"),
-        ask().await
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    let frame = tokio::time::timeout(DEADLINE, socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let message: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-    assert_eq!(message["type"], "snapshot");
-    socket.close(None).await.unwrap();
+    let mut socket = Ws::open(&app.address, &format!("?ticket={}", ask().await)).await;
+    assert_eq!(socket.next().await["type"], "snapshot");
+    socket.0.close(None).await.unwrap();
     // A viewer watches but does not act.
     let agent = app.sim.free_agents().remove(0);
     for (path, body) in [
@@ -486,21 +509,8 @@ async fn a_ticket_opens_the_feed_once_and_a_viewer_may_watch_but_not_act() {
 async fn the_websocket_carries_the_same_messages_as_json_frames() {
     let app = spawn_with_roster().await;
     wait_for_roster(&app.address, None).await;
-    let url = format!("{}/v1/ws", app.address.replace("http://", "ws://"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let mut next = async || -> Value {
-        loop {
-            let frame = tokio::time::timeout(DEADLINE, socket.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            if frame.is_text() {
-                return serde_json::from_str(frame.to_text().unwrap()).unwrap();
-            }
-        }
-    };
-    let snapshot = next().await;
+    let mut socket = Ws::open(&app.address, "").await;
+    let snapshot = socket.next().await;
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["data"]["agents"].as_array().unwrap().len(), 60);
     let agent = movable(&app.sim).remove(0);
@@ -508,7 +518,7 @@ async fn the_websocket_carries_the_same_messages_as_json_frames() {
     let (status, _) = app.set_state(&agent.id, target).await;
     assert_eq!(status, 200);
     let event = loop {
-        let message = next().await;
+        let message = socket.next().await;
         if message["type"] == "agent.state_changed" {
             break message;
         }
@@ -528,21 +538,9 @@ async fn a_snapshot_longer_than_a_websocket_fragment_arrives_as_one_message() {
     .await;
     let app = TestApp::spawn_with(sim, |config| config.live.enabled = true).await;
     let served = wait_for_roster(&app.address, None).await;
-    let url = format!("{}/v1/ws", app.address.replace("http://", "ws://"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let frame = loop {
-        let frame = tokio::time::timeout(DEADLINE, socket.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if frame.is_text() {
-            break frame;
-        }
-    };
-    let text = frame.to_text().unwrap();
+    let text = Ws::open(&app.address, "").await.next_text().await;
     assert!(text.len() > 64 * 1024, "a {} byte snapshot", text.len());
-    let snapshot: Value = serde_json::from_str(text).unwrap();
+    let snapshot: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["data"]["agents"], served["agents"]);
 }
@@ -607,18 +605,8 @@ async fn without_tokens_the_feed_needs_no_ticket_and_ignores_a_stale_one() {
     let app = TestApp::spawn().await;
     let mut feed = Sse::open(&app.address, "/v1/events?ticket=tkt_made-up", &[]).await;
     assert_eq!(feed.next().await.event, "snapshot");
-    let url = format!(
-        "{}/v1/ws?ticket=tkt_made-up",
-        app.address.replace("http://", "ws://")
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let frame = tokio::time::timeout(DEADLINE, socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let message: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-    assert_eq!(message["type"], "snapshot");
+    let mut socket = Ws::open(&app.address, "?ticket=tkt_made-up").await;
+    assert_eq!(socket.next().await["type"], "snapshot");
 }
 
 /// The page says that a platform without queue objects shows its skills as queues.
