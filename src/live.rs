@@ -941,7 +941,7 @@ impl Feed {
     /// stops, or the client was closed after a `close` message).
     pub async fn next(&mut self) -> Option<Message> {
         loop {
-            if let Some(message) = self.pending.pop_front() {
+            if let Some(message) = self.ready() {
                 return Some(message);
             }
             if self.closed {
