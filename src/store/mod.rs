@@ -10,6 +10,10 @@
 //! The functions that write take a `&mut SqliteConnection` so a caller can compose them
 //! into one transaction (an accepted change writes interval, attempt, audit entry and
 //! outbox event together, or nothing).
+//!
+//! Housekeeping (retention's batches and vacuum steps) writes on a connection of its own
+//! without a flush per commit, taking its turn at the write connection like any other
+//! write: see [`Store::housekeeping`].
 
 pub mod analytics;
 pub mod attempts;
@@ -33,11 +37,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 /// The embedded migrations (`migrations/`), applied at start and by `wfmd migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -53,6 +58,8 @@ const READ_CONNECTIONS: u32 = 4;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// One connection for housekeeping, opened on first use (see [`Store::housekeeping`]).
+    housekeeping: SqlitePool,
     /// Pinged after a commit that wrote outbox events, so delivery starts at once
     /// instead of at its next poll.
     outbox: Arc<tokio::sync::Notify>,
@@ -116,17 +123,14 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
         }
-        let connection_key = audit_key.clone();
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .after_connect(move |conn, _| {
-                let key = connection_key.clone();
-                Box::pin(async move { audit::hold_key(conn, key.as_ref()).await })
-            })
+        let write = single_writer(audit_key.clone())
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
+        // Its commits are not flushed one by one; SQLite still syncs around checkpoints in
+        // this mode, so the file stays consistent (see [`Store::housekeeping`]).
+        let housekeeping = single_writer(audit_key.clone())
+            .connect_lazy_with(options.clone().synchronous(SqliteSynchronous::Normal));
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(options.clone())
@@ -135,6 +139,7 @@ impl Store {
         Ok(Store {
             write,
             read,
+            housekeeping,
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,
@@ -146,8 +151,8 @@ impl Store {
         self.audit_key.as_ref()
     }
 
-    /// The pool of the one write connection, for retention's maintenance statements
-    /// (`PRAGMA incremental_vacuum`) that must run outside a transaction.
+    /// The pool of the one write connection, for statements that must run outside a
+    /// transaction with the engine's settings (the one-time `VACUUM` conversion).
     pub(crate) fn writer(&self) -> &SqlitePool {
         &self.write
     }
@@ -182,6 +187,28 @@ impl Store {
     /// Starts a write transaction holding the database's write lock (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Takes the write connection's turn and hands out the housekeeping connection, for
+    /// maintenance writes whose loss in a power cut costs nothing: the rows a lost
+    /// retention batch removed come back and go again in the next pass.
+    ///
+    /// Its commits skip the flush to disk (`synchronous=NORMAL`) that each engine commit
+    /// pays (`FULL`). That flush is a part of a batch's hold no batch size takes away, and
+    /// on a busy disk it grows to tens of milliseconds, which the engine's commits queue
+    /// behind. Nothing committed by anyone else becomes less durable: an engine commit
+    /// flushes the write-ahead log with every frame before its own, and checkpoints sync
+    /// in both modes.
+    ///
+    /// The write connection is held unused meanwhile, so the daemon's writes wait for
+    /// this one in the pool's queue as for any other, never in SQLite's busy handler.
+    pub async fn housekeeping(&self) -> Result<Housekeeping, sqlx::Error> {
+        let write_turn = self.write.acquire().await?;
+        let conn = self.housekeeping.acquire().await?;
+        Ok(Housekeeping {
+            conn,
+            _write_turn: write_turn,
+        })
     }
 
     /// Wakes whoever waits on [`Store::outbox_signal`]; call after committing events.
@@ -220,10 +247,50 @@ impl Store {
         .await
     }
 
-    /// Closes both pools, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
+        self.housekeeping.close().await;
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// A pool of the one connection that writes, holding the audit chain's key.
+fn single_writer(audit_key: Option<audit::AuditKey>) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(60))
+        .after_connect(move |conn, _| {
+            let key = audit_key.clone();
+            Box::pin(async move { audit::hold_key(conn, key.as_ref()).await })
+        })
+}
+
+/// The housekeeping connection, with the write connection's turn (see
+/// [`Store::housekeeping`]); both are given back when it drops.
+pub struct Housekeeping {
+    conn: PoolConnection<Sqlite>,
+    _write_turn: PoolConnection<Sqlite>,
+}
+
+impl Housekeeping {
+    /// Starts a write transaction on the housekeeping connection.
+    pub async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
+        sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await
+    }
+}
+
+impl std::ops::Deref for Housekeeping {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Housekeeping {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
     }
 }
 
@@ -309,6 +376,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+        tx.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn housekeeping_holds_the_write_turn_and_only_its_own_commits_skip_the_flush() {
+        let (store, _dir) = testing::temp_store().await;
+        let mut housekeeping = store.housekeeping().await.unwrap();
+        assert_eq!(
+            store.write.num_idle(),
+            0,
+            "the engine's writes queue for the turn, not in SQLite's busy handler"
+        );
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *housekeeping)
+            .await
+            .unwrap();
+        assert_eq!(sync, 1, "NORMAL");
+        let mut tx = housekeeping.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO retention_horizons (kind, kept_from, pruned_rows, updated_at)
+             VALUES ('samples', 1, 1, 1)",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        drop(housekeeping);
+
+        let mut tx = tokio::time::timeout(Duration::from_secs(10), store.begin_write())
+            .await
+            .expect("the turn is given back")
+            .unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "the engine's commits stay FULL");
+        let pruned: i64 = sqlx::query_scalar("SELECT pruned_rows FROM retention_horizons")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            pruned, 1,
+            "the engine writes on what housekeeping committed"
+        );
         tx.rollback().await.unwrap();
     }
 

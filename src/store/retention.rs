@@ -3,7 +3,9 @@
 //! the file system.
 //!
 //! Each [`prune_batch`] is one short `BEGIN IMMEDIATE` transaction of at most `limit`
-//! rows, so writers of the engine wait for one batch at most, never for a whole pass.
+//! rows, so writers of the engine wait for one batch at most, never for a whole pass. It
+//! runs on the housekeeping connection ([`Store::housekeeping`]), in the write
+//! connection's turn and without a flush of its own.
 //! A batch that removed rows moves its kind's horizon to the cutoff in the same
 //! transaction: reports asked about an earlier window can then say "not kept before"
 //! instead of counting what is left.
@@ -99,8 +101,9 @@ pub async fn prune_batch(
 ) -> Result<Step, PruneError> {
     let cutoff_ms = to_ms(cutoff);
     let limit = i64::from(limit.max(1));
-    let mut tx = store.begin_write().await?;
+    let mut housekeeping = store.housekeeping().await?;
     let locked = Instant::now();
+    let mut tx = housekeeping.begin().await?;
     let (removed, kept_from) = match kind {
         Kind::OutboxDelivered | Kind::OutboxDead => (
             prune_outbox(&mut tx, kind == Kind::OutboxDead, cutoff_ms, limit).await?,
@@ -494,7 +497,7 @@ pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
 /// Gives up to `pages` free pages back to the file system (one short write); returns
 /// how many free pages remain.
 pub async fn incremental_vacuum(store: &Store, pages: u32) -> Result<Step, sqlx::Error> {
-    let mut conn = store.writer().acquire().await?;
+    let mut conn = store.housekeeping().await?;
     let locked = Instant::now();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "PRAGMA incremental_vacuum({pages})"
