@@ -35,9 +35,14 @@ const VACUUM_PAGES: u32 = 1_024;
 /// 50 ms, and the writers' p99 commit went from 12 ms to 105 ms.
 const HOLD_TARGET: Duration = Duration::from_millis(4);
 
+/// The fewest rows (or pages) a step is shrunk to. A step's hold has a part no size
+/// takes away (the commit; on a busy disk, tens of milliseconds): shrinking further only
+/// makes the pass crawl, one row per step, without shortening any hold.
+const LEAST_STEP: u32 = 16;
+
 /// The size of the next write step: shrunk in proportion when a step held the lock
-/// longer than [`HOLD_TARGET`], doubled after a full step that took under half of it,
-/// never above the configured most.
+/// longer than [`HOLD_TARGET`] (to [`LEAST_STEP`] at the least), doubled after a full
+/// step that took under half of it, never above the configured most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StepSize {
     size: u32,
@@ -58,7 +63,9 @@ impl StepSize {
         if step.held > HOLD_TARGET {
             let scaled =
                 u128::from(self.size) * HOLD_TARGET.as_micros() / step.held.as_micros().max(1);
-            self.size = u32::try_from(scaled).unwrap_or(u32::MAX).max(1);
+            self.size = u32::try_from(scaled)
+                .unwrap_or(u32::MAX)
+                .max(LEAST_STEP.min(self.most));
         } else if step.held < HOLD_TARGET / 2 && step.done >= u64::from(self.size) {
             self.size = self.size.saturating_mul(2).min(self.most);
         }
@@ -75,6 +82,18 @@ pub struct PassReport {
     pub removed: Vec<(Kind, u64)>,
     /// Bytes the file shrank by.
     pub shrunk_bytes: u64,
+    /// What the pass spent its time on, in order: each kind with an age, then the
+    /// vacuum when the file had free pages.
+    pub parts: Vec<PassPart>,
+}
+
+/// One part of a pass: a kind's batches (with its rollups), or the vacuum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassPart {
+    /// The kind's `[retention]` key, or `vacuum`.
+    pub name: &'static str,
+    pub started: Instant,
+    pub took: Duration,
 }
 
 impl PassReport {
@@ -181,6 +200,7 @@ impl Retention {
                     match self.prune(Utc::now(), &cancel).await {
                         Ok(report) if !report.removed.is_empty() => tracing::info!(
                             removed = ?report.removed, shrunk_bytes = report.shrunk_bytes,
+                            took = ?report.parts.iter().map(|p| (p.name, p.took)).collect::<Vec<_>>(),
                             "retention pass done"
                         ),
                         Ok(_) => {}
@@ -240,6 +260,7 @@ impl Retention {
             let Ok(age) = chrono::Duration::from_std(age) else {
                 continue;
             };
+            let part_started = Instant::now();
             let mut cutoff = now - age;
             let rolled_up = matches!(kind, Kind::Attempts | Kind::Intervals);
             if rolled_up && self.rollups.is_some() {
@@ -279,9 +300,22 @@ impl Retention {
             if removed > 0 {
                 report.removed.push((kind, removed));
             }
+            report.parts.push(PassPart {
+                name: kind.as_str(),
+                started: part_started,
+                took: part_started.elapsed(),
+            });
         }
-        if !report.removed.is_empty() {
+        // Also what an earlier pass freed and did not give back (it was stopped).
+        let (_, free) = pruning::size(&self.store).await?;
+        if free > 0 && !cancel.is_cancelled() {
+            let started = Instant::now();
             self.vacuum(cancel).await?;
+            report.parts.push(PassPart {
+                name: "vacuum",
+                started,
+                took: started.elapsed(),
+            });
         }
         let (size_after, _) = pruning::size(&self.store).await?;
         metrics::gauge!("wfmd_database_size_bytes").set(size_after as f64);
@@ -371,7 +405,10 @@ mod tests {
         size.after(step(40, 3));
         assert_eq!(size.size, 40, "near the target it stays");
         size.after(step(40, 10_000));
-        assert_eq!(size.size, 1, "never below one row");
+        assert_eq!(size.size, LEAST_STEP, "a slow commit shrinks it no further");
+        let mut tiny = StepSize::new(4);
+        tiny.after(step(4, 10_000));
+        assert_eq!(tiny.size, 4, "nor above a smaller configured most");
         assert_eq!(StepSize::new(0).size, 1);
     }
     use crate::store::audit::{self, NewEntry};
@@ -418,6 +455,52 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_pass_with_nothing_to_remove_gives_back_what_a_stopped_pass_freed() {
+        let (store, _dir) = temp_store().await;
+        let now = crate::store::from_ms(1_790_000_000_000);
+        let old = crate::store::to_ms(now - chrono::Duration::days(500));
+        let mut tx = store.begin_write().await.unwrap();
+        // 2,000 closed intervals of a kilobyte each: some hundreds of pages.
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO state_intervals (agent_id, state, reason, origin, started_at, ended_at)
+             SELECT 'u_' || i, 'NOT_READY', hex(zeroblob(500)), 'api', ?1, ?1 + 1000 FROM n",
+        )
+        .bind(old)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        // A pass stopped after its batches and before its vacuum left the pages free.
+        let cutoff = now - chrono::Duration::days(400);
+        let step = pruning::prune_batch(&store, Kind::Intervals, cutoff, 10_000, now)
+            .await
+            .unwrap();
+        assert_eq!(step.done, 2000);
+        let (size_before, free_before) = pruning::size(&store).await.unwrap();
+        assert!(free_before > 100 * 4096, "{free_before} bytes free");
+
+        let config = crate::config::Config::default();
+        let retention = Retention::new(store.clone(), &config.retention, &config.audit);
+        let report = retention
+            .prune(now, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(
+            report.removed.is_empty(),
+            "nothing left to remove: {report:?}"
+        );
+        assert!(
+            report.parts.iter().any(|part| part.name == "vacuum"),
+            "{report:?}"
+        );
+        let (size_after, free_after) = pruning::size(&store).await.unwrap();
+        assert_eq!(free_after, 0);
+        assert_eq!(report.shrunk_bytes, size_before - size_after);
+        assert!(report.shrunk_bytes >= free_before, "{report:?}");
     }
 
     #[tokio::test]
