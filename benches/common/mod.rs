@@ -33,6 +33,39 @@ pub fn resident_mb(pid: u32) -> f64 {
     kb as f64 / 1024.0
 }
 
+/// The machine's CPU time so far, from `/proc/stat`: all of it, and the part the
+/// hypervisor gave to other machines (steal). `None` where it cannot be read.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    pub fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is in user's).
+        Some(CpuTimes {
+            total: fields.iter().take(8).sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// The share of CPU time stolen between `self` and `later`: a figure measured while
+    /// a large share was stolen says more about the host than about wfmd.
+    pub fn steal_since(self, later: CpuTimes) -> f64 {
+        let total = later.total.saturating_sub(self.total).max(1);
+        later.steal.saturating_sub(self.steal) as f64 / total as f64
+    }
+}
+
 /// `MET` or `MISSED`, printed beside each figure.
 pub fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "MISSED" }
