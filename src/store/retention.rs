@@ -166,9 +166,11 @@ pub async fn prune_batch(
         .await?;
     }
     tx.commit().await?;
+    let held = locked.elapsed();
+    housekeeping.finish().await?;
     Ok(Step {
         done: removed,
-        held: locked.elapsed(),
+        held,
     })
 }
 
@@ -504,10 +506,11 @@ pub async fn incremental_vacuum(store: &Store, pages: u32) -> Result<Step, sqlx:
     )))
     .execute(&mut *conn)
     .await?;
-    let held = locked.elapsed();
     let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
         .fetch_one(&mut *conn)
         .await?;
+    let held = locked.elapsed();
+    conn.finish().await?;
     Ok(Step {
         done: u64::try_from(free).unwrap_or(0),
         held,
