@@ -94,6 +94,25 @@ pub struct PassPart {
     pub name: &'static str,
     pub started: Instant,
     pub took: Duration,
+    /// Its write steps, and how long they held the write lock: the 90th percentile
+    /// and the longest (what the engine's commits may have waited for).
+    pub steps: usize,
+    pub hold_p90: Duration,
+    pub longest_hold: Duration,
+}
+
+impl PassPart {
+    fn new(name: &'static str, started: Instant, mut holds: Vec<Duration>) -> PassPart {
+        holds.sort_unstable();
+        PassPart {
+            name,
+            started,
+            took: started.elapsed(),
+            steps: holds.len(),
+            hold_p90: holds.get(holds.len() * 9 / 10).copied().unwrap_or_default(),
+            longest_hold: holds.last().copied().unwrap_or_default(),
+        }
+    }
 }
 
 impl PassReport {
@@ -200,7 +219,9 @@ impl Retention {
                     match self.prune(Utc::now(), &cancel).await {
                         Ok(report) if !report.removed.is_empty() => tracing::info!(
                             removed = ?report.removed, shrunk_bytes = report.shrunk_bytes,
-                            took = ?report.parts.iter().map(|p| (p.name, p.took)).collect::<Vec<_>>(),
+                            parts = ?report.parts.iter()
+                                .map(|p| (p.name, p.took, p.steps, p.hold_p90, p.longest_hold))
+                                .collect::<Vec<_>>(),
                             "retention pass done"
                         ),
                         Ok(_) => {}
@@ -275,6 +296,7 @@ impl Retention {
                 continue;
             }
             let mut removed = 0;
+            let mut holds = Vec::new();
             let mut size = StepSize::new(self.config.batch_size);
             while !cancel.is_cancelled() {
                 let started = Instant::now();
@@ -288,6 +310,7 @@ impl Retention {
                         break;
                     }
                 };
+                holds.push(step.held);
                 if step.done == 0 {
                     break;
                 }
@@ -300,22 +323,16 @@ impl Retention {
             if removed > 0 {
                 report.removed.push((kind, removed));
             }
-            report.parts.push(PassPart {
-                name: kind.as_str(),
-                started: part_started,
-                took: part_started.elapsed(),
-            });
+            report
+                .parts
+                .push(PassPart::new(kind.as_str(), part_started, holds));
         }
         // Also what an earlier pass freed and did not give back (it was stopped).
         let (_, free) = pruning::size(&self.store).await?;
         if free > 0 && !cancel.is_cancelled() {
             let started = Instant::now();
-            self.vacuum(cancel).await?;
-            report.parts.push(PassPart {
-                name: "vacuum",
-                started,
-                took: started.elapsed(),
-            });
+            let holds = self.vacuum(cancel).await?;
+            report.parts.push(PassPart::new("vacuum", started, holds));
         }
         let (size_after, _) = pruning::size(&self.store).await?;
         metrics::gauge!("wfmd_database_size_bytes").set(size_after as f64);
@@ -326,16 +343,19 @@ impl Retention {
         }
     }
 
-    /// Hands free pages back to the file system in small steps.
-    async fn vacuum(&self, cancel: &CancellationToken) -> Result<(), sqlx::Error> {
+    /// Hands free pages back to the file system in small steps; returns how long each
+    /// held the write lock.
+    async fn vacuum(&self, cancel: &CancellationToken) -> Result<Vec<Duration>, sqlx::Error> {
+        let mut holds = Vec::new();
         if pruning::auto_vacuum(&self.store).await? != 2 {
             // Freed pages are reused by new rows; the file itself does not shrink.
-            return Ok(());
+            return Ok(holds);
         }
         let mut size = StepSize::new(VACUUM_PAGES);
         while !cancel.is_cancelled() {
             let started = Instant::now();
             let step = pruning::incremental_vacuum(&self.store, size.size).await?;
+            holds.push(step.held);
             if step.done == 0 {
                 break;
             }
@@ -346,7 +366,7 @@ impl Retention {
             });
             tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
         }
-        Ok(())
+        Ok(holds)
     }
 
     /// Converts a small database made without incremental vacuum; warns about a large
@@ -493,9 +513,13 @@ mod tests {
             report.removed.is_empty(),
             "nothing left to remove: {report:?}"
         );
+        let vacuum = report.parts.iter().find(|part| part.name == "vacuum");
+        let vacuum = vacuum.unwrap_or_else(|| panic!("{report:?}"));
+        // The first step hands back 32 pages, and over 100 were free.
+        assert!(vacuum.steps >= 2, "{vacuum:?}");
         assert!(
-            report.parts.iter().any(|part| part.name == "vacuum"),
-            "{report:?}"
+            Duration::ZERO < vacuum.hold_p90 && vacuum.hold_p90 <= vacuum.longest_hold,
+            "{vacuum:?}"
         );
         let (size_after, free_after) = pruning::size(&store).await.unwrap();
         assert_eq!(free_after, 0);
