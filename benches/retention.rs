@@ -114,7 +114,7 @@ fn main() {
         tokio::time::sleep(WARM_UP).await;
         writers.set(Phase::Before);
         let cpu_before = CpuTimes::now();
-        let cpu_start = Instant::now();
+        let before_started = Instant::now();
         tokio::time::sleep(BASELINE).await;
         writers.set(Phase::Pruning);
         let cpu_pruning = CpuTimes::now();
@@ -178,14 +178,19 @@ fn main() {
         // Each window on its own, with its longest commit and when it was due: a stall
         // of the disk or the host shows as one long commit in one window, not in both.
         for (name, phase, from) in [
-            ("before the pass", Phase::Before, cpu_start),
+            ("before the pass", Phase::Before, before_started),
             ("during the pass", Phase::Pruning, started),
             ("after the pass", Phase::After, after_started),
         ] {
-            let window: Vec<Commit> = commits_all.iter().filter(|c| c.phase == phase).copied().collect();
+            let window: Vec<Commit> = commits_all
+                .iter()
+                .filter(|c| c.phase == phase)
+                .copied()
+                .collect();
             if let Some(longest) = window.iter().max_by(|a, b| a.took.total_cmp(&b.took)) {
                 println!(
-                    "  {name:<16} p50 {:>7.2} ms, p99 {:>7.2} ms, longest {:>8.2} ms (due {:.1?} in)",
+                    "  {name:<16} p50 {:>7.2} ms, p99 {:>7.2} ms, longest {:>8.2} ms \
+                     (due {:.1?} in)",
                     percentile(&window, took, 50),
                     percentile(&window, took, 99),
                     longest.took,
