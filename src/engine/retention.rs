@@ -30,8 +30,8 @@ const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// Free pages handed back per incremental-vacuum step (64 KiB at 4 KiB pages). Not
 /// sized by the hold like the deletes: a vacuum step's hold is mostly not its size.
 /// Measured with the retention benchmark's 32 writers (100 commits/s) over the vacuum
-/// of its pruned 1.1 GB file: steps sized to hold about [`HOLD_TARGET`] swung between tens
-/// and hundreds of pages and held p90 7 ms, the writers' p99 commit 36 to 40 ms;
+/// of its pruned 1.1 GB file: steps sized to hold about [`HOLD_TARGET`] swung between
+/// tens and hundreds of pages and held p90 7 ms, the writers' p99 commit 36 to 40 ms;
 /// 16-page steps held p90 2 ms (p50 0.6 ms), the writers' p99 14 to 17 ms; 8-page
 /// steps held no shorter (p90 3 ms), each step's own commit and checkpoint then
 /// weighing more than its pages.
@@ -42,7 +42,7 @@ const VACUUM_PAGES: u32 = 16;
 /// 50 ms, and the writers' p99 commit went from 12 ms to 105 ms.
 const HOLD_TARGET: Duration = Duration::from_millis(4);
 
-/// The fewest rows (or pages) a step is shrunk to. A step's hold has a part no size
+/// The fewest rows a delete step is shrunk to. A step's hold has a part no size
 /// takes away (the commit; on a busy disk, tens of milliseconds): shrinking further only
 /// makes the pass crawl, one row per step, without shortening any hold.
 const LEAST_STEP: u32 = 16;
@@ -516,7 +516,7 @@ mod tests {
         );
         let vacuum = report.parts.iter().find(|part| part.name == "vacuum");
         let vacuum = vacuum.unwrap_or_else(|| panic!("{report:?}"));
-        // The first step hands back 32 pages, and over 100 were free.
+        // Each step hands back `VACUUM_PAGES` (16), and over 100 were free.
         assert!(vacuum.steps >= 2, "{vacuum:?}");
         assert!(
             Duration::ZERO < vacuum.hold_p90 && vacuum.hold_p90 <= vacuum.longest_hold,
