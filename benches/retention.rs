@@ -3,9 +3,10 @@
 //!
 //! - p99 commit latency of the writers (`BEGIN IMMEDIATE` → interval switch, attempt,
 //!   audit entry, outbox event → `COMMIT`, fsync-durable), counted from when each commit
-//!   was due: without pruning (a minute before the pass and a minute after it, each
-//!   from a settled disk) against while the pass runs to completion and its writes are
-//!   flushed: target with ≤ 1.5 × without;
+//!   was due: without pruning (the two minutes before the pass, from a settled disk)
+//!   against while the pass runs to completion and its writes are flushed: target with
+//!   ≤ 1.5 × without. The minute after the pass is printed beside it, not used as a
+//!   baseline: the pass leaves it slower (see the figures below);
 //! - the file's size after the pass and its incremental vacuum, against the retention
 //!   bound: at most 1.25 × a compact copy (`VACUUM INTO`) of what is kept.
 //!
@@ -28,7 +29,9 @@
 //! commits at once and the delay counts. The first `WARM_UP` of commits after the fill
 //! is not counted. The breakdown by part of the pass and the host's CPU steal are
 //! printed with the figure: on a shared host, a figure taken while a large share was
-//! stolen says little.
+//! stolen says little; and when the two minutes before the pass disagree by more than
+//! `BASELINES_AGREE` in p99, the host moved under the run and the verdict is NOT SHOWN
+//! rather than a ratio against a baseline that was not one.
 //!
 //! Run: `cargo bench --bench retention` (10 minutes or more: it builds the database
 //! first).
@@ -60,6 +63,19 @@
 //! 27.0 ms, against 5.6 to 10.4 ms before and after. The one full run with 16-page
 //! steps so far had the host stealing 30 % before the pass and 20 % during it (3.5 s
 //! without pruning, 15.6 s with, 5.8 ms in the minute after) and says nothing.
+//!
+//! Later runs with 16-page steps, then comparing against the minutes before and after
+//! the pass together: the three passes with the host stealing 1 % or less gave 12.1,
+//! 13.6 and 12.5 ms (the last two resting three times as long as each step, with a 2 ms
+//! hold target, the last also checkpointing every eighth step: neither moved the
+//! figure, and the pass took 609 and 527 s instead of 188 s). The minute before them
+//! gave 5.8, 5.8 and 25.2 ms; the minute after 248.7, 103.5 and 42.2 ms, and printed
+//! MET at 0.08 to 0.39x. Every minute after a pass, in six runs, gave 36 to 249 ms,
+//! while in two runs with no pass at all (20 s idle in its place) the minute before, the
+//! idle seconds and the minute after gave 13.5, 6.9, 14.7 and 8.1, 6.9, 5.2 ms: the
+//! pass, not the host, slows the minute after it, which made the baseline look worse
+//! and so the ratio better. Hence a baseline of the minutes before the pass only.
+//! Against their 5.8 ms the quiet passes were 2.1 to 2.3x: the target is not met.
 
 mod common;
 
@@ -92,6 +108,9 @@ const WRITER_PAUSE: Duration = Duration::from_millis(320);
 const BASELINE: Duration = Duration::from_secs(60);
 const WARM_UP: Duration = Duration::from_secs(15);
 const LATENCY_TARGET: f64 = 1.5;
+/// How far apart the p99s of the two minutes before the pass may be for the ratio to
+/// be read at all.
+const BASELINES_AGREE: f64 = 2.0;
 const SIZE_SLACK: f64 = 1.25;
 
 fn main() {
@@ -121,7 +140,7 @@ fn main() {
         writers.set(Phase::Before);
         let cpu_before = CpuTimes::now();
         let before_started = Instant::now();
-        tokio::time::sleep(BASELINE).await;
+        tokio::time::sleep(2 * BASELINE).await;
         writers.set(Phase::Pruning);
         let cpu_pruning = CpuTimes::now();
         let started = Instant::now();
@@ -131,7 +150,7 @@ fn main() {
             .unwrap();
         let pass_took = started.elapsed();
         // The writeback of what the pass wrote is its cost too: commits meanwhile count
-        // as with pruning, and the second baseline starts on a settled disk like the first.
+        // as with pruning, and the minute after starts on a settled disk.
         settle(&store).await;
         writers.set(Phase::After);
         let after_started = Instant::now();
@@ -140,9 +159,14 @@ fn main() {
         let cpu_end = CpuTimes::now();
         let mut commits_all = writers.stop().await;
         commits_all.retain(|c| c.phase != Phase::WarmUp);
-        let (pruning, baseline): (Vec<Commit>, Vec<Commit>) =
-            commits_all.iter().partition(|c| c.phase == Phase::Pruning);
-        let before = baseline.iter().filter(|c| c.phase == Phase::Before).count();
+        let in_window = |phase: Phase| -> Vec<Commit> {
+            commits_all
+                .iter()
+                .filter(|c| c.phase == phase)
+                .copied()
+                .collect()
+        };
+        let (baseline, pruning) = (in_window(Phase::Before), in_window(Phase::Pruning));
 
         let (size_after, free_after) = wfmd::store::retention::size(&store).await.unwrap();
         let compact = dir.path().join("compact.db");
@@ -160,17 +184,30 @@ fn main() {
         let waited = |c: &Commit| c.waited;
         let (p99_base, p99_prune) = (p99(&baseline, took), p99(&pruning, took));
         let ratio = p99_prune / p99_base;
+        // The two minutes before the pass measure the same load on the same file: when
+        // their p99s are far apart, the host moved under the run and no ratio holds.
+        let (first, second): (Vec<Commit>, Vec<Commit>) = baseline
+            .iter()
+            .partition(|c| c.at < before_started + BASELINE);
+        let (p99_first, p99_second) = (p99(&first, took), p99(&second, took));
+        let agree = p99_first.max(p99_second) <= BASELINES_AGREE * p99_first.min(p99_second);
+        let verdict = if agree {
+            common::verdict(ratio <= LATENCY_TARGET).to_owned()
+        } else {
+            "NOT SHOWN: the minutes without pruning disagree, so the host, not the pass, \
+             set the figures"
+                .to_owned()
+        };
         println!(
             "pass over {CHANGES} changes took {pass_took:.1?} with {WRITERS} writers committing \
              (each at random, {WRITER_PAUSE:?} apart on average)"
         );
         println!(
-            "p99 commit latency: without pruning {p99_base:.2} ms ({before} commits in \
-             {BASELINE:?} before the pass, {} in {BASELINE:?} after), with pruning \
-             {p99_prune:.2} ms ({} commits): {ratio:.2}x (target <= {LATENCY_TARGET}x) {}",
-            baseline.len() - before,
+            "p99 commit latency: without pruning {p99_base:.2} ms ({} commits in the two \
+             minutes before the pass: {p99_first:.2} and {p99_second:.2} ms), with pruning \
+             {p99_prune:.2} ms ({} commits): {ratio:.2}x (target <= {LATENCY_TARGET}x) {verdict}",
+            baseline.len(),
             pruning.len(),
-            common::verdict(ratio <= LATENCY_TARGET)
         );
         if let (Some(a), Some(b), Some(c), Some(d)) = (cpu_before, cpu_pruning, cpu_after, cpu_end)
         {
@@ -188,11 +225,7 @@ fn main() {
             ("during the pass", Phase::Pruning, started),
             ("after the pass", Phase::After, after_started),
         ] {
-            let window: Vec<Commit> = commits_all
-                .iter()
-                .filter(|c| c.phase == phase)
-                .copied()
-                .collect();
+            let window = in_window(phase);
             if let Some(longest) = window.iter().max_by(|a, b| a.took.total_cmp(&b.took)) {
                 println!(
                     "  {name:<16} p50 {:>7.2} ms, p99 {:>7.2} ms, longest {:>8.2} ms \
@@ -208,6 +241,11 @@ fn main() {
             "  of which waiting for the write connection: p99 {:.2} ms without, {:.2} ms with",
             p99(&baseline, waited),
             p99(&pruning, waited)
+        );
+        println!(
+            "  the minute after the pass: {:.2}x the p99 without pruning (what the pass \
+             leaves behind; reported, not judged)",
+            p99(&in_window(Phase::After), took) / p99_base
         );
         for part in &report.parts {
             let during: Vec<Commit> = pruning
