@@ -6,7 +6,7 @@
 //!   was due: without pruning (the two minutes before the pass, from a settled disk)
 //!   against while the pass runs to completion and its writes are flushed: target with
 //!   ≤ 1.5 × without. The minute after the pass is printed beside it, not used as a
-//!   baseline: the pass leaves it slower (see the figures below);
+//!   baseline: the pass mostly leaves it slower (see the figures below);
 //! - the file's size after the pass and its incremental vacuum, against the retention
 //!   bound: at most 1.25 × a compact copy (`VACUUM INTO`) of what is kept.
 //!
