@@ -33,6 +33,7 @@ pub mod schedules;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -68,6 +69,9 @@ pub struct Store {
     outbox_commits: Arc<tokio::sync::watch::Sender<u64>>,
     /// `audit.key`, also held by each write connection (see [`audit`]).
     audit_key: Option<audit::AuditKey>,
+    /// Write transactions begun through [`Store::begin_write`], so housekeeping can tell
+    /// whether the engine is writing (see [`Store::writes_begun`]).
+    writes_begun: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -148,6 +152,7 @@ impl Store {
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,
+            writes_begun: Arc::default(),
         })
     }
 
@@ -191,7 +196,14 @@ impl Store {
 
     /// Starts a write transaction holding the database's write lock (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writes_begun.fetch_add(1, Ordering::Relaxed);
         self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// How many write transactions [`Store::begin_write`] has begun so far: housekeeping
+    /// compares two readings to learn whether the engine wrote in between.
+    pub fn writes_begun(&self) -> u64 {
+        self.writes_begun.load(Ordering::Relaxed)
     }
 
     /// Takes the write connection's turn and hands out the housekeeping connection, for
@@ -402,6 +414,23 @@ mod tests {
             .unwrap();
         assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
         tx.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writes_begun_counts_engine_transactions_and_not_housekeeping() {
+        let (store, _dir) = testing::temp_store().await;
+        let at_start = store.writes_begun();
+        store.begin_write().await.unwrap().rollback().await.unwrap();
+        store.begin_write().await.unwrap().commit().await.unwrap();
+        assert_eq!(store.writes_begun(), at_start + 2);
+        let mut housekeeping = store.housekeeping().await.unwrap();
+        housekeeping.begin().await.unwrap().commit().await.unwrap();
+        housekeeping.finish().await.unwrap();
+        assert_eq!(
+            store.writes_begun(),
+            at_start + 2,
+            "housekeeping must not read as the engine writing"
+        );
     }
 
     #[tokio::test]
