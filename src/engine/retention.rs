@@ -2,12 +2,13 @@
 //! checkpoints, in the background of the daemon.
 //!
 //! A pass removes, kind by kind, the records older than their `[retention]` age, one
-//! short write transaction at a time, resting between two as long as the last took: the
-//! engine's commits queue behind one step at most, and the pass never has the write
-//! lock more than half of the time. Steps are sized to hold the lock about
-//! [`HOLD_TARGET`] (at most `retention.batch_size` rows), since that hold is what a
-//! commit of the engine may wait. Then freed pages go back to the file system the same
-//! way (incremental vacuum), a fixed [`VACUUM_PAGES`] a step.
+//! short write transaction at a time, so the engine's commits queue behind one step at
+//! most. Steps are sized to hold the lock about [`HOLD_TARGET`] (at most
+//! `retention.batch_size` rows), since that hold is what a commit of the engine may
+//! wait. Then freed pages go back to the file system the same way (incremental vacuum),
+//! a fixed [`VACUUM_PAGES`] a step. Between two steps the pass rests ([`Pace`]): while
+//! the engine writes, [`BUSY_REST`] times as long as the last step took, so that few of
+//! its commits meet a step at all; when it does not, as long as the step took.
 //!
 //! Every `audit.checkpoint_interval` the audit chain's head is checkpointed and
 //! published as an `audit.checkpoint` webhook, which is also what lets audit entries be
@@ -26,6 +27,19 @@ use crate::store::retention::{self as pruning, Kind, PruneError};
 
 /// The shortest rest between two batches.
 const MIN_PAUSE: Duration = Duration::from_millis(5);
+
+/// How many times as long as a step took the pass rests after it while the engine
+/// writes. A commit that arrives during a step waits for the rest of it, and for the
+/// commits queued behind it, so the writers' p99 moves as soon as more than about one
+/// commit in a hundred meets a step: how often that happens is the share of time the
+/// pass holds the lock, more than the size of its steps. Measured with the retention
+/// benchmark's 32 writers (100 commits/s), a minute of each part against the minute
+/// before: resting as long as each step, the writers' p99 went from 8.9 to 19.7 ms
+/// during the deletes (with 50-row steps, from 4.9 to 8.9 ms) and from 5.5 to 11.4 ms
+/// during the vacuum; resting four times as long, from 6.2 to 8.7 ms and from 5.7 to
+/// 11.1 ms; nineteen times as long (the lock held 2 to 3 % of the time), the vacuum
+/// from 6.5 to 7.8 ms.
+const BUSY_REST: u32 = 19;
 
 /// Free pages handed back per incremental-vacuum step (64 KiB at 4 KiB pages). Not
 /// sized by the hold like the deletes: a vacuum step's hold is mostly not its size.
@@ -76,6 +90,36 @@ impl StepSize {
         } else if step.held < HOLD_TARGET / 2 && step.done >= u64::from(self.size) {
             self.size = self.size.saturating_mul(2).min(self.most);
         }
+    }
+}
+
+/// How long the pass rests between two steps: long while the engine writes (see
+/// [`BUSY_REST`]), as long as the step took while it does not, so a pass over an idle
+/// database (at night, or a backlog after an upgrade) is not slowed when nobody waits.
+struct Pace {
+    /// [`Store::writes_begun`] when the last rest began.
+    seen: u64,
+}
+
+impl Pace {
+    fn new(store: &Store) -> Pace {
+        Pace {
+            seen: store.writes_begun(),
+        }
+    }
+
+    /// Rests after a step that took `took` (from its start to now).
+    async fn rest(&mut self, store: &Store, took: Duration) {
+        tokio::time::sleep(self.next(store.writes_begun(), took)).await;
+    }
+
+    /// The rest after a step that took `took`, `writes` being [`Store::writes_begun`]
+    /// now: [`BUSY_REST`] times as long when the engine began a write since the last rest
+    /// began, as long otherwise; [`MIN_PAUSE`] at the least.
+    fn next(&mut self, writes: u64, took: Duration) -> Duration {
+        let factor = if writes == self.seen { 1 } else { BUSY_REST };
+        self.seen = writes;
+        (took * factor).max(MIN_PAUSE)
     }
 }
 
@@ -305,6 +349,7 @@ impl Retention {
             let mut removed = 0;
             let mut holds = Vec::new();
             let mut size = StepSize::new(self.config.batch_size);
+            let mut pace = Pace::new(&self.store);
             while !cancel.is_cancelled() {
                 let started = Instant::now();
                 let step = match pruning::prune_batch(&self.store, kind, cutoff, size.size, now)
@@ -325,7 +370,7 @@ impl Retention {
                 removed += step.done;
                 metrics::counter!("wfmd_retention_removed_rows_total", "kind" => kind.as_str())
                     .increment(step.done);
-                tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
+                pace.rest(&self.store, started.elapsed()).await;
             }
             if removed > 0 {
                 report.removed.push((kind, removed));
@@ -358,6 +403,7 @@ impl Retention {
             // Freed pages are reused by new rows; the file itself does not shrink.
             return Ok(holds);
         }
+        let mut pace = Pace::new(&self.store);
         while !cancel.is_cancelled() {
             let started = Instant::now();
             let step = pruning::incremental_vacuum(&self.store, VACUUM_PAGES).await?;
@@ -365,7 +411,7 @@ impl Retention {
             if step.done == 0 {
                 break;
             }
-            tokio::time::sleep(started.elapsed().max(MIN_PAUSE)).await;
+            pace.rest(&self.store, started.elapsed()).await;
         }
         Ok(holds)
     }
@@ -400,6 +446,24 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pass_rests_long_while_the_engine_writes_and_as_long_as_a_step_while_it_does_not() {
+        let mut pace = Pace { seen: 7 };
+        let step = Duration::from_millis(20);
+        assert_eq!(
+            pace.next(7, step),
+            step,
+            "no engine write: as long as the step"
+        );
+        assert_eq!(pace.next(9, step), step * BUSY_REST, "the engine wrote");
+        assert_eq!(
+            pace.next(9, step),
+            step,
+            "writes counted once: nothing new since the last rest"
+        );
+        assert_eq!(pace.next(10, Duration::ZERO), MIN_PAUSE);
+    }
 
     #[test]
     fn steps_shrink_to_hold_the_lock_about_the_target_and_grow_back_within_the_most() {
