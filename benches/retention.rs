@@ -178,7 +178,11 @@ fn main() {
                 .copied()
                 .collect()
         };
-        let (baseline, pruning) = (in_window(Phase::Before), in_window(Phase::Pruning));
+        let (baseline, pruning, after) = (
+            in_window(Phase::Before),
+            in_window(Phase::Pruning),
+            in_window(Phase::After),
+        );
 
         let (size_after, free_after) = wfmd::store::retention::size(&store).await.unwrap();
         let compact = dir.path().join("compact.db");
@@ -232,18 +236,17 @@ fn main() {
         }
         // Each window on its own, with its longest commit and when it was due: a stall
         // of the disk or the host shows as one long commit in one window, not in both.
-        for (name, phase, from) in [
-            ("before the pass", Phase::Before, before_started),
-            ("during the pass", Phase::Pruning, started),
-            ("after the pass", Phase::After, after_started),
+        for (name, window, from) in [
+            ("before the pass", &baseline, before_started),
+            ("during the pass", &pruning, started),
+            ("after the pass", &after, after_started),
         ] {
-            let window = in_window(phase);
             if let Some(longest) = window.iter().max_by(|a, b| a.took.total_cmp(&b.took)) {
                 println!(
                     "  {name:<16} p50 {:>7.2} ms, p99 {:>7.2} ms, longest {:>8.2} ms \
                      (due {:.1?} in)",
-                    percentile(&window, took, 50),
-                    percentile(&window, took, 99),
+                    percentile(window, took, 50),
+                    percentile(window, took, 99),
                     longest.took,
                     longest.at.saturating_duration_since(from)
                 );
@@ -257,7 +260,7 @@ fn main() {
         println!(
             "  the minute after the pass: {:.2}x the p99 without pruning (what the pass \
              leaves behind; reported, not judged)",
-            p99(&in_window(Phase::After), took) / p99_base
+            p99(&after, took) / p99_base
         );
         for part in &report.parts {
             let during: Vec<Commit> = pruning
