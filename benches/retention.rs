@@ -341,20 +341,40 @@ fn main() {
             if during.is_empty() {
                 continue;
             }
-            let most = |of: fn(&PassPart) -> Duration| {
-                of_part.iter().map(|p| of(p)).max().unwrap_or_default()
-            };
+            // Its pauses: those between and right after its windows.
+            let from = of_part.iter().map(|p| p.started).min().unwrap_or(started);
+            let to = of_part
+                .iter()
+                .map(|p| p.started + p.took + PAUSE)
+                .max()
+                .unwrap_or(started);
+            let paused: Vec<Commit> = without
+                .iter()
+                .filter(|c| c.at >= from && c.at < to)
+                .copied()
+                .collect();
+            // A window's p90 says little when the part had only a few steps in it.
+            let mut p90s: Vec<f64> = of_part
+                .iter()
+                .filter(|p| p.steps >= 10)
+                .map(|p| p.hold_p90.as_secs_f64() * 1e3)
+                .collect();
+            p90s.sort_by(f64::total_cmp);
+            let longest = of_part.iter().map(|p| p.longest_hold).max();
             println!(
                 "  during {name:<16} {:>7.1?}: {:>6} commits, p99 {:>6.2} ms (waiting {:>6.2} ms, \
-                 own {:>6.2} ms); {} steps holding p90 up to {:.1?}, longest {:.1?}",
+                 own {:>6.2} ms), {:.2}x its pauses' {:.2} ms; {} steps holding p90 {:.1} ms \
+                 in its median window, longest {:.1?}",
                 of_part.iter().map(|p| p.took).sum::<Duration>(),
                 during.len(),
                 p99(&during, took),
                 p99(&during, waited),
                 p99(&during, |c| c.took - c.waited),
+                p99(&during, took) / p99(&paused, took),
+                p99(&paused, took),
                 of_part.iter().map(|p| p.steps).sum::<usize>(),
-                most(|p| p.hold_p90),
-                most(|p| p.longest_hold)
+                p90s.get(p90s.len() / 2).copied().unwrap_or(0.0),
+                longest.unwrap_or_default()
             );
         }
         let bound = compact_size as f64 * SIZE_SLACK;
