@@ -43,9 +43,9 @@
 //! running; its longest commit waited 2.2 s, in a part whose longest step held the lock
 //! 60 ms. Windows spread both sides over the same hour.
 //!
-//! Run: `cargo bench --bench retention` (about an hour and a half: it builds the
-//! database first, beside these writers the pass rests nineteen times as long as each
-//! step, and it pauses after each window).
+//! Run: `cargo bench --bench retention` (about an hour: it builds the database first,
+//! beside these writers the pass rests nineteen times as long as each step, and it
+//! pauses after each window).
 //!
 //! Earlier figures, with writers pausing a fixed 100 ms after each commit and one 30 s
 //! baseline before the pass: with fixed batches of 500 rows, p99 commit 11.9 ms without
@@ -228,13 +228,7 @@ fn main() {
         let cpu_end = CpuTimes::now();
         let mut commits_all = writers.stop().await;
         commits_all.retain(|c| c.phase != Phase::WarmUp);
-        let in_phases = |phases: &[Phase]| -> Vec<Commit> {
-            commits_all
-                .iter()
-                .filter(|c| phases.contains(&c.phase))
-                .copied()
-                .collect()
-        };
+        let in_phases = |phases: &[Phase]| select(&commits_all, |c| phases.contains(&c.phase));
         let without = in_phases(&[Phase::Paused]);
         let with = in_phases(&[Phase::Pruning, Phase::Settling]);
         let (pruning, settling) = (in_phases(&[Phase::Pruning]), in_phases(&[Phase::Settling]));
@@ -261,13 +255,7 @@ fn main() {
         let halves: Vec<f64> = [true, false]
             .into_iter()
             .map(|first| {
-                let half = |commits: &[Commit]| -> Vec<Commit> {
-                    commits
-                        .iter()
-                        .filter(|c| (c.at < middle) == first)
-                        .copied()
-                        .collect()
-                };
+                let half = |commits: &[Commit]| select(commits, |c| (c.at < middle) == first);
                 ratio(&half(&with), &half(&without))
             })
             .collect();
@@ -345,15 +333,11 @@ fn main() {
                 .iter()
                 .filter(|p| p.name == name && p.steps > 1)
                 .collect();
-            let during: Vec<Commit> = pruning
-                .iter()
-                .filter(|c| {
-                    of_part
-                        .iter()
-                        .any(|p| c.at >= p.started && c.at < p.started + p.took)
-                })
-                .copied()
-                .collect();
+            let during = select(&pruning, |c| {
+                of_part
+                    .iter()
+                    .any(|p| c.at >= p.started && c.at < p.started + p.took)
+            });
             if during.is_empty() {
                 continue;
             }
@@ -364,18 +348,18 @@ fn main() {
                 .map(|p| p.started + p.took + PAUSE)
                 .max()
                 .unwrap_or(started);
-            let paused: Vec<Commit> = without
-                .iter()
-                .filter(|c| c.at >= from && c.at < to)
-                .copied()
-                .collect();
+            let paused = select(&without, |c| c.at >= from && c.at < to);
             // A window's p90 says little when the part had only a few steps in it.
-            let mut p90s: Vec<f64> = of_part
+            let p90s: Vec<f64> = of_part
                 .iter()
                 .filter(|p| p.steps >= 10)
                 .map(|p| p.hold_p90.as_secs_f64() * 1e3)
                 .collect();
-            p90s.sort_by(f64::total_cmp);
+            let p90 = if p90s.is_empty() {
+                0.0
+            } else {
+                common::median(p90s)
+            };
             let longest = of_part.iter().map(|p| p.longest_hold).max();
             println!(
                 "  during {name:<16} {:>7.1?}: {:>6} commits, p99 {:>6.2} ms (waiting {:>6.2} ms, \
@@ -389,7 +373,7 @@ fn main() {
                 p99(&during, took) / p99(&paused, took),
                 p99(&paused, took),
                 of_part.iter().map(|p| p.steps).sum::<usize>(),
-                p90s.get(p90s.len() / 2).copied().unwrap_or(0.0),
+                p90,
                 longest.unwrap_or_default()
             );
         }
@@ -424,6 +408,11 @@ async fn settle(store: &Store) {
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
+}
+
+/// The commits of `commits` that `keep` keeps.
+fn select(commits: &[Commit], keep: impl Fn(&Commit) -> bool) -> Vec<Commit> {
+    commits.iter().filter(|c| keep(c)).copied().collect()
 }
 
 /// The 99th percentile of `of` over `commits` (0 when there are none).
