@@ -370,7 +370,7 @@ fn main() {
                 p99(&during, took),
                 p99(&during, waited),
                 p99(&during, |c| c.took - c.waited),
-                p99(&during, took) / p99(&paused, took),
+                ratio(&during, &paused),
                 p99(&paused, took),
                 of_part.iter().map(|p| p.steps).sum::<usize>(),
                 p90,
