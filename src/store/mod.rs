@@ -219,9 +219,12 @@ impl Store {
     ///
     /// The write connection is held unused meanwhile, so the daemon's writes wait for
     /// this one in the pool's queue as for any other, never in SQLite's busy handler.
+    /// The turn is taken last: the housekeeping connection may still be on its way back
+    /// from the last step (its checkpoint, or the pool's check on return), and the
+    /// engine's writes must not wait for that.
     pub async fn housekeeping(&self) -> Result<Housekeeping, sqlx::Error> {
-        let write_turn = self.write.acquire().await?;
         let conn = self.housekeeping.acquire().await?;
+        let write_turn = self.write.acquire().await?;
         Ok(Housekeeping {
             conn,
             write_turn: Some(write_turn),
@@ -476,6 +479,29 @@ mod tests {
             "the engine writes on what housekeeping committed"
         );
         tx.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn housekeeping_waits_for_its_own_connection_without_holding_the_write_turn() {
+        let (store, _dir) = testing::temp_store().await;
+        // The housekeeping connection still busy, as while the last step checkpoints.
+        let busy = store.housekeeping.acquire().await.unwrap();
+        let next = store.housekeeping();
+        tokio::pin!(next);
+        assert!(futures::poll!(next.as_mut()).is_pending());
+
+        let tx = tokio::time::timeout(Duration::from_secs(10), store.begin_write())
+            .await
+            .expect("an engine write goes ahead while housekeeping waits for its connection")
+            .unwrap();
+        tx.rollback().await.unwrap();
+        drop(busy);
+        let housekeeping = tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("housekeeping gets its connection back")
+            .unwrap();
+        assert_eq!(store.write.num_idle(), 0, "and then holds the write turn");
+        housekeeping.finish().await.unwrap();
     }
 
     #[tokio::test]
