@@ -311,6 +311,12 @@ impl Housekeeping {
     /// engine's commits during the vacuum. A checkpoint needs no write lock: here the
     /// engine's commits append to the log meanwhile, and once it has caught up the next
     /// one starts the log over.
+    ///
+    /// It runs after every step, however small. Once every 16 vacuum steps instead did
+    /// no better in the one run that compared them (a throwaway harness alternating
+    /// 45 s vacuum windows of each beside the same writers, the host stealing 6 %): a
+    /// p99 commit of 26.0 ms against 205.3 ms, the latter from two of its four windows
+    /// (72 and 329 ms; the other two 15.5 and 8.2 ms).
     pub async fn finish(mut self) -> Result<(), sqlx::Error> {
         drop(self.write_turn.take());
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
