@@ -8,7 +8,9 @@
 //! wait. Then freed pages go back to the file system the same way (incremental vacuum),
 //! a fixed [`VACUUM_PAGES`] a step. Between two steps the pass rests ([`Pace`]): while
 //! the engine writes, [`BUSY_REST`] times as long as the last step took, so that few of
-//! its commits meet a step at all; when it does not, as long as the step took.
+//! its commits meet a step at all; when it does not, as long as the step took. A vacuum
+//! step also gives way when an engine write comes while it runs: it is interrupted and
+//! undone, and tried again after the rest (see [`MOST_GIVEN_WAY`]).
 //!
 //! Every `audit.checkpoint_interval` the audit chain's head is checkpointed and
 //! published as an `audit.checkpoint` webhook, which is also what lets audit entries be
@@ -50,6 +52,15 @@ const BUSY_REST: u32 = 19;
 /// steps held no shorter (p90 3 ms), each step's own commit and checkpoint then
 /// weighing more than its pages.
 const VACUUM_PAGES: u32 = 16;
+
+/// How many vacuum steps in a row may give way to engine writes before one runs to its
+/// end whoever waits. An interrupted step is undone, and with commits arriving every few
+/// milliseconds a pass could otherwise be interrupted for as long as they do, the file
+/// never shrinking. A step that gives way costs the waiting commit a page or two where
+/// it would have waited for the whole step, which on a busy disk can be tens of
+/// milliseconds. The deletes do not give way: their steps are transactions, which an
+/// interrupt would end under the connection's feet (see `Housekeeping::preemptible`).
+const MOST_GIVEN_WAY: u32 = 8;
 
 /// How long one step should hold the write lock. Measured with 32 writers committing
 /// (`cargo bench --bench retention`): batches of 500 delivered events held it about
@@ -150,6 +161,8 @@ pub struct PassPart {
     pub steps: usize,
     pub hold_p90: Duration,
     pub longest_hold: Duration,
+    /// Of its steps, those interrupted and undone for an engine write (vacuum steps).
+    pub gave_way: usize,
 }
 
 impl PassPart {
@@ -162,6 +175,7 @@ impl PassPart {
             steps: holds.len(),
             hold_p90: holds.get(holds.len() * 9 / 10).copied().unwrap_or_default(),
             longest_hold: holds.last().copied().unwrap_or_default(),
+            gave_way: 0,
         }
     }
 }
@@ -383,8 +397,10 @@ impl Retention {
         let (_, free) = pruning::size(&self.store).await?;
         if free > 0 && !cancel.is_cancelled() {
             let started = Instant::now();
-            let holds = self.vacuum(cancel).await?;
-            report.parts.push(PassPart::new("vacuum", started, holds));
+            let (holds, gave_way) = self.vacuum(cancel).await?;
+            let mut part = PassPart::new("vacuum", started, holds);
+            part.gave_way = gave_way;
+            report.parts.push(part);
         }
         let (size_after, _) = pruning::size(&self.store).await?;
         metrics::gauge!("wfmd_database_size_bytes").set(size_after as f64);
@@ -396,24 +412,35 @@ impl Retention {
     }
 
     /// Hands free pages back to the file system in small steps; returns how long each
-    /// held the write lock.
-    async fn vacuum(&self, cancel: &CancellationToken) -> Result<Vec<Duration>, sqlx::Error> {
+    /// held the write lock, and how many gave way to the engine.
+    async fn vacuum(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<Duration>, usize), sqlx::Error> {
         let mut holds = Vec::new();
+        let mut gave_way = 0;
         if pruning::auto_vacuum(&self.store).await? != 2 {
             // Freed pages are reused by new rows; the file itself does not shrink.
-            return Ok(holds);
+            return Ok((holds, gave_way));
         }
         let mut pace = Pace::new(&self.store);
+        let mut in_a_row = 0;
         while !cancel.is_cancelled() {
             let started = Instant::now();
-            let step = pruning::incremental_vacuum(&self.store, VACUUM_PAGES).await?;
+            let preemptible = in_a_row < MOST_GIVEN_WAY;
+            let step = pruning::incremental_vacuum(&self.store, VACUUM_PAGES, preemptible).await?;
             holds.push(step.held);
-            if step.done == 0 {
+            if step.gave_way {
+                gave_way += 1;
+                in_a_row += 1;
+            } else if step.done == 0 {
                 break;
+            } else {
+                in_a_row = 0;
             }
             pace.rest(&self.store, started.elapsed()).await;
         }
-        Ok(holds)
+        Ok((holds, gave_way))
     }
 
     /// Converts a small database made without incremental vacuum; warns about a large
@@ -470,6 +497,7 @@ mod tests {
         let step = |done: u64, millis: u64| pruning::Step {
             done,
             held: Duration::from_millis(millis),
+            gave_way: false,
         };
         let mut size = StepSize::new(500);
         assert_eq!(size.size, 32, "starts small");
@@ -542,30 +570,35 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_pass_with_nothing_to_remove_gives_back_what_a_stopped_pass_freed() {
-        let (store, _dir) = temp_store().await;
-        let now = crate::store::from_ms(1_790_000_000_000);
+    /// Leaves the pages of `rows` kilobyte-sized intervals free, as a pass stopped after
+    /// its batches and before its vacuum does; returns the file's size and free bytes.
+    async fn leave_free_pages(store: &Store, now: DateTime<Utc>, rows: i64) -> (u64, u64) {
         let old = crate::store::to_ms(now - chrono::Duration::days(500));
         let mut tx = store.begin_write().await.unwrap();
-        // 2,000 closed intervals of a kilobyte each: some hundreds of pages.
         sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2)
              INSERT INTO state_intervals (agent_id, state, reason, origin, started_at, ended_at)
              SELECT 'u_' || i, 'NOT_READY', hex(zeroblob(500)), 'api', ?1, ?1 + 1000 FROM n",
         )
         .bind(old)
+        .bind(rows)
         .execute(&mut *tx)
         .await
         .unwrap();
         tx.commit().await.unwrap();
-        // A pass stopped after its batches and before its vacuum left the pages free.
         let cutoff = now - chrono::Duration::days(400);
-        let step = pruning::prune_batch(&store, Kind::Intervals, cutoff, 10_000, now)
+        let step = pruning::prune_batch(store, Kind::Intervals, cutoff, 10_000, now)
             .await
             .unwrap();
-        assert_eq!(step.done, 2000);
-        let (size_before, free_before) = pruning::size(&store).await.unwrap();
+        assert_eq!(step.done, u64::try_from(rows).unwrap());
+        pruning::size(store).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pass_with_nothing_to_remove_gives_back_what_a_stopped_pass_freed() {
+        let (store, _dir) = temp_store().await;
+        let now = crate::store::from_ms(1_790_000_000_000);
+        let (size_before, free_before) = leave_free_pages(&store, now, 2000).await;
         assert!(free_before > 100 * 4096, "{free_before} bytes free");
 
         let config = crate::config::Config::default();
@@ -590,6 +623,44 @@ mod tests {
         assert_eq!(free_after, 0);
         assert_eq!(report.shrunk_bytes, size_before - size_after);
         assert!(report.shrunk_bytes >= free_before, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn the_vacuum_gives_way_to_engine_writes_and_still_finishes_when_they_never_stop() {
+        let (store, _dir) = temp_store().await;
+        let now = crate::store::from_ms(1_790_000_000_000);
+        let (_, free_before) = leave_free_pages(&store, now, 300).await;
+        assert!(free_before > 3 * 16 * 4096, "{free_before} bytes free");
+        // One engine write after another: whenever the pass holds the turn, the next
+        // one waits for it.
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move {
+                while !stop.is_cancelled() {
+                    store.begin_write().await.unwrap().commit().await.unwrap();
+                }
+            }
+        });
+
+        let config = crate::config::Config::default();
+        let retention = Retention::new(store.clone(), &config.retention, &config.audit);
+        let cancel = CancellationToken::new();
+        let report = tokio::time::timeout(Duration::from_secs(60), retention.prune(now, &cancel))
+            .await
+            .expect("steps that run whoever waits let the pass end")
+            .unwrap();
+        stop.cancel();
+        writer.await.unwrap();
+
+        let vacuum = report.parts.iter().find(|part| part.name == "vacuum");
+        let vacuum = vacuum.unwrap_or_else(|| panic!("{report:?}"));
+        assert!(
+            vacuum.gave_way >= MOST_GIVEN_WAY as usize,
+            "steps gave way to the waiting writes: {vacuum:?}"
+        );
+        assert!(vacuum.gave_way < vacuum.steps, "{vacuum:?}");
+        assert_eq!(pruning::size(&store).await.unwrap().1, 0, "all given back");
     }
 
     #[tokio::test]

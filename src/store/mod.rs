@@ -13,7 +13,8 @@
 //!
 //! Housekeeping (retention's batches and vacuum steps) writes on a connection of its own
 //! without a flush per commit, taking its turn at the write connection like any other
-//! write: see [`Store::housekeeping`].
+//! write: see [`Store::housekeeping`]. A step it marks preemptible gives way as soon as
+//! an engine write waits for the turn (see [`Housekeeping::preemptible`]).
 
 pub mod analytics;
 pub mod attempts;
@@ -33,7 +34,7 @@ pub mod schedules;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -54,6 +55,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections for concurrent reads (reports, history, verify) beside the one writer.
 const READ_CONNECTIONS: u32 = 4;
 
+/// How many SQLite virtual-machine instructions run between two looks of the
+/// housekeeping connection's progress handler at [`Preemption`]. An incremental-vacuum
+/// step spends about three of them per page it moves, so a waiting engine write
+/// interrupts it within a page or two; the look itself is two atomic loads.
+const PREEMPTION_CHECK_OPS: i32 = 4;
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -72,6 +79,41 @@ pub struct Store {
     /// Write transactions begun through [`Store::begin_write`], so housekeeping can tell
     /// whether the engine is writing (see [`Store::writes_begun`]).
     writes_begun: Arc<AtomicU64>,
+    /// Engine writes waiting for the turn, and whether housekeeping's statement in
+    /// progress gives way to them (see [`Housekeeping::preemptible`]).
+    preemption: Arc<Preemption>,
+}
+
+/// What the housekeeping connection's progress handler looks at.
+#[derive(Debug, Default)]
+struct Preemption {
+    /// Calls of [`Store::begin_write`] that have not got the write connection yet.
+    waiting: AtomicUsize,
+    /// Set while housekeeping runs a statement that may be interrupted.
+    armed: AtomicBool,
+}
+
+impl Preemption {
+    fn gives_way(&self) -> bool {
+        self.armed.load(Ordering::Relaxed) && self.waiting.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts one engine write as waiting for the turn until it drops (also when the
+/// waiting future is cancelled).
+struct Waiting<'a>(&'a Preemption);
+
+impl<'a> Waiting<'a> {
+    fn new(preemption: &'a Preemption) -> Waiting<'a> {
+        preemption.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(preemption)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Store {
@@ -127,19 +169,21 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
         }
-        let write = single_writer(audit_key.clone())
+        let preemption = Arc::<Preemption>::default();
+        let write = single_writer(audit_key.clone(), None)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
         // Its commits are not flushed one by one; SQLite still syncs around checkpoints in
         // this mode, so the file stays consistent. Nor do they checkpoint in the write turn:
         // [`Housekeeping::finish`] does, after giving the turn back.
-        let housekeeping = single_writer(audit_key.clone()).connect_lazy_with(
-            options
-                .clone()
-                .synchronous(SqliteSynchronous::Normal)
-                .pragma("wal_autocheckpoint", "0"),
-        );
+        let housekeeping = single_writer(audit_key.clone(), Some(Arc::clone(&preemption)))
+            .connect_lazy_with(
+                options
+                    .clone()
+                    .synchronous(SqliteSynchronous::Normal)
+                    .pragma("wal_autocheckpoint", "0"),
+            );
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(options.clone())
@@ -153,6 +197,7 @@ impl Store {
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,
             writes_begun: Arc::default(),
+            preemption,
         })
     }
 
@@ -197,7 +242,14 @@ impl Store {
     /// Starts a write transaction holding the database's write lock (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting::new(&self.preemption);
         self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Engine writes waiting for the write turn right now.
+    #[cfg(test)]
+    pub(crate) fn writes_waiting(&self) -> usize {
+        self.preemption.waiting.load(Ordering::Relaxed)
     }
 
     /// How many write transactions [`Store::begin_write`] has begun so far: housekeeping
@@ -228,6 +280,7 @@ impl Store {
         Ok(Housekeeping {
             conn,
             write_turn: Some(write_turn),
+            preemption: Arc::clone(&self.preemption),
         })
     }
 
@@ -275,14 +328,30 @@ impl Store {
     }
 }
 
-/// A pool of the one connection that writes, holding the audit chain's key.
-fn single_writer(audit_key: Option<audit::AuditKey>) -> SqlitePoolOptions {
+/// A pool of the one connection that writes, holding the audit chain's key; with
+/// `preemption`, its statements can be interrupted (housekeeping's).
+fn single_writer(
+    audit_key: Option<audit::AuditKey>,
+    preemption: Option<Arc<Preemption>>,
+) -> SqlitePoolOptions {
     SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(60))
         .after_connect(move |conn, _| {
             let key = audit_key.clone();
-            Box::pin(async move { audit::hold_key(conn, key.as_ref()).await })
+            let preemption = preemption.clone();
+            Box::pin(async move {
+                audit::hold_key(conn, key.as_ref()).await?;
+                if let Some(preemption) = preemption {
+                    // Returning false interrupts the statement (SQLITE_INTERRUPT).
+                    conn.lock_handle()
+                        .await?
+                        .set_progress_handler(PREEMPTION_CHECK_OPS, move || {
+                            !preemption.gives_way()
+                        });
+                }
+                Ok(())
+            })
         })
 }
 
@@ -292,12 +361,24 @@ pub struct Housekeeping {
     conn: PoolConnection<Sqlite>,
     /// `None` once [`Housekeeping::finish`] gave it back.
     write_turn: Option<PoolConnection<Sqlite>>,
+    preemption: Arc<Preemption>,
 }
 
 impl Housekeeping {
     /// Starts a write transaction on the housekeeping connection.
     pub async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
         sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await
+    }
+
+    /// Lets the statements run until the returned guard drops be interrupted as soon as
+    /// an engine write waits for the turn: they fail with SQLITE_INTERRUPT
+    /// ([`is_interrupt`]), undone, and the write goes ahead instead of waiting for the
+    /// rest of them. Only for single statements outside an explicit transaction: SQLite
+    /// rolls an interrupted one back whole, where inside a transaction it would end the
+    /// transaction under sqlx's feet.
+    pub fn preemptible(&self) -> Preemptible {
+        self.preemption.armed.store(true, Ordering::Relaxed);
+        Preemptible(Arc::clone(&self.preemption))
     }
 
     /// Gives the write turn back, then copies what the log holds into the database file
@@ -324,6 +405,24 @@ impl Housekeeping {
             .await
             .map(drop)
     }
+}
+
+/// While it lives, housekeeping's statements give way to waiting engine writes (see
+/// [`Housekeeping::preemptible`]).
+#[must_use = "the statements are preemptible only while it lives"]
+pub struct Preemptible(Arc<Preemption>);
+
+impl Drop for Preemptible {
+    fn drop(&mut self) {
+        self.0.armed.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether `error` is a statement interrupted to let an engine write go first (see
+/// [`Housekeeping::preemptible`]).
+pub fn is_interrupt(error: &sqlx::Error) -> bool {
+    // SQLITE_INTERRUPT
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("9"))
 }
 
 impl std::ops::Deref for Housekeeping {

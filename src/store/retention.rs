@@ -18,7 +18,7 @@ use serde_json::json;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::checkpoints::{self, CheckpointError};
-use super::{Store, from_ms, to_ms};
+use super::{Housekeeping, Store, from_ms, is_interrupt, to_ms};
 
 /// A kind of record with its own age in `[retention]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,6 +171,7 @@ pub async fn prune_batch(
     Ok(Step {
         done: removed,
         held,
+        gave_way: false,
     })
 }
 
@@ -181,6 +182,9 @@ pub struct Step {
     pub done: u64,
     /// How long it held the write lock (from `BEGIN IMMEDIATE` to after the commit).
     pub held: Duration,
+    /// It was interrupted for an engine write and undone (a preemptible vacuum step);
+    /// `done` is then 0 and says nothing.
+    pub gave_way: bool,
 }
 
 async fn delete_ids(
@@ -497,23 +501,53 @@ pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
 }
 
 /// Gives up to `pages` free pages back to the file system (one short write); returns
-/// how many free pages remain.
-pub async fn incremental_vacuum(store: &Store, pages: u32) -> Result<Step, sqlx::Error> {
-    let mut conn = store.housekeeping().await?;
+/// how many free pages remain. A `preemptible` step gives way to an engine write that
+/// waits for the turn: it is undone and reports [`Step::gave_way`].
+pub async fn incremental_vacuum(
+    store: &Store,
+    pages: u32,
+    preemptible: bool,
+) -> Result<Step, sqlx::Error> {
+    let mut housekeeping = store.housekeeping().await?;
+    let step = vacuum_step(&mut housekeeping, pages, preemptible).await?;
+    if !step.gave_way {
+        housekeeping.finish().await?;
+    }
+    // Else dropped at once: the engine waits, and there is nothing to checkpoint.
+    Ok(step)
+}
+
+async fn vacuum_step(
+    housekeeping: &mut Housekeeping,
+    pages: u32,
+    preemptible: bool,
+) -> Result<Step, sqlx::Error> {
     let locked = Instant::now();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    let armed = preemptible.then(|| housekeeping.preemptible());
+    // One statement in autocommit: interrupted, SQLite rolls it back whole.
+    let vacuumed = sqlx::query(sqlx::AssertSqlSafe(format!(
         "PRAGMA incremental_vacuum({pages})"
     )))
-    .execute(&mut *conn)
-    .await?;
+    .execute(&mut **housekeeping)
+    .await;
+    drop(armed);
+    match vacuumed {
+        Err(error) if is_interrupt(&error) => {
+            return Ok(Step {
+                done: 0,
+                held: locked.elapsed(),
+                gave_way: true,
+            });
+        }
+        vacuumed => vacuumed?,
+    };
     let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut **housekeeping)
         .await?;
-    let held = locked.elapsed();
-    conn.finish().await?;
     Ok(Step {
         done: u64::try_from(free).unwrap_or(0),
-        held,
+        held: locked.elapsed(),
+        gave_way: false,
     })
 }
 
@@ -537,6 +571,74 @@ mod tests {
     async fn new_databases_vacuum_incrementally() {
         let (store, _dir) = temp_store().await;
         assert_eq!(auto_vacuum(&store).await.unwrap(), 2);
+    }
+
+    async fn freelist(conn: &mut SqliteConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_preemptible_vacuum_step_gives_way_to_a_waiting_engine_write_and_undoes_itself() {
+        use futures::FutureExt;
+
+        let (store, _dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        for sql in [
+            "CREATE TABLE filler (x BLOB)",
+            "INSERT INTO filler
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             SELECT randomblob(3500) FROM n",
+            "DELETE FROM filler",
+        ] {
+            sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let step = incremental_vacuum(&store, 16, true).await.unwrap();
+        assert!(!step.gave_way, "nobody waits: it runs through");
+        let free = i64::try_from(step.done).unwrap();
+        assert!(free >= 200, "{free} pages free");
+
+        let mut housekeeping = store.housekeeping().await.unwrap();
+        assert!(
+            store.begin_write().now_or_never().is_none(),
+            "the turn is housekeeping's"
+        );
+        assert_eq!(
+            store.writes_waiting(),
+            0,
+            "a write that stopped waiting is no longer counted"
+        );
+        let write = tokio::spawn({
+            let store = store.clone();
+            async move { store.begin_write().await.unwrap().commit().await.unwrap() }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.writes_waiting() == 0 {
+            assert!(Instant::now() < deadline, "the write never waited");
+            tokio::task::yield_now().await;
+        }
+        let step = vacuum_step(&mut housekeeping, 64, true).await.unwrap();
+        assert!(step.gave_way, "{step:?}");
+        assert_eq!(freelist(&mut housekeeping).await, free, "undone whole");
+        let step = vacuum_step(&mut housekeeping, 64, false).await.unwrap();
+        assert!(
+            !step.gave_way,
+            "not preemptible: it runs though a write waits"
+        );
+        assert_eq!(
+            step.done,
+            u64::try_from(free - 64).unwrap(),
+            "the connection works on after an interrupt"
+        );
+        drop(housekeeping);
+        tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .expect("the write goes ahead once the turn is given back")
+            .unwrap();
+        assert_eq!(store.writes_waiting(), 0);
     }
 
     #[tokio::test]
