@@ -122,6 +122,16 @@
 //! with and without giving way, beside these writers (the host stealing 1.5 %), gave
 //! 15.1 against 19.7 ms, lower in each of its four pairs of windows; the one full run
 //! with it so far was noisy (the vacuum's pauses 35.4 ms) and says little.
+//!
+//! Three full runs with it on a quieter, faster host (no CPU stolen, commits p50 2 ms,
+//! the pass 36 to 44 minutes): 1.26x (halves 1.24 and 1.72x), 0.37x and 1.61x (halves
+//! 1.89 and 1.38x). The middle one printed MET only because stalls of the disk slowed
+//! its pauses (their p99 27.8 ms against 4.6 and 5.1 ms in the others): not a result.
+//! The vacuum came within its pauses in two of the three (0.61x and 0.85x; 2.20x in the
+//! first). The deletes of attempts and intervals did not: 1.58 to 1.72x where the host
+//! was calm, the engine's own commits taking twice as long as during the other parts
+//! (4.4 to 4.7 against 2.2 ms), and in two runs stalls of hundreds of milliseconds during those
+//! parts that slowed the pauses after their windows too.
 
 mod common;
 
