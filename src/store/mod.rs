@@ -480,6 +480,24 @@ pub(crate) mod testing {
         let store = Store::open_keyed(&url, Some(test_key())).await.unwrap();
         (store, dir)
     }
+
+    /// Creates the table `filler` and writes `rows` rows of about a page (4 KiB) each,
+    /// for tests that need many pages in the log or on the freelist.
+    pub async fn fill_pages(conn: &mut sqlx::SqliteConnection, rows: u32) {
+        sqlx::query("CREATE TABLE filler (x BLOB)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO filler
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+             SELECT randomblob(3500) FROM n",
+        )
+        .bind(rows)
+        .execute(conn)
+        .await
+        .unwrap();
+    }
 }
 
 #[cfg(test)]
@@ -621,14 +639,7 @@ mod tests {
         let mut housekeeping = store.housekeeping().await.unwrap();
         let mut tx = housekeeping.begin().await.unwrap();
         // About 1,500 pages: past the 1,000 at which SQLite checkpoints by default.
-        for sql in [
-            "CREATE TABLE filler (x BLOB)",
-            "INSERT INTO filler
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500)
-             SELECT randomblob(3500) FROM n",
-        ] {
-            sqlx::query(sql).execute(&mut *tx).await.unwrap();
-        }
+        testing::fill_pages(&mut tx, 1500).await;
         tx.commit().await.unwrap();
         let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
             .fetch_one(&mut *housekeeping)

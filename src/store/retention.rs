@@ -565,7 +565,7 @@ pub async fn convert_to_incremental(store: &Store) -> Result<(), sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::testing::{fill_pages, temp_store};
 
     #[tokio::test]
     async fn new_databases_vacuum_incrementally() {
@@ -586,15 +586,11 @@ mod tests {
 
         let (store, _dir) = temp_store().await;
         let mut tx = store.begin_write().await.unwrap();
-        for sql in [
-            "CREATE TABLE filler (x BLOB)",
-            "INSERT INTO filler
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
-             SELECT randomblob(3500) FROM n",
-            "DELETE FROM filler",
-        ] {
-            sqlx::query(sql).execute(&mut *tx).await.unwrap();
-        }
+        fill_pages(&mut tx, 300).await;
+        sqlx::query("DELETE FROM filler")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let step = incremental_vacuum(&store, 16, true).await.unwrap();
         assert!(!step.gave_way, "nobody waits: it runs through");
