@@ -369,17 +369,20 @@ fn main() {
                 .max()
                 .unwrap_or(started);
             let paused = select(&without, |c| c.at >= from && c.at < to);
-            // A window's p90 says little when the part had only a few steps in it.
-            let p90s: Vec<f64> = of_part
-                .iter()
-                .filter(|p| p.steps >= 10)
-                .map(|p| p.hold_p90.as_secs_f64() * 1e3)
-                .collect();
-            let p90 = if p90s.is_empty() {
-                0.0
-            } else {
-                common::median(p90s)
+            // A window's figures say little when the part had only a few steps in it.
+            let in_median_window = |figure: fn(&PassPart) -> f64| {
+                let figures: Vec<f64> = of_part
+                    .iter()
+                    .filter(|p| p.steps >= 10)
+                    .map(|p| figure(p))
+                    .collect();
+                if figures.is_empty() {
+                    0.0
+                } else {
+                    common::median(figures)
+                }
             };
+            let p90 = in_median_window(|p| p.hold_p90.as_secs_f64() * 1e3);
             let longest = of_part.iter().map(|p| p.longest_hold).max();
             println!(
                 "  during {name:<16} {:>7.1?}: {:>6} commits, p99 {:>6.2} ms (waiting {:>6.2} ms, \
@@ -396,6 +399,12 @@ fn main() {
                 of_part.iter().map(|p| p.gave_way).sum::<usize>(),
                 p90,
                 longest.unwrap_or_default()
+            );
+            println!(
+                "    writing back after each step: {:.0} log frames (median), p90 {:.1} ms, \
+                 in its median window",
+                in_median_window(|p| p.frames_p50 as f64),
+                in_median_window(|p| p.writeback_p90.as_secs_f64() * 1e3),
             );
         }
         let bound = compact_size as f64 * SIZE_SLACK;

@@ -163,19 +163,33 @@ pub struct PassPart {
     pub longest_hold: Duration,
     /// Of its steps, those interrupted and undone for an engine write (vacuum steps).
     pub gave_way: usize,
+    /// What its checkpoints wrote back beside the engine's commits: the log frames a
+    /// step's checkpoint copied (median) and how long it took (90th percentile).
+    pub frames_p50: u64,
+    pub writeback_p90: Duration,
 }
 
 impl PassPart {
-    fn new(name: &'static str, started: Instant, mut holds: Vec<Duration>) -> PassPart {
-        holds.sort_unstable();
+    fn new(name: &'static str, started: Instant, steps: &[pruning::Step]) -> PassPart {
+        fn nth<T: Ord + Copy + Default>(mut values: Vec<T>, per_ten: usize) -> T {
+            values.sort_unstable();
+            values
+                .get(values.len() * per_ten / 10)
+                .copied()
+                .unwrap_or_default()
+        }
+        let holds = || steps.iter().map(|s| s.held);
+        let wrote_back = steps.iter().filter(|s| !s.gave_way).map(|s| s.wrote_back);
         PassPart {
             name,
             started,
             took: started.elapsed(),
-            steps: holds.len(),
-            hold_p90: holds.get(holds.len() * 9 / 10).copied().unwrap_or_default(),
-            longest_hold: holds.last().copied().unwrap_or_default(),
-            gave_way: 0,
+            steps: steps.len(),
+            hold_p90: nth(holds().collect(), 9),
+            longest_hold: holds().max().unwrap_or_default(),
+            gave_way: steps.iter().filter(|s| s.gave_way).count(),
+            frames_p50: nth(wrote_back.clone().map(|w| w.frames).collect(), 5),
+            writeback_p90: nth(wrote_back.map(|w| w.took).collect(), 9),
         }
     }
 }
@@ -361,7 +375,7 @@ impl Retention {
                 continue;
             }
             let mut removed = 0;
-            let mut holds = Vec::new();
+            let mut steps = Vec::new();
             let mut size = StepSize::new(self.config.batch_size);
             let mut pace = Pace::new(&self.store);
             while !cancel.is_cancelled() {
@@ -376,7 +390,7 @@ impl Retention {
                         break;
                     }
                 };
-                holds.push(step.held);
+                steps.push(step);
                 if step.done == 0 {
                     break;
                 }
@@ -391,16 +405,14 @@ impl Retention {
             }
             report
                 .parts
-                .push(PassPart::new(kind.as_str(), part_started, holds));
+                .push(PassPart::new(kind.as_str(), part_started, &steps));
         }
         // Also what an earlier pass freed and did not give back (it was stopped).
         let (_, free) = pruning::size(&self.store).await?;
         if free > 0 && !cancel.is_cancelled() {
             let started = Instant::now();
-            let (holds, gave_way) = self.vacuum(cancel).await?;
-            let mut part = PassPart::new("vacuum", started, holds);
-            part.gave_way = gave_way;
-            report.parts.push(part);
+            let steps = self.vacuum(cancel).await?;
+            report.parts.push(PassPart::new("vacuum", started, &steps));
         }
         let (size_after, _) = pruning::size(&self.store).await?;
         metrics::gauge!("wfmd_database_size_bytes").set(size_after as f64);
@@ -411,17 +423,12 @@ impl Retention {
         }
     }
 
-    /// Hands free pages back to the file system in small steps; returns how long each
-    /// held the write lock, and how many gave way to the engine.
-    async fn vacuum(
-        &self,
-        cancel: &CancellationToken,
-    ) -> Result<(Vec<Duration>, usize), sqlx::Error> {
-        let mut holds = Vec::new();
-        let mut gave_way = 0;
+    /// Hands free pages back to the file system in small steps; returns the steps.
+    async fn vacuum(&self, cancel: &CancellationToken) -> Result<Vec<pruning::Step>, sqlx::Error> {
+        let mut steps = Vec::new();
         if pruning::auto_vacuum(&self.store).await? != 2 {
             // Freed pages are reused by new rows; the file itself does not shrink.
-            return Ok((holds, gave_way));
+            return Ok(steps);
         }
         let mut pace = Pace::new(&self.store);
         let mut in_a_row = 0;
@@ -429,9 +436,8 @@ impl Retention {
             let started = Instant::now();
             let preemptible = in_a_row < MOST_GIVEN_WAY;
             let step = pruning::incremental_vacuum(&self.store, VACUUM_PAGES, preemptible).await?;
-            holds.push(step.held);
+            steps.push(step);
             if step.gave_way {
-                gave_way += 1;
                 in_a_row += 1;
             } else if step.done == 0 {
                 break;
@@ -440,7 +446,7 @@ impl Retention {
             }
             pace.rest(&self.store, started.elapsed()).await;
         }
-        Ok((holds, gave_way))
+        Ok(steps)
     }
 
     /// Converts a small database made without incremental vacuum; warns about a large
@@ -498,6 +504,7 @@ mod tests {
             done,
             held: Duration::from_millis(millis),
             gave_way: false,
+            wrote_back: Default::default(),
         };
         let mut size = StepSize::new(500);
         assert_eq!(size.size, 32, "starts small");

@@ -35,7 +35,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
@@ -398,13 +398,30 @@ impl Housekeeping {
     /// 45 s vacuum windows of each beside the same writers, the host stealing 6 %): a
     /// p99 commit of 26.0 ms against 205.3 ms, the latter from two of its four windows
     /// (72 and 329 ms; the other two 15.5 and 8.2 ms).
-    pub async fn finish(mut self) -> Result<(), sqlx::Error> {
+    ///
+    /// Returns what it wrote back: the log frames it copied (the step's pages and the
+    /// engine commits' since the last checkpoint) and how long that took.
+    pub async fn finish(mut self) -> Result<WriteBack, sqlx::Error> {
         drop(self.write_turn.take());
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut *self.conn)
-            .await
-            .map(drop)
+        let started = Instant::now();
+        // (busy, frames in the log, frames checkpointed)
+        let (_, _, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *self.conn)
+            .await?;
+        Ok(WriteBack {
+            frames: u64::try_from(copied).unwrap_or(0),
+            took: started.elapsed(),
+        })
     }
+}
+
+/// What [`Housekeeping::finish`] wrote back into the database file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBack {
+    /// Log frames copied into the file (a page each).
+    pub frames: u64,
+    /// How long the checkpoint took, its sync of the file included.
+    pub took: Duration,
 }
 
 /// While it lives, housekeeping's statements give way to waiting engine writes (see
@@ -651,11 +668,15 @@ mod tests {
             "its commit left the checkpoint to finish, outside the write turn"
         );
 
-        housekeeping.finish().await.unwrap();
+        let wrote_back = housekeeping.finish().await.unwrap();
         assert_eq!(
             i64::from(file_pages()),
             pages,
             "finish wrote the log back into the file"
+        );
+        assert!(
+            wrote_back.frames >= 1_500,
+            "and says how many log frames it copied: {wrote_back:?}"
         );
         let tx = tokio::time::timeout(Duration::from_secs(10), store.begin_write())
             .await

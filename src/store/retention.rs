@@ -18,7 +18,7 @@ use serde_json::json;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::checkpoints::{self, CheckpointError};
-use super::{Housekeeping, Store, from_ms, is_interrupt, to_ms};
+use super::{Housekeeping, Store, WriteBack, from_ms, is_interrupt, to_ms};
 
 /// A kind of record with its own age in `[retention]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,11 +167,12 @@ pub async fn prune_batch(
     }
     tx.commit().await?;
     let held = locked.elapsed();
-    housekeeping.finish().await?;
+    let wrote_back = housekeeping.finish().await?;
     Ok(Step {
         done: removed,
         held,
         gave_way: false,
+        wrote_back,
     })
 }
 
@@ -185,6 +186,8 @@ pub struct Step {
     /// It was interrupted for an engine write and undone (a preemptible vacuum step);
     /// `done` is then 0 and says nothing.
     pub gave_way: bool,
+    /// Its checkpoint after giving the lock back (none when it gave way).
+    pub wrote_back: WriteBack,
 }
 
 async fn delete_ids(
@@ -509,9 +512,9 @@ pub async fn incremental_vacuum(
     preemptible: bool,
 ) -> Result<Step, sqlx::Error> {
     let mut housekeeping = store.housekeeping().await?;
-    let step = vacuum_step(&mut housekeeping, pages, preemptible).await?;
+    let mut step = vacuum_step(&mut housekeeping, pages, preemptible).await?;
     if !step.gave_way {
-        housekeeping.finish().await?;
+        step.wrote_back = housekeeping.finish().await?;
     }
     // Else dropped at once: the engine waits, and there is nothing to checkpoint.
     Ok(step)
@@ -537,6 +540,7 @@ async fn vacuum_step(
                 done: 0,
                 held: locked.elapsed(),
                 gave_way: true,
+                wrote_back: WriteBack::default(),
             });
         }
         vacuumed => vacuumed?,
@@ -548,6 +552,7 @@ async fn vacuum_step(
         done: u64::try_from(free).unwrap_or(0),
         held: locked.elapsed(),
         gave_way: false,
+        wrote_back: WriteBack::default(),
     })
 }
 
