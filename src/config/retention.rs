@@ -50,7 +50,8 @@ pub struct RetentionConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// The most rows removed per write transaction; each is sized to hold the write
-    /// lock about 4 ms, and other writers go between two of them.
+    /// lock about 4 ms and to write its pages back within as long, and other writers
+    /// go between two of them.
     pub batch_size: u32,
 }
 
