@@ -6,12 +6,13 @@
 //! most. Steps are sized to hold the lock about [`HOLD_TARGET`] (at most
 //! `retention.batch_size` rows), since that hold is what a commit of the engine may
 //! wait, and for their checkpoint to write their pages back within as long, since the
-//! engine's commits sync beside it. Then freed pages go back to the file system the same way (incremental vacuum),
-//! a fixed [`VACUUM_PAGES`] a step. Between two steps the pass rests ([`Pace`]): while
-//! the engine writes, [`BUSY_REST`] times as long as the last step took, so that few of
-//! its commits meet a step at all; when it does not, as long as the step took. A vacuum
-//! step also gives way when an engine write comes while it runs: it is interrupted and
-//! undone, and tried again after the rest (see [`MOST_GIVEN_WAY`]).
+//! engine's commits sync beside it. Then freed pages go back to the file system the
+//! same way (incremental vacuum), a fixed [`VACUUM_PAGES`] a step. Between two steps
+//! the pass rests ([`Pace`]): while the engine writes, [`BUSY_REST`] times as long as
+//! the last step took, so that few of its commits meet a step at all; when it does not,
+//! as long as the step took. A vacuum step also gives way when an engine write comes
+//! while it runs: it is interrupted and undone, and tried again after the rest (see
+//! [`MOST_GIVEN_WAY`]).
 //!
 //! Every `audit.checkpoint_interval` the audit chain's head is checkpointed and
 //! published as an `audit.checkpoint` webhook, which is also what lets audit entries be
@@ -76,8 +77,8 @@ const LEAST_STEP: u32 = 16;
 
 /// The size of the next write step: shrunk in proportion when a step held the lock, or
 /// its checkpoint wrote back, longer than [`HOLD_TARGET`] (to [`LEAST_STEP`] at the
-/// least), doubled after a full step whose both took under half of it, never above the
-/// configured most.
+/// least), doubled after a full step whose hold and writeback both took under half of
+/// it, never above the configured most.
 ///
 /// The writeback counts because the deletes of attempts and intervals each touch an
 /// index by agent in ~one scattered page a row: measured with the retention benchmark's
@@ -310,7 +311,10 @@ impl Retention {
                         Ok(report) if !report.removed.is_empty() => tracing::info!(
                             removed = ?report.removed, shrunk_bytes = report.shrunk_bytes,
                             parts = ?report.parts.iter()
-                                .map(|p| (p.name, p.took, p.steps, p.hold_p90, p.longest_hold))
+                                .map(|p| (
+                                    p.name, p.took, p.steps, p.hold_p90, p.longest_hold,
+                                    p.writeback_p90,
+                                ))
                                 .collect::<Vec<_>>(),
                             "retention pass done"
                         ),
