@@ -7,7 +7,11 @@
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Counters without labels, registered at zero.
-const COUNTERS: [(&str, &str); 7] = [
+const COUNTERS: [(&str, &str); 8] = [
+    (
+        "wfmd_store_write_errors_total",
+        "Database write transactions that failed to begin or to commit (a full disk, an I/O error).",
+    ),
     (
         "wfmd_webhook_delivered_total",
         "Webhook deliveries answered 2xx.",

@@ -25,6 +25,7 @@ pub mod exceptions;
 pub mod firings;
 pub mod history;
 pub mod imported;
+pub mod intents;
 pub mod jobs;
 pub mod outbox;
 pub mod retention;
@@ -55,6 +56,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections for concurrent reads (reports, history, verify) beside the one writer.
 const READ_CONNECTIONS: u32 = 4;
 
+/// How long a write may have been the last good one before [`Store::check_writable`]
+/// proves the database still takes writes with a write of its own.
+const WRITTEN_RECENTLY: Duration = Duration::from_secs(10);
+
 /// How many SQLite virtual-machine instructions run between two looks of the
 /// housekeeping connection's progress handler at [`Preemption`]. An incremental-vacuum
 /// step spends about three of them per page it moves, so a waiting engine write
@@ -82,6 +87,78 @@ pub struct Store {
     /// Engine writes waiting for the turn, and whether housekeeping's statement in
     /// progress gives way to them (see [`Housekeeping::preemptible`]).
     preemption: Arc<Preemption>,
+    /// How the last write transaction ended (see [`Store::check_writable`]).
+    health: Arc<WriteHealth>,
+}
+
+/// How the write transactions begun through [`Store::begin_write`] have been ending.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    /// Whether the last one to end failed (to begin or to commit).
+    failing: AtomicBool,
+    /// When one last committed.
+    last_ok: std::sync::Mutex<Option<Instant>>,
+}
+
+impl WriteHealth {
+    fn record<T>(&self, result: &Result<T, sqlx::Error>) {
+        match result {
+            Ok(_) => {
+                self.failing.store(false, Ordering::Relaxed);
+                *self.last_ok.lock().expect("not poisoned") = Some(Instant::now());
+            }
+            Err(error) => {
+                self.failing.store(true, Ordering::Relaxed);
+                metrics::counter!("wfmd_store_write_errors_total").increment(1);
+                tracing::error!(%error, "a database write failed");
+            }
+        }
+    }
+
+    /// Whether the last write committed, within [`WRITTEN_RECENTLY`].
+    fn recently_ok(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+            && self
+                .last_ok
+                .lock()
+                .expect("not poisoned")
+                .is_some_and(|at| at.elapsed() < WRITTEN_RECENTLY)
+    }
+}
+
+/// A write transaction begun by [`Store::begin_write`]; it derefs to the connection, so
+/// the store's functions take it as `&mut tx`. Rolled back when dropped uncommitted.
+/// Its commit tells the store how it went, for `/readyz` and
+/// `wfmd_store_write_errors_total`.
+pub struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    health: Arc<WriteHealth>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let result = self.tx.commit().await;
+        self.health.record(&result);
+        result
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 /// What the housekeeping connection's progress handler looks at.
@@ -198,6 +275,7 @@ impl Store {
             audit_key,
             writes_begun: Arc::default(),
             preemption,
+            health: Arc::default(),
         })
     }
 
@@ -240,10 +318,34 @@ impl Store {
     }
 
     /// Starts a write transaction holding the database's write lock (`BEGIN IMMEDIATE`).
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);
-        self.write.begin_with("BEGIN IMMEDIATE").await
+        let tx = self.write.begin_with("BEGIN IMMEDIATE").await;
+        if tx.is_err() {
+            self.health.record(&tx);
+        }
+        Ok(WriteTx {
+            tx: tx?,
+            health: Arc::clone(&self.health),
+        })
+    }
+
+    /// Proves the database takes writes (for `/readyz`): free when a write committed
+    /// within the last seconds and none failed since; otherwise one small write of its own.
+    pub async fn check_writable(&self) -> Result<(), sqlx::Error> {
+        if self.health.recently_ok() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO write_probe (id, at) VALUES (1, ?)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(to_ms(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 
     /// Engine writes waiting for the write turn right now.
@@ -337,6 +439,21 @@ fn single_writer(
     SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(60))
+        // A COMMIT that fails (a full disk) can leave SQLite without the transaction
+        // while sqlx still counts it open; the ROLLBACK of the dropped transaction then
+        // fails too, and every later BEGIN is refused ("non-zero transaction depth")
+        // until restart. Such a connection is closed instead of reused: the pool opens
+        // a fresh one, so writes work again as soon as the disk does. The ping runs
+        // after the dropped transaction's queued ROLLBACK, so it sees how that ended.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::ping(&mut *conn).await?;
+                Ok(!sqlx::Connection::is_in_transaction(conn))
+            })
+        })
+        .before_acquire(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
         .after_connect(move |conn, _| {
             let key = audit_key.clone();
             let preemption = preemption.clone();

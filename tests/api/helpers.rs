@@ -222,14 +222,31 @@ pub(crate) use on_both_dialects;
 
 /// A fresh database file in its own folder.
 pub struct TestDb {
+    /// The small file system the folder is, for disk-full tests; unmounted first.
+    pub disk: Option<SmallDisk>,
     pub dir: tempfile::TempDir,
 }
 
 impl TestDb {
     pub fn new() -> TestDb {
         TestDb {
+            disk: None,
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// A database on a file system of its own of `bytes` (see [`SmallDisk`]).
+    pub fn on_small_disk(bytes: u64) -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        TestDb {
+            disk: Some(SmallDisk::mount(dir.path(), bytes)),
+            dir,
+        }
+    }
+
+    /// The small disk [`TestDb::on_small_disk`] made.
+    pub fn small_disk(&self) -> &SmallDisk {
+        self.disk.as_ref().expect("a TestDb made on_small_disk")
     }
 
     pub fn path(&self) -> PathBuf {
@@ -238,6 +255,67 @@ impl TestDb {
 
     pub fn url(&self) -> String {
         format!("sqlite://{}", self.path().display())
+    }
+}
+
+/// A tmpfs of a few megabytes mounted on a test's folder, so a test can fill the disk
+/// under a database and free it again without filling the machine's. Needs root (as
+/// CI runs); without it the test fails saying so.
+pub struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, bytes: u64) -> SmallDisk {
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `mount` for a small file system: {e}"));
+        assert!(
+            output.status.success(),
+            "cannot mount a {bytes}-byte tmpfs for the disk-full tests (they need root): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SmallDisk {
+            path: path.to_owned(),
+        }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.path.join("filler")
+    }
+
+    /// Takes every byte left on the disk.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .unwrap();
+        for chunk in [64 * 1024, 512] {
+            let bytes = vec![0u8; chunk];
+            loop {
+                match file.write_all(&bytes) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => panic!("cannot fill the small disk: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Gives back what [`SmallDisk::fill`] took.
+    pub fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: a database connection still open in a task that has not ended yet.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 
@@ -266,7 +344,15 @@ impl TestApp {
     /// Starts wfmd against `sim` in its dialect, letting the test adjust the
     /// configuration first.
     pub async fn spawn_with(sim: TestSim, adjust: impl FnOnce(&mut Config)) -> TestApp {
-        let db = TestDb::new();
+        Self::spawn_on_db(sim, TestDb::new(), adjust).await
+    }
+
+    /// [`TestApp::spawn_with`] on the database `db`.
+    pub async fn spawn_on_db(
+        sim: TestSim,
+        db: TestDb,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut config = sim.config(&db.url());
         adjust(&mut config);
         let app = App::build(&config).await.unwrap();
