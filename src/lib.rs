@@ -456,6 +456,12 @@ impl App {
             .collect();
         let retention = Some(tokio::spawn(self.retention.run(shutdown.clone())));
         let analytics = Some(tokio::spawn(self.analytics.run(shutdown.clone())));
+        // Changes whose record failed after their platform call are recorded late.
+        let intents = Some(tokio::spawn({
+            let engine = self.services.engine.clone();
+            let shutdown = shutdown.clone();
+            async move { engine.settle_intents_until(shutdown).await }
+        }));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
         let listener = self.listener.tap_io(|connection| {
@@ -488,6 +494,7 @@ impl App {
             ("live feed", live),
             ("retention", retention),
             ("analytics jobs", analytics),
+            ("late records", intents),
         ]
         .into_iter()
         .chain(scheduled.into_iter().map(|(name, task)| (name, Some(task))))

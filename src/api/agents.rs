@@ -178,7 +178,16 @@ fn engine_problem(error: EngineError) -> Problem {
             error.to_string(),
         )
         .with("field", "idempotency_key"),
-        EngineError::Store(e) => Problem::internal(&e),
+        EngineError::Store(e) => {
+            tracing::error!(error = %e, "a change could not be recorded");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "The database does not take writes",
+                "wfmd cannot record changes right now, so it sends none to the platform; a \
+                 change already sent is recorded once the database takes writes again",
+            )
+        }
     }
 }
 

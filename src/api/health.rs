@@ -34,7 +34,7 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// The database answers and the platform accepts our credentials.
+/// The database takes writes and the platform accepts our credentials.
 ///
 /// The body says which of the two failed, how the state sync is doing, and each metric
 /// family's health (`metrics.skills`, `metrics.queues`: `status` pending, ok, failing
@@ -48,7 +48,7 @@ pub async fn healthz() -> impl IntoResponse {
     tag = "operations",
     security(()),
     responses(
-        (status = 200, description = "Ready: database and platform work", body = Object),
+        (status = 200, description = "Ready: the database takes writes and the platform works", body = Object),
         (status = 503, description = "Not ready; `database` or `platform` says which (with the error for authenticated callers)", body = Object),
     )
 )]
@@ -56,9 +56,12 @@ pub async fn readyz(
     State(state): State<ApiState>,
     caller: Option<Extension<Caller>>,
 ) -> impl IntoResponse {
-    let database = match state.store.ping().await {
-        Ok(()) => Ok(()),
-        Err(e) => Err(e.to_string()),
+    // Writable, not only readable: a full disk leaves reads working.
+    let database = match tokio::time::timeout(READINESS_TIMEOUT, state.store.check_writable()).await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the database takes no writes: {e}")),
+        Err(_) => Err("the database took no write in time".to_owned()),
     };
     let platform = match tokio::time::timeout(
         READINESS_TIMEOUT,

@@ -11,6 +11,11 @@
 //!    and the outbox event, and for an accepted change closes the agent's open interval
 //!    and opens the new one. All of it is stored, or none of it.
 //!
+//! Between validating and executing, an allowed change's intent is committed (see
+//! [`crate::store::intents`]): a change the database cannot record is never sent, and
+//! one whose record fails after the call (a full disk, a crash) is settled later against
+//! what the platform shows ([`TransitionEngine::settle_intents`]) instead of vanishing.
+//!
 //! A rejected change is never sent to the platform; it is recorded with its violation
 //! and emits `transition.rejected`. Changes for one agent run one at a time, so `from`
 //! is always the state the change really left.
@@ -36,11 +41,14 @@ use tracing::instrument;
 use super::clock::Clock;
 use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::sync::SyncStatus;
+
+mod settle;
 use crate::cxone::{ContactCenter, CxoneError};
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
+use crate::store::intents::{self, IntentRow};
 use crate::store::outbox::{self, EventType};
 use crate::store::schedules::{self as stored_schedules, BreakSource};
 use crate::store::{Store, from_ms, to_ms};
@@ -243,6 +251,8 @@ pub struct TransitionEngine {
     book_max_age: Duration,
     /// Where "now" is read for compliance checks and the stamps of attempts.
     clock: Clock,
+    /// Names this engine's intents (see [`crate::store::intents`]).
+    owner: String,
 }
 
 /// Where a compliance decision took the agent's schedule from.
@@ -276,6 +286,7 @@ impl TransitionEngine {
             keys: KeyedLock::default(),
             book_max_age: Duration::ZERO,
             clock: Clock::Wall,
+            owner: uuid::Uuid::new_v4().to_string(),
         }
     }
 
@@ -414,6 +425,21 @@ impl TransitionEngine {
         let started = Instant::now();
         let requested_at = self.now();
         let reason = reason_of(request);
+        // A change with this key that was sent before and never recorded (its record
+        // failed, or a crash cut it short) is finished under the same attempt, not sent
+        // again blindly.
+        let left_over = match &request.idempotency_key {
+            Some(key) => intents::by_idempotency_key(self.store.reader(), key).await?,
+            None => None,
+        };
+        let resuming_since = match &left_over {
+            Some(intent) => Some(from_ms(intent.requested_at)),
+            None => resuming_since,
+        };
+        let attempt_id = left_over.map_or_else(
+            || uuid::Uuid::now_v7().to_string(),
+            |intent| intent.attempt_id,
+        );
 
         let already_made = match resuming_since {
             Some(since) => self.already_made(request, &reason, since).await,
@@ -429,24 +455,29 @@ impl TransitionEngine {
                     source = from;
                     match verdict {
                         Err(violation) => Ok(Err(violation)),
-                        Ok(()) => self
-                            .platform
-                            .set_agent_state(&request.agent_id, request.target, &reason)
-                            .await
-                            .map(|snapshot| Ok(snapshot.changed_at)),
+                        Ok(()) => {
+                            // Nothing is sent that could not be recorded.
+                            self.write_intent(request, &reason, &attempt_id, requested_at)
+                                .await?;
+                            self.platform
+                                .set_agent_state(&request.agent_id, request.target, &reason)
+                                .await
+                                .map(|snapshot| Ok(snapshot.changed_at))
+                        }
                     }
                 }
             },
         };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = Record {
-            attempt_id: uuid::Uuid::now_v7().to_string(),
+            attempt_id,
             request,
             reason,
             latency_ms,
             requested_at,
             completed_at: self.now(),
             source,
+            late: false,
         };
         let transition = match outcome {
             Ok(Ok(changed_at)) => {
@@ -816,7 +847,36 @@ impl TransitionEngine {
         Ok(record.transition(from, outcome))
     }
 
-    /// The attempt row and its audit entry.
+    /// Commits the intent of a change about to be sent (see [`crate::store::intents`]).
+    async fn write_intent(
+        &self,
+        request: &TransitionRequest,
+        reason: &str,
+        attempt_id: &str,
+        requested_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.store.begin_write().await?;
+        // A left-over intent of this attempt (a retry with its key) is replaced.
+        intents::delete(&mut tx, attempt_id).await?;
+        intents::insert(
+            &mut tx,
+            &IntentRow {
+                attempt_id: attempt_id.to_owned(),
+                agent_id: request.agent_id.clone(),
+                target_state: request.target.as_str().to_owned(),
+                reason: reason.to_owned(),
+                origin: request.origin.as_str().to_owned(),
+                actor: request.actor.clone(),
+                idempotency_key: request.idempotency_key.clone(),
+                requested_at: to_ms(requested_at),
+                owner: self.owner.clone(),
+            },
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// The attempt row and its audit entry; removes the attempt's intent.
     async fn write_attempt(
         &self,
         conn: &mut sqlx::SqliteConnection,
@@ -836,6 +896,7 @@ impl TransitionEngine {
             _ => request.idempotency_key.clone(),
         };
         let schedule_source = record.source;
+        intents::delete(conn, &record.attempt_id).await?;
         attempts::insert(
             conn,
             &AttemptRow {
@@ -876,6 +937,9 @@ impl TransitionEngine {
                 .as_object_mut()
                 .expect("detail is an object")
                 .extend(fields);
+        }
+        if record.late {
+            detail["recordedLate"] = true.into();
         }
         if let Some(source) = schedule_source {
             let fields = detail.as_object_mut().expect("detail is an object");
@@ -941,6 +1005,8 @@ struct Record<'a> {
     completed_at: DateTime<Utc>,
     /// Where the compliance decision's schedule came from, when one was needed.
     source: Option<ScheduleSource>,
+    /// Recorded by [`TransitionEngine::settle_intents`], after its own record failed.
+    late: bool,
 }
 
 impl Record<'_> {

@@ -92,6 +92,21 @@ pub async fn open_interval(
     .await
 }
 
+/// Names `attempt_id` as the change that began interval `id` (recorded by state sync
+/// before the attempt's own record could be written).
+pub async fn link_attempt(
+    conn: &mut SqliteConnection,
+    id: i64,
+    attempt_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE state_intervals SET attempt_id = ? WHERE id = ?")
+        .bind(attempt_id)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// Closes the agent's open interval at `next.at` (never before it started) and opens
 /// `next`. Returns the interval that was closed.
 pub async fn switch_state(

@@ -88,3 +88,16 @@ pub async fn get(
     .fetch_optional(conn)
     .await
 }
+
+/// The intent carrying idempotency key `key`, if one is left over.
+pub async fn by_idempotency_key(
+    pool: &SqlitePool,
+    key: &str,
+) -> Result<Option<IntentRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM transition_intents WHERE idempotency_key = ?"
+    )))
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}

@@ -268,7 +268,13 @@ pub struct SmallDisk {
 impl SmallDisk {
     fn mount(path: &std::path::Path, bytes: u64) -> SmallDisk {
         let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
             .arg(path)
             .output()
             .unwrap_or_else(|e| panic!("cannot run `mount` for a small file system: {e}"));
