@@ -245,6 +245,8 @@ pub struct App {
     analytics: engine::analytics::AnalyticsJobs,
     schedule_work: Option<engine::ScheduleWork>,
     exception_threshold: Duration,
+    /// `sync.interval_ms`, for `/readyz`'s view of the sync.
+    sync_interval: Duration,
     tokens: api::auth::ApiTokens,
     shutdown_timeout: Duration,
     /// The newest skill and queue figures: the metric pollers publish, the live feed
@@ -363,6 +365,7 @@ impl App {
             analytics,
             schedule_work,
             exception_threshold: config.compliance.exception_threshold,
+            sync_interval: Duration::from_millis(config.sync.interval_ms),
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
             metric_board,
@@ -429,6 +432,7 @@ impl App {
             store: self.services.store.clone(),
             metrics: metrics_handle(),
             sync: self.sync.as_ref().map(|sync| sync.status()),
+            sync_interval: self.sync_interval,
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
             live: self.live.clone(),

@@ -7,6 +7,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use crate::cxone::{Lane, in_lane};
+use crate::engine::transition::ADOPT_CLOCK_SKEW;
 
 use super::auth::Caller;
 use super::{ApiState, READINESS_TIMEOUT, Routes};
@@ -63,20 +64,7 @@ pub async fn readyz(
         Ok(Err(e)) => Err(format!("the database takes no writes: {e}")),
         Err(_) => Err("the database took no write in time".to_owned()),
     };
-    let platform = match tokio::time::timeout(
-        READINESS_TIMEOUT,
-        in_lane(
-            Lane::Interactive,
-            None,
-            state.engine.platform().check_access(),
-        ),
-    )
-    .await
-    {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer in time".to_owned()),
-    };
+    let platform = platform_readiness(&state).await;
     for (check, result) in [("database", &database), ("platform", &platform)] {
         if let Err(error) = result {
             tracing::warn!(check, %error, "not ready");
@@ -126,6 +114,44 @@ pub async fn readyz(
         "queues": family(&board.queues_health, board.queues_polled_at),
     });
     (status, Json(body))
+}
+
+/// The platform as wfmd last saw it, at no cost in calls while things work: not paused
+/// by the 401 circuit, state sync's polls current (once one succeeded, none older than
+/// two intervals; a sync that never succeeded and failed is not ready), and a token (the
+/// cached one; fetched only when there is none).
+async fn platform_readiness(state: &ApiState) -> Result<(), String> {
+    let platform = state.engine.platform();
+    platform.paused().map_err(|e| e.to_string())?;
+    if let Some(sync) = &state.sync {
+        let (last_sent, error) = sync.sent_snapshot();
+        let stale_after = chrono::TimeDelta::from_std(state.sync_interval * 2)
+            .unwrap_or(chrono::TimeDelta::MAX)
+            .checked_add(&ADOPT_CLOCK_SKEW)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        match (last_sent, error) {
+            (None, Some(error)) => {
+                return Err(format!("state sync has not polled successfully: {error}"));
+            }
+            (Some(at), error) if chrono::Utc::now() - at > stale_after => {
+                let since = crate::time::rfc3339(at);
+                return Err(match error {
+                    Some(error) => format!("state sync has not polled since {since}: {error}"),
+                    None => format!("state sync has not polled since {since}"),
+                });
+            }
+            _ => {}
+        }
+    }
+    match tokio::time::timeout(
+        READINESS_TIMEOUT,
+        in_lane(Lane::Interactive, None, platform.check_access()),
+    )
+    .await
+    {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer in time".to_owned()),
+    }
 }
 
 /// Prometheus metrics (text format 0.0.4).

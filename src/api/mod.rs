@@ -78,6 +78,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// The state sync's status, when it runs.
     pub sync: Option<Arc<crate::engine::sync::SyncStatus>>,
+    /// `sync.interval_ms`: how often the sync polls.
+    pub sync_interval: Duration,
     pub bulk: crate::engine::bulk::BulkJobs,
     /// `compliance.exception_threshold`, for the adherence figures of reports.
     pub exception_threshold: Duration,

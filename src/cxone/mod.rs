@@ -289,8 +289,15 @@ pub trait ContactCenter: Send + Sync + 'static {
     /// Whether the agent owes a mandatory break now.
     async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError>;
 
-    /// Proves the platform is reachable with our credentials (for `/readyz`).
+    /// Proves the platform is reachable with our credentials (`wfmd doctor`): may call
+    /// it for a token.
     async fn check_access(&self) -> Result<(), CxoneError>;
+
+    /// Whether calls are held back now (the 401 circuit is open), without a call: how
+    /// `/readyz` sees the platform between state sync's polls.
+    fn paused(&self) -> Result<(), CxoneError> {
+        Ok(())
+    }
 
     // ---- The change feed of agent states: how the state sync hears of changes. ----
     //

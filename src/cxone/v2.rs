@@ -411,6 +411,10 @@ impl ContactCenter for V2Client {
         parsed.into_page(answer.retry_after)
     }
 
+    fn paused(&self) -> Result<(), CxoneError> {
+        self.circuit.check()
+    }
+
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
     async fn check_access(&self) -> Result<(), CxoneError> {
         // A paused circuit means calls would fail now, so access is not proven.

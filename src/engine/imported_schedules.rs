@@ -372,6 +372,10 @@ impl ContactCenter for ImportedSchedules {
         self.inner.check_access().await
     }
 
+    fn paused(&self) -> Result<(), CxoneError> {
+        self.inner.paused()
+    }
+
     async fn open_feed(&self, request: &SubscriptionRequest) -> Result<ChangeFeed, CxoneError> {
         self.inner.open_feed(request).await
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wfmd::sim::SimConfig;
 
-use crate::helpers::{SET_STATE, TestApp, TestSim};
+use crate::helpers::{Dialect, SET_STATE, TestApp, TestSim};
 
 /// `count` callers asking the platform client for one agent's state at the same time.
 async fn concurrent_state_reads(app: &TestApp, agent_id: &str, count: usize) {
@@ -208,4 +208,69 @@ async fn resource_server_base_uri_from_the_token_is_used_for_api_calls() {
     let (status, body): (u16, Value) = app.set_state(&agent.id, "NOT_READY").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.sim.sim.stats().unauthorized, 0);
+}
+
+/// Waits until `/readyz` answers `status`; returns the body.
+async fn readiness_becomes(app: &TestApp, status: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
+    loop {
+        let response = app.get("/readyz").await;
+        let now = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if now == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz did not become {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_platform_that_stops_answering_makes_wfmd_unready_once_state_sync_falls_behind() {
+    // The incontact dialect's delta feed has no platform minimum for the poll interval
+    // (v2 subscriptions take 10 s at least), so the test need not wait for two 10 s polls.
+    let sim = TestSim::default_tenant().await.on(Dialect::Incontact);
+    let app = TestApp::spawn_with(sim, |c| {
+        c.sync.enabled = true;
+        c.sync.interval_ms = 200;
+        c.cxone.request_timeout_ms = 500;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
+    loop {
+        let ready = readiness_becomes(&app, 200).await;
+        assert_eq!(ready["platform"], "ok", "{ready}");
+        if !ready["sync"]["last_poll"].is_null() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state sync never polled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token_calls = app.sim.sim.stats().token_requests;
+
+    // Every API call hangs from now on; the cached token stays valid.
+    app.sim.sim.set_faults(wfmd::sim::Faults {
+        timeout_ratio: 1.0,
+        ..wfmd::sim::Faults::default()
+    });
+    let ready = readiness_becomes(&app, 503).await;
+    let platform = ready["platform"].as_str().unwrap();
+    assert!(
+        platform.contains("state sync has not polled since"),
+        "{platform}"
+    );
+    assert_eq!(
+        app.sim.sim.stats().token_requests,
+        token_calls,
+        "readiness costs the platform no call"
+    );
+
+    app.sim.sim.set_faults(wfmd::sim::Faults::default());
+    readiness_becomes(&app, 200).await;
 }

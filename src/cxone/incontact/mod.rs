@@ -829,6 +829,10 @@ impl ContactCenter for IncontactClient {
         Ok(break_status_from(&schedule, self.now()))
     }
 
+    fn paused(&self) -> Result<(), CxoneError> {
+        self.circuit.check()
+    }
+
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
     async fn check_access(&self) -> Result<(), CxoneError> {
         self.retry()
