@@ -395,8 +395,21 @@ impl Dispatcher {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
+                    // The HTTP client follows no redirect (see `crate::http_client`): a
+                    // 3xx is a failed attempt, said plainly, never a delivery.
+                    let redirected = status.is_redirection().then(|| {
+                        let location = response
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|v| v.to_str().ok());
+                        format!(
+                            "receiver answered {status}, a redirect to {}; wfmd does not follow \
+                             redirects",
+                            crate::redact::location(location)
+                        )
+                    });
                     let body = response.text().await.unwrap_or_default();
-                    (Some(status), retry_after, Some(truncate(body)), None)
+                    (Some(status), retry_after, Some(truncate(body)), redirected)
                 }
                 Err(e) => {
                     let kind = if e.is_timeout() {
@@ -404,7 +417,8 @@ impl Dispatcher {
                     } else {
                         "failed"
                     };
-                    (None, None, None, Some(format!("request {kind}: {e}")))
+                    let reason = crate::redact::transport_error(e);
+                    (None, None, None, Some(format!("request {kind}: {reason}")))
                 }
             };
             let duration = started.elapsed();

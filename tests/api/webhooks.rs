@@ -10,7 +10,9 @@ use wfmd::sim::SimConfig;
 use wfmd::store::Store;
 
 use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, wfmd};
-use crate::receiver::{Mode, Received, Receiver, SECRET, verify_with_standardwebhooks};
+use crate::receiver::{
+    Mode, REDIRECT_TOKEN, REDIRECT_USER, Received, Receiver, SECRET, verify_with_standardwebhooks,
+};
 
 /// Points `config` at `receiver` with fast retries: 50 ms, 100 ms, 200 ms, then dead.
 fn deliver_to(config: &mut Config, receiver: &Receiver) {
@@ -386,6 +388,53 @@ async fn dead_deliveries_are_listed_and_replayed() {
     assert!(replayed.contains("re-queued 1"), "{replayed}");
     receiver.wait_for(1, DEADLINE).await;
     wait_delivered(&app, 1).await;
+}
+
+#[tokio::test]
+async fn a_redirecting_receiver_is_a_failed_attempt_and_its_target_gets_nothing() {
+    let target = Receiver::start().await;
+    let receiver = Receiver::start().await;
+    receiver.set_mode(Mode::RedirectTo(307, target.address));
+    let app = app_delivering_to(&receiver).await;
+    let agent = app.sim.free_agents().remove(0);
+    assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
+
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'",
+        1,
+        "a redirected delivery was never given up",
+    )
+    .await;
+    assert!(
+        target.received().is_empty(),
+        "the redirect's target got the signed event"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
+            .await,
+        0
+    );
+    let attempts: Vec<(Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT status_code, error FROM webhook_attempts ORDER BY id")
+            .fetch_all(app.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(attempts.len(), 4, "1 + 3 retries, each a failure");
+    let to = format!("a redirect to http://{}/hooks;", target.address);
+    for (status, error) in attempts {
+        assert_eq!(status, Some(307));
+        let error = error.expect("a failed attempt says why");
+        assert!(
+            error.contains("307")
+                && error.contains(&to)
+                && error.contains("does not follow redirects"),
+            "{error}"
+        );
+        assert!(
+            !error.contains(REDIRECT_USER) && !error.contains(REDIRECT_TOKEN),
+            "the location's credentials are shown: {error}"
+        );
+    }
 }
 
 /// A `wfmd.toml` delivering to `receiver`.
