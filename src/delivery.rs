@@ -419,7 +419,8 @@ impl Dispatcher {
                         .map(Duration::from_secs);
                     // The HTTP client follows no redirect (see `crate::http_client`): a
                     // 3xx is a failed attempt, said plainly, never a delivery.
-                    let redirected = status.is_redirection().then(|| {
+                    let redirect = status.is_redirection() && status != StatusCode::NOT_MODIFIED;
+                    let redirected = redirect.then(|| {
                         let location = response
                             .headers()
                             .get(reqwest::header::LOCATION)
