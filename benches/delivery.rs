@@ -72,11 +72,11 @@ fn dispatcher(store: &Store, url: &str) -> Dispatcher {
     Dispatcher::new(
         store.clone(),
         wfmd::http_client().unwrap(),
-        vec![Endpoint {
-            url: url.to_owned(),
-            events: None,
-            signer: Signer::new(vec![webhook_key(&secret).unwrap()]),
-        }],
+        vec![Endpoint::new(
+            url,
+            None,
+            Signer::new(vec![webhook_key(&secret).unwrap()]),
+        )],
         DeliveryConfig::default(),
     )
 }

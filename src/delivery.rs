@@ -85,28 +85,50 @@ impl Signer {
 }
 
 /// One configured receiver.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
-    pub url: String,
+    /// How the endpoint is stored, logged and shown: its URL with credentials masked
+    /// ([`crate::redact::url`]; the configuration keeps these unique).
+    pub id: String,
+    /// The URL requests go to, credentials and all: only in memory, never shown.
+    url: String,
     pub events: Option<Vec<String>>,
     pub signer: Signer,
 }
 
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("events", &self.events)
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Endpoint {
+    /// The receiver at `url`, known by its masked URL.
+    pub fn new(url: &str, events: Option<Vec<String>>, signer: Signer) -> Endpoint {
+        Endpoint {
+            id: crate::redact::url(url),
+            url: url.to_owned(),
+            events,
+            signer,
+        }
+    }
+
     /// The endpoints of a validated configuration.
     pub fn from_config(config: &Config) -> Vec<Endpoint> {
         config
             .webhooks
             .iter()
-            .map(|hook| Endpoint {
-                url: hook.url.clone(),
-                events: hook.events.clone(),
-                signer: Signer::new(
-                    hook.secret
-                        .iter()
-                        .map(|s| webhook_key(s).expect("validated at load"))
-                        .collect(),
-                ),
+            .map(|hook| {
+                let keys = hook
+                    .secret
+                    .iter()
+                    .map(|s| webhook_key(s).expect("validated at load"))
+                    .collect();
+                Endpoint::new(&hook.url, hook.events.clone(), Signer::new(keys))
             })
             .collect()
     }
@@ -139,7 +161,7 @@ impl Dispatcher {
         Dispatcher {
             store,
             http,
-            endpoints: Arc::new(endpoints.into_iter().map(|e| (e.url.clone(), e)).collect()),
+            endpoints: Arc::new(endpoints.into_iter().map(|e| (e.id.clone(), e)).collect()),
             settings,
             wake,
         }
@@ -149,7 +171,7 @@ impl Dispatcher {
         self.endpoints
             .values()
             .map(|e| Subscriber {
-                url: &e.url,
+                endpoint: &e.id,
                 events: e.events.as_deref(),
             })
             .collect()
@@ -395,8 +417,22 @@ impl Dispatcher {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
+                    // The HTTP client follows no redirect (see `crate::http_client`): a
+                    // 3xx is a failed attempt, said plainly, never a delivery.
+                    let redirect = status.is_redirection() && status != StatusCode::NOT_MODIFIED;
+                    let redirected = redirect.then(|| {
+                        let location = response
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|v| v.to_str().ok());
+                        format!(
+                            "receiver answered {status}, a redirect to {}; wfmd does not follow \
+                             redirects",
+                            crate::redact::location(location)
+                        )
+                    });
                     let body = response.text().await.unwrap_or_default();
-                    (Some(status), retry_after, Some(truncate(body)), None)
+                    (Some(status), retry_after, Some(truncate(body)), redirected)
                 }
                 Err(e) => {
                     let kind = if e.is_timeout() {
@@ -404,7 +440,8 @@ impl Dispatcher {
                     } else {
                         "failed"
                     };
-                    (None, None, None, Some(format!("request {kind}: {e}")))
+                    let reason = crate::redact::transport_error(e);
+                    (None, None, None, Some(format!("request {kind}: {reason}")))
                 }
             };
             let duration = started.elapsed();
@@ -459,14 +496,23 @@ fn log_health_change(change: &HealthChange) {
 }
 
 /// An endpoint's URL as shown in `/metrics` and logs: scheme, host, port and path only,
-/// since a query string or user part may carry a receiver's credentials.
+/// since a query string or user part may carry a receiver's credentials, plus the
+/// fragment that tells apart endpoints that differ only in those.
 pub fn endpoint_label(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(parsed) => {
             let host = parsed.host_str().unwrap_or_default();
+            let fragment = parsed
+                .fragment()
+                .map(|f| format!("#{f}"))
+                .unwrap_or_default();
             match parsed.port() {
-                Some(port) => format!("{}://{host}:{port}{}", parsed.scheme(), parsed.path()),
-                None => format!("{}://{host}{}", parsed.scheme(), parsed.path()),
+                Some(port) => format!(
+                    "{}://{host}:{port}{}{fragment}",
+                    parsed.scheme(),
+                    parsed.path()
+                ),
+                None => format!("{}://{host}{}{fragment}", parsed.scheme(), parsed.path()),
             }
         }
         Err(_) => "(invalid url)".to_owned(),

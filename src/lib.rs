@@ -37,6 +37,7 @@ pub mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod live;
+pub mod redact;
 pub mod report;
 pub mod sim;
 pub mod store;
@@ -60,11 +61,16 @@ use crate::engine::TransitionEngine;
 use crate::store::Store;
 
 /// The one HTTP client of the process: connection pools and TLS sessions are shared by
-/// every platform call (and, later, every webhook delivery).
+/// every platform call and every webhook delivery.
+///
+/// It follows no redirect: a receiver or a token endpoint that answers 3xx could send a
+/// signed event, or the client secret, to any address it names. A 3xx is an answer like
+/// any other non-2xx, which each caller reports as a failure.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     cxone::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(concat!("wfmd/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .context("cannot build the HTTP client")

@@ -18,7 +18,7 @@ use super::json::JsonBody;
 use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::domain::trend::{Seasonality, Settings};
-use crate::engine::analytics::render::{self, Format};
+use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
 use crate::report::ChannelSink;
@@ -219,8 +219,8 @@ pub async fn results(
     PathParams(job_id): PathParams<String>,
     QueryParams(query): QueryParams<ResultsQuery>,
 ) -> Result<Response, Problem> {
-    let format = match query.format.as_deref() {
-        None | Some("csv") => Format::Csv,
+    let mut format = match query.format.as_deref() {
+        None | Some("csv") => Format::Csv(CsvFormat::CURRENT),
         Some("json") => Format::Json,
         Some("html") => Format::Html(match query.tz.as_deref() {
             None => chrono_tz::UTC,
@@ -247,6 +247,15 @@ pub async fn results(
             "The job has not completed",
             format!("analytics job `{job_id}` is {}", job.status),
         ));
+    }
+    if let Format::Csv(_) = format {
+        // The format the job was hashed in, so the download verifies.
+        format = Format::Csv(CsvFormat::of_version(job.csv_format).ok_or_else(|| {
+            Problem::internal(&format!(
+                "analytics job `{job_id}` has CSV format {}, which this wfmd does not know",
+                job.csv_format
+            ))
+        })?);
     }
     let spec: QuerySpec = serde_json::from_str(&job.spec).map_err(|e| Problem::internal(&e))?;
     let store = state.analytics.store().clone();

@@ -220,9 +220,12 @@ pub const EVENT_TYPES: [&str; 6] = [
 const MIN_WEBHOOK_KEY_BYTES: usize = 24;
 
 /// One subscriber of webhook events.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// Where events are POSTed. It may carry the receiver's credentials (a user part, a
+    /// query token): shown and stored only masked ([`crate::redact::url`]).
+    #[serde(serialize_with = "mask_url")]
     pub url: String,
     /// `whsec_<base64>`; a list of several during a rotation (each signs every message).
     #[serde(
@@ -233,6 +236,16 @@ pub struct WebhookConfig {
     /// Event types to send; all of them when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &crate::redact::url(&self.url))
+            .field("secret", &self.secret)
+            .field("events", &self.events)
+            .finish()
+    }
 }
 
 impl WebhookConfig {
@@ -275,6 +288,10 @@ fn one_or_many_secrets<'de, D: serde::Deserializer<'de>>(
         OneOrMany::One(secret) => vec![secret.into()],
         OneOrMany::Many(secrets) => secrets.into_iter().map(Into::into).collect(),
     })
+}
+
+fn mask_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::redact::url(url))
 }
 
 fn mask_secrets<S: Serializer>(secrets: &[SecretString], serializer: S) -> Result<S::Ok, S::Error> {
@@ -620,19 +637,32 @@ impl Config {
                 humantime::format_duration(d.probe_interval_max)
             ));
         }
+        // Endpoints are stored and shown by their masked URL, so two that differ only
+        // in credentials or query values would be one.
+        let mut endpoints: Vec<String> = Vec::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let key = format!("webhooks[{i}]");
+            // Not echoed: a URL that does not parse cannot be masked.
             match reqwest::Url::parse(&hook.url) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => {}
                 Ok(url) => problems.push(format!(
                     "{key}.url must be an http(s) URL, got scheme `{}`",
                     url.scheme()
                 )),
-                Err(e) => problems.push(format!(
-                    "{key}.url is not a valid URL ({e}): `{}`",
-                    hook.url
-                )),
+                Err(e) => problems.push(format!("{key}.url is not a valid URL ({e})")),
             }
+            let endpoint = crate::redact::url(&hook.url);
+            if reqwest::Url::parse(&hook.url).is_ok()
+                && let Some(j) = endpoints.iter().position(|e| *e == endpoint)
+            {
+                problems.push(format!(
+                    "{key}.url is the same endpoint as webhooks[{j}].url once credentials and \
+                     query values are masked (`{endpoint}`), which is how wfmd stores and shows \
+                     endpoints; give each a different fragment (e.g. `#billing`), which is \
+                     never sent"
+                ));
+            }
+            endpoints.push(endpoint);
             if hook.secret.is_empty() {
                 problems.push(format!("{key}.secret must be set"));
             }
@@ -1021,6 +1051,43 @@ mod tests {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
         assert!(!text.contains("MfKQ9r8"), "never the secret: {text}");
+    }
+
+    #[test]
+    fn webhook_url_credentials_are_masked_in_output_debug_and_errors() {
+        let url = "https://hookuser:hookpass@hooks.example.com/in?token=tok123&channel=ops";
+        let hook =
+            |url: &str| format!("[[webhooks]]\nurl = \"{url}\"\nsecret = \"{SPEC_SECRET}\"\n");
+        let config = load(&hook(url), &[]).unwrap();
+        assert_eq!(config.webhooks[0].url, url, "kept whole for sending");
+        let shown = config.to_masked_toml();
+        assert!(
+            shown.contains("https://***@hooks.example.com/in?token=***&channel=***"),
+            "{shown}"
+        );
+        let debug = format!("{config:?}");
+        for secret in ["hookuser", "hookpass", "tok123"] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!debug.contains(secret), "{debug}");
+        }
+
+        // Two endpoints that differ only in what is masked would be stored as one.
+        let twins = hook(url) + &hook(&url.replace("tok123", "tok456"));
+        let err = load(&twins, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("webhooks[1].url is the same endpoint as webhooks[0].url"),
+            "{err}"
+        );
+        assert!(!err.contains("tok123") && !err.contains("tok456"), "{err}");
+        let told_apart = hook(&format!("{url}#a")) + &hook(&url.replace("tok123", "tok456"));
+        assert_eq!(load(&told_apart, &[]).unwrap().webhooks.len(), 2);
+
+        // A URL that does not parse cannot be masked, so it is not shown at all.
+        let err = load(&hook("https://user:pw@[::1/in?token=tok123"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhooks[0].url is not a valid URL"), "{err}");
+        assert!(!err.contains("tok123") && !err.contains("pw@"), "{err}");
     }
 
     #[test]

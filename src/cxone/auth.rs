@@ -543,6 +543,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_redirecting_token_endpoint_fails_and_its_target_never_sees_the_secret() {
+        for status in [302, 307] {
+            let target = MockServer::start().await;
+            Mock::given(method("POST"))
+                .respond_with(token_answer("tok-stolen", 3600))
+                .mount(&target)
+                .await;
+            let server = MockServer::start().await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(status).insert_header(
+                    "location",
+                    format!("{}/steal?key=k-123", target.uri()).replace("://", "://u:pw@"),
+                ))
+                .mount(&server)
+                .await;
+            let cache = TokenCache::new(
+                crate::http_client().unwrap(),
+                format!("{}/oauth2/token", server.uri()),
+                "wfmd-client".into(),
+                SecretString::from(SECRET),
+                Duration::from_secs(5),
+            );
+            let err = cache.token().await.unwrap_err();
+            assert_eq!(token_requests(&target).await, 0, "{status}: followed");
+            assert!(
+                matches!(err, CxoneError::Redirected { status: s, .. } if s == status),
+                "{err:?}"
+            );
+            assert!(!err.is_retryable());
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("{}/steal", target.uri()))
+                    && message.contains("does not follow redirects"),
+                "{message}"
+            );
+            for hidden in [SECRET, "pw@", "k-123"] {
+                assert!(!message.contains(hidden), "{message}");
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn unusable_base_uri_in_token_answer_is_a_decode_error() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))

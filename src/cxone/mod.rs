@@ -201,6 +201,17 @@ pub enum CxoneError {
     CircuitOpen { remaining: Duration },
     #[error("unexpected answer from the platform: {0}")]
     Decode(String),
+    /// A 3xx: wfmd follows no redirect (see [`crate::http_client`]), so the configured
+    /// URL is wrong or something between wfmd and the platform is not to be trusted.
+    #[error(
+        "the platform answered {status} (a redirect to {location}); wfmd does not follow \
+         redirects: check the configured platform URLs"
+    )]
+    Redirected {
+        status: u16,
+        /// Where it pointed, without user part or query ([`crate::redact::location`]).
+        location: String,
+    },
     /// The dialect has no such operation (e.g. aggregation queries on `incontact`).
     #[error("{feature} is not offered by this platform ({dialect} dialect)")]
     NotOffered {
@@ -224,6 +235,24 @@ fn message_text(message: &str) -> String {
 }
 
 impl CxoneError {
+    /// The error of a 3xx answer, or `None` for any other status (and for 304 Not
+    /// Modified, which answers a conditional request and points nowhere).
+    pub(crate) fn redirected(
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+    ) -> Option<CxoneError> {
+        if !status.is_redirection() || status == reqwest::StatusCode::NOT_MODIFIED {
+            return None;
+        }
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|value| value.to_str().ok());
+        Some(CxoneError::Redirected {
+            status: status.as_u16(),
+            location: crate::redact::location(location),
+        })
+    }
+
     /// Whether trying again later may succeed: rate limits, platform faults, timeouts
     /// and connection failures. Everything else fails at once.
     pub fn is_retryable(&self) -> bool {

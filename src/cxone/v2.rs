@@ -559,6 +559,9 @@ async fn read(response: Response) -> Result<Vec<u8>, CxoneError> {
 
 /// Classifies a non-2xx answer.
 pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CxoneError {
+    if let Some(redirected) = CxoneError::redirected(status, headers) {
+        return redirected;
+    }
     let details = ErrorDetails::from_body(body);
     let retry_after = headers
         .get(RETRY_AFTER)
@@ -1325,6 +1328,49 @@ mod tests {
         let status = client.break_status("u_001").await.unwrap();
         assert!(status.mandatory_break_required);
         assert_eq!(status.break_start, None);
+    }
+
+    #[tokio::test]
+    async fn a_redirecting_platform_route_is_a_redirect_error_not_followed_nor_retried() {
+        let target = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(state_json("READY"))
+            .mount(&target)
+            .await;
+        let server = MockServer::start().await;
+        mount_token(&server, "tok-1").await;
+        Mock::given(path("/api/v2/users/u_001/state"))
+            .respond_with(ResponseTemplate::new(301).insert_header(
+                "location",
+                format!("{}/api/v2/users/u_001/state?sig=s-123", target.uri()),
+            ))
+            .mount(&server)
+            .await;
+        install_crypto_provider();
+        let client = V2Client::new(
+            crate::http_client().unwrap(),
+            settings(server.uri(), token_url(&server), retry(3)),
+            Arc::new(Budget::unlimited()),
+        );
+
+        let err = client.agent_state("u_001").await.unwrap_err();
+        assert_eq!(
+            err,
+            CxoneError::Redirected {
+                status: 301,
+                location: format!("{}/api/v2/users/u_001/state", target.uri()),
+            }
+        );
+        assert!(
+            target.received_requests().await.unwrap().is_empty(),
+            "followed"
+        );
+        assert_eq!(api_requests(&server).await, 1, "a redirect is not retried");
+        let message = err.to_string();
+        assert!(
+            message.contains("the platform answered 301") && !message.contains("s-123"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

@@ -373,11 +373,13 @@ impl AnalyticsJobs {
 
     async fn complete(&self, id: &str, spec: &QuerySpec) -> anyhow::Result<()> {
         let mut hash = render::HashSink::default();
-        let rows = render::write(&self.store, id, spec, render::Format::Csv, &mut hash).await?;
+        let csv = render::CsvFormat::CURRENT;
+        let rows =
+            render::write(&self.store, id, spec, render::Format::Csv(csv), &mut hash).await?;
         let sha256 = hash.hex();
         let now = Utc::now();
         let mut tx = self.store.begin_write().await?;
-        if !stored::complete(&mut tx, id, rows as i64, &sha256, to_ms(now)).await? {
+        if !stored::complete(&mut tx, id, rows as i64, &sha256, csv.version(), to_ms(now)).await? {
             return Ok(());
         }
         let job = stored::job_on(&mut tx, id)

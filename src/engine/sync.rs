@@ -658,7 +658,8 @@ pub(super) fn error_kind(error: &CxoneError) -> &'static str {
         CxoneError::NotOffered { .. } => "not_offered",
         CxoneError::BadRequest { .. }
         | CxoneError::Forbidden { .. }
-        | CxoneError::Conflict { .. } => "refused",
+        | CxoneError::Conflict { .. }
+        | CxoneError::Redirected { .. } => "refused",
     }
 }
 

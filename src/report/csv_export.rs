@@ -2,9 +2,27 @@
 //!
 //! Unknown values (no attempts, no adherence yet) are empty fields, not zeros, so a
 //! spreadsheet average does not count them. Every row repeats the window, so rows stay
-//! meaningful when files from several windows are concatenated.
+//! meaningful when files from several windows are concatenated. Text that came from
+//! elsewhere (the agent id) goes through [`text_cell`], so opening the file in a
+//! spreadsheet never runs a formula someone put into an id.
+
+use std::borrow::Cow;
 
 use super::{AgentSummary, Chunked, Report, ReportError, Sink};
+
+/// A CSV cell for text that wfmd did not make itself (agent ids and names, teams,
+/// reasons, dimension values…): one that a spreadsheet would take for a formula, because
+/// it starts with `=`, `+`, `-`, `@`, a tab or a carriage return, gets a leading `'`
+/// (OWASP's rule for CSV injection), which spreadsheets show as text. Every CSV writer
+/// uses this for such cells; numbers wfmd computes are written as they are, so a negative
+/// figure stays a number.
+pub fn text_cell(text: &str) -> Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
 
 /// The columns, in order.
 pub const COLUMNS: [&str; 23] = [
@@ -39,7 +57,7 @@ fn optional<T: ToString>(value: Option<T>) -> String {
 
 fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()] {
     [
-        agent.agent_id.clone(),
+        text_cell(&agent.agent_id).into_owned(),
         agent.transitions.to_string(),
         agent.succeeded.to_string(),
         agent.rejections.to_string(),

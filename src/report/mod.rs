@@ -21,6 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use sqlx::SqlitePool;
 
+pub use csv_export::text_cell;
 pub use summary::{AgentSummary, summarize};
 
 use crate::domain::idle::Window;

