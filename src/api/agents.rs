@@ -178,6 +178,7 @@ fn engine_problem(error: EngineError) -> Problem {
             error.to_string(),
         )
         .with("field", "idempotency_key"),
+        EngineError::Store(e) if !crate::store::is_unavailable(&e) => Problem::internal(&e),
         EngineError::Store(e) => {
             tracing::error!(error = %e, "a change could not be recorded");
             Problem::new(

@@ -555,6 +555,22 @@ impl Drop for Preemptible {
     }
 }
 
+/// Whether `error` says the database cannot take writes now, as opposed to refusing
+/// this one: a full disk (SQLITE_FULL), an I/O error, a read-only or unopenable file,
+/// a lock held too long, or no connection in time.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            // The primary result code is the low byte of an extended one.
+            let code = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+            // BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN
+            matches!(code, 5 | 6 | 8 | 10 | 13 | 14)
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        _ => false,
+    }
+}
+
 /// Whether `error` is a statement interrupted to let an engine write go first (see
 /// [`Housekeeping::preemptible`]).
 pub fn is_interrupt(error: &sqlx::Error) -> bool {
