@@ -256,6 +256,8 @@ pub struct App {
     metric_pollers: Vec<engine::metrics::MetricPoller>,
     /// Prunes old records and publishes audit checkpoints.
     retention: engine::retention::Retention,
+    /// Downloads in progress per caller, and their limits (`[exports]`).
+    exports: api::exports::Exports,
 }
 
 impl App {
@@ -369,6 +371,7 @@ impl App {
             metric_pollers,
             retention,
             live,
+            exports: api::exports::Exports::new(&config.exports),
         })
     }
 
@@ -434,6 +437,7 @@ impl App {
             live: self.live.clone(),
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),
+            exports: self.exports.clone(),
         };
         let live = Some(tokio::spawn(self.live.clone().run(
             shutdown.clone(),

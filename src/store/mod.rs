@@ -52,8 +52,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections for concurrent reads (reports, history, verify) beside the one writer.
+/// Connections for concurrent reads (history, verify, the engine's lookups) beside the
+/// one writer.
 const READ_CONNECTIONS: u32 = 4;
+
+/// Connections for downloads (reports, the audit export, analytics results), apart from
+/// the read pool: see [`Store::for_exports`].
+const EXPORT_CONNECTIONS: u32 = 4;
 
 /// How many SQLite virtual-machine instructions run between two looks of the
 /// housekeeping connection's progress handler at [`Preemption`]. An incremental-vacuum
@@ -66,6 +71,8 @@ const PREEMPTION_CHECK_OPS: i32 = 4;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// Downloads' reads (see [`Store::for_exports`]), opened on first use.
+    exports: SqlitePool,
     /// One connection for housekeeping, opened on first use (see [`Store::housekeeping`]).
     housekeeping: SqlitePool,
     /// Pinged after a commit that wrote outbox events, so delivery starts at once
@@ -189,9 +196,13 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
+        let exports = SqlitePoolOptions::new()
+            .max_connections(EXPORT_CONNECTIONS)
+            .connect_lazy_with(options.clone());
         Ok(Store {
             write,
             read,
+            exports,
             housekeeping,
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -306,6 +317,17 @@ impl Store {
         &self.read
     }
 
+    /// The same store with its reads on the download connections (reports, the audit
+    /// export, analytics results; see `api::exports`): however many clients download,
+    /// and however slowly, they never hold a connection the engine, the sync or
+    /// delivery waits for.
+    pub fn for_exports(&self) -> Store {
+        Store {
+            read: self.exports.clone(),
+            ..self.clone()
+        }
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.read).await.map(drop)
@@ -325,6 +347,7 @@ impl Store {
         self.housekeeping.close().await;
         self.write.close().await;
         self.read.close().await;
+        self.exports.close().await;
     }
 }
 

@@ -11,6 +11,7 @@ mod bulk;
 mod cli;
 mod crash;
 mod deploy;
+mod downloads;
 mod faults;
 mod helpers;
 mod incontact;
