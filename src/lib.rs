@@ -351,6 +351,7 @@ impl App {
             services.store.clone(),
             config.compliance.exception_threshold,
         )
+        .with_max_per_actor(config.analytics.max_jobs_per_caller)
         .with_platform(cxone::Aggregations::new(
             services.engine.platform().clone(),
             config.analytics.extraction(),

@@ -20,6 +20,10 @@ use crate::engine::analytics::render::{self, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
 
+/// What a caller over `analytics.max_jobs_per_caller` is told to wait: jobs take
+/// seconds to minutes.
+const JOBS_RETRY_AFTER_SECONDS: u64 = 30;
+
 pub fn routes() -> Routes {
     vec![
         utoipa_axum::routes!(create, list),
@@ -103,6 +107,7 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
     responses(
         (status = 202, description = "The job is stored; `Location` names it", body = Object),
         (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn create(
@@ -111,21 +116,35 @@ pub async fn create(
     JsonBody(body): JsonBody<QueryBody>,
 ) -> Result<Response, Problem> {
     let spec = spec(body)?;
-    let id = state
-        .analytics
-        .submit(&spec, &caller.name)
-        .await
-        .map_err(|e| match e {
-            SubmitError::Invalid(e) => Problem::invalid_field(e.field, e.to_string()),
-            SubmitError::NotOffered(e) => Problem::new(
+    let id = match state.analytics.submit(&spec, &caller.name).await {
+        Ok(id) => id,
+        Err(e @ SubmitError::TooMany { limit, .. }) => {
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-jobs",
+                "Too many analytics jobs queued or running",
+                e.to_string(),
+            )
+            .with("limit", limit)
+            .into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(JOBS_RETRY_AFTER_SECONDS),
+            );
+            return Ok(response);
+        }
+        Err(SubmitError::Invalid(e)) => return Err(Problem::invalid_field(e.field, e.to_string())),
+        Err(SubmitError::NotOffered(e)) => {
+            return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "not-offered",
                 "Not offered by this platform",
                 format!("source: {e}"),
             )
-            .with("field", "source"),
-            SubmitError::Store(e) => Problem::internal(&e),
-        })?;
+            .with("field", "source"));
+        }
+        Err(SubmitError::Store(e)) => return Err(Problem::internal(&e)),
+    };
     let mut response = (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"job_id": id})),

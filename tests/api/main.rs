@@ -3,6 +3,7 @@
 
 mod adherence;
 mod analytics;
+mod analytics_limits;
 mod analytics_platform;
 mod audit;
 mod auth;
