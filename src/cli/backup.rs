@@ -5,6 +5,10 @@
 //! so the daemon's writers carry on) into a new, compact file. The copy's audit chain is
 //! then verified, so a backup is known good when it is made.
 //!
+//! A restore refuses a file whose schema departs from what this wfmd's migrations make
+//! (the audit log's append-only triggers dropped, say; see [`schema::check`]) or whose
+//! audit chain does not verify.
+//!
 //! Whether a daemon runs on a database is known from an exclusive lock on
 //! `<database>.serve.lock` that `wfmd serve` takes at start and the operating system
 //! drops when the process ends, however it ends (kill -9 included). A restore takes the
@@ -20,6 +24,7 @@ use anyhow::Context;
 use super::Failure;
 use crate::store::Store;
 use crate::store::audit::{self, AuditKey, Verification};
+use crate::store::schema;
 
 /// The database file of a `sqlite:` URL (`None` for an in-memory database).
 pub fn database_path(url: &str) -> Option<PathBuf> {
@@ -93,8 +98,14 @@ impl DaemonLock {
     }
 }
 
-/// Verifies the audit chain of the database at `path` (with `key`), opened on its own.
-async fn verify_file(path: &Path, key: Option<&AuditKey>) -> anyhow::Result<(Verification, bool)> {
+/// Verifies the audit chain of the database at `path` (with `key`), opened on its own;
+/// with `schema`, first that its schema is what its migrations promise (see
+/// [`schema::check`]), failing with every departure named.
+async fn verify_file(
+    path: &Path,
+    key: Option<&AuditKey>,
+    schema: bool,
+) -> anyhow::Result<(Verification, bool)> {
     let url = format!("sqlite://{}", path.display());
     let store = Store::open_keyed_without_migrating(&url, key.cloned()).await?;
     let result = async {
@@ -112,6 +123,16 @@ async fn verify_file(path: &Path, key: Option<&AuditKey>) -> anyhow::Result<(Ver
         .await?;
         if tables != 2 {
             anyhow::bail!("{} is not a wfmd database", path.display());
+        }
+        if schema {
+            let mut conn = store.reader().acquire().await?;
+            let departures = schema::check(&mut conn).await?;
+            if !departures.is_empty() {
+                anyhow::bail!(
+                    "the schema of {} is not what this wfmd's migrations make: {departures}",
+                    path.display()
+                );
+            }
         }
         let verification = audit::verify_with(store.reader(), key).await?;
         let intact = verification.is_intact();
@@ -171,7 +192,9 @@ pub async fn backup(
         .and_then(|file| file.sync_all())
         .with_context(|| format!("cannot sync the backup {}", target.display()))
         .map_err(Failure::action)?;
-    let (verification, intact) = verify_file(target, key).await.map_err(Failure::action)?;
+    let (verification, intact) = verify_file(target, key, false)
+        .await
+        .map_err(Failure::action)?;
     let size = file_size(target);
     if !intact {
         println!("{}", verification.describe());
@@ -220,7 +243,7 @@ pub async fn restore(
         .and_then(|_| File::open(&staged)?.sync_all())
         .with_context(|| format!("cannot copy {} to {}", backup.display(), staged.display()))
         .map_err(Failure::action)?;
-    let checked = verify_file(&staged, key).await;
+    let checked = verify_file(&staged, key, true).await;
     let (verification, intact) = match checked {
         Ok(checked) => checked,
         Err(error) => {

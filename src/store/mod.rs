@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod retention;
 pub mod samples;
 pub mod schedules;
+pub mod schema;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -223,13 +224,18 @@ impl Store {
         &self.write
     }
 
-    /// Applies pending migrations; returns how many were applied.
+    /// Applies pending migrations, then puts back any trigger of theirs (the audit
+    /// log's append-only ones) that the file lost or had altered, with a warning (see
+    /// [`schema::restore_triggers`]); returns how many migrations were applied.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let before = self.applied_migrations().await.unwrap_or(0);
         MIGRATOR
             .run(&self.write)
             .await
             .context("cannot apply database migrations")?;
+        schema::restore_triggers(self)
+            .await
+            .context("cannot restore the audit log's triggers")?;
         Ok(self.applied_migrations().await?.saturating_sub(before))
     }
 

@@ -197,3 +197,48 @@ async fn restore_is_refused_over_a_running_daemons_database() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn restore_refuses_a_backup_whose_append_only_triggers_were_dropped() {
+    // A backup someone edited: the audit log's triggers dropped, so its rows could be
+    // changed at will once restored.
+    let tampered = TestDb::new();
+    let store = Store::open(&tampered.url()).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    for sql in [
+        "DROP TRIGGER audit_log_refuses_update",
+        "DROP TRIGGER audit_log_refuses_delete",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    store.close().await;
+
+    let target = TestDb::new();
+    Store::open(&target.url()).await.unwrap().close().await;
+    let before = std::fs::read(target.path()).unwrap();
+    let (code, stdout, stderr) = run(wfmd_on(
+        &target.url(),
+        &["restore", tampered.path().to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for named in [
+        "refusing to restore",
+        "trigger audit_log_refuses_update is missing",
+        "trigger audit_log_refuses_delete is missing",
+    ] {
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read(target.path()).unwrap(),
+        before,
+        "the database is untouched"
+    );
+    let left: Vec<String> = std::fs::read_dir(target.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("restoring") || name.contains("replaced"))
+        .collect();
+    assert!(left.is_empty(), "nothing staged is left behind: {left:?}");
+}
