@@ -177,6 +177,9 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
         }
+        if !url.contains("mode=memory") {
+            create_private(&options)?;
+        }
         let preemption = Arc::<Preemption>::default();
         let write = single_writer(audit_key.clone(), None)
             .connect_with(options.clone())
@@ -485,6 +488,33 @@ impl std::ops::DerefMut for Housekeeping {
     }
 }
 
+/// Creates the database file, when missing, readable and writable by its owner only
+/// (0600). SQLite would create it with 0644 less the umask; its journal, WAL and
+/// shared-memory files take the mode of the database file, so these are private too.
+/// Done here rather than through the process umask, which would also change the mode
+/// of every other file the process writes (reports written with `--out`) and cannot be
+/// set safely once threads run.
+fn create_private(options: &SqliteConnectOptions) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") || path.exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // An empty file is an empty database to SQLite.
+        Ok(_) => Ok(()),
+        // Another process made it meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create the database {}", path.display())),
+    }
+}
+
 fn display_path(options: &SqliteConnectOptions) -> String {
     let path: &Path = options.get_filename();
     path.display().to_string()
@@ -564,6 +594,22 @@ mod tests {
             0,
             "second run applies nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_database_and_its_log_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let (store, dir) = testing::temp_store().await;
+        // Written, so the log and shared-memory files exist.
+        store.begin_write().await.unwrap().commit().await.unwrap();
+        for name in ["wfmd.db", "wfmd.db-wal", "wfmd.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 
     #[tokio::test]
