@@ -53,8 +53,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections for concurrent reads (history, verify, the engine's lookups) beside the
-/// one writer.
+/// Connections for concurrent reads (the engine's lookups, history, the CLI's reads)
+/// beside the one writer.
 const READ_CONNECTIONS: u32 = 4;
 
 /// Connections for downloads (reports, the audit export, analytics results), apart from
