@@ -264,6 +264,8 @@ pub struct App {
     metric_pollers: Vec<engine::metrics::MetricPoller>,
     /// Prunes old records and publishes audit checkpoints.
     retention: engine::retention::Retention,
+    /// Downloads in progress per caller, and their limits (`[exports]`).
+    exports: api::exports::Exports,
 }
 
 impl App {
@@ -357,6 +359,7 @@ impl App {
             services.store.clone(),
             config.compliance.exception_threshold,
         )
+        .with_max_per_actor(config.analytics.max_jobs_per_caller)
         .with_platform(cxone::Aggregations::new(
             services.engine.platform().clone(),
             config.analytics.extraction(),
@@ -378,6 +381,7 @@ impl App {
             metric_pollers,
             retention,
             live,
+            exports: api::exports::Exports::new(&config.exports),
         })
     }
 
@@ -444,6 +448,7 @@ impl App {
             live: self.live.clone(),
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),
+            exports: self.exports.clone(),
         };
         let live = Some(tokio::spawn(self.live.clone().run(
             shutdown.clone(),

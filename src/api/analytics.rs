@@ -4,12 +4,10 @@
 //! self-contained HTML page of charts.
 
 use axum::Json;
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tracing::Instrument;
 
 use super::auth::Caller;
 use super::error::Problem;
@@ -21,7 +19,10 @@ use crate::domain::trend::{Seasonality, Settings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
-use crate::report::ChannelSink;
+
+/// What a caller over `analytics.max_jobs_per_caller` is told to wait: jobs take
+/// seconds to minutes.
+const JOBS_RETRY_AFTER_SECONDS: u64 = 30;
 
 pub fn routes() -> Routes {
     vec![
@@ -106,6 +107,7 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
     responses(
         (status = 202, description = "The job is stored; `Location` names it", body = Object),
         (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn create(
@@ -114,21 +116,35 @@ pub async fn create(
     JsonBody(body): JsonBody<QueryBody>,
 ) -> Result<Response, Problem> {
     let spec = spec(body)?;
-    let id = state
-        .analytics
-        .submit(&spec, &caller.name)
-        .await
-        .map_err(|e| match e {
-            SubmitError::Invalid(e) => Problem::invalid_field(e.field, e.to_string()),
-            SubmitError::NotOffered(e) => Problem::new(
+    let id = match state.analytics.submit(&spec, &caller.name).await {
+        Ok(id) => id,
+        Err(e @ SubmitError::TooMany { limit, .. }) => {
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-jobs",
+                "Too many analytics jobs queued or running",
+                e.to_string(),
+            )
+            .with("limit", limit)
+            .into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(JOBS_RETRY_AFTER_SECONDS),
+            );
+            return Ok(response);
+        }
+        Err(SubmitError::Invalid(e)) => return Err(Problem::invalid_field(e.field, e.to_string())),
+        Err(SubmitError::NotOffered(e)) => {
+            return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "not-offered",
                 "Not offered by this platform",
                 format!("source: {e}"),
             )
-            .with("field", "source"),
-            SubmitError::Store(e) => Problem::internal(&e),
-        })?;
+            .with("field", "source"));
+        }
+        Err(SubmitError::Store(e)) => return Err(Problem::internal(&e)),
+    };
     let mut response = (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"job_id": id})),
@@ -196,8 +212,9 @@ pub struct ResultsQuery {
     tz: Option<String>,
 }
 
-/// A completed job's results, streamed: every point with its moving average,
-/// direction, z-score and anomaly.
+/// A completed job's results, streamed (through the download's spool, see
+/// [`super::exports`]): every point with its moving average, direction, z-score and
+/// anomaly.
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries/{job_id}/results",
@@ -212,10 +229,12 @@ pub struct ResultsQuery {
         )),
         (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
         (status = 409, description = "The job has not completed", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 429, description = "The caller has `exports.per_caller` downloads in progress; `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn results(
     State(state): State<ApiState>,
+    caller: Caller,
     PathParams(job_id): PathParams<String>,
     QueryParams(query): QueryParams<ResultsQuery>,
 ) -> Result<Response, Problem> {
@@ -258,22 +277,20 @@ pub async fn results(
         })?);
     }
     let spec: QuerySpec = serde_json::from_str(&job.spec).map_err(|e| Problem::internal(&e))?;
-    let store = state.analytics.store().clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(
-        async move {
-            let mut sink = ChannelSink(tx.clone());
-            if let Err(error) = render::write(&store, &job_id, &spec, format, &mut sink).await {
-                tracing::warn!(error = %format!("{error:#}"), "analytics results stopped before their end");
-                let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
-            }
-        }
-        .in_current_span(),
-    );
-    let body = Body::from_stream(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|chunk| chunk.map(|result| result.map(Bytes::from)))
-    }));
+    let permit = match state.exports.admit(&caller) {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(refused),
+    };
+    let store = state.analytics.store().for_exports();
+    let body = state
+        .exports
+        .stream(permit, |mut sink| async move {
+            render::write(&store, &job_id, &spec, format, &mut sink)
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .await?;
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -2,29 +2,25 @@
 //! `GET /v1/audit/verify` (walk the hash chain). Admin only: the audit log names who
 //! did what to whom.
 
-use std::io;
-
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde::Serialize;
-use tracing::Instrument;
 
 use super::agents::{WindowQuery, window_from_query};
+use super::auth::Caller;
 use super::error::Problem;
 use super::extract::QueryParams;
-use super::openapi::ADMIN;
+use super::openapi::{ADMIN, PROBLEM_JSON, ProblemDetails};
 use super::{ApiState, Routes};
+use crate::report::Sink;
 use crate::store::audit::{self, ExportedEntry, Verification};
 use crate::store::retention::{self, Kind};
 
 /// Bytes of JSON lines gathered before they are sent on.
 const CHUNK_BYTES: usize = 64 * 1024;
-/// Chunks in flight between the database reader and the client.
-const CHANNEL_CHUNKS: usize = 4;
 
 pub fn routes() -> Routes {
     vec![utoipa_axum::routes!(export), utoipa_axum::routes!(verify)]
@@ -32,72 +28,52 @@ pub fn routes() -> Routes {
 
 /// The audit entries written in a window, oldest first, one JSON object per line.
 ///
-/// Streamed: the database is read as the client reads, so a year of entries takes no
-/// more memory than a minute of them. A database failure before the first entry is a
-/// 500 problem; one later ends the transfer with an error, never a truncated 200.
+/// Streamed: the entries are read on the download connections as fast as the database
+/// gives them and held for the client in its spool (see [`super::exports`]), so a year
+/// of entries takes no more memory than a minute of them. A database failure before the
+/// first entry is a 500 problem; one later ends the transfer with an error, never a
+/// truncated 200.
 #[utoipa::path(
     get,
     path = "/v1/audit",
     tag = "audit",
     security(("bearer" = [ADMIN])),
     params(WindowQuery),
-    responses((status = 200, description = "JSON lines, one entry each", body = ExportedEntry,
-               content_type = "application/x-ndjson"))
+    responses(
+        (status = 200, description = "JSON lines, one entry each", body = ExportedEntry,
+         content_type = "application/x-ndjson"),
+        (status = 429, description = "The caller has `exports.per_caller` downloads in progress; `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
 )]
 pub async fn export(
     State(state): State<ApiState>,
+    caller: Caller,
     QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Response, Problem> {
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), Utc::now())?;
     check_kept(&state.store, &[Kind::Audit], window.from).await?;
-    let pool = state.store.reader().clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
-    tokio::spawn(
-        async move {
+    let permit = match state.exports.admit(&caller) {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(refused),
+    };
+    let pool = state.store.for_exports().reader().clone();
+    let body = state
+        .exports
+        .stream(permit, |mut sink| async move {
             let mut rows = std::pin::pin!(audit::stream_between(&pool, window.from, window.to));
             let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
-            loop {
-                match rows.try_next().await {
-                    Ok(Some(row)) => {
-                        serde_json::to_writer(&mut buf, &row.exported())
-                            .expect("audit entries serialize");
-                        buf.push(b'\n');
-                        if buf.len() >= CHUNK_BYTES {
-                            let chunk =
-                                std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 4096));
-                            if tx.send(Ok(chunk.into())).await.is_err() {
-                                return; // The client went away.
-                            }
-                        }
-                    }
-                    Ok(None) => {
-                        let _ = tx.send(Ok(buf.into())).await;
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "audit export stopped before its end");
-                        let _ = tx.send(Err(io::Error::other(error.to_string()))).await;
-                        return;
-                    }
+            while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
+                serde_json::to_writer(&mut buf, &row.exported()).expect("audit entries serialize");
+                buf.push(b'\n');
+                if buf.len() >= CHUNK_BYTES {
+                    let chunk = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+                    sink.send(chunk).await.map_err(|e| e.to_string())?;
                 }
             }
-        }
-        .in_current_span(),
-    );
-    let first = match rx.recv().await {
-        Some(Ok(chunk)) => chunk,
-        Some(Err(error)) => return Err(Problem::internal(&error)),
-        None => {
-            return Err(Problem::internal(
-                &"the audit export ended without an answer",
-            ));
-        }
-    };
-    let rest = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
-    let body = futures::stream::iter([Ok(first)]).chain(rest);
-    let mut response = Body::from_stream(body).into_response();
+            sink.send(buf).await.map_err(|e| e.to_string())
+        })
+        .await?;
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -135,7 +111,10 @@ pub struct VerifyView {
     responses((status = 200, description = "What the walk found", body = VerifyView))
 )]
 pub async fn verify(State(state): State<ApiState>) -> Result<axum::Json<VerifyView>, Problem> {
-    let verification = audit::verify_with(state.store.reader(), state.store.audit_key()).await?;
+    // A walk of the whole chain is a long read a client asked for: on the download
+    // connections, not the engine's.
+    let store = state.store.for_exports();
+    let verification = audit::verify_with(store.reader(), store.audit_key()).await?;
     // For the `WfmdAuditChainBroken` alert of deploy/prometheus.
     metrics::gauge!("wfmd_audit_verify_intact").set(if verification.is_intact() {
         1.0

@@ -26,6 +26,7 @@ mod audit;
 pub mod auth;
 mod bulk;
 pub mod error;
+pub mod exports;
 pub mod extract;
 mod health;
 mod json;
@@ -34,6 +35,7 @@ mod live;
 pub mod openapi;
 mod reports;
 mod series;
+mod spool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +91,8 @@ pub struct ApiState {
     pub board: crate::engine::metrics::BoardReceiver,
     /// Analytics jobs.
     pub analytics: crate::engine::analytics::AnalyticsJobs,
+    /// Downloads in progress per caller (see [`exports`]).
+    pub exports: exports::Exports,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.

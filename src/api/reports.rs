@@ -3,25 +3,21 @@
 //!
 //! The aggregates are computed before the response starts, so a bad database answers a
 //! problem+json 500 instead of a truncated 200; rendering (and the JSON attempt log)
-//! then streams through a small channel, so a slow client holds back the database
-//! cursor rather than piling the report up in memory.
+//! then streams through the download's spool (see [`super::exports`]): the database is
+//! read at its own pace on the download connections, whatever the client's.
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tracing::Instrument;
 
 use super::agents::window_from_query;
+use super::auth::Caller;
 use super::error::Problem;
 use super::extract::QueryParams;
-use super::openapi::VIEWER;
+use super::openapi::{PROBLEM_JSON, ProblemDetails, VIEWER};
 use super::{ApiState, Routes};
-use crate::report::{ChannelSink, Format, Report, parse_zone};
-
-/// Chunks in flight between the renderer and the client.
-const CHANNEL_CHUNKS: usize = 4;
+use crate::report::{Format, Report, parse_zone};
 
 pub fn routes() -> Routes {
     vec![utoipa_axum::routes!(compliance)]
@@ -52,14 +48,18 @@ pub struct ReportQuery {
     tag = "reports",
     security(("bearer" = [VIEWER])),
     params(ReportQuery),
-    responses((status = 200, description = "The report in the requested format", content(
-        (String = "text/csv; charset=utf-8"),
-        (Object = "application/json"),
-        (String = "text/html; charset=utf-8"),
-    )))
+    responses(
+        (status = 200, description = "The report in the requested format", content(
+            (String = "text/csv; charset=utf-8"),
+            (Object = "application/json"),
+            (String = "text/html; charset=utf-8"),
+        )),
+        (status = 429, description = "The caller has `exports.per_caller` downloads in progress; `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
 )]
 pub async fn compliance(
     State(state): State<ApiState>,
+    caller: Caller,
     QueryParams(query): QueryParams<ReportQuery>,
 ) -> Result<Response, Problem> {
     let now = state.engine.now();
@@ -86,29 +86,23 @@ pub async fn compliance(
         window.from,
     )
     .await?;
-    let pool = state.store.reader().clone();
+    let permit = match state.exports.admit(&caller) {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(refused),
+    };
+    let pool = state.store.for_exports().reader().clone();
     let report = Report::build(&pool, window, now, zone, state.exception_threshold)
         .await
         .map_err(|e| Problem::internal(&e))?;
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
-    // In the request's span, so its log lines keep the request id.
-    tokio::spawn(
-        async move {
-            let mut sink = ChannelSink(tx.clone());
-            if let Err(error) = report.write(format, &pool, &mut sink).await {
-                tracing::warn!(%error, "compliance report stopped before its end");
-                // Ends the body with an error, so the client sees a broken transfer
-                // rather than a report that looks complete.
-                let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
-            }
-        }
-        .in_current_span(),
-    );
-    let body = Body::from_stream(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|chunk| chunk.map(|result| result.map(Bytes::from)))
-    }));
+    let body = state
+        .exports
+        .stream(permit, |mut sink| async move {
+            report
+                .write(format, &pool, &mut sink)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?;
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(

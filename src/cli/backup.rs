@@ -5,6 +5,10 @@
 //! so the daemon's writers carry on) into a new, compact file. The copy's audit chain is
 //! then verified, so a backup is known good when it is made.
 //!
+//! A restore refuses a file whose schema departs from what this wfmd's migrations make
+//! (the audit log's append-only triggers dropped, say; see [`schema::check`]) or whose
+//! audit chain does not verify.
+//!
 //! Whether a daemon runs on a database is known from an exclusive lock on
 //! `<database>.serve.lock` that `wfmd serve` takes at start and the operating system
 //! drops when the process ends, however it ends (kill -9 included). A restore takes the
@@ -12,6 +16,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,6 +25,7 @@ use anyhow::Context;
 use super::Failure;
 use crate::store::Store;
 use crate::store::audit::{self, AuditKey, Verification};
+use crate::store::schema;
 
 /// The database file of a `sqlite:` URL (`None` for an in-memory database).
 pub fn database_path(url: &str) -> Option<PathBuf> {
@@ -93,8 +99,14 @@ impl DaemonLock {
     }
 }
 
-/// Verifies the audit chain of the database at `path` (with `key`), opened on its own.
-async fn verify_file(path: &Path, key: Option<&AuditKey>) -> anyhow::Result<(Verification, bool)> {
+/// Verifies the audit chain of the database at `path` (with `key`), opened on its own;
+/// with `schema`, first that its schema is what its migrations promise (see
+/// [`schema::check`]), failing with every departure named.
+async fn verify_file(
+    path: &Path,
+    key: Option<&AuditKey>,
+    schema: bool,
+) -> anyhow::Result<(Verification, bool)> {
     let url = format!("sqlite://{}", path.display());
     let store = Store::open_keyed_without_migrating(&url, key.cloned()).await?;
     let result = async {
@@ -112,6 +124,16 @@ async fn verify_file(path: &Path, key: Option<&AuditKey>) -> anyhow::Result<(Ver
         .await?;
         if tables != 2 {
             anyhow::bail!("{} is not a wfmd database", path.display());
+        }
+        if schema {
+            let mut conn = store.reader().acquire().await?;
+            let departures = schema::check(&mut conn).await?;
+            if !departures.is_empty() {
+                anyhow::bail!(
+                    "the schema of {} is not what this wfmd's migrations make: {departures}",
+                    path.display()
+                );
+            }
         }
         let verification = audit::verify_with(store.reader(), key).await?;
         let intact = verification.is_intact();
@@ -134,6 +156,11 @@ fn head_text(verification: &Verification) -> String {
 }
 
 /// `wfmd backup FILE`: a consistent copy of the running (or stopped) daemon's database.
+///
+/// The copy is written to a temporary file beside FILE (mode 0600, locked while it is
+/// written), synced, then renamed to FILE (never over an existing file) and the folder
+/// synced: however the command ends, `kill -9` included, FILE is either absent or a
+/// whole backup. Temporaries that a killed backup left are removed by the next one.
 pub async fn backup(
     database_url: &str,
     key: Option<&AuditKey>,
@@ -156,22 +183,75 @@ pub async fn backup(
             target.display()
         )));
     }
+    let (folder, name) = match (target.parent(), target.file_name()) {
+        (Some(folder), Some(name)) => (
+            if folder.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                folder
+            },
+            name.to_string_lossy().into_owned(),
+        ),
+        _ => {
+            return Err(Failure::usage(format!(
+                "{} is not a file name to back up to",
+                target.display()
+            )));
+        }
+    };
+    remove_abandoned_temporaries(folder, &name);
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(PARTIAL_SUFFIX)
+        .tempfile_in(folder)
+        .with_context(|| format!("cannot create a temporary file in {}", folder.display()))
+        .map_err(Failure::action)?;
+    // Tells a later backup that this temporary is still being written.
+    partial
+        .as_file()
+        .try_lock()
+        .with_context(|| format!("cannot lock {}", partial.path().display()))
+        .map_err(Failure::action)?;
     let store = Store::open_keyed_without_migrating(database_url, key.cloned())
         .await
         .map_err(Failure::action)?;
+    // Into the empty file made above, which keeps its mode (0600).
     let copied = sqlx::query("VACUUM INTO ?")
-        .bind(target.to_string_lossy().into_owned())
+        .bind(partial.path().to_string_lossy().into_owned())
         .execute(store.reader())
         .await
-        .with_context(|| format!("cannot write the backup to {}", target.display()));
+        .with_context(|| format!("cannot write the backup to {}", partial.path().display()));
     store.close().await;
     copied.map_err(Failure::action)?;
     // VACUUM INTO leaves the copy to the page cache; a backup is only one once on disk.
-    File::open(target)
-        .and_then(|file| file.sync_all())
-        .with_context(|| format!("cannot sync the backup {}", target.display()))
+    partial
+        .as_file()
+        .sync_all()
+        .with_context(|| format!("cannot sync the backup {}", partial.path().display()))
         .map_err(Failure::action)?;
-    let (verification, intact) = verify_file(target, key).await.map_err(Failure::action)?;
+    let written = match partial.persist_noclobber(target) {
+        Ok(file) => file,
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Failure::usage(format!(
+                "{} already exists: a backup never overwrites a file",
+                target.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::action(anyhow::Error::new(e.error).context(
+                format!("cannot move the backup into place as {}", target.display()),
+            )));
+        }
+    };
+    // The rename is durable only once the folder's entry is.
+    File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("cannot sync the folder {}", folder.display()))
+        .map_err(Failure::action)?;
+    drop(written);
+    let (verification, intact) = verify_file(target, key, false)
+        .await
+        .map_err(Failure::action)?;
     let size = file_size(target);
     if !intact {
         println!("{}", verification.describe());
@@ -216,11 +296,13 @@ pub async fn restore(
     // original backup file is touched nor a half-copied file ever becomes the database.
     let staged = with_suffix(&target, ".restoring");
     remove_database_files(&staged).map_err(Failure::action)?;
+    // Owner-only whatever the backup's own mode: it becomes the database.
     std::fs::copy(backup, &staged)
-        .and_then(|_| File::open(&staged)?.sync_all())
+        .and_then(|_| std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)))
+        .and_then(|()| File::open(&staged)?.sync_all())
         .with_context(|| format!("cannot copy {} to {}", backup.display(), staged.display()))
         .map_err(Failure::action)?;
-    let checked = verify_file(&staged, key).await;
+    let checked = verify_file(&staged, key, true).await;
     let (verification, intact) = match checked {
         Ok(checked) => checked,
         Err(error) => {
@@ -268,15 +350,42 @@ pub async fn restore(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The end of a backup's temporary name: `.<FILE name>.<random><PARTIAL_SUFFIX>`.
+const PARTIAL_SUFFIX: &str = ".wfmd-backup-partial";
+
+/// Removes the temporaries of backups to `name` in `folder` that nobody writes any more
+/// (their writer was killed: the lock it held went with it). One still being written is
+/// left alone; what cannot be removed is only logged, as it never blocks a backup.
+fn remove_abandoned_temporaries(folder: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if !(file_name.starts_with(&prefix) && file_name.ends_with(PARTIAL_SUFFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        let abandoned = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .is_ok_and(|file| file.try_lock().is_ok());
+        if abandoned && let Err(error) = remove_database_files(&path) {
+            tracing::warn!(%error, "cannot remove a killed backup's temporary file");
+        }
+    }
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
 }
 
-/// Removes a database file and its WAL and shared-memory files, where present.
+/// Removes a database file and its journal, WAL and shared-memory files, where present.
 fn remove_database_files(path: &Path) -> anyhow::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
         let file = with_suffix(path, suffix);
         match std::fs::remove_file(&file) {
             Ok(()) => {}

@@ -95,13 +95,16 @@ pub enum Command {
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
     /// Copy the database to FILE while the daemon runs (one consistent snapshot), then
-    /// verify the copy's audit chain and print its size and audit head.
+    /// verify the copy's audit chain and print its size and audit head. FILE appears
+    /// whole or not at all (written beside it under a temporary name, then renamed),
+    /// readable by its owner only.
     Backup {
         /// The new file (never overwritten).
         file: PathBuf,
     },
-    /// Put a backup in place of the database, after verifying it; refused while
-    /// `wfmd serve` runs on the database. The replaced database is kept beside it.
+    /// Put a backup in place of the database, after verifying its schema and audit
+    /// chain; refused while `wfmd serve` runs on the database. The replaced database
+    /// is kept beside it.
     Restore {
         /// A file `wfmd backup` wrote.
         file: PathBuf,

@@ -22,6 +22,9 @@ pub struct AnalyticsConfig {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub poll_max_interval: Duration,
+    /// Jobs one caller (token name) may have queued or running; one more is answered
+    /// 429 (1-1000).
+    pub max_jobs_per_caller: usize,
 }
 
 impl Default for AnalyticsConfig {
@@ -31,6 +34,7 @@ impl Default for AnalyticsConfig {
             page_size: 500,
             poll_interval: Duration::from_secs(1),
             poll_max_interval: Duration::from_secs(30),
+            max_jobs_per_caller: 10,
         }
     }
 }
@@ -49,6 +53,12 @@ impl AnalyticsConfig {
             problems.push(format!(
                 "analytics.page_size must be between 1 and 1000, got {}",
                 self.page_size
+            ));
+        }
+        if !(1..=1_000).contains(&self.max_jobs_per_caller) {
+            problems.push(format!(
+                "analytics.max_jobs_per_caller must be between 1 and 1000, got {}",
+                self.max_jobs_per_caller
             ));
         }
         let fmt = |d: Duration| humantime::format_duration(d).to_string();
@@ -95,6 +105,7 @@ mod tests {
             page_size: 0,
             poll_interval: Duration::from_secs(2),
             poll_max_interval: Duration::from_secs(1),
+            max_jobs_per_caller: 0,
         }
         .validate(&mut problems);
         let keys: Vec<&str> = problems
@@ -106,6 +117,7 @@ mod tests {
             [
                 "analytics.max_concurrent",
                 "analytics.page_size",
+                "analytics.max_jobs_per_caller",
                 "analytics.poll_max_interval"
             ],
             "{problems:?}"

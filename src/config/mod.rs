@@ -9,6 +9,7 @@
 pub mod analytics;
 pub mod api_tokens;
 pub mod cxone_incontact;
+pub mod exports;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub struct Config {
     pub audit: retention::AuditConfig,
     /// Platform aggregation queries.
     pub analytics: analytics::AnalyticsConfig,
+    /// Downloads: per-caller limit, read time, spool.
+    pub exports: exports::ExportsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -692,6 +695,7 @@ impl Config {
         self.retention.validate(&mut problems);
         self.audit.validate(&mut problems);
         self.analytics.validate(&mut problems);
+        self.exports.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

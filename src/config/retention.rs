@@ -43,6 +43,10 @@ pub struct RetentionConfig {
     /// Finished rule firings and what they did per agent (each rule's latest is kept).
     #[serde(with = "forever_or_duration")]
     pub rule_firings: Option<Duration>,
+    /// Finished analytics jobs (completed or failed) and their stored results; their
+    /// audit entries, which keep each result's SHA-256, stay as long as `audit`.
+    #[serde(with = "forever_or_duration")]
+    pub analytics_jobs: Option<Duration>,
     /// Audit entries, pruned only up to a checkpoint that later verification starts from.
     #[serde(with = "forever_or_duration")]
     pub audit: Option<Duration>,
@@ -66,6 +70,7 @@ impl Default for RetentionConfig {
             samples: days(90),
             bulk_jobs: days(90),
             rule_firings: days(90),
+            analytics_jobs: days(30),
             audit: days(400),
             interval: Duration::from_secs(600),
             batch_size: 500,
@@ -78,7 +83,7 @@ const MIN_AGE: Duration = Duration::from_secs(3_600);
 
 impl RetentionConfig {
     /// Every configured age by key, for validation and reporting.
-    pub fn ages(&self) -> [(&'static str, Option<Duration>); 9] {
+    pub fn ages(&self) -> [(&'static str, Option<Duration>); 10] {
         [
             ("outbox_delivered", self.outbox_delivered),
             ("outbox_dead", self.outbox_dead),
@@ -88,6 +93,7 @@ impl RetentionConfig {
             ("samples", self.samples),
             ("bulk_jobs", self.bulk_jobs),
             ("rule_firings", self.rule_firings),
+            ("analytics_jobs", self.analytics_jobs),
             ("audit", self.audit),
         ]
     }

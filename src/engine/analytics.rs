@@ -59,6 +59,8 @@ pub struct AnalyticsJobs {
     active: Arc<Mutex<HashSet<String>>>,
     /// History jobs take turns: each reads much of the store.
     history_turn: Arc<tokio::sync::Mutex<()>>,
+    /// `analytics.max_jobs_per_caller`: unfinished jobs one actor may have.
+    max_per_actor: usize,
 }
 
 /// A job as the API shows it.
@@ -115,6 +117,12 @@ pub enum SubmitError {
     /// The platform (its dialect) has no aggregation queries.
     #[error(transparent)]
     NotOffered(CxoneError),
+    /// The actor already has `limit` jobs queued or running.
+    #[error(
+        "`{actor}` has {limit} analytics jobs queued or running, the most \
+         analytics.max_jobs_per_caller allows; submit more once one has finished"
+    )]
+    TooMany { actor: String, limit: usize },
     #[error("cannot store the job: {0}")]
     Store(#[from] sqlx::Error),
 }
@@ -130,7 +138,16 @@ impl AnalyticsJobs {
             platform: None,
             active: Arc::default(),
             history_turn: Arc::default(),
+            max_per_actor: crate::config::analytics::AnalyticsConfig::default().max_jobs_per_caller,
         }
+    }
+
+    /// At most `limit` unfinished (queued or running) jobs per actor
+    /// (`analytics.max_jobs_per_caller`): each is stored and later run, so without a cap
+    /// one caller could queue work without end.
+    pub fn with_max_per_actor(mut self, limit: usize) -> AnalyticsJobs {
+        self.max_per_actor = limit.max(1);
+        self
     }
 
     /// Jobs with source `platform` run through `aggregations`.
@@ -161,6 +178,14 @@ impl AnalyticsJobs {
         let id = format!("aq_{}", uuid::Uuid::now_v7().simple());
         let text = serde_json::to_string(spec).expect("a query serializes");
         let mut tx = self.store.begin_write().await?;
+        // Counted in the write transaction, so concurrent submits cannot both pass.
+        let unfinished = stored::unfinished_of(&mut tx, actor).await?;
+        if usize::try_from(unfinished).unwrap_or(usize::MAX) >= self.max_per_actor {
+            return Err(SubmitError::TooMany {
+                actor: actor.to_owned(),
+                limit: self.max_per_actor,
+            });
+        }
         stored::insert_job(
             &mut tx,
             &id,

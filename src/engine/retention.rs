@@ -281,6 +281,7 @@ impl Retention {
             Kind::Samples => c.samples,
             Kind::BulkJobs => c.bulk_jobs,
             Kind::RuleFirings => c.rule_firings,
+            Kind::AnalyticsJobs => c.analytics_jobs,
             Kind::Audit => c.audit,
         }
     }

@@ -93,19 +93,6 @@ impl<W: io::Write + Send> Sink for WriteSink<W> {
     }
 }
 
-/// A channel as a sink: the HTTP handler streams the receiving end as the body. A
-/// closed channel (the client went away) ends the report with an error.
-pub struct ChannelSink(pub tokio::sync::mpsc::Sender<io::Result<Vec<u8>>>);
-
-impl Sink for ChannelSink {
-    async fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
-        self.0
-            .send(Ok(chunk))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
-    }
-}
-
 /// A buffer in front of a sink that passes bytes on in [`CHUNK_BYTES`] pieces.
 pub(crate) struct Chunked<'a, S: Sink> {
     pub buf: Vec<u8>,

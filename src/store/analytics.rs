@@ -270,6 +270,17 @@ pub async fn unfinished(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
     .await
 }
 
+/// How many of `actor`'s jobs are queued or running.
+pub async fn unfinished_of(conn: &mut SqliteConnection, actor: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM analytics_jobs
+         WHERE status IN ('queued', 'running') AND actor = ?",
+    )
+    .bind(actor)
+    .fetch_one(conn)
+    .await
+}
+
 /// Marks a job running (keeping its first start).
 pub async fn mark_running(
     conn: &mut SqliteConnection,

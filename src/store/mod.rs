@@ -31,6 +31,7 @@ pub mod outbox;
 pub mod retention;
 pub mod samples;
 pub mod schedules;
+pub mod schema;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -53,12 +54,17 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections for concurrent reads (reports, history, verify) beside the one writer.
+/// Connections for concurrent reads (the engine's lookups, history, the CLI's reads)
+/// beside the one writer.
 const READ_CONNECTIONS: u32 = 4;
 
 /// How long a write may have been the last good one before [`Store::check_writable`]
 /// proves the database still takes writes with a write of its own.
 const WRITTEN_RECENTLY: Duration = Duration::from_secs(10);
+
+/// Connections for downloads (reports, the audit export, analytics results), apart from
+/// the read pool: see [`Store::for_exports`].
+const EXPORT_CONNECTIONS: u32 = 4;
 
 /// How many SQLite virtual-machine instructions run between two looks of the
 /// housekeeping connection's progress handler at [`Preemption`]. An incremental-vacuum
@@ -71,6 +77,8 @@ const PREEMPTION_CHECK_OPS: i32 = 4;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// Downloads' reads (see [`Store::for_exports`]), opened on first use.
+    exports: SqlitePool,
     /// One connection for housekeeping, opened on first use (see [`Store::housekeeping`]).
     housekeeping: SqlitePool,
     /// Pinged after a commit that wrote outbox events, so delivery starts at once
@@ -246,6 +254,9 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
         }
+        if !url.contains("mode=memory") {
+            create_private(&options)?;
+        }
         let preemption = Arc::<Preemption>::default();
         let write = single_writer(audit_key.clone(), None)
             .connect_with(options.clone())
@@ -266,9 +277,13 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
+        let exports = SqlitePoolOptions::new()
+            .max_connections(EXPORT_CONNECTIONS)
+            .connect_lazy_with(options.clone());
         Ok(Store {
             write,
             read,
+            exports,
             housekeeping,
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -290,13 +305,18 @@ impl Store {
         &self.write
     }
 
-    /// Applies pending migrations; returns how many were applied.
+    /// Applies pending migrations, then puts back any trigger of theirs (the audit
+    /// log's append-only ones) that the file lost or had altered, with a warning (see
+    /// [`schema::restore_triggers`]); returns how many migrations were applied.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let before = self.applied_migrations().await.unwrap_or(0);
         MIGRATOR
             .run(&self.write)
             .await
             .context("cannot apply database migrations")?;
+        schema::restore_triggers(self)
+            .await
+            .context("cannot restore the audit log's triggers")?;
         deliveries::redact_stored_endpoints(self)
             .await
             .context("cannot mask the credentials of stored webhook endpoints")?;
@@ -411,6 +431,17 @@ impl Store {
         &self.read
     }
 
+    /// The same store with its reads on the download connections (reports, the audit
+    /// export, analytics results; see `api::exports`): however many clients download,
+    /// and however slowly, they never hold a connection the engine, the sync or
+    /// delivery waits for.
+    pub fn for_exports(&self) -> Store {
+        Store {
+            read: self.exports.clone(),
+            ..self.clone()
+        }
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.read).await.map(drop)
@@ -430,6 +461,7 @@ impl Store {
         self.housekeeping.close().await;
         self.write.close().await;
         self.read.close().await;
+        self.exports.close().await;
     }
 }
 
@@ -592,6 +624,33 @@ impl std::ops::DerefMut for Housekeeping {
     }
 }
 
+/// Creates the database file, when missing, readable and writable by its owner only
+/// (0600). SQLite would create it with 0644 less the umask; its journal, WAL and
+/// shared-memory files take the mode of the database file, so these are private too.
+/// Done here rather than through the process umask, which would also change the mode
+/// of every other file the process writes (reports written with `--out`) and cannot be
+/// set safely once threads run.
+fn create_private(options: &SqliteConnectOptions) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") || path.exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // An empty file is an empty database to SQLite.
+        Ok(_) => Ok(()),
+        // Another process made it meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create the database {}", path.display())),
+    }
+}
+
 fn display_path(options: &SqliteConnectOptions) -> String {
     let path: &Path = options.get_filename();
     path.display().to_string()
@@ -671,6 +730,22 @@ mod tests {
             0,
             "second run applies nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_database_and_its_log_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let (store, dir) = testing::temp_store().await;
+        // Written, so the log and shared-memory files exist.
+        store.begin_write().await.unwrap().commit().await.unwrap();
+        for name in ["wfmd.db", "wfmd.db-wal", "wfmd.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 
     #[tokio::test]

@@ -31,13 +31,14 @@ pub enum Kind {
     Samples,
     BulkJobs,
     RuleFirings,
+    AnalyticsJobs,
     Audit,
 }
 
 impl Kind {
     /// Every kind, in the order a pass prunes them (outbox events before the attempts
     /// of their deliveries, the audit log last).
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::OutboxDelivered,
         Kind::OutboxDead,
         Kind::WebhookAttempts,
@@ -46,6 +47,7 @@ impl Kind {
         Kind::Samples,
         Kind::BulkJobs,
         Kind::RuleFirings,
+        Kind::AnalyticsJobs,
         Kind::Audit,
     ];
 
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Samples => "samples",
             Kind::BulkJobs => "bulk_jobs",
             Kind::RuleFirings => "rule_firings",
+            Kind::AnalyticsJobs => "analytics_jobs",
             Kind::Audit => "audit",
         }
     }
@@ -146,6 +149,10 @@ pub async fn prune_batch(
         ),
         Kind::BulkJobs => (prune_bulk_jobs(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
         Kind::RuleFirings => (prune_firings(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
+        Kind::AnalyticsJobs => (
+            prune_analytics_jobs(&mut tx, cutoff_ms, limit).await?,
+            cutoff_ms,
+        ),
         Kind::Samples => (prune_samples(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
         Kind::Audit => prune_audit(&mut tx, cutoff_ms, limit, now).await?,
     };
@@ -341,6 +348,47 @@ async fn prune_firings(
     .await
 }
 
+/// Analytics jobs finished (completed or failed) before the cutoff, with their result
+/// rows: up to `limit` result rows, then, budget left, the jobs they emptied. A job
+/// with many rows thus goes over several batches, its rows first. Their audit entries
+/// (`analytics.completed`, with the results' SHA-256) and `report.ready` events are not
+/// touched: a downloaded file still verifies against the audit log.
+async fn prune_analytics_jobs(
+    conn: &mut SqliteConnection,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let results = sqlx::query(
+        "DELETE FROM analytics_results WHERE (job_id, series, bucket) IN
+             (SELECT r.job_id, r.series, r.bucket FROM analytics_jobs j
+              JOIN analytics_results r ON r.job_id = j.id
+              WHERE j.status IN ('completed', 'failed') AND j.finished_at < ?1
+              LIMIT ?2)",
+    )
+    .bind(cutoff_ms)
+    .bind(limit)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let left = limit - i64::try_from(results).unwrap_or(limit);
+    if left <= 0 {
+        return Ok(results);
+    }
+    let jobs = sqlx::query(
+        "DELETE FROM analytics_jobs WHERE id IN
+             (SELECT j.id FROM analytics_jobs j
+              WHERE j.status IN ('completed', 'failed') AND j.finished_at < ?1
+                AND NOT EXISTS (SELECT 1 FROM analytics_results r WHERE r.job_id = j.id)
+              LIMIT ?2)",
+    )
+    .bind(cutoff_ms)
+    .bind(left)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(results + jobs)
+}
+
 /// Metric samples past the cutoff.
 /// The batch ends at the time of its `limit`-th oldest sample, as the table has no
 /// rowids to pick rows by.
@@ -477,6 +525,7 @@ fn describe(kind: Kind) -> &'static str {
         Kind::Samples => "metric samples",
         Kind::BulkJobs => "bulk jobs",
         Kind::RuleFirings => "rule firings",
+        Kind::AnalyticsJobs => "analytics jobs",
         Kind::Audit => "audit entries",
     }
 }
@@ -640,6 +689,65 @@ mod tests {
             .expect("the write goes ahead once the turn is given back")
             .unwrap();
         assert_eq!(store.writes_waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn analytics_jobs_go_only_once_finished_and_older_than_the_cutoff() {
+        let (store, _dir) = temp_store().await;
+        let old = 1_790_000_000_000_i64;
+        let mut tx = store.begin_write().await.unwrap();
+        for (id, status, finished) in [
+            ("aq_done", "completed", Some(old)),
+            ("aq_failed", "failed", Some(old)),
+            ("aq_recent", "completed", Some(old + 10_000)),
+            ("aq_running", "running", None),
+        ] {
+            sqlx::query(
+                "INSERT INTO analytics_jobs (id, source, spec, actor, status, created_at,
+                     finished_at)
+                 VALUES (?1, 'history', '{}', 'desk', ?2, ?3, ?4)",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(old - 1_000)
+            .bind(finished)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO analytics_results (job_id, series, bucket, vals)
+                 VALUES (?1, '{}', 1, '[1]'), (?1, '{}', 2, '[2]')",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let cutoff = from_ms(old + 5_000);
+        let mut removed = 0;
+        loop {
+            let step = prune_batch(&store, Kind::AnalyticsJobs, cutoff, 3, cutoff)
+                .await
+                .unwrap();
+            if step.done == 0 {
+                break;
+            }
+            assert!(step.done <= 3, "at most a batch: {step:?}");
+            removed += step.done;
+        }
+        assert_eq!(removed, 6, "two jobs and their four result rows");
+        let left: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT j.id, (SELECT COUNT(*) FROM analytics_results r WHERE r.job_id = j.id)
+             FROM analytics_jobs j ORDER BY j.id",
+        )
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+        assert_eq!(
+            left,
+            [("aq_recent".to_owned(), 2), ("aq_running".to_owned(), 2)]
+        );
     }
 
     #[tokio::test]

@@ -197,3 +197,191 @@ async fn restore_is_refused_over_a_running_daemons_database() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn restore_refuses_a_backup_whose_append_only_triggers_were_dropped() {
+    // A backup someone edited: the audit log's triggers dropped, so its rows could be
+    // changed at will once restored.
+    let tampered = TestDb::new();
+    let store = Store::open(&tampered.url()).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    for sql in [
+        "DROP TRIGGER audit_log_refuses_update",
+        "DROP TRIGGER audit_log_refuses_delete",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    store.close().await;
+
+    let target = TestDb::new();
+    Store::open(&target.url()).await.unwrap().close().await;
+    let before = std::fs::read(target.path()).unwrap();
+    let (code, stdout, stderr) = run(wfmd_on(
+        &target.url(),
+        &["restore", tampered.path().to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for named in [
+        "refusing to restore",
+        "trigger audit_log_refuses_update is missing",
+        "trigger audit_log_refuses_delete is missing",
+    ] {
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read(target.path()).unwrap(),
+        before,
+        "the database is untouched"
+    );
+    let left: Vec<String> = std::fs::read_dir(target.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("restoring") || name.contains("replaced"))
+        .collect();
+    assert!(left.is_empty(), "nothing staged is left behind: {left:?}");
+}
+
+/// The temporaries a backup to `file` has left in its folder.
+fn partials(file: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let prefix = format!(".{}.", file.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".wfmd-backup-partial")
+        })
+        .collect()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Whether `path` is a whole database: SQLite's integrity check passes on every page,
+/// and its audit chain verifies.
+async fn is_whole_backup(path: &std::path::Path) -> bool {
+    use sqlx::ConnectOptions;
+    let Ok(mut conn) = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let integrity: Result<String, _> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await;
+    drop(conn);
+    if integrity.ok().as_deref() != Some("ok") {
+        return false;
+    }
+    let (code, _, _) = run(wfmd_on(
+        &format!("sqlite://{}", path.display()),
+        &["audit", "verify"],
+    ))
+    .await;
+    code == 0
+}
+
+#[tokio::test]
+async fn a_backup_is_readable_by_its_owner_only() {
+    let db = TestDb::new();
+    Store::open(&db.url()).await.unwrap().close().await;
+    assert_eq!(mode(&db.path()), 0o600, "the database, as created");
+    let file = db.dir.path().join("backup.db");
+    let (code, stdout, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(mode(&file), 0o600);
+    assert!(partials(&file).is_empty(), "no temporary is left");
+}
+
+#[tokio::test]
+async fn a_killed_backups_temporary_neither_blocks_the_next_nor_stays_while_a_live_one_is_kept() {
+    let db = TestDb::new();
+    Store::open(&db.url()).await.unwrap().close().await;
+    let file = db.dir.path().join("backup.db");
+    // Half a database, as `kill -9` leaves it; nobody holds it any more.
+    let abandoned = db.dir.path().join(".backup.db.k1ll3d.wfmd-backup-partial");
+    std::fs::write(&abandoned, &std::fs::read(db.path()).unwrap()[..1000]).unwrap();
+    // One that a backup running right now still writes: it holds the file's lock.
+    let live = db.dir.path().join(".backup.db.l1v3.wfmd-backup-partial");
+    let held = std::fs::File::create(&live).unwrap();
+    held.try_lock().unwrap();
+
+    let (code, stdout, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(is_whole_backup(&file).await);
+    assert!(
+        !abandoned.exists(),
+        "the killed backup's temporary is removed"
+    );
+    assert!(live.exists(), "a running backup's temporary is left alone");
+    drop(held);
+}
+
+#[tokio::test]
+async fn kill_9_during_a_backup_leaves_no_file_or_a_whole_one_and_the_next_backup_works() {
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    // About 80 MB, so the copy takes long enough to be killed half-way.
+    let mut tx = store.begin_write().await.unwrap();
+    sqlx::query(
+        "INSERT INTO transition_attempts (id, agent_id, target_state, reason, origin, actor,
+             outcome, error, latency_ms, requested_at, completed_at)
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         SELECT printf('att-%06d', i), 'u_001', 'READY', 'WORKING', 'api', 'api',
+                'failed', hex(randomblob(2000)), 5, i, i FROM n",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    store.close().await;
+
+    let file = db.dir.path().join("backup.db");
+    let mut child = wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    // Killed as soon as its copy has begun (its temporary has bytes).
+    loop {
+        if partials(&file)
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never began"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed, not finished: {status}");
+
+    if file.exists() {
+        assert!(is_whole_backup(&file).await, "FILE exists only whole");
+        std::fs::remove_file(&file).unwrap();
+    }
+    assert!(!partials(&file).is_empty(), "the kill left its temporary");
+    let (code, stdout, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    assert_eq!(
+        code, 0,
+        "the temporary does not block the next: {stdout}{stderr}"
+    );
+    assert!(is_whole_backup(&file).await);
+    assert!(partials(&file).is_empty(), "and is removed by it");
+}

@@ -3,6 +3,7 @@
 
 mod adherence;
 mod analytics;
+mod analytics_limits;
 mod analytics_platform;
 mod audit;
 mod auth;
@@ -12,6 +13,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod disk_full;
+mod downloads;
 mod faults;
 mod helpers;
 mod incontact;

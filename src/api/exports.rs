@@ -1,0 +1,265 @@
+//! Downloads — compliance reports, the audit export, analytics results — and what keeps
+//! them from holding up anything else.
+//!
+//! A viewer whose download never reads must not stall a supervisor's change: before
+//! this, four such downloads held the four read connections the engine shares, and a
+//! transition waited 27 s for one. Now a download
+//! - reads on connections of its own ([`crate::store::Store::for_exports`]), never the
+//!   engine's, the sync's or delivery's;
+//! - reads as fast as the database gives its rows, into a [`spool`] (memory, then an
+//!   unnamed temporary file), so a slow client keeps no connection busy, only disk, up to
+//!   `exports.spool_mib`;
+//! - keeps its connection at most `exports.max_read_time` (reading, or waiting for a
+//!   client behind by a whole spool), then is broken off with an error;
+//! - counts against its caller's `exports.per_caller` from its start until its body is
+//!   gone (sent whole, or the client disconnected); one more is answered 429 with
+//!   `Retry-After`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::auth::Caller;
+use super::error::Problem;
+use super::spool::{self, SpoolWriter};
+use crate::config::exports::ExportsConfig;
+
+/// What a refused download is told to wait before trying again: downloads read at
+/// database speed, so a slot is usually free within seconds.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// The downloads in progress per caller, and their limits. Cheap to clone.
+#[derive(Clone)]
+pub struct Exports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    per_caller: usize,
+    max_read_time: Duration,
+    spool_bytes: u64,
+    in_progress: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl Exports {
+    pub fn new(config: &ExportsConfig) -> Exports {
+        Exports {
+            inner: Arc::new(Inner {
+                per_caller: config.per_caller.max(1),
+                max_read_time: config.max_read_time,
+                spool_bytes: config.spool_bytes(),
+                in_progress: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Takes one of `caller`'s download slots, or answers why not (429 problem+json with
+    /// `Retry-After`, naming `exports.per_caller`).
+    #[allow(clippy::result_large_err)]
+    pub fn admit(&self, caller: &Caller) -> Result<Permit, Response> {
+        let mut in_progress = self
+            .inner
+            .in_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = in_progress.entry(caller.name.clone()).or_default();
+        if *count >= self.inner.per_caller {
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-downloads",
+                "Too many downloads in progress",
+                format!(
+                    "`{}` has {count} downloads in progress, the most exports.per_caller \
+                     allows; try again once one has finished",
+                    caller.name
+                ),
+            )
+            .with("limit", self.inner.per_caller)
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            return Err(response);
+        }
+        *count += 1;
+        Ok(Permit {
+            inner: Arc::clone(&self.inner),
+            caller: caller.name.clone(),
+        })
+    }
+
+    /// Runs `produce` in the background (in the request's span) with the spool's
+    /// writing end, within `exports.max_read_time`, and answers the body that streams
+    /// what it writes, holding `permit` until both are done.
+    ///
+    /// Waits for the first chunk, so a download that fails before writing anything is
+    /// a 500 problem; one that fails later ends the transfer with an error, never a
+    /// truncated 200.
+    pub async fn stream<F, Fut>(&self, permit: Permit, produce: F) -> Result<Body, Problem>
+    where
+        F: FnOnce(SpoolWriter) -> Fut,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let permit = Arc::new(permit);
+        let (writer, mut reader) = spool::spool(self.inner.spool_bytes);
+        let end = writer.handle();
+        let producing = produce(writer);
+        let limit = self.inner.max_read_time;
+        let held = Arc::clone(&permit);
+        tokio::spawn(
+            async move {
+                let _held = held;
+                let outcome = match tokio::time::timeout(limit, producing).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(format!(
+                        "the download was stopped after exports.max_read_time ({}); ask \
+                         for a shorter window",
+                        humantime::format_duration(limit)
+                    )),
+                };
+                if let Err(error) = &outcome {
+                    tracing::warn!(%error, "a download stopped before its end");
+                }
+                end.end(outcome);
+            }
+            .in_current_span(),
+        );
+        let first = match reader.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(error)) => return Err(Problem::internal(&error)),
+            None => Bytes::new(),
+        };
+        let rest = futures::stream::unfold((reader, permit), |(mut reader, permit)| async move {
+            reader.next().await.map(|chunk| (chunk, (reader, permit)))
+        });
+        let body = futures::StreamExt::chain(futures::stream::iter([Ok(first)]), rest);
+        Ok(Body::from_stream(body))
+    }
+}
+
+/// One of a caller's download slots, given back when dropped.
+pub struct Permit {
+    inner: Arc<Inner>,
+    caller: Arc<str>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("caller", &self.caller)
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut in_progress = self
+            .inner
+            .in_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = in_progress.get_mut(&self.caller) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_progress.remove(&self.caller);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::api_tokens::Role;
+    use crate::report::Sink;
+
+    fn caller(name: &str) -> Caller {
+        Caller {
+            name: name.into(),
+            role: Role::Viewer,
+        }
+    }
+
+    fn exports(per_caller: usize, max_read_time: Duration) -> Exports {
+        Exports::new(&ExportsConfig {
+            per_caller,
+            max_read_time,
+            spool_mib: 1,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_caller_over_its_limit_gets_429_with_retry_after_and_others_do_not() {
+        let exports = exports(2, Duration::from_secs(60));
+        let first = exports.admit(&caller("wall")).unwrap();
+        let _second = exports.admit(&caller("wall")).unwrap();
+        let refused = exports.admit(&caller("wall")).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "5");
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["limit"], 2);
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("exports.per_caller"),
+            "{body}"
+        );
+        exports.admit(&caller("desk")).unwrap();
+        drop(first);
+        exports.admit(&caller("wall")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_slot_is_held_until_the_body_is_gone() {
+        let exports = exports(1, Duration::from_secs(60));
+        let permit = exports.admit(&caller("wall")).unwrap();
+        let body = exports
+            .stream(permit, |mut sink| async move {
+                sink.send(b"x".to_vec()).await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap();
+        assert!(
+            exports.admit(&caller("wall")).is_err(),
+            "the body still lives"
+        );
+        drop(body);
+        // The writing task may still be finishing its end.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while exports.admit(&caller("wall")).is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the slot came back");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_download_that_reads_past_max_read_time_is_broken_off() {
+        let exports = exports(1, Duration::from_secs(30));
+        let permit = exports.admit(&caller("wall")).unwrap();
+        let body = exports
+            .stream(permit, |mut sink| async move {
+                sink.send(b"head".to_vec())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let error = axum::body::to_bytes(body, 1 << 16).await.unwrap_err();
+        assert!(
+            format!("{error:?}").contains("exports.max_read_time"),
+            "{error:?}"
+        );
+    }
+}

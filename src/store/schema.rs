@@ -1,0 +1,317 @@
+//! What the migrations promise about a database's schema, held against the file itself.
+//!
+//! The audit log is append-only because two triggers refuse UPDATE and DELETE; a file
+//! edited outside wfmd can lack them (or carry changed ones) and still open, migrate and
+//! verify. So the schema a database should have is made afresh — this binary's
+//! migrations, as far as the file has applied them, run on an in-memory database — and
+//! the file's `sqlite_master` is compared with it: every table, index, view and trigger
+//! with the same definition, nothing more.
+//!
+//! - `wfmd restore` refuses a backup with any difference ([`check`]), naming each;
+//! - every start, after the migrations, puts back triggers that are missing or altered
+//!   ([`restore_triggers`]) with a warning, so the daemon never runs without them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, SqliteConnection};
+
+use super::{MIGRATOR, Store};
+
+/// One object of `sqlite_master` that the migrations made; keyed by (type, name).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+struct Object {
+    #[sqlx(rename = "type")]
+    kind: String,
+    name: String,
+    /// `CREATE …` as written (SQLite keeps the text; NULL for automatic indexes).
+    sql: Option<String>,
+}
+
+type Objects = BTreeMap<(String, String), Object>;
+
+/// Every object but SQLite's own (`sqlite_…`) and sqlx's migrations table, whose
+/// definition belongs to the sqlx version that made it.
+async fn objects(conn: &mut SqliteConnection) -> Result<Objects, sqlx::Error> {
+    let rows: Vec<Object> = sqlx::query_as(
+        "SELECT type, name, sql FROM sqlite_master
+         WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '_sqlx_migrations'",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|o| ((o.kind.clone(), o.name.clone()), o))
+        .collect())
+}
+
+/// The objects this binary's migrations up to `version` (all of them: `None`) make.
+async fn expected(version: Option<i64>) -> anyhow::Result<Objects> {
+    let mut conn = SqliteConnectOptions::from_str("sqlite::memory:")?
+        .connect()
+        .await?;
+    let migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+    match version {
+        Some(version) => migrator.run_to(version, &mut conn).await?,
+        None => migrator.run(&mut conn).await?,
+    }
+    Ok(objects(&mut conn).await?)
+}
+
+/// How a database's schema departs from what its migrations promise.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Departures(pub Vec<String>);
+
+impl Departures {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Departures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+/// Holds the database on `conn` against this binary's migrations: each one it applied
+/// must be this binary's (same checksum, finished), in order from the first; then every
+/// table, index, view and trigger those make must be there as they make it, and no
+/// other. Returns each departure found (none: the schema is as promised).
+pub async fn check(conn: &mut SqliteConnection) -> anyhow::Result<Departures> {
+    let mut found = Vec::new();
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                        WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !has_table {
+        return Ok(Departures(vec![
+            "it has no migrations table (_sqlx_migrations): not a wfmd database".into(),
+        ]));
+    }
+    let applied: Vec<(i64, Vec<u8>, bool)> =
+        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?;
+    let ours: Vec<_> = MIGRATOR.iter().collect();
+    for (i, (version, checksum, success)) in applied.iter().enumerate() {
+        match ours.iter().find(|m| m.version == *version) {
+            None => found.push(format!(
+                "migration {version} is not one of this wfmd's (made by a newer version?)"
+            )),
+            Some(m) if *m.checksum != checksum[..] => found.push(format!(
+                "migration {version} ({}) differs from this wfmd's",
+                m.description
+            )),
+            Some(m) if !success => found.push(format!(
+                "migration {version} ({}) did not finish",
+                m.description
+            )),
+            Some(_) => {}
+        }
+        if ours.get(i).is_some_and(|m| m.version != *version) {
+            found.push(format!(
+                "migration {} ({}) is missing before migration {version}",
+                ours[i].version, ours[i].description
+            ));
+        }
+    }
+    if !found.is_empty() {
+        // The schema to expect is unknown when the migrations themselves are not ours.
+        return Ok(Departures(found));
+    }
+    let reference = match applied.last() {
+        Some((version, _, _)) => expected(Some(*version)).await?,
+        None => Objects::new(),
+    };
+    let actual = objects(conn).await?;
+    for ((kind, name), object) in &reference {
+        match actual.get(&(kind.clone(), name.clone())) {
+            None => found.push(format!("{kind} {name} is missing")),
+            Some(present) if present.sql != object.sql => found.push(format!(
+                "{kind} {name} differs from what the migrations create"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (kind, name) in actual.keys() {
+        if !reference.contains_key(&(kind.clone(), name.clone())) {
+            found.push(format!("{kind} {name} is not one the migrations create"));
+        }
+    }
+    Ok(Departures(found))
+}
+
+/// Puts back every trigger of this binary's migrations that the database lacks or has
+/// altered (the audit log's append-only triggers), logging a warning for each, and
+/// warns of triggers the migrations do not make. Call after migrating. Returns the
+/// names of the triggers it put back.
+pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
+    let reference = expected(None).await?;
+    let mut tx = store.begin_write().await?;
+    // Looked at in the write transaction: another process starting at the same moment
+    // either finds them restored or waits for this one.
+    let actual = objects(&mut tx).await?;
+    let mut restored = Vec::new();
+    for ((kind, name), object) in &reference {
+        let Some(sql) = object.sql.as_deref().filter(|_| kind == "trigger") else {
+            continue;
+        };
+        let present = actual.get(&(kind.clone(), name.clone()));
+        if present.is_some_and(|p| p.sql == object.sql) {
+            continue;
+        }
+        if present.is_some() {
+            tracing::warn!(
+                trigger = %name,
+                "a trigger of the audit log differs from what the migrations create; \
+                 it is replaced"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER \"{name}\"")))
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            tracing::warn!(
+                trigger = %name,
+                "a trigger of the audit log was missing (dropped outside wfmd); it is \
+                 re-created"
+            );
+        }
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut *tx)
+            .await?;
+        restored.push(name.clone());
+    }
+    for (kind, name) in actual.keys() {
+        if kind == "trigger" && !reference.contains_key(&(kind.clone(), name.clone())) {
+            tracing::warn!(
+                trigger = %name,
+                "the database has a trigger the migrations do not create; it was added \
+                 outside wfmd"
+            );
+        }
+    }
+    tx.commit().await?;
+    Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    async fn exec(store: &Store, sql: &'static str) {
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn departures(store: &Store) -> Vec<String> {
+        let mut conn = store.reader().acquire().await.unwrap();
+        check(&mut conn).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_migrated_database_is_as_promised() {
+        let (store, _dir) = temp_store().await;
+        assert_eq!(departures(&store).await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn dropped_altered_and_added_objects_are_each_named() {
+        let (store, _dir) = temp_store().await;
+        exec(&store, "DROP TRIGGER audit_log_refuses_update").await;
+        exec(&store, "DROP TRIGGER audit_log_refuses_delete").await;
+        exec(
+            &store,
+            "CREATE TRIGGER audit_log_refuses_delete BEFORE DELETE ON audit_log
+             WHEN 0 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+        )
+        .await;
+        exec(&store, "DROP INDEX audit_log_at").await;
+        exec(&store, "CREATE INDEX sneaky ON audit_log (actor)").await;
+        assert_eq!(
+            departures(&store).await,
+            [
+                "index audit_log_at is missing",
+                "trigger audit_log_refuses_delete differs from what the migrations create",
+                "trigger audit_log_refuses_update is missing",
+                "index sneaky is not one the migrations create",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn migrations_that_are_not_this_binarys_are_named() {
+        let (store, _dir) = temp_store().await;
+        exec(
+            &store,
+            "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 20261122000002",
+        )
+        .await;
+        exec(
+            &store,
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum,
+                 execution_time)
+             VALUES (29990101000001, 'from the future', 1, x'00', 0)",
+        )
+        .await;
+        let found = departures(&store).await;
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("migration 20261122000002 (webhook delivery) differs"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("migration 29990101000001 is not one of this wfmd's"),
+            "{found:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_triggers_come_back_at_the_next_start_and_refuse_updates_again() {
+        let (store, dir) = temp_store().await;
+        let mut tx = store.begin_write().await.unwrap();
+        crate::store::audit::append(
+            &mut tx,
+            &crate::store::audit::NewEntry {
+                actor: "test",
+                action: "test.entry",
+                agent_id: None,
+                subject_id: None,
+                detail: serde_json::json!({}),
+                at: chrono::Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        exec(&store, "DROP TRIGGER audit_log_refuses_update").await;
+        exec(&store, "UPDATE audit_log SET actor = 'forged'").await;
+        store.close().await;
+
+        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let refused = sqlx::query("UPDATE audit_log SET actor = 'again'")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("audit_log is append-only"),
+            "{refused}"
+        );
+        drop(tx);
+        assert_eq!(departures(&store).await, Vec::<String>::new());
+        assert_eq!(
+            restore_triggers(&store).await.unwrap(),
+            Vec::<String>::new(),
+            "nothing to put back a second time"
+        );
+    }
+}
