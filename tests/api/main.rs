@@ -13,6 +13,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod helpers;
+mod hostile;
 mod incontact;
 mod live;
 mod metrics;
