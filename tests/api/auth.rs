@@ -583,13 +583,17 @@ async fn serve_with_tokens_on_a_public_plain_http_address_refuses_to_start_unles
             .stderr(Stdio::piped());
         command
     };
-    let mut first = serve();
-    let refused = tokio::task::spawn_blocking(move || first.output().unwrap());
-    let mut told = serve();
-    told.env("WFMD_SERVER__PLAIN_HTTP_OK", "true");
-    let refused = refused.await.unwrap();
-    assert_eq!(refused.status.code(), Some(2), "a configuration error");
-    let message = String::from_utf8_lossy(&refused.stderr);
+    let log = folder.path().join("refused.log");
+    let refused = Daemon {
+        child: serve()
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        address: String::new(),
+    };
+    let status = refused.wait().await;
+    assert_eq!(status.code(), Some(2), "a configuration error");
+    let message = std::fs::read_to_string(&log).unwrap();
     assert!(
         message.contains(&format!(
             "server.listen = 0.0.0.0:{port} is not a loopback address"
@@ -598,6 +602,8 @@ async fn serve_with_tokens_on_a_public_plain_http_address_refuses_to_start_unles
     );
     assert!(message.contains("server.plain_http_ok"), "{message}");
 
+    let mut told = serve();
+    told.env("WFMD_SERVER__PLAIN_HTTP_OK", "true");
     let mut child = told.spawn().unwrap();
     let lines = stderr_lines(&mut child);
     let daemon = Daemon {
