@@ -657,6 +657,107 @@ mod tests {
         assert_eq!(caps.lock().open, 0);
     }
 
+    /// A client socket and the server's end of it, watched with a 10 s header and a
+    /// 60 s idle timeout.
+    async fn watched_pair() -> (TcpStream, Watched, Arc<Connection>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let connection = caps(10, 10, Vec::new()).admit(peer.ip()).unwrap();
+        let settings = Settings {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10,
+            max_connections_per_client: 10,
+            max_requests_per_connection: 100,
+            proxies: Vec::new(),
+            stalled_client_timeout: Duration::from_secs(30),
+        };
+        let watched = Watched::new(server, connection.clone(), &settings);
+        (client, watched, connection)
+    }
+
+    /// Sends `bytes` after `wait` from a task of its own; the client comes back.
+    fn send_later(
+        mut client: TcpStream,
+        wait: Duration,
+        bytes: &'static [u8],
+    ) -> tokio::task::JoinHandle<TcpStream> {
+        use tokio::io::AsyncWriteExt;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            client.write_all(bytes).await.unwrap();
+            client
+        })
+    }
+
+    /// What the next read of `watched` brings, and how long it took.
+    async fn read(watched: &mut Watched) -> (io::Result<Vec<u8>>, Duration) {
+        use tokio::io::AsyncReadExt;
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = watched.read(&mut buf).await.map(|n| buf[..n].to_vec());
+        (read, start.elapsed())
+    }
+
+    fn timed_out(read: (io::Result<Vec<u8>>, Duration)) -> Duration {
+        let (read, after) = read;
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        after
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_head_must_arrive_within_the_header_timeout_from_connecting() {
+        let (_client, mut watched, _) = watched_pair().await;
+        assert_eq!(timed_out(read(&mut watched).await), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_timed_here_while_a_request_is_in_flight_and_then_the_idle_timeout() {
+        let (client, mut watched, connection) = watched_pair().await;
+        // The body and the answer have limits of their own.
+        let (in_flight, _) = connection.begin(100);
+        let client = send_later(client, Duration::from_secs(300), b"late body");
+        let (got, after) = read(&mut watched).await;
+        assert_eq!(
+            (got.unwrap(), after),
+            (b"late body".to_vec(), Duration::from_secs(300))
+        );
+        let _client = client.await.unwrap();
+        drop(in_flight);
+        assert_eq!(timed_out(read(&mut watched).await), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_head_gets_the_header_timeout_from_its_first_byte() {
+        let (client, mut watched, connection) = watched_pair().await;
+        drop(connection.begin(100));
+        // Idle for 30 s (under the idle timeout), then half a head.
+        let client = send_later(client, Duration::from_secs(30), b"GET / HT");
+        let (got, after) = read(&mut watched).await;
+        assert_eq!(
+            (got.unwrap(), after),
+            (b"GET / HT".to_vec(), Duration::from_secs(30))
+        );
+        let _client = client.await.unwrap();
+        assert_eq!(timed_out(read(&mut watched).await), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_connection_is_no_longer_watched() {
+        let (client, mut watched, connection) = watched_pair().await;
+        connection.upgraded.store(true, Ordering::Release);
+        let client = send_later(client, Duration::from_secs(3600), b"frame");
+        let (got, after) = read(&mut watched).await;
+        assert_eq!(
+            (got.unwrap(), after),
+            (b"frame".to_vec(), Duration::from_secs(3600))
+        );
+        drop(client.await.unwrap());
+    }
+
     #[test]
     fn a_limit_already_high_enough_is_left_alone() {
         assert_eq!(fit_descriptor_limit(1, 1), 1);
