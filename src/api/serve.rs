@@ -573,6 +573,8 @@ fn per_request(
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(connection.clone());
         let connection = connection.clone();
+        // A clone of the finished router shares its routes (an `Arc`); its make-service
+        // would rebuild them per connection, ~30 KB that a thousand wallboards keep.
         let answer = router.clone().oneshot(request);
         async move {
             let response = match answer.await {
