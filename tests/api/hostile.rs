@@ -44,9 +44,31 @@ async fn closed_by_server(stream: &mut TcpStream, what: &str) -> String {
     }
 }
 
+/// A client that opens a connection per request: with an idle timeout of a second, a
+/// pooled connection may be closed by wfmd just as the client sends on it again.
+fn unpooled() -> reqwest::Client {
+    http_client();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// The text of `/metrics`.
+async fn metrics(app: &TestApp) -> String {
+    unpooled()
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The value of the counter `name{label}` in `/metrics` (0 when absent).
 async fn counter(app: &TestApp, series: &str) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = metrics(app).await;
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
@@ -88,9 +110,13 @@ async fn a_flood_of_idle_and_half_open_connections_is_capped_and_timed_out_while
     }
 
     // A client within its own share is served all along.
-    let healthz = tokio::time::timeout(DEADLINE, app.get("/healthz"))
-        .await
-        .expect("/healthz answers during the flood");
+    let healthz = tokio::time::timeout(
+        DEADLINE,
+        unpooled().get(format!("{}/healthz", app.address)).send(),
+    )
+    .await
+    .expect("/healthz answers during the flood")
+    .unwrap();
     assert_eq!(healthz.status(), 200);
 
     // Every flood connection is closed: those past the share at once, the others after
@@ -125,7 +151,7 @@ async fn a_flood_of_idle_and_half_open_connections_is_capped_and_timed_out_while
         .unwrap();
     let answer = closed_by_server(&mut again, "a request with connection: close").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let timed_out = app.get("/metrics").await.text().await.unwrap();
+    let timed_out = metrics(&app).await;
     for timeout in ["header_read_timeout", "idle_timeout"] {
         assert!(
             timed_out.contains(&format!(
