@@ -50,7 +50,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -236,6 +235,8 @@ fn live_settings(config: &Config) -> live::Settings {
         agents: config.sync.agents.clone(),
         roster: config.live.enabled,
         queues_are_skills: config.cxone.dialect == config::Dialect::Incontact,
+        max_streams_per_caller: config.live.max_streams_per_caller,
+        max_tickets_per_caller: config.live.max_tickets_per_caller,
         ..live::Settings::default()
     }
 }
@@ -255,6 +256,9 @@ pub struct App {
     sync_interval: Duration,
     tokens: api::auth::ApiTokens,
     shutdown_timeout: Duration,
+    /// `[server]`'s limits on connections, and on each request.
+    serving: api::serve::Settings,
+    limits: api::Limits,
     /// The newest skill and queue figures: the metric pollers publish, the live feed
     /// and the API read.
     metric_board: engine::metrics::BoardSender,
@@ -280,12 +284,21 @@ impl App {
     pub async fn build_with_clock(config: &Config, clock: engine::Clock) -> anyhow::Result<App> {
         let services = Services::start_with_clock(config, clock).await?;
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
+        if let Some(problem) = config.server.plain_http_problem(tokens.len()) {
+            anyhow::bail!(problem);
+        }
         let configured = config.server.listen;
         let (listen, warning) = api::auth::listen_address(configured, tokens.len());
         match warning {
             Some(warning) => tracing::warn!(%configured, bound = %listen, "{warning}"),
             None if tokens.is_empty() => tracing::info!(
                 "no [[api_tokens]] are configured: every caller on this host may use the API"
+            ),
+            None if !configured.ip().is_loopback() => tracing::warn!(
+                %configured,
+                "PLAIN HTTP on a network address: bearer tokens and agent data cross the \
+                 network unencrypted unless the TLS proxy that server.plain_http_ok = true \
+                 promises is the only way in (README \"TLS\")"
             ),
             None => {}
         }
@@ -377,6 +390,8 @@ impl App {
             sync_interval: Duration::from_millis(config.sync.interval_ms),
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
+            serving: api::serve::Settings::from_config(config),
+            limits: api::Limits::from_config(&config.server),
             metric_board,
             metric_pollers,
             retention,
@@ -479,18 +494,11 @@ impl App {
         }));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
-        let listener = self.listener.tap_io(|connection| {
-            api::disconnect_when_stalled(connection, api::STALLED_CLIENT_TIMEOUT);
-        });
-        // A make-service that clones the router's `Arc` per connection: the router's own
-        // one rebuilds every route per connection (`with_state`), ~30 KB a connection
-        // that a thousand wallboards keep open.
-        let router = api::router(state, self.tokens).into_make_service();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let mut server = std::pin::pin!(server.into_future());
+        let router = api::router(state, self.tokens, &self.limits);
+        let server = api::serve::serve(self.listener, router, self.serving, shutdown.clone());
+        let mut server = std::pin::pin!(server);
         tokio::select! {
-            result = &mut server => result.context("the HTTP server failed")?,
+            () = &mut server => {}
             () = async {
                 shutdown.cancelled().await;
                 tokio::time::sleep(self.shutdown_timeout).await;

@@ -40,6 +40,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::api_tokens::Role;
+use crate::config::live::MAX_TICKETS;
 use crate::engine::bulk::{BulkJobs, JobView};
 use crate::engine::metrics::{BoardReceiver, FamilyHealth, MetricBoard, QueueTile, SkillTile};
 use crate::store::{Store, exceptions, from_ms, history, jobs, outbox};
@@ -71,6 +72,10 @@ pub struct Settings {
     pub agents: Vec<String>,
     /// The platform's queues are its skills (see [`Snapshot::queues_are_skills`]).
     pub queues_are_skills: bool,
+    /// Streams one caller may hold open at once (`live.max_streams_per_caller`).
+    pub max_streams_per_caller: usize,
+    /// Unused tickets one caller may hold at once (`live.max_tickets_per_caller`).
+    pub max_tickets_per_caller: usize,
 }
 
 impl Default for Settings {
@@ -87,6 +92,8 @@ impl Default for Settings {
             teams: Vec::new(),
             agents: Vec::new(),
             queues_are_skills: false,
+            max_streams_per_caller: 2000,
+            max_tickets_per_caller: 2000,
         }
     }
 }
@@ -118,8 +125,9 @@ const STRIKE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a ticket is valid.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
 
-/// Tickets outstanding at most; more are refused until some expire.
-const MAX_TICKETS: usize = 10_000;
+/// What a caller refused a stream is told to wait: streams end when screens close,
+/// which nothing predicts.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// An open adherence exception on an agent's card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -356,6 +364,8 @@ struct Inner {
     state: Mutex<State>,
     sender: broadcast::Sender<Message>,
     tickets: Tickets,
+    /// Open streams by caller.
+    streams: Mutex<HashMap<Arc<str>, usize>>,
     stop: CancellationToken,
 }
 
@@ -378,6 +388,7 @@ impl Live {
     /// An empty feed over `store`; call [`Live::load`] (or [`Live::run`]) to fill it.
     pub fn new(store: Store, settings: Settings) -> Live {
         let (sender, _) = broadcast::channel(settings.client_buffer.max(16));
+        let tickets = Tickets::new(settings.max_tickets_per_caller);
         Live {
             inner: Arc::new(Inner {
                 store,
@@ -392,7 +403,8 @@ impl Live {
                     cached: None,
                 }),
                 sender,
-                tickets: Tickets::default(),
+                tickets,
+                streams: Mutex::new(HashMap::new()),
                 stop: CancellationToken::new(),
             }),
         }
@@ -404,6 +416,27 @@ impl Live {
 
     pub fn tickets(&self) -> &Tickets {
         &self.inner.tickets
+    }
+
+    /// A place for one more stream of `caller` (a token's name, or a client address),
+    /// held until the [`StreamSlot`] is dropped; refused once the caller holds
+    /// `max_streams_per_caller`, so one caller cannot take every connection the server
+    /// has for wallboards.
+    pub fn open_stream(&self, caller: &str) -> Result<StreamSlot, Crowded> {
+        let max = self.inner.settings.max_streams_per_caller;
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let key: Arc<str> = match streams.get_key_value(caller) {
+            Some((_, &open)) if open >= max => {
+                return Err(Crowded::CallerStreams { max });
+            }
+            Some((key, _)) => key.clone(),
+            None => caller.into(),
+        };
+        *streams.entry(key.clone()).or_insert(0) += 1;
+        Ok(StreamSlot {
+            live: self.clone(),
+            caller: key,
+        })
     }
 
     fn pool(&self) -> &SqlitePool {
@@ -1039,6 +1072,71 @@ impl Drop for Feed {
     }
 }
 
+/// One stream's place in its caller's share (see [`Live::open_stream`]); the place is
+/// given back when this is dropped.
+pub struct StreamSlot {
+    live: Live,
+    caller: Arc<str>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self
+            .live
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = streams.get_mut(&self.caller) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// Why a ticket or a stream was refused: the limit reached, and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Crowded {
+    #[error(
+        "this caller holds {max} unused live tickets already (live.max_tickets_per_caller); \
+         each is good for 60 s once, so open the feed with one or wait for them to expire"
+    )]
+    CallerTickets { max: usize, retry_after: Duration },
+    #[error(
+        "too many live tickets are outstanding over every caller ({MAX_TICKETS}); try again \
+         in a minute"
+    )]
+    AllTickets { retry_after: Duration },
+    #[error(
+        "this caller has {max} live-feed streams open already (live.max_streams_per_caller); \
+         close one, or give each wall of screens its own token"
+    )]
+    CallerStreams { max: usize },
+}
+
+impl Crowded {
+    /// The configuration key of the limit that was reached (`None`: the built-in one).
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            Crowded::CallerTickets { .. } => Some("live.max_tickets_per_caller"),
+            Crowded::AllTickets { .. } => None,
+            Crowded::CallerStreams { .. } => Some("live.max_streams_per_caller"),
+        }
+    }
+
+    /// How long until a place is likely to be free.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Crowded::CallerTickets { retry_after, .. } | Crowded::AllTickets { retry_after } => {
+                *retry_after
+            }
+            Crowded::CallerStreams { .. } => STREAM_RETRY_AFTER,
+        }
+    }
+}
+
 /// Who a ticket was issued to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketHolder {
@@ -1046,38 +1144,83 @@ pub struct TicketHolder {
     pub role: Role,
 }
 
+struct Issued {
+    holder: TicketHolder,
+    /// Whose share the ticket counts in (the holder's name, or without tokens the
+    /// client's address).
+    caller: Arc<str>,
+    expires: Instant,
+}
+
 /// Short-lived single-use tickets for opening the feed from a browser: `EventSource`
 /// and `WebSocket` cannot send an `Authorization` header, and a long-lived token in a
 /// URL ends up in proxy logs. A ticket is worth one connection within [`TICKET_TTL`].
-#[derive(Default)]
+/// Each caller may hold a share of them, and all callers together [`MAX_TICKETS`].
 pub struct Tickets {
-    issued: Mutex<HashMap<String, (TicketHolder, Instant)>>,
+    issued: Mutex<HashMap<String, Issued>>,
+    per_caller: usize,
 }
 
-/// Why a ticket was not issued.
-#[derive(Debug, thiserror::Error)]
-#[error("too many live tickets are outstanding ({MAX_TICKETS}); try again in a minute")]
-pub struct TooManyTickets;
+impl Default for Tickets {
+    fn default() -> Tickets {
+        Tickets::new(Settings::default().max_tickets_per_caller)
+    }
+}
 
 impl Tickets {
-    /// A new ticket for `holder`, valid for [`TICKET_TTL`] from now (tokio's clock).
-    pub fn issue(&self, holder: TicketHolder) -> Result<String, TooManyTickets> {
+    /// Tickets of which one caller may hold `per_caller` unused at once.
+    pub fn new(per_caller: usize) -> Tickets {
+        Tickets {
+            issued: Mutex::new(HashMap::new()),
+            per_caller,
+        }
+    }
+
+    /// A new ticket for `holder`, counted in `caller`'s share, valid for [`TICKET_TTL`]
+    /// from now (tokio's clock).
+    pub fn issue(&self, holder: TicketHolder, caller: &str) -> Result<String, Crowded> {
         let now = Instant::now();
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        issued.retain(|_, (_, expires)| *expires > now);
+        issued.retain(|_, ticket| ticket.expires > now);
+        let until = |expires: Option<Instant>| {
+            // Whole seconds, rounded up: a Retry-After of 0 would invite a busy loop.
+            let left = expires.map_or(TICKET_TTL, |e| e.saturating_duration_since(now));
+            Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                .max(Duration::from_secs(1))
+        };
         if issued.len() >= MAX_TICKETS {
-            return Err(TooManyTickets);
+            let first = issued.values().map(|t| t.expires).min();
+            return Err(Crowded::AllTickets {
+                retry_after: until(first),
+            });
+        }
+        let mine = issued.values().filter(|t| &*t.caller == caller);
+        let (held, first) = mine.fold((0, None::<Instant>), |(n, first), t| {
+            (n + 1, Some(first.map_or(t.expires, |f| f.min(t.expires))))
+        });
+        if held >= self.per_caller {
+            return Err(Crowded::CallerTickets {
+                max: self.per_caller,
+                retry_after: until(first),
+            });
         }
         let ticket = format!("tkt_{}", hex::encode(rand::random::<[u8; 24]>()));
-        issued.insert(ticket.clone(), (holder, now + TICKET_TTL));
+        issued.insert(
+            ticket.clone(),
+            Issued {
+                holder,
+                caller: caller.into(),
+                expires: now + TICKET_TTL,
+            },
+        );
         Ok(ticket)
     }
 
     /// The holder of `ticket` when it is known and unexpired; it is used up either way.
     pub fn redeem(&self, ticket: &str) -> Option<TicketHolder> {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let (holder, expires) = issued.remove(ticket)?;
-        (Instant::now() < expires).then_some(holder)
+        let ticket = issued.remove(ticket)?;
+        (Instant::now() < ticket.expires).then_some(ticket.holder)
     }
 }
 
@@ -1123,14 +1266,56 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_ticket_is_good_once_and_only_within_sixty_seconds() {
         let tickets = Tickets::default();
-        let first = tickets.issue(holder(Role::Viewer)).unwrap();
+        let first = tickets.issue(holder(Role::Viewer), "desk").unwrap();
         tokio::time::advance(Duration::from_secs(59)).await;
         assert_eq!(tickets.redeem(&first), Some(holder(Role::Viewer)));
         assert_eq!(tickets.redeem(&first), None, "single use");
-        let second = tickets.issue(holder(Role::Viewer)).unwrap();
+        let second = tickets.issue(holder(Role::Viewer), "desk").unwrap();
         tokio::time::advance(TICKET_TTL).await;
         assert_eq!(tickets.redeem(&second), None, "expired");
         assert_eq!(tickets.redeem("tkt_never-issued"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_over_its_ticket_share_is_refused_until_its_first_ticket_expires() {
+        let tickets = Tickets::new(3);
+        for _ in 0..3 {
+            tickets.issue(holder(Role::Viewer), "desk").unwrap();
+            tokio::time::advance(Duration::from_secs(10)).await;
+        }
+        let refused = tickets.issue(holder(Role::Viewer), "desk").unwrap_err();
+        assert_eq!(
+            refused,
+            Crowded::CallerTickets {
+                max: 3,
+                retry_after: Duration::from_secs(30),
+            }
+        );
+        assert_eq!(refused.limit(), Some("live.max_tickets_per_caller"));
+        // Another caller has its own share; a redeemed ticket frees a place.
+        tickets.issue(holder(Role::Admin), "ops").unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        tickets.issue(holder(Role::Viewer), "desk").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
+        let (store, _dir) = temp_store().await;
+        let live = Live::new(
+            store,
+            Settings {
+                max_streams_per_caller: 2,
+                ..Settings::default()
+            },
+        );
+        let first = live.open_stream("desk").unwrap();
+        let _second = live.open_stream("desk").unwrap();
+        let refused = live.open_stream("desk").err().unwrap();
+        assert_eq!(refused, Crowded::CallerStreams { max: 2 });
+        assert_eq!(refused.limit(), Some("live.max_streams_per_caller"));
+        let _other = live.open_stream("ops").unwrap();
+        drop(first);
+        let _third = live.open_stream("desk").unwrap();
     }
 
     async fn change(store: &Store, agent: &str, to: &str) -> String {

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::auth::Caller;
 use super::error::Problem;
@@ -161,9 +162,18 @@ pub async fn create_transition(
         actor: caller.name.to_string(),
         idempotency_key,
     };
-    // A person waits for this answer: it goes before every queued rule or refresh.
-    let transition = in_lane(Lane::Interactive, None, state.engine.transition(request))
+    // A person waits for this answer: it goes before every queued rule or refresh. The
+    // change runs on its own task: a request cut off by `server.request_timeout` (or a
+    // client that leaves) must not cut a change off between the platform call and its
+    // record.
+    let engine = state.engine.clone();
+    let change = tokio::spawn(
+        async move { in_lane(Lane::Interactive, None, engine.transition(request)).await }
+            .in_current_span(),
+    );
+    let transition = change
         .await
+        .map_err(|e| Problem::internal(&e))?
         .map_err(engine_problem)?;
     Ok(transition_response(transition))
 }

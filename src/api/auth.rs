@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -53,6 +53,41 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             // bug, answered as one rather than run without knowing who called.
             Problem::internal(&"the route has no authenticated caller")
         })
+    }
+}
+
+/// Whose share of the per-caller limits (live tickets and streams) a request counts
+/// in: `token:NAME` for a token's holder; without tokens, when every caller is the one
+/// local admin, `address:IP` of the client, so local programs are told apart as far as
+/// they can be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerKey(pub Arc<str>);
+
+impl CallerKey {
+    fn of(caller: &Caller, tokens: &ApiTokens, request: &Request) -> CallerKey {
+        if !tokens.is_empty() {
+            return CallerKey(format!("token:{}", caller.name).into());
+        }
+        let address = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(
+                || "unknown".to_owned(),
+                |c| c.0.ip().to_canonical().to_string(),
+            );
+        CallerKey(format!("address:{address}").into())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallerKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CallerKey>()
+            .cloned()
+            .ok_or_else(|| Problem::internal(&"the route has no authenticated caller"))
     }
 }
 
@@ -345,6 +380,8 @@ pub async fn authorize(
         });
     match outcome {
         Ok(caller) => {
+            let key = CallerKey::of(&caller, &gate.tokens, &request);
+            request.extensions_mut().insert(key);
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

@@ -1,46 +1,175 @@
-//! The middleware every request passes: request id, tracing span, problem+json for every
-//! error, and a last line of defence against panics.
+//! The middleware every request passes: request id, tracing span, security headers,
+//! problem+json for every error, the request's time limits, the `Host`/`Origin` check,
+//! and a last line of defence against panics.
 //!
 //! Order, outermost first:
-//! 1. `x-request-id` is taken from the request or made (a UUID);
+//! 1. `x-request-id` is taken from the request when it is short and plain (at most
+//!    [`MAX_REQUEST_ID_LEN`] of `A-Z a-z 0-9 . _ : -`), else made (a UUID): a client's id
+//!    goes into every log line and onto the response, so it must not be able to forge
+//!    log fields or fill the log;
 //! 2. a `request` span with the id, method, route and (once known) the caller wraps
 //!    every log line of the request, including the handler's and the engine's;
 //! 3. the id is copied onto the response, whatever produced it;
-//! 4. an error answer that is not JSON (axum's own 405, a rejection of a layer) is
+//! 4. every response gets `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`
+//!    and, unless the handler set its own (the wallboard), a `Content-Security-Policy`
+//!    that lets nothing load or run and nothing frame the page ([`DEFAULT_CSP`]);
+//! 5. an error answer that is not JSON (axum's own 405, a rejection of a layer) is
 //!    turned into problem+json, keeping its status and headers;
-//! 5. a panic becomes a logged 500 problem instead of a dropped connection.
+//! 6. a request naming a foreign `Host` or coming from a foreign `Origin` is refused
+//!    ([`super::hosts`]);
+//! 7. a request whose answer has not begun within `server.request_timeout` is answered
+//!    503 (streams go on once begun); its body must have arrived within
+//!    `server.body_timeout`;
+//! 8. a panic becomes a logged 500 problem instead of a dropped connection.
 
 use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::Problem;
+use super::hosts::{self, AllowedHosts};
 use super::json::is_json;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The longest request id a client may choose (a UUID is 36 characters).
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// What every response but the wallboard page is allowed: nothing to load, run or frame
+/// it. Inline styles stay allowed for the HTML reports, which are single files.
+pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// How much of a non-problem error body is kept as the problem's `detail`.
 const DETAIL_LIMIT_BYTES: usize = 2 * 1024;
 
+/// The per-request limits of [`around`], from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The answer must have begun this long after the request's head.
+    pub request_timeout: Duration,
+    /// The body must have arrived this long after the request's head.
+    pub body_timeout: Duration,
+    /// The host names besides loopback and addresses.
+    pub hosts: AllowedHosts,
+}
+
+impl Limits {
+    pub fn from_config(server: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            request_timeout: server.request_timeout,
+            body_timeout: server.body_timeout,
+            hosts: AllowedHosts::new(&server.allowed_hosts),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from_config(&crate::config::ServerConfig::default())
+    }
+}
+
 /// `router` with the layers above around each of its routes and its fallback.
-pub fn around(router: Router) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(middleware::from_fn(problem_for_every_error))
-            .layer(CatchPanicLayer::custom(panic_response)),
+pub fn around(router: Router, limits: &Limits) -> Router {
+    let request_timeout = limits.request_timeout;
+    router
+        .layer(RequestBodyDeadlineLayer::new(limits.body_timeout))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |error| {
+                    std::future::ready(timed_out(error, request_timeout))
+                }))
+                .timeout(request_timeout),
+        )
+        .layer(middleware::from_fn_with_state(
+            Arc::new(limits.hosts.clone()),
+            hosts::check,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .map_request(plain_request_id)
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("DENY"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(DEFAULT_CSP),
+                ))
+                .layer(middleware::from_fn(problem_for_every_error))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+}
+
+/// Removes a client's request id that is too long, repeated, or has anything but
+/// `A-Z a-z 0-9 . _ : -` in it, so that one is made instead.
+fn plain_request_id(mut request: Request) -> Request {
+    let headers = request.headers_mut();
+    let mut ids = headers.get_all(&REQUEST_ID).iter();
+    let plain = match (ids.next(), ids.next()) {
+        (Some(id), None) => is_plain_id(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !plain {
+        headers.remove(&REQUEST_ID);
+    }
+    request
+}
+
+fn is_plain_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The answer to a request that ran past `server.request_timeout` (or, never in
+/// practice, to another error of the timeout layer).
+fn timed_out(error: tower::BoxError, limit: Duration) -> Response {
+    if !error.is::<tower::timeout::error::Elapsed>() {
+        return Problem::internal(&error).into_response();
+    }
+    metrics::counter!("wfmd_http_requests_timed_out_total").increment(1);
+    tracing::warn!(
+        ?limit,
+        "a request ran past server.request_timeout; answered 503"
+    );
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "request-timeout",
+        "The request took too long",
+        format!(
+            "wfmd could not answer within server.request_timeout ({}); a change it had \
+             begun is still carried out and recorded: look at the agent's history, or \
+             repeat the request with the same idempotency key",
+            humantime::format_duration(limit)
+        ),
     )
+    .into_response()
 }
 
 fn request_span(request: &Request) -> tracing::Span {
@@ -157,8 +286,110 @@ mod tests {
                         )
                     }),
                 )
-                .route("/panic", get(panics)),
+                .route("/panic", get(panics))
+                .route("/slow", get(never_answers))
+                .route("/stream", get(streams_slowly)),
+            &Limits {
+                request_timeout: Duration::from_secs(30),
+                ..Limits::default()
+            },
         )
+    }
+
+    async fn never_answers() -> &'static str {
+        std::future::pending().await
+    }
+
+    /// A head at once, then a chunk a minute.
+    async fn streams_slowly() -> Body {
+        let chunks = futures::stream::unfold(0, |n| async move {
+            if n > 0 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            (n < 3).then(|| {
+                (
+                    Ok::<_, std::convert::Infallible>(format!("chunk {n}\n")),
+                    n + 1,
+                )
+            })
+        });
+        Body::from_stream(chunks)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_not_begun_within_the_request_timeout_is_a_503_problem() {
+        let response = call(app(), "GET", "/slow", Some("req-3")).await;
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[REQUEST_ID], "req-3");
+        let body = problem(response).await;
+        assert_eq!(body["type"], "urn:wfmd:problem:request-timeout");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("server.request_timeout (30s)"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_has_begun_is_not_cut_by_the_request_timeout() {
+        let response = call(app(), "GET", "/stream", None).await;
+        assert_eq!(response.status(), 200);
+        // Three minutes of paused time pass while the body is read.
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(body, "chunk 0\nchunk 1\nchunk 2\n");
+    }
+
+    #[tokio::test]
+    async fn a_long_or_unsafe_request_id_is_replaced_and_a_plain_one_kept() {
+        for kept in ["req-1", "0190c1a4-7b7e-7c3d-9f00-1a2b3c4d5e6f", "a.b_c:d"] {
+            let response = call(app(), "GET", "/text", Some(kept)).await;
+            assert_eq!(response.headers()[REQUEST_ID], kept);
+        }
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        for replaced in [long.as_str(), "a b", "id\tforged=1", "x\"y", ""] {
+            let response = call(app(), "GET", "/text", Some(replaced)).await;
+            let id = response.headers()[REQUEST_ID].to_str().unwrap();
+            assert_ne!(id, replaced);
+            assert!(uuid::Uuid::parse_str(id).is_ok(), "a fresh id: {id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_answer_says_nosniff_and_no_framing_and_keeps_a_handlers_own_policy() {
+        let own = Router::new().route(
+            "/page",
+            get(|| async {
+                (
+                    [(header::CONTENT_SECURITY_POLICY, "script-src 'self'")],
+                    axum::response::Html("<p>hi</p>"),
+                )
+            }),
+        );
+        let app = around(own, &Limits::default());
+        let response = call(app.clone(), "GET", "/page", None).await;
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
+        assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(
+            response.headers()[header::CONTENT_SECURITY_POLICY],
+            "script-src 'self'"
+        );
+        let response = call(app, "GET", "/nothing-here", None).await;
+        assert_eq!(response.status(), 404);
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
+        assert_eq!(
+            response.headers()[header::CONTENT_SECURITY_POLICY],
+            DEFAULT_CSP
+        );
     }
 
     #[tokio::test]

@@ -36,12 +36,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as RawFrame};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::auth::{Caller, Preauthenticated};
+use super::auth::{Caller, CallerKey, Preauthenticated};
 use super::error::Problem;
 use super::extract::QueryParams;
 use super::openapi::{PROBLEM_JSON, ProblemDetails, VIEWER};
+use super::serve::Connection;
 use super::{ApiState, Routes};
-use crate::live::{Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
+use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
 
 /// What the browser is told to wait before reconnecting on its own (the page runs its
 /// own backoff; this is for plain `EventSource` clients).
@@ -144,24 +145,36 @@ pub async fn snapshot(State(state): State<ApiState>) -> Response {
          body = String),
         (status = 401, description = "The ticket is unknown, expired or already used",
          body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open",
+         body = ProblemDetails, content_type = PROBLEM_JSON),
         (status = 503, description = "wfmd is stopping", body = ProblemDetails,
          content_type = PROBLEM_JSON),
     )
 )]
 pub async fn events(
     State(state): State<ApiState>,
+    CallerKey(caller): CallerKey,
+    connection: Option<axum::Extension<std::sync::Arc<Connection>>>,
     headers: HeaderMap,
     QueryParams(query): QueryParams<FeedQuery>,
 ) -> Result<Response, Problem> {
     let start = start(&headers, &query)?;
+    let slot = match state.live.open_stream(&caller) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(crowded(refused)),
+    };
     let feed = state.live.subscribe(start).await?;
+    if let Some(connection) = connection {
+        connection.streaming();
+    }
     let retry = Bytes::from(format!("retry: {}\n\n", RETRY_ADVICE.as_millis()));
     // Each message's block was rendered once for every client; the heartbeat comes
     // through the feed. hyper asks for the next block while the socket takes them, so
-    // the blocks that are ready go out in one write.
-    let blocks = futures::stream::unfold(feed, |mut feed| async move {
+    // the blocks that are ready go out in one write. The stream holds the caller's
+    // place until the client leaves.
+    let blocks = futures::stream::unfold((feed, slot), |(mut feed, slot)| async move {
         let message = feed.next().await?;
-        Some((Ok::<_, Infallible>(message.sse), feed))
+        Some((Ok::<_, Infallible>(message.sse), (feed, slot)))
     });
     let body = futures::stream::once(async { Ok(retry) }).chain(blocks);
     let mut response = Body::from_stream(body).into_response();
@@ -196,10 +209,13 @@ pub async fn events(
          content_type = PROBLEM_JSON),
         (status = 401, description = "The ticket is unknown, expired or already used",
          body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open",
+         body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn websocket(
     State(state): State<ApiState>,
+    CallerKey(caller): CallerKey,
     QueryParams(query): QueryParams<FeedQuery>,
     mut request: Request,
 ) -> Result<Response, Problem> {
@@ -214,11 +230,24 @@ pub async fn websocket(
         ));
     };
     let start = start(request.headers(), &query)?;
+    let slot = match state.live.open_stream(&caller) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(crowded(refused)),
+    };
     let feed = state.live.subscribe(start).await?;
+    let connection = request
+        .extensions()
+        .get::<std::sync::Arc<Connection>>()
+        .cloned();
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
+        if let Some(connection) = connection {
+            connection.streaming();
+        }
+        // Held until the session ends.
+        let _slot = slot;
         let config = WebSocketConfig::default()
             // Clients send nothing but pongs and a close: a small read buffer.
             .read_buffer_size(4 * 1024)
@@ -426,28 +455,60 @@ pub struct TicketView {
     security(("bearer" = [VIEWER])),
     responses(
         (status = 201, description = "The ticket", body = TicketView),
-        (status = 429, description = "Too many tickets are outstanding", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
+        (status = 429, description = "The caller holds `live.max_tickets_per_caller` unused \
+         tickets, or too many are outstanding in all; `Retry-After` says when one expires",
+         body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
-pub async fn ticket(State(state): State<ApiState>, caller: Caller) -> Result<Response, Problem> {
+pub async fn ticket(
+    State(state): State<ApiState>,
+    caller: Caller,
+    CallerKey(key): CallerKey,
+) -> Result<Response, Problem> {
     let holder = TicketHolder {
         name: caller.name,
         role: caller.role,
     };
-    let ticket = state.live.tickets().issue(holder).map_err(|e| {
-        Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too-many-tickets",
-            "Too many tickets",
-            e.to_string(),
-        )
-    })?;
+    let ticket = match state.live.tickets().issue(holder, &key) {
+        Ok(ticket) => ticket,
+        Err(refused) => return Ok(crowded(refused)),
+    };
     let view = TicketView {
         ticket,
         expires_in: TICKET_TTL.as_secs(),
     };
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// A 429 naming the limit a caller reached, with `Retry-After`.
+fn crowded(crowded: Crowded) -> Response {
+    let (kind, title) = match crowded {
+        Crowded::CallerStreams { .. } => ("too-many-streams", "Too many live-feed streams"),
+        Crowded::CallerTickets { .. } | Crowded::AllTickets { .. } => {
+            ("too-many-tickets", "Too many tickets")
+        }
+    };
+    metrics::counter!("wfmd_live_refusals_total", "kind" => kind).increment(1);
+    tracing::warn!(limit = crowded.limit(), "{crowded}");
+    let retry_after = crowded.retry_after().as_secs().max(1);
+    let mut problem = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        kind,
+        title,
+        crowded.to_string(),
+    )
+    .with("retry_after", retry_after);
+    if let Some(limit) = crowded.limit() {
+        problem = problem.with("limit", limit);
+    }
+    if let Crowded::CallerStreams { max } | Crowded::CallerTickets { max, .. } = crowded {
+        problem = problem.with("max", max);
+    }
+    let mut response = problem.into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
 }
 
 /// What [`ticket_gate`] needs: the feed's tickets, and whether any bearer tokens are
@@ -522,8 +583,12 @@ pub async fn ticket_gate(
 )]
 pub async fn wallboard() -> Response {
     let mut response = Html(crate::web::page()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Its own script and style by hash, the feed from its own origin; nothing else.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::web::content_security_policy()),
+    );
     response
 }

@@ -29,13 +29,18 @@ pub mod error;
 pub mod exports;
 pub mod extract;
 mod health;
+mod hosts;
 mod json;
 mod layers;
 mod live;
 pub mod openapi;
 mod reports;
 mod series;
+pub mod serve;
 mod spool;
+
+pub use hosts::AllowedHosts;
+pub use layers::Limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,12 +133,13 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// The complete router with its middleware; `tokens` are the configured bearer tokens
-/// (none: every caller is the local admin).
+/// (none: every caller is the local admin), `limits` the per-request ones of
+/// `[server]`.
 ///
 /// # Panics
 /// When a route declares no access (or a wrong one) in its `#[utoipa::path]`: routes are
 /// fixed at compile time, so every test that starts the API finds it.
-pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
+pub fn router(state: ApiState, tokens: auth::ApiTokens, limits: &Limits) -> Router {
     let (routes, spec) = described_routes();
     let access = auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
     let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
@@ -161,7 +167,7 @@ pub fn router(state: ApiState, tokens: auth::ApiTokens) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
         .with_state(state);
-    layers::around(router)
+    layers::around(router, limits)
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// The platform refreshes skill data every 15–30 s: polling faster only spends budget.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(15);
 
+/// Feed tickets outstanding at most over every caller: the backstop behind
+/// `max_tickets_per_caller`.
+pub const MAX_TICKETS: usize = 10_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LiveConfig {
@@ -30,6 +34,11 @@ pub struct LiveConfig {
     /// Service level at or above which a tile is a warning rather than bad; at most
     /// `service_level_good`.
     pub service_level_warning: f64,
+    /// Live-feed streams (`/v1/events`, `/v1/ws`) one caller may hold open at once: a
+    /// token's name, or without tokens a client address.
+    pub max_streams_per_caller: usize,
+    /// Feed tickets one caller may hold unused at once (each is good for 60 s).
+    pub max_tickets_per_caller: usize,
 }
 
 impl Default for LiveConfig {
@@ -42,6 +51,8 @@ impl Default for LiveConfig {
             queue_interval: Duration::from_secs(30),
             service_level_good: 0.80,
             service_level_warning: 0.70,
+            max_streams_per_caller: 2000,
+            max_tickets_per_caller: 2000,
         }
     }
 }
@@ -76,6 +87,22 @@ impl LiveConfig {
                 "live.service_level_warning must not be above live.service_level_good \
                  ({good}), got {warning}"
             ));
+        }
+        for (key, value, most) in [
+            (
+                "live.max_streams_per_caller",
+                self.max_streams_per_caller,
+                1_000_000,
+            ),
+            (
+                "live.max_tickets_per_caller",
+                self.max_tickets_per_caller,
+                MAX_TICKETS,
+            ),
+        ] {
+            if !(1..=most).contains(&value) {
+                problems.push(format!("{key} must be between 1 and {most}, got {value}"));
+            }
         }
         for (key, ids) in [("live.skills", &self.skills), ("live.queues", &self.queues)] {
             if let Some(bad) = ids.iter().find(|id| id.trim().is_empty()) {
@@ -151,6 +178,27 @@ mod tests {
         assert_eq!(
             err.problems,
             ["live.service_level_warning must be between 0 and 1, got -0.1"]
+        );
+    }
+
+    #[test]
+    fn per_caller_limits_fit_a_wall_of_screens_under_one_token_and_are_bounded() {
+        let live = load("", &[]).unwrap().live;
+        assert_eq!(
+            (live.max_streams_per_caller, live.max_tickets_per_caller),
+            (2000, 2000)
+        );
+        let err = load(
+            "[live]\nmax_streams_per_caller = 0\nmax_tickets_per_caller = 10001\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "live.max_streams_per_caller must be between 1 and 1000000, got 0",
+                "live.max_tickets_per_caller must be between 1 and 10000, got 10001",
+            ]
         );
     }
 

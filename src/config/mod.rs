@@ -12,7 +12,6 @@ pub mod cxone_incontact;
 pub mod exports;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,8 +24,10 @@ pub mod bulk;
 pub mod live;
 pub mod retention;
 pub mod rules;
+pub mod server;
 
 pub use rules::{RuleConfig, SchedulerConfig};
+pub use server::ServerConfig;
 mod adherence;
 pub use adherence::{AutoCorrect, AutomationConfig, ComplianceConfig, SchedulesConfig};
 
@@ -63,25 +64,6 @@ pub struct Config {
     pub analytics: analytics::AnalyticsConfig,
     /// Downloads: per-caller limit, read time, spool.
     pub exports: exports::ExportsConfig,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address of the HTTP API.
-    pub listen: SocketAddr,
-    /// How long SIGTERM waits for in-flight work before giving up on it.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: ([127, 0, 0, 1], 8080).into(),
-            shutdown_timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -690,6 +672,7 @@ impl Config {
         }
         self.bulk.validate(&mut problems);
         self.live.validate(&mut problems);
+        self.server.validate(&self.api_tokens, &mut problems);
         problems.extend(self.rule_problems());
         api_tokens::validate(&self.api_tokens, &mut problems);
         self.retention.validate(&mut problems);

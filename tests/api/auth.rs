@@ -266,13 +266,18 @@ pub fn entry(name: &str, token: &str, role: &str) -> ApiTokenConfig {
 /// `admin`); the tokens are [`As::token`]'s.
 pub async fn spawn_with_roles() -> TestApp {
     TestApp::spawn_with(TestSim::default_tenant().await, |config| {
-        config.api_tokens = [As::Viewer, As::Supervisor, As::Admin]
-            .into_iter()
-            .zip(["viewer", "supervisor", "admin"])
-            .map(|(who, name)| entry(name, who.token().unwrap(), name))
-            .collect();
+        config.api_tokens = role_entries();
     })
     .await
+}
+
+/// The tokens of [`spawn_with_roles`].
+pub fn role_entries() -> Vec<ApiTokenConfig> {
+    [As::Viewer, As::Supervisor, As::Admin]
+        .into_iter()
+        .zip(["viewer", "supervisor", "admin"])
+        .map(|(who, name)| entry(name, who.token().unwrap(), name))
+        .collect()
 }
 
 /// `template` with `{agent_id}` set to `agent_id` and any other `{parameter}` to an id
@@ -283,6 +288,21 @@ pub fn fill_path(template: &str, agent_id: &str) -> String {
         path.replace_range(start..=end, "00000000-0000-0000-0000-000000000000");
     }
     path
+}
+
+/// The request id `row`'s request as `who` carries: the route, in the characters a
+/// request id may have.
+pub fn request_id(who: As, row: &Row) -> String {
+    let path: String = row
+        .path
+        .chars()
+        .filter_map(|c| match c {
+            '/' => Some('.'),
+            '{' | '}' => None,
+            c => Some(c),
+        })
+        .collect();
+    format!("{who:?}-{}{path}", row.method)
 }
 
 /// Sends `row`'s request as `who`.
@@ -296,7 +316,7 @@ pub async fn send(app: &TestApp, row: &Row, agent_id: &str, who: As) -> reqwest:
     let mut request = app
         .http
         .request(row.method.parse().unwrap(), url)
-        .header("x-request-id", format!("{:?}-{}", who, row.path));
+        .header("x-request-id", request_id(who, row));
     if let Some(token) = who.token() {
         request = request.bearer_auth(token);
     }
@@ -336,11 +356,7 @@ async fn every_role_against_every_route() {
                 failures.push(format!("{what}: {status}, expected {expected}: {body}"));
                 continue;
             }
-            assert_eq!(
-                headers["x-request-id"],
-                format!("{:?}-{}", who, row.path),
-                "{what}"
-            );
+            assert_eq!(headers["x-request-id"], request_id(who, row), "{what}");
             if matches!(status, 401 | 403) {
                 assert_eq!(
                     headers["content-type"], "application/problem+json",
@@ -481,6 +497,18 @@ async fn without_tokens_a_public_listen_address_is_bound_to_loopback_only() {
     drop(app);
 
     config.api_tokens = vec![entry("desk", "wfmd_desk", "viewer")];
+    let refused = wfmd::App::build(&config)
+        .await
+        .err()
+        .expect("plain HTTP with tokens");
+    assert!(
+        refused
+            .to_string()
+            .starts_with("server.listen = 0.0.0.0:0 is not a loopback"),
+        "{refused}"
+    );
+    // A TLS proxy on another host is in front.
+    config.server.plain_http_ok = true;
     let app = wfmd::App::build(&config).await.unwrap();
     assert!(
         app.local_addr().ip().is_unspecified(),
@@ -532,6 +560,71 @@ async fn first_line_with(lines: std::sync::mpsc::Receiver<String>, text: &'stati
     })
     .await
     .unwrap()
+}
+
+#[tokio::test]
+async fn serve_with_tokens_on_a_public_plain_http_address_refuses_to_start_unless_told_of_a_proxy()
+{
+    let folder = tempfile::tempdir().unwrap();
+    let port = crate::helpers::free_port();
+    let tokens = format!(
+        "[{{name = \"desk\", token_sha256 = \"{}\", role = \"viewer\"}}]",
+        sha256_hex("wfmd_desk")
+    );
+    let serve = || {
+        let mut command = wfmd();
+        command
+            .args(["serve", "--simulate"])
+            .current_dir(folder.path())
+            .env("WFMD_LOG__LEVEL", "warn")
+            .env("WFMD_API_TOKENS", &tokens)
+            .env("WFMD_SERVER__LISTEN", format!("0.0.0.0:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    let log = folder.path().join("refused.log");
+    let refused = Daemon {
+        child: serve()
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        address: String::new(),
+    };
+    let status = refused.wait().await;
+    assert_eq!(status.code(), Some(2), "a configuration error");
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        message.contains(&format!(
+            "server.listen = 0.0.0.0:{port} is not a loopback address"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("server.plain_http_ok"), "{message}");
+
+    let mut told = serve();
+    told.env("WFMD_SERVER__PLAIN_HTTP_OK", "true");
+    let mut child = told.spawn().unwrap();
+    let lines = stderr_lines(&mut child);
+    let daemon = Daemon {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let warning = first_line_with(lines, "PLAIN HTTP").await;
+    assert!(warning.contains("WARN"), "{warning}");
+    let http = http_client();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !http
+        .get(format!("{}/healthz", daemon.address))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
 }
 
 #[tokio::test]

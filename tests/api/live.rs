@@ -382,7 +382,7 @@ async fn a_stalled_client_does_not_delay_another_and_is_resynced_not_given_a_gap
         .await
         .unwrap();
     stalled
-        .write_all(b"GET /v1/events HTTP/1.1\r\nhost: wfmd\r\n\r\n")
+        .write_all(b"GET /v1/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut live = Sse::open(&app.address, "/v1/events", &[]).await;

@@ -16,6 +16,7 @@ mod disk_full;
 mod downloads;
 mod faults;
 mod helpers;
+mod hostile;
 mod incontact;
 mod live;
 mod metrics;

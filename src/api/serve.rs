@@ -1,0 +1,767 @@
+//! The HTTP server: accepts connections, holds each one to its limits, and serves the
+//! router on it over HTTP/1.1 (hyper), until shutdown drains them.
+//!
+//! What a client that connects and then misbehaves meets here (the rest is in
+//! [`super::layers`]: the body deadline and the answer's time limit):
+//! - Connections are capped: `server.max_connections` open at once over everyone, and
+//!   `server.max_connections_per_client` from one address (addresses in
+//!   `server.proxies` excepted). One past a cap is closed as soon as it is accepted,
+//!   and accepting goes on, so a client within its share is still served while another
+//!   address floods the port. The cap stays below the process's open-file limit
+//!   ([`fit_descriptor_limit`]), so database files and webhook deliveries always find
+//!   a descriptor.
+//! - A connection must deliver a complete request head within
+//!   `server.header_read_timeout` (from connecting, and from the first byte of each
+//!   later request), and one that sits idle between requests is closed after
+//!   `server.idle_timeout` ([`Watched`]). hyper has one timer for both, which would
+//!   close idle keep-alive connections as early as half-sent heads; proxies and
+//!   browsers reuse idle connections, so the two are kept apart.
+//! - A connection serves at most `server.max_requests_per_connection` requests; the
+//!   last answer says `connection: close`.
+//! - A client that stops reading what it is sent is dropped by the kernel
+//!   ([`super::disconnect_when_stalled`]).
+//!
+//! The live feed's streams are long connections by design. Once a stream is authorised
+//! ([`Connection::streaming`]) it leaves its address's share and counts only toward
+//! `max_connections` (and its caller's `live.max_streams_per_caller`): a wall of screens
+//! behind one NAT, or every screen behind a TLS proxy, is not a flood.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, StatusCode, header};
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::config::Config;
+
+/// Descriptors kept for everything but client connections: the database and its
+/// journal files, the platform client's connections, the log, the runtime's own.
+/// Webhook deliveries (`delivery.concurrency`) come on top.
+const DESCRIPTORS_BESIDES_CLIENTS: usize = 256;
+
+/// How often a refused connection is logged at most (each is counted in the metrics).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The limits of [`serve`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub max_requests_per_connection: u64,
+    /// Addresses whose connections count only toward `max_connections`.
+    pub proxies: Vec<IpAddr>,
+    /// A client that takes none of what is sent for this long is dropped.
+    pub stalled_client_timeout: Duration,
+}
+
+impl Settings {
+    /// `[server]`'s limits, with `max_connections` lowered to what the process's
+    /// open-file limit allows (after trying to raise it; see [`fit_descriptor_limit`]).
+    pub fn from_config(config: &Config) -> Settings {
+        let s = &config.server;
+        let reserve = DESCRIPTORS_BESIDES_CLIENTS + config.delivery.concurrency;
+        let max_connections = fit_descriptor_limit(s.max_connections, reserve);
+        Settings {
+            header_read_timeout: s.header_read_timeout,
+            idle_timeout: s.idle_timeout,
+            max_connections,
+            max_connections_per_client: s.max_connections_per_client.min(max_connections),
+            max_requests_per_connection: s.max_requests_per_connection,
+            proxies: s.proxies.iter().map(|ip| ip.to_canonical()).collect(),
+            stalled_client_timeout: super::STALLED_CLIENT_TIMEOUT,
+        }
+    }
+}
+
+/// The connection cap the process can hold: `wanted`, when the soft open-file limit
+/// leaves `reserve` descriptors beside it. A lower soft limit is raised toward the hard
+/// one first (a service manager's default of 1,024 is below the 1,100 wallboards wfmd
+/// is built for, and running out makes `accept` and every webhook delivery fail); when
+/// even the hard limit is too low the cap is lowered to fit, with a warning saying what
+/// to raise.
+pub fn fit_descriptor_limit(wanted: usize, reserve: usize) -> usize {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let needed = (wanted + reserve) as u64;
+        let limit = getrlimit(Resource::Nofile);
+        let Some(soft) = limit.current else {
+            return wanted;
+        };
+        if soft >= needed {
+            return wanted;
+        }
+        let target = limit.maximum.map_or(needed, |hard| hard.min(needed));
+        let soft = if target > soft {
+            match setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(target),
+                    maximum: limit.maximum,
+                },
+            ) {
+                Ok(()) => {
+                    tracing::info!(
+                        from = soft,
+                        to = target,
+                        "raised the open-file limit for server.max_connections"
+                    );
+                    target
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot raise the open-file limit");
+                    soft
+                }
+            }
+        } else {
+            soft
+        };
+        if soft >= needed {
+            return wanted;
+        }
+        let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+        let fits = if soft > reserve * 2 {
+            soft - reserve
+        } else {
+            (soft / 2).max(1)
+        };
+        tracing::warn!(
+            limit = soft,
+            hard = ?limit.maximum,
+            max_connections = wanted,
+            serving_at_most = fits,
+            "the open-file limit is below what server.max_connections needs ({wanted} \
+             connections and {reserve} descriptors beside them): serving at most {fits} \
+             connections. Raise the limit (LimitNOFILE= in the systemd unit, `ulimit -n`, \
+             or the container's nofile ulimit)"
+        );
+        fits
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reserve;
+        wanted
+    }
+}
+
+/// Why a connection was closed as soon as it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `max_connections` are open.
+    Everyone,
+    /// `max_connections_per_client` are open from this address.
+    Client,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Everyone => "max_connections",
+            Refusal::Client => "max_connections_per_client",
+        }
+    }
+}
+
+/// Open connections, in all and by client address.
+struct Caps {
+    max: usize,
+    per_client: usize,
+    proxies: Vec<IpAddr>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    open: usize,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+impl Caps {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one more connection from `client`, or why there is none.
+    fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Arc<Connection>, Refusal> {
+        let charged = !self.proxies.contains(&client);
+        let mut counts = self.lock();
+        if counts.open >= self.max {
+            return Err(Refusal::Everyone);
+        }
+        if charged {
+            let open = counts.by_client.entry(client).or_insert(0);
+            if *open >= self.per_client {
+                return Err(Refusal::Client);
+            }
+            *open += 1;
+        }
+        counts.open += 1;
+        drop(counts);
+        metrics::gauge!("wfmd_http_connections").increment(1.0);
+        Ok(Arc::new(Connection {
+            caps: self.clone(),
+            client,
+            charged: AtomicBool::new(charged),
+            in_flight: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            begun: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+        }))
+    }
+
+    fn uncharge(&self, client: IpAddr) {
+        let mut counts = self.lock();
+        if let Some(open) = counts.by_client.get_mut(&client) {
+            *open -= 1;
+            if *open == 0 {
+                counts.by_client.remove(&client);
+            }
+        }
+    }
+}
+
+/// One accepted connection: its place under the caps, and what its requests tell the
+/// watchdog ([`Watched`]). Each request carries it as an extension.
+pub struct Connection {
+    caps: Arc<Caps>,
+    client: IpAddr,
+    /// Whether the connection counts in its address's share.
+    charged: AtomicBool,
+    /// Requests whose answer is not yet completely sent.
+    in_flight: AtomicUsize,
+    /// Requests answered completely.
+    answered: AtomicU64,
+    /// Requests begun.
+    begun: AtomicU64,
+    /// Switched to another protocol (WebSocket): no longer HTTP, no longer watched.
+    upgraded: AtomicBool,
+}
+
+impl Connection {
+    /// The client's address.
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+
+    /// The connection now carries an authorised live-feed stream: it leaves its
+    /// address's share (it still counts toward `max_connections`) until it closes.
+    pub fn streaming(&self) {
+        if self.charged.swap(false, Ordering::AcqRel) {
+            self.caps.uncharge(self.client);
+        }
+    }
+
+    /// Counts a request in; whether it is the last the connection may serve.
+    fn begin(self: &Arc<Self>, max_requests: u64) -> (InFlight, bool) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let last = self.begun.fetch_add(1, Ordering::AcqRel) + 1 >= max_requests;
+        (InFlight(self.clone()), last)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.streaming();
+        self.caps.lock().open -= 1;
+        metrics::gauge!("wfmd_http_connections").decrement(1.0);
+    }
+}
+
+/// A request from its head until its answer has been sent completely: it lives in the
+/// answer's body, which hyper drops once it is written.
+struct InFlight(Arc<Connection>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // `answered` first: whoever sees no request in flight sees this one answered.
+        self.0.answered.fetch_add(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer's body, holding its request [`InFlight`] until hyper is done with it.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Where a connection is between requests.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    /// `answered` when the wait began.
+    after: u64,
+    /// Whether the next request's first bytes have come.
+    begun: bool,
+}
+
+/// The client socket, watched while no request is in flight: a wait for the first
+/// request, or for a later one's head once its first byte came, ends after the header
+/// timeout; a wait with nothing sent ends after the idle timeout. hyper reads while it
+/// waits for a head, so the read fails with `TimedOut` when the time is up, and hyper
+/// closes the connection.
+struct Watched {
+    io: TcpStream,
+    connection: Arc<Connection>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    waiting: Option<Waiting>,
+}
+
+impl Watched {
+    fn new(io: TcpStream, connection: Arc<Connection>, settings: &Settings) -> Watched {
+        Watched {
+            io,
+            connection,
+            header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.idle_timeout,
+            timer: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
+            waiting: Some(Waiting {
+                after: 0,
+                begun: false,
+            }),
+        }
+    }
+
+    /// Moves the deadline along with what happened since the last read; `read` says
+    /// whether this read brought bytes.
+    fn watch(&mut self, read: bool) {
+        let connection = &self.connection;
+        if connection.in_flight.load(Ordering::Acquire) > 0 {
+            self.waiting = None;
+            return;
+        }
+        let answered = connection.answered.load(Ordering::Acquire);
+        let now = Instant::now();
+        let mut waiting = match self.waiting {
+            Some(waiting) if waiting.after == answered => waiting,
+            _ => {
+                self.timer.as_mut().reset(now + self.idle_timeout);
+                Waiting {
+                    after: answered,
+                    begun: false,
+                }
+            }
+        };
+        if read && !waiting.begun {
+            waiting.begun = true;
+            // The first request's time runs from connecting.
+            if answered > 0 {
+                self.timer.as_mut().reset(now + self.header_read_timeout);
+            }
+        }
+        self.waiting = Some(waiting);
+    }
+
+    fn timed_out(&self) -> io::Error {
+        let waiting = self.waiting.unwrap_or(Waiting {
+            after: 0,
+            begun: true,
+        });
+        let (reason, what) = if waiting.after == 0 || waiting.begun {
+            (
+                "header_read_timeout",
+                "sent no complete request head in time",
+            )
+        } else {
+            ("idle_timeout", "sent no request for server.idle_timeout")
+        };
+        metrics::counter!("wfmd_http_connections_timed_out_total", "timeout" => reason)
+            .increment(1);
+        tracing::debug!(client = %self.connection.client, "closed a connection that {what}");
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if this.connection.upgraded.load(Ordering::Acquire) {
+            return result;
+        }
+        let read = matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        this.watch(read);
+        match result {
+            Poll::Pending if this.waiting.is_some() => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(this.timed_out())),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, then stops accepting, lets
+/// every connection finish its request in flight (streams end when the feed stops), and
+/// returns once all are closed. The caller bounds how long that may take.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: Settings,
+    stop: CancellationToken,
+) {
+    let caps = Arc::new(Caps {
+        max: settings.max_connections,
+        per_client: settings.max_connections_per_client,
+        proxies: settings.proxies.clone(),
+        counts: Mutex::new(Counts::default()),
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Head and idle times are [`Watched`]'s.
+    http.header_read_timeout(None);
+    let connections = TaskTracker::new();
+    let mut last_refusal_logged: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let client = peer.ip().to_canonical();
+        let connection = match caps.admit(client) {
+            Ok(connection) => connection,
+            Err(refusal) => {
+                metrics::counter!("wfmd_http_connections_refused_total", "limit" => refusal.reason())
+                    .increment(1);
+                if last_refusal_logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                    last_refusal_logged = Some(Instant::now());
+                    tracing::warn!(
+                        %client,
+                        limit = refusal.reason(),
+                        "refusing connections past server.{}; \
+                         wfmd_http_connections_refused_total counts them",
+                        refusal.reason()
+                    );
+                }
+                // Closed unanswered: nothing is read from a client past its share.
+                drop(stream);
+                continue;
+            }
+        };
+        super::disconnect_when_stalled(&stream, settings.stalled_client_timeout);
+        let io = TokioIo::new(Watched::new(stream, connection.clone(), &settings));
+        let service = per_request(
+            router.clone(),
+            connection,
+            peer,
+            settings.max_requests_per_connection,
+        );
+        let http = http.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let served = http.serve_connection(io, service).with_upgrades();
+            let mut served = std::pin::pin!(served);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    result = served.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "a connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = stop.cancelled(), if !closing => {
+                        closing = true;
+                        served.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// The service of one connection: each request goes to `router` with the client's
+/// address and the [`Connection`] as extensions, and is tracked until answered.
+fn per_request(
+    router: Router,
+    connection: Arc<Connection>,
+    peer: SocketAddr,
+    max_requests: u64,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<Tracked>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<Tracked>, Infallible>> + Send,
+> {
+    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let (in_flight, last) = connection.begin(max_requests);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(connection.clone());
+        let connection = connection.clone();
+        // A clone of the finished router shares its routes (an `Arc`); its make-service
+        // would rebuild them per connection, ~30 KB that a thousand wallboards keep.
+        let answer = router.clone().oneshot(request);
+        async move {
+            let response = match answer.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let mut response = response;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                connection.upgraded.store(true, Ordering::Release);
+            } else if last {
+                // hyper closes the connection after an answer that says so.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
+        }
+    })
+}
+
+/// An `accept` that failed: a client that gave up while queued is nothing; running out
+/// of descriptors is logged and waited out briefly instead of spinning.
+async fn accept_failed(error: io::Error) {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    metrics::counter!("wfmd_http_accept_errors_total").increment(1);
+    tracing::error!(%error, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(max: usize, per_client: usize, proxies: Vec<IpAddr>) -> Arc<Caps> {
+        Arc::new(Caps {
+            max,
+            per_client,
+            proxies,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    #[test]
+    fn connections_are_capped_per_client_and_in_all_and_places_come_back() {
+        let caps = caps(3, 2, vec!["10.0.0.9".parse().unwrap()]);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = caps.admit(a).unwrap();
+        let _second = caps.admit(a).unwrap();
+        assert_eq!(caps.admit(a).err(), Some(Refusal::Client));
+        let other = caps.admit(b).unwrap();
+        assert_eq!(caps.admit(b).err(), Some(Refusal::Everyone));
+        drop(first);
+        let third = caps.admit(a).unwrap();
+        // A stream leaves its address's share but keeps its place in all.
+        third.streaming();
+        drop(other);
+        let _fourth = caps.admit(a).unwrap();
+        assert_eq!(caps.admit(a).err(), Some(Refusal::Everyone));
+        drop(third);
+        assert_eq!(caps.admit(a).err(), Some(Refusal::Client));
+    }
+
+    #[test]
+    fn a_proxy_is_held_only_to_the_overall_cap() {
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let caps = caps(3, 1, vec![proxy]);
+        let held: Vec<_> = (0..3).map(|_| caps.admit(proxy).unwrap()).collect();
+        assert_eq!(caps.admit(proxy).err(), Some(Refusal::Everyone));
+        drop(held);
+        assert!(caps.lock().by_client.is_empty());
+        assert_eq!(caps.lock().open, 0);
+    }
+
+    /// A client socket and the server's end of it, watched with a 10 s header and a
+    /// 60 s idle timeout.
+    async fn watched_pair() -> (TcpStream, Watched, Arc<Connection>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let connection = caps(10, 10, Vec::new()).admit(peer.ip()).unwrap();
+        let settings = Settings {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10,
+            max_connections_per_client: 10,
+            max_requests_per_connection: 100,
+            proxies: Vec::new(),
+            stalled_client_timeout: Duration::from_secs(30),
+        };
+        let watched = Watched::new(server, connection.clone(), &settings);
+        (client, watched, connection)
+    }
+
+    /// Sends `bytes` after `wait` from a task of its own; the client comes back.
+    fn send_later(
+        mut client: TcpStream,
+        wait: Duration,
+        bytes: &'static [u8],
+    ) -> tokio::task::JoinHandle<TcpStream> {
+        use tokio::io::AsyncWriteExt;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            client.write_all(bytes).await.unwrap();
+            client
+        })
+    }
+
+    /// What the next read of `watched` brings, and how long it took.
+    async fn read(watched: &mut Watched) -> (io::Result<Vec<u8>>, Duration) {
+        use tokio::io::AsyncReadExt;
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = watched.read(&mut buf).await.map(|n| buf[..n].to_vec());
+        (read, start.elapsed())
+    }
+
+    fn timed_out(read: (io::Result<Vec<u8>>, Duration)) -> Duration {
+        let (read, after) = read;
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        after
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_head_must_arrive_within_the_header_timeout_from_connecting() {
+        let (_client, mut watched, _) = watched_pair().await;
+        assert_eq!(timed_out(read(&mut watched).await), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_timed_here_while_a_request_is_in_flight_and_then_the_idle_timeout() {
+        let (client, mut watched, connection) = watched_pair().await;
+        // The body and the answer have limits of their own.
+        let (in_flight, _) = connection.begin(100);
+        let client = send_later(client, Duration::from_secs(300), b"late body");
+        let (got, after) = read(&mut watched).await;
+        assert_eq!(
+            (got.unwrap(), after),
+            (b"late body".to_vec(), Duration::from_secs(300))
+        );
+        let _client = client.await.unwrap();
+        drop(in_flight);
+        assert_eq!(timed_out(read(&mut watched).await), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_head_gets_the_header_timeout_from_its_first_byte() {
+        let (client, mut watched, connection) = watched_pair().await;
+        drop(connection.begin(100));
+        // Idle for 30 s (under the idle timeout), then half a head.
+        let client = send_later(client, Duration::from_secs(30), b"GET / HT");
+        let (got, after) = read(&mut watched).await;
+        assert_eq!(
+            (got.unwrap(), after),
+            (b"GET / HT".to_vec(), Duration::from_secs(30))
+        );
+        let _client = client.await.unwrap();
+        assert_eq!(timed_out(read(&mut watched).await), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_connection_is_no_longer_watched() {
+        let (client, mut watched, connection) = watched_pair().await;
+        connection.upgraded.store(true, Ordering::Release);
+        let client = send_later(client, Duration::from_secs(3600), b"frame");
+        let (got, after) = read(&mut watched).await;
+        assert_eq!(
+            (got.unwrap(), after),
+            (b"frame".to_vec(), Duration::from_secs(3600))
+        );
+        drop(client.await.unwrap());
+    }
+
+    #[test]
+    fn a_limit_already_high_enough_is_left_alone() {
+        assert_eq!(fit_descriptor_limit(1, 1), 1);
+    }
+}
