@@ -76,7 +76,14 @@ pub fn register() {
     for lane in crate::cxone::Lane::ALL {
         metrics::counter!("wfmd_budget_permits_total", "lane" => lane.as_str()).increment(0);
     }
-    for reason in ["missing", "malformed", "invalid", "forbidden"] {
+    for reason in [
+        "missing",
+        "malformed",
+        "invalid",
+        "forbidden",
+        "host",
+        "origin",
+    ] {
         metrics::counter!("wfmd_api_refusals_total", "reason" => reason).increment(0);
     }
     for kind in crate::domain::adherence::DeviationKind::ALL {
@@ -126,6 +133,20 @@ pub fn register() {
         "Live clients that resumed with Last-Event-ID: replayed, or sent a snapshot (id unknown or too old)."
     );
     metrics::counter!("wfmd_api_refusals_total", "reason" => "ticket").increment(0);
+    // The HTTP server's refusals (`crate::api::serve`, `crate::api::live`).
+    for limit in ["max_connections", "max_connections_per_client"] {
+        metrics::counter!("wfmd_http_connections_refused_total", "limit" => limit).increment(0);
+    }
+    for timeout in ["header_read_timeout", "idle_timeout"] {
+        metrics::counter!("wfmd_http_connections_timed_out_total", "timeout" => timeout)
+            .increment(0);
+    }
+    for kind in ["too-many-tickets", "too-many-streams"] {
+        metrics::counter!("wfmd_live_refusals_total", "kind" => kind).increment(0);
+    }
+    metrics::counter!("wfmd_http_requests_timed_out_total").increment(0);
+    metrics::counter!("wfmd_http_accept_errors_total").increment(0);
+    metrics::gauge!("wfmd_http_connections").increment(0.0);
     describe_gauge!(
         "wfmd_live_clients",
         "Live feed clients connected now (SSE and WebSocket)."

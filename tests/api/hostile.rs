@@ -3,7 +3,6 @@
 //! request ids, pages without a content policy, and answers that never come.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::auth::As;
-use crate::helpers::{DEADLINE, TestApp, TestSim, http_client};
+use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, http_client};
 use crate::live::Sse;
 
 /// The port of `app`.
@@ -415,39 +414,38 @@ async fn one_caller_using_up_its_tickets_and_streams_does_not_lock_out_another()
     }
 }
 
-/// Log lines written while the test runs, on this thread (a current-thread runtime
-/// runs the server's tasks here too).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// The daemon's log so far.
+fn log_text(path: &std::path::Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
 }
 
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+/// Waits until the daemon's log at `path` contains `needle`; returns the log.
+async fn logged(path: &std::path::Path, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = log_text(path);
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{needle}` never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn a_long_or_forged_request_id_is_neither_logged_nor_echoed() {
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let app = TestApp::spawn().await;
+    // A child process with its own log: a subscriber set for this test's thread would
+    // miss events whose interest other tests' threads settled first.
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::new();
+    let log = db.dir.path().join("wfmd.log");
+    let mut env = sim.env(&db.url());
+    env.push(("WFMD_LOG__LEVEL".to_owned(), "debug".to_owned()));
+    let daemon = Daemon::spawn_logging_to(&env, &log).await;
+    let http = http_client();
 
     let long = "A".repeat(60 * 1024);
     for (id, what) in [
@@ -456,9 +454,8 @@ async fn a_long_or_forged_request_id_is_neither_logged_nor_echoed() {
         ("x\tcaller=forged", "caller=forged"),
         ("<script>", "<script>"),
     ] {
-        let response = app
-            .http
-            .get(format!("{}/healthz", app.address))
+        let response = http
+            .get(format!("{}/healthz", daemon.address))
             .header("x-request-id", id)
             .send()
             .await
@@ -472,10 +469,10 @@ async fn a_long_or_forged_request_id_is_neither_logged_nor_echoed() {
             uuid::Uuid::parse_str(&echoed).is_ok(),
             "a fresh id, not {echoed:.80}"
         );
-        let text = log.text();
+        let text = logged(&log, &echoed).await;
         assert!(
             text.contains(&format!("request_id={echoed}")),
-            "the fresh id is logged"
+            "the fresh id is logged as the request's id"
         );
         let marker = if what == "forged" { &long[..200] } else { what };
         assert!(
@@ -484,9 +481,8 @@ async fn a_long_or_forged_request_id_is_neither_logged_nor_echoed() {
         );
     }
     let plain = "req-7f3a.b_c:9";
-    let response = app
-        .http
-        .get(format!("{}/healthz", app.address))
+    let response = http
+        .get(format!("{}/healthz", daemon.address))
         .header("x-request-id", plain)
         .send()
         .await
@@ -496,7 +492,11 @@ async fn a_long_or_forged_request_id_is_neither_logged_nor_echoed() {
         plain,
         "a plain id is kept"
     );
-    assert!(log.text().contains(&format!("request_id={plain}")));
+    let text = logged(&log, plain).await;
+    assert!(
+        text.contains(&format!("request_id={plain}")),
+        "{text:.2000}"
+    );
 }
 
 #[tokio::test]
