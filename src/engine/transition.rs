@@ -855,7 +855,8 @@ impl TransitionEngine {
         attempt_id: &str,
         requested_at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.store.begin_write().await?;
+        // Unflushed: a crash keeps it, and the record's commit flushes it.
+        let mut tx = self.store.begin_write_unflushed().await?;
         // A left-over intent of this attempt (a retry with its key) is replaced.
         intents::delete(&mut tx, attempt_id).await?;
         intents::insert(

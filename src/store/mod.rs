@@ -258,20 +258,21 @@ impl Store {
             create_private(&options)?;
         }
         let preemption = Arc::<Preemption>::default();
-        let write = single_writer(audit_key.clone(), None)
+        let write = single_writer(audit_key.clone(), None, "FULL")
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
         // Its commits are not flushed one by one; SQLite still syncs around checkpoints in
         // this mode, so the file stays consistent. Nor do they checkpoint in the write turn:
         // [`Housekeeping::finish`] does, after giving the turn back.
-        let housekeeping = single_writer(audit_key.clone(), Some(Arc::clone(&preemption)))
-            .connect_lazy_with(
-                options
-                    .clone()
-                    .synchronous(SqliteSynchronous::Normal)
-                    .pragma("wal_autocheckpoint", "0"),
-            );
+        let housekeeping =
+            single_writer(audit_key.clone(), Some(Arc::clone(&preemption)), "NORMAL")
+                .connect_lazy_with(
+                    options
+                        .clone()
+                        .synchronous(SqliteSynchronous::Normal)
+                        .pragma("wal_autocheckpoint", "0"),
+                );
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(options.clone())
@@ -342,9 +343,25 @@ impl Store {
 
     /// Starts a write transaction holding the database's write lock (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        self.begin("BEGIN IMMEDIATE").await
+    }
+
+    /// [`Store::begin_write`] for a commit that need not survive a power cut, only a
+    /// crash: it is not flushed to disk (`synchronous=NORMAL` until the connection goes
+    /// back to the pool). It still needs room on the disk, and the next flushed commit
+    /// flushes it too. For a change's intent, whose loss in a power cut costs no more
+    /// than the same cut a moment later, and spares every change a second flush.
+    pub async fn begin_write_unflushed(&self) -> Result<WriteTx, sqlx::Error> {
+        // One statement string, so the setting and the BEGIN go to the connection
+        // together.
+        self.begin("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
+            .await
+    }
+
+    async fn begin(&self, statement: &'static str) -> Result<WriteTx, sqlx::Error> {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);
-        let tx = self.write.begin_with("BEGIN IMMEDIATE").await;
+        let tx = self.write.begin_with(statement).await;
         if tx.is_err() {
             self.health.record(&tx);
         }
@@ -467,9 +484,13 @@ impl Store {
 
 /// A pool of the one connection that writes, holding the audit chain's key; with
 /// `preemption`, its statements can be interrupted (housekeeping's).
+///
+/// `synchronous` is the connection's flush setting, put back whenever it returns to the
+/// pool (see [`Store::begin_write_unflushed`]).
 fn single_writer(
     audit_key: Option<audit::AuditKey>,
     preemption: Option<Arc<Preemption>>,
+    synchronous: &'static str,
 ) -> SqlitePoolOptions {
     SqlitePoolOptions::new()
         .max_connections(1)
@@ -478,11 +499,16 @@ fn single_writer(
         // while sqlx still counts it open; the ROLLBACK of the dropped transaction then
         // fails too, and every later BEGIN is refused ("non-zero transaction depth")
         // until restart. Such a connection is closed instead of reused: the pool opens
-        // a fresh one, so writes work again as soon as the disk does. The ping runs
-        // after the dropped transaction's queued ROLLBACK, so it sees how that ended.
-        .after_release(|conn, _| {
+        // a fresh one, so writes work again as soon as the disk does. The statement runs
+        // after the dropped transaction's queued ROLLBACK, so the check sees how that
+        // ended; it also restores the flush setting an unflushed write lowered.
+        .after_release(move |conn, _| {
             Box::pin(async move {
-                sqlx::Connection::ping(&mut *conn).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "PRAGMA synchronous = {synchronous}"
+                )))
+                .execute(&mut *conn)
+                .await?;
                 Ok(!sqlx::Connection::is_in_transaction(conn))
             })
         })
@@ -767,6 +793,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
+        tx.rollback().await.unwrap();
+    }
+
+    async fn synchronous(tx: &mut WriteTx) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **tx)
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_unflushed_write_leaves_the_next_write_flushed() {
+        let (store, _dir) = testing::temp_store().await;
+        let mut tx = store.begin_write_unflushed().await.unwrap();
+        assert_eq!(synchronous(&mut tx).await.unwrap(), 1, "NORMAL");
+        tx.commit().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        assert_eq!(synchronous(&mut tx).await.unwrap(), 2, "FULL again");
+        tx.rollback().await.unwrap();
+        // Also when the unflushed one is dropped without a commit.
+        drop(store.begin_write_unflushed().await.unwrap());
+        let mut tx = store.begin_write().await.unwrap();
+        assert_eq!(synchronous(&mut tx).await.unwrap(), 2, "FULL again");
         tx.rollback().await.unwrap();
     }
 
