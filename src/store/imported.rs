@@ -124,3 +124,10 @@ pub async fn any(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
         .await?;
     Ok(one.is_some())
 }
+
+/// Every agent with an imported shift.
+pub async fn agents(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT agent_id FROM imported_shifts ORDER BY agent_id")
+        .fetch_all(pool)
+        .await
+}

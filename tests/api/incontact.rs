@@ -417,7 +417,7 @@ async fn schedules_from_the_wfm_export_and_from_a_csv_file_give_the_same_verdict
     let db = TestDb::new();
     let store = Store::open(&db.url()).await.unwrap();
     let ids: Vec<&str> = agents.iter().map(String::as_str).collect();
-    let summary = import(&store, &schedules_csv(&importing.sim, &ids))
+    let summary = import(&store, &schedules_csv(&importing.sim, &ids), "test")
         .await
         .unwrap();
     assert_eq!(summary.agents, 20);
