@@ -43,6 +43,8 @@ use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::sync::SyncStatus;
 
 mod settle;
+#[cfg(test)]
+mod refused_schedules;
 use super::imported_schedules::{ImportError, ImportSummary, Imports};
 use crate::cxone::{ContactCenter, CxoneError};
 use crate::domain::policy::WithoutSchedule;
