@@ -42,9 +42,9 @@ use super::clock::Clock;
 use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::sync::SyncStatus;
 
-mod settle;
 #[cfg(test)]
 mod refused_schedules;
+mod settle;
 use super::imported_schedules::{ImportError, ImportSummary, Imports};
 use crate::cxone::{ContactCenter, CxoneError};
 use crate::domain::policy::WithoutSchedule;

@@ -313,7 +313,11 @@ async fn an_import_overrides_what_the_engine_cached_and_what_the_book_holds() {
         .transition(request("u_001", AgentState::NotReady))
         .await
         .unwrap();
-    assert_eq!(after.outcome, Outcome::Succeeded, "the cached answer was dropped");
+    assert_eq!(
+        after.outcome,
+        Outcome::Succeeded,
+        "the cached answer was dropped"
+    );
     let ended = engine
         .transition(request("u_002", AgentState::Ready))
         .await
