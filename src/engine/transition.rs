@@ -388,11 +388,6 @@ impl TransitionEngine {
         self
     }
 
-    /// The imported schedules, when the engine reads them.
-    pub fn imports(&self) -> Option<&Imports> {
-        self.imports.as_ref()
-    }
-
     /// Stores a schedules CSV (see [`crate::engine::imported_schedules`]) and puts it in
     /// force at once: the next change of an imported agent is checked against it, not
     /// against a schedule cached or booked before.
