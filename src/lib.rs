@@ -206,13 +206,18 @@ impl Services {
         );
         let http = http_client()?;
         let platform = platform(config, http.clone(), budget.clone());
-        // Schedules imported from a file answer for the agents they cover.
-        let platform =
-            engine::imported_schedules::ImportedSchedules::wrap(platform, &store).await?;
+        // Schedules imported from a file answer for the agents they cover, also the ones
+        // imported while the daemon runs.
+        let imports = engine::imported_schedules::Imports::load(&store).await?;
+        let platform: Arc<dyn ContactCenter> = Arc::new(
+            engine::imported_schedules::ImportedSchedules::new(platform, imports.clone()),
+        );
         let engine = Arc::new(
             TransitionEngine::new(store.clone(), platform, config.schedule_cache_ttl())
                 .with_book_max_age(config.schedules.max_age)
-                .with_clock(clock),
+                .with_clock(clock)
+                .with_without_schedule(config.compliance.without_schedule)
+                .with_imports(imports),
         );
         Ok(Services {
             store,

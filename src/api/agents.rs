@@ -138,7 +138,7 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
         (status = 200, description = "The change was made (or replayed for a known idempotency key)", body = Transition),
         (status = 404, description = "The platform does not know the agent", body = ProblemDetails, content_type = PROBLEM_JSON),
         (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 502, description = "The platform refused the request", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 502, description = "The platform refused the request; `schedule-lookup-refused`: it refuses this API user schedule lookups, so compliance cannot be checked (import schedules, or `[compliance] without_schedule = \"allow\"`)", body = ProblemDetails, content_type = PROBLEM_JSON),
         (status = 503, description = "The platform could not be reached or kept failing", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
@@ -215,6 +215,12 @@ fn transition_response(transition: Transition) -> Response {
                 StatusCode::BAD_GATEWAY,
                 "platform-refused",
                 "The platform refused the change",
+                error.clone(),
+            ),
+            FailureKind::ScheduleRefused => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "schedule-lookup-refused",
+                "The platform refuses schedule lookups, so compliance cannot be checked",
                 error.clone(),
             ),
             FailureKind::PlatformUnavailable => Problem::new(

@@ -1,5 +1,5 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
-//! reports, audit, the live feed and the wallboard page.
+//! reports, audit, schedule imports, the live feed and the wallboard page.
 //!
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
 //! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
@@ -35,6 +35,7 @@ mod layers;
 mod live;
 pub mod openapi;
 mod reports;
+mod schedules;
 mod series;
 pub mod serve;
 mod spool;
@@ -116,6 +117,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         live::routes(),
         series::routes(),
         analytics::routes(),
+        schedules::routes(),
     ]
     .into_iter()
     .flatten()

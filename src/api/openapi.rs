@@ -72,6 +72,7 @@ do everything."
         (name = "audit", description = "The hash-chained audit log"),
         (name = "live", description = "The wallboard's live figures and their stored samples"),
         (name = "analytics", description = "Analytics jobs: aggregates with trends and anomalies"),
+        (name = "schedules", description = "Schedules imported from a file (a third-party WFM, or a tenant without WFM access)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -55,6 +55,21 @@ impl DaemonLock {
     /// Takes the lock of `database`, or says who holds it. `purpose` completes "cannot
     /// …" in the message.
     pub fn acquire(database: &Path, purpose: &str) -> anyhow::Result<DaemonLock> {
+        match Self::try_acquire(database)? {
+            Ok(lock) => Ok(lock),
+            Err(who) => {
+                anyhow::bail!(
+                    "cannot {purpose}: {who} is using {} (it holds {})",
+                    database.display(),
+                    Self::path_for(database).display()
+                )
+            }
+        }
+    }
+
+    /// Takes the lock of `database`; `Ok(Err(who))` when another process holds it
+    /// (`wfmd (pid N)`), as a running daemon does.
+    pub fn try_acquire(database: &Path) -> anyhow::Result<Result<DaemonLock, String>> {
         let path = Self::path_for(database);
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -80,11 +95,7 @@ impl DaemonLock {
                 } else {
                     format!("wfmd (pid {holder})")
                 };
-                anyhow::bail!(
-                    "cannot {purpose}: {who} is using {} (it holds {})",
-                    database.display(),
-                    path.display()
-                );
+                return Ok(Err(who));
             }
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()));
@@ -95,7 +106,7 @@ impl DaemonLock {
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         file.flush()?;
-        Ok(DaemonLock { _file: file })
+        Ok(Ok(DaemonLock { _file: file }))
     }
 }
 

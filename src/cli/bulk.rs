@@ -109,7 +109,7 @@ pub enum BulkCommand {
     },
 }
 
-fn parse_secret(text: &str) -> Result<SecretString, String> {
+pub(super) fn parse_secret(text: &str) -> Result<SecretString, String> {
     if text.is_empty() {
         Err("the token is empty".to_owned())
     } else {
@@ -334,30 +334,35 @@ struct Client {
     token: Option<SecretString>,
 }
 
+/// The running daemon's URL: `--server`, else http:// and `server.listen` (loopback when
+/// it listens on every address).
+pub(super) fn daemon_url(config: &Config, server: Option<&str>) -> Result<String, Failure> {
+    Ok(match server {
+        Some(url) => {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| Failure::usage(format!("--server `{url}` is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(Failure::usage(format!(
+                    "--server must be an http(s) URL, got `{url}`"
+                )));
+            }
+            url.trim_end_matches('/').to_owned()
+        }
+        None => {
+            let mut listen = config.server.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{listen}")
+        }
+    })
+}
+
 impl Client {
     fn new(config: &Config, args: &ClientArgs) -> Result<Client, Failure> {
-        let base = match &args.server {
-            Some(url) => {
-                let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| Failure::usage(format!("--server `{url}` is not a URL: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(Failure::usage(format!(
-                        "--server must be an http(s) URL, got `{url}`"
-                    )));
-                }
-                url.trim_end_matches('/').to_owned()
-            }
-            None => {
-                let mut listen = config.server.listen;
-                if listen.ip().is_unspecified() {
-                    listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                format!("http://{listen}")
-            }
-        };
         Ok(Client {
             http: crate::http_client().map_err(Failure::action)?,
-            base,
+            base: daemon_url(config, args.server.as_deref())?,
             token: args.token.clone(),
         })
     }

@@ -1,9 +1,11 @@
 //! `wfmd doctor`: what an operator runs first against a new tenant. It connects with the
-//! configured credentials, and prints what it found (on the `incontact` dialect: the API
-//! host from discovery, the teams, the agents, each team's unavailable codes, whether
-//! WFM schedules and skill activity are readable) and names anything missing: a reason
-//! wfmd uses that no team code or `[cxone.reason_codes]` entry covers, an empty
-//! `[cxone.break_activities]`, a tenant without WFM access.
+//! configured credentials, and prints what it found (the agents; whether schedules are
+//! readable and how many agents have imported ones; on the `incontact` dialect also the
+//! API host from discovery, the teams, each team's unavailable codes and whether skill
+//! activity is readable) and names anything missing: a reason wfmd uses that no team
+//! code or `[cxone.reason_codes]` entry covers, an empty `[cxone.break_activities]`, a
+//! tenant that refuses schedule lookups (with what that means for changes under
+//! `[compliance] without_schedule`, and how many agents imported schedules cover).
 //!
 //! Exit 0 when wfmd can work with the tenant (token and agent list), 1 otherwise; the
 //! missing pieces are printed as `missing:` lines either way.
@@ -15,8 +17,10 @@ use std::sync::Arc;
 use super::Failure;
 use crate::config::{Config, Dialect};
 use crate::cxone::incontact::resolve_code;
-use crate::cxone::{AgentFilter, Budget, ContactCenter, CxoneError, IncontactClient};
+use crate::cxone::{Agent, AgentFilter, Budget, ContactCenter, CxoneError, IncontactClient};
 use crate::domain::AgentState;
+use crate::domain::policy::WithoutSchedule;
+use crate::store::Store;
 
 /// The reasons wfmd sends without being told: the settable states' defaults.
 const DEFAULT_REASONS: [AgentState; 3] =
@@ -30,7 +34,7 @@ pub async fn run(config: &Config) -> Result<ExitCode, Failure> {
     let usable = match config.cxone.dialect {
         Dialect::V2 => {
             let platform = crate::platform(config, http, budget);
-            generic(&mut report, platform.as_ref()).await
+            generic(&mut report, config, platform.as_ref()).await
         }
         Dialect::Incontact => incontact(&mut report, config, http, budget).await,
     };
@@ -70,30 +74,27 @@ impl Report {
     }
 }
 
-/// What every dialect can say: access and the agents. True when both work.
-async fn generic(report: &mut Report, platform: &dyn ContactCenter) -> bool {
+/// What every dialect can say: access, the agents and their schedules. True when
+/// access and the agent list work.
+async fn generic(report: &mut Report, config: &Config, platform: &dyn ContactCenter) -> bool {
     if let Err(e) = platform.check_access().await {
         report.line("access", format!("FAILED: {e}"));
         report.missing("working credentials");
         return false;
     }
     report.line("access", "ok");
-    agents(report, platform).await.is_some()
+    let Some(agents) = agents(report, platform).await else {
+        return false;
+    };
+    schedules(report, config, platform, &agents).await;
+    true
 }
 
-/// Lists the agents; their count per team, or `None` when the list failed.
-async fn agents(
-    report: &mut Report,
-    platform: &dyn ContactCenter,
-) -> Option<BTreeMap<String, usize>> {
+/// Lists the agents, or `None` when the list failed.
+async fn agents(report: &mut Report, platform: &dyn ContactCenter) -> Option<Vec<Agent>> {
     match platform.list_agents(&AgentFilter::default()).await {
         Ok(agents) => {
-            let mut teams: BTreeMap<String, usize> = BTreeMap::new();
-            for a in &agents {
-                *teams
-                    .entry(a.team_id.clone().unwrap_or_default())
-                    .or_default() += 1;
-            }
+            let teams = team_sizes(&agents);
             report.line(
                 "agents",
                 format!("{} in {} teams", agents.len(), teams.len()),
@@ -101,7 +102,7 @@ async fn agents(
             if agents.is_empty() {
                 report.missing("agents: the API user sees none (check its role's permissions)");
             }
-            Some(teams)
+            Some(agents)
         }
         Err(e) => {
             report.line("agents", format!("FAILED: {e}"));
@@ -109,6 +110,123 @@ async fn agents(
             None
         }
     }
+}
+
+/// The agents' count per team id.
+fn team_sizes(agents: &[Agent]) -> BTreeMap<String, usize> {
+    let mut teams: BTreeMap<String, usize> = BTreeMap::new();
+    for a in agents {
+        *teams
+            .entry(a.team_id.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    teams
+}
+
+/// Whether the platform answers one agent's schedule (and, on v2, break-status) lookup,
+/// and how many agents imported schedules cover; when the platform refuses the lookups,
+/// what changes will do under `[compliance] without_schedule`.
+async fn schedules(
+    report: &mut Report,
+    config: &Config,
+    platform: &dyn ContactCenter,
+    agents: &[Agent],
+) {
+    let Some(sample) = agents.first() else {
+        report.line("WFM schedules", "no agent to try");
+        return;
+    };
+    let mut refused = false;
+    match platform.schedule(&sample.id).await {
+        Ok(s) => report.line(
+            "WFM schedules",
+            format!(
+                "readable ({}: {} break windows)",
+                sample.id,
+                s.breaks.map_or(0, |b| b.len())
+            ),
+        ),
+        Err(e @ CxoneError::Forbidden { .. }) => {
+            report.line("WFM schedules", format!("REFUSED: {e}"));
+            refused = true;
+        }
+        Err(e) => {
+            report.line("WFM schedules", format!("FAILED: {e}"));
+            report.missing("a schedule lookup that works (see the error above)");
+        }
+    }
+    // On v2 break status is a call of its own, which a grant may lack on its own; on
+    // incontact it comes from the same export.
+    if config.cxone.dialect == Dialect::V2 && !refused {
+        match platform.break_status(&sample.id).await {
+            Ok(_) => report.line("break status", "readable"),
+            Err(e @ CxoneError::Forbidden { .. }) => {
+                report.line("break status", format!("REFUSED: {e}"));
+                refused = true;
+            }
+            Err(e) => report.line("break status", format!("FAILED: {e}")),
+        }
+    }
+    let covered = match imported_agents(config).await {
+        Ok(imported) => {
+            let covered = agents.iter().filter(|a| imported.contains(&a.id)).count();
+            report.line(
+                "imported",
+                format!(
+                    "{covered} of {} agents have imported schedules{}",
+                    agents.len(),
+                    if covered > 0 {
+                        " (they answer for those agents instead of the platform)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            Some(covered)
+        }
+        Err(e) => {
+            report.line("imported", format!("cannot read the database: {e:#}"));
+            None
+        }
+    };
+    if !refused {
+        return;
+    }
+    let uncovered = covered.map_or(agents.len(), |c| agents.len() - c);
+    if uncovered == 0 {
+        return;
+    }
+    let which = format!(
+        "{uncovered} of {} agents have no imported schedule",
+        agents.len()
+    );
+    report.missing(match config.compliance.without_schedule {
+        WithoutSchedule::Refuse => format!(
+            "schedules: the platform refuses schedule lookups for this API user, so changes \
+             will be refused until schedules are imported (`wfmd schedules import FILE`) or \
+             `[compliance] without_schedule = \"allow\"` ({which})"
+        ),
+        WithoutSchedule::Allow => format!(
+            "schedules: the platform refuses schedule lookups for this API user; with \
+             `[compliance] without_schedule = \"allow\"` changes go ahead unchecked (no shift \
+             or mandatory-break check) for agents without imported schedules ({which}); \
+             import them with `wfmd schedules import FILE`"
+        ),
+    });
+}
+
+/// The agents with imported schedules in the configured database; none when it does not
+/// exist yet (doctor creates nothing).
+async fn imported_agents(config: &Config) -> anyhow::Result<std::collections::HashSet<String>> {
+    let exists = super::backup::database_path(&config.database.url).is_some_and(|p| p.is_file());
+    if !exists {
+        return Ok(Default::default());
+    }
+    let store = Store::open_without_migrating(&config.database.url).await?;
+    let agents = crate::store::imported::agents(store.reader()).await;
+    store.close().await;
+    // A database from before imports existed has none.
+    Ok(agents.unwrap_or_default().into_iter().collect())
 }
 
 async fn incontact(
@@ -135,9 +253,10 @@ async fn incontact(
             return false;
         }
     }
-    let Some(sizes) = agents(report, &client).await else {
+    let Some(listed) = agents(report, &client).await else {
         return false;
     };
+    let sizes = team_sizes(&listed);
     let teams = match client.teams().await {
         Ok(teams) => teams,
         Err(e) => {
@@ -191,31 +310,7 @@ async fn incontact(
             }
         }
     }
-    // One agent's schedule shows whether WFM is readable.
-    let sample = client
-        .list_agents(&AgentFilter::default())
-        .await
-        .ok()
-        .and_then(|a| a.into_iter().next());
-    match sample {
-        Some(agent) => match client.schedule(&agent.id).await {
-            Ok(s) => report.line(
-                "WFM schedules",
-                format!(
-                    "readable ({}: {} break windows)",
-                    agent.id,
-                    s.breaks.map_or(0, |b| b.len())
-                ),
-            ),
-            Err(e) => {
-                report.line("WFM schedules", format!("NOT readable: {e}"));
-                report.missing(
-                    "WFM schedule export (load schedules with `wfmd schedules import FILE`)",
-                );
-            }
-        },
-        None => report.line("WFM schedules", "no agent to try"),
-    }
+    schedules(report, config, &client, &listed).await;
     if settings.mandatory_breaks.is_empty() {
         report.missing(
             "[cxone.break_activities] mandatory: no WFM activity counts as a mandatory break",

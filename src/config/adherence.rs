@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Config;
 use crate::domain::adherence::DeviationKind;
+use crate::domain::policy::WithoutSchedule;
 
 /// The schedule book: the managed agents' shifts and breaks, fetched from the platform.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +79,10 @@ pub struct ComplianceConfig {
     pub exception_threshold: Duration,
     /// Which kinds of exception wfmd corrects by moving the agent.
     pub auto_correct: AutoCorrect,
+    /// What a change does when the platform refuses this API user schedule lookups and
+    /// no imported schedule covers the agent: `refuse` (fail, naming the fix) or `allow`
+    /// (go ahead unchecked, recorded so).
+    pub without_schedule: WithoutSchedule,
 }
 
 impl Default for ComplianceConfig {
@@ -87,6 +92,7 @@ impl Default for ComplianceConfig {
             sweep_interval: Duration::from_secs(30),
             exception_threshold: Duration::from_secs(120),
             auto_correct: AutoCorrect::default(),
+            without_schedule: WithoutSchedule::Refuse,
         }
     }
 }
@@ -210,6 +216,7 @@ mod tests {
             Duration::from_secs(120)
         );
         assert_eq!(config.compliance.auto_correct, AutoCorrect::default());
+        assert_eq!(config.compliance.without_schedule, WithoutSchedule::Refuse);
         assert!(!config.automation.enabled);
         assert_eq!(
             config.automation.logout_after_shift_end,
@@ -238,6 +245,24 @@ mod tests {
                 .to_masked_toml()
                 .contains("logout_after_shift_end = \"off\"")
         );
+    }
+
+    #[test]
+    fn without_schedule_is_refuse_or_allow_and_anything_else_is_named() {
+        let config = load("[compliance]\nwithout_schedule = \"allow\"\n", &[]).unwrap();
+        assert_eq!(config.compliance.without_schedule, WithoutSchedule::Allow);
+        assert!(
+            config
+                .to_masked_toml()
+                .contains("without_schedule = \"allow\"")
+        );
+        let config = load("", &[("WFMD_COMPLIANCE__WITHOUT_SCHEDULE", "refuse")]).unwrap();
+        assert_eq!(config.compliance.without_schedule, WithoutSchedule::Refuse);
+        let text = load("[compliance]\nwithout_schedule = \"maybe\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("compliance.without_schedule"), "{text}");
+        assert!(text.contains("maybe"), "{text}");
     }
 
     #[test]

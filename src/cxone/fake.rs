@@ -34,6 +34,8 @@ pub struct FakePlatform {
     pub calls: Mutex<Vec<String>>,
     /// Every state change fails with this error while set.
     pub fail_set_with: Mutex<Option<CxoneError>>,
+    /// Every break-status lookup fails with this error while set.
+    pub fail_breaks_with: Mutex<Option<CxoneError>>,
     /// Offers the bulk schedule export (a dialect that has one).
     pub exports: AtomicBool,
 
@@ -181,6 +183,9 @@ impl ContactCenter for FakePlatform {
 
     async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
         self.note(format!("breaks {agent_id}"));
+        if let Some(error) = self.fail_breaks_with.lock().unwrap().clone() {
+            return Err(error);
+        }
         let status = self.breaks.lock().unwrap().get(agent_id).cloned();
         Ok(status.unwrap_or(BreakStatus {
             mandatory_break_required: false,

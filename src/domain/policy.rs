@@ -136,6 +136,21 @@ impl fmt::Display for Violation {
     }
 }
 
+/// What a change that needs the agent's schedule does when the platform refuses this API
+/// user schedule lookups (no WFM permission, 403) and no imported schedule covers the
+/// agent: `[compliance] without_schedule`. Only a refusal counts: a platform that is
+/// down, or that says the agent is not scheduled, is never a reason to skip the check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WithoutSchedule {
+    /// The change fails, naming the ways to give wfmd schedules.
+    #[default]
+    Refuse,
+    /// The change goes ahead without the shift and mandatory-break checks, and its
+    /// attempt and audit entry say it was not checked.
+    Allow,
+}
+
 /// Whether checking `target` needs the agent's schedule at all. Logging out is always
 /// allowed, so it costs no schedule lookup.
 pub fn needs_schedule(target: AgentState) -> bool {

@@ -16,14 +16,22 @@
 //! [`ImportedSchedules`] sits in front of the platform client: for an agent with
 //! imported shifts it answers schedule and break status from them (break status is the
 //! mandatory break the imported windows place now or next); everything else goes to the
-//! platform. It is put in place when the database holds imported shifts at start.
+//! platform. Which agents have imported shifts is kept in memory ([`Imports`]), so the
+//! others cost no database read.
+//!
+//! An import is audited (`schedules.imported`, with the file's SHA-256). Into a running
+//! daemon it goes through [`Imports::import`] (the route `POST /v1/schedules/imports`,
+//! which `wfmd schedules import` uses while a daemon runs), which puts it in force for
+//! the next change; the transition engine then forgets what it cached for those agents.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
+use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::cxone::incontact::break_status_from;
 use crate::cxone::{
@@ -33,19 +41,34 @@ use crate::cxone::{
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
 use crate::store::Store;
+use crate::store::audit::{self, NewEntry};
 use crate::store::imported::{self, ImportedShift};
 
 /// What an import stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportSummary {
     pub shifts: usize,
     pub agents: usize,
+    /// Hex SHA-256 of the file as given, also in the audit entry.
+    pub sha256: String,
 }
 
 /// The file's problems, each with its line.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
 pub struct ImportErrors(pub Vec<String>);
+
+/// Why an import stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Invalid(#[from] ImportErrors),
+    #[error("the database failed: {0}")]
+    Store(#[from] sqlx::Error),
+    /// The engine was built without imported schedules in front of its platform client.
+    #[error("this transition engine does not read imported schedules")]
+    NotRead,
+}
 
 const COLUMNS: [&str; 8] = [
     "agent",
@@ -245,19 +268,127 @@ fn parse_time(text: &str, zone: Option<Tz>) -> Result<DateTime<Utc>, String> {
         })
 }
 
-/// Validates and stores a CSV in one transaction.
-pub async fn import(store: &Store, text: &str) -> Result<ImportSummary, anyhow::Error> {
+/// Validates and stores a CSV in one transaction with its audit entry (`actor` did it).
+/// A running daemon does not see it until it starts again: import through its
+/// [`Imports`] instead (what `POST /v1/schedules/imports` does).
+pub async fn import(store: &Store, text: &str, actor: &str) -> Result<ImportSummary, ImportError> {
+    store_csv(store, text, actor, Utc::now())
+        .await
+        .map(|imported| imported.summary)
+}
+
+/// An import done, and the agents it covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub summary: ImportSummary,
+    pub agent_ids: Vec<String>,
+}
+
+async fn store_csv(
+    store: &Store,
+    text: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Imported, ImportError> {
     let shifts = parse_csv(text)?;
-    let mut tx = store.begin_write().await?;
-    imported::replace(&mut tx, &shifts, Utc::now()).await?;
-    tx.commit().await?;
-    let mut agents: Vec<&str> = shifts.iter().map(|s| s.agent_id.as_str()).collect();
-    agents.sort_unstable();
-    agents.dedup();
-    Ok(ImportSummary {
+    let mut agent_ids: Vec<String> = shifts.iter().map(|s| s.agent_id.clone()).collect();
+    agent_ids.sort_unstable();
+    agent_ids.dedup();
+    let summary = ImportSummary {
         shifts: shifts.len(),
-        agents: agents.len(),
-    })
+        agents: agent_ids.len(),
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+    };
+    let mut tx = store.begin_write().await?;
+    imported::replace(&mut tx, &shifts, now).await?;
+    audit::append(
+        &mut tx,
+        &NewEntry {
+            at: now,
+            actor,
+            action: "schedules.imported",
+            agent_id: None,
+            subject_id: None,
+            detail: json!({
+                "shifts": summary.shifts,
+                "agents": summary.agents,
+                "sha256": summary.sha256,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Imported { summary, agent_ids })
+}
+
+/// The agents with imported shifts, in memory, and the way in for new imports. Clones
+/// share one set.
+#[derive(Clone)]
+pub struct Imports {
+    store: Store,
+    covered: Arc<RwLock<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for Imports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imports")
+            .field("agents", &self.agents())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Imports {
+    /// The imports the database holds.
+    pub async fn load(store: &Store) -> Result<Imports, sqlx::Error> {
+        let covered = imported::agents(store.reader()).await?;
+        if !covered.is_empty() {
+            tracing::info!(
+                agents = covered.len(),
+                "imported schedules answer for the agents they cover"
+            );
+        }
+        Ok(Imports {
+            store: store.clone(),
+            covered: Arc::new(RwLock::new(covered.into_iter().collect())),
+        })
+    }
+
+    /// Whether `agent_id` has imported shifts (then they, not the platform, answer).
+    pub fn covers(&self, agent_id: &str) -> bool {
+        self.covered
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(agent_id)
+    }
+
+    /// How many agents have imported shifts.
+    pub fn agents(&self) -> usize {
+        self.covered
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Validates and stores a CSV (see [`import`]); the agents it names are answered
+    /// from it from now on.
+    pub async fn import(
+        &self,
+        text: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Imported, ImportError> {
+        let imported = store_csv(&self.store, text, actor, now).await?;
+        self.covered
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(imported.agent_ids.iter().cloned());
+        tracing::info!(
+            shifts = imported.summary.shifts,
+            agents = imported.summary.agents,
+            "schedules imported"
+        );
+        Ok(imported)
+    }
 }
 
 /// The schedule at `now` from imported shifts: ACTIVE inside one, else INACTIVE with
@@ -287,32 +418,35 @@ pub fn schedule_at(shifts: &[ImportedShift], now: DateTime<Utc>) -> Schedule {
 /// passed through here as well.
 pub struct ImportedSchedules {
     inner: Arc<dyn ContactCenter>,
-    store: Store,
+    imports: Imports,
 }
 
 impl ImportedSchedules {
-    pub fn new(inner: Arc<dyn ContactCenter>, store: Store) -> ImportedSchedules {
-        ImportedSchedules { inner, store }
+    pub fn new(inner: Arc<dyn ContactCenter>, imports: Imports) -> ImportedSchedules {
+        ImportedSchedules { inner, imports }
     }
 
-    /// `inner` with imported schedules in front when the database holds any.
+    /// `inner` with the imported schedules `store` holds in front.
     pub async fn wrap(
         inner: Arc<dyn ContactCenter>,
         store: &Store,
     ) -> Result<Arc<dyn ContactCenter>, sqlx::Error> {
-        if imported::any(store.reader()).await? {
-            tracing::info!("imported schedules answer for the agents they cover");
-            Ok(Arc::new(ImportedSchedules::new(inner, store.clone())))
-        } else {
-            Ok(inner)
-        }
+        let imports = Imports::load(store).await?;
+        Ok(Arc::new(ImportedSchedules::new(inner, imports)))
     }
 
     async fn imported(&self, agent_id: &str) -> Result<Option<Schedule>, CxoneError> {
+        if !self.imports.covers(agent_id) {
+            return Ok(None);
+        }
         let now = Utc::now();
-        let shifts = imported::for_agent(self.store.reader(), agent_id, now - TimeDelta::days(1))
-            .await
-            .map_err(|e| CxoneError::Decode(format!("cannot read imported schedules: {e}")))?;
+        let shifts = imported::for_agent(
+            self.imports.store.reader(),
+            agent_id,
+            now - TimeDelta::days(1),
+        )
+        .await
+        .map_err(|e| CxoneError::Decode(format!("cannot read imported schedules: {e}")))?;
         Ok(shifts.map(|s| schedule_at(&s, now)))
     }
 }

@@ -21,6 +21,6 @@ pub use keyed_lock::KeyedLock;
 pub use schedule_work::ScheduleWork;
 
 pub use transition::{
-    EngineError, FailureKind, Outcome, Settled, SyncWitness, Transition, TransitionEngine,
-    TransitionRequest, Unchanged,
+    CheckError, EngineError, FailureKind, Outcome, ScheduleCheck, Settled, SyncWitness, Transition,
+    TransitionEngine, TransitionRequest, Unchanged,
 };

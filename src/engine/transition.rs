@@ -42,8 +42,12 @@ use super::clock::Clock;
 use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::sync::SyncStatus;
 
+#[cfg(test)]
+mod refused_schedules;
 mod settle;
+use super::imported_schedules::{ImportError, ImportSummary, Imports};
 use crate::cxone::{ContactCenter, CxoneError};
+use crate::domain::policy::WithoutSchedule;
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::audit::{self, NewEntry};
@@ -83,6 +87,10 @@ pub enum FailureKind {
     PlatformRefused,
     /// The platform could not be reached or kept failing (5xx, 429, timeouts, auth).
     PlatformUnavailable,
+    /// The platform refuses this API user schedule (WFM) lookups, so compliance could
+    /// not be checked: schedules must be imported, or `[compliance] without_schedule`
+    /// set to `allow`.
+    ScheduleRefused,
 }
 
 impl FailureKind {
@@ -95,6 +103,36 @@ impl FailureKind {
             _ => FailureKind::PlatformUnavailable,
         }
     }
+}
+
+/// Why a compliance check (or the change after it) could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Platform(#[from] CxoneError),
+    /// The platform refused the schedule or break-status lookup (403) and
+    /// `[compliance] without_schedule` is `refuse`. Retrying changes nothing; the
+    /// message names what does.
+    #[error(
+        "the platform refuses schedule lookups for this API user ({0}); import schedules \
+         with `wfmd schedules import FILE`, or set `[compliance] without_schedule = \"allow\"`"
+    )]
+    ScheduleRefused(CxoneError),
+}
+
+impl CheckError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            CheckError::Platform(error) => FailureKind::of(error),
+            CheckError::ScheduleRefused(_) => FailureKind::ScheduleRefused,
+        }
+    }
+}
+
+/// Whether `error` is the platform refusing this API user a schedule or break-status
+/// lookup (no WFM permission), as opposed to failing or not knowing the agent.
+fn refuses_schedules(error: &CxoneError) -> bool {
+    matches!(error, CxoneError::Forbidden { .. })
 }
 
 /// How an attempt ended.
@@ -253,6 +291,11 @@ pub struct TransitionEngine {
     clock: Clock,
     /// Names this engine's intents (see [`crate::store::intents`]).
     owner: String,
+    /// `[compliance] without_schedule`: what a change does when the platform refuses
+    /// schedule lookups.
+    without_schedule: WithoutSchedule,
+    /// The agents with imported schedules, and the way new imports come in.
+    imports: Option<Imports>,
 }
 
 /// Where a compliance decision took the agent's schedule from.
@@ -268,10 +311,48 @@ impl ScheduleSource {
     pub fn as_str(self) -> &'static str {
         if self.from_book { "book" } else { "platform" }
     }
+
+    const ASKED: ScheduleSource = ScheduleSource {
+        from_book: false,
+        age: Duration::ZERO,
+    };
 }
 
-/// A compliance verdict and where its schedule came from (`None`: none was needed).
-type Checked = (Result<(), Violation>, Option<ScheduleSource>);
+/// What a compliance decision was checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleCheck {
+    /// The agent's schedule decided it.
+    Checked(ScheduleSource),
+    /// The shift was checked against the schedule; the mandatory break was not: the
+    /// platform refused the break-status lookup and `without_schedule` is `allow`.
+    BreakUnchecked(ScheduleSource),
+    /// Nothing was checked: the platform refused the schedule lookup and
+    /// `without_schedule` is `allow`.
+    Unchecked,
+}
+
+impl ScheduleCheck {
+    /// Where the schedule that decided came from, if one did.
+    pub fn source(self) -> Option<ScheduleSource> {
+        match self {
+            ScheduleCheck::Checked(source) | ScheduleCheck::BreakUnchecked(source) => Some(source),
+            ScheduleCheck::Unchecked => None,
+        }
+    }
+
+    /// What was not checked: `schedule` or `mandatory_break`, as recorded.
+    pub fn unchecked(self) -> Option<&'static str> {
+        match self {
+            ScheduleCheck::Checked(_) => None,
+            ScheduleCheck::BreakUnchecked(_) => Some("mandatory_break"),
+            ScheduleCheck::Unchecked => Some("schedule"),
+        }
+    }
+}
+
+/// A compliance verdict and what it was checked against (`None`: no schedule was
+/// needed).
+type Checked = (Result<(), Violation>, Option<ScheduleCheck>);
 
 impl TransitionEngine {
     /// `schedule_ttl` is how long a schedule or break status is reused; zero disables
@@ -287,7 +368,45 @@ impl TransitionEngine {
             book_max_age: Duration::ZERO,
             clock: Clock::Wall,
             owner: uuid::Uuid::new_v4().to_string(),
+            without_schedule: WithoutSchedule::Refuse,
+            imports: None,
         }
+    }
+
+    /// What a change does when the platform refuses this API user schedule lookups
+    /// (`[compliance] without_schedule`; `refuse` by default).
+    pub fn with_without_schedule(mut self, policy: WithoutSchedule) -> Self {
+        self.without_schedule = policy;
+        self
+    }
+
+    /// The imported schedules the platform client answers from (see
+    /// [`crate::engine::imported_schedules`]): the schedule book never decides for an
+    /// agent they cover, and [`TransitionEngine::import_schedules`] takes new imports.
+    pub fn with_imports(mut self, imports: Imports) -> Self {
+        self.imports = Some(imports);
+        self
+    }
+
+    /// Stores a schedules CSV (see [`crate::engine::imported_schedules`]) and puts it in
+    /// force at once: the next change of an imported agent is checked against it, not
+    /// against a schedule cached or booked before.
+    pub async fn import_schedules(
+        &self,
+        csv: &str,
+        actor: &str,
+    ) -> Result<ImportSummary, ImportError> {
+        let imports = self.imports.as_ref().ok_or(ImportError::NotRead)?;
+        let imported = imports.import(csv, actor, self.now()).await?;
+        for agent in &imported.agent_ids {
+            if let Some(cache) = &self.schedules {
+                cache.invalidate(agent).await;
+            }
+            if let Some(cache) = &self.breaks {
+                cache.invalidate(agent).await;
+            }
+        }
+        Ok(imported.summary)
     }
 
     /// Reads "now" from `clock` (the wall clock by default). The rule scheduler, the
@@ -463,6 +582,7 @@ impl TransitionEngine {
                                 .set_agent_state(&request.agent_id, request.target, &reason)
                                 .await
                                 .map(|snapshot| Ok(snapshot.changed_at))
+                                .map_err(CheckError::Platform)
                         }
                     }
                 }
@@ -490,19 +610,19 @@ impl TransitionEngine {
                 self.record_without_change(&record, Outcome::Rejected { violation })
                     .await?
             }
-            Err(error) if error.is_agent_logged_out() => {
+            Err(CheckError::Platform(error)) if error.is_agent_logged_out() => {
                 let violation = Violation::AgentLoggedOut;
                 self.record_without_change(&record, Outcome::Rejected { violation })
                     .await?
             }
-            Err(CxoneError::Conflict { .. }) => {
+            Err(CheckError::Platform(CxoneError::Conflict { .. })) => {
                 let violation = Violation::StateConflict;
                 self.record_without_change(&record, Outcome::Rejected { violation })
                     .await?
             }
             Err(error) => {
                 let outcome = Outcome::Failed {
-                    kind: FailureKind::of(&error),
+                    kind: error.kind(),
                     error: error.to_string(),
                 };
                 self.record_without_change(&record, outcome).await?
@@ -637,14 +757,18 @@ impl TransitionEngine {
         &self,
         agent_id: &str,
         target: AgentState,
-    ) -> Result<Result<(), Violation>, CxoneError> {
+    ) -> Result<Result<(), Violation>, CheckError> {
         self.check(agent_id, target)
             .await
             .map(|(verdict, _)| verdict)
     }
 
-    /// [`TransitionEngine::preflight`], saying where the schedule came from.
-    async fn check(&self, agent_id: &str, target: AgentState) -> Result<Checked, CxoneError> {
+    /// [`TransitionEngine::preflight`], saying what the schedule was checked against.
+    ///
+    /// A schedule or break-status lookup the platform refuses (403: no WFM permission)
+    /// is [`CheckError::ScheduleRefused`], or with `without_schedule = "allow"` lets the
+    /// change go ahead unchecked; any other failure is the platform's.
+    async fn check(&self, agent_id: &str, target: AgentState) -> Result<Checked, CheckError> {
         if !policy::needs_schedule(target) {
             return Ok((Ok(()), None));
         }
@@ -657,24 +781,46 @@ impl TransitionEngine {
                     age,
                 },
             ),
-            None => (
-                self.schedule(agent_id).await?,
-                ScheduleSource {
-                    from_book: false,
-                    age: Duration::ZERO,
-                },
-            ),
+            None => match self.schedule(agent_id).await {
+                Ok(schedule) => (schedule, ScheduleSource::ASKED),
+                Err(error) if refuses_schedules(&error) => {
+                    return self.unchecked(error, ScheduleCheck::Unchecked);
+                }
+                Err(error) => return Err(error.into()),
+            },
         };
         let in_mandatory_break = if policy::needs_break_status(target) && schedule.is_active() {
             match schedule.mandatory_break_at(now) {
                 Some(in_break) => in_break,
-                None => self.break_status(agent_id).await?.required_at(now),
+                None => match self.break_status(agent_id).await {
+                    Ok(status) => status.required_at(now),
+                    Err(error) if refuses_schedules(&error) => {
+                        // The shift was checked (the agent is on it); only the break is not.
+                        return self.unchecked(error, ScheduleCheck::BreakUnchecked(source));
+                    }
+                    Err(error) => return Err(error.into()),
+                },
             }
         } else {
             false
         };
         let verdict = policy::check(target, schedule.is_active(), in_mandatory_break);
-        Ok((verdict, Some(source)))
+        Ok((verdict, Some(ScheduleCheck::Checked(source))))
+    }
+
+    /// The answer to a lookup the platform refused: `without_schedule` decides.
+    fn unchecked(&self, refusal: CxoneError, what: ScheduleCheck) -> Result<Checked, CheckError> {
+        match self.without_schedule {
+            WithoutSchedule::Refuse => Err(CheckError::ScheduleRefused(refusal)),
+            WithoutSchedule::Allow => {
+                tracing::info!(
+                    error = %refusal,
+                    "the platform refuses schedule lookups; going ahead unchecked \
+                     (compliance.without_schedule = allow)"
+                );
+                Ok((Ok(()), Some(what)))
+            }
+        }
     }
 
     /// How many of `agents` the schedule book can decide compliance for now (their
@@ -703,7 +849,10 @@ impl TransitionEngine {
         agent_id: &str,
         now: DateTime<Utc>,
     ) -> Option<(Schedule, Duration)> {
-        if self.book_max_age.is_zero() {
+        // Imported schedules answer for the agents they cover, at once after an import;
+        // the book may hold what it fetched before.
+        if self.book_max_age.is_zero() || self.imports.as_ref().is_some_and(|i| i.covers(agent_id))
+        {
             return None;
         }
         let shifts = stored_schedules::freshest(self.store.reader(), agent_id, now)
@@ -918,10 +1067,13 @@ impl TransitionEngine {
             },
         )
         .await?;
-        if let Some(source) = schedule_source {
+        if let Some(source) = schedule_source.and_then(ScheduleCheck::source) {
             let age_ms = i64::try_from(source.age.as_millis()).unwrap_or(i64::MAX);
             attempts::set_schedule_source(conn, &record.attempt_id, source.as_str(), age_ms)
                 .await?;
+        }
+        if let Some(unchecked) = schedule_source.and_then(ScheduleCheck::unchecked) {
+            attempts::set_unchecked(conn, &record.attempt_id, unchecked).await?;
         }
         let mut detail = json!({
             "attemptId": record.attempt_id,
@@ -942,13 +1094,19 @@ impl TransitionEngine {
         if record.late {
             detail["recordedLate"] = true.into();
         }
-        if let Some(source) = schedule_source {
+        if let Some(source) = schedule_source.and_then(ScheduleCheck::source) {
             let fields = detail.as_object_mut().expect("detail is an object");
             fields.insert("scheduleSource".into(), source.as_str().into());
             fields.insert(
                 "scheduleAgeMs".into(),
                 (source.age.as_millis() as u64).into(),
             );
+        }
+        if let Some(unchecked) = schedule_source.and_then(ScheduleCheck::unchecked) {
+            // Said in so many words: an auditor must not take this change for a checked one.
+            detail["unchecked"] = unchecked.into();
+            detail["uncheckedBecause"] =
+                "the platform refuses schedule lookups; compliance.without_schedule = allow".into();
         }
         audit::append(
             conn,
@@ -1004,8 +1162,8 @@ struct Record<'a> {
     latency_ms: u64,
     requested_at: DateTime<Utc>,
     completed_at: DateTime<Utc>,
-    /// Where the compliance decision's schedule came from, when one was needed.
-    source: Option<ScheduleSource>,
+    /// What the compliance decision was checked against, when a schedule was needed.
+    source: Option<ScheduleCheck>,
     /// Recorded by [`TransitionEngine::settle_intents`], after its own record failed.
     late: bool,
 }

@@ -40,6 +40,9 @@ use super::tenant::Tenant;
 pub const SKILLS_SCOPE: &str = "reporting:skill:view";
 /// The scope the queue listing and queue stats need.
 pub const QUEUES_SCOPE: &str = "reporting:queue:view";
+/// The scope schedule and break-status lookups need (on `incontact`, the WFM schedule
+/// export): a tenant whose API user has no WFM permission.
+pub const SCHEDULES_SCOPE: &str = "wfm:schedule:view";
 
 /// The most queue ids one queue-stats call takes.
 const MAX_QUEUE_IDS: usize = 100;
@@ -287,7 +290,7 @@ impl Lines {
         self.next_step = at + STEP;
     }
 
-    fn denied(&self, scope: &str) -> Result<(), ApiError> {
+    pub(crate) fn denied(&self, scope: &str) -> Result<(), ApiError> {
         if self.denied_scopes.contains(scope) {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,

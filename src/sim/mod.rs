@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 pub use aggregation::{SimAggRow, SimAggregationStats, SimPoll, SimQuery};
 pub use clock::SimClock;
 pub use faults::Faults;
-pub use metrics::{QUEUES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
+pub use metrics::{QUEUES_SCOPE, SCHEDULES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
 pub use subscriptions::SimSubscription;
 pub use tenant::{SimAgent, SimBreak, SimStateChange};
 
@@ -445,8 +445,8 @@ impl Simulator {
         self.lock().lines.queues.clone()
     }
 
-    /// Calls needing `scope` ([`SKILLS_SCOPE`], [`QUEUES_SCOPE`]) answer 403 naming it
-    /// from now on, as for a client whose grant lacks the scope.
+    /// Calls needing `scope` ([`SKILLS_SCOPE`], [`QUEUES_SCOPE`], [`SCHEDULES_SCOPE`])
+    /// answer 403 naming it from now on, as for a client whose grant lacks the scope.
     pub fn deny_scope(&self, scope: &str) {
         self.lock().lines.denied_scopes.insert(scope.to_owned());
     }

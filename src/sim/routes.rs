@@ -214,6 +214,7 @@ async fn get_schedule(
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (st, now) = sim.sync();
+    st.lines.denied(super::SCHEDULES_SCOPE)?;
     let agent = st
         .tenant
         .agents
@@ -249,6 +250,7 @@ async fn get_break_status(
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (st, now) = sim.sync();
+    st.lines.denied(super::SCHEDULES_SCOPE)?;
     let agent = st
         .tenant
         .agents

@@ -67,6 +67,22 @@ pub async fn set_schedule_source(
     .map(drop)
 }
 
+/// Notes what the attempt's compliance check could not look at (`schedule` or
+/// `mandatory_break`: the platform refuses schedule lookups and
+/// `[compliance] without_schedule = "allow"`), in the attempt's own transaction.
+pub async fn set_unchecked(
+    conn: &mut SqliteConnection,
+    id: &str,
+    unchecked: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE transition_attempts SET compliance_unchecked = ? WHERE id = ?")
+        .bind(unchecked)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// The attempt recorded under an idempotency key, if any.
 pub async fn by_idempotency_key(
     pool: &SqlitePool,

@@ -117,10 +117,9 @@ pub async fn for_agent(
     ))
 }
 
-/// Whether any shift was ever imported.
-pub async fn any(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
-    let one: Option<i64> = sqlx::query_scalar("SELECT 1 FROM imported_shifts LIMIT 1")
-        .fetch_optional(pool)
-        .await?;
-    Ok(one.is_some())
+/// Every agent with an imported shift.
+pub async fn agents(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT agent_id FROM imported_shifts ORDER BY agent_id")
+        .fetch_all(pool)
+        .await
 }

@@ -191,6 +191,15 @@ pub const ROUTES: &[Row] = &[
         statuses: [401, 401, 200, 200, 200],
     },
     Row {
+        method: "POST",
+        path: "/v1/schedules/imports",
+        role: Some("admin"),
+        query: "",
+        // Not sent as CSV: refused after the role check, and nothing is imported.
+        body: None,
+        statuses: [401, 401, 403, 403, 415],
+    },
+    Row {
         method: "GET",
         path: "/v1/audit",
         role: Some("admin"),

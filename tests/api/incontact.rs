@@ -312,8 +312,14 @@ async fn doctor_shows_the_api_host_teams_codes_and_names_what_is_missing() {
     let (code, stdout, _) = doctor(env).await.unwrap();
     assert_eq!(code, 0, "{stdout}");
     assert!(
+        stdout.contains("WFM schedules    REFUSED: the platform denied access (403)"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains(
-            "missing: WFM schedule export (load schedules with `wfmd schedules import FILE`)"
+            "so changes will be refused until schedules are imported (`wfmd schedules import \
+             FILE`) or `[compliance] without_schedule = \"allow\"` (20 of 20 agents have no \
+             imported schedule)"
         ),
         "{stdout}"
     );
@@ -328,7 +334,7 @@ async fn doctor_shows_the_api_host_teams_codes_and_names_what_is_missing() {
 }
 
 /// A schedules CSV of the simulator's ground truth for `agents`.
-fn schedules_csv(sim: &Simulator, agents: &[&str]) -> String {
+pub(crate) fn schedules_csv(sim: &Simulator, agents: &[&str]) -> String {
     let mut csv = String::from(
         "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone\n",
     );
@@ -417,7 +423,7 @@ async fn schedules_from_the_wfm_export_and_from_a_csv_file_give_the_same_verdict
     let db = TestDb::new();
     let store = Store::open(&db.url()).await.unwrap();
     let ids: Vec<&str> = agents.iter().map(String::as_str).collect();
-    let summary = import(&store, &schedules_csv(&importing.sim, &ids))
+    let summary = import(&store, &schedules_csv(&importing.sim, &ids), "test")
         .await
         .unwrap();
     assert_eq!(summary.agents, 20);

@@ -30,3 +30,4 @@ mod sync;
 mod transitions;
 mod wallboard;
 mod webhooks;
+mod without_wfm;

@@ -68,7 +68,8 @@ pub struct IncontactKnobs {
     pub logout_delay_ms: u64,
     /// Whether 429 answers carry `Retry-After` (it often is absent on the platform).
     pub retry_after: bool,
-    /// Whether the tenant has WFM: without it `POST /schedules/export` answers 403.
+    /// Whether the tenant has WFM: without it `POST /schedules/export` answers 403 (as
+    /// it does while [`crate::sim::SCHEDULES_SCOPE`] is denied).
     pub wfm: bool,
     /// The largest page `/agents` and `/teams` answer (`top` is capped to it).
     pub max_page: usize,

@@ -605,7 +605,7 @@ async fn export_schedules(
         )));
     }
     let (st, _) = sim.ic_sync();
-    if !st.incontact.knobs.wfm {
+    if !st.incontact.knobs.wfm || st.lines.denied_scopes.contains(crate::sim::SCHEDULES_SCOPE) {
         return Err(IcError::newer(
             StatusCode::FORBIDDEN,
             "Forbidden",

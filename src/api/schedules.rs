@@ -1,0 +1,157 @@
+//! `POST /v1/schedules/imports`: a schedules CSV into the running daemon, in force for the
+//! next change (what `wfmd schedules import FILE` sends while a daemon runs, and what a
+//! third-party WFM's export job can send itself). The format is
+//! [`crate::engine::imported_schedules`]'s; imported schedules decide compliance for the
+//! agents they cover, so importing takes an admin.
+//!
+//! A week of shifts for a few thousand agents is far more than the router-wide body limit,
+//! so the route has its own.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+
+use super::auth::Caller;
+use super::error::Problem;
+use super::openapi::{ADMIN, PROBLEM_JSON, ProblemDetails};
+use super::{ApiState, Routes};
+use crate::engine::imported_schedules::ImportError;
+
+/// The largest schedules file taken over HTTP (about 140,000 rows); larger ones are
+/// split, or imported with `wfmd serve` stopped.
+pub const IMPORT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+
+/// At most this many of a file's problems are listed in a 422.
+const MAX_PROBLEMS: usize = 100;
+
+pub fn routes() -> Routes {
+    let (schemas, paths, import) = utoipa_axum::routes!(import_schedules);
+    vec![(
+        schemas,
+        paths,
+        import.layer(DefaultBodyLimit::max(IMPORT_LIMIT_BYTES)),
+    )]
+}
+
+/// What an import stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportView {
+    /// Shifts stored (each replaces the agent's imported shifts it overlaps).
+    shifts: usize,
+    /// Agents those shifts belong to; their schedule and break status come from the
+    /// imported shifts from now on.
+    agents: usize,
+    /// Hex SHA-256 of the file as received, also in the `schedules.imported` audit entry.
+    sha256: String,
+}
+
+/// Imports schedules from a CSV, in force for the next change.
+///
+/// Header `agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone`,
+/// one row per break (a shift without breaks is one row with the break columns empty);
+/// times RFC 3339, or local (`2026-11-23 09:00`) in the row's IANA `timezone`. Nothing is
+/// stored unless every line is valid; the 422 lists each problem with its line. The
+/// agents named take their schedule and break status from the imported shifts from the
+/// next change on, whatever was fetched or cached for them before. The token's name is
+/// the actor of the audit entry.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/imports",
+    tag = "schedules",
+    security(("bearer" = [ADMIN])),
+    request_body(content = String, content_type = "text/csv", description = "The schedules file (UTF-8), at most 16 MiB"),
+    responses(
+        (status = 200, description = "Stored, and in force for the next change", body = ImportView),
+        (status = 413, description = "The file is larger than 16 MiB: split it", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not sent as `text/csv`", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 503, description = "The database takes no writes", body = ProblemDetails, content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn import_schedules(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ImportView>, Problem> {
+    let is_csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("text/csv")
+        });
+    if !is_csv {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "The request body must be CSV",
+            "send the schedules file with content-type: text/csv",
+        ));
+    }
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "The request body is too large",
+                format!(
+                    "a schedules file may be at most {IMPORT_LIMIT_BYTES} bytes over HTTP; \
+                     split it (each import replaces only the shifts it overlaps)"
+                ),
+            )
+            .with("limit_bytes", IMPORT_LIMIT_BYTES)
+        } else {
+            Problem::new(
+                e.status(),
+                "unreadable-body",
+                "The request body could not be read",
+                e.body_text(),
+            )
+        }
+    })?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| invalid(vec!["the file is not UTF-8 text".to_owned()]))?;
+    match state.engine.import_schedules(&text, &caller.name).await {
+        Ok(summary) => Ok(Json(ImportView {
+            shifts: summary.shifts,
+            agents: summary.agents,
+            sha256: summary.sha256,
+        })),
+        Err(ImportError::Invalid(errors)) => Err(invalid(errors.0)),
+        Err(ImportError::Store(e)) if crate::store::is_unavailable(&e) => {
+            tracing::error!(error = %e, "an import could not be stored");
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "The database does not take writes",
+                "wfmd cannot store the schedules right now; nothing was imported",
+            ))
+        }
+        Err(other) => Err(Problem::internal(&other)),
+    }
+}
+
+/// The 422 of a file with `problems`, the first [`MAX_PROBLEMS`] of them listed.
+fn invalid(problems: Vec<String>) -> Problem {
+    let total = problems.len();
+    let listed: Vec<String> = problems.into_iter().take(MAX_PROBLEMS).collect();
+    let mut detail = listed.join("\n");
+    if total > MAX_PROBLEMS {
+        detail.push_str(&format!("\n… and {} more", total - MAX_PROBLEMS));
+    }
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-schedules",
+        "The schedules file is not valid; nothing was imported",
+        detail,
+    )
+    .with("problems", listed)
+    .with("problem_count", total)
+}
