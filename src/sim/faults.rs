@@ -3,8 +3,12 @@
 //!
 //! All of it is applied by [`gate`], the middleware in front of every API route, in the
 //! order the platform would: count the request, check the token (401), spend the tenant
-//! budget (429), then scripted `fail_next`/`hang_next`, then random faults, then latency.
-//! Token and `/_sim` control calls never pass through it.
+//! budget (429), then scripted `fail_next_on`/`hang_next_on`, then random faults, then
+//! latency. Token and `/_sim` control calls never pass through it.
+//!
+//! A scripted fault names the route it is for, so a test that fails "the next change"
+//! cannot have its fault taken by whatever else the daemon asks meanwhile (a poller, the
+//! sync, a schedule fetch).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -32,7 +36,7 @@ pub struct Faults {
     pub latency: Duration,
 }
 
-/// One scripted misbehaviour for one upcoming API call.
+/// One scripted misbehaviour for one upcoming call to its route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scripted {
     Fail {
@@ -46,9 +50,10 @@ pub(crate) enum Scripted {
 #[derive(Debug)]
 pub(crate) struct FaultState {
     pub faults: Faults,
-    /// Consumed front first, one entry per API call, so `fail_next(1, 503)` followed by
-    /// `fail_next(1, 429)` fails the next two calls in that order.
-    pub scripted: VecDeque<Scripted>,
+    /// Route keys (`"GET /api/v2/users"`, as in the stats) with what their calls meet,
+    /// one entry per call. A call takes the first entry for its route and leaves the
+    /// others queued, so two entries for one route are met in the order scripted.
+    pub scripted: VecDeque<(String, Scripted)>,
     /// Seeded from the tenant seed so a faulty run can be replayed.
     pub rng: StdRng,
 }
@@ -70,9 +75,21 @@ impl FaultState {
         };
     }
 
-    pub fn push(&mut self, count: u32, what: Scripted) {
-        self.scripted
-            .extend(std::iter::repeat_n(what, count as usize));
+    pub fn push(&mut self, route: &str, count: u32, what: Scripted) {
+        self.scripted.extend(std::iter::repeat_n(
+            (route.to_owned(), what),
+            count as usize,
+        ));
+    }
+
+    /// What a call to `route` meets: its first scripted entry, else a random roll. A call
+    /// without a matched route (none reaches the gate today) takes no scripted entry.
+    pub(crate) fn next_for(&mut self, route: Option<&str>) -> Option<Scripted> {
+        let scripted = route.and_then(|route| {
+            let at = self.scripted.iter().position(|(r, _)| r == route)?;
+            self.scripted.remove(at).map(|(_, what)| what)
+        });
+        scripted.or_else(|| self.roll())
     }
 
     /// Rolls once per call: below `error_ratio` fails, the next `timeout_ratio` hangs.
@@ -96,6 +113,23 @@ impl FaultState {
         } else {
             None
         }
+    }
+}
+
+/// Checks that `route` has the shape of a route key, `"METHOD /path/{param}"` without
+/// the cluster path or a query: a fault scripted for anything else would never fire.
+pub(crate) fn check_route(route: &str) -> Result<(), String> {
+    const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    let shaped = route.split_once(' ').is_some_and(|(method, path)| {
+        METHODS.contains(&method) && path.starts_with('/') && !path.contains(['?', ' '])
+    });
+    if shaped {
+        Ok(())
+    } else {
+        Err(format!(
+            "{route:?} is not a route key: write it as the stats do, e.g. \
+             \"GET /api/v2/users/{{userId}}/state\""
+        ))
     }
 }
 
@@ -133,8 +167,8 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
     let verdict = {
         let mut st = sim.lock();
         st.stats.api_requests += 1;
-        if let Some(route) = route {
-            *st.stats.by_route.entry(route).or_default() += 1;
+        if let Some(route) = &route {
+            *st.stats.by_route.entry(route.clone()).or_default() += 1;
         }
         if !token.is_some_and(|t| st.tokens.is_valid(&t, now)) {
             st.stats.unauthorized += 1;
@@ -142,7 +176,7 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         } else if let Some(wait) = sim.spend_budget() {
             st.stats.rate_limited += 1;
             Verdict::RateLimited(wait)
-        } else if let Some(what) = st.faults.scripted.pop_front().or_else(|| st.faults.roll()) {
+        } else if let Some(what) = st.faults.next_for(route.as_deref()) {
             st.stats.injected_faults += 1;
             Verdict::Injected(what)
         } else {
@@ -269,5 +303,71 @@ mod tests {
         assert!((0..50).all(|_| st.roll() == Some(Scripted::Hang)));
         st.set(Faults::default());
         assert!((0..50).all(|_| st.roll().is_none()));
+    }
+
+    fn fail(status: u16) -> Scripted {
+        Scripted::Fail {
+            status: StatusCode::from_u16(status).unwrap(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn a_call_takes_the_first_entry_for_its_route_and_leaves_the_others_queued() {
+        let mut st = FaultState::new(StdRng::seed_from_u64(1));
+        st.push("GET /a", 1, fail(503));
+        st.push("POST /b", 2, Scripted::Hang);
+        st.push("GET /a", 1, fail(429));
+        assert_eq!(st.next_for(Some("GET /c")), None);
+        assert_eq!(
+            st.next_for(Some("POST /a")),
+            None,
+            "the method is part of the key"
+        );
+        assert_eq!(st.next_for(None), None);
+        assert_eq!(st.next_for(Some("POST /b")), Some(Scripted::Hang));
+        assert_eq!(st.next_for(Some("GET /a")), Some(fail(503)));
+        assert_eq!(st.next_for(Some("GET /a")), Some(fail(429)));
+        assert_eq!(st.next_for(Some("GET /a")), None);
+        assert_eq!(
+            st.scripted.iter().collect::<Vec<_>>(),
+            [&("POST /b".to_owned(), Scripted::Hang)]
+        );
+    }
+
+    #[test]
+    fn scripted_entries_come_before_random_faults_for_their_route_only() {
+        let mut st = FaultState::new(StdRng::seed_from_u64(1));
+        st.set(Faults {
+            error_ratio: 1.0,
+            ..Faults::default()
+        });
+        st.push("GET /a", 1, Scripted::Hang);
+        assert_eq!(st.next_for(Some("GET /b")), Some(fail(503)));
+        assert_eq!(st.next_for(Some("GET /a")), Some(Scripted::Hang));
+        assert_eq!(st.next_for(Some("GET /a")), Some(fail(503)));
+    }
+
+    #[test]
+    fn only_method_space_template_is_a_route_key() {
+        for good in [
+            "GET /api/v2/users",
+            "POST /api/v2/users/{userId}/state",
+            "DELETE /api/v2/analytics/realtime/subscription/{subscriptionId}",
+        ] {
+            assert_eq!(check_route(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "/api/v2/users",
+            "get /api/v2/users",
+            "FETCH /api/v2/users",
+            "GET api/v2/users",
+            "GET  /api/v2/users",
+            "GET /api/v2/users?top=1",
+        ] {
+            let err = check_route(bad).unwrap_err();
+            assert!(err.contains("is not a route key"), "{bad}: {err}");
+        }
     }
 }

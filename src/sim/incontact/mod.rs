@@ -299,8 +299,8 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
     let verdict = {
         let mut st = sim.lock();
         st.stats.api_requests += 1;
-        if let Some(route) = route {
-            *st.stats.by_route.entry(route).or_default() += 1;
+        if let Some(route) = &route {
+            *st.stats.by_route.entry(route.clone()).or_default() += 1;
         }
         let retry_after = st.incontact.knobs.retry_after;
         if !token.is_some_and(|t| st.tokens.is_valid(&t, now)) {
@@ -309,7 +309,7 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
         } else if let Some(wait) = sim.spend_budget() {
             st.stats.rate_limited += 1;
             Verdict::RateLimited(wait, retry_after)
-        } else if let Some(what) = st.faults.scripted.pop_front().or_else(|| st.faults.roll()) {
+        } else if let Some(what) = st.faults.next_for(route.as_deref()) {
             st.stats.injected_faults += 1;
             Verdict::Injected(what, retry_after)
         } else {
