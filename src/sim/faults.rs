@@ -3,12 +3,13 @@
 //!
 //! All of it is applied by [`gate`], the middleware in front of every API route, in the
 //! order the platform would: count the request, check the token (401), spend the tenant
-//! budget (429), then scripted `fail_next_on`/`hang_next_on`, then random faults, then
-//! latency. Token and `/_sim` control calls never pass through it.
+//! budget (429), then scripted `fail_next_on`/`hang_next_on`/`hold_next_on`, then random
+//! faults, then latency. Token and `/_sim` control calls never pass through it.
 //!
-//! A scripted fault names the route it is for, so a test that fails "the next change"
+//! A scripted entry names the route it is for, so a test that fails "the next change"
 //! cannot have its fault taken by whatever else the daemon asks meanwhile (a poller, the
-//! sync, a schedule fetch).
+//! sync, a schedule fetch). A hold keeps one call waiting until the test lets it go, so a
+//! test that must act while a call is under way need not guess how long the call takes.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use governor::{DefaultDirectRateLimiter, Quota};
 use rand::Rng;
 use rand::rngs::StdRng;
+use tokio_util::sync::CancellationToken;
 
 use super::Simulator;
 use super::routes::ApiError;
@@ -46,6 +48,59 @@ pub(crate) enum Scripted {
     Hang,
 }
 
+/// What one scripted entry does to the call that takes it.
+#[derive(Debug, Clone)]
+pub(crate) enum Script {
+    /// Answered with the fault instead of by its handler.
+    Fault(Scripted),
+    /// Waits until released, then is served as usual.
+    Hold(HoldGate),
+}
+
+/// The simulator's side of a [`Hold`].
+#[derive(Debug, Clone)]
+pub(crate) struct HoldGate {
+    arrived: CancellationToken,
+    release: CancellationToken,
+}
+
+/// One call held at the gate by [`Simulator::hold_next_on`]; dropping it lets the call go
+/// as [`Hold::release`] does, so a failing test leaves nothing waiting.
+#[derive(Debug)]
+pub struct Hold {
+    gate: HoldGate,
+}
+
+impl Hold {
+    pub(crate) fn new() -> (Hold, HoldGate) {
+        let gate = HoldGate {
+            arrived: CancellationToken::new(),
+            release: CancellationToken::new(),
+        };
+        (Hold { gate: gate.clone() }, gate)
+    }
+
+    /// Resolves once the call has reached the simulator and is being held.
+    pub async fn arrived(&self) {
+        self.gate.arrived.cancelled().await;
+    }
+
+    /// Whether the call has reached the simulator.
+    pub fn has_arrived(&self) -> bool {
+        self.gate.arrived.is_cancelled()
+    }
+
+    /// Lets the call through to its handler (or lets the next call to the route
+    /// through at once, if none has come yet).
+    pub fn release(self) {}
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.gate.release.cancel();
+    }
+}
+
 /// Fault settings and the queue of scripted misbehaviour, kept in the simulator state.
 #[derive(Debug)]
 pub(crate) struct FaultState {
@@ -53,7 +108,7 @@ pub(crate) struct FaultState {
     /// Route keys (`"GET /api/v2/users"`, as in the stats) with what their calls meet,
     /// one entry per call. A call takes the first entry for its route and leaves the
     /// others queued, so two entries for one route are met in the order scripted.
-    pub scripted: VecDeque<(String, Scripted)>,
+    pub scripted: VecDeque<(String, Script)>,
     /// Seeded from the tenant seed so a faulty run can be replayed.
     pub rng: StdRng,
 }
@@ -75,7 +130,7 @@ impl FaultState {
         };
     }
 
-    pub fn push(&mut self, route: &str, count: u32, what: Scripted) {
+    pub fn push(&mut self, route: &str, count: u32, what: Script) {
         self.scripted.extend(std::iter::repeat_n(
             (route.to_owned(), what),
             count as usize,
@@ -84,12 +139,12 @@ impl FaultState {
 
     /// What a call to `route` meets: its first scripted entry, else a random roll. A call
     /// without a matched route (none reaches the gate today) takes no scripted entry.
-    pub(crate) fn next_for(&mut self, route: Option<&str>) -> Option<Scripted> {
+    pub(crate) fn next_for(&mut self, route: Option<&str>) -> Option<Script> {
         let scripted = route.and_then(|route| {
             let at = self.scripted.iter().position(|(r, _)| r == route)?;
             self.scripted.remove(at).map(|(_, what)| what)
         });
-        scripted.or_else(|| self.roll())
+        scripted.or_else(|| self.roll().map(Script::Fault))
     }
 
     /// Rolls once per call: below `error_ratio` fails, the next `timeout_ratio` hangs.
@@ -152,6 +207,7 @@ enum Verdict {
     Unauthorized,
     RateLimited(Duration),
     Injected(Scripted),
+    Held(HoldGate, Duration),
     Pass(Duration),
 }
 
@@ -176,11 +232,16 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         } else if let Some(wait) = sim.spend_budget() {
             st.stats.rate_limited += 1;
             Verdict::RateLimited(wait)
-        } else if let Some(what) = st.faults.next_for(route.as_deref()) {
-            st.stats.injected_faults += 1;
-            Verdict::Injected(what)
         } else {
-            Verdict::Pass(st.faults.faults.latency)
+            let latency = st.faults.faults.latency;
+            match st.faults.next_for(route.as_deref()) {
+                Some(Script::Fault(what)) => {
+                    st.stats.injected_faults += 1;
+                    Verdict::Injected(what)
+                }
+                Some(Script::Hold(gate)) => Verdict::Held(gate, latency),
+                None => Verdict::Pass(latency),
+            }
         }
     };
 
@@ -215,20 +276,43 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
             // Hold the call until the client gives up (its future is dropped with the
             // connection) or the simulator shuts down, which must not wait on us.
             sim.released().await;
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "simulator shutting down",
-            )
-            .into_response()
+            shutting_down()
         }
-        Verdict::Pass(latency) => {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            next.run(req).await
+        Verdict::Held(gate, latency) => match gate.wait(&sim).await {
+            Some(()) => pass(latency, req, next).await,
+            None => shutting_down(),
+        },
+        Verdict::Pass(latency) => pass(latency, req, next).await,
+    }
+}
+
+impl HoldGate {
+    /// Says the call arrived and waits for its release: `None` when the simulator shuts
+    /// down first (shutdown must not wait on a test that forgot to release).
+    pub(crate) async fn wait(&self, sim: &Simulator) -> Option<()> {
+        self.arrived.cancel();
+        tokio::select! {
+            () = self.release.cancelled() => Some(()),
+            () = sim.released() => None,
         }
     }
+}
+
+/// Serves a call that passed the gate, after the configured latency.
+pub(crate) async fn pass(latency: Duration, req: Request, next: Next) -> Response {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    next.run(req).await
+}
+
+fn shutting_down() -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        "simulator shutting down",
+    )
+    .into_response()
 }
 
 /// The access token of an `Authorization: Bearer …` header.
@@ -312,27 +396,33 @@ mod tests {
         }
     }
 
+    /// The fault a call to `route` meets; panics on a hold.
+    fn fault_for(st: &mut FaultState, route: Option<&str>) -> Option<Scripted> {
+        st.next_for(route).map(|script| match script {
+            Script::Fault(what) => what,
+            Script::Hold(_) => panic!("a hold, not a fault"),
+        })
+    }
+
     #[test]
     fn a_call_takes_the_first_entry_for_its_route_and_leaves_the_others_queued() {
         let mut st = FaultState::new(StdRng::seed_from_u64(1));
-        st.push("GET /a", 1, fail(503));
-        st.push("POST /b", 2, Scripted::Hang);
-        st.push("GET /a", 1, fail(429));
-        assert_eq!(st.next_for(Some("GET /c")), None);
+        st.push("GET /a", 1, Script::Fault(fail(503)));
+        st.push("POST /b", 2, Script::Fault(Scripted::Hang));
+        st.push("GET /a", 1, Script::Fault(fail(429)));
+        assert_eq!(fault_for(&mut st, Some("GET /c")), None);
         assert_eq!(
-            st.next_for(Some("POST /a")),
+            fault_for(&mut st, Some("POST /a")),
             None,
             "the method is part of the key"
         );
-        assert_eq!(st.next_for(None), None);
-        assert_eq!(st.next_for(Some("POST /b")), Some(Scripted::Hang));
-        assert_eq!(st.next_for(Some("GET /a")), Some(fail(503)));
-        assert_eq!(st.next_for(Some("GET /a")), Some(fail(429)));
-        assert_eq!(st.next_for(Some("GET /a")), None);
-        assert_eq!(
-            st.scripted.iter().collect::<Vec<_>>(),
-            [&("POST /b".to_owned(), Scripted::Hang)]
-        );
+        assert_eq!(fault_for(&mut st, None), None);
+        assert_eq!(fault_for(&mut st, Some("POST /b")), Some(Scripted::Hang));
+        assert_eq!(fault_for(&mut st, Some("GET /a")), Some(fail(503)));
+        assert_eq!(fault_for(&mut st, Some("GET /a")), Some(fail(429)));
+        assert_eq!(fault_for(&mut st, Some("GET /a")), None);
+        let left: Vec<&str> = st.scripted.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(left, ["POST /b"]);
     }
 
     #[test]
@@ -342,10 +432,26 @@ mod tests {
             error_ratio: 1.0,
             ..Faults::default()
         });
-        st.push("GET /a", 1, Scripted::Hang);
-        assert_eq!(st.next_for(Some("GET /b")), Some(fail(503)));
-        assert_eq!(st.next_for(Some("GET /a")), Some(Scripted::Hang));
-        assert_eq!(st.next_for(Some("GET /a")), Some(fail(503)));
+        st.push("GET /a", 1, Script::Fault(Scripted::Hang));
+        assert_eq!(fault_for(&mut st, Some("GET /b")), Some(fail(503)));
+        assert_eq!(fault_for(&mut st, Some("GET /a")), Some(Scripted::Hang));
+        assert_eq!(fault_for(&mut st, Some("GET /a")), Some(fail(503)));
+    }
+
+    #[test]
+    fn a_hold_waits_in_line_with_the_faults_of_its_route() {
+        let mut st = FaultState::new(StdRng::seed_from_u64(1));
+        let (hold, gate) = Hold::new();
+        st.push("GET /a", 1, Script::Fault(fail(503)));
+        st.push("GET /a", 1, Script::Hold(gate));
+        assert!(st.next_for(Some("GET /b")).is_none());
+        assert_eq!(fault_for(&mut st, Some("GET /a")), Some(fail(503)));
+        assert!(matches!(st.next_for(Some("GET /a")), Some(Script::Hold(_))));
+        assert!(st.next_for(Some("GET /a")).is_none());
+        assert!(
+            !hold.has_arrived(),
+            "taken from the queue is not arrived yet"
+        );
     }
 
     #[test]

@@ -959,6 +959,58 @@ async fn hang_next_on_holds_calls_to_its_route_until_the_client_times_out() {
 }
 
 #[tokio::test]
+async fn a_held_call_waits_for_its_release_then_is_served_as_usual() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let hold = h.sim().hold_next_on(LIST_USERS);
+    let call = tokio::spawn({
+        let (http, url, token) = (h.http.clone(), h.api("/api/v2/users"), token.clone());
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    });
+    tokio::time::timeout(Duration::from_secs(10), hold.arrived())
+        .await
+        .expect("the call reaches the simulator");
+    // Held, while other routes are answered.
+    h.get_json(&token, "/api/v2/skills").await;
+    assert!(!call.is_finished());
+    hold.release();
+    let res = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("released")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Only the next call was held.
+    h.get_json(&token, "/api/v2/users").await;
+    assert_eq!(h.sim().stats().injected_faults, 0);
+}
+
+#[tokio::test]
+async fn a_held_call_is_answered_503_when_the_simulator_shuts_down() {
+    let mut h = harness(unlimited()).await;
+    let token = h.token().await;
+    let hold = h.sim().hold_next_on(LIST_USERS);
+    let call = tokio::spawn({
+        let (http, url) = (h.http.clone(), h.api("/api/v2/users"));
+        async move { http.get(url).bearer_auth(token).send().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), hold.arrived())
+        .await
+        .expect("the call reaches the simulator");
+    h.shutdown.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("let go at shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::timeout(Duration::from_secs(5), &mut h.running.task)
+        .await
+        .expect("server task ends")
+        .unwrap();
+    drop(hold);
+}
+
+#[tokio::test]
 async fn hanging_calls_are_released_when_the_simulator_shuts_down() {
     let mut h = harness(unlimited()).await;
     let token = h.token().await;

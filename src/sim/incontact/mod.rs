@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Simulator;
-use super::faults::{Scripted, bearer_token};
+use super::faults::{HoldGate, Script, Scripted, bearer_token, pass};
 use super::tenant::{SimAgent, default_reason};
 
 /// The access key the simulated tenant accepts (the API user's key id and secret).
@@ -284,6 +284,7 @@ enum Verdict {
     Unauthorized,
     RateLimited(Duration, bool),
     Injected(Scripted, bool),
+    Held(HoldGate, Duration),
     Pass(Duration),
 }
 
@@ -309,11 +310,16 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
         } else if let Some(wait) = sim.spend_budget() {
             st.stats.rate_limited += 1;
             Verdict::RateLimited(wait, retry_after)
-        } else if let Some(what) = st.faults.next_for(route.as_deref()) {
-            st.stats.injected_faults += 1;
-            Verdict::Injected(what, retry_after)
         } else {
-            Verdict::Pass(st.faults.faults.latency)
+            let latency = st.faults.faults.latency;
+            match st.faults.next_for(route.as_deref()) {
+                Some(Script::Fault(what)) => {
+                    st.stats.injected_faults += 1;
+                    Verdict::Injected(what, retry_after)
+                }
+                Some(Script::Hold(gate)) => Verdict::Held(gate, latency),
+                None => Verdict::Pass(latency),
+            }
         }
     };
     match verdict {
@@ -350,16 +356,18 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
         }
         Verdict::Injected(Scripted::Hang, _) => {
             sim.released().await;
-            IcError::header_only(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down")
-                .into_response()
+            shutting_down()
         }
-        Verdict::Pass(latency) => {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            next.run(req).await
-        }
+        Verdict::Held(gate, latency) => match gate.wait(&sim).await {
+            Some(()) => pass(latency, req, next).await,
+            None => shutting_down(),
+        },
+        Verdict::Pass(latency) => pass(latency, req, next).await,
     }
+}
+
+fn shutting_down() -> Response {
+    IcError::header_only(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down").into_response()
 }
 
 /// One unavailable code of the simulated tenant.
