@@ -64,6 +64,18 @@ pub(crate) struct HoldGate {
     release: CancellationToken,
 }
 
+impl HoldGate {
+    /// Says the call arrived and waits for its release: `None` when the simulator shuts
+    /// down first (shutdown must not wait on a test that forgot to release).
+    pub(crate) async fn wait(&self, sim: &Simulator) -> Option<()> {
+        self.arrived.cancel();
+        tokio::select! {
+            () = self.release.cancelled() => Some(()),
+            () = sim.released() => None,
+        }
+    }
+}
+
 /// One call held at the gate by [`Simulator::hold_next_on`]; dropping it lets the call go
 /// as [`Hold::release`] does, so a failing test leaves nothing waiting.
 #[derive(Debug)]
@@ -283,18 +295,6 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
             None => shutting_down(),
         },
         Verdict::Pass(latency) => pass(latency, req, next).await,
-    }
-}
-
-impl HoldGate {
-    /// Says the call arrived and waits for its release: `None` when the simulator shuts
-    /// down first (shutdown must not wait on a test that forgot to release).
-    pub(crate) async fn wait(&self, sim: &Simulator) -> Option<()> {
-        self.arrived.cancel();
-        tokio::select! {
-            () = self.release.cancelled() => Some(()),
-            () = sim.released() => None,
-        }
     }
 }
 
