@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Simulator;
-use super::faults::Faults;
+use super::faults::{Faults, check_route};
 use super::routes::ApiError;
 
 pub(crate) fn control_router() -> Router<Simulator> {
@@ -60,19 +60,29 @@ struct FaultsUpdate {
     timeout_ratio: Option<f64>,
     latency_ms: Option<u64>,
     fail_next: Option<FailNext>,
-    hang_next: Option<u32>,
+    hang_next: Option<HangNext>,
     #[serde(default)]
     revoke_tokens: bool,
     /// Scopes to deny (403) from now on, replacing those denied before; `[]` allows all.
     deny_scopes: Option<Vec<String>>,
 }
 
+/// The next `count` calls to `route` (a stats key, `"GET /api/v2/users"`) fail.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FailNext {
+    route: String,
     count: u32,
     status: u16,
     retry_after: Option<u64>,
+}
+
+/// The next `count` calls to `route` hang.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HangNext {
+    route: String,
+    count: u32,
 }
 
 async fn faults(State(sim): State<Simulator>, body: Bytes) -> Result<Response, ApiError> {
@@ -95,6 +105,22 @@ async fn faults(State(sim): State<Simulator>, body: Bytes) -> Result<Response, A
             "fail_next.status must be an error status (400-599)",
         ));
     }
+    // Checked here so a bad route is a 400, not the panic of the Rust handle.
+    let routes = [
+        (
+            "fail_next.route",
+            update.fail_next.as_ref().map(|f| &f.route),
+        ),
+        (
+            "hang_next.route",
+            update.hang_next.as_ref().map(|h| &h.route),
+        ),
+    ];
+    for (name, route) in routes {
+        if let Some(route) = route {
+            check_route(route).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
+        }
+    }
 
     let current = sim.faults();
     sim.set_faults(Faults {
@@ -105,10 +131,10 @@ async fn faults(State(sim): State<Simulator>, body: Bytes) -> Result<Response, A
             .map_or(current.latency, Duration::from_millis),
     });
     if let Some(f) = update.fail_next {
-        sim.fail_next(f.count, f.status, f.retry_after);
+        sim.fail_next_on(&f.route, f.count, f.status, f.retry_after);
     }
-    if let Some(count) = update.hang_next {
-        sim.hang_next(count);
+    if let Some(h) = update.hang_next {
+        sim.hang_next_on(&h.route, h.count);
     }
     if update.revoke_tokens {
         sim.revoke_tokens();

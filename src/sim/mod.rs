@@ -54,14 +54,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use aggregation::{SimAggRow, SimAggregationStats, SimPoll, SimQuery};
 pub use clock::SimClock;
-pub use faults::Faults;
+pub use faults::{Faults, Hold};
 pub use metrics::{QUEUES_SCOPE, SCHEDULES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
 pub use subscriptions::SimSubscription;
 pub use tenant::{SimAgent, SimBreak, SimStateChange};
 
 use activity::Activity;
 use auth::TokenStore;
-use faults::{FaultState, Scripted};
+use faults::{FaultState, Script, Scripted};
 use metrics::Lines;
 use routes::ApiError;
 use subscriptions::Subscriptions;
@@ -152,7 +152,8 @@ pub struct SimStats {
     pub rate_limited: u64,
     /// API calls answered 401 (no, unknown, revoked or expired token, or wrong base).
     pub unauthorized: u64,
-    /// API calls answered by `fail_next`, `hang_next` or random faults.
+    /// API calls answered by `fail_next_on`, `hang_next_on` or random faults (calls held
+    /// by `hold_next_on` are answered by their handler and not counted here).
     pub injected_faults: u64,
     /// API calls per route, e.g. `"GET /api/v2/users"` (without the cluster path).
     pub by_route: BTreeMap<String, u64>,
@@ -401,27 +402,59 @@ impl Simulator {
         self.lock().faults.faults.clone()
     }
 
-    /// The next `count` API calls (after any already scripted) answer `status`, with
-    /// `Retry-After` when given.
+    /// The next `count` calls to `route` (after any already scripted for it) answer
+    /// `status`, with `Retry-After` when given; calls to other routes pass. `route` is
+    /// a key as in [`SimStats::by_route`]: `"POST /api/v2/users/{userId}/state"`.
     ///
     /// # Panics
-    /// If `status` is not a valid HTTP status code (100–999).
-    pub fn fail_next(&self, count: u32, status: u16, retry_after_secs: Option<u64>) {
+    /// If `route` is not shaped like a route key, or `status` is not a valid HTTP status
+    /// code (100–999).
+    pub fn fail_next_on(
+        &self,
+        route: &str,
+        count: u32,
+        status: u16,
+        retry_after_secs: Option<u64>,
+    ) {
+        faults::check_route(route).unwrap_or_else(|e| panic!("fail_next_on: {e}"));
         let status = StatusCode::from_u16(status)
-            .unwrap_or_else(|_| panic!("fail_next: {status} is not an HTTP status"));
+            .unwrap_or_else(|_| panic!("fail_next_on: {status} is not an HTTP status"));
         self.lock().faults.push(
+            route,
             count,
-            Scripted::Fail {
+            Script::Fault(Scripted::Fail {
                 status,
                 retry_after: retry_after_secs,
-            },
+            }),
         );
     }
 
-    /// The next `count` API calls (after any already scripted) never answer: they hold
-    /// until the client gives up or the simulator shuts down.
-    pub fn hang_next(&self, count: u32) {
-        self.lock().faults.push(count, Scripted::Hang);
+    /// The next `count` calls to `route` (after any already scripted for it) never
+    /// answer: they hold until the client gives up or the simulator shuts down. `route`
+    /// as for [`Simulator::fail_next_on`].
+    ///
+    /// # Panics
+    /// If `route` is not shaped like a route key.
+    pub fn hang_next_on(&self, route: &str, count: u32) {
+        faults::check_route(route).unwrap_or_else(|e| panic!("hang_next_on: {e}"));
+        self.lock()
+            .faults
+            .push(route, count, Script::Fault(Scripted::Hang));
+    }
+
+    /// The next call to `route` (after any already scripted for it) waits, once its token
+    /// and budget are checked, until the returned [`Hold`] is released or dropped, and is
+    /// then served as usual. For a test that must act while a call is under way (fill a
+    /// disk, cancel a job) without guessing how long the call takes. `route` as for
+    /// [`Simulator::fail_next_on`]; a held call is not an injected fault.
+    ///
+    /// # Panics
+    /// If `route` is not shaped like a route key.
+    pub fn hold_next_on(&self, route: &str) -> Hold {
+        faults::check_route(route).unwrap_or_else(|e| panic!("hold_next_on: {e}"));
+        let (hold, gate) = Hold::new();
+        self.lock().faults.push(route, 1, Script::Hold(gate));
+        hold
     }
 
     /// Every token issued so far answers 401 from now on.

@@ -845,12 +845,15 @@ async fn unauthenticated_calls_do_not_spend_the_budget() {
     h.get_json(&token, "/api/v2/users").await;
 }
 
+const LIST_USERS: &str = "GET /api/v2/users";
+const LIST_SKILLS: &str = "GET /api/v2/skills";
+
 #[tokio::test]
-async fn fail_next_answers_the_scripted_status_then_recovers() {
+async fn fail_next_on_answers_the_scripted_status_then_recovers() {
     let h = harness(unlimited()).await;
     let token = h.token().await;
-    h.sim().fail_next(2, 503, Some(7));
-    h.sim().fail_next(1, 429, None);
+    h.sim().fail_next_on(LIST_USERS, 2, 503, Some(7));
+    h.sim().fail_next_on(LIST_USERS, 1, 429, None);
     for _ in 0..2 {
         let res = h.get_with(&token, "/api/v2/users").await;
         assert_eq!(res.headers()["retry-after"], "7");
@@ -867,9 +870,56 @@ async fn fail_next_answers_the_scripted_status_then_recovers() {
 }
 
 #[tokio::test]
+async fn a_scripted_fault_is_met_only_by_a_call_to_its_route() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    h.sim().fail_next_on(LIST_SKILLS, 1, 503, None);
+    h.sim().fail_next_on(LIST_USERS, 1, 429, None);
+    h.sim().fail_next_on(LIST_SKILLS, 1, 500, None);
+    // Other routes pass, however many calls come first, and leave the faults queued.
+    for _ in 0..3 {
+        h.get_json(&token, "/api/v2/queues").await;
+    }
+    assert_eq!(h.sim().scripted_pending(), 3);
+    // Each route meets its own entries, in the order scripted for it.
+    let res = h.get_with(&token, "/api/v2/skills").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let res = h.get_with(&token, "/api/v2/users").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    h.get_json(&token, "/api/v2/users").await;
+    let res = h.get_with(&token, "/api/v2/skills").await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    h.get_json(&token, "/api/v2/skills").await;
+    assert_eq!(h.sim().stats().injected_faults, 3);
+}
+
+#[tokio::test]
+async fn a_route_key_names_the_template_not_the_path_called() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    h.sim()
+        .fail_next_on("GET /api/v2/users/{userId}/state", 1, 503, None);
+    let res = h.get_with(&token, "/api/v2/users/u_002/state").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    h.get_json(&token, "/api/v2/users/u_002/state").await;
+}
+
+#[test]
+#[should_panic(expected = "is not a route key")]
+fn a_fault_for_a_bare_path_is_refused_rather_than_never_met() {
+    Simulator::new(unlimited()).fail_next_on("/api/v2/users", 1, 503, None);
+}
+
+#[test]
+#[should_panic(expected = "is not a route key")]
+fn a_hang_for_a_path_with_a_query_is_refused_rather_than_never_met() {
+    Simulator::new(unlimited()).hang_next_on("GET /api/v2/users?top=1", 1);
+}
+
+#[tokio::test]
 async fn scripted_faults_come_after_auth() {
     let h = harness(unlimited()).await;
-    h.sim().fail_next(1, 500, None);
+    h.sim().fail_next_on(LIST_USERS, 1, 500, None);
     let res = h.get_with("bogus", "/api/v2/users").await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let token = h.token().await;
@@ -878,11 +928,19 @@ async fn scripted_faults_come_after_auth() {
 }
 
 #[tokio::test]
-async fn hang_next_holds_calls_until_the_client_times_out() {
+async fn hang_next_on_holds_calls_to_its_route_until_the_client_times_out() {
     let h = harness(unlimited()).await;
     let token = h.token().await;
-    h.sim().hang_next(1);
+    h.sim().hang_next_on(LIST_USERS, 1);
     let impatient = http_client(Some(Duration::from_millis(150)));
+    // Another route is answered while the hang waits for its own.
+    let res = impatient
+        .get(h.api("/api/v2/skills"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
     let err = impatient
         .get(h.api("/api/v2/users"))
         .bearer_auth(&token)
@@ -901,10 +959,62 @@ async fn hang_next_holds_calls_until_the_client_times_out() {
 }
 
 #[tokio::test]
+async fn a_held_call_waits_for_its_release_then_is_served_as_usual() {
+    let h = harness(unlimited()).await;
+    let token = h.token().await;
+    let hold = h.sim().hold_next_on(LIST_USERS);
+    let call = tokio::spawn({
+        let (http, url, token) = (h.http.clone(), h.api("/api/v2/users"), token.clone());
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    });
+    tokio::time::timeout(Duration::from_secs(10), hold.arrived())
+        .await
+        .expect("the call reaches the simulator");
+    // Held, while other routes are answered.
+    h.get_json(&token, "/api/v2/skills").await;
+    assert!(!call.is_finished());
+    hold.release();
+    let res = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("released")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Only the next call was held.
+    h.get_json(&token, "/api/v2/users").await;
+    assert_eq!(h.sim().stats().injected_faults, 0);
+}
+
+#[tokio::test]
+async fn a_held_call_is_answered_503_when_the_simulator_shuts_down() {
+    let mut h = harness(unlimited()).await;
+    let token = h.token().await;
+    let hold = h.sim().hold_next_on(LIST_USERS);
+    let call = tokio::spawn({
+        let (http, url) = (h.http.clone(), h.api("/api/v2/users"));
+        async move { http.get(url).bearer_auth(token).send().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), hold.arrived())
+        .await
+        .expect("the call reaches the simulator");
+    h.shutdown.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("let go at shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::timeout(Duration::from_secs(5), &mut h.running.task)
+        .await
+        .expect("server task ends")
+        .unwrap();
+    drop(hold);
+}
+
+#[tokio::test]
 async fn hanging_calls_are_released_when_the_simulator_shuts_down() {
     let mut h = harness(unlimited()).await;
     let token = h.token().await;
-    h.sim().hang_next(1);
+    h.sim().hang_next_on(LIST_USERS, 1);
     let call = tokio::spawn({
         let http = h.http.clone();
         let url = h.api("/api/v2/users");
@@ -1075,7 +1185,7 @@ async fn control_faults_endpoint_steers_the_simulator() {
     let res = h
         .http
         .post(&faults)
-        .json(&json!({"fail_next": {"count": 1, "status": 503, "retry_after": 3}}))
+        .json(&json!({"fail_next": {"route": LIST_USERS, "count": 1, "status": 503, "retry_after": 3}}))
         .send()
         .await
         .unwrap();
@@ -1087,7 +1197,7 @@ async fn control_faults_endpoint_steers_the_simulator() {
 
     h.http
         .post(&faults)
-        .json(&json!({"hang_next": 1}))
+        .json(&json!({"hang_next": {"route": LIST_USERS, "count": 1}}))
         .send()
         .await
         .unwrap();
@@ -1136,7 +1246,11 @@ async fn control_faults_endpoint_steers_the_simulator() {
 
     for bad in [
         json!({"error_ratio": 2.0}),
-        json!({"fail_next": {"count": 1, "status": 200}}),
+        json!({"fail_next": {"route": LIST_USERS, "count": 1, "status": 200}}),
+        json!({"fail_next": {"count": 1, "status": 503}}),
+        json!({"fail_next": {"route": "/api/v2/users", "count": 1, "status": 503}}),
+        json!({"hang_next": 1}),
+        json!({"hang_next": {"route": "users", "count": 1}}),
         json!({"typo": 1}),
     ] {
         let res = h.http.post(&faults).json(&bad).send().await.unwrap();

@@ -154,9 +154,23 @@ async fn a_12345_row_platform_result_is_fetched_in_pages_and_matches_the_simulat
 
 #[tokio::test]
 async fn polls_come_no_sooner_than_the_platforms_retry_after() {
-    let app = app_with(Duration::from_millis(2_500), |_| {}).await;
+    // The query works until three polls have come, however long they take, and ends
+    // when the platform's clock is moved past it: the polls compared are never cut
+    // short by the query ending first.
+    let runs_for = Duration::from_secs(600);
+    let app = app_with(runs_for, |_| {}).await;
     app.sim.sim.set_aggregation_retry_after(Some(1));
     let job_id = submit(&app, &query(&["duration:avg"], &[], "day", 24 * 3)).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let queries = app.sim.sim.aggregation_queries();
+        if queries.first().is_some_and(|q| q.polls.len() >= 3) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{queries:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.sim.sim.clock().advance(runs_for);
     assert_eq!(until_finished(&app, &job_id).await["status"], "completed");
     let polls = &app.sim.sim.aggregation_queries()[0].polls;
     let working: Vec<_> = polls

@@ -364,7 +364,11 @@ async fn sync_once(app: &TestApp) {
 
 #[tokio::test]
 async fn revert_puts_agents_back_to_their_state_and_reason_and_compliance_applies() {
-    let app = TestApp::spawn().await;
+    // A call the platform holds (below) must not time out and be sent again meanwhile.
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
+    })
+    .await;
     let free = app.sim.free_agents();
     let trained = ids(&free[..3]);
     let first = run_job(
@@ -440,11 +444,9 @@ async fn revert_puts_agents_back_to_their_state_and_reason_and_compliance_applie
     assert_eq!(again["job_id"], revert.as_str(), "one revert per job");
     assert_eq!(again["replayed"], true);
 
-    // A job still running cannot be reverted: its outcome is not known yet.
-    app.sim.sim.set_faults(Faults {
-        latency: Duration::from_secs(1),
-        ..Faults::default()
-    });
+    // A job still running cannot be reverted: its outcome is not known yet. The platform
+    // holds its change until the revert has been refused.
+    let held = app.sim.sim.hold_next_on(SET_STATE);
     let (_, accepted) = submit(
         &app.http,
         &app.address,
@@ -464,7 +466,7 @@ async fn revert_puts_agents_back_to_their_state_and_reason_and_compliance_applie
     assert_eq!(response.status(), 409);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["type"], "urn:wfmd:problem:job-conflict");
-    app.sim.sim.set_faults(Faults::default());
+    held.release();
     wait_job(&app.http, &app.address, &running, "idle job", finished).await;
 }
 

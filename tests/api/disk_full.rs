@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wfmd::sim::Faults;
 use wfmd::store::Store;
 
-use crate::helpers::{DEADLINE, TestApp, TestDb, TestSim};
+use crate::helpers::{DEADLINE, SET_STATE, TestApp, TestDb, TestSim};
 
 /// Room for the database and its log, with little to spare.
 const DISK_BYTES: u64 = 8 << 20;
@@ -140,18 +139,20 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
 
 #[tokio::test]
 async fn a_change_whose_record_fails_after_the_call_is_recorded_late_never_lost() {
-    let app = app_on_small_disk().await;
+    let db = TestDb::on_small_disk(DISK_BYTES);
+    // The held call must not time out, and be sent again, while the disk fills.
+    let app = TestApp::spawn_on_db(TestSim::default_tenant().await, db, |config| {
+        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
+    })
+    .await;
     let agent = app.sim.free_agents().remove(0);
     let target = if agent.state == "NOT_READY" {
         "READY"
     } else {
         "NOT_READY"
     };
-    // The platform takes its time, so the disk fills while the call is under way.
-    app.sim.sim.set_faults(Faults {
-        latency: Duration::from_millis(1500),
-        ..Faults::default()
-    });
+    // The platform holds the change, so the disk fills while the call is under way.
+    let held = app.sim.sim.hold_next_on(SET_STATE);
     let change = tokio::spawn({
         let (http, address, agent) = (app.http.clone(), app.address.clone(), agent.id.clone());
         async move {
@@ -162,13 +163,16 @@ async fn a_change_whose_record_fails_after_the_call_is_recorded_late_never_lost(
                 .unwrap()
         }
     });
-    app.wait_for_count(
-        "SELECT COUNT(*) FROM transition_intents",
+    tokio::time::timeout(DEADLINE, held.arrived())
+        .await
+        .expect("the change reaches the platform");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_intents").await,
         1,
-        "the intent is written before the call",
-    )
-    .await;
+        "the intent is written before the call"
+    );
     app.db.small_disk().fill();
+    held.release();
     let response = change.await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(
@@ -182,7 +186,6 @@ async fn a_change_whose_record_fails_after_the_call_is_recorded_late_never_lost(
         "whose record failed"
     );
 
-    app.sim.sim.set_faults(Faults::default());
     app.db.small_disk().free();
     let settled = app.engine.settle_intents().await.unwrap();
     assert_eq!(settled, 1);

@@ -28,7 +28,7 @@ async fn retry_after_is_honoured_before_retrying_a_429() {
     let agent = app.sim.free_agents().remove(0);
     // Warm the token and schedule so only the state change meets the 429.
     assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
-    app.sim.sim.fail_next(1, 429, Some(2));
+    app.sim.sim.fail_next_on(SET_STATE, 1, 429, Some(2));
 
     let started = Instant::now();
     let (status, body) = app.set_state(&agent.id, "PAUSED").await;
@@ -51,7 +51,7 @@ async fn two_platform_errors_then_success_is_recorded_once() {
     let app = TestApp::spawn().await;
     let agent = app.sim.free_agents().remove(0);
     assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
-    app.sim.sim.fail_next(2, 503, None);
+    app.sim.sim.fail_next_on(SET_STATE, 2, 503, None);
 
     let (status, body) = app.set_state(&agent.id, "PAUSED").await;
 
@@ -70,7 +70,7 @@ async fn platform_errors_beyond_max_retries_record_a_failed_attempt_and_change_n
     let app = TestApp::spawn().await;
     let agent = app.sim.free_agents().remove(0);
     assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
-    app.sim.sim.fail_next(10, 500, None);
+    app.sim.sim.fail_next_on(SET_STATE, 10, 500, None);
 
     let (status, problem) = app.set_state(&agent.id, "PAUSED").await;
 
@@ -106,7 +106,7 @@ async fn a_hanging_request_times_out_and_is_retried() {
     let app = TestApp::spawn_with(sim, |config| config.cxone.request_timeout_ms = 300).await;
     let agent = app.sim.free_agents().remove(0);
     assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
-    app.sim.sim.hang_next(1);
+    app.sim.sim.hang_next_on(SET_STATE, 1);
 
     let (status, body) = app.set_state(&agent.id, "PAUSED").await;
 

@@ -17,6 +17,7 @@ use wfmd::store::{Store, from_ms, history};
 use crate::helpers::{TestDb, TestSim};
 
 const INTERVAL: Duration = Duration::from_secs(5);
+const AGENT_STATES: &str = "GET /inContactAPI/services/{version}/agents/states";
 
 async fn busy_tenant(agents: usize) -> TestSim {
     TestSim::start(SimConfig {
@@ -184,7 +185,7 @@ async fn an_outage_mid_stream_resyncs_from_the_epoch_without_recording_a_change_
     let mut failed = 0;
     for cycle in 0..120 {
         if cycle == 60 {
-            sim.sim.fail_next(1, 503, None);
+            sim.sim.fail_next_on(AGENT_STATES, 1, 503, None);
         }
         sim.sim.clock().advance(INTERVAL);
         match sync.poll_once().await {
@@ -197,7 +198,7 @@ async fn an_outage_mid_stream_resyncs_from_the_epoch_without_recording_a_change_
         .sim
         .stats()
         .by_route
-        .get("GET /inContactAPI/services/{version}/agents/states")
+        .get(AGENT_STATES)
         .copied()
         .unwrap_or_default();
     assert_eq!(full_reads, 120, "one call per cycle");

@@ -547,9 +547,16 @@ async fn a_snapshot_longer_than_a_websocket_fragment_arrives_as_one_message() {
 
 #[tokio::test]
 async fn watching_clients_cause_no_platform_call() {
-    let app = spawn_with_roster().await;
+    // The pollers' next round an hour away, so no call of theirs can fall in the watch
+    // however slowly it goes.
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.live.enabled = true;
+        config.live.skill_interval = Duration::from_secs(3600);
+        config.live.queue_interval = Duration::from_secs(3600);
+    })
+    .await;
     wait_for_roster(&app.address, None).await;
-    // The pollers' first round is done; the next is 30 s away.
+    // The pollers' first round is done.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let snapshot: Value = app.get("/v1/live").await.json().await.unwrap();

@@ -164,8 +164,7 @@ async fn two_hundred_fifty_queues_are_asked_for_in_exactly_three_calls_a_cycle()
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured_before_the_poll_is_repeated() {
     let sim = TestSim::default_tenant().await;
-    // The first platform call of the daemon is one of the two polls.
-    sim.sim.fail_next(1, 429, Some(2));
+    sim.sim.fail_next_on(SKILL_DATA, 1, 429, Some(2));
     let started = Instant::now();
     let app = TestApp::spawn_with(sim, |c| pollers(c, &["s_100"], &["q_1"])).await;
     app.wait_for_count(
@@ -182,9 +181,9 @@ async fn a_429_with_retry_after_is_honoured_before_the_poll_is_repeated() {
         started.elapsed()
     );
     assert_eq!(
-        app.sim.calls(SKILL_DATA) + app.sim.calls(QUEUE_STATS),
-        3,
-        "two polls and one retry"
+        (app.sim.calls(SKILL_DATA), app.sim.calls(QUEUE_STATS)),
+        (2, 1),
+        "the refused skill poll and its retry, one queue poll"
     );
     assert_eq!(app.sim.sim.stats().injected_faults, 1);
 }
@@ -269,7 +268,8 @@ async fn an_unknown_configured_queue_stops_queue_stats_naming_it_while_skills_go
 async fn a_poll_that_fails_after_its_retries_shows_as_failing_without_making_wfmd_unready() {
     let sim = TestSim::default_tenant().await;
     // The first poll of each family fails, with no retry left.
-    sim.sim.fail_next(2, 503, None);
+    sim.sim.fail_next_on(SKILL_DATA, 1, 503, None);
+    sim.sim.fail_next_on(QUEUE_STATS, 1, 503, None);
     let app = TestApp::spawn_with(sim, |c| {
         pollers(c, &["s_100"], &["q_1"]);
         c.retry.max_retries = 0;

@@ -9,6 +9,9 @@ use super::*;
 use crate::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
 use crate::sim::{RunningSim, SimConfig, Simulator};
 
+const AGENT_STATES: &str = "GET /inContactAPI/services/{version}/agents/states";
+const LIST_SKILLS: &str = "GET /inContactAPI/services/{version}/skills";
+
 struct Tenant {
     running: RunningSim,
     stop: CancellationToken,
@@ -411,7 +414,7 @@ async fn an_error_mid_stream_restarts_the_feed_from_a_full_snapshot() {
     };
     let mut feed = client.open_feed(&request).await.unwrap();
     poll(&client, &mut feed).await;
-    t.sim().fail_next(1, 503, None);
+    t.sim().fail_next_on(AGENT_STATES, 1, 503, None);
     t.sim().clock().advance(Duration::from_secs(5));
     let err = client.poll_feed(&mut feed).await.unwrap_err();
     assert!(
@@ -431,8 +434,8 @@ async fn rate_limits_and_outages_are_retried_with_or_without_retry_after() {
         retry_after: false,
         ..IncontactKnobs::default()
     });
-    t.sim().fail_next(1, 429, Some(1));
-    t.sim().fail_next(1, 503, None);
+    t.sim().fail_next_on(LIST_SKILLS, 1, 429, Some(1));
+    t.sim().fail_next_on(LIST_SKILLS, 1, 503, None);
     assert!(!client.list_skills().await.unwrap().is_empty());
     assert_eq!(t.sim().stats().injected_faults, 2);
 }

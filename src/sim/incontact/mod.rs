@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Simulator;
-use super::faults::{Scripted, bearer_token};
+use super::faults::{HoldGate, Script, Scripted, bearer_token, pass};
 use super::tenant::{SimAgent, default_reason};
 
 /// The access key the simulated tenant accepts (the API user's key id and secret).
@@ -285,6 +285,7 @@ enum Verdict {
     Unauthorized,
     RateLimited(Duration, bool),
     Injected(Scripted, bool),
+    Held(HoldGate, Duration),
     Pass(Duration),
 }
 
@@ -300,8 +301,8 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
     let verdict = {
         let mut st = sim.lock();
         st.stats.api_requests += 1;
-        if let Some(route) = route {
-            *st.stats.by_route.entry(route).or_default() += 1;
+        if let Some(route) = &route {
+            *st.stats.by_route.entry(route.clone()).or_default() += 1;
         }
         let retry_after = st.incontact.knobs.retry_after;
         if !token.is_some_and(|t| st.tokens.is_valid(&t, now)) {
@@ -310,11 +311,16 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
         } else if let Some(wait) = sim.spend_budget() {
             st.stats.rate_limited += 1;
             Verdict::RateLimited(wait, retry_after)
-        } else if let Some(what) = st.faults.scripted.pop_front().or_else(|| st.faults.roll()) {
-            st.stats.injected_faults += 1;
-            Verdict::Injected(what, retry_after)
         } else {
-            Verdict::Pass(st.faults.faults.latency)
+            let latency = st.faults.faults.latency;
+            match st.faults.next_for(route.as_deref()) {
+                Some(Script::Fault(what)) => {
+                    st.stats.injected_faults += 1;
+                    Verdict::Injected(what, retry_after)
+                }
+                Some(Script::Hold(gate)) => Verdict::Held(gate, latency),
+                None => Verdict::Pass(latency),
+            }
         }
     };
     match verdict {
@@ -351,16 +357,18 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
         }
         Verdict::Injected(Scripted::Hang, _) => {
             sim.released().await;
-            IcError::header_only(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down")
-                .into_response()
+            shutting_down()
         }
-        Verdict::Pass(latency) => {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            next.run(req).await
-        }
+        Verdict::Held(gate, latency) => match gate.wait(&sim).await {
+            Some(()) => pass(latency, req, next).await,
+            None => shutting_down(),
+        },
+        Verdict::Pass(latency) => pass(latency, req, next).await,
     }
+}
+
+fn shutting_down() -> Response {
+    IcError::header_only(StatusCode::SERVICE_UNAVAILABLE, "simulator shutting down").into_response()
 }
 
 /// One unavailable code of the simulated tenant.

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::sim::{RunningSim, SimConfig};
 
+const TEAMS: &str = "GET /inContactAPI/services/{version}/teams";
+
 struct Harness {
     running: RunningSim,
     shutdown: CancellationToken,
@@ -418,7 +420,7 @@ async fn rate_limits_carry_retry_after_unless_switched_off_and_faults_use_the_he
     let h = harness(still()).await;
     let (token, base) = h.login().await;
     let url = format!("{base}/teams");
-    h.sim().fail_next(1, 429, Some(7));
+    h.sim().fail_next_on(TEAMS, 1, 429, Some(7));
     let limited = h.call(reqwest::Method::GET, &token, &url).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers()["retry-after"], "7");
@@ -426,11 +428,11 @@ async fn rate_limits_carry_retry_after_unless_switched_off_and_faults_use_the_he
         retry_after: false,
         ..IncontactKnobs::default()
     });
-    h.sim().fail_next(1, 429, Some(7));
+    h.sim().fail_next_on(TEAMS, 1, 429, Some(7));
     let bare = h.call(reqwest::Method::GET, &token, &url).await;
     assert_eq!(bare.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(bare.headers().get("retry-after").is_none());
-    h.sim().fail_next(1, 503, None);
+    h.sim().fail_next_on(TEAMS, 1, 503, None);
     let down = h.call(reqwest::Method::GET, &token, &url).await;
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(down.headers().contains_key("icStatusDescription"));

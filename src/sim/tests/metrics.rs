@@ -311,8 +311,10 @@ async fn a_denied_scope_answers_403_for_its_family_only() {
 async fn faults_apply_to_the_wallboard_routes() {
     let h = harness(frozen(10, false)).await;
     let token = h.token().await;
-    h.sim().fail_next(1, 429, Some(3));
-    h.sim().fail_next(1, 503, None);
+    h.sim()
+        .fail_next_on(&format!("GET {SKILL_DATA}"), 1, 429, Some(3));
+    h.sim()
+        .fail_next_on(&format!("POST {QUEUE_STATS}"), 1, 503, None);
     let res = h
         .get_with(&token, &format!("{SKILL_DATA}?skillId=s_100"))
         .await;
