@@ -26,7 +26,7 @@ use crate::time::{parse_instant, rfc3339};
 /// Longest accepted agent id, reason code and idempotency key.
 pub(crate) const MAX_ID_LEN: usize = 128;
 const MAX_REASON_LEN: usize = 64;
-const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 
 pub fn routes() -> Routes {
     vec![
@@ -53,13 +53,18 @@ pub struct TransitionBody {
     idempotency_key: Option<String>,
 }
 
+/// Whether `agent_id` is one the platform could have: 1 to [`MAX_ID_LEN`] printable
+/// ASCII characters, not `.` or `..` (which would be path steps in the platform's URL,
+/// addressing no user). The document's `AgentId` schema says the same.
+pub(super) fn valid_agent_id(agent_id: &str) -> bool {
+    !matches!(agent_id, "" | "." | "..")
+        && agent_id.len() <= MAX_ID_LEN
+        && agent_id.chars().all(|c| c.is_ascii_graphic())
+}
+
 /// Checks the `agent_id` path parameter.
 pub fn check_agent_id(agent_id: &str) -> Result<(), Problem> {
-    // `.` and `..` would be path steps in the platform's URL, addressing no user.
-    let valid = !matches!(agent_id, "" | "." | "..")
-        && agent_id.len() <= MAX_ID_LEN
-        && agent_id.chars().all(|c| c.is_ascii_graphic());
-    if valid {
+    if valid_agent_id(agent_id) {
         Ok(())
     } else {
         Err(Problem::invalid_parameter(
@@ -85,17 +90,30 @@ pub(super) fn idempotency_key(
 }
 
 fn client_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let key = body.or_else(|| {
-        headers
+    let key = match body {
+        Some(key) => Some(key),
+        // A key that cannot be read is refused: doing the change without it would give
+        // up the at-most-once the caller asked for.
+        None => headers
             .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
+            .map(|v| {
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    Problem::invalid_parameter(
+                        "idempotency-key",
+                        "the Idempotency-Key header must be visible ASCII",
+                    )
+                })
+            })
+            .transpose()?,
+    };
+    // Characters, as the document's `maxLength` counts them, not bytes.
     match key {
-        Some(key) if key.is_empty() || key.len() > MAX_KEY_LEN => Err(Problem::invalid_field(
-            "idempotency_key",
-            format!("idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
-        )),
+        Some(key) if key.is_empty() || key.chars().count() > MAX_KEY_LEN => {
+            Err(Problem::invalid_field(
+                "idempotency_key",
+                format!("idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
+            ))
+        }
         key => Ok(key),
     }
 }

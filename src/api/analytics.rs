@@ -53,7 +53,8 @@ pub struct QueryBody {
     filters: Vec<String>,
     /// A date (2026-11-01, midnight UTC) or an RFC 3339 instant.
     from: String,
-    /// End (exclusive).
+    /// End (exclusive), after `from`; a history query spans at most 366 days (hour
+    /// buckets: 31), a platform query at most 365.
     to: String,
     bucket: Bucket,
     /// Points in the moving average and in each z-score's baseline; default 7.
@@ -63,6 +64,128 @@ pub struct QueryBody {
     /// `weekly`: compare each point with earlier points at the same weekday and time.
     #[schema(value_type = Option<String>)]
     seasonality: Option<Seasonality>,
+}
+
+/// States in `schemas` what [`QuerySpec::check`] checks of a query and the Rust type does
+/// not say. The two sources take different metrics, dimensions and filters, so the
+/// body is one of two schemas (`HistoryQuery`, `PlatformQuery`), told apart by `source`;
+/// both say what a window, z and seasonality may be and that nothing is listed twice.
+/// What no schema can say is in the descriptions: `to` after `from`, and how long the
+/// range may be (history: 366 days, hourly 31; platform: 365).
+pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>) {
+    use crate::cxone::aggregation::{MAX_DIMENSIONS, MAX_METRICS};
+    use crate::engine::analytics::spec::{
+        Agg, HISTORY_DIMENSIONS, HISTORY_FILTERS, HISTORY_METRICS,
+    };
+    use serde_json::{Value, json};
+    let mut common = schemas
+        .remove("QueryBody")
+        .expect("QueryBody is in the document");
+    let aggregations = Agg::ALL.map(Agg::as_str).join("|");
+    let states = crate::domain::AgentState::ALL
+        .map(crate::domain::AgentState::as_str)
+        .join("|");
+    let properties = common["properties"]
+        .as_object_mut()
+        .expect("QueryBody has properties");
+    for instant in ["from", "to"] {
+        if let Some(Value::Object(field)) = properties.get_mut(instant) {
+            field.insert("pattern".to_owned(), json!(super::openapi::INSTANT_PATTERN));
+        }
+    }
+    properties.insert(
+        "window".to_owned(),
+        json!({
+            "type": ["integer", "null"],
+            "minimum": Settings::MIN_WINDOW,
+            "maximum": Settings::MAX_WINDOW,
+            "description": properties["window"]["description"],
+        }),
+    );
+    properties.insert(
+        "z".to_owned(),
+        json!({
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "description": properties["z"]["description"],
+        }),
+    );
+    let mut seasonality: Vec<Value> = Seasonality::REQUESTABLE.map(Value::from).to_vec();
+    seasonality.push(Value::Null);
+    properties.insert(
+        "seasonality".to_owned(),
+        json!({
+            "type": ["string", "null"],
+            "enum": seasonality,
+            "description": properties["seasonality"]["description"],
+        }),
+    );
+    let variant = |source: &str, metrics: Value, dimensions: Value, filters: Value| {
+        let mut schema = common.clone();
+        let properties = schema["properties"].as_object_mut().expect("properties");
+        properties.insert("source".to_owned(), json!({"const": source}));
+        for (name, extra) in [
+            ("metrics", metrics),
+            ("dimensions", dimensions),
+            ("filters", filters),
+        ] {
+            if let (Some(Value::Object(field)), Value::Object(extra)) =
+                (properties.get_mut(name), extra)
+            {
+                field.insert("uniqueItems".to_owned(), json!(true));
+                field.extend(extra);
+            }
+        }
+        schema
+    };
+    let history = variant(
+        "history",
+        json!({
+            "minItems": 1,
+            "items": {"type": "string", "pattern": format!(
+                "^(?:{}):(?:{aggregations})$", HISTORY_METRICS.join("|"))},
+        }),
+        json!({"items": {"type": "string", "enum": HISTORY_DIMENSIONS}}),
+        json!({"items": {"type": "string", "pattern": format!(
+            "^(?:(?:{})=.*|state=(?:{states}))$",
+            HISTORY_FILTERS.iter().filter(|f| **f != "state").copied().collect::<Vec<_>>().join("|"))}}),
+    );
+    // The platform knows its own names; these are what wfmd passes on unchanged.
+    let platform = variant(
+        "platform",
+        json!({
+            "minItems": 1,
+            "maxItems": MAX_METRICS,
+            "items": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+:[a-z]+$"},
+        }),
+        json!({
+            "maxItems": MAX_DIMENSIONS,
+            "items": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+        }),
+        json!({
+            "maxItems": 1,
+            "items": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+=.*$"},
+        }),
+    );
+    schemas.insert("HistoryQuery".to_owned(), history);
+    schemas.insert("PlatformQuery".to_owned(), platform);
+    schemas.insert(
+        "QueryBody".to_owned(),
+        json!({
+            "description": common["description"],
+            "oneOf": [
+                super::openapi::reference("HistoryQuery"),
+                super::openapi::reference("PlatformQuery"),
+            ],
+            "discriminator": {
+                "propertyName": "source",
+                "mapping": {
+                    "history": "#/components/schemas/HistoryQuery",
+                    "platform": "#/components/schemas/PlatformQuery",
+                },
+            },
+        }),
+    );
 }
 
 fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
@@ -101,6 +224,7 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
 #[utoipa::path(
     post,
     path = "/v1/analytics/queries",
+    operation_id = "create_analytics_job",
     tag = "analytics",
     security(("bearer" = [SUPERVISOR])),
     request_body = QueryBody,
@@ -160,6 +284,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries",
+    operation_id = "list_analytics_jobs",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
     responses((status = 200, description = "The jobs", body = Vec<JobView>))
@@ -177,6 +302,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Response, Problem> {
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries/{job_id}",
+    operation_id = "show_analytics_job",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
     params(("job_id" = String, Path, description = "The job id from the 202 answer")),
@@ -218,6 +344,7 @@ pub struct ResultsQuery {
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries/{job_id}/results",
+    operation_id = "analytics_job_results",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
     params(("job_id" = String, Path, description = "The job id"), ResultsQuery),

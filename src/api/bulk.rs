@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::agents::{MAX_ID_LEN, check_reason, idempotency_key};
+use super::agents::{MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id};
 use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
@@ -65,7 +65,42 @@ pub struct BulkBody {
     idempotency_key: Option<String>,
 }
 
-/// Options of a revert; the body may be empty.
+/// States in `schemas` what [`selector`] checks of a job body and its Rust type does not
+/// say: `agents` (each an `AgentId`, each once) or `team` (not blank), exactly one of
+/// them and neither `null`.
+pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::json;
+    let body = schemas
+        .get_mut("BulkBody")
+        .and_then(|body| body.as_object_mut())
+        .expect("BulkBody is in the document");
+    body.insert(
+        "oneOf".to_owned(),
+        json!([{"required": ["agents"]}, {"required": ["team"]}]),
+    );
+    let properties = body
+        .get_mut("properties")
+        .and_then(|p| p.as_object_mut())
+        .expect("BulkBody has properties");
+    if let Some(agents) = properties.get_mut("agents").and_then(|a| a.as_object_mut()) {
+        agents.insert("type".to_owned(), json!("array"));
+        agents.insert("uniqueItems".to_owned(), json!(true));
+        agents.insert(
+            "items".to_owned(),
+            super::openapi::reference(super::openapi::AGENT_ID),
+        );
+    }
+    if let Some(team) = properties.get_mut("team").and_then(|t| t.as_object_mut()) {
+        team.insert("type".to_owned(), json!("string"));
+        team.insert("minLength".to_owned(), json!(1));
+        team.insert("maxLength".to_owned(), json!(MAX_ID_LEN));
+        // Something besides white space (Rust's `trim` also takes U+0085, which the
+        // ECMA-262 `\s` of JSON Schema patterns does not).
+        team.insert("pattern".to_owned(), json!("[^\\s\\u0085]"));
+    }
+}
+
+/// Options of a revert; the body may be empty or `null`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevertBody {
@@ -81,6 +116,7 @@ pub struct RevertBody {
 #[into_params(parameter_in = Query)]
 pub struct ShowQuery {
     /// `false` leaves the items out (cheap progress polling); default `true`.
+    #[param(pattern = "^(true|false)$")]
     items: Option<String>,
 }
 
@@ -105,20 +141,20 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
             "give the agents to change (a list of agent ids) or a team",
         )),
         (Some(agents), None) => {
-            if let Some((i, _)) = agents.iter().enumerate().find(|(_, id)| {
-                id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(|c| c.is_ascii_graphic())
-            }) {
+            if let Some(i) = agents.iter().position(|id| !valid_agent_id(id)) {
                 return Err(Problem::invalid_field(
                     &format!("agents[{i}]"),
                     format!(
-                        "agents[{i}]: an agent id is 1 to {MAX_ID_LEN} printable ASCII characters"
+                        "agents[{i}]: an agent id is 1 to {MAX_ID_LEN} printable ASCII \
+                         characters, not `.` or `..`"
                     ),
                 ));
             }
             Ok(Selector::Agents(agents))
         }
         (None, Some(team)) => {
-            if team.trim().is_empty() || team.len() > MAX_ID_LEN {
+            // Characters, as the document's `maxLength` counts them.
+            if team.trim().is_empty() || team.chars().count() > MAX_ID_LEN {
                 return Err(Problem::invalid_field(
                     "team",
                     format!("team must be a team id or name of 1 to {MAX_ID_LEN} characters"),
@@ -137,6 +173,7 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
 #[utoipa::path(
     post,
     path = "/v1/bulk-transitions",
+    operation_id = "create_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
     params(
@@ -216,6 +253,7 @@ fn too_large(problem: Problem) -> Problem {
 #[utoipa::path(
     get,
     path = "/v1/bulk-transitions/{job_id}",
+    operation_id = "show_bulk_job",
     tag = "bulk",
     security(("bearer" = [VIEWER])),
     params(
@@ -254,6 +292,7 @@ pub async fn show(
 #[utoipa::path(
     delete,
     path = "/v1/bulk-transitions/{job_id}",
+    operation_id = "cancel_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
     params(("job_id" = String, Path, description = "The job id from the 202 answer")),
@@ -282,13 +321,14 @@ pub async fn cancel(
 #[utoipa::path(
     post,
     path = "/v1/bulk-transitions/{job_id}/revert",
+    operation_id = "revert_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
     params(
         ("job_id" = String, Path, description = "The finished job to undo"),
         ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
     ),
-    request_body(content = Option<RevertBody>, description = "Optional; may be empty"),
+    request_body(content = Option<RevertBody>, description = "Optional; may be empty or `null`"),
     responses(
         (status = 202, description = "The revert job is stored and starts at once", body = AcceptedView),
         (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
@@ -302,7 +342,10 @@ pub async fn revert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let body: RevertBody = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body and a JSON `null` both mean "no options": the document offers
+    // `RevertBody` or `null`, and clients generated from it send either.
+    let text = body.trim_ascii();
+    let body: RevertBody = if text.is_empty() || text == b"null" {
         RevertBody::default()
     } else {
         parse(&body)?

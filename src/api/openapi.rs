@@ -210,10 +210,32 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
 
 /// Name of the schema of the states a request may set.
 pub const SETTABLE_STATE: &str = "SettableState";
+/// Name of the schema of an agent id as the server takes it, in a path or a body.
+pub const AGENT_ID: &str = "AgentId";
+/// Name of the schema of an instant as `time::parse_instant` takes it.
+pub const INSTANT: &str = "Instant";
+/// Name of the schema of an IANA time zone name.
+pub const TIME_ZONE: &str = "TimeZone";
 
 /// What `check_agent_id` accepts: 1 to 128 printable ASCII characters, not `.` or `..`
 /// (written without look-ahead, so generators that know only plain regexes can use it).
 pub const AGENT_ID_PATTERN: &str = r"^(?:[!-~]{3,128}|[!-\-/-~]|[!-\-/-~][!-~]|\.[!-\-/-~])$";
+
+/// A date (midnight UTC) or an RFC 3339 instant, as `time::parse_instant` takes them.
+/// Narrower than the parser on purpose, so that everything it allows parses: years
+/// 1970-2099, days that exist in every year (so not February 29), ASCII digits only.
+pub const INSTANT_PATTERN: &str = concat!(
+    "^(?:19[7-9][0-9]|20[0-9][0-9])-",
+    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    "(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?",
+    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?$",
+);
+
+/// An `Idempotency-Key` header as the server takes it: 1 to 255 visible ASCII
+/// characters, spaces only inside (HTTP trims a header value's ends).
+pub const HEADER_KEY_PATTERN: &str = r"^[!-~](?:[ -~]{0,253}[!-~])?$";
 
 /// The document as `/openapi.json` serves it: `spec` with the enforced constraints
 /// stated, and with no security when `open` (no tokens configured).
@@ -230,60 +252,158 @@ fn schema_ref(name: &str) -> String {
     format!("#/components/schemas/{name}")
 }
 
+/// `{"$ref": …}` to the named component schema.
+pub fn reference(name: &str) -> serde_json::Value {
+    serde_json::json!({ "$ref": schema_ref(name) })
+}
+
+/// The members of `value` at `keys`, each an object member, or `None` where one is
+/// missing. Never inserts anything: indexing a `Value` mutably (`doc["a"]["b"]`) adds
+/// `null` for every missing key, which is how `"parameters": null` once got into the
+/// served document.
+pub fn member<'a>(
+    value: &'a mut serde_json::Value,
+    keys: &[&str],
+) -> Option<&'a mut serde_json::Value> {
+    keys.iter()
+        .try_fold(value, |value, key| value.as_object_mut()?.get_mut(*key))
+}
+
+/// Every operation of the document (`paths.*.METHOD`), mutably.
+fn operations_json(
+    doc: &mut serde_json::Value,
+) -> impl Iterator<Item = &mut serde_json::Map<String, serde_json::Value>> {
+    member(doc, &["paths"])
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+}
+
 fn constrain(doc: &mut serde_json::Value) {
-    use serde_json::{Value, json};
+    use serde_json::json;
     let settable: Vec<&str> = crate::domain::AgentState::ALL
         .into_iter()
         .filter(|s| s.is_settable())
         .map(|s| s.as_str())
         .collect();
-    doc["components"]["schemas"][SETTABLE_STATE] = json!({
-        "type": "string",
-        "enum": settable,
-        "description": "A state a request may set; ON_CONTACT and ACW are observed only.",
-    });
+    let zones: Vec<&str> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|zone| zone.name())
+        .collect();
+    let Some(schemas) =
+        member(doc, &["components", "schemas"]).and_then(serde_json::Value::as_object_mut)
+    else {
+        panic!("the OpenAPI document has component schemas");
+    };
+    schemas.insert(
+        SETTABLE_STATE.to_owned(),
+        json!({
+            "type": "string",
+            "enum": settable,
+            "description": "A state a request may set; ON_CONTACT and ACW are observed only.",
+        }),
+    );
+    schemas.insert(
+        AGENT_ID.to_owned(),
+        json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": crate::api::agents::MAX_ID_LEN,
+            "pattern": AGENT_ID_PATTERN,
+            "description": "A platform user id: 1 to 128 printable ASCII characters, not `.` or `..`.",
+        }),
+    );
+    schemas.insert(
+        INSTANT.to_owned(),
+        json!({
+            "type": "string",
+            "pattern": INSTANT_PATTERN,
+            "description": "A date (2026-11-20, midnight UTC) or an RFC 3339 instant \
+                            (2026-11-20T09:00:00-05:00).",
+        }),
+    );
+    schemas.insert(
+        TIME_ZONE.to_owned(),
+        json!({
+            "type": "string",
+            "enum": zones,
+            "description": "An IANA time zone name, e.g. America/New_York.",
+        }),
+    );
+    super::bulk::describe(schemas);
+    super::analytics::describe(schemas);
+
     // Schemas reachable from request bodies: there, an agent state is a settable one.
     let mut pending: Vec<String> = Vec::new();
-    let mut paths = doc["paths"].take();
-    for item in paths
-        .as_object_mut()
-        .into_iter()
-        .flat_map(|p| p.values_mut())
-    {
-        for operation in item
-            .as_object_mut()
+    for operation in operations_json(doc) {
+        for content in operation
+            .get_mut("requestBody")
+            .and_then(|body| member(body, &["content"]))
+            .and_then(serde_json::Value::as_object_mut)
             .into_iter()
-            .flat_map(|o| o.values_mut())
+            .flat_map(|content| content.values_mut())
         {
-            for content in operation["requestBody"]["content"]
-                .as_object_mut()
-                .into_iter()
-                .flat_map(|c| c.values_mut())
-            {
-                settable_states(&mut content["schema"], &mut pending);
-            }
-            for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
-                if parameter["in"] == "path" && parameter["name"] == "agent_id" {
-                    parameter["schema"] = json!({
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": crate::api::agents::MAX_ID_LEN,
-                        "pattern": AGENT_ID_PATTERN,
-                    });
-                }
+            if let Some(schema) = member(content, &["schema"]) {
+                settable_states(schema, &mut pending);
             }
         }
+        for parameter in operation
+            .get_mut("parameters")
+            .and_then(serde_json::Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            constrain_parameter(parameter);
+        }
     }
-    doc["paths"] = paths;
     let mut done = std::collections::BTreeSet::new();
     while let Some(name) = pending.pop() {
         if !done.insert(name.clone()) {
             continue;
         }
-        let schema = &mut doc["components"]["schemas"][&name];
-        if *schema != Value::Null {
+        if let Some(schema) = member(doc, &["components", "schemas", &name]) {
             settable_states(schema, &mut pending);
         }
+    }
+}
+
+/// States, on one parameter, what the server checks of it (by name, so every route
+/// with such a parameter gets it).
+fn constrain_parameter(parameter: &mut serde_json::Value) {
+    use serde_json::json;
+    let place = parameter["in"].as_str().unwrap_or_default().to_owned();
+    let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+    let schema = match (place.as_str(), name.as_str()) {
+        ("path", "agent_id") => reference(AGENT_ID),
+        ("query", "from" | "to") => reference(INSTANT),
+        ("query", "tz") => reference(TIME_ZONE),
+        ("header", "idempotency-key") => json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": crate::api::agents::MAX_KEY_LEN,
+            "pattern": HEADER_KEY_PATTERN,
+        }),
+        // An event id of ours is `evt_` and 32 hex digits; anything up to 64 visible
+        // ASCII characters is taken (an unknown one starts from a fresh snapshot).
+        ("header", "Last-Event-ID") | ("query", "last_event_id") => json!({
+            "type": "string",
+            "maxLength": 64,
+            "pattern": "^[!-~]*$",
+        }),
+        // A path segment is never empty: `/v1/bulk-transitions/` is another route.
+        ("path", _) => {
+            if let Some(schema) = member(parameter, &["schema"]).and_then(|s| s.as_object_mut()) {
+                schema.entry("minLength").or_insert(json!(1));
+            }
+            return;
+        }
+        _ => return,
+    };
+    if let Some(object) = parameter.as_object_mut() {
+        object.insert("schema".to_owned(), schema);
     }
 }
 
@@ -316,29 +436,17 @@ fn settable_states(schema: &mut serde_json::Value, pending: &mut Vec<String>) {
 /// Removes every trace of authentication: the scheme, each operation's `security`, and
 /// the 401/403 answers an open API never gives.
 fn strip_security(doc: &mut serde_json::Value) {
-    if let Some(components) = doc["components"].as_object_mut() {
+    if let Some(components) = member(doc, &["components"]).and_then(|c| c.as_object_mut()) {
         components.remove("securitySchemes");
     }
-    for item in doc["paths"]
-        .as_object_mut()
-        .into_iter()
-        .flat_map(|p| p.values_mut())
-    {
-        for operation in item
-            .as_object_mut()
-            .into_iter()
-            .flat_map(|o| o.values_mut())
+    for operation in operations_json(doc) {
+        operation.remove("security");
+        if let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(|r| r.as_object_mut())
         {
-            if let Some(operation) = operation.as_object_mut() {
-                operation.remove("security");
-                if let Some(responses) = operation
-                    .get_mut("responses")
-                    .and_then(|r| r.as_object_mut())
-                {
-                    responses.remove("401");
-                    responses.remove("403");
-                }
-            }
+            responses.remove("401");
+            responses.remove("403");
         }
     }
 }
@@ -441,5 +549,47 @@ mod tests {
             }
         }
         assert!(count >= 6, "{count}");
+    }
+
+    /// The `null`s of `value`, by JSON pointer, outside the keywords whose values are
+    /// data (`enum`, `const`, `default`, `example(s)`).
+    fn nulls(value: &serde_json::Value, at: &str, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Null => found.push(at.to_owned()),
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    nulls(item, &format!("{at}/{i}"), found);
+                }
+            }
+            serde_json::Value::Object(members) => {
+                for (key, member) in members {
+                    if !matches!(
+                        key.as_str(),
+                        "enum" | "const" | "default" | "example" | "examples"
+                    ) {
+                        nulls(member, &format!("{at}/{key}"), found);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_served_document_has_no_null_members_and_unique_operation_ids() {
+        let spec = super::super::openapi_document();
+        for open in [false, true] {
+            let doc = served(&spec, open);
+            let mut found = Vec::new();
+            nulls(&doc, "", &mut found);
+            assert!(found.is_empty(), "null at {found:?}");
+            let mut ids = std::collections::BTreeSet::new();
+            for item in doc["paths"].as_object().unwrap().values() {
+                for operation in item.as_object().unwrap().values() {
+                    let id = operation["operationId"].as_str().unwrap();
+                    assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+                }
+            }
+        }
     }
 }

@@ -28,8 +28,10 @@ pub fn routes() -> Routes {
 #[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
     /// `skills` or `queues`.
+    #[param(pattern = "^(skills|queues)$")]
     family: String,
     /// The skill or queue id (1-128 printable ASCII characters).
+    #[param(pattern = "^[!-~]{1,128}$")]
     id: String,
     /// Start: an RFC 3339 instant or a date (midnight UTC); default the start of today
     /// (UTC).

@@ -32,6 +32,11 @@ pub enum Seasonality {
     Weekly,
 }
 
+impl Seasonality {
+    /// The names a query may ask for.
+    pub const REQUESTABLE: [&'static str; 2] = ["none", "weekly"];
+}
+
 /// The knobs of [`analyse`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
@@ -45,6 +50,8 @@ pub struct Settings {
 impl Settings {
     pub const DEFAULT_WINDOW: usize = 7;
     pub const DEFAULT_Z: f64 = 2.0;
+    pub const MIN_WINDOW: usize = 2;
+    pub const MAX_WINDOW: usize = 10_000;
 
     /// Settings users gave, checked; the error names the bad one.
     pub fn checked(
@@ -52,8 +59,12 @@ impl Settings {
         z_threshold: f64,
         seasonality: Seasonality,
     ) -> Result<Settings, String> {
-        if !(2..=10_000).contains(&window) {
-            return Err(format!("window must be between 2 and 10000, not {window}"));
+        if !(Settings::MIN_WINDOW..=Settings::MAX_WINDOW).contains(&window) {
+            return Err(format!(
+                "window must be between {} and {}, not {window}",
+                Settings::MIN_WINDOW,
+                Settings::MAX_WINDOW
+            ));
         }
         if !z_threshold.is_finite() || z_threshold <= 0.0 {
             return Err(format!(

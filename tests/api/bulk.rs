@@ -363,6 +363,40 @@ async fn sync_once(app: &TestApp) {
 }
 
 #[tokio::test]
+async fn a_revert_with_a_json_null_body_is_a_revert_without_options() {
+    let app = TestApp::spawn().await;
+    let agents = ids(&app.sim.free_agents()[..1]);
+    let done = run_job(
+        &app,
+        json!({"agents": agents, "state": "NOT_READY", "reason": "MEETING"}),
+    )
+    .await;
+    let job = done["job_id"].as_str().unwrap();
+    // The document offers `RevertBody` or `null`; a client generated from it sends
+    // `null` for "no options".
+    let response = app
+        .http
+        .post(format!("{}/v1/bulk-transitions/{job}/revert", app.address))
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(status, 202, "{accepted}");
+    let view = wait_job(
+        &app.http,
+        &app.address,
+        accepted["job_id"].as_str().unwrap(),
+        "revert job",
+        finished,
+    )
+    .await;
+    assert_eq!(view["reverts_job_id"], job, "{view}");
+}
+
+#[tokio::test]
 async fn revert_puts_agents_back_to_their_state_and_reason_and_compliance_applies() {
     // A call the platform holds (below) must not time out and be sent again meanwhile.
     let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {

@@ -1,8 +1,11 @@
-//! `/openapi.json` against the running API: the spec and the routes agree, hostile
-//! input gets 4xx problems naming the field or parameter, and a fuzz pass over every
-//! route (generated from the spec) gets no 5xx.
+//! `/openapi.json` against the running API: the document is valid OpenAPI 3.1 by an
+//! independent validator, the spec and the routes agree, hostile input gets 4xx problems
+//! naming the field or parameter, and a fuzz pass over every route (generated from the
+//! spec) gets no 5xx and has every schema-valid request accepted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::{As, ROUTES, fill_path, spawn_with_roles};
-use crate::helpers::{SET_STATE, TestApp};
+use crate::helpers::{SET_STATE, TestApp, install_when_missing};
 
 /// One operation of the spec.
 #[derive(Debug, Clone)]
@@ -22,14 +25,29 @@ struct Operation {
     path: String,
     /// The least role it needs (`None`: open).
     role: Option<String>,
-    /// (name, in, schema) of each parameter.
-    parameters: Vec<(String, String, Value)>,
+    parameters: Vec<Parameter>,
     /// The JSON schema of the body, `$ref`s resolved on use.
     body: Option<Value>,
+    /// Whether the body must be sent.
+    body_required: bool,
+    /// Whether the body is of a type other than JSON (a schedules CSV): the fuzzer makes
+    /// none, and `tests/api/without_wfm.rs` sends real ones.
+    foreign_body: bool,
     /// Documented statuses.
     statuses: BTreeSet<u16>,
     /// Documented content types of each status that has a body.
     content_types: BTreeMap<u16, BTreeSet<String>>,
+}
+
+/// One parameter of an operation.
+#[derive(Debug, Clone)]
+struct Parameter {
+    name: String,
+    /// `path`, `query` or `header`.
+    location: String,
+    /// Its schema, a top-level `$ref` resolved.
+    schema: Value,
+    required: bool,
 }
 
 async fn fetch_spec(app: &TestApp) -> Value {
@@ -57,12 +75,11 @@ fn operations(spec: &Value) -> Vec<Operation> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|p| {
-                    (
-                        p["name"].as_str().unwrap().to_owned(),
-                        p["in"].as_str().unwrap().to_owned(),
-                        p["schema"].clone(),
-                    )
+                .map(|p| Parameter {
+                    name: p["name"].as_str().unwrap().to_owned(),
+                    location: p["in"].as_str().unwrap().to_owned(),
+                    schema: resolve(spec, &p["schema"]).clone(),
+                    required: p["required"] == true,
                 })
                 .collect();
             let body = operation["requestBody"]["content"]["application/json"]["schema"].clone();
@@ -88,12 +105,112 @@ fn operations(spec: &Value) -> Vec<Operation> {
                 role,
                 parameters,
                 body: (!body.is_null()).then_some(body),
+                body_required: operation["requestBody"]["required"] == true,
+                foreign_body: operation["requestBody"]["content"]
+                    .as_object()
+                    .is_some_and(|types| !types.contains_key("application/json")),
                 statuses,
                 content_types,
             });
         }
     }
     found
+}
+
+/// The independent validator: Python's openapi-spec-validator (the OpenAPI Initiative's
+/// JSON Schema for the document, plus what a schema cannot check: unique operation ids,
+/// declared path parameters, resolvable references). Pinned, so its verdicts do not
+/// move under us.
+const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
+
+/// Runs `command`, failing the test with `what` and the command's output if it fails.
+fn run(what: &str, command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{what}: {command:?} failed:\n{text}"
+    );
+    text
+}
+
+/// A Python that has [`VALIDATOR`]: a virtual environment of its own under the target
+/// folder, made on first use (Debian's `python3` and `python3-venv` installed when
+/// missing, the package from PyPI). Made beside its place and moved there when complete,
+/// so a test process that finds it finds it whole. Blocking.
+fn openapi_spec_validator() -> PathBuf {
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(VALIDATOR.replace("==", "-"));
+    let python = home.join("bin").join("python");
+    if python.exists() {
+        return python;
+    }
+    install_when_missing(
+        "python3",
+        &["-c", "import venv, ensurepip"],
+        &["python3", "python3-venv"],
+    );
+    let partial = home.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    run(
+        "cannot make a Python virtual environment for the OpenAPI validator",
+        Command::new("python3").arg("-m").arg("venv").arg(&partial),
+    );
+    run(
+        &format!("cannot install {VALIDATOR} from PyPI to validate /openapi.json"),
+        Command::new(partial.join("bin").join("python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            VALIDATOR,
+        ]),
+    );
+    // A venv's interpreter finds its packages relative to itself, so it can move (its
+    // scripts cannot, so the validator runs as `python -m`).
+    if std::fs::rename(&partial, &home).is_err() {
+        // Another test process finished first.
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    assert!(python.exists(), "{} was not made", python.display());
+    python
+}
+
+#[tokio::test]
+async fn the_served_document_is_valid_openapi_3_1_with_tokens_and_without() {
+    let python = tokio::task::spawn_blocking(openapi_spec_validator)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, app) in [
+        ("without-tokens", TestApp::spawn().await),
+        ("with-tokens", spawn_with_roles().await),
+    ] {
+        let spec = fetch_spec(&app).await;
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, spec.to_string()).unwrap();
+        files.push(file);
+        app.stop().await;
+    }
+    let verdict = tokio::task::spawn_blocking(move || {
+        run(
+            "the OpenAPI validator refused /openapi.json",
+            Command::new(python)
+                .args(["-m", "openapi_spec_validator", "--schema", "3.1"])
+                .args(["--validation-errors", "all", "--subschema-errors", "all"])
+                .args(&files),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(verdict.matches(": OK").count(), 2, "{verdict}");
 }
 
 #[tokio::test]
@@ -305,6 +422,11 @@ struct Case {
     query: String,
     headers: Vec<(String, Vec<u8>)>,
     body: Option<Vec<u8>>,
+    /// Every part of it is what the document asks for: the operation's method, each
+    /// parameter and the body valid by their schemas (required ones present), a
+    /// credential the operation takes, a JSON content type with a body, nothing else.
+    /// The server must accept it (2xx, or a documented 404, 409 or 429).
+    valid: bool,
 }
 
 impl std::fmt::Display for Case {
@@ -320,7 +442,35 @@ impl std::fmt::Display for Case {
             let text = String::from_utf8_lossy(body);
             write!(f, "\n  body: {}", clip(&text, 300))?;
         }
+        if self.valid {
+            write!(f, "\n  (schema-valid)")?;
+        }
         Ok(())
+    }
+}
+
+/// What a client of the tenant knows besides the document: the ids of its agents and
+/// teams, and its teams' names. A schema cannot list them, and a request naming an
+/// agent or team the tenant lacks is rightly refused (404 for a path, 422 for a body).
+#[derive(Debug, Clone)]
+struct Known {
+    agents: Vec<String>,
+    teams: Vec<String>,
+}
+
+impl Known {
+    fn of(app: &TestApp) -> Known {
+        let agents = app.sim.sim.agents();
+        let mut teams: Vec<String> = agents
+            .iter()
+            .flat_map(|a| [a.team_id.clone(), a.team_name.clone()])
+            .collect();
+        teams.sort();
+        teams.dedup();
+        Known {
+            agents: agents.into_iter().map(|a| a.id).collect(),
+            teams,
+        }
     }
 }
 
@@ -364,40 +514,63 @@ fn hostile_text() -> BoxedStrategy<String> {
     .boxed()
 }
 
-/// Plausible values for the parameters wfmd has, by name.
-fn plausible(name: &str, schema: &Value) -> BoxedStrategy<String> {
-    let from_pattern = schema["pattern"].as_str().and_then(|pattern| {
+/// Instants `hours` from now, as the document's `Instant` allows them: an RFC 3339
+/// instant in UTC, one with an offset, or the date of the day.
+fn instant(hours: std::ops::Range<i64>) -> BoxedStrategy<String> {
+    hours
+        .prop_flat_map(|h| {
+            let at = chrono::Utc::now() + chrono::Duration::hours(h);
+            let new_york = chrono::FixedOffset::west_opt(5 * 3600).unwrap();
+            prop_oneof![
+                Just(wfmd::time::rfc3339(at)),
+                Just(
+                    at.with_timezone(&new_york)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                ),
+                Just(at.format("%Y-%m-%d").to_string()),
+            ]
+        })
+        .boxed()
+}
+
+/// Plausible values of a string the document describes by `schema`, by name where the
+/// name says more than a schema can: known agents and teams, and windows that start in
+/// the past and end in the future (so `to` always follows `from`, and a missing one's
+/// default too); else whatever the schema's pattern and lengths allow.
+fn plausible(name: &str, schema: &Value, known: &Known) -> BoxedStrategy<String> {
+    let pattern = schema["pattern"].as_str().and_then(|pattern| {
         let pattern = pattern.trim_start_matches('^').trim_end_matches('$');
         proptest::string::string_regex(pattern).ok()
     });
-    // Agents the simulator has, mostly, so changes get past "no such agent"; any id the
-    // documented pattern allows now and then.
-    if name == "agent_id" {
-        let known = (1..=70u32).prop_map(|n| format!("u_{n:03}"));
-        return match from_pattern {
-            Some(pattern) => prop_oneof![4 => known, 1 => pattern].boxed(),
-            None => known.boxed(),
-        };
-    }
-    if let Some(strategy) = from_pattern {
-        return strategy.boxed();
-    }
+    let agents = proptest::sample::select(known.agents.clone());
     match name {
-        "agent_id" => (1..=70u32).prop_map(|n| format!("u_{n:03}")).boxed(),
-        "from" | "to" => prop_oneof![
-            Just("2026-11-20".to_owned()),
-            (-72i64..72)
-                .prop_map(|h| wfmd::time::rfc3339(chrono::Utc::now() + chrono::Duration::hours(h))),
-            Just("2026-11-20T09:00:00-05:00".to_owned()),
-        ]
-        .boxed(),
-        "tz" => prop_oneof![
-            Just("UTC".to_owned()),
-            Just("America/New_York".to_owned()),
-            Just("Asia/Kolkata".to_owned()),
-        ]
-        .boxed(),
-        _ => "[A-Za-z0-9_-]{1,16}".boxed(),
+        // Agents the tenant has, mostly, so changes get past "no such agent"; any id
+        // the documented pattern allows now and then (404 is documented for it).
+        "agent_id" => match pattern {
+            Some(pattern) => prop_oneof![4 => agents, 1 => pattern].boxed(),
+            None => agents.boxed(),
+        },
+        // A bulk job's list: a job naming an agent the tenant lacks is refused whole.
+        "agents" => agents.boxed(),
+        "team" => proptest::sample::select(known.teams.clone()).boxed(),
+        "from" => instant(-120..-1),
+        "to" => instant(1..72),
+        // Unique, so two requests never share a key (a reused key with another body is
+        // rightly refused).
+        "idempotency_key" => "[A-Za-z0-9]{24}".boxed(),
+        _ => {
+            let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+            let max = schema["maxLength"]
+                .as_u64()
+                .map_or(usize::MAX, |m| m as usize);
+            pattern
+                .map(Strategy::boxed)
+                .unwrap_or_else(|| "[A-Za-z0-9_-]{1,16}".boxed())
+                .prop_filter("the schema's lengths", move |text| {
+                    (min..=max).contains(&text.chars().count())
+                })
+                .boxed()
+        }
     }
 }
 
@@ -430,20 +603,63 @@ fn any_json() -> BoxedStrategy<Value> {
     .boxed()
 }
 
-/// A value that satisfies `schema` (as far as the schemas here go).
-fn valid_json(spec: &Value, schema: &Value, name: &str) -> BoxedStrategy<Value> {
+/// The `required` names of `schema`.
+fn required(schema: &Value) -> BTreeSet<String> {
+    schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A value that satisfies `schema`, as far as the keywords of this document go: `$ref`,
+/// `const`, `enum`, `oneOf`/`anyOf` (alone, or as alternatives of `required` beside
+/// `properties`), types, lengths, patterns, bounds, item counts, `uniqueItems`.
+fn valid_json(spec: &Value, schema: &Value, name: &str, known: &Known) -> BoxedStrategy<Value> {
     let schema = resolve(spec, schema);
+    if let Some(value) = schema.get("const") {
+        return Just(value.clone()).boxed();
+    }
     if let Some(values) = schema["enum"].as_array() {
         return proptest::sample::select(values.clone()).boxed();
     }
     for key in ["oneOf", "anyOf"] {
-        if let Some(options) = schema[key].as_array() {
-            let options: Vec<_> = options
+        let Some(options) = schema[key].as_array() else {
+            continue;
+        };
+        let strategies: Vec<_> = if schema.get("properties").is_some() {
+            // Alternatives of `required` beside the properties (`agents` or `team`):
+            // each option requires its own names, and leaves out those only the other
+            // options require, so exactly one option holds.
+            options
                 .iter()
-                .map(|option| valid_json(spec, option, name))
-                .collect();
-            return proptest::strategy::Union::new(options).boxed();
-        }
+                .map(|option| {
+                    let own = required(option);
+                    let others: BTreeSet<String> = options
+                        .iter()
+                        .flat_map(required)
+                        .filter(|name| !own.contains(name))
+                        .collect();
+                    let mut merged = schema.clone();
+                    let object = merged.as_object_mut().unwrap();
+                    object.remove(key);
+                    let all: BTreeSet<String> = required(schema).union(&own).cloned().collect();
+                    object.insert("required".to_owned(), json!(all));
+                    if let Some(properties) = object["properties"].as_object_mut() {
+                        properties.retain(|name, _| !others.contains(name));
+                    }
+                    valid_json(spec, &merged, name, known)
+                })
+                .collect()
+        } else {
+            options
+                .iter()
+                .map(|option| valid_json(spec, option, name, known))
+                .collect()
+        };
+        return proptest::strategy::Union::new(strategies).boxed();
     }
     let kind = match &schema["type"] {
         Value::String(kind) => kind.clone(),
@@ -456,25 +672,50 @@ fn valid_json(spec: &Value, schema: &Value, name: &str) -> BoxedStrategy<Value> 
         _ => "object".to_owned(),
     };
     match kind.as_str() {
-        "string" => plausible(name, schema).prop_map(Value::from).boxed(),
-        "integer" => (0i64..1000).prop_map(Value::from).boxed(),
+        "string" => plausible(name, schema, known).prop_map(Value::from).boxed(),
+        "integer" => {
+            let low = schema["minimum"].as_i64().unwrap_or(0);
+            let high = schema["maximum"]
+                .as_i64()
+                .unwrap_or(low + 1_000)
+                .min(low + 1_000);
+            (low..=high).prop_map(Value::from).boxed()
+        }
+        "number" => {
+            let low = schema["exclusiveMinimum"]
+                .as_f64()
+                .or_else(|| schema["minimum"].as_f64())
+                .unwrap_or(0.0);
+            (low + 0.25..low + 10.0).prop_map(|n| json!(n)).boxed()
+        }
         "boolean" => any::<bool>().prop_map(Value::from).boxed(),
         "null" => Just(Value::Null).boxed(),
-        "array" => prop::collection::vec(valid_json(spec, &schema["items"], name), 0..3)
-            .prop_map(Value::from)
-            .boxed(),
+        "array" => {
+            let min = schema["minItems"].as_u64().unwrap_or(0) as usize;
+            let max = schema["maxItems"].as_u64().map_or(min + 3, |m| m as usize);
+            let unique = schema["uniqueItems"] == true;
+            prop::collection::vec(
+                valid_json(spec, &schema["items"], name, known),
+                min..=max.min(min + 3),
+            )
+            .prop_map(move |mut items| {
+                if unique {
+                    // Dropping repeats keeps at least one of each, so `minItems` (0 or
+                    // 1 here) still holds.
+                    let mut seen = BTreeSet::new();
+                    items.retain(|item| seen.insert(item.to_string()));
+                }
+                Value::from(items)
+            })
+            .boxed()
+        }
         _ => {
-            let required: BTreeSet<&str> = schema["required"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let required = required(schema);
             let mut fields: Vec<BoxedStrategy<Option<(String, Value)>>> = Vec::new();
             for (field, field_schema) in schema["properties"].as_object().into_iter().flatten() {
-                let value = valid_json(spec, field_schema, field);
+                let value = valid_json(spec, field_schema, field, known);
                 let field = field.clone();
-                fields.push(if required.contains(field.as_str()) {
+                fields.push(if required.contains(&field) {
                     value.prop_map(move |v| Some((field.clone(), v))).boxed()
                 } else {
                     prop::option::of(value)
@@ -489,40 +730,42 @@ fn valid_json(spec: &Value, schema: &Value, name: &str) -> BoxedStrategy<Value> 
     }
 }
 
-/// A body for `schema`: valid, or mutated in one of the ways clients get it wrong.
-fn body(spec: &Value, schema: &Value) -> BoxedStrategy<Vec<u8>> {
-    let valid = valid_json(spec, schema, "body");
+/// A body for `schema`: valid (and then marked so), or mutated in one of the ways
+/// clients get it wrong (marked not valid, though a mutation may happen to be).
+fn body(spec: &Value, schema: &Value, known: &Known) -> BoxedStrategy<(Vec<u8>, bool)> {
+    let valid = valid_json(spec, schema, "body", known);
     let json = |value: Value| serde_json::to_vec(&value).unwrap();
+    let invalid = move |bytes: Vec<u8>| (bytes, false);
     prop_oneof![
-        4 => valid.clone().prop_map(json),
+        4 => valid.clone().prop_map(move |v| (json(v), true)),
         1 => (valid.clone(), any::<prop::sample::Index>()).prop_map(move |(mut v, i)| {
             if let Some(map) = v.as_object_mut() && !map.is_empty() {
                 let key = map.keys().nth(i.index(map.len())).unwrap().clone();
                 map.remove(&key);
             }
-            json(v)
+            invalid(json(v))
         }),
         1 => (valid.clone(), "[a-z]{1,10}", any_json()).prop_map(move |(mut v, key, extra)| {
             if let Some(map) = v.as_object_mut() {
                 map.insert(key, extra);
             }
-            json(v)
+            invalid(json(v))
         }),
         2 => (valid.clone(), any::<prop::sample::Index>(), any_json()).prop_map(move |(mut v, i, wrong)| {
             if let Some(map) = v.as_object_mut() && !map.is_empty() {
                 let key = map.keys().nth(i.index(map.len())).unwrap().clone();
                 map.insert(key, wrong);
             }
-            json(v)
+            invalid(json(v))
         }),
-        1 => any_json().prop_map(json),
-        1 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => any_json().prop_map(move |v| invalid(json(v))),
+        1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(invalid),
         1 => (valid.clone(), any::<prop::sample::Index>()).prop_map(move |(v, i)| {
             let bytes = json(v);
-            bytes[..i.index(bytes.len().max(1))].to_vec()
+            invalid(bytes[..i.index(bytes.len().max(1))].to_vec())
         }),
-        1 => (1usize..3).prop_map(|n| vec![b'{'; n * 40_000]),
-        1 => Just(format!(r#"{{"state":"READY","reason":"{}"}}"#, "R".repeat(70_000)).into_bytes()),
+        1 => (1usize..3).prop_map(move |n| invalid(vec![b'{'; n * 40_000])),
+        1 => Just(invalid(format!(r#"{{"state":"READY","reason":"{}"}}"#, "R".repeat(70_000)).into_bytes())),
     ]
     .boxed()
 }
@@ -537,73 +780,143 @@ fn hostile_header() -> BoxedStrategy<Vec<u8>> {
     .boxed()
 }
 
-fn authorization() -> BoxedStrategy<Option<Vec<u8>>> {
-    let bearer = |token: &str| Some(format!("Bearer {token}").into_bytes());
+/// What an `Authorization` header proves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Credential {
+    /// No header.
+    Nothing,
+    /// A configured token of this role.
+    Role(&'static str),
+    /// A header that proves nothing: wrong token, wrong scheme, garbage.
+    Other,
+}
+
+fn rank(role: &str) -> u8 {
+    match role {
+        "viewer" => 1,
+        "supervisor" => 2,
+        "admin" => 3,
+        other => panic!("unknown role {other}"),
+    }
+}
+
+impl Credential {
+    /// Whether a request with it is one the document allows: without tokens configured
+    /// the document declares no security (so none is needed), and open operations need
+    /// none.
+    fn enough_for(self, role: Option<&str>, tokens: bool) -> bool {
+        match (self, role) {
+            (Credential::Other, _) => false,
+            (_, None) => true,
+            (_, Some(_)) if !tokens => true,
+            (Credential::Nothing, Some(_)) => false,
+            (Credential::Role(has), Some(needs)) => rank(has) >= rank(needs),
+        }
+    }
+}
+
+fn authorization() -> BoxedStrategy<(Option<Vec<u8>>, Credential)> {
+    let bearer = |who: As, role: &'static str| {
+        (
+            Some(format!("Bearer {}", who.token().unwrap()).into_bytes()),
+            Credential::Role(role),
+        )
+    };
+    let other = |value: Vec<u8>| (Some(value), Credential::Other);
     prop_oneof![
-        2 => Just(None),
-        1 => Just(bearer(As::WrongToken.token().unwrap())),
-        2 => Just(bearer(As::Viewer.token().unwrap())),
-        2 => Just(bearer(As::Supervisor.token().unwrap())),
-        3 => Just(bearer(As::Admin.token().unwrap())),
-        1 => Just(Some(format!("bearer   {}", As::Admin.token().unwrap()).into_bytes())),
-        1 => Just(Some(b"Basic YWRtaW46YWRtaW4=".to_vec())),
-        1 => hostile_header().prop_map(Some),
-        1 => hostile_header().prop_map(|v| Some([b"Bearer ".to_vec(), v].concat())),
+        2 => Just((None, Credential::Nothing)),
+        1 => Just(other(format!("Bearer {}", As::WrongToken.token().unwrap()).into_bytes())),
+        2 => Just(bearer(As::Viewer, "viewer")),
+        2 => Just(bearer(As::Supervisor, "supervisor")),
+        3 => Just(bearer(As::Admin, "admin")),
+        1 => Just(other(format!("bearer   {}", As::Admin.token().unwrap()).into_bytes())),
+        1 => Just(other(b"Basic YWRtaW46YWRtaW4=".to_vec())),
+        1 => hostile_header().prop_map(other),
+        1 => hostile_header().prop_map(move |v| other([b"Bearer ".to_vec(), v].concat())),
     ]
     .boxed()
 }
 
-fn content_type() -> BoxedStrategy<Option<Vec<u8>>> {
+/// A `Content-Type` header, and whether it is JSON.
+fn content_type() -> BoxedStrategy<(Option<Vec<u8>>, bool)> {
     prop_oneof![
-        6 => Just(Some(b"application/json".to_vec())),
-        1 => Just(Some(b"application/json; charset=utf-8".to_vec())),
-        1 => Just(Some(b"text/plain".to_vec())),
-        1 => Just(Some(b"application/x-www-form-urlencoded".to_vec())),
-        1 => Just(None),
-        1 => hostile_header().prop_map(Some),
+        6 => Just((Some(b"application/json".to_vec()), true)),
+        1 => Just((Some(b"application/json; charset=utf-8".to_vec()), true)),
+        1 => Just((Some(b"text/plain".to_vec()), false)),
+        1 => Just((Some(b"application/x-www-form-urlencoded".to_vec()), false)),
+        1 => Just((None, false)),
+        1 => hostile_header().prop_map(|v| (Some(v), false)),
     ]
     .boxed()
 }
 
-fn case_for(spec: &Value, index: usize, operation: &Operation) -> BoxedStrategy<Case> {
+/// A query parameter's name and value, when it is sent.
+type QueryPair = Option<(String, String)>;
+
+/// A valid value of a parameter, as its text.
+fn parameter_value(spec: &Value, parameter: &Parameter, known: &Known) -> BoxedStrategy<String> {
+    valid_json(spec, &parameter.schema, &parameter.name, known)
+        .prop_map(|value| match value {
+            Value::String(text) => text,
+            other => other.to_string(),
+        })
+        .boxed()
+}
+
+/// Cases for one operation; `tokens`: whether the server has tokens configured.
+fn case_for(
+    spec: &Value,
+    index: usize,
+    operation: &Operation,
+    known: &Known,
+    tokens: bool,
+) -> BoxedStrategy<Case> {
     let method = prop_oneof![
         12 => Just(operation.method.clone()),
         1 => proptest::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
             .prop_map(str::to_owned),
     ];
-    let path_params: Vec<BoxedStrategy<(String, String)>> = operation
+    let path_params: Vec<BoxedStrategy<(String, String, bool)>> = operation
         .parameters
         .iter()
-        .filter(|(_, location, _)| location == "path")
-        .map(|(name, _, schema)| {
-            let name = name.clone();
+        .filter(|p| p.location == "path")
+        .map(|p| {
+            let name = p.name.clone();
             prop_oneof![
-                4 => plausible(&name, schema).prop_map(|v| encode_segment(&v)),
-                2 => hostile_text().prop_map(|v| encode_segment(&v)),
+                4 => parameter_value(spec, p, known).prop_map(|v| (encode_segment(&v), true)),
+                2 => hostile_text().prop_map(|v| (encode_segment(&v), false)),
                 1 => prop::sample::select(vec!["%FF", "%C0%AF", "%00", "%2F", "%2e%2e", "a%20b", "%25"])
-                    .prop_map(str::to_owned),
+                    .prop_map(|v| (v.to_owned(), false)),
             ]
-            .prop_map(move |value| (name.clone(), value))
+            .prop_map(move |(value, valid)| (name.clone(), value, valid))
             .boxed()
         })
         .collect();
-    let query_params: Vec<BoxedStrategy<Option<(String, String)>>> = operation
+    let query_params: Vec<BoxedStrategy<(QueryPair, bool)>> = operation
         .parameters
         .iter()
-        .filter(|(_, location, _)| location == "query")
-        .map(|(name, _, schema)| {
-            let name = name.clone();
+        .filter(|p| p.location == "query")
+        .map(|p| {
+            let (name, required) = (p.name.clone(), p.required);
             prop::option::weighted(
                 0.6,
-                prop_oneof![3 => plausible(&name, schema), 1 => hostile_text()],
+                prop_oneof![
+                    3 => parameter_value(spec, p, known).prop_map(|v| (v, true)),
+                    1 => hostile_text().prop_map(|v| (v, false)),
+                ],
             )
-            .prop_map(move |value| value.map(|v| (name.clone(), v)))
+            .prop_map(move |value| match value {
+                // A feed ticket is a credential, not data: only one just issued works.
+                Some((v, valid)) => (Some((name.clone(), v)), valid && name != "ticket"),
+                None => (None, !required),
+            })
             .boxed()
         })
         .collect();
     let query_suffix = prop_oneof![
-        8 => Just(""),
-        1 => prop::sample::select(vec!["&", "&=", "&from", "&unknown=1", "&%FF=%FE", "&to=2026-01-01&to=2026-01-02", ";x=1"]),
+        8 => Just(("", true)),
+        1 => prop::sample::select(vec!["&", "&=", "&from", "&unknown=1", "&%FF=%FE", "&to=2026-01-01&to=2026-01-02", ";x=1"])
+            .prop_map(|suffix| (suffix, false)),
     ];
     let headers = (
         authorization(),
@@ -611,15 +924,32 @@ fn case_for(spec: &Value, index: usize, operation: &Operation) -> BoxedStrategy<
         prop::option::weighted(0.2, hostile_header()),
         prop::option::weighted(0.1, hostile_header()),
     );
+    let body_required = operation.body_required;
     let body = match &operation.body {
-        Some(schema) => prop::option::weighted(0.95, body(spec, schema)).boxed(),
+        Some(schema) => prop::option::weighted(0.95, body(spec, schema, known))
+            .prop_map(move |body| match body {
+                Some((bytes, valid)) => (Some(bytes), valid),
+                None => (None, !body_required),
+            })
+            .boxed(),
         None => prop::option::weighted(
             0.1,
             any_json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         )
+        // A body the document requires in a type other than JSON (a schedules CSV) is
+        // none the fuzzer makes, so no request it sends there is a valid one.
+        .prop_map(move |body| {
+            let valid = body.is_none() && !body_required;
+            (body, valid)
+        })
         .boxed(),
     };
     let template = operation.path.clone();
+    let own_method = operation.method.clone();
+    let role = operation.role.clone();
+    // A WebSocket handshake takes headers (`Upgrade`, `Sec-WebSocket-Key`) no OpenAPI
+    // document describes, so no request generated from it can be a valid one.
+    let describable = !operation.statuses.contains(&101);
     (
         method,
         path_params,
@@ -628,35 +958,56 @@ fn case_for(spec: &Value, index: usize, operation: &Operation) -> BoxedStrategy<
         headers,
         body,
     )
-        .prop_map(move |(method, path_params, query, suffix, headers, body)| {
-            let mut path = template.clone();
-            for (name, value) in path_params {
-                path = path.replace(&format!("{{{name}}}"), &value);
-            }
-            let mut serializer = form_urlencoded::Serializer::new(String::new());
-            for (name, value) in query.into_iter().flatten() {
-                serializer.append_pair(&name, &value);
-            }
-            let query = format!("{}{suffix}", serializer.finish());
-            let (authorization, content_type, request_id, idempotency_key) = headers;
-            let headers = [
-                ("authorization", authorization),
-                ("content-type", content_type),
-                ("x-request-id", request_id),
-                ("idempotency-key", idempotency_key),
-            ]
-            .into_iter()
-            .filter_map(|(name, value)| Some((name.to_owned(), value?)))
-            .collect();
-            Case {
-                operation: index,
-                method,
-                path,
-                query,
-                headers,
-                body,
-            }
-        })
+        .prop_map(
+            move |(method, path_params, query, (suffix, plain), headers, (body, body_valid))| {
+                let mut valid = describable && method == own_method && plain && body_valid;
+                let mut path = template.clone();
+                for (name, value, ok) in path_params {
+                    path = path.replace(&format!("{{{name}}}"), &value);
+                    valid &= ok;
+                }
+                let mut serializer = form_urlencoded::Serializer::new(String::new());
+                for (pair, ok) in query {
+                    valid &= ok;
+                    if let Some((name, value)) = pair {
+                        serializer.append_pair(&name, &value);
+                    }
+                }
+                let query = format!("{}{suffix}", serializer.finish());
+                let (
+                    (authorization, credential),
+                    (content_type, json),
+                    request_id,
+                    idempotency_key,
+                ) = headers;
+                valid &= credential.enough_for(role.as_deref(), tokens);
+                valid &= if body.is_some() {
+                    json
+                } else {
+                    content_type.is_none() || json
+                };
+                // Headers the document does not offer, with values nobody should send.
+                valid &= request_id.is_none() && idempotency_key.is_none();
+                let headers = [
+                    ("authorization", authorization),
+                    ("content-type", content_type),
+                    ("x-request-id", request_id),
+                    ("idempotency-key", idempotency_key),
+                ]
+                .into_iter()
+                .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+                .collect();
+                Case {
+                    operation: index,
+                    method,
+                    path,
+                    query,
+                    headers,
+                    body,
+                    valid,
+                }
+            },
+        )
         .boxed()
 }
 
@@ -698,8 +1049,10 @@ async fn send(
     Some((status, headers, body))
 }
 
-/// What every answer must be: no 5xx, a request id, problem+json on every 4xx, and a
-/// status the spec documents for the operation.
+/// What every answer must be: no 5xx, a request id, problem+json on every 4xx, a
+/// status the spec documents for the operation, and for a schema-valid request an
+/// acceptance: 2xx, or a documented 404 (no such agent or job), 409 (a refused change, a
+/// job in the wrong state) or 429.
 fn check(
     case: &Case,
     operation: &Operation,
@@ -719,6 +1072,13 @@ fn check(
     }
     if !headers.contains_key("x-request-id") {
         return fail("no x-request-id");
+    }
+    if case.valid {
+        let accepted = (200..300).contains(&status)
+            || (matches!(status, 404 | 409 | 429) && operation.statuses.contains(&status));
+        if !accepted {
+            return fail("a schema-valid request refused");
+        }
     }
     if case.method == "HEAD" {
         return Ok(()); // No body to check.
@@ -771,9 +1131,16 @@ fn check(
     Ok(())
 }
 
-async fn fuzz(app: &TestApp, seed: u8, count: usize) -> BTreeMap<String, BTreeSet<u16>> {
+/// Statuses seen per operation, of every case and of the schema-valid ones.
+struct Seen {
+    all: BTreeMap<String, BTreeSet<u16>>,
+    valid: BTreeMap<String, BTreeSet<u16>>,
+}
+
+async fn fuzz(app: &TestApp, seed: u8, count: usize, tokens: bool) -> Seen {
     let spec = fetch_spec(app).await;
     let operations = operations(&spec);
+    let known = Known::of(app);
     // Operations with a body have more ways to go wrong, so they get more cases.
     let strategies: Vec<_> = operations
         .iter()
@@ -781,7 +1148,7 @@ async fn fuzz(app: &TestApp, seed: u8, count: usize) -> BTreeMap<String, BTreeSe
         .map(|(i, op)| {
             (
                 if op.body.is_some() { 4 } else { 1 },
-                case_for(&spec, i, op),
+                case_for(&spec, i, op, &known, tokens),
             )
         })
         .collect();
@@ -810,15 +1177,20 @@ async fn fuzz(app: &TestApp, seed: u8, count: usize) -> BTreeMap<String, BTreeSe
         .collect()
         .await;
     let mut failures = Vec::new();
-    let mut seen: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    let mut seen = Seen {
+        all: BTreeMap::new(),
+        valid: BTreeMap::new(),
+    };
     for (case, answer) in &results {
         let Some((status, headers, body)) = answer else {
             continue;
         };
         let operation = &operations[case.operation];
-        seen.entry(format!("{} {}", operation.method, operation.path))
-            .or_default()
-            .insert(*status);
+        let name = format!("{} {}", operation.method, operation.path);
+        seen.all.entry(name.clone()).or_default().insert(*status);
+        if case.valid {
+            seen.valid.entry(name).or_default().insert(*status);
+        }
         if let Err(failure) = check(case, operation, *status, headers, body) {
             failures.push(failure);
         }
@@ -830,30 +1202,51 @@ async fn fuzz(app: &TestApp, seed: u8, count: usize) -> BTreeMap<String, BTreeSe
         results.len(),
         failures.join("\n\n")
     );
-    eprintln!("fuzz pass, seed {seed}: statuses by operation: {seen:#?}");
-    // Every operation was reached, and not only refused.
+    eprintln!(
+        "fuzz pass, seed {seed}: statuses by operation: {:#?}\nof schema-valid requests: {:#?}",
+        seen.all, seen.valid
+    );
     for operation in &operations {
-        let statuses = &seen[&format!("{} {}", operation.method, operation.path)];
+        let name = format!("{} {}", operation.method, operation.path);
+        // Every operation was reached, and not only refused.
+        let statuses = &seen.all[&name];
         assert!(
             statuses.iter().any(|s| !matches!(s, 401 | 403 | 405)),
-            "{} {} was never let in: {statuses:?}",
-            operation.method,
-            operation.path
+            "{name} was never let in: {statuses:?}"
+        );
+        // And sent schema-valid requests, so the acceptance check covered it.
+        assert!(
+            operation.statuses.contains(&101)
+                || operation.foreign_body
+                || seen.valid.contains_key(&name),
+            "{name} never got a schema-valid request"
         );
     }
     seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fuzzing_every_route_from_the_spec_gets_no_5xx_and_problems_on_every_4xx() {
+async fn fuzzing_every_route_from_the_spec_gets_no_5xx_and_accepts_every_schema_valid_request() {
     let app = spawn_with_roles().await;
-    let seen = fuzz(&app, 7, FUZZ_CASES_WITH_TOKENS).await;
+    let seen = fuzz(&app, 7, FUZZ_CASES_WITH_TOKENS, true).await;
     // The pass reached the handlers' own answers, not only the gate's.
-    let transitions = &seen["POST /v1/agents/{agent_id}/transitions"];
+    let transitions = &seen.all["POST /v1/agents/{agent_id}/transitions"];
     for status in [200, 400, 401, 403, 404, 409, 413, 415, 422] {
         assert!(
             transitions.contains(&status),
             "{status} never seen: {transitions:?}"
+        );
+    }
+    // Schema-valid jobs and queries were taken, not only answered.
+    for (operation, status) in [
+        ("POST /v1/bulk-transitions", 202),
+        ("POST /v1/analytics/queries", 202),
+        ("POST /v1/agents/{agent_id}/transitions", 200),
+    ] {
+        assert!(
+            seen.valid[operation].contains(&status),
+            "{operation}: no schema-valid request got {status}: {:?}",
+            seen.valid[operation]
         );
     }
     let verified = wfmd::store::audit::verify(app.store.reader())
@@ -867,7 +1260,7 @@ async fn fuzzing_every_route_from_the_spec_gets_no_5xx_and_problems_on_every_4xx
 
     // Without tokens every request reaches its handler.
     let app = TestApp::spawn().await;
-    fuzz(&app, 11, FUZZ_CASES_WITHOUT_TOKENS).await;
+    fuzz(&app, 11, FUZZ_CASES_WITHOUT_TOKENS, false).await;
 }
 
 #[tokio::test]
@@ -947,6 +1340,51 @@ async fn a_request_without_a_token_gets_401_before_its_parameters_or_body_are_re
 }
 
 #[tokio::test]
+async fn an_idempotency_key_is_as_long_as_the_document_counts_it_in_characters() {
+    let app = TestApp::spawn().await;
+    let spec = fetch_spec(&app).await;
+    let key = &spec["components"]["schemas"]["TransitionBody"]["properties"]["idempotency_key"];
+    assert_eq!(key["maxLength"], 255);
+    let agent = app.sim.free_agents().remove(0).id;
+    // JSON Schema counts characters; each of these is two bytes in UTF-8.
+    let longest = "é".repeat(255);
+    let response = app
+        .transition(
+            &agent,
+            json!({"state": "READY", "idempotency_key": longest}),
+        )
+        .await;
+    let status = response.status();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    let response = app
+        .transition(
+            &agent,
+            json!({"state": "READY", "idempotency_key": "é".repeat(256)}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "idempotency_key", "{problem}");
+    // A header key that cannot be read is refused rather than dropped, which would
+    // make the change without the at-most-once its caller asked for.
+    let response = app
+        .http
+        .post(format!("{}/v1/agents/{agent}/transitions", app.address))
+        .header("content-type", "application/json")
+        .header(
+            "idempotency-key",
+            reqwest::header::HeaderValue::from_bytes(b"cl\xe9").unwrap(),
+        )
+        .body(r#"{"state":"READY"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["parameter"], "idempotency-key", "{problem}");
+}
+
+#[tokio::test]
 async fn request_bodies_offer_only_settable_states_and_every_one_is_accepted() {
     let app = spawn_with_roles().await;
     let spec = fetch_spec(&app).await;
@@ -971,12 +1409,20 @@ async fn request_bodies_offer_only_settable_states_and_every_one_is_accepted() {
             .unwrap()
             .contains(&json!("ACW"))
     );
-    let agent_id = &spec["paths"]["/v1/agents/{agent_id}/transitions"]["post"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "agent_id")
-        .unwrap()["schema"];
+    let agent_id = resolve(
+        &spec,
+        &spec["paths"]["/v1/agents/{agent_id}/transitions"]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "agent_id")
+            .unwrap()["schema"],
+    );
+    // Bulk jobs take the same ids.
+    assert_eq!(
+        spec["components"]["schemas"]["BulkBody"]["properties"]["agents"]["items"],
+        json!({"$ref": "#/components/schemas/AgentId"})
+    );
     // Every id the documented pattern allows is one the server takes: 1-128 printable
     // ASCII characters, not `.` or `..`.
     let pattern = agent_id["pattern"].as_str().unwrap();
