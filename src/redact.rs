@@ -67,7 +67,12 @@ pub fn location(location: Option<&str>) -> String {
 /// An outbound request's failure for a message: what went wrong and why (its sources),
 /// never the URL it went to, which may carry credentials.
 pub fn transport_error(err: reqwest::Error) -> String {
-    let err = err.without_url();
+    error_chain(&err.without_url())
+}
+
+/// `err` and its sources, each said once: reqwest's own message alone rarely says what
+/// failed.
+pub fn error_chain(err: &(dyn Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

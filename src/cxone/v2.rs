@@ -610,28 +610,16 @@ pub(crate) fn transport_error(err: reqwest::Error) -> CxoneError {
         CxoneError::Timeout
     } else if err.is_builder() {
         CxoneError::BadRequest {
-            message: format!("cannot build the request: {}", error_chain(&err)),
+            message: format!(
+                "cannot build the request: {}",
+                crate::redact::error_chain(&err)
+            ),
         }
     } else {
         // Refused or reset connections, DNS and TLS failures, bodies cut short: all are
         // network trouble that may pass, so all are retried like 5xx.
-        CxoneError::Connect(error_chain(&err))
+        CxoneError::Connect(crate::redact::error_chain(&err))
     }
-}
-
-/// `err` and its sources: reqwest's own message alone rarely says what failed.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
