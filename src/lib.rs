@@ -20,6 +20,8 @@
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
 //!   out to any number of clients; [`web`]: the wallboard page that shows it.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
+//! - [`redact`]: URLs and transport errors without the credentials they may carry, for
+//!   the database, logs and messages.
 //! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
 //!   generated from the routes, problem+json errors.
 //! - `sim`: the built-in platform simulator, written from the platform contract
