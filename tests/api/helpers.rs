@@ -590,9 +590,25 @@ fn listens_on(pid: u32, port: u16) -> bool {
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to.as_os_str() == inode.as_str()))
 }
 
-/// A port nothing listens on right now (which another process may take before whoever
-/// it is for binds it).
+/// A port nothing listens on right now, below the kernel's ephemeral range where it can:
+/// no listener on port 0 and no outgoing connection is given such a port, so it is
+/// still free when whoever it is for binds it (or binds it again after a restart).
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let below = 10_000..ephemeral_from;
+    if !below.is_empty() {
+        let mut rng = rand::rng();
+        for _ in 0..100 {
+            let port = rng.random_range(below.clone());
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
