@@ -281,13 +281,37 @@ async fn a_failed_platform_query_fails_the_job_with_the_platforms_error() {
     app.stop().await;
 }
 
+/// Waits until the platform has accepted `count` queries.
+async fn submitted_reaches(app: &TestApp, count: u64) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let stats = app.sim.sim.aggregation_stats();
+        if stats.submitted >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} queries were never sent: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_sixth_query_waits_for_a_slot_instead_of_collecting_a_429() {
-    let app = app_with(Duration::from_millis(600), |_| {}).await;
+    // Each query works until the platform's clock is moved past it, so the five slots
+    // fill up however slowly the queries are sent.
+    let runs_for = Duration::from_secs(600);
+    let app = app_with(runs_for, |_| {}).await;
     let mut jobs = Vec::new();
     for _ in 0..7 {
         jobs.push(submit(&app, &query(&["count:sum"], &["group.id"], "day", 24 * 10)).await);
     }
+    // The first five end, and the two that waited get their slots.
+    submitted_reaches(&app, 5).await;
+    app.sim.sim.clock().advance(runs_for);
+    submitted_reaches(&app, 7).await;
+    app.sim.sim.clock().advance(runs_for);
     for job_id in &jobs {
         assert_eq!(until_finished(&app, job_id).await["status"], "completed");
     }

@@ -475,48 +475,63 @@ impl Daemon {
         env: &[(String, String)],
         cwd: Option<&std::path::Path>,
     ) -> Daemon {
-        Self::spawn_inner(args, env, cwd, Stdio::inherit()).await
+        Self::spawn_inner(args, env, cwd, Stdio::inherit).await
     }
 
     /// Like [`Daemon::spawn`], writing the daemon's log (stderr) to `log`.
     pub async fn spawn_logging_to(env: &[(String, String)], log: &std::path::Path) -> Daemon {
-        let file = std::fs::File::create(log).unwrap();
-        Self::spawn_inner(&["serve"], env, None, Stdio::from(file)).await
+        let stderr = || Stdio::from(std::fs::File::create(log).unwrap());
+        Self::spawn_inner(&["serve"], env, None, stderr).await
     }
 
     async fn spawn_inner(
         args: &[&str],
         env: &[(String, String)],
         cwd: Option<&std::path::Path>,
-        stderr: Stdio,
+        stderr: impl Fn() -> Stdio,
     ) -> Daemon {
-        let port = free_port();
-        let mut command = wfmd();
-        if let Some(dir) = cwd {
-            command.current_dir(dir);
-        }
-        let child = command
-            .args(args)
-            .env("WFMD_LOG__LEVEL", "warn")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("WFMD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        // Owned before the first await, so a failure below still kills the child.
-        let daemon = Daemon {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        let address = daemon.address.clone();
-        let http = http_client();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if let Ok(response) = http.get(format!("{address}/healthz")).send().await
+            let port = free_port();
+            let mut command = wfmd();
+            if let Some(dir) = cwd {
+                command.current_dir(dir);
+            }
+            let child = command
+                .args(args)
+                .env("WFMD_LOG__LEVEL", "warn")
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env("WFMD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(stderr())
+                .spawn()
+                .unwrap();
+            // Owned before the first await, so a failure below still kills the child.
+            let mut daemon = Daemon {
+                child,
+                address: format!("http://127.0.0.1:{port}"),
+            };
+            if daemon.comes_up_on(port, deadline).await {
+                return daemon;
+            }
+            // Another process took the port before the child could bind it (a test's
+            // own listener on port 0, say): this one is killed, the next gets another.
+        }
+    }
+
+    /// Waits until the child answers `/healthz` on `port`: true then, false when it
+    /// cannot be the child that answers (it exited, or another process listens there,
+    /// whose answers would be taken for the child's).
+    async fn comes_up_on(&mut self, port: u16, deadline: tokio::time::Instant) -> bool {
+        let http = http_client();
+        loop {
+            if let Ok(response) = http.get(format!("{}/healthz", self.address)).send().await
                 && response.status().is_success()
             {
-                break;
+                return listens_on(self.child.id(), port);
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -524,7 +539,6 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        daemon
     }
 
     pub fn signal(&self, signal: &str) {
@@ -555,8 +569,46 @@ impl Drop for Daemon {
     }
 }
 
-/// A port nothing listens on right now.
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`: the socket's
+/// inode, from `/proc/net/tcp`, among the process's descriptors.
+fn listens_on(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&LISTEN))
+            .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+            .flatten()
+    }) else {
+        return false;
+    };
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to.as_os_str() == inode.as_str()))
+}
+
+/// A port nothing listens on right now, below the kernel's ephemeral range where it can:
+/// no listener on port 0 and no outgoing connection is given such a port, so it is
+/// still free when whoever it is for binds it (or binds it again after a restart).
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let below = 10_000..ephemeral_from;
+    if !below.is_empty() {
+        let mut rng = rand::rng();
+        for _ in 0..100 {
+            let port = rng.random_range(below.clone());
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -601,4 +653,21 @@ pub fn install_when_missing(command: &str, probe: &[&str], packages: &[&str]) ->
     install.extend_from_slice(packages);
     apt(&install);
     true
+}
+
+#[test]
+fn a_listening_port_is_told_apart_by_the_process_holding_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(listens_on(std::process::id(), port));
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    let held_by_other = listens_on(other.id(), port);
+    other.kill().unwrap();
+    other.wait().unwrap();
+    assert!(!held_by_other, "a process without the socket");
+    drop(listener);
+    assert!(
+        !listens_on(std::process::id(), port),
+        "nothing listens any more"
+    );
 }

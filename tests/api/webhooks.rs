@@ -591,8 +591,10 @@ async fn kill_9_while_delivering_a_thousand_loses_none() {
     store.close().await;
 
     let receiver = Receiver::start().await;
-    // Slow enough that the kill lands mid-way.
-    receiver.set_mode(Mode::Stall(Duration::from_millis(5)));
+    // The first 200 are taken; the rest stall beyond the delivery timeout, so the kill
+    // lands mid-way however long the test takes to send it.
+    receiver.script(&[Mode::Ok; 200]);
+    receiver.set_mode(Mode::Stall(Duration::from_secs(3600)));
     let config = config_file(db.dir.path(), &receiver);
     let args = ["--config", config.to_str().unwrap(), "serve"];
     let env = sim.env(&db.url());
