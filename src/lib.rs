@@ -204,7 +204,8 @@ impl Services {
         let store = Store::open_keyed(&config.database.url, audit_key).await?;
         let budget = Arc::new(
             Budget::per_minute(config.call_budget_per_minute())
-                .with_background_share(config.cxone.background_share),
+                .with_background_share(config.cxone.background_share)
+                .with_interactive_reserve(config.cxone.interactive_reserve),
         );
         let http = http_client()?;
         let platform = platform(config, http.clone(), budget.clone());

@@ -105,6 +105,9 @@ pub struct CxoneConfig {
     /// The share of the budget background work (schedule refresh, pollers) keeps while
     /// other lanes wait; with nobody else waiting it may use all of it.
     pub background_share: f64,
+    /// Permits of the budget only single changes may spend, so a person's first
+    /// requests never wait behind the other lanes.
+    pub interactive_reserve: u32,
     pub request_timeout_ms: u64,
     /// How long a fetched schedule or break status is reused for compliance checks.
     pub schedule_cache_ttl_ms: u64,
@@ -134,6 +137,7 @@ impl Default for CxoneConfig {
             client_secret: SecretString::from(String::new()),
             requests_per_minute: 100,
             background_share: crate::cxone::budget::DEFAULT_BACKGROUND_SHARE,
+            interactive_reserve: crate::cxone::budget::DEFAULT_INTERACTIVE_RESERVE,
             request_timeout_ms: 10_000,
             schedule_cache_ttl_ms: 30_000,
             access_key_id: String::new(),
@@ -516,6 +520,12 @@ impl Config {
             c.requests_per_minute.into(),
             1,
             6_000,
+        );
+        range(
+            "cxone.interactive_reserve",
+            c.interactive_reserve.into(),
+            0,
+            100,
         );
         range(
             "cxone.request_timeout_ms",

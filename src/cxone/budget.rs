@@ -16,15 +16,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Who is waiting for a platform request, in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,26 +81,77 @@ pub fn current_context() -> CallContext {
         })
 }
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
-
 /// The share of permits background work keeps while other lanes wait, unless configured.
 pub const DEFAULT_BACKGROUND_SHARE: f64 = 0.3;
 
+/// The permits only the interactive lane may spend, unless configured: a change for an
+/// agent the schedule book lacks costs three requests (schedule and break status
+/// together, then the change), and none of them should wait behind the other lanes.
+pub const DEFAULT_INTERACTIVE_RESERVE: u32 = 3;
+
 /// The request budget. Share one per tenant as `Arc<Budget>`.
 ///
-/// The governor bucket sets the rate; the queue in front of it decides who gets the
-/// next permit:
-/// - a waiting [`Lane::Interactive`] request always goes first (oldest first);
+/// The [`Bucket`] sets the rate; the queue in front of it decides who gets the next
+/// permit:
+/// - a waiting [`Lane::Interactive`] request always goes first (oldest first), and may
+///   spend the bucket's interactive reserve, which the other lanes leave alone;
 /// - otherwise automation and background share the permits by stride scheduling:
 ///   background gets `background_share` of them while automation waits, and all of
 ///   them when nothing else waits;
 /// - within automation, parties (bulk jobs, rule firings) take turns, so a small job
 ///   is not queued behind every item of a big one.
 pub struct Budget {
-    limiter: Option<Limiter>,
+    /// `None`: unlimited.
+    bucket: Option<Bucket>,
     /// Kept for `Debug` and logs: what the budget was configured as.
     per_minute: Option<u32>,
     queue: Mutex<Queue>,
+}
+
+/// The rate: a token bucket kept as the generic cell rate algorithm (one instant, when
+/// the bucket is full again), whose depth depends on the lane.
+///
+/// governor, which the budget used before, gives every caller the same depth; the
+/// interactive reserve needs the other lanes to stop `reserve` permits short of empty.
+/// Every permit still costs the same `every`, so the long-run rate is unchanged and a
+/// minute sees at most `burst + reserve` permits beyond it.
+struct Bucket {
+    /// Time between permits.
+    every: Duration,
+    /// Permits a full bucket holds for the automation and background lanes.
+    burst: u32,
+    /// Permits a full bucket holds on top, for the interactive lane alone.
+    reserve: u32,
+    /// When the bucket is full again (in the past while it is full).
+    full_at: Mutex<Instant>,
+}
+
+impl Bucket {
+    fn new(every: Duration, burst: u32) -> Bucket {
+        Bucket {
+            every,
+            burst: burst.max(1),
+            reserve: 0,
+            full_at: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Takes a permit for `lane` at `now`, or says how long until there is one for it.
+    fn take(&self, lane: Lane, now: Instant) -> Result<(), Duration> {
+        let depth = match lane {
+            Lane::Interactive => self.burst + self.reserve,
+            Lane::Automation | Lane::Background => self.burst,
+        };
+        let mut full_at = lock(&self.full_at);
+        // Taking is allowed while the bucket lacks at most `depth - 1` permits.
+        let lacking = full_at.saturating_duration_since(now);
+        let allowed = self.every * (depth - 1);
+        if lacking > allowed {
+            return Err(lacking - allowed);
+        }
+        *full_at = (*full_at).max(now) + self.every;
+        Ok(())
+    }
 }
 
 /// The requests waiting for a permit, and what fairness remembers between grants.
@@ -243,9 +290,10 @@ impl Drop for Registration<'_> {
     }
 }
 
-fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    // The queue holds no invariant a panic elsewhere could break half-way.
-    queue
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Neither the queue nor the bucket holds an invariant a panic elsewhere could break
+    // half-way.
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -258,11 +306,10 @@ impl Budget {
     /// treated as 1 (the slowest budget there is) rather than as "unlimited": a budget
     /// that silently stopped limiting would be learned from 429s after all.
     pub fn per_minute(n: u32) -> Budget {
-        let rate = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(rate.get() / 60).unwrap_or(NonZeroU32::MIN);
+        let rate = n.max(1);
         Budget {
-            limiter: Some(Budget::limiter(Quota::per_minute(rate).allow_burst(burst))),
-            per_minute: Some(rate.get()),
+            bucket: Some(Bucket::new(Duration::from_secs(60) / rate, rate / 60)),
+            per_minute: Some(rate),
             queue: Mutex::new(Queue::new(DEFAULT_BACKGROUND_SHARE)),
         }
     }
@@ -270,7 +317,7 @@ impl Budget {
     /// No limit at all (tests, and platforms that enforce nothing).
     pub fn unlimited() -> Budget {
         Budget {
-            limiter: None,
+            bucket: None,
             per_minute: None,
             queue: Mutex::new(Queue::new(DEFAULT_BACKGROUND_SHARE)),
         }
@@ -285,17 +332,29 @@ impl Budget {
         }
     }
 
+    /// The same budget with `reserve` permits of its bucket kept for the interactive
+    /// lane (`cxone.interactive_reserve`): the other lanes take a permit only while more
+    /// than that many are left, so a person's first requests never wait for a permit
+    /// interval, however busy the other lanes are. The reserve refills at the budget's
+    /// rate before the other lanes get permits again.
+    pub fn with_interactive_reserve(self, reserve: u32) -> Budget {
+        Budget {
+            bucket: self.bucket.map(|bucket| Bucket { reserve, ..bucket }),
+            ..self
+        }
+    }
+
     /// Waits until a request of the running task's lane may be sent (see [`in_lane`]).
     ///
     /// Cancel-safe: dropping the future leaves the queue and takes no permit.
     pub async fn acquire(&self) {
         let context = current_context();
-        let Some(limiter) = &self.limiter else {
+        let Some(bucket) = &self.bucket else {
             metrics::counter!("wfmd_budget_permits_total", "lane" => context.lane.as_str())
                 .increment(1);
             return;
         };
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let (id, wake) = lock(&self.queue).enqueue(&context);
         let mut registration = Registration {
             queue: &self.queue,
@@ -306,13 +365,13 @@ impl Budget {
             let wait = {
                 let mut queue = lock(&self.queue);
                 if queue.chosen().map(|w| w.id) == Some(id) {
-                    match limiter.check() {
+                    match bucket.take(context.lane, Instant::now()) {
                         Ok(()) => {
                             queue.granted(id);
                             registration.done = true;
                             break;
                         }
-                        Err(not_until) => Some(not_until.wait_time_from(limiter.clock().now())),
+                        Err(wait) => Some(wait),
                     }
                 } else {
                     None
@@ -345,25 +404,19 @@ impl Budget {
     /// Takes a permit if one is available now and nobody is queued for it, without
     /// waiting.
     pub fn try_acquire(&self) -> bool {
-        let Some(limiter) = &self.limiter else {
+        let Some(bucket) = &self.bucket else {
             return true;
         };
         let queue = lock(&self.queue);
-        queue.waiters.is_empty() && limiter.check().is_ok()
+        queue.waiters.is_empty() && bucket.take(current_context().lane, Instant::now()).is_ok()
     }
 
-    fn limiter(quota: Quota) -> Limiter {
-        let clock = TokioClock {
-            origin: tokio::time::Instant::now(),
-        };
-        RateLimiter::direct_with_clock(quota, clock)
-    }
-
-    /// A budget with any quota, for tests that need a bucket which does not refill.
+    /// A budget of `burst` permits that come back one per `every`, for tests that need a
+    /// bucket which does not refill within the test.
     #[cfg(test)]
-    pub(crate) fn with_quota(quota: Quota) -> Budget {
+    pub(crate) fn with_bucket(every: Duration, burst: u32) -> Budget {
         Budget {
-            limiter: Some(Budget::limiter(quota)),
+            bucket: Some(Bucket::new(every, burst)),
             per_minute: None,
             queue: Mutex::new(Queue::new(DEFAULT_BACKGROUND_SHARE)),
         }
@@ -372,28 +425,11 @@ impl Budget {
 
 impl fmt::Debug for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.limiter, self.per_minute) {
+        match (&self.bucket, self.per_minute) {
             (None, _) => f.write_str("Budget(unlimited)"),
             (Some(_), Some(n)) => write!(f, "Budget({n}/min)"),
             (Some(_), None) => f.write_str("Budget(custom quota)"),
         }
-    }
-}
-
-/// governor's view of `tokio::time`: nanoseconds since the limiter was made.
-///
-/// Each limiter keeps its own origin, taken from the runtime it was made under, so a
-/// paused test runtime and the real clock never mix in one bucket.
-#[derive(Debug, Clone, Copy)]
-struct TokioClock {
-    origin: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Nanos;
-
-    fn now(&self) -> Nanos {
-        Nanos::from(tokio::time::Instant::now().saturating_duration_since(self.origin))
     }
 }
 
@@ -513,6 +549,48 @@ mod tests {
             assert!(waited <= Duration::from_secs(1), "waited {waited:?}");
             tokio::time::sleep(Duration::from_millis(2_500)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_other_lanes_leave_the_interactive_reserve_alone() {
+        let budget = Budget::per_minute(60).with_interactive_reserve(3);
+        let try_in = |lane| in_lane(lane, None, async { budget.try_acquire() });
+        assert!(try_in(Lane::Background).await, "the bucket's own permit");
+        assert!(!try_in(Lane::Background).await);
+        assert!(!try_in(Lane::Automation).await);
+        for _ in 0..3 {
+            assert!(try_in(Lane::Interactive).await, "a reserved permit");
+        }
+        assert!(!try_in(Lane::Interactive).await, "the reserve is spent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_person_spends_the_reserve_at_once_behind_saturated_lanes_and_it_refills_first() {
+        let budget = Arc::new(Budget::per_minute(60).with_interactive_reserve(3));
+        let automation = saturate(&budget, Lane::Automation, Some("job-1"), 20);
+        let background = saturate(&budget, Lane::Background, None, 20);
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        let others = || read(&automation) + read(&background);
+        let before = others();
+        // A change for an agent the book lacks: two lookups together, then the change.
+        let start = tokio::time::Instant::now();
+        let lookup = || in_lane(Lane::Interactive, None, budget.acquire());
+        tokio::join!(lookup(), lookup());
+        lookup().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "no permit was waited for");
+        // The next three permits refill the reserve; then the others go on.
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        assert_eq!(others(), before, "the others waited while the reserve refilled");
+        tokio::time::sleep(Duration::from_millis(57_000)).await;
+        // 60 s at one a second: the 3 reserved and 57 for the others, give or take the
+        // permit under way at either end.
+        let granted = others() - before;
+        assert!((56..=58).contains(&granted), "the others got {granted} in the minute");
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            lookup().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the reserve was full again");
     }
 
     #[tokio::test(start_paused = true)]

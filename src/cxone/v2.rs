@@ -627,7 +627,6 @@ mod tests {
     use std::time::Instant;
 
     use futures::future::join_all;
-    use governor::Quota;
     use wiremock::matchers::{body_json, header, method, path, query_param};
     use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -1408,10 +1407,7 @@ mod tests {
             .mount(&server)
             .await;
         // Three permits that do not come back within the test.
-        let budget = Arc::new(Budget::with_quota(
-            Quota::per_hour(std::num::NonZeroU32::MIN)
-                .allow_burst(std::num::NonZeroU32::new(3).unwrap()),
-        ));
+        let budget = Arc::new(Budget::with_bucket(Duration::from_secs(3_600), 3));
         install_crypto_provider();
         let client = V2Client::new(
             reqwest::Client::new(),
@@ -1445,9 +1441,7 @@ mod tests {
             .mount(&server)
             .await;
         // A budget with nothing left: any call that waited for it would hang the test.
-        let budget = Arc::new(Budget::with_quota(Quota::per_hour(
-            std::num::NonZeroU32::MIN,
-        )));
+        let budget = Arc::new(Budget::with_bucket(Duration::from_secs(3_600), 1));
         assert!(budget.try_acquire());
         install_crypto_provider();
         let client = V2Client::new(
