@@ -38,6 +38,11 @@ pub struct FakePlatform {
     pub fail_breaks_with: Mutex<Option<CxoneError>>,
     /// Offers the bulk schedule export (a dialect that has one).
     pub exports: AtomicBool,
+    /// While set, a schedule lookup answers only once the agent's break status has been
+    /// asked for: a caller that asks for the two one after the other never gets an
+    /// answer.
+    pub schedule_awaits_breaks: AtomicBool,
+    breaks_asked: tokio::sync::Notify,
 
     // ---- The subscription feed. ----
     /// Poll answers, in order.
@@ -177,12 +182,23 @@ impl ContactCenter for FakePlatform {
 
     async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {
         self.note(format!("schedule {agent_id}"));
+        if self.schedule_awaits_breaks.load(Ordering::Relaxed) {
+            let breaks = format!("breaks {agent_id}");
+            loop {
+                let asked = self.breaks_asked.notified();
+                if self.calls(&breaks) > 0 {
+                    break;
+                }
+                asked.await;
+            }
+        }
         let schedule = self.schedules.lock().unwrap().get(agent_id).cloned();
         schedule.unwrap_or_else(|| Err(Self::not_found(agent_id)))
     }
 
     async fn break_status(&self, agent_id: &str) -> Result<BreakStatus, CxoneError> {
         self.note(format!("breaks {agent_id}"));
+        self.breaks_asked.notify_waiters();
         if let Some(error) = self.fail_breaks_with.lock().unwrap().clone() {
             return Err(error);
         }

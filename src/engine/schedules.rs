@@ -44,7 +44,8 @@ use crate::domain::{BreakWindow, Schedule};
 use crate::store::Store;
 use crate::store::schedules::{self, BreakSource, StoredShift};
 
-/// Agents fetched, and stored in one transaction, per step.
+/// Agents fetched, and stored in one transaction, per step, where the platform exports
+/// schedules in bulk (one request per chunk).
 const CHUNK: usize = 50;
 
 /// Schedule requests in flight at once. The budget, not this, sets the pace; a few in
@@ -63,6 +64,40 @@ pub const SKIP_AT_MOST: TimeDelta = TimeDelta::hours(8);
 
 /// The break type recorded for a window the break-status endpoint gave (it has none).
 const UNTYPED_BREAK: &str = "BREAK";
+
+/// The most agents [`WantedAgents`] remembers; past it the oldest is forgotten.
+const WANTED_AT_MOST: usize = 256;
+
+/// The agents people acted on while the book could not decide for them (missing or too
+/// old): the book fetches these first, so the next change for them is decided from the
+/// book. The engine adds, the book takes; shared as `Arc<WantedAgents>`.
+#[derive(Debug, Default)]
+pub struct WantedAgents(std::sync::Mutex<std::collections::VecDeque<String>>);
+
+impl WantedAgents {
+    pub fn add(&self, agent_id: &str) {
+        let mut wanted = self.lock();
+        if wanted.iter().any(|id| id == agent_id) {
+            return;
+        }
+        if wanted.len() == WANTED_AT_MOST {
+            wanted.pop_front();
+        }
+        wanted.push_back(agent_id.to_owned());
+    }
+
+    pub(crate) fn snapshot(&self) -> std::collections::HashSet<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn remove(&self, fetched: &[String]) {
+        self.lock().retain(|id| !fetched.contains(id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// What the book needs to know.
 #[derive(Debug, Clone)]
@@ -174,6 +209,8 @@ pub struct ScheduleBook {
     book: RwLock<Book>,
     /// The engine's clock: schedules are fetched and fall due by it.
     clock: Clock,
+    /// The agents people are acting on: fetched before the rest.
+    wanted: Arc<WantedAgents>,
 }
 
 /// What one paced step did, and how long the refresh should wait before the next.
@@ -197,7 +234,15 @@ impl ScheduleBook {
             exports: AtomicBool::new(false),
             book: RwLock::default(),
             clock: Clock::Wall,
+            wanted: Arc::default(),
         }
+    }
+
+    /// Fetches the agents `wanted` names (the engine's, see
+    /// [`super::TransitionEngine::wanted_agents`]) before the other due ones.
+    pub fn with_wanted(mut self, wanted: Arc<WantedAgents>) -> Self {
+        self.wanted = wanted;
+        self
     }
 
     /// Reads "now" from `clock` (the engine's) instead of the wall clock.
@@ -303,8 +348,12 @@ impl ScheduleBook {
         // allows (its share keeps them from starving anyone); the refresh of known ones
         // is spread.
         let first_fill = due.first().is_some_and(|(_, known)| !known);
-        let take = if first_fill || self.exports.load(Ordering::Relaxed) {
+        // A step fetching one by one takes only as many as go out at once, so an agent
+        // someone acts on meanwhile is next, not behind a long chunk.
+        let take = if self.exports.load(Ordering::Relaxed) {
             CHUNK
+        } else if first_fill {
+            CONCURRENCY
         } else {
             1
         };
@@ -348,10 +397,12 @@ impl ScheduleBook {
 
     /// The managed agents due at `now`, each with whether the book has fetched it
     /// before: those it has not first, then by the start of their known shift (the one
-    /// under way first), agents with no shift ahead counting as starting now.
+    /// under way first), agents with no shift ahead counting as starting now; within
+    /// each of the two, the agents people are acting on ([`WantedAgents`]) first.
     fn due(&self, managed: &[String], now: DateTime<Utc>) -> Vec<(String, bool)> {
+        let wanted = self.wanted.snapshot();
         let book = self.read();
-        let mut due: Vec<(bool, DateTime<Utc>, &String)> = managed
+        let mut due: Vec<(bool, bool, DateTime<Utc>, &String)> = managed
             .iter()
             .filter_map(|id| {
                 let entry = book.entries.get(id);
@@ -362,12 +413,12 @@ impl ScheduleBook {
                     .and_then(|e| e.plan.as_ref())
                     .filter(|p| p.shift.end > now)
                     .map_or(now, |p| p.shift.start);
-                Some((entry.is_some(), starts, id))
+                Some((entry.is_some(), !wanted.contains(id), starts, id))
             })
             .collect();
         due.sort();
         due.into_iter()
-            .map(|(known, _, id)| (id.clone(), known))
+            .map(|(known, _, _, id)| (id.clone(), known))
             .collect()
     }
 
@@ -480,6 +531,7 @@ impl ScheduleBook {
             });
             book.entries.insert(id, Entry { plan, next_fetch });
         }
+        self.wanted.remove(ids);
         Ok((ids.len() - failed, failed, requests.into_inner()))
     }
 
@@ -930,6 +982,30 @@ pub(crate) mod tests {
         let fetched = step_through(&book, 60, 130).await;
         let order: Vec<&str> = fetched.iter().take(3).map(|(a, _)| a.as_str()).collect();
         assert_eq!(order, ["u_b", "u_c", "u_a"], "{fetched:?}");
+    }
+
+    #[tokio::test]
+    async fn the_first_fill_fetches_the_agents_people_act_on_first_a_few_at_a_time() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(SchedulePlatform::default());
+        for n in 0..20 {
+            platform.set(&format!("u_{n:02}"), schedule(0, 480, Some(vec![])));
+        }
+        let wanted = Arc::new(WantedAgents::default());
+        let book =
+            ScheduleBook::new(store, platform.clone(), settings(60)).with_wanted(wanted.clone());
+        let first = book.refresh_step(at(0)).await.unwrap();
+        assert_eq!(first.report.fetched, CONCURRENCY, "a step is as many as go out at once");
+        wanted.add("u_17");
+        wanted.add("u_12");
+        book.refresh_step(at(0)).await.unwrap();
+        let calls = platform.calls.lock().unwrap().clone();
+        let second: Vec<&str> = calls[CONCURRENCY + 1..].iter().map(String::as_str).collect();
+        assert!(
+            second.contains(&"schedule u_12") && second.contains(&"schedule u_17"),
+            "the next step fetched the wanted agents: {second:?}"
+        );
+        assert!(wanted.snapshot().is_empty(), "fetched, no longer wanted");
     }
 
     #[tokio::test]

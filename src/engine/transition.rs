@@ -30,6 +30,7 @@
 //! no call. Single changes from the API and CLI always go to the platform.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -46,7 +47,9 @@ use super::sync::SyncStatus;
 mod refused_schedules;
 mod settle;
 use super::imported_schedules::{ImportError, ImportSummary, Imports};
-use crate::cxone::{ContactCenter, CxoneError};
+use super::schedules::WantedAgents;
+use crate::cxone::budget::current_context;
+use crate::cxone::{ContactCenter, CxoneError, Lane};
 use crate::domain::policy::WithoutSchedule;
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
@@ -296,6 +299,12 @@ pub struct TransitionEngine {
     without_schedule: WithoutSchedule,
     /// The agents with imported schedules, and the way new imports come in.
     imports: Option<Imports>,
+    /// Agents a person acted on that the book could not decide for: the book fetches
+    /// them first.
+    wanted: Arc<WantedAgents>,
+    /// Whether a schedule of this tenant has come without its breaks, so break status
+    /// must be asked for too.
+    schedules_omit_breaks: AtomicBool,
 }
 
 /// Where a compliance decision took the agent's schedule from.
@@ -370,6 +379,8 @@ impl TransitionEngine {
             owner: uuid::Uuid::new_v4().to_string(),
             without_schedule: WithoutSchedule::Refuse,
             imports: None,
+            wanted: Arc::default(),
+            schedules_omit_breaks: AtomicBool::new(false),
         }
     }
 
@@ -436,6 +447,24 @@ impl TransitionEngine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The agents people acted on that the schedule book lacked, for the book to fetch
+    /// first ([`super::schedules::ScheduleBook::with_wanted`]).
+    pub fn wanted_agents(&self) -> Arc<WantedAgents> {
+        self.wanted.clone()
+    }
+
+    /// Notes that a person acts on `agent_id` while the book cannot decide for it
+    /// (imported schedules answer without the book).
+    fn wanted(&self, agent_id: &str) {
+        let imported = self.imports.as_ref().is_some_and(|i| i.covers(agent_id));
+        if !self.book_max_age.is_zero()
+            && !imported
+            && current_context().lane == Lane::Interactive
+        {
+            self.wanted.add(agent_id);
+        }
     }
 
     pub fn platform(&self) -> &Arc<dyn ContactCenter> {
@@ -773,33 +802,46 @@ impl TransitionEngine {
             return Ok((Ok(()), None));
         }
         let now = self.now();
-        let (schedule, source) = match self.book_schedule(agent_id, now).await {
+        let needs_break_status = policy::needs_break_status(target);
+        let (schedule, source, break_asked) = match self.book_schedule(agent_id, now).await {
             Some((schedule, age)) => (
                 Arc::new(schedule),
                 ScheduleSource {
                     from_book: true,
                     age,
                 },
+                None,
             ),
-            None => match self.schedule(agent_id).await {
-                Ok(schedule) => (schedule, ScheduleSource::ASKED),
-                Err(error) if refuses_schedules(&error) => {
-                    return self.unchecked(error, ScheduleCheck::Unchecked);
-                }
-                Err(error) => return Err(error.into()),
-            },
-        };
-        let in_mandatory_break = if policy::needs_break_status(target) && schedule.is_active() {
-            match schedule.mandatory_break_at(now) {
-                Some(in_break) => in_break,
-                None => match self.break_status(agent_id).await {
-                    Ok(status) => status.required_at(now),
+            None => {
+                self.wanted(agent_id);
+                let (schedule, break_asked) = self.lookups(agent_id, needs_break_status).await;
+                match schedule {
+                    Ok(schedule) => (schedule, ScheduleSource::ASKED, break_asked),
                     Err(error) if refuses_schedules(&error) => {
-                        // The shift was checked (the agent is on it); only the break is not.
-                        return self.unchecked(error, ScheduleCheck::BreakUnchecked(source));
+                        return self.unchecked(error, ScheduleCheck::Unchecked);
                     }
                     Err(error) => return Err(error.into()),
-                },
+                }
+            }
+        };
+        let in_mandatory_break = if needs_break_status && schedule.is_active() {
+            match schedule.mandatory_break_at(now) {
+                Some(in_break) => in_break,
+                None => {
+                    let status = match break_asked {
+                        Some(asked) => asked,
+                        None => self.break_status(agent_id).await,
+                    };
+                    match status {
+                        Ok(status) => status.required_at(now),
+                        Err(error) if refuses_schedules(&error) => {
+                            // The shift was checked (the agent is on it); only the break
+                            // is not.
+                            return self.unchecked(error, ScheduleCheck::BreakUnchecked(source));
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
             }
         } else {
             false
@@ -886,8 +928,41 @@ impl TransitionEngine {
         Some((schedule, age))
     }
 
+    /// The schedule lookup for an agent the book cannot decide for, and the
+    /// break-status lookup beside it rather than after it when a person waits (the
+    /// interactive lane), the target may need it and this tenant's schedules have been
+    /// seen to omit breaks: one round trip less, for a request wasted when the schedule
+    /// lists the breaks after all or has no shift. Where schedules list breaks (the
+    /// real platform's always do) nothing is asked twice; other lanes ask for break
+    /// status only when the schedule leaves it open.
+    async fn lookups(
+        &self,
+        agent_id: &str,
+        needs_break_status: bool,
+    ) -> (
+        Result<Arc<Schedule>, CxoneError>,
+        Option<Result<Arc<BreakStatus>, CxoneError>>,
+    ) {
+        if needs_break_status
+            && self.schedules_omit_breaks.load(Ordering::Relaxed)
+            && current_context().lane == Lane::Interactive
+        {
+            let (schedule, breaks) =
+                tokio::join!(self.schedule(agent_id), self.break_status(agent_id));
+            (schedule, Some(breaks))
+        } else {
+            (self.schedule(agent_id).await, None)
+        }
+    }
+
     async fn schedule(&self, agent_id: &str) -> Result<Arc<Schedule>, CxoneError> {
-        let fetch = async { self.platform.schedule(agent_id).await.map(Arc::new) };
+        let fetch = async {
+            let schedule = self.platform.schedule(agent_id).await?;
+            if schedule.is_active() && schedule.breaks.is_none() {
+                self.schedules_omit_breaks.store(true, Ordering::Relaxed);
+            }
+            Ok::<_, CxoneError>(Arc::new(schedule))
+        };
         match &self.schedules {
             Some(cache) => cache
                 .try_get_with_by_ref(agent_id, fetch)
@@ -1222,6 +1297,7 @@ mod tests {
     use crate::store::testing::temp_store;
 
     use crate::cxone::fake::FakePlatform;
+    use crate::cxone::in_lane;
 
     fn on_shift(breaks: Option<Vec<BreakWindow>>) -> Schedule {
         let now = Utc::now();
@@ -1370,6 +1446,80 @@ mod tests {
             let (source, age_ms) = schedule_source(engine.store(), &made.attempt_id).await;
             assert_eq!((source.as_str(), age_ms), ("platform", 0));
         }
+    }
+
+    #[tokio::test]
+    async fn a_person_waits_for_the_schedule_and_break_status_lookups_together() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(None));
+        platform.add_agent("u_002", on_shift(None));
+        let (engine, _dir) = book_engine(platform.clone()).await;
+        let ready = |agent| {
+            let change = engine.transition(request(agent, AgentState::Ready));
+            in_lane(Lane::Interactive, None, change)
+        };
+        // The first lookups learn that this tenant's schedules omit the breaks.
+        ready("u_002").await.unwrap();
+        platform.schedule_awaits_breaks.store(true, Ordering::Relaxed);
+        let made = tokio::time::timeout(Duration::from_secs(10), ready("u_001"))
+            .await
+            .expect("the schedule lookup waited for a break lookup that never came")
+            .unwrap();
+        assert_eq!(made.outcome, Outcome::Succeeded);
+        assert_eq!(platform.calls("breaks u_001"), 1, "asked once, not again");
+    }
+
+    #[tokio::test]
+    async fn where_schedules_list_the_breaks_a_person_s_change_asks_no_break_status() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(Some(vec![])));
+        platform.add_agent("u_002", on_shift(Some(vec![])));
+        let (engine, _dir) = book_engine(platform.clone()).await;
+        for agent in ["u_001", "u_002"] {
+            let change = engine.transition(request(agent, AgentState::Ready));
+            let made = in_lane(Lane::Interactive, None, change).await.unwrap();
+            assert_eq!(made.outcome, Outcome::Succeeded);
+        }
+        assert_eq!(platform.calls("breaks"), 0);
+    }
+
+    #[tokio::test]
+    async fn automation_asks_for_break_status_only_when_the_schedule_leaves_it_open() {
+        let platform = Arc::new(FakePlatform::default());
+        let now = Utc::now();
+        let coffee = BreakWindow {
+            start: now + ChronoDuration::hours(1),
+            end: now + ChronoDuration::minutes(75),
+            kind: "BREAK".into(),
+            mandatory: true,
+        };
+        platform.add_agent("u_001", on_shift(Some(vec![coffee])));
+        let (engine, _dir) = book_engine(platform.clone()).await;
+        let made = engine
+            .transition(request("u_001", AgentState::Ready))
+            .await
+            .unwrap();
+        assert_eq!(made.outcome, Outcome::Succeeded);
+        assert_eq!(platform.calls("breaks u_001"), 0, "the schedule listed them");
+        assert!(
+            engine.wanted_agents().snapshot().is_empty(),
+            "nobody waits on an automation's change"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_a_person_acts_on_that_the_book_lacks_is_wanted_by_the_book() {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent("u_001", on_shift(None));
+        platform.add_agent("u_002", on_shift(None));
+        let (engine, _dir) = book_engine(platform.clone()).await;
+        book(engine.store(), "u_002", ChronoDuration::minutes(5)).await;
+        for agent in ["u_001", "u_002"] {
+            let change = engine.transition(request(agent, AgentState::NotReady));
+            in_lane(Lane::Interactive, None, change).await.unwrap();
+        }
+        let wanted = engine.wanted_agents().snapshot();
+        assert_eq!(wanted, ["u_001".to_owned()].into(), "u_002 was in the book");
     }
 
     #[tokio::test]
