@@ -33,15 +33,17 @@ pub struct ReportQuery {
     /// End (exclusive), after `from` and at most 366 days later; default now.
     to: Option<String>,
     /// `csv` (default; one row per agent), `json` (agents and every attempt) or `html`
-    /// (one self-contained page with a chart).
+    /// (one self-contained page with a chart, agents grouped by team, worst adherence
+    /// first).
     #[param(pattern = "^(csv|json|html)$")]
     format: Option<String>,
     /// IANA time zone for the times in the report (e.g. America/New_York); default UTC.
     tz: Option<String>,
 }
 
-/// The compliance report of a window: per agent, transitions, rejections by violation,
-/// latency (mean, p95), idle time and time in each state; streamed.
+/// The compliance report of a window: per agent (with name and team as the platform
+/// last listed them), transitions, rejections by violation, latency (mean, p95), idle
+/// time, time in each state and adherence; streamed.
 #[utoipa::path(
     get,
     path = "/v1/reports/compliance",

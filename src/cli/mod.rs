@@ -743,8 +743,9 @@ async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
     /// Per-agent transitions, rejections by violation, latency, idle time, time in each
-    /// state and schedule adherence for [FROM, TO); with --format json also every
-    /// attempt.
+    /// state and schedule adherence for [FROM, TO), each agent with the name and team
+    /// the platform last listed (columns name, team_id, team, after the others); with
+    /// --format json also every attempt.
     Compliance(ComplianceArgs),
 }
 
@@ -757,7 +758,7 @@ pub struct ComplianceArgs {
     #[arg(long, value_parser = parse_instant)]
     pub to: chrono::DateTime<chrono::Utc>,
     /// csv (one row per agent), json (agents and the attempt log) or html (one page
-    /// with a chart).
+    /// with a chart, agents grouped by team, worst adherence first).
     #[arg(long, default_value = "csv", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<crate::report::Format>()))]
     pub format: crate::report::Format,
     /// Write to FILE instead of stdout.

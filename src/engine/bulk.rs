@@ -57,6 +57,7 @@ use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::jobs::{self, Counts, ItemRow, JobRow, NewItem, NewJob, Settlement};
 use crate::store::outbox::{self, EventType};
+use crate::store::roster::{self, RosterEntry};
 use crate::store::{Store, from_ms, to_ms};
 use crate::time::rfc3339;
 
@@ -320,7 +321,9 @@ impl BulkJobs {
         self.inner.engine.now()
     }
 
-    /// The platform's agents, fetched once per `agent_list_ttl` however many jobs ask.
+    /// The platform's agents, fetched once per `agent_list_ttl` however many jobs ask
+    /// (and the wallboard's roster refresh). Each fetch is also kept in the store's agent
+    /// roster, so reports name agents without asking the platform.
     pub async fn agents(&self) -> Result<Arc<Vec<Agent>>, CxoneError> {
         let fetch = async {
             let agents = self
@@ -329,6 +332,7 @@ impl BulkJobs {
                 .platform()
                 .list_agents(&AgentFilter::default())
                 .await?;
+            self.remember(&agents).await;
             Ok(Arc::new(agents))
         };
         if self.inner.agent_list_ttl.is_zero() {
@@ -339,6 +343,22 @@ impl BulkJobs {
             .try_get_with((), fetch)
             .await
             .map_err(|e: Arc<CxoneError>| (*e).clone())
+    }
+
+    /// Stores the listed agents' names and teams. A failure costs only names in later
+    /// reports until the next listing, so it is logged and the listing still answers.
+    async fn remember(&self, agents: &[Agent]) {
+        let entries: Vec<RosterEntry> = agents.iter().map(RosterEntry::from).collect();
+        let now = to_ms(self.now());
+        let stored = async {
+            // Names are no record that must survive a power cut, only a crash.
+            let mut tx = self.store().begin_write_unflushed().await?;
+            roster::remember(&mut tx, &entries, now).await?;
+            tx.commit().await
+        };
+        if let Err(error) = stored.await {
+            tracing::warn!(%error, agents = agents.len(), "cannot store the agent roster");
+        }
     }
 
     /// Checks `request` and stores the job with all its items (or returns the job its
@@ -1256,6 +1276,22 @@ mod tests {
         let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(payload["data"]["unchanged"], 2);
         assert_eq!(payload["data"]["succeeded"], 3);
+    }
+
+    #[tokio::test]
+    async fn the_listed_agents_names_and_teams_are_kept_in_the_store() {
+        let rig = rig().await;
+        let free = rig.pick("free");
+        rig.bulk.submit(meeting(&free[..1], None)).await.unwrap();
+        let roster = crate::store::roster::all(rig.store.reader()).await.unwrap();
+        let agents = rig.sim.agents();
+        assert_eq!(roster.len(), agents.len());
+        for agent in agents {
+            let entry = &roster[&agent.id];
+            assert_eq!(entry.name.as_deref(), Some(agent.name.as_str()));
+            assert_eq!(entry.team_id.as_deref(), Some(agent.team_id.as_str()));
+            assert_eq!(entry.team_name.as_deref(), Some(agent.team_name.as_str()));
+        }
     }
 
     #[tokio::test]

@@ -3,8 +3,12 @@
 //! Unknown values (no attempts, no adherence yet) are empty fields, not zeros, so a
 //! spreadsheet average does not count them. Every row repeats the window, so rows stay
 //! meaningful when files from several windows are concatenated. Text that came from
-//! elsewhere (the agent id) goes through [`text_cell`], so opening the file in a
-//! spreadsheet never runs a formula someone put into an id.
+//! elsewhere (the agent id, name and team) goes through [`text_cell`], so opening the
+//! file in a spreadsheet never runs a formula someone put into a name.
+//!
+//! The agent's name and team come last, after the window: columns are added only at the
+//! end, so a spreadsheet or script that reads an older report's columns by position
+//! still finds each of them where it was.
 
 use std::borrow::Cow;
 
@@ -24,8 +28,8 @@ pub fn text_cell(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// The columns, in order.
-pub const COLUMNS: [&str; 23] = [
+/// The columns, in order. New columns go at the end (see the module doc).
+pub const COLUMNS: [&str; 26] = [
     "agent_id",
     "transitions",
     "succeeded",
@@ -49,10 +53,17 @@ pub const COLUMNS: [&str; 23] = [
     "unobserved_seconds",
     "from",
     "to",
+    "name",
+    "team_id",
+    "team",
 ];
 
 fn optional<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn optional_text(value: Option<&str>) -> String {
+    value.map(|v| text_cell(v).into_owned()).unwrap_or_default()
 }
 
 fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()] {
@@ -80,6 +91,9 @@ fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()]
         optional(agent.unobserved_seconds),
         from.to_owned(),
         to.to_owned(),
+        optional_text(agent.name.as_deref()),
+        optional_text(agent.team_id.as_deref()),
+        optional_text(agent.team.as_deref()),
     ]
 }
 

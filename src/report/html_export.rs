@@ -1,11 +1,22 @@
 //! The HTML export: one self-contained page (inline CSS and SVG, no scripts, no external
 //! assets): a summary of the whole window, a bar chart of idle time and violations, and
-//! the agents' table. Durations read as h:mm:ss.
+//! two per-agent tables, the main figures (adherence, rejections, idle time) and the
+//! time in each state. Durations read as h:mm:ss. The title and heading name the window
+//! in the report's time zone.
 //!
-//! Agent ids come from the platform and from API callers, so every value is escaped
-//! before it reaches the page.
+//! Supervisors read the page by team: both tables group the agents by team (a heading
+//! row per team, teams by name, agents without a known team last) and list each team's
+//! worst adherence first, agents without an adherence figure last; the chart follows
+//! the same order. Each agent shows by name, with the id beneath. The tables take the
+//! page's width with fixed column shares, so on a 1366 px screen nothing needs
+//! scrolling sideways; long names wrap.
+//!
+//! Agent ids, names and teams come from the platform and from API callers, so every
+//! value is escaped before it reaches the page.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use super::{AgentSummary, Chunked, Report, ReportError, Sink};
@@ -15,6 +26,8 @@ const ROW: usize = 22;
 /// Width of the label column and of each bar's full length.
 const LABEL: usize = 160;
 const BAR: usize = 300;
+/// The characters of a name that fit the label column at the chart's font size.
+const LABEL_CHARS: usize = 22;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> Cow<'_, str> {
@@ -120,67 +133,251 @@ on its own.</p>",
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
+h1{font-size:1.6em}\
 table{border-collapse:collapse;font-size:13px}\
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}\
 th:first-child,td:first-child{text-align:left}\
 th{background:#f3f3f3}\
+table.agents{width:100%;table-layout:fixed}\
+table.agents th,table.agents td{overflow-wrap:anywhere}\
+table.agents col.agent{width:18%}\
+tr.team th{background:#e2e8f0;text-align:left;font-size:14px}\
+.id{color:#666;font-size:11px}\
+svg{max-width:100%;height:auto}\
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}";
+
+/// The main figures' columns, after the agent's.
+const MAIN: [&str; 12] = [
+    "Adherence %",
+    "Scheduled",
+    "In adherence",
+    "Unobserved",
+    "Adherence exceptions",
+    "Transitions",
+    "Succeeded",
+    "Rejections",
+    "Failed",
+    "Violation frequency",
+    "Latency p95 (ms)",
+    "Idle",
+];
+
+/// The second table's columns, after the agent's.
+const DETAIL: [&str; 11] = [
+    "Ready",
+    "Not ready",
+    "Paused",
+    "Idle state",
+    "Logged out",
+    "On contact",
+    "ACW",
+    "Rejected: not scheduled",
+    "Rejected: mandatory break",
+    "Rejected: state conflict",
+    "Latency mean (ms)",
+];
+
+/// One team's agents, in the order the page lists them.
+struct Team<'a> {
+    id: Option<&'a str>,
+    name: Option<&'a str>,
+    agents: Vec<&'a AgentSummary>,
+}
+
+/// Compares two optional texts, known ones first, case-insensitively.
+fn known_first(a: Option<&str>, b: Option<&str>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+/// Worst adherence first, agents without a figure last; then by name and id.
+fn worst_first(a: &AgentSummary, b: &AgentSummary) -> Ordering {
+    let adherence = match (a.adherence_pct, b.adherence_pct) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    adherence
+        .then_with(|| known_first(a.name.as_deref(), b.name.as_deref()))
+        .then_with(|| a.agent_id.cmp(&b.agent_id))
+}
+
+/// The agents by team (teams by name, then id; agents without a team last), each team
+/// worst adherence first.
+fn by_team(agents: &[AgentSummary]) -> Vec<Team<'_>> {
+    let mut teams: BTreeMap<(Option<&str>, Option<&str>), Vec<&AgentSummary>> = BTreeMap::new();
+    for agent in agents {
+        teams
+            .entry((agent.team_id.as_deref(), agent.team.as_deref()))
+            .or_default()
+            .push(agent);
+    }
+    let mut teams: Vec<Team<'_>> = teams
+        .into_iter()
+        .map(|((id, name), mut agents)| {
+            agents.sort_by(|a, b| worst_first(a, b));
+            Team { id, name, agents }
+        })
+        .collect();
+    teams.sort_by(|a, b| {
+        let unknown = |t: &Team<'_>| t.id.is_none() && t.name.is_none();
+        unknown(a)
+            .cmp(&unknown(b))
+            .then_with(|| known_first(a.name, b.name))
+            .then_with(|| known_first(a.id, b.id))
+    });
+    teams
+}
+
+/// How the page names an agent: the name when known, else the id.
+fn label(agent: &AgentSummary) -> &str {
+    agent
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&agent.agent_id)
+}
 
 pub(super) async fn write<S: Sink>(
     report: &Report,
     out: &mut Chunked<'_, S>,
 ) -> Result<(), ReportError> {
-    let from = report.time(report.window.from);
-    let to = report.time(report.window.to);
+    let teams = by_team(&report.agents);
+    let title = format!("Compliance report {}", report.window_label());
     write!(
         out.buf,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<title>Compliance report {from} – {to}</title><style>{STYLE}</style></head><body>\
-<h1>Compliance report</h1><p>Window: {from} to {to} (end exclusive). Generated {generated}. \
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style></head><body>\
+<h1>{title}</h1><p>Window: {from} to {to} (end exclusive). Generated {generated}. \
 Agents: {count}.</p>",
-        from = escape(&from),
-        to = escape(&to),
+        title = escape(&title),
+        from = escape(&report.time(report.window.from)),
+        to = escape(&report.time(report.window.to)),
         generated = escape(&report.time(report.generated_at)),
         count = report.agents.len(),
     )?;
 
     summary(report, &mut out.buf)?;
-    chart(report, out).await?;
+    chart(report, &teams, out).await?;
 
     out.buf.extend_from_slice(
-        b"<h2>Per agent</h2><table><thead><tr><th>Agent</th><th>Transitions</th>\
-<th>Succeeded</th><th>Rejections</th><th>Failed</th><th>Not scheduled</th>\
-<th>Mandatory break</th><th>State conflict</th><th>Violation frequency</th>\
-<th>Latency mean (ms)</th><th>Latency p95 (ms)</th><th>Idle</th><th>Ready</th>\
-<th>Not ready</th><th>Paused</th><th>Idle state</th><th>Logged out</th>\
-<th>On contact</th><th>ACW</th><th>Adherence %</th><th>Scheduled</th>\
-<th>In adherence</th><th>Unobserved</th><th>Adherence exceptions</th></tr></thead><tbody>",
+        b"<h2>Per agent</h2><p>By team; in each team the lowest adherence first, agents \
+without an adherence figure (no stored shift) last.</p>",
     );
-    for agent in &report.agents {
-        row(&mut out.buf, agent)?;
-        out.maybe_flush().await?;
-    }
+    table(out, &teams, &MAIN, main_cells).await?;
     out.buf
-        .extend_from_slice(b"</tbody></table></body></html>\n");
+        .extend_from_slice(b"<h2>Time in each state and rejections per agent</h2>");
+    table(out, &teams, &DETAIL, detail_cells).await?;
+    out.buf.extend_from_slice(b"</body></html>\n");
     Ok(())
 }
 
-fn row(buf: &mut Vec<u8>, a: &AgentSummary) -> std::io::Result<()> {
+/// One per-agent table: a heading row per team, then its agents' `cells`.
+async fn table<S: Sink, const N: usize>(
+    out: &mut Chunked<'_, S>,
+    teams: &[Team<'_>],
+    columns: &[&str; N],
+    cells: fn(&AgentSummary) -> [String; N],
+) -> Result<(), ReportError> {
+    out.buf
+        .extend_from_slice(b"<table class=\"agents\"><colgroup><col class=\"agent\">");
+    for _ in columns {
+        out.buf.extend_from_slice(b"<col>");
+    }
+    out.buf
+        .extend_from_slice(b"</colgroup><thead><tr><th>Agent</th>");
+    for column in columns {
+        write!(out.buf, "<th>{}</th>", escape(column))?;
+    }
+    out.buf.extend_from_slice(b"</tr></thead>");
+    for team in teams {
+        team_heading(&mut out.buf, team, N + 1)?;
+        for agent in &team.agents {
+            write!(
+                out.buf,
+                "<tr class=\"agent\" data-agent=\"{id}\"><td>{label}",
+                id = escape(&agent.agent_id),
+                label = escape(label(agent)),
+            )?;
+            if label(agent) != agent.agent_id {
+                write!(
+                    out.buf,
+                    "<br><span class=\"id\">{}</span>",
+                    escape(&agent.agent_id)
+                )?;
+            }
+            out.buf.extend_from_slice(b"</td>");
+            for cell in cells(agent) {
+                write!(out.buf, "<td>{}</td>", escape(&cell))?;
+            }
+            out.buf.extend_from_slice(b"</tr>");
+            out.maybe_flush().await?;
+        }
+        out.buf.extend_from_slice(b"</tbody>");
+    }
+    out.buf.extend_from_slice(b"</table>");
+    Ok(())
+}
+
+/// Opens a team's `<tbody>` with its heading row: name, id, agents, mean adherence.
+fn team_heading(buf: &mut Vec<u8>, team: &Team<'_>, span: usize) -> std::io::Result<()> {
+    let name = match (team.name, team.id) {
+        (Some(name), _) => name,
+        (None, Some(id)) => id,
+        (None, None) => "No team known",
+    };
+    let known: Vec<f64> = team.agents.iter().filter_map(|a| a.adherence_pct).collect();
+    let mean = (!known.is_empty()).then(|| {
+        format!(
+            " · mean adherence {:.1}%",
+            known.iter().sum::<f64>() / known.len() as f64
+        )
+    });
+    write!(
+        buf,
+        "<tbody class=\"team\"><tr class=\"team\"><th colspan=\"{span}\">{name}",
+        name = escape(name),
+    )?;
+    if let (Some(_), Some(id)) = (team.name, team.id) {
+        write!(buf, " <span class=\"id\">{}</span>", escape(id))?;
+    }
+    let count = team.agents.len();
+    write!(
+        buf,
+        " · {count} agent{s}{mean}</th></tr>",
+        s = if count == 1 { "" } else { "s" },
+        mean = escape(&mean.unwrap_or_default()),
+    )
+}
+
+fn main_cells(a: &AgentSummary) -> [String; MAIN.len()] {
     let frequency = a.violation_frequency.map(|f| format!("{:.1}%", f * 100.0));
-    let mean = a.latency_mean_ms.map(|m| format!("{m:.1}"));
     let pct = a.adherence_pct.map(|p| format!("{p:.1}"));
-    let cells: [String; 23] = [
+    [
+        optional(pct),
+        optional(a.scheduled_seconds.map(hms)),
+        optional(a.in_adherence_seconds.map(hms)),
+        optional(a.unobserved_seconds.map(hms)),
+        optional(a.adherence_exceptions),
         a.transitions.to_string(),
         a.succeeded.to_string(),
         a.rejections.to_string(),
         a.failed.to_string(),
-        a.rejections_agent_not_scheduled.to_string(),
-        a.rejections_mandatory_break_violation.to_string(),
-        a.rejections_state_conflict.to_string(),
         optional(frequency),
-        optional(mean),
         optional(a.latency_p95_ms),
         hms(a.idle_seconds),
+    ]
+}
+
+fn detail_cells(a: &AgentSummary) -> [String; DETAIL.len()] {
+    let mean = a.latency_mean_ms.map(|m| format!("{m:.1}"));
+    [
         hms(a.seconds_ready),
         hms(a.seconds_not_ready),
         hms(a.seconds_paused),
@@ -188,23 +385,20 @@ fn row(buf: &mut Vec<u8>, a: &AgentSummary) -> std::io::Result<()> {
         hms(a.seconds_logged_out),
         hms(a.seconds_on_contact),
         hms(a.seconds_acw),
-        optional(pct),
-        optional(a.scheduled_seconds.map(hms)),
-        optional(a.in_adherence_seconds.map(hms)),
-        optional(a.unobserved_seconds.map(hms)),
-        optional(a.adherence_exceptions),
-    ];
-    write!(buf, "<tr><td>{}</td>", escape(&a.agent_id))?;
-    for cell in cells {
-        write!(buf, "<td>{}</td>", escape(&cell))?;
-    }
-    buf.extend_from_slice(b"</tr>");
-    Ok(())
+        a.rejections_agent_not_scheduled.to_string(),
+        a.rejections_mandatory_break_violation.to_string(),
+        a.rejections_state_conflict.to_string(),
+        optional(mean),
+    ]
 }
 
 /// One group per agent: a bar for idle time and one for rejections, each scaled to the
 /// largest value in the report so the longest bar spans the full width.
-async fn chart<S: Sink>(report: &Report, out: &mut Chunked<'_, S>) -> Result<(), ReportError> {
+async fn chart<S: Sink>(
+    report: &Report,
+    teams: &[Team<'_>],
+    out: &mut Chunked<'_, S>,
+) -> Result<(), ReportError> {
     let max_idle = report
         .agents
         .iter()
@@ -230,7 +424,8 @@ font-family=\"system-ui,sans-serif\" font-size=\"12\">\
         vx = LABEL + BAR + 20,
         longest = hms(max_idle),
     )?;
-    for (i, agent) in report.agents.iter().enumerate() {
+    let agents: Vec<&AgentSummary> = teams.iter().flat_map(|t| t.agents.clone()).collect();
+    for (i, agent) in agents.into_iter().enumerate() {
         let y = 20 + i * ROW;
         let idle_width = if max_idle > 0.0 {
             agent.idle_seconds / max_idle * BAR as f64
@@ -242,13 +437,18 @@ font-family=\"system-ui,sans-serif\" font-size=\"12\">\
         } else {
             0.0
         };
-        let id = escape(&agent.agent_id);
+        let full = match label(agent) {
+            id if id == agent.agent_id => id.to_owned(),
+            name => format!("{name} ({})", agent.agent_id),
+        };
         write!(
             out.buf,
-            "<g class=\"agent\"><title>{id}: {idle} idle, {rejections} rejections</title>\
-<text x=\"0\" y=\"{ty}\">{id}</text>\
+            "<g class=\"agent\"><title>{full}: {idle} idle, {rejections} rejections</title>\
+<text x=\"0\" y=\"{ty}\">{short}</text>\
 <rect class=\"idle\" x=\"{LABEL}\" y=\"{y}\" width=\"{idle_width:.1}\" height=\"{h}\" fill=\"#4a90d9\"/>\
 <rect class=\"violations\" x=\"{vx}\" y=\"{y}\" width=\"{rejection_width:.1}\" height=\"{h}\" fill=\"#d9534f\"/></g>",
+            full = escape(&full),
+            short = escape(&shortened(label(agent))),
             idle = hms(agent.idle_seconds),
             rejections = agent.rejections,
             ty = y + 13,
@@ -259,4 +459,14 @@ font-family=\"system-ui,sans-serif\" font-size=\"12\">\
     }
     out.buf.extend_from_slice(b"</svg>");
     Ok(())
+}
+
+/// A chart label that fits the label column: at most [`LABEL_CHARS`] characters, the
+/// last of a longer one an ellipsis (the bar's tooltip has the whole name).
+fn shortened(label: &str) -> Cow<'_, str> {
+    if label.chars().count() <= LABEL_CHARS {
+        return Cow::Borrowed(label);
+    }
+    let kept: String = label.chars().take(LABEL_CHARS - 1).collect();
+    Cow::Owned(format!("{kept}…"))
 }

@@ -1,6 +1,7 @@
 //! Compliance reports: per-agent transitions, rejections, latency, idle time, time in
 //! each state and schedule adherence over a window, exported as CSV, JSON or one
-//! self-contained HTML page.
+//! self-contained HTML page. Agents are named, with their teams, from the store's agent
+//! roster (the platform's last listing), so a report makes no platform call.
 //!
 //! A report is built in two steps so a caller (the HTTP handler) can fail cleanly
 //! before the first byte goes out: [`Report::build`] aggregates in SQL (one row per
@@ -141,7 +142,8 @@ pub struct Report {
     pub generated_at: DateTime<Utc>,
     /// Zone times are printed in; UTC when `None`.
     pub zone: Option<Tz>,
-    /// One summary per agent with an attempt or an interval in the window, by agent id.
+    /// One summary per agent with an attempt or an interval in the window, by agent id,
+    /// named from the store's agent roster (no platform call).
     pub agents: Vec<AgentSummary>,
 }
 
@@ -157,7 +159,11 @@ impl Report {
     ) -> Result<Report, ReportError> {
         let threshold =
             chrono::TimeDelta::from_std(exception_threshold).unwrap_or(chrono::TimeDelta::MAX);
-        let agents = summarize(pool, window, now, threshold).await?;
+        let mut agents = summarize(pool, window, now, threshold).await?;
+        let roster = crate::store::roster::all(pool).await?;
+        for agent in &mut agents {
+            agent.set_names(&roster);
+        }
         Ok(Report {
             window,
             generated_at: now,
@@ -181,6 +187,35 @@ impl Report {
         }
         out.flush().await?;
         Ok(())
+    }
+
+    /// The window for a title: `2026-11-02 00:00 – 2026-11-09 00:00 (Europe/Berlin)`,
+    /// local times in the report's zone (UTC without one), seconds only where either
+    /// end has them.
+    pub fn window_label(&self) -> String {
+        let (from, to) = (self.window.from, self.window.to);
+        let format = if from.timestamp_subsec_nanos() == 0
+            && to.timestamp_subsec_nanos() == 0
+            && from.timestamp() % 60 == 0
+            && to.timestamp() % 60 == 0
+        {
+            "%Y-%m-%d %H:%M"
+        } else {
+            "%Y-%m-%d %H:%M:%S"
+        };
+        let (zone, from, to) = match self.zone {
+            None => (
+                "UTC",
+                from.format(format).to_string(),
+                to.format(format).to_string(),
+            ),
+            Some(zone) => (
+                zone.name(),
+                from.with_timezone(&zone).format(format).to_string(),
+                to.with_timezone(&zone).format(format).to_string(),
+            ),
+        };
+        format!("{from} – {to} ({zone})")
     }
 
     /// An instant as RFC 3339 with milliseconds, in the report's zone.

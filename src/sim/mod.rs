@@ -384,6 +384,18 @@ impl Simulator {
         st.change_state(id, state, reason, now).is_some()
     }
 
+    /// Gives an agent another name, as an administrator would on the platform (names
+    /// are free text there: tests give hostile ones). False for an unknown agent.
+    pub fn rename_agent(&self, id: &str, name: &str) -> bool {
+        match self.lock().tenant.agents.get_mut(id) {
+            Some(agent) => {
+                agent.name = name.to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn stats(&self) -> SimStats {
         self.lock().stats.clone()
     }

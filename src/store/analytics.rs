@@ -1,5 +1,5 @@
-//! Analytics tables: daily rollups of the history, the team roster, analytics jobs and
-//! their result rows.
+//! Analytics tables: daily rollups of the history, analytics jobs and their result rows
+//! (the team roster they group by is the agent roster, [`super::roster`]).
 //!
 //! Rollups are written once per completed day and read by range; jobs are written at
 //! each step (accepted, running, a page of results stored, finished) so a restart
@@ -130,51 +130,11 @@ pub async fn latency_p95(
     Ok(rows.into_iter().collect())
 }
 
-/// An agent's team as the platform listed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RosterEntry {
-    pub agent_id: String,
-    pub team_id: Option<String>,
-    pub team_name: Option<String>,
-}
+pub use super::roster::RosterEntry;
 
-/// Replaces the roster with `entries`.
-pub async fn replace_roster(
-    conn: &mut SqliteConnection,
-    entries: &[RosterEntry],
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM analytics_roster")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO analytics_roster (agent_id, team_id, team_name, updated_at)
-         SELECT json_extract(value, '$.agent_id'), json_extract(value, '$.team_id'),
-                json_extract(value, '$.team_name'), ?2
-         FROM json_each(?1) WHERE true
-         ON CONFLICT (agent_id) DO NOTHING",
-    )
-    .bind(serde_json::to_string(entries).expect("roster serializes"))
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Every agent's stored team.
+/// Every agent's stored team (the agent roster, see [`super::roster`]).
 pub async fn roster(pool: &SqlitePool) -> Result<Vec<RosterEntry>, sqlx::Error> {
-    let rows: Vec<(String, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT agent_id, team_id, team_name FROM analytics_roster")
-            .fetch_all(pool)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(agent_id, team_id, team_name)| RosterEntry {
-            agent_id,
-            team_id,
-            team_name,
-        })
-        .collect())
+    Ok(super::roster::all(pool).await?.into_values().collect())
 }
 
 /// A stored analytics job.

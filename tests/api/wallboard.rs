@@ -27,8 +27,8 @@ const SLOW: Duration = Duration::from_secs(90);
 const PROMPT: Duration = Duration::from_secs(2);
 
 /// chromedriver on a free port, in its own process group so that the browsers it starts
-/// go with it.
-struct Chromedriver {
+/// go with it (the compliance report's page is measured in it too).
+pub(crate) struct Chromedriver {
     child: Child,
     url: String,
     /// The browser's profile, thrown away afterwards.
@@ -36,7 +36,7 @@ struct Chromedriver {
 }
 
 impl Chromedriver {
-    async fn start() -> Chromedriver {
+    pub(crate) async fn start() -> Chromedriver {
         tokio::task::spawn_blocking(|| {
             install_when_missing("chromium", &["--version"], &["chromium"]);
             install_when_missing("chromedriver", &["--version"], &["chromium-driver"]);
@@ -76,7 +76,7 @@ impl Chromedriver {
     }
 
     /// A new headless browser session.
-    async fn browser(&self) -> Client {
+    pub(crate) async fn browser(&self) -> Client {
         let mut capabilities = fantoccini::wd::Capabilities::new();
         capabilities.insert(
             "goog:chromeOptions".to_owned(),

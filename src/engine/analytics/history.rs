@@ -784,12 +784,15 @@ mod tests {
         let roster: Vec<RosterEntry> = (0..AGENTS)
             .map(|a| RosterEntry {
                 agent_id: format!("u_{a:03}"),
+                name: None,
                 team_id: Some(if a < 2 { "t_1" } else { "t_2" }.into()),
                 team_name: Some(if a < 2 { "Care" } else { "Billing" }.into()),
             })
             .collect();
         let mut tx = store.begin_write().await.unwrap();
-        stored::replace_roster(&mut tx, &roster, 0).await.unwrap();
+        crate::store::roster::remember(&mut tx, &roster, 0)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let mut by_team = spec(Bucket::Day, &["transitions:sum"], &["team"]);
         let by_agent = collect(
