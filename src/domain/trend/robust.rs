@@ -481,7 +481,9 @@ impl Detector {
         let mut anomaly = None;
         // Which side the point leans to, when it is at least half the threshold away.
         let mut lean = None;
-        if let Some(baseline) = baseline {
+        // Values of extreme sizes can make a proportion overflow: a baseline that is not
+        // a number judges nothing.
+        if let Some(baseline) = baseline.filter(|b| b.is_finite()) {
             let residual = x - baseline;
             self.comparable_residuals(baseline);
             let n = self.scratch.len();
@@ -729,6 +731,110 @@ mod tests {
         let analysis = analyse(&days, &defaults(DAY_MS));
         assert_eq!(analysis.seasonality, Seasonality::Weekly);
         assert_eq!(flagged(&analysis), [7 * 20 + 2]);
+        // A Saturday is expected to be like earlier Saturdays, not like the Friday
+        // before it.
+        let saturday = 7 * 25 + 5;
+        assert_eq!(days[saturday].at.weekday(), chrono::Weekday::Sat);
+        let baseline = analysis.points[saturday].baseline.unwrap();
+        assert!(
+            (baseline - 400.0).abs() < 30.0,
+            "Saturday baseline {baseline}"
+        );
+        let monday = analysis.points[saturday + 2].baseline.unwrap();
+        assert!((monday - 1_200.0).abs() < 60.0, "Monday baseline {monday}");
+    }
+
+    #[test]
+    fn auto_picks_the_weekly_season_only_when_the_data_has_a_weekly_pattern() {
+        // Hours: the same day every day, then weekends at a third.
+        let daily = hourly(24 * 7 * 12, 2.0, 51, |at| daily_shape(at.hour()));
+        assert_eq!(
+            analyse(&daily, &defaults(HOUR_MS)).seasonality,
+            Seasonality::Daily
+        );
+        let weekly = hourly(24 * 7 * 12, 2.0, 52, weekly_shape);
+        assert_eq!(
+            analyse(&weekly, &defaults(HOUR_MS)).seasonality,
+            Seasonality::Weekly
+        );
+        // Days: every day alike is compared with the days right before; a weekly
+        // pattern with the same weekday.
+        let days = |seed, weekend_share: f64| -> Vec<Point> {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..7 * 30)
+                .map(|d| {
+                    let at = start() + chrono::Duration::days(d);
+                    let share = if at.weekday().number_from_monday() >= 6 {
+                        weekend_share
+                    } else {
+                        1.0
+                    };
+                    Point {
+                        at,
+                        value: 1_000.0 * share + 20.0 * normal(&mut rng),
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            analyse(&days(53, 1.0), &defaults(DAY_MS)).seasonality,
+            Seasonality::None
+        );
+        assert_eq!(
+            analyse(&days(54, 0.4), &defaults(DAY_MS)).seasonality,
+            Seasonality::Weekly
+        );
+    }
+
+    #[test]
+    fn a_clean_hourly_year_with_daily_and_weekly_cycles_flags_under_1_percent() {
+        // About 8,000 hours, weekends at a third, noise like counts' (σ = √volume).
+        let expected = |at: DateTime<Utc>| weekly_shape(at) * 3.0;
+        let mut rng = StdRng::seed_from_u64(61);
+        let mut points: Vec<Point> = (0..8_000)
+            .map(|h| {
+                let at = start() + chrono::Duration::hours(h);
+                let e = expected(at);
+                Point {
+                    at,
+                    value: (e + e.sqrt() * normal(&mut rng)).round(),
+                }
+            })
+            .collect();
+        let clean = analyse(&points, &defaults(HOUR_MS));
+        assert_eq!(clean.seasonality, Seasonality::Weekly);
+        assert!(share(&clean) < 0.01, "{:?}", flagged(&clean));
+
+        // Spikes and dips of half the expected value, at busy and quiet hours, weekdays
+        // and weekends, once the weekly baselines have settled (eight weeks).
+        let planted: Vec<(i64, AnomalyKind)> = [
+            (24 * 7 * 9 + 13, AnomalyKind::Spike), // a Monday lunchtime
+            (24 * 7 * 12 + 24 * 5 + 11, AnomalyKind::Spike), // a Saturday
+            (24 * 7 * 20 + 24 * 2 + 3, AnomalyKind::Spike), // a Wednesday night
+            (24 * 7 * 25 + 24 * 3 + 15, AnomalyKind::Drop), // a Thursday afternoon
+            (24 * 7 * 33 + 24 * 6 + 12, AnomalyKind::Drop), // a Sunday noon
+            (24 * 7 * 40 + 24 + 10, AnomalyKind::Drop), // a Tuesday morning
+        ]
+        .to_vec();
+        for &(h, kind) in &planted {
+            let point = &mut points[h as usize];
+            let size = (0.5 * expected(point.at)).max(8.0 * expected(point.at).sqrt());
+            point.value = match kind {
+                AnomalyKind::Spike => (expected(point.at) + size).round(),
+                AnomalyKind::Drop => (expected(point.at) - size).max(0.0).round(),
+            };
+        }
+        let analysis = analyse(&points, &defaults(HOUR_MS));
+        for (h, kind) in planted {
+            assert_eq!(
+                analysis.points[h as usize].anomaly,
+                Some(kind),
+                "{} {:?}",
+                points[h as usize].at,
+                analysis.points[h as usize]
+            );
+        }
+        assert!(share(&analysis) < 0.01, "{:?}", flagged(&analysis));
     }
 
     #[test]
@@ -809,6 +915,33 @@ mod tests {
         let (before, after) = (&analysis.points[first], &analysis.points[first + 24]);
         assert!((after.spread.unwrap() / before.spread.unwrap() - 1.0).abs() < 0.3);
         assert!((after.baseline.unwrap() - before.baseline.unwrap()).abs() < 3.0);
+
+        // One spike alone: its neighbours, the hours after it and the same hour on the
+        // days after it, are expected about what they would be without it (within the
+        // noise, σ 1; a mean of the seven same hours would move by 60 / 7), and exactly
+        // what they would be were it a hundred times larger: its size has no say.
+        let mut one = points.clone();
+        one[first + 24].value -= 20.0;
+        let mut huge = one.clone();
+        huge[first].value += 5_940.0;
+        let mut without = one.clone();
+        without[first].value -= 60.0;
+        let [one, huge, without] =
+            [one, huge, without].map(|points| analyse(&points, &defaults(HOUR_MS)));
+        assert_eq!(huge.points[first].anomaly, Some(AnomalyKind::Spike));
+        for i in (first + 1..first + 24).chain([first + 24, first + 48, first + 72]) {
+            let (with, without) = (&one.points[i], &without.points[i]);
+            let judged = |f: &Figures| (f.baseline, f.spread, f.z_score, f.anomaly);
+            assert_eq!(judged(&huge.points[i]), judged(with), "hour {i}");
+            let (a, b) = (with.baseline.unwrap(), without.baseline.unwrap());
+            assert!((a - b).abs() < 1.5, "hour {i}: {a} against {b}");
+            let (a, b) = (with.spread.unwrap(), without.spread.unwrap());
+            assert!(
+                (a / b - 1.0).abs() < 0.1,
+                "hour {i}: spread {a} against {b}"
+            );
+            assert_eq!(with.anomaly, None, "hour {i}");
+        }
     }
 
     #[test]
@@ -885,6 +1018,7 @@ mod tests {
                     8 => (-50i32..50).prop_map(f64::from),
                     3 => -1e6f64..1e6,
                     1 => Just(f64::NAN),
+                    1 => prop_oneof![Just(f64::INFINITY), Just(1e-300), Just(1e300), Just(-1e300)],
                 ],
                 0..400,
             ),
