@@ -15,7 +15,7 @@ use super::extract::{PathParams, QueryParams};
 use super::json::JsonBody;
 use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
-use crate::domain::trend::{Seasonality, Settings};
+use crate::domain::trend::{Detector, Seasonality, Settings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
@@ -57,11 +57,15 @@ pub struct QueryBody {
     /// buckets: 31), a platform query at most 365.
     to: String,
     bucket: Bucket,
-    /// Points in the moving average and in each z-score's baseline; default 7.
+    /// Earlier comparable values in each point's baseline (the same hour on `window`
+    /// earlier days, say) and points in the moving average; default 7.
     window: Option<usize>,
-    /// Anomaly threshold on |z|; default 2.0.
+    /// Anomaly threshold: how many robust spreads (scaled median absolute deviations)
+    /// from its baseline a point must be; default 4.5.
     z: Option<f64>,
-    /// `weekly`: compare each point with earlier points at the same weekday and time.
+    /// What a point is compared with: `auto` (default; chosen from the bucket and the
+    /// data), `none` (the points right before), `daily` (the same hour on earlier days),
+    /// `weekly` (the same weekday and time); a season no longer than the bucket is none.
     #[schema(value_type = Option<String>)]
     seasonality: Option<Seasonality>,
 }
@@ -215,7 +219,8 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
         bucket: body.bucket,
         window: body.window.unwrap_or(Settings::DEFAULT_WINDOW),
         z: body.z.unwrap_or(Settings::DEFAULT_Z),
-        seasonality: body.seasonality.unwrap_or_default(),
+        seasonality: body.seasonality.unwrap_or(Seasonality::Auto),
+        detector: Detector::Robust,
     })
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::Failure;
 use crate::config::Config;
+use crate::domain::trend::Settings;
 use crate::engine::analytics::{self, JobView};
 use crate::store::Store;
 
@@ -71,14 +72,21 @@ pub struct QueryArgs {
     /// hour, day or week.
     #[arg(long, default_value = "day")]
     pub bucket: String,
-    /// Points in the moving average and in each z-score's baseline.
-    #[arg(long, default_value_t = 7)]
+    /// Earlier comparable values in each point's baseline (the same hour on N earlier
+    /// days, say) and points in the moving average.
+    #[arg(long, default_value_t = Settings::DEFAULT_WINDOW)]
     pub window: usize,
-    /// Anomaly threshold on |z|.
-    #[arg(long, default_value_t = 2.0)]
+    /// Anomaly threshold: how many robust spreads (scaled median absolute deviations)
+    /// from its baseline a point must be.
+    #[arg(long, default_value_t = Settings::DEFAULT_Z)]
     pub z: f64,
-    /// Compare each point with earlier points of the same weekday and time.
-    #[arg(long)]
+    /// What each point is compared with: auto (chosen from the bucket and the data),
+    /// none (the points right before), daily (the same hour on earlier days), weekly
+    /// (the same weekday and time).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "none", "daily", "weekly"])]
+    pub seasonality: String,
+    /// The same as --seasonality weekly.
+    #[arg(long, conflicts_with = "seasonality")]
     pub weekly: bool,
     /// csv (the canonical form `verify` checks), json, or html (one self-contained page
     /// with a chart per series).
@@ -196,7 +204,7 @@ async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
         "bucket": args.bucket,
         "window": args.window,
         "z": args.z,
-        "seasonality": if args.weekly { "weekly" } else { "none" },
+        "seasonality": if args.weekly { "weekly" } else { args.seasonality.as_str() },
     });
     let answer = send(call(Method::POST, "/v1/analytics/queries".into()).json(&body)).await?;
     let job_id = answer["job_id"].as_str().unwrap_or_default().to_owned();

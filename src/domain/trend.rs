@@ -1,63 +1,120 @@
 //! Trend and anomaly detection over one time series: a trailing moving average with its
-//! direction, and a z-score of each point against the trailing window before it.
+//! direction, and for each point a baseline (the value expected there), the spread
+//! around it, a z-score and, past the threshold, an anomaly.
 //!
 //! - The moving average of point `i` is the mean of the `window` values ending at `i`
 //!   (so it exists from the `window`-th point on). Its direction compares it with the
 //!   previous point's moving average.
-//! - The z-score of point `i` compares it with the `window` values *before* it (the point
-//!   never dilutes its own baseline): `(x − mean) / σ`, σ the population standard
-//!   deviation. A window with no variance yields no z-score and flags nothing, instead of
-//!   dividing by zero; a point with fewer than `window` predecessors is not judged.
-//! - Contact-center data is weekly-seasonal: every Monday is busier than the Sunday before
-//!   it. With [`Seasonality::Weekly`] a point's baseline is the `window` earlier points at
-//!   the same weekday and time of day (UTC), so a Monday is compared with earlier Mondays.
-//!   The moving average stays over consecutive points either way.
+//! - Anomalies come from one of two detectors, recorded with each analytics job so a
+//!   job's results never change: [`Detector::Robust`] (every job since #34, see
+//!   [`robust`]) compares a point with the median of the `window` earlier values at the
+//!   same place in the season (same hour on earlier days, same weekday, …), the season
+//!   chosen from the bucket and the data, and measures the distance in robust spreads
+//!   (median absolute deviation), so one spike can neither hide itself nor inflate the
+//!   baseline; a level shift is flagged where it starts and then becomes the baseline.
+//!   [`Detector::Zscore`] (jobs before #34, see [`zscore`]) compares it with the mean and
+//!   standard deviation of the `window` points before it.
 //!
 //! Points whose value is not finite (a bucket the source had no value for) get no figures
-//! and take no part in any window. Everything runs in O(n): sliding sums, recomputed
-//! exactly once per window length (and whenever rounding could matter) so error cannot
-//! build up over a million points.
+//! and take no part in any window; a bucket missing from the series is simply absent,
+//! and the season is read from each point's time, so gaps shift nothing.
+
+pub mod robust;
+pub mod zscore;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// How a point's baseline is chosen.
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+const WEEK_MS: i64 = 7 * DAY_MS;
+
+/// How a point's baseline is chosen: which earlier points are comparable with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Seasonality {
-    /// The `window` points right before it.
+    /// Chosen from the bucket and the data: hour buckets compare with the same hour on
+    /// earlier days, or on the same weekday when the data has a weekly pattern; day
+    /// buckets with the same weekday when the data has one; week buckets, and data
+    /// without a pattern, with the points right before.
     #[default]
+    Auto,
+    /// The `window` points right before it.
     None,
-    /// The `window` earlier points at the same weekday and time of day (UTC).
+    /// The same time of day on earlier days (UTC); with day or week buckets, the same
+    /// as none.
+    Daily,
+    /// The same weekday and time of day (UTC); with week buckets, the same as none.
     Weekly,
 }
 
 impl Seasonality {
     /// The names a query may ask for.
-    pub const REQUESTABLE: [&'static str; 2] = ["none", "weekly"];
+    pub const REQUESTABLE: [&'static str; 4] = ["auto", "none", "daily", "weekly"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seasonality::Auto => "auto",
+            Seasonality::None => "none",
+            Seasonality::Daily => "daily",
+            Seasonality::Weekly => "weekly",
+        }
+    }
+
+    /// The season's length, `None` for none (and auto, which is not one).
+    pub fn period_ms(self) -> Option<i64> {
+        match self {
+            Seasonality::Daily => Some(DAY_MS),
+            Seasonality::Weekly => Some(WEEK_MS),
+            Seasonality::Auto | Seasonality::None => None,
+        }
+    }
+}
+
+/// Which detector a job's anomalies come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// Mean and standard deviation of the `window` points before (jobs before #34).
+    Zscore,
+    /// Seasonal median and median absolute deviation (see [`robust`]).
+    Robust,
 }
 
 /// The knobs of [`analyse`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    /// Points in the moving average and in a z-score's baseline (at least 2).
+    /// Points in the moving average, and earlier comparable values in a baseline: the
+    /// same hour on `window` earlier days, say (at least 2).
     pub window: usize,
     /// A point is an anomaly when `|z|` exceeds this.
     pub z_threshold: f64,
     pub seasonality: Seasonality,
+    pub detector: Detector,
+    /// The length of the series' buckets; seasons are whole numbers of buckets.
+    pub bucket_ms: i64,
 }
 
 impl Settings {
     pub const DEFAULT_WINDOW: usize = 7;
-    pub const DEFAULT_Z: f64 = 2.0;
+    /// Robust z-scores past 4.5 are rare in clean data (a few in ten thousand points
+    /// of a seasonal series with noise), while a real spike or dip is many spreads away
+    /// (`cargo bench --bench anomalies`).
+    pub const DEFAULT_Z: f64 = 4.5;
+    /// The threshold of jobs before #34, which their stored queries still say.
+    pub const ZSCORE_DEFAULT_Z: f64 = 2.0;
     pub const MIN_WINDOW: usize = 2;
     pub const MAX_WINDOW: usize = 10_000;
 
-    /// Settings users gave, checked; the error names the bad one.
+    /// Settings users gave for a series of `bucket_ms` buckets, checked; the error
+    /// starts with the name of the bad one (`window`, `z`). A season no longer than a
+    /// bucket (daily with day buckets) is no season: each point is compared with the
+    /// ones right before, which is what "the same time on earlier days" means there.
     pub fn checked(
         window: usize,
         z_threshold: f64,
         seasonality: Seasonality,
+        bucket_ms: i64,
     ) -> Result<Settings, String> {
         if !(Settings::MIN_WINDOW..=Settings::MAX_WINDOW).contains(&window) {
             return Err(format!(
@@ -75,17 +132,9 @@ impl Settings {
             window,
             z_threshold,
             seasonality,
+            detector: Detector::Robust,
+            bucket_ms,
         })
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            window: Settings::DEFAULT_WINDOW,
-            z_threshold: Settings::DEFAULT_Z,
-            seasonality: Seasonality::None,
-        }
     }
 }
 
@@ -151,17 +200,24 @@ pub struct Figures {
     pub direction: Option<Direction>,
     pub z_score: Option<f64>,
     pub anomaly: Option<AnomalyKind>,
+    /// The value expected at this point, which the z-score measures from (robust
+    /// detector only).
+    pub baseline: Option<f64>,
+    /// The robust spread (scaled median absolute deviation) of comparable points
+    /// around their baselines: one unit of the z-score (robust detector only).
+    pub spread: Option<f64>,
 }
 
-/// The figures of every point, in the input's order, and the series' overall direction
-/// (the last moving average against the first; `None` with fewer than two).
+/// The figures of every point, in the input's order, the series' overall direction
+/// (the last moving average against the first; `None` with fewer than two), and the
+/// season the baselines followed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Analysis {
     pub points: Vec<Figures>,
     pub direction: Option<Direction>,
+    /// What the baselines compared with: never `Auto` (its choice is given instead).
+    pub seasonality: Seasonality,
 }
-
-const WEEK_MS: i64 = 7 * 86_400_000;
 
 /// Analyses `points`, which must be in time order (ties keep their order).
 pub fn analyse(points: &[Point], settings: &Settings) -> Analysis {
@@ -172,7 +228,7 @@ pub fn analyse(points: &[Point], settings: &Settings) -> Analysis {
         .filter(|&i| points[i].value.is_finite())
         .collect();
 
-    let mut rolling = Rolling::new(window);
+    let mut rolling = zscore::Rolling::new(window);
     let mut previous_ma: Option<f64> = None;
     let mut first_ma = None;
     let mut last_ma = None;
@@ -188,22 +244,13 @@ pub fn analyse(points: &[Point], settings: &Settings) -> Analysis {
         }
     }
 
-    match settings.seasonality {
-        Seasonality::None => score(points, &finite, window, settings.z_threshold, &mut figures),
-        Seasonality::Weekly => {
-            // Each slot of the week (weekday + time of day) is its own series.
-            let mut slots: Vec<(i64, usize)> = finite
-                .iter()
-                .map(|&i| (points[i].at.timestamp_millis().rem_euclid(WEEK_MS), i))
-                .collect();
-            // Stable: within a slot, time order is kept.
-            slots.sort_by_key(|&(slot, _)| slot);
-            for run in slots.chunk_by(|a, b| a.0 == b.0) {
-                let indices: Vec<usize> = run.iter().map(|&(_, i)| i).collect();
-                score(points, &indices, window, settings.z_threshold, &mut figures);
-            }
+    let seasonality = match settings.detector {
+        Detector::Zscore => {
+            zscore::score(points, &finite, settings, &mut figures);
+            settings.seasonality
         }
-    }
+        Detector::Robust => robust::score(points, &finite, settings, &mut figures),
+    };
 
     let direction = match (first_ma, last_ma, finite.len() > window) {
         (Some(first), Some(last), true) => Some(Direction::between(first, last)),
@@ -212,413 +259,39 @@ pub fn analyse(points: &[Point], settings: &Settings) -> Analysis {
     Analysis {
         points: figures,
         direction,
-    }
-}
-
-/// Z-scores of the points at `indices` (one series, in time order) against the `window`
-/// values before each.
-fn score(
-    points: &[Point],
-    indices: &[usize],
-    window: usize,
-    threshold: f64,
-    figures: &mut [Figures],
-) {
-    let value = |k: usize| points[indices[k]].value;
-    let mut rolling = Rolling::new(window);
-    for (k, &i) in indices.iter().enumerate() {
-        let x = value(k);
-        if let Some((mean, variance)) = rolling.full_stats() {
-            // A constant window has no spread: nothing can be judged against it.
-            if !rolling.constant() && variance > 0.0 {
-                let z = (x - mean) / variance.sqrt();
-                figures[i].z_score = Some(z);
-                if z.abs() > threshold {
-                    figures[i].anomaly = Some(if z > 0.0 {
-                        AnomalyKind::Spike
-                    } else {
-                        AnomalyKind::Drop
-                    });
-                }
-            }
-        }
-        rolling.push(x, value);
-    }
-}
-
-/// Mean and sum of squared deviations (`m2`) of the last `window` values of a series,
-/// slid one value at a time (Welford's update), and the length of the run of equal values
-/// at its end (the window is constant exactly when that run covers it).
-///
-/// Sliding updates lose precision when the window's spread shrinks far below what passed
-/// through it (a spike leaving a quiet window): `noise` bounds the rounding error the
-/// updates may have left in `m2`, and when that could matter the window is re-summed
-/// exactly. It is also re-summed once per window length, so drift never builds up.
-struct Rolling {
-    window: usize,
-    /// Values pushed so far (the series' index of the next value).
-    count: usize,
-    mean: f64,
-    m2: f64,
-    noise: f64,
-    since_resum: usize,
-    last: f64,
-    run: usize,
-}
-
-impl Rolling {
-    fn new(window: usize) -> Rolling {
-        Rolling {
-            window,
-            count: 0,
-            mean: 0.0,
-            m2: 0.0,
-            noise: 0.0,
-            since_resum: 0,
-            last: f64::NAN,
-            run: 0,
-        }
-    }
-
-    /// Pushes the series' value `x` (its index is `self.count`); `value(k)` gives the
-    /// series' value at index `k`, for the one leaving the window and for re-summing.
-    fn push(&mut self, x: f64, value: impl Fn(usize) -> f64) {
-        self.run = if x == self.last { self.run + 1 } else { 1 };
-        self.last = x;
-        self.count += 1;
-        self.since_resum += 1;
-        if self.count <= self.window {
-            let delta = x - self.mean;
-            self.mean += delta / self.count as f64;
-            let term = delta * (x - self.mean);
-            self.m2 += term;
-            self.noise += term.abs();
-            return;
-        }
-        let old = value(self.count - 1 - self.window);
-        let before = self.mean;
-        self.mean += (x - old) / self.window as f64;
-        let term = (x - old) * (x - self.mean + old - before);
-        self.m2 += term;
-        self.noise += term.abs() + (x * x + old * old) * f64::EPSILON;
-        let imprecise = self.m2 < self.noise * 1e-6 && !self.constant();
-        if imprecise || self.since_resum >= self.window {
-            self.resum(value);
-        }
-    }
-
-    /// Mean and m2 of the window computed afresh (two passes).
-    fn resum(&mut self, value: impl Fn(usize) -> f64) {
-        let range = self.count - self.window..self.count;
-        let n = self.window as f64;
-        let mean = range.clone().map(&value).sum::<f64>() / n;
-        let m2 = range.map(|k| (value(k) - mean).powi(2)).sum::<f64>();
-        self.mean = mean;
-        self.m2 = m2;
-        self.noise = m2;
-        self.since_resum = 0;
-    }
-
-    fn constant(&self) -> bool {
-        self.run >= self.window
-    }
-
-    fn full_mean(&self) -> Option<f64> {
-        (self.count >= self.window).then_some(if self.constant() {
-            self.last
-        } else {
-            self.mean
-        })
-    }
-
-    /// Mean and population variance of the window, once it is full.
-    fn full_stats(&self) -> Option<(f64, f64)> {
-        (self.count >= self.window).then(|| (self.mean, self.m2.max(0.0) / self.window as f64))
+        seasonality,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Datelike, TimeZone, Weekday};
-    use proptest::prelude::*;
-
-    const DAY_MS: i64 = 86_400_000;
-
-    /// 2026-10-05 is a Monday.
-    fn day(n: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 10, 5, 0, 0, 0).unwrap() + chrono::Duration::days(n)
-    }
-
-    fn daily(values: &[f64]) -> Vec<Point> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(n, &value)| Point {
-                at: day(n as i64),
-                value,
-            })
-            .collect()
-    }
-
-    fn settings(window: usize, seasonality: Seasonality) -> Settings {
-        Settings {
-            window,
-            z_threshold: 2.0,
-            seasonality,
-        }
-    }
-
-    #[test]
-    fn moving_average_starts_once_the_window_is_full_and_follows_the_values() {
-        let a = analyse(
-            &daily(&[1.0, 2.0, 3.0, 4.0, 3.0]),
-            &settings(3, Seasonality::None),
-        );
-        let ma: Vec<_> = a.points.iter().map(|p| p.moving_average).collect();
-        assert_eq!(ma, [None, None, Some(2.0), Some(3.0), Some(10.0 / 3.0)]);
-        let dir: Vec<_> = a.points.iter().map(|p| p.direction).collect();
-        assert_eq!(
-            dir,
-            [None, None, None, Some(Direction::Up), Some(Direction::Up)]
-        );
-        assert_eq!(a.direction, Some(Direction::Up));
-    }
-
-    #[test]
-    fn a_spike_after_a_noisy_baseline_is_flagged_with_its_z_score() {
-        let a = analyse(
-            &daily(&[10.0, 12.0, 10.0, 12.0, 30.0, 11.0]),
-            &settings(4, Seasonality::None),
-        );
-        // Baseline 10, 12, 10, 12: mean 11, σ 1 → z = 19.
-        assert_eq!(a.points[4].z_score, Some(19.0));
-        assert_eq!(a.points[4].anomaly, Some(AnomalyKind::Spike));
-        assert_eq!(a.points[3].anomaly, None, "not enough history before it");
-        assert!(a.points[5].anomaly.is_none());
-    }
-
-    #[test]
-    fn a_constant_baseline_flags_nothing_instead_of_dividing_by_zero() {
-        let a = analyse(
-            &daily(&[5.0, 5.0, 5.0, 5.0, 500.0]),
-            &settings(3, Seasonality::None),
-        );
-        assert!(a.points.iter().all(|p| p.z_score.is_none()));
-        assert!(a.points.iter().all(|p| p.anomaly.is_none()));
-    }
-
-    #[test]
-    fn a_drop_is_flagged_as_a_drop() {
-        let a = analyse(
-            &daily(&[10.0, 12.0, 10.0, 12.0, 1.0]),
-            &settings(4, Seasonality::None),
-        );
-        assert_eq!(a.points[4].anomaly, Some(AnomalyKind::Drop));
-        assert_eq!(a.points[4].z_score, Some(-10.0));
-    }
-
-    /// Eight weeks of a weekly pattern with a busy Monday, a little noise, and one
-    /// Wednesday that is really off.
-    fn seasonal() -> Vec<Point> {
-        let week = [200.0, 120.0, 110.0, 115.0, 105.0, 60.0, 50.0];
-        (0..56)
-            .map(|n| {
-                let noise = [0.0, 6.0, -4.0, 2.0, -6.0, 4.0][n as usize % 6];
-                let mut value = week[n as usize % 7] + noise;
-                if n == 51 {
-                    value = 400.0;
-                }
-                Point { at: day(n), value }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_monday_peak_is_not_an_anomaly_against_earlier_mondays() {
-        let points = seasonal();
-        let aligned = analyse(&points, &settings(4, Seasonality::Weekly));
-        for (p, f) in points.iter().zip(&aligned.points) {
-            if p.at.weekday() == Weekday::Mon {
-                assert!(f.anomaly.is_none(), "Monday {} flagged: {f:?}", p.at);
-            }
-        }
-        assert_eq!(aligned.points[51].anomaly, Some(AnomalyKind::Spike));
-        let flagged: Vec<_> = (0..56)
-            .filter(|&n| aligned.points[n].anomaly.is_some())
-            .collect();
-        assert_eq!(flagged, [51]);
-
-        // Without alignment the same Mondays stand out against the weekend before them.
-        let plain = analyse(&points, &settings(4, Seasonality::None));
-        assert!(
-            points
-                .iter()
-                .zip(&plain.points)
-                .any(|(p, f)| p.at.weekday() == Weekday::Mon && f.anomaly.is_some())
-        );
-    }
-
-    #[test]
-    fn missing_values_take_no_part() {
-        let a = analyse(
-            &daily(&[1.0, f64::NAN, 2.0, 3.0]),
-            &settings(2, Seasonality::None),
-        );
-        assert_eq!(a.points[1], Figures::default());
-        assert_eq!(a.points[2].moving_average, Some(1.5));
-        assert_eq!(a.points[3].moving_average, Some(2.5));
-    }
 
     #[test]
     fn settings_name_what_is_wrong() {
+        let check = |window, z, seasonality, bucket| {
+            Settings::checked(window, z, seasonality, bucket).map(|_| ())
+        };
         assert!(
-            Settings::checked(1, 2.0, Seasonality::None)
+            check(1, 2.0, Seasonality::None, DAY_MS)
                 .unwrap_err()
-                .contains("window")
+                .starts_with("window")
         );
         assert!(
-            Settings::checked(7, 0.0, Seasonality::None)
+            check(7, 0.0, Seasonality::None, DAY_MS)
                 .unwrap_err()
-                .contains("z threshold")
+                .starts_with("z threshold")
         );
-        assert!(Settings::checked(7, f64::NAN, Seasonality::None).is_err());
-        assert!(Settings::checked(7, 2.5, Seasonality::Weekly).is_ok());
-    }
-
-    /// The definition, computed the slow way: every window re-read for every point.
-    fn model(points: &[Point], s: &Settings) -> Vec<Figures> {
-        let mut out = vec![Figures::default(); points.len()];
-        let finite: Vec<usize> = (0..points.len())
-            .filter(|&i| points[i].value.is_finite())
-            .collect();
-        let mut previous = None;
-        for (k, &i) in finite.iter().enumerate() {
-            if k + 1 >= s.window {
-                let w = &finite[k + 1 - s.window..=k];
-                let ma = w.iter().map(|&j| points[j].value).sum::<f64>() / s.window as f64;
-                out[i].moving_average = Some(ma);
-                out[i].direction = previous.map(|p| Direction::between(p, ma));
-                previous = Some(ma);
-            }
-        }
-        for &i in &finite {
-            let baseline: Vec<f64> = finite
-                .iter()
-                .filter(|&&j| j < i)
-                .filter(|&&j| {
-                    s.seasonality == Seasonality::None
-                        || (points[j].at.timestamp_millis() - points[i].at.timestamp_millis())
-                            .rem_euclid(7 * DAY_MS)
-                            == 0
-                })
-                .map(|&j| points[j].value)
-                .collect();
-            if baseline.len() < s.window {
-                continue;
-            }
-            let w = &baseline[baseline.len() - s.window..];
-            if w.iter().all(|&v| v == w[0]) {
-                continue;
-            }
-            let n = w.len() as f64;
-            let mean = w.iter().sum::<f64>() / n;
-            let sd = (w.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-            let z = (points[i].value - mean) / sd;
-            out[i].z_score = Some(z);
-            if z.abs() > s.z_threshold {
-                out[i].anomaly = Some(if z > 0.0 {
-                    AnomalyKind::Spike
-                } else {
-                    AnomalyKind::Drop
-                });
-            }
-        }
-        out
-    }
-
-    fn close(a: f64, b: f64, scale: f64) -> bool {
-        (a - b).abs() <= 1e-6 * scale.max(1.0)
-    }
-
-    fn arb_series() -> impl Strategy<Value = Vec<Point>> {
-        let value = prop_oneof![
-            8 => (-50i32..50).prop_map(f64::from),
-            3 => -1e6f64..1e6,
-            1 => Just(f64::NAN),
-            // Large and close together: where naive running sums lose the variance.
-            2 => (0i32..4).prop_map(|v| 1e9 + f64::from(v)),
-        ];
-        // Hours apart, sometimes a day: weekly slots repeat and sometimes do not.
-        prop::collection::vec(
-            (value, prop_oneof![Just(3_600_000i64), Just(DAY_MS)]),
-            0..150,
-        )
-        .prop_map(|steps| {
-            let mut at = day(0).timestamp_millis();
-            steps
-                .into_iter()
-                .map(|(value, step)| {
-                    at += step;
-                    Point {
-                        at: Utc.timestamp_millis_opt(at).unwrap(),
-                        value,
-                    }
-                })
-                .collect()
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(400))]
-        #[test]
-        fn matches_the_brute_force_model(
-            points in arb_series(),
-            window in 2usize..12,
-            z in 0.5f64..4.0,
-            weekly in any::<bool>(),
-        ) {
-            let s = Settings {
-                window,
-                z_threshold: z,
-                seasonality: if weekly { Seasonality::Weekly } else { Seasonality::None },
-            };
-            let fast = analyse(&points, &s);
-            let slow = model(&points, &s);
-            prop_assert_eq!(fast.points.len(), slow.len());
-            for (i, (f, m)) in fast.points.iter().zip(&slow).enumerate() {
-                let scale = points[i].value.abs().max(1e3);
-                match (f.moving_average, m.moving_average) {
-                    (Some(a), Some(b)) => prop_assert!(close(a, b, scale), "ma at {}: {} vs {}", i, a, b),
-                    (a, b) => prop_assert_eq!(a, b, "ma presence at {}", i),
-                }
-                match (f.z_score, m.z_score) {
-                    (Some(a), Some(b)) => {
-                        prop_assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "z at {}: {} vs {}", i, a, b);
-                        // Away from the threshold the verdicts must agree exactly.
-                        if (b.abs() - z).abs() > 1e-6 * b.abs().max(1.0) {
-                            prop_assert_eq!(f.anomaly, m.anomaly, "anomaly at {}", i);
-                        }
-                    }
-                    (a, b) => prop_assert_eq!(a, b, "z presence at {}", i),
-                }
-            }
-        }
-
-        #[test]
-        fn a_constant_series_never_has_anomalies(
-            value in -1e9f64..1e9,
-            len in 0usize..200,
-            window in 2usize..20,
-            weekly in any::<bool>(),
-        ) {
-            let points: Vec<Point> = (0..len as i64)
-                .map(|n| Point { at: day(0) + chrono::Duration::hours(n), value })
-                .collect();
-            let s = Settings { window, z_threshold: 2.0, seasonality: if weekly { Seasonality::Weekly } else { Seasonality::None } };
-            let a = analyse(&points, &s);
-            prop_assert!(a.points.iter().all(|p| p.anomaly.is_none() && p.z_score.is_none()));
-            prop_assert!(a.points.iter().all(|p| p.direction.is_none_or(|d| d == Direction::Flat)));
+        assert!(check(7, f64::NAN, Seasonality::None, DAY_MS).is_err());
+        for (seasonality, bucket) in [
+            (Seasonality::Weekly, DAY_MS),
+            (Seasonality::Daily, HOUR_MS),
+            (Seasonality::Auto, WEEK_MS),
+            // A season no longer than a bucket is none, not an error.
+            (Seasonality::Daily, DAY_MS),
+            (Seasonality::Weekly, WEEK_MS),
+        ] {
+            assert!(check(7, 2.5, seasonality, bucket).is_ok());
         }
     }
 }

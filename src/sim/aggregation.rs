@@ -65,6 +65,9 @@ pub struct SimQuery {
     pub buckets: Vec<DateTime<Utc>>,
     /// Every status/page request it answered, in order.
     pub polls: Vec<SimPoll>,
+    /// The buckets whose values are planted anomalies, when set by
+    /// [`Simulator::set_aggregation_anomalies`]; else about one in 150 of each series.
+    pub anomalies: Option<BTreeSet<DateTime<Utc>>>,
 }
 
 /// One answered `GET /api/v2/analytics/query/{id}`.
@@ -133,6 +136,7 @@ pub(crate) struct AggregationState {
     retry_after: Option<u64>,
     total_skew: i64,
     fail_next: VecDeque<String>,
+    anomalies: Option<BTreeSet<DateTime<Utc>>>,
     pub stats: SimAggregationStats,
 }
 
@@ -145,6 +149,7 @@ impl Default for AggregationState {
             retry_after: None,
             total_skew: 0,
             fail_next: VecDeque::new(),
+            anomalies: None,
             stats: SimAggregationStats::default(),
         }
     }
@@ -166,6 +171,13 @@ impl Simulator {
     /// that checks completeness sees a disagreement.
     pub fn set_aggregation_total_skew(&self, skew: i64) {
         self.lock().aggregation.total_skew = skew;
+    }
+
+    /// Queries submitted from now on plant their anomalies (three times the usual value)
+    /// at exactly these buckets, in every series, instead of about one bucket in 150
+    /// (`None`: as before).
+    pub fn set_aggregation_anomalies(&self, buckets: Option<Vec<DateTime<Utc>>>) {
+        self.lock().aggregation.anomalies = buckets.map(|b| b.into_iter().collect());
     }
 
     /// The next `count` queries submitted end FAILED with `error` instead of COMPLETED.
@@ -437,6 +449,7 @@ async fn submit(State(sim): State<Simulator>, body: Bytes) -> Result<Response, A
         series,
         buckets,
         polls: Vec::new(),
+        anomalies: agg.anomalies.clone(),
     };
     agg.queries.insert(id.clone(), query);
     agg.stats.submitted += 1;
@@ -545,7 +558,10 @@ fn row(seed: u64, query: &SimQuery, i: usize) -> SimAggRow {
     };
     // A few planted anomalies: about one bucket in 150 of each series is three times
     // its usual value.
-    let planted = if unit((seed, "anomaly", &key, bucket.timestamp())) < 1.0 / 150.0 {
+    let planted = if match &query.anomalies {
+        Some(buckets) => buckets.contains(&bucket),
+        None => unit((seed, "anomaly", &key, bucket.timestamp())) < 1.0 / 150.0,
+    } {
         3.0
     } else {
         1.0

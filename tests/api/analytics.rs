@@ -97,9 +97,9 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
         .await
         .unwrap();
     let text = String::from_utf8(csv.to_vec()).unwrap();
-    assert!(
-        text.starts_with("bucket,agent,metric,value,moving_average,direction,z_score,anomaly\n")
-    );
+    assert!(text.starts_with(
+        "bucket,agent,metric,value,moving_average,direction,z_score,anomaly,baseline,spread\n"
+    ));
     for agent in &agents {
         assert!(
             text.lines()
@@ -250,15 +250,29 @@ async fn formula_agent_ids_are_neutralised_in_new_csvs_while_a_job_hashed_before
     );
 
     // A job completed before CSVs were neutralised, stored as that code did: the same
-    // rows, hashed over their cells as they are.
-    let old_csv = text.replace(",'", ",").replace(",\"'", ",\"");
+    // rows, hashed over their cells as they are, without the baseline and spread of
+    // later jobs (empty here: three hours are too few to judge), and a query that
+    // names no detector.
+    let old_csv: String = text
+        .replace(",'", ",")
+        .replace(",\"'", ",\"")
+        .lines()
+        .map(|line| {
+            let line = line
+                .strip_suffix(",baseline,spread")
+                .or_else(|| line.strip_suffix(",,"))
+                .unwrap_or_else(|| panic!("{line:?} ends with empty baseline and spread"));
+            format!("{line}\n")
+        })
+        .collect();
     assert_ne!(old_csv, text);
     let sha256 = hex::encode(Sha256::digest(old_csv.as_bytes()));
     let old_job = "aq_before_neutralising";
     let mut tx = app.store.begin_write().await.unwrap();
     sqlx::query(
         "INSERT INTO analytics_jobs (id, source, spec, actor, created_at)
-         SELECT ?1, source, spec, actor, created_at FROM analytics_jobs WHERE id = ?2",
+         SELECT ?1, source, json_remove(spec, '$.detector'), actor, created_at
+         FROM analytics_jobs WHERE id = ?2",
     )
     .bind(old_job)
     .bind(&new_job)
@@ -357,6 +371,79 @@ async fn an_interrupted_job_is_redone_from_scratch_and_announced_once() {
     assert!(!csv.contains("ghost"), "the stray row was dropped: {csv}");
     assert!(csv.contains(&agent));
     assert_eq!(report_ready_events(&app, "aq_crashed").await, 1);
+    app.stop().await;
+}
+
+/// The CSV of a completed job stored before the robust detector (its query has no
+/// `detector`), byte for byte as wfmd rendered it then (taken from the code before
+/// #34): its SHA-256 is in the audit log, so it must never change.
+const STORED_BEFORE_34_CSV: &str = concat!(
+    "bucket,agent,metric,value,moving_average,direction,z_score,anomaly\n",
+    "2026-10-01T00:00:00.000Z,u_001,transitions:sum,10,,,,\n",
+    "2026-10-02T00:00:00.000Z,u_001,transitions:sum,12,,,,\n",
+    "2026-10-03T00:00:00.000Z,u_001,transitions:sum,11,,,,\n",
+    "2026-10-04T00:00:00.000Z,u_001,transitions:sum,13,11.5,,,\n",
+    "2026-10-05T00:00:00.000Z,u_001,transitions:sum,10,11.5,FLAT,-1.3416407864998738,\n",
+    "2026-10-06T00:00:00.000Z,u_001,transitions:sum,12,11.5,FLAT,0.4472135954999579,\n",
+    "2026-10-07T00:00:00.000Z,u_001,transitions:sum,11,11.5,FLAT,-0.4472135954999579,\n",
+    "2026-10-08T00:00:00.000Z,u_001,transitions:sum,13,11.5,FLAT,1.3416407864998738,\n",
+    "2026-10-09T00:00:00.000Z,u_001,transitions:sum,10,11.5,FLAT,-1.3416407864998738,\n",
+    "2026-10-10T00:00:00.000Z,u_001,transitions:sum,12,11.5,FLAT,0.4472135954999579,\n",
+    "2026-10-11T00:00:00.000Z,u_001,transitions:sum,11,11.5,FLAT,-0.4472135954999579,\n",
+    "2026-10-12T00:00:00.000Z,u_001,transitions:sum,13,11.5,FLAT,1.3416407864998738,\n",
+    "2026-10-13T00:00:00.000Z,u_001,transitions:sum,40,19,UP,25.4911749434976,SPIKE\n",
+    "2026-10-14T00:00:00.000Z,u_001,transitions:sum,12,19,FLAT,-0.5763708787148328,\n",
+    "2026-10-15T00:00:00.000Z,u_001,transitions:sum,11,19,FLAT,-0.6587095756740946,\n",
+    "2026-10-16T00:00:00.000Z,u_001,transitions:sum,13,19,FLAT,-0.49403218175557095,\n",
+    "2026-10-17T00:00:00.000Z,u_001,transitions:sum,10,11.5,DOWN,-0.7410482726333565,\n",
+    "2026-10-18T00:00:00.000Z,u_001,transitions:sum,12,11.5,FLAT,0.4472135954999579,\n",
+    "2026-10-19T00:00:00.000Z,u_001,transitions:sum,11,11.5,FLAT,-0.4472135954999579,\n",
+    "2026-10-20T00:00:00.000Z,u_001,transitions:sum,13,11.5,FLAT,1.3416407864998738,\n",
+);
+
+#[tokio::test]
+async fn a_job_stored_before_the_robust_detector_renders_the_same_csv_it_always_did() {
+    let app = TestApp::spawn().await;
+    let spec = json!({"source": "history",
+        "metrics": [{"name": "transitions", "aggregation": "sum"}],
+        "dimensions": ["agent"], "filters": [],
+        "from": "2026-10-01T00:00:00.000Z", "to": "2026-10-21T00:00:00.000Z",
+        "bucket": "day", "window": 4, "z": 2.0, "seasonality": "none"});
+    sqlx::query(
+        "INSERT INTO analytics_jobs (id, source, spec, actor, status, received, rows,
+                                     created_at, started_at, finished_at)
+         VALUES ('aq_before', 'history', ?, 'test', 'completed', 20, 20, 0, 0, 0)",
+    )
+    .bind(spec.to_string())
+    .execute(app.store.reader())
+    .await
+    .unwrap();
+    let day_ms = 86_400_000i64;
+    let first = wfmd::time::parse_instant("2026-10-01")
+        .unwrap()
+        .timestamp_millis();
+    for day in 0..20i64 {
+        let value = match day {
+            12 => 40.0,
+            _ => [10.0, 12.0, 11.0, 13.0][day as usize % 4],
+        };
+        sqlx::query(
+            "INSERT INTO analytics_results (job_id, series, bucket, vals)
+             VALUES ('aq_before', '{\"agent\":\"u_001\"}', ?, ?)",
+        )
+        .bind(first + day * day_ms)
+        .bind(format!("[{value}]"))
+        .execute(app.store.reader())
+        .await
+        .unwrap();
+    }
+    let csv = app
+        .get("/v1/analytics/queries/aq_before/results?format=csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv, STORED_BEFORE_34_CSV);
     app.stop().await;
 }
 

@@ -584,6 +584,7 @@ mod tests {
             window: 3,
             z: 2.0,
             seasonality: Default::default(),
+            detector: crate::domain::trend::Detector::Robust,
         }
     }
 

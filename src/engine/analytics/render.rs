@@ -1,8 +1,15 @@
 //! A finished job's results, rendered: every series' values with their moving average,
-//! direction, z-score and anomaly, as CSV (the canonical form whose SHA-256 the audit
-//! log keeps), JSON, or one self-contained HTML page with a line chart per series
-//! (values, moving average, anomalies marked and listed with their z-score; time axis
+//! direction, z-score and anomaly, and (jobs of the robust detector, see
+//! [`crate::domain::trend`]) the baseline each value was judged against and its spread,
+//! as CSV (the canonical form whose SHA-256 the audit log keeps), JSON, or one
+//! self-contained HTML page with a line chart per series (values, moving average,
+//! baseline, anomalies marked and listed with their baseline and z-score; time axis
 //! labels in a chosen zone).
+//!
+//! A job's CSV stays byte for byte what its audited hash was taken over, so a file
+//! downloaded then still verifies: its columns and text cells follow the [`CsvFormat`]
+//! it completed in, its figures the detector its query recorded (jobs stored before #34
+//! keep the z-score one). Jobs since #34 add `baseline` and `spread` after `anomaly`.
 //!
 //! Result rows are read by series, then bucket, and one series at a time is analysed
 //! and written, so memory holds one series, never the whole result.
@@ -17,7 +24,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::spec::QuerySpec;
-use crate::domain::trend::{self, Analysis, Point};
+use crate::domain::trend::{self, Analysis, Detector, Point};
 use crate::report::Sink;
 use crate::store::analytics as stored;
 use crate::store::{Store, from_ms};
@@ -37,9 +44,17 @@ pub enum Format {
     Html(Tz),
 }
 
-/// How a job's CSV writes text cells. The audit log holds the SHA-256 of the CSV a job
-/// completed with, so a job keeps its format for good (`analytics_jobs.csv_format`):
-/// results made before a change still download byte for byte and verify.
+/// How a job's CSV is laid out: its columns and how it writes text cells. The audit log
+/// holds the SHA-256 of the CSV a job completed with, so a job keeps its format for good
+/// (`analytics_jobs.csv_format`): results made before a change still download byte for
+/// byte and verify.
+///
+/// The format says which columns there are; the figures in them come from the job's
+/// detector ([`crate::domain::trend::Detector`], in its stored query), which a job also
+/// keeps for good. Every job of the robust detector completes in [`CsvFormat::Baselines`]
+/// (a wfmd that does not know version 3 refuses its CSV rather than writing other
+/// figures); a job of the z-score detector queued before the upgrade and completed after
+/// it has empty `baseline` and `spread` cells, as that detector has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CsvFormat {
     /// Version 1: text cells as they are (jobs completed before issue #33).
@@ -47,17 +62,21 @@ pub enum CsvFormat {
     /// Version 2: text cells go through [`crate::report::text_cell`], so none starts a
     /// spreadsheet formula.
     Neutralised,
+    /// Version 3 (issue #34): as version 2, and each row ends with the `baseline` its
+    /// value was judged against and the `spread` its z-score counts in.
+    Baselines,
 }
 
 impl CsvFormat {
     /// The format new jobs complete with.
-    pub const CURRENT: CsvFormat = CsvFormat::Neutralised;
+    pub const CURRENT: CsvFormat = CsvFormat::Baselines;
 
     /// The number stored with the job.
     pub fn version(self) -> i64 {
         match self {
             CsvFormat::Plain => 1,
             CsvFormat::Neutralised => 2,
+            CsvFormat::Baselines => 3,
         }
     }
 
@@ -67,6 +86,7 @@ impl CsvFormat {
         match version {
             1 => Some(CsvFormat::Plain),
             2 => Some(CsvFormat::Neutralised),
+            3 => Some(CsvFormat::Baselines),
             _ => None,
         }
     }
@@ -75,8 +95,13 @@ impl CsvFormat {
     fn text(self, text: &str) -> String {
         match self {
             CsvFormat::Plain => field(text),
-            CsvFormat::Neutralised => field(&crate::report::text_cell(text)),
+            CsvFormat::Neutralised | CsvFormat::Baselines => field(&crate::report::text_cell(text)),
         }
+    }
+
+    /// Whether rows end with `baseline` and `spread`.
+    fn baselines(self) -> bool {
+        self == CsvFormat::Baselines
     }
 }
 
@@ -135,6 +160,7 @@ pub async fn write(
 ) -> anyhow::Result<u64> {
     let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
     let settings = spec.trend();
+    let robust = settings.detector == Detector::Robust;
     let metrics: Vec<String> = spec.metrics.iter().map(ToString::to_string).collect();
     match format {
         Format::Csv(csv) => {
@@ -151,6 +177,9 @@ pub async fn write(
                 ]
                 .map(str::to_owned),
             );
+            if csv.baselines() {
+                header.extend(["baseline", "spread"].map(str::to_owned));
+            }
             out.extend(header.join(",").as_bytes());
             out.extend(b"\n");
         }
@@ -170,13 +199,18 @@ pub async fn write(
                     "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
                      <title>Analytics job {id}</title><style>{STYLE}</style></head><body>\
                      <h1>Analytics job {id}</h1><p>{} · {} to {} · bucket {} · window {} · \
-                     |z| &gt; {} · times in {zone}</p>\n",
+                     |z| &gt; {}{} · times in {zone}</p>\n",
                     escape(&metrics.join(", ")),
                     zone_time(spec.from, zone),
                     zone_time(spec.to, zone),
                     spec.bucket.as_str(),
                     spec.window,
                     spec.z,
+                    if robust {
+                        " robust spreads from the seasonal baseline"
+                    } else {
+                        ""
+                    },
                     id = escape(id),
                 )
                 .as_bytes(),
@@ -223,6 +257,10 @@ pub async fn write(
                             );
                             line.push(number(figures.z_score));
                             line.push(figures.anomaly.map(|a| a.as_str()).unwrap_or("").to_owned());
+                            if csv.baselines() {
+                                line.push(number(figures.baseline));
+                                line.push(number(figures.spread));
+                            }
                             out.extend(line.join(",").as_bytes());
                             out.extend(b"\n");
                             written += 1;
@@ -240,6 +278,8 @@ pub async fn write(
                                     "direction": f.direction.map(|d| d.as_str()),
                                     "z_score": f.z_score,
                                     "anomaly": f.anomaly.map(|a| a.as_str()),
+                                    "baseline": f.baseline,
+                                    "spread": f.spread,
                                 })
                             })
                             .collect();
@@ -253,6 +293,8 @@ pub async fn write(
                                         "value": p.value,
                                         "z_score": f.z_score,
                                         "kind": kind.as_str(),
+                                        "baseline": f.baseline,
+                                        "spread": f.spread,
                                     })
                                 })
                             })
@@ -267,6 +309,7 @@ pub async fn write(
                                 "dimensions": dims,
                                 "metric": metric,
                                 "direction": analysis.direction.map(|d| d.as_str()),
+                                "seasonality": analysis.seasonality.as_str(),
                                 "points": points_json,
                                 "anomalies": anomalies,
                             })
@@ -317,6 +360,7 @@ pub async fn write(
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
 section{margin-bottom:2.5em}svg{background:#fafafa;border:1px solid #ddd}\
 .v{fill:none;stroke:#1f77b4;stroke-width:1.5}.ma{fill:none;stroke:#ff7f0e;stroke-width:1.5;stroke-dasharray:5 3}\
+.b{fill:none;stroke:#2ca02c;stroke-width:1.2;stroke-dasharray:2 2}\
 .a{fill:#d62728}.ax{stroke:#888}text{font-size:11px;fill:#444}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}";
 
@@ -342,9 +386,10 @@ fn zone_time(at: chrono::DateTime<chrono::Utc>, zone: Tz) -> String {
         .to_string()
 }
 
-/// One series as a `<section>`: an inline SVG line chart of the values (solid) and the
-/// moving average (dashed), anomalies as red dots, time labels in `zone`, then the
-/// anomalies listed with their z-score.
+/// One series as a `<section>`: an inline SVG line chart of the values (solid), the
+/// moving average (dashed) and the baseline (dotted, where there is one), anomalies as
+/// red dots, time labels in `zone`, then the anomalies listed with their baseline and
+/// z-score.
 fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> String {
     const W: f64 = 860.0;
     const H: f64 = 260.0;
@@ -357,6 +402,7 @@ fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> 
         .iter()
         .map(|p| p.value)
         .chain(figures.iter().filter_map(|f| f.moving_average))
+        .chain(figures.iter().filter_map(|f| f.baseline))
         .filter(|v| v.is_finite());
     let (low, high) = seen.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
         (l.min(v), h.max(v))
@@ -392,13 +438,20 @@ fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> 
     };
     let values = path(&mut points.iter().map(|p| Some(p.value)));
     let average = path(&mut figures.iter().map(|f| f.moving_average));
+    let baseline = path(&mut figures.iter().map(|f| f.baseline));
+    let has_baseline = !baseline.is_empty();
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" role=\"img\">\
          <line class=\"ax\" x1=\"{LEFT}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\"/>\
          <line class=\"ax\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{b}\"/>\
          <text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{high}</text>\
          <text x=\"{lx}\" y=\"{b}\" text-anchor=\"end\">{low}</text>\
-         <path class=\"v\" d=\"{values}\"/><path class=\"ma\" d=\"{average}\"/>",
+         <path class=\"v\" d=\"{values}\"/><path class=\"ma\" d=\"{average}\"/>{}",
+        if has_baseline {
+            format!("<path class=\"b\" d=\"{baseline}\"/>")
+        } else {
+            String::new()
+        },
         b = H - BOTTOM,
         r = W - RIGHT,
         lx = LEFT - 6.0,
@@ -424,9 +477,10 @@ fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> 
             continue;
         };
         let when = zone_time(point.at, zone);
+        let expected = f.baseline.map_or_else(|| "-".to_owned(), round);
         let _ = write!(
             svg,
-            "<circle class=\"a\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\"><title>{when}: {} (z = {:.2})</title></circle>",
+            "<circle class=\"a\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\"><title>{when}: {} (baseline {expected}, z = {:.2})</title></circle>",
             x(i),
             y(point.value),
             round(point.value),
@@ -434,7 +488,7 @@ fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> 
         );
         let _ = write!(
             rows,
-            "<tr><td>{when}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+            "<tr><td>{when}</td><td>{}</td><td>{expected}</td><td>{:.2}</td><td>{}</td></tr>",
             round(point.value),
             z,
             kind.as_str()
@@ -445,16 +499,35 @@ fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> 
         "<p>No anomalies.</p>".to_owned()
     } else {
         format!(
-            "<table><tr><th>bucket</th><th>value</th><th>z-score</th><th>kind</th></tr>{rows}</table>"
+            "<table><tr><th>bucket</th><th>value</th><th>baseline</th><th>z-score</th><th>kind</th></tr>{rows}</table>"
         )
     };
     format!(
-        "<section><h2>{}</h2><p>direction: {} · <span style=\"color:#1f77b4\">value</span> · \
-         <span style=\"color:#ff7f0e\">moving average</span> · \
+        "<section><h2>{}</h2><p>direction: {}{} · <span style=\"color:#1f77b4\">value</span> · \
+         <span style=\"color:#ff7f0e\">moving average</span> · {}\
          <span style=\"color:#d62728\">anomaly</span></p>{svg}{listing}</section>\n",
         escape(title),
         analysis.direction.map_or("-", |d| d.as_str()),
+        if has_baseline {
+            format!(" · compared with: {}", season_label(analysis.seasonality))
+        } else {
+            String::new()
+        },
+        if has_baseline {
+            "<span style=\"color:#2ca02c\">baseline</span> · "
+        } else {
+            ""
+        },
     )
+}
+
+/// What a season's baselines compare a point with, for people.
+fn season_label(season: trend::Seasonality) -> &'static str {
+    match season {
+        trend::Seasonality::Daily => "the same hour on earlier days",
+        trend::Seasonality::Weekly => "the same weekday and time",
+        trend::Seasonality::None | trend::Seasonality::Auto => "the points right before",
+    }
 }
 
 /// A figure for a label: at most three decimals, no trailing zeros.
@@ -466,12 +539,14 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::trend::{Seasonality, Settings};
+    use crate::domain::trend::{Detector, Seasonality, Settings};
     use crate::engine::analytics::spec::{Bucket, Source};
     use crate::store::analytics::NewResult;
     use crate::store::testing::temp_store;
     use crate::store::to_ms;
     use chrono::{TimeDelta, TimeZone, Utc};
+
+    const DAY_MS: i64 = 86_400_000;
 
     /// Agent ids a spreadsheet would run as formulas.
     const FORMULA_IDS: [&str; 6] = [
@@ -493,9 +568,23 @@ mod tests {
         }
     }
 
-    /// Stores job `aq_1`: one bucket of `transitions:sum` per agent of `ids`, each -2.5
-    /// (a negative figure, which must stay a number).
-    async fn job_over_agents(store: &Store, ids: &[&str]) -> QuerySpec {
+    /// Stores job `aq_1` with the query `spec` (as stored: JSON) and `rows`.
+    async fn store_job(store: &Store, spec: &str, rows: &[NewResult]) -> QuerySpec {
+        let mut tx = store.begin_write().await.unwrap();
+        stored::insert_job(&mut tx, "aq_1", "history", spec, "test", 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored::store_page(&mut tx, "aq_1", rows).await.unwrap(),
+            None
+        );
+        tx.commit().await.unwrap();
+        serde_json::from_str(spec).unwrap()
+    }
+
+    /// Stores job `aq_1` of `detector`: one bucket of `transitions:sum` per agent of
+    /// `ids`, each -2.5 (a negative figure, which must stay a number).
+    async fn job_over_agents(store: &Store, ids: &[&str], detector: Detector) -> QuerySpec {
         let from = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
         let spec = QuerySpec {
             source: Source::History,
@@ -508,6 +597,7 @@ mod tests {
             window: 3,
             z: 2.0,
             seasonality: Seasonality::None,
+            detector,
         };
         let rows: Vec<NewResult> = ids
             .iter()
@@ -517,17 +607,7 @@ mod tests {
                 vals: "[-2.5]".into(),
             })
             .collect();
-        let mut tx = store.begin_write().await.unwrap();
-        let text = serde_json::to_string(&spec).unwrap();
-        stored::insert_job(&mut tx, "aq_1", "history", &text, "test", 0)
-            .await
-            .unwrap();
-        assert_eq!(
-            stored::store_page(&mut tx, "aq_1", &rows).await.unwrap(),
-            None
-        );
-        tx.commit().await.unwrap();
-        spec
+        store_job(store, &serde_json::to_string(&spec).unwrap(), &rows).await
     }
 
     async fn csv(store: &Store, spec: &QuerySpec, csv: CsvFormat) -> String {
@@ -543,7 +623,7 @@ mod tests {
         let (store, _dir) = temp_store().await;
         let mut ids = FORMULA_IDS.to_vec();
         ids.push("u_001");
-        let spec = job_over_agents(&store, &ids).await;
+        let spec = job_over_agents(&store, &ids, Detector::Robust).await;
         let text = csv(&store, &spec, CsvFormat::CURRENT).await;
         let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
             .records()
@@ -567,17 +647,126 @@ mod tests {
     #[tokio::test]
     async fn the_plain_format_is_byte_for_byte_the_csv_older_jobs_were_hashed_over() {
         let (store, _dir) = temp_store().await;
-        let spec = job_over_agents(&store, &["@SUM(1)", "=1+1,x"]).await;
+        let spec = job_over_agents(&store, &["@SUM(1)", "=1+1,x"], Detector::Zscore).await;
         assert_eq!(
             csv(&store, &spec, CsvFormat::Plain).await,
             "bucket,agent,metric,value,moving_average,direction,z_score,anomaly\n\
              2026-11-02T00:00:00.000Z,\"=1+1,x\",transitions:sum,-2.5,,,,\n\
              2026-11-02T00:00:00.000Z,@SUM(1),transitions:sum,-2.5,,,,\n"
         );
-        for version in [1, 2] {
+        for version in [1, 2, 3] {
             assert_eq!(CsvFormat::of_version(version).unwrap().version(), version);
         }
-        assert_eq!(CsvFormat::of_version(3), None);
+        assert_eq!(CsvFormat::of_version(4), None);
+    }
+
+    /// A query as wfmd stored it before #34 (no `detector`): five days of
+    /// `transitions:sum`, the last a spike.
+    const ZSCORE_JOB: &str = r#"{"source":"history","metrics":[{"name":"transitions","aggregation":"sum"}],"dimensions":[],"filters":[],"from":"2026-11-02T00:00:00.000Z","to":"2026-11-07T00:00:00.000Z","bucket":"day","window":4,"z":2.0,"seasonality":"none"}"#;
+
+    async fn zscore_job(store: &Store) -> QuerySpec {
+        let from = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+        let rows: Vec<NewResult> = [10, 12, 10, 12, 30]
+            .iter()
+            .enumerate()
+            .map(|(d, value)| NewResult {
+                series: "{}".into(),
+                bucket: to_ms(from + TimeDelta::days(d as i64)),
+                vals: format!("[{value}]"),
+            })
+            .collect();
+        store_job(store, ZSCORE_JOB, &rows).await
+    }
+
+    #[tokio::test]
+    async fn a_job_stored_before_the_robust_detector_keeps_its_figures_and_csv() {
+        let (store, _dir) = temp_store().await;
+        let spec = zscore_job(&store).await;
+        assert_eq!(spec.detector, Detector::Zscore);
+        // What wfmd wrote for this job before #34: its window of four has mean 11 and
+        // σ 1, so the spike's z-score is 19.
+        assert_eq!(
+            csv(&store, &spec, CsvFormat::Neutralised).await,
+            "bucket,metric,value,moving_average,direction,z_score,anomaly\n\
+             2026-11-02T00:00:00.000Z,transitions:sum,10,,,,\n\
+             2026-11-03T00:00:00.000Z,transitions:sum,12,,,,\n\
+             2026-11-04T00:00:00.000Z,transitions:sum,10,,,,\n\
+             2026-11-05T00:00:00.000Z,transitions:sum,12,11,,,\n\
+             2026-11-06T00:00:00.000Z,transitions:sum,30,16,UP,19,SPIKE\n"
+        );
+        // Queued before the upgrade and completed after it: the current columns, and no
+        // baseline, which that detector does not have.
+        let current = csv(&store, &spec, CsvFormat::CURRENT).await;
+        assert!(
+            current.ends_with("2026-11-06T00:00:00.000Z,transitions:sum,30,16,UP,19,SPIKE,,\n"),
+            "{current}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_current_csv_gives_each_point_its_baseline_and_spread() {
+        let (store, _dir) = temp_store().await;
+        let from = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
+        let values: Vec<f64> = (0..40)
+            .map(|d| {
+                if d == 35 {
+                    100.0
+                } else {
+                    10.0 + f64::from(d % 3)
+                }
+            })
+            .collect();
+        let rows: Vec<NewResult> = values
+            .iter()
+            .enumerate()
+            .map(|(d, value)| NewResult {
+                series: "{}".into(),
+                bucket: to_ms(from + TimeDelta::days(d as i64)),
+                vals: format!("[{value}]"),
+            })
+            .collect();
+        let spec = QuerySpec {
+            source: Source::History,
+            metrics: vec!["transitions:sum".parse().unwrap()],
+            dimensions: Vec::new(),
+            filters: Vec::new(),
+            from,
+            to: from + TimeDelta::days(40),
+            bucket: Bucket::Day,
+            window: Settings::DEFAULT_WINDOW,
+            z: Settings::DEFAULT_Z,
+            seasonality: Seasonality::Auto,
+            detector: Detector::Robust,
+        };
+        let spec = store_job(&store, &serde_json::to_string(&spec).unwrap(), &rows).await;
+        let text = csv(&store, &spec, CsvFormat::CURRENT).await;
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>(),
+            [
+                "bucket",
+                "metric",
+                "value",
+                "moving_average",
+                "direction",
+                "z_score",
+                "anomaly",
+                "baseline",
+                "spread"
+            ]
+        );
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        let flagged: Vec<&csv::StringRecord> =
+            rows.iter().filter(|row| !row[6].is_empty()).collect();
+        assert_eq!(flagged.len(), 1, "{text}");
+        let spike = flagged[0];
+        assert_eq!(&spike[2], "100");
+        assert_eq!(&spike[6], "SPIKE");
+        let baseline: f64 = spike[7].parse().unwrap();
+        let spread: f64 = spike[8].parse().unwrap();
+        assert!((10.0..=12.0).contains(&baseline), "{text}");
+        let z: f64 = spike[5].parse().unwrap();
+        assert!(((100.0 - baseline) / spread - z).abs() < 1e-9, "{text}");
     }
 
     #[test]
@@ -593,17 +782,23 @@ mod tests {
                 },
             })
             .collect();
-        let settings = Settings::checked(7, 2.0, Default::default()).unwrap();
+        let settings =
+            Settings::checked(7, Settings::DEFAULT_Z, Default::default(), DAY_MS).unwrap();
         let analysis = trend::analyse(&points, &settings);
         let zone: Tz = "Europe/Paris".parse().unwrap();
         let html = html_series("agent <a1> · idle_seconds:sum", &points, &analysis, zone);
         assert_eq!(html.matches("<circle").count(), 1, "{html}");
         let z = analysis.points[15].z_score.unwrap();
+        let baseline = round(analysis.points[15].baseline.unwrap());
         assert!(
             html.contains(&format!(
-                "<td>2026-11-17 01:00 CET</td><td>100</td><td>{z:.2}</td><td>SPIKE</td>"
+                "<td>2026-11-17 01:00 CET</td><td>100</td><td>{baseline}</td><td>{z:.2}</td><td>SPIKE</td>"
             )),
             "{html}"
+        );
+        assert!(
+            html.contains("class=\"b\" d=\"M"),
+            "the baseline is drawn: {html}"
         );
         assert!(
             html.contains("2026-11-02 01:00 CET"),
@@ -628,7 +823,7 @@ mod tests {
                 value: 5.0,
             })
             .collect();
-        let settings = Settings::checked(3, 2.0, Default::default()).unwrap();
+        let settings = Settings::checked(3, 2.0, Default::default(), 3_600_000).unwrap();
         let analysis = trend::analyse(&points, &settings);
         let html = html_series("flat", &points, &analysis, chrono_tz::UTC);
         assert!(html.contains("<p>No anomalies.</p>"));

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::cxone::AggregationQuery;
 use crate::cxone::aggregation::{AggFilter, AggMetric};
 use crate::domain::AgentState;
-use crate::domain::trend::{Seasonality, Settings};
+use crate::domain::trend::{Detector, Seasonality, Settings};
 
 /// Where the numbers come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -248,6 +248,15 @@ pub struct QuerySpec {
     pub window: usize,
     pub z: f64,
     pub seasonality: Seasonality,
+    /// The detector of the job's anomalies. Queries stored before it was recorded had
+    /// the z-score one, and keep it, so their results (whose CSV hash the audit log
+    /// holds) render as they always did.
+    #[serde(default = "zscore_detector")]
+    pub detector: Detector,
+}
+
+fn zscore_detector() -> Detector {
+    Detector::Zscore
 }
 
 /// An instant as the platform's examples write it: UTC with `Z`, fractions only when
@@ -294,6 +303,8 @@ impl QuerySpec {
             window: self.window,
             z_threshold: self.z,
             seasonality: self.seasonality,
+            detector: self.detector,
+            bucket_ms: self.bucket.ms(),
         }
     }
 
@@ -313,16 +324,16 @@ impl QuerySpec {
                 ),
             ));
         }
-        Settings::checked(self.window, self.z, self.seasonality).map_err(|message| {
-            SpecError::new(
-                if message.starts_with("window") {
+        Settings::checked(self.window, self.z, self.seasonality, self.bucket.ms()).map_err(
+            |message| {
+                let field = if message.starts_with("window") {
                     "window"
                 } else {
                     "z"
-                },
-                message,
-            )
-        })?;
+                };
+                SpecError::new(field, message)
+            },
+        )?;
         let mut seen = std::collections::HashSet::new();
         for metric in &self.metrics {
             if !seen.insert((metric.name.as_str(), metric.aggregation.as_str())) {
@@ -476,6 +487,7 @@ mod tests {
             window: 7,
             z: 2.0,
             seasonality: Seasonality::None,
+            detector: Detector::Robust,
         }
     }
 
