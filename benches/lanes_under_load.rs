@@ -204,7 +204,11 @@ async fn case(cold: bool) -> Waits {
             } else {
                 "TRAINING"
             };
-            single(&people[i % people.len()], AgentState::NotReady, Some(reason))
+            single(
+                &people[i % people.len()],
+                AgentState::NotReady,
+                Some(reason),
+            )
         };
         let started = Instant::now();
         let made = in_lane(Lane::Interactive, None, engine.transition(request))

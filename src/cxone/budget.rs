@@ -580,17 +580,28 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO, "no permit was waited for");
         // The next three permits refill the reserve; then the others go on.
         tokio::time::sleep(Duration::from_millis(3_000)).await;
-        assert_eq!(others(), before, "the others waited while the reserve refilled");
+        assert_eq!(
+            others(),
+            before,
+            "the others waited while the reserve refilled"
+        );
         tokio::time::sleep(Duration::from_millis(57_000)).await;
         // 60 s at one a second: the 3 reserved and 57 for the others, give or take the
         // permit under way at either end.
         let granted = others() - before;
-        assert!((56..=58).contains(&granted), "the others got {granted} in the minute");
+        assert!(
+            (56..=58).contains(&granted),
+            "the others got {granted} in the minute"
+        );
         let start = tokio::time::Instant::now();
         for _ in 0..3 {
             lookup().await;
         }
-        assert_eq!(start.elapsed(), Duration::ZERO, "the reserve was full again");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the reserve was full again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -995,12 +995,18 @@ pub(crate) mod tests {
         let book =
             ScheduleBook::new(store, platform.clone(), settings(60)).with_wanted(wanted.clone());
         let first = book.refresh_step(at(0)).await.unwrap();
-        assert_eq!(first.report.fetched, CONCURRENCY, "a step is as many as go out at once");
+        assert_eq!(
+            first.report.fetched, CONCURRENCY,
+            "a step is as many as go out at once"
+        );
         wanted.add("u_17");
         wanted.add("u_12");
         book.refresh_step(at(0)).await.unwrap();
         let calls = platform.calls.lock().unwrap().clone();
-        let second: Vec<&str> = calls[CONCURRENCY + 1..].iter().map(String::as_str).collect();
+        let second: Vec<&str> = calls[CONCURRENCY + 1..]
+            .iter()
+            .map(String::as_str)
+            .collect();
         assert!(
             second.contains(&"schedule u_12") && second.contains(&"schedule u_17"),
             "the next step fetched the wanted agents: {second:?}"

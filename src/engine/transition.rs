@@ -459,9 +459,7 @@ impl TransitionEngine {
     /// (imported schedules answer without the book).
     fn wanted(&self, agent_id: &str) {
         let imported = self.imports.as_ref().is_some_and(|i| i.covers(agent_id));
-        if !self.book_max_age.is_zero()
-            && !imported
-            && current_context().lane == Lane::Interactive
+        if !self.book_max_age.is_zero() && !imported && current_context().lane == Lane::Interactive
         {
             self.wanted.add(agent_id);
         }
@@ -1460,7 +1458,9 @@ mod tests {
         };
         // The first lookups learn that this tenant's schedules omit the breaks.
         ready("u_002").await.unwrap();
-        platform.schedule_awaits_breaks.store(true, Ordering::Relaxed);
+        platform
+            .schedule_awaits_breaks
+            .store(true, Ordering::Relaxed);
         let made = tokio::time::timeout(Duration::from_secs(10), ready("u_001"))
             .await
             .expect("the schedule lookup waited for a break lookup that never came")
@@ -1500,7 +1500,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(made.outcome, Outcome::Succeeded);
-        assert_eq!(platform.calls("breaks u_001"), 0, "the schedule listed them");
+        assert_eq!(
+            platform.calls("breaks u_001"),
+            0,
+            "the schedule listed them"
+        );
         assert!(
             engine.wanted_agents().snapshot().is_empty(),
             "nobody waits on an automation's change"
