@@ -1,6 +1,7 @@
 //! The daemon: the services of the contact center, its workers and the HTTP API, built
 //! from the configuration and run until stopped.
 
+mod schedule_work;
 mod services;
 mod simulate;
 
@@ -47,7 +48,7 @@ pub struct App {
     rules: engine::rules::RuleScheduler,
     bulk: engine::bulk::BulkJobs,
     analytics: engine::analytics::AnalyticsJobs,
-    schedule_work: Option<engine::ScheduleWork>,
+    schedule_work: Option<schedule_work::ScheduleWork>,
     exception_threshold: Duration,
     /// `sync.interval_ms`, for `/readyz`'s view of the sync.
     sync_interval: Duration,
@@ -145,7 +146,7 @@ impl App {
         if let Some(witness) = witness {
             bulk = bulk.with_sync(witness);
         }
-        let schedule_work = engine::ScheduleWork::from_config(config, &services.engine);
+        let schedule_work = schedule_work::ScheduleWork::from_config(config, &services.engine);
         let live = live::Live::new(services.store.clone(), live_settings(config));
         let (metric_board, _) = engine::metrics::board_channel();
         let metric_pollers = if config.live.enabled {

@@ -10,12 +10,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::TransitionEngine;
-use super::automation::Automations;
-use super::compliance::ComplianceSweep;
-use super::schedules::{BookSettings, ScheduleBook};
-use super::sync::SyncStatus;
 use crate::config::Config;
+use crate::engine::TransitionEngine;
+use crate::engine::automation::Automations;
+use crate::engine::compliance::ComplianceSweep;
+use crate::engine::schedules::{BookSettings, ScheduleBook};
+use crate::engine::sync::SyncStatus;
 
 /// The services, ready to spawn.
 pub struct ScheduleWork {
