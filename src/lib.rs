@@ -27,9 +27,12 @@
 //! - `sim`: the built-in platform simulator, written from the platform contract
 //!   without importing any of the above.
 //! - [`config`], [`cli`]: configuration and the command line; `main.rs` only dispatches.
+//! - `app`: the wiring, in one place: one tenant's services built from the
+//!   configuration as one value (`Tenant`), every background worker under one contract
+//!   (a name and a run until cancelled), and [`App`], which serves the API over them.
 //!
 //! Arrows point one way: `domain` ← `cxone`, `store` ← `engine`, `delivery`, `report`
-//! ← `api` ← `App`.
+//! ← `api` ← `app`.
 
 pub mod api;
 mod app;
