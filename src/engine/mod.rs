@@ -11,14 +11,12 @@ mod keyed_lock;
 pub mod metrics;
 pub mod retention;
 pub mod rules;
-mod schedule_work;
 pub mod schedules;
 pub mod sync;
 pub mod transition;
 
 pub use clock::Clock;
 pub use keyed_lock::KeyedLock;
-pub use schedule_work::ScheduleWork;
 
 pub use transition::{
     CheckError, EngineError, FailureKind, Outcome, ScheduleCheck, Settled, SyncWitness, Transition,

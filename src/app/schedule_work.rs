@@ -1,5 +1,5 @@
 //! The schedule-driven services wired from the configuration: the schedule book, the
-//! automations and the compliance sweep, each a task of its own.
+//! automations and the compliance sweep, each a worker of its own.
 //!
 //! The book runs when the automations or the sweep do. The sweep needs state sync: it
 //! judges the recorded states, which only the sync keeps current.
@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use super::TransitionEngine;
-use super::automation::Automations;
-use super::compliance::ComplianceSweep;
-use super::schedules::{BookSettings, ScheduleBook};
-use super::sync::SyncStatus;
+use super::worker::Worker;
 use crate::config::Config;
+use crate::engine::TransitionEngine;
+use crate::engine::automation::Automations;
+use crate::engine::compliance::ComplianceSweep;
+use crate::engine::schedules::{BookSettings, ScheduleBook};
+use crate::engine::sync::SyncStatus;
 
 /// The services, ready to spawn.
 pub struct ScheduleWork {
@@ -73,24 +71,22 @@ impl ScheduleWork {
         })
     }
 
-    /// Spawns each service until `stop` is cancelled; `sync` is the state sync's status
-    /// when it runs.
-    pub fn spawn(
-        self,
-        stop: CancellationToken,
-        sync: Option<Arc<SyncStatus>>,
-    ) -> Vec<(&'static str, JoinHandle<()>)> {
-        let mut tasks = vec![("schedule book", tokio::spawn(self.book.run(stop.clone())))];
+    /// Each service as a worker; `sync` is the state sync's status when it runs.
+    pub fn workers(self, sync: Option<Arc<SyncStatus>>) -> Vec<Worker> {
+        let book = self.book;
+        let mut workers = vec![Worker::new("schedule book", move |stop| book.run(stop))];
         if let Some(automations) = self.automations {
-            tasks.push((
-                "schedule automations",
-                tokio::spawn(automations.run(stop.clone(), sync.clone())),
-            ));
+            let sync = sync.clone();
+            workers.push(Worker::new("schedule automations", move |stop| {
+                automations.run(stop, sync)
+            }));
         }
         if let Some(sweep) = self.sweep {
             let sync = sync.map(|status| (status, self.sync_interval));
-            tasks.push(("compliance sweep", tokio::spawn(sweep.run(stop, sync))));
+            workers.push(Worker::new("compliance sweep", move |stop| {
+                sweep.run(stop, sync)
+            }));
         }
-        tasks
+        workers
     }
 }

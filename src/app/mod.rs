@@ -1,0 +1,166 @@
+//! The daemon: one tenant's services ([`tenant::Tenant`]), their workers
+//! ([`worker::Worker`]) and the HTTP API over them, built from the configuration and
+//! run until stopped.
+
+mod schedule_work;
+mod services;
+mod simulate;
+mod tenant;
+mod worker;
+
+pub use services::{Services, http_client, incontact_settings, platform};
+pub use simulate::start_simulator;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::{self, TransitionEngine};
+use crate::store::Store;
+use crate::{api, live};
+use tenant::Tenant;
+use worker::Running;
+
+/// The daemon: the HTTP API over the tenant's services, ready to run.
+pub struct App {
+    listener: TcpListener,
+    tenant: Tenant,
+    tokens: api::auth::ApiTokens,
+    shutdown_timeout: Duration,
+    /// `[server]`'s limits on connections, and on each request.
+    serving: api::serve::Settings,
+    limits: api::Limits,
+    /// Downloads in progress per caller, and their limits (`[exports]`).
+    exports: api::exports::Exports,
+}
+
+impl App {
+    /// Opens the database (applying migrations), connects the platform client and binds
+    /// `server.listen` (port 0 picks a free port; see [`App::port`]).
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        App::build_with_clock(config, engine::Clock::Wall).await
+    }
+
+    /// [`App::build`] with every part that judges or stamps time (engine, rules,
+    /// schedule book, automations, sweep, state sync's stamps) reading `clock`.
+    pub async fn build_with_clock(config: &Config, clock: engine::Clock) -> anyhow::Result<App> {
+        let tenant = Tenant::build(config, clock).await?;
+        let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
+        let listener = bind(config, &tokens).await?;
+        Ok(App {
+            listener,
+            tenant,
+            tokens,
+            shutdown_timeout: config.server.shutdown_timeout,
+            serving: api::serve::Settings::from_config(config),
+            limits: api::Limits::from_config(&config.server),
+            exports: api::exports::Exports::new(&config.exports),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn engine(&self) -> Arc<TransitionEngine> {
+        self.tenant.engine().clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.tenant.services.store.clone()
+    }
+
+    /// Replaces the rules of the running daemon (SIGHUP).
+    pub fn rules(&self) -> engine::rules::RulesHandle {
+        self.tenant.rules()
+    }
+
+    pub fn bulk(&self) -> engine::bulk::BulkJobs {
+        self.tenant.bulk.clone()
+    }
+
+    /// The live feed (snapshot, events, tickets).
+    pub fn live(&self) -> live::Live {
+        self.tenant.live.clone()
+    }
+
+    /// The analytics jobs (tests drive them with `run_pending`).
+    pub fn analytics(&self) -> engine::analytics::AnalyticsJobs {
+        self.tenant.analytics.clone()
+    }
+
+    /// The newest skill and queue figures, updated by the metric pollers.
+    pub fn metric_board(&self) -> engine::metrics::BoardReceiver {
+        self.tenant.metric_board.subscribe()
+    }
+
+    /// Serves (and delivers webhooks, syncs states, fires rules and runs bulk jobs) until
+    /// `shutdown` is cancelled, then lets in-flight requests and webhook POSTs finish
+    /// (each within `server.shutdown_timeout`) and the agent changes in flight complete,
+    /// and closes the database. Rule firings and bulk items not started yet are resumed
+    /// at the next start.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = self.tenant.api_state(self.exports.clone());
+        let store = self.tenant.services.store.clone();
+        let running = Running::start(self.tenant.workers(self.shutdown_timeout), &shutdown);
+        let address = self.listener.local_addr()?;
+        tracing::info!(%address, "wfmd is serving");
+        let router = api::router(state, self.tokens, &self.limits);
+        let server = api::serve::serve(self.listener, router, self.serving, shutdown.clone());
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            () = &mut server => {}
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(self.shutdown_timeout).await;
+            } => {
+                tracing::warn!(
+                    timeout = ?self.shutdown_timeout,
+                    "in-flight requests did not finish in time; stopping anyway"
+                );
+            }
+        }
+        running.join().await;
+        store.close().await;
+        tracing::info!("wfmd stopped");
+        Ok(())
+    }
+}
+
+/// Binds `server.listen`, or loopback when tokens are missing for a network address,
+/// saying so; refuses plain HTTP with tokens on a network address unless
+/// `server.plain_http_ok` says a TLS proxy is the only way in.
+async fn bind(config: &Config, tokens: &api::auth::ApiTokens) -> anyhow::Result<TcpListener> {
+    if let Some(problem) = config.server.plain_http_problem(tokens.len()) {
+        anyhow::bail!(problem);
+    }
+    let configured = config.server.listen;
+    let (listen, warning) = api::auth::listen_address(configured, tokens.len());
+    match warning {
+        Some(warning) => tracing::warn!(%configured, bound = %listen, "{warning}"),
+        None if tokens.is_empty() => tracing::info!(
+            "no [[api_tokens]] are configured: every caller on this host may use the API"
+        ),
+        None if !configured.ip().is_loopback() => tracing::warn!(
+            %configured,
+            "PLAIN HTTP on a network address: bearer tokens and agent data cross the \
+             network unencrypted unless the TLS proxy that server.plain_http_ok = true \
+             promises is the only way in (README \"TLS\")"
+        ),
+        None => {}
+    }
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen = {configured})"))
+}

@@ -1,0 +1,221 @@
+//! One contact-center tenant's services, as one value: its store and transition engine
+//! (with the platform client, token cache and request budget inside), state sync, rules,
+//! bulk jobs, analytics jobs, schedule book with automations and sweep, metric pollers,
+//! live feed, webhook delivery and retention. [`Tenant::workers`] hands out its
+//! background work under the one [`Worker`] contract.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::schedule_work::ScheduleWork;
+use super::services::Services;
+use super::worker::Worker;
+use crate::config::{self, Config};
+use crate::engine::{self, TransitionEngine};
+use crate::{api, cxone, delivery, live, metrics_handle};
+
+/// One tenant's services, built from the configuration; nothing runs until
+/// [`Tenant::workers`] are started.
+pub struct Tenant {
+    pub services: Services,
+    dispatcher: Option<delivery::Dispatcher>,
+    sync: Option<engine::sync::StateSync>,
+    rules: engine::rules::RuleScheduler,
+    pub bulk: engine::bulk::BulkJobs,
+    pub analytics: engine::analytics::AnalyticsJobs,
+    schedule_work: Option<ScheduleWork>,
+    exception_threshold: Duration,
+    /// `sync.interval_ms`, for `/readyz`'s view of the sync.
+    sync_interval: Duration,
+    /// The newest skill and queue figures: the metric pollers publish, the live feed
+    /// and the API read.
+    pub metric_board: engine::metrics::BoardSender,
+    /// The live feed every wallboard reads.
+    pub live: live::Live,
+    /// The skill and queue pollers (`[live]`), when enabled.
+    metric_pollers: Vec<engine::metrics::MetricPoller>,
+    /// Prunes old records and publishes audit checkpoints.
+    retention: engine::retention::Retention,
+}
+
+impl Tenant {
+    /// Opens the database (applying migrations), connects the platform client and builds
+    /// every service `config` asks for, each reading `clock` where it judges or stamps
+    /// time.
+    pub async fn build(config: &Config, clock: engine::Clock) -> anyhow::Result<Tenant> {
+        let services = Services::start_with_clock(config, clock).await?;
+        let endpoints = delivery::Endpoint::from_config(config);
+        let dispatcher = (!endpoints.is_empty()).then(|| {
+            delivery::Dispatcher::new(
+                services.store.clone(),
+                services.http.clone(),
+                endpoints,
+                config.delivery.clone(),
+            )
+        });
+        let sync = config.sync.enabled.then(|| {
+            engine::sync::StateSync::new(
+                services.store.clone(),
+                services.engine.platform().clone(),
+                (&config.sync).into(),
+            )
+            .with_in_flight(services.engine.agents_in_flight())
+            .with_engine_clock(clock)
+        });
+        // The scheduler runs even without rules, so a SIGHUP can add some.
+        let rules = config
+            .rules()
+            .map_err(|problems| anyhow::anyhow!("invalid rules: {}", problems.join("; ")))?;
+        // Rules and bulk items leave agents state sync saw done already alone.
+        let witness = sync.as_ref().map(|sync| {
+            engine::SyncWitness::new(
+                sync.status(),
+                Duration::from_millis(config.sync.interval_ms),
+            )
+        });
+        let mut firer = engine::rules::RuleFirer::new(
+            services.store.clone(),
+            services.engine.clone(),
+            config.scheduler.concurrency,
+            services.budget.per_minute_rate(),
+        );
+        if let Some(witness) = &witness {
+            firer = firer.with_sync(witness.clone());
+        }
+        let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
+        let mut bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
+        if let Some(witness) = witness {
+            bulk = bulk.with_sync(witness);
+        }
+        let schedule_work = ScheduleWork::from_config(config, &services.engine);
+        let live = live::Live::new(services.store.clone(), live_settings(config));
+        let (metric_board, _) = engine::metrics::board_channel();
+        let metric_pollers = if config.live.enabled {
+            engine::metrics::MetricPoller::both(
+                services.engine.platform(),
+                &services.store,
+                &metric_board,
+                &(&config.live).into(),
+            )
+            .into()
+        } else {
+            Vec::new()
+        };
+        let retention = engine::retention::Retention::new(
+            services.store.clone(),
+            &config.retention,
+            &config.audit,
+        )
+        .with_rollups(config.compliance.exception_threshold);
+        let analytics = engine::analytics::AnalyticsJobs::new(
+            services.store.clone(),
+            config.compliance.exception_threshold,
+        )
+        .with_max_per_actor(config.analytics.max_jobs_per_caller)
+        .with_platform(cxone::Aggregations::new(
+            services.engine.platform().clone(),
+            config.analytics.extraction(),
+        ));
+        Ok(Tenant {
+            services,
+            dispatcher,
+            sync,
+            rules,
+            bulk,
+            analytics,
+            schedule_work,
+            exception_threshold: config.compliance.exception_threshold,
+            sync_interval: Duration::from_millis(config.sync.interval_ms),
+            metric_board,
+            live,
+            metric_pollers,
+            retention,
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<TransitionEngine> {
+        &self.services.engine
+    }
+
+    /// Replaces the rules of the running daemon (SIGHUP).
+    pub fn rules(&self) -> engine::rules::RulesHandle {
+        self.rules.handle()
+    }
+
+    /// What the HTTP API reads and drives of this tenant; `exports` are the process's
+    /// downloads in progress.
+    pub fn api_state(&self, exports: api::exports::Exports) -> api::ApiState {
+        api::ApiState {
+            engine: self.services.engine.clone(),
+            store: self.services.store.clone(),
+            metrics: metrics_handle(),
+            sync: self.sync.as_ref().map(|sync| sync.status()),
+            sync_interval: self.sync_interval,
+            bulk: self.bulk.clone(),
+            exception_threshold: self.exception_threshold,
+            live: self.live.clone(),
+            board: self.metric_board.subscribe(),
+            analytics: self.analytics.clone(),
+            exports,
+        }
+    }
+
+    /// Every background worker of the tenant; webhook delivery lets POSTs in flight
+    /// finish within `grace` once stopped.
+    pub fn workers(self, grace: Duration) -> Vec<Worker> {
+        let mut workers = Vec::new();
+        if let Some(dispatcher) = self.dispatcher {
+            workers.push(Worker::new("webhook delivery", move |stop| {
+                dispatcher.run(stop, grace)
+            }));
+        }
+        let (live, board, bulk) = (self.live, self.metric_board.subscribe(), self.bulk.clone());
+        workers.push(Worker::new("live feed", move |stop| {
+            live.run(stop, board, Some(bulk))
+        }));
+        let sync_status = self.sync.as_ref().map(|sync| sync.status());
+        if let Some(work) = self.schedule_work {
+            workers.extend(work.workers(sync_status));
+        }
+        if let Some(sync) = self.sync {
+            workers.push(Worker::new("state sync", move |stop| sync.run(stop)));
+        }
+        let rules = self.rules;
+        workers.push(Worker::new("rule scheduler", move |stop| rules.run(stop)));
+        let bulk = self.bulk;
+        workers.push(Worker::new("bulk jobs", move |stop| bulk.run(stop)));
+        for poller in self.metric_pollers {
+            workers.push(Worker::new("metric poller", move |stop| poller.run(stop)));
+        }
+        let retention = self.retention;
+        workers.push(Worker::new("retention", move |stop| retention.run(stop)));
+        let analytics = self.analytics;
+        workers.push(Worker::new("analytics jobs", move |stop| {
+            analytics.run(stop)
+        }));
+        // Changes whose record failed after their platform call are recorded late.
+        let engine = self.services.engine;
+        workers.push(Worker::new("late records", move |stop| async move {
+            engine.settle_intents_until(stop).await
+        }));
+        workers
+    }
+}
+
+/// The live feed's settings: `[live]`, and the managed agents as state sync keeps them.
+/// With `live.enabled` off the feed makes no platform call (no roster either).
+fn live_settings(config: &Config) -> live::Settings {
+    live::Settings {
+        service_level_good: config.live.service_level_good,
+        service_level_warning: config.live.service_level_warning,
+        skill_interval: config.live.skill_interval,
+        queue_interval: config.live.queue_interval,
+        teams: config.sync.teams.clone(),
+        agents: config.sync.agents.clone(),
+        roster: config.live.enabled,
+        queues_are_skills: config.cxone.dialect == config::Dialect::Incontact,
+        max_streams_per_caller: config.live.max_streams_per_caller,
+        max_tickets_per_caller: config.live.max_tickets_per_caller,
+        ..live::Settings::default()
+    }
+}
