@@ -292,23 +292,15 @@ async fn prune_bulk_jobs(
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM bulk_jobs j
+    prune_parents(
+        conn,
+        "SELECT json_group_array(id) FROM (SELECT id FROM bulk_jobs j
          WHERE j.finished_at IS NOT NULL AND j.finished_at < ?
            AND j.status IN ('completed', 'cancelled')
            AND NOT EXISTS (SELECT 1 FROM bulk_jobs r WHERE r.reverts_job_id = j.id)
-         LIMIT ?",
-    )
-    .bind(cutoff_ms)
-    .bind((limit / CHILDREN_PER_PARENT).max(1))
-    .fetch_all(&mut *conn)
-    .await?;
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    delete_listed(
-        conn,
-        &json!(ids).to_string(),
+         LIMIT ?)",
+        cutoff_ms,
+        limit,
         &[
             "DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each(?))",
             "DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each(?))",
@@ -324,28 +316,41 @@ async fn prune_firings(
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM rule_firings f
+    prune_parents(
+        conn,
+        "SELECT json_group_array(id) FROM (SELECT id FROM rule_firings f
          WHERE f.started_at < ? AND f.outcome <> 'running'
            AND f.slot_at < (SELECT MAX(g.slot_at) FROM rule_firings g WHERE g.rule = f.rule)
-         LIMIT ?",
-    )
-    .bind(cutoff_ms)
-    .bind((limit / CHILDREN_PER_PARENT).max(1))
-    .fetch_all(&mut *conn)
-    .await?;
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    delete_listed(
-        conn,
-        &json!(ids).to_string(),
+         LIMIT ?)",
+        cutoff_ms,
+        limit,
         &[
             "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT value FROM json_each(?))",
             "DELETE FROM rule_firings WHERE id IN (SELECT value FROM json_each(?))",
         ],
     )
     .await
+}
+
+/// Deletes the parents `select` lists (it binds the cutoff and how many, and answers
+/// their ids as one JSON array) with their children: at most
+/// `limit / CHILDREN_PER_PARENT` parents, so a batch stays about `limit` rows.
+async fn prune_parents(
+    conn: &mut SqliteConnection,
+    select: &'static str,
+    cutoff_ms: i64,
+    limit: i64,
+    deletes: &[&'static str],
+) -> Result<u64, sqlx::Error> {
+    let ids: String = sqlx::query_scalar(select)
+        .bind(cutoff_ms)
+        .bind((limit / CHILDREN_PER_PARENT).max(1))
+        .fetch_one(&mut *conn)
+        .await?;
+    if ids == "[]" {
+        return Ok(0);
+    }
+    delete_listed(conn, &ids, deletes).await
 }
 
 /// Analytics jobs finished (completed or failed) before the cutoff, with their result
