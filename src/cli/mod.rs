@@ -8,8 +8,10 @@ mod audit_chain;
 mod backup;
 mod bulk;
 mod doctor;
+mod outbox;
 mod rules;
 mod schedules;
+mod serve;
 mod token;
 
 use std::io::Write;
@@ -18,15 +20,18 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use futures::TryStreamExt;
-use tokio_util::sync::CancellationToken;
 
+use crate::Services;
 use crate::config::{Config, LogFormat, Source};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::engine::{Outcome, Transition, TransitionRequest};
 use crate::store::{Store, audit};
 use crate::time::{parse_instant, rfc3339};
-use crate::{App, Services};
+pub use outbox::OutboxCommand;
+use outbox::outbox;
+pub use serve::cancel_on_signal;
+use serve::{serve, simulator};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -241,30 +246,6 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum OutboxCommand {
-    /// Each webhook endpoint's health (up, failing or disabled, since when), then the
-    /// deliveries still to be made (or, with --dead, given up on).
-    List {
-        /// Dead deliveries instead of pending ones.
-        #[arg(long)]
-        dead: bool,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-    },
-    /// Put dead deliveries back in the queue; they are sent again with their original
-    /// webhook-id.
-    Replay {
-        /// Replay dead deliveries (the only kind there is to replay; required for clarity).
-        #[arg(long, required = true)]
-        dead: bool,
-        /// Only deliveries of events committed at or after this date or instant.
-        #[arg(long, value_parser = parse_instant)]
-        since: Option<chrono::DateTime<chrono::Utc>>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Load and validate the configuration; print it with secrets masked.
     Check {
@@ -389,155 +370,6 @@ fn init_tracing(config: &Config) {
     };
 }
 
-/// Ground-truth entries per agent the simulator of `serve --simulate` keeps
-/// (`/_sim/agents` shows each agent's latest change).
-const SIMULATED_STATE_LOG_LIMIT: usize = 1;
-
-async fn serve(mut config: Config, args: ServeArgs, source: Source) -> Result<ExitCode, Failure> {
-    // The simulator outlives the daemon's drain, so in-flight changes can finish.
-    let stop_simulator = CancellationToken::new();
-    if let Some(dialect) = args.dialect {
-        config.cxone.dialect = dialect.into();
-    }
-    let mut clock = crate::engine::Clock::Wall;
-    if args.simulate {
-        let running = crate::start_simulator(
-            &mut config,
-            crate::sim::SimConfig {
-                agents: args.agents as usize,
-                seed: args.seed,
-                time_scale: args.time_scale,
-                // Nobody audits the in-process simulator's ground truth, and keeping all
-                // of it would grow the daemon's memory with every simulated change.
-                state_log_limit: Some(SIMULATED_STATE_LOG_LIMIT),
-                ..crate::sim::SimConfig::default()
-            },
-            stop_simulator.clone(),
-        )
-        .await
-        .map_err(Failure::action)?;
-        announce_tenant(&running);
-        // Simulated shifts, breaks and state stamps run at --time-scale: wfmd's verdicts
-        // about them (sweep, automations, rules, compliance checks) must too.
-        if args.time_scale != 1.0 {
-            clock = crate::engine::Clock::scaled(running.sim.clock().now(), args.time_scale);
-        }
-    }
-    // While it runs, the daemon holds its database's lock: a restore refuses to replace
-    // the file under it, and a second daemon refuses to start on it.
-    let _lock = backup::database_path(&config.database.url)
-        .map(|path| backup::DaemonLock::acquire(&path, "start"))
-        .transpose()
-        .map_err(Failure::action)?;
-    let app = App::build_with_clock(&config, clock)
-        .await
-        .map_err(Failure::action)?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    tokio::spawn(crate::engine::rules::reload_on_sighup(
-        source,
-        app.rules(),
-        shutdown.clone(),
-    ));
-    let result = app.run_until_stopped(shutdown).await;
-    stop_simulator.cancel();
-    result.map_err(Failure::action)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Logs where the simulated tenant is and a few agents worth trying.
-fn announce_tenant(running: &crate::sim::RunningSim) {
-    let now = chrono::Utc::now();
-    let agents = running.sim.agents();
-    let first = |pick: &dyn Fn(&crate::sim::SimAgent) -> bool| {
-        agents
-            .iter()
-            .find(|a| pick(a))
-            .map_or("none", |a| a.id.as_str())
-            .to_owned()
-    };
-    tracing::info!(
-        base_url = %running.base_url,
-        agents = agents.len(),
-        on_shift = %first(&|a| a.on_shift_at(now) && !a.in_mandatory_break_at(now) && a.state != "ON_CONTACT"),
-        off_shift = %first(&|a| !a.on_shift_at(now)),
-        in_mandatory_break = %first(&|a| a.in_mandatory_break_at(now)),
-        on_contact = %first(&|a| a.state == "ON_CONTACT"),
-        "simulated platform started; agents to try"
-    );
-}
-
-async fn simulator(args: SimArgs) -> Result<ExitCode, Failure> {
-    let config = crate::sim::SimConfig {
-        agents: args.agents as usize,
-        seed: args.seed,
-        requests_per_minute: args.requests_per_minute,
-        time_scale: args.time_scale,
-        activity: !args.still,
-        ..crate::sim::SimConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| Failure::usage(format!("cannot listen on --listen {}: {e}", args.listen)))?;
-    let stop = CancellationToken::new();
-    let running = crate::sim::Simulator::start(config.clone(), listener, stop.clone())
-        .await
-        .map_err(Failure::action)?;
-    println!(
-        "simulator serving {} agents; point wfmd at it with:",
-        args.agents
-    );
-    if args.dialect == DialectArg::Incontact {
-        println!("  WFMD_CXONE__DIALECT=incontact");
-        println!("  WFMD_CXONE__AUTH_BASE={}", running.base_url);
-        println!(
-            "  WFMD_CXONE__ACCESS_KEY_ID={}",
-            crate::sim::incontact::ACCESS_KEY_ID
-        );
-        println!(
-            "  WFMD_CXONE__ACCESS_KEY_SECRET={}",
-            crate::sim::incontact::ACCESS_KEY_SECRET
-        );
-    } else {
-        println!("  WFMD_CXONE__BASE_URL={}", running.base_url);
-        println!("  WFMD_CXONE__TOKEN_URL={}", running.token_url);
-    }
-    println!("  WFMD_CXONE__CLIENT_ID={}", config.client_id);
-    println!("  WFMD_CXONE__CLIENT_SECRET={}", config.client_secret);
-    println!(
-        "ground truth: {}/_sim/agents, counters: {}/_sim/stats",
-        running.base_url, running.base_url
-    );
-    announce_tenant(&running);
-    cancel_on_signal(stop).await;
-    running.task.await.map_err(Failure::action)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Cancels `token` on SIGTERM or Ctrl-C.
-pub async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("stop requested; draining");
-    token.cancel();
-}
-
 async fn transition(config: &Config, args: TransitionArgs) -> Result<ExitCode, Failure> {
     let services = Services::start(config).await.map_err(Failure::action)?;
     let actor = std::env::var("USER")
@@ -638,80 +470,6 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
     };
     store.close().await;
     Ok(code)
-}
-
-async fn outbox(config: &Config, command: OutboxCommand) -> Result<ExitCode, Failure> {
-    use crate::store::deliveries;
-    let store = Store::open(&config.database.url)
-        .await
-        .map_err(Failure::action)?;
-    match command {
-        OutboxCommand::List { dead, limit } => {
-            let rows = deliveries::list(store.reader(), dead, limit)
-                .await
-                .map_err(Failure::action)?;
-            let health = deliveries::health(store.reader())
-                .await
-                .map_err(Failure::action)?;
-            let mut out = std::io::stdout().lock();
-            for endpoint in &health {
-                writeln!(
-                    out,
-                    "endpoint {}  {} since {}  pending={}  dead={}{}{}",
-                    crate::delivery::endpoint_label(&endpoint.endpoint),
-                    endpoint.status,
-                    rfc3339(crate::store::from_ms(endpoint.since)),
-                    endpoint.pending,
-                    endpoint.dead,
-                    match (&endpoint.status[..], &endpoint.last_error) {
-                        ("failing", Some(error)) => format!("  last={error}"),
-                        _ => String::new(),
-                    },
-                    endpoint
-                        .disabled_events
-                        .as_ref()
-                        .map(|types| format!("  not sent (410): {types}"))
-                        .unwrap_or_default(),
-                )
-                .map_err(Failure::action)?;
-            }
-            for row in &rows {
-                let last = match (&row.last_status, &row.last_error) {
-                    (_, Some(error)) => error.clone(),
-                    (Some(status), None) => status.to_string(),
-                    (None, None) => "-".to_owned(),
-                };
-                writeln!(
-                    out,
-                    "{}  {}  {}  {}  {}  attempts={}  next={}  last={}",
-                    rfc3339(crate::store::from_ms(row.created_at)),
-                    row.event_id,
-                    row.event_type,
-                    row.endpoint,
-                    row.status,
-                    row.attempts,
-                    rfc3339(crate::store::from_ms(row.next_attempt_at)),
-                    last,
-                )
-                .map_err(Failure::action)?;
-            }
-            eprintln!(
-                "{} {} deliveries",
-                rows.len(),
-                if dead { "dead" } else { "pending" }
-            );
-        }
-        OutboxCommand::Replay { dead: _, since } => {
-            let since = since.map_or(i64::MIN, crate::store::to_ms);
-            let replayed =
-                deliveries::replay_dead(&store, since, crate::store::to_ms(chrono::Utc::now()))
-                    .await
-                    .map_err(Failure::action)?;
-            println!("re-queued {replayed} dead deliveries; a running wfmd sends them now");
-        }
-    }
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
