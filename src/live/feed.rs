@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use super::Live;
 use super::encode::Message;
-use super::hub::seq_of;
 use super::tickets::Crowded;
 use super::view::Tiles;
 use crate::store::outbox;
@@ -77,7 +76,7 @@ impl Live {
         metrics::gauge!("wfmd_live_clients").increment(1.0);
         match (start, first) {
             (_, Some(snapshot)) => feed.pending.push_back(snapshot),
-            (Start::After(id), None) => match seq_of(self.pool(), &id).await? {
+            (Start::After(id), None) => match outbox::seq_of(self.pool(), &id).await? {
                 Some(seq) if head_seq - seq <= MAX_REPLAY => {
                     // The board may have changed while the client was away; it is not
                     // durable, so the current one is sent first.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
-use sqlx::SqlitePool;
 
 use super::Live;
 use super::encode::Message;
@@ -39,8 +38,8 @@ impl Live {
     /// store. Events committed meanwhile are applied again by the tailer, which is
     /// harmless: applying an event sets what it says, so doing it twice changes nothing.
     pub async fn load(&self) -> Result<(), sqlx::Error> {
-        let head = head(self.pool()).await?;
-        let intervals = all_open_intervals(self.pool()).await?;
+        let head = outbox::head(self.pool()).await?;
+        let intervals = history::all_open(self.pool()).await?;
         let open = exceptions::open(self.pool()).await?;
         let mut state = self.lock();
         if let Some((seq, id)) = head {
@@ -309,30 +308,4 @@ fn apply(state: &mut State, row: &outbox::EventRow) {
         }
         _ => {}
     }
-}
-
-/// The newest outbox event: its sequence and id.
-async fn head(pool: &SqlitePool) -> Result<Option<(i64, String)>, sqlx::Error> {
-    // The store has no function for this yet; it is a read of the outbox's own key.
-    sqlx::query_as("SELECT seq, id FROM outbox_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(pool)
-        .await
-}
-
-/// The outbox sequence of the event `id`, if it is still stored.
-pub(super) async fn seq_of(pool: &SqlitePool, id: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
-
-/// Every agent's open interval.
-async fn all_open_intervals(pool: &SqlitePool) -> Result<Vec<history::IntervalRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, agent_id, state, reason, origin, started_at, ended_at, attempt_id
-         FROM state_intervals WHERE ended_at IS NULL",
-    )
-    .fetch_all(pool)
-    .await
 }

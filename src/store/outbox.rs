@@ -141,6 +141,21 @@ pub async fn after(
     .await
 }
 
+/// The newest event: its sequence and id.
+pub async fn head(pool: &SqlitePool) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT seq, id FROM outbox_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(pool)
+        .await
+}
+
+/// The sequence of the event `id`, if it is still stored.
+pub async fn seq_of(pool: &SqlitePool, id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
