@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::Live;
 use super::encode::Message;
 use super::view::{AgentView, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
+use crate::domain::events::{Event, ExceptionStatus};
 use crate::engine::bulk::JobView;
 use crate::engine::metrics::MetricBoard;
 use crate::store::{exceptions, from_ms, history, outbox};
@@ -273,9 +275,15 @@ fn apply(state: &mut State, row: &outbox::EventRow) {
     let Ok(body) = serde_json::from_str::<Value>(&row.payload) else {
         return;
     };
-    let data = &body["data"];
-    let Some(agent_id) = data["agentId"].as_str() else {
+    let Ok(event) = Event::deserialize(&body) else {
         return;
+    };
+    let agent_id = match &event {
+        Event::AgentStateChanged(change) => &change.agent_id,
+        Event::AdherenceException(exception) => &exception.agent_id,
+        // Nothing changes on its card, but it is on the board until the roster is read.
+        Event::TransitionRejected(rejected) => &rejected.agent_id,
+        _ => return,
     };
     let roster_loaded = state.roster_loaded;
     let agent = match state.agents.get_mut(agent_id) {
@@ -287,22 +295,23 @@ fn apply(state: &mut State, row: &outbox::EventRow) {
             .entry(agent_id.to_owned())
             .or_insert_with(|| AgentView::unnamed(agent_id)),
     };
-    let text = |v: &Value| v.as_str().map(str::to_owned);
-    match row.event_type.as_str() {
-        "agent.state_changed" => {
-            agent.state = text(&data["to"]);
-            agent.reason = text(&data["reasonCode"]);
-            agent.origin = text(&data["origin"]);
-            agent.since = text(&data["changedAt"]).or_else(|| text(&body["timestamp"]));
+    match event {
+        Event::AgentStateChanged(change) => {
+            agent.state = Some(change.to.as_str().to_owned());
+            agent.reason = change.reason_code;
+            agent.origin = Some(change.origin.as_str().to_owned());
+            agent.since = change
+                .changed_at
+                .or_else(|| body["timestamp"].as_str().map(str::to_owned));
         }
-        "adherence.exception" => {
-            let id = text(&data["exceptionId"]).unwrap_or_default();
+        Event::AdherenceException(exception) => {
+            let id = exception.exception_id;
             agent.exceptions.retain(|e| e.exception_id != id);
-            if data["status"] == "open" {
+            if exception.status == ExceptionStatus::Open {
                 agent.exceptions.push(ExceptionBadge {
                     exception_id: id,
-                    kind: text(&data["kind"]).unwrap_or_default(),
-                    since: text(&data["startedAt"]).unwrap_or_default(),
+                    kind: exception.kind.as_str().to_owned(),
+                    since: exception.started_at,
                 });
             }
         }

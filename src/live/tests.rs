@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::store::outbox::{self, EventType};
+use crate::domain::Origin;
+use crate::domain::events::{Event, StateChanged};
+use crate::store::outbox;
 use crate::store::testing::temp_store;
 
 #[tokio::test]
@@ -32,12 +34,23 @@ async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
 
 async fn change(store: &Store, agent: &str, to: &str) -> String {
     let mut tx = store.begin_write().await.unwrap();
+    let change = StateChanged {
+        agent_id: agent.to_owned(),
+        from: None,
+        to: to.parse().unwrap(),
+        reason_code: None,
+        origin: Origin::Api,
+        idle_ms: 0,
+        latency_ms: None,
+        attempt_id: None,
+        queue: None,
+        changed_at: None,
+    };
     let id = outbox::enqueue(
         &mut tx,
-        EventType::AgentStateChanged,
         Some(agent),
         Utc::now(),
-        json!({"agentId": agent, "to": to, "reasonCode": null, "origin": "api"}),
+        Event::AgentStateChanged(change),
     )
     .await
     .unwrap();
