@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wfmd::config::{DeliveryConfig, webhook_key};
 use wfmd::delivery::{Dispatcher, Endpoint, Signer};
+use wfmd::domain::events::{Event, StateChanged};
+use wfmd::domain::{AgentState, Origin};
 use wfmd::store::Store;
-use wfmd::store::outbox::{self, EventType};
+use wfmd::store::outbox;
 
 const RUNS: usize = 3;
 const EVENTS: usize = 10_000;
@@ -89,10 +90,20 @@ async fn enqueue(store: &Store, first: usize, count: usize) -> Vec<String> {
         ids.push(
             outbox::enqueue(
                 &mut tx,
-                EventType::AgentStateChanged,
                 Some(&agent),
                 chrono::Utc::now(),
-                json!({"agentId": agent, "to": "READY", "n": i}),
+                Event::AgentStateChanged(StateChanged {
+                    agent_id: agent.clone(),
+                    from: None,
+                    to: AgentState::Ready,
+                    reason_code: None,
+                    origin: Origin::Api,
+                    idle_ms: 0,
+                    latency_ms: None,
+                    attempt_id: Some(format!("n{i}")),
+                    queue: None,
+                    changed_at: None,
+                }),
             )
             .await
             .unwrap(),

@@ -162,6 +162,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use wfmd::domain::events::{Event, StateChanged};
 use wfmd::domain::{AgentState, Origin};
 use wfmd::engine::retention::{PassPart, Retention};
 use wfmd::store::Store;
@@ -169,7 +170,7 @@ use wfmd::store::attempts::{self, AttemptRow};
 use wfmd::store::audit::{self, NewEntry};
 use wfmd::store::checkpoints;
 use wfmd::store::history::{self, NewInterval};
-use wfmd::store::outbox::{self, EventType};
+use wfmd::store::outbox;
 use wfmd::store::retention::Kind;
 
 const CHANGES: usize = 1_000_000;
@@ -645,10 +646,20 @@ async fn commit_change(store: &Store, agent: &str, n: usize, due: Instant) -> Du
     .unwrap();
     outbox::enqueue(
         &mut tx,
-        EventType::AgentStateChanged,
         Some(agent),
         at,
-        json!({"agentId": agent, "to": target.as_str(), "attemptId": id}),
+        Event::AgentStateChanged(StateChanged {
+            agent_id: agent.to_owned(),
+            from: None,
+            to: target,
+            reason_code: None,
+            origin: Origin::Api,
+            idle_ms: 0,
+            latency_ms: None,
+            attempt_id: Some(id.clone()),
+            queue: None,
+            changed_at: None,
+        }),
     )
     .await
     .unwrap();

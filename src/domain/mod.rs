@@ -6,6 +6,7 @@
 
 pub mod adherence;
 pub mod cron;
+pub mod events;
 pub mod idle;
 pub mod metrics;
 pub mod policy;

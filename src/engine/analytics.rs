@@ -36,9 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cxone::aggregation::{AggregationRow, ExtractionSink, QueryStatus, Resume};
 use crate::cxone::{Aggregations, CxoneError, Lane, in_lane};
+use crate::domain::events::{Event, ReportReady};
 use crate::store::analytics::{self as stored, JobRow, NewResult};
 use crate::store::audit::{self, NewEntry};
-use crate::store::outbox::{self, EventType};
+use crate::store::outbox;
 use crate::store::{Store, from_ms, to_ms};
 use spec::{QuerySpec, Source, SpecError};
 
@@ -410,7 +411,6 @@ impl AnalyticsJobs {
         let job = stored::job_on(&mut tx, id)
             .await?
             .expect("the job was just updated");
-        let data = json!({"job_id": id, "rows": rows, "sha256": sha256});
         audit::append(
             &mut tx,
             &NewEntry {
@@ -424,7 +424,12 @@ impl AnalyticsJobs {
             },
         )
         .await?;
-        outbox::enqueue(&mut tx, EventType::ReportReady, None, now, data).await?;
+        let ready = ReportReady {
+            job_id: id.to_owned(),
+            rows,
+            sha256: sha256.clone(),
+        };
+        outbox::enqueue(&mut tx, None, now, Event::ReportReady(ready)).await?;
         tx.commit().await?;
         self.store.notify_outbox();
         tracing::info!(job = %id, rows, %sha256, "analytics job completed");

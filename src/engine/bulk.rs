@@ -53,10 +53,11 @@ use super::{
     EngineError, Outcome, Settled as Change, SyncWitness, TransitionEngine, TransitionRequest,
 };
 use crate::cxone::{Agent, AgentFilter, CxoneError, Lane, in_lane};
+use crate::domain::events::{BulkCompleted, Event};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::jobs::{self, Counts, ItemRow, JobRow, NewItem, NewJob, Settlement};
-use crate::store::outbox::{self, EventType};
+use crate::store::outbox;
 use crate::store::roster::{self, RosterEntry};
 use crate::store::{Store, from_ms, to_ms};
 use crate::time::rfc3339;
@@ -919,23 +920,23 @@ async fn finish_if_done(
     let Some(job) = jobs::finish(conn, job_id, to_ms(now)).await? else {
         return Ok(false);
     };
-    let data = json!({
-        "jobId": job.id,
-        "status": job.status,
-        "total": counts.total(),
-        "succeeded": counts.succeeded,
-        "unchanged": counts.unchanged,
-        "rejected": counts.rejected,
-        "failed": counts.failed,
-        "cancelled": counts.cancelled,
-        "state": job.target_state,
-        "reasonCode": job.reason,
-        "team": job.team,
-        "revertsJobId": job.reverts_job_id,
-        "actor": job.actor,
-        "createdAt": rfc3339(from_ms(job.created_at)),
-        "finishedAt": rfc3339(now),
-    });
+    let completed = BulkCompleted {
+        job_id: job.id.clone(),
+        status: job.status.clone(),
+        total: counts.total(),
+        succeeded: counts.succeeded,
+        unchanged: counts.unchanged,
+        rejected: counts.rejected,
+        failed: counts.failed,
+        cancelled: counts.cancelled,
+        state: job.target_state.clone(),
+        reason_code: job.reason.clone(),
+        team: job.team.clone(),
+        reverts_job_id: job.reverts_job_id.clone(),
+        actor: job.actor.clone(),
+        created_at: rfc3339(from_ms(job.created_at)),
+        finished_at: rfc3339(now),
+    };
     audit::append(
         conn,
         &NewEntry {
@@ -948,11 +949,11 @@ async fn finish_if_done(
             },
             agent_id: None,
             subject_id: Some(&job.id),
-            detail: data.clone(),
+            detail: serde_json::to_value(&completed).expect("a bulk job serializes"),
         },
     )
     .await?;
-    outbox::enqueue(conn, EventType::BulkCompleted, None, now, data).await?;
+    outbox::enqueue(conn, None, now, Event::BulkCompleted(completed)).await?;
     tracing::info!(
         job = %job.id,
         status = %job.status,

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::automation::wait_for_sync;
@@ -40,10 +39,11 @@ use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
 use crate::config::{AutoCorrect, ComplianceConfig};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::DeviationKind;
+use crate::domain::events::{AdherenceException, Event, ExceptionStatus};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::exceptions::{self, ExceptionRow};
-use crate::store::outbox::{self, EventType, NewEvent};
+use crate::store::outbox::{self, NewEvent};
 use crate::store::{Store, from_ms, history, to_ms};
 
 /// The audit actor of exceptions.
@@ -294,16 +294,18 @@ impl ComplianceSweep {
                 agent.as_str(),
                 o.id.as_str(),
                 "adherence.exception_opened",
-                json!({
-                    "exceptionId": o.id,
-                    "agentId": agent,
-                    "status": "open",
-                    "kind": o.kind,
-                    "state": o.state,
-                    "expected": o.expected,
-                    "startedAt": crate::time::rfc3339(o.started_at),
-                    "openedAt": crate::time::rfc3339(o.opened_at),
-                }),
+                AdherenceException {
+                    exception_id: o.id.clone(),
+                    agent_id: agent.clone(),
+                    status: ExceptionStatus::Open,
+                    kind: o.kind,
+                    state: o.state.clone(),
+                    expected: o.expected.clone(),
+                    started_at: crate::time::rfc3339(o.started_at),
+                    opened_at: crate::time::rfc3339(o.opened_at),
+                    closed_at: None,
+                    duration_ms: None,
+                },
             ));
         }
         for (agent, o, closed_at) in closing {
@@ -311,18 +313,18 @@ impl ComplianceSweep {
                 agent.as_str(),
                 o.id.as_str(),
                 "adherence.exception_closed",
-                json!({
-                    "exceptionId": o.id,
-                    "agentId": agent,
-                    "status": "closed",
-                    "kind": o.kind,
-                    "state": o.state,
-                    "expected": o.expected,
-                    "startedAt": crate::time::rfc3339(o.started_at),
-                    "openedAt": crate::time::rfc3339(o.opened_at),
-                    "closedAt": crate::time::rfc3339(*closed_at),
-                    "durationMs": (*closed_at - o.started_at).num_milliseconds(),
-                }),
+                AdherenceException {
+                    exception_id: o.id.clone(),
+                    agent_id: agent.clone(),
+                    status: ExceptionStatus::Closed,
+                    kind: o.kind,
+                    state: o.state.clone(),
+                    expected: o.expected.clone(),
+                    started_at: crate::time::rfc3339(o.started_at),
+                    opened_at: crate::time::rfc3339(o.opened_at),
+                    closed_at: Some(crate::time::rfc3339(*closed_at)),
+                    duration_ms: Some((*closed_at - o.started_at).num_milliseconds()),
+                },
             ));
         }
         let entries: Vec<NewEntry<'_>> = details
@@ -333,16 +335,15 @@ impl ComplianceSweep {
                 action,
                 agent_id: Some(agent),
                 subject_id: Some(id),
-                detail: detail.clone(),
+                detail: serde_json::to_value(detail).expect("an exception serializes"),
             })
             .collect();
         let events: Vec<NewEvent<'_>> = details
             .iter()
             .map(|(agent, _, _, detail)| NewEvent {
-                event_type: EventType::AdherenceException,
                 agent_id: Some(agent),
                 at: now,
-                data: detail.clone(),
+                event: Event::AdherenceException(detail.clone()),
             })
             .collect();
         let mut tx = self.store.begin_write().await?;

@@ -41,10 +41,11 @@ use crate::cxone::{
     AgentFilter, ChangeFeed, ContactCenter, CxoneError, FeedPoll, ObservedAgent,
     SubscriptionRequest,
 };
+use crate::domain::events::{Event, StateChanged};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
-use crate::store::outbox::{self, EventType, NewEvent};
+use crate::store::outbox::{self, NewEvent};
 use crate::store::{Store, from_ms, to_ms};
 
 /// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
@@ -625,18 +626,19 @@ async fn record_observed(
             }),
         });
         events.push(NewEvent {
-            event_type: EventType::AgentStateChanged,
             agent_id: Some(&agent.agent_id),
             at: polled_at,
-            data: json!({
-                "agentId": agent.agent_id,
-                "from": from,
-                "to": agent.state,
-                "reasonCode": agent.wrap_up_code,
-                "queue": agent.queue,
-                "origin": Origin::Observed,
-                "idleMs": idle_ms,
-                "changedAt": changed_at,
+            event: Event::AgentStateChanged(StateChanged {
+                agent_id: agent.agent_id.clone(),
+                from,
+                to: agent.state,
+                reason_code: agent.wrap_up_code.clone(),
+                origin: Origin::Observed,
+                idle_ms,
+                latency_ms: None,
+                attempt_id: None,
+                queue: Some(agent.queue.clone()),
+                changed_at: Some(changed_at),
             }),
         });
     }

@@ -53,13 +53,14 @@ use super::imported_schedules::{ImportError, ImportSummary, Imports};
 use super::schedules::WantedAgents;
 use crate::cxone::budget::current_context;
 use crate::cxone::{ContactCenter, CxoneError, Lane};
+use crate::domain::events::{Event, StateChanged, TransitionRejected};
 use crate::domain::policy::WithoutSchedule;
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
 use crate::store::intents::{self, IntentRow};
-use crate::store::outbox::{self, EventType};
+use crate::store::outbox;
 use crate::store::schedules::{self as stored_schedules, BreakSource};
 use crate::store::{Store, from_ms, to_ms};
 pub use types::*;
@@ -535,19 +536,19 @@ impl TransitionEngine {
         self.write_attempt(&mut tx, record, from, &outcome).await?;
         outbox::enqueue(
             &mut tx,
-            EventType::AgentStateChanged,
             Some(&request.agent_id),
             record.completed_at,
-            json!({
-                "agentId": request.agent_id,
-                "from": from,
-                "to": request.target,
-                "reasonCode": record.reason,
-                "origin": request.origin,
-                "idleMs": idle_ms,
-                "latencyMs": record.latency_ms,
-                "attemptId": record.attempt_id,
-                "changedAt": crate::time::rfc3339(at),
+            Event::AgentStateChanged(StateChanged {
+                agent_id: request.agent_id.clone(),
+                from,
+                to: request.target,
+                reason_code: Some(record.reason.clone()),
+                origin: request.origin,
+                idle_ms,
+                latency_ms: Some(record.latency_ms),
+                attempt_id: Some(record.attempt_id.clone()),
+                queue: None,
+                changed_at: Some(crate::time::rfc3339(at)),
             }),
         )
         .await?;
@@ -574,17 +575,16 @@ impl TransitionEngine {
             Outcome::Rejected { violation } => {
                 outbox::enqueue(
                     &mut tx,
-                    EventType::TransitionRejected,
                     Some(&request.agent_id),
                     record.completed_at,
-                    json!({
-                        "agentId": request.agent_id,
-                        "from": from,
-                        "to": request.target,
-                        "reasonCode": record.reason,
-                        "origin": request.origin,
-                        "violation": violation,
-                        "attemptId": record.attempt_id,
+                    Event::TransitionRejected(TransitionRejected {
+                        agent_id: request.agent_id.clone(),
+                        from,
+                        to: request.target,
+                        reason_code: record.reason.clone(),
+                        origin: request.origin,
+                        violation: *violation,
+                        attempt_id: record.attempt_id.clone(),
                     }),
                 )
                 .await?;

@@ -15,12 +15,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde_json::json;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
 use super::audit::{self, AuditKey, Break, EntryRow, Walker};
-use super::outbox::{self, EventType};
+use super::outbox;
 use super::{Store, to_ms};
+use crate::domain::events::{AuditCheckpoint, Event};
 
 /// A stored checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -272,14 +272,12 @@ pub async fn publish(
     let Some(row) = record(&mut tx, head, now, true).await? else {
         return Ok(None);
     };
-    outbox::enqueue(
-        &mut tx,
-        EventType::AuditCheckpoint,
-        None,
-        now,
-        json!({ "entry_id": row.seq, "hash": row.hash, "count": row.count }),
-    )
-    .await?;
+    let checkpoint = AuditCheckpoint {
+        entry_id: row.seq,
+        hash: row.hash.clone(),
+        count: row.count,
+    };
+    outbox::enqueue(&mut tx, None, now, Event::AuditCheckpoint(checkpoint)).await?;
     tx.commit().await?;
     store.notify_outbox();
     Ok(Some(row))
@@ -287,6 +285,8 @@ pub async fn publish(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::store::audit::NewEntry;
     use crate::store::testing::{temp_store, temp_store_keyed};

@@ -747,15 +747,13 @@ mod tests {
         let (store, _dir) = temp_store().await;
         // What an older wfmd left behind.
         let mut tx = store.begin_write().await.unwrap();
-        outbox::enqueue(
-            &mut tx,
-            EventType::BulkCompleted,
-            None,
-            Utc::now(),
-            json!({}),
-        )
-        .await
-        .unwrap();
+        let (_, event) = crate::domain::events::examples::all()
+            .into_iter()
+            .find(|(_, e)| e.event_type() == EventType::BulkCompleted)
+            .unwrap();
+        outbox::enqueue(&mut tx, None, Utc::now(), event)
+            .await
+            .unwrap();
         for endpoint in [OLD, TWIN, PLAIN] {
             sqlx::query(
                 "INSERT INTO webhook_deliveries

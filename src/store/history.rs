@@ -188,6 +188,15 @@ pub async fn open_intervals(
     Ok(rows.into_iter().map(|r| (r.agent_id.clone(), r)).collect())
 }
 
+/// Every agent's open interval.
+pub async fn all_open(pool: &SqlitePool) -> Result<Vec<IntervalRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM state_intervals WHERE ended_at IS NULL"
+    )))
+    .fetch_all(pool)
+    .await
+}
+
 /// The agent's intervals that overlap `[from, to)`, oldest first.
 pub async fn overlapping(
     pool: &SqlitePool,

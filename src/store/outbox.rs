@@ -5,41 +5,11 @@
 //! commit order.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
 use serde_json::json;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
 use super::to_ms;
-
-/// The event types wfmd emits; the names are part of the webhook contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum EventType {
-    #[serde(rename = "agent.state_changed")]
-    AgentStateChanged,
-    #[serde(rename = "transition.rejected")]
-    TransitionRejected,
-    #[serde(rename = "bulk.completed")]
-    BulkCompleted,
-    #[serde(rename = "adherence.exception")]
-    AdherenceException,
-    #[serde(rename = "audit.checkpoint")]
-    AuditCheckpoint,
-    #[serde(rename = "report.ready")]
-    ReportReady,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::AgentStateChanged => "agent.state_changed",
-            EventType::TransitionRejected => "transition.rejected",
-            EventType::BulkCompleted => "bulk.completed",
-            EventType::AdherenceException => "adherence.exception",
-            EventType::AuditCheckpoint => "audit.checkpoint",
-            EventType::ReportReady => "report.ready",
-        }
-    }
-}
+pub use crate::domain::events::{Event, EventType};
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -60,26 +30,23 @@ pub fn new_event_id() -> String {
 /// An event to write.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    pub event_type: EventType,
     pub agent_id: Option<&'a str>,
     pub at: DateTime<Utc>,
-    pub data: serde_json::Value,
+    pub event: Event,
 }
 
 /// Writes an event in the caller's transaction; returns its id. The stored payload is
 /// the webhook body: `{"type","id","timestamp","data"}`.
 pub async fn enqueue(
     conn: &mut SqliteConnection,
-    event_type: EventType,
     agent_id: Option<&str>,
     at: DateTime<Utc>,
-    data: serde_json::Value,
+    event: Event,
 ) -> Result<String, sqlx::Error> {
     let event = NewEvent {
-        event_type,
         agent_id,
         at,
-        data,
+        event,
     };
     let mut ids = enqueue_all(conn, &[event]).await?;
     Ok(ids.remove(0))
@@ -95,15 +62,16 @@ pub async fn enqueue_all(
         .iter()
         .map(|event| {
             let id = new_event_id();
+            let event_type = event.event.event_type();
             let payload = json!({
-                "type": event.event_type.as_str(),
+                "type": event_type.as_str(),
                 "id": id,
                 "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                "data": event.data,
+                "data": event.event.data(),
             });
             let row = json!([
                 id,
-                event.event_type.as_str(),
+                event_type.as_str(),
                 event.agent_id,
                 payload.to_string(),
                 to_ms(event.at)
@@ -141,10 +109,42 @@ pub async fn after(
     .await
 }
 
+/// The newest event: its sequence and id.
+pub async fn head(pool: &SqlitePool) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT seq, id FROM outbox_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(pool)
+        .await
+}
+
+/// The sequence of the event `id`, if it is still stored.
+pub async fn seq_of(pool: &SqlitePool, id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::events::StateChanged;
+    use crate::domain::{AgentState, Origin};
     use crate::store::testing::temp_store;
+
+    fn state_changed(agent: &str) -> Event {
+        Event::AgentStateChanged(StateChanged {
+            agent_id: agent.to_owned(),
+            from: None,
+            to: AgentState::Ready,
+            reason_code: None,
+            origin: Origin::Api,
+            idle_ms: 0,
+            latency_ms: None,
+            attempt_id: None,
+            queue: None,
+            changed_at: None,
+        })
+    }
 
     #[tokio::test]
     async fn events_keep_commit_order_and_carry_the_webhook_body() {
@@ -154,15 +154,9 @@ mod tests {
         for agent in ["u_002", "u_001", "u_003"] {
             let mut tx = store.begin_write().await.unwrap();
             ids.push(
-                enqueue(
-                    &mut tx,
-                    EventType::AgentStateChanged,
-                    Some(agent),
-                    at,
-                    json!({"agentId": agent}),
-                )
-                .await
-                .unwrap(),
+                enqueue(&mut tx, Some(agent), at, state_changed(agent))
+                    .await
+                    .unwrap(),
             );
             tx.commit().await.unwrap();
         }

@@ -10,7 +10,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use wfmd::App;
 use wfmd::config::Config;
-use wfmd::store::outbox::{self, EventType};
+use wfmd::domain::events::{Event, StateChanged};
+use wfmd::domain::{AgentState, Origin};
+use wfmd::store::outbox;
 
 use crate::auth::{As, spawn_with_roles};
 use crate::helpers::{DEADLINE, Dialect, TestApp, TestDb, TestSim, http_client, on_both_dialects};
@@ -358,10 +360,20 @@ async fn flood(store: &wfmd::store::Store, count: usize, padding: usize) {
         let events: Vec<outbox::NewEvent<'_>> = chunk
             .iter()
             .map(|i| outbox::NewEvent {
-                event_type: EventType::AgentStateChanged,
                 agent_id: Some("u_flood"),
                 at: Utc::now(),
-                data: json!({"agentId": "u_flood", "to": "READY", "n": i, "pad": pad}),
+                event: Event::AgentStateChanged(StateChanged {
+                    agent_id: "u_flood".into(),
+                    from: None,
+                    to: AgentState::Ready,
+                    reason_code: Some(pad.clone()),
+                    origin: Origin::Api,
+                    idle_ms: 0,
+                    latency_ms: None,
+                    attempt_id: Some(format!("n{i}")),
+                    queue: None,
+                    changed_at: None,
+                }),
             })
             .collect();
         outbox::enqueue_all(&mut tx, &events).await.unwrap();

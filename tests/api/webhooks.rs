@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use wfmd::config::{Config, WebhookConfig};
+use wfmd::domain::events::{Event, StateChanged};
+use wfmd::domain::{AgentState, Origin};
 use wfmd::sim::SimConfig;
 use wfmd::store::Store;
 
@@ -568,10 +570,20 @@ async fn enqueue_events(store: &Store, count: usize) -> Vec<String> {
             ids.push(
                 wfmd::store::outbox::enqueue(
                     &mut tx,
-                    wfmd::store::outbox::EventType::AgentStateChanged,
                     Some(&agent),
                     chrono::Utc::now(),
-                    json!({"agentId": agent, "n": i}),
+                    Event::AgentStateChanged(StateChanged {
+                        agent_id: agent.clone(),
+                        from: None,
+                        to: AgentState::Ready,
+                        reason_code: None,
+                        origin: Origin::Api,
+                        idle_ms: 0,
+                        latency_ms: None,
+                        attempt_id: Some(format!("n{i}")),
+                        queue: None,
+                        changed_at: None,
+                    }),
                 )
                 .await
                 .unwrap(),

@@ -1,0 +1,415 @@
+//! The events wfmd announces through webhooks and the live feed: their names, which
+//! are part of the webhook contract.
+
+use serde::{Deserialize, Serialize};
+
+use super::adherence::DeviationKind;
+use super::{AgentState, Origin, Violation};
+
+/// The event types wfmd emits; the names are part of the webhook contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum EventType {
+    #[serde(rename = "agent.state_changed")]
+    AgentStateChanged,
+    #[serde(rename = "transition.rejected")]
+    TransitionRejected,
+    #[serde(rename = "bulk.completed")]
+    BulkCompleted,
+    #[serde(rename = "adherence.exception")]
+    AdherenceException,
+    #[serde(rename = "audit.checkpoint")]
+    AuditCheckpoint,
+    #[serde(rename = "report.ready")]
+    ReportReady,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::AgentStateChanged => "agent.state_changed",
+            EventType::TransitionRejected => "transition.rejected",
+            EventType::BulkCompleted => "bulk.completed",
+            EventType::AdherenceException => "adherence.exception",
+            EventType::AuditCheckpoint => "audit.checkpoint",
+            EventType::ReportReady => "report.ready",
+        }
+    }
+}
+
+/// One event with its typed payload: what every producer builds, what the outbox
+/// stores (serialized once, as the webhook body's `data`), and what the live feed reads
+/// back. The JSON of each is part of the webhook contract (`interface.md`).
+///
+/// Payload fields some producers leave out are `Option`s skipped when `None`, so a
+/// payload serializes to exactly the keys its producer always wrote; a field that is
+/// written as `null` is a plain `Option`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    #[serde(rename = "agent.state_changed")]
+    AgentStateChanged(StateChanged),
+    #[serde(rename = "transition.rejected")]
+    TransitionRejected(TransitionRejected),
+    #[serde(rename = "bulk.completed")]
+    BulkCompleted(BulkCompleted),
+    #[serde(rename = "adherence.exception")]
+    AdherenceException(AdherenceException),
+    #[serde(rename = "audit.checkpoint")]
+    AuditCheckpoint(AuditCheckpoint),
+    #[serde(rename = "report.ready")]
+    ReportReady(ReportReady),
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::AgentStateChanged(_) => EventType::AgentStateChanged,
+            Event::TransitionRejected(_) => EventType::TransitionRejected,
+            Event::BulkCompleted(_) => EventType::BulkCompleted,
+            Event::AdherenceException(_) => EventType::AdherenceException,
+            Event::AuditCheckpoint(_) => EventType::AuditCheckpoint,
+            Event::ReportReady(_) => EventType::ReportReady,
+        }
+    }
+
+    /// The payload as the webhook body's `data`.
+    pub fn data(&self) -> serde_json::Value {
+        let mut tagged = serde_json::to_value(self).expect("an event serializes");
+        tagged["data"].take()
+    }
+}
+
+/// `agent.state_changed`: a change wfmd made, or one it observed (`origin: observed`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateChanged {
+    pub agent_id: String,
+    pub from: Option<AgentState>,
+    pub to: AgentState,
+    pub reason_code: Option<String>,
+    pub origin: Origin,
+    pub idle_ms: i64,
+    /// Only for changes wfmd made: how long the platform took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Only for changes wfmd made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
+    /// Only for observed changes, where it is always written (`null`: no contact).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub queue: Option<Option<String>>,
+    /// When the state began (RFC 3339); events of older versions lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
+}
+
+/// `transition.rejected`: a change refused by policy; nothing was sent to the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionRejected {
+    pub agent_id: String,
+    pub from: Option<AgentState>,
+    pub to: AgentState,
+    pub reason_code: String,
+    pub origin: Origin,
+    pub violation: Violation,
+    pub attempt_id: String,
+}
+
+/// `bulk.completed`: a bulk job finished (completed or cancelled), with its counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkCompleted {
+    pub job_id: String,
+    pub status: String,
+    pub total: i64,
+    pub succeeded: i64,
+    pub unchanged: i64,
+    pub rejected: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub state: Option<String>,
+    pub reason_code: Option<String>,
+    pub team: Option<String>,
+    pub reverts_job_id: Option<String>,
+    pub actor: String,
+    pub created_at: String,
+    pub finished_at: String,
+}
+
+/// Whether an adherence exception opened or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExceptionStatus {
+    Open,
+    Closed,
+}
+
+/// `adherence.exception`: an exception opened, or closed with its duration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdherenceException {
+    pub exception_id: String,
+    pub agent_id: String,
+    pub status: ExceptionStatus,
+    pub kind: DeviationKind,
+    pub state: String,
+    pub expected: String,
+    pub started_at: String,
+    pub opened_at: String,
+    /// Only when closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    /// Only when closed: from `startedAt` to `closedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+}
+
+/// `audit.checkpoint`: the audit chain's head, published (snake_case, as documented).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub entry_id: i64,
+    pub hash: String,
+    pub count: i64,
+}
+
+/// `report.ready`: an analytics job finished (snake_case, as documented).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportReady {
+    pub job_id: String,
+    pub rows: u64,
+    pub sha256: String,
+}
+
+/// Reads a field that is there, `null` included, as `Some`: a missing one is `None` by
+/// `default`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+pub(crate) mod examples {
+    //! One example of each event type, as its JSON and as its typed value.
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// The `data` of every event type, beside the typed event that must produce it.
+    pub(crate) fn all() -> Vec<(Value, Event)> {
+        vec![
+            // interface.md's webhook body, as it is written there.
+            (
+                json!({"agentId":"u_001","from":"READY","to":"NOT_READY","reasonCode":"BREAK",
+                       "origin":"rule","idleMs":0,"latencyMs":183}),
+                Event::AgentStateChanged(StateChanged {
+                    agent_id: "u_001".into(),
+                    from: Some(AgentState::Ready),
+                    to: AgentState::NotReady,
+                    reason_code: Some("BREAK".into()),
+                    origin: Origin::Rule,
+                    idle_ms: 0,
+                    latency_ms: Some(183),
+                    attempt_id: None,
+                    queue: None,
+                    changed_at: None,
+                }),
+            ),
+            // A change wfmd made, as the engine writes it.
+            (
+                json!({"agentId":"u_001","from":null,"to":"READY","reasonCode":"",
+                       "origin":"api","idleMs":0,"latencyMs":12,"attemptId":"att_1",
+                       "changedAt":"2026-11-23T09:00:00.000Z"}),
+                Event::AgentStateChanged(StateChanged {
+                    agent_id: "u_001".into(),
+                    from: None,
+                    to: AgentState::Ready,
+                    reason_code: Some(String::new()),
+                    origin: Origin::Api,
+                    idle_ms: 0,
+                    latency_ms: Some(12),
+                    attempt_id: Some("att_1".into()),
+                    queue: None,
+                    changed_at: Some("2026-11-23T09:00:00.000Z".into()),
+                }),
+            ),
+            // A change observed by the state sync: `queue` and `reasonCode` may be null.
+            (
+                json!({"agentId":"u_002","from":"READY","to":"ACW","reasonCode":null,
+                       "queue":null,"origin":"observed","idleMs":4000,
+                       "changedAt":"2026-11-23T09:00:00.000Z"}),
+                Event::AgentStateChanged(StateChanged {
+                    agent_id: "u_002".into(),
+                    from: Some(AgentState::Ready),
+                    to: AgentState::Acw,
+                    reason_code: None,
+                    origin: Origin::Observed,
+                    idle_ms: 4000,
+                    latency_ms: None,
+                    attempt_id: None,
+                    queue: Some(None),
+                    changed_at: Some("2026-11-23T09:00:00.000Z".into()),
+                }),
+            ),
+            (
+                json!({"agentId":"u_001","from":"NOT_READY","to":"READY","reasonCode":"",
+                       "origin":"rule","violation":"MANDATORY_BREAK_VIOLATION",
+                       "attemptId":"att_2"}),
+                Event::TransitionRejected(TransitionRejected {
+                    agent_id: "u_001".into(),
+                    from: Some(AgentState::NotReady),
+                    to: AgentState::Ready,
+                    reason_code: String::new(),
+                    origin: Origin::Rule,
+                    violation: Violation::MandatoryBreakViolation,
+                    attempt_id: "att_2".into(),
+                }),
+            ),
+            (
+                json!({"jobId":"job_1","status":"completed","total":3,"succeeded":1,
+                       "unchanged":1,"rejected":1,"failed":0,"cancelled":0,
+                       "state":"NOT_READY","reasonCode":"MEETING","team":"t_1",
+                       "revertsJobId":null,"actor":"desk",
+                       "createdAt":"2026-11-23T09:00:00.000Z",
+                       "finishedAt":"2026-11-23T09:00:02.000Z"}),
+                Event::BulkCompleted(BulkCompleted {
+                    job_id: "job_1".into(),
+                    status: "completed".into(),
+                    total: 3,
+                    succeeded: 1,
+                    unchanged: 1,
+                    rejected: 1,
+                    failed: 0,
+                    cancelled: 0,
+                    state: Some("NOT_READY".into()),
+                    reason_code: Some("MEETING".into()),
+                    team: Some("t_1".into()),
+                    reverts_job_id: None,
+                    actor: "desk".into(),
+                    created_at: "2026-11-23T09:00:00.000Z".into(),
+                    finished_at: "2026-11-23T09:00:02.000Z".into(),
+                }),
+            ),
+            (
+                json!({"exceptionId":"exc_1","agentId":"u_001","status":"open",
+                       "kind":"working_in_mandatory_break","state":"READY",
+                       "expected":"NOT_READY","startedAt":"2026-11-23T09:00:00.000Z",
+                       "openedAt":"2026-11-23T09:05:00.000Z"}),
+                Event::AdherenceException(AdherenceException {
+                    exception_id: "exc_1".into(),
+                    agent_id: "u_001".into(),
+                    status: ExceptionStatus::Open,
+                    kind: DeviationKind::WorkingInMandatoryBreak,
+                    state: "READY".into(),
+                    expected: "NOT_READY".into(),
+                    started_at: "2026-11-23T09:00:00.000Z".into(),
+                    opened_at: "2026-11-23T09:05:00.000Z".into(),
+                    closed_at: None,
+                    duration_ms: None,
+                }),
+            ),
+            (
+                json!({"exceptionId":"exc_1","agentId":"u_001","status":"closed",
+                       "kind":"working_in_mandatory_break","state":"READY",
+                       "expected":"NOT_READY","startedAt":"2026-11-23T09:00:00.000Z",
+                       "openedAt":"2026-11-23T09:05:00.000Z",
+                       "closedAt":"2026-11-23T09:10:00.000Z","durationMs":600000}),
+                Event::AdherenceException(AdherenceException {
+                    exception_id: "exc_1".into(),
+                    agent_id: "u_001".into(),
+                    status: ExceptionStatus::Closed,
+                    kind: DeviationKind::WorkingInMandatoryBreak,
+                    state: "READY".into(),
+                    expected: "NOT_READY".into(),
+                    started_at: "2026-11-23T09:00:00.000Z".into(),
+                    opened_at: "2026-11-23T09:05:00.000Z".into(),
+                    closed_at: Some("2026-11-23T09:10:00.000Z".into()),
+                    duration_ms: Some(600_000),
+                }),
+            ),
+            // interface.md: `audit.checkpoint` (`entry_id`, `hash`, `count`).
+            (
+                json!({"entry_id":42,"hash":"ab12","count":42}),
+                Event::AuditCheckpoint(AuditCheckpoint {
+                    entry_id: 42,
+                    hash: "ab12".into(),
+                    count: 42,
+                }),
+            ),
+            // interface.md: `report.ready` (`job_id`, `rows`, `sha256`).
+            (
+                json!({"job_id":"anj_1","rows":120,"sha256":"e3b0"}),
+                Event::ReportReady(ReportReady {
+                    job_id: "anj_1".into(),
+                    rows: 120,
+                    sha256: "e3b0".into(),
+                }),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn each_event_type_writes_the_json_of_the_webhook_contract() {
+        let examples = examples::all();
+        for (json, event) in &examples {
+            assert_eq!(&event.data(), json, "{:?}", event.event_type());
+        }
+        for event_type in [
+            EventType::AgentStateChanged,
+            EventType::TransitionRejected,
+            EventType::BulkCompleted,
+            EventType::AdherenceException,
+            EventType::AuditCheckpoint,
+            EventType::ReportReady,
+        ] {
+            assert!(
+                examples.iter().any(|(_, e)| e.event_type() == event_type),
+                "no example of {}",
+                event_type.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_body_of_each_type_reads_back_as_the_event_that_wrote_it() {
+        for (data, event) in examples::all() {
+            let body = json!({
+                "type": event.event_type().as_str(),
+                "id": "evt_1",
+                "timestamp": "2026-11-23T09:00:00.000Z",
+                "data": data,
+            });
+            let read: Event = serde_json::from_value(body).unwrap();
+            assert_eq!(read, event);
+        }
+    }
+
+    #[test]
+    fn a_state_change_stored_by_an_older_version_without_changed_at_still_reads() {
+        let body = json!({"type": "agent.state_changed", "id": "evt_1",
+                          "timestamp": "2026-11-23T09:00:00.000Z",
+                          "data": {"agentId": "u_1", "from": null, "to": "READY",
+                                   "reasonCode": null, "origin": "api", "idleMs": 0}});
+        let Event::AgentStateChanged(change) = serde_json::from_value::<Event>(body).unwrap()
+        else {
+            panic!("a state change");
+        };
+        assert_eq!(change.changed_at, None);
+        assert_eq!(change.to, AgentState::Ready);
+    }
+}

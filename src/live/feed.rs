@@ -1,0 +1,258 @@
+//! One client's feed: where it starts, what it is owed, how it keeps up, and its
+//! place in its caller's share of streams.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::Live;
+use super::encode::Message;
+use super::tickets::Crowded;
+use super::view::Tiles;
+use crate::store::outbox;
+
+/// A resume further back than this many events gets a snapshot instead (cheaper to
+/// send, and the page redraws from it anyway).
+pub const MAX_REPLAY: i64 = 5000;
+
+/// Resyncs within [`STRIKE_WINDOW`] after which a client is closed instead.
+const MAX_STRIKES: u32 = 3;
+const STRIKE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Where a client starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// A snapshot first.
+    Fresh,
+    /// Only what came after this event id (a snapshot when it is unknown or too old).
+    After(String),
+}
+
+impl Live {
+    /// A place for one more stream of `caller` (a token's name, or a client address),
+    /// held until the [`StreamSlot`] is dropped; refused once the caller holds
+    /// `max_streams_per_caller`, so one caller cannot take every connection the server
+    /// has for wallboards.
+    pub fn open_stream(&self, caller: &str) -> Result<StreamSlot, Crowded> {
+        let max = self.inner.settings.max_streams_per_caller;
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let key: Arc<str> = match streams.get_key_value(caller) {
+            Some((_, &open)) if open >= max => {
+                return Err(Crowded::CallerStreams { max });
+            }
+            Some((key, _)) => key.clone(),
+            None => caller.into(),
+        };
+        *streams.entry(key.clone()).or_insert(0) += 1;
+        Ok(StreamSlot {
+            live: self.clone(),
+            caller: key,
+        })
+    }
+
+    /// A new client's feed from `start`.
+    pub async fn subscribe(&self, start: Start) -> Result<Feed, sqlx::Error> {
+        let (receiver, version, head_seq, first) = {
+            let mut state = self.lock();
+            let receiver = self.inner.sender.subscribe();
+            let first = match start {
+                Start::Fresh => Some(self.snapshot_message(&mut state).0),
+                Start::After(_) => None,
+            };
+            (receiver, state.version, state.head_seq, first)
+        };
+        let mut feed = Feed {
+            live: self.clone(),
+            receiver,
+            pending: VecDeque::new(),
+            after_version: version,
+            after_seq: head_seq,
+            strikes: VecDeque::new(),
+            closed: false,
+        };
+        metrics::gauge!("wfmd_live_clients").increment(1.0);
+        match (start, first) {
+            (_, Some(snapshot)) => feed.pending.push_back(snapshot),
+            (Start::After(id), None) => match outbox::seq_of(self.pool(), &id).await? {
+                Some(seq) if head_seq - seq <= MAX_REPLAY => {
+                    // The board may have changed while the client was away; it is not
+                    // durable, so the current one is sent first.
+                    let board = self.lock().board.clone();
+                    feed.pending
+                        .push_back(Message::transient(0, "metrics", Tiles::of(&board)));
+                    if seq < head_seq {
+                        let rows = outbox::after(self.pool(), seq, head_seq - seq).await?;
+                        feed.pending.extend(
+                            rows.iter()
+                                .filter(|r| r.seq <= head_seq)
+                                .map(|r| Message::durable(0, r)),
+                        );
+                    }
+                    feed.after_seq = seq.max(head_seq);
+                    metrics::counter!("wfmd_live_resumes_total", "outcome" => "replayed")
+                        .increment(1);
+                }
+                _ => {
+                    metrics::counter!("wfmd_live_resumes_total", "outcome" => "snapshot")
+                        .increment(1);
+                    feed.resync();
+                }
+            },
+            (Start::Fresh, None) => unreachable!("a fresh start has its snapshot"),
+        }
+        Ok(feed)
+    }
+}
+
+/// One client's view of the feed: what it is owed first (a snapshot or the events it
+/// missed), then every published message in order.
+pub struct Feed {
+    live: Live,
+    receiver: broadcast::Receiver<Message>,
+    pending: VecDeque<Message>,
+    /// Published messages up to this version are already in what was sent.
+    after_version: u64,
+    /// Durable events up to this outbox sequence were sent (or predate the client).
+    after_seq: i64,
+    /// When this client was last resynced, to close one that keeps falling behind.
+    strikes: VecDeque<Instant>,
+    closed: bool,
+}
+
+/// What one message received from the ring means for a client.
+enum Step {
+    Send(Message),
+    /// Already sent (or covered by what was), or the client was resynced: look again.
+    Skip,
+    End,
+}
+
+impl Feed {
+    /// The next message for this client; `None` when the feed is over (the daemon
+    /// stops, or the client was closed after a `close` message).
+    pub async fn next(&mut self) -> Option<Message> {
+        loop {
+            if let Some(message) = self.ready() {
+                return Some(message);
+            }
+            if self.closed {
+                return None;
+            }
+            let received = tokio::select! {
+                () = self.live.inner.stop.cancelled() => return None,
+                received = self.receiver.recv() => received,
+            };
+            match self.step(received) {
+                Step::Send(message) => return Some(message),
+                Step::Skip => {}
+                Step::End => return None,
+            }
+        }
+    }
+
+    /// The next message if one is ready now, without waiting: a transport writes every
+    /// ready message together.
+    pub fn ready(&mut self) -> Option<Message> {
+        use broadcast::error::{RecvError, TryRecvError};
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                return Some(message);
+            }
+            if self.closed || self.live.inner.stop.is_cancelled() {
+                return None;
+            }
+            let received = match self.receiver.try_recv() {
+                Ok(message) => Ok(message),
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+            };
+            match self.step(received) {
+                Step::Send(message) => return Some(message),
+                Step::Skip => {}
+                Step::End => return None,
+            }
+        }
+    }
+
+    fn step(&mut self, received: Result<Message, broadcast::error::RecvError>) -> Step {
+        match received {
+            Ok(message) => {
+                if message.version <= self.after_version {
+                    return Step::Skip;
+                }
+                if let Some(seq) = message.seq {
+                    if seq <= self.after_seq {
+                        return Step::Skip;
+                    }
+                    self.after_seq = seq;
+                }
+                Step::Send(message)
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let now = Instant::now();
+                self.strikes.retain(|at| now - *at < STRIKE_WINDOW);
+                self.strikes.push_back(now);
+                if self.strikes.len() as u32 > MAX_STRIKES {
+                    metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                    tracing::info!(missed, "a live client kept falling behind; closed");
+                    self.closed = true;
+                    return Step::Send(Message::close(
+                        "too slow: fell behind the feed repeatedly; reconnect",
+                    ));
+                }
+                metrics::counter!("wfmd_live_resyncs_total").increment(1);
+                tracing::debug!(missed, "a live client fell behind; sent a fresh snapshot");
+                self.resync();
+                Step::Skip
+            }
+            Err(broadcast::error::RecvError::Closed) => Step::End,
+        }
+    }
+
+    /// Queues a fresh snapshot and skips every message it already covers.
+    fn resync(&mut self) {
+        let mut state = self.live.lock();
+        let (snapshot, _) = self.live.snapshot_message(&mut state);
+        self.after_version = state.version;
+        self.after_seq = state.head_seq;
+        // Start again at the ring's head: what it still holds is in the snapshot, and
+        // reading it would only race the next sends into another lag.
+        self.receiver = self.receiver.resubscribe();
+        drop(state);
+        self.pending.clear();
+        self.pending.push_back(snapshot);
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        metrics::gauge!("wfmd_live_clients").decrement(1.0);
+    }
+}
+
+/// One stream's place in its caller's share (see [`Live::open_stream`]); the place is
+/// given back when this is dropped.
+pub struct StreamSlot {
+    live: Live,
+    caller: Arc<str>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self
+            .live
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = streams.get_mut(&self.caller) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.caller);
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The feed's background work: the outbox tailer, the heartbeat, the metric board,
+//! bulk job progress and the roster.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Live;
+use crate::engine::bulk::{BulkJobs, JobView};
+use crate::engine::metrics::BoardReceiver;
+use crate::store::jobs;
+
+/// How often the outbox is read even when no commit was announced (another process,
+/// such as `wfmd transition`, wrote to the same database).
+const FALLBACK_TICK: Duration = Duration::from_secs(2);
+
+/// The outbox is read at most this often while commits keep coming, so that each
+/// client wakes for a batch of events rather than for each (at fifty changes a second
+/// and a thousand clients, the wakes were what starved the engine). It bounds the
+/// delay a batch adds.
+const MIN_READ_GAP: Duration = Duration::from_millis(50);
+
+/// How often running bulk jobs are looked at for progress.
+const PROGRESS_TICK: Duration = Duration::from_secs(1);
+
+impl Live {
+    /// Runs the feed until `stop`: loads the state, tails the outbox, follows the
+    /// metric board, publishes bulk job progress and refreshes the roster.
+    pub async fn run(self, stop: CancellationToken, board: BoardReceiver, bulk: Option<BulkJobs>) {
+        // Feeds end with the daemon, so open streams do not hold the shutdown up.
+        let feeds_stop = self.inner.stop.clone();
+        // The store is read before the roster is asked for, so the roster's snapshot is
+        // the last one a client sees at startup.
+        let loaded = match self.load().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the live feed cannot read the store");
+                false
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().tail(stop.clone(), loaded));
+        tasks.spawn(self.clone().beat(stop.clone()));
+        tasks.spawn(self.clone().follow_board(stop.clone(), board));
+        if let Some(bulk) = bulk {
+            tasks.spawn(self.clone().follow_jobs(stop.clone(), bulk.clone()));
+            if self.inner.settings.roster {
+                tasks.spawn(self.clone().keep_roster(stop.clone(), bulk));
+            }
+        }
+        stop.cancelled().await;
+        feeds_stop.cancel();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Publishes the heartbeat to every client at once: one timer for the feed rather
+    /// than one per client, which under a thousand clients and fifty events a second
+    /// was a timer reset per event per client.
+    pub(super) fn beat(self, stop: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
+        // The period counts from the call, not from the task's first turn.
+        let period = self.inner.settings.heartbeat;
+        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => self.publish_heartbeat(),
+                }
+            }
+        }
+    }
+
+    async fn tail(self, stop: CancellationToken, mut loaded: bool) {
+        let mut commits = self.inner.store.outbox_commits();
+        loop {
+            let read_at = Instant::now();
+            if !loaded {
+                match self.load().await {
+                    Ok(()) => loaded = true,
+                    Err(error) => tracing::warn!(%error, "the live feed cannot read the store"),
+                }
+            }
+            if loaded && let Err(error) = self.poll_outbox().await {
+                tracing::warn!(%error, "the live feed cannot read the outbox");
+            }
+            // Commits made meanwhile are read together next time: every client is woken
+            // once for all of them instead of once per event. The first commit after a
+            // quiet spell goes out at once.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(read_at + MIN_READ_GAP) => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = commits.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(FALLBACK_TICK) => {}
+            }
+        }
+    }
+
+    async fn follow_board(self, stop: CancellationToken, mut board: BoardReceiver) {
+        let current = board.borrow_and_update().clone();
+        self.publish_board(current);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = board.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let current = board.borrow_and_update().clone();
+                    self.publish_board(current);
+                }
+            }
+        }
+    }
+
+    async fn follow_jobs(self, stop: CancellationToken, bulk: BulkJobs) {
+        let mut last: HashMap<String, JobView> = HashMap::new();
+        loop {
+            if let Err(error) = self.progress_step(&bulk, &mut last).await {
+                tracing::debug!(%error, "the live feed cannot read bulk jobs");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(PROGRESS_TICK) => {}
+            }
+        }
+    }
+
+    /// Publishes the progress of every running job that moved, and the final state of
+    /// those that finished since the last step.
+    async fn progress_step(
+        &self,
+        bulk: &BulkJobs,
+        last: &mut HashMap<String, JobView>,
+    ) -> Result<(), sqlx::Error> {
+        let mut ids = jobs::unfinished(self.pool()).await?;
+        ids.extend(last.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let Some(view) = bulk.job(&id, false).await? else {
+                last.remove(&id);
+                continue;
+            };
+            if last.get(&id) != Some(&view) {
+                self.publish_progress(&view);
+            }
+            if view.is_finished() {
+                last.remove(&id);
+            } else {
+                last.insert(id, view);
+            }
+        }
+        Ok(())
+    }
+
+    async fn keep_roster(self, stop: CancellationToken, bulk: BulkJobs) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let fetched =
+                crate::cxone::in_lane(crate::cxone::Lane::Background, None, bulk.agents()).await;
+            let wait = match fetched {
+                Ok(agents) => match self.set_roster(&agents).await {
+                    Ok(()) => {
+                        delay = Duration::from_secs(1);
+                        self.inner.settings.roster_refresh
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the live feed cannot read the store");
+                        delay
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "the live feed cannot list the agents; names and teams wait");
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                    delay
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The live feed: one in-process source of what happens in wfmd, for any number of
+//! wallboards and other watchers.
+//!
+//! - Durable events (agent state changed, transition rejected, adherence exception,
+//!   bulk job completed) are read from the outbox in commit order whenever
+//!   [`Store::outbox_commits`] moves (and on a slow fallback tick, for commits made by
+//!   another process such as `wfmd transition`). They carry the outbox id, the same id
+//!   the webhooks carry, so a client that reconnects with `Last-Event-ID` is sent
+//!   exactly what it missed, read back from the outbox — across a restart too.
+//! - Non-durable messages (bulk job progress, a new metric board) are published
+//!   without ids: a reconnecting client gets the current board instead.
+//! - [`Live`] holds the current snapshot (every managed agent with its state, the
+//!   newest metric board) in memory; `/v1/live` and every new client read it from
+//!   there. The roster (names, teams, skills) is refreshed on its own schedule, so
+//!   nothing a client does ever causes a platform call.
+//! - Each client reads through a bounded ring (`tokio::sync::broadcast`): sending never
+//!   waits for a client, and a client that falls more than the ring behind is sent a
+//!   fresh snapshot instead of what it missed; one that keeps falling behind is closed
+//!   with a reason. Both are counted in `/metrics`.
+//! - A thousand clients cost little: each message is rendered once (its JSON and its
+//!   SSE block) and every client is sent the same bytes; commits close together are
+//!   read from the outbox together ([`loops::MIN_READ_GAP`]), so a client wakes once for them;
+//!   one timer beats for every client.
+//!
+//! Tickets ([`Tickets`]) let a browser open the feed without putting its long-lived
+//! token into a URL.
+
+mod encode;
+mod feed;
+mod hub;
+mod loops;
+mod tickets;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::metrics::MetricBoard;
+use crate::store::Store;
+
+pub use encode::Message;
+pub use feed::{Feed, MAX_REPLAY, Start, StreamSlot};
+use hub::State;
+pub use tickets::{Crowded, TICKET_TTL, TicketHolder, Tickets};
+pub use view::{AgentView, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
+
+/// How the feed behaves; the service-level thresholds come from `[live]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A skill's service level at or above this is good (green).
+    pub service_level_good: f64,
+    /// At or above this (and below good) it is a warning (amber); below, bad (red).
+    pub service_level_warning: f64,
+    /// How often the pollers sample each family; the page greys a family out when its
+    /// newest sample is older than twice this.
+    pub skill_interval: Duration,
+    pub queue_interval: Duration,
+    /// Heartbeat (SSE comment, WebSocket ping and heartbeat frame) period.
+    pub heartbeat: Duration,
+    /// Messages a client may fall behind before it is cut over to a fresh snapshot.
+    pub client_buffer: usize,
+    /// How often the roster (names, teams, skills) is read again from the platform.
+    pub roster_refresh: Duration,
+    /// Whether the roster is read at all (`live.enabled`): without it the board shows
+    /// the agents wfmd recorded a state for, by id, and the feed makes no platform call.
+    pub roster: bool,
+    /// The managed agents: these teams' and these agents, or everyone when both are
+    /// empty (as state sync keeps them).
+    pub teams: Vec<String>,
+    pub agents: Vec<String>,
+    /// The platform's queues are its skills (see [`Snapshot::queues_are_skills`]).
+    pub queues_are_skills: bool,
+    /// Streams one caller may hold open at once (`live.max_streams_per_caller`).
+    pub max_streams_per_caller: usize,
+    /// Unused tickets one caller may hold at once (`live.max_tickets_per_caller`).
+    pub max_tickets_per_caller: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            service_level_good: 0.80,
+            service_level_warning: 0.70,
+            skill_interval: Duration::from_secs(30),
+            queue_interval: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(15),
+            client_buffer: 1024,
+            roster_refresh: Duration::from_secs(300),
+            roster: true,
+            teams: Vec::new(),
+            agents: Vec::new(),
+            queues_are_skills: false,
+            max_streams_per_caller: 2000,
+            max_tickets_per_caller: 2000,
+        }
+    }
+}
+
+struct Inner {
+    store: Store,
+    settings: Settings,
+    state: Mutex<State>,
+    sender: broadcast::Sender<Message>,
+    tickets: Tickets,
+    /// Open streams by caller.
+    streams: Mutex<HashMap<Arc<str>, usize>>,
+    stop: CancellationToken,
+}
+
+/// The live feed. Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    inner: Arc<Inner>,
+}
+
+impl Live {
+    /// An empty feed over `store`; call [`Live::load`] (or [`Live::run`]) to fill it.
+    pub fn new(store: Store, settings: Settings) -> Live {
+        let (sender, _) = broadcast::channel(settings.client_buffer.max(16));
+        let tickets = Tickets::new(settings.max_tickets_per_caller);
+        Live {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                state: Mutex::new(State {
+                    agents: BTreeMap::new(),
+                    roster_loaded: false,
+                    board: Arc::new(MetricBoard::default()),
+                    head_seq: 0,
+                    last_event_id: None,
+                    version: 0,
+                    cached: None,
+                }),
+                sender,
+                tickets,
+                streams: Mutex::new(HashMap::new()),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn tickets(&self) -> &Tickets {
+        &self.inner.tickets
+    }
+
+    fn pool(&self) -> &SqlitePool {
+        self.inner.store.reader()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

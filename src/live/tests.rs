@@ -1,0 +1,194 @@
+//! The feed end to end over a real store: snapshot, events, resume, heartbeat, lag.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::domain::Origin;
+use crate::domain::events::{Event, StateChanged};
+use crate::store::outbox;
+use crate::store::testing::temp_store;
+
+#[tokio::test]
+async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(
+        store,
+        Settings {
+            max_streams_per_caller: 2,
+            ..Settings::default()
+        },
+    );
+    let first = live.open_stream("desk").unwrap();
+    let _second = live.open_stream("desk").unwrap();
+    let refused = live.open_stream("desk").err().unwrap();
+    assert_eq!(refused, Crowded::CallerStreams { max: 2 });
+    assert_eq!(refused.limit(), Some("live.max_streams_per_caller"));
+    let _other = live.open_stream("ops").unwrap();
+    drop(first);
+    let _third = live.open_stream("desk").unwrap();
+}
+
+async fn change(store: &Store, agent: &str, to: &str) -> String {
+    let mut tx = store.begin_write().await.unwrap();
+    let change = StateChanged {
+        agent_id: agent.to_owned(),
+        from: None,
+        to: to.parse().unwrap(),
+        reason_code: None,
+        origin: Origin::Api,
+        idle_ms: 0,
+        latency_ms: None,
+        attempt_id: None,
+        queue: None,
+        changed_at: None,
+    };
+    let id = outbox::enqueue(
+        &mut tx,
+        Some(agent),
+        Utc::now(),
+        Event::AgentStateChanged(change),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+fn roster(ids: &[&str]) -> Vec<crate::cxone::Agent> {
+    ids.iter()
+        .map(|id| crate::cxone::Agent {
+            id: (*id).to_owned(),
+            name: format!("Agent {id}"),
+            team_id: Some("t_1".into()),
+            team_name: Some("Care".into()),
+            skills: vec!["s_1".into()],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_gets_the_snapshot_then_each_event_once_in_commit_order() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(store.clone(), Settings::default());
+    live.set_roster(&roster(&["u_1", "u_2"])).await.unwrap();
+    live.load().await.unwrap();
+    let mut feed = live.subscribe(Start::Fresh).await.unwrap();
+    let first = feed.next().await.unwrap();
+    assert_eq!(&*first.kind, "snapshot");
+    let a = change(&store, "u_2", "READY").await;
+    let b = change(&store, "u_1", "NOT_READY").await;
+    assert_eq!(live.poll_outbox().await.unwrap(), 2);
+    assert_eq!(live.poll_outbox().await.unwrap(), 0, "published once");
+    let got: Vec<_> = [feed.next().await.unwrap(), feed.next().await.unwrap()]
+        .into_iter()
+        .map(|m| m.id.unwrap().to_string())
+        .collect();
+    assert_eq!(got, [a, b.clone()]);
+    let snapshot = live.snapshot();
+    assert_eq!(snapshot.last_event_id.as_deref(), Some(b.as_str()));
+    assert_eq!(snapshot.counts["READY"], 1);
+    assert_eq!(snapshot.agents[0].state.as_deref(), Some("NOT_READY"));
+    assert_eq!(snapshot.agents[0].name.as_deref(), Some("Agent u_1"));
+}
+
+#[tokio::test]
+async fn a_client_connected_before_the_roster_is_sent_the_named_board_when_it_arrives() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(store.clone(), Settings::default());
+    let mut early = live.subscribe(Start::Fresh).await.unwrap();
+    let empty = early.next().await.unwrap();
+    assert!(empty.json.contains(r#""agents":[]"#), "{}", empty.json);
+    live.set_roster(&roster(&["u_1"])).await.unwrap();
+    let named = early.next().await.unwrap();
+    assert_eq!(&*named.kind, "snapshot");
+    assert!(
+        named.json.contains(r#""name":"Agent u_1""#),
+        "{}",
+        named.json
+    );
+}
+
+#[tokio::test]
+async fn a_resume_replays_what_was_missed_or_sends_a_snapshot_for_an_unknown_id() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(store.clone(), Settings::default());
+    let seen = change(&store, "u_1", "READY").await;
+    let missed = change(&store, "u_1", "NOT_READY").await;
+    live.load().await.unwrap();
+    let mut feed = live.subscribe(Start::After(seen)).await.unwrap();
+    assert_eq!(&*feed.next().await.unwrap().kind, "metrics");
+    let replayed = feed.next().await.unwrap();
+    assert_eq!(replayed.id.as_deref(), Some(missed.as_str()));
+    let mut feed = live
+        .subscribe(Start::After("evt_pruned-long-ago".into()))
+        .await
+        .unwrap();
+    assert_eq!(&*feed.next().await.unwrap().kind, "snapshot");
+}
+
+#[tokio::test]
+async fn one_timer_sends_every_client_the_heartbeat_each_period() {
+    let (store, _dir) = temp_store().await;
+    // After the store is open: its pool's timeouts would fire at once in paused time.
+    tokio::time::pause();
+    let live = Live::new(store.clone(), Settings::default());
+    let stop = CancellationToken::new();
+    let beating = tokio::spawn(live.clone().beat(stop.clone()));
+    let mut feeds = [
+        live.subscribe(Start::Fresh).await.unwrap(),
+        live.subscribe(Start::Fresh).await.unwrap(),
+    ];
+    for feed in &mut feeds {
+        assert_eq!(&*feed.next().await.unwrap().kind, "snapshot");
+    }
+    tokio::time::advance(Duration::from_secs(14)).await;
+    tokio::task::yield_now().await;
+    for feed in &mut feeds {
+        assert!(feed.ready().is_none(), "no heartbeat before 15 s");
+    }
+    for _ in 0..2 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for feed in &mut feeds {
+            let beat = tokio::time::timeout(Duration::from_millis(100), feed.next())
+                .await
+                .expect("the heartbeat at 15 s")
+                .unwrap();
+            assert!(beat.is_heartbeat());
+            assert_eq!(&beat.sse[..], b": heartbeat\n\n", "an SSE comment");
+            assert_eq!(
+                serde_json::from_str::<Value>(&beat.json).unwrap()["type"],
+                "heartbeat"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(14)).await;
+    }
+    stop.cancel();
+    beating.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_falls_behind_the_buffer_gets_a_fresh_snapshot_not_a_gap() {
+    let (store, _dir) = temp_store().await;
+    let settings = Settings {
+        client_buffer: 16,
+        ..Settings::default()
+    };
+    let live = Live::new(store.clone(), settings);
+    let mut slow = live.subscribe(Start::Fresh).await.unwrap();
+    assert_eq!(&*slow.next().await.unwrap().kind, "snapshot");
+    let mut last = String::new();
+    for i in 0..40 {
+        last = change(&store, "u_1", if i % 2 == 0 { "READY" } else { "IDLE" }).await;
+    }
+    live.poll_outbox().await.unwrap();
+    let resynced = slow.next().await.unwrap();
+    assert_eq!(&*resynced.kind, "snapshot");
+    assert_eq!(resynced.id.as_deref(), Some(last.as_str()));
+    change(&store, "u_1", "READY").await;
+    live.poll_outbox().await.unwrap();
+    assert_eq!(&*slow.next().await.unwrap().kind, "agent.state_changed");
+}
