@@ -789,32 +789,6 @@ impl Record<'_> {
     }
 }
 
-impl Transition {
-    /// A stored succeeded or rejected attempt (failed ones are never replayed).
-    fn from_row(row: AttemptRow, replayed: bool) -> Transition {
-        let outcome = match row.violation.as_deref() {
-            Some(name) => Outcome::Rejected {
-                violation: serde_json::from_value(json!(name)).unwrap_or(Violation::StateConflict),
-            },
-            None => Outcome::Succeeded,
-        };
-        Transition {
-            attempt_id: row.id,
-            agent_id: row.agent_id,
-            from: row.from_state.and_then(|s| s.parse().ok()),
-            to: row.target_state.parse().unwrap_or(AgentState::LoggedOut),
-            reason: row.reason,
-            origin: row.origin.parse().unwrap_or(Origin::Api),
-            actor: row.actor,
-            outcome,
-            latency_ms: u64::try_from(row.latency_ms).unwrap_or(0),
-            requested_at: from_ms(row.requested_at),
-            completed_at: from_ms(row.completed_at),
-            replayed,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::Duration as ChronoDuration;
