@@ -1,0 +1,53 @@
+//! Cancelling a running job's items not taken yet.
+
+use super::*;
+
+impl BulkJobs {
+    /// Cancels the items of a running job not taken yet (those in flight finish);
+    /// the job is `cancelled` once nothing is in flight. Cancelling a cancelled job
+    /// again changes nothing; a completed one is a conflict.
+    #[instrument(skip_all, fields(job = %job_id))]
+    pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<JobView, BulkError> {
+        let now = self.now();
+        let mut tx = self.store().begin_write().await?;
+        let job = jobs::get_on(&mut tx, job_id)
+            .await?
+            .ok_or_else(|| BulkError::NotFound(job_id.to_owned()))?;
+        match job.status.as_str() {
+            "completed" => {
+                tx.rollback().await?;
+                return Err(BulkError::Conflict {
+                    id: job_id.to_owned(),
+                    status: "completed already; nothing is left to cancel".to_owned(),
+                });
+            }
+            "cancelled" => tx.rollback().await?,
+            _ => {
+                let cancelled = jobs::cancel_untaken(&mut tx, job_id, to_ms(now)).await?;
+                audit::append(
+                    &mut tx,
+                    &NewEntry {
+                        at: now,
+                        actor,
+                        action: "bulk.cancel_requested",
+                        agent_id: None,
+                        subject_id: Some(job_id),
+                        detail: json!({ "jobId": job_id, "cancelled": cancelled }),
+                    },
+                )
+                .await?;
+                let finished = finish_if_done(&mut tx, job_id, now).await?;
+                tx.commit().await?;
+                metrics::counter!("wfmd_bulk_items_total", "outcome" => "cancelled")
+                    .increment(cancelled);
+                if finished {
+                    self.store().notify_outbox();
+                }
+                tracing::info!(cancelled, "bulk job cancellation asked for");
+            }
+        }
+        self.job(job_id, true)
+            .await?
+            .ok_or_else(|| BulkError::NotFound(job_id.to_owned()))
+    }
+}

@@ -1,0 +1,166 @@
+//! Running jobs: every unfinished one at start, each new one as it comes, their items
+//! through the transition engine with the job's concurrency.
+
+use super::*;
+
+impl BulkJobs {
+    /// Runs jobs until `stop` is cancelled: every unfinished job at start (resuming
+    /// those a crash interrupted), and each new one as it is accepted. On `stop`, items
+    /// not taken yet stay pending for the next start and those in flight finish.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(
+            concurrency = self.inner.concurrency,
+            "bulk job runner started"
+        );
+        let mut tasks: JoinSet<String> = JoinSet::new();
+        let mut running: HashSet<String> = HashSet::new();
+        loop {
+            let wait = match jobs::unfinished(self.store().reader()).await {
+                Ok(ids) => {
+                    for id in ids {
+                        if running.insert(id.clone()) {
+                            let (jobs, stop) = (self.clone(), stop.clone());
+                            tasks.spawn(async move {
+                                if let Err(error) = jobs.run_job(&id, &stop).await {
+                                    tracing::warn!(%error, job = %id, "bulk job interrupted; it resumes shortly");
+                                    tokio::time::sleep(ERROR_BACKOFF).await;
+                                }
+                                id
+                            });
+                        }
+                    }
+                    IDLE_POLL
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for bulk jobs");
+                    ERROR_BACKOFF
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.inner.wake.notified() => {}
+                Some(done) = tasks.join_next() => {
+                    if let Ok(id) = done {
+                        running.remove(&id);
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("bulk job runner stopped");
+    }
+
+    /// Runs every unfinished job to its end, as a step for tests; returns how many.
+    pub async fn run_pending(&self) -> Result<usize, sqlx::Error> {
+        let ids = jobs::unfinished(self.store().reader()).await?;
+        let never = CancellationToken::new();
+        for id in &ids {
+            self.run_job(id, &never).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Runs one job's pending items; returns when none is left in flight (all settled,
+    /// or `stop` came and the rest waits for the next run).
+    #[instrument(name = "bulk.job", skip_all, fields(job = %job_id))]
+    pub async fn run_job(&self, job_id: &str, stop: &CancellationToken) -> Result<(), sqlx::Error> {
+        let Some(job) = jobs::get(self.store().reader(), job_id).await? else {
+            return Ok(());
+        };
+        if job.is_finished() {
+            return Ok(());
+        }
+        let mut tx = self.store().begin_write().await?;
+        jobs::mark_running(&mut tx, job_id, to_ms(self.now())).await?;
+        tx.commit().await?;
+        let items = jobs::pending(self.store().reader(), job_id).await?;
+        tracing::info!(pending = items.len(), "bulk job running");
+        let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(items)
+            .map(|item| self.run_item(&job, item, stop))
+            .buffer_unordered(self.inner.concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+        if !stop.is_cancelled() {
+            // Nothing may have been left to run (all items settled from the start, or
+            // by a run that crashed before finishing the job).
+            let now = self.now();
+            let mut tx = self.store().begin_write().await?;
+            let finished = finish_if_done(&mut tx, job_id, now).await?;
+            tx.commit().await?;
+            if finished {
+                self.store().notify_outbox();
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_item(
+        &self,
+        job: &JobRow,
+        item: ItemRow,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let Ok(_permit) = self.inner.permits.acquire().await else {
+            return Ok(());
+        };
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let interrupted = item.started_at.map(from_ms);
+        if interrupted.is_none() {
+            let mut tx = self.store().begin_write().await?;
+            let taken = jobs::take(&mut tx, &job.id, item.seq, to_ms(self.now())).await?;
+            tx.commit().await?;
+            if !taken {
+                return Ok(());
+            }
+        }
+        let settlement = match item.target_state.parse::<AgentState>() {
+            Ok(target) => {
+                let request = TransitionRequest {
+                    agent_id: item.agent_id.clone(),
+                    target,
+                    reason: item.reason.clone(),
+                    origin: Origin::Bulk,
+                    actor: job.actor.clone(),
+                    idempotency_key: Some(format!("bulk:{}:{}", job.id, item.agent_id)),
+                };
+                let engine = &self.inner.engine;
+                let witness = self.inner.witness.as_ref();
+                let change = async {
+                    match interrupted {
+                        Some(since) => engine.resume(request, since).await.map(Change::Made),
+                        None => engine.transition_unless_unchanged(request, witness).await,
+                    }
+                };
+                // Jobs take turns at the budget, so a small job is not queued behind
+                // every item of a big one.
+                let result = in_lane(Lane::Automation, Some(&job.id), change).await;
+                match result {
+                    Ok(Change::Unchanged(_)) => Settled::new("unchanged", None, None, None),
+                    Ok(Change::Made(transition)) => {
+                        let attempt = Some(transition.attempt_id);
+                        match transition.outcome {
+                            Outcome::Succeeded => Settled::new("succeeded", None, None, attempt),
+                            Outcome::Rejected { violation } => Settled::new(
+                                "rejected",
+                                Some(violation.as_str().to_owned()),
+                                None,
+                                attempt,
+                            ),
+                            Outcome::Failed { error, .. } => {
+                                Settled::new("failed", None, Some(error), attempt)
+                            }
+                        }
+                    }
+                    Err(EngineError::Store(e)) => return Err(e),
+                    Err(other) => Settled::new("failed", None, Some(other.to_string()), None),
+                }
+            }
+            Err(e) => Settled::new("failed", None, Some(e.to_string()), None),
+        };
+        self.settle(&job.id, item.seq, &settlement).await
+    }
+}
