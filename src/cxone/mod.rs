@@ -10,6 +10,7 @@
 pub mod aggregation;
 pub mod auth;
 pub mod budget;
+mod core;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod incontact;
@@ -29,9 +30,10 @@ pub use aggregation::{
     AggregationPage, AggregationQuery, AggregationRow, Aggregations, ExtractionSettings,
 };
 pub use budget::{Budget, Lane, in_lane};
+pub use core::http::install_crypto_provider;
 pub use incontact::{IncontactClient, IncontactSettings};
 pub use retry::RetryPolicy;
-pub use v2::{V2Client, install_crypto_provider};
+pub use v2::V2Client;
 
 /// An agent (a platform user) as listed by the platform.
 #[derive(Debug, Clone, PartialEq, Eq)]

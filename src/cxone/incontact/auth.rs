@@ -20,7 +20,8 @@ use tokio::time::Instant;
 
 use super::IncontactSettings;
 use super::wire::{self, CxoneConfiguration, ErrorBody, OpenIdConfiguration, TokenAnswer};
-use crate::cxone::{CxoneError, v2};
+use crate::cxone::CxoneError;
+use crate::cxone::core::classify::transport_error;
 
 /// How long before its expiry a token is replaced.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -214,12 +215,12 @@ impl Session {
             .header(ACCEPT, "application/json")
             .send()
             .await
-            .map_err(v2::transport_error)?;
+            .map_err(transport_error)?;
         let status = response.status();
         if let Some(redirected) = CxoneError::redirected(status, response.headers()) {
             return Err(redirected);
         }
-        let body = response.bytes().await.map_err(v2::transport_error)?;
+        let body = response.bytes().await.map_err(transport_error)?;
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(CxoneError::Server {
                 status: status.as_u16(),
@@ -291,10 +292,10 @@ impl Session {
             .form(&form)
             .send()
             .await
-            .map_err(v2::transport_error)?;
+            .map_err(transport_error)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(v2::transport_error)?;
+        let body = response.bytes().await.map_err(transport_error)?;
         if matches!(status.as_u16(), 400 | 401) {
             let error = ErrorBody::from_body(&body);
             // `invalid_client` is the application's id and secret; anything else (in

@@ -38,11 +38,13 @@ use serde_json::{Value, json};
 
 use self::auth::{Session, Token};
 use self::wire::{count, flag, instant, number, text};
-use super::auth::CircuitBreaker;
+use super::core::circuit::CircuitBreaker;
+use super::core::classify::transport_error;
+use super::core::http::{install_crypto_provider, path_segment};
 use super::retry::parse_retry_after;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
-    ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest, v2,
+    ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
@@ -176,7 +178,7 @@ impl IncontactClient {
         settings: IncontactSettings,
         budget: Arc<Budget>,
     ) -> IncontactClient {
-        v2::install_crypto_provider();
+        install_crypto_provider();
         IncontactClient {
             session: Session::new(http.clone(), settings.clone()),
             http,
@@ -289,7 +291,7 @@ impl IncontactClient {
             // Some gateways refuse a bodiless POST without a length.
             request = request.header(reqwest::header::CONTENT_LENGTH, "0");
         }
-        request.send().await.map_err(v2::transport_error)
+        request.send().await.map_err(transport_error)
     }
 
     /// Every page of a listing: `top`/`skip` on the first call, then `_links.next` as
@@ -366,7 +368,7 @@ impl IncontactClient {
         if !fresh && let Some(codes) = self.codes.lock().expect("codes poisoned").get(team_id) {
             return Ok(codes.clone());
         }
-        let path = format!("teams/{}/unavailable-codes", v2::path_segment(team_id)?);
+        let path = format!("teams/{}/unavailable-codes", path_segment(team_id)?);
         let mut call = Call::new(Method::GET, "/teams/{teamId}/unavailable-codes", path);
         call.query = vec![("activeOnly", "true".to_owned())];
         let codes: Vec<UnavailableCode> = match self.execute(&call).await? {
@@ -511,7 +513,7 @@ impl IncontactClient {
         agent_id: &str,
         query: Vec<(&'static str, String)>,
     ) -> Result<(), CxoneError> {
-        let path = format!("agents/{}/state", v2::path_segment(agent_id)?);
+        let path = format!("agents/{}/state", path_segment(agent_id)?);
         let mut call = Call::new(Method::POST, "/agents/{agentId}/state", path);
         call.agent_id = Some(agent_id);
         call.query = query;
@@ -520,7 +522,7 @@ impl IncontactClient {
 
     /// Logs the agent out (202) and waits until the platform shows it LoggedOut.
     async fn logout(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
-        let path = format!("agents/{}/logout", v2::path_segment(agent_id)?);
+        let path = format!("agents/{}/logout", path_segment(agent_id)?);
         let mut call = Call::new(Method::POST, "/agents/{agentId}/logout", path);
         call.agent_id = Some(agent_id);
         match self.execute(&call).await {
@@ -644,7 +646,7 @@ async fn read(response: Response) -> Result<Answer, CxoneError> {
         return Ok(None);
     }
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(v2::transport_error)?;
+    let body = response.bytes().await.map_err(transport_error)?;
     if status.is_success() {
         return Ok((!body.iter().all(u8::is_ascii_whitespace)).then(|| body.to_vec()));
     }
@@ -711,7 +713,7 @@ impl ContactCenter for IncontactClient {
         let agents = match &filter.team_id {
             None => self.all_agents().await?,
             Some(team) => {
-                let path = format!("teams/{}/agents", v2::path_segment(team)?);
+                let path = format!("teams/{}/agents", path_segment(team)?);
                 let call = Call::new(Method::GET, "/teams/{teamId}/agents", path);
                 match self.execute(&call).await? {
                     None => Vec::new(),

@@ -78,7 +78,7 @@ impl Tenant {
 }
 
 async fn tenant(time_scale: f64) -> Tenant {
-    v2::install_crypto_provider();
+    install_crypto_provider();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = CancellationToken::new();
     let running = Simulator::start(
