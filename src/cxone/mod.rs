@@ -15,6 +15,8 @@ mod core;
 pub(crate) mod fake;
 pub mod incontact;
 pub mod retry;
+#[cfg(test)]
+mod tests;
 mod v2;
 mod wire;
 

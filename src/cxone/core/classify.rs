@@ -7,26 +7,44 @@ use reqwest::header::{HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use crate::cxone::CxoneError;
 use crate::cxone::retry::parse_retry_after;
-use crate::cxone::wire::ErrorDetails;
 
-/// Classifies a non-2xx answer.
-pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CxoneError {
+/// What an error answer says, as far as the dialect can read it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ErrorDetails {
+    /// The server's explanation, truncated; empty when there is none.
+    pub message: String,
+    /// The OAuth scope the server says is missing (403 answers).
+    pub scope: Option<String>,
+}
+
+/// How a dialect reads an error answer's headers and body.
+pub(crate) type ReadDetails = fn(&HeaderMap, &[u8]) -> ErrorDetails;
+
+/// Classifies an answer that is neither a success nor 304 (see
+/// [`read`](super::http::read)), the same for both dialects; only what the error body
+/// says is read by the dialect (`details`).
+///
+/// A status the contract does not list is `BadRequest` when it is a 4xx (the platform
+/// refused our request, as a 400 does: do not retry) and `Decode` otherwise (an answer
+/// wfmd cannot read).
+pub(crate) fn error_for_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    details: ReadDetails,
+) -> CxoneError {
     if let Some(redirected) = CxoneError::redirected(status, headers) {
         return redirected;
     }
-    let details = ErrorDetails::from_body(body);
+    let ErrorDetails { message, scope } = details(headers, body);
     let retry_after = headers
         .get(RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| parse_retry_after(value, Utc::now()));
-    let message = details.message;
     match status.as_u16() {
         400 => CxoneError::BadRequest { message },
         401 => CxoneError::Unauthorized,
-        403 => CxoneError::Forbidden {
-            scope: details.scope.or_else(|| scope_in_challenge(headers)),
-            message,
-        },
+        403 => CxoneError::Forbidden { scope, message },
         404 => CxoneError::NotFound { message },
         409 => CxoneError::Conflict { message },
         429 => CxoneError::RateLimited { retry_after },
@@ -35,20 +53,24 @@ pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[
             message,
             retry_after,
         },
-        other => CxoneError::Decode(format!(
-            "unexpected HTTP status {other}{}",
-            if message.is_empty() {
-                String::new()
-            } else {
-                format!(": {message}")
-            }
-        )),
+        other @ 400..=499 => CxoneError::BadRequest {
+            message: unexpected(other, &message),
+        },
+        other => CxoneError::Decode(unexpected(other, &message)),
+    }
+}
+
+fn unexpected(status: u16, message: &str) -> String {
+    if message.is_empty() {
+        format!("unexpected HTTP status {status}")
+    } else {
+        format!("unexpected HTTP status {status}: {message}")
     }
 }
 
 /// The `scope` of an RFC 6750 challenge:
 /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="users:state:write"`.
-fn scope_in_challenge(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn scope_in_challenge(headers: &HeaderMap) -> Option<String> {
     let challenge = headers.get(WWW_AUTHENTICATE)?.to_str().ok()?;
     let start = challenge.find("scope=\"")? + "scope=\"".len();
     let rest = &challenge[start..];

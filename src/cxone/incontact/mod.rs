@@ -1,11 +1,11 @@
 //! [`IncontactClient`]: the [`ContactCenter`] of the `incontact` dialect of
 //! cxone-api.md — the API NICE publishes, which a real tenant needs.
 //!
-//! Calls are built like the v2 client's: the retry policy around one attempt, and an
-//! attempt is circuit check, budget permit, token, send, classify; a 401 drops the token
-//! it refused, renews once and repeats once. Answers are read leniently (`wire`): 204 and
-//! 304 are empty answers, ids and numbers may be strings, both casings of unavailable
-//! codes and both error-body shapes (and the `icStatusDescription` header) are read.
+//! Calls go through the shared [`HttpCore`], as the v2 client's do (retries, budget,
+//! tokens, the 401 refresh and circuit, one classification). Answers are read leniently
+//! (`wire`): 204 and 304 are empty answers, ids and numbers may be strings, both casings
+//! of unavailable codes and both error-body shapes (and the `icStatusDescription`
+//! header) are read.
 //!
 //! What differs from v2 is the platform's shape:
 //! - states: only `Available` and `Unavailable` + an unavailable code (`outStateId`) can
@@ -31,17 +31,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use self::auth::{Session, Token};
+use self::auth::AccessKey;
 use self::wire::{count, flag, instant, number, text};
-use super::core::circuit::CircuitBreaker;
-use super::core::classify::transport_error;
-use super::core::http::{install_crypto_provider, path_segment};
-use super::retry::parse_retry_after;
+use super::core::classify::ErrorDetails;
+use super::core::http::{Answer, Call, HttpCore, MAX_PAGES, path_segment};
+use super::core::token::TokenCache;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
     ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest,
@@ -56,8 +55,6 @@ pub const DEFAULT_AUTH_BASE: &str = "https://cxone.niceincontact.com";
 
 /// Agents per page asked of `/agents`.
 const PAGE: &str = "100";
-/// Pages followed at most in one listing (a safety stop against a `next` loop).
-const MAX_PAGES: usize = 1_000;
 /// How often the state is read while waiting for a logout to show.
 const LOGOUT_CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -119,11 +116,8 @@ pub struct UnavailableCode {
 
 /// The `incontact` platform client of one tenant.
 pub struct IncontactClient {
-    http: reqwest::Client,
+    core: HttpCore,
     settings: IncontactSettings,
-    budget: Arc<Budget>,
-    session: Session,
-    circuit: CircuitBreaker,
     agents: Mutex<Arc<HashMap<String, AgentInfo>>>,
     /// Single-flight refresh of `agents`.
     agents_refresh: tokio::sync::Mutex<()>,
@@ -136,41 +130,10 @@ impl fmt::Debug for IncontactClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IncontactClient")
             .field("settings", &self.settings)
-            .field("session", &self.session)
+            .field("core", &self.core)
             .finish_non_exhaustive()
     }
 }
-
-/// One logical call.
-struct Call<'a> {
-    method: Method,
-    /// The documented path, for spans.
-    template: &'static str,
-    /// Relative to the API base, or an absolute URL (a `_links.next`).
-    path: String,
-    agent_id: Option<&'a str>,
-    query: Vec<(&'static str, String)>,
-    body: Option<Vec<u8>>,
-    /// One attempt without a budget permit: the caller paces it (feed polls).
-    paced_by_caller: bool,
-}
-
-impl<'a> Call<'a> {
-    fn new(method: Method, template: &'static str, path: impl Into<String>) -> Call<'a> {
-        Call {
-            method,
-            template,
-            path: path.into(),
-            agent_id: None,
-            query: Vec::new(),
-            body: None,
-            paced_by_caller: false,
-        }
-    }
-}
-
-/// A 2xx answer: its body, or `None` for 204, 304 or an empty body.
-type Answer = Option<Vec<u8>>;
 
 impl IncontactClient {
     pub fn new(
@@ -178,13 +141,20 @@ impl IncontactClient {
         settings: IncontactSettings,
         budget: Arc<Budget>,
     ) -> IncontactClient {
-        install_crypto_provider();
-        IncontactClient {
-            session: Session::new(http.clone(), settings.clone()),
+        let tokens = TokenCache::new(AccessKey::new(http.clone(), settings.clone()));
+        // Every token names the API base it was discovered for (or the configured one).
+        let core = HttpCore::new(
             http,
-            settings,
+            String::new(),
+            settings.request_timeout,
+            settings.retry,
             budget,
-            circuit: CircuitBreaker::new(),
+            tokens,
+            error_details,
+        );
+        IncontactClient {
+            core,
+            settings,
             agents: Mutex::default(),
             agents_refresh: tokio::sync::Mutex::new(()),
             codes: Mutex::default(),
@@ -210,112 +180,20 @@ impl IncontactClient {
 
     /// Changes how long calls pause after three 401s in a row (30 s by default).
     pub fn with_circuit_pause(mut self, pause: Duration) -> IncontactClient {
-        self.circuit = CircuitBreaker::with_pause(pause);
+        self.core = self.core.with_circuit_pause(pause);
         self
     }
 
     /// The API base in use (`{api_endpoint}/inContactAPI/services/v34.0`), discovering
     /// it if needed: for `wfmd doctor`.
     pub async fn api_base(&self) -> Result<String, CxoneError> {
-        Ok(self.session.token().await?.api_base().to_owned())
+        let token = self.core.tokens.token().await?;
+        Ok(token.base_url().unwrap_or_default().to_owned())
     }
 
-    #[tracing::instrument(
-        name = "cxone.call",
-        skip_all,
-        fields(method = %call.method, path = call.template, agent_id = call.agent_id)
-    )]
-    async fn execute(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
-        if call.paced_by_caller {
-            return self.attempt(call).await;
-        }
-        self.retry().run(|| self.attempt(call)).await
-    }
-
-    fn retry(&self) -> RetryPolicy {
-        self.settings.retry
-    }
-
-    async fn attempt(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
-        self.circuit.check()?;
-        if !call.paced_by_caller {
-            self.budget.acquire().await;
-        }
-        let token = self.session.token().await?;
-        let response = self.send(call, &token).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            self.circuit.record_answer();
-            return read(response).await;
-        }
-        self.refused(&token).await;
-        tracing::info!("access token refused (401); renewing it and repeating the request once");
-        self.circuit.check()?;
-        if !call.paced_by_caller {
-            self.budget.acquire().await;
-        }
-        let token = self.session.token().await?;
-        let response = self.send(call, &token).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            self.refused(&token).await;
-            return Err(CxoneError::Unauthorized);
-        }
-        self.circuit.record_answer();
-        read(response).await
-    }
-
-    async fn refused(&self, token: &Token) {
-        self.circuit.record_unauthorized(token.generation());
-        self.session.invalidate(token.generation()).await;
-    }
-
-    async fn send(&self, call: &Call<'_>, token: &Token) -> Result<Response, CxoneError> {
-        let url = if call.path.starts_with("http://") || call.path.starts_with("https://") {
-            call.path.clone()
-        } else {
-            format!("{}/{}", token.api_base(), call.path.trim_start_matches('/'))
-        };
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .timeout(self.settings.request_timeout)
-            .bearer_auth(token.expose())
-            .header(ACCEPT, "application/json");
-        if !call.query.is_empty() {
-            request = request.query(&call.query);
-        }
-        if let Some(body) = &call.body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        } else if call.method == Method::POST {
-            // Some gateways refuse a bodiless POST without a length.
-            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
-        }
-        request.send().await.map_err(transport_error)
-    }
-
-    /// Every page of a listing: `top`/`skip` on the first call, then `_links.next` as
-    /// given. `items` reads one page and returns its `next`.
-    async fn all_pages<T>(
-        &self,
-        first: Call<'_>,
-        mut items: impl FnMut(&[u8], &mut Vec<T>) -> Result<Value, CxoneError>,
-    ) -> Result<Vec<T>, CxoneError> {
-        let mut out = Vec::new();
-        let mut call = first;
-        for _ in 0..MAX_PAGES {
-            let Some(body) = self.execute(&call).await? else {
-                break;
-            };
-            let next = items(&body, &mut out)?;
-            match next.as_str().filter(|n| !n.is_empty()) {
-                Some(next) => {
-                    call = Call::new(Method::GET, call.template, next.to_owned());
-                }
-                None => break,
-            }
-        }
-        Ok(out)
+    /// The call's answer: its body, or `None` for 204, 304 or an empty body.
+    async fn execute(&self, call: &Call<'_>) -> Result<Option<Vec<u8>>, CxoneError> {
+        self.core.execute(call).await.map(Answer::content)
     }
 
     /// Every agent of the tenant, and the cache refreshed from them.
@@ -323,6 +201,7 @@ impl IncontactClient {
         let mut first = Call::new(Method::GET, "/agents", "agents");
         first.query = vec![("top", PAGE.to_owned()), ("skip", "0".to_owned())];
         let agents = self
+            .core
             .all_pages(first, |body, out| {
                 let page: wire::AgentsAnswer = wire::parse("agents", body)?;
                 out.extend(page.agents);
@@ -409,14 +288,15 @@ impl IncontactClient {
     pub async fn teams(&self) -> Result<Vec<(String, String)>, CxoneError> {
         let mut first = Call::new(Method::GET, "/teams", "teams");
         first.query = vec![("top", PAGE.to_owned()), ("skip", "0".to_owned())];
-        self.all_pages(first, |body, out| {
-            let page: wire::TeamsAnswer = wire::parse("teams", body)?;
-            out.extend(page.teams.iter().filter_map(|t| {
-                Some((text(&t.team_id)?, t.team_name.clone().unwrap_or_default()))
-            }));
-            Ok(page.links.next)
-        })
-        .await
+        self.core
+            .all_pages(first, |body, out| {
+                let page: wire::TeamsAnswer = wire::parse("teams", body)?;
+                out.extend(page.teams.iter().filter_map(|t| {
+                    Some((text(&t.team_id)?, t.team_name.clone().unwrap_or_default()))
+                }));
+                Ok(page.links.next)
+            })
+            .await
     }
 
     /// The unavailable code for `reason` in `team_id`: the team's code of that name, else
@@ -446,12 +326,13 @@ impl IncontactClient {
     /// Every agent's state now (a full read of `/agents/states`).
     async fn all_states(&self) -> Result<Vec<wire::StateJson>, CxoneError> {
         let first = Call::new(Method::GET, "/agents/states", "agents/states");
-        self.all_pages(first, |body, out| {
-            let page: wire::StatesAnswer = wire::parse("agent states", body)?;
-            out.extend(page.agent_states);
-            Ok(page.links.next)
-        })
-        .await
+        self.core
+            .all_pages(first, |body, out| {
+                let page: wire::StatesAnswer = wire::parse("agent states", body)?;
+                out.extend(page.agent_states);
+                Ok(page.links.next)
+            })
+            .await
     }
 
     /// An observed agent from the platform's state record.
@@ -639,20 +520,6 @@ pub(crate) fn reason_for_code(
         .unwrap_or_else(|| name.trim().to_uppercase().replace(' ', "_"))
 }
 
-/// The body of a 2xx answer (`None` when empty), or the typed error of any other.
-async fn read(response: Response) -> Result<Answer, CxoneError> {
-    let status = response.status();
-    if status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT {
-        return Ok(None);
-    }
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(transport_error)?;
-    if status.is_success() {
-        return Ok((!body.iter().all(u8::is_ascii_whitespace)).then(|| body.to_vec()));
-    }
-    Err(error_for_status(status, &headers, &body))
-}
-
 /// A body that is neither JSON nor markup, as its first line (at most 200 characters):
 /// some gateways answer errors in plain text, which still says more than nothing.
 fn plain_text(body: &[u8]) -> Option<String> {
@@ -664,11 +531,9 @@ fn plain_text(body: &[u8]) -> Option<String> {
     Some(line.chars().take(200).collect())
 }
 
-/// Classifies a non-2xx answer from its status, body (either shape) and headers.
-pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CxoneError {
-    if let Some(redirected) = CxoneError::redirected(status, headers) {
-        return redirected;
-    }
+/// What an `incontact` error answer says: either body shape, else the
+/// `icStatusDescription` header, else a plain-text body. It names no scope.
+pub(crate) fn error_details(headers: &HeaderMap, body: &[u8]) -> ErrorDetails {
     let message = wire::ErrorBody::from_body(body)
         .message()
         .or_else(|| {
@@ -679,28 +544,9 @@ pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[
         })
         .or_else(|| plain_text(body))
         .unwrap_or_default();
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, Utc::now()));
-    match status.as_u16() {
-        400 => CxoneError::BadRequest { message },
-        401 => CxoneError::Unauthorized,
-        403 => CxoneError::Forbidden {
-            scope: None,
-            message,
-        },
-        404 => CxoneError::NotFound { message },
-        409 => CxoneError::Conflict { message },
-        429 => CxoneError::RateLimited { retry_after },
-        500..=599 => CxoneError::Server {
-            status: status.as_u16(),
-            message,
-            retry_after,
-        },
-        other => CxoneError::BadRequest {
-            message: format!("unexpected status {other}: {message}"),
-        },
+    ErrorDetails {
+        message,
+        scope: None,
     }
 }
 
@@ -835,17 +681,12 @@ impl ContactCenter for IncontactClient {
     }
 
     fn paused(&self) -> Result<(), CxoneError> {
-        self.circuit.check()
+        self.core.paused()
     }
 
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
     async fn check_access(&self) -> Result<(), CxoneError> {
-        self.retry()
-            .run(|| async {
-                self.circuit.check()?;
-                self.session.token().await.map(drop)
-            })
-            .await
+        self.core.check_access().await
     }
 
     async fn open_feed(&self, request: &SubscriptionRequest) -> Result<ChangeFeed, CxoneError> {
@@ -892,7 +733,7 @@ impl ContactCenter for IncontactClient {
             pages += 1;
             match page.links.next.as_str().filter(|n| !n.is_empty()) {
                 Some(next) if pages < MAX_PAGES => {
-                    call = Call::new(Method::GET, "/agents/states", next.to_owned());
+                    call = Call::get("/agents/states", next.to_owned());
                     call.paced_by_caller = true;
                 }
                 _ => break,

@@ -1,55 +1,37 @@
 //! [`V2Client`]: the [`ContactCenter`] of the v2 dialect of `cxone-api.md`.
 //!
-//! Every call is the retry policy around one attempt, and an attempt is: circuit check,
-//! budget permit, token, send, classify. A 401 answer invalidates the token that was
-//! refused, gets a new one and repeats the request once (with its own budget permit); a
-//! second 401 is [`CxoneError::Unauthorized`]. Answers are classified into the typed
-//! [`CxoneError`]s the rest of wfmd decides on.
-//!
-//! Subscription polls are the exception: one attempt, no budget permit. Their pace is
-//! the subscription's interval, which the platform measures between the polls it
-//! accepts, so only the caller can keep it: a poll held back by the budget or retried
-//! here would leave the next one too early (429), cycle after cycle. The state sync's
-//! share of the budget is set aside instead (`Config::call_budget_per_minute`).
+//! Paths, wire types (`wire`) and mappings only: every call goes through the shared
+//! [`HttpCore`] (retries, budget, tokens, the 401 refresh and circuit, classification).
+//! Subscription polls are paced by their caller: one attempt, no budget permit.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::Method;
 
 use super::aggregation::{self, AggregationPage, AggregationQuery};
-use super::auth::{AccessToken, TokenCache};
-use super::core::circuit::CircuitBreaker;
-use super::core::classify::transport_error;
-use super::core::http::{Answer, Call, install_crypto_provider, path_segment, read_dated};
+use super::auth::ClientCredentials;
+use super::core::http::{Answer, Call, HttpCore, path_segment};
+use super::core::token::TokenCache;
 use super::wire;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ClientSettings, ContactCenter, CxoneError,
-    MAX_QUEUES_PER_CALL, ObservedAgent, Queue, RetryPolicy, Skill, Subscription,
-    SubscriptionRequest,
+    MAX_QUEUES_PER_CALL, ObservedAgent, Queue, Skill, Subscription, SubscriptionRequest,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
 /// The v2 platform client of one tenant.
 pub struct V2Client {
-    http: reqwest::Client,
-    base_url: String,
-    timeout: Duration,
-    retry: RetryPolicy,
-    budget: Arc<Budget>,
-    tokens: TokenCache,
-    circuit: CircuitBreaker,
+    core: HttpCore,
 }
 
 impl V2Client {
     /// `http` is the process's one `reqwest::Client`; `budget` is shared by every client
     /// of the tenant.
     pub fn new(http: reqwest::Client, settings: ClientSettings, budget: Arc<Budget>) -> V2Client {
-        install_crypto_provider();
         let ClientSettings {
             base_url,
             token_url,
@@ -58,119 +40,47 @@ impl V2Client {
             request_timeout,
             retry,
         } = settings;
-        let tokens = TokenCache::new(
-            http.clone(),
+        let tokens = TokenCache::new(ClientCredentials {
+            http: http.clone(),
             token_url,
             client_id,
             client_secret,
-            request_timeout,
-        );
-        V2Client {
+            timeout: request_timeout,
+        });
+        let core = HttpCore::new(
             http,
             base_url,
-            timeout: request_timeout,
+            request_timeout,
             retry,
             budget,
             tokens,
-            circuit: CircuitBreaker::new(),
-        }
+            wire::error_details,
+        );
+        V2Client { core }
     }
 
     /// Changes how long calls pause after three 401s in a row (30 s by default); for
     /// tests that need to see the pause end.
-    pub fn with_circuit_pause(mut self, pause: Duration) -> V2Client {
-        self.circuit = CircuitBreaker::with_pause(pause);
-        self
+    pub fn with_circuit_pause(self, pause: Duration) -> V2Client {
+        V2Client {
+            core: self.core.with_circuit_pause(pause),
+        }
     }
 
-    #[tracing::instrument(
-        name = "cxone.call",
-        skip_all,
-        fields(method = %call.method, path = call.template, agent_id = call.agent_id)
-    )]
     async fn execute(&self, call: &Call<'_>) -> Result<Vec<u8>, CxoneError> {
-        self.execute_dated(call).await.map(|answer| answer.body)
+        self.core.execute(call).await.map(|answer| answer.body)
     }
 
-    /// [`V2Client::execute`], keeping the answer's `Date` as well: the platform's clock,
-    /// which is when its real-time figures were produced.
+    /// [`V2Client::execute`], keeping the answer's `Date` and `Retry-After` as well.
     async fn execute_dated(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
-        if call.paced_by_caller {
-            return self.attempt(call).await;
-        }
-        self.retry.run(|| self.attempt(call)).await
-    }
-
-    async fn attempt(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
-        self.circuit.check()?;
-        self.take_permit(call).await;
-        let token = self.tokens.token().await?;
-        let response = self.send(call, &token).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            self.circuit.record_answer();
-            return read_dated(response).await;
-        }
-
-        self.refused(&token).await;
-        tracing::info!(
-            generation = token.generation(),
-            "access token refused (401); refreshing it and repeating the request once"
-        );
-        self.circuit.check()?;
-        self.take_permit(call).await;
-        let token = self.tokens.token().await?;
-        let response = self.send(call, &token).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            self.refused(&token).await;
-            return Err(CxoneError::Unauthorized);
-        }
-        self.circuit.record_answer();
-        read_dated(response).await
-    }
-
-    async fn take_permit(&self, call: &Call<'_>) {
-        if !call.paced_by_caller {
-            self.budget.acquire().await;
-        }
-    }
-
-    async fn refused(&self, token: &AccessToken) {
-        self.circuit.record_unauthorized(token.generation());
-        self.tokens.invalidate(token.generation()).await;
-    }
-
-    async fn send(&self, call: &Call<'_>, token: &AccessToken) -> Result<Response, CxoneError> {
-        // The token answer may move us to another cluster; either base may or may not
-        // end in a slash.
-        let base = token.base_url().unwrap_or(&self.base_url);
-        let url = format!("{}/{}", base.trim_end_matches('/'), call.path);
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .timeout(self.timeout)
-            .bearer_auth(token.expose())
-            .header(ACCEPT, "application/json");
-        if !call.query.is_empty() {
-            request = request.query(&call.query);
-        }
-        if let Some(body) = &call.body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
-        request.send().await.map_err(transport_error)
+        self.core.execute(call).await
     }
 }
 
 impl fmt::Debug for V2Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("V2Client")
-            .field("base_url", &self.base_url)
-            .field("timeout", &self.timeout)
-            .field("retry", &self.retry)
-            .field("budget", &self.budget)
-            .field("tokens", &self.tokens)
-            .field("circuit", &self.circuit)
+            .field("core", &self.core)
             .finish_non_exhaustive()
     }
 }
@@ -180,10 +90,10 @@ impl ContactCenter for V2Client {
     async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
         let mut call = Call::get("/api/v2/users", "api/v2/users".to_owned());
         if let Some(team) = &filter.team_id {
-            call.query.push(("teamId", team));
+            call.query.push(("teamId", team.clone()));
         }
         if let Some(skill) = &filter.skill_id {
-            call.query.push(("skillId", skill));
+            call.query.push(("skillId", skill.clone()));
         }
         let body = self.execute(&call).await?;
         let answer: wire::UsersAnswer = wire::parse("users", &body)?;
@@ -292,7 +202,7 @@ impl ContactCenter for V2Client {
         }
         let ids = skill_ids.join(",");
         let mut call = Call::get(SKILL_DATA, SKILL_DATA[1..].to_owned());
-        call.query.push(("skillId", &ids));
+        call.query.push(("skillId", ids));
         let answer = self.execute_dated(&call).await?;
         let at = answer.time();
         let parsed: wire::SkillDataAnswer = wire::parse("skill data", &answer.body)?;
@@ -357,28 +267,21 @@ impl ContactCenter for V2Client {
         offset: u64,
     ) -> Result<AggregationPage, CxoneError> {
         let path = format!("api/v2/analytics/query/{}", path_segment(query_id)?);
-        let (limit, offset) = (limit.to_string(), offset.to_string());
         let mut call = Call::get("/api/v2/analytics/query/{id}", path);
-        call.query.push(("limit", &limit));
-        call.query.push(("offset", &offset));
+        call.query.push(("limit", limit.to_string()));
+        call.query.push(("offset", offset.to_string()));
         let answer = self.execute_dated(&call).await?;
         let parsed: aggregation::QueryAnswer = wire::parse("aggregation query", &answer.body)?;
         parsed.into_page(answer.retry_after)
     }
 
     fn paused(&self) -> Result<(), CxoneError> {
-        self.circuit.check()
+        self.core.paused()
     }
 
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
     async fn check_access(&self) -> Result<(), CxoneError> {
-        // A paused circuit means calls would fail now, so access is not proven.
-        self.retry
-            .run(|| async {
-                self.circuit.check()?;
-                self.tokens.token().await.map(drop)
-            })
-            .await
+        self.core.check_access().await
     }
 }
 

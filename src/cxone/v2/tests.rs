@@ -7,10 +7,9 @@ use futures::future::join_all;
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-
 use super::*;
-use crate::cxone::core::classify::error_for_status;
+use crate::cxone::RetryPolicy;
+use crate::cxone::core::http::install_crypto_provider;
 use secrecy::SecretString;
 
 const SECRET: &str = "client-s3cret";
@@ -860,37 +859,6 @@ async fn debug_output_shows_neither_secret_nor_token() {
     assert!(!debug.contains(SECRET), "{debug}");
     assert!(!debug.contains("tok-never-printed"), "{debug}");
     assert!(debug.contains(CLIENT_ID), "{debug}");
-}
-
-#[test]
-fn unexpected_status_is_a_non_retryable_decode_error() {
-    let err = error_for_status(
-        StatusCode::IM_A_TEAPOT,
-        &HeaderMap::new(),
-        br#"{"message":"short and stout"}"#,
-    );
-    assert!(matches!(&err, CxoneError::Decode(m) if m.contains("418") && m.contains("stout")));
-    assert!(!err.is_retryable());
-}
-
-#[test]
-fn server_retry_after_is_kept_on_5xx() {
-    let mut headers = HeaderMap::new();
-    headers.insert(RETRY_AFTER, "7".parse().unwrap());
-    assert_eq!(
-        error_for_status(StatusCode::SERVICE_UNAVAILABLE, &headers, b""),
-        CxoneError::Server {
-            status: 503,
-            message: String::new(),
-            retry_after: Some(Duration::from_secs(7)),
-        }
-    );
-    assert_eq!(
-        error_for_status(StatusCode::TOO_MANY_REQUESTS, &headers, b""),
-        CxoneError::RateLimited {
-            retry_after: Some(Duration::from_secs(7))
-        }
-    );
 }
 
 #[tokio::test]
