@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::RETRY_AFTER;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::cxone::install_crypto_provider;
+use crate::domain::ScheduleStatus;
 use crate::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
 use crate::sim::{RunningSim, SimConfig, Simulator};
 
