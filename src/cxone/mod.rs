@@ -288,6 +288,22 @@ impl CxoneError {
     }
 }
 
+/// The reason to send with a change to `state`: `reason`, else the state's default; a
+/// state that can only be observed is refused before any call (the platform would
+/// answer 400; saying so here spares a budget permit).
+pub(crate) fn reason_to_set(state: AgentState, reason: &str) -> Result<&str, CxoneError> {
+    if !state.is_settable() {
+        return Err(CxoneError::BadRequest {
+            message: format!("{state} is observed only and cannot be set"),
+        });
+    }
+    Ok(if reason.is_empty() {
+        state.default_reason()
+    } else {
+        reason
+    })
+}
+
 /// The platform operations wfmd needs, whatever the dialect.
 #[async_trait]
 pub trait ContactCenter: Send + Sync + 'static {

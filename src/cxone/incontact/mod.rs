@@ -45,7 +45,7 @@ use super::core::http::{Answer, Call, HttpCore, MAX_PAGES, path_segment};
 use super::core::token::TokenCache;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
-    ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest,
+    ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest, reason_to_set,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, Schedule};
@@ -549,19 +549,10 @@ impl ContactCenter for IncontactClient {
         state: AgentState,
         reason: &str,
     ) -> Result<AgentSnapshot, CxoneError> {
-        if !state.is_settable() {
-            return Err(CxoneError::BadRequest {
-                message: format!("{state} is observed only and cannot be set"),
-            });
-        }
+        let reason = reason_to_set(state, reason)?;
         if state == AgentState::LoggedOut {
             return self.logout(agent_id).await;
         }
-        let reason = if reason.is_empty() {
-            state.default_reason()
-        } else {
-            reason
-        };
         if state == AgentState::Ready {
             self.post_state(agent_id, vec![("state", "Available".to_owned())])
                 .await?;

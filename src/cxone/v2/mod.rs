@@ -19,6 +19,7 @@ use super::wire;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ClientSettings, ContactCenter, CxoneError,
     MAX_QUEUES_PER_CALL, ObservedAgent, Queue, Skill, Subscription, SubscriptionRequest,
+    reason_to_set,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, Schedule};
@@ -114,17 +115,7 @@ impl ContactCenter for V2Client {
         state: AgentState,
         reason: &str,
     ) -> Result<AgentSnapshot, CxoneError> {
-        if !state.is_settable() {
-            // The platform would answer 400; saying so here spares a budget permit.
-            return Err(CxoneError::BadRequest {
-                message: format!("{state} is observed only and cannot be set"),
-            });
-        }
-        let reason = if reason.is_empty() {
-            state.default_reason()
-        } else {
-            reason
-        };
+        let reason = reason_to_set(state, reason)?;
         let body = serde_json::to_vec(&wire::SetStateBody {
             state: state.as_str(),
             reason_code: reason,
