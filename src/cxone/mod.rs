@@ -1,11 +1,13 @@
 //! Everything that speaks HTTP to the contact-center platform.
 //!
-//! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client here
-//! implements it (token cache in `auth`, retries in `retry`, the request budget in
-//! `budget`, serde types of cxone-api.md in `wire`), and so does the `incontact` client
-//! (the API NICE publishes, in `incontact`). Every call made through a client waits for the shared
-//! budget, retries what is retryable, and refreshes a revoked token once; subscription
-//! polls alone are left to their caller to pace.
+//! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client (`v2`,
+//! its tokens in `auth`, serde types of cxone-api.md in `wire`) implements it, and so
+//! does the `incontact` client (the API NICE publishes, in `incontact`). Both sit on one
+//! HTTP core (`core`: the call pipeline, the token cache, the 401 circuit breaker and
+//! one classification of answers), with retries in `retry` and the request budget in
+//! `budget`. Every call made through a client waits for the shared budget, retries what
+//! is retryable, and refreshes a revoked token once; feed polls alone are left to their
+//! caller to pace.
 
 pub mod aggregation;
 pub mod auth;
