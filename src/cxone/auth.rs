@@ -1,214 +1,32 @@
-//! Access tokens and the 401 circuit breaker.
-//!
-//! [`TokenCache`] gets OAuth client-credentials tokens and reuses each until 60 s before
-//! it expires. However many callers want a token at once, at most one token request is
-//! in flight; callers that queued behind it take its outcome. Tokens carry a
-//! generation, so a caller whose request was refused (401) invalidates exactly the token
-//! it used: 200 callers refused with the same revoked token cause one refresh.
-//!
-//! [`CircuitBreaker`] pauses platform calls after repeated 401s, so a tenant whose
-//! credentials stopped working is not hammered.
+//! The v2 dialect's tokens: OAuth client credentials, cached by the shared
+//! [`TokenCache`](super::core::token::TokenCache) (single flight, refresh 60 s before
+//! expiry, invalidation by generation).
 
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::time::Instant;
 
-use super::wire::TokenAnswer;
-use super::{CxoneError, v2};
+use super::CxoneError;
+use super::core::classify::{error_for_status, transport_error};
+use super::core::token::{Fetched, TokenSource};
+use super::wire::{TokenAnswer, error_details};
 
-/// How long before its expiry a token is replaced.
-const REFRESH_MARGIN: Duration = Duration::from_secs(60);
-
-/// Assumed lifetime when the token answer has no `expires_in` (OAuth only recommends
-/// it): short enough that a token the server meant to be short-lived is not held long;
-/// a revoked one is caught by the 401 refresh anyway.
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
-
-/// A bearer token as handed to one API call.
-#[derive(Clone)]
-pub(crate) struct AccessToken {
-    secret: SecretString,
-    generation: u64,
-    /// `resource_server_base_uri` of the answer that issued this token.
-    base_url: Option<String>,
+/// The client-credentials grant of one client id.
+pub(crate) struct ClientCredentials {
+    pub http: reqwest::Client,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub timeout: Duration,
 }
 
-impl AccessToken {
-    /// The value to put after `Bearer `. Call only where the header is built.
-    pub fn expose(&self) -> &str {
-        self.secret.expose_secret()
-    }
-
-    /// Which token this is; pass it to [`TokenCache::invalidate`] after a 401.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// The API base URL this token is meant for, when the token answer named one.
-    pub fn base_url(&self) -> Option<&str> {
-        self.base_url.as_deref()
-    }
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("generation", &self.generation)
-            .field("base_url", &self.base_url)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A token with its expiry bookkeeping.
-struct Cached {
-    token: AccessToken,
-    /// From here on the token is replaced before use.
-    refresh_at: Instant,
-    /// From here on the server no longer accepts it.
-    expires_at: Instant,
-}
-
-impl Cached {
-    /// `requested_at` is when the token request was sent: the lifetime counts from the
-    /// server's clock, which started no earlier than that.
-    fn new(token: AccessToken, requested_at: Instant, lifetime: Duration) -> Cached {
-        Cached {
-            token,
-            refresh_at: requested_at + lifetime.saturating_sub(REFRESH_MARGIN),
-            expires_at: requested_at + lifetime,
-        }
-    }
-
-    fn fresh_at(&self, now: Instant) -> bool {
-        now < self.refresh_at
-    }
-
-    fn valid_at(&self, now: Instant) -> bool {
-        now < self.expires_at
-    }
-}
-
-struct CacheState {
-    current: Option<Cached>,
-    /// Generation of the last token issued; the next one gets `generation + 1`.
-    generation: u64,
-    /// The error of the last token request, if it failed.
-    last_failure: Option<CxoneError>,
-}
-
-/// The token cache of one client id.
-pub struct TokenCache {
-    http: reqwest::Client,
-    token_url: String,
-    client_id: String,
-    client_secret: SecretString,
-    timeout: Duration,
-    /// Held across the token request: that is what makes it single-flight.
-    state: tokio::sync::Mutex<CacheState>,
-    /// Counts finished token requests, so a caller can tell whether one finished while
-    /// it waited for the lock (and then take that outcome instead of sending another).
-    requests_done: AtomicU64,
-}
-
-impl TokenCache {
-    pub(crate) fn new(
-        http: reqwest::Client,
-        token_url: String,
-        client_id: String,
-        client_secret: SecretString,
-        timeout: Duration,
-    ) -> TokenCache {
-        TokenCache {
-            http,
-            token_url,
-            client_id,
-            client_secret,
-            timeout,
-            state: tokio::sync::Mutex::new(CacheState {
-                current: None,
-                generation: 0,
-                last_failure: None,
-            }),
-            requests_done: AtomicU64::new(0),
-        }
-    }
-
-    /// A token fit for use now: the cached one, or a fresh one.
-    pub(crate) async fn token(&self) -> Result<AccessToken, CxoneError> {
-        let seen = self.requests_done.load(Ordering::Acquire);
-        let mut state = self.state.lock().await;
-        let now = Instant::now();
-        if let Some(cached) = &state.current
-            && cached.fresh_at(now)
-        {
-            return Ok(cached.token.clone());
-        }
-        if self.requests_done.load(Ordering::Acquire) != seen {
-            // A token request finished while we queued for the lock. Its outcome is as
-            // new as one we would get: share it, so a crowd of callers never turns
-            // into a crowd of token requests, whether that request failed or brought
-            // a token that is already inside the refresh margin (short lifetimes).
-            if let Some(err) = &state.last_failure {
-                return Err(err.clone());
-            }
-            if let Some(cached) = &state.current
-                && cached.valid_at(now)
-            {
-                return Ok(cached.token.clone());
-            }
-        }
-        let requested_at = Instant::now();
-        let outcome = self.request().await;
-        self.requests_done.fetch_add(1, Ordering::AcqRel);
-        match outcome {
-            Ok(answer) => {
-                state.generation += 1;
-                let lifetime = answer
-                    .expires_in
-                    .map_or(DEFAULT_LIFETIME, Duration::from_secs);
-                let token = AccessToken {
-                    secret: answer.access_token,
-                    generation: state.generation,
-                    base_url: answer.resource_server_base_uri,
-                };
-                tracing::debug!(
-                    client_id = %self.client_id,
-                    generation = token.generation,
-                    lifetime_s = lifetime.as_secs(),
-                    "got an access token"
-                );
-                state.current = Some(Cached::new(token.clone(), requested_at, lifetime));
-                state.last_failure = None;
-                Ok(token)
-            }
-            Err(err) => {
-                state.last_failure = Some(err.clone());
-                Err(err)
-            }
-        }
-    }
-
-    /// Drops the cached token if it is still `generation`: the platform refused it.
-    /// A newer token (someone else already refreshed) is kept.
-    pub(crate) async fn invalidate(&self, generation: u64) {
-        let mut state = self.state.lock().await;
-        if state
-            .current
-            .as_ref()
-            .is_some_and(|cached| cached.token.generation == generation)
-        {
-            tracing::debug!(generation, "dropping the refused access token");
-            state.current = None;
-        }
-    }
-
+#[async_trait]
+impl TokenSource for ClientCredentials {
     #[tracing::instrument(name = "cxone.token", skip_all, fields(client_id = %self.client_id))]
-    async fn request(&self) -> Result<TokenAnswer, CxoneError> {
+    async fn fetch(&self) -> Result<Fetched, CxoneError> {
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
@@ -222,7 +40,7 @@ impl TokenCache {
             .form(&form)
             .send()
             .await
-            .map_err(v2::transport_error)?;
+            .map_err(transport_error)?;
         let status = response.status();
         if matches!(status.as_u16(), 400 | 401) {
             tracing::error!(
@@ -236,9 +54,9 @@ impl TokenCache {
             });
         }
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(v2::transport_error)?;
+        let body = response.bytes().await.map_err(transport_error)?;
         if !status.is_success() {
-            return Err(v2::error_for_status(status, &headers, &body));
+            return Err(error_for_status(status, &headers, &body, error_details));
         }
         let answer = TokenAnswer::parse(&body)?;
         if let Some(base) = &answer.resource_server_base_uri {
@@ -248,110 +66,20 @@ impl TokenCache {
                 ))
             })?;
         }
-        Ok(answer)
+        Ok(Fetched {
+            secret: answer.access_token,
+            lifetime: answer.expires_in.map(Duration::from_secs),
+            base_url: answer.resource_server_base_uri.map(Into::into),
+        })
     }
 }
 
-impl fmt::Debug for TokenCache {
+impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenCache")
+        f.debug_struct("ClientCredentials")
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Pauses platform calls after consecutive 401 answers.
-///
-/// A 401 counts once per token: when a token is revoked, every request in flight with
-/// it comes back 401 at about the same time, and those are one event (which the
-/// refresh fixes), not a run of failures. Counting each of them would open the circuit
-/// on every revocation and defeat the single refresh. Three 401s with three different
-/// tokens in a row, with no other answer between them, mean the credentials or the
-/// tenant are wrong: then calls pause.
-pub struct CircuitBreaker {
-    threshold: u32,
-    pause: Duration,
-    state: Mutex<CircuitState>,
-}
-
-#[derive(Default)]
-struct CircuitState {
-    consecutive: u32,
-    /// Newest token generation already counted.
-    last_counted: Option<u64>,
-    open_until: Option<Instant>,
-}
-
-impl CircuitBreaker {
-    /// The platform contract's breaker: three 401s in a row pause calls for 30 s.
-    pub(crate) fn new() -> CircuitBreaker {
-        CircuitBreaker::with_pause(Duration::from_secs(30))
-    }
-
-    pub(crate) fn with_pause(pause: Duration) -> CircuitBreaker {
-        CircuitBreaker {
-            threshold: 3,
-            pause,
-            state: Mutex::new(CircuitState::default()),
-        }
-    }
-
-    /// Fails at once while the circuit is open.
-    pub(crate) fn check(&self) -> Result<(), CxoneError> {
-        let mut state = self.lock();
-        if let Some(until) = state.open_until {
-            let now = Instant::now();
-            if now < until {
-                return Err(CxoneError::CircuitOpen {
-                    remaining: until - now,
-                });
-            }
-            state.open_until = None;
-            tracing::info!("401 pause is over; calling the platform again");
-        }
-        Ok(())
-    }
-
-    /// A 401 answer to a request made with token `generation`.
-    pub(crate) fn record_unauthorized(&self, generation: u64) {
-        let mut state = self.lock();
-        if state
-            .last_counted
-            .is_some_and(|counted| generation <= counted)
-        {
-            return;
-        }
-        state.last_counted = Some(generation);
-        state.consecutive += 1;
-        if state.consecutive >= self.threshold {
-            state.consecutive = 0;
-            state.open_until = Some(Instant::now() + self.pause);
-            tracing::error!(
-                pause_s = self.pause.as_secs_f64(),
-                "{} consecutive 401 answers; pausing platform calls",
-                self.threshold
-            );
-        }
-    }
-
-    /// Any answer other than 401.
-    pub(crate) fn record_answer(&self) {
-        self.lock().consecutive = 0;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CircuitState> {
-        // The state stays consistent under a panic (plain counters), so poison is moot.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl fmt::Debug for CircuitBreaker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreaker")
-            .field("threshold", &self.threshold)
-            .field("pause", &self.pause)
             .finish_non_exhaustive()
     }
 }
@@ -365,18 +93,19 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     use super::*;
+    use crate::cxone::core::token::TokenCache;
 
     const SECRET: &str = "s3cret-value";
 
     fn cache(server: &MockServer) -> TokenCache {
         super::super::install_crypto_provider();
-        TokenCache::new(
-            reqwest::Client::new(),
-            format!("{}/oauth2/token", server.uri()),
-            "wfmd-client".into(),
-            SecretString::from(SECRET),
-            Duration::from_secs(5),
-        )
+        TokenCache::new(ClientCredentials {
+            http: reqwest::Client::new(),
+            token_url: format!("{}/oauth2/token", server.uri()),
+            client_id: "wfmd-client".into(),
+            client_secret: SecretString::from(SECRET),
+            timeout: Duration::from_secs(5),
+        })
     }
 
     fn token_answer(token: &str, expires_in: u64) -> ResponseTemplate {
@@ -434,25 +163,6 @@ mod tests {
             }
             assert_eq!(token_requests(&server).await, 3, "expires_in {lifetime}");
         }
-    }
-
-    #[test]
-    fn token_is_replaced_sixty_seconds_before_expiry() {
-        // Expiry arithmetic only: a paused runtime cannot drive real HTTP requests
-        // (it would jump to their timeouts), so the bookkeeping is tested on its own.
-        let start = Instant::now();
-        let token = AccessToken {
-            secret: SecretString::from("t"),
-            generation: 1,
-            base_url: None,
-        };
-        let cached = Cached::new(token.clone(), start, Duration::from_secs(3600));
-        assert!(cached.fresh_at(start + Duration::from_secs(3539)));
-        assert!(!cached.fresh_at(start + Duration::from_secs(3540)));
-        assert!(cached.valid_at(start + Duration::from_secs(3599)));
-        assert!(!cached.valid_at(start + Duration::from_secs(3600)));
-        let short = Cached::new(token, start, Duration::from_secs(60));
-        assert!(!short.fresh_at(start));
     }
 
     #[tokio::test]
@@ -558,13 +268,13 @@ mod tests {
                 ))
                 .mount(&server)
                 .await;
-            let cache = TokenCache::new(
-                crate::http_client().unwrap(),
-                format!("{}/oauth2/token", server.uri()),
-                "wfmd-client".into(),
-                SecretString::from(SECRET),
-                Duration::from_secs(5),
-            );
+            let cache = TokenCache::new(ClientCredentials {
+                http: crate::http_client().unwrap(),
+                token_url: format!("{}/oauth2/token", server.uri()),
+                client_id: "wfmd-client".into(),
+                client_secret: SecretString::from(SECRET),
+                timeout: Duration::from_secs(5),
+            });
             let err = cache.token().await.unwrap_err();
             assert_eq!(token_requests(&target).await, 0, "{status}: followed");
             assert!(
@@ -612,57 +322,5 @@ mod tests {
             assert!(!debug.contains("tok-visible-nowhere"), "{debug}");
         }
         assert!(format!("{cache:?}").contains("wfmd-client"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn third_401_in_a_row_opens_the_circuit_for_the_pause() {
-        let breaker = CircuitBreaker::with_pause(Duration::from_secs(30));
-        breaker.record_unauthorized(1);
-        breaker.record_unauthorized(2);
-        assert_eq!(breaker.check(), Ok(()));
-        breaker.record_unauthorized(3);
-        match breaker.check() {
-            Err(CxoneError::CircuitOpen { remaining }) => {
-                assert_eq!(remaining, Duration::from_secs(30))
-            }
-            other => panic!("expected an open circuit, got {other:?}"),
-        }
-        tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(matches!(
-            breaker.check(),
-            Err(CxoneError::CircuitOpen { remaining }) if remaining == Duration::from_secs(1)
-        ));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(breaker.check(), Ok(()));
-        // The count started over: two more 401s do not reopen it.
-        breaker.record_unauthorized(4);
-        breaker.record_unauthorized(5);
-        assert_eq!(breaker.check(), Ok(()));
-    }
-
-    #[test]
-    fn any_other_answer_resets_the_401_count() {
-        let breaker = CircuitBreaker::new();
-        assert_eq!(breaker.pause, Duration::from_secs(30));
-        breaker.record_unauthorized(1);
-        breaker.record_unauthorized(2);
-        breaker.record_answer();
-        breaker.record_unauthorized(3);
-        breaker.record_unauthorized(4);
-        assert_eq!(breaker.check(), Ok(()));
-        breaker.record_unauthorized(5);
-        assert!(breaker.check().is_err());
-    }
-
-    #[test]
-    fn many_401s_with_one_token_count_once() {
-        let breaker = CircuitBreaker::new();
-        for _ in 0..200 {
-            breaker.record_unauthorized(7);
-        }
-        breaker.record_unauthorized(8);
-        assert_eq!(breaker.check(), Ok(()));
-        breaker.record_unauthorized(9);
-        assert!(breaker.check().is_err());
     }
 }

@@ -1,19 +1,24 @@
 //! Everything that speaks HTTP to the contact-center platform.
 //!
-//! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client here
-//! implements it (token cache in `auth`, retries in `retry`, the request budget in
-//! `budget`, serde types of cxone-api.md in `wire`), and so does the `incontact` client
-//! (the API NICE publishes, in `incontact`). Every call made through a client waits for the shared
-//! budget, retries what is retryable, and refreshes a revoked token once; subscription
-//! polls alone are left to their caller to pace.
+//! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client (`v2`,
+//! its tokens in `auth`, serde types of cxone-api.md in `wire`) implements it, and so
+//! does the `incontact` client (the API NICE publishes, in `incontact`). Both sit on one
+//! HTTP core (`core`: the call pipeline, the token cache, the 401 circuit breaker and
+//! one classification of answers), with retries in `retry` and the request budget in
+//! `budget`. Every call made through a client waits for the shared budget, retries what
+//! is retryable, and refreshes a revoked token once; feed polls alone are left to their
+//! caller to pace.
 
 pub mod aggregation;
 pub mod auth;
 pub mod budget;
+mod core;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod incontact;
 pub mod retry;
+#[cfg(test)]
+mod tests;
 mod v2;
 mod wire;
 
@@ -29,9 +34,10 @@ pub use aggregation::{
     AggregationPage, AggregationQuery, AggregationRow, Aggregations, ExtractionSettings,
 };
 pub use budget::{Budget, Lane, in_lane};
+pub use core::http::install_crypto_provider;
 pub use incontact::{IncontactClient, IncontactSettings};
 pub use retry::RetryPolicy;
-pub use v2::{V2Client, install_crypto_provider};
+pub use v2::V2Client;
 
 /// An agent (a platform user) as listed by the platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +288,22 @@ impl CxoneError {
             _ => None,
         }
     }
+}
+
+/// The reason to send with a change to `state`: `reason`, else the state's default; a
+/// state that can only be observed is refused before any call (the platform would
+/// answer 400; saying so here spares a budget permit).
+pub(crate) fn reason_to_set(state: AgentState, reason: &str) -> Result<&str, CxoneError> {
+    if !state.is_settable() {
+        return Err(CxoneError::BadRequest {
+            message: format!("{state} is observed only and cannot be set"),
+        });
+    }
+    Ok(if reason.is_empty() {
+        state.default_reason()
+    } else {
+        reason
+    })
 }
 
 /// The platform operations wfmd needs, whatever the dialect.

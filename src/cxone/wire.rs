@@ -7,9 +7,11 @@
 //! [`BreakStatus`] only.
 
 use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::core::classify::{ErrorDetails, scope_in_challenge};
 use super::{Agent, AgentSnapshot, CxoneError, Queue, Skill};
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
@@ -486,13 +488,14 @@ pub(crate) fn parse<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Resul
     serde_json::from_slice(body).map_err(|e| CxoneError::Decode(format!("{what}: {e}")))
 }
 
-/// What an error answer's body says, as far as it is JSON of a known shape.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct ErrorDetails {
-    /// The server's explanation, truncated; empty when there is none.
-    pub message: String,
-    /// The OAuth scope the server says is missing (403 answers).
-    pub scope: Option<String>,
+/// What a v2 error answer says: its body's `message` (else `error`) and missing scope,
+/// else the scope of the `WWW-Authenticate` challenge.
+pub(crate) fn error_details(headers: &HeaderMap, body: &[u8]) -> ErrorDetails {
+    let details = ErrorDetails::from_body(body);
+    ErrorDetails {
+        scope: details.scope.or_else(|| scope_in_challenge(headers)),
+        message: details.message,
+    }
 }
 
 #[derive(Deserialize)]

@@ -414,8 +414,10 @@ pub fn schedule_at(shifts: &[ImportedShift], now: DateTime<Utc>) -> Schedule {
 
 /// The platform client with imported schedules in front (see the module docs).
 ///
-/// Every other operation is passed through; a method added to [`ContactCenter`] must be
-/// passed through here as well.
+/// Every other operation is passed through. A method of [`ContactCenter`] not written
+/// here would answer its default (`NotOffered`) even where the platform offers it, so
+/// the test `the_wrapper_implements_every_method_of_the_platform_trait` reads both
+/// sources and fails until a method added to the trait is written here too.
 pub struct ImportedSchedules {
     inner: Arc<dyn ContactCenter>,
     imports: Imports,
@@ -580,7 +582,51 @@ impl ContactCenter for ImportedSchedules {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+
+    /// The source from `start` to the end of its block (a `}` at the start of a line).
+    fn block<'a>(source: &'a str, start: &str) -> &'a str {
+        let from = source.find(start).unwrap_or_else(|| panic!("no `{start}`"));
+        let rest = &source[from..];
+        &rest[..rest.find("\n}\n").expect("the block ends")]
+    }
+
+    /// The names of the functions a trait or impl block declares.
+    fn fn_names(block: &str) -> BTreeSet<&str> {
+        block
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim_start();
+                let line = line.strip_prefix("async ").unwrap_or(line);
+                let rest = line.strip_prefix("fn ")?;
+                rest.split(['(', '<']).next()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_wrapper_implements_every_method_of_the_platform_trait() {
+        let platform = fn_names(block(
+            include_str!("../cxone/mod.rs"),
+            "pub trait ContactCenter",
+        ));
+        let wrapper = fn_names(block(
+            include_str!("imported_schedules.rs"),
+            "impl ContactCenter for ImportedSchedules",
+        ));
+        assert!(platform.len() > 20, "read the trait: {platform:?}");
+        // `not_offered` builds an error from `dialect`, which is passed through.
+        let missing: Vec<&&str> = platform
+            .difference(&wrapper)
+            .filter(|name| **name != "not_offered")
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "ImportedSchedules does not pass {missing:?} through to the platform"
+        );
+    }
 
     const HEADER: &str =
         "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone\n";

@@ -5,171 +5,81 @@
 //! secret as HTTP Basic), and, unless `base_url` is configured, reads the tenant id from
 //! the `id_token` and asks `cxone-configuration` for the API host. The API base is kept
 //! for the life of the client; tokens are renewed by repeating the grant 60 s before they
-//! expire. As in the v2 token cache, at most one token request is in flight however many
-//! callers wait, and a refused token (401) is dropped by its generation only, so a crowd
-//! refused with one revoked token causes one renewal.
+//! expire. The shared [`TokenCache`](crate::cxone::core::token::TokenCache) keeps the
+//! token: at most one token request is in flight however many callers wait, and a
+//! refused token (401) is dropped by its generation only, so a crowd refused with one
+//! revoked token causes one renewal.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::time::Instant;
 
-use super::IncontactSettings;
 use super::wire::{self, CxoneConfiguration, ErrorBody, OpenIdConfiguration, TokenAnswer};
-use crate::cxone::{CxoneError, v2};
+use super::{IncontactSettings, error_details};
+use crate::cxone::CxoneError;
+use crate::cxone::core::classify::{error_for_status, transport_error};
+use crate::cxone::core::token::{Fetched, TokenSource};
 
-/// How long before its expiry a token is replaced.
-const REFRESH_MARGIN: Duration = Duration::from_secs(60);
-/// Assumed lifetime when the answer has no usable `expires_in`.
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
-
-/// A bearer token and the API base it is for.
-#[derive(Clone)]
-pub(crate) struct Token {
-    secret: SecretString,
-    generation: u64,
-    api_base: std::sync::Arc<str>,
-}
-
-impl Token {
-    /// The value after `Bearer `; call only where the header is built.
-    pub fn expose(&self) -> &str {
-        self.secret.expose_secret()
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// `{api_endpoint}/inContactAPI/services/v{NN}.0`, without a trailing slash.
-    pub fn api_base(&self) -> &str {
-        &self.api_base
-    }
-}
-
-struct Cached {
-    token: Token,
-    refresh_at: Instant,
-    expires_at: Instant,
-}
-
-struct State {
-    current: Option<Cached>,
-    generation: u64,
-    last_failure: Option<CxoneError>,
+/// What discovery found, kept for the life of the client.
+#[derive(Default)]
+struct Discovered {
     token_endpoint: Option<String>,
-    api_base: Option<std::sync::Arc<str>>,
+    api_base: Option<Arc<str>>,
 }
 
-/// The session of one access key.
-pub(crate) struct Session {
+/// The access key's grant, behind discovery.
+pub(crate) struct AccessKey {
     http: reqwest::Client,
     settings: IncontactSettings,
-    state: tokio::sync::Mutex<State>,
-    requests_done: AtomicU64,
+    /// Never held across a request: the token cache sends one token request at a time.
+    discovered: Mutex<Discovered>,
 }
 
-impl Session {
-    pub fn new(http: reqwest::Client, settings: IncontactSettings) -> Session {
+impl AccessKey {
+    pub fn new(http: reqwest::Client, settings: IncontactSettings) -> AccessKey {
         let api_base = settings
             .base_url
             .as_deref()
             .filter(|b| !b.trim().is_empty())
             .map(|b| api_base(b, &settings.api_version).into());
-        Session {
+        AccessKey {
             http,
             settings,
-            state: tokio::sync::Mutex::new(State {
-                current: None,
-                generation: 0,
-                last_failure: None,
+            discovered: Mutex::new(Discovered {
                 token_endpoint: None,
                 api_base,
             }),
-            requests_done: AtomicU64::new(0),
         }
     }
 
-    /// A token fit for use now: the cached one, or a fresh one (one request for all
-    /// callers waiting at the same time).
-    pub async fn token(&self) -> Result<Token, CxoneError> {
-        let seen = self.requests_done.load(Ordering::Acquire);
-        let mut state = self.state.lock().await;
-        let now = Instant::now();
-        if let Some(cached) = &state.current
-            && now < cached.refresh_at
-        {
-            return Ok(cached.token.clone());
-        }
-        if self.requests_done.load(Ordering::Acquire) != seen {
-            // A request finished while we queued: share its outcome.
-            if let Some(err) = &state.last_failure {
-                return Err(err.clone());
-            }
-            if let Some(cached) = &state.current
-                && now < cached.expires_at
-            {
-                return Ok(cached.token.clone());
-            }
-        }
-        let requested_at = Instant::now();
-        let outcome = self.renew(&mut state).await;
-        self.requests_done.fetch_add(1, Ordering::AcqRel);
-        match outcome {
-            Ok((token, lifetime)) => {
-                state.current = Some(Cached {
-                    token: token.clone(),
-                    refresh_at: requested_at + lifetime.saturating_sub(REFRESH_MARGIN),
-                    expires_at: requested_at + lifetime,
-                });
-                state.last_failure = None;
-                Ok(token)
-            }
-            Err(err) => {
-                state.last_failure = Some(err.clone());
-                Err(err)
-            }
-        }
+    fn discovered(&self) -> std::sync::MutexGuard<'_, Discovered> {
+        // Two optional strings stay consistent under a panic, so poison is moot.
+        self.discovered.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Brings the cached token's renewal time to now, as if its lifetime had run down to
-    /// the refresh margin; it stays valid until its expiry (tests).
-    #[cfg(test)]
-    pub async fn due_for_renewal(&self) {
-        if let Some(cached) = &mut self.state.lock().await.current {
-            cached.refresh_at = Instant::now();
-        }
-    }
-
-    /// Drops the cached token if it is still `generation` (the platform refused it).
-    pub async fn invalidate(&self, generation: u64) {
-        let mut state = self.state.lock().await;
-        if state
-            .current
-            .as_ref()
-            .is_some_and(|c| c.token.generation == generation)
-        {
-            state.current = None;
-        }
-    }
-
+#[async_trait]
+impl TokenSource for AccessKey {
     #[tracing::instrument(name = "cxone.token", skip_all, fields(access_key_id = %self.settings.access_key_id))]
-    async fn renew(&self, state: &mut State) -> Result<(Token, Duration), CxoneError> {
-        let endpoint = match &state.token_endpoint {
-            Some(e) => e.clone(),
+    async fn fetch(&self) -> Result<Fetched, CxoneError> {
+        let known = self.discovered().token_endpoint.clone();
+        let endpoint = match known {
+            Some(e) => e,
             None => {
                 let e = self.discover_token_endpoint().await?;
-                state.token_endpoint = Some(e.clone());
+                self.discovered().token_endpoint = Some(e.clone());
                 e
             }
         };
         let answer = self.password_grant(&endpoint).await?;
-        let api_base = match &state.api_base {
-            Some(base) => base.clone(),
+        let known = self.discovered().api_base.clone();
+        let api_base = match known {
+            Some(base) => base,
             None => {
                 let tenant = self
                     .settings
@@ -185,27 +95,24 @@ impl Session {
                         )
                     })?;
                 let endpoint = self.discover_api_endpoint(&tenant).await?;
-                let base: std::sync::Arc<str> =
-                    api_base(&endpoint, &self.settings.api_version).into();
+                let base: Arc<str> = api_base(&endpoint, &self.settings.api_version).into();
                 tracing::info!(api_base = %base, tenant_id = %tenant, "discovered the API host");
-                state.api_base = Some(base.clone());
+                self.discovered().api_base = Some(base.clone());
                 base
             }
         };
-        state.generation += 1;
         let lifetime = wire::number(&answer.expires_in)
             .filter(|s| *s > 0.0)
-            .map_or(DEFAULT_LIFETIME, Duration::from_secs_f64);
-        Ok((
-            Token {
-                secret: SecretString::from(answer.access_token),
-                generation: state.generation,
-                api_base,
-            },
+            .map(Duration::from_secs_f64);
+        Ok(Fetched {
+            secret: SecretString::from(answer.access_token),
             lifetime,
-        ))
+            base_url: Some(api_base),
+        })
     }
+}
 
+impl AccessKey {
     async fn get_json(&self, url: &str, what: &str) -> Result<(StatusCode, Vec<u8>), CxoneError> {
         let response = self
             .http
@@ -214,12 +121,12 @@ impl Session {
             .header(ACCEPT, "application/json")
             .send()
             .await
-            .map_err(v2::transport_error)?;
+            .map_err(transport_error)?;
         let status = response.status();
         if let Some(redirected) = CxoneError::redirected(status, response.headers()) {
             return Err(redirected);
         }
-        let body = response.bytes().await.map_err(v2::transport_error)?;
+        let body = response.bytes().await.map_err(transport_error)?;
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(CxoneError::Server {
                 status: status.as_u16(),
@@ -291,10 +198,10 @@ impl Session {
             .form(&form)
             .send()
             .await
-            .map_err(v2::transport_error)?;
+            .map_err(transport_error)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(v2::transport_error)?;
+        let body = response.bytes().await.map_err(transport_error)?;
         if matches!(status.as_u16(), 400 | 401) {
             let error = ErrorBody::from_body(&body);
             // `invalid_client` is the application's id and secret; anything else (in
@@ -317,7 +224,7 @@ impl Session {
             });
         }
         if !status.is_success() {
-            return Err(super::error_for_status(status, &headers, &body));
+            return Err(error_for_status(status, &headers, &body, error_details));
         }
         wire::parse("token", &body)
     }
@@ -338,9 +245,9 @@ pub(crate) fn api_base(endpoint: &str, version: &str) -> String {
     )
 }
 
-impl fmt::Debug for Session {
+impl fmt::Debug for AccessKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("AccessKey")
             .field("auth_base", &self.settings.auth_base)
             .field("access_key_id", &self.settings.access_key_id)
             .field("client_id", &self.settings.client_id)

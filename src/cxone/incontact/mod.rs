@@ -1,11 +1,11 @@
 //! [`IncontactClient`]: the [`ContactCenter`] of the `incontact` dialect of
 //! cxone-api.md — the API NICE publishes, which a real tenant needs.
 //!
-//! Calls are built like the v2 client's: the retry policy around one attempt, and an
-//! attempt is circuit check, budget permit, token, send, classify; a 401 drops the token
-//! it refused, renews once and repeats once. Answers are read leniently (`wire`): 204 and
-//! 304 are empty answers, ids and numbers may be strings, both casings of unavailable
-//! codes and both error-body shapes (and the `icStatusDescription` header) are read.
+//! Calls go through the shared [`HttpCore`], as the v2 client's do (retries, budget,
+//! tokens, the 401 refresh and circuit, one classification). Answers are read leniently
+//! (`wire`): 204 and 304 are empty answers, ids and numbers may be strings, both casings
+//! of unavailable codes and both error-body shapes (and the `icStatusDescription`
+//! header) are read.
 //!
 //! What differs from v2 is the platform's shape:
 //! - states: only `Available` and `Unavailable` + an unavailable code (`outStateId`) can
@@ -22,6 +22,7 @@
 //! read again when a lookup misses.
 
 mod auth;
+mod mapping;
 pub(crate) mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,21 +32,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use self::auth::{Session, Token};
+use self::auth::AccessKey;
+pub(crate) use self::mapping::{
+    break_status_from, error_details, reason_for_code, resolve_code, same_name, schedule_from,
+};
 use self::wire::{count, flag, instant, number, text};
-use super::auth::CircuitBreaker;
-use super::retry::parse_retry_after;
+use super::core::http::{Answer, Call, HttpCore, MAX_PAGES, path_segment};
+use super::core::token::TokenCache;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
-    ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest, v2,
+    ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest, reason_to_set,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
-use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
+use crate::domain::{AgentState, BreakStatus, Schedule};
 
 /// The API version used when none is configured.
 pub const DEFAULT_API_VERSION: &str = "34.0";
@@ -54,8 +57,6 @@ pub const DEFAULT_AUTH_BASE: &str = "https://cxone.niceincontact.com";
 
 /// Agents per page asked of `/agents`.
 const PAGE: &str = "100";
-/// Pages followed at most in one listing (a safety stop against a `next` loop).
-const MAX_PAGES: usize = 1_000;
 /// How often the state is read while waiting for a logout to show.
 const LOGOUT_CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -117,11 +118,8 @@ pub struct UnavailableCode {
 
 /// The `incontact` platform client of one tenant.
 pub struct IncontactClient {
-    http: reqwest::Client,
+    core: HttpCore,
     settings: IncontactSettings,
-    budget: Arc<Budget>,
-    session: Session,
-    circuit: CircuitBreaker,
     agents: Mutex<Arc<HashMap<String, AgentInfo>>>,
     /// Single-flight refresh of `agents`.
     agents_refresh: tokio::sync::Mutex<()>,
@@ -134,41 +132,10 @@ impl fmt::Debug for IncontactClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IncontactClient")
             .field("settings", &self.settings)
-            .field("session", &self.session)
+            .field("core", &self.core)
             .finish_non_exhaustive()
     }
 }
-
-/// One logical call.
-struct Call<'a> {
-    method: Method,
-    /// The documented path, for spans.
-    template: &'static str,
-    /// Relative to the API base, or an absolute URL (a `_links.next`).
-    path: String,
-    agent_id: Option<&'a str>,
-    query: Vec<(&'static str, String)>,
-    body: Option<Vec<u8>>,
-    /// One attempt without a budget permit: the caller paces it (feed polls).
-    paced_by_caller: bool,
-}
-
-impl<'a> Call<'a> {
-    fn new(method: Method, template: &'static str, path: impl Into<String>) -> Call<'a> {
-        Call {
-            method,
-            template,
-            path: path.into(),
-            agent_id: None,
-            query: Vec::new(),
-            body: None,
-            paced_by_caller: false,
-        }
-    }
-}
-
-/// A 2xx answer: its body, or `None` for 204, 304 or an empty body.
-type Answer = Option<Vec<u8>>;
 
 impl IncontactClient {
     pub fn new(
@@ -176,13 +143,20 @@ impl IncontactClient {
         settings: IncontactSettings,
         budget: Arc<Budget>,
     ) -> IncontactClient {
-        v2::install_crypto_provider();
-        IncontactClient {
-            session: Session::new(http.clone(), settings.clone()),
+        let tokens = TokenCache::new(AccessKey::new(http.clone(), settings.clone()));
+        // Every token names the API base it was discovered for (or the configured one).
+        let core = HttpCore::new(
             http,
-            settings,
+            String::new(),
+            settings.request_timeout,
+            settings.retry,
             budget,
-            circuit: CircuitBreaker::new(),
+            tokens,
+            error_details,
+        );
+        IncontactClient {
+            core,
+            settings,
             agents: Mutex::default(),
             agents_refresh: tokio::sync::Mutex::new(()),
             codes: Mutex::default(),
@@ -208,112 +182,20 @@ impl IncontactClient {
 
     /// Changes how long calls pause after three 401s in a row (30 s by default).
     pub fn with_circuit_pause(mut self, pause: Duration) -> IncontactClient {
-        self.circuit = CircuitBreaker::with_pause(pause);
+        self.core = self.core.with_circuit_pause(pause);
         self
     }
 
     /// The API base in use (`{api_endpoint}/inContactAPI/services/v34.0`), discovering
     /// it if needed: for `wfmd doctor`.
     pub async fn api_base(&self) -> Result<String, CxoneError> {
-        Ok(self.session.token().await?.api_base().to_owned())
+        let token = self.core.tokens.token().await?;
+        Ok(token.base_url().unwrap_or_default().to_owned())
     }
 
-    #[tracing::instrument(
-        name = "cxone.call",
-        skip_all,
-        fields(method = %call.method, path = call.template, agent_id = call.agent_id)
-    )]
-    async fn execute(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
-        if call.paced_by_caller {
-            return self.attempt(call).await;
-        }
-        self.retry().run(|| self.attempt(call)).await
-    }
-
-    fn retry(&self) -> RetryPolicy {
-        self.settings.retry
-    }
-
-    async fn attempt(&self, call: &Call<'_>) -> Result<Answer, CxoneError> {
-        self.circuit.check()?;
-        if !call.paced_by_caller {
-            self.budget.acquire().await;
-        }
-        let token = self.session.token().await?;
-        let response = self.send(call, &token).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            self.circuit.record_answer();
-            return read(response).await;
-        }
-        self.refused(&token).await;
-        tracing::info!("access token refused (401); renewing it and repeating the request once");
-        self.circuit.check()?;
-        if !call.paced_by_caller {
-            self.budget.acquire().await;
-        }
-        let token = self.session.token().await?;
-        let response = self.send(call, &token).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            self.refused(&token).await;
-            return Err(CxoneError::Unauthorized);
-        }
-        self.circuit.record_answer();
-        read(response).await
-    }
-
-    async fn refused(&self, token: &Token) {
-        self.circuit.record_unauthorized(token.generation());
-        self.session.invalidate(token.generation()).await;
-    }
-
-    async fn send(&self, call: &Call<'_>, token: &Token) -> Result<Response, CxoneError> {
-        let url = if call.path.starts_with("http://") || call.path.starts_with("https://") {
-            call.path.clone()
-        } else {
-            format!("{}/{}", token.api_base(), call.path.trim_start_matches('/'))
-        };
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .timeout(self.settings.request_timeout)
-            .bearer_auth(token.expose())
-            .header(ACCEPT, "application/json");
-        if !call.query.is_empty() {
-            request = request.query(&call.query);
-        }
-        if let Some(body) = &call.body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        } else if call.method == Method::POST {
-            // Some gateways refuse a bodiless POST without a length.
-            request = request.header(reqwest::header::CONTENT_LENGTH, "0");
-        }
-        request.send().await.map_err(v2::transport_error)
-    }
-
-    /// Every page of a listing: `top`/`skip` on the first call, then `_links.next` as
-    /// given. `items` reads one page and returns its `next`.
-    async fn all_pages<T>(
-        &self,
-        first: Call<'_>,
-        mut items: impl FnMut(&[u8], &mut Vec<T>) -> Result<Value, CxoneError>,
-    ) -> Result<Vec<T>, CxoneError> {
-        let mut out = Vec::new();
-        let mut call = first;
-        for _ in 0..MAX_PAGES {
-            let Some(body) = self.execute(&call).await? else {
-                break;
-            };
-            let next = items(&body, &mut out)?;
-            match next.as_str().filter(|n| !n.is_empty()) {
-                Some(next) => {
-                    call = Call::new(Method::GET, call.template, next.to_owned());
-                }
-                None => break,
-            }
-        }
-        Ok(out)
+    /// The call's answer: its body, or `None` for 204, 304 or an empty body.
+    async fn execute(&self, call: &Call<'_>) -> Result<Option<Vec<u8>>, CxoneError> {
+        self.core.execute(call).await.map(Answer::content)
     }
 
     /// Every agent of the tenant, and the cache refreshed from them.
@@ -321,6 +203,7 @@ impl IncontactClient {
         let mut first = Call::new(Method::GET, "/agents", "agents");
         first.query = vec![("top", PAGE.to_owned()), ("skip", "0".to_owned())];
         let agents = self
+            .core
             .all_pages(first, |body, out| {
                 let page: wire::AgentsAnswer = wire::parse("agents", body)?;
                 out.extend(page.agents);
@@ -366,7 +249,7 @@ impl IncontactClient {
         if !fresh && let Some(codes) = self.codes.lock().expect("codes poisoned").get(team_id) {
             return Ok(codes.clone());
         }
-        let path = format!("teams/{}/unavailable-codes", v2::path_segment(team_id)?);
+        let path = format!("teams/{}/unavailable-codes", path_segment(team_id)?);
         let mut call = Call::new(Method::GET, "/teams/{teamId}/unavailable-codes", path);
         call.query = vec![("activeOnly", "true".to_owned())];
         let codes: Vec<UnavailableCode> = match self.execute(&call).await? {
@@ -407,14 +290,15 @@ impl IncontactClient {
     pub async fn teams(&self) -> Result<Vec<(String, String)>, CxoneError> {
         let mut first = Call::new(Method::GET, "/teams", "teams");
         first.query = vec![("top", PAGE.to_owned()), ("skip", "0".to_owned())];
-        self.all_pages(first, |body, out| {
-            let page: wire::TeamsAnswer = wire::parse("teams", body)?;
-            out.extend(page.teams.iter().filter_map(|t| {
-                Some((text(&t.team_id)?, t.team_name.clone().unwrap_or_default()))
-            }));
-            Ok(page.links.next)
-        })
-        .await
+        self.core
+            .all_pages(first, |body, out| {
+                let page: wire::TeamsAnswer = wire::parse("teams", body)?;
+                out.extend(page.teams.iter().filter_map(|t| {
+                    Some((text(&t.team_id)?, t.team_name.clone().unwrap_or_default()))
+                }));
+                Ok(page.links.next)
+            })
+            .await
     }
 
     /// The unavailable code for `reason` in `team_id`: the team's code of that name, else
@@ -444,12 +328,13 @@ impl IncontactClient {
     /// Every agent's state now (a full read of `/agents/states`).
     async fn all_states(&self) -> Result<Vec<wire::StateJson>, CxoneError> {
         let first = Call::new(Method::GET, "/agents/states", "agents/states");
-        self.all_pages(first, |body, out| {
-            let page: wire::StatesAnswer = wire::parse("agent states", body)?;
-            out.extend(page.agent_states);
-            Ok(page.links.next)
-        })
-        .await
+        self.core
+            .all_pages(first, |body, out| {
+                let page: wire::StatesAnswer = wire::parse("agent states", body)?;
+                out.extend(page.agent_states);
+                Ok(page.links.next)
+            })
+            .await
     }
 
     /// An observed agent from the platform's state record.
@@ -511,7 +396,7 @@ impl IncontactClient {
         agent_id: &str,
         query: Vec<(&'static str, String)>,
     ) -> Result<(), CxoneError> {
-        let path = format!("agents/{}/state", v2::path_segment(agent_id)?);
+        let path = format!("agents/{}/state", path_segment(agent_id)?);
         let mut call = Call::new(Method::POST, "/agents/{agentId}/state", path);
         call.agent_id = Some(agent_id);
         call.query = query;
@@ -520,7 +405,7 @@ impl IncontactClient {
 
     /// Logs the agent out (202) and waits until the platform shows it LoggedOut.
     async fn logout(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
-        let path = format!("agents/{}/logout", v2::path_segment(agent_id)?);
+        let path = format!("agents/{}/logout", path_segment(agent_id)?);
         let mut call = Call::new(Method::POST, "/agents/{agentId}/logout", path);
         call.agent_id = Some(agent_id);
         match self.execute(&call).await {
@@ -592,116 +477,6 @@ fn info(a: &wire::AgentJson) -> AgentInfo {
     }
 }
 
-/// Names compared as the platform's users write them: case and `_`/space do not matter.
-pub(crate) fn same_name(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.trim().replace('_', " ").to_lowercase();
-    norm(a) == norm(b)
-}
-
-/// The code for `reason`: the team's active code of that name, else the configured one
-/// (a name or an id) among the team's codes.
-pub(crate) fn resolve_code<'a>(
-    codes: &'a [UnavailableCode],
-    reason: &str,
-    configured: &BTreeMap<String, String>,
-) -> Option<&'a UnavailableCode> {
-    let active = || codes.iter().filter(|c| c.active);
-    // A code another reason is mapped to is that reason's alone, even when its name is
-    // this reason's: otherwise it would read back as the other reason.
-    let claimed = |c: &UnavailableCode| {
-        configured.iter().any(|(r, wanted)| {
-            !same_name(r, reason) && (c.id == *wanted || same_name(&c.name, wanted))
-        })
-    };
-    if let Some(code) = active().find(|c| same_name(&c.name, reason) && !claimed(c)) {
-        return Some(code);
-    }
-    let wanted = configured
-        .iter()
-        .find(|(r, _)| r.eq_ignore_ascii_case(reason))
-        .map(|(_, code)| code)?;
-    active().find(|c| c.id == *wanted || same_name(&c.name, wanted))
-}
-
-/// The wfmd reason a code stands for: the configured reason mapped to it, else its name
-/// upper-cased with `_` for spaces (`System Idle` -> `SYSTEM_IDLE`).
-pub(crate) fn reason_for_code(
-    name: &str,
-    id: Option<&str>,
-    configured: &BTreeMap<String, String>,
-) -> String {
-    configured
-        .iter()
-        .find(|(_, code)| Some(code.as_str()) == id || same_name(code, name))
-        .map(|(reason, _)| reason.to_uppercase())
-        .unwrap_or_else(|| name.trim().to_uppercase().replace(' ', "_"))
-}
-
-/// The body of a 2xx answer (`None` when empty), or the typed error of any other.
-async fn read(response: Response) -> Result<Answer, CxoneError> {
-    let status = response.status();
-    if status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT {
-        return Ok(None);
-    }
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(v2::transport_error)?;
-    if status.is_success() {
-        return Ok((!body.iter().all(u8::is_ascii_whitespace)).then(|| body.to_vec()));
-    }
-    Err(error_for_status(status, &headers, &body))
-}
-
-/// A body that is neither JSON nor markup, as its first line (at most 200 characters):
-/// some gateways answer errors in plain text, which still says more than nothing.
-fn plain_text(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let line = text.trim().lines().next()?.trim();
-    if line.is_empty() || line.starts_with(['{', '[', '<']) {
-        return None;
-    }
-    Some(line.chars().take(200).collect())
-}
-
-/// Classifies a non-2xx answer from its status, body (either shape) and headers.
-pub(crate) fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CxoneError {
-    if let Some(redirected) = CxoneError::redirected(status, headers) {
-        return redirected;
-    }
-    let message = wire::ErrorBody::from_body(body)
-        .message()
-        .or_else(|| {
-            headers
-                .get("icStatusDescription")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-        .or_else(|| plain_text(body))
-        .unwrap_or_default();
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, Utc::now()));
-    match status.as_u16() {
-        400 => CxoneError::BadRequest { message },
-        401 => CxoneError::Unauthorized,
-        403 => CxoneError::Forbidden {
-            scope: None,
-            message,
-        },
-        404 => CxoneError::NotFound { message },
-        409 => CxoneError::Conflict { message },
-        429 => CxoneError::RateLimited { retry_after },
-        500..=599 => CxoneError::Server {
-            status: status.as_u16(),
-            message,
-            retry_after,
-        },
-        other => CxoneError::BadRequest {
-            message: format!("unexpected status {other}: {message}"),
-        },
-    }
-}
-
 #[async_trait]
 impl ContactCenter for IncontactClient {
     async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, CxoneError> {
@@ -711,7 +486,7 @@ impl ContactCenter for IncontactClient {
         let agents = match &filter.team_id {
             None => self.all_agents().await?,
             Some(team) => {
-                let path = format!("teams/{}/agents", v2::path_segment(team)?);
+                let path = format!("teams/{}/agents", path_segment(team)?);
                 let call = Call::new(Method::GET, "/teams/{teamId}/agents", path);
                 match self.execute(&call).await? {
                     None => Vec::new(),
@@ -774,19 +549,10 @@ impl ContactCenter for IncontactClient {
         state: AgentState,
         reason: &str,
     ) -> Result<AgentSnapshot, CxoneError> {
-        if !state.is_settable() {
-            return Err(CxoneError::BadRequest {
-                message: format!("{state} is observed only and cannot be set"),
-            });
-        }
+        let reason = reason_to_set(state, reason)?;
         if state == AgentState::LoggedOut {
             return self.logout(agent_id).await;
         }
-        let reason = if reason.is_empty() {
-            state.default_reason()
-        } else {
-            reason
-        };
         if state == AgentState::Ready {
             self.post_state(agent_id, vec![("state", "Available".to_owned())])
                 .await?;
@@ -833,17 +599,12 @@ impl ContactCenter for IncontactClient {
     }
 
     fn paused(&self) -> Result<(), CxoneError> {
-        self.circuit.check()
+        self.core.paused()
     }
 
     #[tracing::instrument(name = "cxone.check_access", skip_all)]
     async fn check_access(&self) -> Result<(), CxoneError> {
-        self.retry()
-            .run(|| async {
-                self.circuit.check()?;
-                self.session.token().await.map(drop)
-            })
-            .await
+        self.core.check_access().await
     }
 
     async fn open_feed(&self, request: &SubscriptionRequest) -> Result<ChangeFeed, CxoneError> {
@@ -890,7 +651,7 @@ impl ContactCenter for IncontactClient {
             pages += 1;
             match page.links.next.as_str().filter(|n| !n.is_empty()) {
                 Some(next) if pages < MAX_PAGES => {
-                    call = Call::new(Method::GET, "/agents/states", next.to_owned());
+                    call = Call::get("/agents/states", next.to_owned());
                     call.paced_by_caller = true;
                 }
                 _ => break,
@@ -1008,77 +769,6 @@ impl ContactCenter for IncontactClient {
 
     fn dialect(&self) -> &'static str {
         "incontact"
-    }
-}
-
-/// The schedule at `now` from WFM shifts: ACTIVE inside a shift (that shift), else
-/// INACTIVE with the nearer of the last ended and the next shift (as v2 answers an
-/// ended shift); breaks are the intervals with `work = false`,
-/// mandatory when their title is one of `mandatory`.
-pub(crate) fn schedule_from(
-    shifts: &[wire::ShiftJson],
-    timezone: Option<String>,
-    mandatory: &[String],
-    now: DateTime<Utc>,
-) -> Schedule {
-    let mut windows: Vec<(DateTime<Utc>, DateTime<Utc>, &wire::ShiftJson)> = shifts
-        .iter()
-        .filter_map(|s| Some((instant(&s.start)?, instant(&s.end)?, s)))
-        .filter(|(start, end, _)| start < end)
-        .collect();
-    windows.sort_by_key(|(start, _, _)| *start);
-    let current = windows.iter().find(|(s, e, _)| *s <= now && now < *e);
-    let next = windows.iter().find(|(s, _, _)| *s > now);
-    let last = windows.iter().rev().find(|(_, e, _)| *e <= now);
-    let breaks: Vec<BreakWindow> = shifts
-        .iter()
-        .flat_map(|s| &s.activity_intervals)
-        .filter(|i| flag(&i.work) == Some(false))
-        .filter_map(|i| {
-            let title = i.activity_code.title.clone().unwrap_or_default();
-            Some(BreakWindow {
-                start: instant(&i.start)?,
-                end: instant(&i.end)?,
-                mandatory: mandatory.iter().any(|m| same_name(m, &title)),
-                kind: title,
-            })
-        })
-        .collect();
-    let (status, shift) = match (current, next, last) {
-        (Some(c), _, _) => (ScheduleStatus::Active, Some(c)),
-        // Between shifts, the nearer one: just after a shift its end still matters
-        // (logout after shift end), long after it the next one does.
-        (None, Some(n), Some(l)) if now - l.1 <= n.0 - now => (ScheduleStatus::Inactive, Some(l)),
-        (None, n, l) => (ScheduleStatus::Inactive, n.or(l)),
-    };
-    Schedule {
-        status,
-        timezone,
-        shift_start: shift.map(|(s, _, _)| *s),
-        shift_end: shift.map(|(_, e, _)| *e),
-        breaks: Some(breaks),
-    }
-}
-
-/// Break status from a schedule's windows: required inside a mandatory break, else the
-/// next mandatory break ahead.
-pub(crate) fn break_status_from(schedule: &Schedule, now: DateTime<Utc>) -> BreakStatus {
-    let mandatory: Vec<&BreakWindow> = schedule
-        .breaks
-        .iter()
-        .flatten()
-        .filter(|b| b.mandatory)
-        .collect();
-    let current = mandatory.iter().find(|b| b.contains(now));
-    let next = mandatory
-        .iter()
-        .filter(|b| b.start > now)
-        .min_by_key(|b| b.start);
-    let window = current.or(next);
-    BreakStatus {
-        mandatory_break_required: current.is_some(),
-        break_start: window.map(|b| b.start),
-        break_end: window.map(|b| b.end),
     }
 }
 

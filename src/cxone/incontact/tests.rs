@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::cxone::install_crypto_provider;
+use crate::domain::ScheduleStatus;
 use crate::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
 use crate::sim::{RunningSim, SimConfig, Simulator};
 
@@ -78,7 +82,7 @@ impl Tenant {
 }
 
 async fn tenant(time_scale: f64) -> Tenant {
-    v2::install_crypto_provider();
+    install_crypto_provider();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = CancellationToken::new();
     let running = Simulator::start(
@@ -191,10 +195,10 @@ async fn two_hundred_waiting_callers_cause_one_token_call_at_start_renewal_and_r
 
     // Within a minute of its expiry: the 200 callers waiting renew it once, before it
     // expires (the platform never sees the old token refused).
-    client.session.due_for_renewal().await;
+    client.core.tokens.due_for_renewal().await;
     let calls = (0..200).map(|_| {
         let client = client.clone();
-        tokio::spawn(async move { client.session.token().await.map(|t| t.generation()) })
+        tokio::spawn(async move { client.core.tokens.token().await.map(|t| t.generation()) })
     });
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap(), 2);
@@ -648,6 +652,11 @@ fn between_shifts_the_schedule_is_the_nearer_of_the_last_and_the_next_shift() {
             Some(at("2026-11-24T17:00:00Z"))
         )
     );
+}
+
+/// The shared classification with this dialect's reading of error answers.
+fn error_for_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> CxoneError {
+    crate::cxone::core::classify::error_for_status(status, headers, body, error_details)
 }
 
 #[test]
