@@ -27,6 +27,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::OpenApi;
+
+use crate::domain::events::{self, EventType};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
@@ -64,7 +66,15 @@ document stay open: probes and scrapers carry no tokens, and none of them shows 
 data. With no tokens configured, wfmd listens on loopback only and every caller may \
 do everything."
     ),
-    components(schemas(ProblemDetails)),
+    components(schemas(
+        ProblemDetails,
+        events::StateChanged,
+        events::TransitionRejected,
+        events::BulkCompleted,
+        events::AdherenceException,
+        events::AuditCheckpoint,
+        events::ReportReady,
+    )),
     tags(
         (name = "agents", description = "Agent state changes and history"),
         (name = "bulk", description = "Supervisors' bulk state changes: progress, cancel, revert"),
@@ -242,10 +252,62 @@ pub const HEADER_KEY_PATTERN: &str = r"^[!-~](?:[ -~]{0,253}[!-~])?$";
 pub fn served(spec: &utoipa::openapi::OpenApi, open: bool) -> serde_json::Value {
     let mut doc = serde_json::to_value(spec).expect("the OpenAPI document serializes");
     constrain(&mut doc);
+    doc["webhooks"] = webhooks();
     if open {
         strip_security(&mut doc);
     }
     doc
+}
+
+/// The payload schema of each event type: the same types every producer builds.
+fn payload_schema(event: EventType) -> &'static str {
+    match event {
+        EventType::AgentStateChanged => "StateChanged",
+        EventType::TransitionRejected => "TransitionRejected",
+        EventType::BulkCompleted => "BulkCompleted",
+        EventType::AdherenceException => "AdherenceException",
+        EventType::AuditCheckpoint => "AuditCheckpoint",
+        EventType::ReportReady => "ReportReady",
+    }
+}
+
+/// OpenAPI 3.1 `webhooks`: the POST wfmd makes to each `[[webhooks]]` endpoint, one per
+/// event type, its body's `data` the event's payload schema.
+fn webhooks() -> serde_json::Value {
+    let hooks: serde_json::Map<String, serde_json::Value> = EventType::ALL
+        .into_iter()
+        .map(|event| {
+            let body = serde_json::json!({
+                "type": "object",
+                "required": ["type", "id", "timestamp", "data"],
+                "properties": {
+                    "type": { "const": event.as_str() },
+                    "id": { "type": "string", "description": "The event id, the same on every retry (`webhook-id`)" },
+                    "timestamp": { "type": "string", "format": "date-time" },
+                    "data": reference(payload_schema(event)),
+                },
+            });
+            let post = serde_json::json!({
+                "post": {
+                    "summary": format!("`{}`", event.as_str()),
+                    "description": "Signed per the Standard Webhooks spec: `webhook-id`, \
+                        `webhook-timestamp` and `webhook-signature` (`v1,` and the base64 \
+                        HMAC-SHA256 of `{id}.{timestamp}.{body}` under the endpoint's \
+                        `whsec_` secret).",
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": body } },
+                    },
+                    "responses": {
+                        "2XX": { "description": "Delivered" },
+                        "default": { "description": "Not delivered: retried on the delivery schedule, then dead" },
+                    },
+                },
+            });
+            (event.as_str().to_owned(), post)
+        })
+        .collect();
+    serde_json::Value::Object(hooks)
 }
 
 fn schema_ref(name: &str) -> String {
@@ -507,6 +569,37 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_event_type_is_a_documented_webhook_whose_data_schema_fits_its_payload() {
+        let doc = served(&super::super::openapi_document(), false);
+        let hooks = doc["webhooks"].as_object().unwrap();
+        assert_eq!(hooks.len(), EventType::ALL.len());
+        for (data, event) in events::examples::all() {
+            let name = event.event_type().as_str();
+            let body = &hooks[name]["post"]["requestBody"]["content"]["application/json"]["schema"];
+            assert_eq!(body["properties"]["type"]["const"], name);
+            let reference = body["properties"]["data"]["$ref"].as_str().unwrap();
+            let schema_name = reference.strip_prefix("#/components/schemas/").unwrap();
+            let schema = &doc["components"]["schemas"][schema_name];
+            let properties = schema["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{name}: no schema {schema_name} in the components"));
+            for key in data.as_object().unwrap().keys() {
+                assert!(
+                    properties.contains_key(key),
+                    "{name}: `{key}` is not documented"
+                );
+            }
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let required = required.as_str().unwrap();
+                assert!(
+                    data.get(required).is_some(),
+                    "{name}: `{required}` is required but the payload lacks it"
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_operation_documents_the_shared_answers_and_the_request_id() {

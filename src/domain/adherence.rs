@@ -79,7 +79,19 @@ impl fmt::Display for Expected {
 
 /// How a state fails to meet the schedule. The names are part of the configuration
 /// (`compliance.auto_correct`), the store and the `adherence.exception` webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviationKind {
     /// READY, ON_CONTACT or ACW inside a mandatory break.

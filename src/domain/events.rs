@@ -24,6 +24,15 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::AgentStateChanged,
+        EventType::TransitionRejected,
+        EventType::BulkCompleted,
+        EventType::AdherenceException,
+        EventType::AuditCheckpoint,
+        EventType::ReportReady,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::AgentStateChanged => "agent.state_changed",
@@ -80,7 +89,7 @@ impl Event {
 }
 
 /// `agent.state_changed`: a change wfmd made, or one it observed (`origin: observed`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StateChanged {
     pub agent_id: String,
@@ -101,6 +110,7 @@ pub struct StateChanged {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[schema(value_type = Option<String>)]
     pub queue: Option<Option<String>>,
     /// When the state began (RFC 3339); events of older versions lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,7 +118,7 @@ pub struct StateChanged {
 }
 
 /// `transition.rejected`: a change refused by policy; nothing was sent to the platform.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransitionRejected {
     pub agent_id: String,
@@ -121,7 +131,7 @@ pub struct TransitionRejected {
 }
 
 /// `bulk.completed`: a bulk job finished (completed or cancelled), with its counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkCompleted {
     pub job_id: String,
@@ -142,7 +152,7 @@ pub struct BulkCompleted {
 }
 
 /// Whether an adherence exception opened or closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExceptionStatus {
     Open,
@@ -150,7 +160,7 @@ pub enum ExceptionStatus {
 }
 
 /// `adherence.exception`: an exception opened, or closed with its duration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdherenceException {
     pub exception_id: String,
@@ -170,7 +180,7 @@ pub struct AdherenceException {
 }
 
 /// `audit.checkpoint`: the audit chain's head, published (snake_case, as documented).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditCheckpoint {
     pub entry_id: i64,
     pub hash: String,
@@ -178,7 +188,7 @@ pub struct AuditCheckpoint {
 }
 
 /// `report.ready`: an analytics job finished (snake_case, as documented).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportReady {
     pub job_id: String,
     pub rows: u64,
