@@ -128,14 +128,13 @@ impl FromStr for DeviationKind {
     type Err = UnknownValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DeviationKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| UnknownValue {
-                kind: "adherence exception kind",
-                value: s.to_owned(),
-                allowed: DeviationKind::ALL.map(DeviationKind::as_str).join(", "),
-            })
+        UnknownValue::find(
+            "adherence exception kind",
+            &DeviationKind::ALL,
+            DeviationKind::as_str,
+            s,
+            |a, b| a == b,
+        )
     }
 }
 

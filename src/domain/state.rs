@@ -14,6 +14,31 @@ pub struct UnknownValue {
     pub allowed: String,
 }
 
+impl UnknownValue {
+    /// The one of `all` that `name` names (by `matches`), or the error listing them all;
+    /// `kind` says what was looked for.
+    pub fn find<T: Copy>(
+        kind: &'static str,
+        all: &[T],
+        name: fn(T) -> &'static str,
+        value: &str,
+        matches: fn(&str, &str) -> bool,
+    ) -> Result<T, UnknownValue> {
+        all.iter()
+            .copied()
+            .find(|item| matches(name(*item), value))
+            .ok_or_else(|| UnknownValue {
+                kind,
+                value: value.to_owned(),
+                allowed: all
+                    .iter()
+                    .map(|item| name(*item))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
 /// An agent's state on the platform.
 ///
 /// `ON_CONTACT` and `ACW` are observed only: the platform refuses to set them, so
@@ -101,14 +126,13 @@ impl FromStr for AgentState {
 
     /// Accepts the platform's names in any letter case (`not_ready` works on a command line).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AgentState::ALL
-            .into_iter()
-            .find(|state| state.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownValue {
-                kind: "agent state",
-                value: s.to_owned(),
-                allowed: AgentState::ALL.map(AgentState::as_str).join(", "),
-            })
+        UnknownValue::find(
+            "agent state",
+            &AgentState::ALL,
+            AgentState::as_str,
+            s,
+            str::eq_ignore_ascii_case,
+        )
     }
 }
 
@@ -158,14 +182,7 @@ impl FromStr for Origin {
     type Err = UnknownValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Origin::ALL
-            .into_iter()
-            .find(|origin| origin.as_str() == s)
-            .ok_or_else(|| UnknownValue {
-                kind: "origin",
-                value: s.to_owned(),
-                allowed: Origin::ALL.map(Origin::as_str).join(", "),
-            })
+        UnknownValue::find("origin", &Origin::ALL, Origin::as_str, s, |a, b| a == b)
     }
 }
 
