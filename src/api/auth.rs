@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::Problem;
-use super::openapi::{self, BEARER};
+use super::openapi;
+use super::roles::BEARER;
 use crate::config::api_tokens::{ApiTokenConfig, Role};
 
 /// The actor of changes made when no tokens are configured.
