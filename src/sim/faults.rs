@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
 use super::Simulator;
-use super::routes::ApiError;
+use super::wire::ApiError;
 
 /// Persistent random faults applied to every API call.
 #[derive(Debug, Clone, Default)]
