@@ -18,9 +18,9 @@ use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use super::audit::{self, AuditKey, Break, EntryRow, Walker};
-use super::outbox::{self, EventType};
-use super::{Store, to_ms};
+use super::{self as audit, AuditKey, Break, EntryRow, Walker};
+use crate::store::outbox::{self, EventType};
+use crate::store::{Store, to_ms};
 
 /// A stored checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]

@@ -18,7 +18,7 @@
 //! database file), so every writer keys its entries without being handed the key.
 //!
 //! Retention prunes a prefix of the log only up to a checkpoint
-//! ([`super::checkpoints`]): the last pruned entry's sequence number and hash, signed
+//! ([`checkpoints`]): the last pruned entry's sequence number and hash, signed
 //! with the key. Verification then starts from that checkpoint instead of the first
 //! entry, and says so.
 
@@ -34,8 +34,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use super::checkpoints::{self, CheckpointRow};
 use super::{from_ms, to_ms};
+
+pub mod checkpoints;
+
+use checkpoints::CheckpointRow;
 
 /// `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
