@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::http::Method;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
@@ -34,7 +33,7 @@ use utoipa::openapi::{
 
 use super::Routes;
 use super::error::{PROBLEM_JSON, ProblemDetails};
-use super::roles::BEARER;
+use super::roles::{BEARER, requirement};
 use super::schemas::{
     AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, SETTABLE_STATE,
     TIME_ZONE, reference, schema_ref,
@@ -381,22 +380,6 @@ fn strip_security(doc: &mut serde_json::Value) {
     }
 }
 
-/// The operations of a path item, with their methods.
-pub fn operations(item: &PathItem) -> impl Iterator<Item = (Method, &Operation)> {
-    [
-        (Method::GET, &item.get),
-        (Method::PUT, &item.put),
-        (Method::POST, &item.post),
-        (Method::DELETE, &item.delete),
-        (Method::OPTIONS, &item.options),
-        (Method::HEAD, &item.head),
-        (Method::PATCH, &item.patch),
-        (Method::TRACE, &item.trace),
-    ]
-    .into_iter()
-    .filter_map(|(method, operation)| Some((method, operation.as_ref()?)))
-}
-
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     [
         &mut item.get,
@@ -410,16 +393,6 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     ]
     .into_iter()
     .filter_map(Option::as_mut)
-}
-
-/// A security requirement as scheme name → scopes (its map is private; its JSON is not).
-pub fn requirement(
-    requirement: &utoipa::openapi::security::SecurityRequirement,
-) -> std::collections::BTreeMap<String, Vec<String>> {
-    serde_json::to_value(requirement)
-        .ok()
-        .and_then(|value| serde_json::from_value(value).ok())
-        .unwrap_or_default()
 }
 
 fn problem_response(description: &str) -> utoipa::openapi::Response {
@@ -437,6 +410,7 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::roles::operations;
 
     #[test]
     fn every_operation_documents_the_shared_answers_and_the_request_id() {
