@@ -9,7 +9,10 @@
 pub mod analytics;
 pub mod api_tokens;
 pub mod cxone_incontact;
+pub mod delivery;
 pub mod exports;
+pub mod sync;
+pub mod webhooks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,8 +29,11 @@ pub mod retention;
 pub mod rules;
 pub mod server;
 
+pub use delivery::DeliveryConfig;
 pub use rules::{RuleConfig, SchedulerConfig};
 pub use server::ServerConfig;
+pub use sync::SyncConfig;
+pub use webhooks::{EVENT_TYPES, WebhookConfig, webhook_key};
 mod adherence;
 pub use adherence::{AutoCorrect, AutomationConfig, ComplianceConfig, SchedulesConfig};
 
@@ -190,184 +196,6 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
-        }
-    }
-}
-
-/// The event types wfmd emits; the names are part of the webhook contract.
-pub const EVENT_TYPES: [&str; 6] = [
-    "agent.state_changed",
-    "transition.rejected",
-    "bulk.completed",
-    "adherence.exception",
-    "report.ready",
-    "audit.checkpoint",
-];
-
-/// Shortest accepted webhook signing key, in decoded bytes (the Standard Webhooks
-/// reference secrets are 24 bytes).
-const MIN_WEBHOOK_KEY_BYTES: usize = 24;
-
-/// One subscriber of webhook events.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where events are POSTed. It may carry the receiver's credentials (a user part, a
-    /// query token): shown and stored only masked ([`crate::redact::url`]).
-    #[serde(serialize_with = "mask_url")]
-    pub url: String,
-    /// `whsec_<base64>`; a list of several during a rotation (each signs every message).
-    #[serde(
-        deserialize_with = "one_or_many_secrets",
-        serialize_with = "mask_secrets"
-    )]
-    pub secret: Vec<SecretString>,
-    /// Event types to send; all of them when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<String>>,
-}
-
-impl fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &crate::redact::url(&self.url))
-            .field("secret", &self.secret)
-            .field("events", &self.events)
-            .finish()
-    }
-}
-
-impl WebhookConfig {
-    pub fn wants(&self, event_type: &str) -> bool {
-        self.events
-            .as_ref()
-            .is_none_or(|events| events.iter().any(|e| e == event_type))
-    }
-}
-
-/// The decoded signing key of a `whsec_` secret, or what is wrong with it.
-pub fn webhook_key(secret: &SecretString) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    let text = secret.expose_secret();
-    let encoded = text
-        .strip_prefix("whsec_")
-        .ok_or_else(|| "must start with `whsec_`".to_owned())?;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| "is not valid base64 after `whsec_`".to_owned())?;
-    if key.len() < MIN_WEBHOOK_KEY_BYTES {
-        return Err(format!(
-            "decodes to {} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are needed",
-            key.len()
-        ));
-    }
-    Ok(key)
-}
-
-fn one_or_many_secrets<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(secret) => vec![secret.into()],
-        OneOrMany::Many(secrets) => secrets.into_iter().map(Into::into).collect(),
-    })
-}
-
-fn mask_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&crate::redact::url(url))
-}
-
-fn mask_secrets<S: Serializer>(secrets: &[SecretString], serializer: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = serializer.serialize_seq(Some(secrets.len()))?;
-    for _ in secrets {
-        seq.serialize_element("********")?;
-    }
-    seq.end()
-}
-
-/// Real-time state sync: which agents wfmd keeps in step with the platform.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SyncConfig {
-    /// Whether to poll the platform for the agents' own state changes.
-    pub enabled: bool,
-    /// Poll interval of the real-time subscription; the platform refuses less than 10 s.
-    pub interval_ms: u64,
-    /// Teams whose agents are kept in step.
-    pub teams: Vec<String>,
-    /// Agents kept in step, besides those of `teams`.
-    pub agents: Vec<String>,
-    /// With `teams` and `agents` empty: subscribe to an unfiltered view (every agent,
-    /// which large tenants answer slowly) instead of an explicit list of every agent.
-    pub unfiltered: bool,
-    /// Age at which a subscription is replaced (the platform expires them after 24 h).
-    #[serde(with = "humantime_serde")]
-    pub renew_after: Duration,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval_ms: 10_000,
-            teams: Vec::new(),
-            agents: Vec::new(),
-            unfiltered: false,
-            renew_after: Duration::from_secs(23 * 3_600),
-        }
-    }
-}
-
-/// How webhooks are delivered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
-    /// Timeout of one webhook POST.
-    pub timeout_ms: u64,
-    /// How long a claimed delivery is reserved; longer than the timeout, so a delivery
-    /// is only claimed again when its claimer died.
-    pub lease_ms: u64,
-    /// Deliveries in flight at once, over all endpoints.
-    pub concurrency: usize,
-    /// Waits after failed attempts 1, 2, …; after the last one the delivery is dead.
-    pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
-    /// The longest `Retry-After` of a 429/503 that is honoured as given.
-    #[serde(with = "humantime_serde")]
-    pub max_retry_after: Duration,
-    /// While an endpoint fails, one queued delivery is tried ahead of schedule after
-    /// half the time it has been failing, at least this long …
-    #[serde(with = "humantime_serde")]
-    pub probe_interval: Duration,
-    /// … and at most this long.
-    #[serde(with = "humantime_serde")]
-    pub probe_interval_max: Duration,
-}
-
-impl DeliveryConfig {
-    pub fn retry_schedule(&self) -> Vec<Duration> {
-        self.retry_schedule.iter().map(|d| **d).collect()
-    }
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            timeout_ms: 10_000,
-            lease_ms: 60_000,
-            concurrency: 32,
-            retry_schedule: [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
-                .map(|s| Duration::from_secs(s).into())
-                .to_vec(),
-            max_retry_after: Duration::from_secs(3_600),
-            probe_interval: Duration::from_secs(5),
-            probe_interval_max: Duration::from_secs(60),
         }
     }
 }
