@@ -30,6 +30,46 @@ pub struct DeliveryConfig {
 }
 
 impl DeliveryConfig {
+    /// Adds a line naming the key for every bad value.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        super::in_range(
+            problems,
+            "delivery.timeout_ms",
+            self.timeout_ms,
+            100,
+            300_000,
+        );
+        super::in_range(
+            problems,
+            "delivery.concurrency",
+            self.concurrency as u64,
+            1,
+            1_024,
+        );
+        if self.lease_ms <= self.timeout_ms {
+            problems.push(format!(
+                "delivery.lease_ms must be longer than delivery.timeout_ms ({}), got {}",
+                self.timeout_ms, self.lease_ms
+            ));
+        }
+        if self.retry_schedule.is_empty() {
+            problems.push("delivery.retry_schedule must have at least one wait".into());
+        }
+        if self.probe_interval < Duration::from_millis(100) {
+            problems.push(format!(
+                "delivery.probe_interval must be at least 100ms, got {}",
+                humantime::format_duration(self.probe_interval)
+            ));
+        }
+        if self.probe_interval_max < self.probe_interval {
+            problems.push(format!(
+                "delivery.probe_interval_max must be at least delivery.probe_interval ({}), got {}",
+                humantime::format_duration(self.probe_interval),
+                humantime::format_duration(self.probe_interval_max)
+            ));
+        }
+    }
+
     pub fn retry_schedule(&self) -> Vec<Duration> {
         self.retry_schedule.iter().map(|d| **d).collect()
     }

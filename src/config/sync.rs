@@ -24,6 +24,40 @@ pub struct SyncConfig {
     pub renew_after: Duration,
 }
 
+impl SyncConfig {
+    /// Adds a line naming the key for every bad value; `min_interval_ms` is the
+    /// configured dialect's shortest poll interval.
+    pub fn validate(&self, min_interval_ms: u64, problems: &mut Vec<String>) {
+        super::in_range(
+            problems,
+            "sync.interval_ms",
+            self.interval_ms,
+            min_interval_ms,
+            3_600_000,
+        );
+        let renew = self.renew_after;
+        if renew >= Duration::from_secs(24 * 3_600)
+            || renew.as_millis() <= u128::from(self.interval_ms)
+        {
+            problems.push(format!(
+                "sync.renew_after must be longer than sync.interval_ms and shorter than the \
+                 platform's 24h subscription lifetime, got {}",
+                humantime::format_duration(renew)
+            ));
+        }
+    }
+
+    /// Requests a minute the subscription polls take (one each `interval_ms`, rounded
+    /// up); none when the sync is off.
+    pub fn polls_per_minute(&self) -> u32 {
+        if !self.enabled {
+            return 0;
+        }
+        let polls = 60_000u64.div_ceil(self.interval_ms.max(1));
+        u32::try_from(polls).unwrap_or(u32::MAX)
+    }
+}
+
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {

@@ -57,6 +57,58 @@ impl WebhookConfig {
     }
 }
 
+/// Adds a line naming the key for every bad entry of `[[webhooks]]`.
+pub fn validate(hooks: &[WebhookConfig], problems: &mut Vec<String>) {
+    // Endpoints are stored and shown by their masked URL, so two that differ only
+    // in credentials or query values would be one.
+    let mut endpoints: Vec<String> = Vec::new();
+    for (i, hook) in hooks.iter().enumerate() {
+        let key = format!("webhooks[{i}]");
+        // Not echoed: a URL that does not parse cannot be masked.
+        match reqwest::Url::parse(&hook.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(url) => problems.push(format!(
+                "{key}.url must be an http(s) URL, got scheme `{}`",
+                url.scheme()
+            )),
+            Err(e) => problems.push(format!("{key}.url is not a valid URL ({e})")),
+        }
+        let endpoint = crate::redact::url(&hook.url);
+        if reqwest::Url::parse(&hook.url).is_ok()
+            && let Some(j) = endpoints.iter().position(|e| *e == endpoint)
+        {
+            problems.push(format!(
+                "{key}.url is the same endpoint as webhooks[{j}].url once credentials and \
+                 query values are masked (`{endpoint}`), which is how wfmd stores and shows \
+                 endpoints; give each a different fragment (e.g. `#billing`), which is \
+                 never sent"
+            ));
+        }
+        endpoints.push(endpoint);
+        if hook.secret.is_empty() {
+            problems.push(format!("{key}.secret must be set"));
+        }
+        for (j, secret) in hook.secret.iter().enumerate() {
+            if let Err(problem) = webhook_key(secret) {
+                let which = if hook.secret.len() > 1 {
+                    format!("{key}.secret[{j}]")
+                } else {
+                    format!("{key}.secret")
+                };
+                problems.push(format!("{which} {problem}"));
+            }
+        }
+        for event in hook.events.iter().flatten() {
+            if !EVENT_TYPES.contains(&event.as_str()) {
+                problems.push(format!(
+                    "{key}.events has unknown event type `{event}`; expected one of: {}",
+                    EVENT_TYPES.join(", ")
+                ));
+            }
+        }
+    }
+}
+
 /// The decoded signing key of a `whsec_` secret, or what is wrong with it.
 pub fn webhook_key(secret: &SecretString) -> Result<Vec<u8>, String> {
     use base64::Engine;
