@@ -431,6 +431,18 @@ impl Drop for TestApp {
     }
 }
 
+/// Polls `check` until it holds, failing the test with `what` after the deadline.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub async fn count(store: &Store, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(store.reader())
