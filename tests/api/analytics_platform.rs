@@ -161,15 +161,15 @@ async fn polls_come_no_sooner_than_the_platforms_retry_after() {
     let app = app_with(runs_for, |_| {}).await;
     app.sim.sim.set_aggregation_retry_after(Some(1));
     let job_id = submit(&app, &query(&["duration:avg"], &[], "day", 24 * 3)).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    crate::helpers::eventually("the query was never polled three times", || async {
         let queries = app.sim.sim.aggregation_queries();
         if queries.first().is_some_and(|q| q.polls.len() >= 3) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{queries:?}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "{queries:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     app.sim.sim.clock().advance(runs_for);
     assert_eq!(until_finished(&app, &job_id).await["status"], "completed");
     let polls = &app.sim.sim.aggregation_queries()[0].polls;
@@ -283,18 +283,15 @@ async fn a_failed_platform_query_fails_the_job_with_the_platforms_error() {
 
 /// Waits until the platform has accepted `count` queries.
 async fn submitted_reaches(app: &TestApp, count: u64) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    crate::helpers::eventually(&format!("{count} queries were never sent"), || async {
         let stats = app.sim.sim.aggregation_stats();
         if stats.submitted >= count {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{stats:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{count} queries were never sent: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

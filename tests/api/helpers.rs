@@ -417,17 +417,45 @@ impl TestApp {
     /// Waits until the count `sql` selects reaches `at_least`, failing the test with
     /// `what` after the deadline.
     pub async fn wait_for_count(&self, sql: &'static str, at_least: i64, what: &str) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.count(sql).await < at_least {
-            assert!(tokio::time::Instant::now() < deadline, "{what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(what, || async { self.count(sql).await >= at_least }).await;
+    }
+
+    /// Waits until `/readyz` answers `status`, failing the test after the deadline;
+    /// returns the body.
+    pub async fn readiness_becomes(&self, status: u16) -> Value {
+        eventually(&format!("/readyz did not become {status}"), || async {
+            let response = self.get("/readyz").await;
+            let now = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            if now == status {
+                Ok(body)
+            } else {
+                Err(body.to_string())
+            }
+        })
+        .await
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Polls `check` until it gives a value, failing the test after the deadline with `what`
+/// and what `check` last saw (its `Err`).
+pub async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(tokio::time::Instant::now() < deadline, "{what}: {seen}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
