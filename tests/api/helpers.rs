@@ -447,9 +447,18 @@ impl Drop for TestApp {
 /// and what `check` last saw (its `Err`).
 pub async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
     what: &str,
+    check: impl FnMut() -> F,
+) -> T {
+    eventually_within(DEADLINE, what, check).await
+}
+
+/// [`eventually`] with a deadline of its own, for work known to take longer.
+pub async fn eventually_within<T, F: std::future::Future<Output = Result<T, String>>>(
+    within: Duration,
+    what: &str,
     mut check: impl FnMut() -> F,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         match check().await {
             Ok(value) => return value,
