@@ -3,8 +3,6 @@
 //! soon as space comes back, without a restart. The database sits on a small tmpfs the
 //! test fills and frees ([`SmallDisk`](crate::helpers::SmallDisk)).
 
-use std::time::Duration;
-
 use serde_json::json;
 use wfmd::store::Store;
 
@@ -33,17 +31,10 @@ async fn write_one(store: &Store) -> Result<(), sqlx::Error> {
 
 /// Polls `write_one` until it succeeds, failing the test after the deadline.
 async fn writes_again(store: &Store) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match write_one(store).await {
-            Ok(()) => return,
-            Err(error) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "writes did not recover after space came back: {error}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::eventually("writes did not recover after space came back", || async {
+        write_one(store).await.map_err(|error| error.to_string())
+    })
+    .await;
 }
 
 #[tokio::test]

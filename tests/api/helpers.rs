@@ -462,6 +462,9 @@ pub async fn eventually_within<T, F: std::future::Future<Output = Result<T, Stri
     loop {
         match check().await {
             Ok(value) => return value,
+            Err(seen) if tokio::time::Instant::now() >= deadline && seen.is_empty() => {
+                panic!("{what}")
+            }
             Err(seen) => assert!(tokio::time::Instant::now() < deadline, "{what}: {seen}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
