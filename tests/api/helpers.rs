@@ -471,6 +471,19 @@ pub async fn eventually_within<T, F: std::future::Future<Output = Result<T, Stri
     }
 }
 
+/// Waits until wfmd at `address` answers `/healthz`, failing the test with `what` after
+/// the deadline.
+pub async fn healthz_answers(address: &str, what: &str) {
+    let http = http_client();
+    wait_until(what, || async {
+        http.get(format!("{address}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+}
+
 /// Polls `check` until it holds, failing the test with `what` after the deadline.
 pub async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,

@@ -646,14 +646,7 @@ async fn served_under_file_limit(soft: u64, hard: Option<u64>) -> (u64, String) 
         child,
         address: format!("http://127.0.0.1:{port}"),
     };
-    let http = http_client();
-    crate::helpers::wait_until("wfmd did not come up", || async {
-        http.get(format!("{}/healthz", daemon.address))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    crate::helpers::healthz_answers(&daemon.address, "wfmd did not come up").await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).unwrap();
     drop(daemon);
     let soft = limits
