@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use wfmd::cxone::Budget;
-use wfmd::domain::{AgentState, Origin};
+use wfmd::domain::AgentState;
+use wfmd::engine::Outcome;
 use wfmd::engine::sync::{StateSync, SyncSettings};
-use wfmd::engine::{Outcome, TransitionRequest};
 use wfmd::sim::SimConfig;
 use wfmd::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET};
 
@@ -199,19 +199,7 @@ async fn calls_per_change() -> f64 {
                     } else {
                         AgentState::Paused
                     };
-                    async move {
-                        engine
-                            .transition(TransitionRequest {
-                                agent_id: agent,
-                                target,
-                                reason: None,
-                                origin: Origin::Api,
-                                actor: "bench".into(),
-                                idempotency_key: None,
-                            })
-                            .await
-                            .unwrap()
-                    }
+                    async move { common::api_change(&engine, agent, target).await }
                 })
                 .buffer_unordered(16)
                 .collect()

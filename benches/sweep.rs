@@ -26,7 +26,6 @@ use wfmd::engine::TransitionEngine;
 use wfmd::engine::compliance::{ComplianceSweep, SweepSettings};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::sync::{StateSync, SyncSettings};
-use wfmd::sim::SimConfig;
 
 const AGENTS: usize = 5_000;
 const RUNS: usize = 9;
@@ -34,13 +33,7 @@ const RUNS: usize = 9;
 fn main() {
     let runtime = common::runtime();
     runtime.block_on(async {
-        let simulated = common::SimulatedPlatform::start(SimConfig {
-            agents: AGENTS,
-            time_scale: 0.0,
-            requests_per_minute: 0,
-            ..SimConfig::default()
-        })
-        .await;
+        let simulated = common::SimulatedPlatform::frozen(AGENTS).await;
         let sim = simulated.sim.clone();
         let store = simulated.store.clone();
         let platform = simulated.client(Budget::unlimited());

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use wfmd::cxone::Budget;
 use wfmd::engine::sync::{StateSync, SyncSettings};
-use wfmd::sim::SimConfig;
 
 const AGENTS: usize = 2_000;
 const RUNS: usize = 7;
@@ -21,13 +20,7 @@ const INTERVAL: Duration = Duration::from_secs(10);
 fn main() {
     let runtime = common::runtime();
     runtime.block_on(async {
-        let simulated = common::SimulatedPlatform::start(SimConfig {
-            agents: AGENTS,
-            time_scale: 0.0,
-            requests_per_minute: 0,
-            ..SimConfig::default()
-        })
-        .await;
+        let simulated = common::SimulatedPlatform::frozen(AGENTS).await;
         let sim = simulated.sim.clone();
         let store = simulated.store.clone();
         let platform = simulated.client(Budget::unlimited());

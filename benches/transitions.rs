@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use wfmd::cxone::Budget;
-use wfmd::domain::{AgentState, Origin};
-use wfmd::engine::{Outcome, TransitionEngine, TransitionRequest};
+use wfmd::domain::AgentState;
+use wfmd::engine::{Outcome, TransitionEngine};
 use wfmd::sim::SimConfig;
 
 const RUNS: usize = 5;
@@ -59,19 +59,7 @@ async fn burst(rig: &Rig, count: usize, round: usize) -> Duration {
             } else {
                 AgentState::Paused
             };
-            async move {
-                engine
-                    .transition(TransitionRequest {
-                        agent_id: agent,
-                        target,
-                        reason: None,
-                        origin: Origin::Api,
-                        actor: "bench".into(),
-                        idempotency_key: None,
-                    })
-                    .await
-                    .unwrap()
-            }
+            async move { common::api_change(&engine, agent, target).await }
         })
         .buffer_unordered(IN_FLIGHT)
         .collect()

@@ -71,6 +71,25 @@ pub fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "MISSED" }
 }
 
+/// One change of `agent_id` to `target` through the engine, as an API request makes it.
+pub async fn api_change(
+    engine: &wfmd::engine::TransitionEngine,
+    agent_id: String,
+    target: wfmd::domain::AgentState,
+) -> wfmd::engine::Transition {
+    engine
+        .transition(wfmd::engine::TransitionRequest {
+            agent_id,
+            target,
+            reason: None,
+            origin: wfmd::domain::Origin::Api,
+            actor: "bench".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+}
+
 /// The simulator on a free loopback port, and a wfmd configuration and store in a fresh
 /// temporary folder pointing at it: what every benchmark of the platform side starts from.
 pub struct SimulatedPlatform {
@@ -106,6 +125,18 @@ impl SimulatedPlatform {
             _dir: dir,
             stop,
         }
+    }
+
+    /// A tenant of `agents` whose clock stands still (the bench steps it) and whose
+    /// request budget is unlimited.
+    pub async fn frozen(agents: usize) -> SimulatedPlatform {
+        Self::start(wfmd::sim::SimConfig {
+            agents,
+            time_scale: 0.0,
+            requests_per_minute: 0,
+            ..wfmd::sim::SimConfig::default()
+        })
+        .await
     }
 
     /// A platform client of the configuration, under `budget`.

@@ -6,22 +6,22 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::extract::{PathParams, QueryParams};
+use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::extract::{PathParams, QueryParams, WindowQuery, window_from_query};
 use super::json::JsonBody;
-use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
+use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::cxone::{Lane, in_lane};
-use crate::domain::idle::{self, Window};
+use crate::domain::idle;
 use crate::domain::{AgentState, Origin};
 use crate::engine::{EngineError, FailureKind, Outcome, Transition, TransitionRequest};
 use crate::store::history;
-use crate::time::{parse_instant, rfc3339};
+use crate::time::rfc3339;
 
 /// Longest accepted agent id, reason code and idempotency key.
 pub(crate) const MAX_ID_LEN: usize = 128;
@@ -255,18 +255,6 @@ fn transition_response(transition: Transition) -> Response {
         .into_response()
 }
 
-/// A `[from, to)` window; at most 366 days.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct WindowQuery {
-    /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
-    /// minus 24 hours.
-    pub(super) from: Option<String>,
-    /// End (exclusive), a date or an RFC 3339 instant, after `from`; default now.
-    pub(super) to: Option<String>,
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct IntervalView {
     state: String,
@@ -291,25 +279,6 @@ struct HistoryView {
     idle_ms: i64,
 }
 
-/// A validated `[from, to)` window from query parameters; the last 24 hours by default.
-pub fn window_from_query(
-    from: Option<&str>,
-    to: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<Window, Problem> {
-    let parse = |name: &str, value: Option<&str>| {
-        value
-            .map(|v| {
-                parse_instant(v)
-                    .map_err(|e| Problem::invalid_parameter(name, format!("{name}: {e}")))
-            })
-            .transpose()
-    };
-    let to_at = parse("to", to)?.unwrap_or(now);
-    let from_at = parse("from", from)?.unwrap_or(to_at - Duration::hours(24));
-    Window::checked(from_at, to_at).map_err(|e| Problem::invalid_parameter("to", e))
-}
-
 /// The agent's recorded intervals in a window, with time per state and idle time.
 #[utoipa::path(
     get,
@@ -330,7 +299,7 @@ pub async fn history(
     check_agent_id(&agent_id)?;
     let now = state.engine.now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
-    super::audit::check_kept(
+    super::extract::check_kept(
         &state.store,
         &[crate::store::retention::Kind::Intervals],
         window.from,

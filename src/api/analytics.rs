@@ -11,9 +11,10 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::Problem;
+use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
 use super::json::JsonBody;
-use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
+use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::domain::trend::{Detector, Seasonality, Settings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
@@ -94,7 +95,7 @@ pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>)
         .expect("QueryBody has properties");
     for instant in ["from", "to"] {
         if let Some(Value::Object(field)) = properties.get_mut(instant) {
-            field.insert("pattern".to_owned(), json!(super::openapi::INSTANT_PATTERN));
+            field.insert("pattern".to_owned(), json!(super::schemas::INSTANT_PATTERN));
         }
     }
     properties.insert(
@@ -178,8 +179,8 @@ pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>)
         json!({
             "description": common["description"],
             "oneOf": [
-                super::openapi::reference("HistoryQuery"),
-                super::openapi::reference("PlatformQuery"),
+                super::schemas::reference("HistoryQuery"),
+                super::schemas::reference("PlatformQuery"),
             ],
             "discriminator": {
                 "propertyName": "source",

@@ -9,15 +9,15 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use super::agents::{WindowQuery, window_from_query};
 use super::auth::Caller;
 use super::error::Problem;
-use super::extract::QueryParams;
-use super::openapi::{ADMIN, PROBLEM_JSON, ProblemDetails};
+use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::extract::{QueryParams, WindowQuery, check_kept, window_from_query};
+use super::roles::ADMIN;
 use super::{ApiState, Routes};
 use crate::report::Sink;
 use crate::store::audit::{self, ExportedEntry, Verification};
-use crate::store::retention::{self, Kind};
+use crate::store::retention::Kind;
 
 /// Bytes of JSON lines gathered before they are sent on.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -127,18 +127,4 @@ pub async fn verify(State(state): State<ApiState>) -> Result<axum::Json<VerifyVi
         intact: verification.is_intact(),
         verification,
     }))
-}
-
-/// A 400 naming `from` when the window reaches back before what retention kept of
-/// `kinds`: an answer would silently count less than happened.
-pub(super) async fn check_kept(
-    store: &crate::store::Store,
-    kinds: &[Kind],
-    from: chrono::DateTime<Utc>,
-) -> Result<(), Problem> {
-    match retention::check_window(store.reader(), kinds, from).await? {
-        Ok(()) => Ok(()),
-        Err(not_kept) => Err(Problem::invalid_parameter("from", not_kept.to_string())
-            .with("kept_from", crate::time::rfc3339(not_kept.kept_from))),
-    }
 }

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::Problem;
-use super::openapi::{self, BEARER};
+use super::roles::{self, BEARER};
 use crate::config::api_tokens::{ApiTokenConfig, Role};
 
 /// The actor of changes made when no tokens are configured.
@@ -263,7 +263,7 @@ impl AccessTable {
     pub fn from_spec(spec: &utoipa::openapi::OpenApi) -> Result<AccessTable, String> {
         let mut table = AccessTable::default();
         for (path, item) in &spec.paths.paths {
-            for (method, operation) in openapi::operations(item) {
+            for (method, operation) in roles::operations(item) {
                 let route = format!("{method} {path}");
                 let requirements: Vec<_> = operation
                     .security
@@ -275,7 +275,7 @@ impl AccessTable {
                         )
                     })?
                     .iter()
-                    .map(openapi::requirement)
+                    .map(roles::requirement)
                     .collect();
                 let access = match requirements.as_slice() {
                     [open] if open.is_empty() => Access::Open,

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use super::agents::{MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id};
 use super::auth::Caller;
 use super::error::Problem;
+use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
 use super::json::{JsonBody, parse};
-use super::openapi::{PROBLEM_JSON, ProblemDetails, SUPERVISOR, VIEWER};
+use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::domain::AgentState;
 use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, Selector};
@@ -87,7 +88,7 @@ pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>)
         agents.insert("uniqueItems".to_owned(), json!(true));
         agents.insert(
             "items".to_owned(),
-            super::openapi::reference(super::openapi::AGENT_ID),
+            super::schemas::reference(super::schemas::AGENT_ID),
         );
     }
     if let Some(team) = properties.get_mut("team").and_then(|t| t.as_object_mut()) {

@@ -130,3 +130,31 @@ impl From<sqlx::Error> for Problem {
         Problem::internal(&error)
     }
 }
+
+/// Content type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A problem+json body (RFC 9457), as every error answer has it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the JSON that `error::Problem` writes; never built.
+pub struct ProblemDetails {
+    /// `urn:wfmd:problem:KIND`, stable; branch on this.
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    /// What went wrong, for people.
+    detail: String,
+    /// The body field at fault (422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    /// The path or query parameter at fault (400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<String>,
+    /// The compliance violation (409 of a refused change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    violation: Option<crate::domain::Violation>,
+    /// The role the route needs (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    required_role: Option<String>,
+}

@@ -8,9 +8,14 @@ use axum::extract::FromRequestParts;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::http::request::Parts;
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::Problem;
+use crate::domain::idle::Window;
+use crate::store::retention::{self, Kind};
+use crate::time::parse_instant;
 
 /// Path parameters, e.g. `PathParams(agent_id): PathParams<String>`.
 pub struct PathParams<T>(pub T);
@@ -75,6 +80,51 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
         };
         Problem::invalid_parameter(&parameter, format!("{parameter}: {inner}"))
     })
+}
+
+/// A `[from, to)` window; at most 366 days.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
+    /// minus 24 hours.
+    pub(super) from: Option<String>,
+    /// End (exclusive), a date or an RFC 3339 instant, after `from`; default now.
+    pub(super) to: Option<String>,
+}
+
+/// A validated `[from, to)` window from query parameters; the last 24 hours by default.
+pub fn window_from_query(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Window, Problem> {
+    let parse = |name: &str, value: Option<&str>| {
+        value
+            .map(|v| {
+                parse_instant(v)
+                    .map_err(|e| Problem::invalid_parameter(name, format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let to_at = parse("to", to)?.unwrap_or(now);
+    let from_at = parse("from", from)?.unwrap_or(to_at - Duration::hours(24));
+    Window::checked(from_at, to_at).map_err(|e| Problem::invalid_parameter("to", e))
+}
+
+/// A 400 naming `from` when the window reaches back before what retention kept of
+/// `kinds`: an answer would silently count less than happened.
+pub(super) async fn check_kept(
+    store: &crate::store::Store,
+    kinds: &[Kind],
+    from: chrono::DateTime<Utc>,
+) -> Result<(), Problem> {
+    match retention::check_window(store.reader(), kinds, from).await? {
+        Ok(()) => Ok(()),
+        Err(not_kept) => Err(Problem::invalid_parameter("from", not_kept.to_string())
+            .with("kept_from", crate::time::rfc3339(not_kept.kept_from))),
+    }
 }
 
 #[cfg(test)]

@@ -38,8 +38,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::auth::{Caller, CallerKey, Preauthenticated};
 use super::error::Problem;
+use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::QueryParams;
-use super::openapi::{PROBLEM_JSON, ProblemDetails, VIEWER};
+use super::roles::VIEWER;
 use super::serve::Connection;
 use super::{ApiState, Routes};
 use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};

@@ -22,13 +22,9 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::http::Method;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use utoipa::OpenApi;
-
-use crate::domain::events::{self, EventType};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
@@ -36,18 +32,13 @@ use utoipa::openapi::{
 };
 
 use super::Routes;
-
-/// Name of the security scheme in the document; handlers write
-/// `security(("bearer" = [VIEWER]))`.
-pub const BEARER: &str = "bearer";
-/// The role names, as handlers write them in `security(...)`: each is the least role
-/// the operation needs.
-pub const VIEWER: &str = "viewer";
-pub const SUPERVISOR: &str = "supervisor";
-pub const ADMIN: &str = "admin";
-
-/// Content type of every error answer.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::roles::{BEARER, requirement};
+use super::schemas::{
+    AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, SETTABLE_STATE,
+    TIME_ZONE, reference, schema_ref,
+};
+use crate::domain::events::{self, EventType};
 
 /// The document's frame; the paths come from the routes.
 #[derive(OpenApi)]
@@ -87,31 +78,6 @@ do everything."
     )
 )]
 pub struct ApiDoc;
-
-/// A problem+json body (RFC 9457), as every error answer has it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[allow(dead_code)] // Describes the JSON that `error::Problem` writes; never built.
-pub struct ProblemDetails {
-    /// `urn:wfmd:problem:KIND`, stable; branch on this.
-    #[serde(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    /// What went wrong, for people.
-    detail: String,
-    /// The body field at fault (422).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<String>,
-    /// The path or query parameter at fault (400).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameter: Option<String>,
-    /// The compliance violation (409 of a refused change).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    violation: Option<crate::domain::Violation>,
-    /// The role the route needs (403).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    required_role: Option<String>,
-}
 
 /// The document, serialized once, as `/openapi.json` serves it.
 #[derive(Clone)]
@@ -218,35 +184,6 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// Name of the schema of the states a request may set.
-pub const SETTABLE_STATE: &str = "SettableState";
-/// Name of the schema of an agent id as the server takes it, in a path or a body.
-pub const AGENT_ID: &str = "AgentId";
-/// Name of the schema of an instant as `time::parse_instant` takes it.
-pub const INSTANT: &str = "Instant";
-/// Name of the schema of an IANA time zone name.
-pub const TIME_ZONE: &str = "TimeZone";
-
-/// What `check_agent_id` accepts: 1 to 128 printable ASCII characters, not `.` or `..`
-/// (written without look-ahead, so generators that know only plain regexes can use it).
-pub const AGENT_ID_PATTERN: &str = r"^(?:[!-~]{3,128}|[!-\-/-~]|[!-\-/-~][!-~]|\.[!-\-/-~])$";
-
-/// A date (midnight UTC) or an RFC 3339 instant, as `time::parse_instant` takes them.
-/// Narrower than the parser on purpose, so that everything it allows parses: years
-/// 1970-2099, days that exist in every year (so not February 29), ASCII digits only.
-pub const INSTANT_PATTERN: &str = concat!(
-    "^(?:19[7-9][0-9]|20[0-9][0-9])-",
-    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
-    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
-    "|02-(?:0[1-9]|1[0-9]|2[0-8]))",
-    "(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?",
-    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?$",
-);
-
-/// An `Idempotency-Key` header as the server takes it: 1 to 255 visible ASCII
-/// characters, spaces only inside (HTTP trims a header value's ends).
-pub const HEADER_KEY_PATTERN: &str = r"^[!-~](?:[ -~]{0,253}[!-~])?$";
-
 /// The document as `/openapi.json` serves it: `spec` with the enforced constraints
 /// stated, and with no security when `open` (no tokens configured).
 pub fn served(spec: &utoipa::openapi::OpenApi, open: bool) -> serde_json::Value {
@@ -308,15 +245,6 @@ fn webhooks() -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Object(hooks)
-}
-
-fn schema_ref(name: &str) -> String {
-    format!("#/components/schemas/{name}")
-}
-
-/// `{"$ref": …}` to the named component schema.
-pub fn reference(name: &str) -> serde_json::Value {
-    serde_json::json!({ "$ref": schema_ref(name) })
 }
 
 /// The members of `value` at `keys`, each an object member, or `None` where one is
@@ -513,22 +441,6 @@ fn strip_security(doc: &mut serde_json::Value) {
     }
 }
 
-/// The operations of a path item, with their methods.
-pub fn operations(item: &PathItem) -> impl Iterator<Item = (Method, &Operation)> {
-    [
-        (Method::GET, &item.get),
-        (Method::PUT, &item.put),
-        (Method::POST, &item.post),
-        (Method::DELETE, &item.delete),
-        (Method::OPTIONS, &item.options),
-        (Method::HEAD, &item.head),
-        (Method::PATCH, &item.patch),
-        (Method::TRACE, &item.trace),
-    ]
-    .into_iter()
-    .filter_map(|(method, operation)| Some((method, operation.as_ref()?)))
-}
-
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     [
         &mut item.get,
@@ -542,16 +454,6 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     ]
     .into_iter()
     .filter_map(Option::as_mut)
-}
-
-/// A security requirement as scheme name → scopes (its map is private; its JSON is not).
-pub fn requirement(
-    requirement: &utoipa::openapi::security::SecurityRequirement,
-) -> std::collections::BTreeMap<String, Vec<String>> {
-    serde_json::to_value(requirement)
-        .ok()
-        .and_then(|value| serde_json::from_value(value).ok())
-        .unwrap_or_default()
 }
 
 fn problem_response(description: &str) -> utoipa::openapi::Response {
@@ -569,6 +471,7 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::roles::operations;
 
     #[test]
     fn each_event_type_is_a_documented_webhook_whose_data_schema_fits_its_payload() {

@@ -11,11 +11,12 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::agents::window_from_query;
 use super::auth::Caller;
 use super::error::Problem;
+use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::QueryParams;
-use super::openapi::{PROBLEM_JSON, ProblemDetails, VIEWER};
+use super::extract::window_from_query;
+use super::roles::VIEWER;
 use super::{ApiState, Routes};
 use crate::report::{Format, Report, parse_zone};
 
@@ -79,7 +80,7 @@ pub async fn compliance(
             parse_zone(name).map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))
         })
         .transpose()?;
-    super::audit::check_kept(
+    super::extract::check_kept(
         &state.store,
         &[
             crate::store::retention::Kind::Intervals,

@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::openapi::{ADMIN, PROBLEM_JSON, ProblemDetails};
+use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::roles::ADMIN;
 use super::{ApiState, Routes};
 use crate::engine::imported_schedules::ImportError;
 

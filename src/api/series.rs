@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::agents::MAX_ID_LEN;
 use super::error::Problem;
 use super::extract::QueryParams;
-use super::openapi::VIEWER;
+use super::roles::VIEWER;
 use super::{ApiState, Routes};
 use crate::domain::metrics::MetricFamily;
 use crate::store::retention::{self, Kind};
@@ -98,7 +98,7 @@ pub async fn series(
         Some(text) => {
             let from = parse_instant(text)
                 .map_err(|e| Problem::invalid_parameter("from", format!("from: {e}")))?;
-            super::audit::check_kept(&state.store, &[Kind::Samples], from).await?;
+            super::extract::check_kept(&state.store, &[Kind::Samples], from).await?;
             from
         }
         // Today's curve; with samples kept for less than a day, what is kept of it.

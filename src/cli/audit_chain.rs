@@ -7,8 +7,8 @@ use chrono::Utc;
 
 use super::Failure;
 use crate::store::Store;
+use crate::store::audit::checkpoints;
 use crate::store::audit::{self, Anchor};
-use crate::store::checkpoints;
 
 /// Walks the chain from the oldest kept checkpoint (or the first entry), printing where
 /// it started; with `anchor`, also proves the log still holds that hash.

@@ -9,7 +9,10 @@
 pub mod analytics;
 pub mod api_tokens;
 pub mod cxone_incontact;
+pub mod delivery;
 pub mod exports;
+pub mod sync;
+pub mod webhooks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,8 +29,11 @@ pub mod retention;
 pub mod rules;
 pub mod server;
 
+pub use delivery::DeliveryConfig;
 pub use rules::{RuleConfig, SchedulerConfig};
 pub use server::ServerConfig;
+pub use sync::SyncConfig;
+pub use webhooks::{EVENT_TYPES, WebhookConfig, webhook_key};
 mod adherence;
 pub use adherence::{AutoCorrect, AutomationConfig, ComplianceConfig, SchedulesConfig};
 
@@ -71,6 +77,18 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// `sqlite://PATH`; the file and its folder are created when missing.
     pub url: String,
+}
+
+impl DatabaseConfig {
+    /// Adds a line naming the key when the URL is not a SQLite one.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if !self.url.starts_with("sqlite:") {
+            problems.push(format!(
+                "database.url must be a sqlite: URL such as sqlite://data/wfmd.db, got `{}`",
+                self.url
+            ));
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -127,6 +145,84 @@ pub struct CxoneConfig {
     pub break_activities: cxone_incontact::BreakActivities,
 }
 
+impl CxoneConfig {
+    /// Adds a line naming the key for every bad value; `sync` for the room its polls
+    /// take of the budget, `simulate` when the simulator stands in for the platform.
+    pub fn validate(&self, sync: &SyncConfig, simulate: bool, problems: &mut Vec<String>) {
+        let c = self;
+        in_range(
+            problems,
+            "cxone.requests_per_minute",
+            c.requests_per_minute.into(),
+            1,
+            6_000,
+        );
+        in_range(
+            problems,
+            "cxone.interactive_reserve",
+            c.interactive_reserve.into(),
+            0,
+            100,
+        );
+        in_range(
+            problems,
+            "cxone.request_timeout_ms",
+            c.request_timeout_ms,
+            100,
+            300_000,
+        );
+        in_range(
+            problems,
+            "cxone.schedule_cache_ttl_ms",
+            c.schedule_cache_ttl_ms,
+            0,
+            3_600_000,
+        );
+        let share = c.background_share;
+        if !(share > 0.0 && share < 1.0) {
+            problems.push(format!(
+                "cxone.background_share must be above 0 and below 1, got {share}"
+            ));
+        }
+        // A budget of 0 is out of range, said above; a valid one may still be too small.
+        let rpm = c.requests_per_minute;
+        if sync.enabled && rpm >= 1 && rpm <= sync.polls_per_minute() {
+            problems.push(format!(
+                "cxone.requests_per_minute ({rpm}) must leave room beyond the {} polls a \
+                 minute of state sync (sync.interval_ms = {}) for every other platform call",
+                sync.polls_per_minute(),
+                sync.interval_ms
+            ));
+        }
+        if simulate {
+            return;
+        }
+        // The incontact dialect discovers both (base_url overrides, checked there).
+        let urls: &[(&str, &String)] = match c.dialect {
+            Dialect::V2 => &[
+                ("cxone.base_url", &c.base_url),
+                ("cxone.token_url", &c.token_url),
+            ],
+            Dialect::Incontact => &[],
+        };
+        for &(key, value) in urls {
+            if let Some(problem) = url_problem(key, value) {
+                problems.push(problem);
+            }
+        }
+        if c.client_id.trim().is_empty() {
+            problems.push("cxone.client_id must be set (or run with --simulate)".into());
+        }
+        if c.client_secret.expose_secret().is_empty() {
+            problems.push(
+                "cxone.client_secret must be set, e.g. with WFMD_CXONE__CLIENT_SECRET \
+                 (or run with --simulate)"
+                    .into(),
+            );
+        }
+    }
+}
+
 impl Default for CxoneConfig {
     fn default() -> Self {
         Self {
@@ -159,6 +255,39 @@ pub struct RetryConfig {
     pub max_delay_ms: u64,
 }
 
+impl RetryConfig {
+    /// Adds a line naming the key for every bad value.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        in_range(
+            problems,
+            "retry.max_retries",
+            self.max_retries.into(),
+            0,
+            20,
+        );
+        in_range(
+            problems,
+            "retry.base_delay_ms",
+            self.base_delay_ms,
+            1,
+            600_000,
+        );
+        in_range(
+            problems,
+            "retry.max_delay_ms",
+            self.max_delay_ms,
+            1,
+            3_600_000,
+        );
+        if self.max_delay_ms < self.base_delay_ms {
+            problems.push(format!(
+                "retry.max_delay_ms must not be below retry.base_delay_ms ({}), got {}",
+                self.base_delay_ms, self.max_delay_ms
+            ));
+        }
+    }
+}
+
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
@@ -185,189 +314,20 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+impl LogConfig {
+    /// Adds a line naming the key when the level is not a valid filter.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            problems.push(format!("log.level is not a valid filter: {e}"));
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
-        }
-    }
-}
-
-/// The event types wfmd emits; the names are part of the webhook contract.
-pub const EVENT_TYPES: [&str; 6] = [
-    "agent.state_changed",
-    "transition.rejected",
-    "bulk.completed",
-    "adherence.exception",
-    "report.ready",
-    "audit.checkpoint",
-];
-
-/// Shortest accepted webhook signing key, in decoded bytes (the Standard Webhooks
-/// reference secrets are 24 bytes).
-const MIN_WEBHOOK_KEY_BYTES: usize = 24;
-
-/// One subscriber of webhook events.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where events are POSTed. It may carry the receiver's credentials (a user part, a
-    /// query token): shown and stored only masked ([`crate::redact::url`]).
-    #[serde(serialize_with = "mask_url")]
-    pub url: String,
-    /// `whsec_<base64>`; a list of several during a rotation (each signs every message).
-    #[serde(
-        deserialize_with = "one_or_many_secrets",
-        serialize_with = "mask_secrets"
-    )]
-    pub secret: Vec<SecretString>,
-    /// Event types to send; all of them when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<String>>,
-}
-
-impl fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &crate::redact::url(&self.url))
-            .field("secret", &self.secret)
-            .field("events", &self.events)
-            .finish()
-    }
-}
-
-impl WebhookConfig {
-    pub fn wants(&self, event_type: &str) -> bool {
-        self.events
-            .as_ref()
-            .is_none_or(|events| events.iter().any(|e| e == event_type))
-    }
-}
-
-/// The decoded signing key of a `whsec_` secret, or what is wrong with it.
-pub fn webhook_key(secret: &SecretString) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    let text = secret.expose_secret();
-    let encoded = text
-        .strip_prefix("whsec_")
-        .ok_or_else(|| "must start with `whsec_`".to_owned())?;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| "is not valid base64 after `whsec_`".to_owned())?;
-    if key.len() < MIN_WEBHOOK_KEY_BYTES {
-        return Err(format!(
-            "decodes to {} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are needed",
-            key.len()
-        ));
-    }
-    Ok(key)
-}
-
-fn one_or_many_secrets<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(secret) => vec![secret.into()],
-        OneOrMany::Many(secrets) => secrets.into_iter().map(Into::into).collect(),
-    })
-}
-
-fn mask_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&crate::redact::url(url))
-}
-
-fn mask_secrets<S: Serializer>(secrets: &[SecretString], serializer: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = serializer.serialize_seq(Some(secrets.len()))?;
-    for _ in secrets {
-        seq.serialize_element("********")?;
-    }
-    seq.end()
-}
-
-/// Real-time state sync: which agents wfmd keeps in step with the platform.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SyncConfig {
-    /// Whether to poll the platform for the agents' own state changes.
-    pub enabled: bool,
-    /// Poll interval of the real-time subscription; the platform refuses less than 10 s.
-    pub interval_ms: u64,
-    /// Teams whose agents are kept in step.
-    pub teams: Vec<String>,
-    /// Agents kept in step, besides those of `teams`.
-    pub agents: Vec<String>,
-    /// With `teams` and `agents` empty: subscribe to an unfiltered view (every agent,
-    /// which large tenants answer slowly) instead of an explicit list of every agent.
-    pub unfiltered: bool,
-    /// Age at which a subscription is replaced (the platform expires them after 24 h).
-    #[serde(with = "humantime_serde")]
-    pub renew_after: Duration,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval_ms: 10_000,
-            teams: Vec::new(),
-            agents: Vec::new(),
-            unfiltered: false,
-            renew_after: Duration::from_secs(23 * 3_600),
-        }
-    }
-}
-
-/// How webhooks are delivered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
-    /// Timeout of one webhook POST.
-    pub timeout_ms: u64,
-    /// How long a claimed delivery is reserved; longer than the timeout, so a delivery
-    /// is only claimed again when its claimer died.
-    pub lease_ms: u64,
-    /// Deliveries in flight at once, over all endpoints.
-    pub concurrency: usize,
-    /// Waits after failed attempts 1, 2, …; after the last one the delivery is dead.
-    pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
-    /// The longest `Retry-After` of a 429/503 that is honoured as given.
-    #[serde(with = "humantime_serde")]
-    pub max_retry_after: Duration,
-    /// While an endpoint fails, one queued delivery is tried ahead of schedule after
-    /// half the time it has been failing, at least this long …
-    #[serde(with = "humantime_serde")]
-    pub probe_interval: Duration,
-    /// … and at most this long.
-    #[serde(with = "humantime_serde")]
-    pub probe_interval_max: Duration,
-}
-
-impl DeliveryConfig {
-    pub fn retry_schedule(&self) -> Vec<Duration> {
-        self.retry_schedule.iter().map(|d| **d).collect()
-    }
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            timeout_ms: 10_000,
-            lease_ms: 60_000,
-            concurrency: 32,
-            retry_schedule: [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
-                .map(|s| Duration::from_secs(s).into())
-                .to_vec(),
-            max_retry_after: Duration::from_secs(3_600),
-            probe_interval: Duration::from_secs(5),
-            probe_interval_max: Duration::from_secs(60),
         }
     }
 }
@@ -498,188 +458,18 @@ impl Config {
     /// Checks every value; collects all problems instead of stopping at the first.
     pub fn validate(&self, simulate: bool) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let mut range = |key: &str, value: u64, min: u64, max: u64| {
-            if !(min..=max).contains(&value) {
-                problems.push(format!(
-                    "{key} must be between {min} and {max}, got {value}"
-                ));
-            }
-        };
-        range(
-            "sync.interval_ms",
-            self.sync.interval_ms,
+        self.sync.validate(
             cxone_incontact::min_sync_interval_ms(self.cxone.dialect),
-            3_600_000,
+            &mut problems,
         );
-        let d = &self.delivery;
-        range("delivery.timeout_ms", d.timeout_ms, 100, 300_000);
-        range("delivery.concurrency", d.concurrency as u64, 1, 1_024);
-        let c = &self.cxone;
-        range(
-            "cxone.requests_per_minute",
-            c.requests_per_minute.into(),
-            1,
-            6_000,
-        );
-        range(
-            "cxone.interactive_reserve",
-            c.interactive_reserve.into(),
-            0,
-            100,
-        );
-        range(
-            "cxone.request_timeout_ms",
-            c.request_timeout_ms,
-            100,
-            300_000,
-        );
-        range(
-            "cxone.schedule_cache_ttl_ms",
-            c.schedule_cache_ttl_ms,
-            0,
-            3_600_000,
-        );
-        range("retry.max_retries", self.retry.max_retries.into(), 0, 20);
-        range("retry.base_delay_ms", self.retry.base_delay_ms, 1, 600_000);
-        range("retry.max_delay_ms", self.retry.max_delay_ms, 1, 3_600_000);
-        let share = self.cxone.background_share;
-        if !(share > 0.0 && share < 1.0) {
-            problems.push(format!(
-                "cxone.background_share must be above 0 and below 1, got {share}"
-            ));
-        }
-        // A budget of 0 is out of range, said above; a valid one may still be too small.
-        let rpm = self.cxone.requests_per_minute;
-        if self.sync.enabled && rpm >= 1 && rpm <= self.sync_polls_per_minute() {
-            problems.push(format!(
-                "cxone.requests_per_minute ({rpm}) must leave room beyond the {} polls a \
-                 minute of state sync (sync.interval_ms = {}) for every other platform call",
-                self.sync_polls_per_minute(),
-                self.sync.interval_ms
-            ));
-        }
-        if self.retry.max_delay_ms < self.retry.base_delay_ms {
-            problems.push(format!(
-                "retry.max_delay_ms must not be below retry.base_delay_ms ({}), got {}",
-                self.retry.base_delay_ms, self.retry.max_delay_ms
-            ));
-        }
-        if !self.database.url.starts_with("sqlite:") {
-            problems.push(format!(
-                "database.url must be a sqlite: URL such as sqlite://data/wfmd.db, got `{}`",
-                self.database.url
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problems.push(format!("log.level is not a valid filter: {e}"));
-        }
+        self.delivery.validate(&mut problems);
+        self.cxone.validate(&self.sync, simulate, &mut problems);
         cxone_incontact::validate(self, simulate, &mut problems);
-        if !simulate {
-            // The incontact dialect discovers both (base_url overrides, checked there).
-            let urls: &[(&str, &String)] = match c.dialect {
-                Dialect::V2 => &[
-                    ("cxone.base_url", &c.base_url),
-                    ("cxone.token_url", &c.token_url),
-                ],
-                Dialect::Incontact => &[],
-            };
-            for &(key, value) in urls {
-                if let Some(problem) = url_problem(key, value) {
-                    problems.push(problem);
-                }
-            }
-            if c.client_id.trim().is_empty() {
-                problems.push("cxone.client_id must be set (or run with --simulate)".into());
-            }
-            if c.client_secret.expose_secret().is_empty() {
-                problems.push(
-                    "cxone.client_secret must be set, e.g. with WFMD_CXONE__CLIENT_SECRET \
-                     (or run with --simulate)"
-                        .into(),
-                );
-            }
-        }
-        let renew = self.sync.renew_after;
-        if renew >= Duration::from_secs(24 * 3_600)
-            || renew.as_millis() <= u128::from(self.sync.interval_ms)
-        {
-            problems.push(format!(
-                "sync.renew_after must be longer than sync.interval_ms and shorter than the \
-                 platform's 24h subscription lifetime, got {}",
-                humantime::format_duration(renew)
-            ));
-        }
-        if d.lease_ms <= d.timeout_ms {
-            problems.push(format!(
-                "delivery.lease_ms must be longer than delivery.timeout_ms ({}), got {}",
-                d.timeout_ms, d.lease_ms
-            ));
-        }
+        self.retry.validate(&mut problems);
+        self.database.validate(&mut problems);
+        self.log.validate(&mut problems);
         adherence::validate(self, &mut problems);
-        if d.retry_schedule.is_empty() {
-            problems.push("delivery.retry_schedule must have at least one wait".into());
-        }
-        if d.probe_interval < Duration::from_millis(100) {
-            problems.push(format!(
-                "delivery.probe_interval must be at least 100ms, got {}",
-                humantime::format_duration(d.probe_interval)
-            ));
-        }
-        if d.probe_interval_max < d.probe_interval {
-            problems.push(format!(
-                "delivery.probe_interval_max must be at least delivery.probe_interval ({}), got {}",
-                humantime::format_duration(d.probe_interval),
-                humantime::format_duration(d.probe_interval_max)
-            ));
-        }
-        // Endpoints are stored and shown by their masked URL, so two that differ only
-        // in credentials or query values would be one.
-        let mut endpoints: Vec<String> = Vec::new();
-        for (i, hook) in self.webhooks.iter().enumerate() {
-            let key = format!("webhooks[{i}]");
-            // Not echoed: a URL that does not parse cannot be masked.
-            match reqwest::Url::parse(&hook.url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                Ok(url) => problems.push(format!(
-                    "{key}.url must be an http(s) URL, got scheme `{}`",
-                    url.scheme()
-                )),
-                Err(e) => problems.push(format!("{key}.url is not a valid URL ({e})")),
-            }
-            let endpoint = crate::redact::url(&hook.url);
-            if reqwest::Url::parse(&hook.url).is_ok()
-                && let Some(j) = endpoints.iter().position(|e| *e == endpoint)
-            {
-                problems.push(format!(
-                    "{key}.url is the same endpoint as webhooks[{j}].url once credentials and \
-                     query values are masked (`{endpoint}`), which is how wfmd stores and shows \
-                     endpoints; give each a different fragment (e.g. `#billing`), which is \
-                     never sent"
-                ));
-            }
-            endpoints.push(endpoint);
-            if hook.secret.is_empty() {
-                problems.push(format!("{key}.secret must be set"));
-            }
-            for (j, secret) in hook.secret.iter().enumerate() {
-                if let Err(problem) = webhook_key(secret) {
-                    let which = if hook.secret.len() > 1 {
-                        format!("{key}.secret[{j}]")
-                    } else {
-                        format!("{key}.secret")
-                    };
-                    problems.push(format!("{which} {problem}"));
-                }
-            }
-            for event in hook.events.iter().flatten() {
-                if !EVENT_TYPES.contains(&event.as_str()) {
-                    problems.push(format!(
-                        "{key}.events has unknown event type `{event}`; expected one of: {}",
-                        EVENT_TYPES.join(", ")
-                    ));
-                }
-            }
-        }
+        webhooks::validate(&self.webhooks, &mut problems);
         self.bulk.validate(&mut problems);
         self.live.validate(&mut problems);
         self.server.validate(&self.api_tokens, &mut problems);
@@ -704,11 +494,7 @@ impl Config {
     /// Requests a minute the state sync's subscription polls take (one each
     /// `sync.interval_ms`, rounded up); none when the sync is off.
     pub fn sync_polls_per_minute(&self) -> u32 {
-        if !self.sync.enabled {
-            return 0;
-        }
-        let polls = 60_000u64.div_ceil(self.sync.interval_ms.max(1));
-        u32::try_from(polls).unwrap_or(u32::MAX)
+        self.sync.polls_per_minute()
     }
 
     /// The request budget of every platform call but the sync's polls:
@@ -729,6 +515,15 @@ impl Config {
 
     pub fn schedule_cache_ttl(&self) -> Duration {
         Duration::from_millis(self.cxone.schedule_cache_ttl_ms)
+    }
+}
+
+/// Adds a line naming `key` when `value` lies outside `min..=max`.
+fn in_range(problems: &mut Vec<String>, key: &str, value: u64, min: u64, max: u64) {
+    if !(min..=max).contains(&value) {
+        problems.push(format!(
+            "{key} must be between {min} and {max}, got {value}"
+        ));
     }
 }
 

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::retention::{AuditConfig, RetentionConfig};
 use crate::engine::analytics::history;
 use crate::store::Store;
-use crate::store::checkpoints::{self, CheckpointError, CheckpointRow};
+use crate::store::audit::checkpoints::{self, CheckpointError, CheckpointRow};
 use crate::store::retention::{self as pruning, Kind, PruneError};
 
 /// The shortest rest between two batches.

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Simulator;
-use super::routes::{ApiError, ts};
+use super::wire::{ApiError, ts};
 
 /// The metrics the simulated platform computes.
 pub const METRICS: [&str; 3] = ["duration", "count", "first_contact_resolved"];

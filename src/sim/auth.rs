@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::Simulator;
-use super::routes::ApiError;
+use super::wire::ApiError;
 
 /// Issued tokens and the instant each stops being accepted.
 #[derive(Default)]

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::Simulator;
 use super::faults::{Faults, check_route};
-use super::routes::ApiError;
+use super::wire::ApiError;
 
 pub(crate) fn control_router() -> Router<Simulator> {
     Router::new()

@@ -1,9 +1,10 @@
 //! Misbehaviour on demand: the tenant's rate limit, scripted failures and hangs, and
 //! persistent random faults and latency.
 //!
-//! All of it is applied by [`gate`], the middleware in front of every API route, in the
-//! order the platform would: count the request, check the token (401), spend the tenant
-//! budget (429), then scripted `fail_next_on`/`hang_next_on`/`hold_next_on`, then random
+//! All of it is applied by [`gate_with`], the middleware in front of every API route of
+//! both dialects (each words the refusals in its own error shape), in the order the
+//! platform would: count the request, check the token (401), spend the tenant budget
+//! (429), then scripted `fail_next_on`/`hang_next_on`/`hold_next_on`, then random
 //! faults, then latency. Token and `/_sim` control calls never pass through it.
 //!
 //! A scripted entry names the route it is for, so a test that fails "the next change"
@@ -25,7 +26,7 @@ use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
 use super::Simulator;
-use super::routes::ApiError;
+use super::wire::ApiError;
 
 /// Persistent random faults applied to every API call.
 #[derive(Debug, Clone, Default)]
@@ -223,8 +224,58 @@ enum Verdict {
     Pass(Duration),
 }
 
-/// The middleware in front of every API route (see the module docs for the order).
+/// A call the gate answers itself, for the dialect to word in its own error shape.
+pub(crate) enum Refusal {
+    /// No valid access token.
+    Unauthorized,
+    /// The tenant budget is spent: come back in this many whole seconds (never 0).
+    RateLimited(u64),
+    /// A scripted or random failure.
+    Injected {
+        status: StatusCode,
+        retry_after: Option<u64>,
+    },
+    /// The simulator shut down while the call waited.
+    ShuttingDown,
+}
+
+/// The v2 dialect's gate: [`gate_with`] answering refusals as v2 errors.
 pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
+    gate_with(&sim, req, next, |refusal| match refusal {
+        Refusal::Unauthorized => {
+            ApiError::unauthorized("missing, unknown, revoked or expired access token")
+                .into_response()
+        }
+        Refusal::RateLimited(secs) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "tenant request budget exceeded",
+        )
+        .retry_after(secs)
+        .into_response(),
+        Refusal::Injected {
+            status,
+            retry_after,
+        } => {
+            let mut err = ApiError::new(status, error_code(status), "injected fault");
+            if let Some(secs) = retry_after {
+                err = err.retry_after(secs);
+            }
+            err.into_response()
+        }
+        Refusal::ShuttingDown => shutting_down(),
+    })
+    .await
+}
+
+/// The middleware in front of every API route of either dialect (see the module docs
+/// for the order); `refuse` answers the calls it does not let through.
+pub(crate) async fn gate_with(
+    sim: &Simulator,
+    req: Request,
+    next: Next,
+    refuse: impl FnOnce(Refusal) -> Response,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -258,48 +309,36 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
     };
 
     match verdict {
-        Verdict::Unauthorized => {
-            ApiError::unauthorized("missing, unknown, revoked or expired access token")
-                .into_response()
-        }
+        Verdict::Unauthorized => refuse(Refusal::Unauthorized),
         Verdict::RateLimited(wait) => {
             // Whole seconds, rounded up, never 0: a client honouring it must not come back
             // before the bucket has refilled.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "tenant request budget exceeded",
-            )
-            .retry_after(secs.max(1))
-            .into_response()
+            refuse(Refusal::RateLimited(secs.max(1)))
         }
         Verdict::Injected(Scripted::Fail {
             status,
             retry_after,
-        }) => {
-            let mut err = ApiError::new(status, error_code(status), "injected fault");
-            if let Some(secs) = retry_after {
-                err = err.retry_after(secs);
-            }
-            err.into_response()
-        }
+        }) => refuse(Refusal::Injected {
+            status,
+            retry_after,
+        }),
         Verdict::Injected(Scripted::Hang) => {
             // Hold the call until the client gives up (its future is dropped with the
             // connection) or the simulator shuts down, which must not wait on us.
             sim.released().await;
-            shutting_down()
+            refuse(Refusal::ShuttingDown)
         }
-        Verdict::Held(gate, latency) => match gate.wait(&sim).await {
+        Verdict::Held(gate, latency) => match gate.wait(sim).await {
             Some(()) => pass(latency, req, next).await,
-            None => shutting_down(),
+            None => refuse(Refusal::ShuttingDown),
         },
         Verdict::Pass(latency) => pass(latency, req, next).await,
     }
 }
 
 /// Serves a call that passed the gate, after the configured latency.
-pub(crate) async fn pass(latency: Duration, req: Request, next: Next) -> Response {
+async fn pass(latency: Duration, req: Request, next: Next) -> Response {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -316,7 +355,7 @@ fn shutting_down() -> Response {
 }
 
 /// The access token of an `Authorization: Bearer …` header.
-pub(crate) fn bearer_token(req: &Request) -> Option<&str> {
+fn bearer_token(req: &Request) -> Option<&str> {
     let value = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)?

@@ -33,8 +33,8 @@ use serde_json::{Value, json};
 
 use super::Simulator;
 use super::activity::QUEUES;
-use super::routes::ApiError;
 use super::tenant::Tenant;
+use super::wire::ApiError;
 
 /// The scope the skill listing and skill data need.
 pub const SKILLS_SCOPE: &str = "reporting:skill:view";

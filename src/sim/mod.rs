@@ -29,6 +29,7 @@ mod metrics;
 mod routes;
 mod subscriptions;
 mod tenant;
+mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -63,9 +64,9 @@ use activity::Activity;
 use auth::TokenStore;
 use faults::{FaultState, Script, Scripted};
 use metrics::Lines;
-use routes::ApiError;
 use subscriptions::Subscriptions;
 use tenant::{Tenant, default_reason, is_known_state};
+use wire::ApiError;
 
 /// How the simulated tenant looks and behaves.
 #[derive(Clone)]

@@ -9,70 +9,16 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Simulator;
 use super::subscriptions::subscription_router;
 use super::tenant::{OBSERVED_STATES, SimAgent, default_reason, is_known_state};
-
-/// A JSON error answer: `{"error":"not_found","message":"unknown user u_999"}`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
-        self
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    fn unknown_user(id: &str) -> Self {
-        Self::not_found(format!("unknown user {id}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": self.error, "message": self.message});
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
+use super::wire::{ApiError, ts};
 
 /// The API routes, relative to the tenant's base (the cluster path, or the root).
 pub(crate) fn api_router() -> Router<Simulator> {
@@ -92,11 +38,6 @@ pub(crate) fn api_router() -> Router<Simulator> {
         .merge(super::metrics::metrics_router())
         // Authenticated like the rest, so a client cannot probe paths without a token.
         .route("/api/{*rest}", any(unknown_api_path))
-}
-
-/// RFC 3339 UTC with a `Z`, fractional seconds only when there are any.
-pub(crate) fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 #[derive(Deserialize)]

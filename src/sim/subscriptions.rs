@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::Simulator;
-use super::routes::{ApiError, ts};
 use super::tenant::{OBSERVED_STATES, SimAgent};
+use super::wire::{ApiError, ts};
 
 /// The shortest interval the platform accepts, in milliseconds.
 pub const MIN_INTERVAL_MS: u64 = 10_000;

@@ -19,7 +19,6 @@
 pub mod analytics;
 pub mod attempts;
 pub mod audit;
-pub mod checkpoints;
 pub mod deliveries;
 pub mod exceptions;
 pub mod firings;

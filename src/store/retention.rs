@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{SqliteConnection, SqlitePool};
 
-use super::checkpoints::{self, CheckpointError};
+use super::audit::checkpoints::{self, CheckpointError};
 use super::{Housekeeping, Store, WriteBack, from_ms, is_interrupt, to_ms};
 
 /// A kind of record with its own age in `[retention]`.

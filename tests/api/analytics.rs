@@ -8,7 +8,9 @@ use wfmd::engine::analytics::{self, AnalyticsJobs};
 
 use wfmd::sim::SimConfig;
 
-use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, http_client, wfmd};
+use crate::helpers::{
+    DEADLINE, Daemon, TestApp, TestDb, TestSim, eventually, eventually_within, http_client, wfmd,
+};
 
 fn window() -> (String, String) {
     let now = chrono::Utc::now();
@@ -29,23 +31,52 @@ async fn submit(app: &TestApp, body: Value) -> reqwest::Response {
 
 /// Polls the job until it is completed or failed (within [`DEADLINE`]).
 pub async fn until_finished(app: &TestApp, job_id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("job never finished", || async {
         let job: Value = app
             .get(&format!("/v1/analytics/queries/{job_id}"))
             .await
             .json()
             .await
             .unwrap();
-        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job never finished: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        finished(job)
+    })
+    .await
+}
+
+/// The job when it is completed or failed, else what it is.
+fn finished(job: Value) -> Result<Value, String> {
+    if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+        Ok(job)
+    } else {
+        Err(job.to_string())
     }
+}
+
+/// Kills `daemon` while it runs job `job_id`, starts wfmd again on `env` and polls the
+/// job until it finished (within `within`): the new daemon and the job.
+pub async fn finished_after_kill_and_restart(
+    daemon: Daemon,
+    env: &[(String, String)],
+    job_id: &str,
+    within: Duration,
+) -> (Daemon, Value) {
+    daemon.signal("KILL");
+    assert!(!daemon.wait().await.success());
+    let daemon = Daemon::spawn(env).await;
+    let http = http_client();
+    let job = eventually_within(within, "never finished", || async {
+        let job: Value = http
+            .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        finished(job)
+    })
+    .await;
+    (daemon, job)
 }
 
 async fn report_ready_events(app: &TestApp, job_id: &str) -> i64 {
@@ -516,29 +547,7 @@ async fn a_job_accepted_before_kill_9_completes_after_restart_once_and_wfmd_anal
         .as_str()
         .unwrap()
         .to_owned();
-    daemon.signal("KILL");
-    assert!(!daemon.wait().await.success());
-
-    let daemon = Daemon::spawn(&env).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE * 4;
-    let job = loop {
-        let job: Value = http
-            .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
-            break job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never finished: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (daemon, job) = finished_after_kill_and_restart(daemon, &env, &job_id, DEADLINE * 4).await;
     assert_eq!(job["status"], "completed", "{job}");
     let csv = http
         .get(format!(

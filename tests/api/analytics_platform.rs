@@ -9,8 +9,10 @@ use serde_json::{Value, json};
 use wfmd::engine::analytics;
 use wfmd::sim::SimConfig;
 
-use crate::analytics::until_finished;
-use crate::helpers::{DEADLINE, Daemon, Dialect, TestApp, TestDb, TestSim, http_client, wfmd};
+use crate::analytics::{finished_after_kill_and_restart, until_finished};
+use crate::helpers::{
+    DEADLINE, Daemon, Dialect, TestApp, TestDb, TestSim, eventually, http_client, wfmd,
+};
 
 /// Hour-aligned, in the past: the simulator computes any range.
 fn t0() -> DateTime<Utc> {
@@ -161,15 +163,15 @@ async fn polls_come_no_sooner_than_the_platforms_retry_after() {
     let app = app_with(runs_for, |_| {}).await;
     app.sim.sim.set_aggregation_retry_after(Some(1));
     let job_id = submit(&app, &query(&["duration:avg"], &[], "day", 24 * 3)).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the query was never polled three times", || async {
         let queries = app.sim.sim.aggregation_queries();
         if queries.first().is_some_and(|q| q.polls.len() >= 3) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{queries:?}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "{queries:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     app.sim.sim.clock().advance(runs_for);
     assert_eq!(until_finished(&app, &job_id).await["status"], "completed");
     let polls = &app.sim.sim.aggregation_queries()[0].polls;
@@ -283,18 +285,15 @@ async fn a_failed_platform_query_fails_the_job_with_the_platforms_error() {
 
 /// Waits until the platform has accepted `count` queries.
 async fn submitted_reaches(app: &TestApp, count: u64) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually(&format!("{count} queries were never sent"), || async {
         let stats = app.sim.sim.aggregation_stats();
         if stats.submitted >= count {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{stats:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{count} queries were never sent: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -418,8 +417,7 @@ async fn a_platform_job_killed_mid_query_is_resumed_after_restart_and_announced_
         .unwrap()
         .to_owned();
     // Kill it once the platform has the query and wfmd has stored its id.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("never polled", || async {
         let job: Value = http
             .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
             .send()
@@ -429,37 +427,13 @@ async fn a_platform_job_killed_mid_query_is_resumed_after_restart_and_announced_
             .await
             .unwrap();
         if job["platform_status"].is_string() {
-            break;
+            Ok(())
+        } else {
+            Err(job.to_string())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never polled: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    daemon.signal("KILL");
-    assert!(!daemon.wait().await.success());
-
-    let daemon = Daemon::spawn(&env).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let job = loop {
-        let job: Value = http
-            .get(format!("{}/v1/analytics/queries/{job_id}", daemon.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if matches!(job["status"].as_str(), Some("completed" | "failed")) {
-            break job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never finished: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
+    let (daemon, job) = finished_after_kill_and_restart(daemon, &env, &job_id, DEADLINE).await;
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["received"], 5 * 300);
     daemon.signal("TERM");

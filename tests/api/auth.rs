@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -621,17 +620,7 @@ async fn serve_with_tokens_on_a_public_plain_http_address_refuses_to_start_unles
     };
     let warning = first_line_with(lines, "PLAIN HTTP").await;
     assert!(warning.contains("WARN"), "{warning}");
-    let http = http_client();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !http
-        .get(format!("{}/healthz", daemon.address))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no answer");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::healthz_answers(&daemon.address, "no answer").await;
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
 }
@@ -663,18 +652,7 @@ async fn serve_without_tokens_warns_and_listens_on_loopback_instead_of_a_public_
     assert!(warning.contains(&format!("0.0.0.0:{port}")), "{warning}");
     assert!(warning.contains(&format!("127.0.0.1:{port}")), "{warning}");
 
-    let http = http_client();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match http.get(format!("{}/healthz", daemon.address)).send().await {
-            Ok(response) if response.status().is_success() => break,
-            _ => assert!(
-                tokio::time::Instant::now() < deadline,
-                "no answer on loopback"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::healthz_answers(&daemon.address, "no answer on loopback").await;
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
 }
@@ -712,24 +690,16 @@ async fn a_refused_request_is_logged_with_its_request_id_and_answered_with_it() 
         address: format!("http://127.0.0.1:{port}"),
     };
     let http = http_client();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let response = loop {
-        let sent = http
-            .post(format!("{}/v1/agents/u_001/transitions", daemon.address))
+    let response = crate::helpers::eventually("wfmd did not come up", || async {
+        http.post(format!("{}/v1/agents/u_001/transitions", daemon.address))
             .bearer_auth("wfmd_desk")
             .header("x-request-id", "trace-me-4711")
             .json(&json!({"state": "READY"}))
             .send()
-            .await;
-        if let Ok(response) = sent {
-            break response;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "wfmd did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
     assert_eq!(response.status(), 403, "a viewer may not change states");
     assert_eq!(response.headers()["x-request-id"], "trace-me-4711");
 

@@ -48,15 +48,15 @@ async fn wait_job(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    crate::helpers::eventually(what, || async {
         let view = job(http, address, job_id).await;
         if done(&view) {
-            return view;
+            Ok(view)
+        } else {
+            Err(view.to_string())
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {view}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn finished(view: &Value) -> bool {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{DEADLINE, TestApp, TestSim, install_when_missing};
+use crate::helpers::{TestApp, TestSim, install_when_missing};
 use crate::receiver::{Receiver, SECRET};
 
 fn deploy(path: &str) -> PathBuf {
@@ -191,18 +191,15 @@ async fn every_metric_the_alerts_and_the_dashboard_query_is_exported_by_a_runnin
     assert_eq!(verify.status(), 200);
     assert_eq!(app.get("/v1/audit/verify").await.status(), 401);
 
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    crate::helpers::eventually("queried in deploy/ but not exported", || async {
         let scrape = app.get("/metrics").await.text().await.unwrap();
         let exported = exported(&scrape);
         let missing: Vec<&String> = queried.difference(&exported).collect();
         if missing.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{missing:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queried in deploy/ but not exported: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 }

@@ -3,9 +3,7 @@
 //! soon as space comes back, without a restart. The database sits on a small tmpfs the
 //! test fills and frees ([`SmallDisk`](crate::helpers::SmallDisk)).
 
-use std::time::Duration;
-
-use serde_json::{Value, json};
+use serde_json::json;
 use wfmd::store::Store;
 
 use crate::helpers::{DEADLINE, SET_STATE, TestApp, TestDb, TestSim};
@@ -33,17 +31,10 @@ async fn write_one(store: &Store) -> Result<(), sqlx::Error> {
 
 /// Polls `write_one` until it succeeds, failing the test after the deadline.
 async fn writes_again(store: &Store) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match write_one(store).await {
-            Ok(()) => return,
-            Err(error) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "writes did not recover after space came back: {error}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::eventually("writes did not recover after space came back", || async {
+        write_one(store).await.map_err(|error| error.to_string())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -74,23 +65,6 @@ async fn app_on_small_disk() -> TestApp {
     TestApp::spawn_on_db(TestSim::default_tenant().await, db, |_| {}).await
 }
 
-/// Waits until `/readyz` answers `status`, failing the test after the deadline; returns
-/// the body.
-async fn readiness_becomes(app: &TestApp, status: u16) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let response = app.get("/readyz").await;
-        if response.status().as_u16() == status {
-            return response.json().await.unwrap();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz did not become {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_is_back() {
     let app = app_on_small_disk().await;
@@ -101,7 +75,7 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
     } else {
         "NOT_READY"
     };
-    readiness_becomes(&app, 200).await;
+    app.readiness_becomes(200).await;
 
     app.db.small_disk().fill();
     let (status, body) = app.set_state(&agent.id, target).await;
@@ -112,7 +86,7 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
     );
     assert_eq!(app.sim.changes(), 0, "nothing went to the platform");
     assert_eq!(app.sim.sim.agent(&agent.id).unwrap().state, before);
-    let ready = readiness_becomes(&app, 503).await;
+    let ready = app.readiness_becomes(503).await;
     let database = ready["database"].as_str().unwrap();
     assert!(
         database.starts_with("unavailable") && database.contains("full"),
@@ -126,7 +100,7 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
     assert!(errors.parse::<f64>().unwrap() >= 1.0, "{errors}");
 
     app.db.small_disk().free();
-    readiness_becomes(&app, 200).await;
+    app.readiness_becomes(200).await;
     let (status, body) = app.set_state(&agent.id, target).await;
     assert_eq!(status, 200, "writes work again without a restart: {body}");
     assert_eq!(app.sim.sim.agent(&agent.id).unwrap().state, target);

@@ -210,24 +210,6 @@ async fn resource_server_base_uri_from_the_token_is_used_for_api_calls() {
     assert_eq!(app.sim.sim.stats().unauthorized, 0);
 }
 
-/// Waits until `/readyz` answers `status`; returns the body.
-async fn readiness_becomes(app: &TestApp, status: u16) -> Value {
-    let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
-    loop {
-        let response = app.get("/readyz").await;
-        let now = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        if now == status {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz did not become {status}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_platform_that_stops_answering_makes_wfmd_unready_once_state_sync_falls_behind() {
     // The incontact dialect's delta feed has no platform minimum for the poll interval
@@ -239,19 +221,12 @@ async fn a_platform_that_stops_answering_makes_wfmd_unready_once_state_sync_fall
         c.cxone.request_timeout_ms = 500;
     })
     .await;
-    let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
-    loop {
-        let ready = readiness_becomes(&app, 200).await;
+    crate::helpers::wait_until("state sync never polled", || async {
+        let ready = app.readiness_becomes(200).await;
         assert_eq!(ready["platform"], "ok", "{ready}");
-        if !ready["sync"]["last_poll"].is_null() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "state sync never polled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        !ready["sync"]["last_poll"].is_null()
+    })
+    .await;
     let token_calls = app.sim.sim.stats().token_requests;
 
     // Every API call hangs from now on; the cached token stays valid.
@@ -259,7 +234,7 @@ async fn a_platform_that_stops_answering_makes_wfmd_unready_once_state_sync_fall
         timeout_ratio: 1.0,
         ..wfmd::sim::Faults::default()
     });
-    let ready = readiness_becomes(&app, 503).await;
+    let ready = app.readiness_becomes(503).await;
     let platform = ready["platform"].as_str().unwrap();
     assert!(
         platform.contains("state sync has not polled since"),
@@ -272,5 +247,5 @@ async fn a_platform_that_stops_answering_makes_wfmd_unready_once_state_sync_fall
     );
 
     app.sim.sim.set_faults(wfmd::sim::Faults::default());
-    readiness_becomes(&app, 200).await;
+    app.readiness_becomes(200).await;
 }

@@ -417,17 +417,82 @@ impl TestApp {
     /// Waits until the count `sql` selects reaches `at_least`, failing the test with
     /// `what` after the deadline.
     pub async fn wait_for_count(&self, sql: &'static str, at_least: i64, what: &str) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.count(sql).await < at_least {
-            assert!(tokio::time::Instant::now() < deadline, "{what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(what, || async { self.count(sql).await >= at_least }).await;
+    }
+
+    /// Waits until `/readyz` answers `status`, failing the test after the deadline;
+    /// returns the body.
+    pub async fn readiness_becomes(&self, status: u16) -> Value {
+        eventually(&format!("/readyz did not become {status}"), || async {
+            let response = self.get("/readyz").await;
+            let now = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            if now == status {
+                Ok(body)
+            } else {
+                Err(body.to_string())
+            }
+        })
+        .await
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Polls `check` until it gives a value, failing the test after the deadline with `what`
+/// and what `check` last saw (its `Err`).
+pub async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
+    what: &str,
+    check: impl FnMut() -> F,
+) -> T {
+    eventually_within(DEADLINE, what, check).await
+}
+
+/// [`eventually`] with a deadline of its own, for work known to take longer.
+pub async fn eventually_within<T, F: std::future::Future<Output = Result<T, String>>>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if tokio::time::Instant::now() >= deadline && seen.is_empty() => {
+                panic!("{what}")
+            }
+            Err(seen) => assert!(tokio::time::Instant::now() < deadline, "{what}: {seen}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until wfmd at `address` answers `/healthz`, failing the test with `what` after
+/// the deadline.
+pub async fn healthz_answers(address: &str, what: &str) {
+    let http = http_client();
+    wait_until(what, || async {
+        http.get(format!("{address}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+}
+
+/// Polls `check` until it holds, failing the test with `what` after the deadline.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -393,8 +393,7 @@ async fn one_caller_using_up_its_tickets_and_streams_does_not_lock_out_another()
 
     // A stream that ends gives its place back.
     drop(open.pop());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    crate::helpers::wait_until("the closed stream's place never came back", || async {
         let response = app
             .http
             .get(format!("{}/v1/events", app.address))
@@ -402,16 +401,12 @@ async fn one_caller_using_up_its_tickets_and_streams_does_not_lock_out_another()
             .send()
             .await
             .unwrap();
-        if response.status() == 200 {
-            break;
+        if response.status() != 200 {
+            assert_eq!(response.status(), 429);
         }
-        assert_eq!(response.status(), 429);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the closed stream's place never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        response.status() == 200
+    })
+    .await;
 }
 
 /// The daemon's log so far.
@@ -421,18 +416,15 @@ fn log_text(path: &std::path::Path) -> String {
 
 /// Waits until the daemon's log at `path` contains `needle`; returns the log.
 async fn logged(path: &std::path::Path, needle: &str) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    crate::helpers::eventually(&format!("`{needle}` never reached the log"), || async {
         let text = log_text(path);
         if text.contains(needle) {
-            return text;
+            Ok(text)
+        } else {
+            Err(String::new())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "`{needle}` never reached the log"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -654,20 +646,7 @@ async fn served_under_file_limit(soft: u64, hard: Option<u64>) -> (u64, String) 
         child,
         address: format!("http://127.0.0.1:{port}"),
     };
-    let http = http_client();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !http
-        .get(format!("{}/healthz", daemon.address))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "wfmd did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::healthz_answers(&daemon.address, "wfmd did not come up").await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).unwrap();
     drop(daemon);
     let soft = limits

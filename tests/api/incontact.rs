@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rand::{Rng, SeedableRng};
 use wfmd::cxone::{Budget, ContactCenter, IncontactClient, IncontactSettings, RetryPolicy};
 use wfmd::engine::sync::{StateSync, SyncSettings};
 use wfmd::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
 use wfmd::sim::{SimConfig, Simulator};
-use wfmd::store::{Store, from_ms, history};
+use wfmd::store::Store;
 
 use crate::helpers::{TestDb, TestSim};
+use crate::sync::{assert_history_matches, expected, recorded};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 const AGENT_STATES: &str = "GET /inContactAPI/services/{version}/agents/states";
@@ -81,53 +82,6 @@ fn projected(state: &str, reason: &str) -> String {
     }
 }
 
-/// What a poller at exactly `polls` must have recorded, per agent: the distinct
-/// (projected state, start) in effect at those instants.
-fn expected(sim: &Simulator, polls: &[DateTime<Utc>]) -> Vec<(String, Vec<(String, i64)>)> {
-    sim.agents()
-        .into_iter()
-        .map(|agent| {
-            let mut seen: Vec<(String, i64)> = Vec::new();
-            for poll in polls {
-                let current = agent
-                    .state_log
-                    .iter()
-                    .rev()
-                    .find(|c| c.at <= *poll)
-                    .expect("an initial state");
-                let entry = (
-                    projected(&current.state, &current.reason),
-                    current.at.timestamp_millis(),
-                );
-                // The sync sees a change when the state or its start moves.
-                if seen.last() != Some(&entry) {
-                    seen.push(entry);
-                }
-            }
-            (agent.id, seen)
-        })
-        .collect()
-}
-
-async fn recorded(store: &Store, agent: &str) -> Vec<(String, i64)> {
-    let far = Utc::now() + chrono::Duration::days(3_650);
-    history::overlapping(store.reader(), agent, from_ms(0), far)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|row| (row.state, row.started_at))
-        .collect()
-}
-
-async fn assert_history_matches(sim: &Simulator, store: &Store, polls: &[DateTime<Utc>]) {
-    let mut changes = 0;
-    for (agent, want) in expected(sim, polls) {
-        changes += want.len() - 1;
-        assert_eq!(recorded(store, &agent).await, want, "history of {agent}");
-    }
-    assert!(changes >= 20, "the agents barely moved ({changes})");
-}
-
 #[tokio::test]
 async fn delta_sync_over_a_thousand_polls_matches_the_simulators_ground_truth() {
     let sim = busy_tenant(30).await;
@@ -166,7 +120,7 @@ async fn delta_sync_over_a_thousand_polls_matches_the_simulators_ground_truth() 
     }
     assert!(full >= 1, "the first poll is a full snapshot");
     assert!(full < 100, "later polls are deltas ({full} full ones)");
-    assert_history_matches(&sim.sim, &store, &polls).await;
+    assert_history_matches(&sim.sim, &store, &polls, projected).await;
     assert!(
         wfmd::store::audit::verify(store.reader())
             .await
@@ -203,13 +157,13 @@ async fn an_outage_mid_stream_resyncs_from_the_epoch_without_recording_a_change_
         .unwrap_or_default();
     assert_eq!(full_reads, 120, "one call per cycle");
     // The poll after the outage read everyone again; nothing was recorded twice.
-    assert_history_matches(&sim.sim, &store, &polls).await;
+    assert_history_matches(&sim.sim, &store, &polls, projected).await;
     let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
         .fetch_one(store.reader())
         .await
         .unwrap();
     let mut changes = 0;
-    for (agent, _) in expected(&sim.sim, &polls) {
+    for (agent, _) in expected(&sim.sim, &polls, projected) {
         changes += recorded(&store, &agent).await.len() as i64;
     }
     assert_eq!(events, changes, "one event per recorded interval");

@@ -12,7 +12,7 @@ use wfmd::domain::metrics::SkillTile;
 use wfmd::sim::{QUEUES_SCOPE, SimConfig};
 use wfmd::store::samples::{self, Sample};
 
-use crate::helpers::{DEADLINE, TestApp, TestSim};
+use crate::helpers::{TestApp, TestSim};
 
 const SKILL_DATA: &str = "GET /inContactAPI/services/v18.0/real-time-data/skill-data";
 const QUEUE_STATS: &str = "POST /api/v2/reporting/queues/realtime";
@@ -36,27 +36,27 @@ async fn readyz(app: &TestApp) -> (u16, Value) {
 
 /// Waits until `check` holds for the /readyz body.
 async fn wait_for_readyz(app: &TestApp, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    crate::helpers::eventually(what, || async {
         let (_, body) = readyz(app).await;
         if check(&body) {
-            return body;
+            Ok(body)
+        } else {
+            Err(body.to_string())
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn wait_for_calls(app: &TestApp, route: &str, at_least: u64) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while app.sim.calls(route) < at_least {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{route}: {} calls, waited for {at_least}",
-            app.sim.calls(route)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::eventually(&format!("{route}: waited for {at_least} calls"), || async {
+        let calls = app.sim.calls(route);
+        if calls >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{calls} calls"))
+        }
+    })
+    .await;
 }
 
 #[derive(Debug, PartialEq, sqlx::FromRow)]

@@ -22,7 +22,7 @@ use wfmd::sim::{Faults, SimConfig};
 use wfmd::store::{Store, firings};
 
 use crate::helpers::{
-    DEADLINE, Daemon, Dialect, SET_STATE, TestDb, TestSim, count, on_both_dialects, wfmd,
+    Daemon, Dialect, SET_STATE, TestDb, TestSim, count, on_both_dialects, wait_until, wfmd,
 };
 
 fn utc(text: &str) -> DateTime<Utc> {
@@ -349,17 +349,6 @@ fn cron_at(at: DateTime<Utc>) -> String {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn scalar(store: &Store, sql: &str, rule: &str) -> i64 {

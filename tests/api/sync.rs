@@ -50,9 +50,22 @@ async fn step(sim: &Simulator, sync: &mut StateSync) -> DateTime<Utc> {
     at
 }
 
+/// How a dialect reads a ground-truth state and reason.
+pub(crate) type Projection = fn(&str, &str) -> String;
+
+/// The v2 dialect reads the ground truth's states as they are.
+fn as_is(state: &str, _reason: &str) -> String {
+    state.to_owned()
+}
+
 /// What a poller at exactly `polls` must have recorded: for each agent, the distinct
-/// ground-truth states in effect at those instants, with the instant each began.
-fn expected(sim: &Simulator, polls: &[DateTime<Utc>]) -> Vec<(String, Vec<(String, i64)>)> {
+/// ground-truth states in effect at those instants (as `project` reads them), with the
+/// instant each began.
+pub(crate) fn expected(
+    sim: &Simulator,
+    polls: &[DateTime<Utc>],
+    project: Projection,
+) -> Vec<(String, Vec<(String, i64)>)> {
     sim.agents()
         .into_iter()
         .map(|agent| {
@@ -64,7 +77,11 @@ fn expected(sim: &Simulator, polls: &[DateTime<Utc>]) -> Vec<(String, Vec<(Strin
                     .rev()
                     .find(|change| change.at <= *poll)
                     .expect("every agent has an initial state");
-                let entry = (current.state.clone(), current.at.timestamp_millis());
+                let entry = (
+                    project(&current.state, &current.reason),
+                    current.at.timestamp_millis(),
+                );
+                // The sync sees a change when the state or its start moves.
                 if seen.last() != Some(&entry) {
                     seen.push(entry);
                 }
@@ -74,7 +91,7 @@ fn expected(sim: &Simulator, polls: &[DateTime<Utc>]) -> Vec<(String, Vec<(Strin
         .collect()
 }
 
-async fn recorded(store: &Store, agent: &str) -> Vec<(String, i64)> {
+pub(crate) async fn recorded(store: &Store, agent: &str) -> Vec<(String, i64)> {
     let far = Utc::now() + chrono::Duration::days(3_650);
     history::overlapping(store.reader(), agent, from_ms(0), far)
         .await
@@ -84,9 +101,15 @@ async fn recorded(store: &Store, agent: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
-async fn assert_history_matches(sim: &Simulator, store: &Store, polls: &[DateTime<Utc>]) {
+/// Every agent's recorded history is what a poller at `polls` must have recorded.
+pub(crate) async fn assert_history_matches(
+    sim: &Simulator,
+    store: &Store,
+    polls: &[DateTime<Utc>],
+    project: Projection,
+) {
     let mut changes = 0;
-    for (agent, want) in expected(sim, polls) {
+    for (agent, want) in expected(sim, polls, project) {
         // Beyond the state each agent was in at the first poll.
         changes += want.len() - 1;
         assert_eq!(recorded(store, &agent).await, want, "history of {agent}");
@@ -116,7 +139,7 @@ async fn history_matches_the_simulators_record_across_a_restart() {
         polls.push(step(&sim.sim, &mut sync).await);
     }
 
-    assert_history_matches(&sim.sim, &store, &polls).await;
+    assert_history_matches(&sim.sim, &store, &polls, as_is).await;
     let verified = wfmd::store::audit::verify(store.reader()).await.unwrap();
     assert!(verified.is_intact());
 }
@@ -138,5 +161,5 @@ async fn an_expired_subscription_mid_run_loses_no_cycle_and_no_change() {
     assert_eq!(subscriptions.len(), 2, "recreated once");
     let polled: u64 = subscriptions.iter().map(|s| s.polls).sum();
     assert_eq!(polled, 60, "every cycle polled");
-    assert_history_matches(&sim.sim, &store, &polls).await;
+    assert_history_matches(&sim.sim, &store, &polls, as_is).await;
 }

@@ -181,14 +181,11 @@ async fn endpoint_status(app: &TestApp, receiver: &Receiver, status: &str) -> Op
 
 /// Waits until /metrics reports `receiver` in `status`.
 async fn wait_endpoint_status(app: &TestApp, receiver: &Receiver, status: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while endpoint_status(app, receiver, status).await != Some(1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the endpoint never showed as {status} in /metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::wait_until(
+        &format!("the endpoint never showed as {status} in /metrics"),
+        || async { endpoint_status(app, receiver, status).await == Some(1.0) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -498,17 +495,15 @@ async fn credentials_in_webhook_urls_reach_no_output_log_error_or_database_file(
         .unwrap();
     assert_eq!(changed.status(), 200);
     let store = Store::open(&db.url()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while crate::helpers::count(
-        &store,
-        "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'",
-    )
-    .await
-        < 2
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never died");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_until("never died", || async {
+        crate::helpers::count(
+            &store,
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'",
+        )
+        .await
+            >= 2
+    })
+    .await;
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
 

@@ -17,10 +17,8 @@
 mod auth;
 mod routes;
 
-use std::time::Duration;
-
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Simulator;
-use super::faults::{HoldGate, Script, Scripted, bearer_token, pass};
+use super::faults::{self, Refusal};
 use super::tenant::{SimAgent, default_reason};
 
 /// The access key the simulated tenant accepts (the API user's key id and secret).
@@ -280,73 +278,28 @@ impl IntoResponse for IcError {
     }
 }
 
-/// What the gate decided for one API call.
-enum Verdict {
-    Unauthorized,
-    RateLimited(Duration, bool),
-    Injected(Scripted, bool),
-    Held(HoldGate, Duration),
-    Pass(Duration),
-}
-
 /// The v2 gate's order (count, token, budget, scripted and random faults, latency) with
 /// this dialect's error shapes and its `Retry-After` switch.
 async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| sim.route_key(req.method(), p.as_str()));
-    let token = bearer_token(&req).map(str::to_owned);
-    let now = sim.clock().now();
-    let verdict = {
-        let mut st = sim.lock();
-        st.stats.api_requests += 1;
-        if let Some(route) = &route {
-            *st.stats.by_route.entry(route.clone()).or_default() += 1;
-        }
-        let retry_after = st.incontact.knobs.retry_after;
-        if !token.is_some_and(|t| st.tokens.is_valid(&t, now)) {
-            st.stats.unauthorized += 1;
-            Verdict::Unauthorized
-        } else if let Some(wait) = sim.spend_budget() {
-            st.stats.rate_limited += 1;
-            Verdict::RateLimited(wait, retry_after)
-        } else {
-            let latency = st.faults.faults.latency;
-            match st.faults.next_for(route.as_deref()) {
-                Some(Script::Fault(what)) => {
-                    st.stats.injected_faults += 1;
-                    Verdict::Injected(what, retry_after)
-                }
-                Some(Script::Hold(gate)) => Verdict::Held(gate, latency),
-                None => Verdict::Pass(latency),
-            }
-        }
-    };
-    match verdict {
-        Verdict::Unauthorized => IcError::acd(
+    let with_header = sim.lock().incontact.knobs.retry_after;
+    faults::gate_with(&sim, req, next, |refusal| match refusal {
+        Refusal::Unauthorized => IcError::acd(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
             "missing, unknown, revoked or expired access token",
         )
         .into_response(),
-        Verdict::RateLimited(wait, with_header) => {
-            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-            IcError::newer(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "tenant request budget exceeded",
-            )
-            .retry_after(with_header.then_some(secs))
-            .into_response()
-        }
-        Verdict::Injected(
-            Scripted::Fail {
-                status,
-                retry_after,
-            },
-            with_header,
-        ) => {
+        Refusal::RateLimited(secs) => IcError::newer(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "tenant request budget exceeded",
+        )
+        .retry_after(with_header.then_some(secs))
+        .into_response(),
+        Refusal::Injected {
+            status,
+            retry_after,
+        } => {
             let retry_after = retry_after.filter(|_| with_header);
             let error = if status.is_server_error() {
                 IcError::header_only(status, "Service Unavailable")
@@ -355,16 +308,9 @@ async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Respons
             };
             error.retry_after(retry_after).into_response()
         }
-        Verdict::Injected(Scripted::Hang, _) => {
-            sim.released().await;
-            shutting_down()
-        }
-        Verdict::Held(gate, latency) => match gate.wait(&sim).await {
-            Some(()) => pass(latency, req, next).await,
-            None => shutting_down(),
-        },
-        Verdict::Pass(latency) => pass(latency, req, next).await,
-    }
+        Refusal::ShuttingDown => shutting_down(),
+    })
+    .await
 }
 
 fn shutting_down() -> Response {

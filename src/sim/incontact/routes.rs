@@ -21,8 +21,8 @@ use super::{
     team_codes, user_uuid, visible_change,
 };
 use crate::sim::Simulator;
-use crate::sim::routes::ts;
 use crate::sim::tenant::SimAgent;
+use crate::sim::wire::ts;
 
 const BASE: &str = "/inContactAPI/services/{version}";
 

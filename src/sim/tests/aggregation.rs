@@ -139,7 +139,7 @@ async fn a_query_runs_its_course_and_a_sixth_waits_for_one_of_five() {
     let rows = last["results"].as_array().unwrap();
     assert_eq!(rows.len(), 31 * teams - 100);
     let first = &truth[100];
-    assert_eq!(rows[0]["timeSeries"], routes::ts(first.bucket));
+    assert_eq!(rows[0]["timeSeries"], wire::ts(first.bucket));
     assert_eq!(
         rows[0]["dimensions"]["group.id"],
         first.dimensions["group.id"]

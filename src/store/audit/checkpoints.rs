@@ -17,10 +17,10 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use super::audit::{self, AuditKey, Break, EntryRow, Walker};
-use super::outbox;
-use super::{Store, to_ms};
+use super::{self as audit, AuditKey, Break, EntryRow, Walker};
 use crate::domain::events::{AuditCheckpoint, Event};
+use crate::store::outbox;
+use crate::store::{Store, to_ms};
 
 /// A stored checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]

@@ -18,7 +18,7 @@
 //! database file), so every writer keys its entries without being handed the key.
 //!
 //! Retention prunes a prefix of the log only up to a checkpoint
-//! ([`super::checkpoints`]): the last pruned entry's sequence number and hash, signed
+//! ([`checkpoints`]): the last pruned entry's sequence number and hash, signed
 //! with the key. Verification then starts from that checkpoint instead of the first
 //! entry, and says so.
 
@@ -34,8 +34,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use super::checkpoints::{self, CheckpointRow};
 use super::{from_ms, to_ms};
+
+pub mod checkpoints;
+mod export;
+
+pub use export::{ExportedEntry, stream_between};
+
+use checkpoints::CheckpointRow;
 
 /// `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -184,44 +190,6 @@ impl EntryRow {
         let detail: serde_json::Value = serde_json::from_str(&self.detail).ok()?;
         detail["key_id"].as_str().map(str::to_owned)
     }
-
-    /// The entry as `wfmd audit export` and `GET /v1/audit` print it: one JSON object,
-    /// the time as RFC 3339 and the detail as JSON.
-    pub fn exported(&self) -> ExportedEntry<'_> {
-        ExportedEntry {
-            seq: self.seq,
-            at: crate::time::rfc3339(self.at()),
-            actor: &self.actor,
-            action: &self.action,
-            agent_id: self.agent_id.as_deref(),
-            subject_id: self.subject_id.as_deref(),
-            detail: serde_json::from_str(&self.detail)
-                .unwrap_or_else(|_| serde_json::Value::String(self.detail.clone())),
-            prev_hash: &self.prev_hash,
-            hash: &self.hash,
-        }
-    }
-}
-
-/// An audit entry as exported (one JSON line each).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ExportedEntry<'a> {
-    /// Position in the chain, from 1, without gaps.
-    pub seq: i64,
-    /// When it was written (RFC 3339, UTC).
-    pub at: String,
-    /// Who did it: a token name, `local`, `cli:alice`, `rule:care-lunch`, `sync`, …
-    pub actor: &'a str,
-    /// What happened, e.g. `transition.succeeded`.
-    pub action: &'a str,
-    pub agent_id: Option<&'a str>,
-    /// The record the entry is about (a transition attempt).
-    pub subject_id: Option<&'a str>,
-    pub detail: serde_json::Value,
-    pub prev_hash: &'a str,
-    /// `sha256(prev_hash "\n" canonical entry)`, hex; HMAC-SHA-256 with `audit.key`
-    /// from the `audit.keyed` entry on.
-    pub hash: &'a str,
 }
 
 /// Why an entry cannot be appended.
@@ -801,22 +769,6 @@ pub async fn head(pool: &SqlitePool) -> Result<Option<(Head, i64)>, sqlx::Error>
             .fetch_optional(pool)
             .await?;
     Ok(row.map(|(seq, hash, at)| (Head { seq, hash }, at)))
-}
-
-/// Entries written in `[from, to)`, oldest first, one at a time: a year of entries
-/// exports in constant memory.
-pub fn stream_between(
-    pool: &SqlitePool,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> impl futures::Stream<Item = Result<EntryRow, sqlx::Error>> + Send + '_ {
-    sqlx::query_as(
-        "SELECT seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash
-         FROM audit_log WHERE at >= ? AND at < ? ORDER BY seq",
-    )
-    .bind(to_ms(from))
-    .bind(to_ms(to))
-    .fetch(pool)
 }
 
 #[cfg(test)]

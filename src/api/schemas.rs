@@ -1,0 +1,40 @@
+//! Names of the component schemas the served OpenAPI document adds, their patterns, and
+//! `$ref`s to them: shared by `openapi` and the route modules that describe their own JSON.
+
+/// Name of the schema of the states a request may set.
+pub const SETTABLE_STATE: &str = "SettableState";
+/// Name of the schema of an agent id as the server takes it, in a path or a body.
+pub const AGENT_ID: &str = "AgentId";
+/// Name of the schema of an instant as `time::parse_instant` takes it.
+pub const INSTANT: &str = "Instant";
+/// Name of the schema of an IANA time zone name.
+pub const TIME_ZONE: &str = "TimeZone";
+
+/// What `check_agent_id` accepts: 1 to 128 printable ASCII characters, not `.` or `..`
+/// (written without look-ahead, so generators that know only plain regexes can use it).
+pub const AGENT_ID_PATTERN: &str = r"^(?:[!-~]{3,128}|[!-\-/-~]|[!-\-/-~][!-~]|\.[!-\-/-~])$";
+
+/// A date (midnight UTC) or an RFC 3339 instant, as `time::parse_instant` takes them.
+/// Narrower than the parser on purpose, so that everything it allows parses: years
+/// 1970-2099, days that exist in every year (so not February 29), ASCII digits only.
+pub const INSTANT_PATTERN: &str = concat!(
+    "^(?:19[7-9][0-9]|20[0-9][0-9])-",
+    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    "(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?",
+    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?$",
+);
+
+/// An `Idempotency-Key` header as the server takes it: 1 to 255 visible ASCII
+/// characters, spaces only inside (HTTP trims a header value's ends).
+pub const HEADER_KEY_PATTERN: &str = r"^[!-~](?:[ -~]{0,253}[!-~])?$";
+
+pub(super) fn schema_ref(name: &str) -> String {
+    format!("#/components/schemas/{name}")
+}
+
+/// `{"$ref": …}` to the named component schema.
+pub fn reference(name: &str) -> serde_json::Value {
+    serde_json::json!({ "$ref": schema_ref(name) })
+}
