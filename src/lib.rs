@@ -5,20 +5,27 @@
 //! through webhooks, a hash-chained audit log and compliance exports.
 //!
 //! # Layout
-//! - [`domain`]: the vocabulary and pure rules (states, compliance, idle time). No I/O.
-//! - [`cxone`]: the platform client behind the [`cxone::ContactCenter`] trait: token
-//!   cache, retries with jitter, the shared request budget.
-//! - [`store`]: SQLite: state history, attempts, audit log, outbox.
+//! - [`domain`]: the vocabulary and pure rules (states, compliance, idle time, trends
+//!   and anomalies), and [`domain::events`], the typed events every producer builds and
+//!   the webhooks and live feed carry. No I/O.
+//! - [`cxone`]: the platform client behind the [`cxone::ContactCenter`] trait: one HTTP
+//!   core (`cxone::core`: calls, the token cache, status classification, the circuit
+//!   breaker, paging) under two dialects (`v2`, `incontact`) that add paths, wire types
+//!   and mappings; retries with jitter; the shared request budget with its lanes.
+//! - [`store`]: SQLite: state history, attempts, intents, the audit log with its
+//!   checkpoints, the outbox, jobs, schedules, the agent roster, retention.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
 //!   one change; [`engine::sync`] records the changes agents make themselves;
 //!   [`engine::rules`] fires WFM rules at their cron slots;
 //!   [`engine::bulk`] runs supervisors' bulk jobs through the engine;
 //!   [`engine::schedules`] keeps the agents' schedules, which drive
 //!   [`engine::automation`] and the [`engine::compliance`] sweep;
-//!   [`engine::metrics`] polls skill and queue figures for the wallboard.
+//!   [`engine::metrics`] polls skill and queue figures for the wallboard;
+//!   [`engine::analytics`] runs analytics jobs; [`engine::retention`] prunes.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
-//!   out to any number of clients; [`web`]: the wallboard page that shows it.
+//!   out to any number of clients, one job per file (view, encoding, hub, loops, feed,
+//!   browser tickets); [`web`]: the wallboard page that shows it.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
 //!   the database, logs and messages.

@@ -19,7 +19,7 @@
 //!   with a reason. Both are counted in `/metrics`.
 //! - A thousand clients cost little: each message is rendered once (its JSON and its
 //!   SSE block) and every client is sent the same bytes; commits close together are
-//!   read from the outbox together ([`loops::MIN_READ_GAP`]), so a client wakes once for them;
+//!   read from the outbox together (`loops::MIN_READ_GAP`), so a client wakes once for them;
 //!   one timer beats for every client.
 //!
 //! Tickets ([`Tickets`]) let a browser open the feed without putting its long-lived

@@ -13,7 +13,7 @@
 //! that key, so rows appended by someone holding the file but not the key no longer
 //! verify. Entries before it keep verifying as plain SHA-256.
 //!
-//! The key reaches [`append_all`] through the write connection: [`Store`] puts it in a
+//! The key reaches [`append_all`] through the write connection: [`Store`](super::Store) puts it in a
 //! `TEMP` table of each write connection it opens (connection memory, never the
 //! database file), so every writer keys its entries without being handed the key.
 //!
