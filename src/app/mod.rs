@@ -4,6 +4,7 @@
 
 mod schedule_work;
 mod services;
+mod settings;
 mod simulate;
 mod tenant;
 mod worker;

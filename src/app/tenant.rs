@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::schedule_work::ScheduleWork;
 use super::services::Services;
+use super::settings::live_settings;
 use super::worker::Worker;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::engine::{self, TransitionEngine};
 use crate::{api, cxone, delivery, live, metrics_handle};
 
@@ -199,23 +200,5 @@ impl Tenant {
             engine.settle_intents_until(stop).await
         }));
         workers
-    }
-}
-
-/// The live feed's settings: `[live]`, and the managed agents as state sync keeps them.
-/// With `live.enabled` off the feed makes no platform call (no roster either).
-fn live_settings(config: &Config) -> live::Settings {
-    live::Settings {
-        service_level_good: config.live.service_level_good,
-        service_level_warning: config.live.service_level_warning,
-        skill_interval: config.live.skill_interval,
-        queue_interval: config.live.queue_interval,
-        teams: config.sync.teams.clone(),
-        agents: config.sync.agents.clone(),
-        roster: config.live.enabled,
-        queues_are_skills: config.cxone.dialect == config::Dialect::Incontact,
-        max_streams_per_caller: config.live.max_streams_per_caller,
-        max_tickets_per_caller: config.live.max_tickets_per_caller,
-        ..live::Settings::default()
     }
 }

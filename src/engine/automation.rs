@@ -34,7 +34,6 @@ use tokio_util::sync::CancellationToken;
 use super::schedules::{AgentPlan, ScheduleBook};
 use super::sync::SyncStatus;
 use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
-use crate::config::AutomationConfig;
 use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::Expected;
 use crate::domain::{AgentState, Origin};
@@ -54,18 +53,6 @@ pub struct AutomationSettings {
     pub optional_breaks: bool,
     pub logout_after_shift_end: Option<Duration>,
     pub catch_up: Duration,
-}
-
-impl From<&AutomationConfig> for AutomationSettings {
-    fn from(config: &AutomationConfig) -> Self {
-        AutomationSettings {
-            break_start: config.break_start,
-            break_end: config.break_end,
-            optional_breaks: config.optional_breaks,
-            logout_after_shift_end: config.logout_after_shift_end,
-            catch_up: config.catch_up,
-        }
-    }
 }
 
 /// The automations.

@@ -88,15 +88,6 @@ pub struct BulkSettings {
     pub agent_list_ttl: Duration,
 }
 
-impl From<&crate::config::bulk::BulkConfig> for BulkSettings {
-    fn from(config: &crate::config::bulk::BulkConfig) -> Self {
-        BulkSettings {
-            concurrency: config.concurrency,
-            agent_list_ttl: Duration::from_millis(config.agent_list_ttl_ms),
-        }
-    }
-}
-
 /// Which agents a job is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -36,7 +36,7 @@ use super::automation::wait_for_sync;
 use super::schedules::ScheduleBook;
 use super::sync::SyncStatus;
 use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
-use crate::config::{AutoCorrect, ComplianceConfig};
+use crate::config::AutoCorrect;
 use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::DeviationKind;
 use crate::domain::events::{AdherenceException, Event, ExceptionStatus};
@@ -61,16 +61,6 @@ pub struct SweepSettings {
     pub interval: Duration,
     pub threshold: Duration,
     pub auto_correct: AutoCorrect,
-}
-
-impl From<&ComplianceConfig> for SweepSettings {
-    fn from(config: &ComplianceConfig) -> Self {
-        SweepSettings {
-            interval: config.sweep_interval,
-            threshold: config.exception_threshold,
-            auto_correct: config.auto_correct,
-        }
-    }
 }
 
 /// An open exception, as the sweep keeps it.

@@ -17,7 +17,6 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::live::LiveConfig;
 use crate::cxone::{ContactCenter, CxoneError, Lane, MAX_QUEUES_PER_CALL, in_lane};
 use crate::store::Store;
 use crate::store::samples::{self, Sample};
@@ -51,18 +50,6 @@ pub struct PollerSettings {
     pub skill_interval: Duration,
     pub queue_interval: Duration,
     pub listing_refresh: Duration,
-}
-
-impl From<&LiveConfig> for PollerSettings {
-    fn from(live: &LiveConfig) -> PollerSettings {
-        PollerSettings {
-            skills: live.skills.clone(),
-            queues: live.queues.clone(),
-            skill_interval: live.skill_interval,
-            queue_interval: live.queue_interval,
-            listing_refresh: LISTING_REFRESH,
-        }
-    }
 }
 
 /// Why one poll failed.

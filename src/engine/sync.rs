@@ -36,7 +36,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::KeyedLock;
-use crate::config::SyncConfig;
 use crate::cxone::{
     AgentFilter, ChangeFeed, ContactCenter, CxoneError, FeedPoll, ObservedAgent,
     SubscriptionRequest,
@@ -68,18 +67,6 @@ pub struct SyncSettings {
     pub teams: Vec<String>,
     pub agents: Vec<String>,
     pub unfiltered: bool,
-}
-
-impl From<&SyncConfig> for SyncSettings {
-    fn from(config: &SyncConfig) -> Self {
-        SyncSettings {
-            interval: Duration::from_millis(config.interval_ms),
-            renew_after: config.renew_after,
-            teams: config.teams.clone(),
-            agents: config.agents.clone(),
-            unfiltered: config.unfiltered,
-        }
-    }
 }
 
 /// What the rest of the daemon may know about the sync (for `/readyz`).
