@@ -24,6 +24,17 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A request body that could not be read (too large, cut off, …): the status and
+    /// the words axum's rejection gives.
+    pub fn unreadable_body(rejection: &axum::extract::rejection::BytesRejection) -> Problem {
+        Problem::new(
+            rejection.status(),
+            "unreadable-body",
+            "The request body could not be read",
+            rejection.body_text(),
+        )
+    }
+
     pub fn new(
         status: StatusCode,
         kind: &'static str,

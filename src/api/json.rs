@@ -41,14 +41,9 @@ where
                 "send the body with content-type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
-            Problem::new(
-                e.status(),
-                "unreadable-body",
-                "The request body could not be read",
-                e.body_text(),
-            )
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| Problem::unreadable_body(&e))?;
         parse(&bytes).map(JsonBody)
     }
 }

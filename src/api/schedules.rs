@@ -109,12 +109,7 @@ pub async fn import_schedules(
             )
             .with("limit_bytes", IMPORT_LIMIT_BYTES)
         } else {
-            Problem::new(
-                e.status(),
-                "unreadable-body",
-                "The request body could not be read",
-                e.body_text(),
-            )
+            Problem::unreadable_body(&e)
         }
     })?;
     let text = String::from_utf8(bytes.to_vec())

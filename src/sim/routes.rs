@@ -92,11 +92,7 @@ async fn get_state(
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (st, _) = sim.sync();
-    let agent = st
-        .tenant
-        .agents
-        .get(&user_id)
-        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    let agent = known_agent(&st, &user_id)?;
     Ok(axum::Json(state_body(agent)).into_response())
 }
 
@@ -132,11 +128,7 @@ async fn set_state(
     };
 
     let (mut st, now) = sim.sync();
-    let agent = st
-        .tenant
-        .agents
-        .get(&user_id)
-        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    let agent = known_agent(&st, &user_id)?;
     if agent.state == "ON_CONTACT" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -156,11 +148,7 @@ async fn get_schedule(
 ) -> Result<Response, ApiError> {
     let (st, now) = sim.sync();
     st.lines.denied(super::SCHEDULES_SCOPE)?;
-    let agent = st
-        .tenant
-        .agents
-        .get(&user_id)
-        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    let agent = known_agent(&st, &user_id)?;
     let mut body = json!({
         "userId": agent.id,
         "status": if agent.on_shift_at(now) { "ACTIVE" } else { "INACTIVE" },
@@ -192,11 +180,7 @@ async fn get_break_status(
 ) -> Result<Response, ApiError> {
     let (st, now) = sim.sync();
     st.lines.denied(super::SCHEDULES_SCOPE)?;
-    let agent = st
-        .tenant
-        .agents
-        .get(&user_id)
-        .ok_or_else(|| ApiError::unknown_user(&user_id))?;
+    let agent = known_agent(&st, &user_id)?;
     let mut body = json!({
         "userId": agent.id,
         "mandatoryBreakRequired": agent.in_mandatory_break_at(now),
@@ -210,4 +194,12 @@ async fn get_break_status(
 
 async fn unknown_api_path() -> ApiError {
     ApiError::not_found("no such API endpoint")
+}
+
+/// The tenant's agent `user_id`, or the platform's answer for an unknown user.
+fn known_agent<'a>(st: &'a super::SimState, user_id: &str) -> Result<&'a SimAgent, ApiError> {
+    st.tenant
+        .agents
+        .get(user_id)
+        .ok_or_else(|| ApiError::unknown_user(user_id))
 }
