@@ -191,12 +191,10 @@ impl TransitionEngine {
         self.wanted.clone()
     }
 
-    /// Notes that a person acts on `agent_id` while the book cannot decide for it
-    /// (imported schedules answer without the book).
+    /// Notes that a person acts on `agent_id`, whose schedule the book lacks or holds
+    /// too old (see `book_schedule`).
     fn wanted(&self, agent_id: &str) {
-        let imported = self.imports.as_ref().is_some_and(|i| i.covers(agent_id));
-        if !self.book_max_age.is_zero() && !imported && current_context().lane == Lane::Interactive
-        {
+        if current_context().lane == Lane::Interactive {
             self.wanted.add(agent_id);
         }
     }
@@ -828,7 +826,7 @@ mod tests {
         }
     }
 
-    fn request(agent_id: &str, target: AgentState) -> TransitionRequest {
+    pub(super) fn request(agent_id: &str, target: AgentState) -> TransitionRequest {
         TransitionRequest {
             agent_id: agent_id.into(),
             target,

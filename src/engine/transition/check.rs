@@ -44,7 +44,6 @@ impl TransitionEngine {
                 None,
             ),
             None => {
-                self.wanted(agent_id);
                 let (schedule, break_asked) = self.lookups(agent_id, needs_break_status).await;
                 match schedule {
                     Ok(schedule) => (schedule, ScheduleSource::ASKED, break_asked),
@@ -131,10 +130,16 @@ impl TransitionEngine {
         let shifts = stored_schedules::freshest(self.store.reader(), agent_id, now)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "cannot read the schedule book"))
-            .ok()?;
-        let newest = shifts.first()?;
+            .unwrap_or_default();
+        // From here on the book cannot decide only because it lacks the agent, or holds
+        // it too old: the book is asked to fetch it first.
+        let Some(newest) = shifts.first() else {
+            self.wanted(agent_id);
+            return None;
+        };
         let age = (now - newest.fetched_at).to_std().unwrap_or(Duration::ZERO);
         if age >= self.book_max_age {
+            self.wanted(agent_id);
             return None;
         }
         let covering = shifts

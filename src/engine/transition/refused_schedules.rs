@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 
+use super::tests::request;
 use super::*;
 use crate::cxone::fake::FakePlatform;
 use crate::engine::imported_schedules::{ImportedSchedules, Imports};
@@ -44,17 +45,6 @@ async fn engine(
     let engine = TransitionEngine::new(store, platform, Duration::from_secs(30))
         .with_without_schedule(policy);
     (engine, dir)
-}
-
-fn request(agent_id: &str, target: AgentState) -> TransitionRequest {
-    TransitionRequest {
-        agent_id: agent_id.into(),
-        target,
-        reason: None,
-        origin: Origin::Api,
-        actor: "test".into(),
-        idempotency_key: None,
-    }
 }
 
 /// The attempt's `schedule_source` and `compliance_unchecked`, and its audit entry's
