@@ -196,15 +196,16 @@ pub fn served(spec: &utoipa::openapi::OpenApi, open: bool) -> serde_json::Value 
     doc
 }
 
-/// The payload schema of each event type: the same types every producer builds.
-fn payload_schema(event: EventType) -> &'static str {
+/// The payload schema of each event type, named by the type every producer builds.
+fn payload_schema(event: EventType) -> std::borrow::Cow<'static, str> {
+    use utoipa::ToSchema;
     match event {
-        EventType::AgentStateChanged => "StateChanged",
-        EventType::TransitionRejected => "TransitionRejected",
-        EventType::BulkCompleted => "BulkCompleted",
-        EventType::AdherenceException => "AdherenceException",
-        EventType::AuditCheckpoint => "AuditCheckpoint",
-        EventType::ReportReady => "ReportReady",
+        EventType::AgentStateChanged => events::StateChanged::name(),
+        EventType::TransitionRejected => events::TransitionRejected::name(),
+        EventType::BulkCompleted => events::BulkCompleted::name(),
+        EventType::AdherenceException => events::AdherenceException::name(),
+        EventType::AuditCheckpoint => events::AuditCheckpoint::name(),
+        EventType::ReportReady => events::ReportReady::name(),
     }
 }
 
@@ -221,7 +222,7 @@ fn webhooks() -> serde_json::Value {
                     "type": { "const": event.as_str() },
                     "id": { "type": "string", "description": "The event id, the same on every retry (`webhook-id`)" },
                     "timestamp": { "type": "string", "format": "date-time" },
-                    "data": reference(payload_schema(event)),
+                    "data": reference(&payload_schema(event)),
                 },
             });
             let post = serde_json::json!({
