@@ -12,6 +12,7 @@ pub mod cxone_incontact;
 pub mod delivery;
 pub mod exports;
 pub mod sync;
+pub mod tenants;
 pub mod webhooks;
 
 use std::fmt;
@@ -70,6 +71,10 @@ pub struct Config {
     pub analytics: analytics::AnalyticsConfig,
     /// Downloads: per-caller limit, read time, spool.
     pub exports: exports::ExportsConfig,
+    /// Several contact-center tenants; none = the top-level sections are the tenant
+    /// `default`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<tenants::TenantConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -404,6 +409,9 @@ impl Config {
         // Only `WFMD_SECTION__KEY` variables and the lists of `ENV_LISTS` are
         // configuration: others with the prefix (such as `WFMD_TOKEN` for `wfmd bulk`)
         // belong to other parts of the CLI.
+        let (tenant_env, env): (Vec<_>, Vec<_>) = env
+            .into_iter()
+            .partition(|(key, _)| tenants::is_tenant_variable(key));
         let env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(key, _)| {
@@ -452,6 +460,7 @@ impl Config {
             .map_err(name_origin)?;
         config.read_rules_file()?;
         config.validate(source.simulate).map_err(name_origin)?;
+        config.resolve_tenants(&figment, &tenant_env, source.simulate)?;
         Ok(config)
     }
 
@@ -463,8 +472,11 @@ impl Config {
             &mut problems,
         );
         self.delivery.validate(&mut problems);
-        self.cxone.validate(&self.sync, simulate, &mut problems);
-        cxone_incontact::validate(self, simulate, &mut problems);
+        // With [[tenants]], each tenant's resolved configuration checks its own platform.
+        if self.tenants.is_empty() {
+            self.cxone.validate(&self.sync, simulate, &mut problems);
+            cxone_incontact::validate(self, simulate, &mut problems);
+        }
         self.retry.validate(&mut problems);
         self.database.validate(&mut problems);
         self.log.validate(&mut problems);

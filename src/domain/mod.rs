@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod policy;
 pub mod rule;
 pub mod state;
+pub mod tenant;
 pub mod trend;
 
 pub use policy::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, Violation};
