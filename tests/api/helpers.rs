@@ -606,21 +606,19 @@ impl Daemon {
     /// whose answers would be taken for the child's).
     async fn comes_up_on(&mut self, port: u16, deadline: tokio::time::Instant) -> bool {
         let http = http_client();
-        loop {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        eventually_within(within, "wfmd serve did not come up", async || {
             if let Ok(response) = http.get(format!("{}/healthz", self.address)).send().await
                 && response.status().is_success()
             {
-                return listens_on(self.child.id(), port);
+                return Ok(listens_on(self.child.id(), port));
             }
             if self.child.try_wait().unwrap().is_some() {
-                return false;
+                return Ok(false);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "wfmd serve did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(String::new())
+        })
+        .await
     }
 
     pub fn signal(&self, signal: &str) {
@@ -633,14 +631,10 @@ impl Daemon {
 
     /// Waits for the process to exit, failing the test after the deadline.
     pub async fn wait(mut self) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "wfmd did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("wfmd did not exit", async || {
+            self.child.try_wait().unwrap().ok_or_else(String::new)
+        })
+        .await
     }
 }
 
