@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wfmd::store::Store;
 
-use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, http_client, wfmd};
+use crate::helpers::{
+    Daemon, TestApp, TestDb, TestSim, eventually, http_client, wait_until, wait_until_every, wfmd,
+};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-backup";
 
@@ -76,23 +78,18 @@ async fn a_backup_taken_mid_burst_restores_every_committed_change_with_a_verifyi
             }
         }));
     }
-    let wait_for = |n: usize| {
-        let committed = committed.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            while committed.lock().unwrap().len() < n {
-                assert!(tokio::time::Instant::now() < deadline, "the burst stalled");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    let wait_for = async |n: usize| {
+        wait_until("the burst stalled", async || {
+            committed.lock().unwrap().len() >= n
+        })
+        .await;
     };
     wait_for(40).await;
     // A backup while changes are committed. A quick one can fall between two commits on
     // a busy machine; then another is taken, until one ran while changes were committed.
     let backups = tempfile::tempdir().unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut taken = 0;
-    let (before, file) = loop {
+    let (before, file) = eventually("no change was committed while a backup ran", async || {
         taken += 1;
         // Every change answered before the backup starts is committed, so must be in it.
         let before: Vec<String> = committed.lock().unwrap().clone();
@@ -103,13 +100,12 @@ async fn a_backup_taken_mid_burst_restores_every_committed_change_with_a_verifyi
         assert!(stdout.contains("backup written to"), "{stdout}");
         assert!(stdout.contains("audit head entry"), "{stdout}");
         if committed.lock().unwrap().len() > before.len() {
-            break (before, file);
+            Ok((before, file))
+        } else {
+            Err(format!("not while any of {taken} backups ran"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no change was committed while any of {taken} backups ran"
-        );
-    };
+    })
+    .await;
     let during = committed.lock().unwrap().len();
     wait_for(during + 20).await;
     stop.store(true, Ordering::Relaxed);
@@ -359,25 +355,22 @@ async fn kill_9_during_a_backup_leaves_no_file_or_a_whole_one_and_the_next_backu
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
     // Killed as soon as its copy has begun (its temporary has bytes).
-    loop {
-        if partials(&file)
-            .iter()
-            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
-        {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the backup ended before it could be killed"
-        );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the copy never began"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_until_every(
+        Duration::from_millis(1),
+        "the copy never began",
+        async || {
+            let begun = partials(&file)
+                .iter()
+                .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+            assert!(
+                begun || child.try_wait().unwrap().is_none(),
+                "the backup ended before it could be killed"
+            );
+            begun
+        },
+    )
+    .await;
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "killed, not finished: {status}");

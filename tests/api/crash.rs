@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use wfmd::sim::SimConfig;
 use wfmd::store::Store;
 
-use crate::helpers::{DEADLINE, Daemon, TestDb, TestSim, wfmd};
+use crate::helpers::{Daemon, TestDb, TestSim, wait_until, wait_until_every, wfmd};
 
 /// Checks that every recorded change is complete: each attempt has exactly its audit
 /// entry, a succeeded one its interval and `agent.state_changed` event, a rejected one
@@ -121,12 +121,12 @@ async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent() {
         .collect();
 
     // Kill once part of the burst is through, while the rest is in flight.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while answered.load(Ordering::SeqCst) < 40 {
-        assert!(tokio::time::Instant::now() < deadline, "the burst stalled");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    wait_until_every(
+        std::time::Duration::from_millis(2),
+        "the burst stalled",
+        || async { answered.load(Ordering::SeqCst) >= 40 },
+    )
+    .await;
     daemon.signal("KILL");
     let status = daemon.wait().await;
     assert!(!status.success());
@@ -193,11 +193,10 @@ async fn sigterm_lets_in_flight_changes_finish_and_exits_0() {
                 .await
         }
     });
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while sim.sim.stats().api_requests == 0 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("the change never reached the platform", || async {
+        sim.sim.stats().api_requests > 0
+    })
+    .await;
     daemon.signal("TERM");
 
     let response = request.await.unwrap().unwrap();

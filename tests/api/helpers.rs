@@ -443,20 +443,31 @@ impl Drop for TestApp {
     }
 }
 
+/// How often the pollers below look again, unless told otherwise.
+const POLL: Duration = Duration::from_millis(20);
+
 /// Polls `check` until it gives a value, failing the test after the deadline with `what`
 /// and what `check` last saw (its `Err`).
-pub async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
-    what: &str,
-    check: impl FnMut() -> F,
-) -> T {
+pub async fn eventually<T>(what: &str, check: impl AsyncFnMut() -> Result<T, String>) -> T {
     eventually_within(DEADLINE, what, check).await
 }
 
 /// [`eventually`] with a deadline of its own, for work known to take longer.
-pub async fn eventually_within<T, F: std::future::Future<Output = Result<T, String>>>(
+pub async fn eventually_within<T>(
     within: Duration,
     what: &str,
-    mut check: impl FnMut() -> F,
+    check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    poll(within, POLL, what, check).await
+}
+
+/// The one polling loop under the helpers: `check` every `every` until it gives a
+/// value, failing the test with `what` once `within` has passed.
+async fn poll<T>(
+    within: Duration,
+    every: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
 ) -> T {
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -467,7 +478,7 @@ pub async fn eventually_within<T, F: std::future::Future<Output = Result<T, Stri
             }
             Err(seen) => assert!(tokio::time::Instant::now() < deadline, "{what}: {seen}"),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -485,15 +496,21 @@ pub async fn healthz_answers(address: &str, what: &str) {
 }
 
 /// Polls `check` until it holds, failing the test with `what` after the deadline.
-pub async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+pub async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
+    wait_until_every(POLL, what, check).await;
+}
+
+/// [`wait_until`] looking again every `every`, for a moment that passes quickly (a
+/// process to be killed part-way through its work).
+pub async fn wait_until_every(every: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    poll(DEADLINE, every, what, async || {
+        if check().await {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    })
+    .await;
 }
 
 pub async fn count(store: &Store, sql: &'static str) -> i64 {
@@ -589,21 +606,19 @@ impl Daemon {
     /// whose answers would be taken for the child's).
     async fn comes_up_on(&mut self, port: u16, deadline: tokio::time::Instant) -> bool {
         let http = http_client();
-        loop {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        eventually_within(within, "wfmd serve did not come up", async || {
             if let Ok(response) = http.get(format!("{}/healthz", self.address)).send().await
                 && response.status().is_success()
             {
-                return listens_on(self.child.id(), port);
+                return Ok(listens_on(self.child.id(), port));
             }
             if self.child.try_wait().unwrap().is_some() {
-                return false;
+                return Ok(false);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "wfmd serve did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(String::new())
+        })
+        .await
     }
 
     pub fn signal(&self, signal: &str) {
@@ -616,14 +631,10 @@ impl Daemon {
 
     /// Waits for the process to exit, failing the test after the deadline.
     pub async fn wait(mut self) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "wfmd did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("wfmd did not exit", async || {
+            self.child.try_wait().unwrap().ok_or_else(String::new)
+        })
+        .await
     }
 }
 

@@ -15,7 +15,9 @@ use wfmd::domain::{AgentState, Origin};
 use wfmd::store::outbox;
 
 use crate::auth::{As, spawn_with_roles};
-use crate::helpers::{DEADLINE, Dialect, TestApp, TestDb, TestSim, http_client, on_both_dialects};
+use crate::helpers::{
+    DEADLINE, Dialect, TestApp, TestDb, TestSim, eventually, http_client, on_both_dialects,
+};
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone)]
@@ -151,8 +153,7 @@ async fn spawn_with_roster() -> TestApp {
 
 /// Waits until the snapshot has the roster's names (read from the platform once).
 async fn wait_for_roster(address: &str, token: Option<&str>) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("no roster", async || {
         let mut request = http_client().get(format!("{address}/v1/live"));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -160,14 +161,12 @@ async fn wait_for_roster(address: &str, token: Option<&str>) -> Value {
         let snapshot: Value = request.send().await.unwrap().json().await.unwrap();
         let agents = snapshot["agents"].as_array().unwrap();
         if !agents.is_empty() && agents.iter().all(|a| a["name"].is_string()) {
-            return snapshot;
+            Ok(snapshot)
+        } else {
+            Err(snapshot.to_string())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no roster: {snapshot}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Agents free to change that are READY or NOT_READY (a logged-out agent's change
@@ -569,15 +568,15 @@ async fn watching_clients_cause_no_platform_call() {
     .await;
     wait_for_roster(&app.address, None).await;
     // The pollers' first round is done.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("the pollers' first round did not end", async || {
         let snapshot: Value = app.get("/v1/live").await.json().await.unwrap();
         if snapshot["skills_polled_at"].is_string() && snapshot["queues_polled_at"].is_string() {
-            break;
+            Ok(())
+        } else {
+            Err(snapshot.to_string())
         }
-        assert!(tokio::time::Instant::now() < deadline, "{snapshot}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let before = app.sim.sim.stats().api_requests;
     let mut feeds = Vec::new();
     for _ in 0..20 {

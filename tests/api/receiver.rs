@@ -128,17 +128,17 @@ impl Receiver {
 
     /// Waits until `count` distinct events have arrived, failing at `until`.
     pub async fn wait_until(&self, count: usize, until: tokio::time::Instant) {
-        loop {
+        let within = until.saturating_duration_since(tokio::time::Instant::now());
+        let what = format!("{count} webhooks did not arrive");
+        crate::helpers::eventually_within(within, &what, async || {
             let got = self.distinct().len();
             if got >= count {
-                return;
+                Ok(())
+            } else {
+                Err(format!("only {got} arrived"))
             }
-            assert!(
-                tokio::time::Instant::now() < until,
-                "only {got} of {count} webhooks arrived"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await;
     }
 
     /// Times each id was received.

@@ -17,7 +17,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestDb, TestSim, free_port, http_client, install_when_missing, wfmd};
+use crate::helpers::{
+    TestDb, TestSim, eventually_within, free_port, http_client, install_when_missing, wfmd,
+};
 use crate::live::Served;
 
 /// A slow start of the browser or of wfmd on a loaded machine.
@@ -109,23 +111,18 @@ impl Drop for Chromedriver {
     }
 }
 
-/// Calls `probe` until it gives a value, failing the test with `what` after `within`.
+/// Calls `probe` until it gives a value, failing the test with `what` after `within`:
+/// [`eventually_within`] for a probe that has nothing to tell when it fails.
 async fn eventually<T>(
     within: Duration,
     what: &str,
     mut probe: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("not within {within:?}: {what}");
+    eventually_within(within, &what, async || {
+        probe().await.ok_or_else(String::new)
+    })
+    .await
 }
 
 /// Runs `script` in the page; `arguments[0]` is `arg`.
@@ -167,21 +164,18 @@ async fn card_state(browser: &Client, agent: &str) -> Option<(String, String)> {
 
 /// Waits until the agent's card shows `state` (and `reason`, when given).
 async fn card_shows(browser: &Client, within: Duration, agent: &str, state: &str, reason: &str) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
+    let what = format!("not within {within:?}: {agent}'s card shows {state} {reason}");
+    eventually_within(within, &what, async || {
         let shown = card_state(browser, agent).await;
         if let Some((shown, shown_reason)) = &shown
             && shown == state
             && (reason.is_empty() || shown_reason == reason)
         {
-            return;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {agent}'s card shows {state} {reason}; it shows {shown:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!("it shows {shown:?}"))
+    })
+    .await;
 }
 
 /// The page's tiles, as `{id: [big figure, small figures…]}` per family.
