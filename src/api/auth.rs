@@ -28,6 +28,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::domain::tenant::TenantId;
+
 use super::error::Problem;
 use super::roles::{self, BEARER};
 use crate::config::api_tokens::{ApiTokenConfig, Role};
@@ -42,6 +44,17 @@ pub const LOCAL_CALLER: &str = "local";
 pub struct Caller {
     pub name: Arc<str>,
     pub role: Role,
+    /// The tenants the caller may act on; `None`, every one.
+    pub tenants: Option<Arc<[TenantId]>>,
+}
+
+impl Caller {
+    /// Whether the caller may act on tenant `id`.
+    pub fn holds(&self, id: &TenantId) -> bool {
+        self.tenants
+            .as_ref()
+            .is_none_or(|tenants| tenants.contains(id))
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -100,6 +113,7 @@ struct TokenEntry {
     name: Arc<str>,
     digest: [u8; 32],
     role: Role,
+    tenants: Option<Arc<[TenantId]>>,
 }
 
 /// The configured tokens, by digest.
@@ -120,6 +134,7 @@ impl ApiTokens {
                     name: token.name.as_str().into(),
                     digest: token.digest().map_err(|e| problem("token_sha256", e))?,
                     role: token.role().map_err(|e| problem("role", e))?,
+                    tenants: token.tenants.as_deref().map(Arc::from),
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -141,6 +156,7 @@ impl ApiTokens {
             return Ok(Caller {
                 name: LOCAL_CALLER.into(),
                 role: Role::Admin,
+                tenants: None,
             });
         }
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
@@ -170,6 +186,7 @@ impl ApiTokens {
             .map(|entry| Caller {
                 name: entry.name.clone(),
                 role: entry.role,
+                tenants: entry.tenants.clone(),
             })
             .ok_or(Refusal::Invalid)
     }
@@ -324,8 +341,11 @@ fn under_v1(path: &str) -> bool {
 
 /// What [`authorize`] needs.
 pub struct Gate {
-    pub tokens: ApiTokens,
-    pub access: AccessTable,
+    pub tokens: Arc<ApiTokens>,
+    pub access: Arc<AccessTable>,
+    /// The tenant whose routes these are: a caller that does not hold it is answered
+    /// 404, as if it did not exist. `None` on the process's routes.
+    pub tenant: Option<TenantId>,
 }
 
 /// Middleware on every route: authenticates the caller, checks the route's role, and
@@ -337,6 +357,13 @@ pub async fn authorize(
     next: Next,
 ) -> Response {
     let route = matched.as_ref().map(MatchedPath::as_str);
+    // The span began before the dispatcher picked these routes.
+    let span = tracing::Span::current();
+    let path = request.uri().path();
+    span.record("route", tracing::field::display(route.unwrap_or(path)));
+    if let Some(tenant) = &gate.tenant {
+        span.record("tenant", tracing::field::display(tenant));
+    }
     let required = match route.and_then(|route| gate.access.get(request.method(), route)) {
         Some(Access::Open) => {
             // Open routes need no token, but one that proves a caller lets the route
@@ -379,6 +406,10 @@ pub async fn authorize(
             }
         });
     match outcome {
+        Ok(caller) if gate.tenant.as_ref().is_some_and(|t| !caller.holds(t)) => {
+            tracing::debug!(caller = %caller.name, "refused: the token does not hold the tenant");
+            super::tenancy::no_such_tenant()
+        }
         Ok(caller) => {
             let key = CallerKey::of(&caller, &gate.tokens, &request);
             request.extensions_mut().insert(key);
@@ -433,6 +464,7 @@ mod tests {
                 name: (*name).into(),
                 token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
                 role: (*role).into(),
+                tenants: None,
             })
             .collect();
         ApiTokens::from_config(&config).unwrap()
@@ -582,8 +614,11 @@ mod tests {
         use tower::ServiceExt;
 
         let gate = Arc::new(Gate {
-            tokens: tokens(&[]),
-            access: table(utoipa_axum::routes!(declared::with_role)).unwrap(),
+            tokens: tokens(&[]).into(),
+            access: table(utoipa_axum::routes!(declared::with_role))
+                .unwrap()
+                .into(),
+            tenant: None,
         });
         let app = axum::Router::new()
             .route("/v1/things", axum::routing::get(|| async { "things" }))

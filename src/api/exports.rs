@@ -183,6 +183,7 @@ mod tests {
         Caller {
             name: name.into(),
             role: Role::Viewer,
+            tenants: None,
         }
     }
 

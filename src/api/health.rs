@@ -54,34 +54,65 @@ pub async fn healthz() -> impl IntoResponse {
     )
 )]
 pub async fn readyz(
-    State(state): State<ApiState>,
+    Extension(directory): Extension<super::tenancy::Directory>,
     caller: Option<Extension<Caller>>,
 ) -> impl IntoResponse {
+    let detailed = caller.is_some();
+    let (ready, body) = match &directory.0[..] {
+        [only] => tenant_readiness(&only.state, detailed).await,
+        several => {
+            // Each tenant on its own: one that is not ready is named, with why.
+            let checks = several.iter().map(|tenant| async move {
+                let (ready, body) = tenant_readiness(&tenant.state, detailed).await;
+                (tenant.id.to_string(), ready, body)
+            });
+            let mut ready = true;
+            let mut tenants = serde_json::Map::new();
+            for (id, tenant_ready, body) in futures::future::join_all(checks).await {
+                ready &= tenant_ready;
+                tenants.insert(id, body);
+            }
+            let status = if ready { "ready" } else { "unavailable" };
+            (ready, json!({"status": status, "tenants": tenants}))
+        }
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Whether the database takes writes and the platform works, and the first failure.
+pub async fn readiness(state: &ApiState) -> Result<(), String> {
+    let (database, platform) = futures::join!(database_readiness(state), platform_readiness(state));
+    database.and(platform)
+}
+
+async fn database_readiness(state: &ApiState) -> Result<(), String> {
     // Writable, not only readable: a full disk leaves reads working.
-    let database = match tokio::time::timeout(READINESS_TIMEOUT, state.store.check_writable()).await
-    {
+    match tokio::time::timeout(READINESS_TIMEOUT, state.store.check_writable()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("the database takes no writes: {e}")),
         Err(_) => Err("the database took no write in time".to_owned()),
-    };
-    let platform = platform_readiness(&state).await;
+    }
+}
+
+/// One tenant's readiness and `/readyz` body: error texts only when `detailed`.
+async fn tenant_readiness(state: &ApiState, detailed: bool) -> (bool, serde_json::Value) {
+    let (database, platform) = futures::join!(database_readiness(state), platform_readiness(state));
     for (check, result) in [("database", &database), ("platform", &platform)] {
         if let Err(error) = result {
             tracing::warn!(check, %error, "not ready");
         }
     }
-    let detailed = caller.is_some();
     let show = |result: &Result<(), String>| match result {
         Ok(()) => "ok".to_owned(),
         Err(error) if detailed => format!("unavailable: {error}"),
         Err(_) => "unavailable".to_owned(),
     };
     let ready = database.is_ok() && platform.is_ok();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "database": show(&database),
@@ -113,7 +144,7 @@ pub async fn readyz(
         "skills": family(&board.skills_health, board.skills_polled_at),
         "queues": family(&board.queues_health, board.queues_polled_at),
     });
-    (status, Json(body))
+    (ready, body)
 }
 
 /// The platform as wfmd last saw it, at no cost in calls while things work: not paused

@@ -29,7 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -172,11 +172,10 @@ fn timed_out(error: tower::BoxError, limit: Duration) -> Response {
     .into_response()
 }
 
+/// The request's span. Its `route` (the route's template, or the path where no route
+/// matched) and `tenant` are recorded by the routes the dispatcher hands the request to,
+/// in [`super::auth::authorize`].
 fn request_span(request: &Request) -> tracing::Span {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_owned(),
-        |p| p.as_str().to_owned(),
-    );
     let id = request
         .headers()
         .get(REQUEST_ID)
@@ -187,8 +186,9 @@ fn request_span(request: &Request) -> tracing::Span {
     tracing::error_span!(
         "request",
         method = %request.method(),
-        route = %route,
+        route = tracing::field::Empty,
         request_id = %id,
+        tenant = tracing::field::Empty,
         caller = tracing::field::Empty,
     )
 }

@@ -548,6 +548,9 @@ pub async fn ticket_gate(
             request.extensions_mut().insert(Preauthenticated(Caller {
                 name: holder.name,
                 role: holder.role,
+                // Tickets are the tenant's own: redeemed only at the tenant that issued
+                // them, to a caller who held it then.
+                tenants: None,
             }));
             next.run(request).await
         }

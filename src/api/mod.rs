@@ -41,6 +41,7 @@ mod schemas;
 mod series;
 pub mod serve;
 mod spool;
+pub mod tenancy;
 
 pub use hosts::AllowedHosts;
 pub use layers::Limits;
@@ -120,6 +121,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         series::routes(),
         analytics::routes(),
         schedules::routes(),
+        tenancy::routes(),
     ]
     .into_iter()
     .flatten()
@@ -136,41 +138,77 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     described_routes().1
 }
 
-/// The complete router with its middleware; `tokens` are the configured bearer tokens
-/// (none: every caller is the local admin), `limits` the per-request ones of
-/// `[server]`.
+/// The complete router with its middleware over every tenant's routes (see
+/// [`tenancy`]); `tokens` are the configured bearer tokens (none: every caller is the
+/// local admin), `limits` the per-request ones of `[server]`.
 ///
 /// # Panics
 /// When a route declares no access (or a wrong one) in its `#[utoipa::path]`: routes are
-/// fixed at compile time, so every test that starts the API finds it.
-pub fn router(state: ApiState, tokens: auth::ApiTokens, limits: &Limits) -> Router {
+/// fixed at compile time, so every test that starts the API finds it. And when
+/// `tenants` is empty: a daemon serves at least one.
+pub fn router(
+    tenants: Vec<tenancy::ServedTenant>,
+    tokens: auth::ApiTokens,
+    limits: &Limits,
+) -> Router {
     let (routes, spec) = described_routes();
-    let access = auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let access = Arc::new(auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}")));
     let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
         .expect("the OpenAPI document serializes");
-    let tickets = live::TicketGate {
-        live: state.live.clone(),
-        tokens_configured: !tokens.is_empty(),
+    let spec_json = openapi::SpecJson(Arc::new(spec_json.into()));
+    let tokens = Arc::new(tokens);
+    let directory = tenancy::Directory(tenants.clone().into());
+    // One tenant's routes; `tenant` is whom the gate checks the caller holds (none for
+    // the process's routes).
+    let routes_for = |state: ApiState, tenant: Option<crate::domain::tenant::TenantId>| {
+        let tickets = live::TicketGate {
+            live: state.live.clone(),
+            tokens_configured: !tokens.is_empty(),
+        };
+        let gate = Arc::new(auth::Gate {
+            tokens: tokens.clone(),
+            access: access.clone(),
+            tenant,
+        });
+        routes
+            .clone()
+            .fallback(|| async {
+                error::Problem::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "no-such-route",
+                    "No such route",
+                    "no route has this path; /openapi.json lists them",
+                )
+            })
+            .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
+            // Outside the bearer check, so a feed ticket is redeemed before it runs.
+            .layer(axum::middleware::from_fn_with_state(
+                tickets,
+                live::ticket_gate,
+            ))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+            .layer(Extension(spec_json.clone()))
+            .layer(Extension(directory.clone()))
+            .with_state(state)
     };
-    let gate = Arc::new(auth::Gate { tokens, access });
-    let router = routes
-        .fallback(|| async {
-            error::Problem::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "no-such-route",
-                "No such route",
-                "no route has this path; /openapi.json lists them",
-            )
-        })
-        .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
-        // Outside the bearer check, so a feed ticket is redeemed before it runs.
-        .layer(axum::middleware::from_fn_with_state(
-            tickets,
-            live::ticket_gate,
-        ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
-        .with_state(state);
+    let first = tenants
+        .first()
+        .expect("a daemon serves at least one tenant");
+    let dispatch = tenancy::Dispatch {
+        process: routes_for(first.state.clone(), None),
+        tenants: tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    routes_for(t.state.clone(), Some(t.id.clone())),
+                )
+            })
+            .collect(),
+    };
+    let router = Router::new()
+        .fallback(tenancy::dispatch)
+        .with_state(Arc::new(dispatch));
     layers::around(router, limits)
 }
 

@@ -1,4 +1,4 @@
-//! The daemon: one tenant's services ([`tenant::Tenant`]), their workers
+//! The daemon: each tenant's services ([`tenant::Tenant`]), their workers
 //! ([`worker::Worker`]) and the HTTP API over them, built from the configuration and
 //! run until stopped.
 
@@ -21,16 +21,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::config::tenants::TenantSpec;
+use crate::domain::tenant::TenantId;
 use crate::engine::{self, TransitionEngine};
 use crate::store::Store;
 use crate::{api, live};
 use tenant::Tenant;
 use worker::Running;
 
-/// The daemon: the HTTP API over the tenant's services, ready to run.
+/// The daemon: the HTTP API over the tenants' services, ready to run.
 pub struct App {
     listener: TcpListener,
-    tenant: Tenant,
+    /// In configuration order; at least one.
+    tenants: Vec<Tenant>,
     tokens: api::auth::ApiTokens,
     shutdown_timeout: Duration,
     /// `[server]`'s limits on connections, and on each request.
@@ -50,12 +53,28 @@ impl App {
     /// [`App::build`] with every part that judges or stamps time (engine, rules,
     /// schedule book, automations, sweep, state sync's stamps) reading `clock`.
     pub async fn build_with_clock(config: &Config, clock: engine::Clock) -> anyhow::Result<App> {
-        let tenant = Tenant::build(config, clock).await?;
+        App::build_tenants(config, config.tenants(), clock).await
+    }
+
+    /// [`App::build_with_clock`] serving `tenants` (the configuration's, or simulated
+    /// ones) under the process-wide sections of `config`.
+    pub async fn build_tenants(
+        config: &Config,
+        specs: Vec<TenantSpec>,
+        clock: engine::Clock,
+    ) -> anyhow::Result<App> {
+        let mut tenants = Vec::new();
+        for spec in specs {
+            let tenant = Tenant::build(&spec, clock)
+                .await
+                .with_context(|| format!("tenant {}", spec.id))?;
+            tenants.push(tenant);
+        }
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
         let listener = bind(config, &tokens).await?;
         Ok(App {
             listener,
-            tenant,
+            tenants,
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
             serving: api::serve::Settings::from_config(config),
@@ -74,36 +93,58 @@ impl App {
         self.local_addr().port()
     }
 
+    /// The tenants' ids, in configuration order.
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        self.tenants.iter().map(|t| t.id.clone()).collect()
+    }
+
+    /// The first tenant (the only one of a configuration without `[[tenants]]`): the
+    /// one the accessors below read.
+    fn tenant(&self) -> &Tenant {
+        &self.tenants[0]
+    }
+
     pub fn engine(&self) -> Arc<TransitionEngine> {
-        self.tenant.engine().clone()
+        self.tenant().engine().clone()
     }
 
     pub fn store(&self) -> Store {
-        self.tenant.services.store.clone()
+        self.tenant().services.store.clone()
     }
 
-    /// Replaces the rules of the running daemon (SIGHUP).
-    pub fn rules(&self) -> engine::rules::RulesHandle {
-        self.tenant.rules()
+    /// The store of tenant `id`, when it is served.
+    pub fn store_of(&self, id: &str) -> Option<Store> {
+        self.tenants
+            .iter()
+            .find(|t| t.id.as_str() == id)
+            .map(|t| t.services.store.clone())
+    }
+
+    /// Each tenant's rules, replaced on SIGHUP.
+    pub fn rules(&self) -> Vec<(TenantId, engine::rules::RulesHandle)> {
+        self.tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.rules()))
+            .collect()
     }
 
     pub fn bulk(&self) -> engine::bulk::BulkJobs {
-        self.tenant.bulk.clone()
+        self.tenant().bulk.clone()
     }
 
     /// The live feed (snapshot, events, tickets).
     pub fn live(&self) -> live::Live {
-        self.tenant.live.clone()
+        self.tenant().live.clone()
     }
 
     /// The analytics jobs (tests drive them with `run_pending`).
     pub fn analytics(&self) -> engine::analytics::AnalyticsJobs {
-        self.tenant.analytics.clone()
+        self.tenant().analytics.clone()
     }
 
     /// The newest skill and queue figures, updated by the metric pollers.
     pub fn metric_board(&self) -> engine::metrics::BoardReceiver {
-        self.tenant.metric_board.subscribe()
+        self.tenant().metric_board.subscribe()
     }
 
     /// Serves (and delivers webhooks, syncs states, fires rules and runs bulk jobs) until
@@ -112,12 +153,25 @@ impl App {
     /// and closes the database. Rule firings and bulk items not started yet are resumed
     /// at the next start.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let state = self.tenant.api_state(self.exports.clone());
-        let store = self.tenant.services.store.clone();
-        let running = Running::start(self.tenant.workers(self.shutdown_timeout), &shutdown);
+        let served = self
+            .tenants
+            .iter()
+            .map(|tenant| tenant.served(self.exports.clone()))
+            .collect();
+        let stores: Vec<Store> = self
+            .tenants
+            .iter()
+            .map(|t| t.services.store.clone())
+            .collect();
+        let workers = self
+            .tenants
+            .into_iter()
+            .flat_map(|tenant| tenant.workers(self.shutdown_timeout))
+            .collect();
+        let running = Running::start(workers, &shutdown);
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "wfmd is serving");
-        let router = api::router(state, self.tokens, &self.limits);
+        let router = api::router(served, self.tokens, &self.limits);
         let server = api::serve::serve(self.listener, router, self.serving, shutdown.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -133,7 +187,9 @@ impl App {
             }
         }
         running.join().await;
-        store.close().await;
+        for store in stores {
+            store.close().await;
+        }
         tracing::info!("wfmd stopped");
         Ok(())
     }

@@ -11,13 +11,18 @@ use super::schedule_work::ScheduleWork;
 use super::services::Services;
 use super::settings::live_settings;
 use super::worker::Worker;
-use crate::config::Config;
+use crate::config::tenants::{TenantId, TenantSpec};
+use crate::config::{self, Config};
 use crate::engine::{self, TransitionEngine};
 use crate::{api, cxone, delivery, live, metrics_handle};
 
 /// One tenant's services, built from the configuration; nothing runs until
 /// [`Tenant::workers`] are started.
 pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    /// `v2` or `incontact`.
+    pub dialect: &'static str,
     pub services: Services,
     dispatcher: Option<delivery::Dispatcher>,
     sync: Option<engine::sync::StateSync>,
@@ -40,10 +45,11 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// Opens the database (applying migrations), connects the platform client and builds
-    /// every service `config` asks for, each reading `clock` where it judges or stamps
-    /// time.
-    pub async fn build(config: &Config, clock: engine::Clock) -> anyhow::Result<Tenant> {
+    /// Opens the tenant's database (applying migrations), connects its platform client
+    /// and builds every service its configuration asks for, each reading `clock` where
+    /// it judges or stamps time.
+    pub async fn build(spec: &TenantSpec, clock: engine::Clock) -> anyhow::Result<Tenant> {
+        let config: &Config = &spec.config;
         let services = Services::start_with_clock(config, clock).await?;
         let endpoints = delivery::Endpoint::from_config(config);
         let dispatcher = (!endpoints.is_empty()).then(|| {
@@ -118,6 +124,12 @@ impl Tenant {
             config.analytics.extraction(),
         ));
         Ok(Tenant {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            dialect: match config.cxone.dialect {
+                config::Dialect::V2 => "v2",
+                config::Dialect::Incontact => "incontact",
+            },
             services,
             dispatcher,
             sync,
@@ -145,7 +157,16 @@ impl Tenant {
 
     /// What the HTTP API reads and drives of this tenant; `exports` are the process's
     /// downloads in progress.
-    pub fn api_state(&self, exports: api::exports::Exports) -> api::ApiState {
+    pub fn served(&self, exports: api::exports::Exports) -> api::tenancy::ServedTenant {
+        api::tenancy::ServedTenant {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            dialect: self.dialect,
+            state: self.api_state(exports),
+        }
+    }
+
+    fn api_state(&self, exports: api::exports::Exports) -> api::ApiState {
         api::ApiState {
             engine: self.services.engine.clone(),
             store: self.services.store.clone(),

@@ -136,6 +136,11 @@ pub struct ServeArgs {
     /// With --simulate: the API dialect to speak (overrides cxone.dialect).
     #[arg(long, value_enum, requires = "simulate")]
     pub dialect: Option<DialectArg>,
+    /// With --simulate: serve N simulated tenants (`sim-1` … `sim-N`), each its own
+    /// platform with its own agents, budget and faults, and its own database beside
+    /// database.url. Not with [[tenants]] in the configuration.
+    #[arg(long, value_name = "N", requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub tenants: Option<u32>,
 }
 
 /// `--dialect`: the platform API spoken.

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DialectArg, Failure, ServeArgs, SimArgs, backup};
 use crate::App;
+use crate::config::tenants::{TenantId, TenantSpec, tenant_database_url};
 use crate::config::{Config, Source};
 
 /// Ground-truth entries per agent the simulator of `serve --simulate` keeps
@@ -18,42 +19,60 @@ pub(super) async fn serve(
     args: ServeArgs,
     source: Source,
 ) -> Result<ExitCode, Failure> {
-    // The simulator outlives the daemon's drain, so in-flight changes can finish.
+    // The simulators outlive the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
     if let Some(dialect) = args.dialect {
         config.cxone.dialect = dialect.into();
     }
+    let mut tenants = match args.tenants {
+        Some(_) if !config.tenants.is_empty() => {
+            return Err(Failure::usage(
+                "--tenants simulates tenants of its own; the configuration has [[tenants]] \
+                 already (leave out one or the other)",
+            ));
+        }
+        Some(n) => simulated_tenants(&config, n),
+        None => config.tenants(),
+    };
     let mut clock = crate::engine::Clock::Wall;
     if args.simulate {
-        let running = crate::start_simulator(
-            &mut config,
-            crate::sim::SimConfig {
-                agents: args.agents as usize,
-                seed: args.seed,
-                time_scale: args.time_scale,
-                // Nobody audits the in-process simulator's ground truth, and keeping all
-                // of it would grow the daemon's memory with every simulated change.
-                state_log_limit: Some(SIMULATED_STATE_LOG_LIMIT),
-                ..crate::sim::SimConfig::default()
-            },
-            stop_simulator.clone(),
-        )
-        .await
-        .map_err(Failure::action)?;
-        announce_tenant(&running);
-        // Simulated shifts, breaks and state stamps run at --time-scale: wfmd's verdicts
-        // about them (sweep, automations, rules, compliance checks) must too.
-        if args.time_scale != 1.0 {
-            clock = crate::engine::Clock::scaled(running.sim.clock().now(), args.time_scale);
+        for (i, tenant) in tenants.iter_mut().enumerate() {
+            if let Some(dialect) = args.dialect {
+                tenant.config.cxone.dialect = dialect.into();
+            }
+            let running = crate::start_simulator(
+                &mut tenant.config,
+                crate::sim::SimConfig {
+                    agents: args.agents as usize,
+                    // Each tenant its own agents: names, teams, states, activity.
+                    seed: args.seed + i as u64,
+                    time_scale: args.time_scale,
+                    // Nobody audits the in-process simulator's ground truth, and keeping
+                    // all of it would grow the daemon's memory with every simulated change.
+                    state_log_limit: Some(SIMULATED_STATE_LOG_LIMIT),
+                    ..crate::sim::SimConfig::default()
+                },
+                stop_simulator.clone(),
+            )
+            .await
+            .map_err(Failure::action)?;
+            announce_tenant(Some(&tenant.id), &running);
+            // Simulated shifts, breaks and state stamps run at --time-scale: wfmd's
+            // verdicts about them (sweep, automations, rules, compliance checks) must too.
+            if args.time_scale != 1.0 && i == 0 {
+                clock = crate::engine::Clock::scaled(running.sim.clock().now(), args.time_scale);
+            }
         }
     }
-    // While it runs, the daemon holds its database's lock: a restore refuses to replace
-    // the file under it, and a second daemon refuses to start on it.
-    let _lock = backup::database_path(&config.database.url)
+    // While it runs, the daemon holds each tenant's database's lock: a restore refuses to
+    // replace the file under it, and a second daemon refuses to start on it.
+    let _locks = tenants
+        .iter()
+        .filter_map(|tenant| backup::database_path(&tenant.config.database.url))
         .map(|path| backup::DaemonLock::acquire(&path, "start"))
-        .transpose()
+        .collect::<anyhow::Result<Vec<_>>>()
         .map_err(Failure::action)?;
-    let app = App::build_with_clock(&config, clock)
+    let app = App::build_tenants(&config, tenants, clock)
         .await
         .map_err(Failure::action)?;
     let shutdown = CancellationToken::new();
@@ -69,8 +88,27 @@ pub(super) async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--tenants N`: tenants `sim-1` … `sim-N` on the top-level sections, each with its
+/// database beside `database.url`.
+fn simulated_tenants(config: &Config, n: u32) -> Vec<TenantSpec> {
+    (1..=n)
+        .map(|i| {
+            let id: TenantId = format!("sim-{i}")
+                .parse()
+                .expect("sim-N is a valid tenant id");
+            let mut tenant_config = config.clone();
+            tenant_config.database.url = tenant_database_url(&config.database.url, &id);
+            TenantSpec {
+                name: format!("Simulated tenant {i}"),
+                id,
+                config: tenant_config,
+            }
+        })
+        .collect()
+}
+
 /// Logs where the simulated tenant is and a few agents worth trying.
-fn announce_tenant(running: &crate::sim::RunningSim) {
+fn announce_tenant(tenant: Option<&TenantId>, running: &crate::sim::RunningSim) {
     let now = chrono::Utc::now();
     let agents = running.sim.agents();
     let first = |pick: &dyn Fn(&crate::sim::SimAgent) -> bool| {
@@ -81,6 +119,7 @@ fn announce_tenant(running: &crate::sim::RunningSim) {
             .to_owned()
     };
     tracing::info!(
+        tenant = tenant.map(tracing::field::display),
         base_url = %running.base_url,
         agents = agents.len(),
         on_shift = %first(&|a| a.on_shift_at(now) && !a.in_mandatory_break_at(now) && a.state != "ON_CONTACT"),
@@ -132,7 +171,7 @@ pub(super) async fn simulator(args: SimArgs) -> Result<ExitCode, Failure> {
         "ground truth: {}/_sim/agents, counters: {}/_sim/stats",
         running.base_url, running.base_url
     );
-    announce_tenant(&running);
+    announce_tenant(None, &running);
     cancel_on_signal(stop).await;
     running.task.await.map_err(Failure::action)?;
     Ok(ExitCode::SUCCESS)

@@ -70,6 +70,10 @@ pub struct ApiTokenConfig {
     /// `viewer`, `supervisor` or `admin`; checked by [`validate`], read with
     /// [`ApiTokenConfig::role`].
     pub role: String,
+    /// The tenants the token may act on; left out, every tenant. Used on another, the
+    /// token is answered 404, as if the tenant did not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<crate::domain::tenant::TenantId>>,
 }
 
 impl ApiTokenConfig {
@@ -119,6 +123,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// used twice.
 pub fn validate(tokens: &[ApiTokenConfig], problems: &mut Vec<String>) {
     for (i, token) in tokens.iter().enumerate() {
+        if token.tenants.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(format!(
+                "api_tokens[{i}].tenants is empty: leave it out for every tenant, or name some"
+            ));
+        }
         let entry = if check_name(&token.name).is_ok() {
             format!("api_tokens[{i}] (\"{}\")", token.name)
         } else {
@@ -162,6 +171,7 @@ mod tests {
             name: name.into(),
             token_sha256: token_sha256.into(),
             role: role.into(),
+            tenants: None,
         }
     }
 

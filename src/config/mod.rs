@@ -461,6 +461,10 @@ impl Config {
         config.read_rules_file()?;
         config.validate(source.simulate).map_err(name_origin)?;
         config.resolve_tenants(&figment, &tenant_env, source.simulate)?;
+        let problems = config.token_tenant_problems();
+        if !problems.is_empty() {
+            return Err(name_origin(ConfigError { problems }));
+        }
         Ok(config)
     }
 

@@ -124,6 +124,25 @@ impl Config {
         }
     }
 
+    /// Problems with `api_tokens[].tenants` naming a tenant that is not configured.
+    pub(super) fn token_tenant_problems(&self) -> Vec<String> {
+        let ids: Vec<TenantId> = self.tenants().into_iter().map(|t| t.id).collect();
+        let mut problems = Vec::new();
+        for (i, token) in self.api_tokens.iter().enumerate() {
+            for id in token.tenants.iter().flatten() {
+                if !ids.contains(id) {
+                    let known: Vec<&str> = ids.iter().map(TenantId::as_str).collect();
+                    problems.push(format!(
+                        "api_tokens[{i}].tenants names `{id}`, which is not configured \
+                         (tenants: {})",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
     /// Resolves `[[tenants]]` from the loaded `figment` (file and top-level environment)
     /// and the tenants' environment variables `tenant_env`; problems name the tenant.
     pub(super) fn resolve_tenants(

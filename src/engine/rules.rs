@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Source};
 use crate::domain::rule::Rule;
+use crate::domain::tenant::TenantId;
 use crate::time::rfc3339;
 
 pub use firing::{AgentVerdict, RuleFirer, Verdict, estimate, idempotency_key};
@@ -396,7 +397,7 @@ impl RuleScheduler {
 /// (which ends the process).
 pub fn reload_on_sighup(
     source: Source,
-    rules: RulesHandle,
+    rules: Vec<(TenantId, RulesHandle)>,
     stop: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
@@ -418,11 +419,23 @@ pub fn reload_on_sighup(
                 }
                 let loaded = Config::load(&source)
                     .map_err(|e| e.to_string())
-                    .and_then(|config| config.rules().map_err(|problems| problems.join("\n  ")));
+                    .and_then(|config| {
+                        let tenants = config.tenants();
+                        rules
+                            .iter()
+                            .filter_map(|(id, handle)| {
+                                let tenant = tenants.iter().find(|t| t.id == *id)?;
+                                Some(tenant.config.rules().map(|rules| (id, handle, rules)))
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|problems| problems.join("\n  "))
+                    });
                 match loaded {
                     Ok(new_rules) => {
-                        tracing::info!(rules = new_rules.len(), "SIGHUP: configuration re-read");
-                        rules.replace(new_rules);
+                        for (tenant, handle, new_rules) in new_rules {
+                            tracing::info!(%tenant, rules = new_rules.len(), "SIGHUP: configuration re-read");
+                            handle.replace(new_rules);
+                        }
                     }
                     Err(problems) => tracing::error!(
                         "SIGHUP: the new configuration is refused and the rules already \

@@ -190,6 +190,14 @@ pub const ROUTES: &[Row] = &[
         statuses: [401, 401, 200, 200, 200],
     },
     Row {
+        method: "GET",
+        path: "/v1/tenants",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
         method: "POST",
         path: "/v1/schedules/imports",
         role: Some("admin"),
@@ -267,6 +275,7 @@ pub fn entry(name: &str, token: &str, role: &str) -> ApiTokenConfig {
         name: name.into(),
         token_sha256: sha256_hex(token),
         role: role.into(),
+        tenants: None,
     }
 }
 

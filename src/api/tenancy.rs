@@ -1,0 +1,169 @@
+//! Several tenants behind one listener.
+//!
+//! Each tenant has routes of its own (its [`ApiState`], and a gate that answers 404 to
+//! a token that does not hold it). The dispatcher in front picks them by path:
+//! - `/v1/tenants/{tenant}/…` is the tenant's `/v1/…`;
+//! - `/v1/…` is the only tenant's, or, with several, a 400 naming the choices;
+//! - `/v1/tenants` (the list) and everything outside `/v1` (health, metrics, the
+//!   OpenAPI document, the wallboard's files) are the process's.
+//!
+//! Only configured ids are ever looked up: a request names a tenant, it never makes
+//! one.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json, Router};
+use serde::Serialize;
+use tower::ServiceExt;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::Problem;
+use super::roles::VIEWER;
+use super::{ApiState, Routes};
+use crate::domain::tenant::TenantId;
+
+/// Where the tenants' routes are prefixed.
+const PREFIX: &str = "/v1/tenants";
+
+/// One tenant as the API serves it.
+#[derive(Clone)]
+pub struct ServedTenant {
+    pub id: TenantId,
+    pub name: String,
+    /// `v2` or `incontact`.
+    pub dialect: &'static str,
+    pub state: ApiState,
+}
+
+/// Every tenant, in configuration order: what `GET /v1/tenants` lists and `/readyz`
+/// checks.
+#[derive(Clone)]
+pub struct Directory(pub Arc<[ServedTenant]>);
+
+/// The routers the dispatcher picks from.
+pub(super) struct Dispatch {
+    /// Each tenant's routes, in [`Directory`] order.
+    pub tenants: Vec<(TenantId, Router)>,
+    /// The process's routes (no tenant check).
+    pub process: Router,
+}
+
+/// Hands `request` to the routes its path names; see the module's doc.
+pub(super) async fn dispatch(State(dispatch): State<Arc<Dispatch>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let target = if let Some(rest) = path
+        .strip_prefix(PREFIX)
+        .filter(|rest| rest.starts_with('/'))
+    {
+        let (id, rest) = rest[1..].split_once('/').unwrap_or((&rest[1..], ""));
+        match dispatch
+            .tenants
+            .iter()
+            .find(|(known, _)| known.as_str() == id)
+        {
+            Some((_, router)) => {
+                let request = match with_path(request, &format!("/v1/{rest}")) {
+                    Ok(request) => request,
+                    Err(problem) => return problem.into_response(),
+                };
+                return router.clone().oneshot(request).await.into_response();
+            }
+            None => return no_such_tenant(),
+        }
+    } else if (path == "/v1" || path.starts_with("/v1/")) && path != PREFIX {
+        match dispatch.tenants.as_slice() {
+            [(_, only)] => only,
+            several => {
+                let ids: Vec<&str> = several.iter().map(|(id, _)| id.as_str()).collect();
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "tenant-required",
+                    "Name the tenant",
+                    format!(
+                        "several tenants are served: use {PREFIX}/{{tenant}}{} with one of {}",
+                        &path[3..],
+                        ids.join(", ")
+                    ),
+                )
+                .with("tenants", &ids)
+                .into_response();
+            }
+        }
+    } else {
+        &dispatch.process
+    };
+    target.clone().oneshot(request).await.into_response()
+}
+
+/// `request` with its path replaced (the query kept).
+fn with_path(mut request: Request, path: &str) -> Result<Request, Problem> {
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let uri: Uri = path_and_query
+        .parse()
+        .map_err(|_| Problem::internal(&"a tenant's path did not rewrite to a valid URI"))?;
+    *request.uri_mut() = uri;
+    Ok(request)
+}
+
+/// The answer for a tenant that is not configured, or that the caller does not hold:
+/// the same, so a token learns nothing of tenants it may not see.
+pub fn no_such_tenant() -> Response {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-such-route",
+        "No such route",
+        "no route has this path; /openapi.json lists them, GET /v1/tenants the tenants",
+    )
+    .into_response()
+}
+
+pub fn routes() -> Routes {
+    vec![utoipa_axum::routes!(list_tenants)]
+}
+
+/// A tenant as `GET /v1/tenants` shows it.
+#[derive(Serialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    /// The platform dialect: `v2` or `incontact`.
+    pub dialect: &'static str,
+    /// Whether the tenant is ready (as `/readyz` judges it).
+    pub ready: bool,
+    /// Why not, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The tenants the caller may see, in configuration order, and whether each is ready.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "operations",
+    security(("bearer" = [VIEWER])),
+    responses((status = 200, description = "The tenants the caller's token holds", body = [TenantView]))
+)]
+pub async fn list_tenants(
+    Extension(directory): Extension<Directory>,
+    caller: Caller,
+) -> Json<Vec<TenantView>> {
+    let visible = directory.0.iter().filter(|t| caller.holds(&t.id));
+    let checks = visible.map(|tenant| async move {
+        let readiness = super::health::readiness(&tenant.state).await;
+        TenantView {
+            id: tenant.id.to_string(),
+            name: tenant.name.clone(),
+            dialect: tenant.dialect,
+            ready: readiness.is_ok(),
+            reason: readiness.err(),
+        }
+    });
+    Json(futures::future::join_all(checks).await)
+}

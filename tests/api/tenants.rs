@@ -1,0 +1,375 @@
+//! Several tenants in one daemon: each its own platform, database and routes, and a
+//! token bound to one tenant finds nothing of another.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wfmd::App;
+use wfmd::config::{Config, Source};
+
+use crate::helpers::{TestDb, TestSim, http_client};
+use wfmd::sim::SimConfig;
+
+/// Two tenants' simulators, each with agents of its own.
+async fn two_sims() -> (TestSim, TestSim) {
+    let sim = |seed| {
+        TestSim::start(SimConfig {
+            agents: 30,
+            seed,
+            ..SimConfig::default()
+        })
+    };
+    (sim(11).await, sim(22).await)
+}
+
+/// The configuration of a daemon serving `alpha` and `beta` on their simulators, as a
+/// deployment writes it: a file with `[[tenants]]`, secrets from the environment.
+fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Config {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
+         [database]\nurl = \"{}\"\n\
+         [retry]\nbase_delay_ms = 10\nmax_delay_ms = 2000\n\
+         [sync]\nenabled = false\n[live]\nenabled = false\n{extra}\n",
+        db.url()
+    );
+    for (id, sim) in [("alpha", alpha), ("beta", beta)] {
+        text.push_str(&format!(
+            "[[tenants]]\nid = \"{id}\"\nname = \"Tenant {id}\"\n[tenants.cxone]\n\
+             base_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n\
+             requests_per_minute = 6000\nrequest_timeout_ms = 2000\n",
+            sim.base_url, sim.token_url, sim.client_id
+        ));
+    }
+    let file = db.dir.path().join("wfmd.toml");
+    std::fs::write(&file, text).unwrap();
+    let env = [
+        (
+            "WFMD_TENANTS__ALPHA__CXONE__CLIENT_SECRET",
+            &alpha.client_secret,
+        ),
+        (
+            "WFMD_TENANTS__BETA__CXONE__CLIENT_SECRET",
+            &beta.client_secret,
+        ),
+    ];
+    Config::load_with_env(
+        &Source {
+            file: Some(file),
+            simulate: false,
+        },
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap()
+}
+
+/// A running daemon and what the tests look at.
+struct Served {
+    address: String,
+    app_stores: Vec<(String, wfmd::store::Store)>,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Served {
+    async fn start(config: &Config) -> Served {
+        let app = App::build(config).await.unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let app_stores = app
+            .tenant_ids()
+            .into_iter()
+            .map(|id| (id.to_string(), app.store_of(id.as_str()).unwrap()))
+            .collect();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+        Served {
+            address,
+            app_stores,
+            stop,
+            server,
+        }
+    }
+
+    fn store(&self, id: &str) -> &wfmd::store::Store {
+        &self.app_stores.iter().find(|(t, _)| t == id).unwrap().1
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+async fn count(store: &wfmd::store::Store, sql: &'static str) -> i64 {
+    crate::helpers::count(store, sql).await
+}
+
+/// A change the agent may make now: PAUSED, or IDLE for one paused already.
+fn change_for(sim: &TestSim) -> (String, &'static str) {
+    let agent = sim.free_agents().remove(0);
+    let target = if agent.state == "PAUSED" {
+        "IDLE"
+    } else {
+        "PAUSED"
+    };
+    (agent.id, target)
+}
+
+#[tokio::test]
+async fn each_tenant_changes_only_its_own_platform_and_records_in_its_own_database() {
+    let (alpha, beta) = two_sims().await;
+    let db = TestDb::new();
+    let config = two_tenants(&db, &alpha, &beta, "");
+    let served = Served::start(&config).await;
+    let http = http_client();
+
+    let (agent, target) = change_for(&alpha);
+    let response = http
+        .post(format!(
+            "{}/v1/tenants/alpha/agents/{agent}/transitions",
+            served.address
+        ))
+        .json(&json!({"state": target}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(alpha.changes(), 1, "alpha's platform was changed");
+    assert_eq!(beta.changes(), 0, "beta's platform was not");
+    assert_eq!(alpha.sim.agent(&agent).unwrap().state, target);
+
+    let intervals = "SELECT COUNT(*) FROM state_intervals";
+    assert_eq!(count(served.store("alpha"), intervals).await, 1);
+    assert_eq!(count(served.store("beta"), intervals).await, 0);
+    let audit = "SELECT COUNT(*) FROM audit_log";
+    assert_eq!(count(served.store("alpha"), audit).await, 1);
+    assert_eq!(count(served.store("beta"), audit).await, 0);
+    assert!(
+        db.dir.path().join("wfmd-alpha.db").is_file()
+            && db.dir.path().join("wfmd-beta.db").is_file(),
+        "each tenant's database sits beside database.url"
+    );
+
+    // Its history is alpha's, and beta has none of it.
+    let history = |tenant: &str| {
+        http.get(format!(
+            "{}/v1/tenants/{tenant}/agents/{agent}/history",
+            served.address
+        ))
+        .send()
+    };
+    let alpha_history: Value = history("alpha").await.unwrap().json().await.unwrap();
+    assert!(
+        alpha_history.to_string().contains(target),
+        "{alpha_history}"
+    );
+    let beta_history: Value = history("beta").await.unwrap().json().await.unwrap();
+    assert!(!beta_history.to_string().contains(target), "{beta_history}");
+
+    // Unprefixed, with two tenants: which one is meant is asked, not guessed.
+    let response = http
+        .post(format!("{}/v1/agents/{agent}/transitions", served.address))
+        .json(&json!({"state": target}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["tenants"], json!(["alpha", "beta"]), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&format!(
+            "/v1/tenants/{{tenant}}/agents/{agent}/transitions"
+        )),
+        "{problem}"
+    );
+    assert_eq!(alpha.changes() + beta.changes(), 1);
+
+    let listed: Value = http
+        .get(format!("{}/v1/tenants", served.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        json!([
+            {"id": "alpha", "name": "Tenant alpha", "dialect": "v2", "ready": true},
+            {"id": "beta", "name": "Tenant beta", "dialect": "v2", "ready": true},
+        ])
+    );
+    for id in ["alpha", "beta"] {
+        let verified = wfmd::store::audit::verify(served.store(id).reader())
+            .await
+            .unwrap();
+        assert!(verified.is_intact(), "{id}'s chain");
+    }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_bound_to_one_tenant_finds_nothing_of_another() {
+    let (alpha, beta) = two_sims().await;
+    let db = TestDb::new();
+    let tokens = [
+        crate::auth::entry("alpha-desk", "wfmd_alpha_desk", "supervisor"),
+        crate::auth::entry("everywhere", "wfmd_everywhere", "viewer"),
+    ];
+    let mut extra = String::new();
+    for (token, tenants) in tokens.iter().zip(["tenants = [\"alpha\"]", ""]) {
+        extra.push_str(&format!(
+            "[[api_tokens]]\nname = \"{}\"\ntoken_sha256 = \"{}\"\nrole = \"{}\"\n{tenants}\n",
+            token.name, token.token_sha256, token.role
+        ));
+    }
+    let config = two_tenants(&db, &alpha, &beta, &extra);
+    let served = Served::start(&config).await;
+    let http = http_client();
+    let get = |path: String, token: &'static str| {
+        http.get(format!("{}{path}", served.address))
+            .bearer_auth(token)
+            .send()
+    };
+    let (agent, target) = change_for(&beta);
+
+    // On its own tenant the token works; on the other it is as if nothing were there.
+    let own = get(
+        format!("/v1/tenants/alpha/agents/{agent}/history"),
+        "wfmd_alpha_desk",
+    )
+    .await
+    .unwrap();
+    assert_eq!(own.status(), 200);
+    let other = get(
+        format!("/v1/tenants/beta/agents/{agent}/history"),
+        "wfmd_alpha_desk",
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 404);
+    let other: Value = other.json().await.unwrap();
+    let missing: Value = get(
+        format!("/v1/tenants/gamma/agents/{agent}/history"),
+        "wfmd_alpha_desk",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        other, missing,
+        "a tenant not held looks like one that does not exist"
+    );
+    for path in [
+        "/v1/audit",
+        "/v1/bulk-jobs/00000000-0000-0000-0000-000000000000",
+        "/v1/live/snapshot",
+    ] {
+        let response = get(format!("/v1/tenants/beta{path}"), "wfmd_alpha_desk")
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let response = http
+        .post(format!(
+            "{}/v1/tenants/beta/agents/{agent}/transitions",
+            served.address
+        ))
+        .bearer_auth("wfmd_alpha_desk")
+        .json(&json!({"state": target}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(beta.changes(), 0, "nothing reached beta's platform");
+
+    // A token for every tenant sees both.
+    let both = get(
+        format!("/v1/tenants/beta/agents/{agent}/history"),
+        "wfmd_everywhere",
+    )
+    .await
+    .unwrap();
+    assert_eq!(both.status(), 200);
+
+    let ids = |listed: Value| -> Vec<String> {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = get("/v1/tenants".into(), "wfmd_alpha_desk")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(listed), ["alpha"]);
+    let listed = get("/v1/tenants".into(), "wfmd_everywhere")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(listed), ["alpha", "beta"]);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn one_tenant_platform_down_leaves_the_other_working_and_readyz_names_it() {
+    let (alpha, beta) = two_sims().await;
+    let db = TestDb::new();
+    let config = two_tenants(&db, &alpha, &beta, "");
+    let served = Served::start(&config).await;
+    let http = http_client();
+    drop(beta);
+
+    let (agent, target) = change_for(&alpha);
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        http.post(format!(
+            "{}/v1/tenants/alpha/agents/{agent}/transitions",
+            served.address
+        ))
+        .json(&json!({"state": target}))
+        .send(),
+    )
+    .await
+    .expect("alpha answers while beta's platform is down")
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(alpha.changes(), 1);
+
+    let response = http
+        .get(format!("{}/readyz", served.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["tenants"]["alpha"]["status"], "ready", "{body}");
+    assert_eq!(body["tenants"]["beta"]["status"], "unavailable", "{body}");
+    assert!(
+        body["tenants"]["beta"]["platform"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable"),
+        "{body}"
+    );
+    let listed: Value = http
+        .get(format!("{}/v1/tenants", served.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["ready"], true, "{listed}");
+    assert_eq!(listed[1]["ready"], false, "{listed}");
+    assert!(listed[1]["reason"].is_string(), "{listed}");
+    served.stop().await;
+}
