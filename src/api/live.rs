@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as RawFrame};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::auth::{Caller, CallerKey, Preauthenticated};
+use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::QueryParams;
@@ -553,19 +553,10 @@ pub async fn ticket_gate(
         }
         None => {
             metrics::counter!("wfmd_api_refusals_total", "reason" => "ticket").increment(1);
-            let mut response = Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Authentication required",
+            invalid_credential(
                 "the ticket is unknown, expired or already used; \
                  ask POST /v1/live/tickets for a new one",
             )
-            .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"wfmd\", error=\"invalid_token\""),
-            );
-            response
         }
     }
 }
