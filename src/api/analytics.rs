@@ -13,6 +13,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
+use super::jobs::{accepted, found};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
@@ -275,15 +276,10 @@ pub async fn create(
         }
         Err(SubmitError::Store(e)) => return Err(Problem::internal(&e)),
     };
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({"job_id": id})),
-    )
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("/v1/analytics/queries/{id}")) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(accepted(
+        &format!("/v1/analytics/queries/{id}"),
+        serde_json::json!({"job_id": id}),
+    ))
 }
 
 /// The newest analytics jobs (at most 100), newest first.
@@ -321,15 +317,13 @@ pub async fn show(
     State(state): State<ApiState>,
     PathParams(job_id): PathParams<String>,
 ) -> Result<Response, Problem> {
-    match state
+    let job = state
         .analytics
         .job(&job_id)
         .await
-        .map_err(|e| Problem::internal(&e))?
-    {
-        Some(job) => Ok(Json(JobView::from(&job)).into_response()),
-        None => Err(Problem::not_found(format!("no analytics job `{job_id}`"))),
-    }
+        .map_err(|e| Problem::internal(&e))?;
+    let job = found(job, "analytics", &job_id)?;
+    Ok(Json(JobView::from(&job)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -390,8 +384,8 @@ pub async fn results(
         .analytics
         .job(&job_id)
         .await
-        .map_err(|e| Problem::internal(&e))?
-        .ok_or_else(|| Problem::not_found(format!("no analytics job `{job_id}`")))?;
+        .map_err(|e| Problem::internal(&e))?;
+    let job = found(job, "analytics", &job_id)?;
     if job.status != "completed" {
         return Err(Problem::new(
             StatusCode::CONFLICT,
