@@ -250,19 +250,14 @@ pub async fn create(
     let id = match state.analytics.submit(&spec, &caller.name).await {
         Ok(id) => id,
         Err(e @ SubmitError::TooMany { limit, .. }) => {
-            let mut response = Problem::new(
+            return Ok(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-jobs",
                 "Too many analytics jobs queued or running",
                 e.to_string(),
             )
             .with("limit", limit)
-            .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(JOBS_RETRY_AFTER_SECONDS),
-            );
-            return Ok(response);
+            .retry_after(JOBS_RETRY_AFTER_SECONDS));
         }
         Err(SubmitError::Invalid(e)) => return Err(Problem::invalid_field(e.field, e.to_string())),
         Err(SubmitError::NotOffered(e)) => {

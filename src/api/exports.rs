@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use tracing::Instrument;
 
 use super::auth::Caller;
@@ -70,7 +70,7 @@ impl Exports {
             .unwrap_or_else(|e| e.into_inner());
         let count = in_progress.entry(caller.name.clone()).or_default();
         if *count >= self.inner.per_caller {
-            let mut response = Problem::new(
+            return Err(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-downloads",
                 "Too many downloads in progress",
@@ -81,11 +81,7 @@ impl Exports {
                 ),
             )
             .with("limit", self.inner.per_caller)
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-            return Err(response);
+            .retry_after(RETRY_AFTER_SECONDS));
         }
         *count += 1;
         Ok(Permit {
@@ -178,6 +174,7 @@ mod tests {
     use super::*;
     use crate::config::api_tokens::Role;
     use crate::report::Sink;
+    use axum::http::header;
 
     fn caller(name: &str) -> Caller {
         Caller {

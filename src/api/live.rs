@@ -505,11 +505,7 @@ fn crowded(crowded: Crowded) -> Response {
     if let Crowded::CallerStreams { max } | Crowded::CallerTickets { max, .. } = crowded {
         problem = problem.with("max", max);
     }
-    let mut response = problem.into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    response
+    problem.retry_after(retry_after)
 }
 
 /// What [`ticket_gate`] needs: the feed's tickets, and whether any bearer tokens are
