@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
-use super::extract::{PathParams, QueryParams};
+use super::extract::{PathParams, QueryParams, zone_from_query};
 use super::jobs::{accepted, found};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
@@ -363,11 +363,9 @@ pub async fn results(
     let mut format = match query.format.as_deref() {
         None | Some("csv") => Format::Csv(CsvFormat::CURRENT),
         Some("json") => Format::Json,
-        Some("html") => Format::Html(match query.tz.as_deref() {
-            None => chrono_tz::UTC,
-            Some(name) => crate::report::parse_zone(name)
-                .map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))?,
-        }),
+        Some("html") => {
+            Format::Html(zone_from_query(query.tz.as_deref())?.unwrap_or(chrono_tz::UTC))
+        }
         Some(other) => {
             return Err(Problem::invalid_parameter(
                 "format",

@@ -15,10 +15,10 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::QueryParams;
-use super::extract::window_from_query;
+use super::extract::{window_from_query, zone_from_query};
 use super::roles::VIEWER;
 use super::{ApiState, Routes};
-use crate::report::{Format, Report, parse_zone};
+use crate::report::{Format, Report};
 
 pub fn routes() -> Routes {
     vec![utoipa_axum::routes!(compliance)]
@@ -73,13 +73,7 @@ pub async fn compliance(
             .parse::<Format>()
             .map_err(|e| Problem::invalid_parameter("format", format!("format: {e}")))?,
     };
-    let zone = query
-        .tz
-        .as_deref()
-        .map(|name| {
-            parse_zone(name).map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))
-        })
-        .transpose()?;
+    let zone = zone_from_query(query.tz.as_deref())?;
     super::extract::check_kept(
         &state.store,
         &[
