@@ -5,13 +5,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::exports;
 use super::extract::{PathParams, QueryParams, zone_from_query};
 use super::jobs::{accepted, found};
 use super::json::JsonBody;
@@ -411,10 +412,5 @@ pub async fn results(
                 .map_err(|e| format!("{e:#}"))
         })
         .await?;
-    let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    Ok(response)
+    Ok(exports::answer(body, format.content_type(), None))
 }

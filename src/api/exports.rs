@@ -21,14 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::auth::Caller;
 use super::error::Problem;
 use super::spool::{self, SpoolWriter};
 use crate::config::exports::ExportsConfig;
+use crate::domain::idle::Window;
 
 /// What a refused download is told to wait before trying again: downloads read at
 /// database speed, so a slot is usually free within seconds.
@@ -137,6 +138,30 @@ impl Exports {
         let body = futures::StreamExt::chain(futures::stream::iter([Ok(first)]), rest);
         Ok(Body::from_stream(body))
     }
+}
+
+/// A download's answer: `body` as `content_type` and, given a `file_name`, offered to be
+/// saved under it (`Content-Disposition: attachment`).
+pub(super) fn answer(body: Body, content_type: &'static str, file_name: Option<&str>) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(name) = file_name
+        && let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// The file name of a download of `window`: `STEM-FROM-TO.EXTENSION`, the instants in
+/// UTC to the second.
+pub(super) fn file_name(stem: &str, window: Window, extension: &str) -> String {
+    format!(
+        "{stem}-{}-{}.{extension}",
+        window.from.format("%Y%m%dT%H%M%SZ"),
+        window.to.format("%Y%m%dT%H%M%SZ"),
+    )
 }
 
 /// One of a caller's download slots, given back when dropped.
