@@ -22,6 +22,7 @@ use crate::domain::trend::{Detector, Seasonality, Settings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
+use crate::store::analytics::JobRow;
 
 /// What a caller over `analytics.max_jobs_per_caller` is told to wait: jobs take
 /// seconds to minutes.
@@ -313,13 +314,18 @@ pub async fn show(
     State(state): State<ApiState>,
     PathParams(job_id): PathParams<String>,
 ) -> Result<Response, Problem> {
+    let job = find_job(&state, &job_id).await?;
+    Ok(Json(JobView::from(&job)).into_response())
+}
+
+/// The analytics job `job_id`, or the 404 naming it.
+async fn find_job(state: &ApiState, job_id: &str) -> Result<JobRow, Problem> {
     let job = state
         .analytics
-        .job(&job_id)
+        .job(job_id)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    let job = found(job, "analytics", &job_id)?;
-    Ok(Json(JobView::from(&job)).into_response())
+    found(job, "analytics", job_id)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -374,12 +380,7 @@ pub async fn results(
             ));
         }
     };
-    let job = state
-        .analytics
-        .job(&job_id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    let job = found(job, "analytics", &job_id)?;
+    let job = find_job(&state, &job_id).await?;
     if job.status != "completed" {
         return Err(Problem::new(
             StatusCode::CONFLICT,
