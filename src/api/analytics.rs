@@ -5,14 +5,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
-use super::extract::{PathParams, QueryParams};
+use super::exports;
+use super::extract::{PathParams, QueryParams, zone_from_query};
+use super::jobs::{accepted, found};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
@@ -20,6 +22,7 @@ use crate::domain::trend::{Detector, Seasonality, Settings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
+use crate::store::analytics::JobRow;
 
 /// What a caller over `analytics.max_jobs_per_caller` is told to wait: jobs take
 /// seconds to minutes.
@@ -249,19 +252,14 @@ pub async fn create(
     let id = match state.analytics.submit(&spec, &caller.name).await {
         Ok(id) => id,
         Err(e @ SubmitError::TooMany { limit, .. }) => {
-            let mut response = Problem::new(
+            return Ok(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-jobs",
                 "Too many analytics jobs queued or running",
                 e.to_string(),
             )
             .with("limit", limit)
-            .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(JOBS_RETRY_AFTER_SECONDS),
-            );
-            return Ok(response);
+            .retry_after(JOBS_RETRY_AFTER_SECONDS));
         }
         Err(SubmitError::Invalid(e)) => return Err(Problem::invalid_field(e.field, e.to_string())),
         Err(SubmitError::NotOffered(e)) => {
@@ -275,15 +273,10 @@ pub async fn create(
         }
         Err(SubmitError::Store(e)) => return Err(Problem::internal(&e)),
     };
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({"job_id": id})),
-    )
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("/v1/analytics/queries/{id}")) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(accepted(
+        &format!("/v1/analytics/queries/{id}"),
+        serde_json::json!({"job_id": id}),
+    ))
 }
 
 /// The newest analytics jobs (at most 100), newest first.
@@ -321,15 +314,18 @@ pub async fn show(
     State(state): State<ApiState>,
     PathParams(job_id): PathParams<String>,
 ) -> Result<Response, Problem> {
-    match state
+    let job = find_job(&state, &job_id).await?;
+    Ok(Json(JobView::from(&job)).into_response())
+}
+
+/// The analytics job `job_id`, or the 404 naming it.
+async fn find_job(state: &ApiState, job_id: &str) -> Result<JobRow, Problem> {
+    let job = state
         .analytics
-        .job(&job_id)
+        .job(job_id)
         .await
-        .map_err(|e| Problem::internal(&e))?
-    {
-        Some(job) => Ok(Json(JobView::from(&job)).into_response()),
-        None => Err(Problem::not_found(format!("no analytics job `{job_id}`"))),
-    }
+        .map_err(|e| Problem::internal(&e))?;
+    found(job, "analytics", job_id)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -374,11 +370,9 @@ pub async fn results(
     let mut format = match query.format.as_deref() {
         None | Some("csv") => Format::Csv(CsvFormat::CURRENT),
         Some("json") => Format::Json,
-        Some("html") => Format::Html(match query.tz.as_deref() {
-            None => chrono_tz::UTC,
-            Some(name) => crate::report::parse_zone(name)
-                .map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))?,
-        }),
+        Some("html") => {
+            Format::Html(zone_from_query(query.tz.as_deref())?.unwrap_or(chrono_tz::UTC))
+        }
         Some(other) => {
             return Err(Problem::invalid_parameter(
                 "format",
@@ -386,12 +380,7 @@ pub async fn results(
             ));
         }
     };
-    let job = state
-        .analytics
-        .job(&job_id)
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .ok_or_else(|| Problem::not_found(format!("no analytics job `{job_id}`")))?;
+    let job = find_job(&state, &job_id).await?;
     if job.status != "completed" {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -424,10 +413,5 @@ pub async fn results(
                 .map_err(|e| format!("{e:#}"))
         })
         .await?;
-    let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    Ok(response)
+    Ok(exports::answer(body, format.content_type(), None))
 }

@@ -3,8 +3,7 @@
 //! did what to whom.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::Utc;
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -12,6 +11,7 @@ use serde::Serialize;
 use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::exports;
 use super::extract::{QueryParams, WindowQuery, check_kept, window_from_query};
 use super::roles::ADMIN;
 use super::{ApiState, Routes};
@@ -73,21 +73,8 @@ pub async fn export(
             sink.send(buf).await.map_err(|e| e.to_string())
         })
         .await?;
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    let filename = format!(
-        "attachment; filename=\"audit-{}-{}.jsonl\"",
-        window.from.format("%Y%m%dT%H%M%SZ"),
-        window.to.format("%Y%m%dT%H%M%SZ"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&filename) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    let name = exports::file_name("audit", window, "jsonl");
+    Ok(exports::answer(body, "application/x-ndjson", Some(&name)))
 }
 
 /// The result of walking the audit log's hash chain.

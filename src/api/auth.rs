@@ -212,20 +212,19 @@ impl Refusal {
     }
 
     fn into_response(self) -> Response {
-        let (problem, challenge) = match self {
-            Refusal::Missing => (
+        match self {
+            Refusal::Missing => challenged(
                 unauthorized("this route needs `Authorization: Bearer <token>`"),
-                "Bearer realm=\"wfmd\"".to_owned(),
+                "Bearer realm=\"wfmd\"",
             ),
-            Refusal::Malformed => (
+            Refusal::Malformed => challenged(
                 unauthorized("the Authorization header must be `Bearer <token>`, once"),
-                "Bearer realm=\"wfmd\", error=\"invalid_request\"".to_owned(),
+                "Bearer realm=\"wfmd\", error=\"invalid_request\"",
             ),
-            Refusal::Invalid => (
-                unauthorized("the bearer token is not one of the configured api_tokens"),
-                "Bearer realm=\"wfmd\", error=\"invalid_token\"".to_owned(),
-            ),
-            Refusal::Forbidden { required, role } => (
+            Refusal::Invalid => {
+                invalid_credential("the bearer token is not one of the configured api_tokens")
+            }
+            Refusal::Forbidden { required, role } => challenged(
                 Problem::new(
                     StatusCode::FORBIDDEN,
                     "forbidden",
@@ -234,19 +233,32 @@ impl Refusal {
                 )
                 .with("required_role", required.as_str())
                 .with("role", role.as_str()),
-                format!(
+                &format!(
                     "Bearer realm=\"wfmd\", error=\"insufficient_scope\", scope=\"{required}\""
                 ),
             ),
-        };
-        let mut response = problem.into_response();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
         }
-        response
     }
+}
+
+/// The 401 of a credential that proves no caller: a token that is not configured, or a
+/// feed ticket that is unknown, expired or spent ([`super::live::ticket_gate`]).
+pub(super) fn invalid_credential(detail: &str) -> Response {
+    challenged(
+        unauthorized(detail),
+        "Bearer realm=\"wfmd\", error=\"invalid_token\"",
+    )
+}
+
+/// `problem` with the `WWW-Authenticate` challenge RFC 6750 asks of a refusal.
+fn challenged(problem: Problem, challenge: &str) -> Response {
+    let mut response = problem.into_response();
+    if let Ok(value) = HeaderValue::from_str(challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 fn unauthorized(detail: &str) -> Problem {

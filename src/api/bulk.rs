@@ -10,7 +10,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
+use super::jobs::{accepted, found};
 use super::json::{JsonBody, parse};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
@@ -218,18 +219,14 @@ pub async fn create(
     Ok(accepted_response(&accepted))
 }
 
-fn accepted_response(accepted: &Accepted) -> Response {
-    let location = format!("/v1/bulk-transitions/{}", accepted.job_id);
+fn accepted_response(job: &Accepted) -> Response {
+    let location = format!("/v1/bulk-transitions/{}", job.job_id);
     let view = AcceptedView {
-        job_id: accepted.job_id.clone(),
-        total: accepted.total,
-        replayed: !accepted.created,
+        job_id: job.job_id.clone(),
+        total: job.total,
+        replayed: !job.created,
     };
-    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
+    accepted(&location, view)
 }
 
 /// A body over the route's limit says what the limit is.
@@ -281,11 +278,8 @@ pub async fn show(
             ));
         }
     };
-    let job = state.bulk.job(&job_id, with_items).await?;
-    match job {
-        Some(job) => Ok(Json(job).into_response()),
-        None => Err(Problem::not_found(format!("no bulk job `{job_id}`"))),
-    }
+    let job = found(state.bulk.job(&job_id, with_items).await?, "bulk", &job_id)?;
+    Ok(Json(job).into_response())
 }
 
 /// Cancels the items not started yet (those in flight finish; then the job is

@@ -29,6 +29,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::spool::{self, SpoolWriter};
 use crate::config::exports::ExportsConfig;
+use crate::domain::idle::Window;
 
 /// What a refused download is told to wait before trying again: downloads read at
 /// database speed, so a slot is usually free within seconds.
@@ -70,7 +71,7 @@ impl Exports {
             .unwrap_or_else(|e| e.into_inner());
         let count = in_progress.entry(caller.name.clone()).or_default();
         if *count >= self.inner.per_caller {
-            let mut response = Problem::new(
+            return Err(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-downloads",
                 "Too many downloads in progress",
@@ -81,11 +82,7 @@ impl Exports {
                 ),
             )
             .with("limit", self.inner.per_caller)
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-            return Err(response);
+            .retry_after(RETRY_AFTER_SECONDS));
         }
         *count += 1;
         Ok(Permit {
@@ -143,6 +140,30 @@ impl Exports {
     }
 }
 
+/// A download's answer: `body` as `content_type` and, given a `file_name`, offered to be
+/// saved under it (`Content-Disposition: attachment`).
+pub(super) fn answer(body: Body, content_type: &'static str, file_name: Option<&str>) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(name) = file_name
+        && let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// The file name of a download of `window`: `STEM-FROM-TO.EXTENSION`, the instants in
+/// UTC to the second.
+pub(super) fn file_name(stem: &str, window: Window, extension: &str) -> String {
+    format!(
+        "{stem}-{}-{}.{extension}",
+        window.from.format("%Y%m%dT%H%M%SZ"),
+        window.to.format("%Y%m%dT%H%M%SZ"),
+    )
+}
+
 /// One of a caller's download slots, given back when dropped.
 pub struct Permit {
     inner: Arc<Inner>,
@@ -178,6 +199,7 @@ mod tests {
     use super::*;
     use crate::config::api_tokens::Role;
     use crate::report::Sink;
+    use axum::http::header;
 
     fn caller(name: &str) -> Caller {
         Caller {

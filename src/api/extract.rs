@@ -113,6 +113,15 @@ pub fn window_from_query(
     Window::checked(from_at, to_at).map_err(|e| Problem::invalid_parameter("to", e))
 }
 
+/// The `tz` query parameter of a download: the IANA zone its times are shown in.
+pub(super) fn zone_from_query(tz: Option<&str>) -> Result<Option<chrono_tz::Tz>, Problem> {
+    tz.map(|name| {
+        crate::report::parse_zone(name)
+            .map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))
+    })
+    .transpose()
+}
+
 /// A 400 naming `from` when the window reaches back before what retention kept of
 /// `kinds`: an answer would silently count less than happened.
 pub(super) async fn check_kept(

@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as RawFrame};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::auth::{Caller, CallerKey, Preauthenticated};
+use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::QueryParams;
@@ -505,11 +505,7 @@ fn crowded(crowded: Crowded) -> Response {
     if let Crowded::CallerStreams { max } | Crowded::CallerTickets { max, .. } = crowded {
         problem = problem.with("max", max);
     }
-    let mut response = problem.into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    response
+    problem.retry_after(retry_after)
 }
 
 /// What [`ticket_gate`] needs: the feed's tickets, and whether any bearer tokens are
@@ -556,19 +552,10 @@ pub async fn ticket_gate(
         }
         None => {
             metrics::counter!("wfmd_api_refusals_total", "reason" => "ticket").increment(1);
-            let mut response = Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Authentication required",
+            invalid_credential(
                 "the ticket is unknown, expired or already used; \
                  ask POST /v1/live/tickets for a new one",
             )
-            .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"wfmd\", error=\"invalid_token\""),
-            );
-            response
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod exports;
 pub mod extract;
 mod health;
 mod hosts;
+mod jobs;
 mod json;
 mod layers;
 mod live;

@@ -7,18 +7,18 @@
 //! read at its own pace on the download connections, whatever the client's.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::exports;
 use super::extract::QueryParams;
-use super::extract::window_from_query;
+use super::extract::{window_from_query, zone_from_query};
 use super::roles::VIEWER;
 use super::{ApiState, Routes};
-use crate::report::{Format, Report, parse_zone};
+use crate::report::{Format, Report};
 
 pub fn routes() -> Routes {
     vec![utoipa_axum::routes!(compliance)]
@@ -73,13 +73,7 @@ pub async fn compliance(
             .parse::<Format>()
             .map_err(|e| Problem::invalid_parameter("format", format!("format: {e}")))?,
     };
-    let zone = query
-        .tz
-        .as_deref()
-        .map(|name| {
-            parse_zone(name).map_err(|e| Problem::invalid_parameter("tz", format!("tz: {e}")))
-        })
-        .transpose()?;
+    let zone = zone_from_query(query.tz.as_deref())?;
     super::extract::check_kept(
         &state.store,
         &[
@@ -106,22 +100,12 @@ pub async fn compliance(
                 .map_err(|e| e.to_string())
         })
         .await?;
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    let filename = format!(
-        "attachment; filename=\"compliance-{}-{}.{}\"",
-        window.from.format("%Y%m%dT%H%M%SZ"),
-        window.to.format("%Y%m%dT%H%M%SZ"),
-        format.extension()
-    );
-    if format != Format::Html
-        && let Ok(value) = HeaderValue::from_str(&filename)
-    {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    // A page is for viewing in the browser, not saving.
+    let name = (format != Format::Html)
+        .then(|| exports::file_name("compliance", window, format.extension()));
+    Ok(exports::answer(
+        body,
+        format.content_type(),
+        name.as_deref(),
+    ))
 }

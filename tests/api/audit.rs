@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use wfmd::store::audit::{self, NewEntry};
 
 use crate::helpers::{TestApp, TestSim, wfmd};
+use crate::reports::attachment;
 
 fn instant(at: chrono::DateTime<Utc>) -> String {
     wfmd::time::rfc3339(at)
@@ -32,6 +33,10 @@ async fn the_audit_window_exports_as_the_cli_does_and_verify_finds_an_edit() {
     let response = export(&app, &from, &to).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        attachment("audit", &from, &to, "jsonl").as_str()
+    );
     let text = response.text().await.unwrap();
     let entries: Vec<Value> = text
         .lines()

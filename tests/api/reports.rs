@@ -18,6 +18,22 @@ fn instant(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The `Content-Disposition` of a download of `[from, to)`: the instants in UTC to the
+/// second.
+pub fn attachment(stem: &str, from: &str, to: &str, extension: &str) -> String {
+    let stamp = |at: &str| {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .format("%Y%m%dT%H%M%SZ")
+            .to_string()
+    };
+    format!(
+        "attachment; filename=\"{stem}-{}-{}.{extension}\"",
+        stamp(from),
+        stamp(to)
+    )
+}
+
 /// One accepted change and one rejected (off shift) change; returns their agents.
 async fn two_transitions(app: &TestApp) -> (String, String) {
     let free = app.sim.free_agents().remove(0);
@@ -56,6 +72,10 @@ async fn the_report_counts_real_transitions_in_all_three_formats(dialect: Dialec
         response.headers()["content-type"],
         "text/csv; charset=utf-8"
     );
+    assert_eq!(
+        response.headers()["content-disposition"],
+        attachment("compliance", &from, &to, "csv").as_str()
+    );
     let text = response.text().await.unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().unwrap().clone();
@@ -77,6 +97,10 @@ async fn the_report_counts_real_transitions_in_all_three_formats(dialect: Dialec
     let response = fetch(&app, &[("from", &from), ("to", &to), ("format", "json")]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        attachment("compliance", &from, &to, "json").as_str()
+    );
     let json: Value = response.json().await.unwrap();
     assert_eq!(json["agents"].as_array().unwrap().len(), 2);
     let attempts = json["attempts"].as_array().unwrap();
@@ -101,6 +125,10 @@ async fn the_report_counts_real_transitions_in_all_three_formats(dialect: Dialec
     assert_eq!(
         response.headers()["content-type"],
         "text/html; charset=utf-8"
+    );
+    assert!(
+        !response.headers().contains_key("content-disposition"),
+        "the page opens in the browser"
     );
     let html = response.text().await.unwrap();
     assert!(html.contains("<svg"));
