@@ -10,7 +10,6 @@
 //! transaction: reports asked about an earlier window can then say "not kept before"
 //! instead of counting what is left.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -19,6 +18,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 use super::audit::checkpoints::{self, CheckpointError};
 use super::{Housekeeping, Store, WriteBack, from_ms, is_interrupt, to_ms};
+use crate::domain::state::string_names;
 
 /// A kind of record with its own age in `[retention]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,11 +68,7 @@ impl Kind {
     }
 }
 
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+string_names!(Kind);
 
 /// Why a batch could not be pruned.
 #[derive(Debug, thiserror::Error)]
