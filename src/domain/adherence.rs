@@ -22,15 +22,12 @@
 //! compliance sweep applies this at each sweep; [`figures`] applies it to a window of
 //! recorded history, so both count the same exceptions.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::idle::{Interval, Window};
 use super::policy::BreakWindow;
-use super::state::{AgentState, UnknownValue};
+use super::state::{AgentState, string_names};
 
 /// One shift of an agent's schedule, with its breaks. Break time outside the shift does
 /// not count.
@@ -71,11 +68,7 @@ impl Expected {
     }
 }
 
-impl fmt::Display for Expected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+string_names!(Expected);
 
 /// How a state fails to meet the schedule. The names are part of the configuration
 /// (`compliance.auto_correct`), the store and the `adherence.exception` webhook.
@@ -118,25 +111,7 @@ impl DeviationKind {
     }
 }
 
-impl fmt::Display for DeviationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DeviationKind {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        UnknownValue::find(
-            "adherence exception kind",
-            &DeviationKind::ALL,
-            DeviationKind::as_str,
-            s,
-            |a, b| a == b,
-        )
-    }
-}
+string_names!(DeviationKind, "adherence exception kind");
 
 /// How `state` fails to meet `expected`, or `None` when it adheres.
 pub fn deviation_kind(state: AgentState, expected: Expected) -> Option<DeviationKind> {

@@ -379,14 +379,7 @@ mod tests {
         for (json, event) in &examples {
             assert_eq!(&event.data(), json, "{:?}", event.event_type());
         }
-        for event_type in [
-            EventType::AgentStateChanged,
-            EventType::TransitionRejected,
-            EventType::BulkCompleted,
-            EventType::AdherenceException,
-            EventType::AuditCheckpoint,
-            EventType::ReportReady,
-        ] {
+        for event_type in EventType::ALL {
             assert!(
                 examples.iter().any(|(_, e)| e.event_type() == event_type),
                 "no example of {}",

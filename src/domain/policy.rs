@@ -5,12 +5,10 @@
 //! (`AGENT_NOT_SCHEDULED`), and an agent who owes a mandatory break may not be moved to
 //! `READY` (`MANDATORY_BREAK_VIOLATION`).
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::state::AgentState;
+use super::state::{AgentState, string_names};
 
 /// Whether the agent is scheduled to work now, as the platform said when asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,11 +128,7 @@ impl Violation {
     }
 }
 
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+string_names!(Violation);
 
 /// What a change that needs the agent's schedule does when the platform refuses this API
 /// user schedule lookups (no WFM permission, 403) and no imported schedule covers the

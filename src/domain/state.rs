@@ -1,8 +1,5 @@
 //! Agent states, default reason codes and the origin of a change.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 /// A value that is not one of the allowed names; the message lists the allowed ones.
@@ -38,6 +35,38 @@ impl UnknownValue {
             })
     }
 }
+
+/// `Display` by `as_str` for an enum whose names are part of the API, the store or the
+/// configuration; given what its values are (`"agent state"`), also `FromStr`, which
+/// finds a name among `ALL` (exactly, or in `any case`) or answers an [`UnknownValue`]
+/// listing them.
+macro_rules! string_names {
+    ($ty:ident) => {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    ($ty:ident, $kind:literal) => {
+        $crate::domain::state::string_names!(@parse $ty, $kind, |a, b| a == b);
+    };
+    ($ty:ident, $kind:literal, any case) => {
+        $crate::domain::state::string_names!(@parse $ty, $kind, str::eq_ignore_ascii_case);
+    };
+    (@parse $ty:ident, $kind:literal, $matches:expr) => {
+        $crate::domain::state::string_names!($ty);
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::domain::UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $crate::domain::UnknownValue::find($kind, &$ty::ALL, $ty::as_str, s, $matches)
+            }
+        }
+    };
+}
+pub(crate) use string_names;
 
 /// An agent's state on the platform.
 ///
@@ -115,26 +144,8 @@ impl AgentState {
     }
 }
 
-impl fmt::Display for AgentState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AgentState {
-    type Err = UnknownValue;
-
-    /// Accepts the platform's names in any letter case (`not_ready` works on a command line).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        UnknownValue::find(
-            "agent state",
-            &AgentState::ALL,
-            AgentState::as_str,
-            s,
-            str::eq_ignore_ascii_case,
-        )
-    }
-}
+// The platform's names in any letter case: `not_ready` works on a command line.
+string_names!(AgentState, "agent state", any case);
 
 /// Who or what asked for a change. Stored with every interval, attempt and audit entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -172,19 +183,7 @@ impl Origin {
     }
 }
 
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Origin {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        UnknownValue::find("origin", &Origin::ALL, Origin::as_str, s, |a, b| a == b)
-    }
-}
+string_names!(Origin, "origin");
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{MethodRouter, any, get};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,10 +29,13 @@ pub(crate) fn api_router() -> Router<Simulator> {
             "/api/v2/users/{userId}/state",
             get(get_state).post(set_state),
         )
-        .route("/api/v2/schedules/users/{userId}", get(get_schedule))
+        .route(
+            "/api/v2/schedules/users/{userId}",
+            schedules_scope(schedule),
+        )
         .route(
             "/api/v2/breaks/users/{userId}/status",
-            get(get_break_status),
+            schedules_scope(break_status),
         )
         .merge(subscription_router())
         .merge(super::aggregation::aggregation_router())
@@ -142,13 +146,22 @@ async fn set_state(
     Ok(axum::Json(state_body(agent)).into_response())
 }
 
-async fn get_schedule(
-    State(sim): State<Simulator>,
-    Path(user_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (st, now) = sim.sync();
-    st.lines.denied(super::SCHEDULES_SCOPE)?;
-    let agent = known_agent(&st, &user_id)?;
+/// `GET` of the schedules scope about the agent `{userId}`: what `body` makes of the
+/// agent at the simulator's instant, once the scope is granted and the user is known.
+fn schedules_scope(body: fn(&SimAgent, DateTime<Utc>) -> Value) -> MethodRouter<Simulator> {
+    get(
+        move |State(sim): State<Simulator>, Path(user_id): Path<String>| async move {
+            let (st, now) = sim.sync();
+            st.lines.denied(super::SCHEDULES_SCOPE)?;
+            let agent = known_agent(&st, &user_id)?;
+            Ok::<_, ApiError>(axum::Json(body(agent, now)))
+        },
+    )
+}
+
+/// `GET /api/v2/schedules/users/{userId}`: the agent's shift, with its breaks when the
+/// schedule lists them.
+fn schedule(agent: &SimAgent, now: DateTime<Utc>) -> Value {
     let mut body = json!({
         "userId": agent.id,
         "status": if agent.on_shift_at(now) { "ACTIVE" } else { "INACTIVE" },
@@ -171,16 +184,12 @@ async fn get_schedule(
             .collect();
         body["breaks"] = Value::Array(breaks);
     }
-    Ok(axum::Json(body).into_response())
+    body
 }
 
-async fn get_break_status(
-    State(sim): State<Simulator>,
-    Path(user_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (st, now) = sim.sync();
-    st.lines.denied(super::SCHEDULES_SCOPE)?;
-    let agent = known_agent(&st, &user_id)?;
+/// `GET /api/v2/breaks/users/{userId}/status`: whether a mandatory break is due now, and
+/// the current or next one.
+fn break_status(agent: &SimAgent, now: DateTime<Utc>) -> Value {
     let mut body = json!({
         "userId": agent.id,
         "mandatoryBreakRequired": agent.in_mandatory_break_at(now),
@@ -189,7 +198,7 @@ async fn get_break_status(
         body["breakStart"] = json!(ts(b.start));
         body["breakEnd"] = json!(ts(b.end));
     }
-    Ok(axum::Json(body).into_response())
+    body
 }
 
 async fn unknown_api_path() -> ApiError {

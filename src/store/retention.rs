@@ -10,7 +10,6 @@
 //! transaction: reports asked about an earlier window can then say "not kept before"
 //! instead of counting what is left.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -19,6 +18,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 use super::audit::checkpoints::{self, CheckpointError};
 use super::{Housekeeping, Store, WriteBack, from_ms, is_interrupt, to_ms};
+use crate::domain::state::string_names;
 
 /// A kind of record with its own age in `[retention]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,11 +68,7 @@ impl Kind {
     }
 }
 
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+string_names!(Kind);
 
 /// Why a batch could not be pruned.
 #[derive(Debug, thiserror::Error)]
@@ -112,43 +108,14 @@ pub async fn prune_batch(
             prune_outbox(&mut tx, kind == Kind::OutboxDead, cutoff_ms, limit).await?,
             cutoff_ms,
         ),
-        Kind::WebhookAttempts => (
-            delete_ids(
-                &mut tx,
-                "DELETE FROM webhook_attempts WHERE id IN
-                     (SELECT id FROM webhook_attempts WHERE attempted_at < ? LIMIT ?)",
-                cutoff_ms,
-                limit,
-            )
-            .await?,
+        Kind::WebhookAttempts | Kind::Attempts | Kind::Intervals => (
+            delete_rows(&mut tx, kind, cutoff_ms, limit).await?,
             cutoff_ms,
         ),
-        Kind::Attempts => (
-            delete_ids(
-                &mut tx,
-                "DELETE FROM transition_attempts WHERE id IN
-                     (SELECT id FROM transition_attempts WHERE requested_at < ? LIMIT ?)",
-                cutoff_ms,
-                limit,
-            )
-            .await?,
+        Kind::BulkJobs | Kind::RuleFirings => (
+            prune_parents(&mut tx, kind, cutoff_ms, limit).await?,
             cutoff_ms,
         ),
-        // The open interval (ended_at NULL) is never old, however long ago it began.
-        Kind::Intervals => (
-            delete_ids(
-                &mut tx,
-                "DELETE FROM state_intervals WHERE id IN
-                     (SELECT id FROM state_intervals
-                      WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?)",
-                cutoff_ms,
-                limit,
-            )
-            .await?,
-            cutoff_ms,
-        ),
-        Kind::BulkJobs => (prune_bulk_jobs(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
-        Kind::RuleFirings => (prune_firings(&mut tx, cutoff_ms, limit).await?, cutoff_ms),
         Kind::AnalyticsJobs => (
             prune_analytics_jobs(&mut tx, cutoff_ms, limit).await?,
             cutoff_ms,
@@ -197,13 +164,24 @@ pub struct Step {
     pub wrote_back: WriteBack,
 }
 
-async fn delete_ids(
+/// Up to `limit` rows of a kind kept one row per record, nothing hanging from it:
+/// webhook attempts, transition attempts and state intervals.
+async fn delete_rows(
     conn: &mut SqliteConnection,
-    sql: &'static str,
+    kind: Kind,
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(sql)
+    let (table, older) = match kind {
+        Kind::WebhookAttempts => ("webhook_attempts", "attempted_at < ?"),
+        Kind::Attempts => ("transition_attempts", "requested_at < ?"),
+        // The open interval (ended_at NULL) is never old, however long ago it began.
+        Kind::Intervals => ("state_intervals", "ended_at IS NOT NULL AND ended_at < ?"),
+        other => unreachable!("{other} is not kept one row per record"),
+    };
+    let sql =
+        format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {older} LIMIT ?)");
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(cutoff_ms)
         .bind(limit)
         .execute(conn)
@@ -285,63 +263,44 @@ async fn delete_listed(
 /// 2,000-agent job is removed with its items in one transaction, a few jobs at a time.
 const CHILDREN_PER_PARENT: i64 = 50;
 
-/// Finished bulk jobs past the cutoff, with their items. A job that a kept job reverts
-/// stays until that one goes.
-async fn prune_bulk_jobs(
-    conn: &mut SqliteConnection,
-    cutoff_ms: i64,
-    limit: i64,
-) -> Result<u64, sqlx::Error> {
-    prune_parents(
-        conn,
-        "SELECT json_group_array(id) FROM (SELECT id FROM bulk_jobs j
-         WHERE j.finished_at IS NOT NULL AND j.finished_at < ?
-           AND j.status IN ('completed', 'cancelled')
-           AND NOT EXISTS (SELECT 1 FROM bulk_jobs r WHERE r.reverts_job_id = j.id)
-         LIMIT ?)",
-        cutoff_ms,
-        limit,
-        &[
-            "DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each(?))",
-            "DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each(?))",
-        ],
-    )
-    .await
-}
-
-/// Finished rule firings past the cutoff, with their per-agent rows. Each rule's latest
-/// firing stays: the scheduler reads it to know which slot comes next.
-async fn prune_firings(
-    conn: &mut SqliteConnection,
-    cutoff_ms: i64,
-    limit: i64,
-) -> Result<u64, sqlx::Error> {
-    prune_parents(
-        conn,
-        "SELECT json_group_array(id) FROM (SELECT id FROM rule_firings f
-         WHERE f.started_at < ? AND f.outcome <> 'running'
-           AND f.slot_at < (SELECT MAX(g.slot_at) FROM rule_firings g WHERE g.rule = f.rule)
-         LIMIT ?)",
-        cutoff_ms,
-        limit,
-        &[
-            "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT value FROM json_each(?))",
-            "DELETE FROM rule_firings WHERE id IN (SELECT value FROM json_each(?))",
-        ],
-    )
-    .await
-}
-
-/// Deletes the parents `select` lists (it binds the cutoff and how many, and answers
-/// their ids as one JSON array) with their children: at most
-/// `limit / CHILDREN_PER_PARENT` parents, so a batch stays about `limit` rows.
+/// Finished bulk jobs (with their items) or rule firings (with their per-agent rows)
+/// past the cutoff: at most `limit / CHILDREN_PER_PARENT` of them, so a batch stays
+/// about `limit` rows.
 async fn prune_parents(
     conn: &mut SqliteConnection,
-    select: &'static str,
+    kind: Kind,
     cutoff_ms: i64,
     limit: i64,
-    deletes: &[&'static str],
 ) -> Result<u64, sqlx::Error> {
+    // `select` binds the cutoff and how many, and answers the parents' ids as one JSON
+    // array; `deletes` remove them, children first.
+    let (select, deletes): (&'static str, &[&'static str]) = match kind {
+        // A job that a kept job reverts stays until that one goes.
+        Kind::BulkJobs => (
+            "SELECT json_group_array(id) FROM (SELECT id FROM bulk_jobs j
+             WHERE j.finished_at IS NOT NULL AND j.finished_at < ?
+               AND j.status IN ('completed', 'cancelled')
+               AND NOT EXISTS (SELECT 1 FROM bulk_jobs r WHERE r.reverts_job_id = j.id)
+             LIMIT ?)",
+            &[
+                "DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each(?))",
+            ],
+        ),
+        // Each rule's latest firing stays: the scheduler reads it to know which slot
+        // comes next.
+        Kind::RuleFirings => (
+            "SELECT json_group_array(id) FROM (SELECT id FROM rule_firings f
+             WHERE f.started_at < ? AND f.outcome <> 'running'
+               AND f.slot_at < (SELECT MAX(g.slot_at) FROM rule_firings g WHERE g.rule = f.rule)
+             LIMIT ?)",
+            &[
+                "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM rule_firings WHERE id IN (SELECT value FROM json_each(?))",
+            ],
+        ),
+        other => unreachable!("{other} has no children"),
+    };
     let ids: String = sqlx::query_scalar(select)
         .bind(cutoff_ms)
         .bind((limit / CHILDREN_PER_PARENT).max(1))

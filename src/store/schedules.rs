@@ -3,7 +3,6 @@
 //! A shift whose start moved (the schedule was changed) replaces the agent's rows it
 //! overlaps, so an agent never has two overlapping shifts.
 
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +11,7 @@ use sqlx::{FromRow, SqliteConnection, SqlitePool};
 use super::{from_ms, to_ms};
 use crate::domain::BreakWindow;
 use crate::domain::adherence::Shift;
+use crate::domain::state::string_names;
 
 /// Where a shift's break windows came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +32,7 @@ impl BreakSource {
     }
 }
 
-impl fmt::Display for BreakSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+string_names!(BreakSource);
 
 impl FromStr for BreakSource {
     type Err = String;

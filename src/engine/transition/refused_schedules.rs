@@ -47,6 +47,11 @@ async fn engine(
     (engine, dir)
 }
 
+/// `agent`'s change to `to` through `engine`, asked for as the API does.
+async fn change(engine: &TransitionEngine, agent: &str, to: AgentState) -> Transition {
+    engine.transition(request(agent, to)).await.unwrap()
+}
+
 /// The attempt's `schedule_source` and `compliance_unchecked`, and its audit entry's
 /// `scheduleSource` and `unchecked`.
 async fn recorded(store: &Store, attempt_id: &str) -> [Option<String>; 4] {
@@ -74,10 +79,7 @@ async fn a_refused_schedule_lookup_fails_naming_the_fix_and_sends_nothing() {
     agent(&platform, "u_001", Err(refusal()));
     let (engine, _dir) = engine(platform.clone(), WithoutSchedule::Refuse).await;
 
-    let made = engine
-        .transition(request("u_001", AgentState::NotReady))
-        .await
-        .unwrap();
+    let made = change(&engine, "u_001", AgentState::NotReady).await;
     let Outcome::Failed { kind, error } = &made.outcome else {
         panic!("{made:?}");
     };
@@ -108,10 +110,7 @@ async fn allowed_without_schedule_a_refused_lookup_goes_ahead_recorded_as_unchec
     agent(&platform, "u_001", Err(refusal()));
     let (engine, _dir) = engine(platform.clone(), WithoutSchedule::Allow).await;
 
-    let made = engine
-        .transition(request("u_001", AgentState::Ready))
-        .await
-        .unwrap();
+    let made = change(&engine, "u_001", AgentState::Ready).await;
     assert_eq!(made.outcome, Outcome::Succeeded);
     assert_eq!(platform.calls("set u_001 READY"), 1);
     assert_eq!(
@@ -138,10 +137,7 @@ async fn allowed_without_schedule_a_refused_break_lookup_checks_the_shift_and_le
     *platform.fail_breaks_with.lock().unwrap() = Some(refusal());
     let (engine, _dir) = engine(platform.clone(), WithoutSchedule::Allow).await;
 
-    let made = engine
-        .transition(request("u_001", AgentState::Ready))
-        .await
-        .unwrap();
+    let made = change(&engine, "u_001", AgentState::Ready).await;
     assert_eq!(made.outcome, Outcome::Succeeded);
     assert_eq!(
         recorded(engine.store(), &made.attempt_id).await,
@@ -153,10 +149,7 @@ async fn allowed_without_schedule_a_refused_break_lookup_checks_the_shift_and_le
         ]
     );
     // The shift is still checked.
-    let off = engine
-        .transition(request("u_002", AgentState::Ready))
-        .await
-        .unwrap();
+    let off = change(&engine, "u_002", AgentState::Ready).await;
     assert_eq!(
         off.outcome,
         Outcome::Rejected {
@@ -165,10 +158,7 @@ async fn allowed_without_schedule_a_refused_break_lookup_checks_the_shift_and_le
     );
 
     let (refusing, _dir) = engine_refusing(platform.clone()).await;
-    let failed = refusing
-        .transition(request("u_001", AgentState::Ready))
-        .await
-        .unwrap();
+    let failed = change(&refusing, "u_001", AgentState::Ready).await;
     assert!(
         matches!(
             failed.outcome,
@@ -206,19 +196,13 @@ async fn allow_skips_the_check_only_for_a_refusal_not_for_a_platform_that_is_dow
     );
     let (engine, _dir) = engine(platform.clone(), WithoutSchedule::Allow).await;
 
-    let down = engine
-        .transition(request("u_001", AgentState::NotReady))
-        .await
-        .unwrap();
+    let down = change(&engine, "u_001", AgentState::NotReady).await;
     let Outcome::Failed { kind, error } = &down.outcome else {
         panic!("{down:?}");
     };
     assert_eq!(*kind, FailureKind::PlatformUnavailable);
     assert!(!error.contains("schedules import"), "{error}");
-    let unscheduled = engine
-        .transition(request("u_002", AgentState::NotReady))
-        .await
-        .unwrap();
+    let unscheduled = change(&engine, "u_002", AgentState::NotReady).await;
     assert_eq!(
         unscheduled.outcome,
         Outcome::Rejected {
@@ -269,20 +253,14 @@ async fn an_import_overrides_what_the_engine_cached_and_what_the_book_holds() {
     .unwrap();
     tx.commit().await.unwrap();
 
-    let before = engine
-        .transition(request("u_001", AgentState::NotReady))
-        .await
-        .unwrap();
+    let before = change(&engine, "u_001", AgentState::NotReady).await;
     assert_eq!(
         before.outcome,
         Outcome::Rejected {
             violation: Violation::AgentNotScheduled
         }
     );
-    let booked = engine
-        .transition(request("u_002", AgentState::NotReady))
-        .await
-        .unwrap();
+    let booked = change(&engine, "u_002", AgentState::NotReady).await;
     assert_eq!(booked.outcome, Outcome::Succeeded);
 
     // The file: u_001 is on a shift now; u_002's shift ended an hour ago.
@@ -299,19 +277,13 @@ async fn an_import_overrides_what_the_engine_cached_and_what_the_book_holds() {
     let summary = engine.import_schedules(&csv, "admin").await.unwrap();
     assert_eq!((summary.shifts, summary.agents), (2, 2));
 
-    let after = engine
-        .transition(request("u_001", AgentState::NotReady))
-        .await
-        .unwrap();
+    let after = change(&engine, "u_001", AgentState::NotReady).await;
     assert_eq!(
         after.outcome,
         Outcome::Succeeded,
         "the cached answer was dropped"
     );
-    let ended = engine
-        .transition(request("u_002", AgentState::Ready))
-        .await
-        .unwrap();
+    let ended = change(&engine, "u_002", AgentState::Ready).await;
     assert_eq!(
         ended.outcome,
         Outcome::Rejected {

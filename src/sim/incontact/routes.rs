@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -20,9 +21,9 @@ use super::{
     CODES, Code, IcError, UnchangedAnswer, ic_state, logout_pending, reason_of, schedule_logout,
     team_codes, user_uuid, visible_change,
 };
-use crate::sim::Simulator;
 use crate::sim::tenant::SimAgent;
 use crate::sim::wire::ts;
+use crate::sim::{SimState, Simulator};
 
 const BASE: &str = "/inContactAPI/services/{version}";
 
@@ -43,6 +44,18 @@ pub(crate) fn api_router() -> Router<Simulator> {
         .route(&r("/skills"), get(list_skills))
         .route(&r("/skills/activity"), get(skill_activity))
         .route(&r("/schedules/export"), post(export_schedules))
+        .route_layer(axum::middleware::from_fn(known_version))
+}
+
+/// Answers the platform's 404 for a version segment it does not serve, before any
+/// route's handler sees the request.
+async fn known_version(
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, IcError> {
+    check_version(params.get("version").map_or("", String::as_str))?;
+    Ok(next.run(request).await)
 }
 
 /// `v34.0`, `v2.0`…: what the platform accepts as a version segment.
@@ -126,7 +139,6 @@ async fn list_agents(
     headers: HeaderMap,
     Query(paging): Query<Paging>,
 ) -> Result<Response, IcError> {
-    check_version(&version)?;
     let agents: Vec<Value> = {
         let (st, _) = sim.ic_sync();
         st.tenant.agents.values().map(agent_json).collect()
@@ -154,7 +166,6 @@ async fn list_teams(
     headers: HeaderMap,
     Query(paging): Query<Paging>,
 ) -> Result<Response, IcError> {
-    check_version(&version)?;
     let teams: Vec<Value> = {
         let (st, _) = sim.ic_sync();
         teams(&st.tenant.agents)
@@ -169,9 +180,8 @@ async fn list_teams(
 
 async fn team_agents(
     State(sim): State<Simulator>,
-    Path((version, team_id)): Path<(String, String)>,
+    Path((_, team_id)): Path<(String, String)>,
 ) -> Result<Response, IcError> {
-    check_version(&version)?;
     let (st, _) = sim.ic_sync();
     let members: Vec<&SimAgent> = st
         .tenant
@@ -216,10 +226,9 @@ struct ActiveOnly {
 
 async fn team_unavailable_codes(
     State(sim): State<Simulator>,
-    Path((version, team_id)): Path<(String, String)>,
+    Path((_, team_id)): Path<(String, String)>,
     Query(query): Query<ActiveOnly>,
 ) -> Result<Response, IcError> {
-    check_version(&version)?;
     let (st, _) = sim.ic_sync();
     let old = st.incontact.knobs.legacy_casing;
     let team_name = st
@@ -257,11 +266,7 @@ async fn team_unavailable_codes(
     .into_response())
 }
 
-async fn unavailable_codes(
-    State(sim): State<Simulator>,
-    Path(version): Path<String>,
-) -> Result<Response, IcError> {
-    check_version(&version)?;
+async fn unavailable_codes(State(sim): State<Simulator>) -> Result<Response, IcError> {
     let old = sim.lock().incontact.knobs.legacy_casing;
     let codes: Vec<Value> = CODES
         .iter()
@@ -290,11 +295,7 @@ fn skill_name(id: &str) -> String {
     format!("Skill {}", id.trim_start_matches("s_"))
 }
 
-async fn list_skills(
-    State(sim): State<Simulator>,
-    Path(version): Path<String>,
-) -> Result<Response, IcError> {
-    check_version(&version)?;
+async fn list_skills(State(sim): State<Simulator>) -> Result<Response, IcError> {
     let (st, _) = sim.ic_sync();
     let skills: Vec<Value> = skills(&st.tenant.agents)
         .into_iter()
@@ -323,12 +324,15 @@ struct StateQuery {
     out_state_id: Option<String>,
 }
 
-fn unknown_agent(id: &str) -> IcError {
-    IcError::acd(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!("Agent {id} not found"),
-    )
+/// The tenant's agent `id`, or the platform's answer for an unknown agent.
+fn known_agent<'a>(st: &'a SimState, id: &str) -> Result<&'a SimAgent, IcError> {
+    st.tenant.agents.get(id).ok_or_else(|| {
+        IcError::acd(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("Agent {id} not found"),
+        )
+    })
 }
 
 fn session_not_started() -> IcError {
@@ -342,17 +346,12 @@ fn session_not_started() -> IcError {
 /// `POST /agents/{agentId}/state?state=Available|Unavailable[&outStateId=N]` → 200, no body.
 async fn set_state(
     State(sim): State<Simulator>,
-    Path((version, agent_id)): Path<(String, String)>,
+    Path((_, agent_id)): Path<(String, String)>,
     Query(query): Query<StateQuery>,
 ) -> Result<Response, IcError> {
-    check_version(&version)?;
     let bad = |message: String| IcError::acd(StatusCode::BAD_REQUEST, "InvalidParameter", message);
     let (mut st, now) = sim.ic_sync();
-    let agent = st
-        .tenant
-        .agents
-        .get(&agent_id)
-        .ok_or_else(|| unknown_agent(&agent_id))?;
+    let agent = known_agent(&st, &agent_id)?;
     let team_id = agent.team_id.clone();
     let (state, reason) = match query.state.as_deref() {
         Some(s) if s.eq_ignore_ascii_case("available") => ("READY", "WORKING".to_owned()),
@@ -401,15 +400,10 @@ async fn set_state(
 /// `POST /agents/{agentId}/logout` → 202; the agent logs out after the logout delay.
 async fn logout(
     State(sim): State<Simulator>,
-    Path((version, agent_id)): Path<(String, String)>,
+    Path((_, agent_id)): Path<(String, String)>,
 ) -> Result<Response, IcError> {
-    check_version(&version)?;
     let (mut st, now) = sim.ic_sync();
-    let agent = st
-        .tenant
-        .agents
-        .get(&agent_id)
-        .ok_or_else(|| unknown_agent(&agent_id))?;
+    let agent = known_agent(&st, &agent_id)?;
     if agent.state == "LOGGED_OUT" {
         return Err(session_not_started());
     }
@@ -437,10 +431,8 @@ struct Since {
 /// exactly at the last poll time is answered again rather than lost).
 async fn agent_states(
     State(sim): State<Simulator>,
-    Path(version): Path<String>,
     Query(since): Query<Since>,
 ) -> Result<Response, IcError> {
-    check_version(&version)?;
     let since = match since.updated_since.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(
@@ -517,11 +509,7 @@ async fn agent_states(
 
 /// `GET /skills/activity` — per skill, counts of its agents by state and a queue that
 /// follows the clock (deterministic, so two looks at one instant agree).
-async fn skill_activity(
-    State(sim): State<Simulator>,
-    Path(version): Path<String>,
-) -> Result<Response, IcError> {
-    check_version(&version)?;
+async fn skill_activity(State(sim): State<Simulator>) -> Result<Response, IcError> {
     let (st, now) = sim.ic_sync();
     let mut counts: HashMap<&str, [u32; 5]> = HashMap::new();
     for a in st.tenant.agents.values() {
@@ -585,12 +573,7 @@ fn break_title(kind: &str, mandatory: bool) -> &'static str {
 }
 
 /// `POST /schedules/export` — one agent, at most 7 days.
-async fn export_schedules(
-    State(sim): State<Simulator>,
-    Path(version): Path<String>,
-    body: Bytes,
-) -> Result<Response, IcError> {
-    check_version(&version)?;
+async fn export_schedules(State(sim): State<Simulator>, body: Bytes) -> Result<Response, IcError> {
     let bad = |m: String| IcError::newer(StatusCode::BAD_REQUEST, "InvalidRequest", m);
     let request: ExportRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid export request: {e}")))?;

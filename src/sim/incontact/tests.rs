@@ -157,6 +157,44 @@ async fn discovery_leads_from_the_access_key_to_the_api_host() {
 }
 
 #[tokio::test]
+async fn a_version_segment_the_platform_does_not_serve_is_its_404_on_every_route() {
+    let h = harness(still()).await;
+    let (token, base) = h.login().await;
+    let api = base.trim_end_matches("/v34.0");
+    let state = |agent: SimAgent| (agent.state, agent.reason);
+    let before = state(h.sim().agent("u_004").unwrap());
+    for (method, path) in [
+        (reqwest::Method::GET, "/agents"),
+        (reqwest::Method::GET, "/teams/t_1/agents"),
+        (
+            reqwest::Method::POST,
+            "/agents/u_004/state?state=Unavailable&outStateId=2",
+        ),
+        (reqwest::Method::POST, "/schedules/export"),
+    ] {
+        for version in ["v34", "34.0", "v.0", "vX.0"] {
+            let url = format!("{api}/{version}{path}");
+            let res = h.call(method.clone(), &token, &url).await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{url}");
+            assert_eq!(
+                res.headers()["icStatusDescription"],
+                format!("no API version {version}").as_str(),
+                "{url}"
+            );
+        }
+    }
+    let older = h
+        .call(reqwest::Method::GET, &token, &format!("{api}/v2.0/agents"))
+        .await;
+    assert_eq!(older.status(), StatusCode::OK);
+    assert_eq!(
+        state(h.sim().agent("u_004").unwrap()),
+        before,
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
 async fn a_wrong_access_key_answers_the_configured_failure_status() {
     let h = harness(still()).await;
     for status in [401u16, 400] {
