@@ -52,6 +52,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// The tenant a command acts on: its platform and its database. Needed when the
+    /// configuration has several [[tenants]]; `serve` serves them all.
+    #[arg(long, global = true, value_name = "ID")]
+    pub tenant: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -331,8 +336,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing(&config);
+    if let Command::Serve(args) = cli.command {
+        if cli.tenant.is_some() {
+            return Err(Failure::usage(
+                "serve serves every configured tenant; --tenant is for the other commands",
+            ));
+        }
+        return serve(config, args, source).await;
+    }
+    // Every other command acts on one tenant: its own platform and database.
+    let config = config
+        .tenant(cli.tenant.as_deref())
+        .map_err(Failure::usage)?
+        .config;
     match cli.command {
-        Command::Serve(args) => serve(config, args, source).await,
         Command::Transition(args) => transition(&config, args).await,
         Command::Bulk(args) => bulk::run(&config, args).await,
         Command::Report(command) => report(&config, command).await,
@@ -351,7 +368,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let key = config.audit.key().map(audit::AuditKey::new);
             backup::restore(&config.database.url, key.as_ref(), &file).await
         }
-        Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
+        Command::Serve(_) | Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
             unreachable!("handled above")
         }
     }

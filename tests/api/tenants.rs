@@ -24,8 +24,13 @@ async fn two_sims() -> (TestSim, TestSim) {
 }
 
 /// The configuration of a daemon serving `alpha` and `beta` on their simulators, as a
-/// deployment writes it: a file with `[[tenants]]`, secrets from the environment.
-fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Config {
+/// deployment writes it: a file with `[[tenants]]`, and the secrets' variables.
+fn two_tenants_file(
+    db: &TestDb,
+    alpha: &TestSim,
+    beta: &TestSim,
+    extra: &str,
+) -> (std::path::PathBuf, Vec<(String, String)>) {
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
          [database]\nurl = \"{}\"\n\
@@ -53,14 +58,21 @@ fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Con
             &beta.client_secret,
         ),
     ];
-    Config::load_with_env(
-        &Source {
-            file: Some(file),
-            simulate: false,
-        },
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-    )
-    .unwrap()
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (file, env)
+}
+
+/// [`two_tenants_file`], loaded.
+fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Config {
+    let (file, env) = two_tenants_file(db, alpha, beta, extra);
+    let source = Source {
+        file: Some(file),
+        simulate: false,
+    };
+    Config::load_with_env(&source, env).unwrap()
 }
 
 /// A running daemon and what the tests look at.
@@ -372,4 +384,54 @@ async fn one_tenant_platform_down_leaves_the_other_working_and_readyz_names_it()
     assert_eq!(listed[1]["ready"], false, "{listed}");
     assert!(listed[1]["reason"].is_string(), "{listed}");
     served.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_acts_on_the_tenant_named_with_tenant_and_asks_when_none_is() {
+    let (alpha, beta) = two_sims().await;
+    let db = TestDb::new();
+    let (file, env) = two_tenants_file(&db, &alpha, &beta, "");
+    let (agent, target) = change_for(&beta);
+    let run = move |args: String| {
+        let (file, env) = (file.clone(), env.clone());
+        tokio::task::spawn_blocking(move || {
+            let output = crate::helpers::wfmd()
+                .envs(env)
+                .arg("--config")
+                .arg(file)
+                .args(args.split(' '))
+                .output()
+                .unwrap();
+            (
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stdout).into_owned()
+                    + &String::from_utf8_lossy(&output.stderr),
+            )
+        })
+    };
+
+    let (code, output) = run(format!("transition {agent} {target}")).await.unwrap();
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("--tenant (alpha, beta)"), "{output}");
+    let (code, output) = run(format!("transition {agent} {target} --tenant gamma"))
+        .await
+        .unwrap();
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("no tenant `gamma`"), "{output}");
+    assert_eq!(alpha.changes() + beta.changes(), 0);
+
+    let (code, output) = run(format!("transition {agent} {target} --tenant beta"))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{output}");
+    assert_eq!((alpha.changes(), beta.changes()), (0, 1));
+    let (code, beta_chain) = run("audit verify --tenant beta".into()).await.unwrap();
+    assert_eq!(code, 0, "{beta_chain}");
+    let (code, alpha_chain) = run("audit verify --tenant alpha".into()).await.unwrap();
+    assert_eq!(code, 0, "{alpha_chain}");
+    assert!(beta_chain.contains("intact: 1 entries"), "{beta_chain}");
+    assert!(
+        alpha_chain.contains("intact: 0 entries"),
+        "alpha's chain has none of beta's change: {alpha_chain}"
+    );
 }
