@@ -102,6 +102,16 @@ impl Served {
         }
     }
 
+    /// The JSON body of `GET path`, without a token.
+    async fn get_json(&self, path: &str) -> Value {
+        let response = http_client()
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
     fn store(&self, id: &str) -> &wfmd::store::Store {
         &self.app_stores.iter().find(|(t, _)| t == id).unwrap().1
     }
@@ -196,14 +206,7 @@ async fn each_tenant_changes_only_its_own_platform_and_records_in_its_own_databa
     );
     assert_eq!(alpha.changes() + beta.changes(), 1);
 
-    let listed: Value = http
-        .get(format!("{}/v1/tenants", served.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = served.get_json("/v1/tenants").await;
     assert_eq!(
         listed,
         json!([
@@ -372,14 +375,7 @@ async fn one_tenant_platform_down_leaves_the_other_working_and_readyz_names_it()
             .starts_with("unavailable"),
         "{body}"
     );
-    let listed: Value = http
-        .get(format!("{}/v1/tenants", served.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = served.get_json("/v1/tenants").await;
     assert_eq!(listed[0]["ready"], true, "{listed}");
     assert_eq!(listed[1]["ready"], false, "{listed}");
     assert!(listed[1]["reason"].is_string(), "{listed}");
