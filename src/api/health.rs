@@ -42,7 +42,8 @@ pub async fn healthz() -> impl IntoResponse {
 /// or unavailable, with the `reason`, and when it last answered). The error texts
 /// (which may name hosts, tenants or database paths) go to the log and, when tokens are
 /// configured, only to callers presenting a valid one; others see `unavailable`, and
-/// no family `reason`.
+/// no family `reason`. With several tenants the body is `{"status", "tenants": {id:
+/// that tenant's body}}`, ready only when every tenant is.
 #[utoipa::path(
     get,
     path = "/readyz",

@@ -11,8 +11,8 @@ use super::schedule_work::ScheduleWork;
 use super::services::Services;
 use super::settings::live_settings;
 use super::worker::Worker;
+use crate::config::Config;
 use crate::config::tenants::{TenantId, TenantSpec};
-use crate::config::{self, Config};
 use crate::engine::{self, TransitionEngine};
 use crate::{api, cxone, delivery, live, metrics_handle};
 
@@ -126,10 +126,7 @@ impl Tenant {
         Ok(Tenant {
             id: spec.id.clone(),
             name: spec.name.clone(),
-            dialect: match config.cxone.dialect {
-                config::Dialect::V2 => "v2",
-                config::Dialect::Incontact => "incontact",
-            },
+            dialect: config.cxone.dialect.as_str(),
             services,
             dispatcher,
             sync,

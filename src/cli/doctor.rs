@@ -30,7 +30,7 @@ pub async fn run(config: &Config) -> Result<ExitCode, Failure> {
     let http = crate::http_client().map_err(Failure::action)?;
     let budget = Arc::new(Budget::per_minute(config.call_budget_per_minute()));
     let mut report = Report::default();
-    report.line("dialect", dialect_name(config.cxone.dialect));
+    report.line("dialect", config.cxone.dialect.as_str());
     let usable = match config.cxone.dialect {
         Dialect::V2 => {
             let platform = crate::platform(config, http, budget);
@@ -49,13 +49,6 @@ pub async fn run(config: &Config) -> Result<ExitCode, Failure> {
             code: 1,
             message: "wfmd cannot work with this tenant yet (see above)".into(),
         })
-    }
-}
-
-fn dialect_name(d: Dialect) -> &'static str {
-    match d {
-        Dialect::V2 => "v2",
-        Dialect::Incontact => "incontact",
     }
 }
 

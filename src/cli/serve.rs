@@ -15,15 +15,12 @@ use crate::config::{Config, Source};
 const SIMULATED_STATE_LOG_LIMIT: usize = 1;
 
 pub(super) async fn serve(
-    mut config: Config,
+    config: Config,
     args: ServeArgs,
     source: Source,
 ) -> Result<ExitCode, Failure> {
     // The simulators outlive the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
-    if let Some(dialect) = args.dialect {
-        config.cxone.dialect = dialect.into();
-    }
     let mut tenants = match args.tenants {
         Some(_) if !config.tenants.is_empty() => {
             return Err(Failure::usage(

@@ -114,6 +114,16 @@ pub enum Dialect {
     Incontact,
 }
 
+impl Dialect {
+    /// The dialect's name, as `cxone.dialect` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::V2 => "v2",
+            Dialect::Incontact => "incontact",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CxoneConfig {

@@ -22,7 +22,7 @@ use figment::{Figment, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AutomationConfig, ComplianceConfig, Config, ConfigError, CxoneConfig, ENV_PREFIX, RuleConfig,
+    AutomationConfig, ComplianceConfig, Config, ConfigError, CxoneConfig, RuleConfig,
     SchedulesConfig, SyncConfig, WebhookConfig, describe_figment_error, live, parse_env_value,
 };
 pub use crate::domain::tenant::TenantId;
@@ -302,7 +302,7 @@ pub fn tenant_database_url(url: &str, id: &TenantId) -> String {
 
 /// Splits the environment's tenant variables from the others.
 pub(super) fn is_tenant_variable(key: &str) -> bool {
-    key.starts_with(TENANT_ENV_PREFIX) && key.len() > ENV_PREFIX.len()
+    key.starts_with(TENANT_ENV_PREFIX)
 }
 
 #[cfg(test)]
