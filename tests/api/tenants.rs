@@ -12,7 +12,7 @@ use crate::helpers::{TestDb, TestSim, http_client};
 use wfmd::sim::SimConfig;
 
 /// Two tenants' simulators, each with agents of its own.
-async fn two_sims() -> (TestSim, TestSim) {
+pub(crate) async fn two_sims() -> (TestSim, TestSim) {
     let sim = |seed| {
         TestSim::start(SimConfig {
             agents: 30,
@@ -25,7 +25,7 @@ async fn two_sims() -> (TestSim, TestSim) {
 
 /// The configuration of a daemon serving `alpha` and `beta` on their simulators, as a
 /// deployment writes it: a file with `[[tenants]]`, and the secrets' variables.
-fn two_tenants_file(
+pub(crate) fn two_tenants_file(
     db: &TestDb,
     alpha: &TestSim,
     beta: &TestSim,
@@ -66,7 +66,7 @@ fn two_tenants_file(
 }
 
 /// [`two_tenants_file`], loaded.
-fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Config {
+pub(crate) fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Config {
     let (file, env) = two_tenants_file(db, alpha, beta, extra);
     let source = Source {
         file: Some(file),
@@ -76,15 +76,15 @@ fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Con
 }
 
 /// A running daemon and what the tests look at.
-struct Served {
-    address: String,
-    app_stores: Vec<(String, wfmd::store::Store)>,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+pub(crate) struct Served {
+    pub(crate) address: String,
+    pub(crate) app_stores: Vec<(String, wfmd::store::Store)>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Served {
-    async fn start(config: &Config) -> Served {
+    pub(crate) async fn start(config: &Config) -> Served {
         let app = App::build(config).await.unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         let app_stores = app
@@ -103,7 +103,7 @@ impl Served {
     }
 
     /// The JSON body of `GET path`, without a token.
-    async fn get_json(&self, path: &str) -> Value {
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
         let response = http_client()
             .get(format!("{}{path}", self.address))
             .send()
@@ -112,22 +112,22 @@ impl Served {
         response.json().await.unwrap()
     }
 
-    fn store(&self, id: &str) -> &wfmd::store::Store {
+    pub(crate) fn store(&self, id: &str) -> &wfmd::store::Store {
         &self.app_stores.iter().find(|(t, _)| t == id).unwrap().1
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         self.server.await.unwrap().unwrap();
     }
 }
 
-async fn count(store: &wfmd::store::Store, sql: &'static str) -> i64 {
+pub(crate) async fn count(store: &wfmd::store::Store, sql: &'static str) -> i64 {
     crate::helpers::count(store, sql).await
 }
 
 /// A change the agent may make now: PAUSED, or IDLE for one paused already.
-fn change_for(sim: &TestSim) -> (String, &'static str) {
+pub(crate) fn change_for(sim: &TestSim) -> (String, &'static str) {
     let agent = sim.free_agents().remove(0);
     let target = if agent.state == "PAUSED" {
         "IDLE"
