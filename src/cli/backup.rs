@@ -1,5 +1,4 @@
-//! `wfmd backup FILE` and `wfmd restore FILE`, and the lock `wfmd serve` holds on its
-//! database while it runs.
+//! `wfmd backup FILE` and `wfmd restore FILE`.
 //!
 //! A backup is `VACUUM INTO`: SQLite copies one consistent snapshot (a read transaction,
 //! so the daemon's writers carry on) into a new, compact file. The copy's audit chain is
@@ -9,13 +8,10 @@
 //! (the audit log's append-only triggers dropped, say; see [`schema::check`]) or whose
 //! audit chain does not verify.
 //!
-//! Whether a daemon runs on a database is known from an exclusive lock on
-//! `<database>.serve.lock` that `wfmd serve` takes at start and the operating system
-//! drops when the process ends, however it ends (kill -9 included). A restore takes the
-//! same lock, so no daemon starts half-way through it either.
+//! A restore takes the database's daemon lock ([`DaemonLock`]), so it never replaces a
+//! database a daemon serves, and no daemon starts half-way through it either.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,90 +21,8 @@ use anyhow::Context;
 use super::Failure;
 use crate::store::Store;
 use crate::store::audit::{self, AuditKey, Verification};
+pub use crate::store::lock::{DaemonLock, database_path};
 use crate::store::schema;
-
-/// The database file of a `sqlite:` URL (`None` for an in-memory database).
-pub fn database_path(url: &str) -> Option<PathBuf> {
-    use std::str::FromStr;
-    if url.contains(":memory:") || url.contains("mode=memory") {
-        return None;
-    }
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
-    let path = options.get_filename();
-    (!path.as_os_str().is_empty() && path != Path::new(":memory:")).then(|| path.to_owned())
-}
-
-/// The exclusive lock of a database's daemon; released when dropped or the process ends.
-#[derive(Debug)]
-pub struct DaemonLock {
-    _file: File,
-}
-
-impl DaemonLock {
-    /// The lock file of `database`.
-    pub fn path_for(database: &Path) -> PathBuf {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".serve.lock");
-        PathBuf::from(name)
-    }
-
-    /// Takes the lock of `database`, or says who holds it. `purpose` completes "cannot
-    /// …" in the message.
-    pub fn acquire(database: &Path, purpose: &str) -> anyhow::Result<DaemonLock> {
-        match Self::try_acquire(database)? {
-            Ok(lock) => Ok(lock),
-            Err(who) => {
-                anyhow::bail!(
-                    "cannot {purpose}: {who} is using {} (it holds {})",
-                    database.display(),
-                    Self::path_for(database).display()
-                )
-            }
-        }
-    }
-
-    /// Takes the lock of `database`; `Ok(Err(who))` when another process holds it
-    /// (`wfmd (pid N)`), as a running daemon does.
-    pub fn try_acquire(database: &Path) -> anyhow::Result<Result<DaemonLock, String>> {
-        let path = Self::path_for(database);
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    "another wfmd process".to_owned()
-                } else {
-                    format!("wfmd (pid {holder})")
-                };
-                return Ok(Err(who));
-            }
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-        // The holder's pid, for the message of whoever finds the lock taken.
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        file.flush()?;
-        Ok(Ok(DaemonLock { _file: file }))
-    }
-}
 
 /// Verifies the audit chain of the database at `path` (with `key`), opened on its own;
 /// with `schema`, first that its schema is what its migrations promise (see
@@ -405,33 +319,4 @@ fn remove_database_files(path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_second_lock_on_a_database_is_refused_naming_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("wfmd.db");
-        let held = DaemonLock::acquire(&db, "start").unwrap();
-        let refused = DaemonLock::acquire(&db, "restore").unwrap_err().to_string();
-        assert!(
-            refused.contains(&format!("wfmd (pid {})", std::process::id())),
-            "{refused}"
-        );
-        assert!(refused.starts_with("cannot restore"), "{refused}");
-        drop(held);
-        DaemonLock::acquire(&db, "start").unwrap();
-    }
-
-    #[test]
-    fn database_paths_come_from_the_url() {
-        assert_eq!(
-            database_path("sqlite://data/wfmd.db"),
-            Some(PathBuf::from("data/wfmd.db"))
-        );
-        assert_eq!(database_path("sqlite::memory:"), None);
-    }
 }

@@ -26,6 +26,7 @@ pub mod history;
 pub mod imported;
 pub mod intents;
 pub mod jobs;
+pub mod lock;
 pub mod outbox;
 pub mod retention;
 pub mod roster;
