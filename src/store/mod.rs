@@ -52,6 +52,21 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 /// The embedded migrations (`migrations/`), applied at start and by `wfmd migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Runs `migrator` on `conn`, up to `target` (every migration with `None`). The
+/// future is boxed as `Send` here, where its lifetimes are known: sqlx's migration
+/// futures are `Send` for one lifetime only (its `Acquire<'a>` bounds), so awaiting an
+/// unboxed one makes any task that opens a store (a tenant added on reload) impossible
+/// to spawn.
+pub(crate) fn run_migrations<'a>(
+    migrator: &'a sqlx::migrate::Migrator,
+    conn: &'a mut sqlx::SqliteConnection,
+    target: Option<i64>,
+) -> futures::future::BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
+    // `run_direct` is what `run` and `run_to` call once they hold a connection; sqlx
+    // keeps it public for this (a caller that has one already).
+    Box::pin(migrator.run_direct(target, conn, false))
+}
+
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -234,7 +249,19 @@ impl Store {
         Self::connect(url, audit_key).await
     }
 
-    async fn connect(url: &str, audit_key: Option<audit::AuditKey>) -> anyhow::Result<Store> {
+    /// Boxed as `Send` where its lifetimes are known, for the reason of
+    /// [`run_migrations`] (the pools' connect hooks).
+    fn connect(
+        url: &str,
+        audit_key: Option<audit::AuditKey>,
+    ) -> futures::future::BoxFuture<'_, anyhow::Result<Store>> {
+        Box::pin(Self::connect_unboxed(url, audit_key))
+    }
+
+    async fn connect_unboxed(
+        url: &str,
+        audit_key: Option<audit::AuditKey>,
+    ) -> anyhow::Result<Store> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("database.url `{url}` is not a valid SQLite URL"))?
             .create_if_missing(true)
@@ -312,10 +339,11 @@ impl Store {
     /// [`schema::restore_triggers`]); returns how many migrations were applied.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let before = self.applied_migrations().await.unwrap_or(0);
-        MIGRATOR
-            .run(&self.write)
+        let mut conn = self.write.acquire().await?;
+        run_migrations(&MIGRATOR, &mut conn, None)
             .await
             .context("cannot apply database migrations")?;
+        drop(conn);
         schema::restore_triggers(self)
             .await
             .context("cannot restore the audit log's triggers")?;

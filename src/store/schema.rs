@@ -54,10 +54,7 @@ async fn expected(version: Option<i64>) -> anyhow::Result<Objects> {
         .connect()
         .await?;
     let migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
-    match version {
-        Some(version) => migrator.run_to(version, &mut conn).await?,
-        None => migrator.run(&mut conn).await?,
-    }
+    super::run_migrations(&migrator, &mut conn, version).await?;
     Ok(objects(&mut conn).await?)
 }
 
