@@ -402,6 +402,30 @@ impl Config {
         source: &Source,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Self::load_from(source, env, tenants::TenantVariables::Strict)
+    }
+
+    /// [`Config::load`] for a reload of the running daemon: a tenant's variable that
+    /// names no configured tenant is passed over rather than refused, since the
+    /// environment is the one the daemon started with, which still holds the variables
+    /// of a tenant the configuration no longer has.
+    pub fn reload(source: &Source) -> Result<Config, ConfigError> {
+        Self::load_from(source, std::env::vars(), tenants::TenantVariables::Lenient)
+    }
+
+    /// [`Config::reload`] with the environment given explicitly (for tests).
+    pub fn reload_with_env(
+        source: &Source,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::load_from(source, env, tenants::TenantVariables::Lenient)
+    }
+
+    fn load_from(
+        source: &Source,
+        env: impl IntoIterator<Item = (String, String)>,
+        variables: tenants::TenantVariables,
+    ) -> Result<Config, ConfigError> {
         let mut figment = Figment::new();
         match &source.file {
             Some(path) if !path.is_file() => {
@@ -470,7 +494,7 @@ impl Config {
             .map_err(name_origin)?;
         config.read_rules_file()?;
         config.validate(source.simulate).map_err(name_origin)?;
-        config.resolve_tenants(&figment, &tenant_env, source.simulate)?;
+        config.resolve_tenants(&figment, &tenant_env, source.simulate, variables)?;
         let problems = config.token_tenant_problems();
         if !problems.is_empty() {
             return Err(name_origin(ConfigError { problems }));

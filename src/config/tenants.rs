@@ -41,6 +41,16 @@ const TENANT_SECTIONS: [&str; 7] = [
     "webhooks",
 ];
 
+/// What a tenant's variable that names no configured tenant is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TenantVariables {
+    /// A problem (a typo in its name, most likely): at start.
+    Strict,
+    /// Passed over: on reload, where the environment is the one the daemon started
+    /// with, and a tenant removed since has left its variables behind.
+    Lenient,
+}
+
 /// One `[[tenants]]` entry as written (after its secrets are filled in, as resolved).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,9 +160,11 @@ impl Config {
         figment: &Figment,
         tenant_env: &[(String, String)],
         simulate: bool,
+        variables: TenantVariables,
     ) -> Result<(), ConfigError> {
         if self.tenants.is_empty() {
             return match tenant_env.first() {
+                Some(_) if variables == TenantVariables::Lenient => Ok(()),
                 Some((var, _)) => Err(ConfigError::one(format!(
                     "{var} is set but no [[tenants]] are configured"
                 ))),
@@ -182,7 +194,7 @@ impl Config {
                 problems.push(format!("tenants: the id `{}` is given twice", tenant.id));
             }
         }
-        let env = tenant_variables(&self.tenants, tenant_env, &mut problems);
+        let env = tenant_variables(&self.tenants, tenant_env, variables, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -236,10 +248,12 @@ impl Config {
 }
 
 /// The tenants' variables as `section.key` values per tenant; a variable naming no
-/// configured tenant, or a `…_FILE` that cannot be read, is a problem.
+/// configured tenant (unless `variables` is lenient), or a `…_FILE` that cannot be
+/// read, is a problem.
 fn tenant_variables(
     tenants: &[TenantConfig],
     env: &[(String, String)],
+    variables: TenantVariables,
     problems: &mut Vec<String>,
 ) -> BTreeMap<TenantId, Vec<(String, Value)>> {
     let mut found: BTreeMap<TenantId, Vec<(String, Value)>> = BTreeMap::new();
@@ -250,6 +264,9 @@ fn tenant_variables(
                 .is_some_and(|key| key.starts_with("__"))
         });
         let Some(tenant) = tenant else {
+            if variables == TenantVariables::Lenient {
+                continue;
+            }
             let ids: Vec<String> = tenants.iter().map(|t| t.id.env_key()).collect();
             problems.push(format!(
                 "{var} names no configured tenant (their keys: {})",
@@ -543,6 +560,43 @@ mod tests {
             .to_string();
         assert!(
             problems.contains("no [[tenants]] are configured"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_reload_passes_over_the_variables_of_a_tenant_removed_since_the_start() {
+        // The daemon started with `apac` configured; the file no longer has it.
+        let mut env = secrets();
+        env.push(("WFMD_TENANTS__APAC__CXONE__CLIENT_SECRET", "x"));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let reload = |contents: &str| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+            let source = Source {
+                file: Some(f.path().to_owned()),
+                simulate: false,
+            };
+            Config::reload_with_env(&source, env.clone())
+        };
+        let ids: Vec<String> = reload(TWO)
+            .unwrap()
+            .tenants()
+            .into_iter()
+            .map(|t| t.id.to_string())
+            .collect();
+        assert_eq!(ids, ["bpo-alpha", "emea"]);
+        // Every tenant gone: the top-level sections are the tenant `default` again.
+        let problems = reload("").unwrap_err().to_string();
+        assert!(!problems.contains("no [[tenants]]"), "{problems}");
+        // A variable of a tenant that is configured is still read, and still checked.
+        let broken = TWO.replace("requests_per_minute = 90", "requests_per_minute = 0");
+        let problems = reload(&broken).unwrap_err().to_string();
+        assert!(
+            problems.contains("tenants[emea].cxone.requests_per_minute"),
             "{problems}"
         );
     }
