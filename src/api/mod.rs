@@ -140,28 +140,30 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// The complete router with its middleware over every tenant's routes (see
-/// [`tenancy`]); `tokens` are the configured bearer tokens (none: every caller is the
-/// local admin), `limits` the per-request ones of `[server]`.
+/// [`tenancy`]), and the [`tenancy::Routing`] that changes which tenants it serves;
+/// `tokens` are the configured bearer tokens (none: every caller is the local admin),
+/// `limits` the per-request ones of `[server]`.
 ///
 /// # Panics
 /// When a route declares no access (or a wrong one) in its `#[utoipa::path]`: routes are
 /// fixed at compile time, so every test that starts the API finds it. And when
 /// `tenants` is empty: a daemon serves at least one.
 pub fn router(
-    tenants: Vec<tenancy::ServedTenant>,
+    tenants: &[tenancy::ServedTenant],
     tokens: auth::ApiTokens,
     limits: &Limits,
-) -> Router {
+) -> (Router, tenancy::Routing) {
     let (routes, spec) = described_routes();
     let access = Arc::new(auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}")));
     let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
         .expect("the OpenAPI document serializes");
     let spec_json = openapi::SpecJson(Arc::new(spec_json.into()));
     let tokens = Arc::new(tokens);
-    let directory = tenancy::Directory(tenants.clone().into());
     // One tenant's routes; `tenant` is whom the gate checks the caller holds (none for
     // the process's routes).
-    let routes_for = |state: ApiState, tenant: Option<crate::domain::tenant::TenantId>| {
+    let routes_for = move |state: ApiState,
+                           tenant: Option<crate::domain::tenant::TenantId>,
+                           directory: &tenancy::Directory| {
         let tickets = live::TicketGate {
             live: state.live.clone(),
             tokens_configured: !tokens.is_empty(),
@@ -192,25 +194,29 @@ pub fn router(
             .layer(Extension(directory.clone()))
             .with_state(state)
     };
-    let first = tenants
-        .first()
-        .expect("a daemon serves at least one tenant");
-    let dispatch = tenancy::Dispatch {
-        process: routes_for(first.state.clone(), None),
-        tenants: tenants
-            .iter()
-            .map(|t| {
-                (
-                    t.id.clone(),
-                    routes_for(t.state.clone(), Some(t.id.clone())),
-                )
-            })
-            .collect(),
+    let build = move |tenants: &[tenancy::ServedTenant]| {
+        let directory = tenancy::Directory(tenants.into());
+        let first = tenants
+            .first()
+            .expect("a daemon serves at least one tenant");
+        tenancy::Dispatch {
+            process: routes_for(first.state.clone(), None, &directory),
+            tenants: tenants
+                .iter()
+                .map(|t| {
+                    (
+                        t.id.clone(),
+                        routes_for(t.state.clone(), Some(t.id.clone()), &directory),
+                    )
+                })
+                .collect(),
+        }
     };
+    let routing = tenancy::Routing::new(Arc::new(build), tenants);
     let router = Router::new()
         .fallback(tenancy::dispatch)
-        .with_state(Arc::new(dispatch));
-    layers::around(router, limits)
+        .with_state(routing.clone());
+    (layers::around(router, limits), routing)
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -17,6 +17,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
+use tokio::sync::watch;
 use tower::ServiceExt;
 use utoipa::ToSchema;
 
@@ -52,8 +53,45 @@ pub(super) struct Dispatch {
     pub process: Router,
 }
 
+/// Builds a [`Dispatch`] over a set of tenants; see [`super::router`].
+pub(super) type BuildDispatch = dyn Fn(&[ServedTenant]) -> Dispatch + Send + Sync;
+
+/// The tenants the API serves, replaceable while it serves (a SIGHUP adds or removes
+/// tenants): the next request is dispatched over the new set, and one under way
+/// finishes on the routes it started on.
+#[derive(Clone)]
+pub struct Routing {
+    build: Arc<BuildDispatch>,
+    current: Arc<watch::Sender<Arc<Dispatch>>>,
+}
+
+impl Routing {
+    /// Serves `tenants` (at least one) over `build`'s routes.
+    pub(super) fn new(build: Arc<BuildDispatch>, tenants: &[ServedTenant]) -> Routing {
+        let (current, _) = watch::channel(Arc::new(build(tenants)));
+        Routing {
+            build,
+            current: Arc::new(current),
+        }
+    }
+
+    /// From the next request on, serves `tenants` (in this order) instead.
+    ///
+    /// # Panics
+    /// When `tenants` is empty: a daemon serves at least one.
+    pub fn serve(&self, tenants: &[ServedTenant]) {
+        self.current.send_replace(Arc::new((self.build)(tenants)));
+    }
+
+    /// What a request is dispatched over now.
+    fn now(&self) -> Arc<Dispatch> {
+        self.current.borrow().clone()
+    }
+}
+
 /// Hands `request` to the routes its path names; see the module's doc.
-pub(super) async fn dispatch(State(dispatch): State<Arc<Dispatch>>, request: Request) -> Response {
+pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -> Response {
+    let dispatch = routing.now();
     let path = request.uri().path().to_owned();
     let target = if let Some(rest) = path
         .strip_prefix(PREFIX)

@@ -2,6 +2,7 @@
 //! ([`worker::Worker`]) and the HTTP API over them, built from the configuration and
 //! run until stopped.
 
+mod fleet;
 mod schedule_work;
 mod services;
 mod settings;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -26,8 +28,8 @@ use crate::domain::tenant::TenantId;
 use crate::engine::{self, TransitionEngine};
 use crate::store::Store;
 use crate::{api, live};
+use fleet::Fleet;
 use tenant::Tenant;
-use worker::Running;
 
 /// The daemon: the HTTP API over the tenants' services, ready to run.
 pub struct App {
@@ -41,6 +43,10 @@ pub struct App {
     limits: api::Limits,
     /// Downloads in progress per caller, and their limits (`[exports]`).
     exports: api::exports::Exports,
+    /// What tenants started on a reload read the time from.
+    clock: engine::Clock,
+    /// Whether each tenant holds its database's daemon lock.
+    lock_databases: bool,
 }
 
 impl App {
@@ -63,9 +69,29 @@ impl App {
         specs: Vec<TenantSpec>,
         clock: engine::Clock,
     ) -> anyhow::Result<App> {
+        App::build_all(config, specs, clock, false).await
+    }
+
+    /// [`App::build_tenants`] as `wfmd serve` runs it: each tenant first takes its
+    /// database's daemon lock, so a second daemon on the same database, or a restore
+    /// under a running one, is refused.
+    pub async fn build_locked(
+        config: &Config,
+        specs: Vec<TenantSpec>,
+        clock: engine::Clock,
+    ) -> anyhow::Result<App> {
+        App::build_all(config, specs, clock, true).await
+    }
+
+    async fn build_all(
+        config: &Config,
+        specs: Vec<TenantSpec>,
+        clock: engine::Clock,
+        lock_databases: bool,
+    ) -> anyhow::Result<App> {
         let mut tenants = Vec::new();
         for spec in specs {
-            let tenant = Tenant::build(&spec, clock)
+            let tenant = Tenant::build(&spec, clock, lock_databases)
                 .await
                 .with_context(|| format!("tenant {}", spec.id))?;
             tenants.push(tenant);
@@ -80,6 +106,8 @@ impl App {
             serving: api::serve::Settings::from_config(config),
             limits: api::Limits::from_config(&config.server),
             exports: api::exports::Exports::new(&config.exports),
+            clock,
+            lock_databases,
         })
     }
 
@@ -120,14 +148,6 @@ impl App {
             .map(|t| t.services.store.clone())
     }
 
-    /// Each tenant's rules, replaced on SIGHUP.
-    pub fn rules(&self) -> Vec<(TenantId, engine::rules::RulesHandle)> {
-        self.tenants
-            .iter()
-            .map(|t| (t.id.clone(), t.rules()))
-            .collect()
-    }
-
     pub fn bulk(&self) -> engine::bulk::BulkJobs {
         self.tenant().bulk.clone()
     }
@@ -150,46 +170,70 @@ impl App {
     /// Serves (and delivers webhooks, syncs states, fires rules and runs bulk jobs) until
     /// `shutdown` is cancelled, then lets in-flight requests and webhook POSTs finish
     /// (each within `server.shutdown_timeout`) and the agent changes in flight complete,
-    /// and closes the database. Rule firings and bulk items not started yet are resumed
+    /// and closes the databases. Rule firings and bulk items not started yet are resumed
     /// at the next start.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let served = self
-            .tenants
-            .iter()
-            .map(|tenant| tenant.served(self.exports.clone()))
-            .collect();
-        let stores: Vec<Store> = self
-            .tenants
-            .iter()
-            .map(|t| t.services.store.clone())
-            .collect();
-        let workers = self
-            .tenants
-            .into_iter()
-            .flat_map(|tenant| tenant.workers(self.shutdown_timeout))
-            .collect();
-        let running = Running::start(workers, &shutdown);
+        // No reloads: the sender is gone at once.
+        let (_, reloads) = mpsc::channel(1);
+        self.run_reloading(shutdown, reloads).await
+    }
+
+    /// [`App::run_until_stopped`], applying each set of tenants `reloads` brings (a
+    /// re-read configuration's): see [`fleet`].
+    pub async fn run_reloading(
+        self,
+        shutdown: CancellationToken,
+        mut reloads: mpsc::Receiver<Vec<TenantSpec>>,
+    ) -> anyhow::Result<()> {
         let address = self.listener.local_addr()?;
+        let grace = self.shutdown_timeout;
+        let mut fleet = Fleet::start(
+            self.tenants,
+            fleet::Launch {
+                clock: self.clock,
+                lock_databases: self.lock_databases,
+                grace,
+                exports: self.exports,
+                shutdown: shutdown.clone(),
+            },
+        );
+        let (router, routing) = api::router(&fleet.served(), self.tokens, &self.limits);
         tracing::info!(%address, "wfmd is serving");
-        let router = api::router(served, self.tokens, &self.limits);
-        let server = api::serve::serve(self.listener, router, self.serving, shutdown.clone());
-        let mut server = std::pin::pin!(server);
-        tokio::select! {
-            () = &mut server => {}
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(self.shutdown_timeout).await;
-            } => {
-                tracing::warn!(
-                    timeout = ?self.shutdown_timeout,
-                    "in-flight requests did not finish in time; stopping anyway"
-                );
+        let mut server = tokio::spawn(api::serve::serve(
+            self.listener,
+            router,
+            self.serving,
+            shutdown.clone(),
+        ));
+        let overdue = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        let mut overdue = std::pin::pin!(overdue);
+        let mut listening = true;
+        loop {
+            tokio::select! {
+                ended = &mut server => {
+                    if let Err(error) = ended {
+                        tracing::error!(%error, "the HTTP server ended abnormally");
+                    }
+                    break;
+                }
+                () = &mut overdue => {
+                    tracing::warn!(
+                        timeout = ?grace,
+                        "in-flight requests did not finish in time; stopping anyway"
+                    );
+                    server.abort();
+                    break;
+                }
+                reload = reloads.recv(), if listening && !shutdown.is_cancelled() => match reload {
+                    Some(specs) => fleet.reload(specs, routing.clone()).await,
+                    None => listening = false,
+                },
             }
         }
-        running.join().await;
-        for store in stores {
-            store.close().await;
-        }
+        fleet.finish().await;
         tracing::info!("wfmd stopped");
         Ok(())
     }

@@ -42,14 +42,25 @@ pub struct Tenant {
     metric_pollers: Vec<engine::metrics::MetricPoller>,
     /// Prunes old records and publishes audit checkpoints.
     retention: engine::retention::Retention,
+    /// The daemon lock of the tenant's database, when it took one.
+    pub(super) lock: Option<crate::store::lock::DaemonLock>,
 }
 
 impl Tenant {
     /// Opens the tenant's database (applying migrations), connects its platform client
     /// and builds every service its configuration asks for, each reading `clock` where
-    /// it judges or stamps time.
-    pub async fn build(spec: &TenantSpec, clock: engine::Clock) -> anyhow::Result<Tenant> {
+    /// it judges or stamps time. With `lock`, first takes the database's daemon lock
+    /// (refused while another daemon serves it), held as long as the tenant.
+    pub async fn build(
+        spec: &TenantSpec,
+        clock: engine::Clock,
+        lock: bool,
+    ) -> anyhow::Result<Tenant> {
         let config: &Config = &spec.config;
+        let lock = match crate::store::lock::database_path(&config.database.url) {
+            Some(path) if lock => Some(crate::store::lock::DaemonLock::acquire(&path, "start")?),
+            _ => None,
+        };
         let services = Services::start_with_clock(config, clock).await?;
         let endpoints = delivery::Endpoint::from_config(config);
         let dispatcher = (!endpoints.is_empty()).then(|| {
@@ -140,6 +151,7 @@ impl Tenant {
             live,
             metric_pollers,
             retention,
+            lock,
         })
     }
 

@@ -63,9 +63,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the HTTP API, state sync, WFM rules (SIGHUP re-reads the rules),
-    /// schedule automations, the compliance sweep, the skill and queue pollers, bulk
-    /// jobs, webhook delivery, and the live feed with its wallboard page at `/`.
+    /// Run the daemon: the HTTP API, state sync, WFM rules, schedule automations, the
+    /// compliance sweep, the skill and queue pollers, bulk jobs, webhook delivery, and
+    /// the live feed with its wallboard page at `/`. SIGHUP re-reads the configuration:
+    /// the rules, and the tenants (added ones start, removed ones stop).
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
@@ -121,7 +122,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Start the built-in platform simulator in-process on a free port and use it, with
     /// a ready-made tenant: no credentials or other setup needed.

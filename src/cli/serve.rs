@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{DialectArg, Failure, ServeArgs, SimArgs, backup};
+use std::collections::HashMap;
+
+use super::{DialectArg, Failure, ServeArgs, SimArgs};
 use crate::App;
 use crate::config::tenants::{TenantId, TenantSpec, tenant_database_url};
-use crate::config::{Config, Source};
+use crate::config::{Config, CxoneConfig, Source};
 
 /// Ground-truth entries per agent the simulator of `serve --simulate` keeps
 /// (`/_sim/agents` shows each agent's latest change).
@@ -19,70 +21,176 @@ pub(super) async fn serve(
     args: ServeArgs,
     source: Source,
 ) -> Result<ExitCode, Failure> {
+    let tenants = tenants_of(&config, &args).map_err(Failure::usage)?;
     // The simulators outlive the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
-    let mut tenants = match args.tenants {
-        Some(_) if !config.tenants.is_empty() => {
-            return Err(Failure::usage(
-                "--tenants simulates tenants of its own; the configuration has [[tenants]] \
-                 already (leave out one or the other)",
-            ));
-        }
-        Some(n) => simulated_tenants(&config, n),
-        None => config.tenants(),
-    };
+    let mut simulators = args.simulate.then(|| Simulators {
+        args: args.clone(),
+        started: HashMap::new(),
+        stop: stop_simulator.clone(),
+    });
     let mut clock = crate::engine::Clock::Wall;
-    if args.simulate {
-        for (i, tenant) in tenants.iter_mut().enumerate() {
-            if let Some(dialect) = args.dialect {
+    let mut tenants = tenants;
+    if let Some(simulators) = &mut simulators {
+        clock = simulators
+            .prepare(&mut tenants)
+            .await
+            .map_err(Failure::action)?;
+    }
+    // While it runs, the daemon holds each tenant's database's lock: a restore refuses to
+    // replace the file under it, and a second daemon refuses to start on it.
+    let app = App::build_locked(&config, tenants, clock)
+        .await
+        .map_err(Failure::action)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(reload_on_sighup(
+        source,
+        args,
+        simulators,
+        reloads,
+        shutdown.clone(),
+    ));
+    let result = app.run_reloading(shutdown, reloaded).await;
+    stop_simulator.cancel();
+    result.map_err(Failure::action)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tenants `config` has `serve` run: its own, or `--tenants N` simulated ones.
+fn tenants_of(config: &Config, args: &ServeArgs) -> Result<Vec<TenantSpec>, String> {
+    match args.tenants {
+        Some(_) if !config.tenants.is_empty() => Err(
+            "--tenants simulates tenants of its own; the configuration has [[tenants]] \
+             already (leave out one or the other)"
+                .to_owned(),
+        ),
+        Some(n) => Ok(simulated_tenants(config, n)),
+        None => Ok(config.tenants()),
+    }
+}
+
+/// `--simulate`: a simulator per tenant, started the first time the tenant is, and
+/// reused for it on a reload.
+struct Simulators {
+    args: ServeArgs,
+    /// Each simulated tenant's `[cxone]`, pointing at its simulator.
+    started: HashMap<TenantId, CxoneConfig>,
+    stop: CancellationToken,
+}
+
+impl Simulators {
+    /// Points each tenant at its simulator, starting those not started yet. Returns the
+    /// clock wfmd reads: the first simulator's, at `--time-scale`.
+    async fn prepare(
+        &mut self,
+        tenants: &mut [TenantSpec],
+    ) -> anyhow::Result<crate::engine::Clock> {
+        let mut clock = crate::engine::Clock::Wall;
+        for tenant in tenants.iter_mut() {
+            if let Some(cxone) = self.started.get(&tenant.id) {
+                tenant.config.cxone = cxone.clone();
+                continue;
+            }
+            if let Some(dialect) = self.args.dialect {
                 tenant.config.cxone.dialect = dialect.into();
             }
+            let index = self.started.len();
             let running = crate::start_simulator(
                 &mut tenant.config,
                 crate::sim::SimConfig {
-                    agents: args.agents as usize,
-                    // Each tenant its own agents: names, teams, states, activity.
-                    seed: args.seed + i as u64,
-                    time_scale: args.time_scale,
+                    agents: self.args.agents as usize,
+                    // Each tenant its own agents: ids, names, teams, states, activity.
+                    first_agent: index * self.args.agents as usize + 1,
+                    seed: self.args.seed + index as u64,
+                    time_scale: self.args.time_scale,
                     // Nobody audits the in-process simulator's ground truth, and keeping
                     // all of it would grow the daemon's memory with every simulated change.
                     state_log_limit: Some(SIMULATED_STATE_LOG_LIMIT),
                     ..crate::sim::SimConfig::default()
                 },
-                stop_simulator.clone(),
+                self.stop.clone(),
             )
-            .await
-            .map_err(Failure::action)?;
+            .await?;
             announce_tenant(Some(&tenant.id), &running);
             // Simulated shifts, breaks and state stamps run at --time-scale: wfmd's
             // verdicts about them (sweep, automations, rules, compliance checks) must too.
-            if args.time_scale != 1.0 && i == 0 {
-                clock = crate::engine::Clock::scaled(running.sim.clock().now(), args.time_scale);
+            if self.args.time_scale != 1.0 && index == 0 {
+                clock =
+                    crate::engine::Clock::scaled(running.sim.clock().now(), self.args.time_scale);
+            }
+            self.started
+                .insert(tenant.id.clone(), tenant.config.cxone.clone());
+        }
+        Ok(clock)
+    }
+}
+
+/// Re-reads the configuration from `source` on each SIGHUP and hands its tenants to
+/// the running daemon, which starts the new ones, stops the removed ones and gives the
+/// others their new rules (see `app::fleet`). A configuration with problems is refused
+/// with an error naming each (the tenant's key path included); the tenants already
+/// running carry on.
+///
+/// The signal handler is installed when this is called, not when the future is first
+/// polled, so a SIGHUP sent once the daemon answers never meets the default action
+/// (which ends the process).
+fn reload_on_sighup(
+    source: Source,
+    args: ServeArgs,
+    mut simulators: Option<Simulators>,
+    reloads: tokio::sync::mpsc::Sender<Vec<TenantSpec>>,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hangups = match hangups {
+                Ok(hangups) => hangups,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading needs a restart");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    received = hangups.recv() => if received.is_none() { return },
+                }
+                let loaded = Config::reload(&source)
+                    .map_err(|e| e.to_string())
+                    .and_then(|config| tenants_of(&config, &args));
+                let mut tenants = match loaded {
+                    Ok(tenants) => tenants,
+                    Err(problems) => {
+                        tracing::error!(
+                            "SIGHUP: the new configuration is refused and the tenants already \
+                             running carry on: {problems}"
+                        );
+                        continue;
+                    }
+                };
+                if let Some(simulators) = &mut simulators
+                    && let Err(error) = simulators.prepare(&mut tenants).await
+                {
+                    tracing::error!("SIGHUP: cannot simulate the new tenants: {error:#}");
+                    continue;
+                }
+                tracing::info!(tenants = tenants.len(), "SIGHUP: configuration re-read");
+                if reloads.send(tenants).await.is_err() {
+                    return;
+                }
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = (source, args, simulators, reloads);
+            stop.cancelled().await;
+        }
     }
-    // While it runs, the daemon holds each tenant's database's lock: a restore refuses to
-    // replace the file under it, and a second daemon refuses to start on it.
-    let _locks = tenants
-        .iter()
-        .filter_map(|tenant| backup::database_path(&tenant.config.database.url))
-        .map(|path| backup::DaemonLock::acquire(&path, "start"))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map_err(Failure::action)?;
-    let app = App::build_tenants(&config, tenants, clock)
-        .await
-        .map_err(Failure::action)?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    tokio::spawn(crate::engine::rules::reload_on_sighup(
-        source,
-        app.rules(),
-        shutdown.clone(),
-    ));
-    let result = app.run_until_stopped(shutdown).await;
-    stop_simulator.cancel();
-    result.map_err(Failure::action)?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `--tenants N`: tenants `sim-1` … `sim-N` on the top-level sections, each with its

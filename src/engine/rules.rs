@@ -41,9 +41,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Source};
 use crate::domain::rule::Rule;
-use crate::domain::tenant::TenantId;
 use crate::time::rfc3339;
 
 pub use firing::{AgentVerdict, RuleFirer, Verdict, estimate, idempotency_key};
@@ -385,70 +383,6 @@ impl RuleScheduler {
         self.stop_firings.cancel();
         self.settle().await;
         tracing::info!("rule scheduler stopped");
-    }
-}
-
-/// Re-reads the configuration from `source` on each SIGHUP and replaces the rules. A
-/// configuration with problems is refused with an error naming them; the rules already
-/// running carry on. Other settings need a restart.
-///
-/// The signal handler is installed when this is called, not when the future is first
-/// polled, so a SIGHUP sent once the daemon answers never meets the default action
-/// (which ends the process).
-pub fn reload_on_sighup(
-    source: Source,
-    rules: Vec<(TenantId, RulesHandle)>,
-    stop: CancellationToken,
-) -> impl std::future::Future<Output = ()> + Send {
-    #[cfg(unix)]
-    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    async move {
-        #[cfg(unix)]
-        {
-            let mut hangups = match hangups {
-                Ok(hangups) => hangups,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading rules needs a restart");
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    received = hangups.recv() => if received.is_none() { return },
-                }
-                let loaded = Config::load(&source)
-                    .map_err(|e| e.to_string())
-                    .and_then(|config| {
-                        let tenants = config.tenants();
-                        rules
-                            .iter()
-                            .filter_map(|(id, handle)| {
-                                let tenant = tenants.iter().find(|t| t.id == *id)?;
-                                Some(tenant.config.rules().map(|rules| (id, handle, rules)))
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|problems| problems.join("\n  "))
-                    });
-                match loaded {
-                    Ok(new_rules) => {
-                        for (tenant, handle, new_rules) in new_rules {
-                            tracing::info!(%tenant, rules = new_rules.len(), "SIGHUP: configuration re-read");
-                            handle.replace(new_rules);
-                        }
-                    }
-                    Err(problems) => tracing::error!(
-                        "SIGHUP: the new configuration is refused and the rules already \
-                         running carry on: {problems}"
-                    ),
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = (source, rules);
-            stop.cancelled().await;
-        }
     }
 }
 

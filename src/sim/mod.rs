@@ -73,6 +73,10 @@ use wire::ApiError;
 pub struct SimConfig {
     /// Number of generated agents (`u_001`, `u_002`, …).
     pub agents: usize,
+    /// The number of the first agent's id (1: `u_001`). Simulated tenants of one process
+    /// number theirs apart (`u_051`… after a first tenant's 50), so an agent id never
+    /// means agents of two tenants.
+    pub first_agent: usize,
     /// Seed of everything random: names, teams, skills, zones, initial states, faults,
     /// and the agents' own activity (each agent its own stream).
     pub seed: u64,
@@ -108,6 +112,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             agents: 50,
+            first_agent: 1,
             seed: 1,
             client_id: "wfmd-sim".to_owned(),
             client_secret: "wfmd-sim-secret".to_owned(),
@@ -235,7 +240,7 @@ impl Simulator {
             .filter(|c| !c.is_empty());
         let clock = SimClock::new(config.start_at, config.time_scale);
         let t0 = clock.now().trunc_subsecs(0);
-        let mut tenant = Tenant::generate(config.agents, config.seed, t0);
+        let mut tenant = Tenant::generate(config.agents, config.first_agent, config.seed, t0);
         let activity = Activity::new(
             config.seed,
             &mut tenant,

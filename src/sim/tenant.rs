@@ -258,11 +258,12 @@ pub(crate) struct Tenant {
 }
 
 impl Tenant {
-    /// Generates `count` agents from `seed`, with every time relative to `t0`.
+    /// Generates `count` agents, numbered from `first`, from `seed`, with every time
+    /// relative to `t0`.
     ///
     /// The random draws never depend on `t0`, so the same seed and count give the same
     /// ids, names, teams, skills, zones, kinds and initial states whenever it runs.
-    pub fn generate(count: usize, seed: u64, t0: DateTime<Utc>) -> Self {
+    pub fn generate(count: usize, first: usize, seed: u64, t0: DateTime<Utc>) -> Self {
         let t0 = t0.trunc_subsecs(0);
         let mut rng = StdRng::seed_from_u64(seed);
         let team_count = (count / 10).max(1);
@@ -274,11 +275,11 @@ impl Tenant {
         let mut team_of: Vec<usize> = (0..count).map(|i| i % team_count).collect();
         team_of.shuffle(&mut rng);
 
-        let width = count.to_string().len().max(3);
+        let width = (first + count - 1).to_string().len().max(3);
         let mut used_names = std::collections::HashSet::new();
         let mut agents = BTreeMap::new();
         for (i, &team) in team_of.iter().enumerate() {
-            let id = format!("u_{:0width$}", i + 1);
+            let id = format!("u_{:0width$}", first + i);
             let name = pick_name(&mut rng, &mut used_names);
             let skill_count = rng.random_range(1..=3usize);
             let mut skills: Vec<String> = skill_pool
@@ -463,8 +464,8 @@ mod tests {
 
     #[test]
     fn same_seed_gives_the_same_tenant_at_any_time() {
-        let a = Tenant::generate(50, 7, t0());
-        let b = Tenant::generate(50, 7, t0() + TimeDelta::hours(9));
+        let a = Tenant::generate(50, 1, 7, t0());
+        let b = Tenant::generate(50, 1, 7, t0() + TimeDelta::hours(9));
         assert_eq!(summary(&a), summary(&b));
         let kinds = |t: &Tenant, at: DateTime<Utc>| -> Vec<(bool, bool, bool)> {
             t.agents
@@ -483,8 +484,8 @@ mod tests {
 
     #[test]
     fn different_seed_gives_a_different_tenant() {
-        let a = Tenant::generate(50, 7, t0());
-        let b = Tenant::generate(50, 8, t0());
+        let a = Tenant::generate(50, 1, 7, t0());
+        let b = Tenant::generate(50, 1, 8, t0());
         let names = |t: &Tenant| {
             t.agents
                 .values()
@@ -497,12 +498,12 @@ mod tests {
 
     #[test]
     fn ids_are_zero_padded_and_widen_for_large_tenants() {
-        let small = Tenant::generate(12, 1, t0());
+        let small = Tenant::generate(12, 1, 1, t0());
         let ids: Vec<&str> = small.agents.keys().map(String::as_str).collect();
         assert_eq!(ids.first(), Some(&"u_001"));
         assert_eq!(ids.last(), Some(&"u_012"));
 
-        let large = Tenant::generate(1200, 1, t0());
+        let large = Tenant::generate(1200, 1, 1, t0());
         assert!(large.agents.contains_key("u_0001"));
         assert!(large.agents.contains_key("u_1200"));
         // Equal width keeps string order equal to numeric order.
@@ -512,7 +513,7 @@ mod tests {
 
     #[test]
     fn teams_skills_and_zones_are_realistic() {
-        let t = Tenant::generate(50, 3, t0());
+        let t = Tenant::generate(50, 1, 3, t0());
         let teams: std::collections::BTreeSet<(&str, &str)> = t
             .agents
             .values()
@@ -530,7 +531,7 @@ mod tests {
             assert!(a.name.contains(' '));
         }
         assert_eq!(
-            Tenant::generate(3, 3, t0())
+            Tenant::generate(3, 1, 3, t0())
                 .agents
                 .values()
                 .next()
@@ -541,8 +542,25 @@ mod tests {
     }
 
     #[test]
+    fn agents_numbered_from_another_first_are_the_same_agents_under_other_ids() {
+        let first = Tenant::generate(50, 1, 7, t0());
+        let second = Tenant::generate(50, 51, 7, t0());
+        let ids: Vec<&String> = second.agents.keys().collect();
+        assert_eq!(ids.first().map(|id| id.as_str()), Some("u_051"));
+        assert_eq!(ids.last().map(|id| id.as_str()), Some("u_100"));
+        for (a, b) in first.agents.values().zip(second.agents.values()) {
+            assert_eq!(
+                (&a.name, &a.team_id, &a.state),
+                (&b.name, &b.team_id, &b.state)
+            );
+        }
+        let wide = Tenant::generate(10, 995, 7, t0());
+        assert!(wide.agents.contains_key("u_0995") && wide.agents.contains_key("u_1004"));
+    }
+
+    #[test]
     fn every_kind_is_present_in_a_ten_agent_tenant() {
-        let t = Tenant::generate(10, 42, t0());
+        let t = Tenant::generate(10, 1, 42, t0());
         let now = t0();
         let agents: Vec<&SimAgent> = t.agents.values().collect();
         assert!(
@@ -579,7 +597,7 @@ mod tests {
 
     #[test]
     fn mandatory_break_now_spans_five_minutes_before_to_fifty_five_after() {
-        let t = Tenant::generate(10, 42, t0());
+        let t = Tenant::generate(10, 1, 42, t0());
         let a = &t.agents["u_002"];
         let b = a.current_or_next_mandatory_break(t0()).unwrap();
         assert_eq!(b.start, t0() - minutes(5));
@@ -589,7 +607,7 @@ mod tests {
 
     #[test]
     fn about_a_quarter_omit_breaks_across_kinds_including_one_in_a_break() {
-        let t = Tenant::generate(40, 9, t0());
+        let t = Tenant::generate(40, 1, 9, t0());
         let omitted: Vec<&SimAgent> = t
             .agents
             .values()
@@ -599,7 +617,7 @@ mod tests {
         assert!(omitted.iter().any(|a| a.in_mandatory_break_at(t0())));
         assert!(omitted.iter().any(|a| !a.on_shift_at(t0())));
         assert!(omitted.iter().any(|a| a.state == "ON_CONTACT"));
-        let small = Tenant::generate(10, 9, t0());
+        let small = Tenant::generate(10, 1, 9, t0());
         assert!(
             small
                 .agents
@@ -610,7 +628,7 @@ mod tests {
 
     #[test]
     fn breaks_lie_inside_the_shift() {
-        let t = Tenant::generate(100, 5, t0());
+        let t = Tenant::generate(100, 1, 5, t0());
         for a in t.agents.values() {
             assert!(a.shift_start < a.shift_end);
             for b in &a.breaks {
@@ -625,7 +643,7 @@ mod tests {
 
     #[test]
     fn next_mandatory_break_is_found_before_it_starts_and_gone_after() {
-        let t = Tenant::generate(10, 1, t0());
+        let t = Tenant::generate(10, 1, 1, t0());
         let a = &t.agents["u_004"];
         let lunch = a.breaks.iter().find(|b| b.mandatory).unwrap().clone();
         assert_eq!(a.current_or_next_mandatory_break(t0()), Some(&lunch));

@@ -562,8 +562,17 @@ impl Daemon {
 
     /// Like [`Daemon::spawn`], writing the daemon's log (stderr) to `log`.
     pub async fn spawn_logging_to(env: &[(String, String)], log: &std::path::Path) -> Daemon {
+        Self::spawn_with_log(&["serve"], env, log).await
+    }
+
+    /// Like [`Daemon::spawn_with`] (in this directory), writing the log to `log`.
+    pub async fn spawn_with_log(
+        args: &[&str],
+        env: &[(String, String)],
+        log: &std::path::Path,
+    ) -> Daemon {
         let stderr = || Stdio::from(std::fs::File::create(log).unwrap());
-        Self::spawn_inner(&["serve"], env, None, stderr).await
+        Self::spawn_inner(args, env, None, stderr).await
     }
 
     async fn spawn_inner(

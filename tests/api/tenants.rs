@@ -8,19 +8,20 @@ use tokio_util::sync::CancellationToken;
 use wfmd::App;
 use wfmd::config::{Config, Source};
 
-use crate::helpers::{TestDb, TestSim, http_client};
+use crate::helpers::{Daemon, TestDb, TestSim, http_client, wait_until};
 use wfmd::sim::SimConfig;
 
-/// Two tenants' simulators, each with agents of its own.
+/// Two tenants' simulators, each with agents of its own (`u_001`… and `u_031`…).
 pub(crate) async fn two_sims() -> (TestSim, TestSim) {
-    let sim = |seed| {
+    let sim = |seed, first_agent| {
         TestSim::start(SimConfig {
             agents: 30,
+            first_agent,
             seed,
             ..SimConfig::default()
         })
     };
-    (sim(11).await, sim(22).await)
+    (sim(11, 1).await, sim(22, 31).await)
 }
 
 /// The configuration of a daemon serving `alpha` and `beta` on their simulators, as a
@@ -31,6 +32,16 @@ pub(crate) fn two_tenants_file(
     beta: &TestSim,
     extra: &str,
 ) -> (std::path::PathBuf, Vec<(String, String)>) {
+    tenants_file(db, &[("alpha", alpha), ("beta", beta)], extra)
+}
+
+/// [`two_tenants_file`] for any `tenants` (id, simulator); written again, it replaces
+/// the file.
+pub(crate) fn tenants_file(
+    db: &TestDb,
+    tenants: &[(&str, &TestSim)],
+    extra: &str,
+) -> (std::path::PathBuf, Vec<(String, String)>) {
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
          [database]\nurl = \"{}\"\n\
@@ -38,30 +49,21 @@ pub(crate) fn two_tenants_file(
          [sync]\nenabled = false\n[live]\nenabled = false\n{extra}\n",
         db.url()
     );
-    for (id, sim) in [("alpha", alpha), ("beta", beta)] {
+    let mut env = Vec::new();
+    for (id, sim) in tenants {
         text.push_str(&format!(
             "[[tenants]]\nid = \"{id}\"\nname = \"Tenant {id}\"\n[tenants.cxone]\n\
              base_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n\
              requests_per_minute = 6000\nrequest_timeout_ms = 2000\n",
             sim.base_url, sim.token_url, sim.client_id
         ));
+        env.push((
+            format!("WFMD_TENANTS__{}__CXONE__CLIENT_SECRET", id.to_uppercase()),
+            sim.client_secret.clone(),
+        ));
     }
     let file = db.dir.path().join("wfmd.toml");
     std::fs::write(&file, text).unwrap();
-    let env = [
-        (
-            "WFMD_TENANTS__ALPHA__CXONE__CLIENT_SECRET",
-            &alpha.client_secret,
-        ),
-        (
-            "WFMD_TENANTS__BETA__CXONE__CLIENT_SECRET",
-            &beta.client_secret,
-        ),
-    ];
-    let env = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     (file, env)
 }
 
@@ -430,4 +432,133 @@ async fn the_cli_acts_on_the_tenant_named_with_tenant_and_asks_when_none_is() {
         alpha_chain.contains("intact: 0 entries"),
         "alpha's chain has none of beta's change: {alpha_chain}"
     );
+}
+
+#[tokio::test]
+async fn sighup_starts_an_added_tenant_stops_a_removed_one_and_refuses_an_invalid_one() {
+    let (alpha, beta) = two_sims().await;
+    let gamma = TestSim::start(SimConfig {
+        agents: 30,
+        first_agent: 61,
+        seed: 33,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = TestDb::new();
+    let log = db.dir.path().join("wfmd.log");
+    let (file, env) = two_tenants_file(&db, &alpha, &beta, "");
+    let config = file.display().to_string();
+    let daemon = Daemon::spawn_with_log(&["--config", &config, "serve"], &env, &log).await;
+    let http = http_client();
+    let change = |tenant: &'static str, sim: &TestSim| {
+        let (agent, target) = change_for(sim);
+        let url = format!(
+            "{}/v1/tenants/{tenant}/agents/{agent}/transitions",
+            daemon.address
+        );
+        let http = http.clone();
+        async move {
+            http.post(url)
+                .json(&json!({"state": target}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let tenants = || async {
+        let listed: Value = http
+            .get(format!("{}/v1/tenants", daemon.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(change("beta", &beta).await, 200);
+
+    // beta out, gamma in. A tenant added while the daemon runs cannot have variables
+    // of its own (the environment is the start's): its secret is in the file.
+    let (_, _) = tenants_file(&db, &[("alpha", &alpha), ("gamma", &gamma)], "");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &format!("client_id = \"{}\"\n", gamma.client_id),
+        &format!(
+            "client_id = \"{}\"\nclient_secret = \"{}\"\n",
+            gamma.client_id, gamma.client_secret
+        ),
+    );
+    let gamma_section = text.rfind("[[tenants]]").unwrap();
+    assert!(text[gamma_section..].contains("client_secret"));
+    std::fs::write(&file, &text).unwrap();
+    daemon.signal("HUP");
+    wait_until("gamma did not replace beta", || async {
+        tenants().await == ["alpha", "gamma"]
+    })
+    .await;
+    assert_eq!(change("gamma", &gamma).await, 200);
+    assert_eq!(gamma.changes(), 1, "gamma's own platform was changed");
+    assert_eq!(change("beta", &beta).await, 404, "beta is no longer served");
+    assert_eq!(beta.changes(), 1);
+    assert_eq!(
+        change("alpha", &alpha).await,
+        200,
+        "alpha ran on throughout"
+    );
+
+    // beta stopped cleanly: its database closed and unlocked, its data kept.
+    let beta_db = db.dir.path().join("wfmd-beta.db");
+    wait_until("beta's database is still held", || async {
+        matches!(
+            wfmd::store::lock::DaemonLock::try_acquire(&beta_db),
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    let beta_store = wfmd::store::Store::open(&format!("sqlite://{}", beta_db.display()))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&beta_store, "SELECT COUNT(*) FROM state_intervals").await,
+        1
+    );
+    let verified = wfmd::store::audit::verify(beta_store.reader())
+        .await
+        .unwrap();
+    assert!(
+        verified.is_intact() && verified.entries == 1,
+        "{verified:?}"
+    );
+    beta_store.close().await;
+
+    // A new tenant with a bad value: the whole reload is refused, naming the tenant and
+    // the key, and the tenants running carry on.
+    std::fs::write(
+        &file,
+        format!(
+            "{text}[[tenants]]\nid = \"delta\"\n[tenants.cxone]\nbase_url = \"{}\"\n\
+             token_url = \"{}\"\nclient_id = \"x\"\nclient_secret = \"y\"\n\
+             requests_per_minute = 0\n",
+            gamma.base_url, gamma.token_url
+        ),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    wait_until("the invalid tenant was not refused in the log", || async {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("tenants[delta].cxone.requests_per_minute")
+    })
+    .await;
+    assert_eq!(tenants().await, ["alpha", "gamma"]);
+    assert_eq!(change("gamma", &gamma).await, 200);
+
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
 }

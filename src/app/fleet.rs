@@ -1,0 +1,171 @@
+//! The tenants at work: each started under a stop token of its own (a child of the
+//! daemon's), so a reload can stop one tenant, or start a new one, while the others
+//! and the HTTP API carry on.
+//!
+//! A reload is the re-read configuration's tenants, applied in three steps, each
+//! tenant on its own:
+//! - a tenant still configured keeps running and takes its new rules (other settings
+//!   of a running tenant need a restart, as before several tenants);
+//! - a tenant new to the configuration is built (database opened and migrated, platform
+//!   client made) and started; one that cannot be is logged, and the others go on;
+//! - a tenant gone from the configuration is first taken out of the API's routes, then
+//!   stopped as the daemon stops (its webhook POSTs and agent changes in flight finish)
+//!   and its database closed. Its data stays where it was.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::tenant::Tenant;
+use super::worker::Running;
+use crate::api;
+use crate::config::tenants::TenantSpec;
+use crate::domain::tenant::TenantId;
+use crate::engine::{self, rules::RulesHandle};
+use crate::store::Store;
+
+/// What starting a tenant needs besides its configuration.
+pub(super) struct Launch {
+    pub clock: engine::Clock,
+    /// Whether each tenant takes its database's daemon lock (`wfmd serve` does; tests
+    /// that build the daemon in-process need not).
+    pub lock_databases: bool,
+    /// How long webhook POSTs in flight may take to finish when a tenant stops.
+    pub grace: Duration,
+    /// The process's downloads in progress.
+    pub exports: api::exports::Exports,
+    /// The daemon's stop token; each tenant's is a child of it.
+    pub shutdown: CancellationToken,
+}
+
+/// One tenant, started.
+struct Started {
+    id: TenantId,
+    served: api::tenancy::ServedTenant,
+    rules: RulesHandle,
+    store: Store,
+    stop: CancellationToken,
+    running: Running,
+    /// Held until the tenant's database is closed.
+    _lock: Option<crate::store::lock::DaemonLock>,
+}
+
+impl Started {
+    fn start(mut tenant: Tenant, launch: &Launch) -> Started {
+        let stop = launch.shutdown.child_token();
+        let lock = tenant.lock.take();
+        let served = tenant.served(launch.exports.clone());
+        let (id, rules, store) = (
+            tenant.id.clone(),
+            tenant.rules(),
+            tenant.services.store.clone(),
+        );
+        let running = Running::start(tenant.workers(launch.grace), &stop);
+        Started {
+            id,
+            served,
+            rules,
+            store,
+            running,
+            stop,
+            _lock: lock,
+        }
+    }
+
+    /// Stops the tenant's workers (they finish what is in flight) and closes its
+    /// database.
+    async fn finish(self) {
+        self.stop.cancel();
+        self.running.join().await;
+        self.store.close().await;
+    }
+}
+
+/// Every tenant the daemon runs, in configuration order.
+pub(super) struct Fleet {
+    started: Vec<Started>,
+    launch: Launch,
+}
+
+impl Fleet {
+    /// Starts every tenant's workers.
+    pub fn start(tenants: Vec<Tenant>, launch: Launch) -> Fleet {
+        Fleet {
+            started: tenants
+                .into_iter()
+                .map(|tenant| Started::start(tenant, &launch))
+                .collect(),
+            launch,
+        }
+    }
+
+    /// What the API serves of each tenant.
+    pub fn served(&self) -> Vec<api::tenancy::ServedTenant> {
+        self.started.iter().map(|t| t.served.clone()).collect()
+    }
+
+    /// Applies a re-read configuration's `specs` (see the module's doc), then serves
+    /// the new set of tenants through `routing`.
+    pub async fn reload(&mut self, specs: Vec<TenantSpec>, routing: api::tenancy::Routing) {
+        let mut rules = Vec::new();
+        for spec in &specs {
+            match spec.config.rules() {
+                Ok(new) => rules.push(new),
+                Err(problems) => {
+                    tracing::error!(
+                        tenant = %spec.id,
+                        "reload: the new configuration is refused and the tenants already \
+                         running carry on: {}",
+                        problems.join("; ")
+                    );
+                    return;
+                }
+            }
+        }
+        let mut previous: Vec<Started> = std::mem::take(&mut self.started);
+        for (spec, new_rules) in specs.into_iter().zip(rules) {
+            if let Some(at) = previous.iter().position(|t| t.id == spec.id) {
+                let kept = previous.remove(at);
+                tracing::info!(tenant = %spec.id, rules = new_rules.len(), "reload: rules re-read");
+                kept.rules.replace(new_rules);
+                self.started.push(kept);
+                continue;
+            }
+            let built = Tenant::build(&spec, self.launch.clock, self.launch.lock_databases).await;
+            match built {
+                Ok(tenant) => {
+                    tracing::info!(tenant = %spec.id, "reload: tenant added and started");
+                    self.started.push(Started::start(tenant, &self.launch));
+                }
+                Err(error) => tracing::error!(
+                    tenant = %spec.id,
+                    "reload: the new tenant cannot start, the others carry on: {error:#}"
+                ),
+            }
+        }
+        if self.started.is_empty() {
+            tracing::error!(
+                "reload: no tenant of the new configuration could start; the running ones \
+                 carry on"
+            );
+            self.started = previous;
+            return;
+        }
+        // Out of the routes before its workers stop, so no request reaches a stopping
+        // tenant's database after it closed.
+        routing.serve(&self.served());
+        for removed in previous {
+            let id = removed.id.clone();
+            removed.finish().await;
+            tracing::info!(tenant = %id, "reload: tenant removed and stopped; its data stays");
+        }
+    }
+
+    /// Waits for every tenant's workers to end (after the daemon's stop token was
+    /// cancelled) and closes their databases.
+    pub async fn finish(self) {
+        for tenant in self.started {
+            tenant.finish().await;
+        }
+    }
+}
