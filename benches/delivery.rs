@@ -71,6 +71,7 @@ async fn store(dir: &tempfile::TempDir) -> Store {
 fn dispatcher(store: &Store, url: &str) -> Dispatcher {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned().into();
     Dispatcher::new(
+        wfmd::domain::tenant::TenantId::default_tenant(),
         store.clone(),
         wfmd::http_client().unwrap(),
         vec![Endpoint::new(

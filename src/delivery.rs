@@ -15,6 +15,9 @@
 //! per-agent order, instead of waiting out the retry schedule (see
 //! [`crate::store::deliveries`]).
 //!
+//! The body is the stored event with the tenant's id added first (`"tenant"`, see
+//! [`with_tenant`]), and it is what is signed.
+//!
 //! Crash safety: a delivery sent but not settled keeps its lease until it expires, then
 //! it is sent again with the same `webhook-id`. Receivers deduplicate on that id.
 
@@ -33,6 +36,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryConfig, webhook_key};
+use crate::domain::events::with_tenant;
+use crate::domain::tenant::TenantId;
 use crate::store::deliveries::{
     self, Attempt, Claimed, HealthChange, Probing, Subscriber, Verdict,
 };
@@ -141,8 +146,10 @@ pub struct Step {
     pub failed: usize,
 }
 
-/// Delivers outbox events to the configured endpoints.
+/// Delivers one tenant's outbox events to its configured endpoints.
 pub struct Dispatcher {
+    /// Named in every body sent.
+    tenant: TenantId,
     store: Store,
     http: reqwest::Client,
     endpoints: Arc<HashMap<String, Endpoint>>,
@@ -152,6 +159,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
+        tenant: TenantId,
         store: Store,
         http: reqwest::Client,
         endpoints: Vec<Endpoint>,
@@ -159,6 +167,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         let wake = store.outbox_signal();
         Dispatcher {
+            tenant,
             store,
             http,
             endpoints: Arc::new(endpoints.into_iter().map(|e| (e.id.clone(), e)).collect()),
@@ -388,6 +397,8 @@ impl Dispatcher {
         let http = self.http.clone();
         let endpoints = Arc::clone(&self.endpoints);
         let settings = self.settings.clone();
+        // The same bytes on every attempt, so a retry carries the same signed body.
+        let body = with_tenant(&delivery.payload, &self.tenant);
         async move {
             let endpoint = &endpoints[&delivery.endpoint];
             let attempted = Utc::now();
@@ -401,11 +412,9 @@ impl Dispatcher {
                 .header("webhook-timestamp", timestamp.to_string())
                 .header(
                     "webhook-signature",
-                    endpoint
-                        .signer
-                        .sign(&delivery.event_id, timestamp, &delivery.payload),
+                    endpoint.signer.sign(&delivery.event_id, timestamp, &body),
                 )
-                .body(delivery.payload.clone())
+                .body(body)
                 .send()
                 .await;
             let (status, retry_after, body, error) = match result {

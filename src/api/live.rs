@@ -10,7 +10,9 @@
 //!   take `?ticket=` instead of the bearer header ([`ticket_gate`]), because a
 //!   browser's `EventSource` and `WebSocket` cannot send headers, and a long-lived
 //!   token in a URL ends up in proxy logs. Nothing else accepts a credential in a URL.
-//! - `GET /`: the wallboard page, served from the binary.
+//! - `GET /`: the wallboard page, served from the binary; `GET /t/{tenant}/`: the same
+//!   page, which reads that tenant's routes (`/v1/tenants/{tenant}/…`) where the page
+//!   at `/` reads `/v1/…`. With several tenants the page at `/` is their picker.
 //!
 //! Every client reads the one in-memory feed ([`crate::live`]); none causes a
 //! platform call.
@@ -23,7 +25,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Extension, http::Uri};
 use bytes::Bytes;
 use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
@@ -39,9 +42,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
-use super::extract::QueryParams;
+use super::extract::{PathParams, QueryParams};
 use super::roles::VIEWER;
 use super::serve::Connection;
+use super::tenancy::{Directory, no_such_tenant};
 use super::{ApiState, Routes};
 use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
 
@@ -65,6 +69,8 @@ pub fn routes() -> Routes {
         utoipa_axum::routes!(websocket),
         utoipa_axum::routes!(ticket),
         utoipa_axum::routes!(wallboard),
+        utoipa_axum::routes!(tenant_wallboard),
+        utoipa_axum::routes!(tenant_wallboard_slash),
     ]
 }
 
@@ -129,7 +135,9 @@ pub async fn snapshot(State(state): State<ApiState>) -> Response {
 /// First a `snapshot` event (its `id` is the last event it includes), then every event
 /// as it is committed: `agent.state_changed`, `transition.rejected`,
 /// `adherence.exception`, `bulk.completed` (each with `id:`, the webhook id, and the
-/// webhook body as `data`), and without ids `bulk.progress` and `metrics`. A heartbeat
+/// webhook body as `data`), and without ids `bulk.progress` and `metrics`. Every
+/// `data` is `{"type","tenant","id"?,"timestamp"?,"data"}`: `tenant` is the id of the
+/// tenant whose feed it is (`default` without `[[tenants]]`). A heartbeat
 /// comment comes every 15 s. With `Last-Event-ID` (or `?last_event_id=`) the feed
 /// resumes: the current `metrics`, then exactly the events after that id; a `snapshot`
 /// instead when the id is unknown or too far back. A client that falls behind is sent
@@ -193,7 +201,7 @@ pub async fn events(
 /// The live feed over a WebSocket.
 ///
 /// The same messages as `/v1/events`, each a JSON text frame
-/// `{"type","id"?,"timestamp"?,"data"}`; `?last_event_id=` resumes. wfmd pings every
+/// `{"type","tenant","id"?,"timestamp"?,"data"}`; `?last_event_id=` resumes. wfmd pings every
 /// 15 s and sends a `{"type":"heartbeat"}` frame (a page's script cannot see pings); a
 /// client that falls behind repeatedly is closed with code 1008 and the reason.
 #[utoipa::path(
@@ -582,4 +590,62 @@ pub async fn wallboard() -> Response {
         HeaderValue::from_static(crate::web::content_security_policy()),
     );
     response
+}
+
+/// Whether `tenant` is one the daemon serves. The page is open to any caller (it holds
+/// no data; its script asks the API, which checks the token), as `/` is.
+fn serves(directory: &Directory, tenant: &str) -> bool {
+    directory.0.iter().any(|t| t.id.as_str() == tenant)
+}
+
+/// One tenant's wallboard: the page of `/`, reading `/v1/tenants/{tenant}/…`.
+///
+/// `?kiosk=1` works as on `/`. An id that is not served is the 404 of an unknown route.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/",
+    tag = "live",
+    security(()),
+    params(("tenant" = String, Path, description = "A tenant's id, as `GET /v1/tenants` lists it")),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 404, description = "No tenant has this id", body = ProblemDetails,
+         content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn tenant_wallboard(
+    Extension(directory): Extension<Directory>,
+    PathParams(tenant): PathParams<String>,
+) -> Response {
+    if !serves(&directory, &tenant) {
+        return no_such_tenant();
+    }
+    wallboard().await
+}
+
+/// `/t/{tenant}` without the slash: redirects to the tenant's wallboard, the query
+/// (`?kiosk=1`) kept, so the page's own relative addresses resolve under it.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}",
+    tag = "live",
+    security(()),
+    params(("tenant" = String, Path, description = "A tenant's id, as `GET /v1/tenants` lists it")),
+    responses(
+        (status = 308, description = "To `/t/{tenant}/`, the query kept"),
+        (status = 404, description = "No tenant has this id", body = ProblemDetails,
+         content_type = PROBLEM_JSON),
+    )
+)]
+pub async fn tenant_wallboard_slash(
+    Extension(directory): Extension<Directory>,
+    PathParams(tenant): PathParams<String>,
+    uri: Uri,
+) -> Response {
+    if !serves(&directory, &tenant) {
+        return no_such_tenant();
+    }
+    // A configured id is a-z, 0-9 and '-': nothing in it leaves this path.
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Redirect::permanent(&format!("/t/{tenant}/{query}")).into_response()
 }

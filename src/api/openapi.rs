@@ -217,9 +217,13 @@ fn webhooks() -> serde_json::Value {
         .map(|event| {
             let body = serde_json::json!({
                 "type": "object",
-                "required": ["type", "id", "timestamp", "data"],
+                "required": ["type", "tenant", "id", "timestamp", "data"],
                 "properties": {
                     "type": { "const": event.as_str() },
+                    "tenant": {
+                        "type": "string",
+                        "description": "The tenant whose event it is (`default` without `[[tenants]]`)",
+                    },
                     "id": { "type": "string", "description": "The event id, the same on every retry (`webhook-id`)" },
                     "timestamp": { "type": "string", "format": "date-time" },
                     "data": reference(&payload_schema(event)),
@@ -483,6 +487,13 @@ mod tests {
             let name = event.event_type().as_str();
             let body = &hooks[name]["post"]["requestBody"]["content"]["application/json"]["schema"];
             assert_eq!(body["properties"]["type"]["const"], name);
+            assert!(
+                body["required"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"tenant".into()),
+                "{name}: every body names its tenant"
+            );
             let reference = body["properties"]["data"]["$ref"].as_str().unwrap();
             let schema_name = reference.strip_prefix("#/components/schemas/").unwrap();
             let schema = &doc["components"]["schemas"][schema_name];
@@ -517,11 +528,12 @@ mod tests {
                 let route = format!("{method} {path}");
                 let responses = &operation.responses.responses;
                 let has = |status: &str| responses.contains_key(status);
-                // A WebSocket route succeeds by switching protocols.
+                // A WebSocket route succeeds by switching protocols, an address
+                // without its canonical slash by redirecting.
                 assert!(
-                    responses
-                        .keys()
-                        .any(|status| status.starts_with('2') || status == "101"),
+                    responses.keys().any(|status| status.starts_with('2')
+                        || status == "101"
+                        || status == "308"),
                     "{route} documents no success"
                 );
                 if path.starts_with("/v1/") {

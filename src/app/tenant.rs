@@ -65,6 +65,7 @@ impl Tenant {
         let endpoints = delivery::Endpoint::from_config(config);
         let dispatcher = (!endpoints.is_empty()).then(|| {
             delivery::Dispatcher::new(
+                spec.id.clone(),
                 services.store.clone(),
                 services.http.clone(),
                 endpoints,
@@ -106,7 +107,11 @@ impl Tenant {
             bulk = bulk.with_sync(witness);
         }
         let schedule_work = ScheduleWork::from_config(config, &services.engine);
-        let live = live::Live::new(services.store.clone(), live_settings(config));
+        let live = live::Live::new(
+            spec.id.clone(),
+            services.store.clone(),
+            live_settings(config),
+        );
         let (metric_board, _) = engine::metrics::board_channel();
         let metric_pollers = if config.live.enabled {
             engine::metrics::MetricPoller::both(

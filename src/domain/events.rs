@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::adherence::DeviationKind;
+use super::tenant::TenantId;
 use super::{AgentState, Origin, Violation};
 
 /// The event types wfmd emits; the names are part of the webhook contract.
@@ -86,6 +87,25 @@ impl Event {
         let mut tagged = serde_json::to_value(self).expect("an event serializes");
         tagged["data"].take()
     }
+}
+
+/// `body`, a stored event (`{"type","id","timestamp","data"}`, as the outbox keeps it),
+/// with `"tenant": tenant` first at its top level: the webhook body and the feed frame
+/// wfmd sends of it. The outbox of a tenant is its own database, so the stored body does
+/// not repeat the tenant; it is added where the event leaves. Spliced rather than
+/// parsed and written again, so the rest of the body stays byte for byte as stored.
+/// Anything but a JSON object is returned as it is.
+pub fn with_tenant(body: &str, tenant: &TenantId) -> String {
+    let Some(members) = body.strip_prefix('{') else {
+        return body.to_owned();
+    };
+    let tenant = serde_json::to_string(tenant.as_str()).expect("a string serializes");
+    let separator = if members.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!(r#"{{"tenant":{tenant}{separator}{members}"#)
 }
 
 /// `agent.state_changed`: a change wfmd made, or one it observed (`origin: observed`).
@@ -400,6 +420,25 @@ mod tests {
             let read: Event = serde_json::from_value(body).unwrap();
             assert_eq!(read, event);
         }
+    }
+
+    #[test]
+    fn the_tenant_goes_first_into_a_stored_body_and_the_rest_stays_as_stored() {
+        let tenant: TenantId = "bpo-alpha".parse().unwrap();
+        let stored = r#"{"data":{"agentId":"u_1","x":1.10},"id":"evt_1","type":"t"}"#;
+        let sent = with_tenant(stored, &tenant);
+        assert_eq!(
+            sent,
+            r#"{"tenant":"bpo-alpha","data":{"agentId":"u_1","x":1.10},"id":"evt_1","type":"t"}"#
+        );
+        let read: serde_json::Value = serde_json::from_str(&sent).unwrap();
+        assert_eq!(read["tenant"], "bpo-alpha");
+        assert_eq!(with_tenant("{}", &tenant), r#"{"tenant":"bpo-alpha"}"#);
+        assert_eq!(
+            with_tenant("[1]", &tenant),
+            "[1]",
+            "not an object: left alone"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::domain::events::with_tenant;
+use crate::domain::tenant::TenantId;
 use crate::store::outbox;
 use crate::time::rfc3339;
 
@@ -26,8 +28,8 @@ pub struct Message {
     /// The outbox id of a durable event (also given to a snapshot: the id it is current
     /// to, so a browser's resume point is right after it).
     pub id: Option<Arc<str>>,
-    /// `{"type","id"?,"timestamp"?,"data"}`: for durable events, the webhook body. Also
-    /// the WebSocket text frame, as it is.
+    /// `{"type","tenant","id"?,"timestamp"?,"data"}`: for durable events, the webhook
+    /// body. Also the WebSocket text frame, as it is.
     pub json: Utf8Bytes,
     /// The Server-Sent Events block: `event:`, `id:` and `data:` lines (a heartbeat is a
     /// comment line).
@@ -57,29 +59,35 @@ impl Message {
         }
     }
 
-    pub(super) fn transient(version: u64, kind: &str, data: impl Serialize) -> Message {
+    pub(super) fn transient(
+        version: u64,
+        tenant: &TenantId,
+        kind: &str,
+        data: impl Serialize,
+    ) -> Message {
         let json = json!({
             "type": kind,
+            "tenant": tenant.as_str(),
             "timestamp": rfc3339(Utc::now()),
             "data": data,
         });
         Message::new(version, None, kind, None, json.to_string())
     }
 
-    pub(super) fn durable(version: u64, row: &outbox::EventRow) -> Message {
+    pub(super) fn durable(version: u64, tenant: &TenantId, row: &outbox::EventRow) -> Message {
         Message::new(
             version,
             Some(row.seq),
             row.event_type.as_str(),
             Some(&row.id),
-            row.payload.clone(),
+            with_tenant(&row.payload, tenant),
         )
     }
 
     /// The heartbeat: an SSE comment, or a WebSocket ping and a `heartbeat` frame (a
     /// page's script cannot see pings).
-    pub(super) fn heartbeat(version: u64) -> Message {
-        Message::transient(version, HEARTBEAT, Value::Null)
+    pub(super) fn heartbeat(version: u64, tenant: &TenantId) -> Message {
+        Message::transient(version, tenant, HEARTBEAT, Value::Null)
     }
 
     /// Whether this is the heartbeat.
@@ -88,8 +96,8 @@ impl Message {
     }
 
     /// The last message of a client that is closed, with the reason.
-    pub(super) fn close(reason: &str) -> Message {
-        Message::transient(0, CLOSE, json!({ "reason": reason }))
+    pub(super) fn close(tenant: &TenantId, reason: &str) -> Message {
+        Message::transient(0, tenant, CLOSE, json!({ "reason": reason }))
     }
 
     /// The reason of a `close` message (`None` for any other).

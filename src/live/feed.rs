@@ -81,14 +81,18 @@ impl Live {
                     // The board may have changed while the client was away; it is not
                     // durable, so the current one is sent first.
                     let board = self.lock().board.clone();
-                    feed.pending
-                        .push_back(Message::transient(0, "metrics", Tiles::of(&board)));
+                    feed.pending.push_back(Message::transient(
+                        0,
+                        self.tenant(),
+                        "metrics",
+                        Tiles::of(&board),
+                    ));
                     if seq < head_seq {
                         let rows = outbox::after(self.pool(), seq, head_seq - seq).await?;
                         feed.pending.extend(
                             rows.iter()
                                 .filter(|r| r.seq <= head_seq)
-                                .map(|r| Message::durable(0, r)),
+                                .map(|r| Message::durable(0, self.tenant(), r)),
                         );
                     }
                     feed.after_seq = seq.max(head_seq);
@@ -200,6 +204,7 @@ impl Feed {
                     tracing::info!(missed, "a live client kept falling behind; closed");
                     self.closed = true;
                     return Step::Send(Message::close(
+                        self.live.tenant(),
                         "too slow: fell behind the feed repeatedly; reconnect",
                     ));
                 }

@@ -167,7 +167,7 @@ impl Live {
                 state.last_event_id = Some(row.id.clone());
                 state.version += 1;
                 state.cached = None;
-                let message = Message::durable(state.version, &row);
+                let message = Message::durable(state.version, self.tenant(), &row);
                 // No receiver is not an error: nobody watches right now.
                 let _ = self.inner.sender.send(message);
                 published += 1;
@@ -185,7 +185,8 @@ impl Live {
         let mut state = self.lock();
         state.version += 1;
         state.cached = None;
-        let message = Message::transient(state.version, "metrics", Tiles::of(&board));
+        let message =
+            Message::transient(state.version, self.tenant(), "metrics", Tiles::of(&board));
         state.board = board;
         let _ = self.inner.sender.send(message);
     }
@@ -194,7 +195,7 @@ impl Live {
     pub fn publish_progress(&self, job: &JobView) {
         let mut state = self.lock();
         state.version += 1;
-        let message = Message::transient(state.version, "bulk.progress", job);
+        let message = Message::transient(state.version, self.tenant(), "bulk.progress", job);
         let _ = self.inner.sender.send(message);
     }
 
@@ -238,8 +239,10 @@ impl Live {
         }
         let snapshot = self.build_snapshot(state);
         let data = serde_json::to_string(&snapshot).expect("a snapshot serializes");
+        // A frame like every other, so a client reads the tenant of each the same way.
         let json = format!(
-            r#"{{"type":"snapshot","id":{},"timestamp":"{}","data":{data}}}"#,
+            r#"{{"type":"snapshot","tenant":{},"id":{},"timestamp":"{}","data":{data}}}"#,
+            serde_json::to_string(self.tenant().as_str()).expect("an id serializes"),
             serde_json::to_string(&snapshot.last_event_id).expect("an id serializes"),
             snapshot.generated_at,
         );
@@ -265,7 +268,10 @@ impl Live {
     pub fn publish_heartbeat(&self) {
         let mut state = self.lock();
         state.version += 1;
-        let _ = self.inner.sender.send(Message::heartbeat(state.version));
+        let _ = self
+            .inner
+            .sender
+            .send(Message::heartbeat(state.version, self.tenant()));
     }
 }
 

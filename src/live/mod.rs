@@ -43,6 +43,7 @@ use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::tenant::TenantId;
 use crate::engine::metrics::MetricBoard;
 use crate::store::Store;
 
@@ -105,6 +106,8 @@ impl Default for Settings {
 }
 
 struct Inner {
+    /// Whose feed this is: every message names it (`"tenant"`).
+    tenant: TenantId,
     store: Store,
     settings: Settings,
     state: Mutex<State>,
@@ -122,12 +125,14 @@ pub struct Live {
 }
 
 impl Live {
-    /// An empty feed over `store`; call [`Live::load`] (or [`Live::run`]) to fill it.
-    pub fn new(store: Store, settings: Settings) -> Live {
+    /// An empty feed of `tenant` over its `store`; call [`Live::load`] (or
+    /// [`Live::run`]) to fill it.
+    pub fn new(tenant: TenantId, store: Store, settings: Settings) -> Live {
         let (sender, _) = broadcast::channel(settings.client_buffer.max(16));
         let tickets = Tickets::new(settings.max_tickets_per_caller);
         Live {
             inner: Arc::new(Inner {
+                tenant,
                 store,
                 settings,
                 state: Mutex::new(State {
@@ -145,6 +150,11 @@ impl Live {
                 stop: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Whose feed this is.
+    pub fn tenant(&self) -> &TenantId {
+        &self.inner.tenant
     }
 
     pub fn settings(&self) -> &Settings {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::domain::Origin;
 use crate::domain::events::{Event, StateChanged};
+use crate::domain::tenant::TenantId;
 use crate::store::outbox;
 use crate::store::testing::temp_store;
 
@@ -16,6 +17,7 @@ use crate::store::testing::temp_store;
 async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
     let (store, _dir) = temp_store().await;
     let live = Live::new(
+        tenant(),
         store,
         Settings {
             max_streams_per_caller: 2,
@@ -30,6 +32,10 @@ async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
     let _other = live.open_stream("ops").unwrap();
     drop(first);
     let _third = live.open_stream("desk").unwrap();
+}
+
+fn tenant() -> TenantId {
+    TenantId::default_tenant()
 }
 
 async fn change(store: &Store, agent: &str, to: &str) -> String {
@@ -73,7 +79,7 @@ fn roster(ids: &[&str]) -> Vec<crate::cxone::Agent> {
 #[tokio::test]
 async fn a_client_gets_the_snapshot_then_each_event_once_in_commit_order() {
     let (store, _dir) = temp_store().await;
-    let live = Live::new(store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), Settings::default());
     live.set_roster(&roster(&["u_1", "u_2"])).await.unwrap();
     live.load().await.unwrap();
     let mut feed = live.subscribe(Start::Fresh).await.unwrap();
@@ -96,9 +102,43 @@ async fn a_client_gets_the_snapshot_then_each_event_once_in_commit_order() {
 }
 
 #[tokio::test]
+async fn every_message_of_the_feed_names_its_tenant_at_the_top_level() {
+    let (store, _dir) = temp_store().await;
+    let alpha: TenantId = "bpo-alpha".parse().unwrap();
+    let live = Live::new(alpha, store.clone(), Settings::default());
+    let seen = change(&store, "u_1", "READY").await;
+    live.load().await.unwrap();
+    let mut fresh = live.subscribe(Start::Fresh).await.unwrap();
+    let mut resumed = live.subscribe(Start::After(seen)).await.unwrap();
+    change(&store, "u_1", "NOT_READY").await;
+    live.poll_outbox().await.unwrap();
+    live.publish_board(Arc::new(MetricBoard::default()));
+    live.publish_heartbeat();
+    let mut kinds = Vec::new();
+    for feed in [&mut fresh, &mut resumed] {
+        while let Some(message) = feed.ready() {
+            let frame: Value = serde_json::from_str(&message.json).unwrap();
+            assert_eq!(frame["tenant"], "bpo-alpha", "{}", message.json);
+            assert_eq!(frame["type"], &*message.kind, "{}", message.json);
+            kinds.push(message.kind.to_string());
+        }
+    }
+    for kind in ["snapshot", "agent.state_changed", "metrics", "heartbeat"] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+    // The event is the stored body with the tenant added, nothing else changed.
+    let stored = outbox::after(store.reader(), 0, 10).await.unwrap();
+    let body: Value = serde_json::from_str(&stored[1].payload).unwrap();
+    let mut sent: Value =
+        serde_json::from_str(&Message::durable(0, live.tenant(), &stored[1]).json).unwrap();
+    sent.as_object_mut().unwrap().remove("tenant");
+    assert_eq!(sent, body);
+}
+
+#[tokio::test]
 async fn a_client_connected_before_the_roster_is_sent_the_named_board_when_it_arrives() {
     let (store, _dir) = temp_store().await;
-    let live = Live::new(store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), Settings::default());
     let mut early = live.subscribe(Start::Fresh).await.unwrap();
     let empty = early.next().await.unwrap();
     assert!(empty.json.contains(r#""agents":[]"#), "{}", empty.json);
@@ -115,7 +155,7 @@ async fn a_client_connected_before_the_roster_is_sent_the_named_board_when_it_ar
 #[tokio::test]
 async fn a_resume_replays_what_was_missed_or_sends_a_snapshot_for_an_unknown_id() {
     let (store, _dir) = temp_store().await;
-    let live = Live::new(store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), Settings::default());
     let seen = change(&store, "u_1", "READY").await;
     let missed = change(&store, "u_1", "NOT_READY").await;
     live.load().await.unwrap();
@@ -135,7 +175,7 @@ async fn one_timer_sends_every_client_the_heartbeat_each_period() {
     let (store, _dir) = temp_store().await;
     // After the store is open: its pool's timeouts would fire at once in paused time.
     tokio::time::pause();
-    let live = Live::new(store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), Settings::default());
     let stop = CancellationToken::new();
     let beating = tokio::spawn(live.clone().beat(stop.clone()));
     let mut feeds = [
@@ -177,7 +217,7 @@ async fn a_client_that_falls_behind_the_buffer_gets_a_fresh_snapshot_not_a_gap()
         client_buffer: 16,
         ..Settings::default()
     };
-    let live = Live::new(store.clone(), settings);
+    let live = Live::new(tenant(), store.clone(), settings);
     let mut slow = live.subscribe(Start::Fresh).await.unwrap();
     assert_eq!(&*slow.next().await.unwrap().kind, "snapshot");
     let mut last = String::new();

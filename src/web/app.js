@@ -2,10 +2,17 @@
 // (WebSocket first, Server-Sent Events when the upgrade fails), reconnecting with
 // backoff and resuming by the last event id. It never freezes silently: the
 // connection state is always shown, and a page that hears nothing says it is stale.
+//
+// At /t/{tenant}/ it is that tenant's board and reads /v1/tenants/{tenant}/…; at / it
+// reads /v1/…, which is the only tenant's, or, when wfmd serves several, answers 400
+// and the page becomes a picker of their boards.
 "use strict";
 
 const params = new URLSearchParams(location.search);
 const kiosk = params.get("kiosk") === "1";
+const tenantPath = /^\/t\/([a-z0-9-]{1,32})\/$/.exec(location.pathname);
+const TENANT = tenantPath ? tenantPath[1] : null;
+const BASE = TENANT ? "/v1/tenants/" + TENANT : "/v1";
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
   const e = document.createElement(tag);
@@ -75,7 +82,7 @@ function setConn(state, text) {
 async function ticket() {
   // Without a token the API is open (loopback) and needs no ticket.
   if (!S.token) return null;
-  const response = await api("/v1/live/tickets", { method: "POST" });
+  const response = await api(BASE + "/live/tickets", { method: "POST" });
   if (!response.ok) throw new Error("no ticket: " + response.status);
   return (await response.json()).ticket;
 }
@@ -135,7 +142,7 @@ async function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   let socket;
   try {
-    socket = new WebSocket(scheme + "//" + location.host + "/v1/ws" + feedQuery(t1));
+    socket = new WebSocket(scheme + "//" + location.host + BASE + "/ws" + feedQuery(t1));
   } catch (e) {
     return openSse();
   }
@@ -168,7 +175,7 @@ async function openSse() {
   if (S.lastId) headers["Last-Event-ID"] = S.lastId;
   let response;
   try {
-    response = await fetch("/v1/events" + feedQuery(t2), { headers, signal: controller.signal });
+    response = await fetch(BASE + "/events" + feedQuery(t2), { headers, signal: controller.signal });
   } catch (e) {
     return lost("events: " + e.message);
   }
@@ -387,7 +394,7 @@ async function loadCurves(onlyMissing) {
   for (const s of wanted) {
     try {
       const q = new URLSearchParams({ family: "skills", id: s.skill_id, from: midnight() });
-      const response = await api("/v1/live/series?" + q);
+      const response = await api(BASE + "/live/series?" + q);
       if (!response.ok) { S.curves.set(s.skill_id, []); continue; }
       const body = await response.json();
       S.curves.set(s.skill_id, (body.points || []).filter((p) => p.service_level !== null)
@@ -562,7 +569,7 @@ async function startJob() {
   if (S.selected.size) body.agents = [...S.selected];
   else if ($("filter-team").value) body.team = $("filter-team").value;
   else return alert("Select agents, or a team in the filter.");
-  const response = await api("/v1/bulk-transitions", {
+  const response = await api(BASE + "/bulk-transitions", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
@@ -606,18 +613,62 @@ function setup() {
   setInterval(loadCurves, 5 * 60 * 1000);
 }
 
+// ---- several tenants -----------------------------------------------------------------
+
+async function tenants() {
+  const response = await api("/v1/tenants");
+  return response.ok ? response.json() : [];
+}
+
+// The page at / when wfmd serves several tenants: a link to each board the token may see.
+async function pick() {
+  document.body.classList.add("picking");
+  $("picker").hidden = false;
+  const list = $("tenants");
+  list.replaceChildren();
+  for (const t of await tenants()) {
+    const item = el("li", t.ready ? "ready" : "unready");
+    item.dataset.tenant = t.id;
+    const link = el("a", "", t.name);
+    link.href = "/t/" + encodeURIComponent(t.id) + "/" + (kiosk ? "?kiosk=1" : "");
+    item.append(link, el("span", "id", t.id),
+      el("span", "readiness", t.ready ? "ready" : "not ready" + (t.reason ? ": " + t.reason : "")));
+    list.append(item);
+  }
+  if (!list.children.length) list.append(el("li", "pending", "this token sees no tenant"));
+}
+
+// A tenant's board is titled with its name.
+async function nameTenant() {
+  const t = (await tenants()).find((t) => t.id === TENANT);
+  const name = t ? t.name : TENANT;
+  $("tenant-name").textContent = name;
+  document.title = name + " · wfmd wallboard";
+}
+
 async function main() {
   setup();
   // The first read also tells whether a token is needed (401 asks for one).
   try {
-    const response = await api("/v1/live");
+    const response = await api(BASE + "/live");
     if (response.ok) {
       const snapshot = await response.json();
       handle({ type: "snapshot", id: snapshot.last_event_id, data: snapshot });
+    } else if (!TENANT && response.status === 400) {
+      const problem = await response.json().catch(() => ({}));
+      if (problem.tenants) return pick();
+    } else if (response.status === 404) {
+      // An id not served, or one this token does not hold: the API tells them apart
+      // for nobody, and neither does the page.
+      $("banner").hidden = false;
+      $("banner").textContent = "No tenant " + TENANT + " here. All boards: /";
+      setConn("stale", "no such tenant");
+      return;
     }
   } catch (e) {
     console.error(e);
   }
+  if (TENANT) nameTenant().catch((e) => console.error(e));
   connect();
 }
 

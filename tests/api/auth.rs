@@ -44,7 +44,8 @@ impl As {
 /// One route: the least role it needs (`None`: open), a request to make, and the status
 /// each of [`CALLERS`] gets. Path parameters are filled in by [`fill_path`]: `{agent_id}`
 /// is an off-shift agent, so an allowed change is refused by compliance (409) and
-/// changes nothing; any other parameter is an id that does not exist.
+/// changes nothing; `{tenant}` is the only tenant, `default`; any other parameter is an
+/// id that does not exist.
 pub struct Row {
     pub method: &'static str,
     pub path: &'static str,
@@ -232,6 +233,23 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/t/{tenant}/",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    // Redirected to the one above, and followed.
+    Row {
+        method: "GET",
+        path: "/t/{tenant}",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
         path: "/v1/live",
         role: Some("viewer"),
         query: "",
@@ -300,7 +318,9 @@ pub fn role_entries() -> Vec<ApiTokenConfig> {
 /// `template` with `{agent_id}` set to `agent_id` and any other `{parameter}` to an id
 /// nothing has.
 pub fn fill_path(template: &str, agent_id: &str) -> String {
-    let mut path = template.replace("{agent_id}", agent_id);
+    let mut path = template
+        .replace("{agent_id}", agent_id)
+        .replace("{tenant}", "default");
     while let (Some(start), Some(end)) = (path.find('{'), path.find('}')) {
         path.replace_range(start..=end, "00000000-0000-0000-0000-000000000000");
     }

@@ -203,6 +203,7 @@ async fn the_feed_sends_the_snapshot_then_every_event_in_commit_order() {
     let first = feed.next().await;
     assert_eq!(first.event, "snapshot");
     assert_eq!(first.data["type"], "snapshot");
+    assert_eq!(first.data["tenant"], "default");
     let agents = movable(&app.sim);
     let changes: Vec<_> = agents.iter().take(4).collect();
     for agent in &changes {
@@ -222,6 +223,7 @@ async fn the_feed_sends_the_snapshot_then_every_event_in_commit_order() {
             event.id.as_deref(),
             "id: is the event id"
         );
+        assert_eq!(event.data["tenant"], "default", "{}", event.data);
         got.push(event.id.unwrap());
     }
     assert_eq!(

@@ -23,7 +23,7 @@ use crate::helpers::{
 use crate::live::Served;
 
 /// A slow start of the browser or of wfmd on a loaded machine.
-const SLOW: Duration = Duration::from_secs(90);
+pub(crate) const SLOW: Duration = Duration::from_secs(90);
 
 /// What the issue asks of a change made through the API: on the page within 2 s.
 const PROMPT: Duration = Duration::from_secs(2);
@@ -113,7 +113,7 @@ impl Drop for Chromedriver {
 
 /// Calls `probe` until it gives a value, failing the test with `what` after `within`:
 /// [`eventually_within`] for a probe that has nothing to tell when it fails.
-async fn eventually<T>(
+pub(crate) async fn eventually<T>(
     within: Duration,
     what: &str,
     mut probe: impl AsyncFnMut() -> Option<T>,
@@ -126,7 +126,7 @@ async fn eventually<T>(
 }
 
 /// Runs `script` in the page; `arguments[0]` is `arg`.
-async fn run(browser: &Client, script: &str, arg: Value) -> Value {
+pub(crate) async fn run(browser: &Client, script: &str, arg: Value) -> Value {
     browser
         .execute(script, vec![arg])
         .await
@@ -134,7 +134,7 @@ async fn run(browser: &Client, script: &str, arg: Value) -> Value {
 }
 
 /// The connection indicator: its state (`live`, `reconnecting`, `stale`) and text.
-async fn connection(browser: &Client) -> (String, String) {
+pub(crate) async fn connection(browser: &Client) -> (String, String) {
     let shown = run(
         browser,
         "const c = document.getElementById('conn'); return [c.dataset.state, c.textContent];",
@@ -148,7 +148,7 @@ async fn connection(browser: &Client) -> (String, String) {
 }
 
 /// The state an agent's card shows, `None` without a card.
-async fn card_state(browser: &Client, agent: &str) -> Option<(String, String)> {
+pub(crate) async fn card_state(browser: &Client, agent: &str) -> Option<(String, String)> {
     let shown = run(
         browser,
         "const c = document.querySelector('.card[data-agent=\"' + arguments[0] + '\"]');
@@ -163,7 +163,13 @@ async fn card_state(browser: &Client, agent: &str) -> Option<(String, String)> {
 }
 
 /// Waits until the agent's card shows `state` (and `reason`, when given).
-async fn card_shows(browser: &Client, within: Duration, agent: &str, state: &str, reason: &str) {
+pub(crate) async fn card_shows(
+    browser: &Client,
+    within: Duration,
+    agent: &str,
+    state: &str,
+    reason: &str,
+) {
     let what = format!("not within {within:?}: {agent}'s card shows {state} {reason}");
     eventually_within(within, &what, async || {
         let shown = card_state(browser, agent).await;

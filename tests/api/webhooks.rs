@@ -100,6 +100,11 @@ async fn hundred_events_arrive_signed_and_in_commit_order_per_agent() {
     let first = &received[0];
     assert_eq!(first.json["type"], "agent.state_changed");
     assert_eq!(first.json["id"], first.id.as_str());
+    assert!(
+        received.iter().all(|r| r.json["tenant"] == "default"),
+        "a configuration without [[tenants]] is the tenant `default`: {}",
+        first.body
+    );
     assert_eq!(verify_with_standardwebhooks(&received), Ok(100));
     let mut forged = received[0].clone();
     forged.body = forged.body.replace("NOT_READY", "READY");
