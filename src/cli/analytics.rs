@@ -12,7 +12,7 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::Failure;
+use super::{DaemonApi, Failure};
 use crate::config::Config;
 use crate::domain::trend::Settings;
 use crate::engine::analytics::{self, JobView};
@@ -22,8 +22,9 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Subcommand)]
 pub enum AnalyticsCommand {
-    /// Run an aggregation query with trend and anomalies through the running daemon,
-    /// then write its results (stdout, or --out).
+    /// Run an aggregation query with trend and anomalies through the running daemon
+    /// (with --tenant, on that tenant's routes /v1/tenants/ID/…), then write its results
+    /// (stdout, or --out).
     Query(Box<QueryArgs>),
     /// The newest analytics jobs.
     List,
@@ -106,9 +107,13 @@ pub struct QueryArgs {
     pub token: Option<SecretString>,
 }
 
-pub async fn run(config: &Config, command: AnalyticsCommand) -> Result<ExitCode, Failure> {
+pub async fn run(
+    config: &Config,
+    api: &DaemonApi,
+    command: AnalyticsCommand,
+) -> Result<ExitCode, Failure> {
     match command {
-        AnalyticsCommand::Query(args) => query(config, *args).await,
+        AnalyticsCommand::Query(args) => query(config, api, *args).await,
         AnalyticsCommand::List => {
             let store = open(config).await?;
             let jobs = analytics::AnalyticsJobs::new(store, Duration::ZERO);
@@ -168,7 +173,7 @@ async fn open(config: &Config) -> Result<Store, Failure> {
         .map_err(Failure::action)
 }
 
-async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
+async fn query(config: &Config, api: &DaemonApi, args: QueryArgs) -> Result<ExitCode, Failure> {
     if !matches!(args.format.as_str(), "csv" | "json" | "html") {
         return Err(Failure::usage(format!(
             "--format `{}`: expected csv, json or html",
@@ -176,19 +181,11 @@ async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
         )));
     }
     crate::report::parse_zone(&args.tz).map_err(|e| Failure::usage(format!("--tz: {e}")))?;
-    let base = match &args.server {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let mut listen = config.server.listen;
-            if listen.ip().is_unspecified() {
-                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{listen}")
-        }
-    };
+    let base = super::bulk::daemon_url(config, args.server.as_deref())?;
     let http = crate::http_client().map_err(Failure::action)?;
-    let call = |method: Method, path: String| {
-        let mut request = http.request(method, format!("{base}{path}"));
+    // `route` is the path after `/v1`, under the tenant's prefix when one was named.
+    let call = |method: Method, route: String| {
+        let mut request = http.request(method, format!("{base}{}", api.path(&route)));
         if let Some(token) = &args.token {
             request = request.bearer_auth(token.expose_secret());
         }
@@ -206,7 +203,7 @@ async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
         "z": args.z,
         "seasonality": if args.weekly { "weekly" } else { args.seasonality.as_str() },
     });
-    let answer = send(call(Method::POST, "/v1/analytics/queries".into()).json(&body)).await?;
+    let answer = send(call(Method::POST, "/analytics/queries".into()).json(&body)).await?;
     let job_id = answer["job_id"].as_str().unwrap_or_default().to_owned();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -214,7 +211,7 @@ async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
             .expect("a valid template"),
     );
     let job = loop {
-        let job = send(call(Method::GET, format!("/v1/analytics/queries/{job_id}"))).await?;
+        let job = send(call(Method::GET, format!("/analytics/queries/{job_id}"))).await?;
         let status = job["status"].as_str().unwrap_or("").to_owned();
         bar.set_message(format!(
             "{job_id}: {status}{} — {} rows{}",
@@ -244,7 +241,7 @@ async fn query(config: &Config, args: QueryArgs) -> Result<ExitCode, Failure> {
     let response = call(
         Method::GET,
         format!(
-            "/v1/analytics/queries/{job_id}/results?format={}&tz={}",
+            "/analytics/queries/{job_id}/results?format={}&tz={}",
             args.format, args.tz
         ),
     )

@@ -6,9 +6,46 @@ use std::process::ExitCode;
 use chrono::Utc;
 
 use super::Failure;
+use crate::config::Config;
+use crate::config::tenants::TenantSpec;
 use crate::store::Store;
 use crate::store::audit::checkpoints;
-use crate::store::audit::{self, Anchor};
+use crate::store::audit::{self, Anchor, AuditKey};
+
+/// The database of `config` (one tenant's), with its audit chain's key.
+pub async fn open(config: &Config) -> anyhow::Result<Store> {
+    let key = config.audit.key().map(AuditKey::new);
+    Store::open_keyed(&config.database.url, key).await
+}
+
+/// Verifies every tenant's chain, each with its own key, and prints one line per
+/// tenant; exit 1 when any chain is broken or cannot be read. The others are verified
+/// whatever one of them shows.
+pub async fn verify_each(tenants: &[TenantSpec]) -> Result<ExitCode, Failure> {
+    let mut code = ExitCode::SUCCESS;
+    for tenant in tenants {
+        let verified = async {
+            let store = open(&tenant.config).await?;
+            let result = audit::verify_with(store.reader(), store.audit_key()).await;
+            store.close().await;
+            anyhow::Ok(result?)
+        }
+        .await;
+        match verified {
+            Ok(result) => {
+                if !result.is_intact() {
+                    code = ExitCode::FAILURE;
+                }
+                println!("{}", result.describe_for(tenant.id.as_str()));
+            }
+            Err(error) => {
+                code = ExitCode::FAILURE;
+                println!("{}: FAILED: cannot verify: {error:#}", tenant.id);
+            }
+        }
+    }
+    Ok(code)
+}
 
 /// Walks the chain from the oldest kept checkpoint (or the first entry), printing where
 /// it started; with `anchor`, also proves the log still holds that hash.

@@ -1,6 +1,7 @@
 //! `wfmd bulk`: submits a bulk job to the running daemon over HTTP, follows it with a
 //! progress bar and ends with a summary table; `wfmd bulk status ID` and
-//! `wfmd bulk revert ID` follow an existing job or undo a finished one.
+//! `wfmd bulk revert ID` follow an existing job or undo a finished one. With `--tenant`
+//! it calls that tenant's routes (`/v1/tenants/{id}/bulk-transitions`).
 //!
 //! The token (`--token` or `WFMD_TOKEN`) is a `SecretString`: it is sent as
 //! `Authorization: Bearer` and never printed. Problems the daemon answers are shown as
@@ -17,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::{Failure, parse_state};
+use super::{DaemonApi, Failure, parse_state};
 use crate::config::Config;
 use crate::domain::AgentState;
 use crate::engine::bulk::JobView;
@@ -36,7 +37,9 @@ wfmd bulk --agents u_001,u_002 READY\n  wfmd bulk status job_0193…\n  \
 wfmd bulk revert job_0193…\n\n\
 Exit codes: 0 every agent changed (or was in the state already: unchanged), 1 an agent was \
 rejected, failed or cancelled (or the daemon could not be reached), 2 bad usage or a \
-request the daemon refused."
+request the daemon refused.\n\n\
+With several tenants, name one with --tenant ID: the job runs on that tenant's platform \
+(the daemon's /v1/tenants/ID/… routes)."
 )]
 pub struct BulkArgs {
     #[command(subcommand)]
@@ -118,7 +121,7 @@ pub(super) fn parse_secret(text: &str) -> Result<SecretString, String> {
 }
 
 /// Runs `wfmd bulk …`.
-pub async fn run(config: &Config, args: BulkArgs) -> Result<ExitCode, Failure> {
+pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<ExitCode, Failure> {
     let submits = !args.agents.is_empty()
         || args.team.is_some()
         || args.state.is_some()
@@ -130,11 +133,11 @@ pub async fn run(config: &Config, args: BulkArgs) -> Result<ExitCode, Failure> {
              belong to submitting a job",
         ));
     }
-    let client = Client::new(config, &args.client)?;
+    let client = Client::new(config, api, &args.client)?;
     let job_id = match args.command {
         Some(BulkCommand::Status { job_id }) => job_id,
         Some(BulkCommand::Cancel { job_id }) => {
-            let path = format!("/v1/bulk-transitions/{job_id}");
+            let path = format!("/bulk-transitions/{job_id}");
             let job: JobView = decode(client.call(Method::DELETE, &path, None).await?)?;
             return Ok(report(&job, args.client.json));
         }
@@ -143,7 +146,7 @@ pub async fn run(config: &Config, args: BulkArgs) -> Result<ExitCode, Failure> {
             idempotency_key,
         }) => {
             let body = idempotency_key.map(|key| json!({ "idempotency_key": key }));
-            let path = format!("/v1/bulk-transitions/{job_id}/revert");
+            let path = format!("/bulk-transitions/{job_id}/revert");
             let accepted = client.call(Method::POST, &path, body).await?;
             announce(&accepted, &format!("reverting {job_id}"))?
         }
@@ -161,13 +164,13 @@ pub async fn run(config: &Config, args: BulkArgs) -> Result<ExitCode, Failure> {
                 body["idempotency_key"] = json!(key);
             }
             let accepted = client
-                .call(Method::POST, "/v1/bulk-transitions", Some(body))
+                .call(Method::POST, "/bulk-transitions", Some(body))
                 .await?;
             announce(&accepted, "accepted")?
         }
     };
     if args.client.no_wait {
-        let path = format!("/v1/bulk-transitions/{job_id}");
+        let path = format!("/bulk-transitions/{job_id}");
         let job: JobView = decode(client.call(Method::GET, &path, None).await?)?;
         if !job.is_finished() {
             if args.client.json {
@@ -203,7 +206,7 @@ fn announce(accepted: &Value, what: &str) -> Result<String, Failure> {
 
 /// Polls the job with a progress bar until it is finished; returns it with its items.
 async fn follow(client: &Client, job_id: &str) -> Result<JobView, Failure> {
-    let progress_path = format!("/v1/bulk-transitions/{job_id}?items=false");
+    let progress_path = format!("/bulk-transitions/{job_id}?items=false");
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -236,7 +239,7 @@ async fn follow(client: &Client, job_id: &str) -> Result<JobView, Failure> {
             }
         }
     }
-    let path = format!("/v1/bulk-transitions/{job_id}");
+    let path = format!("/bulk-transitions/{job_id}");
     decode(client.call(Method::GET, &path, None).await?)
 }
 
@@ -327,10 +330,11 @@ fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failure> {
     })
 }
 
-/// The daemon's HTTP API.
+/// The daemon's HTTP API for the tenant.
 struct Client {
     http: reqwest::Client,
     base: String,
+    api: DaemonApi,
     token: Option<SecretString>,
 }
 
@@ -359,25 +363,27 @@ pub(super) fn daemon_url(config: &Config, server: Option<&str>) -> Result<String
 }
 
 impl Client {
-    fn new(config: &Config, args: &ClientArgs) -> Result<Client, Failure> {
+    fn new(config: &Config, api: &DaemonApi, args: &ClientArgs) -> Result<Client, Failure> {
         Ok(Client {
             http: crate::http_client().map_err(Failure::action)?,
             base: daemon_url(config, args.server.as_deref())?,
+            api: api.clone(),
             token: args.token.clone(),
         })
     }
 
-    /// Sends one request; a problem answer becomes a failure showing its detail
-    /// (exit 2 when the daemon refused the request as invalid, else 1).
+    /// Sends one request to `route` (the path after `/v1`); a problem answer becomes a
+    /// failure showing its detail (exit 2 when the daemon refused the request as
+    /// invalid, else 1).
     async fn call(
         &self,
         method: Method,
-        path: &str,
+        route: &str,
         body: Option<Value>,
     ) -> Result<Value, Failure> {
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{}{}", self.base, self.api.path(route)))
             .timeout(REQUEST_TIMEOUT);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.expose_secret());

@@ -7,6 +7,8 @@
 //! tenant that refuses schedule lookups (with what that means for changes under
 //! `[compliance] without_schedule`, and how many agents imported schedules cover).
 //!
+//! With several `[[tenants]]`, `--tenant ID` names the one to check.
+//!
 //! Exit 0 when wfmd can work with the tenant (token and agent list), 1 otherwise; the
 //! missing pieces are printed as `missing:` lines either way.
 
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::Failure;
+use crate::config::tenants::TenantId;
 use crate::config::{Config, Dialect};
 use crate::cxone::incontact::resolve_code;
 use crate::cxone::{Agent, AgentFilter, Budget, ContactCenter, CxoneError, IncontactClient};
@@ -26,10 +29,15 @@ use crate::store::Store;
 const DEFAULT_REASONS: [AgentState; 3] =
     [AgentState::NotReady, AgentState::Paused, AgentState::Idle];
 
-pub async fn run(config: &Config) -> Result<ExitCode, Failure> {
+/// Checks the platform of `config` (one tenant's); `tenant`, when named with
+/// `--tenant`, leads the report.
+pub async fn run(config: &Config, tenant: Option<&TenantId>) -> Result<ExitCode, Failure> {
     let http = crate::http_client().map_err(Failure::action)?;
     let budget = Arc::new(Budget::per_minute(config.call_budget_per_minute()));
     let mut report = Report::default();
+    if let Some(tenant) = tenant {
+        report.line("tenant", tenant.as_str());
+    }
     report.line("dialect", config.cxone.dialect.as_str());
     let usable = match config.cxone.dialect {
         Dialect::V2 => {

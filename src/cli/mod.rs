@@ -22,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use futures::TryStreamExt;
 
 use crate::Services;
+use crate::config::tenants::{TenantId, TenantSpec};
 use crate::config::{Config, LogFormat, Source};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
@@ -52,8 +53,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// The tenant a command acts on: its platform and its database. Needed when the
-    /// configuration has several [[tenants]]; `serve` serves them all.
+    /// The tenant a command acts on: its platform, its database and audit chain, and
+    /// the running daemon's routes for it (/v1/tenants/ID/…, for bulk, analytics query
+    /// and schedules import). Needed when the configuration has several [[tenants]],
+    /// except for `audit verify` (without --anchor), which then verifies every tenant's
+    /// chain, and `migrate`, which then migrates every tenant's database. `serve` serves
+    /// them all and `config check` shows them all.
     #[arg(long, global = true, value_name = "ID")]
     pub tenant: Option<String>,
 
@@ -94,13 +99,15 @@ pub enum Command {
     /// List, check and dry-run WFM rules.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
-    /// Apply database migrations (serve also applies them at start).
+    /// Apply database migrations (serve also applies them at start); with several
+    /// tenants and no --tenant, to every tenant's database.
     Migrate,
     /// Make HTTP API bearer tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Connect to the tenant and show what was found (API host, teams, agents,
-    /// unavailable codes, WFM schedules, skill activity) and what is missing.
+    /// Connect to the tenant (with several, the one --tenant names) and show what was
+    /// found (API host, teams, agents, unavailable codes, WFM schedules, skill activity)
+    /// and what is missing.
     Doctor,
     /// Load schedules from a file (a third-party WFM); also usable with v2.
     #[command(subcommand)]
@@ -234,7 +241,9 @@ fn parse_state(text: &str) -> Result<AgentState, String> {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain from the oldest kept checkpoint (or the first entry): exit 0
-    /// when intact, 1 naming the first bad entry.
+    /// when intact, 1 naming the first bad entry. With several tenants and no --tenant,
+    /// every tenant's chain (each with its own key), one line each (`ID: ok, …` or
+    /// `ID: BROKEN: …`): exit 1 when any is broken.
     Verify {
         /// Also prove the log still contains this hash (one `audit checkpoint` printed
         /// or an `audit.checkpoint` webhook carried); refused when it was pruned or is
@@ -345,22 +354,37 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         return serve(config, args, source).await;
     }
+    // With several tenants and none named, these two go over every tenant.
+    let tenants = config.tenants();
+    if cli.tenant.is_none() && tenants.len() > 1 {
+        match &cli.command {
+            Command::Audit(AuditCommand::Verify { anchor: None }) => {
+                return audit_chain::verify_each(&tenants).await;
+            }
+            Command::Migrate => return migrate_each(&tenants).await,
+            _ => {}
+        }
+    }
     // Every other command acts on one tenant: its own platform and database.
-    let config = config
+    let spec = config
         .tenant(cli.tenant.as_deref())
-        .map_err(Failure::usage)?
-        .config;
+        .map_err(Failure::usage)?;
+    // A tenant named here is named to the daemon too: its routes `/v1/tenants/{id}/…`.
+    let api = DaemonApi {
+        tenant: cli.tenant.is_some().then_some(spec.id),
+    };
+    let config = spec.config;
     match cli.command {
         Command::Transition(args) => transition(&config, args).await,
-        Command::Bulk(args) => bulk::run(&config, args).await,
+        Command::Bulk(args) => bulk::run(&config, &api, args).await,
         Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
-        Command::Analytics(command) => analytics::run(&config, command).await,
+        Command::Analytics(command) => analytics::run(&config, &api, command).await,
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
-        Command::Doctor => doctor::run(&config).await,
-        Command::Schedules(command) => schedules::run(&config, command).await,
+        Command::Doctor => doctor::run(&config, api.tenant.as_ref()).await,
+        Command::Schedules(command) => schedules::run(&config, &api, command).await,
         Command::Backup { file } => {
             let key = config.audit.key().map(audit::AuditKey::new);
             backup::backup(&config.database.url, key.as_ref(), &file).await
@@ -449,10 +473,7 @@ pub fn describe(t: &Transition) -> String {
 }
 
 async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
-    let key = config.audit.key().map(audit::AuditKey::new);
-    let store = Store::open_keyed(&config.database.url, key)
-        .await
-        .map_err(Failure::action)?;
+    let store = audit_chain::open(config).await.map_err(Failure::action)?;
     let code = match command {
         AuditCommand::Verify { anchor } => {
             let code = audit_chain::verify(&store, anchor.as_deref()).await;
@@ -495,14 +516,51 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
     Ok(code)
 }
 
+/// Where a command finds the running daemon's API for its tenant.
+#[derive(Debug, Clone)]
+pub struct DaemonApi {
+    /// The tenant named with `--tenant`; `None` uses the unprefixed routes, which a
+    /// daemon serving one tenant answers for it.
+    pub tenant: Option<TenantId>,
+}
+
+impl DaemonApi {
+    /// The path of API route `route` (`/bulk-transitions`, after `/v1`) for the tenant.
+    pub fn path(&self, route: &str) -> String {
+        match &self.tenant {
+            Some(id) => format!("/v1/tenants/{id}{route}"),
+            None => format!("/v1{route}"),
+        }
+    }
+}
+
+/// `migrate` with several tenants and none named: each tenant's database in turn, every
+/// line led by the tenant; one that fails does not stop the others (exit 1 then).
+async fn migrate_each(tenants: &[TenantSpec]) -> Result<ExitCode, Failure> {
+    let mut code = ExitCode::SUCCESS;
+    for tenant in tenants {
+        if let Err(failure) = migrate_one(&tenant.config, &format!("{}: ", tenant.id)).await {
+            eprintln!("wfmd: {}: {}", tenant.id, failure.message);
+            code = ExitCode::FAILURE;
+        }
+    }
+    Ok(code)
+}
+
 async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
+    migrate_one(config, "").await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Migrates one database, printing what it did with each line led by `lead`.
+async fn migrate_one(config: &Config, lead: &str) -> Result<(), Failure> {
     let store = Store::open_without_migrating(&config.database.url)
         .await
         .map_err(Failure::action)?;
     let applied = store.migrate().await.map_err(Failure::action)?;
     let total = store.applied_migrations().await.map_err(Failure::action)?;
     println!(
-        "applied {applied} migration(s); {} is at migration {total}",
+        "{lead}applied {applied} migration(s); {} is at migration {total}",
         config.database.url
     );
     // A database made before retention cannot give pruned space back to the file
@@ -515,10 +573,10 @@ async fn migrate(config: &Config) -> Result<ExitCode, Failure> {
         crate::store::retention::convert_to_incremental(&store)
             .await
             .map_err(Failure::action)?;
-        println!("converted the database to incremental vacuum (a one-time rebuild)");
+        println!("{lead}converted the database to incremental vacuum (a one-time rebuild)");
     }
     store.close().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]

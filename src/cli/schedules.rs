@@ -4,9 +4,10 @@
 //!
 //! Where the file goes: while `wfmd serve` runs on the configured database (it holds the
 //! database's lock, see [`super::backup::DaemonLock`]), to that daemon over HTTP
-//! (`POST /v1/schedules/imports` at `--server`, default `server.listen`, with an admin
-//! token from `--token` or `WFMD_TOKEN`), which puts it in force for the next change; a
-//! daemon that cannot be reached gets nothing, and nothing is stored. Otherwise straight
+//! (`POST /v1/schedules/imports`, or `/v1/tenants/{id}/schedules/imports` with
+//! `--tenant`, at `--server`, default `server.listen`, with an admin token from
+//! `--token` or `WFMD_TOKEN`), which puts it in force for the next change; a daemon
+//! that cannot be reached gets nothing, and nothing is stored. Otherwise straight
 //! into the database, holding its lock meanwhile so no daemon starts half-way; a daemon
 //! started later reads it. `--server` always sends to the daemon it names.
 
@@ -18,8 +19,8 @@ use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::Failure;
 use super::backup::{DaemonLock, database_path};
+use super::{DaemonApi, Failure};
 use crate::config::Config;
 use crate::engine::imported_schedules::{self, ImportError};
 use crate::store::Store;
@@ -51,7 +52,11 @@ pub enum SchedulesCommand {
     },
 }
 
-pub async fn run(config: &Config, command: SchedulesCommand) -> Result<ExitCode, Failure> {
+pub async fn run(
+    config: &Config,
+    api: &DaemonApi,
+    command: SchedulesCommand,
+) -> Result<ExitCode, Failure> {
     let SchedulesCommand::Import {
         file,
         server,
@@ -60,14 +65,24 @@ pub async fn run(config: &Config, command: SchedulesCommand) -> Result<ExitCode,
     let text = std::fs::read_to_string(&file)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
     if server.is_some() {
-        return through_daemon(config, server.as_deref(), token, &file, text, None).await;
+        let daemon = Daemon {
+            url: server.as_deref(),
+            api,
+            token,
+        };
+        return through_daemon(config, daemon, &file, text, None).await;
     }
     let _lock = match database_path(&config.database.url) {
         Some(path) => match DaemonLock::try_acquire(&path).map_err(Failure::action)? {
             Ok(lock) => Some(lock),
             Err(holder) => {
                 let running = format!("{holder} runs on {}", path.display());
-                return through_daemon(config, None, token, &file, text, Some(running)).await;
+                let daemon = Daemon {
+                    url: None,
+                    api,
+                    token,
+                };
+                return through_daemon(config, daemon, &file, text, Some(running)).await;
             }
         },
         None => None,
@@ -100,23 +115,30 @@ pub async fn run(config: &Config, command: SchedulesCommand) -> Result<ExitCode,
     }
 }
 
+/// The daemon a file goes to: `--server` (or none: the configuration's), the tenant's
+/// routes, the token.
+struct Daemon<'a> {
+    url: Option<&'a str>,
+    api: &'a DaemonApi,
+    token: Option<SecretString>,
+}
+
 /// Sends the file to a running daemon; `running` says which one holds the database.
 async fn through_daemon(
     config: &Config,
-    server: Option<&str>,
-    token: Option<SecretString>,
+    daemon: Daemon<'_>,
     file: &Path,
     text: String,
     running: Option<String>,
 ) -> Result<ExitCode, Failure> {
-    let base = super::bulk::daemon_url(config, server)?;
+    let base = super::bulk::daemon_url(config, daemon.url)?;
     let http = crate::http_client().map_err(Failure::action)?;
     let mut request = http
-        .post(format!("{base}/v1/schedules/imports"))
+        .post(format!("{base}{}", daemon.api.path("/schedules/imports")))
         .header(reqwest::header::CONTENT_TYPE, "text/csv")
         .timeout(REQUEST_TIMEOUT)
         .body(text);
-    if let Some(token) = &token {
+    if let Some(token) = &daemon.token {
         request = request.bearer_auth(token.expose_secret());
     }
     let response = request.send().await.map_err(|e| {

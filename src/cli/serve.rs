@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::{DialectArg, Failure, ServeArgs, SimArgs};
 use crate::App;
-use crate::config::tenants::{TenantId, TenantSpec, tenant_database_url};
+use crate::config::tenants::{TenantId, TenantSpec};
 use crate::config::{Config, CxoneConfig, Source};
 
 /// Ground-truth entries per agent the simulator of `serve --simulate` keeps
@@ -201,12 +201,10 @@ fn simulated_tenants(config: &Config, n: u32) -> Vec<TenantSpec> {
             let id: TenantId = format!("sim-{i}")
                 .parse()
                 .expect("sim-N is a valid tenant id");
-            let mut tenant_config = config.clone();
-            tenant_config.database.url = tenant_database_url(&config.database.url, &id);
             TenantSpec {
                 name: format!("Simulated tenant {i}"),
+                config: config.clone().own_to_tenant(&id),
                 id,
-                config: tenant_config,
             }
         })
         .collect()
@@ -304,4 +302,25 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("stop requested; draining");
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn simulated_tenants_have_their_own_database_and_audit_key() {
+        let mut config = Config::default();
+        config.audit.key = Some("s".repeat(40).into());
+        let tenants = simulated_tenants(&config, 2);
+        let key = |i: usize| tenants[i].config.audit.key().unwrap().expose_secret();
+        assert_ne!(key(0), key(1));
+        assert_ne!(key(0), "s".repeat(40));
+        assert_ne!(
+            tenants[0].config.database.url,
+            tenants[1].config.database.url
+        );
+    }
 }

@@ -3,11 +3,16 @@
 //!
 //! Ages are humantime durations (`"30d"`, `"400d"`) or `"forever"`. They are checked
 //! against a floor of an hour, so a typo such as `"30s"` cannot empty the database.
+//!
+//! Each tenant's chain has a key of its own, derived from `audit.key` and the tenant's
+//! id ([`AuditConfig::for_tenant`]), so one tenant's chain and key cannot forge another's.
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+use crate::domain::tenant::TenantId;
 
 const DAY: u64 = 86_400;
 
@@ -125,6 +130,10 @@ impl RetentionConfig {
     }
 }
 
+/// HKDF's salt for the tenants' audit keys: names what the derived keys are for, so the
+/// same `audit.key` used elsewhere never yields these keys.
+const TENANT_KEY_SALT: &[u8] = b"wfmd audit chain key per tenant";
+
 /// Shortest accepted `audit.key`, in bytes.
 pub const MIN_AUDIT_KEY_BYTES: usize = 32;
 
@@ -134,7 +143,8 @@ pub const MIN_AUDIT_KEY_BYTES: usize = 32;
 pub struct AuditConfig {
     /// HMAC-SHA-256 key of the chain: from the first entry written with it on, each
     /// entry's hash is keyed, so rows appended by someone holding the file but not the
-    /// key are detected. Set it from the environment (`WFMD_AUDIT__KEY`).
+    /// key are detected. Set it from the environment (`WFMD_AUDIT__KEY`). In a tenant's
+    /// resolved configuration this is that tenant's own key ([`AuditConfig::for_tenant`]).
     #[serde(
         serialize_with = "mask_optional_secret",
         skip_serializing_if = "Option::is_none"
@@ -161,6 +171,31 @@ impl AuditConfig {
         self.key
             .as_ref()
             .filter(|key| !key.expose_secret().is_empty())
+    }
+
+    /// The section as tenant `id` uses it: its chain keyed with HKDF-SHA-256 of
+    /// `audit.key` (salt: a fixed label; info: the id), as 64 hex digits. Holding one
+    /// tenant's key reveals neither `audit.key` nor another tenant's key. The tenant
+    /// `default` keeps `audit.key` itself, so a database written before tenants existed
+    /// keeps verifying.
+    pub fn for_tenant(&self, id: &TenantId) -> AuditConfig {
+        let key = match self.key() {
+            Some(key) if *id != TenantId::default_tenant() => {
+                let kdf = hkdf::Hkdf::<sha2_0_11::Sha256>::new(
+                    Some(TENANT_KEY_SALT),
+                    key.expose_secret().as_bytes(),
+                );
+                let mut derived = [0u8; 32];
+                kdf.expand(id.as_str().as_bytes(), &mut derived)
+                    .expect("32 bytes are well within HKDF-SHA-256's output limit");
+                Some(SecretString::from(hex::encode(derived)))
+            }
+            _ => self.key.clone(),
+        };
+        AuditConfig {
+            key,
+            checkpoint_interval: self.checkpoint_interval,
+        }
     }
 
     /// Adds a line naming the key for every bad value; never prints the key.
@@ -274,5 +309,51 @@ mod tests {
         assert!(shown.contains("key = \"********\""), "{shown}");
         assert!(!shown.contains(&key));
         assert!(!format!("{config:?}").contains(&key));
+    }
+
+    #[test]
+    fn each_tenant_has_its_own_audit_key_and_the_tenant_default_keeps_audit_key() {
+        let master = "m".repeat(40);
+        let config = load("", &[("WFMD_AUDIT__KEY", &master)]).unwrap().audit;
+        let key_of = |id: &str| {
+            config
+                .for_tenant(&id.parse().unwrap())
+                .key()
+                .unwrap()
+                .expose_secret()
+                .to_owned()
+        };
+        let (alpha, beta) = (key_of("alpha"), key_of("beta"));
+        assert_eq!(key_of("default"), master);
+        assert_ne!(alpha, beta);
+        assert_ne!(alpha, master);
+        assert!(!alpha.contains(&master) && !beta.contains(&master));
+        assert_eq!(alpha, key_of("alpha"), "the same key on every start");
+        assert!(alpha.len() >= MIN_AUDIT_KEY_BYTES);
+        let other = load("", &[("WFMD_AUDIT__KEY", &"n".repeat(40))])
+            .unwrap()
+            .audit;
+        assert_ne!(
+            other
+                .for_tenant(&"alpha".parse().unwrap())
+                .key()
+                .unwrap()
+                .expose_secret(),
+            alpha,
+            "another audit.key, another tenant key"
+        );
+        let unkeyed = load("", &[]).unwrap().audit;
+        assert!(
+            unkeyed
+                .for_tenant(&"alpha".parse().unwrap())
+                .key()
+                .is_none()
+        );
+        assert_eq!(
+            config
+                .for_tenant(&"alpha".parse().unwrap())
+                .checkpoint_interval,
+            config.checkpoint_interval
+        );
     }
 }

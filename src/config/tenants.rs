@@ -220,8 +220,8 @@ impl Config {
                 .map_err(describe_figment_error)
                 .and_then(|mut config| {
                     config.read_rules_file()?;
-                    config.database.url = tenant_database_url(&self.database.url, &id);
-                    config.validate(simulate).map(|()| config)
+                    config.validate(simulate)?;
+                    Ok(config.own_to_tenant(&id))
                 });
             let config = match config {
                 Ok(config) => config,
@@ -295,6 +295,17 @@ fn tenant_variables(
             .push((key, value));
     }
     found
+}
+
+impl Config {
+    /// The process's configuration made tenant `id`'s: its own database beside
+    /// `database.url` ([`tenant_database_url`]) and its own audit key derived from
+    /// `audit.key` ([`AuditConfig::for_tenant`](super::retention::AuditConfig::for_tenant)).
+    pub fn own_to_tenant(mut self, id: &TenantId) -> Config {
+        self.database.url = tenant_database_url(&self.database.url, id);
+        self.audit = self.audit.for_tenant(id);
+        self
+    }
 }
 
 /// The database of tenant `id` beside the configured one: the tenant `default` keeps
@@ -455,6 +466,23 @@ mod tests {
                 "a tenant's own configuration is one tenant"
             );
         }
+    }
+
+    #[test]
+    fn each_tenant_keys_its_audit_chain_with_its_own_key() {
+        let master = "a".repeat(40);
+        let mut env = secrets();
+        env.push(("WFMD_AUDIT__KEY", &master));
+        let config = load(TWO, &env).unwrap();
+        let keys: Vec<String> = config
+            .tenants()
+            .iter()
+            .map(|t| t.config.audit.key().unwrap().expose_secret().to_owned())
+            .collect();
+        assert_ne!(keys[0], keys[1]);
+        assert!(keys.iter().all(|key| *key != master), "{keys:?}");
+        assert_eq!(config.audit.key().unwrap().expose_secret(), master);
+        assert!(!format!("{:?}", config.tenants()).contains(&keys[0]));
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod retention;
 mod rough_edges;
 mod rules;
 mod sync;
+mod tenant_cli;
 mod tenant_live;
 mod tenants;
 mod transitions;

@@ -484,6 +484,23 @@ impl Verification {
 
     /// One line for people: what was verified from where, or what broke.
     pub fn describe(&self) -> String {
+        match &self.first_break {
+            None => format!("audit log intact: {}", self.account()),
+            Some(_) => format!("audit log BROKEN: {}", self.account()),
+        }
+    }
+
+    /// [`Verification::describe`] for one of several chains, led by its tenant:
+    /// `alpha: ok, 3 entries verified …` or `beta: BROKEN: audit entry 2 …`.
+    pub fn describe_for(&self, tenant: &str) -> String {
+        match &self.first_break {
+            None => format!("{tenant}: ok, {}", self.account()),
+            Some(_) => format!("{tenant}: BROKEN: {}", self.account()),
+        }
+    }
+
+    /// What was verified from where, or what broke.
+    fn account(&self) -> String {
         let from = match &self.from_checkpoint {
             None => "from the first entry".to_owned(),
             Some(c) => format!(
@@ -502,12 +519,9 @@ impl Verification {
             None => ", not keyed".to_owned(),
         };
         match &self.first_break {
-            None => format!(
-                "audit log intact: {} entries verified {from}{keyed}",
-                self.entries
-            ),
+            None => format!("{} entries verified {from}{keyed}", self.entries),
             Some(broken) => format!(
-                "audit log BROKEN: {broken} ({} entries before it verified {from})",
+                "{broken} ({} entries before it verified {from})",
                 self.entries
             ),
         }
@@ -944,6 +958,37 @@ mod tests {
         let other = AuditKey::new(&"x".repeat(40).into());
         let wrong = verify_with(store.reader(), Some(&other)).await.unwrap();
         assert_eq!(wrong.first_break, Some(Break::WrongKey { seq: 1 }));
+    }
+
+    #[tokio::test]
+    async fn a_chain_keyed_for_one_tenant_does_not_verify_with_another_tenants_key() {
+        let process = crate::config::retention::AuditConfig {
+            key: Some("p".repeat(40).into()),
+            ..Default::default()
+        };
+        let key_of = |id: &str| {
+            AuditKey::new(
+                process
+                    .for_tenant(&id.parse().unwrap())
+                    .key()
+                    .expect("a tenant of a keyed process has a key"),
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("wfmd-alpha.db").display());
+        let store = Store::open_keyed(&url, Some(key_of("alpha")))
+            .await
+            .unwrap();
+        write_entries(&store, 3).await;
+        let alpha = verify_with(store.reader(), Some(&key_of("alpha")))
+            .await
+            .unwrap();
+        assert!(alpha.is_intact(), "{}", alpha.describe());
+        let master = AuditKey::new(process.key().unwrap());
+        for other in [key_of("beta"), master] {
+            let result = verify_with(store.reader(), Some(&other)).await.unwrap();
+            assert_eq!(result.first_break, Some(Break::WrongKey { seq: 1 }));
+        }
     }
 
     #[tokio::test]
