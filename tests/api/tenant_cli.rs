@@ -320,7 +320,7 @@ async fn schedules_import_through_the_daemon_goes_to_the_named_tenant() {
     let csv = db.dir.path().join("schedules.csv");
     std::fs::write(
         &csv,
-        crate::incontact::schedules_csv(&beta.sim, &["u_001", "u_002"]),
+        crate::incontact::schedules_csv(&beta.sim, &["u_031", "u_032"]),
     )
     .unwrap();
     let csv = csv.to_str().unwrap();
