@@ -562,3 +562,86 @@ async fn sighup_starts_an_added_tenant_stops_a_removed_one_and_refuses_an_invali
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
 }
+
+/// A database written by the release before several tenants (see tests/fixtures).
+const BEFORE_TENANTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/wfmd-before-tenants.db"
+);
+/// The audit key it was written with (a test value).
+const BEFORE_TENANTS_KEY: &str = "fixture-audit-key-of-the-release-before-tenants";
+
+#[tokio::test]
+async fn a_database_written_before_tenants_opens_migrates_in_place_and_keeps_its_chain() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::new();
+    std::fs::copy(BEFORE_TENANTS, db.path()).unwrap();
+    let chain = |store: wfmd::store::Store| async move {
+        let verified = wfmd::store::audit::verify_with(store.reader(), store.audit_key())
+            .await
+            .unwrap();
+        assert!(verified.is_intact(), "{:?}", verified.first_break);
+        assert_eq!(verified.keyed_from, Some(1), "keyed from its first entry");
+        verified.entries
+    };
+
+    // As the deployment ran it: no [[tenants]], so the tenant `default` on database.url.
+    let mut config = sim.config(&db.url());
+    config.audit.key = Some(BEFORE_TENANTS_KEY.to_owned().into());
+    let served = Served::start(&config).await;
+    let store = served.store("default").clone();
+    assert_eq!(chain(store.clone()).await, 41, "the release's 41 entries");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM transition_attempts").await,
+        20
+    );
+    let history = served.get_json("/v1/agents/u_002/history").await;
+    assert!(history.to_string().contains("PAUSED"), "{history}");
+    let (agent, target) = change_for(&sim);
+    let response = http_client()
+        .post(format!("{}/v1/agents/{agent}/transitions", served.address))
+        .json(&json!({"state": target}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let after_change = chain(store).await;
+    assert!(
+        after_change > 41,
+        "the change is chained on: {after_change}"
+    );
+    served.stop().await;
+
+    // Then beside a new tenant: the deployment lists itself as `default`, which keeps
+    // database.url and audit.key, so its chain verifies on under the same key.
+    let beta = TestSim::start(SimConfig {
+        agents: 30,
+        first_agent: 101,
+        seed: 22,
+        ..SimConfig::default()
+    })
+    .await;
+    let (file, env) = tenants_file(
+        &db,
+        &[("default", &sim), ("beta", &beta)],
+        &format!("[audit]\nkey = \"{BEFORE_TENANTS_KEY}\"\n"),
+    );
+    let source = Source {
+        file: Some(file.clone()),
+        simulate: false,
+    };
+    let served = Served::start(&Config::load_with_env(&source, env.clone()).unwrap()).await;
+    assert_eq!(chain(served.store("default").clone()).await, after_change);
+    served.stop().await;
+    let output = crate::helpers::wfmd()
+        .envs(env)
+        .arg("--config")
+        .arg(&file)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("default: ok"), "{stdout}");
+    assert!(stdout.contains("beta: ok"), "{stdout}");
+}
