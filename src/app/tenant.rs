@@ -47,8 +47,14 @@ pub struct Tenant {
 impl Tenant {
     /// Opens the tenant's database (applying migrations), connects its platform client
     /// and builds every service its configuration asks for, each reading `clock` where
-    /// it judges or stamps time.
+    /// it judges or stamps time; registers the tenant's metrics. Works in the tenant's
+    /// scope, like everything the tenant does (see [`crate::tasks`]).
     pub async fn build(spec: &TenantSpec, clock: engine::Clock) -> anyhow::Result<Tenant> {
+        crate::telemetry::register_tenant(&spec.id);
+        crate::tasks::in_tenant(&spec.id, Tenant::build_in_scope(spec, clock)).await
+    }
+
+    async fn build_in_scope(spec: &TenantSpec, clock: engine::Clock) -> anyhow::Result<Tenant> {
         let config: &Config = &spec.config;
         let services = Services::start_with_clock(config, clock).await?;
         let endpoints = delivery::Endpoint::from_config(config);
@@ -179,9 +185,17 @@ impl Tenant {
         }
     }
 
-    /// Every background worker of the tenant; webhook delivery lets POSTs in flight
-    /// finish within `grace` once stopped.
+    /// Every background worker of the tenant, each working in the tenant's scope;
+    /// webhook delivery lets POSTs in flight finish within `grace` once stopped.
     pub fn workers(self, grace: Duration) -> Vec<Worker> {
+        let id = self.id.clone();
+        self.unscoped_workers(grace)
+            .into_iter()
+            .map(|worker| worker.in_tenant(&id))
+            .collect()
+    }
+
+    fn unscoped_workers(self, grace: Duration) -> Vec<Worker> {
         let mut workers = Vec::new();
         if let Some(dispatcher) = self.dispatcher {
             workers.push(Worker::new("webhook delivery", move |stop| {

@@ -73,8 +73,8 @@ pub(super) async fn serve(
         .await
         .map_err(Failure::action)?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    tokio::spawn(crate::engine::rules::reload_on_sighup(
+    crate::tasks::spawn(cancel_on_signal(shutdown.clone()));
+    crate::tasks::spawn(crate::engine::rules::reload_on_sighup(
         source,
         app.rules(),
         shutdown.clone(),
