@@ -31,6 +31,7 @@ mod retention;
 mod rough_edges;
 mod rules;
 mod sync;
+mod tenant_metrics;
 mod tenants;
 mod transitions;
 mod wallboard;
