@@ -21,6 +21,10 @@
 //!
 //! Run: `cargo bench --bench lanes_under_load`.
 
+// A bench drives the daemon from outside, in no tenant's scope: it spawns plainly
+// (see `clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::Arc;

@@ -218,7 +218,7 @@ impl Dispatcher {
         let claimed = self.claim(self.settings.concurrency).await?;
         let mut sends = JoinSet::new();
         for delivery in claimed {
-            sends.spawn(self.send(delivery));
+            crate::tasks::spawn_in(&mut sends, self.send(delivery));
         }
         let mut attempts = Vec::new();
         while let Some(attempt) = sends.join_next().await {
@@ -269,7 +269,7 @@ impl Dispatcher {
                     error_backoff = Duration::ZERO;
                     for delivery in claimed {
                         in_flight_ids.push(delivery.id);
-                        in_flight.spawn(self.send(delivery));
+                        crate::tasks::spawn_in(&mut in_flight, self.send(delivery));
                     }
                 }
                 Err(e) => {

@@ -27,6 +27,8 @@
 //!   out to any number of clients, one job per file (view, encoding, hub, loops, feed,
 //!   browser tickets); [`web`]: the wallboard page that shows it.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
+//! - [`tasks`]: the tenant a task works for, and the one way to spawn a task (keeping
+//!   it); [`telemetry`]: the metrics, labelled with that tenant.
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
 //!   the database, logs and messages.
 //! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
@@ -41,6 +43,9 @@
 //! Arrows point one way: `domain` ← `cxone`, `store` ← `engine`, `delivery`, `report`
 //! ← `api` ← `app`.
 
+// Unit tests spawn plainly: they run outside any tenant's scope (see `clippy.toml`).
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
 pub mod api;
 mod app;
 pub mod cli;
@@ -54,29 +59,11 @@ pub mod redact;
 pub mod report;
 pub mod sim;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod time;
 pub mod web;
 
 pub use app::{App, Services, http_client, incontact_settings, platform, start_simulator};
 
-use std::sync::OnceLock;
-
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-/// The process-wide metrics recorder, installed on first use (tests build many apps in
-/// one process; a recorder can be installed only once).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (embedding programs); then our
-            // handle simply renders nothing, which must not stop the daemon.
-            let _ = metrics::set_global_recorder(recorder);
-            telemetry::register();
-            handle
-        })
-        .clone()
-}
+pub use telemetry::metrics_handle;

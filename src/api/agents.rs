@@ -185,7 +185,7 @@ pub async fn create_transition(
     // client that leaves) must not cut a change off between the platform call and its
     // record.
     let engine = state.engine.clone();
-    let change = tokio::spawn(
+    let change = crate::tasks::spawn(
         async move { in_lane(Lane::Interactive, None, engine.transition(request)).await }
             .in_current_span(),
     );

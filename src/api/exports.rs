@@ -109,7 +109,7 @@ impl Exports {
         let producing = produce(writer);
         let limit = self.inner.max_read_time;
         let held = Arc::clone(&permit);
-        tokio::spawn(
+        crate::tasks::spawn(
             async move {
                 let _held = held;
                 let outcome = match tokio::time::timeout(limit, producing).await {

@@ -10,6 +10,7 @@ use crate::cxone::{Lane, in_lane};
 use crate::engine::transition::ADOPT_CLOCK_SKEW;
 
 use super::auth::Caller;
+use super::tenancy::ServedTenant;
 use super::{ApiState, READINESS_TIMEOUT, Routes};
 
 pub fn routes() -> Routes {
@@ -60,11 +61,11 @@ pub async fn readyz(
 ) -> impl IntoResponse {
     let detailed = caller.is_some();
     let (ready, body) = match &directory.0[..] {
-        [only] => tenant_readiness(&only.state, detailed).await,
+        [only] => tenant_readiness(only, detailed).await,
         several => {
             // Each tenant on its own: one that is not ready is named, with why.
             let checks = several.iter().map(|tenant| async move {
-                let (ready, body) = tenant_readiness(&tenant.state, detailed).await;
+                let (ready, body) = tenant_readiness(tenant, detailed).await;
                 (tenant.id.to_string(), ready, body)
             });
             let mut ready = true;
@@ -85,10 +86,21 @@ pub async fn readyz(
     (status, Json(body))
 }
 
-/// Whether the database takes writes and the platform works, and the first failure.
-pub async fn readiness(state: &ApiState) -> Result<(), String> {
-    let (database, platform) = futures::join!(database_readiness(state), platform_readiness(state));
+/// Whether the tenant's database takes writes and its platform works, and the first
+/// failure.
+pub async fn readiness(tenant: &ServedTenant) -> Result<(), String> {
+    let (database, platform) = checks(tenant).await;
     database.and(platform)
+}
+
+/// The tenant's database and platform checks, in the tenant's scope: they are its work
+/// (a failed write counts in its metrics; see [`crate::tasks`]).
+async fn checks(tenant: &ServedTenant) -> (Result<(), String>, Result<(), String>) {
+    let state = &tenant.state;
+    crate::tasks::in_tenant(&tenant.id, async {
+        futures::join!(database_readiness(state), platform_readiness(state))
+    })
+    .await
 }
 
 async fn database_readiness(state: &ApiState) -> Result<(), String> {
@@ -101,8 +113,9 @@ async fn database_readiness(state: &ApiState) -> Result<(), String> {
 }
 
 /// One tenant's readiness and `/readyz` body: error texts only when `detailed`.
-async fn tenant_readiness(state: &ApiState, detailed: bool) -> (bool, serde_json::Value) {
-    let (database, platform) = futures::join!(database_readiness(state), platform_readiness(state));
+async fn tenant_readiness(tenant: &ServedTenant, detailed: bool) -> (bool, serde_json::Value) {
+    let state = &tenant.state;
+    let (database, platform) = checks(tenant).await;
     for (check, result) in [("database", &database), ("platform", &platform)] {
         if let Err(error) = result {
             tracing::warn!(check, %error, "not ready");
@@ -194,11 +207,20 @@ async fn platform_readiness(state: &ApiState) -> Result<(), String> {
     security(()),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
 )]
-pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    // Measured here, at the scrape, so the figure is never older than the scrape.
-    if let Ok(bytes) = state.store.size_bytes().await {
-        metrics::gauge!("wfmd_database_size_bytes").set(bytes as f64);
-    }
+pub async fn metrics(
+    State(state): State<ApiState>,
+    Extension(directory): Extension<super::tenancy::Directory>,
+) -> impl IntoResponse {
+    // Measured here, at the scrape, so the figure is never older than the scrape; each
+    // tenant's database in the tenant's scope, which labels its series.
+    let measures = directory.0.iter().map(|tenant| {
+        crate::tasks::in_tenant(&tenant.id, async {
+            if let Ok(bytes) = tenant.state.store.size_bytes().await {
+                metrics::gauge!("wfmd_database_size_bytes").set(bytes as f64);
+            }
+        })
+    });
+    futures::future::join_all(measures).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -248,7 +248,7 @@ pub async fn websocket(
         .extensions()
         .get::<std::sync::Arc<Connection>>()
         .cloned();
-    tokio::spawn(async move {
+    crate::tasks::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };

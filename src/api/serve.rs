@@ -530,7 +530,7 @@ pub async fn serve(
         );
         let http = http.clone();
         let stop = stop.clone();
-        connections.spawn(async move {
+        crate::tasks::spawn(connections.track_future(async move {
             let served = http.serve_connection(io, service).with_upgrades();
             let mut served = std::pin::pin!(served);
             let mut closing = false;
@@ -548,7 +548,7 @@ pub async fn serve(
                     }
                 }
             }
-        });
+        }));
     }
     drop(listener);
     connections.close();

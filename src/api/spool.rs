@@ -126,7 +126,7 @@ impl SpoolWriter {
             Some(file) => file,
             None => {
                 let file = Arc::new(
-                    tokio::task::spawn_blocking(tempfile::tempfile)
+                    crate::tasks::spawn_blocking(tempfile::tempfile)
                         .await
                         .map_err(io::Error::other)??,
                 );
@@ -136,7 +136,7 @@ impl SpoolWriter {
         };
         // Only this writer moves `written`, so the offset cannot change meanwhile.
         let offset = self.0.state().written;
-        tokio::task::spawn_blocking(move || file.write_all_at(&chunk, offset))
+        crate::tasks::spawn_blocking(move || file.write_all_at(&chunk, offset))
             .await
             .map_err(io::Error::other)??;
         self.0.state().written += len;
@@ -191,7 +191,7 @@ impl SpoolReader {
                 }
             };
             if let Some((file, offset, len)) = from_file {
-                let read = tokio::task::spawn_blocking(move || {
+                let read = crate::tasks::spawn_blocking(move || {
                     let mut buf = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
                     file.read_exact_at(&mut buf, offset).map(|()| buf)
                 })

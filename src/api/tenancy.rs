@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -103,18 +104,18 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
             .iter()
             .find(|(known, _)| known.as_str() == id)
         {
-            Some((_, router)) => {
+            Some((id, router)) => {
                 let request = match with_path(request, &format!("/v1/{rest}")) {
                     Ok(request) => request,
                     Err(problem) => return problem.into_response(),
                 };
-                return router.clone().oneshot(request).await.into_response();
+                return answer_in(id, router, request).await;
             }
             None => return no_such_tenant(),
         }
     } else if (path == "/v1" || path.starts_with("/v1/")) && path != PREFIX {
         match dispatch.tenants.as_slice() {
-            [(_, only)] => only,
+            [(id, only)] => return answer_in(id, only, request).await,
             several => {
                 let ids: Vec<&str> = several.iter().map(|(id, _)| id.as_str()).collect();
                 return Problem::new(
@@ -135,6 +136,17 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
         &dispatch.process
     };
     target.clone().oneshot(request).await.into_response()
+}
+
+/// `request` answered by a tenant's routes in the tenant's scope, which the body keeps
+/// while the server streams it: what the tenant's work records carries its `tenant`
+/// label (see [`crate::tasks`]).
+async fn answer_in(tenant: &TenantId, router: &Router, request: Request) -> Response {
+    crate::tasks::in_tenant(tenant, async {
+        let response = router.clone().oneshot(request).await.into_response();
+        response.map(|body| Body::new(crate::tasks::InScope::current(body)))
+    })
+    .await
 }
 
 /// `request` with its path replaced (the query kept).
@@ -194,7 +206,7 @@ pub async fn list_tenants(
 ) -> Json<Vec<TenantView>> {
     let visible = directory.0.iter().filter(|t| caller.holds(&t.id));
     let checks = visible.map(|tenant| async move {
-        let readiness = super::health::readiness(&tenant.state).await;
+        let readiness = super::health::readiness(tenant).await;
         TenantView {
             id: tenant.id.to_string(),
             name: tenant.name.clone(),

@@ -199,7 +199,7 @@ impl App {
         );
         let (router, routing) = api::router(&fleet.served(), self.tokens, &self.limits);
         tracing::info!(%address, "wfmd is serving");
-        let mut server = tokio::spawn(api::serve::serve(
+        let mut server = crate::tasks::spawn(api::serve::serve(
             self.listener,
             router,
             self.serving,

@@ -49,9 +49,20 @@ pub struct Tenant {
 impl Tenant {
     /// Opens the tenant's database (applying migrations), connects its platform client
     /// and builds every service its configuration asks for, each reading `clock` where
-    /// it judges or stamps time. With `lock`, first takes the database's daemon lock
-    /// (refused while another daemon serves it), held as long as the tenant.
+    /// it judges or stamps time; registers the tenant's metrics. With `lock`, first takes
+    /// the database's daemon lock (refused while another daemon serves it), held as long
+    /// as the tenant. Works in the tenant's scope, like everything the tenant does (see
+    /// [`crate::tasks`]).
     pub async fn build(
+        spec: &TenantSpec,
+        clock: engine::Clock,
+        lock: bool,
+    ) -> anyhow::Result<Tenant> {
+        crate::telemetry::register_tenant(&spec.id);
+        crate::tasks::in_tenant(&spec.id, Tenant::build_in_scope(spec, clock, lock)).await
+    }
+
+    async fn build_in_scope(
         spec: &TenantSpec,
         clock: engine::Clock,
         lock: bool,
@@ -196,9 +207,17 @@ impl Tenant {
         }
     }
 
-    /// Every background worker of the tenant; webhook delivery lets POSTs in flight
-    /// finish within `grace` once stopped.
+    /// Every background worker of the tenant, each working in the tenant's scope;
+    /// webhook delivery lets POSTs in flight finish within `grace` once stopped.
     pub fn workers(self, grace: Duration) -> Vec<Worker> {
+        let id = self.id.clone();
+        self.unscoped_workers(grace)
+            .into_iter()
+            .map(|worker| worker.in_tenant(&id))
+            .collect()
+    }
+
+    fn unscoped_workers(self, grace: Duration) -> Vec<Worker> {
         let mut workers = Vec::new();
         if let Some(dispatcher) = self.dispatcher {
             workers.push(Worker::new("webhook delivery", move |stop| {

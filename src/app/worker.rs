@@ -8,6 +8,8 @@ use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::tenant::TenantId;
+
 /// A background worker, not started yet.
 pub struct Worker {
     name: &'static str,
@@ -26,6 +28,14 @@ impl Worker {
             run: Box::new(move |stop| Box::pin(run(stop))),
         }
     }
+
+    /// The same worker, working in `tenant`'s scope (see [`crate::tasks`]).
+    pub fn in_tenant(self, tenant: &TenantId) -> Worker {
+        let (tenant, run) = (tenant.clone(), self.run);
+        Worker::new(self.name, move |stop| async move {
+            crate::tasks::in_tenant(&tenant, run(stop)).await
+        })
+    }
 }
 
 /// Workers started by [`Running::start`].
@@ -37,7 +47,7 @@ impl Running {
         Running(
             workers
                 .into_iter()
-                .map(|worker| (worker.name, tokio::spawn((worker.run)(stop.clone()))))
+                .map(|worker| (worker.name, crate::tasks::spawn((worker.run)(stop.clone()))))
                 .collect(),
         )
     }

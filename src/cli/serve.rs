@@ -43,9 +43,9 @@ pub(super) async fn serve(
         .await
         .map_err(Failure::action)?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    crate::tasks::spawn(cancel_on_signal(shutdown.clone()));
     let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(reload_on_sighup(
+    crate::tasks::spawn(reload_on_sighup(
         source,
         args,
         simulators,

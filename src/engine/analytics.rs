@@ -236,7 +236,7 @@ impl AnalyticsJobs {
                 Ok(ids) => {
                     for claim in ids.into_iter().filter_map(|id| self.claim(id)) {
                         let jobs = self.clone();
-                        running.spawn(async move {
+                        crate::tasks::spawn_in(&mut running, async move {
                             if let Err(e) = jobs.run_claimed(claim).await {
                                 tracing::error!(error = %format!("{e:#}"), "an analytics job failed to run");
                             }

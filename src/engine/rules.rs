@@ -282,8 +282,9 @@ impl RuleScheduler {
     fn spawn_firing(&mut self, rule: Arc<Rule>, slot: DateTime<Utc>, resume: Option<i64>) {
         let firer = self.firer.clone();
         let stop = self.stop_firings.clone();
-        self.firings
-            .spawn(async move { firer.fire(rule, slot, resume, stop).await });
+        crate::tasks::spawn_in(&mut self.firings, async move {
+            firer.fire(rule, slot, resume, stop).await
+        });
     }
 
     /// Takes the rules the handle holds now: unchanged rules keep their cursors, new and

@@ -41,13 +41,14 @@ impl Live {
             }
         };
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.clone().tail(stop.clone(), loaded));
-        tasks.spawn(self.clone().beat(stop.clone()));
-        tasks.spawn(self.clone().follow_board(stop.clone(), board));
+        crate::tasks::spawn_in(&mut tasks, self.clone().tail(stop.clone(), loaded));
+        crate::tasks::spawn_in(&mut tasks, self.clone().beat(stop.clone()));
+        crate::tasks::spawn_in(&mut tasks, self.clone().follow_board(stop.clone(), board));
         if let Some(bulk) = bulk {
-            tasks.spawn(self.clone().follow_jobs(stop.clone(), bulk.clone()));
+            let follow = self.clone().follow_jobs(stop.clone(), bulk.clone());
+            crate::tasks::spawn_in(&mut tasks, follow);
             if self.inner.settings.roster {
-                tasks.spawn(self.clone().keep_roster(stop.clone(), bulk));
+                crate::tasks::spawn_in(&mut tasks, self.clone().keep_roster(stop.clone(), bulk));
             }
         }
         stop.cancelled().await;

@@ -412,7 +412,7 @@ async fn every_role_against_every_route() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for reason in ["missing", "invalid", "forbidden"] {
-        let line = format!("wfmd_api_refusals_total{{reason=\"{reason}\"}}");
+        let line = format!("wfmd_api_refusals_total{{reason=\"{reason}\",tenant=\"default\"}}");
         assert!(metrics.contains(&line), "{line} missing from {metrics}");
     }
     assert_eq!(

@@ -189,7 +189,7 @@ async fn bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_cal
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("wfmd_bulk_items_total{outcome=\"rejected\"}"),
+        metrics.contains("wfmd_bulk_items_total{outcome=\"rejected\",tenant=\"default\"}"),
         "{metrics}"
     );
 }

@@ -95,7 +95,7 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let errors = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("wfmd_store_write_errors_total "))
+        .find_map(|l| l.strip_prefix("wfmd_store_write_errors_total{tenant=\"default\"} "))
         .expect("the write errors are counted");
     assert!(errors.parse::<f64>().unwrap() >= 1.0, "{errors}");
 

@@ -20,7 +20,7 @@ impl BulkJobs {
                     for id in ids {
                         if running.insert(id.clone()) {
                             let (jobs, stop) = (self.clone(), stop.clone());
-                            tasks.spawn(async move {
+                            crate::tasks::spawn_in(&mut tasks, async move {
                                 if let Err(error) = jobs.run_job(&id, &stop).await {
                                     tracing::warn!(%error, job = %id, "bulk job interrupted; it resumes shortly");
                                     tokio::time::sleep(ERROR_BACKOFF).await;
