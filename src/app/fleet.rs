@@ -72,11 +72,11 @@ impl Started {
         }
     }
 
-    /// Stops the tenant's workers (they finish what is in flight) and closes its
-    /// database.
-    async fn finish(self) {
+    /// Stops the tenant's workers (they finish what is in flight, within `grace`) and
+    /// closes its database.
+    async fn finish(self, grace: Duration) {
         self.stop.cancel();
-        self.running.join().await;
+        self.running.join(grace).await;
         self.store.close().await;
     }
 }
@@ -156,7 +156,7 @@ impl Fleet {
         routing.serve(&self.served());
         for removed in previous {
             let id = removed.id.clone();
-            removed.finish().await;
+            removed.finish(self.launch.grace).await;
             tracing::info!(tenant = %id, "reload: tenant removed and stopped; its data stays");
         }
     }
@@ -164,8 +164,8 @@ impl Fleet {
     /// Waits for every tenant's workers to end (after the daemon's stop token was
     /// cancelled) and closes their databases.
     pub async fn finish(self) {
-        for tenant in self.started {
-            tenant.finish().await;
-        }
+        // Together, so the grace is the slowest tenant's, not the sum of all.
+        let grace = self.launch.grace;
+        futures::future::join_all(self.started.into_iter().map(|t| t.finish(grace))).await;
     }
 }

@@ -3,6 +3,7 @@
 //! same way and joins them all, so adding one is adding it to a list.
 
 use std::future::Future;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
@@ -52,12 +53,30 @@ impl Running {
         )
     }
 
-    /// Waits for every worker to end (after `stop` was cancelled); one that panicked is
-    /// logged by name and does not keep the others from being waited for.
-    pub async fn join(self) {
-        for (name, task) in self.0 {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "{name} ended abnormally");
+    /// Waits for every worker to end (after `stop` was cancelled), for `grace` at most;
+    /// one that panicked is logged by name and does not keep the others from being
+    /// waited for. A worker still busy after `grace` (a bulk item waiting its turn at a
+    /// saturated budget, say) is abandoned: dropped where it waits, as a crash would
+    /// drop it, and what it had under way resumes at the next start, as after a crash.
+    pub async fn join(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for (name, mut task) in self.0 {
+            let ended = match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    tracing::warn!(
+                        ?grace,
+                        "{name} did not stop in time; abandoned, what it had under way \
+                         resumes at the next start"
+                    );
+                    task.abort();
+                    // Awaited, so it is dropped before the database closes under it.
+                    task.await
+                }
+            };
+            match ended {
+                Err(e) if e.is_panic() => tracing::error!(error = %e, "{name} ended abnormally"),
+                _ => {}
             }
         }
     }
@@ -86,7 +105,42 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(stopped.load(Ordering::SeqCst), 0, "both work until stopped");
         stop.cancel();
-        running.join().await;
+        running.join(Duration::from_secs(5)).await;
         assert_eq!(stopped.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_still_busy_after_the_grace_is_abandoned_and_the_others_joined() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct CountsDrop(Arc<AtomicUsize>);
+        impl Drop for CountsDrop {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let guard = CountsDrop(dropped.clone());
+        // Ignores its stop token: an item waiting minutes for its turn at the budget.
+        let stubborn = Worker::new("stubborn", move |_stop| async move {
+            let _guard = guard;
+            tokio::time::sleep(Duration::from_secs(3_600)).await;
+        });
+        let prompt = Worker::new("prompt", |stop: CancellationToken| async move {
+            stop.cancelled().await;
+        });
+        let stop = CancellationToken::new();
+        let running = Running::start(vec![stubborn, prompt], &stop);
+        stop.cancel();
+        let started = tokio::time::Instant::now();
+        running.join(Duration::from_secs(5)).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "waited the grace, no more"
+        );
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            1,
+            "the stubborn one was dropped"
+        );
     }
 }

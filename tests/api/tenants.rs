@@ -645,3 +645,98 @@ async fn a_database_written_before_tenants_opens_migrates_in_place_and_keeps_its
     assert!(stdout.contains("default: ok"), "{stdout}");
     assert!(stdout.contains("beta: ok"), "{stdout}");
 }
+
+#[tokio::test]
+async fn one_tenant_saturating_its_budget_leaves_another_tenants_changes_unhindered() {
+    let alpha = TestSim::start(SimConfig {
+        agents: 200,
+        seed: 11,
+        ..SimConfig::default()
+    })
+    .await;
+    let beta = TestSim::start(SimConfig {
+        agents: 30,
+        first_agent: 201,
+        seed: 22,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = TestDb::new();
+    let (file, env) = tenants_file(&db, &[("alpha", &alpha), ("beta", &beta)], "");
+    // alpha at 100 requests a minute; beta keeps its 6,000.
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "requests_per_minute = 6000",
+        "requests_per_minute = 100",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let source = Source {
+        file: Some(file),
+        simulate: false,
+    };
+    let served = Served::start(&Config::load_with_env(&source, env).unwrap()).await;
+    let http = http_client();
+
+    // A change for each of alpha's 200 agents: minutes of work at 100 requests a minute.
+    let agents: Vec<String> = alpha.sim.agents().into_iter().map(|a| a.id).collect();
+    let job = |id: &str| format!("{}/v1/tenants/alpha/bulk-transitions/{id}", served.address);
+    let accepted: Value = http
+        .post(format!(
+            "{}/v1/tenants/alpha/bulk-transitions",
+            served.address
+        ))
+        .json(&json!({"agents": agents, "state": "NOT_READY", "reason": "MEETING"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = accepted["job_id"].as_str().unwrap().to_owned();
+    let view = || async {
+        http.get(job(&id))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    wait_until("alpha's job did not start", || async {
+        view().await["succeeded"].as_i64().unwrap() + view().await["rejected"].as_i64().unwrap() > 0
+    })
+    .await;
+
+    // beta's people meanwhile: each change answered, each on beta's own platform. Had
+    // they queued behind alpha's budget, each would wait minutes (the request timeout
+    // below is a liveness bound, not a speed target).
+    let free = beta.free_agents();
+    assert!(free.len() >= 5, "beta has {} free agents", free.len());
+    for agent in &free[..5] {
+        let target = if agent.state == "PAUSED" {
+            "IDLE"
+        } else {
+            "PAUSED"
+        };
+        let response = http
+            .post(format!(
+                "{}/v1/tenants/beta/agents/{}/transitions",
+                served.address, agent.id
+            ))
+            .timeout(Duration::from_secs(10))
+            .json(&json!({"state": target}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    assert_eq!(beta.changes(), 5);
+    // And alpha was still at its budget's pace when beta was done.
+    let during = view().await;
+    assert!(
+        during["pending"].as_i64().unwrap() > 100,
+        "alpha's job was not saturating its budget: {during}"
+    );
+    assert!(alpha.changes() < 100, "{}", alpha.changes());
+    served.stop().await;
+}
