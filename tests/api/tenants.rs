@@ -11,17 +11,21 @@ use wfmd::config::{Config, Source};
 use crate::helpers::{Daemon, TestDb, TestSim, http_client, wait_until};
 use wfmd::sim::SimConfig;
 
+/// A tenant's simulator: `agents` agents numbered from `first_agent` (so no two
+/// tenants of a test share an agent id), drawn from `seed`.
+pub(crate) async fn tenant_sim(agents: usize, first_agent: usize, seed: u64) -> TestSim {
+    TestSim::start(SimConfig {
+        agents,
+        first_agent,
+        seed,
+        ..SimConfig::default()
+    })
+    .await
+}
+
 /// Two tenants' simulators, each with agents of its own (`u_001`… and `u_031`…).
 pub(crate) async fn two_sims() -> (TestSim, TestSim) {
-    let sim = |seed, first_agent| {
-        TestSim::start(SimConfig {
-            agents: 30,
-            first_agent,
-            seed,
-            ..SimConfig::default()
-        })
-    };
-    (sim(11, 1).await, sim(22, 31).await)
+    (tenant_sim(30, 1, 11).await, tenant_sim(30, 31, 22).await)
 }
 
 /// The configuration of a daemon serving `alpha` and `beta` on their simulators, as a
@@ -437,13 +441,7 @@ async fn the_cli_acts_on_the_tenant_named_with_tenant_and_asks_when_none_is() {
 #[tokio::test]
 async fn sighup_starts_an_added_tenant_stops_a_removed_one_and_refuses_an_invalid_one() {
     let (alpha, beta) = two_sims().await;
-    let gamma = TestSim::start(SimConfig {
-        agents: 30,
-        first_agent: 61,
-        seed: 33,
-        ..SimConfig::default()
-    })
-    .await;
+    let gamma = tenant_sim(30, 61, 33).await;
     let db = TestDb::new();
     let log = db.dir.path().join("wfmd.log");
     let (file, env) = two_tenants_file(&db, &alpha, &beta, "");
@@ -614,13 +612,7 @@ async fn a_database_written_before_tenants_opens_migrates_in_place_and_keeps_its
 
     // Then beside a new tenant: the deployment lists itself as `default`, which keeps
     // database.url and audit.key, so its chain verifies on under the same key.
-    let beta = TestSim::start(SimConfig {
-        agents: 30,
-        first_agent: 101,
-        seed: 22,
-        ..SimConfig::default()
-    })
-    .await;
+    let beta = tenant_sim(30, 101, 22).await;
     let (file, env) = tenants_file(
         &db,
         &[("default", &sim), ("beta", &beta)],
@@ -648,19 +640,8 @@ async fn a_database_written_before_tenants_opens_migrates_in_place_and_keeps_its
 
 #[tokio::test]
 async fn one_tenant_saturating_its_budget_leaves_another_tenants_changes_unhindered() {
-    let alpha = TestSim::start(SimConfig {
-        agents: 200,
-        seed: 11,
-        ..SimConfig::default()
-    })
-    .await;
-    let beta = TestSim::start(SimConfig {
-        agents: 30,
-        first_agent: 201,
-        seed: 22,
-        ..SimConfig::default()
-    })
-    .await;
+    let alpha = tenant_sim(200, 1, 11).await;
+    let beta = tenant_sim(30, 201, 22).await;
     let db = TestDb::new();
     let (file, env) = tenants_file(&db, &[("alpha", &alpha), ("beta", &beta)], "");
     // alpha at 100 requests a minute; beta keeps its 6,000.
@@ -679,7 +660,6 @@ async fn one_tenant_saturating_its_budget_leaves_another_tenants_changes_unhinde
 
     // A change for each of alpha's 200 agents: minutes of work at 100 requests a minute.
     let agents: Vec<String> = alpha.sim.agents().into_iter().map(|a| a.id).collect();
-    let job = |id: &str| format!("{}/v1/tenants/alpha/bulk-transitions/{id}", served.address);
     let accepted: Value = http
         .post(format!(
             "{}/v1/tenants/alpha/bulk-transitions",
@@ -693,15 +673,8 @@ async fn one_tenant_saturating_its_budget_leaves_another_tenants_changes_unhinde
         .await
         .unwrap();
     let id = accepted["job_id"].as_str().unwrap().to_owned();
-    let view = || async {
-        http.get(job(&id))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let job = format!("/v1/tenants/alpha/bulk-transitions/{id}");
+    let view = || served.get_json(&job);
     wait_until("alpha's job did not start", || async {
         view().await["succeeded"].as_i64().unwrap() + view().await["rejected"].as_i64().unwrap() > 0
     })
