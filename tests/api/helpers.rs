@@ -527,6 +527,18 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The JSON body of `GET url`, without a token.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The `wfmd` binary with a clean configuration environment.
 pub fn wfmd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wfmd"));

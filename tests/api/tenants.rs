@@ -110,12 +110,7 @@ impl Served {
 
     /// The JSON body of `GET path`, without a token.
     pub(crate) async fn get_json(&self, path: &str) -> Value {
-        let response = http_client()
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap();
-        response.json().await.unwrap()
+        crate::helpers::get_json(&format!("{}{path}", self.address)).await
     }
 
     pub(crate) fn store(&self, id: &str) -> &wfmd::store::Store {
@@ -465,14 +460,7 @@ async fn sighup_starts_an_added_tenant_stops_a_removed_one_and_refuses_an_invali
         }
     };
     let tenants = || async {
-        let listed: Value = http
-            .get(format!("{}/v1/tenants", daemon.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = crate::helpers::get_json(&format!("{}/v1/tenants", daemon.address)).await;
         listed
             .as_array()
             .unwrap()
@@ -676,7 +664,8 @@ async fn one_tenant_saturating_its_budget_leaves_another_tenants_changes_unhinde
     let job = format!("/v1/tenants/alpha/bulk-transitions/{id}");
     let view = || served.get_json(&job);
     wait_until("alpha's job did not start", || async {
-        view().await["succeeded"].as_i64().unwrap() + view().await["rejected"].as_i64().unwrap() > 0
+        let job = view().await;
+        job["succeeded"].as_i64().unwrap() + job["rejected"].as_i64().unwrap() > 0
     })
     .await;
 
