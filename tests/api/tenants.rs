@@ -702,3 +702,50 @@ async fn one_tenant_saturating_its_budget_leaves_another_tenants_changes_unhinde
     assert!(alpha.changes() < 100, "{}", alpha.changes());
     served.stop().await;
 }
+
+#[tokio::test]
+async fn one_tenants_revoked_credentials_leave_the_other_working_and_readyz_says_why() {
+    let (alpha, beta) = two_sims().await;
+    let db = TestDb::new();
+    let (file, mut env) = two_tenants_file(&db, &alpha, &beta, "");
+    // beta's secret was revoked on the platform: every token call is refused.
+    env.retain(|(var, _)| !var.starts_with("WFMD_TENANTS__BETA__"));
+    env.push((
+        "WFMD_TENANTS__BETA__CXONE__CLIENT_SECRET".into(),
+        "revoked-secret".into(),
+    ));
+    let source = Source {
+        file: Some(file),
+        simulate: false,
+    };
+    let served = Served::start(&Config::load_with_env(&source, env).unwrap()).await;
+    let http = http_client();
+    let post = |tenant: &str, (agent, target): (String, &str)| {
+        http.post(format!(
+            "{}/v1/tenants/{tenant}/agents/{agent}/transitions",
+            served.address
+        ))
+        .timeout(Duration::from_secs(10))
+        .json(&json!({"state": target}))
+        .send()
+    };
+
+    let refused = post("beta", change_for(&beta)).await.unwrap();
+    assert!(refused.status().is_server_error(), "{}", refused.status());
+    assert_eq!(beta.changes(), 0);
+    let made = post("alpha", change_for(&alpha)).await.unwrap();
+    assert_eq!(made.status(), 200, "alpha works on while beta is refused");
+    assert_eq!(alpha.changes(), 1);
+
+    let body = served.get_json("/readyz").await;
+    assert_eq!(body["tenants"]["alpha"]["status"], "ready", "{body}");
+    assert_eq!(body["tenants"]["beta"]["status"], "unavailable", "{body}");
+    let listed = served.get_json("/v1/tenants").await;
+    assert_eq!(listed[0]["ready"], true, "{listed}");
+    let reason = listed[1]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("401") || reason.to_lowercase().contains("credential"),
+        "beta's reason names the refused credentials: {listed}"
+    );
+    served.stop().await;
+}
