@@ -151,8 +151,8 @@ impl Fleet {
             self.started = previous;
             return;
         }
-        // Out of the routes before its workers stop, so no request reaches a stopping
-        // tenant's database after it closed.
+        // Out of the routes before its workers stop: no new request reaches a stopping
+        // tenant (one under way finishes on the state it holds before the database closes).
         routing.serve(&self.served());
         for removed in previous {
             let id = removed.id.clone();
