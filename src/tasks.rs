@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::domain::tenant::TenantId;
 
@@ -86,6 +87,8 @@ pub struct InScope<B> {
     tenant: Option<Arc<str>>,
     /// `None` once dropped.
     inner: Option<B>,
+    /// Counts the body among its tenant's requests under way until it is dropped.
+    _request: Option<TaskTrackerToken>,
 }
 
 impl<B> InScope<B> {
@@ -94,7 +97,15 @@ impl<B> InScope<B> {
         InScope {
             tenant: current_tenant(),
             inner: Some(body),
+            _request: None,
         }
+    }
+
+    /// The body, counted as a request under way (`request`) until it is dropped: a
+    /// stream such as the live feed is one until its client goes.
+    pub fn counted(mut self, request: TaskTrackerToken) -> InScope<B> {
+        self._request = Some(request);
+        self
     }
 }
 

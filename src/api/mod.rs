@@ -203,11 +203,10 @@ pub fn router(
             process: routes_for(first.state.clone(), None, &directory),
             tenants: tenants
                 .iter()
-                .map(|t| {
-                    (
-                        t.id.clone(),
-                        routes_for(t.state.clone(), Some(t.id.clone()), &directory),
-                    )
+                .map(|t| tenancy::TenantRoutes {
+                    id: t.id.clone(),
+                    router: routes_for(t.state.clone(), Some(t.id.clone()), &directory),
+                    requests: t.requests.clone(),
                 })
                 .collect(),
         }

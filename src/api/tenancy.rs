@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use utoipa::ToSchema;
 
@@ -39,6 +40,9 @@ pub struct ServedTenant {
     /// `v2` or `incontact`.
     pub dialect: &'static str,
     pub state: ApiState,
+    /// The tenant's requests under way (responses being streamed included), so a
+    /// tenant removed on reload closes its database only after they finished.
+    pub requests: TaskTracker,
 }
 
 /// Every tenant, in configuration order: what `GET /v1/tenants` lists and `/readyz`
@@ -46,10 +50,17 @@ pub struct ServedTenant {
 #[derive(Clone)]
 pub struct Directory(pub Arc<[ServedTenant]>);
 
+/// One tenant's routes, and its requests under way.
+pub(super) struct TenantRoutes {
+    pub id: TenantId,
+    pub router: Router,
+    pub requests: TaskTracker,
+}
+
 /// The routers the dispatcher picks from.
 pub(super) struct Dispatch {
     /// Each tenant's routes, in [`Directory`] order.
-    pub tenants: Vec<(TenantId, Router)>,
+    pub tenants: Vec<TenantRoutes>,
     /// The process's routes (no tenant check).
     pub process: Router,
 }
@@ -102,22 +113,22 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
         match dispatch
             .tenants
             .iter()
-            .find(|(known, _)| known.as_str() == id)
+            .find(|tenant| tenant.id.as_str() == id)
         {
-            Some((id, router)) => {
+            Some(tenant) => {
                 let request = match with_path(request, &format!("/v1/{rest}")) {
                     Ok(request) => request,
                     Err(problem) => return problem.into_response(),
                 };
-                return answer_in(id, router, request).await;
+                return answer_in(tenant, request).await;
             }
             None => return no_such_tenant(),
         }
     } else if (path == "/v1" || path.starts_with("/v1/")) && path != PREFIX {
         match dispatch.tenants.as_slice() {
-            [(id, only)] => return answer_in(id, only, request).await,
+            [only] => return answer_in(only, request).await,
             several => {
-                let ids: Vec<&str> = several.iter().map(|(id, _)| id.as_str()).collect();
+                let ids: Vec<&str> = several.iter().map(|t| t.id.as_str()).collect();
                 return Problem::new(
                     StatusCode::BAD_REQUEST,
                     "tenant-required",
@@ -141,10 +152,13 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
 /// `request` answered by a tenant's routes in the tenant's scope, which the body keeps
 /// while the server streams it: what the tenant's work records carries its `tenant`
 /// label (see [`crate::tasks`]).
-async fn answer_in(tenant: &TenantId, router: &Router, request: Request) -> Response {
-    crate::tasks::in_tenant(tenant, async {
-        let response = router.clone().oneshot(request).await.into_response();
-        response.map(|body| Body::new(crate::tasks::InScope::current(body)))
+async fn answer_in(tenant: &TenantRoutes, request: Request) -> Response {
+    // Counted from here until the response body is dropped.
+    let request_under_way = tenant.requests.token();
+    crate::tasks::in_tenant(&tenant.id, async {
+        let response = tenant.router.clone().oneshot(request).await.into_response();
+        response
+            .map(|body| Body::new(crate::tasks::InScope::current(body).counted(request_under_way)))
     })
     .await
 }

@@ -72,11 +72,29 @@ impl Started {
         }
     }
 
-    /// Stops the tenant's workers (they finish what is in flight, within `grace`) and
-    /// closes its database.
+    /// Stops the tenant's workers and waits for its requests under way (each within
+    /// `grace`), then closes its database.
     async fn finish(self, grace: Duration) {
         self.stop.cancel();
         self.running.join(grace).await;
+        // Its requests under way finish first (a feed's stream ended with the feed,
+        // above): a change answered after its database closed would go unrecorded.
+        let requests = &self.served.requests;
+        requests.close();
+        if !requests.is_empty() {
+            tracing::info!(
+                tenant = %self.id,
+                requests = requests.len(),
+                "waiting for the tenant's requests under way"
+            );
+        }
+        if tokio::time::timeout(grace, requests.wait()).await.is_err() {
+            tracing::warn!(
+                tenant = %self.id,
+                ?grace,
+                "requests still under way when the tenant's database closes"
+            );
+        }
         self.store.close().await;
     }
 }

@@ -188,6 +188,7 @@ impl Tenant {
             name: self.name.clone(),
             dialect: self.dialect,
             state: self.api_state(exports),
+            requests: tokio_util::task::TaskTracker::new(),
         }
     }
 

@@ -749,3 +749,65 @@ async fn one_tenants_revoked_credentials_leave_the_other_working_and_readyz_says
     );
     served.stop().await;
 }
+
+#[tokio::test]
+async fn a_change_under_way_when_its_tenant_is_removed_is_answered_and_recorded() {
+    let (alpha, beta) = two_sims().await;
+    let db = TestDb::new();
+    let log = db.dir.path().join("wfmd.log");
+    let (file, mut env) = two_tenants_file(&db, &alpha, &beta, "");
+    env.push(("WFMD_LOG__LEVEL".into(), "info".into()));
+    let config = file.display().to_string();
+    let daemon = Daemon::spawn_with_log(&["--config", &config, "serve"], &env, &log).await;
+    let logged = |text: &'static str| {
+        let log = log.clone();
+        move || {
+            let log = log.clone();
+            async move { std::fs::read_to_string(&log).unwrap().contains(text) }
+        }
+    };
+
+    // beta's change reaches its platform, and is held there.
+    let held = beta.sim.hold_next_on(crate::helpers::SET_STATE);
+    let (agent, target) = change_for(&beta);
+    let change = tokio::spawn(
+        http_client()
+            .post(format!(
+                "{}/v1/tenants/beta/agents/{agent}/transitions",
+                daemon.address
+            ))
+            .json(&json!({"state": target}))
+            .send(),
+    );
+    tokio::time::timeout(Duration::from_secs(10), held.arrived())
+        .await
+        .expect("beta's change reached its platform");
+    // Meanwhile beta is removed: its workers stop, and its database waits for the change.
+    tenants_file(&db, &[("alpha", &alpha)], "");
+    daemon.signal("HUP");
+    wait_until(
+        "the removed tenant did not wait for its request under way",
+        logged("waiting for the tenant's requests under way"),
+    )
+    .await;
+    held.release();
+    let response = change.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(beta.changes(), 1);
+    wait_until(
+        "beta did not stop",
+        logged("reload: tenant removed and stopped"),
+    )
+    .await;
+
+    // Recorded in beta's database, which closed only after the answer.
+    let beta_db = db.dir.path().join("wfmd-beta.db");
+    let store = wfmd::store::Store::open(&format!("sqlite://{}", beta_db.display()))
+        .await
+        .unwrap();
+    let succeeded = "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'";
+    assert_eq!(count(&store, succeeded).await, 1);
+    store.close().await;
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+}
