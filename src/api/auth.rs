@@ -405,23 +405,23 @@ pub async fn authorize(
         .extensions_mut()
         .remove::<Preauthenticated>()
         .map(|p| p.0);
-    let outcome = proven
-        .map_or_else(|| gate.tokens.authenticate(request.headers()), Ok)
-        .and_then(|caller| {
-            tracing::Span::current().record("caller", tracing::field::display(&caller.name));
-            match required {
-                Some(required) if !caller.role.allows(required) => Err(Refusal::Forbidden {
-                    required,
-                    role: caller.role,
-                }),
-                _ => Ok(caller),
-            }
-        });
-    match outcome {
-        Ok(caller) if gate.tenant.as_ref().is_some_and(|t| !caller.holds(t)) => {
+    let outcome = proven.map_or_else(|| gate.tokens.authenticate(request.headers()), Ok);
+    if let Ok(caller) = &outcome {
+        tracing::Span::current().record("caller", tracing::field::display(&caller.name));
+        // Before the role: a 403 would tell the caller that the tenant exists.
+        if gate.tenant.as_ref().is_some_and(|t| !caller.holds(t)) {
             tracing::debug!(caller = %caller.name, "refused: the token does not hold the tenant");
-            super::tenancy::no_such_tenant()
+            return super::tenancy::no_such_tenant();
         }
+    }
+    let outcome = outcome.and_then(|caller| match required {
+        Some(required) if !caller.role.allows(required) => Err(Refusal::Forbidden {
+            required,
+            role: caller.role,
+        }),
+        _ => Ok(caller),
+    });
+    match outcome {
         Ok(caller) => {
             let key = CallerKey::of(&caller, &gate.tokens, &request);
             request.extensions_mut().insert(key);

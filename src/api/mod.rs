@@ -175,14 +175,7 @@ pub fn router(
         });
         routes
             .clone()
-            .fallback(|| async {
-                error::Problem::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    "no-such-route",
-                    "No such route",
-                    "no route has this path; /openapi.json lists them",
-                )
-            })
+            .fallback(|| async { tenancy::no_such_route() })
             .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
             // Outside the bearer check, so a feed ticket is redeemed before it runs.
             .layer(axum::middleware::from_fn_with_state(

@@ -9,7 +9,9 @@
 //! [`complete`] then adds what every operation has in common, so handlers list only
 //! their own answers: the bearer scheme, 401 and 403 on routes with a role, 400 on
 //! routes with parameters, 400/413/415/422 on routes with a body, 500 on `/v1`, and the
-//! `x-request-id` header on every response.
+//! `x-request-id` header on every response. Last, it gives every tenant's `/v1` route
+//! its own path, `/v1/tenants/{tenant}/…`, as a copy of the unprefixed one with a
+//! `tenant` path parameter (see [`address_by_tenant`]).
 //!
 //! [`served`] then states, on the JSON, the constraints the server enforces that the
 //! Rust types do not say, generically so every route gets them: a request body's
@@ -25,10 +27,11 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
-    ContentBuilder, HeaderBuilder, Object, PathItem, Ref, RefOr, ResponseBuilder, Type,
+    ContentBuilder, HeaderBuilder, Object, PathItem, Ref, RefOr, Required, ResponseBuilder,
+    Responses, Type,
 };
 
 use super::Routes;
@@ -38,6 +41,7 @@ use super::schemas::{
     AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, SETTABLE_STATE,
     TIME_ZONE, reference, schema_ref,
 };
+use super::tenancy::tenant_path;
 use crate::domain::events::{self, EventType};
 
 /// The document's frame; the paths come from the routes.
@@ -55,7 +59,15 @@ Once any `[[api_tokens]]` are configured, every `/v1` route needs \
 needs (viewer < supervisor < admin). `/healthz`, `/readyz`, `/metrics` and this \
 document stay open: probes and scrapers carry no tokens, and none of them shows agent \
 data. With no tokens configured, wfmd listens on loopback only and every caller may \
-do everything."
+do everything.\n\n\
+Several tenants: each `/v1` route is served for every tenant under \
+`/v1/tenants/{tenant}/...` (the same operation, its id ending in `_in_tenant`, with the \
+`tenant` path parameter); the unprefixed `/v1/...` addresses the only tenant, and while \
+several are served it answers 400 `tenant-required`, naming them. `GET /v1/tenants` \
+lists the tenants the token holds (`[[api_tokens]]` `tenants`). A tenant that is not \
+configured, or that the token does not hold, is answered 404 `no-such-route`, as a path \
+no route has. Jobs, feed tickets and idempotency keys belong to the tenant they were made \
+in: another tenant's path does not find them."
     ),
     components(schemas(
         ProblemDetails,
@@ -162,7 +174,12 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
                     "wfmd failed; the cause is in its log under the request id",
                 );
             }
-            for response in responses.values_mut() {
+        }
+    }
+    address_by_tenant(spec);
+    for item in spec.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            for response in operation.responses.responses.values_mut() {
                 if let RefOr::T(response) = response {
                     response
                         .headers
@@ -180,6 +197,80 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
                         });
                 }
             }
+        }
+    }
+}
+
+/// Name of the schema of a tenant id in a path.
+const TENANT_ID: &str = "TenantId";
+
+/// Adds, beside each tenant's `/v1` route, its copy under `/v1/tenants/{tenant}/…`,
+/// with the `tenant` path parameter, its own operation id and the 404 of a tenant not
+/// served or not held; and to the unprefixed route, its 400 `tenant-required`.
+///
+/// A copy per path rather than a `servers` entry with a `{tenant}` variable: client
+/// generators make one plain function per operation with the tenant an ordinary
+/// argument, while many ignore server variables (or the servers altogether), and the
+/// paths' own `/v1` would sit under a server base `/v1/tenants/{tenant}` twice.
+fn address_by_tenant(spec: &mut utoipa::openapi::OpenApi) {
+    let mut copies = Vec::new();
+    for (path, item) in spec.paths.paths.iter_mut() {
+        let Some(tenant_path) = tenant_path(path) else {
+            continue;
+        };
+        let mut copy = item.clone();
+        for operation in operations_mut(&mut copy) {
+            if let Some(id) = &mut operation.operation_id {
+                id.push_str("_in_tenant");
+            }
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .insert(0, RefOr::T(tenant_parameter()));
+            note(
+                &mut operation.responses,
+                "404",
+                "No tenant has this id, or the token does not hold it (`no-such-route`, \
+                 as for a path no route has)",
+            );
+        }
+        for operation in operations_mut(item) {
+            note(
+                &mut operation.responses,
+                "400",
+                "Several tenants are served and the path names none (`tenant-required`; \
+                 its `tenants` lists them): use `/v1/tenants/{tenant}/…`",
+            );
+        }
+        copies.push((tenant_path, copy));
+    }
+    spec.paths.paths.extend(copies);
+}
+
+/// The `tenant` parameter of a route under `/v1/tenants/{tenant}`.
+fn tenant_parameter() -> Parameter {
+    ParameterBuilder::new()
+        .name("tenant")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("A tenant's id, as `GET /v1/tenants` lists it"))
+        .schema(Some(Object::with_type(Type::String)))
+        .build()
+}
+
+/// Documents `status` as answering `description` too: appended to the answer's own
+/// description when it has one (the body is a problem either way), else as a problem.
+fn note(responses: &mut Responses, status: &str, description: &str) {
+    match responses.responses.get_mut(status) {
+        Some(RefOr::T(response)) => {
+            let own = response.description.trim_end_matches('.');
+            response.description = format!("{own}; or: {description}");
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            responses
+                .responses
+                .insert(status.to_owned(), RefOr::T(problem_response(description)));
         }
     }
 }
@@ -321,6 +412,14 @@ fn constrain(doc: &mut serde_json::Value) {
         }),
     );
     schemas.insert(
+        TENANT_ID.to_owned(),
+        json!({
+            "type": "string",
+            "pattern": format!("^[a-z0-9-]{{1,{}}}$", crate::domain::tenant::MAX_LEN),
+            "description": "A tenant's id: `a-z`, `0-9` and `-`, as configured in `[[tenants]]`.",
+        }),
+    );
+    schemas.insert(
         TIME_ZONE.to_owned(),
         json!({
             "type": "string",
@@ -373,6 +472,7 @@ fn constrain_parameter(parameter: &mut serde_json::Value) {
     let name = parameter["name"].as_str().unwrap_or_default().to_owned();
     let schema = match (place.as_str(), name.as_str()) {
         ("path", "agent_id") => reference(AGENT_ID),
+        ("path", "tenant") => reference(TENANT_ID),
         ("query", "from" | "to") => reference(INSTANT),
         ("query", "tz") => reference(TIME_ZONE),
         ("header", "idempotency-key") => json!({
@@ -558,6 +658,57 @@ mod tests {
             }
         }
         assert!(count >= 6, "{count}");
+    }
+
+    #[test]
+    fn every_tenant_route_is_described_under_its_tenant_as_well() {
+        let doc = served(&super::super::openapi_document(), false);
+        let paths = doc["paths"].as_object().unwrap();
+        let mut copies = 0;
+        for (path, item) in paths {
+            let Some(rest) = path.strip_prefix("/v1/") else {
+                continue;
+            };
+            if path == "/v1/tenants" || rest.starts_with("tenants/{tenant}/") {
+                continue;
+            }
+            let copy = &paths[&format!("/v1/tenants/{{tenant}}/{rest}")];
+            for (method, operation) in item.as_object().unwrap() {
+                let route = format!("{method} {path}");
+                let in_tenant = &copy[method];
+                copies += 1;
+                assert_eq!(
+                    in_tenant["operationId"],
+                    format!("{}_in_tenant", operation["operationId"].as_str().unwrap()),
+                    "{route}"
+                );
+                let tenant = &in_tenant["parameters"][0];
+                assert_eq!(
+                    (&tenant["name"], &tenant["in"]),
+                    (&"tenant".into(), &"path".into())
+                );
+                assert_eq!(tenant["schema"]["$ref"], schema_ref(TENANT_ID), "{route}");
+                assert_eq!(in_tenant["security"], operation["security"], "{route}");
+                let said = |op: &serde_json::Value, status: &str| {
+                    op["responses"][status]["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                assert!(said(in_tenant, "404").contains("no-such-route"), "{route}");
+                assert!(
+                    said(operation, "400").contains("tenant-required"),
+                    "{route}"
+                );
+                assert!(
+                    !said(in_tenant, "400").contains("tenant-required"),
+                    "{route}"
+                );
+            }
+        }
+        assert!(copies >= 15, "{copies}");
+        assert!(!paths.contains_key("/v1/tenants/{tenant}/tenants"));
+        assert!(!paths["/v1/tenants"]["get"]["responses"]["400"].is_object());
     }
 
     /// The `null`s of `value`, by JSON pointer, outside the keywords whose values are

@@ -29,8 +29,16 @@ use super::roles::VIEWER;
 use super::{ApiState, Routes};
 use crate::domain::tenant::TenantId;
 
-/// Where the tenants' routes are prefixed.
-const PREFIX: &str = "/v1/tenants";
+/// Where the tenants' routes are prefixed; the list of tenants is this path itself.
+pub(super) const PREFIX: &str = "/v1/tenants";
+
+/// Where a tenant's copy of the `/v1` route `path` (a route template) is addressed:
+/// `/v1/tenants/{tenant}/…`; `None` for a route that is the process's, not a tenant's
+/// (outside `/v1`, and the list of tenants).
+pub(super) fn tenant_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/")?;
+    (path != PREFIX).then(|| format!("{PREFIX}/{{tenant}}/{rest}"))
+}
 
 /// One tenant as the API serves it.
 #[derive(Clone)]
@@ -122,7 +130,10 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
                 };
                 return answer_in(tenant, request).await;
             }
-            None => return no_such_tenant(),
+            // The process's routes have no such path: like any path under /v1 that no
+            // route has, it is answered 404 only to a caller with a token, so a stranger
+            // cannot tell a tenant that is served from one that is not (401 for both).
+            None => &dispatch.process,
         }
     } else if (path == "/v1" || path.starts_with("/v1/")) && path != PREFIX {
         match dispatch.tenants.as_slice() {
@@ -176,16 +187,21 @@ fn with_path(mut request: Request, path: &str) -> Result<Request, Problem> {
     Ok(request)
 }
 
-/// The answer for a tenant that is not configured, or that the caller does not hold:
-/// the same, so a token learns nothing of tenants it may not see.
-pub fn no_such_tenant() -> Response {
+/// The 404 of a path nothing answers: no route has it, or it names a tenant that is
+/// not configured or that the caller does not hold. One answer for all three, so a
+/// token learns nothing of tenants it may not see.
+pub(super) fn no_such_route() -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
         "no-such-route",
         "No such route",
         "no route has this path; /openapi.json lists them, GET /v1/tenants the tenants",
     )
-    .into_response()
+}
+
+/// [`no_such_route`], for a tenant that is not configured or not held.
+pub fn no_such_tenant() -> Response {
+    no_such_route().into_response()
 }
 
 pub fn routes() -> Routes {

@@ -283,6 +283,22 @@ pub const ROUTES: &[Row] = &[
     },
 ];
 
+/// Every route of [`ROUTES`] at each address it has: a tenant's `/v1` route also under
+/// `/v1/tenants/{tenant}/…` (the list of tenants is the process's, and has no copy).
+pub fn addressed_routes() -> Vec<(String, &'static Row)> {
+    ROUTES
+        .iter()
+        .flat_map(|row| {
+            let copy = row
+                .path
+                .strip_prefix("/v1/")
+                .filter(|_| row.path != "/v1/tenants")
+                .map(|rest| (format!("/v1/tenants/{{tenant}}/{rest}"), row));
+            std::iter::once((row.path.to_owned(), row)).chain(copy)
+        })
+        .collect()
+}
+
 fn sha256_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -327,11 +343,12 @@ pub fn fill_path(template: &str, agent_id: &str) -> String {
     path
 }
 
-/// The request id `row`'s request as `who` carries: the route, in the characters a
-/// request id may have.
-pub fn request_id(who: As, row: &Row) -> String {
-    let path: String = row
-        .path
+/// The request id `row`'s request at `path` as `who` carries: the route (a tenant's
+/// prefix shortened to `t`, to stay within a request id's 64 characters), in the
+/// characters a request id may have.
+pub fn request_id(who: As, row: &Row, path: &str) -> String {
+    let path: String = path
+        .replacen("/tenants/{tenant}/", "/t/", 1)
         .chars()
         .filter_map(|c| match c {
             '/' => Some('.'),
@@ -342,9 +359,15 @@ pub fn request_id(who: As, row: &Row) -> String {
     format!("{who:?}-{}{path}", row.method)
 }
 
-/// Sends `row`'s request as `who`.
-pub async fn send(app: &TestApp, row: &Row, agent_id: &str, who: As) -> reqwest::Response {
-    let path = fill_path(row.path, agent_id);
+/// Sends `row`'s request to its route template `template` as `who`.
+pub async fn send(
+    app: &TestApp,
+    row: &Row,
+    template: &str,
+    agent_id: &str,
+    who: As,
+) -> reqwest::Response {
+    let path = fill_path(template, agent_id);
     let url = if row.query.is_empty() {
         format!("{}{path}", app.address)
     } else {
@@ -353,7 +376,7 @@ pub async fn send(app: &TestApp, row: &Row, agent_id: &str, who: As) -> reqwest:
     let mut request = app
         .http
         .request(row.method.parse().unwrap(), url)
-        .header("x-request-id", request_id(who, row));
+        .header("x-request-id", request_id(who, row, template));
     if let Some(token) = who.token() {
         request = request.bearer_auth(token);
     }
@@ -377,9 +400,9 @@ async fn every_role_against_every_route() {
     let app = spawn_with_roles().await;
     let agent = app.sim.off_shift_agent();
     let mut failures = Vec::new();
-    for row in ROUTES {
+    for (path, row) in addressed_routes() {
         for (who, expected) in CALLERS.into_iter().zip(row.statuses) {
-            let response = send(&app, row, &agent.id, who).await;
+            let response = send(&app, row, &path, &agent.id, who).await;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             // The live feed never ends; its headers are the answer.
@@ -388,12 +411,16 @@ async fn every_role_against_every_route() {
             } else {
                 response.text().await.unwrap()
             };
-            let what = format!("{who:?} {} {}", row.method, row.path);
+            let what = format!("{who:?} {} {path}", row.method);
             if status != expected {
                 failures.push(format!("{what}: {status}, expected {expected}: {body}"));
                 continue;
             }
-            assert_eq!(headers["x-request-id"], request_id(who, row), "{what}");
+            assert_eq!(
+                headers["x-request-id"],
+                request_id(who, row, &path),
+                "{what}"
+            );
             if matches!(status, 401 | 403) {
                 assert_eq!(
                     headers["content-type"], "application/problem+json",

@@ -31,6 +31,7 @@ mod retention;
 mod rough_edges;
 mod rules;
 mod sync;
+mod tenant_api;
 mod tenant_cli;
 mod tenant_live;
 mod tenant_metrics;

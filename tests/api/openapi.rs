@@ -15,7 +15,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::auth::{As, ROUTES, fill_path, spawn_with_roles};
+use crate::auth::{As, addressed_routes, fill_path, spawn_with_roles};
 use crate::helpers::{SET_STATE, TestApp, install_when_missing};
 
 /// One operation of the spec.
@@ -227,14 +227,9 @@ async fn the_spec_and_the_role_table_describe_the_same_routes() {
         .into_iter()
         .map(|op| ((op.method, op.path), op.role))
         .collect();
-    let in_table: BTreeMap<(String, String), Option<String>> = ROUTES
-        .iter()
-        .map(|row| {
-            (
-                (row.method.to_owned(), row.path.to_owned()),
-                row.role.map(str::to_owned),
-            )
-        })
+    let in_table: BTreeMap<(String, String), Option<String>> = addressed_routes()
+        .into_iter()
+        .map(|(path, row)| ((row.method.to_owned(), path), row.role.map(str::to_owned)))
         .collect();
     for (route, role) in &in_spec {
         match in_table.get(route) {
@@ -407,9 +402,10 @@ async fn hostile_input_gets_a_4xx_problem_naming_the_field_or_parameter() {
 // The fuzz pass.
 
 /// Cases of the pass with tokens and of the one without: enough to reach every route
-/// with every kind of input, in seconds on a shared 2-core machine.
-const FUZZ_CASES_WITH_TOKENS: usize = 4_000;
-const FUZZ_CASES_WITHOUT_TOKENS: usize = 1_500;
+/// (each tenant's twice: unprefixed and under `/v1/tenants/{tenant}`) with every kind of
+/// input, in seconds on a shared 2-core machine.
+const FUZZ_CASES_WITH_TOKENS: usize = 7_000;
+const FUZZ_CASES_WITHOUT_TOKENS: usize = 3_000;
 /// Requests in flight at once.
 const FUZZ_CONCURRENCY: usize = 4;
 
@@ -425,7 +421,7 @@ struct Case {
     /// Every part of it is what the document asks for: the operation's method, each
     /// parameter and the body valid by their schemas (required ones present), a
     /// credential the operation takes, a JSON content type with a body, nothing else.
-    /// The server must accept it (2xx, or a documented 404, 409 or 429).
+    /// The server must accept it (2xx, or a documented 308, 404, 409 or 429).
     valid: bool,
 }
 
@@ -449,11 +445,13 @@ impl std::fmt::Display for Case {
     }
 }
 
-/// What a client of the tenant knows besides the document: the ids of its agents and
-/// teams, and its teams' names. A schema cannot list them, and a request naming an
-/// agent or team the tenant lacks is rightly refused (404 for a path, 422 for a body).
+/// What a client of the tenant knows besides the document: the tenant's id, the ids of
+/// its agents and teams, and its teams' names. A schema cannot list them, and a request
+/// naming a tenant, agent or team there is not is rightly refused (404 for a path, 422
+/// for a body).
 #[derive(Debug, Clone)]
 struct Known {
+    tenant: String,
     agents: Vec<String>,
     teams: Vec<String>,
 }
@@ -468,6 +466,7 @@ impl Known {
         teams.sort();
         teams.dedup();
         Known {
+            tenant: "default".to_owned(),
             agents: agents.into_iter().map(|a| a.id).collect(),
             teams,
         }
@@ -527,7 +526,13 @@ fn instant(hours: std::ops::Range<i64>) -> BoxedStrategy<String> {
                     at.with_timezone(&new_york)
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
                 ),
-                Just(at.format("%Y-%m-%d").to_string()),
+                // A date is its midnight: a future one from the next day's, so it stays
+                // in the future (today's midnight is past).
+                Just(
+                    (at + chrono::Duration::days(i64::from(h > 0)))
+                        .format("%Y-%m-%d")
+                        .to_string()
+                ),
             ]
         })
         .boxed()
@@ -549,6 +554,12 @@ fn plausible(name: &str, schema: &Value, known: &Known) -> BoxedStrategy<String>
         "agent_id" => match pattern {
             Some(pattern) => prop_oneof![4 => agents, 1 => pattern].boxed(),
             None => agents.boxed(),
+        },
+        // The tenant served, mostly, so its routes are reached; any id the documented
+        // pattern allows now and then (404 is documented for it).
+        "tenant" => match pattern {
+            Some(pattern) => prop_oneof![4 => Just(known.tenant.clone()), 1 => pattern].boxed(),
+            None => Just(known.tenant.clone()).boxed(),
         },
         // A bulk job's list: a job naming an agent the tenant lacks is refused whole.
         "agents" => agents.boxed(),
@@ -1051,8 +1062,8 @@ async fn send(
 
 /// What every answer must be: no 5xx, a request id, problem+json on every 4xx, a
 /// status the spec documents for the operation, and for a schema-valid request an
-/// acceptance: 2xx, or a documented 404 (no such agent or job), 409 (a refused change, a
-/// job in the wrong state) or 429.
+/// acceptance: 2xx, or a documented 308 (`/t/{tenant}` to its page), 404 (no such agent
+/// or job), 409 (a refused change, a job in the wrong state) or 429.
 fn check(
     case: &Case,
     operation: &Operation,
@@ -1075,7 +1086,7 @@ fn check(
     }
     if case.valid {
         let accepted = (200..300).contains(&status)
-            || (matches!(status, 404 | 409 | 429) && operation.statuses.contains(&status));
+            || (matches!(status, 308 | 404 | 409 | 429) && operation.statuses.contains(&status));
         if !accepted {
             return fail("a schema-valid request refused");
         }
@@ -1148,13 +1159,18 @@ async fn fuzz(app: &TestApp, seed: u8, count: usize, tokens: bool) -> Seen {
     let spec = fetch_spec(app).await;
     let operations = operations(&spec);
     let known = Known::of(app);
-    // Operations with a body have more ways to go wrong, so they get more cases.
+    // Operations with a body have more ways to go wrong, so they get more cases; so do
+    // those with more required parameters, each of which a case may get wrong.
     let strategies: Vec<_> = operations
         .iter()
         .enumerate()
         .map(|(i, op)| {
             (
-                if op.body.is_some() { 4 } else { 1 },
+                if op.body.is_some() {
+                    4
+                } else {
+                    1 + op.parameters.iter().filter(|p| p.required).count() as u32
+                },
                 case_for(&spec, i, op, &known, tokens),
             )
         })
@@ -1168,7 +1184,10 @@ async fn fuzz(app: &TestApp, seed: u8, count: usize, tokens: bool) -> Seen {
         .map(|_| any_case.new_tree(&mut runner).unwrap().current())
         .collect();
     crate::helpers::http_client();
+    // A redirect is the operation's answer (`/t/{tenant}` documents its 308), not the
+    // page it points at.
     let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
