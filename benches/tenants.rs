@@ -272,6 +272,8 @@ impl Daemon {
         Quiet {
             tenants: tenants.len(),
             rss_mb: common::median(rss),
+            // Not kilobytes, but the same kind of line.
+            os_threads: common::status_kb(&self.pid().to_string(), "Threads:").unwrap_or(0),
             cpu_percent: cpu / seconds * 100.0,
             threads,
             minutes: seconds / 60.0,
@@ -300,6 +302,8 @@ struct Quiet {
     tenants: usize,
     /// Median of the samples.
     rss_mb: f64,
+    /// The process's threads at the end of the window (each SQLite connection has one).
+    os_threads: u64,
     /// Of one core.
     cpu_percent: f64,
     /// CPU seconds by thread name.
@@ -510,8 +514,14 @@ fn report_memory(alone: &Quiet, fleet: &Quiet, peak_mb: f64) {
     let per_tenant = (fleet.rss_mb - alone.rss_mb) / (fleet.tenants - alone.tenants) as f64;
     println!(
         "resident memory at rest: {:.1} MB with {} tenants, {:.1} MB with one: {per_tenant:.2} MB \
-         per further tenant (reported, no target); peak through the bulk load {peak_mb:.1} MB",
-        fleet.rss_mb, fleet.tenants, alone.rss_mb
+         per further tenant (reported, no target); peak through the bulk load {peak_mb:.1} MB; \
+         {} threads with {} tenants, {} with one",
+        fleet.rss_mb,
+        fleet.tenants,
+        alone.rss_mb,
+        fleet.os_threads,
+        fleet.tenants,
+        alone.os_threads
     );
 }
 
@@ -533,7 +543,10 @@ fn report_cpu(alone: &Quiet, fleet: &Quiet) {
         .take(6)
         .map(|(name, cpu)| format!("{name} {:.2} %", *cpu / seconds * 100.0))
         .collect();
-    println!("  by thread: {}", shown.join(", "));
+    println!(
+        "  by thread (alive through the window): {}",
+        shown.join(", ")
+    );
 }
 
 fn report_calls(alone: &Quiet, fleet: &Quiet) {
