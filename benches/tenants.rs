@@ -53,6 +53,12 @@ const BETWEEN_CHANGES: Duration = Duration::from_secs(2);
 /// A daemon not ready after this long is a failed run.
 const READY_WITHIN: Duration = Duration::from_secs(180);
 
+/// The state sync's poll interval (`sync.interval_ms`'s default) and the route it polls:
+/// the quiet window starts half an interval after one of the compared tenant's polls, so
+/// its edges never meet a poll and both daemons' windows hold the same number of them.
+const SYNC_INTERVAL: Duration = Duration::from_secs(10);
+const SYNC_POLL: &str = "GET /api/v2/analytics/realtime/subscription/{subscriptionId}";
+
 const TARGET_CPU_PERCENT: f64 = 5.0;
 const TARGET_P95_S: f64 = 0.7;
 const CALLS_TOLERANCE: f64 = 0.05;
@@ -87,7 +93,10 @@ async fn run() {
     let alone = Daemon::start(&tenants[ALONE_TENANT..=ALONE_TENANT], &http).await;
     tokio::time::sleep(SETTLE).await;
     let alone_quiet = alone
-        .quiet_window(&tenants[ALONE_TENANT..=ALONE_TENANT])
+        .quiet_window(
+            &tenants[ALONE_TENANT..=ALONE_TENANT],
+            &tenants[ALONE_TENANT],
+        )
         .await;
     alone.stop();
 
@@ -95,7 +104,7 @@ async fn run() {
     let fleet = Daemon::start(&tenants, &http).await;
     let ready_after = started.elapsed();
     tokio::time::sleep(SETTLE).await;
-    let fleet_quiet = fleet.quiet_window(&tenants).await;
+    let fleet_quiet = fleet.quiet_window(&tenants, &tenants[ALONE_TENANT]).await;
     let load = load_window(&fleet, &tenants, &http).await;
     let peak_mb =
         common::status_kb(&fleet.pid().to_string(), "VmHWM:").unwrap_or(0) as f64 / 1024.0;
@@ -245,8 +254,25 @@ impl Daemon {
         self.child.id()
     }
 
-    /// Resident memory, CPU time and the platform calls of `tenants` over [`QUIET`].
-    async fn quiet_window(&self, tenants: &[Tenant]) -> Quiet {
+    /// Resident memory, CPU time and the platform calls of `tenants` over [`QUIET`],
+    /// from half a sync interval after a poll of `aligned_on`'s.
+    async fn quiet_window(&self, tenants: &[Tenant], aligned_on: &Tenant) -> Quiet {
+        let polls = || {
+            aligned_on
+                .sim
+                .stats()
+                .by_route
+                .get(SYNC_POLL)
+                .copied()
+                .unwrap_or(0)
+        };
+        let before = polls();
+        let deadline = Instant::now() + 3 * SYNC_INTERVAL;
+        while polls() == before {
+            assert!(Instant::now() < deadline, "{} is not polled", aligned_on.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(SYNC_INTERVAL / 2).await;
         for tenant in tenants {
             tenant.sim.reset_stats();
         }
