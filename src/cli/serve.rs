@@ -1,11 +1,10 @@
 //! `wfmd serve` (the daemon, on the platform or the built-in simulator) and `wfmd sim`
 //! (the simulator alone), and the signal handling both stop on.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
-
-use std::collections::HashMap;
 
 use super::{DialectArg, Failure, ServeArgs, SimArgs};
 use crate::App;
@@ -21,7 +20,7 @@ pub(super) async fn serve(
     args: ServeArgs,
     source: Source,
 ) -> Result<ExitCode, Failure> {
-    let tenants = tenants_of(&config, &args).map_err(Failure::usage)?;
+    let mut tenants = tenants_of(&config, &args).map_err(Failure::usage)?;
     // The simulators outlive the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
     let mut simulators = args.simulate.then(|| Simulators {
@@ -29,14 +28,13 @@ pub(super) async fn serve(
         started: HashMap::new(),
         stop: stop_simulator.clone(),
     });
-    let mut clock = crate::engine::Clock::Wall;
-    let mut tenants = tenants;
-    if let Some(simulators) = &mut simulators {
-        clock = simulators
+    let clock = match &mut simulators {
+        Some(simulators) => simulators
             .prepare(&mut tenants)
             .await
-            .map_err(Failure::action)?;
-    }
+            .map_err(Failure::action)?,
+        None => crate::engine::Clock::Wall,
+    };
     // While it runs, the daemon holds each tenant's database's lock: a restore refuses to
     // replace the file under it, and a second daemon refuses to start on it.
     let app = App::build_locked(&config, tenants, clock)
