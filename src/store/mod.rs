@@ -49,8 +49,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
-/// The embedded migrations (`migrations/`), applied at start and by `wfmd migrate`.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The embedded SQLite migrations (`migrations/sqlite/`), applied at start and by `wfmd migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Runs `migrator` on `conn`, up to `target` (every migration with `None`). The
 /// future is boxed as `Send` here, where its lifetimes are known: sqlx's migration

@@ -130,7 +130,7 @@ async fn audit_verify_exits_1_naming_the_entry_edited_out_of_band() {
 #[test]
 fn migrate_applies_the_schema_once() {
     let db = TestDb::new();
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .unwrap()
         .count();
     let (code, stdout, stderr) = run(wfmd().env("WFMD_DATABASE__URL", db.url()).arg("migrate"));
