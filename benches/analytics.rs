@@ -23,6 +23,7 @@
 mod common;
 
 use std::time::Instant;
+use wfmd::on;
 
 use chrono::{TimeZone, Utc};
 use wfmd::domain::trend::{self, Detector, Point, Seasonality, Settings};
@@ -164,41 +165,41 @@ fn history_bench() {
         let mut tx = store.begin_write().await.unwrap();
         // Back-to-back intervals: agent a's n-th interval starts at n·step (+ a second
         // per agent so agents differ), in a state cycling through the seven.
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+        on!(tx, |c| sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1)
              INSERT INTO state_intervals (agent_id, state, origin, started_at, ended_at)
-             SELECT printf('u_%05d', i / ?2),
-                    CASE (i % ?2 + i / ?2) % 7 WHEN 0 THEN 'READY' WHEN 1 THEN 'ON_CONTACT'
+             SELECT printf('u_%05d', i / $2),
+                    CASE (i % $2 + i / $2) % 7 WHEN 0 THEN 'READY' WHEN 1 THEN 'ON_CONTACT'
                         WHEN 2 THEN 'ACW' WHEN 3 THEN 'NOT_READY' WHEN 4 THEN 'IDLE'
                         WHEN 5 THEN 'READY' ELSE 'PAUSED' END,
                     'observed',
-                    ?3 + (i % ?2) * ?4 + (i / ?2) * 1000,
-                    ?3 + (i % ?2 + 1) * ?4 + (i / ?2) * 1000
+                    $3 + (i % $2) * $4 + (i / $2) * 1000,
+                    $3 + (i % $2 + 1) * $4 + (i / $2) * 1000
              FROM n",
         )
         .bind(AGENTS * DAYS * PER_DAY)
         .bind(DAYS * PER_DAY)
         .bind(start_ms)
         .bind(step)
-        .execute(&mut *tx)
-        .await
+        .execute(c)
+        .await.map(wfmd::store::Done::from))
         .unwrap();
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+        on!(tx, |c| sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1)
              INSERT INTO agent_shifts (agent_id, shift_start, shift_end, breaks, breaks_from, fetched_at)
-             SELECT printf('u_%05d', i / ?2), ?3 + (i % ?2) * 86400000 + 8 * 3600000,
-                    ?3 + (i % ?2) * 86400000 + 16 * 3600000,
-                    json_array(json_object('start', strftime('%Y-%m-%dT%H:%M:%SZ', (?3 + (i % ?2) * 86400000 + 12 * 3600000) / 1000, 'unixepoch'),
-                                           'end', strftime('%Y-%m-%dT%H:%M:%SZ', (?3 + (i % ?2) * 86400000 + 12 * 3600000 + 1800000) / 1000, 'unixepoch'),
+             SELECT printf('u_%05d', i / $2), $3 + (i % $2) * 86400000 + 8 * 3600000,
+                    $3 + (i % $2) * 86400000 + 16 * 3600000,
+                    json_array(json_object('start', strftime('%Y-%m-%dT%H:%M:%SZ', ($3 + (i % $2) * 86400000 + 12 * 3600000) / 1000, 'unixepoch'),
+                                           'end', strftime('%Y-%m-%dT%H:%M:%SZ', ($3 + (i % $2) * 86400000 + 12 * 3600000 + 1800000) / 1000, 'unixepoch'),
                                            'kind', 'LUNCH', 'mandatory', json('true'))),
-                    'schedule', ?3
+                    'schedule', $3
              FROM n",
         )
         .bind(AGENTS * DAYS)
         .bind(DAYS)
         .bind(start_ms)
-        .execute(&mut *tx)
-        .await
+        .execute(c)
+        .await.map(wfmd::store::Done::from))
         .unwrap();
         tx.commit().await.unwrap();
         println!(

@@ -40,6 +40,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use wfmd::on;
 
 use futures::StreamExt;
 use secrecy::ExposeSecret;
@@ -741,10 +742,12 @@ async fn outbox_ids(db: &std::path::Path) -> Vec<u128> {
     let store = wfmd::store::Store::open(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY seq")
-        .fetch_all(store.reader())
-        .await
-        .unwrap();
+    let ids: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT id FROM outbox_events ORDER BY seq"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     store.close().await;
     ids.iter().map(|id| event_id(id)).collect()
 }

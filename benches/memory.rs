@@ -17,6 +17,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use wfmd::on;
 
 const SCALE: f64 = 30.0;
 const AGENTS: &str = "2000";
@@ -70,11 +71,12 @@ fn observed_intervals(db: &std::path::Path) -> i64 {
         let store = wfmd::store::Store::open(&format!("sqlite://{}", db.display()))
             .await
             .unwrap();
-        let count =
-            sqlx::query_scalar("SELECT COUNT(*) FROM state_intervals WHERE origin = 'observed'")
-                .fetch_one(store.reader())
-                .await
-                .unwrap();
+        let count = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM state_intervals WHERE origin = 'observed'"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         store.close().await;
         count
     })

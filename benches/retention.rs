@@ -156,6 +156,7 @@
 mod common;
 
 use common::CpuTimes;
+use wfmd::on;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,11 +278,12 @@ fn main() {
 
         let (size_after, free_after) = wfmd::store::retention::size(&store).await.unwrap();
         let compact = dir.path().join("compact.db");
-        sqlx::query("VACUUM INTO ?")
+        on!(store.reader(), |c| sqlx::query("VACUUM INTO $1")
             .bind(compact.to_string_lossy().into_owned())
-            .execute(store.reader())
+            .execute(c)
             .await
-            .unwrap();
+            .map(wfmd::store::Done::from))
+        .unwrap();
         let compact_size = std::fs::metadata(&compact).unwrap().len();
 
         for (kind, n) in &removed {
@@ -449,10 +451,13 @@ fn main() {
 /// Lets the disk settle after the fill: the log copied back and emptied, and the
 /// kernel's dirty pages written, so the baseline does not measure the fill's writeback.
 async fn settle(store: &Store) {
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(store.reader())
-        .await
-        .unwrap();
+    on!(store.reader(), |c| sqlx::query(
+        "PRAGMA wal_checkpoint(TRUNCATE)"
+    )
+    .execute(c)
+    .await
+    .map(wfmd::store::Done::from))
+    .unwrap();
     let synced = std::process::Command::new("sync").status().unwrap();
     assert!(synced.success(), "sync failed: {synced}");
 }
@@ -545,17 +550,19 @@ async fn fill(store: &Store, now: DateTime<Utc>) {
              FROM json_each(?1) j JOIN outbox_events e ON e.id = 'evt_' || (j.value->>0)
              JOIN webhook_deliveries d ON d.event_seq = e.seq",
         ] {
-            sqlx::query(sql)
+            on!(tx, |c| sqlx::query(sql)
                 .bind(&rows)
-                .execute(&mut *tx)
+                .execute(c)
                 .await
-                .unwrap();
+                .map(wfmd::store::Done::from))
+            .unwrap();
         }
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "UPDATE webhook_cursor SET last_event_seq = (SELECT MAX(seq) FROM outbox_events)",
         )
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(wfmd::store::Done::from))
         .unwrap();
         tx.commit().await.unwrap();
         if end == old_part {

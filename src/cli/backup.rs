@@ -11,6 +11,7 @@
 //! A restore takes the database's daemon lock ([`DaemonLock`]), so it never replaces a
 //! database a daemon serves, and no daemon starts half-way through it either.
 
+use crate::store::{Done, on};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,18 +36,20 @@ async fn verify_file(
     let url = format!("sqlite://{}", path.display());
     let store = Store::open_keyed_without_migrating(&url, key.cloned()).await?;
     let result = async {
-        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(store.reader())
-            .await?;
+        let integrity: String = on!(store.reader(), |c| sqlx::query_scalar(
+            "PRAGMA integrity_check"
+        )
+        .fetch_one(c)
+        .await)?;
         if integrity != "ok" {
             anyhow::bail!("{} is damaged: {integrity}", path.display());
         }
-        let tables: i64 = sqlx::query_scalar(
+        let tables: i64 = on!(store.reader(), |c| sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'
              AND name IN ('audit_log', '_sqlx_migrations')",
         )
-        .fetch_one(store.reader())
-        .await?;
+        .fetch_one(c)
+        .await)?;
         if tables != 2 {
             anyhow::bail!("{} is not a wfmd database", path.display());
         }
@@ -141,11 +144,12 @@ pub async fn backup(
         .await
         .map_err(Failure::action)?;
     // Into the empty file made above, which keeps its mode (0600).
-    let copied = sqlx::query("VACUUM INTO ?")
+    let copied = on!(store.reader(), |c| sqlx::query("VACUUM INTO $1")
         .bind(partial.path().to_string_lossy().into_owned())
-        .execute(store.reader())
+        .execute(c)
         .await
-        .with_context(|| format!("cannot write the backup to {}", partial.path().display()));
+        .map(Done::from))
+    .with_context(|| format!("cannot write the backup to {}", partial.path().display()));
     store.close().await;
     copied.map_err(Failure::action)?;
     // VACUUM INTO leaves the copy to the page cache; a backup is only one once on disk.

@@ -24,6 +24,7 @@ pub mod history;
 pub mod render;
 pub mod spec;
 
+use crate::store::on;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -560,13 +561,15 @@ impl ExtractionSink for PlatformRows {
 
 /// The SHA-256 the audit log holds for job `id`'s results, if it completed.
 pub async fn audited_sha256(store: &Store, id: &str) -> anyhow::Result<Option<String>> {
-    let detail: Option<String> = sqlx::query_scalar(
-        "SELECT detail FROM audit_log WHERE action = ?1 AND subject_id = ?2 ORDER BY seq LIMIT 1",
+    let detail: Option<String> = on!(store.reader(), |c| {
+        sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE action = $1 AND subject_id = $2 ORDER BY seq LIMIT 1",
     )
     .bind(AUDIT_COMPLETED)
     .bind(id)
-    .fetch_optional(store.reader())
-    .await?;
+    .fetch_optional(c)
+    .await
+    })?;
     Ok(match detail {
         Some(text) => serde_json::from_str::<serde_json::Value>(&text)?["sha256"]
             .as_str()

@@ -391,6 +391,7 @@ mod tests {
     use super::*;
     use crate::domain::BreakWindow;
     use crate::engine::schedules::tests::{SchedulePlatform, at, schedule, settings};
+    use crate::store::on;
     use crate::store::testing::temp_store;
     use crate::store::to_ms;
 
@@ -516,12 +517,12 @@ mod tests {
         let first = loop {
             // The platform refuses every change here: each attempt is recorded as
             // failed and tried again, so the first one shows when the boundary was met.
-            let first: Option<(i64, String)> = sqlx::query_as(
+            let first: Option<(i64, String)> = on!(store.reader(), |c| sqlx::query_as(
                 "SELECT requested_at, target_state FROM transition_attempts
                  WHERE actor = 'automation:break_start' ORDER BY requested_at LIMIT 1",
             )
-            .fetch_optional(store.reader())
-            .await
+            .fetch_optional(c)
+            .await)
             .unwrap();
             if let Some(first) = first {
                 break first;

@@ -391,6 +391,7 @@ mod tests {
     use crate::config::Config;
     use crate::cxone::Budget;
     use crate::sim::{SimConfig, Simulator};
+    use crate::store::on;
     use crate::store::testing::temp_store;
 
     /// A bulk service over a real engine and store, against the simulator on a free
@@ -484,10 +485,10 @@ mod tests {
         }
 
         async fn count(&self, sql: &'static str) -> i64 {
-            sqlx::query_scalar(sql)
-                .fetch_one(self.store.reader())
-                .await
-                .unwrap()
+            on!(self.store.reader(), |c| sqlx::query_scalar(sql)
+                .fetch_one(c)
+                .await)
+            .unwrap()
         }
     }
 
@@ -612,21 +613,21 @@ mod tests {
         for agent in &others {
             assert_eq!(rig.changes(agent, "NOT_READY", "MEETING"), 1);
         }
-        let audited: Vec<String> = sqlx::query_scalar(
+        let audited: Vec<String> = on!(rig.store.reader(), |c| sqlx::query_scalar(
             "SELECT agent_id FROM audit_log WHERE action = 'transition.unchanged' ORDER BY agent_id",
         )
-        .fetch_all(rig.store.reader())
-        .await
+        .fetch_all(c)
+        .await)
         .unwrap();
         let mut want = watched.to_vec();
         want.sort();
         assert_eq!(audited, want);
-        let payload: String = sqlx::query_scalar(
+        let payload: String = on!(rig.store.reader(), |c| sqlx::query_scalar(
             "SELECT payload FROM outbox_events WHERE event_type = 'bulk.completed' \
              ORDER BY seq DESC LIMIT 1",
         )
-        .fetch_one(rig.store.reader())
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(payload["data"]["unchanged"], 2);
@@ -688,11 +689,11 @@ mod tests {
                 .await,
             5
         );
-        let payload: String = sqlx::query_scalar(
+        let payload: String = on!(rig.store.reader(), |c| sqlx::query_scalar(
             "SELECT payload FROM outbox_events WHERE event_type = 'bulk.completed'",
         )
-        .fetch_one(rig.store.reader())
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(payload["data"]["jobId"], accepted.job_id.as_str());
@@ -700,11 +701,13 @@ mod tests {
         assert_eq!(payload["data"]["rejected"], 2);
         assert_eq!(payload["data"]["status"], "completed");
         for action in ["bulk.accepted", "bulk.completed"] {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = ?")
-                .bind(action)
-                .fetch_one(rig.store.reader())
-                .await
-                .unwrap();
+            let n: i64 = on!(rig.store.reader(), |c| sqlx::query_scalar(
+                "SELECT COUNT(*) FROM audit_log WHERE action = $1"
+            )
+            .bind(action)
+            .fetch_one(c)
+            .await)
+            .unwrap();
             assert_eq!(n, 1, "{action}");
         }
         assert_eq!(rig.bulk.run_pending().await.unwrap(), 0, "nothing left");

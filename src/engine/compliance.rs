@@ -482,6 +482,7 @@ mod tests {
     use crate::engine::Clock;
     use crate::engine::schedules::tests::{SchedulePlatform, at, lunch, schedule, settings};
     use crate::store::history::NewInterval;
+    use crate::store::on;
     use crate::store::testing::temp_store;
 
     async fn enter(store: &Store, agent: &str, state: AgentState, minute: i64) {
@@ -549,11 +550,12 @@ mod tests {
 
         let deadline = Instant::now() + Duration::from_secs(30);
         let opened = loop {
-            let rows: Vec<(i64, i64)> =
-                sqlx::query_as("SELECT started_at, opened_at FROM adherence_exceptions")
-                    .fetch_all(store.reader())
-                    .await
-                    .unwrap();
+            let rows: Vec<(i64, i64)> = on!(store.reader(), |c| sqlx::query_as(
+                "SELECT started_at, opened_at FROM adherence_exceptions"
+            )
+            .fetch_all(c)
+            .await)
+            .unwrap();
             if let Some(row) = rows.first() {
                 break *row;
             }
@@ -602,12 +604,13 @@ mod tests {
         let report = restarted.sweep_at(at(186)).await.unwrap();
         assert_eq!((report.closed, report.open), (1, 0));
 
-        let rows: Vec<(String, String, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT agent_id, kind, started_at, opened_at, closed_at FROM adherence_exceptions",
-        )
-        .fetch_all(store.reader())
-        .await
-        .unwrap();
+        let rows: Vec<(String, String, i64, i64, Option<i64>)> =
+            on!(store.reader(), |c| sqlx::query_as(
+                "SELECT agent_id, kind, started_at, opened_at, closed_at FROM adherence_exceptions",
+            )
+            .fetch_all(c)
+            .await)
+            .unwrap();
         let ms = |m| to_ms(at(m));
         assert_eq!(
             rows,
@@ -619,11 +622,11 @@ mod tests {
                 Some(ms(185))
             )]
         );
-        let events: Vec<String> = sqlx::query_scalar(
+        let events: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
             "SELECT payload FROM outbox_events WHERE event_type = 'adherence.exception' ORDER BY seq",
         )
-        .fetch_all(store.reader())
-        .await
+        .fetch_all(c)
+        .await)
         .unwrap();
         let events: Vec<serde_json::Value> = events
             .iter()
@@ -636,10 +639,12 @@ mod tests {
         assert_eq!(events[0]["data"]["expected"], "MANDATORY_BREAK");
         assert_eq!(events[1]["data"]["status"], "closed");
         assert_eq!(events[1]["data"]["durationMs"], 5 * 60_000);
-        let audited: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY seq")
-            .fetch_all(store.reader())
-            .await
-            .unwrap();
+        let audited: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT action FROM audit_log ORDER BY seq"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
         assert_eq!(
             audited,
             ["adherence.exception_opened", "adherence.exception_closed"]
@@ -663,11 +668,12 @@ mod tests {
         );
         let report = sweep.sweep_at(at(482)).await.unwrap();
         assert_eq!((report.closed, report.opened, report.open), (0, 1, 1));
-        let kinds: Vec<(String, Option<i64>)> =
-            sqlx::query_as("SELECT kind, closed_at FROM adherence_exceptions ORDER BY opened_at")
-                .fetch_all(store.reader())
-                .await
-                .unwrap();
+        let kinds: Vec<(String, Option<i64>)> = on!(store.reader(), |c| sqlx::query_as(
+            "SELECT kind, closed_at FROM adherence_exceptions ORDER BY opened_at"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
         assert_eq!(
             kinds,
             [

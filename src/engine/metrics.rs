@@ -507,6 +507,7 @@ mod tests {
         SubscriptionRequest,
     };
     use crate::domain::{AgentState, BreakStatus, Schedule};
+    use crate::store::on;
     use crate::store::testing::temp_store;
 
     /// A platform that answers every skill and queue it is asked for except the ones in
@@ -749,12 +750,13 @@ mod tests {
             "configured, not listed"
         );
 
-        let stored: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM metric_samples WHERE sampled_at = ?")
-                .bind(crate::store::to_ms(at()))
-                .fetch_one(store.reader())
-                .await
-                .unwrap();
+        let stored: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM metric_samples WHERE sampled_at = $1"
+        )
+        .bind(crate::store::to_ms(at()))
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(stored, 500);
     }
 

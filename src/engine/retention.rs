@@ -495,6 +495,7 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Done, on};
 
     #[test]
     fn the_pass_rests_long_while_the_engine_writes_and_as_long_as_a_step_while_it_does_not() {
@@ -623,15 +624,16 @@ mod tests {
     async fn leave_free_pages(store: &Store, now: DateTime<Utc>, rows: i64) -> (u64, u64) {
         let old = crate::store::to_ms(now - chrono::Duration::days(500));
         let mut tx = store.begin_write().await.unwrap();
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2)
+        on!(tx, |c| sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
              INSERT INTO state_intervals (agent_id, state, reason, origin, started_at, ended_at)
-             SELECT 'u_' || i, 'NOT_READY', hex(zeroblob(500)), 'api', ?1, ?1 + 1000 FROM n",
+             SELECT 'u_' || i, 'NOT_READY', hex(zeroblob(500)), 'api', $1, $1 + 1000 FROM n",
         )
         .bind(old)
         .bind(rows)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(Done::from))
         .unwrap();
         tx.commit().await.unwrap();
         let cutoff = now - chrono::Duration::days(400);

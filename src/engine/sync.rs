@@ -559,7 +559,7 @@ impl Cadence {
 /// so (the transition engine recorded it, or an earlier poll did): intervals, audit
 /// entries and events, a few statements for any number of agents. Returns how many.
 async fn record_observed(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut impl crate::store::AsConn,
     agents: &[&ObservedAgent],
     polled_at: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
@@ -657,6 +657,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+    use crate::store::on;
     use crate::store::testing::temp_store;
 
     /// Polls answer the scripted snapshots; every poll is recorded with its instant.
@@ -739,18 +740,19 @@ mod tests {
             intervals(&store, "u_002").await,
             [("READY".into(), 0, Some(250)), ("READY".into(), 250, None)]
         );
-        let events: i64 = sqlx::query_scalar(
+        let events: i64 = on!(store.reader(), |c| sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbox_events WHERE json_extract(payload, '$.data.origin') = 'observed'",
         )
-        .fetch_one(store.reader())
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         assert_eq!(events, 6);
-        let audited: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'state.observed'")
-                .fetch_one(store.reader())
-                .await
-                .unwrap();
+        let audited: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'state.observed'"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(audited, 6);
         assert!(audit::verify(store.reader()).await.unwrap().is_intact());
     }

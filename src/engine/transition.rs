@@ -629,7 +629,7 @@ impl TransitionEngine {
     /// The attempt row and its audit entry; removes the attempt's intent.
     async fn write_attempt(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut impl crate::store::AsConn,
         record: &Record<'_>,
         from: Option<AgentState>,
         outcome: &Outcome,
@@ -793,6 +793,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{BreakWindow, ScheduleStatus};
+    use crate::store::on;
     use crate::store::testing::temp_store;
 
     use crate::cxone::fake::FakePlatform;
@@ -844,10 +845,10 @@ mod tests {
     }
 
     async fn count(store: &Store, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(store.reader())
-            .await
-            .unwrap()
+        on!(store.reader(), |c| sqlx::query_scalar(sql)
+            .fetch_one(c)
+            .await)
+        .unwrap()
     }
 
     const MAX_AGE: Duration = Duration::from_secs(15 * 60);
@@ -880,12 +881,12 @@ mod tests {
     }
 
     async fn schedule_source(store: &Store, attempt_id: &str) -> (String, i64) {
-        sqlx::query_as(
-            "SELECT schedule_source, schedule_age_ms FROM transition_attempts WHERE id = ?",
+        on!(store.reader(), |c| sqlx::query_as(
+            "SELECT schedule_source, schedule_age_ms FROM transition_attempts WHERE id = $1",
         )
         .bind(attempt_id)
-        .fetch_one(store.reader())
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap()
     }
 
@@ -908,11 +909,11 @@ mod tests {
         let (source, age_ms) = schedule_source(engine.store(), &made.attempt_id).await;
         assert_eq!(source, "book");
         assert!((299_000..=301_000).contains(&age_ms), "age {age_ms} ms");
-        let audited: String = sqlx::query_scalar(
+        let audited: String = on!(engine.store().reader(), |c| sqlx::query_scalar(
             "SELECT json_extract(detail, '$.scheduleSource') FROM audit_log ORDER BY seq DESC",
         )
-        .fetch_one(engine.store().reader())
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         assert_eq!(audited, "book");
     }
@@ -1130,11 +1131,13 @@ mod tests {
             count(store, "SELECT COUNT(*) FROM transition_attempts").await,
             0
         );
-        let (actor, agent, detail): (String, String, String) = sqlx::query_as(
+        let (actor, agent, detail): (String, String, String) = on!(store.reader(), |c| {
+            sqlx::query_as(
             "SELECT actor, agent_id, detail FROM audit_log WHERE action = 'transition.unchanged'",
         )
-        .fetch_one(store.reader())
+        .fetch_one(c)
         .await
+        })
         .unwrap();
         assert_eq!((actor.as_str(), agent.as_str()), ("test", "u_001"));
         let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
@@ -1295,11 +1298,12 @@ mod tests {
             .await,
             2
         );
-        let payload: String =
-            sqlx::query_scalar("SELECT payload FROM outbox_events ORDER BY seq DESC LIMIT 1")
-                .fetch_one(store.reader())
-                .await
-                .unwrap();
+        let payload: String = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT payload FROM outbox_events ORDER BY seq DESC LIMIT 1"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(payload["data"]["from"], "NOT_READY");
         assert_eq!(payload["data"]["to"], "READY");
@@ -1338,10 +1342,12 @@ mod tests {
             .await,
             1
         );
-        let payload: String = sqlx::query_scalar("SELECT payload FROM outbox_events")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+        let payload: String = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT payload FROM outbox_events"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(payload["type"], "transition.rejected");
         assert_eq!(payload["data"]["violation"], "AGENT_NOT_SCHEDULED");
@@ -1699,12 +1705,13 @@ mod tests {
         for pair in rows.windows(2) {
             assert_eq!(pair[0].ended_at, Some(pair[1].started_at), "{pair:?}");
         }
-        let from_states: Vec<Option<String>> = sqlx::query_scalar(
-            "SELECT from_state FROM transition_attempts ORDER BY completed_at, id",
-        )
-        .fetch_all(engine.store().reader())
-        .await
-        .unwrap();
+        let from_states: Vec<Option<String>> =
+            on!(engine.store().reader(), |c| sqlx::query_scalar(
+                "SELECT from_state FROM transition_attempts ORDER BY completed_at, id",
+            )
+            .fetch_all(c)
+            .await)
+            .unwrap();
         assert_eq!(from_states.iter().filter(|s| s.is_none()).count(), 1);
     }
 }

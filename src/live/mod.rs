@@ -39,13 +39,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::tenant::TenantId;
 use crate::engine::metrics::MetricBoard;
-use crate::store::Store;
+use crate::store::{Pool, Store};
 
 pub use encode::Message;
 pub use feed::{Feed, MAX_REPLAY, Start, StreamSlot};
@@ -165,7 +164,7 @@ impl Live {
         &self.inner.tickets
     }
 
-    fn pool(&self) -> &SqlitePool {
+    fn pool(&self) -> &Pool {
         self.inner.store.reader()
     }
 

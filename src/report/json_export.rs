@@ -5,11 +5,10 @@
 
 use futures::TryStreamExt;
 use serde::Serialize;
-use sqlx::SqlitePool;
 
 use super::{Chunked, Report, ReportError, Sink};
 use crate::store::attempts::AttemptRow;
-use crate::store::{from_ms, to_ms};
+use crate::store::{Pool, from_ms, on, to_ms};
 
 const ATTEMPTS: &str = "SELECT id, idempotency_key, agent_id, from_state, target_state, reason,
         origin, actor, outcome, violation, error, latency_ms, requested_at, completed_at
@@ -42,7 +41,7 @@ fn json_error(error: serde_json::Error) -> ReportError {
 
 pub(super) async fn write<S: Sink>(
     report: &Report,
-    pool: &SqlitePool,
+    pool: &Pool,
     out: &mut Chunked<'_, S>,
 ) -> Result<(), ReportError> {
     let head = serde_json::json!({
@@ -65,10 +64,10 @@ pub(super) async fn write<S: Sink>(
     }
     out.buf.extend_from_slice(b"],\"attempts\":[");
 
-    let mut rows = sqlx::query_as::<_, AttemptRow>(ATTEMPTS)
+    let mut rows = on!(pool, |c| sqlx::query_as::<_, AttemptRow>(ATTEMPTS)
         .bind(to_ms(report.window.from))
         .bind(to_ms(report.window.to))
-        .fetch(pool);
+        .fetch(c));
     let mut first = true;
     while let Some(row) = rows.try_next().await? {
         if !first {

@@ -14,13 +14,13 @@ mod html_export;
 mod json_export;
 mod summary;
 
+use crate::store::Pool;
 use std::future::Future;
 use std::io;
 use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use sqlx::SqlitePool;
 
 pub use csv_export::text_cell;
 pub use summary::{AgentSummary, summarize};
@@ -151,7 +151,7 @@ impl Report {
     /// Aggregates the window; `now` ends intervals that are still open, and deviations
     /// from the schedule longer than `exception_threshold` count as adherence exceptions.
     pub async fn build(
-        pool: &SqlitePool,
+        pool: &Pool,
         window: Window,
         now: DateTime<Utc>,
         zone: Option<Tz>,
@@ -176,7 +176,7 @@ impl Report {
     pub async fn write(
         &self,
         format: Format,
-        pool: &SqlitePool,
+        pool: &Pool,
         sink: &mut impl Sink,
     ) -> Result<(), ReportError> {
         let mut out = Chunked::new(sink);

@@ -13,14 +13,14 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::Serialize;
-use sqlx::{FromRow, SqlitePool};
+use sqlx::FromRow;
 
 use crate::domain::AgentState;
 use crate::domain::adherence::{self, Figures, Timeline};
 use crate::domain::idle::{self, Interval, TimeInState, Window};
 use crate::store::roster::RosterEntry;
 use crate::store::schedules::{self, ShiftRow};
-use crate::store::{from_ms, to_ms};
+use crate::store::{Pool, from_ms, on, to_ms};
 
 /// How far before the window intervals and shifts are read for the adherence figures.
 const ADHERENCE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
@@ -163,7 +163,7 @@ struct IntervalRow {
 /// window; ordered by agent id. Open intervals count up to `min(now, window.to)`;
 /// deviations longer than `threshold` are adherence exceptions.
 pub async fn summarize(
-    pool: &SqlitePool,
+    pool: &Pool,
     window: Window,
     now: DateTime<Utc>,
     threshold: chrono::TimeDelta,
@@ -171,10 +171,10 @@ pub async fn summarize(
     let (from, to) = (to_ms(window.from), to_ms(window.to));
     let mut agents: BTreeMap<String, AgentSummary> = BTreeMap::new();
 
-    let mut counts = sqlx::query_as::<_, Counts>(COUNTS)
+    let mut counts = on!(pool, |c| sqlx::query_as::<_, Counts>(COUNTS)
         .bind(from)
         .bind(to)
-        .fetch(pool);
+        .fetch(c));
     while let Some(row) = counts.try_next().await? {
         let summary = agents
             .entry(row.agent_id.clone())
@@ -191,10 +191,10 @@ pub async fn summarize(
     }
     drop(counts);
 
-    let mut p95 = sqlx::query_as::<_, (String, i64)>(P95)
+    let mut p95 = on!(pool, |c| sqlx::query_as::<_, (String, i64)>(P95)
         .bind(from)
         .bind(to)
-        .fetch(pool);
+        .fetch(c));
     while let Some((agent_id, latency)) = p95.try_next().await? {
         if let Some(summary) = agents.get_mut(&agent_id) {
             summary.latency_p95_ms = Some(latency);
@@ -203,14 +203,16 @@ pub async fn summarize(
     drop(p95);
 
     let lookback = to_ms(window.from - ADHERENCE_LOOKBACK);
-    let mut rows = sqlx::query_as::<_, IntervalRow>(INTERVALS)
+    let mut rows = on!(pool, |c| sqlx::query_as::<_, IntervalRow>(INTERVALS)
         .bind(lookback)
         .bind(to)
-        .fetch(pool);
-    let mut shift_rows = sqlx::query_as::<_, ShiftRow>(schedules::OVERLAPPING)
-        .bind(lookback)
-        .bind(to)
-        .fetch(pool);
+        .fetch(c));
+    let mut shift_rows = on!(pool, |c| sqlx::query_as::<_, ShiftRow>(
+        schedules::OVERLAPPING
+    )
+    .bind(lookback)
+    .bind(to)
+    .fetch(c));
     let mut next_shift = shift_rows.try_next().await?;
     // `in_window`: whether any of the agent's intervals overlaps the window; those that
     // end before it were read for the exceptions only.

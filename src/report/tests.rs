@@ -1,5 +1,6 @@
 //! Hand-computed fixtures: every number of the report is worked out below by hand.
 
+use crate::store::on;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
@@ -8,7 +9,7 @@ use crate::store::attempts::{self, AttemptRow};
 use crate::store::history::{self, NewInterval};
 use crate::store::roster::{self, RosterEntry};
 use crate::store::testing::temp_store;
-use crate::store::{Store, to_ms};
+use crate::store::{Done, Store, to_ms};
 
 /// The exception threshold of the fixtures: two minutes.
 const THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
@@ -90,14 +91,15 @@ async fn fixture() -> (Store, tempfile::TempDir) {
     enter(&store, "a1", AgentState::Ready, minutes(15)).await;
     enter(&store, "a1", AgentState::Paused, minutes(45)).await;
     enter(&store, "a2", AgentState::Idle, minutes(50)).await;
-    sqlx::query(
+    on!(store.reader(), |c| sqlx::query(
         "INSERT INTO state_intervals (agent_id, state, origin, started_at, ended_at)
-         VALUES ('a4', 'IDLE', 'observed', ?, ?)",
+         VALUES ('a4', 'IDLE', 'observed', $1, $2)",
     )
     .bind(to_ms(minutes(-120)))
     .bind(to_ms(minutes(-60)))
-    .execute(store.reader())
+    .execute(c)
     .await
+    .map(Done::from))
     .unwrap();
 
     let mut tx = store.begin_write().await.unwrap();

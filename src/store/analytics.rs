@@ -6,11 +6,12 @@
 //! resumes where the job stopped. Result rows are keyed by (job, series, bucket): the key
 //! itself refuses a bucket the platform sends twice.
 
+use crate::store::{AsConn, Done, Pool, on};
 use std::collections::HashMap;
 
 use futures::Stream;
 use serde::Serialize;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 /// One agent's figures of one UTC day (all durations in milliseconds).
 #[derive(Debug, Clone, Default, PartialEq, Eq, FromRow, Serialize)]
@@ -39,34 +40,39 @@ const DAILY_COLUMNS: &str = "day, agent_id, idle_ms, ready_ms, not_ready_ms, pau
 
 /// The days in `[from_day, to_day)` whose rollup is stored.
 pub async fn rolled_up_days(
-    pool: &SqlitePool,
+    pool: &Pool,
     from_day: i64,
     to_day: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT day FROM analytics_rollup_days WHERE day >= ?1 AND day < ?2")
-        .bind(from_day)
-        .bind(to_day)
-        .fetch_all(pool)
-        .await
+    on!(pool, |c| sqlx::query_scalar(
+        "SELECT day FROM analytics_rollup_days WHERE day >= $1 AND day < $2"
+    )
+    .bind(from_day)
+    .bind(to_day)
+    .fetch_all(c)
+    .await)
 }
 
 /// Stores one day's rollup (replacing any earlier one) and marks the day complete.
 pub async fn save_day(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     day: i64,
     rows: &[DailyRow],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM analytics_daily WHERE day = ?")
-        .bind(day)
-        .execute(&mut *conn)
-        .await?;
+    on!(conn, |c| sqlx::query(
+        "DELETE FROM analytics_daily WHERE day = $1"
+    )
+    .bind(day)
+    .execute(c)
+    .await
+    .map(Done::from))?;
     // Set-based: one statement per day whatever the number of agents.
     for chunk in rows.chunks(5_000) {
         let json = serde_json::to_string(chunk).expect("rollup rows serialize");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        on!(conn, |cx| sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO analytics_daily ({DAILY_COLUMNS})
-             SELECT {} FROM json_each(?)",
+             SELECT {} FROM json_each($1)",
             DAILY_COLUMNS
                 .split(", ")
                 .map(|c| format!("json_extract(value, '$.{}')", c.trim()))
@@ -74,66 +80,68 @@ pub async fn save_day(
                 .join(", ")
         )))
         .bind(json)
-        .execute(&mut *conn)
-        .await?;
+        .execute(cx)
+        .await
+        .map(Done::from))?;
     }
-    sqlx::query(
-        "INSERT INTO analytics_rollup_days (day, agents, computed_at) VALUES (?1, ?2, ?3)
+    on!(conn, |c| sqlx::query(
+        "INSERT INTO analytics_rollup_days (day, agents, computed_at) VALUES ($1, $2, $3)
          ON CONFLICT (day) DO UPDATE SET agents = excluded.agents,
              computed_at = excluded.computed_at",
     )
     .bind(day)
     .bind(rows.len() as i64)
     .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
 /// The stored rollup rows of `[from_day, to_day)`, by day then agent.
 pub fn daily_rows(
-    pool: &SqlitePool,
+    pool: &Pool,
     from_day: i64,
     to_day: i64,
 ) -> impl Stream<Item = Result<DailyRow, sqlx::Error>> + '_ {
-    sqlx::query_as::<_, DailyRow>(
+    on!(pool, |c| sqlx::query_as::<_, DailyRow>(
         "SELECT day, agent_id, idle_ms, ready_ms, not_ready_ms, paused_ms, idle_state_ms,
                 logged_out_ms, on_contact_ms, acw_ms, scheduled_ms, in_adherence_ms,
                 exceptions, transitions, violations, latency_p95_ms
-         FROM analytics_daily WHERE day >= ?1 AND day < ?2 ORDER BY day, agent_id",
+         FROM analytics_daily WHERE day >= $1 AND day < $2 ORDER BY day, agent_id",
     )
     .bind(from_day)
     .bind(to_day)
-    .fetch(pool)
+    .fetch(c))
 }
 
 /// Nearest-rank 95th percentile of transition latency per agent over `[from, to)`, the
 /// way the compliance report computes it.
 pub async fn latency_p95(
-    pool: &SqlitePool,
+    pool: &Pool,
     from: i64,
     to: i64,
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i64)> = on!(pool, |c| sqlx::query_as(
         "SELECT agent_id, latency_ms FROM (
             SELECT agent_id, latency_ms,
                 ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY latency_ms) AS position,
                 COUNT(*) OVER (PARTITION BY agent_id) AS n
             FROM transition_attempts
-            WHERE requested_at >= ?1 AND requested_at < ?2)
+            WHERE requested_at >= $1 AND requested_at < $2)
         WHERE position = (n * 95 + 99) / 100",
     )
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(rows.into_iter().collect())
 }
 
 pub use super::roster::RosterEntry;
 
 /// Every agent's stored team (the agent roster, see [`super::roster`]).
-pub async fn roster(pool: &SqlitePool) -> Result<Vec<RosterEntry>, sqlx::Error> {
+pub async fn roster(pool: &Pool) -> Result<Vec<RosterEntry>, sqlx::Error> {
     Ok(super::roster::all(pool).await?.into_values().collect())
 }
 
@@ -171,140 +179,150 @@ const JOB_COLUMNS: &str = "id, source, spec, actor, status, platform_query_id, \
 
 /// Stores a new queued job.
 pub async fn insert_job(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     source: &str,
     spec: &str,
     actor: &str,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO analytics_jobs (id, source, spec, actor, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id)
     .bind(source)
     .bind(spec)
     .bind(actor)
     .bind(now_ms)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
-pub async fn job(pool: &SqlitePool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = ?"
+pub async fn job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = $1"
     )))
     .bind(id)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
-pub async fn job_on(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = ?"
+pub async fn job_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = $1"
     )))
     .bind(id)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// The newest jobs first, at most `limit`.
-pub async fn jobs(pool: &SqlitePool, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM analytics_jobs ORDER BY created_at DESC, id DESC LIMIT ?"
+pub async fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM analytics_jobs ORDER BY created_at DESC, id DESC LIMIT $1"
     )))
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// Jobs not finished, oldest first (to run or resume).
-pub async fn unfinished(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn unfinished(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_scalar(
         "SELECT id FROM analytics_jobs WHERE status IN ('queued', 'running')
          ORDER BY created_at, id",
     )
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// How many of `actor`'s jobs are queued or running.
-pub async fn unfinished_of(conn: &mut SqliteConnection, actor: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn unfinished_of(conn: &mut impl AsConn, actor: &str) -> Result<i64, sqlx::Error> {
+    on!(conn, |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM analytics_jobs
-         WHERE status IN ('queued', 'running') AND actor = ?",
+         WHERE status IN ('queued', 'running') AND actor = $1",
     )
     .bind(actor)
-    .fetch_one(conn)
-    .await
+    .fetch_one(c)
+    .await)
 }
 
 /// Marks a job running (keeping its first start).
 pub async fn mark_running(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE analytics_jobs SET status = 'running', started_at = COALESCE(started_at, ?2)
-         WHERE id = ?1 AND status IN ('queued', 'running')",
+    on!(conn, |c| sqlx::query(
+        "UPDATE analytics_jobs SET status = 'running', started_at = COALESCE(started_at, $2)
+         WHERE id = $1 AND status IN ('queued', 'running')",
     )
     .bind(id)
     .bind(now_ms)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
 /// Remembers the platform's query id (and forgets rows of an earlier submission).
 pub async fn set_platform_query(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     query_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     clear_results(&mut *conn, id).await?;
-    sqlx::query(
-        "UPDATE analytics_jobs SET platform_query_id = ?2, platform_status = NULL,
-             total = NULL WHERE id = ?1",
+    on!(conn, |c| sqlx::query(
+        "UPDATE analytics_jobs SET platform_query_id = $2, platform_status = NULL,
+             total = NULL WHERE id = $1",
     )
     .bind(id)
     .bind(query_id)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
 /// The platform status last seen, and the total it reported.
 pub async fn set_platform_status(
-    pool_conn: &mut SqliteConnection,
+    pool_conn: &mut impl AsConn,
     id: &str,
     status: &str,
     total: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE analytics_jobs SET platform_status = ?2, total = COALESCE(?3, total)
-         WHERE id = ?1",
+    on!(pool_conn, |c| sqlx::query(
+        "UPDATE analytics_jobs SET platform_status = $2, total = COALESCE($3, total)
+         WHERE id = $1",
     )
     .bind(id)
     .bind(status)
     .bind(total)
-    .execute(pool_conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
 /// Deletes a job's stored result rows (a restart of its work from the beginning).
-pub async fn clear_results(conn: &mut SqliteConnection, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM analytics_results WHERE job_id = ?")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE analytics_jobs SET received = 0 WHERE id = ?")
-        .bind(id)
-        .execute(conn)
-        .await?;
+pub async fn clear_results(conn: &mut impl AsConn, id: &str) -> Result<(), sqlx::Error> {
+    on!(conn, |c| sqlx::query(
+        "DELETE FROM analytics_results WHERE job_id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    on!(conn, |c| sqlx::query(
+        "UPDATE analytics_jobs SET received = 0 WHERE id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
@@ -328,7 +346,7 @@ pub struct Duplicate {
 /// Stores a page of result rows and advances `received` by their number, in the
 /// caller's transaction. A (series, bucket) already stored is reported, not stored.
 pub async fn store_page(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     rows: &[NewResult],
 ) -> Result<Option<Duplicate>, sqlx::Error> {
@@ -337,42 +355,46 @@ pub async fn store_page(
     }
     let json = serde_json::to_string(rows).expect("result rows serialize");
     // Duplicates within the page or against stored rows: look before writing.
-    let duplicate: Option<(String, i64)> = sqlx::query_as(
+    let duplicate: Option<(String, i64)> = on!(conn, |c| sqlx::query_as(
         "SELECT series, bucket FROM (
             SELECT json_extract(value, '$.series') AS series,
                    json_extract(value, '$.bucket') AS bucket
-            FROM json_each(?2)) AS page
+            FROM json_each($2)) AS page
          WHERE EXISTS (SELECT 1 FROM analytics_results r
-                       WHERE r.job_id = ?1 AND r.series = page.series AND r.bucket = page.bucket)
+                       WHERE r.job_id = $1 AND r.series = page.series AND r.bucket = page.bucket)
          UNION ALL
          SELECT series, bucket FROM (
             SELECT json_extract(value, '$.series') AS series,
                    json_extract(value, '$.bucket') AS bucket
-            FROM json_each(?2)) GROUP BY series, bucket HAVING COUNT(*) > 1
+            FROM json_each($2)) GROUP BY series, bucket HAVING COUNT(*) > 1
          LIMIT 1",
     )
     .bind(id)
     .bind(&json)
-    .fetch_optional(&mut *conn)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     if let Some((series, bucket)) = duplicate {
         return Ok(Some(Duplicate { series, bucket }));
     }
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO analytics_results (job_id, series, bucket, vals)
-         SELECT ?1, json_extract(value, '$.series'), json_extract(value, '$.bucket'),
+         SELECT $1, json_extract(value, '$.series'), json_extract(value, '$.bucket'),
                 json_extract(value, '$.vals')
-         FROM json_each(?2)",
+         FROM json_each($2)",
     )
     .bind(id)
     .bind(&json)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE analytics_jobs SET received = received + ?2 WHERE id = ?1")
-        .bind(id)
-        .bind(rows.len() as i64)
-        .execute(conn)
-        .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    on!(conn, |c| sqlx::query(
+        "UPDATE analytics_jobs SET received = received + $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(rows.len() as i64)
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(None)
 }
 
@@ -386,83 +408,82 @@ pub struct ResultRow {
 
 /// A job's result rows by series, then bucket: one series at a time, so a reader holds
 /// one series in memory, never the whole result.
-pub fn results(
-    pool: &SqlitePool,
-    id: &str,
-) -> impl Stream<Item = Result<ResultRow, sqlx::Error>> + Send {
-    sqlx::query_as::<_, ResultRow>(
-        "SELECT series, bucket, vals FROM analytics_results WHERE job_id = ?
+pub fn results(pool: &Pool, id: &str) -> impl Stream<Item = Result<ResultRow, sqlx::Error>> + Send {
+    on!(pool, |c| sqlx::query_as::<_, ResultRow>(
+        "SELECT series, bucket, vals FROM analytics_results WHERE job_id = $1
          ORDER BY series, bucket",
     )
     .bind(id.to_owned())
-    .fetch(pool)
+    .fetch(c))
 }
 
 /// Per series: its number of buckets, first and last bucket.
 pub async fn series_extents(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
 ) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
+    on!(conn, |c| sqlx::query_as(
         "SELECT series, COUNT(*), MIN(bucket), MAX(bucket) FROM analytics_results
-         WHERE job_id = ? GROUP BY series ORDER BY series",
+         WHERE job_id = $1 GROUP BY series ORDER BY series",
     )
     .bind(id)
-    .fetch_all(conn)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The distinct buckets of a job's results, in order.
-pub async fn buckets(conn: &mut SqliteConnection, id: &str) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT bucket FROM analytics_results WHERE job_id = ? ORDER BY bucket",
+pub async fn buckets(conn: &mut impl AsConn, id: &str) -> Result<Vec<i64>, sqlx::Error> {
+    on!(conn, |c| sqlx::query_scalar(
+        "SELECT DISTINCT bucket FROM analytics_results WHERE job_id = $1 ORDER BY bucket",
     )
     .bind(id)
-    .fetch_all(conn)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// Marks a job completed with its row count and hash, and the version of the CSV
 /// hashed; `false` when it already was finished (the caller then writes no audit entry
 /// or event).
 pub async fn complete(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     rows: i64,
     sha256: &str,
     csv_format: i64,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE analytics_jobs SET status = 'completed', rows = ?2, sha256 = ?3,
-             finished_at = ?4, error = NULL, csv_format = ?5
-         WHERE id = ?1 AND status IN ('queued', 'running')",
+    let done = on!(conn, |c| sqlx::query(
+        "UPDATE analytics_jobs SET status = 'completed', rows = $2, sha256 = $3,
+             finished_at = $4, error = NULL, csv_format = $5
+         WHERE id = $1 AND status IN ('queued', 'running')",
     )
     .bind(id)
     .bind(rows)
     .bind(sha256)
     .bind(now_ms)
     .bind(csv_format)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Marks a job failed with `error`; `false` when it already was finished.
 pub async fn fail(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     error: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE analytics_jobs SET status = 'failed', error = ?2, finished_at = ?3
-         WHERE id = ?1 AND status IN ('queued', 'running')",
+    let done = on!(conn, |c| sqlx::query(
+        "UPDATE analytics_jobs SET status = 'failed', error = $2, finished_at = $3
+         WHERE id = $1 AND status IN ('queued', 'running')",
     )
     .bind(id)
     .bind(error)
     .bind(now_ms)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(done.rows_affected() == 1)
 }

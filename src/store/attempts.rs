@@ -1,6 +1,7 @@
 //! Transition attempts: every change that was asked for, and how it ended.
 
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use crate::store::{AsConn, Done, Pool, on};
+use sqlx::FromRow;
 
 /// One attempt, as stored. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -25,9 +26,9 @@ pub struct AttemptRow {
 const COLUMNS: &str = "id, idempotency_key, agent_id, from_state, target_state, reason, origin, \
      actor, outcome, violation, error, latency_ms, requested_at, completed_at";
 
-pub async fn insert(conn: &mut SqliteConnection, row: &AttemptRow) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO transition_attempts ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+pub async fn insert(conn: &mut impl AsConn, row: &AttemptRow) -> Result<(), sqlx::Error> {
+    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO transition_attempts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     )))
     .bind(&row.id)
     .bind(&row.idempotency_key)
@@ -43,27 +44,28 @@ pub async fn insert(conn: &mut SqliteConnection, row: &AttemptRow) -> Result<(),
     .bind(row.latency_ms)
     .bind(row.requested_at)
     .bind(row.completed_at)
-    .execute(conn)
-    .await
+    .execute(c)
+    .await.map(Done::from))
     .map(drop)
 }
 
 /// Notes where the attempt's compliance decision took the agent's schedule from
 /// (`book` or `platform`) and how old it was, in the attempt's own transaction.
 pub async fn set_schedule_source(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     source: &str,
     age_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE transition_attempts SET schedule_source = ?, schedule_age_ms = ? WHERE id = ?",
+    on!(conn, |c| sqlx::query(
+        "UPDATE transition_attempts SET schedule_source = $1, schedule_age_ms = $2 WHERE id = $3",
     )
     .bind(source)
     .bind(age_ms)
     .bind(id)
-    .execute(conn)
+    .execute(c)
     .await
+    .map(Done::from))
     .map(drop)
 }
 
@@ -71,64 +73,64 @@ pub async fn set_schedule_source(
 /// `mandatory_break`: the platform refuses schedule lookups and
 /// `[compliance] without_schedule = "allow"`), in the attempt's own transaction.
 pub async fn set_unchecked(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: &str,
     unchecked: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE transition_attempts SET compliance_unchecked = ? WHERE id = ?")
-        .bind(unchecked)
-        .bind(id)
-        .execute(conn)
-        .await
-        .map(drop)
+    on!(conn, |c| sqlx::query(
+        "UPDATE transition_attempts SET compliance_unchecked = $1 WHERE id = $2"
+    )
+    .bind(unchecked)
+    .bind(id)
+    .execute(c)
+    .await
+    .map(Done::from))
+    .map(drop)
 }
 
 /// The attempt recorded under an idempotency key, if any.
-pub async fn by_idempotency_key(
-    pool: &SqlitePool,
-    key: &str,
-) -> Result<Option<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_attempts WHERE idempotency_key = ?"
+pub async fn by_idempotency_key(pool: &Pool, key: &str) -> Result<Option<AttemptRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM transition_attempts WHERE idempotency_key = $1"
     )))
     .bind(key)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Which of `keys` already have a stored attempt (succeeded or rejected: a failed
 /// attempt does not keep its key).
 pub async fn used_keys(
-    pool: &SqlitePool,
+    pool: &Pool,
     keys: &[String],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    let used: Vec<String> = sqlx::query_scalar(
+    let used: Vec<String> = on!(pool, |c| sqlx::query_scalar(
         "SELECT idempotency_key FROM transition_attempts
-         WHERE idempotency_key IN (SELECT value FROM json_each(?))",
+         WHERE idempotency_key IN (SELECT value FROM json_each($1))",
     )
     .bind(serde_json::json!(keys).to_string())
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(used.into_iter().collect())
 }
 
 /// The agent's attempts requested in `[from_ms, to_ms)`, oldest first.
 pub async fn for_agent(
-    pool: &SqlitePool,
+    pool: &Pool,
     agent_id: &str,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM transition_attempts
-         WHERE agent_id = ? AND requested_at >= ? AND requested_at < ?
+         WHERE agent_id = $1 AND requested_at >= $2 AND requested_at < $3
          ORDER BY requested_at, id"
     )))
     .bind(agent_id)
     .bind(from_ms)
     .bind(to_ms)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 #[cfg(test)]

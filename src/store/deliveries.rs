@@ -20,9 +20,10 @@
 //! - Endpoints are stored by their URL with credentials masked, never the URL itself;
 //!   [`redact_stored_endpoints`] rewrites what older versions stored.
 
+use crate::store::{Done, Pool, on};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::{FromRow, SqlitePool};
+use sqlx::FromRow;
 
 use super::Store;
 
@@ -44,29 +45,33 @@ pub async fn fan_out(
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let cursor: i64 = sqlx::query_scalar("SELECT last_event_seq FROM webhook_cursor WHERE id = 1")
-        .fetch_one(&mut *tx)
-        .await?;
-    let last: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > ? ORDER BY seq LIMIT ?)",
+    let cursor: i64 = on!(tx, |c| sqlx::query_scalar(
+        "SELECT last_event_seq FROM webhook_cursor WHERE id = 1"
+    )
+    .fetch_one(c)
+    .await)?;
+    let last: Option<i64> = on!(tx, |c| {
+        sqlx::query_scalar(
+        "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2)",
     )
     .bind(cursor)
     .bind(FAN_OUT_BATCH)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(c)
+    .await
+    })?;
     let Some(last) = last else {
         return Ok(0);
     };
     for subscriber in subscribers {
         let wanted = subscriber.events.map(|events| json!(events).to_string());
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "INSERT INTO webhook_deliveries
                  (event_seq, endpoint, event_type, agent_id, next_attempt_at, created_at)
-             SELECT seq, ?1, event_type, agent_id, ?2, created_at FROM outbox_events
-             WHERE seq > ?3 AND seq <= ?4
-               AND (?5 IS NULL OR event_type IN (SELECT value FROM json_each(?5)))
+             SELECT seq, $1, event_type, agent_id, $2, created_at FROM outbox_events
+             WHERE seq > $3 AND seq <= $4
+               AND ($5 IS NULL OR event_type IN (SELECT value FROM json_each($5)))
                AND event_type NOT IN
-                   (SELECT event_type FROM webhook_disabled WHERE endpoint = ?1)
+                   (SELECT event_type FROM webhook_disabled WHERE endpoint = $1)
              ON CONFLICT (event_seq, endpoint) DO NOTHING",
         )
         .bind(subscriber.endpoint)
@@ -74,13 +79,17 @@ pub async fn fan_out(
         .bind(cursor)
         .bind(last)
         .bind(wanted)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
     }
-    sqlx::query("UPDATE webhook_cursor SET last_event_seq = ? WHERE id = 1")
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
+    on!(tx, |c| sqlx::query(
+        "UPDATE webhook_cursor SET last_event_seq = $1 WHERE id = 1"
+    )
+    .bind(last)
+    .execute(c)
+    .await
+    .map(Done::from))?;
     tx.commit().await?;
     Ok(u64::try_from(last - cursor).unwrap_or(0))
 }
@@ -144,65 +153,67 @@ pub async fn claim(
     }
     let endpoints = json!(endpoints).to_string();
     let mut tx = store.begin_write().await?;
-    sqlx::query(concat!(
-        "UPDATE webhook_deliveries SET hasten_at = ?1
+    on!(tx, |c| sqlx::query(concat!(
+        "UPDATE webhook_deliveries SET hasten_at = $1
          WHERE id IN (
              SELECT (SELECT d.id FROM webhook_deliveries d
                      WHERE d.endpoint = h.endpoint AND d.status = 'pending'
-                       AND d.hasten_at IS NULL AND d.next_attempt_at > ?1
-                       AND (d.lease_until IS NULL OR d.lease_until <= ?1)
+                       AND d.hasten_at IS NULL AND d.next_attempt_at > $1
+                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
                        AND ",
         first_of_its_agent!(),
         "
                      ORDER BY COALESCE(d.last_attempt_at, 0), d.event_seq LIMIT 1)
              FROM webhook_endpoints h
-             WHERE h.status = 'failing' AND h.next_probe_at <= ?1
-               AND h.endpoint IN (SELECT value FROM json_each(?2)))"
+             WHERE h.status = 'failing' AND h.next_probe_at <= $1
+               AND h.endpoint IN (SELECT value FROM json_each($2)))"
     ))
     .bind(now_ms)
     .bind(&endpoints)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     // The probe's attempt sets the next one; until then (or its lease ends) no other.
-    sqlx::query(
-        "UPDATE webhook_endpoints SET next_probe_at = ?1 + ?2
-         WHERE status = 'failing' AND next_probe_at <= ?1
-           AND endpoint IN (SELECT value FROM json_each(?3))",
+    on!(tx, |c| sqlx::query(
+        "UPDATE webhook_endpoints SET next_probe_at = $1 + $2
+         WHERE status = 'failing' AND next_probe_at <= $1
+           AND endpoint IN (SELECT value FROM json_each($3))",
     )
     .bind(now_ms)
     .bind(lease_ms)
     .bind(&endpoints)
-    .execute(&mut *tx)
-    .await?;
-    let claimed_ids: Vec<i64> = sqlx::query_scalar(concat!(
-        "UPDATE webhook_deliveries SET lease_until = ?1 + ?2
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    let claimed_ids: Vec<i64> = on!(tx, |c| sqlx::query_scalar(concat!(
+        "UPDATE webhook_deliveries SET lease_until = $1 + $2
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d
-             WHERE d.status = 'pending' AND (d.next_attempt_at <= ?1 OR d.hasten_at <= ?1)
-               AND (d.lease_until IS NULL OR d.lease_until <= ?1)
-               AND d.endpoint IN (SELECT value FROM json_each(?3))
+             WHERE d.status = 'pending' AND (d.next_attempt_at <= $1 OR d.hasten_at <= $1)
+               AND (d.lease_until IS NULL OR d.lease_until <= $1)
+               AND d.endpoint IN (SELECT value FROM json_each($3))
                AND ",
         first_of_its_agent!(),
         "
-             ORDER BY d.event_seq LIMIT ?4)
+             ORDER BY d.event_seq LIMIT $4)
          RETURNING id"
     ))
     .bind(now_ms)
     .bind(lease_ms)
     .bind(&endpoints)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(&mut *tx)
-    .await?;
-    let claimed = sqlx::query_as(
+    .fetch_all(c)
+    .await)?;
+    let claimed = on!(tx, |c| sqlx::query_as(
         "SELECT d.id, d.endpoint, d.event_type, e.id AS event_id, e.payload, d.attempts,
-                d.created_at, d.next_attempt_at > ?2 AS early
+                d.created_at, d.next_attempt_at > $2 AS early
          FROM webhook_deliveries d JOIN outbox_events e ON e.seq = d.event_seq
-         WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.event_seq",
+         WHERE d.id IN (SELECT value FROM json_each($1)) ORDER BY d.event_seq",
     )
     .bind(json!(claimed_ids).to_string())
     .bind(now_ms)
-    .fetch_all(&mut *tx)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     tx.commit().await?;
     Ok(claimed)
 }
@@ -258,35 +269,37 @@ pub async fn settle(
     }
     let mut tx = store.begin_write().await?;
     for a in attempts {
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "INSERT INTO webhook_attempts
                  (delivery_id, attempted_at, status_code, duration_ms, error, response_body)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(a.delivery_id)
         .bind(a.attempted_at)
-        .bind(a.status_code)
+        .bind(a.status_code.map(i64::from))
         .bind(a.duration_ms)
         .bind(&a.error)
         .bind(&a.response_body)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
         let failed = matches!(a.verdict, Verdict::RetryAt(_) | Verdict::Dead);
         if a.early && failed {
             // Ahead of schedule: the delivery keeps its attempt count and its next
             // scheduled retry, so probing a dead receiver never kills an event sooner.
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "UPDATE webhook_deliveries
-                 SET lease_until = NULL, hasten_at = NULL, last_attempt_at = ?,
-                     last_status = ?, last_error = ?
-                 WHERE id = ?",
+                 SET lease_until = NULL, hasten_at = NULL, last_attempt_at = $1,
+                     last_status = $2, last_error = $3
+                 WHERE id = $4",
             )
             .bind(a.attempted_at)
-            .bind(a.status_code)
+            .bind(a.status_code.map(i64::from))
             .bind(&a.error)
             .bind(a.delivery_id)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(Done::from))?;
             continue;
         }
         let (status, next_attempt_at, delivered_at) = match a.verdict {
@@ -295,41 +308,44 @@ pub async fn settle(
             Verdict::Dead => ("dead", None, None),
             Verdict::Gone => ("disabled", None, None),
         };
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "UPDATE webhook_deliveries
-             SET status = ?, attempts = attempts + 1, lease_until = NULL, hasten_at = NULL,
-                 next_attempt_at = COALESCE(?, next_attempt_at), last_attempt_at = ?,
-                 last_status = ?, last_error = ?, delivered_at = ?
-             WHERE id = ?",
+             SET status = $1, attempts = attempts + 1, lease_until = NULL, hasten_at = NULL,
+                 next_attempt_at = COALESCE($2, next_attempt_at), last_attempt_at = $3,
+                 last_status = $4, last_error = $5, delivered_at = $6
+             WHERE id = $7",
         )
         .bind(status)
         .bind(next_attempt_at)
         .bind(a.attempted_at)
-        .bind(a.status_code)
+        .bind(a.status_code.map(i64::from))
         .bind(&a.error)
         .bind(delivered_at)
         .bind(a.delivery_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
         if a.verdict == Verdict::Gone {
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "INSERT INTO webhook_disabled (endpoint, event_type, reason, disabled_at)
-                 VALUES (?, ?, 'the receiver answered 410 Gone', ?)
+                 VALUES ($1, $2, 'the receiver answered 410 Gone', $3)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&a.endpoint)
             .bind(&a.event_type)
             .bind(a.attempted_at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
+            .execute(c)
+            .await
+            .map(Done::from))?;
+            on!(tx, |c| sqlx::query(
                 "UPDATE webhook_deliveries SET status = 'disabled', lease_until = NULL
-                 WHERE status = 'pending' AND endpoint = ? AND event_type = ?",
+                 WHERE status = 'pending' AND endpoint = $1 AND event_type = $2",
             )
             .bind(&a.endpoint)
             .bind(&a.event_type)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c)
+            .await
+            .map(Done::from))?;
         }
     }
     let changes = record_health(&mut tx, attempts, probing, now_ms).await?;
@@ -349,7 +365,7 @@ struct HealthRow {
 /// Applies the batch's attempts to each endpoint's health, in the order they were
 /// made, and brings forward the retries of an endpoint that has recovered.
 async fn record_health(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut impl crate::store::AsConn,
     attempts: &[Attempt],
     probing: Probing,
     now_ms: i64,
@@ -362,13 +378,13 @@ async fn record_health(
     for (endpoint, mut batch) in by_endpoint {
         batch.sort_by_key(|a| a.attempted_at);
         let first = batch[0].attempted_at;
-        let mut row: HealthRow = sqlx::query_as(
+        let mut row: HealthRow = on!(tx, |c| sqlx::query_as(
             "SELECT status, since, next_probe_at, recovered_at FROM webhook_endpoints
-             WHERE endpoint = ?",
+             WHERE endpoint = $1",
         )
         .bind(endpoint)
-        .fetch_optional(&mut *tx)
-        .await?
+        .fetch_optional(c)
+        .await)?
         .unwrap_or(HealthRow {
             status: "up".into(),
             since: first,
@@ -419,37 +435,38 @@ async fn record_health(
         }
         let last_attempt_at = batch.last().map(|a| a.attempted_at);
         if row.status == "up" && delivered > 0 && row.recovered_at.is_some() {
-            let hastened = sqlx::query(concat!(
-                "UPDATE webhook_deliveries SET hasten_at = ?1
+            let hastened = on!(tx, |c| sqlx::query(concat!(
+                "UPDATE webhook_deliveries SET hasten_at = $1
                  WHERE id IN (
                      SELECT d.id FROM webhook_deliveries d
-                     WHERE d.endpoint = ?2 AND d.status = 'pending' AND d.hasten_at IS NULL
-                       AND d.next_attempt_at > ?1 AND d.last_attempt_at <= ?3
-                       AND (d.lease_until IS NULL OR d.lease_until <= ?1)
+                     WHERE d.endpoint = $2 AND d.status = 'pending' AND d.hasten_at IS NULL
+                       AND d.next_attempt_at > $1 AND d.last_attempt_at <= $3
+                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
                        AND ",
                 first_of_its_agent!(),
                 "
-                     ORDER BY d.event_seq LIMIT ?4)"
+                     ORDER BY d.event_seq LIMIT $4)"
             ))
             .bind(now_ms)
             .bind(endpoint)
             .bind(row.recovered_at)
             .bind(delivered * 2)
-            .execute(&mut *tx)
-            .await?
+            .execute(c)
+            .await
+            .map(Done::from))?
             .rows_affected();
             if hastened == 0 {
                 row.recovered_at = None;
             }
         }
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "INSERT INTO webhook_endpoints
                  (endpoint, status, since, last_attempt_at, last_error, next_probe_at,
                   recovered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (endpoint) DO UPDATE SET
-                 status = ?2, since = ?3, last_attempt_at = ?4,
-                 last_error = COALESCE(?5, last_error), next_probe_at = ?6, recovered_at = ?7",
+                 status = $2, since = $3, last_attempt_at = $4,
+                 last_error = COALESCE($5, last_error), next_probe_at = $6, recovered_at = $7",
         )
         .bind(endpoint)
         .bind(&row.status)
@@ -458,8 +475,9 @@ async fn record_health(
         .bind(last_error)
         .bind(row.next_probe_at)
         .bind(row.recovered_at)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
         if row.status != before.0 {
             changes.push(HealthChange {
                 endpoint: endpoint.to_owned(),
@@ -483,15 +501,16 @@ pub async fn register(store: &Store, endpoints: &[&str], now_ms: i64) -> Result<
         return Ok(());
     }
     let mut tx = store.begin_write().await?;
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO webhook_endpoints (endpoint, status, since)
-         SELECT value, 'up', ?1 FROM json_each(?2) WHERE true
+         SELECT value, 'up', $1 FROM json_each($2) WHERE true
          ON CONFLICT (endpoint) DO NOTHING",
     )
     .bind(now_ms)
     .bind(json!(endpoints).to_string())
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     tx.commit().await
 }
 
@@ -512,8 +531,8 @@ pub struct EndpointHealth {
 }
 
 /// Every endpoint's health, by URL.
-pub async fn health(pool: &SqlitePool) -> Result<Vec<EndpointHealth>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn health(pool: &Pool) -> Result<Vec<EndpointHealth>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(
         "SELECT h.endpoint, h.status, h.since, h.last_attempt_at, h.last_error,
                 (SELECT COUNT(*) FROM webhook_deliveries d
                  WHERE d.status = 'pending' AND d.endpoint = h.endpoint) AS pending,
@@ -523,8 +542,8 @@ pub async fn health(pool: &SqlitePool) -> Result<Vec<EndpointHealth>, sqlx::Erro
                  WHERE w.endpoint = h.endpoint) AS disabled_events
          FROM webhook_endpoints h ORDER BY h.endpoint",
     )
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// Gives claimed deliveries back (shutdown): they may be claimed again at once.
@@ -533,13 +552,14 @@ pub async fn release(store: &Store, ids: &[i64]) -> Result<(), sqlx::Error> {
         return Ok(());
     }
     let mut tx = store.begin_write().await?;
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "UPDATE webhook_deliveries SET lease_until = NULL
-         WHERE status = 'pending' AND id IN (SELECT value FROM json_each(?))",
+         WHERE status = 'pending' AND id IN (SELECT value FROM json_each($1))",
     )
     .bind(json!(ids).to_string())
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     tx.commit().await
 }
 
@@ -560,53 +580,50 @@ pub struct DeliveryRow {
 }
 
 /// Pending deliveries, or dead ones, oldest first.
-pub async fn list(
-    pool: &SqlitePool,
-    dead: bool,
-    limit: i64,
-) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn list(pool: &Pool, dead: bool, limit: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(
         "SELECT d.id, e.id AS event_id, d.event_type, d.agent_id, d.endpoint, d.status,
                 d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at
          FROM webhook_deliveries d JOIN outbox_events e ON e.seq = d.event_seq
-         WHERE d.status = ? ORDER BY d.event_seq LIMIT ?",
+         WHERE d.status = $1 ORDER BY d.event_seq LIMIT $2",
     )
     .bind(if dead { "dead" } else { "pending" })
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// Puts dead deliveries of events committed at or after `since_ms` back in the queue,
 /// due now, with a fresh attempt count; returns how many.
 pub async fn replay_dead(store: &Store, since_ms: i64, now_ms: i64) -> Result<u64, sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let done = sqlx::query(
+    let done = on!(tx, |c| sqlx::query(
         "UPDATE webhook_deliveries
-         SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_until = NULL
-         WHERE status = 'dead' AND created_at >= ?",
+         SET status = 'pending', attempts = 0, next_attempt_at = $1, lease_until = NULL
+         WHERE status = 'dead' AND created_at >= $2",
     )
     .bind(now_ms)
     .bind(since_ms)
-    .execute(&mut *tx)
-    .await?
+    .execute(c)
+    .await
+    .map(Done::from))?
     .rows_affected();
     tx.commit().await?;
     Ok(done)
 }
 
 /// Pending deliveries and when the oldest of their events was committed.
-pub async fn backlog(pool: &SqlitePool) -> Result<(i64, Option<i64>), sqlx::Error> {
-    sqlx::query_as(
+pub async fn backlog(pool: &Pool) -> Result<(i64, Option<i64>), sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(
         "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'",
     )
-    .fetch_one(pool)
-    .await
+    .fetch_one(c)
+    .await)
 }
 
 /// When the earliest pending delivery (or a failing endpoint's probe) falls due, if any.
-pub async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn next_due(pool: &Pool) -> Result<Option<i64>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_scalar(
         "SELECT MIN(due) FROM (
              SELECT MIN(MAX(MIN(next_attempt_at, COALESCE(hasten_at, next_attempt_at)),
                             COALESCE(lease_until, 0))) AS due
@@ -614,8 +631,8 @@ pub async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
              UNION ALL
              SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing')",
     )
-    .fetch_one(pool)
-    .await
+    .fetch_one(c)
+    .await)
 }
 
 /// Rewrites the endpoints stored before issue #33 (whole URLs, credentials and all) into
@@ -630,19 +647,21 @@ pub async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
 /// until the endpoint is configured again under that name.
 pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let pending: Option<i64> = sqlx::query_scalar("SELECT id FROM webhook_redaction_pending")
-        .fetch_optional(&mut *tx)
-        .await?;
+    let pending: Option<i64> = on!(tx, |c| sqlx::query_scalar(
+        "SELECT id FROM webhook_redaction_pending"
+    )
+    .fetch_optional(c)
+    .await)?;
     if pending.is_none() {
         return Ok(());
     }
-    let stored: Vec<String> = sqlx::query_scalar(
+    let stored: Vec<String> = on!(tx, |c| sqlx::query_scalar(
         "SELECT endpoint FROM webhook_endpoints
          UNION SELECT endpoint FROM webhook_disabled
          UNION SELECT endpoint FROM webhook_deliveries",
     )
-    .fetch_all(&mut *tx)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     let masked = |url: &str| crate::redact::url(url);
     let mut taken: std::collections::HashSet<String> = stored
         .iter()
@@ -663,11 +682,12 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
             "UPDATE webhook_endpoints SET endpoint = ?2 WHERE endpoint = ?1",
             "UPDATE webhook_disabled SET endpoint = ?2 WHERE endpoint = ?1",
         ] {
-            sqlx::query(statement)
+            on!(tx, |c| sqlx::query(statement)
                 .bind(old)
                 .bind(&new)
-                .execute(&mut *tx)
-                .await?;
+                .execute(c)
+                .await
+                .map(Done::from))?;
         }
         // As configured, and as the HTTP client printed it (normalised).
         let mut quoted = vec![old.clone()];
@@ -684,18 +704,20 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
                 "UPDATE webhook_endpoints SET last_error = replace(last_error, ?1, ?2)
                  WHERE instr(last_error, ?1) > 0",
             ] {
-                sqlx::query(statement)
+                on!(tx, |c| sqlx::query(statement)
                     .bind(text)
                     .bind(&new)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(c)
+                    .await
+                    .map(Done::from))?;
             }
         }
         rewritten += 1;
     }
-    sqlx::query("DELETE FROM webhook_redaction_pending")
-        .execute(&mut *tx)
-        .await?;
+    on!(tx, |c| sqlx::query("DELETE FROM webhook_redaction_pending")
+        .execute(c)
+        .await
+        .map(Done::from))?;
     tx.commit().await?;
     if rewritten > 0 {
         tracing::info!(
@@ -717,24 +739,33 @@ mod tests {
 
     /// Every text cell of every table.
     async fn every_text(store: &Store) -> Vec<String> {
-        let tables: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-                .fetch_all(store.reader())
-                .await
-                .unwrap();
+        let tables: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
         let mut texts = Vec::new();
         for table in tables {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM \"{table}\"")))
-                .fetch_all(store.reader())
-                .await
-                .unwrap();
-            for row in rows {
-                for column in row.columns() {
-                    if let Ok(Some(text)) = row.try_get::<Option<String>, _>(column.ordinal()) {
-                        texts.push(text);
-                    }
-                }
-            }
+            let cells: Vec<String> = on!(store.reader(), |c| {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM \"{table}\"")))
+                    .fetch_all(c)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .flat_map(|row| {
+                        row.columns()
+                            .iter()
+                            .filter_map(|column| {
+                                row.try_get::<Option<String>, _>(column.ordinal())
+                                    .ok()
+                                    .flatten()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            });
+            texts.extend(cells);
         }
         texts
     }
@@ -755,47 +786,53 @@ mod tests {
             .await
             .unwrap();
         for endpoint in [OLD, TWIN, PLAIN] {
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "INSERT INTO webhook_deliveries
                      (event_seq, endpoint, event_type, next_attempt_at, created_at, last_error)
-                 VALUES ((SELECT MAX(seq) FROM outbox_events), ?1, 'bulk.completed', 0, 0,
-                         'request failed: error sending request for url (' || ?1 || ')')",
+                 VALUES ((SELECT MAX(seq) FROM outbox_events), $1, 'bulk.completed', 0, 0,
+                         'request failed: error sending request for url (' || $1 || ')')",
             )
             .bind(endpoint)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(Done::from))
             .unwrap();
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "INSERT INTO webhook_attempts (delivery_id, attempted_at, duration_ms, error)
-                 SELECT id, 0, 1, last_error FROM webhook_deliveries WHERE endpoint = ?1",
+                 SELECT id, 0, 1, last_error FROM webhook_deliveries WHERE endpoint = $1",
             )
             .bind(endpoint)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(Done::from))
             .unwrap();
         }
         for endpoint in [OLD, TWIN] {
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "INSERT INTO webhook_endpoints (endpoint, status, since, last_error)
-                 VALUES (?1, 'failing', 0, 'request failed: error sending request for url (' || ?1 || ')')",
+                 VALUES ($1, 'failing', 0, 'request failed: error sending request for url (' || $1 || ')')",
             )
             .bind(endpoint)
-            .execute(&mut *tx)
-            .await
+            .execute(c)
+            .await.map(Done::from))
             .unwrap();
         }
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "INSERT INTO webhook_disabled (endpoint, event_type, reason, disabled_at)
-             VALUES (?, 'audit.checkpoint', 'gone', 0)",
+             VALUES ($1, 'audit.checkpoint', 'gone', 0)",
         )
         .bind(OLD)
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(Done::from))
         .unwrap();
-        sqlx::query("INSERT INTO webhook_redaction_pending (id) VALUES (1)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        on!(tx, |c| sqlx::query(
+            "INSERT INTO webhook_redaction_pending (id) VALUES (1)"
+        )
+        .execute(c)
+        .await
+        .map(Done::from))
+        .unwrap();
         tx.commit().await.unwrap();
 
         redact_stored_endpoints(&store).await.unwrap();
@@ -815,35 +852,42 @@ mod tests {
             );
         }
         let masked = "http://***@127.0.0.1:9/hooks?token=***";
-        let endpoints: Vec<String> =
-            sqlx::query_scalar("SELECT endpoint FROM webhook_deliveries ORDER BY id")
-                .fetch_all(store.reader())
-                .await
-                .unwrap();
+        let endpoints: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT endpoint FROM webhook_deliveries ORDER BY id"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
         assert_eq!(
             endpoints,
             [masked, &format!("{masked}#legacy-2"), PLAIN],
             "apart as before, the plain one untouched"
         );
-        let error: String = sqlx::query_scalar("SELECT error FROM webhook_attempts ORDER BY id")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+        let error: String = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT error FROM webhook_attempts ORDER BY id"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(
             error,
             format!("request failed: error sending request for url ({masked})")
         );
-        let disabled: String = sqlx::query_scalar("SELECT endpoint FROM webhook_disabled")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+        let disabled: String = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT endpoint FROM webhook_disabled"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(disabled, masked);
 
         // Done once: the marker is gone, and the next start finds nothing to do.
-        let marker: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_redaction_pending")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+        let marker: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM webhook_redaction_pending"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(marker, 0);
         redact_stored_endpoints(&store).await.unwrap();
         assert_eq!(every_text(&store).await, texts);

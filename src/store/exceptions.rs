@@ -3,7 +3,8 @@
 //! A partial unique index keeps at most one open exception per agent and kind, so a
 //! second sweep (or a restarted daemon) can never open a duplicate.
 
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use crate::store::{AsConn, Done, Pool, on};
+use sqlx::FromRow;
 
 /// One exception, as stored. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -22,19 +23,16 @@ pub struct ExceptionRow {
 const COLUMNS: &str = "id, agent_id, kind, state, expected, started_at, opened_at, closed_at";
 
 /// Every open exception.
-pub async fn open(pool: &SqlitePool) -> Result<Vec<ExceptionRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+pub async fn open(pool: &Pool) -> Result<Vec<ExceptionRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM adherence_exceptions WHERE closed_at IS NULL ORDER BY agent_id, kind"
     )))
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// Inserts exceptions in one statement, whatever their number.
-pub async fn insert_all(
-    conn: &mut SqliteConnection,
-    rows: &[ExceptionRow],
-) -> Result<(), sqlx::Error> {
+pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -53,38 +51,37 @@ pub async fn insert_all(
             ])
         })
         .collect();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO adherence_exceptions ({COLUMNS})
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                 json_extract(value, '$[6]'), json_extract(value, '$[7]')
-         FROM json_each(?)"
+         FROM json_each($1)"
     )))
     .bind(serde_json::Value::Array(values).to_string())
-    .execute(conn)
+    .execute(c)
     .await
+    .map(Done::from))
     .map(drop)
 }
 
 /// Closes each open exception of `closes` (id, Unix ms) at its instant (never before it
 /// opened), in one statement; returns how many it closed.
-pub async fn close_all(
-    conn: &mut SqliteConnection,
-    closes: &[(&str, i64)],
-) -> Result<u64, sqlx::Error> {
+pub async fn close_all(conn: &mut impl AsConn, closes: &[(&str, i64)]) -> Result<u64, sqlx::Error> {
     if closes.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
+    let done = on!(conn, |c| sqlx::query(
         "UPDATE adherence_exceptions SET closed_at = MAX(opened_at, j.at)
          FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at
-               FROM json_each(?)) AS j
+               FROM json_each($1)) AS j
          WHERE adherence_exceptions.id = j.id AND closed_at IS NULL",
     )
     .bind(serde_json::json!(closes).to_string())
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(done.rows_affected())
 }
 

@@ -5,11 +5,12 @@
 //! this process or any other on the same file. Each agent's result is added as it comes
 //! in, so an interrupted firing is resumed with the agents it already handled left out.
 
+use crate::store::{Done, Pool, on};
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{FromRow, SqlitePool};
+use sqlx::FromRow;
 
 use super::{Store, from_ms, to_ms};
 
@@ -102,9 +103,10 @@ async fn insert(
 ) -> Result<Option<i64>, sqlx::Error> {
     let finished = (outcome != "running").then_some(to_ms(now));
     let mut tx = store.begin_write().await?;
-    let id: Option<i64> = sqlx::query_scalar(
+    let id: Option<i64> = on!(tx, |c| {
+        sqlx::query_scalar(
         "INSERT INTO rule_firings (rule, slot_at, outcome, definition, started_at, finished_at, note)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (rule, slot_at) DO NOTHING
          RETURNING id",
     )
@@ -115,73 +117,73 @@ async fn insert(
     .bind(to_ms(now))
     .bind(finished)
     .bind(note)
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(c)
+    .await
+    })?;
     tx.commit().await?;
     Ok(id)
 }
 
 /// The latest slot of `rule` recorded in any way (fired, running, skipped).
-pub async fn last_slot(
-    pool: &SqlitePool,
-    rule: &str,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let latest: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(slot_at) FROM rule_firings WHERE rule = ?")
-            .bind(rule)
-            .fetch_one(pool)
-            .await?;
+pub async fn last_slot(pool: &Pool, rule: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let latest: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT MAX(slot_at) FROM rule_firings WHERE rule = $1"
+    )
+    .bind(rule)
+    .fetch_one(c)
+    .await)?;
     Ok(latest.map(from_ms))
 }
 
 /// Firings still running: interrupted by a crash or a shutdown, unless this process
 /// is running them.
-pub async fn running(pool: &SqlitePool) -> Result<Vec<FiringRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+pub async fn running(pool: &Pool) -> Result<Vec<FiringRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM rule_firings WHERE outcome = 'running' ORDER BY slot_at, id"
     )))
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// One firing.
-pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<FiringRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM rule_firings WHERE id = ?"
+pub async fn get(pool: &Pool, id: i64) -> Result<Option<FiringRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM rule_firings WHERE id = $1"
     )))
     .bind(id)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// The firings of `rule`, oldest slot first.
-pub async fn of_rule(pool: &SqlitePool, rule: &str) -> Result<Vec<FiringRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM rule_firings WHERE rule = ? ORDER BY slot_at"
+pub async fn of_rule(pool: &Pool, rule: &str) -> Result<Vec<FiringRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM rule_firings WHERE rule = $1 ORDER BY slot_at"
     )))
     .bind(rule)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The agents a firing has handled so far.
-pub async fn agents(pool: &SqlitePool, firing_id: i64) -> Result<Vec<AgentRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn agents(pool: &Pool, firing_id: i64) -> Result<Vec<AgentRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(
         "SELECT agent_id, outcome, reason, detail, attempt_id FROM rule_firing_agents
-         WHERE firing_id = ? ORDER BY agent_id",
+         WHERE firing_id = $1 ORDER BY agent_id",
     )
     .bind(firing_id)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The ids of the agents a firing has handled so far.
-pub async fn handled(pool: &SqlitePool, firing_id: i64) -> Result<HashSet<String>, sqlx::Error> {
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT agent_id FROM rule_firing_agents WHERE firing_id = ?")
-            .bind(firing_id)
-            .fetch_all(pool)
-            .await?;
+pub async fn handled(pool: &Pool, firing_id: i64) -> Result<HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT agent_id FROM rule_firing_agents WHERE firing_id = $1"
+    )
+    .bind(firing_id)
+    .fetch_all(c)
+    .await)?;
     Ok(ids.into_iter().collect())
 }
 
@@ -200,19 +202,20 @@ pub async fn record_agents(
         .map(|r| json!([r.agent_id, r.outcome, r.reason, r.detail, r.attempt_id]))
         .collect();
     let mut tx = store.begin_write().await?;
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO rule_firing_agents (firing_id, agent_id, outcome, reason, detail, attempt_id)
-         SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+         SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]')
-         FROM json_each(?)
+         FROM json_each($2)
          WHERE true
          ON CONFLICT (firing_id, agent_id) DO NOTHING",
     )
     .bind(firing_id)
     .bind(serde_json::Value::Array(rows).to_string())
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     tx.commit().await
 }
 
@@ -227,9 +230,9 @@ pub async fn finish(
     now: DateTime<Utc>,
 ) -> Result<FiringRow, sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row = on!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE rule_firings SET
-            outcome = ?, targets = COALESCE(?, targets), note = ?, finished_at = ?,
+            outcome = $1, targets = COALESCE($2, targets), note = $3, finished_at = $4,
             changed = (SELECT COUNT(*) FROM rule_firing_agents a
                        WHERE a.firing_id = rule_firings.id AND a.outcome = 'changed'),
             rejected = (SELECT COUNT(*) FROM rule_firing_agents a
@@ -242,7 +245,7 @@ pub async fn finish(
             skipped_on_contact = (SELECT COUNT(*) FROM rule_firing_agents a
                                   WHERE a.firing_id = rule_firings.id
                                     AND a.outcome = 'skipped' AND a.reason = 'on_contact')
-         WHERE id = ?
+         WHERE id = $5
          RETURNING {COLUMNS}"
     )))
     .bind(outcome)
@@ -250,8 +253,8 @@ pub async fn finish(
     .bind(note)
     .bind(to_ms(now))
     .bind(firing_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(c)
+    .await)?;
     tx.commit().await?;
     Ok(row)
 }

@@ -4,11 +4,12 @@
 //! change closes the open interval at the change's instant and opens the next one, in
 //! the caller's transaction.
 
+use crate::store::{AsConn, Done, Pool, on};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 use super::{from_ms, to_ms};
 use crate::domain::idle::Interval;
@@ -81,36 +82,39 @@ const COLUMNS: &str = "id, agent_id, state, reason, origin, started_at, ended_at
 
 /// The agent's open interval, if any.
 pub async fn open_interval(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     agent_id: &str,
 ) -> Result<Option<IntervalRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM state_intervals WHERE agent_id = ? AND ended_at IS NULL"
+    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM state_intervals WHERE agent_id = $1 AND ended_at IS NULL"
     )))
     .bind(agent_id)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Names `attempt_id` as the change that began interval `id` (recorded by state sync
 /// before the attempt's own record could be written).
 pub async fn link_attempt(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     id: i64,
     attempt_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE state_intervals SET attempt_id = ? WHERE id = ?")
-        .bind(attempt_id)
-        .bind(id)
-        .execute(conn)
-        .await
-        .map(drop)
+    on!(conn, |c| sqlx::query(
+        "UPDATE state_intervals SET attempt_id = $1 WHERE id = $2"
+    )
+    .bind(attempt_id)
+    .bind(id)
+    .execute(c)
+    .await
+    .map(Done::from))
+    .map(drop)
 }
 
 /// Closes the agent's open interval at `next.at` (never before it started) and opens
 /// `next`. Returns the interval that was closed.
 pub async fn switch_state(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     next: &NewInterval<'_>,
 ) -> Result<Option<IntervalRow>, sqlx::Error> {
     let mut closed = switch_states(conn, std::slice::from_ref(next)).await?;
@@ -121,7 +125,7 @@ pub async fn switch_state(
 /// their number: a poll that saw 2,000 agents change must not cost 4,000 round trips.
 /// Returns the closed intervals by agent.
 pub async fn switch_states(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     changes: &[NewInterval<'_>],
 ) -> Result<HashMap<String, IntervalRow>, sqlx::Error> {
     if changes.is_empty() {
@@ -131,16 +135,16 @@ pub async fn switch_states(
         .iter()
         .map(|c| json!([c.agent_id, to_ms(c.at)]))
         .collect();
-    let closed: Vec<IntervalRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let closed: Vec<IntervalRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE state_intervals SET ended_at = MAX(started_at, j.at)
          FROM (SELECT json_extract(value, '$[0]') AS agent, json_extract(value, '$[1]') AS at
-               FROM json_each(?)) AS j
+               FROM json_each($1)) AS j
          WHERE agent_id = j.agent AND ended_at IS NULL
          RETURNING {COLUMNS}"
     )))
     .bind(serde_json::Value::Array(closes).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     let closed: HashMap<String, IntervalRow> = closed
         .into_iter()
         .map(|row| (row.agent_id.clone(), row))
@@ -160,60 +164,61 @@ pub async fn switch_states(
             ])
         })
         .collect();
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO state_intervals (agent_id, state, reason, origin, started_at, attempt_id)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]'), json_extract(value, '$[5]')
-         FROM json_each(?)",
+         FROM json_each($1)",
     )
     .bind(serde_json::Value::Array(opens).to_string())
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(closed)
 }
 
 /// The open intervals of `agent_ids`, by agent.
 pub async fn open_intervals(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     agent_ids: &[&str],
 ) -> Result<HashMap<String, IntervalRow>, sqlx::Error> {
-    let rows: Vec<IntervalRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<IntervalRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM state_intervals
-         WHERE ended_at IS NULL AND agent_id IN (SELECT value FROM json_each(?))"
+         WHERE ended_at IS NULL AND agent_id IN (SELECT value FROM json_each($1))"
     )))
     .bind(json!(agent_ids).to_string())
-    .fetch_all(conn)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(rows.into_iter().map(|r| (r.agent_id.clone(), r)).collect())
 }
 
 /// Every agent's open interval.
-pub async fn all_open(pool: &SqlitePool) -> Result<Vec<IntervalRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+pub async fn all_open(pool: &Pool) -> Result<Vec<IntervalRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM state_intervals WHERE ended_at IS NULL"
     )))
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The agent's intervals that overlap `[from, to)`, oldest first.
 pub async fn overlapping(
-    pool: &SqlitePool,
+    pool: &Pool,
     agent_id: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<IntervalRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM state_intervals
-         WHERE agent_id = ? AND started_at < ? AND (ended_at IS NULL OR ended_at > ?)
+         WHERE agent_id = $1 AND started_at < $2 AND (ended_at IS NULL OR ended_at > $3)
          ORDER BY started_at, id"
     )))
     .bind(agent_id)
     .bind(to_ms(to))
     .bind(to_ms(from))
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 #[cfg(test)]
@@ -281,12 +286,13 @@ mod tests {
         switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(0)))
             .await
             .unwrap();
-        let second = sqlx::query(
+        let second = on!(tx, |c| sqlx::query(
             "INSERT INTO state_intervals (agent_id, state, origin, started_at) \
              VALUES ('u_001', 'IDLE', 'api', 5)",
         )
-        .execute(&mut *tx)
-        .await;
+        .execute(c)
+        .await
+        .map(Done::from));
         assert!(second.is_err());
     }
 

@@ -1,9 +1,9 @@
 //! Shifts imported from a file (`wfmd schedules import`): one row per agent and shift.
 //! An import replaces the agent's imported shifts that overlap the imported ones.
 
+use crate::store::{AsConn, Done, Pool, on};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{SqliteConnection, SqlitePool};
 
 use super::{from_ms, to_ms};
 use crate::domain::BreakWindow;
@@ -28,19 +28,21 @@ struct BreakJson {
 
 /// Stores `shifts`, replacing each agent's imported shifts they overlap.
 pub async fn replace(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     shifts: &[ImportedShift],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     for shift in shifts {
-        sqlx::query(
-            "DELETE FROM imported_shifts WHERE agent_id = ? AND shift_start < ? AND shift_end > ?",
+        on!(conn, |c| {
+            sqlx::query(
+            "DELETE FROM imported_shifts WHERE agent_id = $1 AND shift_start < $2 AND shift_end > $3",
         )
         .bind(&shift.agent_id)
         .bind(to_ms(shift.end))
         .bind(to_ms(shift.start))
-        .execute(&mut *conn)
-        .await?;
+        .execute(c)
+        .await.map(Done::from)
+        })?;
     }
     for shift in shifts {
         let breaks: Vec<BreakJson> = shift
@@ -53,10 +55,10 @@ pub async fn replace(
                 mandatory: b.mandatory,
             })
             .collect();
-        sqlx::query(
+        on!(conn, |c| sqlx::query(
             "INSERT OR REPLACE INTO imported_shifts \
              (agent_id, shift_start, shift_end, timezone, breaks, imported_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&shift.agent_id)
         .bind(to_ms(shift.start))
@@ -64,8 +66,9 @@ pub async fn replace(
         .bind(&shift.timezone)
         .bind(serde_json::to_string(&breaks).expect("breaks serialize"))
         .bind(to_ms(now))
-        .execute(&mut *conn)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
     }
     Ok(())
 }
@@ -73,26 +76,27 @@ pub async fn replace(
 /// The agent's imported shifts ending after `after`, oldest first; `None` when the agent
 /// has no imported shift at all (then the platform answers for it).
 pub async fn for_agent(
-    pool: &SqlitePool,
+    pool: &Pool,
     agent_id: &str,
     after: DateTime<Utc>,
 ) -> Result<Option<Vec<ImportedShift>>, sqlx::Error> {
-    let any: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM imported_shifts WHERE agent_id = ? LIMIT 1")
-            .bind(agent_id)
-            .fetch_optional(pool)
-            .await?;
+    let any: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT 1 FROM imported_shifts WHERE agent_id = $1 LIMIT 1"
+    )
+    .bind(agent_id)
+    .fetch_optional(c)
+    .await)?;
     if any.is_none() {
         return Ok(None);
     }
-    let rows: Vec<(i64, i64, Option<String>, String)> = sqlx::query_as(
+    let rows: Vec<(i64, i64, Option<String>, String)> = on!(pool, |c| sqlx::query_as(
         "SELECT shift_start, shift_end, timezone, breaks FROM imported_shifts \
-         WHERE agent_id = ? AND shift_end > ? ORDER BY shift_start",
+         WHERE agent_id = $1 AND shift_end > $2 ORDER BY shift_start",
     )
     .bind(agent_id)
     .bind(to_ms(after))
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(Some(
         rows.into_iter()
             .map(|(start, end, timezone, breaks)| {
@@ -118,8 +122,10 @@ pub async fn for_agent(
 }
 
 /// Every agent with an imported shift.
-pub async fn agents(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT agent_id FROM imported_shifts ORDER BY agent_id")
-        .fetch_all(pool)
-        .await
+pub async fn agents(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_scalar(
+        "SELECT DISTINCT agent_id FROM imported_shifts ORDER BY agent_id"
+    )
+    .fetch_all(c)
+    .await)
 }

@@ -12,7 +12,8 @@
 //! transition` beside the daemon) may still have its call in flight, so it is settled
 //! only once it is older than any call can take.
 
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use crate::store::{AsConn, Done, Pool, on};
+use sqlx::FromRow;
 
 /// One intent, as stored. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -31,9 +32,9 @@ pub struct IntentRow {
 const COLUMNS: &str = "attempt_id, agent_id, target_state, reason, origin, actor, \
      idempotency_key, requested_at, owner";
 
-pub async fn insert(conn: &mut SqliteConnection, row: &IntentRow) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO transition_intents ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+pub async fn insert(conn: &mut impl AsConn, row: &IntentRow) -> Result<(), sqlx::Error> {
+    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO transition_intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     )))
     .bind(&row.attempt_id)
     .bind(&row.agent_id)
@@ -44,60 +45,61 @@ pub async fn insert(conn: &mut SqliteConnection, row: &IntentRow) -> Result<(), 
     .bind(&row.idempotency_key)
     .bind(row.requested_at)
     .bind(&row.owner)
-    .execute(conn)
+    .execute(c)
     .await
+    .map(Done::from))
     .map(drop)
 }
 
 /// Removes the intent of `attempt_id`, in the transaction that records its outcome.
-pub async fn delete(conn: &mut SqliteConnection, attempt_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM transition_intents WHERE attempt_id = ?")
-        .bind(attempt_id)
-        .execute(conn)
-        .await
-        .map(drop)
+pub async fn delete(conn: &mut impl AsConn, attempt_id: &str) -> Result<(), sqlx::Error> {
+    on!(conn, |c| sqlx::query(
+        "DELETE FROM transition_intents WHERE attempt_id = $1"
+    )
+    .bind(attempt_id)
+    .execute(c)
+    .await
+    .map(Done::from))
+    .map(drop)
 }
 
 /// The intents left over: every one written by `owner`, and other processes' written
 /// before `others_before` (Unix ms), oldest first.
 pub async fn unsettled(
-    pool: &SqlitePool,
+    pool: &Pool,
     owner: &str,
     others_before: i64,
 ) -> Result<Vec<IntentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM transition_intents
-         WHERE owner = ? OR requested_at < ?
+         WHERE owner = $1 OR requested_at < $2
          ORDER BY requested_at"
     )))
     .bind(owner)
     .bind(others_before)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The intent of `attempt_id`, if it is still there.
 pub async fn get(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     attempt_id: &str,
 ) -> Result<Option<IntentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_intents WHERE attempt_id = ?"
+    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM transition_intents WHERE attempt_id = $1"
     )))
     .bind(attempt_id)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// The intent carrying idempotency key `key`, if one is left over.
-pub async fn by_idempotency_key(
-    pool: &SqlitePool,
-    key: &str,
-) -> Result<Option<IntentRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_intents WHERE idempotency_key = ?"
+pub async fn by_idempotency_key(pool: &Pool, key: &str) -> Result<Option<IntentRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM transition_intents WHERE idempotency_key = $1"
     )))
     .bind(key)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(c)
+    .await)
 }

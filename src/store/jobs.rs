@@ -2,11 +2,12 @@
 //!
 //! A job and all its items are inserted together when the job is accepted; the runner
 //! then takes items (`started_at`: from then on they cannot be cancelled) and settles
-//! each with its outcome. Writes take a `&mut SqliteConnection` so the engine composes
+//! each with its outcome. Writes take a connection (`AsConn`) so the engine composes
 //! them with the audit entry and the `bulk.completed` event in one transaction.
 
+use crate::store::{AsConn, Done, Pool, on};
 use serde_json::json;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 /// A stored job. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -116,14 +117,14 @@ const ITEM_COLUMNS: &str = "job_id, seq, agent_id, target_state, reason, outcome
 
 /// Inserts the job and its items (in request order) in the caller's transaction.
 pub async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     job: &NewJob<'_>,
     items: &[NewItem],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO bulk_jobs (id, idempotency_key, request_hash, target_state, reason, team,
                                 reverts_job_id, actor, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(job.id)
     .bind(job.idempotency_key)
@@ -134,8 +135,9 @@ pub async fn insert(
     .bind(job.reverts_job_id)
     .bind(job.actor)
     .bind(job.created_at)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     // One statement whatever the number: a 10,000-agent job must not cost 10,000 round
     // trips inside the write lock.
     let rows: Vec<_> = items
@@ -152,85 +154,86 @@ pub async fn insert(
             ])
         })
         .collect();
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO bulk_items (job_id, seq, agent_id, target_state, reason, outcome, error,
                                  finished_at)
-         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+         SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 COALESCE(json_extract(value, '$[4]'), 'pending'), json_extract(value, '$[5]'),
-                CASE WHEN json_extract(value, '$[5]') IS NULL THEN NULL ELSE ?2 END
-         FROM json_each(?3)",
+                CASE WHEN json_extract(value, '$[5]') IS NULL THEN NULL ELSE $2 END
+         FROM json_each($3)",
     )
     .bind(job.id)
     .bind(job.created_at)
     .bind(serde_json::Value::Array(rows).to_string())
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
 /// The job with this idempotency key, if any (read inside the accepting transaction).
 pub async fn by_idempotency_key(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     key: &str,
 ) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE idempotency_key = ?"
+    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE idempotency_key = $1"
     )))
     .bind(key)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
-pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = ?"
+pub async fn get(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = $1"
     )))
     .bind(id)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// [`get`] on a given connection (a transaction).
-pub async fn get_on(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = ?"
+pub async fn get_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = $1"
     )))
     .bind(id)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Every item of the job, in request order.
-pub async fn items(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = ? ORDER BY seq"
+pub async fn items(conn: &mut impl AsConn, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
+    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = $1 ORDER BY seq"
     )))
     .bind(job_id)
-    .fetch_all(conn)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The items still pending, in request order: those never taken, and those taken by a
 /// run that did not settle them (a crash), which carry their `started_at`.
-pub async fn pending(pool: &SqlitePool, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = ? AND outcome = 'pending'
+pub async fn pending(pool: &Pool, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = $1 AND outcome = 'pending'
          ORDER BY seq"
     )))
     .bind(job_id)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The job's item counts by outcome.
-pub async fn counts(conn: &mut SqliteConnection, job_id: &str) -> Result<Counts, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT outcome, COUNT(*) FROM bulk_items WHERE job_id = ? GROUP BY outcome",
+pub async fn counts(conn: &mut impl AsConn, job_id: &str) -> Result<Counts, sqlx::Error> {
+    let rows: Vec<(String, i64)> = on!(conn, |c| sqlx::query_as(
+        "SELECT outcome, COUNT(*) FROM bulk_items WHERE job_id = $1 GROUP BY outcome",
     )
     .bind(job_id)
-    .fetch_all(conn)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     let mut counts = Counts::default();
     for (outcome, n) in rows {
         match outcome.as_str() {
@@ -247,62 +250,64 @@ pub async fn counts(conn: &mut SqliteConnection, job_id: &str) -> Result<Counts,
 }
 
 /// Ids of the jobs not finished yet, oldest first.
-pub async fn unfinished(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn unfinished(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_scalar(
         "SELECT id FROM bulk_jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id",
     )
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// Moves a queued job to `running`.
 pub async fn mark_running(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     job_id: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE bulk_jobs SET status = 'running', started_at = COALESCE(started_at, ?)
-         WHERE id = ? AND status = 'queued'",
+    on!(conn, |c| sqlx::query(
+        "UPDATE bulk_jobs SET status = 'running', started_at = COALESCE(started_at, $1)
+         WHERE id = $2 AND status = 'queued'",
     )
     .bind(at)
     .bind(job_id)
-    .execute(conn)
+    .execute(c)
     .await
+    .map(Done::from))
     .map(drop)
 }
 
 /// Takes a pending, untaken item; false when it was cancelled (or taken) meanwhile.
 pub async fn take(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     job_id: &str,
     seq: i64,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let taken = sqlx::query(
-        "UPDATE bulk_items SET started_at = ?
-         WHERE job_id = ? AND seq = ? AND outcome = 'pending' AND started_at IS NULL",
+    let taken = on!(conn, |c| sqlx::query(
+        "UPDATE bulk_items SET started_at = $1
+         WHERE job_id = $2 AND seq = $3 AND outcome = 'pending' AND started_at IS NULL",
     )
     .bind(at)
     .bind(job_id)
     .bind(seq)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(taken.rows_affected() == 1)
 }
 
 /// Settles a pending item; false when it was not pending.
 pub async fn settle(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     job_id: &str,
     seq: i64,
     settlement: &Settlement<'_>,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let settled = sqlx::query(
-        "UPDATE bulk_items SET outcome = ?, violation = ?, error = ?, attempt_id = ?,
-                               finished_at = ?
-         WHERE job_id = ? AND seq = ? AND outcome = 'pending'",
+    let settled = on!(conn, |c| sqlx::query(
+        "UPDATE bulk_items SET outcome = $1, violation = $2, error = $3, attempt_id = $4,
+                               finished_at = $5
+         WHERE job_id = $6 AND seq = $7 AND outcome = 'pending'",
     )
     .bind(settlement.outcome)
     .bind(settlement.violation)
@@ -311,33 +316,36 @@ pub async fn settle(
     .bind(at)
     .bind(job_id)
     .bind(seq)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(settled.rows_affected() == 1)
 }
 
 /// Notes a cancellation request and cancels the items not taken yet; returns how many.
 pub async fn cancel_untaken(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     job_id: &str,
     at: i64,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "UPDATE bulk_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
-         WHERE id = ?",
+    on!(conn, |c| sqlx::query(
+        "UPDATE bulk_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, $1)
+         WHERE id = $2",
     )
     .bind(at)
     .bind(job_id)
-    .execute(&mut *conn)
-    .await?;
-    let cancelled = sqlx::query(
-        "UPDATE bulk_items SET outcome = 'cancelled', finished_at = ?
-         WHERE job_id = ? AND outcome = 'pending' AND started_at IS NULL",
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    let cancelled = on!(conn, |c| sqlx::query(
+        "UPDATE bulk_items SET outcome = 'cancelled', finished_at = $1
+         WHERE job_id = $2 AND outcome = 'pending' AND started_at IS NULL",
     )
     .bind(at)
     .bind(job_id)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(cancelled.rows_affected())
 }
 
@@ -345,21 +353,21 @@ pub async fn cancel_untaken(
 /// `completed`) if it has none yet; returns the finished job, or `None` when it already
 /// had one.
 pub async fn finish(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     job_id: &str,
     at: i64,
 ) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE bulk_jobs
          SET status = CASE WHEN cancel_requested_at IS NULL THEN 'completed' ELSE 'cancelled' END,
-             started_at = COALESCE(started_at, ?1), finished_at = ?1
-         WHERE id = ?2 AND status IN ('queued', 'running')
+             started_at = COALESCE(started_at, $1), finished_at = $1
+         WHERE id = $2 AND status IN ('queued', 'running')
          RETURNING {JOB_COLUMNS}"
     )))
     .bind(at)
     .bind(job_id)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// What a revert needs about one agent the job moved: the state the change left (from
@@ -373,11 +381,11 @@ pub struct Moved {
 
 /// The agents the job moved (its succeeded items), in request order, with what they
 /// were before.
-pub async fn moved(pool: &SqlitePool, job_id: &str) -> Result<Vec<Moved>, sqlx::Error> {
+pub async fn moved(pool: &Pool, job_id: &str) -> Result<Vec<Moved>, sqlx::Error> {
     // The interval a change closed is the agent's interval just before the one the
     // change opened (intervals of one agent are inserted in order, each closing the
     // last). Filtering on agent_id first keeps both lookups on the agent's index.
-    sqlx::query_as(
+    on!(pool, |c| sqlx::query_as(
         "SELECT i.agent_id, a.from_state,
                 (SELECT p.reason FROM state_intervals p
                  WHERE p.agent_id = i.agent_id AND p.id < o.id
@@ -385,12 +393,12 @@ pub async fn moved(pool: &SqlitePool, job_id: &str) -> Result<Vec<Moved>, sqlx::
          FROM bulk_items i
          JOIN transition_attempts a ON a.id = i.attempt_id
          LEFT JOIN state_intervals o ON o.agent_id = i.agent_id AND o.attempt_id = a.id
-         WHERE i.job_id = ? AND i.outcome = 'succeeded'
+         WHERE i.job_id = $1 AND i.outcome = 'succeeded'
          ORDER BY i.seq",
     )
     .bind(job_id)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 #[cfg(test)]

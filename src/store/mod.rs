@@ -1,13 +1,18 @@
-//! The SQLite store: one file per table family, behind narrow functions.
+//! The store: one file per table family, behind narrow functions, on SQLite (the
+//! default) or PostgreSQL (see [`db`] for how one body of queries serves both).
 //!
-//! Writes go through a single-connection pool and start with `BEGIN IMMEDIATE`, so a
+//! On SQLite, writes go through a single-connection pool and start with `BEGIN IMMEDIATE`, so a
 //! transaction takes the write lock up front instead of failing half-way when another
 //! process (a `wfmd transition` next to the daemon) writes too; `busy_timeout` makes the
 //! other side wait. Reads use their own pool and, thanks to WAL, never wait for writes.
 //! `synchronous=FULL` makes every commit durable: a committed audit row or outbox event
 //! must survive power loss, not only a crash.
 //!
-//! The functions that write take a `&mut SqliteConnection` so a caller can compose them
+//! On PostgreSQL, every write transaction takes its tenant's write lock (a transaction
+//! advisory lock on the schema) first, so writes are serialised as on SQLite: the audit
+//! chain's head and the outbox's order stay those of the commits.
+//!
+//! The functions that write take a connection ([`AsConn`]) so a caller can compose them
 //! into one transaction (an accepted change writes interval, attempt, audit entry and
 //! outbox event together, or nothing).
 //!
@@ -19,6 +24,7 @@
 pub mod analytics;
 pub mod attempts;
 pub mod audit;
+pub mod db;
 pub mod deliveries;
 pub mod exceptions;
 pub mod firings;
@@ -28,6 +34,7 @@ pub mod intents;
 pub mod jobs;
 pub mod lock;
 pub mod outbox;
+mod postgres;
 pub mod retention;
 pub mod roster;
 pub mod samples;
@@ -42,15 +49,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::pool::PoolConnection;
+use sqlx::SqliteConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+
+pub use db::on;
+pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
 
 /// The embedded SQLite migrations (`migrations/sqlite/`), applied at start and by `wfmd migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The embedded PostgreSQL migrations (`migrations/postgres/`).
+pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Runs `migrator` on `conn`, up to `target` (every migration with `None`). The
 /// future is boxed as `Send` here, where its lifetimes are known: sqlx's migration
@@ -67,8 +79,21 @@ pub(crate) fn run_migrations<'a>(
     Box::pin(migrator.run_direct(target, conn, false))
 }
 
+/// [`run_migrations`] on PostgreSQL, where the migrator locks (an advisory lock), so
+/// two instances starting together cannot both migrate.
+fn run_pg_migrations<'a>(
+    migrator: &'a sqlx::migrate::Migrator,
+    conn: &'a mut sqlx::PgConnection,
+) -> futures::future::BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
+    Box::pin(migrator.run_direct(None, conn, true))
+}
+
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections that write on PostgreSQL: one writes at a time (the write lock), the
+/// others have their statements ready behind it.
+const PG_WRITE_CONNECTIONS: u32 = 4;
 
 /// Connections for concurrent reads (the engine's lookups, history, the CLI's reads)
 /// beside the one writer.
@@ -91,12 +116,15 @@ const PREEMPTION_CHECK_OPS: i32 = 4;
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
+    write: Pool,
+    read: Pool,
     /// Downloads' reads (see [`Store::for_exports`]), opened on first use.
-    exports: SqlitePool,
-    /// One connection for housekeeping, opened on first use (see [`Store::housekeeping`]).
-    housekeeping: SqlitePool,
+    exports: Pool,
+    /// On SQLite, one connection for housekeeping, opened on first use (see
+    /// [`Store::housekeeping`]); on PostgreSQL, the write pool.
+    housekeeping: Pool,
+    /// On PostgreSQL, the key of the tenant's write lock (see [`Store::begin_write`]).
+    write_lock: i64,
     /// Pinged after a commit that wrote outbox events, so delivery starts at once
     /// instead of at its next poll.
     outbox: Arc<tokio::sync::Notify>,
@@ -155,7 +183,7 @@ impl WriteHealth {
 /// Its commit tells the store how it went, for `/readyz` and
 /// `wfmd_store_write_errors_total`.
 pub struct WriteTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: Tx<'static>,
     health: Arc<WriteHealth>,
 }
 
@@ -171,17 +199,9 @@ impl WriteTx {
     }
 }
 
-impl std::ops::Deref for WriteTx {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+impl AsConn for WriteTx {
+    fn db(&mut self) -> Db<&mut SqliteConnection, &mut sqlx::PgConnection> {
+        self.tx.db()
     }
 }
 
@@ -262,6 +282,16 @@ impl Store {
         url: &str,
         audit_key: Option<audit::AuditKey>,
     ) -> anyhow::Result<Store> {
+        match Backend::of_url(url) {
+            Backend::Sqlite => Self::connect_sqlite(url, audit_key).await,
+            Backend::Postgres => Self::connect_postgres(url, audit_key).await,
+        }
+    }
+
+    async fn connect_sqlite(
+        url: &str,
+        audit_key: Option<audit::AuditKey>,
+    ) -> anyhow::Result<Store> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("database.url `{url}` is not a valid SQLite URL"))?
             .create_if_missing(true)
@@ -310,15 +340,63 @@ impl Store {
             .max_connections(EXPORT_CONNECTIONS)
             .connect_lazy_with(options.clone());
         Ok(Store {
-            write,
-            read,
-            exports,
-            housekeeping,
+            write: Pool(Db::Sqlite(write)),
+            read: Pool(Db::Sqlite(read)),
+            exports: Pool(Db::Sqlite(exports)),
+            housekeeping: Pool(Db::Sqlite(housekeeping)),
+            write_lock: 0,
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,
             writes_begun: Arc::default(),
             preemption,
+            health: Arc::default(),
+        })
+    }
+
+    /// Connects to PostgreSQL. The URL's `search_path` (`?options[search_path]=…`)
+    /// names the schema of the tenant's tables, made here when missing; without one,
+    /// PostgreSQL's default schema (`public`).
+    async fn connect_postgres(
+        url: &str,
+        audit_key: Option<audit::AuditKey>,
+    ) -> anyhow::Result<Store> {
+        let options = PgConnectOptions::from_str(url).with_context(|| {
+            format!(
+                "database.url `{}` is not a valid PostgreSQL URL",
+                postgres::redacted(url)
+            )
+        })?;
+        let shown = postgres::describe(&options);
+        let schema = postgres::schema(&options);
+        if let Some(schema) = &schema {
+            postgres::create_schema(&options, schema)
+                .await
+                .with_context(|| format!("cannot create the schema `{schema}` in {shown}"))?;
+        }
+        let write = postgres::pool_options(PG_WRITE_CONNECTIONS, audit_key.clone())
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open the database {shown}"))?;
+        let read = PgPoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open the database {shown}"))?;
+        let exports = PgPoolOptions::new()
+            .max_connections(EXPORT_CONNECTIONS)
+            .connect_lazy_with(options.clone());
+        Ok(Store {
+            housekeeping: Pool(Db::Postgres(write.clone())),
+            write: Pool(Db::Postgres(write)),
+            read: Pool(Db::Postgres(read)),
+            exports: Pool(Db::Postgres(exports)),
+            write_lock: postgres::write_lock_key(schema.as_deref().unwrap_or("public")),
+            outbox: Arc::default(),
+            outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
+            audit_key,
+            writes_begun: Arc::default(),
+            preemption: Arc::default(),
             health: Arc::default(),
         })
     }
@@ -330,8 +408,13 @@ impl Store {
 
     /// The pool of the one write connection, for statements that must run outside a
     /// transaction with the engine's settings (the one-time `VACUUM` conversion).
-    pub(crate) fn writer(&self) -> &SqlitePool {
+    pub(crate) fn writer(&self) -> &Pool {
         &self.write
+    }
+
+    /// Which backend the store is on.
+    pub fn backend(&self) -> Backend {
+        self.read.backend()
     }
 
     /// Applies pending migrations, then puts back any trigger of theirs (the audit
@@ -340,9 +423,11 @@ impl Store {
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let before = self.applied_migrations().await.unwrap_or(0);
         let mut conn = self.write.acquire().await?;
-        run_migrations(&MIGRATOR, &mut conn, None)
-            .await
-            .context("cannot apply database migrations")?;
+        match conn.db() {
+            Db::Sqlite(conn) => run_migrations(&MIGRATOR, conn, None).await,
+            Db::Postgres(conn) => run_pg_migrations(&PG_MIGRATOR, conn).await,
+        }
+        .context("cannot apply database migrations")?;
         drop(conn);
         schema::restore_triggers(self)
             .await
@@ -355,18 +440,23 @@ impl Store {
 
     /// How many migrations the database has applied.
     pub async fn applied_migrations(&self) -> anyhow::Result<usize> {
-        let exists: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_optional(&self.read)
-        .await?;
+        let exists: Option<String> = on!(
+            &self.read,
+            (
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            ),
+            |c, sql| sqlx::query_scalar(sql).fetch_optional(c).await
+        )?;
         if exists.is_none() {
             return Ok(0);
         }
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
-                .fetch_one(&self.read)
-                .await?;
+        let count: i64 = on!(&self.read, |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"
+        )
+        .fetch_one(c)
+        .await)?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
 
@@ -387,15 +477,23 @@ impl Store {
             .await
     }
 
-    async fn begin(&self, statement: &'static str) -> Result<WriteTx, sqlx::Error> {
+    async fn begin(&self, sqlite_statement: &'static str) -> Result<WriteTx, sqlx::Error> {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);
-        let tx = self.write.begin_with(statement).await;
+        let tx = match self.write.db() {
+            Db::Sqlite(pool) => pool.begin_with(sqlite_statement).await.map(Db::Sqlite),
+            Db::Postgres(pool) => {
+                let flushed = !sqlite_statement.contains("NORMAL");
+                postgres::begin_write(pool, self.write_lock, flushed)
+                    .await
+                    .map(Db::Postgres)
+            }
+        };
         if tx.is_err() {
             self.health.record(&tx);
         }
         Ok(WriteTx {
-            tx: tx?,
+            tx: Tx(tx?),
             health: Arc::clone(&self.health),
         })
     }
@@ -407,13 +505,14 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO write_probe (id, at) VALUES (1, ?)
+        on!(&mut tx, |c| sqlx::query(
+            "INSERT INTO write_probe (id, at) VALUES (1, $1)
              ON CONFLICT (id) DO UPDATE SET at = excluded.at",
         )
         .bind(to_ms(Utc::now()))
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
         tx.commit().await
     }
 
@@ -445,12 +544,19 @@ impl Store {
     /// The turn is taken last: the housekeeping connection may still be on its way back
     /// from the last step (its checkpoint, or the pool's check on return), and the
     /// engine's writes must not wait for that.
+    ///
+    /// On PostgreSQL it is a connection of the write pool; each transaction it begins
+    /// takes the write lock like the engine's.
     pub async fn housekeeping(&self) -> Result<Housekeeping, sqlx::Error> {
         let conn = self.housekeeping.acquire().await?;
-        let write_turn = self.write.acquire().await?;
+        let write_turn = match self.write.backend() {
+            Backend::Sqlite => Some(self.write.acquire().await?),
+            Backend::Postgres => None,
+        };
         Ok(Housekeeping {
             conn,
-            write_turn: Some(write_turn),
+            write_turn,
+            write_lock: self.write_lock,
             preemption: Arc::clone(&self.preemption),
         })
     }
@@ -473,7 +579,7 @@ impl Store {
     }
 
     /// The pool for reads.
-    pub fn reader(&self) -> &SqlitePool {
+    pub fn reader(&self) -> &Pool {
         &self.read
     }
 
@@ -490,16 +596,26 @@ impl Store {
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map(drop)
+        on!(&self.read, |c| sqlx::query("SELECT 1")
+            .execute(c)
+            .await
+            .map(Done::from))
+        .map(drop)
     }
 
-    /// The database's size in bytes (pages in use and free; the WAL not counted).
+    /// The database's size in bytes: on SQLite the file's pages in use and free (the
+    /// WAL not counted), on PostgreSQL the tables and indexes of the store's schema.
     pub async fn size_bytes(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        on!(
+            &self.read,
+            (
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+            ),
+            |c, sql| sqlx::query_scalar(sql).fetch_one(c).await
         )
-        .fetch_one(&self.read)
-        .await
     }
 
     /// Closes the pools, waiting for connections to be returned.
@@ -565,16 +681,27 @@ fn single_writer(
 /// The housekeeping connection, with the write connection's turn (see
 /// [`Store::housekeeping`]); both are given back when it drops.
 pub struct Housekeeping {
-    conn: PoolConnection<Sqlite>,
-    /// `None` once [`Housekeeping::finish`] gave it back.
-    write_turn: Option<PoolConnection<Sqlite>>,
+    conn: PoolConn,
+    /// On SQLite, the write connection held unused; `None` once
+    /// [`Housekeeping::finish`] gave it back, and on PostgreSQL.
+    write_turn: Option<PoolConn>,
+    write_lock: i64,
     preemption: Arc<Preemption>,
 }
 
 impl Housekeeping {
     /// Starts a write transaction on the housekeeping connection.
-    pub async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
-        sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await
+    pub async fn begin(&mut self) -> Result<Tx<'_>, sqlx::Error> {
+        Ok(Tx(match self.conn.db() {
+            Db::Sqlite(conn) => {
+                Db::Sqlite(sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?)
+            }
+            Db::Postgres(conn) => {
+                let mut tx = sqlx::Connection::begin(conn).await?;
+                postgres::take_write_lock(&mut tx, self.write_lock).await?;
+                Db::Postgres(tx)
+            }
+        }))
     }
 
     /// Lets the statements run until the returned guard drops be interrupted as soon as
@@ -608,12 +735,17 @@ impl Housekeeping {
     ///
     /// Returns what it wrote back: the log frames it copied (the step's pages and the
     /// engine commits' since the last checkpoint) and how long that took.
+    ///
+    /// On PostgreSQL, which writes back by itself, it only gives the connection back.
     pub async fn finish(mut self) -> Result<WriteBack, sqlx::Error> {
         drop(self.write_turn.take());
         let started = Instant::now();
+        let Db::Sqlite(conn) = self.conn.db() else {
+            return Ok(WriteBack::default());
+        };
         // (busy, frames in the log, frames checkpointed)
         let (_, _, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut *self.conn)
+            .fetch_one(conn)
             .await?;
         Ok(WriteBack {
             frames: u64::try_from(copied).unwrap_or(0),
@@ -647,6 +779,12 @@ impl Drop for Preemptible {
 /// a lock held too long, or no connection in time.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
+        sqlx::Error::Database(e)
+            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            postgres::is_unavailable(e.code().as_deref().unwrap_or(""))
+        }
         sqlx::Error::Database(e) => {
             // The primary result code is the low byte of an extended one.
             let code = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
@@ -665,17 +803,9 @@ pub fn is_interrupt(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("9"))
 }
 
-impl std::ops::Deref for Housekeeping {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        &self.conn
-    }
-}
-
-impl std::ops::DerefMut for Housekeeping {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
+impl AsConn for Housekeeping {
+    fn db(&mut self) -> Db<&mut SqliteConnection, &mut sqlx::PgConnection> {
+        self.conn.db()
     }
 }
 
@@ -725,7 +855,7 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::Store;
+    use super::{Done, Store, on};
 
     /// A migrated store in a fresh temporary folder, removed when the guard drops.
     pub async fn temp_store() -> (Store, tempfile::TempDir) {
@@ -750,19 +880,21 @@ pub(crate) mod testing {
 
     /// Creates the table `filler` and writes `rows` rows of about a page (4 KiB) each,
     /// for tests that need many pages in the log or on the freelist.
-    pub async fn fill_pages(conn: &mut sqlx::SqliteConnection, rows: u32) {
-        sqlx::query("CREATE TABLE filler (x BLOB)")
-            .execute(&mut *conn)
+    pub async fn fill_pages(conn: &mut impl crate::store::AsConn, rows: u32) {
+        on!(conn, |c| sqlx::query("CREATE TABLE filler (x BLOB)")
+            .execute(c)
             .await
-            .unwrap();
-        sqlx::query(
+            .map(Done::from))
+        .unwrap();
+        on!(conn, |c| sqlx::query(
             "INSERT INTO filler
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
              SELECT randomblob(3500) FROM n",
         )
-        .bind(rows)
-        .execute(conn)
+        .bind(i64::from(rows))
+        .execute(c)
         .await
+        .map(Done::from))
         .unwrap();
     }
 }
@@ -806,29 +938,31 @@ mod tests {
     #[tokio::test]
     async fn connections_use_wal_full_sync_and_a_busy_timeout() {
         let (store, _dir) = testing::temp_store().await;
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+        let mode: String = on!(store.reader(), |c| sqlx::query_scalar(
+            "PRAGMA journal_mode"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(mode, "wal");
         let mut tx = store.begin_write().await.unwrap();
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        let sync: i64 = on!(tx, |c| sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(c)
+            .await)
+        .unwrap();
         assert_eq!(sync, 2, "FULL");
-        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        let timeout: i64 = on!(tx, |c| sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(c)
+            .await)
+        .unwrap();
         assert_eq!(timeout, BUSY_TIMEOUT.as_millis() as i64);
         tx.rollback().await.unwrap();
     }
 
     async fn synchronous(tx: &mut WriteTx) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut **tx)
-            .await
+        on!(tx, |c| sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(c)
+            .await)
     }
 
     #[tokio::test]
@@ -873,18 +1007,19 @@ mod tests {
             0,
             "the engine's writes queue for the turn, not in SQLite's busy handler"
         );
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *housekeeping)
-            .await
-            .unwrap();
+        let sync: i64 = on!(housekeeping, |c| sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(c)
+            .await)
+        .unwrap();
         assert_eq!(sync, 1, "NORMAL");
         let mut tx = housekeeping.begin().await.unwrap();
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "INSERT INTO retention_horizons (kind, kept_from, pruned_rows, updated_at)
              VALUES ('samples', 1, 1, 1)",
         )
-        .execute(&mut *tx)
+        .execute(c)
         .await
+        .map(Done::from))
         .unwrap();
         tx.commit().await.unwrap();
         drop(housekeeping);
@@ -893,15 +1028,17 @@ mod tests {
             .await
             .expect("the turn is given back")
             .unwrap();
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        let sync: i64 = on!(tx, |c| sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(c)
+            .await)
+        .unwrap();
         assert_eq!(sync, 2, "the engine's commits stay FULL");
-        let pruned: i64 = sqlx::query_scalar("SELECT pruned_rows FROM retention_horizons")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        let pruned: i64 = on!(tx, |c| sqlx::query_scalar(
+            "SELECT pruned_rows FROM retention_horizons"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(
             pruned, 1,
             "the engine writes on what housekeeping committed"
@@ -946,10 +1083,10 @@ mod tests {
         // About 1,500 pages: past the 1,000 at which SQLite checkpoints by default.
         testing::fill_pages(&mut tx, 1500).await;
         tx.commit().await.unwrap();
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-            .fetch_one(&mut *housekeeping)
-            .await
-            .unwrap();
+        let pages: i64 = on!(housekeeping, |c| sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(c)
+            .await)
+        .unwrap();
         assert!(pages > 1_500, "{pages} pages");
         assert!(
             i64::from(file_pages()) < pages,

@@ -4,9 +4,10 @@
 //! Delivery (claiming, signing, retrying) reads these rows in `seq` order, which is
 //! commit order.
 
+use crate::store::{AsConn, Done, Pool, on};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 use super::to_ms;
 pub use crate::domain::events::{Event, EventType};
@@ -38,7 +39,7 @@ pub struct NewEvent<'a> {
 /// Writes an event in the caller's transaction; returns its id. The stored payload is
 /// the webhook body: `{"type","id","timestamp","data"}`.
 pub async fn enqueue(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     agent_id: Option<&str>,
     at: DateTime<Utc>,
     event: Event,
@@ -54,7 +55,7 @@ pub async fn enqueue(
 
 /// Writes events in order, in one statement whatever their number; returns their ids.
 pub async fn enqueue_all(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     events: &[NewEvent<'_>],
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut ids = Vec::with_capacity(events.len());
@@ -80,48 +81,49 @@ pub async fn enqueue_all(
             row
         })
         .collect();
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO outbox_events (id, event_type, agent_id, payload, created_at)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]')
-         FROM json_each(?)",
+         FROM json_each($1)",
     )
     .bind(serde_json::Value::Array(rows).to_string())
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(ids)
 }
 
 /// Events after `after_seq` in commit order, at most `limit`.
-pub async fn after(
-    pool: &SqlitePool,
-    after_seq: i64,
-    limit: i64,
-) -> Result<Vec<EventRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn after(pool: &Pool, after_seq: i64, limit: i64) -> Result<Vec<EventRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(
         "SELECT seq, id, event_type, agent_id, payload, created_at FROM outbox_events
-         WHERE seq > ? ORDER BY seq LIMIT ?",
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after_seq)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(c)
+    .await)
 }
 
 /// The newest event: its sequence and id.
-pub async fn head(pool: &SqlitePool) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT seq, id FROM outbox_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(pool)
-        .await
+pub async fn head(pool: &Pool) -> Result<Option<(i64, String)>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(
+        "SELECT seq, id FROM outbox_events ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_optional(c)
+    .await)
 }
 
 /// The sequence of the event `id`, if it is still stored.
-pub async fn seq_of(pool: &SqlitePool, id: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+pub async fn seq_of(pool: &Pool, id: &str) -> Result<Option<i64>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_scalar(
+        "SELECT seq FROM outbox_events WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)
 }
 
 #[cfg(test)]

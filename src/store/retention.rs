@@ -10,11 +10,11 @@
 //! transaction: reports asked about an earlier window can then say "not kept before"
 //! instead of counting what is left.
 
+use crate::store::{AsConn, Done, Pool, on};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{SqliteConnection, SqlitePool};
 
 use super::audit::checkpoints::{self, CheckpointError};
 use super::{Housekeeping, Store, WriteBack, from_ms, is_interrupt, to_ms};
@@ -124,9 +124,9 @@ pub async fn prune_batch(
         Kind::Audit => prune_audit(&mut tx, cutoff_ms, limit, now).await?,
     };
     if removed > 0 {
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "INSERT INTO retention_horizons (kind, kept_from, pruned_rows, updated_at)
-             VALUES (?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4)
              ON CONFLICT (kind) DO UPDATE SET
                  kept_from = MAX(kept_from, excluded.kept_from),
                  pruned_rows = pruned_rows + excluded.pruned_rows,
@@ -136,8 +136,9 @@ pub async fn prune_batch(
         .bind(kept_from)
         .bind(i64::try_from(removed).unwrap_or(i64::MAX))
         .bind(to_ms(now))
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
     }
     tx.commit().await?;
     let held = locked.elapsed();
@@ -167,7 +168,7 @@ pub struct Step {
 /// Up to `limit` rows of a kind kept one row per record, nothing hanging from it:
 /// webhook attempts, transition attempts and state intervals.
 async fn delete_rows(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     kind: Kind,
     cutoff_ms: i64,
     limit: i64,
@@ -181,49 +182,50 @@ async fn delete_rows(
     };
     let sql =
         format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {older} LIMIT ?)");
-    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+    Ok(on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(cutoff_ms)
         .bind(limit)
-        .execute(conn)
-        .await?
-        .rows_affected())
+        .execute(c)
+        .await
+        .map(Done::from))?
+    .rows_affected())
 }
 
 /// The time of the oldest state interval or transition attempt (Unix ms), `None` when
 /// there is neither.
 pub async fn oldest_raw_record(store: &Store) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+    on!(store.reader(), |c| sqlx::query_scalar(
         "SELECT MIN(at) FROM (SELECT MIN(started_at) AS at FROM state_intervals
                              UNION ALL SELECT MIN(requested_at) FROM transition_attempts)",
     )
-    .fetch_one(store.reader())
-    .await
+    .fetch_one(c)
+    .await)
 }
 
 /// Outbox events past the cutoff that every endpoint has settled (none pending), with
 /// their deliveries and attempts; `dead` picks those with a dead delivery, otherwise
 /// those without. Events not yet fanned out are never touched.
 async fn prune_outbox(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     dead: bool,
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let seqs: Vec<i64> = sqlx::query_scalar(
+    let seqs: Vec<i64> = on!(conn, |c| sqlx::query_scalar(
         "SELECT e.seq FROM outbox_events e
-         WHERE e.created_at < ?1
+         WHERE e.created_at < $1
            AND e.seq <= (SELECT last_event_seq FROM webhook_cursor WHERE id = 1)
            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
                            WHERE d.event_seq = e.seq AND d.status = 'pending')
-           AND ?2 = EXISTS (SELECT 1 FROM webhook_deliveries d
+           AND $2 = EXISTS (SELECT 1 FROM webhook_deliveries d
                             WHERE d.event_seq = e.seq AND d.status = 'dead')
-         ORDER BY e.seq LIMIT ?3",
+         ORDER BY e.seq LIMIT $3",
     )
     .bind(cutoff_ms)
     .bind(dead)
     .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     if seqs.is_empty() {
         return Ok(0);
     }
@@ -244,17 +246,18 @@ async fn prune_outbox(
 /// Runs each statement with `ids` (a JSON array) bound to its one parameter, children
 /// first, and answers the rows the last statement (the parents') removed.
 async fn delete_listed(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     ids: &str,
     statements: &[&'static str],
 ) -> Result<u64, sqlx::Error> {
     let mut removed = 0;
     for sql in statements {
-        removed = sqlx::query(*sql)
+        removed = on!(conn, |c| sqlx::query(*sql)
             .bind(ids)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            .execute(c)
+            .await
+            .map(Done::from))?
+        .rows_affected();
     }
     Ok(removed)
 }
@@ -267,7 +270,7 @@ const CHILDREN_PER_PARENT: i64 = 50;
 /// past the cutoff: at most `limit / CHILDREN_PER_PARENT` of them, so a batch stays
 /// about `limit` rows.
 async fn prune_parents(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     kind: Kind,
     cutoff_ms: i64,
     limit: i64,
@@ -301,11 +304,11 @@ async fn prune_parents(
         ),
         other => unreachable!("{other} has no children"),
     };
-    let ids: String = sqlx::query_scalar(select)
+    let ids: String = on!(conn, |c| sqlx::query_scalar(select)
         .bind(cutoff_ms)
         .bind((limit / CHILDREN_PER_PARENT).max(1))
-        .fetch_one(&mut *conn)
-        .await?;
+        .fetch_one(c)
+        .await)?;
     if ids == "[]" {
         return Ok(0);
     }
@@ -318,37 +321,39 @@ async fn prune_parents(
 /// (`analytics.completed`, with the results' SHA-256) and `report.ready` events are not
 /// touched: a downloaded file still verifies against the audit log.
 async fn prune_analytics_jobs(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let results = sqlx::query(
+    let results = on!(conn, |c| sqlx::query(
         "DELETE FROM analytics_results WHERE (job_id, series, bucket) IN
              (SELECT r.job_id, r.series, r.bucket FROM analytics_jobs j
               JOIN analytics_results r ON r.job_id = j.id
-              WHERE j.status IN ('completed', 'failed') AND j.finished_at < ?1
-              LIMIT ?2)",
+              WHERE j.status IN ('completed', 'failed') AND j.finished_at < $1
+              LIMIT $2)",
     )
     .bind(cutoff_ms)
     .bind(limit)
-    .execute(&mut *conn)
-    .await?
+    .execute(c)
+    .await
+    .map(Done::from))?
     .rows_affected();
     let left = limit - i64::try_from(results).unwrap_or(limit);
     if left <= 0 {
         return Ok(results);
     }
-    let jobs = sqlx::query(
+    let jobs = on!(conn, |c| sqlx::query(
         "DELETE FROM analytics_jobs WHERE id IN
              (SELECT j.id FROM analytics_jobs j
-              WHERE j.status IN ('completed', 'failed') AND j.finished_at < ?1
+              WHERE j.status IN ('completed', 'failed') AND j.finished_at < $1
                 AND NOT EXISTS (SELECT 1 FROM analytics_results r WHERE r.job_id = j.id)
-              LIMIT ?2)",
+              LIMIT $2)",
     )
     .bind(cutoff_ms)
     .bind(left)
-    .execute(&mut *conn)
-    .await?
+    .execute(c)
+    .await
+    .map(Done::from))?
     .rows_affected();
     Ok(results + jobs)
 }
@@ -357,27 +362,28 @@ async fn prune_analytics_jobs(
 /// The batch ends at the time of its `limit`-th oldest sample, as the table has no
 /// rowids to pick rows by.
 async fn prune_samples(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let bound: Option<i64> = sqlx::query_scalar(
-        "SELECT sampled_at FROM metric_samples WHERE sampled_at < ? ORDER BY sampled_at
-         LIMIT 1 OFFSET ?",
+    let bound: Option<i64> = on!(conn, |c| sqlx::query_scalar(
+        "SELECT sampled_at FROM metric_samples WHERE sampled_at < $1 ORDER BY sampled_at
+         LIMIT 1 OFFSET $2",
     )
     .bind(cutoff_ms)
     .bind(limit)
-    .fetch_optional(&mut *conn)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     // Past the `limit`-th sample, stop just after its time (so equal times go together).
     let upto = bound.map_or(cutoff_ms, |at| (at + 1).min(cutoff_ms));
-    Ok(
-        sqlx::query("DELETE FROM metric_samples WHERE sampled_at < ?")
-            .bind(upto)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected(),
+    Ok(on!(conn, |c| sqlx::query(
+        "DELETE FROM metric_samples WHERE sampled_at < $1"
     )
+    .bind(upto)
+    .execute(c)
+    .await
+    .map(Done::from))?
+    .rows_affected())
 }
 
 /// The oldest audit entries up to the newest checkpoint older than the cutoff, at most
@@ -385,20 +391,22 @@ async fn prune_samples(
 /// verification starts there. Returns how many and the new horizon (just after the
 /// last removed entry's time).
 async fn prune_audit(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     cutoff_ms: i64,
     limit: i64,
     now: DateTime<Utc>,
 ) -> Result<(u64, i64), PruneError> {
-    let boundary: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(seq) FROM audit_checkpoints WHERE published = 1 AND entry_at < ?",
+    let boundary: Option<i64> = on!(conn, |c| sqlx::query_scalar(
+        "SELECT MAX(seq) FROM audit_checkpoints WHERE published = 1 AND entry_at < $1",
     )
     .bind(cutoff_ms)
-    .fetch_one(&mut *conn)
-    .await?;
-    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(&mut *conn)
-        .await?;
+    .fetch_one(c)
+    .await)?;
+    let first: Option<i64> = on!(conn, |c| sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_log"
+    )
+    .fetch_one(c)
+    .await)?;
     let (Some(boundary), Some(first)) = (boundary, first) else {
         return Ok((0, cutoff_ms));
     };
@@ -407,29 +415,38 @@ async fn prune_audit(
     }
     let last = boundary.min(first + limit - 1);
     checkpoints::record(conn, last, now, false).await?;
-    let entry_at: i64 = sqlx::query_scalar("SELECT entry_at FROM audit_checkpoints WHERE seq = ?")
-        .bind(last)
-        .fetch_one(&mut *conn)
-        .await?;
-    let removed = sqlx::query("DELETE FROM audit_log WHERE seq <= ?")
-        .bind(last)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let entry_at: i64 = on!(conn, |c| sqlx::query_scalar(
+        "SELECT entry_at FROM audit_checkpoints WHERE seq = $1"
+    )
+    .bind(last)
+    .fetch_one(c)
+    .await)?;
+    let removed = on!(conn, |c| sqlx::query(
+        "DELETE FROM audit_log WHERE seq <= $1"
+    )
+    .bind(last)
+    .execute(c)
+    .await
+    .map(Done::from))?
+    .rows_affected();
     // Retention's own checkpoints below the new start are replaced by this one.
-    sqlx::query("DELETE FROM audit_checkpoints WHERE seq < ? AND published = 0")
-        .bind(last)
-        .execute(&mut *conn)
-        .await?;
+    on!(conn, |c| sqlx::query(
+        "DELETE FROM audit_checkpoints WHERE seq < $1 AND published = 0"
+    )
+    .bind(last)
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok((removed, entry_at + 1))
 }
 
 /// How far back each kind is complete: `kind -> kept_from`, for kinds pruned so far.
-pub async fn horizons(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT kind, kept_from FROM retention_horizons ORDER BY kind")
-            .fetch_all(pool)
-            .await?;
+pub async fn horizons(pool: &Pool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = on!(pool, |c| sqlx::query_as(
+        "SELECT kind, kept_from FROM retention_horizons ORDER BY kind"
+    )
+    .fetch_all(c)
+    .await)?;
     Ok(rows.into_iter().map(|(k, at)| (k, from_ms(at))).collect())
 }
 
@@ -449,20 +466,20 @@ pub struct NotKept {
 /// `Err` naming the latest horizon among `kinds` when the window starting at `from`
 /// reaches before it: some records of the window were removed.
 pub async fn check_window(
-    pool: &SqlitePool,
+    pool: &Pool,
     kinds: &[Kind],
     from: DateTime<Utc>,
 ) -> Result<Result<(), NotKept>, sqlx::Error> {
     let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-    let latest: Option<(String, i64)> = sqlx::query_as(
+    let latest: Option<(String, i64)> = on!(pool, |c| sqlx::query_as(
         "SELECT kind, kept_from FROM retention_horizons
-         WHERE kind IN (SELECT value FROM json_each(?)) AND kept_from > ?
+         WHERE kind IN (SELECT value FROM json_each($1)) AND kept_from > $2
          ORDER BY kept_from DESC LIMIT 1",
     )
     .bind(json!(names).to_string())
     .bind(to_ms(from))
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     Ok(match latest {
         None => Ok(()),
         Some((name, kept_from)) => {
@@ -496,22 +513,24 @@ fn describe(kind: Kind) -> &'static str {
 
 /// `PRAGMA auto_vacuum`: 0 none, 1 full, 2 incremental.
 pub async fn auto_vacuum(store: &Store) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("PRAGMA auto_vacuum")
-        .fetch_one(store.reader())
-        .await
+    on!(store.reader(), |c| sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(c)
+        .await)
 }
 
 /// The database's size in bytes (pages in use and free), and its free pages' bytes.
 pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(store.reader())
-        .await?;
-    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-        .fetch_one(store.reader())
-        .await?;
-    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(store.reader())
-        .await?;
+    let pages: i64 = on!(store.reader(), |c| sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(c)
+        .await)?;
+    let free: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+        "PRAGMA freelist_count"
+    )
+    .fetch_one(c)
+    .await)?;
+    let page_size: i64 = on!(store.reader(), |c| sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(c)
+        .await)?;
     let bytes = |n: i64| u64::try_from(n * page_size).unwrap_or(0);
     Ok((bytes(pages), bytes(free)))
 }
@@ -541,11 +560,12 @@ async fn vacuum_step(
     let locked = Instant::now();
     let armed = preemptible.then(|| housekeeping.preemptible());
     // One statement in autocommit: interrupted, SQLite rolls it back whole.
-    let vacuumed = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let vacuumed = on!(housekeeping, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
         "PRAGMA incremental_vacuum({pages})"
     )))
-    .execute(&mut **housekeeping)
-    .await;
+    .execute(c)
+    .await
+    .map(Done::from));
     drop(armed);
     match vacuumed {
         Err(error) if is_interrupt(&error) => {
@@ -558,9 +578,11 @@ async fn vacuum_step(
         }
         vacuumed => vacuumed?,
     };
-    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-        .fetch_one(&mut **housekeeping)
-        .await?;
+    let free: i64 = on!(housekeeping, |c| sqlx::query_scalar(
+        "PRAGMA freelist_count"
+    )
+    .fetch_one(c)
+    .await)?;
     Ok(Step {
         done: u64::try_from(free).unwrap_or(0),
         held: locked.elapsed(),
@@ -573,10 +595,14 @@ async fn vacuum_step(
 /// and rebuilds the file once (`VACUUM`, which holds the write lock throughout).
 pub async fn convert_to_incremental(store: &Store) -> Result<(), sqlx::Error> {
     let mut conn = store.writer().acquire().await?;
-    sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("VACUUM").execute(&mut *conn).await?;
+    on!(conn, |c| sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+        .execute(c)
+        .await
+        .map(Done::from))?;
+    on!(conn, |c| sqlx::query("VACUUM")
+        .execute(c)
+        .await
+        .map(Done::from))?;
     Ok(())
 }
 
@@ -591,11 +617,11 @@ mod tests {
         assert_eq!(auto_vacuum(&store).await.unwrap(), 2);
     }
 
-    async fn freelist(conn: &mut SqliteConnection) -> i64 {
-        sqlx::query_scalar("PRAGMA freelist_count")
-            .fetch_one(conn)
-            .await
-            .unwrap()
+    async fn freelist(conn: &mut impl AsConn) -> i64 {
+        on!(conn, |c| sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(c)
+            .await)
+        .unwrap()
     }
 
     #[tokio::test]
@@ -605,10 +631,11 @@ mod tests {
         let (store, _dir) = temp_store().await;
         let mut tx = store.begin_write().await.unwrap();
         fill_pages(&mut tx, 300).await;
-        sqlx::query("DELETE FROM filler")
-            .execute(&mut *tx)
+        on!(tx, |c| sqlx::query("DELETE FROM filler")
+            .execute(c)
             .await
-            .unwrap();
+            .map(Done::from))
+        .unwrap();
         tx.commit().await.unwrap();
         let step = incremental_vacuum(&store, 16, true).await.unwrap();
         assert!(!step.gave_way, "nobody waits: it runs through");
@@ -666,25 +693,27 @@ mod tests {
             ("aq_recent", "completed", Some(old + 10_000)),
             ("aq_running", "running", None),
         ] {
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "INSERT INTO analytics_jobs (id, source, spec, actor, status, created_at,
                      finished_at)
-                 VALUES (?1, 'history', '{}', 'desk', ?2, ?3, ?4)",
+                 VALUES ($1, 'history', '{}', 'desk', $2, $3, $4)",
             )
             .bind(id)
             .bind(status)
             .bind(old - 1_000)
             .bind(finished)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(Done::from))
             .unwrap();
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "INSERT INTO analytics_results (job_id, series, bucket, vals)
-                 VALUES (?1, '{}', 1, '[1]'), (?1, '{}', 2, '[2]')",
+                 VALUES ($1, '{}', 1, '[1]'), ($1, '{}', 2, '[2]')",
             )
             .bind(id)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(Done::from))
             .unwrap();
         }
         tx.commit().await.unwrap();
@@ -701,12 +730,12 @@ mod tests {
             removed += step.done;
         }
         assert_eq!(removed, 6, "two jobs and their four result rows");
-        let left: Vec<(String, i64)> = sqlx::query_as(
+        let left: Vec<(String, i64)> = on!(store.reader(), |c| sqlx::query_as(
             "SELECT j.id, (SELECT COUNT(*) FROM analytics_results r WHERE r.job_id = j.id)
              FROM analytics_jobs j ORDER BY j.id",
         )
-        .fetch_all(store.reader())
-        .await
+        .fetch_all(c)
+        .await)
         .unwrap();
         assert_eq!(
             left,
@@ -720,14 +749,15 @@ mod tests {
         let at = from_ms(1_790_000_000_000);
         let mut tx = store.begin_write().await.unwrap();
         for i in 0..3 {
-            sqlx::query(
+            on!(tx, |c| sqlx::query(
                 "INSERT INTO state_intervals (agent_id, state, origin, started_at, ended_at)
-                 VALUES ('u_001', 'READY', 'api', ?, ?)",
+                 VALUES ('u_001', 'READY', 'api', $1, $2)",
             )
             .bind(to_ms(at) + i * 1000)
             .bind(to_ms(at) + i * 1000 + 500)
-            .execute(&mut *tx)
+            .execute(c)
             .await
+            .map(Done::from))
             .unwrap();
         }
         tx.commit().await.unwrap();

@@ -6,10 +6,11 @@
 //! teams. An agent the platform stops listing keeps its row, so a report over a window
 //! the agent worked in still names them.
 
+use crate::store::{AsConn, Done, Pool, on};
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 /// An agent's name and team as the platform listed them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, FromRow)]
@@ -38,19 +39,19 @@ impl From<&crate::cxone::Agent> for RosterEntry {
 /// platform saying the agent has none, and is stored as such. One statement for any
 /// number of agents.
 pub async fn remember(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     entries: &[RosterEntry],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     if entries.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO agent_roster (agent_id, name, team_id, team_name, updated_at)
          SELECT json_extract(value, '$.agent_id'),
                 NULLIF(json_extract(value, '$.name'), ''),
-                json_extract(value, '$.team_id'), json_extract(value, '$.team_name'), ?2
-         FROM json_each(?1) WHERE true
+                json_extract(value, '$.team_id'), json_extract(value, '$.team_name'), $2
+         FROM json_each($1) WHERE true
          ON CONFLICT (agent_id) DO UPDATE SET
              name = COALESCE(excluded.name, agent_roster.name),
              team_id = excluded.team_id,
@@ -59,17 +60,19 @@ pub async fn remember(
     )
     .bind(serde_json::to_string(entries).expect("roster serializes"))
     .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(())
 }
 
 /// Every stored agent, by id.
-pub async fn all(pool: &SqlitePool) -> Result<HashMap<String, RosterEntry>, sqlx::Error> {
-    let rows: Vec<RosterEntry> =
-        sqlx::query_as("SELECT agent_id, name, team_id, team_name FROM agent_roster")
-            .fetch_all(pool)
-            .await?;
+pub async fn all(pool: &Pool) -> Result<HashMap<String, RosterEntry>, sqlx::Error> {
+    let rows: Vec<RosterEntry> = on!(pool, |c| sqlx::query_as(
+        "SELECT agent_id, name, team_id, team_name FROM agent_roster"
+    )
+    .fetch_all(c)
+    .await)?;
     Ok(rows
         .into_iter()
         .map(|entry| (entry.agent_id.clone(), entry))
@@ -127,11 +130,12 @@ mod tests {
             entry("u_002", "Grace Hopper", Some(("t_2", "Billing"))),
             "an agent no longer listed keeps the last known name and team"
         );
-        let updated: Vec<(String, i64)> =
-            sqlx::query_as("SELECT agent_id, updated_at FROM agent_roster ORDER BY agent_id")
-                .fetch_all(store.reader())
-                .await
-                .unwrap();
+        let updated: Vec<(String, i64)> = on!(store.reader(), |c| sqlx::query_as(
+            "SELECT agent_id, updated_at FROM agent_roster ORDER BY agent_id"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
         assert_eq!(
             updated,
             [("u_001".to_owned(), 2_000), ("u_002".to_owned(), 1_000)]

@@ -1,9 +1,10 @@
 //! Skill and queue samples (`metric_samples`): one row per skill or queue and platform
 //! refresh, written set-based, one statement per poll whatever the number of tiles.
 
+use crate::store::{AsConn, Done, Pool, on};
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 use super::{from_ms, to_ms};
 use crate::domain::metrics::{MetricFamily, QueueTile, SkillTile};
@@ -74,7 +75,7 @@ impl From<&QueueTile> for Sample {
 /// are stored already is skipped (the same answer stored twice). Returns how many
 /// rows were added.
 pub async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     samples: &[Sample],
     polled_at: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
@@ -101,7 +102,7 @@ pub async fn insert(
             ])
         })
         .collect();
-    let done = sqlx::query(
+    let done = on!(conn, |c| sqlx::query(
         "INSERT INTO metric_samples (family, entity_id, sampled_at, name, service_level,
              queued, agents_available, agents_staffed, agents_busy, contacts_active,
              longest_wait_secs, estimated_wait_secs, average_wait_ms, polled_at)
@@ -111,14 +112,15 @@ pub async fn insert(
                 json_extract(value, '$[6]'), json_extract(value, '$[7]'),
                 json_extract(value, '$[8]'), json_extract(value, '$[9]'),
                 json_extract(value, '$[10]'), json_extract(value, '$[11]'),
-                json_extract(value, '$[12]'), ?2
-         FROM json_each(?1) WHERE true
+                json_extract(value, '$[12]'), $2
+         FROM json_each($1) WHERE true
          ON CONFLICT (family, entity_id, sampled_at) DO NOTHING",
     )
     .bind(serde_json::Value::Array(rows).to_string())
     .bind(to_ms(polled_at))
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(done.rows_affected())
 }
 
@@ -140,7 +142,7 @@ struct PointRow {
 /// The samples of one skill or queue since `from`, oldest first; at most `cap` of them,
 /// picked evenly (the first always among them) when there are more.
 pub async fn series(
-    pool: &SqlitePool,
+    pool: &Pool,
     family: MetricFamily,
     entity_id: &str,
     from: DateTime<Utc>,
@@ -148,23 +150,23 @@ pub async fn series(
 ) -> Result<Vec<Point>, sqlx::Error> {
     // Row `rn` of `n` is kept when `rn·cap mod n < cap`: for each k < cap exactly the
     // first row at or after k·n/cap passes, so `cap` rows spread evenly over the range.
-    let rows: Vec<PointRow> = sqlx::query_as(
+    let rows: Vec<PointRow> = on!(pool, |c| sqlx::query_as(
         "WITH s AS (
              SELECT sampled_at, service_level, queued,
                     ROW_NUMBER() OVER (ORDER BY sampled_at) - 1 AS rn,
                     COUNT(*) OVER () AS n
              FROM metric_samples
-             WHERE family = ?1 AND entity_id = ?2 AND sampled_at >= ?3)
+             WHERE family = $1 AND entity_id = $2 AND sampled_at >= $3)
          SELECT sampled_at, service_level, queued FROM s
-         WHERE n <= ?4 OR (rn * ?4) % n < ?4
+         WHERE n <= $4 OR (rn * $4) % n < $4
          ORDER BY sampled_at",
     )
     .bind(family.as_str())
     .bind(entity_id)
     .bind(to_ms(from))
     .bind(i64::from(cap.max(1)))
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(rows
         .into_iter()
         .map(|r| Point {
@@ -230,11 +232,12 @@ mod tests {
             .unwrap();
         assert!(queues.is_empty(), "families are apart");
 
-        let busy: i64 =
-            sqlx::query_scalar("SELECT agents_busy FROM metric_samples WHERE entity_id = 's_2'")
-                .fetch_one(store.reader())
-                .await
-                .unwrap();
+        let busy: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT agents_busy FROM metric_samples WHERE entity_id = 's_2'"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(busy, 3, "on contact + ACW");
     }
 

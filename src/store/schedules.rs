@@ -3,10 +3,11 @@
 //! A shift whose start moved (the schedule was changed) replaces the agent's rows it
 //! overlaps, so an agent never has two overlapping shifts.
 
+use crate::store::{AsConn, Done, Pool, on};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 use super::{from_ms, to_ms};
 use crate::domain::BreakWindow;
@@ -91,23 +92,24 @@ pub const COLUMNS: &str =
 
 /// Stores each shift (inserted, or updated when the agent has a shift with the same
 /// start), removing the agent's other shifts it overlaps.
-pub async fn save(conn: &mut SqliteConnection, shifts: &[StoredShift]) -> Result<(), sqlx::Error> {
+pub async fn save(conn: &mut impl AsConn, shifts: &[StoredShift]) -> Result<(), sqlx::Error> {
     for stored in shifts {
         let (start, end) = (to_ms(stored.shift.start), to_ms(stored.shift.end));
-        sqlx::query(
+        on!(conn, |c| sqlx::query(
             "DELETE FROM agent_shifts
-             WHERE agent_id = ? AND shift_start <> ? AND shift_start < ? AND shift_end > ?",
+             WHERE agent_id = $1 AND shift_start <> $2 AND shift_start < $3 AND shift_end > $4",
         )
         .bind(&stored.agent_id)
         .bind(start)
         .bind(end)
         .bind(start)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
         let breaks =
             serde_json::to_string(&stored.shift.breaks).expect("break windows always serialize");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO agent_shifts ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+        on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO agent_shifts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (agent_id, shift_start) DO UPDATE SET
                  shift_end = excluded.shift_end, timezone = excluded.timezone,
                  breaks = excluded.breaks, breaks_from = excluded.breaks_from,
@@ -120,60 +122,61 @@ pub async fn save(conn: &mut SqliteConnection, shifts: &[StoredShift]) -> Result
         .bind(breaks)
         .bind(stored.breaks_from.as_str())
         .bind(to_ms(stored.fetched_at))
-        .execute(&mut *conn)
-        .await?;
+        .execute(c)
+        .await
+        .map(Done::from))?;
     }
     Ok(())
 }
 
 /// Each agent's latest shift (the one that starts last).
-pub async fn latest(pool: &SqlitePool) -> Result<Vec<StoredShift>, sqlx::Error> {
-    let rows: Vec<ShiftRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+pub async fn latest(pool: &Pool) -> Result<Vec<StoredShift>, sqlx::Error> {
+    let rows: Vec<ShiftRow> = on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM agent_shifts AS s
          WHERE shift_start = (SELECT MAX(shift_start) FROM agent_shifts
                               WHERE agent_id = s.agent_id)
          ORDER BY agent_id"
     )))
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
 /// What the book knows of one agent at `at`: the shifts of its newest fetch (the shift
 /// covering `at`, if any, first), or nothing when the agent was never fetched.
 pub async fn freshest(
-    pool: &SqlitePool,
+    pool: &Pool,
     agent_id: &str,
     at: DateTime<Utc>,
 ) -> Result<Vec<StoredShift>, sqlx::Error> {
     let at = to_ms(at);
-    let rows: Vec<ShiftRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<ShiftRow> = on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM agent_shifts
-         WHERE agent_id = ?1
-           AND fetched_at = (SELECT MAX(fetched_at) FROM agent_shifts WHERE agent_id = ?1)
-         ORDER BY (shift_start <= ?2 AND ?2 < shift_end) DESC, shift_start"
+         WHERE agent_id = $1
+           AND fetched_at = (SELECT MAX(fetched_at) FROM agent_shifts WHERE agent_id = $1)
+         ORDER BY (shift_start <= $2 AND $2 < shift_end) DESC, shift_start"
     )))
     .bind(agent_id)
     .bind(at)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
 /// How many of `agents` were fetched after `since`.
 pub async fn fetched_since(
-    pool: &SqlitePool,
+    pool: &Pool,
     agents: &[String],
     since: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
-    let fresh: i64 = sqlx::query_scalar(
+    let fresh: i64 = on!(pool, |c| sqlx::query_scalar(
         "SELECT COUNT(DISTINCT agent_id) FROM agent_shifts
-         WHERE fetched_at > ? AND agent_id IN (SELECT value FROM json_each(?))",
+         WHERE fetched_at > $1 AND agent_id IN (SELECT value FROM json_each($2))",
     )
     .bind(to_ms(since))
     .bind(serde_json::json!(agents).to_string())
-    .fetch_one(pool)
-    .await?;
+    .fetch_one(c)
+    .await)?;
     Ok(usize::try_from(fresh).unwrap_or(0))
 }
 
@@ -219,10 +222,12 @@ mod tests {
     }
 
     async fn rows(store: &crate::store::Store) -> Vec<(String, i64, i64)> {
-        sqlx::query_as("SELECT agent_id, shift_start, shift_end FROM agent_shifts ORDER BY 1, 2")
-            .fetch_all(store.reader())
-            .await
-            .unwrap()
+        on!(store.reader(), |c| sqlx::query_as(
+            "SELECT agent_id, shift_start, shift_end FROM agent_shifts ORDER BY 1, 2"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap()
     }
 
     #[tokio::test]

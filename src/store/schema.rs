@@ -11,13 +11,14 @@
 //! - every start, after the migrations, puts back triggers that are missing or altered
 //!   ([`restore_triggers`]) with a warning, so the daemon never runs without them.
 
+use crate::store::{AsConn, Done, on};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use sqlx::ConnectOptions;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, SqliteConnection};
 
 use super::{MIGRATOR, Store};
 
@@ -35,13 +36,13 @@ type Objects = BTreeMap<(String, String), Object>;
 
 /// Every object but SQLite's own (`sqlite_…`) and sqlx's migrations table, whose
 /// definition belongs to the sqlx version that made it.
-async fn objects(conn: &mut SqliteConnection) -> Result<Objects, sqlx::Error> {
-    let rows: Vec<Object> = sqlx::query_as(
+async fn objects(conn: &mut impl AsConn) -> Result<Objects, sqlx::Error> {
+    let rows: Vec<Object> = on!(conn, |c| sqlx::query_as(
         "SELECT type, name, sql FROM sqlite_master
          WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '_sqlx_migrations'",
     )
-    .fetch_all(conn)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(rows
         .into_iter()
         .map(|o| ((o.kind.clone(), o.name.clone()), o))
@@ -78,23 +79,24 @@ impl fmt::Display for Departures {
 /// must be this binary's (same checksum, finished), in order from the first; then every
 /// table, index, view and trigger those make must be there as they make it, and no
 /// other. Returns each departure found (none: the schema is as promised).
-pub async fn check(conn: &mut SqliteConnection) -> anyhow::Result<Departures> {
+pub async fn check(conn: &mut impl AsConn) -> anyhow::Result<Departures> {
     let mut found = Vec::new();
-    let has_table: bool = sqlx::query_scalar(
+    let has_table: bool = on!(conn, |c| sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master
                         WHERE type = 'table' AND name = '_sqlx_migrations')",
     )
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c)
+    .await)?;
     if !has_table {
         return Ok(Departures(vec![
             "it has no migrations table (_sqlx_migrations): not a wfmd database".into(),
         ]));
     }
-    let applied: Vec<(i64, Vec<u8>, bool)> =
-        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&mut *conn)
-            .await?;
+    let applied: Vec<(i64, Vec<u8>, bool)> = on!(conn, |c| sqlx::query_as(
+        "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version"
+    )
+    .fetch_all(c)
+    .await)?;
     let ours: Vec<_> = MIGRATOR.iter().collect();
     for (i, (version, checksum, success)) in applied.iter().enumerate() {
         match ours.iter().find(|m| m.version == *version) {
@@ -169,9 +171,12 @@ pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
                 "a trigger of the audit log differs from what the migrations create; \
                  it is replaced"
             );
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER \"{name}\"")))
-                .execute(&mut *tx)
-                .await?;
+            on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP TRIGGER \"{name}\""
+            )))
+            .execute(c)
+            .await
+            .map(Done::from))?;
         } else {
             tracing::warn!(
                 trigger = %name,
@@ -179,9 +184,10 @@ pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
                  re-created"
             );
         }
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut *tx)
-            .await?;
+        on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(c)
+            .await
+            .map(Done::from))?;
         restored.push(name.clone());
     }
     for (kind, name) in actual.keys() {
@@ -204,7 +210,7 @@ mod tests {
 
     async fn exec(store: &Store, sql: &'static str) {
         let mut tx = store.begin_write().await.unwrap();
-        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        on!(tx, |c| sqlx::query(sql).execute(c).await.map(Done::from)).unwrap();
         tx.commit().await.unwrap();
     }
 
@@ -295,10 +301,11 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
         let store = Store::open(&url).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
-        let refused = sqlx::query("UPDATE audit_log SET actor = 'again'")
-            .execute(&mut *tx)
+        let refused = on!(tx, |c| sqlx::query("UPDATE audit_log SET actor = 'again'")
+            .execute(c)
             .await
-            .unwrap_err();
+            .map(Done::from))
+        .unwrap_err();
         assert!(
             refused.to_string().contains("audit_log is append-only"),
             "{refused}"

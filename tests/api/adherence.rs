@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
@@ -171,12 +172,14 @@ impl Scene {
 
     /// (agent, actor, target, outcome) of every recorded attempt.
     async fn attempts(&self) -> BTreeSet<(String, String, String, String)> {
-        sqlx::query_as("SELECT agent_id, actor, target_state, outcome FROM transition_attempts")
-            .fetch_all(self.store.reader())
-            .await
-            .unwrap()
-            .into_iter()
-            .collect()
+        on!(self.store.reader(), |c| sqlx::query_as(
+            "SELECT agent_id, actor, target_state, outcome FROM transition_attempts"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap()
+        .into_iter()
+        .collect()
     }
 
     async fn attempts_of(&self, agent: &str) -> usize {
@@ -189,12 +192,12 @@ impl Scene {
 
     /// (kind, open) of the agent's exceptions, oldest first.
     async fn exceptions_of(&self, agent: &str) -> Vec<(String, bool)> {
-        sqlx::query_as::<_, (String, Option<i64>)>(
-            "SELECT kind, closed_at FROM adherence_exceptions WHERE agent_id = ? ORDER BY opened_at",
+        on!(self.store.reader(), |c| sqlx::query_as::<_, (String, Option<i64>)>(
+            "SELECT kind, closed_at FROM adherence_exceptions WHERE agent_id = $1 ORDER BY opened_at",
         )
         .bind(agent)
-        .fetch_all(self.store.reader())
-        .await
+        .fetch_all(c)
+        .await)
         .unwrap()
         .into_iter()
         .map(|(kind, closed)| (kind, closed.is_none()))
@@ -203,13 +206,13 @@ impl Scene {
 
     /// The `status` of the agent's `adherence.exception` webhooks, in order.
     async fn events_of(&self, agent: &str) -> Vec<String> {
-        sqlx::query_scalar(
+        on!(self.store.reader(), |c| sqlx::query_scalar(
             "SELECT json_extract(payload, '$.data.status') FROM outbox_events
-             WHERE event_type = 'adherence.exception' AND agent_id = ? ORDER BY seq",
+             WHERE event_type = 'adherence.exception' AND agent_id = $1 ORDER BY seq",
         )
         .bind(agent)
-        .fetch_all(self.store.reader())
-        .await
+        .fetch_all(c)
+        .await)
         .unwrap()
     }
 }
@@ -315,18 +318,21 @@ async fn break_automations_move_exactly_the_agents_whose_schedule_says_so(dialec
             }
         }
     }
-    let reasons: Vec<String> = sqlx::query_scalar(
+    let reasons: Vec<String> = on!(scene.store.reader(), |c| {
+        sqlx::query_scalar(
         "SELECT DISTINCT reason FROM transition_attempts WHERE actor = 'automation:break_start'",
     )
-    .fetch_all(scene.store.reader())
+    .fetch_all(c)
     .await
+    })
     .unwrap();
     assert_eq!(reasons, ["BREAK"]);
-    let origins: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT origin FROM transition_attempts")
-            .fetch_all(scene.store.reader())
-            .await
-            .unwrap();
+    let origins: Vec<String> = on!(scene.store.reader(), |c| sqlx::query_scalar(
+        "SELECT DISTINCT origin FROM transition_attempts"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert_eq!(origins, ["rule"]);
 }
 
@@ -434,11 +440,11 @@ async fn the_sweep_opens_after_the_threshold_closes_corrects_and_never_touches_a
     assert_eq!(scene.agent(&ready).state, "NOT_READY");
     assert_eq!(scene.agent(&ready).reason, "BREAK");
     assert_eq!(scene.agent(&caller).state, "ON_CONTACT");
-    let corrections: Vec<(String, String)> = sqlx::query_as(
+    let corrections: Vec<(String, String)> = on!(scene.store.reader(), |c| sqlx::query_as(
         "SELECT agent_id, actor FROM transition_attempts WHERE outcome = 'succeeded'",
     )
-    .fetch_all(scene.store.reader())
-    .await
+    .fetch_all(c)
+    .await)
     .unwrap();
     assert_eq!(
         corrections,

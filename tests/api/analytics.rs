@@ -1,6 +1,7 @@
 //! Analytics jobs over wfmd's own history, through the HTTP API.
 
 use std::time::Duration;
+use wfmd::on;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -80,13 +81,13 @@ pub async fn finished_after_kill_and_restart(
 }
 
 async fn report_ready_events(app: &TestApp, job_id: &str) -> i64 {
-    sqlx::query_scalar(
+    on!(app.store.reader(), |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'report.ready'
-         AND json_extract(payload, '$.data.job_id') = ?",
+         AND json_extract(payload, '$.data.job_id') = $1",
     )
     .bind(job_id)
-    .fetch_one(app.store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap()
 }
 
@@ -300,36 +301,39 @@ async fn formula_agent_ids_are_neutralised_in_new_csvs_while_a_job_hashed_before
     let sha256 = hex::encode(Sha256::digest(old_csv.as_bytes()));
     let old_job = "aq_before_neutralising";
     let mut tx = app.store.begin_write().await.unwrap();
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO analytics_jobs (id, source, spec, actor, created_at)
-         SELECT ?1, source, json_remove(spec, '$.detector'), actor, created_at
-         FROM analytics_jobs WHERE id = ?2",
+         SELECT $1, source, json_remove(spec, '$.detector'), actor, created_at
+         FROM analytics_jobs WHERE id = $2",
     )
     .bind(old_job)
     .bind(&new_job)
-    .execute(&mut *tx)
+    .execute(c)
     .await
+    .map(wfmd::store::Done::from))
     .unwrap();
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO analytics_results (job_id, series, bucket, vals)
-         SELECT ?1, series, bucket, vals FROM analytics_results WHERE job_id = ?2",
+         SELECT $1, series, bucket, vals FROM analytics_results WHERE job_id = $2",
     )
     .bind(old_job)
     .bind(&new_job)
-    .execute(&mut *tx)
+    .execute(c)
     .await
+    .map(wfmd::store::Done::from))
     .unwrap();
-    sqlx::query(
-        "UPDATE analytics_jobs SET status = 'completed', rows = ?2, sha256 = ?3,
-             finished_at = ?4, error = NULL
-         WHERE id = ?1 AND status IN ('queued', 'running')",
+    on!(tx, |c| sqlx::query(
+        "UPDATE analytics_jobs SET status = 'completed', rows = $2, sha256 = $3,
+             finished_at = $4, error = NULL
+         WHERE id = $1 AND status IN ('queued', 'running')",
     )
     .bind(old_job)
     .bind(agents.len() as i64)
     .bind(&sha256)
     .bind(wfmd::store::to_ms(chrono::Utc::now()))
-    .execute(&mut *tx)
+    .execute(c)
     .await
+    .map(wfmd::store::Done::from))
     .unwrap();
     wfmd::store::audit::append(
         &mut tx,
@@ -370,20 +374,21 @@ async fn an_interrupted_job_is_redone_from_scratch_and_announced_once() {
     let spec = json!({"source": "history", "metrics": [{"name": "transitions", "aggregation": "sum"}],
         "dimensions": ["agent"], "filters": [], "from": from, "to": to, "bucket": "hour",
         "window": 7, "z": 2.0, "seasonality": "none"});
-    sqlx::query(
+    on!(app.store.reader(), |c| sqlx::query(
         "INSERT INTO analytics_jobs (id, source, spec, actor, status, received, created_at, started_at)
-         VALUES ('aq_crashed', 'history', ?, 'test', 'running', 1, 0, 0)",
+         VALUES ('aq_crashed', 'history', $1, 'test', 'running', 1, 0, 0)",
     )
     .bind(spec.to_string())
-    .execute(app.store.reader())
-    .await
+    .execute(c)
+    .await.map(wfmd::store::Done::from))
     .unwrap();
-    sqlx::query(
+    on!(app.store.reader(), |c| sqlx::query(
         "INSERT INTO analytics_results (job_id, series, bucket, vals)
          VALUES ('aq_crashed', '{\"agent\":\"ghost\"}', 0, '[99]')",
     )
-    .execute(app.store.reader())
+    .execute(c)
     .await
+    .map(wfmd::store::Done::from))
     .unwrap();
 
     // A restarted service picks it up (the running app's may too: either finishes it).
@@ -440,14 +445,15 @@ async fn a_job_stored_before_the_robust_detector_renders_the_same_csv_it_always_
         "dimensions": ["agent"], "filters": [],
         "from": "2026-10-01T00:00:00.000Z", "to": "2026-10-21T00:00:00.000Z",
         "bucket": "day", "window": 4, "z": 2.0, "seasonality": "none"});
-    sqlx::query(
+    on!(app.store.reader(), |c| sqlx::query(
         "INSERT INTO analytics_jobs (id, source, spec, actor, status, received, rows,
                                      created_at, started_at, finished_at)
-         VALUES ('aq_before', 'history', ?, 'test', 'completed', 20, 20, 0, 0, 0)",
+         VALUES ('aq_before', 'history', $1, 'test', 'completed', 20, 20, 0, 0, 0)",
     )
     .bind(spec.to_string())
-    .execute(app.store.reader())
+    .execute(c)
     .await
+    .map(wfmd::store::Done::from))
     .unwrap();
     let day_ms = 86_400_000i64;
     let first = wfmd::time::parse_instant("2026-10-01")
@@ -458,14 +464,15 @@ async fn a_job_stored_before_the_robust_detector_renders_the_same_csv_it_always_
             12 => 40.0,
             _ => [10.0, 12.0, 11.0, 13.0][day as usize % 4],
         };
-        sqlx::query(
+        on!(app.store.reader(), |c| sqlx::query(
             "INSERT INTO analytics_results (job_id, series, bucket, vals)
-             VALUES ('aq_before', '{\"agent\":\"u_001\"}', ?, ?)",
+             VALUES ('aq_before', '{\"agent\":\"u_001\"}', $1, $2)",
         )
         .bind(first + day * day_ms)
         .bind(format!("[{value}]"))
-        .execute(app.store.reader())
+        .execute(c)
         .await
+        .map(wfmd::store::Done::from))
         .unwrap();
     }
     let csv = app
@@ -564,21 +571,23 @@ async fn a_job_accepted_before_kill_9_completes_after_restart_once_and_wfmd_anal
     assert!(daemon.wait().await.success());
 
     let store = wfmd::store::Store::open(&db.url()).await.unwrap();
-    let announced: i64 = sqlx::query_scalar(
+    let announced: i64 = on!(store.reader(), |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'report.ready'
-         AND json_extract(payload, '$.data.job_id') = ?",
+         AND json_extract(payload, '$.data.job_id') = $1",
     )
     .bind(&job_id)
-    .fetch_one(store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(announced, 1);
-    let audited: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit_log WHERE action = 'analytics.completed' AND subject_id = ?",
+    let audited: i64 = on!(store.reader(), |c| {
+        sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'analytics.completed' AND subject_id = $1",
     )
     .bind(&job_id)
-    .fetch_one(store.reader())
+    .fetch_one(c)
     .await
+    })
     .unwrap();
     assert_eq!(audited, 1);
     store.close().await;

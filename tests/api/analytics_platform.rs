@@ -3,6 +3,7 @@
 //! renewal, a restart after `kill -9`, and the dialect that has no such queries.
 
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
@@ -60,13 +61,13 @@ async fn submit(app: &TestApp, body: &Value) -> String {
 }
 
 async fn report_ready_events(store: &wfmd::store::Store, job_id: &str) -> i64 {
-    sqlx::query_scalar(
+    on!(store.reader(), |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'report.ready'
-         AND json_extract(payload, '$.data.job_id') = ?",
+         AND json_extract(payload, '$.data.job_id') = $1",
     )
     .bind(job_id)
-    .fetch_one(store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap()
 }
 

@@ -2,6 +2,7 @@
 
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
+use wfmd::on;
 use wfmd::store::audit::{self, NewEntry};
 
 use crate::helpers::{TestApp, TestSim, wfmd};
@@ -88,14 +89,18 @@ async fn the_audit_window_exports_as_the_cli_does_and_verify_finds_an_edit() {
     assert_eq!(verify["head"]["seq"], 3);
     assert_eq!(verify["head"]["hash"], entries[2]["hash"]);
     let mut tx = app.store.begin_write().await.unwrap();
-    sqlx::query("DROP TRIGGER audit_log_refuses_update")
-        .execute(&mut *tx)
+    on!(tx, |c| sqlx::query("DROP TRIGGER audit_log_refuses_update")
+        .execute(c)
         .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        .map(wfmd::store::Done::from))
+    .unwrap();
+    on!(tx, |c| sqlx::query(
+        "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2"
+    )
+    .execute(c)
+    .await
+    .map(wfmd::store::Done::from))
+    .unwrap();
     tx.commit().await.unwrap();
     let verify = app.get("/v1/audit/verify").await;
     assert_eq!(verify.status(), 200, "the check worked; the chain did not");
@@ -167,11 +172,12 @@ struct Canonical<'a> {
 /// entry with a correct SHA-256. Returns its sequence number.
 async fn forge_append(app: &TestApp) -> i64 {
     use sha2::Digest;
-    let (seq, at, prev): (i64, i64, String) =
-        sqlx::query_as("SELECT seq, at, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_one(app.store.reader())
-            .await
-            .unwrap();
+    let (seq, at, prev): (i64, i64, String) = on!(app.store.reader(), |c| sqlx::query_as(
+        "SELECT seq, at, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     let entry = Canonical {
         seq: seq + 1,
         at: at + 1,
@@ -187,9 +193,9 @@ async fn forge_append(app: &TestApp) -> i64 {
     hasher.update(serde_json::to_string(&entry).unwrap().as_bytes());
     let hash = hex::encode(hasher.finalize());
     let mut tx = app.store.begin_write().await.unwrap();
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8)",
     )
     .bind(entry.seq)
     .bind(entry.at)
@@ -199,8 +205,8 @@ async fn forge_append(app: &TestApp) -> i64 {
     .bind(entry.detail)
     .bind(&prev)
     .bind(&hash)
-    .execute(&mut *tx)
-    .await
+    .execute(c)
+    .await.map(wfmd::store::Done::from))
     .unwrap();
     tx.commit().await.unwrap();
     entry.seq
@@ -248,11 +254,12 @@ async fn a_forged_append_with_a_correct_sha256_is_detected_with_the_audit_key() 
         verify["keyed_from"], 1,
         "the key applies from its marker entry"
     );
-    let marker: (String, String) =
-        sqlx::query_as("SELECT action, detail FROM audit_log WHERE seq = 1")
-            .fetch_one(app.store.reader())
-            .await
-            .unwrap();
+    let marker: (String, String) = on!(app.store.reader(), |c| sqlx::query_as(
+        "SELECT action, detail FROM audit_log WHERE seq = 1"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(marker.0, "audit.keyed");
     assert!(
         !marker.1.contains(KEY),

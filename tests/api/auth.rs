@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use wfmd::on;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -521,15 +522,19 @@ async fn the_token_name_is_the_actor_of_the_change_in_the_audit_log_and_the_atte
     let transition: Value = response.json().await.unwrap();
     assert_eq!(transition["actor"], "desk-7");
 
-    let audit: Vec<String> = sqlx::query_scalar("SELECT actor FROM audit_log")
-        .fetch_all(app.store.reader())
-        .await
-        .unwrap();
+    let audit: Vec<String> = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT actor FROM audit_log"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert_eq!(audit, ["desk-7"]);
-    let attempts: Vec<String> = sqlx::query_scalar("SELECT actor FROM transition_attempts")
-        .fetch_all(app.store.reader())
-        .await
-        .unwrap();
+    let attempts: Vec<String> = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT actor FROM transition_attempts"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert_eq!(attempts, ["desk-7"]);
 }
 
@@ -543,10 +548,12 @@ async fn without_tokens_every_caller_is_the_local_admin() {
         "allowed, then refused by compliance: {problem}"
     );
     assert_eq!(problem["transition"]["actor"], "local");
-    let actors: Vec<String> = sqlx::query_scalar("SELECT actor FROM audit_log")
-        .fetch_all(app.store.reader())
-        .await
-        .unwrap();
+    let actors: Vec<String> = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT actor FROM audit_log"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert_eq!(actors, ["local"]);
 }
 

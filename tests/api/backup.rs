@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wfmd::on;
 
 use serde_json::{Value, json};
 use wfmd::store::Store;
@@ -124,23 +125,23 @@ async fn a_backup_taken_mid_burst_restores_every_committed_change_with_a_verifyi
 
     let restored = Store::open(&url).await.unwrap();
     for id in &before {
-        let (attempts, entries): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM transition_attempts WHERE id = ?1),
-                    (SELECT COUNT(*) FROM audit_log WHERE subject_id = ?1)",
+        let (attempts, entries): (i64, i64) = on!(restored.reader(), |c| sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM transition_attempts WHERE id = $1),
+                    (SELECT COUNT(*) FROM audit_log WHERE subject_id = $1)",
         )
         .bind(id)
-        .fetch_one(restored.reader())
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         assert_eq!((attempts, entries), (1, 1), "change {id} is in the backup");
     }
     // One snapshot: every change in it has its audit entry, and none is half there.
-    let orphans: i64 = sqlx::query_scalar(
+    let orphans: i64 = on!(restored.reader(), |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM transition_attempts a
          WHERE NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.subject_id = a.id)",
     )
-    .fetch_one(restored.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(orphans, 0);
     restored.close().await;
@@ -215,7 +216,11 @@ async fn restore_refuses_a_backup_whose_append_only_triggers_were_dropped() {
         "DROP TRIGGER audit_log_refuses_update",
         "DROP TRIGGER audit_log_refuses_delete",
     ] {
-        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        on!(tx, |c| sqlx::query(sql)
+            .execute(c)
+            .await
+            .map(wfmd::store::Done::from))
+        .unwrap();
     }
     tx.commit().await.unwrap();
     store.close().await;
@@ -279,9 +284,10 @@ async fn is_whole_backup(path: &std::path::Path) -> bool {
     else {
         return false;
     };
-    let integrity: Result<String, _> = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
-        .await;
+    let integrity: Result<String, _> =
+        on!(&mut conn, |c| sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(c)
+            .await);
     drop(conn);
     if integrity.ok().as_deref() != Some("ok") {
         return false;
@@ -336,15 +342,16 @@ async fn kill_9_during_a_backup_leaves_no_file_or_a_whole_one_and_the_next_backu
     let store = Store::open(&db.url()).await.unwrap();
     // About 80 MB, so the copy takes long enough to be killed half-way.
     let mut tx = store.begin_write().await.unwrap();
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO transition_attempts (id, agent_id, target_state, reason, origin, actor,
              outcome, error, latency_ms, requested_at, completed_at)
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
          SELECT printf('att-%06d', i), 'u_001', 'READY', 'WORKING', 'api', 'api',
                 'failed', hex(randomblob(2000)), 5, i, i FROM n",
     )
-    .execute(&mut *tx)
+    .execute(c)
     .await
+    .map(wfmd::store::Done::from))
     .unwrap();
     tx.commit().await.unwrap();
     store.close().await;

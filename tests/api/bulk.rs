@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -303,11 +304,12 @@ async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice(dialect: Di
     daemon.signal("KILL");
     assert!(!daemon.wait().await.success());
     let store = wfmd::store::Store::open(&db.url()).await.unwrap();
-    let pending: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM bulk_items WHERE outcome = 'pending'")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+    let pending: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM bulk_items WHERE outcome = 'pending'"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     store.close().await;
     assert!(pending > 0, "killed midway: {before}");
 
@@ -334,11 +336,11 @@ async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice(dialect: Di
         daemon.signal("TERM");
         assert!(daemon.wait().await.success());
         let store = wfmd::store::Store::open(&db.url()).await.unwrap();
-        let n: i64 = sqlx::query_scalar(
+        let n: i64 = on!(store.reader(), |c| sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbox_events WHERE event_type = 'bulk.completed'",
         )
-        .fetch_one(store.reader())
-        .await
+        .fetch_one(c)
+        .await)
         .unwrap();
         let intact = wfmd::store::audit::verify(store.reader()).await.unwrap();
         assert!(intact.is_intact());
@@ -765,12 +767,12 @@ async fn wfmd_bulk_sends_its_token_and_the_job_is_done_in_the_tokens_name() {
     assert_eq!(job["actor"], "ops-desk");
     assert_eq!(sim.sim.agent(&agent).unwrap().state, "PAUSED");
     let store = wfmd::store::Store::open(&db.url()).await.unwrap();
-    let actors: Vec<String> = sqlx::query_scalar(
+    let actors: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
         "SELECT actor FROM transition_attempts WHERE origin = 'bulk'
          UNION SELECT actor FROM audit_log WHERE action LIKE 'bulk.%'",
     )
-    .fetch_all(store.reader())
-    .await
+    .fetch_all(c)
+    .await)
     .unwrap();
     assert_eq!(actors, ["ops-desk"], "every record names the token");
     store.close().await;

@@ -1,6 +1,7 @@
 //! The `wfmd` binary: exit codes, result lines, configuration errors, audit verify.
 
 use std::io::Write;
+use wfmd::on;
 
 use serde_json::{Value, json};
 
@@ -106,14 +107,18 @@ async fn audit_verify_exits_1_naming_the_entry_edited_out_of_band() {
     }
     let url = app.db.url();
     let mut tx = app.store.begin_write().await.unwrap();
-    sqlx::query("DROP TRIGGER audit_log_refuses_update")
-        .execute(&mut *tx)
+    on!(tx, |c| sqlx::query("DROP TRIGGER audit_log_refuses_update")
+        .execute(c)
         .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        .map(wfmd::store::Done::from))
+    .unwrap();
+    on!(tx, |c| sqlx::query(
+        "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2"
+    )
+    .execute(c)
+    .await
+    .map(wfmd::store::Done::from))
+    .unwrap();
     tx.commit().await.unwrap();
 
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {

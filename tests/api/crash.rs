@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use wfmd::on;
 
 use serde_json::{Value, json};
 use wfmd::sim::SimConfig;
@@ -14,25 +15,29 @@ use crate::helpers::{Daemon, TestDb, TestSim, wait_until, wait_until_every, wfmd
 /// entry, a succeeded one its interval and `agent.state_changed` event, a rejected one
 /// its `transition.rejected` event; nothing exists without its attempt; the chain holds.
 async fn assert_all_or_nothing(store: &Store) -> usize {
-    let attempts: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT id, agent_id, outcome FROM transition_attempts")
-            .fetch_all(store.reader())
-            .await
-            .unwrap();
-    let audit: Vec<String> = sqlx::query_scalar("SELECT subject_id FROM audit_log")
-        .fetch_all(store.reader())
-        .await
-        .unwrap();
-    let intervals: Vec<String> =
-        sqlx::query_scalar("SELECT attempt_id FROM state_intervals WHERE attempt_id IS NOT NULL")
-            .fetch_all(store.reader())
-            .await
-            .unwrap();
-    let events: Vec<(String, String)> = sqlx::query_as(
+    let attempts: Vec<(String, String, String)> = on!(store.reader(), |c| sqlx::query_as(
+        "SELECT id, agent_id, outcome FROM transition_attempts"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    let audit: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT subject_id FROM audit_log"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    let intervals: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT attempt_id FROM state_intervals WHERE attempt_id IS NOT NULL"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    let events: Vec<(String, String)> = on!(store.reader(), |c| sqlx::query_as(
         "SELECT event_type, json_extract(payload, '$.data.attemptId') FROM outbox_events",
     )
-    .fetch_all(store.reader())
-    .await
+    .fetch_all(c)
+    .await)
     .unwrap();
 
     let ids: HashSet<&str> = attempts.iter().map(|(id, _, _)| id.as_str()).collect();
@@ -75,11 +80,11 @@ async fn assert_all_or_nothing(store: &Store) -> usize {
     {
         assert!(ids.contains(id.as_str()), "{id} has no attempt");
     }
-    let open_per_agent: Vec<(String, i64)> = sqlx::query_as(
+    let open_per_agent: Vec<(String, i64)> = on!(store.reader(), |c| sqlx::query_as(
         "SELECT agent_id, COUNT(*) FROM state_intervals WHERE ended_at IS NULL GROUP BY agent_id HAVING COUNT(*) > 1",
     )
-    .fetch_all(store.reader())
-    .await
+    .fetch_all(c)
+    .await)
     .unwrap();
     assert!(open_per_agent.is_empty(), "{open_per_agent:?}");
     let verified = wfmd::store::audit::verify(store.reader()).await.unwrap();

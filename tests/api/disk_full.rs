@@ -4,6 +4,7 @@
 //! test fills and frees ([`SmallDisk`](crate::helpers::SmallDisk)).
 
 use serde_json::json;
+use wfmd::on;
 use wfmd::store::Store;
 
 use crate::helpers::{DEADLINE, SET_STATE, TestApp, TestDb, TestSim};
@@ -14,18 +15,25 @@ const DISK_BYTES: u64 = 8 << 20;
 /// One small write transaction of the kind every writer makes.
 async fn write_one(store: &Store) -> Result<(), sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO write_probe (id, at) VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET at = at + 1",
     )
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(wfmd::store::Done::from))?;
     // A page's worth of new rows, so the commit needs room in the log.
-    sqlx::query("CREATE TABLE IF NOT EXISTS ballast (x BLOB)")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO ballast VALUES (randomblob(16000))")
-        .execute(&mut *tx)
-        .await?;
+    on!(tx, |c| sqlx::query(
+        "CREATE TABLE IF NOT EXISTS ballast (x BLOB)"
+    )
+    .execute(c)
+    .await
+    .map(wfmd::store::Done::from))?;
+    on!(tx, |c| sqlx::query(
+        "INSERT INTO ballast VALUES (randomblob(16000))"
+    )
+    .execute(c)
+    .await
+    .map(wfmd::store::Done::from))?;
     tx.commit().await
 }
 

@@ -1,6 +1,7 @@
 //! Downloads never hold up the engine: stalled report downloads, the per-caller limit.
 
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -28,17 +29,18 @@ async fn app_with_attempts() -> TestApp {
     .await;
     let since = Utc::now().timestamp_millis() - 600_000;
     let mut tx = app.store.begin_write().await.unwrap();
-    sqlx::query(
+    on!(tx, |c| sqlx::query(
         "INSERT INTO transition_attempts (id, agent_id, target_state, reason, origin, actor,
              outcome, latency_ms, requested_at, completed_at)
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
          SELECT printf('att-%06d', i), printf('u_%03d', i % 50), 'NOT_READY', 'BREAK',
-                'bulk', 'test', 'succeeded', 100, ?2 + i, ?2 + i + 100 FROM n",
+                'bulk', 'test', 'succeeded', 100, $2 + i, $2 + i + 100 FROM n",
     )
     .bind(ATTEMPTS)
     .bind(since)
-    .execute(&mut *tx)
+    .execute(c)
     .await
+    .map(wfmd::store::Done::from))
     .unwrap();
     tx.commit().await.unwrap();
     app

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wfmd::on;
 
 use serde_json::Value;
 use wfmd::sim::SimConfig;
@@ -91,11 +92,12 @@ async fn platform_errors_beyond_max_retries_record_a_failed_attempt_and_change_n
             .await,
         1
     );
-    let open_state: String =
-        sqlx::query_scalar("SELECT state FROM state_intervals WHERE ended_at IS NULL")
-            .fetch_one(app.store.reader())
-            .await
-            .unwrap();
+    let open_state: String = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT state FROM state_intervals WHERE ended_at IS NULL"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(open_state, "NOT_READY", "the open interval is unchanged");
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox_events").await, 1);
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -514,10 +515,10 @@ pub async fn wait_until_every(every: Duration, what: &str, mut check: impl Async
 }
 
 pub async fn count(store: &Store, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(store.reader())
-        .await
-        .unwrap()
+    on!(store.reader(), |c| sqlx::query_scalar(sql)
+        .fetch_one(c)
+        .await)
+    .unwrap()
 }
 
 /// An HTTP client for tests. reqwest is built without a default TLS provider, so the

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::Utc;
 use rand::{Rng, SeedableRng};
@@ -158,10 +159,12 @@ async fn an_outage_mid_stream_resyncs_from_the_epoch_without_recording_a_change_
     assert_eq!(full_reads, 120, "one call per cycle");
     // The poll after the outage read everyone again; nothing was recorded twice.
     assert_history_matches(&sim.sim, &store, &polls, projected).await;
-    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events")
-        .fetch_one(store.reader())
-        .await
-        .unwrap();
+    let events: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_events"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     let mut changes = 0;
     for (agent, _) in expected(&sim.sim, &polls, projected) {
         changes += recorded(&store, &agent).await.len() as i64;
@@ -444,10 +447,12 @@ async fn schedules_import_names_the_bad_lines_and_stores_nothing() {
         "{stderr}"
     );
     let store = Store::open(&db.url()).await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM imported_shifts")
-        .fetch_one(store.reader())
-        .await
-        .unwrap();
+    let rows: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM imported_shifts"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(rows, 0);
 
     std::fs::write(

@@ -2,6 +2,7 @@
 //! a stalled client beside a live one, tickets, and no platform call per client.
 
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -136,10 +137,12 @@ impl Ws {
 
 /// Outbox ids in commit order.
 async fn outbox_ids(store: &wfmd::store::Store) -> Vec<String> {
-    sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY seq")
-        .fetch_all(store.reader())
-        .await
-        .unwrap()
+    on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT id FROM outbox_events ORDER BY seq"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap()
 }
 
 /// wfmd with `live.enabled`, which the harness turns off: the roster (names, teams,
@@ -244,12 +247,12 @@ async fn the_feed_sends_the_snapshot_then_every_event_in_commit_order() {
         .iter()
         .find(|a| a["id"] == first.id.as_str())
         .unwrap();
-    let recorded: String = sqlx::query_scalar(
-        "SELECT state FROM state_intervals WHERE agent_id = ? AND ended_at IS NULL",
+    let recorded: String = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT state FROM state_intervals WHERE agent_id = $1 AND ended_at IS NULL",
     )
     .bind(&first.id)
-    .fetch_one(app.store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(card["state"], recorded.as_str());
 }

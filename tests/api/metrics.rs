@@ -4,6 +4,7 @@
 //! platform's time, and the series route over them.
 
 use std::time::{Duration, Instant};
+use wfmd::on;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
@@ -71,14 +72,14 @@ struct Row {
 }
 
 async fn rows(app: &TestApp, family: &str) -> Vec<Row> {
-    sqlx::query_as(
+    on!(app.store.reader(), |c| sqlx::query_as(
         "SELECT entity_id, sampled_at, service_level, queued, agents_available,
                 agents_staffed, polled_at
-         FROM metric_samples WHERE family = ? ORDER BY entity_id, sampled_at",
+         FROM metric_samples WHERE family = $1 ORDER BY entity_id, sampled_at",
     )
     .bind(family)
-    .fetch_all(app.store.reader())
-    .await
+    .fetch_all(c)
+    .await)
     .unwrap()
 }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use wfmd::engine::retention::Retention;
+use wfmd::on;
 use wfmd::store::Store;
 use wfmd::store::retention::Kind;
 
@@ -16,11 +17,14 @@ fn ms(at: DateTime<Utc>) -> i64 {
 
 async fn exec(store: &Store, sql: &str, binds: &[i64]) {
     let mut tx = store.begin_write().await.unwrap();
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    query.execute(&mut *tx).await.unwrap();
+    on!(tx, |c| {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        query.execute(c).await.map(wfmd::store::Done::from)
+    })
+    .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -207,11 +211,13 @@ async fn retention_prunes_each_kind_past_its_age_and_keeps_the_rest() {
     ];
     assert_eq!(after, expected);
     for kept in ["att-mid", "att-new"] {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transition_attempts WHERE id = ?")
-            .bind(kept)
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+        let n: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM transition_attempts WHERE id = $1"
+        )
+        .bind(kept)
+        .fetch_one(c)
+        .await)
+        .unwrap();
         assert_eq!(n, 1, "{kept} kept");
     }
     // A second pass finds nothing more.

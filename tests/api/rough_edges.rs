@@ -2,6 +2,7 @@
 //! their caller, `/readyz` saying little to strangers, logs fit for files and shippers.
 
 use serde_json::{Value, json};
+use wfmd::on;
 
 use crate::auth::entry;
 use crate::helpers::{Daemon, TestApp, TestDb, TestSim, eventually};
@@ -82,12 +83,12 @@ async fn an_idempotency_key_is_the_callers_own_and_never_returns_another_callers
     .await;
     assert_eq!(status, 200, "{other}");
     assert_eq!(other["agent_id"], second.as_str());
-    let keys: Vec<String> = sqlx::query_scalar(
+    let keys: Vec<String> = on!(app.store.reader(), |c| sqlx::query_scalar(
         "SELECT idempotency_key FROM transition_attempts WHERE idempotency_key IS NOT NULL
          ORDER BY idempotency_key",
     )
-    .fetch_all(app.store.reader())
-    .await
+    .fetch_all(c)
+    .await)
     .unwrap();
     assert_eq!(
         keys,

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use wfmd::on;
 
 use chrono::{DateTime, Datelike, SubsecRound, Timelike, Utc};
 use tokio_util::sync::CancellationToken;
@@ -163,13 +164,13 @@ async fn a_slot_that_fired_does_not_fire_again_after_a_restart(dialect: Dialect)
         count(&services.store, "SELECT COUNT(*) FROM rule_firings").await,
         1
     );
-    let moved: i64 = sqlx::query_scalar(
+    let moved: i64 = on!(services.store.reader(), |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM transition_attempts
-         WHERE origin = 'rule' AND actor = ? AND outcome = 'succeeded'",
+         WHERE origin = 'rule' AND actor = $1 AND outcome = 'succeeded'",
     )
     .bind(format!("rule:{name}"))
-    .fetch_one(services.store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(moved, 3);
     services.store.close().await;
@@ -256,11 +257,12 @@ async fn a_missed_slot_fires_at_start_within_catch_up_and_is_recorded_as_skipped
             ("2026-03-10T16:00:00.000Z".to_owned(), "skipped".to_owned()),
         ]
     );
-    let note: String =
-        sqlx::query_scalar("SELECT note FROM rule_firings WHERE outcome = 'skipped'")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+    let note: String = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT note FROM rule_firings WHERE outcome = 'skipped'"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert!(note.contains("20m late, past catch_up"), "{note}");
     assert_eq!(sim.changes(), 3, "only the tolerant rule's agent moved");
     let key = idempotency_key("strict", slot, &agents[1]);
@@ -352,11 +354,13 @@ fn write(path: &Path, text: &str) {
 }
 
 async fn scalar(store: &Store, sql: &str, rule: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .bind(rule)
-        .fetch_one(store.reader())
-        .await
-        .unwrap()
+    on!(store.reader(), |c| sqlx::query_scalar(sqlx::AssertSqlSafe(
+        sql.to_owned()
+    ))
+    .bind(rule)
+    .fetch_one(c)
+    .await)
+    .unwrap()
 }
 
 on_both_dialects!(kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice);
@@ -442,12 +446,12 @@ async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice(dial
             .unwrap_or_else(|| panic!("no attempt for {}", agent.agent_id));
         assert_eq!(Some(&attempt.id), agent.attempt_id.as_ref());
     }
-    let sent: i64 = sqlx::query_scalar(
+    let sent: i64 = on!(store.reader(), |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM transition_attempts
          WHERE outcome = 'succeeded' OR violation = 'STATE_CONFLICT'",
     )
-    .fetch_one(store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     let calls = sim.changes() as i64;
     assert!(
@@ -533,11 +537,11 @@ async fn sighup_with_a_bad_rules_file_keeps_the_old_rules_and_a_good_one_swaps_t
     );
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
-    let skipped_agents: i64 = sqlx::query_scalar(
+    let skipped_agents: i64 = on!(store.reader(), |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM rule_firing_agents WHERE outcome = 'skipped' AND reason = 'condition'",
     )
-    .fetch_one(store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert!(skipped_agents >= 4);
     assert_eq!(sim.calls(SET_STATE), 0);
@@ -767,11 +771,13 @@ async fn a_rule_leaves_agents_state_sync_saw_in_its_state_alone_without_a_call_a
             result.agent_id
         );
     }
-    let audited: Vec<String> = sqlx::query_scalar(
+    let audited: Vec<String> = on!(services.store.reader(), |c| {
+        sqlx::query_scalar(
         "SELECT agent_id FROM audit_log WHERE action = 'transition.unchanged' ORDER BY agent_id",
     )
-    .fetch_all(services.store.reader())
+    .fetch_all(c)
     .await
+    })
     .unwrap();
     let mut want = watched.to_vec();
     want.sort();

@@ -3,6 +3,7 @@
 //! daemon's routes for it) acting on the one `--tenant` names.
 
 use std::path::{Path, PathBuf};
+use wfmd::on;
 
 use serde_json::json;
 use wfmd::config::tenants::tenant_database_url;
@@ -63,10 +64,12 @@ fn database_of(db: &TestDb, id: &str) -> PathBuf {
 async fn audit_rows(db: &TestDb, id: &str) -> Vec<(i64, String, String)> {
     let url = tenant_database_url(&db.url(), &id.parse().unwrap());
     let store = Store::open(&url).await.unwrap();
-    let rows = sqlx::query_as("SELECT seq, detail, hash FROM audit_log ORDER BY seq")
-        .fetch_all(store.reader())
-        .await
-        .unwrap();
+    let rows = on!(store.reader(), |c| sqlx::query_as(
+        "SELECT seq, detail, hash FROM audit_log ORDER BY seq"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     store.close().await;
     rows
 }
@@ -95,14 +98,18 @@ async fn audit_verify_checks_every_tenants_chain_and_finds_a_forged_entry_in_one
     let beta_url = tenant_database_url(&db.url(), &"beta".parse().unwrap());
     let store = Store::open(&beta_url).await.unwrap();
     let mut tx = store.begin_write().await.unwrap();
-    sqlx::query("DROP TRIGGER audit_log_refuses_update")
-        .execute(&mut *tx)
+    on!(tx, |c| sqlx::query("DROP TRIGGER audit_log_refuses_update")
+        .execute(c)
         .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET detail = '{\"forged\":true}' WHERE seq = 2")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        .map(wfmd::store::Done::from))
+    .unwrap();
+    on!(tx, |c| sqlx::query(
+        "UPDATE audit_log SET detail = '{\"forged\":true}' WHERE seq = 2"
+    )
+    .execute(c)
+    .await
+    .map(wfmd::store::Done::from))
+    .unwrap();
     tx.commit().await.unwrap();
     store.close().await;
 
@@ -270,11 +277,11 @@ async fn outbox_list_with_tenant_lists_that_tenants_deliveries_only() {
     let event_of = async |id: &str| -> String {
         let store = served.store(id);
         eventually(&format!("{id}'s delivery is queued"), async || {
-            sqlx::query_scalar(
+            on!(store.reader(), |c| sqlx::query_scalar(
                 "SELECT e.id FROM webhook_deliveries d JOIN outbox_events e ON e.seq = d.event_seq",
             )
-            .fetch_optional(store.reader())
-            .await
+            .fetch_optional(c)
+            .await)
             .unwrap()
             .ok_or_else(String::new)
         })

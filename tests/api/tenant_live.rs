@@ -6,6 +6,7 @@ use fantoccini::Locator;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use wfmd::config::{Config, Source};
+use wfmd::on;
 
 use crate::helpers::{DEADLINE, TestDb, TestSim, http_client};
 use crate::live::Sse;
@@ -77,10 +78,12 @@ fn changes(sim: &TestSim) -> Vec<(String, &'static str)> {
 /// Changes an agent of `tenant` and returns the id of the event its outbox holds for it.
 async fn change(served: &Served, tenant: &str, (agent, state): &(String, &str)) -> String {
     set_state(served, tenant, agent, state).await;
-    sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY seq DESC LIMIT 1")
-        .fetch_one(served.store(tenant).reader())
-        .await
-        .unwrap()
+    on!(served.store(tenant).reader(), |c| sqlx::query_scalar(
+        "SELECT id FROM outbox_events ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap()
 }
 
 #[tokio::test]

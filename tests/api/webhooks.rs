@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use wfmd::on;
 
 use serde_json::json;
 use wfmd::config::{Config, WebhookConfig};
@@ -47,11 +48,13 @@ async fn app_delivering_to(receiver: &Receiver) -> TestApp {
 
 /// Event ids of `agent` in commit order.
 async fn committed_ids(store: &Store, agent: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT id FROM outbox_events WHERE agent_id = ? ORDER BY seq")
-        .bind(agent)
-        .fetch_all(store.reader())
-        .await
-        .unwrap()
+    on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT id FROM outbox_events WHERE agent_id = $1 ORDER BY seq"
+    )
+    .bind(agent)
+    .fetch_all(c)
+    .await)
+    .unwrap()
 }
 
 /// Each agent's events arrived in the order they were committed.
@@ -276,11 +279,12 @@ async fn a_stalled_receiver_is_timed_out_and_retried() {
 
     receiver.wait_for(1, DEADLINE).await;
     wait_delivered(&app, 1).await;
-    let errors: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT error FROM webhook_attempts ORDER BY id")
-            .fetch_all(app.store.reader())
-            .await
-            .unwrap();
+    let errors: Vec<Option<String>> = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT error FROM webhook_attempts ORDER BY id"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert!(errors.len() >= 2, "{errors:?}");
     assert!(
         errors[0].as_deref().unwrap_or("").contains("timed out"),
@@ -326,11 +330,12 @@ async fn retry_after_of_a_429_is_waited_out() {
     assert_eq!(app.set_state(&agent.id, "NOT_READY").await.0, 200);
     receiver.wait_for(1, DEADLINE).await;
     wait_delivered(&app, 1).await;
-    let times: Vec<i64> =
-        sqlx::query_scalar("SELECT attempted_at FROM webhook_attempts ORDER BY id")
-            .fetch_all(app.store.reader())
-            .await
-            .unwrap();
+    let times: Vec<i64> = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT attempted_at FROM webhook_attempts ORDER BY id"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert_eq!(times.len(), 2);
     assert!(
         times[1] - times[0] >= 1_000,
@@ -423,11 +428,12 @@ async fn a_redirecting_receiver_is_a_failed_attempt_and_its_target_gets_nothing(
             .await,
         0
     );
-    let attempts: Vec<(Option<i64>, Option<String>)> =
-        sqlx::query_as("SELECT status_code, error FROM webhook_attempts ORDER BY id")
-            .fetch_all(app.store.reader())
-            .await
-            .unwrap();
+    let attempts: Vec<(Option<i64>, Option<String>)> = on!(app.store.reader(), |c| sqlx::query_as(
+        "SELECT status_code, error FROM webhook_attempts ORDER BY id"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert_eq!(attempts.len(), 4, "1 + 3 retries, each a failure");
     let to = format!("a redirect to http://{}/hooks;", target.address);
     for (status, error) in attempts {
@@ -512,10 +518,12 @@ async fn credentials_in_webhook_urls_reach_no_output_log_error_or_database_file(
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
 
-    let errors: Vec<String> = sqlx::query_scalar("SELECT error FROM webhook_attempts")
-        .fetch_all(store.reader())
-        .await
-        .unwrap();
+    let errors: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT error FROM webhook_attempts"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
     assert!(
         errors.iter().any(|e| e.contains("receiver answered 500")),
         "{errors:?}"
@@ -653,17 +661,19 @@ async fn sigterm_finishes_in_flight_posts_and_releases_the_rest() {
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
 
-    let leased: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE lease_until IS NOT NULL")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+    let leased: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE lease_until IS NOT NULL"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(leased, 0, "every unfinished lease was given back");
-    let delivered: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
+    let delivered: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(
         delivered as usize,
         receiver.distinct().len(),

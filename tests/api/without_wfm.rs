@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 use wfmd::config::Dialect;
 use wfmd::domain::policy::WithoutSchedule;
+use wfmd::on;
 use wfmd::sim::SCHEDULES_SCOPE;
 
 use crate::helpers::{Daemon, TestApp, TestDb, TestSim, count, on_both_dialects, wfmd};
@@ -62,11 +63,12 @@ async fn a_change_on_a_tenant_refusing_schedule_lookups_fails_naming_the_fix(dia
         0,
         "nothing unchecked reaches the platform"
     );
-    let recorded: (String, String) =
-        sqlx::query_as("SELECT outcome, error FROM transition_attempts")
-            .fetch_one(app.store.reader())
-            .await
-            .unwrap();
+    let recorded: (String, String) = on!(app.store.reader(), |c| sqlx::query_as(
+        "SELECT outcome, error FROM transition_attempts"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(recorded.0, "failed");
     assert!(recorded.1.contains(THE_FIX[1]), "{}", recorded.1);
 }
@@ -84,20 +86,20 @@ async fn allowed_without_schedule_the_change_is_made_and_recorded_unchecked(dial
     assert_eq!(app.sim.changes(), 1);
     assert_eq!(app.sim.sim.agent(&agent.id).unwrap().state, "NOT_READY");
 
-    let attempt: (Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT compliance_unchecked, schedule_source FROM transition_attempts WHERE id = ?",
+    let attempt: (Option<String>, Option<String>) = on!(app.store.reader(), |c| sqlx::query_as(
+        "SELECT compliance_unchecked, schedule_source FROM transition_attempts WHERE id = $1",
     )
     .bind(body["attempt_id"].as_str().unwrap())
-    .fetch_one(app.store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(attempt, (Some("schedule".into()), None));
-    let audited: (String, Option<String>) = sqlx::query_as(
+    let audited: (String, Option<String>) = on!(app.store.reader(), |c| sqlx::query_as(
         "SELECT json_extract(detail, '$.unchecked'), json_extract(detail, '$.scheduleSource')
          FROM audit_log WHERE action = 'transition.succeeded'",
     )
-    .fetch_one(app.store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(audited, ("schedule".into(), None));
 }
@@ -153,11 +155,12 @@ async fn an_import_into_the_running_daemon_answers_the_next_change_without_a_res
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["violation"], "AGENT_NOT_SCHEDULED");
     assert_eq!(app.sim.changes(), 1);
-    let actor: String =
-        sqlx::query_scalar("SELECT actor FROM audit_log WHERE action = 'schedules.imported'")
-            .fetch_one(app.store.reader())
-            .await
-            .unwrap();
+    let actor: String = on!(app.store.reader(), |c| sqlx::query_scalar(
+        "SELECT actor FROM audit_log WHERE action = 'schedules.imported'"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(actor, "local");
 }
 

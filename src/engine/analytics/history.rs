@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::TryStreamExt;
-use sqlx::SqlitePool;
 
 use super::spec::{Agg, Bucket, QuerySpec};
 use crate::domain::AgentState;
@@ -27,7 +26,7 @@ use crate::domain::idle::Window;
 use crate::report::{AgentSummary, summarize};
 use crate::store::analytics::{self as stored, DailyRow, RosterEntry};
 use crate::store::retention::{self, Kind, NotKept};
-use crate::store::{Store, from_ms, to_ms};
+use crate::store::{Pool, Store, from_ms, to_ms};
 
 /// How long after a day ends its rollup is written: late observations (a state the sync
 /// records with the platform's earlier timestamp) land before it.
@@ -217,7 +216,7 @@ struct Selection {
 }
 
 impl Selection {
-    async fn new(pool: &SqlitePool, spec: &QuerySpec) -> Result<Selection, sqlx::Error> {
+    async fn new(pool: &Pool, spec: &QuerySpec) -> Result<Selection, sqlx::Error> {
         let values = |field: &str| -> Option<HashSet<String>> {
             let set: HashSet<String> = spec
                 .filters
@@ -442,7 +441,7 @@ pub async fn run(
 
 /// A week's rows from its summed days, with the latency p95 of the week's attempts.
 async fn week_rows(
-    pool: &SqlitePool,
+    pool: &Pool,
     selection: &Selection,
     (start, agents): (i64, BTreeMap<String, DailyRow>),
     from: i64,

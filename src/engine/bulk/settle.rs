@@ -1,6 +1,7 @@
 //! Settling an item: its outcome recorded and, after the job's last, the job's end.
 
 use super::*;
+use crate::store::AsConn;
 
 impl BulkJobs {
     /// Records an item's outcome and, when it was the job's last, the job's end.
@@ -62,7 +63,7 @@ impl Settled {
 /// Gives the job its final status, audit entry and `bulk.completed` event when no item
 /// is pending any more; true when it did so now.
 pub(super) async fn finish_if_done(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut impl AsConn,
     job_id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {

@@ -2,6 +2,7 @@
 //! WFM permission), under both `[compliance] without_schedule` policies, and of imports
 //! taking over from what the engine cached or booked.
 
+use crate::store::on;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,21 +56,23 @@ async fn change(engine: &TransitionEngine, agent: &str, to: AgentState) -> Trans
 /// The attempt's `schedule_source` and `compliance_unchecked`, and its audit entry's
 /// `scheduleSource` and `unchecked`.
 async fn recorded(store: &Store, attempt_id: &str) -> [Option<String>; 4] {
-    let (source, unchecked): (Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT schedule_source, compliance_unchecked FROM transition_attempts WHERE id = ?",
-    )
-    .bind(attempt_id)
-    .fetch_one(store.reader())
-    .await
-    .unwrap();
-    let (audited_source, audited_unchecked): (Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT json_extract(detail, '$.scheduleSource'), json_extract(detail, '$.unchecked')
-         FROM audit_log WHERE subject_id = ?",
-    )
-    .bind(attempt_id)
-    .fetch_one(store.reader())
-    .await
-    .unwrap();
+    let (source, unchecked): (Option<String>, Option<String>) =
+        on!(store.reader(), |c| sqlx::query_as(
+            "SELECT schedule_source, compliance_unchecked FROM transition_attempts WHERE id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+    let (audited_source, audited_unchecked): (Option<String>, Option<String>) =
+        on!(store.reader(), |c| sqlx::query_as(
+            "SELECT json_extract(detail, '$.scheduleSource'), json_extract(detail, '$.unchecked')
+         FROM audit_log WHERE subject_id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
     [source, unchecked, audited_source, audited_unchecked]
 }
 
@@ -291,12 +294,12 @@ async fn an_import_overrides_what_the_engine_cached_and_what_the_book_holds() {
         },
         "the imported schedule decides, not the book"
     );
-    let audited: (String, String) = sqlx::query_as(
+    let audited: (String, String) = on!(store.reader(), |c| sqlx::query_as(
         "SELECT actor, json_extract(detail, '$.sha256') FROM audit_log
          WHERE action = 'schedules.imported'",
     )
-    .fetch_one(store.reader())
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(audited, ("admin".into(), summary.sha256));
 }

@@ -11,11 +11,12 @@
 //! With `audit.key`, each checkpoint carries HMAC-SHA-256 over its fields, so one made
 //! up by someone holding the file but not the key does not verify.
 
+use crate::store::{AsConn, Done, Pool, on};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 use super::{self as audit, AuditKey, Break, EntryRow, Walker};
 use crate::domain::events::{AuditCheckpoint, Event};
@@ -87,52 +88,56 @@ pub enum CheckpointError {
 }
 
 /// The checkpoint of entry `seq`, if one was recorded.
-pub async fn at(pool: &SqlitePool, seq: i64) -> Result<Option<CheckpointRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq = ?"
+pub async fn at(pool: &Pool, seq: i64) -> Result<Option<CheckpointRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq = $1"
     )))
     .bind(seq)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Every checkpoint's hash from entry `seq` on, by entry.
-pub async fn hashes_from(pool: &SqlitePool, seq: i64) -> Result<HashMap<i64, String>, sqlx::Error> {
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_checkpoints WHERE seq >= ?")
-            .bind(seq)
-            .fetch_all(pool)
-            .await?;
+pub async fn hashes_from(pool: &Pool, seq: i64) -> Result<HashMap<i64, String>, sqlx::Error> {
+    let rows: Vec<(i64, String)> = on!(pool, |c| sqlx::query_as(
+        "SELECT seq, hash FROM audit_checkpoints WHERE seq >= $1"
+    )
+    .bind(seq)
+    .fetch_all(c)
+    .await)?;
     Ok(rows.into_iter().collect())
 }
 
 /// The newest published checkpoint.
-pub async fn latest_published(pool: &SqlitePool) -> Result<Option<CheckpointRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+pub async fn latest_published(pool: &Pool) -> Result<Option<CheckpointRow>, sqlx::Error> {
+    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM audit_checkpoints WHERE published = 1 ORDER BY seq DESC LIMIT 1"
     )))
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Signs the checkpoints made before the chain was keyed (called when it becomes so).
 pub(super) async fn sign_unsigned(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     key: &AuditKey,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<CheckpointRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM audit_checkpoints WHERE signature IS NULL"
     )))
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     for mut row in rows {
         row.sign(key);
-        sqlx::query("UPDATE audit_checkpoints SET key_id = ?, signature = ? WHERE seq = ?")
-            .bind(&row.key_id)
-            .bind(&row.signature)
-            .bind(row.seq)
-            .execute(&mut *conn)
-            .await?;
+        on!(conn, |c| sqlx::query(
+            "UPDATE audit_checkpoints SET key_id = $1, signature = $2 WHERE seq = $3"
+        )
+        .bind(&row.key_id)
+        .bind(&row.signature)
+        .bind(row.seq)
+        .execute(c)
+        .await
+        .map(Done::from))?;
     }
     Ok(())
 }
@@ -140,22 +145,25 @@ pub(super) async fn sign_unsigned(
 /// Where a walk up to entry `seq` starts: the newest checkpoint below it that the kept
 /// entries continue from (checked against `key`), or the first entry (`None`).
 async fn start_below(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     key: Option<&AuditKey>,
     seq: i64,
 ) -> Result<Option<CheckpointRow>, CheckpointError> {
-    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(&mut *conn)
-        .await?;
+    let first: Option<i64> = on!(conn, |c| sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_log"
+    )
+    .fetch_one(c)
+    .await)?;
     let first = first.unwrap_or(seq);
-    let start: Option<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq < ? AND seq >= ?
+    let start: Option<CheckpointRow> =
+        on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq < $1 AND seq >= $2
          ORDER BY seq DESC LIMIT 1"
-    )))
-    .bind(seq)
-    .bind(first - 1)
-    .fetch_optional(&mut *conn)
-    .await?;
+        )))
+        .bind(seq)
+        .bind(first - 1)
+        .fetch_optional(c)
+        .await)?;
     match start {
         Some(start) => {
             if let Some(key) = key
@@ -178,22 +186,27 @@ async fn start_below(
 /// verifying the entries since the previous checkpoint with the connection's key.
 /// Returns `None` when that entry already has one (or does not exist).
 pub async fn record(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     seq: i64,
     now: DateTime<Utc>,
     published: bool,
 ) -> Result<Option<CheckpointRow>, CheckpointError> {
     let key = audit::connection_key(conn).await?;
-    let exists: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_checkpoints WHERE seq = ?")
-        .bind(seq)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let exists: Option<i64> = on!(conn, |c| sqlx::query_scalar(
+        "SELECT seq FROM audit_checkpoints WHERE seq = $1"
+    )
+    .bind(seq)
+    .fetch_optional(c)
+    .await)?;
     if exists.is_some() {
         if published {
-            sqlx::query("UPDATE audit_checkpoints SET published = 1 WHERE seq = ?")
-                .bind(seq)
-                .execute(&mut *conn)
-                .await?;
+            on!(conn, |c| sqlx::query(
+                "UPDATE audit_checkpoints SET published = 1 WHERE seq = $1"
+            )
+            .bind(seq)
+            .execute(c)
+            .await
+            .map(Done::from))?;
         }
         return Ok(None);
     }
@@ -205,13 +218,13 @@ pub async fn record(
     };
     let mut last: Option<EntryRow> = None;
     {
-        let mut rows = sqlx::query_as::<_, EntryRow>(
+        let mut rows = on!(conn, |c| sqlx::query_as::<_, EntryRow>(
             "SELECT seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash
-             FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq",
+             FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq",
         )
         .bind(from)
         .bind(seq)
-        .fetch(&mut *conn);
+        .fetch(c));
         while let Some(row) = rows.try_next().await? {
             if let Some(broken) = walker.step(&row) {
                 return Err(CheckpointError::Broken(broken));
@@ -236,10 +249,10 @@ pub async fn record(
     if let Some(key) = &key {
         row.sign(key);
     }
-    sqlx::query(
+    on!(conn, |c| sqlx::query(
         "INSERT INTO audit_checkpoints
              (seq, hash, count, entry_at, at, keyed_from, key_id, signature, published)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(row.seq)
     .bind(&row.hash)
@@ -250,8 +263,9 @@ pub async fn record(
     .bind(&row.key_id)
     .bind(&row.signature)
     .bind(row.published)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await
+    .map(Done::from))?;
     Ok(Some(row))
 }
 
@@ -263,9 +277,9 @@ pub async fn publish(
     now: DateTime<Utc>,
 ) -> Result<Option<CheckpointRow>, CheckpointError> {
     let mut tx = store.begin_write().await?;
-    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
-        .fetch_one(&mut *tx)
-        .await?;
+    let head: Option<i64> = on!(tx, |c| sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
+        .fetch_one(c)
+        .await)?;
     let Some(head) = head else {
         return Ok(None);
     };
@@ -338,14 +352,18 @@ mod tests {
         let (store, _dir) = temp_store().await;
         write(&store, 3).await;
         let mut tx = store.begin_write().await.unwrap();
-        sqlx::query("DROP TRIGGER audit_log_refuses_update")
-            .execute(&mut *tx)
+        on!(tx, |c| sqlx::query("DROP TRIGGER audit_log_refuses_update")
+            .execute(c)
             .await
-            .unwrap();
-        sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+            .map(Done::from))
+        .unwrap();
+        on!(tx, |c| sqlx::query(
+            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2"
+        )
+        .execute(c)
+        .await
+        .map(Done::from))
+        .unwrap();
         tx.commit().await.unwrap();
         let err = publish(&store, Utc::now()).await.unwrap_err();
         assert!(

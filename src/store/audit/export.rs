@@ -3,10 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::SqlitePool;
 
 use super::EntryRow;
-use crate::store::to_ms;
+use crate::store::{Pool, on, to_ms};
 
 impl EntryRow {
     /// The entry as `wfmd audit export` and `GET /v1/audit` print it: one JSON object,
@@ -51,15 +50,15 @@ pub struct ExportedEntry<'a> {
 /// Entries written in `[from, to)`, oldest first, one at a time: a year of entries
 /// exports in constant memory.
 pub fn stream_between(
-    pool: &SqlitePool,
+    pool: &Pool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> impl futures::Stream<Item = Result<EntryRow, sqlx::Error>> + Send + '_ {
-    sqlx::query_as(
+    on!(pool, |c| sqlx::query_as(
         "SELECT seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash
-         FROM audit_log WHERE at >= ? AND at < ? ORDER BY seq",
+         FROM audit_log WHERE at >= $1 AND at < $2 ORDER BY seq",
     )
     .bind(to_ms(from))
     .bind(to_ms(to))
-    .fetch(pool)
+    .fetch(c))
 }

@@ -22,6 +22,7 @@
 //! with the key. Verification then starts from that checkpoint instead of the first
 //! entry, and says so.
 
+use crate::store::{AsConn, Done, Pool, on};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
 
 use super::{from_ms, to_ms};
 
@@ -214,48 +215,57 @@ pub enum KeyProblem {
 /// Puts `key` in a `TEMP` table of a fresh write connection (connection memory only),
 /// where [`append_all`] finds it.
 pub(super) async fn hold_key(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     key: Option<&AuditKey>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM temp.wfmd_audit_key")
-        .execute(&mut *conn)
-        .await?;
+    on!(conn, |c| sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)"
+    )
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    on!(conn, |c| sqlx::query("DELETE FROM temp.wfmd_audit_key")
+        .execute(c)
+        .await
+        .map(Done::from))?;
     if let Some(key) = key {
-        sqlx::query("INSERT INTO temp.wfmd_audit_key (key) VALUES (?)")
-            .bind(key.bytes())
-            .execute(&mut *conn)
-            .await?;
+        on!(conn, |c| sqlx::query(
+            "INSERT INTO temp.wfmd_audit_key (key) VALUES ($1)"
+        )
+        .bind(key.bytes())
+        .execute(c)
+        .await
+        .map(Done::from))?;
     }
     Ok(())
 }
 
 /// The key of this write connection, if its store was opened with one.
 pub(super) async fn connection_key(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
 ) -> Result<Option<AuditKey>, sqlx::Error> {
-    let key: Option<Vec<u8>> = sqlx::query_scalar("SELECT key FROM temp.wfmd_audit_key LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
+    let key: Option<Vec<u8>> = on!(conn, |c| sqlx::query_scalar(
+        "SELECT key FROM temp.wfmd_audit_key LIMIT 1"
+    )
+    .fetch_optional(c)
+    .await)?;
     Ok(key.and_then(AuditKey::from_bytes))
 }
 
 /// From which entry the chain is keyed and with which key (the writers' hint).
-pub(super) async fn keying(
-    conn: &mut SqliteConnection,
-) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT from_seq, key_id FROM audit_keying WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await
+pub(super) async fn keying(conn: &mut impl AsConn) -> Result<Option<(i64, String)>, sqlx::Error> {
+    on!(conn, |c| sqlx::query_as(
+        "SELECT from_seq, key_id FROM audit_keying WHERE id = 1"
+    )
+    .fetch_optional(c)
+    .await)
 }
 
 /// Appends an entry in the caller's write transaction; returns its sequence number.
 ///
 /// The caller's transaction must hold the write lock (`BEGIN IMMEDIATE`), which
 /// serialises appends so two entries never chain to the same predecessor.
-pub async fn append(conn: &mut SqliteConnection, entry: &NewEntry<'_>) -> Result<i64, sqlx::Error> {
+pub async fn append(conn: &mut impl AsConn, entry: &NewEntry<'_>) -> Result<i64, sqlx::Error> {
     append_all(conn, std::slice::from_ref(entry)).await
 }
 
@@ -266,21 +276,22 @@ pub async fn append(conn: &mut SqliteConnection, entry: &NewEntry<'_>) -> Result
 /// A keyed log refuses entries from a connection without its key (or with another):
 /// they could never verify.
 pub async fn append_all(
-    conn: &mut SqliteConnection,
+    conn: &mut impl AsConn,
     entries: &[NewEntry<'_>],
 ) -> Result<i64, sqlx::Error> {
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
+    let last: Option<(i64, String)> = on!(conn, |c| sqlx::query_as(
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_optional(c)
+    .await)?;
     // A log pruned to its last checkpoint continues from that checkpoint.
     let last = match last {
         Some(last) => Some(last),
-        None => {
-            sqlx::query_as("SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *conn)
-                .await?
-        }
+        None => on!(conn, |c| sqlx::query_as(
+            "SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+        )
+        .fetch_optional(c)
+        .await)?,
     };
     let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     if entries.is_empty() {
@@ -313,11 +324,14 @@ pub async fn append_all(
                 subject_id: None,
                 detail: serde_json::json!({ "key_id": key.id() }),
             });
-            sqlx::query("INSERT INTO audit_keying (id, from_seq, key_id) VALUES (1, ?, ?)")
-                .bind(seq + 1)
-                .bind(key.id())
-                .execute(&mut *conn)
-                .await?;
+            on!(conn, |c| sqlx::query(
+                "INSERT INTO audit_keying (id, from_seq, key_id) VALUES (1, $1, $2)"
+            )
+            .bind(seq + 1)
+            .bind(key.id())
+            .execute(c)
+            .await
+            .map(Done::from))?;
             // Checkpoints made before the key are trusted as the entries before it are:
             // signing them now lets a keyed verification start from them.
             checkpoints::sign_unsigned(conn, key).await?;
@@ -354,18 +368,20 @@ pub async fn append_all(
         ]));
         prev_hash = hash;
     }
-    sqlx::query(
+    on!(conn, |c| {
+        sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                 json_extract(value, '$[6]'), json_extract(value, '$[7]'),
                 json_extract(value, '$[8]')
-         FROM json_each(?)",
+         FROM json_each($1)",
     )
     .bind(serde_json::Value::Array(rows).to_string())
-    .execute(&mut *conn)
-    .await?;
+    .execute(c)
+    .await.map(Done::from)
+    })?;
     Ok(seq)
 }
 
@@ -619,7 +635,7 @@ impl<'k> Walker<'k> {
 
 /// Walks the chain without a key: the whole log when it was never keyed (see
 /// [`verify_with`]).
-pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
+pub async fn verify(pool: &Pool) -> Result<Verification, sqlx::Error> {
     verify_with(pool, None).await
 }
 
@@ -628,17 +644,17 @@ pub async fn verify(pool: &SqlitePool) -> Result<Verification, sqlx::Error> {
 ///
 /// With `key`, keyed entries are checked with it and the starting checkpoint's
 /// signature must verify; without it, keyed entries are reported as [`Break::KeyNeeded`].
-pub async fn verify_with(
-    pool: &SqlitePool,
-    key: Option<&AuditKey>,
-) -> Result<Verification, sqlx::Error> {
-    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(pool)
-        .await?;
-    let newest_checkpoint: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints")
-            .fetch_one(pool)
-            .await?;
+pub async fn verify_with(pool: &Pool, key: Option<&AuditKey>) -> Result<Verification, sqlx::Error> {
+    let first: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_log"
+    )
+    .fetch_one(c)
+    .await)?;
+    let newest_checkpoint: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT MAX(seq) FROM audit_checkpoints"
+    )
+    .fetch_one(c)
+    .await)?;
     // The walk starts after the checkpoint just before the first kept entry; a log
     // pruned to its end starts after its newest checkpoint.
     let start_seq = match (first, newest_checkpoint) {
@@ -688,11 +704,11 @@ pub async fn verify_with(
         Walker::from_checkpoint(key, &start)
     };
     walker.checkpoints = checkpoints::hashes_from(pool, start_seq + 1).await?;
-    let mut rows = sqlx::query_as::<_, EntryRow>(
+    let mut rows = on!(pool, |c| sqlx::query_as::<_, EntryRow>(
         "SELECT seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash
          FROM audit_log ORDER BY seq",
     )
-    .fetch(pool);
+    .fetch(c));
     while let Some(row) = rows.try_next().await? {
         if let Some(broken) = walker.step(&row) {
             outcome.first_break = Some(broken);
@@ -733,15 +749,18 @@ pub enum Anchor {
 }
 
 /// Looks `hash` up among the kept entries and the recorded checkpoints.
-pub async fn find_anchor(pool: &SqlitePool, hash: &str) -> Result<Anchor, sqlx::Error> {
-    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(pool)
-        .await?;
-    let checkpoint: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM audit_checkpoints WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(pool)
-            .await?;
+pub async fn find_anchor(pool: &Pool, hash: &str) -> Result<Anchor, sqlx::Error> {
+    let first: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_log"
+    )
+    .fetch_one(c)
+    .await)?;
+    let checkpoint: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT seq FROM audit_checkpoints WHERE hash = $1"
+    )
+    .bind(hash)
+    .fetch_optional(c)
+    .await)?;
     if let Some(seq) = checkpoint {
         return Ok(match first {
             Some(first) if seq >= first => Anchor::Kept { seq },
@@ -751,10 +770,11 @@ pub async fn find_anchor(pool: &SqlitePool, hash: &str) -> Result<Anchor, sqlx::
                 first_kept: first,
             },
             None => {
-                let newest: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints")
-                        .fetch_one(pool)
-                        .await?;
+                let newest: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+                    "SELECT MAX(seq) FROM audit_checkpoints"
+                )
+                .fetch_one(c)
+                .await)?;
                 if newest == Some(seq) {
                     Anchor::StartCheckpoint { seq }
                 } else {
@@ -766,10 +786,12 @@ pub async fn find_anchor(pool: &SqlitePool, hash: &str) -> Result<Anchor, sqlx::
             }
         });
     }
-    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_log WHERE hash = ?")
-        .bind(hash)
-        .fetch_optional(pool)
-        .await?;
+    let seq: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT seq FROM audit_log WHERE hash = $1"
+    )
+    .bind(hash)
+    .fetch_optional(c)
+    .await)?;
     Ok(match seq {
         Some(seq) => Anchor::Kept { seq },
         None => Anchor::Unknown { first_kept: first },
@@ -777,11 +799,12 @@ pub async fn find_anchor(pool: &SqlitePool, hash: &str) -> Result<Anchor, sqlx::
 }
 
 /// The newest entry: what a checkpoint would record now.
-pub async fn head(pool: &SqlitePool) -> Result<Option<(Head, i64)>, sqlx::Error> {
-    let row: Option<(i64, String, i64)> =
-        sqlx::query_as("SELECT seq, hash, at FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(pool)
-            .await?;
+pub async fn head(pool: &Pool) -> Result<Option<(Head, i64)>, sqlx::Error> {
+    let row: Option<(i64, String, i64)> = on!(pool, |c| sqlx::query_as(
+        "SELECT seq, hash, at FROM audit_log ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_optional(c)
+    .await)?;
     Ok(row.map(|(seq, hash, at)| (Head { seq, hash }, at)))
 }
 
@@ -815,17 +838,20 @@ mod tests {
     async fn drop_triggers(store: &Store) {
         let mut tx = store.begin_write().await.unwrap();
         for trigger in ["audit_log_refuses_update", "audit_log_refuses_delete"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER {trigger}")))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP TRIGGER {trigger}"
+            )))
+            .execute(c)
+            .await
+            .map(Done::from))
+            .unwrap();
         }
         tx.commit().await.unwrap();
     }
 
     async fn tamper(store: &Store, sql: &'static str) {
         let mut tx = store.begin_write().await.unwrap();
-        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        on!(tx, |c| sqlx::query(sql).execute(c).await.map(Done::from)).unwrap();
         tx.commit().await.unwrap();
     }
 
@@ -846,15 +872,19 @@ mod tests {
         let (store, _dir) = temp_store().await;
         write_entries(&store, 1).await;
         let mut tx = store.begin_write().await.unwrap();
-        let update = sqlx::query("UPDATE audit_log SET actor = 'mallory'")
-            .execute(&mut *tx)
-            .await
-            .unwrap_err();
+        let update = on!(tx, |c| sqlx::query(
+            "UPDATE audit_log SET actor = 'mallory'"
+        )
+        .execute(c)
+        .await
+        .map(Done::from))
+        .unwrap_err();
         assert!(update.to_string().contains("append-only"), "{update}");
-        let delete = sqlx::query("DELETE FROM audit_log")
-            .execute(&mut *tx)
+        let delete = on!(tx, |c| sqlx::query("DELETE FROM audit_log")
+            .execute(c)
             .await
-            .unwrap_err();
+            .map(Done::from))
+        .unwrap_err();
         assert!(delete.to_string().contains("append-only"), "{delete}");
     }
 
@@ -910,9 +940,9 @@ mod tests {
         };
         let hash = forged.expected_hash(None);
         let mut tx = store.begin_write().await.unwrap();
-        sqlx::query(
+        on!(tx, |c| sqlx::query(
             "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(forged.seq)
         .bind(forged.at)
@@ -923,8 +953,8 @@ mod tests {
         .bind(&forged.detail)
         .bind(&forged.prev_hash)
         .bind(&hash)
-        .execute(&mut *tx)
-        .await
+        .execute(c)
+        .await.map(Done::from))
         .unwrap();
         tx.commit().await.unwrap();
         let result = verify(store.reader()).await.unwrap();

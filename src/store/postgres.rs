@@ -1,0 +1,175 @@
+//! What only the PostgreSQL backend needs: its connections' settings, the tenant's
+//! schema, and the write lock that serialises a tenant's write transactions.
+//!
+//! Each tenant's tables live in a schema of their own (named by the URL's
+//! `options[search_path]`), so one PostgreSQL database serves every tenant and each
+//! tenant's queries see only its own rows, as with one SQLite file per tenant.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+
+use super::audit;
+
+/// How long a write waits for its tenant's write lock before failing, as SQLite's
+/// writers wait for the write connection.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `url` with its password masked, for messages.
+pub(super) fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("********"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(unparseable)".to_owned(),
+    }
+}
+
+/// The database and server `options` point at, for messages (never the password).
+pub(super) fn describe(options: &PgConnectOptions) -> String {
+    let database = options.get_database().unwrap_or("(the user's)");
+    let schema = schema(options).map_or(String::new(), |s| format!(", schema `{s}`"));
+    format!(
+        "PostgreSQL database `{database}` on {}:{}{schema}",
+        options.get_host(),
+        options.get_port()
+    )
+}
+
+/// The schema the URL's `search_path` option names first, if any.
+pub(super) fn schema(options: &PgConnectOptions) -> Option<String> {
+    let options = options.get_options()?;
+    let (_, rest) = options.split_once("search_path=")?;
+    let first = rest
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()?
+        .trim_matches('"');
+    (!first.is_empty()).then(|| first.to_owned())
+}
+
+/// Creates `schema` when missing. Two instances starting together may both try: the
+/// loser's "already exists" is success.
+pub(super) async fn create_schema(
+    options: &PgConnectOptions,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted}"
+    )))
+    .execute(&mut conn)
+    .await;
+    conn.close().await.ok();
+    match created {
+        // unique_violation, duplicate_schema: created meanwhile by another.
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("23505" | "42P06")) => {
+            Ok(())
+        }
+        other => other.map(drop),
+    }
+}
+
+/// The options of a pool whose connections write: each holds the audit chain's key
+/// (see [`audit`]), and one that comes back still in a transaction is closed.
+pub(super) fn pool_options(
+    max_connections: u32,
+    audit_key: Option<audit::AuditKey>,
+) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(LOCK_TIMEOUT)
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
+        .after_connect(move |conn, _| {
+            let key = audit_key.clone();
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SET lock_timeout = '{}ms'",
+                    LOCK_TIMEOUT.as_millis()
+                )))
+                .execute(&mut *conn)
+                .await?;
+                audit::hold_key(conn, key.as_ref()).await
+            })
+        })
+}
+
+/// The advisory-lock key of the tenant whose tables are in `schema`.
+pub(super) fn write_lock_key(schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("wfmd write lock\n{schema}"));
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Takes the tenant's write lock in `tx`, held until it commits or rolls back.
+pub(super) async fn take_write_lock(tx: &mut PgConnection, key: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(tx)
+        .await
+        .map(drop)
+}
+
+/// Begins a write transaction holding the tenant's write lock; an unflushed one does
+/// not wait for its commit to reach the disk (`synchronous_commit = off`): lost only if
+/// the server itself goes down in the next moments, and never half.
+pub(super) async fn begin_write(
+    pool: &PgPool,
+    lock_key: i64,
+    flushed: bool,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    take_write_lock(&mut tx, lock_key).await?;
+    if !flushed {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
+}
+
+/// Whether the SQLSTATE `code` says the database cannot take writes now (rather than
+/// refusing this one): no connection, no room (disk full, out of memory), shutting
+/// down, read-only, an I/O error, or the write lock held too long.
+pub(super) fn is_unavailable(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("58")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "25006" | "55P03")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn the_schema_comes_from_the_urls_search_path() {
+        let options =
+            PgConnectOptions::from_str("postgres://u@h/db?options[search_path]=bpo_alpha").unwrap();
+        assert_eq!(schema(&options).as_deref(), Some("bpo_alpha"));
+        let options = PgConnectOptions::from_str("postgres://u@h/db").unwrap();
+        assert_eq!(schema(&options), None);
+    }
+
+    #[test]
+    fn messages_never_show_the_password() {
+        let shown = redacted("postgres://wfmd:s3cret@db.example/wfmd");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.example"), "{shown}");
+        let options = PgConnectOptions::from_str("postgres://wfmd:s3cret@db.example/wfmd").unwrap();
+        assert!(!describe(&options).contains("s3cret"));
+    }
+
+    #[test]
+    fn tenants_get_different_write_locks() {
+        assert_ne!(write_lock_key("alpha"), write_lock_key("beta"));
+        assert_eq!(write_lock_key("alpha"), write_lock_key("alpha"));
+    }
+}
