@@ -8,6 +8,7 @@ use wfmd::on;
 
 use chrono::Utc;
 use serde_json::{Value, json};
+pub use throwaway_postgres::install_when_missing;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wfmd::App;
@@ -712,45 +713,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Installs the Debian `packages` with `apt-get install -y` when `command` does not run
-/// (with `probe` as its arguments, such as `--version`), failing the test with the
-/// reason when that cannot be done. True when it installed them. Blocking: call it from
-/// `spawn_blocking` in async tests.
-pub fn install_when_missing(command: &str, probe: &[&str], packages: &[&str]) -> bool {
-    let present = Command::new(command)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if present.is_ok_and(|status| status.success()) {
-        return false;
-    }
-    let wanted = packages.join(" ");
-    let apt = |args: &[&str]| {
-        let output = Command::new("apt-get")
-            // Another test may be installing at the same time.
-            .args(["-o", "DPkg::Lock::Timeout=600"])
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("{command} is missing and apt-get cannot run to install `{wanted}`: {e}")
-            });
-        assert!(
-            output.status.success(),
-            "{command} is missing and `apt-get {}` failed, so `{wanted}` cannot be \
-             installed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    apt(&["update"]);
-    let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend_from_slice(packages);
-    apt(&install);
-    true
 }
 
 #[test]
