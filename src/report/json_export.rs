@@ -13,7 +13,7 @@ use crate::store::{Pool, from_ms, on, to_ms};
 const ATTEMPTS: &str = "SELECT id, idempotency_key, agent_id, from_state, target_state, reason,
         origin, actor, outcome, violation, error, latency_ms, requested_at, completed_at
     FROM transition_attempts
-    WHERE requested_at >= ?1 AND requested_at < ?2
+    WHERE requested_at >= $1 AND requested_at < $2
     ORDER BY requested_at, id";
 
 /// One line of the attempt log, times in the report's zone.

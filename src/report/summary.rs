@@ -135,7 +135,7 @@ const COUNTS: &str = "SELECT agent_id,
         SUM(outcome = 'rejected' AND violation = 'STATE_CONFLICT') AS state_conflict,
         CAST(AVG(latency_ms) AS REAL) AS latency_mean
     FROM transition_attempts
-    WHERE requested_at >= ?1 AND requested_at < ?2
+    WHERE requested_at >= $1 AND requested_at < $2
     GROUP BY agent_id";
 
 /// Nearest rank: the ⌈0.95·n⌉-th smallest latency, i.e. `(95n + 99) / 100` in integers.
@@ -144,11 +144,11 @@ const P95: &str = "SELECT agent_id, latency_ms FROM (
             ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY latency_ms) AS position,
             COUNT(*) OVER (PARTITION BY agent_id) AS n
         FROM transition_attempts
-        WHERE requested_at >= ?1 AND requested_at < ?2)
+        WHERE requested_at >= $1 AND requested_at < $2)
     WHERE position = (n * 95 + 99) / 100";
 
 const INTERVALS: &str = "SELECT agent_id, state, started_at, ended_at FROM state_intervals
-    WHERE started_at < ?2 AND (ended_at IS NULL OR ended_at > ?1)
+    WHERE started_at < $2 AND (ended_at IS NULL OR ended_at > $1)
     ORDER BY agent_id, started_at, id";
 
 #[derive(FromRow)]

@@ -75,7 +75,11 @@ pub async fn save_day(
              SELECT {} FROM json_each($1)",
             DAILY_COLUMNS
                 .split(", ")
-                .map(|c| format!("json_extract(value, '$.{}')", c.trim()))
+                .map(|c| match c.trim() {
+                    "agent_id" => "json_extract(value, '$.agent_id')".to_owned(),
+                    // Every other column is a number.
+                    c => format!("CAST(json_extract(value, '$.{c}') AS BIGINT)"),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         )))
@@ -376,9 +380,10 @@ pub async fn store_page(
     if let Some((series, bucket)) = duplicate {
         return Ok(Some(Duplicate { series, bucket }));
     }
-    on!(conn, |c| sqlx::query(
+    on!(conn, |c| {
+        sqlx::query(
         "INSERT INTO analytics_results (job_id, series, bucket, vals)
-         SELECT $1, json_extract(value, '$.series'), json_extract(value, '$.bucket'),
+         SELECT $1, json_extract(value, '$.series'), CAST(json_extract(value, '$.bucket') AS BIGINT),
                 json_extract(value, '$.vals')
          FROM json_each($2)",
     )
@@ -386,7 +391,8 @@ pub async fn store_page(
     .bind(&json)
     .execute(c)
     .await
-    .map(Done::from))?;
+    .map(Done::from)
+    })?;
     on!(conn, |c| sqlx::query(
         "UPDATE analytics_jobs SET received = received + $2 WHERE id = $1"
     )

@@ -678,9 +678,9 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
         }
         taken.insert(new.clone());
         for statement in [
-            "UPDATE webhook_deliveries SET endpoint = ?2 WHERE endpoint = ?1",
-            "UPDATE webhook_endpoints SET endpoint = ?2 WHERE endpoint = ?1",
-            "UPDATE webhook_disabled SET endpoint = ?2 WHERE endpoint = ?1",
+            "UPDATE webhook_deliveries SET endpoint = $2 WHERE endpoint = $1",
+            "UPDATE webhook_endpoints SET endpoint = $2 WHERE endpoint = $1",
+            "UPDATE webhook_disabled SET endpoint = $2 WHERE endpoint = $1",
         ] {
             on!(tx, |c| sqlx::query(statement)
                 .bind(old)
@@ -697,12 +697,12 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
         quoted.dedup();
         for text in &quoted {
             for statement in [
-                "UPDATE webhook_attempts SET error = replace(error, ?1, ?2)
-                 WHERE instr(error, ?1) > 0",
-                "UPDATE webhook_deliveries SET last_error = replace(last_error, ?1, ?2)
-                 WHERE instr(last_error, ?1) > 0",
-                "UPDATE webhook_endpoints SET last_error = replace(last_error, ?1, ?2)
-                 WHERE instr(last_error, ?1) > 0",
+                "UPDATE webhook_attempts SET error = replace(error, $1, $2)
+                 WHERE error <> replace(error, $1, $2)",
+                "UPDATE webhook_deliveries SET last_error = replace(last_error, $1, $2)
+                 WHERE last_error <> replace(last_error, $1, $2)",
+                "UPDATE webhook_endpoints SET last_error = replace(last_error, $1, $2)
+                 WHERE last_error <> replace(last_error, $1, $2)",
             ] {
                 on!(tx, |c| sqlx::query(statement)
                     .bind(text)

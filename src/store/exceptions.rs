@@ -55,8 +55,9 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
         "INSERT INTO adherence_exceptions ({COLUMNS})
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                json_extract(value, '$[6]'), json_extract(value, '$[7]')
+                json_extract(value, '$[4]'), CAST(json_extract(value, '$[5]') AS BIGINT),
+                CAST(json_extract(value, '$[6]') AS BIGINT),
+                CAST(json_extract(value, '$[7]') AS BIGINT)
          FROM json_each($1)"
     )))
     .bind(serde_json::Value::Array(values).to_string())
@@ -73,8 +74,10 @@ pub async fn close_all(conn: &mut impl AsConn, closes: &[(&str, i64)]) -> Result
         return Ok(0);
     }
     let done = on!(conn, |c| sqlx::query(
-        "UPDATE adherence_exceptions SET closed_at = MAX(opened_at, j.at)
-         FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at
+        "UPDATE adherence_exceptions
+         SET closed_at = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
+         FROM (SELECT json_extract(value, '$[0]') AS id,
+                      CAST(json_extract(value, '$[1]') AS BIGINT) AS at
                FROM json_each($1)) AS j
          WHERE adherence_exceptions.id = j.id AND closed_at IS NULL",
     )

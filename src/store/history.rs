@@ -136,8 +136,10 @@ pub async fn switch_states(
         .map(|c| json!([c.agent_id, to_ms(c.at)]))
         .collect();
     let closed: Vec<IntervalRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE state_intervals SET ended_at = MAX(started_at, j.at)
-         FROM (SELECT json_extract(value, '$[0]') AS agent, json_extract(value, '$[1]') AS at
+        "UPDATE state_intervals
+         SET ended_at = CASE WHEN j.at > started_at THEN j.at ELSE started_at END
+         FROM (SELECT json_extract(value, '$[0]') AS agent,
+                      CAST(json_extract(value, '$[1]') AS BIGINT) AS at
                FROM json_each($1)) AS j
          WHERE agent_id = j.agent AND ended_at IS NULL
          RETURNING {COLUMNS}"
@@ -168,7 +170,7 @@ pub async fn switch_states(
         "INSERT INTO state_intervals (agent_id, state, reason, origin, started_at, attempt_id)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                json_extract(value, '$[4]'), json_extract(value, '$[5]')
+                CAST(json_extract(value, '$[4]') AS BIGINT), json_extract(value, '$[5]')
          FROM json_each($1)",
     )
     .bind(serde_json::Value::Array(opens).to_string())

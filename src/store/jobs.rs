@@ -157,10 +157,10 @@ pub async fn insert(
     on!(conn, |c| sqlx::query(
         "INSERT INTO bulk_items (job_id, seq, agent_id, target_state, reason, outcome, error,
                                  finished_at)
-         SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+         SELECT $1, CAST(json_extract(value, '$[0]') AS BIGINT), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 COALESCE(json_extract(value, '$[4]'), 'pending'), json_extract(value, '$[5]'),
-                CASE WHEN json_extract(value, '$[5]') IS NULL THEN NULL ELSE $2 END
+                CAST(CASE WHEN json_extract(value, '$[5]') IS NULL THEN NULL ELSE $2 END AS BIGINT)
          FROM json_each($3)",
     )
     .bind(job.id)

@@ -85,7 +85,8 @@ fn run_pg_migrations<'a>(
     migrator: &'a sqlx::migrate::Migrator,
     conn: &'a mut sqlx::PgConnection,
 ) -> futures::future::BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
-    Box::pin(migrator.run_direct(None, conn, true))
+    // `false`: apply them (`true` would only mark them applied).
+    Box::pin(migrator.run_direct(None, conn, false))
 }
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -860,9 +861,17 @@ pub(crate) mod testing {
     /// A migrated store in a fresh temporary folder, removed when the guard drops.
     pub async fn temp_store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
-        let store = Store::open(&url).await.unwrap();
+        let store = Store::open(&temp_url(&dir)).await.unwrap();
         (store, dir)
+    }
+
+    /// A fresh database's URL: a file in `dir`, or with `WFMD_TEST_BACKEND=postgres` an
+    /// empty database of the tests' throwaway PostgreSQL server.
+    pub fn temp_url(dir: &tempfile::TempDir) -> String {
+        match std::env::var("WFMD_TEST_BACKEND").as_deref() {
+            Ok("postgres") => throwaway_postgres::shared().fresh_database(),
+            _ => format!("sqlite://{}", dir.path().join("wfmd.db").display()),
+        }
     }
 
     /// The key [`temp_store_keyed`] uses.
@@ -873,8 +882,9 @@ pub(crate) mod testing {
     /// [`temp_store`] with an audit key.
     pub async fn temp_store_keyed() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
-        let store = Store::open_keyed(&url, Some(test_key())).await.unwrap();
+        let store = Store::open_keyed(&temp_url(&dir), Some(test_key()))
+            .await
+            .unwrap();
         (store, dir)
     }
 

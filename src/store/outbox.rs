@@ -85,7 +85,7 @@ pub async fn enqueue_all(
         "INSERT INTO outbox_events (id, event_type, agent_id, payload, created_at)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                json_extract(value, '$[4]')
+                CAST(json_extract(value, '$[4]') AS BIGINT)
          FROM json_each($1)",
     )
     .bind(serde_json::Value::Array(rows).to_string())

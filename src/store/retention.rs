@@ -128,8 +128,9 @@ pub async fn prune_batch(
             "INSERT INTO retention_horizons (kind, kept_from, pruned_rows, updated_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (kind) DO UPDATE SET
-                 kept_from = MAX(kept_from, excluded.kept_from),
-                 pruned_rows = pruned_rows + excluded.pruned_rows,
+                 kept_from = CASE WHEN excluded.kept_from > retention_horizons.kept_from
+                     THEN excluded.kept_from ELSE retention_horizons.kept_from END,
+                 pruned_rows = retention_horizons.pruned_rows + excluded.pruned_rows,
                  updated_at = excluded.updated_at",
         )
         .bind(kind.as_str())
@@ -174,14 +175,14 @@ async fn delete_rows(
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
     let (table, older) = match kind {
-        Kind::WebhookAttempts => ("webhook_attempts", "attempted_at < ?"),
-        Kind::Attempts => ("transition_attempts", "requested_at < ?"),
+        Kind::WebhookAttempts => ("webhook_attempts", "attempted_at < $1"),
+        Kind::Attempts => ("transition_attempts", "requested_at < $1"),
         // The open interval (ended_at NULL) is never old, however long ago it began.
-        Kind::Intervals => ("state_intervals", "ended_at IS NOT NULL AND ended_at < ?"),
+        Kind::Intervals => ("state_intervals", "ended_at IS NOT NULL AND ended_at < $1"),
         other => unreachable!("{other} is not kept one row per record"),
     };
     let sql =
-        format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {older} LIMIT ?)");
+        format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {older} LIMIT $2)");
     Ok(on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(cutoff_ms)
         .bind(limit)
@@ -235,9 +236,9 @@ async fn prune_outbox(
         &[
             "DELETE FROM webhook_attempts WHERE delivery_id IN
                  (SELECT id FROM webhook_deliveries
-                  WHERE event_seq IN (SELECT value FROM json_each(?)))",
-            "DELETE FROM webhook_deliveries WHERE event_seq IN (SELECT value FROM json_each(?))",
-            "DELETE FROM outbox_events WHERE seq IN (SELECT value FROM json_each(?))",
+                  WHERE event_seq IN (SELECT value FROM json_each($1)))",
+            "DELETE FROM webhook_deliveries WHERE event_seq IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
+            "DELETE FROM outbox_events WHERE seq IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
         ],
     )
     .await
@@ -281,25 +282,25 @@ async fn prune_parents(
         // A job that a kept job reverts stays until that one goes.
         Kind::BulkJobs => (
             "SELECT json_group_array(id) FROM (SELECT id FROM bulk_jobs j
-             WHERE j.finished_at IS NOT NULL AND j.finished_at < ?
+             WHERE j.finished_at IS NOT NULL AND j.finished_at < $1
                AND j.status IN ('completed', 'cancelled')
                AND NOT EXISTS (SELECT 1 FROM bulk_jobs r WHERE r.reverts_job_id = j.id)
-             LIMIT ?)",
+             LIMIT $2) AS listed",
             &[
-                "DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each(?))",
-                "DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM bulk_items WHERE job_id IN (SELECT value FROM json_each($1))",
+                "DELETE FROM bulk_jobs WHERE id IN (SELECT value FROM json_each($1))",
             ],
         ),
         // Each rule's latest firing stays: the scheduler reads it to know which slot
         // comes next.
         Kind::RuleFirings => (
             "SELECT json_group_array(id) FROM (SELECT id FROM rule_firings f
-             WHERE f.started_at < ? AND f.outcome <> 'running'
+             WHERE f.started_at < $1 AND f.outcome <> 'running'
                AND f.slot_at < (SELECT MAX(g.slot_at) FROM rule_firings g WHERE g.rule = f.rule)
-             LIMIT ?)",
+             LIMIT $2) AS listed",
             &[
-                "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT value FROM json_each(?))",
-                "DELETE FROM rule_firings WHERE id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM rule_firing_agents WHERE firing_id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
+                "DELETE FROM rule_firings WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
             ],
         ),
         other => unreachable!("{other} has no children"),

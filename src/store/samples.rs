@@ -102,17 +102,18 @@ pub async fn insert(
             ])
         })
         .collect();
-    let done = on!(conn, |c| sqlx::query(
+    let done = on!(conn, |c| {
+        sqlx::query(
         "INSERT INTO metric_samples (family, entity_id, sampled_at, name, service_level,
              queued, agents_available, agents_staffed, agents_busy, contacts_active,
              longest_wait_secs, estimated_wait_secs, average_wait_ms, polled_at)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                json_extract(value, '$[6]'), json_extract(value, '$[7]'),
-                json_extract(value, '$[8]'), json_extract(value, '$[9]'),
-                json_extract(value, '$[10]'), json_extract(value, '$[11]'),
-                json_extract(value, '$[12]'), $2
+                CAST(json_extract(value, '$[2]') AS BIGINT), json_extract(value, '$[3]'),
+                CAST(json_extract(value, '$[4]') AS DOUBLE PRECISION), CAST(json_extract(value, '$[5]') AS BIGINT),
+                CAST(json_extract(value, '$[6]') AS BIGINT), CAST(json_extract(value, '$[7]') AS BIGINT),
+                CAST(json_extract(value, '$[8]') AS BIGINT), CAST(json_extract(value, '$[9]') AS BIGINT),
+                CAST(json_extract(value, '$[10]') AS BIGINT), CAST(json_extract(value, '$[11]') AS BIGINT),
+                CAST(json_extract(value, '$[12]') AS BIGINT), $2
          FROM json_each($1) WHERE true
          ON CONFLICT (family, entity_id, sampled_at) DO NOTHING",
     )
@@ -120,7 +121,8 @@ pub async fn insert(
     .bind(to_ms(polled_at))
     .execute(c)
     .await
-    .map(Done::from))?;
+    .map(Done::from)
+    })?;
     Ok(done.rows_affected())
 }
 

@@ -184,7 +184,7 @@ pub async fn fetched_since(
 /// that stream them (the compliance report).
 pub const OVERLAPPING: &str = "SELECT agent_id, shift_start, shift_end, timezone, breaks,
         breaks_from, fetched_at
-    FROM agent_shifts WHERE shift_start < ?2 AND shift_end > ?1
+    FROM agent_shifts WHERE shift_start < $2 AND shift_end > $1
     ORDER BY agent_id, shift_start";
 
 #[cfg(test)]

@@ -218,24 +218,35 @@ pub(super) async fn hold_key(
     conn: &mut impl AsConn,
     key: Option<&AuditKey>,
 ) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)"
-    )
-    .execute(c)
-    .await
-    .map(Done::from))?;
-    on!(conn, |c| sqlx::query("DELETE FROM temp.wfmd_audit_key")
-        .execute(c)
-        .await
-        .map(Done::from))?;
+    on!(
+        conn,
+        (
+            "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)",
+            "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BYTEA NOT NULL)",
+        ),
+        |c, sql| sqlx::query(sql).execute(c).await.map(Done::from)
+    )?;
+    on!(
+        conn,
+        (
+            "DELETE FROM temp.wfmd_audit_key",
+            "DELETE FROM pg_temp.wfmd_audit_key"
+        ),
+        |c, sql| sqlx::query(sql).execute(c).await.map(Done::from)
+    )?;
     if let Some(key) = key {
-        on!(conn, |c| sqlx::query(
-            "INSERT INTO temp.wfmd_audit_key (key) VALUES ($1)"
-        )
-        .bind(key.bytes())
-        .execute(c)
-        .await
-        .map(Done::from))?;
+        on!(
+            conn,
+            (
+                "INSERT INTO temp.wfmd_audit_key (key) VALUES ($1)",
+                "INSERT INTO pg_temp.wfmd_audit_key (key) VALUES ($1)",
+            ),
+            |c, sql| sqlx::query(sql)
+                .bind(key.bytes())
+                .execute(c)
+                .await
+                .map(Done::from)
+        )?;
     }
     Ok(())
 }
@@ -244,11 +255,14 @@ pub(super) async fn hold_key(
 pub(super) async fn connection_key(
     conn: &mut impl AsConn,
 ) -> Result<Option<AuditKey>, sqlx::Error> {
-    let key: Option<Vec<u8>> = on!(conn, |c| sqlx::query_scalar(
-        "SELECT key FROM temp.wfmd_audit_key LIMIT 1"
-    )
-    .fetch_optional(c)
-    .await)?;
+    let key: Option<Vec<u8>> = on!(
+        conn,
+        (
+            "SELECT key FROM temp.wfmd_audit_key LIMIT 1",
+            "SELECT key FROM pg_temp.wfmd_audit_key LIMIT 1",
+        ),
+        |c, sql| sqlx::query_scalar(sql).fetch_optional(c).await
+    )?;
     Ok(key.and_then(AuditKey::from_bytes))
 }
 
@@ -371,7 +385,7 @@ pub async fn append_all(
     on!(conn, |c| {
         sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+         SELECT CAST(json_extract(value, '$[0]') AS BIGINT), CAST(json_extract(value, '$[1]') AS BIGINT),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                 json_extract(value, '$[6]'), json_extract(value, '$[7]'),
