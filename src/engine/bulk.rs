@@ -389,7 +389,7 @@ impl BulkJobs {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::cxone::Budget;
+    use crate::cxone::{Budget, StateChange};
     use crate::sim::{SimConfig, Simulator};
     use crate::store::testing::temp_store;
 
@@ -930,7 +930,11 @@ mod tests {
         assert_eq!(recorded.outcome, Outcome::Succeeded);
         engine
             .platform()
-            .set_agent_state(&agents[1], AgentState::NotReady, "MEETING")
+            .set_agent_state(StateChange::new(
+                &agents[1],
+                AgentState::NotReady,
+                "MEETING",
+            ))
             .await
             .unwrap();
 

@@ -36,10 +36,10 @@ use sha2::{Digest, Sha256};
 use crate::cxone::incontact::break_status_from;
 use crate::cxone::{
     Agent, AgentFilter, AgentSnapshot, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
-    ObservedAgent, Queue, Skill, Subscription, SubscriptionRequest,
+    ObservedAgent, Queue, Skill, StateChange, Subscription, SubscriptionRequest,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
-use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
+use crate::domain::{BreakStatus, BreakWindow, Schedule, ScheduleStatus};
 use crate::store::Store;
 use crate::store::audit::{self, NewEntry};
 use crate::store::imported::{self, ImportedShift};
@@ -495,13 +495,8 @@ impl ContactCenter for ImportedSchedules {
         self.inner.agent_state(agent_id).await
     }
 
-    async fn set_agent_state(
-        &self,
-        agent_id: &str,
-        state: AgentState,
-        reason: &str,
-    ) -> Result<AgentSnapshot, CxoneError> {
-        self.inner.set_agent_state(agent_id, state, reason).await
+    async fn set_agent_state(&self, change: StateChange<'_>) -> Result<AgentSnapshot, CxoneError> {
+        self.inner.set_agent_state(change).await
     }
 
     async fn check_access(&self) -> Result<(), CxoneError> {
