@@ -53,6 +53,14 @@ pub struct TransitionBody {
     idempotency_key: Option<String>,
 }
 
+/// The `{agent_id}` of an agent's routes: their `params(...)` and their `PathParams`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct AgentPath {
+    /// The platform user id, e.g. u_001
+    agent_id: String,
+}
+
 /// Whether `agent_id` is one the platform could have: 1 to [`MAX_ID_LEN`] printable
 /// ASCII characters, not `.` or `..` (which would be path steps in the platform's URL,
 /// addressing no user). The document's `AgentId` schema says the same.
@@ -148,7 +156,7 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
     tag = "agents",
     security(("bearer" = [SUPERVISOR])),
     params(
-        ("agent_id" = String, Path, description = "The platform user id, e.g. u_001 (1-128 printable ASCII characters)"),
+        AgentPath,
         ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
     ),
     request_body = TransitionBody,
@@ -163,7 +171,7 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
 pub async fn create_transition(
     State(state): State<ApiState>,
     caller: Caller,
-    PathParams(agent_id): PathParams<String>,
+    PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TransitionBody>,
 ) -> Result<Response, Problem> {
@@ -286,14 +294,14 @@ struct HistoryView {
     tag = "agents",
     security(("bearer" = [VIEWER])),
     params(
-        ("agent_id" = String, Path, description = "The platform user id, e.g. u_001"),
+        AgentPath,
         WindowQuery,
     ),
     responses((status = 200, description = "The intervals, time per state and idle time", body = HistoryView))
 )]
 pub async fn history(
     State(state): State<ApiState>,
-    PathParams(agent_id): PathParams<String>,
+    PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
     QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     check_agent_id(&agent_id)?;

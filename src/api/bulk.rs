@@ -19,7 +19,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
-use super::jobs::{accepted, found};
+use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, parse};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
@@ -31,15 +31,15 @@ use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, 
 pub const BODY_LIMIT_BYTES: usize = MAX_AGENTS * (MAX_ID_LEN + 4) + 64 * 1024;
 
 pub fn routes() -> Routes {
-    let (schemas, paths, submit) = utoipa_axum::routes!(create);
+    let (schemas, paths, submit) = utoipa_axum::routes!(create_bulk_job);
     vec![
         (
             schemas,
             paths,
             submit.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
         ),
-        utoipa_axum::routes!(show, cancel),
-        utoipa_axum::routes!(revert),
+        utoipa_axum::routes!(show_bulk_job, cancel_bulk_job),
+        utoipa_axum::routes!(revert_bulk_job),
     ]
 }
 
@@ -175,7 +175,6 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
 #[utoipa::path(
     post,
     path = "/v1/bulk-transitions",
-    operation_id = "create_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
     params(
@@ -187,7 +186,7 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
         (status = 503, description = "The platform could not be asked for its agents", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
-pub async fn create(
+pub async fn create_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
@@ -251,21 +250,20 @@ fn too_large(problem: Problem) -> Problem {
 #[utoipa::path(
     get,
     path = "/v1/bulk-transitions/{job_id}",
-    operation_id = "show_bulk_job",
     tag = "bulk",
     security(("bearer" = [VIEWER])),
     params(
-        ("job_id" = String, Path, description = "The job id from the 202 answer"),
+        JobPath,
         ShowQuery,
     ),
     responses(
         (status = 200, description = "The job as it stands", body = JobView),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
     )
 )]
-pub async fn show(
+pub async fn show_bulk_job(
     State(state): State<ApiState>,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ShowQuery>,
 ) -> Result<Response, Problem> {
     let with_items = match query.items.as_deref() {
@@ -287,20 +285,19 @@ pub async fn show(
 #[utoipa::path(
     delete,
     path = "/v1/bulk-transitions/{job_id}",
-    operation_id = "cancel_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
-    params(("job_id" = String, Path, description = "The job id from the 202 answer")),
+    params(JobPath),
     responses(
         (status = 200, description = "Cancellation asked for; the job as it stands", body = JobView),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
         (status = 409, description = "The job completed already", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
-pub async fn cancel(
+pub async fn cancel_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Response, Problem> {
     let job = state
         .bulk
@@ -316,24 +313,23 @@ pub async fn cancel(
 #[utoipa::path(
     post,
     path = "/v1/bulk-transitions/{job_id}/revert",
-    operation_id = "revert_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
     params(
-        ("job_id" = String, Path, description = "The finished job to undo"),
+        JobPath,
         ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
     ),
     request_body(content = Option<RevertBody>, description = "Optional; may be empty or `null`"),
     responses(
         (status = 202, description = "The revert job is stored and starts at once", body = AcceptedView),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
         (status = 409, description = "The job is still running, or moved no agent", body = ProblemDetails, content_type = PROBLEM_JSON),
     )
 )]
-pub async fn revert(
+pub async fn revert_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {

@@ -561,6 +561,15 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
+/// A route's answer `status` with a problem+json body, described as `description`: what
+/// the `IntoResponses` of an error answer several routes share returns.
+pub(super) fn problem_answer(
+    status: u16,
+    description: &str,
+) -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    [(status.to_string(), RefOr::T(problem_response(description)))].into()
+}
+
 fn problem_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
