@@ -8,6 +8,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::SchemaType;
+use utoipa::openapi::{Object, Required, Type};
 
 use super::auth::Caller;
 use super::error::Problem;
@@ -44,12 +47,10 @@ pub struct TransitionBody {
     /// Reason code: 1-64 letters, digits, `_` or `-`; the state's default when absent
     /// (READY: WORKING, NOT_READY: BREAK, PAUSED: ADHOC, IDLE: SYSTEM_IDLE, else GENERAL).
     #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     reason: Option<String>,
     /// Performs the change at most once for this key (1-255 characters); the
     /// `Idempotency-Key` header works too.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -95,6 +96,27 @@ pub(super) fn idempotency_key(
     caller: &Caller,
 ) -> Result<Option<String>, Problem> {
     Ok(client_key(body, headers)?.map(|key| format!("api:{}:{key}", caller.name)))
+}
+
+/// The `Idempotency-Key` header [`idempotency_key`] reads, for a change route's
+/// `params(...)`.
+pub(super) struct IdempotencyKeyHeader;
+
+impl utoipa::IntoParams for IdempotencyKeyHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("idempotency-key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some("Alternative to the body's idempotency_key"))
+                .schema(Some(Object::with_type(SchemaType::from_iter([
+                    Type::String,
+                    Type::Null,
+                ]))))
+                .build(),
+        ]
+    }
 }
 
 fn client_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -155,10 +177,7 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
     path = "/v1/agents/{agent_id}/transitions",
     tag = "agents",
     security(("bearer" = [SUPERVISOR])),
-    params(
-        AgentPath,
-        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
-    ),
+    params(AgentPath, IdempotencyKeyHeader),
     request_body = TransitionBody,
     responses(
         (status = 200, description = "The change was made (or replayed for a known idempotency key)", body = Transition),
@@ -293,10 +312,7 @@ struct HistoryView {
     path = "/v1/agents/{agent_id}/history",
     tag = "agents",
     security(("bearer" = [VIEWER])),
-    params(
-        AgentPath,
-        WindowQuery,
-    ),
+    params(AgentPath, WindowQuery),
     responses((status = 200, description = "The intervals, time per state and idle time", body = HistoryView))
 )]
 pub async fn history(

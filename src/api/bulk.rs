@@ -14,7 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::agents::{MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id};
+use super::agents::{
+    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
+};
 use super::auth::Caller;
 use super::error::Problem;
 use super::error::{PROBLEM_JSON, ProblemDetails};
@@ -58,12 +60,10 @@ pub struct BulkBody {
     state: AgentState,
     /// Reason code: 1-64 letters, digits, `_` or `-`; the state's default when absent.
     #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     reason: Option<String>,
     /// Submits the job at most once for this key (1-255 characters); the
     /// `Idempotency-Key` header works too.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -109,7 +109,6 @@ pub struct RevertBody {
     /// Starts the revert at most once for this key; by default repeating a revert of
     /// the same job returns the first revert job.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -177,9 +176,7 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
     path = "/v1/bulk-transitions",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
-    params(
-        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
-    ),
+    params(IdempotencyKeyHeader),
     request_body = BulkBody,
     responses(
         (status = 202, description = "The job is stored and starts at once; `Location` names it", body = AcceptedView),
@@ -252,10 +249,7 @@ fn too_large(problem: Problem) -> Problem {
     path = "/v1/bulk-transitions/{job_id}",
     tag = "bulk",
     security(("bearer" = [VIEWER])),
-    params(
-        JobPath,
-        ShowQuery,
-    ),
+    params(JobPath, ShowQuery),
     responses(
         (status = 200, description = "The job as it stands", body = JobView),
         NoSuchJob,
@@ -315,10 +309,7 @@ pub async fn cancel_bulk_job(
     path = "/v1/bulk-transitions/{job_id}/revert",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
-    params(
-        JobPath,
-        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
-    ),
+    params(JobPath, IdempotencyKeyHeader),
     request_body(content = Option<RevertBody>, description = "Optional; may be empty or `null`"),
     responses(
         (status = 202, description = "The revert job is stored and starts at once", body = AcceptedView),

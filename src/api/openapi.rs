@@ -15,10 +15,11 @@
 //!
 //! [`served`] then states, on the JSON, the constraints the server enforces that the
 //! Rust types do not say, generically so every route gets them: a request body's
-//! `AgentState` is a [`SETTABLE_STATE`] (ON_CONTACT and ACW are refused), and an
-//! `agent_id` path parameter has its length and characters. Without tokens configured
-//! the served document declares no security at all (no scheme, no 401/403), since the
-//! server asks for none.
+//! `AgentState` is a [`SETTABLE_STATE`] (ON_CONTACT and ACW are refused), its `reason` a
+//! reason code and its `idempotency_key` as long as the header's, and an `agent_id` path
+//! parameter has its length and characters. Without tokens configured the served
+//! document declares no security at all (no scheme, no 401/403), since the server asks
+//! for none.
 
 use std::sync::Arc;
 
@@ -38,8 +39,8 @@ use super::Routes;
 use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::roles::{BEARER, requirement};
 use super::schemas::{
-    AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, SETTABLE_STATE,
-    TIME_ZONE, reference, schema_ref,
+    AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, REASON_PATTERN,
+    SETTABLE_STATE, TIME_ZONE, reference, schema_ref,
 };
 use super::tenancy::tenant_path;
 use crate::domain::events::{self, EventType};
@@ -442,6 +443,7 @@ fn constrain(doc: &mut serde_json::Value) {
         {
             if let Some(schema) = member(content, &["schema"]) {
                 settable_states(schema, &mut pending);
+                constrain_fields(schema);
             }
         }
         for parameter in operation
@@ -460,6 +462,7 @@ fn constrain(doc: &mut serde_json::Value) {
         }
         if let Some(schema) = member(doc, &["components", "schemas", &name]) {
             settable_states(schema, &mut pending);
+            constrain_fields(schema);
         }
     }
 }
@@ -499,6 +502,26 @@ fn constrain_parameter(parameter: &mut serde_json::Value) {
     };
     if let Some(object) = parameter.as_object_mut() {
         object.insert("schema".to_owned(), schema);
+    }
+}
+
+/// States, on the fields of a request body's `schema`, what the server checks of them
+/// (by name, as [`constrain_parameter`] does for parameters): a `reason` is a reason
+/// code, an `idempotency_key` as long as the header's.
+fn constrain_fields(schema: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    let Some(properties) = member(schema, &["properties"]).and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(Value::Object(reason)) = properties.get_mut("reason") {
+        reason.insert("pattern".to_owned(), json!(REASON_PATTERN));
+    }
+    if let Some(Value::Object(key)) = properties.get_mut("idempotency_key") {
+        key.insert("minLength".to_owned(), json!(1));
+        key.insert(
+            "maxLength".to_owned(),
+            json!(crate::api::agents::MAX_KEY_LEN),
+        );
     }
 }
 
