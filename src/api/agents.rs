@@ -14,7 +14,6 @@ use utoipa::openapi::{Object, Required, Type};
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams, WindowQuery, window_from_query};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
@@ -181,10 +180,10 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
     request_body = TransitionBody,
     responses(
         (status = 200, description = "The change was made (or replayed for a known idempotency key)", body = Transition),
-        (status = 404, description = "The platform does not know the agent", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 502, description = "The platform refused the request; `schedule-lookup-refused`: it refuses this API user schedule lookups, so compliance cannot be checked (import schedules, or `[compliance] without_schedule = \"allow\"`)", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 503, description = "The platform could not be reached or kept failing", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 404, description = "The platform does not know the agent"),
+        (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT"),
+        (status = 502, description = "The platform refused the request; `schedule-lookup-refused`: it refuses this API user schedule lookups, so compliance cannot be checked (import schedules, or `[compliance] without_schedule = \"allow\"`)"),
+        (status = 503, description = "The platform could not be reached or kept failing"),
     )
 )]
 pub async fn create_transition(

@@ -11,7 +11,6 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::exports::{self, TooManyDownloads};
 use super::extract::{PathParams, QueryParams, zone_from_query};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
@@ -238,8 +237,8 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
     request_body = QueryBody,
     responses(
         (status = 202, description = "The job is stored; `Location` names it", body = Object),
-        (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it"),
+        (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again"),
     )
 )]
 pub async fn create_analytics_job(
@@ -353,7 +352,7 @@ pub struct ResultsQuery {
             (String = "text/html; charset=utf-8"),
         )),
         NoSuchJob,
-        (status = 409, description = "The job has not completed", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job has not completed"),
         TooManyDownloads,
     )
 )]

@@ -19,7 +19,6 @@ use super::agents::{
 };
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, parse};
@@ -180,7 +179,7 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
     request_body = BulkBody,
     responses(
         (status = 202, description = "The job is stored and starts at once; `Location` names it", body = AcceptedView),
-        (status = 503, description = "The platform could not be asked for its agents", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 503, description = "The platform could not be asked for its agents"),
     )
 )]
 pub async fn create_bulk_job(
@@ -285,7 +284,7 @@ pub async fn show_bulk_job(
     responses(
         (status = 200, description = "Cancellation asked for; the job as it stands", body = JobView),
         NoSuchJob,
-        (status = 409, description = "The job completed already", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job completed already"),
     )
 )]
 pub async fn cancel_bulk_job(
@@ -314,7 +313,7 @@ pub async fn cancel_bulk_job(
     responses(
         (status = 202, description = "The revert job is stored and starts at once", body = AcceptedView),
         NoSuchJob,
-        (status = 409, description = "The job is still running, or moved no agent", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job is still running, or moved no agent"),
     )
 )]
 pub async fn revert_bulk_job(

@@ -41,7 +41,6 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
 use super::roles::VIEWER;
 use super::serve::Connection;
@@ -152,12 +151,9 @@ pub async fn snapshot(State(state): State<ApiState>) -> Response {
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream",
          body = String),
-        (status = 401, description = "The ticket is unknown, expired or already used",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 503, description = "wfmd is stopping", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
+        (status = 401, description = "The ticket is unknown, expired or already used"),
+        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open"),
+        (status = 503, description = "wfmd is stopping"),
     )
 )]
 pub async fn events(
@@ -212,14 +208,10 @@ pub async fn events(
     params(FeedQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket upgrade request", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
-        (status = 426, description = "The connection cannot be upgraded", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
-        (status = 401, description = "The ticket is unknown, expired or already used",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 400, description = "Not a WebSocket upgrade request"),
+        (status = 426, description = "The connection cannot be upgraded"),
+        (status = 401, description = "The ticket is unknown, expired or already used"),
+        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open"),
     )
 )]
 pub async fn websocket(
@@ -465,8 +457,7 @@ pub struct TicketView {
     responses(
         (status = 201, description = "The ticket", body = TicketView),
         (status = 429, description = "The caller holds `live.max_tickets_per_caller` unused \
-         tickets, or too many are outstanding in all; `Retry-After` says when one expires",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
+         tickets, or too many are outstanding in all; `Retry-After` says when one expires"),
     )
 )]
 pub async fn ticket(
@@ -609,8 +600,7 @@ fn serves(directory: &Directory, tenant: &str) -> bool {
     params(("tenant" = String, Path, description = "A tenant's id, as `GET /v1/tenants` lists it")),
     responses(
         (status = 200, description = "The page", content_type = "text/html", body = String),
-        (status = 404, description = "No tenant has this id", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
+        (status = 404, description = "No tenant has this id"),
     )
 )]
 pub async fn tenant_wallboard(
@@ -633,8 +623,7 @@ pub async fn tenant_wallboard(
     params(("tenant" = String, Path, description = "A tenant's id, as `GET /v1/tenants` lists it")),
     responses(
         (status = 308, description = "To `/t/{tenant}/`, the query kept"),
-        (status = 404, description = "No tenant has this id", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
+        (status = 404, description = "No tenant has this id"),
     )
 )]
 pub async fn tenant_wallboard_slash(

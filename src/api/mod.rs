@@ -10,8 +10,10 @@
 //! # Adding a route
 //! 1. Write the handler with `#[utoipa::path(METHOD, path = "/v1/...", tag = "...",
 //!    security(("bearer" = [VIEWER | SUPERVISOR | ADMIN])), params(...),
-//!    request_body = ..., responses(...))]`; take [`auth::Caller`] when the handler
-//!    changes something (its name is the actor), and [`extract::PathParams`],
+//!    request_body = ..., responses(...))]` (an error answer needs only its status and
+//!    description: [`openapi::complete`] gives it the problem+json body, and adds the
+//!    errors every route shares); take [`auth::Caller`] when the handler changes
+//!    something (its name is the actor), and [`extract::PathParams`],
 //!    [`extract::QueryParams`], [`json::JsonBody`] for input.
 //! 2. List it in the module's `routes()` with `routes!(handler)` (handlers sharing a
 //!    path go in one `routes!`), and the module's `routes()` in [`router`].

@@ -7,10 +7,11 @@
 //! what the server enforces (see [`super::auth`]): a route's role is declared once.
 //!
 //! [`complete`] then adds what every operation has in common, so handlers list only
-//! their own answers: the bearer scheme, 401 and 403 on routes with a role, 400 on
-//! routes with parameters, 400/413/415/422 on routes with a body, 500 on `/v1`, and the
-//! `x-request-id` header on every response. Last, it gives every tenant's `/v1` route
-//! its own path, `/v1/tenants/{tenant}/…`, as a copy of the unprefixed one with a
+//! their own answers, and of their errors only status and meaning: the bearer scheme,
+//! 401 and 403 on routes with a role, 400 on routes with parameters, 400/413/415/422 on
+//! routes with a body, 500 on `/v1`, the problem+json body of every error answer, and
+//! the `x-request-id` header on every response. Last, it gives every tenant's `/v1`
+//! route its own path, `/v1/tenants/{tenant}/…`, as a copy of the unprefixed one with a
 //! `tenant` path parameter (see [`address_by_tenant`]).
 //!
 //! [`served`] then states, on the JSON, the constraints the server enforces that the
@@ -31,8 +32,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
-    ContentBuilder, HeaderBuilder, Object, PathItem, Ref, RefOr, Required, ResponseBuilder,
-    Responses, Type,
+    Content, ContentBuilder, HeaderBuilder, Object, PathItem, Ref, RefOr, Required,
+    ResponseBuilder, Responses, Type,
 };
 
 use super::Routes;
@@ -142,6 +143,17 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
                 .flatten()
                 .any(|r| requirement(r).contains_key(BEARER));
             let responses = &mut operation.responses.responses;
+            // Every error is problem+json: a route lists its errors' statuses and meanings.
+            for (status, response) in responses.iter_mut() {
+                if let RefOr::T(response) = response
+                    && response.content.is_empty()
+                    && status.starts_with(['4', '5'])
+                {
+                    response
+                        .content
+                        .insert(PROBLEM_JSON.to_owned(), RefOr::T(problem_body()));
+                }
+            }
             let mut add = |status: &str, description: &str| {
                 responses
                     .entry(status.to_owned())
@@ -596,12 +608,14 @@ pub(super) fn problem_answer(
 fn problem_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
-        .content(
-            PROBLEM_JSON,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ProblemDetails")))
-                .build(),
-        )
+        .content(PROBLEM_JSON, problem_body())
+        .build()
+}
+
+/// The body of every error answer: a [`ProblemDetails`] (as [`PROBLEM_JSON`]).
+fn problem_body() -> Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ProblemDetails")))
         .build()
 }
 

@@ -16,7 +16,6 @@ use serde::Serialize;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::roles::ADMIN;
 use super::{ApiState, Routes};
 use crate::engine::imported_schedules::ImportError;
@@ -66,10 +65,10 @@ pub struct ImportView {
     request_body(content = String, content_type = "text/csv", description = "The schedules file (UTF-8), at most 16 MiB"),
     responses(
         (status = 200, description = "Stored, and in force for the next change", body = ImportView),
-        (status = 413, description = "The file is larger than 16 MiB: split it", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 415, description = "The body is not sent as `text/csv`", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 503, description = "The database takes no writes", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 413, description = "The file is larger than 16 MiB: split it"),
+        (status = 415, description = "The body is not sent as `text/csv`"),
+        (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line"),
+        (status = 503, description = "The database takes no writes"),
     )
 )]
 pub async fn import_schedules(
