@@ -9,7 +9,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, parse};
 use super::roles::{SUPERVISOR, VIEWER};
-use super::{ApiState, Routes};
+use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
 use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, Selector};
 
@@ -32,13 +32,8 @@ use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, 
 pub const BODY_LIMIT_BYTES: usize = MAX_AGENTS * (MAX_ID_LEN + 4) + 64 * 1024;
 
 pub fn routes() -> Routes {
-    let (schemas, paths, submit) = utoipa_axum::routes!(create_bulk_job);
     vec![
-        (
-            schemas,
-            paths,
-            submit.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
-        ),
+        with_body_limit(utoipa_axum::routes!(create_bulk_job), BODY_LIMIT_BYTES),
         utoipa_axum::routes!(show_bulk_job, cancel_bulk_job),
         utoipa_axum::routes!(revert_bulk_job),
     ]

@@ -27,8 +27,7 @@ use tracing::Instrument;
 use utoipa::openapi::RefOr;
 
 use super::auth::Caller;
-use super::error::Problem;
-use super::openapi::problem_answer;
+use super::error::{Problem, problem_answers};
 use super::spool::{self, SpoolWriter};
 use crate::config::exports::ExportsConfig;
 use crate::domain::idle::Window;
@@ -42,11 +41,11 @@ pub struct TooManyDownloads;
 
 impl utoipa::IntoResponses for TooManyDownloads {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        problem_answer(
+        problem_answers(&[(
             429,
             "The caller has `exports.per_caller` downloads in progress; `Retry-After` says \
              when to try again",
-        )
+        )])
     }
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 
 use super::error::Problem;
-use super::openapi::problem_answer;
+use super::error::problem_answers;
 
 /// 202 with `view`, and `Location` naming the job where it can be followed.
 pub(super) fn accepted(location: &str, view: impl Serialize) -> Response {
@@ -40,6 +40,6 @@ pub(super) struct NoSuchJob;
 
 impl utoipa::IntoResponses for NoSuchJob {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        problem_answer(404, "No such job")
+        problem_answers(&[(404, "No such job")])
     }
 }

@@ -110,6 +110,17 @@ pub struct ApiState {
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
 pub type Routes = Vec<UtoipaMethodRouter<ApiState>>;
 
+/// `route` (a `routes!(...)` entry) taking bodies of up to `bytes` instead of
+/// [`BODY_LIMIT_BYTES`], its documented 413 saying so.
+fn with_body_limit(
+    route: UtoipaMethodRouter<ApiState>,
+    bytes: usize,
+) -> UtoipaMethodRouter<ApiState> {
+    let (schemas, mut paths, router) = route;
+    openapi::document_body_limit(&mut paths, bytes);
+    (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
+}
+
 /// The routes and their OpenAPI document, before middleware.
 fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());

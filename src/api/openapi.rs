@@ -29,21 +29,18 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
-use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{
-    Content, ContentBuilder, HeaderBuilder, Object, PathItem, Ref, RefOr, Required,
-    ResponseBuilder, Responses, Type,
-};
+use utoipa::openapi::{HeaderBuilder, Object, PathItem, Paths, RefOr, Responses, Type};
 
 use super::Routes;
-use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::error::{PROBLEM_JSON, ProblemDetails, problem_body, problem_response};
 use super::roles::{BEARER, requirement};
 use super::schemas::{
     AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, REASON_PATTERN,
     SETTABLE_STATE, TIME_ZONE, reference, schema_ref,
 };
-use super::tenancy::tenant_path;
+use super::tenancy::{tenant_parameter, tenant_path};
 use crate::domain::events::{self, EventType};
 
 /// The document's frame; the paths come from the routes.
@@ -174,7 +171,7 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
             }
             if operation.request_body.is_some() {
                 add("400", "The body is not valid JSON");
-                add("413", "The body is larger than 64 KiB");
+                add("413", &too_large(super::BODY_LIMIT_BYTES));
                 add("415", "The body is not sent as `application/json`");
                 add(
                     "422",
@@ -212,6 +209,33 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// Documents, on every operation of `paths`, the 413 of a body over `bytes` (a route
+/// with a limit of its own, see [`super::with_body_limit`]).
+pub(super) fn document_body_limit(paths: &mut Paths, bytes: usize) {
+    for item in paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            operation.responses.responses.insert(
+                "413".to_owned(),
+                RefOr::T(problem_response(&too_large(bytes))),
+            );
+        }
+    }
+}
+
+/// The meaning of a 413 on a route that takes bodies of up to `bytes`.
+fn too_large(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    let size = if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    };
+    format!("The body is larger than {size}")
 }
 
 /// Name of the schema of a tenant id in a path.
@@ -258,17 +282,6 @@ fn address_by_tenant(spec: &mut utoipa::openapi::OpenApi) {
         copies.push((tenant_path, copy));
     }
     spec.paths.paths.extend(copies);
-}
-
-/// The `tenant` parameter of a route under `/v1/tenants/{tenant}`.
-fn tenant_parameter() -> Parameter {
-    ParameterBuilder::new()
-        .name("tenant")
-        .parameter_in(ParameterIn::Path)
-        .required(Required::True)
-        .description(Some("A tenant's id, as `GET /v1/tenants` lists it"))
-        .schema(Some(Object::with_type(Type::String)))
-        .build()
 }
 
 /// Documents `status` as answering `description` too: appended to the answer's own
@@ -596,33 +609,36 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
-/// A route's answer `status` with a problem+json body, described as `description`: what
-/// the `IntoResponses` of an error answer several routes share returns.
-pub(super) fn problem_answer(
-    status: u16,
-    description: &str,
-) -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-    [(status.to_string(), RefOr::T(problem_response(description)))].into()
-}
-
-fn problem_response(description: &str) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content(PROBLEM_JSON, problem_body())
-        .build()
-}
-
-/// The body of every error answer: a [`ProblemDetails`] (as [`PROBLEM_JSON`]).
-fn problem_body() -> Content {
-    ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name("ProblemDetails")))
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::roles::operations;
+
+    #[test]
+    fn a_route_with_a_body_limit_of_its_own_documents_that_limit_in_its_413() {
+        let doc = served(&super::super::openapi_document(), false);
+        let too_large = |path: &str| {
+            doc["paths"][path]["post"]["responses"]["413"]["description"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path} documents a 413"))
+                .to_owned()
+        };
+        assert_eq!(
+            too_large("/v1/bulk-transitions"),
+            format!(
+                "The body is larger than {} bytes",
+                super::super::bulk::BODY_LIMIT_BYTES
+            )
+        );
+        assert_eq!(
+            too_large("/v1/schedules/imports"),
+            "The body is larger than 16 MiB"
+        );
+        assert_eq!(
+            too_large("/v1/agents/{agent_id}/transitions"),
+            "The body is larger than 64 KiB"
+        );
+    }
 
     #[test]
     fn each_event_type_is_a_documented_webhook_whose_data_schema_fits_its_payload() {

@@ -9,15 +9,15 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 
 use super::auth::Caller;
 use super::error::Problem;
 use super::roles::ADMIN;
-use super::{ApiState, Routes};
+use super::{ApiState, Routes, with_body_limit};
 use crate::engine::imported_schedules::ImportError;
 
 /// The largest schedules file taken over HTTP (about 140,000 rows); larger ones are
@@ -28,11 +28,9 @@ pub const IMPORT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 const MAX_PROBLEMS: usize = 100;
 
 pub fn routes() -> Routes {
-    let (schemas, paths, import) = utoipa_axum::routes!(import_schedules);
-    vec![(
-        schemas,
-        paths,
-        import.layer(DefaultBodyLimit::max(IMPORT_LIMIT_BYTES)),
+    vec![with_body_limit(
+        utoipa_axum::routes!(import_schedules),
+        IMPORT_LIMIT_BYTES,
     )]
 }
 
@@ -65,7 +63,6 @@ pub struct ImportView {
     request_body(content = String, content_type = "text/csv", description = "The schedules file (UTF-8), at most 16 MiB"),
     responses(
         (status = 200, description = "Stored, and in force for the next change", body = ImportView),
-        (status = 413, description = "The file is larger than 16 MiB: split it"),
         (status = 415, description = "The body is not sent as `text/csv`"),
         (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line"),
         (status = 503, description = "The database takes no writes"),
