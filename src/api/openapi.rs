@@ -169,13 +169,22 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
                     "A path or query parameter is malformed, unknown or out of range",
                 );
             }
-            if operation.request_body.is_some() {
-                add("400", "The body is not valid JSON");
+            // Every body is inline (`request_body = ...` makes no `$ref`).
+            if let Some(RefOr::T(body)) = &operation.request_body {
+                if body.content.contains_key("application/json") {
+                    add("400", "The body is not valid JSON");
+                    add(
+                        "422",
+                        "A body field is missing, unknown, of the wrong type or invalid",
+                    );
+                } else {
+                    add("400", "The body could not be read");
+                }
                 add("413", &too_large(super::BODY_LIMIT_BYTES));
-                add("415", "The body is not sent as `application/json`");
+                let types: Vec<String> = body.content.keys().map(|t| format!("`{t}`")).collect();
                 add(
-                    "422",
-                    "A body field is missing, unknown, of the wrong type or invalid",
+                    "415",
+                    &format!("The body is not sent as {}", types.join(" or ")),
                 );
             }
             if path.starts_with("/v1/") {

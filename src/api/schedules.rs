@@ -12,13 +12,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::Serialize;
 
 use super::auth::Caller;
 use super::error::Problem;
 use super::roles::ADMIN;
 use super::{ApiState, Routes, with_body_limit};
-use crate::engine::imported_schedules::ImportError;
+use crate::engine::imported_schedules::{ImportError, ImportSummary};
 
 /// The largest schedules file taken over HTTP (about 140,000 rows); larger ones are
 /// split, or imported with `wfmd serve` stopped.
@@ -32,18 +31,6 @@ pub fn routes() -> Routes {
         utoipa_axum::routes!(import_schedules),
         IMPORT_LIMIT_BYTES,
     )]
-}
-
-/// What an import stored.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ImportView {
-    /// Shifts stored (each replaces the agent's imported shifts it overlaps).
-    shifts: usize,
-    /// Agents those shifts belong to; their schedule and break status come from the
-    /// imported shifts from now on.
-    agents: usize,
-    /// Hex SHA-256 of the file as received, also in the `schedules.imported` audit entry.
-    sha256: String,
 }
 
 /// Imports schedules from a CSV, in force for the next change.
@@ -62,8 +49,7 @@ pub struct ImportView {
     security(("bearer" = [ADMIN])),
     request_body(content = String, content_type = "text/csv", description = "The schedules file (UTF-8), at most 16 MiB"),
     responses(
-        (status = 200, description = "Stored, and in force for the next change", body = ImportView),
-        (status = 415, description = "The body is not sent as `text/csv`"),
+        (status = 200, description = "Stored, and in force for the next change", body = ImportSummary),
         (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line"),
         (status = 503, description = "The database takes no writes"),
     )
@@ -73,7 +59,7 @@ pub async fn import_schedules(
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<ImportView>, Problem> {
+) -> Result<Json<ImportSummary>, Problem> {
     let is_csv = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -111,11 +97,7 @@ pub async fn import_schedules(
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| invalid(vec!["the file is not UTF-8 text".to_owned()]))?;
     match state.engine.import_schedules(&text, &caller.name).await {
-        Ok(summary) => Ok(Json(ImportView {
-            shifts: summary.shifts,
-            agents: summary.agents,
-            sha256: summary.sha256,
-        })),
+        Ok(summary) => Ok(Json(summary)),
         Err(ImportError::Invalid(errors)) => Err(invalid(errors.0)),
         Err(ImportError::Store(e)) if crate::store::is_unavailable(&e) => {
             tracing::error!(error = %e, "an import could not be stored");

@@ -30,6 +30,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
+use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -45,11 +46,17 @@ use crate::store::audit::{self, NewEntry};
 use crate::store::imported::{self, ImportedShift};
 
 /// What an import stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+// `POST /v1/schedules/imports` answers it, under the name clients generated from the
+// document know it by.
+#[schema(as = ImportView)]
 pub struct ImportSummary {
+    /// Shifts stored (each replaces the agent's imported shifts it overlaps).
     pub shifts: usize,
+    /// Agents those shifts belong to; their schedule and break status come from the
+    /// imported shifts from now on.
     pub agents: usize,
-    /// Hex SHA-256 of the file as given, also in the audit entry.
+    /// Hex SHA-256 of the file as received, also in the `schedules.imported` audit entry.
     pub sha256: String,
 }
 
