@@ -8,10 +8,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::SchemaType;
+use utoipa::openapi::{Object, Required, Type};
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams, WindowQuery, window_from_query};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
@@ -44,13 +46,19 @@ pub struct TransitionBody {
     /// Reason code: 1-64 letters, digits, `_` or `-`; the state's default when absent
     /// (READY: WORKING, NOT_READY: BREAK, PAUSED: ADHOC, IDLE: SYSTEM_IDLE, else GENERAL).
     #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     reason: Option<String>,
     /// Performs the change at most once for this key (1-255 characters); the
     /// `Idempotency-Key` header works too.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
+}
+
+/// The `{agent_id}` of an agent's routes: their `params(...)` and their `PathParams`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct AgentPath {
+    /// The platform user id, e.g. u_001
+    agent_id: String,
 }
 
 /// Whether `agent_id` is one the platform could have: 1 to [`MAX_ID_LEN`] printable
@@ -87,6 +95,27 @@ pub(super) fn idempotency_key(
     caller: &Caller,
 ) -> Result<Option<String>, Problem> {
     Ok(client_key(body, headers)?.map(|key| format!("api:{}:{key}", caller.name)))
+}
+
+/// The `Idempotency-Key` header [`idempotency_key`] reads, for a change route's
+/// `params(...)`.
+pub(super) struct IdempotencyKeyHeader;
+
+impl utoipa::IntoParams for IdempotencyKeyHeader {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("idempotency-key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some("Alternative to the body's idempotency_key"))
+                .schema(Some(Object::with_type(SchemaType::from_iter([
+                    Type::String,
+                    Type::Null,
+                ]))))
+                .build(),
+        ]
+    }
 }
 
 fn client_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -147,23 +176,20 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
     path = "/v1/agents/{agent_id}/transitions",
     tag = "agents",
     security(("bearer" = [SUPERVISOR])),
-    params(
-        ("agent_id" = String, Path, description = "The platform user id, e.g. u_001 (1-128 printable ASCII characters)"),
-        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
-    ),
+    params(AgentPath, IdempotencyKeyHeader),
     request_body = TransitionBody,
     responses(
         (status = 200, description = "The change was made (or replayed for a known idempotency key)", body = Transition),
-        (status = 404, description = "The platform does not know the agent", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 502, description = "The platform refused the request; `schedule-lookup-refused`: it refuses this API user schedule lookups, so compliance cannot be checked (import schedules, or `[compliance] without_schedule = \"allow\"`)", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 503, description = "The platform could not be reached or kept failing", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 404, description = "The platform does not know the agent"),
+        (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT"),
+        (status = 502, description = "The platform refused the request; `schedule-lookup-refused`: it refuses this API user schedule lookups, so compliance cannot be checked (import schedules, or `[compliance] without_schedule = \"allow\"`)"),
+        (status = 503, description = "The platform could not be reached or kept failing"),
     )
 )]
 pub async fn create_transition(
     State(state): State<ApiState>,
     caller: Caller,
-    PathParams(agent_id): PathParams<String>,
+    PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TransitionBody>,
 ) -> Result<Response, Problem> {
@@ -285,15 +311,12 @@ struct HistoryView {
     path = "/v1/agents/{agent_id}/history",
     tag = "agents",
     security(("bearer" = [VIEWER])),
-    params(
-        ("agent_id" = String, Path, description = "The platform user id, e.g. u_001"),
-        WindowQuery,
-    ),
+    params(AgentPath, WindowQuery),
     responses((status = 200, description = "The intervals, time per state and idle time", body = HistoryView))
 )]
 pub async fn history(
     State(state): State<ApiState>,
-    PathParams(agent_id): PathParams<String>,
+    PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
     QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     check_agent_id(&agent_id)?;

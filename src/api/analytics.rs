@@ -11,10 +11,9 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
-use super::exports;
+use super::exports::{self, TooManyDownloads};
 use super::extract::{PathParams, QueryParams, zone_from_query};
-use super::jobs::{accepted, found};
+use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
@@ -30,9 +29,9 @@ const JOBS_RETRY_AFTER_SECONDS: u64 = 30;
 
 pub fn routes() -> Routes {
     vec![
-        utoipa_axum::routes!(create, list),
-        utoipa_axum::routes!(show),
-        utoipa_axum::routes!(results),
+        utoipa_axum::routes!(create_analytics_job, list_analytics_jobs),
+        utoipa_axum::routes!(show_analytics_job),
+        utoipa_axum::routes!(analytics_job_results),
     ]
 }
 
@@ -233,17 +232,16 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
 #[utoipa::path(
     post,
     path = "/v1/analytics/queries",
-    operation_id = "create_analytics_job",
     tag = "analytics",
     security(("bearer" = [SUPERVISOR])),
     request_body = QueryBody,
     responses(
         (status = 202, description = "The job is stored; `Location` names it", body = Object),
-        (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it"),
+        (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again"),
     )
 )]
-pub async fn create(
+pub async fn create_analytics_job(
     State(state): State<ApiState>,
     caller: Caller,
     JsonBody(body): JsonBody<QueryBody>,
@@ -283,12 +281,11 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries",
-    operation_id = "list_analytics_jobs",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
     responses((status = 200, description = "The jobs", body = Vec<JobView>))
 )]
-pub async fn list(State(state): State<ApiState>) -> Result<Response, Problem> {
+pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Response, Problem> {
     let jobs = state
         .analytics
         .list(100)
@@ -301,18 +298,17 @@ pub async fn list(State(state): State<ApiState>) -> Result<Response, Problem> {
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries/{job_id}",
-    operation_id = "show_analytics_job",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
-    params(("job_id" = String, Path, description = "The job id from the 202 answer")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job as it stands", body = JobView),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
     )
 )]
-pub async fn show(
+pub async fn show_analytics_job(
     State(state): State<ApiState>,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Response, Problem> {
     let job = find_job(&state, &job_id).await?;
     Ok(Json(JobView::from(&job)).into_response())
@@ -346,25 +342,24 @@ pub struct ResultsQuery {
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries/{job_id}/results",
-    operation_id = "analytics_job_results",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
-    params(("job_id" = String, Path, description = "The job id"), ResultsQuery),
+    params(JobPath, ResultsQuery),
     responses(
         (status = 200, description = "The results", content(
             (String = "text/csv; charset=utf-8"),
             (Object = "application/json"),
             (String = "text/html; charset=utf-8"),
         )),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 409, description = "The job has not completed", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 429, description = "The caller has `exports.per_caller` downloads in progress; `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
+        (status = 409, description = "The job has not completed"),
+        TooManyDownloads,
     )
 )]
-pub async fn results(
+pub async fn analytics_job_results(
     State(state): State<ApiState>,
     caller: Caller,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ResultsQuery>,
 ) -> Result<Response, Problem> {
     let mut format = match query.format.as_deref() {

@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
-use super::exports;
+use super::exports::{self, TooManyDownloads};
 use super::extract::{QueryParams, WindowQuery, check_kept, window_from_query};
 use super::roles::ADMIN;
 use super::{ApiState, Routes};
@@ -42,7 +41,7 @@ pub fn routes() -> Routes {
     responses(
         (status = 200, description = "JSON lines, one entry each", body = ExportedEntry,
          content_type = "application/x-ndjson"),
-        (status = 429, description = "The caller has `exports.per_caller` downloads in progress; `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
+        TooManyDownloads,
     )
 )]
 pub async fn export(

@@ -9,20 +9,21 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::agents::{MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id};
+use super::agents::{
+    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
+};
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::extract::{PathParams, QueryParams};
-use super::jobs::{accepted, found};
+use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, parse};
 use super::roles::{SUPERVISOR, VIEWER};
-use super::{ApiState, Routes};
+use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
 use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, Selector};
 
@@ -31,15 +32,10 @@ use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, 
 pub const BODY_LIMIT_BYTES: usize = MAX_AGENTS * (MAX_ID_LEN + 4) + 64 * 1024;
 
 pub fn routes() -> Routes {
-    let (schemas, paths, submit) = utoipa_axum::routes!(create);
     vec![
-        (
-            schemas,
-            paths,
-            submit.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
-        ),
-        utoipa_axum::routes!(show, cancel),
-        utoipa_axum::routes!(revert),
+        with_body_limit(utoipa_axum::routes!(create_bulk_job), BODY_LIMIT_BYTES),
+        utoipa_axum::routes!(show_bulk_job, cancel_bulk_job),
+        utoipa_axum::routes!(revert_bulk_job),
     ]
 }
 
@@ -58,12 +54,10 @@ pub struct BulkBody {
     state: AgentState,
     /// Reason code: 1-64 letters, digits, `_` or `-`; the state's default when absent.
     #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     reason: Option<String>,
     /// Submits the job at most once for this key (1-255 characters); the
     /// `Idempotency-Key` header works too.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -109,7 +103,6 @@ pub struct RevertBody {
     /// Starts the revert at most once for this key; by default repeating a revert of
     /// the same job returns the first revert job.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
 }
 
@@ -175,19 +168,16 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
 #[utoipa::path(
     post,
     path = "/v1/bulk-transitions",
-    operation_id = "create_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
-    params(
-        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
-    ),
+    params(IdempotencyKeyHeader),
     request_body = BulkBody,
     responses(
         (status = 202, description = "The job is stored and starts at once; `Location` names it", body = AcceptedView),
-        (status = 503, description = "The platform could not be asked for its agents", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 503, description = "The platform could not be asked for its agents"),
     )
 )]
-pub async fn create(
+pub async fn create_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
@@ -251,21 +241,17 @@ fn too_large(problem: Problem) -> Problem {
 #[utoipa::path(
     get,
     path = "/v1/bulk-transitions/{job_id}",
-    operation_id = "show_bulk_job",
     tag = "bulk",
     security(("bearer" = [VIEWER])),
-    params(
-        ("job_id" = String, Path, description = "The job id from the 202 answer"),
-        ShowQuery,
-    ),
+    params(JobPath, ShowQuery),
     responses(
         (status = 200, description = "The job as it stands", body = JobView),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
     )
 )]
-pub async fn show(
+pub async fn show_bulk_job(
     State(state): State<ApiState>,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ShowQuery>,
 ) -> Result<Response, Problem> {
     let with_items = match query.items.as_deref() {
@@ -287,20 +273,19 @@ pub async fn show(
 #[utoipa::path(
     delete,
     path = "/v1/bulk-transitions/{job_id}",
-    operation_id = "cancel_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
-    params(("job_id" = String, Path, description = "The job id from the 202 answer")),
+    params(JobPath),
     responses(
         (status = 200, description = "Cancellation asked for; the job as it stands", body = JobView),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 409, description = "The job completed already", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
+        (status = 409, description = "The job completed already"),
     )
 )]
-pub async fn cancel(
+pub async fn cancel_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Response, Problem> {
     let job = state
         .bulk
@@ -316,24 +301,20 @@ pub async fn cancel(
 #[utoipa::path(
     post,
     path = "/v1/bulk-transitions/{job_id}/revert",
-    operation_id = "revert_bulk_job",
     tag = "bulk",
     security(("bearer" = [SUPERVISOR])),
-    params(
-        ("job_id" = String, Path, description = "The finished job to undo"),
-        ("idempotency-key" = Option<String>, Header, description = "Alternative to the body's idempotency_key"),
-    ),
+    params(JobPath, IdempotencyKeyHeader),
     request_body(content = Option<RevertBody>, description = "Optional; may be empty or `null`"),
     responses(
         (status = 202, description = "The revert job is stored and starts at once", body = AcceptedView),
-        (status = 404, description = "No such job", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 409, description = "The job is still running, or moved no agent", body = ProblemDetails, content_type = PROBLEM_JSON),
+        NoSuchJob,
+        (status = 409, description = "The job is still running, or moved no agent"),
     )
 )]
-pub async fn revert(
+pub async fn revert_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
-    PathParams(job_id): PathParams<String>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {

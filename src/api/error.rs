@@ -5,10 +5,15 @@
 //! rather than parse sentences. Internal errors are logged with their cause and answered
 //! without it.
 
+use std::collections::BTreeMap;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::openapi::{
+    Content, ContentBuilder, Ref, RefOr, Response as ApiResponse, ResponseBuilder,
+};
 
 use crate::domain::Violation;
 
@@ -178,4 +183,28 @@ pub struct ProblemDetails {
     /// The role the route needs (403).
     #[serde(skip_serializing_if = "Option::is_none")]
     required_role: Option<String>,
+}
+
+/// The documented answers `(status, meaning)`, each with a [`ProblemDetails`] body: what
+/// the `IntoResponses` of error answers several routes share returns.
+pub(super) fn problem_answers(answers: &[(u16, &str)]) -> BTreeMap<String, RefOr<ApiResponse>> {
+    answers
+        .iter()
+        .map(|(status, description)| (status.to_string(), RefOr::T(problem_response(description))))
+        .collect()
+}
+
+/// A documented answer meaning `description`, with a [`ProblemDetails`] body.
+pub(super) fn problem_response(description: &str) -> ApiResponse {
+    ResponseBuilder::new()
+        .description(description)
+        .content(PROBLEM_JSON, problem_body())
+        .build()
+}
+
+/// The documented body of every error answer: a [`ProblemDetails`] (as [`PROBLEM_JSON`]).
+pub(super) fn problem_body() -> Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ProblemDetails")))
+        .build()
 }

@@ -15,7 +15,7 @@
 //!   gone (sent whole, or the client disconnected); one more is answered 429 with
 //!   `Retry-After`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,9 +24,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
+use utoipa::openapi::RefOr;
 
 use super::auth::Caller;
-use super::error::Problem;
+use super::error::{Problem, problem_answers};
 use super::spool::{self, SpoolWriter};
 use crate::config::exports::ExportsConfig;
 use crate::domain::idle::Window;
@@ -34,6 +35,19 @@ use crate::domain::idle::Window;
 /// What a refused download is told to wait before trying again: downloads read at
 /// database speed, so a slot is usually free within seconds.
 const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// The 429 of [`Exports::admit`], for a download route's `responses(...)`.
+pub struct TooManyDownloads;
+
+impl utoipa::IntoResponses for TooManyDownloads {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        problem_answers(&[(
+            429,
+            "The caller has `exports.per_caller` downloads in progress; `Retry-After` says \
+             when to try again",
+        )])
+    }
+}
 
 /// The downloads in progress per caller, and their limits. Cheap to clone.
 #[derive(Clone)]

@@ -17,6 +17,7 @@
 //! Every client reads the one in-memory feed ([`crate::live`]); none causes a
 //! platform call.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -38,14 +39,14 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as RawFrame};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use utoipa::openapi::{RefOr, Response as ApiResponse};
 
 use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
-use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::error::{Problem, problem_answers};
 use super::extract::{PathParams, QueryParams};
 use super::roles::VIEWER;
 use super::serve::Connection;
-use super::tenancy::{Directory, no_such_tenant};
+use super::tenancy::{Directory, NoSuchTenant, TenantPath, no_such_tenant};
 use super::{ApiState, Routes};
 use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
 
@@ -152,12 +153,8 @@ pub async fn snapshot(State(state): State<ApiState>) -> Response {
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream",
          body = String),
-        (status = 401, description = "The ticket is unknown, expired or already used",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 503, description = "wfmd is stopping", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
+        FeedRefusals,
+        (status = 503, description = "wfmd is stopping"),
     )
 )]
 pub async fn events(
@@ -212,14 +209,9 @@ pub async fn events(
     params(FeedQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket upgrade request", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
-        (status = 426, description = "The connection cannot be upgraded", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
-        (status = 401, description = "The ticket is unknown, expired or already used",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 429, description = "The caller has `live.max_streams_per_caller` streams open",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 400, description = "Not a WebSocket upgrade request"),
+        (status = 426, description = "The connection cannot be upgraded"),
+        FeedRefusals,
     )
 )]
 pub async fn websocket(
@@ -465,8 +457,7 @@ pub struct TicketView {
     responses(
         (status = 201, description = "The ticket", body = TicketView),
         (status = 429, description = "The caller holds `live.max_tickets_per_caller` unused \
-         tickets, or too many are outstanding in all; `Retry-After` says when one expires",
-         body = ProblemDetails, content_type = PROBLEM_JSON),
+         tickets, or too many are outstanding in all; `Retry-After` says when one expires"),
     )
 )]
 pub async fn ticket(
@@ -487,6 +478,22 @@ pub async fn ticket(
         expires_in: TICKET_TTL.as_secs(),
     };
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// What the two feed routes refuse alike, for their `responses(...)`: a bad ticket
+/// ([`ticket_gate`]) and a caller with all its streams open ([`crowded`]).
+pub(super) struct FeedRefusals;
+
+impl utoipa::IntoResponses for FeedRefusals {
+    fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
+        problem_answers(&[
+            (401, "The ticket is unknown, expired or already used"),
+            (
+                429,
+                "The caller has `live.max_streams_per_caller` streams open",
+            ),
+        ])
+    }
 }
 
 /// A 429 naming the limit a caller reached, with `Retry-After`.
@@ -606,16 +613,15 @@ fn serves(directory: &Directory, tenant: &str) -> bool {
     path = "/t/{tenant}/",
     tag = "live",
     security(()),
-    params(("tenant" = String, Path, description = "A tenant's id, as `GET /v1/tenants` lists it")),
+    params(TenantPath),
     responses(
         (status = 200, description = "The page", content_type = "text/html", body = String),
-        (status = 404, description = "No tenant has this id", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
+        NoSuchTenant,
     )
 )]
 pub async fn tenant_wallboard(
     Extension(directory): Extension<Directory>,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
 ) -> Response {
     if !serves(&directory, &tenant) {
         return no_such_tenant();
@@ -630,16 +636,15 @@ pub async fn tenant_wallboard(
     path = "/t/{tenant}",
     tag = "live",
     security(()),
-    params(("tenant" = String, Path, description = "A tenant's id, as `GET /v1/tenants` lists it")),
+    params(TenantPath),
     responses(
         (status = 308, description = "To `/t/{tenant}/`, the query kept"),
-        (status = 404, description = "No tenant has this id", body = ProblemDetails,
-         content_type = PROBLEM_JSON),
+        NoSuchTenant,
     )
 )]
 pub async fn tenant_wallboard_slash(
     Extension(directory): Extension<Directory>,
-    PathParams(tenant): PathParams<String>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     uri: Uri,
 ) -> Response {
     if !serves(&directory, &tenant) {

@@ -10,8 +10,10 @@
 //! # Adding a route
 //! 1. Write the handler with `#[utoipa::path(METHOD, path = "/v1/...", tag = "...",
 //!    security(("bearer" = [VIEWER | SUPERVISOR | ADMIN])), params(...),
-//!    request_body = ..., responses(...))]`; take [`auth::Caller`] when the handler
-//!    changes something (its name is the actor), and [`extract::PathParams`],
+//!    request_body = ..., responses(...))]` (an error answer needs only its status and
+//!    description: [`openapi::complete`] gives it the problem+json body, and adds the
+//!    errors every route shares); take [`auth::Caller`] when the handler changes
+//!    something (its name is the actor), and [`extract::PathParams`],
 //!    [`extract::QueryParams`], [`json::JsonBody`] for input.
 //! 2. List it in the module's `routes()` with `routes!(handler)` (handlers sharing a
 //!    path go in one `routes!`), and the module's `routes()` in [`router`].
@@ -107,6 +109,17 @@ pub struct ApiState {
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
 pub type Routes = Vec<UtoipaMethodRouter<ApiState>>;
+
+/// `route` (a `routes!(...)` entry) taking bodies of up to `bytes` instead of
+/// [`BODY_LIMIT_BYTES`], its documented 413 saying so.
+fn with_body_limit(
+    route: UtoipaMethodRouter<ApiState>,
+    bytes: usize,
+) -> UtoipaMethodRouter<ApiState> {
+    let (schemas, mut paths, router) = route;
+    openapi::document_body_limit(&mut paths, bytes);
+    (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
+}
 
 /// The routes and their OpenAPI document, before middleware.
 fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {

@@ -7,18 +7,20 @@
 //! what the server enforces (see [`super::auth`]): a route's role is declared once.
 //!
 //! [`complete`] then adds what every operation has in common, so handlers list only
-//! their own answers: the bearer scheme, 401 and 403 on routes with a role, 400 on
-//! routes with parameters, 400/413/415/422 on routes with a body, 500 on `/v1`, and the
-//! `x-request-id` header on every response. Last, it gives every tenant's `/v1` route
-//! its own path, `/v1/tenants/{tenant}/…`, as a copy of the unprefixed one with a
+//! their own answers, and of their errors only status and meaning: the bearer scheme,
+//! 401 and 403 on routes with a role, 400 on routes with parameters, 400/413/415/422 on
+//! routes with a body, 500 on `/v1`, the problem+json body of every error answer, and
+//! the `x-request-id` header on every response. Last, it gives every tenant's `/v1`
+//! route its own path, `/v1/tenants/{tenant}/…`, as a copy of the unprefixed one with a
 //! `tenant` path parameter (see [`address_by_tenant`]).
 //!
 //! [`served`] then states, on the JSON, the constraints the server enforces that the
 //! Rust types do not say, generically so every route gets them: a request body's
-//! `AgentState` is a [`SETTABLE_STATE`] (ON_CONTACT and ACW are refused), and an
-//! `agent_id` path parameter has its length and characters. Without tokens configured
-//! the served document declares no security at all (no scheme, no 401/403), since the
-//! server asks for none.
+//! `AgentState` is a [`SETTABLE_STATE`] (ON_CONTACT and ACW are refused), its `reason` a
+//! reason code and its `idempotency_key` as long as the header's, and an `agent_id` path
+//! parameter has its length and characters. Without tokens configured the served
+//! document declares no security at all (no scheme, no 401/403), since the server asks
+//! for none.
 
 use std::sync::Arc;
 
@@ -27,21 +29,18 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
-use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{
-    ContentBuilder, HeaderBuilder, Object, PathItem, Ref, RefOr, Required, ResponseBuilder,
-    Responses, Type,
-};
+use utoipa::openapi::{HeaderBuilder, Object, PathItem, Paths, RefOr, Responses, Type};
 
 use super::Routes;
-use super::error::{PROBLEM_JSON, ProblemDetails};
+use super::error::{PROBLEM_JSON, ProblemDetails, problem_body, problem_response};
 use super::roles::{BEARER, requirement};
 use super::schemas::{
-    AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, SETTABLE_STATE,
-    TIME_ZONE, reference, schema_ref,
+    AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, REASON_PATTERN,
+    SETTABLE_STATE, TIME_ZONE, reference, schema_ref,
 };
-use super::tenancy::tenant_path;
+use super::tenancy::{tenant_parameter, tenant_path};
 use crate::domain::events::{self, EventType};
 
 /// The document's frame; the paths come from the routes.
@@ -141,6 +140,17 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
                 .flatten()
                 .any(|r| requirement(r).contains_key(BEARER));
             let responses = &mut operation.responses.responses;
+            // Every error is problem+json: a route lists its errors' statuses and meanings.
+            for (status, response) in responses.iter_mut() {
+                if let RefOr::T(response) = response
+                    && response.content.is_empty()
+                    && status.starts_with(['4', '5'])
+                {
+                    response
+                        .content
+                        .insert(PROBLEM_JSON.to_owned(), RefOr::T(problem_body()));
+                }
+            }
             let mut add = |status: &str, description: &str| {
                 responses
                     .entry(status.to_owned())
@@ -159,13 +169,22 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
                     "A path or query parameter is malformed, unknown or out of range",
                 );
             }
-            if operation.request_body.is_some() {
-                add("400", "The body is not valid JSON");
-                add("413", "The body is larger than 64 KiB");
-                add("415", "The body is not sent as `application/json`");
+            // Every body is inline (`request_body = ...` makes no `$ref`).
+            if let Some(RefOr::T(body)) = &operation.request_body {
+                if body.content.contains_key("application/json") {
+                    add("400", "The body is not valid JSON");
+                    add(
+                        "422",
+                        "A body field is missing, unknown, of the wrong type or invalid",
+                    );
+                } else {
+                    add("400", "The body could not be read");
+                }
+                add("413", &too_large(super::BODY_LIMIT_BYTES));
+                let types: Vec<String> = body.content.keys().map(|t| format!("`{t}`")).collect();
                 add(
-                    "422",
-                    "A body field is missing, unknown, of the wrong type or invalid",
+                    "415",
+                    &format!("The body is not sent as {}", types.join(" or ")),
                 );
             }
             if path.starts_with("/v1/") {
@@ -199,6 +218,33 @@ pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// Documents, on every operation of `paths`, the 413 of a body over `bytes` (a route
+/// with a limit of its own, see [`super::with_body_limit`]).
+pub(super) fn document_body_limit(paths: &mut Paths, bytes: usize) {
+    for item in paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            operation.responses.responses.insert(
+                "413".to_owned(),
+                RefOr::T(problem_response(&too_large(bytes))),
+            );
+        }
+    }
+}
+
+/// The meaning of a 413 on a route that takes bodies of up to `bytes`.
+fn too_large(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    let size = if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    };
+    format!("The body is larger than {size}")
 }
 
 /// Name of the schema of a tenant id in a path.
@@ -245,17 +291,6 @@ fn address_by_tenant(spec: &mut utoipa::openapi::OpenApi) {
         copies.push((tenant_path, copy));
     }
     spec.paths.paths.extend(copies);
-}
-
-/// The `tenant` parameter of a route under `/v1/tenants/{tenant}`.
-fn tenant_parameter() -> Parameter {
-    ParameterBuilder::new()
-        .name("tenant")
-        .parameter_in(ParameterIn::Path)
-        .required(Required::True)
-        .description(Some("A tenant's id, as `GET /v1/tenants` lists it"))
-        .schema(Some(Object::with_type(Type::String)))
-        .build()
 }
 
 /// Documents `status` as answering `description` too: appended to the answer's own
@@ -442,6 +477,7 @@ fn constrain(doc: &mut serde_json::Value) {
         {
             if let Some(schema) = member(content, &["schema"]) {
                 settable_states(schema, &mut pending);
+                constrain_fields(schema);
             }
         }
         for parameter in operation
@@ -460,6 +496,7 @@ fn constrain(doc: &mut serde_json::Value) {
         }
         if let Some(schema) = member(doc, &["components", "schemas", &name]) {
             settable_states(schema, &mut pending);
+            constrain_fields(schema);
         }
     }
 }
@@ -499,6 +536,26 @@ fn constrain_parameter(parameter: &mut serde_json::Value) {
     };
     if let Some(object) = parameter.as_object_mut() {
         object.insert("schema".to_owned(), schema);
+    }
+}
+
+/// States, on the fields of a request body's `schema`, what the server checks of them
+/// (by name, as [`constrain_parameter`] does for parameters): a `reason` is a reason
+/// code, an `idempotency_key` as long as the header's.
+fn constrain_fields(schema: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    let Some(properties) = member(schema, &["properties"]).and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(Value::Object(reason)) = properties.get_mut("reason") {
+        reason.insert("pattern".to_owned(), json!(REASON_PATTERN));
+    }
+    if let Some(Value::Object(key)) = properties.get_mut("idempotency_key") {
+        key.insert("minLength".to_owned(), json!(1));
+        key.insert(
+            "maxLength".to_owned(),
+            json!(crate::api::agents::MAX_KEY_LEN),
+        );
     }
 }
 
@@ -561,22 +618,36 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
-fn problem_response(description: &str) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            PROBLEM_JSON,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ProblemDetails")))
-                .build(),
-        )
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::roles::operations;
+
+    #[test]
+    fn a_route_with_a_body_limit_of_its_own_documents_that_limit_in_its_413() {
+        let doc = served(&super::super::openapi_document(), false);
+        let too_large = |path: &str| {
+            doc["paths"][path]["post"]["responses"]["413"]["description"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path} documents a 413"))
+                .to_owned()
+        };
+        assert_eq!(
+            too_large("/v1/bulk-transitions"),
+            format!(
+                "The body is larger than {} bytes",
+                super::super::bulk::BODY_LIMIT_BYTES
+            )
+        );
+        assert_eq!(
+            too_large("/v1/schedules/imports"),
+            "The body is larger than 16 MiB"
+        );
+        assert_eq!(
+            too_large("/v1/agents/{agent_id}/transitions"),
+            "The body is larger than 64 KiB"
+        );
+    }
 
     #[test]
     fn each_event_type_is_a_documented_webhook_whose_data_schema_fits_its_payload() {

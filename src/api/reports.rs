@@ -12,8 +12,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
-use super::exports;
+use super::exports::{self, TooManyDownloads};
 use super::extract::QueryParams;
 use super::extract::{window_from_query, zone_from_query};
 use super::roles::VIEWER;
@@ -57,7 +56,7 @@ pub struct ReportQuery {
             (Object = "application/json"),
             (String = "text/html; charset=utf-8"),
         )),
-        (status = 429, description = "The caller has `exports.per_caller` downloads in progress; `Retry-After` says when to try again", body = ProblemDetails, content_type = PROBLEM_JSON),
+        TooManyDownloads,
     )
 )]
 pub async fn compliance(

@@ -9,17 +9,15 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::Serialize;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::error::{PROBLEM_JSON, ProblemDetails};
 use super::roles::ADMIN;
-use super::{ApiState, Routes};
-use crate::engine::imported_schedules::ImportError;
+use super::{ApiState, Routes, with_body_limit};
+use crate::engine::imported_schedules::{ImportError, ImportSummary};
 
 /// The largest schedules file taken over HTTP (about 140,000 rows); larger ones are
 /// split, or imported with `wfmd serve` stopped.
@@ -29,24 +27,10 @@ pub const IMPORT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 const MAX_PROBLEMS: usize = 100;
 
 pub fn routes() -> Routes {
-    let (schemas, paths, import) = utoipa_axum::routes!(import_schedules);
-    vec![(
-        schemas,
-        paths,
-        import.layer(DefaultBodyLimit::max(IMPORT_LIMIT_BYTES)),
+    vec![with_body_limit(
+        utoipa_axum::routes!(import_schedules),
+        IMPORT_LIMIT_BYTES,
     )]
-}
-
-/// What an import stored.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ImportView {
-    /// Shifts stored (each replaces the agent's imported shifts it overlaps).
-    shifts: usize,
-    /// Agents those shifts belong to; their schedule and break status come from the
-    /// imported shifts from now on.
-    agents: usize,
-    /// Hex SHA-256 of the file as received, also in the `schedules.imported` audit entry.
-    sha256: String,
 }
 
 /// Imports schedules from a CSV, in force for the next change.
@@ -65,11 +49,9 @@ pub struct ImportView {
     security(("bearer" = [ADMIN])),
     request_body(content = String, content_type = "text/csv", description = "The schedules file (UTF-8), at most 16 MiB"),
     responses(
-        (status = 200, description = "Stored, and in force for the next change", body = ImportView),
-        (status = 413, description = "The file is larger than 16 MiB: split it", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 415, description = "The body is not sent as `text/csv`", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line", body = ProblemDetails, content_type = PROBLEM_JSON),
-        (status = 503, description = "The database takes no writes", body = ProblemDetails, content_type = PROBLEM_JSON),
+        (status = 200, description = "Stored, and in force for the next change", body = ImportSummary),
+        (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line"),
+        (status = 503, description = "The database takes no writes"),
     )
 )]
 pub async fn import_schedules(
@@ -77,7 +59,7 @@ pub async fn import_schedules(
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<ImportView>, Problem> {
+) -> Result<Json<ImportSummary>, Problem> {
     let is_csv = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -115,11 +97,7 @@ pub async fn import_schedules(
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| invalid(vec!["the file is not UTF-8 text".to_owned()]))?;
     match state.engine.import_schedules(&text, &caller.name).await {
-        Ok(summary) => Ok(Json(ImportView {
-            shifts: summary.shifts,
-            agents: summary.agents,
-            sha256: summary.sha256,
-        })),
+        Ok(summary) => Ok(Json(summary)),
         Err(ImportError::Invalid(errors)) => Err(invalid(errors.0)),
         Err(ImportError::Store(e)) if crate::store::is_unavailable(&e) => {
             tracing::error!(error = %e, "an import could not be stored");

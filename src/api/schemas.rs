@@ -26,6 +26,9 @@ pub const INSTANT_PATTERN: &str = concat!(
     "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?$",
 );
 
+/// A reason code as `check_reason` takes it: 1 to 64 letters, digits, `_` or `-`.
+pub const REASON_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
 /// An `Idempotency-Key` header as the server takes it: 1 to 255 visible ASCII
 /// characters, spaces only inside (HTTP trims a header value's ends).
 pub const HEADER_KEY_PATTERN: &str = r"^[!-~](?:[ -~]{0,253}[!-~])?$";

@@ -10,6 +10,7 @@
 //! Only configured ids are ever looked up: a request names a tenant, it never makes
 //! one.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -17,14 +18,16 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use utoipa::ToSchema;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{Object, RefOr, Required, Response as ApiResponse, Type};
 
 use super::auth::Caller;
-use super::error::Problem;
+use super::error::{Problem, problem_answers};
 use super::roles::VIEWER;
 use super::{ApiState, Routes};
 use crate::domain::tenant::TenantId;
@@ -202,6 +205,39 @@ pub(super) fn no_such_route() -> Problem {
 /// [`no_such_route`], for a tenant that is not configured or not held.
 pub fn no_such_tenant() -> Response {
     no_such_route().into_response()
+}
+
+/// The 404 of [`no_such_tenant`], for the `responses(...)` of a route with a `{tenant}`.
+pub(super) struct NoSuchTenant;
+
+impl utoipa::IntoResponses for NoSuchTenant {
+    fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
+        problem_answers(&[(404, "No tenant has this id")])
+    }
+}
+
+/// The `{tenant}` of a route of one tenant's own (the wallboard's `/t/{tenant}`): its
+/// `params(...)`, and what its `PathParams` reads.
+#[derive(Debug, Deserialize)]
+pub(super) struct TenantPath {
+    pub tenant: String,
+}
+
+impl utoipa::IntoParams for TenantPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![tenant_parameter()]
+    }
+}
+
+/// The `tenant` parameter of a route under `/v1/tenants/{tenant}` (or `/t/{tenant}`).
+pub(super) fn tenant_parameter() -> Parameter {
+    ParameterBuilder::new()
+        .name("tenant")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("A tenant's id, as `GET /v1/tenants` lists it"))
+        .schema(Some(Object::with_type(Type::String)))
+        .build()
 }
 
 pub fn routes() -> Routes {

@@ -594,8 +594,8 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::cxone::{Agent, AgentFilter, AgentSnapshot};
-    use crate::domain::{AgentState, BreakStatus, Schedule};
+    use crate::cxone::{Agent, AgentFilter, AgentSnapshot, StateChange};
+    use crate::domain::{BreakStatus, Schedule};
 
     fn query() -> AggregationQuery {
         AggregationQuery {
@@ -756,12 +756,7 @@ mod tests {
         async fn agent_state(&self, _: &str) -> Result<AgentSnapshot, CxoneError> {
             unimplemented!()
         }
-        async fn set_agent_state(
-            &self,
-            _: &str,
-            _: AgentState,
-            _: &str,
-        ) -> Result<AgentSnapshot, CxoneError> {
+        async fn set_agent_state(&self, _: StateChange<'_>) -> Result<AgentSnapshot, CxoneError> {
             unimplemented!()
         }
         async fn schedule(&self, _: &str) -> Result<Schedule, CxoneError> {

@@ -16,8 +16,8 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use super::{
-    Agent, AgentFilter, AgentSnapshot, ContactCenter, CxoneError, ObservedAgent, Subscription,
-    SubscriptionRequest,
+    Agent, AgentFilter, AgentSnapshot, ContactCenter, CxoneError, ObservedAgent, StateChange,
+    Subscription, SubscriptionRequest,
 };
 use crate::domain::{AgentState, BreakStatus, Schedule};
 
@@ -140,12 +140,12 @@ impl ContactCenter for FakePlatform {
         })
     }
 
-    async fn set_agent_state(
-        &self,
-        agent_id: &str,
-        state: AgentState,
-        reason: &str,
-    ) -> Result<AgentSnapshot, CxoneError> {
+    async fn set_agent_state(&self, change: StateChange<'_>) -> Result<AgentSnapshot, CxoneError> {
+        let StateChange {
+            agent_id,
+            state,
+            reason,
+        } = change;
         self.note(format!("set {agent_id} {state} {reason}"));
         if let Some(error) = self.fail_set_with.lock().unwrap().clone() {
             return Err(error);

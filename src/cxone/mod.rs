@@ -290,20 +290,39 @@ impl CxoneError {
     }
 }
 
-/// The reason to send with a change to `state`: `reason`, else the state's default; a
-/// state that can only be observed is refused before any call (the platform would
-/// answer 400; saying so here spares a budget permit).
-pub(crate) fn reason_to_set(state: AgentState, reason: &str) -> Result<&str, CxoneError> {
-    if !state.is_settable() {
-        return Err(CxoneError::BadRequest {
-            message: format!("{state} is observed only and cannot be set"),
-        });
+/// A state change to make on the platform: whom, to what, and with which reason code
+/// (empty: the state's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange<'a> {
+    pub agent_id: &'a str,
+    pub state: AgentState,
+    pub reason: &'a str,
+}
+
+impl<'a> StateChange<'a> {
+    pub fn new(agent_id: &'a str, state: AgentState, reason: &'a str) -> StateChange<'a> {
+        StateChange {
+            agent_id,
+            state,
+            reason,
+        }
     }
-    Ok(if reason.is_empty() {
-        state.default_reason()
-    } else {
-        reason
-    })
+
+    /// The reason to send: `reason`, else the state's default; a state that can only be
+    /// observed is refused before any call (the platform would answer 400; saying so
+    /// here spares a budget permit).
+    pub(crate) fn reason_to_send(&self) -> Result<&'a str, CxoneError> {
+        if !self.state.is_settable() {
+            return Err(CxoneError::BadRequest {
+                message: format!("{} is observed only and cannot be set", self.state),
+            });
+        }
+        Ok(if self.reason.is_empty() {
+            self.state.default_reason()
+        } else {
+            self.reason
+        })
+    }
 }
 
 /// The platform operations wfmd needs, whatever the dialect.
@@ -316,12 +335,7 @@ pub trait ContactCenter: Send + Sync + 'static {
     async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError>;
 
     /// Sets the agent's state; returns the state the platform now reports.
-    async fn set_agent_state(
-        &self,
-        agent_id: &str,
-        state: AgentState,
-        reason: &str,
-    ) -> Result<AgentSnapshot, CxoneError>;
+    async fn set_agent_state(&self, change: StateChange<'_>) -> Result<AgentSnapshot, CxoneError>;
 
     /// The agent's schedule (status, shift, and break windows when the platform has them).
     async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError>;

@@ -194,6 +194,28 @@ impl JobView {
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "cancelled")
     }
+
+    /// The `bulk.completed` event of the job this shows, finished at `finished_at`: the
+    /// webhook says what `GET /v1/bulk-transitions/{id}` shows then, items aside.
+    fn completed(self, finished_at: DateTime<Utc>) -> BulkCompleted {
+        BulkCompleted {
+            job_id: self.job_id,
+            status: self.status,
+            total: self.total,
+            succeeded: self.succeeded,
+            unchanged: self.unchanged,
+            rejected: self.rejected,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            state: self.state,
+            reason_code: self.reason,
+            team: self.team,
+            reverts_job_id: self.reverts_job_id,
+            actor: self.actor,
+            created_at: self.created_at,
+            finished_at: rfc3339(finished_at),
+        }
+    }
 }
 
 /// One agent of a job.
@@ -389,7 +411,7 @@ impl BulkJobs {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::cxone::Budget;
+    use crate::cxone::{Budget, StateChange};
     use crate::sim::{SimConfig, Simulator};
     use crate::store::on;
     use crate::store::testing::temp_store;
@@ -933,7 +955,11 @@ mod tests {
         assert_eq!(recorded.outcome, Outcome::Succeeded);
         engine
             .platform()
-            .set_agent_state(&agents[1], AgentState::NotReady, "MEETING")
+            .set_agent_state(StateChange::new(
+                &agents[1],
+                AgentState::NotReady,
+                "MEETING",
+            ))
             .await
             .unwrap();
 

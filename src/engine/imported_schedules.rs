@@ -30,26 +30,33 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
+use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::cxone::incontact::break_status_from;
 use crate::cxone::{
     Agent, AgentFilter, AgentSnapshot, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
-    ObservedAgent, Queue, Skill, Subscription, SubscriptionRequest,
+    ObservedAgent, Queue, Skill, StateChange, Subscription, SubscriptionRequest,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
-use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
+use crate::domain::{BreakStatus, BreakWindow, Schedule, ScheduleStatus};
 use crate::store::Store;
 use crate::store::audit::{self, NewEntry};
 use crate::store::imported::{self, ImportedShift};
 
 /// What an import stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+// `POST /v1/schedules/imports` answers it, under the name clients generated from the
+// document know it by.
+#[schema(as = ImportView)]
 pub struct ImportSummary {
+    /// Shifts stored (each replaces the agent's imported shifts it overlaps).
     pub shifts: usize,
+    /// Agents those shifts belong to; their schedule and break status come from the
+    /// imported shifts from now on.
     pub agents: usize,
-    /// Hex SHA-256 of the file as given, also in the audit entry.
+    /// Hex SHA-256 of the file as received, also in the `schedules.imported` audit entry.
     pub sha256: String,
 }
 
@@ -495,13 +502,8 @@ impl ContactCenter for ImportedSchedules {
         self.inner.agent_state(agent_id).await
     }
 
-    async fn set_agent_state(
-        &self,
-        agent_id: &str,
-        state: AgentState,
-        reason: &str,
-    ) -> Result<AgentSnapshot, CxoneError> {
-        self.inner.set_agent_state(agent_id, state, reason).await
+    async fn set_agent_state(&self, change: StateChange<'_>) -> Result<AgentSnapshot, CxoneError> {
+        self.inner.set_agent_state(change).await
     }
 
     async fn check_access(&self) -> Result<(), CxoneError> {

@@ -503,10 +503,10 @@ mod tests {
     use super::*;
     use crate::cxone::budget::current_context;
     use crate::cxone::{
-        Agent, AgentFilter, AgentSnapshot, ObservedAgent, Queue, Skill, Subscription,
+        Agent, AgentFilter, AgentSnapshot, ObservedAgent, Queue, Skill, StateChange, Subscription,
         SubscriptionRequest,
     };
-    use crate::domain::{AgentState, BreakStatus, Schedule};
+    use crate::domain::{BreakStatus, Schedule};
     use crate::store::on;
     use crate::store::testing::temp_store;
 
@@ -583,12 +583,7 @@ mod tests {
         async fn agent_state(&self, _: &str) -> Result<AgentSnapshot, CxoneError> {
             Err(unsupported())
         }
-        async fn set_agent_state(
-            &self,
-            _: &str,
-            _: AgentState,
-            _: &str,
-        ) -> Result<AgentSnapshot, CxoneError> {
+        async fn set_agent_state(&self, _: StateChange<'_>) -> Result<AgentSnapshot, CxoneError> {
             Err(unsupported())
         }
         async fn schedule(&self, _: &str) -> Result<Schedule, CxoneError> {

@@ -85,6 +85,15 @@ pub struct Unfinished {
     pub definition: serde_json::Value,
 }
 
+/// A slot to fire: `slot` of `rule`, as a new firing (`resume` is `None`; it is claimed
+/// first) or carrying on with the unfinished firing `resume`.
+#[derive(Debug, Clone)]
+pub struct Firing {
+    pub rule: Arc<Rule>,
+    pub slot: DateTime<Utc>,
+    pub resume: Option<i64>,
+}
+
 /// What the scheduler does with the slots it finds; the daemon's is [`RuleFirer`].
 #[async_trait]
 pub trait Firer: Send + Sync + 'static {
@@ -94,15 +103,9 @@ pub trait Firer: Send + Sync + 'static {
     /// Firings left running by an earlier process.
     async fn unfinished(&self) -> anyhow::Result<Vec<Unfinished>>;
 
-    /// Fires `slot` of `rule` (unless it was claimed already), or carries on with the
-    /// unfinished firing `resume`. Stops starting agent changes once `stop` is cancelled.
-    async fn fire(
-        &self,
-        rule: Arc<Rule>,
-        slot: DateTime<Utc>,
-        resume: Option<i64>,
-        stop: CancellationToken,
-    );
+    /// Fires the slot (unless it was claimed already), or carries on with the unfinished
+    /// firing. Stops starting agent changes once `stop` is cancelled.
+    async fn fire(&self, firing: Firing, stop: CancellationToken);
 
     /// Records that `slot` of `rule` was reached `late` and will not fire.
     async fn skip(&self, rule: &Rule, slot: DateTime<Utc>, late: Duration) -> anyhow::Result<()>;
@@ -188,7 +191,11 @@ impl RuleScheduler {
                     match rule {
                         Some(rule) if rule.definition() == firing.definition => {
                             tracing::info!(rule = %rule.name, slot = %rfc3339(firing.slot), "resuming an interrupted firing");
-                            self.spawn_firing(rule.clone(), firing.slot, Some(firing.id));
+                            self.spawn_firing(Firing {
+                                rule: rule.clone(),
+                                slot: firing.slot,
+                                resume: Some(firing.id),
+                            });
                             decisions.push(Decision::Resume {
                                 rule: firing.rule,
                                 slot: firing.slot,
@@ -262,7 +269,11 @@ impl RuleScheduler {
     ) -> Decision {
         let name = rule.name.clone();
         if late <= allowed {
-            self.spawn_firing(rule.clone(), slot, None);
+            self.spawn_firing(Firing {
+                rule: rule.clone(),
+                slot,
+                resume: None,
+            });
             return Decision::Fire {
                 rule: name,
                 slot,
@@ -279,12 +290,13 @@ impl RuleScheduler {
         }
     }
 
-    fn spawn_firing(&mut self, rule: Arc<Rule>, slot: DateTime<Utc>, resume: Option<i64>) {
+    fn spawn_firing(&mut self, firing: Firing) {
         let firer = self.firer.clone();
         let stop = self.stop_firings.clone();
-        crate::tasks::spawn_in(&mut self.firings, async move {
-            firer.fire(rule, slot, resume, stop).await
-        });
+        crate::tasks::spawn_in(
+            &mut self.firings,
+            async move { firer.fire(firing, stop).await },
+        );
     }
 
     /// Takes the rules the handle holds now: unchanged rules keep their cursors, new and
@@ -459,13 +471,8 @@ mod tests {
         async fn unfinished(&self) -> anyhow::Result<Vec<Unfinished>> {
             Ok(self.unfinished.lock().unwrap().clone())
         }
-        async fn fire(
-            &self,
-            rule: Arc<Rule>,
-            slot: DateTime<Utc>,
-            _: Option<i64>,
-            _: CancellationToken,
-        ) {
+        async fn fire(&self, firing: Firing, _: CancellationToken) {
+            let Firing { rule, slot, .. } = firing;
             self.history.lock().unwrap().insert(rule.name.clone(), slot);
             let now = self.clock.now();
             self.fired

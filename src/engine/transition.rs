@@ -52,7 +52,7 @@ mod types;
 use super::imported_schedules::{ImportError, ImportSummary, Imports};
 use super::schedules::WantedAgents;
 use crate::cxone::budget::current_context;
-use crate::cxone::{ContactCenter, CxoneError, Lane};
+use crate::cxone::{ContactCenter, CxoneError, Lane, StateChange};
 use crate::domain::events::{Event, StateChanged, TransitionRejected};
 use crate::domain::policy::WithoutSchedule;
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
@@ -340,7 +340,11 @@ impl TransitionEngine {
                             self.write_intent(request, &reason, &attempt_id, requested_at)
                                 .await?;
                             self.platform
-                                .set_agent_state(&request.agent_id, request.target, &reason)
+                                .set_agent_state(StateChange::new(
+                                    &request.agent_id,
+                                    request.target,
+                                    &reason,
+                                ))
                                 .await
                                 .map(|snapshot| Ok(snapshot.changed_at))
                                 .map_err(CheckError::Platform)
@@ -1512,7 +1516,7 @@ mod tests {
         let since = Utc::now();
         // The call went through, then the process died before recording it.
         platform
-            .set_agent_state("u_001", AgentState::NotReady, "MEETING")
+            .set_agent_state(StateChange::new("u_001", AgentState::NotReady, "MEETING"))
             .await
             .unwrap();
         let keyed = TransitionRequest {
@@ -1559,7 +1563,7 @@ mod tests {
             ..request("u_001", target)
         };
         platform
-            .set_agent_state("u_001", AgentState::NotReady, "MEETING")
+            .set_agent_state(StateChange::new("u_001", AgentState::NotReady, "MEETING"))
             .await
             .unwrap();
         let now = Utc::now();

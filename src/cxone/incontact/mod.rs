@@ -45,7 +45,7 @@ use super::core::http::{Answer, Call, HttpCore, MAX_PAGES, path_segment};
 use super::core::token::TokenCache;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ChangeFeed, ContactCenter, CxoneError, FeedPoll,
-    ObservedAgent, Queue, RetryPolicy, Skill, SubscriptionRequest, reason_to_set,
+    ObservedAgent, Queue, RetryPolicy, Skill, StateChange, SubscriptionRequest,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, Schedule};
@@ -543,13 +543,9 @@ impl ContactCenter for IncontactClient {
         })
     }
 
-    async fn set_agent_state(
-        &self,
-        agent_id: &str,
-        state: AgentState,
-        reason: &str,
-    ) -> Result<AgentSnapshot, CxoneError> {
-        let reason = reason_to_set(state, reason)?;
+    async fn set_agent_state(&self, change: StateChange<'_>) -> Result<AgentSnapshot, CxoneError> {
+        let (agent_id, state) = (change.agent_id, change.state);
+        let reason = change.reason_to_send()?;
         if state == AgentState::LoggedOut {
             return self.logout(agent_id).await;
         }

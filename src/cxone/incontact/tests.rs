@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::cxone::install_crypto_provider;
+use crate::cxone::{StateChange, install_crypto_provider};
 use crate::domain::ScheduleStatus;
 use crate::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
 use crate::sim::{RunningSim, SimConfig, Simulator};
@@ -223,7 +223,7 @@ async fn a_reason_becomes_the_teams_code_and_an_unknown_one_is_refused_with_the_
     let client = t.client();
     // u_004 is working (READY).
     client
-        .set_agent_state("u_004", AgentState::NotReady, "LUNCH")
+        .set_agent_state(StateChange::new("u_004", AgentState::NotReady, "LUNCH"))
         .await
         .unwrap();
     let agent = t.sim().agent("u_004").unwrap();
@@ -233,20 +233,20 @@ async fn a_reason_becomes_the_teams_code_and_an_unknown_one_is_refused_with_the_
     );
     // Configured: COFFEE -> Break.
     client
-        .set_agent_state("u_004", AgentState::NotReady, "COFFEE")
+        .set_agent_state(StateChange::new("u_004", AgentState::NotReady, "COFFEE"))
         .await
         .unwrap();
     assert_eq!(t.sim().agent("u_004").unwrap().reason, "BREAK");
     // The default reason of IDLE names the `System Idle` code.
     client
-        .set_agent_state("u_004", AgentState::Idle, "")
+        .set_agent_state(StateChange::new("u_004", AgentState::Idle, ""))
         .await
         .unwrap();
     assert_eq!(t.sim().agent("u_004").unwrap().reason, "SYSTEM_IDLE");
 
     let before = t.state_calls();
     let err = client
-        .set_agent_state("u_004", AgentState::NotReady, "KARAOKE")
+        .set_agent_state(StateChange::new("u_004", AgentState::NotReady, "KARAOKE"))
         .await
         .unwrap_err();
     let message = err.to_string();
@@ -267,7 +267,7 @@ async fn both_casings_of_unavailable_codes_work() {
         });
         let client = t.client();
         client
-            .set_agent_state("u_004", AgentState::NotReady, "meeting")
+            .set_agent_state(StateChange::new("u_004", AgentState::NotReady, "meeting"))
             .await
             .unwrap();
         assert_eq!(t.sim().agent("u_004").unwrap().reason, "MEETING");
@@ -285,12 +285,12 @@ async fn a_logged_out_agent_is_refused_as_logged_out_and_a_contact_as_a_conflict
     let t = tenant(0.0).await;
     let client = t.client();
     let err = client
-        .set_agent_state("u_001", AgentState::Ready, "")
+        .set_agent_state(StateChange::new("u_001", AgentState::Ready, ""))
         .await
         .unwrap_err();
     assert!(err.is_agent_logged_out(), "{err:?}");
     let err = client
-        .set_agent_state("u_003", AgentState::Ready, "")
+        .set_agent_state(StateChange::new("u_003", AgentState::Ready, ""))
         .await
         .unwrap_err();
     assert!(matches!(err, CxoneError::Conflict { .. }), "{err:?}");
@@ -305,7 +305,7 @@ async fn a_logout_is_confirmed_by_the_state_once_the_platform_shows_it() {
     });
     let client = t.client();
     let snapshot = client
-        .set_agent_state("u_004", AgentState::LoggedOut, "")
+        .set_agent_state(StateChange::new("u_004", AgentState::LoggedOut, ""))
         .await
         .unwrap();
     assert_eq!(snapshot.state, AgentState::LoggedOut);
@@ -320,7 +320,7 @@ async fn a_logout_is_confirmed_by_the_state_once_the_platform_shows_it() {
     settings.logout_confirm = Duration::from_millis(700);
     let err = t
         .client_with(settings)
-        .set_agent_state("u_005", AgentState::LoggedOut, "")
+        .set_agent_state(StateChange::new("u_005", AgentState::LoggedOut, ""))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("(202)"), "{err}");
@@ -563,7 +563,7 @@ async fn a_mapped_reason_reads_back_as_itself_and_the_codes_own_name_is_refused(
     settings.reason_codes = BTreeMap::from([("COACHING".to_owned(), "Lunch".to_owned())]);
     let client = t.client_with(settings);
     client
-        .set_agent_state("u_004", AgentState::NotReady, "COACHING")
+        .set_agent_state(StateChange::new("u_004", AgentState::NotReady, "COACHING"))
         .await
         .unwrap();
     let read = client.agent_state("u_004").await.unwrap();
@@ -573,7 +573,7 @@ async fn a_mapped_reason_reads_back_as_itself_and_the_codes_own_name_is_refused(
     );
     let before = t.state_calls();
     let err = client
-        .set_agent_state("u_004", AgentState::NotReady, "LUNCH")
+        .set_agent_state(StateChange::new("u_004", AgentState::NotReady, "LUNCH"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("LUNCH"), "{err}");

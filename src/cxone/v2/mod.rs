@@ -18,11 +18,11 @@ use super::core::token::TokenCache;
 use super::wire;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ClientSettings, ContactCenter, CxoneError,
-    MAX_QUEUES_PER_CALL, ObservedAgent, Queue, Skill, Subscription, SubscriptionRequest,
-    reason_to_set,
+    MAX_QUEUES_PER_CALL, ObservedAgent, Queue, Skill, StateChange, Subscription,
+    SubscriptionRequest,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
-use crate::domain::{AgentState, BreakStatus, Schedule};
+use crate::domain::{BreakStatus, Schedule};
 
 /// The v2 platform client of one tenant.
 pub struct V2Client {
@@ -109,25 +109,19 @@ impl ContactCenter for V2Client {
         answer.into_snapshot(agent_id)
     }
 
-    async fn set_agent_state(
-        &self,
-        agent_id: &str,
-        state: AgentState,
-        reason: &str,
-    ) -> Result<AgentSnapshot, CxoneError> {
-        let reason = reason_to_set(state, reason)?;
+    async fn set_agent_state(&self, change: StateChange<'_>) -> Result<AgentSnapshot, CxoneError> {
         let body = serde_json::to_vec(&wire::SetStateBody {
-            state: state.as_str(),
-            reason_code: reason,
+            state: change.state.as_str(),
+            reason_code: change.reason_to_send()?,
         })
         .map_err(|e| CxoneError::Decode(format!("cannot encode the state change: {e}")))?;
-        let path = format!("api/v2/users/{}/state", path_segment(agent_id)?);
-        let mut call = Call::get("/api/v2/users/{userId}/state", path).for_agent(agent_id);
+        let path = format!("api/v2/users/{}/state", path_segment(change.agent_id)?);
+        let mut call = Call::get("/api/v2/users/{userId}/state", path).for_agent(change.agent_id);
         call.method = Method::POST;
         call.body = Some(body);
         let body = self.execute(&call).await?;
         let answer: wire::StateAnswer = wire::parse("agent state", &body)?;
-        answer.into_snapshot(agent_id)
+        answer.into_snapshot(change.agent_id)
     }
 
     async fn schedule(&self, agent_id: &str) -> Result<Schedule, CxoneError> {

@@ -8,8 +8,9 @@ use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use super::*;
-use crate::cxone::RetryPolicy;
 use crate::cxone::core::http::install_crypto_provider;
+use crate::cxone::{RetryPolicy, StateChange};
+use crate::domain::AgentState;
 use secrecy::SecretString;
 
 const SECRET: &str = "client-s3cret";
@@ -467,7 +468,7 @@ async fn client_errors_are_not_retried_and_keep_the_server_message() {
             .await;
         let client = client(&server, retry(3));
         let outcome = client
-            .set_agent_state("u_001", AgentState::NotReady, "BREAK")
+            .set_agent_state(StateChange::new("u_001", AgentState::NotReady, "BREAK"))
             .await;
         assert_eq!(outcome, Err(expected));
         assert_eq!(api_requests(&server).await, 1);
@@ -559,7 +560,7 @@ async fn set_agent_state_posts_state_and_reason() {
         .await;
     let client = client(&server, retry(0));
     let snapshot = client
-        .set_agent_state("u_001", AgentState::NotReady, "MEETING")
+        .set_agent_state(StateChange::new("u_001", AgentState::NotReady, "MEETING"))
         .await
         .unwrap();
     assert_eq!(
@@ -573,7 +574,7 @@ async fn set_agent_state_posts_state_and_reason() {
     );
     // No reason given: the contract's default for the state is sent.
     let snapshot = client
-        .set_agent_state("u_001", AgentState::Idle, "")
+        .set_agent_state(StateChange::new("u_001", AgentState::Idle, ""))
         .await
         .unwrap();
     assert_eq!(snapshot.state, AgentState::Idle);
@@ -586,7 +587,7 @@ async fn observed_only_states_are_refused_without_a_request() {
     let client = client(&server, retry(0));
     for state in [AgentState::OnContact, AgentState::Acw] {
         let err = client
-            .set_agent_state("u_001", state, "")
+            .set_agent_state(StateChange::new("u_001", state, ""))
             .await
             .unwrap_err();
         assert!(matches!(err, CxoneError::BadRequest { .. }), "{err:?}");

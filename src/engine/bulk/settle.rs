@@ -74,23 +74,7 @@ pub(super) async fn finish_if_done(
     let Some(job) = jobs::finish(conn, job_id, to_ms(now)).await? else {
         return Ok(false);
     };
-    let completed = BulkCompleted {
-        job_id: job.id.clone(),
-        status: job.status.clone(),
-        total: counts.total(),
-        succeeded: counts.succeeded,
-        unchanged: counts.unchanged,
-        rejected: counts.rejected,
-        failed: counts.failed,
-        cancelled: counts.cancelled,
-        state: job.target_state.clone(),
-        reason_code: job.reason.clone(),
-        team: job.team.clone(),
-        reverts_job_id: job.reverts_job_id.clone(),
-        actor: job.actor.clone(),
-        created_at: rfc3339(from_ms(job.created_at)),
-        finished_at: rfc3339(now),
-    };
+    let completed = view(job.clone(), counts, None).completed(now);
     audit::append(
         conn,
         &NewEntry {

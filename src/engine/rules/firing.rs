@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Firer, Unfinished};
+use super::{Firer, Firing, Unfinished};
 use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::rule::{Rule, Selector, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
@@ -494,13 +494,8 @@ impl Firer for RuleFirer {
             .collect())
     }
 
-    async fn fire(
-        &self,
-        rule: Arc<Rule>,
-        slot: DateTime<Utc>,
-        resume: Option<i64>,
-        stop: CancellationToken,
-    ) {
+    async fn fire(&self, firing: Firing, stop: CancellationToken) {
+        let Firing { rule, slot, resume } = firing;
         if let Err(e) = self.fire_slot(&rule, slot, resume, &stop).await {
             tracing::error!(rule = %rule.name, slot = %rfc3339(slot), error = %e, "rule firing stopped by an error; it resumes at the next start");
         }
