@@ -186,12 +186,7 @@ pub async fn by_idempotency_key(
 }
 
 pub async fn get(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(c)
-    .await)
+    get_on(&mut pool.acquire().await?, id).await
 }
 
 /// [`get`] on a given connection (a transaction).
