@@ -52,7 +52,7 @@ pub async fn fan_out(
     .await)?;
     let last: Option<i64> = on!(tx, |c| {
         sqlx::query_scalar(
-        "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2)",
+        "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2) AS page",
     )
     .bind(cursor)
     .bind(FAN_OUT_BATCH)
@@ -623,16 +623,20 @@ pub async fn backlog(pool: &Pool) -> Result<(i64, Option<i64>), sqlx::Error> {
 
 /// When the earliest pending delivery (or a failing endpoint's probe) falls due, if any.
 pub async fn next_due(pool: &Pool) -> Result<Option<i64>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_scalar(
+    on!(pool, |c| {
+        sqlx::query_scalar(
         "SELECT MIN(due) FROM (
-             SELECT MIN(MAX(MIN(next_attempt_at, COALESCE(hasten_at, next_attempt_at)),
-                            COALESCE(lease_until, 0))) AS due
-             FROM webhook_deliveries WHERE status = 'pending'
+             SELECT MIN(CASE WHEN lease_until > attempt_at THEN lease_until ELSE attempt_at END) AS due
+             FROM (SELECT lease_until,
+                          CASE WHEN hasten_at < next_attempt_at THEN hasten_at
+                               ELSE next_attempt_at END AS attempt_at
+                   FROM webhook_deliveries WHERE status = 'pending') AS pending
              UNION ALL
-             SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing')",
+             SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing') AS candidates",
     )
     .fetch_one(c)
-    .await)
+    .await
+    })
 }
 
 /// Rewrites the endpoints stored before issue #33 (whole URLs, credentials and all) into

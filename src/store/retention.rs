@@ -195,12 +195,14 @@ async fn delete_rows(
 /// The time of the oldest state interval or transition attempt (Unix ms), `None` when
 /// there is neither.
 pub async fn oldest_raw_record(store: &Store) -> Result<Option<i64>, sqlx::Error> {
-    on!(store.reader(), |c| sqlx::query_scalar(
+    on!(store.reader(), |c| {
+        sqlx::query_scalar(
         "SELECT MIN(at) FROM (SELECT MIN(started_at) AS at FROM state_intervals
-                             UNION ALL SELECT MIN(requested_at) FROM transition_attempts)",
+                             UNION ALL SELECT MIN(requested_at) FROM transition_attempts) AS oldest",
     )
     .fetch_one(c)
-    .await)
+    .await
+    })
 }
 
 /// Outbox events past the cutoff that every endpoint has settled (none pending), with
