@@ -131,9 +131,9 @@ mod tests {
     use super::*;
     use crate::domain::events::StateChanged;
     use crate::domain::{AgentState, Origin};
-    use crate::store::Backend;
     use crate::store::testing::backends;
     use crate::store::testing::temp_store_on;
+    use crate::store::{Backend, Store};
     use rstest_reuse::apply;
 
     fn state_changed(agent: &str) -> Event {
@@ -177,5 +177,74 @@ mod tests {
         assert_eq!(body["timestamp"], "2026-09-21T14:13:20.000Z");
         assert_eq!(body["data"]["agentId"], "u_002");
         assert!(ids[0].starts_with("evt_"));
+    }
+
+    /// Reads every event after `cursor` into `seen`, moving the cursor past them, as the
+    /// live feed and the webhook fan-out do.
+    async fn read_on(store: &Store, cursor: &mut i64, seen: &mut Vec<String>) {
+        for row in after(store.reader(), *cursor, 100).await.unwrap() {
+            *cursor = row.seq;
+            seen.push(row.id);
+        }
+    }
+
+    /// Whether a write transaction waits for the write lock: SQLite's one write
+    /// connection, or on PostgreSQL the tenant's advisory lock.
+    async fn waits_for_the_write_lock(store: &Store) -> bool {
+        match store.backend() {
+            Backend::Sqlite => store.writes_waiting() > 0,
+            Backend::Postgres => on!(store.reader(), |c| sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks
+                                WHERE locktype = 'advisory' AND NOT granted
+                                  AND database = (SELECT oid FROM pg_database
+                                                  WHERE datname = current_database()))"
+            )
+            .fetch_one(c)
+            .await)
+            .unwrap(),
+        }
+    }
+
+    /// On PostgreSQL an event's `seq` is drawn before its transaction commits: a reader
+    /// that met a later event committed first would move its cursor past the earlier one
+    /// and never see it. Every write transaction holds the tenant's write lock from its
+    /// start to its commit, so the second writer waits and the events become visible in
+    /// the order of their `seq`.
+    #[apply(backends)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_committed_late_is_still_read_after_the_cursor(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let at = crate::store::from_ms(1_790_000_000_000);
+        let mut held = store.begin_write().await.unwrap();
+        let first = enqueue(&mut held, Some("u_001"), at, state_changed("u_001"))
+            .await
+            .unwrap();
+        let writer = crate::tasks::spawn({
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin_write().await.unwrap();
+                let id = enqueue(&mut tx, Some("u_002"), at, state_changed("u_002"))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                id
+            }
+        });
+        // Until the second writer is held back, or (were it not) has committed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !writer.is_finished() && !waits_for_the_write_lock(&store).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second writer neither waited nor finished"
+            );
+            tokio::task::yield_now().await;
+        }
+        let (mut cursor, mut seen) = (0, Vec::new());
+        read_on(&store, &mut cursor, &mut seen).await;
+        assert_eq!(seen, Vec::<String>::new(), "nothing is committed yet");
+        held.commit().await.unwrap();
+        let second = writer.await.unwrap();
+        read_on(&store, &mut cursor, &mut seen).await;
+        assert_eq!(seen, [first, second]);
     }
 }

@@ -277,8 +277,11 @@ pub(super) async fn keying(conn: &mut impl AsConn) -> Result<Option<(i64, String
 
 /// Appends an entry in the caller's write transaction; returns its sequence number.
 ///
-/// The caller's transaction must hold the write lock (`BEGIN IMMEDIATE`), which
-/// serialises appends so two entries never chain to the same predecessor.
+/// The caller's transaction must hold the write lock (SQLite's `BEGIN IMMEDIATE`, the
+/// tenant's advisory lock on PostgreSQL: [`crate::store::Store::begin_write`] takes
+/// either), which serialises appends so two entries never chain to the same
+/// predecessor. The primary key on `seq` is the fence behind it: a second entry after
+/// the same head would take the same `seq`, and its transaction fails whole.
 pub async fn append(conn: &mut impl AsConn, entry: &NewEntry<'_>) -> Result<i64, sqlx::Error> {
     append_all(conn, std::slice::from_ref(entry)).await
 }
@@ -1071,6 +1074,61 @@ mod tests {
             tx.rollback().await.unwrap();
             other.close().await;
         }
+    }
+
+    /// What SQLite's one write connection gives for free, PostgreSQL's concurrent
+    /// transactions must be made to give: 32 writers appending at once still make one
+    /// chain, every entry on its own predecessor.
+    #[apply(backends)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn thirty_two_concurrent_writers_append_one_chain(backend: Backend) {
+        const WRITERS: usize = 32;
+        const EACH: usize = 10;
+        let (store, _dir) = crate::store::testing::temp_store_keyed_on(backend).await;
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let store = store.clone();
+                crate::tasks::spawn(async move {
+                    for i in 0..EACH {
+                        let mut tx = store.begin_write().await.unwrap();
+                        let subject = format!("w{writer}-{i}");
+                        append(
+                            &mut tx,
+                            &NewEntry {
+                                at: from_ms(1_790_000_000_000),
+                                actor: "api",
+                                action: "transition.succeeded",
+                                agent_id: None,
+                                subject_id: Some(&subject),
+                                detail: json!({}),
+                            },
+                        )
+                        .await
+                        .unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let key = crate::store::testing::test_key();
+        let result = verify_with(store.reader(), Some(&key)).await.unwrap();
+        assert_eq!(result.first_break, None, "{}", result.describe());
+        // The keying entry, then every writer's.
+        assert_eq!(result.entries as usize, 1 + WRITERS * EACH);
+        let parents: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT prev_hash) FROM audit_log"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        assert_eq!(
+            parents as usize,
+            1 + WRITERS * EACH,
+            "no entry shares a parent"
+        );
     }
 
     #[test]
