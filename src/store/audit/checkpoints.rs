@@ -43,7 +43,10 @@ pub struct CheckpointRow {
     pub published: bool,
 }
 
-const COLUMNS: &str = "seq, hash, count, entry_at, at, keyed_from, key_id, signature, published";
+/// `published` is stored as 0 or 1 (an integer on both backends); compared, it reads
+/// as a boolean on either.
+const COLUMNS: &str =
+    "seq, hash, count, entry_at, at, keyed_from, key_id, signature, published <> 0 AS published";
 
 impl CheckpointRow {
     /// The signed bytes: every field that says what the checkpoint vouches for.
@@ -262,7 +265,7 @@ pub async fn record(
     .bind(row.keyed_from)
     .bind(&row.key_id)
     .bind(&row.signature)
-    .bind(row.published)
+    .bind(i64::from(row.published))
     .execute(c)
     .await
     .map(Done::from))?;
