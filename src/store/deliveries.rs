@@ -707,7 +707,8 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
     let stored: Vec<String> = on!(tx, |c| sqlx::query_scalar(
         "SELECT endpoint FROM webhook_endpoints
          UNION SELECT endpoint FROM webhook_disabled
-         UNION SELECT endpoint FROM webhook_deliveries",
+         UNION SELECT endpoint FROM webhook_deliveries
+         ORDER BY endpoint",
     )
     .fetch_all(c)
     .await)?;
@@ -779,20 +780,27 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::Backend;
+    use crate::store::testing::backends;
     use chrono::Utc;
+    use rstest_reuse::apply;
     use sqlx::{Column, Row};
 
     use super::*;
     use crate::store::outbox::{self, EventType};
-    use crate::store::testing::temp_store;
+    use crate::store::testing::temp_store_on;
 
     /// Every text cell of every table.
     async fn every_text(store: &Store) -> Vec<String> {
-        let tables: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        let tables: Vec<String> = on!(
+            store.reader(),
+            (
+                "SELECT name FROM sqlite_master WHERE type = 'table'",
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+                 WHERE table_schema = current_schema()"
+            ),
+            |c, sql| sqlx::query_scalar(sql).fetch_all(c).await
         )
-        .fetch_all(c)
-        .await)
         .unwrap();
         let mut texts = Vec::new();
         for table in tables {
@@ -819,12 +827,13 @@ mod tests {
         texts
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn endpoints_stored_with_credentials_are_rewritten_masked_once() {
+    async fn endpoints_stored_with_credentials_are_rewritten_masked_once(backend: Backend) {
         const OLD: &str = "http://hookuser:hookpass@127.0.0.1:9/hooks?token=tok123";
         const TWIN: &str = "http://other:otherpass@127.0.0.1:9/hooks?token=tok456";
         const PLAIN: &str = "http://127.0.0.1:9/plain";
-        let (store, _dir) = temp_store().await;
+        let (store, _dir) = temp_store_on(backend).await;
         // What an older wfmd left behind.
         let mut tx = store.begin_write().await.unwrap();
         let (_, event) = crate::domain::events::examples::all()
