@@ -151,7 +151,8 @@ pub struct ServeArgs {
     pub dialect: Option<DialectArg>,
     /// With --simulate: serve N simulated tenants (`sim-1` … `sim-N`), each its own
     /// platform with its own agents, budget and faults, and its own database beside
-    /// database.url. Not with [[tenants]] in the configuration.
+    /// database.url (on PostgreSQL, its own schema of it). Not with [[tenants]] in the
+    /// configuration.
     #[arg(long, value_name = "N", requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub tenants: Option<u32>,
 }
@@ -561,7 +562,7 @@ async fn migrate_one(config: &Config, lead: &str) -> Result<(), Failure> {
     let total = store.applied_migrations().await.map_err(Failure::action)?;
     println!(
         "{lead}applied {applied} migration(s); {} is at migration {total}",
-        config.database.url
+        crate::store::postgres::redacted(&config.database.url)
     );
     // A database made before retention cannot give pruned space back to the file
     // system until it is rebuilt once; `serve` does that itself only for small files.

@@ -80,17 +80,25 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`; the file and its folder are created when missing.
+    /// `sqlite://PATH` (the file and its folder are created when missing) or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?options[search_path]=SCHEMA]`.
     pub url: String,
 }
 
 impl DatabaseConfig {
-    /// Adds a line naming the key when the URL is not a SQLite one.
+    /// Adds a line naming the key when the URL is neither SQLite's nor PostgreSQL's.
     pub fn validate(&self, problems: &mut Vec<String>) {
-        if !self.url.starts_with("sqlite:") {
+        let postgres = crate::store::Backend::of_url(&self.url) == crate::store::Backend::Postgres;
+        if !self.url.starts_with("sqlite:") && !postgres {
+            // Without `@` there is no password to hide, and the value is shown as typed.
+            let shown = if self.url.contains('@') {
+                crate::store::postgres::redacted(&self.url)
+            } else {
+                self.url.clone()
+            };
             problems.push(format!(
-                "database.url must be a sqlite: URL such as sqlite://data/wfmd.db, got `{}`",
-                self.url
+                "database.url must be a sqlite: URL such as sqlite://data/wfmd.db or a \
+                 postgres:// one, got `{shown}`"
             ));
         }
     }
@@ -734,6 +742,27 @@ mod tests {
             &source,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn database_url_is_sqlite_or_postgresql_and_a_refused_one_shows_no_password() {
+        for url in [
+            "sqlite://data/wfmd.db",
+            "postgres://wfmd:pw@db.example/wfmd",
+            "postgresql://wfmd@db.example/wfmd?options[search_path]=wfmd",
+        ] {
+            let text = format!("[database]\nurl = \"{url}\"\n");
+            assert_eq!(load(&text, &[]).unwrap().database.url, url);
+        }
+        let refused = load(
+            "[database]\nurl = \"mysql://wfmd:s3cret@db.example/wfmd\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("database.url must be"), "{refused}");
+        assert!(refused.contains("db.example"), "{refused}");
+        assert!(!refused.contains("s3cret"), "{refused}");
     }
 
     #[test]

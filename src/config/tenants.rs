@@ -309,12 +309,16 @@ impl Config {
 }
 
 /// The database of tenant `id` beside the configured one: the tenant `default` keeps
-/// `database.url` itself (so a single-tenant deployment's database is its tenant's);
-/// another's file takes the id before the extension (`data/wfmd.db` →
-/// `data/wfmd-bpo-alpha.db`).
+/// `database.url` itself (so a single-tenant deployment's database is its tenant's).
+/// On SQLite another's file takes the id before the extension (`data/wfmd.db` →
+/// `data/wfmd-bpo-alpha.db`); on PostgreSQL another's tables are in a schema of the
+/// same database named after the id ([`tenant_schema_url`]).
 pub fn tenant_database_url(url: &str, id: &TenantId) -> String {
     if *id == TenantId::default_tenant() || url.contains(":memory:") {
         return url.to_owned();
+    }
+    if crate::store::Backend::of_url(url) == crate::store::Backend::Postgres {
+        return tenant_schema_url(url, id);
     }
     let (path, query) = match url.split_once('?') {
         Some((path, query)) => (path, format!("?{query}")),
@@ -326,6 +330,30 @@ pub fn tenant_database_url(url: &str, id: &TenantId) -> String {
         .filter(|&dot| dot > 0)
         .map_or(path.len(), |dot| file_start + dot);
     format!("{}-{id}{}{query}", &path[..stem_end], &path[stem_end..])
+}
+
+/// The PostgreSQL `url` with its `options[search_path]` naming tenant `id`'s schema:
+/// the id with `-` as `_` (`bpo-alpha` → `bpo_alpha`), a name PostgreSQL takes
+/// unquoted (ids hold no `_`, so distinct ids stay distinct). The URL's other
+/// parameters stay; a `search_path` it had gives way, as it names the tenant
+/// `default`'s schema. The store creates the schema when missing.
+fn tenant_schema_url(url: &str, id: &TenantId) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let ours = format!("options[search_path]={}", id.as_str().replace('-', "_"));
+    let pairs: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !names_search_path(pair))
+        .chain([ours.as_str()])
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
+/// Whether the query parameter `pair` (`key=value`) sets the connection's
+/// `search_path`, its key written plainly or percent-encoded.
+fn names_search_path(pair: &str) -> bool {
+    form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .is_some_and(|(key, _)| key == "options[search_path]")
 }
 
 /// Splits the environment's tenant variables from the others.
@@ -657,5 +685,59 @@ mod tests {
             tenant_database_url("sqlite://data/wfmd.db", &TenantId::default_tenant()),
             "sqlite://data/wfmd.db"
         );
+    }
+
+    #[test]
+    fn a_tenant_on_postgresql_gets_a_schema_named_after_it_in_the_same_database() {
+        let id: TenantId = "bpo-alpha".parse().unwrap();
+        for (url, expected) in [
+            (
+                "postgres://wfmd@db.example/wfmd",
+                "postgres://wfmd@db.example/wfmd?options[search_path]=bpo_alpha",
+            ),
+            (
+                "postgresql://wfmd@db.example:5433/wfmd?sslmode=require&application_name=wfmd",
+                "postgresql://wfmd@db.example:5433/wfmd?sslmode=require&application_name=wfmd\
+                 &options[search_path]=bpo_alpha",
+            ),
+            // The default tenant's schema gives way to the tenant's; other options stay.
+            (
+                "postgres://wfmd@db/wfmd?options[search_path]=wfmd&options[statement_timeout]=5s",
+                "postgres://wfmd@db/wfmd?options[statement_timeout]=5s\
+                 &options[search_path]=bpo_alpha",
+            ),
+            (
+                "postgres://wfmd@db/wfmd?options%5Bsearch_path%5D=wfmd",
+                "postgres://wfmd@db/wfmd?options[search_path]=bpo_alpha",
+            ),
+            (
+                "postgres://wfmd@db/wfmd?",
+                "postgres://wfmd@db/wfmd?options[search_path]=bpo_alpha",
+            ),
+        ] {
+            assert_eq!(tenant_database_url(url, &id), expected, "{url}");
+        }
+        // The tenant `default` keeps the URL, and its tables stay where they are.
+        for url in [
+            "postgres://wfmd@db.example/wfmd",
+            "postgres://wfmd@db.example/wfmd?options[search_path]=wfmd",
+        ] {
+            assert_eq!(tenant_database_url(url, &TenantId::default_tenant()), url);
+        }
+    }
+
+    #[test]
+    fn a_tenants_postgresql_url_keeps_the_password_and_names_a_schema_the_store_reads() {
+        let id: TenantId = "emea-2".parse().unwrap();
+        let url = tenant_database_url("postgres://wfmd:s3cr%40t@db.example/wfmd", &id);
+        assert_eq!(
+            url,
+            "postgres://wfmd:s3cr%40t@db.example/wfmd?options[search_path]=emea_2"
+        );
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        assert_eq!(options.get_options(), Some("-c search_path=emea_2"));
+        let shown = crate::store::postgres::redacted(&url);
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(shown.contains("search_path"), "{shown}");
     }
 }

@@ -127,13 +127,84 @@ impl Probing {
 
 /// Only the first pending delivery `d` of an agent to an endpoint may go out: per
 /// (endpoint, agent) the order is the commit order. A macro, so the statements that
-/// use it stay `&'static str`.
+/// use it stay `&'static str`; they come in each dialect's text (`sqlite` or
+/// `postgres`), as SQLite is told the index that answers it (without `INDEXED BY` its
+/// planner walks another, and the claim's cost grows with the backlog) and PostgreSQL
+/// has no such clause.
 macro_rules! first_of_its_agent {
-    () => {
-        "NOT EXISTS (
-            SELECT 1 FROM webhook_deliveries e INDEXED BY webhook_deliveries_order
+    (sqlite) => {
+        first_of_its_agent!(@ "INDEXED BY webhook_deliveries_order")
+    };
+    (postgres) => {
+        first_of_its_agent!(@ "")
+    };
+    (@ $index:literal) => {
+        concat!(
+            "NOT EXISTS (
+            SELECT 1 FROM webhook_deliveries e ",
+            $index,
+            "
             WHERE e.status = 'pending' AND e.endpoint = d.endpoint
               AND e.agent_id = d.agent_id AND e.event_seq < d.event_seq)"
+        )
+    };
+}
+
+/// Makes the probe of each failing endpoint whose probe is due: one delivery due now.
+macro_rules! hasten_probes {
+    ($dialect:ident) => {
+        concat!(
+            "UPDATE webhook_deliveries SET hasten_at = $1
+         WHERE id IN (
+             SELECT (SELECT d.id FROM webhook_deliveries d
+                     WHERE d.endpoint = h.endpoint AND d.status = 'pending'
+                       AND d.hasten_at IS NULL AND d.next_attempt_at > $1
+                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
+                       AND ",
+            first_of_its_agent!($dialect),
+            "
+                     ORDER BY COALESCE(d.last_attempt_at, 0), d.event_seq LIMIT 1)
+             FROM webhook_endpoints h
+             WHERE h.status = 'failing' AND h.next_probe_at <= $1
+               AND h.endpoint IN (SELECT value FROM json_each($2)))"
+        )
+    };
+}
+
+/// Leases the due deliveries, returning their ids.
+macro_rules! lease_due {
+    ($dialect:ident) => {
+        concat!(
+            "UPDATE webhook_deliveries SET lease_until = $1 + $2
+         WHERE id IN (
+             SELECT d.id FROM webhook_deliveries d
+             WHERE d.status = 'pending' AND (d.next_attempt_at <= $1 OR d.hasten_at <= $1)
+               AND (d.lease_until IS NULL OR d.lease_until <= $1)
+               AND d.endpoint IN (SELECT value FROM json_each($3))
+               AND ",
+            first_of_its_agent!($dialect),
+            "
+             ORDER BY d.event_seq LIMIT $4)
+         RETURNING id"
+        )
+    };
+}
+
+/// Brings forward the retries that failed during an endpoint's outage.
+macro_rules! hasten_recovered {
+    ($dialect:ident) => {
+        concat!(
+            "UPDATE webhook_deliveries SET hasten_at = $1
+                 WHERE id IN (
+                     SELECT d.id FROM webhook_deliveries d
+                     WHERE d.endpoint = $2 AND d.status = 'pending' AND d.hasten_at IS NULL
+                       AND d.next_attempt_at > $1 AND d.last_attempt_at <= $3
+                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
+                       AND ",
+            first_of_its_agent!($dialect),
+            "
+                     ORDER BY d.event_seq LIMIT $4)"
+        )
     };
 }
 
@@ -153,26 +224,16 @@ pub async fn claim(
     }
     let endpoints = json!(endpoints).to_string();
     let mut tx = store.begin_write().await?;
-    on!(tx, |c| sqlx::query(concat!(
-        "UPDATE webhook_deliveries SET hasten_at = $1
-         WHERE id IN (
-             SELECT (SELECT d.id FROM webhook_deliveries d
-                     WHERE d.endpoint = h.endpoint AND d.status = 'pending'
-                       AND d.hasten_at IS NULL AND d.next_attempt_at > $1
-                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
-                       AND ",
-        first_of_its_agent!(),
-        "
-                     ORDER BY COALESCE(d.last_attempt_at, 0), d.event_seq LIMIT 1)
-             FROM webhook_endpoints h
-             WHERE h.status = 'failing' AND h.next_probe_at <= $1
-               AND h.endpoint IN (SELECT value FROM json_each($2)))"
-    ))
-    .bind(now_ms)
-    .bind(&endpoints)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+    on!(
+        tx,
+        (hasten_probes!(sqlite), hasten_probes!(postgres)),
+        |c, sql| sqlx::query(sql)
+            .bind(now_ms)
+            .bind(&endpoints)
+            .execute(c)
+            .await
+            .map(Done::from)
+    )?;
     // The probe's attempt sets the next one; until then (or its lease ends) no other.
     on!(tx, |c| sqlx::query(
         "UPDATE webhook_endpoints SET next_probe_at = $1 + $2
@@ -185,30 +246,20 @@ pub async fn claim(
     .execute(c)
     .await
     .map(Done::from))?;
-    let claimed_ids: Vec<i64> = on!(tx, |c| sqlx::query_scalar(concat!(
-        "UPDATE webhook_deliveries SET lease_until = $1 + $2
-         WHERE id IN (
-             SELECT d.id FROM webhook_deliveries d
-             WHERE d.status = 'pending' AND (d.next_attempt_at <= $1 OR d.hasten_at <= $1)
-               AND (d.lease_until IS NULL OR d.lease_until <= $1)
-               AND d.endpoint IN (SELECT value FROM json_each($3))
-               AND ",
-        first_of_its_agent!(),
-        "
-             ORDER BY d.event_seq LIMIT $4)
-         RETURNING id"
-    ))
-    .bind(now_ms)
-    .bind(lease_ms)
-    .bind(&endpoints)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(c)
-    .await)?;
+    let claimed_ids: Vec<i64> = on!(tx, (lease_due!(sqlite), lease_due!(postgres)), |c, sql| {
+        sqlx::query_scalar(sql)
+            .bind(now_ms)
+            .bind(lease_ms)
+            .bind(&endpoints)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(c)
+            .await
+    })?;
     let claimed = on!(tx, |c| sqlx::query_as(
         "SELECT d.id, d.endpoint, d.event_type, e.id AS event_id, e.payload, d.attempts,
                 d.created_at, d.next_attempt_at > $2 AS early
          FROM webhook_deliveries d JOIN outbox_events e ON e.seq = d.event_seq
-         WHERE d.id IN (SELECT value FROM json_each($1)) ORDER BY d.event_seq",
+         WHERE d.id IN (SELECT CAST(value AS BIGINT) FROM json_each($1)) ORDER BY d.event_seq",
     )
     .bind(json!(claimed_ids).to_string())
     .bind(now_ms)
@@ -435,25 +486,18 @@ async fn record_health(
         }
         let last_attempt_at = batch.last().map(|a| a.attempted_at);
         if row.status == "up" && delivered > 0 && row.recovered_at.is_some() {
-            let hastened = on!(tx, |c| sqlx::query(concat!(
-                "UPDATE webhook_deliveries SET hasten_at = $1
-                 WHERE id IN (
-                     SELECT d.id FROM webhook_deliveries d
-                     WHERE d.endpoint = $2 AND d.status = 'pending' AND d.hasten_at IS NULL
-                       AND d.next_attempt_at > $1 AND d.last_attempt_at <= $3
-                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
-                       AND ",
-                first_of_its_agent!(),
-                "
-                     ORDER BY d.event_seq LIMIT $4)"
-            ))
-            .bind(now_ms)
-            .bind(endpoint)
-            .bind(row.recovered_at)
-            .bind(delivered * 2)
-            .execute(c)
-            .await
-            .map(Done::from))?
+            let hastened = on!(
+                tx,
+                (hasten_recovered!(sqlite), hasten_recovered!(postgres)),
+                |c, sql| sqlx::query(sql)
+                    .bind(now_ms)
+                    .bind(endpoint)
+                    .bind(row.recovered_at)
+                    .bind(delivered * 2)
+                    .execute(c)
+                    .await
+                    .map(Done::from)
+            )?
             .rows_affected();
             if hastened == 0 {
                 row.recovered_at = None;
@@ -466,7 +510,8 @@ async fn record_health(
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (endpoint) DO UPDATE SET
                  status = $2, since = $3, last_attempt_at = $4,
-                 last_error = COALESCE($5, last_error), next_probe_at = $6, recovered_at = $7",
+                 last_error = COALESCE($5, webhook_endpoints.last_error), next_probe_at = $6,
+                 recovered_at = $7",
         )
         .bind(endpoint)
         .bind(&row.status)
@@ -554,7 +599,7 @@ pub async fn release(store: &Store, ids: &[i64]) -> Result<(), sqlx::Error> {
     let mut tx = store.begin_write().await?;
     on!(tx, |c| sqlx::query(
         "UPDATE webhook_deliveries SET lease_until = NULL
-         WHERE status = 'pending' AND id IN (SELECT value FROM json_each($1))",
+         WHERE status = 'pending' AND id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
     )
     .bind(json!(ids).to_string())
     .execute(c)

@@ -34,7 +34,7 @@ pub mod intents;
 pub mod jobs;
 pub mod lock;
 pub mod outbox;
-mod postgres;
+pub mod postgres;
 pub mod retention;
 pub mod roster;
 pub mod samples;

@@ -17,14 +17,15 @@ use super::audit;
 /// writers wait for the write connection.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `url` with its password masked, for messages.
-pub(super) fn redacted(url: &str) -> String {
+/// `url` with its password masked, for messages (any URL: a SQLite one has none).
+pub fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("********"));
             parsed.to_string()
         }
-        Ok(parsed) => parsed.to_string(),
+        // Nothing to mask: as written (a SQLite URL's path is not re-encoded).
+        Ok(_) => url.to_owned(),
         Err(_) => "(unparseable)".to_owned(),
     }
 }
@@ -165,6 +166,13 @@ mod tests {
         assert!(shown.contains("db.example"), "{shown}");
         let options = PgConnectOptions::from_str("postgres://wfmd:s3cret@db.example/wfmd").unwrap();
         assert!(!describe(&options).contains("s3cret"));
+        // Without a password, the URL as written.
+        for url in [
+            "sqlite://data/my wfmd.db",
+            "postgres://wfmd@db/wfmd?options[search_path]=a",
+        ] {
+            assert_eq!(redacted(url), url);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! transaction: reports asked about an earlier window can then say "not kept before"
 //! instead of counting what is left.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Backend, Done, Pool, on};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -238,7 +238,7 @@ async fn prune_outbox(
         &[
             "DELETE FROM webhook_attempts WHERE delivery_id IN
                  (SELECT id FROM webhook_deliveries
-                  WHERE event_seq IN (SELECT value FROM json_each($1)))",
+                  WHERE event_seq IN (SELECT CAST(value AS BIGINT) FROM json_each($1)))",
             "DELETE FROM webhook_deliveries WHERE event_seq IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
             "DELETE FROM outbox_events WHERE seq IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
         ],
@@ -514,15 +514,25 @@ fn describe(kind: Kind) -> &'static str {
     }
 }
 
-/// `PRAGMA auto_vacuum`: 0 none, 1 full, 2 incremental.
+/// `PRAGMA auto_vacuum`: 0 none, 1 full, 2 incremental. PostgreSQL's answer is 2: its
+/// own autovacuum makes the room of pruned rows reusable, step by step, and there is
+/// nothing to convert.
 pub async fn auto_vacuum(store: &Store) -> Result<i64, sqlx::Error> {
+    if store.backend() == Backend::Postgres {
+        return Ok(2);
+    }
     on!(store.reader(), |c| sqlx::query_scalar("PRAGMA auto_vacuum")
         .fetch_one(c)
         .await)
 }
 
 /// The database's size in bytes (pages in use and free), and its free pages' bytes.
+/// On PostgreSQL, its tables' size ([`Store::size_bytes`]) and nothing free: the room
+/// of pruned rows is PostgreSQL's to reuse, not wfmd's to give back.
 pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
+    if store.backend() == Backend::Postgres {
+        return Ok((u64::try_from(store.size_bytes().await?).unwrap_or(0), 0));
+    }
     let pages: i64 = on!(store.reader(), |c| sqlx::query_scalar("PRAGMA page_count")
         .fetch_one(c)
         .await)?;

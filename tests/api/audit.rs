@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use wfmd::on;
 use wfmd::store::audit::{self, NewEntry};
 
-use crate::helpers::{TestApp, TestSim, wfmd};
+use crate::helpers::{TestApp, TestDb, TestSim, on_both_backends, wfmd};
 use crate::reports::attachment;
 
 fn instant(at: chrono::DateTime<Utc>) -> String {
@@ -149,8 +149,9 @@ async fn a_large_audit_window_streams_every_entry() {
 /// An audit key of the accepted length.
 const KEY: &str = "0123456789abcdef0123456789abcdef-audit";
 
-async fn spawn_keyed() -> TestApp {
-    TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+/// wfmd with `audit.key`, on the database `db`.
+async fn spawn_keyed(db: TestDb) -> TestApp {
+    TestApp::spawn_on_db(TestSim::default_tenant().await, db, |config| {
         config.audit.key = Some(KEY.into());
     })
     .await
@@ -236,17 +237,25 @@ async fn cli(app: &TestApp, key: Option<&str>, args: &[&str]) -> (i32, String, S
     )
 }
 
-#[tokio::test]
-async fn a_forged_append_with_a_correct_sha256_is_detected_with_the_audit_key() {
+/// [`cli`] that must succeed (its stderr shown when it does not); its stdout.
+async fn cli_ok(app: &TestApp, key: Option<&str>, args: &[&str]) -> String {
+    let (code, stdout, stderr) = cli(app, key, args).await;
+    assert_eq!(code, 0, "wfmd {}: {stdout}{stderr}", args.join(" "));
+    stdout
+}
+
+on_both_backends!(a_forged_append_with_a_correct_sha256_is_detected_with_the_audit_key);
+async fn a_forged_append_with_a_correct_sha256_is_detected_with_the_audit_key(db: TestDb) {
+    let keyed_db = TestDb::on(db.backend());
     // Without a key, a row chained with a correct SHA-256 is indistinguishable from
     // wfmd's own: the gap the key closes.
-    let plain = TestApp::spawn().await;
+    let plain = TestApp::spawn_in(db).await;
     change_some_agents(&plain, 2, "NOT_READY").await;
     forge_append(&plain).await;
     let verify: Value = plain.get("/v1/audit/verify").await.json().await.unwrap();
     assert_eq!(verify["intact"], true, "{verify}");
 
-    let app = spawn_keyed().await;
+    let app = spawn_keyed(keyed_db).await;
     change_some_agents(&app, 2, "NOT_READY").await;
     let verify: Value = app.get("/v1/audit/verify").await.json().await.unwrap();
     assert_eq!(verify["intact"], true, "{verify}");
@@ -285,14 +294,12 @@ async fn a_forged_append_with_a_correct_sha256_is_detected_with_the_audit_key() 
     assert!(stdout.contains("set audit.key"), "{stdout}");
 }
 
-#[tokio::test]
-async fn a_database_keyed_later_keeps_verifying_its_unkeyed_entries() {
-    let sim = TestSim::default_tenant().await;
-    let plain = TestApp::spawn_with(sim, |_| {}).await;
+on_both_backends!(a_database_keyed_later_keeps_verifying_its_unkeyed_entries);
+async fn a_database_keyed_later_keeps_verifying_its_unkeyed_entries(db: TestDb) {
+    let plain = TestApp::spawn_in(db).await;
     change_some_agents(&plain, 2, "NOT_READY").await;
     let url = plain.db.url();
-    let (code, stdout, _) = cli(&plain, Some(KEY), &["audit", "checkpoint"]).await;
-    assert_eq!(code, 0, "{stdout}");
+    cli_ok(&plain, Some(KEY), &["audit", "checkpoint"]).await;
     // The key applies from the next entry written with it.
     let config = {
         let mut config = plain.sim.config(&url);
@@ -315,8 +322,7 @@ async fn a_database_keyed_later_keeps_verifying_its_unkeyed_entries() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let (code, stdout, _) = cli(&plain, Some(KEY), &["audit", "verify"]).await;
-    assert_eq!(code, 0, "{stdout}");
+    let stdout = cli_ok(&plain, Some(KEY), &["audit", "verify"]).await;
     assert!(stdout.contains("4 entries verified"), "{stdout}");
     assert!(stdout.contains("keyed from entry 3"), "{stdout}");
     // The unkeyed daemon can no longer write to the keyed log, and says why.
@@ -327,16 +333,14 @@ async fn a_database_keyed_later_keeps_verifying_its_unkeyed_entries() {
     services.store.close().await;
 }
 
-#[tokio::test]
-async fn verify_starts_from_the_checkpoint_retention_pruned_to_and_anchors_are_checked() {
-    let app = spawn_keyed().await;
+on_both_backends!(verify_starts_from_the_checkpoint_retention_pruned_to_and_anchors_are_checked);
+async fn verify_starts_from_the_checkpoint_retention_pruned_to_and_anchors_are_checked(db: TestDb) {
+    let app = spawn_keyed(db).await;
     change_some_agents(&app, 3, "NOT_READY").await;
-    let (code, first, _) = cli(&app, Some(KEY), &["audit", "checkpoint"]).await;
-    assert_eq!(code, 0);
+    let first = cli_ok(&app, Some(KEY), &["audit", "checkpoint"]).await;
     let first: Value = serde_json::from_str(&first).unwrap();
     change_some_agents(&app, 2, "READY").await;
-    let (code, second, _) = cli(&app, Some(KEY), &["audit", "checkpoint"]).await;
-    assert_eq!(code, 0);
+    let second = cli_ok(&app, Some(KEY), &["audit", "checkpoint"]).await;
     let second: Value = serde_json::from_str(&second).unwrap();
     assert_eq!(second["entry_id"], 6, "marker, 3 and 2 changes: {second}");
     assert_eq!(second["count"], 6);
@@ -365,8 +369,7 @@ async fn verify_starts_from_the_checkpoint_retention_pruned_to_and_anchors_are_c
     let (status, body) = app.set_state(&again.id, "NOT_READY").await;
     assert_eq!(status, 200, "{body}");
 
-    let (code, stdout, _) = cli(&app, Some(KEY), &["audit", "verify"]).await;
-    assert_eq!(code, 0, "{stdout}");
+    let stdout = cli_ok(&app, Some(KEY), &["audit", "verify"]).await;
     assert!(
         stdout.contains("1 entries verified from the checkpoint of entry 6"),
         "{stdout}"
@@ -374,13 +377,12 @@ async fn verify_starts_from_the_checkpoint_retention_pruned_to_and_anchors_are_c
     assert!(stdout.contains("signature checked"), "{stdout}");
     // The checkpoint verification starts from is still provable…
     let hash = |v: &Value| v["hash"].as_str().unwrap().to_owned();
-    let (code, stdout, _) = cli(
+    cli_ok(
         &app,
         Some(KEY),
         &["audit", "verify", "--anchor", &hash(&second)],
     )
     .await;
-    assert_eq!(code, 0, "{stdout}");
     // …the older one was pruned away…
     let (code, _, stderr) = cli(
         &app,
@@ -402,17 +404,15 @@ async fn verify_starts_from_the_checkpoint_retention_pruned_to_and_anchors_are_c
     let (code, _, stderr) = cli(&app, Some(KEY), &["audit", "verify", "--anchor", "abc"]).await;
     assert_eq!(code, 2, "{stderr}");
     // …and a kept entry's hash is proved.
-    let (code, third, _) = cli(&app, Some(KEY), &["audit", "checkpoint"]).await;
-    assert_eq!(code, 0);
+    let third = cli_ok(&app, Some(KEY), &["audit", "checkpoint"]).await;
     let third: Value = serde_json::from_str(&third).unwrap();
     assert_eq!(third["entry_id"], 7);
-    let (code, stdout, _) = cli(
+    let stdout = cli_ok(
         &app,
         Some(KEY),
         &["audit", "verify", "--anchor", &hash(&third)],
     )
     .await;
-    assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("the log still contains it"), "{stdout}");
 
     // The export of the pruned window says what is no longer kept.

@@ -15,7 +15,7 @@ use wfmd::sim::{Faults, SimAgent, SimConfig};
 
 use crate::helpers::{
     DEADLINE, Daemon, Dialect, SET_STATE, TestApp, TestDb, TestSim, http_client, on_both_dialects,
-    wfmd,
+    on_both_dialects_and_backends, wfmd,
 };
 use crate::receiver::{Receiver, SECRET, verify_with_standardwebhooks};
 
@@ -271,8 +271,8 @@ async fn cancel_midway_stops_the_rest_and_leaves_cancelled_agents_untouched(dial
     );
 }
 
-on_both_dialects!(bulk_change_resumes_after_kill_9_and_changes_no_agent_twice);
-async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice(dialect: Dialect) {
+on_both_dialects_and_backends!(bulk_change_resumes_after_kill_9_and_changes_no_agent_twice);
+async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice(dialect: Dialect, db: TestDb) {
     let sim = TestSim::start(SimConfig {
         agents: 200,
         ..SimConfig::default()
@@ -283,7 +283,6 @@ async fn bulk_change_resumes_after_kill_9_and_changes_no_agent_twice(dialect: Di
         latency: Duration::from_millis(15),
         ..Faults::default()
     });
-    let db = TestDb::new();
     let mut env = sim.env(&db.url());
     env.push(("WFMD_BULK__CONCURRENCY".into(), "8".into()));
     let daemon = Daemon::spawn(&env).await;

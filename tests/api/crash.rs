@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use wfmd::sim::SimConfig;
 use wfmd::store::Store;
 
-use crate::helpers::{Daemon, TestDb, TestSim, wait_until, wait_until_every, wfmd};
+use crate::helpers::{
+    Daemon, TestDb, TestSim, on_both_backends, wait_until, wait_until_every, wfmd,
+};
 
 /// Checks that every recorded change is complete: each attempt has exactly its audit
 /// entry, a succeeded one its interval and `agent.state_changed` event, a rejected one
@@ -93,14 +95,13 @@ async fn assert_all_or_nothing(store: &Store) -> usize {
     attempts.len()
 }
 
-#[tokio::test]
-async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent() {
+on_both_backends!(kill_9_during_a_burst_leaves_every_change_whole_or_absent);
+async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent(db: TestDb) {
     let sim = TestSim::start(SimConfig {
         agents: 250,
         ..SimConfig::default()
     })
     .await;
-    let db = TestDb::new();
     let env = sim.env(&db.url());
     let daemon = Daemon::spawn(&env).await;
     let agents: Vec<String> = sim.sim.agents().into_iter().map(|a| a.id).collect();
@@ -146,7 +147,7 @@ async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent() {
     assert!(recorded < 200 + 1);
     store.close().await;
 
-    // The daemon starts again on the same file and carries on.
+    // The daemon starts again on the same database and carries on.
     let daemon = Daemon::spawn(&env).await;
     let free = sim.free_agents().remove(0);
     let response = http

@@ -1,5 +1,6 @@
 //! The test harness: wfmd and the platform simulator on port 0, over real HTTP, with a
-//! fresh SQLite file per test.
+//! fresh database per test: a SQLite file, or for the tests declared on both backends
+//! ([`on_both_backends`]) an empty PostgreSQL database too.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,7 @@ pub use wfmd::config::Dialect;
 use wfmd::engine::TransitionEngine;
 use wfmd::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET};
 use wfmd::sim::{RunningSim, SimAgent, SimConfig, Simulator};
+pub use wfmd::store::Backend;
 use wfmd::store::Store;
 
 /// How long a test waits for something that should happen promptly.
@@ -222,11 +224,63 @@ macro_rules! on_both_dialects {
 }
 pub(crate) use on_both_dialects;
 
-/// A fresh database file in its own folder.
+/// Declares a test on both database backends: `NAME::on_sqlite` and `NAME::on_postgres`
+/// each run `async fn NAME(db: TestDb)` with a fresh database of theirs.
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$test($crate::helpers::TestDb::new()).await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                super::$test($crate::helpers::TestDb::postgres()).await;
+            }
+        }
+    )+};
+}
+pub(crate) use on_both_backends;
+
+/// [`on_both_dialects`] on SQLite, and the `v2` dialect on PostgreSQL: `NAME::v2`,
+/// `NAME::incontact` and `NAME::v2_on_postgres` run `async fn NAME(dialect: Dialect,
+/// db: TestDb)`. The dialect is the platform's side and the backend the store's; nothing
+/// of one depends on the other, so the fourth pairing would only repeat a slow test.
+macro_rules! on_both_dialects_and_backends {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            use $crate::helpers::{Dialect, TestDb};
+
+            #[tokio::test]
+            async fn v2() {
+                super::$test(Dialect::V2, TestDb::new()).await;
+            }
+
+            #[tokio::test]
+            async fn incontact() {
+                super::$test(Dialect::Incontact, TestDb::new()).await;
+            }
+
+            #[tokio::test]
+            async fn v2_on_postgres() {
+                super::$test(Dialect::V2, TestDb::postgres()).await;
+            }
+        }
+    )+};
+}
+pub(crate) use on_both_dialects_and_backends;
+
+/// A fresh database of the test's own: a SQLite file in a folder of its own
+/// ([`TestDb::new`]), or an empty PostgreSQL database on the tests' throwaway server
+/// ([`TestDb::postgres`]), which gets a folder too, for what a test writes beside its
+/// database (a configuration file, a log).
 pub struct TestDb {
     /// The small file system the folder is, for disk-full tests; unmounted first.
     pub disk: Option<SmallDisk>,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database's URL; `None` on SQLite.
+    postgres: Option<String>,
 }
 
 impl TestDb {
@@ -234,6 +288,26 @@ impl TestDb {
         TestDb {
             disk: None,
             dir: tempfile::tempdir().unwrap(),
+            postgres: None,
+        }
+    }
+
+    /// A fresh, empty database on the shared throwaway PostgreSQL server (started, and
+    /// PostgreSQL installed, on first use; a test that cannot have it fails saying why).
+    /// Blocks while it does that: before anything of the test's runs on its runtime.
+    pub fn postgres() -> TestDb {
+        TestDb {
+            disk: None,
+            dir: tempfile::tempdir().unwrap(),
+            postgres: Some(throwaway_postgres::shared().fresh_database()),
+        }
+    }
+
+    /// A fresh database on `backend`.
+    pub fn on(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb::new(),
+            Backend::Postgres => TestDb::postgres(),
         }
     }
 
@@ -243,6 +317,7 @@ impl TestDb {
         TestDb {
             disk: Some(SmallDisk::mount(dir.path(), bytes)),
             dir,
+            postgres: None,
         }
     }
 
@@ -251,12 +326,49 @@ impl TestDb {
         self.disk.as_ref().expect("a TestDb made on_small_disk")
     }
 
+    pub fn backend(&self) -> Backend {
+        match self.postgres {
+            Some(_) => Backend::Postgres,
+            None => Backend::Sqlite,
+        }
+    }
+
+    /// The SQLite file.
+    ///
+    /// # Panics
+    /// On PostgreSQL, which has no file: the test needs SQLite's (it opens or copies the
+    /// file itself) and cannot run on PostgreSQL as it is written.
     pub fn path(&self) -> PathBuf {
+        assert!(
+            self.postgres.is_none(),
+            "TestDb::path: this test reads the SQLite file itself, and a PostgreSQL \
+             TestDb has none; use TestDb::url, or run the test on SQLite only"
+        );
         self.dir.path().join("wfmd.db")
     }
 
+    /// The database's URL, as `database.url` takes it.
     pub fn url(&self) -> String {
-        format!("sqlite://{}", self.path().display())
+        match &self.postgres {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.path().display()),
+        }
+    }
+
+    /// Runs `sql` on the PostgreSQL database with `psql`, for what a test checks
+    /// outside wfmd (the schemas there); its output, rows unaligned.
+    ///
+    /// # Panics
+    /// On SQLite, or when psql fails.
+    pub fn psql(&self, sql: &str) -> String {
+        let url = self
+            .postgres
+            .as_deref()
+            .expect("TestDb::psql on PostgreSQL");
+        let database = url.rsplit('/').next().expect("a database in the URL");
+        throwaway_postgres::shared()
+            .psql(database, sql)
+            .unwrap_or_else(|why| panic!("psql `{sql}` failed: {why}"))
     }
 }
 
@@ -349,6 +461,11 @@ impl TestApp {
         Self::spawn_with(TestSim::default_tenant().await.on(dialect), |_| {}).await
     }
 
+    /// wfmd on the database `db` (either backend), against the default tenant.
+    pub async fn spawn_in(db: TestDb) -> TestApp {
+        Self::spawn_on_db(TestSim::default_tenant().await, db, |_| {}).await
+    }
+
     /// Starts wfmd against `sim` in its dialect, letting the test adjust the
     /// configuration first.
     pub async fn spawn_with(sim: TestSim, adjust: impl FnOnce(&mut Config)) -> TestApp {
@@ -366,6 +483,11 @@ impl TestApp {
         let app = App::build(&config).await.unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         let store = app.store();
+        assert_eq!(
+            store.backend(),
+            db.backend(),
+            "wfmd runs on the test's database"
+        );
         let engine = app.engine();
         let stop = CancellationToken::new();
         let server = tokio::spawn(app.run_until_stopped(stop.clone()));

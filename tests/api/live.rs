@@ -17,7 +17,8 @@ use wfmd::store::outbox;
 
 use crate::auth::{As, spawn_with_roles};
 use crate::helpers::{
-    DEADLINE, Dialect, TestApp, TestDb, TestSim, eventually, http_client, on_both_dialects,
+    DEADLINE, Dialect, TestApp, TestDb, TestSim, eventually, http_client, on_both_backends,
+    on_both_dialects,
 };
 
 /// One Server-Sent Event.
@@ -295,10 +296,9 @@ async fn transition(address: &str, agent: &str, state: &str) -> u16 {
         .as_u16()
 }
 
-#[tokio::test]
-async fn a_resume_with_last_event_id_loses_nothing_across_a_restart() {
+on_both_backends!(a_resume_with_last_event_id_loses_nothing_across_a_restart);
+async fn a_resume_with_last_event_id_loses_nothing_across_a_restart(db: TestDb) {
     let sim = TestSim::default_tenant().await;
-    let db = TestDb::new();
     let config = sim.config(&db.url());
     let agents = movable(&sim);
     let first = Served::start(&config).await;

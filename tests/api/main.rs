@@ -1,5 +1,6 @@
 //! Integration tests: wfmd against the built-in simulator over real HTTP, with a real
-//! SQLite file. One test binary, so the crate links once.
+//! SQLite file, and for the durability tests a real PostgreSQL database too (the
+//! throwaway server of `tests/support/`). One test binary, so the crate links once.
 
 // Tests drive the daemon from outside, in no tenant's scope: they spawn plainly
 // (see `clippy.toml`).

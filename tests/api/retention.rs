@@ -9,7 +9,7 @@ use wfmd::on;
 use wfmd::store::Store;
 use wfmd::store::retention::Kind;
 
-use crate::helpers::{TestApp, TestSim, count};
+use crate::helpers::{TestApp, TestDb, TestSim, count, on_both_backends};
 
 fn ms(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -36,7 +36,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
         store,
         &format!(
             "INSERT INTO state_intervals (agent_id, state, origin, started_at, ended_at)
-             VALUES ('{agent}', 'READY', 'api', ?1 - 1000, ?1)"
+             VALUES ('{agent}', 'READY', 'api', $1 - 1000, $1)"
         ),
         &[t],
     )
@@ -47,7 +47,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
             "INSERT INTO transition_attempts (id, agent_id, target_state, reason, origin, actor,
                  outcome, latency_ms, requested_at, completed_at)
              VALUES ('att-{tag}', '{agent}', 'READY', 'WORKING', 'api', 'api', 'succeeded', 5,
-                     ?1, ?1)"
+                     $1, $1)"
         ),
         &[t],
     )
@@ -58,7 +58,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
             store,
             &format!(
                 "INSERT INTO outbox_events (id, event_type, agent_id, payload, created_at)
-                 VALUES ('evt-{tag}-{n}', 'agent.state_changed', '{agent}', '{{}}', ?1)"
+                 VALUES ('evt-{tag}-{n}', 'agent.state_changed', '{agent}', '{{}}', $1)"
             ),
             &[t],
         )
@@ -68,7 +68,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
             &format!(
                 "INSERT INTO webhook_deliveries (event_seq, endpoint, event_type, agent_id,
                      status, next_attempt_at, created_at)
-                 SELECT seq, 'http://hooks.test/a', event_type, agent_id, '{status}', ?1, ?1
+                 SELECT seq, 'http://hooks.test/a', event_type, agent_id, '{status}', $1, $1
                  FROM outbox_events WHERE id = 'evt-{tag}-{n}'"
             ),
             &[t],
@@ -78,7 +78,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
             store,
             &format!(
                 "INSERT INTO webhook_attempts (delivery_id, attempted_at, duration_ms)
-                 SELECT d.id, ?1, 3 FROM webhook_deliveries d JOIN outbox_events e
+                 SELECT d.id, $1, 3 FROM webhook_deliveries d JOIN outbox_events e
                  ON e.seq = d.event_seq WHERE e.id = 'evt-{tag}-{n}'"
             ),
             &[t],
@@ -96,7 +96,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
         &format!(
             "INSERT INTO bulk_jobs (id, request_hash, target_state, actor, status, created_at,
                  finished_at)
-             VALUES ('job-{tag}', 'h', 'READY', 'api', 'completed', ?1, ?1)"
+             VALUES ('job-{tag}', 'h', 'READY', 'api', 'completed', $1, $1)"
         ),
         &[t],
     )
@@ -116,7 +116,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
             store,
             &format!(
                 "INSERT INTO rule_firings (rule, slot_at, outcome, definition, started_at)
-                 VALUES ('rule-{tag}', ?1, 'completed', '{{}}', ?1)"
+                 VALUES ('rule-{tag}', $1, 'completed', '{{}}', $1)"
             ),
             &[slot],
         )
@@ -126,7 +126,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
             &format!(
                 "INSERT INTO rule_firing_agents (firing_id, agent_id, outcome)
                  SELECT id, '{agent}-{n}', 'changed' FROM rule_firings
-                 WHERE rule = 'rule-{tag}' AND slot_at = ?1"
+                 WHERE rule = 'rule-{tag}' AND slot_at = $1"
             ),
             &[slot],
         )
@@ -137,7 +137,7 @@ async fn records_at(store: &Store, tag: &str, at: DateTime<Utc>) {
         &format!(
             "INSERT INTO metric_samples (family, entity_id, sampled_at, name, queued,
                  agents_available, agents_staffed, agents_busy, polled_at)
-             VALUES ('skills', 'skill-{tag}', ?1, '', 0, 0, 0, 0, ?1)"
+             VALUES ('skills', 'skill-{tag}', $1, '', 0, 0, 0, 0, $1)"
         ),
         &[t],
     )
@@ -163,9 +163,9 @@ async fn counts(store: &Store) -> Vec<(&'static str, i64)> {
     out
 }
 
-#[tokio::test]
-async fn retention_prunes_each_kind_past_its_age_and_keeps_the_rest() {
-    let app = TestApp::spawn().await;
+on_both_backends!(retention_prunes_each_kind_past_its_age_and_keeps_the_rest);
+async fn retention_prunes_each_kind_past_its_age_and_keeps_the_rest(db: TestDb) {
+    let app = TestApp::spawn_in(db).await;
     let store = app.store.clone();
     let now = Utc::now();
     // Ages: outbox_delivered 30d < webhook_attempts 30d < outbox_dead 90d = bulk 90d …

@@ -23,7 +23,8 @@ use wfmd::sim::{Faults, SimConfig};
 use wfmd::store::{Store, firings};
 
 use crate::helpers::{
-    Daemon, Dialect, SET_STATE, TestDb, TestSim, count, on_both_dialects, wait_until, wfmd,
+    Backend, Daemon, Dialect, SET_STATE, TestDb, TestSim, count, on_both_dialects,
+    on_both_dialects_and_backends, wait_until, wfmd,
 };
 
 fn utc(text: &str) -> DateTime<Utc> {
@@ -91,16 +92,18 @@ async fn firings_of(store: &Store, rule: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-on_both_dialects!(a_slot_that_fired_does_not_fire_again_after_a_restart);
-async fn a_slot_that_fired_does_not_fire_again_after_a_restart(dialect: Dialect) {
+on_both_dialects_and_backends!(a_slot_that_fired_does_not_fire_again_after_a_restart);
+async fn a_slot_that_fired_does_not_fire_again_after_a_restart(dialect: Dialect, db: TestDb) {
     let sim = TestSim::default_tenant().await.on(dialect);
-    let db = TestDb::new();
     let config = config_for(&sim, &db);
     let agents = agent_ids(&sim, 3);
-    // Metrics are process-wide: one rule name per dialect keeps the counts apart.
-    let name = match dialect {
-        Dialect::V2 => "coaching",
-        Dialect::Incontact => "coaching-incontact",
+    // Metrics are process-wide: one rule name per dialect and backend keeps the counts
+    // apart.
+    let name = match (dialect, db.backend()) {
+        (Dialect::V2, Backend::Sqlite) => "coaching",
+        (Dialect::Incontact, Backend::Sqlite) => "coaching-incontact",
+        (Dialect::V2, Backend::Postgres) => "coaching-postgres",
+        (Dialect::Incontact, Backend::Postgres) => "coaching-incontact-postgres",
     };
     // catch_up is an hour, so only the record of the firing keeps the slot from firing
     // again at the restart 20 minutes later.
@@ -363,10 +366,12 @@ async fn scalar(store: &Store, sql: &str, rule: &str) -> i64 {
     .unwrap()
 }
 
-on_both_dialects!(kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice);
-async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice(dialect: Dialect) {
+on_both_dialects_and_backends!(kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice);
+async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice(
+    dialect: Dialect,
+    db: TestDb,
+) {
     let sim = TestSim::default_tenant().await.on(dialect);
-    let db = TestDb::new();
     let rules_file = db.dir.path().join("rules.toml");
     write(&rules_file, "");
     let mut env = sim.env(&db.url());
@@ -395,7 +400,7 @@ async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice(dial
 
     let store = Store::open(&db.url()).await.unwrap();
     const HANDLED: &str = "SELECT COUNT(*) FROM rule_firing_agents a JOIN rule_firings f \
-                           ON f.id = a.firing_id WHERE f.rule = ?";
+                           ON f.id = a.firing_id WHERE f.rule = $1";
     wait_until("the firing did not get going", || async {
         scalar(&store, HANDLED, "meeting").await >= 6
     })
@@ -415,7 +420,7 @@ async fn kill_9_during_a_firing_resumes_it_without_changing_any_agent_twice(dial
     wait_until("the firing was not resumed to its end", || async {
         scalar(
             &store,
-            "SELECT COUNT(*) FROM rule_firings WHERE rule = ? AND outcome <> 'running'",
+            "SELECT COUNT(*) FROM rule_firings WHERE rule = $1 AND outcome <> 'running'",
             "meeting",
         )
         .await

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use wfmd::App;
 use wfmd::config::{Config, Source};
 
-use crate::helpers::{Daemon, TestDb, TestSim, http_client, wait_until};
+use crate::helpers::{Backend, Daemon, TestDb, TestSim, http_client, on_both_backends, wait_until};
 use wfmd::sim::SimConfig;
 
 /// A tenant's simulator: `agents` agents numbered from `first_agent` (so no two
@@ -138,10 +138,9 @@ pub(crate) fn change_for(sim: &TestSim) -> (String, &'static str) {
     (agent.id, target)
 }
 
-#[tokio::test]
-async fn each_tenant_changes_only_its_own_platform_and_records_in_its_own_database() {
+on_both_backends!(each_tenant_changes_only_its_own_platform_and_records_in_its_own_database);
+async fn each_tenant_changes_only_its_own_platform_and_records_in_its_own_database(db: TestDb) {
     let (alpha, beta) = two_sims().await;
-    let db = TestDb::new();
     let config = two_tenants(&db, &alpha, &beta, "");
     let served = Served::start(&config).await;
     let http = http_client();
@@ -167,11 +166,26 @@ async fn each_tenant_changes_only_its_own_platform_and_records_in_its_own_databa
     let audit = "SELECT COUNT(*) FROM audit_log";
     assert_eq!(count(served.store("alpha"), audit).await, 1);
     assert_eq!(count(served.store("beta"), audit).await, 0);
-    assert!(
-        db.dir.path().join("wfmd-alpha.db").is_file()
-            && db.dir.path().join("wfmd-beta.db").is_file(),
-        "each tenant's database sits beside database.url"
-    );
+    match db.backend() {
+        Backend::Sqlite => assert!(
+            db.dir.path().join("wfmd-alpha.db").is_file()
+                && db.dir.path().join("wfmd-beta.db").is_file(),
+            "each tenant's database sits beside database.url"
+        ),
+        // One database; each tenant's tables in the schema named after it, and none
+        // in the one `database.url` names (a tenant `default`'s, configured or not).
+        Backend::Postgres => {
+            assert_eq!(
+                db.psql(
+                    "SELECT table_schema FROM information_schema.tables \
+                     WHERE table_name = 'audit_log' ORDER BY 1"
+                ),
+                "alpha\nbeta",
+            );
+            assert_eq!(db.psql("SELECT COUNT(*) FROM alpha.state_intervals"), "1");
+            assert_eq!(db.psql("SELECT COUNT(*) FROM beta.state_intervals"), "0");
+        }
+    }
 
     // Its history is alpha's, and beta has none of it.
     let history = |tenant: &str| {

@@ -2,11 +2,19 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Dialect, GET_BREAKS, GET_SCHEDULE, SET_STATE, TestApp, on_both_dialects};
+use crate::helpers::{
+    Dialect, GET_BREAKS, GET_SCHEDULE, SET_STATE, TestApp, TestDb, TestSim, on_both_backends,
+    on_both_dialects, on_both_dialects_and_backends,
+};
 
-on_both_dialects!(allowed_change_reaches_the_platform_and_is_recorded_once);
-async fn allowed_change_reaches_the_platform_and_is_recorded_once(dialect: Dialect) {
-    let app = TestApp::spawn_on(dialect).await;
+/// wfmd speaking `dialect` to the default tenant, on the database `db`.
+async fn spawn(dialect: Dialect, db: TestDb) -> TestApp {
+    TestApp::spawn_on_db(TestSim::default_tenant().await.on(dialect), db, |_| {}).await
+}
+
+on_both_dialects_and_backends!(allowed_change_reaches_the_platform_and_is_recorded_once);
+async fn allowed_change_reaches_the_platform_and_is_recorded_once(dialect: Dialect, db: TestDb) {
+    let app = spawn(dialect, db).await;
     let agent = app.sim.free_agents().remove(0);
     let target = if agent.state == "PAUSED" {
         "IDLE"
@@ -71,9 +79,9 @@ async fn assert_rejected(app: &TestApp, agent_id: &str, state: &str, violation: 
     assert_eq!(app.sim.changes(), posts_before, "nothing was sent");
 }
 
-on_both_dialects!(unscheduled_agent_is_rejected_audited_and_announced);
-async fn unscheduled_agent_is_rejected_audited_and_announced(dialect: Dialect) {
-    let app = TestApp::spawn_on(dialect).await;
+on_both_dialects_and_backends!(unscheduled_agent_is_rejected_audited_and_announced);
+async fn unscheduled_agent_is_rejected_audited_and_announced(dialect: Dialect, db: TestDb) {
+    let app = spawn(dialect, db).await;
     let agent = app.sim.off_shift_agent();
 
     assert_rejected(&app, &agent.id, "READY", "AGENT_NOT_SCHEDULED").await;
@@ -149,9 +157,9 @@ async fn repeated_changes_reuse_the_schedule_and_cost_one_call_each() {
     assert!(app.sim.calls(GET_BREAKS) <= 1);
 }
 
-#[tokio::test]
-async fn same_idempotency_key_twice_changes_the_agent_once() {
-    let app = TestApp::spawn().await;
+on_both_backends!(same_idempotency_key_twice_changes_the_agent_once);
+async fn same_idempotency_key_twice_changes_the_agent_once(db: TestDb) {
+    let app = TestApp::spawn_in(db).await;
     let agent = app.sim.free_agents().remove(0);
     let body = json!({"state": "NOT_READY", "reason": "MEETING", "idempotency_key": "desk-42"});
 
