@@ -9,7 +9,10 @@
 //!
 //! - `wfmd restore` refuses a backup with any difference ([`check`]), naming each;
 //! - every start, after the migrations, puts back triggers that are missing or altered
-//!   ([`restore_triggers`]) with a warning, so the daemon never runs without them.
+//!   ([`restore_triggers`]) with a warning, so the daemon never runs without them. On
+//!   PostgreSQL, where the catalogue keeps no statement text to compare, it makes them
+//!   again from the migrations' statements each time and compares the catalogue's
+//!   account of them (definition, enabled, function) before and after.
 
 use crate::store::{AsConn, Done, on};
 use std::collections::BTreeMap;
@@ -80,7 +83,8 @@ impl fmt::Display for Departures {
 /// table, index, view and trigger those make must be there as they make it, and no
 /// other. Returns each departure found (none: the schema is as promised).
 ///
-/// On PostgreSQL it finds nothing yet: the comparison reads SQLite's catalogue.
+/// On PostgreSQL it finds nothing: the comparison reads SQLite's catalogue, and its one
+/// user, `wfmd restore`, restores SQLite files only.
 pub async fn check(conn: &mut impl AsConn) -> anyhow::Result<Departures> {
     if conn.backend() == super::Backend::Postgres {
         return Ok(Departures::default());
@@ -156,10 +160,11 @@ pub async fn check(conn: &mut impl AsConn) -> anyhow::Result<Departures> {
 /// warns of triggers the migrations do not make. Call after migrating. Returns the
 /// names of the triggers it put back.
 ///
-/// On PostgreSQL it restores nothing yet: the comparison reads SQLite's catalogue.
+/// On PostgreSQL the triggers and their functions are made again from this binary's
+/// migrations every time ([`restore_pg_triggers`]).
 pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
     if store.backend() == super::Backend::Postgres {
-        return Ok(Vec::new());
+        return restore_pg_triggers(store).await;
     }
     let reference = expected(None).await?;
     let mut tx = store.begin_write().await?;
@@ -213,10 +218,152 @@ pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
     Ok(restored)
 }
 
+/// The statements of `sql` (a migration), without its comments: split at each `;`
+/// outside a `$$` body.
+fn pg_statements(sql: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut in_body = false;
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("$$") {
+            in_body = !in_body;
+            current.push_str("$$");
+            rest = &rest[2..];
+        } else if !in_body && rest.starts_with("--") {
+            rest = rest.find('\n').map_or("", |end| &rest[end..]);
+        } else if !in_body && c == ';' {
+            statements.push(std::mem::take(&mut current).trim().to_owned());
+            rest = &rest[1..];
+        } else {
+            current.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    statements.retain(|s| !s.is_empty());
+    statements
+}
+
+/// What makes the audit log's triggers on PostgreSQL, from this binary's migrations
+/// (the newest statement of each name): the functions, then the triggers, each as
+/// `CREATE OR REPLACE`. Returns them and the triggers' names.
+fn pg_trigger_statements() -> (Vec<String>, Vec<String>) {
+    let mut functions = BTreeMap::new();
+    let mut triggers = BTreeMap::new();
+    for migration in super::PG_MIGRATOR.iter() {
+        for statement in pg_statements(migration.sql.as_str()) {
+            let replacing = statement
+                .strip_prefix("CREATE OR REPLACE ")
+                .or_else(|| statement.strip_prefix("CREATE "));
+            let Some(made) = replacing else { continue };
+            let (kind, rest) = made.split_once(' ').unwrap_or((made, ""));
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.starts_with("audit_log_") {
+                continue;
+            }
+            let text = format!("CREATE OR REPLACE {made}");
+            match kind {
+                "FUNCTION" => functions.insert(name, text),
+                "TRIGGER" => triggers.insert(name, text),
+                _ => None,
+            };
+        }
+    }
+    let names = triggers.keys().cloned().collect();
+    (
+        functions
+            .into_values()
+            .chain(triggers.into_values())
+            .collect(),
+        names,
+    )
+}
+
+/// Each trigger of `audit_log` in the connection's schema: its definition, whether it is
+/// enabled (`D`: disabled) and the function it runs, by name.
+async fn pg_triggers(
+    conn: &mut impl AsConn,
+) -> Result<BTreeMap<String, (String, String, String)>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String)> = on!(conn, |c| sqlx::query_as(
+        "SELECT CAST(t.tgname AS TEXT), pg_get_triggerdef(t.oid), CAST(t.tgenabled AS TEXT),
+                pg_get_functiondef(t.tgfoid)
+         FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
+         WHERE r.relname = 'audit_log' AND r.relnamespace = CAST(current_schema() AS regnamespace)
+           AND NOT t.tgisinternal",
+    )
+    .fetch_all(c)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, definition, enabled, function)| (name, (definition, enabled, function)))
+        .collect())
+}
+
+/// [`restore_triggers`] on PostgreSQL: makes the audit log's triggers and their
+/// functions again (`CREATE OR REPLACE`, cheap when they are as they should be) and
+/// enables any disabled; the names of those that were missing, disabled or different
+/// before are returned, each with a warning.
+async fn restore_pg_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
+    let (statements, names) = pg_trigger_statements();
+    let mut tx = store.begin_write().await?;
+    let before = pg_triggers(&mut tx).await?;
+    for statement in statements {
+        on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(c)
+            .await
+            .map(Done::from))?;
+    }
+    for name in &names {
+        if before
+            .get(name)
+            .is_some_and(|(_, enabled, _)| enabled == "D")
+        {
+            on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE audit_log ENABLE TRIGGER \"{name}\""
+            )))
+            .execute(c)
+            .await
+            .map(Done::from))?;
+        }
+    }
+    let after = pg_triggers(&mut tx).await?;
+    tx.commit().await?;
+    let mut restored = Vec::new();
+    for name in &names {
+        match before.get(name) {
+            None => tracing::warn!(
+                trigger = %name,
+                "a trigger of the audit log was missing (dropped outside wfmd); it is \
+                 re-created"
+            ),
+            Some(was) if Some(was) != after.get(name) => tracing::warn!(
+                trigger = %name,
+                "a trigger of the audit log was disabled or differed from what the \
+                 migrations create; it is replaced"
+            ),
+            Some(_) => continue,
+        }
+        restored.push(name.clone());
+    }
+    for name in before.keys().filter(|name| !names.contains(name)) {
+        tracing::warn!(
+            trigger = %name,
+            "the database has a trigger the migrations do not create; it was added \
+             outside wfmd"
+        );
+    }
+    Ok(restored)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::{backends, temp_store};
+    use rstest_reuse::apply;
 
     async fn exec(store: &Store, sql: &'static str) {
         let mut tx = store.begin_write().await.unwrap();
@@ -286,9 +433,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_postgres_trigger_statements_are_the_migrations_three_and_their_functions() {
+        let (statements, names) = pg_trigger_statements();
+        assert_eq!(
+            names,
+            [
+                "audit_log_refuses_delete",
+                "audit_log_refuses_truncate",
+                "audit_log_refuses_update"
+            ]
+        );
+        assert_eq!(statements.len(), 5, "{statements:#?}");
+        assert!(statements[0].starts_with("CREATE OR REPLACE FUNCTION audit_log_refuses_delete()"));
+        assert!(
+            statements[0].ends_with("$$"),
+            "the body kept whole: {}",
+            statements[0]
+        );
+        assert!(
+            statements.iter().all(|s| !s.contains("--")),
+            "comments dropped"
+        );
+    }
+
+    #[apply(backends)]
     #[tokio::test]
-    async fn missing_triggers_come_back_at_the_next_start_and_refuse_updates_again() {
-        let (store, dir) = temp_store().await;
+    async fn missing_triggers_come_back_at_the_next_start_and_refuse_updates_again(
+        backend: Backend,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::store::testing::temp_url_on(backend, &dir);
+        let store = Store::open(&url).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
         crate::store::audit::append(
             &mut tx,
@@ -304,11 +480,10 @@ mod tests {
         .await
         .unwrap();
         tx.commit().await.unwrap();
-        exec(&store, "DROP TRIGGER audit_log_refuses_update").await;
+        crate::store::testing::drop_audit_triggers(&store).await;
         exec(&store, "UPDATE audit_log SET actor = 'forged'").await;
         store.close().await;
 
-        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
         let store = Store::open(&url).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
         let refused = on!(tx, |c| sqlx::query("UPDATE audit_log SET actor = 'again'")
@@ -321,11 +496,44 @@ mod tests {
             "{refused}"
         );
         drop(tx);
-        assert_eq!(departures(&store).await, Vec::<String>::new());
+        if backend == Backend::Sqlite {
+            assert_eq!(departures(&store).await, Vec::<String>::new());
+        }
         assert_eq!(
             restore_triggers(&store).await.unwrap(),
             Vec::<String>::new(),
             "nothing to put back a second time"
+        );
+    }
+
+    /// On PostgreSQL a trigger can also be disabled, or its function replaced by one that
+    /// lets everything through; both are put right at the next start.
+    #[tokio::test]
+    async fn a_disabled_trigger_or_a_replaced_function_is_put_right_on_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::store::testing::temp_url_on(Backend::Postgres, &dir);
+        let store = Store::open(&url).await.unwrap();
+        exec(
+            &store,
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_refuses_truncate",
+        )
+        .await;
+        exec(
+            &store,
+            "CREATE OR REPLACE FUNCTION audit_log_refuses_update() RETURNS trigger
+             LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END; $$",
+        )
+        .await;
+        let mut restored = restore_triggers(&store).await.unwrap();
+        restored.sort();
+        assert_eq!(
+            restored,
+            ["audit_log_refuses_truncate", "audit_log_refuses_update"],
+            "the truncate trigger runs the update trigger's function too"
+        );
+        assert_eq!(
+            restore_triggers(&store).await.unwrap(),
+            Vec::<String>::new()
         );
     }
 }
