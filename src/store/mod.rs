@@ -950,6 +950,36 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
 
+    /// Two instances starting together on a new PostgreSQL database (and schema): one
+    /// creates the schema and migrates, the other finds it done; neither fails.
+    #[tokio::test]
+    async fn two_instances_opening_one_new_postgres_schema_together_migrate_it_once() {
+        let url = format!(
+            "{}?options[search_path]=tenant_x",
+            throwaway_postgres::shared().fresh_database()
+        );
+        let (a, b) = tokio::join!(Store::open(&url), Store::open(&url));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        for store in [&a, &b] {
+            assert_eq!(
+                store.applied_migrations().await.unwrap(),
+                PG_MIGRATOR.iter().count()
+            );
+        }
+        let schemas: Vec<String> = on!(a.reader(), |c| sqlx::query_scalar(
+            "SELECT CAST(table_schema AS TEXT) FROM information_schema.tables
+             WHERE table_name = '_sqlx_migrations'"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        assert_eq!(
+            schemas,
+            ["tenant_x"],
+            "its tables are in the URL's schema only"
+        );
+    }
+
     #[tokio::test]
     async fn open_creates_the_file_and_folder_and_applies_migrations_once() {
         let dir = tempfile::tempdir().unwrap();
