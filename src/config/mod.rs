@@ -77,12 +77,26 @@ pub struct Config {
     pub tenants: Vec<tenants::TenantConfig>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://PATH` (the file and its folder are created when missing) or
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?options[search_path]=SCHEMA]`.
+    /// Shown (`config check`, `Debug`) with its password masked.
+    #[serde(serialize_with = "mask_database_url")]
     pub url: String,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &crate::store::postgres::redacted(&self.url))
+            .finish()
+    }
+}
+
+fn mask_database_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::store::postgres::redacted(url))
 }
 
 impl DatabaseConfig {
@@ -763,6 +777,22 @@ mod tests {
         assert!(refused.contains("database.url must be"), "{refused}");
         assert!(refused.contains("db.example"), "{refused}");
         assert!(!refused.contains("s3cret"), "{refused}");
+    }
+
+    #[test]
+    fn the_database_password_is_masked_in_config_check_and_debug() {
+        let config = load(
+            "[database]\nurl = \"postgres://wfmd:s3cret@db.example/wfmd\"\n",
+            &[],
+        )
+        .unwrap();
+        for shown in [config.to_masked_toml(), format!("{config:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains("postgres://wfmd:********@db.example/wfmd"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]
