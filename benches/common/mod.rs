@@ -103,6 +103,15 @@ pub struct SimulatedPlatform {
 
 impl SimulatedPlatform {
     pub async fn start(sim_config: wfmd::sim::SimConfig) -> SimulatedPlatform {
+        Self::start_on(sim_config, None).await
+    }
+
+    /// [`Self::start`] with its database at `database_url` (a SQLite file in a fresh
+    /// folder with `None`).
+    pub async fn start_on(
+        sim_config: wfmd::sim::SimConfig,
+        database_url: Option<String>,
+    ) -> SimulatedPlatform {
         let stop = tokio_util::sync::CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = wfmd::sim::Simulator::start(sim_config.clone(), listener, stop.clone())
@@ -110,7 +119,8 @@ impl SimulatedPlatform {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut config = wfmd::config::Config::default();
-        config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        config.database.url = database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
         config.cxone.base_url = running.base_url.clone();
         config.cxone.token_url = running.token_url.clone();
         config.cxone.client_id = sim_config.client_id;

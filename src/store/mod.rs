@@ -10,7 +10,8 @@
 //!
 //! On PostgreSQL, every write transaction takes its tenant's write lock (a transaction
 //! advisory lock on the schema) first, so writes are serialised as on SQLite: the audit
-//! chain's head and the outbox's order stay those of the commits.
+//! chain's head and the outbox's order stay those of the commits. Unflushed writes
+//! (intents, names), which touch neither, go without it.
 //!
 //! The functions that write take a connection ([`AsConn`]) so a caller can compose them
 //! into one transaction (an accepted change writes interval, attempt, audit entry and
@@ -471,6 +472,10 @@ impl Store {
     /// back to the pool). It still needs room on the disk, and the next flushed commit
     /// flushes it too. For a change's intent, whose loss in a power cut costs no more
     /// than the same cut a moment later, and spares every change a second flush.
+    ///
+    /// Only for writes that touch neither the audit log nor the outbox: on PostgreSQL
+    /// such a transaction does not take the tenant's write lock (see
+    /// [`postgres::begin_write`]), which orders those two.
     pub async fn begin_write_unflushed(&self) -> Result<WriteTx, sqlx::Error> {
         // One statement string, so the setting and the BEGIN go to the connection
         // together.

@@ -116,17 +116,21 @@ pub(super) async fn take_write_lock(tx: &mut PgConnection, key: i64) -> Result<(
         .map(drop)
 }
 
-/// Begins a write transaction holding the tenant's write lock; an unflushed one does
-/// not wait for its commit to reach the disk (`synchronous_commit = off`): lost only if
-/// the server itself goes down in the next moments, and never half.
+/// Begins a write transaction holding the tenant's write lock. An unflushed one does not
+/// wait for its commit to reach the disk (`synchronous_commit = off`: lost only if the
+/// server itself goes down in the next moments, and never half), and takes no lock: its
+/// writes (a change's intent, agents' names) touch neither the audit log nor the
+/// outbox, so they need no place in the tenant's order, and a change's intent no longer
+/// queues behind every other change's record.
 pub(super) async fn begin_write(
     pool: &PgPool,
     lock_key: i64,
     flushed: bool,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    take_write_lock(&mut tx, lock_key).await?;
-    if !flushed {
+    if flushed {
+        take_write_lock(&mut tx, lock_key).await?;
+    } else {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
