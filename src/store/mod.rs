@@ -24,6 +24,7 @@
 pub mod analytics;
 pub mod attempts;
 pub mod audit;
+pub mod copy;
 pub mod db;
 pub mod deliveries;
 pub mod exceptions;
