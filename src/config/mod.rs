@@ -80,17 +80,21 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`; the file and its folder are created when missing.
+    /// `sqlite://PATH` (the file and its folder are created when missing) or
+    /// `postgres://USER:PASSWORD@HOST/DB`.
     pub url: String,
 }
 
 impl DatabaseConfig {
-    /// Adds a line naming the key when the URL is not a SQLite one.
+    /// Adds a line naming the key when the URL is neither a SQLite nor a PostgreSQL
+    /// one (its password masked).
     pub fn validate(&self, problems: &mut Vec<String>) {
-        if !self.url.starts_with("sqlite:") {
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if !known.iter().any(|scheme| self.url.starts_with(scheme)) {
             problems.push(format!(
-                "database.url must be a sqlite: URL such as sqlite://data/wfmd.db, got `{}`",
-                self.url
+                "database.url must be a sqlite: URL such as sqlite://data/wfmd.db or a \
+                 postgres:// one, got `{}`",
+                crate::store::copy::masked_url(&self.url)
             ));
         }
     }

@@ -10,10 +10,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// The database file of a `sqlite:` URL (`None` for an in-memory database).
+/// The database file of a `sqlite:` URL (`None` for an in-memory database, and for a
+/// PostgreSQL one, which SQLite's parser would take for a file name).
 pub fn database_path(url: &str) -> Option<PathBuf> {
     use std::str::FromStr;
-    if url.contains(":memory:") || url.contains("mode=memory") {
+    if super::Backend::of_url(url) == super::Backend::Postgres
+        || url.contains(":memory:")
+        || url.contains("mode=memory")
+    {
         return None;
     }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
@@ -119,5 +123,6 @@ mod tests {
             Some(PathBuf::from("data/wfmd.db"))
         );
         assert_eq!(database_path("sqlite::memory:"), None);
+        assert_eq!(database_path("postgres://wfmd@db.example/wfmd"), None);
     }
 }
