@@ -1,5 +1,5 @@
--- The two SQLite JSON functions wfmd's statements use, over text that holds JSON, so one
--- statement text serves both backends: a set-based write binds its rows as one JSON
+-- The SQLite functions wfmd's statements use that PostgreSQL lacks, so one statement
+-- text serves both backends. The JSON ones work over text that holds JSON: a set-based write binds its rows as one JSON
 -- array and reads them back with `json_each`, and a few lists are matched the same way.
 -- Like SQLite's, they return a string member unquoted, any other member as JSON text, and
 -- NULL for a JSON null. Unlike SQLite's, they always return text: a statement that reads
@@ -39,4 +39,18 @@ CREATE AGGREGATE json_group_array(ANYELEMENT) (
     STYPE = JSONB,
     FINALFUNC = json_group_array_text,
     INITCOND = '[]'
+);
+
+-- The non-null values of a group joined by `separator` (NULL for none), in the order
+-- they come, as SQLite's two-argument group_concat.
+CREATE FUNCTION group_concat_step(state TEXT, value TEXT, separator TEXT) RETURNS TEXT
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN value IS NULL THEN state
+                WHEN state IS NULL THEN value
+                ELSE state || separator || value END
+$$;
+
+CREATE AGGREGATE group_concat(TEXT, TEXT) (
+    SFUNC = group_concat_step,
+    STYPE = TEXT
 );

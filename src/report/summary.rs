@@ -127,13 +127,13 @@ struct Counts {
 
 const COUNTS: &str = "SELECT agent_id,
         COUNT(*) AS transitions,
-        SUM(outcome = 'succeeded') AS succeeded,
-        SUM(outcome = 'rejected') AS rejections,
-        SUM(outcome = 'failed') AS failed,
-        SUM(outcome = 'rejected' AND violation = 'AGENT_NOT_SCHEDULED') AS not_scheduled,
-        SUM(outcome = 'rejected' AND violation = 'MANDATORY_BREAK_VIOLATION') AS mandatory_break,
-        SUM(outcome = 'rejected' AND violation = 'STATE_CONFLICT') AS state_conflict,
-        CAST(AVG(latency_ms) AS REAL) AS latency_mean
+        COUNT(*) FILTER (WHERE outcome = 'succeeded') AS succeeded,
+        COUNT(*) FILTER (WHERE outcome = 'rejected') AS rejections,
+        COUNT(*) FILTER (WHERE outcome = 'failed') AS failed,
+        COUNT(*) FILTER (WHERE outcome = 'rejected' AND violation = 'AGENT_NOT_SCHEDULED') AS not_scheduled,
+        COUNT(*) FILTER (WHERE outcome = 'rejected' AND violation = 'MANDATORY_BREAK_VIOLATION') AS mandatory_break,
+        COUNT(*) FILTER (WHERE outcome = 'rejected' AND violation = 'STATE_CONFLICT') AS state_conflict,
+        CAST(AVG(latency_ms) AS DOUBLE PRECISION) AS latency_mean
     FROM transition_attempts
     WHERE requested_at >= $1 AND requested_at < $2
     GROUP BY agent_id";
@@ -144,7 +144,7 @@ const P95: &str = "SELECT agent_id, latency_ms FROM (
             ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY latency_ms) AS position,
             COUNT(*) OVER (PARTITION BY agent_id) AS n
         FROM transition_attempts
-        WHERE requested_at >= $1 AND requested_at < $2)
+        WHERE requested_at >= $1 AND requested_at < $2) AS ranked
     WHERE position = (n * 95 + 99) / 100";
 
 const INTERVALS: &str = "SELECT agent_id, state, started_at, ended_at FROM state_intervals

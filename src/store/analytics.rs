@@ -132,7 +132,7 @@ pub async fn latency_p95(
                 ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY latency_ms) AS position,
                 COUNT(*) OVER (PARTITION BY agent_id) AS n
             FROM transition_attempts
-            WHERE requested_at >= $1 AND requested_at < $2)
+            WHERE requested_at >= $1 AND requested_at < $2) AS ranked
         WHERE position = (n * 95 + 99) / 100",
     )
     .bind(from)
@@ -362,15 +362,15 @@ pub async fn store_page(
     let duplicate: Option<(String, i64)> = on!(conn, |c| sqlx::query_as(
         "SELECT series, bucket FROM (
             SELECT json_extract(value, '$.series') AS series,
-                   json_extract(value, '$.bucket') AS bucket
+                   CAST(json_extract(value, '$.bucket') AS BIGINT) AS bucket
             FROM json_each($2)) AS page
          WHERE EXISTS (SELECT 1 FROM analytics_results r
                        WHERE r.job_id = $1 AND r.series = page.series AND r.bucket = page.bucket)
          UNION ALL
          SELECT series, bucket FROM (
             SELECT json_extract(value, '$.series') AS series,
-                   json_extract(value, '$.bucket') AS bucket
-            FROM json_each($2)) GROUP BY series, bucket HAVING COUNT(*) > 1
+                   CAST(json_extract(value, '$.bucket') AS BIGINT) AS bucket
+            FROM json_each($2)) AS page GROUP BY series, bucket HAVING COUNT(*) > 1
          LIMIT 1",
     )
     .bind(id)

@@ -136,7 +136,10 @@ pub async fn for_agent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
 
     fn attempt(id: &str, key: Option<&str>) -> AttemptRow {
         AttemptRow {
@@ -157,12 +160,18 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn an_idempotency_key_is_stored_once() {
-        let (store, _dir) = temp_store().await;
+    async fn an_idempotency_key_is_stored_once(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         insert(&mut tx, &attempt("a1", Some("k1"))).await.unwrap();
+        tx.commit().await.unwrap();
+        // A refused statement ends a PostgreSQL transaction: the next writes take another.
+        let mut tx = store.begin_write().await.unwrap();
         assert!(insert(&mut tx, &attempt("a2", Some("k1"))).await.is_err());
+        tx.rollback().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
         insert(&mut tx, &attempt("a3", None)).await.unwrap();
         insert(&mut tx, &attempt("a4", None)).await.unwrap();
         tx.commit().await.unwrap();

@@ -52,7 +52,7 @@ pub async fn fan_out(
     .await)?;
     let last: Option<i64> = on!(tx, |c| {
         sqlx::query_scalar(
-        "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2)",
+        "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2) AS page",
     )
     .bind(cursor)
     .bind(FAN_OUT_BATCH)
@@ -623,16 +623,20 @@ pub async fn backlog(pool: &Pool) -> Result<(i64, Option<i64>), sqlx::Error> {
 
 /// When the earliest pending delivery (or a failing endpoint's probe) falls due, if any.
 pub async fn next_due(pool: &Pool) -> Result<Option<i64>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_scalar(
+    on!(pool, |c| {
+        sqlx::query_scalar(
         "SELECT MIN(due) FROM (
-             SELECT MIN(MAX(MIN(next_attempt_at, COALESCE(hasten_at, next_attempt_at)),
-                            COALESCE(lease_until, 0))) AS due
-             FROM webhook_deliveries WHERE status = 'pending'
+             SELECT MIN(CASE WHEN lease_until > attempt_at THEN lease_until ELSE attempt_at END) AS due
+             FROM (SELECT lease_until,
+                          CASE WHEN hasten_at < next_attempt_at THEN hasten_at
+                               ELSE next_attempt_at END AS attempt_at
+                   FROM webhook_deliveries WHERE status = 'pending') AS pending
              UNION ALL
-             SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing')",
+             SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing') AS candidates",
     )
     .fetch_one(c)
-    .await)
+    .await
+    })
 }
 
 /// Rewrites the endpoints stored before issue #33 (whole URLs, credentials and all) into
@@ -658,7 +662,8 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
     let stored: Vec<String> = on!(tx, |c| sqlx::query_scalar(
         "SELECT endpoint FROM webhook_endpoints
          UNION SELECT endpoint FROM webhook_disabled
-         UNION SELECT endpoint FROM webhook_deliveries",
+         UNION SELECT endpoint FROM webhook_deliveries
+         ORDER BY endpoint",
     )
     .fetch_all(c)
     .await)?;
@@ -730,20 +735,27 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::Backend;
+    use crate::store::testing::backends;
     use chrono::Utc;
+    use rstest_reuse::apply;
     use sqlx::{Column, Row};
 
     use super::*;
     use crate::store::outbox::{self, EventType};
-    use crate::store::testing::temp_store;
+    use crate::store::testing::temp_store_on;
 
     /// Every text cell of every table.
     async fn every_text(store: &Store) -> Vec<String> {
-        let tables: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        let tables: Vec<String> = on!(
+            store.reader(),
+            (
+                "SELECT name FROM sqlite_master WHERE type = 'table'",
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+                 WHERE table_schema = current_schema()"
+            ),
+            |c, sql| sqlx::query_scalar(sql).fetch_all(c).await
         )
-        .fetch_all(c)
-        .await)
         .unwrap();
         let mut texts = Vec::new();
         for table in tables {
@@ -770,12 +782,13 @@ mod tests {
         texts
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn endpoints_stored_with_credentials_are_rewritten_masked_once() {
+    async fn endpoints_stored_with_credentials_are_rewritten_masked_once(backend: Backend) {
         const OLD: &str = "http://hookuser:hookpass@127.0.0.1:9/hooks?token=tok123";
         const TWIN: &str = "http://other:otherpass@127.0.0.1:9/hooks?token=tok456";
         const PLAIN: &str = "http://127.0.0.1:9/plain";
-        let (store, _dir) = temp_store().await;
+        let (store, _dir) = temp_store_on(backend).await;
         // What an older wfmd left behind.
         let mut tx = store.begin_write().await.unwrap();
         let (_, event) = crate::domain::events::examples::all()

@@ -91,7 +91,10 @@ pub async fn close_all(conn: &mut impl AsConn, closes: &[(&str, i64)]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
 
     fn row(id: &str, agent: &str, kind: &str) -> ExceptionRow {
         ExceptionRow {
@@ -106,9 +109,10 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn one_open_exception_per_agent_and_kind() {
-        let (store, _dir) = temp_store().await;
+    async fn one_open_exception_per_agent_and_kind(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         insert_all(
             &mut tx,
@@ -120,9 +124,14 @@ mod tests {
         )
         .await
         .unwrap();
+        tx.commit().await.unwrap();
+        // A refused statement ends a PostgreSQL transaction: the next writes take another.
+        let mut tx = store.begin_write().await.unwrap();
         let duplicate =
             insert_all(&mut tx, &[row("e4", "u_1", "working_in_mandatory_break")]).await;
         assert!(duplicate.is_err(), "a second open one of the same kind");
+        tx.rollback().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
         assert_eq!(
             close_all(&mut tx, &[("e1", 200_000), ("e9", 200_000)])
                 .await

@@ -262,7 +262,10 @@ pub async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         from_ms(1_790_000_000_000 + seconds * 1000)
@@ -278,9 +281,10 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_slot_is_claimed_once_and_a_skip_counts_as_a_claim() {
-        let (store, _dir) = temp_store().await;
+    async fn a_slot_is_claimed_once_and_a_skip_counts_as_a_claim(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let def = json!({"name": "lunch"});
         let first = claim(&store, "lunch", at(0), &def, at(1)).await.unwrap();
         assert!(first.is_some());
@@ -322,9 +326,10 @@ mod tests {
         assert_eq!(running, ["lunch", "other"]);
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn finishing_counts_the_agent_results_and_keeps_first_results() {
-        let (store, _dir) = temp_store().await;
+    async fn finishing_counts_the_agent_results_and_keeps_first_results(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let id = claim(&store, "lunch", at(0), &json!({}), at(0))
             .await
             .unwrap()

@@ -226,8 +226,11 @@ pub async fn overlapping(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
     use chrono::Duration;
+    use rstest_reuse::apply;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         from_ms(1_790_000_000_000 + seconds * 1000)
@@ -244,9 +247,10 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn switching_closes_the_open_interval_and_opens_the_next() {
-        let (store, _dir) = temp_store().await;
+    async fn switching_closes_the_open_interval_and_opens_the_next(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         let first = switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(0)))
             .await
@@ -264,9 +268,10 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_change_stamped_before_the_open_interval_never_goes_back_in_time() {
-        let (store, _dir) = temp_store().await;
+    async fn a_change_stamped_before_the_open_interval_never_goes_back_in_time(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(100)))
             .await
@@ -281,9 +286,10 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn the_database_refuses_a_second_open_interval() {
-        let (store, _dir) = temp_store().await;
+    async fn the_database_refuses_a_second_open_interval(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(0)))
             .await
@@ -298,9 +304,10 @@ mod tests {
         assert!(second.is_err());
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn overlapping_finds_intervals_that_touch_the_window_only() {
-        let (store, _dir) = temp_store().await;
+    async fn overlapping_finds_intervals_that_touch_the_window_only(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         for (seconds, state) in [
             (0, AgentState::Ready),

@@ -56,9 +56,12 @@ pub async fn replace(
             })
             .collect();
         on!(conn, |c| sqlx::query(
-            "INSERT OR REPLACE INTO imported_shifts \
+            "INSERT INTO imported_shifts \
              (agent_id, shift_start, shift_end, timezone, breaks, imported_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (agent_id, shift_start) DO UPDATE SET shift_end = excluded.shift_end, \
+             timezone = excluded.timezone, breaks = excluded.breaks, \
+             imported_at = excluded.imported_at",
         )
         .bind(&shift.agent_id)
         .bind(to_ms(shift.start))

@@ -399,7 +399,10 @@ pub async fn moved(pool: &Pool, job_id: &str) -> Result<Vec<Moved>, sqlx::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
 
     fn item(agent: &str) -> NewItem {
         NewItem {
@@ -424,9 +427,10 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_job_and_its_items_go_in_together_and_settle_one_by_one() {
-        let (store, _dir) = temp_store().await;
+    async fn a_job_and_its_items_go_in_together_and_settle_one_by_one(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         let impossible = NewItem {
             not_possible: Some("cannot".into()),
@@ -490,9 +494,10 @@ mod tests {
         );
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn an_agent_appears_once_per_job_and_a_key_once_overall() {
-        let (store, _dir) = temp_store().await;
+    async fn an_agent_appears_once_per_job_and_a_key_once_overall(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         assert!(
             insert(&mut tx, &job("job_1"), &[item("u_001"), item("u_001")])
@@ -504,7 +509,11 @@ mod tests {
         insert(&mut tx, &job("job_1"), &[item("u_001")])
             .await
             .unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
         assert!(insert(&mut tx, &job("job_2"), &[]).await.is_err(), "key k1");
+        tx.rollback().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
         let found = by_idempotency_key(&mut tx, "k1").await.unwrap().unwrap();
         assert_eq!(found.id, "job_1");
         assert_eq!(found.status, "queued");

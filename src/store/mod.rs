@@ -855,38 +855,75 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// What the store's tests share. The store's conformance suite is every test marked
+/// `#[apply(backends)]`: each runs once on SQLite and once on PostgreSQL (the tests'
+/// throwaway server), with the backend as its argument. A test left unmarked pins one
+/// backend's own mechanics (SQLite's write turn, its file, its vacuum) and runs on SQLite.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{Done, Store, on};
+    use super::{Backend, Done, Store, on};
 
-    /// A migrated store in a fresh temporary folder, removed when the guard drops.
+    /// The backends a conformance test runs on; its cases are named after them
+    /// (`…::case_1_sqlite`, `…::case_2_postgres`).
+    #[rstest_reuse::template]
+    #[rstest::rstest]
+    #[case::sqlite(crate::store::Backend::Sqlite)]
+    #[case::postgres(crate::store::Backend::Postgres)]
+    pub fn backends(#[case] backend: crate::store::Backend) {}
+
+    /// A migrated SQLite store in a fresh temporary folder, removed when the guard drops.
     pub async fn temp_store() -> (Store, tempfile::TempDir) {
+        temp_store_on(Backend::Sqlite).await
+    }
+
+    /// A migrated store on `backend`: a SQLite file in a fresh temporary folder, or a
+    /// fresh database of the tests' PostgreSQL server.
+    pub async fn temp_store_on(backend: Backend) -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&temp_url(&dir)).await.unwrap();
+        let store = Store::open(&temp_url_on(backend, &dir)).await.unwrap();
         (store, dir)
     }
 
-    /// A fresh database's URL: a file in `dir`, or with `WFMD_TEST_BACKEND=postgres` an
-    /// empty database of the tests' throwaway PostgreSQL server.
-    pub fn temp_url(dir: &tempfile::TempDir) -> String {
-        match std::env::var("WFMD_TEST_BACKEND").as_deref() {
-            Ok("postgres") => throwaway_postgres::shared().fresh_database(),
-            _ => format!("sqlite://{}", dir.path().join("wfmd.db").display()),
+    /// A fresh database's URL on `backend` (a file in `dir` for SQLite).
+    pub fn temp_url_on(backend: Backend, dir: &tempfile::TempDir) -> String {
+        match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("wfmd.db").display()),
+            Backend::Postgres => throwaway_postgres::shared().fresh_database(),
         }
     }
 
-    /// The key [`temp_store_keyed`] uses.
+    /// The key [`temp_store_keyed_on`] uses.
     pub fn test_key() -> super::audit::AuditKey {
         super::audit::AuditKey::new(&"k".repeat(40).into())
     }
 
-    /// [`temp_store`] with an audit key.
-    pub async fn temp_store_keyed() -> (Store, tempfile::TempDir) {
+    /// [`temp_store_on`] with an audit key.
+    pub async fn temp_store_keyed_on(backend: Backend) -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_keyed(&temp_url(&dir), Some(test_key()))
+        let store = Store::open_keyed(&temp_url_on(backend, &dir), Some(test_key()))
             .await
             .unwrap();
         (store, dir)
+    }
+
+    /// Drops the audit log's triggers that refuse UPDATE and DELETE, as someone editing
+    /// the database outside wfmd would.
+    pub async fn drop_audit_triggers(store: &Store) {
+        let mut tx = store.begin_write().await.unwrap();
+        for trigger in ["audit_log_refuses_update", "audit_log_refuses_delete"] {
+            let on_table = match store.backend() {
+                Backend::Sqlite => "",
+                Backend::Postgres => " ON audit_log",
+            };
+            on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP TRIGGER {trigger}{on_table}"
+            )))
+            .execute(c)
+            .await
+            .map(Done::from))
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
     }
 
     /// Creates the table `filler` and writes `rows` rows of about a page (4 KiB) each,

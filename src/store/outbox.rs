@@ -131,7 +131,10 @@ mod tests {
     use super::*;
     use crate::domain::events::StateChanged;
     use crate::domain::{AgentState, Origin};
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
 
     fn state_changed(agent: &str) -> Event {
         Event::AgentStateChanged(StateChanged {
@@ -148,9 +151,10 @@ mod tests {
         })
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn events_keep_commit_order_and_carry_the_webhook_body() {
-        let (store, _dir) = temp_store().await;
+    async fn events_keep_commit_order_and_carry_the_webhook_body(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let at = crate::store::from_ms(1_790_000_000_000);
         let mut ids = Vec::new();
         for agent in ["u_002", "u_001", "u_003"] {

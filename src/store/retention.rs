@@ -195,12 +195,14 @@ async fn delete_rows(
 /// The time of the oldest state interval or transition attempt (Unix ms), `None` when
 /// there is neither.
 pub async fn oldest_raw_record(store: &Store) -> Result<Option<i64>, sqlx::Error> {
-    on!(store.reader(), |c| sqlx::query_scalar(
+    on!(store.reader(), |c| {
+        sqlx::query_scalar(
         "SELECT MIN(at) FROM (SELECT MIN(started_at) AS at FROM state_intervals
-                             UNION ALL SELECT MIN(requested_at) FROM transition_attempts)",
+                             UNION ALL SELECT MIN(requested_at) FROM transition_attempts) AS oldest",
     )
     .fetch_one(c)
-    .await)
+    .await
+    })
 }
 
 /// Outbox events past the cutoff that every endpoint has settled (none pending), with
@@ -610,7 +612,10 @@ pub async fn convert_to_incremental(store: &Store) -> Result<(), sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::{fill_pages, temp_store};
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::{fill_pages, temp_store, temp_store_on};
+    use rstest_reuse::apply;
 
     #[tokio::test]
     async fn new_databases_vacuum_incrementally() {
@@ -683,9 +688,10 @@ mod tests {
         assert_eq!(store.writes_waiting(), 0);
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn analytics_jobs_go_only_once_finished_and_older_than_the_cutoff() {
-        let (store, _dir) = temp_store().await;
+    async fn analytics_jobs_go_only_once_finished_and_older_than_the_cutoff(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let old = 1_790_000_000_000_i64;
         let mut tx = store.begin_write().await.unwrap();
         for (id, status, finished) in [
@@ -744,9 +750,10 @@ mod tests {
         );
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_horizon_refuses_earlier_windows_only() {
-        let (store, _dir) = temp_store().await;
+    async fn a_horizon_refuses_earlier_windows_only(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let at = from_ms(1_790_000_000_000);
         let mut tx = store.begin_write().await.unwrap();
         for i in 0..3 {

@@ -82,7 +82,10 @@ pub async fn all(pool: &Pool) -> Result<HashMap<String, RosterEntry>, sqlx::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
 
     fn entry(id: &str, name: &str, team: Option<(&str, &str)>) -> RosterEntry {
         RosterEntry {
@@ -93,9 +96,10 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_listing_updates_names_and_teams_and_keeps_agents_no_longer_listed() {
-        let (store, _dir) = temp_store().await;
+    async fn a_listing_updates_names_and_teams_and_keeps_agents_no_longer_listed(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         remember(
             &mut tx,
@@ -142,9 +146,12 @@ mod tests {
         );
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_listing_without_a_name_keeps_the_known_one_and_a_missing_team_is_stored() {
-        let (store, _dir) = temp_store().await;
+    async fn a_listing_without_a_name_keeps_the_known_one_and_a_missing_team_is_stored(
+        backend: Backend,
+    ) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut tx = store.begin_write().await.unwrap();
         remember(
             &mut tx,
@@ -179,9 +186,10 @@ mod tests {
         assert_eq!(roster["u_003"].name, None);
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn names_are_stored_as_given_whatever_they_contain() {
-        let (store, _dir) = temp_store().await;
+    async fn names_are_stored_as_given_whatever_they_contain(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let hostile = [
             "=HYPERLINK(\"http://x\",\"y\")",
             "<script>alert(1)</script>",

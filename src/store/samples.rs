@@ -181,10 +181,13 @@ pub async fn series(
 
 #[cfg(test)]
 mod tests {
+    use crate::store::Backend;
+    use crate::store::testing::backends;
     use chrono::TimeDelta;
+    use rstest_reuse::apply;
 
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::testing::temp_store_on;
 
     fn at(minute: i64) -> DateTime<Utc> {
         "2026-11-20T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::minutes(minute)
@@ -207,9 +210,10 @@ mod tests {
         })
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn samples_are_stored_once_per_platform_time_and_read_back_in_order() {
-        let (store, _dir) = temp_store().await;
+    async fn samples_are_stored_once_per_platform_time_and_read_back_in_order(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut conn = store.begin_write().await.unwrap();
         let batch = [skill("s_1", 2, 7), skill("s_1", 1, 3), skill("s_2", 1, 9)];
         assert_eq!(insert(&mut conn, &batch, at(3)).await.unwrap(), 3);
@@ -243,9 +247,10 @@ mod tests {
         assert_eq!(busy, 3, "on contact + ACW");
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn more_samples_than_the_cap_are_thinned_evenly() {
-        let (store, _dir) = temp_store().await;
+    async fn more_samples_than_the_cap_are_thinned_evenly(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         let mut conn = store.begin_write().await.unwrap();
         let batch: Vec<Sample> = (0..100).map(|m| skill("s_1", m, m as u32)).collect();
         insert(&mut conn, &batch, at(100)).await.unwrap();

@@ -190,7 +190,10 @@ pub const OVERLAPPING: &str = "SELECT agent_id, shift_start, shift_end, timezone
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::temp_store;
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
 
     fn at(minutes: i64) -> DateTime<Utc> {
         from_ms(1_790_000_000_000 + minutes * 60_000)
@@ -230,9 +233,10 @@ mod tests {
         .unwrap()
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_refetched_shift_is_updated_in_place_and_a_moved_one_replaces_it() {
-        let (store, _dir) = temp_store().await;
+    async fn a_refetched_shift_is_updated_in_place_and_a_moved_one_replaces_it(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         save_one(&store, stored("u_1", 0, 480, 0)).await;
         save_one(&store, stored("u_1", 1_440, 1_920, 0)).await;
         save_one(&store, stored("u_2", 0, 480, 0)).await;

@@ -43,7 +43,10 @@ pub struct CheckpointRow {
     pub published: bool,
 }
 
-const COLUMNS: &str = "seq, hash, count, entry_at, at, keyed_from, key_id, signature, published";
+/// `published` is stored as 0/1 (PostgreSQL's column is a BIGINT like SQLite's) and read
+/// back as a boolean, which both decode as `bool`.
+const COLUMNS: &str =
+    "seq, hash, count, entry_at, at, keyed_from, key_id, signature, published <> 0 AS published";
 
 impl CheckpointRow {
     /// The signed bytes: every field that says what the checkpoint vouches for.
@@ -262,7 +265,7 @@ pub async fn record(
     .bind(row.keyed_from)
     .bind(&row.key_id)
     .bind(&row.signature)
-    .bind(row.published)
+    .bind(i64::from(row.published))
     .execute(c)
     .await
     .map(Done::from))?;
@@ -299,11 +302,14 @@ pub async fn publish(
 
 #[cfg(test)]
 mod tests {
+    use crate::store::Backend;
+    use crate::store::testing::backends;
+    use rstest_reuse::apply;
     use serde_json::json;
 
     use super::*;
     use crate::store::audit::NewEntry;
-    use crate::store::testing::{temp_store, temp_store_keyed};
+    use crate::store::testing::{temp_store_keyed_on, temp_store_on};
 
     async fn write(store: &Store, count: usize) {
         for i in 0..count {
@@ -325,9 +331,10 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn publishing_records_the_head_once_and_enqueues_its_event() {
-        let (store, _dir) = temp_store_keyed().await;
+    async fn publishing_records_the_head_once_and_enqueues_its_event(backend: Backend) {
+        let (store, _dir) = temp_store_keyed_on(backend).await;
         write(&store, 3).await;
         let now = Utc::now();
         let first = publish(&store, now).await.unwrap().unwrap();
@@ -347,16 +354,13 @@ mod tests {
         assert_eq!(publish(&store, now).await.unwrap().unwrap().seq, 5);
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn no_checkpoint_vouches_for_an_edited_entry() {
-        let (store, _dir) = temp_store().await;
+    async fn no_checkpoint_vouches_for_an_edited_entry(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         write(&store, 3).await;
+        crate::store::testing::drop_audit_triggers(&store).await;
         let mut tx = store.begin_write().await.unwrap();
-        on!(tx, |c| sqlx::query("DROP TRIGGER audit_log_refuses_update")
-            .execute(c)
-            .await
-            .map(Done::from))
-        .unwrap();
         on!(tx, |c| sqlx::query(
             "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2"
         )

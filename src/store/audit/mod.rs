@@ -825,8 +825,11 @@ pub async fn head(pool: &Pool) -> Result<Option<(Head, i64)>, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Backend;
     use crate::store::Store;
-    use crate::store::testing::temp_store;
+    use crate::store::testing::backends;
+    use crate::store::testing::temp_store_on;
+    use rstest_reuse::apply;
     use serde_json::json;
 
     async fn write_entries(store: &Store, count: usize) {
@@ -850,17 +853,7 @@ mod tests {
     }
 
     async fn drop_triggers(store: &Store) {
-        let mut tx = store.begin_write().await.unwrap();
-        for trigger in ["audit_log_refuses_update", "audit_log_refuses_delete"] {
-            on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP TRIGGER {trigger}"
-            )))
-            .execute(c)
-            .await
-            .map(Done::from))
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
+        crate::store::testing::drop_audit_triggers(store).await;
     }
 
     async fn tamper(store: &Store, sql: &'static str) {
@@ -869,9 +862,10 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn an_untouched_chain_verifies() {
-        let (store, _dir) = temp_store().await;
+    async fn an_untouched_chain_verifies(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         write_entries(&store, 5).await;
         let result = verify(store.reader()).await.unwrap();
         assert_eq!(result.entries, 5);
@@ -881,9 +875,10 @@ mod tests {
         assert_eq!(result.head.map(|h| h.seq), Some(5));
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn triggers_refuse_update_and_delete() {
-        let (store, _dir) = temp_store().await;
+    async fn triggers_refuse_update_and_delete(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         write_entries(&store, 1).await;
         let mut tx = store.begin_write().await.unwrap();
         let update = on!(tx, |c| sqlx::query(
@@ -894,6 +889,8 @@ mod tests {
         .map(Done::from))
         .unwrap_err();
         assert!(update.to_string().contains("append-only"), "{update}");
+        tx.rollback().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
         let delete = on!(tx, |c| sqlx::query("DELETE FROM audit_log")
             .execute(c)
             .await
@@ -902,9 +899,10 @@ mod tests {
         assert!(delete.to_string().contains("append-only"), "{delete}");
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn an_edited_entry_is_named() {
-        let (store, _dir) = temp_store().await;
+    async fn an_edited_entry_is_named(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         write_entries(&store, 5).await;
         drop_triggers(&store).await;
         tamper(
@@ -917,9 +915,10 @@ mod tests {
         assert_eq!(result.entries, 2);
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_deleted_entry_is_named() {
-        let (store, _dir) = temp_store().await;
+    async fn a_deleted_entry_is_named(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         write_entries(&store, 5).await;
         drop_triggers(&store).await;
         tamper(&store, "DELETE FROM audit_log WHERE seq = 2").await;
@@ -933,9 +932,10 @@ mod tests {
         );
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_replaced_entry_with_a_self_consistent_hash_is_caught_by_the_link() {
-        let (store, _dir) = temp_store().await;
+    async fn a_replaced_entry_with_a_self_consistent_hash_is_caught_by_the_link(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         write_entries(&store, 3).await;
         drop_triggers(&store).await;
         // A forger deletes entry 2 and inserts their own, hashing it correctly over a
@@ -975,9 +975,10 @@ mod tests {
         assert_eq!(result.first_break, Some(Break::Unlinked { seq: 2 }));
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn an_entry_inserted_at_the_end_out_of_band_is_caught() {
-        let (store, _dir) = temp_store().await;
+    async fn an_entry_inserted_at_the_end_out_of_band_is_caught(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
         write_entries(&store, 2).await;
         tamper(
             &store,
@@ -989,9 +990,10 @@ mod tests {
         assert_eq!(result.first_break, Some(Break::Edited { seq: 3 }));
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_keyed_chain_starts_with_its_marker_and_needs_the_key_to_verify() {
-        let (store, _dir) = crate::store::testing::temp_store_keyed().await;
+    async fn a_keyed_chain_starts_with_its_marker_and_needs_the_key_to_verify(backend: Backend) {
+        let (store, _dir) = crate::store::testing::temp_store_keyed_on(backend).await;
         write_entries(&store, 3).await;
         let key = crate::store::testing::test_key();
         let result = verify_with(store.reader(), Some(&key)).await.unwrap();
@@ -1004,8 +1006,11 @@ mod tests {
         assert_eq!(wrong.first_break, Some(Break::WrongKey { seq: 1 }));
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_chain_keyed_for_one_tenant_does_not_verify_with_another_tenants_key() {
+    async fn a_chain_keyed_for_one_tenant_does_not_verify_with_another_tenants_key(
+        _backend: Backend,
+    ) {
         let process = crate::config::retention::AuditConfig {
             key: Some("p".repeat(40).into()),
             ..Default::default()
@@ -1035,12 +1040,16 @@ mod tests {
         }
     }
 
+    #[apply(backends)]
     #[tokio::test]
-    async fn a_keyed_log_refuses_writers_without_its_key() {
-        let (store, dir) = crate::store::testing::temp_store_keyed().await;
+    async fn a_keyed_log_refuses_writers_without_its_key(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::store::testing::temp_url_on(backend, &dir);
+        let store = Store::open_keyed(&url, Some(crate::store::testing::test_key()))
+            .await
+            .unwrap();
         write_entries(&store, 1).await;
         store.close().await;
-        let url = format!("sqlite://{}", dir.path().join("wfmd.db").display());
         for key in [None, Some(AuditKey::new(&"x".repeat(40).into()))] {
             let other = Store::open_keyed(&url, key).await.unwrap();
             let mut tx = other.begin_write().await.unwrap();
