@@ -500,3 +500,136 @@ async fn verify(
         verified.describe()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use rstest_reuse::apply;
+
+    use super::*;
+    use crate::store::testing::{backends, temp_url_on};
+
+    /// A migrated database on `backend`: its URL, and the folder a SQLite one lives in.
+    async fn database_on(backend: Backend) -> (String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(backend, &dir);
+        Store::open(&url).await.unwrap().close().await;
+        (url, dir)
+    }
+
+    /// The other backend: each case copies across, both directions between them.
+    fn other(backend: Backend) -> Backend {
+        match backend {
+            Backend::Sqlite => Backend::Postgres,
+            Backend::Postgres => Backend::Sqlite,
+        }
+    }
+
+    async fn write(url: &str, sql: &'static str) -> Option<i64> {
+        let store = Store::open_without_migrating(url).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let returned: Option<i64> = on!(tx, |c| sqlx::query_scalar(sql).fetch_optional(c).await)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        tx.commit().await.unwrap();
+        store.close().await;
+        returned
+    }
+
+    const NEW_EVENT: &str = "INSERT INTO outbox_events (id, event_type, agent_id, payload,
+                                 created_at)
+                             VALUES ('evt_' || CAST(random() AS TEXT), 'bulk.completed', NULL,
+                                 '{}', 1)
+                             RETURNING seq";
+
+    /// Each case copies from the other backend into `backend`.
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_key_pruned_from_the_top_is_never_handed_out_again(backend: Backend) {
+        let (source, _s) = database_on(other(backend)).await;
+        for _ in 0..3 {
+            write(&source, NEW_EVENT).await;
+        }
+        // The newest event pruned: the source's sequence remembers it, its rows do not.
+        write(&source, "DELETE FROM outbox_events WHERE seq = 3").await;
+        let (target, _t) = database_on(backend).await;
+        let copied = copy(&source, &target, None, |_| {}).await.unwrap();
+        assert!(
+            copied.tables.contains(&TableCopied {
+                table: "outbox_events".into(),
+                rows: 2
+            }),
+            "{:?}",
+            copied.tables
+        );
+        assert_eq!(write(&target, NEW_EVENT).await, Some(4));
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_value_its_target_column_cannot_hold_fails_the_copy_by_name_and_leaves_the_target_empty(
+        backend: Backend,
+    ) {
+        let (source, _s) = database_on(Backend::Sqlite).await;
+        // wfmd's tables are STRICT; one that is not keeps text that does not read as a
+        // number in an INTEGER column.
+        write(&source, "CREATE TABLE notes (n INTEGER)").await;
+        write(&source, "INSERT INTO notes (n) VALUES ('soon')").await;
+        // Copied before `notes`, and rolled back with it.
+        write(
+            &source,
+            "INSERT INTO agent_roster (agent_id, updated_at) VALUES ('u_001', 1)",
+        )
+        .await;
+        let (target, _t) = database_on(backend).await;
+        write(&target, "CREATE TABLE notes (n BIGINT)").await;
+        let failed = copy(&source, &target, None, |_| {}).await.unwrap_err();
+        let message = format!("{failed:#}");
+        assert!(message.contains("notes.n holds text"), "{message}");
+        assert_eq!(
+            write(&target, "SELECT COUNT(*) FROM agent_roster").await,
+            Some(0)
+        );
+
+        write(&source, "UPDATE notes SET n = 1").await;
+        let copied = copy(&source, &target, None, |_| {}).await;
+        assert!(copied.is_ok(), "copied again: {copied:?}");
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_table_the_target_lacks_fails_the_copy_naming_it(backend: Backend) {
+        let (source, _s) = database_on(other(backend)).await;
+        write(&source, "CREATE TABLE kept_elsewhere (x BIGINT)").await;
+        let (target, _t) = database_on(backend).await;
+        let failed = copy(&source, &target, None, |_| {}).await.unwrap_err();
+        assert!(
+            format!("{failed:#}").contains("lacks table kept_elsewhere"),
+            "{failed:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_source_behind_this_wfmds_migrations_is_refused_and_left_unmigrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = temp_url_on(Backend::Sqlite, &dir);
+        let store = Store::open_without_migrating(&source).await.unwrap();
+        let mut conn = store.writer().acquire().await.unwrap();
+        let Db::Sqlite(c) = conn.db() else {
+            unreachable!("a SQLite store")
+        };
+        let second = super::super::MIGRATOR.iter().nth(1).unwrap().version;
+        super::super::run_migrations(&super::super::MIGRATOR, c, Some(second))
+            .await
+            .unwrap();
+        drop(conn);
+        store.close().await;
+        let (target, _t) = database_on(Backend::Sqlite).await;
+        let failed = copy(&source, &target, None, |_| {}).await.unwrap_err();
+        assert!(
+            format!("{failed:#}").contains("is at migration 2 of this wfmd's"),
+            "{failed:#}"
+        );
+        let store = Store::open_without_migrating(&source).await.unwrap();
+        assert_eq!(store.applied_migrations().await.unwrap(), 2);
+        store.close().await;
+    }
+}
