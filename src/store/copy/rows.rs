@@ -75,8 +75,8 @@ pub(super) fn sqlite_values(row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error> 
             if raw.is_null() {
                 return Ok(Value::Null);
             }
-            let storage = raw.type_info().name().to_owned();
-            Ok(match storage.as_str() {
+            let storage = raw.type_info();
+            Ok(match storage.name() {
                 "INTEGER" => Value::Integer(row.try_get_unchecked(i)?),
                 "REAL" => Value::Real(row.try_get_unchecked(i)?),
                 "TEXT" => Value::Text(row.try_get_unchecked(i)?),
@@ -94,8 +94,8 @@ pub(super) fn postgres_values(row: &PgRow) -> anyhow::Result<Vec<Value>> {
             if raw.is_null() {
                 return Ok(Value::Null);
             }
-            let type_name = raw.type_info().name().to_owned();
-            Ok(match type_name.as_str() {
+            let type_info = raw.type_info();
+            Ok(match type_info.name() {
                 "INT8" => Value::Integer(row.try_get(i)?),
                 "INT4" => Value::Integer(row.try_get::<i32, _>(i)?.into()),
                 "INT2" => Value::Integer(row.try_get::<i16, _>(i)?.into()),
