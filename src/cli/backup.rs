@@ -8,6 +8,8 @@
 //! (the audit log's append-only triggers dropped, say; see [`schema::check`]) or whose
 //! audit chain does not verify.
 //!
+//! On PostgreSQL both are refused with a pointer to pg_dump / pg_restore.
+//!
 //! A restore takes the database's daemon lock ([`DaemonLock`]), so it never replaces a
 //! database a daemon serves, and no daemon starts half-way through it either.
 
@@ -20,10 +22,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::Failure;
-use crate::store::Store;
 use crate::store::audit::{self, AuditKey, Verification};
 pub use crate::store::lock::{DaemonLock, database_path};
 use crate::store::schema;
+use crate::store::{Backend, Store};
 
 /// Verifies the audit chain of the database at `path` (with `key`), opened on its own;
 /// with `schema`, first that its schema is what its migrations promise (see
@@ -72,6 +74,21 @@ async fn verify_file(
     result
 }
 
+/// Refuses a PostgreSQL database (exit 2): its operators back it up with its own tools,
+/// which know its files, roles and point-in-time recovery; these commands copy SQLite
+/// files.
+fn sqlite_only(database_url: &str) -> Result<(), Failure> {
+    if Backend::of_url(database_url) == Backend::Postgres {
+        return Err(Failure::usage(format!(
+            "database.url is a PostgreSQL database ({}): use pg_dump / pg_restore; wfmd \
+             backup writes SQLite files and wfmd restore puts one in place (`wfmd database \
+             copy --to sqlite://FILE` makes a SQLite copy of it)",
+            crate::store::postgres::redacted(database_url)
+        )));
+    }
+    Ok(())
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
@@ -94,6 +111,7 @@ pub async fn backup(
     key: Option<&AuditKey>,
     target: &Path,
 ) -> Result<ExitCode, Failure> {
+    sqlite_only(database_url)?;
     let source = database_path(database_url).ok_or_else(|| {
         Failure::usage(format!(
             "database.url `{database_url}` is not a database file"
@@ -205,6 +223,7 @@ pub async fn restore(
     key: Option<&AuditKey>,
     backup: &Path,
 ) -> Result<ExitCode, Failure> {
+    sqlite_only(database_url)?;
     let target = database_path(database_url).ok_or_else(|| {
         Failure::usage(format!(
             "database.url `{database_url}` is not a database file"

@@ -7,6 +7,7 @@ mod analytics;
 mod audit_chain;
 mod backup;
 mod bulk;
+mod database;
 mod doctor;
 mod outbox;
 mod rules;
@@ -41,7 +42,7 @@ use serve::{serve, simulator};
     about = "Agent-state automation for NICE CXone contact centers",
     long_about = "wfmd changes agent states on request and on WFM rules (cron timetables), \
 refuses changes that break shift or break compliance, records every state agents are in (including the ones they choose \
-themselves) in SQLite, and reports through signed webhooks, a hash-chained audit log and \
+themselves) in SQLite or PostgreSQL, and reports through signed webhooks, a hash-chained audit log and \
 compliance exports.\n\n\
 Quick start, with no credentials: `wfmd serve --simulate` runs the daemon against a built-in \
 platform simulator.",
@@ -57,8 +58,9 @@ pub struct Cli {
     /// the running daemon's routes for it (/v1/tenants/ID/…, for bulk, analytics query
     /// and schedules import). Needed when the configuration has several [[tenants]],
     /// except for `audit verify` (without --anchor), which then verifies every tenant's
-    /// chain, and `migrate`, which then migrates every tenant's database. `serve` serves
-    /// them all and `config check` shows them all.
+    /// chain, `migrate`, which then migrates every tenant's database, and `database
+    /// copy`, which then copies every tenant's. `serve` serves them all and `config
+    /// check` shows them all.
     #[arg(long, global = true, value_name = "ID")]
     pub tenant: Option<String>,
 
@@ -102,6 +104,10 @@ pub enum Command {
     /// Apply database migrations (serve also applies them at start); with several
     /// tenants and no --tenant, to every tenant's database.
     Migrate,
+    /// Move the database elsewhere: `database copy --to URL` copies every record into an
+    /// empty database (SQLite into PostgreSQL, say) and verifies the copy.
+    #[command(subcommand)]
+    Database(database::DatabaseCommand),
     /// Make HTTP API bearer tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -115,14 +121,15 @@ pub enum Command {
     /// Copy the database to FILE while the daemon runs (one consistent snapshot), then
     /// verify the copy's audit chain and print its size and audit head. FILE appears
     /// whole or not at all (written beside it under a temporary name, then renamed),
-    /// readable by its owner only.
+    /// readable by its owner only. SQLite only: a PostgreSQL database is backed up with
+    /// pg_dump (exit 2 says so).
     Backup {
         /// The new file (never overwritten).
         file: PathBuf,
     },
     /// Put a backup in place of the database, after verifying its schema and audit
     /// chain; refused while `wfmd serve` runs on the database. The replaced database
-    /// is kept beside it.
+    /// is kept beside it. SQLite only: on PostgreSQL use pg_restore (exit 2 says so).
     Restore {
         /// A file `wfmd backup` wrote.
         file: PathBuf,
@@ -366,6 +373,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             _ => {}
         }
     }
+    if let Command::Database(command) = cli.command {
+        let chosen = match cli.tenant.as_deref() {
+            Some(id) => vec![config.tenant(Some(id)).map_err(Failure::usage)?],
+            None => tenants,
+        };
+        let several = config.tenants().len() > 1;
+        return database::run(&chosen, several, command).await;
+    }
     // Every other command acts on one tenant: its own platform and database.
     let spec = config
         .tenant(cli.tenant.as_deref())
@@ -394,7 +409,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let key = config.audit.key().map(audit::AuditKey::new);
             backup::restore(&config.database.url, key.as_ref(), &file).await
         }
-        Command::Serve(_) | Command::Config(_) | Command::Sim(_) | Command::Token(_) => {
+        Command::Serve(_)
+        | Command::Config(_)
+        | Command::Sim(_)
+        | Command::Token(_)
+        | Command::Database(_) => {
             unreachable!("handled above")
         }
     }

@@ -104,12 +104,7 @@ impl DatabaseConfig {
     pub fn validate(&self, problems: &mut Vec<String>) {
         let postgres = crate::store::Backend::of_url(&self.url) == crate::store::Backend::Postgres;
         if !self.url.starts_with("sqlite:") && !postgres {
-            // Without `@` there is no password to hide, and the value is shown as typed.
-            let shown = if self.url.contains('@') {
-                crate::store::postgres::redacted(&self.url)
-            } else {
-                self.url.clone()
-            };
+            let shown = crate::store::postgres::redacted(&self.url);
             problems.push(format!(
                 "database.url must be a sqlite: URL such as sqlite://data/wfmd.db or a \
                  postgres:// one, got `{shown}`"

@@ -25,6 +25,7 @@
 pub mod analytics;
 pub mod attempts;
 pub mod audit;
+pub mod copy;
 pub mod db;
 pub mod deliveries;
 pub mod exceptions;

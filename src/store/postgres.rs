@@ -26,6 +26,8 @@ pub fn redacted(url: &str) -> String {
         }
         // Nothing to mask: as written (a SQLite URL's path is not re-encoded).
         Ok(_) => url.to_owned(),
+        // No `@`: nothing that could be a password.
+        Err(_) if !url.contains('@') => url.to_owned(),
         Err(_) => "(unparseable)".to_owned(),
     }
 }

@@ -16,6 +16,7 @@ mod backup;
 mod bulk;
 mod cli;
 mod crash;
+mod database_copy;
 mod deploy;
 mod disk_full;
 mod downloads;
