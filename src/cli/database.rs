@@ -24,9 +24,10 @@ pub enum DatabaseCommand {
     /// beside database.url); --tenant copies only that one. A target holding any record
     /// is refused and left as it was; a copy that fails part-way leaves it empty.
     ///
-    /// The source is read in one snapshot, so the daemon may keep running on it, but
-    /// what it records after the copy started is not in the copy: stop it first to move
-    /// for good, then point database.url at URL and start it there.
+    /// The source is only read, in one snapshot, so the daemon may keep running on it,
+    /// but what it records after the copy started is not in the copy: stop it first to
+    /// move for good, then point database.url at URL and start it there. The source must
+    /// be at this wfmd's migrations (run `wfmd migrate` first otherwise).
     Copy {
         /// The database to copy into: postgres://USER:PASSWORD@HOST/DB (a schema of its
         /// own with ?options[search_path]=NAME) or sqlite://FILE. Created and migrated
