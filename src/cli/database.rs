@@ -1,6 +1,7 @@
 //! `wfmd database copy --to URL`: moving a deployment's records to another database
-//! (SQLite → PostgreSQL, most often), each tenant's into its place beside URL, checked
-//! table by table and by the audit chain (see [`crate::store::copy`]).
+//! (SQLite → PostgreSQL, most often), each tenant's into its place at URL (its schema,
+//! or its file), checked table by table and by the audit chain (see
+//! [`crate::store::copy`]).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -20,9 +21,10 @@ pub enum DatabaseCommand {
     /// rows and the chain's head; exit 0 only when all of it matches.
     ///
     /// With several tenants, each tenant's database goes where a daemon configured with
-    /// `database.url = URL` looks for it (beside URL, as each tenant's database sits
-    /// beside database.url); --tenant copies only that one. A target holding any record
-    /// is refused and left as it was; a copy that fails part-way leaves it empty.
+    /// `database.url = URL` looks for it (on PostgreSQL a schema per tenant in that
+    /// database, on SQLite a file per tenant beside it); --tenant copies only that one.
+    /// A target holding any record is refused and left as it was; a copy that fails
+    /// part-way leaves it empty.
     ///
     /// The source is only read, in one snapshot, so the daemon may keep running on it,
     /// but what it records after the copy started is not in the copy: stop it first to

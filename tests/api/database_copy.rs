@@ -1,8 +1,8 @@
 //! `wfmd database copy --to URL`: a SQLite database holding every kind of record moved
 //! into PostgreSQL row for row, its audit chain verifying there and going on under a
 //! daemon; a target that holds data refused and left alone; several tenants each
-//! copied with their own chain; and `wfmd backup`/`restore` sending PostgreSQL users to
-//! pg_dump.
+//! copied into a schema of their own with their own chain; and `wfmd backup`/`restore`
+//! sending PostgreSQL users to pg_dump.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -486,10 +486,9 @@ async fn database_copy_with_several_tenants_copies_each_tenants_chain() {
             cli(&["transition", &agent, state, "--tenant", id], None).await;
         assert_eq!(code, 0, "{id}: {stdout}{stderr}");
     }
-    // Tenants' databases are files beside database.url today, not PostgreSQL schemas:
-    // the copy goes to a new place of the same kind.
-    let moved = tempfile::tempdir().unwrap();
-    let to = format!("sqlite://{}", moved.path().join("wfmd.db").display());
+    // Into PostgreSQL, where each tenant's tables go in a schema of its own.
+    let server = throwaway_postgres::shared();
+    let to = server.fresh_database();
     let (code, stdout, stderr) = cli(&["database", "copy", "--to", &to], None).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     for id in ["alpha", "beta"] {
@@ -499,10 +498,12 @@ async fn database_copy_with_several_tenants_copies_each_tenants_chain() {
         );
         let from = wfmd::config::tenants::tenant_database_url(&db.url(), &id.parse().unwrap());
         let into = wfmd::config::tenants::tenant_database_url(&to, &id.parse().unwrap());
-        assert_eq!(dump(&from).await, dump(&into).await, "{id}");
+        let (source, copied) = (dump(&from).await, dump(&into).await);
+        assert!(!source["audit_log"].is_empty(), "{id}");
+        assert_eq!(source, copied, "{id}");
     }
     // Each chain is keyed with its tenant's own key, which verification on the new
-    // place uses as well.
+    // database uses as well.
     let (code, stdout, stderr) = cli(&["audit", "verify"], Some(&to)).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
@@ -511,8 +512,7 @@ async fn database_copy_with_several_tenants_copies_each_tenants_chain() {
     );
 
     // --tenant copies that tenant's database only.
-    let one = tempfile::tempdir().unwrap();
-    let to_one = format!("sqlite://{}", one.path().join("wfmd.db").display());
+    let to_one = server.fresh_database();
     let (code, stdout, stderr) = cli(
         &["database", "copy", "--to", &to_one, "--tenant", "beta"],
         None,
@@ -521,8 +521,15 @@ async fn database_copy_with_several_tenants_copies_each_tenants_chain() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("beta: audit chain ok ("), "{stdout}");
     assert!(!stdout.contains("alpha:"), "{stdout}");
-    assert!(one.path().join("wfmd-beta.db").exists());
-    assert!(!one.path().join("wfmd-alpha.db").exists());
+    let database = to_one.rsplit('/').next().unwrap();
+    let schemas = server
+        .psql(
+            database,
+            "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace
+             WHERE nspname IN ('alpha', 'beta')",
+        )
+        .unwrap();
+    assert_eq!(schemas, "beta");
 }
 
 #[tokio::test]
