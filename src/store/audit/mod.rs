@@ -266,13 +266,38 @@ pub(super) async fn connection_key(
     Ok(key.and_then(AuditKey::from_bytes))
 }
 
-/// From which entry the chain is keyed and with which key (the writers' hint).
-pub(super) async fn keying(conn: &mut impl AsConn) -> Result<Option<(i64, String)>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(
-        "SELECT from_seq, key_id FROM audit_keying WHERE id = 1"
-    )
-    .fetch_optional(c)
-    .await)
+/// What an append reads before it writes: the chain's head, from which entry the chain
+/// is keyed and with which key (the writers' hint), and the connection's key.
+#[derive(FromRow)]
+struct Tip {
+    log_seq: Option<i64>,
+    log_hash: Option<String>,
+    checkpoint_seq: Option<i64>,
+    checkpoint_hash: Option<String>,
+    keyed_from_seq: Option<i64>,
+    keyed_with: Option<String>,
+    key: Option<Vec<u8>>,
+}
+
+/// The statement that reads a [`Tip`] (`temp` names the connection's temporary schema),
+/// one statement for all of it, as on PostgreSQL each is a round trip made while the
+/// tenant's write lock is held.
+macro_rules! tip {
+    ($temp:literal) => {
+        concat!(
+            "SELECT l.seq AS log_seq, l.hash AS log_hash,
+                    c.seq AS checkpoint_seq, c.hash AS checkpoint_hash,
+                    k.from_seq AS keyed_from_seq, k.key_id AS keyed_with,
+                    (SELECT key FROM ",
+            $temp,
+            ".wfmd_audit_key LIMIT 1) AS key
+             FROM (SELECT 1 AS one) AS o
+             LEFT JOIN (SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS l ON 1 = 1
+             LEFT JOIN (SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1) AS c
+                 ON 1 = 1
+             LEFT JOIN audit_keying AS k ON k.id = 1"
+        )
+    };
 }
 
 /// Appends an entry in the caller's write transaction; returns its sequence number.
@@ -296,26 +321,20 @@ pub async fn append_all(
     conn: &mut impl AsConn,
     entries: &[NewEntry<'_>],
 ) -> Result<i64, sqlx::Error> {
-    let last: Option<(i64, String)> = on!(conn, |c| sqlx::query_as(
-        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
-    )
-    .fetch_optional(c)
-    .await)?;
+    let tip: Tip = on!(conn, (tip!("temp"), tip!("pg_temp")), |c, sql| {
+        sqlx::query_as(sql).fetch_one(c).await
+    })?;
     // A log pruned to its last checkpoint continues from that checkpoint.
-    let last = match last {
-        Some(last) => Some(last),
-        None => on!(conn, |c| sqlx::query_as(
-            "SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
-        )
-        .fetch_optional(c)
-        .await)?,
+    let last = match (tip.log_seq, tip.log_hash) {
+        (Some(seq), Some(hash)) => Some((seq, hash)),
+        _ => tip.checkpoint_seq.zip(tip.checkpoint_hash),
     };
     let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     if entries.is_empty() {
         return Ok(seq);
     }
-    let key = connection_key(conn).await?;
-    let keyed_from = keying(conn).await?;
+    let key = tip.key.and_then(AuditKey::from_bytes);
+    let keyed_from = tip.keyed_from_seq.zip(tip.keyed_with);
     let mut marker = None;
     match (&keyed_from, &key) {
         (None, None) => {}
