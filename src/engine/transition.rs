@@ -650,8 +650,10 @@ impl TransitionEngine {
             _ => request.idempotency_key.clone(),
         };
         let schedule_source = record.source;
+        let source = schedule_source.and_then(ScheduleCheck::source);
+        let unchecked = schedule_source.and_then(ScheduleCheck::unchecked);
         intents::delete(conn, &record.attempt_id).await?;
-        attempts::insert(
+        attempts::insert_with(
             conn,
             &AttemptRow {
                 id: record.attempt_id.clone(),
@@ -669,16 +671,15 @@ impl TransitionEngine {
                 requested_at: to_ms(record.requested_at),
                 completed_at: to_ms(record.completed_at),
             },
+            attempts::Grounds {
+                schedule_source: source.map(|source| {
+                    let age_ms = i64::try_from(source.age.as_millis()).unwrap_or(i64::MAX);
+                    (source.as_str(), age_ms)
+                }),
+                unchecked,
+            },
         )
         .await?;
-        if let Some(source) = schedule_source.and_then(ScheduleCheck::source) {
-            let age_ms = i64::try_from(source.age.as_millis()).unwrap_or(i64::MAX);
-            attempts::set_schedule_source(conn, &record.attempt_id, source.as_str(), age_ms)
-                .await?;
-        }
-        if let Some(unchecked) = schedule_source.and_then(ScheduleCheck::unchecked) {
-            attempts::set_unchecked(conn, &record.attempt_id, unchecked).await?;
-        }
         let mut detail = json!({
             "attemptId": record.attempt_id,
             "from": from,
@@ -698,7 +699,7 @@ impl TransitionEngine {
         if record.late {
             detail["recordedLate"] = true.into();
         }
-        if let Some(source) = schedule_source.and_then(ScheduleCheck::source) {
+        if let Some(source) = source {
             let fields = detail.as_object_mut().expect("detail is an object");
             fields.insert("scheduleSource".into(), source.as_str().into());
             fields.insert(
@@ -706,7 +707,7 @@ impl TransitionEngine {
                 (source.age.as_millis() as u64).into(),
             );
         }
-        if let Some(unchecked) = schedule_source.and_then(ScheduleCheck::unchecked) {
+        if let Some(unchecked) = unchecked {
             // Said in so many words: an auditor must not take this change for a checked one.
             detail["unchecked"] = unchecked.into();
             detail["uncheckedBecause"] =

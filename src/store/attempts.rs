@@ -27,8 +27,31 @@ const COLUMNS: &str = "id, idempotency_key, agent_id, from_state, target_state, 
      actor, outcome, violation, error, latency_ms, requested_at, completed_at";
 
 pub async fn insert(conn: &mut impl AsConn, row: &AttemptRow) -> Result<(), sqlx::Error> {
+    insert_with(conn, row, Grounds::default()).await
+}
+
+/// What an attempt's compliance decision rested on, recorded with its row.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Grounds<'a> {
+    /// Where the agent's schedule came from (`book` or `platform`) and how old it was,
+    /// in milliseconds.
+    pub schedule_source: Option<(&'a str, i64)>,
+    /// What the check could not look at (`schedule` or `mandatory_break`: the platform
+    /// refuses schedule lookups and `[compliance] without_schedule = "allow"`).
+    pub unchecked: Option<&'a str>,
+}
+
+/// [`insert`] with the grounds of its decision, in one statement.
+pub async fn insert_with(
+    conn: &mut impl AsConn,
+    row: &AttemptRow,
+    grounds: Grounds<'_>,
+) -> Result<(), sqlx::Error> {
+    let (source, age_ms) = grounds.schedule_source.unzip();
     on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO transition_attempts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        "INSERT INTO transition_attempts
+             ({COLUMNS}, schedule_source, schedule_age_ms, compliance_unchecked)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     )))
     .bind(&row.id)
     .bind(&row.idempotency_key)
@@ -44,44 +67,9 @@ pub async fn insert(conn: &mut impl AsConn, row: &AttemptRow) -> Result<(), sqlx
     .bind(row.latency_ms)
     .bind(row.requested_at)
     .bind(row.completed_at)
-    .execute(c)
-    .await.map(Done::from))
-    .map(drop)
-}
-
-/// Notes where the attempt's compliance decision took the agent's schedule from
-/// (`book` or `platform`) and how old it was, in the attempt's own transaction.
-pub async fn set_schedule_source(
-    conn: &mut impl AsConn,
-    id: &str,
-    source: &str,
-    age_ms: i64,
-) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
-        "UPDATE transition_attempts SET schedule_source = $1, schedule_age_ms = $2 WHERE id = $3",
-    )
     .bind(source)
     .bind(age_ms)
-    .bind(id)
-    .execute(c)
-    .await
-    .map(Done::from))
-    .map(drop)
-}
-
-/// Notes what the attempt's compliance check could not look at (`schedule` or
-/// `mandatory_break`: the platform refuses schedule lookups and
-/// `[compliance] without_schedule = "allow"`), in the attempt's own transaction.
-pub async fn set_unchecked(
-    conn: &mut impl AsConn,
-    id: &str,
-    unchecked: &str,
-) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
-        "UPDATE transition_attempts SET compliance_unchecked = $1 WHERE id = $2"
-    )
-    .bind(unchecked)
-    .bind(id)
+    .bind(grounds.unchecked)
     .execute(c)
     .await
     .map(Done::from))
