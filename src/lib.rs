@@ -49,6 +49,7 @@
 pub mod api;
 mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod cxone;
 pub mod delivery;

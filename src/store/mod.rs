@@ -59,6 +59,7 @@ use sqlx::sqlite::{
 
 pub use db::on;
 pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
+pub use postgres::Role;
 
 /// The embedded SQLite migrations (`migrations/sqlite/`), applied at start and by `wfmd migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -126,8 +127,9 @@ pub struct Store {
     /// On SQLite, one connection for housekeeping, opened on first use (see
     /// [`Store::housekeeping`]); on PostgreSQL, the write pool.
     housekeeping: Pool,
-    /// On PostgreSQL, the key of the tenant's write lock (see [`Store::begin_write`]).
-    write_lock: i64,
+    /// On PostgreSQL, the tenant's write lock and what this instance is to the tenant
+    /// (see [`Store::begin_write`]).
+    write_lock: postgres::WriteLock,
     /// Pinged after a commit that wrote outbox events, so delivery starts at once
     /// instead of at its next poll.
     outbox: Arc<tokio::sync::Notify>,
@@ -347,7 +349,7 @@ impl Store {
             read: Pool(Db::Sqlite(read)),
             exports: Pool(Db::Sqlite(exports)),
             housekeeping: Pool(Db::Sqlite(housekeeping)),
-            write_lock: 0,
+            write_lock: postgres::WriteLock::new(0),
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,
@@ -394,7 +396,9 @@ impl Store {
             write: Pool(Db::Postgres(write)),
             read: Pool(Db::Postgres(read)),
             exports: Pool(Db::Postgres(exports)),
-            write_lock: postgres::write_lock_key(schema.as_deref().unwrap_or("public")),
+            write_lock: postgres::WriteLock::new(postgres::write_lock_key(
+                schema.as_deref().unwrap_or("public"),
+            )),
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,
@@ -413,6 +417,19 @@ impl Store {
     /// transaction with the engine's settings (the one-time `VACUUM` conversion).
     pub(crate) fn writer(&self) -> &Pool {
         &self.write
+    }
+
+    /// What this instance is to the tenant (see [`crate::cluster`]); [`Role::Sole`]
+    /// unless the tenant's leadership says otherwise.
+    pub fn role(&self) -> Role {
+        self.write_lock.role()
+    }
+
+    /// Makes this instance the tenant's leader in a term, a follower, or its sole
+    /// instance, for every clone of the store: from the next write transaction on, a
+    /// leader's prove the term current, a follower's are refused.
+    pub fn set_role(&self, role: Role) {
+        self.write_lock.set_role(role);
     }
 
     /// Which backend the store is on.
@@ -476,7 +493,7 @@ impl Store {
     ///
     /// Only for writes that touch neither the audit log nor the outbox: on PostgreSQL
     /// such a transaction does not take the tenant's write lock (see
-    /// [`postgres::begin_write`]), which orders those two.
+    /// [`postgres::WriteLock::begin`]), which orders those two.
     pub async fn begin_write_unflushed(&self) -> Result<WriteTx, sqlx::Error> {
         // One statement string, so the setting and the BEGIN go to the connection
         // together.
@@ -484,14 +501,31 @@ impl Store {
             .await
     }
 
+    /// [`Store::begin_write`] whatever this instance's role, for the tenant's lease
+    /// itself: taking it over changes the term every leader's write proves, so it holds
+    /// the same lock (see [`crate::cluster::lease`]).
+    pub(crate) async fn begin_lease_write(&self) -> Result<WriteTx, sqlx::Error> {
+        self.begin_as("BEGIN IMMEDIATE", Some(Role::Sole)).await
+    }
+
     async fn begin(&self, sqlite_statement: &'static str) -> Result<WriteTx, sqlx::Error> {
+        self.begin_as(sqlite_statement, None).await
+    }
+
+    async fn begin_as(
+        &self,
+        sqlite_statement: &'static str,
+        role: Option<Role>,
+    ) -> Result<WriteTx, sqlx::Error> {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);
         let tx = match self.write.db() {
             Db::Sqlite(pool) => pool.begin_with(sqlite_statement).await.map(Db::Sqlite),
             Db::Postgres(pool) => {
                 let flushed = !sqlite_statement.contains("NORMAL");
-                postgres::begin_write(pool, self.write_lock, flushed)
+                let role = role.unwrap_or_else(|| self.write_lock.role());
+                self.write_lock
+                    .begin(pool, flushed, role)
                     .await
                     .map(Db::Postgres)
             }
@@ -563,7 +597,7 @@ impl Store {
         Ok(Housekeeping {
             conn,
             write_turn,
-            write_lock: self.write_lock,
+            write_lock: self.write_lock.clone(),
             preemption: Arc::clone(&self.preemption),
         })
     }
@@ -692,7 +726,7 @@ pub struct Housekeeping {
     /// On SQLite, the write connection held unused; `None` once
     /// [`Housekeeping::finish`] gave it back, and on PostgreSQL.
     write_turn: Option<PoolConn>,
-    write_lock: i64,
+    write_lock: postgres::WriteLock,
     preemption: Arc<Preemption>,
 }
 
@@ -705,7 +739,7 @@ impl Housekeeping {
             }
             Db::Postgres(conn) => {
                 let mut tx = sqlx::Connection::begin(conn).await?;
-                postgres::take_write_lock(&mut tx, self.write_lock).await?;
+                self.write_lock.take(&mut tx).await?;
                 Db::Postgres(tx)
             }
         }))
@@ -783,7 +817,8 @@ impl Drop for Preemptible {
 
 /// Whether `error` says the database cannot take writes now, as opposed to refusing
 /// this one: a full disk (SQLITE_FULL), an I/O error, a read-only or unopenable file,
-/// a lock held too long, or no connection in time.
+/// a lock held too long, no connection in time, or this instance not (or no longer)
+/// the tenant's leader ([`is_not_leader`]).
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(e)
@@ -799,6 +834,16 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             matches!(code, 5 | 6 | 8 | 10 | 13 | 14)
         }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        _ => is_not_leader(error),
+    }
+}
+
+/// Whether `error` refused a write because this instance does not lead the tenant, or
+/// no longer does (its term is over).
+pub fn is_not_leader(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Configuration(e) => e.is::<postgres::NotLeader>(),
+        sqlx::Error::Database(e) => e.code().as_deref() == Some(postgres::STALE_TERM),
         _ => false,
     }
 }

@@ -5,6 +5,7 @@
 //! `options[search_path]`), so one PostgreSQL database serves every tenant and each
 //! tenant's queries see only its own rows, as with one SQLite file per tenant.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -109,45 +110,134 @@ pub(super) fn write_lock_key(schema: &str) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// Takes the tenant's write lock in `tx`, held until it commits or rolls back.
-pub(super) async fn take_write_lock(tx: &mut PgConnection, key: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(key)
-        .execute(tx)
-        .await
-        .map(drop)
+/// What an instance is to a tenant, when several may serve it (see
+/// [`crate::cluster`]); it decides what a write transaction must prove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The only instance (SQLite, or PostgreSQL without `[ha]`): writes take the
+    /// tenant's write lock and nothing more.
+    Sole,
+    /// Holds the tenant's lease in `term`: each write proves the term is still current.
+    Leader { instance: Arc<str>, term: i64 },
+    /// Another instance leads: this one writes nothing of the tenant's records.
+    Follower,
 }
 
-/// Begins a write transaction holding the tenant's write lock. An unflushed one does not
-/// wait for its commit to reach the disk (`synchronous_commit = off`: lost only if the
-/// server itself goes down in the next moments, and never half), and takes no lock: its
-/// writes (a change's intent, agents' names) touch neither the audit log nor the
-/// outbox, so they need no place in the tenant's order, and a change's intent no longer
-/// queues behind every other change's record.
-pub(super) async fn begin_write(
-    pool: &PgPool,
-    lock_key: i64,
-    flushed: bool,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if flushed {
-        take_write_lock(&mut tx, lock_key).await?;
-    } else {
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+/// A write refused before it reached the database: this instance does not lead the
+/// tenant (see [`Role::Follower`]).
+#[derive(Debug, thiserror::Error)]
+#[error("this instance does not lead the tenant: its leader writes its records")]
+pub struct NotLeader;
+
+/// SQLSTATE of a leader's write refused by the database: its term is over
+/// (`wfmd_leader_write_lock` in `migrations/postgres/`).
+pub const STALE_TERM: &str = "WF001";
+
+/// The tenant's write lock and what the instance is to the tenant, shared by every
+/// clone of its store.
+#[derive(Debug, Clone)]
+pub(super) struct WriteLock {
+    key: i64,
+    role: Arc<RwLock<Role>>,
+}
+
+impl WriteLock {
+    pub(super) fn new(key: i64) -> WriteLock {
+        WriteLock {
+            key,
+            role: Arc::new(RwLock::new(Role::Sole)),
+        }
     }
-    Ok(tx)
+
+    pub(super) fn role(&self) -> Role {
+        self.role
+            .read()
+            .expect("the role's lock is never poisoned")
+            .clone()
+    }
+
+    pub(super) fn set_role(&self, role: Role) {
+        *self
+            .role
+            .write()
+            .expect("the role's lock is never poisoned") = role;
+    }
+
+    /// Takes the lock in `tx`, held until it commits or rolls back; a leader's also
+    /// proves its term current, in the same round trip.
+    pub(super) async fn take(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        self.take_as(tx, self.role()).await
+    }
+
+    async fn take_as(&self, tx: &mut PgConnection, role: Role) -> Result<(), sqlx::Error> {
+        match role {
+            Role::Sole => sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(self.key)
+                .execute(tx)
+                .await
+                .map(drop),
+            Role::Leader { instance, term } => {
+                sqlx::query("SELECT wfmd_leader_write_lock($1, $2, $3)")
+                    .bind(self.key)
+                    .bind(&*instance)
+                    .bind(term)
+                    .execute(tx)
+                    .await
+                    .map(drop)
+            }
+            Role::Follower => Err(sqlx::Error::Configuration(Box::new(NotLeader))),
+        }
+    }
+
+    /// Begins a write transaction holding the lock, as an instance in `role`. An
+    /// unflushed one does not wait for its commit to reach the disk
+    /// (`synchronous_commit = off`: lost only if the server itself goes down in the next
+    /// moments, and never half), and takes no lock: its writes (a change's intent,
+    /// agents' names) touch neither the audit log nor the outbox, so they need no place
+    /// in the tenant's order, and a change's intent does not queue behind every other
+    /// change's record. A leader's proves its term all the same (without the lock), and
+    /// a follower's is refused.
+    pub(super) async fn begin(
+        &self,
+        pool: &PgPool,
+        flushed: bool,
+        role: Role,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        if role == Role::Follower {
+            return Err(sqlx::Error::Configuration(Box::new(NotLeader)));
+        }
+        let mut tx = pool.begin().await?;
+        match role {
+            _ if flushed => self.take_as(&mut tx, role).await?,
+            Role::Leader { instance, term } => {
+                sqlx::query("SELECT wfmd_leader_unflushed_write($1, $2)")
+                    .bind(&*instance)
+                    .bind(term)
+                    .execute(&mut *tx)
+                    .await
+                    .map(drop)?
+            }
+            _ => sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map(drop)?,
+        }
+        Ok(tx)
+    }
 }
 
 /// Whether the SQLSTATE `code` says the database cannot take writes now (rather than
 /// refusing this one): no connection, no room (disk full, out of memory), shutting
-/// down, read-only, an I/O error, or the write lock held too long.
+/// down, read-only, an I/O error, the write lock held too long, or this instance's
+/// term as the tenant's leader over (another instance writes now).
 pub(super) fn is_unavailable(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("58")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "25006" | "55P03")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "25006" | "55P03" | STALE_TERM
+        )
 }
 
 #[cfg(test)]
