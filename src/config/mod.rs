@@ -11,6 +11,7 @@ pub mod api_tokens;
 pub mod cxone_incontact;
 pub mod delivery;
 pub mod exports;
+pub mod ha;
 pub mod sync;
 pub mod tenants;
 pub mod webhooks;
@@ -75,6 +76,9 @@ pub struct Config {
     /// `default`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<tenants::TenantConfig>,
+    /// This instance among several on one PostgreSQL database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<ha::HaConfig>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -546,11 +550,28 @@ impl Config {
         self.audit.validate(&mut problems);
         self.analytics.validate(&mut problems);
         self.exports.validate(&mut problems);
+        if let Some(ha) = &self.ha {
+            if crate::store::Backend::of_url(&self.database.url) != crate::store::Backend::Postgres
+            {
+                problems.push(
+                    "[ha] is only for several instances on PostgreSQL; database.url is not \
+                     a postgres:// URL (a second daemon on one SQLite file is refused)"
+                        .into(),
+                );
+            }
+            ha.validate(&mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError { problems })
         }
+    }
+
+    /// `[ha]`, or its defaults: on PostgreSQL every instance takes part in choosing
+    /// each tenant's leader, configured or not.
+    pub fn ha(&self) -> ha::HaConfig {
+        self.ha.clone().unwrap_or_default()
     }
 
     /// The effective configuration as TOML, secrets masked.

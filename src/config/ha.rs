@@ -1,0 +1,146 @@
+//! `[ha]`: this instance among several on one PostgreSQL database (see
+//! [`crate::cluster`]). Only with PostgreSQL: on SQLite a second daemon is refused.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaConfig {
+    /// This instance's name among the others (1-64 letters, digits, `.`, `_`, `-`);
+    /// by default the host name and the process id, so a restarted instance is a new
+    /// one (it leads again once its former self's lease runs out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// How the other instances reach this one's API (`http://HOST:PORT`), to hand it
+    /// the changes asked of them for the tenants it leads. Without it, a change asked
+    /// of another instance is answered 503 while this one leads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
+    /// How long a tenant's lease lasts without renewal: a dead leader's tenants move to
+    /// another instance after at most this (2s-5m). The leader renews every third of it
+    /// and stops acting when a fifth of it is left unrenewed.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            instance_id: None,
+            advertise_url: None,
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+impl HaConfig {
+    /// Adds a line naming the key for every bad value.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(id) = &self.instance_id
+            && !valid_instance_id(id)
+        {
+            problems.push(format!(
+                "ha.instance_id must be 1-64 letters, digits, `.`, `_` or `-`, got `{id}`"
+            ));
+        }
+        if let Some(url) = &self.advertise_url
+            && let Some(problem) = super::url_problem("ha.advertise_url", url)
+        {
+            problems.push(problem);
+        }
+        if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&self.lease_ttl) {
+            problems.push(format!(
+                "ha.lease_ttl must be between 2s and 5m, got {}",
+                humantime::format_duration(self.lease_ttl)
+            ));
+        }
+    }
+
+    /// [`HaConfig::instance_id`], or the host name and the process id.
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()))
+    }
+}
+
+fn valid_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The kernel's host name (Linux), else `HOSTNAME`, else `wfmd`; cut to what an
+/// instance id holds.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(48)
+        .collect();
+    if name.is_empty() { "wfmd".into() } else { name }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::load;
+    use super::*;
+
+    #[test]
+    fn ha_is_for_postgresql_and_bad_values_name_their_key() {
+        let refused = load("[ha]\nlease_ttl = \"10s\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("[ha] is only for several instances on PostgreSQL"),
+            "{refused}"
+        );
+
+        let postgres = "[database]\nurl = \"postgres://wfmd@db.example/wfmd\"\n";
+        let config = load(postgres, &[]).unwrap();
+        let ha = config.ha();
+        assert_eq!(
+            (ha.instance_id, ha.lease_ttl),
+            (None, Duration::from_secs(10))
+        );
+        let refused = load(
+            &format!(
+                "{postgres}[ha]\ninstance_id = \"a b\"\nadvertise_url = \"ftp://x\"\n\
+                 lease_ttl = \"1s\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in ["ha.instance_id", "ha.advertise_url", "ha.lease_ttl"] {
+            assert!(refused.contains(key), "{key}: {refused}");
+        }
+        let config = load(
+            &format!(
+                "{postgres}[ha]\ninstance_id = \"wfmd-a\"\n\
+                 advertise_url = \"http://10.0.0.5:8080\"\nlease_ttl = \"30s\"\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        let ha = config.ha();
+        assert_eq!(ha.instance_id(), "wfmd-a");
+        assert_eq!(ha.advertise_url.as_deref(), Some("http://10.0.0.5:8080"));
+        assert_eq!(ha.lease_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_instance_is_named_after_its_host_and_process_by_default() {
+        let id = HaConfig::default().instance_id();
+        assert!(valid_instance_id(&id), "{id}");
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+    }
+}
