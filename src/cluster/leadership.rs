@@ -1,0 +1,277 @@
+//! Keeping a tenant's lease: each instance runs one [`Leadership`] per tenant, which
+//! takes the lease when it is free, renews it while it leads, and says when this
+//! instance leads (in which term) and when it no longer does.
+//!
+//! Timing, for a lease of `ttl` (`ha.lease_ttl`):
+//! - a leader renews every third of it, so two renewals may fail before it matters;
+//! - a leader that has not renewed for four fifths of it steps down (its store refuses
+//!   its writes from then on), a fifth of `ttl` before the lease can run out: counted
+//!   from before the renewal was sent, so the database's expiry is never earlier;
+//! - a follower tries every second (every third of `ttl` when that is shorter), so a
+//!   released lease moves within a second and an expired one within `ttl` and a second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::lease;
+use crate::store::{Role, Store};
+
+/// What the leadership of a tenant needs to know of this instance.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub instance: Arc<str>,
+    pub advertise_url: Option<String>,
+    pub lease_ttl: Duration,
+}
+
+impl Settings {
+    fn renew_every(&self) -> Duration {
+        self.lease_ttl / 3
+    }
+
+    fn try_every(&self) -> Duration {
+        (self.lease_ttl / 3).min(Duration::from_secs(1))
+    }
+
+    fn step_down_after(&self) -> Duration {
+        self.lease_ttl - self.lease_ttl / 5
+    }
+}
+
+/// What this instance is to the tenant, as [`Leadership`] last found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Follower,
+    Leader { term: i64 },
+}
+
+/// Keeps one tenant's lease for this instance (see the module's doc).
+pub struct Leadership {
+    store: Store,
+    settings: Settings,
+    standing: watch::Sender<Standing>,
+}
+
+impl Leadership {
+    /// A leadership not running yet, and how to watch its standing (a follower's
+    /// until it first takes the lease). The store's role follows the standing.
+    pub fn new(store: Store, settings: Settings) -> (Leadership, watch::Receiver<Standing>) {
+        let (standing, watching) = watch::channel(Standing::Follower);
+        store.set_role(Role::Follower);
+        (
+            Leadership {
+                store,
+                settings,
+                standing,
+            },
+            watching,
+        )
+    }
+
+    /// Works until `stop` is cancelled; returns the term this instance still leads in,
+    /// for the caller to [`lease::release`] once the tenant's leader work has stopped.
+    pub async fn run(self, stop: CancellationToken) -> Option<i64> {
+        let me = &*self.settings.instance;
+        // The term held, and when the renewal that last kept it was sent.
+        let mut held: Option<(i64, Instant)> = None;
+        loop {
+            let sent = Instant::now();
+            let deadline = held.map(|(_, renewed)| renewed + self.settings.step_down_after());
+            let tried = async {
+                let taken = lease::take(
+                    &self.store,
+                    me,
+                    held.map(|(term, _)| term),
+                    self.settings.lease_ttl,
+                )
+                .await;
+                if let Err(error) =
+                    lease::heartbeat(&self.store, me, self.settings.advertise_url.as_deref()).await
+                {
+                    tracing::debug!(%error, "cannot note this instance among the tenant's");
+                }
+                taken
+            };
+            let tried = tokio::select! {
+                () = stop.cancelled() => break,
+                tried = tried => Some(tried),
+                () = sleep_until(deadline) => None,
+            };
+            match tried {
+                Some(Ok(Some(term))) => {
+                    if held.map(|(t, _)| t) != Some(term) {
+                        tracing::info!(instance = me, term, "this instance leads the tenant");
+                        self.lead(term);
+                    }
+                    held = Some((term, sent));
+                }
+                Some(Ok(None)) if held.is_some() => {
+                    held = None;
+                    self.step_down("another instance holds the tenant's lease");
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "cannot take or renew the tenant's lease")
+                }
+                Some(Ok(None)) | None => {}
+            }
+            let next = sent
+                + match held {
+                    Some(_) => self.settings.renew_every(),
+                    None => self.settings.try_every(),
+                };
+            let deadline = held.map(|(_, renewed)| renewed + self.settings.step_down_after());
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep_until(next) => {}
+                () = sleep_until(deadline) => {}
+            }
+            if let Some(deadline) = deadline
+                && Instant::now() >= deadline
+            {
+                held = None;
+                self.step_down("the tenant's lease could not be renewed in time");
+            }
+        }
+        held.map(|(term, _)| term)
+    }
+
+    fn lead(&self, term: i64) {
+        self.store.set_role(Role::Leader {
+            instance: self.settings.instance.clone(),
+            term,
+        });
+        self.standing.send_replace(Standing::Leader { term });
+    }
+
+    fn step_down(&self, why: &str) {
+        self.store.set_role(Role::Follower);
+        self.standing.send_replace(Standing::Follower);
+        tracing::warn!(
+            instance = &*self.settings.instance,
+            "this instance no longer leads the tenant: {why}"
+        );
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Backend;
+    use crate::store::testing::temp_url_on;
+
+    fn settings(instance: &str, lease_ttl: Duration) -> Settings {
+        Settings {
+            instance: Arc::from(instance),
+            advertise_url: None,
+            lease_ttl,
+        }
+    }
+
+    /// Waits until `watching` says `wanted`, for `within` at most.
+    async fn until(
+        watching: &mut watch::Receiver<Standing>,
+        within: Duration,
+        wanted: impl Fn(Standing) -> bool,
+    ) -> Standing {
+        let waited = tokio::time::timeout(within, watching.wait_for(|s| wanted(*s)))
+            .await
+            .map(|seen| *seen.unwrap());
+        waited.unwrap_or_else(|_| panic!("still {:?} after {within:?}", *watching.borrow()))
+    }
+
+    fn leads(standing: Standing) -> bool {
+        matches!(standing, Standing::Leader { .. })
+    }
+
+    #[tokio::test]
+    async fn one_of_two_instances_leads_and_the_other_takes_over_when_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        let ttl = Duration::from_secs(3);
+        let (first, mut a_standing) = Leadership::new(a.clone(), settings("a", ttl));
+        let a_stop = CancellationToken::new();
+        let a_run = crate::tasks::spawn(first.run(a_stop.clone()));
+        assert_eq!(
+            until(&mut a_standing, ttl, leads).await,
+            Standing::Leader { term: 1 }
+        );
+        assert!(matches!(a.role(), Role::Leader { term: 1, .. }));
+
+        let (second, mut b_standing) = Leadership::new(b.clone(), settings("b", ttl));
+        let b_stop = CancellationToken::new();
+        let b_run = crate::tasks::spawn(second.run(b_stop.clone()));
+        // b tries every second and a renews every second: however many times b has
+        // tried (its note among the instances says when), a leads and b follows.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let listed = lease::instances(&b).await.unwrap();
+            let b_seen = listed.iter().find(|i| i.instance_id == "b");
+            if b_seen.is_some_and(|i| i.last_seen - i.started_at >= 2_000) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "b never tried three times: {listed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(*a_standing.borrow(), Standing::Leader { term: 1 });
+        assert_eq!(*b_standing.borrow(), Standing::Follower);
+        assert_eq!(b.role(), Role::Follower);
+
+        // a stops and releases: b leads within its next try or two.
+        a_stop.cancel();
+        let held = a_run.await.unwrap();
+        assert_eq!(held, Some(1));
+        assert!(lease::release(&a, "a", 1).await.unwrap());
+        assert_eq!(
+            until(&mut b_standing, Duration::from_secs(30), leads).await,
+            Standing::Leader { term: 2 }
+        );
+        b_stop.cancel();
+        b_run.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let (a, watcher) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        let ttl = Duration::from_secs(2);
+        let (leadership, mut standing) = Leadership::new(a.clone(), settings("a", ttl));
+        let stop = CancellationToken::new();
+        let run = crate::tasks::spawn(leadership.run(stop.clone()));
+        until(&mut standing, ttl, leads).await;
+
+        // The database goes away under a (its pools closed): no renewal gets through.
+        a.close().await;
+        until(&mut standing, ttl, |s| s == Standing::Follower).await;
+        assert_eq!(a.role(), Role::Follower, "its writes are refused at once");
+        let lease = lease::leadership(&watcher).await.unwrap().unwrap();
+        assert!(
+            lease.current(),
+            "stepped down while the lease was still a's: {lease:?}"
+        );
+        stop.cancel();
+        assert_eq!(run.await.unwrap(), None, "nothing left to release");
+    }
+}
