@@ -321,6 +321,10 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
          VALUES (1763942400000, 1, 1764028800500)",
         "INSERT INTO retention_horizons (kind, kept_from, pruned_rows, updated_at)
          VALUES ('samples', 1760000000000, 4242, 1764028800000)",
+        "INSERT INTO cluster_lease (id, holder, term, acquired_at, expires_at)
+         VALUES (1, 'wfmd-a', 3, 1764028800000, 1764028810000)",
+        "INSERT INTO cluster_instances (instance_id, advertise_url, started_at, last_seen)
+         VALUES ('wfmd-a', 'http://10.0.0.5:8080', 1764028700000, 1764028800000)",
     ] {
         execute(&store, sql).await;
     }
