@@ -16,20 +16,26 @@ use crate::config::tenants::{TenantId, TenantSpec};
 use crate::engine::{self, TransitionEngine};
 use crate::{api, cxone, delivery, live, metrics_handle};
 
-/// One tenant's services, built from the configuration; nothing runs until
-/// [`Tenant::workers`] are started.
+/// One tenant's services, built from the configuration; nothing runs until its workers
+/// are started. What every instance serving the tenant runs ([`Tenant::every_instance`])
+/// lives as long as the tenant; the work of its leader ([`Tenant::leader_work`]) is
+/// built afresh each time the instance starts to lead, from the configuration and what
+/// the tenant keeps across terms: the rules a SIGHUP gave, the sync's status, the bulk
+/// and analytics jobs the API hands work to.
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
     /// `v2` or `incontact`.
     pub dialect: &'static str,
     pub services: Services,
-    dispatcher: Option<delivery::Dispatcher>,
-    sync: Option<engine::sync::StateSync>,
-    rules: engine::rules::RuleScheduler,
+    /// The tenant's resolved configuration, which the leader's work is built from.
+    config: Arc<Config>,
+    clock: engine::Clock,
+    rules: engine::rules::RulesHandle,
+    /// What state sync last reported, when it runs (`sync.enabled`).
+    sync_status: Option<Arc<engine::sync::SyncStatus>>,
     pub bulk: engine::bulk::BulkJobs,
     pub analytics: engine::analytics::AnalyticsJobs,
-    schedule_work: Option<ScheduleWork>,
     exception_threshold: Duration,
     /// `sync.interval_ms`, for `/readyz`'s view of the sync.
     sync_interval: Duration,
@@ -38,10 +44,6 @@ pub struct Tenant {
     pub metric_board: engine::metrics::BoardSender,
     /// The live feed every wallboard reads.
     pub live: live::Live,
-    /// The skill and queue pollers (`[live]`), when enabled.
-    metric_pollers: Vec<engine::metrics::MetricPoller>,
-    /// Prunes old records and publishes audit checkpoints.
-    retention: engine::retention::Retention,
     /// The daemon lock of the tenant's database, when it took one.
     pub(super) lock: Option<crate::store::lock::DaemonLock>,
 }
@@ -73,74 +75,21 @@ impl Tenant {
             _ => None,
         };
         let services = Services::start_with_clock(config, clock).await?;
-        let endpoints = delivery::Endpoint::from_config(config);
-        let dispatcher = (!endpoints.is_empty()).then(|| {
-            delivery::Dispatcher::new(
-                spec.id.clone(),
-                services.store.clone(),
-                services.http.clone(),
-                endpoints,
-                config.delivery.clone(),
-            )
-        });
-        let sync = config.sync.enabled.then(|| {
-            engine::sync::StateSync::new(
-                services.store.clone(),
-                services.engine.platform().clone(),
-                (&config.sync).into(),
-            )
-            .with_in_flight(services.engine.agents_in_flight())
-            .with_engine_clock(clock)
-        });
         // The scheduler runs even without rules, so a SIGHUP can add some.
         let rules = config
             .rules()
             .map_err(|problems| anyhow::anyhow!("invalid rules: {}", problems.join("; ")))?;
-        // Rules and bulk items leave agents state sync saw done already alone.
-        let witness = sync.as_ref().map(|sync| {
-            engine::SyncWitness::new(
-                sync.status(),
-                Duration::from_millis(config.sync.interval_ms),
-            )
-        });
-        let mut firer = engine::rules::RuleFirer::new(
-            services.store.clone(),
-            services.engine.clone(),
-            config.scheduler.concurrency,
-            services.budget.per_minute_rate(),
-        );
-        if let Some(witness) = &witness {
-            firer = firer.with_sync(witness.clone());
-        }
-        let rules = engine::rules::RuleScheduler::new(rules, Arc::new(firer)).with_clock(clock);
+        let sync_status = config.sync.enabled.then(Arc::default);
         let mut bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
-        if let Some(witness) = witness {
+        if let Some(witness) = witness(config, &sync_status) {
             bulk = bulk.with_sync(witness);
         }
-        let schedule_work = ScheduleWork::from_config(config, &services.engine);
         let live = live::Live::new(
             spec.id.clone(),
             services.store.clone(),
             live_settings(config),
         );
         let (metric_board, _) = engine::metrics::board_channel();
-        let metric_pollers = if config.live.enabled {
-            engine::metrics::MetricPoller::both(
-                services.engine.platform(),
-                &services.store,
-                &metric_board,
-                &(&config.live).into(),
-            )
-            .into()
-        } else {
-            Vec::new()
-        };
-        let retention = engine::retention::Retention::new(
-            services.store.clone(),
-            &config.retention,
-            &config.audit,
-        )
-        .with_rollups(config.compliance.exception_threshold);
         let analytics = engine::analytics::AnalyticsJobs::new(
             services.store.clone(),
             config.compliance.exception_threshold,
@@ -155,18 +104,16 @@ impl Tenant {
             name: spec.name.clone(),
             dialect: config.cxone.dialect.as_str(),
             services,
-            dispatcher,
-            sync,
-            rules,
+            config: Arc::new(config.clone()),
+            clock,
+            rules: engine::rules::RulesHandle::new(rules),
+            sync_status,
             bulk,
             analytics,
-            schedule_work,
             exception_threshold: config.compliance.exception_threshold,
             sync_interval: Duration::from_millis(config.sync.interval_ms),
             metric_board,
             live,
-            metric_pollers,
-            retention,
             lock,
         })
     }
@@ -177,7 +124,7 @@ impl Tenant {
 
     /// Replaces the rules of the running daemon (SIGHUP).
     pub fn rules(&self) -> engine::rules::RulesHandle {
-        self.rules.handle()
+        self.rules.clone()
     }
 
     /// What the HTTP API reads and drives of this tenant; `exports` are the process's
@@ -197,7 +144,7 @@ impl Tenant {
             engine: self.services.engine.clone(),
             store: self.services.store.clone(),
             metrics: metrics_handle(),
-            sync: self.sync.as_ref().map(|sync| sync.status()),
+            sync: self.sync_status.clone(),
             sync_interval: self.sync_interval,
             bulk: self.bulk.clone(),
             exception_threshold: self.exception_threshold,
@@ -208,52 +155,125 @@ impl Tenant {
         }
     }
 
-    /// Every background worker of the tenant, each working in the tenant's scope;
-    /// webhook delivery lets POSTs in flight finish within `grace` once stopped.
+    /// Every background worker of the tenant's sole instance (the leader's work and
+    /// what every instance runs), each working in the tenant's scope; webhook delivery
+    /// lets POSTs in flight finish within `grace` once stopped.
     pub fn workers(self, grace: Duration) -> Vec<Worker> {
-        let id = self.id.clone();
-        self.unscoped_workers(grace)
-            .into_iter()
-            .map(|worker| worker.in_tenant(&id))
-            .collect()
+        let mut workers = self.every_instance();
+        workers.extend(self.leader_work(grace));
+        workers
     }
 
-    fn unscoped_workers(self, grace: Duration) -> Vec<Worker> {
+    /// What every instance serving the tenant runs, leader or not: the live feed, read
+    /// from the outbox (each in the tenant's scope).
+    pub fn every_instance(&self) -> Vec<Worker> {
+        let (live, board, bulk) = (
+            self.live.clone(),
+            self.metric_board.subscribe(),
+            self.bulk.clone(),
+        );
+        self.scoped(vec![Worker::new("live feed", move |stop| {
+            live.run(stop, board, Some(bulk))
+        })])
+    }
+
+    /// The work of the tenant's leader, built afresh (each in the tenant's scope): every
+    /// worker that calls the platform or writes the tenant's records.
+    pub fn leader_work(&self, grace: Duration) -> Vec<Worker> {
+        let config = &*self.config;
+        let services = &self.services;
         let mut workers = Vec::new();
-        if let Some(dispatcher) = self.dispatcher {
+        let endpoints = delivery::Endpoint::from_config(config);
+        if !endpoints.is_empty() {
+            let dispatcher = delivery::Dispatcher::new(
+                self.id.clone(),
+                services.store.clone(),
+                services.http.clone(),
+                endpoints,
+                config.delivery.clone(),
+            );
             workers.push(Worker::new("webhook delivery", move |stop| {
                 dispatcher.run(stop, grace)
             }));
         }
-        let (live, board, bulk) = (self.live, self.metric_board.subscribe(), self.bulk.clone());
-        workers.push(Worker::new("live feed", move |stop| {
-            live.run(stop, board, Some(bulk))
-        }));
-        let sync_status = self.sync.as_ref().map(|sync| sync.status());
-        if let Some(work) = self.schedule_work {
-            workers.extend(work.workers(sync_status));
+        if let Some(work) = ScheduleWork::from_config(config, &services.engine) {
+            workers.extend(work.workers(self.sync_status.clone()));
         }
-        if let Some(sync) = self.sync {
+        if let Some(status) = &self.sync_status {
+            let sync = engine::sync::StateSync::new(
+                services.store.clone(),
+                services.engine.platform().clone(),
+                (&config.sync).into(),
+            )
+            .with_status(status.clone())
+            .with_in_flight(services.engine.agents_in_flight())
+            .with_engine_clock(self.clock);
             workers.push(Worker::new("state sync", move |stop| sync.run(stop)));
         }
-        let rules = self.rules;
-        workers.push(Worker::new("rule scheduler", move |stop| rules.run(stop)));
-        let bulk = self.bulk;
-        workers.push(Worker::new("bulk jobs", move |stop| bulk.run(stop)));
-        for poller in self.metric_pollers {
-            workers.push(Worker::new("metric poller", move |stop| poller.run(stop)));
+        // Rules and bulk items leave agents state sync saw done already alone.
+        let mut firer = engine::rules::RuleFirer::new(
+            services.store.clone(),
+            services.engine.clone(),
+            config.scheduler.concurrency,
+            services.budget.per_minute_rate(),
+        );
+        if let Some(witness) = witness(config, &self.sync_status) {
+            firer = firer.with_sync(witness);
         }
-        let retention = self.retention;
+        let rules = engine::rules::RuleScheduler::with_handle(self.rules.clone(), Arc::new(firer))
+            .with_clock(self.clock);
+        workers.push(Worker::new("rule scheduler", move |stop| rules.run(stop)));
+        let bulk = self.bulk.clone();
+        workers.push(Worker::new("bulk jobs", move |stop| bulk.run(stop)));
+        if config.live.enabled {
+            let pollers: Vec<_> = engine::metrics::MetricPoller::both(
+                services.engine.platform(),
+                &services.store,
+                &self.metric_board,
+                &(&config.live).into(),
+            )
+            .into();
+            for poller in pollers {
+                workers.push(Worker::new("metric poller", move |stop| poller.run(stop)));
+            }
+        }
+        let retention = engine::retention::Retention::new(
+            services.store.clone(),
+            &config.retention,
+            &config.audit,
+        )
+        .with_rollups(config.compliance.exception_threshold);
         workers.push(Worker::new("retention", move |stop| retention.run(stop)));
-        let analytics = self.analytics;
+        let analytics = self.analytics.clone();
         workers.push(Worker::new("analytics jobs", move |stop| {
             analytics.run(stop)
         }));
         // Changes whose record failed after their platform call are recorded late.
-        let engine = self.services.engine;
+        let engine = services.engine.clone();
         workers.push(Worker::new("late records", move |stop| async move {
             engine.settle_intents_until(stop).await
         }));
-        workers
+        self.scoped(workers)
     }
+
+    fn scoped(&self, workers: Vec<Worker>) -> Vec<Worker> {
+        workers
+            .into_iter()
+            .map(|worker| worker.in_tenant(&self.id))
+            .collect()
+    }
+}
+
+/// What rules and bulk items consult to leave alone agents state sync saw done already,
+/// when the sync runs.
+fn witness(
+    config: &Config,
+    status: &Option<Arc<engine::sync::SyncStatus>>,
+) -> Option<engine::SyncWitness> {
+    status.as_ref().map(|status| {
+        engine::SyncWitness::new(
+            status.clone(),
+            Duration::from_millis(config.sync.interval_ms),
+        )
+    })
 }

@@ -64,6 +64,16 @@ pub struct RulesHandle {
 }
 
 impl RulesHandle {
+    /// A handle holding `rules`, for schedulers to come ([`RuleScheduler::with_handle`]):
+    /// a tenant's leader builds one each time it starts to lead, and the rules a SIGHUP
+    /// gave the last one stay.
+    pub fn new(rules: Vec<Rule>) -> RulesHandle {
+        let list: RuleList = rules.into_iter().map(Arc::new).collect();
+        RulesHandle {
+            sender: Arc::new(watch::channel(list).0),
+        }
+    }
+
     /// Replaces every rule at once; the scheduler picks them up immediately.
     pub fn replace(&self, rules: Vec<Rule>) {
         self.sender
@@ -155,14 +165,15 @@ pub struct RuleScheduler {
 
 impl RuleScheduler {
     pub fn new(rules: Vec<Rule>, firer: Arc<dyn Firer>) -> RuleScheduler {
-        let list: RuleList = rules.into_iter().map(Arc::new).collect();
-        let (sender, receiver) = watch::channel(list);
+        RuleScheduler::with_handle(RulesHandle::new(rules), firer)
+    }
+
+    /// A scheduler firing the rules `handle` holds, now and as it replaces them.
+    pub fn with_handle(handle: RulesHandle, firer: Arc<dyn Firer>) -> RuleScheduler {
         RuleScheduler {
             firer,
-            handle: RulesHandle {
-                sender: Arc::new(sender),
-            },
-            rules: receiver,
+            rules: handle.sender.subscribe(),
+            handle,
             clock: Clock::Wall,
             armed: Vec::new(),
             firings: JoinSet::new(),

@@ -240,6 +240,13 @@ impl StateSync {
         self
     }
 
+    /// Reports into `status` instead of a status of its own: one a tenant keeps while
+    /// the sync that reports into it is rebuilt (each time its instance starts to lead).
+    pub fn with_status(mut self, status: Arc<SyncStatus>) -> Self {
+        self.status = status;
+        self
+    }
+
     pub fn status(&self) -> Arc<SyncStatus> {
         Arc::clone(&self.status)
     }
