@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::FromRow;
 
-use crate::store::{AsConn, Db, Done, Store, on};
+use crate::store::{Done, Store, on};
 
 /// The database's clock, in Unix milliseconds.
 macro_rules! now_ms {
@@ -71,8 +71,8 @@ pub async fn take(
 }
 
 /// Ends `instance`'s lease of `term` now, so another instance takes it at its next try
-/// instead of after the expiry (a leader stopping), and wakes the instances listening
-/// on [`RELEASED`]. Returns whether it still held it.
+/// (within a second) instead of after the expiry: a leader stopping. Returns whether it
+/// still held it.
 pub async fn release(store: &Store, instance: &str, term: i64) -> Result<bool, sqlx::Error> {
     let mut tx = store.begin_lease_write().await?;
     let released = on!(&mut tx, |c| sqlx::query(concat!(
@@ -87,18 +87,9 @@ pub async fn release(store: &Store, instance: &str, term: i64) -> Result<bool, s
     .map(Done::from))?
     .rows_affected()
         == 1;
-    if let Db::Postgres(c) = tx.db() {
-        sqlx::query("SELECT pg_notify($1, current_schema())")
-            .bind(RELEASED)
-            .execute(c)
-            .await?;
-    }
     tx.commit().await?;
     Ok(released)
 }
-
-/// The channel a released lease is announced on (the payload: the tenant's schema).
-pub const RELEASED: &str = "wfmd_lease_released";
 
 /// Notes that `instance` serves the tenant, reachable at `advertise_url`.
 pub async fn heartbeat(
