@@ -36,6 +36,9 @@ pub(super) struct Launch {
     pub exports: api::exports::Exports,
     /// The daemon's stop token; each tenant's is a child of it.
     pub shutdown: CancellationToken,
+    /// This instance among several (`[ha]`): each tenant's leader work runs only while
+    /// it leads the tenant (see [`super::leading`]). `None`: the sole instance.
+    pub ha: Option<crate::cluster::leadership::Settings>,
 }
 
 /// One tenant, started.
@@ -60,7 +63,19 @@ impl Started {
             tenant.rules(),
             tenant.services.store.clone(),
         );
-        let running = Running::start(tenant.workers(launch.grace), &stop);
+        let workers = match &launch.ha {
+            None => tenant.workers(launch.grace),
+            Some(ha) => {
+                let mut workers = tenant.every_instance();
+                workers.push(super::leading::leading(
+                    std::sync::Arc::new(tenant),
+                    ha.clone(),
+                    launch.grace,
+                ));
+                workers
+            }
+        };
+        let running = Running::start(workers, &stop);
         Started {
             id,
             served,

@@ -3,6 +3,7 @@
 //! run until stopped.
 
 mod fleet;
+mod leading;
 mod schedule_work;
 mod services;
 mod settings;
@@ -47,6 +48,8 @@ pub struct App {
     clock: engine::Clock,
     /// Whether each tenant holds its database's daemon lock.
     lock_databases: bool,
+    /// This instance among several (`[ha]`); `None`: the sole instance.
+    ha: Option<crate::cluster::leadership::Settings>,
 }
 
 impl App {
@@ -108,6 +111,14 @@ impl App {
             exports: api::exports::Exports::new(&config.exports),
             clock,
             lock_databases,
+            ha: config
+                .ha
+                .as_ref()
+                .map(|ha| crate::cluster::leadership::Settings {
+                    instance: ha.instance_id().into(),
+                    advertise_url: ha.advertise_url.clone(),
+                    lease_ttl: ha.lease_ttl,
+                }),
         })
     }
 
@@ -195,6 +206,7 @@ impl App {
                 grace,
                 exports: self.exports,
                 shutdown: shutdown.clone(),
+                ha: self.ha,
             },
         );
         let (router, routing) = api::router(&fleet.served(), self.tokens, &self.limits);

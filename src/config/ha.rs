@@ -1,5 +1,6 @@
 //! `[ha]`: this instance among several on one PostgreSQL database (see
-//! [`crate::cluster`]). Only with PostgreSQL: on SQLite a second daemon is refused.
+//! [`crate::cluster`]). Without it an instance is its tenants' sole one. Only with
+//! PostgreSQL: on SQLite a second daemon is refused.
 
 use std::time::Duration;
 
@@ -105,8 +106,11 @@ mod tests {
         );
 
         let postgres = "[database]\nurl = \"postgres://wfmd@db.example/wfmd\"\n";
-        let config = load(postgres, &[]).unwrap();
-        let ha = config.ha();
+        assert!(
+            load(postgres, &[]).unwrap().ha.is_none(),
+            "the sole instance"
+        );
+        let ha = load(&format!("{postgres}[ha]\n"), &[]).unwrap().ha.unwrap();
         assert_eq!(
             (ha.instance_id, ha.lease_ttl),
             (None, Duration::from_secs(10))
@@ -131,7 +135,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let ha = config.ha();
+        let ha = config.ha.unwrap();
         assert_eq!(ha.instance_id(), "wfmd-a");
         assert_eq!(ha.advertise_url.as_deref(), Some("http://10.0.0.5:8080"));
         assert_eq!(ha.lease_ttl, Duration::from_secs(30));

@@ -76,7 +76,8 @@ pub struct Config {
     /// `default`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<tenants::TenantConfig>,
-    /// This instance among several on one PostgreSQL database.
+    /// This instance among several on one PostgreSQL database; none = the sole
+    /// instance.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<ha::HaConfig>,
 }
@@ -566,12 +567,6 @@ impl Config {
         } else {
             Err(ConfigError { problems })
         }
-    }
-
-    /// `[ha]`, or its defaults: on PostgreSQL every instance takes part in choosing
-    /// each tenant's leader, configured or not.
-    pub fn ha(&self) -> ha::HaConfig {
-        self.ha.clone().unwrap_or_default()
     }
 
     /// The effective configuration as TOML, secrets masked.

@@ -15,6 +15,7 @@ mod auth;
 mod backup;
 mod bulk;
 mod cli;
+mod cluster;
 mod crash;
 mod database_copy;
 mod deploy;

@@ -1,0 +1,119 @@
+//! Several `wfmd serve` on one PostgreSQL database (`[ha]`): one instance leads the
+//! tenant at a time and alone changes its agents; when it dies (`kill -9`) or stops
+//! (SIGTERM), another takes the tenant over in a new term.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// `wfmd serve` as instance `id` of a cluster on `db`, with a short lease.
+async fn instance(sim: &TestSim, db: &TestDb, id: &str) -> Daemon {
+    Daemon::spawn(&cluster_env(sim, db, id)).await
+}
+
+fn cluster_env(sim: &TestSim, db: &TestDb, id: &str) -> Vec<(String, String)> {
+    let mut env = sim.env(&db.url());
+    for (key, value) in [("WFMD_HA__INSTANCE_ID", id), ("WFMD_HA__LEASE_TTL", "2s")] {
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    env
+}
+
+/// The instance whose lease is current, and its term, once one holds it.
+async fn leader(db: &TestDb) -> (String, i64) {
+    eventually("no instance holds a current lease", async || {
+        let row = db.psql(
+            "SELECT holder || ' ' || term FROM cluster_lease
+             WHERE id = 1 AND expires_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        );
+        let (holder, term) = row.split_once(' ').ok_or_else(|| "none".to_owned())?;
+        Ok((holder.to_owned(), term.parse().unwrap()))
+    })
+    .await
+}
+
+/// Waits until `id` holds the lease.
+async fn leads(db: &TestDb, id: &str) -> i64 {
+    eventually(&format!("{id} never led"), async || {
+        match leader(db).await {
+            (holder, term) if holder == id => Ok(term),
+            (holder, _) => Err(format!("{holder} leads")),
+        }
+    })
+    .await
+}
+
+/// Asks `daemon` to change `agent` to `state`; the answer's status.
+async fn change(daemon: &Daemon, agent: &str, state: &str) -> u16 {
+    http_client()
+        .post(format!("{}/v1/agents/{agent}/transitions", daemon.address))
+        .json(&json!({ "state": state }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn one_instance_leads_and_another_takes_over_in_a_new_term_after_kill_9() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let a = instance(&sim, &db, "wfmd-a").await;
+    assert_eq!(leads(&db, "wfmd-a").await, 1);
+    let b = instance(&sim, &db, "wfmd-b").await;
+    let agents = sim.free_agents();
+
+    // The leader carries a change out; the follower records nothing of the tenant's.
+    assert_eq!(change(&a, &agents[0].id, "NOT_READY").await, 200);
+    let changes = sim.changes();
+    assert_eq!(change(&b, &agents[1].id, "NOT_READY").await, 503);
+    assert_eq!(sim.changes(), changes, "the follower called the platform");
+    assert_eq!(leader(&db).await, ("wfmd-a".to_owned(), 1));
+
+    a.signal("KILL");
+    a.wait().await;
+    assert_eq!(leads(&db, "wfmd-b").await, 2);
+    assert_eq!(
+        eventually("b never carried a change out", async || {
+            match change(&b, &agents[1].id, "NOT_READY").await {
+                200 => Ok(200),
+                status => Err(status.to_string()),
+            }
+        })
+        .await,
+        200
+    );
+    let recorded = db.psql(&format!(
+        "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'
+         AND agent_id IN ('{}', '{}')",
+        agents[0].id, agents[1].id
+    ));
+    assert_eq!(recorded, "2", "each change recorded once");
+}
+
+#[tokio::test]
+async fn a_stopping_leader_releases_the_tenant_to_another_instance() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    let mut env = cluster_env(&sim, &db, "wfmd-a");
+    env.push(("WFMD_LOG__LEVEL".into(), "info".into()));
+    let a = Daemon::spawn_logging_to(&env, &log).await;
+    assert_eq!(leads(&db, "wfmd-a").await, 1);
+    let b = instance(&sim, &db, "wfmd-b").await;
+
+    a.signal("TERM");
+    assert!(a.wait().await.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    let stopped = said.find("the leader's work of this term has stopped");
+    let released = said.find("the tenant's lease is released for another instance");
+    assert!(
+        matches!((stopped, released), (Some(s), Some(r)) if s < r),
+        "the work stops, then the lease goes:\n{said}"
+    );
+    assert_eq!(leads(&db, "wfmd-b").await, 2);
+    let agent = &sim.free_agents()[0].id;
+    assert_eq!(change(&b, agent, "NOT_READY").await, 200);
+}
