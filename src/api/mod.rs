@@ -30,6 +30,7 @@ mod bulk;
 pub mod error;
 pub mod exports;
 pub mod extract;
+pub mod forward;
 mod health;
 mod hosts;
 mod jobs;
@@ -105,6 +106,8 @@ pub struct ApiState {
     pub analytics: crate::engine::analytics::AnalyticsJobs,
     /// Downloads in progress per caller (see [`exports`]).
     pub exports: exports::Exports,
+    /// With `[ha]`: how a follower hands the tenant's changes to its leader.
+    pub forwarding: Option<forward::Forwarding>,
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
@@ -186,9 +189,19 @@ pub fn router(
             access: access.clone(),
             tenant,
         });
-        routes
+        let routes = routes
             .clone()
-            .fallback(|| async { tenancy::no_such_route() })
+            .fallback(|| async { tenancy::no_such_route() });
+        // A tenant's: inside the bearer check, so a follower lets the caller in before
+        // handing the request to the leader.
+        let routes = match gate.tenant {
+            Some(_) => routes.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                forward::to_leader,
+            )),
+            None => routes,
+        };
+        routes
             .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
             // Outside the bearer check, so a feed ticket is redeemed before it runs.
             .layer(axum::middleware::from_fn_with_state(

@@ -57,7 +57,7 @@ impl Started {
     fn start(mut tenant: Tenant, launch: &Launch) -> Started {
         let stop = launch.shutdown.child_token();
         let lock = tenant.lock.take();
-        let served = tenant.served(launch.exports.clone());
+        let served = tenant.served(launch.exports.clone(), launch.ha.as_ref());
         let (id, rules, store) = (
             tenant.id.clone(),
             tenant.rules(),

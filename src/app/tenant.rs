@@ -128,18 +128,27 @@ impl Tenant {
     }
 
     /// What the HTTP API reads and drives of this tenant; `exports` are the process's
-    /// downloads in progress.
-    pub fn served(&self, exports: api::exports::Exports) -> api::tenancy::ServedTenant {
+    /// downloads in progress, `ha` this instance among several (its followers hand the
+    /// tenant's changes to its leader).
+    pub fn served(
+        &self,
+        exports: api::exports::Exports,
+        ha: Option<&crate::cluster::leadership::Settings>,
+    ) -> api::tenancy::ServedTenant {
         api::tenancy::ServedTenant {
             id: self.id.clone(),
             name: self.name.clone(),
             dialect: self.dialect,
-            state: self.api_state(exports),
+            state: self.api_state(exports, ha),
             requests: tokio_util::task::TaskTracker::new(),
         }
     }
 
-    fn api_state(&self, exports: api::exports::Exports) -> api::ApiState {
+    fn api_state(
+        &self,
+        exports: api::exports::Exports,
+        ha: Option<&crate::cluster::leadership::Settings>,
+    ) -> api::ApiState {
         api::ApiState {
             engine: self.services.engine.clone(),
             store: self.services.store.clone(),
@@ -152,6 +161,11 @@ impl Tenant {
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),
             exports,
+            forwarding: ha.map(|ha| api::forward::Forwarding {
+                tenant: self.id.clone(),
+                instance: ha.instance.clone(),
+                http: self.services.http.clone(),
+            }),
         }
     }
 

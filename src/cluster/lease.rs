@@ -153,6 +153,25 @@ pub async fn leadership(store: &Store) -> Result<Option<Leadership>, sqlx::Error
     .await)
 }
 
+/// The instance whose lease is current, and where it said it can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Leader {
+    pub holder: String,
+    pub advertise_url: Option<String>,
+}
+
+/// The tenant's leader now, if any instance holds a current lease.
+pub async fn leader(store: &Store) -> Result<Option<Leader>, sqlx::Error> {
+    on!(store.reader(), |c| sqlx::query_as(concat!(
+        "SELECT l.holder, i.advertise_url FROM cluster_lease AS l
+         LEFT JOIN cluster_instances AS i ON i.instance_id = l.holder
+         WHERE l.id = 1 AND l.expires_at > ",
+        now_ms!()
+    ))
+    .fetch_optional(c)
+    .await)
+}
+
 /// The instances that said they serve the tenant, the most recently seen first.
 pub async fn instances(store: &Store) -> Result<Vec<Instance>, sqlx::Error> {
     on!(store.reader(), |c| sqlx::query_as(

@@ -1,6 +1,7 @@
 //! Several `wfmd serve` on one PostgreSQL database (`[ha]`): one instance leads the
-//! tenant at a time and alone changes its agents; when it dies (`kill -9`) or stops
-//! (SIGTERM), another takes the tenant over in a new term.
+//! tenant at a time and alone changes its agents, the others handing it the changes
+//! asked of them; when it dies (`kill -9`) or stops (SIGTERM), another takes the tenant
+//! over in a new term.
 
 use serde_json::json;
 
@@ -55,8 +56,20 @@ async fn change(daemon: &Daemon, agent: &str, state: &str) -> u16 {
         .as_u16()
 }
 
+/// Asks `daemon` to make `agent` ready; the answer's status and body.
+async fn refusal(daemon: &Daemon, agent: &str) -> (u16, serde_json::Value) {
+    let response = http_client()
+        .post(format!("{}/v1/agents/{agent}/transitions", daemon.address))
+        .json(&json!({ "state": "READY" }))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
 #[tokio::test]
-async fn one_instance_leads_and_another_takes_over_in_a_new_term_after_kill_9() {
+async fn the_leader_carries_out_changes_asked_of_any_instance_and_another_takes_over_after_kill_9()
+{
     let sim = TestSim::default_tenant().await;
     let db = TestDb::postgres();
     let a = instance(&sim, &db, "wfmd-a").await;
@@ -64,11 +77,21 @@ async fn one_instance_leads_and_another_takes_over_in_a_new_term_after_kill_9() 
     let b = instance(&sim, &db, "wfmd-b").await;
     let agents = sim.free_agents();
 
-    // The leader carries a change out; the follower records nothing of the tenant's.
+    // The leader carries out a change asked of it, and one asked of the follower, which
+    // hands it on (the follower itself can write none of the tenant's records).
     assert_eq!(change(&a, &agents[0].id, "NOT_READY").await, 200);
     let changes = sim.changes();
-    assert_eq!(change(&b, &agents[1].id, "NOT_READY").await, 503);
-    assert_eq!(sim.changes(), changes, "the follower called the platform");
+    assert_eq!(change(&b, &agents[1].id, "NOT_READY").await, 200);
+    assert_eq!(sim.changes(), changes + 1, "one platform call for it");
+    // A refusal comes back as the leader gave it.
+    let off_shift = sim.off_shift_agent();
+    let (via_follower, via_leader) = (
+        refusal(&b, &off_shift.id).await,
+        refusal(&a, &off_shift.id).await,
+    );
+    assert_eq!(via_follower.0, 409, "{via_follower:?}");
+    assert_eq!(via_follower.1["type"], via_leader.1["type"]);
+    assert_eq!(via_follower.1["violation"], via_leader.1["violation"]);
     assert_eq!(leader(&db).await, ("wfmd-a".to_owned(), 1));
 
     a.signal("KILL");
@@ -76,7 +99,7 @@ async fn one_instance_leads_and_another_takes_over_in_a_new_term_after_kill_9() 
     assert_eq!(leads(&db, "wfmd-b").await, 2);
     assert_eq!(
         eventually("b never carried a change out", async || {
-            match change(&b, &agents[1].id, "NOT_READY").await {
+            match change(&b, &agents[2].id, "NOT_READY").await {
                 200 => Ok(200),
                 status => Err(status.to_string()),
             }
@@ -86,10 +109,10 @@ async fn one_instance_leads_and_another_takes_over_in_a_new_term_after_kill_9() 
     );
     let recorded = db.psql(&format!(
         "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'
-         AND agent_id IN ('{}', '{}')",
-        agents[0].id, agents[1].id
+         AND agent_id IN ('{}', '{}', '{}')",
+        agents[0].id, agents[1].id, agents[2].id
     ));
-    assert_eq!(recorded, "2", "each change recorded once");
+    assert_eq!(recorded, "3", "each change recorded once");
 }
 
 #[tokio::test]

@@ -724,6 +724,11 @@ impl Daemon {
             if let Some(dir) = cwd {
                 command.current_dir(dir);
             }
+            let address = format!("http://127.0.0.1:{port}");
+            // An instance among several is reached by the others where it listens.
+            if env.iter().any(|(key, _)| key.starts_with("WFMD_HA__")) {
+                command.env("WFMD_HA__ADVERTISE_URL", &address);
+            }
             let child = command
                 .args(args)
                 .env("WFMD_LOG__LEVEL", "warn")
@@ -734,10 +739,7 @@ impl Daemon {
                 .spawn()
                 .unwrap();
             // Owned before the first await, so a failure below still kills the child.
-            let mut daemon = Daemon {
-                child,
-                address: format!("http://127.0.0.1:{port}"),
-            };
+            let mut daemon = Daemon { child, address };
             if daemon.comes_up_on(port, deadline).await {
                 return daemon;
             }
