@@ -442,6 +442,7 @@ impl Store {
     /// [`schema::restore_triggers`]); returns how many migrations were applied.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let before = self.applied_migrations().await.unwrap_or(0);
+        self.refuse_newer_schema().await?;
         let mut conn = self.write.acquire().await?;
         match conn.db() {
             Db::Sqlite(conn) => run_migrations(&MIGRATOR, conn, None).await,
@@ -456,6 +457,33 @@ impl Store {
             .await
             .context("cannot mask the credentials of stored webhook endpoints")?;
         Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    /// Refuses a database a newer wfmd migrated: this one does not know its tables.
+    /// Instances are upgraded one at a time; the first of the new version migrates, and
+    /// one of the old version that restarts meanwhile stops here, saying why.
+    async fn refuse_newer_schema(&self) -> anyhow::Result<()> {
+        let ours = match self.backend() {
+            Backend::Sqlite => &MIGRATOR,
+            Backend::Postgres => &PG_MIGRATOR,
+        };
+        let known = ours.iter().map(|m| m.version).max().unwrap_or(0);
+        if self.applied_migrations().await? == 0 {
+            return Ok(());
+        }
+        let newest: Option<i64> = on!(&self.read, |c| sqlx::query_scalar(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success"
+        )
+        .fetch_one(c)
+        .await)?;
+        match newest {
+            Some(newest) if newest > known => anyhow::bail!(
+                "the database was migrated by a newer wfmd (its newest migration is \
+                 {newest}, this wfmd's {known}): start the newer version instead; when \
+                 upgrading several instances, upgrade each in turn"
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// How many migrations the database has applied.
@@ -1000,6 +1028,33 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest_reuse::apply;
+    use testing::backends;
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_database_a_newer_wfmd_migrated_is_refused_saying_so(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = testing::temp_url_on(backend, &dir);
+        let store = Store::open(&url).await.unwrap();
+        Store::open(&url).await.expect("this wfmd's own migrations");
+        // What a newer wfmd leaves: a migration this one does not know.
+        on!(store.writer(), |c| sqlx::query(
+            "INSERT INTO _sqlx_migrations
+                 (version, description, success, checksum, execution_time)
+             VALUES (29991231000001, 'from a newer wfmd', TRUE, $1, 0)"
+        )
+        .bind(vec![0u8; 48])
+        .execute(c)
+        .await
+        .map(Done::from))
+        .unwrap();
+        let refused = format!("{:#}", Store::open(&url).await.err().unwrap());
+        assert!(
+            refused.contains("migrated by a newer wfmd") && refused.contains("29991231000001"),
+            "{refused}"
+        );
+    }
 
     /// Two instances starting together on a new PostgreSQL database (and schema): one
     /// creates the schema and migrates, the other finds it done; neither fails.
