@@ -70,8 +70,17 @@ impl Tenant {
         lock: bool,
     ) -> anyhow::Result<Tenant> {
         let config: &Config = &spec.config;
-        let lock = match crate::store::lock::database_path(&config.database.url) {
+        let url = &config.database.url;
+        let lock = match crate::store::lock::database_path(url) {
             Some(path) if lock => Some(crate::store::lock::DaemonLock::acquire(&path, "start")?),
+            None if lock
+                && crate::store::Backend::of_url(url) == crate::store::Backend::Postgres =>
+            {
+                Some(
+                    crate::store::lock::DaemonLock::serve_postgres(url, config.ha.is_some())
+                        .await?,
+                )
+            }
             _ => None,
         };
         let services = Services::start_with_clock(config, clock).await?;

@@ -28,7 +28,14 @@ pub fn database_path(url: &str) -> Option<PathBuf> {
 /// The exclusive lock of a database's daemon; released when dropped or the process ends.
 #[derive(Debug)]
 pub struct DaemonLock {
-    _file: File,
+    _held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    File(#[allow(dead_code, reason = "held, not read")] File),
+    /// The session holding the advisory lock (see [`DaemonLock::serve_postgres`]).
+    Postgres(#[allow(dead_code, reason = "held, not read")] sqlx::PgConnection),
 }
 
 impl DaemonLock {
@@ -37,6 +44,39 @@ impl DaemonLock {
         let mut name = database.as_os_str().to_owned();
         name.push(".serve.lock");
         PathBuf::from(name)
+    }
+
+    /// The lock of a daemon serving the PostgreSQL database (and schema) of `url`: a
+    /// session advisory lock, held by a connection of its own for as long as the lock
+    /// is. One without `[ha]` (`among_several` false) holds it alone, so a second
+    /// daemon, with `[ha]` or without, is refused, as on SQLite; instances with `[ha]`
+    /// share it, and refuse to start beside one without. It only guards against a
+    /// mistaken start: the lease, not this lock, decides which instance leads (a lost
+    /// connection drops it silently).
+    pub async fn serve_postgres(url: &str, among_several: bool) -> anyhow::Result<DaemonLock> {
+        // A daemon killed a moment ago holds it until the server notices its connection
+        // closed: moments, which a restart must not be refused for.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        let (conn, shown) = loop {
+            let (conn, shown) = super::postgres::hold_daemon_lock(url, among_several).await?;
+            if conn.is_some() || tokio::time::Instant::now() >= deadline {
+                break (conn, shown);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        match conn {
+            Some(conn) => Ok(DaemonLock {
+                _held: Held::Postgres(conn),
+            }),
+            None if among_several => anyhow::bail!(
+                "cannot start: a wfmd without [ha] serves {shown}, and must be its only \
+                 instance; stop it, or give it [ha] too"
+            ),
+            None => anyhow::bail!(
+                "cannot start: another wfmd serves {shown}; without [ha] a wfmd must be its \
+                 only instance (give every instance [ha] to run several)"
+            ),
+        }
     }
 
     /// Takes the lock of `database`, or says who holds it. `purpose` completes "cannot
@@ -93,7 +133,9 @@ impl DaemonLock {
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         file.flush()?;
-        Ok(Ok(DaemonLock { _file: file }))
+        Ok(Ok(DaemonLock {
+            _held: Held::File(file),
+        }))
     }
 }
 

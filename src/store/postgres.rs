@@ -5,8 +5,11 @@
 //! `options[search_path]`), so one PostgreSQL database serves every tenant and each
 //! tenant's queries see only its own rows, as with one SQLite file per tenant.
 
+use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use anyhow::Context;
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -102,6 +105,41 @@ pub(super) fn pool_options(
                 audit::hold_key(conn, key.as_ref()).await
             })
         })
+}
+
+/// Connects to `url` and takes the daemon's session lock on its schema (see
+/// [`super::lock::DaemonLock::serve_postgres`]): shared with other instances when
+/// `shared`, else alone. Returns the connection holding it (`None` when another session
+/// holds it in a conflicting way) and the database as messages show it.
+pub(super) async fn hold_daemon_lock(
+    url: &str,
+    shared: bool,
+) -> anyhow::Result<(Option<PgConnection>, String)> {
+    let options = PgConnectOptions::from_str(url).with_context(|| {
+        format!(
+            "database.url `{}` is not a valid PostgreSQL URL",
+            redacted(url)
+        )
+    })?;
+    let shown = describe(&options);
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("cannot open the database {shown}"))?;
+    let digest = Sha256::digest(format!(
+        "wfmd daemon\n{}",
+        schema(&options).as_deref().unwrap_or("public")
+    ));
+    let key = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    let statement = match shared {
+        true => "SELECT pg_try_advisory_lock_shared($1)",
+        false => "SELECT pg_try_advisory_lock($1)",
+    };
+    let held: bool = sqlx::query_scalar(statement)
+        .bind(key)
+        .fetch_one(&mut conn)
+        .await
+        .with_context(|| format!("cannot lock {shown}"))?;
+    Ok((held.then_some(conn), shown))
 }
 
 /// The advisory-lock key of the tenant whose tables are in `schema`.
@@ -242,8 +280,6 @@ pub(super) fn is_unavailable(code: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use super::*;
 
     #[test]

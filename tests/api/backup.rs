@@ -10,22 +10,11 @@ use serde_json::{Value, json};
 use wfmd::store::Store;
 
 use crate::helpers::{
-    Daemon, TestApp, TestDb, TestSim, eventually, http_client, wait_until, wait_until_every, wfmd,
+    Daemon, TestApp, TestDb, TestSim, eventually, http_client, output_of, wait_until,
+    wait_until_every, wfmd,
 };
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-backup";
-
-async fn run(command: std::process::Command) -> (i32, String, String) {
-    let mut command = command;
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn wfmd_on(url: &str, args: &[&str]) -> std::process::Command {
     let mut command = wfmd();
@@ -96,7 +85,7 @@ async fn a_backup_taken_mid_burst_restores_every_committed_change_with_a_verifyi
         let before: Vec<String> = committed.lock().unwrap().clone();
         let file = backups.path().join(format!("backup-{taken}.db"));
         let (code, stdout, stderr) =
-            run(wfmd_on(&app.db.url(), &["backup", file.to_str().unwrap()])).await;
+            output_of(wfmd_on(&app.db.url(), &["backup", file.to_str().unwrap()])).await;
         assert_eq!(code, 0, "{stdout}{stderr}");
         assert!(stdout.contains("backup written to"), "{stdout}");
         assert!(stdout.contains("audit head entry"), "{stdout}");
@@ -118,7 +107,8 @@ async fn a_backup_taken_mid_burst_restores_every_committed_change_with_a_verifyi
     // Restore it as the database of a fresh installation.
     let target = TestDb::new();
     let url = target.url();
-    let (code, stdout, stderr) = run(wfmd_on(&url, &["restore", file.to_str().unwrap()])).await;
+    let (code, stdout, stderr) =
+        output_of(wfmd_on(&url, &["restore", file.to_str().unwrap()])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("restored"), "{stdout}");
     assert!(stdout.contains("audit log intact"), "{stdout}");
@@ -145,7 +135,7 @@ async fn a_backup_taken_mid_burst_restores_every_committed_change_with_a_verifyi
     .unwrap();
     assert_eq!(orphans, 0);
     restored.close().await;
-    let (code, stdout, _) = run(wfmd_on(&url, &["audit", "verify"])).await;
+    let (code, stdout, _) = output_of(wfmd_on(&url, &["audit", "verify"])).await;
     assert_eq!(code, 0, "{stdout}");
 }
 
@@ -167,13 +157,15 @@ async fn restore_is_refused_over_a_running_daemons_database() {
     assert_eq!(response.status(), 200);
 
     let file = db.dir.path().join("copy.db");
-    let (code, stdout, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    let (code, stdout, stderr) =
+        output_of(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let (code, _, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    let (code, _, stderr) =
+        output_of(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
     assert_eq!(code, 2, "a backup never overwrites: {stderr}");
 
     let (code, stdout, stderr) =
-        run(wfmd_on(&db.url(), &["restore", file.to_str().unwrap()])).await;
+        output_of(wfmd_on(&db.url(), &["restore", file.to_str().unwrap()])).await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(
         stderr.contains("cannot restore over a running daemon"),
@@ -184,7 +176,7 @@ async fn restore_is_refused_over_a_running_daemons_database() {
         "{stderr}"
     );
     // A second daemon on the same database is refused the same way.
-    let (code, _, stderr) = run({
+    let (code, _, stderr) = output_of({
         let mut command = wfmd();
         command.envs(sim.env(&db.url())).args(["serve"]);
         command.env("WFMD_SERVER__LISTEN", "127.0.0.1:0");
@@ -197,7 +189,7 @@ async fn restore_is_refused_over_a_running_daemons_database() {
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
     let (code, stdout, stderr) =
-        run(wfmd_on(&db.url(), &["restore", file.to_str().unwrap()])).await;
+        output_of(wfmd_on(&db.url(), &["restore", file.to_str().unwrap()])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         stdout.contains("the database it replaced is kept as"),
@@ -228,7 +220,7 @@ async fn restore_refuses_a_backup_whose_append_only_triggers_were_dropped() {
     let target = TestDb::new();
     Store::open(&target.url()).await.unwrap().close().await;
     let before = std::fs::read(target.path()).unwrap();
-    let (code, stdout, stderr) = run(wfmd_on(
+    let (code, stdout, stderr) = output_of(wfmd_on(
         &target.url(),
         &["restore", tampered.path().to_str().unwrap()],
     ))
@@ -292,7 +284,7 @@ async fn is_whole_backup(path: &std::path::Path) -> bool {
     if integrity.ok().as_deref() != Some("ok") {
         return false;
     }
-    let (code, _, _) = run(wfmd_on(
+    let (code, _, _) = output_of(wfmd_on(
         &format!("sqlite://{}", path.display()),
         &["audit", "verify"],
     ))
@@ -306,7 +298,8 @@ async fn a_backup_is_readable_by_its_owner_only() {
     Store::open(&db.url()).await.unwrap().close().await;
     assert_eq!(mode(&db.path()), 0o600, "the database, as created");
     let file = db.dir.path().join("backup.db");
-    let (code, stdout, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    let (code, stdout, stderr) =
+        output_of(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(mode(&file), 0o600);
     assert!(partials(&file).is_empty(), "no temporary is left");
@@ -325,7 +318,8 @@ async fn a_killed_backups_temporary_neither_blocks_the_next_nor_stays_while_a_li
     let held = std::fs::File::create(&live).unwrap();
     held.try_lock().unwrap();
 
-    let (code, stdout, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    let (code, stdout, stderr) =
+        output_of(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(is_whole_backup(&file).await);
     assert!(
@@ -387,7 +381,8 @@ async fn kill_9_during_a_backup_leaves_no_file_or_a_whole_one_and_the_next_backu
         std::fs::remove_file(&file).unwrap();
     }
     assert!(!partials(&file).is_empty(), "the kill left its temporary");
-    let (code, stdout, stderr) = run(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
+    let (code, stdout, stderr) =
+        output_of(wfmd_on(&db.url(), &["backup", file.to_str().unwrap()])).await;
     assert_eq!(
         code, 0,
         "the temporary does not block the next: {stdout}{stderr}"

@@ -140,3 +140,40 @@ async fn a_stopping_leader_releases_the_tenant_to_another_instance() {
     let agent = &sim.free_agents()[0].id;
     assert_eq!(change(&b, agent, "NOT_READY").await, 200);
 }
+
+/// `wfmd serve` with `env` that must refuse to start: its stderr.
+async fn refused(env: &[(String, String)]) -> String {
+    let (code, _, stderr) = output_of({
+        let mut command = wfmd();
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+            .args(["serve"])
+            .env("WFMD_SERVER__LISTEN", "127.0.0.1:0");
+        command
+    })
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn an_instance_without_ha_is_the_only_one_on_its_postgresql_database() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let sole = Daemon::spawn(&sim.env(&db.url())).await;
+    let second = refused(&sim.env(&db.url())).await;
+    assert!(second.contains("another wfmd serves"), "{second}");
+    let among_several = refused(&cluster_env(&sim, &db, "wfmd-b")).await;
+    assert!(
+        among_several.contains("a wfmd without [ha] serves"),
+        "{among_several}"
+    );
+
+    // Once it is gone, instances with [ha] start, as many as wanted.
+    sole.signal("TERM");
+    assert!(sole.wait().await.success());
+    let _a = instance(&sim, &db, "wfmd-a").await;
+    let _b = instance(&sim, &db, "wfmd-b").await;
+    let sole_again = refused(&sim.env(&db.url())).await;
+    assert!(sole_again.contains("another wfmd serves"), "{sole_again}");
+}

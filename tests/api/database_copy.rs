@@ -12,23 +12,13 @@ use sqlx::{Column, Row, TypeInfo, ValueRef};
 use wfmd::on;
 use wfmd::store::{Db, Done, Store};
 
-use crate::helpers::{Daemon, TestApp, TestDb, TestSim, eventually, http_client, wait_until, wfmd};
+use crate::helpers::{
+    Daemon, TestApp, TestDb, TestSim, eventually, http_client, output_of, wait_until, wfmd,
+};
 use crate::receiver::{Mode, Receiver, SECRET};
 
 /// `audit.key` of the databases copied here.
 const KEY: &str = "0123456789abcdef0123456789abcdef-copy";
-
-/// Runs `command`: its exit code, stdout and stderr.
-async fn run(mut command: Command) -> (i32, String, String) {
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// `wfmd ARGS` on the database at `url`, keyed with [`KEY`].
 fn wfmd_on(url: &str, args: &[&str]) -> Command {
@@ -285,7 +275,7 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
     daemon.signal("TERM");
     assert!(daemon.wait().await.success());
 
-    let (code, stdout, stderr) = run(wfmd_on(&url, &["audit", "checkpoint"])).await;
+    let (code, stdout, stderr) = output_of(wfmd_on(&url, &["audit", "checkpoint"])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
 
     // Opened without migrating, which would take the redaction marker away.
@@ -349,7 +339,7 @@ async fn database_copy_moves_every_kind_of_record_from_sqlite_to_postgres_and_th
     );
 
     let target = throwaway_postgres::shared().fresh_database();
-    let (code, stdout, stderr) = run(wfmd_on(
+    let (code, stdout, stderr) = output_of(wfmd_on(
         &source.url(),
         &["database", "copy", "--to", &target],
     ))
@@ -373,7 +363,7 @@ async fn database_copy_moves_every_kind_of_record_from_sqlite_to_postgres_and_th
         after.keys().collect::<Vec<_>>(),
         before.keys().collect::<Vec<_>>()
     );
-    let (code, stdout, stderr) = run(wfmd_on(&target, &["audit", "verify"])).await;
+    let (code, stdout, stderr) = output_of(wfmd_on(&target, &["audit", "verify"])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("audit log intact"), "{stdout}");
 
@@ -411,7 +401,7 @@ async fn database_copy_moves_every_kind_of_record_from_sqlite_to_postgres_and_th
     );
     assert!(event > events, "event {event} after {events}");
     assert!(entry > head, "entry {entry} after {head}");
-    let (code, stdout, stderr) = run(wfmd_on(&target, &["audit", "verify"])).await;
+    let (code, stdout, stderr) = output_of(wfmd_on(&target, &["audit", "verify"])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         stdout.contains(&format!(
@@ -439,13 +429,15 @@ async fn database_copy_refuses_a_target_that_holds_data() {
     let target = throwaway_postgres::shared()
         .fresh_database()
         .replace("postgres@", "postgres:s3cret-pw@");
-    let (code, stdout, stderr) = run(wfmd_on(&url, &["database", "copy", "--to", &target])).await;
+    let (code, stdout, stderr) =
+        output_of(wfmd_on(&url, &["database", "copy", "--to", &target])).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(!stdout.contains("s3cret-pw"), "{stdout}");
     let held = dump(&target).await;
     assert!(!held["audit_log"].is_empty());
 
-    let (code, stdout, stderr) = run(wfmd_on(&url, &["database", "copy", "--to", &target])).await;
+    let (code, stdout, stderr) =
+        output_of(wfmd_on(&url, &["database", "copy", "--to", &target])).await;
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stderr.contains("already holds data"), "{stderr}");
     assert!(
@@ -482,7 +474,7 @@ async fn database_copy_with_several_tenants_copies_each_tenants_chain() {
         if let Some(url) = database {
             command.env("WFMD_DATABASE__URL", url);
         }
-        run(command)
+        output_of(command)
     };
     for (id, sim) in [("alpha", &alpha), ("beta", &beta)] {
         let (agent, state) = change_for(sim);
@@ -542,7 +534,7 @@ async fn backup_on_postgres_says_to_use_pg_dump_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.db");
     let file = file.to_str().unwrap();
-    let (code, stdout, stderr) = run(wfmd_on(url, &["backup", file])).await;
+    let (code, stdout, stderr) = output_of(wfmd_on(url, &["backup", file])).await;
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(
         stderr.contains("use pg_dump / pg_restore; wfmd backup writes SQLite files"),
@@ -552,7 +544,7 @@ async fn backup_on_postgres_says_to_use_pg_dump_and_exits_2() {
     assert!(!std::path::Path::new(file).exists(), "no file written");
 
     std::fs::write(file, b"not a database").unwrap();
-    let (code, stdout, stderr) = run(wfmd_on(url, &["restore", file])).await;
+    let (code, stdout, stderr) = output_of(wfmd_on(url, &["restore", file])).await;
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stderr.contains("use pg_dump / pg_restore"), "{stderr}");
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");

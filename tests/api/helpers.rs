@@ -675,6 +675,18 @@ pub fn wfmd() -> Command {
     command
 }
 
+/// Runs `command` to its end: its exit code, stdout and stderr.
+pub async fn output_of(mut command: Command) -> (i32, String, String) {
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A `wfmd serve` child process on a free port.
 pub struct Daemon {
     pub child: Child,
