@@ -44,7 +44,9 @@ pub async fn healthz() -> impl IntoResponse {
 /// (which may name hosts, tenants or database paths) go to the log and, when tokens are
 /// configured, only to callers presenting a valid one; others see `unavailable`, and
 /// no family `reason`. With several tenants the body is `{"status", "tenants": {id:
-/// that tenant's body}}`, ready only when every tenant is.
+/// that tenant's body}}`, ready only when every tenant is. With `[ha]`, `leads` says
+/// whether this instance leads the tenant; a follower's readiness is its database's
+/// (`platform` is then `leader's`, and no sync is shown: the leader runs both).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -98,7 +100,15 @@ pub async fn readiness(tenant: &ServedTenant) -> Result<(), String> {
 async fn checks(tenant: &ServedTenant) -> (Result<(), String>, Result<(), String>) {
     let state = &tenant.state;
     crate::tasks::in_tenant(&tenant.id, async {
-        futures::join!(database_readiness(state), platform_readiness(state))
+        // A follower calls nothing of the tenant's platform, nor runs its sync: the
+        // leader does, and answers for them ([ha]).
+        let platform = async {
+            match state.store.role() {
+                crate::store::Role::Follower => Ok(()),
+                _ => platform_readiness(state).await,
+            }
+        };
+        futures::join!(database_readiness(state), platform)
     })
     .await
 }
@@ -132,7 +142,14 @@ async fn tenant_readiness(tenant: &ServedTenant, detailed: bool) -> (bool, serde
         "database": show(&database),
         "platform": show(&platform),
     });
-    if let Some(sync) = &state.sync {
+    let role = state.store.role();
+    if role != crate::store::Role::Sole {
+        body["leads"] = json!(matches!(role, crate::store::Role::Leader { .. }));
+    }
+    if role == crate::store::Role::Follower {
+        // What the platform and the sync are, the tenant's leader says.
+        body["platform"] = json!("leader's");
+    } else if let Some(sync) = &state.sync {
         // A stale sync does not make wfmd unready: changes still work, only the
         // recorded view of what agents did themselves lags.
         let (last_poll, error) = sync.snapshot();

@@ -39,7 +39,7 @@ pub async fn take(
     held: Option<i64>,
     ttl: Duration,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let mut tx = store.begin_lease_write().await?;
+    let mut tx = store.begin_write_unfenced().await?;
     // `excluded.acquired_at` is now: a renewal keeps its term and its time of taking.
     let term: Option<i64> = on!(&mut tx, |c| sqlx::query_scalar(concat!(
         "INSERT INTO cluster_lease (id, holder, term, acquired_at, expires_at)
@@ -74,7 +74,7 @@ pub async fn take(
 /// (within a second) instead of after the expiry: a leader stopping. Returns whether it
 /// still held it.
 pub async fn release(store: &Store, instance: &str, term: i64) -> Result<bool, sqlx::Error> {
-    let mut tx = store.begin_lease_write().await?;
+    let mut tx = store.begin_write_unfenced().await?;
     let released = on!(&mut tx, |c| sqlx::query(concat!(
         "UPDATE cluster_lease SET expires_at = ",
         now_ms!(),

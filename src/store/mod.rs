@@ -529,10 +529,11 @@ impl Store {
             .await
     }
 
-    /// [`Store::begin_write`] whatever this instance's role, for the tenant's lease
-    /// itself: taking it over changes the term every leader's write proves, so it holds
-    /// the same lock (see [`crate::cluster::lease`]).
-    pub(crate) async fn begin_lease_write(&self) -> Result<WriteTx, sqlx::Error> {
+    /// [`Store::begin_write`] whatever this instance's role, proving no term: for the
+    /// tenant's lease itself (taking it over changes the term every leader's write
+    /// proves, so it holds the same lock; see [`crate::cluster::lease`]), and for the
+    /// readiness probe, which asks whether the database takes writes, not whose.
+    pub(crate) async fn begin_write_unfenced(&self) -> Result<WriteTx, sqlx::Error> {
         self.begin_as("BEGIN IMMEDIATE", Some(Role::Sole)).await
     }
 
@@ -573,7 +574,7 @@ impl Store {
         if self.health.recently_ok() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_write_unfenced().await?;
         on!(&mut tx, |c| sqlx::query(
             "INSERT INTO write_probe (id, at) VALUES (1, $1)
              ON CONFLICT (id) DO UPDATE SET at = excluded.at",

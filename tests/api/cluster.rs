@@ -76,6 +76,17 @@ async fn the_leader_carries_out_changes_asked_of_any_instance_and_another_takes_
     assert_eq!(leads(&db, "wfmd-a").await, 1);
     let b = instance(&sim, &db, "wfmd-b").await;
     let agents = sim.free_agents();
+    // Both are ready to serve: the follower's readiness is its database's.
+    for (daemon, leads) in [(&a, true), (&b, false)] {
+        let response = http_client()
+            .get(format!("{}/readyz", daemon.address))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!((status, &body["leads"]), (200, &json!(leads)), "{body}");
+    }
 
     // The leader carries out a change asked of it, and one asked of the follower, which
     // hands it on (the follower itself can write none of the tenant's records).
