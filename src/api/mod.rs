@@ -1,5 +1,6 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
-//! reports, audit, schedule imports, the live feed and the wallboard page.
+//! reports, audit, schedule imports, the live feed, the wallboard page, and the tenants
+//! and instances served (`/v1/tenants`, `/v1/cluster`).
 //!
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
 //! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
@@ -27,6 +28,7 @@ mod analytics;
 mod audit;
 pub mod auth;
 mod bulk;
+pub mod cluster;
 pub mod error;
 pub mod exports;
 pub mod extract;
@@ -139,6 +141,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         analytics::routes(),
         schedules::routes(),
         tenancy::routes(),
+        cluster::routes(),
     ]
     .into_iter()
     .flatten()
@@ -158,7 +161,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The complete router with its middleware over every tenant's routes (see
 /// [`tenancy`]), and the [`tenancy::Routing`] that changes which tenants it serves;
 /// `tokens` are the configured bearer tokens (none: every caller is the local admin),
-/// `limits` the per-request ones of `[server]`.
+/// `limits` the per-request ones of `[server]`, `instance` this instance (what
+/// `GET /v1/cluster` calls it).
 ///
 /// # Panics
 /// When a route declares no access (or a wrong one) in its `#[utoipa::path]`: routes are
@@ -168,6 +172,7 @@ pub fn router(
     tenants: &[tenancy::ServedTenant],
     tokens: auth::ApiTokens,
     limits: &Limits,
+    instance: cluster::ThisInstance,
 ) -> (Router, tenancy::Routing) {
     let (routes, spec) = described_routes();
     let access = Arc::new(auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}")));
@@ -211,6 +216,7 @@ pub fn router(
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
             .layer(Extension(spec_json.clone()))
             .layer(Extension(directory.clone()))
+            .layer(Extension(instance.clone()))
             .with_state(state)
     };
     let build = move |tenants: &[tenancy::ServedTenant]| {

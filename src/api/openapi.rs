@@ -63,7 +63,8 @@ Several tenants: each `/v1` route is served for every tenant under \
 `/v1/tenants/{tenant}/...` (the same operation, its id ending in `_in_tenant`, with the \
 `tenant` path parameter); the unprefixed `/v1/...` addresses the only tenant, and while \
 several are served it answers 400 `tenant-required`, naming them. `GET /v1/tenants` \
-lists the tenants the token holds (`[[api_tokens]]` `tenants`). A tenant that is not \
+lists the tenants the token holds (`[[api_tokens]]` `tenants`); it and `GET /v1/cluster` \
+(the instances and each tenant's leader) are the process's, with no copy per tenant. A tenant that is not \
 configured, or that the token does not hold, is answered 404 `no-such-route`, as a path \
 no route has. Jobs, feed tickets and idempotency keys belong to the tenant they were made \
 in: another tenant's path does not find them."
@@ -740,7 +741,9 @@ mod tests {
             let Some(rest) = path.strip_prefix("/v1/") else {
                 continue;
             };
-            if path == "/v1/tenants" || rest.starts_with("tenants/{tenant}/") {
+            if crate::api::tenancy::PROCESS_PATHS.contains(&path.as_str())
+                || rest.starts_with("tenants/{tenant}/")
+            {
                 continue;
             }
             let copy = &paths[&format!("/v1/tenants/{{tenant}}/{rest}")];
@@ -779,7 +782,9 @@ mod tests {
         }
         assert!(copies >= 15, "{copies}");
         assert!(!paths.contains_key("/v1/tenants/{tenant}/tenants"));
+        assert!(!paths.contains_key("/v1/tenants/{tenant}/cluster"));
         assert!(!paths["/v1/tenants"]["get"]["responses"]["400"].is_object());
+        assert!(!paths["/v1/cluster"]["get"]["responses"]["400"].is_object());
     }
 
     /// The `null`s of `value`, by JSON pointer, outside the keywords whose values are

@@ -4,8 +4,8 @@
 //! a token that does not hold it). The dispatcher in front picks them by path:
 //! - `/v1/tenants/{tenant}/…` is the tenant's `/v1/…`;
 //! - `/v1/…` is the only tenant's, or, with several, a 400 naming the choices;
-//! - `/v1/tenants` (the list) and everything outside `/v1` (health, metrics, the
-//!   OpenAPI document, the wallboard's files) are the process's.
+//! - `/v1/tenants` (the list), `/v1/cluster` and everything outside `/v1` (health,
+//!   metrics, the OpenAPI document, the wallboard's files) are the process's.
 //!
 //! Only configured ids are ever looked up: a request names a tenant, it never makes
 //! one.
@@ -35,12 +35,16 @@ use crate::domain::tenant::TenantId;
 /// Where the tenants' routes are prefixed; the list of tenants is this path itself.
 pub(super) const PREFIX: &str = "/v1/tenants";
 
+/// The routes under `/v1` that are the process's, not a tenant's: they read every
+/// tenant the caller holds, and have no copy under [`PREFIX`].
+pub const PROCESS_PATHS: [&str; 2] = [PREFIX, "/v1/cluster"];
+
 /// Where a tenant's copy of the `/v1` route `path` (a route template) is addressed:
 /// `/v1/tenants/{tenant}/…`; `None` for a route that is the process's, not a tenant's
-/// (outside `/v1`, and the list of tenants).
+/// (outside `/v1`, and [`PROCESS_PATHS`]).
 pub(super) fn tenant_path(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/v1/")?;
-    (path != PREFIX).then(|| format!("{PREFIX}/{{tenant}}/{rest}"))
+    (!PROCESS_PATHS.contains(&path)).then(|| format!("{PREFIX}/{{tenant}}/{rest}"))
 }
 
 /// One tenant as the API serves it.
@@ -121,24 +125,27 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
         .filter(|rest| rest.starts_with('/'))
     {
         let (id, rest) = rest[1..].split_once('/').unwrap_or((&rest[1..], ""));
+        let inner = format!("/v1/{rest}");
         match dispatch
             .tenants
             .iter()
             .find(|tenant| tenant.id.as_str() == id)
         {
-            Some(tenant) => {
-                let request = match with_path(request, &format!("/v1/{rest}")) {
+            Some(tenant) if !PROCESS_PATHS.contains(&inner.as_str()) => {
+                let request = match with_path(request, &inner) {
                     Ok(request) => request,
                     Err(problem) => return problem.into_response(),
                 };
                 return answer_in(tenant, request).await;
             }
-            // The process's routes have no such path: like any path under /v1 that no
-            // route has, it is answered 404 only to a caller with a token, so a stranger
-            // cannot tell a tenant that is served from one that is not (401 for both).
-            None => &dispatch.process,
+            // The process's routes have no such path (nor a copy of their own under a
+            // tenant): like any path under /v1 that no route has, it is answered 404
+            // only to a caller with a token, so a stranger cannot tell a tenant that is
+            // served from one that is not (401 for both).
+            _ => &dispatch.process,
         }
-    } else if (path == "/v1" || path.starts_with("/v1/")) && path != PREFIX {
+    } else if (path == "/v1" || path.starts_with("/v1/")) && !PROCESS_PATHS.contains(&path.as_str())
+    {
         match dispatch.tenants.as_slice() {
             [only] => return answer_in(only, request).await,
             several => {

@@ -50,6 +50,9 @@ pub struct App {
     lock_databases: bool,
     /// This instance among several (`[ha]`); `None`: the sole instance.
     ha: Option<crate::cluster::leadership::Settings>,
+    /// This instance, among several or alone: its id (computed once, it holds the
+    /// pid by default) is the one `ha` leads with and `GET /v1/cluster` shows.
+    instance: api::cluster::ThisInstance,
 }
 
 impl App {
@@ -101,6 +104,7 @@ impl App {
         }
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
         let listener = bind(config, &tokens).await?;
+        let instance = api::cluster::ThisInstance::from_config(config.ha.as_ref());
         Ok(App {
             listener,
             tenants,
@@ -115,10 +119,11 @@ impl App {
                 .ha
                 .as_ref()
                 .map(|ha| crate::cluster::leadership::Settings {
-                    instance: ha.instance_id().into(),
+                    instance: instance.id.clone(),
                     advertise_url: ha.advertise_url.clone(),
                     lease_ttl: ha.lease_ttl,
                 }),
+            instance,
         })
     }
 
@@ -209,7 +214,8 @@ impl App {
                 ha: self.ha,
             },
         );
-        let (router, routing) = api::router(&fleet.served(), self.tokens, &self.limits);
+        let (router, routing) =
+            api::router(&fleet.served(), self.tokens, &self.limits, self.instance);
         tracing::info!(%address, "wfmd is serving");
         let mut server = crate::tasks::spawn(api::serve::serve(
             self.listener,

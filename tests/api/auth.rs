@@ -200,6 +200,14 @@ pub const ROUTES: &[Row] = &[
         statuses: [401, 401, 200, 200, 200],
     },
     Row {
+        method: "GET",
+        path: "/v1/cluster",
+        role: Some("admin"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 403, 403, 200],
+    },
+    Row {
         method: "POST",
         path: "/v1/schedules/imports",
         role: Some("admin"),
@@ -285,7 +293,8 @@ pub const ROUTES: &[Row] = &[
 ];
 
 /// Every route of [`ROUTES`] at each address it has: a tenant's `/v1` route also under
-/// `/v1/tenants/{tenant}/…` (the list of tenants is the process's, and has no copy).
+/// `/v1/tenants/{tenant}/…` (the list of tenants and the cluster are the process's,
+/// and have no copy).
 pub fn addressed_routes() -> Vec<(String, &'static Row)> {
     ROUTES
         .iter()
@@ -293,7 +302,7 @@ pub fn addressed_routes() -> Vec<(String, &'static Row)> {
             let copy = row
                 .path
                 .strip_prefix("/v1/")
-                .filter(|_| row.path != "/v1/tenants")
+                .filter(|_| !wfmd::api::tenancy::PROCESS_PATHS.contains(&row.path))
                 .map(|rest| (format!("/v1/tenants/{{tenant}}/{rest}"), row));
             std::iter::once((row.path.to_owned(), row)).chain(copy)
         })

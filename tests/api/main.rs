@@ -16,6 +16,7 @@ mod backup;
 mod bulk;
 mod cli;
 mod cluster;
+mod cluster_api;
 mod crash;
 mod database_copy;
 mod deploy;
