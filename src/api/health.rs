@@ -235,6 +235,12 @@ pub async fn metrics(
             if let Ok(bytes) = tenant.state.store.size_bytes().await {
                 metrics::gauge!("wfmd_database_size_bytes").set(bytes as f64);
             }
+            // A sole instance (SQLite, or no [ha]) leads its tenants without a lease:
+            // said here, so "no leader for a tenant" reads alike on every backend. One
+            // among several says it from its leadership (`cluster::leadership`).
+            if tenant.state.store.role() == crate::store::Role::Sole {
+                metrics::gauge!("wfmd_tenant_leader").set(1.0);
+            }
         })
     });
     futures::future::join_all(measures).await;

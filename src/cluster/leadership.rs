@@ -9,6 +9,11 @@
 //!   from before the renewal was sent, so the database's expiry is never earlier;
 //! - a follower tries every second (every third of `ttl` when that is shorter), so a
 //!   released lease moves within a second and an expired one within `ttl` and a second.
+//!
+//! Metrics, labelled with the tenant of the scope it runs in ([`crate::tasks::in_tenant`]):
+//! `wfmd_tenant_leader` is 1 while this instance leads the tenant and 0 otherwise, and
+//! `wfmd_leadership_changes_total` counts each time it starts or stops leading, so an
+//! alert sees a tenant without a leader, and one whose leader keeps changing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,10 +63,13 @@ pub struct Leadership {
 
 impl Leadership {
     /// A leadership not running yet, and how to watch its standing (a follower's
-    /// until it first takes the lease). The store's role follows the standing.
+    /// until it first takes the lease). The store's role follows the standing. Made in
+    /// the tenant's scope, as it is run, so its metrics carry the tenant.
     pub fn new(store: Store, settings: Settings) -> (Leadership, watch::Receiver<Standing>) {
         let (standing, watching) = watch::channel(Standing::Follower);
         store.set_role(Role::Follower);
+        metrics::gauge!(LEADER).set(0.0);
+        metrics::counter!(CHANGES).increment(0);
         (
             Leadership {
                 store,
@@ -144,11 +152,16 @@ impl Leadership {
             instance: self.settings.instance.clone(),
             term,
         });
+        // Before the standing: whoever sees this instance lead finds the metrics say so.
+        metrics::gauge!(LEADER).set(1.0);
+        metrics::counter!(CHANGES).increment(1);
         self.standing.send_replace(Standing::Leader { term });
     }
 
     fn step_down(&self, why: &str) {
         self.store.set_role(Role::Follower);
+        metrics::gauge!(LEADER).set(0.0);
+        metrics::counter!(CHANGES).increment(1);
         self.standing.send_replace(Standing::Follower);
         tracing::warn!(
             instance = &*self.settings.instance,
@@ -156,6 +169,11 @@ impl Leadership {
         );
     }
 }
+
+/// 1 while this instance leads the tenant, else 0 (described in [`crate::telemetry`]).
+const LEADER: &str = "wfmd_tenant_leader";
+/// Each time this instance starts or stops leading the tenant.
+const CHANGES: &str = "wfmd_leadership_changes_total";
 
 /// Sleeps until `deadline`, or for ever without one.
 async fn sleep_until(deadline: Option<Instant>) {
@@ -246,6 +264,78 @@ mod tests {
         );
         b_stop.cancel();
         b_run.await.unwrap();
+    }
+
+    /// `wfmd_tenant_leader` and `wfmd_leadership_changes_total` of `tenant` in what
+    /// `handle` renders (None: no such series).
+    fn leader_metrics(
+        handle: &metrics_exporter_prometheus::PrometheusHandle,
+        tenant: &str,
+    ) -> (Option<f64>, Option<f64>) {
+        let text = handle.render();
+        let value = |name: &str| {
+            let series = format!("{name}{{tenant=\"{tenant}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&series))
+                .map(|value| value.parse::<f64>().unwrap())
+        };
+        (
+            value("wfmd_tenant_leader"),
+            value("wfmd_leadership_changes_total"),
+        )
+    }
+
+    // A current-thread runtime (the default): the recorder set for the test's thread
+    // sees everything the leadership records, as it is driven on that thread.
+    #[tokio::test]
+    async fn the_tenants_leader_gauge_and_its_changes_follow_the_leadership() {
+        let (recorder, handle) = crate::telemetry::test_recorder();
+        let _recording = metrics::set_default_local_recorder(&recorder);
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let store = Store::open(&url).await.unwrap();
+        let tenant: crate::domain::tenant::TenantId = "alpha".parse().unwrap();
+        let ttl = Duration::from_secs(2);
+
+        let (leadership, mut standing) = crate::tasks::sync_in_tenant(&tenant, || {
+            Leadership::new(store.clone(), settings("a", ttl))
+        });
+        assert_eq!(
+            leader_metrics(&handle, "alpha"),
+            (Some(0.0), Some(0.0)),
+            "a follower until it takes the lease"
+        );
+        let stop = CancellationToken::new();
+        let mut run = std::pin::pin!(crate::tasks::in_tenant(
+            &tenant,
+            leadership.run(stop.clone())
+        ));
+        tokio::select! {
+            _ = &mut run => panic!("the leadership ended before it was stopped"),
+            _ = until(&mut standing, ttl, leads) => {}
+        }
+        assert_eq!(leader_metrics(&handle, "alpha"), (Some(1.0), Some(1.0)));
+
+        // Its database goes away: it steps down, a second change.
+        store.close().await;
+        tokio::select! {
+            _ = &mut run => panic!("the leadership ended before it was stopped"),
+            _ = until(&mut standing, ttl, |s| s == Standing::Follower) => {}
+        }
+        assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
+        stop.cancel();
+        assert_eq!(run.await, None);
+        let text = handle.render();
+        let unlabelled = text.lines().filter(|line| {
+            ["wfmd_tenant_leader", "wfmd_leadership_changes_total"]
+                .iter()
+                .any(|name| line.starts_with(name) && !line.contains("tenant=\"alpha\""))
+        });
+        assert_eq!(
+            unlabelled.count(),
+            0,
+            "every series carries its tenant: {text}"
+        );
     }
 
     #[tokio::test]

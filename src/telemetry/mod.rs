@@ -31,8 +31,8 @@ pub const PROCESS: [&str; 5] = [
 /// Metrics with series of both kinds. `wfmd_api_refusals_total`: a refusal by a
 /// tenant's routes (`/v1/tenants/{id}/…`, or `/v1/…` with one tenant: a missing,
 /// malformed or invalid token, a role too weak, a bad ticket) carries that tenant; one
-/// before a tenant is known (a foreign `Host` or `Origin`, a bad token on
-/// `/v1/tenants`) carries none.
+/// before a tenant is known (a foreign `Host` or `Origin`, a bad token or a weak role
+/// on the process's `/v1/tenants` and `/v1/cluster`) carries none.
 pub const MIXED: [&str; 1] = ["wfmd_api_refusals_total"];
 
 /// The process-wide metrics recorder, installed on first use (tests build many apps in
@@ -61,7 +61,7 @@ pub fn register_tenant(tenant: &TenantId) {
 }
 
 /// Counters without labels, registered at zero for each tenant.
-const COUNTERS: [(&str, &str); 8] = [
+const COUNTERS: [(&str, &str); 9] = [
     (
         "wfmd_store_write_errors_total",
         "Database write transactions that failed to begin or to commit (a full disk, an I/O error).",
@@ -90,6 +90,10 @@ const COUNTERS: [(&str, &str); 8] = [
     (
         "wfmd_schedule_refreshes_total",
         "Agent schedules fetched into the schedule book.",
+    ),
+    (
+        "wfmd_leadership_changes_total",
+        "Times this instance started or stopped leading the tenant (several instances on PostgreSQL).",
     ),
 ];
 
@@ -200,6 +204,17 @@ fn register_per_tenant() {
     }
 }
 
+/// A recorder of a test's own, labelling as the daemon's does (in front of a
+/// Prometheus recorder), and the handle that renders what it holds as `/metrics`
+/// would: set it as the thread's (`metrics::set_default_local_recorder`) in a
+/// current-thread runtime to see what async work records.
+#[cfg(test)]
+pub(crate) fn test_recorder() -> (impl metrics::Recorder, PrometheusHandle) {
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    let handle = prometheus.handle();
+    (recorder::TenantLabels::new(prometheus), handle)
+}
+
 /// The live feed's counters without labels (`crate::live`).
 const LIVE_COUNTERS: [(&str, &str); 3] = [
     (
@@ -227,6 +242,12 @@ fn describe() {
     describe_counter!(
         "wfmd_live_resumes_total",
         "Live clients that resumed with Last-Event-ID: replayed, or sent a snapshot (id unknown or too old)."
+    );
+    // Not registered at zero: a sole instance reports 1 at each scrape (`/metrics`),
+    // one among several 0 from the start of its leadership (`cluster::leadership`).
+    describe_gauge!(
+        "wfmd_tenant_leader",
+        "1 while this instance leads the tenant (calls its platform, writes its records), else 0."
     );
     describe_gauge!(
         "wfmd_live_clients",

@@ -1,8 +1,9 @@
 //! `GET /v1/cluster`: the instances serving the tenants and each tenant's leader, for
-//! admins only. On SQLite this instance alone, sole leader of every tenant; on
-//! PostgreSQL what the tenants' lease rows and the instances' notes say: with `[ha]`
-//! the tenant this instance leads and the one another instance does, without it a lease
-//! left behind by a former instance.
+//! admins only, and `/metrics`' `wfmd_tenant_leader` and
+//! `wfmd_leadership_changes_total` beside it. On SQLite this instance alone, sole
+//! leader of every tenant; on PostgreSQL what the tenants' lease rows and the
+//! instances' notes say: with `[ha]` the tenant this instance leads and the one another
+//! instance does, without it a lease left behind by a former instance.
 
 use std::time::Duration;
 
@@ -64,6 +65,30 @@ async fn store_of(db: &TestDb, id: &str) -> Store {
         .unwrap()
 }
 
+/// The lines of `served`'s `/metrics` that start with one of `series`, each expected
+/// once (the registry is the process's, shared by every test: a test looks only at
+/// series of tenants of its own, or at a series' presence).
+async fn scraped(served: &Served, series: &[&str]) -> Vec<String> {
+    let scrape = http_client()
+        .get(format!("{}/metrics", served.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    series
+        .iter()
+        .map(|series| {
+            scrape
+                .lines()
+                .find(|line| line.starts_with(series))
+                .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+                .to_owned()
+        })
+        .collect()
+}
+
 /// When `instance` last noted itself in `store`'s tenant.
 async fn last_seen(store: &Store, instance: &str) -> i64 {
     lease::instances(store)
@@ -111,6 +136,22 @@ async fn on_sqlite_an_admin_sees_this_instance_alone_leading_every_tenant_withou
     assert_eq!(body["type"], "urn:wfmd:problem:forbidden", "{body}");
     let (status, _) = get(&served, "/v1/cluster", None).await;
     assert_eq!(status, 401);
+
+    // And so says /metrics, where the alert for a tenant without a leader looks.
+    let lines = scraped(
+        &served,
+        &[
+            r#"wfmd_tenant_leader{tenant="alpha"}"#,
+            r#"wfmd_tenant_leader{tenant="beta"}"#,
+            r#"wfmd_leadership_changes_total{tenant="alpha"}"#,
+            r#"wfmd_leadership_changes_total{tenant="beta"}"#,
+        ],
+    )
+    .await;
+    assert!(
+        lines[0].ends_with(" 1") && lines[1].ends_with(" 1"),
+        "{lines:?}"
+    );
 
     // The process's routes, so no tenant has a copy of them.
     for path in ["/v1/tenants/alpha/cluster", "/v1/tenants/alpha/tenants"] {
@@ -192,6 +233,27 @@ async fn on_postgresql_an_instance_shows_the_tenant_it_leads_and_the_one_another
     assert!(
         expires > seen && expires <= seen + chrono::TimeDelta::seconds(2),
         "{body}"
+    );
+
+    // Its metrics agree: it leads west (since it took the lease, once), not east.
+    let lines = scraped(
+        &served,
+        &[
+            r#"wfmd_tenant_leader{tenant="west"}"#,
+            r#"wfmd_tenant_leader{tenant="east"}"#,
+            r#"wfmd_leadership_changes_total{tenant="west"}"#,
+            r#"wfmd_leadership_changes_total{tenant="east"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(
+        lines,
+        [
+            r#"wfmd_tenant_leader{tenant="west"} 1"#,
+            r#"wfmd_tenant_leader{tenant="east"} 0"#,
+            r#"wfmd_leadership_changes_total{tenant="west"} 1"#,
+            r#"wfmd_leadership_changes_total{tenant="east"} 0"#,
+        ]
     );
 
     let (status, _) = get(&served, "/v1/cluster", Some("wfmd_desk")).await;
