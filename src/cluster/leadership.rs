@@ -144,6 +144,12 @@ impl Leadership {
                 self.step_down("the tenant's lease could not be renewed in time");
             }
         }
+        if held.is_some() {
+            // Stopped while leading: its leader work has stopped (the caller stops it
+            // first), and the caller releases the lease.
+            metrics::gauge!(LEADER).set(0.0);
+            metrics::counter!(CHANGES).increment(1);
+        }
         held.map(|(term, _)| term)
     }
 
@@ -287,8 +293,13 @@ mod tests {
 
     // A current-thread runtime (the default): the recorder set for the test's thread
     // sees everything the leadership records, as it is driven on that thread.
+    #[rstest::rstest]
+    #[case::when_its_database_goes_away(true)]
+    #[case::when_it_is_stopped(false)]
     #[tokio::test]
-    async fn the_tenants_leader_gauge_and_its_changes_follow_the_leadership() {
+    async fn the_tenants_leader_gauge_and_its_changes_follow_the_leadership(
+        #[case] database_goes_away: bool,
+    ) {
         let (recorder, handle) = crate::telemetry::test_recorder();
         let _recording = metrics::set_default_local_recorder(&recorder);
         let dir = tempfile::tempdir().unwrap();
@@ -316,15 +327,22 @@ mod tests {
         }
         assert_eq!(leader_metrics(&handle, "alpha"), (Some(1.0), Some(1.0)));
 
-        // Its database goes away: it steps down, a second change.
-        store.close().await;
-        tokio::select! {
-            _ = &mut run => panic!("the leadership ended before it was stopped"),
-            _ = until(&mut standing, ttl, |s| s == Standing::Follower) => {}
+        if database_goes_away {
+            // It steps down: a second change.
+            store.close().await;
+            tokio::select! {
+                _ = &mut run => panic!("the leadership ended before it was stopped"),
+                _ = until(&mut standing, ttl, |s| s == Standing::Follower) => {}
+            }
+            assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
+            stop.cancel();
+            assert_eq!(run.await, None);
+        } else {
+            // Stopped while leading, it no longer says it leads: a second change too.
+            stop.cancel();
+            assert_eq!(run.await, Some(1), "the term, for the caller to release");
+            assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
         }
-        assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
-        stop.cancel();
-        assert_eq!(run.await, None);
         let text = handle.render();
         let unlabelled = text.lines().filter(|line| {
             ["wfmd_tenant_leader", "wfmd_leadership_changes_total"]
