@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::lease;
 use crate::store::{Role, Store};
 
+/// How often a leader forgets the instances long gone ([`lease::forget_silent`]).
+const FORGET_EVERY: Duration = Duration::from_secs(3600);
+
 /// What the leadership of a tenant needs to know of this instance.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -86,6 +89,7 @@ impl Leadership {
         let me = &*self.settings.instance;
         // The term held, and when the renewal that last kept it was sent.
         let mut held: Option<(i64, Instant)> = None;
+        let mut forgot: Option<Instant> = None;
         loop {
             let sent = Instant::now();
             let deadline = held.map(|(_, renewed)| renewed + self.settings.step_down_after());
@@ -116,6 +120,15 @@ impl Leadership {
                         self.lead(term);
                     }
                     held = Some((term, sent));
+                    // The leader forgets instances long gone, now and then.
+                    if forgot.is_none_or(|at| at.elapsed() >= FORGET_EVERY) {
+                        forgot = Some(Instant::now());
+                        if let Err(error) =
+                            lease::forget_silent(&self.store, lease::FORGOTTEN_AFTER).await
+                        {
+                            tracing::debug!(%error, "cannot forget instances long gone");
+                        }
+                    }
                 }
                 Some(Ok(None)) if held.is_some() => {
                     held = None;
@@ -328,11 +341,15 @@ mod tests {
         assert_eq!(leader_metrics(&handle, "alpha"), (Some(1.0), Some(1.0)));
 
         if database_goes_away {
-            // It steps down: a second change.
-            store.close().await;
+            // It steps down: a second change. Closed while the leadership runs, as
+            // closing waits for the connection it may hold.
+            let gone = async {
+                store.close().await;
+                until(&mut standing, ttl, |s| s == Standing::Follower).await
+            };
             tokio::select! {
                 _ = &mut run => panic!("the leadership ended before it was stopped"),
-                _ = until(&mut standing, ttl, |s| s == Standing::Follower) => {}
+                _ = gone => {}
             }
             assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
             stop.cancel();

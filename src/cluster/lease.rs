@@ -113,6 +113,24 @@ pub async fn heartbeat(
     .map(drop)
 }
 
+/// How long an instance not heard from stays among the tenant's instances.
+pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Forgets the instances not heard from for `after` (by default every restarted
+/// instance is a new one, its id holding its process id); returns how many.
+pub async fn forget_silent(store: &Store, after: Duration) -> Result<u64, sqlx::Error> {
+    on!(store.writer(), |c| sqlx::query(concat!(
+        "DELETE FROM cluster_instances WHERE last_seen < ",
+        now_ms!(),
+        " - $1"
+    ))
+    .bind(millis(after))
+    .execute(c)
+    .await
+    .map(Done::from))
+    .map(|done| done.rows_affected())
+}
+
 /// The tenant's lease as the database holds it now.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Leadership {
@@ -341,7 +359,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_instance_is_listed_with_where_to_reach_it() {
+    async fn every_instance_is_listed_with_where_to_reach_it_until_silent_for_a_day() {
         let (a, b, _dir) = two_instances().await;
         heartbeat(&a, "a", Some("http://10.0.0.5:8080"))
             .await
@@ -361,6 +379,24 @@ mod tests {
             "{listed:?}"
         );
         assert!(listed.contains(&("b", None)), "{listed:?}");
+
+        // b falls silent for a day and a minute; a goes on.
+        on!(a.writer(), |c| sqlx::query(
+            "UPDATE cluster_instances SET last_seen = last_seen - 86460000
+             WHERE instance_id = 'b'"
+        )
+        .execute(c)
+        .await
+        .map(Done::from))
+        .unwrap();
+        assert_eq!(forget_silent(&a, FORGOTTEN_AFTER).await.unwrap(), 1);
+        let left: Vec<String> = instances(&a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect();
+        assert_eq!(left, ["a"]);
     }
 
     async fn waits_for_an_advisory_lock(store: &Store) -> bool {
