@@ -15,22 +15,30 @@ CREATE TABLE cluster_instances (
     last_seen      BIGINT  NOT NULL
 );
 
--- A leader's write lock: the tenant's write lock (as every write transaction takes it),
--- then proof that `leader` still holds the lease in `leader_term`. A take-over changes
--- the term while holding the same lock, so a write of a leader that lost the lease
--- either commits before the take-over or fails here (SQLSTATE WF001), never after it.
--- The check runs in a statement of its own, so it reads what was committed before the
--- lock was granted.
-CREATE FUNCTION wfmd_leader_write_lock(lock_key BIGINT, leader TEXT, leader_term BIGINT)
+-- Raises SQLSTATE WF001 unless `leader` holds the lease in `leader_term`.
+CREATE FUNCTION wfmd_prove_term(leader TEXT, leader_term BIGINT)
 RETURNS VOID LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(lock_key);
     PERFORM 1 FROM cluster_lease WHERE id = 1 AND holder = leader AND term = leader_term;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'wfmd instance % no longer leads this tenant: its term % is over',
             leader, leader_term
             USING ERRCODE = 'WF001';
     END IF;
+END
+$$;
+
+-- A leader's write lock: the tenant's write lock (as every write transaction takes it),
+-- then proof that `leader` still holds the lease in `leader_term`. A take-over changes
+-- the term while holding the same lock, so a write of a leader that lost the lease
+-- either commits before the take-over or fails here (SQLSTATE WF001), never after it.
+-- The proof runs in a statement of its own, so it reads what was committed before the
+-- lock was granted.
+CREATE FUNCTION wfmd_leader_write_lock(lock_key BIGINT, leader TEXT, leader_term BIGINT)
+RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    PERFORM wfmd_prove_term(leader, leader_term);
 END
 $$;
 
@@ -42,11 +50,6 @@ CREATE FUNCTION wfmd_leader_unflushed_write(leader TEXT, leader_term BIGINT)
 RETURNS VOID LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    PERFORM 1 FROM cluster_lease WHERE id = 1 AND holder = leader AND term = leader_term;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'wfmd instance % no longer leads this tenant: its term % is over',
-            leader, leader_term
-            USING ERRCODE = 'WF001';
-    END IF;
+    PERFORM wfmd_prove_term(leader, leader_term);
 END
 $$;
