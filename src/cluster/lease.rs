@@ -209,7 +209,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::testing::temp_url_on;
+    use crate::store::testing::{temp_url_on, waits_for_an_advisory_lock};
     use crate::store::{Backend, Role, is_not_leader};
 
     const LONG: Duration = Duration::from_secs(600);
@@ -397,17 +397,5 @@ mod tests {
             .map(|i| i.instance_id)
             .collect();
         assert_eq!(left, ["a"]);
-    }
-
-    async fn waits_for_an_advisory_lock(store: &Store) -> bool {
-        on!(store.reader(), |c| sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks
-                            WHERE locktype = 'advisory' AND NOT granted
-                              AND database = (SELECT oid FROM pg_database
-                                              WHERE datname = current_database()))"
-        )
-        .fetch_one(c)
-        .await)
-        .unwrap()
     }
 }

@@ -1005,6 +1005,20 @@ pub(crate) mod testing {
         tx.commit().await.unwrap();
     }
 
+    /// Whether a transaction on the PostgreSQL database of `store` waits for an
+    /// advisory lock (a tenant's write lock) right now.
+    pub async fn waits_for_an_advisory_lock(store: &Store) -> bool {
+        on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks
+                            WHERE locktype = 'advisory' AND NOT granted
+                              AND database = (SELECT oid FROM pg_database
+                                              WHERE datname = current_database()))"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap()
+    }
+
     /// Creates the table `filler` and writes `rows` rows of about a page (4 KiB) each,
     /// for tests that need many pages in the log or on the freelist.
     pub async fn fill_pages(conn: &mut impl crate::store::AsConn, rows: u32) {

@@ -193,15 +193,7 @@ mod tests {
     async fn waits_for_the_write_lock(store: &Store) -> bool {
         match store.backend() {
             Backend::Sqlite => store.writes_waiting() > 0,
-            Backend::Postgres => on!(store.reader(), |c| sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks
-                                WHERE locktype = 'advisory' AND NOT granted
-                                  AND database = (SELECT oid FROM pg_database
-                                                  WHERE datname = current_database()))"
-            )
-            .fetch_one(c)
-            .await)
-            .unwrap(),
+            Backend::Postgres => crate::store::testing::waits_for_an_advisory_lock(store).await,
         }
     }
 

@@ -46,25 +46,7 @@ async fn leads(db: &TestDb, id: &str) -> i64 {
 
 /// Asks `daemon` to change `agent` to `state`; the answer's status.
 async fn change(daemon: &Daemon, agent: &str, state: &str) -> u16 {
-    http_client()
-        .post(format!("{}/v1/agents/{agent}/transitions", daemon.address))
-        .json(&json!({ "state": state }))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-/// Asks `daemon` to make `agent` ready; the answer's status and body.
-async fn refusal(daemon: &Daemon, agent: &str) -> (u16, serde_json::Value) {
-    let response = http_client()
-        .post(format!("{}/v1/agents/{agent}/transitions", daemon.address))
-        .json(&json!({ "state": "READY" }))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    set_state_at(&daemon.address, agent, state).await.0
 }
 
 #[tokio::test]
@@ -97,8 +79,8 @@ async fn the_leader_carries_out_changes_asked_of_any_instance_and_another_takes_
     // A refusal comes back as the leader gave it.
     let off_shift = sim.off_shift_agent();
     let (via_follower, via_leader) = (
-        refusal(&b, &off_shift.id).await,
-        refusal(&a, &off_shift.id).await,
+        set_state_at(&b.address, &off_shift.id, "READY").await,
+        set_state_at(&a.address, &off_shift.id, "READY").await,
     );
     assert_eq!(via_follower.0, 409, "{via_follower:?}");
     assert_eq!(via_follower.1["type"], via_leader.1["type"]);

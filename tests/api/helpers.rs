@@ -675,6 +675,18 @@ pub fn wfmd() -> Command {
     command
 }
 
+/// Asks the wfmd at `address` to change `agent` to `state`: the answer's status and
+/// body.
+pub async fn set_state_at(address: &str, agent: &str, state: &str) -> (u16, Value) {
+    let response = http_client()
+        .post(format!("{address}/v1/agents/{agent}/transitions"))
+        .json(&json!({ "state": state }))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
 /// Runs `command` to its end: its exit code, stdout and stderr.
 pub async fn output_of(mut command: Command) -> (i32, String, String) {
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())

@@ -18,7 +18,7 @@ use wfmd::store::outbox;
 use crate::auth::{As, spawn_with_roles};
 use crate::helpers::{
     DEADLINE, Dialect, TestApp, TestDb, TestSim, eventually, http_client, on_both_backends,
-    on_both_dialects,
+    on_both_dialects, set_state_at,
 };
 
 /// One Server-Sent Event.
@@ -286,14 +286,7 @@ impl Served {
 }
 
 async fn transition(address: &str, agent: &str, state: &str) -> u16 {
-    http_client()
-        .post(format!("{address}/v1/agents/{agent}/transitions"))
-        .json(&json!({ "state": state }))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    set_state_at(address, agent, state).await.0
 }
 
 on_both_backends!(a_resume_with_last_event_id_loses_nothing_across_a_restart);
