@@ -8,11 +8,11 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// `wfmd serve` as instance `id` of a cluster on `db`, with a short lease.
-async fn instance(sim: &TestSim, db: &TestDb, id: &str) -> Daemon {
+pub async fn instance(sim: &TestSim, db: &TestDb, id: &str) -> Daemon {
     Daemon::spawn(&cluster_env(sim, db, id)).await
 }
 
-fn cluster_env(sim: &TestSim, db: &TestDb, id: &str) -> Vec<(String, String)> {
+pub fn cluster_env(sim: &TestSim, db: &TestDb, id: &str) -> Vec<(String, String)> {
     let mut env = sim.env(&db.url());
     for (key, value) in [("WFMD_HA__INSTANCE_ID", id), ("WFMD_HA__LEASE_TTL", "2s")] {
         env.push((key.to_owned(), value.to_owned()));
@@ -21,7 +21,7 @@ fn cluster_env(sim: &TestSim, db: &TestDb, id: &str) -> Vec<(String, String)> {
 }
 
 /// The instance whose lease is current, and its term, once one holds it.
-async fn leader(db: &TestDb) -> (String, i64) {
+pub async fn leader(db: &TestDb) -> (String, i64) {
     eventually("no instance holds a current lease", async || {
         let row = db.psql(
             "SELECT holder || ' ' || term FROM cluster_lease
@@ -34,7 +34,7 @@ async fn leader(db: &TestDb) -> (String, i64) {
 }
 
 /// Waits until `id` holds the lease.
-async fn leads(db: &TestDb, id: &str) -> i64 {
+pub async fn leads(db: &TestDb, id: &str) -> i64 {
     eventually(&format!("{id} never led"), async || {
         match leader(db).await {
             (holder, term) if holder == id => Ok(term),
@@ -45,8 +45,19 @@ async fn leads(db: &TestDb, id: &str) -> i64 {
 }
 
 /// Asks `daemon` to change `agent` to `state`; the answer's status.
-async fn change(daemon: &Daemon, agent: &str, state: &str) -> u16 {
+pub async fn change(daemon: &Daemon, agent: &str, state: &str) -> u16 {
     set_state_at(&daemon.address, agent, state).await.0
+}
+
+/// Asks `daemon` for a change until it is carried out (200), as a client retries
+/// through a failover.
+pub async fn carried_out(daemon: &Daemon, agent: &str, state: &str) {
+    let what = format!("{agent} was never changed to {state}");
+    let answer = async || match change(daemon, agent, state).await {
+        200 => Ok(()),
+        status => Err(status.to_string()),
+    };
+    eventually(&what, answer).await;
 }
 
 #[tokio::test]
@@ -90,16 +101,7 @@ async fn the_leader_carries_out_changes_asked_of_any_instance_and_another_takes_
     a.signal("KILL");
     a.wait().await;
     assert_eq!(leads(&db, "wfmd-b").await, 2);
-    assert_eq!(
-        eventually("b never carried a change out", async || {
-            match change(&b, &agents[2].id, "NOT_READY").await {
-                200 => Ok(200),
-                status => Err(status.to_string()),
-            }
-        })
-        .await,
-        200
-    );
+    carried_out(&b, &agents[2].id, "NOT_READY").await;
     let recorded = db.psql(&format!(
         "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'
          AND agent_id IN ('{}', '{}', '{}')",

@@ -361,14 +361,25 @@ impl TestDb {
     /// # Panics
     /// On SQLite, or when psql fails.
     pub fn psql(&self, sql: &str) -> String {
+        self.try_psql(sql)
+            .unwrap_or_else(|why| panic!("psql `{sql}` failed: {why}"))
+    }
+
+    /// Like [`TestDb::psql`], for a statement that may fail: why it did.
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+        throwaway_postgres::shared().psql(self.database(), sql)
+    }
+
+    /// The PostgreSQL database's name.
+    ///
+    /// # Panics
+    /// On SQLite.
+    pub fn database(&self) -> &str {
         let url = self
             .postgres
             .as_deref()
-            .expect("TestDb::psql on PostgreSQL");
-        let database = url.rsplit('/').next().expect("a database in the URL");
-        throwaway_postgres::shared()
-            .psql(database, sql)
-            .unwrap_or_else(|why| panic!("psql `{sql}` failed: {why}"))
+            .expect("TestDb::database on PostgreSQL");
+        url.rsplit('/').next().expect("a database in the URL")
     }
 }
 

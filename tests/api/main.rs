@@ -22,6 +22,7 @@ mod database_copy;
 mod deploy;
 mod disk_full;
 mod downloads;
+mod failover;
 mod faults;
 mod helpers;
 mod hostile;

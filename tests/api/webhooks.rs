@@ -65,7 +65,11 @@ async fn committed_ids(store: &Store, agent: &str) -> Vec<String> {
 }
 
 /// Each agent's events arrived in the order they were committed.
-async fn assert_in_commit_order_per_agent(received: &[Received], store: &Store, agents: &[String]) {
+pub async fn assert_in_commit_order_per_agent(
+    received: &[Received],
+    store: &Store,
+    agents: &[String],
+) {
     for agent in agents {
         let arrival: Vec<String> = received
             .iter()
