@@ -57,6 +57,11 @@ impl Started {
     fn start(mut tenant: Tenant, launch: &Launch) -> Started {
         let stop = launch.shutdown.child_token();
         let lock = tenant.lock.take();
+        if launch.ha.is_some() {
+            // A follower until its lease says otherwise, before anything can write: a
+            // sole instance's writes prove no term.
+            tenant.services.store.set_role(crate::store::Role::Follower);
+        }
         let served = tenant.served(launch.exports.clone(), launch.ha.as_ref());
         let (id, rules, store) = (
             tenant.id.clone(),
