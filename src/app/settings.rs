@@ -83,6 +83,7 @@ pub(super) fn live_settings(config: &Config) -> live::Settings {
         queues_are_skills: config.cxone.dialect == config::Dialect::Incontact,
         max_streams_per_caller: config.live.max_streams_per_caller,
         max_tickets_per_caller: config.live.max_tickets_per_caller,
+        served_by: config.ha.as_ref().map(config::ha::HaConfig::instance_id),
         ..live::Settings::default()
     }
 }

@@ -192,7 +192,7 @@ impl Tenant {
     pub fn every_instance(&self) -> Vec<Worker> {
         let (live, board, bulk) = (
             self.live.clone(),
-            self.metric_board.subscribe(),
+            self.metric_board.clone(),
             self.bulk.clone(),
         );
         self.scoped(vec![Worker::new("live feed", move |stop| {

@@ -40,7 +40,7 @@ pub use retry::RetryPolicy;
 pub use v2::V2Client;
 
 /// An agent (a platform user) as listed by the platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Agent {
     pub id: String,
     pub name: String,

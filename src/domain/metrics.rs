@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A skill's real-time figures, as the platform last reported them.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SkillTile {
     pub skill_id: String,
     pub skill_name: String,
@@ -27,7 +27,7 @@ pub struct SkillTile {
 }
 
 /// A queue's real-time figures.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueTile {
     pub queue_id: String,
     pub name: String,
@@ -62,7 +62,7 @@ impl MetricFamily {
 }
 
 /// Whether a family's figures are coming in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum FamilyHealth {
     /// Not polled yet (or not configured).
@@ -80,7 +80,7 @@ pub enum FamilyHealth {
 }
 
 /// The newest figures of every family, as one value the live feed can hand out.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricBoard {
     pub skills: BTreeMap<String, SkillTile>,
     pub queues: BTreeMap<String, QueueTile>,

@@ -228,6 +228,7 @@ impl Live {
                 queue_interval_secs: s.queue_interval.as_secs(),
             },
             queues_are_skills: s.queues_are_skills,
+            served_by: s.served_by.clone(),
         }
     }
 

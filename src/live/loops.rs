@@ -1,16 +1,20 @@
 //! The feed's background work: the outbox tailer, the heartbeat, the metric board,
-//! bulk job progress and the roster.
+//! bulk job progress and the roster; among several instances, the leader shares its
+//! board and roster through the database and the followers show them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Live;
+use crate::cxone::Agent;
 use crate::engine::bulk::{BulkJobs, JobView};
-use crate::engine::metrics::BoardReceiver;
-use crate::store::jobs;
+use crate::engine::metrics::{BoardReceiver, BoardSender};
+use crate::store::live_shared::{self, View};
+use crate::store::{Role, jobs};
 
 /// How often the outbox is read even when no commit was announced (another process,
 /// such as `wfmd transition`, wrote to the same database).
@@ -28,7 +32,7 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 impl Live {
     /// Runs the feed until `stop`: loads the state, tails the outbox, follows the
     /// metric board, publishes bulk job progress and refreshes the roster.
-    pub async fn run(self, stop: CancellationToken, board: BoardReceiver, bulk: Option<BulkJobs>) {
+    pub async fn run(self, stop: CancellationToken, board: BoardSender, bulk: Option<BulkJobs>) {
         // Feeds end with the daemon, so open streams do not hold the shutdown up.
         let feeds_stop = self.inner.stop.clone();
         // The store is read before the roster is asked for, so the roster's snapshot is
@@ -43,7 +47,9 @@ impl Live {
         let mut tasks = tokio::task::JoinSet::new();
         crate::tasks::spawn_in(&mut tasks, self.clone().tail(stop.clone(), loaded));
         crate::tasks::spawn_in(&mut tasks, self.clone().beat(stop.clone()));
-        crate::tasks::spawn_in(&mut tasks, self.clone().follow_board(stop.clone(), board));
+        let follow = self.clone().follow_board(stop.clone(), board.subscribe());
+        crate::tasks::spawn_in(&mut tasks, follow);
+        crate::tasks::spawn_in(&mut tasks, self.clone().follow_leader(stop.clone(), board));
         if let Some(bulk) = bulk {
             let follow = self.clone().follow_jobs(stop.clone(), bulk.clone());
             crate::tasks::spawn_in(&mut tasks, follow);
@@ -117,10 +123,71 @@ impl Live {
                         return;
                     }
                     let current = board.borrow_and_update().clone();
+                    self.share(View::Board, &*current).await;
                     self.publish_board(current);
                 }
             }
         }
+    }
+
+    /// Whether another instance leads the tenant: its roster and board are read from
+    /// what the leader shares ([`Live::follow_leader`]), never from the platform.
+    fn follows(&self) -> bool {
+        self.inner.store.role() == Role::Follower
+    }
+
+    /// Shares `value` as `view` with the other instances' wallboards, when this
+    /// instance leads the tenant among several (a sole instance has nobody to tell).
+    async fn share(&self, view: View, value: &impl serde::Serialize) {
+        if !matches!(self.inner.store.role(), Role::Leader { .. }) {
+            return;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        if let Err(error) = live_shared::publish(&self.inner.store, view, value, now).await {
+            tracing::warn!(%error, "the wallboard's figures cannot be shared with the other instances");
+        }
+    }
+
+    /// On a follower, shows the roster the leader shares and puts the board it shares
+    /// on `board` (for the feed, as the leader's pollers do, and `/readyz`), as they
+    /// change.
+    async fn follow_leader(self, stop: CancellationToken, board: BoardSender) {
+        let (mut board_at, mut roster_at) = (0, 0);
+        loop {
+            if self.follows()
+                && let Err(error) = self
+                    .read_shared(&board, &mut board_at, &mut roster_at)
+                    .await
+            {
+                tracing::warn!(%error, "the live feed cannot read the leader's wallboard figures");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(FALLBACK_TICK) => {}
+            }
+        }
+    }
+
+    async fn read_shared(
+        &self,
+        board: &BoardSender,
+        board_at: &mut i64,
+        roster_at: &mut i64,
+    ) -> Result<(), sqlx::Error> {
+        if let Some((shared, at)) = live_shared::newer(self.pool(), View::Board, *board_at).await? {
+            board.send_replace(Arc::new(shared));
+            *board_at = at;
+        }
+        if !self.inner.settings.roster {
+            return Ok(());
+        }
+        let roster: Option<(Vec<Agent>, i64)> =
+            live_shared::newer(self.pool(), View::Roster, *roster_at).await?;
+        if let Some((agents, at)) = roster {
+            self.set_roster(&agents).await?;
+            *roster_at = at;
+        }
+        Ok(())
     }
 
     async fn follow_jobs(self, stop: CancellationToken, bulk: BulkJobs) {
@@ -167,11 +234,18 @@ impl Live {
     async fn keep_roster(self, stop: CancellationToken, bulk: BulkJobs) {
         let mut delay = Duration::from_secs(1);
         loop {
+            if self.follows() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(FALLBACK_TICK) => continue,
+                }
+            }
             let fetched =
                 crate::cxone::in_lane(crate::cxone::Lane::Background, None, bulk.agents()).await;
             let wait = match fetched {
                 Ok(agents) => match self.set_roster(&agents).await {
                     Ok(()) => {
+                        self.share(View::Roster, &agents).await;
                         delay = Duration::from_secs(1);
                         self.inner.settings.roster_refresh
                     }

@@ -82,6 +82,9 @@ pub struct Settings {
     pub max_streams_per_caller: usize,
     /// Unused tickets one caller may hold at once (`live.max_tickets_per_caller`).
     pub max_tickets_per_caller: usize,
+    /// This instance, among several (`ha.instance_id`): the page says which instance
+    /// serves it.
+    pub served_by: Option<String>,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             queues_are_skills: false,
             max_streams_per_caller: 2000,
             max_tickets_per_caller: 2000,
+            served_by: None,
         }
     }
 }

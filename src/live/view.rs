@@ -109,4 +109,7 @@ pub struct Snapshot {
     /// The platform has no queue objects: its queue tiles are its skills' activity
     /// (the `incontact` dialect), which the page says.
     pub queues_are_skills: bool,
+    /// The instance serving this snapshot, when several serve the tenant
+    /// (`ha.instance_id`); null for a sole instance.
+    pub served_by: Option<String>,
 }

@@ -34,6 +34,7 @@ pub mod history;
 pub mod imported;
 pub mod intents;
 pub mod jobs;
+pub mod live_shared;
 pub mod lock;
 pub mod outbox;
 pub mod postgres;

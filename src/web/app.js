@@ -211,6 +211,14 @@ async function openSse() {
   if (S.sse === controller) lost("events ended");
 }
 
+// Among several instances, which one this board's feed comes from (it changes when
+// the page reconnects to another).
+function showServedBy(instance) {
+  const served = $("served-by");
+  served.hidden = !instance;
+  served.textContent = instance ? "served by " + instance : "";
+}
+
 function handle(message) {
   if (message.id) S.lastId = message.id;
   const data = message.data;
@@ -220,6 +228,7 @@ function handle(message) {
       S.thresholds = data.service_level;
       S.periods = data.periods;
       S.queuesAreSkills = data.queues_are_skills;
+      showServedBy(data.served_by);
       S.tiles = tilesOf(data);
       S.lastId = data.last_event_id || S.lastId;
       fillFilters();

@@ -172,3 +172,58 @@ async fn an_instance_without_ha_is_the_only_one_on_its_postgresql_database() {
     let sole_again = refused(&sim.env(&db.url())).await;
     assert!(sole_again.contains("another wfmd serves"), "{sole_again}");
 }
+
+/// The wallboard snapshot `address` serves.
+async fn wallboard(address: &str) -> serde_json::Value {
+    get_json(&format!("{address}/v1/live")).await
+}
+
+/// What two instances' wallboards must agree on: the skill tiles and each agent's name.
+fn figures(snapshot: &serde_json::Value) -> (serde_json::Value, Vec<(String, String)>) {
+    let names = snapshot["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].to_string(), a["name"].to_string()))
+        .collect();
+    (snapshot["skills"].clone(), names)
+}
+
+#[tokio::test]
+async fn a_followers_wallboard_shows_the_leaders_figures_without_calling_the_platform() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let env = |id: &str| {
+        let mut env = cluster_env(&sim, &db, id);
+        env.push(("WFMD_LIVE__ENABLED".into(), "true".into()));
+        env
+    };
+    let a = Daemon::spawn(&env("wfmd-a")).await;
+    leads(&db, "wfmd-a").await;
+    eventually("the leader's wallboard has no figures", async || {
+        let snapshot = wallboard(&a.address).await;
+        let (skills, names) = figures(&snapshot);
+        let named = names.iter().any(|(_, name)| name != "null");
+        match (skills.as_array().is_some_and(|s| !s.is_empty()), named) {
+            (true, true) => Ok(()),
+            _ => Err(snapshot.to_string()),
+        }
+    })
+    .await;
+    let tokens = sim.sim.stats().token_requests;
+    assert!(tokens > 0);
+
+    let b = Daemon::spawn(&env("wfmd-b")).await;
+    eventually("the follower's wallboard differs", async || {
+        let (on_a, on_b) = (wallboard(&a.address).await, wallboard(&b.address).await);
+        match figures(&on_a) == figures(&on_b) {
+            true => Ok(()),
+            false => Err(format!("{on_a}\n{on_b}")),
+        }
+    })
+    .await;
+    // Each says which instance serves it; the follower never asked for a token.
+    assert_eq!(wallboard(&a.address).await["served_by"], "wfmd-a");
+    assert_eq!(wallboard(&b.address).await["served_by"], "wfmd-b");
+    assert_eq!(sim.sim.stats().token_requests, tokens);
+}

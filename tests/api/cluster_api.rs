@@ -193,7 +193,9 @@ async fn on_postgresql_an_instance_shows_the_tenant_it_leads_and_the_one_another
     let body = eventually("wfmd-a never showed itself leading west", async || {
         let (status, body) = get(&served, "/v1/cluster", Some("wfmd_ops")).await;
         let west = &body["tenants"][1];
-        if status == 200 && west["leader"] == "wfmd-a" && west["lease_current"] == true {
+        // Each tenant's leadership notes the instance in its own time.
+        let noted = body["instances"][0]["last_seen_at"].is_string();
+        if status == 200 && west["leader"] == "wfmd-a" && west["lease_current"] == true && noted {
             Ok(body)
         } else {
             Err(format!("{status} {body}"))
