@@ -50,6 +50,7 @@ async fn lead(tenant: Arc<Tenant>, settings: Settings, grace: Duration, stop: Ca
     let store = tenant.services.store.clone();
     let instance = settings.instance.clone();
     let (leadership, mut standing) = Leadership::new(store.clone(), settings);
+    let work_ended = leadership.work_ended();
     // Stopped only once the leader's work has, so the lease outlives the work.
     let keep_lease = CancellationToken::new();
     let keeping = crate::tasks::spawn(leadership.run(keep_lease.clone()));
@@ -75,7 +76,10 @@ async fn lead(tenant: Arc<Tenant>, settings: Settings, grace: Duration, stop: Ca
             }
             (Standing::Follower, Some(_)) => {
                 if let Some(ended) = current.take() {
+                    let term = ended.term;
                     ended.end(work_grace).await;
+                    // A hand-over waits for this to release the lease.
+                    work_ended.send_replace(Some(term));
                 }
             }
             (Standing::Follower, None) => {}

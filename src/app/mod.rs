@@ -122,6 +122,7 @@ impl App {
                     instance: instance.id.clone(),
                     advertise_url: ha.advertise_url.clone(),
                     lease_ttl: ha.lease_ttl,
+                    spread: Arc::default(),
                 }),
             instance,
         })

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::lease;
+use super::spread::Spread;
 use crate::store::{Role, Store};
 
 /// How often a leader forgets the instances long gone ([`lease::forget_silent`]).
@@ -34,6 +35,8 @@ pub struct Settings {
     pub instance: Arc<str>,
     pub advertise_url: Option<String>,
     pub lease_ttl: Duration,
+    /// What this instance's leaderships (every tenant's) share to spread the tenants.
+    pub spread: Arc<Spread>,
 }
 
 impl Settings {
@@ -62,6 +65,9 @@ pub struct Leadership {
     store: Store,
     settings: Settings,
     standing: watch::Sender<Standing>,
+    /// The term whose leader work has stopped, as its runner says
+    /// ([`Leadership::work_ended`]): a hand-over releases the lease after it.
+    ended: watch::Sender<Option<i64>>,
 }
 
 impl Leadership {
@@ -78,29 +84,40 @@ impl Leadership {
                 store,
                 settings,
                 standing,
+                ended: watch::Sender::new(None),
             },
             watching,
         )
+    }
+
+    /// Where whoever runs the leader's work says the work of a term has stopped, after
+    /// the standing turned from leading (see [`spread`](super::spread)).
+    pub fn work_ended(&self) -> watch::Sender<Option<i64>> {
+        self.ended.clone()
     }
 
     /// Works until `stop` is cancelled; returns the term this instance still leads in,
     /// for the caller to [`lease::release`] once the tenant's leader work has stopped.
     pub async fn run(self, stop: CancellationToken) -> Option<i64> {
         let me = &*self.settings.instance;
+        self.settings.spread.serves();
         // The term held, and when the renewal that last kept it was sent.
         let mut held: Option<(i64, Instant)> = None;
         let mut forgot: Option<Instant> = None;
+        // After handing the tenant over, it is left to the others until then.
+        let mut left_until: Option<Instant> = None;
         loop {
             let sent = Instant::now();
             let deadline = held.map(|(_, renewed)| renewed + self.settings.step_down_after());
+            let leaves_it = left_until.is_some_and(|until| sent < until);
             let tried = async {
-                let taken = lease::take(
-                    &self.store,
-                    me,
-                    held.map(|(term, _)| term),
-                    self.settings.lease_ttl,
-                )
-                .await;
+                let taken = match leaves_it {
+                    true => Ok(None),
+                    false => {
+                        let held = held.map(|(term, _)| term);
+                        lease::take(&self.store, me, held, self.settings.lease_ttl).await
+                    }
+                };
                 if let Err(error) =
                     lease::heartbeat(&self.store, me, self.settings.advertise_url.as_deref()).await
                 {
@@ -128,6 +145,12 @@ impl Leadership {
                         {
                             tracing::debug!(%error, "cannot forget instances long gone");
                         }
+                    }
+                    if self.leads_too_many().await {
+                        let deadline = sent + self.settings.step_down_after();
+                        self.hand_over(term, deadline).await;
+                        held = None;
+                        left_until = Some(Instant::now() + self.settings.lease_ttl);
                     }
                 }
                 Some(Ok(None)) if held.is_some() => {
@@ -162,8 +185,55 @@ impl Leadership {
             // first), and the caller releases the lease.
             metrics::gauge!(LEADER).set(0.0);
             metrics::counter!(CHANGES).increment(1);
+            self.settings.spread.no_longer_leads();
         }
+        self.settings.spread.no_longer_serves();
         held.map(|(term, _)| term)
+    }
+
+    /// Whether this instance leads more tenants than its share, and may hand this one
+    /// over now (see [`spread`](super::spread)).
+    async fn leads_too_many(&self) -> bool {
+        let spread = &self.settings.spread;
+        let ttl = self.settings.lease_ttl;
+        // Leading one tenant is within any share: no need to count the instances.
+        if !spread.over_share(usize::MAX) {
+            return false;
+        }
+        match lease::live_instances(&self.store, ttl).await {
+            Ok(instances) => spread.over_share(instances) && spread.may_hand_over(ttl),
+            Err(error) => {
+                tracing::debug!(%error, "cannot count the instances serving the tenant");
+                false
+            }
+        }
+    }
+
+    /// Hands the tenant over: its leader work stops while the lease still holds (the
+    /// changes under way finish and are recorded), then the lease is released for
+    /// another instance. Work still running at `deadline`, when the lease may run out,
+    /// is refused its writes from then on.
+    async fn hand_over(&self, term: i64, deadline: Instant) {
+        tracing::info!(
+            instance = &*self.settings.instance,
+            term,
+            "this instance leads more tenants than its share: it hands this one over"
+        );
+        let mut ended = self.ended.subscribe();
+        self.standing.send_replace(Standing::Follower);
+        let work_stops = async { ended.wait_for(|t| *t == Some(term)).await.is_ok() };
+        let stopped = tokio::time::timeout_at(deadline, work_stops)
+            .await
+            .unwrap_or(false);
+        self.store.set_role(Role::Follower);
+        metrics::gauge!(LEADER).set(0.0);
+        metrics::counter!(CHANGES).increment(1);
+        self.settings.spread.no_longer_leads();
+        if stopped
+            && let Err(error) = lease::release(&self.store, &self.settings.instance, term).await
+        {
+            tracing::warn!(%error, "cannot release the tenant's lease; it runs out by itself");
+        }
     }
 
     fn lead(&self, term: i64) {
@@ -174,6 +244,7 @@ impl Leadership {
         // Before the standing: whoever sees this instance lead finds the metrics say so.
         metrics::gauge!(LEADER).set(1.0);
         metrics::counter!(CHANGES).increment(1);
+        self.settings.spread.leads();
         self.standing.send_replace(Standing::Leader { term });
     }
 
@@ -181,6 +252,7 @@ impl Leadership {
         self.store.set_role(Role::Follower);
         metrics::gauge!(LEADER).set(0.0);
         metrics::counter!(CHANGES).increment(1);
+        self.settings.spread.no_longer_leads();
         self.standing.send_replace(Standing::Follower);
         tracing::warn!(
             instance = &*self.settings.instance,
@@ -213,6 +285,7 @@ mod tests {
             instance: Arc::from(instance),
             advertise_url: None,
             lease_ttl,
+            spread: Arc::default(),
         }
     }
 

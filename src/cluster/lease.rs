@@ -200,6 +200,20 @@ pub async fn instances(store: &Store) -> Result<Vec<Instance>, sqlx::Error> {
     .await)
 }
 
+/// How many instances noted themselves in the tenant within `within` (by the
+/// database's clock): the ones serving it now.
+pub async fn live_instances(store: &Store, within: Duration) -> Result<usize, sqlx::Error> {
+    let count: i64 = on!(store.reader(), |c| sqlx::query_scalar(concat!(
+        "SELECT COUNT(*) FROM cluster_instances WHERE last_seen > ",
+        now_ms!(),
+        " - $1"
+    ))
+    .bind(millis(within))
+    .fetch_one(c)
+    .await)?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -7,9 +7,11 @@
 //!   leader proves its term current (the fence, see [`crate::store::Role`]).
 //! - [`leadership`]: the loop each instance runs per tenant to take, renew and give up
 //!   that lease, saying when the instance leads.
+//! - [`spread`]: an instance leading more tenants than its share hands some over.
 //!
 //! With SQLite, or without `[ha]`, an instance is its tenants' sole one and none of
 //! this runs.
 
 pub mod leadership;
 pub mod lease;
+pub mod spread;

@@ -465,3 +465,103 @@ async fn a_leader_cut_off_from_the_database_stops_leading_and_its_term_is_refuse
     assert_eq!(leader(&db).await, ("wfmd-b".to_owned(), term + 1));
     assert_eq!(says_it_leads(&b.address).await, Some(true));
 }
+
+/// Each tenant's current lease holder (`None` while none is current), in `tenants`' order.
+async fn holders(stores: &[wfmd::store::Store]) -> Vec<Option<String>> {
+    let mut holders = Vec::new();
+    for store in stores {
+        let lease = wfmd::cluster::lease::leadership(store).await.unwrap();
+        holders.push(lease.filter(|l| l.current()).map(|l| l.holder));
+    }
+    holders
+}
+
+#[tokio::test]
+async fn tenants_spread_over_the_instances_and_gather_on_the_survivor() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let tenants = ["north", "east", "south", "west"];
+    let listed: Vec<(&str, &TestSim)> = tenants.iter().map(|id| (*id, &sim)).collect();
+    let (file, env) = crate::tenants::tenants_file(&db, &listed, "");
+    let args = ["--config", file.to_str().unwrap(), "serve"];
+    let spawn = async |id: &str| {
+        let mut env = env.clone();
+        env.push(("WFMD_HA__INSTANCE_ID".into(), id.into()));
+        env.push(("WFMD_HA__LEASE_TTL".into(), "2s".into()));
+        Daemon::spawn_with(&args, &env, None).await
+    };
+    let mut stores = Vec::new();
+    for id in tenants {
+        let url = wfmd::config::tenants::tenant_database_url(&db.url(), &id.parse().unwrap());
+        stores.push(wfmd::store::Store::open(&url).await.unwrap());
+    }
+    let led_by = async |wanted: &[usize]| {
+        let what = format!("the tenants were never led {wanted:?}");
+        eventually(&what, async || {
+            let now = holders(&stores).await;
+            let count = |id: &str| now.iter().filter(|h| h.as_deref() == Some(id)).count();
+            let counts = [count("wfmd-a"), count("wfmd-b")];
+            match counts == wanted && now.iter().all(Option::is_some) {
+                true => Ok(now),
+                false => Err(format!("{now:?}")),
+            }
+        })
+        .await
+    };
+
+    // Alone, wfmd-a leads all four; beside wfmd-b, two each.
+    let _a = spawn("wfmd-a").await;
+    led_by(&[4, 0]).await;
+    let b = spawn("wfmd-b").await;
+    let spread = led_by(&[2, 2]).await;
+    // The two wfmd-a handed over began a second term; it kept the others' first.
+    for (holder, store) in spread.iter().zip(&stores) {
+        let lease = wfmd::cluster::lease::leadership(store)
+            .await
+            .unwrap()
+            .unwrap();
+        let term = if holder.as_deref() == Some("wfmd-b") {
+            2
+        } else {
+            1
+        };
+        assert_eq!(lease.term, term, "{holder:?}");
+    }
+    // And they stay so: a lease's length later, each renewed by the same holder in the
+    // same term.
+    let leases = async || {
+        let mut leases = Vec::new();
+        for store in &stores {
+            let lease = wfmd::cluster::lease::leadership(store)
+                .await
+                .unwrap()
+                .unwrap();
+            leases.push(lease);
+        }
+        leases
+    };
+    let before = leases().await;
+    let later = eventually("the leases were not renewed", async || {
+        let now = leases().await;
+        let renewed = now
+            .iter()
+            .zip(&before)
+            .all(|(now, then)| now.expires_at > then.expires_at + 2_000);
+        match renewed {
+            true => Ok(now),
+            false => Err(format!("{now:?}")),
+        }
+    })
+    .await;
+    let kept = |leases: &[wfmd::cluster::lease::Leadership]| -> Vec<(String, i64)> {
+        leases.iter().map(|l| (l.holder.clone(), l.term)).collect()
+    };
+    assert_eq!(kept(&later), kept(&before));
+
+    b.signal("KILL");
+    b.wait().await;
+    led_by(&[4, 0]).await;
+    for store in stores {
+        store.close().await;
+    }
+}
