@@ -469,7 +469,7 @@ pub async fn ticket(
         name: caller.name,
         role: caller.role,
     };
-    let ticket = match state.live.tickets().issue(holder, &key) {
+    let ticket = match state.live.issue_ticket(holder, &key).await? {
         Ok(ticket) => ticket,
         Err(refused) => return Ok(crowded(refused)),
     };
@@ -554,7 +554,11 @@ pub async fn ticket_gate(
     let Some(ticket) = ticket else {
         return next.run(request).await;
     };
-    match live.tickets().redeem(&ticket) {
+    let redeemed = match live.redeem_ticket(&ticket).await {
+        Ok(redeemed) => redeemed,
+        Err(error) => return Problem::from(error).into_response(),
+    };
+    match redeemed {
         Some(holder) => {
             request.extensions_mut().insert(Preauthenticated(Caller {
                 name: holder.name,

@@ -23,7 +23,8 @@
 //!   one timer beats for every client.
 //!
 //! Tickets ([`Tickets`]) let a browser open the feed without putting its long-lived
-//! token into a URL.
+//! token into a URL. Among several instances they are recorded in the database too
+//! ([`crate::store::tickets`]), so a ticket one instance issued opens the feed on any.
 
 mod encode;
 mod feed;
@@ -121,6 +122,12 @@ struct Inner {
     stop: CancellationToken,
 }
 
+/// What the database keeps of a ticket: not the ticket, which opens the feed.
+fn ticket_digest(ticket: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(ticket.as_bytes()))
+}
+
 /// The live feed. Cheap to clone.
 #[derive(Clone)]
 pub struct Live {
@@ -164,8 +171,51 @@ impl Live {
         &self.inner.settings
     }
 
-    pub fn tickets(&self) -> &Tickets {
-        &self.inner.tickets
+    /// A ticket for `holder`, counted in `caller`'s share ([`Tickets::issue`]); while
+    /// several instances serve the tenant, also recorded in the database, so the
+    /// instance the browser opens the feed on redeems it, wherever that is.
+    pub async fn issue_ticket(
+        &self,
+        holder: TicketHolder,
+        caller: &str,
+    ) -> Result<Result<String, Crowded>, sqlx::Error> {
+        let ticket = match self.inner.tickets.issue(holder.clone(), caller) {
+            Ok(ticket) => ticket,
+            Err(crowded) => return Ok(Err(crowded)),
+        };
+        if self.among_several() {
+            let now = chrono::Utc::now().timestamp_millis();
+            let ttl = i64::try_from(TICKET_TTL.as_millis()).expect("a minute");
+            let (name, role) = (&*holder.name, holder.role.as_str());
+            let digest = ticket_digest(&ticket);
+            crate::store::tickets::record(&self.inner.store, &digest, name, role, now + ttl, now)
+                .await?;
+        }
+        Ok(Ok(ticket))
+    }
+
+    /// The holder of `ticket` when it is known and unexpired; it is used up either way
+    /// ([`Tickets::redeem`]). Among several instances the database decides, so a
+    /// ticket is good once over all of them.
+    pub async fn redeem_ticket(&self, ticket: &str) -> Result<Option<TicketHolder>, sqlx::Error> {
+        let here = self.inner.tickets.redeem(ticket);
+        if !self.among_several() {
+            return Ok(here);
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let digest = ticket_digest(ticket);
+        let spent = crate::store::tickets::spend(&self.inner.store, &digest, now).await?;
+        Ok(spent.and_then(|(name, role)| {
+            Some(TicketHolder {
+                name: name.into(),
+                role: role.parse().ok()?,
+            })
+        }))
+    }
+
+    /// Whether other instances may serve the tenant too (`[ha]`).
+    fn among_several(&self) -> bool {
+        self.inner.store.role() != crate::store::Role::Sole
     }
 
     fn pool(&self) -> &Pool {

@@ -43,6 +43,7 @@ pub mod roster;
 pub mod samples;
 pub mod schedules;
 pub mod schema;
+pub mod tickets;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -533,7 +534,8 @@ impl Store {
     /// [`Store::begin_write`] whatever this instance's role, proving no term: for the
     /// tenant's lease itself (taking it over changes the term every leader's write
     /// proves, so it holds the same lock; see [`crate::cluster::lease`]), and for the
-    /// readiness probe, which asks whether the database takes writes, not whose.
+    /// readiness probe, which asks whether the database takes writes, not whose; and
+    /// for live-feed tickets, which any instance issues and redeems.
     pub(crate) async fn begin_write_unfenced(&self) -> Result<WriteTx, sqlx::Error> {
         self.begin_as("BEGIN IMMEDIATE", Some(Role::Sole)).await
     }

@@ -309,7 +309,7 @@ pub fn addressed_routes() -> Vec<(String, &'static Row)> {
         .collect()
 }
 
-fn sha256_hex(token: &str) -> String {
+pub fn sha256_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

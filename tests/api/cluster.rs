@@ -227,3 +227,42 @@ async fn a_followers_wallboard_shows_the_leaders_figures_without_calling_the_pla
     assert_eq!(wallboard(&b.address).await["served_by"], "wfmd-b");
     assert_eq!(sim.sim.stats().token_requests, tokens);
 }
+
+#[tokio::test]
+async fn a_ticket_from_one_instance_opens_the_feed_on_another_and_only_once() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let config = db.dir.path().join("wfmd.toml");
+    let token = crate::auth::sha256_hex("wfmd_desk");
+    let text =
+        format!("[[api_tokens]]\nname = \"desk\"\ntoken_sha256 = \"{token}\"\nrole = \"viewer\"\n");
+    std::fs::write(&config, text).unwrap();
+    let args = ["--config", config.to_str().unwrap(), "serve"];
+    let a = Daemon::spawn_with(&args, &cluster_env(&sim, &db, "wfmd-a"), None).await;
+    leads(&db, "wfmd-a").await;
+    let b = Daemon::spawn_with(&args, &cluster_env(&sim, &db, "wfmd-b"), None).await;
+
+    // A load balancer may send the ticket's request to one and the feed's to the other.
+    for (issuer, opener) in [(&a, &b), (&b, &a)] {
+        let issued = http_client()
+            .post(format!("{}/v1/live/tickets", issuer.address))
+            .bearer_auth("wfmd_desk")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(issued.status(), 201);
+        let ticket: serde_json::Value = issued.json().await.unwrap();
+        let path = format!("/v1/events?ticket={}", ticket["ticket"].as_str().unwrap());
+        let mut feed = crate::live::Sse::open(&opener.address, &path, &[]).await;
+        assert_eq!(feed.next().await.event, "snapshot");
+        // Used once, on either.
+        for again in [issuer, opener] {
+            let second = http_client()
+                .get(format!("{}{path}", again.address))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(second.status(), 401, "{}", again.address);
+        }
+    }
+}
