@@ -50,6 +50,12 @@ impl Live {
         let follow = self.clone().follow_board(stop.clone(), board.subscribe());
         crate::tasks::spawn_in(&mut tasks, follow);
         crate::tasks::spawn_in(&mut tasks, self.clone().follow_leader(stop.clone(), board));
+        if let Some(me) = self.inner.settings.served_by.clone() {
+            // Among several instances, a follower's feed wakes at the leader's commits.
+            let (store, stop) = (self.inner.store.clone(), stop.clone());
+            let relay = async move { store.relay_outbox_commits(&me, stop).await };
+            crate::tasks::spawn_in(&mut tasks, relay);
+        }
         if let Some(bulk) = bulk {
             let follow = self.clone().follow_jobs(stop.clone(), bulk.clone());
             crate::tasks::spawn_in(&mut tasks, follow);

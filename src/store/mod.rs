@@ -640,6 +640,23 @@ impl Store {
         self.outbox_commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Among several instances (PostgreSQL): relays outbox commits between them until
+    /// `stop`, so the live feed of a follower wakes when the leader commits events, as
+    /// the leader's does ([`postgres::relay_outbox_commits`]); `me` names this
+    /// instance. Returns at once on SQLite.
+    pub async fn relay_outbox_commits(&self, me: &str, stop: tokio_util::sync::CancellationToken) {
+        let Db::Postgres(pool) = &self.read.0 else {
+            return;
+        };
+        let commits = self.outbox_commits();
+        let wake = || {
+            self.outbox_commits.send_modify(|n| *n = n.wrapping_add(1));
+        };
+        let channel = self.write_lock.outbox_channel();
+        let role = || self.role();
+        postgres::relay_outbox_commits(pool, &channel, me, role, commits, wake, stop).await;
+    }
+
     /// Changes after every commit that wrote outbox events; any number of readers may
     /// hold one (each sees the latest change, never a backlog).
     pub fn outbox_commits(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -180,6 +180,12 @@ pub(super) struct WriteLock {
 }
 
 impl WriteLock {
+    /// The channel the tenant's outbox commits are announced on among instances: one
+    /// per tenant (its lock key), as channels are the database's, not the schema's.
+    pub(super) fn outbox_channel(&self) -> String {
+        format!("wfmd_outbox_{:016x}", self.key)
+    }
+
     pub(super) fn new(key: i64) -> WriteLock {
         WriteLock {
             key,
@@ -278,9 +284,119 @@ pub(super) fn is_unavailable(code: &str) -> bool {
         )
 }
 
+/// Relays outbox commits between the instances serving a tenant, until `stop`: while
+/// this one leads, each change of `commits` (its own commits) is announced on
+/// `channel` with NOTIFY, naming `me`; while it follows, another instance's
+/// announcement wakes `wake`'s readers. Listens on a connection of its own, opened from
+/// `pool`'s settings. Announcements lost with a dropped connection are not missed for
+/// long: the readers poll too.
+pub(super) async fn relay_outbox_commits(
+    pool: &PgPool,
+    channel: &str,
+    me: &str,
+    role: impl Fn() -> Role,
+    mut commits: tokio::sync::watch::Receiver<u64>,
+    wake: impl Fn(),
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let listening = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut listener = loop {
+        let listened = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&listening).await?;
+            listener.listen(channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listened.await {
+            Ok(listener) => break listener,
+            Err(error) => tracing::debug!(%error, "cannot listen for the other instances' commits"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if matches!(role(), Role::Leader { .. })
+                    && let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(channel)
+                        .bind(me)
+                        .execute(pool)
+                        .await
+                {
+                    tracing::debug!(%error, "cannot announce outbox commits to the other instances");
+                }
+            }
+            heard = listener.recv() => match heard {
+                Ok(note) if note.payload() != me && role() == Role::Follower => wake(),
+                Ok(_) => {}
+                Err(error) => {
+                    // Reconnected at the next receive; meanwhile the readers poll.
+                    tracing::debug!(%error, "lost the connection listening for commits");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_leaders_outbox_commits_wake_a_followers_readers() {
+        use crate::store::{Backend, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::store::testing::temp_url_on(Backend::Postgres, &dir);
+        let (leader, follower) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        leader.set_role(Role::Leader {
+            instance: Arc::from("a"),
+            term: 1,
+        });
+        follower.set_role(Role::Follower);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let relays = [(leader.clone(), "a"), (follower.clone(), "b")].map(|(store, me)| {
+            let stop = stop.clone();
+            crate::tasks::spawn(async move { store.relay_outbox_commits(me, stop).await })
+        });
+        // Nothing bumps the follower's own watch but the relay; the leader commits
+        // until the follower hears it (its relay may not listen yet at first).
+        let mut woken = follower.outbox_commits();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            leader.notify_outbox();
+            let heard = tokio::time::timeout(Duration::from_millis(200), woken.changed());
+            if heard.await.is_ok() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the follower never heard the leader's commits"
+            );
+        }
+        stop.cancel();
+        for relay in relays {
+            relay.await.unwrap();
+        }
+        leader.close().await;
+        follower.close().await;
+    }
 
     #[test]
     fn the_schema_comes_from_the_urls_search_path() {
