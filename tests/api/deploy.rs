@@ -1,6 +1,8 @@
 //! The operations kit in `deploy/`: the Prometheus alert rules pass `promtool check
-//! rules` and their unit tests, and every metric the rules and the Grafana dashboard
-//! query is one a running wfmd exports.
+//! rules` and their unit tests, every metric the rules and the Grafana dashboard query
+//! is one a running wfmd exports, and the two-instance compose example gives each
+//! instance a configuration wfmd takes (every variable a real key, secrets from the
+//! environment) with which the two share the postgres service and reach each other.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -202,4 +204,162 @@ async fn every_metric_the_alerts_and_the_dashboard_query_is_exported_by_a_runnin
         }
     })
     .await;
+}
+
+/// deploy/compose.ha.yaml as JSON, as PyYAML reads it (Debian's `python3-yaml`,
+/// installed when missing).
+fn compose_ha() -> Value {
+    install_when_missing(
+        "python3",
+        &["-c", "import yaml"],
+        &["python3", "python3-yaml"],
+    );
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)",
+        ])
+        .arg(deploy("compose.ha.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "deploy/compose.ha.yaml is not YAML: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `text` with compose's `${NAME…}` references (`${NAME:?message}` and the like)
+/// replaced by `value(NAME)`.
+fn interpolate(text: &str, value: impl Fn(&str) -> &'static str) -> String {
+    let mut done = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        done.push_str(&rest[..start]);
+        let end = start + rest[start..].find('}').expect("a ${…} is closed");
+        let name = rest[start + 2..end].split([':', '-', '?']).next().unwrap();
+        done.push_str(value(name));
+        rest = &rest[end + 1..];
+    }
+    done.push_str(rest);
+    done
+}
+
+/// What the example's reader exports before `docker compose up` (its header says which).
+fn exported_secret(name: &str) -> &'static str {
+    match name {
+        "WFMD_DB_PASSWORD" => "db-password",
+        "WFMD_CXONE__CLIENT_SECRET" => "client-secret",
+        "WFMD_AUDIT__KEY" => "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        other => panic!(
+            "deploy/compose.ha.yaml asks for ${{{other}}}: say so in its header's `export` line, \
+             and give it a value here"
+        ),
+    }
+}
+
+#[test]
+fn the_two_instance_compose_example_configures_two_instances_of_one_postgresql_that_reach_each_other()
+ {
+    let compose = compose_ha();
+    let services = compose["services"].as_object().unwrap();
+    let instances: Vec<&String> = services.keys().filter(|s| s.starts_with("wfmd")).collect();
+    assert_eq!(instances, ["wfmd-a", "wfmd-b"]);
+    let postgres = &services["postgres"]["environment"];
+    assert!(
+        postgres["POSTGRES_PASSWORD"]
+            .as_str()
+            .unwrap()
+            .starts_with("${")
+    );
+
+    // The configuration file both mount, as its reader writes it from the example: with
+    // an API token, which lets wfmd listen beyond loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wfmd.toml");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wfmd.example.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{example}\n[[api_tokens]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\nrole = \"admin\"\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let source = wfmd::config::Source {
+        file: Some(file),
+        simulate: false,
+    };
+
+    for name in instances {
+        let service = &services[name.as_str()];
+        assert_eq!(
+            service["depends_on"]["postgres"]["condition"], "service_healthy",
+            "{name}"
+        );
+        let env: Vec<(String, String)> = service["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.as_str().unwrap().to_owned()))
+            .collect();
+        // Secrets come from the environment the example is started in, never the file.
+        for (key, value) in &env {
+            if ["SECRET", "KEY", "PASSWORD", "DATABASE__URL"]
+                .iter()
+                .any(|secret| key.contains(secret))
+            {
+                assert!(value.contains("${"), "{name}: {key} is written out");
+            }
+        }
+        // Every key is one wfmd knows: an unknown one is refused.
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .map(|(key, value)| (key, interpolate(&value, exported_secret)))
+            .collect();
+        let config = wfmd::config::Config::load_with_env(&source, env)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+
+        let ha = config
+            .ha
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no [ha]"));
+        assert_eq!(ha.instance_id.as_deref(), Some(name.as_str()));
+        assert_eq!(ha.lease_ttl, Duration::from_secs(10), "the default, said");
+        // The other instance reaches it by its service name, where it listens, and it
+        // answers to that name.
+        let listen = config.server.listen;
+        assert!(listen.ip().is_unspecified(), "{name} listens on {listen}");
+        assert_eq!(
+            ha.advertise_url.as_deref(),
+            Some(format!("http://{name}:{}", listen.port()).as_str())
+        );
+        for instance in services.keys().filter(|s| s.starts_with("wfmd")) {
+            assert!(
+                config.server.allowed_hosts.contains(instance),
+                "{name} refuses requests handed on by {instance}"
+            );
+        }
+        let published = service["ports"][0].as_str().unwrap();
+        assert!(
+            published.starts_with("127.0.0.1:")
+                && published.ends_with(&format!(":{}", listen.port())),
+            "{name} publishes {published}"
+        );
+        // Its database is the postgres service's.
+        let url = reqwest::Url::parse(&config.database.url).unwrap();
+        assert_eq!(
+            (url.scheme(), url.host_str(), url.username(), url.path()),
+            ("postgres", Some("postgres"), "wfmd", "/wfmd"),
+            "{name}"
+        );
+        assert_eq!(
+            (&postgres["POSTGRES_USER"], &postgres["POSTGRES_DB"]),
+            (&json!("wfmd"), &json!("wfmd"))
+        );
+    }
 }
