@@ -315,6 +315,12 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
          VALUES (1, 'wfmd-a', 3, 1764028800000, 1764028810000)",
         "INSERT INTO cluster_instances (instance_id, advertise_url, started_at, last_seen)
          VALUES ('wfmd-a', 'http://10.0.0.5:8080', 1764028700000, 1764028800000)",
+        r#"INSERT INTO live_shared (name, body, published_at)
+         VALUES ('roster', '[{"id":"u_031","name":"Ada","team_id":null,"team_name":null,"skills":[]}]',
+             1764028800000)"#,
+        "INSERT INTO live_tickets (digest, holder, role, expires_at)
+         VALUES ('9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'desk',
+             'viewer', 1764028860000)",
     ] {
         execute(&store, sql).await;
     }
