@@ -5,6 +5,7 @@
 //! `domain` at the bottom of the dependency arrows (it imports nothing of ours).
 
 pub mod adherence;
+pub mod adherence_rules;
 pub mod cron;
 pub mod events;
 pub mod idle;

@@ -1,0 +1,387 @@
+//! Adherence rules (`[[compliance.rules]]`, #39): how an analyst says which states meet
+//! which scheduled activity, beyond the three built-in deviation kinds.
+//!
+//! A rule pairs an activity (a schedule activity's title, or one of the built-in
+//! activities `shift`, `break`, `mandatory_break`, `off_shift`) with states (`STATE` or
+//! `STATE:REASON`) and a verdict: in, out or neutral (neutral time counts neither way).
+//! The first rule that matches decides; when none does, the built-in kinds decide as
+//! they always have ([`deviation_kind`]), so no rules judge exactly as before.
+//!
+//! This module is the judging alone, a pure function; wiring it into the configuration,
+//! the sweep and the figures comes next.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::adherence::{DeviationKind, Expected, deviation_kind};
+use super::state::AgentState;
+
+/// The scheduled activity a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activity {
+    /// A schedule activity by its title, as the schedule names it (any case).
+    Titled(String),
+    /// In a shift, outside its breaks.
+    Shift,
+    /// In any break of a shift, mandatory or optional.
+    Break,
+    /// In a mandatory break.
+    MandatoryBreak,
+    /// Outside every shift.
+    OffShift,
+}
+
+impl Activity {
+    /// Whether the schedule, saying `scheduled`, is in this activity.
+    fn covers(&self, scheduled: &Scheduled<'_>) -> bool {
+        match self {
+            Activity::Titled(title) => scheduled
+                .title
+                .is_some_and(|named| named.trim().eq_ignore_ascii_case(title)),
+            Activity::Shift => scheduled.expected == Expected::Work,
+            Activity::Break => matches!(
+                scheduled.expected,
+                Expected::MandatoryBreak | Expected::OptionalBreak
+            ),
+            Activity::MandatoryBreak => scheduled.expected == Expected::MandatoryBreak,
+            Activity::OffShift => scheduled.expected == Expected::OffShift,
+        }
+    }
+}
+
+impl FromStr for Activity {
+    type Err = String;
+
+    /// The built-in names, or any other title; an empty one is refused.
+    fn from_str(text: &str) -> Result<Activity, String> {
+        let text = text.trim();
+        Ok(match text {
+            "" => {
+                return Err("an activity needs a name: a schedule activity's title, or \
+                              shift, break, mandatory_break or off_shift"
+                    .to_owned());
+            }
+            "shift" => Activity::Shift,
+            "break" => Activity::Break,
+            "mandatory_break" => Activity::MandatoryBreak,
+            "off_shift" => Activity::OffShift,
+            title => Activity::Titled(title.to_owned()),
+        })
+    }
+}
+
+/// A state a rule names: `STATE`, any reason, or `STATE:REASON`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePattern {
+    pub state: AgentState,
+    /// The reason it must have (any case); `None`: any reason.
+    pub reason: Option<String>,
+}
+
+impl StatePattern {
+    fn matches(&self, state: AgentState, reason: Option<&str>) -> bool {
+        self.state == state
+            && self
+                .reason
+                .as_deref()
+                .is_none_or(|wanted| reason.is_some_and(|given| given.eq_ignore_ascii_case(wanted)))
+    }
+}
+
+impl FromStr for StatePattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StatePattern, String> {
+        let (state, reason) = match text.split_once(':') {
+            Some((state, reason)) => (state, Some(reason.trim())),
+            None => (text, None),
+        };
+        let state = state
+            .trim()
+            .parse::<AgentState>()
+            .map_err(|e| e.to_string())?;
+        match reason {
+            Some("") => Err(format!(
+                "`{text}` has an empty reason; write `{state}` for any reason"
+            )),
+            reason => Ok(StatePattern {
+                state,
+                reason: reason.map(str::to_owned),
+            }),
+        }
+    }
+}
+
+/// What a rule says of the time it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    In,
+    Out,
+    /// Counts neither way.
+    Neutral,
+}
+
+/// One `[[compliance.rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdherenceRule {
+    pub activity: Activity,
+    pub states: Vec<StatePattern>,
+    pub verdict: Verdict,
+    /// Out of adherence only after this long; `None`: `compliance.exception_threshold`.
+    pub grace: Option<Duration>,
+    /// An exception open this long turns severe; `None`: never.
+    pub severe_after: Option<Duration>,
+}
+
+/// What the schedule says at an instant: the built-in activity, and the schedule's own
+/// title for it when it names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled<'a> {
+    pub expected: Expected,
+    pub title: Option<&'a str>,
+}
+
+/// How a state meets the schedule at an instant, and what judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// In adherence; `rule`: the index of the rule that said so, `None` the built-in kinds.
+    In { rule: Option<usize> },
+    /// Counted neither way, by the rule at `rule`.
+    Neutral { rule: usize },
+    /// Out of adherence: by a rule, or as a built-in `kind`. A rule may put out of
+    /// adherence a state the built-in kinds accept (then `kind` is `None`).
+    Out {
+        rule: Option<usize>,
+        kind: Option<DeviationKind>,
+    },
+}
+
+/// Judges `state` (with `reason`) against `scheduled`: the first of `rules` that covers
+/// the activity and names the state decides, else the built-in kinds.
+pub fn judge(
+    rules: &[AdherenceRule],
+    scheduled: Scheduled<'_>,
+    state: AgentState,
+    reason: Option<&str>,
+) -> Judgement {
+    let builtin = deviation_kind(state, scheduled.expected);
+    let decided = rules.iter().position(|rule| {
+        rule.activity.covers(&scheduled) && rule.states.iter().any(|p| p.matches(state, reason))
+    });
+    match decided.map(|at| (at, rules[at].verdict)) {
+        Some((at, Verdict::In)) => Judgement::In { rule: Some(at) },
+        Some((at, Verdict::Neutral)) => Judgement::Neutral { rule: at },
+        Some((at, Verdict::Out)) => Judgement::Out {
+            rule: Some(at),
+            kind: builtin,
+        },
+        None => match builtin {
+            Some(kind) => Judgement::Out {
+                rule: None,
+                kind: Some(kind),
+            },
+            None => Judgement::In { rule: None },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const EXPECTED: [Expected; 4] = [
+        Expected::Work,
+        Expected::MandatoryBreak,
+        Expected::OptionalBreak,
+        Expected::OffShift,
+    ];
+
+    fn rule(activity: &str, states: &[&str], verdict: Verdict) -> AdherenceRule {
+        AdherenceRule {
+            activity: activity.parse().unwrap(),
+            states: states.iter().map(|s| s.parse().unwrap()).collect(),
+            verdict,
+            grace: None,
+            severe_after: None,
+        }
+    }
+
+    fn at(expected: Expected, title: Option<&str>) -> Scheduled<'_> {
+        Scheduled { expected, title }
+    }
+
+    #[test]
+    fn a_lunch_rule_accepts_not_ready_lunch_in_the_lunch_break_and_nothing_else() {
+        let rules = [rule("Lunch", &["NOT_READY:LUNCH"], Verdict::In)];
+        let lunch = at(Expected::OptionalBreak, Some(" lunch "));
+        let judged = |state, reason| judge(&rules, lunch, state, reason);
+        assert_eq!(
+            judged(AgentState::NotReady, Some("Lunch")),
+            Judgement::In { rule: Some(0) }
+        );
+        // Another reason, or none: not this rule; the optional break accepts it anyway.
+        assert_eq!(
+            judged(AgentState::NotReady, Some("TRAINING")),
+            Judgement::In { rule: None }
+        );
+        assert_eq!(
+            judged(AgentState::NotReady, None),
+            Judgement::In { rule: None }
+        );
+        // The title must be the schedule's: a break without one is not "Lunch".
+        let untitled = at(Expected::MandatoryBreak, None);
+        assert_eq!(
+            judge(&rules, untitled, AgentState::Ready, None),
+            Judgement::Out {
+                rule: None,
+                kind: Some(DeviationKind::WorkingInMandatoryBreak)
+            }
+        );
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_and_may_be_stricter_than_the_built_in_kinds() {
+        let rules = [
+            rule("break", &["READY"], Verdict::Out),
+            rule("shift", &["NOT_READY:MEETING"], Verdict::Neutral),
+            rule("break", &["READY", "IDLE"], Verdict::In),
+        ];
+        let optional = at(Expected::OptionalBreak, None);
+        assert_eq!(
+            judge(&rules, optional, AgentState::Ready, None),
+            Judgement::Out {
+                rule: Some(0),
+                kind: None
+            },
+            "the built-in kinds accept READY in an optional break; the rule does not"
+        );
+        assert_eq!(
+            judge(&rules, optional, AgentState::Idle, None),
+            Judgement::In { rule: Some(2) }
+        );
+        let shift = at(Expected::Work, Some("Phones"));
+        assert_eq!(
+            judge(&rules, shift, AgentState::NotReady, Some("MEETING")),
+            Judgement::Neutral { rule: 1 }
+        );
+        assert_eq!(
+            judge(&rules, shift, AgentState::NotReady, Some("BREAK")),
+            Judgement::Out {
+                rule: None,
+                kind: Some(DeviationKind::NotWorkingInShift)
+            }
+        );
+    }
+
+    #[test]
+    fn activities_and_states_parse_and_bad_ones_say_why() {
+        assert_eq!("off_shift".parse(), Ok(Activity::OffShift));
+        assert_eq!(
+            "Team meeting".parse(),
+            Ok(Activity::Titled("Team meeting".into()))
+        );
+        assert!(
+            " ".parse::<Activity>()
+                .unwrap_err()
+                .contains("needs a name")
+        );
+        assert_eq!(
+            "NOT_READY:LUNCH".parse(),
+            Ok(StatePattern {
+                state: AgentState::NotReady,
+                reason: Some("LUNCH".into())
+            })
+        );
+        let unknown = "BUSY".parse::<StatePattern>().unwrap_err();
+        assert!(
+            unknown.contains("BUSY") && unknown.contains("NOT_READY"),
+            "{unknown}"
+        );
+        let empty = "PAUSED:".parse::<StatePattern>().unwrap_err();
+        assert!(empty.contains("empty reason"), "{empty}");
+    }
+
+    fn any_state() -> impl Strategy<Value = AgentState> {
+        prop::sample::select(AgentState::ALL.to_vec())
+    }
+
+    fn any_expected() -> impl Strategy<Value = Expected> {
+        prop::sample::select(EXPECTED.to_vec())
+    }
+
+    fn any_rule() -> impl Strategy<Value = AdherenceRule> {
+        let activity = prop::sample::select(vec![
+            "shift",
+            "break",
+            "mandatory_break",
+            "off_shift",
+            "Lunch",
+        ]);
+        let state = (
+            any_state(),
+            prop::option::of(prop::sample::select(vec!["LUNCH", "MEETING"])),
+        );
+        let verdict = prop::sample::select(vec![Verdict::In, Verdict::Out, Verdict::Neutral]);
+        (activity, prop::collection::vec(state, 1..3), verdict).prop_map(
+            |(activity, states, verdict)| AdherenceRule {
+                activity: activity.parse().unwrap(),
+                states: states
+                    .into_iter()
+                    .map(|(state, reason)| StatePattern {
+                        state,
+                        reason: reason.map(str::to_owned),
+                    })
+                    .collect(),
+                verdict,
+                grace: None,
+                severe_after: None,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn without_rules_the_built_in_kinds_judge_as_before(
+            expected in any_expected(),
+            state in any_state(),
+            titled in any::<bool>(),
+        ) {
+            let scheduled = at(expected, titled.then_some("Lunch"));
+            let judged = judge(&[], scheduled, state, Some("LUNCH"));
+            let before = match deviation_kind(state, expected) {
+                Some(kind) => Judgement::Out { rule: None, kind: Some(kind) },
+                None => Judgement::In { rule: None },
+            };
+            prop_assert_eq!(judged, before);
+        }
+
+        #[test]
+        fn a_judgement_names_the_first_rule_that_covers_the_moment_or_none(
+            rules in prop::collection::vec(any_rule(), 0..6),
+            expected in any_expected(),
+            state in any_state(),
+            reason in prop::option::of(prop::sample::select(vec!["LUNCH", "MEETING", "BREAK"])),
+            titled in any::<bool>(),
+        ) {
+            let scheduled = at(expected, titled.then_some("Lunch"));
+            let judged = judge(&rules, scheduled, state, reason);
+            let first = rules.iter().position(|r| {
+                r.activity.covers(&scheduled) && r.states.iter().any(|p| p.matches(state, reason))
+            });
+            let (rule, verdict) = match judged {
+                Judgement::In { rule } => (rule, Verdict::In),
+                Judgement::Neutral { rule } => (Some(rule), Verdict::Neutral),
+                Judgement::Out { rule, .. } => (rule, Verdict::Out),
+            };
+            prop_assert_eq!(rule, first);
+            if let Some(at) = first {
+                prop_assert_eq!(verdict, rules[at].verdict);
+            }
+            // A rule never hides the built-in kind of what is out of adherence.
+            if let Judgement::Out { kind, .. } = judged {
+                prop_assert_eq!(kind, deviation_kind(state, expected));
+            }
+        }
+    }
+}
