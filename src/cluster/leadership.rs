@@ -134,6 +134,10 @@ impl Leadership {
                 Some(Ok(Some(term))) => {
                     if held.map(|(t, _)| t) != Some(term) {
                         tracing::info!(instance = me, term, "this instance leads the tenant");
+                        // A new term of a lease it let run out is not one more tenant.
+                        if held.is_none() {
+                            self.settings.spread.leads();
+                        }
                         self.lead(term);
                     }
                     held = Some((term, sent));
@@ -244,7 +248,6 @@ impl Leadership {
         // Before the standing: whoever sees this instance lead finds the metrics say so.
         metrics::gauge!(LEADER).set(1.0);
         metrics::counter!(CHANGES).increment(1);
-        self.settings.spread.leads();
         self.standing.send_replace(Standing::Leader { term });
     }
 

@@ -180,7 +180,9 @@ impl Live {
         board_at: &mut i64,
         roster_at: &mut i64,
     ) -> Result<(), sqlx::Error> {
-        if let Some((shared, at)) = live_shared::newer(self.pool(), View::Board, *board_at).await? {
+        if let Some((shared, at)) =
+            live_shared::changed(self.pool(), View::Board, *board_at).await?
+        {
             board.send_replace(Arc::new(shared));
             *board_at = at;
         }
@@ -188,7 +190,7 @@ impl Live {
             return Ok(());
         }
         let roster: Option<(Vec<Agent>, i64)> =
-            live_shared::newer(self.pool(), View::Roster, *roster_at).await?;
+            live_shared::changed(self.pool(), View::Roster, *roster_at).await?;
         if let Some((agents, at)) = roster {
             self.set_roster(&agents).await?;
             *roster_at = at;

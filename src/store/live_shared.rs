@@ -49,18 +49,20 @@ pub async fn publish(
     tx.commit().await
 }
 
-/// `view` as last shared, when it was published after `after_ms`: the value and when
-/// it was published. A body this build cannot read (a newer instance's) counts as none.
-pub async fn newer<T: DeserializeOwned>(
+/// `view` as last shared, unless it is the publication of `seen_ms` (the one read last
+/// time; 0 for none): the value and when it was published. Another time, not a later
+/// one: a new leader's clock may be behind the last one's. A body this build cannot
+/// read (a newer instance's) counts as none.
+pub async fn changed<T: DeserializeOwned>(
     pool: &Pool,
     view: View,
-    after_ms: i64,
+    seen_ms: i64,
 ) -> Result<Option<(T, i64)>, sqlx::Error> {
     let row: Option<(String, i64)> = on!(pool, |c| sqlx::query_as(
-        "SELECT body, published_at FROM live_shared WHERE name = $1 AND published_at > $2"
+        "SELECT body, published_at FROM live_shared WHERE name = $1 AND published_at <> $2"
     )
     .bind(view.name())
-    .bind(after_ms)
+    .bind(seen_ms)
     .fetch_optional(c)
     .await)?;
     Ok(row.and_then(|(body, at)| match serde_json::from_str(&body) {
@@ -81,10 +83,10 @@ mod tests {
 
     #[apply(backends)]
     #[tokio::test]
-    async fn a_view_is_read_once_per_publication_and_the_newest_replaces_it(backend: Backend) {
+    async fn a_view_is_read_once_per_publication_and_the_last_replaces_it(backend: Backend) {
         let (store, _dir) = temp_store_on(backend).await;
         let nothing: Option<(Vec<String>, i64)> =
-            newer(store.reader(), View::Roster, 0).await.unwrap();
+            changed(store.reader(), View::Roster, 0).await.unwrap();
         assert_eq!(nothing, None);
 
         publish(&store, View::Roster, &["u_001"], 1_000)
@@ -93,22 +95,28 @@ mod tests {
         publish(&store, View::Board, &["other"], 1_500)
             .await
             .unwrap();
-        let first = newer(store.reader(), View::Roster, 0).await.unwrap();
+        let first = changed(store.reader(), View::Roster, 0).await.unwrap();
         assert_eq!(first, Some((vec!["u_001".to_owned()], 1_000)));
         let again: Option<(Vec<String>, i64)> =
-            newer(store.reader(), View::Roster, 1_000).await.unwrap();
-        assert_eq!(again, None, "nothing newer than what was read");
+            changed(store.reader(), View::Roster, 1_000).await.unwrap();
+        assert_eq!(again, None, "nothing but what was read");
 
         publish(&store, View::Roster, &["u_001", "u_002"], 2_000)
             .await
             .unwrap();
-        let second = newer(store.reader(), View::Roster, 1_000).await.unwrap();
+        let second = changed(store.reader(), View::Roster, 1_000).await.unwrap();
         assert_eq!(
             second,
             Some((vec!["u_001".to_owned(), "u_002".to_owned()], 2_000))
         );
+        // A new leader whose clock is behind still replaces it.
+        publish(&store, View::Roster, &["u_003"], 1_200)
+            .await
+            .unwrap();
+        let behind = changed(store.reader(), View::Roster, 2_000).await.unwrap();
+        assert_eq!(behind, Some((vec!["u_003".to_owned()], 1_200)));
         let board: Option<(Vec<String>, i64)> =
-            newer(store.reader(), View::Board, 0).await.unwrap();
+            changed(store.reader(), View::Board, 0).await.unwrap();
         assert_eq!(board, Some((vec!["other".to_owned()], 1_500)));
     }
 }
