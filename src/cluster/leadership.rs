@@ -187,9 +187,7 @@ impl Leadership {
         if held.is_some() {
             // Stopped while leading: its leader work has stopped (the caller stops it
             // first), and the caller releases the lease.
-            metrics::gauge!(LEADER).set(0.0);
-            metrics::counter!(CHANGES).increment(1);
-            self.settings.spread.no_longer_leads();
+            self.count_stop();
         }
         self.settings.spread.no_longer_serves();
         held.map(|(term, _)| term)
@@ -230,9 +228,7 @@ impl Leadership {
             .await
             .unwrap_or(false);
         self.store.set_role(Role::Follower);
-        metrics::gauge!(LEADER).set(0.0);
-        metrics::counter!(CHANGES).increment(1);
-        self.settings.spread.no_longer_leads();
+        self.count_stop();
         if stopped
             && let Err(error) = lease::release(&self.store, &self.settings.instance, term).await
         {
@@ -251,11 +247,17 @@ impl Leadership {
         self.standing.send_replace(Standing::Leader { term });
     }
 
-    fn step_down(&self, why: &str) {
-        self.store.set_role(Role::Follower);
+    /// Counts this instance no longer leading the tenant: in the metrics, and out of
+    /// its share of the tenants (the role and the standing are the caller's to change).
+    fn count_stop(&self) {
         metrics::gauge!(LEADER).set(0.0);
         metrics::counter!(CHANGES).increment(1);
         self.settings.spread.no_longer_leads();
+    }
+
+    fn step_down(&self, why: &str) {
+        self.store.set_role(Role::Follower);
+        self.count_stop();
         self.standing.send_replace(Standing::Follower);
         tracing::warn!(
             instance = &*self.settings.instance,

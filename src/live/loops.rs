@@ -49,9 +49,10 @@ impl Live {
         crate::tasks::spawn_in(&mut tasks, self.clone().beat(stop.clone()));
         let follow = self.clone().follow_board(stop.clone(), board.subscribe());
         crate::tasks::spawn_in(&mut tasks, follow);
-        crate::tasks::spawn_in(&mut tasks, self.clone().follow_leader(stop.clone(), board));
         if let Some(me) = self.inner.settings.served_by.clone() {
-            // Among several instances, a follower's feed wakes at the leader's commits.
+            // Among several instances, a follower shows the leader's board and roster,
+            // and its feed wakes at the leader's commits.
+            crate::tasks::spawn_in(&mut tasks, self.clone().follow_leader(stop.clone(), board));
             let (store, stop) = (self.inner.store.clone(), stop.clone());
             let relay = async move { store.relay_outbox_commits(&me, stop).await };
             crate::tasks::spawn_in(&mut tasks, relay);
@@ -129,8 +130,9 @@ impl Live {
                         return;
                     }
                     let current = board.borrow_and_update().clone();
+                    // This instance's clients first; the other instances' after a write.
+                    self.publish_board(current.clone());
                     self.share(View::Board, &*current).await;
-                    self.publish_board(current);
                 }
             }
         }

@@ -83,8 +83,9 @@ pub struct Settings {
     pub max_streams_per_caller: usize,
     /// Unused tickets one caller may hold at once (`live.max_tickets_per_caller`).
     pub max_tickets_per_caller: usize,
-    /// This instance, among several (`ha.instance_id`): the page says which instance
-    /// serves it.
+    /// This instance when several serve the tenant (`ha.instance_id`; `None` for a
+    /// sole instance): the page says which instance serves it, and the feed shares with
+    /// the others through the database what they cannot see themselves.
     pub served_by: Option<String>,
 }
 
@@ -215,7 +216,7 @@ impl Live {
 
     /// Whether other instances may serve the tenant too (`[ha]`).
     fn among_several(&self) -> bool {
-        self.inner.store.role() != crate::store::Role::Sole
+        self.inner.settings.served_by.is_some()
     }
 
     fn pool(&self) -> &Pool {

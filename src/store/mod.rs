@@ -649,9 +649,7 @@ impl Store {
             return;
         };
         let commits = self.outbox_commits();
-        let wake = || {
-            self.outbox_commits.send_modify(|n| *n = n.wrapping_add(1));
-        };
+        let wake = || self.notify_outbox();
         let channel = self.write_lock.outbox_channel();
         let role = || self.role();
         postgres::relay_outbox_commits(pool, &channel, me, role, commits, wake, stop).await;
