@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use wfmd::on;
 use wfmd::store::audit::{self, NewEntry};
 
-use crate::helpers::{TestApp, TestDb, TestSim, on_both_backends, wfmd};
+use crate::helpers::{TestApp, TestDb, TestSim, on_both_backends, output_of, wfmd};
 use crate::reports::attachment;
 
 fn instant(at: chrono::DateTime<Utc>) -> String {
@@ -227,14 +227,7 @@ async fn cli(app: &TestApp, key: Option<&str>, args: &[&str]) -> (i32, String, S
     if let Some(key) = key {
         command.env("WFMD_AUDIT__KEY", key);
     }
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    output_of(command).await
 }
 
 /// [`cli`] that must succeed (its stderr shown when it does not); its stdout.

@@ -13,9 +13,20 @@ pub async fn instance(sim: &TestSim, db: &TestDb, id: &str) -> Daemon {
 }
 
 pub fn cluster_env(sim: &TestSim, db: &TestDb, id: &str) -> Vec<(String, String)> {
+    cluster_env_and(sim, db, id, &[])
+}
+
+/// [`cluster_env`] with the settings `more` besides.
+pub fn cluster_env_and(
+    sim: &TestSim,
+    db: &TestDb,
+    id: &str,
+    more: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env = sim.env(&db.url());
-    for (key, value) in [("WFMD_HA__INSTANCE_ID", id), ("WFMD_HA__LEASE_TTL", "2s")] {
-        env.push((key.to_owned(), value.to_owned()));
+    let ha = [("WFMD_HA__INSTANCE_ID", id), ("WFMD_HA__LEASE_TTL", "2s")];
+    for (key, value) in ha.iter().chain(more) {
+        env.push(((*key).to_owned(), (*value).to_owned()));
     }
     env
 }
@@ -193,11 +204,7 @@ fn figures(snapshot: &serde_json::Value) -> (serde_json::Value, Vec<(String, Str
 async fn a_followers_wallboard_shows_the_leaders_figures_without_calling_the_platform() {
     let sim = TestSim::default_tenant().await;
     let db = TestDb::postgres();
-    let env = |id: &str| {
-        let mut env = cluster_env(&sim, &db, id);
-        env.push(("WFMD_LIVE__ENABLED".into(), "true".into()));
-        env
-    };
+    let env = |id: &str| cluster_env_and(&sim, &db, id, &[("WFMD_LIVE__ENABLED", "true")]);
     let a = Daemon::spawn(&env("wfmd-a")).await;
     leads(&db, "wfmd-a").await;
     eventually("the leader's wallboard has no figures", async || {

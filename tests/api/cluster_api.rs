@@ -15,7 +15,7 @@ use wfmd::domain::tenant::TenantId;
 use wfmd::store::Store;
 
 use crate::auth::entry;
-use crate::helpers::{TestDb, eventually, http_client};
+use crate::helpers::{TestDb, eventually, get_text, http_client};
 use crate::tenants::{Served, tenants_file, two_sims, two_tenants};
 
 /// Long enough that no lease a test takes runs out while it looks.
@@ -69,14 +69,7 @@ async fn store_of(db: &TestDb, id: &str) -> Store {
 /// once (the registry is the process's, shared by every test: a test looks only at
 /// series of tenants of its own, or at a series' presence).
 async fn scraped(served: &Served, series: &[&str]) -> Vec<String> {
-    let scrape = http_client()
-        .get(format!("{}/metrics", served.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = get_text(&format!("{}/metrics", served.address)).await;
     series
         .iter()
         .map(|series| {

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use wfmd::cluster::lease;
 use wfmd::sim::{Faults, SimConfig};
 
-use crate::cluster::{carried_out, change, cluster_env, instance, leader, leads};
+use crate::cluster::{carried_out, change, cluster_env, cluster_env_and, instance, leader, leads};
 use crate::helpers::*;
 use crate::live::Sse;
-use crate::receiver::{Receiver, SECRET};
+use crate::receiver::Receiver;
 
 /// What `/readyz` of `address` says of leading the tenant; `None` when it does not
 /// answer (the process is gone).
@@ -176,11 +177,7 @@ async fn a_bulk_job_of_500_agents_finishes_on_the_survivor_after_kill_9_of_the_l
         ..Faults::default()
     });
     let db = TestDb::postgres();
-    let env = |id: &str| {
-        let mut env = cluster_env(&sim, &db, id);
-        env.push(("WFMD_BULK__CONCURRENCY".into(), "8".into()));
-        env
-    };
+    let env = |id: &str| cluster_env_and(&sim, &db, id, &[("WFMD_BULK__CONCURRENCY", "8")]);
     let a = Daemon::spawn(&env("wfmd-a")).await;
     let term = leads(&db, "wfmd-a").await;
     let b = Daemon::spawn(&env("wfmd-b")).await;
@@ -250,25 +247,12 @@ async fn a_bulk_job_of_500_agents_finishes_on_the_survivor_after_kill_9_of_the_l
     assert!(changed > 50, "{changed} agents changed");
 }
 
-/// A configuration file delivering webhooks to `receiver`, retrying fast.
-fn delivering_to(dir: &std::path::Path, receiver: &Receiver) -> std::path::PathBuf {
-    let path = dir.join("wfmd.toml");
-    let text = format!(
-        "[delivery]\ntimeout_ms = 1000\nlease_ms = 1500\n\
-         retry_schedule = [\"50ms\", \"100ms\", \"200ms\"]\n\n\
-         [[webhooks]]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
-        receiver.url()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::test]
 async fn webhooks_and_the_feed_carry_on_across_a_kill_9_complete_and_in_order() {
     let sim = TestSim::default_tenant().await;
     let db = TestDb::postgres();
     let receiver = Receiver::start().await;
-    let config = delivering_to(db.dir.path(), &receiver);
+    let config = crate::webhooks::config_file(db.dir.path(), &receiver);
     let args = ["--config", config.to_str().unwrap(), "serve"];
     let a = Daemon::spawn_with(&args, &cluster_env(&sim, &db, "wfmd-a"), None).await;
     let term = leads(&db, "wfmd-a").await;
@@ -356,14 +340,8 @@ async fn a_rule_fires_once_for_every_slot_across_a_kill_9_of_the_leader() {
          agents = [\"u_010\"]\nset = \"PAUSED\"\nonly_if_state = [\"READY\"]\n",
     )
     .unwrap();
-    let env = |id: &str| {
-        let mut env = cluster_env(&sim, &db, id);
-        env.push((
-            "WFMD_SCHEDULER__RULES_FILE".into(),
-            rules.display().to_string(),
-        ));
-        env
-    };
+    let rules = rules.display().to_string();
+    let env = |id: &str| cluster_env_and(&sim, &db, id, &[("WFMD_SCHEDULER__RULES_FILE", &rules)]);
     let firings = || -> i64 {
         db.psql("SELECT COUNT(*) FROM rule_firings WHERE rule = 'tick'")
             .parse()
@@ -466,14 +444,14 @@ async fn a_leader_cut_off_from_the_database_stops_leading_and_its_term_is_refuse
     assert_eq!(says_it_leads(&b.address).await, Some(true));
 }
 
-/// Each tenant's current lease holder (`None` while none is current), in `tenants`' order.
-async fn holders(stores: &[wfmd::store::Store]) -> Vec<Option<String>> {
-    let mut holders = Vec::new();
+/// Each tenant's current lease (`None` while none is current), in `stores`' order.
+async fn current_leases(stores: &[wfmd::store::Store]) -> Vec<Option<lease::Leadership>> {
+    let mut leases = Vec::new();
     for store in stores {
-        let lease = wfmd::cluster::lease::leadership(store).await.unwrap();
-        holders.push(lease.filter(|l| l.current()).map(|l| l.holder));
+        let lease = lease::leadership(store).await.unwrap();
+        leases.push(lease.filter(lease::Leadership::current));
     }
-    holders
+    leases
 }
 
 #[tokio::test]
@@ -495,14 +473,14 @@ async fn tenants_spread_over_the_instances_and_gather_on_the_survivor() {
         let url = wfmd::config::tenants::tenant_database_url(&db.url(), &id.parse().unwrap());
         stores.push(wfmd::store::Store::open(&url).await.unwrap());
     }
+    // Each tenant's lease once wfmd-a and wfmd-b lead as many as `wanted` says.
     let led_by = async |wanted: &[usize]| {
         let what = format!("the tenants were never led {wanted:?}");
         eventually(&what, async || {
-            let now = holders(&stores).await;
-            let count = |id: &str| now.iter().filter(|h| h.as_deref() == Some(id)).count();
-            let counts = [count("wfmd-a"), count("wfmd-b")];
-            match counts == wanted && now.iter().all(Option::is_some) {
-                true => Ok(now),
+            let now = current_leases(&stores).await;
+            let count = |id: &str| now.iter().flatten().filter(|l| l.holder == id).count();
+            match [count("wfmd-a"), count("wfmd-b")] == wanted {
+                true => Ok(now.into_iter().flatten().collect::<Vec<_>>()),
                 false => Err(format!("{now:?}")),
             }
         })
@@ -513,47 +491,32 @@ async fn tenants_spread_over_the_instances_and_gather_on_the_survivor() {
     let _a = spawn("wfmd-a").await;
     led_by(&[4, 0]).await;
     let b = spawn("wfmd-b").await;
-    let spread = led_by(&[2, 2]).await;
+    let before = led_by(&[2, 2]).await;
     // The two wfmd-a handed over began a second term; it kept the others' first.
-    for (holder, store) in spread.iter().zip(&stores) {
-        let lease = wfmd::cluster::lease::leadership(store)
-            .await
-            .unwrap()
-            .unwrap();
-        let term = if holder.as_deref() == Some("wfmd-b") {
-            2
-        } else {
-            1
-        };
-        assert_eq!(lease.term, term, "{holder:?}");
+    for lease in &before {
+        let term = if lease.holder == "wfmd-b" { 2 } else { 1 };
+        assert_eq!(lease.term, term, "{lease:?}");
     }
     // And they stay so: a lease's length later, each renewed by the same holder in the
     // same term.
-    let leases = async || {
-        let mut leases = Vec::new();
-        for store in &stores {
-            let lease = wfmd::cluster::lease::leadership(store)
-                .await
-                .unwrap()
-                .unwrap();
-            leases.push(lease);
-        }
-        leases
-    };
-    let before = leases().await;
     let later = eventually("the leases were not renewed", async || {
-        let now = leases().await;
-        let renewed = now
-            .iter()
-            .zip(&before)
-            .all(|(now, then)| now.expires_at > then.expires_at + 2_000);
+        let now: Vec<_> = current_leases(&stores)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let renewed = now.len() == before.len()
+            && now
+                .iter()
+                .zip(&before)
+                .all(|(now, then)| now.expires_at > then.expires_at + 2_000);
         match renewed {
             true => Ok(now),
             false => Err(format!("{now:?}")),
         }
     })
     .await;
-    let kept = |leases: &[wfmd::cluster::lease::Leadership]| -> Vec<(String, i64)> {
+    let kept = |leases: &[lease::Leadership]| -> Vec<(String, i64)> {
         leases.iter().map(|l| (l.holder.clone(), l.term)).collect()
     };
     assert_eq!(kept(&later), kept(&before));

@@ -674,6 +674,12 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// The body of `GET url`, as text.
+pub async fn get_text(url: &str) -> String {
+    let response = http_client().get(url).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// The `wfmd` binary with a clean configuration environment.
 pub fn wfmd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wfmd"));

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use wfmd::telemetry::{MIXED, PROCESS};
 
-use crate::helpers::{Daemon, TestDb, TestSim, http_client};
+use crate::helpers::{Daemon, TestDb, TestSim, get_text, http_client};
 use crate::live::Sse;
 use crate::receiver::{Receiver, SECRET};
 use crate::tenants::{two_sims, two_tenants_file};
@@ -128,16 +128,7 @@ impl Client {
     }
 
     async fn scrape(&self) -> Vec<Series> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        parse(&text)
+        parse(&get_text(&format!("{}/metrics", self.address)).await)
     }
 
     /// Makes all but the last of `changes` in `tenant` one by one, then the last as a

@@ -18,7 +18,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestDb, TestSim, eventually_within, free_port, http_client, install_when_missing, wfmd,
+    TestDb, TestSim, eventually_within, free_port, http_client, install_when_missing, set_state_at,
+    wfmd,
 };
 use crate::live::Served;
 
@@ -268,13 +269,8 @@ fn quiet_agents(sim: &TestSim) -> Vec<wfmd::sim::SimAgent> {
 
 /// Puts `agent` in `state` through the API.
 async fn set_state(address: &str, agent: &str, state: &str) {
-    let response = http_client()
-        .post(format!("{address}/v1/agents/{agent}/transitions"))
-        .json(&json!({ "state": state }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let (status, body) = set_state_at(address, agent, state).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 async fn click(browser: &Client, css: &str) {

@@ -564,7 +564,7 @@ async fn credentials_in_webhook_urls_reach_no_output_log_error_or_database_file(
 }
 
 /// A `wfmd.toml` delivering to `receiver`.
-fn config_file(dir: &std::path::Path, receiver: &Receiver) -> std::path::PathBuf {
+pub fn config_file(dir: &std::path::Path, receiver: &Receiver) -> std::path::PathBuf {
     let path = dir.join("wfmd.toml");
     std::fs::write(
         &path,
