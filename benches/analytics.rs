@@ -97,7 +97,7 @@ fn platform_csv_bench() {
         };
         let jobs = wfmd::engine::analytics::AnalyticsJobs::new(
             platform.store.clone(),
-            std::time::Duration::from_secs(120),
+            wfmd::engine::compliance::JudgingHandle::new(two_minutes()),
         )
         .with_platform(wfmd::cxone::Aggregations::new(
             platform.client(wfmd::cxone::Budget::unlimited()),
@@ -224,14 +224,14 @@ fn history_bench() {
         };
         spec.check().unwrap();
         let now = start + chrono::Duration::days(DAYS + 1);
-        let threshold = chrono::TimeDelta::minutes(2);
+        let judging = two_minutes();
         let rolling = Instant::now();
         let days = history::ensure_rollups(
             &store,
             start_ms,
             (start + chrono::Duration::days(DAYS)).timestamp_millis(),
             now,
-            threshold,
+            &judging,
         )
         .await
         .unwrap();
@@ -244,7 +244,7 @@ fn history_bench() {
         for _ in 0..RUNS {
             let started = Instant::now();
             rows = 0;
-            history::run(&store, &spec, now, threshold, Path::Rollups, &mut rows)
+            history::run(&store, &spec, now, &judging, Path::Rollups, &mut rows)
                 .await
                 .unwrap();
             times.push(started.elapsed().as_secs_f64());
@@ -310,4 +310,9 @@ fn trend_bench() {
             common::verdict(rate >= target),
         );
     }
+}
+
+/// The built-in adherence kinds with the default two-minute threshold.
+fn two_minutes() -> wfmd::domain::adherence_rules::Judging {
+    wfmd::domain::adherence_rules::Judging::builtin(chrono::TimeDelta::minutes(2))
 }

@@ -109,8 +109,8 @@ async fn export(store: &Store, window: Window, format: Format) -> (f64, f64, u64
         status_kb("VmRSS:")
     };
     let started = Instant::now();
-    let threshold = std::time::Duration::from_secs(120);
-    let report = Report::build(store.reader(), window, window.to, None, threshold)
+    let judging = wfmd::domain::adherence_rules::Judging::builtin(chrono::TimeDelta::minutes(2));
+    let report = Report::build(store.reader(), window, window.to, None, &judging)
         .await
         .unwrap();
     let mut counter = Counter::default();

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use chrono::TimeDelta;
 use wfmd::config::AutoCorrect;
 use wfmd::cxone::Budget;
+use wfmd::domain::adherence_rules::Judging;
 use wfmd::engine::TransitionEngine;
-use wfmd::engine::compliance::{ComplianceSweep, SweepSettings};
+use wfmd::engine::compliance::{ComplianceSweep, JudgingHandle, SweepSettings};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::sync::{StateSync, SyncSettings};
 
@@ -74,7 +75,7 @@ fn main() {
             engine,
             SweepSettings {
                 interval: Duration::from_secs(30),
-                threshold: Duration::from_secs(120),
+                judging: JudgingHandle::new(Judging::builtin(TimeDelta::minutes(2))),
                 auto_correct: AutoCorrect::default(),
             },
         );

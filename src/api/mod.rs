@@ -98,8 +98,8 @@ pub struct ApiState {
     /// `sync.interval_ms`: how often the sync polls.
     pub sync_interval: Duration,
     pub bulk: crate::engine::bulk::BulkJobs,
-    /// `compliance.exception_threshold`, for the adherence figures of reports.
-    pub exception_threshold: Duration,
+    /// The adherence rules in force, for the adherence figures of reports.
+    pub judging: crate::engine::compliance::JudgingHandle,
     /// The live feed: snapshot, events, tickets.
     pub live: crate::live::Live,
     /// The newest skill and queue figures and each family's health.

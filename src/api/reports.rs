@@ -87,7 +87,7 @@ pub async fn compliance(
         Err(refused) => return Ok(refused),
     };
     let pool = state.store.for_exports().reader().clone();
-    let report = Report::build(&pool, window, now, zone, state.exception_threshold)
+    let report = Report::build(&pool, window, now, zone, &state.judging.current())
         .await
         .map_err(|e| Problem::internal(&e))?;
     let body = state

@@ -4,8 +4,9 @@
 //!
 //! A reload is the re-read configuration's tenants, applied in three steps, each
 //! tenant on its own:
-//! - a tenant still configured keeps running and takes its new rules (other settings
-//!   of a running tenant need a restart, as before several tenants);
+//! - a tenant still configured keeps running and takes its new rules and adherence
+//!   rules (other settings of a running tenant need a restart, as before several
+//!   tenants);
 //! - a tenant new to the configuration is built (database opened and migrated, platform
 //!   client made) and started; one that cannot be is logged, and the others go on;
 //! - a tenant gone from the configuration is first taken out of the API's routes, then
@@ -21,6 +22,7 @@ use super::worker::Running;
 use crate::api;
 use crate::config::tenants::TenantSpec;
 use crate::domain::tenant::TenantId;
+use crate::engine::compliance::JudgingHandle;
 use crate::engine::{self, rules::RulesHandle};
 use crate::store::Store;
 
@@ -46,6 +48,7 @@ struct Started {
     id: TenantId,
     served: api::tenancy::ServedTenant,
     rules: RulesHandle,
+    judging: JudgingHandle,
     store: Store,
     stop: CancellationToken,
     running: Running,
@@ -63,9 +66,10 @@ impl Started {
             tenant.services.store.set_role(crate::store::Role::Follower);
         }
         let served = tenant.served(launch.exports.clone(), launch.ha.as_ref());
-        let (id, rules, store) = (
+        let (id, rules, judging, store) = (
             tenant.id.clone(),
             tenant.rules(),
+            tenant.judging(),
             tenant.services.store.clone(),
         );
         let workers = match &launch.ha {
@@ -85,6 +89,7 @@ impl Started {
             id,
             served,
             rules,
+            judging,
             store,
             running,
             stop,
@@ -147,7 +152,8 @@ impl Fleet {
     pub async fn reload(&mut self, specs: Vec<TenantSpec>, routing: api::tenancy::Routing) {
         let mut rules = Vec::new();
         for spec in &specs {
-            match spec.config.rules() {
+            let judging = spec.config.compliance.judging();
+            match spec.config.rules().and_then(|new| Ok((new, judging?))) {
                 Ok(new) => rules.push(new),
                 Err(problems) => {
                     tracing::error!(
@@ -161,11 +167,18 @@ impl Fleet {
             }
         }
         let mut previous: Vec<Started> = std::mem::take(&mut self.started);
-        for (spec, new_rules) in specs.into_iter().zip(rules) {
+        for (spec, (new_rules, judging)) in specs.into_iter().zip(rules) {
             if let Some(at) = previous.iter().position(|t| t.id == spec.id) {
                 let kept = previous.remove(at);
-                tracing::info!(tenant = %spec.id, rules = new_rules.len(), "reload: rules re-read");
+                tracing::info!(
+                    tenant = %spec.id,
+                    rules = new_rules.len(),
+                    adherence_rules = judging.rules.len(),
+                    adherence_version = judging.version.as_deref().unwrap_or("none"),
+                    "reload: rules re-read"
+                );
                 kept.rules.replace(new_rules);
+                kept.judging.replace(judging);
                 self.started.push(kept);
                 continue;
             }

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::settings::sweep_settings;
 use super::worker::Worker;
 use crate::config::Config;
 use crate::engine::TransitionEngine;
 use crate::engine::automation::Automations;
-use crate::engine::compliance::ComplianceSweep;
+use crate::engine::compliance::{ComplianceSweep, JudgingHandle};
 use crate::engine::schedules::{BookSettings, ScheduleBook};
 use crate::engine::sync::SyncStatus;
 
@@ -25,7 +26,12 @@ pub struct ScheduleWork {
 
 impl ScheduleWork {
     /// What `config` asks for; `None` when neither automations nor the sweep run.
-    pub fn from_config(config: &Config, engine: &Arc<TransitionEngine>) -> Option<ScheduleWork> {
+    /// The sweep judges with `judging`, the tenant's adherence rules.
+    pub fn from_config(
+        config: &Config,
+        engine: &Arc<TransitionEngine>,
+        judging: &JudgingHandle,
+    ) -> Option<ScheduleWork> {
         let sweep_wanted = config.compliance.enabled && config.sync.enabled;
         if config.compliance.enabled && !config.sync.enabled {
             tracing::info!(
@@ -60,7 +66,7 @@ impl ScheduleWork {
             Arc::new(ComplianceSweep::new(
                 book.clone(),
                 engine.clone(),
-                (&config.compliance).into(),
+                sweep_settings(&config.compliance, judging),
             ))
         });
         Some(ScheduleWork {

@@ -9,7 +9,7 @@ use crate::config::live::LiveConfig;
 use crate::config::{self, AutomationConfig, ComplianceConfig, Config, SyncConfig};
 use crate::engine::automation::AutomationSettings;
 use crate::engine::bulk::BulkSettings;
-use crate::engine::compliance::SweepSettings;
+use crate::engine::compliance::{JudgingHandle, SweepSettings};
 use crate::engine::metrics::{self, PollerSettings};
 use crate::engine::sync::SyncSettings;
 use crate::live;
@@ -26,13 +26,13 @@ impl From<&AutomationConfig> for AutomationSettings {
     }
 }
 
-impl From<&ComplianceConfig> for SweepSettings {
-    fn from(config: &ComplianceConfig) -> Self {
-        SweepSettings {
-            interval: config.sweep_interval,
-            threshold: config.exception_threshold,
-            auto_correct: config.auto_correct,
-        }
+/// The sweep's settings: `[compliance]`, judging with the tenant's adherence rules
+/// (`judging`, which a SIGHUP replaces).
+pub(super) fn sweep_settings(config: &ComplianceConfig, judging: &JudgingHandle) -> SweepSettings {
+    SweepSettings {
+        interval: config.sweep_interval,
+        judging: judging.clone(),
+        auto_correct: config.auto_correct,
     }
 }
 

@@ -36,7 +36,9 @@ pub struct Tenant {
     sync_status: Option<Arc<engine::sync::SyncStatus>>,
     pub bulk: engine::bulk::BulkJobs,
     pub analytics: engine::analytics::AnalyticsJobs,
-    exception_threshold: Duration,
+    /// The adherence rules in force: the sweep, reports, analytics and rollups judge
+    /// with them, and a SIGHUP replaces them.
+    judging: engine::compliance::JudgingHandle,
     /// `sync.interval_ms`, for `/readyz`'s view of the sync.
     sync_interval: Duration,
     /// The newest skill and queue figures: the metric pollers publish, the live feed
@@ -88,6 +90,9 @@ impl Tenant {
         let rules = config
             .rules()
             .map_err(|problems| anyhow::anyhow!("invalid rules: {}", problems.join("; ")))?;
+        let judging = engine::compliance::JudgingHandle::new(config.compliance.judging().map_err(
+            |problems| anyhow::anyhow!("invalid adherence rules: {}", problems.join("; ")),
+        )?);
         let sync_status = config.sync.enabled.then(Arc::default);
         let mut bulk = engine::bulk::BulkJobs::new(services.engine.clone(), (&config.bulk).into());
         if let Some(witness) = witness(config, &sync_status) {
@@ -99,15 +104,13 @@ impl Tenant {
             live_settings(config),
         );
         let (metric_board, _) = engine::metrics::board_channel();
-        let analytics = engine::analytics::AnalyticsJobs::new(
-            services.store.clone(),
-            config.compliance.exception_threshold,
-        )
-        .with_max_per_actor(config.analytics.max_jobs_per_caller)
-        .with_platform(cxone::Aggregations::new(
-            services.engine.platform().clone(),
-            config.analytics.extraction(),
-        ));
+        let analytics =
+            engine::analytics::AnalyticsJobs::new(services.store.clone(), judging.clone())
+                .with_max_per_actor(config.analytics.max_jobs_per_caller)
+                .with_platform(cxone::Aggregations::new(
+                    services.engine.platform().clone(),
+                    config.analytics.extraction(),
+                ));
         Ok(Tenant {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -119,7 +122,7 @@ impl Tenant {
             sync_status,
             bulk,
             analytics,
-            exception_threshold: config.compliance.exception_threshold,
+            judging,
             sync_interval: Duration::from_millis(config.sync.interval_ms),
             metric_board,
             live,
@@ -134,6 +137,11 @@ impl Tenant {
     /// Replaces the rules of the running daemon (SIGHUP).
     pub fn rules(&self) -> engine::rules::RulesHandle {
         self.rules.clone()
+    }
+
+    /// Replaces the adherence rules of the running daemon (SIGHUP).
+    pub fn judging(&self) -> engine::compliance::JudgingHandle {
+        self.judging.clone()
     }
 
     /// What the HTTP API reads and drives of this tenant; `exports` are the process's
@@ -165,7 +173,7 @@ impl Tenant {
             sync: self.sync_status.clone(),
             sync_interval: self.sync_interval,
             bulk: self.bulk.clone(),
-            exception_threshold: self.exception_threshold,
+            judging: self.judging.clone(),
             live: self.live.clone(),
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),
@@ -219,7 +227,7 @@ impl Tenant {
                 dispatcher.run(stop, grace)
             }));
         }
-        if let Some(work) = ScheduleWork::from_config(config, &services.engine) {
+        if let Some(work) = ScheduleWork::from_config(config, &services.engine, &self.judging) {
             workers.extend(work.workers(self.sync_status.clone()));
         }
         if let Some(status) = &self.sync_status {
@@ -265,7 +273,7 @@ impl Tenant {
             &config.retention,
             &config.audit,
         )
-        .with_rollups(config.compliance.exception_threshold);
+        .with_rollups(self.judging.clone());
         workers.push(Worker::new("retention", move |stop| retention.run(stop)));
         let analytics = self.analytics.clone();
         workers.push(Worker::new("analytics jobs", move |stop| {

@@ -16,6 +16,7 @@ use super::{DaemonApi, Failure};
 use crate::config::Config;
 use crate::domain::trend::Settings;
 use crate::engine::analytics::{self, JobView};
+use crate::engine::compliance::JudgingHandle;
 use crate::store::Store;
 
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -116,7 +117,7 @@ pub async fn run(
         AnalyticsCommand::Query(args) => query(config, api, *args).await,
         AnalyticsCommand::List => {
             let store = open(config).await?;
-            let jobs = analytics::AnalyticsJobs::new(store, Duration::ZERO);
+            let jobs = analytics::AnalyticsJobs::new(store, judging(config)?);
             for job in jobs.list(100).await.map_err(Failure::action)? {
                 println!(
                     "{}  {:<8} {:<9} rows {:>8}  {}",
@@ -131,7 +132,7 @@ pub async fn run(
         }
         AnalyticsCommand::Show { job_id } => {
             let store = open(config).await?;
-            let jobs = analytics::AnalyticsJobs::new(store, Duration::ZERO);
+            let jobs = analytics::AnalyticsJobs::new(store, judging(config)?);
             match jobs.job(&job_id).await.map_err(Failure::action)? {
                 Some(job) => {
                     let view = JobView::from(&job);
@@ -165,6 +166,15 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The configuration's adherence rules, for the jobs' history figures.
+fn judging(config: &Config) -> Result<JudgingHandle, Failure> {
+    let judging = config
+        .compliance
+        .judging()
+        .map_err(|problems| Failure::usage(problems.join("; ")))?;
+    Ok(JudgingHandle::new(judging))
 }
 
 async fn open(config: &Config) -> Result<Store, Failure> {

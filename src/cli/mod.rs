@@ -646,13 +646,16 @@ async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Fai
     .await
     .map_err(Failure::action)?
     .map_err(|e| Failure::usage(format!("--from: {e}")))?;
-    let threshold = config.compliance.exception_threshold;
+    let judging = config
+        .compliance
+        .judging()
+        .map_err(|problems| Failure::usage(problems.join("; ")))?;
     let report = Report::build(
         store.reader(),
         window,
         chrono::Utc::now(),
         args.tz,
-        threshold,
+        &judging,
     )
     .await
     .map_err(Failure::action)?;

@@ -1,12 +1,16 @@
 //! `[schedules]`, `[automation]` and `[compliance]`: the schedule book, the automations
-//! at each agent's own break and shift boundaries, and the compliance sweep.
+//! at each agent's own break and shift boundaries, and the compliance sweep with its
+//! adherence rules (`[[compliance.rules]]`, compiled by [`ComplianceConfig::judging`]).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use sha2::{Digest, Sha256};
+
 use super::Config;
 use crate::domain::adherence::DeviationKind;
+use crate::domain::adherence_rules::{Activity, AdherenceRule, Judging, StatePattern, Verdict};
 use crate::domain::policy::WithoutSchedule;
 
 /// The schedule book: the managed agents' shifts and breaks, fetched from the platform.
@@ -83,6 +87,142 @@ pub struct ComplianceConfig {
     /// no imported schedule covers the agent: `refuse` (fail, naming the fix) or `allow`
     /// (go ahead unchecked, recorded so).
     pub without_schedule: WithoutSchedule,
+    /// Adherence rules: the first that matches a scheduled activity and a state decides;
+    /// none matching leaves the built-in kinds to judge.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<AdherenceRuleConfig>,
+}
+
+/// One `[[compliance.rules]]` table, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdherenceRuleConfig {
+    /// A schedule activity's title, or `shift`, `break`, `mandatory_break`, `off_shift`.
+    pub activity: String,
+    /// `STATE` or `STATE:REASON`.
+    pub states: Vec<String>,
+    pub verdict: Verdict,
+    /// Out of adherence only after this long (default: `exception_threshold`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grace: Option<Duration>,
+    /// An exception this rule opened turns severe once open this long.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub severe_after: Option<Duration>,
+}
+
+impl ComplianceConfig {
+    /// The adherence rules compiled, with their version and the default grace: what the
+    /// sweep and every adherence figure judge with. The problems name their keys.
+    pub fn judging(&self) -> Result<Judging, Vec<String>> {
+        let mut problems = Vec::new();
+        // By index, `None` where a rule has problems, so each is named by its place.
+        let mut compiled: Vec<Option<AdherenceRule>> = Vec::with_capacity(self.rules.len());
+        for (n, written) in self.rules.iter().enumerate() {
+            let rule = compile(n, written, &compiled, &mut problems);
+            compiled.push(rule);
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let rules = compiled.into_iter().flatten().collect();
+        let version = (!self.rules.is_empty()).then(|| {
+            let definition = serde_json::to_vec(&self.rules).expect("rules serialize");
+            hex::encode(&Sha256::digest(&definition)[..6])
+        });
+        Ok(Judging {
+            rules,
+            version,
+            threshold: chrono::TimeDelta::from_std(self.exception_threshold)
+                .unwrap_or(chrono::TimeDelta::MAX),
+        })
+    }
+}
+
+/// `compliance.rules[n]` compiled, or `None` with its problems added. `earlier` are the
+/// rules before it (which decide first), `None` where one has problems.
+fn compile(
+    n: usize,
+    written: &AdherenceRuleConfig,
+    earlier: &[Option<AdherenceRule>],
+    problems: &mut Vec<String>,
+) -> Option<AdherenceRule> {
+    let key = format!("compliance.rules[{n}]");
+    let before = problems.len();
+    let activity = written
+        .activity
+        .parse::<Activity>()
+        .map_err(|e| problems.push(format!("{key}.activity: {e}")))
+        .ok();
+    if written.states.is_empty() {
+        problems.push(format!(
+            "{key}.states: name at least one state (STATE or STATE:REASON)"
+        ));
+    }
+    let states: Vec<StatePattern> = written
+        .states
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            text.parse()
+                .map_err(|e| problems.push(format!("{key}.states[{i}]: {e}")))
+                .ok()
+        })
+        .collect();
+    let day = Duration::from_secs(24 * 3_600);
+    for (name, value) in [
+        ("grace", written.grace),
+        ("severe_after", written.severe_after),
+    ] {
+        let Some(value) = value else { continue };
+        if written.verdict != Verdict::Out {
+            problems.push(format!(
+                "{key}.{name}: only an `out` rule opens exceptions, so only it takes a {name}"
+            ));
+        } else if value > day || (name == "severe_after" && value.is_zero()) {
+            problems.push(format!(
+                "{key}.{name} must be between {} and 1day, got {}",
+                if name == "grace" { "0s" } else { "1s" },
+                humantime::format_duration(value)
+            ));
+        }
+    }
+    let rule = AdherenceRule {
+        activity: activity?,
+        states,
+        verdict: written.verdict,
+        grace: written.grace,
+        severe_after: written.severe_after,
+    };
+    if problems.len() > before {
+        return None;
+    }
+    // A rule every state of which an earlier rule for the same activity already decides
+    // never decides anything: almost certainly a mistake in the order.
+    let shadowing = earlier.iter().position(|e| {
+        e.as_ref().is_some_and(|e| {
+            e.activity == rule.activity
+                && rule
+                    .states
+                    .iter()
+                    .all(|p| e.states.iter().any(|q| q.covers(p)))
+        })
+    });
+    if let Some(at) = shadowing {
+        problems.push(format!(
+            "{key} never decides: compliance.rules[{at}] before it matches the same activity \
+             and states (the first rule that matches decides)"
+        ));
+        return None;
+    }
+    Some(rule)
 }
 
 impl Default for ComplianceConfig {
@@ -93,6 +233,7 @@ impl Default for ComplianceConfig {
             exception_threshold: Duration::from_secs(120),
             auto_correct: AutoCorrect::default(),
             without_schedule: WithoutSchedule::Refuse,
+            rules: Vec::new(),
         }
     }
 }
@@ -116,6 +257,8 @@ impl AutoCorrect {
             DeviationKind::WorkingInMandatoryBreak => self.working_in_mandatory_break,
             DeviationKind::LoggedInOutsideShift => self.logged_in_outside_shift,
             DeviationKind::NotWorkingInShift => self.not_working_in_shift,
+            // No state is right for every rule that may refuse one.
+            DeviationKind::OutOfRule => false,
         }
     }
 }
@@ -173,6 +316,9 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<String>) {
         Duration::ZERO,
         minutes(24 * 60),
     );
+    if let Err(more) = c.judging() {
+        problems.extend(more);
+    }
 }
 
 /// `"off"`, or a duration such as `"10m"`.
@@ -288,5 +434,98 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("automation.logout_after_shift_end"), "{text}");
         assert!(text.contains("`soon`"), "{text}");
+    }
+
+    const RULES: &str = r#"
+[[compliance.rules]]
+activity = "Lunch"
+states = ["NOT_READY:LUNCH"]
+verdict = "in"
+
+[[compliance.rules]]
+activity = "shift"
+states = ["NOT_READY:MEETING", "PAUSED"]
+verdict = "neutral"
+
+[[compliance.rules]]
+activity = "mandatory_break"
+states = ["READY", "ON_CONTACT"]
+verdict = "out"
+grace = "3m"
+severe_after = "15m"
+"#;
+
+    #[test]
+    fn adherence_rules_compile_in_order_with_a_version_that_follows_their_text() {
+        let config = load(RULES, &[]).unwrap();
+        let judging = config.compliance.judging().unwrap();
+        assert_eq!(judging.rules.len(), 3);
+        assert_eq!(judging.rules[0].activity, Activity::Titled("Lunch".into()));
+        assert_eq!(judging.rules[1].verdict, Verdict::Neutral);
+        assert_eq!(judging.rules[2].grace, Some(Duration::from_secs(180)));
+        assert_eq!(judging.threshold, chrono::TimeDelta::seconds(120));
+        let version = judging.version.clone().unwrap();
+        assert_eq!(version.len(), 12);
+        // The same rules, the same version; any change, another.
+        let again = load(RULES, &[]).unwrap().compliance.judging().unwrap();
+        assert_eq!(again.version.as_deref(), Some(version.as_str()));
+        let edited = RULES.replace("\"3m\"", "\"4m\"");
+        let other = load(&edited, &[]).unwrap().compliance.judging().unwrap();
+        assert_ne!(other.version, judging.version);
+        // None: the built-in kinds, no version.
+        let none = load("", &[]).unwrap().compliance.judging().unwrap();
+        assert_eq!((none.rules.len(), none.version), (0, None));
+        // They survive the effective configuration's TOML.
+        assert!(config.to_masked_toml().contains("[[compliance.rules]]"));
+    }
+
+    #[test]
+    fn bad_adherence_rules_are_named_by_their_index_and_key() {
+        let text = load(
+            r#"
+[[compliance.rules]]
+activity = " "
+states = ["BUSY", "PAUSED:"]
+verdict = "in"
+grace = "1m"
+
+[[compliance.rules]]
+activity = "break"
+states = []
+verdict = "out"
+severe_after = "0s"
+
+[[compliance.rules]]
+activity = "shift"
+states = ["IDLE"]
+verdict = "out"
+
+[[compliance.rules]]
+activity = "shift"
+states = ["idle"]
+verdict = "in"
+"#,
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "compliance.rules[0].activity: an activity needs a name",
+            "compliance.rules[0].states[0]:",
+            "compliance.rules[0].states[1]: `PAUSED:` has an empty reason",
+            "compliance.rules[0].grace: only an `out` rule opens exceptions",
+            "compliance.rules[1].states: name at least one state",
+            "compliance.rules[1].severe_after must be between 1s and 1day, got 0s",
+            "compliance.rules[3] never decides: compliance.rules[2] before it",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        let text = load(
+            "[[compliance.rules]]\nactivity = \"shift\"\nstates = [\"IDLE\"]\nverdict = \"maybe\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("maybe") && text.contains("neutral"), "{text}");
     }
 }

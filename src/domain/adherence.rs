@@ -13,6 +13,12 @@
 //!
 //! An optional break accepts every state: taking it and working through it both adhere.
 //!
+//! Adherence rules (`[[compliance.rules]]`, [`super::adherence_rules`]) judge before the
+//! built-in kinds: a rule may accept a state, put it out of adherence (a state only a
+//! rule refuses is an `out_of_rule` exception) or count it neither way (neutral), and
+//! gives its own grace. Everything below judges through one [`Judging`], so the sweep
+//! and the figures agree whatever the rules say.
+//!
 //! A deviation starts at the later of the state's start and the schedule boundary where
 //! its kind began (READY since 11:00 in a break from 12:00 deviates from 12:00). An
 //! exception opens once a deviation has lasted the threshold and is still going on, so
@@ -22,9 +28,10 @@
 //! compliance sweep applies this at each sweep; [`figures`] applies it to a window of
 //! recorded history, so both count the same exceptions.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::adherence_rules::{Judgement, Judging, Scheduled};
 use super::idle::{Interval, Window};
 use super::policy::BreakWindow;
 use super::state::{AgentState, string_names};
@@ -93,13 +100,17 @@ pub enum DeviationKind {
     LoggedInOutsideShift,
     /// NOT_READY, PAUSED, IDLE or LOGGED_OUT inside a shift, outside its breaks.
     NotWorkingInShift,
+    /// A state an adherence rule puts out of adherence where the built-in kinds accept
+    /// it (READY in an optional break titled "Training", say).
+    OutOfRule,
 }
 
 impl DeviationKind {
-    pub const ALL: [DeviationKind; 3] = [
+    pub const ALL: [DeviationKind; 4] = [
         DeviationKind::WorkingInMandatoryBreak,
         DeviationKind::LoggedInOutsideShift,
         DeviationKind::NotWorkingInShift,
+        DeviationKind::OutOfRule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +118,7 @@ impl DeviationKind {
             DeviationKind::WorkingInMandatoryBreak => "working_in_mandatory_break",
             DeviationKind::LoggedInOutsideShift => "logged_in_outside_shift",
             DeviationKind::NotWorkingInShift => "not_working_in_shift",
+            DeviationKind::OutOfRule => "out_of_rule",
         }
     }
 }
@@ -135,6 +147,9 @@ pub struct Segment {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub expected: Expected,
+    /// The schedule's title of the activity, as an index into its timeline's titles
+    /// ([`Timeline::scheduled`] resolves it).
+    title: Option<u16>,
 }
 
 impl Segment {
@@ -154,6 +169,8 @@ impl Segment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deviation {
     pub kind: DeviationKind,
+    /// The adherence rule that judged it at that instant; `None`: the built-in kinds.
+    pub rule: Option<usize>,
     /// What the schedule expects at that instant.
     pub expected: Expected,
     /// When the deviation began: the later of the state's start and the boundary where
@@ -167,6 +184,8 @@ pub struct Deviation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timeline {
     segments: Vec<Segment>,
+    /// The distinct activity titles the segments name.
+    titles: Vec<String>,
 }
 
 impl Timeline {
@@ -186,18 +205,56 @@ impl Timeline {
         points.sort_unstable();
         points.dedup();
         let mut segments: Vec<Segment> = Vec::new();
+        let mut titles: Vec<String> = Vec::new();
         for pair in points.windows(2) {
-            let expected = expected_among(shifts, pair[0]);
+            let (expected, title) = expected_among(shifts, pair[0]);
+            let title = title.map(|title| match titles.iter().position(|t| t == title) {
+                Some(at) => at,
+                None => {
+                    titles.push(title.to_owned());
+                    titles.len() - 1
+                }
+            });
+            // A schedule has far fewer than 65,536 distinct titles; past that, untitled.
+            let title = title.and_then(|at| u16::try_from(at).ok());
             match segments.last_mut() {
-                Some(last) if last.expected == expected => last.end = pair[1],
+                Some(last) if last.expected == expected && last.title == title => {
+                    last.end = pair[1];
+                }
                 _ => segments.push(Segment {
                     start: pair[0],
                     end: pair[1],
                     expected,
+                    title,
                 }),
             }
         }
-        Timeline { segments }
+        Timeline { segments, titles }
+    }
+
+    /// What the schedule says during `segment` (one of this timeline's), for judging.
+    pub fn scheduled(&self, segment: &Segment) -> Scheduled<'_> {
+        Scheduled {
+            expected: segment.expected,
+            title: segment
+                .title
+                .and_then(|at| self.titles.get(usize::from(at)))
+                .map(String::as_str),
+        }
+    }
+
+    /// The segment covering `at`; off shift (untitled) outside every shift.
+    fn segment_at(&self, at: DateTime<Utc>) -> Segment {
+        let after = self.segments.partition_point(|s| s.start <= at);
+        match after.checked_sub(1).map(|i| self.segments[i]) {
+            Some(segment) if at < segment.end => segment,
+            _ => Segment {
+                start: at,
+                end: at,
+                expected: Expected::OffShift,
+                title: None,
+            },
+        }
     }
 
     /// The segments from the first shift's start to the last shift's end.
@@ -207,11 +264,7 @@ impl Timeline {
 
     /// What the schedule expects at `at`.
     pub fn expected_at(&self, at: DateTime<Utc>) -> Expected {
-        let after = self.segments.partition_point(|s| s.start <= at);
-        match after.checked_sub(1).map(|i| &self.segments[i]) {
-            Some(segment) if at < segment.end => segment.expected,
-            _ => Expected::OffShift,
-        }
+        self.segment_at(at).expected
     }
 
     /// Segments covering exactly `[from, to)`, off-shift stretches included.
@@ -224,6 +277,7 @@ impl Timeline {
             start,
             end,
             expected: Expected::OffShift,
+            title: None,
         };
         let mut at = from;
         let first = self.segments.partition_point(|s| s.end <= from);
@@ -239,7 +293,7 @@ impl Timeline {
             out.push(Segment {
                 start: at,
                 end,
-                expected: segment.expected,
+                ..*segment
             });
             at = end;
         }
@@ -249,49 +303,59 @@ impl Timeline {
         out
     }
 
-    /// The deviation of an agent who has been in `state` since `since`, at `now`, or
-    /// `None` when the state meets the schedule at `now`.
+    /// The deviation of an agent who has been in `state` (with `reason`) since `since`,
+    /// at `now`, as `judging` judges it; `None` when the state is not out of adherence at
+    /// `now` (in, or neutral).
     pub fn deviation_at(
         &self,
-        state: AgentState,
+        judging: &Judging,
+        (state, reason): (AgentState, Option<&str>),
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Option<Deviation> {
-        let expected = self.expected_at(now);
-        let kind = deviation_kind(state, expected)?;
+        let segment = self.segment_at(now);
+        let judged = judging.judge(self.scheduled(&segment), state, reason);
+        let kind = judged.deviation()?;
+        let of = |scheduled: Scheduled<'_>| judging.judge(scheduled, state, reason).deviation();
         Some(Deviation {
             kind,
-            expected,
-            since: self.stretch_start(state, since, now, |k| k == Some(kind)),
+            rule: judged.rule(),
+            expected: segment.expected,
+            since: self.stretch_start(since, now, |s| of(s) == Some(kind)),
         })
     }
 
-    /// When an agent who has been in `state` since `since` stopped deviating as `kind`:
-    /// the later of the state's start and the boundary where the schedule stopped making
-    /// the state that deviation. `None` while it still is one at `now`.
+    /// When an agent who has been in `state` (with `reason`) since `since` stopped
+    /// deviating as `kind`: the later of the state's start and the boundary where the
+    /// schedule stopped making the state that deviation. `None` while it still is one at
+    /// `now`.
     pub fn deviation_ended(
         &self,
-        state: AgentState,
+        judging: &Judging,
+        (state, reason): (AgentState, Option<&str>),
         since: DateTime<Utc>,
         now: DateTime<Utc>,
         kind: DeviationKind,
     ) -> Option<DateTime<Utc>> {
-        if deviation_kind(state, self.expected_at(now)) == Some(kind) {
+        let of = |scheduled: Scheduled<'_>| judging.judge(scheduled, state, reason).deviation();
+        if of(self.scheduled(&self.segment_at(now))) == Some(kind) {
             return None;
         }
-        Some(self.stretch_start(state, since, now, |k| k != Some(kind)))
+        Some(self.stretch_start(since, now, |s| of(s) != Some(kind)))
     }
 
-    /// The earliest instant, not before `since`, from which `holds` is true of the
-    /// deviation kind of `state` all the way to `now` (where it must hold).
+    /// The earliest instant, not before `since`, from which `holds` is true of what the
+    /// schedule says all the way to `now` (where it must hold).
     fn stretch_start(
         &self,
-        state: AgentState,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
-        holds: impl Fn(Option<DeviationKind>) -> bool,
+        holds: impl Fn(Scheduled<'_>) -> bool,
     ) -> DateTime<Utc> {
-        let holds = |expected| holds(deviation_kind(state, expected));
+        let off_shift = Scheduled {
+            expected: Expected::OffShift,
+            title: None,
+        };
         // Walk back from `now` while it holds; `next` indexes the segment after the
         // stretch reached so far.
         let mut next = self.segments.partition_point(|s| s.start <= now);
@@ -307,13 +371,9 @@ impl Timeline {
         };
         while start > since {
             let Some(previous) = next.checked_sub(1).map(|i| self.segments[i]) else {
-                return if holds(Expected::OffShift) {
-                    since
-                } else {
-                    start
-                };
+                return if holds(off_shift) { since } else { start };
             };
-            if !holds(previous.expected) {
+            if !holds(self.scheduled(&previous)) {
                 break;
             }
             start = previous.start;
@@ -323,18 +383,20 @@ impl Timeline {
     }
 }
 
-/// What `shifts` expect at `at` (shifts may overlap).
-fn expected_among(shifts: &[Shift], at: DateTime<Utc>) -> Expected {
-    let mut expected = Expected::OffShift;
+/// What `shifts` expect at `at` (shifts may overlap), and the title the schedule gives
+/// it: a break's kind (LUNCH, …).
+fn expected_among(shifts: &[Shift], at: DateTime<Utc>) -> (Expected, Option<&str>) {
+    let mut expected = (Expected::OffShift, None);
     for shift in shifts.iter().filter(|s| s.start <= at && at < s.end) {
         for b in shift.breaks.iter().filter(|b| b.contains(at)) {
+            let title = Some(b.kind.as_str()).filter(|kind| !kind.trim().is_empty());
             if b.mandatory {
-                return Expected::MandatoryBreak;
+                return (Expected::MandatoryBreak, title);
             }
-            expected = Expected::OptionalBreak;
+            expected = (Expected::OptionalBreak, title);
         }
-        if expected == Expected::OffShift {
-            expected = Expected::Work;
+        if expected.0 == Expected::OffShift {
+            expected = (Expected::Work, None);
         }
     }
     expected
@@ -350,17 +412,25 @@ pub struct Figures {
     /// Scheduled time with a recorded state (before wfmd first saw the agent, or
     /// after now, nothing is known).
     pub observed_ms: i64,
+    /// Observed scheduled time an adherence rule counts neither way.
+    pub neutral_ms: i64,
     /// Exceptions that opened in the window.
     pub exceptions: u32,
 }
 
 impl Figures {
-    /// In-adherence time per observed scheduled time, in percent; `None` without any.
-    /// Time nobody saw is not counted against the agent (an agent first seen at 14:00
-    /// is judged on the afternoon, not on a morning wfmd knows nothing of).
+    /// In-adherence time per judged scheduled time (observed, not neutral), in percent;
+    /// `None` without any. Time nobody saw is not counted against the agent (an agent
+    /// first seen at 14:00 is judged on the afternoon, not on a morning wfmd knows
+    /// nothing of).
     pub fn adherence_pct(&self) -> Option<f64> {
-        (self.observed_ms > 0)
-            .then(|| self.in_adherence_ms as f64 * 100.0 / self.observed_ms as f64)
+        let judged = self.observed_ms - self.neutral_ms;
+        (judged > 0).then(|| self.in_adherence_ms as f64 * 100.0 / judged as f64)
+    }
+
+    /// Observed scheduled time out of adherence.
+    pub fn out_of_adherence_ms(&self) -> i64 {
+        (self.observed_ms - self.neutral_ms - self.in_adherence_ms).max(0)
     }
 
     /// Scheduled time with no recorded state.
@@ -380,20 +450,21 @@ struct Run {
 }
 
 /// Adherence figures over `window` from recorded `intervals` (oldest first, back to
-/// back as the store keeps them; an open one lasts until `now`) and the `timeline`.
+/// back as the store keeps them; an open one lasts until `now`) and the `timeline`, as
+/// `judging` judges them.
 ///
 /// Scheduled time with no recorded state (before the first interval, or after `now`) is
 /// neither in adherence nor observed: it is left out of the percentage and reported as
-/// [`Figures::unobserved_ms`]. For the exception count to be
-/// exact, pass the intervals from before the window that belong to a deviation still
-/// going on at its start (an exception that opened before the window is not counted
-/// again).
+/// [`Figures::unobserved_ms`]; so is time a rule counts as neutral. For the exception
+/// count to be exact, pass the intervals from before the window that belong to a
+/// deviation still going on at its start (an exception that opened before the window
+/// is not counted again).
 pub fn figures(
     intervals: &[Interval],
     timeline: &Timeline,
     window: Window,
     now: DateTime<Utc>,
-    threshold: TimeDelta,
+    judging: &Judging,
 ) -> Figures {
     let mut figures = Figures {
         scheduled_ms: timeline
@@ -409,12 +480,22 @@ pub fn figures(
     for (n, interval) in intervals.iter().enumerate() {
         let end = interval.end.unwrap_or(now).min(limit);
         for segment in timeline.between(interval.start, end) {
-            if segment.expected.is_scheduled() {
-                figures.observed_ms += segment.overlap_ms(window);
-            }
-            let Some(kind) = deviation_kind(interval.state, segment.expected) else {
-                if segment.expected.is_scheduled() {
-                    figures.in_adherence_ms += segment.overlap_ms(window);
+            let scheduled = segment.expected.is_scheduled();
+            let overlap = if scheduled {
+                segment.overlap_ms(window)
+            } else {
+                0
+            };
+            figures.observed_ms += overlap;
+            let judged = judging.judge(
+                timeline.scheduled(&segment),
+                interval.state,
+                interval.reason.as_deref(),
+            );
+            let Some(kind) = judged.deviation() else {
+                match judged {
+                    Judgement::Neutral { .. } => figures.neutral_ms += overlap,
+                    _ => figures.in_adherence_ms += overlap,
                 }
                 run = None;
                 continue;
@@ -434,8 +515,9 @@ pub fn figures(
                 run.since = segment.start;
             }
             run.end = segment.end;
-            // The sweep opens it at `since + threshold` if the deviation still goes on.
-            let opens_at = run.since + threshold;
+            // The sweep opens it at its first look, in this segment, once the grace of
+            // the rule judging there has passed, if the deviation still goes on.
+            let opens_at = (run.since + judging.grace(judged.rule())).max(segment.start);
             if !run.opened && opens_at < run.end {
                 run.opened = true;
                 if window.from <= opens_at && opens_at < window.to {
@@ -450,7 +532,8 @@ pub fn figures(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::domain::adherence_rules::arb_rule;
+    use chrono::{TimeDelta, TimeZone};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -460,6 +543,16 @@ mod tests {
 
     fn minutes(m: i64) -> DateTime<Utc> {
         t(m * 60_000)
+    }
+
+    /// The built-in kinds, with a two-minute threshold.
+    fn builtin() -> Judging {
+        Judging::builtin(TimeDelta::minutes(2))
+    }
+
+    /// The built-in kinds with `threshold`.
+    fn within(threshold: TimeDelta) -> Judging {
+        Judging::builtin(threshold)
     }
 
     fn brk(start: DateTime<Utc>, end: DateTime<Utc>, mandatory: bool) -> BreakWindow {
@@ -485,7 +578,12 @@ mod tests {
     }
 
     fn interval(state: AgentState, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Interval {
-        Interval { state, start, end }
+        Interval {
+            state,
+            reason: None,
+            start,
+            end,
+        }
     }
 
     #[test]
@@ -597,36 +695,72 @@ mod tests {
     fn a_deviation_starts_at_the_later_of_the_state_and_the_boundary() {
         let timeline = Timeline::new(&[day()]);
         // READY since 11:00; the lunch starts at 12:00.
-        let ready = timeline.deviation_at(AgentState::Ready, minutes(120), minutes(185));
+        let ready = timeline.deviation_at(
+            &builtin(),
+            (AgentState::Ready, None),
+            minutes(120),
+            minutes(185),
+        );
         assert_eq!(
             ready,
             Some(Deviation {
                 kind: DeviationKind::WorkingInMandatoryBreak,
+                rule: None,
                 expected: Expected::MandatoryBreak,
                 since: minutes(180)
             })
         );
         // READY since 12:05, inside the lunch.
-        let late = timeline.deviation_at(AgentState::Ready, minutes(185), minutes(190));
+        let late = timeline.deviation_at(
+            &builtin(),
+            (AgentState::Ready, None),
+            minutes(185),
+            minutes(190),
+        );
         assert_eq!(late.unwrap().since, minutes(185));
         // NOT_READY since 11:00 is fine in the lunch, a deviation from its end.
         assert_eq!(
-            timeline.deviation_at(AgentState::NotReady, minutes(120), minutes(200)),
+            timeline.deviation_at(
+                &builtin(),
+                (AgentState::NotReady, None),
+                minutes(120),
+                minutes(200)
+            ),
             None
         );
-        let after = timeline.deviation_at(AgentState::NotReady, minutes(120), minutes(215));
+        let after = timeline.deviation_at(
+            &builtin(),
+            (AgentState::NotReady, None),
+            minutes(120),
+            minutes(215),
+        );
         assert_eq!(after.unwrap().since, minutes(210));
         assert_eq!(after.unwrap().kind, DeviationKind::NotWorkingInShift);
         // Still logged in after the shift: from its end.
-        let evening = timeline.deviation_at(AgentState::Ready, minutes(400), minutes(500));
+        let evening = timeline.deviation_at(
+            &builtin(),
+            (AgentState::Ready, None),
+            minutes(400),
+            minutes(500),
+        );
         assert_eq!(evening.unwrap().kind, DeviationKind::LoggedInOutsideShift);
         assert_eq!(evening.unwrap().since, minutes(480));
         // Logged in before the shift, since the night before: from the state's start.
-        let early = timeline.deviation_at(AgentState::Idle, minutes(-600), minutes(-5));
+        let early = timeline.deviation_at(
+            &builtin(),
+            (AgentState::Idle, None),
+            minutes(-600),
+            minutes(-5),
+        );
         assert_eq!(early.unwrap().since, minutes(-600));
         // An agent who skipped the optional break and worked through is fine.
         assert_eq!(
-            timeline.deviation_at(AgentState::Ready, minutes(300), minutes(370)),
+            timeline.deviation_at(
+                &builtin(),
+                (AgentState::Ready, None),
+                minutes(300),
+                minutes(370)
+            ),
             None
         );
     }
@@ -637,24 +771,43 @@ mod tests {
         let kind = DeviationKind::WorkingInMandatoryBreak;
         // READY through the lunch: the deviation ended when the lunch did.
         assert_eq!(
-            timeline.deviation_ended(AgentState::Ready, minutes(120), minutes(220), kind),
+            timeline.deviation_ended(
+                &builtin(),
+                (AgentState::Ready, None),
+                minutes(120),
+                minutes(220),
+                kind
+            ),
             Some(minutes(210))
         );
         assert_eq!(
-            timeline.deviation_ended(AgentState::Ready, minutes(120), minutes(200), kind),
+            timeline.deviation_ended(
+                &builtin(),
+                (AgentState::Ready, None),
+                minutes(120),
+                minutes(200),
+                kind
+            ),
             None,
             "still going on"
         );
         // NOT_READY from 12:20: ended by the agent.
         assert_eq!(
-            timeline.deviation_ended(AgentState::NotReady, minutes(200), minutes(205), kind),
+            timeline.deviation_ended(
+                &builtin(),
+                (AgentState::NotReady, None),
+                minutes(200),
+                minutes(205),
+                kind
+            ),
             Some(minutes(200))
         );
         // Still logged in after the shift: no longer "not working in the shift" from
         // its end, though it is another deviation now.
         assert_eq!(
             timeline.deviation_ended(
-                AgentState::Idle,
+                &builtin(),
+                (AgentState::Idle, None),
                 minutes(470),
                 minutes(490),
                 DeviationKind::NotWorkingInShift
@@ -674,7 +827,12 @@ mod tests {
             ],
         };
         let timeline = Timeline::new(&[shift]);
-        let d = timeline.deviation_at(AgentState::Ready, minutes(0), minutes(55));
+        let d = timeline.deviation_at(
+            &builtin(),
+            (AgentState::Ready, None),
+            minutes(0),
+            minutes(55),
+        );
         assert_eq!(d.unwrap().since, minutes(30));
     }
 
@@ -699,7 +857,13 @@ mod tests {
             from: minutes(-60),
             to: minutes(600),
         };
-        let f = figures(&intervals, &timeline, whole_day, minutes(700), threshold);
+        let f = figures(
+            &intervals,
+            &timeline,
+            whole_day,
+            minutes(700),
+            &within(threshold),
+        );
         let minute = 60_000;
         assert_eq!(f.scheduled_ms, 480 * minute);
         // 480 scheduled minus 10 (READY in lunch), 10 (NOT_READY after it), 1 (IDLE).
@@ -712,7 +876,13 @@ mod tests {
             from: minutes(180),
             to: minutes(211),
         };
-        let f = figures(&intervals, &timeline, lunch, minutes(700), threshold);
+        let f = figures(
+            &intervals,
+            &timeline,
+            lunch,
+            minutes(700),
+            &within(threshold),
+        );
         assert_eq!(f.scheduled_ms, 31 * minute);
         assert_eq!(f.in_adherence_ms, 20 * minute);
         assert_eq!(f.exceptions, 1);
@@ -733,7 +903,7 @@ mod tests {
             &timeline,
             day_window,
             minutes(420),
-            TimeDelta::minutes(2),
+            &within(TimeDelta::minutes(2)),
         );
         let minute = 60_000;
         assert_eq!(f.scheduled_ms, 480 * minute);
@@ -765,7 +935,7 @@ mod tests {
             &timeline,
             window,
             minutes(60),
-            TimeDelta::minutes(2),
+            &within(TimeDelta::minutes(2)),
         );
         assert_eq!(f.exceptions, 1);
         // Opened at 09:13: a window from 09:13 counts it, one from 09:14 does not.
@@ -773,7 +943,15 @@ mod tests {
             from: minutes(m),
             to: minutes(60),
         };
-        let count = |w| figures(&intervals, &timeline, w, minutes(60), TimeDelta::minutes(2));
+        let count = |w| {
+            figures(
+                &intervals,
+                &timeline,
+                w,
+                minutes(60),
+                &within(TimeDelta::minutes(2)),
+            )
+        };
         assert_eq!(count(from(13)).exceptions, 1);
         assert_eq!(count(from(14)).exceptions, 0);
     }
@@ -788,7 +966,7 @@ mod tests {
                 to: minutes(60),
             },
             minutes(60),
-            TimeDelta::minutes(2),
+            &within(TimeDelta::minutes(2)),
         );
         assert_eq!(f, Figures::default());
         assert_eq!(f.adherence_pct(), None);
@@ -797,21 +975,35 @@ mod tests {
     // Property tests, in milliseconds around `t(0)`.
 
     fn arb_shifts() -> impl Strategy<Value = Vec<Shift>> {
-        let arb_break = (0i64..500, 1i64..150, any::<bool>());
+        let title = prop::sample::select(vec!["Lunch", "Coaching", ""]);
+        let arb_break = (0i64..500, 1i64..150, any::<bool>(), title);
         let arb_shift = (0i64..600, 1i64..500, prop::collection::vec(arb_break, 0..3)).prop_map(
             |(start, length, breaks)| Shift {
                 start: t(start),
                 end: t(start + length),
                 breaks: breaks
                     .into_iter()
-                    .map(|(offset, length, mandatory)| {
+                    .map(|(offset, length, mandatory, title)| {
                         let start = start - 50 + offset;
-                        brk(t(start), t(start + length), mandatory)
+                        BreakWindow {
+                            kind: title.into(),
+                            ..brk(t(start), t(start + length), mandatory)
+                        }
                     })
                     .collect(),
             },
         );
         prop::collection::vec(arb_shift, 0..3)
+    }
+
+    /// Up to four random rules (none half the time) and a threshold of a few ms.
+    fn arb_judging() -> impl Strategy<Value = Judging> {
+        let rules = prop_oneof![Just(Vec::new()), prop::collection::vec(arb_rule(), 1..5),];
+        (rules, 0i64..100).prop_map(|(rules, threshold)| Judging {
+            version: (!rules.is_empty()).then(|| "test".to_owned()),
+            rules,
+            threshold: TimeDelta::milliseconds(threshold),
+        })
     }
 
     /// Back-to-back intervals, as the store keeps them; only the last may be open.
@@ -821,6 +1013,7 @@ mod tests {
                 (
                     proptest::sample::select(AgentState::ALL.to_vec()),
                     1i64..200,
+                    prop::option::of(prop::sample::select(vec!["LUNCH", "MEETING"])),
                 ),
                 1..10,
             ),
@@ -831,9 +1024,12 @@ mod tests {
                 let count = steps.len();
                 let mut at = start;
                 let mut intervals = Vec::new();
-                for (i, (state, length)) in steps.into_iter().enumerate() {
+                for (i, (state, length, reason)) in steps.into_iter().enumerate() {
                     let end = (i + 1 < count || !last_open).then_some(at + length);
-                    intervals.push(interval(state, t(at), end.map(t)));
+                    intervals.push(Interval {
+                        reason: reason.map(str::to_owned),
+                        ..interval(state, t(at), end.map(t))
+                    });
                     at += length;
                 }
                 (intervals, at)
@@ -851,6 +1047,10 @@ mod tests {
     }
 
     proptest! {
+        // Rules with their own grace rarely decide an exception's opening in a small
+        // random case: enough cases that they do (a milliseconds-long run each).
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
         #[test]
         fn in_adherence_fits_in_scheduled_time_which_fits_in_the_window(
             shifts in arb_shifts(),
@@ -858,7 +1058,7 @@ mod tests {
             from in 0i64..800,
             length in 1i64..800,
             after in 0i64..200,
-            threshold in 0i64..100,
+            judging in arb_judging(),
         ) {
             let window = Window { from: t(from), to: t(from + length) };
             let f = figures(
@@ -866,10 +1066,10 @@ mod tests {
                 &Timeline::new(&shifts),
                 window,
                 t(end + after),
-                TimeDelta::milliseconds(threshold),
+                &judging,
             );
-            prop_assert!(0 <= f.in_adherence_ms);
-            prop_assert!(f.in_adherence_ms <= f.observed_ms);
+            prop_assert!(0 <= f.in_adherence_ms && 0 <= f.neutral_ms);
+            prop_assert!(f.in_adherence_ms + f.neutral_ms <= f.observed_ms);
             prop_assert!(f.observed_ms <= f.scheduled_ms);
             prop_assert!(f.scheduled_ms <= length);
             if let Some(pct) = f.adherence_pct() {
@@ -885,17 +1085,17 @@ mod tests {
             first in 0i64..400,
             second in 0i64..400,
             after in 0i64..200,
-            threshold in 0i64..100,
+            judging in arb_judging(),
         ) {
             let timeline = Timeline::new(&shifts);
             let now = t(end + after);
-            let threshold = TimeDelta::milliseconds(threshold);
             let window = |a: i64, b: i64| Window { from: t(a), to: t(b) };
-            let whole = figures(&intervals, &timeline, window(from, from + first + second), now, threshold);
-            let a = figures(&intervals, &timeline, window(from, from + first), now, threshold);
-            let b = figures(&intervals, &timeline, window(from + first, from + first + second), now, threshold);
+            let whole = figures(&intervals, &timeline, window(from, from + first + second), now, &judging);
+            let a = figures(&intervals, &timeline, window(from, from + first), now, &judging);
+            let b = figures(&intervals, &timeline, window(from + first, from + first + second), now, &judging);
             prop_assert_eq!(whole.scheduled_ms, a.scheduled_ms + b.scheduled_ms);
             prop_assert_eq!(whole.in_adherence_ms, a.in_adherence_ms + b.in_adherence_ms);
+            prop_assert_eq!(whole.neutral_ms, a.neutral_ms + b.neutral_ms);
             prop_assert_eq!(whole.exceptions, a.exceptions + b.exceptions);
         }
 
@@ -921,7 +1121,7 @@ mod tests {
                     interval(state, s.start, Some(s.end))
                 })
                 .collect();
-            let f = figures(&intervals, &timeline, window, window.to, TimeDelta::zero());
+            let f = figures(&intervals, &timeline, window, window.to, &within(TimeDelta::zero()));
             prop_assert_eq!(f.in_adherence_ms, f.scheduled_ms);
             prop_assert_eq!(f.exceptions, 0);
             if f.scheduled_ms > 0 {
@@ -929,10 +1129,12 @@ mod tests {
             }
         }
 
-        /// Compares with a model: every millisecond is checked on its own for scheduled
-        /// and adherent time, and a sweep run every millisecond (with
-        /// [`Timeline::deviation_at`], as the compliance sweep uses it) opens and closes
-        /// exceptions; the figures must count exactly the ones it opened in the window.
+        /// Compares with a model, under random adherence rules: every scheduled
+        /// millisecond is judged on its own and is exactly one of in, out, neutral or
+        /// unobserved; and a sweep run every millisecond (with
+        /// [`Timeline::deviation_at`], as the compliance sweep uses it, and each rule's
+        /// grace) opens and closes exceptions; the figures must count exactly the ones it
+        /// opened in the window.
         #[test]
         fn matches_a_sweep_run_every_millisecond(
             shifts in arb_shifts(),
@@ -940,27 +1142,43 @@ mod tests {
             from in 0i64..800,
             length in 1i64..800,
             after in 0i64..200,
-            threshold in 0i64..100,
+            judging in arb_judging(),
         ) {
             let timeline = Timeline::new(&shifts);
             let now = t(end + after);
             let window = Window { from: t(from), to: t(from + length) };
-            let f = figures(&intervals, &timeline, window, now, TimeDelta::milliseconds(threshold));
+            let f = figures(&intervals, &timeline, window, now, &judging);
 
-            let mut scheduled = 0;
-            let mut adherent = 0;
+            let (mut scheduled, mut inside, mut out, mut neutral, mut unobserved) = (0, 0, 0, 0, 0);
             for ms in from..from + length {
-                let expected = timeline.expected_at(t(ms));
-                if expected.is_scheduled() {
-                    scheduled += 1;
-                    if t(ms) < now
-                        && state_at(&intervals, t(ms), now)
-                            .is_some_and(|i| deviation_kind(i.state, expected).is_none())
-                    {
-                        adherent += 1;
-                    }
+                let segment = timeline.segment_at(t(ms));
+                if !segment.expected.is_scheduled() {
+                    continue;
+                }
+                scheduled += 1;
+                let observed = state_at(&intervals, t(ms), now).filter(|_| t(ms) < now);
+                let Some(observed) = observed else {
+                    unobserved += 1;
+                    continue;
+                };
+                let judged = judging.judge(
+                    timeline.scheduled(&segment),
+                    observed.state,
+                    observed.reason.as_deref(),
+                );
+                match judged {
+                    Judgement::In { .. } => inside += 1,
+                    Judgement::Neutral { .. } => neutral += 1,
+                    Judgement::Out { .. } => out += 1,
                 }
             }
+            prop_assert_eq!(inside + out + neutral + unobserved, scheduled);
+            prop_assert_eq!(f.scheduled_ms, scheduled);
+            prop_assert_eq!(f.in_adherence_ms, inside);
+            prop_assert_eq!(f.neutral_ms, neutral);
+            prop_assert_eq!(f.out_of_adherence_ms(), out);
+            prop_assert_eq!(f.unobserved_ms(), unobserved);
+
             let mut open: BTreeSet<DeviationKind> = BTreeSet::new();
             let mut opened_in_window = 0;
             let first = intervals[0].start.timestamp_millis() - t(0).timestamp_millis();
@@ -968,11 +1186,12 @@ mod tests {
             for ms in first..limit {
                 let at = t(ms);
                 let Some(current) = state_at(&intervals, at, now) else { continue };
-                match timeline.deviation_at(current.state, current.start, at) {
+                let observed = (current.state, current.reason.as_deref());
+                match timeline.deviation_at(&judging, observed, current.start, at) {
                     None => open.clear(),
                     Some(d) => {
                         open.retain(|k| *k == d.kind);
-                        if !open.contains(&d.kind) && (at - d.since).num_milliseconds() >= threshold {
+                        if !open.contains(&d.kind) && at - d.since >= judging.grace(d.rule) {
                             open.insert(d.kind);
                             if window.from <= at && at < window.to {
                                 opened_in_window += 1;
@@ -981,8 +1200,6 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(f.scheduled_ms, scheduled);
-            prop_assert_eq!(f.in_adherence_ms, adherent);
             prop_assert_eq!(f.exceptions, opened_in_window);
         }
     }

@@ -7,11 +7,15 @@
 //! The first rule that matches decides; when none does, the built-in kinds decide as
 //! they always have ([`deviation_kind`]), so no rules judge exactly as before.
 //!
-//! This module is the judging alone, a pure function; wiring it into the configuration,
-//! the sweep and the figures comes next.
+//! [`Judging`] is what the compliance sweep and every adherence figure judge with: the
+//! rules, the version that names them, and the default grace
+//! (`compliance.exception_threshold`).
 
 use std::str::FromStr;
 use std::time::Duration;
+
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
 
 use super::adherence::{DeviationKind, Expected, deviation_kind};
 use super::state::AgentState;
@@ -88,6 +92,16 @@ impl StatePattern {
     }
 }
 
+impl StatePattern {
+    /// Whether this names every state and reason `other` names.
+    pub fn covers(&self, other: &StatePattern) -> bool {
+        match other.reason.as_deref() {
+            None => self.state == other.state && self.reason.is_none(),
+            Some(reason) => self.matches(other.state, Some(reason)),
+        }
+    }
+}
+
 impl FromStr for StatePattern {
     type Err = String;
 
@@ -113,7 +127,8 @@ impl FromStr for StatePattern {
 }
 
 /// What a rule says of the time it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     In,
     Out,
@@ -156,6 +171,72 @@ pub enum Judgement {
     },
 }
 
+impl Judgement {
+    /// The kind of exception this judgement is, when out of adherence: the built-in
+    /// kind, or [`DeviationKind::OutOfRule`] where only a rule puts it out.
+    pub fn deviation(self) -> Option<DeviationKind> {
+        match self {
+            Judgement::Out { kind, .. } => Some(kind.unwrap_or(DeviationKind::OutOfRule)),
+            _ => None,
+        }
+    }
+
+    /// The rule that decided, `None` for the built-in kinds.
+    pub fn rule(self) -> Option<usize> {
+        match self {
+            Judgement::In { rule } | Judgement::Out { rule, .. } => rule,
+            Judgement::Neutral { rule } => Some(rule),
+        }
+    }
+}
+
+/// The adherence rules in force and what they need besides: what every exception and
+/// adherence figure is judged with. Cheap to share (`Arc`) and replaced whole on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judging {
+    pub rules: Vec<AdherenceRule>,
+    /// Names this rule set (a short hash of its definition), so each exception records
+    /// what judged it; `None` without rules (the built-in kinds).
+    pub version: Option<String>,
+    /// The grace of the built-in kinds and of rules without their own
+    /// (`compliance.exception_threshold`).
+    pub threshold: TimeDelta,
+}
+
+impl Judging {
+    /// The built-in kinds alone, opening exceptions after `threshold`.
+    pub fn builtin(threshold: TimeDelta) -> Judging {
+        Judging {
+            rules: Vec::new(),
+            version: None,
+            threshold,
+        }
+    }
+
+    /// [`judge`] with these rules.
+    pub fn judge(
+        &self,
+        scheduled: Scheduled<'_>,
+        state: AgentState,
+        reason: Option<&str>,
+    ) -> Judgement {
+        judge(&self.rules, scheduled, state, reason)
+    }
+
+    /// How long a deviation judged by `rule` lasts before it is an exception.
+    pub fn grace(&self, rule: Option<usize>) -> TimeDelta {
+        rule.and_then(|at| self.rules.get(at)?.grace)
+            .and_then(|grace| TimeDelta::from_std(grace).ok())
+            .unwrap_or(self.threshold)
+    }
+
+    /// How long an exception judged by `rule` stays open before it turns severe.
+    pub fn severe_after(&self, rule: Option<usize>) -> Option<TimeDelta> {
+        let after = self.rules.get(rule?)?.severe_after?;
+        TimeDelta::from_std(after).ok()
+    }
+}
+
 /// Judges `state` (with `reason`) against `scheduled`: the first of `rules` that covers
 /// the activity and names the state decides, else the built-in kinds.
 pub fn judge(
@@ -183,6 +264,42 @@ pub fn judge(
             None => Judgement::In { rule: None },
         },
     }
+}
+
+/// Random rules for property tests: the built-in activities and a "Lunch" title, any
+/// state with or without a LUNCH or MEETING reason, any verdict, and a grace of a few
+/// milliseconds or none.
+#[cfg(test)]
+pub(crate) fn arb_rule() -> impl proptest::strategy::Strategy<Value = AdherenceRule> {
+    use proptest::prelude::*;
+    let activity = prop::sample::select(vec![
+        "shift",
+        "break",
+        "mandatory_break",
+        "off_shift",
+        "Lunch",
+    ]);
+    let state = (
+        prop::sample::select(AgentState::ALL.to_vec()),
+        prop::option::of(prop::sample::select(vec!["LUNCH", "MEETING"])),
+    );
+    let verdict = prop::sample::select(vec![Verdict::In, Verdict::Out, Verdict::Neutral]);
+    let grace = prop::option::of(0u64..60);
+    (activity, prop::collection::vec(state, 1..3), verdict, grace).prop_map(
+        |(activity, states, verdict, grace)| AdherenceRule {
+            activity: activity.parse().unwrap(),
+            states: states
+                .into_iter()
+                .map(|(state, reason)| StatePattern {
+                    state,
+                    reason: reason.map(str::to_owned),
+                })
+                .collect(),
+            verdict,
+            grace: grace.map(Duration::from_millis),
+            severe_after: None,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -310,36 +427,6 @@ mod tests {
         prop::sample::select(EXPECTED.to_vec())
     }
 
-    fn any_rule() -> impl Strategy<Value = AdherenceRule> {
-        let activity = prop::sample::select(vec![
-            "shift",
-            "break",
-            "mandatory_break",
-            "off_shift",
-            "Lunch",
-        ]);
-        let state = (
-            any_state(),
-            prop::option::of(prop::sample::select(vec!["LUNCH", "MEETING"])),
-        );
-        let verdict = prop::sample::select(vec![Verdict::In, Verdict::Out, Verdict::Neutral]);
-        (activity, prop::collection::vec(state, 1..3), verdict).prop_map(
-            |(activity, states, verdict)| AdherenceRule {
-                activity: activity.parse().unwrap(),
-                states: states
-                    .into_iter()
-                    .map(|(state, reason)| StatePattern {
-                        state,
-                        reason: reason.map(str::to_owned),
-                    })
-                    .collect(),
-                verdict,
-                grace: None,
-                severe_after: None,
-            },
-        )
-    }
-
     proptest! {
         #[test]
         fn without_rules_the_built_in_kinds_judge_as_before(
@@ -358,7 +445,7 @@ mod tests {
 
         #[test]
         fn a_judgement_names_the_first_rule_that_covers_the_moment_or_none(
-            rules in prop::collection::vec(any_rule(), 0..6),
+            rules in prop::collection::vec(arb_rule(), 0..6),
             expected in any_expected(),
             state in any_state(),
             reason in prop::option::of(prop::sample::select(vec!["LUNCH", "MEETING", "BREAK"])),

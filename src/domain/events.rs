@@ -179,7 +179,18 @@ pub enum ExceptionStatus {
     Closed,
 }
 
-/// `adherence.exception`: an exception opened, or closed with its duration.
+/// How serious an open exception is: it turns severe once its deviation has lasted the
+/// `severe_after` of the rule judging it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Normal,
+    Severe,
+}
+
+/// `adherence.exception`: an exception opened, turned severe (status still `open`), or
+/// closed with its duration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdherenceException {
@@ -197,6 +208,18 @@ pub struct AdherenceException {
     /// Only when closed: from `startedAt` to `closedAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// The adherence rule that opened it, by its index in `[[compliance.rules]]`;
+    /// absent when the built-in kinds did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<usize>,
+    /// The version of the rule set that opened it; absent without rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_version: Option<String>,
+    #[serde(default)]
+    pub severity: Severity,
+    /// When it turned severe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severe_at: Option<String>,
 }
 
 /// `audit.checkpoint`: the audit chain's head, published (snake_case, as documented).
@@ -332,7 +355,7 @@ pub(crate) mod examples {
                 json!({"exceptionId":"exc_1","agentId":"u_001","status":"open",
                        "kind":"working_in_mandatory_break","state":"READY",
                        "expected":"NOT_READY","startedAt":"2026-11-23T09:00:00.000Z",
-                       "openedAt":"2026-11-23T09:05:00.000Z"}),
+                       "openedAt":"2026-11-23T09:05:00.000Z","severity":"normal"}),
                 Event::AdherenceException(AdherenceException {
                     exception_id: "exc_1".into(),
                     agent_id: "u_001".into(),
@@ -344,6 +367,10 @@ pub(crate) mod examples {
                     opened_at: "2026-11-23T09:05:00.000Z".into(),
                     closed_at: None,
                     duration_ms: None,
+                    rule: None,
+                    rules_version: None,
+                    severity: Severity::Normal,
+                    severe_at: None,
                 }),
             ),
             (
@@ -351,7 +378,9 @@ pub(crate) mod examples {
                        "kind":"working_in_mandatory_break","state":"READY",
                        "expected":"NOT_READY","startedAt":"2026-11-23T09:00:00.000Z",
                        "openedAt":"2026-11-23T09:05:00.000Z",
-                       "closedAt":"2026-11-23T09:10:00.000Z","durationMs":600000}),
+                       "closedAt":"2026-11-23T09:10:00.000Z","durationMs":600000,
+                       "rule":0,"rulesVersion":"0a1b2c3d4e5f","severity":"severe",
+                       "severeAt":"2026-11-23T09:08:00.000Z"}),
                 Event::AdherenceException(AdherenceException {
                     exception_id: "exc_1".into(),
                     agent_id: "u_001".into(),
@@ -363,6 +392,10 @@ pub(crate) mod examples {
                     opened_at: "2026-11-23T09:05:00.000Z".into(),
                     closed_at: Some("2026-11-23T09:10:00.000Z".into()),
                     duration_ms: Some(600_000),
+                    rule: Some(0),
+                    rules_version: Some("0a1b2c3d4e5f".into()),
+                    severity: Severity::Severe,
+                    severe_at: Some("2026-11-23T09:08:00.000Z".into()),
                 }),
             ),
             // interface.md: `audit.checkpoint` (`entry_id`, `hash`, `count`).

@@ -15,6 +15,8 @@ use super::state::AgentState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interval {
     pub state: AgentState,
+    /// The reason code of the state, when it has one (adherence rules may name it).
+    pub reason: Option<String>,
     pub start: DateTime<Utc>,
     pub end: Option<DateTime<Utc>>,
 }
@@ -112,16 +114,19 @@ mod tests {
     fn closed_and_open_intervals_are_clipped_to_the_window() {
         let intervals = [
             Interval {
+                reason: None,
                 state: AgentState::NotReady,
                 start: t(0),
                 end: Some(t(1_000)),
             },
             Interval {
+                reason: None,
                 state: AgentState::Ready,
                 start: t(1_000),
                 end: Some(t(3_000)),
             },
             Interval {
+                reason: None,
                 state: AgentState::Paused,
                 start: t(3_000),
                 end: None,
@@ -137,6 +142,7 @@ mod tests {
     #[test]
     fn open_interval_stops_at_the_window_end_not_now() {
         let open = Interval {
+            reason: None,
             state: AgentState::Idle,
             start: t(0),
             end: None,
@@ -148,6 +154,7 @@ mod tests {
     #[test]
     fn interval_outside_the_window_counts_nothing() {
         let before = Interval {
+            reason: None,
             state: AgentState::Idle,
             start: t(0),
             end: Some(t(10)),
@@ -176,6 +183,7 @@ mod tests {
                     let end = (i + 1 < count || !last_open).then_some(at + length);
                     intervals.push(Interval {
                         state,
+                        reason: None,
                         start: t(at),
                         end: end.map(t),
                     });
@@ -236,6 +244,7 @@ mod tests {
     fn a_long_day_sums_to_the_shift() {
         let day = Duration::hours(8).num_milliseconds();
         let open = Interval {
+            reason: None,
             state: AgentState::Ready,
             start: t(0),
             end: None,

@@ -29,7 +29,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cxone::aggregation::{AggregationRow, ExtractionSink, QueryStatus, Resume};
 use crate::cxone::{Aggregations, CxoneError, Lane, in_lane};
 use crate::domain::events::{Event, ReportReady};
+use crate::engine::compliance::JudgingHandle;
 use crate::store::analytics::{self as stored, JobRow, NewResult};
 use crate::store::audit::{self, NewEntry};
 use crate::store::outbox;
@@ -52,7 +53,7 @@ pub const AUDIT_COMPLETED: &str = "analytics.completed";
 #[derive(Clone)]
 pub struct AnalyticsJobs {
     store: Store,
-    threshold: TimeDelta,
+    judging: JudgingHandle,
     wake: Arc<Notify>,
     /// The platform's aggregation queries; `None` where no platform client is built
     /// (CLI reads).
@@ -130,12 +131,12 @@ pub enum SubmitError {
 }
 
 impl AnalyticsJobs {
-    /// Jobs over `store`; deviations longer than `exception_threshold` count as
-    /// adherence exceptions in history figures.
-    pub fn new(store: Store, exception_threshold: Duration) -> AnalyticsJobs {
+    /// Jobs over `store`; `judging` (the tenant's adherence rules) judges adherence in
+    /// history figures.
+    pub fn new(store: Store, judging: JudgingHandle) -> AnalyticsJobs {
         AnalyticsJobs {
             store,
-            threshold: TimeDelta::from_std(exception_threshold).unwrap_or(TimeDelta::MAX),
+            judging,
             wake: Arc::default(),
             platform: None,
             active: Arc::default(),
@@ -319,7 +320,7 @@ impl AnalyticsJobs {
             &self.store,
             spec,
             Utc::now(),
-            self.threshold,
+            &self.judging.current(),
             history::Path::Rollups,
             &mut sink,
         )

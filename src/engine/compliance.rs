@@ -3,11 +3,17 @@
 //! Every `compliance.sweep_interval` the sweep reads the managed agents' open intervals
 //! (kept current by state sync) and compares each with the agent's timeline from the
 //! schedule book ([`Timeline::deviation_at`]). A deviation that has lasted
-//! `compliance.exception_threshold` opens an adherence exception; an open exception
+//! its grace (the judging rule's `grace`, else `compliance.exception_threshold`) opens
+//! an adherence exception; an open exception
 //! closes when the agent no longer deviates that way, at the instant it stopped
 //! ([`Timeline::deviation_ended`]). Opening and closing are stored with their audit
 //! entries and `adherence.exception` webhooks in one transaction per sweep; a quiet
 //! sweep writes nothing, so over 5,000 agents it is one read and in-memory work.
+//!
+//! What judges is the tenant's [`JudgingHandle`]: the adherence rules
+//! (`[[compliance.rules]]`) with their version, replaced whole on reload and read afresh
+//! by each sweep, so a SIGHUP applies new rules at the next sweep. Each exception
+//! records the rule and the rule set's version that opened it.
 //!
 //! The open exceptions are loaded from the store at the first sweep, so a restart never
 //! opens a second one for a deviation still going on (the store's unique index would
@@ -39,7 +45,8 @@ use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
 use crate::config::AutoCorrect;
 use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::DeviationKind;
-use crate::domain::events::{AdherenceException, Event, ExceptionStatus};
+use crate::domain::adherence_rules::Judging;
+use crate::domain::events::{AdherenceException, Event, ExceptionStatus, Severity};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::exceptions::{self, ExceptionRow};
@@ -59,8 +66,33 @@ const CONCURRENCY: usize = 16;
 #[derive(Debug, Clone)]
 pub struct SweepSettings {
     pub interval: Duration,
-    pub threshold: Duration,
+    pub judging: JudgingHandle,
     pub auto_correct: AutoCorrect,
+}
+
+/// The adherence rules in force ([`Judging`]), shared by everything that judges
+/// adherence (sweep, reports, analytics, rollups) and replaced whole on reload. Cheap
+/// to clone.
+#[derive(Debug, Clone)]
+pub struct JudgingHandle {
+    sender: Arc<tokio::sync::watch::Sender<Arc<Judging>>>,
+}
+
+impl JudgingHandle {
+    pub fn new(judging: Judging) -> JudgingHandle {
+        JudgingHandle {
+            sender: Arc::new(tokio::sync::watch::channel(Arc::new(judging)).0),
+        }
+    }
+
+    /// Replaces the rules; every judgement from now on uses the new ones.
+    pub fn replace(&self, judging: Judging) {
+        self.sender.send_replace(Arc::new(judging));
+    }
+
+    pub fn current(&self) -> Arc<Judging> {
+        self.sender.borrow().clone()
+    }
 }
 
 /// An open exception, as the sweep keeps it.
@@ -72,6 +104,10 @@ struct Open {
     expected: String,
     started_at: DateTime<Utc>,
     opened_at: DateTime<Utc>,
+    /// The rule that opened it and its rule set's version.
+    rule: Option<usize>,
+    rules_version: Option<String>,
+    severe_at: Option<DateTime<Utc>>,
     /// A correction was made or refused (not to be tried again).
     corrected: bool,
 }
@@ -85,6 +121,9 @@ impl Open {
             expected: row.expected,
             started_at: from_ms(row.started_at),
             opened_at: from_ms(row.opened_at),
+            rule: row.rule.and_then(|at| usize::try_from(at).ok()),
+            rules_version: row.rules_version,
+            severe_at: row.severe_at.map(from_ms),
             corrected: false,
         })
     }
@@ -99,6 +138,36 @@ impl Open {
             started_at: to_ms(self.started_at),
             opened_at: to_ms(self.opened_at),
             closed_at: None,
+            rule: self.rule.and_then(|at| i64::try_from(at).ok()),
+            rules_version: self.rules_version.clone(),
+            severe_at: self.severe_at.map(to_ms),
+        }
+    }
+
+    /// The `adherence.exception` event of this exception for `agent_id`, closed at
+    /// `closed_at` when given.
+    fn event(&self, agent_id: &str, closed_at: Option<DateTime<Utc>>) -> AdherenceException {
+        AdherenceException {
+            exception_id: self.id.clone(),
+            agent_id: agent_id.to_owned(),
+            status: match closed_at {
+                Some(_) => ExceptionStatus::Closed,
+                None => ExceptionStatus::Open,
+            },
+            kind: self.kind,
+            state: self.state.clone(),
+            expected: self.expected.clone(),
+            started_at: crate::time::rfc3339(self.started_at),
+            opened_at: crate::time::rfc3339(self.opened_at),
+            closed_at: closed_at.map(crate::time::rfc3339),
+            duration_ms: closed_at.map(|at| (at - self.started_at).num_milliseconds()),
+            rule: self.rule,
+            rules_version: self.rules_version.clone(),
+            severity: match self.severe_at {
+                Some(_) => Severity::Severe,
+                None => Severity::Normal,
+            },
+            severe_at: self.severe_at.map(crate::time::rfc3339),
         }
     }
 }
@@ -112,6 +181,8 @@ pub struct SweepReport {
     pub deviating: usize,
     pub opened: usize,
     pub closed: usize,
+    /// Open exceptions that turned severe.
+    pub severe: usize,
     /// Agents moved by auto_correct.
     pub corrected: usize,
     /// Open exceptions after the sweep.
@@ -185,10 +256,11 @@ impl ComplianceSweep {
             let mut conn = self.store.reader().acquire().await?;
             history::open_intervals(&mut conn, &ids).await?
         };
-        let threshold = TimeDelta::from_std(self.settings.threshold).unwrap_or(TimeDelta::MAX);
+        let judging = self.settings.judging.current();
         let mut report = SweepReport::default();
         let mut opening: Vec<(String, Open)> = Vec::new();
         let mut closing: Vec<(String, Open, DateTime<Utc>)> = Vec::new();
+        let mut severing: Vec<(String, Open)> = Vec::new();
         let mut corrections = Vec::new();
         for plan in &plans {
             let agent = plan.agent_id.as_str();
@@ -198,18 +270,35 @@ impl ComplianceSweep {
             };
             report.agents += 1;
             let since = row.started();
-            let deviation = plan.timeline.deviation_at(state, since, now);
+            let observed = (state, row.reason.as_deref());
+            let timeline = &plan.timeline;
+            let deviation = timeline.deviation_at(&judging, observed, since, now);
             let current = open.get(agent).map(Vec::as_slice).unwrap_or_default();
             for o in current {
-                if let Some(ended) = plan.timeline.deviation_ended(state, since, now, o.kind) {
+                if let Some(ended) =
+                    timeline.deviation_ended(&judging, observed, since, now, o.kind)
+                {
                     closing.push((agent.to_owned(), o.clone(), ended.max(o.opened_at)));
                 }
             }
             let Some(d) = deviation else { continue };
             report.deviating += 1;
+            // Severe once the deviation has lasted the severe_after of the rule judging
+            // it now (so a reload applies to exceptions already open too).
+            let severe = judging
+                .severe_after(d.rule)
+                .is_some_and(|after| now - d.since >= after);
             let exception = match current.iter().find(|o| o.kind == d.kind) {
+                Some(o) if severe && o.severe_at.is_none() => {
+                    let turned = Open {
+                        severe_at: Some(now),
+                        ..o.clone()
+                    };
+                    severing.push((agent.to_owned(), turned.clone()));
+                    turned
+                }
                 Some(o) => o.clone(),
-                None if now - d.since >= threshold => {
+                None if now - d.since >= judging.grace(d.rule) => {
                     let new = Open {
                         id: uuid::Uuid::now_v7().to_string(),
                         kind: d.kind,
@@ -217,6 +306,9 @@ impl ComplianceSweep {
                         expected: d.expected.as_str().to_owned(),
                         started_at: d.since,
                         opened_at: now,
+                        rule: d.rule,
+                        rules_version: judging.version.clone(),
+                        severe_at: severe.then_some(now),
                         corrected: false,
                     };
                     opening.push((agent.to_owned(), new.clone()));
@@ -236,8 +328,8 @@ impl ComplianceSweep {
             }
         }
 
-        if !opening.is_empty() || !closing.is_empty() {
-            let written = self.record(&opening, &closing, now).await;
+        if !opening.is_empty() || !closing.is_empty() || !severing.is_empty() {
+            let written = self.record(&opening, &closing, &severing, now).await;
             if let Err(e) = written {
                 // What is open is no longer known for sure: read it again next sweep.
                 *guard = None;
@@ -245,6 +337,21 @@ impl ComplianceSweep {
             }
             report.closed = closing.len();
             report.opened = opening.len();
+            report.severe = severing.len()
+                + opening
+                    .iter()
+                    .filter(|(_, o)| o.severe_at.is_some())
+                    .count();
+            for (agent, turned) in severing {
+                metrics::counter!("wfmd_adherence_severe_total", "kind" => turned.kind.as_str())
+                    .increment(1);
+                if let Some(o) = open
+                    .get_mut(&agent)
+                    .and_then(|list| list.iter_mut().find(|o| o.id == turned.id))
+                {
+                    o.severe_at = turned.severe_at;
+                }
+            }
             for (agent, closed, _) in closing {
                 if let Some(list) = open.get_mut(&agent) {
                     list.retain(|o| o.id != closed.id);
@@ -256,11 +363,21 @@ impl ComplianceSweep {
             for (agent, o) in opening {
                 metrics::counter!("wfmd_adherence_exceptions_total", "kind" => o.kind.as_str())
                     .increment(1);
+                if o.severe_at.is_some() {
+                    metrics::counter!("wfmd_adherence_severe_total", "kind" => o.kind.as_str())
+                        .increment(1);
+                }
                 open.entry(agent).or_default().push(o);
             }
         }
         report.open = open.values().map(Vec::len).sum();
         metrics::gauge!("wfmd_adherence_exceptions_open").set(report.open as f64);
+        let severe_open = open
+            .values()
+            .flatten()
+            .filter(|o| o.severe_at.is_some())
+            .count();
+        metrics::gauge!("wfmd_adherence_exceptions_severe").set(severe_open as f64);
 
         report.corrected = self.correct(corrections, open, stop).await?;
         drop(guard);
@@ -269,52 +386,42 @@ impl ComplianceSweep {
         Ok(report)
     }
 
-    /// Stores the exceptions opened and closed, with their audit entries and events,
-    /// in one transaction.
+    /// Stores the exceptions opened, closed and turned severe, with their audit entries
+    /// and events, in one transaction.
     async fn record(
         &self,
         opening: &[(String, Open)],
         closing: &[(String, Open, DateTime<Utc>)],
+        severing: &[(String, Open)],
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let rows: Vec<ExceptionRow> = opening.iter().map(|(agent, o)| o.row(agent)).collect();
-        let mut details = Vec::with_capacity(opening.len() + closing.len());
+        let mut details = Vec::with_capacity(opening.len() + closing.len() + severing.len());
         for (agent, o) in opening {
+            let event = o.event(agent, None);
             details.push((
                 agent.as_str(),
                 o.id.as_str(),
                 "adherence.exception_opened",
-                AdherenceException {
-                    exception_id: o.id.clone(),
-                    agent_id: agent.clone(),
-                    status: ExceptionStatus::Open,
-                    kind: o.kind,
-                    state: o.state.clone(),
-                    expected: o.expected.clone(),
-                    started_at: crate::time::rfc3339(o.started_at),
-                    opened_at: crate::time::rfc3339(o.opened_at),
-                    closed_at: None,
-                    duration_ms: None,
-                },
+                event,
+            ));
+        }
+        for (agent, o) in severing {
+            let event = o.event(agent, None);
+            details.push((
+                agent.as_str(),
+                o.id.as_str(),
+                "adherence.exception_severe",
+                event,
             ));
         }
         for (agent, o, closed_at) in closing {
+            let event = o.event(agent, Some(*closed_at));
             details.push((
                 agent.as_str(),
                 o.id.as_str(),
                 "adherence.exception_closed",
-                AdherenceException {
-                    exception_id: o.id.clone(),
-                    agent_id: agent.clone(),
-                    status: ExceptionStatus::Closed,
-                    kind: o.kind,
-                    state: o.state.clone(),
-                    expected: o.expected.clone(),
-                    started_at: crate::time::rfc3339(o.started_at),
-                    opened_at: crate::time::rfc3339(o.opened_at),
-                    closed_at: Some(crate::time::rfc3339(*closed_at)),
-                    duration_ms: Some((*closed_at - o.started_at).num_milliseconds()),
-                },
+                event,
             ));
         }
         let entries: Vec<NewEntry<'_>> = details
@@ -343,6 +450,11 @@ impl ComplianceSweep {
             .map(|(_, o, closed_at)| (o.id.as_str(), to_ms(*closed_at)))
             .collect();
         exceptions::close_all(&mut tx, &closes).await?;
+        let severe: Vec<(&str, i64)> = severing
+            .iter()
+            .filter_map(|(_, o)| Some((o.id.as_str(), to_ms(o.severe_at?))))
+            .collect();
+        exceptions::mark_severe_all(&mut tx, &severe).await?;
         audit::append_all(&mut tx, &entries).await?;
         outbox::enqueue_all(&mut tx, &events).await?;
         tx.commit().await?;
@@ -484,15 +596,25 @@ mod tests {
     use crate::store::history::NewInterval;
     use crate::store::on;
     use crate::store::testing::temp_store;
+    use serde_json::json;
 
     async fn enter(store: &Store, agent: &str, state: AgentState, minute: i64) {
+        enter_with(store, agent, (state, None), minute).await;
+    }
+
+    async fn enter_with(
+        store: &Store,
+        agent: &str,
+        (state, reason): (AgentState, Option<&str>),
+        minute: i64,
+    ) {
         let mut tx = store.begin_write().await.unwrap();
         history::switch_state(
             &mut tx,
             &NewInterval {
                 agent_id: agent,
                 state,
-                reason: None,
+                reason,
                 origin: Origin::Observed,
                 at: at(minute),
                 attempt_id: None,
@@ -525,7 +647,7 @@ mod tests {
     fn settings_2min() -> SweepSettings {
         SweepSettings {
             interval: Duration::from_secs(30),
-            threshold: Duration::from_secs(120),
+            judging: JudgingHandle::new(Judging::builtin(TimeDelta::minutes(2))),
             auto_correct: AutoCorrect::default(),
         }
     }
@@ -695,5 +817,139 @@ mod tests {
         assert_eq!(correction(LoggedInOutsideShift, Paused), Some(LoggedOut));
         assert_eq!(correction(NotWorkingInShift, Idle), Some(Ready));
         assert_eq!(correction(NotWorkingInShift, LoggedOut), None);
+    }
+
+    /// The compliance rules of a `[compliance]` table, compiled.
+    fn rules(toml: &str) -> Judging {
+        let config: crate::config::ComplianceConfig = toml::from_str(toml).unwrap();
+        config.judging().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rule_opens_its_exception_after_its_grace_turns_it_severe_and_a_reload_applies_at_once()
+     {
+        let (store, _dir) = temp_store().await;
+        let (book, engine) = sweep(&store).await;
+        let judging = rules(
+            r#"
+            [[rules]]
+            activity = "Lunch"
+            states = ["READY"]
+            verdict = "out"
+            grace = "5m"
+            severe_after = "10m"
+
+            [[rules]]
+            activity = "shift"
+            states = ["NOT_READY:MEETING"]
+            verdict = "neutral"
+            "#,
+        );
+        let version = judging.version.clone().expect("rules have a version");
+        let handle = JudgingHandle::new(judging);
+        let settings = SweepSettings {
+            judging: handle.clone(),
+            ..settings_2min()
+        };
+        let sweep = ComplianceSweep::new(book, engine, settings);
+        // u_1 READY into its LUNCH break at 180; u_2 in a meeting all along.
+        enter(&store, "u_1", AgentState::Ready, 100).await;
+        enter_with(&store, "u_2", (AgentState::NotReady, Some("MEETING")), 100).await;
+
+        let report = sweep.sweep_at(at(184)).await.unwrap();
+        assert_eq!(
+            (report.deviating, report.opened),
+            (1, 0),
+            "the built-in threshold (2 min) has passed, the rule's grace (5 min) has not; \
+             the meeting is neutral"
+        );
+        let report = sweep.sweep_at(at(185)).await.unwrap();
+        assert_eq!((report.opened, report.severe), (1, 0));
+        assert_eq!(sweep.sweep_at(at(189)).await.unwrap().severe, 0);
+        let report = sweep.sweep_at(at(190)).await.unwrap();
+        assert_eq!(
+            (report.opened, report.severe, report.open),
+            (0, 1, 1),
+            "severe ten minutes into the deviation"
+        );
+        assert_eq!(sweep.sweep_at(at(191)).await.unwrap().severe, 0, "once");
+
+        let stored = exceptions::open(store.reader()).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        let row = &stored[0];
+        assert_eq!(row.kind, "working_in_mandatory_break");
+        assert_eq!(row.rule, Some(0));
+        assert_eq!(row.rules_version.as_deref(), Some(version.as_str()));
+        assert_eq!(row.severe_at, Some(to_ms(at(190))));
+        let events: Vec<(String,)> = on!(store.reader(), |c| sqlx::query_as(
+            "SELECT payload FROM outbox_events WHERE event_type = 'adherence.exception' ORDER BY seq",
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        let data: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(p,)| serde_json::from_str::<serde_json::Value>(p).unwrap()["data"].clone())
+            .collect();
+        assert_eq!(data.len(), 2, "{data:#?}");
+        assert_eq!(
+            (&data[0]["status"], &data[0]["severity"], &data[0]["rule"]),
+            (&json!("open"), &json!("normal"), &json!(0))
+        );
+        assert_eq!(data[0]["rulesVersion"], json!(version));
+        assert_eq!(
+            (&data[1]["status"], &data[1]["severity"]),
+            (&json!("open"), &json!("severe"))
+        );
+        assert_eq!(data[1]["severeAt"], json!(crate::time::rfc3339(at(190))));
+
+        // Without rules (a reload), the meeting is time not worked in the shift, since
+        // minute 100: it opens at the next sweep.
+        handle.replace(Judging::builtin(TimeDelta::minutes(2)));
+        let report = sweep.sweep_at(at(192)).await.unwrap();
+        assert_eq!(report.opened, 1);
+        let u_2 = exceptions::open(store.reader())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.agent_id == "u_2")
+            .expect("u_2's exception");
+        assert_eq!(
+            (u_2.kind.as_str(), u_2.rule, u_2.rules_version),
+            ("not_working_in_shift", None, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_state_only_a_rule_refuses_is_an_out_of_rule_exception_never_corrected() {
+        let (store, _dir) = temp_store().await;
+        let (book, engine) = sweep(&store).await;
+        let settings = SweepSettings {
+            judging: JudgingHandle::new(rules(
+                r#"
+                [[rules]]
+                activity = "shift"
+                states = ["READY"]
+                verdict = "out"
+                "#,
+            )),
+            auto_correct: AutoCorrect {
+                working_in_mandatory_break: true,
+                logged_in_outside_shift: true,
+                not_working_in_shift: true,
+            },
+            ..settings_2min()
+        };
+        let sweep = ComplianceSweep::new(book, engine, settings);
+        // READY in the shift: the built-in kinds accept it, the rule does not, and no
+        // state is the right correction for every rule.
+        enter(&store, "u_2", AgentState::Ready, 100).await;
+        let report = sweep.sweep_at(at(103)).await.unwrap();
+        assert_eq!((report.opened, report.corrected), (1, 0));
+        let stored = exceptions::open(store.reader()).await.unwrap();
+        assert_eq!(
+            (stored[0].kind.as_str(), stored[0].rule),
+            ("out_of_rule", Some(0))
+        );
     }
 }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::retention::{AuditConfig, RetentionConfig};
 use crate::engine::analytics::history;
+use crate::engine::compliance::JudgingHandle;
 use crate::store::Store;
 use crate::store::audit::checkpoints::{self, CheckpointError, CheckpointRow};
 use crate::store::retention::{self as pruning, Kind, PruneError};
@@ -222,8 +223,8 @@ pub struct Retention {
     config: RetentionConfig,
     checkpoint_interval: Duration,
     /// Set: completed days are rolled up before their raw records go (see
-    /// [`Retention::with_rollups`]); the adherence-exception threshold of the rollups.
-    rollups: Option<chrono::TimeDelta>,
+    /// [`Retention::with_rollups`]), judging adherence with the tenant's rules.
+    rollups: Option<JudgingHandle>,
 }
 
 impl Retention {
@@ -239,9 +240,9 @@ impl Retention {
     /// Before a pass removes state intervals or attempts, it stores the daily analytics
     /// rollup of every completed day they belong to, so day and week history queries
     /// still answer in full after the raw records are gone.
-    pub fn with_rollups(self, exception_threshold: Duration) -> Retention {
+    pub fn with_rollups(self, judging: JudgingHandle) -> Retention {
         Retention {
-            rollups: Some(chrono::TimeDelta::from_std(exception_threshold).unwrap_or_default()),
+            rollups: Some(judging),
             ..self
         }
     }
@@ -252,7 +253,7 @@ impl Retention {
         cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        let Some(threshold) = self.rollups else {
+        let Some(judging) = &self.rollups else {
             return Ok(());
         };
         let Some(oldest) = pruning::oldest_raw_record(&self.store).await? else {
@@ -262,7 +263,7 @@ impl Retention {
         let from_day = oldest.div_euclid(DAY_MS) * DAY_MS;
         let to_day = (crate::store::to_ms(cutoff).div_euclid(DAY_MS) + 1) * DAY_MS;
         let computed =
-            history::ensure_rollups(&self.store, from_day, to_day, now, threshold).await?;
+            history::ensure_rollups(&self.store, from_day, to_day, now, &judging.current()).await?;
         if computed > 0 {
             tracing::info!(days = computed, "analytics days rolled up before retention");
         }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::Live;
 use super::encode::Message;
 use super::view::{AgentView, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
-use crate::domain::events::{Event, ExceptionStatus};
+use crate::domain::events::{Event, ExceptionStatus, Severity};
 use crate::engine::bulk::JobView;
 use crate::engine::metrics::MetricBoard;
 use crate::store::{exceptions, from_ms, history, outbox};
@@ -68,11 +68,7 @@ impl Live {
         }
         for row in open {
             if let Some(agent) = state.agents.get_mut(&row.agent_id) {
-                agent.exceptions.push(ExceptionBadge {
-                    exception_id: row.id,
-                    kind: row.kind,
-                    since: rfc3339(from_ms(row.started_at)),
-                });
+                agent.exceptions.push(ExceptionBadge::of(&row));
             }
         }
         state.version += 1;
@@ -128,11 +124,7 @@ impl Live {
                 view.exceptions = open
                     .iter()
                     .filter(|e| e.agent_id == agent.id)
-                    .map(|e| ExceptionBadge {
-                        exception_id: e.id.clone(),
-                        kind: e.kind.clone(),
-                        since: rfc3339(from_ms(e.started_at)),
-                    })
+                    .map(ExceptionBadge::of)
                     .collect();
             }
             next.insert(agent.id.clone(), view);
@@ -319,6 +311,7 @@ fn apply(state: &mut State, row: &outbox::EventRow) {
                     exception_id: id,
                     kind: exception.kind.as_str().to_owned(),
                     since: exception.started_at,
+                    severe: exception.severity == Severity::Severe,
                 });
             }
         }

@@ -11,10 +11,24 @@ use crate::engine::metrics::{FamilyHealth, MetricBoard, QueueTile, SkillTile};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ExceptionBadge {
     pub exception_id: String,
-    /// `working_in_mandatory_break`, `logged_in_outside_shift`, `not_working_in_shift`.
+    /// `working_in_mandatory_break`, `logged_in_outside_shift`, `not_working_in_shift`,
+    /// `out_of_rule`.
     pub kind: String,
     /// When the deviation began.
     pub since: String,
+    /// Open longer than its rule's `severe_after`: the badge turns red.
+    pub severe: bool,
+}
+
+impl ExceptionBadge {
+    pub(super) fn of(row: &crate::store::exceptions::ExceptionRow) -> ExceptionBadge {
+        ExceptionBadge {
+            exception_id: row.id.clone(),
+            kind: row.kind.clone(),
+            since: crate::time::rfc3339(crate::store::from_ms(row.started_at)),
+            severe: row.severe_at.is_some(),
+        }
+    }
 }
 
 /// One managed agent as the wallboard shows it.

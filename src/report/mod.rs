@@ -25,6 +25,7 @@ use chrono_tz::Tz;
 pub use csv_export::text_cell;
 pub use summary::{AgentSummary, summarize};
 
+use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::Window;
 
 /// Bytes gathered before they are handed to the sink: large enough that a sink call per
@@ -148,18 +149,16 @@ pub struct Report {
 }
 
 impl Report {
-    /// Aggregates the window; `now` ends intervals that are still open, and deviations
-    /// from the schedule longer than `exception_threshold` count as adherence exceptions.
+    /// Aggregates the window; `now` ends intervals that are still open, and `judging`
+    /// (the adherence rules and their grace) judges adherence.
     pub async fn build(
         pool: &Pool,
         window: Window,
         now: DateTime<Utc>,
         zone: Option<Tz>,
-        exception_threshold: std::time::Duration,
+        judging: &Judging,
     ) -> Result<Report, ReportError> {
-        let threshold =
-            chrono::TimeDelta::from_std(exception_threshold).unwrap_or(chrono::TimeDelta::MAX);
-        let mut agents = summarize(pool, window, now, threshold).await?;
+        let mut agents = summarize(pool, window, now, judging).await?;
         let roster = crate::store::roster::all(pool).await?;
         for agent in &mut agents {
             agent.set_names(&roster);

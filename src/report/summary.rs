@@ -17,6 +17,7 @@ use sqlx::FromRow;
 
 use crate::domain::AgentState;
 use crate::domain::adherence::{self, Figures, Timeline};
+use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::{self, Interval, TimeInState, Window};
 use crate::store::roster::RosterEntry;
 use crate::store::schedules::{self, ShiftRow};
@@ -147,7 +148,7 @@ const P95: &str = "SELECT agent_id, latency_ms FROM (
         WHERE requested_at >= $1 AND requested_at < $2) AS ranked
     WHERE position = (n * 95 + 99) / 100";
 
-const INTERVALS: &str = "SELECT agent_id, state, started_at, ended_at FROM state_intervals
+const INTERVALS: &str = "SELECT agent_id, state, reason, started_at, ended_at FROM state_intervals
     WHERE started_at < $2 AND (ended_at IS NULL OR ended_at > $1)
     ORDER BY agent_id, started_at, id";
 
@@ -155,18 +156,19 @@ const INTERVALS: &str = "SELECT agent_id, state, started_at, ended_at FROM state
 struct IntervalRow {
     agent_id: String,
     state: String,
+    reason: Option<String>,
     started_at: i64,
     ended_at: Option<i64>,
 }
 
 /// One summary per agent with an attempt requested in, or an interval overlapping, the
 /// window; ordered by agent id. Open intervals count up to `min(now, window.to)`;
-/// deviations longer than `threshold` are adherence exceptions.
+/// adherence is judged by `judging` (the rules and their grace).
 pub async fn summarize(
     pool: &Pool,
     window: Window,
     now: DateTime<Utc>,
-    threshold: chrono::TimeDelta,
+    judging: &Judging,
 ) -> Result<Vec<AgentSummary>, sqlx::Error> {
     let (from, to) = (to_ms(window.from), to_ms(window.to));
     let mut agents: BTreeMap<String, AgentSummary> = BTreeMap::new();
@@ -231,7 +233,7 @@ pub async fn summarize(
             .collect();
         if !shifts.is_empty() {
             let timeline = Timeline::new(&shifts);
-            summary.set_adherence(&adherence::figures(run, &timeline, window, now, threshold));
+            summary.set_adherence(&adherence::figures(run, &timeline, window, now, judging));
         }
     };
     let mut current: Option<String> = None;
@@ -265,6 +267,7 @@ pub async fn summarize(
         if let Ok(state) = row.state.parse::<AgentState>() {
             run.push(Interval {
                 state,
+                reason: row.reason,
                 start: from_ms(row.started_at),
                 end: row.ended_at.map(from_ms),
             });

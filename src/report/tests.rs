@@ -15,7 +15,10 @@ use crate::store::{Done, Store, to_ms};
 use rstest_reuse::apply;
 
 /// The exception threshold of the fixtures: two minutes.
-const THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
+/// The built-in kinds with a two-minute threshold.
+fn judging() -> Judging {
+    Judging::builtin(chrono::TimeDelta::minutes(2))
+}
 
 /// The window's start: 2026-11-20 09:00 UTC; the window is one hour.
 fn t0() -> DateTime<Utc> {
@@ -208,7 +211,7 @@ async fn render(store: &Store, report: &Report, format: Format) -> Collect {
 }
 
 async fn build(store: &Store, now: DateTime<Utc>) -> Report {
-    Report::build(store.reader(), window(), now, None, THRESHOLD)
+    Report::build(store.reader(), window(), now, None, &judging())
         .await
         .unwrap()
 }
@@ -373,7 +376,7 @@ async fn a_time_zone_renders_the_window_in_local_time(backend: Backend) {
         window(),
         minutes(120),
         Some(zone),
-        THRESHOLD,
+        &judging(),
     )
     .await
     .unwrap();
@@ -668,7 +671,7 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
         from: minutes(-540),
         to: minutes(900),
     };
-    let report = Report::build(store.reader(), day, minutes(420), None, THRESHOLD)
+    let report = Report::build(store.reader(), day, minutes(420), None, &judging())
         .await
         .unwrap();
     let a6 = report.agents.iter().find(|a| a.agent_id == "a6").unwrap();

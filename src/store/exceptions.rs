@@ -18,9 +18,16 @@ pub struct ExceptionRow {
     pub started_at: i64,
     pub opened_at: i64,
     pub closed_at: Option<i64>,
+    /// The index of the adherence rule that opened it; `None`: the built-in kinds.
+    pub rule: Option<i64>,
+    /// The version of the rule set then; `None`: no rules were configured.
+    pub rules_version: Option<String>,
+    /// When it turned severe.
+    pub severe_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, agent_id, kind, state, expected, started_at, opened_at, closed_at";
+const COLUMNS: &str = "id, agent_id, kind, state, expected, started_at, opened_at, closed_at, \
+                       rule, rules_version, severe_at";
 
 /// Every open exception.
 pub async fn open(pool: &Pool) -> Result<Vec<ExceptionRow>, sqlx::Error> {
@@ -47,7 +54,10 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
                 r.expected,
                 r.started_at,
                 r.opened_at,
-                r.closed_at
+                r.closed_at,
+                r.rule,
+                r.rules_version,
+                r.severe_at
             ])
         })
         .collect();
@@ -57,7 +67,9 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]'), CAST(json_extract(value, '$[5]') AS BIGINT),
                 CAST(json_extract(value, '$[6]') AS BIGINT),
-                CAST(json_extract(value, '$[7]') AS BIGINT)
+                CAST(json_extract(value, '$[7]') AS BIGINT),
+                CAST(json_extract(value, '$[8]') AS BIGINT), json_extract(value, '$[9]'),
+                CAST(json_extract(value, '$[10]') AS BIGINT)
          FROM json_each($1)"
     )))
     .bind(serde_json::Value::Array(values).to_string())
@@ -88,6 +100,30 @@ pub async fn close_all(conn: &mut impl AsConn, closes: &[(&str, i64)]) -> Result
     Ok(done.rows_affected())
 }
 
+/// Marks each open exception of `severe` (id, Unix ms) severe at its instant, in one
+/// statement; returns how many it marked (each only once).
+pub async fn mark_severe_all(
+    conn: &mut impl AsConn,
+    severe: &[(&str, i64)],
+) -> Result<u64, sqlx::Error> {
+    if severe.is_empty() {
+        return Ok(0);
+    }
+    let done = on!(conn, |c| sqlx::query(
+        "UPDATE adherence_exceptions
+         SET severe_at = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
+         FROM (SELECT json_extract(value, '$[0]') AS id,
+                      CAST(json_extract(value, '$[1]') AS BIGINT) AS at
+               FROM json_each($1)) AS j
+         WHERE adherence_exceptions.id = j.id AND closed_at IS NULL AND severe_at IS NULL",
+    )
+    .bind(serde_json::json!(severe).to_string())
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +142,9 @@ mod tests {
             started_at: 1_000,
             opened_at: 121_000,
             closed_at: None,
+            rule: None,
+            rules_version: None,
+            severe_at: None,
         }
     }
 
@@ -160,5 +199,40 @@ mod tests {
             insert_all(&mut tx, &[row("e6", "u_3", "late_for_lunch")]).await
         };
         assert!(unknown_kind.is_err());
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_rule_made_exception_keeps_its_rule_and_turns_severe_once(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let mut tx = store.begin_write().await.unwrap();
+        let ruled = ExceptionRow {
+            rule: Some(2),
+            rules_version: Some("0a1b2c3d4e5f".into()),
+            ..row("e1", "u_1", "out_of_rule")
+        };
+        insert_all(&mut tx, std::slice::from_ref(&ruled))
+            .await
+            .unwrap();
+        assert_eq!(
+            mark_severe_all(&mut tx, &[("e1", 900_000), ("e9", 900_000)])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            mark_severe_all(&mut tx, &[("e1", 950_000)]).await.unwrap(),
+            0,
+            "severe once"
+        );
+        tx.commit().await.unwrap();
+        let stored = open(store.reader()).await.unwrap();
+        assert_eq!(
+            stored,
+            [ExceptionRow {
+                severe_at: Some(900_000),
+                ..ruled
+            }]
+        );
     }
 }

@@ -61,6 +61,7 @@ impl IntervalRow {
     pub fn to_interval(&self) -> Option<Interval> {
         Some(Interval {
             state: self.state()?,
+            reason: self.reason.clone(),
             start: self.started(),
             end: self.ended(),
         })

@@ -98,7 +98,7 @@ const COUNTERS: [(&str, &str); 9] = [
 ];
 
 /// Gauges without labels, registered at zero for each tenant.
-const GAUGES: [(&str, &str); 5] = [
+const GAUGES: [(&str, &str); 6] = [
     (
         "wfmd_webhook_queue_depth",
         "Webhook deliveries pending (due or waiting for a retry).",
@@ -110,6 +110,10 @@ const GAUGES: [(&str, &str); 5] = [
     (
         "wfmd_adherence_exceptions_open",
         "Adherence exceptions open now.",
+    ),
+    (
+        "wfmd_adherence_exceptions_severe",
+        "Adherence exceptions open now that have turned severe (their rule's severe_after).",
     ),
     (
         "wfmd_schedule_book_agents",
@@ -158,6 +162,7 @@ fn register_per_tenant() {
     }
     for kind in crate::domain::adherence::DeviationKind::ALL {
         metrics::counter!("wfmd_adherence_exceptions_total", "kind" => kind.as_str()).increment(0);
+        metrics::counter!("wfmd_adherence_severe_total", "kind" => kind.as_str()).increment(0);
     }
     // The kinds of `engine::sync::error_kind`.
     for kind in [

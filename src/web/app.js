@@ -260,7 +260,8 @@ function handle(message) {
       if (!agent) break;
       agent.exceptions = (agent.exceptions || []).filter((e) => e.exception_id !== data.exceptionId);
       if (data.status === "open") {
-        agent.exceptions.push({ exception_id: data.exceptionId, kind: data.kind, since: data.startedAt });
+        agent.exceptions.push({ exception_id: data.exceptionId, kind: data.kind, since: data.startedAt,
+          severe: data.severity === "severe" });
       }
       renderAgents();
       break;
@@ -498,8 +499,9 @@ function renderAgents(changedId) {
     meta.append(el("span", "reason", a.reason || ""), since);
     card.append(meta);
     if (a.exceptions && a.exceptions.length) {
-      const badge = el("span", "badge", "ADH");
-      badge.title = a.exceptions.map((e) => e.kind).join(", ");
+      const severe = a.exceptions.some((e) => e.severe);
+      const badge = el("span", severe ? "badge severe" : "badge", severe ? "ADH!" : "ADH");
+      badge.title = a.exceptions.map((e) => e.kind + (e.severe ? " (severe)" : "")).join(", ");
       card.append(badge);
     }
     if (a.rejected) card.append(el("div", "rejected", "refused: " + a.rejected));

@@ -23,7 +23,7 @@ use wfmd::config::Config;
 use wfmd::cxone::{Budget, IncontactClient};
 use wfmd::engine::TransitionEngine;
 use wfmd::engine::automation::{Automations, RunReport};
-use wfmd::engine::compliance::{ComplianceSweep, SweepReport};
+use wfmd::engine::compliance::{ComplianceSweep, JudgingHandle, SweepReport, SweepSettings};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::sync::StateSync;
 use wfmd::sim::{SimAgent, SimConfig};
@@ -114,7 +114,12 @@ impl Scene {
         book.load().await.unwrap();
         let automations =
             Automations::new(book.clone(), engine.clone(), (&config.automation).into());
-        let sweep = ComplianceSweep::new(book.clone(), engine, (&config.compliance).into());
+        let settings = SweepSettings {
+            interval: config.compliance.sweep_interval,
+            judging: JudgingHandle::new(config.compliance.judging().unwrap()),
+            auto_correct: config.compliance.auto_correct,
+        };
+        let sweep = ComplianceSweep::new(book.clone(), engine, settings);
         Scene {
             sim,
             db,

@@ -392,7 +392,12 @@ async fn an_interrupted_job_is_redone_from_scratch_and_announced_once() {
     .unwrap();
 
     // A restarted service picks it up (the running app's may too: either finishes it).
-    let restarted = AnalyticsJobs::new(app.store.clone(), Duration::from_secs(120));
+    let restarted = AnalyticsJobs::new(
+        app.store.clone(),
+        wfmd::engine::compliance::JudgingHandle::new(
+            wfmd::domain::adherence_rules::Judging::builtin(chrono::TimeDelta::minutes(2)),
+        ),
+    );
     restarted.run_pending().await.unwrap();
     let job = until_finished(&app, "aq_crashed").await;
     assert_eq!(job["status"], "completed", "{job}");

@@ -299,9 +299,10 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
          VALUES ('u_030', 1764000000000, 1764028800000, NULL, '[]', 'break_status',
              1763990000000)",
         "INSERT INTO adherence_exceptions (id, agent_id, kind, state, expected, started_at,
-             opened_at, closed_at)
-         VALUES ('0190a000-0000-7000-8000-000000000002', 'u_031', 'not_working_in_shift',
-             'NOT_READY', 'WORK', 1764000000000, 1764000120000, 1764000300000)",
+             opened_at, closed_at, rule, rules_version, severe_at)
+         VALUES ('0190a000-0000-7000-8000-000000000002', 'u_031', 'out_of_rule',
+             'NOT_READY', 'WORK', 1764000000000, 1764000120000, 1764000300000, 2,
+             '0a1b2c3d4e5f', 1764000200000)",
         "INSERT INTO analytics_daily (day, agent_id, idle_ms, ready_ms, not_ready_ms,
              paused_ms, idle_state_ms, logged_out_ms, on_contact_ms, acw_ms, scheduled_ms,
              in_adherence_ms, exceptions, transitions, violations, latency_p95_ms)

@@ -22,6 +22,7 @@ use futures::TryStreamExt;
 
 use super::spec::{Agg, Bucket, QuerySpec};
 use crate::domain::AgentState;
+use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::Window;
 use crate::report::{AgentSummary, summarize};
 use crate::store::analytics::{self as stored, DailyRow, RosterEntry};
@@ -140,7 +141,7 @@ pub async fn ensure_rollups(
     from_day: i64,
     to_day: i64,
     now: DateTime<Utc>,
-    threshold: TimeDelta,
+    judging: &Judging,
 ) -> Result<usize, sqlx::Error> {
     let done: HashSet<i64> = stored::rolled_up_days(store.reader(), from_day, to_day)
         .await?
@@ -155,7 +156,7 @@ pub async fn ensure_rollups(
                 from: from_ms(day),
                 to: from_ms(day + DAY_MS),
             };
-            let rows: Vec<DailyRow> = summarize(store.reader(), window, now, threshold)
+            let rows: Vec<DailyRow> = summarize(store.reader(), window, now, judging)
                 .await?
                 .iter()
                 .map(|s| from_summary(day, s))
@@ -348,13 +349,13 @@ impl Selection {
 }
 
 /// Runs a history query; hands the rows to `emit` one bucket at a time, in bucket order
-/// (series in order within a bucket). `now` ends open intervals; deviations longer than
-/// `threshold` count as adherence exceptions.
+/// (series in order within a bucket). `now` ends open intervals; `judging` judges
+/// adherence.
 pub async fn run(
     store: &Store,
     spec: &QuerySpec,
     now: DateTime<Utc>,
-    threshold: TimeDelta,
+    judging: &Judging,
     path: Path,
     emit: &mut impl RowSink,
 ) -> anyhow::Result<()> {
@@ -363,7 +364,7 @@ pub async fn run(
     let (from, to) = (to_ms(spec.from), to_ms(spec.to));
     let raw = async |window: Window| -> Result<Vec<DailyRow>, sqlx::Error> {
         let bucket = to_ms(window.from);
-        Ok(summarize(pool, window, now, threshold)
+        Ok(summarize(pool, window, now, judging)
             .await?
             .iter()
             .map(|s| from_summary(bucket, s))
@@ -387,7 +388,7 @@ pub async fn run(
     let whole = |day: i64| day >= from && day + DAY_MS <= to;
     let first_day = Bucket::Day.floor(from);
     if path == Path::Rollups {
-        ensure_rollups(store, first_day, to, now, threshold).await?;
+        ensure_rollups(store, first_day, to, now, judging).await?;
     }
     let rolled: HashSet<i64> = match path {
         Path::Rollups => stored::rolled_up_days(pool, first_day, to)
@@ -587,10 +588,15 @@ mod tests {
         }
     }
 
+    /// The built-in kinds with a two-minute threshold.
+    fn two_minutes() -> crate::engine::compliance::JudgingHandle {
+        crate::engine::compliance::JudgingHandle::new(Judging::builtin(TimeDelta::minutes(2)))
+    }
+
     async fn collect(store: &Store, spec: &QuerySpec, path: Path) -> Vec<Row> {
         let now = start() + TimeDelta::days(DAYS + 1);
         let mut rows = Vec::new();
-        run(store, spec, now, TimeDelta::minutes(2), path, &mut rows)
+        run(store, spec, now, &two_minutes().current(), path, &mut rows)
             .await
             .unwrap();
         rows
@@ -617,7 +623,6 @@ mod tests {
     #[tokio::test]
     async fn day_figures_before_the_retention_horizon_come_from_rollups_kept_at_pruning() {
         let now = start() + TimeDelta::days(DAYS + 1);
-        let threshold = TimeDelta::minutes(2);
         let whole_days = QuerySpec {
             from: start(),
             to: start() + TimeDelta::days(DAYS - 1),
@@ -630,7 +635,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = seeded_store(&dir).await;
         let pass = keeping(&store, FIVE_DAYS)
-            .with_rollups(threshold.to_std().unwrap())
+            .with_rollups(two_minutes())
             .prune(now, &Default::default())
             .await
             .unwrap();
@@ -670,8 +675,8 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let store = seeded_store(&dir).await;
-        let hourly = keeping(&store, std::time::Duration::from_secs(3_600))
-            .with_rollups(std::time::Duration::from_secs(120));
+        let hourly =
+            keeping(&store, std::time::Duration::from_secs(3_600)).with_rollups(two_minutes());
         // Three hours into the day, then the next day, once it is over.
         for now in [
             day + TimeDelta::hours(3),
@@ -764,7 +769,7 @@ mod tests {
                 to: from_ms(hour + 3_600_000),
             },
             now,
-            TimeDelta::minutes(2),
+            &two_minutes().current(),
         )
         .await
         .unwrap();
