@@ -150,6 +150,8 @@ pub struct Segment {
     /// The schedule's title of the activity, as an index into its timeline's titles
     /// ([`Timeline::scheduled`] resolves it).
     title: Option<u16>,
+    /// A supervisor authorised the agent's time here ([`Timeline::authorised`]).
+    pub authorised: bool,
 }
 
 impl Segment {
@@ -226,15 +228,60 @@ impl Timeline {
                     end: pair[1],
                     expected,
                     title,
+                    authorised: false,
                 }),
             }
         }
         Timeline { segments, titles }
     }
 
+    /// This timeline with the time in `spans` (`[from, to)` each, any order, overlaps
+    /// allowed) authorised: neither in nor out of adherence, whatever the state. Time
+    /// off shift may be authorised too (an agent asked to stay on), so the segments
+    /// then reach beyond the shifts.
+    pub fn authorised(&self, spans: &[(DateTime<Utc>, DateTime<Utc>)]) -> Timeline {
+        let spans: Vec<_> = spans.iter().filter(|(from, to)| from < to).collect();
+        if spans.is_empty() {
+            return self.clone();
+        }
+        let mut points: Vec<DateTime<Utc>> = self
+            .segments
+            .iter()
+            .flat_map(|s| [s.start, s.end])
+            .chain(spans.iter().flat_map(|(from, to)| [*from, *to]))
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut segments: Vec<Segment> = Vec::with_capacity(points.len());
+        for pair in points.windows(2) {
+            let segment = Segment {
+                start: pair[0],
+                end: pair[1],
+                authorised: spans
+                    .iter()
+                    .any(|(from, to)| *from <= pair[0] && pair[0] < *to),
+                ..self.segment_at(pair[0])
+            };
+            match segments.last_mut() {
+                Some(last)
+                    if (last.expected, last.title, last.authorised)
+                        == (segment.expected, segment.title, segment.authorised) =>
+                {
+                    last.end = segment.end;
+                }
+                _ => segments.push(segment),
+            }
+        }
+        Timeline {
+            segments,
+            titles: self.titles.clone(),
+        }
+    }
+
     /// What the schedule says during `segment` (one of this timeline's), for judging.
     pub fn scheduled(&self, segment: &Segment) -> Scheduled<'_> {
         Scheduled {
+            authorised: segment.authorised,
             expected: segment.expected,
             title: segment
                 .title
@@ -253,6 +300,7 @@ impl Timeline {
                 end: at,
                 expected: Expected::OffShift,
                 title: None,
+                authorised: false,
             },
         }
     }
@@ -278,6 +326,7 @@ impl Timeline {
             end,
             expected: Expected::OffShift,
             title: None,
+            authorised: false,
         };
         let mut at = from;
         let first = self.segments.partition_point(|s| s.end <= from);
@@ -355,6 +404,7 @@ impl Timeline {
         let off_shift = Scheduled {
             expected: Expected::OffShift,
             title: None,
+            authorised: false,
         };
         // Walk back from `now` while it holds; `next` indexes the segment after the
         // stretch reached so far.
@@ -414,23 +464,27 @@ pub struct Figures {
     pub observed_ms: i64,
     /// Observed scheduled time an adherence rule counts neither way.
     pub neutral_ms: i64,
+    /// Observed scheduled time a supervisor authorised: neither in nor out either, and
+    /// reported on its own.
+    pub authorised_ms: i64,
     /// Exceptions that opened in the window.
     pub exceptions: u32,
 }
 
 impl Figures {
-    /// In-adherence time per judged scheduled time (observed, not neutral), in percent;
+    /// In-adherence time per judged scheduled time (observed, neither neutral nor
+    /// authorised), in percent;
     /// `None` without any. Time nobody saw is not counted against the agent (an agent
     /// first seen at 14:00 is judged on the afternoon, not on a morning wfmd knows
     /// nothing of).
     pub fn adherence_pct(&self) -> Option<f64> {
-        let judged = self.observed_ms - self.neutral_ms;
+        let judged = self.observed_ms - self.neutral_ms - self.authorised_ms;
         (judged > 0).then(|| self.in_adherence_ms as f64 * 100.0 / judged as f64)
     }
 
     /// Observed scheduled time out of adherence.
     pub fn out_of_adherence_ms(&self) -> i64 {
-        (self.observed_ms - self.neutral_ms - self.in_adherence_ms).max(0)
+        (self.observed_ms - self.neutral_ms - self.authorised_ms - self.in_adherence_ms).max(0)
     }
 
     /// Scheduled time with no recorded state.
@@ -495,7 +549,9 @@ pub fn figures(
             let Some(kind) = judged.deviation() else {
                 match judged {
                     Judgement::Neutral { .. } => figures.neutral_ms += overlap,
-                    _ => figures.in_adherence_ms += overlap,
+                    Judgement::Authorised => figures.authorised_ms += overlap,
+                    Judgement::In { .. } => figures.in_adherence_ms += overlap,
+                    Judgement::Out { .. } => unreachable!("out of adherence is a deviation"),
                 }
                 run = None;
                 continue;
@@ -972,6 +1028,58 @@ mod tests {
         assert_eq!(f.adherence_pct(), None);
     }
 
+    #[test]
+    fn authorised_time_is_neither_in_nor_out_and_ends_a_deviation_at_its_edges() {
+        // 11:50–12:10 around the lunch's start, and 17:20–17:40 after the shift.
+        let timeline = Timeline::new(&[day()])
+            .authorised(&[(minutes(170), minutes(190)), (minutes(500), minutes(520))]);
+        let at = |m| {
+            let s = timeline.segment_at(minutes(m));
+            (s.expected, s.authorised)
+        };
+        assert_eq!(at(169), (Expected::Work, false));
+        assert_eq!(at(175), (Expected::Work, true));
+        assert_eq!(at(185), (Expected::MandatoryBreak, true));
+        assert_eq!(at(190), (Expected::MandatoryBreak, false));
+        assert_eq!(at(490), (Expected::OffShift, false));
+        assert_eq!(at(510), (Expected::OffShift, true));
+        assert_eq!(at(520), (Expected::OffShift, false));
+        let ready = (AgentState::Ready, None);
+        assert_eq!(
+            timeline.deviation_at(&builtin(), ready, minutes(100), minutes(185)),
+            None,
+            "READY in an authorised lunch"
+        );
+        assert_eq!(
+            timeline
+                .deviation_at(&builtin(), ready, minutes(100), minutes(195))
+                .map(|d| d.since),
+            Some(minutes(190)),
+            "a deviation from the authorisation's end"
+        );
+        assert_eq!(
+            timeline.deviation_ended(
+                &builtin(),
+                ready,
+                minutes(485),
+                minutes(505),
+                DeviationKind::LoggedInOutsideShift
+            ),
+            Some(minutes(500)),
+            "staying on after the shift, authorised from 17:20"
+        );
+        let intervals = [interval(AgentState::Ready, minutes(0), None)];
+        let window = Window {
+            from: minutes(0),
+            to: minutes(480),
+        };
+        let f = figures(&intervals, &timeline, window, minutes(480), &builtin());
+        assert_eq!(f.authorised_ms, 20 * 60_000);
+        assert_eq!(f.out_of_adherence_ms(), 20 * 60_000, "READY in 12:10–12:30");
+        assert_eq!(f.in_adherence_ms, (480 - 20 - 20) * 60_000);
+        assert_eq!(f.exceptions, 1);
+    }
+
     // Property tests, in milliseconds around `t(0)`.
 
     fn arb_shifts() -> impl Strategy<Value = Vec<Shift>> {
@@ -994,6 +1102,13 @@ mod tests {
             },
         );
         prop::collection::vec(arb_shift, 0..3)
+    }
+
+    /// The timeline of random shifts with up to two random authorised spans.
+    fn arb_timeline() -> impl Strategy<Value = Timeline> {
+        let span = (0i64..1_000, 1i64..300).prop_map(|(from, length)| (t(from), t(from + length)));
+        (arb_shifts(), prop::collection::vec(span, 0..3))
+            .prop_map(|(shifts, spans)| Timeline::new(&shifts).authorised(&spans))
     }
 
     /// Up to four random rules (none half the time) and a threshold of a few ms.
@@ -1050,6 +1165,22 @@ mod tests {
         // Rules with their own grace rarely decide an exception's opening in a small
         // random case: enough cases that they do (a milliseconds-long run each).
         #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn an_authorised_timeline_says_what_the_schedule_says_and_whether_authorised(
+            shifts in arb_shifts(),
+            spans in prop::collection::vec((0i64..1_000, 0i64..300), 0..4),
+            probe in -100i64..1_200,
+        ) {
+            let spans: Vec<_> = spans.iter().map(|(from, length)| (t(*from), t(from + length))).collect();
+            let plain = Timeline::new(&shifts);
+            let authorised = plain.authorised(&spans);
+            let (before, after) = (plain.segment_at(t(probe)), authorised.segment_at(t(probe)));
+            prop_assert_eq!(plain.scheduled(&before).expected, authorised.scheduled(&after).expected);
+            prop_assert_eq!(plain.scheduled(&before).title, authorised.scheduled(&after).title);
+            let inside = spans.iter().any(|(from, to)| *from <= t(probe) && t(probe) < *to);
+            prop_assert_eq!(after.authorised, inside);
+        }
 
         #[test]
         fn in_adherence_fits_in_scheduled_time_which_fits_in_the_window(
@@ -1129,27 +1260,27 @@ mod tests {
             }
         }
 
-        /// Compares with a model, under random adherence rules: every scheduled
-        /// millisecond is judged on its own and is exactly one of in, out, neutral or
-        /// unobserved; and a sweep run every millisecond (with
+        /// Compares with a model, under random adherence rules and authorised spans:
+        /// every scheduled millisecond is judged on its own and is exactly one of in,
+        /// out, neutral, authorised or unobserved; and a sweep run every millisecond (with
         /// [`Timeline::deviation_at`], as the compliance sweep uses it, and each rule's
         /// grace) opens and closes exceptions; the figures must count exactly the ones it
         /// opened in the window.
         #[test]
         fn matches_a_sweep_run_every_millisecond(
-            shifts in arb_shifts(),
+            timeline in arb_timeline(),
             (intervals, end) in arb_history(),
             from in 0i64..800,
             length in 1i64..800,
             after in 0i64..200,
             judging in arb_judging(),
         ) {
-            let timeline = Timeline::new(&shifts);
             let now = t(end + after);
             let window = Window { from: t(from), to: t(from + length) };
             let f = figures(&intervals, &timeline, window, now, &judging);
 
-            let (mut scheduled, mut inside, mut out, mut neutral, mut unobserved) = (0, 0, 0, 0, 0);
+            let (mut scheduled, mut inside, mut out, mut neutral) = (0, 0, 0, 0);
+            let (mut authorised, mut unobserved) = (0, 0);
             for ms in from..from + length {
                 let segment = timeline.segment_at(t(ms));
                 if !segment.expected.is_scheduled() {
@@ -1170,9 +1301,11 @@ mod tests {
                     Judgement::In { .. } => inside += 1,
                     Judgement::Neutral { .. } => neutral += 1,
                     Judgement::Out { .. } => out += 1,
+                    Judgement::Authorised => authorised += 1,
                 }
             }
-            prop_assert_eq!(inside + out + neutral + unobserved, scheduled);
+            prop_assert_eq!(inside + out + neutral + authorised + unobserved, scheduled);
+            prop_assert_eq!(f.authorised_ms, authorised);
             prop_assert_eq!(f.scheduled_ms, scheduled);
             prop_assert_eq!(f.in_adherence_ms, inside);
             prop_assert_eq!(f.neutral_ms, neutral);

@@ -148,12 +148,13 @@ pub struct AdherenceRule {
     pub severe_after: Option<Duration>,
 }
 
-/// What the schedule says at an instant: the built-in activity, and the schedule's own
-/// title for it when it names one.
+/// What the schedule says at an instant: the built-in activity, the schedule's own
+/// title for it when it names one, and whether a supervisor authorised the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scheduled<'a> {
     pub expected: Expected,
     pub title: Option<&'a str>,
+    pub authorised: bool,
 }
 
 /// How a state meets the schedule at an instant, and what judged it.
@@ -169,6 +170,8 @@ pub enum Judgement {
         rule: Option<usize>,
         kind: Option<DeviationKind>,
     },
+    /// A supervisor authorised the time: neither in nor out, whatever the rules say.
+    Authorised,
 }
 
 impl Judgement {
@@ -186,6 +189,7 @@ impl Judgement {
         match self {
             Judgement::In { rule } | Judgement::Out { rule, .. } => rule,
             Judgement::Neutral { rule } => Some(rule),
+            Judgement::Authorised => None,
         }
     }
 }
@@ -213,13 +217,16 @@ impl Judging {
         }
     }
 
-    /// [`judge`] with these rules.
+    /// [`judge`] with these rules; authorised time is [`Judgement::Authorised`] first.
     pub fn judge(
         &self,
         scheduled: Scheduled<'_>,
         state: AgentState,
         reason: Option<&str>,
     ) -> Judgement {
+        if scheduled.authorised {
+            return Judgement::Authorised;
+        }
         judge(&self.rules, scheduled, state, reason)
     }
 
@@ -325,7 +332,11 @@ mod tests {
     }
 
     fn at(expected: Expected, title: Option<&str>) -> Scheduled<'_> {
-        Scheduled { expected, title }
+        Scheduled {
+            expected,
+            title,
+            authorised: false,
+        }
     }
 
     #[test]
@@ -460,6 +471,7 @@ mod tests {
                 Judgement::In { rule } => (rule, Verdict::In),
                 Judgement::Neutral { rule } => (Some(rule), Verdict::Neutral),
                 Judgement::Out { rule, .. } => (rule, Verdict::Out),
+                Judgement::Authorised => unreachable!("nothing is authorised here"),
             };
             prop_assert_eq!(rule, first);
             if let Some(at) = first {

@@ -30,6 +30,7 @@
 //! [`Timeline::deviation_at`]: crate::domain::adherence::Timeline::deviation_at
 //! [`Timeline::deviation_ended`]: crate::domain::adherence::Timeline::deviation_ended
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +50,7 @@ use crate::domain::adherence_rules::Judging;
 use crate::domain::events::{AdherenceException, Event, ExceptionStatus, Severity};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
+use crate::store::authorisations;
 use crate::store::exceptions::{self, ExceptionRow};
 use crate::store::outbox::{self, NewEvent};
 use crate::store::{Store, from_ms, history, to_ms};
@@ -58,6 +60,10 @@ const ACTOR: &str = "compliance";
 
 /// The audit actor (and transition actor) of corrections.
 const CORRECTION_ACTOR: &str = "compliance:auto_correct";
+
+/// How far back the sweep reads authorisations: the start of a deviation going on now
+/// is found by walking back through the schedule, and an authorisation breaks it.
+const AUTHORISED_LOOKBACK: TimeDelta = TimeDelta::days(2);
 
 /// Corrections in flight at once; the request budget sets the pace.
 const CONCURRENCY: usize = 16;
@@ -252,9 +258,13 @@ impl ComplianceSweep {
 
         let plans = self.book.plans();
         let ids: Vec<&str> = plans.iter().map(|p| p.agent_id.as_str()).collect();
-        let states = {
+        let (states, authorised) = {
             let mut conn = self.store.reader().acquire().await?;
-            history::open_intervals(&mut conn, &ids).await?
+            let states = history::open_intervals(&mut conn, &ids).await?;
+            // Far enough back for where a deviation going on now began.
+            let from = to_ms(now - AUTHORISED_LOOKBACK);
+            let authorised = authorisations::in_force(&mut conn, from, to_ms(now) + 1).await?;
+            (states, authorised)
         };
         let judging = self.settings.judging.current();
         let mut report = SweepReport::default();
@@ -271,7 +281,10 @@ impl ComplianceSweep {
             report.agents += 1;
             let since = row.started();
             let observed = (state, row.reason.as_deref());
-            let timeline = &plan.timeline;
+            let timeline = match authorised.get(agent) {
+                Some(spans) => Cow::Owned(plan.timeline.authorised(spans)),
+                None => Cow::Borrowed(&plan.timeline),
+            };
             let deviation = timeline.deviation_at(&judging, observed, since, now);
             let current = open.get(agent).map(Vec::as_slice).unwrap_or_default();
             for o in current {
@@ -951,5 +964,60 @@ mod tests {
             (stored[0].kind.as_str(), stored[0].rule),
             ("out_of_rule", Some(0))
         );
+    }
+
+    #[tokio::test]
+    async fn an_authorisation_closes_the_exception_it_covers_and_opens_none() {
+        use crate::store::authorisations::{self, AuthorisationRow};
+        let (store, _dir) = temp_store().await;
+        let (book, engine) = sweep(&store).await;
+        let sweep = ComplianceSweep::new(book, engine, settings_2min());
+        // u_2 NOT_READY in the shift from minute 100: an exception at 102.
+        enter(&store, "u_2", AgentState::NotReady, 100).await;
+        assert_eq!(sweep.sweep_at(at(102)).await.unwrap().opened, 1);
+        // A supervisor authorises 101-130 (a coaching session, entered late).
+        let mut tx = store.begin_write().await.unwrap();
+        authorisations::insert(
+            &mut tx,
+            &AuthorisationRow {
+                id: "auth-1".into(),
+                agents: r#"["u_2"]"#.into(),
+                team: None,
+                from_at: to_ms(at(101)),
+                to_at: to_ms(at(130)),
+                reason: "coaching".into(),
+                created_by: "desk".into(),
+                created_at: to_ms(at(105)),
+                withdrawn_at: None,
+                withdrawn_by: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let report = sweep.sweep_at(at(106)).await.unwrap();
+        assert_eq!((report.closed, report.open), (1, 0));
+        let closed: Vec<(Option<i64>,)> = on!(store.reader(), |c| sqlx::query_as(
+            "SELECT closed_at FROM adherence_exceptions"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        assert_eq!(
+            closed,
+            [(Some(to_ms(at(102))),)],
+            "at its opening, not before"
+        );
+        assert_eq!(sweep.sweep_at(at(129)).await.unwrap().opened, 0);
+        // Once the authorisation ends, the deviation runs from its end.
+        assert_eq!(sweep.sweep_at(at(131)).await.unwrap().opened, 0);
+        assert_eq!(sweep.sweep_at(at(132)).await.unwrap().opened, 1);
+        let started: Vec<(i64,)> = on!(store.reader(), |c| sqlx::query_as(
+            "SELECT started_at FROM adherence_exceptions WHERE closed_at IS NULL"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        assert_eq!(started, [(to_ms(at(130)),)]);
     }
 }

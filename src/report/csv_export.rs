@@ -29,7 +29,7 @@ pub fn text_cell(text: &str) -> Cow<'_, str> {
 }
 
 /// The columns, in order. New columns go at the end (see the module doc).
-pub const COLUMNS: [&str; 26] = [
+pub const COLUMNS: [&str; 28] = [
     "agent_id",
     "transitions",
     "succeeded",
@@ -56,6 +56,8 @@ pub const COLUMNS: [&str; 26] = [
     "name",
     "team_id",
     "team",
+    "neutral_seconds",
+    "authorised_seconds",
 ];
 
 fn optional<T: ToString>(value: Option<T>) -> String {
@@ -94,6 +96,8 @@ fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()]
         optional_text(agent.name.as_deref()),
         optional_text(agent.team_id.as_deref()),
         optional_text(agent.team.as_deref()),
+        optional(agent.neutral_seconds),
+        optional(agent.authorised_seconds),
     ]
 }
 

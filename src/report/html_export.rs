@@ -82,15 +82,13 @@ fn summary(report: &Report, buf: &mut Vec<u8>) -> std::io::Result<()> {
     });
     let scheduled = sum_f(|a| a.scheduled_seconds);
     let unobserved = sum_f(|a| a.unobserved_seconds);
-    let observed = scheduled - unobserved;
-    let overall = (observed > 0.0).then(|| {
-        format!(
-            "{:.1}%",
-            sum_f(|a| a.in_adherence_seconds) * 100.0 / observed
-        )
-    });
+    let authorised = sum_f(|a| a.authorised_seconds);
+    let neutral = sum_f(|a| a.neutral_seconds);
+    let judged = scheduled - unobserved - authorised - neutral;
+    let overall = (judged > 0.0)
+        .then(|| format!("{:.1}%", sum_f(|a| a.in_adherence_seconds) * 100.0 / judged));
     let exceptions: u32 = agents.iter().filter_map(|a| a.adherence_exceptions).sum();
-    let rows: [(&str, String); 11] = [
+    let rows: [(&str, String); 12] = [
         ("Agents", agents.len().to_string()),
         ("Transitions", transitions.to_string()),
         ("Succeeded", sum(|a| a.succeeded).to_string()),
@@ -113,6 +111,10 @@ fn summary(report: &Report, buf: &mut Vec<u8>) -> std::io::Result<()> {
             "Scheduled time (of which unobserved)",
             format!("{} ({})", hms(scheduled), hms(unobserved)),
         ),
+        (
+            "Authorised time (supervisor-excused) and neutral time (by a rule)",
+            format!("{} and {}", hms(authorised), hms(neutral)),
+        ),
         ("Adherence exceptions", exceptions.to_string()),
     ];
     buf.extend_from_slice(b"<h2>Summary</h2><table class=\"summary\"><tbody>");
@@ -126,8 +128,9 @@ fn summary(report: &Report, buf: &mut Vec<u8>) -> std::io::Result<()> {
     }
     buf.extend_from_slice(
         b"</tbody></table><p>Adherence counts only scheduled time with a recorded state; \
-unobserved time (before wfmd first saw an agent, or still to come) is left out and shown \
-on its own.</p>",
+unobserved time (before wfmd first saw an agent, or still to come), time a supervisor \
+authorised, and time an adherence rule counts as neutral are left out and shown on their \
+own.</p>",
     );
     Ok(())
 }
@@ -147,11 +150,13 @@ svg{max-width:100%;height:auto}\
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}";
 
 /// The main figures' columns, after the agent's.
-const MAIN: [&str; 12] = [
+const MAIN: [&str; 14] = [
     "Adherence %",
     "Scheduled",
     "In adherence",
     "Unobserved",
+    "Authorised",
+    "Neutral",
     "Adherence exceptions",
     "Transitions",
     "Succeeded",
@@ -364,6 +369,8 @@ fn main_cells(a: &AgentSummary) -> [String; MAIN.len()] {
         optional(a.scheduled_seconds.map(hms)),
         optional(a.in_adherence_seconds.map(hms)),
         optional(a.unobserved_seconds.map(hms)),
+        optional(a.authorised_seconds.map(hms)),
+        optional(a.neutral_seconds.map(hms)),
         optional(a.adherence_exceptions),
         a.transitions.to_string(),
         a.succeeded.to_string(),

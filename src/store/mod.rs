@@ -25,6 +25,7 @@
 pub mod analytics;
 pub mod attempts;
 pub mod audit;
+pub mod authorisations;
 pub mod copy;
 pub mod db;
 pub mod deliveries;

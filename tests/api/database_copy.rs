@@ -322,6 +322,10 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
         "INSERT INTO live_tickets (digest, holder, role, expires_at)
          VALUES ('9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'desk',
              'viewer', 1764028860000)",
+        r#"INSERT INTO adherence_authorisations (id, agents, team, from_at, to_at, reason,
+             created_by, created_at, withdrawn_at, withdrawn_by)
+         VALUES ('0190a000-0000-7000-8000-000000000003', '["u_031"]', 't_1', 1764000000000,
+             1764001800000, 'coaching', 'desk', 1764000100000, 1764000200000, 'lead')"#,
     ] {
         execute(&store, sql).await;
     }
