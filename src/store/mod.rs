@@ -27,6 +27,7 @@ pub mod attempts;
 pub mod audit;
 pub mod copy;
 pub mod db;
+pub mod deferred;
 pub mod deliveries;
 pub mod exceptions;
 pub mod firings;

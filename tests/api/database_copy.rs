@@ -321,6 +321,11 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
         "INSERT INTO live_tickets (digest, holder, role, expires_at)
          VALUES ('9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'desk',
              'viewer', 1764028860000)",
+        "INSERT INTO deferred_changes (agent_id, id, target_state, reason, origin, actor,
+             idempotency_key, bulk_job_id, bulk_seq, busy_since, requested_at, expires_at)
+         VALUES ('u_032', '0190a000-0000-7000-8000-000000000002', 'NOT_READY', 'LUNCH', 'api',
+             'desk', 'api:desk:lunch-1', NULL, NULL, 1764028700000, 1764028800000,
+             1764029700000)",
     ] {
         execute(&store, sql).await;
     }
