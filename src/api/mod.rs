@@ -98,6 +98,8 @@ pub struct ApiState {
     /// `sync.interval_ms`: how often the sync polls.
     pub sync_interval: Duration,
     pub bulk: crate::engine::bulk::BulkJobs,
+    /// The tenant's deferred changes (`when_busy = "defer"`).
+    pub deferred: crate::engine::deferred::DeferredChanges,
     /// `compliance.exception_threshold`, for the adherence figures of reports.
     pub exception_threshold: Duration,
     /// The live feed: snapshot, events, tickets.

@@ -35,6 +35,9 @@ pub struct Tenant {
     /// What state sync last reported, when it runs (`sync.enabled`).
     sync_status: Option<Arc<engine::sync::SyncStatus>>,
     pub bulk: engine::bulk::BulkJobs,
+    /// Changes waiting for busy agents: the API cancels them, the leader's worker
+    /// carries them out.
+    pub deferred: engine::deferred::DeferredChanges,
     pub analytics: engine::analytics::AnalyticsJobs,
     exception_threshold: Duration,
     /// `sync.interval_ms`, for `/readyz`'s view of the sync.
@@ -93,6 +96,10 @@ impl Tenant {
         if let Some(witness) = witness(config, &sync_status) {
             bulk = bulk.with_sync(witness);
         }
+        let deferred = engine::deferred::DeferredChanges::new(
+            services.engine.clone(),
+            config.deferred.defer_for,
+        );
         let live = live::Live::new(
             spec.id.clone(),
             services.store.clone(),
@@ -118,6 +125,7 @@ impl Tenant {
             rules: engine::rules::RulesHandle::new(rules),
             sync_status,
             bulk,
+            deferred,
             analytics,
             exception_threshold: config.compliance.exception_threshold,
             sync_interval: Duration::from_millis(config.sync.interval_ms),
@@ -165,6 +173,7 @@ impl Tenant {
             sync: self.sync_status.clone(),
             sync_interval: self.sync_interval,
             bulk: self.bulk.clone(),
+            deferred: self.deferred.clone(),
             exception_threshold: self.exception_threshold,
             live: self.live.clone(),
             board: self.metric_board.subscribe(),
@@ -239,7 +248,8 @@ impl Tenant {
             services.engine.clone(),
             config.scheduler.concurrency,
             services.budget.per_minute_rate(),
-        );
+        )
+        .with_defer_for(config.deferred.defer_for);
         if let Some(witness) = witness(config, &self.sync_status) {
             firer = firer.with_sync(witness);
         }
@@ -248,6 +258,11 @@ impl Tenant {
         workers.push(Worker::new("rule scheduler", move |stop| rules.run(stop)));
         let bulk = self.bulk.clone();
         workers.push(Worker::new("bulk jobs", move |stop| bulk.run(stop)));
+        // Changes waiting for busy agents: carried out once state sync records them free.
+        let deferred = self.deferred.clone();
+        workers.push(Worker::new("deferred changes", move |stop| {
+            deferred.run(stop)
+        }));
         if config.live.enabled {
             let pollers: Vec<_> = engine::metrics::MetricPoller::both(
                 services.engine.platform(),

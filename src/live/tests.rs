@@ -51,6 +51,7 @@ async fn change(store: &Store, agent: &str, to: &str) -> String {
         attempt_id: None,
         queue: None,
         changed_at: None,
+        deferred_id: None,
     };
     let id = outbox::enqueue(
         &mut tx,
