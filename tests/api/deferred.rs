@@ -1,7 +1,8 @@
 //! Deferred changes (`when_busy = "defer"`): a change for an agent on a contact waits and
 //! is made when the contact ends (read back, announced after `transition.deferred`),
 //! expires, is replaced by a newer one, is cancelled, survives `kill -9`, and keeps a bulk
-//! job's item `deferred` until it settles; a rule's change waits alike. Without
+//! job's item `deferred` until it settles; a rule's change waits alike; among several
+//! instances the follower hands deferring and cancelling to the leader. Without
 //! `when_busy` a busy agent's change is still refused (`transitions.rs` pins that).
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use wfmd::engine::rules::RuleFirer;
 use wfmd::on;
 use wfmd::store::Store;
 
+use crate::cluster::{cluster_env_and, leads};
 use crate::helpers::{
     Daemon, Dialect, TestApp, TestDb, TestSim, eventually, http_client, on_both_dialects,
     on_both_dialects_and_backends, wait_until,
@@ -660,4 +662,59 @@ async fn a_rule_with_when_busy_defer_makes_its_change_when_the_contact_ends(dial
         set_by_wfmd(&app.sim, &busy),
         [("NOT_READY".to_owned(), "MEETING".to_owned())]
     );
+}
+
+#[tokio::test]
+async fn a_follower_hands_deferring_and_cancelling_to_the_leader_which_alone_makes_the_change() {
+    let sim = TestSim::default_tenant().await.on(Dialect::Incontact);
+    let db = TestDb::postgres();
+    let sync = [
+        ("WFMD_SYNC__ENABLED", "true"),
+        ("WFMD_SYNC__INTERVAL_MS", "5000"),
+    ];
+    let leader = Daemon::spawn(&cluster_env_and(&sim, &db, "wfmd-a", &sync)).await;
+    leads(&db, "wfmd-a").await;
+    let follower = Daemon::spawn(&cluster_env_and(&sim, &db, "wfmd-b", &sync)).await;
+    let quiet = quiet(&sim);
+    let (cancelled, made) = (quiet[0].clone(), quiet[1].clone());
+    for agent in [&cancelled, &made] {
+        assert!(sim.sim.force_state(agent, "ON_CONTACT", ""));
+        recorded_as(&follower.address, agent, "ON_CONTACT").await;
+        let (status, body) = ask(
+            &follower.address,
+            agent,
+            json!({"state": "NOT_READY", "when_busy": "defer"}),
+        )
+        .await;
+        assert_eq!(status, 202, "handed to the leader: {body}");
+    }
+    let (status, shown) = waiting(&follower.address, &cancelled).await;
+    assert_eq!(status, 200, "{shown}");
+    let delete = async || {
+        http_client()
+            .delete(format!(
+                "{}/v1/agents/{cancelled}/deferred",
+                follower.address
+            ))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(delete().await, 204, "handed to the leader");
+    assert_eq!(delete().await, 404);
+    assert_eq!(waiting(&leader.address, &cancelled).await.0, 404);
+
+    end_contact(&sim, &cancelled);
+    end_contact(&sim, &made);
+    platform_shows(&sim, &made, "NOT_READY").await;
+    settled(&follower.address, &made).await;
+    recorded_as(&follower.address, &cancelled, "READY").await;
+    assert_eq!(
+        set_by_wfmd(&sim, &made),
+        [("NOT_READY".to_owned(), "BREAK".to_owned())],
+        "made once, by the leader"
+    );
+    assert!(set_by_wfmd(&sim, &cancelled).is_empty());
 }
