@@ -59,15 +59,21 @@ pub struct TransitionBody {
     /// waits and is carried out once the agent is free, compliance checked again then).
     #[serde(default)]
     when_busy: WhenBusy,
-    /// With `when_busy = "defer"`: how long the change waits at most, e.g. `90s`, `10m`
-    /// (1s to 24h); `[deferred] defer_for` (15m by default) when absent.
+    /// With `when_busy = "defer"`: how long the change waits at most, e.g. `90s`, `10m`,
+    /// `2h` (1s to 24h); `[deferred] defer_for` (15m by default) when absent. Without
+    /// `defer` nothing waits, and it is only checked.
     #[serde(default)]
-    #[schema(example = "10m")]
+    #[schema(
+        example = "10m",
+        pattern = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$"
+    )]
     defer_for: Option<String>,
 }
 
 /// The wait a request asks for: `None` for `reject`, else its `defer_for` (checked) or
-/// `None` inside for the configured one.
+/// `None` inside for the configured one. A `defer_for` beside `reject` is checked and
+/// has nothing to say: the document cannot tie one field's presence to another's value,
+/// so a request it calls valid is not refused for it.
 pub(super) fn asked_wait(
     when_busy: WhenBusy,
     defer_for: Option<&str>,
@@ -85,14 +91,10 @@ pub(super) fn asked_wait(
                 })
         })
         .transpose()?;
-    match when_busy {
-        WhenBusy::Defer => Ok(Some(wait)),
-        WhenBusy::Reject if wait.is_some() => Err(Problem::invalid_field(
-            "defer_for",
-            "defer_for needs when_busy = \"defer\"",
-        )),
-        WhenBusy::Reject => Ok(None),
-    }
+    Ok(match when_busy {
+        WhenBusy::Defer => Some(wait),
+        WhenBusy::Reject => None,
+    })
 }
 
 /// The `{agent_id}` of an agent's routes: their `params(...)` and their `PathParams`.

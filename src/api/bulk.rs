@@ -66,10 +66,13 @@ pub struct BulkBody {
     /// outcome; `failed` when it expires, `cancelled` when cancelled or replaced).
     #[serde(default)]
     when_busy: WhenBusy,
-    /// With `when_busy = "defer"`: how long an item's change waits at most (1s to 24h);
-    /// `[deferred] defer_for` when absent.
+    /// With `when_busy = "defer"`: how long an item's change waits at most, e.g. `90s`,
+    /// `10m`, `2h` (1s to 24h); `[deferred] defer_for` when absent.
     #[serde(default)]
-    #[schema(example = "10m")]
+    #[schema(
+        example = "10m",
+        pattern = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$"
+    )]
     defer_for: Option<String>,
 }
 

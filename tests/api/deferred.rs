@@ -321,19 +321,26 @@ async fn a_deferred_change_expires_after_defer_for_and_is_never_made(dialect: Di
         .and_then(|n| n.parse::<f64>().ok());
     assert!(expired.is_some_and(|n| n >= 1.0), "{metrics}");
 
-    // Refused as before without `when_busy`; `defer_for` alone is a mistake.
+    // Refused as before without `when_busy`; a wait that is no duration of 1s to 24h is
+    // a mistake.
     let (status, refused) = ask(&app.address, &agent, json!({"state": "NOT_READY"})).await;
     assert_eq!(
         (status, &refused["violation"]),
         (409, &json!("STATE_CONFLICT"))
     );
-    let (status, refused) = ask(
-        &app.address,
-        &agent,
-        json!({"state": "NOT_READY", "defer_for": "1m"}),
-    )
-    .await;
-    assert_eq!((status, &refused["field"]), (422, &json!("defer_for")));
+    for wait in ["forever", "0s", "25h"] {
+        let (status, refused) = ask(
+            &app.address,
+            &agent,
+            json!({"state": "NOT_READY", "when_busy": "defer", "defer_for": wait}),
+        )
+        .await;
+        assert_eq!(
+            (status, &refused["field"]),
+            (422, &json!("defer_for")),
+            "{wait}"
+        );
+    }
 }
 
 #[tokio::test]
