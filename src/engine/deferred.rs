@@ -587,3 +587,251 @@ impl DeferredChanges {
             .is_some_and(|open| !is_busy(open.state()) && Some(open.started_at) != row.busy_since))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::cxone::CxoneError;
+    use crate::cxone::fake::FakePlatform;
+    use crate::domain::{BreakWindow, Schedule, ScheduleStatus, Violation};
+    use crate::store::history::NewInterval;
+    use crate::store::testing::temp_store;
+    use crate::store::{Store, intents, on};
+
+    const AGENT: &str = "u_1";
+
+    /// On shift from two hours ago to six ahead, in a mandatory lunch now.
+    fn at_lunch() -> Schedule {
+        let now = Utc::now();
+        Schedule {
+            status: ScheduleStatus::Active,
+            timezone: None,
+            shift_start: Some(now - TimeDelta::hours(2)),
+            shift_end: Some(now + TimeDelta::hours(6)),
+            breaks: Some(vec![BreakWindow {
+                start: now - TimeDelta::minutes(5),
+                end: now + TimeDelta::minutes(55),
+                kind: "LUNCH".into(),
+                mandatory: true,
+            }]),
+        }
+    }
+
+    async fn rig() -> (Arc<FakePlatform>, DeferredChanges, tempfile::TempDir) {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent(AGENT, at_lunch());
+        let (store, dir) = temp_store().await;
+        let engine = TransitionEngine::new(store, platform.clone(), Duration::ZERO);
+        let deferred = DeferredChanges::new(Arc::new(engine), DEFAULT_DEFER_FOR);
+        (platform, deferred, dir)
+    }
+
+    /// Records the agent in `state` from `ago` before now, as state sync would.
+    async fn observe(store: &Store, state: AgentState, ago: TimeDelta) {
+        let mut tx = store.begin_write().await.unwrap();
+        history::switch_state(
+            &mut tx,
+            &NewInterval {
+                agent_id: AGENT,
+                state,
+                reason: None,
+                origin: Origin::Observed,
+                at: Utc::now() - ago,
+                attempt_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    fn request(target: AgentState) -> TransitionRequest {
+        TransitionRequest {
+            agent_id: AGENT.into(),
+            target,
+            reason: None,
+            origin: Origin::Api,
+            actor: "desk".into(),
+            idempotency_key: None,
+        }
+    }
+
+    async fn defer(deferred: &DeferredChanges, target: AgentState) -> Deferral {
+        let wait = deferred.defer(WhenBusy::Defer, None);
+        match deferred
+            .engine
+            .transition_or_defer(request(target), wait)
+            .await
+            .unwrap()
+        {
+            Deferrable::Deferred(deferral) => deferral,
+            Deferrable::Now(made) => panic!("made at once: {made:?}"),
+        }
+    }
+
+    /// The payloads of the outbox's events of `event_type`.
+    async fn events(store: &Store, event_type: &str) -> Vec<serde_json::Value> {
+        let rows: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT payload FROM outbox_events WHERE event_type = $1 ORDER BY seq"
+        )
+        .bind(event_type)
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        rows.iter()
+            .map(|row| serde_json::from_str(row).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_waiting_change_compliance_refuses_when_its_turn_comes_is_recorded_rejected_never_sent()
+     {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        observe(&store, AgentState::OnContact, TimeDelta::minutes(3)).await;
+        // Deferred without a look at the schedule or a call: the agent is recorded busy.
+        let deferral = defer(&deferred, AgentState::Ready).await;
+        assert!(platform.calls.lock().unwrap().is_empty());
+
+        deferred.step().await.unwrap();
+        assert_eq!(
+            deferred.get(AGENT).await.unwrap(),
+            Some(deferral.clone()),
+            "busy still"
+        );
+        observe(&store, AgentState::NotReady, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        assert_eq!(platform.calls("set "), 0, "a refused change is never sent");
+        let rejected = events(&store, "transition.rejected").await;
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            rejected[0]["data"]["deferredId"],
+            deferral.deferred_id.as_str()
+        );
+        assert_eq!(
+            rejected[0]["data"]["violation"],
+            Violation::MandatoryBreakViolation.as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_platform_still_finding_the_agent_busy_leaves_the_change_for_the_next_interval() {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        // Recorded free but on a contact on the platform: its conflict defers the change.
+        observe(&store, AgentState::Ready, TimeDelta::minutes(3)).await;
+        let conflict = CxoneError::Conflict {
+            message: "on a contact".into(),
+        };
+        *platform.fail_set_with.lock().unwrap() = Some(conflict);
+        let deferral = defer(&deferred, AgentState::NotReady).await;
+        assert_eq!(platform.calls("set "), 1);
+        assert!(events(&store, "transition.rejected").await.is_empty());
+        let left = intents::unsettled(store.reader(), "", i64::MAX)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "the call's intent went with its deferral");
+
+        // The interval the platform refused it in: not tried again.
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 1);
+        // A later one is; still busy there, it waits on.
+        observe(&store, AgentState::Ready, TimeDelta::minutes(2)).await;
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 2);
+        assert_eq!(deferred.get(AGENT).await.unwrap(), Some(deferral.clone()));
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 2, "once per interval");
+
+        // Free in the next: made, read back, announced with its id.
+        *platform.fail_set_with.lock().unwrap() = None;
+        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 3);
+        assert!(
+            platform.calls("state ") >= 1,
+            "confirmed by reading it back"
+        );
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        let changed = events(&store, "agent.state_changed").await;
+        let made = changed.last().unwrap();
+        assert_eq!(made["data"]["deferredId"], deferral.deferred_id.as_str());
+        assert_eq!(made["data"]["to"], "NOT_READY");
+    }
+
+    #[tokio::test]
+    async fn a_change_the_platform_does_not_show_when_read_back_is_recorded_failed() {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        observe(&store, AgentState::Acw, TimeDelta::minutes(2)).await;
+        let deferral = defer(&deferred, AgentState::NotReady).await;
+        *platform.shows.lock().unwrap() = Some(AgentState::Ready);
+        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+
+        assert_eq!(platform.calls("set "), 1);
+        assert_eq!(
+            platform.calls("state "),
+            crate::engine::transition::CONFIRM_READS as usize
+        );
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        let failed: Vec<(String, Option<String>)> = on!(store.reader(), |c| sqlx::query_as(
+            "SELECT outcome, error FROM transition_attempts WHERE agent_id = $1"
+        )
+        .bind(AGENT)
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, "failed");
+        assert!(
+            failed[0]
+                .1
+                .as_deref()
+                .unwrap()
+                .contains("read back shows READY"),
+            "{failed:?}"
+        );
+        let audited: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.failed' AND detail LIKE '%' || $1 || '%'"
+        )
+        .bind(&deferral.deferred_id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        assert_eq!(audited, 1, "audited with its deferredId");
+    }
+
+    #[tokio::test]
+    async fn one_whose_time_is_up_expires_without_a_call_even_when_the_agent_is_free() {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        observe(&store, AgentState::OnContact, TimeDelta::minutes(2)).await;
+        let now = Defer {
+            defer_for: Duration::ZERO,
+            bulk: None,
+        };
+        let Deferrable::Deferred(deferral) = deferred
+            .engine
+            .transition_or_defer(request(AgentState::NotReady), Some(now))
+            .await
+            .unwrap()
+        else {
+            panic!("deferred");
+        };
+        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 0);
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        let expired = events(&store, "transition.expired").await;
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            expired[0]["data"]["deferredId"],
+            deferral.deferred_id.as_str()
+        );
+    }
+}

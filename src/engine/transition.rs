@@ -1085,7 +1085,7 @@ enum Changed {
 
 /// How often a deferred change's state is read back before it counts as unconfirmed,
 /// and the pause between reads: the platform may show a change a moment late.
-const CONFIRM_READS: u32 = 4;
+pub(crate) const CONFIRM_READS: u32 = 4;
 const CONFIRM_PAUSE: Duration = Duration::from_millis(750);
 
 impl Record<'_> {
