@@ -71,9 +71,13 @@ impl BulkJobs {
         if job.is_finished() {
             return Ok(());
         }
-        let mut tx = self.store().begin_write().await?;
-        jobs::mark_running(&mut tx, job_id, to_ms(self.now())).await?;
-        tx.commit().await?;
+        // A running job is looked at again every IDLE_POLL while items of it wait for
+        // busy agents: no write for it then.
+        if job.status == "queued" {
+            let mut tx = self.store().begin_write().await?;
+            jobs::mark_running(&mut tx, job_id, to_ms(self.now())).await?;
+            tx.commit().await?;
+        }
         let items = jobs::pending(self.store().reader(), job_id).await?;
         tracing::info!(pending = items.len(), "bulk job running");
         let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(items)
@@ -82,7 +86,12 @@ impl BulkJobs {
             .collect()
             .await;
         results.into_iter().collect::<Result<(), _>>()?;
-        if !stop.is_cancelled() {
+        let waiting = || async {
+            let mut conn = self.store().reader().acquire().await?;
+            let counts = jobs::counts(&mut conn, job_id).await?;
+            Ok::<_, sqlx::Error>(counts.pending + counts.deferred > 0)
+        };
+        if !stop.is_cancelled() && !waiting().await? {
             // Nothing may have been left to run (all items settled from the start, or
             // by a run that crashed before finishing the job).
             let now = self.now();
