@@ -72,6 +72,7 @@ async fn job(rig: &Rig, target: AgentState) -> (Duration, u64) {
             reason: None,
             actor: "bench".into(),
             idempotency_key: None,
+            defer_for: None,
         })
         .await
         .unwrap();

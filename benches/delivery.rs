@@ -143,6 +143,7 @@ async fn enqueue(store: &Store, first: usize, count: usize) -> Vec<String> {
                     attempt_id: Some(format!("n{i}")),
                     queue: None,
                     changed_at: None,
+                    deferred_id: None,
                 }),
             )
             .await

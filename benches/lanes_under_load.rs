@@ -185,6 +185,7 @@ async fn case(cold: bool) -> Waits {
             reason: Some("MEETING".into()),
             actor: "bench".into(),
             idempotency_key: None,
+            defer_for: None,
         })
         .await
         .unwrap();

@@ -670,6 +670,7 @@ async fn commit_change(store: &Store, agent: &str, n: usize, due: Instant) -> Du
             attempt_id: Some(id.clone()),
             queue: None,
             changed_at: None,
+            deferred_id: None,
         }),
     )
     .await

@@ -77,6 +77,7 @@ fn main() {
             },
             conditions: Conditions::default(),
             catch_up: Duration::ZERO,
+            when_busy: Default::default(),
         };
         let firer = RuleFirer::new(
             platform.store.clone(),

@@ -1,4 +1,5 @@
-//! `POST /v1/agents/{id}/transitions` and `GET /v1/agents/{id}/history`.
+//! `POST /v1/agents/{id}/transitions`, `GET /v1/agents/{id}/history`, and the agent's
+//! deferred change: `GET` and `DELETE /v1/agents/{id}/deferred`.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,7 @@ use super::{ApiState, Routes};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::idle;
 use crate::domain::{AgentState, Origin};
+use crate::engine::deferred::{Deferrable, Deferral, MAX_DEFER_FOR, MIN_DEFER_FOR, WhenBusy};
 use crate::engine::{EngineError, FailureKind, Outcome, Transition, TransitionRequest};
 use crate::store::history;
 use crate::time::rfc3339;
@@ -34,6 +36,7 @@ pub fn routes() -> Routes {
     vec![
         utoipa_axum::routes!(create_transition),
         utoipa_axum::routes!(history),
+        utoipa_axum::routes!(deferred_change, cancel_deferred_change),
     ]
 }
 
@@ -51,6 +54,47 @@ pub struct TransitionBody {
     /// `Idempotency-Key` header works too.
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// What happens when the agent is on a contact or in after-contact work: `reject`
+    /// (the default: refused 409 `STATE_CONFLICT`) or `defer` (answered 202: the change
+    /// waits and is carried out once the agent is free, compliance checked again then).
+    #[serde(default)]
+    when_busy: WhenBusy,
+    /// With `when_busy = "defer"`: how long the change waits at most, e.g. `90s`, `10m`,
+    /// `2h` (1s to 24h); `[deferred] defer_for` (15m by default) when absent. Without
+    /// `defer` nothing waits, and it is only checked.
+    #[serde(default)]
+    #[schema(
+        example = "10m",
+        pattern = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$"
+    )]
+    defer_for: Option<String>,
+}
+
+/// The wait a request asks for: `None` for `reject`, else its `defer_for` (checked) or
+/// `None` inside for the configured one. A `defer_for` beside `reject` is checked and
+/// has nothing to say: the document cannot tie one field's presence to another's value,
+/// so a request it calls valid is not refused for it.
+pub(super) fn asked_wait(
+    when_busy: WhenBusy,
+    defer_for: Option<&str>,
+) -> Result<Option<Option<std::time::Duration>>, Problem> {
+    let wait = defer_for
+        .map(|text| {
+            humantime::parse_duration(text)
+                .ok()
+                .filter(|d| (MIN_DEFER_FOR..=MAX_DEFER_FOR).contains(d))
+                .ok_or_else(|| {
+                    Problem::invalid_field(
+                        "defer_for",
+                        format!("defer_for must be a duration from 1s to 24h, such as `10m`, got `{text}`"),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok(match when_busy {
+        WhenBusy::Defer => Some(wait),
+        WhenBusy::Reject => None,
+    })
 }
 
 /// The `{agent_id}` of an agent's routes: their `params(...)` and their `PathParams`.
@@ -180,6 +224,7 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
     request_body = TransitionBody,
     responses(
         (status = 200, description = "The change was made (or replayed for a known idempotency key)", body = Transition),
+        (status = 202, description = "With `when_busy = \"defer\"`: the agent is busy and the change waits (replacing the agent's earlier deferred change, if any); `transition.deferred` is sent, then `agent.state_changed`, `transition.rejected`, `transition.expired` or `transition.cancelled`", body = Deferral),
         (status = 404, description = "The platform does not know the agent"),
         (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT"),
         (status = 502, description = "The platform refused the request; `schedule-lookup-refused`: it refuses this API user schedule lookups, so compliance cannot be checked (import schedules, or `[compliance] without_schedule = \"allow\"`)"),
@@ -198,6 +243,8 @@ pub async fn create_transition(
         check_reason(reason)?;
     }
     let idempotency_key = idempotency_key(body.idempotency_key, &headers, &caller)?;
+    let defer = asked_wait(body.when_busy, body.defer_for.as_deref())?
+        .and_then(|wait| state.deferred.defer(WhenBusy::Defer, wait));
     let request = TransitionRequest {
         agent_id,
         target: body.state,
@@ -212,14 +259,85 @@ pub async fn create_transition(
     // record.
     let engine = state.engine.clone();
     let change = crate::tasks::spawn(
-        async move { in_lane(Lane::Interactive, None, engine.transition(request)).await }
-            .in_current_span(),
+        async move {
+            in_lane(
+                Lane::Interactive,
+                None,
+                engine.transition_or_defer(request, defer),
+            )
+            .await
+        }
+        .in_current_span(),
     );
-    let transition = change
+    let answer = change
         .await
         .map_err(|e| Problem::internal(&e))?
         .map_err(engine_problem)?;
-    Ok(transition_response(transition))
+    Ok(match answer {
+        Deferrable::Now(transition) => transition_response(transition),
+        Deferrable::Deferred(deferral) => (StatusCode::ACCEPTED, Json(deferral)).into_response(),
+    })
+}
+
+/// The agent's change waiting for it to be free (`when_busy = "defer"`), if any.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{agent_id}/deferred",
+    tag = "agents",
+    security(("bearer" = [VIEWER])),
+    params(AgentPath),
+    responses(
+        (status = 200, description = "The change waiting for the agent", body = Deferral),
+        (status = 404, description = "No change waits for the agent"),
+    )
+)]
+pub async fn deferred_change(
+    State(state): State<ApiState>,
+    PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
+) -> Result<Response, Problem> {
+    check_agent_id(&agent_id)?;
+    match state.deferred.get(&agent_id).await? {
+        Some(deferral) => Ok(Json(deferral).into_response()),
+        None => Err(no_deferred_change(&agent_id)),
+    }
+}
+
+/// Cancels the agent's change waiting for it to be free: it is never carried out. The
+/// cancellation is audited (`transition.cancelled`, the token's name as actor) and
+/// announced by `transition.cancelled`; a bulk item waiting on it is settled `cancelled`.
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{agent_id}/deferred",
+    tag = "agents",
+    security(("bearer" = [SUPERVISOR])),
+    params(AgentPath),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 404, description = "No change waits for the agent"),
+    )
+)]
+pub async fn cancel_deferred_change(
+    State(state): State<ApiState>,
+    caller: Caller,
+    PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
+) -> Result<Response, Problem> {
+    check_agent_id(&agent_id)?;
+    let deferred = state.deferred.clone();
+    let by = caller.name.to_string();
+    let agent = agent_id.clone();
+    // On its own task, as a change: a caller that leaves does not cut the record short.
+    let cancelled =
+        crate::tasks::spawn(async move { deferred.cancel(&agent, &by).await }.in_current_span())
+            .await
+            .map_err(|e| Problem::internal(&e))??;
+    match cancelled {
+        Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        None => Err(no_deferred_change(&agent_id)),
+    }
+}
+
+fn no_deferred_change(agent_id: &str) -> Problem {
+    Problem::not_found(format!("no change waits for agent `{agent_id}`"))
 }
 
 fn engine_problem(error: EngineError) -> Problem {

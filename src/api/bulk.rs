@@ -26,6 +26,7 @@ use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
 use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, Selector};
+use crate::engine::deferred::WhenBusy;
 
 /// The largest job body: every one of `MAX_AGENTS` ids at the longest accepted length
 /// with its quotes and comma, plus room for the other fields and whitespace.
@@ -59,6 +60,20 @@ pub struct BulkBody {
     /// `Idempotency-Key` header works too.
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// What an item does when its agent is on a contact or in after-contact work:
+    /// `reject` (the default: the item is `rejected` with `STATE_CONFLICT`) or `defer`
+    /// (the item is `deferred` until the agent is free, then settled with the change's
+    /// outcome; `failed` when it expires, `cancelled` when cancelled or replaced).
+    #[serde(default)]
+    when_busy: WhenBusy,
+    /// With `when_busy = "defer"`: how long an item's change waits at most, e.g. `90s`,
+    /// `10m`, `2h` (1s to 24h); `[deferred] defer_for` when absent.
+    #[serde(default)]
+    #[schema(
+        example = "10m",
+        pattern = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$"
+    )]
+    defer_for: Option<String>,
 }
 
 /// States in `schemas` what [`selector`] checks of a job body and its Rust type does not
@@ -195,6 +210,8 @@ pub async fn create_bulk_job(
         check_reason(reason)?;
     }
     let idempotency_key = idempotency_key(body.idempotency_key.take(), &headers, &caller)?;
+    let defer_for = super::agents::asked_wait(body.when_busy, body.defer_for.as_deref())?
+        .map(|wait| wait.unwrap_or(state.deferred.defer_for()));
     let accepted = state
         .bulk
         .submit(JobRequest {
@@ -203,6 +220,7 @@ pub async fn create_bulk_job(
             reason: body.reason,
             actor: caller.name.to_string(),
             idempotency_key,
+            defer_for,
         })
         .await
         .map_err(bulk_problem)?;

@@ -100,6 +100,8 @@ pub struct ApiState {
     pub bulk: crate::engine::bulk::BulkJobs,
     /// The adherence rules in force, for the adherence figures of reports.
     pub judging: crate::engine::compliance::JudgingHandle,
+    /// The tenant's deferred changes (`when_busy = "defer"`).
+    pub deferred: crate::engine::deferred::DeferredChanges,
     /// The live feed: snapshot, events, tickets.
     pub live: crate::live::Live,
     /// The newest skill and queue figures and each family's health.

@@ -77,6 +77,9 @@ in: another tenant's path does not find them."
         events::AdherenceException,
         events::AuditCheckpoint,
         events::ReportReady,
+        events::TransitionDeferred,
+        events::TransitionExpired,
+        events::TransitionCancelled,
     )),
     tags(
         (name = "agents", description = "Agent state changes and history"),
@@ -333,6 +336,9 @@ fn payload_schema(event: EventType) -> std::borrow::Cow<'static, str> {
         EventType::AdherenceException => events::AdherenceException::name(),
         EventType::AuditCheckpoint => events::AuditCheckpoint::name(),
         EventType::ReportReady => events::ReportReady::name(),
+        EventType::TransitionDeferred => events::TransitionDeferred::name(),
+        EventType::TransitionExpired => events::TransitionExpired::name(),
+        EventType::TransitionCancelled => events::TransitionCancelled::name(),
     }
 }
 

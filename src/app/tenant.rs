@@ -35,6 +35,9 @@ pub struct Tenant {
     /// What state sync last reported, when it runs (`sync.enabled`).
     sync_status: Option<Arc<engine::sync::SyncStatus>>,
     pub bulk: engine::bulk::BulkJobs,
+    /// Changes waiting for busy agents: the API cancels them, the leader's worker
+    /// carries them out.
+    pub deferred: engine::deferred::DeferredChanges,
     pub analytics: engine::analytics::AnalyticsJobs,
     /// The adherence rules in force: the sweep, reports, analytics and rollups judge
     /// with them, and a SIGHUP replaces them.
@@ -98,6 +101,10 @@ impl Tenant {
         if let Some(witness) = witness(config, &sync_status) {
             bulk = bulk.with_sync(witness);
         }
+        let deferred = engine::deferred::DeferredChanges::new(
+            services.engine.clone(),
+            config.deferred.defer_for,
+        );
         let live = live::Live::new(
             spec.id.clone(),
             services.store.clone(),
@@ -121,6 +128,7 @@ impl Tenant {
             rules: engine::rules::RulesHandle::new(rules),
             sync_status,
             bulk,
+            deferred,
             analytics,
             judging,
             sync_interval: Duration::from_millis(config.sync.interval_ms),
@@ -174,6 +182,7 @@ impl Tenant {
             sync_interval: self.sync_interval,
             bulk: self.bulk.clone(),
             judging: self.judging.clone(),
+            deferred: self.deferred.clone(),
             live: self.live.clone(),
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),
@@ -247,7 +256,8 @@ impl Tenant {
             services.engine.clone(),
             config.scheduler.concurrency,
             services.budget.per_minute_rate(),
-        );
+        )
+        .with_defer_for(config.deferred.defer_for);
         if let Some(witness) = witness(config, &self.sync_status) {
             firer = firer.with_sync(witness);
         }
@@ -256,6 +266,11 @@ impl Tenant {
         workers.push(Worker::new("rule scheduler", move |stop| rules.run(stop)));
         let bulk = self.bulk.clone();
         workers.push(Worker::new("bulk jobs", move |stop| bulk.run(stop)));
+        // Changes waiting for busy agents: carried out once state sync records them free.
+        let deferred = self.deferred.clone();
+        workers.push(Worker::new("deferred changes", move |stop| {
+            deferred.run(stop)
+        }));
         if config.live.enabled {
             let pollers: Vec<_> = engine::metrics::MetricPoller::both(
                 services.engine.platform(),

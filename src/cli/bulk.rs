@@ -288,8 +288,10 @@ pub fn summary(job: &JobView) -> String {
         ("failed", job.failed),
         ("cancelled", job.cancelled),
         ("pending", job.pending),
+        ("deferred", job.deferred),
     ] {
-        if name != "pending" || n > 0 {
+        // Items still waiting are listed only while there are some.
+        if !matches!(name, "pending" | "deferred") || n > 0 {
             out.push_str(&format!("{name:<10} {n:>7}\n"));
         }
     }
@@ -508,6 +510,7 @@ mod tests {
             failed: 1,
             cancelled: 0,
             pending: 0,
+            deferred: 0,
             state: Some("NOT_READY".into()),
             reason: Some("MEETING".into()),
             team: None,
@@ -557,6 +560,7 @@ mod tests {
             failed: 0,
             cancelled: 0,
             pending: 0,
+            deferred: 0,
             state: Some("NOT_READY".into()),
             reason: None,
             team: None,

@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 pub mod bulk;
+pub mod deferred;
 pub mod live;
 pub mod retention;
 pub mod rules;
@@ -58,6 +59,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub webhooks: Vec<WebhookConfig>,
     pub bulk: bulk::BulkConfig,
+    /// Changes that wait for a busy agent (`when_busy = "defer"`).
+    pub deferred: deferred::DeferredConfig,
     pub rules: Vec<RuleConfig>,
     pub schedules: SchedulesConfig,
     pub automation: AutomationConfig,
@@ -543,6 +546,7 @@ impl Config {
         adherence::validate(self, &mut problems);
         webhooks::validate(&self.webhooks, &mut problems);
         self.bulk.validate(&mut problems);
+        self.deferred.validate(&mut problems);
         self.live.validate(&mut problems);
         self.server.validate(&self.api_tokens, &mut problems);
         problems.extend(self.rule_problems());

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::{Config, ConfigError};
 use crate::domain::AgentState;
 use crate::domain::cron::{Slots, parse_pattern, parse_zone};
-use crate::domain::rule::{Action, Conditions, Rule, Selector};
+use crate::domain::rule::{Action, Conditions, Rule, RuleWhenBusy, Selector};
+use crate::engine::deferred::WhenBusy;
 
 /// How firings run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +76,22 @@ pub struct RuleConfig {
     /// How late a slot missed while wfmd was down may still fire; 0 skips it.
     #[serde(with = "humantime_serde")]
     pub catch_up: Duration,
+    /// `reject` (default) or `defer`: what an agent's change does while the agent is on a
+    /// contact or in after-contact work.
+    #[serde(skip_serializing_if = "is_reject")]
+    pub when_busy: WhenBusy,
+    /// With `when_busy = "defer"`: how long the change waits at most; `[deferred]
+    /// defer_for` when absent.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub defer_for: Option<Duration>,
+}
+
+fn is_reject(when_busy: &WhenBusy) -> bool {
+    *when_busy == WhenBusy::Reject
 }
 
 /// A rules file: `[[rules]]` tables and nothing else.
@@ -364,6 +381,33 @@ fn build(sources: &[(Option<&str>, &RuleConfig)]) -> Result<Vec<Rule>, Vec<Strin
             }
         };
 
+        let when_busy = match (rule.when_busy, rule.defer_for) {
+            (WhenBusy::Reject, Some(_)) => {
+                fail("defer_for", "needs when_busy = \"defer\"".into());
+                RuleWhenBusy::Reject
+            }
+            (WhenBusy::Reject, None) => RuleWhenBusy::Reject,
+            (WhenBusy::Defer, defer_for) => {
+                if let Some(problem) = defer_for
+                    .and_then(|wait| crate::config::deferred::defer_for_problem("defer_for", wait))
+                {
+                    fail(
+                        "defer_for",
+                        problem.trim_start_matches("defer_for ").to_owned(),
+                    );
+                }
+                if rule.skip_on_contact {
+                    fail(
+                        "when_busy",
+                        "\"defer\" contradicts skip_on_contact = true: an agent on a contact \
+                         or in after-contact work is skipped, so no change would ever wait for it"
+                            .into(),
+                    );
+                }
+                RuleWhenBusy::Defer { defer_for }
+            }
+        };
+
         if !failures.is_empty() {
             problems.append(&mut failures);
         } else if let (Some(slots), Some(selector), Some(action)) = (slots, selector, action) {
@@ -377,6 +421,7 @@ fn build(sources: &[(Option<&str>, &RuleConfig)]) -> Result<Vec<Rule>, Vec<Strin
                     skip_on_contact: rule.skip_on_contact,
                 },
                 catch_up: rule.catch_up,
+                when_busy,
             });
         }
     }
@@ -525,6 +570,54 @@ skip_on_contact = true
         ] {
             assert!(text.contains(expected), "{expected}\nmissing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn when_busy_defer_waits_for_the_rule_s_own_defer_for_and_contradicts_skip_on_contact() {
+        let base = "cron = \"0 12 * * *\"\ntimezone = \"UTC\"\nall = true\nset = \"NOT_READY\"\n";
+        let config = load(&format!(
+            "[[rules]]\nname = \"waits\"\n{base}when_busy = \"defer\"\ndefer_for = \"10m\"\n\n\
+             [[rules]]\nname = \"default-wait\"\n{base}when_busy = \"defer\"\n\n\
+             [[rules]]\nname = \"refuses\"\n{base}"
+        ))
+        .unwrap();
+        let rules = config.rules().unwrap();
+        let when_busy: Vec<_> = rules.iter().map(|r| r.when_busy).collect();
+        assert_eq!(
+            when_busy,
+            [
+                RuleWhenBusy::Defer {
+                    defer_for: Some(Duration::from_secs(600))
+                },
+                RuleWhenBusy::Defer { defer_for: None },
+                RuleWhenBusy::Reject,
+            ]
+        );
+        // A rule that defers is a different rule from one that refuses: an interrupted
+        // firing is not resumed by the other.
+        assert_ne!(rules[1].definition(), rules[2].definition());
+        assert!(rules[2].definition().get("when_busy").is_none());
+
+        let err = load(&format!(
+            "[[rules]]\nname = \"skips\"\n{base}when_busy = \"defer\"\nskip_on_contact = true\n\n\
+             [[rules]]\nname = \"lonely\"\n{base}defer_for = \"5m\"\n\n\
+             [[rules]]\nname = \"too-long\"\n{base}when_busy = \"defer\"\ndefer_for = \"2days\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "rules[skips].when_busy: \"defer\" contradicts skip_on_contact = true",
+            "rules[lonely].defer_for: needs when_busy = \"defer\"",
+            "rules[too-long].defer_for: must be between 1s and 24h, got 2days",
+        ] {
+            assert!(err.contains(expected), "{expected}\nmissing from:\n{err}");
+        }
+        let err = load(&format!(
+            "[[rules]]\nname = \"typo\"\n{base}when_busy = \"wait\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("when_busy"), "{err}");
     }
 
     #[test]

@@ -7,13 +7,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// The event types wfmd emits; the names are part of the webhook contract.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 9] = [
     "agent.state_changed",
     "transition.rejected",
     "bulk.completed",
     "adherence.exception",
     "report.ready",
     "audit.checkpoint",
+    "transition.deferred",
+    "transition.expired",
+    "transition.cancelled",
 ];
 
 /// Shortest accepted webhook signing key, in decoded bytes (the Standard Webhooks

@@ -36,6 +36,9 @@ pub struct FakePlatform {
     pub fail_set_with: Mutex<Option<CxoneError>>,
     /// Every break-status lookup fails with this error while set.
     pub fail_breaks_with: Mutex<Option<CxoneError>>,
+    /// While set, reading an agent's state shows this state whatever was changed (a
+    /// platform that answered a change it did not make, or shows it late).
+    pub shows: Mutex<Option<AgentState>>,
     /// Offers the bulk schedule export (a dialect that has one).
     pub exports: AtomicBool,
     /// While set, a schedule lookup answers only once the agent's break status has been
@@ -127,6 +130,14 @@ impl ContactCenter for FakePlatform {
 
     async fn agent_state(&self, agent_id: &str) -> Result<AgentSnapshot, CxoneError> {
         self.note(format!("state {agent_id}"));
+        if let Some(state) = *self.shows.lock().unwrap() {
+            return Ok(AgentSnapshot {
+                agent_id: agent_id.into(),
+                state,
+                reason: None,
+                changed_at: None,
+            });
+        }
         if let Some(changed) = self.changes.lock().unwrap().get(agent_id) {
             return Ok(changed.clone());
         }

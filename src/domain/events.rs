@@ -22,16 +22,25 @@ pub enum EventType {
     AuditCheckpoint,
     #[serde(rename = "report.ready")]
     ReportReady,
+    #[serde(rename = "transition.deferred")]
+    TransitionDeferred,
+    #[serde(rename = "transition.expired")]
+    TransitionExpired,
+    #[serde(rename = "transition.cancelled")]
+    TransitionCancelled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 9] = [
         EventType::AgentStateChanged,
         EventType::TransitionRejected,
         EventType::BulkCompleted,
         EventType::AdherenceException,
         EventType::AuditCheckpoint,
         EventType::ReportReady,
+        EventType::TransitionDeferred,
+        EventType::TransitionExpired,
+        EventType::TransitionCancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +51,9 @@ impl EventType {
             EventType::AdherenceException => "adherence.exception",
             EventType::AuditCheckpoint => "audit.checkpoint",
             EventType::ReportReady => "report.ready",
+            EventType::TransitionDeferred => "transition.deferred",
+            EventType::TransitionExpired => "transition.expired",
+            EventType::TransitionCancelled => "transition.cancelled",
         }
     }
 }
@@ -68,6 +80,12 @@ pub enum Event {
     AuditCheckpoint(AuditCheckpoint),
     #[serde(rename = "report.ready")]
     ReportReady(ReportReady),
+    #[serde(rename = "transition.deferred")]
+    TransitionDeferred(TransitionDeferred),
+    #[serde(rename = "transition.expired")]
+    TransitionExpired(TransitionExpired),
+    #[serde(rename = "transition.cancelled")]
+    TransitionCancelled(TransitionCancelled),
 }
 
 impl Event {
@@ -79,6 +97,9 @@ impl Event {
             Event::AdherenceException(_) => EventType::AdherenceException,
             Event::AuditCheckpoint(_) => EventType::AuditCheckpoint,
             Event::ReportReady(_) => EventType::ReportReady,
+            Event::TransitionDeferred(_) => EventType::TransitionDeferred,
+            Event::TransitionExpired(_) => EventType::TransitionExpired,
+            Event::TransitionCancelled(_) => EventType::TransitionCancelled,
         }
     }
 
@@ -135,6 +156,9 @@ pub struct StateChanged {
     /// When the state began (RFC 3339); events of older versions lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_at: Option<String>,
+    /// Only for a deferred change carried out: its `deferredId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_id: Option<String>,
 }
 
 /// `transition.rejected`: a change refused by policy; nothing was sent to the platform.
@@ -148,6 +172,65 @@ pub struct TransitionRejected {
     pub origin: Origin,
     pub violation: Violation,
     pub attempt_id: String,
+    /// Only for a deferred change refused when its turn came: its `deferredId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_id: Option<String>,
+}
+
+/// `transition.deferred`: a change asked for with `when_busy = "defer"` while the agent
+/// was busy (on a contact or in after-contact work) waits to be carried out once the
+/// agent is free; `agent.state_changed` (or `transition.rejected`, re-checked then),
+/// `transition.expired` or `transition.cancelled` follows with the same `deferredId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionDeferred {
+    pub deferred_id: String,
+    pub agent_id: String,
+    /// The state the agent was recorded in (`ON_CONTACT`, `ACW`), when known.
+    pub from: Option<AgentState>,
+    pub to: AgentState,
+    pub reason_code: String,
+    pub origin: Origin,
+    pub actor: String,
+    /// When it expires unless carried out (RFC 3339).
+    pub expires_at: String,
+    /// The agent's earlier deferred change this one replaced, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// The bulk job whose item waits on it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_job_id: Option<String>,
+}
+
+/// `transition.expired`: a deferred change whose agent stayed busy until `expiresAt`;
+/// nothing was sent to the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionExpired {
+    pub deferred_id: String,
+    pub agent_id: String,
+    pub to: AgentState,
+    pub reason_code: String,
+    pub origin: Origin,
+    /// When it was deferred (RFC 3339).
+    pub deferred_at: String,
+    pub expires_at: String,
+}
+
+/// `transition.cancelled`: a deferred change that will not be carried out: cancelled
+/// (`DELETE /v1/agents/{id}/deferred`, or its bulk job cancelled) by `by`, or replaced
+/// by the agent's newer deferred change (`replacedBy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionCancelled {
+    pub deferred_id: String,
+    pub agent_id: String,
+    pub to: AgentState,
+    pub reason_code: String,
+    pub origin: Origin,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
 }
 
 /// `bulk.completed`: a bulk job finished (completed or cancelled), with its counts.
@@ -274,6 +357,7 @@ pub(crate) mod examples {
                     attempt_id: None,
                     queue: None,
                     changed_at: None,
+                    deferred_id: None,
                 }),
             ),
             // A change wfmd made, as the engine writes it.
@@ -292,6 +376,7 @@ pub(crate) mod examples {
                     attempt_id: Some("att_1".into()),
                     queue: None,
                     changed_at: Some("2026-11-23T09:00:00.000Z".into()),
+                    deferred_id: None,
                 }),
             ),
             // A change observed by the state sync: `queue` and `reasonCode` may be null.
@@ -310,6 +395,7 @@ pub(crate) mod examples {
                     attempt_id: None,
                     queue: Some(None),
                     changed_at: Some("2026-11-23T09:00:00.000Z".into()),
+                    deferred_id: None,
                 }),
             ),
             (
@@ -324,6 +410,7 @@ pub(crate) mod examples {
                     origin: Origin::Rule,
                     violation: Violation::MandatoryBreakViolation,
                     attempt_id: "att_2".into(),
+                    deferred_id: None,
                 }),
             ),
             (
@@ -405,6 +492,52 @@ pub(crate) mod examples {
                     entry_id: 42,
                     hash: "ab12".into(),
                     count: 42,
+                }),
+            ),
+            (
+                json!({"deferredId":"dfr_1","agentId":"u_001","from":"ON_CONTACT",
+                       "to":"NOT_READY","reasonCode":"LUNCH","origin":"api","actor":"desk",
+                       "expiresAt":"2026-11-23T09:15:00.000Z","replaces":"dfr_0"}),
+                Event::TransitionDeferred(TransitionDeferred {
+                    deferred_id: "dfr_1".into(),
+                    agent_id: "u_001".into(),
+                    from: Some(AgentState::OnContact),
+                    to: AgentState::NotReady,
+                    reason_code: "LUNCH".into(),
+                    origin: Origin::Api,
+                    actor: "desk".into(),
+                    expires_at: "2026-11-23T09:15:00.000Z".into(),
+                    replaces: Some("dfr_0".into()),
+                    bulk_job_id: None,
+                }),
+            ),
+            (
+                json!({"deferredId":"dfr_1","agentId":"u_001","to":"NOT_READY",
+                       "reasonCode":"LUNCH","origin":"bulk",
+                       "deferredAt":"2026-11-23T09:00:00.000Z",
+                       "expiresAt":"2026-11-23T09:15:00.000Z"}),
+                Event::TransitionExpired(TransitionExpired {
+                    deferred_id: "dfr_1".into(),
+                    agent_id: "u_001".into(),
+                    to: AgentState::NotReady,
+                    reason_code: "LUNCH".into(),
+                    origin: Origin::Bulk,
+                    deferred_at: "2026-11-23T09:00:00.000Z".into(),
+                    expires_at: "2026-11-23T09:15:00.000Z".into(),
+                }),
+            ),
+            (
+                json!({"deferredId":"dfr_0","agentId":"u_001","to":"PAUSED",
+                       "reasonCode":"ADHOC","origin":"rule","by":"desk",
+                       "replacedBy":"dfr_1"}),
+                Event::TransitionCancelled(TransitionCancelled {
+                    deferred_id: "dfr_0".into(),
+                    agent_id: "u_001".into(),
+                    to: AgentState::Paused,
+                    reason_code: "ADHOC".into(),
+                    origin: Origin::Rule,
+                    by: "desk".into(),
+                    replaced_by: Some("dfr_1".into()),
                 }),
             ),
             // interface.md: `report.ready` (`job_id`, `rows`, `sha256`).

@@ -23,13 +23,26 @@ pub struct Rule {
     pub conditions: Conditions,
     /// How late a slot missed while wfmd was down may still fire at start.
     pub catch_up: Duration,
+    /// What a change does for an agent on a contact or in after-contact work.
+    pub when_busy: RuleWhenBusy,
+}
+
+/// A rule's `when_busy`: refuse the change for a busy agent (as the platform does), or
+/// let it wait for the agent to be free, for its own `defer_for` or the configured one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RuleWhenBusy {
+    #[default]
+    Reject,
+    Defer {
+        defer_for: Option<Duration>,
+    },
 }
 
 impl Rule {
     /// Everything that defines the rule, as JSON: stored with each firing, and compared to
     /// decide whether an interrupted firing may be resumed by the rule now configured.
     pub fn definition(&self) -> Value {
-        json!({
+        let mut definition = json!({
             "name": self.name,
             "cron": self.slots.pattern(),
             "timezone": self.slots.zone().name(),
@@ -46,7 +59,15 @@ impl Rule {
             "only_if_state": self.conditions.only_if_state,
             "skip_on_contact": self.conditions.skip_on_contact,
             "catch_up_ms": u64::try_from(self.catch_up.as_millis()).unwrap_or(u64::MAX),
-        })
+        });
+        // Only when deferring, so a firing interrupted before `when_busy` existed still
+        // matches the rule it was made by.
+        if let RuleWhenBusy::Defer { defer_for } = self.when_busy {
+            definition["when_busy"] = json!({
+                "defer_for_ms": defer_for.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            });
+        }
+        definition
     }
 }
 

@@ -49,6 +49,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
+use super::deferred::{BulkItem, Defer, Deferrable};
 use super::{
     EngineError, Outcome, Settled as Change, SyncWitness, TransitionEngine, TransitionRequest,
 };
@@ -68,7 +69,8 @@ mod runner;
 mod settle;
 mod submit;
 
-use settle::{Settled, finish_if_done};
+use settle::Settled;
+pub(crate) use settle::finish_if_done;
 use submit::{new_job_id, request_hash};
 
 /// The most agents one job may have.
@@ -107,6 +109,9 @@ pub struct JobRequest {
     /// Who asked, for the audit log and every item's change.
     pub actor: String,
     pub idempotency_key: Option<String>,
+    /// `when_busy = "defer"`: how long an item's change waits for a busy agent (see
+    /// [`super::deferred`]); `None`: `reject`.
+    pub defer_for: Option<Duration>,
 }
 
 /// A job that exists after the call.
@@ -169,6 +174,10 @@ pub struct JobView {
     pub failed: i64,
     pub cancelled: i64,
     pub pending: i64,
+    /// Items waiting for a busy agent (`when_busy = "defer"`); the job completes only
+    /// once none is left.
+    #[serde(default)]
+    pub deferred: i64,
     /// The target state; absent for a revert, whose items each have their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -222,7 +231,8 @@ impl JobView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub agent: String,
-    /// `pending`, `succeeded`, `unchanged`, `rejected`, `failed` or `cancelled`.
+    /// `pending`, `deferred` (waiting for a busy agent), `succeeded`, `unchanged`,
+    /// `rejected`, `failed` or `cancelled`.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub violation: Option<String>,
@@ -271,6 +281,7 @@ fn view(row: JobRow, counts: Counts, items: Option<Vec<ItemRow>>) -> JobView {
         failed: counts.failed,
         cancelled: counts.cancelled,
         pending: counts.pending,
+        deferred: counts.deferred,
         state: row.target_state,
         reason: row.reason,
         team: row.team,
@@ -521,6 +532,7 @@ mod tests {
             reason: Some("MEETING".into()),
             actor: "test".into(),
             idempotency_key: key.map(Into::into),
+            defer_for: None,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod automation;
 pub mod bulk;
 pub mod clock;
 pub mod compliance;
+pub mod deferred;
 pub mod imported_schedules;
 mod keyed_lock;
 pub mod metrics;

@@ -436,6 +436,7 @@ mod tests {
             },
             conditions: Conditions::default(),
             catch_up,
+            when_busy: Default::default(),
         }
     }
 

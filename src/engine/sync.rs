@@ -633,6 +633,7 @@ async fn record_observed(
                 attempt_id: None,
                 queue: Some(agent.queue.clone()),
                 changed_at: Some(changed_at),
+                deferred_id: None,
             }),
         });
     }

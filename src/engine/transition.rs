@@ -40,6 +40,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::clock::Clock;
+use super::deferred::{self, CarriedOut, Defer, Deferrable, Deferral};
 use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::sync::SyncStatus;
 
@@ -58,6 +59,7 @@ use crate::domain::policy::WithoutSchedule;
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::audit::{self, NewEntry};
+use crate::store::deferred::{self as stored_deferred, DeferredRow};
 use crate::store::history::{self, NewInterval};
 use crate::store::intents::{self, IntentRow};
 use crate::store::outbox;
@@ -215,7 +217,23 @@ impl TransitionEngine {
     /// attempted at all or a database failure is an `Err`.
     #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
     pub async fn transition(&self, request: TransitionRequest) -> Result<Transition, EngineError> {
-        self.carry_out(request, None).await
+        self.carry_out(request, None, None)
+            .await
+            .map(Deferrable::made)
+    }
+
+    /// [`TransitionEngine::transition`] that, with `defer`, lets the change wait for a
+    /// busy agent instead of refusing it (see [`super::deferred`]): the agent recorded on
+    /// a contact or in after-contact work, or the platform's conflict, stores it as the
+    /// agent's deferred change. A request whose idempotency key names a change that
+    /// waits is answered with it.
+    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
+    pub async fn transition_or_defer(
+        &self,
+        request: TransitionRequest,
+        defer: Option<Defer>,
+    ) -> Result<Deferrable<Transition>, EngineError> {
+        self.carry_out(request, None, defer.as_ref()).await
     }
 
     /// [`TransitionEngine::transition`] for rules and bulk items: when state sync
@@ -230,19 +248,43 @@ impl TransitionEngine {
         request: TransitionRequest,
         witness: Option<&SyncWitness>,
     ) -> Result<Settled, EngineError> {
+        self.transition_unless_unchanged_or_defer(request, witness, None)
+            .await
+            .map(Deferrable::made)
+    }
+
+    /// [`TransitionEngine::transition_unless_unchanged`] that, with `defer`, lets the
+    /// change wait for a busy agent (as [`TransitionEngine::transition_or_defer`]).
+    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
+    pub async fn transition_unless_unchanged_or_defer(
+        &self,
+        request: TransitionRequest,
+        witness: Option<&SyncWitness>,
+        defer: Option<Defer>,
+    ) -> Result<Deferrable<Settled>, EngineError> {
         let _held = match self.lock(&request).await? {
-            Locked::Replayed(earlier) => return Ok(Settled::Made(earlier)),
+            Locked::Replayed(earlier) => return Ok(Deferrable::Now(Settled::Made(earlier))),
             held => held,
         };
+        if let Some(defer) = &defer
+            && let Some(deferral) = self.defer_if_busy(&request, defer).await?
+        {
+            return Ok(Deferrable::Deferred(deferral));
+        }
         let reason = reason_of(&request);
         if let Some(last_poll) = witness.and_then(|w| w.last_poll(Utc::now(), &request.agent_id))
             && let Some(unchanged) = self.seen_unchanged(&request, &reason, last_poll).await?
         {
             self.record_unchanged(&request, &unchanged).await?;
             metrics::counter!("wfmd_transitions_total", "outcome" => "unchanged").increment(1);
-            return Ok(Settled::Unchanged(unchanged));
+            return Ok(Deferrable::Now(Settled::Unchanged(unchanged)));
         }
-        self.change(&request, None).await.map(Settled::Made)
+        let busy = Busy::of(defer.as_ref());
+        Ok(match self.change_with(&request, None, busy).await? {
+            Changed::Made(transition) => Deferrable::Now(Settled::Made(transition)),
+            Changed::Deferred(deferral) => Deferrable::Deferred(deferral),
+            Changed::StillBusy => unreachable!("only a deferred change waits on"),
+        })
     }
 
     /// [`TransitionEngine::transition`] for a change a crash may have cut short after
@@ -258,7 +300,179 @@ impl TransitionEngine {
         request: TransitionRequest,
         since: DateTime<Utc>,
     ) -> Result<Transition, EngineError> {
-        self.carry_out(request, Some(since)).await
+        self.carry_out(request, Some(since), None)
+            .await
+            .map(Deferrable::made)
+    }
+
+    /// [`TransitionEngine::resume`] that, with `defer`, lets a change the platform
+    /// refuses as a conflict wait for the agent (a bulk item of a job asked with
+    /// `when_busy = "defer"`, resumed after a crash).
+    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
+    pub async fn resume_or_defer(
+        &self,
+        request: TransitionRequest,
+        since: DateTime<Utc>,
+        defer: Option<Defer>,
+    ) -> Result<Deferrable<Transition>, EngineError> {
+        self.carry_out(request, Some(since), defer.as_ref()).await
+    }
+
+    /// Carries out the deferred change `row` now that its agent is recorded free (the
+    /// deferred worker's step, see [`super::deferred`]), under the agent's lock: one
+    /// that no longer waits is left alone, one whose time is up expires, one whose agent
+    /// is busy again waits on; otherwise it goes through compliance and the platform
+    /// again, is confirmed by reading the agent's state back, and is recorded as any
+    /// change, settling the deferred change (and its bulk item) in the same transaction.
+    #[instrument(skip_all, fields(agent = %row.agent_id, deferred = %row.id))]
+    pub async fn carry_out_deferred(&self, row: DeferredRow) -> Result<CarriedOut, EngineError> {
+        let request = deferred::request_of(&row);
+        let _held = match self.lock(&request).await? {
+            Locked::Replayed(earlier) => {
+                // Its key's change was made meanwhile: the waiting one is settled with it.
+                let mut tx = self.store.begin_write().await?;
+                deferred::settle_made(
+                    &mut tx,
+                    &row,
+                    &earlier.outcome,
+                    &earlier.attempt_id,
+                    self.now(),
+                )
+                .await?;
+                tx.commit().await?;
+                self.store.notify_outbox();
+                return Ok(CarriedOut::Made(earlier));
+            }
+            held => held,
+        };
+        let mut conn = self.store.reader().acquire().await?;
+        let current = stored_deferred::for_agent(&mut conn, &row.agent_id).await?;
+        let open = history::open_interval(&mut conn, &row.agent_id).await?;
+        drop(conn);
+        let Some(current) = current.filter(|c| c.id == row.id) else {
+            return Ok(CarriedOut::Gone);
+        };
+        let now = self.now();
+        if to_ms(now) >= current.expires_at {
+            let mut tx = self.store.begin_write().await?;
+            let expired = deferred::expire(&mut tx, &current, now).await?;
+            tx.commit().await?;
+            if !expired {
+                return Ok(CarriedOut::Gone);
+            }
+            self.store.notify_outbox();
+            tracing::info!("the agent stayed busy; the deferred change expired");
+            return Ok(CarriedOut::Expired);
+        }
+        let free = open.as_ref().is_some_and(|open| {
+            !deferred::is_busy(open.state()) && Some(open.started_at) != current.busy_since
+        });
+        if !free {
+            let busy_since = open.map(|open| open.started_at);
+            if busy_since != current.busy_since {
+                let mut tx = self.store.begin_write().await?;
+                stored_deferred::still_busy(&mut tx, &current.id, busy_since).await?;
+                tx.commit().await?;
+            }
+            return Ok(CarriedOut::StillBusy);
+        }
+        Ok(
+            match self
+                .change_with(&request, None, Busy::CarryOut(&current))
+                .await?
+            {
+                Changed::Made(transition) => CarriedOut::Made(transition),
+                Changed::StillBusy => CarriedOut::StillBusy,
+                Changed::Deferred(_) => unreachable!("a change carried out is not deferred again"),
+            },
+        )
+    }
+
+    /// With the agent's lock held: the waiting change this request's idempotency key
+    /// names, or else, when the agent is recorded busy, the request stored to wait.
+    async fn defer_if_busy(
+        &self,
+        request: &TransitionRequest,
+        defer: &Defer,
+    ) -> Result<Option<Deferral>, EngineError> {
+        if let Some(key) = &request.idempotency_key
+            && let Some(waiting) =
+                stored_deferred::by_idempotency_key(self.store.reader(), key).await?
+            && waiting.agent_id == request.agent_id
+        {
+            return Ok(Some(Deferral::of(&waiting)));
+        }
+        let mut conn = self.store.reader().acquire().await?;
+        let open = history::open_interval(&mut conn, &request.agent_id).await?;
+        drop(conn);
+        if !open.is_some_and(|open| deferred::is_busy(open.state())) {
+            return Ok(None);
+        }
+        Ok(Some(self.record_deferral(request, defer, None).await?))
+    }
+
+    /// Stores `request` as its agent's deferred change (see [`deferred::store`]); the
+    /// intent of `attempt_id`, when the platform was asked and answered its conflict, is
+    /// removed in the same transaction.
+    async fn record_deferral(
+        &self,
+        request: &TransitionRequest,
+        defer: &Defer,
+        attempt_id: Option<&str>,
+    ) -> Result<Deferral, sqlx::Error> {
+        let mut tx = self.store.begin_write().await?;
+        if let Some(attempt_id) = attempt_id {
+            intents::delete(&mut tx, attempt_id).await?;
+        }
+        let open = history::open_interval(&mut tx, &request.agent_id).await?;
+        let from = open.as_ref().and_then(|open| open.state());
+        let busy_since = open.map(|open| open.started_at);
+        let deferral =
+            deferred::store(&mut tx, request, defer, self.now(), from, busy_since).await?;
+        tx.commit().await?;
+        self.store.notify_outbox();
+        tracing::info!(deferred = %deferral.deferred_id, expires_at = %deferral.expires_at, "the agent is busy; the change waits");
+        Ok(deferral)
+    }
+
+    /// The platform refused deferred change `row` as a conflict again: it waits for the
+    /// agent's next recorded interval. Removes the attempt's intent.
+    async fn note_still_busy(
+        &self,
+        row: &DeferredRow,
+        attempt_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.store.begin_write().await?;
+        intents::delete(&mut tx, attempt_id).await?;
+        let open = history::open_interval(&mut tx, &row.agent_id).await?;
+        stored_deferred::still_busy(&mut tx, &row.id, open.map(|open| open.started_at)).await?;
+        tx.commit().await?;
+        tracing::info!("the platform still finds the agent busy; the deferred change waits on");
+        Ok(())
+    }
+
+    /// Reads the agent's state back from the platform after a deferred change was
+    /// answered, a few times over [`CONFIRM_READS`] (the platform may show a change a
+    /// moment late): the instant it shows the change made, or why it could not.
+    async fn confirm(
+        &self,
+        request: &TransitionRequest,
+    ) -> Result<Option<DateTime<Utc>>, CheckError> {
+        let mut shows = None;
+        for read in 0..CONFIRM_READS {
+            if read > 0 {
+                tokio::time::sleep(CONFIRM_PAUSE).await;
+            }
+            match self.platform.agent_state(&request.agent_id).await {
+                Ok(snapshot) if snapshot.state == request.target => {
+                    return Ok(snapshot.changed_at);
+                }
+                Ok(snapshot) => shows = Some(snapshot.state),
+                Err(error) if read + 1 == CONFIRM_READS => return Err(error.into()),
+                Err(_) => {}
+            }
+        }
+        Err(CheckError::Unconfirmed { shows })
     }
 
     /// Takes the request's idempotency key and then its agent, or returns the stored
@@ -288,20 +502,38 @@ impl TransitionEngine {
         &self,
         request: TransitionRequest,
         resuming_since: Option<DateTime<Utc>>,
-    ) -> Result<Transition, EngineError> {
+        defer: Option<&Defer>,
+    ) -> Result<Deferrable<Transition>, EngineError> {
         let _held = match self.lock(&request).await? {
-            Locked::Replayed(earlier) => return Ok(earlier),
+            Locked::Replayed(earlier) => return Ok(Deferrable::Now(earlier)),
             held => held,
         };
-        self.change(&request, resuming_since).await
+        if resuming_since.is_none()
+            && let Some(defer) = defer
+            && let Some(deferral) = self.defer_if_busy(&request, defer).await?
+        {
+            return Ok(Deferrable::Deferred(deferral));
+        }
+        Ok(
+            match self
+                .change_with(&request, resuming_since, Busy::of(defer))
+                .await?
+            {
+                Changed::Made(transition) => Deferrable::Now(transition),
+                Changed::Deferred(deferral) => Deferrable::Deferred(deferral),
+                Changed::StillBusy => unreachable!("only a deferred change waits on"),
+            },
+        )
     }
 
-    /// The change itself, under the request's locks.
-    async fn change(
+    /// The change itself, under the request's locks; `busy` says what the platform's
+    /// conflict (a busy agent) does to it.
+    async fn change_with(
         &self,
         request: &TransitionRequest,
         resuming_since: Option<DateTime<Utc>>,
-    ) -> Result<Transition, EngineError> {
+        busy: Busy<'_>,
+    ) -> Result<Changed, EngineError> {
         let started = Instant::now();
         let requested_at = self.now();
         let reason = reason_of(request);
@@ -325,6 +557,7 @@ impl TransitionEngine {
             Some(since) => self.already_made(request, &reason, since).await,
             None => None,
         };
+        let sent = already_made.is_none();
         // The instant the platform gives the change, when it was made.
         let mut source = None;
         let outcome = match already_made {
@@ -353,6 +586,28 @@ impl TransitionEngine {
                 }
             },
         };
+        // A deferred change carried out is confirmed by reading the state back.
+        let outcome = match (outcome, busy) {
+            (Ok(Ok(at)), Busy::CarryOut(_)) if sent => {
+                self.confirm(request).await.map(|shown| Ok(shown.or(at)))
+            }
+            (outcome, _) => outcome,
+        };
+        if let Err(CheckError::Platform(CxoneError::Conflict { .. })) = &outcome {
+            match busy {
+                Busy::Defer(defer) => {
+                    let deferral = self
+                        .record_deferral(request, defer, Some(&attempt_id))
+                        .await?;
+                    return Ok(Changed::Deferred(deferral));
+                }
+                Busy::CarryOut(row) => {
+                    self.note_still_busy(row, &attempt_id).await?;
+                    return Ok(Changed::StillBusy);
+                }
+                Busy::Reject => {}
+            }
+        }
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = Record {
             attempt_id,
@@ -363,6 +618,10 @@ impl TransitionEngine {
             completed_at: self.now(),
             source,
             late: false,
+            deferred: match busy {
+                Busy::CarryOut(row) => Some(row),
+                _ => None,
+            },
         };
         let transition = match outcome {
             Ok(Ok(changed_at)) => {
@@ -397,7 +656,7 @@ impl TransitionEngine {
             .increment(1);
         metrics::histogram!("wfmd_transition_latency_seconds")
             .record(Duration::from_millis(latency_ms).as_secs_f64());
-        Ok(transition)
+        Ok(Changed::Made(transition))
     }
 
     /// The agent's recorded state when it makes `request` needless: the open interval
@@ -551,9 +810,20 @@ impl TransitionEngine {
                 attempt_id: Some(record.attempt_id.clone()),
                 queue: None,
                 changed_at: Some(crate::time::rfc3339(at)),
+                deferred_id: record.deferred.map(|row| row.id.clone()),
             }),
         )
         .await?;
+        if let Some(row) = record.deferred {
+            deferred::settle_made(
+                &mut tx,
+                row,
+                &outcome,
+                &record.attempt_id,
+                record.completed_at,
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.store.notify_outbox();
         Ok(record.transition(from, outcome))
@@ -587,6 +857,7 @@ impl TransitionEngine {
                         origin: request.origin,
                         violation: *violation,
                         attempt_id: record.attempt_id.clone(),
+                        deferred_id: record.deferred.map(|row| row.id.clone()),
                     }),
                 )
                 .await?;
@@ -594,6 +865,16 @@ impl TransitionEngine {
             }
             Outcome::Failed { error, .. } => tracing::warn!(%error, "transition failed"),
             Outcome::Succeeded => unreachable!("a success changes the agent's state"),
+        }
+        if let Some(row) = record.deferred {
+            deferred::settle_made(
+                &mut tx,
+                row,
+                &outcome,
+                &record.attempt_id,
+                record.completed_at,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.store.notify_outbox();
@@ -699,6 +980,9 @@ impl TransitionEngine {
         if record.late {
             detail["recordedLate"] = true.into();
         }
+        if let Some(row) = record.deferred {
+            detail["deferredId"] = row.id.clone().into();
+        }
         if let Some(source) = source {
             let fields = detail.as_object_mut().expect("detail is an object");
             fields.insert("scheduleSource".into(), source.as_str().into());
@@ -771,7 +1055,38 @@ struct Record<'a> {
     source: Option<ScheduleCheck>,
     /// Recorded by [`TransitionEngine::settle_intents`], after its own record failed.
     late: bool,
+    /// The deferred change this attempt carries out, settled with its record.
+    deferred: Option<&'a DeferredRow>,
 }
+
+/// What the platform's conflict (a busy agent) does to a change.
+#[derive(Clone, Copy)]
+enum Busy<'a> {
+    /// Refused `STATE_CONFLICT`.
+    Reject,
+    /// Stored to wait.
+    Defer(&'a Defer),
+    /// The deferred change being carried out waits on.
+    CarryOut(&'a DeferredRow),
+}
+
+impl<'a> Busy<'a> {
+    fn of(defer: Option<&'a Defer>) -> Busy<'a> {
+        defer.map_or(Busy::Reject, Busy::Defer)
+    }
+}
+
+/// How [`TransitionEngine::change_with`] ended.
+enum Changed {
+    Made(Transition),
+    Deferred(Deferral),
+    StillBusy,
+}
+
+/// How often a deferred change's state is read back before it counts as unconfirmed,
+/// and the pause between reads: the platform may show a change a moment late.
+pub(crate) const CONFIRM_READS: u32 = 4;
+const CONFIRM_PAUSE: Duration = Duration::from_millis(750);
 
 impl Record<'_> {
     fn transition(&self, from: Option<AgentState>, outcome: Outcome) -> Transition {

@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use super::Live;
 use super::encode::Message;
-use super::view::{AgentView, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
+use super::view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
 use crate::domain::events::{Event, ExceptionStatus, Severity};
 use crate::engine::bulk::JobView;
 use crate::engine::metrics::MetricBoard;
+use crate::store::deferred::{self as deferred_changes, DeferredRow};
 use crate::store::{exceptions, from_ms, history, outbox};
 use crate::time::rfc3339;
 
@@ -43,6 +44,7 @@ impl Live {
         let head = outbox::head(self.pool()).await?;
         let intervals = history::all_open(self.pool()).await?;
         let open = exceptions::open(self.pool()).await?;
+        let waiting = deferred_changes::all(self.pool()).await?;
         let mut state = self.lock();
         if let Some((seq, id)) = head {
             state.head_seq = seq;
@@ -70,6 +72,12 @@ impl Live {
             if let Some(agent) = state.agents.get_mut(&row.agent_id) {
                 agent.exceptions.push(ExceptionBadge::of(&row));
             }
+        }
+        for agent in state.agents.values_mut() {
+            agent.deferred = waiting
+                .iter()
+                .find(|row| row.agent_id == agent.id)
+                .map(badge);
         }
         state.version += 1;
         state.cached = None;
@@ -103,6 +111,7 @@ impl Live {
         let intervals = history::open_intervals(&mut conn, &ids).await?;
         drop(conn);
         let open = exceptions::open(self.pool()).await?;
+        let waiting = deferred_changes::all(self.pool()).await?;
         let mut state = self.lock();
         let mut next = BTreeMap::new();
         for agent in managed {
@@ -126,6 +135,12 @@ impl Live {
                     .filter(|e| e.agent_id == agent.id)
                     .map(ExceptionBadge::of)
                     .collect();
+            }
+            if view.deferred.is_none() {
+                view.deferred = waiting
+                    .iter()
+                    .find(|row| row.agent_id == agent.id)
+                    .map(badge);
             }
             next.insert(agent.id.clone(), view);
         }
@@ -280,8 +295,12 @@ fn apply(state: &mut State, row: &outbox::EventRow) {
     let agent_id = match &event {
         Event::AgentStateChanged(change) => &change.agent_id,
         Event::AdherenceException(exception) => &exception.agent_id,
-        // Nothing changes on its card, but it is on the board until the roster is read.
+        // Nothing changes on its card (unless it settles a deferred change), but it is
+        // on the board until the roster is read.
         Event::TransitionRejected(rejected) => &rejected.agent_id,
+        Event::TransitionDeferred(deferred) => &deferred.agent_id,
+        Event::TransitionExpired(expired) => &expired.agent_id,
+        Event::TransitionCancelled(cancelled) => &cancelled.agent_id,
         _ => return,
     };
     let roster_loaded = state.roster_loaded;
@@ -294,7 +313,26 @@ fn apply(state: &mut State, row: &outbox::EventRow) {
             .entry(agent_id.to_owned())
             .or_insert_with(|| AgentView::unnamed(agent_id)),
     };
+    // The badge goes when the event settling its deferred change comes.
+    let settles = match &event {
+        Event::AgentStateChanged(change) => change.deferred_id.as_deref(),
+        Event::TransitionRejected(rejected) => rejected.deferred_id.as_deref(),
+        Event::TransitionExpired(expired) => Some(expired.deferred_id.as_str()),
+        Event::TransitionCancelled(cancelled) => Some(cancelled.deferred_id.as_str()),
+        _ => None,
+    };
+    if settles.is_some() && agent.deferred.as_ref().map(|d| d.deferred_id.as_str()) == settles {
+        agent.deferred = None;
+    }
     match event {
+        Event::TransitionDeferred(deferred) => {
+            agent.deferred = Some(DeferredBadge {
+                deferred_id: deferred.deferred_id,
+                to: deferred.to.as_str().to_owned(),
+                reason: deferred.reason_code,
+                expires_at: deferred.expires_at,
+            });
+        }
         Event::AgentStateChanged(change) => {
             agent.state = Some(change.to.as_str().to_owned());
             agent.reason = change.reason_code;
@@ -316,5 +354,16 @@ fn apply(state: &mut State, row: &outbox::EventRow) {
             }
         }
         _ => {}
+    }
+}
+
+/// The card's badge of a waiting change.
+fn badge(row: &DeferredRow) -> DeferredBadge {
+    let deferral = crate::engine::deferred::Deferral::of(row);
+    DeferredBadge {
+        deferred_id: deferral.deferred_id,
+        to: deferral.to.as_str().to_owned(),
+        reason: deferral.reason,
+        expires_at: deferral.expires_at,
     }
 }

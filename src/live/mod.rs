@@ -51,7 +51,7 @@ pub use encode::Message;
 pub use feed::{Feed, MAX_REPLAY, Start, StreamSlot};
 use hub::State;
 pub use tickets::{Crowded, TICKET_TTL, TicketHolder, Tickets};
-pub use view::{AgentView, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
+pub use view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
 
 /// How the feed behaves; the service-level thresholds come from `[live]`.
 #[derive(Debug, Clone)]

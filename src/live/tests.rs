@@ -51,6 +51,7 @@ async fn change(store: &Store, agent: &str, to: &str) -> String {
         attempt_id: None,
         queue: None,
         changed_at: None,
+        deferred_id: None,
     };
     let id = outbox::enqueue(
         &mut tx,
@@ -231,4 +232,131 @@ async fn a_client_that_falls_behind_the_buffer_gets_a_fresh_snapshot_not_a_gap()
     change(&store, "u_1", "READY").await;
     live.poll_outbox().await.unwrap();
     assert_eq!(&*slow.next().await.unwrap().kind, "agent.state_changed");
+}
+
+#[tokio::test]
+async fn a_card_carries_a_badge_while_a_deferred_change_waits_and_loses_it_when_it_settles() {
+    use crate::domain::AgentState;
+    use crate::domain::events::{TransitionDeferred, TransitionExpired};
+    use crate::store::deferred::{self, DeferredRow};
+
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(tenant(), store.clone(), Settings::default());
+    live.set_roster(&roster(&["u_1", "u_2", "u_3"]))
+        .await
+        .unwrap();
+    // One waits from before the feed started: the load shows it.
+    let mut tx = store.begin_write().await.unwrap();
+    deferred::replace(
+        &mut tx,
+        &DeferredRow {
+            id: "dfr_1".into(),
+            agent_id: "u_1".into(),
+            target_state: "NOT_READY".into(),
+            reason: Some("LUNCH".into()),
+            origin: "api".into(),
+            actor: "desk".into(),
+            idempotency_key: None,
+            bulk_job_id: None,
+            bulk_seq: None,
+            busy_since: None,
+            requested_at: 1_000,
+            expires_at: 901_000,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    live.load().await.unwrap();
+    let badges = |live: &Live| -> Vec<Option<(String, String)>> {
+        live.snapshot()
+            .agents
+            .iter()
+            .map(|a| {
+                a.deferred
+                    .as_ref()
+                    .map(|d| (d.deferred_id.clone(), d.to.clone()))
+            })
+            .collect()
+    };
+    assert_eq!(
+        badges(&live),
+        [Some(("dfr_1".into(), "NOT_READY".into())), None, None]
+    );
+
+    // Announced on the feed: u_2's card gets its badge.
+    let enqueue = async |event: Event, agent: &str| {
+        let mut tx = store.begin_write().await.unwrap();
+        outbox::enqueue(&mut tx, Some(agent), Utc::now(), event)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    };
+    enqueue(
+        Event::TransitionDeferred(TransitionDeferred {
+            deferred_id: "dfr_2".into(),
+            agent_id: "u_2".into(),
+            from: Some(AgentState::OnContact),
+            to: AgentState::Paused,
+            reason_code: "ADHOC".into(),
+            origin: Origin::Bulk,
+            actor: "desk".into(),
+            expires_at: "2026-11-26T10:15:00.000Z".into(),
+            replaces: None,
+            bulk_job_id: Some("job_1".into()),
+        }),
+        "u_2",
+    )
+    .await;
+    live.poll_outbox().await.unwrap();
+    assert_eq!(
+        badges(&live),
+        [
+            Some(("dfr_1".into(), "NOT_READY".into())),
+            Some(("dfr_2".into(), "PAUSED".into())),
+            None
+        ]
+    );
+
+    // Settled: made (the change names it), expired; a change that names no deferred
+    // change (u_3's own) leaves badges alone.
+    enqueue(
+        Event::AgentStateChanged(StateChanged {
+            agent_id: "u_1".into(),
+            from: Some(AgentState::Ready),
+            to: AgentState::NotReady,
+            reason_code: Some("LUNCH".into()),
+            origin: Origin::Api,
+            idle_ms: 0,
+            latency_ms: Some(5),
+            attempt_id: Some("att_1".into()),
+            queue: None,
+            changed_at: None,
+            deferred_id: Some("dfr_1".into()),
+        }),
+        "u_1",
+    )
+    .await;
+    change(&store, "u_2", "ACW").await;
+    live.poll_outbox().await.unwrap();
+    assert_eq!(
+        badges(&live),
+        [None, Some(("dfr_2".into(), "PAUSED".into())), None],
+        "only the change naming it settles a badge"
+    );
+    enqueue(
+        Event::TransitionExpired(TransitionExpired {
+            deferred_id: "dfr_2".into(),
+            agent_id: "u_2".into(),
+            to: AgentState::Paused,
+            reason_code: "ADHOC".into(),
+            origin: Origin::Bulk,
+            deferred_at: "2026-11-26T10:00:00.000Z".into(),
+            expires_at: "2026-11-26T10:15:00.000Z".into(),
+        }),
+        "u_2",
+    )
+    .await;
+    live.poll_outbox().await.unwrap();
+    assert_eq!(badges(&live), [None, None, None]);
 }

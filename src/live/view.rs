@@ -31,6 +31,17 @@ impl ExceptionBadge {
     }
 }
 
+/// A change waiting for the agent to be free (`when_busy = "defer"`), on its card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DeferredBadge {
+    pub deferred_id: String,
+    /// The state it will set.
+    pub to: String,
+    pub reason: String,
+    /// When it expires unless carried out (RFC 3339).
+    pub expires_at: String,
+}
+
 /// One managed agent as the wallboard shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
@@ -48,6 +59,8 @@ pub struct AgentView {
     /// Who made the change: `rule`, `api`, `cli`, `bulk`, `observed`.
     pub origin: Option<String>,
     pub exceptions: Vec<ExceptionBadge>,
+    /// The change waiting for the agent, if one does.
+    pub deferred: Option<DeferredBadge>,
 }
 
 impl AgentView {
@@ -63,6 +76,7 @@ impl AgentView {
             since: None,
             origin: None,
             exceptions: Vec::new(),
+            deferred: None,
         }
     }
 }

@@ -947,6 +947,7 @@ mod tests {
                         attempt_id: None,
                         queue: None,
                         changed_at: None,
+                        deferred_id: None,
                     },
                 ),
                 None => bulk_completed.clone(),

@@ -26,6 +26,9 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// `when_busy = "defer"`: how long an item's change waits for a busy agent (ms);
+    /// `None`: `reject`.
+    pub defer_for_ms: Option<i64>,
 }
 
 impl JobRow {
@@ -64,6 +67,7 @@ pub struct NewJob<'a> {
     pub reverts_job_id: Option<&'a str>,
     pub actor: &'a str,
     pub created_at: i64,
+    pub defer_for_ms: Option<i64>,
 }
 
 /// An item to insert: pending, or (`failed` with `error`) settled from the start, for
@@ -86,11 +90,14 @@ pub struct Counts {
     pub rejected: i64,
     pub failed: i64,
     pub cancelled: i64,
+    /// Waiting for a busy agent (`when_busy = "defer"`): not settled yet.
+    pub deferred: i64,
 }
 
 impl Counts {
     pub fn total(&self) -> i64 {
         self.pending
+            + self.deferred
             + self.succeeded
             + self.unchanged
             + self.rejected
@@ -110,7 +117,8 @@ pub struct Settlement<'a> {
 }
 
 const JOB_COLUMNS: &str = "id, idempotency_key, request_hash, target_state, reason, team, \
-     reverts_job_id, actor, status, cancel_requested_at, created_at, started_at, finished_at";
+     reverts_job_id, actor, status, cancel_requested_at, created_at, started_at, finished_at, \
+     defer_for_ms";
 
 const ITEM_COLUMNS: &str = "job_id, seq, agent_id, target_state, reason, outcome, violation, \
      error, attempt_id, started_at, finished_at";
@@ -123,8 +131,8 @@ pub async fn insert(
 ) -> Result<(), sqlx::Error> {
     on!(conn, |c| sqlx::query(
         "INSERT INTO bulk_jobs (id, idempotency_key, request_hash, target_state, reason, team,
-                                reverts_job_id, actor, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                reverts_job_id, actor, created_at, defer_for_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(job.id)
     .bind(job.idempotency_key)
@@ -135,6 +143,7 @@ pub async fn insert(
     .bind(job.reverts_job_id)
     .bind(job.actor)
     .bind(job.created_at)
+    .bind(job.defer_for_ms)
     .execute(c)
     .await
     .map(Done::from))?;
@@ -238,6 +247,7 @@ pub async fn counts(conn: &mut impl AsConn, job_id: &str) -> Result<Counts, sqlx
             "rejected" => counts.rejected = n,
             "failed" => counts.failed = n,
             "cancelled" => counts.cancelled = n,
+            "deferred" => counts.deferred = n,
             _ => {}
         }
     }
@@ -315,6 +325,65 @@ pub async fn settle(
     .await
     .map(Done::from))?;
     Ok(settled.rows_affected() == 1)
+}
+
+/// Marks a taken, pending item `deferred`: its change waits for the agent (see
+/// [`crate::store::deferred`]); false when it was not pending.
+pub async fn defer_item(
+    conn: &mut impl AsConn,
+    job_id: &str,
+    seq: i64,
+) -> Result<bool, sqlx::Error> {
+    let deferred = on!(conn, |c| sqlx::query(
+        "UPDATE bulk_items SET outcome = 'deferred'
+         WHERE job_id = $1 AND seq = $2 AND outcome = 'pending'",
+    )
+    .bind(job_id)
+    .bind(seq)
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    Ok(deferred.rows_affected() == 1)
+}
+
+/// Settles a `deferred` item once its deferred change is; false when it was not
+/// deferred (settled otherwise meanwhile).
+pub async fn settle_deferred(
+    conn: &mut impl AsConn,
+    job_id: &str,
+    seq: i64,
+    settlement: &Settlement<'_>,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let settled = on!(conn, |c| sqlx::query(
+        "UPDATE bulk_items SET outcome = $1, violation = $2, error = $3, attempt_id = $4,
+                               finished_at = $5
+         WHERE job_id = $6 AND seq = $7 AND outcome = 'deferred'",
+    )
+    .bind(settlement.outcome)
+    .bind(settlement.violation)
+    .bind(settlement.error)
+    .bind(settlement.attempt_id)
+    .bind(at)
+    .bind(job_id)
+    .bind(seq)
+    .execute(c)
+    .await
+    .map(Done::from))?;
+    Ok(settled.rows_affected() == 1)
+}
+
+/// The agents of the job's items waiting as `deferred`, in request order.
+pub async fn deferred_agents(
+    conn: &mut impl AsConn,
+    job_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    on!(conn, |c| sqlx::query_scalar(
+        "SELECT agent_id FROM bulk_items WHERE job_id = $1 AND outcome = 'deferred' ORDER BY seq",
+    )
+    .bind(job_id)
+    .fetch_all(c)
+    .await)
 }
 
 /// Notes a cancellation request and cancels the items not taken yet; returns how many.
@@ -424,6 +493,7 @@ mod tests {
             reverts_job_id: None,
             actor: "api",
             created_at: 1_000,
+            defer_for_ms: None,
         }
     }
 
@@ -481,7 +551,8 @@ mod tests {
                 unchanged: 0,
                 rejected: 0,
                 failed: 1,
-                cancelled: 1
+                cancelled: 1,
+                deferred: 0
             }
         );
         let finished = finish(&mut tx, "job_1", 4_000).await.unwrap().unwrap();

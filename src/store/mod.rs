@@ -28,6 +28,7 @@ pub mod audit;
 pub mod authorisations;
 pub mod copy;
 pub mod db;
+pub mod deferred;
 pub mod deliveries;
 pub mod exceptions;
 pub mod firings;

@@ -148,6 +148,7 @@ mod tests {
             attempt_id: None,
             queue: None,
             changed_at: None,
+            deferred_id: None,
         })
     }
 

@@ -150,9 +150,20 @@ fn register_per_tenant() {
     for outcome in ["succeeded", "unchanged", "rejected", "failed"] {
         metrics::counter!("wfmd_transitions_total", "outcome" => outcome).increment(0);
     }
-    for outcome in ["succeeded", "unchanged", "rejected", "failed", "cancelled"] {
+    for outcome in [
+        "succeeded",
+        "unchanged",
+        "rejected",
+        "failed",
+        "cancelled",
+        "deferred",
+    ] {
         metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(0);
     }
+    for outcome in crate::engine::deferred::OUTCOMES {
+        metrics::counter!("wfmd_deferred_total", "outcome" => outcome).increment(0);
+    }
+    metrics::gauge!("wfmd_deferred_changes").increment(0.0);
     for lane in crate::cxone::Lane::ALL {
         metrics::counter!("wfmd_budget_permits_total", "lane" => lane.as_str()).increment(0);
     }
@@ -253,6 +264,15 @@ fn describe() {
     describe_gauge!(
         "wfmd_tenant_leader",
         "1 while this instance leads the tenant (calls its platform, writes its records), else 0."
+    );
+    describe_counter!(
+        "wfmd_deferred_total",
+        "Deferred changes by what became of them: deferred (stored to wait), succeeded, \
+         rejected, failed (carried out), expired, cancelled, replaced."
+    );
+    describe_gauge!(
+        "wfmd_deferred_changes",
+        "Deferred changes waiting for their agent to be free (set by the leader's deferred worker)."
     );
     describe_gauge!(
         "wfmd_live_clients",

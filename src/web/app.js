@@ -252,7 +252,24 @@ function handle(message) {
       agent.origin = data.origin;
       agent.since = data.changedAt || message.timestamp;
       agent.rejected = null;
+      settleDeferred(agent, data.deferredId);
       renderAgents(data.agentId);
+      break;
+    }
+    case "transition.deferred": {
+      const agent = S.agents.get(data.agentId);
+      if (!agent) break;
+      agent.deferred = { deferred_id: data.deferredId, to: data.to, reason: data.reasonCode,
+        expires_at: data.expiresAt };
+      renderAgents();
+      break;
+    }
+    case "transition.expired":
+    case "transition.cancelled": {
+      const agent = S.agents.get(data.agentId);
+      if (!agent) break;
+      settleDeferred(agent, data.deferredId);
+      renderAgents();
       break;
     }
     case "adherence.exception": {
@@ -268,7 +285,10 @@ function handle(message) {
     }
     case "transition.rejected": {
       const agent = S.agents.get(data.agentId);
-      if (agent) agent.rejected = data.violation;
+      if (agent) {
+        agent.rejected = data.violation;
+        settleDeferred(agent, data.deferredId);
+      }
       addRejection(data);
       renderAgents();
       break;
@@ -473,6 +493,11 @@ function visibleAgents() {
     (!team || a.team_id === team) && (!skill || (a.skills || []).includes(skill)));
 }
 
+// An event naming the agent's waiting change settles it: its badge goes.
+function settleDeferred(agent, deferredId) {
+  if (deferredId && agent.deferred && agent.deferred.deferred_id === deferredId) agent.deferred = null;
+}
+
 function renderAgents(changedId) {
   const agents = visibleAgents().sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
   const counts = new Map();
@@ -503,6 +528,12 @@ function renderAgents(changedId) {
       const badge = el("span", severe ? "badge severe" : "badge", severe ? "ADH!" : "ADH");
       badge.title = a.exceptions.map((e) => e.kind + (e.severe ? " (severe)" : "")).join(", ");
       card.append(badge);
+    }
+    if (a.deferred) {
+      const waits = el("span", "deferred", "next: " + a.deferred.to);
+      waits.title = "waits for the contact to end: " + a.deferred.to + "/" + a.deferred.reason +
+        ", expires " + new Date(a.deferred.expires_at).toLocaleTimeString();
+      card.append(waits);
     }
     if (a.rejected) card.append(el("div", "rejected", "refused: " + a.rejected));
     card.onclick = () => {

@@ -100,6 +100,22 @@ pub const ROUTES: &[Row] = &[
         statuses: [401, 401, 200, 200, 200],
     },
     Row {
+        method: "GET",
+        path: "/v1/agents/{agent_id}/deferred",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 404, 404, 404],
+    },
+    Row {
+        method: "DELETE",
+        path: "/v1/agents/{agent_id}/deferred",
+        role: Some("supervisor"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 403, 404, 404],
+    },
+    Row {
         method: "POST",
         path: "/v1/agents/{agent_id}/transitions",
         role: Some("supervisor"),

@@ -326,6 +326,11 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
              created_by, created_at, withdrawn_at, withdrawn_by)
          VALUES ('0190a000-0000-7000-8000-000000000003', '["u_031"]', 't_1', 1764000000000,
              1764001800000, 'coaching', 'desk', 1764000100000, 1764000200000, 'lead')"#,
+        "INSERT INTO deferred_changes (agent_id, id, target_state, reason, origin, actor,
+             idempotency_key, bulk_job_id, bulk_seq, busy_since, requested_at, expires_at)
+         VALUES ('u_032', '0190a000-0000-7000-8000-000000000002', 'NOT_READY', 'LUNCH', 'api',
+             'desk', 'api:desk:lunch-1', NULL, NULL, 1764028700000, 1764028800000,
+             1764029700000)",
     ] {
         execute(&store, sql).await;
     }

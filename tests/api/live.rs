@@ -370,6 +370,7 @@ async fn flood(store: &wfmd::store::Store, count: usize, padding: usize) {
                     attempt_id: Some(format!("n{i}")),
                     queue: None,
                     changed_at: None,
+                    deferred_id: None,
                 }),
             })
             .collect();

@@ -19,6 +19,7 @@ mod cluster;
 mod cluster_api;
 mod crash;
 mod database_copy;
+mod deferred;
 mod deploy;
 mod disk_full;
 mod downloads;

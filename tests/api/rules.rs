@@ -45,6 +45,7 @@ fn weekday_noon(name: &str, selector: Selector, catch_up: Duration) -> Rule {
         },
         conditions: Conditions::default(),
         catch_up,
+        when_busy: Default::default(),
     }
 }
 

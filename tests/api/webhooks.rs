@@ -602,6 +602,7 @@ async fn enqueue_events(store: &Store, count: usize) -> Vec<String> {
                         attempt_id: Some(format!("n{i}")),
                         queue: None,
                         changed_at: None,
+                        deferred_id: None,
                     }),
                 )
                 .await

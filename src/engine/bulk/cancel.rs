@@ -23,7 +23,16 @@ impl BulkJobs {
             }
             "cancelled" => tx.rollback().await?,
             _ => {
-                let cancelled = jobs::cancel_untaken(&mut tx, job_id, to_ms(now)).await?;
+                let mut cancelled = jobs::cancel_untaken(&mut tx, job_id, to_ms(now)).await?;
+                // Its changes waiting for busy agents will not be carried out either.
+                for agent in jobs::deferred_agents(&mut tx, job_id).await? {
+                    if crate::engine::deferred::cancel_in(&mut tx, &agent, Some(job_id), actor, now)
+                        .await?
+                        .is_some()
+                    {
+                        cancelled += 1;
+                    }
+                }
                 audit::append(
                     &mut tx,
                     &NewEntry {

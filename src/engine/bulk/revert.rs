@@ -78,6 +78,7 @@ impl BulkJobs {
             reverts_job_id: Some(job_id),
             actor,
             created_at: to_ms(self.now()),
+            defer_for_ms: None,
         };
         self.store_job(&job, &items).await
     }

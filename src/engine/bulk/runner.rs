@@ -71,9 +71,13 @@ impl BulkJobs {
         if job.is_finished() {
             return Ok(());
         }
-        let mut tx = self.store().begin_write().await?;
-        jobs::mark_running(&mut tx, job_id, to_ms(self.now())).await?;
-        tx.commit().await?;
+        // A running job is looked at again every IDLE_POLL while items of it wait for
+        // busy agents: no write for it then.
+        if job.status == "queued" {
+            let mut tx = self.store().begin_write().await?;
+            jobs::mark_running(&mut tx, job_id, to_ms(self.now())).await?;
+            tx.commit().await?;
+        }
         let items = jobs::pending(self.store().reader(), job_id).await?;
         tracing::info!(pending = items.len(), "bulk job running");
         let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(items)
@@ -82,7 +86,12 @@ impl BulkJobs {
             .collect()
             .await;
         results.into_iter().collect::<Result<(), _>>()?;
-        if !stop.is_cancelled() {
+        let waiting = || async {
+            let mut conn = self.store().reader().acquire().await?;
+            let counts = jobs::counts(&mut conn, job_id).await?;
+            Ok::<_, sqlx::Error>(counts.pending + counts.deferred > 0)
+        };
+        if !stop.is_cancelled() && !waiting().await? {
             // Nothing may have been left to run (all items settled from the start, or
             // by a run that crashed before finishing the job).
             let now = self.now();
@@ -129,18 +138,45 @@ impl BulkJobs {
                 };
                 let engine = &self.inner.engine;
                 let witness = self.inner.witness.as_ref();
+                let defer = job.defer_for_ms.map(|ms| Defer {
+                    defer_for: Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+                    bulk: Some(BulkItem {
+                        job_id: job.id.clone(),
+                        seq: item.seq,
+                    }),
+                });
                 let change = async {
                     match interrupted {
-                        Some(since) => engine.resume(request, since).await.map(Change::Made),
-                        None => engine.transition_unless_unchanged(request, witness).await,
+                        Some(since) => {
+                            engine
+                                .resume_or_defer(request, since, defer)
+                                .await
+                                .map(|made| match made {
+                                    Deferrable::Now(t) => Deferrable::Now(Change::Made(t)),
+                                    Deferrable::Deferred(d) => Deferrable::Deferred(d),
+                                })
+                        }
+                        None => {
+                            engine
+                                .transition_unless_unchanged_or_defer(request, witness, defer)
+                                .await
+                        }
                     }
                 };
                 // Jobs take turns at the budget, so a small job is not queued behind
                 // every item of a big one.
                 let result = in_lane(Lane::Automation, Some(&job.id), change).await;
                 match result {
-                    Ok(Change::Unchanged(_)) => Settled::new("unchanged", None, None, None),
-                    Ok(Change::Made(transition)) => {
+                    // Marked `deferred` with the deferral; settled when it is.
+                    Ok(Deferrable::Deferred(_)) => {
+                        metrics::counter!("wfmd_bulk_items_total", "outcome" => "deferred")
+                            .increment(1);
+                        return Ok(());
+                    }
+                    Ok(Deferrable::Now(Change::Unchanged(_))) => {
+                        Settled::new("unchanged", None, None, None)
+                    }
+                    Ok(Deferrable::Now(Change::Made(transition))) => {
                         let attempt = Some(transition.attempt_id);
                         match transition.outcome {
                             Outcome::Succeeded => Settled::new("succeeded", None, None, attempt),

@@ -62,13 +62,14 @@ impl Settled {
 
 /// Gives the job its final status, audit entry and `bulk.completed` event when no item
 /// is pending any more; true when it did so now.
-pub(super) async fn finish_if_done(
+pub(crate) async fn finish_if_done(
     conn: &mut impl AsConn,
     job_id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let counts = jobs::counts(conn, job_id).await?;
-    if counts.pending > 0 {
+    // A deferred item is not settled yet: it waits for its agent.
+    if counts.pending > 0 || counts.deferred > 0 {
         return Ok(false);
     }
     let Some(job) = jobs::finish(conn, job_id, to_ms(now)).await? else {

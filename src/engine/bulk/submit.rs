@@ -17,11 +17,16 @@ impl BulkJobs {
         if let Selector::Agents(agents) = &request.selector {
             check_list(agents)?;
         }
-        let hash = request_hash(&json!({
+        let mut asked = json!({
             "selector": request.selector,
             "state": request.target,
             "reason": request.reason,
-        }));
+        });
+        // Only when given, so the keys of jobs asked before `when_busy` existed still match.
+        if let Some(wait) = request.defer_for {
+            asked["defer_for_ms"] = json!(wait.as_millis() as u64);
+        }
+        let hash = request_hash(&asked);
         if let Some(key) = &request.idempotency_key
             && let Some(earlier) = self.earlier(key, &hash).await?
         {
@@ -72,6 +77,9 @@ impl BulkJobs {
             reverts_job_id: None,
             actor: &request.actor,
             created_at: to_ms(self.now()),
+            defer_for_ms: request
+                .defer_for
+                .map(|wait| i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
         };
         self.store_job(&job, &items).await
     }

@@ -31,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Firer, Firing, Unfinished};
 use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
-use crate::domain::rule::{Rule, Selector, Skip};
+use crate::domain::rule::{Rule, RuleWhenBusy, Selector, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
+use crate::engine::deferred::{Defer, Deferrable};
 use crate::engine::{
     EngineError, Outcome, Settled, SyncWitness, TransitionEngine, TransitionRequest,
 };
@@ -80,6 +81,9 @@ pub struct RuleFirer {
     requests_per_minute: Option<u32>,
     /// State sync, when it runs: agents it saw in the rule's state already need no call.
     witness: Option<SyncWitness>,
+    /// `[deferred] defer_for`: how long a rule's change with `when_busy = "defer"` waits
+    /// unless the rule says.
+    defer_for: Duration,
 }
 
 /// Why a firing could not start its fan-out.
@@ -105,7 +109,15 @@ impl RuleFirer {
             concurrency: concurrency.max(1),
             requests_per_minute,
             witness: None,
+            defer_for: crate::engine::deferred::DEFAULT_DEFER_FOR,
         }
+    }
+
+    /// How long a change of a rule with `when_busy = "defer"` and no `defer_for` of its
+    /// own waits for a busy agent (`[deferred] defer_for`).
+    pub fn with_defer_for(mut self, defer_for: Duration) -> RuleFirer {
+        self.defer_for = defer_for;
+        self
     }
 
     /// Leaves agents state sync (`witness`) saw in the rule's state and reason at its
@@ -397,14 +409,46 @@ impl RuleFirer {
             detail: Some(detail),
             attempt_id: None,
         };
+        let defer = match rule.when_busy {
+            RuleWhenBusy::Reject => None,
+            RuleWhenBusy::Defer { defer_for } => Some(Defer {
+                defer_for: defer_for.unwrap_or(self.defer_for),
+                bulk: None,
+            }),
+        };
         let result = match resuming_since {
-            Some(since) => self.engine.resume(request, since).await.map(Settled::Made),
+            Some(since) => self
+                .engine
+                .resume_or_defer(request, since, defer)
+                .await
+                .map(|made| match made {
+                    Deferrable::Now(t) => Deferrable::Now(Settled::Made(t)),
+                    Deferrable::Deferred(d) => Deferrable::Deferred(d),
+                }),
             None => {
                 let witness = self.witness.as_ref();
                 self.engine
-                    .transition_unless_unchanged(request, witness)
+                    .transition_unless_unchanged_or_defer(request, witness, defer)
                     .await
             }
+        };
+        let result = match result {
+            // Recorded `skipped`/`deferred`: the change waits and is carried out (or
+            // expires) on its own, audited and announced as a deferred change.
+            Ok(Deferrable::Deferred(deferral)) => {
+                return AgentResult {
+                    agent_id: agent,
+                    outcome: "skipped",
+                    reason: Some("deferred".to_owned()),
+                    detail: Some(format!(
+                        "busy: waits as deferred change {} until {}",
+                        deferral.deferred_id, deferral.expires_at
+                    )),
+                    attempt_id: None,
+                };
+            }
+            Ok(Deferrable::Now(settled)) => Ok(settled),
+            Err(e) => Err(e),
         };
         match result {
             Ok(Settled::Unchanged(seen)) => AgentResult {

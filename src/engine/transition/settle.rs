@@ -110,6 +110,7 @@ impl TransitionEngine {
             completed_at,
             source: None,
             late: true,
+            deferred: None,
         };
         if !made {
             let outcome = Outcome::Failed {

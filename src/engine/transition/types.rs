@@ -57,6 +57,12 @@ pub enum CheckError {
          with `wfmd schedules import FILE`, or set `[compliance] without_schedule = \"allow\"`"
     )]
     ScheduleRefused(CxoneError),
+    /// A deferred change the platform answered, whose state read back does not show it.
+    #[error(
+        "the platform answered the change but its state read back shows {}",
+        .shows.map_or("nothing".to_owned(), |s| s.to_string())
+    )]
+    Unconfirmed { shows: Option<AgentState> },
 }
 
 impl CheckError {
@@ -64,6 +70,7 @@ impl CheckError {
         match self {
             CheckError::Platform(error) => FailureKind::of(error),
             CheckError::ScheduleRefused(_) => FailureKind::ScheduleRefused,
+            CheckError::Unconfirmed { .. } => FailureKind::PlatformUnavailable,
         }
     }
 }

@@ -1,0 +1,837 @@
+//! Deferred changes: a change asked for with `when_busy = "defer"` while its agent is on
+//! a contact or in after-contact work waits, instead of being refused `STATE_CONFLICT`,
+//! and is carried out once the agent is free.
+//!
+//! - **Deferring.** The engine defers a change when the agent's recorded state (what
+//!   state sync last saw) is `ON_CONTACT` or `ACW`, without calling the platform, or when
+//!   the platform answers the change with its conflict (409). One transaction stores the
+//!   change as the agent's deferred change ([`crate::store::deferred`]), its audit entry
+//!   (`transition.deferred`) and its `transition.deferred` event, and marks its bulk item
+//!   `deferred`. An agent has at most one: a newer one replaces the older, which is
+//!   settled `cancelled` in the same transaction (audited `transition.replaced`, event
+//!   `transition.cancelled` with `replacedBy`, its bulk item `cancelled`).
+//! - **Carrying out.** [`DeferredChanges::run`], the tenant leader's worker, looks at the
+//!   waiting changes whenever an outbox commit is announced (state sync's recorded
+//!   changes are such commits), at the next expiry, and every [`BACKSTOP`] for commits of
+//!   other processes. A change whose agent is recorded in a state that is not busy, in
+//!   an interval later than the one it was last found busy in, goes through the engine
+//!   again ([`TransitionEngine::carry_out_deferred`]): compliance is checked again (a
+//!   refusal is recorded and announced as any), the platform is asked, and the change is
+//!   confirmed by reading the agent's state back before it is recorded with its
+//!   `agent.state_changed`. A platform conflict again leaves it waiting for the next
+//!   interval state sync records. Nothing here polls the platform.
+//! - **Expiring.** A change still waiting at its `expires_at` is removed, audited
+//!   (`transition.expired`) with its `transition.expired` event, and its bulk item
+//!   settled `failed`. One found expired at start (after a restart or `kill -9`) expires
+//!   then: a change is never carried out late.
+//! - **Cancelling.** `DELETE /v1/agents/{id}/deferred` ([`DeferredChanges::cancel`]), or
+//!   cancelling its bulk job, removes it with an audit entry (`transition.cancelled`) and
+//!   a `transition.cancelled` event; its bulk item is settled `cancelled`.
+//!
+//! The waiting changes live in the database only, so they survive restarts; only the
+//! leader's worker carries them out or expires them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{EngineError, Outcome, Transition, TransitionEngine, TransitionRequest};
+use crate::domain::events::{Event, TransitionCancelled, TransitionDeferred, TransitionExpired};
+use crate::domain::{AgentState, Origin};
+use crate::store::audit::{self, NewEntry};
+use crate::store::deferred::{self as stored, DeferredRow};
+use crate::store::jobs::{self, Settlement};
+use crate::store::{AsConn, from_ms, history, outbox, to_ms};
+use crate::time::rfc3339;
+
+/// How long a deferred change waits unless told otherwise (`[deferred] defer_for`).
+pub const DEFAULT_DEFER_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// The shortest and longest wait a change may be given.
+pub const MIN_DEFER_FOR: Duration = Duration::from_secs(1);
+pub const MAX_DEFER_FOR: Duration = Duration::from_secs(24 * 3_600);
+
+/// How often the worker looks at the waiting changes when nothing wakes it: commits of
+/// another process (a follower's forwarded change is the leader's own commit) and
+/// a lost wake-up are caught within this.
+pub const BACKSTOP: Duration = Duration::from_secs(5);
+
+/// How long the worker waits after a database failure.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The `outcome` labels of `wfmd_deferred_total`.
+pub const OUTCOMES: [&str; 7] = [
+    "deferred",
+    "succeeded",
+    "rejected",
+    "failed",
+    "expired",
+    "cancelled",
+    "replaced",
+];
+
+/// What a change does when its agent is busy (on a contact or in after-contact work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenBusy {
+    /// Refused `STATE_CONFLICT`, as the platform answers.
+    #[default]
+    Reject,
+    /// Waits until the agent is free, for `defer_for` at most.
+    Defer,
+}
+
+/// How a deferrable change waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defer {
+    pub defer_for: Duration,
+    /// The bulk item whose change it is, settled with it.
+    pub bulk: Option<BulkItem>,
+}
+
+/// A bulk job's item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkItem {
+    pub job_id: String,
+    pub seq: i64,
+}
+
+/// A change stored to wait for its agent, as the API answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Deferral {
+    /// Always `deferred`.
+    pub outcome: String,
+    pub deferred_id: String,
+    pub agent_id: String,
+    pub to: AgentState,
+    /// The reason code it will send.
+    pub reason: String,
+    pub origin: Origin,
+    pub actor: String,
+    pub requested_at: String,
+    /// When it expires unless carried out (RFC 3339).
+    pub expires_at: String,
+    /// The bulk job whose item waits on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulk_job_id: Option<String>,
+}
+
+impl Deferral {
+    pub fn of(row: &DeferredRow) -> Deferral {
+        Deferral {
+            outcome: "deferred".to_owned(),
+            deferred_id: row.id.clone(),
+            agent_id: row.agent_id.clone(),
+            to: target_of(row),
+            reason: reason_of(row),
+            origin: row.origin.parse().unwrap_or(Origin::Api),
+            actor: row.actor.clone(),
+            requested_at: rfc3339(from_ms(row.requested_at)),
+            expires_at: rfc3339(from_ms(row.expires_at)),
+            bulk_job_id: row.bulk_job_id.clone(),
+        }
+    }
+}
+
+/// A change that was made (or refused, or failed) now, or that waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deferrable<T> {
+    Now(T),
+    Deferred(Deferral),
+}
+
+impl<T> Deferrable<T> {
+    /// The change of a request that could not be deferred (no `defer` given).
+    pub(super) fn made(self) -> T {
+        match self {
+            Deferrable::Now(made) => made,
+            Deferrable::Deferred(_) => unreachable!("a change asked without defer never waits"),
+        }
+    }
+}
+
+/// What became of a waiting change when its turn came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CarriedOut {
+    /// Carried out, refused or failed: recorded as any change.
+    Made(Transition),
+    /// The agent is busy again (recorded so, or the platform's conflict): it waits on.
+    StillBusy,
+    /// Its time was up: expired.
+    Expired,
+    /// It no longer waits (cancelled or replaced meanwhile).
+    Gone,
+}
+
+/// Whether an agent in `state` is busy: on a contact or in after-contact work.
+pub fn is_busy(state: Option<AgentState>) -> bool {
+    matches!(state, Some(AgentState::OnContact | AgentState::Acw))
+}
+
+fn target_of(row: &DeferredRow) -> AgentState {
+    row.target_state.parse().unwrap_or(AgentState::NotReady)
+}
+
+fn reason_of(row: &DeferredRow) -> String {
+    row.reason
+        .clone()
+        .unwrap_or_else(|| target_of(row).default_reason().to_owned())
+}
+
+fn origin_of(row: &DeferredRow) -> Origin {
+    row.origin.parse().unwrap_or(Origin::Api)
+}
+
+/// The request a waiting change makes when its turn comes.
+pub(super) fn request_of(row: &DeferredRow) -> TransitionRequest {
+    TransitionRequest {
+        agent_id: row.agent_id.clone(),
+        target: target_of(row),
+        reason: row.reason.clone(),
+        origin: origin_of(row),
+        actor: row.actor.clone(),
+        idempotency_key: row.idempotency_key.clone(),
+    }
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!("wfmd_deferred_total", "outcome" => outcome).increment(1);
+}
+
+/// Stores `request` as its agent's deferred change (see the module's doc): the row,
+/// the older one's settlement, the bulk item, the audit entry and the event, in the
+/// caller's transaction. `from` is the agent's recorded state and `busy_since` the
+/// start of its recorded interval.
+pub(super) async fn store(
+    conn: &mut impl AsConn,
+    request: &TransitionRequest,
+    defer: &Defer,
+    now: DateTime<Utc>,
+    from: Option<AgentState>,
+    busy_since: Option<i64>,
+) -> Result<Deferral, sqlx::Error> {
+    let wait = chrono::TimeDelta::from_std(defer.defer_for).unwrap_or(chrono::TimeDelta::MAX);
+    let row = DeferredRow {
+        id: format!("dfr_{}", uuid::Uuid::now_v7().simple()),
+        agent_id: request.agent_id.clone(),
+        target_state: request.target.as_str().to_owned(),
+        reason: request.reason.clone(),
+        origin: request.origin.as_str().to_owned(),
+        actor: request.actor.clone(),
+        idempotency_key: request.idempotency_key.clone(),
+        bulk_job_id: defer.bulk.as_ref().map(|b| b.job_id.clone()),
+        bulk_seq: defer.bulk.as_ref().map(|b| b.seq),
+        busy_since,
+        requested_at: to_ms(now),
+        expires_at: to_ms(
+            now.checked_add_signed(wait)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        ),
+    };
+    let older = stored::replace(conn, &row).await?;
+    if let Some(older) = &older {
+        let detail = json!({ "deferredId": older.id, "replacedBy": row.id });
+        settle_unmade(
+            conn,
+            older,
+            &request.actor,
+            "transition.replaced",
+            detail,
+            Some(&row.id),
+            now,
+        )
+        .await?;
+        count("replaced");
+    }
+    if let Some(item) = &defer.bulk {
+        jobs::defer_item(conn, &item.job_id, item.seq).await?;
+    }
+    let deferral = Deferral::of(&row);
+    audit::append(
+        conn,
+        &NewEntry {
+            at: now,
+            actor: &request.actor,
+            action: "transition.deferred",
+            agent_id: Some(&request.agent_id),
+            subject_id: Some(&row.id),
+            detail: json!({
+                "deferredId": row.id,
+                "from": from,
+                "to": request.target,
+                "reasonCode": deferral.reason,
+                "origin": request.origin,
+                "idempotencyKey": request.idempotency_key,
+                "expiresAt": deferral.expires_at,
+                "replaces": older.as_ref().map(|o| &o.id),
+                "bulkJobId": row.bulk_job_id,
+            }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        conn,
+        Some(&request.agent_id),
+        now,
+        Event::TransitionDeferred(TransitionDeferred {
+            deferred_id: row.id.clone(),
+            agent_id: request.agent_id.clone(),
+            from,
+            to: request.target,
+            reason_code: deferral.reason.clone(),
+            origin: request.origin,
+            actor: request.actor.clone(),
+            expires_at: deferral.expires_at.clone(),
+            replaces: older.map(|o| o.id),
+            bulk_job_id: row.bulk_job_id.clone(),
+        }),
+    )
+    .await?;
+    count("deferred");
+    Ok(deferral)
+}
+
+/// Settles `row`, already removed, as never carried out: cancelled (`replaced_by`: by
+/// a newer one) with its audit entry, `transition.cancelled` and its bulk item.
+async fn settle_unmade(
+    conn: &mut impl AsConn,
+    row: &DeferredRow,
+    by: &str,
+    action: &str,
+    detail: serde_json::Value,
+    replaced_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    audit::append(
+        conn,
+        &NewEntry {
+            at: now,
+            actor: by,
+            action,
+            agent_id: Some(&row.agent_id),
+            subject_id: Some(&row.id),
+            detail,
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        conn,
+        Some(&row.agent_id),
+        now,
+        Event::TransitionCancelled(TransitionCancelled {
+            deferred_id: row.id.clone(),
+            agent_id: row.agent_id.clone(),
+            to: target_of(row),
+            reason_code: reason_of(row),
+            origin: origin_of(row),
+            by: by.to_owned(),
+            replaced_by: replaced_by.map(str::to_owned),
+        }),
+    )
+    .await?;
+    let error = match replaced_by {
+        Some(newer) => format!("replaced by the agent's newer deferred change {newer}"),
+        None => format!("the deferred change was cancelled by {by}"),
+    };
+    settle_item(conn, row, "cancelled", None, Some(&error), None, now).await
+}
+
+/// Settles the bulk item waiting on `row`, if any, and the job when it was its last.
+async fn settle_item(
+    conn: &mut impl AsConn,
+    row: &DeferredRow,
+    outcome: &'static str,
+    violation: Option<&str>,
+    error: Option<&str>,
+    attempt_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let (Some(job_id), Some(seq)) = (&row.bulk_job_id, row.bulk_seq) else {
+        return Ok(());
+    };
+    let settlement = Settlement {
+        outcome,
+        violation,
+        error,
+        attempt_id,
+    };
+    if jobs::settle_deferred(conn, job_id, seq, &settlement, to_ms(now)).await? {
+        metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(1);
+        super::bulk::finish_if_done(conn, job_id, now).await?;
+    }
+    Ok(())
+}
+
+/// Settles change `row` as carried out (its record is being written in the same
+/// transaction): removes it and settles its bulk item with the change's outcome.
+pub(super) async fn settle_made(
+    conn: &mut impl AsConn,
+    row: &DeferredRow,
+    outcome: &Outcome,
+    attempt_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if stored::take(conn, &row.id).await?.is_none() {
+        // Cancelled while it was being carried out: the change is recorded all the same.
+        return Ok(());
+    }
+    let (name, violation, error) = match outcome {
+        Outcome::Succeeded => ("succeeded", None, None),
+        Outcome::Rejected { violation } => ("rejected", Some(violation.as_str()), None),
+        Outcome::Failed { error, .. } => ("failed", None, Some(error.as_str())),
+    };
+    count(name);
+    settle_item(conn, row, name, violation, error, Some(attempt_id), now).await
+}
+
+/// Expires change `row` if it still waits: removed, audited, `transition.expired`, its
+/// bulk item `failed`. False when it no longer waited.
+pub(super) async fn expire(
+    conn: &mut impl AsConn,
+    row: &DeferredRow,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    if stored::take(conn, &row.id).await?.is_none() {
+        return Ok(false);
+    }
+    let deferred_at = rfc3339(from_ms(row.requested_at));
+    let expires_at = rfc3339(from_ms(row.expires_at));
+    audit::append(
+        conn,
+        &NewEntry {
+            at: now,
+            actor: "deferred",
+            action: "transition.expired",
+            agent_id: Some(&row.agent_id),
+            subject_id: Some(&row.id),
+            detail: json!({
+                "deferredId": row.id,
+                "to": row.target_state,
+                "reasonCode": reason_of(row),
+                "origin": row.origin,
+                "requestedBy": row.actor,
+                "deferredAt": deferred_at,
+                "expiresAt": expires_at,
+            }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        conn,
+        Some(&row.agent_id),
+        now,
+        Event::TransitionExpired(TransitionExpired {
+            deferred_id: row.id.clone(),
+            agent_id: row.agent_id.clone(),
+            to: target_of(row),
+            reason_code: reason_of(row),
+            origin: origin_of(row),
+            deferred_at,
+            expires_at: expires_at.clone(),
+        }),
+    )
+    .await?;
+    let error = format!("the agent stayed busy until the deferred change expired at {expires_at}");
+    settle_item(conn, row, "failed", None, Some(&error), None, now).await?;
+    count("expired");
+    Ok(true)
+}
+
+/// Cancels the deferred change of `agent_id` (only `only_of_job`'s, when given) in the
+/// caller's transaction: removed, audited, `transition.cancelled`, its bulk item
+/// `cancelled`. The cancelled change, if one waited.
+pub(crate) async fn cancel_in(
+    conn: &mut impl AsConn,
+    agent_id: &str,
+    only_of_job: Option<&str>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<DeferredRow>, sqlx::Error> {
+    let Some(row) = stored::for_agent(conn, agent_id).await? else {
+        return Ok(None);
+    };
+    if only_of_job.is_some_and(|job| row.bulk_job_id.as_deref() != Some(job)) {
+        return Ok(None);
+    }
+    stored::take(conn, &row.id).await?;
+    let detail = json!({
+        "deferredId": row.id,
+        "to": row.target_state,
+        "reasonCode": reason_of(&row),
+        "origin": row.origin,
+        "requestedBy": row.actor,
+    });
+    settle_unmade(conn, &row, by, "transition.cancelled", detail, None, now).await?;
+    count("cancelled");
+    Ok(Some(row))
+}
+
+/// The tenant's deferred changes: the leader's worker that carries them out or expires
+/// them, and cancelling. Cheap to clone.
+#[derive(Clone)]
+pub struct DeferredChanges {
+    engine: Arc<TransitionEngine>,
+    /// `[deferred] defer_for`: how long a change waits unless its request says.
+    defer_for: Duration,
+}
+
+impl DeferredChanges {
+    pub fn new(engine: Arc<TransitionEngine>, defer_for: Duration) -> DeferredChanges {
+        DeferredChanges { engine, defer_for }
+    }
+
+    /// How a change asked with `when_busy` (and its own `defer_for`, if it gave one)
+    /// waits for a busy agent; `None` for `reject`.
+    pub fn defer(&self, when_busy: WhenBusy, defer_for: Option<Duration>) -> Option<Defer> {
+        (when_busy == WhenBusy::Defer).then(|| Defer {
+            defer_for: defer_for.unwrap_or(self.defer_for),
+            bulk: None,
+        })
+    }
+
+    /// The configured wait (`[deferred] defer_for`).
+    pub fn defer_for(&self) -> Duration {
+        self.defer_for
+    }
+
+    /// The agent's waiting change, if any.
+    pub async fn get(&self, agent_id: &str) -> Result<Option<Deferral>, sqlx::Error> {
+        let mut conn = self.engine.store().reader().acquire().await?;
+        Ok(stored::for_agent(&mut conn, agent_id)
+            .await?
+            .as_ref()
+            .map(Deferral::of))
+    }
+
+    /// Cancels the agent's waiting change for `by` (`DELETE /v1/agents/{id}/deferred`);
+    /// the cancelled one, `None` when none waited. Waits for a change of the agent in
+    /// flight, so a change being carried out is either made or cancelled, never both.
+    pub async fn cancel(&self, agent_id: &str, by: &str) -> Result<Option<Deferral>, sqlx::Error> {
+        let locks = self.engine.agents_in_flight();
+        let _agent = locks.lock(agent_id).await;
+        let store = self.engine.store();
+        let now = self.engine.now();
+        let mut tx = store.begin_write().await?;
+        let cancelled = cancel_in(&mut tx, agent_id, None, by, now).await?;
+        tx.commit().await?;
+        if cancelled.is_some() {
+            store.notify_outbox();
+        }
+        Ok(cancelled.as_ref().map(Deferral::of))
+    }
+
+    /// Carries out or expires the waiting changes until `stop` (the leader's worker):
+    /// at start (every change left from before, expired ones first), at each announced
+    /// outbox commit (state sync recording an agent's new state), at the next expiry,
+    /// and every [`BACKSTOP`].
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(defer_for = ?self.defer_for, "deferred changes worker started");
+        let mut commits = self.engine.store().outbox_commits();
+        loop {
+            commits.borrow_and_update();
+            let wait = match self.step().await {
+                Ok(next) => next.min(BACKSTOP),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look at the deferred changes yet");
+                    ERROR_BACKOFF
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = commits.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("deferred changes worker stopped");
+    }
+
+    /// One look at every waiting change, as a step for tests: expires those whose time
+    /// is up and carries out those whose agent is recorded free in a newer interval.
+    /// Returns how long until the next expiry ([`BACKSTOP`] when none waits).
+    pub async fn step(&self) -> Result<Duration, EngineError> {
+        let store = self.engine.store();
+        let rows = stored::all(store.reader()).await?;
+        let mut next = None;
+        for row in rows {
+            let now = self.engine.now();
+            let due = to_ms(now) >= row.expires_at;
+            if !due && !self.agent_free(&row).await? {
+                next = Some(next.map_or(row.expires_at, |n: i64| n.min(row.expires_at)));
+                continue;
+            }
+            match self.engine.carry_out_deferred(row.clone()).await? {
+                CarriedOut::StillBusy => {
+                    next = Some(next.map_or(row.expires_at, |n: i64| n.min(row.expires_at)));
+                }
+                CarriedOut::Made(_) | CarriedOut::Expired | CarriedOut::Gone => {}
+            }
+        }
+        let waiting = stored::all(store.reader()).await?.len();
+        metrics::gauge!("wfmd_deferred_changes").set(waiting as f64);
+        let now = to_ms(self.engine.now());
+        Ok(next.map_or(BACKSTOP, |at| {
+            Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
+        }))
+    }
+
+    /// Whether `row`'s agent is recorded in a state that is not busy, in an interval
+    /// later than the one it was last found busy in.
+    async fn agent_free(&self, row: &DeferredRow) -> Result<bool, sqlx::Error> {
+        let mut conn = self.engine.store().reader().acquire().await?;
+        let open = history::open_interval(&mut conn, &row.agent_id).await?;
+        Ok(open
+            .is_some_and(|open| !is_busy(open.state()) && Some(open.started_at) != row.busy_since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::cxone::CxoneError;
+    use crate::cxone::fake::FakePlatform;
+    use crate::domain::{BreakWindow, Schedule, ScheduleStatus, Violation};
+    use crate::store::history::NewInterval;
+    use crate::store::testing::temp_store;
+    use crate::store::{Store, intents, on};
+
+    const AGENT: &str = "u_1";
+
+    /// On shift from two hours ago to six ahead, in a mandatory lunch now.
+    fn at_lunch() -> Schedule {
+        let now = Utc::now();
+        Schedule {
+            status: ScheduleStatus::Active,
+            timezone: None,
+            shift_start: Some(now - TimeDelta::hours(2)),
+            shift_end: Some(now + TimeDelta::hours(6)),
+            breaks: Some(vec![BreakWindow {
+                start: now - TimeDelta::minutes(5),
+                end: now + TimeDelta::minutes(55),
+                kind: "LUNCH".into(),
+                mandatory: true,
+            }]),
+        }
+    }
+
+    async fn rig() -> (Arc<FakePlatform>, DeferredChanges, tempfile::TempDir) {
+        let platform = Arc::new(FakePlatform::default());
+        platform.add_agent(AGENT, at_lunch());
+        let (store, dir) = temp_store().await;
+        let engine = TransitionEngine::new(store, platform.clone(), Duration::ZERO);
+        let deferred = DeferredChanges::new(Arc::new(engine), DEFAULT_DEFER_FOR);
+        (platform, deferred, dir)
+    }
+
+    /// Records the agent in `state` from `ago` before now, as state sync would.
+    async fn observe(store: &Store, state: AgentState, ago: TimeDelta) {
+        let mut tx = store.begin_write().await.unwrap();
+        history::switch_state(
+            &mut tx,
+            &NewInterval {
+                agent_id: AGENT,
+                state,
+                reason: None,
+                origin: Origin::Observed,
+                at: Utc::now() - ago,
+                attempt_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    fn request(target: AgentState) -> TransitionRequest {
+        TransitionRequest {
+            agent_id: AGENT.into(),
+            target,
+            reason: None,
+            origin: Origin::Api,
+            actor: "desk".into(),
+            idempotency_key: None,
+        }
+    }
+
+    async fn defer(deferred: &DeferredChanges, target: AgentState) -> Deferral {
+        let wait = deferred.defer(WhenBusy::Defer, None);
+        match deferred
+            .engine
+            .transition_or_defer(request(target), wait)
+            .await
+            .unwrap()
+        {
+            Deferrable::Deferred(deferral) => deferral,
+            Deferrable::Now(made) => panic!("made at once: {made:?}"),
+        }
+    }
+
+    /// The payloads of the outbox's events of `event_type`.
+    async fn events(store: &Store, event_type: &str) -> Vec<serde_json::Value> {
+        let rows: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT payload FROM outbox_events WHERE event_type = $1 ORDER BY seq"
+        )
+        .bind(event_type)
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        rows.iter()
+            .map(|row| serde_json::from_str(row).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_waiting_change_compliance_refuses_when_its_turn_comes_is_recorded_rejected_never_sent()
+     {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        observe(&store, AgentState::OnContact, TimeDelta::minutes(3)).await;
+        // Deferred without a look at the schedule or a call: the agent is recorded busy.
+        let deferral = defer(&deferred, AgentState::Ready).await;
+        assert!(platform.calls.lock().unwrap().is_empty());
+
+        deferred.step().await.unwrap();
+        assert_eq!(
+            deferred.get(AGENT).await.unwrap(),
+            Some(deferral.clone()),
+            "busy still"
+        );
+        observe(&store, AgentState::NotReady, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        assert_eq!(platform.calls("set "), 0, "a refused change is never sent");
+        let rejected = events(&store, "transition.rejected").await;
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            rejected[0]["data"]["deferredId"],
+            deferral.deferred_id.as_str()
+        );
+        assert_eq!(
+            rejected[0]["data"]["violation"],
+            Violation::MandatoryBreakViolation.as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_platform_still_finding_the_agent_busy_leaves_the_change_for_the_next_interval() {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        // Recorded free but on a contact on the platform: its conflict defers the change.
+        observe(&store, AgentState::Ready, TimeDelta::minutes(3)).await;
+        let conflict = CxoneError::Conflict {
+            message: "on a contact".into(),
+        };
+        *platform.fail_set_with.lock().unwrap() = Some(conflict);
+        let deferral = defer(&deferred, AgentState::NotReady).await;
+        assert_eq!(platform.calls("set "), 1);
+        assert!(events(&store, "transition.rejected").await.is_empty());
+        let left = intents::unsettled(store.reader(), "", i64::MAX)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "the call's intent went with its deferral");
+
+        // The interval the platform refused it in: not tried again.
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 1);
+        // A later one is; still busy there, it waits on.
+        observe(&store, AgentState::Ready, TimeDelta::minutes(2)).await;
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 2);
+        assert_eq!(deferred.get(AGENT).await.unwrap(), Some(deferral.clone()));
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 2, "once per interval");
+
+        // Free in the next: made, read back, announced with its id.
+        *platform.fail_set_with.lock().unwrap() = None;
+        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 3);
+        assert!(
+            platform.calls("state ") >= 1,
+            "confirmed by reading it back"
+        );
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        let changed = events(&store, "agent.state_changed").await;
+        let made = changed.last().unwrap();
+        assert_eq!(made["data"]["deferredId"], deferral.deferred_id.as_str());
+        assert_eq!(made["data"]["to"], "NOT_READY");
+    }
+
+    #[tokio::test]
+    async fn a_change_the_platform_does_not_show_when_read_back_is_recorded_failed() {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        observe(&store, AgentState::Acw, TimeDelta::minutes(2)).await;
+        let deferral = defer(&deferred, AgentState::NotReady).await;
+        *platform.shows.lock().unwrap() = Some(AgentState::Ready);
+        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+
+        assert_eq!(platform.calls("set "), 1);
+        assert_eq!(
+            platform.calls("state "),
+            crate::engine::transition::CONFIRM_READS as usize
+        );
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        let failed: Vec<(String, Option<String>)> = on!(store.reader(), |c| sqlx::query_as(
+            "SELECT outcome, error FROM transition_attempts WHERE agent_id = $1"
+        )
+        .bind(AGENT)
+        .fetch_all(c)
+        .await)
+        .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, "failed");
+        assert!(
+            failed[0]
+                .1
+                .as_deref()
+                .unwrap()
+                .contains("read back shows READY"),
+            "{failed:?}"
+        );
+        let audited: i64 = on!(store.reader(), |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.failed' AND detail LIKE '%' || $1 || '%'"
+        )
+        .bind(&deferral.deferred_id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        assert_eq!(audited, 1, "audited with its deferredId");
+    }
+
+    #[tokio::test]
+    async fn one_whose_time_is_up_expires_without_a_call_even_when_the_agent_is_free() {
+        let (platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        observe(&store, AgentState::OnContact, TimeDelta::minutes(2)).await;
+        let now = Defer {
+            defer_for: Duration::ZERO,
+            bulk: None,
+        };
+        let Deferrable::Deferred(deferral) = deferred
+            .engine
+            .transition_or_defer(request(AgentState::NotReady), Some(now))
+            .await
+            .unwrap()
+        else {
+            panic!("deferred");
+        };
+        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
+        deferred.step().await.unwrap();
+        assert_eq!(platform.calls("set "), 0);
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
+        let expired = events(&store, "transition.expired").await;
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            expired[0]["data"]["deferredId"],
+            deferral.deferred_id.as_str()
+        );
+    }
+}
