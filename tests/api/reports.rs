@@ -272,9 +272,15 @@ async fn the_csv_and_json_name_each_agent_and_team_as_the_platform_lists_them(di
         .map(Into::into)
         .collect();
     assert_eq!(
-        headers[headers.len() - 3..],
-        ["name", "team_id", "team"],
-        "added at the end: {headers:?}"
+        headers[headers.len() - 5..],
+        [
+            "name",
+            "team_id",
+            "team",
+            "neutral_seconds",
+            "authorised_seconds"
+        ],
+        "added at the end, in the order they came: {headers:?}"
     );
     let (names, team_ids, teams) = (
         csv_column(&text, "name"),
@@ -396,7 +402,7 @@ fn page_order(html: &str) -> Vec<String> {
     let table = &table[..table.find("</table>").unwrap()];
     let mut order = Vec::new();
     for row in table.split("<tr class=\"").skip(1) {
-        if let Some(rest) = row.strip_prefix("team\"><th colspan=\"13\">") {
+        if let Some(rest) = row.strip_prefix("team\"><th colspan=\"15\">") {
             order.push(format!("team {}", &rest[..rest.find(" <span").unwrap()]));
         } else if let Some(rest) = row.strip_prefix("agent\" data-agent=\"") {
             order.push(rest[..rest.find('"').unwrap()].to_owned());
