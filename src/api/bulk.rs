@@ -80,11 +80,19 @@ pub struct BulkBody {
 /// say: `agents` (each an `AgentId`, each once) or `team` (not blank), exactly one of
 /// them and neither `null`.
 pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>) {
+    describe_agents_or_team(schemas, "BulkBody");
+}
+
+/// [`describe`] for the body schema `name`, which takes `agents` or `team` as a job's.
+pub(super) fn describe_agents_or_team(
+    schemas: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) {
     use serde_json::json;
     let body = schemas
-        .get_mut("BulkBody")
+        .get_mut(name)
         .and_then(|body| body.as_object_mut())
-        .expect("BulkBody is in the document");
+        .unwrap_or_else(|| panic!("{name} is in the document"));
     body.insert(
         "oneOf".to_owned(),
         json!([{"required": ["agents"]}, {"required": ["team"]}]),
@@ -141,14 +149,22 @@ struct AcceptedView {
 }
 
 fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
-    match (body.agents.take(), body.team.take()) {
+    agents_or_team(body.agents.take(), body.team.take())
+}
+
+/// The agents a body lists, or the team it names: exactly one, each well formed.
+pub(super) fn agents_or_team(
+    agents: Option<Vec<String>>,
+    team: Option<String>,
+) -> Result<Selector, Problem> {
+    match (agents, team) {
         (Some(_), Some(_)) => Err(Problem::invalid_field(
             "team",
             "give either agents or team, not both",
         )),
         (None, None) => Err(Problem::invalid_field(
             "agents",
-            "give the agents to change (a list of agent ids) or a team",
+            "give the agents (a list of agent ids) or a team",
         )),
         (Some(agents), None) => {
             if let Some(i) = agents.iter().position(|id| !valid_agent_id(id)) {
@@ -353,7 +369,7 @@ pub async fn revert_bulk_job(
     Ok(accepted_response(&accepted))
 }
 
-fn bulk_problem(error: BulkError) -> Problem {
+pub(super) fn bulk_problem(error: BulkError) -> Problem {
     match error {
         BulkError::Invalid {
             field,

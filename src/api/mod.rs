@@ -23,6 +23,7 @@
 //! A route without `security` stops [`router`] with a message naming it; a route
 //! missing from the role table fails the OpenAPI agreement test.
 
+mod adherence;
 mod agents;
 mod analytics;
 mod audit;
@@ -135,6 +136,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         health::routes(),
         openapi::routes(),
         agents::routes(),
+        adherence::routes(),
         reports::routes(),
         audit::routes(),
         bulk::routes(),

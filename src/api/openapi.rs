@@ -84,6 +84,7 @@ in: another tenant's path does not find them."
     tags(
         (name = "agents", description = "Agent state changes and history"),
         (name = "bulk", description = "Supervisors' bulk state changes: progress, cancel, revert"),
+        (name = "adherence", description = "Authorised exceptions: time supervisors excuse from adherence"),
         (name = "reports", description = "Compliance exports"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "live", description = "The wallboard's live figures and their stored samples"),
@@ -470,6 +471,7 @@ fn constrain(doc: &mut serde_json::Value) {
         }),
     );
     super::bulk::describe(schemas);
+    super::bulk::describe_agents_or_team(schemas, "AuthoriseBody");
     super::analytics::describe(schemas);
 
     // Schemas reachable from request bodies: there, an agent state is a settable one.

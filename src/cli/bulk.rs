@@ -70,9 +70,9 @@ pub struct BulkArgs {
     pub client: ClientArgs,
 }
 
-/// How to reach the daemon and what to print; accepted by every `bulk` form.
+/// How to reach the running daemon: for every command that asks it.
 #[derive(Debug, Args)]
-pub struct ClientArgs {
+pub struct DaemonArgs {
     /// URL of the running daemon. Default: http:// and the configuration's
     /// server.listen (loopback when it listens on every address).
     #[arg(long, global = true, value_name = "URL")]
@@ -81,6 +81,13 @@ pub struct ClientArgs {
     /// variable, which keeps it out of the shell history.
     #[arg(long, global = true, env = "WFMD_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub token: Option<SecretString>,
+}
+
+/// How to reach the daemon and what to print; accepted by every `bulk` form.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
     /// Print the finished job as JSON (every item) instead of the summary table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -133,7 +140,7 @@ pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<Exi
              belong to submitting a job",
         ));
     }
-    let client = Client::new(config, api, &args.client)?;
+    let client = Client::new(config, api, &args.client.daemon)?;
     let job_id = match args.command {
         Some(BulkCommand::Status { job_id }) => job_id,
         Some(BulkCommand::Cancel { job_id }) => {
@@ -333,7 +340,8 @@ fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failure> {
 }
 
 /// The daemon's HTTP API for the tenant.
-struct Client {
+/// The running daemon's API, as the CLI's commands ask it.
+pub(super) struct Client {
     http: reqwest::Client,
     base: String,
     api: DaemonApi,
@@ -365,7 +373,11 @@ pub(super) fn daemon_url(config: &Config, server: Option<&str>) -> Result<String
 }
 
 impl Client {
-    fn new(config: &Config, api: &DaemonApi, args: &ClientArgs) -> Result<Client, Failure> {
+    pub(super) fn new(
+        config: &Config,
+        api: &DaemonApi,
+        args: &DaemonArgs,
+    ) -> Result<Client, Failure> {
         Ok(Client {
             http: crate::http_client().map_err(Failure::action)?,
             base: daemon_url(config, args.server.as_deref())?,
@@ -377,7 +389,7 @@ impl Client {
     /// Sends one request to `route` (the path after `/v1`); a problem answer becomes a
     /// failure showing its detail (exit 2 when the daemon refused the request as
     /// invalid, else 1).
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         route: &str,
@@ -474,7 +486,10 @@ mod tests {
             matches!(args.command, Some(BulkCommand::Status { ref job_id }) if job_id == "job_1")
         );
         assert!(args.client.json);
-        assert_eq!(args.client.server.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(
+            args.client.daemon.server.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
         let args = parse(&[
             "--server",
             "http://127.0.0.1:9",

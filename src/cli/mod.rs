@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 the action failed or was rejected, 2 bad usage or bad
 //! configuration (the message names the key or argument).
 
+mod adherence;
 mod analytics;
 mod audit_chain;
 mod backup;
@@ -73,7 +74,8 @@ pub enum Command {
     /// Run the daemon: the HTTP API, state sync, WFM rules, schedule automations, the
     /// compliance sweep, the skill and queue pollers, bulk jobs, webhook delivery, and
     /// the live feed with its wallboard page at `/`. SIGHUP re-reads the configuration:
-    /// the rules, and the tenants (added ones start, removed ones stop).
+    /// the rules, the adherence rules, and the tenants (added ones start, removed ones
+    /// stop).
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
@@ -82,6 +84,9 @@ pub enum Command {
     /// Change many agents at once through the running daemon (with a progress bar and
     /// a summary); also `bulk status|revert|cancel JOB`.
     Bulk(bulk::BulkArgs),
+    /// Authorised exceptions through the running daemon: excuse agents or a team from
+    /// adherence for a time range (`authorise`), list them, `withdraw` one.
+    Adherence(adherence::AdherenceArgs),
     /// Export compliance reports (CSV, JSON or HTML).
     #[command(subcommand)]
     Report(ReportCommand),
@@ -393,6 +398,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Transition(args) => transition(&config, args).await,
         Command::Bulk(args) => bulk::run(&config, &api, args).await,
+        Command::Adherence(args) => adherence::run(&config, &api, args).await,
         Command::Report(command) => report(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
         Command::Analytics(command) => analytics::run(&config, &api, command).await,

@@ -36,10 +36,7 @@ pub async fn replace(
     conn: &mut impl AsConn,
     row: &DeferredRow,
 ) -> Result<Option<DeferredRow>, sqlx::Error> {
-    let older = for_agent(conn, &row.agent_id).await?;
-    if older.is_some() {
-        remove(conn, &row.agent_id).await?;
-    }
+    let older = remove(conn, &row.agent_id).await?;
     on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO deferred_changes ({COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"

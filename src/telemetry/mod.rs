@@ -193,6 +193,9 @@ fn register_per_tenant() {
     for outcome in ["succeeded", "replayed", "rejected", "failed"] {
         metrics::counter!("wfmd_adherence_corrections_total", "outcome" => outcome).increment(0);
     }
+    for action in ["authorised", "withdrawn"] {
+        metrics::counter!("wfmd_adherence_authorisations_total", "action" => action).increment(0);
+    }
     for (name, _) in LIVE_COUNTERS {
         metrics::counter!(name).increment(0);
     }

@@ -628,6 +628,30 @@ async function startJob() {
   renderAgents();
 }
 
+// Excuses the selected agents (or the filtered team) from adherence from now on for the
+// minutes given: that time is neither in nor out of adherence.
+async function authorise() {
+  const reason = $("auth-reason").value.trim();
+  const minutes = Number($("auth-minutes").value);
+  if (!reason) return alert("Say why: the reason goes into the audit log.");
+  if (!(minutes >= 1)) return alert("For how many minutes?");
+  const from = new Date();
+  const body = { from: from.toISOString(), to: new Date(from.getTime() + minutes * 60000).toISOString(), reason };
+  if (S.selected.size) body.agents = [...S.selected];
+  else if ($("filter-team").value) body.team = $("filter-team").value;
+  else return alert("Select agents, or a team in the filter.");
+  const response = await api(BASE + "/adherence/authorisations", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  $("auth-result").textContent = response.ok
+    ? "authorised " + answer.agents.length + " agent(s) until " + new Date(answer.to).toLocaleTimeString() + " (" + answer.id + ")"
+    : "refused: " + (answer.detail || response.status);
+  if (response.ok) $("auth-reason").value = "";
+}
+
 // ---- start ---------------------------------------------------------------------------
 
 function setup() {
@@ -648,6 +672,7 @@ function setup() {
     renderAgents();
   };
   $("bulk-start").onclick = startJob;
+  $("auth-start").onclick = authorise;
   $("filter-team").onchange = () => renderAgents();
   $("filter-skill").onchange = () => { renderAgents(); renderTiles(); };
   setInterval(tick, 1000);

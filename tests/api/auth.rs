@@ -125,6 +125,33 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "POST",
+        path: "/v1/adherence/authorisations",
+        role: Some("supervisor"),
+        query: "",
+        // Ending before it starts: refused after the role check, so nothing is stored.
+        body: Some(
+            r#"{"agents":["u_001"],"from":"2026-01-02T00:00:00Z","to":"2026-01-01T00:00:00Z","reason":"coaching"}"#,
+        ),
+        statuses: [401, 401, 403, 422, 422],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/adherence/authorisations",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "DELETE",
+        path: "/v1/adherence/authorisations/{id}",
+        role: Some("supervisor"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 403, 404, 404],
+    },
+    Row {
+        method: "POST",
         path: "/v1/bulk-transitions",
         role: Some("supervisor"),
         query: "",

@@ -12,6 +12,7 @@ mod analytics_limits;
 mod analytics_platform;
 mod audit;
 mod auth;
+mod authorisations;
 mod backup;
 mod bulk;
 mod cli;

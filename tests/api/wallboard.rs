@@ -473,6 +473,55 @@ async fn the_wallboard_in_a_real_browser_shows_the_floor_live_survives_a_restart
         card_shows(&browser, SLOW, &agent.id, "PAUSED", "MEETING").await;
     }
 
+    // Authorise two of them for 45 minutes from now, with a reason.
+    for agent in &chosen[..2] {
+        click(&browser, &format!(".card[data-agent=\"{}\"]", agent.id)).await;
+    }
+    let minutes = browser.find(Locator::Id("auth-minutes")).await.unwrap();
+    minutes.clear().await.unwrap();
+    minutes.send_keys("45").await.unwrap();
+    browser
+        .find(Locator::Id("auth-reason"))
+        .await
+        .unwrap()
+        .send_keys("coaching session")
+        .await
+        .unwrap();
+    click(&browser, "#auth-start").await;
+    eventually(
+        SLOW,
+        "the page says the agents are authorised",
+        async || {
+            let shown = run(
+                &browser,
+                "return document.getElementById('auth-result').textContent;",
+                Value::Null,
+            )
+            .await;
+            shown
+                .as_str()?
+                .starts_with("authorised 2 agent(s) until")
+                .then_some(())
+        },
+    )
+    .await;
+    let listed: Value = api
+        .get(format!("{address}/v1/adherence/authorisations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let authorisation = &listed["authorisations"][0];
+    let mut expected: Vec<&str> = chosen[..2].iter().map(|a| a.id.as_str()).collect();
+    expected.sort();
+    assert_eq!(authorisation["agents"], json!(expected), "{listed}");
+    assert_eq!(authorisation["reason"], "coaching session");
+    let span = wfmd::time::parse_instant(authorisation["to"].as_str().unwrap()).unwrap()
+        - wfmd::time::parse_instant(authorisation["from"].as_str().unwrap()).unwrap();
+    assert_eq!(span.num_minutes(), 45, "{authorisation}");
+
     // Where no WebSocket can be opened (a proxy in the way), the page falls back to
     // Server-Sent Events and stays just as current.
     run(

@@ -84,8 +84,10 @@ impl BulkJobs {
         self.store_job(&job, &items).await
     }
 
-    /// The agents of team `team`, by id or else by name (any letter case).
-    async fn team(&self, team: &str) -> Result<Vec<String>, BulkError> {
+    /// The agents of team `team`, by id or else by name (any letter case), as the
+    /// platform's agent list (cached `agent_list_ttl`) has them; also what an adherence
+    /// authorisation for a team covers.
+    pub async fn team(&self, team: &str) -> Result<Vec<String>, BulkError> {
         let directory = self.agents().await?;
         let by_id: Vec<String> = directory
             .iter()
