@@ -38,7 +38,9 @@ pub use server::ServerConfig;
 pub use sync::SyncConfig;
 pub use webhooks::{EVENT_TYPES, WebhookConfig, webhook_key};
 mod adherence;
-pub use adherence::{AutoCorrect, AutomationConfig, ComplianceConfig, SchedulesConfig};
+pub use adherence::{
+    AdherenceRuleConfig, AutoCorrect, AutomationConfig, ComplianceConfig, SchedulesConfig,
+};
 
 /// Where `--config` points when it is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/wfmd.toml";

@@ -491,6 +491,87 @@ async fn the_sweep_opens_after_the_threshold_closes_corrects_and_never_touches_a
     assert!(verified.is_intact());
 }
 
+on_both_dialects!(a_rule_opens_after_its_grace_and_turns_the_exception_severe);
+async fn a_rule_opens_after_its_grace_and_turns_the_exception_severe(dialect: Dialect) {
+    let rules: wfmd::config::ComplianceConfig = toml::from_str(
+        r#"
+        [[rules]]
+        activity = "mandatory_break"
+        states = ["READY"]
+        verdict = "out"
+        grace = "5m"
+        severe_after = "8m"
+        "#,
+    )
+    .unwrap();
+    let mut scene = Scene::start(dialect, |c| {
+        c.compliance.exception_threshold = Duration::from_secs(120);
+        c.compliance.rules = rules.rules.clone();
+    })
+    .await;
+    let t0 = scene.now();
+    let agents = scene.sim.sim.agents();
+    // In a mandatory break now and still ten minutes on.
+    let ready = agents
+        .iter()
+        .find(|a| {
+            a.in_mandatory_break_at(t0) && a.in_mandatory_break_at(t0 + Duration::from_secs(600))
+        })
+        .expect("an agent in a long mandatory break")
+        .id
+        .clone();
+    scene.force(&ready, "READY");
+    // The built-in threshold (two minutes) passes; the rule's grace (five) has not.
+    for _ in 0..9 {
+        scene.advance(STEP).await;
+        assert!(scene.exceptions_of(&ready).await.is_empty());
+    }
+    scene.advance(STEP).await;
+    let kind = "working_in_mandatory_break".to_owned();
+    assert_eq!(
+        scene.exceptions_of(&ready).await,
+        [(kind, true)],
+        "at five minutes"
+    );
+    for _ in 0..5 {
+        scene.advance(STEP).await;
+    }
+    assert_eq!(scene.events_of(&ready).await, ["open"]);
+    scene.advance(STEP).await;
+    assert_eq!(
+        scene.events_of(&ready).await,
+        ["open", "open"],
+        "turned severe at eight"
+    );
+    let events: Vec<String> = on!(scene.store.reader(), |c| sqlx::query_scalar(
+        "SELECT payload FROM outbox_events
+         WHERE event_type = 'adherence.exception' AND agent_id = $1 ORDER BY seq",
+    )
+    .bind(&ready)
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    let data: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap()["data"].clone())
+        .collect();
+    let version = scene.config.compliance.judging().unwrap().version.unwrap();
+    for event in &data {
+        assert_eq!(event["rule"], 0, "{event}");
+        assert_eq!(event["rulesVersion"], version.as_str(), "{event}");
+    }
+    assert_eq!(
+        (data[0]["severity"].as_str(), data[1]["severity"].as_str()),
+        (Some("normal"), Some("severe"))
+    );
+    let severe: i64 = count(
+        &scene.store,
+        "SELECT COUNT(*) FROM adherence_exceptions WHERE severe_at IS NOT NULL AND rule = 0",
+    )
+    .await;
+    assert_eq!(severe, 1);
+}
+
 impl Scene {
     async fn count_open(&self) -> i64 {
         count(
