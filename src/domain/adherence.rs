@@ -585,6 +585,111 @@ pub fn figures(
     figures
 }
 
+/// How a stretch of an agent's day was judged, for the schedule-against-actual view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Judged {
+    In,
+    Out,
+    Neutral,
+    Authorised,
+    /// Scheduled, but no state recorded (before wfmd saw the agent, or still to come).
+    Unobserved,
+    /// Outside every shift, logged out (or nothing recorded): nothing to judge.
+    OffShift,
+    /// Outside every shift but logged in: out of adherence, though not scheduled time.
+    OutOffShift,
+}
+
+/// One stretch `[start, end)` of an agent's day with one schedule activity, one
+/// recorded state (if any) and one judgement: the schedule and the recorded states side
+/// by side, on one time axis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DaySpan {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub expected: Expected,
+    /// The schedule's title of the activity, when it names one.
+    pub title: Option<String>,
+    pub authorised: bool,
+    /// The recorded state, `None` where nothing is known.
+    pub state: Option<AgentState>,
+    pub reason: Option<String>,
+    pub judged: Judged,
+}
+
+/// The schedule against the recorded states over `window`, as back-to-back spans that
+/// cover it exactly, each judged as [`figures`] judges: the scheduled ones add up to its
+/// in, out, neutral, authorised and unobserved time.
+pub fn day_spans(
+    intervals: &[Interval],
+    timeline: &Timeline,
+    window: Window,
+    now: DateTime<Utc>,
+    judging: &Judging,
+) -> Vec<DaySpan> {
+    let mut spans: Vec<DaySpan> = Vec::new();
+    for segment in timeline.between(window.from, window.to) {
+        let scheduled = timeline.scheduled(&segment);
+        // Where the recorded state can change inside the segment: each interval's
+        // start and (known) end, and `now`, past which nothing is known.
+        let mut points: Vec<DateTime<Utc>> = intervals
+            .iter()
+            .flat_map(|i| [Some(i.start), i.end, Some(now)])
+            .flatten()
+            .filter(|at| segment.start < *at && *at < segment.end)
+            .chain([segment.start, segment.end])
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        for pair in points.windows(2) {
+            let (at, end) = (pair[0], pair[1]);
+            let covering = (at < now)
+                .then(|| {
+                    intervals
+                        .iter()
+                        .find(|i| i.start <= at && i.end.is_none_or(|e| at < e))
+                })
+                .flatten();
+            let judged = match covering {
+                None if segment.expected.is_scheduled() => Judged::Unobserved,
+                None => Judged::OffShift,
+                Some(i) => {
+                    match judging.judge(scheduled, i.state, i.reason.as_deref()) {
+                        Judgement::Authorised => Judged::Authorised,
+                        Judgement::Neutral { .. } => Judged::Neutral,
+                        Judgement::In { .. } if segment.expected.is_scheduled() => Judged::In,
+                        Judgement::In { .. } => Judged::OffShift,
+                        Judgement::Out { .. } if segment.expected.is_scheduled() => Judged::Out,
+                        Judgement::Out { .. } => Judged::OutOffShift,
+                    }
+                }
+            };
+            let span = DaySpan {
+                start: at,
+                end,
+                expected: segment.expected,
+                title: scheduled.title.map(str::to_owned),
+                authorised: segment.authorised,
+                state: covering.map(|i| i.state),
+                reason: covering.and_then(|i| i.reason.clone()),
+                judged,
+            };
+            match spans.last_mut() {
+                Some(last)
+                    if last.end == span.start
+                        && (&last.expected, &last.title, last.authorised, last.state, &last.reason, last.judged)
+                            == (&span.expected, &span.title, span.authorised, span.state, &span.reason, span.judged) =>
+                {
+                    last.end = span.end;
+                }
+                _ => spans.push(span),
+            }
+        }
+    }
+    spans
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1258,6 +1363,42 @@ mod tests {
             if f.scheduled_ms > 0 {
                 prop_assert_eq!(f.adherence_pct(), Some(100.0));
             }
+        }
+
+        /// The schedule-against-actual view covers the window exactly, back to back,
+        /// and its scheduled spans add up to the figures of the same window (time off
+        /// shift may be authorised or out too, but figures are of scheduled time).
+        #[test]
+        fn the_day_spans_cover_the_window_and_add_up_to_the_figures(
+            timeline in arb_timeline(),
+            (intervals, end) in arb_history(),
+            from in 0i64..800,
+            length in 1i64..800,
+            after in 0i64..200,
+            judging in arb_judging(),
+        ) {
+            let now = t(end + after);
+            let window = Window { from: t(from), to: t(from + length) };
+            let spans = day_spans(&intervals, &timeline, window, now, &judging);
+            prop_assert_eq!(spans.first().map(|s| s.start), Some(window.from));
+            prop_assert_eq!(spans.last().map(|s| s.end), Some(window.to));
+            for pair in spans.windows(2) {
+                prop_assert_eq!(pair[0].end, pair[1].start);
+                prop_assert!(pair[0].start < pair[0].end);
+            }
+            let ms = |judged: Judged| -> i64 {
+                spans
+                    .iter()
+                    .filter(|s| s.judged == judged && s.expected.is_scheduled())
+                    .map(|s| (s.end - s.start).num_milliseconds())
+                    .sum()
+            };
+            let f = figures(&intervals, &timeline, window, now, &judging);
+            prop_assert_eq!(ms(Judged::In), f.in_adherence_ms);
+            prop_assert_eq!(ms(Judged::Out), f.out_of_adherence_ms());
+            prop_assert_eq!(ms(Judged::Neutral), f.neutral_ms);
+            prop_assert_eq!(ms(Judged::Authorised), f.authorised_ms);
+            prop_assert_eq!(ms(Judged::Unobserved), f.unobserved_ms());
         }
 
         /// Compares with a model, under random adherence rules and authorised spans:
