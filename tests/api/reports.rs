@@ -587,8 +587,8 @@ async fn the_csv_links_its_definitions_and_the_json_and_html_carry_the_same() {
         // As `[[compliance.rules]]` would be written.
         config.compliance.rules = serde_json::from_value(serde_json::json!([{
             "activity": "Lunch",
-            "states": ["NOT_READY:LUNCH"],
-            "verdict": "in",
+            "states": ["READY"],
+            "verdict": "out",
             "grace": "90s",
         }]))
         .unwrap();
