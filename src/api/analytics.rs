@@ -21,6 +21,7 @@ use crate::domain::trend::{Detector, Seasonality, Settings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
+use crate::report::{Definitions, Subject};
 use crate::store::analytics::JobRow;
 
 /// What a caller over `analytics.max_jobs_per_caller` is told to wait: jobs take
@@ -338,7 +339,9 @@ pub struct ResultsQuery {
 
 /// A completed job's results, streamed (through the download's spool, see
 /// [`super::exports`]): every point with its moving average, direction, z-score and
-/// anomaly.
+/// anomaly. JSON carries `definitions` and the page ends with them; the CSV (the audited
+/// bytes) links to them (`Link: <…/reports/definitions?report=analytics&format=csv>;
+/// rel="describedby"`).
 #[utoipa::path(
     get,
     path = "/v1/analytics/queries/{job_id}/results",
@@ -399,14 +402,34 @@ pub async fn analytics_job_results(
         Err(refused) => return Ok(refused),
     };
     let store = state.analytics.store().for_exports();
+    let zone = match format {
+        Format::Html(zone) => Some(zone),
+        _ => None,
+    };
+    let definitions = Definitions::analytics(&state.judging.current(), zone);
     let body = state
         .exports
         .stream(permit, |mut sink| async move {
-            render::write(&store, &job_id, &spec, format, &mut sink)
-                .await
-                .map(drop)
-                .map_err(|e| format!("{e:#}"))
+            render::write(
+                &store,
+                &job_id,
+                &spec,
+                format,
+                Some(&definitions),
+                &mut sink,
+            )
+            .await
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
         })
         .await?;
-    Ok(exports::answer(body, format.content_type(), None))
+    let mut response = exports::answer(body, format.content_type(), None);
+    if let Format::Csv(_) = format {
+        // The CSV is the audited bytes; its definitions are a link away.
+        response.headers_mut().insert(
+            axum::http::header::LINK,
+            super::reports::describedby("../../../reports/definitions", Subject::Analytics, None),
+        );
+    }
+    Ok(response)
 }

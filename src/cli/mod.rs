@@ -626,12 +626,22 @@ pub struct ComplianceArgs {
     /// with a chart, agents grouped by team, worst adherence first).
     #[arg(long, default_value = "csv", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<crate::report::Format>()))]
     pub format: crate::report::Format,
-    /// Write to FILE instead of stdout.
+    /// Write to FILE instead of stdout. With --format csv, what each column means (how
+    /// it is computed, its unit, the time zone, the adherence rules' version) goes to
+    /// FILE's stem plus `.definitions.csv` beside it (report.csv → report.definitions.csv),
+    /// so the report itself stays plain CSV; JSON and HTML carry their definitions inside.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Print times in this IANA zone (e.g. America/New_York) instead of UTC.
     #[arg(long, value_name = "ZONE", value_parser = crate::report::parse_zone)]
     pub tz: Option<chrono_tz::Tz>,
+}
+
+/// Where `wfmd report --out FILE` puts a CSV report's definitions: beside FILE, its
+/// extension replaced by `definitions.csv` (`r.csv` → `r.definitions.csv`; `r` →
+/// `r.definitions.csv`).
+pub fn definitions_path(out: &std::path::Path) -> PathBuf {
+    out.with_extension("definitions.csv")
 }
 
 async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Failure> {
@@ -691,6 +701,16 @@ async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Fai
             report.agents.len(),
             path.display()
         );
+        if args.format == crate::report::Format::Csv {
+            let companion = definitions_path(path);
+            std::fs::write(&companion, report.definitions.to_csv()).map_err(|e| {
+                Failure::action(anyhow::anyhow!(
+                    "cannot write the definitions to {}: {e}",
+                    companion.display()
+                ))
+            })?;
+            eprintln!("wrote what each column means to {}", companion.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

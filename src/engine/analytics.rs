@@ -402,8 +402,15 @@ impl AnalyticsJobs {
     async fn complete(&self, id: &str, spec: &QuerySpec) -> anyhow::Result<()> {
         let mut hash = render::HashSink::default();
         let csv = render::CsvFormat::CURRENT;
-        let rows =
-            render::write(&self.store, id, spec, render::Format::Csv(csv), &mut hash).await?;
+        let rows = render::write(
+            &self.store,
+            id,
+            spec,
+            render::Format::Csv(csv),
+            None,
+            &mut hash,
+        )
+        .await?;
         let sha256 = hash.hex();
         let now = Utc::now();
         let mut tx = self.store.begin_write().await?;

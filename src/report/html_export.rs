@@ -11,6 +11,10 @@
 //! page's width with fixed column shares, so on a 1366 px screen nothing needs
 //! scrolling sideways; long names wrap.
 //!
+//! The page ends with its footnotes: a "Definitions" section saying how each figure is
+//! computed, in which unit and zone, and by which adherence rules (see
+//! [`super::definitions`]).
+//!
 //! Agent ids, names and teams come from the platform and from API callers, so every
 //! value is escaped before it reaches the page.
 
@@ -147,7 +151,11 @@ table.agents col.agent{width:18%}\
 tr.team th{background:#e2e8f0;text-align:left;font-size:14px}\
 .id{color:#666;font-size:11px}\
 svg{max-width:100%;height:auto}\
-.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}";
+.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}\
+section.definitions{font-size:13px}\
+section.definitions dt{margin-top:.6em;font-weight:600}\
+section.definitions dd{margin:.2em 0 0 1.5em}\
+section.definitions .unit{font-weight:normal;color:#666}";
 
 /// The main figures' columns, after the agent's.
 const MAIN: [&str; 14] = [
@@ -279,6 +287,8 @@ without an adherence figure (no stored shift) last.</p>",
     out.buf
         .extend_from_slice(b"<h2>Time in each state and rejections per agent</h2>");
     table(out, &teams, &DETAIL, detail_cells).await?;
+    out.buf
+        .extend_from_slice(report.definitions.to_html().as_bytes());
     out.buf.extend_from_slice(b"</body></html>\n");
     Ok(())
 }

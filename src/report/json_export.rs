@@ -1,4 +1,6 @@
-//! The JSON export: `{"from","to","generated_at","agents":[…],"attempts":[…]}`.
+//! The JSON export: `{"from","to","generated_at","time_zone","definitions",
+//! "agents":[…],"attempts":[…]}`; `definitions` says what each figure means (see
+//! [`super::definitions`]).
 //!
 //! The envelope is written by hand so the attempt log can be streamed between its
 //! brackets, one attempt at a time from a database cursor.
@@ -49,6 +51,7 @@ pub(super) async fn write<S: Sink>(
         "to": report.time(report.window.to),
         "generated_at": report.time(report.generated_at),
         "time_zone": report.zone.map_or("UTC", |z| z.name()),
+        "definitions": report.definitions.to_json(),
     });
     let head = serde_json::to_string(&head).map_err(json_error)?;
     // Reopen the object to append the arrays after its fields.

@@ -10,6 +10,7 @@
 //! so 200,000 attempts cost the same memory as 200.
 
 mod csv_export;
+pub mod definitions;
 mod html_export;
 mod json_export;
 mod summary;
@@ -23,6 +24,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
 pub use csv_export::text_cell;
+pub use definitions::{Definitions, Subject};
+/// HTML escaping as every page of wfmd writes it (tests compare pages' text with it).
+pub use html_export::escape as escape_html;
 pub use summary::{AgentSummary, summarize};
 
 use crate::domain::adherence_rules::Judging;
@@ -146,6 +150,9 @@ pub struct Report {
     /// One summary per agent with an attempt or an interval in the window, by agent id,
     /// named from the store's agent roster (no platform call).
     pub agents: Vec<AgentSummary>,
+    /// What each figure means, with the adherence rules that judged them and the zone;
+    /// every format carries them (see [`definitions`]).
+    pub definitions: Definitions,
 }
 
 impl Report {
@@ -168,6 +175,7 @@ impl Report {
             generated_at: now,
             zone,
             agents,
+            definitions: Definitions::compliance(judging, zone),
         })
     }
 

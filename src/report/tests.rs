@@ -983,6 +983,7 @@ fn report_of(agents: Vec<AgentSummary>, zone: Option<chrono_tz::Tz>) -> Report {
         generated_at: minutes(120),
         zone,
         agents,
+        definitions: Definitions::compliance(&judging(), zone),
     }
 }
 
@@ -1155,4 +1156,241 @@ async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names(b
     // The chart cuts a long name; the tables keep it whole.
     assert!(html.contains(">Maximiliana-Theodora …</text>"), "{html}");
     assert_eq!(html.matches(&format!("<td>{long}<br>")).count(), 2);
+}
+
+// ---- definitions (#39, item 5) ----------------------------------------------------
+
+/// Two rules, versioned `r-7f3a`, with a three-minute default grace.
+fn ruled() -> Judging {
+    use crate::domain::adherence_rules::{AdherenceRule, Verdict};
+    let rule = |activity: &str, state: &str, verdict| AdherenceRule {
+        activity: activity.parse().unwrap(),
+        states: vec![state.parse().unwrap()],
+        verdict,
+        grace: None,
+        severe_after: None,
+    };
+    Judging {
+        rules: vec![
+            rule("Lunch", "NOT_READY:LUNCH", Verdict::In),
+            rule("Training", "PAUSED", Verdict::Neutral),
+        ],
+        version: Some("r-7f3a".to_owned()),
+        threshold: chrono::TimeDelta::minutes(3),
+    }
+}
+
+fn term_names(definitions: &serde_json::Value) -> Vec<String> {
+    definitions["terms"]
+        .as_array()
+        .expect("terms are a list")
+        .iter()
+        .map(|t| t["term"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_json_report_carries_definitions_of_every_figure_in_its_zone() {
+    let (store, _dir) = temp_store_on(Backend::Sqlite).await;
+    let zone: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let report = Report::build(store.reader(), window(), minutes(120), Some(zone), &ruled())
+        .await
+        .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&store, &report, Format::Json).await.text()).unwrap();
+    let definitions = &json["definitions"];
+    assert_eq!(definitions["of"], "compliance");
+    assert_eq!(definitions["time_zone"], "Europe/Berlin");
+    let names = term_names(definitions);
+    for figure in [
+        "adherence_pct",
+        "idle_seconds",
+        "latency_p95_ms",
+        "latency_mean_ms",
+        "unobserved_seconds",
+        "neutral_seconds",
+        "authorised_seconds",
+    ] {
+        assert!(
+            names.iter().any(|n| n == figure),
+            "{figure} is defined: {names:?}"
+        );
+    }
+    // Every numeric column of the CSV is defined, by its column name.
+    for column in csv_export::COLUMNS {
+        if !["agent_id", "to", "name", "team_id", "team"].contains(&column) {
+            assert!(names.iter().any(|n| n == column), "{column} is defined");
+        }
+    }
+    let adherence = definitions["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["term"] == "adherence_pct")
+        .unwrap();
+    assert_eq!(adherence["unit"], "percent (0–100)");
+    let text = adherence["definition"].as_str().unwrap();
+    assert!(
+        text.contains("observed scheduled time − neutral time − authorised time"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_definitions_name_the_rules_version_and_grace_when_rules_are_configured() {
+    let (store, _dir) = temp_store_on(Backend::Sqlite).await;
+    let report = Report::build(store.reader(), window(), minutes(120), None, &ruled())
+        .await
+        .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&store, &report, Format::Json).await.text()).unwrap();
+    let rules = &json["definitions"]["adherence_rules"];
+    assert_eq!(rules["rules"], 2);
+    assert_eq!(rules["version"], "r-7f3a");
+    assert_eq!(rules["grace_seconds"], 180.0);
+    let summary = rules["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("2 adherence rules, version r-7f3a"),
+        "{summary}"
+    );
+    assert!(summary.contains("180 s"), "{summary}");
+    // The adherence figure's own text names them too, as do the page and the companion.
+    let adherence = Definitions::compliance(&ruled(), None);
+    let pct = adherence
+        .terms
+        .iter()
+        .find(|t| t.term == "adherence_pct")
+        .unwrap();
+    assert!(
+        pct.definition.contains("version r-7f3a"),
+        "{}",
+        pct.definition
+    );
+    let html = render(&store, &report, Format::Html).await.text();
+    assert!(html.contains("2 adherence rules, version r-7f3a"));
+    let companion = String::from_utf8(adherence.to_csv()).unwrap();
+    assert!(companion.contains("2 adherence rules, version r-7f3a"));
+
+    let builtin = Definitions::compliance(&judging(), None);
+    assert_eq!(builtin.adherence_rules.version, None);
+    assert!(
+        builtin
+            .adherence_rules
+            .summary
+            .starts_with("no adherence rules: the built-in kinds judge"),
+        "{}",
+        builtin.adherence_rules.summary
+    );
+    assert!(builtin.adherence_rules.summary.contains("120 s"));
+}
+
+#[tokio::test]
+async fn the_html_page_ends_with_a_definitions_section_of_every_term() {
+    let (store, _dir) = fixture(Backend::Sqlite).await;
+    let report = build(&store, minutes(120)).await;
+    let html = render(&store, &report, Format::Html).await.text();
+    let section = html
+        .split("<section class=\"definitions\" id=\"definitions\"><h2>Definitions</h2>")
+        .nth(1)
+        .expect("the page has a Definitions section");
+    assert!(
+        section.ends_with("</dl></section></body></html>\n"),
+        "it comes last"
+    );
+    for row in report.definitions.rows() {
+        assert!(
+            section.contains(&format!("<code>{}</code>", html_export::escape(&row.term))),
+            "{} is in the footnotes",
+            row.term
+        );
+        assert!(
+            section.contains(&*html_export::escape(&row.definition)),
+            "{}'s definition is in the footnotes",
+            row.term
+        );
+    }
+    assert!(section.contains("Times are written in UTC"));
+}
+
+#[tokio::test]
+async fn the_csv_report_stays_strict_csv_and_its_companion_defines_each_column() {
+    let (store, _dir) = fixture(Backend::Sqlite).await;
+    let report = build(&store, minutes(120)).await;
+    let body = render(&store, &report, Format::Csv).await.text();
+    // No comment lines: the first record is the header, and every record has as many
+    // fields as it.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(body.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        csv_export::COLUMNS
+    );
+    assert_eq!(reader.records().count(), 3);
+
+    let companion = report.definitions.to_csv();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(companion.as_slice());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["term", "label", "definition", "unit", "time_zone"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let terms: Vec<&str> = rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        terms,
+        report
+            .definitions
+            .rows()
+            .iter()
+            .map(|r| r.term.as_str())
+            .collect::<Vec<_>>()
+    );
+    assert!(rows.iter().all(|r| &r[4] == "UTC"));
+    let idle = rows.iter().find(|r| &r[0] == "idle_seconds").unwrap();
+    assert!(
+        idle[2].contains("IDLE, PAUSED or NOT_READY"),
+        "{}",
+        &idle[2]
+    );
+    assert!(idle[3].starts_with("seconds"));
+}
+
+#[test]
+fn the_wallboard_definitions_give_each_skill_its_threshold_and_colour_bands() {
+    let tile = |id: &str, name: &str| crate::domain::metrics::SkillTile {
+        skill_id: id.into(),
+        skill_name: name.into(),
+        contacts_queued: 0,
+        contacts_active: 0,
+        longest_wait_secs: 0,
+        service_level: Some(0.9),
+        agents_available: 0,
+        agents_staffed: 0,
+        agents_on_contact: 0,
+        agents_acw: 0,
+        estimated_wait_secs: None,
+        sampled_at: t0(),
+    };
+    let definitions = Definitions::wallboard(
+        &ruled(),
+        &[tile("s1", "Sales"), tile("s2", "Support")],
+        0.85,
+        0.6,
+    );
+    assert_eq!(definitions.service_levels.len(), 2);
+    assert_eq!(definitions.service_levels[1].skill_name, "Support");
+    assert_eq!(definitions.service_levels[1].good, 0.85);
+    assert_eq!(definitions.service_levels[1].warning, 0.6);
+    let rows = definitions.rows();
+    let s2 = rows.iter().find(|r| r.term == "service_level[s2]").unwrap();
+    assert!(
+        s2.definition
+            .contains("green at or above 0.85, amber at or above 0.6")
+    );
+    let sl = rows.iter().find(|r| r.term == "service_level").unwrap();
+    assert!(sl.definition.contains("wfmd does not compute it"));
+    let badge = rows.iter().find(|r| r.term == "adherence_badge").unwrap();
+    assert!(badge.definition.contains("version r-7f3a"));
 }

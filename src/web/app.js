@@ -652,6 +652,50 @@ async function authorise() {
   if (response.ok) $("auth-reason").value = "";
 }
 
+// ---- what the numbers mean -----------------------------------------------------------
+
+// The definitions come from wfmd (GET …/reports/definitions?report=wallboard), the same
+// source as the exports' definitions, so the page never words a figure differently.
+async function showDefinitions() {
+  const dialog = $("definitions");
+  const body = $("definitions-body");
+  body.replaceChildren(el("p", "pending", "loading…"));
+  if (!dialog.open) dialog.showModal();
+  try {
+    const response = await api(BASE + "/reports/definitions?report=wallboard");
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    const d = await response.json();
+    const list = el("dl");
+    for (const t of d.terms) {
+      const dt = el("dt", "", t.label);
+      if (t.unit) dt.append(el("span", "unit", " (" + t.unit + ")"));
+      list.append(dt, el("dd", "", t.definition));
+    }
+    list.append(el("dt", "", "Adherence rules"), el("dd", "", d.adherence_rules.summary));
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    list.append(el("dt", "", "Time zone"), el("dd", "", "The feed's times are " + d.time_zone +
+      "; this page shows the clock in your browser's zone (" + zone + ") and durations as m:ss."));
+    body.replaceChildren(list);
+    if (d.service_levels && d.service_levels.length) {
+      const table = el("table");
+      const head = el("tr");
+      for (const h of ["Skill", "SL threshold", "Green at or above", "Amber at or above"]) head.append(el("th", "", h));
+      table.append(head);
+      for (const s of d.service_levels) {
+        const row = el("tr");
+        row.dataset.skill = s.skill_id;
+        row.append(el("td", "", s.skill_name || s.skill_id),
+          el("td", "", s.threshold_seconds === null ? "not reported by the platform" : s.threshold_seconds + " s"),
+          el("td", "", pct(s.good)), el("td", "", pct(s.warning)));
+        table.append(row);
+      }
+      body.append(el("h3", "", "Service level per skill tile"), table);
+    }
+  } catch (e) {
+    body.replaceChildren(el("p", "error", "cannot load the definitions: " + e.message));
+  }
+}
+
 // ---- start ---------------------------------------------------------------------------
 
 function setup() {
@@ -673,6 +717,7 @@ function setup() {
   };
   $("bulk-start").onclick = startJob;
   $("auth-start").onclick = authorise;
+  $("definitions-toggle").onclick = showDefinitions;
   $("filter-team").onchange = () => renderAgents();
   $("filter-skill").onchange = () => { renderAgents(); renderTiles(); };
   setInterval(tick, 1000);

@@ -120,14 +120,35 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
     let job = until_finished(&app, &job_id).await;
     assert_eq!(job["status"], "completed", "{job}");
 
-    let csv = app
+    let response = app
         .get(&format!(
             "/v1/analytics/queries/{job_id}/results?format=csv"
         ))
+        .await;
+    // The audited CSV stays as it was; what its columns mean is a link away.
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    let target = link
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix(">; rel=\"describedby\""))
+        .unwrap_or_else(|| panic!("{link}"));
+    let target = response.url().join(target).unwrap();
+    assert_eq!(target.path(), "/v1/reports/definitions", "{target}");
+    let csv = response.bytes().await.unwrap();
+    let definitions = app
+        .http
+        .get(target)
+        .send()
         .await
-        .bytes()
+        .unwrap()
+        .text()
         .await
         .unwrap();
+    assert!(
+        definitions.starts_with("term,label,definition,unit,time_zone\n")
+            && definitions.contains("\nidle_seconds,")
+            && definitions.contains("In-adherence time ÷ scheduled time × 100"),
+        "{definitions}"
+    );
     let text = String::from_utf8(csv.to_vec()).unwrap();
     assert!(text.starts_with(
         "bucket,agent,metric,value,moving_average,direction,z_score,anomaly,baseline,spread\n"
@@ -178,6 +199,7 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
         .unwrap();
     assert_eq!(json["job_id"], job_id.as_str());
     assert!(json["series"].as_array().unwrap().len() >= agents.len() * 2);
+    assert_eq!(json["definitions"]["of"], "analytics", "{json}");
 
     // One self-contained page: a chart per series, time labels in the asked zone.
     let response = app
@@ -195,6 +217,10 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
     assert!(html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"));
     assert!(html.matches("<svg").count() >= agents.len() * 2, "{html}");
     assert!(html.contains(" IST<"), "labels in Kolkata time: {html}");
+    assert!(
+        html.contains("<h2>Definitions</h2>") && html.contains("Times are written in Asia/Kolkata"),
+        "the page ends with its definitions"
+    );
     assert!(
         !html.contains("<script") && !html.contains("<link"),
         "nothing fetched from elsewhere"

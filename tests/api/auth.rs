@@ -228,6 +228,14 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/reports/definitions",
+        role: Some("viewer"),
+        query: "report=wallboard&format=csv",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
         path: "/v1/live/series",
         role: Some("viewer"),
         query: "family=skills&id=s_100",

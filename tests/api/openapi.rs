@@ -351,6 +351,8 @@ async fn hostile_input_gets_a_4xx_problem_naming_the_field_or_parameter() {
         get(&format!("{history}?from=%FF"), 400, parameter("from")),
         get("/v1/reports/compliance?format=pdf", 400, parameter("format")),
         get("/v1/reports/compliance?tz=Mars/Olympus", 400, parameter("tz")),
+        get("/v1/reports/definitions?report=payroll", 400, parameter("report")),
+        get("/v1/reports/definitions?format=html", 400, parameter("format")),
         get("/v1/audit?from=2026-01-01&to=1999-01-01", 400, parameter("to")),
         get("/v1/live/series?family=agents&id=s_100", 400, parameter("family")),
         get("/v1/live/series?family=skills", 400, parameter("id")),

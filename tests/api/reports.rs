@@ -194,7 +194,36 @@ async fn the_cli_writes_the_report_to_the_out_file() {
             let json: Value = serde_json::from_str(&content).unwrap();
             assert_eq!(json["attempts"].as_array().unwrap().len(), 2);
         }
+        if format == "csv" {
+            // What each column means goes beside the report, which stays plain CSV.
+            let companion = dir.path().join("report.definitions.csv");
+            let text = std::fs::read_to_string(&companion).expect("the definitions are written");
+            let mut reader = csv::Reader::from_reader(text.as_bytes());
+            assert_eq!(
+                reader.headers().unwrap().iter().collect::<Vec<_>>(),
+                ["term", "label", "definition", "unit", "time_zone"]
+            );
+            let terms: Vec<String> = reader.records().map(|r| r.unwrap()[0].to_owned()).collect();
+            assert!(terms.iter().any(|t| t == "adherence_pct"), "{terms:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("report.definitions.csv"), "{stderr}");
+        }
     }
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "report.csv",
+            "report.definitions.csv",
+            "report.html",
+            "report.json"
+        ],
+        "JSON and HTML carry their definitions inside"
+    );
 
     let output = tokio::task::spawn_blocking(move || {
         wfmd()
@@ -530,4 +559,174 @@ async fn the_html_report_fits_a_1366_px_screen_without_sideways_scrolling() {
         "the page is {scroll} px wide in a {inner} px window"
     );
     browser.close().await.unwrap();
+}
+
+/// The `describedby` target of a `Link` header: `<TARGET>; rel="describedby"`.
+fn described_by(response: &reqwest::Response) -> String {
+    let link = response
+        .headers()
+        .get(reqwest::header::LINK)
+        .expect("the CSV links to its definitions")
+        .to_str()
+        .unwrap();
+    let (target, rel) = link.split_once(';').unwrap();
+    assert_eq!(rel.trim(), "rel=\"describedby\"", "{link}");
+    target
+        .trim()
+        .strip_prefix('<')
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_csv_links_its_definitions_and_the_json_and_html_carry_the_same() {
+    let sim = TestSim::default_tenant().await;
+    let mut version = None;
+    let app = TestApp::spawn_with(sim, |config| {
+        // As `[[compliance.rules]]` would be written.
+        config.compliance.rules = serde_json::from_value(serde_json::json!([{
+            "activity": "Lunch",
+            "states": ["READY"],
+            "verdict": "out",
+            "grace": "90s",
+        }]))
+        .unwrap();
+        version = config.compliance.judging().unwrap().version;
+    })
+    .await;
+    let version = version.expect("rules have a version");
+    two_transitions(&app).await;
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now() + Duration::hours(1));
+    let window = |format: &'static str| {
+        [
+            ("from", from.clone()),
+            ("to", to.clone()),
+            ("format", format.to_owned()),
+            ("tz", "Europe/Berlin".to_owned()),
+        ]
+    };
+    let query = |format| window(format).map(|(k, v)| (k, v));
+    let get = |format: &'static str| {
+        let params = query(format);
+        let app = &app;
+        async move {
+            app.http
+                .get(format!("{}/v1/reports/compliance", app.address))
+                .query(&params)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let response = get("csv").await;
+    assert_eq!(response.status(), 200);
+    let target = response.url().join(&described_by(&response)).unwrap();
+    assert_eq!(target.path(), "/v1/reports/definitions", "{target}");
+    let body = response.text().await.unwrap();
+    let mut report = csv::Reader::from_reader(body.as_bytes());
+    assert_eq!(
+        &report.headers().unwrap()[0],
+        "agent_id",
+        "no comment line before the header"
+    );
+    assert_eq!(report.records().count(), 2, "{body}");
+
+    let companion = app.http.get(target).send().await.unwrap();
+    assert_eq!(companion.status(), 200);
+    assert!(
+        companion.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let companion = companion.text().await.unwrap();
+    let rows: HashMap<String, (String, String, String)> =
+        csv::Reader::from_reader(companion.as_bytes())
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (
+                    r[0].to_owned(),
+                    (r[2].to_owned(), r[3].to_owned(), r[4].to_owned()),
+                )
+            })
+            .collect();
+
+    let json: Value = get("json").await.json().await.unwrap();
+    let definitions = &json["definitions"];
+    assert_eq!(definitions["time_zone"], "Europe/Berlin");
+    assert_eq!(definitions["adherence_rules"]["version"], version.as_str());
+    assert_eq!(definitions["adherence_rules"]["rules"], 1);
+    let html = get("html").await.text().await.unwrap();
+    let footnotes = html
+        .split("<h2>Definitions</h2>")
+        .nth(1)
+        .expect("the page has its footnotes");
+    let terms = definitions["terms"].as_array().unwrap();
+    assert!(terms.len() >= 20, "{definitions}");
+    for term in terms {
+        let name = term["term"].as_str().unwrap();
+        let definition = term["definition"].as_str().unwrap();
+        assert_eq!(
+            rows.get(name),
+            Some(&(
+                definition.to_owned(),
+                term["unit"].as_str().unwrap().to_owned(),
+                "Europe/Berlin".to_owned()
+            )),
+            "the CSV companion defines {name} as the JSON does"
+        );
+        assert!(
+            footnotes.contains(&*wfmd::report::escape_html(definition)),
+            "the page defines {name} as the JSON does"
+        );
+    }
+    let rules_row = &rows["adherence_rules"].0;
+    assert!(
+        rules_row.starts_with(&format!("1 adherence rule, version {version}")),
+        "{rules_row}"
+    );
+    assert!(footnotes.contains(&format!("1 adherence rule, version {version}")));
+
+    // The route's JSON is the report's definitions.
+    let alone: Value = app
+        .http
+        .get(format!("{}/v1/reports/definitions", app.address))
+        .query(&[("tz", "Europe/Berlin")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&alone, definitions);
+
+    // The wallboard's: service level with the colour bands, badges judged by the rules.
+    let board: Value = app
+        .http
+        .get(format!("{}/v1/reports/definitions", app.address))
+        .query(&[("report", "wallboard")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(board["of"], "wallboard");
+    let board_terms = board["terms"].as_array().unwrap();
+    let service_level = board_terms
+        .iter()
+        .find(|t| t["term"] == "service_level")
+        .expect("service level is defined");
+    assert!(
+        service_level["definition"]
+            .as_str()
+            .unwrap()
+            .contains("green at or above 0.8, amber at or above 0.7"),
+        "{service_level}"
+    );
+    assert_eq!(board["adherence_rules"]["version"], version.as_str());
 }

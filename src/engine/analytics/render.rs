@@ -11,6 +11,11 @@
 //! it completed in, its figures the detector its query recorded (jobs stored before #34
 //! keep the z-score one). Jobs since #34 add `baseline` and `spread` after `anomaly`.
 //!
+//! JSON results carry a `definitions` object and the HTML page ends with a
+//! "Definitions" section (what each figure means, its unit and zone; see
+//! [`crate::report::definitions`]) when the caller gives them; the CSV never does, as
+//! its bytes are what the audit log hashed (the HTTP answer links to them instead).
+//!
 //! Result rows are read by series, then bucket, and one series at a time is analysed
 //! and written, so memory holds one series, never the whole result.
 
@@ -25,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::spec::QuerySpec;
 use crate::domain::trend::{self, Analysis, Detector, Point};
-use crate::report::Sink;
+use crate::report::{Definitions, Sink};
 use crate::store::analytics as stored;
 use crate::store::{Store, from_ms};
 
@@ -149,13 +154,15 @@ fn field(text: &str) -> String {
     }
 }
 
-/// Writes the results of job `id` (queried with `spec`) to `sink`. Returns the number of
-/// value rows written.
+/// Writes the results of job `id` (queried with `spec`) to `sink`, JSON and HTML with
+/// `definitions` when given (the CSV ignores them). Returns the number of value rows
+/// written.
 pub async fn write(
     store: &Store,
     id: &str,
     spec: &QuerySpec,
     format: Format,
+    definitions: Option<&Definitions>,
     sink: &mut impl Sink,
 ) -> anyhow::Result<u64> {
     let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
@@ -186,9 +193,14 @@ pub async fn write(
         Format::Json => {
             out.extend(
                 format!(
-                    "{{\"job_id\":{},\"query\":{},\"series\":[",
+                    "{{\"job_id\":{},\"query\":{},{}\"series\":[",
                     json!(id),
-                    serde_json::to_string(spec)?
+                    serde_json::to_string(spec)?,
+                    match definitions {
+                        Some(definitions) =>
+                            format!("\"definitions\":{},", serde_json::to_string(definitions)?),
+                        None => String::new(),
+                    }
                 )
                 .as_bytes(),
             );
@@ -348,7 +360,12 @@ pub async fn write(
     }
     match format {
         Format::Json => out.extend(b"]}\n"),
-        Format::Html(_) => out.extend(b"</body></html>\n"),
+        Format::Html(_) => {
+            if let Some(definitions) = definitions {
+                out.extend(definitions.to_html().as_bytes());
+            }
+            out.extend(b"</body></html>\n");
+        }
         Format::Csv(_) => {}
     }
     if !out.is_empty() {
@@ -362,7 +379,9 @@ section{margin-bottom:2.5em}svg{background:#fafafa;border:1px solid #ddd}\
 .v{fill:none;stroke:#1f77b4;stroke-width:1.5}.ma{fill:none;stroke:#ff7f0e;stroke-width:1.5;stroke-dasharray:5 3}\
 .b{fill:none;stroke:#2ca02c;stroke-width:1.2;stroke-dasharray:2 2}\
 .a{fill:#d62728}.ax{stroke:#888}text{font-size:11px;fill:#444}\
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}";
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}\
+section.definitions{font-size:13px}section.definitions dt{margin-top:.6em;font-weight:600}\
+section.definitions dd{margin:.2em 0 0 1.5em}section.definitions .unit{font-weight:normal;color:#666}";
 
 /// Text safe inside HTML elements and attribute values.
 fn escape(text: &str) -> String {
@@ -612,7 +631,7 @@ mod tests {
 
     async fn csv(store: &Store, spec: &QuerySpec, csv: CsvFormat) -> String {
         let mut out = Bytes::default();
-        write(store, "aq_1", spec, Format::Csv(csv), &mut out)
+        write(store, "aq_1", spec, Format::Csv(csv), None, &mut out)
             .await
             .unwrap();
         String::from_utf8(out.0).unwrap()
@@ -641,6 +660,61 @@ mod tests {
         assert!(
             rows.iter().all(|row| &row[3] == "-2.5"),
             "a negative figure stays a number: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn json_and_html_results_carry_the_definitions_and_the_hashed_csv_does_not_change() {
+        let (store, _dir) = temp_store().await;
+        let spec = job_over_agents(&store, &["u_001"], Detector::Robust).await;
+        let judging = crate::domain::adherence_rules::Judging::builtin(TimeDelta::minutes(2));
+        let zone: Tz = "America/New_York".parse().unwrap();
+        let definitions = Definitions::analytics(&judging, Some(zone));
+        let render = |format| {
+            let (store, spec, definitions) = (&store, &spec, &definitions);
+            async move {
+                let mut out = Bytes::default();
+                write(store, "aq_1", spec, format, Some(definitions), &mut out)
+                    .await
+                    .unwrap();
+                String::from_utf8(out.0).unwrap()
+            }
+        };
+        let json: serde_json::Value = serde_json::from_str(&render(Format::Json).await).unwrap();
+        assert_eq!(json["definitions"]["of"], "analytics");
+        assert_eq!(json["definitions"]["time_zone"], "America/New_York");
+        let adherence = json["definitions"]["terms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["term"] == "adherence_pct")
+            .unwrap();
+        assert!(
+            adherence["definition"]
+                .as_str()
+                .unwrap()
+                .contains("In-adherence time ÷ scheduled time × 100"),
+            "analytics' adherence is defined as it computes it: {adherence}"
+        );
+        assert_eq!(
+            json["series"].as_array().unwrap().len(),
+            1,
+            "series still follow"
+        );
+
+        let html = render(Format::Html(zone)).await;
+        let section = html
+            .split("<h2>Definitions</h2>")
+            .nth(1)
+            .expect("the page has a Definitions section");
+        for row in definitions.rows() {
+            assert!(section.contains(&escape(&row.definition)), "{}", row.term);
+        }
+
+        assert_eq!(
+            render(Format::Csv(CsvFormat::CURRENT)).await,
+            csv(&store, &spec, CsvFormat::CURRENT).await,
+            "the CSV is the hashed one, definitions or not"
         );
     }
 
