@@ -654,16 +654,14 @@ pub fn day_spans(
             let judged = match covering {
                 None if segment.expected.is_scheduled() => Judged::Unobserved,
                 None => Judged::OffShift,
-                Some(i) => {
-                    match judging.judge(scheduled, i.state, i.reason.as_deref()) {
-                        Judgement::Authorised => Judged::Authorised,
-                        Judgement::Neutral { .. } => Judged::Neutral,
-                        Judgement::In { .. } if segment.expected.is_scheduled() => Judged::In,
-                        Judgement::In { .. } => Judged::OffShift,
-                        Judgement::Out { .. } if segment.expected.is_scheduled() => Judged::Out,
-                        Judgement::Out { .. } => Judged::OutOffShift,
-                    }
-                }
+                Some(i) => match judging.judge(scheduled, i.state, i.reason.as_deref()) {
+                    Judgement::Authorised => Judged::Authorised,
+                    Judgement::Neutral { .. } => Judged::Neutral,
+                    Judgement::In { .. } if segment.expected.is_scheduled() => Judged::In,
+                    Judgement::In { .. } => Judged::OffShift,
+                    Judgement::Out { .. } if segment.expected.is_scheduled() => Judged::Out,
+                    Judgement::Out { .. } => Judged::OutOffShift,
+                },
             };
             let span = DaySpan {
                 start: at,
@@ -676,10 +674,15 @@ pub fn day_spans(
                 judged,
             };
             match spans.last_mut() {
+                // The same in all but its place: one span.
                 Some(last)
                     if last.end == span.start
-                        && (&last.expected, &last.title, last.authorised, last.state, &last.reason, last.judged)
-                            == (&span.expected, &span.title, span.authorised, span.state, &span.reason, span.judged) =>
+                        && *last
+                            == (DaySpan {
+                                start: last.start,
+                                end: last.end,
+                                ..span.clone()
+                            }) =>
                 {
                     last.end = span.end;
                 }
