@@ -27,6 +27,9 @@ use crate::store::{Pool, from_ms, on, to_ms};
 /// How far before the window intervals and shifts are read for the adherence figures.
 const ADHERENCE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
+/// The longest window whose schedule-against-actual view a report carries per agent.
+pub const MAX_DAY_VIEW: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
 /// One agent's line of the report. Field names are the CSV columns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AgentSummary {
@@ -75,6 +78,11 @@ pub struct AgentSummary {
     pub neutral_seconds: Option<f64>,
     /// Observed scheduled time a supervisor authorised, which the percentage leaves out.
     pub authorised_seconds: Option<f64>,
+    /// The schedule against the recorded states, judged, over a window of at most a
+    /// day ([`MAX_DAY_VIEW`]); empty for longer windows or without a stored shift. The
+    /// HTML page draws it.
+    #[serde(skip)]
+    pub day: Vec<adherence::DaySpan>,
     /// Adherence exceptions that opened in the window (deviations longer than
     /// `compliance.exception_threshold`).
     pub adherence_exceptions: Option<u32>,
@@ -249,6 +257,9 @@ pub async fn summarize(
                 None => Timeline::new(&shifts),
             };
             summary.set_adherence(&adherence::figures(run, &timeline, window, now, judging));
+            if window.to - window.from <= MAX_DAY_VIEW {
+                summary.day = adherence::day_spans(run, &timeline, window, now, judging);
+            }
         }
     };
     let mut current: Option<String> = None;

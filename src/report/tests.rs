@@ -272,6 +272,7 @@ async fn every_number_of_the_report_matches_the_hand_computed_fixture(backend: B
             unobserved_seconds: None,
             neutral_seconds: None,
             authorised_seconds: None,
+            day: Vec::new(),
             adherence_exceptions: None,
         }
     );
@@ -827,6 +828,25 @@ async fn authorised_and_neutral_time_are_reported_on_their_own_and_left_out_of_a
         html.contains("<td>92.3</td><td>8:00:00</td><td>6:00:00</td><td>0:00:00</td><td>0:30:00</td><td>1:00:00</td><td>1</td>"),
         "{html}"
     );
+    // The schedule against actual: the judged stretches of the day, on one axis.
+    let view = &html[html
+        .find("<figure class=\"day\" data-agent=\"a7\">")
+        .expect("a7's view")..];
+    let view = &view[..view.find("</figure>").unwrap()];
+    for (from, to, judged) in [
+        (0, 120, "in"),
+        (120, 180, "neutral"),
+        (180, 210, "authorised"),
+        (210, 240, "out"),
+        (240, 480, "in"),
+    ] {
+        let group = format!(
+            "data-from=\"{}\" data-to=\"{}\" data-judged=\"{judged}\"",
+            crate::time::rfc3339(minutes(from)),
+            crate::time::rfc3339(minutes(to))
+        );
+        assert!(view.contains(&group), "{group} missing from {view}");
+    }
 }
 
 /// Agent ids a spreadsheet would run as formulas (OWASP's CSV injection examples).
