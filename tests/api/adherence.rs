@@ -591,3 +591,98 @@ async fn serve_runs_the_book_and_the_sweep_and_reports_adherence(dialect: Dialec
     );
     app.stop().await;
 }
+
+on_both_dialects!(a_rule_on_a_titled_work_activity_decides_what_the_sweep_opens);
+/// `activity = "Team meeting"`, NOT_READY:MEETING in: the agents the simulator has in a
+/// team meeting (from half an hour before the start to half an hour after). The incontact
+/// WFM export names the meeting, so the book keeps it and the rule holds their exceptions
+/// back until it ends; the v2 schedule cannot name work activities (cxone-api.md), so
+/// there the rule matches nothing and the built-in kind opens at once.
+async fn a_rule_on_a_titled_work_activity_decides_what_the_sweep_opens(dialect: Dialect) {
+    let mut scene = Scene::start(dialect, |c| {
+        c.compliance.exception_threshold = Duration::from_secs(120);
+        c.compliance.rules = vec![
+            serde_json::from_value(serde_json::json!({
+                "activity": "Team meeting",
+                "states": ["NOT_READY:MEETING"],
+                "verdict": "in",
+            }))
+            .unwrap(),
+        ];
+    })
+    .await;
+    let t0 = scene.now();
+    let in_meeting: Vec<SimAgent> = scene
+        .sim
+        .sim
+        .agents()
+        .into_iter()
+        .filter(|a| a.activities.iter().any(|t| t.title == "Team meeting"))
+        .collect();
+    assert!(!in_meeting.is_empty(), "the simulator schedules a meeting");
+    let meeting_end = in_meeting[0].activities[0].end;
+    for agent in &in_meeting {
+        assert_eq!(
+            (agent.state.as_str(), agent.reason.as_str()),
+            ("NOT_READY", "MEETING")
+        );
+        assert!(agent.changed_at < t0 - TimeDelta::seconds(59));
+    }
+    // Three minutes on: past the threshold for every one of them.
+    scene.run_until(t0 + TimeDelta::minutes(3)).await;
+    let not_working = || vec![("not_working_in_shift".to_owned(), true)];
+    for agent in &in_meeting {
+        let stored: String = on!(scene.store.reader(), |c| sqlx::query_scalar(
+            "SELECT activities FROM agent_shifts WHERE agent_id = $1"
+        )
+        .bind(&agent.id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        let exceptions = scene.exceptions_of(&agent.id).await;
+        match dialect {
+            Dialect::Incontact => {
+                assert!(
+                    stored.contains("\"Team meeting\""),
+                    "{}: {stored}",
+                    agent.id
+                );
+                assert!(exceptions.is_empty(), "{} is in its meeting", agent.id);
+            }
+            Dialect::V2 => {
+                assert!(!stored.contains("Team meeting"), "{}: {stored}", agent.id);
+                assert_eq!(exceptions, not_working(), "{}", agent.id);
+            }
+        }
+    }
+    if dialect == Dialect::V2 {
+        return;
+    }
+    // The meeting over, the rule no longer covers them: the built-in kind opens after the
+    // threshold counted from the meeting's end, not before.
+    scene.run_until(meeting_end + TimeDelta::seconds(90)).await;
+    for agent in &in_meeting {
+        assert!(
+            scene.exceptions_of(&agent.id).await.is_empty(),
+            "{}",
+            agent.id
+        );
+    }
+    scene.run_until(meeting_end + TimeDelta::minutes(3)).await;
+    for agent in &in_meeting {
+        assert_eq!(
+            scene.exceptions_of(&agent.id).await,
+            not_working(),
+            "{}",
+            agent.id
+        );
+        let started: i64 = on!(scene.store.reader(), |c| sqlx::query_scalar(
+            "SELECT started_at FROM adherence_exceptions WHERE agent_id = $1"
+        )
+        .bind(&agent.id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        assert_eq!(started, meeting_end.timestamp_millis(), "{}", agent.id);
+    }
+}
