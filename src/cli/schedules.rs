@@ -1,7 +1,7 @@
 //! `wfmd schedules import FILE`: shifts, breaks and titled work activities from a CSV
 //! (a third-party WFM, or a tenant whose WFM the platform cannot export), with either
-//! dialect. The format and
-//! how imported schedules answer compliance are in `engine::imported_schedules`.
+//! dialect. The format and how imported schedules answer compliance are in
+//! `engine::imported_schedules`.
 //!
 //! Where the file goes: while `wfmd serve` runs on the configured database (it holds the
 //! database's lock, see [`super::backup::DaemonLock`]), to that daemon over HTTP
