@@ -1,6 +1,7 @@
-//! `wfmd schedules import FILE`: shifts and breaks from a CSV (a third-party WFM, or a
-//! tenant whose WFM the platform cannot export), with either dialect. The format and
-//! how imported schedules answer compliance are in `engine::imported_schedules`.
+//! `wfmd schedules import FILE`: shifts, breaks and titled work activities from a CSV
+//! (a third-party WFM, or a tenant whose WFM the platform cannot export), with either
+//! dialect. The format and how imported schedules answer compliance are in
+//! `engine::imported_schedules`.
 //!
 //! Where the file goes: while `wfmd serve` runs on the configured database (it holds the
 //! database's lock, see [`super::backup::DaemonLock`]), to that daemon over HTTP
@@ -33,7 +34,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum SchedulesCommand {
     /// Load shifts and breaks from a CSV with the header
     /// agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone
-    /// (one row per break; times RFC 3339 or local in the row's timezone). Nothing is
+    /// (one row per break; times RFC 3339 or local in the row's timezone), and
+    /// optionally activity,activity_start,activity_end (all three or none): a titled
+    /// work activity of the row's shift, e.g. a Team meeting, which adherence rules
+    /// judge by its title. Nothing is
     /// stored unless every line is valid. Agents with imported shifts take their
     /// schedule and break status from them. While `wfmd serve` runs on the configured
     /// database the file goes to it (in force for the next change; with tokens

@@ -174,6 +174,9 @@ impl TryFrom<ScheduleAnswer> for Schedule {
             shift_start: answer.shift_start,
             shift_end: answer.shift_end,
             breaks,
+            // The v2 schedule names no work activities (cxone-api.md): its only
+            // titles are the breaks' `type`.
+            activities: Vec::new(),
         })
     }
 }
@@ -735,6 +738,8 @@ mod tests {
                 mandatory: true,
             }])
         );
+        // The v2 contract names no work activities: the break's `type` is its only title.
+        assert!(schedule.activities.is_empty());
     }
 
     #[test]

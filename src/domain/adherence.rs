@@ -33,16 +33,20 @@ use serde::{Deserialize, Serialize};
 
 use super::adherence_rules::{Judgement, Judging, Scheduled};
 use super::idle::{Interval, Window};
-use super::policy::BreakWindow;
+use super::policy::{BreakWindow, TitledSpan};
 use super::state::{AgentState, string_names};
 
-/// One shift of an agent's schedule, with its breaks. Break time outside the shift does
-/// not count.
+/// One shift of an agent's schedule, with its breaks and its titled work activities.
+/// Break and activity time outside the shift does not count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shift {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub breaks: Vec<BreakWindow>,
+    /// Titled work time (`Team meeting`, …): still work, but a rule may judge it by its
+    /// title. Absent from shifts stored before activities were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activities: Vec<TitledSpan>,
 }
 
 /// What the schedule expects of the agent during a stretch of time.
@@ -192,13 +196,16 @@ pub struct Timeline {
 
 impl Timeline {
     /// The timeline of `shifts`, in any order. Overlapping shifts are merged; a
-    /// mandatory break wins over an optional one where they overlap.
+    /// mandatory break wins over an optional one where they overlap. Work time takes the
+    /// title of the activity covering it; a break wins over an activity it overlaps.
     pub fn new(shifts: &[Shift]) -> Timeline {
         let mut points = Vec::new();
         for shift in shifts.iter().filter(|s| s.start < s.end) {
             points.extend([shift.start, shift.end]);
-            for b in &shift.breaks {
-                let (start, end) = (b.start.max(shift.start), b.end.min(shift.end));
+            let spans = shift.breaks.iter().map(|b| (b.start, b.end));
+            let activities = shift.activities.iter().map(|a| (a.start, a.end));
+            for (start, end) in spans.chain(activities) {
+                let (start, end) = (start.max(shift.start), end.min(shift.end));
                 if start < end {
                     points.extend([start, end]);
                 }
@@ -433,20 +440,32 @@ impl Timeline {
     }
 }
 
+/// `title`, unless blank (the schedule named nothing).
+fn titled(title: &str) -> Option<&str> {
+    Some(title).filter(|title| !title.trim().is_empty())
+}
+
 /// What `shifts` expect at `at` (shifts may overlap), and the title the schedule gives
-/// it: a break's kind (LUNCH, …).
+/// it: a break's kind (LUNCH, …), or in work time the title of the first activity
+/// covering it (Team meeting, …).
 fn expected_among(shifts: &[Shift], at: DateTime<Utc>) -> (Expected, Option<&str>) {
     let mut expected = (Expected::OffShift, None);
     for shift in shifts.iter().filter(|s| s.start <= at && at < s.end) {
         for b in shift.breaks.iter().filter(|b| b.contains(at)) {
-            let title = Some(b.kind.as_str()).filter(|kind| !kind.trim().is_empty());
+            let title = titled(&b.kind);
             if b.mandatory {
                 return (Expected::MandatoryBreak, title);
             }
             expected = (Expected::OptionalBreak, title);
         }
-        if expected.0 == Expected::OffShift {
-            expected = (Expected::Work, None);
+        // Work, titled by this shift's activity unless an earlier shift titled it.
+        if expected.0 == Expected::OffShift || expected == (Expected::Work, None) {
+            let title = shift
+                .activities
+                .iter()
+                .filter(|a| a.start <= at && at < a.end)
+                .find_map(|a| titled(&a.title));
+            expected = (Expected::Work, title);
         }
     }
     expected
@@ -696,7 +715,7 @@ pub fn day_spans(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::adherence_rules::arb_rule;
+    use crate::domain::adherence_rules::{AdherenceRule, Verdict, arb_rule};
     use chrono::{TimeDelta, TimeZone};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
@@ -738,6 +757,7 @@ mod tests {
                 brk(minutes(180), minutes(210), true),
                 brk(minutes(360), minutes(375), false),
             ],
+            activities: Vec::new(),
         }
     }
 
@@ -822,6 +842,129 @@ mod tests {
         assert_eq!(timeline.expected_at(minutes(480)), Expected::OffShift);
     }
 
+    /// `day()` with a Team meeting 10:00–11:00, a Training 11:50–12:20 that the lunch
+    /// (12:00–12:30) cuts short, and an untitled span (the schedule named nothing).
+    fn day_with_activities() -> Shift {
+        let span = |from, to, title: &str| TitledSpan {
+            start: minutes(from),
+            end: minutes(to),
+            title: title.into(),
+        };
+        Shift {
+            activities: vec![
+                span(60, 120, "Team meeting"),
+                span(170, 200, "Training"),
+                span(400, 420, " "),
+            ],
+            ..day()
+        }
+    }
+
+    #[test]
+    fn work_time_takes_the_title_of_its_activity_and_a_break_wins_an_overlap() {
+        let timeline = Timeline::new(&[day_with_activities()]);
+        let segments: Vec<_> = timeline
+            .segments()
+            .iter()
+            .map(|s| {
+                let scheduled = timeline.scheduled(s);
+                (
+                    (s.start - minutes(0)).num_minutes(),
+                    (s.end - minutes(0)).num_minutes(),
+                    s.expected,
+                    scheduled.title,
+                )
+            })
+            .collect();
+        use Expected::*;
+        assert_eq!(
+            segments,
+            [
+                (0, 60, Work, None),
+                (60, 120, Work, Some("Team meeting")),
+                (120, 170, Work, None),
+                (170, 180, Work, Some("Training")),
+                (180, 210, MandatoryBreak, Some("LUNCH")),
+                (210, 360, Work, None),
+                (360, 375, OptionalBreak, Some("BREAK")),
+                // The untitled span is plain work: merged with its neighbours.
+                (375, 480, Work, None),
+            ]
+        );
+        // Stored shifts from before activities were kept read as having none.
+        let stored = serde_json::json!({
+            "start": minutes(0), "end": minutes(480), "breaks": [],
+        });
+        let shift: Shift = serde_json::from_value(stored).unwrap();
+        assert!(shift.activities.is_empty());
+        let again: Shift =
+            serde_json::from_value(serde_json::to_value(day_with_activities()).unwrap()).unwrap();
+        assert_eq!(again, day_with_activities());
+    }
+
+    #[test]
+    fn a_rule_on_a_titled_work_activity_judges_only_that_activity() {
+        let timeline = Timeline::new(&[day_with_activities()]);
+        let rule = |activity: &str, state: &str, verdict| AdherenceRule {
+            activity: activity.parse().unwrap(),
+            states: vec![state.parse().unwrap()],
+            verdict,
+            grace: None,
+            severe_after: None,
+        };
+        let judging = Judging {
+            rules: vec![
+                rule("team MEETING", "NOT_READY:MEETING", Verdict::In),
+                rule("Training", "READY", Verdict::Out),
+            ],
+            version: Some("test".into()),
+            threshold: TimeDelta::minutes(2),
+        };
+        let meeting = (AgentState::NotReady, Some("MEETING"));
+        // In the meeting: in adherence, by the first rule.
+        assert_eq!(
+            timeline.deviation_at(&judging, meeting, minutes(60), minutes(90)),
+            None
+        );
+        // The same state after the meeting is the built-in deviation, from 11:00.
+        let after = timeline
+            .deviation_at(&judging, meeting, minutes(60), minutes(125))
+            .unwrap();
+        assert_eq!(
+            (after.kind, after.rule, after.since),
+            (DeviationKind::NotWorkingInShift, None, minutes(120))
+        );
+        // READY in Training is out by the second rule; the lunch it overlaps is not
+        // Training, so READY there is the built-in kind.
+        let ready = (AgentState::Ready, None);
+        let training = timeline
+            .deviation_at(&judging, ready, minutes(100), minutes(175))
+            .unwrap();
+        assert_eq!(
+            (training.kind, training.rule, training.since),
+            (DeviationKind::OutOfRule, Some(1), minutes(170))
+        );
+        assert_eq!(
+            timeline
+                .deviation_at(&judging, ready, minutes(100), minutes(185))
+                .map(|d| (d.kind, d.rule)),
+            Some((DeviationKind::WorkingInMandatoryBreak, None))
+        );
+        // The figures agree: NOT_READY:MEETING all day is in adherence only in the
+        // meeting (and the breaks).
+        let intervals = [Interval {
+            reason: Some("MEETING".into()),
+            ..interval(AgentState::NotReady, minutes(0), None)
+        }];
+        let window = Window {
+            from: minutes(0),
+            to: minutes(480),
+        };
+        let f = figures(&intervals, &timeline, window, minutes(480), &judging);
+        assert_eq!(f.in_adherence_ms, (60 + 30 + 15) * 60_000);
+        assert_eq!(f.out_of_adherence_ms(), (480 - 60 - 30 - 15) * 60_000);
+    }
+
     #[test]
     fn breaks_are_clipped_to_their_shift_and_mandatory_wins_an_overlap() {
         let shift = Shift {
@@ -833,6 +976,7 @@ mod tests {
                 brk(minutes(30), minutes(50), true),
                 brk(minutes(55), minutes(90), false),
             ],
+            activities: Vec::new(),
         };
         let timeline = Timeline::new(&[shift]);
         let expected: Vec<_> = timeline
@@ -989,6 +1133,7 @@ mod tests {
                 brk(minutes(30), minutes(45), true),
                 brk(minutes(45), minutes(60), true),
             ],
+            activities: Vec::new(),
         };
         let timeline = Timeline::new(&[shift]);
         let d = timeline.deviation_at(
@@ -1190,11 +1335,20 @@ mod tests {
 
     // Property tests, in milliseconds around `t(0)`.
 
+    /// Up to three shifts, each with up to two breaks and up to three titled work
+    /// activities (which may overlap each other, the breaks and the shift's edges).
     fn arb_shifts() -> impl Strategy<Value = Vec<Shift>> {
         let title = prop::sample::select(vec!["Lunch", "Coaching", ""]);
         let arb_break = (0i64..500, 1i64..150, any::<bool>(), title);
-        let arb_shift = (0i64..600, 1i64..500, prop::collection::vec(arb_break, 0..3)).prop_map(
-            |(start, length, breaks)| Shift {
+        let activity = prop::sample::select(vec!["Team meeting", "Coaching", "Phones", ""]);
+        let arb_activity = (0i64..500, 1i64..200, activity);
+        let arb_shift = (
+            0i64..600,
+            1i64..500,
+            prop::collection::vec(arb_break, 0..3),
+            prop::collection::vec(arb_activity, 0..4),
+        )
+            .prop_map(|(start, length, breaks, activities)| Shift {
                 start: t(start),
                 end: t(start + length),
                 breaks: breaks
@@ -1207,8 +1361,18 @@ mod tests {
                         }
                     })
                     .collect(),
-            },
-        );
+                activities: activities
+                    .into_iter()
+                    .map(|(offset, length, title)| {
+                        let start = start - 50 + offset;
+                        TitledSpan {
+                            start: t(start),
+                            end: t(start + length),
+                            title: title.into(),
+                        }
+                    })
+                    .collect(),
+            });
         prop::collection::vec(arb_shift, 0..3)
     }
 

@@ -285,6 +285,9 @@ pub(crate) fn arb_rule() -> impl proptest::strategy::Strategy<Value = AdherenceR
         "mandatory_break",
         "off_shift",
         "Lunch",
+        // Titles of work activities too (adherence.rs's `arb_shifts` draws them).
+        "Team meeting",
+        "coaching",
     ]);
     let state = (
         prop::sample::select(AgentState::ALL.to_vec()),

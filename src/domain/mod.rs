@@ -16,5 +16,5 @@ pub mod state;
 pub mod tenant;
 pub mod trend;
 
-pub use policy::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, Violation};
+pub use policy::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, TitledSpan, Violation};
 pub use state::{AgentState, Origin, UnknownValue};

@@ -35,6 +35,18 @@ impl BreakWindow {
     }
 }
 
+/// A titled work activity inside a shift (`Team meeting`, `Training`, `Phones`): time
+/// the agent works, which adherence rules may judge by its title
+/// (`activity = "Team meeting"`). The incontact dialect's WFM intervals with
+/// `work = true` and the schedules CSV's `activity` column carry them; the v2 schedule
+/// has no work activities (only breaks, titled by their `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TitledSpan {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub title: String,
+}
+
 /// An agent's schedule. Only `status` is guaranteed by the platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -46,6 +58,9 @@ pub struct Schedule {
     /// `None` when the platform sent no break list: break status must then be asked for
     /// separately. `Some(vec![])` means "no breaks today", which needs no second call.
     pub breaks: Option<Vec<BreakWindow>>,
+    /// The titled work activities of the schedule's shifts (empty when it names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activities: Vec<TitledSpan>,
 }
 
 impl Schedule {
@@ -201,6 +216,7 @@ mod tests {
             shift_start: Some(at(13, 0)),
             shift_end: Some(at(21, 30)),
             breaks,
+            activities: Vec::new(),
         }
     }
 

@@ -616,6 +616,7 @@ mod tests {
                 kind: "LUNCH".into(),
                 mandatory: true,
             }]),
+            activities: Vec::new(),
         }
     }
 

@@ -9,6 +9,11 @@
 //! u_004,2026-11-23 09:00,2026-11-23 17:30,2026-11-23 12:00,2026-11-23 12:30,LUNCH,true,America/New_York
 //! ```
 //!
+//! Three optional columns, `activity,activity_start,activity_end` (all or none of them),
+//! give a row a titled work activity of its shift as well (a `Team meeting` 10:00–11:00),
+//! which adherence rules judge by title (`activity = "Team meeting"`); a row may carry a
+//! break, an activity, both or neither.
+//!
 //! Times are RFC 3339, or local times (`2026-11-23 09:00`) in the row's `timezone`. Every
 //! problem is reported with its line number and nothing is stored unless the whole file
 //! is valid. An import replaces the agent's imported shifts it overlaps.
@@ -40,7 +45,7 @@ use crate::cxone::{
     ObservedAgent, Queue, Skill, StateChange, Subscription, SubscriptionRequest,
 };
 use crate::domain::metrics::{QueueTile, SkillTile};
-use crate::domain::{BreakStatus, BreakWindow, Schedule, ScheduleStatus};
+use crate::domain::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, TitledSpan};
 use crate::store::Store;
 use crate::store::audit::{self, NewEntry};
 use crate::store::imported::{self, ImportedShift};
@@ -88,6 +93,9 @@ const COLUMNS: [&str; 8] = [
     "timezone",
 ];
 
+/// The optional columns of a titled work activity: all of them, or none.
+const ACTIVITY_COLUMNS: [&str; 3] = ["activity", "activity_start", "activity_end"];
+
 /// Parses and validates a schedules CSV; every problem names its line.
 pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
     let mut reader = csv::ReaderBuilder::new()
@@ -101,6 +109,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
     };
     let index: BTreeMap<&str, usize> = COLUMNS
         .iter()
+        .chain(&ACTIVITY_COLUMNS)
         .filter_map(|c| Some((*c, headers.iter().position(|h| h == c)?)))
         .collect();
     let missing: Vec<&str> = COLUMNS
@@ -113,6 +122,16 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
             "line 1: the header lacks {} (expected {})",
             missing.join(", "),
             COLUMNS.join(",")
+        )]));
+    }
+    let activity_columns = ACTIVITY_COLUMNS
+        .iter()
+        .filter(|c| index.contains_key(*c))
+        .count();
+    if activity_columns % ACTIVITY_COLUMNS.len() != 0 {
+        return Err(ImportErrors(vec![format!(
+            "line 1: the header has some of the activity columns: give all of {} or none",
+            ACTIVITY_COLUMNS.join(",")
         )]));
     }
     // (agent, start) -> shift, with the line that defined it.
@@ -132,9 +151,15 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
         if record.iter().all(str::is_empty) {
             continue;
         }
-        let field = |name: &str| record.get(index[name]).unwrap_or("").to_owned();
+        let field = |name: &str| {
+            index
+                .get(name)
+                .and_then(|at| record.get(*at))
+                .unwrap_or("")
+                .to_owned()
+        };
         match parse_row(&field) {
-            Ok((shift, brk)) => {
+            Ok((shift, brk, activity)) => {
                 let key = (shift.agent_id.clone(), shift.start);
                 let entry = shifts.entry(key).or_insert_with(|| (shift.clone(), line));
                 if entry.0.end != shift.end || entry.0.timezone != shift.timezone {
@@ -144,12 +169,20 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
                     ));
                     continue;
                 }
+                let outside = |start, end| start < shift.start || end > shift.end;
                 if let Some(brk) = brk {
-                    if brk.start < shift.start || brk.end > shift.end {
+                    if outside(brk.start, brk.end) {
                         problems.push(format!("line {line}: the break lies outside the shift"));
                         continue;
                     }
                     entry.0.breaks.push(brk);
+                }
+                if let Some(activity) = activity {
+                    if outside(activity.start, activity.end) {
+                        problems.push(format!("line {line}: the activity lies outside the shift"));
+                        continue;
+                    }
+                    entry.0.activities.push(activity);
                 }
             }
             Err(problem) => problems.push(format!("line {line}: {problem}")),
@@ -177,14 +210,16 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
         .into_iter()
         .map(|(mut shift, _)| {
             shift.breaks.sort_by_key(|b| b.start);
+            shift.activities.sort_by_key(|a| a.start);
             shift
         })
         .collect())
 }
 
-fn parse_row(
-    field: &dyn Fn(&str) -> String,
-) -> Result<(ImportedShift, Option<BreakWindow>), String> {
+/// A row: its shift, and the break and the titled activity it gives, if any.
+type Row = (ImportedShift, Option<BreakWindow>, Option<TitledSpan>);
+
+fn parse_row(field: &dyn Fn(&str) -> String) -> Result<Row, String> {
     let agent = field("agent");
     if agent.is_empty() {
         return Err("agent is empty".into());
@@ -222,6 +257,7 @@ fn parse_row(
         end,
         timezone: zone.map(|z| z.name().to_owned()),
         breaks: Vec::new(),
+        activities: Vec::new(),
     };
     let (break_start, break_end) = (time("break_start")?, time("break_end")?);
     let kind = field("break_type");
@@ -245,7 +281,21 @@ fn parse_row(
         (Some(_), Some(_)) => return Err("break_end is not after break_start".into()),
         _ => return Err("a break needs both break_start and break_end".into()),
     };
-    Ok((shift, brk))
+    let title = field("activity");
+    let activity = match (time("activity_start")?, time("activity_end")?) {
+        (None, None) if title.is_empty() => None,
+        _ if title.is_empty() => {
+            return Err("activity_start and activity_end need an activity title".into());
+        }
+        (Some(start), Some(end)) if end > start => Some(TitledSpan { start, end, title }),
+        (Some(_), Some(_)) => return Err("activity_end is not after activity_start".into()),
+        _ => {
+            return Err(format!(
+                "activity `{title}` needs both activity_start and activity_end"
+            ));
+        }
+    };
+    Ok((shift, brk, activity))
 }
 
 /// RFC 3339, or a local time in `zone`.
@@ -416,6 +466,7 @@ pub fn schedule_at(shifts: &[ImportedShift], now: DateTime<Utc>) -> Schedule {
         shift_start: shift.map(|s| s.start),
         shift_end: shift.map(|s| s.end),
         breaks: Some(shifts.iter().flat_map(|s| s.breaks.clone()).collect()),
+        activities: shifts.iter().flat_map(|s| s.activities.clone()).collect(),
     }
 }
 
@@ -586,7 +637,11 @@ impl ContactCenter for ImportedSchedules {
 mod tests {
     use std::collections::BTreeSet;
 
+    use rstest_reuse::apply;
+
     use super::*;
+    use crate::store::Backend;
+    use crate::store::testing::{backends, temp_store_on};
 
     /// The source from `start` to the end of its block (a `}` at the start of a line).
     fn block<'a>(source: &'a str, start: &str) -> &'a str {
@@ -678,6 +733,106 @@ mod tests {
             header[0].starts_with("line 1: the header lacks shift_start"),
             "{header:?}"
         );
+    }
+
+    const WITH_ACTIVITIES: &str = "agent,shift_start,shift_end,break_start,break_end,\
+        break_type,mandatory,timezone,activity,activity_start,activity_end\n";
+
+    #[test]
+    fn the_activity_columns_give_titled_work_which_the_schedule_carries() {
+        let csv = format!(
+            "{WITH_ACTIVITIES}\
+             u_1,2026-11-23 09:00,2026-11-23 17:30,2026-11-23 12:00,2026-11-23 12:30,LUNCH,true,Europe/London,,,\n\
+             u_1,2026-11-23 09:00,2026-11-23 17:30,,,,,Europe/London,Training,2026-11-23 14:00,2026-11-23 15:00\n\
+             u_1,2026-11-23 09:00,2026-11-23 17:30,2026-11-23 15:00,2026-11-23 15:15,BREAK,no,Europe/London, Team meeting ,2026-11-23 10:00,2026-11-23 11:00\n\
+             u_2,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,,,,\n"
+        );
+        let shifts = parse_csv(&csv).unwrap();
+        let u1 = &shifts[0];
+        assert_eq!(u1.breaks.len(), 2);
+        let titled: Vec<_> = u1
+            .activities
+            .iter()
+            .map(|a| (a.start.to_rfc3339(), a.end.to_rfc3339(), a.title.as_str()))
+            .collect();
+        assert_eq!(
+            titled,
+            [
+                (
+                    "2026-11-23T10:00:00+00:00".to_owned(),
+                    "2026-11-23T11:00:00+00:00".to_owned(),
+                    "Team meeting"
+                ),
+                (
+                    "2026-11-23T14:00:00+00:00".to_owned(),
+                    "2026-11-23T15:00:00+00:00".to_owned(),
+                    "Training"
+                ),
+            ]
+        );
+        assert!(shifts[1].activities.is_empty());
+        let at_ten = "2026-11-23T10:30:00Z".parse().unwrap();
+        let schedule = schedule_at(&shifts[..1], at_ten);
+        assert_eq!(schedule.activities, u1.activities);
+        // The old header, without the columns, still reads: no activities.
+        let old = format!("{HEADER}u_2,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,\n");
+        assert!(parse_csv(&old).unwrap()[0].activities.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_activity_is_refused_naming_its_line() {
+        let row = |activity: &str| {
+            format!("u_1,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,,{activity}\n")
+        };
+        let csv = [
+            WITH_ACTIVITIES.to_owned(),
+            row("Training,2026-11-23T09:00:00Z,"),
+            row(",2026-11-23T09:00:00Z,2026-11-23T10:00:00Z"),
+            row("Training,2026-11-23T10:00:00Z,2026-11-23T09:00:00Z"),
+            row("Training,2026-11-23T15:00:00Z,2026-11-23T17:00:00Z"),
+            row("Training,at nine,2026-11-23T10:00:00Z"),
+        ]
+        .concat();
+        let err = parse_csv(&csv).unwrap_err().0;
+        assert_eq!(err.len(), 5, "{err:?}");
+        assert!(
+            err[0].starts_with("line 2: activity `Training` needs both"),
+            "{err:?}"
+        );
+        assert!(
+            err[1].starts_with("line 3: activity_start and activity_end need an activity title")
+        );
+        assert!(err[2].starts_with("line 4: activity_end is not after"));
+        assert!(err[3].starts_with("line 5: the activity lies outside the shift"));
+        assert!(
+            err[4].starts_with("line 6: activity_start `at nine`"),
+            "{err:?}"
+        );
+        let partial = "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,\
+                       timezone,activity\nu_1,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,,x\n";
+        let header = parse_csv(partial).unwrap_err().0;
+        assert!(
+            header[0].starts_with("line 1: the header has some of the activity columns"),
+            "{header:?}"
+        );
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn imported_activities_are_stored_and_read_back(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let csv = format!(
+            "{WITH_ACTIVITIES}\
+             u_1,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,,Team meeting,2026-11-23T09:00:00Z,2026-11-23T10:00:00Z\n"
+        );
+        import(&store, &csv, "test").await.unwrap();
+        let after = "2026-11-23T00:00:00Z".parse().unwrap();
+        let read = imported::for_agent(store.reader(), "u_1", after)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, parse_csv(&csv).unwrap());
+        assert_eq!(read[0].activities[0].title, "Team meeting");
     }
 
     #[test]

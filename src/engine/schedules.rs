@@ -598,9 +598,21 @@ impl ScheduleBook {
                 (breaks, BreakSource::BreakStatus)
             }
         };
+        // The schedule may name activities of other shifts (incontact exports several):
+        // this shift keeps its own.
+        let activities = schedule
+            .activities
+            .into_iter()
+            .filter(|a| a.start < end && a.end > start)
+            .collect();
         Ok(Some(StoredShift {
             agent_id: agent_id.to_owned(),
-            shift: Shift { start, end, breaks },
+            shift: Shift {
+                start,
+                end,
+                breaks,
+                activities,
+            },
             timezone: schedule.timezone,
             breaks_from,
             fetched_at: now,
@@ -719,6 +731,7 @@ pub(crate) mod tests {
             shift_start: Some(at(start)),
             shift_end: Some(at(end)),
             breaks,
+            activities: Vec::new(),
         }
     }
 
@@ -903,6 +916,7 @@ pub(crate) mod tests {
                 shift_start: None,
                 shift_end: None,
                 breaks: None,
+                activities: Vec::new(),
             },
         );
         let book = ScheduleBook::new(store, platform.clone(), settings(60));

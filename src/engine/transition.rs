@@ -1127,6 +1127,7 @@ mod tests {
             shift_start: Some(now - ChronoDuration::hours(2)),
             shift_end: Some(now + ChronoDuration::hours(6)),
             breaks,
+            activities: Vec::new(),
         }
     }
 
@@ -1183,6 +1184,7 @@ mod tests {
                 start: now - ChronoDuration::hours(2),
                 end: now + ChronoDuration::hours(6),
                 breaks: vec![],
+                activities: vec![],
             },
             timezone: None,
             breaks_from: BreakSource::Schedule,

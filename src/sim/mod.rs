@@ -62,7 +62,7 @@ pub use clock::SimClock;
 pub use faults::{Faults, Hold};
 pub use metrics::{QUEUES_SCOPE, SCHEDULES_SCOPE, SKILLS_SCOPE, SimQueue, SimSkill};
 pub use subscriptions::SimSubscription;
-pub use tenant::{SimAgent, SimBreak, SimStateChange};
+pub use tenant::{SimActivity, SimAgent, SimBreak, SimStateChange};
 
 use activity::Activity;
 use auth::TokenStore;

@@ -53,6 +53,17 @@ impl SimBreak {
     }
 }
 
+/// A titled work activity inside an agent's shift (`Team meeting`, `Training`): work
+/// time the schedule names. The incontact WFM export lists it as an interval with
+/// `work = true` and its `activityCode.title`; the v2 schedule has no field for it
+/// (cxone-api.md), so v2 clients never see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimActivity {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub title: String,
+}
+
 /// One entry of an agent's ground-truth state log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimStateChange {
@@ -89,6 +100,8 @@ pub struct SimAgent {
     /// False when the schedule answer omits `breaks`, so a client must ask the breaks
     /// endpoint to learn about them.
     pub breaks_in_schedule: bool,
+    /// Titled work activities inside the shift, clear of its breaks.
+    pub activities: Vec<SimActivity>,
     /// Every change, initial state first.
     pub state_log: Vec<SimStateChange>,
 }
@@ -305,6 +318,7 @@ impl Tenant {
                 shift_end: plan.shift_end,
                 breaks: plan.breaks,
                 breaks_in_schedule: !omits_breaks(i),
+                activities: plan.activities,
                 state_log: vec![SimStateChange {
                     at: plan.changed_at,
                     state: plan.state.to_owned(),
@@ -354,6 +368,7 @@ struct DayPlan {
     shift_start: DateTime<Utc>,
     shift_end: DateTime<Utc>,
     breaks: Vec<SimBreak>,
+    activities: Vec<SimActivity>,
     state: &'static str,
     reason: String,
     changed_at: DateTime<Utc>,
@@ -377,7 +392,17 @@ fn brk(start: DateTime<Utc>, length: TimeDelta, kind: &str, mandatory: bool) -> 
     }
 }
 
-/// The shift, breaks and initial state of agent `i` of `kind`, relative to `t0`.
+/// A titled work activity from half an hour before `t0` to half an hour after.
+fn activity(t0: DateTime<Utc>, title: &str) -> SimActivity {
+    SimActivity {
+        start: t0 - minutes(30),
+        end: t0 + minutes(30),
+        title: title.to_owned(),
+    }
+}
+
+/// The shift, breaks, activities and initial state of agent `i` of `kind`, relative to
+/// `t0`.
 fn plan_day(kind: AgentKind, i: usize, rng: &mut StdRng, t0: DateTime<Utc>) -> DayPlan {
     match kind {
         AgentKind::OffShift => {
@@ -390,6 +415,7 @@ fn plan_day(kind: AgentKind, i: usize, rng: &mut StdRng, t0: DateTime<Utc>) -> D
                     brk(shift_start + minutes(120), minutes(15), "BREAK", false),
                     brk(shift_start + minutes(240), minutes(30), "LUNCH", true),
                 ],
+                activities: Vec::new(),
                 state: "LOGGED_OUT",
                 reason: default_reason("LOGGED_OUT").to_owned(),
                 changed_at: t0 - logged_out_for,
@@ -405,6 +431,7 @@ fn plan_day(kind: AgentKind, i: usize, rng: &mut StdRng, t0: DateTime<Utc>) -> D
                     brk(break_start, minutes(60), kind, true),
                     brk(t0 + minutes(120), minutes(15), "BREAK", false),
                 ],
+                activities: Vec::new(),
                 state: "NOT_READY",
                 reason: kind.to_owned(),
                 changed_at: break_start,
@@ -429,10 +456,20 @@ fn plan_day(kind: AgentKind, i: usize, rng: &mut StdRng, t0: DateTime<Utc>) -> D
                 };
                 (state, reason.to_owned())
             };
+            // An agent NOT_READY for a meeting or a training is in one the schedule names:
+            // half an hour either side of t0, inside the shift (it started an hour ago at
+            // the latest) and before the lunch (45 minutes ahead at the soonest). No
+            // random draw, so every other agent is generated as before.
+            let activities = match reason.as_str() {
+                "MEETING" => vec![activity(t0, "Team meeting")],
+                "TRAINING" => vec![activity(t0, "Training")],
+                _ => Vec::new(),
+            };
             DayPlan {
                 shift_start,
                 shift_end,
                 breaks,
+                activities,
                 state,
                 reason,
                 changed_at,

@@ -626,6 +626,52 @@ async fn schedule_status_is_computed_from_the_clock() {
 }
 
 #[tokio::test]
+async fn agents_in_a_meeting_or_training_have_it_in_their_shift_which_the_v2_schedule_cannot_say() {
+    // Still: nobody changes state on their own.
+    let h = harness(SimConfig {
+        time_scale: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = h.token().await;
+    let now = h.sim().clock().now();
+    let agents = h.sim().agents();
+    let titled: Vec<&SimAgent> = agents.iter().filter(|a| !a.activities.is_empty()).collect();
+    assert!(!titled.is_empty());
+    for agent in &titled {
+        let title = match agent.reason.as_str() {
+            "MEETING" => "Team meeting",
+            "TRAINING" => "Training",
+            other => panic!("{}: {other} in {:?}", agent.id, agent.activities),
+        };
+        let activity = &agent.activities[0];
+        assert_eq!(activity.title, title);
+        assert!(agent.state == "NOT_READY" && activity.start <= now && now < activity.end);
+        assert!(agent.on_shift_at(activity.start) && agent.on_shift_at(activity.end));
+        assert!(
+            agent
+                .breaks
+                .iter()
+                .all(|b| b.end <= activity.start || activity.end <= b.start)
+        );
+        // The v2 schedule has breaks and nothing else to name work by.
+        let body = h
+            .get_json(&token, &format!("/api/v2/schedules/users/{}", agent.id))
+            .await;
+        assert!(!body.to_string().contains(title), "{body}");
+    }
+    assert!(
+        agents
+            .iter()
+            .filter(|a| a.state == "NOT_READY"
+                && a.on_shift_at(now)
+                && !a.in_mandatory_break_at(now))
+            .all(|a| !a.activities.is_empty()),
+        "every agent in a meeting or a training at work has it scheduled"
+    );
+}
+
+#[tokio::test]
 async fn schedule_lists_breaks_for_most_agents_and_omits_them_for_some() {
     let h = default_harness().await;
     let token = h.token().await;

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{from_ms, to_ms};
-use crate::domain::BreakWindow;
+use crate::domain::{BreakWindow, TitledSpan};
 
-/// One imported shift with its breaks.
+/// One imported shift with its breaks and titled work activities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportedShift {
     pub agent_id: String,
@@ -16,6 +16,7 @@ pub struct ImportedShift {
     pub end: DateTime<Utc>,
     pub timezone: Option<String>,
     pub breaks: Vec<BreakWindow>,
+    pub activities: Vec<TitledSpan>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -24,6 +25,13 @@ struct BreakJson {
     end: i64,
     kind: String,
     mandatory: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ActivityJson {
+    start: i64,
+    end: i64,
+    title: String,
 }
 
 /// Stores `shifts`, replacing each agent's imported shifts they overlap.
@@ -55,13 +63,22 @@ pub async fn replace(
                 mandatory: b.mandatory,
             })
             .collect();
+        let activities: Vec<ActivityJson> = shift
+            .activities
+            .iter()
+            .map(|a| ActivityJson {
+                start: to_ms(a.start),
+                end: to_ms(a.end),
+                title: a.title.clone(),
+            })
+            .collect();
         on!(conn, |c| sqlx::query(
             "INSERT INTO imported_shifts \
-             (agent_id, shift_start, shift_end, timezone, breaks, imported_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+             (agent_id, shift_start, shift_end, timezone, breaks, imported_at, activities) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (agent_id, shift_start) DO UPDATE SET shift_end = excluded.shift_end, \
              timezone = excluded.timezone, breaks = excluded.breaks, \
-             imported_at = excluded.imported_at",
+             imported_at = excluded.imported_at, activities = excluded.activities",
         )
         .bind(&shift.agent_id)
         .bind(to_ms(shift.start))
@@ -69,6 +86,7 @@ pub async fn replace(
         .bind(&shift.timezone)
         .bind(serde_json::to_string(&breaks).expect("breaks serialize"))
         .bind(to_ms(now))
+        .bind(serde_json::to_string(&activities).expect("activities serialize"))
         .execute(c)
         .await
         .map(Done::from))?;
@@ -83,8 +101,9 @@ pub async fn for_agent(
     agent_id: &str,
     after: DateTime<Utc>,
 ) -> Result<Option<Vec<ImportedShift>>, sqlx::Error> {
+    // A BIGINT column, not a literal `1` (an INT4 on PostgreSQL, which i64 refuses).
     let any: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT 1 FROM imported_shifts WHERE agent_id = $1 LIMIT 1"
+        "SELECT shift_start FROM imported_shifts WHERE agent_id = $1 LIMIT 1"
     )
     .bind(agent_id)
     .fetch_optional(c)
@@ -92,8 +111,8 @@ pub async fn for_agent(
     if any.is_none() {
         return Ok(None);
     }
-    let rows: Vec<(i64, i64, Option<String>, String)> = on!(pool, |c| sqlx::query_as(
-        "SELECT shift_start, shift_end, timezone, breaks FROM imported_shifts \
+    let rows: Vec<(i64, i64, Option<String>, String, String)> = on!(pool, |c| sqlx::query_as(
+        "SELECT shift_start, shift_end, timezone, breaks, activities FROM imported_shifts \
          WHERE agent_id = $1 AND shift_end > $2 ORDER BY shift_start",
     )
     .bind(agent_id)
@@ -102,8 +121,10 @@ pub async fn for_agent(
     .await)?;
     Ok(Some(
         rows.into_iter()
-            .map(|(start, end, timezone, breaks)| {
+            .map(|(start, end, timezone, breaks, activities)| {
                 let breaks: Vec<BreakJson> = serde_json::from_str(&breaks).unwrap_or_default();
+                let activities: Vec<ActivityJson> =
+                    serde_json::from_str(&activities).unwrap_or_default();
                 ImportedShift {
                     agent_id: agent_id.to_owned(),
                     start: from_ms(start),
@@ -116,6 +137,14 @@ pub async fn for_agent(
                             end: from_ms(b.end),
                             kind: b.kind,
                             mandatory: b.mandatory,
+                        })
+                        .collect(),
+                    activities: activities
+                        .into_iter()
+                        .map(|a| TitledSpan {
+                            start: from_ms(a.start),
+                            end: from_ms(a.end),
+                            title: a.title,
                         })
                         .collect(),
                 }

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::{from_ms, to_ms};
-use crate::domain::BreakWindow;
 use crate::domain::adherence::Shift;
 use crate::domain::state::string_names;
+use crate::domain::{BreakWindow, TitledSpan};
 
 /// Where a shift's break windows came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,18 +67,22 @@ pub struct ShiftRow {
     pub breaks: String,
     pub breaks_from: String,
     pub fetched_at: i64,
+    /// JSON of the shift's titled work activities (`[]` for rows stored before them).
+    pub activities: String,
 }
 
 impl ShiftRow {
     /// The shift in the domain's terms; `None` for a row this build cannot read.
     pub fn to_stored(&self) -> Option<StoredShift> {
         let breaks: Vec<BreakWindow> = serde_json::from_str(&self.breaks).ok()?;
+        let activities: Vec<TitledSpan> = serde_json::from_str(&self.activities).ok()?;
         Some(StoredShift {
             agent_id: self.agent_id.clone(),
             shift: Shift {
                 start: from_ms(self.shift_start),
                 end: from_ms(self.shift_end),
                 breaks,
+                activities,
             },
             timezone: self.timezone.clone(),
             breaks_from: self.breaks_from.parse().ok()?,
@@ -88,7 +92,7 @@ impl ShiftRow {
 }
 
 pub const COLUMNS: &str =
-    "agent_id, shift_start, shift_end, timezone, breaks, breaks_from, fetched_at";
+    "agent_id, shift_start, shift_end, timezone, breaks, breaks_from, fetched_at, activities";
 
 /// Stores each shift (inserted, or updated when the agent has a shift with the same
 /// start), removing the agent's other shifts it overlaps.
@@ -108,12 +112,14 @@ pub async fn save(conn: &mut impl AsConn, shifts: &[StoredShift]) -> Result<(), 
         .map(Done::from))?;
         let breaks =
             serde_json::to_string(&stored.shift.breaks).expect("break windows always serialize");
+        let activities =
+            serde_json::to_string(&stored.shift.activities).expect("activities always serialize");
         on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO agent_shifts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO agent_shifts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (agent_id, shift_start) DO UPDATE SET
                  shift_end = excluded.shift_end, timezone = excluded.timezone,
                  breaks = excluded.breaks, breaks_from = excluded.breaks_from,
-                 fetched_at = excluded.fetched_at"
+                 fetched_at = excluded.fetched_at, activities = excluded.activities"
         )))
         .bind(&stored.agent_id)
         .bind(start)
@@ -122,6 +128,7 @@ pub async fn save(conn: &mut impl AsConn, shifts: &[StoredShift]) -> Result<(), 
         .bind(breaks)
         .bind(stored.breaks_from.as_str())
         .bind(to_ms(stored.fetched_at))
+        .bind(activities)
         .execute(c)
         .await
         .map(Done::from))?;
@@ -183,7 +190,7 @@ pub async fn fetched_since(
 /// The query of shifts overlapping `[?1, ?2)`, ordered by agent and start, for callers
 /// that stream them (the compliance report).
 pub const OVERLAPPING: &str = "SELECT agent_id, shift_start, shift_end, timezone, breaks,
-        breaks_from, fetched_at
+        breaks_from, fetched_at, activities
     FROM agent_shifts WHERE shift_start < $2 AND shift_end > $1
     ORDER BY agent_id, shift_start";
 
@@ -210,6 +217,11 @@ mod tests {
                     end: at(start + 90),
                     kind: "LUNCH".into(),
                     mandatory: true,
+                }],
+                activities: vec![TitledSpan {
+                    start: at(start + 120),
+                    end: at(start + 150),
+                    title: "Team meeting".into(),
                 }],
             },
             timezone: Some("Europe/London".into()),

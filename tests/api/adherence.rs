@@ -24,12 +24,13 @@ use wfmd::cxone::{Budget, IncontactClient};
 use wfmd::engine::TransitionEngine;
 use wfmd::engine::automation::{Automations, RunReport};
 use wfmd::engine::compliance::{ComplianceSweep, JudgingHandle, SweepReport, SweepSettings};
+use wfmd::engine::imported_schedules::import;
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::sync::StateSync;
 use wfmd::sim::{SimAgent, SimConfig};
 use wfmd::store::Store;
 
-use crate::helpers::{Dialect, TestApp, TestDb, TestSim, count, on_both_dialects};
+use crate::helpers::{Dialect, TestApp, TestDb, TestSim, count, on_both_dialects, wait_until};
 
 /// One cycle of simulated time.
 const STEP: Duration = Duration::from_secs(30);
@@ -671,4 +672,204 @@ async fn serve_runs_the_book_and_the_sweep_and_reports_adherence(dialect: Dialec
             .any(|a| a["adherence_exceptions"].as_u64() >= Some(1))
     );
     app.stop().await;
+}
+
+on_both_dialects!(a_rule_on_a_titled_work_activity_decides_what_the_sweep_opens);
+/// `activity = "Team meeting"`, NOT_READY:MEETING in: the agents the simulator has in a
+/// team meeting (from half an hour before the start to half an hour after). The incontact
+/// WFM export names the meeting, so the book keeps it and the rule holds their exceptions
+/// back until it ends; the v2 schedule cannot name work activities (cxone-api.md), so
+/// there the rule matches nothing and the built-in kind opens at once.
+async fn a_rule_on_a_titled_work_activity_decides_what_the_sweep_opens(dialect: Dialect) {
+    let mut scene = Scene::start(dialect, |c| {
+        c.compliance.exception_threshold = Duration::from_secs(120);
+        c.compliance.rules = vec![
+            serde_json::from_value(serde_json::json!({
+                "activity": "Team meeting",
+                "states": ["NOT_READY:MEETING"],
+                "verdict": "in",
+            }))
+            .unwrap(),
+        ];
+    })
+    .await;
+    let t0 = scene.now();
+    let in_meeting: Vec<SimAgent> = scene
+        .sim
+        .sim
+        .agents()
+        .into_iter()
+        .filter(|a| a.activities.iter().any(|t| t.title == "Team meeting"))
+        .collect();
+    assert!(!in_meeting.is_empty(), "the simulator schedules a meeting");
+    let meeting_end = in_meeting[0].activities[0].end;
+    for agent in &in_meeting {
+        assert_eq!(
+            (agent.state.as_str(), agent.reason.as_str()),
+            ("NOT_READY", "MEETING")
+        );
+        assert!(agent.changed_at < t0 - TimeDelta::seconds(59));
+    }
+    // Three minutes on: past the threshold for every one of them.
+    scene.run_until(t0 + TimeDelta::minutes(3)).await;
+    let not_working = || vec![("not_working_in_shift".to_owned(), true)];
+    for agent in &in_meeting {
+        let stored: String = on!(scene.store.reader(), |c| sqlx::query_scalar(
+            "SELECT activities FROM agent_shifts WHERE agent_id = $1"
+        )
+        .bind(&agent.id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        let exceptions = scene.exceptions_of(&agent.id).await;
+        match dialect {
+            Dialect::Incontact => {
+                assert!(
+                    stored.contains("\"Team meeting\""),
+                    "{}: {stored}",
+                    agent.id
+                );
+                assert!(exceptions.is_empty(), "{} is in its meeting", agent.id);
+            }
+            Dialect::V2 => {
+                assert!(!stored.contains("Team meeting"), "{}: {stored}", agent.id);
+                assert_eq!(exceptions, not_working(), "{}", agent.id);
+            }
+        }
+    }
+    if dialect == Dialect::V2 {
+        return;
+    }
+    // The meeting over, the rule no longer covers them: the built-in kind opens after the
+    // threshold counted from the meeting's end, not before.
+    scene.run_until(meeting_end + TimeDelta::seconds(90)).await;
+    for agent in &in_meeting {
+        assert!(
+            scene.exceptions_of(&agent.id).await.is_empty(),
+            "{}",
+            agent.id
+        );
+    }
+    scene.run_until(meeting_end + TimeDelta::minutes(3)).await;
+    for agent in &in_meeting {
+        assert_eq!(
+            scene.exceptions_of(&agent.id).await,
+            not_working(),
+            "{}",
+            agent.id
+        );
+        let started: i64 = on!(scene.store.reader(), |c| sqlx::query_scalar(
+            "SELECT started_at FROM adherence_exceptions WHERE agent_id = $1"
+        )
+        .bind(&agent.id)
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        assert_eq!(started, meeting_end.timestamp_millis(), "{}", agent.id);
+    }
+}
+
+on_both_dialects!(an_imported_titled_activity_is_judged_by_its_rule_on_either_dialect);
+/// The schedules CSV's activity columns give a titled work activity on either dialect
+/// (v2's schedule cannot name one). The daemon's own loops (sync, book, sweep) run at
+/// the simulator's (still) time, with the rule `activity = "Coaching"`, NOT_READY in:
+/// of two agents NOT_READY at work for over a minute, imported with the same shift, the
+/// one whose shift has a Coaching now has no exception; the other one has the built-in
+/// one.
+async fn an_imported_titled_activity_is_judged_by_its_rule_on_either_dialect(dialect: Dialect) {
+    let sim = TestSim::start(SimConfig {
+        agents: 30,
+        time_scale: 0.0,
+        ..SimConfig::default()
+    })
+    .await
+    .on(dialect);
+    let now = sim.sim.clock().now();
+    let mut idle = sim.sim.agents().into_iter().filter(|a| {
+        a.state == "NOT_READY"
+            && a.on_shift_at(now)
+            && !a.in_mandatory_break_at(now)
+            && a.changed_at < now - TimeDelta::seconds(59)
+    });
+    let (coached, control) = (idle.next().unwrap(), idle.next().unwrap());
+    let time = wfmd::time::rfc3339;
+    let row = |agent: &SimAgent, activity: &str| {
+        format!(
+            "{},{},{},,,,,,{activity}\n",
+            agent.id,
+            time(agent.shift_start),
+            time(agent.shift_end)
+        )
+    };
+    let coaching = format!(
+        "Coaching,{},{}",
+        time(now - TimeDelta::minutes(10)),
+        time(now + TimeDelta::minutes(20))
+    );
+    let csv = format!(
+        "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone,\
+         activity,activity_start,activity_end\n{}{}",
+        row(&coached, &coaching),
+        row(&control, ",,")
+    );
+    // Imported before the daemon starts, so the book's first fetch has it.
+    let db = TestDb::new();
+    let store = Store::open(&db.url()).await.unwrap();
+    import(&store, &csv, "test").await.unwrap();
+    store.close().await;
+    let app = TestApp::spawn_on_db(sim, db, |c| {
+        c.sync.enabled = true;
+        c.compliance.sweep_interval = Duration::from_secs(1);
+        c.compliance.exception_threshold = Duration::from_secs(30);
+        c.compliance.rules = vec![
+            serde_json::from_value(serde_json::json!({
+                "activity": "Coaching",
+                "states": ["NOT_READY"],
+                "verdict": "in",
+            }))
+            .unwrap(),
+        ];
+    })
+    .await;
+    let exceptions_of = async |agent: &str| -> Vec<String> {
+        on!(app.store.reader(), |c| sqlx::query_scalar(
+            "SELECT kind FROM adherence_exceptions WHERE agent_id = $1 AND closed_at IS NULL"
+        )
+        .bind(agent)
+        .fetch_all(c)
+        .await)
+        .unwrap()
+    };
+    let stored = async |agent: &str| -> Option<String> {
+        on!(app.store.reader(), |c| sqlx::query_scalar(
+            "SELECT activities FROM agent_shifts WHERE agent_id = $1"
+        )
+        .bind(agent)
+        .fetch_optional(c)
+        .await)
+        .unwrap()
+    };
+    wait_until("the control agent's exception opens", async || {
+        exceptions_of(&control.id).await == ["not_working_in_shift"]
+    })
+    .await;
+    let kept = stored(&coached.id).await.unwrap();
+    assert!(kept.contains("\"Coaching\""), "{kept}");
+    assert_eq!(stored(&control.id).await.as_deref(), Some("[]"));
+    // Two more sweeps: both agents judged with the book as it is.
+    let sweeps = async || sweeps(&app).await;
+    let seen = sweeps().await;
+    wait_until("two more sweeps", async || sweeps().await >= seen + 2).await;
+    assert_eq!(exceptions_of(&coached.id).await, Vec::<String>::new());
+    app.stop().await;
+}
+
+/// How many compliance sweeps the daemon has run, from `/metrics`.
+async fn sweeps(app: &TestApp) -> u64 {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("wfmd_adherence_sweep_duration_seconds_count"))
+        .and_then(|rest| rest.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
 }

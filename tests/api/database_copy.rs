@@ -290,14 +290,16 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
              'api', NULL, 1764000000000, 'crashed-process')",
         "INSERT INTO webhook_redaction_pending (id) VALUES (1)",
         "INSERT INTO imported_shifts (agent_id, shift_start, shift_end, timezone, breaks,
-             imported_at)
+             imported_at, activities)
          VALUES ('u_030', 1764000000000, 1764028800000, 'Europe/Berlin',
              '[{\"start\":1764014400000,\"end\":1764016200000,\"kind\":\"lunch\",\"mandatory\":true}]',
-             1763990000000)",
+             1763990000000,
+             '[{\"start\":1764003600000,\"end\":1764007200000,\"title\":\"Team meeting\"}]')",
         "INSERT INTO agent_shifts (agent_id, shift_start, shift_end, timezone, breaks,
-             breaks_from, fetched_at)
+             breaks_from, fetched_at, activities)
          VALUES ('u_030', 1764000000000, 1764028800000, NULL, '[]', 'break_status',
-             1763990000000)",
+             1763990000000,
+             '[{\"start\":\"2025-11-24T17:00:00Z\",\"end\":\"2025-11-24T18:00:00Z\",\"title\":\"Training\"}]')",
         "INSERT INTO adherence_exceptions (id, agent_id, kind, state, expected, started_at,
              opened_at, closed_at, rule, rules_version, severe_at)
          VALUES ('0190a000-0000-7000-8000-000000000002', 'u_031', 'out_of_rule',

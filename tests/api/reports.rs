@@ -413,6 +413,7 @@ async fn seed_adherence(
                     start: t0 - Duration::hours(1),
                     end: t0 + Duration::hours(8),
                     breaks: vec![],
+                    activities: vec![],
                 },
                 timezone: Some("Europe/Berlin".into()),
                 breaks_from: BreakSource::Schedule,

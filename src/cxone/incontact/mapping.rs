@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use super::UnavailableCode;
 use super::wire::{self, flag, instant};
 use crate::cxone::core::classify::ErrorDetails;
-use crate::domain::{BreakStatus, BreakWindow, Schedule, ScheduleStatus};
+use crate::domain::{BreakStatus, BreakWindow, Schedule, ScheduleStatus, TitledSpan};
 
 /// Names compared as the platform's users write them: case and `_`/space do not matter.
 pub(crate) fn same_name(a: &str, b: &str) -> bool {
@@ -89,7 +89,8 @@ pub(crate) fn error_details(headers: &HeaderMap, body: &[u8]) -> ErrorDetails {
 /// The schedule at `now` from WFM shifts: ACTIVE inside a shift (that shift), else
 /// INACTIVE with the nearer of the last ended and the next shift (as v2 answers an
 /// ended shift); breaks are the intervals with `work = false`,
-/// mandatory when their title is one of `mandatory`.
+/// mandatory when their title is one of `mandatory`; the intervals with `work = true`
+/// and a title are the shifts' titled work activities (`Open`, `Team meeting`, …).
 pub(crate) fn schedule_from(
     shifts: &[wire::ShiftJson],
     timezone: Option<String>,
@@ -119,6 +120,20 @@ pub(crate) fn schedule_from(
             })
         })
         .collect();
+    let activities: Vec<TitledSpan> = shifts
+        .iter()
+        .flat_map(|s| &s.activity_intervals)
+        .filter(|i| flag(&i.work) == Some(true))
+        .filter_map(|i| {
+            let title = i.activity_code.title.as_deref()?.trim();
+            let (start, end) = (instant(&i.start)?, instant(&i.end)?);
+            (!title.is_empty() && start < end).then(|| TitledSpan {
+                start,
+                end,
+                title: title.to_owned(),
+            })
+        })
+        .collect();
     let (status, shift) = match (current, next, last) {
         (Some(c), _, _) => (ScheduleStatus::Active, Some(c)),
         // Between shifts, the nearer one: just after a shift its end still matters
@@ -132,6 +147,7 @@ pub(crate) fn schedule_from(
         shift_start: shift.map(|(s, _, _)| *s),
         shift_end: shift.map(|(_, e, _)| *e),
         breaks: Some(breaks),
+        activities,
     }
 }
 

@@ -607,6 +607,98 @@ async fn repeated_401s_open_the_breaker_and_calls_pause() {
     assert_eq!(after.token_requests, before.token_requests);
 }
 
+#[tokio::test]
+async fn schedules_keep_the_titles_of_the_work_intervals_as_activities() {
+    let t = tenant(0.0).await;
+    let client = t.client();
+    // An agent NOT_READY for a meeting or a training has one in its shift now.
+    let truth = t
+        .sim()
+        .agents()
+        .into_iter()
+        .find(|a| !a.activities.is_empty())
+        .expect("the simulator schedules a meeting or a training");
+    let schedule = client.schedule(&truth.id).await.unwrap();
+    let titled: Vec<(DateTime<Utc>, DateTime<Utc>, &str)> = schedule
+        .activities
+        .iter()
+        .filter(|a| a.title != "Open")
+        .map(|a| (a.start, a.end, a.title.as_str()))
+        .collect();
+    let want: Vec<(DateTime<Utc>, DateTime<Utc>, &str)> = truth
+        .activities
+        .iter()
+        .map(|a| (a.start, a.end, a.title.as_str()))
+        .collect();
+    assert_eq!(titled, want);
+    assert!(["Team meeting", "Training"].contains(&want[0].2));
+    // The open work around it is titled too, as the export names it; the breaks stay
+    // breaks, never activities.
+    let open = schedule.activities.iter().filter(|a| a.title == "Open");
+    assert!(open.count() >= 2, "{:?}", schedule.activities);
+    let breaks = schedule.breaks.clone().unwrap();
+    assert_eq!(breaks.len(), truth.breaks.len());
+    assert!(
+        schedule
+            .activities
+            .iter()
+            .all(|a| breaks.iter().all(|b| a.end <= b.start || b.end <= a.start))
+    );
+}
+
+#[test]
+fn work_intervals_with_a_title_are_activities_and_untitled_ones_are_not() {
+    let shift: wire::ShiftJson = serde_json::from_value(serde_json::json!({
+        "start": "2026-11-23T09:00:00Z", "end": "2026-11-23T17:00:00Z",
+        "activityIntervals": [
+            {"start": "2026-11-23T09:00:00Z", "end": "2026-11-23T10:00:00Z", "work": true,
+             "activityCode": {"title": " Team meeting ", "id": 7}},
+            {"start": "2026-11-23T10:00:00Z", "end": "2026-11-23T12:00:00Z", "work": true,
+             "activityCode": {}},
+            {"start": "2026-11-23T12:00:00Z", "end": "2026-11-23T12:30:00Z", "work": false,
+             "activityCode": {"title": "Lunch"}},
+            {"start": "2026-11-23T12:30:00Z", "end": "2026-11-23T12:30:00Z", "work": true,
+             "activityCode": {"title": "Empty"}},
+            {"start": "2026-11-23T12:30:00Z", "end": "2026-11-23T17:00:00Z", "work": "true",
+             "activityCode": {"title": "Phones"}}
+        ]
+    }))
+    .unwrap();
+    let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+    let s = schedule_from(
+        &[shift],
+        None,
+        &["Lunch".into()],
+        at("2026-11-23T11:00:00Z"),
+    );
+    let activities: Vec<_> = s
+        .activities
+        .iter()
+        .map(|a| (a.start, a.end, a.title.as_str()))
+        .collect();
+    assert_eq!(
+        activities,
+        [
+            (
+                at("2026-11-23T09:00:00Z"),
+                at("2026-11-23T10:00:00Z"),
+                "Team meeting"
+            ),
+            (
+                at("2026-11-23T12:30:00Z"),
+                at("2026-11-23T17:00:00Z"),
+                "Phones"
+            ),
+        ]
+    );
+    let breaks = s.breaks.unwrap();
+    assert_eq!(breaks.len(), 1);
+    assert_eq!(
+        (breaks[0].kind.as_str(), breaks[0].mandatory),
+        ("Lunch", true)
+    );
+}
+
 #[test]
 fn between_shifts_the_schedule_is_the_nearer_of_the_last_and_the_next_shift() {
     let shift = |start: &str, end: &str| -> wire::ShiftJson {

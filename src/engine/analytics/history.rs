@@ -559,6 +559,7 @@ mod tests {
                             kind: "LUNCH".into(),
                             mandatory: true,
                         }],
+                        activities: Vec::new(),
                     },
                     timezone: None,
                     breaks_from: BreakSource::Schedule,

@@ -152,6 +152,7 @@ impl TransitionEngine {
                 shift_start: Some(s.shift.start),
                 shift_end: Some(s.shift.end),
                 breaks: (s.breaks_from == BreakSource::Schedule).then(|| s.shift.breaks.clone()),
+                activities: s.shift.activities.clone(),
             },
             None => Schedule {
                 status: ScheduleStatus::Inactive,
@@ -159,6 +160,7 @@ impl TransitionEngine {
                 shift_start: None,
                 shift_end: None,
                 breaks: Some(Vec::new()),
+                activities: Vec::new(),
             },
         };
         Some((schedule, age))

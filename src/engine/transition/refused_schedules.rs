@@ -29,6 +29,7 @@ fn schedule(status: ScheduleStatus, breaks: Option<Vec<crate::domain::BreakWindo
         shift_start: Some(now - TimeDelta::hours(2)),
         shift_end: Some(now + TimeDelta::hours(6)),
         breaks,
+        activities: Vec::new(),
     }
 }
 
@@ -246,6 +247,7 @@ async fn an_import_overrides_what_the_engine_cached_and_what_the_book_holds() {
                 start: now - TimeDelta::hours(2),
                 end: now + TimeDelta::hours(6),
                 breaks: vec![],
+                activities: vec![],
             },
             timezone: None,
             breaks_from: BreakSource::Schedule,

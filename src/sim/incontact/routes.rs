@@ -617,32 +617,40 @@ async fn export_schedules(State(sim): State<Simulator>, body: Bytes) -> Result<R
     Ok(axum::Json(json!({"agentSchedules": schedules})).into_response())
 }
 
-/// The shift as WFM intervals: work between the breaks, the breaks with `work = false`.
+/// The shift as WFM intervals: open work between the breaks and the titled activities
+/// (a `Team meeting`: work, not open for contacts), the breaks with `work = false`.
 fn shift_json(a: &SimAgent) -> Value {
-    let mut breaks: Vec<_> = a
-        .breaks
+    let breaks = a.breaks.iter().map(|b| {
+        let code = json!({"title": break_title(&b.kind, b.mandatory), "id": 200});
+        (b.start, b.end, false, code)
+    });
+    let activities = a
+        .activities
         .iter()
-        .filter(|b| b.end > a.shift_start && b.start < a.shift_end)
+        .map(|t| (t.start, t.end, true, json!({"title": t.title, "id": 300})));
+    let mut pieces: Vec<_> = breaks
+        .chain(activities)
+        .filter(|(start, end, ..)| *end > a.shift_start && *start < a.shift_end)
         .collect();
-    breaks.sort_by_key(|b| b.start);
+    pieces.sort_by_key(|(start, ..)| *start);
     let mut intervals = Vec::new();
     let mut at = a.shift_start;
     let open = |start: DateTime<Utc>, end: DateTime<Utc>| {
         json!({"start": ts(start), "end": ts(end), "open": true, "work": true,
                "activityCode": {"title": "Open", "id": 100}})
     };
-    for b in breaks {
-        if b.start > at {
-            intervals.push(open(at, b.start));
+    for (start, end, work, code) in pieces {
+        if start > at {
+            intervals.push(open(at, start));
         }
         intervals.push(json!({
-            "start": ts(b.start),
-            "end": ts(b.end),
+            "start": ts(start),
+            "end": ts(end),
             "open": false,
-            "work": false,
-            "activityCode": {"title": break_title(&b.kind, b.mandatory), "id": 200},
+            "work": work,
+            "activityCode": code,
         }));
-        at = at.max(b.end);
+        at = at.max(end);
     }
     if a.shift_end > at {
         intervals.push(open(at, a.shift_end));

@@ -512,6 +512,36 @@ async fn the_schedule_export_gives_work_and_break_intervals_or_403_without_wfm()
         .collect();
     assert_eq!(breaks, ["Lunch", "Short Break"]);
 
+    // An agent in a meeting or a training has it as a titled work interval.
+    let titled = h
+        .sim()
+        .agents()
+        .into_iter()
+        .find(|a| !a.activities.is_empty())
+        .unwrap();
+    let titled_body = serde_json::json!({
+        "startDate": titled.shift_start.date_naive().to_string(),
+        "endDate": (titled.shift_start.date_naive() + chrono::TimeDelta::days(1)).to_string(),
+        "userID": Simulator::wfm_user_id(&titled.id),
+    });
+    let answer: Value = export(titled_body).await.json().await.unwrap();
+    let titled_intervals = answer["agentSchedules"][0]["shifts"][0]["activityIntervals"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let work: Vec<&str> = titled_intervals
+        .iter()
+        .filter(|i| i["work"] == true)
+        .map(|i| i["activityCode"]["title"].as_str().unwrap())
+        .collect();
+    let title = titled.activities[0].title.as_str();
+    assert_eq!(work.iter().filter(|t| **t == title).count(), 1, "{work:?}");
+    assert!(work.iter().all(|t| *t == title || *t == "Open"), "{work:?}");
+    // Back to back from the shift's start to its end.
+    for pair in titled_intervals.windows(2) {
+        assert_eq!(pair[0]["end"], pair[1]["start"]);
+    }
+
     let mut long = body.clone();
     long["endDate"] = Value::from((day + chrono::TimeDelta::days(7)).to_string());
     assert_eq!(export(long).await.status(), StatusCode::BAD_REQUEST);
