@@ -856,20 +856,9 @@ async fn an_imported_titled_activity_is_judged_by_its_rule_on_either_dialect(dia
     let kept = stored(&coached.id).await.unwrap();
     assert!(kept.contains("\"Coaching\""), "{kept}");
     assert_eq!(stored(&control.id).await.as_deref(), Some("[]"));
-    // Two more sweeps: both agents judged with the book as it is.
-    let sweeps = async || sweeps(&app).await;
-    let seen = sweeps().await;
-    wait_until("two more sweeps", async || sweeps().await >= seen + 2).await;
+    // Both agents deviate alike but for the rule, each for longer than the threshold,
+    // and a sweep stores what it opens in one transaction: the sweep that opened the
+    // control's exception judged the coached agent too, by the rule.
     assert_eq!(exceptions_of(&coached.id).await, Vec::<String>::new());
     app.stop().await;
-}
-
-/// How many compliance sweeps the daemon has run, from `/metrics`.
-async fn sweeps(app: &TestApp) -> u64 {
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("wfmd_adherence_sweep_duration_seconds_count"))
-        .and_then(|rest| rest.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0)
 }
