@@ -654,20 +654,15 @@ fn durations_are_hours_minutes_and_seconds() {
     assert_eq!(hms(90_000.0), "25:00:00");
 }
 
-#[apply(backends)]
-#[tokio::test]
-async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format(backend: Backend) {
+/// Stores a 09:00-17:00 shift without breaks for `agent`, as the book would.
+async fn work_nine_to_five(store: &Store, agent: &str) {
     use crate::domain::adherence::Shift;
     use crate::store::schedules::{self, BreakSource, StoredShift};
-    let (store, _dir) = adherence_fixture(backend).await;
-    // a6 works 09:00-17:00; wfmd first saw it at 14:00, READY ever since. The report
-    // covers the whole day and is made at 16:00.
-    enter(&store, "a6", AgentState::Ready, minutes(300)).await;
     let mut tx = store.begin_write().await.unwrap();
     schedules::save(
         &mut tx,
         &[StoredShift {
-            agent_id: "a6".into(),
+            agent_id: agent.into(),
             shift: Shift {
                 start: minutes(0),
                 end: minutes(480),
@@ -682,6 +677,16 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
     .await
     .unwrap();
     tx.commit().await.unwrap();
+}
+
+#[apply(backends)]
+#[tokio::test]
+async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format(backend: Backend) {
+    let (store, _dir) = adherence_fixture(backend).await;
+    // a6 works 09:00-17:00; wfmd first saw it at 14:00, READY ever since. The report
+    // covers the whole day and is made at 16:00.
+    enter(&store, "a6", AgentState::Ready, minutes(300)).await;
+    work_nine_to_five(&store, "a6").await;
     let day = Window {
         from: minutes(-540),
         to: minutes(900),
@@ -731,9 +736,7 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
 async fn authorised_and_neutral_time_are_reported_on_their_own_and_left_out_of_adherence(
     backend: Backend,
 ) {
-    use crate::domain::adherence::Shift;
     use crate::store::authorisations::{self, AuthorisationRow};
-    use crate::store::schedules::{self, BreakSource, StoredShift};
     let (store, _dir) = adherence_fixture(backend).await;
     // a7 works 09:00-17:00: READY, in a meeting 11:00-12:00 (neutral by a rule), on a
     // break 12:00-13:00 of which a supervisor authorised 12:00-12:30, READY again.
@@ -753,24 +756,8 @@ async fn authorised_and_neutral_time_are_reported_on_their_own_and_left_out_of_a
     )
     .await;
     enter(&store, "a7", AgentState::Ready, minutes(240)).await;
+    work_nine_to_five(&store, "a7").await;
     let mut tx = store.begin_write().await.unwrap();
-    schedules::save(
-        &mut tx,
-        &[StoredShift {
-            agent_id: "a7".into(),
-            shift: Shift {
-                start: minutes(0),
-                end: minutes(480),
-                breaks: vec![],
-                activities: vec![],
-            },
-            timezone: None,
-            breaks_from: BreakSource::Schedule,
-            fetched_at: minutes(-120),
-        }],
-    )
-    .await
-    .unwrap();
     let authorisation = |id: &str, withdrawn_at| AuthorisationRow {
         id: id.into(),
         agents: r#"["a7"]"#.into(),
