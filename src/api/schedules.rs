@@ -37,7 +37,9 @@ pub fn routes() -> Routes {
 ///
 /// Header `agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone`,
 /// one row per break (a shift without breaks is one row with the break columns empty);
-/// times RFC 3339, or local (`2026-11-23 09:00`) in the row's IANA `timezone`. Nothing is
+/// optionally `activity,activity_start,activity_end` after them (all three or none), a
+/// titled work activity such as `Team meeting` that adherence rules may name; times RFC
+/// 3339, or local (`2026-11-23 09:00`) in the row's IANA `timezone`. Nothing is
 /// stored unless every line is valid; the 422 lists each problem with its line. The
 /// agents named take their schedule and break status from the imported shifts from the
 /// next change on, whatever was fetched or cached for them before. The token's name is
