@@ -309,10 +309,23 @@ pub async fn settle(
     settlement: &Settlement<'_>,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
+    settle_from(conn, "pending", job_id, seq, settlement, at).await
+}
+
+/// Settles an item whose outcome is still `from` (`pending` or `deferred`); false when
+/// it was not (settled otherwise meanwhile).
+async fn settle_from(
+    conn: &mut impl AsConn,
+    from: &str,
+    job_id: &str,
+    seq: i64,
+    settlement: &Settlement<'_>,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
     let settled = on!(conn, |c| sqlx::query(
         "UPDATE bulk_items SET outcome = $1, violation = $2, error = $3, attempt_id = $4,
                                finished_at = $5
-         WHERE job_id = $6 AND seq = $7 AND outcome = 'pending'",
+         WHERE job_id = $6 AND seq = $7 AND outcome = $8",
     )
     .bind(settlement.outcome)
     .bind(settlement.violation)
@@ -321,6 +334,7 @@ pub async fn settle(
     .bind(at)
     .bind(job_id)
     .bind(seq)
+    .bind(from)
     .execute(c)
     .await
     .map(Done::from))?;
@@ -355,22 +369,7 @@ pub async fn settle_deferred(
     settlement: &Settlement<'_>,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let settled = on!(conn, |c| sqlx::query(
-        "UPDATE bulk_items SET outcome = $1, violation = $2, error = $3, attempt_id = $4,
-                               finished_at = $5
-         WHERE job_id = $6 AND seq = $7 AND outcome = 'deferred'",
-    )
-    .bind(settlement.outcome)
-    .bind(settlement.violation)
-    .bind(settlement.error)
-    .bind(settlement.attempt_id)
-    .bind(at)
-    .bind(job_id)
-    .bind(seq)
-    .execute(c)
-    .await
-    .map(Done::from))?;
-    Ok(settled.rows_affected() == 1)
+    settle_from(conn, "deferred", job_id, seq, settlement, at).await
 }
 
 /// The agents of the job's items waiting as `deferred`, in request order.
