@@ -620,6 +620,21 @@ pub enum Judged {
     OutOffShift,
 }
 
+impl Judged {
+    /// The name the JSON spells (`in`, `out_off_shift`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Judged::In => "in",
+            Judged::Out => "out",
+            Judged::Neutral => "neutral",
+            Judged::Authorised => "authorised",
+            Judged::Unobserved => "unobserved",
+            Judged::OffShift => "off_shift",
+            Judged::OutOffShift => "out_off_shift",
+        }
+    }
+}
+
 /// One stretch `[start, end)` of an agent's day with one schedule activity, one
 /// recorded state (if any) and one judgement: the schedule and the recorded states side
 /// by side, on one time axis.
@@ -1642,6 +1657,21 @@ mod tests {
                 }
             }
             prop_assert_eq!(f.exceptions, opened_in_window);
+        }
+    }
+
+    #[test]
+    fn a_judgements_name_is_the_one_its_json_spells() {
+        for judged in [
+            Judged::In,
+            Judged::Out,
+            Judged::Neutral,
+            Judged::Authorised,
+            Judged::Unobserved,
+            Judged::OffShift,
+            Judged::OutOffShift,
+        ] {
+            assert_eq!(serde_json::json!(judged), judged.as_str());
         }
     }
 }

@@ -23,7 +23,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::{AgentSummary, Chunked, Report, ReportError, Sink};
+use super::{AgentSummary, Chunked, Report, ReportError, Sink, day_view};
 
 /// Height of one agent's row in the chart, in pixels.
 const ROW: usize = 22;
@@ -294,136 +294,30 @@ without an adherence figure (no stored shift) last.</p>",
     Ok(())
 }
 
-/// The width of a schedule-against-actual drawing's time axis, and a lane's height.
-const DAY_WIDTH: usize = 960;
-const LANE: usize = 16;
-
-/// Each agent's schedule against its recorded states on one time axis: three lanes
-/// (schedule, state, adherence) of the spans [`crate::domain::adherence::day_spans`]
-/// judged, each span with its times, activity, state and judgement as a tooltip and in
-/// `data-` attributes. Only for windows of a day or less.
+/// Each agent's schedule against its recorded states on one time axis (see
+/// [`super::day_view`]). Only for windows of a day or less ([`super::MAX_DAY_VIEW`]).
 async fn day_views<S: Sink>(
     report: &Report,
     teams: &[Team<'_>],
     out: &mut Chunked<'_, S>,
 ) -> Result<(), ReportError> {
-    use crate::domain::adherence::{Expected, Judged};
     if !report.agents.iter().any(|a| !a.day.is_empty()) {
         return Ok(());
     }
-    out.buf.extend_from_slice(
-        b"<h2>Schedule against actual</h2><p class=\"legend\">Per agent: the schedule, the \
-recorded states and how each stretch was judged. \
-<span style=\"background:#2e8b57\"></span>in \
-<span style=\"background:#d9534f\"></span>out \
-<span style=\"background:#9e9e9e\"></span>neutral \
-<span style=\"background:#4a90d9\"></span>authorised \
-<span style=\"background:#e0e0e0\"></span>unobserved \
-<span style=\"background:#f4b6c2\"></span>logged in off shift</p>",
-    );
-    let (from, to) = (report.window.from, report.window.to);
-    let total = (to - from).num_milliseconds().max(1) as f64;
-    let x = |at: chrono::DateTime<chrono::Utc>| -> f64 {
-        (at - from).num_milliseconds() as f64 * DAY_WIDTH as f64 / total
-    };
-    let height = 3 * LANE + 22;
+    out.buf
+        .extend_from_slice(b"<h2>Schedule against actual</h2>");
+    out.buf
+        .extend_from_slice(day_view::legend_html().as_bytes());
     for team in teams {
         for agent in team.agents.iter().filter(|a| !a.day.is_empty()) {
             write!(
                 out.buf,
-                "<figure class=\"day\" data-agent=\"{id}\"><figcaption>{label}</figcaption>\
-<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" \
-viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"Schedule against actual of {label}\" \
-font-family=\"system-ui,sans-serif\" font-size=\"10\">",
+                "<figure class=\"day\" data-agent=\"{id}\"><figcaption>{label}</figcaption>{svg}\
+</figure>",
                 id = escape(&agent.agent_id),
                 label = escape(label(agent)),
-                w = DAY_WIDTH + 70,
+                svg = day_view::svg(label(agent), &agent.day, report.window, report.zone, false),
             )?;
-            for (lane, name) in ["schedule", "state", "adherence"].iter().enumerate() {
-                write!(
-                    out.buf,
-                    "<text x=\"0\" y=\"{}\">{name}</text>",
-                    lane * LANE + 12
-                )?;
-            }
-            for span in &agent.day {
-                let (left, right) = (x(span.start) + 70.0, x(span.end) + 70.0);
-                let width = (right - left).max(0.5);
-                let scheduled = match span.expected {
-                    Expected::Work => "#b0c4de",
-                    Expected::MandatoryBreak => "#8e44ad",
-                    Expected::OptionalBreak => "#c39bd3",
-                    Expected::OffShift => "#f5f5f5",
-                };
-                let state = match span.state.map(|s| s.as_str()) {
-                    Some("READY") => "#2e8b57",
-                    Some("ON_CONTACT") => "#1f6fb2",
-                    Some("ACW") => "#5dade2",
-                    Some("NOT_READY") | Some("PAUSED") => "#e0a800",
-                    Some("IDLE") => "#b0b0b0",
-                    Some(_) => "#d0d0d0",
-                    None => "#ffffff",
-                };
-                let judged = match span.judged {
-                    Judged::In => "#2e8b57",
-                    Judged::Out => "#d9534f",
-                    Judged::Neutral => "#9e9e9e",
-                    Judged::Authorised => "#4a90d9",
-                    Judged::Unobserved => "#e0e0e0",
-                    Judged::OffShift => "#ffffff",
-                    Judged::OutOffShift => "#f4b6c2",
-                };
-                let judged_name = serde_json::to_value(span.judged)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let tip = format!(
-                    "{} – {}: {}{}{}; {}{}; {}",
-                    report.time(span.start),
-                    report.time(span.end),
-                    span.expected.as_str(),
-                    span.title
-                        .as_deref()
-                        .map(|t| format!(" \u{201c}{t}\u{201d}"))
-                        .unwrap_or_default(),
-                    if span.authorised { ", authorised" } else { "" },
-                    span.state.map_or("no recorded state", |s| s.as_str()),
-                    span.reason
-                        .as_deref()
-                        .map(|r| format!("/{r}"))
-                        .unwrap_or_default(),
-                    judged_name,
-                );
-                write!(
-                    out.buf,
-                    "<g data-from=\"{from}\" data-to=\"{to}\" data-judged=\"{judged_name}\">\
-<title>{tip}</title>\
-<rect x=\"{left:.1}\" y=\"0\" width=\"{width:.1}\" height=\"{h}\" fill=\"{scheduled}\"/>\
-<rect x=\"{left:.1}\" y=\"{LANE}\" width=\"{width:.1}\" height=\"{h}\" fill=\"{state}\"/>\
-<rect x=\"{left:.1}\" y=\"{y3}\" width=\"{width:.1}\" height=\"{h}\" fill=\"{judged}\"/></g>",
-                    from = crate::time::rfc3339(span.start),
-                    to = crate::time::rfc3339(span.end),
-                    tip = escape(&tip),
-                    h = LANE - 2,
-                    y3 = 2 * LANE,
-                )?;
-            }
-            // Hour ticks in the report's zone, at most 25 of them.
-            let mut tick = from;
-            let step = chrono::TimeDelta::hours(((to - from).num_hours() / 24).max(1));
-            while tick <= to {
-                let label = report.time(tick);
-                let short = label.get(11..16).unwrap_or(&label);
-                write!(
-                    out.buf,
-                    "<text x=\"{:.1}\" y=\"{}\">{}</text>",
-                    x(tick) + 70.0,
-                    3 * LANE + 14,
-                    escape(short)
-                )?;
-                tick += step;
-            }
-            out.buf.extend_from_slice(b"</svg></figure>");
             out.maybe_flush().await?;
         }
     }

@@ -10,6 +10,7 @@
 //! so 200,000 attempts cost the same memory as 200.
 
 mod csv_export;
+pub mod day_view;
 pub mod definitions;
 mod html_export;
 mod json_export;
@@ -27,7 +28,7 @@ pub use csv_export::text_cell;
 pub use definitions::{Definitions, Subject};
 /// HTML escaping as every page of wfmd writes it (tests compare pages' text with it).
 pub use html_export::escape as escape_html;
-pub use summary::{AgentSummary, summarize};
+pub use summary::{AgentDay, AgentSummary, MAX_DAY_VIEW, agent_day, summarize};
 
 use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::Window;
@@ -227,12 +228,17 @@ impl Report {
 
     /// An instant as RFC 3339 with milliseconds, in the report's zone.
     pub fn time(&self, at: DateTime<Utc>) -> String {
-        match self.zone {
-            None => crate::time::rfc3339(at),
-            Some(zone) => at
-                .with_timezone(&zone)
-                .to_rfc3339_opts(SecondsFormat::Millis, true),
-        }
+        time_in(self.zone, at)
+    }
+}
+
+/// An instant as RFC 3339 with milliseconds, in `zone` (UTC without one).
+pub fn time_in(zone: Option<Tz>, at: DateTime<Utc>) -> String {
+    match zone {
+        None => crate::time::rfc3339(at),
+        Some(zone) => at
+            .with_timezone(&zone)
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
     }
 }
 

@@ -19,16 +19,17 @@ use crate::domain::AgentState;
 use crate::domain::adherence::{self, Figures, Timeline};
 use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::{self, Interval, TimeInState, Window};
-use crate::store::authorisations;
 use crate::store::roster::RosterEntry;
 use crate::store::schedules::{self, ShiftRow};
 use crate::store::{Pool, from_ms, on, to_ms};
+use crate::store::{authorisations, history};
 
 /// How far before the window intervals and shifts are read for the adherence figures.
 const ADHERENCE_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
-/// The longest window whose schedule-against-actual view a report carries per agent.
-pub const MAX_DAY_VIEW: chrono::TimeDelta = chrono::TimeDelta::days(1);
+/// The longest window whose schedule-against-actual view a report carries per agent:
+/// a local day, the 25 hours of one that ends summer time included.
+pub const MAX_DAY_VIEW: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 
 /// One agent's line of the report. Field names are the CSV columns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -79,7 +80,7 @@ pub struct AgentSummary {
     /// Observed scheduled time a supervisor authorised, which the percentage leaves out.
     pub authorised_seconds: Option<f64>,
     /// The schedule against the recorded states, judged, over a window of at most a
-    /// day ([`MAX_DAY_VIEW`]); empty for longer windows or without a stored shift. The
+    /// local day ([`MAX_DAY_VIEW`]); empty for longer windows or without a stored shift. The
     /// HTML page draws it.
     #[serde(skip)]
     pub day: Vec<adherence::DaySpan>,
@@ -126,6 +127,62 @@ impl AgentSummary {
         self.neutral_seconds = Some(figures.neutral_ms as f64 / 1000.0);
         self.authorised_seconds = Some(figures.authorised_ms as f64 / 1000.0);
         self.adherence_exceptions = Some(figures.exceptions);
+    }
+}
+
+/// One agent's schedule against its recorded states over a window, judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDay {
+    /// Back-to-back spans covering the window ([`adherence::day_spans`]).
+    pub spans: Vec<adherence::DaySpan>,
+    /// What the spans' scheduled part adds up to: the figures the report gives the agent.
+    pub figures: Figures,
+}
+
+/// The schedule against the recorded states of `agent_id` over `window`, judged by
+/// `judging` exactly as [`summarize`] judges the agent (the same day of lookback, the
+/// same authorisations); `None` when no shift of the agent is stored around the window.
+/// The spans are all in memory: the caller keeps the window to days.
+pub async fn agent_day(
+    pool: &Pool,
+    agent_id: &str,
+    window: Window,
+    now: DateTime<Utc>,
+    judging: &Judging,
+) -> Result<Option<AgentDay>, sqlx::Error> {
+    let lookback = window.from - ADHERENCE_LOOKBACK;
+    let shifts: Vec<_> = schedules::of_agent(pool, agent_id, lookback, window.to)
+        .await?
+        .into_iter()
+        .map(|s| s.shift)
+        .collect();
+    if shifts.is_empty() {
+        return Ok(None);
+    }
+    let run: Vec<Interval> = history::overlapping(pool, agent_id, lookback, window.to)
+        .await?
+        .iter()
+        .filter_map(|row| row.to_interval())
+        .collect();
+    let authorised = {
+        let mut conn = pool.acquire().await?;
+        authorisations::in_force(&mut conn, to_ms(lookback), to_ms(window.to)).await?
+    };
+    let timeline = timeline(&shifts, authorised.get(agent_id).map(Vec::as_slice));
+    Ok(Some(AgentDay {
+        spans: adherence::day_spans(&run, &timeline, window, now, judging),
+        figures: adherence::figures(&run, &timeline, window, now, judging),
+    }))
+}
+
+/// The agent's shifts, with the spans a supervisor authorised laid over them.
+fn timeline(
+    shifts: &[adherence::Shift],
+    authorised: Option<&[(DateTime<Utc>, DateTime<Utc>)]>,
+) -> Timeline {
+    match authorised {
+        Some(spans) => Timeline::new(shifts).authorised(spans),
+        None => Timeline::new(shifts),
     }
 }
 
@@ -252,10 +309,10 @@ pub async fn summarize(
             .map(|s| s.shift)
             .collect();
         if !shifts.is_empty() {
-            let timeline = match authorised.get(&summary.agent_id) {
-                Some(spans) => Timeline::new(&shifts).authorised(spans),
-                None => Timeline::new(&shifts),
-            };
+            let timeline = timeline(
+                &shifts,
+                authorised.get(&summary.agent_id).map(Vec::as_slice),
+            );
             summary.set_adherence(&adherence::figures(run, &timeline, window, now, judging));
             if window.to - window.from <= MAX_DAY_VIEW {
                 summary.day = adherence::day_spans(run, &timeline, window, now, judging);

@@ -170,6 +170,26 @@ pub async fn freshest(
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
+/// The agent's stored shifts overlapping `[from, to)`, oldest first.
+pub async fn of_agent(
+    pool: &Pool,
+    agent_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<StoredShift>, sqlx::Error> {
+    let rows: Vec<ShiftRow> = on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agent_shifts
+         WHERE agent_id = $1 AND shift_start < $2 AND shift_end > $3
+         ORDER BY shift_start"
+    )))
+    .bind(agent_id)
+    .bind(to_ms(to))
+    .bind(to_ms(from))
+    .fetch_all(c)
+    .await)?;
+    Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
+}
+
 /// How many of `agents` were fetched after `since`.
 pub async fn fetched_since(
     pool: &Pool,
@@ -270,5 +290,23 @@ mod tests {
         assert_eq!(latest.len(), 2);
         assert_eq!(latest[0], stored("u_1", 1_380, 1_860, 20));
         assert_eq!(latest[1].agent_id, "u_2");
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn of_agent_reads_only_that_agents_shifts_overlapping_the_window(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        save_one(&store, stored("u_1", 0, 480, 0)).await;
+        save_one(&store, stored("u_1", 1_440, 1_920, 0)).await;
+        save_one(&store, stored("u_2", 0, 480, 0)).await;
+        let starts = |shifts: Vec<StoredShift>| -> Vec<DateTime<Utc>> {
+            shifts.iter().map(|s| s.shift.start).collect()
+        };
+        let read = |from: i64, to: i64| of_agent(store.reader(), "u_1", at(from), at(to));
+        assert_eq!(starts(read(-60, 2_000).await.unwrap()), [at(0), at(1_440)]);
+        // A window touching a shift's end or start only does not overlap it.
+        assert!(starts(read(480, 1_440).await.unwrap()).is_empty());
+        assert_eq!(starts(read(479, 1_441).await.unwrap()), [at(0), at(1_440)]);
+        assert_eq!(read(0, 480).await.unwrap(), [stored("u_1", 0, 480, 0)]);
     }
 }
