@@ -3,6 +3,11 @@
 //! `GET` (those overlapping a window, withdrawn ones included) and
 //! `DELETE /v1/adherence/authorisations/{id}` (withdraws one: it counts no more). Each
 //! creation and withdrawal is audited with the caller's token name.
+//!
+//! `GET /v1/agents/{id}/adherence?from&to&format=json|svg&tz` is one agent's schedule
+//! against its recorded states over a day (up to 31), judged as the compliance report
+//! judges: the spans as JSON, or the report's drawing of them, which the wallboard shows
+//! when a card is clicked.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,15 +17,19 @@ use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use super::agents::{AgentPath, check_agent_id};
 use super::auth::Caller;
 use super::bulk::{agents_or_team, bulk_problem};
 use super::error::Problem;
-use super::extract::{PathParams, QueryParams};
+use super::extract::{PathParams, QueryParams, window_from_query, zone_from_query};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
+use crate::domain::AgentState;
+use crate::domain::adherence::{DaySpan, Figures};
 use crate::engine::authorisations::{self, Authorise, AuthoriseError};
 use crate::engine::bulk::Selector;
+use crate::report::day_view;
 use crate::store::authorisations::{self as stored, AuthorisationRow};
 use crate::store::{from_ms, to_ms};
 use crate::time::{parse_instant, rfc3339};
@@ -28,10 +37,15 @@ use crate::time::{parse_instant, rfc3339};
 /// The most authorisations one listing returns.
 const LIST_LIMIT: i64 = 1_000;
 
+/// The longest window of one agent's schedule against actual: a month of spans is
+/// still small, though the view is made for a day.
+const MAX_AGENT_WINDOW: TimeDelta = TimeDelta::days(31);
+
 pub fn routes() -> Routes {
     vec![
         utoipa_axum::routes!(authorise, list_authorisations),
         utoipa_axum::routes!(withdraw_authorisation),
+        utoipa_axum::routes!(agent_day),
     ]
 }
 
@@ -245,4 +259,183 @@ pub async fn withdraw_authorisation(
         )),
         None => Err(Problem::not_found(format!("no authorisation `{id}`"))),
     }
+}
+
+/// The window, format and time zone of an agent's day.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DayQuery {
+    /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
+    /// minus 24 hours.
+    from: Option<String>,
+    /// End (exclusive), after `from` and at most 31 days later; default now.
+    to: Option<String>,
+    /// `json` (default: the spans and the figures they add up to) or `svg` (the
+    /// compliance report's drawing: schedule, state and judgement lanes).
+    #[param(pattern = "^(json|svg)$")]
+    format: Option<String>,
+    /// IANA time zone of the drawing's times (e.g. Europe/Paris); default UTC.
+    tz: Option<String>,
+}
+
+/// One stretch of the day: a single schedule activity, a single recorded state and a
+/// single judgement.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SpanView {
+    start: String,
+    /// Exclusive.
+    end: String,
+    /// What the schedule expected: WORK, MANDATORY_BREAK, OPTIONAL_BREAK or OFF_SHIFT.
+    expected: &'static str,
+    /// The schedule's title of the activity, when it names one.
+    title: Option<String>,
+    /// Whether a supervisor authorised the time.
+    authorised: bool,
+    /// The recorded state; absent where none is known.
+    state: Option<AgentState>,
+    reason: Option<String>,
+    /// in, out, neutral, authorised, unobserved (scheduled, no state recorded),
+    /// off_shift, or out_off_shift (logged in outside every shift).
+    #[schema(pattern = "^(in|out|neutral|authorised|unobserved|off_shift|out_off_shift)$")]
+    judged: &'static str,
+}
+
+impl From<&DaySpan> for SpanView {
+    fn from(span: &DaySpan) -> SpanView {
+        SpanView {
+            start: rfc3339(span.start),
+            end: rfc3339(span.end),
+            expected: span.expected.as_str(),
+            title: span.title.clone(),
+            authorised: span.authorised,
+            state: span.state,
+            reason: span.reason.clone(),
+            judged: span.judged.as_str(),
+        }
+    }
+}
+
+/// What the scheduled spans add up to: the agent's figures in the compliance report of
+/// the same window.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct DayFigures {
+    scheduled_seconds: f64,
+    in_adherence_seconds: f64,
+    out_of_adherence_seconds: f64,
+    neutral_seconds: f64,
+    authorised_seconds: f64,
+    unobserved_seconds: f64,
+    /// In-adherence time per judged time, in percent; absent without any.
+    adherence_pct: Option<f64>,
+    /// Adherence exceptions that opened in the window.
+    exceptions: u32,
+}
+
+impl From<&Figures> for DayFigures {
+    fn from(f: &Figures) -> DayFigures {
+        let seconds = |ms: i64| ms as f64 / 1000.0;
+        DayFigures {
+            scheduled_seconds: seconds(f.scheduled_ms),
+            in_adherence_seconds: seconds(f.in_adherence_ms),
+            out_of_adherence_seconds: seconds(f.out_of_adherence_ms()),
+            neutral_seconds: seconds(f.neutral_ms),
+            authorised_seconds: seconds(f.authorised_ms),
+            unobserved_seconds: seconds(f.unobserved_ms()),
+            adherence_pct: f.adherence_pct(),
+            exceptions: f.exceptions,
+        }
+    }
+}
+
+/// One agent's schedule against its recorded states.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct DayView {
+    agent_id: String,
+    from: String,
+    to: String,
+    /// The version of the adherence rules that judged it; absent under the built-in
+    /// kinds alone.
+    rules_version: Option<String>,
+    figures: DayFigures,
+    /// Back to back, covering `[from, to)` exactly.
+    spans: Vec<SpanView>,
+}
+
+/// One agent's schedule against its recorded states over a day (or up to 31): the scheduled
+/// activities, the states and how each stretch was judged, on one time axis. The same
+/// judging as the compliance report (the rules in force, authorisations, grace), so the
+/// scheduled spans add up to the agent's figures there.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{agent_id}/adherence",
+    tag = "adherence",
+    security(("bearer" = [VIEWER])),
+    params(AgentPath, DayQuery),
+    responses(
+        (status = 200, description = "The spans (JSON) or their drawing (SVG)", content(
+            (DayView = "application/json"),
+            (String = "image/svg+xml"),
+        )),
+        (status = 404, description = "No shift of the agent is stored around the window"),
+    )
+)]
+pub async fn agent_day(
+    State(state): State<ApiState>,
+    PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
+    QueryParams(query): QueryParams<DayQuery>,
+) -> Result<Response, Problem> {
+    check_agent_id(&agent_id)?;
+    let svg = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("svg") => true,
+        Some(other) => {
+            return Err(Problem::invalid_parameter(
+                "format",
+                format!("format: unknown format `{other}`; expected json or svg"),
+            ));
+        }
+    };
+    let zone = zone_from_query(query.tz.as_deref())?;
+    let now = state.engine.now();
+    let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
+    if window.to - window.from > MAX_AGENT_WINDOW {
+        return Err(Problem::invalid_parameter(
+            "to",
+            "to: at most 31 days after from",
+        ));
+    }
+    super::extract::check_kept(
+        &state.store,
+        &[crate::store::retention::Kind::Intervals],
+        window.from,
+    )
+    .await?;
+    let judging = state.judging.current();
+    let day = crate::report::agent_day(state.store.reader(), &agent_id, window, now, &judging)
+        .await?
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no shift of agent {agent_id} is stored between {} and {}",
+                rfc3339(window.from),
+                rfc3339(window.to)
+            ))
+        })?;
+    if svg {
+        let drawing = day_view::svg(&agent_id, &day.spans, window, zone, true);
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "image/svg+xml")],
+            drawing,
+        )
+            .into_response());
+    }
+    Ok(Json(DayView {
+        agent_id,
+        from: rfc3339(window.from),
+        to: rfc3339(window.to),
+        rules_version: judging.version.clone(),
+        figures: DayFigures::from(&day.figures),
+        spans: day.spans.iter().map(SpanView::from).collect(),
+    })
+    .into_response())
 }

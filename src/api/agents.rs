@@ -102,7 +102,7 @@ pub(super) fn asked_wait(
 #[into_params(parameter_in = Path)]
 pub(super) struct AgentPath {
     /// The platform user id, e.g. u_001
-    agent_id: String,
+    pub(super) agent_id: String,
 }
 
 /// Whether `agent_id` is one the platform could have: 1 to [`MAX_ID_LEN`] printable

@@ -101,6 +101,15 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/agents/{agent_id}/adherence",
+        role: Some("viewer"),
+        // A day no shift is stored for: past the role check, nothing to draw.
+        query: "from=2020-01-01&to=2020-01-02",
+        body: None,
+        statuses: [401, 401, 404, 404, 404],
+    },
+    Row {
+        method: "GET",
         path: "/v1/agents/{agent_id}/deferred",
         role: Some("viewer"),
         query: "",

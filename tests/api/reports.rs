@@ -731,3 +731,161 @@ async fn the_csv_links_its_definitions_and_the_json_and_html_carry_the_same() {
     );
     assert_eq!(board["adherence_rules"]["version"], version.as_str());
 }
+
+#[tokio::test]
+async fn an_agents_day_is_drawn_and_its_spans_add_up_to_the_reports_figures() {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |_| {}).await;
+    let agents = app.sim.sim.agents();
+    let (agent, unscheduled) = (&agents[0].id, &agents[1].id);
+    let t0 = (Utc::now() - Duration::hours(3))
+        .duration_trunc(Duration::hours(1))
+        .unwrap();
+    use AgentState::{NotReady, Ready};
+    seed_adherence(
+        &app,
+        t0,
+        &[
+            (agent, NotReady, Some(Ready), true),
+            (unscheduled, Ready, None, false),
+        ],
+    )
+    .await;
+    // A quarter of an hour of the NOT_READY hour excused.
+    let response = app
+        .http
+        .post(format!("{}/v1/adherence/authorisations", app.address))
+        .json(&serde_json::json!({
+            "agents": [agent],
+            "from": instant(t0 + Duration::minutes(30)),
+            "to": instant(t0 + Duration::minutes(45)),
+            "reason": "coaching",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let (from, to) = (instant(t0), instant(t0 + Duration::hours(2)));
+    let day = |agent: &str, params: &[(&str, &str)]| {
+        let request = app
+            .http
+            .get(format!("{}/v1/agents/{agent}/adherence", app.address))
+            .query(&[("from", from.as_str()), ("to", to.as_str())])
+            .query(params);
+        async move { request.send().await.unwrap() }
+    };
+
+    let response = day(agent, &[]).await;
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.unwrap();
+    let spans = view["spans"].as_array().unwrap();
+    let at = |v: &Value| wfmd::time::parse_instant(v.as_str().unwrap()).unwrap();
+    assert_eq!(at(&spans[0]["start"]), t0, "{view}");
+    assert_eq!(at(&spans[spans.len() - 1]["end"]), t0 + Duration::hours(2));
+    for pair in spans.windows(2) {
+        assert_eq!(pair[0]["end"], pair[1]["start"], "back to back: {view}");
+    }
+    let judged = |name: &str| -> Vec<(i64, i64, &str)> {
+        spans
+            .iter()
+            .filter(|s| s["judged"] == name)
+            .map(|s| {
+                (
+                    (at(&s["start"]) - t0).num_minutes(),
+                    (at(&s["end"]) - t0).num_minutes(),
+                    s["state"].as_str().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(judged("authorised"), [(30, 45, "NOT_READY")], "{view}");
+    assert_eq!(judged("out"), [(0, 30, "NOT_READY"), (45, 60, "NOT_READY")]);
+    assert_eq!(judged("in"), [(60, 120, "READY")]);
+    assert_eq!(view["rules_version"], Value::Null);
+
+    // The figures are the report's for the same window, to the second.
+    let figures = &view["figures"];
+    assert_eq!(figures["scheduled_seconds"], 7200.0);
+    assert_eq!(figures["authorised_seconds"], 900.0);
+    assert_eq!(figures["out_of_adherence_seconds"], 2700.0);
+    let report: Value = fetch(&app, &[("from", &from), ("to", &to), ("format", "json")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let row = report["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == agent.as_str())
+        .unwrap();
+    for field in [
+        "adherence_pct",
+        "scheduled_seconds",
+        "in_adherence_seconds",
+        "neutral_seconds",
+        "authorised_seconds",
+        "unobserved_seconds",
+    ] {
+        assert_eq!(
+            figures[field], row[field],
+            "{field}: {figures} against {row}"
+        );
+    }
+    assert_eq!(figures["exceptions"], row["adherence_exceptions"]);
+
+    // The drawing the HTML report has, times in the zone asked for, with its legend.
+    let response = day(agent, &[("format", "svg"), ("tz", "Europe/Berlin")]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/svg+xml");
+    let svg = response.text().await.unwrap();
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert_eq!(svg.matches("<g data-from=").count(), spans.len(), "{svg}");
+    assert!(
+        svg.contains(&format!(
+            "<g data-from=\"{}\" data-to=\"{}\" data-judged=\"authorised\">",
+            instant(t0 + Duration::minutes(30)),
+            instant(t0 + Duration::minutes(45))
+        )),
+        "{svg}"
+    );
+    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let local = (t0 + Duration::minutes(30))
+        .with_timezone(&berlin)
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    assert!(svg.contains(&format!("<title>{local} – ")), "{svg}");
+    assert!(
+        svg.contains(">logged in off shift</text>"),
+        "the legend: {svg}"
+    );
+
+    // No shift stored: nothing to draw it against.
+    let response = day(unscheduled, &[]).await;
+    assert_eq!(response.status(), 404);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(unscheduled.as_str()),
+        "{problem}"
+    );
+    // More than a month, or a format it does not draw: 400 naming the parameter.
+    let long = instant(t0 + Duration::days(32));
+    let response = app
+        .http
+        .get(format!("{}/v1/agents/{agent}/adherence", app.address))
+        .query(&[("from", from.as_str()), ("to", long.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["parameter"], "to", "{problem}");
+    let response = day(agent, &[("format", "png")]).await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["parameter"], "format", "{problem}");
+}
