@@ -536,8 +536,18 @@ function renderAgents(changedId) {
       card.append(waits);
     }
     if (a.rejected) card.append(el("div", "rejected", "refused: " + a.rejected));
+    // A click selects in supervisor mode and opens the agent's day otherwise; there the
+    // card's own "day" button opens it.
+    const day = el("button", "day-open", "day");
+    day.type = "button";
+    day.title = "Schedule against actual today";
+    day.onclick = (e) => { e.stopPropagation(); showDay(a); };
+    card.append(day);
     card.onclick = () => {
-      if (!document.body.classList.contains("supervisor")) return;
+      if (!document.body.classList.contains("supervisor")) {
+        if (!kiosk) showDay(a);
+        return;
+      }
       if (S.selected.has(a.id)) S.selected.delete(a.id); else S.selected.add(a.id);
       card.classList.toggle("selected");
       $("selection").textContent = S.selected.size + " selected";
@@ -693,6 +703,59 @@ async function showDefinitions() {
     }
   } catch (e) {
     body.replaceChildren(el("p", "error", "cannot load the definitions: " + e.message));
+  }
+}
+
+// ---- an agent's day ------------------------------------------------------------------
+
+// Today (the browser's midnight to the next) of one agent: wfmd draws the schedule, the
+// recorded states and their judgement exactly as the compliance report draws them
+// (GET …/agents/{id}/adherence?format=svg), so the board and the report never disagree;
+// the figures beside it come from the same judging (format=json).
+async function showDay(agent) {
+  const dialog = $("day");
+  const body = $("day-body");
+  const figures = $("day-figures");
+  dialog.dataset.agent = agent.id;
+  $("h-day").textContent = "Schedule against actual: " + (agent.name || agent.id);
+  body.replaceChildren(el("p", "pending", "loading…"));
+  figures.replaceChildren();
+  const from = new Date();
+  from.setHours(0, 0, 0, 0);
+  const to = new Date(from);
+  to.setDate(to.getDate() + 1);
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  $("day-note").textContent = from.toLocaleDateString() + ", times in " + zone;
+  if (!dialog.open) dialog.showModal();
+  const path = BASE + "/agents/" + encodeURIComponent(agent.id) + "/adherence?";
+  const query = (format) => new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), tz: zone, format });
+  try {
+    const [drawing, numbers] = await Promise.all([api(path + query("svg")), api(path + query("json"))]);
+    if (dialog.dataset.agent !== agent.id) return;
+    if (drawing.status === 404) {
+      body.replaceChildren(el("p", "note", "No shift of this agent is stored for today."));
+      return;
+    }
+    if (!drawing.ok) throw new Error("HTTP " + drawing.status);
+    // Parsed as SVG, never as HTML: nothing in it can become markup of the page.
+    const svg = new DOMParser().parseFromString(await drawing.text(), "image/svg+xml").documentElement;
+    if (svg.namespaceURI !== "http://www.w3.org/2000/svg") throw new Error("not a drawing");
+    body.replaceChildren(document.importNode(svg, true));
+    if (numbers.ok) {
+      const f = (await numbers.json()).figures;
+      const hm = (secs) => {
+        const m = Math.round(secs / 60);
+        return Math.floor(m / 60) + ":" + String(m % 60).padStart(2, "0") + " h";
+      };
+      for (const [label, value] of [
+        ["Adherence", f.adherence_pct === null ? "–" : f.adherence_pct.toFixed(1) + "%"],
+        ["Scheduled", hm(f.scheduled_seconds)], ["In", hm(f.in_adherence_seconds)],
+        ["Out", hm(f.out_of_adherence_seconds)], ["Authorised", hm(f.authorised_seconds)],
+        ["Neutral", hm(f.neutral_seconds)], ["Exceptions", String(f.exceptions)],
+      ]) figures.append(el("dt", "", label), el("dd", "", value));
+    }
+  } catch (e) {
+    body.replaceChildren(el("p", "error", "cannot load the day: " + e.message));
   }
 }
 

@@ -4,9 +4,10 @@
 //!
 //! One test walks what a supervisor sees: the tiles carry the platform's figures, a
 //! change made elsewhere shows at once, a restart shows as "reconnecting" and loses
-//! nothing, a bulk change started from the page moves the agents, and without a
-//! WebSocket the page keeps up over Server-Sent Events. It saves a screenshot to
-//! `target/wallboard.png`.
+//! nothing, a click on a card shows the agent's schedule against actual, a bulk change
+//! and an authorisation started from the page reach wfmd, and without a
+//! WebSocket the page keeps up over Server-Sent Events. It saves screenshots to
+//! `target/wallboard.png` and `target/wallboard-day.png`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -283,6 +284,44 @@ async fn click(browser: &Client, css: &str) {
     .await;
 }
 
+/// Waits for the day dialog to show a drawing; returns what it shows: the agent, the
+/// heading, the first span's start, each span's judgement and the figures' labels.
+async fn open_day(browser: &Client) -> Value {
+    eventually(SLOW, "the day dialog shows the drawing", async || {
+        let shown = run(
+            browser,
+            "const d = document.getElementById('day');
+             const spans = [...d.querySelectorAll('#day-body svg g[data-judged]')];
+             const figures = [...d.querySelectorAll('#day-figures dt')];
+             return d.open && spans.length && figures.length ? {
+               agent: d.dataset.agent,
+               heading: document.getElementById('h-day').textContent,
+               from: spans[0].dataset.from,
+               judged: spans.map((g) => g.dataset.judged),
+               figures: figures.map((dt) => dt.textContent),
+             } : null;",
+            Value::Null,
+        )
+        .await;
+        (!shown.is_null()).then_some(shown)
+    })
+    .await
+}
+
+async fn close_day(browser: &Client) {
+    click(browser, "#day button[type=\"submit\"]").await;
+    eventually(SLOW, "the day dialog closes", async || {
+        let open = run(
+            browser,
+            "return document.getElementById('day').open;",
+            Value::Null,
+        )
+        .await;
+        (open == false).then_some(())
+    })
+    .await;
+}
+
 fn artifact(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -399,6 +438,32 @@ async fn the_wallboard_in_a_real_browser_shows_the_floor_live_survives_a_restart
     card_shows(&browser, SLOW, &while_down.id, "PAUSED", "").await;
     card_shows(&browser, SLOW, &after_restart.id, "PAUSED", "").await;
     card_shows(&browser, PROMPT, &moved.id, "PAUSED", "").await;
+
+    // A click on a card opens the agent's day: wfmd's drawing of the schedule against
+    // the recorded states from the browser's midnight on, and the figures beside it.
+    eventually(SLOW, "the book stores the agent's shift", async || {
+        let url = format!("{address}/v1/agents/{}/adherence", moved.id);
+        (api.get(url).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    click(&browser, &format!(".card[data-agent=\"{}\"]", moved.id)).await;
+    let day = open_day(&browser).await;
+    let midnight = run(
+        &browser,
+        "const d = new Date(); d.setHours(0, 0, 0, 0); return d.toISOString();",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(day["from"], midnight, "{day}");
+    assert_eq!(day["agent"], moved.id.as_str());
+    assert!(
+        day["heading"].as_str().unwrap().ends_with(&moved.name),
+        "{day}"
+    );
+    assert_eq!(day["figures"][0], "Adherence", "{day}");
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(artifact("wallboard-day.png"), png).unwrap();
+    close_day(&browser).await;
 
     // Supervisor mode: select three agents, pick a state and reason, start.
     let chosen = &quiet[3..6];
@@ -521,6 +586,28 @@ async fn the_wallboard_in_a_real_browser_shows_the_floor_live_survives_a_restart
     let span = wfmd::time::parse_instant(authorisation["to"].as_str().unwrap()).unwrap()
         - wfmd::time::parse_instant(authorisation["from"].as_str().unwrap()).unwrap();
     assert_eq!(span.num_minutes(), 45, "{authorisation}");
+    // In supervisor mode a click selects; the card's "day" button opens the day, where
+    // the time authorised since shows as such, and the selection stays as it was.
+    let selected = run(&browser, "return S.selected.size;", Value::Null).await;
+    click(
+        &browser,
+        &format!(".card[data-agent=\"{}\"] .day-open", chosen[0].id),
+    )
+    .await;
+    let day = open_day(&browser).await;
+    assert_eq!(day["agent"], chosen[0].id.as_str());
+    assert!(
+        day["judged"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("authorised")),
+        "{day}"
+    );
+    close_day(&browser).await;
+    assert_eq!(
+        run(&browser, "return S.selected.size;", Value::Null).await,
+        selected
+    );
 
     // Where no WebSocket can be opened (a proxy in the way), the page falls back to
     // Server-Sent Events and stays just as current.
