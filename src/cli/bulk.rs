@@ -66,6 +66,15 @@ pub struct BulkArgs {
     /// Submitting again with the same key returns the same job instead of a new one.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// For an agent on a contact or in after-contact work: `reject` (refused
+    /// STATE_CONFLICT; the default) or `defer` (the item waits, `deferred`, and the change
+    /// is made once the agent is free, compliance checked again then).
+    #[arg(long, value_name = "WHAT", value_parser = ["reject", "defer"])]
+    pub when_busy: Option<String>,
+    /// With `--when-busy defer`: how long an item waits at most, e.g. 90s, 10m, 2h (1s to
+    /// 24h); default the daemon's `[deferred] defer_for`.
+    #[arg(long, value_name = "DURATION", requires = "when_busy")]
+    pub defer_for: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -133,11 +142,12 @@ pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<Exi
         || args.team.is_some()
         || args.state.is_some()
         || args.reason.is_some()
-        || args.idempotency_key.is_some();
+        || args.idempotency_key.is_some()
+        || args.when_busy.is_some();
     if args.command.is_some() && submits {
         return Err(Failure::usage(
-            "bulk status|revert|cancel take a job id; --agents, --team, STATE and --reason \
-             belong to submitting a job",
+            "bulk status|revert|cancel take a job id; --agents, --team, STATE, --reason and \
+             --when-busy belong to submitting a job",
         ));
     }
     let client = Client::new(config, api, &args.client.daemon)?;
@@ -169,6 +179,12 @@ pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<Exi
             }
             if let Some(key) = &args.idempotency_key {
                 body["idempotency_key"] = json!(key);
+            }
+            if let Some(when_busy) = &args.when_busy {
+                body["when_busy"] = json!(when_busy);
+            }
+            if let Some(wait) = &args.defer_for {
+                body["defer_for"] = json!(wait);
             }
             let accepted = client
                 .call(Method::POST, "/bulk-transitions", Some(body))

@@ -615,6 +615,73 @@ async fn a_bulk_item_waits_deferred_for_its_busy_agent_and_the_job_completes_aft
     );
 }
 
+#[tokio::test]
+async fn wfmd_bulk_when_busy_defer_leaves_the_busy_agents_item_deferred_until_it_is_free() {
+    let sim = TestSim::default_tenant().await;
+    let busy = quiet(&sim)[0].clone();
+    let app = TestApp::spawn_with(sim, |c| with_sync(c, Dialect::V2, None)).await;
+    assert!(app.sim.sim.force_state(&busy, "ON_CONTACT", ""));
+    recorded_as(&app.address, &busy, "ON_CONTACT").await;
+    let bulk = |args: Vec<String>| {
+        let address = app.address.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = crate::helpers::wfmd()
+                .args(["bulk", "--server", &address, "--json"])
+                .args(&args)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+            serde_json::from_str::<Value>(&stdout).unwrap()
+        })
+    };
+
+    let before = Utc::now();
+    let job = bulk(
+        [
+            "--agents",
+            &busy,
+            "--when-busy",
+            "defer",
+            "--defer-for",
+            "90s",
+            "--no-wait",
+            "NOT_READY",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await
+    .unwrap();
+    let job_id = job["job_id"].as_str().unwrap().to_owned();
+    let (status, waits) = eventually("the change never waited", async || {
+        match waiting(&app.address, &busy).await {
+            (200, body) => Ok((200, body)),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(waits["bulk_job_id"], job_id.as_str(), "{waits}");
+    // --defer-for reached the daemon: it expires 90 s after it was asked, not 15 min.
+    let expires = wfmd::time::parse_instant(waits["expires_at"].as_str().unwrap()).unwrap();
+    assert!(
+        expires >= before + TimeDelta::seconds(90)
+            && expires <= Utc::now() + TimeDelta::seconds(90),
+        "{waits}"
+    );
+
+    end_contact(&app.sim, &busy);
+    platform_shows(&app.sim, &busy, "NOT_READY").await;
+    let job = bulk(vec!["status".into(), job_id]).await.unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        (&job["succeeded"], &job["deferred"]),
+        (&json!(1), &json!(0))
+    );
+}
+
 on_both_dialects!(a_rule_with_when_busy_defer_makes_its_change_when_the_contact_ends);
 async fn a_rule_with_when_busy_defer_makes_its_change_when_the_contact_ends(dialect: Dialect) {
     let sim = TestSim::default_tenant().await.on(dialect);
