@@ -4,8 +4,9 @@
 //!
 //! One test walks what a supervisor sees: the tiles carry the platform's figures, a
 //! change made elsewhere shows at once, a restart shows as "reconnecting" and loses
-//! nothing, a click on a card shows the agent's schedule against actual, a bulk change
-//! and an authorisation started from the page reach wfmd, and without a
+//! nothing, a click on a card shows the agent's schedule against actual, a change
+//! waiting for a contact to end shows on the card, "?" shows wfmd's definitions, a bulk
+//! change and an authorisation started from the page reach wfmd, and without a
 //! WebSocket the page keeps up over Server-Sent Events. It saves screenshots to
 //! `target/wallboard.png` and `target/wallboard-day.png`.
 
@@ -334,11 +335,11 @@ fn artifact(name: &str) -> PathBuf {
 async fn the_wallboard_in_a_real_browser_shows_the_floor_live_survives_a_restart_and_starts_bulk_jobs()
  {
     let sim = TestSim::default_tenant().await;
-    // Six agents that nothing but the test will move: NOT_READY on the platform before
+    // Seven agents that nothing but the test will move: NOT_READY on the platform before
     // wfmd starts (no contact reaches them), with no break or shift end coming.
     let quiet = quiet_agents(&sim);
-    assert!(quiet.len() >= 6, "quiet agents: {}", quiet.len());
-    let quiet = &quiet[..6];
+    assert!(quiet.len() >= 7, "quiet agents: {}", quiet.len());
+    let quiet = &quiet[..7];
     for agent in quiet {
         assert!(sim.sim.force_state(&agent.id, "NOT_READY", "TRAINING"));
     }
@@ -464,6 +465,88 @@ async fn the_wallboard_in_a_real_browser_shows_the_floor_live_survives_a_restart
     let png = browser.screenshot().await.unwrap();
     std::fs::write(artifact("wallboard-day.png"), png).unwrap();
     close_day(&browser).await;
+
+    // A change asked to wait for a busy agent shows on the card until it is made.
+    let busy = &quiet[6];
+    assert!(sim.sim.force_state(&busy.id, "ON_CONTACT", ""));
+    card_shows(&browser, SLOW, &busy.id, "ON_CONTACT", "").await;
+    let response = api
+        .post(format!("{address}/v1/agents/{}/transitions", busy.id))
+        .json(&json!({"state": "NOT_READY", "reason": "MEETING", "when_busy": "defer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let waiting = async || {
+        run(
+            &browser,
+            "const c = document.querySelector('.card[data-agent=\"' + arguments[0] + '\"]');
+             const d = c && c.querySelector('.deferred');
+             return d && d.textContent;",
+            json!(busy.id),
+        )
+        .await
+    };
+    eventually(PROMPT, "the card shows the waiting change", async || {
+        (waiting().await == "next: NOT_READY").then_some(())
+    })
+    .await;
+    assert!(sim.sim.force_state(&busy.id, "READY", "TEST_END"));
+    card_shows(&browser, SLOW, &busy.id, "NOT_READY", "MEETING").await;
+    eventually(PROMPT, "the made change's badge goes", async || {
+        waiting().await.is_null().then_some(())
+    })
+    .await;
+
+    // "?" says what the numbers mean, in wfmd's words: every term and every skill tile.
+    let definitions: Value = api
+        .get(format!("{address}/v1/reports/definitions?report=wallboard"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    click(&browser, "#definitions-toggle").await;
+    let shown = eventually(SLOW, "the definitions dialog is filled", async || {
+        let shown = run(
+            &browser,
+            "const d = document.getElementById('definitions');
+             const terms = [...d.querySelectorAll('dt')].map((t) => t.firstChild.textContent);
+             const skills = [...d.querySelectorAll('tr[data-skill]')].map((r) => r.dataset.skill);
+             return d.open && terms.length ? {terms, skills} : null;",
+            Value::Null,
+        )
+        .await;
+        (!shown.is_null()).then_some(shown)
+    })
+    .await;
+    let mut terms: Vec<&str> = definitions["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap())
+        .collect();
+    terms.extend(["Adherence rules", "Time zone"]);
+    assert_eq!(shown["terms"], json!(terms));
+    let mut skills: Vec<&str> = definitions["service_levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["skill_id"].as_str().unwrap())
+        .collect();
+    assert!(!skills.is_empty(), "{definitions}");
+    let mut on_page: Vec<&str> = shown["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // Sets: the board's tiles may have been polled again between the two reads.
+    skills.sort_unstable();
+    on_page.sort_unstable();
+    assert_eq!(on_page, skills);
+    click(&browser, "#definitions button[type=\"submit\"]").await;
 
     // Supervisor mode: select three agents, pick a state and reason, start.
     let chosen = &quiet[3..6];
