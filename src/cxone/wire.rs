@@ -404,6 +404,10 @@ impl SkillDataJson {
             contacts_active: count(self.contacts_active),
             longest_wait_secs: count(self.longest_queue_duration),
             service_level: service_level(self.service_level),
+            // The skill-data contract carries neither: the threshold is a setting of the
+            // skill that this call does not report.
+            service_level_threshold_secs: None,
+            service_level_goal: None,
             agents_available: count(self.agents_available),
             agents_staffed: count(self.agents_staffed),
             agents_on_contact: count(self.agents_on_contact),
@@ -860,6 +864,8 @@ mod tests {
                 contacts_active: 8,
                 longest_wait_secs: 245,
                 service_level: Some(0.82),
+                service_level_threshold_secs: None,
+                service_level_goal: None,
                 agents_available: 15,
                 agents_staffed: 20,
                 agents_on_contact: 8,

@@ -17,6 +17,15 @@ pub struct SkillTile {
     pub longest_wait_secs: u32,
     /// 0.0–1.0; `None` when the platform gave none.
     pub service_level: Option<f64>,
+    /// The skill's service-level threshold: the share of contacts answered within this
+    /// many seconds is the service level. `None` when the platform's skill data does not
+    /// carry it (the v2 dialect's does not). Default for tiles stored before it was read.
+    #[serde(default)]
+    pub service_level_threshold_secs: Option<u32>,
+    /// The service level the skill aims at, 0.0–1.0, as the platform's skill data gives
+    /// it; `None` when it does not.
+    #[serde(default)]
+    pub service_level_goal: Option<f64>,
     pub agents_available: u32,
     pub agents_staffed: u32,
     pub agents_on_contact: u32,

@@ -412,6 +412,8 @@ impl Tile for SkillTile {
             longest_wait_secs: 0,
             // No contacts, so no service level: 0 % would paint the tile red.
             service_level: None,
+            service_level_threshold_secs: None,
+            service_level_goal: None,
             agents_available: 0,
             agents_staffed: 0,
             agents_on_contact: 0,
@@ -635,6 +637,8 @@ mod tests {
                     contacts_active: 2,
                     longest_wait_secs: 30,
                     service_level: Some(0.9),
+                    service_level_threshold_secs: None,
+                    service_level_goal: None,
                     agents_available: 1,
                     agents_staffed: 3,
                     agents_on_contact: 2,

@@ -134,10 +134,15 @@ fn term(term: &str, label: &str, unit: &str, definition: impl Into<String>) -> T
 pub struct SkillServiceLevel {
     pub skill_id: String,
     pub skill_name: String,
-    /// The answer-time threshold of the skill's service level as the platform gives it,
-    /// in seconds; null: the platform's skill data wfmd reads does not carry it (the
-    /// threshold is the skill's own setting on the platform).
+    /// The answer-time threshold of the skill's service level as the platform's skill
+    /// data gives it (`serviceLevelThreshold` on the incontact dialect), in seconds;
+    /// null: that data does not carry it (the v2 dialect's; the threshold is then the
+    /// skill's own setting on the platform, which wfmd cannot read).
     pub threshold_seconds: Option<u32>,
+    /// The service level the skill aims at, as a share (0–1), where the platform's
+    /// skill data gives it (`serviceLevelGoal`); null otherwise. wfmd colours the tile by
+    /// `good` and `warning`, not by it.
+    pub goal: Option<f64>,
     /// Green at or above this share (`live.service_level_good`).
     pub good: f64,
     /// Amber at or above this share, red below (`live.service_level_warning`).
@@ -542,7 +547,8 @@ impl Definitions {
             .map(|tile| SkillServiceLevel {
                 skill_id: tile.skill_id.clone(),
                 skill_name: tile.skill_name.clone(),
-                threshold_seconds: None,
+                threshold_seconds: tile.service_level_threshold_secs,
+                goal: tile.service_level_goal,
                 good,
                 warning,
             })
@@ -580,12 +586,16 @@ impl Definitions {
                          data does not report"
                     .to_owned(),
             };
+            // In percent, as the platform's own pages write a goal (0.8: "goal 80 %").
+            let goal = skill.goal.map_or_else(String::new, |share| {
+                format!(" (goal {} %)", (share * 10_000.0).round() / 100.0)
+            });
             rows.push(Term {
                 term: format!("service_level[{}]", skill.skill_id),
                 label: format!("Service level of {}", skill.skill_name),
                 definition: format!(
-                    "Share of the skill's contacts {threshold}; green at or above {}, amber at \
-                     or above {}, red below",
+                    "Share of the skill's contacts {threshold}{goal}; green at or above {}, \
+                     amber at or above {}, red below",
                     skill.good, skill.warning
                 ),
                 unit: "share (0–1)".to_owned(),

@@ -1369,23 +1369,30 @@ async fn the_csv_report_stays_strict_csv_and_its_companion_defines_each_column()
 
 #[test]
 fn the_wallboard_definitions_give_each_skill_its_threshold_and_colour_bands() {
-    let tile = |id: &str, name: &str| crate::domain::metrics::SkillTile {
-        skill_id: id.into(),
-        skill_name: name.into(),
-        contacts_queued: 0,
-        contacts_active: 0,
-        longest_wait_secs: 0,
-        service_level: Some(0.9),
-        agents_available: 0,
-        agents_staffed: 0,
-        agents_on_contact: 0,
-        agents_acw: 0,
-        estimated_wait_secs: None,
-        sampled_at: t0(),
+    let tile = |id: &str, name: &str, threshold: Option<u32>, goal: Option<f64>| {
+        crate::domain::metrics::SkillTile {
+            skill_id: id.into(),
+            skill_name: name.into(),
+            contacts_queued: 0,
+            contacts_active: 0,
+            longest_wait_secs: 0,
+            service_level: Some(0.9),
+            service_level_threshold_secs: threshold,
+            service_level_goal: goal,
+            agents_available: 0,
+            agents_staffed: 0,
+            agents_on_contact: 0,
+            agents_acw: 0,
+            estimated_wait_secs: None,
+            sampled_at: t0(),
+        }
     };
     let definitions = Definitions::wallboard(
         &ruled(),
-        &[tile("s1", "Sales"), tile("s2", "Support")],
+        &[
+            tile("s1", "Sales", Some(20), Some(0.8)),
+            tile("s2", "Support", None, None),
+        ],
         0.85,
         0.6,
     );
@@ -1393,12 +1400,32 @@ fn the_wallboard_definitions_give_each_skill_its_threshold_and_colour_bands() {
     assert_eq!(definitions.service_levels[1].skill_name, "Support");
     assert_eq!(definitions.service_levels[1].good, 0.85);
     assert_eq!(definitions.service_levels[1].warning, 0.6);
+    let json = definitions.to_json();
+    assert_eq!(json["service_levels"][0]["threshold_seconds"], 20);
+    assert_eq!(json["service_levels"][0]["goal"], 0.8);
+    assert!(json["service_levels"][1]["threshold_seconds"].is_null());
+    assert!(json["service_levels"][1]["goal"].is_null());
     let rows = definitions.rows();
+    let s1 = rows.iter().find(|r| r.term == "service_level[s1]").unwrap();
+    assert_eq!(
+        s1.definition,
+        "Share of the skill's contacts answered within 20 s (goal 80 %); green at or above \
+         0.85, amber at or above 0.6, red below"
+    );
     let s2 = rows.iter().find(|r| r.term == "service_level[s2]").unwrap();
+    assert!(
+        s2.definition
+            .contains("the skill's threshold, which the platform's skill data does not report"),
+        "{}",
+        s2.definition
+    );
+    assert!(!s2.definition.contains("goal"), "{}", s2.definition);
     assert!(
         s2.definition
             .contains("green at or above 0.85, amber at or above 0.6")
     );
+    let csv = String::from_utf8(definitions.to_csv()).unwrap();
+    assert!(csv.contains("answered within 20 s (goal 80 %)"), "{csv}");
     let sl = rows.iter().find(|r| r.term == "service_level").unwrap();
     assert!(sl.definition.contains("wfmd does not compute it"));
     let badge = rows.iter().find(|r| r.term == "adherence_badge").unwrap();

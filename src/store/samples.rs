@@ -201,6 +201,8 @@ mod tests {
             contacts_active: 2,
             longest_wait_secs: 40,
             service_level: Some(0.5),
+            service_level_threshold_secs: None,
+            service_level_goal: None,
             agents_available: 1,
             agents_staffed: 5,
             agents_on_contact: 2,

@@ -862,3 +862,185 @@ async fn an_imported_titled_activity_is_judged_by_its_rule_on_either_dialect(dia
     assert_eq!(exceptions_of(&coached.id).await, Vec::<String>::new());
     app.stop().await;
 }
+
+/// `wfmd serve` as deployed (a configuration file, SIGHUP, its own process) applies
+/// edited adherence rules at once: the first rule makes the agent's NOT_READY in its
+/// shift neutral, so no exception opens however many sweeps run, while the built-in kind
+/// would open one after a second; rewritten to `out` and re-read on SIGHUP, the next
+/// sweeps open the exception, recording that rule and the new rule set's version; an
+/// invalid edit is refused naming its key, and the rules in force stay in force.
+#[tokio::test]
+async fn sighup_applies_edited_adherence_rules_and_refuses_an_invalid_edit() {
+    use crate::helpers::{Daemon, eventually, get_json, get_text};
+    use wfmd::config::Source;
+
+    // The platform's time stands still: the agent stays where the test found it.
+    let sim = TestSim::start(SimConfig {
+        agents: 60,
+        time_scale: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let now = sim.sim.clock().now();
+    // NOT_READY at work now and for the next ten minutes, clear of every break: the
+    // built-in not_working_in_shift, unless a rule says otherwise.
+    let until = now + TimeDelta::minutes(10);
+    let agent = sim
+        .sim
+        .agents()
+        .into_iter()
+        .find(|a| {
+            a.state == "NOT_READY"
+                && a.on_shift_at(now)
+                && a.on_shift_at(until)
+                && a.breaks.iter().all(|b| b.end <= now || b.start >= until)
+        })
+        .expect("the simulated tenant has an agent NOT_READY at work, clear of breaks");
+
+    let db = TestDb::new();
+    let file = db.dir.path().join("wfmd.toml");
+    let log = db.dir.path().join("wfmd.log");
+    let env = vec![(
+        "WFMD_CXONE__CLIENT_SECRET".to_owned(),
+        sim.client_secret.clone(),
+    )];
+    let write_config = |rules: &str| {
+        let text = format!(
+            "[server]\nshutdown_timeout = \"5s\"\n[database]\nurl = \"{}\"\n\
+             [cxone]\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n\
+             requests_per_minute = 6000\nrequest_timeout_ms = 2000\n\
+             [retry]\nbase_delay_ms = 10\nmax_delay_ms = 2000\n\
+             [sync]\nenabled = true\n[live]\nenabled = false\n\
+             [compliance]\nsweep_interval = \"1s\"\nexception_threshold = \"1s\"\n{rules}",
+            db.url(),
+            sim.base_url,
+            sim.token_url,
+            sim.client_id
+        );
+        std::fs::write(&file, text).unwrap();
+        // The version the daemon should judge by, from the same file.
+        let source = Source {
+            file: Some(file.clone()),
+            simulate: false,
+        };
+        Config::load_with_env(&source, env.clone())
+            .map(|config| config.compliance.judging().unwrap().version.unwrap())
+    };
+    let rule = |states: &str, verdict: &str, grace: &str| {
+        format!(
+            "[[compliance.rules]]\nactivity = \"shift\"\nstates = {states}\n\
+             verdict = \"{verdict}\"\n{grace}"
+        )
+    };
+    let neutral = write_config(&rule(r#"["NOT_READY"]"#, "neutral", "")).unwrap();
+    let config = file.display().to_string();
+    let daemon = Daemon::spawn_with_log(&["--config", &config, "serve"], &env, &log).await;
+    let store = Store::open(&db.url()).await.unwrap();
+
+    let sweeps = async || -> u64 {
+        get_text(&format!("{}/metrics", daemon.address))
+            .await
+            .lines()
+            .filter(|line| line.starts_with("wfmd_adherence_sweep_duration_seconds_count"))
+            .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    };
+    // Three sweeps from now: each judges every agent of the book.
+    let three_more_sweeps = async |what: &str| {
+        let from = sweeps().await;
+        wait_until(what, async || sweeps().await >= from + 3).await;
+    };
+    let version_in_force = async || -> Value {
+        get_json(&format!("{}/v1/reports/definitions", daemon.address)).await["adherence_rules"]
+            ["version"]
+            .clone()
+    };
+    let exceptions = async || -> Vec<(String, Option<i64>, Option<String>, bool)> {
+        on!(store.reader(), |c| sqlx::query_as::<
+            _,
+            (String, Option<i64>, Option<String>, Option<i64>),
+        >(
+            "SELECT kind, rule, rules_version, closed_at FROM adherence_exceptions
+             WHERE agent_id = $1 ORDER BY opened_at",
+        )
+        .bind(&agent.id)
+        .fetch_all(c)
+        .await)
+        .unwrap()
+        .into_iter()
+        .map(|(kind, rule, version, closed)| (kind, rule, version, closed.is_none()))
+        .collect()
+    };
+
+    let rows_of_agent = async |sql: &'static str| -> i64 {
+        on!(store.reader(), |c| sqlx::query_scalar(sql)
+            .bind(&agent.id)
+            .fetch_one(c)
+            .await)
+        .unwrap()
+    };
+
+    // 1. Neutral: the daemon knows the agent's shift and state, sweeps judge it, and
+    //    nothing opens.
+    wait_until("the agent's shift and state are not stored", async || {
+        rows_of_agent("SELECT COUNT(*) FROM agent_shifts WHERE agent_id = $1").await > 0
+            && rows_of_agent(
+                "SELECT COUNT(*) FROM state_intervals WHERE agent_id = $1 AND ended_at IS NULL",
+            )
+            .await
+                > 0
+    })
+    .await;
+    three_more_sweeps("the sweep does not run").await;
+    assert_eq!(exceptions().await, [], "NOT_READY at work is neutral");
+    assert_eq!(version_in_force().await, neutral.as_str());
+
+    // 2. The same rule, now `out` with a short grace, re-read on SIGHUP.
+    let out = write_config(&rule(r#"["NOT_READY"]"#, "out", "grace = \"2s\"\n")).unwrap();
+    assert_ne!(out, neutral, "an edited rule set is a new version");
+    daemon.signal("HUP");
+    let opened = eventually(
+        "no exception opened under the edited rule",
+        async || match exceptions().await.as_slice() {
+            [] => Err("none yet".to_owned()),
+            [one] => Ok(one.clone()),
+            more => Err(format!("{more:?}")),
+        },
+    )
+    .await;
+    assert_eq!(
+        opened,
+        (
+            "not_working_in_shift".to_owned(),
+            Some(0),
+            Some(out.clone()),
+            true
+        ),
+        "opened by compliance.rules[0] of the new version"
+    );
+    assert_eq!(version_in_force().await, out.as_str());
+
+    // 3. An invalid edit, which would make the time neutral again (and so close the
+    //    exception) were any of it applied: refused, naming the key, the rules in force
+    //    staying so.
+    let refused = write_config(&rule(r#"["NOT_READY", "SLEEPING"]"#, "neutral", ""));
+    assert!(refused.is_err(), "{refused:?}");
+    daemon.signal("HUP");
+    wait_until("the invalid edit was not refused in the log", async || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.contains("SIGHUP: the new configuration is refused")
+            && text.contains("compliance.rules[0].states[1]")
+    })
+    .await;
+    three_more_sweeps("the sweep stopped after the refused edit").await;
+    assert_eq!(
+        exceptions().await,
+        [opened],
+        "still open, under the same rule"
+    );
+    assert_eq!(version_in_force().await, out.as_str());
+
+    daemon.signal("TERM");
+    assert!(daemon.wait().await.success());
+    store.close().await;
+}

@@ -638,3 +638,78 @@ async fn the_snapshot_says_whether_the_queue_tiles_are_the_platforms_skills(dial
     app.stop().await;
 }
 on_both_dialects!(the_snapshot_says_whether_the_queue_tiles_are_the_platforms_skills);
+
+on_both_dialects!(the_wallboard_definitions_name_each_skills_threshold_as_the_platform_sends_it);
+/// The wallboard's "?" reads `GET /v1/reports/definitions?report=wallboard`: on the
+/// incontact dialect each skill tile's row names the threshold (and goal) the platform's
+/// skill activity sends for that skill, which the simulator varies from skill to skill;
+/// the v2 dialect's skill data carries none, and the definitions say it is not reported.
+async fn the_wallboard_definitions_name_each_skills_threshold_as_the_platform_sends_it(
+    dialect: Dialect,
+) {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await.on(dialect), |config| {
+        config.live.enabled = true;
+    })
+    .await;
+    let definitions = eventually("no skill tile in the definitions", async || {
+        let json: Value = app
+            .get("/v1/reports/definitions?report=wallboard&format=json")
+            .await
+            .json()
+            .await
+            .unwrap();
+        match json["service_levels"].as_array() {
+            Some(skills) if !skills.is_empty() => Ok(json),
+            _ => Err(json.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(definitions["of"], "wallboard");
+    let skills = definitions["service_levels"].as_array().unwrap();
+    let csv = app
+        .get("/v1/reports/definitions?report=wallboard&format=csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut thresholds = std::collections::BTreeSet::new();
+    for skill in skills {
+        let id = skill["skill_id"].as_str().unwrap();
+        let row = csv
+            .lines()
+            .find(|line| line.starts_with(&format!("service_level[{id}],")))
+            .unwrap_or_else(|| panic!("no CSV row for {id}: {csv}"));
+        match dialect {
+            Dialect::Incontact => {
+                let sent = wfmd::sim::incontact::service_level_target(id);
+                assert_eq!(skill["threshold_seconds"], sent.threshold_secs, "{skill}");
+                let goal = skill["goal"].as_f64().unwrap();
+                assert!(
+                    (goal - f64::from(sent.goal_percent) / 100.0).abs() < 1e-9,
+                    "{skill}"
+                );
+                let phrase = format!(
+                    "answered within {} s (goal {} %)",
+                    sent.threshold_secs, sent.goal_percent
+                );
+                assert!(row.contains(&phrase), "{phrase} missing from {row}");
+                thresholds.insert(sent.threshold_secs);
+            }
+            Dialect::V2 => {
+                assert!(skill["threshold_seconds"].is_null(), "{skill}");
+                assert!(skill["goal"].is_null(), "{skill}");
+                assert!(
+                    row.contains("which the platform's skill data does not report"),
+                    "{row}"
+                );
+            }
+        }
+    }
+    if dialect == Dialect::Incontact {
+        assert!(
+            thresholds.len() > 1,
+            "each skill its own threshold, not one for all: {thresholds:?}"
+        );
+    }
+    app.stop().await;
+}

@@ -342,6 +342,8 @@ fn tile(id: &str, at: DateTime<Utc>, queued: u32, service_level: Option<f64>) ->
         contacts_active: 0,
         longest_wait_secs: 0,
         service_level,
+        service_level_threshold_secs: None,
+        service_level_goal: None,
         agents_available: 1,
         agents_staffed: 1,
         agents_on_contact: 0,

@@ -40,7 +40,7 @@ use self::auth::AccessKey;
 pub(crate) use self::mapping::{
     break_status_from, error_details, reason_for_code, resolve_code, same_name, schedule_from,
 };
-use self::wire::{count, flag, instant, number, text};
+use self::wire::{flag, instant, number, text};
 use super::core::http::{Answer, Call, HttpCore, MAX_PAGES, path_segment};
 use super::core::token::TokenCache;
 use super::{
@@ -709,31 +709,8 @@ impl ContactCenter for IncontactClient {
         Ok(answer
             .skill_activity
             .iter()
-            .filter_map(|s| {
-                let id = text(&s.skill_id)?;
-                if !skill_ids.is_empty() && !skill_ids.contains(&id) {
-                    return None;
-                }
-                let longest = instant(&s.earliest_queue_time)
-                    .map_or(0, |t| (sampled_at - t).num_seconds().max(0) as u32);
-                // Some services give a percentage, some a ratio.
-                let service_level =
-                    number(&s.service_level).map(|v| if v > 1.0 { v / 100.0 } else { v });
-                Some(SkillTile {
-                    skill_id: id,
-                    skill_name: s.skill_name.clone().unwrap_or_default(),
-                    contacts_queued: count(&s.queue_count),
-                    contacts_active: count(&s.contacts_active),
-                    longest_wait_secs: longest,
-                    service_level,
-                    agents_available: count(&s.agents_available),
-                    agents_staffed: count(&s.agents_logged_in),
-                    agents_on_contact: count(&s.agents_working),
-                    agents_acw: count(&s.agents_acw),
-                    estimated_wait_secs: None,
-                    sampled_at,
-                })
-            })
+            .filter_map(|s| s.tile(sampled_at))
+            .filter(|tile| skill_ids.is_empty() || skill_ids.contains(&tile.skill_id))
             .collect())
     }
 

@@ -487,6 +487,22 @@ async fn skill_tiles_come_from_skill_activity() {
             .iter()
             .all(|t| t.service_level.is_some_and(|s| s <= 1.0))
     );
+    // Each skill's own threshold and goal (a percentage on the wire, a share here).
+    for tile in &tiles {
+        let target = crate::sim::incontact::service_level_target(&tile.skill_id);
+        assert_eq!(
+            tile.service_level_threshold_secs,
+            Some(target.threshold_secs),
+            "{}",
+            tile.skill_id
+        );
+        let goal = tile.service_level_goal.unwrap();
+        assert!(
+            (goal - f64::from(target.goal_percent) / 100.0).abs() < 1e-9,
+            "{}: {goal}",
+            tile.skill_id
+        );
+    }
 }
 
 #[tokio::test]

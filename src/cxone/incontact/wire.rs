@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cxone::CxoneError;
+use crate::domain::metrics::SkillTile;
 
 /// A string id or name: a JSON string, or a number written as one.
 pub(crate) fn text(value: &Value) -> Option<String> {
@@ -31,6 +32,23 @@ pub(crate) fn number(value: &Value) -> Option<f64> {
 /// A count: a non-negative number, rounded down.
 pub(crate) fn count(value: &Value) -> u32 {
     number(value).map_or(0, |n| n.max(0.0).min(f64::from(u32::MAX)) as u32)
+}
+
+/// A whole number of seconds, rounded down; `None` when missing or not a non-negative
+/// number (unlike [`count`], a missing threshold is not zero seconds).
+pub(crate) fn seconds(value: &Value) -> Option<u32> {
+    number(value)
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(|n| n.min(f64::from(u32::MAX)) as u32)
+}
+
+/// A share, 0.0–1.0: the platform's services give service levels and goals as a
+/// percentage (`82`) or as a ratio (`0.82`), so anything above 1 is read as a
+/// percentage. `None` when missing or not a non-negative number.
+pub(crate) fn share(value: &Value) -> Option<f64> {
+    number(value)
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(|n| if n > 1.0 { n / 100.0 } else { n })
 }
 
 /// A boolean: `true`, `"true"`, `"True"`, `1` or `"1"` (and the false ones).
@@ -274,6 +292,36 @@ pub(crate) struct SkillActivityJson {
     pub contacts_active: Value,
     pub earliest_queue_time: Value,
     pub service_level: Value,
+    /// Seconds within which a contact must be answered to count in the service level.
+    pub service_level_threshold: Value,
+    /// The service level the skill aims at, as a percentage or a share.
+    pub service_level_goal: Value,
+}
+
+impl SkillActivityJson {
+    /// The skill's tile at `sampled_at` (the answer's `lastPollTime`); `None` without a
+    /// skill id.
+    pub fn tile(&self, sampled_at: DateTime<Utc>) -> Option<SkillTile> {
+        // Longest wait = the answer's time − the oldest queued contact's arrival.
+        let longest = instant(&self.earliest_queue_time)
+            .map_or(0, |t| (sampled_at - t).num_seconds().max(0) as u32);
+        Some(SkillTile {
+            skill_id: text(&self.skill_id)?,
+            skill_name: self.skill_name.clone().unwrap_or_default(),
+            contacts_queued: count(&self.queue_count),
+            contacts_active: count(&self.contacts_active),
+            longest_wait_secs: longest,
+            service_level: share(&self.service_level),
+            service_level_threshold_secs: seconds(&self.service_level_threshold),
+            service_level_goal: share(&self.service_level_goal),
+            agents_available: count(&self.agents_available),
+            agents_staffed: count(&self.agents_logged_in),
+            agents_on_contact: count(&self.agents_working),
+            agents_acw: count(&self.agents_acw),
+            estimated_wait_secs: None,
+            sampled_at,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -356,6 +404,48 @@ mod tests {
             assert_eq!(flag(&code.is_active), Some(true));
             assert_eq!(flag(&code.is_acw), Some(false));
         }
+    }
+
+    #[test]
+    fn a_skills_threshold_and_goal_are_read_from_numbers_strings_and_percentages() {
+        let at: DateTime<Utc> = "2026-11-20T14:31:30Z".parse().unwrap();
+        let answer: SkillActivityAnswer = parse(
+            "skill activity",
+            br#"{"skillActivity":[
+                 {"skillId":1,"serviceLevel":82,"serviceLevelThreshold":30,"serviceLevelGoal":80},
+                 {"skillId":"2","serviceLevel":"0.9","serviceLevelThreshold":"45",
+                  "serviceLevelGoal":"0.85"},
+                 {"skillId":3,"serviceLevel":0.5},
+                 {"skillId":4,"serviceLevelThreshold":"soon","serviceLevelGoal":-5,
+                  "earliestQueueTime":"2026-11-20T14:30:00Z"},
+                 {"skillName":"no id"}]}"#,
+        )
+        .unwrap();
+        let tiles: Vec<SkillTile> = answer
+            .skill_activity
+            .iter()
+            .filter_map(|s| s.tile(at))
+            .collect();
+        let read = |tile: &SkillTile| {
+            (
+                tile.skill_id.clone(),
+                tile.service_level,
+                tile.service_level_threshold_secs,
+                tile.service_level_goal,
+            )
+        };
+        assert_eq!(
+            tiles.iter().map(read).collect::<Vec<_>>(),
+            [
+                ("1".to_owned(), Some(0.82), Some(30), Some(0.8)),
+                ("2".to_owned(), Some(0.9), Some(45), Some(0.85)),
+                ("3".to_owned(), Some(0.5), None, None),
+                ("4".to_owned(), None, None, None),
+            ],
+            "a percentage is read as a share, a number as a string too, and a missing or \
+             unreadable threshold or goal is none rather than zero"
+        );
+        assert_eq!(tiles[3].longest_wait_secs, 90);
     }
 
     #[test]

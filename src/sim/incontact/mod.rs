@@ -435,6 +435,29 @@ pub(crate) fn visible_change(
         .or_else(|| agent.state_log.first())
 }
 
+/// A skill's service-level settings, as the skill listing and the skill activity both
+/// give them (`serviceLevelThreshold`, `serviceLevelGoal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceLevelTarget {
+    /// Seconds within which a contact counts as answered in time.
+    pub threshold_secs: u32,
+    /// The share to reach, in percent, as the platform writes it.
+    pub goal_percent: u32,
+}
+
+/// The service-level settings of skill `skill_id`. They differ from skill to skill (by
+/// the skill's number), as on a real tenant, so a client that mixed skills up, or took
+/// one skill's settings for all, shows it.
+pub fn service_level_target(skill_id: &str) -> ServiceLevelTarget {
+    const SETTINGS: [(u32, u32); 4] = [(20, 80), (30, 90), (45, 85), (60, 75)];
+    let n: usize = skill_id.trim_start_matches("s_").parse().unwrap_or(0);
+    let (threshold_secs, goal_percent) = SETTINGS[n % SETTINGS.len()];
+    ServiceLevelTarget {
+        threshold_secs,
+        goal_percent,
+    }
+}
+
 /// A stable UUID-shaped WFM user id for an agent id (FNV-1a of the id).
 fn user_uuid(agent_id: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

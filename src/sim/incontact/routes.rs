@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::{
     CODES, Code, IcError, UnchangedAnswer, ic_state, logout_pending, reason_of, schedule_logout,
-    team_codes, user_uuid, visible_change,
+    service_level_target, team_codes, user_uuid, visible_change,
 };
 use crate::sim::tenant::SimAgent;
 use crate::sim::wire::ts;
@@ -300,14 +300,15 @@ async fn list_skills(State(sim): State<Simulator>) -> Result<Response, IcError> 
     let skills: Vec<Value> = skills(&st.tenant.agents)
         .into_iter()
         .map(|id| {
+            let target = service_level_target(&id);
             json!({
                 "skillId": id,
                 "skillName": skill_name(&id),
                 "mediaTypeId": 4,
                 "mediaTypeName": "Phone Call",
                 "isActive": true,
-                "serviceLevelThreshold": 30,
-                "serviceLevelGoal": 80,
+                "serviceLevelThreshold": target.threshold_secs,
+                "serviceLevelGoal": target.goal_percent,
             })
         })
         .collect();
@@ -533,6 +534,7 @@ async fn skill_activity(State(sim): State<Simulator>) -> Result<Response, IcErro
             let c = counts.get(id.as_str()).copied().unwrap_or_default();
             let queued = ((minute + i as i64 * 7) % 5) as u32;
             let wait = (queued as i64) * 40;
+            let target = service_level_target(&id);
             json!({
                 "skillId": id,
                 "skillName": skill_name(&id),
@@ -545,8 +547,8 @@ async fn skill_activity(State(sim): State<Simulator>) -> Result<Response, IcErro
                 "contactsActive": c[2],
                 "earliestQueueTime": if queued > 0 { json!(ts(now - TimeDelta::seconds(wait))) } else { Value::Null },
                 "serviceLevel": 100 - (queued * 4),
-                "serviceLevelGoal": 80,
-                "serviceLevelThreshold": 30,
+                "serviceLevelGoal": target.goal_percent,
+                "serviceLevelThreshold": target.threshold_secs,
             })
         })
         .collect();
