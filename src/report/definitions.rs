@@ -542,7 +542,7 @@ impl Definitions {
                 format!("The wallboard shows none; the compliance report's latency is {LATENCY}"),
             ),
         ];
-        let service_levels = skills
+        let mut service_levels: Vec<SkillServiceLevel> = skills
             .iter()
             .map(|tile| SkillServiceLevel {
                 skill_id: tile.skill_id.clone(),
@@ -553,6 +553,11 @@ impl Definitions {
                 warning,
             })
             .collect();
+        // By name, as a reader looks a skill up (the board keeps its tiles unordered).
+        service_levels.sort_by(|a, b| {
+            (a.skill_name.to_lowercase(), &a.skill_id)
+                .cmp(&(b.skill_name.to_lowercase(), &b.skill_id))
+        });
         Definitions {
             of: Subject::Wallboard,
             // The page shows times in the browser's zone; the feed sends UTC.

@@ -1390,13 +1390,14 @@ fn the_wallboard_definitions_give_each_skill_its_threshold_and_colour_bands() {
     let definitions = Definitions::wallboard(
         &ruled(),
         &[
-            tile("s1", "Sales", Some(20), Some(0.8)),
             tile("s2", "Support", None, None),
+            tile("s1", "Sales", Some(20), Some(0.8)),
         ],
         0.85,
         0.6,
     );
     assert_eq!(definitions.service_levels.len(), 2);
+    // By name, whatever order the board held them in.
     assert_eq!(definitions.service_levels[1].skill_name, "Support");
     assert_eq!(definitions.service_levels[1].good, 0.85);
     assert_eq!(definitions.service_levels[1].warning, 0.6);

@@ -689,13 +689,14 @@ async function showDefinitions() {
     if (d.service_levels && d.service_levels.length) {
       const table = el("table");
       const head = el("tr");
-      for (const h of ["Skill", "SL threshold", "Green at or above", "Amber at or above"]) head.append(el("th", "", h));
+      for (const h of ["Skill", "SL threshold", "Goal", "Green at or above", "Amber at or above"]) head.append(el("th", "", h));
       table.append(head);
       for (const s of d.service_levels) {
         const row = el("tr");
         row.dataset.skill = s.skill_id;
         row.append(el("td", "", s.skill_name || s.skill_id),
           el("td", "", s.threshold_seconds === null ? "not reported by the platform" : s.threshold_seconds + " s"),
+          el("td", "", s.goal === null ? "–" : pct(s.goal)),
           el("td", "", pct(s.good)), el("td", "", pct(s.warning)));
         table.append(row);
       }
