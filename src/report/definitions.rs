@@ -553,7 +553,7 @@ impl Definitions {
                 warning,
             })
             .collect();
-        // By name, as a reader looks a skill up (the board keeps its tiles unordered).
+        // By name, as a reader looks a skill up (the board keys its tiles by id).
         service_levels.sort_by(|a, b| {
             (a.skill_name.to_lowercase(), &a.skill_id)
                 .cmp(&(b.skill_name.to_lowercase(), &b.skill_id))
