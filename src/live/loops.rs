@@ -119,9 +119,14 @@ impl Live {
         }
     }
 
-    async fn follow_board(self, stop: CancellationToken, mut board: BoardReceiver) {
+    pub(super) async fn follow_board(self, stop: CancellationToken, mut board: BoardReceiver) {
         let current = board.borrow_and_update().clone();
-        self.publish_board(current);
+        self.publish_board(current.clone());
+        // The pollers may have filled the board while the feed was still loading the
+        // store: shared now, or the followers would wait a whole polling interval.
+        if current.skills_polled_at.is_some() || current.queues_polled_at.is_some() {
+            self.share(View::Board, &*current).await;
+        }
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -1,5 +1,6 @@
 //! The feed end to end over a real store: snapshot, events, resume, heartbeat, lag.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -359,4 +360,44 @@ async fn a_card_carries_a_badge_while_a_deferred_change_waits_and_loses_it_when_
     .await;
     live.poll_outbox().await.unwrap();
     assert_eq!(badges(&live), [None, None, None]);
+}
+
+#[tokio::test]
+async fn a_leader_shares_the_board_its_pollers_filled_before_the_feed_started() {
+    use crate::domain::metrics::MetricBoard;
+    use crate::store::live_shared::{self, View};
+
+    let (store, _dir) = temp_store().await;
+    store.set_role(crate::store::Role::Leader {
+        instance: "wfmd-a".into(),
+        term: 1,
+    });
+    let live = Live::new(tenant(), store.clone(), Settings::default());
+    // The first poll answered while the feed was still loading the store: no change
+    // will come until the next poll, a whole interval later.
+    let (board, receiver) = crate::engine::metrics::board_channel();
+    let polled = Arc::new(MetricBoard {
+        skills_polled_at: Some(Utc::now()),
+        ..MetricBoard::default()
+    });
+    board.send_replace(polled.clone());
+    let stop = CancellationToken::new();
+    let following = tokio::spawn(live.follow_board(stop.clone(), receiver));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let shared: MetricBoard = loop {
+        if let Some((shared, _)) = live_shared::changed(store.reader(), View::Board, 0)
+            .await
+            .unwrap()
+        {
+            break shared;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the board was not shared"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(shared, *polled);
+    stop.cancel();
+    following.await.unwrap();
 }
