@@ -1,0 +1,437 @@
+//! Verifying the audit chain: walking it from the genesis or from a checkpoint, the
+//! first break found (an edited, missing or foreign entry), the chain's head, and
+//! finding where an anchored hash stands.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::checkpoints::{self, CheckpointRow};
+use super::{AuditKey, EntryRow, GENESIS_HASH, KEYED_ACTION};
+use crate::store::{Pool, from_ms, on};
+
+/// What is wrong with the first bad entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Break {
+    /// The row's contents do not match its hash: it was edited, or (in the keyed part
+    /// of the chain) written without the key.
+    Edited { seq: i64 },
+    /// The sequence skips numbers: entries were deleted.
+    Missing { expected_seq: i64, found_seq: i64 },
+    /// The row does not chain to the entry before it: inserted or replaced out of band.
+    Unlinked { seq: i64 },
+    /// The log starts after entry 1 and no checkpoint covers the entries before it.
+    Uncovered { first_seq: i64 },
+    /// The checkpoint verification starts from, or one the walk passes, is not what
+    /// wfmd recorded: unsigned, signed with another key, or naming another hash.
+    Checkpoint { seq: i64 },
+    /// A checkpoint records entry `checkpoint_seq`, but the log ends at `last_seq`:
+    /// entries were removed from its end.
+    Truncated { last_seq: i64, checkpoint_seq: i64 },
+    /// Entries from here on are keyed and no `audit.key` was given to check them.
+    KeyNeeded { seq: i64 },
+    /// The chain is keyed from here on with another key than the one given.
+    WrongKey { seq: i64 },
+}
+
+impl fmt::Display for Break {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Break::Edited { seq } => write!(
+                f,
+                "audit entry {seq} does not match its hash: it was edited, or written outside \
+                 wfmd (without audit.key, where the chain is keyed)"
+            ),
+            Break::Missing {
+                expected_seq,
+                found_seq,
+            } => write!(
+                f,
+                "audit entry {expected_seq} is missing (the next entry is {found_seq}): entries were deleted"
+            ),
+            Break::Unlinked { seq } => write!(
+                f,
+                "audit entry {seq} does not chain to the entry before it: it was inserted or replaced out of band"
+            ),
+            Break::Uncovered { first_seq } => write!(
+                f,
+                "the audit log starts at entry {first_seq} and no checkpoint covers the entries \
+                 before it: they were deleted outside retention"
+            ),
+            Break::Checkpoint { seq } => write!(
+                f,
+                "the checkpoint of audit entry {seq} is not the one wfmd recorded (unsigned, \
+                 signed with another key, or naming another hash)"
+            ),
+            Break::Truncated {
+                last_seq,
+                checkpoint_seq,
+            } => write!(
+                f,
+                "the audit log ends at entry {last_seq} but a checkpoint records entry \
+                 {checkpoint_seq}: entries were removed from its end"
+            ),
+            Break::KeyNeeded { seq } => write!(
+                f,
+                "audit entries from {seq} on are keyed: set audit.key (WFMD_AUDIT__KEY) to verify them"
+            ),
+            Break::WrongKey { seq } => write!(
+                f,
+                "audit entries from {seq} on are keyed with another key than audit.key"
+            ),
+        }
+    }
+}
+
+/// Where a verification started when it did not start at the first entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StartCheckpoint {
+    /// The last pruned entry, which the checkpoint records.
+    pub seq: i64,
+    pub hash: String,
+    /// When that entry was written (RFC 3339).
+    pub entry_at: String,
+    /// Whether the checkpoint's signature was checked with `audit.key`.
+    pub signature_checked: bool,
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Verification {
+    /// Entries checked before the first break (or all of them).
+    pub entries: u64,
+    pub first_break: Option<Break>,
+    /// The checkpoint the walk started from (older entries were pruned); `null` when it
+    /// started at the first entry.
+    pub from_checkpoint: Option<StartCheckpoint>,
+    /// The first entry whose hash is keyed with `audit.key`, if any.
+    pub keyed_from: Option<i64>,
+    /// The last entry verified: sequence number and hash.
+    pub head: Option<Head>,
+}
+
+/// An entry's position and hash: what `audit.checkpoint` publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, FromRow)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl Verification {
+    pub fn is_intact(&self) -> bool {
+        self.first_break.is_none()
+    }
+
+    /// One line for people: what was verified from where, or what broke.
+    pub fn describe(&self) -> String {
+        match &self.first_break {
+            None => format!("audit log intact: {}", self.account()),
+            Some(_) => format!("audit log BROKEN: {}", self.account()),
+        }
+    }
+
+    /// [`Verification::describe`] for one of several chains, led by its tenant:
+    /// `alpha: ok, 3 entries verified …` or `beta: BROKEN: audit entry 2 …`.
+    pub fn describe_for(&self, tenant: &str) -> String {
+        match &self.first_break {
+            None => format!("{tenant}: ok, {}", self.account()),
+            Some(_) => format!("{tenant}: BROKEN: {}", self.account()),
+        }
+    }
+
+    /// What was verified from where, or what broke.
+    fn account(&self) -> String {
+        let from = match &self.from_checkpoint {
+            None => "from the first entry".to_owned(),
+            Some(c) => format!(
+                "from the checkpoint of entry {} ({}; older entries were pruned{})",
+                c.seq,
+                c.entry_at,
+                if c.signature_checked {
+                    ", signature checked"
+                } else {
+                    ", signature not checked: no audit.key"
+                }
+            ),
+        };
+        let keyed = match self.keyed_from {
+            Some(seq) => format!(", keyed from entry {seq}"),
+            None => ", not keyed".to_owned(),
+        };
+        match &self.first_break {
+            None => format!("{} entries verified {from}{keyed}", self.entries),
+            Some(broken) => format!(
+                "{broken} ({} entries before it verified {from})",
+                self.entries
+            ),
+        }
+    }
+}
+
+/// Walks entries one at a time, remembering what the next must look like.
+pub(super) struct Walker<'k> {
+    key: Option<&'k AuditKey>,
+    expected_seq: i64,
+    prev_hash: String,
+    keyed_from: Option<i64>,
+    /// Recorded checkpoints at or after the start: the walk checks each against the
+    /// entry it names.
+    checkpoints: HashMap<i64, String>,
+    entries: u64,
+}
+
+impl<'k> Walker<'k> {
+    /// A walk from the first entry.
+    pub(super) fn from_genesis(key: Option<&'k AuditKey>) -> Walker<'k> {
+        Walker {
+            key,
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_owned(),
+            keyed_from: None,
+            checkpoints: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    /// A walk from a checkpoint; the caller checked its signature.
+    pub(super) fn from_checkpoint(key: Option<&'k AuditKey>, start: &CheckpointRow) -> Walker<'k> {
+        Walker {
+            key,
+            expected_seq: start.seq + 1,
+            prev_hash: start.hash.clone(),
+            keyed_from: start.keyed_from,
+            checkpoints: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    pub(super) fn keyed_from(&self) -> Option<i64> {
+        self.keyed_from
+    }
+
+    pub(super) fn expected_seq(&self) -> i64 {
+        self.expected_seq
+    }
+
+    /// Checks `row`; `Some` names the break.
+    pub(super) fn step(&mut self, row: &EntryRow) -> Option<Break> {
+        if row.seq != self.expected_seq {
+            return Some(Break::Missing {
+                expected_seq: self.expected_seq,
+                found_seq: row.seq,
+            });
+        }
+        let keyed = self.keyed_from.is_some() || row.action == KEYED_ACTION;
+        let key = if keyed {
+            let Some(key) = self.key else {
+                return Some(Break::KeyNeeded { seq: row.seq });
+            };
+            if row.action == KEYED_ACTION
+                && self.keyed_from.is_none()
+                && row.keyed_with().as_deref() != Some(key.id().as_str())
+            {
+                return Some(Break::WrongKey { seq: row.seq });
+            }
+            Some(key)
+        } else {
+            None
+        };
+        if row.hash != row.expected_hash(key) {
+            return Some(Break::Edited { seq: row.seq });
+        }
+        if row.prev_hash != self.prev_hash {
+            return Some(Break::Unlinked { seq: row.seq });
+        }
+        if let Some(recorded) = self.checkpoints.get(&row.seq)
+            && *recorded != row.hash
+        {
+            return Some(Break::Checkpoint { seq: row.seq });
+        }
+        if keyed && self.keyed_from.is_none() {
+            self.keyed_from = Some(row.seq);
+        }
+        self.entries += 1;
+        self.expected_seq += 1;
+        self.prev_hash.clone_from(&row.hash);
+        None
+    }
+}
+
+/// Walks the chain without a key: the whole log when it was never keyed (see
+/// [`verify_with`]).
+pub async fn verify(pool: &Pool) -> Result<Verification, sqlx::Error> {
+    verify_with(pool, None).await
+}
+
+/// Walks the chain from the oldest kept checkpoint (or the first entry) to the end and
+/// reports the first break, streaming rows so a large log verifies in constant memory.
+///
+/// With `key`, keyed entries are checked with it and the starting checkpoint's
+/// signature must verify; without it, keyed entries are reported as [`Break::KeyNeeded`].
+pub async fn verify_with(pool: &Pool, key: Option<&AuditKey>) -> Result<Verification, sqlx::Error> {
+    let first: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_log"
+    )
+    .fetch_one(c)
+    .await)?;
+    let newest_checkpoint: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT MAX(seq) FROM audit_checkpoints"
+    )
+    .fetch_one(c)
+    .await)?;
+    // The walk starts after the checkpoint just before the first kept entry; a log
+    // pruned to its end starts after its newest checkpoint.
+    let start_seq = match (first, newest_checkpoint) {
+        (Some(first), _) => first - 1,
+        (None, Some(newest)) => newest,
+        (None, None) => 0,
+    };
+    let mut outcome = Verification {
+        entries: 0,
+        first_break: None,
+        from_checkpoint: None,
+        keyed_from: None,
+        head: None,
+    };
+    let mut walker = if start_seq == 0 {
+        Walker::from_genesis(key)
+    } else {
+        let Some(start) = checkpoints::at(pool, start_seq).await? else {
+            outcome.first_break = Some(Break::Uncovered {
+                first_seq: start_seq + 1,
+            });
+            return Ok(outcome);
+        };
+        let signature_checked = key.is_some();
+        outcome.from_checkpoint = Some(StartCheckpoint {
+            seq: start.seq,
+            hash: start.hash.clone(),
+            entry_at: crate::time::rfc3339(from_ms(start.entry_at)),
+            signature_checked,
+        });
+        outcome.head = Some(Head {
+            seq: start.seq,
+            hash: start.hash.clone(),
+        });
+        if let Some(key) = key
+            && !start.signed_by(key)
+        {
+            outcome.first_break = Some(
+                if start.key_id.is_some() && start.key_id != Some(key.id()) {
+                    Break::WrongKey { seq: start.seq }
+                } else {
+                    Break::Checkpoint { seq: start.seq }
+                },
+            );
+            return Ok(outcome);
+        }
+        Walker::from_checkpoint(key, &start)
+    };
+    walker.checkpoints = checkpoints::hashes_from(pool, start_seq + 1).await?;
+    let mut rows = on!(pool, |c| sqlx::query_as::<_, EntryRow>(
+        "SELECT seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash
+         FROM audit_log ORDER BY seq",
+    )
+    .fetch(c));
+    while let Some(row) = rows.try_next().await? {
+        if let Some(broken) = walker.step(&row) {
+            outcome.first_break = Some(broken);
+            break;
+        }
+        outcome.head = Some(Head {
+            seq: row.seq,
+            hash: row.hash,
+        });
+    }
+    outcome.entries = walker.entries;
+    outcome.keyed_from = walker.keyed_from;
+    if outcome.first_break.is_none()
+        && let Some(newest) = newest_checkpoint
+        && newest >= walker.expected_seq()
+    {
+        outcome.first_break = Some(Break::Truncated {
+            last_seq: walker.expected_seq() - 1,
+            checkpoint_seq: newest,
+        });
+    }
+    Ok(outcome)
+}
+
+/// Whether the log still holds an anchor (a published hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    /// Entry `seq` has this hash and is kept.
+    Kept { seq: i64 },
+    /// The checkpoint verification starts from records this hash: its entry was
+    /// pruned, and the kept chain provably continues from it.
+    StartCheckpoint { seq: i64 },
+    /// A checkpoint of entry `seq` recorded this hash, but entries up to `kept_from - 1`
+    /// were pruned since: the log can no longer prove it.
+    Pruned { seq: i64, first_kept: i64 },
+    /// No kept entry or recorded checkpoint has this hash.
+    Unknown { first_kept: Option<i64> },
+}
+
+/// Looks `hash` up among the kept entries and the recorded checkpoints.
+pub async fn find_anchor(pool: &Pool, hash: &str) -> Result<Anchor, sqlx::Error> {
+    let first: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT MIN(seq) FROM audit_log"
+    )
+    .fetch_one(c)
+    .await)?;
+    let checkpoint: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT seq FROM audit_checkpoints WHERE hash = $1"
+    )
+    .bind(hash)
+    .fetch_optional(c)
+    .await)?;
+    if let Some(seq) = checkpoint {
+        return Ok(match first {
+            Some(first) if seq >= first => Anchor::Kept { seq },
+            Some(first) if seq == first - 1 => Anchor::StartCheckpoint { seq },
+            Some(first) => Anchor::Pruned {
+                seq,
+                first_kept: first,
+            },
+            None => {
+                let newest: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+                    "SELECT MAX(seq) FROM audit_checkpoints"
+                )
+                .fetch_one(c)
+                .await)?;
+                if newest == Some(seq) {
+                    Anchor::StartCheckpoint { seq }
+                } else {
+                    Anchor::Pruned {
+                        seq,
+                        first_kept: newest.unwrap_or(seq) + 1,
+                    }
+                }
+            }
+        });
+    }
+    let seq: Option<i64> = on!(pool, |c| sqlx::query_scalar(
+        "SELECT seq FROM audit_log WHERE hash = $1"
+    )
+    .bind(hash)
+    .fetch_optional(c)
+    .await)?;
+    Ok(match seq {
+        Some(seq) => Anchor::Kept { seq },
+        None => Anchor::Unknown { first_kept: first },
+    })
+}
+
+/// The newest entry: what a checkpoint would record now.
+pub async fn head(pool: &Pool) -> Result<Option<(Head, i64)>, sqlx::Error> {
+    let row: Option<(i64, String, i64)> = on!(pool, |c| sqlx::query_as(
+        "SELECT seq, hash, at FROM audit_log ORDER BY seq DESC LIMIT 1"
+    )
+    .fetch_optional(c)
+    .await)?;
+    Ok(row.map(|(seq, hash, at)| (Head { seq, hash }, at)))
+}
