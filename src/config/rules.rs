@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError};
 use crate::domain::AgentState;
+use crate::domain::busy::WhenBusy;
 use crate::domain::cron::{Slots, parse_pattern, parse_zone};
 use crate::domain::rule::{Action, Conditions, Rule, RuleWhenBusy, Selector};
-use crate::engine::deferred::WhenBusy;
 
 /// How firings run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 
 pub mod adherence;
 pub mod adherence_rules;
+pub mod busy;
 pub mod cron;
 pub mod events;
 pub mod idle;

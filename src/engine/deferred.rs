@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -48,12 +48,7 @@ use crate::store::jobs::{self, Settlement};
 use crate::store::{AsConn, from_ms, history, outbox, to_ms};
 use crate::time::rfc3339;
 
-/// How long a deferred change waits unless told otherwise (`[deferred] defer_for`).
-pub const DEFAULT_DEFER_FOR: Duration = Duration::from_secs(15 * 60);
-
-/// The shortest and longest wait a change may be given.
-pub const MIN_DEFER_FOR: Duration = Duration::from_secs(1);
-pub const MAX_DEFER_FOR: Duration = Duration::from_secs(24 * 3_600);
+pub use crate::domain::busy::{DEFAULT_DEFER_FOR, MAX_DEFER_FOR, MIN_DEFER_FOR, WhenBusy};
 
 /// How often the worker looks at the waiting changes when nothing wakes it: commits of
 /// another process (a follower's forwarded change is the leader's own commit) and
@@ -73,17 +68,6 @@ pub const OUTCOMES: [&str; 7] = [
     "cancelled",
     "replaced",
 ];
-
-/// What a change does when its agent is busy (on a contact or in after-contact work).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenBusy {
-    /// Refused `STATE_CONFLICT`, as the platform answers.
-    #[default]
-    Reject,
-    /// Waits until the agent is free, for `defer_for` at most.
-    Defer,
-}
 
 /// How a deferrable change waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
