@@ -1,19 +1,26 @@
 //! wfmd: agent-state automation for NICE CXone contact centers.
 //!
 //! wfmd changes agent states on WFM rules and on supervisors' request, refuses changes
-//! that break shift or break compliance, records every state in SQLite, and reports
-//! through webhooks, a hash-chained audit log and compliance exports.
+//! that break shift or break compliance, records every state in SQLite or PostgreSQL,
+//! serves several tenants from one process (and one tenant from several processes),
+//! and reports through webhooks, a hash-chained audit log and compliance exports.
 //!
 //! # Layout
-//! - [`domain`]: the vocabulary and pure rules (states, compliance, idle time, trends
-//!   and anomalies), and [`domain::events`], the typed events every producer builds and
-//!   the webhooks and live feed carry. No I/O.
+//! - [`domain`]: the vocabulary and pure rules (states, compliance, adherence and its
+//!   rules, idle time, trends and anomalies, what a change does when its agent is busy),
+//!   and [`domain::events`], the typed events every producer builds and the webhooks
+//!   and live feed carry. No I/O.
 //! - [`cxone`]: the platform client behind the [`cxone::ContactCenter`] trait: one HTTP
 //!   core (`cxone::core`: calls, the token cache, status classification, the circuit
 //!   breaker, paging) under two dialects (`v2`, `incontact`) that add paths, wire types
 //!   and mappings; retries with jitter; the shared request budget with its lanes.
-//! - [`store`]: SQLite: state history, attempts, intents, the audit log with its
-//!   checkpoints, the outbox, jobs, schedules, the agent roster, retention.
+//! - [`store`]: SQLite or PostgreSQL behind one seam ([`store::Db`]): opening and the
+//!   write turn, state history, attempts, intents, the audit log with its checkpoints
+//!   and verification, the outbox and webhook deliveries, jobs, schedules, adherence
+//!   exceptions and authorisations, deferred changes, the agent roster, retention, and
+//!   `wfmd database copy`.
+//! - [`cluster`]: several instances on one PostgreSQL database: each tenant's lease and
+//!   its fenced writes, leadership and its spreading over the instances.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
 //!   one change; [`engine::sync`] records the changes agents make themselves;
 //!   [`engine::rules`] fires WFM rules at their cron slots;
@@ -21,12 +28,14 @@
 //!   [`engine::schedules`] keeps the agents' schedules, which drive
 //!   [`engine::automation`] and the [`engine::compliance`] sweep;
 //!   [`engine::metrics`] polls skill and queue figures for the wallboard;
-//!   [`engine::analytics`] runs analytics jobs; [`engine::retention`] prunes.
+//!   [`engine::analytics`] runs analytics jobs; [`engine::retention`] prunes;
+//!   [`engine::deferred`] carries out the changes that wait for a busy agent.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
 //!   out to any number of clients, one job per file (view, encoding, hub, loops, feed,
 //!   browser tickets); [`web`]: the wallboard page that shows it.
-//! - [`report`]: compliance reports (CSV, JSON, HTML), streamed.
+//! - [`report`]: compliance reports (CSV, JSON, HTML), streamed, the definitions that
+//!   go with every number, and one agent's schedule against actual.
 //! - [`tasks`]: the tenant a task works for, and the one way to spawn a task (keeping
 //!   it); [`telemetry`]: the metrics, labelled with that tenant.
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
@@ -40,8 +49,9 @@
 //!   configuration as one value (`Tenant`), every background worker under one contract
 //!   (a name and a run until cancelled), and [`App`], which serves the API over them.
 //!
-//! Arrows point one way: `domain` ← `cxone`, `store` ← `engine`, `delivery`, `report`
-//! ← `api` ← `app`.
+//! Arrows point one way, in layers: `domain` ← `cxone` ← `store` ← `cluster`,
+//! `config`, `report` ← `engine`, `delivery` ← `live` ← `api` ← `app` (a module imports
+//! only from layers before its own); no module imports one that imports it.
 
 // Unit tests spawn plainly: they run outside any tenant's scope (see `clippy.toml`).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
