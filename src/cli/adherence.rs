@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::bulk::{Client, DaemonArgs};
+use super::bulk::{Client, DaemonArgs, Selection};
 use super::{DaemonApi, Failure};
 use crate::config::Config;
 
@@ -40,18 +40,8 @@ pub struct AdherenceArgs {
 pub enum AdherenceCommand {
     /// Excuse agents, or every agent of a team, from adherence for a time range.
     Authorise {
-        /// The agents, comma-separated (u_001,u_002,…).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            value_name = "A,B,…",
-            required_unless_present = "team",
-            conflicts_with = "team"
-        )]
-        agents: Vec<String>,
-        /// Every agent of this team as the platform lists them now, by id or name.
-        #[arg(long, value_name = "TEAM")]
-        team: Option<String>,
+        #[command(flatten)]
+        who: Selection,
         /// Start, RFC 3339 (2026-11-26T14:00:00Z).
         #[arg(long, value_name = "TIME")]
         from: String,
@@ -88,17 +78,13 @@ pub async fn run(
     let route = "/adherence/authorisations";
     let answer = match args.command {
         AdherenceCommand::Authorise {
-            agents,
-            team,
+            who,
             from,
             to,
             reason,
         } => {
             let mut body = json!({"from": from, "to": to, "reason": reason});
-            match team {
-                Some(team) => body["team"] = json!(team),
-                None => body["agents"] = json!(agents),
-            }
+            who.into_body(&mut body);
             client.call(Method::POST, route, Some(body)).await?
         }
         AdherenceCommand::Authorisations { from, to } => {
@@ -191,8 +177,11 @@ mod tests {
         ])
         .unwrap();
         match args.command {
-            AdherenceCommand::Authorise { agents, team, .. } => {
-                assert_eq!((agents, team), (vec!["u_1".into(), "u_2".into()], None));
+            AdherenceCommand::Authorise { who, .. } => {
+                assert_eq!(
+                    (who.agents, who.team),
+                    (vec!["u_1".into(), "u_2".into()], None)
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -44,18 +44,8 @@ With several tenants, name one with --tenant ID: the job runs on that tenant's p
 pub struct BulkArgs {
     #[command(subcommand)]
     pub command: Option<BulkCommand>,
-    /// The agents to change, comma-separated (u_001,u_002,…); at most 10,000.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "A,B,…",
-        required_unless_present = "team",
-        conflicts_with = "team"
-    )]
-    pub agents: Vec<String>,
-    /// Every agent of this team, by id (t_1) or name (Billing).
-    #[arg(long, value_name = "TEAM")]
-    pub team: Option<String>,
+    #[command(flatten)]
+    pub who: Selection,
     /// Target state: READY, NOT_READY, PAUSED, IDLE or LOGGED_OUT.
     #[arg(value_parser = parse_state, required = true)]
     pub state: Option<AgentState>,
@@ -77,6 +67,35 @@ pub struct BulkArgs {
     pub defer_for: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// Whom a command acts on: listed agents, or a team's members as the platform lists
+/// them (`wfmd bulk`, `wfmd adherence authorise`).
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// The agents, comma-separated (u_001,u_002,…); at most 10,000.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "A,B,…",
+        required_unless_present = "team",
+        conflicts_with = "team"
+    )]
+    pub agents: Vec<String>,
+    /// Every agent of this team as the platform lists them now, by id (t_1) or name
+    /// (Billing).
+    #[arg(long, value_name = "TEAM")]
+    pub team: Option<String>,
+}
+
+impl Selection {
+    /// Puts the selection into a request body: `team`, or else `agents`.
+    pub(super) fn into_body(self, body: &mut Value) {
+        match self.team {
+            Some(team) => body["team"] = json!(team),
+            None => body["agents"] = json!(self.agents),
+        }
+    }
 }
 
 /// How to reach the running daemon: for every command that asks it.
@@ -138,8 +157,8 @@ pub(super) fn parse_secret(text: &str) -> Result<SecretString, String> {
 
 /// Runs `wfmd bulk …`.
 pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<ExitCode, Failure> {
-    let submits = !args.agents.is_empty()
-        || args.team.is_some()
+    let submits = !args.who.agents.is_empty()
+        || args.who.team.is_some()
         || args.state.is_some()
         || args.reason.is_some()
         || args.idempotency_key.is_some()
@@ -169,11 +188,7 @@ pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<Exi
         }
         None => {
             let mut body = json!({ "state": args.state });
-            if args.team.is_some() {
-                body["team"] = json!(args.team);
-            } else {
-                body["agents"] = json!(args.agents);
-            }
+            args.who.into_body(&mut body);
             if let Some(reason) = &args.reason {
                 body["reason"] = json!(reason);
             }
@@ -471,11 +486,11 @@ mod tests {
     #[test]
     fn agents_or_team_with_a_state_and_the_token_never_shows() {
         let args = parse(&["--agents", "u_001,u_002", "not_ready", "--token", "s3cret"]).unwrap();
-        assert_eq!(args.agents, ["u_001", "u_002"]);
+        assert_eq!(args.who.agents, ["u_001", "u_002"]);
         assert_eq!(args.state, Some(AgentState::NotReady));
         assert!(!format!("{args:?}").contains("s3cret"));
         let args = parse(&["--team", "Billing", "PAUSED", "--reason", "MEETING"]).unwrap();
-        assert_eq!(args.team.as_deref(), Some("Billing"));
+        assert_eq!(args.who.team.as_deref(), Some("Billing"));
 
         for bad in [
             &["READY"][..],
