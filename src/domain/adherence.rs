@@ -605,8 +605,7 @@ pub fn figures(
 }
 
 /// How a stretch of an agent's day was judged, for the schedule-against-actual view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Judged {
     In,
     Out,
@@ -621,7 +620,8 @@ pub enum Judged {
 }
 
 impl Judged {
-    /// The name the JSON spells (`in`, `out_off_shift`, …).
+    /// Its name in the API's JSON and the drawing's `data-judged` (`in`,
+    /// `out_off_shift`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Judged::In => "in",
@@ -638,7 +638,7 @@ impl Judged {
 /// One stretch `[start, end)` of an agent's day with one schedule activity, one
 /// recorded state (if any) and one judgement: the schedule and the recorded states side
 /// by side, on one time axis.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaySpan {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -1657,21 +1657,6 @@ mod tests {
                 }
             }
             prop_assert_eq!(f.exceptions, opened_in_window);
-        }
-    }
-
-    #[test]
-    fn a_judgements_name_is_the_one_its_json_spells() {
-        for judged in [
-            Judged::In,
-            Judged::Out,
-            Judged::Neutral,
-            Judged::Authorised,
-            Judged::Unobserved,
-            Judged::OffShift,
-            Judged::OutOffShift,
-        ] {
-            assert_eq!(serde_json::json!(judged), judged.as_str());
         }
     }
 }
