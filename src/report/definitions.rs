@@ -188,10 +188,32 @@ fn zone_name(zone: Option<Tz>) -> String {
 }
 
 impl Definitions {
+    /// The definitions of `of`'s figures, judged by `judging`'s rules; `terms` is given
+    /// the rules in force, which several texts quote. No skill service levels.
+    fn new(
+        of: Subject,
+        time_zone: String,
+        judging: &Judging,
+        terms: impl FnOnce(&RulesInForce) -> Vec<Term>,
+    ) -> Definitions {
+        let adherence_rules = RulesInForce::of(judging);
+        Definitions {
+            of,
+            time_zone,
+            terms: terms(&adherence_rules),
+            adherence_rules,
+            service_levels: Vec::new(),
+        }
+    }
+
     /// The compliance report's figures.
     pub fn compliance(judging: &Judging, zone: Option<Tz>) -> Definitions {
-        let rules = RulesInForce::of(judging);
         let zone_text = zone_name(zone);
+        let terms = |rules: &RulesInForce| Self::compliance_terms(rules, &zone_text);
+        Definitions::new(Subject::Compliance, zone_text.clone(), judging, terms)
+    }
+
+    fn compliance_terms(rules: &RulesInForce, zone_text: &str) -> Vec<Term> {
         let judged = format!(
             "Each second of a shift is judged by the adherence rules in force ({}); a \
              supervisor's authorisation comes before any rule. With no matching rule the {}",
@@ -355,20 +377,22 @@ impl Definitions {
                 ),
             ),
         ]);
-        Definitions {
-            of: Subject::Compliance,
-            time_zone: zone_text,
-            adherence_rules: rules,
-            terms,
-            service_levels: Vec::new(),
-        }
+        terms
     }
 
     /// The figures of analytics results: wfmd's history metrics, the platform's, and the
     /// trend columns. `zone` is the HTML page's; CSV and JSON times are UTC.
     pub fn analytics(judging: &Judging, zone: Option<Tz>) -> Definitions {
-        let rules = RulesInForce::of(judging);
-        let terms = vec![
+        Definitions::new(
+            Subject::Analytics,
+            zone_name(zone),
+            judging,
+            Self::analytics_terms,
+        )
+    }
+
+    fn analytics_terms(rules: &RulesInForce) -> Vec<Term> {
+        vec![
             term(
                 "bucket",
                 "Bucket",
@@ -468,14 +492,7 @@ impl Definitions {
                 "The spread the z-score counts in: the median absolute deviation around the \
                  baseline (robust detector) or the standard deviation (z-score detector)",
             ),
-        ];
-        Definitions {
-            of: Subject::Analytics,
-            time_zone: zone_name(zone),
-            adherence_rules: rules,
-            terms,
-            service_levels: Vec::new(),
-        }
+        ]
     }
 
     /// The wallboard's figures: each skill tile's service level with its threshold, the
@@ -486,8 +503,16 @@ impl Definitions {
         good: f64,
         warning: f64,
     ) -> Definitions {
-        let rules = RulesInForce::of(judging);
-        let terms = vec![
+        let terms = |rules: &RulesInForce| Self::wallboard_terms(rules, good, warning);
+        // The page shows times in the browser's zone; the feed sends UTC.
+        let mut definitions =
+            Definitions::new(Subject::Wallboard, "UTC".to_owned(), judging, terms);
+        definitions.service_levels = Self::service_levels(skills, good, warning);
+        definitions
+    }
+
+    fn wallboard_terms(rules: &RulesInForce, good: f64, warning: f64) -> Vec<Term> {
+        vec![
             term(
                 "service_level",
                 "Service level (SL)",
@@ -541,7 +566,11 @@ impl Definitions {
                 "milliseconds",
                 format!("The wallboard shows none; the compliance report's latency is {LATENCY}"),
             ),
-        ];
+        ]
+    }
+
+    /// Each skill tile's service level with its threshold and the wallboard's colours.
+    fn service_levels(skills: &[SkillTile], good: f64, warning: f64) -> Vec<SkillServiceLevel> {
         let mut service_levels: Vec<SkillServiceLevel> = skills
             .iter()
             .map(|tile| SkillServiceLevel {
@@ -558,14 +587,7 @@ impl Definitions {
             (a.skill_name.to_lowercase(), &a.skill_id)
                 .cmp(&(b.skill_name.to_lowercase(), &b.skill_id))
         });
-        Definitions {
-            of: Subject::Wallboard,
-            // The page shows times in the browser's zone; the feed sends UTC.
-            time_zone: "UTC".to_owned(),
-            adherence_rules: rules,
-            terms,
-            service_levels,
-        }
+        service_levels
     }
 
     /// The rows of the CSV companion and the HTML footnotes: every term, then the rules
