@@ -155,6 +155,20 @@ macro_rules! first_of_its_agent {
     };
 }
 
+/// Which pending deliveries `d` the statements that bring deliveries forward (`hasten_at
+/// = $1`) may pick: waiting for a later retry, not hastened or leased already, and the
+/// first of their agent ([`first_of_its_agent`]).
+macro_rules! hastenable {
+    ($dialect:ident) => {
+        concat!(
+            "d.status = 'pending' AND d.hasten_at IS NULL AND d.next_attempt_at > $1
+                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
+                       AND ",
+            first_of_its_agent!($dialect)
+        )
+    };
+}
+
 /// Makes the probe of each failing endpoint whose probe is due: one delivery due now.
 macro_rules! hasten_probes {
     ($dialect:ident) => {
@@ -162,11 +176,8 @@ macro_rules! hasten_probes {
             "UPDATE webhook_deliveries SET hasten_at = $1
          WHERE id IN (
              SELECT (SELECT d.id FROM webhook_deliveries d
-                     WHERE d.endpoint = h.endpoint AND d.status = 'pending'
-                       AND d.hasten_at IS NULL AND d.next_attempt_at > $1
-                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
-                       AND ",
-            first_of_its_agent!($dialect),
+                     WHERE d.endpoint = h.endpoint AND ",
+            hastenable!($dialect),
             "
                      ORDER BY COALESCE(d.last_attempt_at, 0), d.event_seq LIMIT 1)
              FROM webhook_endpoints h
@@ -242,11 +253,8 @@ macro_rules! hasten_recovered {
             "UPDATE webhook_deliveries SET hasten_at = $1
                  WHERE id IN (
                      SELECT d.id FROM webhook_deliveries d
-                     WHERE d.endpoint = $2 AND d.status = 'pending' AND d.hasten_at IS NULL
-                       AND d.next_attempt_at > $1 AND d.last_attempt_at <= $3
-                       AND (d.lease_until IS NULL OR d.lease_until <= $1)
-                       AND ",
-            first_of_its_agent!($dialect),
+                     WHERE d.endpoint = $2 AND d.last_attempt_at <= $3 AND ",
+            hastenable!($dialect),
             "
                      ORDER BY d.event_seq LIMIT $4)"
         )
