@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
-use super::adherence::{DeviationKind, Expected, deviation_kind};
+use super::deviation::{DeviationKind, Expected, deviation_kind};
 use super::state::AgentState;
 
 /// The scheduled activity a rule applies to.

@@ -8,6 +8,7 @@ pub mod adherence;
 pub mod adherence_rules;
 pub mod busy;
 pub mod cron;
+pub mod deviation;
 pub mod events;
 pub mod idle;
 pub mod metrics;
