@@ -12,8 +12,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
+use html_escape::encode_quoted_attribute as escape;
 
-use super::html_export::escape;
 use super::{MAX_DAY_VIEW, time_in};
 use crate::domain::adherence::{DaySpan, Expected, Judged};
 use crate::domain::idle::Window;

@@ -22,13 +22,12 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use chrono_tz::Tz;
+use html_escape::encode_quoted_attribute as escape;
 use serde::Serialize;
 
 use crate::domain::AgentState;
 use crate::domain::adherence_rules::Judging;
 use crate::domain::metrics::SkillTile;
-
-use super::html_export::escape;
 
 /// Which export the definitions are of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]

@@ -23,6 +23,8 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use html_escape::encode_quoted_attribute as escape;
+
 use super::{AgentSummary, Chunked, Report, ReportError, Sink, day_view};
 
 /// Height of one agent's row in the chart, in pixels.
@@ -32,25 +34,6 @@ const LABEL: usize = 160;
 const BAR: usize = 300;
 /// The characters of a name that fit the label column at the chart's font size.
 const LABEL_CHARS: usize = 22;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.contains(['&', '<', '>', '"', '\'']) {
-        return Cow::Borrowed(text);
-    }
-    let mut escaped = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    Cow::Owned(escaped)
-}
 
 fn optional<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "–".to_owned(), |v| v.to_string())

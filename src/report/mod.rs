@@ -27,7 +27,6 @@ use chrono_tz::Tz;
 pub use csv_export::text_cell;
 pub use definitions::{Definitions, Subject};
 /// HTML escaping as every page of wfmd writes it (tests compare pages' text with it).
-pub use html_export::escape as escape_html;
 pub use summary::{AgentDay, AgentSummary, MAX_DAY_VIEW, agent_day, summarize};
 
 use crate::domain::adherence_rules::Judging;

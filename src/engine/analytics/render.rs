@@ -25,6 +25,7 @@ use std::fmt::Write as _;
 use chrono_tz::Tz;
 
 use futures::TryStreamExt;
+use html_escape::encode_quoted_attribute as escape;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -383,22 +384,6 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-
 section.definitions{font-size:13px}section.definitions dt{margin-top:.6em;font-weight:600}\
 section.definitions dd{margin:.2em 0 0 1.5em}section.definitions .unit{font-weight:normal;color:#666}";
 
-/// Text safe inside HTML elements and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn zone_time(at: chrono::DateTime<chrono::Utc>, zone: Tz) -> String {
     at.with_timezone(&zone)
         .format("%Y-%m-%d %H:%M %Z")
@@ -708,7 +693,7 @@ mod tests {
             .nth(1)
             .expect("the page has a Definitions section");
         for row in definitions.rows() {
-            assert!(section.contains(&escape(&row.definition)), "{}", row.term);
+            assert!(section.contains(&*escape(&row.definition)), "{}", row.term);
         }
 
         assert_eq!(
