@@ -411,7 +411,7 @@ pub async fn authorize(
         // Before the role: a 403 would tell the caller that the tenant exists.
         if gate.tenant.as_ref().is_some_and(|t| !caller.holds(t)) {
             tracing::debug!(caller = %caller.name, "refused: the token does not hold the tenant");
-            return super::tenancy::no_such_tenant();
+            return super::error::no_such_tenant();
         }
     }
     let outcome = outcome.and_then(|caller| match required {

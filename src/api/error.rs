@@ -208,3 +208,20 @@ pub(super) fn problem_body() -> Content {
         .schema(Some(Ref::from_schema_name("ProblemDetails")))
         .build()
 }
+
+/// The 404 of a path nothing answers: no route has it, or it names a tenant that is
+/// not configured or that the caller does not hold. One answer for all three, so a
+/// token learns nothing of tenants it may not see.
+pub(super) fn no_such_route() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-such-route",
+        "No such route",
+        "no route has this path; /openapi.json lists them, GET /v1/tenants the tenants",
+    )
+}
+
+/// [`no_such_route`], for a tenant that is not configured or not held.
+pub fn no_such_tenant() -> Response {
+    no_such_route().into_response()
+}

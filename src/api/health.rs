@@ -1,16 +1,20 @@
-//! Liveness, readiness and Prometheus metrics.
+//! Liveness, readiness and Prometheus metrics, and the tenants list with each one's
+//! readiness.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::cxone::{Lane, in_lane};
 use crate::engine::transition::ADOPT_CLOCK_SKEW;
 
 use super::auth::Caller;
-use super::tenancy::ServedTenant;
+use super::roles::VIEWER;
+use super::tenancy::{Directory, ServedTenant};
 use super::{ApiState, READINESS_TIMEOUT, Routes};
 
 pub fn routes() -> Routes {
@@ -18,6 +22,7 @@ pub fn routes() -> Routes {
         utoipa_axum::routes!(healthz),
         utoipa_axum::routes!(readyz),
         utoipa_axum::routes!(metrics),
+        utoipa_axum::routes!(list_tenants),
     ]
 }
 
@@ -248,4 +253,44 @@ pub async fn metrics(
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+/// A tenant as `GET /v1/tenants` shows it.
+#[derive(Serialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    /// The platform dialect: `v2` or `incontact`.
+    pub dialect: &'static str,
+    /// Whether the tenant is ready (as `/readyz` judges it).
+    pub ready: bool,
+    /// Why not, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The tenants the caller may see, in configuration order, and whether each is ready.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "operations",
+    security(("bearer" = [VIEWER])),
+    responses((status = 200, description = "The tenants the caller's token holds", body = [TenantView]))
+)]
+pub async fn list_tenants(
+    Extension(directory): Extension<Directory>,
+    caller: Caller,
+) -> Json<Vec<TenantView>> {
+    let visible = directory.0.iter().filter(|t| caller.holds(&t.id));
+    let checks = visible.map(|tenant| async move {
+        let readiness = readiness(tenant).await;
+        TenantView {
+            id: tenant.id.to_string(),
+            name: tenant.name.clone(),
+            dialect: tenant.dialect,
+            ready: readiness.is_ok(),
+            reason: readiness.err(),
+        }
+    });
+    Json(futures::future::join_all(checks).await)
 }

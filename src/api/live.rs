@@ -42,11 +42,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use utoipa::openapi::{RefOr, Response as ApiResponse};
 
 use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
+use super::error::no_such_tenant;
 use super::error::{Problem, problem_answers};
 use super::extract::{PathParams, QueryParams};
 use super::roles::VIEWER;
 use super::serve::Connection;
-use super::tenancy::{Directory, NoSuchTenant, TenantPath, no_such_tenant};
+use super::tenancy::{Directory, NoSuchTenant, TenantPath};
 use super::{ApiState, Routes};
 use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
 

@@ -144,7 +144,6 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         series::routes(),
         analytics::routes(),
         schedules::routes(),
-        tenancy::routes(),
         cluster::routes(),
     ]
     .into_iter()
@@ -198,9 +197,7 @@ pub fn router(
             access: access.clone(),
             tenant,
         });
-        let routes = routes
-            .clone()
-            .fallback(|| async { tenancy::no_such_route() });
+        let routes = routes.clone().fallback(|| async { error::no_such_route() });
         // A tenant's: inside the bearer check, so a follower lets the caller in before
         // handing the request to the leader.
         let routes = match gate.tenant {

@@ -13,23 +13,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use utoipa::ToSchema;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{Object, RefOr, Required, Response as ApiResponse, Type};
 
-use super::auth::Caller;
+use super::ApiState;
 use super::error::{Problem, problem_answers};
-use super::roles::VIEWER;
-use super::{ApiState, Routes};
 use crate::domain::tenant::TenantId;
 
 /// Where the tenants' routes are prefixed; the list of tenants is this path itself.
@@ -197,24 +194,8 @@ fn with_path(mut request: Request, path: &str) -> Result<Request, Problem> {
     Ok(request)
 }
 
-/// The 404 of a path nothing answers: no route has it, or it names a tenant that is
-/// not configured or that the caller does not hold. One answer for all three, so a
-/// token learns nothing of tenants it may not see.
-pub(super) fn no_such_route() -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "no-such-route",
-        "No such route",
-        "no route has this path; /openapi.json lists them, GET /v1/tenants the tenants",
-    )
-}
-
-/// [`no_such_route`], for a tenant that is not configured or not held.
-pub fn no_such_tenant() -> Response {
-    no_such_route().into_response()
-}
-
-/// The 404 of [`no_such_tenant`], for the `responses(...)` of a route with a `{tenant}`.
+/// The 404 of [`super::error::no_such_tenant`], for the `responses(...)` of a route
+/// with a `{tenant}`.
 pub(super) struct NoSuchTenant;
 
 impl utoipa::IntoResponses for NoSuchTenant {
@@ -245,48 +226,4 @@ pub(super) fn tenant_parameter() -> Parameter {
         .description(Some("A tenant's id, as `GET /v1/tenants` lists it"))
         .schema(Some(Object::with_type(Type::String)))
         .build()
-}
-
-pub fn routes() -> Routes {
-    vec![utoipa_axum::routes!(list_tenants)]
-}
-
-/// A tenant as `GET /v1/tenants` shows it.
-#[derive(Serialize, ToSchema)]
-pub struct TenantView {
-    pub id: String,
-    pub name: String,
-    /// The platform dialect: `v2` or `incontact`.
-    pub dialect: &'static str,
-    /// Whether the tenant is ready (as `/readyz` judges it).
-    pub ready: bool,
-    /// Why not, when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// The tenants the caller may see, in configuration order, and whether each is ready.
-#[utoipa::path(
-    get,
-    path = "/v1/tenants",
-    tag = "operations",
-    security(("bearer" = [VIEWER])),
-    responses((status = 200, description = "The tenants the caller's token holds", body = [TenantView]))
-)]
-pub async fn list_tenants(
-    Extension(directory): Extension<Directory>,
-    caller: Caller,
-) -> Json<Vec<TenantView>> {
-    let visible = directory.0.iter().filter(|t| caller.holds(&t.id));
-    let checks = visible.map(|tenant| async move {
-        let readiness = super::health::readiness(tenant).await;
-        TenantView {
-            id: tenant.id.to_string(),
-            name: tenant.name.clone(),
-            dialect: tenant.dialect,
-            ready: readiness.is_ok(),
-            reason: readiness.err(),
-        }
-    });
-    Json(futures::future::join_all(checks).await)
 }
