@@ -1,91 +1,14 @@
-//! Verifying the audit chain: walking it from the genesis or from a checkpoint, the
-//! first break found (an edited, missing or foreign entry), the chain's head, and
-//! finding where an anchored hash stands.
-
-use std::collections::HashMap;
-use std::fmt;
+//! Verifying the audit chain from the genesis or from a checkpoint (with the parent's
+//! [`Walker`]): the first break found (an edited, missing or foreign entry), the
+//! chain's head, and finding where an anchored hash stands.
 
 use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::checkpoints::{self, CheckpointRow};
-use super::{AuditKey, EntryRow, GENESIS_HASH, KEYED_ACTION};
+use super::checkpoints;
+use super::{AuditKey, Break, EntryRow, Walker};
 use crate::store::{Pool, from_ms, on};
-
-/// What is wrong with the first bad entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Break {
-    /// The row's contents do not match its hash: it was edited, or (in the keyed part
-    /// of the chain) written without the key.
-    Edited { seq: i64 },
-    /// The sequence skips numbers: entries were deleted.
-    Missing { expected_seq: i64, found_seq: i64 },
-    /// The row does not chain to the entry before it: inserted or replaced out of band.
-    Unlinked { seq: i64 },
-    /// The log starts after entry 1 and no checkpoint covers the entries before it.
-    Uncovered { first_seq: i64 },
-    /// The checkpoint verification starts from, or one the walk passes, is not what
-    /// wfmd recorded: unsigned, signed with another key, or naming another hash.
-    Checkpoint { seq: i64 },
-    /// A checkpoint records entry `checkpoint_seq`, but the log ends at `last_seq`:
-    /// entries were removed from its end.
-    Truncated { last_seq: i64, checkpoint_seq: i64 },
-    /// Entries from here on are keyed and no `audit.key` was given to check them.
-    KeyNeeded { seq: i64 },
-    /// The chain is keyed from here on with another key than the one given.
-    WrongKey { seq: i64 },
-}
-
-impl fmt::Display for Break {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Break::Edited { seq } => write!(
-                f,
-                "audit entry {seq} does not match its hash: it was edited, or written outside \
-                 wfmd (without audit.key, where the chain is keyed)"
-            ),
-            Break::Missing {
-                expected_seq,
-                found_seq,
-            } => write!(
-                f,
-                "audit entry {expected_seq} is missing (the next entry is {found_seq}): entries were deleted"
-            ),
-            Break::Unlinked { seq } => write!(
-                f,
-                "audit entry {seq} does not chain to the entry before it: it was inserted or replaced out of band"
-            ),
-            Break::Uncovered { first_seq } => write!(
-                f,
-                "the audit log starts at entry {first_seq} and no checkpoint covers the entries \
-                 before it: they were deleted outside retention"
-            ),
-            Break::Checkpoint { seq } => write!(
-                f,
-                "the checkpoint of audit entry {seq} is not the one wfmd recorded (unsigned, \
-                 signed with another key, or naming another hash)"
-            ),
-            Break::Truncated {
-                last_seq,
-                checkpoint_seq,
-            } => write!(
-                f,
-                "the audit log ends at entry {last_seq} but a checkpoint records entry \
-                 {checkpoint_seq}: entries were removed from its end"
-            ),
-            Break::KeyNeeded { seq } => write!(
-                f,
-                "audit entries from {seq} on are keyed: set audit.key (WFMD_AUDIT__KEY) to verify them"
-            ),
-            Break::WrongKey { seq } => write!(
-                f,
-                "audit entries from {seq} on are keyed with another key than audit.key"
-            ),
-        }
-    }
-}
 
 /// Where a verification started when it did not start at the first entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -169,95 +92,6 @@ impl Verification {
                 self.entries
             ),
         }
-    }
-}
-
-/// Walks entries one at a time, remembering what the next must look like.
-pub(super) struct Walker<'k> {
-    key: Option<&'k AuditKey>,
-    expected_seq: i64,
-    prev_hash: String,
-    keyed_from: Option<i64>,
-    /// Recorded checkpoints at or after the start: the walk checks each against the
-    /// entry it names.
-    checkpoints: HashMap<i64, String>,
-    entries: u64,
-}
-
-impl<'k> Walker<'k> {
-    /// A walk from the first entry.
-    pub(super) fn from_genesis(key: Option<&'k AuditKey>) -> Walker<'k> {
-        Walker {
-            key,
-            expected_seq: 1,
-            prev_hash: GENESIS_HASH.to_owned(),
-            keyed_from: None,
-            checkpoints: HashMap::new(),
-            entries: 0,
-        }
-    }
-
-    /// A walk from a checkpoint; the caller checked its signature.
-    pub(super) fn from_checkpoint(key: Option<&'k AuditKey>, start: &CheckpointRow) -> Walker<'k> {
-        Walker {
-            key,
-            expected_seq: start.seq + 1,
-            prev_hash: start.hash.clone(),
-            keyed_from: start.keyed_from,
-            checkpoints: HashMap::new(),
-            entries: 0,
-        }
-    }
-
-    pub(super) fn keyed_from(&self) -> Option<i64> {
-        self.keyed_from
-    }
-
-    pub(super) fn expected_seq(&self) -> i64 {
-        self.expected_seq
-    }
-
-    /// Checks `row`; `Some` names the break.
-    pub(super) fn step(&mut self, row: &EntryRow) -> Option<Break> {
-        if row.seq != self.expected_seq {
-            return Some(Break::Missing {
-                expected_seq: self.expected_seq,
-                found_seq: row.seq,
-            });
-        }
-        let keyed = self.keyed_from.is_some() || row.action == KEYED_ACTION;
-        let key = if keyed {
-            let Some(key) = self.key else {
-                return Some(Break::KeyNeeded { seq: row.seq });
-            };
-            if row.action == KEYED_ACTION
-                && self.keyed_from.is_none()
-                && row.keyed_with().as_deref() != Some(key.id().as_str())
-            {
-                return Some(Break::WrongKey { seq: row.seq });
-            }
-            Some(key)
-        } else {
-            None
-        };
-        if row.hash != row.expected_hash(key) {
-            return Some(Break::Edited { seq: row.seq });
-        }
-        if row.prev_hash != self.prev_hash {
-            return Some(Break::Unlinked { seq: row.seq });
-        }
-        if let Some(recorded) = self.checkpoints.get(&row.seq)
-            && *recorded != row.hash
-        {
-            return Some(Break::Checkpoint { seq: row.seq });
-        }
-        if keyed && self.keyed_from.is_none() {
-            self.keyed_from = Some(row.seq);
-        }
-        self.entries += 1;
-        self.expected_seq += 1;
-        self.prev_hash.clone_from(&row.hash);
-        None
     }
 }
 
