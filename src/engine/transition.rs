@@ -624,24 +624,19 @@ impl TransitionEngine {
             },
         };
         let transition = match outcome {
-            Ok(Ok(changed_at)) => {
-                // The platform's own timestamp of the change is the interval boundary,
-                // so commanded and observed changes share one clock.
-                let at = changed_at.unwrap_or(record.completed_at);
-                self.record_success(&record, at).await?
-            }
+            Ok(Ok(changed_at)) => self.record(&record, Outcome::Succeeded, changed_at).await?,
             Ok(Err(violation)) => {
-                self.record_without_change(&record, Outcome::Rejected { violation })
+                self.record(&record, Outcome::Rejected { violation }, None)
                     .await?
             }
             Err(CheckError::Platform(error)) if error.is_agent_logged_out() => {
                 let violation = Violation::AgentLoggedOut;
-                self.record_without_change(&record, Outcome::Rejected { violation })
+                self.record(&record, Outcome::Rejected { violation }, None)
                     .await?
             }
             Err(CheckError::Platform(CxoneError::Conflict { .. })) => {
                 let violation = Violation::StateConflict;
-                self.record_without_change(&record, Outcome::Rejected { violation })
+                self.record(&record, Outcome::Rejected { violation }, None)
                     .await?
             }
             Err(error) => {
@@ -649,7 +644,7 @@ impl TransitionEngine {
                     kind: error.kind(),
                     error: error.to_string(),
                 };
-                self.record_without_change(&record, outcome).await?
+                self.record(&record, outcome, None).await?
             }
         };
         metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
@@ -772,78 +767,70 @@ impl TransitionEngine {
         Ok(Some(Transition::from_row(row, true)))
     }
 
-    async fn record_success(
-        &self,
-        record: &Record<'_>,
-        at: DateTime<Utc>,
-    ) -> Result<Transition, sqlx::Error> {
-        let request = record.request;
-        let mut tx = self.store.begin_write().await?;
-        let closed = history::switch_state(
-            &mut tx,
-            &NewInterval {
-                agent_id: &request.agent_id,
-                state: request.target,
-                reason: Some(&record.reason),
-                origin: request.origin,
-                at,
-                attempt_id: Some(&record.attempt_id),
-            },
-        )
-        .await?;
-        let from = closed.as_ref().and_then(|c| c.state());
-        let idle_ms = closed.as_ref().map_or(0, |c| c.idle_ms());
-        let outcome = Outcome::Succeeded;
-        self.write_attempt(&mut tx, record, from, &outcome).await?;
-        outbox::enqueue(
-            &mut tx,
-            Some(&request.agent_id),
-            record.completed_at,
-            Event::AgentStateChanged(StateChanged {
-                agent_id: request.agent_id.clone(),
-                from,
-                to: request.target,
-                reason_code: Some(record.reason.clone()),
-                origin: request.origin,
-                idle_ms,
-                latency_ms: Some(record.latency_ms),
-                attempt_id: Some(record.attempt_id.clone()),
-                queue: None,
-                changed_at: Some(crate::time::rfc3339(at)),
-                deferred_id: record.deferred.map(|row| row.id.clone()),
-            }),
-        )
-        .await?;
-        if let Some(row) = record.deferred {
-            deferred::settle_made(
-                &mut tx,
-                row,
-                &outcome,
-                &record.attempt_id,
-                record.completed_at,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        self.store.notify_outbox();
-        Ok(record.transition(from, outcome))
-    }
-
-    /// Records an attempt that changed nothing: a rejection (announced as
-    /// `transition.rejected`) or a failure (recorded and audited only; no event type
-    /// exists for it).
-    async fn record_without_change(
+    /// Records what an attempt did, all in one transaction: the attempt row and its
+    /// audit entry, and by its `outcome`: a success closes the agent's open interval and
+    /// opens the new one at `changed_at` and is announced as `agent.state_changed`; a
+    /// rejection is announced as `transition.rejected`; a failure is recorded and audited
+    /// only (no event type exists for it). The deferred change the attempt carries out,
+    /// if any, is settled with it.
+    async fn record(
         &self,
         record: &Record<'_>,
         outcome: Outcome,
+        changed_at: Option<DateTime<Utc>>,
     ) -> Result<Transition, sqlx::Error> {
         let request = record.request;
+        // The platform's own timestamp of the change is the interval boundary, so
+        // commanded and observed changes share one clock.
+        let at = changed_at.unwrap_or(record.completed_at);
         let mut tx = self.store.begin_write().await?;
-        let from = history::open_interval(&mut tx, &request.agent_id)
-            .await?
-            .and_then(|open| open.state());
+        let (from, idle_ms) = match &outcome {
+            Outcome::Succeeded => {
+                let closed = history::switch_state(
+                    &mut tx,
+                    &NewInterval {
+                        agent_id: &request.agent_id,
+                        state: request.target,
+                        reason: Some(&record.reason),
+                        origin: request.origin,
+                        at,
+                        attempt_id: Some(&record.attempt_id),
+                    },
+                )
+                .await?;
+                let from = closed.as_ref().and_then(|c| c.state());
+                (from, closed.as_ref().map_or(0, |c| c.idle_ms()))
+            }
+            // Nothing changed: the agent is still where its open interval says.
+            _ => {
+                let open = history::open_interval(&mut tx, &request.agent_id).await?;
+                (open.and_then(|open| open.state()), 0)
+            }
+        };
         self.write_attempt(&mut tx, record, from, &outcome).await?;
+        let deferred_id = record.deferred.map(|row| row.id.clone());
         match &outcome {
+            Outcome::Succeeded => {
+                outbox::enqueue(
+                    &mut tx,
+                    Some(&request.agent_id),
+                    record.completed_at,
+                    Event::AgentStateChanged(StateChanged {
+                        agent_id: request.agent_id.clone(),
+                        from,
+                        to: request.target,
+                        reason_code: Some(record.reason.clone()),
+                        origin: request.origin,
+                        idle_ms,
+                        latency_ms: Some(record.latency_ms),
+                        attempt_id: Some(record.attempt_id.clone()),
+                        queue: None,
+                        changed_at: Some(crate::time::rfc3339(at)),
+                        deferred_id,
+                    }),
+                )
+                .await?;
+            }
             Outcome::Rejected { violation } => {
                 outbox::enqueue(
                     &mut tx,
@@ -857,14 +844,13 @@ impl TransitionEngine {
                         origin: request.origin,
                         violation: *violation,
                         attempt_id: record.attempt_id.clone(),
-                        deferred_id: record.deferred.map(|row| row.id.clone()),
+                        deferred_id,
                     }),
                 )
                 .await?;
                 tracing::info!(%violation, "transition rejected");
             }
             Outcome::Failed { error, .. } => tracing::warn!(%error, "transition failed"),
-            Outcome::Succeeded => unreachable!("a success changes the agent's state"),
         }
         if let Some(row) = record.deferred {
             deferred::settle_made(

@@ -119,10 +119,10 @@ impl TransitionEngine {
                         show the change made"
                     .to_owned(),
             };
-            self.record_without_change(&record, outcome).await?;
+            self.record(&record, outcome, None).await?;
         } else if !self.link_observed(&record, requested_at).await? {
-            let at = snapshot.changed_at.unwrap_or(completed_at);
-            self.record_success(&record, at).await?;
+            self.record(&record, Outcome::Succeeded, snapshot.changed_at)
+                .await?;
         }
         tracing::warn!(attempt = %intent.attempt_id, agent = %request.agent_id, made, "recorded a change whose record had failed");
         Ok(true)
