@@ -45,6 +45,7 @@ use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::sync::SyncStatus;
 
 mod check;
+mod record;
 #[cfg(test)]
 mod refused_schedules;
 mod settle;
@@ -54,17 +55,15 @@ use super::imported_schedules::{ImportError, ImportSummary, Imports};
 use super::schedules::WantedAgents;
 use crate::cxone::budget::current_context;
 use crate::cxone::{ContactCenter, CxoneError, Lane, StateChange};
-use crate::domain::events::{Event, StateChanged, TransitionRejected};
 use crate::domain::policy::WithoutSchedule;
 use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, Violation, policy};
 use crate::store::attempts::{self, AttemptRow};
-use crate::store::audit::{self, NewEntry};
 use crate::store::deferred::{self as stored_deferred, DeferredRow};
-use crate::store::history::{self, NewInterval};
-use crate::store::intents::{self, IntentRow};
-use crate::store::outbox;
+use crate::store::history;
+use crate::store::intents;
 use crate::store::schedules::{self as stored_schedules, BreakSource};
 use crate::store::{Store, from_ms, to_ms};
+use record::Record;
 pub use types::*;
 
 /// How many agents' schedules the cache keeps at most.
@@ -695,37 +694,6 @@ impl TransitionEngine {
         }))
     }
 
-    /// The audit entry of a change settled without a call.
-    async fn record_unchanged(
-        &self,
-        request: &TransitionRequest,
-        unchanged: &Unchanged,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.store.begin_write().await?;
-        audit::append(
-            &mut tx,
-            &NewEntry {
-                at: self.now(),
-                actor: &request.actor,
-                action: "transition.unchanged",
-                agent_id: Some(&request.agent_id),
-                subject_id: None,
-                detail: json!({
-                    "to": request.target,
-                    "reasonCode": unchanged.reason,
-                    "origin": request.origin,
-                    "idempotencyKey": request.idempotency_key,
-                    "since": crate::time::rfc3339(unchanged.since),
-                    "polledAt": crate::time::rfc3339(unchanged.polled_at),
-                }),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!("already in the target state at state sync's last poll; no call");
-        Ok(())
-    }
-
     /// When the platform shows `request` already made (its state and reason, changed no
     /// earlier than `since` less [`ADOPT_CLOCK_SKEW`]), the instant it was made. `None`
     /// when it shows anything else or cannot say: the change is then made as usual.
@@ -766,241 +734,6 @@ impl TransitionEngine {
         }
         Ok(Some(Transition::from_row(row, true)))
     }
-
-    /// Records what an attempt did, all in one transaction: the attempt row and its
-    /// audit entry, and by its `outcome`: a success closes the agent's open interval and
-    /// opens the new one at `changed_at` and is announced as `agent.state_changed`; a
-    /// rejection is announced as `transition.rejected`; a failure is recorded and audited
-    /// only (no event type exists for it). The deferred change the attempt carries out,
-    /// if any, is settled with it.
-    async fn record(
-        &self,
-        record: &Record<'_>,
-        outcome: Outcome,
-        changed_at: Option<DateTime<Utc>>,
-    ) -> Result<Transition, sqlx::Error> {
-        let request = record.request;
-        // The platform's own timestamp of the change is the interval boundary, so
-        // commanded and observed changes share one clock.
-        let at = changed_at.unwrap_or(record.completed_at);
-        let mut tx = self.store.begin_write().await?;
-        let (from, idle_ms) = match &outcome {
-            Outcome::Succeeded => {
-                let closed = history::switch_state(
-                    &mut tx,
-                    &NewInterval {
-                        agent_id: &request.agent_id,
-                        state: request.target,
-                        reason: Some(&record.reason),
-                        origin: request.origin,
-                        at,
-                        attempt_id: Some(&record.attempt_id),
-                    },
-                )
-                .await?;
-                let from = closed.as_ref().and_then(|c| c.state());
-                (from, closed.as_ref().map_or(0, |c| c.idle_ms()))
-            }
-            // Nothing changed: the agent is still where its open interval says.
-            _ => {
-                let open = history::open_interval(&mut tx, &request.agent_id).await?;
-                (open.and_then(|open| open.state()), 0)
-            }
-        };
-        self.write_attempt(&mut tx, record, from, &outcome).await?;
-        let deferred_id = record.deferred.map(|row| row.id.clone());
-        match &outcome {
-            Outcome::Succeeded => {
-                outbox::enqueue(
-                    &mut tx,
-                    Some(&request.agent_id),
-                    record.completed_at,
-                    Event::AgentStateChanged(StateChanged {
-                        agent_id: request.agent_id.clone(),
-                        from,
-                        to: request.target,
-                        reason_code: Some(record.reason.clone()),
-                        origin: request.origin,
-                        idle_ms,
-                        latency_ms: Some(record.latency_ms),
-                        attempt_id: Some(record.attempt_id.clone()),
-                        queue: None,
-                        changed_at: Some(crate::time::rfc3339(at)),
-                        deferred_id,
-                    }),
-                )
-                .await?;
-            }
-            Outcome::Rejected { violation } => {
-                outbox::enqueue(
-                    &mut tx,
-                    Some(&request.agent_id),
-                    record.completed_at,
-                    Event::TransitionRejected(TransitionRejected {
-                        agent_id: request.agent_id.clone(),
-                        from,
-                        to: request.target,
-                        reason_code: record.reason.clone(),
-                        origin: request.origin,
-                        violation: *violation,
-                        attempt_id: record.attempt_id.clone(),
-                        deferred_id,
-                    }),
-                )
-                .await?;
-                tracing::info!(%violation, "transition rejected");
-            }
-            Outcome::Failed { error, .. } => tracing::warn!(%error, "transition failed"),
-        }
-        if let Some(row) = record.deferred {
-            deferred::settle_made(
-                &mut tx,
-                row,
-                &outcome,
-                &record.attempt_id,
-                record.completed_at,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        self.store.notify_outbox();
-        Ok(record.transition(from, outcome))
-    }
-
-    /// Commits the intent of a change about to be sent (see [`crate::store::intents`]).
-    async fn write_intent(
-        &self,
-        request: &TransitionRequest,
-        reason: &str,
-        attempt_id: &str,
-        requested_at: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
-        // Unflushed: a crash keeps it, and the record's commit flushes it.
-        let mut tx = self.store.begin_write_unflushed().await?;
-        // A left-over intent of this attempt (a retry with its key) is replaced.
-        intents::delete(&mut tx, attempt_id).await?;
-        intents::insert(
-            &mut tx,
-            &IntentRow {
-                attempt_id: attempt_id.to_owned(),
-                agent_id: request.agent_id.clone(),
-                target_state: request.target.as_str().to_owned(),
-                reason: reason.to_owned(),
-                origin: request.origin.as_str().to_owned(),
-                actor: request.actor.clone(),
-                idempotency_key: request.idempotency_key.clone(),
-                requested_at: to_ms(requested_at),
-                owner: self.owner.clone(),
-            },
-        )
-        .await?;
-        tx.commit().await
-    }
-
-    /// The attempt row and its audit entry; removes the attempt's intent.
-    async fn write_attempt(
-        &self,
-        conn: &mut impl crate::store::AsConn,
-        record: &Record<'_>,
-        from: Option<AgentState>,
-        outcome: &Outcome,
-    ) -> Result<(), sqlx::Error> {
-        let request = record.request;
-        let (violation, error) = match outcome {
-            Outcome::Succeeded => (None, None),
-            Outcome::Rejected { violation } => (Some(violation.as_str().to_owned()), None),
-            Outcome::Failed { error, .. } => (None, Some(error.clone())),
-        };
-        // A failed attempt did not change anything, so it leaves the key free for a retry.
-        let idempotency_key = match outcome {
-            Outcome::Failed { .. } => None,
-            _ => request.idempotency_key.clone(),
-        };
-        let schedule_source = record.source;
-        let source = schedule_source.and_then(ScheduleCheck::source);
-        let unchecked = schedule_source.and_then(ScheduleCheck::unchecked);
-        intents::delete(conn, &record.attempt_id).await?;
-        attempts::insert_with(
-            conn,
-            &AttemptRow {
-                id: record.attempt_id.clone(),
-                idempotency_key,
-                agent_id: request.agent_id.clone(),
-                from_state: from.map(|s| s.as_str().to_owned()),
-                target_state: request.target.as_str().to_owned(),
-                reason: record.reason.clone(),
-                origin: request.origin.as_str().to_owned(),
-                actor: request.actor.clone(),
-                outcome: outcome.name().to_owned(),
-                violation,
-                error,
-                latency_ms: i64::try_from(record.latency_ms).unwrap_or(i64::MAX),
-                requested_at: to_ms(record.requested_at),
-                completed_at: to_ms(record.completed_at),
-            },
-            attempts::Grounds {
-                schedule_source: source.map(|source| {
-                    let age_ms = i64::try_from(source.age.as_millis()).unwrap_or(i64::MAX);
-                    (source.as_str(), age_ms)
-                }),
-                unchecked,
-            },
-        )
-        .await?;
-        let mut detail = json!({
-            "attemptId": record.attempt_id,
-            "from": from,
-            "to": request.target,
-            "reasonCode": record.reason,
-            "origin": request.origin,
-            "latencyMs": record.latency_ms,
-            "idempotencyKey": request.idempotency_key,
-        });
-        if let serde_json::Value::Object(fields) = serde_json::to_value(outcome).unwrap_or_default()
-        {
-            detail
-                .as_object_mut()
-                .expect("detail is an object")
-                .extend(fields);
-        }
-        if record.late {
-            detail["recordedLate"] = true.into();
-        }
-        if let Some(row) = record.deferred {
-            detail["deferredId"] = row.id.clone().into();
-        }
-        if let Some(source) = source {
-            let fields = detail.as_object_mut().expect("detail is an object");
-            fields.insert("scheduleSource".into(), source.as_str().into());
-            fields.insert(
-                "scheduleAgeMs".into(),
-                (source.age.as_millis() as u64).into(),
-            );
-        }
-        if let Some(unchecked) = unchecked {
-            // Said in so many words: an auditor must not take this change for a checked one.
-            detail["unchecked"] = unchecked.into();
-            detail["uncheckedBecause"] =
-                "the platform refuses schedule lookups; compliance.without_schedule = allow".into();
-        }
-        audit::append(
-            conn,
-            &NewEntry {
-                at: record.completed_at,
-                actor: &request.actor,
-                action: match outcome {
-                    Outcome::Succeeded => "transition.succeeded",
-                    Outcome::Rejected { .. } => "transition.rejected",
-                    Outcome::Failed { .. } => "transition.failed",
-                },
-                agent_id: Some(&request.agent_id),
-                subject_id: Some(&record.attempt_id),
-                detail,
-            },
-        )
-        .await?;
-        Ok(())
-    }
 }
 
 /// The request's locks, held until dropped, or the earlier attempt its key names.
@@ -1027,22 +760,6 @@ fn ttl_cache<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Option<Cache<St
             .time_to_live(ttl)
             .build()
     })
-}
-
-/// What is known about an attempt once the platform has answered.
-struct Record<'a> {
-    attempt_id: String,
-    request: &'a TransitionRequest,
-    reason: String,
-    latency_ms: u64,
-    requested_at: DateTime<Utc>,
-    completed_at: DateTime<Utc>,
-    /// What the compliance decision was checked against, when a schedule was needed.
-    source: Option<ScheduleCheck>,
-    /// Recorded by [`TransitionEngine::settle_intents`], after its own record failed.
-    late: bool,
-    /// The deferred change this attempt carries out, settled with its record.
-    deferred: Option<&'a DeferredRow>,
 }
 
 /// What the platform's conflict (a busy agent) does to a change.
@@ -1074,31 +791,14 @@ enum Changed {
 pub(crate) const CONFIRM_READS: u32 = 4;
 const CONFIRM_PAUSE: Duration = Duration::from_millis(750);
 
-impl Record<'_> {
-    fn transition(&self, from: Option<AgentState>, outcome: Outcome) -> Transition {
-        Transition {
-            attempt_id: self.attempt_id.clone(),
-            agent_id: self.request.agent_id.clone(),
-            from,
-            to: self.request.target,
-            reason: self.reason.clone(),
-            origin: self.request.origin,
-            actor: self.request.actor.clone(),
-            outcome,
-            latency_ms: self.latency_ms,
-            requested_at: self.requested_at,
-            completed_at: self.completed_at,
-            replayed: false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::Duration as ChronoDuration;
 
     use super::*;
     use crate::domain::{BreakWindow, ScheduleStatus};
+    use crate::store::audit;
+    use crate::store::history::NewInterval;
     use crate::store::on;
     use crate::store::testing::temp_store;
 
