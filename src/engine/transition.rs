@@ -28,6 +28,10 @@
 //! platform for an agent state sync saw in the target state and reason at its last poll
 //! with nothing commanded since: the change is settled `unchanged`, audited, and costs
 //! no call. Single changes from the API and CLI always go to the platform.
+//!
+//! Submodules: `check` (the compliance check), `record` (committing what an attempt
+//! did), `deferring` (changes that wait for a busy agent), `settle` (intents whose
+//! record failed), `types` (requests, outcomes, errors).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
