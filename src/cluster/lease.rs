@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::FromRow;
 
-use crate::store::{Done, Store, on};
+use crate::store::{Store, execute, fetch, fetch_scalar};
 
 /// The database's clock, in Unix milliseconds.
 macro_rules! now_ms {
@@ -41,11 +41,14 @@ pub async fn take(
 ) -> Result<Option<i64>, sqlx::Error> {
     let mut tx = store.begin_write_unfenced().await?;
     // `excluded.acquired_at` is now: a renewal keeps its term and its time of taking.
-    let term: Option<i64> = on!(&mut tx, |c| sqlx::query_scalar(concat!(
-        "INSERT INTO cluster_lease (id, holder, term, acquired_at, expires_at)
+    let term: Option<i64> = fetch_scalar!(
+        &mut tx,
+        optional,
+        concat!(
+            "INSERT INTO cluster_lease (id, holder, term, acquired_at, expires_at)
          SELECT 1, $1, 1, n.ms, n.ms + $2 FROM (SELECT ",
-        now_ms!(),
-        " AS ms) AS n
+            now_ms!(),
+            " AS ms) AS n
          ON CONFLICT (id) DO UPDATE SET
              holder = excluded.holder,
              term = CASE WHEN cluster_lease.holder = excluded.holder
@@ -60,12 +63,11 @@ pub async fn take(
          WHERE cluster_lease.expires_at <= excluded.acquired_at
             OR (cluster_lease.holder = excluded.holder AND cluster_lease.term = $3)
          RETURNING term"
-    ))
-    .bind(instance)
-    .bind(millis(ttl))
-    .bind(held)
-    .fetch_optional(c)
-    .await)?;
+        ),
+        instance,
+        millis(ttl),
+        held
+    )?;
     tx.commit().await?;
     Ok(term)
 }
@@ -75,16 +77,16 @@ pub async fn take(
 /// still held it.
 pub async fn release(store: &Store, instance: &str, term: i64) -> Result<bool, sqlx::Error> {
     let mut tx = store.begin_write_unfenced().await?;
-    let released = on!(&mut tx, |c| sqlx::query(concat!(
-        "UPDATE cluster_lease SET expires_at = ",
-        now_ms!(),
-        " WHERE id = 1 AND holder = $1 AND term = $2"
-    ))
-    .bind(instance)
-    .bind(term)
-    .execute(c)
-    .await
-    .map(Done::from))?
+    let released = execute!(
+        &mut tx,
+        concat!(
+            "UPDATE cluster_lease SET expires_at = ",
+            now_ms!(),
+            " WHERE id = 1 AND holder = $1 AND term = $2"
+        ),
+        instance,
+        term
+    )?
     .rows_affected()
         == 1;
     tx.commit().await?;
@@ -97,19 +99,19 @@ pub async fn heartbeat(
     instance: &str,
     advertise_url: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    on!(store.writer(), |c| sqlx::query(concat!(
-        "INSERT INTO cluster_instances (instance_id, advertise_url, started_at, last_seen)
+    execute!(
+        store.writer(),
+        concat!(
+            "INSERT INTO cluster_instances (instance_id, advertise_url, started_at, last_seen)
          SELECT $1, $2, n.ms, n.ms FROM (SELECT ",
-        now_ms!(),
-        " AS ms) AS n
+            now_ms!(),
+            " AS ms) AS n
          ON CONFLICT (instance_id) DO UPDATE
          SET advertise_url = excluded.advertise_url, last_seen = excluded.last_seen"
-    ))
-    .bind(instance)
-    .bind(advertise_url)
-    .execute(c)
-    .await
-    .map(Done::from))
+        ),
+        instance,
+        advertise_url
+    )
     .map(drop)
 }
 
@@ -119,15 +121,15 @@ pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Forgets the instances not heard from for `after` (by default every restarted
 /// instance is a new one, its id holding its process id); returns how many.
 pub async fn forget_silent(store: &Store, after: Duration) -> Result<u64, sqlx::Error> {
-    on!(store.writer(), |c| sqlx::query(concat!(
-        "DELETE FROM cluster_instances WHERE last_seen < ",
-        now_ms!(),
-        " - $1"
-    ))
-    .bind(millis(after))
-    .execute(c)
-    .await
-    .map(Done::from))
+    execute!(
+        store.writer(),
+        concat!(
+            "DELETE FROM cluster_instances WHERE last_seen < ",
+            now_ms!(),
+            " - $1"
+        ),
+        millis(after)
+    )
     .map(|done| done.rows_affected())
 }
 
@@ -162,13 +164,15 @@ pub struct Instance {
 
 /// The tenant's lease, if any instance ever took it.
 pub async fn leadership(store: &Store) -> Result<Option<Leadership>, sqlx::Error> {
-    on!(store.reader(), |c| sqlx::query_as(concat!(
-        "SELECT holder, term, acquired_at, expires_at, ",
-        now_ms!(),
-        " AS now FROM cluster_lease WHERE id = 1"
-    ))
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        store.reader(),
+        optional,
+        concat!(
+            "SELECT holder, term, acquired_at, expires_at, ",
+            now_ms!(),
+            " AS now FROM cluster_lease WHERE id = 1"
+        )
+    )
 }
 
 /// The instance whose lease is current, and where it said it can be reached.
@@ -180,37 +184,41 @@ pub struct Leader {
 
 /// The tenant's leader now, if any instance holds a current lease.
 pub async fn leader(store: &Store) -> Result<Option<Leader>, sqlx::Error> {
-    on!(store.reader(), |c| sqlx::query_as(concat!(
-        "SELECT l.holder, i.advertise_url FROM cluster_lease AS l
+    fetch!(
+        store.reader(),
+        optional,
+        concat!(
+            "SELECT l.holder, i.advertise_url FROM cluster_lease AS l
          LEFT JOIN cluster_instances AS i ON i.instance_id = l.holder
          WHERE l.id = 1 AND l.expires_at > ",
-        now_ms!()
-    ))
-    .fetch_optional(c)
-    .await)
+            now_ms!()
+        )
+    )
 }
 
 /// The instances that said they serve the tenant, the most recently seen first.
 pub async fn instances(store: &Store) -> Result<Vec<Instance>, sqlx::Error> {
-    on!(store.reader(), |c| sqlx::query_as(
+    fetch!(
+        store.reader(),
+        all,
         "SELECT instance_id, advertise_url, started_at, last_seen FROM cluster_instances
          ORDER BY last_seen DESC, instance_id"
     )
-    .fetch_all(c)
-    .await)
 }
 
 /// How many instances noted themselves in the tenant within `within` (by the
 /// database's clock): the ones serving it now.
 pub async fn live_instances(store: &Store, within: Duration) -> Result<usize, sqlx::Error> {
-    let count: i64 = on!(store.reader(), |c| sqlx::query_scalar(concat!(
-        "SELECT COUNT(*) FROM cluster_instances WHERE last_seen > ",
-        now_ms!(),
-        " - $1"
-    ))
-    .bind(millis(within))
-    .fetch_one(c)
-    .await)?;
+    let count: i64 = fetch_scalar!(
+        store.reader(),
+        one,
+        concat!(
+            "SELECT COUNT(*) FROM cluster_instances WHERE last_seen > ",
+            now_ms!(),
+            " - $1"
+        ),
+        millis(within)
+    )?;
     Ok(usize::try_from(count).unwrap_or(0))
 }
 
@@ -220,6 +228,7 @@ fn millis(duration: Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::{Done, on};
     use std::sync::Arc;
 
     use super::*;

@@ -6,7 +6,7 @@
 //! resumes where the job stopped. Result rows are keyed by (job, series, bucket): the key
 //! itself refuses a bucket the platform sends twice.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar, on};
 use std::collections::HashMap;
 
 use futures::Stream;
@@ -44,13 +44,13 @@ pub async fn rolled_up_days(
     from_day: i64,
     to_day: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_scalar(
-        "SELECT day FROM analytics_rollup_days WHERE day >= $1 AND day < $2"
+    fetch_scalar!(
+        pool,
+        all,
+        "SELECT day FROM analytics_rollup_days WHERE day >= $1 AND day < $2",
+        from_day,
+        to_day
     )
-    .bind(from_day)
-    .bind(to_day)
-    .fetch_all(c)
-    .await)
 }
 
 /// Stores one day's rollup (replacing any earlier one) and marks the day complete.
@@ -60,45 +60,37 @@ pub async fn save_day(
     rows: &[DailyRow],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
-        "DELETE FROM analytics_daily WHERE day = $1"
-    )
-    .bind(day)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+    execute!(conn, "DELETE FROM analytics_daily WHERE day = $1", day)?;
     // Set-based: one statement per day whatever the number of agents.
     for chunk in rows.chunks(5_000) {
         let json = serde_json::to_string(chunk).expect("rollup rows serialize");
-        on!(conn, |cx| sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO analytics_daily ({DAILY_COLUMNS})
+        execute!(
+            conn,
+            sqlx::AssertSqlSafe(format!(
+                "INSERT INTO analytics_daily ({DAILY_COLUMNS})
              SELECT {} FROM json_each($1)",
-            DAILY_COLUMNS
-                .split(", ")
-                .map(|c| match c.trim() {
-                    "agent_id" => "json_extract(value, '$.agent_id')".to_owned(),
-                    // Every other column is a number.
-                    c => format!("CAST(json_extract(value, '$.{c}') AS BIGINT)"),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        )))
-        .bind(json)
-        .execute(cx)
-        .await
-        .map(Done::from))?;
+                DAILY_COLUMNS
+                    .split(", ")
+                    .map(|c| match c.trim() {
+                        "agent_id" => "json_extract(value, '$.agent_id')".to_owned(),
+                        // Every other column is a number.
+                        c => format!("CAST(json_extract(value, '$.{c}') AS BIGINT)"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            json
+        )?;
     }
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO analytics_rollup_days (day, agents, computed_at) VALUES ($1, $2, $3)
          ON CONFLICT (day) DO UPDATE SET agents = excluded.agents,
              computed_at = excluded.computed_at",
-    )
-    .bind(day)
-    .bind(rows.len() as i64)
-    .bind(now_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        day,
+        rows.len() as i64,
+        now_ms
+    )?;
     Ok(())
 }
 
@@ -126,7 +118,9 @@ pub async fn latency_p95(
     from: i64,
     to: i64,
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = on!(pool, |c| sqlx::query_as(
+    let rows: Vec<(String, i64)> = fetch!(
+        pool,
+        all,
         "SELECT agent_id, latency_ms FROM (
             SELECT agent_id, latency_ms,
                 ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY latency_ms) AS position,
@@ -134,11 +128,9 @@ pub async fn latency_p95(
             FROM transition_attempts
             WHERE requested_at >= $1 AND requested_at < $2) AS ranked
         WHERE position = (n * 95 + 99) / 100",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(c)
-    .await)?;
+        from,
+        to
+    )?;
     Ok(rows.into_iter().collect())
 }
 
@@ -190,68 +182,72 @@ pub async fn insert_job(
     actor: &str,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO analytics_jobs (id, source, spec, actor, created_at)
          VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(source)
-    .bind(spec)
-    .bind(actor)
-    .bind(now_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        id,
+        source,
+        spec,
+        actor,
+        now_ms
+    )?;
     Ok(())
 }
 
 pub async fn job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = $1"
+        )),
+        id
+    )
 }
 
 pub async fn job_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM analytics_jobs WHERE id = $1"
+        )),
+        id
+    )
 }
 
 /// The newest jobs first, at most `limit`.
 pub async fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM analytics_jobs ORDER BY created_at DESC, id DESC LIMIT $1"
-    )))
-    .bind(limit)
-    .fetch_all(c)
-    .await)
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM analytics_jobs ORDER BY created_at DESC, id DESC LIMIT $1"
+        )),
+        limit
+    )
 }
 
 /// Jobs not finished, oldest first (to run or resume).
 pub async fn unfinished(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_scalar(
+    fetch_scalar!(
+        pool,
+        all,
         "SELECT id FROM analytics_jobs WHERE status IN ('queued', 'running')
-         ORDER BY created_at, id",
+         ORDER BY created_at, id"
     )
-    .fetch_all(c)
-    .await)
 }
 
 /// How many of `actor`'s jobs are queued or running.
 pub async fn unfinished_of(conn: &mut impl AsConn, actor: &str) -> Result<i64, sqlx::Error> {
-    on!(conn, |c| sqlx::query_scalar(
+    fetch_scalar!(
+        conn,
+        one,
         "SELECT COUNT(*) FROM analytics_jobs
          WHERE status IN ('queued', 'running') AND actor = $1",
+        actor
     )
-    .bind(actor)
-    .fetch_one(c)
-    .await)
 }
 
 /// Marks a job running (keeping its first start).
@@ -260,15 +256,13 @@ pub async fn mark_running(
     id: &str,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "UPDATE analytics_jobs SET status = 'running', started_at = COALESCE(started_at, $2)
          WHERE id = $1 AND status IN ('queued', 'running')",
-    )
-    .bind(id)
-    .bind(now_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        id,
+        now_ms
+    )?;
     Ok(())
 }
 
@@ -279,15 +273,13 @@ pub async fn set_platform_query(
     query_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     clear_results(&mut *conn, id).await?;
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "UPDATE analytics_jobs SET platform_query_id = $2, platform_status = NULL,
              total = NULL WHERE id = $1",
-    )
-    .bind(id)
-    .bind(query_id)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        id,
+        query_id
+    )?;
     Ok(())
 }
 
@@ -298,35 +290,25 @@ pub async fn set_platform_status(
     status: &str,
     total: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    on!(pool_conn, |c| sqlx::query(
+    execute!(
+        pool_conn,
         "UPDATE analytics_jobs SET platform_status = $2, total = COALESCE($3, total)
          WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(total)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        id,
+        status,
+        total
+    )?;
     Ok(())
 }
 
 /// Deletes a job's stored result rows (a restart of its work from the beginning).
 pub async fn clear_results(conn: &mut impl AsConn, id: &str) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
-        "DELETE FROM analytics_results WHERE job_id = $1"
-    )
-    .bind(id)
-    .execute(c)
-    .await
-    .map(Done::from))?;
-    on!(conn, |c| sqlx::query(
-        "UPDATE analytics_jobs SET received = 0 WHERE id = $1"
-    )
-    .bind(id)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+    execute!(conn, "DELETE FROM analytics_results WHERE job_id = $1", id)?;
+    execute!(
+        conn,
+        "UPDATE analytics_jobs SET received = 0 WHERE id = $1",
+        id
+    )?;
     Ok(())
 }
 
@@ -359,7 +341,9 @@ pub async fn store_page(
     }
     let json = serde_json::to_string(rows).expect("result rows serialize");
     // Duplicates within the page or against stored rows: look before writing.
-    let duplicate: Option<(String, i64)> = on!(conn, |c| sqlx::query_as(
+    let duplicate: Option<(String, i64)> = fetch!(
+        conn,
+        optional,
         "SELECT series, bucket FROM (
             SELECT json_extract(value, '$.series') AS series,
                    CAST(json_extract(value, '$.bucket') AS BIGINT) AS bucket
@@ -372,35 +356,27 @@ pub async fn store_page(
                    CAST(json_extract(value, '$.bucket') AS BIGINT) AS bucket
             FROM json_each($2)) AS page GROUP BY series, bucket HAVING COUNT(*) > 1
          LIMIT 1",
-    )
-    .bind(id)
-    .bind(&json)
-    .fetch_optional(c)
-    .await)?;
+        id,
+        &json
+    )?;
     if let Some((series, bucket)) = duplicate {
         return Ok(Some(Duplicate { series, bucket }));
     }
-    on!(conn, |c| {
-        sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO analytics_results (job_id, series, bucket, vals)
          SELECT $1, json_extract(value, '$.series'), CAST(json_extract(value, '$.bucket') AS BIGINT),
                 json_extract(value, '$.vals')
          FROM json_each($2)",
-    )
-    .bind(id)
-    .bind(&json)
-    .execute(c)
-    .await
-    .map(Done::from)
-    })?;
-    on!(conn, |c| sqlx::query(
-        "UPDATE analytics_jobs SET received = received + $2 WHERE id = $1"
-    )
-    .bind(id)
-    .bind(rows.len() as i64)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        id,
+        &json
+    )?;
+    execute!(
+        conn,
+        "UPDATE analytics_jobs SET received = received + $2 WHERE id = $1",
+        id,
+        rows.len() as i64
+    )?;
     Ok(None)
 }
 
@@ -428,23 +404,23 @@ pub async fn series_extents(
     conn: &mut impl AsConn,
     id: &str,
 ) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(
+    fetch!(
+        conn,
+        all,
         "SELECT series, COUNT(*), MIN(bucket), MAX(bucket) FROM analytics_results
          WHERE job_id = $1 GROUP BY series ORDER BY series",
+        id
     )
-    .bind(id)
-    .fetch_all(c)
-    .await)
 }
 
 /// The distinct buckets of a job's results, in order.
 pub async fn buckets(conn: &mut impl AsConn, id: &str) -> Result<Vec<i64>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_scalar(
+    fetch_scalar!(
+        conn,
+        all,
         "SELECT DISTINCT bucket FROM analytics_results WHERE job_id = $1 ORDER BY bucket",
+        id
     )
-    .bind(id)
-    .fetch_all(c)
-    .await)
 }
 
 /// Marks a job completed with its row count and hash, and the version of the CSV
@@ -458,19 +434,17 @@ pub async fn complete(
     csv_format: i64,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = on!(conn, |c| sqlx::query(
+    let done = execute!(
+        conn,
         "UPDATE analytics_jobs SET status = 'completed', rows = $2, sha256 = $3,
              finished_at = $4, error = NULL, csv_format = $5
          WHERE id = $1 AND status IN ('queued', 'running')",
-    )
-    .bind(id)
-    .bind(rows)
-    .bind(sha256)
-    .bind(now_ms)
-    .bind(csv_format)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        id,
+        rows,
+        sha256,
+        now_ms,
+        csv_format
+    )?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -481,15 +455,13 @@ pub async fn fail(
     error: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = on!(conn, |c| sqlx::query(
+    let done = execute!(
+        conn,
         "UPDATE analytics_jobs SET status = 'failed', error = $2, finished_at = $3
          WHERE id = $1 AND status IN ('queued', 'running')",
-    )
-    .bind(id)
-    .bind(error)
-    .bind(now_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        id,
+        error,
+        now_ms
+    )?;
     Ok(done.rows_affected() == 1)
 }

@@ -1,6 +1,6 @@
 //! Transition attempts: every change that was asked for, and how it ended.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use sqlx::FromRow;
 
 /// One attempt, as stored. Times are Unix milliseconds.
@@ -48,42 +48,44 @@ pub async fn insert_with(
     grounds: Grounds<'_>,
 ) -> Result<(), sqlx::Error> {
     let (source, age_ms) = grounds.schedule_source.unzip();
-    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO transition_attempts
+    execute!(
+        conn,
+        sqlx::AssertSqlSafe(format!(
+            "INSERT INTO transition_attempts
              ({COLUMNS}, schedule_source, schedule_age_ms, compliance_unchecked)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-    )))
-    .bind(&row.id)
-    .bind(&row.idempotency_key)
-    .bind(&row.agent_id)
-    .bind(&row.from_state)
-    .bind(&row.target_state)
-    .bind(&row.reason)
-    .bind(&row.origin)
-    .bind(&row.actor)
-    .bind(&row.outcome)
-    .bind(&row.violation)
-    .bind(&row.error)
-    .bind(row.latency_ms)
-    .bind(row.requested_at)
-    .bind(row.completed_at)
-    .bind(source)
-    .bind(age_ms)
-    .bind(grounds.unchecked)
-    .execute(c)
-    .await
-    .map(Done::from))
+        )),
+        &row.id,
+        &row.idempotency_key,
+        &row.agent_id,
+        &row.from_state,
+        &row.target_state,
+        &row.reason,
+        &row.origin,
+        &row.actor,
+        &row.outcome,
+        &row.violation,
+        &row.error,
+        row.latency_ms,
+        row.requested_at,
+        row.completed_at,
+        source,
+        age_ms,
+        grounds.unchecked
+    )
     .map(drop)
 }
 
 /// The attempt recorded under an idempotency key, if any.
 pub async fn by_idempotency_key(pool: &Pool, key: &str) -> Result<Option<AttemptRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_attempts WHERE idempotency_key = $1"
-    )))
-    .bind(key)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM transition_attempts WHERE idempotency_key = $1"
+        )),
+        key
+    )
 }
 
 /// Which of `keys` already have a stored attempt (succeeded or rejected: a failed
@@ -92,13 +94,13 @@ pub async fn used_keys(
     pool: &Pool,
     keys: &[String],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    let used: Vec<String> = on!(pool, |c| sqlx::query_scalar(
+    let used: Vec<String> = fetch_scalar!(
+        pool,
+        all,
         "SELECT idempotency_key FROM transition_attempts
          WHERE idempotency_key IN (SELECT value FROM json_each($1))",
-    )
-    .bind(serde_json::json!(keys).to_string())
-    .fetch_all(c)
-    .await)?;
+        serde_json::json!(keys).to_string()
+    )?;
     Ok(used.into_iter().collect())
 }
 
@@ -109,16 +111,18 @@ pub async fn for_agent(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_attempts
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM transition_attempts
          WHERE agent_id = $1 AND requested_at >= $2 AND requested_at < $3
          ORDER BY requested_at, id"
-    )))
-    .bind(agent_id)
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch_all(c)
-    .await)
+        )),
+        agent_id,
+        from_ms,
+        to_ms
+    )
 }
 
 #[cfg(test)]

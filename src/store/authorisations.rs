@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use crate::store::{AsConn, Done, Pool, from_ms, on};
+use crate::store::{AsConn, Pool, execute, fetch, from_ms};
 
 /// One authorisation as stored. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -38,23 +38,23 @@ const COLUMNS: &str = "id, agents, team, from_at, to_at, reason, created_by, cre
                        withdrawn_at, withdrawn_by";
 
 pub async fn insert(conn: &mut impl AsConn, row: &AuthorisationRow) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO adherence_authorisations ({COLUMNS})
+    execute!(
+        conn,
+        sqlx::AssertSqlSafe(format!(
+            "INSERT INTO adherence_authorisations ({COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-    )))
-    .bind(&row.id)
-    .bind(&row.agents)
-    .bind(&row.team)
-    .bind(row.from_at)
-    .bind(row.to_at)
-    .bind(&row.reason)
-    .bind(&row.created_by)
-    .bind(row.created_at)
-    .bind(row.withdrawn_at)
-    .bind(&row.withdrawn_by)
-    .execute(c)
-    .await
-    .map(Done::from))
+        )),
+        &row.id,
+        &row.agents,
+        &row.team,
+        row.from_at,
+        row.to_at,
+        &row.reason,
+        &row.created_by,
+        row.created_at,
+        row.withdrawn_at,
+        &row.withdrawn_by
+    )
     .map(drop)
 }
 
@@ -66,24 +66,28 @@ pub async fn withdraw(
     at: i64,
     by: &str,
 ) -> Result<Option<AuthorisationRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE adherence_authorisations SET withdrawn_at = $2, withdrawn_by = $3
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "UPDATE adherence_authorisations SET withdrawn_at = $2, withdrawn_by = $3
          WHERE id = $1 AND withdrawn_at IS NULL RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(at)
-    .bind(by)
-    .fetch_optional(c)
-    .await)
+        )),
+        id,
+        at,
+        by
+    )
 }
 
 pub async fn get(pool: &Pool, id: &str) -> Result<Option<AuthorisationRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM adherence_authorisations WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM adherence_authorisations WHERE id = $1"
+        )),
+        id
+    )
 }
 
 /// Every authorisation overlapping `[from, to)` (Unix ms), withdrawn ones too, newest
@@ -94,15 +98,17 @@ pub async fn overlapping(
     to: i64,
     limit: i64,
 ) -> Result<Vec<AuthorisationRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM adherence_authorisations
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM adherence_authorisations
          WHERE to_at > $1 AND from_at < $2 ORDER BY id DESC LIMIT $3"
-    )))
-    .bind(from)
-    .bind(to)
-    .bind(limit)
-    .fetch_all(c)
-    .await)
+        )),
+        from,
+        to,
+        limit
+    )
 }
 
 /// The authorised spans in force (not withdrawn) overlapping `[from, to)` (Unix ms),
@@ -112,14 +118,16 @@ pub async fn in_force(
     from: i64,
     to: i64,
 ) -> Result<HashMap<String, Vec<(DateTime<Utc>, DateTime<Utc>)>>, sqlx::Error> {
-    let rows: Vec<AuthorisationRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM adherence_authorisations
+    let rows: Vec<AuthorisationRow> = fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM adherence_authorisations
              WHERE to_at > $1 AND from_at < $2 AND withdrawn_at IS NULL"
-    )))
-    .bind(from)
-    .bind(to)
-    .fetch_all(c)
-    .await)?;
+        )),
+        from,
+        to
+    )?;
     let mut spans: HashMap<String, Vec<_>> = HashMap::new();
     for row in rows {
         let span = (from_ms(row.from_at), from_ms(row.to_at));

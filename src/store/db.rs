@@ -4,7 +4,10 @@
 //! Both run the same SQL wherever their dialects agree (`$1` placeholders, `ON
 //! CONFLICT`, `RETURNING`, `COUNT(*) FILTER (WHERE …)`), and a statement that must differ
 //! carries its two texts side by side. [`on!`](crate::store::on) runs one block of query
-//! code on whichever backend a pool or a connection belongs to. The block is compiled
+//! code on whichever backend a pool or a connection belongs to;
+//! [`execute!`](crate::store::execute), [`fetch!`](crate::store::fetch) and
+//! [`fetch_scalar!`](crate::store::fetch_scalar) are its short forms for the usual block,
+//! one statement with its arguments bound in order. The block is compiled
 //! once per backend, so each decodes with its own driver's types. sqlx's `Any` driver
 //! would instead decode both through a common set of types that SQLite's dynamically
 //! typed values do not always fit (an integer where a float is asked for), and it would
@@ -219,6 +222,98 @@ macro_rules! on {
 
 pub use crate::on;
 
+// The short forms below are the `on!` bodies nearly every store function is made of:
+// one statement, its arguments bound in order, run once. Each expands to exactly the
+// chain it names, so a call site reads as its SQL and its arguments.
+
+/// Runs one statement on the backend of a [`Pool`](crate::store::Pool) or of anything
+/// [`AsConn`](crate::store::AsConn), its arguments bound in order, and says what it did
+/// (`Result<Done, sqlx::Error>`):
+/// `execute!(conn, "UPDATE bulk_items SET started_at = $1 WHERE job_id = $2", at, job_id)`
+/// is `on!(conn, |c| sqlx::query("…").bind(at).bind(job_id).execute(c).await.map(Done::from))`.
+///
+/// The statement is any expression sqlx takes as SQL (a literal, a `concat!`, an
+/// `sqlx::AssertSqlSafe(format!(…))`). With the statement's two texts,
+/// `execute!(conn, (SQLITE, POSTGRES), args…)` runs the text of the backend, as the
+/// dialect form of [`on!`](crate::store::on) does.
+#[macro_export]
+macro_rules! execute {
+    ($db:expr, $($statement_and_args:tt)+) => {
+        $crate::__store_statement!(
+            $db, query, execute, [.map($crate::store::Done::from)], $($statement_and_args)+
+        )
+    };
+}
+
+/// Runs one query on the backend of a [`Pool`](crate::store::Pool) or of anything
+/// [`AsConn`](crate::store::AsConn), its arguments bound in order, and decodes its rows
+/// with `sqlx::query_as` (into tuples or `FromRow` types): `all` rows (`fetch_all`), an
+/// `optional` one (`fetch_optional`) or exactly `one` (`fetch_one`):
+/// `fetch!(conn, optional, "SELECT … FROM bulk_jobs WHERE id = $1", id)` is
+/// `on!(conn, |c| sqlx::query_as("…").bind(id).fetch_optional(c).await)`.
+///
+/// The statement is any expression sqlx takes as SQL; with its two texts,
+/// `fetch!(conn, all, (SQLITE, POSTGRES), args…)` runs the text of the backend.
+#[macro_export]
+macro_rules! fetch {
+    ($db:expr, all, $($statement_and_args:tt)+) => {
+        $crate::__store_statement!($db, query_as, fetch_all, [], $($statement_and_args)+)
+    };
+    ($db:expr, optional, $($statement_and_args:tt)+) => {
+        $crate::__store_statement!($db, query_as, fetch_optional, [], $($statement_and_args)+)
+    };
+    ($db:expr, one, $($statement_and_args:tt)+) => {
+        $crate::__store_statement!($db, query_as, fetch_one, [], $($statement_and_args)+)
+    };
+}
+
+/// [`fetch!`](crate::store::fetch) for rows of one column, decoded with
+/// `sqlx::query_scalar` into the column's value:
+/// `fetch_scalar!(conn, one, "SELECT COUNT(*) FROM bulk_items WHERE job_id = $1", id)` is
+/// `on!(conn, |c| sqlx::query_scalar("…").bind(id).fetch_one(c).await)`.
+#[macro_export]
+macro_rules! fetch_scalar {
+    ($db:expr, all, $($statement_and_args:tt)+) => {
+        $crate::__store_statement!($db, query_scalar, fetch_all, [], $($statement_and_args)+)
+    };
+    ($db:expr, optional, $($statement_and_args:tt)+) => {
+        $crate::__store_statement!($db, query_scalar, fetch_optional, [], $($statement_and_args)+)
+    };
+    ($db:expr, one, $($statement_and_args:tt)+) => {
+        $crate::__store_statement!($db, query_scalar, fetch_one, [], $($statement_and_args)+)
+    };
+}
+
+/// The one chain behind [`execute!`](crate::store::execute),
+/// [`fetch!`](crate::store::fetch) and [`fetch_scalar!`](crate::store::fetch_scalar):
+/// `sqlx::$query(SQL)`, each argument `.bind`ed in order, `.$run(c).await`, then
+/// `$then`; the statement is one text or a `(SQLITE, POSTGRES)` pair of `&'static str`.
+#[doc(hidden)]
+#[macro_export]
+// `c` and `sql` are this macro's own names (hygiene): a statement or an argument that
+// names a `c` of its own (a closure building the SQL) keeps it.
+macro_rules! __store_statement {
+    (
+        $db:expr, $query:ident, $run:ident, [$($then:tt)*],
+        ($sqlite:expr, $postgres:expr $(,)?) $(, $arg:expr)* $(,)?
+    ) => {
+        $crate::store::on!($db, ($sqlite, $postgres), |c, sql| ::sqlx::$query(sql)
+            $(.bind($arg))*
+            .$run(c)
+            .await
+            $($then)*)
+    };
+    ($db:expr, $query:ident, $run:ident, [$($then:tt)*], $sql:expr $(, $arg:expr)* $(,)?) => {
+        $crate::store::on!($db, |c| ::sqlx::$query($sql)
+            $(.bind($arg))*
+            .$run(c)
+            .await
+            $($then)*)
+    };
+}
+
+pub use crate::{execute, fetch, fetch_scalar};
+
 /// What a statement run with `execute` did, on either backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Done {
@@ -244,5 +339,102 @@ impl From<sqlx::postgres::PgQueryResult> for Done {
         Done {
             rows_affected: result.rows_affected(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Backend;
+    use crate::store::testing::{backends, temp_store_on};
+    use rstest_reuse::apply;
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn the_short_forms_bind_their_arguments_in_order_and_run_their_backends_text(
+        backend: Backend,
+    ) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let mut tx = store.begin_write().await.unwrap();
+        execute!(
+            &mut tx,
+            "CREATE TEMP TABLE pairs (name TEXT NOT NULL, n BIGINT NOT NULL)"
+        )
+        .unwrap();
+        let inserted = execute!(
+            &mut tx,
+            "INSERT INTO pairs (name, n) VALUES ($1, $2), ($3, $4)",
+            "a",
+            1_i64,
+            "b",
+            2_i64,
+        )
+        .unwrap();
+        assert_eq!(inserted.rows_affected(), 2);
+
+        let all: Vec<(String, i64)> =
+            fetch!(&mut tx, all, "SELECT name, n FROM pairs ORDER BY n").unwrap();
+        assert_eq!(all, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
+        let second: Option<(String, i64)> = fetch!(
+            &mut tx,
+            optional,
+            "SELECT name, n FROM pairs WHERE name = $1 AND n = $2",
+            "b",
+            2_i64
+        )
+        .unwrap();
+        assert_eq!(second, Some(("b".to_owned(), 2)));
+        let swapped: (i64, String) = fetch!(&mut tx, one, "SELECT $2, $1", "first", 2_i64).unwrap();
+        assert_eq!(swapped, (2, "first".to_owned()));
+
+        let names: Vec<String> = fetch_scalar!(
+            &mut tx,
+            all,
+            "SELECT name FROM pairs WHERE n >= $1 ORDER BY n",
+            1_i64
+        )
+        .unwrap();
+        assert_eq!(names, ["a", "b"]);
+        let missing: Option<String> = fetch_scalar!(
+            &mut tx,
+            optional,
+            "SELECT name FROM pairs WHERE n = $1",
+            3_i64,
+        )
+        .unwrap();
+        assert_eq!(missing, None);
+        let n: i64 =
+            fetch_scalar!(&mut tx, one, "SELECT n FROM pairs WHERE name = $1", "b").unwrap();
+        assert_eq!(n, 2);
+
+        let ran: String = fetch_scalar!(
+            &mut tx,
+            one,
+            ("SELECT $1 || ' on SQLite'", "SELECT $1 || ' on PostgreSQL'"),
+            "ran",
+        )
+        .unwrap();
+        assert_eq!(ran, format!("ran on {}", backend.as_str()));
+        let deleted = execute!(
+            &mut tx,
+            (
+                "DELETE FROM temp.pairs WHERE name = $1 AND n = $2",
+                "DELETE FROM pg_temp.pairs WHERE name = $1 AND n = $2",
+            ),
+            "a",
+            1_i64
+        )
+        .unwrap();
+        assert_eq!(deleted.rows_affected(), 1);
+        let left: Vec<(String, i64)> = fetch!(
+            &mut tx,
+            all,
+            (
+                "SELECT name, n FROM temp.pairs",
+                "SELECT name, n FROM pg_temp.pairs"
+            )
+        )
+        .unwrap();
+        assert_eq!(left, [("b".to_owned(), 2)]);
+        tx.rollback().await.unwrap();
     }
 }

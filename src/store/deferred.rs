@@ -4,7 +4,7 @@
 //! the key, so storing a newer one is taking the older one's place, which the caller
 //! settles in the same transaction.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch};
 use sqlx::FromRow;
 
 /// One deferred change, as stored. Times are Unix milliseconds.
@@ -37,25 +37,25 @@ pub async fn replace(
     row: &DeferredRow,
 ) -> Result<Option<DeferredRow>, sqlx::Error> {
     let older = remove(conn, &row.agent_id).await?;
-    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO deferred_changes ({COLUMNS})
+    execute!(
+        conn,
+        sqlx::AssertSqlSafe(format!(
+            "INSERT INTO deferred_changes ({COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    )))
-    .bind(&row.id)
-    .bind(&row.agent_id)
-    .bind(&row.target_state)
-    .bind(&row.reason)
-    .bind(&row.origin)
-    .bind(&row.actor)
-    .bind(&row.idempotency_key)
-    .bind(&row.bulk_job_id)
-    .bind(row.bulk_seq)
-    .bind(row.busy_since)
-    .bind(row.requested_at)
-    .bind(row.expires_at)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        )),
+        &row.id,
+        &row.agent_id,
+        &row.target_state,
+        &row.reason,
+        &row.origin,
+        &row.actor,
+        &row.idempotency_key,
+        &row.bulk_job_id,
+        row.bulk_seq,
+        row.busy_since,
+        row.requested_at,
+        row.expires_at
+    )?;
     Ok(older)
 }
 
@@ -64,12 +64,14 @@ pub async fn for_agent(
     conn: &mut impl AsConn,
     agent_id: &str,
 ) -> Result<Option<DeferredRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deferred_changes WHERE agent_id = $1"
-    )))
-    .bind(agent_id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM deferred_changes WHERE agent_id = $1"
+        )),
+        agent_id
+    )
 }
 
 /// The deferred change carrying idempotency key `key`, if one waits.
@@ -77,21 +79,25 @@ pub async fn by_idempotency_key(
     pool: &Pool,
     key: &str,
 ) -> Result<Option<DeferredRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deferred_changes WHERE idempotency_key = $1"
-    )))
-    .bind(key)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM deferred_changes WHERE idempotency_key = $1"
+        )),
+        key
+    )
 }
 
 /// Every deferred change, soonest to expire first.
 pub async fn all(pool: &Pool) -> Result<Vec<DeferredRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deferred_changes ORDER BY expires_at, agent_id"
-    )))
-    .fetch_all(c)
-    .await)
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM deferred_changes ORDER BY expires_at, agent_id"
+        ))
+    )
 }
 
 /// Removes the agent's deferred change; the removed one, if there was one.
@@ -99,23 +105,27 @@ pub async fn remove(
     conn: &mut impl AsConn,
     agent_id: &str,
 ) -> Result<Option<DeferredRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM deferred_changes WHERE agent_id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(agent_id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "DELETE FROM deferred_changes WHERE agent_id = $1 RETURNING {COLUMNS}"
+        )),
+        agent_id
+    )
 }
 
 /// Removes deferred change `id` if it still waits (not replaced or settled meanwhile);
 /// the removed row.
 pub async fn take(conn: &mut impl AsConn, id: &str) -> Result<Option<DeferredRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM deferred_changes WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "DELETE FROM deferred_changes WHERE id = $1 RETURNING {COLUMNS}"
+        )),
+        id
+    )
 }
 
 /// Notes that change `id`'s agent was found busy again in the interval that began at
@@ -125,14 +135,12 @@ pub async fn still_busy(
     id: &str,
     busy_since: Option<i64>,
 ) -> Result<bool, sqlx::Error> {
-    let done = on!(conn, |c| sqlx::query(
-        "UPDATE deferred_changes SET busy_since = $1 WHERE id = $2"
-    )
-    .bind(busy_since)
-    .bind(id)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+    let done = execute!(
+        conn,
+        "UPDATE deferred_changes SET busy_since = $1 WHERE id = $2",
+        busy_since,
+        id
+    )?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -3,7 +3,7 @@
 //! A partial unique index keeps at most one open exception per agent and kind, so a
 //! second sweep (or a restarted daemon) can never open a duplicate.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch};
 use sqlx::FromRow;
 
 /// One exception, as stored. Times are Unix milliseconds.
@@ -31,11 +31,13 @@ const COLUMNS: &str = "id, agent_id, kind, state, expected, started_at, opened_a
 
 /// Every open exception.
 pub async fn open(pool: &Pool) -> Result<Vec<ExceptionRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM adherence_exceptions WHERE closed_at IS NULL ORDER BY agent_id, kind"
-    )))
-    .fetch_all(c)
-    .await)
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM adherence_exceptions WHERE closed_at IS NULL ORDER BY agent_id, kind"
+        ))
+    )
 }
 
 /// Inserts exceptions in one statement, whatever their number.
@@ -61,8 +63,10 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
             ])
         })
         .collect();
-    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO adherence_exceptions ({COLUMNS})
+    execute!(
+        conn,
+        sqlx::AssertSqlSafe(format!(
+            "INSERT INTO adherence_exceptions ({COLUMNS})
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]'), CAST(json_extract(value, '$[5]') AS BIGINT),
@@ -71,11 +75,9 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
                 CAST(json_extract(value, '$[8]') AS BIGINT), json_extract(value, '$[9]'),
                 CAST(json_extract(value, '$[10]') AS BIGINT)
          FROM json_each($1)"
-    )))
-    .bind(serde_json::Value::Array(values).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))
+        )),
+        serde_json::Value::Array(values).to_string()
+    )
     .map(drop)
 }
 
@@ -85,18 +87,16 @@ pub async fn close_all(conn: &mut impl AsConn, closes: &[(&str, i64)]) -> Result
     if closes.is_empty() {
         return Ok(0);
     }
-    let done = on!(conn, |c| sqlx::query(
+    let done = execute!(
+        conn,
         "UPDATE adherence_exceptions
          SET closed_at = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
          FROM (SELECT json_extract(value, '$[0]') AS id,
                       CAST(json_extract(value, '$[1]') AS BIGINT) AS at
                FROM json_each($1)) AS j
          WHERE adherence_exceptions.id = j.id AND closed_at IS NULL",
-    )
-    .bind(serde_json::json!(closes).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        serde_json::json!(closes).to_string()
+    )?;
     Ok(done.rows_affected())
 }
 
@@ -109,18 +109,16 @@ pub async fn mark_severe_all(
     if severe.is_empty() {
         return Ok(0);
     }
-    let done = on!(conn, |c| sqlx::query(
+    let done = execute!(
+        conn,
         "UPDATE adherence_exceptions
          SET severe_at = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
          FROM (SELECT json_extract(value, '$[0]') AS id,
                       CAST(json_extract(value, '$[1]') AS BIGINT) AS at
                FROM json_each($1)) AS j
          WHERE adherence_exceptions.id = j.id AND closed_at IS NULL AND severe_at IS NULL",
-    )
-    .bind(serde_json::json!(severe).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        serde_json::json!(severe).to_string()
+    )?;
     Ok(done.rows_affected())
 }
 

@@ -5,7 +5,7 @@
 //! this process or any other on the same file. Each agent's result is added as it comes
 //! in, so an interrupted firing is resumed with the agents it already handled left out.
 
-use crate::store::{Done, Pool, on};
+use crate::store::{Pool, execute, fetch, fetch_scalar};
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -103,87 +103,89 @@ async fn insert(
 ) -> Result<Option<i64>, sqlx::Error> {
     let finished = (outcome != "running").then_some(to_ms(now));
     let mut tx = store.begin_write().await?;
-    let id: Option<i64> = on!(tx, |c| {
-        sqlx::query_scalar(
+    let id: Option<i64> = fetch_scalar!(
+        tx,
+        optional,
         "INSERT INTO rule_firings (rule, slot_at, outcome, definition, started_at, finished_at, note)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (rule, slot_at) DO NOTHING
          RETURNING id",
-    )
-    .bind(rule)
-    .bind(to_ms(slot))
-    .bind(outcome)
-    .bind(definition.to_string())
-    .bind(to_ms(now))
-    .bind(finished)
-    .bind(note)
-    .fetch_optional(c)
-    .await
-    })?;
+        rule,
+        to_ms(slot),
+        outcome,
+        definition.to_string(),
+        to_ms(now),
+        finished,
+        note
+    )?;
     tx.commit().await?;
     Ok(id)
 }
 
 /// The latest slot of `rule` recorded in any way (fired, running, skipped).
 pub async fn last_slot(pool: &Pool, rule: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let latest: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT MAX(slot_at) FROM rule_firings WHERE rule = $1"
-    )
-    .bind(rule)
-    .fetch_one(c)
-    .await)?;
+    let latest: Option<i64> = fetch_scalar!(
+        pool,
+        one,
+        "SELECT MAX(slot_at) FROM rule_firings WHERE rule = $1",
+        rule
+    )?;
     Ok(latest.map(from_ms))
 }
 
 /// Firings still running: interrupted by a crash or a shutdown, unless this process
 /// is running them.
 pub async fn running(pool: &Pool) -> Result<Vec<FiringRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM rule_firings WHERE outcome = 'running' ORDER BY slot_at, id"
-    )))
-    .fetch_all(c)
-    .await)
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM rule_firings WHERE outcome = 'running' ORDER BY slot_at, id"
+        ))
+    )
 }
 
 /// One firing.
 pub async fn get(pool: &Pool, id: i64) -> Result<Option<FiringRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM rule_firings WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM rule_firings WHERE id = $1")),
+        id
+    )
 }
 
 /// The firings of `rule`, oldest slot first.
 pub async fn of_rule(pool: &Pool, rule: &str) -> Result<Vec<FiringRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM rule_firings WHERE rule = $1 ORDER BY slot_at"
-    )))
-    .bind(rule)
-    .fetch_all(c)
-    .await)
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM rule_firings WHERE rule = $1 ORDER BY slot_at"
+        )),
+        rule
+    )
 }
 
 /// The agents a firing has handled so far.
 pub async fn agents(pool: &Pool, firing_id: i64) -> Result<Vec<AgentRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(
+    fetch!(
+        pool,
+        all,
         "SELECT agent_id, outcome, reason, detail, attempt_id FROM rule_firing_agents
          WHERE firing_id = $1 ORDER BY agent_id",
+        firing_id
     )
-    .bind(firing_id)
-    .fetch_all(c)
-    .await)
 }
 
 /// The ids of the agents a firing has handled so far.
 pub async fn handled(pool: &Pool, firing_id: i64) -> Result<HashSet<String>, sqlx::Error> {
-    let ids: Vec<String> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT agent_id FROM rule_firing_agents WHERE firing_id = $1"
-    )
-    .bind(firing_id)
-    .fetch_all(c)
-    .await)?;
+    let ids: Vec<String> = fetch_scalar!(
+        pool,
+        all,
+        "SELECT agent_id FROM rule_firing_agents WHERE firing_id = $1",
+        firing_id
+    )?;
     Ok(ids.into_iter().collect())
 }
 
@@ -202,7 +204,8 @@ pub async fn record_agents(
         .map(|r| json!([r.agent_id, r.outcome, r.reason, r.detail, r.attempt_id]))
         .collect();
     let mut tx = store.begin_write().await?;
-    on!(tx, |c| sqlx::query(
+    execute!(
+        tx,
         "INSERT INTO rule_firing_agents (firing_id, agent_id, outcome, reason, detail, attempt_id)
          SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
@@ -210,12 +213,9 @@ pub async fn record_agents(
          FROM json_each($2)
          WHERE true
          ON CONFLICT (firing_id, agent_id) DO NOTHING",
-    )
-    .bind(firing_id)
-    .bind(serde_json::Value::Array(rows).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        firing_id,
+        serde_json::Value::Array(rows).to_string()
+    )?;
     tx.commit().await
 }
 
@@ -230,8 +230,11 @@ pub async fn finish(
     now: DateTime<Utc>,
 ) -> Result<FiringRow, sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let row = on!(tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE rule_firings SET
+    let row = fetch!(
+        tx,
+        one,
+        sqlx::AssertSqlSafe(format!(
+            "UPDATE rule_firings SET
             outcome = $1, targets = COALESCE($2, targets), note = $3, finished_at = $4,
             changed = (SELECT COUNT(*) FROM rule_firing_agents a
                        WHERE a.firing_id = rule_firings.id AND a.outcome = 'changed'),
@@ -247,14 +250,13 @@ pub async fn finish(
                                     AND a.outcome = 'skipped' AND a.reason = 'on_contact')
          WHERE id = $5
          RETURNING {COLUMNS}"
-    )))
-    .bind(outcome)
-    .bind(targets.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
-    .bind(note)
-    .bind(to_ms(now))
-    .bind(firing_id)
-    .fetch_one(c)
-    .await)?;
+        )),
+        outcome,
+        targets.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+        note,
+        to_ms(now),
+        firing_id
+    )?;
     tx.commit().await?;
     Ok(row)
 }

@@ -4,7 +4,7 @@
 //! change closes the open interval at the change's instant and opens the next one, in
 //! the caller's transaction.
 
-use crate::store::{AsConn, Db, Done, Pool, on};
+use crate::store::{AsConn, Db, Pool, execute, fetch};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -86,12 +86,14 @@ pub async fn open_interval(
     conn: &mut impl AsConn,
     agent_id: &str,
 ) -> Result<Option<IntervalRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM state_intervals WHERE agent_id = $1 AND ended_at IS NULL"
-    )))
-    .bind(agent_id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM state_intervals WHERE agent_id = $1 AND ended_at IS NULL"
+        )),
+        agent_id
+    )
 }
 
 /// Names `attempt_id` as the change that began interval `id` (recorded by state sync
@@ -101,14 +103,12 @@ pub async fn link_attempt(
     id: i64,
     attempt_id: &str,
 ) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
-        "UPDATE state_intervals SET attempt_id = $1 WHERE id = $2"
+    execute!(
+        conn,
+        "UPDATE state_intervals SET attempt_id = $1 WHERE id = $2",
+        attempt_id,
+        id
     )
-    .bind(attempt_id)
-    .bind(id)
-    .execute(c)
-    .await
-    .map(Done::from))
     .map(drop)
 }
 
@@ -145,18 +145,20 @@ pub async fn switch_states(
             "AND agent_id = ANY (ARRAY(SELECT json_extract(value, '$[0]') FROM json_each($1)))"
         }
     };
-    let closed: Vec<IntervalRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE state_intervals
+    let closed: Vec<IntervalRow> = fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "UPDATE state_intervals
          SET ended_at = CASE WHEN j.at > started_at THEN j.at ELSE started_at END
          FROM (SELECT json_extract(value, '$[0]') AS agent,
                       CAST(json_extract(value, '$[1]') AS BIGINT) AS at
                FROM json_each($1)) AS j
          WHERE agent_id = j.agent AND ended_at IS NULL {listed}
          RETURNING {COLUMNS}"
-    )))
-    .bind(serde_json::Value::Array(closes).to_string())
-    .fetch_all(c)
-    .await)?;
+        )),
+        serde_json::Value::Array(closes).to_string()
+    )?;
     let closed: HashMap<String, IntervalRow> = closed
         .into_iter()
         .map(|row| (row.agent_id.clone(), row))
@@ -176,17 +178,15 @@ pub async fn switch_states(
             ])
         })
         .collect();
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO state_intervals (agent_id, state, reason, origin, started_at, attempt_id)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 CAST(json_extract(value, '$[4]') AS BIGINT), json_extract(value, '$[5]')
          FROM json_each($1)",
-    )
-    .bind(serde_json::Value::Array(opens).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        serde_json::Value::Array(opens).to_string()
+    )?;
     Ok(closed)
 }
 
@@ -195,23 +195,27 @@ pub async fn open_intervals(
     conn: &mut impl AsConn,
     agent_ids: &[&str],
 ) -> Result<HashMap<String, IntervalRow>, sqlx::Error> {
-    let rows: Vec<IntervalRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM state_intervals
+    let rows: Vec<IntervalRow> = fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM state_intervals
          WHERE ended_at IS NULL AND agent_id IN (SELECT value FROM json_each($1))"
-    )))
-    .bind(json!(agent_ids).to_string())
-    .fetch_all(c)
-    .await)?;
+        )),
+        json!(agent_ids).to_string()
+    )?;
     Ok(rows.into_iter().map(|r| (r.agent_id.clone(), r)).collect())
 }
 
 /// Every agent's open interval.
 pub async fn all_open(pool: &Pool) -> Result<Vec<IntervalRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM state_intervals WHERE ended_at IS NULL"
-    )))
-    .fetch_all(c)
-    .await)
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM state_intervals WHERE ended_at IS NULL"
+        ))
+    )
 }
 
 /// The agent's intervals that overlap `[from, to)`, oldest first.
@@ -221,16 +225,18 @@ pub async fn overlapping(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<IntervalRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM state_intervals
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM state_intervals
          WHERE agent_id = $1 AND started_at < $2 AND (ended_at IS NULL OR ended_at > $3)
          ORDER BY started_at, id"
-    )))
-    .bind(agent_id)
-    .bind(to_ms(to))
-    .bind(to_ms(from))
-    .fetch_all(c)
-    .await)
+        )),
+        agent_id,
+        to_ms(to),
+        to_ms(from)
+    )
 }
 
 #[cfg(test)]
@@ -239,6 +245,7 @@ mod tests {
     use crate::store::Backend;
     use crate::store::testing::backends;
     use crate::store::testing::temp_store_on;
+    use crate::store::{Done, on};
     use chrono::Duration;
     use rstest_reuse::apply;
 

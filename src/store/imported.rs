@@ -1,7 +1,7 @@
 //! Shifts imported from a file (`wfmd schedules import`): one row per agent and shift.
 //! An import replaces the agent's imported shifts that overlap the imported ones.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -41,16 +41,13 @@ pub async fn replace(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     for shift in shifts {
-        on!(conn, |c| {
-            sqlx::query(
+        execute!(
+            conn,
             "DELETE FROM imported_shifts WHERE agent_id = $1 AND shift_start < $2 AND shift_end > $3",
-        )
-        .bind(&shift.agent_id)
-        .bind(to_ms(shift.end))
-        .bind(to_ms(shift.start))
-        .execute(c)
-        .await.map(Done::from)
-        })?;
+            &shift.agent_id,
+            to_ms(shift.end),
+            to_ms(shift.start)
+        )?;
     }
     for shift in shifts {
         let breaks: Vec<BreakJson> = shift
@@ -72,24 +69,22 @@ pub async fn replace(
                 title: a.title.clone(),
             })
             .collect();
-        on!(conn, |c| sqlx::query(
+        execute!(
+            conn,
             "INSERT INTO imported_shifts \
              (agent_id, shift_start, shift_end, timezone, breaks, imported_at, activities) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (agent_id, shift_start) DO UPDATE SET shift_end = excluded.shift_end, \
              timezone = excluded.timezone, breaks = excluded.breaks, \
              imported_at = excluded.imported_at, activities = excluded.activities",
-        )
-        .bind(&shift.agent_id)
-        .bind(to_ms(shift.start))
-        .bind(to_ms(shift.end))
-        .bind(&shift.timezone)
-        .bind(serde_json::to_string(&breaks).expect("breaks serialize"))
-        .bind(to_ms(now))
-        .bind(serde_json::to_string(&activities).expect("activities serialize"))
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            &shift.agent_id,
+            to_ms(shift.start),
+            to_ms(shift.end),
+            &shift.timezone,
+            serde_json::to_string(&breaks).expect("breaks serialize"),
+            to_ms(now),
+            serde_json::to_string(&activities).expect("activities serialize")
+        )?;
     }
     Ok(())
 }
@@ -102,23 +97,23 @@ pub async fn for_agent(
     after: DateTime<Utc>,
 ) -> Result<Option<Vec<ImportedShift>>, sqlx::Error> {
     // A BIGINT column, not a literal `1` (an INT4 on PostgreSQL, which i64 refuses).
-    let any: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT shift_start FROM imported_shifts WHERE agent_id = $1 LIMIT 1"
-    )
-    .bind(agent_id)
-    .fetch_optional(c)
-    .await)?;
+    let any: Option<i64> = fetch_scalar!(
+        pool,
+        optional,
+        "SELECT shift_start FROM imported_shifts WHERE agent_id = $1 LIMIT 1",
+        agent_id
+    )?;
     if any.is_none() {
         return Ok(None);
     }
-    let rows: Vec<(i64, i64, Option<String>, String, String)> = on!(pool, |c| sqlx::query_as(
+    let rows: Vec<(i64, i64, Option<String>, String, String)> = fetch!(
+        pool,
+        all,
         "SELECT shift_start, shift_end, timezone, breaks, activities FROM imported_shifts \
          WHERE agent_id = $1 AND shift_end > $2 ORDER BY shift_start",
-    )
-    .bind(agent_id)
-    .bind(to_ms(after))
-    .fetch_all(c)
-    .await)?;
+        agent_id,
+        to_ms(after)
+    )?;
     Ok(Some(
         rows.into_iter()
             .map(|(start, end, timezone, breaks, activities)| {
@@ -155,9 +150,9 @@ pub async fn for_agent(
 
 /// Every agent with an imported shift.
 pub async fn agents(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_scalar(
+    fetch_scalar!(
+        pool,
+        all,
         "SELECT DISTINCT agent_id FROM imported_shifts ORDER BY agent_id"
     )
-    .fetch_all(c)
-    .await)
 }

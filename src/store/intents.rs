@@ -12,7 +12,7 @@
 //! transition` beside the daemon) may still have its call in flight, so it is settled
 //! only once it is older than any call can take.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch};
 use sqlx::FromRow;
 
 /// One intent, as stored. Times are Unix milliseconds.
@@ -33,33 +33,31 @@ const COLUMNS: &str = "attempt_id, agent_id, target_state, reason, origin, actor
      idempotency_key, requested_at, owner";
 
 pub async fn insert(conn: &mut impl AsConn, row: &IntentRow) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO transition_intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-    )))
-    .bind(&row.attempt_id)
-    .bind(&row.agent_id)
-    .bind(&row.target_state)
-    .bind(&row.reason)
-    .bind(&row.origin)
-    .bind(&row.actor)
-    .bind(&row.idempotency_key)
-    .bind(row.requested_at)
-    .bind(&row.owner)
-    .execute(c)
-    .await
-    .map(Done::from))
+    execute!(
+        conn,
+        sqlx::AssertSqlSafe(format!(
+            "INSERT INTO transition_intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        )),
+        &row.attempt_id,
+        &row.agent_id,
+        &row.target_state,
+        &row.reason,
+        &row.origin,
+        &row.actor,
+        &row.idempotency_key,
+        row.requested_at,
+        &row.owner
+    )
     .map(drop)
 }
 
 /// Removes the intent of `attempt_id`, in the transaction that records its outcome.
 pub async fn delete(conn: &mut impl AsConn, attempt_id: &str) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
-        "DELETE FROM transition_intents WHERE attempt_id = $1"
+    execute!(
+        conn,
+        "DELETE FROM transition_intents WHERE attempt_id = $1",
+        attempt_id
     )
-    .bind(attempt_id)
-    .execute(c)
-    .await
-    .map(Done::from))
     .map(drop)
 }
 
@@ -70,15 +68,17 @@ pub async fn unsettled(
     owner: &str,
     others_before: i64,
 ) -> Result<Vec<IntentRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_intents
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM transition_intents
          WHERE owner = $1 OR requested_at < $2
          ORDER BY requested_at"
-    )))
-    .bind(owner)
-    .bind(others_before)
-    .fetch_all(c)
-    .await)
+        )),
+        owner,
+        others_before
+    )
 }
 
 /// The intent of `attempt_id`, if it is still there.
@@ -86,20 +86,24 @@ pub async fn get(
     conn: &mut impl AsConn,
     attempt_id: &str,
 ) -> Result<Option<IntentRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_intents WHERE attempt_id = $1"
-    )))
-    .bind(attempt_id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM transition_intents WHERE attempt_id = $1"
+        )),
+        attempt_id
+    )
 }
 
 /// The intent carrying idempotency key `key`, if one is left over.
 pub async fn by_idempotency_key(pool: &Pool, key: &str) -> Result<Option<IntentRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM transition_intents WHERE idempotency_key = $1"
-    )))
-    .bind(key)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM transition_intents WHERE idempotency_key = $1"
+        )),
+        key
+    )
 }

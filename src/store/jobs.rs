@@ -5,7 +5,7 @@
 //! each with its outcome. Writes take a connection (`AsConn`) so the engine composes
 //! them with the audit entry and the `bulk.completed` event in one transaction.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use serde_json::json;
 use sqlx::FromRow;
 
@@ -129,24 +129,22 @@ pub async fn insert(
     job: &NewJob<'_>,
     items: &[NewItem],
 ) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO bulk_jobs (id, idempotency_key, request_hash, target_state, reason, team,
                                 reverts_job_id, actor, created_at, defer_for_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(job.id)
-    .bind(job.idempotency_key)
-    .bind(job.request_hash)
-    .bind(job.target_state)
-    .bind(job.reason)
-    .bind(job.team)
-    .bind(job.reverts_job_id)
-    .bind(job.actor)
-    .bind(job.created_at)
-    .bind(job.defer_for_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        job.id,
+        job.idempotency_key,
+        job.request_hash,
+        job.target_state,
+        job.reason,
+        job.team,
+        job.reverts_job_id,
+        job.actor,
+        job.created_at,
+        job.defer_for_ms
+    )?;
     // One statement whatever the number: a 10,000-agent job must not cost 10,000 round
     // trips inside the write lock.
     let rows: Vec<_> = items
@@ -163,7 +161,8 @@ pub async fn insert(
             ])
         })
         .collect();
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO bulk_items (job_id, seq, agent_id, target_state, reason, outcome, error,
                                  finished_at)
          SELECT $1, CAST(json_extract(value, '$[0]') AS BIGINT), json_extract(value, '$[1]'),
@@ -171,13 +170,10 @@ pub async fn insert(
                 COALESCE(json_extract(value, '$[4]'), 'pending'), json_extract(value, '$[5]'),
                 CAST(CASE WHEN json_extract(value, '$[5]') IS NULL THEN NULL ELSE $2 END AS BIGINT)
          FROM json_each($3)",
-    )
-    .bind(job.id)
-    .bind(job.created_at)
-    .bind(serde_json::Value::Array(rows).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        job.id,
+        job.created_at,
+        serde_json::Value::Array(rows).to_string()
+    )?;
     Ok(())
 }
 
@@ -186,12 +182,14 @@ pub async fn by_idempotency_key(
     conn: &mut impl AsConn,
     key: &str,
 ) -> Result<Option<JobRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE idempotency_key = $1"
-    )))
-    .bind(key)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE idempotency_key = $1"
+        )),
+        key
+    )
 }
 
 pub async fn get(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
@@ -200,44 +198,48 @@ pub async fn get(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
 
 /// [`get`] on a given connection (a transaction).
 pub async fn get_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM bulk_jobs WHERE id = $1")),
+        id
+    )
 }
 
 /// Every item of the job, in request order.
 pub async fn items(conn: &mut impl AsConn, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = $1 ORDER BY seq"
-    )))
-    .bind(job_id)
-    .fetch_all(c)
-    .await)
+    fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = $1 ORDER BY seq"
+        )),
+        job_id
+    )
 }
 
 /// The items still pending, in request order: those never taken, and those taken by a
 /// run that did not settle them (a crash), which carry their `started_at`.
 pub async fn pending(pool: &Pool, job_id: &str) -> Result<Vec<ItemRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = $1 AND outcome = 'pending'
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {ITEM_COLUMNS} FROM bulk_items WHERE job_id = $1 AND outcome = 'pending'
          ORDER BY seq"
-    )))
-    .bind(job_id)
-    .fetch_all(c)
-    .await)
+        )),
+        job_id
+    )
 }
 
 /// The job's item counts by outcome.
 pub async fn counts(conn: &mut impl AsConn, job_id: &str) -> Result<Counts, sqlx::Error> {
-    let rows: Vec<(String, i64)> = on!(conn, |c| sqlx::query_as(
+    let rows: Vec<(String, i64)> = fetch!(
+        conn,
+        all,
         "SELECT outcome, COUNT(*) FROM bulk_items WHERE job_id = $1 GROUP BY outcome",
-    )
-    .bind(job_id)
-    .fetch_all(c)
-    .await)?;
+        job_id
+    )?;
     let mut counts = Counts::default();
     for (outcome, n) in rows {
         match outcome.as_str() {
@@ -256,11 +258,11 @@ pub async fn counts(conn: &mut impl AsConn, job_id: &str) -> Result<Counts, sqlx
 
 /// Ids of the jobs not finished yet, oldest first.
 pub async fn unfinished(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_scalar(
-        "SELECT id FROM bulk_jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id",
+    fetch_scalar!(
+        pool,
+        all,
+        "SELECT id FROM bulk_jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
     )
-    .fetch_all(c)
-    .await)
 }
 
 /// Moves a queued job to `running`.
@@ -269,15 +271,13 @@ pub async fn mark_running(
     job_id: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "UPDATE bulk_jobs SET status = 'running', started_at = COALESCE(started_at, $1)
          WHERE id = $2 AND status = 'queued'",
+        at,
+        job_id
     )
-    .bind(at)
-    .bind(job_id)
-    .execute(c)
-    .await
-    .map(Done::from))
     .map(drop)
 }
 
@@ -288,16 +288,14 @@ pub async fn take(
     seq: i64,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let taken = on!(conn, |c| sqlx::query(
+    let taken = execute!(
+        conn,
         "UPDATE bulk_items SET started_at = $1
          WHERE job_id = $2 AND seq = $3 AND outcome = 'pending' AND started_at IS NULL",
-    )
-    .bind(at)
-    .bind(job_id)
-    .bind(seq)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        at,
+        job_id,
+        seq
+    )?;
     Ok(taken.rows_affected() == 1)
 }
 
@@ -322,22 +320,20 @@ async fn settle_from(
     settlement: &Settlement<'_>,
     at: i64,
 ) -> Result<bool, sqlx::Error> {
-    let settled = on!(conn, |c| sqlx::query(
+    let settled = execute!(
+        conn,
         "UPDATE bulk_items SET outcome = $1, violation = $2, error = $3, attempt_id = $4,
                                finished_at = $5
          WHERE job_id = $6 AND seq = $7 AND outcome = $8",
-    )
-    .bind(settlement.outcome)
-    .bind(settlement.violation)
-    .bind(settlement.error)
-    .bind(settlement.attempt_id)
-    .bind(at)
-    .bind(job_id)
-    .bind(seq)
-    .bind(from)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        settlement.outcome,
+        settlement.violation,
+        settlement.error,
+        settlement.attempt_id,
+        at,
+        job_id,
+        seq,
+        from
+    )?;
     Ok(settled.rows_affected() == 1)
 }
 
@@ -348,15 +344,13 @@ pub async fn defer_item(
     job_id: &str,
     seq: i64,
 ) -> Result<bool, sqlx::Error> {
-    let deferred = on!(conn, |c| sqlx::query(
+    let deferred = execute!(
+        conn,
         "UPDATE bulk_items SET outcome = 'deferred'
          WHERE job_id = $1 AND seq = $2 AND outcome = 'pending'",
-    )
-    .bind(job_id)
-    .bind(seq)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        job_id,
+        seq
+    )?;
     Ok(deferred.rows_affected() == 1)
 }
 
@@ -377,12 +371,12 @@ pub async fn deferred_agents(
     conn: &mut impl AsConn,
     job_id: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_scalar(
+    fetch_scalar!(
+        conn,
+        all,
         "SELECT agent_id FROM bulk_items WHERE job_id = $1 AND outcome = 'deferred' ORDER BY seq",
+        job_id
     )
-    .bind(job_id)
-    .fetch_all(c)
-    .await)
 }
 
 /// Notes a cancellation request and cancels the items not taken yet; returns how many.
@@ -391,24 +385,20 @@ pub async fn cancel_untaken(
     job_id: &str,
     at: i64,
 ) -> Result<u64, sqlx::Error> {
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "UPDATE bulk_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, $1)
          WHERE id = $2",
-    )
-    .bind(at)
-    .bind(job_id)
-    .execute(c)
-    .await
-    .map(Done::from))?;
-    let cancelled = on!(conn, |c| sqlx::query(
+        at,
+        job_id
+    )?;
+    let cancelled = execute!(
+        conn,
         "UPDATE bulk_items SET outcome = 'cancelled', finished_at = $1
          WHERE job_id = $2 AND outcome = 'pending' AND started_at IS NULL",
-    )
-    .bind(at)
-    .bind(job_id)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        at,
+        job_id
+    )?;
     Ok(cancelled.rows_affected())
 }
 
@@ -420,17 +410,19 @@ pub async fn finish(
     job_id: &str,
     at: i64,
 ) -> Result<Option<JobRow>, sqlx::Error> {
-    on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE bulk_jobs
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "UPDATE bulk_jobs
          SET status = CASE WHEN cancel_requested_at IS NULL THEN 'completed' ELSE 'cancelled' END,
              started_at = COALESCE(started_at, $1), finished_at = $1
          WHERE id = $2 AND status IN ('queued', 'running')
          RETURNING {JOB_COLUMNS}"
-    )))
-    .bind(at)
-    .bind(job_id)
-    .fetch_optional(c)
-    .await)
+        )),
+        at,
+        job_id
+    )
 }
 
 /// What a revert needs about one agent the job moved: the state the change left (from
@@ -448,7 +440,9 @@ pub async fn moved(pool: &Pool, job_id: &str) -> Result<Vec<Moved>, sqlx::Error>
     // The interval a change closed is the agent's interval just before the one the
     // change opened (intervals of one agent are inserted in order, each closing the
     // last). Filtering on agent_id first keeps both lookups on the agent's index.
-    on!(pool, |c| sqlx::query_as(
+    fetch!(
+        pool,
+        all,
         "SELECT i.agent_id, a.from_state,
                 (SELECT p.reason FROM state_intervals p
                  WHERE p.agent_id = i.agent_id AND p.id < o.id
@@ -458,10 +452,8 @@ pub async fn moved(pool: &Pool, job_id: &str) -> Result<Vec<Moved>, sqlx::Error>
          LEFT JOIN state_intervals o ON o.agent_id = i.agent_id AND o.attempt_id = a.id
          WHERE i.job_id = $1 AND i.outcome = 'succeeded'
          ORDER BY i.seq",
+        job_id
     )
-    .bind(job_id)
-    .fetch_all(c)
-    .await)
 }
 
 #[cfg(test)]

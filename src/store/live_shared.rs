@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::store::{Done, Pool, Store, on};
+use crate::store::{Pool, Store, execute, fetch};
 
 /// One shared view: its name in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,17 +35,15 @@ pub async fn publish(
 ) -> Result<(), sqlx::Error> {
     let body = serde_json::to_string(value).expect("a shared view serializes");
     let mut tx = store.begin_write().await?;
-    on!(&mut tx, |c| sqlx::query(
+    execute!(
+        &mut tx,
         "INSERT INTO live_shared (name, body, published_at) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO UPDATE SET body = excluded.body,
              published_at = excluded.published_at",
-    )
-    .bind(view.name())
-    .bind(body)
-    .bind(now_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        view.name(),
+        body,
+        now_ms
+    )?;
     tx.commit().await
 }
 
@@ -58,13 +56,13 @@ pub async fn changed<T: DeserializeOwned>(
     view: View,
     seen_ms: i64,
 ) -> Result<Option<(T, i64)>, sqlx::Error> {
-    let row: Option<(String, i64)> = on!(pool, |c| sqlx::query_as(
-        "SELECT body, published_at FROM live_shared WHERE name = $1 AND published_at <> $2"
-    )
-    .bind(view.name())
-    .bind(seen_ms)
-    .fetch_optional(c)
-    .await)?;
+    let row: Option<(String, i64)> = fetch!(
+        pool,
+        optional,
+        "SELECT body, published_at FROM live_shared WHERE name = $1 AND published_at <> $2",
+        view.name(),
+        seen_ms
+    )?;
     Ok(row.and_then(|(body, at)| match serde_json::from_str(&body) {
         Ok(value) => Some((value, at)),
         Err(error) => {

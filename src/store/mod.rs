@@ -56,8 +56,8 @@ use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::SqliteConnection;
 
-pub use db::on;
 pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
+pub use db::{execute, fetch, fetch_scalar, on};
 pub use postgres::Role;
 
 /// The embedded SQLite migrations (`migrations/sqlite/`), applied at start and by `wfmd migrate`.
@@ -305,11 +305,11 @@ impl Store {
         if self.applied_migrations().await? == 0 {
             return Ok(());
         }
-        let newest: Option<i64> = on!(&self.read, |c| sqlx::query_scalar(
+        let newest: Option<i64> = fetch_scalar!(
+            &self.read,
+            one,
             "SELECT MAX(version) FROM _sqlx_migrations WHERE success"
-        )
-        .fetch_one(c)
-        .await)?;
+        )?;
         match newest {
             Some(newest) if newest > known => anyhow::bail!(
                 "the database was migrated by a newer wfmd (its newest migration is \
@@ -322,23 +322,23 @@ impl Store {
 
     /// How many migrations the database has applied.
     pub async fn applied_migrations(&self) -> anyhow::Result<usize> {
-        let exists: Option<String> = on!(
+        let exists: Option<String> = fetch_scalar!(
             &self.read,
+            optional,
             (
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
                 "SELECT table_name::text FROM information_schema.tables
                  WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
-            ),
-            |c, sql| sqlx::query_scalar(sql).fetch_optional(c).await
+            )
         )?;
         if exists.is_none() {
             return Ok(0);
         }
-        let count: i64 = on!(&self.read, |c| sqlx::query_scalar(
+        let count: i64 = fetch_scalar!(
+            &self.read,
+            one,
             "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"
-        )
-        .fetch_one(c)
-        .await)?;
+        )?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
 
@@ -410,14 +410,12 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_write_unfenced().await?;
-        on!(&mut tx, |c| sqlx::query(
+        execute!(
+            &mut tx,
             "INSERT INTO write_probe (id, at) VALUES (1, $1)
              ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-        )
-        .bind(to_ms(Utc::now()))
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            to_ms(Utc::now())
+        )?;
         tx.commit().await
     }
 
@@ -516,25 +514,21 @@ impl Store {
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        on!(&self.read, |c| sqlx::query("SELECT 1")
-            .execute(c)
-            .await
-            .map(Done::from))
-        .map(drop)
+        execute!(&self.read, "SELECT 1").map(drop)
     }
 
     /// The database's size in bytes: on SQLite the file's pages in use and free (the
     /// WAL not counted), on PostgreSQL the tables and indexes of the store's schema.
     pub async fn size_bytes(&self) -> Result<i64, sqlx::Error> {
-        on!(
+        fetch_scalar!(
             &self.read,
+            one,
             (
                 "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = current_schema() AND c.relkind = 'r'",
-            ),
-            |c, sql| sqlx::query_scalar(sql).fetch_one(c).await
+            )
         )
     }
 

@@ -4,7 +4,7 @@
 //! Delivery (claiming, signing, retrying) reads these rows in `seq` order, which is
 //! commit order.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use sqlx::FromRow;
@@ -81,49 +81,47 @@ pub async fn enqueue_all(
             row
         })
         .collect();
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO outbox_events (id, event_type, agent_id, payload, created_at)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 CAST(json_extract(value, '$[4]') AS BIGINT)
          FROM json_each($1)",
-    )
-    .bind(serde_json::Value::Array(rows).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        serde_json::Value::Array(rows).to_string()
+    )?;
     Ok(ids)
 }
 
 /// Events after `after_seq` in commit order, at most `limit`.
 pub async fn after(pool: &Pool, after_seq: i64, limit: i64) -> Result<Vec<EventRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(
+    fetch!(
+        pool,
+        all,
         "SELECT seq, id, event_type, agent_id, payload, created_at FROM outbox_events
          WHERE seq > $1 ORDER BY seq LIMIT $2",
+        after_seq,
+        limit
     )
-    .bind(after_seq)
-    .bind(limit)
-    .fetch_all(c)
-    .await)
 }
 
 /// The newest event: its sequence and id.
 pub async fn head(pool: &Pool) -> Result<Option<(i64, String)>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(
+    fetch!(
+        pool,
+        optional,
         "SELECT seq, id FROM outbox_events ORDER BY seq DESC LIMIT 1"
     )
-    .fetch_optional(c)
-    .await)
 }
 
 /// The sequence of the event `id`, if it is still stored.
 pub async fn seq_of(pool: &Pool, id: &str) -> Result<Option<i64>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_scalar(
-        "SELECT seq FROM outbox_events WHERE id = $1"
+    fetch_scalar!(
+        pool,
+        optional,
+        "SELECT seq FROM outbox_events WHERE id = $1",
+        id
     )
-    .bind(id)
-    .fetch_optional(c)
-    .await)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! transaction: reports asked about an earlier window can then say "not kept before"
 //! instead of counting what is left.
 
-use crate::store::{AsConn, Backend, Done, Pool, on};
+use crate::store::{AsConn, Backend, Pool, execute, fetch, fetch_scalar};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -124,7 +124,8 @@ pub async fn prune_batch(
         Kind::Audit => prune_audit(&mut tx, cutoff_ms, limit, now).await?,
     };
     if removed > 0 {
-        on!(tx, |c| sqlx::query(
+        execute!(
+            tx,
             "INSERT INTO retention_horizons (kind, kept_from, pruned_rows, updated_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (kind) DO UPDATE SET
@@ -132,14 +133,11 @@ pub async fn prune_batch(
                      THEN excluded.kept_from ELSE retention_horizons.kept_from END,
                  pruned_rows = retention_horizons.pruned_rows + excluded.pruned_rows,
                  updated_at = excluded.updated_at",
-        )
-        .bind(kind.as_str())
-        .bind(kept_from)
-        .bind(i64::try_from(removed).unwrap_or(i64::MAX))
-        .bind(to_ms(now))
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            kind.as_str(),
+            kept_from,
+            i64::try_from(removed).unwrap_or(i64::MAX),
+            to_ms(now)
+        )?;
     }
     tx.commit().await?;
     let held = locked.elapsed();
@@ -183,26 +181,18 @@ async fn delete_rows(
     };
     let sql =
         format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {older} LIMIT $2)");
-    Ok(on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(cutoff_ms)
-        .bind(limit)
-        .execute(c)
-        .await
-        .map(Done::from))?
-    .rows_affected())
+    Ok(execute!(conn, sqlx::AssertSqlSafe(sql), cutoff_ms, limit)?.rows_affected())
 }
 
 /// The time of the oldest state interval or transition attempt (Unix ms), `None` when
 /// there is neither.
 pub async fn oldest_raw_record(store: &Store) -> Result<Option<i64>, sqlx::Error> {
-    on!(store.reader(), |c| {
-        sqlx::query_scalar(
+    fetch_scalar!(
+        store.reader(),
+        one,
         "SELECT MIN(at) FROM (SELECT MIN(started_at) AS at FROM state_intervals
-                             UNION ALL SELECT MIN(requested_at) FROM transition_attempts) AS oldest",
+                             UNION ALL SELECT MIN(requested_at) FROM transition_attempts) AS oldest"
     )
-    .fetch_one(c)
-    .await
-    })
 }
 
 /// Outbox events past the cutoff that every endpoint has settled (none pending), with
@@ -214,7 +204,9 @@ async fn prune_outbox(
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let seqs: Vec<i64> = on!(conn, |c| sqlx::query_scalar(
+    let seqs: Vec<i64> = fetch_scalar!(
+        conn,
+        all,
         "SELECT e.seq FROM outbox_events e
          WHERE e.created_at < $1
            AND e.seq <= (SELECT last_event_seq FROM webhook_cursor WHERE id = 1)
@@ -223,12 +215,10 @@ async fn prune_outbox(
            AND $2 = EXISTS (SELECT 1 FROM webhook_deliveries d
                             WHERE d.event_seq = e.seq AND d.status = 'dead')
          ORDER BY e.seq LIMIT $3",
-    )
-    .bind(cutoff_ms)
-    .bind(dead)
-    .bind(limit)
-    .fetch_all(c)
-    .await)?;
+        cutoff_ms,
+        dead,
+        limit
+    )?;
     if seqs.is_empty() {
         return Ok(0);
     }
@@ -255,12 +245,7 @@ async fn delete_listed(
 ) -> Result<u64, sqlx::Error> {
     let mut removed = 0;
     for sql in statements {
-        removed = on!(conn, |c| sqlx::query(*sql)
-            .bind(ids)
-            .execute(c)
-            .await
-            .map(Done::from))?
-        .rows_affected();
+        removed = execute!(conn, *sql, ids)?.rows_affected();
     }
     Ok(removed)
 }
@@ -307,11 +292,13 @@ async fn prune_parents(
         ),
         other => unreachable!("{other} has no children"),
     };
-    let ids: String = on!(conn, |c| sqlx::query_scalar(select)
-        .bind(cutoff_ms)
-        .bind((limit / CHILDREN_PER_PARENT).max(1))
-        .fetch_one(c)
-        .await)?;
+    let ids: String = fetch_scalar!(
+        conn,
+        one,
+        select,
+        cutoff_ms,
+        (limit / CHILDREN_PER_PARENT).max(1)
+    )?;
     if ids == "[]" {
         return Ok(0);
     }
@@ -328,35 +315,31 @@ async fn prune_analytics_jobs(
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let results = on!(conn, |c| sqlx::query(
+    let results = execute!(
+        conn,
         "DELETE FROM analytics_results WHERE (job_id, series, bucket) IN
              (SELECT r.job_id, r.series, r.bucket FROM analytics_jobs j
               JOIN analytics_results r ON r.job_id = j.id
               WHERE j.status IN ('completed', 'failed') AND j.finished_at < $1
               LIMIT $2)",
-    )
-    .bind(cutoff_ms)
-    .bind(limit)
-    .execute(c)
-    .await
-    .map(Done::from))?
+        cutoff_ms,
+        limit
+    )?
     .rows_affected();
     let left = limit - i64::try_from(results).unwrap_or(limit);
     if left <= 0 {
         return Ok(results);
     }
-    let jobs = on!(conn, |c| sqlx::query(
+    let jobs = execute!(
+        conn,
         "DELETE FROM analytics_jobs WHERE id IN
              (SELECT j.id FROM analytics_jobs j
               WHERE j.status IN ('completed', 'failed') AND j.finished_at < $1
                 AND NOT EXISTS (SELECT 1 FROM analytics_results r WHERE r.job_id = j.id)
               LIMIT $2)",
-    )
-    .bind(cutoff_ms)
-    .bind(left)
-    .execute(c)
-    .await
-    .map(Done::from))?
+        cutoff_ms,
+        left
+    )?
     .rows_affected();
     Ok(results + jobs)
 }
@@ -369,23 +352,21 @@ async fn prune_samples(
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let bound: Option<i64> = on!(conn, |c| sqlx::query_scalar(
+    let bound: Option<i64> = fetch_scalar!(
+        conn,
+        optional,
         "SELECT sampled_at FROM metric_samples WHERE sampled_at < $1 ORDER BY sampled_at
          LIMIT 1 OFFSET $2",
-    )
-    .bind(cutoff_ms)
-    .bind(limit)
-    .fetch_optional(c)
-    .await)?;
+        cutoff_ms,
+        limit
+    )?;
     // Past the `limit`-th sample, stop just after its time (so equal times go together).
     let upto = bound.map_or(cutoff_ms, |at| (at + 1).min(cutoff_ms));
-    Ok(on!(conn, |c| sqlx::query(
-        "DELETE FROM metric_samples WHERE sampled_at < $1"
-    )
-    .bind(upto)
-    .execute(c)
-    .await
-    .map(Done::from))?
+    Ok(execute!(
+        conn,
+        "DELETE FROM metric_samples WHERE sampled_at < $1",
+        upto
+    )?
     .rows_affected())
 }
 
@@ -399,17 +380,13 @@ async fn prune_audit(
     limit: i64,
     now: DateTime<Utc>,
 ) -> Result<(u64, i64), PruneError> {
-    let boundary: Option<i64> = on!(conn, |c| sqlx::query_scalar(
+    let boundary: Option<i64> = fetch_scalar!(
+        conn,
+        one,
         "SELECT MAX(seq) FROM audit_checkpoints WHERE published = 1 AND entry_at < $1",
-    )
-    .bind(cutoff_ms)
-    .fetch_one(c)
-    .await)?;
-    let first: Option<i64> = on!(conn, |c| sqlx::query_scalar(
-        "SELECT MIN(seq) FROM audit_log"
-    )
-    .fetch_one(c)
-    .await)?;
+        cutoff_ms
+    )?;
+    let first: Option<i64> = fetch_scalar!(conn, one, "SELECT MIN(seq) FROM audit_log")?;
     let (Some(boundary), Some(first)) = (boundary, first) else {
         return Ok((0, cutoff_ms));
     };
@@ -418,38 +395,29 @@ async fn prune_audit(
     }
     let last = boundary.min(first + limit - 1);
     checkpoints::record(conn, last, now, false).await?;
-    let entry_at: i64 = on!(conn, |c| sqlx::query_scalar(
-        "SELECT entry_at FROM audit_checkpoints WHERE seq = $1"
-    )
-    .bind(last)
-    .fetch_one(c)
-    .await)?;
-    let removed = on!(conn, |c| sqlx::query(
-        "DELETE FROM audit_log WHERE seq <= $1"
-    )
-    .bind(last)
-    .execute(c)
-    .await
-    .map(Done::from))?
-    .rows_affected();
+    let entry_at: i64 = fetch_scalar!(
+        conn,
+        one,
+        "SELECT entry_at FROM audit_checkpoints WHERE seq = $1",
+        last
+    )?;
+    let removed = execute!(conn, "DELETE FROM audit_log WHERE seq <= $1", last)?.rows_affected();
     // Retention's own checkpoints below the new start are replaced by this one.
-    on!(conn, |c| sqlx::query(
-        "DELETE FROM audit_checkpoints WHERE seq < $1 AND published = 0"
-    )
-    .bind(last)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+    execute!(
+        conn,
+        "DELETE FROM audit_checkpoints WHERE seq < $1 AND published = 0",
+        last
+    )?;
     Ok((removed, entry_at + 1))
 }
 
 /// How far back each kind is complete: `kind -> kept_from`, for kinds pruned so far.
 pub async fn horizons(pool: &Pool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = on!(pool, |c| sqlx::query_as(
+    let rows: Vec<(String, i64)> = fetch!(
+        pool,
+        all,
         "SELECT kind, kept_from FROM retention_horizons ORDER BY kind"
-    )
-    .fetch_all(c)
-    .await)?;
+    )?;
     Ok(rows.into_iter().map(|(k, at)| (k, from_ms(at))).collect())
 }
 
@@ -474,15 +442,15 @@ pub async fn check_window(
     from: DateTime<Utc>,
 ) -> Result<Result<(), NotKept>, sqlx::Error> {
     let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-    let latest: Option<(String, i64)> = on!(pool, |c| sqlx::query_as(
+    let latest: Option<(String, i64)> = fetch!(
+        pool,
+        optional,
         "SELECT kind, kept_from FROM retention_horizons
          WHERE kind IN (SELECT value FROM json_each($1)) AND kept_from > $2
          ORDER BY kept_from DESC LIMIT 1",
-    )
-    .bind(json!(names).to_string())
-    .bind(to_ms(from))
-    .fetch_optional(c)
-    .await)?;
+        json!(names).to_string(),
+        to_ms(from)
+    )?;
     Ok(match latest {
         None => Ok(()),
         Some((name, kept_from)) => {
@@ -521,9 +489,7 @@ pub async fn auto_vacuum(store: &Store) -> Result<i64, sqlx::Error> {
     if store.backend() == Backend::Postgres {
         return Ok(2);
     }
-    on!(store.reader(), |c| sqlx::query_scalar("PRAGMA auto_vacuum")
-        .fetch_one(c)
-        .await)
+    fetch_scalar!(store.reader(), one, "PRAGMA auto_vacuum")
 }
 
 /// The database's size in bytes (pages in use and free), and its free pages' bytes.
@@ -533,17 +499,9 @@ pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
     if store.backend() == Backend::Postgres {
         return Ok((u64::try_from(store.size_bytes().await?).unwrap_or(0), 0));
     }
-    let pages: i64 = on!(store.reader(), |c| sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(c)
-        .await)?;
-    let free: i64 = on!(store.reader(), |c| sqlx::query_scalar(
-        "PRAGMA freelist_count"
-    )
-    .fetch_one(c)
-    .await)?;
-    let page_size: i64 = on!(store.reader(), |c| sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(c)
-        .await)?;
+    let pages: i64 = fetch_scalar!(store.reader(), one, "PRAGMA page_count")?;
+    let free: i64 = fetch_scalar!(store.reader(), one, "PRAGMA freelist_count")?;
+    let page_size: i64 = fetch_scalar!(store.reader(), one, "PRAGMA page_size")?;
     let bytes = |n: i64| u64::try_from(n * page_size).unwrap_or(0);
     Ok((bytes(pages), bytes(free)))
 }
@@ -573,12 +531,10 @@ async fn vacuum_step(
     let locked = Instant::now();
     let armed = preemptible.then(|| housekeeping.preemptible());
     // One statement in autocommit: interrupted, SQLite rolls it back whole.
-    let vacuumed = on!(housekeeping, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-        "PRAGMA incremental_vacuum({pages})"
-    )))
-    .execute(c)
-    .await
-    .map(Done::from));
+    let vacuumed = execute!(
+        housekeeping,
+        sqlx::AssertSqlSafe(format!("PRAGMA incremental_vacuum({pages})"))
+    );
     drop(armed);
     match vacuumed {
         Err(error) if is_interrupt(&error) => {
@@ -591,11 +547,7 @@ async fn vacuum_step(
         }
         vacuumed => vacuumed?,
     };
-    let free: i64 = on!(housekeeping, |c| sqlx::query_scalar(
-        "PRAGMA freelist_count"
-    )
-    .fetch_one(c)
-    .await)?;
+    let free: i64 = fetch_scalar!(housekeeping, one, "PRAGMA freelist_count")?;
     Ok(Step {
         done: u64::try_from(free).unwrap_or(0),
         held: locked.elapsed(),
@@ -608,14 +560,8 @@ async fn vacuum_step(
 /// and rebuilds the file once (`VACUUM`, which holds the write lock throughout).
 pub async fn convert_to_incremental(store: &Store) -> Result<(), sqlx::Error> {
     let mut conn = store.writer().acquire().await?;
-    on!(conn, |c| sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
-        .execute(c)
-        .await
-        .map(Done::from))?;
-    on!(conn, |c| sqlx::query("VACUUM")
-        .execute(c)
-        .await
-        .map(Done::from))?;
+    execute!(conn, "PRAGMA auto_vacuum = INCREMENTAL")?;
+    execute!(conn, "VACUUM")?;
     Ok(())
 }
 
@@ -625,6 +571,7 @@ mod tests {
     use crate::store::Backend;
     use crate::store::testing::backends;
     use crate::store::testing::{fill_pages, temp_store, temp_store_on};
+    use crate::store::{Done, on};
     use rstest_reuse::apply;
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! teams. An agent the platform stops listing keeps its row, so a report over a window
 //! the agent worked in still names them.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch};
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -46,7 +46,8 @@ pub async fn remember(
     if entries.is_empty() {
         return Ok(());
     }
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO agent_roster (agent_id, name, team_id, team_name, updated_at)
          SELECT json_extract(value, '$.agent_id'),
                 NULLIF(json_extract(value, '$.name'), ''),
@@ -57,22 +58,19 @@ pub async fn remember(
              team_id = excluded.team_id,
              team_name = excluded.team_name,
              updated_at = excluded.updated_at",
-    )
-    .bind(serde_json::to_string(entries).expect("roster serializes"))
-    .bind(now_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        serde_json::to_string(entries).expect("roster serializes"),
+        now_ms
+    )?;
     Ok(())
 }
 
 /// Every stored agent, by id.
 pub async fn all(pool: &Pool) -> Result<HashMap<String, RosterEntry>, sqlx::Error> {
-    let rows: Vec<RosterEntry> = on!(pool, |c| sqlx::query_as(
+    let rows: Vec<RosterEntry> = fetch!(
+        pool,
+        all,
         "SELECT agent_id, name, team_id, team_name FROM agent_roster"
-    )
-    .fetch_all(c)
-    .await)?;
+    )?;
     Ok(rows
         .into_iter()
         .map(|entry| (entry.agent_id.clone(), entry))
@@ -83,6 +81,7 @@ pub async fn all(pool: &Pool) -> Result<HashMap<String, RosterEntry>, sqlx::Erro
 mod tests {
     use super::*;
     use crate::store::Backend;
+    use crate::store::on;
     use crate::store::testing::backends;
     use crate::store::testing::temp_store_on;
     use rstest_reuse::apply;

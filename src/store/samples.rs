@@ -1,7 +1,7 @@
 //! Skill and queue samples (`metric_samples`): one row per skill or queue and platform
 //! refresh, written set-based, one statement per poll whatever the number of tiles.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::FromRow;
@@ -102,8 +102,8 @@ pub async fn insert(
             ])
         })
         .collect();
-    let done = on!(conn, |c| {
-        sqlx::query(
+    let done = execute!(
+        conn,
         "INSERT INTO metric_samples (family, entity_id, sampled_at, name, service_level,
              queued, agents_available, agents_staffed, agents_busy, contacts_active,
              longest_wait_secs, estimated_wait_secs, average_wait_ms, polled_at)
@@ -116,13 +116,9 @@ pub async fn insert(
                 CAST(json_extract(value, '$[12]') AS BIGINT), $2
          FROM json_each($1) WHERE true
          ON CONFLICT (family, entity_id, sampled_at) DO NOTHING",
-    )
-    .bind(serde_json::Value::Array(rows).to_string())
-    .bind(to_ms(polled_at))
-    .execute(c)
-    .await
-    .map(Done::from)
-    })?;
+        serde_json::Value::Array(rows).to_string(),
+        to_ms(polled_at)
+    )?;
     Ok(done.rows_affected())
 }
 
@@ -152,7 +148,9 @@ pub async fn series(
 ) -> Result<Vec<Point>, sqlx::Error> {
     // Row `rn` of `n` is kept when `rn·cap mod n < cap`: for each k < cap exactly the
     // first row at or after k·n/cap passes, so `cap` rows spread evenly over the range.
-    let rows: Vec<PointRow> = on!(pool, |c| sqlx::query_as(
+    let rows: Vec<PointRow> = fetch!(
+        pool,
+        all,
         "WITH s AS (
              SELECT sampled_at, service_level, queued,
                     ROW_NUMBER() OVER (ORDER BY sampled_at) - 1 AS rn,
@@ -162,13 +160,11 @@ pub async fn series(
          SELECT sampled_at, service_level, queued FROM s
          WHERE n <= $4 OR (rn * $4) % n < $4
          ORDER BY sampled_at",
-    )
-    .bind(family.as_str())
-    .bind(entity_id)
-    .bind(to_ms(from))
-    .bind(i64::from(cap.max(1)))
-    .fetch_all(c)
-    .await)?;
+        family.as_str(),
+        entity_id,
+        to_ms(from),
+        i64::from(cap.max(1))
+    )?;
     Ok(rows
         .into_iter()
         .map(|r| Point {
@@ -182,6 +178,7 @@ pub async fn series(
 #[cfg(test)]
 mod tests {
     use crate::store::Backend;
+    use crate::store::on;
     use crate::store::testing::backends;
     use chrono::TimeDelta;
     use rstest_reuse::apply;

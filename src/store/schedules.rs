@@ -3,7 +3,7 @@
 //! A shift whose start moved (the schedule was changed) replaces the agent's rows it
 //! overlaps, so an agent never has two overlapping shifts.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -99,53 +99,53 @@ pub const COLUMNS: &str =
 pub async fn save(conn: &mut impl AsConn, shifts: &[StoredShift]) -> Result<(), sqlx::Error> {
     for stored in shifts {
         let (start, end) = (to_ms(stored.shift.start), to_ms(stored.shift.end));
-        on!(conn, |c| sqlx::query(
+        execute!(
+            conn,
             "DELETE FROM agent_shifts
              WHERE agent_id = $1 AND shift_start <> $2 AND shift_start < $3 AND shift_end > $4",
-        )
-        .bind(&stored.agent_id)
-        .bind(start)
-        .bind(end)
-        .bind(start)
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            &stored.agent_id,
+            start,
+            end,
+            start
+        )?;
         let breaks =
             serde_json::to_string(&stored.shift.breaks).expect("break windows always serialize");
         let activities =
             serde_json::to_string(&stored.shift.activities).expect("activities always serialize");
-        on!(conn, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO agent_shifts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        execute!(
+            conn,
+            sqlx::AssertSqlSafe(format!(
+                "INSERT INTO agent_shifts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (agent_id, shift_start) DO UPDATE SET
                  shift_end = excluded.shift_end, timezone = excluded.timezone,
                  breaks = excluded.breaks, breaks_from = excluded.breaks_from,
                  fetched_at = excluded.fetched_at, activities = excluded.activities"
-        )))
-        .bind(&stored.agent_id)
-        .bind(start)
-        .bind(end)
-        .bind(&stored.timezone)
-        .bind(breaks)
-        .bind(stored.breaks_from.as_str())
-        .bind(to_ms(stored.fetched_at))
-        .bind(activities)
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            )),
+            &stored.agent_id,
+            start,
+            end,
+            &stored.timezone,
+            breaks,
+            stored.breaks_from.as_str(),
+            to_ms(stored.fetched_at),
+            activities
+        )?;
     }
     Ok(())
 }
 
 /// Each agent's latest shift (the one that starts last).
 pub async fn latest(pool: &Pool) -> Result<Vec<StoredShift>, sqlx::Error> {
-    let rows: Vec<ShiftRow> = on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agent_shifts AS s
+    let rows: Vec<ShiftRow> = fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM agent_shifts AS s
          WHERE shift_start = (SELECT MAX(shift_start) FROM agent_shifts
                               WHERE agent_id = s.agent_id)
          ORDER BY agent_id"
-    )))
-    .fetch_all(c)
-    .await)?;
+        ))
+    )?;
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
@@ -157,16 +157,18 @@ pub async fn freshest(
     at: DateTime<Utc>,
 ) -> Result<Vec<StoredShift>, sqlx::Error> {
     let at = to_ms(at);
-    let rows: Vec<ShiftRow> = on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agent_shifts
+    let rows: Vec<ShiftRow> = fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM agent_shifts
          WHERE agent_id = $1
            AND fetched_at = (SELECT MAX(fetched_at) FROM agent_shifts WHERE agent_id = $1)
          ORDER BY (shift_start <= $2 AND $2 < shift_end) DESC, shift_start"
-    )))
-    .bind(agent_id)
-    .bind(at)
-    .fetch_all(c)
-    .await)?;
+        )),
+        agent_id,
+        at
+    )?;
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
@@ -177,16 +179,18 @@ pub async fn of_agent(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<StoredShift>, sqlx::Error> {
-    let rows: Vec<ShiftRow> = on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agent_shifts
+    let rows: Vec<ShiftRow> = fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM agent_shifts
          WHERE agent_id = $1 AND shift_start < $2 AND shift_end > $3
          ORDER BY shift_start"
-    )))
-    .bind(agent_id)
-    .bind(to_ms(to))
-    .bind(to_ms(from))
-    .fetch_all(c)
-    .await)?;
+        )),
+        agent_id,
+        to_ms(to),
+        to_ms(from)
+    )?;
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
@@ -196,14 +200,14 @@ pub async fn fetched_since(
     agents: &[String],
     since: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
-    let fresh: i64 = on!(pool, |c| sqlx::query_scalar(
+    let fresh: i64 = fetch_scalar!(
+        pool,
+        one,
         "SELECT COUNT(DISTINCT agent_id) FROM agent_shifts
          WHERE fetched_at > $1 AND agent_id IN (SELECT value FROM json_each($2))",
-    )
-    .bind(to_ms(since))
-    .bind(serde_json::json!(agents).to_string())
-    .fetch_one(c)
-    .await)?;
+        to_ms(since),
+        serde_json::json!(agents).to_string()
+    )?;
     Ok(usize::try_from(fresh).unwrap_or(0))
 }
 
@@ -218,6 +222,7 @@ pub const OVERLAPPING: &str = "SELECT agent_id, shift_start, shift_end, timezone
 mod tests {
     use super::*;
     use crate::store::Backend;
+    use crate::store::on;
     use crate::store::testing::backends;
     use crate::store::testing::temp_store_on;
     use rstest_reuse::apply;

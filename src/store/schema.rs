@@ -14,7 +14,7 @@
 //!   again from the migrations' statements each time and compares the catalogue's
 //!   account of them (definition, enabled, function) before and after.
 
-use crate::store::{AsConn, Done, on};
+use crate::store::{AsConn, execute, fetch, fetch_scalar};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -40,12 +40,12 @@ type Objects = BTreeMap<(String, String), Object>;
 /// Every object but SQLite's own (`sqlite_…`) and sqlx's migrations table, whose
 /// definition belongs to the sqlx version that made it.
 async fn objects(conn: &mut impl AsConn) -> Result<Objects, sqlx::Error> {
-    let rows: Vec<Object> = on!(conn, |c| sqlx::query_as(
+    let rows: Vec<Object> = fetch!(
+        conn,
+        all,
         "SELECT type, name, sql FROM sqlite_master
-         WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '_sqlx_migrations'",
-    )
-    .fetch_all(c)
-    .await)?;
+         WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '_sqlx_migrations'"
+    )?;
     Ok(rows
         .into_iter()
         .map(|o| ((o.kind.clone(), o.name.clone()), o))
@@ -90,22 +90,22 @@ pub async fn check(conn: &mut impl AsConn) -> anyhow::Result<Departures> {
         return Ok(Departures::default());
     }
     let mut found = Vec::new();
-    let has_table: bool = on!(conn, |c| sqlx::query_scalar(
+    let has_table: bool = fetch_scalar!(
+        conn,
+        one,
         "SELECT EXISTS (SELECT 1 FROM sqlite_master
-                        WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(c)
-    .await)?;
+                        WHERE type = 'table' AND name = '_sqlx_migrations')"
+    )?;
     if !has_table {
         return Ok(Departures(vec![
             "it has no migrations table (_sqlx_migrations): not a wfmd database".into(),
         ]));
     }
-    let applied: Vec<(i64, Vec<u8>, bool)> = on!(conn, |c| sqlx::query_as(
+    let applied: Vec<(i64, Vec<u8>, bool)> = fetch!(
+        conn,
+        all,
         "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version"
-    )
-    .fetch_all(c)
-    .await)?;
+    )?;
     let ours: Vec<_> = MIGRATOR.iter().collect();
     for (i, (version, checksum, success)) in applied.iter().enumerate() {
         match ours.iter().find(|m| m.version == *version) {
@@ -186,12 +186,7 @@ pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
                 "a trigger of the audit log differs from what the migrations create; \
                  it is replaced"
             );
-            on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP TRIGGER \"{name}\""
-            )))
-            .execute(c)
-            .await
-            .map(Done::from))?;
+            execute!(tx, sqlx::AssertSqlSafe(format!("DROP TRIGGER \"{name}\"")))?;
         } else {
             tracing::warn!(
                 trigger = %name,
@@ -199,10 +194,7 @@ pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
                  re-created"
             );
         }
-        on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(c)
-            .await
-            .map(Done::from))?;
+        execute!(tx, sqlx::AssertSqlSafe(sql.to_owned()))?;
         restored.push(name.clone());
     }
     for (kind, name) in actual.keys() {
@@ -287,15 +279,15 @@ fn pg_trigger_statements() -> (Vec<String>, Vec<String>) {
 async fn pg_triggers(
     conn: &mut impl AsConn,
 ) -> Result<BTreeMap<String, (String, String, String)>, sqlx::Error> {
-    let rows: Vec<(String, String, String, String)> = on!(conn, |c| sqlx::query_as(
+    let rows: Vec<(String, String, String, String)> = fetch!(
+        conn,
+        all,
         "SELECT CAST(t.tgname AS TEXT), pg_get_triggerdef(t.oid), CAST(t.tgenabled AS TEXT),
                 pg_get_functiondef(t.tgfoid)
          FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
          WHERE r.relname = 'audit_log' AND r.relnamespace = CAST(current_schema() AS regnamespace)
-           AND NOT t.tgisinternal",
-    )
-    .fetch_all(c)
-    .await)?;
+           AND NOT t.tgisinternal"
+    )?;
     Ok(rows
         .into_iter()
         .map(|(name, definition, enabled, function)| (name, (definition, enabled, function)))
@@ -311,22 +303,17 @@ async fn restore_pg_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
     let mut tx = store.begin_write().await?;
     let before = pg_triggers(&mut tx).await?;
     for statement in statements {
-        on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(c)
-            .await
-            .map(Done::from))?;
+        execute!(tx, sqlx::AssertSqlSafe(statement))?;
     }
     for name in &names {
         if before
             .get(name)
             .is_some_and(|(_, enabled, _)| enabled == "D")
         {
-            on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-                "ALTER TABLE audit_log ENABLE TRIGGER \"{name}\""
-            )))
-            .execute(c)
-            .await
-            .map(Done::from))?;
+            execute!(
+                tx,
+                sqlx::AssertSqlSafe(format!("ALTER TABLE audit_log ENABLE TRIGGER \"{name}\""))
+            )?;
         }
     }
     let after = pg_triggers(&mut tx).await?;
@@ -363,6 +350,7 @@ mod tests {
     use super::*;
     use crate::store::Backend;
     use crate::store::testing::{backends, temp_store};
+    use crate::store::{Done, on};
     use rstest_reuse::apply;
 
     async fn exec(store: &Store, sql: &'static str) {

@@ -6,7 +6,7 @@
 //! issues and redeems tickets as the leader does, and they are no record of the
 //! tenant's.
 
-use crate::store::{Done, Store, on};
+use crate::store::{Store, execute, fetch};
 
 /// Records a ticket, by its `digest`, for `holder` in `role` until `expires_at` (Unix
 /// ms); drops the tickets expired by `now`.
@@ -19,23 +19,19 @@ pub async fn record(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let mut tx = store.begin_write_unfenced().await?;
-    on!(&mut tx, |c| sqlx::query(
-        "DELETE FROM live_tickets WHERE expires_at <= $1"
-    )
-    .bind(now)
-    .execute(c)
-    .await
-    .map(Done::from))?;
-    on!(&mut tx, |c| sqlx::query(
-        "INSERT INTO live_tickets (digest, holder, role, expires_at) VALUES ($1, $2, $3, $4)"
-    )
-    .bind(digest)
-    .bind(holder)
-    .bind(role)
-    .bind(expires_at)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+    execute!(
+        &mut tx,
+        "DELETE FROM live_tickets WHERE expires_at <= $1",
+        now
+    )?;
+    execute!(
+        &mut tx,
+        "INSERT INTO live_tickets (digest, holder, role, expires_at) VALUES ($1, $2, $3, $4)",
+        digest,
+        holder,
+        role,
+        expires_at
+    )?;
     tx.commit().await
 }
 
@@ -47,12 +43,12 @@ pub async fn spend(
     now: i64,
 ) -> Result<Option<(String, String)>, sqlx::Error> {
     let mut tx = store.begin_write_unfenced().await?;
-    let spent: Option<(String, String, i64)> = on!(&mut tx, |c| sqlx::query_as(
-        "DELETE FROM live_tickets WHERE digest = $1 RETURNING holder, role, expires_at"
-    )
-    .bind(digest)
-    .fetch_optional(c)
-    .await)?;
+    let spent: Option<(String, String, i64)> = fetch!(
+        &mut tx,
+        optional,
+        "DELETE FROM live_tickets WHERE digest = $1 RETURNING holder, role, expires_at",
+        digest
+    )?;
     tx.commit().await?;
     Ok(spent
         .filter(|(_, _, expires_at)| now < *expires_at)
@@ -63,6 +59,7 @@ pub async fn spend(
 mod tests {
     use super::*;
     use crate::store::Backend;
+    use crate::store::on;
     use crate::store::testing::{backends, temp_store_on};
     use rstest_reuse::apply;
 

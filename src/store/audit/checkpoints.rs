@@ -11,7 +11,7 @@
 //! With `audit.key`, each checkpoint carries HMAC-SHA-256 over its fields, so one made
 //! up by someone holding the file but not the key does not verify.
 
-use crate::store::{AsConn, Done, Pool, on};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar, on};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -92,32 +92,36 @@ pub enum CheckpointError {
 
 /// The checkpoint of entry `seq`, if one was recorded.
 pub async fn at(pool: &Pool, seq: i64) -> Result<Option<CheckpointRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq = $1"
-    )))
-    .bind(seq)
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq = $1"
+        )),
+        seq
+    )
 }
 
 /// Every checkpoint's hash from entry `seq` on, by entry.
 pub async fn hashes_from(pool: &Pool, seq: i64) -> Result<HashMap<i64, String>, sqlx::Error> {
-    let rows: Vec<(i64, String)> = on!(pool, |c| sqlx::query_as(
-        "SELECT seq, hash FROM audit_checkpoints WHERE seq >= $1"
-    )
-    .bind(seq)
-    .fetch_all(c)
-    .await)?;
+    let rows: Vec<(i64, String)> = fetch!(
+        pool,
+        all,
+        "SELECT seq, hash FROM audit_checkpoints WHERE seq >= $1",
+        seq
+    )?;
     Ok(rows.into_iter().collect())
 }
 
 /// The newest published checkpoint.
 pub async fn latest_published(pool: &Pool) -> Result<Option<CheckpointRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM audit_checkpoints WHERE published = 1 ORDER BY seq DESC LIMIT 1"
-    )))
-    .fetch_optional(c)
-    .await)
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM audit_checkpoints WHERE published = 1 ORDER BY seq DESC LIMIT 1"
+        ))
+    )
 }
 
 /// Signs the checkpoints made before the chain was keyed (called when it becomes so).
@@ -125,22 +129,22 @@ pub(super) async fn sign_unsigned(
     conn: &mut impl AsConn,
     key: &AuditKey,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<CheckpointRow> = on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM audit_checkpoints WHERE signature IS NULL"
-    )))
-    .fetch_all(c)
-    .await)?;
+    let rows: Vec<CheckpointRow> = fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM audit_checkpoints WHERE signature IS NULL"
+        ))
+    )?;
     for mut row in rows {
         row.sign(key);
-        on!(conn, |c| sqlx::query(
-            "UPDATE audit_checkpoints SET key_id = $1, signature = $2 WHERE seq = $3"
-        )
-        .bind(&row.key_id)
-        .bind(&row.signature)
-        .bind(row.seq)
-        .execute(c)
-        .await
-        .map(Done::from))?;
+        execute!(
+            conn,
+            "UPDATE audit_checkpoints SET key_id = $1, signature = $2 WHERE seq = $3",
+            &row.key_id,
+            &row.signature,
+            row.seq
+        )?;
     }
     Ok(())
 }
@@ -152,21 +156,18 @@ async fn start_below(
     key: Option<&AuditKey>,
     seq: i64,
 ) -> Result<Option<CheckpointRow>, CheckpointError> {
-    let first: Option<i64> = on!(conn, |c| sqlx::query_scalar(
-        "SELECT MIN(seq) FROM audit_log"
-    )
-    .fetch_one(c)
-    .await)?;
+    let first: Option<i64> = fetch_scalar!(conn, one, "SELECT MIN(seq) FROM audit_log")?;
     let first = first.unwrap_or(seq);
-    let start: Option<CheckpointRow> =
-        on!(conn, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let start: Option<CheckpointRow> = fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM audit_checkpoints WHERE seq < $1 AND seq >= $2
          ORDER BY seq DESC LIMIT 1"
-        )))
-        .bind(seq)
-        .bind(first - 1)
-        .fetch_optional(c)
-        .await)?;
+        )),
+        seq,
+        first - 1
+    )?;
     match start {
         Some(start) => {
             if let Some(key) = key
@@ -195,21 +196,19 @@ pub async fn record(
     published: bool,
 ) -> Result<Option<CheckpointRow>, CheckpointError> {
     let key = audit::connection_key(conn).await?;
-    let exists: Option<i64> = on!(conn, |c| sqlx::query_scalar(
-        "SELECT seq FROM audit_checkpoints WHERE seq = $1"
-    )
-    .bind(seq)
-    .fetch_optional(c)
-    .await)?;
+    let exists: Option<i64> = fetch_scalar!(
+        conn,
+        optional,
+        "SELECT seq FROM audit_checkpoints WHERE seq = $1",
+        seq
+    )?;
     if exists.is_some() {
         if published {
-            on!(conn, |c| sqlx::query(
-                "UPDATE audit_checkpoints SET published = 1 WHERE seq = $1"
-            )
-            .bind(seq)
-            .execute(c)
-            .await
-            .map(Done::from))?;
+            execute!(
+                conn,
+                "UPDATE audit_checkpoints SET published = 1 WHERE seq = $1",
+                seq
+            )?;
         }
         return Ok(None);
     }
@@ -252,23 +251,21 @@ pub async fn record(
     if let Some(key) = &key {
         row.sign(key);
     }
-    on!(conn, |c| sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO audit_checkpoints
              (seq, hash, count, entry_at, at, keyed_from, key_id, signature, published)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(row.seq)
-    .bind(&row.hash)
-    .bind(row.count)
-    .bind(row.entry_at)
-    .bind(row.at)
-    .bind(row.keyed_from)
-    .bind(&row.key_id)
-    .bind(&row.signature)
-    .bind(i64::from(row.published))
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        row.seq,
+        &row.hash,
+        row.count,
+        row.entry_at,
+        row.at,
+        row.keyed_from,
+        &row.key_id,
+        &row.signature,
+        i64::from(row.published)
+    )?;
     Ok(Some(row))
 }
 
@@ -280,9 +277,7 @@ pub async fn publish(
     now: DateTime<Utc>,
 ) -> Result<Option<CheckpointRow>, CheckpointError> {
     let mut tx = store.begin_write().await?;
-    let head: Option<i64> = on!(tx, |c| sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
-        .fetch_one(c)
-        .await)?;
+    let head: Option<i64> = fetch_scalar!(tx, one, "SELECT MAX(seq) FROM audit_log")?;
     let Some(head) = head else {
         return Ok(None);
     };
@@ -303,6 +298,7 @@ pub async fn publish(
 #[cfg(test)]
 mod tests {
     use crate::store::Backend;
+    use crate::store::Done;
     use crate::store::testing::backends;
     use rstest_reuse::apply;
     use serde_json::json;

@@ -22,7 +22,7 @@
 //! with the key. Verification then starts from that checkpoint instead of the first
 //! entry, and says so.
 
-use crate::store::{AsConn, Done, on};
+use crate::store::{AsConn, execute, fetch, fetch_scalar};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -217,34 +217,28 @@ pub(super) async fn hold_key(
     conn: &mut impl AsConn,
     key: Option<&AuditKey>,
 ) -> Result<(), sqlx::Error> {
-    on!(
+    execute!(
         conn,
         (
             "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)",
             "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BYTEA NOT NULL)",
-        ),
-        |c, sql| sqlx::query(sql).execute(c).await.map(Done::from)
+        )
     )?;
-    on!(
+    execute!(
         conn,
         (
             "DELETE FROM temp.wfmd_audit_key",
             "DELETE FROM pg_temp.wfmd_audit_key"
-        ),
-        |c, sql| sqlx::query(sql).execute(c).await.map(Done::from)
+        )
     )?;
     if let Some(key) = key {
-        on!(
+        execute!(
             conn,
             (
                 "INSERT INTO temp.wfmd_audit_key (key) VALUES ($1)",
                 "INSERT INTO pg_temp.wfmd_audit_key (key) VALUES ($1)",
             ),
-            |c, sql| sqlx::query(sql)
-                .bind(key.bytes())
-                .execute(c)
-                .await
-                .map(Done::from)
+            key.bytes()
         )?;
     }
     Ok(())
@@ -254,13 +248,13 @@ pub(super) async fn hold_key(
 pub(super) async fn connection_key(
     conn: &mut impl AsConn,
 ) -> Result<Option<AuditKey>, sqlx::Error> {
-    let key: Option<Vec<u8>> = on!(
+    let key: Option<Vec<u8>> = fetch_scalar!(
         conn,
+        optional,
         (
             "SELECT key FROM temp.wfmd_audit_key LIMIT 1",
             "SELECT key FROM pg_temp.wfmd_audit_key LIMIT 1",
-        ),
-        |c, sql| sqlx::query_scalar(sql).fetch_optional(c).await
+        )
     )?;
     Ok(key.and_then(AuditKey::from_bytes))
 }
@@ -320,9 +314,7 @@ pub async fn append_all(
     conn: &mut impl AsConn,
     entries: &[NewEntry<'_>],
 ) -> Result<i64, sqlx::Error> {
-    let tip: Tip = on!(conn, (tip!("temp"), tip!("pg_temp")), |c, sql| {
-        sqlx::query_as(sql).fetch_one(c).await
-    })?;
+    let tip: Tip = fetch!(conn, one, (tip!("temp"), tip!("pg_temp")))?;
     // A log pruned to its last checkpoint continues from that checkpoint.
     let last = match (tip.log_seq, tip.log_hash) {
         (Some(seq), Some(hash)) => Some((seq, hash)),
@@ -359,14 +351,12 @@ pub async fn append_all(
                 subject_id: None,
                 detail: serde_json::json!({ "key_id": key.id() }),
             });
-            on!(conn, |c| sqlx::query(
-                "INSERT INTO audit_keying (id, from_seq, key_id) VALUES (1, $1, $2)"
-            )
-            .bind(seq + 1)
-            .bind(key.id())
-            .execute(c)
-            .await
-            .map(Done::from))?;
+            execute!(
+                conn,
+                "INSERT INTO audit_keying (id, from_seq, key_id) VALUES (1, $1, $2)",
+                seq + 1,
+                key.id()
+            )?;
             // Checkpoints made before the key are trusted as the entries before it are:
             // signing them now lets a keyed verification start from them.
             checkpoints::sign_unsigned(conn, key).await?;
@@ -403,8 +393,8 @@ pub async fn append_all(
         ]));
         prev_hash = hash;
     }
-    on!(conn, |c| {
-        sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
          SELECT CAST(json_extract(value, '$[0]') AS BIGINT), CAST(json_extract(value, '$[1]') AS BIGINT),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
@@ -412,11 +402,8 @@ pub async fn append_all(
                 json_extract(value, '$[6]'), json_extract(value, '$[7]'),
                 json_extract(value, '$[8]')
          FROM json_each($1)",
-    )
-    .bind(serde_json::Value::Array(rows).to_string())
-    .execute(c)
-    .await.map(Done::from)
-    })?;
+        serde_json::Value::Array(rows).to_string()
+    )?;
     Ok(seq)
 }
 
@@ -596,6 +583,7 @@ mod tests {
     use crate::store::Store;
     use crate::store::testing::backends;
     use crate::store::testing::temp_store_on;
+    use crate::store::{Done, on};
     use rstest_reuse::apply;
     use serde_json::json;
 

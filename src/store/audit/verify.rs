@@ -8,7 +8,7 @@ use sqlx::FromRow;
 
 use super::checkpoints;
 use super::{AuditKey, Break, EntryRow, Walker};
-use crate::store::{Pool, from_ms, on};
+use crate::store::{Pool, fetch, fetch_scalar, from_ms, on};
 
 /// Where a verification started when it did not start at the first entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -107,16 +107,9 @@ pub async fn verify(pool: &Pool) -> Result<Verification, sqlx::Error> {
 /// With `key`, keyed entries are checked with it and the starting checkpoint's
 /// signature must verify; without it, keyed entries are reported as [`Break::KeyNeeded`].
 pub async fn verify_with(pool: &Pool, key: Option<&AuditKey>) -> Result<Verification, sqlx::Error> {
-    let first: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT MIN(seq) FROM audit_log"
-    )
-    .fetch_one(c)
-    .await)?;
-    let newest_checkpoint: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT MAX(seq) FROM audit_checkpoints"
-    )
-    .fetch_one(c)
-    .await)?;
+    let first: Option<i64> = fetch_scalar!(pool, one, "SELECT MIN(seq) FROM audit_log")?;
+    let newest_checkpoint: Option<i64> =
+        fetch_scalar!(pool, one, "SELECT MAX(seq) FROM audit_checkpoints")?;
     // The walk starts after the checkpoint just before the first kept entry; a log
     // pruned to its end starts after its newest checkpoint.
     let start_seq = match (first, newest_checkpoint) {
@@ -212,17 +205,13 @@ pub enum Anchor {
 
 /// Looks `hash` up among the kept entries and the recorded checkpoints.
 pub async fn find_anchor(pool: &Pool, hash: &str) -> Result<Anchor, sqlx::Error> {
-    let first: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT MIN(seq) FROM audit_log"
-    )
-    .fetch_one(c)
-    .await)?;
-    let checkpoint: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT seq FROM audit_checkpoints WHERE hash = $1"
-    )
-    .bind(hash)
-    .fetch_optional(c)
-    .await)?;
+    let first: Option<i64> = fetch_scalar!(pool, one, "SELECT MIN(seq) FROM audit_log")?;
+    let checkpoint: Option<i64> = fetch_scalar!(
+        pool,
+        optional,
+        "SELECT seq FROM audit_checkpoints WHERE hash = $1",
+        hash
+    )?;
     if let Some(seq) = checkpoint {
         return Ok(match first {
             Some(first) if seq >= first => Anchor::Kept { seq },
@@ -232,11 +221,8 @@ pub async fn find_anchor(pool: &Pool, hash: &str) -> Result<Anchor, sqlx::Error>
                 first_kept: first,
             },
             None => {
-                let newest: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-                    "SELECT MAX(seq) FROM audit_checkpoints"
-                )
-                .fetch_one(c)
-                .await)?;
+                let newest: Option<i64> =
+                    fetch_scalar!(pool, one, "SELECT MAX(seq) FROM audit_checkpoints")?;
                 if newest == Some(seq) {
                     Anchor::StartCheckpoint { seq }
                 } else {
@@ -248,12 +234,12 @@ pub async fn find_anchor(pool: &Pool, hash: &str) -> Result<Anchor, sqlx::Error>
             }
         });
     }
-    let seq: Option<i64> = on!(pool, |c| sqlx::query_scalar(
-        "SELECT seq FROM audit_log WHERE hash = $1"
-    )
-    .bind(hash)
-    .fetch_optional(c)
-    .await)?;
+    let seq: Option<i64> = fetch_scalar!(
+        pool,
+        optional,
+        "SELECT seq FROM audit_log WHERE hash = $1",
+        hash
+    )?;
     Ok(match seq {
         Some(seq) => Anchor::Kept { seq },
         None => Anchor::Unknown { first_kept: first },
@@ -262,10 +248,10 @@ pub async fn find_anchor(pool: &Pool, hash: &str) -> Result<Anchor, sqlx::Error>
 
 /// The newest entry: what a checkpoint would record now.
 pub async fn head(pool: &Pool) -> Result<Option<(Head, i64)>, sqlx::Error> {
-    let row: Option<(i64, String, i64)> = on!(pool, |c| sqlx::query_as(
+    let row: Option<(i64, String, i64)> = fetch!(
+        pool,
+        optional,
         "SELECT seq, hash, at FROM audit_log ORDER BY seq DESC LIMIT 1"
-    )
-    .fetch_optional(c)
-    .await)?;
+    )?;
     Ok(row.map(|(seq, hash, at)| (Head { seq, hash }, at)))
 }

@@ -78,8 +78,9 @@ pub(super) async fn tables(conn: &mut impl AsConn) -> anyhow::Result<BTreeMap<St
 }
 
 async fn table_names(conn: &mut impl AsConn) -> anyhow::Result<Vec<String>> {
-    let names = crate::on!(
+    let names = crate::fetch_scalar!(
         conn,
+        all,
         (
             "SELECT name FROM sqlite_master
              WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
@@ -90,8 +91,7 @@ async fn table_names(conn: &mut impl AsConn) -> anyhow::Result<Vec<String>> {
              WHERE n.nspname = current_schema() AND c.relkind = 'r'
                AND c.relname <> '_sqlx_migrations'
              ORDER BY 1",
-        ),
-        |c, sql| sqlx::query_scalar(sql).fetch_all(c).await
+        )
     )
     .context("cannot list the database's tables")?;
     Ok(names)

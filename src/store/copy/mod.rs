@@ -31,7 +31,7 @@ use rows::{Sink, Value};
 
 use super::audit::{self, AuditKey, Verification};
 use super::lock::{DaemonLock, database_path};
-use super::{AsConn, Backend, Db, Done, Store, on};
+use super::{AsConn, Backend, Db, Store, execute, fetch_scalar};
 
 /// One table copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,13 +163,10 @@ async fn copy_between(
     let columns = matching_columns(&from, &to, shown_target)?;
     let replaced = refuse_data(&mut tx, &to, &seeded, shown_target).await?;
     for table in &replaced {
-        on!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {}",
-            quoted(table)
-        )))
-        .execute(c)
-        .await
-        .map(Done::from))?;
+        execute!(
+            tx,
+            sqlx::AssertSqlSafe(format!("DELETE FROM {}", quoted(table)))
+        )?;
     }
     let names: Vec<String> = from.keys().cloned().collect();
     let mut copied = Vec::with_capacity(names.len());
@@ -292,12 +289,11 @@ fn select(table: &Table, columns: Option<&[String]>) -> String {
 }
 
 async fn count(conn: &mut impl AsConn, table: &str) -> anyhow::Result<u64> {
-    let rows: i64 = on!(conn, |c| sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM {}",
-        quoted(table)
-    )))
-    .fetch_one(c)
-    .await)?;
+    let rows: i64 = fetch_scalar!(
+        conn,
+        one,
+        sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", quoted(table)))
+    )?;
     Ok(u64::try_from(rows).unwrap_or(0))
 }
 
@@ -520,6 +516,7 @@ async fn verify(
 
 #[cfg(test)]
 mod tests {
+    use crate::store::on;
     use rstest_reuse::apply;
 
     use super::*;

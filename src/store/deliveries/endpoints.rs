@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::FromRow;
 
 use super::{Attempt, HealthChange, Probing, Verdict};
-use crate::store::{Done, Pool, Store, on};
+use crate::store::{Pool, Store, execute, fetch, fetch_scalar};
 
 /// One endpoint's row of `webhook_endpoints`.
 #[derive(Debug, Clone, FromRow)]
@@ -35,13 +35,13 @@ pub(super) async fn record_health(
     for (endpoint, mut batch) in by_endpoint {
         batch.sort_by_key(|a| a.attempted_at);
         let first = batch[0].attempted_at;
-        let mut row: HealthRow = on!(tx, |c| sqlx::query_as(
+        let mut row: HealthRow = fetch!(
+            tx,
+            optional,
             "SELECT status, since, next_probe_at, recovered_at FROM webhook_endpoints
              WHERE endpoint = $1",
-        )
-        .bind(endpoint)
-        .fetch_optional(c)
-        .await)?
+            endpoint
+        )?
         .unwrap_or(HealthRow {
             status: "up".into(),
             since: first,
@@ -92,24 +92,21 @@ pub(super) async fn record_health(
         }
         let last_attempt_at = batch.last().map(|a| a.attempted_at);
         if row.status == "up" && delivered > 0 && row.recovered_at.is_some() {
-            let hastened = on!(
+            let hastened = execute!(
                 tx,
                 (hasten_recovered!(sqlite), hasten_recovered!(postgres)),
-                |c, sql| sqlx::query(sql)
-                    .bind(now_ms)
-                    .bind(endpoint)
-                    .bind(row.recovered_at)
-                    .bind(delivered * 2)
-                    .execute(c)
-                    .await
-                    .map(Done::from)
+                now_ms,
+                endpoint,
+                row.recovered_at,
+                delivered * 2
             )?
             .rows_affected();
             if hastened == 0 {
                 row.recovered_at = None;
             }
         }
-        on!(tx, |c| sqlx::query(
+        execute!(
+            tx,
             "INSERT INTO webhook_endpoints
                  (endpoint, status, since, last_attempt_at, last_error, next_probe_at,
                   recovered_at)
@@ -118,17 +115,14 @@ pub(super) async fn record_health(
                  status = $2, since = $3, last_attempt_at = $4,
                  last_error = COALESCE($5, webhook_endpoints.last_error), next_probe_at = $6,
                  recovered_at = $7",
-        )
-        .bind(endpoint)
-        .bind(&row.status)
-        .bind(row.since)
-        .bind(last_attempt_at)
-        .bind(last_error)
-        .bind(row.next_probe_at)
-        .bind(row.recovered_at)
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            endpoint,
+            &row.status,
+            row.since,
+            last_attempt_at,
+            last_error,
+            row.next_probe_at,
+            row.recovered_at
+        )?;
         if row.status != before.0 {
             changes.push(HealthChange {
                 endpoint: endpoint.to_owned(),
@@ -152,16 +146,14 @@ pub async fn register(store: &Store, endpoints: &[&str], now_ms: i64) -> Result<
         return Ok(());
     }
     let mut tx = store.begin_write().await?;
-    on!(tx, |c| sqlx::query(
+    execute!(
+        tx,
         "INSERT INTO webhook_endpoints (endpoint, status, since)
          SELECT value, 'up', $1 FROM json_each($2) WHERE true
          ON CONFLICT (endpoint) DO NOTHING",
-    )
-    .bind(now_ms)
-    .bind(json!(endpoints).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        now_ms,
+        json!(endpoints).to_string()
+    )?;
     tx.commit().await
 }
 
@@ -183,7 +175,9 @@ pub struct EndpointHealth {
 
 /// Every endpoint's health, by URL.
 pub async fn health(pool: &Pool) -> Result<Vec<EndpointHealth>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(
+    fetch!(
+        pool,
+        all,
         "SELECT h.endpoint, h.status, h.since, h.last_attempt_at, h.last_error,
                 (SELECT COUNT(*) FROM webhook_deliveries d
                  WHERE d.status = 'pending' AND d.endpoint = h.endpoint) AS pending,
@@ -191,10 +185,8 @@ pub async fn health(pool: &Pool) -> Result<Vec<EndpointHealth>, sqlx::Error> {
                  WHERE d.status = 'dead' AND d.endpoint = h.endpoint) AS dead,
                 (SELECT group_concat(event_type, ',') FROM webhook_disabled w
                  WHERE w.endpoint = h.endpoint) AS disabled_events
-         FROM webhook_endpoints h ORDER BY h.endpoint",
+         FROM webhook_endpoints h ORDER BY h.endpoint"
     )
-    .fetch_all(c)
-    .await)
 }
 
 /// Rewrites the endpoints stored before issue #33 (whole URLs, credentials and all) into
@@ -209,22 +201,19 @@ pub async fn health(pool: &Pool) -> Result<Vec<EndpointHealth>, sqlx::Error> {
 /// until the endpoint is configured again under that name.
 pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let pending: Option<i64> = on!(tx, |c| sqlx::query_scalar(
-        "SELECT id FROM webhook_redaction_pending"
-    )
-    .fetch_optional(c)
-    .await)?;
+    let pending: Option<i64> =
+        fetch_scalar!(tx, optional, "SELECT id FROM webhook_redaction_pending")?;
     if pending.is_none() {
         return Ok(());
     }
-    let stored: Vec<String> = on!(tx, |c| sqlx::query_scalar(
+    let stored: Vec<String> = fetch_scalar!(
+        tx,
+        all,
         "SELECT endpoint FROM webhook_endpoints
          UNION SELECT endpoint FROM webhook_disabled
          UNION SELECT endpoint FROM webhook_deliveries
-         ORDER BY endpoint",
-    )
-    .fetch_all(c)
-    .await)?;
+         ORDER BY endpoint"
+    )?;
     let masked = |url: &str| crate::redact::url(url);
     let mut taken: std::collections::HashSet<String> = stored
         .iter()
@@ -245,12 +234,7 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
             "UPDATE webhook_endpoints SET endpoint = $2 WHERE endpoint = $1",
             "UPDATE webhook_disabled SET endpoint = $2 WHERE endpoint = $1",
         ] {
-            on!(tx, |c| sqlx::query(statement)
-                .bind(old)
-                .bind(&new)
-                .execute(c)
-                .await
-                .map(Done::from))?;
+            execute!(tx, statement, old, &new)?;
         }
         // As configured, and as the HTTP client printed it (normalised).
         let mut quoted = vec![old.clone()];
@@ -267,20 +251,12 @@ pub async fn redact_stored_endpoints(store: &Store) -> Result<(), sqlx::Error> {
                 "UPDATE webhook_endpoints SET last_error = replace(last_error, $1, $2)
                  WHERE last_error <> replace(last_error, $1, $2)",
             ] {
-                on!(tx, |c| sqlx::query(statement)
-                    .bind(text)
-                    .bind(&new)
-                    .execute(c)
-                    .await
-                    .map(Done::from))?;
+                execute!(tx, statement, text, &new)?;
             }
         }
         rewritten += 1;
     }
-    on!(tx, |c| sqlx::query("DELETE FROM webhook_redaction_pending")
-        .execute(c)
-        .await
-        .map(Done::from))?;
+    execute!(tx, "DELETE FROM webhook_redaction_pending")?;
     tx.commit().await?;
     if rewritten > 0 {
         tracing::info!(

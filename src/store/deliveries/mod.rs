@@ -20,7 +20,7 @@
 //! - Endpoints are stored by their URL with credentials masked, never the URL itself;
 //!   [`redact_stored_endpoints`] rewrites what older versions stored.
 
-use crate::store::{AsConn, Db, Done, Pool, on};
+use crate::store::{AsConn, Db, Pool, execute, fetch, fetch_scalar};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
@@ -45,26 +45,25 @@ pub async fn fan_out(
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let cursor: i64 = on!(tx, |c| sqlx::query_scalar(
+    let cursor: i64 = fetch_scalar!(
+        tx,
+        one,
         "SELECT last_event_seq FROM webhook_cursor WHERE id = 1"
-    )
-    .fetch_one(c)
-    .await)?;
-    let last: Option<i64> = on!(tx, |c| {
-        sqlx::query_scalar(
+    )?;
+    let last: Option<i64> = fetch_scalar!(
+        tx,
+        one,
         "SELECT MAX(seq) FROM (SELECT seq FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2) AS page",
-    )
-    .bind(cursor)
-    .bind(FAN_OUT_BATCH)
-    .fetch_one(c)
-    .await
-    })?;
+        cursor,
+        FAN_OUT_BATCH
+    )?;
     let Some(last) = last else {
         return Ok(0);
     };
     for subscriber in subscribers {
         let wanted = subscriber.events.map(|events| json!(events).to_string());
-        on!(tx, |c| sqlx::query(
+        execute!(
+            tx,
             "INSERT INTO webhook_deliveries
                  (event_seq, endpoint, event_type, agent_id, next_attempt_at, created_at)
              SELECT seq, $1, event_type, agent_id, $2, created_at FROM outbox_events
@@ -73,23 +72,18 @@ pub async fn fan_out(
                AND event_type NOT IN
                    (SELECT event_type FROM webhook_disabled WHERE endpoint = $1)
              ON CONFLICT (event_seq, endpoint) DO NOTHING",
-        )
-        .bind(subscriber.endpoint)
-        .bind(now_ms)
-        .bind(cursor)
-        .bind(last)
-        .bind(wanted)
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            subscriber.endpoint,
+            now_ms,
+            cursor,
+            last,
+            wanted
+        )?;
     }
-    on!(tx, |c| sqlx::query(
-        "UPDATE webhook_cursor SET last_event_seq = $1 WHERE id = 1"
-    )
-    .bind(last)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+    execute!(
+        tx,
+        "UPDATE webhook_cursor SET last_event_seq = $1 WHERE id = 1",
+        last
+    )?;
     tx.commit().await?;
     Ok(u64::try_from(last - cursor).unwrap_or(0))
 }
@@ -277,28 +271,22 @@ pub async fn claim(
     }
     let endpoints = json!(endpoints).to_string();
     let mut tx = store.begin_write().await?;
-    on!(
+    execute!(
         tx,
         (hasten_probes!(sqlite), hasten_probes!(postgres)),
-        |c, sql| sqlx::query(sql)
-            .bind(now_ms)
-            .bind(&endpoints)
-            .execute(c)
-            .await
-            .map(Done::from)
+        now_ms,
+        &endpoints
     )?;
     // The probe's attempt sets the next one; until then (or its lease ends) no other.
-    on!(tx, |c| sqlx::query(
+    execute!(
+        tx,
         "UPDATE webhook_endpoints SET next_probe_at = $1 + $2
          WHERE status = 'failing' AND next_probe_at <= $1
            AND endpoint IN (SELECT value FROM json_each($3))",
-    )
-    .bind(now_ms)
-    .bind(lease_ms)
-    .bind(&endpoints)
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        now_ms,
+        lease_ms,
+        &endpoints
+    )?;
     // PostgreSQL's planner, seeing few pending deliveries (a young table without
     // statistics, or statistics taken while nearly all were delivered), gathers every
     // due delivery and sorts them to pick the first few: a claim then costs 30 to 50 ms
@@ -306,23 +294,23 @@ pub async fn claim(
     // index in `event_seq` order, stopping at the limit, is left; for this statement
     // only, as the others sort what no index orders.
     on_postgres(&mut tx, WALK_IN_ORDER).await?;
-    let claimed_ids: Vec<i64> = on!(tx, (lease_due!(sqlite), lease_due!(postgres)), |c, sql| {
-        sqlx::query_scalar(sql)
-            .bind(now_ms)
-            .bind(lease_ms)
-            .bind(&endpoints)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(c)
-            .await
-    })?;
+    let claimed_ids: Vec<i64> = fetch_scalar!(
+        tx,
+        all,
+        (lease_due!(sqlite), lease_due!(postgres)),
+        now_ms,
+        lease_ms,
+        &endpoints,
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    )?;
     on_postgres(&mut tx, SORT_AGAIN).await?;
-    let claimed = on!(tx, (claimed!(sqlite), claimed!(postgres)), |c, sql| {
-        sqlx::query_as(sql)
-            .bind(json!(claimed_ids).to_string())
-            .bind(now_ms)
-            .fetch_all(c)
-            .await
-    })?;
+    let claimed = fetch!(
+        tx,
+        all,
+        (claimed!(sqlite), claimed!(postgres)),
+        json!(claimed_ids).to_string(),
+        now_ms
+    )?;
     tx.commit().await?;
     Ok(claimed)
 }
@@ -495,49 +483,33 @@ pub async fn settle(
     }
     let rows = json!(attempts.iter().map(settled_row).collect::<Vec<_>>()).to_string();
     let mut tx = store.begin_write().await?;
-    on!(
+    execute!(
         tx,
         (record_attempts!(sqlite), record_attempts!(postgres)),
-        |c, sql| {
-            sqlx::query(sql)
-                .bind(&rows)
-                .execute(c)
-                .await
-                .map(Done::from)
-        }
+        &rows
     )?;
-    on!(
+    execute!(
         tx,
         (apply_verdicts!(sqlite), apply_verdicts!(postgres)),
-        |c, sql| {
-            sqlx::query(sql)
-                .bind(&rows)
-                .execute(c)
-                .await
-                .map(Done::from)
-        }
+        &rows
     )?;
     for a in attempts.iter().filter(|a| a.verdict == Verdict::Gone) {
-        on!(tx, |c| sqlx::query(
+        execute!(
+            tx,
             "INSERT INTO webhook_disabled (endpoint, event_type, reason, disabled_at)
              VALUES ($1, $2, 'the receiver answered 410 Gone', $3)
              ON CONFLICT DO NOTHING",
-        )
-        .bind(&a.endpoint)
-        .bind(&a.event_type)
-        .bind(a.attempted_at)
-        .execute(c)
-        .await
-        .map(Done::from))?;
-        on!(tx, |c| sqlx::query(
+            &a.endpoint,
+            &a.event_type,
+            a.attempted_at
+        )?;
+        execute!(
+            tx,
             "UPDATE webhook_deliveries SET status = 'disabled', lease_until = NULL
              WHERE status = 'pending' AND endpoint = $1 AND event_type = $2",
-        )
-        .bind(&a.endpoint)
-        .bind(&a.event_type)
-        .execute(c)
-        .await
-        .map(Done::from))?;
+            &a.endpoint,
+            &a.event_type
+        )?;
     }
     let changes = record_health(&mut tx, attempts, probing, now_ms).await?;
     tx.commit().await?;
@@ -550,14 +522,12 @@ pub async fn release(store: &Store, ids: &[i64]) -> Result<(), sqlx::Error> {
         return Ok(());
     }
     let mut tx = store.begin_write().await?;
-    on!(tx, |c| sqlx::query(
+    execute!(
+        tx,
         "UPDATE webhook_deliveries SET lease_until = NULL
          WHERE status = 'pending' AND id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
-    )
-    .bind(json!(ids).to_string())
-    .execute(c)
-    .await
-    .map(Done::from))?;
+        json!(ids).to_string()
+    )?;
     tx.commit().await
 }
 
@@ -579,32 +549,30 @@ pub struct DeliveryRow {
 
 /// Pending deliveries, or dead ones, oldest first.
 pub async fn list(pool: &Pool, dead: bool, limit: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(
+    fetch!(
+        pool,
+        all,
         "SELECT d.id, e.id AS event_id, d.event_type, d.agent_id, d.endpoint, d.status,
                 d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at
          FROM webhook_deliveries d JOIN outbox_events e ON e.seq = d.event_seq
          WHERE d.status = $1 ORDER BY d.event_seq LIMIT $2",
+        if dead { "dead" } else { "pending" },
+        limit
     )
-    .bind(if dead { "dead" } else { "pending" })
-    .bind(limit)
-    .fetch_all(c)
-    .await)
 }
 
 /// Puts dead deliveries of events committed at or after `since_ms` back in the queue,
 /// due now, with a fresh attempt count; returns how many.
 pub async fn replay_dead(store: &Store, since_ms: i64, now_ms: i64) -> Result<u64, sqlx::Error> {
     let mut tx = store.begin_write().await?;
-    let done = on!(tx, |c| sqlx::query(
+    let done = execute!(
+        tx,
         "UPDATE webhook_deliveries
          SET status = 'pending', attempts = 0, next_attempt_at = $1, lease_until = NULL
          WHERE status = 'dead' AND created_at >= $2",
-    )
-    .bind(now_ms)
-    .bind(since_ms)
-    .execute(c)
-    .await
-    .map(Done::from))?
+        now_ms,
+        since_ms
+    )?
     .rows_affected();
     tx.commit().await?;
     Ok(done)
@@ -612,17 +580,18 @@ pub async fn replay_dead(store: &Store, since_ms: i64, now_ms: i64) -> Result<u6
 
 /// Pending deliveries and when the oldest of their events was committed.
 pub async fn backlog(pool: &Pool) -> Result<(i64, Option<i64>), sqlx::Error> {
-    on!(pool, |c| sqlx::query_as(
-        "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'",
+    fetch!(
+        pool,
+        one,
+        "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'"
     )
-    .fetch_one(c)
-    .await)
 }
 
 /// When the earliest pending delivery (or a failing endpoint's probe) falls due, if any.
 pub async fn next_due(pool: &Pool) -> Result<Option<i64>, sqlx::Error> {
-    on!(pool, |c| {
-        sqlx::query_scalar(
+    fetch_scalar!(
+        pool,
+        one,
         "SELECT MIN(due) FROM (
              SELECT MIN(CASE WHEN lease_until > attempt_at THEN lease_until ELSE attempt_at END) AS due
              FROM (SELECT lease_until,
@@ -630,11 +599,8 @@ pub async fn next_due(pool: &Pool) -> Result<Option<i64>, sqlx::Error> {
                                ELSE next_attempt_at END AS attempt_at
                    FROM webhook_deliveries WHERE status = 'pending') AS pending
              UNION ALL
-             SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing') AS candidates",
+             SELECT MIN(next_probe_at) FROM webhook_endpoints WHERE status = 'failing') AS candidates"
     )
-    .fetch_one(c)
-    .await
-    })
 }
 
 // After the SQL macros, which it uses too.
@@ -647,6 +613,7 @@ pub use endpoints::{EndpointHealth, health, redact_stored_endpoints, register};
 mod tests {
     use crate::store::Backend;
     use crate::store::testing::backends;
+    use crate::store::{Done, on};
     use chrono::Utc;
     use rstest_reuse::apply;
     use sqlx::{Column, Row};
