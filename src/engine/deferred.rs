@@ -343,7 +343,7 @@ async fn settle_item(
         error,
         attempt_id,
     };
-    if jobs::settle_deferred(conn, job_id, seq, &settlement, to_ms(now)).await? {
+    if jobs::settle(conn, "deferred", job_id, seq, &settlement, to_ms(now)).await? {
         metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(1);
         super::bulk::finish_if_done(conn, job_id, now).await?;
     }

@@ -299,20 +299,10 @@ pub async fn take(
     Ok(taken.rows_affected() == 1)
 }
 
-/// Settles a pending item; false when it was not pending.
+/// Settles an item whose outcome is still `from`: `pending` (its change was made now) or
+/// `deferred` (once its deferred change is); false when it was not (settled otherwise
+/// meanwhile).
 pub async fn settle(
-    conn: &mut impl AsConn,
-    job_id: &str,
-    seq: i64,
-    settlement: &Settlement<'_>,
-    at: i64,
-) -> Result<bool, sqlx::Error> {
-    settle_from(conn, "pending", job_id, seq, settlement, at).await
-}
-
-/// Settles an item whose outcome is still `from` (`pending` or `deferred`); false when
-/// it was not (settled otherwise meanwhile).
-async fn settle_from(
     conn: &mut impl AsConn,
     from: &str,
     job_id: &str,
@@ -352,18 +342,6 @@ pub async fn defer_item(
         seq
     )?;
     Ok(deferred.rows_affected() == 1)
-}
-
-/// Settles a `deferred` item once its deferred change is; false when it was not
-/// deferred (settled otherwise meanwhile).
-pub async fn settle_deferred(
-    conn: &mut impl AsConn,
-    job_id: &str,
-    seq: i64,
-    settlement: &Settlement<'_>,
-    at: i64,
-) -> Result<bool, sqlx::Error> {
-    settle_from(conn, "deferred", job_id, seq, settlement, at).await
 }
 
 /// The agents of the job's items waiting as `deferred`, in request order.
@@ -531,8 +509,16 @@ mod tests {
             error: None,
             attempt_id: Some("a1"),
         };
-        assert!(settle(&mut tx, "job_1", 0, &ok, 3_000).await.unwrap());
-        assert!(!settle(&mut tx, "job_1", 0, &ok, 3_000).await.unwrap());
+        assert!(
+            settle(&mut tx, "pending", "job_1", 0, &ok, 3_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !settle(&mut tx, "pending", "job_1", 0, &ok, 3_000)
+                .await
+                .unwrap()
+        );
         let counts = counts(&mut tx, "job_1").await.unwrap();
         assert_eq!(
             counts,

@@ -15,6 +15,7 @@ impl BulkJobs {
         let mut tx = self.store().begin_write().await?;
         jobs::settle(
             &mut tx,
+            "pending",
             job_id,
             seq,
             &Settlement {
