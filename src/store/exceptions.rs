@@ -84,20 +84,7 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
 /// Closes each open exception of `closes` (id, Unix ms) at its instant (never before it
 /// opened), in one statement; returns how many it closed.
 pub async fn close_all(conn: &mut impl AsConn, closes: &[(&str, i64)]) -> Result<u64, sqlx::Error> {
-    if closes.is_empty() {
-        return Ok(0);
-    }
-    let done = execute!(
-        conn,
-        "UPDATE adherence_exceptions
-         SET closed_at = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
-         FROM (SELECT json_extract(value, '$[0]') AS id,
-                      CAST(json_extract(value, '$[1]') AS BIGINT) AS at
-               FROM json_each($1)) AS j
-         WHERE adherence_exceptions.id = j.id AND closed_at IS NULL",
-        serde_json::json!(closes).to_string()
-    )?;
-    Ok(done.rows_affected())
+    stamp_all(conn, "closed_at", closes).await
 }
 
 /// Marks each open exception of `severe` (id, Unix ms) severe at its instant, in one
@@ -106,18 +93,31 @@ pub async fn mark_severe_all(
     conn: &mut impl AsConn,
     severe: &[(&str, i64)],
 ) -> Result<u64, sqlx::Error> {
-    if severe.is_empty() {
+    stamp_all(conn, "severe_at", severe).await
+}
+
+/// Sets instant column `column` (`closed_at` or `severe_at`) of each open exception of
+/// `stamps` (id, Unix ms) where it is not set yet, to its instant but never before the
+/// exception opened, in one statement; returns how many it set.
+async fn stamp_all(
+    conn: &mut impl AsConn,
+    column: &'static str,
+    stamps: &[(&str, i64)],
+) -> Result<u64, sqlx::Error> {
+    if stamps.is_empty() {
         return Ok(0);
     }
     let done = execute!(
         conn,
-        "UPDATE adherence_exceptions
-         SET severe_at = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
-         FROM (SELECT json_extract(value, '$[0]') AS id,
-                      CAST(json_extract(value, '$[1]') AS BIGINT) AS at
-               FROM json_each($1)) AS j
-         WHERE adherence_exceptions.id = j.id AND closed_at IS NULL AND severe_at IS NULL",
-        serde_json::json!(severe).to_string()
+        sqlx::AssertSqlSafe(format!(
+            "UPDATE adherence_exceptions
+             SET {column} = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
+             FROM (SELECT json_extract(value, '$[0]') AS id,
+                          CAST(json_extract(value, '$[1]') AS BIGINT) AS at
+                   FROM json_each($1)) AS j
+             WHERE adherence_exceptions.id = j.id AND closed_at IS NULL AND {column} IS NULL"
+        )),
+        serde_json::json!(stamps).to_string()
     )?;
     Ok(done.rows_affected())
 }
