@@ -102,7 +102,7 @@ pub struct ApiState {
     /// The adherence rules in force, for the adherence figures of reports.
     pub judging: crate::engine::compliance::JudgingHandle,
     /// The tenant's deferred changes (`when_busy = "defer"`).
-    pub deferred: crate::engine::deferred::DeferredChanges,
+    pub deferred: crate::engine::deferred::worker::DeferredChanges,
     /// The live feed: snapshot, events, tickets.
     pub live: crate::live::Live,
     /// The newest skill and queue figures and each family's health.

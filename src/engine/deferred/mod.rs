@@ -10,26 +10,32 @@
 //!   `deferred`. An agent has at most one: a newer one replaces the older, which is
 //!   settled `cancelled` in the same transaction (audited `transition.replaced`, event
 //!   `transition.cancelled` with `replacedBy`, its bulk item `cancelled`).
-//! - **Carrying out.** [`DeferredChanges::run`], the tenant leader's worker, looks at the
-//!   waiting changes whenever an outbox commit is announced (state sync's recorded
-//!   changes are such commits), at the next expiry, and every [`BACKSTOP`] for commits of
-//!   other processes. A change whose agent is recorded in a state that is not busy, in
-//!   an interval later than the one it was last found busy in, goes through the engine
-//!   again ([`TransitionEngine::carry_out_deferred`]): compliance is checked again (a
-//!   refusal is recorded and announced as any), the platform is asked, and the change is
-//!   confirmed by reading the agent's state back before it is recorded with its
-//!   `agent.state_changed`. A platform conflict again leaves it waiting for the next
+//! - **Carrying out.** [`worker::DeferredChanges::run`], the tenant leader's worker,
+//!   looks at the waiting changes whenever an outbox commit is announced (state sync's
+//!   recorded changes are such commits), at the next expiry, and every
+//!   [`worker::BACKSTOP`] for commits of other processes. A change whose agent is
+//!   recorded in a state that is not busy, in an interval later than the one it was
+//!   last found busy in, goes through the engine again
+//!   ([`crate::engine::TransitionEngine::carry_out_deferred`]): compliance is checked
+//!   again (a refusal is recorded and announced as any), the platform is asked, and the
+//!   change is confirmed by reading the agent's state back before it is recorded with
+//!   its `agent.state_changed`. A platform conflict again leaves it waiting for the next
 //!   interval state sync records. Nothing here polls the platform.
 //! - **Expiring.** A change still waiting at its `expires_at` is removed, audited
 //!   (`transition.expired`) with its `transition.expired` event, and its bulk item
 //!   settled `failed`. One found expired at start (after a restart or `kill -9`) expires
 //!   then: a change is never carried out late.
-//! - **Cancelling.** `DELETE /v1/agents/{id}/deferred` ([`DeferredChanges::cancel`]), or
-//!   cancelling its bulk job, removes it with an audit entry (`transition.cancelled`) and
-//!   a `transition.cancelled` event; its bulk item is settled `cancelled`.
+//! - **Cancelling.** `DELETE /v1/agents/{id}/deferred`
+//!   ([`worker::DeferredChanges::cancel`]), or cancelling its bulk job, removes it with
+//!   an audit entry (`transition.cancelled`) and a `transition.cancelled` event; its bulk
+//!   item is settled `cancelled`.
 //!
 //! The waiting changes live in the database only, so they survive restarts; only the
 //! leader's worker carries them out or expires them.
+//!
+//! This module holds the changes' types and the records each step writes in its
+//! caller's transaction, below the transition engine that writes some of them;
+//! [`worker`] drives the engine.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +45,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{EngineError, Outcome, Transition, TransitionEngine, TransitionRequest};
+use super::{Outcome, Transition, TransitionRequest};
 use crate::domain::events::{Event, TransitionCancelled, TransitionDeferred, TransitionExpired};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
@@ -49,14 +55,6 @@ use crate::store::{AsConn, from_ms, history, outbox, to_ms};
 use crate::time::rfc3339;
 
 pub use crate::domain::busy::{DEFAULT_DEFER_FOR, MAX_DEFER_FOR, MIN_DEFER_FOR, WhenBusy};
-
-/// How often the worker looks at the waiting changes when nothing wakes it: commits of
-/// another process (a follower's forwarded change is the leader's own commit) and
-/// a lost wake-up are caught within this.
-pub const BACKSTOP: Duration = Duration::from_secs(5);
-
-/// How long the worker waits after a database failure.
-const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The `outcome` labels of `wfmd_deferred_total`.
 pub const OUTCOMES: [&str; 7] = [
@@ -454,132 +452,18 @@ pub(crate) async fn cancel_in(
     Ok(Some(row))
 }
 
-/// The tenant's deferred changes: the leader's worker that carries them out or expires
-/// them, and cancelling. Cheap to clone.
-#[derive(Clone)]
-pub struct DeferredChanges {
-    engine: Arc<TransitionEngine>,
-    /// `[deferred] defer_for`: how long a change waits unless its request says.
-    defer_for: Duration,
-}
-
-impl DeferredChanges {
-    pub fn new(engine: Arc<TransitionEngine>, defer_for: Duration) -> DeferredChanges {
-        DeferredChanges { engine, defer_for }
-    }
-
-    /// How a change asked with `when_busy` (and its own `defer_for`, if it gave one)
-    /// waits for a busy agent; `None` for `reject`.
-    pub fn defer(&self, when_busy: WhenBusy, defer_for: Option<Duration>) -> Option<Defer> {
-        (when_busy == WhenBusy::Defer).then(|| Defer {
-            defer_for: defer_for.unwrap_or(self.defer_for),
-            bulk: None,
-        })
-    }
-
-    /// The configured wait (`[deferred] defer_for`).
-    pub fn defer_for(&self) -> Duration {
-        self.defer_for
-    }
-
-    /// The agent's waiting change, if any.
-    pub async fn get(&self, agent_id: &str) -> Result<Option<Deferral>, sqlx::Error> {
-        let mut conn = self.engine.store().reader().acquire().await?;
-        Ok(stored::for_agent(&mut conn, agent_id)
-            .await?
-            .as_ref()
-            .map(Deferral::of))
-    }
-
-    /// Cancels the agent's waiting change for `by` (`DELETE /v1/agents/{id}/deferred`);
-    /// the cancelled one, `None` when none waited. Waits for a change of the agent in
-    /// flight, so a change being carried out is either made or cancelled, never both.
-    pub async fn cancel(&self, agent_id: &str, by: &str) -> Result<Option<Deferral>, sqlx::Error> {
-        let locks = self.engine.agents_in_flight();
-        let _agent = locks.lock(agent_id).await;
-        let store = self.engine.store();
-        let now = self.engine.now();
-        let mut tx = store.begin_write().await?;
-        let cancelled = cancel_in(&mut tx, agent_id, None, by, now).await?;
-        tx.commit().await?;
-        if cancelled.is_some() {
-            store.notify_outbox();
-        }
-        Ok(cancelled.as_ref().map(Deferral::of))
-    }
-
-    /// Carries out or expires the waiting changes until `stop` (the leader's worker):
-    /// at start (every change left from before, expired ones first), at each announced
-    /// outbox commit (state sync recording an agent's new state), at the next expiry,
-    /// and every [`BACKSTOP`].
-    pub async fn run(self, stop: CancellationToken) {
-        tracing::info!(defer_for = ?self.defer_for, "deferred changes worker started");
-        let mut commits = self.engine.store().outbox_commits();
-        loop {
-            commits.borrow_and_update();
-            let wait = match self.step().await {
-                Ok(next) => next.min(BACKSTOP),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot look at the deferred changes yet");
-                    ERROR_BACKOFF
-                }
-            };
-            tokio::select! {
-                () = stop.cancelled() => break,
-                changed = commits.changed() => if changed.is_err() { break },
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-        tracing::info!("deferred changes worker stopped");
-    }
-
-    /// One look at every waiting change, as a step for tests: expires those whose time
-    /// is up and carries out those whose agent is recorded free in a newer interval.
-    /// Returns how long until the next expiry ([`BACKSTOP`] when none waits).
-    pub async fn step(&self) -> Result<Duration, EngineError> {
-        let store = self.engine.store();
-        let rows = stored::all(store.reader()).await?;
-        let mut next = None;
-        for row in rows {
-            let now = self.engine.now();
-            let due = to_ms(now) >= row.expires_at;
-            if !due && !self.agent_free(&row).await? {
-                next = Some(next.map_or(row.expires_at, |n: i64| n.min(row.expires_at)));
-                continue;
-            }
-            match self.engine.carry_out_deferred(row.clone()).await? {
-                CarriedOut::StillBusy => {
-                    next = Some(next.map_or(row.expires_at, |n: i64| n.min(row.expires_at)));
-                }
-                CarriedOut::Made(_) | CarriedOut::Expired | CarriedOut::Gone => {}
-            }
-        }
-        let waiting = stored::all(store.reader()).await?.len();
-        metrics::gauge!("wfmd_deferred_changes").set(waiting as f64);
-        let now = to_ms(self.engine.now());
-        Ok(next.map_or(BACKSTOP, |at| {
-            Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
-        }))
-    }
-
-    /// Whether `row`'s agent is recorded in a state that is not busy, in an interval
-    /// later than the one it was last found busy in.
-    async fn agent_free(&self, row: &DeferredRow) -> Result<bool, sqlx::Error> {
-        let mut conn = self.engine.store().reader().acquire().await?;
-        let open = history::open_interval(&mut conn, &row.agent_id).await?;
-        Ok(open
-            .is_some_and(|open| !is_busy(open.state()) && Some(open.started_at) != row.busy_since))
-    }
-}
+pub mod worker;
 
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
 
+    use super::worker::DeferredChanges;
     use super::*;
     use crate::cxone::CxoneError;
     use crate::cxone::fake::FakePlatform;
     use crate::domain::{BreakWindow, Schedule, ScheduleStatus, Violation};
+    use crate::engine::TransitionEngine;
     use crate::store::history::NewInterval;
     use crate::store::testing::temp_store;
     use crate::store::{Store, intents, on};
