@@ -14,7 +14,8 @@
 //!   core (`cxone::core`: calls, the token cache, status classification, the circuit
 //!   breaker, paging) under two dialects (`v2`, `incontact`) that add paths, wire types
 //!   and mappings; retries with jitter; the shared request budget with its lanes.
-//! - [`store`]: SQLite or PostgreSQL behind one seam ([`store::Db`]): opening and the
+//! - [`store`]: SQLite or PostgreSQL behind one seam ([`store::Db`], whose statements
+//!   are run through `on!` and its short forms `execute!`, `fetch!`): opening and the
 //!   write turn, state history, attempts, intents, the audit log with its checkpoints
 //!   and verification, the outbox and webhook deliveries, jobs, schedules, adherence
 //!   exceptions and authorisations, deferred changes, the agent roster, retention, and
@@ -29,7 +30,8 @@
 //!   [`engine::automation`] and the [`engine::compliance`] sweep;
 //!   [`engine::metrics`] polls skill and queue figures for the wallboard;
 //!   [`engine::analytics`] runs analytics jobs; [`engine::retention`] prunes;
-//!   [`engine::deferred`] carries out the changes that wait for a busy agent.
+//!   [`engine::deferred`] records the changes that wait for a busy agent, and its
+//!   worker carries them out.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
 //!   out to any number of clients, one job per file (view, encoding, hub, loops, feed,
