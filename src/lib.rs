@@ -77,6 +77,9 @@ pub mod telemetry;
 pub mod time;
 pub mod web;
 
+#[cfg(test)]
+mod import_cycles;
+
 pub use app::{App, Services, http_client, incontact_settings, platform, start_simulator};
 
 pub use telemetry::metrics_handle;
