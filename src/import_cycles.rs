@@ -8,14 +8,15 @@
 //! between a file and its ancestor or descendant is not one between modules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 type ModPath = Vec<String>;
 
-/// One production source file: its module path and text without comments or tests.
+/// One production source file: its text without comments or tests, and the child
+/// modules it declares as `#[cfg(test)] mod x;`.
 struct Module {
-    file: PathBuf,
     text: String,
+    test_children: Vec<String>,
 }
 
 /// Every production module of the crate, by module path (`[]` is `lib.rs`).
@@ -26,15 +27,11 @@ fn modules(src: &Path) -> BTreeMap<ModPath, Module> {
     let test_only: Vec<ModPath> = found
         .iter()
         .flat_map(|(path, module)| {
-            let raw = std::fs::read_to_string(&module.file).expect("readable source");
-            test_declared(&raw)
-                .into_iter()
-                .map(|child| {
-                    let mut p = path.clone();
-                    p.push(child);
-                    p
-                })
-                .collect::<Vec<_>>()
+            module.test_children.iter().map(|child| {
+                let mut p = path.clone();
+                p.push(child.clone());
+                p
+            })
         })
         .collect();
     found.retain(|path, _| !test_only.iter().any(|t| path.starts_with(t)));
@@ -73,8 +70,8 @@ fn visit(src: &Path, dir: &Path, found: &mut BTreeMap<ModPath, Module>) {
         found.insert(
             parts,
             Module {
-                file: path,
                 text: production(&raw),
+                test_children: test_declared(&raw),
             },
         );
     }
