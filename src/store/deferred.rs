@@ -36,7 +36,14 @@ pub async fn replace(
     conn: &mut impl AsConn,
     row: &DeferredRow,
 ) -> Result<Option<DeferredRow>, sqlx::Error> {
-    let older = remove(conn, &row.agent_id).await?;
+    let older: Option<DeferredRow> = fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "DELETE FROM deferred_changes WHERE agent_id = $1 RETURNING {COLUMNS}"
+        )),
+        &row.agent_id
+    )?;
     execute!(
         conn,
         sqlx::AssertSqlSafe(format!(
@@ -97,21 +104,6 @@ pub async fn all(pool: &Pool) -> Result<Vec<DeferredRow>, sqlx::Error> {
         sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM deferred_changes ORDER BY expires_at, agent_id"
         ))
-    )
-}
-
-/// Removes the agent's deferred change; the removed one, if there was one.
-pub async fn remove(
-    conn: &mut impl AsConn,
-    agent_id: &str,
-) -> Result<Option<DeferredRow>, sqlx::Error> {
-    fetch!(
-        conn,
-        optional,
-        sqlx::AssertSqlSafe(format!(
-            "DELETE FROM deferred_changes WHERE agent_id = $1 RETURNING {COLUMNS}"
-        )),
-        agent_id
     )
 }
 
@@ -230,10 +222,6 @@ mod tests {
         );
         assert_eq!(take(&mut tx, "d1").await.unwrap(), None, "once");
         assert!(!still_busy(&mut tx, "d1", Some(5_000)).await.unwrap());
-        replace(&mut tx, &row("d2", "u_002", 9_000)).await.unwrap();
-        let removed = remove(&mut tx, "u_002").await.unwrap();
-        assert_eq!(removed.map(|r| r.id), Some("d2".to_owned()));
-        assert_eq!(remove(&mut tx, "u_002").await.unwrap(), None);
         tx.commit().await.unwrap();
         assert!(all(store.reader()).await.unwrap().is_empty());
     }

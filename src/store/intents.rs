@@ -12,7 +12,7 @@
 //! transition` beside the daemon) may still have its call in flight, so it is settled
 //! only once it is older than any call can take.
 
-use crate::store::{AsConn, Pool, execute, fetch};
+use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use sqlx::FromRow;
 
 /// One intent, as stored. Times are Unix milliseconds.
@@ -81,17 +81,12 @@ pub async fn unsettled(
     )
 }
 
-/// The intent of `attempt_id`, if it is still there.
-pub async fn get(
-    conn: &mut impl AsConn,
-    attempt_id: &str,
-) -> Result<Option<IntentRow>, sqlx::Error> {
-    fetch!(
+/// Whether the intent of `attempt_id` is still there: its outcome is not recorded yet.
+pub async fn is_left(conn: &mut impl AsConn, attempt_id: &str) -> Result<bool, sqlx::Error> {
+    fetch_scalar!(
         conn,
-        optional,
-        sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM transition_intents WHERE attempt_id = $1"
-        )),
+        one,
+        "SELECT EXISTS (SELECT 1 FROM transition_intents WHERE attempt_id = $1)",
         attempt_id
     )
 }
@@ -106,4 +101,36 @@ pub async fn by_idempotency_key(pool: &Pool, key: &str) -> Result<Option<IntentR
         )),
         key
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Backend;
+    use crate::store::testing::{backends, temp_store_on};
+    use rstest_reuse::apply;
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn an_intent_is_left_until_its_outcome_deletes_it(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let mut tx = store.begin_write().await.unwrap();
+        let row = IntentRow {
+            attempt_id: "att_1".into(),
+            agent_id: "u_001".into(),
+            target_state: "READY".into(),
+            reason: "WORKING".into(),
+            origin: "api".into(),
+            actor: "desk".into(),
+            idempotency_key: None,
+            requested_at: 1_000,
+            owner: "p1".into(),
+        };
+        insert(&mut tx, &row).await.unwrap();
+        assert!(is_left(&mut tx, "att_1").await.unwrap());
+        assert!(!is_left(&mut tx, "att_2").await.unwrap(), "never written");
+        delete(&mut tx, "att_1").await.unwrap();
+        assert!(!is_left(&mut tx, "att_1").await.unwrap(), "recorded");
+        tx.commit().await.unwrap();
+    }
 }

@@ -81,7 +81,7 @@ impl TransitionEngine {
         };
         let _agent = self.agents.lock(&request.agent_id).await;
         let mut conn = self.store.reader().acquire().await?;
-        if intents::get(&mut conn, &intent.attempt_id).await?.is_none() {
+        if !intents::is_left(&mut conn, &intent.attempt_id).await? {
             // Recorded meanwhile: a retry with its key finished it.
             return Ok(false);
         }
