@@ -68,8 +68,9 @@ fn optional_text(value: Option<&str>) -> String {
     value.map(|v| text_cell(v).into_owned()).unwrap_or_default()
 }
 
-fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()] {
-    [
+/// The cells of `agent`'s record, one per [`COLUMNS`] entry.
+fn record(agent: &AgentSummary, from: &str, to: &str) -> Vec<String> {
+    let head = [
         text_cell(&agent.agent_id).into_owned(),
         agent.transitions.to_string(),
         agent.succeeded.to_string(),
@@ -82,13 +83,9 @@ fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()]
         optional(agent.latency_mean_ms),
         optional(agent.latency_p95_ms),
         agent.idle_seconds.to_string(),
-        agent.seconds_ready.to_string(),
-        agent.seconds_not_ready.to_string(),
-        agent.seconds_paused.to_string(),
-        agent.seconds_idle.to_string(),
-        agent.seconds_logged_out.to_string(),
-        agent.seconds_on_contact.to_string(),
-        agent.seconds_acw.to_string(),
+    ];
+    let by_state = agent.seconds_by_state().map(|s| s.to_string());
+    let tail = [
         optional(agent.adherence_pct),
         optional(agent.unobserved_seconds),
         from.to_owned(),
@@ -98,7 +95,8 @@ fn record(agent: &AgentSummary, from: &str, to: &str) -> [String; COLUMNS.len()]
         optional_text(agent.team.as_deref()),
         optional(agent.neutral_seconds),
         optional(agent.authorised_seconds),
-    ]
+    ];
+    head.into_iter().chain(by_state).chain(tail).collect()
 }
 
 /// Appends one CSV record to `buf`. The csv writer owns its output until `into_inner`,
@@ -128,4 +126,31 @@ pub(super) async fn write<S: Sink>(
         out.maybe_flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AgentSummary, COLUMNS, record};
+
+    #[test]
+    fn each_state_column_holds_that_states_time() {
+        let agent = AgentSummary::timed_apart();
+        let cells = record(&agent, "from", "to");
+        assert_eq!(cells.len(), COLUMNS.len(), "a cell for every column");
+        let cell = |name: &str| &cells[COLUMNS.iter().position(|c| *c == name).unwrap()];
+        let states = [
+            "ready",
+            "not_ready",
+            "paused",
+            "idle",
+            "logged_out",
+            "on_contact",
+            "acw",
+        ];
+        for (seconds, state) in (1..).zip(states) {
+            assert_eq!(cell(&format!("seconds_{state}")), &seconds.to_string());
+        }
+        assert_eq!(cell("from"), "from");
+        assert_eq!(cell("authorised_seconds"), "", "the last column");
+    }
 }

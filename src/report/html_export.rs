@@ -308,11 +308,11 @@ async fn day_views<S: Sink>(
 }
 
 /// One per-agent table: a heading row per team, then its agents' `cells`.
-async fn table<S: Sink, const N: usize>(
+async fn table<S: Sink>(
     out: &mut Chunked<'_, S>,
     teams: &[Team<'_>],
-    columns: &[&str; N],
-    cells: fn(&AgentSummary) -> [String; N],
+    columns: &[&str],
+    cells: fn(&AgentSummary) -> Vec<String>,
 ) -> Result<(), ReportError> {
     out.buf
         .extend_from_slice(b"<table class=\"agents\"><colgroup><col class=\"agent\">");
@@ -326,7 +326,7 @@ async fn table<S: Sink, const N: usize>(
     }
     out.buf.extend_from_slice(b"</tr></thead>");
     for team in teams {
-        team_heading(&mut out.buf, team, N + 1)?;
+        team_heading(&mut out.buf, team, columns.len() + 1)?;
         for agent in &team.agents {
             write!(
                 out.buf,
@@ -342,7 +342,9 @@ async fn table<S: Sink, const N: usize>(
                 )?;
             }
             out.buf.extend_from_slice(b"</td>");
-            for cell in cells(agent) {
+            let cells = cells(agent);
+            debug_assert_eq!(cells.len(), columns.len(), "a cell for every column");
+            for cell in cells {
                 write!(out.buf, "<td>{}</td>", escape(&cell))?;
             }
             out.buf.extend_from_slice(b"</tr>");
@@ -385,10 +387,10 @@ fn team_heading(buf: &mut Vec<u8>, team: &Team<'_>, span: usize) -> std::io::Res
     )
 }
 
-fn main_cells(a: &AgentSummary) -> [String; MAIN.len()] {
+fn main_cells(a: &AgentSummary) -> Vec<String> {
     let frequency = a.violation_frequency.map(|f| format!("{:.1}%", f * 100.0));
     let pct = a.adherence_pct.map(|p| format!("{p:.1}"));
-    [
+    vec![
         optional(pct),
         optional(a.scheduled_seconds.map(hms)),
         optional(a.in_adherence_seconds.map(hms)),
@@ -406,21 +408,19 @@ fn main_cells(a: &AgentSummary) -> [String; MAIN.len()] {
     ]
 }
 
-fn detail_cells(a: &AgentSummary) -> [String; DETAIL.len()] {
+fn detail_cells(a: &AgentSummary) -> Vec<String> {
     let mean = a.latency_mean_ms.map(|m| format!("{m:.1}"));
-    [
-        hms(a.seconds_ready),
-        hms(a.seconds_not_ready),
-        hms(a.seconds_paused),
-        hms(a.seconds_idle),
-        hms(a.seconds_logged_out),
-        hms(a.seconds_on_contact),
-        hms(a.seconds_acw),
+    let rejections = [
         a.rejections_agent_not_scheduled.to_string(),
         a.rejections_mandatory_break_violation.to_string(),
         a.rejections_state_conflict.to_string(),
         optional(mean),
-    ]
+    ];
+    a.seconds_by_state()
+        .map(hms)
+        .into_iter()
+        .chain(rejections)
+        .collect()
 }
 
 /// One group per agent: a bar for idle time and one for rejections, each scaled to the
@@ -500,4 +500,45 @@ fn shortened(label: &str) -> Cow<'_, str> {
     }
     let kept: String = label.chars().take(LABEL_CHARS - 1).collect();
     Cow::Owned(format!("{kept}…"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AgentSummary, DETAIL, MAIN, detail_cells, main_cells};
+
+    #[test]
+    fn each_detail_column_holds_its_figure() {
+        let agent = AgentSummary {
+            rejections_state_conflict: 8,
+            latency_mean_ms: Some(9.25),
+            ..AgentSummary::timed_apart()
+        };
+        let cells = detail_cells(&agent);
+        let shown: Vec<(&str, &str)> = DETAIL
+            .into_iter()
+            .zip(cells.iter().map(String::as_str))
+            .collect();
+        assert_eq!(cells.len(), DETAIL.len(), "a cell for every column");
+        assert_eq!(
+            shown,
+            [
+                ("Ready", "0:00:01"),
+                ("Not ready", "0:00:02"),
+                ("Paused", "0:00:03"),
+                ("Idle state", "0:00:04"),
+                ("Logged out", "0:00:05"),
+                ("On contact", "0:00:06"),
+                ("ACW", "0:00:07"),
+                ("Rejected: not scheduled", "0"),
+                ("Rejected: mandatory break", "0"),
+                ("Rejected: state conflict", "8"),
+                ("Latency mean (ms)", "9.2"),
+            ]
+        );
+        assert_eq!(
+            main_cells(&agent).len(),
+            MAIN.len(),
+            "a cell for every column"
+        );
+    }
 }

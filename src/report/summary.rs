@@ -109,6 +109,36 @@ impl AgentSummary {
         self.seconds_acw = seconds(time.ms_in(AgentState::Acw));
     }
 
+    /// Seconds in each state, in the order of the reports' columns: READY, NOT_READY,
+    /// PAUSED, IDLE, LOGGED_OUT, ON_CONTACT, ACW.
+    pub fn seconds_by_state(&self) -> [f64; 7] {
+        [
+            self.seconds_ready,
+            self.seconds_not_ready,
+            self.seconds_paused,
+            self.seconds_idle,
+            self.seconds_logged_out,
+            self.seconds_on_contact,
+            self.seconds_acw,
+        ]
+    }
+
+    /// An agent with 1 s in READY, 2 s in NOT_READY, … 7 s in ACW: each state's time
+    /// told apart, in [`AgentSummary::seconds_by_state`]'s order.
+    #[cfg(test)]
+    pub(super) fn timed_apart() -> Self {
+        AgentSummary {
+            seconds_ready: 1.0,
+            seconds_not_ready: 2.0,
+            seconds_paused: 3.0,
+            seconds_idle: 4.0,
+            seconds_logged_out: 5.0,
+            seconds_on_contact: 6.0,
+            seconds_acw: 7.0,
+            ..AgentSummary::default()
+        }
+    }
+
     /// Takes the agent's name and team from `roster`; leaves them unknown when the
     /// roster does not hold the agent.
     pub fn set_names(&mut self, roster: &HashMap<String, RosterEntry>) {
