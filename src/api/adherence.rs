@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
 use super::agents::{AgentPath, check_agent_id};
 use super::auth::Caller;
@@ -24,7 +23,7 @@ use super::error::Problem;
 use super::extract::{PathParams, QueryParams, window_from_query, zone_from_query};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
-use super::{ApiState, Routes};
+use super::{ApiState, Routes, to_the_end};
 use crate::domain::AgentState;
 use crate::domain::adherence::{DaySpan, Figures};
 use crate::engine::authorisations::{self, Authorise, AuthoriseError};
@@ -172,12 +171,8 @@ pub async fn authorise(
     };
     let store = state.store.clone();
     let now = state.engine.now();
-    // On its own task, as a change: a caller that leaves does not cut the record short.
-    let stored = crate::tasks::spawn(
-        async move { authorisations::authorise(&store, request, now).await }.in_current_span(),
-    )
-    .await
-    .map_err(|e| Problem::internal(&e))?;
+    let stored =
+        to_the_end(async move { authorisations::authorise(&store, request, now).await }).await?;
     match stored {
         Ok(row) => Ok((StatusCode::CREATED, Json(AuthorisationView::from(row))).into_response()),
         Err(AuthoriseError::Invalid { field, message }) => {
@@ -242,11 +237,9 @@ pub async fn withdraw_authorisation(
 ) -> Result<Response, Problem> {
     let store = state.store.clone();
     let (asked, by, now) = (id.clone(), caller.name.to_string(), Utc::now());
-    let withdrawn = crate::tasks::spawn(
-        async move { authorisations::withdraw(&store, &asked, &by, now).await }.in_current_span(),
-    )
-    .await
-    .map_err(|e| Problem::internal(&e))??;
+    let withdrawn =
+        to_the_end(async move { authorisations::withdraw(&store, &asked, &by, now).await })
+            .await??;
     if let Some(row) = withdrawn {
         return Ok(Json(AuthorisationView::from(row)).into_response());
     }

@@ -8,17 +8,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::SchemaType;
 use utoipa::openapi::{Object, Required, Type};
 
 use super::auth::Caller;
-use super::error::Problem;
+use super::error::{Problem, problem_answers};
 use super::extract::{PathParams, QueryParams, WindowQuery, window_from_query};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
-use super::{ApiState, Routes};
+use super::{ApiState, Routes, to_the_end};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::idle;
 use crate::domain::{AgentState, Origin};
@@ -253,26 +252,18 @@ pub async fn create_transition(
         actor: caller.name.to_string(),
         idempotency_key,
     };
-    // A person waits for this answer: it goes before every queued rule or refresh. The
-    // change runs on its own task: a request cut off by `server.request_timeout` (or a
-    // client that leaves) must not cut a change off between the platform call and its
-    // record.
+    // A person waits for this answer: it goes before every queued rule or refresh.
     let engine = state.engine.clone();
-    let change = crate::tasks::spawn(
-        async move {
-            in_lane(
-                Lane::Interactive,
-                None,
-                engine.transition_or_defer(request, defer),
-            )
-            .await
-        }
-        .in_current_span(),
-    );
-    let answer = change
+    let answer = to_the_end(async move {
+        in_lane(
+            Lane::Interactive,
+            None,
+            engine.transition_or_defer(request, defer),
+        )
         .await
-        .map_err(|e| Problem::internal(&e))?
-        .map_err(engine_problem)?;
+    })
+    .await?
+    .map_err(engine_problem)?;
     Ok(match answer {
         Deferrable::Now(transition) => transition_response(transition),
         Deferrable::Deferred(deferral) => (StatusCode::ACCEPTED, Json(deferral)).into_response(),
@@ -288,7 +279,7 @@ pub async fn create_transition(
     params(AgentPath),
     responses(
         (status = 200, description = "The change waiting for the agent", body = Deferral),
-        (status = 404, description = "No change waits for the agent"),
+        NoDeferredChange,
     )
 )]
 pub async fn deferred_change(
@@ -313,7 +304,7 @@ pub async fn deferred_change(
     params(AgentPath),
     responses(
         (status = 204, description = "Cancelled"),
-        (status = 404, description = "No change waits for the agent"),
+        NoDeferredChange,
     )
 )]
 pub async fn cancel_deferred_change(
@@ -325,11 +316,7 @@ pub async fn cancel_deferred_change(
     let deferred = state.deferred.clone();
     let by = caller.name.to_string();
     let agent = agent_id.clone();
-    // On its own task, as a change: a caller that leaves does not cut the record short.
-    let cancelled =
-        crate::tasks::spawn(async move { deferred.cancel(&agent, &by).await }.in_current_span())
-            .await
-            .map_err(|e| Problem::internal(&e))??;
+    let cancelled = to_the_end(async move { deferred.cancel(&agent, &by).await }).await??;
     match cancelled {
         Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         None => Err(no_deferred_change(&agent_id)),
@@ -338,6 +325,15 @@ pub async fn cancel_deferred_change(
 
 fn no_deferred_change(agent_id: &str) -> Problem {
     Problem::not_found(format!("no change waits for agent `{agent_id}`"))
+}
+
+/// The 404 of [`no_deferred_change`], for the deferred change's `responses(...)`.
+struct NoDeferredChange;
+
+impl utoipa::IntoResponses for NoDeferredChange {
+    fn responses() -> BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        problem_answers(&[(404, "No change waits for the agent")])
+    }
 }
 
 fn engine_problem(error: EngineError) -> Problem {

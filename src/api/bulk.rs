@@ -11,7 +11,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::agents::{
@@ -287,7 +287,7 @@ pub async fn show_bulk_job(
     State(state): State<ApiState>,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ShowQuery>,
-) -> Result<Response, Problem> {
+) -> Result<Json<JobView>, Problem> {
     let with_items = match query.items.as_deref() {
         None | Some("true") => true,
         Some("false") => false,
@@ -298,8 +298,7 @@ pub async fn show_bulk_job(
             ));
         }
     };
-    let job = found(state.bulk.job(&job_id, with_items).await?, "bulk", &job_id)?;
-    Ok(Json(job).into_response())
+    found(state.bulk.job(&job_id, with_items).await?, "bulk", &job_id).map(Json)
 }
 
 /// Cancels the items not started yet (those in flight finish; then the job is
@@ -320,13 +319,13 @@ pub async fn cancel_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
-) -> Result<Response, Problem> {
-    let job = state
+) -> Result<Json<JobView>, Problem> {
+    state
         .bulk
         .cancel(&job_id, &caller.name)
         .await
-        .map_err(bulk_problem)?;
-    Ok(Json(job).into_response())
+        .map(Json)
+        .map_err(bulk_problem)
 }
 
 /// Starts a job that puts every agent the finished job moved back to the state and

@@ -59,6 +59,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
@@ -127,6 +128,17 @@ fn with_body_limit(
     let (schemas, mut paths, router) = route;
     openapi::document_body_limit(&mut paths, bytes);
     (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
+}
+
+/// Runs `change` on a task of its own and waits for its end: a request cut off by
+/// `server.request_timeout`, or a client that leaves, must not cut a change off between
+/// its first write (or the platform call) and its record.
+async fn to_the_end<T: Send + 'static>(
+    change: impl Future<Output = T> + Send + 'static,
+) -> Result<T, error::Problem> {
+    crate::tasks::spawn(change.in_current_span())
+        .await
+        .map_err(|e| error::Problem::internal(&e))
 }
 
 /// The routes and their OpenAPI document, before middleware.
