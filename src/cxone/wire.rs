@@ -202,7 +202,6 @@ impl From<BreakStatusAnswer> for BreakStatus {
     }
 }
 
-/// Parses a 2xx answer; the error names what was being read, never the whole body.
 /// The metrics wfmd asks a subscription for.
 pub(crate) const SUBSCRIPTION_METRICS: [&str; 7] = [
     "userId",
@@ -491,6 +490,7 @@ fn service_level(value: Option<f64>) -> Option<f64> {
     }
 }
 
+/// Parses a 2xx answer; the error names what was being read, never the whole body.
 pub(crate) fn parse<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T, CxoneError> {
     serde_json::from_slice(body).map_err(|e| CxoneError::Decode(format!("{what}: {e}")))
 }
