@@ -57,7 +57,7 @@ pub struct Cli {
 
     /// The tenant a command acts on: its platform, its database and audit chain, and
     /// the running daemon's routes for it (/v1/tenants/ID/…, for bulk, analytics query
-    /// and schedules import). Needed when the configuration has several [[tenants]],
+    /// and schedules import). Needed when the configuration has several `[[tenants]]`,
     /// except for `audit verify` (without --anchor), which then verifies every tenant's
     /// chain, `migrate`, which then migrates every tenant's database, and `database
     /// copy`, which then copies every tenant's. `serve` serves them all and `config
@@ -163,7 +163,7 @@ pub struct ServeArgs {
     pub dialect: Option<DialectArg>,
     /// With --simulate: serve N simulated tenants (`sim-1` … `sim-N`), each its own
     /// platform with its own agents, budget and faults, and its own database beside
-    /// database.url (on PostgreSQL, its own schema of it). Not with [[tenants]] in the
+    /// database.url (on PostgreSQL, its own schema of it). Not with `[[tenants]]` in the
     /// configuration.
     #[arg(long, value_name = "N", requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub tenants: Option<u32>,
