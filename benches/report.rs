@@ -9,8 +9,15 @@
 //! The JSON export, which streams every attempt, is measured the same way for
 //! comparison. Run: `cargo bench --bench report`. Figures are medians of 3 runs.
 //!
-//! Measured on the 2-core build machine (release): CSV 360,000 attempts/s with 8.6 MB
-//! peak growth; JSON (64 MB of output) 124,000 attempts/s with 3.6 MB.
+//! Measured on the 2-core build machine (release), 2026-11-22: CSV 360,000 attempts/s
+//! with 8.6 MB peak growth; JSON (64 MB of output) 124,000 attempts/s with 3.6 MB.
+//!
+//! Again on 2026-11-26, medians of two runs each: CSV 281,000–343,000 attempts/s with
+//! 0.8 MB; JSON 73,000–79,000 with under 1 MB, below the 100,000 it is shown beside. The
+//! tree of 2026-11-22 measured 342,000 (CSV) and 81,000 (JSON) that same day, so the
+//! machine, not the code, moved. A profile of the JSON export puts about 45% of its
+//! time in thread wake-ups: sqlx hands each SQLite row from its worker thread to the
+//! task over a channel, one wake per row of the attempt log.
 
 mod common;
 
