@@ -14,8 +14,8 @@
 //!
 //! Again on 2026-11-26, medians of two runs each: CSV 281,000–343,000 attempts/s with
 //! 0.8 MB; JSON 73,000–79,000 with under 1 MB, below the 100,000 it is shown beside. The
-//! tree of 2026-11-22 measured 342,000 (CSV) and 81,000 (JSON) that same day, so the
-//! machine, not the code, moved. A profile of the JSON export puts about 45% of its
+//! tree of 2026-11-22 measured 342,000 (CSV) and 81,000 (JSON) that same day: most of
+//! the fall is the machine's. A profile of the JSON export puts about 45% of its
 //! time in thread wake-ups: sqlx hands each SQLite row from its worker thread to the
 //! task over a channel, one wake per row of the attempt log.
 
