@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 
-use super::error::Problem;
-use super::error::problem_answers;
+use super::error::{Problem, problem_answers};
 
 /// 202 with `view`, and `Location` naming the job where it can be followed.
 pub(super) fn accepted(location: &str, view: impl Serialize) -> Response {

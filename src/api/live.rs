@@ -42,8 +42,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use utoipa::openapi::{RefOr, Response as ApiResponse};
 
 use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
-use super::error::no_such_tenant;
-use super::error::{Problem, problem_answers};
+use super::error::{Problem, no_such_tenant, problem_answers};
 use super::extract::{PathParams, QueryParams};
 use super::roles::VIEWER;
 use super::serve::Connection;
