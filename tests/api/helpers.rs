@@ -311,13 +311,43 @@ impl TestDb {
         }
     }
 
-    /// A database on a file system of its own of `bytes` (see [`SmallDisk`]).
+    /// A SQLite database on a file system of its own of `bytes` (see [`SmallDisk`]).
     pub fn on_small_disk(bytes: u64) -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         TestDb {
-            disk: Some(SmallDisk::mount(dir.path(), bytes)),
+            disk: Some(SmallDisk::mount(dir.path(), bytes, None)),
             dir,
             postgres: None,
+        }
+    }
+
+    /// A database on `backend` whose data lives on a file system of its own of `bytes`:
+    /// the SQLite file, or the PostgreSQL database's tablespace (its catalogs and tables;
+    /// the server's write-ahead log stays on the machine's disk, as a data folder on a
+    /// disk of its own would have it).
+    pub fn on_small_disk_of(backend: Backend, bytes: u64) -> TestDb {
+        if backend == Backend::Sqlite {
+            return TestDb::on_small_disk(bytes);
+        }
+        let server = throwaway_postgres::shared();
+        // The `postgres` user must reach the disk: a folder under /tmp it may enter.
+        let dir = tempfile::Builder::new()
+            .prefix("wfmd-small-disk-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let place = dir.path().join("disk");
+        std::fs::create_dir(&place).unwrap();
+        let disk = SmallDisk::mount(&place, bytes, Some("postgres"));
+        let url = server.fresh_database_on(&place);
+        TestDb {
+            disk: Some(disk),
+            dir,
+            postgres: Some(url),
         }
     }
 
@@ -383,6 +413,18 @@ impl TestDb {
     }
 }
 
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // A tablespace on a small disk goes before its disk does, so the server never
+        // looks for its files again.
+        if let (Some(_), Some(url)) = (&self.disk, &self.postgres)
+            && let Err(why) = throwaway_postgres::shared().drop_database_on(url)
+        {
+            eprintln!("cannot drop the small disk's database {url}: {why}");
+        }
+    }
+}
+
 /// A tmpfs of a few megabytes mounted on a test's folder, so a test can fill the disk
 /// under a database and free it again without filling the machine's. Needs root (as
 /// CI runs); without it the test fails saying so.
@@ -391,15 +433,22 @@ pub struct SmallDisk {
 }
 
 impl SmallDisk {
-    fn mount(path: &std::path::Path, bytes: u64) -> SmallDisk {
+    /// Mounts it on `path`, owned by `user` (by name) when given, else by us.
+    fn mount(path: &std::path::Path, bytes: u64, user: Option<&str>) -> SmallDisk {
+        let mut options = format!("size={bytes},mode=0700");
+        if let Some(user) = user {
+            let id = Command::new("id")
+                .args(["-u", user])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run `id` for user {user}: {e}"));
+            assert!(id.status.success(), "no user {user} to own the small disk");
+            options.push_str(&format!(
+                ",uid={}",
+                String::from_utf8_lossy(&id.stdout).trim()
+            ));
+        }
         let output = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={bytes},mode=0700"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
             .arg(path)
             .output()
             .unwrap_or_else(|e| panic!("cannot run `mount` for a small file system: {e}"));

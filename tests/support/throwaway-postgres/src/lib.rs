@@ -116,6 +116,46 @@ impl Server {
         self.url(&name)
     }
 
+    /// [`Server::fresh_database`] whose tables live in `location`, an empty folder the
+    /// `postgres` user owns (a tablespace of its own): a test that puts `location` on a
+    /// small file system of its own sees the database's disk fill while the server's
+    /// write-ahead log, and every other database, go on.
+    ///
+    /// # Panics
+    /// When the tablespace or the database cannot be created, with PostgreSQL's reason.
+    pub fn fresh_database_on(&self, location: &Path) -> String {
+        let n = self.databases.fetch_add(1, Ordering::Relaxed) + 1;
+        let space = format!("space_{n}");
+        let location = location.display().to_string().replace('\'', "''");
+        if let Err(why) = self.psql(
+            "postgres",
+            &format!("CREATE TABLESPACE {space} LOCATION '{location}'"),
+        ) {
+            panic!("throwaway-postgres: cannot create tablespace {space}: {why}");
+        }
+        let name = format!("test_{n}");
+        if let Err(why) = self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {name} TEMPLATE template0 TABLESPACE {space}"),
+        ) {
+            panic!("throwaway-postgres: cannot create database {name}: {why}");
+        }
+        self.url(&name)
+    }
+
+    /// Drops a database of [`Server::fresh_database_on`] and its tablespace, closing
+    /// its connections; what PostgreSQL said when it could not.
+    pub fn drop_database_on(&self, url: &str) -> Result<(), String> {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        let n = name.trim_start_matches("test_");
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
+        self.psql("postgres", &format!("DROP TABLESPACE IF EXISTS space_{n}"))
+            .map(drop)
+    }
+
     /// The URL of `database` on this server, for the `postgres` user (no password).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
