@@ -347,6 +347,12 @@ fn engine_problem(error: EngineError) -> Problem {
         )
         .with("field", "idempotency_key"),
         EngineError::Store(e) if !crate::store::is_unavailable(&e) => Problem::internal(&e),
+        EngineError::Unrecorded { .. } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-unavailable",
+            "The database does not take writes",
+            error.to_string(),
+        ),
         EngineError::Store(e) => {
             tracing::error!(error = %e, "a change could not be recorded");
             Problem::new(

@@ -460,7 +460,9 @@ async fn transition(config: &Config, args: TransitionArgs) -> Result<ExitCode, F
     let result = in_lane(Lane::Interactive, None, change).await;
     services.store.close().await;
     let transition = result.map_err(|e| match e {
-        crate::engine::EngineError::Store(_) => Failure::action(e),
+        crate::engine::EngineError::Store(_) | crate::engine::EngineError::Unrecorded { .. } => {
+            Failure::action(e)
+        }
         other => Failure::usage(other),
     })?;
     let line = if args.json {

@@ -230,7 +230,7 @@ impl Automations {
                     continue;
                 }
                 Ok(t) => t.outcome,
-                Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                Err(e @ (EngineError::Store(_) | EngineError::Unrecorded { .. })) => return Err(e),
                 Err(e) => {
                     tracing::error!(agent = %d.agent_id, key = %d.key, error = %e, "automation not attempted");
                     self.settle(&d);

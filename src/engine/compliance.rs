@@ -524,7 +524,7 @@ impl ComplianceSweep {
                     }
                     !matches!(t.outcome, Outcome::Failed { .. })
                 }
-                Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                Err(e @ (EngineError::Store(_) | EngineError::Unrecorded { .. })) => return Err(e),
                 Err(e) => {
                     tracing::error!(agent = %c.agent_id, error = %e, "correction not attempted");
                     true

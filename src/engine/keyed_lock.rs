@@ -12,22 +12,24 @@ pub struct KeyedLock {
 }
 
 /// Held while the caller works on the key; releases (and forgets the key when nobody
-/// else wants it) on drop.
-pub struct KeyGuard<'a> {
-    owner: &'a KeyedLock,
+/// else wants it) on drop. It owns its place in the lock, so it may outlive the call
+/// that took it: a change whose record must wait for the database keeps its agent
+/// locked until it is recorded (see `TransitionEngine`'s unrecorded changes).
+pub struct KeyGuard {
+    owner: Arc<KeyedLock>,
     key: String,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl KeyedLock {
-    pub async fn lock(&self, key: &str) -> KeyGuard<'_> {
+    pub async fn lock(self: &Arc<Self>, key: &str) -> KeyGuard {
         let entry = {
             let mut entries = self.entries.lock().expect("keyed lock poisoned");
             entries.entry(key.to_owned()).or_default().clone()
         };
         let guard = entry.lock_owned().await;
         KeyGuard {
-            owner: self,
+            owner: Arc::clone(self),
             key: key.to_owned(),
             guard: Some(guard),
         }
@@ -36,12 +38,12 @@ impl KeyedLock {
     /// The key's guard if nobody holds it now; `None` (without waiting) when someone
     /// does. State sync takes the agents it records this way, so a change in flight is
     /// never interleaved with a poll's record of the same agent.
-    pub fn try_lock(&self, key: &str) -> Option<KeyGuard<'_>> {
+    pub fn try_lock(self: &Arc<Self>, key: &str) -> Option<KeyGuard> {
         let mut entries = self.entries.lock().expect("keyed lock poisoned");
         let entry = entries.entry(key.to_owned()).or_default().clone();
         match entry.try_lock_owned() {
             Ok(guard) => Some(KeyGuard {
-                owner: self,
+                owner: Arc::clone(self),
                 key: key.to_owned(),
                 guard: Some(guard),
             }),
@@ -64,7 +66,7 @@ impl KeyedLock {
     }
 }
 
-impl Drop for KeyGuard<'_> {
+impl Drop for KeyGuard {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut entries = self.owner.entries.lock().expect("keyed lock poisoned");
@@ -108,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn try_lock_fails_while_the_key_is_held_and_blocks_lockers_while_it_holds() {
-        let locks = KeyedLock::default();
+        let locks = Arc::new(KeyedLock::default());
         let held = locks.lock("u_001").await;
         assert!(locks.try_lock("u_001").is_none());
         drop(held);
@@ -126,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn different_keys_do_not_wait_for_each_other() {
-        let locks = KeyedLock::default();
+        let locks = Arc::new(KeyedLock::default());
         let _a = locks.lock("u_001").await;
         let b = tokio::time::timeout(std::time::Duration::from_secs(5), locks.lock("u_002")).await;
         assert!(b.is_ok());

@@ -12,9 +12,11 @@
 //!    and opens the new one. All of it is stored, or none of it.
 //!
 //! Between validating and executing, an allowed change's intent is committed (see
-//! [`crate::store::intents`]): a change the database cannot record is never sent, and
-//! one whose record fails after the call (a full disk, a crash) is settled later against
-//! what the platform shows ([`TransitionEngine::settle_intents`]) instead of vanishing.
+//! [`crate::store::intents`]): a change the database cannot record is never sent. One
+//! whose record the database refuses after the call (a full disk) is answered as the
+//! platform answered it and recorded as soon as the database takes writes, before
+//! anything else is sent for its agent; one a crash cut short is settled against what
+//! the platform shows ([`TransitionEngine::settle_intents`]) instead of vanishing.
 //!
 //! A rejected change is never sent to the platform; it is recorded with its violation
 //! and emits `transition.rejected`. Changes for one agent run one at a time, so `from`
@@ -47,6 +49,7 @@ use super::clock::Clock;
 use super::deferred::{Defer, Deferrable, Deferral};
 use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::sync::SyncStatus;
+use crate::store::is_unavailable;
 
 mod check;
 mod deferring;
@@ -88,7 +91,13 @@ pub struct TransitionEngine {
     schedules: Option<Cache<String, Arc<Schedule>>>,
     breaks: Option<Cache<String, Arc<BreakStatus>>>,
     agents: Arc<KeyedLock>,
-    keys: KeyedLock,
+    keys: Arc<KeyedLock>,
+    /// Changes the platform answered whose record the database refused, by agent,
+    /// each holding its agent's lock until recorded (see `settle`).
+    unrecorded: std::sync::Mutex<std::collections::HashMap<String, settle::Unrecorded>>,
+    /// Counts the changes kept in `unrecorded`, so the settling loop and changes waiting
+    /// for an agent's lock wake when one is.
+    unrecorded_kept: tokio::sync::watch::Sender<u64>,
     /// How long a stored schedule decides compliance; zero: always ask the platform.
     book_max_age: Duration,
     /// Where "now" is read for compliance checks and the stamps of attempts.
@@ -118,7 +127,9 @@ impl TransitionEngine {
             schedules: ttl_cache(schedule_ttl),
             breaks: ttl_cache(schedule_ttl),
             agents: Arc::default(),
-            keys: KeyedLock::default(),
+            keys: Arc::default(),
+            unrecorded: std::sync::Mutex::default(),
+            unrecorded_kept: tokio::sync::watch::Sender::new(0),
             book_max_age: Duration::ZERO,
             clock: Clock::Wall,
             owner: uuid::Uuid::new_v4().to_string(),
@@ -269,9 +280,9 @@ impl TransitionEngine {
         witness: Option<&SyncWitness>,
         defer: Option<Defer>,
     ) -> Result<Deferrable<Settled>, EngineError> {
-        let _held = match self.lock(&request).await? {
+        let locks = match self.lock(&request).await? {
             Locked::Replayed(earlier) => return Ok(Deferrable::Now(Settled::Made(earlier))),
-            held => held,
+            Locked::Held(locks) => locks,
         };
         if let Some(defer) = &defer
             && let Some(deferral) = self.defer_if_busy(&request, defer).await?
@@ -287,7 +298,7 @@ impl TransitionEngine {
             return Ok(Deferrable::Now(Settled::Unchanged(unchanged)));
         }
         let busy = Busy::of(defer.as_ref());
-        Ok(match self.change_with(&request, None, busy).await? {
+        Ok(match self.change_with(&request, None, busy, locks).await? {
             Changed::Made(transition) => Deferrable::Now(Settled::Made(transition)),
             Changed::Deferred(deferral) => Deferrable::Deferred(deferral),
             Changed::StillBusy => unreachable!("only a deferred change waits on"),
@@ -326,26 +337,40 @@ impl TransitionEngine {
     }
 
     /// Takes the request's idempotency key and then its agent, or returns the stored
-    /// result of an earlier attempt with the same key.
-    async fn lock(&self, request: &TransitionRequest) -> Result<Locked<'_>, EngineError> {
+    /// result of an earlier attempt with the same key. Refuses the change while the
+    /// agent's last change waits for its record ([`EngineError::Unrecorded`]).
+    async fn lock(&self, request: &TransitionRequest) -> Result<Locked, EngineError> {
         if !request.target.is_settable() {
             return Err(EngineError::NotSettable(request.target));
         }
         let key = match &request.idempotency_key {
-            Some(key) => {
-                let guard = self.keys.lock(key).await;
-                if let Some(earlier) = self.replay(request, key).await? {
-                    return Ok(Locked::Replayed(earlier));
-                }
-                Some(guard)
-            }
+            Some(key) => Some(self.keys.lock(key).await),
             None => None,
         };
-        let agent = self.agents.lock(&request.agent_id).await;
-        Ok(Locked::Held {
-            _key: key,
-            _agent: agent,
-        })
+        let agent = self.lock_agent(&request.agent_id).await?;
+        // After the agent's lock: a change with this key may have been recorded (late)
+        // while this one waited for it.
+        if let Some(key) = &request.idempotency_key
+            && let Some(earlier) = self.replay(request, key).await?
+        {
+            return Ok(Locked::Replayed(earlier));
+        }
+        Ok(Locked::Held(Locks { _key: key, agent }))
+    }
+
+    /// The agent's lock, once its last change is recorded: a record kept in memory (see
+    /// `settle`) holds the lock, so it is written first, and while the database refuses
+    /// it the change is refused rather than left waiting.
+    async fn lock_agent(&self, agent: &str) -> Result<KeyGuard, EngineError> {
+        let mut kept = self.unrecorded_kept.subscribe();
+        loop {
+            self.record_unrecorded_of(agent).await?;
+            tokio::select! {
+                guard = self.agents.lock(agent) => return Ok(guard),
+                // A change in flight had its record kept: perhaps this agent's.
+                _ = kept.changed() => {}
+            }
+        }
     }
 
     async fn carry_out(
@@ -354,9 +379,9 @@ impl TransitionEngine {
         resuming_since: Option<DateTime<Utc>>,
         defer: Option<&Defer>,
     ) -> Result<Deferrable<Transition>, EngineError> {
-        let _held = match self.lock(&request).await? {
+        let locks = match self.lock(&request).await? {
             Locked::Replayed(earlier) => return Ok(Deferrable::Now(earlier)),
-            held => held,
+            Locked::Held(locks) => locks,
         };
         if resuming_since.is_none()
             && let Some(defer) = defer
@@ -366,7 +391,7 @@ impl TransitionEngine {
         }
         Ok(
             match self
-                .change_with(&request, resuming_since, Busy::of(defer))
+                .change_with(&request, resuming_since, Busy::of(defer), locks)
                 .await?
             {
                 Changed::Made(transition) => Deferrable::Now(transition),
@@ -376,13 +401,19 @@ impl TransitionEngine {
         )
     }
 
-    /// The change itself, under the request's locks; `busy` says what the platform's
+    /// The change itself, under the request's `locks`; `busy` says what the platform's
     /// conflict (a busy agent) does to it.
+    ///
+    /// Once the platform has answered, the change is the platform's doing whether or not
+    /// the database takes its record: a record the database refuses (a full disk) is
+    /// kept, with `locks`, until it can be written (see `settle`), and the change is
+    /// answered as the platform answered it.
     async fn change_with(
         &self,
         request: &TransitionRequest,
         resuming_since: Option<DateTime<Utc>>,
         busy: Busy<'_>,
+        locks: Locks,
     ) -> Result<Changed, EngineError> {
         let started = Instant::now();
         let requested_at = self.now();
@@ -407,7 +438,8 @@ impl TransitionEngine {
             Some(since) => self.already_made(request, &reason, since).await,
             None => None,
         };
-        let sent = already_made.is_none();
+        // Whether the change went to the platform (its intent is stored).
+        let mut called = false;
         // The instant the platform gives the change, when it was made.
         let mut source = None;
         let outcome = match already_made {
@@ -422,6 +454,7 @@ impl TransitionEngine {
                             // Nothing is sent that could not be recorded.
                             self.write_intent(request, &reason, &attempt_id, requested_at)
                                 .await?;
+                            called = true;
                             self.platform
                                 .set_agent_state(StateChange::new(
                                     &request.agent_id,
@@ -438,7 +471,7 @@ impl TransitionEngine {
         };
         // A deferred change carried out is confirmed by reading the state back.
         let outcome = match (outcome, busy) {
-            (Ok(Ok(at)), Busy::CarryOut(_)) if sent => {
+            (Ok(Ok(at)), Busy::CarryOut(_)) if called => {
                 self.confirm(request).await.map(|shown| Ok(shown.or(at)))
             }
             (outcome, _) => outcome,
@@ -461,7 +494,7 @@ impl TransitionEngine {
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = Record {
             attempt_id,
-            request,
+            request: request.clone(),
             reason,
             latency_ms,
             requested_at,
@@ -469,33 +502,40 @@ impl TransitionEngine {
             source,
             late: false,
             deferred: match busy {
-                Busy::CarryOut(row) => Some(row),
+                Busy::CarryOut(row) => Some(row.clone()),
                 _ => None,
             },
         };
-        let transition = match outcome {
-            Ok(Ok(changed_at)) => self.record(&record, Outcome::Succeeded, changed_at).await?,
-            Ok(Err(violation)) => {
-                self.record(&record, Outcome::Rejected { violation }, None)
-                    .await?
-            }
+        // Whether the platform answered this change (or showed it made): from here on
+        // its record must not be lost, whatever the database says.
+        let answered = called || already_made.is_some();
+        let (outcome, changed_at) = match outcome {
+            Ok(Ok(changed_at)) => (Outcome::Succeeded, changed_at),
+            Ok(Err(violation)) => (Outcome::Rejected { violation }, None),
             Err(CheckError::Platform(error)) if error.is_agent_logged_out() => {
                 let violation = Violation::AgentLoggedOut;
-                self.record(&record, Outcome::Rejected { violation }, None)
-                    .await?
+                (Outcome::Rejected { violation }, None)
             }
             Err(CheckError::Platform(CxoneError::Conflict { .. })) => {
                 let violation = Violation::StateConflict;
-                self.record(&record, Outcome::Rejected { violation }, None)
-                    .await?
+                (Outcome::Rejected { violation }, None)
             }
             Err(error) => {
                 let outcome = Outcome::Failed {
                     kind: error.kind(),
                     error: error.to_string(),
                 };
-                self.record(&record, outcome, None).await?
+                (outcome, None)
             }
+        };
+        let transition = match self.record(&record, outcome.clone(), changed_at).await {
+            Ok(transition) => transition,
+            Err(error) if answered && is_unavailable(&error) => {
+                let transition = record.transition(None, outcome.clone());
+                self.keep_unrecorded(record, outcome, changed_at, locks, &error);
+                transition
+            }
+            Err(error) => return Err(error.into()),
         };
         metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
             .increment(1);
@@ -588,12 +628,15 @@ impl TransitionEngine {
 }
 
 /// The request's locks, held until dropped, or the earlier attempt its key names.
-enum Locked<'a> {
+enum Locked {
     Replayed(Transition),
-    Held {
-        _key: Option<KeyGuard<'a>>,
-        _agent: KeyGuard<'a>,
-    },
+    Held(Locks),
+}
+
+/// A change's locks: its idempotency key's, if it has one, and its agent's.
+pub(super) struct Locks {
+    _key: Option<KeyGuard>,
+    agent: KeyGuard,
 }
 
 /// The reason code a request sends: its own, or its target state's default.

@@ -3,11 +3,29 @@
 //! soon as space comes back, without a restart. The database sits on a small tmpfs the
 //! test fills and frees ([`SmallDisk`](crate::helpers::SmallDisk)).
 
-use serde_json::json;
+use serde_json::{Value, json};
 use wfmd::on;
-use wfmd::store::Store;
+use wfmd::store::{Backend, Store};
 
 use crate::helpers::{DEADLINE, SET_STATE, TestApp, TestDb, TestSim};
+
+/// Declares a test on both backends: `NAME::on_sqlite` and `NAME::on_postgres` run
+/// `async fn NAME(backend: Backend)`, which makes its own database on a small disk.
+macro_rules! on_both_small_disks {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$test(wfmd::store::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                super::$test(wfmd::store::Backend::Postgres).await;
+            }
+        }
+    )+};
+}
 
 /// Room for the database and its log, with little to spare.
 const DISK_BYTES: u64 = 8 << 20;
@@ -119,20 +137,31 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
     );
 }
 
-#[tokio::test]
-async fn a_change_whose_record_fails_after_the_call_is_recorded_late_never_lost() {
-    let db = TestDb::on_small_disk(DISK_BYTES);
+/// The record of a change in the audit log marked as recorded late.
+const RECORDED_LATE: &str = "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.succeeded'
+     AND detail LIKE '%\"recordedLate\":true%'";
+
+/// The other of READY and NOT_READY.
+fn other_than(state: &str) -> &'static str {
+    if state == "NOT_READY" {
+        "READY"
+    } else {
+        "NOT_READY"
+    }
+}
+
+on_both_small_disks!(a_change_made_as_the_disk_fills_is_answered_made_and_recorded_late_in_order);
+async fn a_change_made_as_the_disk_fills_is_answered_made_and_recorded_late_in_order(
+    backend: Backend,
+) {
+    let db = TestDb::on_small_disk_of(backend, disk_bytes(backend));
     // The held call must not time out, and be sent again, while the disk fills.
     let app = TestApp::spawn_on_db(TestSim::default_tenant().await, db, |config| {
         config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
     })
     .await;
     let agent = app.sim.free_agents().remove(0);
-    let target = if agent.state == "NOT_READY" {
-        "READY"
-    } else {
-        "NOT_READY"
-    };
+    let target = other_than(&agent.state);
     // The platform holds the change, so the disk fills while the call is under way.
     let held = app.sim.sim.hold_next_on(SET_STATE);
     let change = tokio::spawn({
@@ -156,39 +185,43 @@ async fn a_change_whose_record_fails_after_the_call_is_recorded_late_never_lost(
     app.db.small_disk().fill();
     held.release();
     let response = change.await.unwrap();
-    assert_eq!(response.status(), 503);
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
     assert_eq!(
-        app.sim.sim.agent(&agent.id).unwrap().state,
-        target,
-        "the platform made the change"
+        (status.as_u16(), body["outcome"].as_str()),
+        (200, Some("succeeded")),
+        "the platform made the change, and the answer says so: {body}"
     );
+    assert_eq!(app.sim.sim.agent(&agent.id).unwrap().state, target);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM transition_attempts").await,
         0,
-        "whose record failed"
+        "its record waits for room"
     );
 
+    // Nothing more goes out for the agent until that record is written: the next
+    // change would be recorded from the wrong state.
+    let sent = app.sim.changes();
+    let (status, refused) = app.set_state(&agent.id, other_than(target)).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["type"], "urn:wfmd:problem:database-unavailable");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("last change was made") && detail.contains(&agent.id),
+        "the refusal says why without claiming the last change was not made: {detail}"
+    );
+    assert_eq!(app.sim.changes(), sent, "nothing was sent for it");
+
+    // Room again: the daemon writes the record on its own, as the platform answered it.
     app.db.small_disk().free();
-    let settled = app.engine.settle_intents().await.unwrap();
-    assert_eq!(settled, 1);
-    assert_eq!(
-        app.count(
-            "SELECT COUNT(*) FROM transition_attempts a JOIN state_intervals i
-             ON i.attempt_id = a.id WHERE a.outcome = 'succeeded'"
-        )
-        .await,
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM transition_attempts a JOIN state_intervals i
+         ON i.attempt_id = a.id WHERE a.outcome = 'succeeded'",
         1,
-        "recorded as succeeded, with its interval"
-    );
-    assert_eq!(
-        app.count(
-            "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.succeeded'
-             AND json_extract(detail, '$.recordedLate') = 1"
-        )
-        .await,
-        1,
-        "and marked as recorded late in the audit log"
-    );
+        "the change is recorded as succeeded, with its interval, once there is room",
+    )
+    .await;
+    assert_eq!(app.count(RECORDED_LATE).await, 1, "marked recorded late");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'agent.state_changed'")
             .await,
@@ -201,6 +234,199 @@ async fn a_change_whose_record_fails_after_the_call_is_recorded_late_never_lost(
     assert_eq!(
         app.engine.settle_intents().await.unwrap(),
         0,
-        "settled once"
+        "recorded once"
     );
+
+    // And the agent's next change leaves the state the late record entered.
+    let (status, next) = app.set_state(&agent.id, other_than(target)).await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(next["from"], target, "{next}");
+}
+
+/// The answers to one agent's changes, in order: status and body.
+type Answers = Vec<(u16, Value)>;
+
+on_both_small_disks!(
+    a_burst_across_a_full_disk_records_every_change_the_platform_made_and_no_other
+);
+async fn a_burst_across_a_full_disk_records_every_change_the_platform_made_and_no_other(
+    backend: Backend,
+) {
+    const AGENTS: usize = 8;
+    const CHANGES: usize = 8;
+    let db = TestDb::on_small_disk_of(backend, disk_bytes(backend));
+    let app = TestApp::spawn_on_db(TestSim::default_tenant().await, db, |config| {
+        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
+    })
+    .await;
+    let agents: Vec<_> = app.sim.free_agents().into_iter().take(AGENTS).collect();
+    assert_eq!(agents.len(), AGENTS);
+    let before = app.sim.changes();
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let burst: Vec<_> = agents
+        .iter()
+        .map(|agent| {
+            let (http, address) = (app.http.clone(), app.address.clone());
+            let (id, mut state) = (agent.id.clone(), agent.state.clone());
+            let refusals = refusals.clone();
+            tokio::spawn(async move {
+                let mut answers = Answers::new();
+                for _ in 0..CHANGES {
+                    let target = other_than(&state);
+                    let (status, body) = set_state_at_with(&http, &address, &id, target).await;
+                    match status {
+                        200 => state = target.to_owned(),
+                        503 => {
+                            refusals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        _ => panic!("an answer that is neither made nor refused: {status} {body}"),
+                    }
+                    answers.push((status, body));
+                }
+                answers
+            })
+        })
+        .collect();
+
+    // Mid-burst, the disk fills while a change is at the platform.
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'",
+        (AGENTS * 2) as i64,
+        "the burst gets going",
+    )
+    .await;
+    let held = app.sim.sim.hold_next_on(SET_STATE);
+    tokio::time::timeout(DEADLINE, held.arrived())
+        .await
+        .expect("a change reaches the platform");
+    app.db.small_disk().fill();
+    held.release();
+    crate::helpers::wait_until("changes are refused while the disk is full", || async {
+        refusals.load(std::sync::atomic::Ordering::SeqCst) >= AGENTS
+    })
+    .await;
+    app.db.small_disk().free();
+
+    let mut made = 0;
+    for task in burst {
+        for (status, body) in task.await.unwrap() {
+            if status == 200 {
+                made += 1;
+                assert_eq!(body["outcome"], "succeeded", "{body}");
+            } else {
+                assert_eq!(
+                    body["type"], "urn:wfmd:problem:database-unavailable",
+                    "{body}"
+                );
+            }
+        }
+    }
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'",
+        made,
+        "every change answered as made is recorded",
+    )
+    .await;
+    crate::helpers::wait_until("no intent is left", || async {
+        app.count("SELECT COUNT(*) FROM transition_intents").await == 0
+    })
+    .await;
+
+    let sent = (app.sim.changes() - before) as i64;
+    assert!(
+        refusals.load(std::sync::atomic::Ordering::SeqCst) >= AGENTS,
+        "the disk was full for part of the burst"
+    );
+    assert_eq!(
+        made, sent,
+        "every change the platform made was answered as made, and no refusal hid one"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'")
+            .await,
+        sent,
+        "every change the platform made is recorded as made, and no other"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_attempts WHERE outcome <> 'succeeded'")
+            .await,
+        0,
+        "none is recorded as failed"
+    );
+    assert!(
+        app.count(RECORDED_LATE).await >= 1,
+        "the change at the platform when the disk filled was recorded late"
+    );
+    every_change_leaves_the_state_before_it(&app.store).await;
+}
+
+/// An interval as stored: agent, state, start, end, the attempt that opened it.
+type IntervalRow = (String, String, i64, Option<i64>, Option<String>);
+
+/// Each recorded change's `from` is the state of the agent's interval it closed, and
+/// each agent's intervals follow one another without a gap or an overlap.
+async fn every_change_leaves_the_state_before_it(store: &Store) {
+    let intervals: Vec<IntervalRow> = on!(store.reader(), |c| sqlx::query_as(
+        "SELECT agent_id, state, started_at, ended_at, attempt_id FROM state_intervals
+             ORDER BY agent_id, started_at, id"
+    )
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    let attempts: std::collections::HashMap<String, Option<String>> =
+        on!(store.reader(), |c| sqlx::query_as::<
+            _,
+            (String, Option<String>),
+        >(
+            "SELECT id, from_state FROM transition_attempts"
+        )
+        .fetch_all(c)
+        .await)
+        .unwrap()
+        .into_iter()
+        .collect();
+    for pair in intervals.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if before.0 != after.0 {
+            continue;
+        }
+        assert_eq!(
+            before.3,
+            Some(after.2),
+            "the agent's interval ends where the next begins: {before:?} then {after:?}"
+        );
+        if let Some(attempt) = &after.4 {
+            assert_eq!(
+                attempts[attempt].as_deref(),
+                Some(before.1.as_str()),
+                "the change {attempt} left the state recorded before it: {before:?} then {after:?}"
+            );
+        }
+    }
+}
+
+/// A change of `agent` to `state` through the daemon at `address`: status and body.
+async fn set_state_at_with(
+    http: &reqwest::Client,
+    address: &str,
+    agent: &str,
+    state: &str,
+) -> (u16, Value) {
+    let response = http
+        .post(format!("{address}/v1/agents/{agent}/transitions"))
+        .json(&json!({ "state": state }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Room for the database and its log, with little to spare: a new PostgreSQL database's
+/// own catalogs take about 8 MB of it.
+fn disk_bytes(backend: Backend) -> u64 {
+    match backend {
+        Backend::Sqlite => DISK_BYTES,
+        Backend::Postgres => 32 << 20,
+    }
 }

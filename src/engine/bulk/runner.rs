@@ -191,7 +191,9 @@ impl BulkJobs {
                             }
                         }
                     }
-                    Err(EngineError::Store(e)) => return Err(e),
+                    Err(EngineError::Store(e) | EngineError::Unrecorded { error: e, .. }) => {
+                        return Err(e);
+                    }
                     Err(other) => Settled::new("failed", None, Some(other.to_string()), None),
                 }
             }

@@ -487,7 +487,9 @@ impl RuleFirer {
                     attempt_id: Some(t.attempt_id),
                 }
             }
-            Err(EngineError::Store(e)) => failed("database", e.to_string()),
+            Err(EngineError::Store(e) | EngineError::Unrecorded { error: e, .. }) => {
+                failed("database", e.to_string())
+            }
             Err(e) => failed("refused", e.to_string()),
         }
     }

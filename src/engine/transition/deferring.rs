@@ -28,7 +28,7 @@ impl TransitionEngine {
     #[instrument(skip_all, fields(agent = %row.agent_id, deferred = %row.id))]
     pub async fn carry_out_deferred(&self, row: DeferredRow) -> Result<CarriedOut, EngineError> {
         let request = deferred::request_of(&row);
-        let _held = match self.lock(&request).await? {
+        let locks = match self.lock(&request).await? {
             Locked::Replayed(earlier) => {
                 // Its key's change was made meanwhile: the waiting one is settled with it.
                 let mut tx = self.store.begin_write().await?;
@@ -44,7 +44,7 @@ impl TransitionEngine {
                 self.store.notify_outbox();
                 return Ok(CarriedOut::Made(earlier));
             }
-            held => held,
+            Locked::Held(locks) => locks,
         };
         let mut conn = self.store.reader().acquire().await?;
         let current = stored_deferred::for_agent(&mut conn, &row.agent_id).await?;
@@ -79,7 +79,7 @@ impl TransitionEngine {
         }
         Ok(
             match self
-                .change_with(&request, None, Busy::CarryOut(&current))
+                .change_with(&request, None, Busy::CarryOut(&current), locks)
                 .await?
             {
                 Changed::Made(transition) => CarriedOut::Made(transition),

@@ -58,11 +58,11 @@ impl TransitionEngine {
     /// if any, is settled with it.
     pub(super) async fn record(
         &self,
-        record: &Record<'_>,
+        record: &Record,
         outcome: Outcome,
         changed_at: Option<DateTime<Utc>>,
     ) -> Result<Transition, sqlx::Error> {
-        let request = record.request;
+        let request = &record.request;
         // The platform's own timestamp of the change is the interval boundary, so
         // commanded and observed changes share one clock.
         let at = changed_at.unwrap_or(record.completed_at);
@@ -91,7 +91,7 @@ impl TransitionEngine {
             }
         };
         self.write_attempt(&mut tx, record, from, &outcome).await?;
-        let deferred_id = record.deferred.map(|row| row.id.clone());
+        let deferred_id = record.deferred.as_ref().map(|row| row.id.clone());
         match &outcome {
             Outcome::Succeeded => {
                 outbox::enqueue(
@@ -135,7 +135,7 @@ impl TransitionEngine {
             }
             Outcome::Failed { error, .. } => tracing::warn!(%error, "transition failed"),
         }
-        if let Some(row) = record.deferred {
+        if let Some(row) = &record.deferred {
             deferred::settle_made(
                 &mut tx,
                 row,
@@ -184,11 +184,11 @@ impl TransitionEngine {
     pub(super) async fn write_attempt(
         &self,
         conn: &mut impl crate::store::AsConn,
-        record: &Record<'_>,
+        record: &Record,
         from: Option<AgentState>,
         outcome: &Outcome,
     ) -> Result<(), sqlx::Error> {
-        let request = record.request;
+        let request = &record.request;
         let (violation, error) = match outcome {
             Outcome::Succeeded => (None, None),
             Outcome::Rejected { violation } => (Some(violation.as_str().to_owned()), None),
@@ -249,7 +249,7 @@ impl TransitionEngine {
         if record.late {
             detail["recordedLate"] = true.into();
         }
-        if let Some(row) = record.deferred {
+        if let Some(row) = &record.deferred {
             detail["deferredId"] = row.id.clone().into();
         }
         if let Some(source) = source {
@@ -287,9 +287,9 @@ impl TransitionEngine {
 }
 
 /// What is known about an attempt once the platform has answered.
-pub(super) struct Record<'a> {
+pub(super) struct Record {
     pub(super) attempt_id: String,
-    pub(super) request: &'a TransitionRequest,
+    pub(super) request: TransitionRequest,
     pub(super) reason: String,
     pub(super) latency_ms: u64,
     pub(super) requested_at: DateTime<Utc>,
@@ -299,11 +299,11 @@ pub(super) struct Record<'a> {
     /// Recorded by [`TransitionEngine::settle_intents`], after its own record failed.
     pub(super) late: bool,
     /// The deferred change this attempt carries out, settled with its record.
-    pub(super) deferred: Option<&'a DeferredRow>,
+    pub(super) deferred: Option<DeferredRow>,
 }
 
-impl Record<'_> {
-    fn transition(&self, from: Option<AgentState>, outcome: Outcome) -> Transition {
+impl Record {
+    pub(super) fn transition(&self, from: Option<AgentState>, outcome: Outcome) -> Transition {
         Transition {
             attempt_id: self.attempt_id.clone(),
             agent_id: self.request.agent_id.clone(),

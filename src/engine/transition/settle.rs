@@ -1,19 +1,32 @@
-//! Settling intents: changes that were sent to the platform and never recorded, because
-//! their record failed (a full disk) or the process died between call and record.
+//! Settling changes that were sent to the platform and never recorded, because their
+//! record failed (a full disk) or the process died between call and record.
 //!
-//! Each is settled against what the platform shows now: in the requested state and
-//! reason since the intent was written, the change was made and is recorded as
-//! succeeded, marked `recordedLate` in its audit entry (linked to the interval state sync
-//! may have recorded meanwhile as the agent's own change, else with its own interval and
+//! A record the database refuses after the platform answered is kept in memory
+//! ([`Unrecorded`]) with what the platform said, and with its agent's and key's locks:
+//! nothing else is sent for that agent (a change asked meanwhile is refused, saying
+//! why), state sync leaves the agent alone, and the record is written, marked
+//! `recordedLate`, as soon as the database takes writes (the settling loop retries it
+//! every [`UNRECORDED_RETRY`]). So the platform's answer is recorded as it was, in its
+//! order among the agent's changes, and the next change's `from` is the state it left.
+//!
+//! An intent with no such record in memory (the process died between call and record)
+//! is settled against what the platform shows now: in the requested state and reason
+//! since the intent was written, the change was made and is recorded as succeeded,
+//! marked `recordedLate` in its audit entry (linked to the interval state sync may have
+//! recorded meanwhile as the agent's own change, else with its own interval and
 //! `agent.state_changed`); otherwise it is recorded as failed. Nothing the platform did
 //! goes unrecorded, and nothing is sent again.
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use super::{ADOPT_CLOCK_SKEW, FailureKind, Outcome, Record, TransitionEngine, TransitionRequest};
+use super::{
+    ADOPT_CLOCK_SKEW, EngineError, FailureKind, Locks, Outcome, Record, TransitionEngine,
+    TransitionRequest,
+};
 use crate::domain::{AgentState, Origin};
+use crate::engine::keyed_lock::KeyGuard;
 use crate::store::history;
 use crate::store::intents::{self, IntentRow};
 use crate::store::{from_ms, to_ms};
@@ -25,16 +38,32 @@ const OTHERS_IN_FLIGHT_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::minutes(1
 /// How often the daemon settles intents (see [`TransitionEngine::settle_intents`]).
 pub const SETTLE_INTERVAL: Duration = Duration::from_secs(15);
 
+/// How often a record kept in memory is tried again while the database refuses it.
+pub const UNRECORDED_RETRY: Duration = Duration::from_secs(1);
+
+/// A change the platform answered whose record the database refused: what the record
+/// says, kept until it can be written, holding its agent's lock meanwhile.
+pub(in crate::engine) struct Unrecorded {
+    record: Record,
+    outcome: Outcome,
+    changed_at: Option<DateTime<Utc>>,
+    _agent: KeyGuard,
+}
+
 impl TransitionEngine {
     /// Settles every intent this engine left and other processes' older than any call
     /// takes. An intent whose agent the platform cannot show now is left for the next
     /// call; so is everything while the database takes no writes. Returns how many were
     /// settled.
     pub async fn settle_intents(&self) -> Result<usize, sqlx::Error> {
+        let mut settled = self.record_unrecorded().await?;
         let others_before = to_ms(Utc::now() - OTHERS_IN_FLIGHT_AT_MOST);
         let left = intents::unsettled(self.store.reader(), &self.owner, others_before).await?;
-        let mut settled = 0;
         for intent in left {
+            // Its record is in memory, waiting for the database (and holds its locks).
+            if self.is_unrecorded(&intent.agent_id, &intent.attempt_id) {
+                continue;
+            }
             if self.settle(intent).await? {
                 settled += 1;
             }
@@ -42,17 +71,169 @@ impl TransitionEngine {
         Ok(settled)
     }
 
+    /// Keeps the record of a change the platform answered, which the database refused
+    /// with `error`, until it can be written (see the module's doc).
+    pub(super) fn keep_unrecorded(
+        &self,
+        record: Record,
+        outcome: Outcome,
+        changed_at: Option<DateTime<Utc>>,
+        locks: Locks,
+        error: &sqlx::Error,
+    ) {
+        tracing::error!(
+            attempt = %record.attempt_id,
+            outcome = outcome.name(),
+            %error,
+            "the platform answered a change whose record the database refused; it is \
+             recorded once the database takes writes, and nothing else is sent for the \
+             agent until then"
+        );
+        let agent = record.request.agent_id.clone();
+        // The key's lock goes: a retry with the key waits for the agent's, and then
+        // finds the change recorded.
+        let unrecorded = Unrecorded {
+            record,
+            outcome,
+            changed_at,
+            _agent: locks.agent,
+        };
+        let mut kept = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+        kept.insert(agent, unrecorded);
+        metrics::gauge!("wfmd_transitions_unrecorded").set(kept.len() as f64);
+        drop(kept);
+        self.unrecorded_kept.send_modify(|kept| *kept += 1);
+    }
+
+    fn is_unrecorded(&self, agent: &str, attempt_id: &str) -> bool {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent)
+            .is_some_and(|kept| kept.record.attempt_id == attempt_id)
+    }
+
+    fn take_unrecorded(&self, agent: Option<&str>) -> Vec<Unrecorded> {
+        let mut kept = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken: Vec<Unrecorded> = match agent {
+            Some(agent) => kept.remove(agent).into_iter().collect(),
+            None => kept.drain().map(|(_, unrecorded)| unrecorded).collect(),
+        };
+        taken.sort_by_key(|unrecorded| unrecorded.record.completed_at);
+        taken
+    }
+
+    /// Writes the records kept in memory (of `agent`, or all), oldest first; those the
+    /// database still refuses are kept. How many were written, or the first refusal.
+    async fn write_unrecorded(&self, agent: Option<&str>) -> Result<usize, sqlx::Error> {
+        let taken = self.take_unrecorded(agent);
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let mut written = 0;
+        let mut refused = None;
+        for unrecorded in taken {
+            if refused.is_some() {
+                self.keep_again(unrecorded);
+                continue;
+            }
+            let Unrecorded {
+                mut record,
+                outcome,
+                changed_at,
+                _agent,
+            } = unrecorded;
+            record.late = true;
+            match self.record(&record, outcome.clone(), changed_at).await {
+                Ok(_) => {
+                    written += 1;
+                    tracing::warn!(attempt = %record.attempt_id, agent = %record.request.agent_id, "recorded a change late, as the platform answered it");
+                }
+                Err(error) if crate::store::is_not_leader(&error) => {
+                    // Another instance leads the tenant now: it settles the intent.
+                    tracing::warn!(attempt = %record.attempt_id, "this instance no longer leads the tenant; its new leader settles a change left unrecorded");
+                }
+                Err(error) => {
+                    self.keep_again(Unrecorded {
+                        record,
+                        outcome,
+                        changed_at,
+                        _agent,
+                    });
+                    refused = Some(error);
+                }
+            }
+        }
+        let left = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        metrics::gauge!("wfmd_transitions_unrecorded").set(left as f64);
+        match refused {
+            Some(error) => Err(error),
+            None => Ok(written),
+        }
+    }
+
+    fn keep_again(&self, unrecorded: Unrecorded) {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(unrecorded.record.request.agent_id.clone(), unrecorded);
+        // A change that waited for the agent's lock meanwhile is refused now.
+        self.unrecorded_kept.send_modify(|kept| *kept += 1);
+    }
+
+    /// Writes every record kept in memory; how many.
+    async fn record_unrecorded(&self) -> Result<usize, sqlx::Error> {
+        self.write_unrecorded(None).await
+    }
+
+    /// Before a change of `agent`: writes its record kept in memory, if any, or refuses
+    /// the change while the database still refuses that record.
+    pub(super) async fn record_unrecorded_of(&self, agent: &str) -> Result<(), EngineError> {
+        match self.write_unrecorded(Some(agent)).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(EngineError::Unrecorded {
+                agent_id: agent.to_owned(),
+                error,
+            }),
+        }
+    }
+
     /// Runs [`TransitionEngine::settle_intents`] every [`SETTLE_INTERVAL`] until `stop`.
+    /// Records kept in memory are tried every [`UNRECORDED_RETRY`] instead, from the
+    /// moment one is kept, and once more when `stop` comes.
     pub async fn settle_intents_until(&self, stop: tokio_util::sync::CancellationToken) {
+        let mut kept = self.unrecorded_kept.subscribe();
         loop {
             match self.settle_intents().await {
                 Ok(0) => {}
                 Ok(settled) => tracing::info!(settled, "settled changes recorded late"),
                 Err(error) => tracing::warn!(%error, "cannot settle left-over changes yet"),
             }
+            // What this pass kept again itself is no news.
+            kept.borrow_and_update();
+            let waiting = !self
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            let pause = if waiting {
+                UNRECORDED_RETRY
+            } else {
+                SETTLE_INTERVAL
+            };
             tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(SETTLE_INTERVAL) => {}
+                () = stop.cancelled() => {
+                    if let Err(error) = self.record_unrecorded().await {
+                        tracing::error!(%error, "stopping with changes unrecorded; their intents are settled at the next start");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(pause) => {}
+                _ = kept.changed() => {}
             }
         }
     }
@@ -102,7 +283,7 @@ impl TransitionEngine {
         let completed_at = self.now();
         let record = Record {
             attempt_id: intent.attempt_id.clone(),
-            request: &request,
+            request: request.clone(),
             reason: intent.reason.clone(),
             latency_ms: u64::try_from((completed_at - requested_at).num_milliseconds())
                 .unwrap_or(0),
@@ -133,10 +314,10 @@ impl TransitionEngine {
     /// succeeded and links it to that interval. False when there is no such interval.
     async fn link_observed(
         &self,
-        record: &Record<'_>,
-        requested_at: chrono::DateTime<Utc>,
+        record: &Record,
+        requested_at: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
-        let request = record.request;
+        let request = &record.request;
         let mut tx = self.store.begin_write().await?;
         let Some(open) = history::open_interval(&mut tx, &request.agent_id).await? else {
             return Ok(false);

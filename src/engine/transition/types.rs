@@ -137,6 +137,16 @@ pub enum EngineError {
     },
     #[error("the database failed: {0}")]
     Store(#[from] sqlx::Error),
+    /// The agent's last change was made, and its record waits for the database: nothing
+    /// more is sent for the agent until it is written.
+    #[error(
+        "agent {agent_id}'s last change was made on the platform and its record waits for \
+         the database ({error}); nothing more is sent for the agent until it is recorded"
+    )]
+    Unrecorded {
+        agent_id: String,
+        error: sqlx::Error,
+    },
 }
 
 /// Reads when state sync's last successful poll was sent and the error since, if any.
