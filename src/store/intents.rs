@@ -10,7 +10,9 @@
 //!
 //! `owner` is the process that wrote the row: another process's intent (a `wfmd
 //! transition` beside the daemon) may still have its call in flight, so it is settled
-//! only once it is older than any call can take.
+//! only once it is older than any call can take. `term` is the leader's term it was
+//! written in (`[ha]`): once another instance leads in a later term, the writer has
+//! stopped, so its intents are settled as soon as a call it sent has had its answer.
 
 use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use sqlx::FromRow;
@@ -27,16 +29,18 @@ pub struct IntentRow {
     pub idempotency_key: Option<String>,
     pub requested_at: i64,
     pub owner: String,
+    /// The leader's term it was written in; `None` without `[ha]`.
+    pub term: Option<i64>,
 }
 
 const COLUMNS: &str = "attempt_id, agent_id, target_state, reason, origin, actor, \
-     idempotency_key, requested_at, owner";
+     idempotency_key, requested_at, owner, term";
 
 pub async fn insert(conn: &mut impl AsConn, row: &IntentRow) -> Result<(), sqlx::Error> {
     execute!(
         conn,
         sqlx::AssertSqlSafe(format!(
-            "INSERT INTO transition_intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO transition_intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         )),
         &row.attempt_id,
         &row.agent_id,
@@ -46,7 +50,8 @@ pub async fn insert(conn: &mut impl AsConn, row: &IntentRow) -> Result<(), sqlx:
         &row.actor,
         &row.idempotency_key,
         row.requested_at,
-        &row.owner
+        &row.owner,
+        row.term
     )
     .map(drop)
 }
@@ -61,23 +66,28 @@ pub async fn delete(conn: &mut impl AsConn, attempt_id: &str) -> Result<(), sqlx
     .map(drop)
 }
 
-/// The intents left over: every one written by `owner`, and other processes' written
-/// before `others_before` (Unix ms), oldest first.
+/// The intents left over: every one written by `owner`, other processes' written
+/// before `others_before` (Unix ms), and, with `ended` (a term now leading and an
+/// instant), those of earlier terms written before that instant; oldest first.
 pub async fn unsettled(
     pool: &Pool,
     owner: &str,
     others_before: i64,
+    ended: Option<(i64, i64)>,
 ) -> Result<Vec<IntentRow>, sqlx::Error> {
+    let (term, ended_before) = ended.unzip();
     fetch!(
         pool,
         all,
         sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM transition_intents
-         WHERE owner = $1 OR requested_at < $2
+         WHERE owner = $1 OR requested_at < $2 OR (term < $3 AND requested_at < $4)
          ORDER BY requested_at"
         )),
         owner,
-        others_before
+        others_before,
+        term,
+        ended_before
     )
 }
 
@@ -125,6 +135,7 @@ mod tests {
             idempotency_key: None,
             requested_at: 1_000,
             owner: "p1".into(),
+            term: None,
         };
         insert(&mut tx, &row).await.unwrap();
         assert!(is_left(&mut tx, "att_1").await.unwrap());
@@ -132,5 +143,52 @@ mod tests {
         delete(&mut tx, "att_1").await.unwrap();
         assert!(!is_left(&mut tx, "att_1").await.unwrap(), "recorded");
         tx.commit().await.unwrap();
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn left_over_intents_are_our_own_others_old_ones_and_earlier_terms_settled_ones(
+        backend: Backend,
+    ) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let intent = |id: &str, owner: &str, at: i64, term: Option<i64>| IntentRow {
+            attempt_id: id.into(),
+            agent_id: "u_001".into(),
+            target_state: "READY".into(),
+            reason: "WORKING".into(),
+            origin: "api".into(),
+            actor: "desk".into(),
+            idempotency_key: None,
+            requested_at: at,
+            owner: owner.into(),
+            term,
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        for row in [
+            intent("ours", "me", 9_000, Some(3)),
+            intent("old", "other", 1_000, None),
+            intent("young", "other", 9_000, None),
+            intent("ended_term", "dead", 5_000, Some(2)),
+            intent("ended_term_just_now", "dead", 9_000, Some(2)),
+            intent("this_term", "beside", 5_000, Some(3)),
+        ] {
+            insert(&mut tx, &row).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let store = &store;
+        let left = |ended| async move {
+            unsettled(store.reader(), "me", 2_000, ended)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|row| row.attempt_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(left(None).await, ["old", "ours"], "no term: as before");
+        assert_eq!(
+            left(Some((3, 8_000))).await,
+            ["old", "ended_term", "ours"],
+            "leading in term 3: term 2's intents once a call's answer is due"
+        );
     }
 }

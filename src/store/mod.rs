@@ -259,6 +259,15 @@ impl Store {
         self.write_lock.role()
     }
 
+    /// The term this instance leads the tenant in (`[ha]`); `None` when it is the sole
+    /// instance or a follower.
+    pub fn term(&self) -> Option<i64> {
+        match self.role() {
+            Role::Leader { term, .. } => Some(term),
+            Role::Sole | Role::Follower => None,
+        }
+    }
+
     /// Makes this instance the tenant's leader in a term, a follower, or its sole
     /// instance, for every clone of the store: from the next write transaction on, a
     /// leader's prove the term current, a follower's are refused.

@@ -160,6 +160,81 @@ async fn exactly_one_instance_leads_at_any_time_while_instances_start_and_stop()
     }
 }
 
+#[tokio::test]
+async fn a_change_a_killed_leader_left_unrecorded_is_recorded_by_the_next_leader_within_seconds() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    // The held call must not time out, and be sent again, before the kill.
+    let env = |id: &str| {
+        cluster_env_and(
+            &sim,
+            &db,
+            id,
+            &[("WFMD_CXONE__REQUEST_TIMEOUT_MS", "30000")],
+        )
+    };
+    let a = Daemon::spawn(&env("wfmd-a")).await;
+    let term = leads(&db, "wfmd-a").await;
+    let b = Daemon::spawn(&env("wfmd-b")).await;
+    let agent = sim.free_agents().remove(0);
+    let target = if agent.state == "NOT_READY" {
+        "READY"
+    } else {
+        "NOT_READY"
+    };
+
+    // The leader dies with the change at the platform, which makes it.
+    let held = sim.sim.hold_next_on(SET_STATE);
+    let asked = tokio::spawn({
+        let url = format!("{}/v1/agents/{}/transitions", a.address, agent.id);
+        // The answer never comes: the leader dies first.
+        async move {
+            http_client()
+                .post(url)
+                .json(&json!({ "state": target }))
+                .send()
+                .await
+        }
+    });
+    tokio::time::timeout(DEADLINE, held.arrived())
+        .await
+        .expect("the change reaches the platform");
+    let reason = db.psql("SELECT reason FROM transition_intents");
+    assert!(!reason.is_empty(), "the intent is written before the call");
+    a.signal("KILL");
+    a.wait().await;
+    // The caller is gone, so the held call is dropped unserved: the platform's side of
+    // it is played by hand.
+    assert!(sim.sim.force_state(&agent.id, target, &reason));
+    drop(held);
+    assert!(
+        asked.await.unwrap().is_err(),
+        "the dead leader never answered"
+    );
+
+    // The next leader knows the dead one's term is over: it records the change as the
+    // platform shows it, long before the ten minutes another process's intent waits.
+    assert_eq!(leads(&db, "wfmd-b").await, term + 1);
+    eventually(
+        "the survivor records the change the dead leader left",
+        async || {
+            let recorded = db.psql(&format!(
+                "SELECT outcome || ' ' || (detail LIKE '%\"recordedLate\":true%')
+                 FROM transition_attempts JOIN audit_log ON subject_id = id
+                 WHERE transition_attempts.agent_id = '{}'",
+                agent.id
+            ));
+            match recorded.as_str() {
+                "succeeded true" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(db.psql("SELECT COUNT(*) FROM transition_intents"), "0");
+    drop(b);
+}
+
 /// A bulk job's items, as `GET /v1/bulk-transitions/{id}` on `address` shows them.
 async fn bulk_job(address: &str, id: &str) -> Value {
     get_json(&format!("{address}/v1/bulk-transitions/{id}")).await

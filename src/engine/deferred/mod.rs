@@ -600,7 +600,7 @@ mod tests {
         let deferral = defer(&deferred, AgentState::NotReady).await;
         assert_eq!(platform.calls("set "), 1);
         assert!(events(&store, "transition.rejected").await.is_empty());
-        let left = intents::unsettled(store.reader(), "", i64::MAX)
+        let left = intents::unsettled(store.reader(), "", i64::MAX, None)
             .await
             .unwrap();
         assert!(left.is_empty(), "the call's intent went with its deferral");

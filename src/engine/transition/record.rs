@@ -174,6 +174,7 @@ impl TransitionEngine {
                 idempotency_key: request.idempotency_key.clone(),
                 requested_at: to_ms(requested_at),
                 owner: self.owner.clone(),
+                term: self.store.term(),
             },
         )
         .await?;

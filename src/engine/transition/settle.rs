@@ -35,6 +35,12 @@ use crate::store::{from_ms, to_ms};
 /// once older (every retry of a platform call, with its waits, is over well before).
 const OTHERS_IN_FLIGHT_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
+/// How long a call sent in a leader's term may still be answered once another instance
+/// leads in a later term: the writer's work stopped when its term ended (or it died), so
+/// only a call already on the wire may still land, within the platform client's request
+/// timeout (10 s by default).
+const ENDED_TERMS_CALLS_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 /// How often the daemon settles intents (see [`TransitionEngine::settle_intents`]).
 pub const SETTLE_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -51,14 +57,21 @@ pub(in crate::engine) struct Unrecorded {
 }
 
 impl TransitionEngine {
-    /// Settles every intent this engine left and other processes' older than any call
+    /// Settles every intent this engine left, other processes' older than any call
+    /// takes, and (leading in a term) those of earlier terms older than a call's answer
     /// takes. An intent whose agent the platform cannot show now is left for the next
     /// call; so is everything while the database takes no writes. Returns how many were
     /// settled.
     pub async fn settle_intents(&self) -> Result<usize, sqlx::Error> {
         let mut settled = self.record_unrecorded().await?;
-        let others_before = to_ms(Utc::now() - OTHERS_IN_FLIGHT_AT_MOST);
-        let left = intents::unsettled(self.store.reader(), &self.owner, others_before).await?;
+        let now = Utc::now();
+        let others_before = to_ms(now - OTHERS_IN_FLIGHT_AT_MOST);
+        let ended = self
+            .store
+            .term()
+            .map(|term| (term, to_ms(now - ENDED_TERMS_CALLS_AT_MOST)));
+        let left =
+            intents::unsettled(self.store.reader(), &self.owner, others_before, ended).await?;
         for intent in left {
             // Its record is in memory, waiting for the database (and holds its locks).
             if self.is_unrecorded(&intent.agent_id, &intent.attempt_id) {
