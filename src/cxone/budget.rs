@@ -12,10 +12,16 @@
 //! [`in_lane`], and the budget reads the lane of the task it is asked from. A task that
 //! declared nothing is in [`Lane::Automation`]. The lane travels with the task, not as
 //! a parameter, so the `ContactCenter` trait and its dialects stay free of it.
+//!
+//! A request several callers wait for (one lookup of an agent's schedule, shared by a
+//! change and the schedule book) runs in a [`SharedLane`]: each caller that joins raises
+//! it to its own lane, so a person who joins a background fetch still waiting for its
+//! permit is served as a person, never queued behind the background.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +44,14 @@ pub enum Lane {
 impl Lane {
     pub const ALL: [Lane; 3] = [Lane::Interactive, Lane::Automation, Lane::Background];
 
+    fn from_index(index: u8) -> Lane {
+        Lane::ALL[usize::from(index).min(Lane::ALL.len() - 1)]
+    }
+
+    fn index(self) -> u8 {
+        self as u8
+    }
+
     /// The lane's name in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,28 +71,113 @@ pub struct CallContext {
     pub party: Option<Arc<str>>,
 }
 
+/// The lane of a request several callers wait for: the most urgent of theirs, raised
+/// as they join (see the module's doc).
+#[derive(Debug, Clone)]
+pub struct SharedLane(Arc<SharedLaneState>);
+
+#[derive(Debug)]
+struct SharedLaneState {
+    lane: AtomicU8,
+    /// Wakes the request while it waits for a permit, to be queued by its new lane.
+    raised: Notify,
+}
+
+impl SharedLane {
+    pub fn new(lane: Lane) -> SharedLane {
+        SharedLane(Arc::new(SharedLaneState {
+            lane: AtomicU8::new(lane.index()),
+            raised: Notify::new(),
+        }))
+    }
+
+    pub fn lane(&self) -> Lane {
+        Lane::from_index(self.0.lane.load(Ordering::Acquire))
+    }
+
+    /// Raises the lane to `lane` when that is more urgent.
+    pub fn raise(&self, lane: Lane) {
+        let before = self.0.lane.fetch_min(lane.index(), Ordering::AcqRel);
+        if lane.index() < before {
+            // A permit is kept if the request is not waiting this instant: at worst it
+            // looks at the queue once more for nothing.
+            self.0.raised.notify_one();
+        }
+    }
+}
+
+/// A task's lane as declared: fixed, or shared with other callers.
+#[derive(Debug, Clone)]
+enum DeclaredLane {
+    Fixed(Lane),
+    Shared(SharedLane),
+}
+
+impl DeclaredLane {
+    fn now(&self) -> Lane {
+        match self {
+            DeclaredLane::Fixed(lane) => *lane,
+            DeclaredLane::Shared(shared) => shared.lane(),
+        }
+    }
+
+    /// Resolves when the lane is raised (never, for a fixed one).
+    async fn raised(&self) {
+        match self {
+            DeclaredLane::Fixed(_) => std::future::pending().await,
+            DeclaredLane::Shared(shared) => shared.0.raised.notified().await,
+        }
+    }
+}
+
+/// What a task declared: its lane and party.
+#[derive(Debug, Clone)]
+struct Declared {
+    lane: DeclaredLane,
+    party: Option<Arc<str>>,
+}
+
 tokio::task_local! {
-    static CALL_CONTEXT: CallContext;
+    static CALL_CONTEXT: Declared;
 }
 
 /// Runs `work` with its platform requests in `lane`, on behalf of `party` (a job or
 /// firing id for fairness within the lane; `None` when there is only one of a kind).
 pub async fn in_lane<F: Future>(lane: Lane, party: Option<&str>, work: F) -> F::Output {
-    let context = CallContext {
-        lane,
+    let declared = Declared {
+        lane: DeclaredLane::Fixed(lane),
         party: party.map(Arc::from),
     };
-    CALL_CONTEXT.scope(context, work).await
+    CALL_CONTEXT.scope(declared, work).await
+}
+
+/// [`in_lane`] for work several callers wait for, in `lane` as they raise it.
+pub async fn in_shared_lane<F: Future>(
+    lane: SharedLane,
+    party: Option<Arc<str>>,
+    work: F,
+) -> F::Output {
+    let declared = Declared {
+        lane: DeclaredLane::Shared(lane),
+        party,
+    };
+    CALL_CONTEXT.scope(declared, work).await
+}
+
+fn declared() -> Declared {
+    CALL_CONTEXT.try_with(Declared::clone).unwrap_or(Declared {
+        lane: DeclaredLane::Fixed(Lane::Automation),
+        party: None,
+    })
 }
 
 /// The lane and party declared by the running task ([`Lane::Automation`] when none was).
 pub fn current_context() -> CallContext {
-    CALL_CONTEXT
-        .try_with(CallContext::clone)
-        .unwrap_or(CallContext {
-            lane: Lane::Automation,
-            party: None,
-        })
+    let declared = declared();
+    CallContext {
+        lane: declared.lane.now(),
+        party: declared.party,
+    }
 }
 
 /// The share of permits background work keeps while other lanes wait, unless configured.
@@ -173,9 +272,15 @@ struct Queue {
 
 struct Waiter {
     id: u64,
-    lane: Lane,
+    lane: DeclaredLane,
     party: Option<Arc<str>>,
     wake: Arc<Notify>,
+}
+
+impl Waiter {
+    fn lane(&self) -> Lane {
+        self.lane.now()
+    }
 }
 
 impl Queue {
@@ -195,16 +300,16 @@ impl Queue {
 
     /// The waiter the next permit belongs to.
     fn chosen(&self) -> Option<&Waiter> {
-        if let Some(first) = self.waiters.iter().find(|w| w.lane == Lane::Interactive) {
+        if let Some(first) = self.waiters.iter().find(|w| w.lane() == Lane::Interactive) {
             return Some(first);
         }
         let automation = self
             .waiters
             .iter()
-            .filter(|w| w.lane == Lane::Automation)
+            .filter(|w| w.lane() == Lane::Automation)
             // Stable: among one party's waiters the oldest wins.
             .min_by_key(|w| self.party_served.get(&w.party).copied().unwrap_or(0));
-        let background = self.waiters.iter().find(|w| w.lane == Lane::Background);
+        let background = self.waiters.iter().find(|w| w.lane() == Lane::Background);
         match (automation, background) {
             (Some(a), Some(b)) => Some(if self.background_pass < self.automation_pass {
                 b
@@ -215,11 +320,11 @@ impl Queue {
         }
     }
 
-    fn enqueue(&mut self, context: &CallContext) -> (u64, Arc<Notify>) {
+    fn enqueue(&mut self, declared: &Declared) -> (u64, Arc<Notify>) {
         // A lane that had nobody waiting joins at the current pass of the other one, so
         // idle time is not banked as credit for a later burst.
-        let waiting = |lane| self.waiters.iter().any(|w| w.lane == lane);
-        match context.lane {
+        let waiting = |lane| self.waiters.iter().any(|w| w.lane() == lane);
+        match declared.lane.now() {
             Lane::Automation if !waiting(Lane::Automation) => {
                 self.automation_pass = self.automation_pass.max(self.background_pass);
             }
@@ -233,8 +338,8 @@ impl Queue {
         let wake = Arc::new(Notify::new());
         self.waiters.push(Waiter {
             id,
-            lane: context.lane,
-            party: context.party.clone(),
+            lane: declared.lane.clone(),
+            party: declared.party.clone(),
             wake: wake.clone(),
         });
         (id, wake)
@@ -251,7 +356,7 @@ impl Queue {
             return;
         };
         self.grants += 1;
-        match waiter.lane {
+        match waiter.lane() {
             Lane::Interactive => {}
             Lane::Automation => {
                 self.automation_pass += self.automation_stride;
@@ -348,14 +453,14 @@ impl Budget {
     ///
     /// Cancel-safe: dropping the future leaves the queue and takes no permit.
     pub async fn acquire(&self) {
-        let context = current_context();
+        let declared = declared();
         let Some(bucket) = &self.bucket else {
-            metrics::counter!("wfmd_budget_permits_total", "lane" => context.lane.as_str())
+            metrics::counter!("wfmd_budget_permits_total", "lane" => declared.lane.now().as_str())
                 .increment(1);
             return;
         };
         let started = Instant::now();
-        let (id, wake) = lock(&self.queue).enqueue(&context);
+        let (id, wake) = lock(&self.queue).enqueue(&declared);
         let mut registration = Registration {
             queue: &self.queue,
             id,
@@ -365,7 +470,7 @@ impl Budget {
             let wait = {
                 let mut queue = lock(&self.queue);
                 if queue.chosen().map(|w| w.id) == Some(id) {
-                    match bucket.take(context.lane, Instant::now()) {
+                    match bucket.take(declared.lane.now(), Instant::now()) {
                         Ok(()) => {
                             queue.granted(id);
                             registration.done = true;
@@ -384,12 +489,19 @@ impl Budget {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = wake.notified() => {}
+                        () = declared.lane.raised() => {}
                     }
                 }
-                None => wake.notified().await,
+                // Raised: perhaps chosen now.
+                None => {
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = declared.lane.raised() => {}
+                    }
+                }
             }
         }
-        let lane = context.lane.as_str();
+        let lane = declared.lane.now().as_str();
         metrics::counter!("wfmd_budget_permits_total", "lane" => lane).increment(1);
         metrics::histogram!("wfmd_budget_wait_seconds", "lane" => lane)
             .record(started.elapsed().as_secs_f64());
@@ -602,6 +714,36 @@ mod tests {
             Duration::ZERO,
             "the reserve was full again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_request_raised_by_a_person_is_served_as_a_persons_at_once() {
+        let budget = Arc::new(Budget::per_minute(60).with_interactive_reserve(3));
+        let _automation = saturate(&budget, Lane::Automation, Some("job-1"), 20);
+        let _background = saturate(&budget, Lane::Background, None, 20);
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        // A background lookup waits behind the saturated lanes...
+        let shared = SharedLane::new(Lane::Background);
+        let lookup = tokio::spawn({
+            let (budget, shared) = (budget.clone(), shared.clone());
+            async move {
+                in_shared_lane(shared, None, budget.acquire()).await;
+                tokio::time::Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!lookup.is_finished(), "background waits its turn");
+        // ...until a person joins it: then it spends the person's reserve at once.
+        let joined = tokio::time::Instant::now();
+        shared.raise(Lane::Interactive);
+        assert_eq!(
+            lookup.await.unwrap(),
+            joined,
+            "served the moment a person joined"
+        );
+        assert_eq!(shared.lane(), Lane::Interactive);
+        shared.raise(Lane::Background);
+        assert_eq!(shared.lane(), Lane::Interactive, "a lane is never lowered");
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,7 +33,7 @@ use crate::domain::{AgentState, BreakStatus, Schedule};
 pub use aggregation::{
     AggregationPage, AggregationQuery, AggregationRow, Aggregations, ExtractionSettings,
 };
-pub use budget::{Budget, Lane, in_lane};
+pub use budget::{Budget, Lane, SharedLane, in_lane, in_shared_lane};
 pub use core::http::install_crypto_provider;
 pub use incontact::{IncontactClient, IncontactSettings};
 pub use retry::RetryPolicy;
