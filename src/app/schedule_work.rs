@@ -53,7 +53,8 @@ impl ScheduleWork {
             )
             .with_clock(engine.clock())
             .with_max_age(config.schedules.max_age)
-            .with_wanted(engine.wanted_agents()),
+            .with_wanted(engine.wanted_agents())
+            .with_lookups(engine.lookups()),
         );
         let automations = config.automation.enabled.then(|| {
             Arc::new(Automations::new(

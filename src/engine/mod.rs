@@ -10,6 +10,7 @@ pub mod compliance;
 pub mod deferred;
 pub mod imported_schedules;
 mod keyed_lock;
+pub mod lookups;
 pub mod metrics;
 pub mod retention;
 pub mod rules;

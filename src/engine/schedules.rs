@@ -37,10 +37,11 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::Clock;
+use super::lookups::Lookups;
 use super::sync::{SyncSettings, error_kind, managed_agents};
 use crate::cxone::{ContactCenter, CxoneError, Lane, in_lane};
 use crate::domain::adherence::{Shift, Timeline};
-use crate::domain::{BreakWindow, Schedule};
+use crate::domain::{BreakStatus, BreakWindow, Schedule};
 use crate::store::Store;
 use crate::store::schedules::{self, BreakSource, StoredShift};
 
@@ -211,6 +212,9 @@ pub struct ScheduleBook {
     clock: Clock,
     /// The agents people are acting on: fetched before the rest.
     wanted: Arc<WantedAgents>,
+    /// The engine's lookups, when shared: one request per agent serves the book and a
+    /// change checked meanwhile.
+    lookups: Option<Arc<Lookups>>,
 }
 
 /// What one paced step did, and how long the refresh should wait before the next.
@@ -235,7 +239,16 @@ impl ScheduleBook {
             book: RwLock::default(),
             clock: Clock::Wall,
             wanted: Arc::default(),
+            lookups: None,
         }
+    }
+
+    /// Asks for schedules and break status through `lookups` (the engine's, see
+    /// [`super::TransitionEngine::lookups`]): a change checked while the book fetches
+    /// the same agent shares its request, and an answer the engine just had is reused.
+    pub fn with_lookups(mut self, lookups: Arc<Lookups>) -> Self {
+        self.lookups = Some(lookups);
+        self
     }
 
     /// Fetches the agents `wanted` names (the engine's, see
@@ -549,7 +562,10 @@ impl ScheduleBook {
             Some(schedule) => schedule,
             None => {
                 requests.fetch_add(1, Ordering::Relaxed);
-                self.platform.schedule(agent_id).await?
+                match &self.lookups {
+                    Some(lookups) => Schedule::clone(&*lookups.schedule(agent_id).await?),
+                    None => self.platform.schedule(agent_id).await?,
+                }
             }
         };
         let (Some(start), Some(end)) = (schedule.shift_start, schedule.shift_end) else {
@@ -566,7 +582,12 @@ impl ScheduleBook {
                 let soon = self.max_age.is_zero() || (start <= now + self.max_age && end > now);
                 let named = if soon {
                     requests.fetch_add(1, Ordering::Relaxed);
-                    let status = self.platform.break_status(agent_id).await?;
+                    let status = match &self.lookups {
+                        Some(lookups) => {
+                            BreakStatus::clone(&*lookups.break_status(agent_id).await?)
+                        }
+                        None => self.platform.break_status(agent_id).await?,
+                    };
                     match (status.break_start, status.break_end) {
                         (Some(start), Some(end)) if start < end => vec![BreakWindow {
                             start,

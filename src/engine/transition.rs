@@ -40,7 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use moka::future::Cache;
 use serde::Serialize;
 use serde_json::json;
 use tracing::instrument;
@@ -48,6 +47,7 @@ use tracing::instrument;
 use super::clock::Clock;
 use super::deferred::{Defer, Deferrable, Deferral};
 use super::keyed_lock::{KeyGuard, KeyedLock};
+use super::lookups::Lookups;
 use super::sync::SyncStatus;
 use crate::store::is_unavailable;
 
@@ -77,9 +77,6 @@ pub(crate) use deferring::CONFIRM_READS;
 use record::Record;
 pub use types::*;
 
-/// How many agents' schedules the cache keeps at most.
-const SCHEDULE_CACHE_CAPACITY: u64 = 100_000;
-
 /// How far the platform's clock may lag ours when [`TransitionEngine::resume`] decides
 /// whether a change it sees was made by the interrupted attempt.
 pub const ADOPT_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
@@ -88,8 +85,8 @@ pub const ADOPT_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 pub struct TransitionEngine {
     store: Store,
     platform: Arc<dyn ContactCenter>,
-    schedules: Option<Cache<String, Arc<Schedule>>>,
-    breaks: Option<Cache<String, Arc<BreakStatus>>>,
+    /// Schedule and break-status lookups, shared with the schedule book.
+    lookups: Arc<Lookups>,
     agents: Arc<KeyedLock>,
     keys: Arc<KeyedLock>,
     /// Changes the platform answered whose record the database refused, by agent,
@@ -122,10 +119,9 @@ impl TransitionEngine {
     /// the cache.
     pub fn new(store: Store, platform: Arc<dyn ContactCenter>, schedule_ttl: Duration) -> Self {
         TransitionEngine {
+            lookups: Arc::new(Lookups::new(platform.clone(), schedule_ttl)),
             store,
             platform,
-            schedules: ttl_cache(schedule_ttl),
-            breaks: ttl_cache(schedule_ttl),
             agents: Arc::default(),
             keys: Arc::default(),
             unrecorded: std::sync::Mutex::default(),
@@ -166,12 +162,7 @@ impl TransitionEngine {
         let imports = self.imports.as_ref().ok_or(ImportError::NotRead)?;
         let imported = imports.import(csv, actor, self.now()).await?;
         for agent in &imported.agent_ids {
-            if let Some(cache) = &self.schedules {
-                cache.invalidate(agent).await;
-            }
-            if let Some(cache) = &self.breaks {
-                cache.invalidate(agent).await;
-            }
+            self.lookups.forget(agent).await;
         }
         Ok(imported.summary)
     }
@@ -221,6 +212,12 @@ impl TransitionEngine {
 
     pub fn platform(&self) -> &Arc<dyn ContactCenter> {
         &self.platform
+    }
+
+    /// The schedule and break-status lookups the compliance check makes, for the
+    /// schedule book to share ([`super::schedules::ScheduleBook::with_lookups`]).
+    pub fn lookups(&self) -> Arc<Lookups> {
+        Arc::clone(&self.lookups)
     }
 
     /// The per-agent locks changes hold from validation to the recorded result. State
@@ -645,15 +642,6 @@ fn reason_of(request: &TransitionRequest) -> String {
         .reason
         .clone()
         .unwrap_or_else(|| request.target.default_reason().to_owned())
-}
-
-fn ttl_cache<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Option<Cache<String, V>> {
-    (!ttl.is_zero()).then(|| {
-        Cache::builder()
-            .max_capacity(SCHEDULE_CACHE_CAPACITY)
-            .time_to_live(ttl)
-            .build()
-    })
 }
 
 /// How [`TransitionEngine::change_with`] ended.

@@ -305,3 +305,61 @@ async fn readiness_fails_when_the_platform_rejects_our_credentials() {
     assert!(platform.contains("wfmd-sim"), "{platform}");
     assert!(!platform.contains("wrong-secret"), "{platform}");
 }
+
+#[tokio::test]
+async fn a_burst_on_a_fresh_daemon_fetches_each_agents_schedule_once() {
+    const AGENTS: usize = 20;
+    const CHANGES: usize = 10;
+    let sim = TestSim::default_tenant().await;
+    let agents: Vec<_> = sim.free_agents().into_iter().take(AGENTS).collect();
+    assert_eq!(agents.len(), AGENTS);
+    // State sync and the schedule book run, as in a deployment, over these agents: the
+    // book fills itself while the changes come.
+    let ids: Vec<String> = agents.iter().map(|agent| agent.id.clone()).collect();
+    let app = TestApp::spawn_with(sim, |config| {
+        config.sync.enabled = true;
+        config.sync.agents = ids;
+        config.compliance.enabled = true;
+    })
+    .await;
+    let burst: Vec<_> = agents
+        .iter()
+        .map(|agent| {
+            let (address, id, mut state) =
+                (app.address.clone(), agent.id.clone(), agent.state.clone());
+            tokio::spawn(async move {
+                for _ in 0..CHANGES {
+                    let target = if state == "READY" {
+                        "NOT_READY"
+                    } else {
+                        "READY"
+                    };
+                    let (status, body) = crate::helpers::set_state_at(&address, &id, target).await;
+                    assert_eq!(status, 200, "{body}");
+                    state = target.to_owned();
+                }
+            })
+        })
+        .collect();
+    for task in burst {
+        task.await.unwrap();
+    }
+    let stats = app.sim.sim.stats();
+    let schedule_calls: u64 = stats
+        .by_route
+        .iter()
+        .filter(|(route, _)| route.contains("schedule"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(app.sim.calls(SET_STATE), (AGENTS * CHANGES) as u64);
+    assert_eq!(
+        schedule_calls, AGENTS as u64,
+        "one schedule fetch per agent, shared by the change and the book: {:?}",
+        stats.by_route
+    );
+    assert!(
+        app.sim.calls(GET_BREAKS) <= AGENTS as u64,
+        "at most one break-status call per agent: {:?}",
+        stats.by_route
+    );
+}

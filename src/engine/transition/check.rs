@@ -44,7 +44,7 @@ impl TransitionEngine {
                 None,
             ),
             None => {
-                let (schedule, break_asked) = self.lookups(agent_id, needs_break_status).await;
+                let (schedule, break_asked) = self.ask_platform(agent_id, needs_break_status).await;
                 match schedule {
                     Ok(schedule) => (schedule, ScheduleSource::ASKED, break_asked),
                     Err(error) if refuses_schedules(&error) => {
@@ -173,7 +173,7 @@ impl TransitionEngine {
     /// lists the breaks after all or has no shift. Where schedules list breaks (the
     /// real platform's always do) nothing is asked twice; other lanes ask for break
     /// status only when the schedule leaves it open.
-    async fn lookups(
+    async fn ask_platform(
         &self,
         agent_id: &str,
         needs_break_status: bool,
@@ -194,30 +194,14 @@ impl TransitionEngine {
     }
 
     async fn schedule(&self, agent_id: &str) -> Result<Arc<Schedule>, CxoneError> {
-        let fetch = async {
-            let schedule = self.platform.schedule(agent_id).await?;
-            if schedule.is_active() && schedule.breaks.is_none() {
-                self.schedules_omit_breaks.store(true, Ordering::Relaxed);
-            }
-            Ok::<_, CxoneError>(Arc::new(schedule))
-        };
-        match &self.schedules {
-            Some(cache) => cache
-                .try_get_with_by_ref(agent_id, fetch)
-                .await
-                .map_err(|e| (*e).clone()),
-            None => fetch.await,
+        let schedule = self.lookups.schedule(agent_id).await?;
+        if schedule.is_active() && schedule.breaks.is_none() {
+            self.schedules_omit_breaks.store(true, Ordering::Relaxed);
         }
+        Ok(schedule)
     }
 
     async fn break_status(&self, agent_id: &str) -> Result<Arc<BreakStatus>, CxoneError> {
-        let fetch = async { self.platform.break_status(agent_id).await.map(Arc::new) };
-        match &self.breaks {
-            Some(cache) => cache
-                .try_get_with_by_ref(agent_id, fetch)
-                .await
-                .map_err(|e| (*e).clone()),
-            None => fetch.await,
-        }
+        self.lookups.break_status(agent_id).await
     }
 }
