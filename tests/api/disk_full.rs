@@ -3,7 +3,11 @@
 //! soon as space comes back, without a restart. The database sits on a small tmpfs the
 //! test fills and frees ([`SmallDisk`](crate::helpers::SmallDisk)).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use wfmd::on;
 use wfmd::store::{Backend, Store};
 
@@ -253,7 +257,6 @@ async fn a_burst_across_a_full_disk_records_every_change_the_platform_made_and_n
     backend: Backend,
 ) {
     const AGENTS: usize = 8;
-    const CHANGES: usize = 8;
     let db = TestDb::on_small_disk_of(backend, disk_bytes(backend));
     let app = TestApp::spawn_on_db(TestSim::default_tenant().await, db, |config| {
         config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
@@ -262,22 +265,24 @@ async fn a_burst_across_a_full_disk_records_every_change_the_platform_made_and_n
     let agents: Vec<_> = app.sim.free_agents().into_iter().take(AGENTS).collect();
     assert_eq!(agents.len(), AGENTS);
     let before = app.sim.changes();
-    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refusals = Arc::new(AtomicUsize::new(0));
+    // Each agent changes back and forth until the test has seen the disk fill and free.
+    let going = CancellationToken::new();
     let burst: Vec<_> = agents
         .iter()
         .map(|agent| {
             let (http, address) = (app.http.clone(), app.address.clone());
             let (id, mut state) = (agent.id.clone(), agent.state.clone());
-            let refusals = refusals.clone();
+            let (refusals, going) = (refusals.clone(), going.clone());
             tokio::spawn(async move {
                 let mut answers = Answers::new();
-                for _ in 0..CHANGES {
+                while !going.is_cancelled() {
                     let target = other_than(&state);
                     let (status, body) = set_state_at_with(&http, &address, &id, target).await;
                     match status {
                         200 => state = target.to_owned(),
                         503 => {
-                            refusals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            refusals.fetch_add(1, Ordering::SeqCst);
                         }
                         _ => panic!("an answer that is neither made nor refused: {status} {body}"),
                     }
@@ -302,10 +307,21 @@ async fn a_burst_across_a_full_disk_records_every_change_the_platform_made_and_n
     app.db.small_disk().fill();
     held.release();
     crate::helpers::wait_until("changes are refused while the disk is full", || async {
-        refusals.load(std::sync::atomic::Ordering::SeqCst) >= AGENTS
+        refusals.load(Ordering::SeqCst) >= AGENTS
     })
     .await;
+    let recorded = app
+        .count("SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'")
+        .await;
     app.db.small_disk().free();
+    // And on for a while once there is room again.
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM transition_attempts WHERE outcome = 'succeeded'",
+        recorded + (AGENTS * 2) as i64,
+        "changes are made again once there is room",
+    )
+    .await;
+    going.cancel();
 
     let mut made = 0;
     for task in burst {
@@ -334,7 +350,7 @@ async fn a_burst_across_a_full_disk_records_every_change_the_platform_made_and_n
 
     let sent = (app.sim.changes() - before) as i64;
     assert!(
-        refusals.load(std::sync::atomic::Ordering::SeqCst) >= AGENTS,
+        refusals.load(Ordering::SeqCst) >= AGENTS,
         "the disk was full for part of the burst"
     );
     assert_eq!(
