@@ -13,9 +13,10 @@
 //! - A connection must deliver a complete request head within
 //!   `server.header_read_timeout` (from connecting, and from the first byte of each
 //!   later request), and one that sits idle between requests is closed after
-//!   `server.idle_timeout` ([`Watched`]). hyper has one timer for both, which would
-//!   close idle keep-alive connections as early as half-sent heads; proxies and
-//!   browsers reuse idle connections, so the two are kept apart.
+//!   `server.idle_timeout` from the end of its last answer ([`Watched`]). hyper has one
+//!   timer for both, which would close idle keep-alive connections as early as
+//!   half-sent heads; proxies and browsers reuse idle connections, so the two are kept
+//!   apart.
 //! - A connection serves at most `server.max_requests_per_connection` requests; the
 //!   last answer says `connection: close`.
 //! - A client that stops reading what it is sent is dropped by the kernel
@@ -42,6 +43,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, StatusCode, header};
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -227,6 +229,7 @@ impl Caps {
             answered: AtomicU64::new(0),
             begun: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
+            task: AtomicWaker::new(),
         }))
     }
 
@@ -256,6 +259,8 @@ pub struct Connection {
     begun: AtomicU64,
     /// Switched to another protocol (WebSocket): no longer HTTP, no longer watched.
     upgraded: AtomicBool,
+    /// The connection's task, woken when an answer has been sent: the idle time starts.
+    task: AtomicWaker,
 }
 
 impl Connection {
@@ -297,6 +302,9 @@ impl Drop for InFlight {
         // `answered` first: whoever sees no request in flight sees this one answered.
         self.0.answered.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // hyper polled the socket while the request was in flight and will not again
+        // until something wakes it: the idle time starts now.
+        self.0.task.wake();
     }
 }
 
@@ -337,9 +345,9 @@ struct Waiting {
 
 /// The client socket, watched while no request is in flight: a wait for the first
 /// request, or for a later one's head once its first byte came, ends after the header
-/// timeout; a wait with nothing sent ends after the idle timeout. hyper reads while it
-/// waits for a head, so the read fails with `TimedOut` when the time is up, and hyper
-/// closes the connection.
+/// timeout; a wait with nothing sent ends after the idle timeout, counted from the end
+/// of the last answer. hyper reads while it waits for a head, so the read fails with
+/// `TimedOut` when the time is up, and hyper closes the connection.
 struct Watched {
     io: TcpStream,
     connection: Arc<Connection>,
@@ -421,11 +429,13 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.connection.upgraded.load(Ordering::Acquire) {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        // Registered before reading, so an answer finished meanwhile is not missed.
+        this.connection.task.register(cx.waker());
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
-        if this.connection.upgraded.load(Ordering::Acquire) {
-            return result;
-        }
         let read = matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before;
         this.watch(read);
         match result {
@@ -758,6 +768,46 @@ mod tests {
             (b"frame".to_vec(), Duration::from_secs(3600))
         );
         drop(client.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hyper_closes_a_kept_alive_connection_idle_timeout_after_its_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let settings = Settings {
+            // Past the idle timeout: only the idle timer may close the connection.
+            header_read_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10,
+            max_connections_per_client: 10,
+            max_requests_per_connection: 100,
+            proxies: Vec::new(),
+            stalled_client_timeout: Duration::from_secs(30),
+        };
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, settings, stop.clone()));
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let n = client.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "closed before the answer");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let answered = Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(120), client.read(&mut chunk))
+            .await
+            .expect("closed once idle");
+        assert_eq!(closed.unwrap(), 0);
+        assert_eq!(answered.elapsed(), Duration::from_secs(60));
+        stop.cancel();
+        server.await.unwrap();
     }
 
     #[test]

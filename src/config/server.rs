@@ -21,7 +21,8 @@ pub struct ServerConfig {
     /// the first byte of each later request on a kept-alive connection.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A kept-alive connection with no request for this long is closed.
+    /// A kept-alive connection with no request for this long after its last answer is
+    /// closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// A request body must have arrived completely this long after its head.

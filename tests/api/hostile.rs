@@ -16,7 +16,7 @@ use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, http_client};
 use crate::live::Sse;
 
 /// The port of `app`.
-fn socket_address(app: &TestApp) -> SocketAddr {
+pub(crate) fn socket_address(app: &TestApp) -> SocketAddr {
     app.address.trim_start_matches("http://").parse().unwrap()
 }
 
@@ -30,7 +30,7 @@ async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
 
 /// Reads until the server closes `stream` (end of stream or reset), failing the test
 /// after the deadline; what was read.
-async fn closed_by_server(stream: &mut TcpStream, what: &str) -> String {
+pub(crate) async fn closed_by_server(stream: &mut TcpStream, what: &str) -> String {
     let mut read = Vec::new();
     let mut chunk = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -54,7 +54,7 @@ fn unpooled() -> reqwest::Client {
 }
 
 /// The text of `/metrics`.
-async fn metrics(app: &TestApp) -> String {
+pub(crate) async fn metrics(app: &TestApp) -> String {
     unpooled()
         .get(format!("{}/metrics", app.address))
         .send()
@@ -66,7 +66,7 @@ async fn metrics(app: &TestApp) -> String {
 }
 
 /// The value of the counter `name{label}` in `/metrics` (0 when absent).
-async fn counter(app: &TestApp, series: &str) -> f64 {
+pub(crate) async fn counter(app: &TestApp, series: &str) -> f64 {
     let text = metrics(app).await;
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())

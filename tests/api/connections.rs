@@ -1,0 +1,79 @@
+//! Connections held open: a kept-alive connection is closed once it has been idle for
+//! `server.idle_timeout` after its last answer.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{DEADLINE, TestApp, TestSim};
+use crate::hostile::{closed_by_server, counter, socket_address};
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+
+/// Reads one complete answer (head and `content-length` body) from `stream`, leaving
+/// the connection open; its head.
+async fn read_answer(stream: &mut TcpStream, what: &str) -> String {
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&read[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or_else(|| panic!("{what}: an answer without a length: {head}"));
+            if read.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => panic!("{what}: no complete answer after {DEADLINE:?}"),
+            Ok(Ok(0)) => panic!(
+                "{what}: closed before a complete answer: {}",
+                String::from_utf8_lossy(&read)
+            ),
+            Ok(Err(error)) => panic!(
+                "{what}: {error} before a complete answer: {}",
+                String::from_utf8_lossy(&read)
+            ),
+            Ok(Ok(n)) => read.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_that_asked_once_is_closed_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.server.idle_timeout = Duration::from_secs(1);
+        // Far past the test's deadline: the head timer, set at connecting, must not be
+        // what wakes the connection up and closes it.
+        config.server.header_read_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let series = "wfmd_http_connections_timed_out_total{timeout=\"idle_timeout\"}";
+    let before = counter(&app, series).await;
+
+    let mut stream = TcpStream::connect(socket_address(&app)).await.unwrap();
+    stream.write_all(HEALTHZ).await.unwrap();
+    let head = read_answer(&mut stream, "the one request").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "kept alive: {head}");
+    let rest = closed_by_server(
+        &mut stream,
+        "a kept-alive connection idle past idle_timeout",
+    )
+    .await;
+    assert_eq!(rest, "", "nothing more was sent");
+
+    let after = counter(&app, series).await;
+    assert!(
+        after > before,
+        "the idle timeout is counted: {before} -> {after}"
+    );
+}
