@@ -32,10 +32,12 @@ pub struct ServerConfig {
     /// Streams (the live feed, report downloads) are not cut once they have begun.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Connections open at once, over every client; more are closed as they come.
+    /// Connections open at once, over every client. A new one past it takes the place
+    /// of the connection idle longest, or is closed as it comes when none is idle.
     pub max_connections: usize,
     /// Connections open at once from one client address (the live feed's streams, once
-    /// authorised, count only toward `max_connections`).
+    /// authorised, count only toward `max_connections`). A new one past it takes the
+    /// place of the address's own connection idle longest, or is closed as it comes.
     pub max_connections_per_client: usize,
     /// Requests served on one kept-alive connection before it is closed.
     pub max_requests_per_connection: u64,

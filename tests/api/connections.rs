@@ -1,5 +1,6 @@
 //! Connections held open: a kept-alive connection is closed once it has been idle for
-//! `server.idle_timeout` after its last answer.
+//! `server.idle_timeout` after its last answer, and idle connections make room for new
+//! clients when `server.max_connections` (or a client's share) is reached.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{DEADLINE, TestApp, TestSim};
-use crate::hostile::{closed_by_server, counter, socket_address};
+use crate::hostile::{closed_by_server, connect_from, counter, socket_address};
 
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
 
@@ -47,6 +48,31 @@ async fn read_answer(stream: &mut TcpStream, what: &str) -> String {
     }
 }
 
+/// `n` connections from the loopback address `from`, each of which asked `/healthz`
+/// once, was answered, and now sits idle; the first has been idle longest.
+async fn idle_kept_alive(app: &TestApp, from: &str, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let mut stream = connect_from(from, socket_address(app)).await;
+        stream.write_all(HEALTHZ).await.unwrap();
+        let head = read_answer(&mut stream, &format!("kept-alive connection {i}")).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(stream);
+    }
+    held
+}
+
+/// What a client that asks `/healthz` on a fresh connection from `from` and then closes
+/// is answered (empty when the connection was closed unanswered).
+async fn healthz_from(app: &TestApp, from: &str) -> String {
+    let mut stream = connect_from(from, socket_address(app)).await;
+    // A connection closed as it was accepted may refuse the write.
+    let _ = stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await;
+    closed_by_server(&mut stream, "a fresh client's connection").await
+}
+
 #[tokio::test]
 async fn a_kept_alive_connection_that_asked_once_is_closed_after_the_idle_timeout() {
     let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
@@ -75,5 +101,53 @@ async fn a_kept_alive_connection_that_asked_once_is_closed_after_the_idle_timeou
     assert!(
         after > before,
         "the idle timeout is counted: {before} -> {after}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_client_is_served_when_idle_kept_alive_connections_hold_every_place() {
+    const MAX: usize = 8;
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.server.max_connections = MAX;
+        config.server.max_connections_per_client = MAX;
+    })
+    .await;
+    let series = "wfmd_http_connections_closed_idle_total{limit=\"max_connections\"}";
+    let before = counter(&app, series).await;
+    let mut held = idle_kept_alive(&app, "127.0.0.2", MAX).await;
+
+    let answer = healthz_from(&app, "127.0.0.3").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let longest_idle = closed_by_server(&mut held[0], "the longest idle connection").await;
+    assert_eq!(longest_idle, "", "closed without a word");
+
+    let after = counter(&app, series).await;
+    assert!(
+        after > before,
+        "the closing is counted: {before} -> {after}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_past_its_share_has_its_longest_idle_connection_closed_instead_of_the_new_one_refused()
+ {
+    const SHARE: usize = 4;
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.server.max_connections_per_client = SHARE;
+    })
+    .await;
+    let series = "wfmd_http_connections_closed_idle_total{limit=\"max_connections_per_client\"}";
+    let before = counter(&app, series).await;
+    let mut held = idle_kept_alive(&app, "127.0.0.2", SHARE).await;
+
+    let answer = healthz_from(&app, "127.0.0.2").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let longest_idle = closed_by_server(&mut held[0], "the client's longest idle connection").await;
+    assert_eq!(longest_idle, "", "closed without a word");
+
+    let after = counter(&app, series).await;
+    assert!(
+        after > before,
+        "the closing is counted: {before} -> {after}"
     );
 }
