@@ -7,8 +7,9 @@
 //!   `server.max_connections_per_client` from one address (addresses in
 //!   `server.proxies` excepted). A new connection past a cap takes the place of the
 //!   connection idle longest (no request in flight, not upgraded, not a stream; within
-//!   the address's own connections when it is past its share): one kept alive after an
-//!   answer before one still waiting for its first request ([`Idle`]). Only when none is idle is the new one closed as soon as it is
+//!   the address's own connections when it is past its share): one closing already,
+//!   then one kept alive after an answer, then one still waiting for its first request
+//!   ([`Idle`]). Only when none is idle is the new one closed as soon as it is
 //!   accepted; accepting goes on, so a client within its share is still served while
 //!   another address floods the port, and a fresh client is served while idle
 //!   connections hold every place. The cap stays below the process's open-file limit
@@ -22,6 +23,12 @@
 //!   timer for both, which would close idle keep-alive connections as early as
 //!   half-sent heads; proxies and browsers reuse idle connections, so the two are kept
 //!   apart.
+//! - A connection wfmd closes after an answer given before the request's body was read
+//!   (a 413, a 401) is closed lingeringly: the write side first, then what the client
+//!   still sends is read and thrown away (for a bounded time and size) until it closes.
+//!   Closing with unread bytes makes the kernel reset the connection, and a reset
+//!   destroys the answer on its way and fails the client's writes (Python's urllib
+//!   sends the whole body before it reads).
 //! - A connection serves at most `server.max_requests_per_connection` requests; the
 //!   last answer says `connection: close`.
 //! - A client that stops reading what it is sent is dropped by the kernel
@@ -40,7 +47,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -74,6 +81,20 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// [`DESCRIPTORS_BESIDES_CLIENTS`]: a quarter of it at most. Each closes within a poll
 /// of its task; past this many a new connection is refused instead.
 const CLOSING_AT_MOST: usize = DESCRIPTORS_BESIDES_CLIENTS / 4;
+
+/// The most a lingering close reads and throws away: a few MiB over the largest body
+/// any route takes (a schedules import), so a client whose file is a little too large
+/// still reads its 413. A client sending far more is cut off.
+const LINGER_BYTES: usize = super::schedules::IMPORT_LIMIT_BYTES + 4 * 1024 * 1024;
+
+/// A lingering close ends when the client has sent nothing for this long: it is done
+/// sending, or gone.
+const LINGER_QUIET: Duration = Duration::from_secs(2);
+
+/// A lingering close ends this long after it began however the client sends: enough
+/// for [`LINGER_BYTES`] at about 20 Mbit/s, short enough that a slow sender does not
+/// hold a place for long.
+const LINGER_AT_MOST: Duration = Duration::from_secs(10);
 
 /// The limits of [`serve`].
 #[derive(Debug, Clone)]
@@ -308,6 +329,8 @@ impl Counts {
 /// How readily an idle connection is closed to make room, most readily first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Rank {
+    /// Being closed already: its answer sent, the rest of its request read away.
+    Lingering,
     /// Answered, and kept alive for another request.
     KeptAlive,
     /// Waiting for its first request: perhaps a client about to send one.
@@ -439,6 +462,14 @@ impl Connection {
         let last = self.begun.fetch_add(1, Ordering::AcqRel) + 1 >= max_requests;
         (InFlight(self.clone()), last || evicted)
     }
+
+    /// wfmd is closing the connection, reading away what the client still sends.
+    fn lingering(&self) {
+        let mut counts = self.caps.lock();
+        if counts.idle.remove(self.id).is_some() {
+            counts.idle.insert(self, Rank::Lingering);
+        }
+    }
 }
 
 impl Drop for Connection {
@@ -519,14 +550,24 @@ struct Waiting {
 /// timeout; a wait with nothing sent ends after the idle timeout, counted from the end
 /// of the last answer. hyper reads while it waits for a head, so the read fails with
 /// `TimedOut` when the time is up (or `ConnectionAborted` when the connection was
-/// closed to make room), and hyper closes the connection.
+/// closed to make room), and hyper closes the connection. When hyper closes it after an
+/// answer, the close lingers ([`Watched::linger`]).
 struct Watched {
     io: TcpStream,
     connection: Arc<Connection>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// The head or idle deadline, then the lingering close's.
     timer: Pin<Box<Sleep>>,
     waiting: Option<Waiting>,
+    lingering: Option<Lingering>,
+}
+
+/// A lingering close under way.
+#[derive(Debug, Clone, Copy)]
+struct Lingering {
+    until: Instant,
+    discarded: usize,
 }
 
 impl Watched {
@@ -541,6 +582,7 @@ impl Watched {
                 after: 0,
                 begun: false,
             }),
+            lingering: None,
         }
     }
 
@@ -591,6 +633,41 @@ impl Watched {
             .increment(1);
         tracing::debug!(client = %self.connection.client, "closed a connection that {what}");
         io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+
+    /// Reads and throws away what the client still sends after the answer, until it
+    /// closes, stays quiet for [`LINGER_QUIET`], has sent [`LINGER_BYTES`], or
+    /// [`LINGER_AT_MOST`] has passed; or until the connection is closed to make room.
+    fn linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            let Some(lingering) = self.lingering.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            if self.connection.evicted() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    lingering.discarded += buf.filled().len();
+                    if lingering.discarded >= LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let quiet_until = (Instant::now() + LINGER_QUIET).min(lingering.until);
+                    self.timer.as_mut().reset(quiet_until);
+                }
+                // The client closed (or reset): its answer is read or lost, nothing
+                // more to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    return match self.timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Ok(())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -652,8 +729,23 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
+    /// hyper is closing the connection, its answers sent: the write side is shut (the
+    /// client reads the end of the answer), and the close lingers.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.lingering.is_none() {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            let now = Instant::now();
+            let until = now + LINGER_AT_MOST;
+            this.lingering = Some(Lingering {
+                until,
+                discarded: 0,
+            });
+            this.timer.as_mut().reset((now + LINGER_QUIET).min(until));
+            this.connection.lingering();
+        }
+        this.connection.notice.task.register(cx.waker());
+        this.linger(cx)
     }
 }
 
@@ -901,8 +993,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_the_cap_the_longest_idle_makes_room_kept_alive_before_new() {
-        let caps = caps(4, 4, Vec::new());
+    async fn at_the_cap_the_longest_idle_makes_room_lingering_then_kept_alive_then_new() {
+        let caps = caps(5, 5, Vec::new());
         let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
         let tick = || tokio::time::advance(Duration::from_secs(1));
         let new = caps.admit(a).map(|a| a.connection).unwrap();
@@ -914,25 +1006,28 @@ mod tests {
         tick().await;
         drop(in_flight);
         tick().await;
+        let lingering = kept_alive(&caps, a);
+        lingering.lingering();
+        tick().await;
 
         let mut closed = Vec::new();
         let mut admitted = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let (connection, limit, notice) = made_room(caps.admit(b));
             assert_eq!(limit, Limit::Everyone);
             assert!(notice.evicted.load(Ordering::Acquire));
             closed.push(notice);
             admitted.push(connection);
         }
-        let expected = [&answered_first, &answered_later, &new];
+        let expected = [&lingering, &answered_first, &answered_later, &new];
         for (notice, connection) in closed.iter().zip(expected) {
             assert!(Arc::ptr_eq(notice, &connection.notice));
         }
-        // The busy one and the three admitted hold the places.
-        assert_eq!(caps.lock().open, 4);
-        assert_eq!(caps.lock().closing, 3);
+        // The busy one and the four admitted hold the places.
+        assert_eq!(caps.lock().open, 5);
+        assert_eq!(caps.lock().closing, 4);
         drop(admitted);
-        drop((new, answered_later, answered_first));
+        drop((new, answered_later, answered_first, lingering));
         assert_eq!(caps.lock().closing, 0);
         assert_eq!(caps.lock().open, 1);
     }
@@ -1081,6 +1176,45 @@ mod tests {
             (b"frame".to_vec(), Duration::from_secs(3600))
         );
         drop(client.await.unwrap());
+    }
+
+    /// Closes `watched` as hyper does after its last answer; how long the close lingered.
+    async fn close(watched: &mut Watched) -> Duration {
+        use tokio::io::AsyncWriteExt;
+        let start = Instant::now();
+        watched.shutdown().await.unwrap();
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_close_shuts_the_write_side_and_waits_for_a_quiet_client_only_so_long() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, mut watched, _) = watched_pair().await;
+        assert_eq!(close(&mut watched).await, LINGER_QUIET);
+        assert_eq!(
+            client.read(&mut [0u8; 8]).await.unwrap(),
+            0,
+            "the end was sent"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_close_ends_when_the_client_closes_and_in_all_within_its_bound() {
+        use tokio::io::AsyncWriteExt;
+        let (client, mut watched, _) = watched_pair().await;
+        drop(client);
+        assert_eq!(close(&mut watched).await, Duration::ZERO);
+
+        // A client that never stops sending, a byte a second.
+        let (mut client, mut watched, _) = watched_pair().await;
+        let sender = tokio::spawn(async move {
+            while client.write_all(b"x").await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        assert_eq!(close(&mut watched).await, LINGER_AT_MOST);
+        drop(watched);
+        sender.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

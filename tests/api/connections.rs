@@ -1,12 +1,14 @@
-//! Connections held open: a kept-alive connection is closed once it has been idle for
-//! `server.idle_timeout` after its last answer, and idle connections make room for new
-//! clients when `server.max_connections` (or a client's share) is reached.
+//! Connections held open and answers cut off: a kept-alive connection is closed once it
+//! has been idle for `server.idle_timeout`, idle connections make room for new clients
+//! when `server.max_connections` (or a client's share) is reached, and an answer given
+//! before the request's body was read still reaches the client (a lingering close).
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
+use crate::auth::As;
 use crate::helpers::{DEADLINE, TestApp, TestSim};
 use crate::hostile::{closed_by_server, connect_from, counter, socket_address};
 
@@ -150,4 +152,62 @@ async fn a_client_past_its_share_has_its_longest_idle_connection_closed_instead_
         after > before,
         "the closing is counted: {before} -> {after}"
     );
+}
+
+/// Sends a change with a 3 MB body (`token`'s, if any) and then reads the answer: the
+/// answer, and whether the whole body could be written.
+async fn answer_to_a_large_body(app: &TestApp, token: Option<&str>) -> (String, bool) {
+    const LENGTH: usize = 3_000_000;
+    let agent = app.sim.free_agents().remove(0);
+    // A small send buffer, as over a real network: the body is still on its way when
+    // the answer comes (on loopback the kernel's buffers would take it all at once).
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(32 * 1024).unwrap();
+    let mut stream = socket.connect(socket_address(app)).await.unwrap();
+    let authorization = token.map_or(String::new(), |token| {
+        format!("authorization: Bearer {token}\r\n")
+    });
+    let head = format!(
+        "POST /v1/agents/{}/transitions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         content-type: application/json\r\ncontent-length: {LENGTH}\r\n{authorization}\r\n",
+        agent.id
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // As Python's urllib does: the whole body first, the answer after.
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    let mut written = true;
+    while sent < LENGTH {
+        let n = chunk.len().min(LENGTH - sent);
+        if stream.write_all(&chunk[..n]).await.is_err() {
+            written = false;
+            break;
+        }
+        sent += n;
+    }
+    let answer = closed_by_server(&mut stream, "a connection answered early").await;
+    let complete = answer.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+        head.lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .and_then(|length| length.trim().parse::<usize>().ok())
+            == Some(body.len())
+    });
+    assert!(complete, "a complete answer, not {answer:?}");
+    (answer, written)
+}
+
+#[tokio::test]
+async fn an_answer_given_before_a_large_body_was_read_reaches_the_client() {
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.api_tokens = crate::auth::role_entries();
+    })
+    .await;
+    // Past the body limit: 413 before the body is read.
+    let (answer, written) = answer_to_a_large_body(&app, As::Supervisor.token()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(written, "the body was taken while the answer waited");
+    // Without a token: 401 before the body is read.
+    let (answer, written) = answer_to_a_large_body(&app, None).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(written, "the body was taken while the answer waited");
 }
