@@ -1074,6 +1074,20 @@ mod tests {
         made_room(caps.admit(ip("10.0.0.2")));
     }
 
+    /// Room for 10 connections, a header timeout of `header_seconds` and an idle
+    /// timeout of 60 s.
+    fn settings(header_seconds: u64) -> Settings {
+        Settings {
+            header_read_timeout: Duration::from_secs(header_seconds),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10,
+            max_connections_per_client: 10,
+            max_requests_per_connection: 100,
+            proxies: Vec::new(),
+            stalled_client_timeout: Duration::from_secs(30),
+        }
+    }
+
     /// A client socket and the server's end of it, watched with a 10 s header and a
     /// 60 s idle timeout.
     async fn watched_pair() -> (TcpStream, Watched, Arc<Connection>) {
@@ -1086,16 +1100,7 @@ mod tests {
             .admit(peer.ip())
             .map(|a| a.connection)
             .unwrap();
-        let settings = Settings {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 10,
-            max_connections_per_client: 10,
-            max_requests_per_connection: 100,
-            proxies: Vec::new(),
-            stalled_client_timeout: Duration::from_secs(30),
-        };
-        let watched = Watched::new(server, connection.clone(), &settings);
+        let watched = Watched::new(server, connection.clone(), &settings(10));
         (client, watched, connection)
     }
 
@@ -1222,16 +1227,8 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let settings = Settings {
-            // Past the idle timeout: only the idle timer may close the connection.
-            header_read_timeout: Duration::from_secs(600),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 10,
-            max_connections_per_client: 10,
-            max_requests_per_connection: 100,
-            proxies: Vec::new(),
-            stalled_client_timeout: Duration::from_secs(30),
-        };
+        // Past the idle timeout: only the idle timer may close the connection.
+        let settings = settings(600);
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, router, settings, stop.clone()));

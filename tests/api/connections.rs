@@ -106,6 +106,26 @@ async fn a_kept_alive_connection_that_asked_once_is_closed_after_the_idle_timeou
     );
 }
 
+/// With `n` idle kept-alive connections from 127.0.0.2 holding every place a new
+/// connection from `fresh` may take: that client is answered, the connection idle
+/// longest was closed in its place, and `limit`'s count of such closings went up.
+async fn the_longest_idle_makes_room(app: &TestApp, n: usize, fresh: &str, limit: &str) {
+    let series = format!("wfmd_http_connections_closed_idle_total{{limit=\"{limit}\"}}");
+    let before = counter(app, &series).await;
+    let mut held = idle_kept_alive(app, "127.0.0.2", n).await;
+
+    let answer = healthz_from(app, fresh).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let longest_idle = closed_by_server(&mut held[0], "the longest idle connection").await;
+    assert_eq!(longest_idle, "", "closed without a word");
+
+    let after = counter(app, &series).await;
+    assert!(
+        after > before,
+        "the closing is counted: {before} -> {after}"
+    );
+}
+
 #[tokio::test]
 async fn a_new_client_is_served_when_idle_kept_alive_connections_hold_every_place() {
     const MAX: usize = 8;
@@ -114,20 +134,7 @@ async fn a_new_client_is_served_when_idle_kept_alive_connections_hold_every_plac
         config.server.max_connections_per_client = MAX;
     })
     .await;
-    let series = "wfmd_http_connections_closed_idle_total{limit=\"max_connections\"}";
-    let before = counter(&app, series).await;
-    let mut held = idle_kept_alive(&app, "127.0.0.2", MAX).await;
-
-    let answer = healthz_from(&app, "127.0.0.3").await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    let longest_idle = closed_by_server(&mut held[0], "the longest idle connection").await;
-    assert_eq!(longest_idle, "", "closed without a word");
-
-    let after = counter(&app, series).await;
-    assert!(
-        after > before,
-        "the closing is counted: {before} -> {after}"
-    );
+    the_longest_idle_makes_room(&app, MAX, "127.0.0.3", "max_connections").await;
 }
 
 #[tokio::test]
@@ -138,20 +145,7 @@ async fn a_client_past_its_share_has_its_longest_idle_connection_closed_instead_
         config.server.max_connections_per_client = SHARE;
     })
     .await;
-    let series = "wfmd_http_connections_closed_idle_total{limit=\"max_connections_per_client\"}";
-    let before = counter(&app, series).await;
-    let mut held = idle_kept_alive(&app, "127.0.0.2", SHARE).await;
-
-    let answer = healthz_from(&app, "127.0.0.2").await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    let longest_idle = closed_by_server(&mut held[0], "the client's longest idle connection").await;
-    assert_eq!(longest_idle, "", "closed without a word");
-
-    let after = counter(&app, series).await;
-    assert!(
-        after > before,
-        "the closing is counted: {before} -> {after}"
-    );
+    the_longest_idle_makes_room(&app, SHARE, "127.0.0.2", "max_connections_per_client").await;
 }
 
 /// Sends a change with a 3 MB body (`token`'s, if any) and then reads the answer: the
