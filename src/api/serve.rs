@@ -92,7 +92,7 @@ const LINGER_BYTES: usize = super::schedules::IMPORT_LIMIT_BYTES + 4 * 1024 * 10
 const LINGER_QUIET: Duration = Duration::from_secs(2);
 
 /// A lingering close ends this long after it began however the client sends: enough
-/// for [`LINGER_BYTES`] at about 20 Mbit/s, short enough that a slow sender does not
+/// for [`LINGER_BYTES`] at about 17 Mbit/s, short enough that a slow sender does not
 /// hold a place for long.
 const LINGER_AT_MOST: Duration = Duration::from_secs(10);
 
