@@ -21,7 +21,8 @@ pub struct ServerConfig {
     /// the first byte of each later request on a kept-alive connection.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A kept-alive connection with no request for this long is closed.
+    /// A kept-alive connection with no request for this long after its last answer is
+    /// closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// A request body must have arrived completely this long after its head.
@@ -31,10 +32,12 @@ pub struct ServerConfig {
     /// Streams (the live feed, report downloads) are not cut once they have begun.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Connections open at once, over every client; more are closed as they come.
+    /// Connections open at once, over every client. A new one past it takes the place
+    /// of the connection idle longest, or is closed as it comes when none is idle.
     pub max_connections: usize,
     /// Connections open at once from one client address (the live feed's streams, once
-    /// authorised, count only toward `max_connections`).
+    /// authorised, count only toward `max_connections`). A new one past it takes the
+    /// place of the address's own connection idle longest, or is closed as it comes.
     pub max_connections_per_client: usize,
     /// Requests served on one kept-alive connection before it is closed.
     pub max_requests_per_connection: u64,

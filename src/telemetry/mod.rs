@@ -20,9 +20,10 @@ use crate::domain::tenant::TenantId;
 
 /// The process's metrics: the HTTP server's connections and timeouts, which no tenant
 /// owns. Never labelled with a tenant.
-pub const PROCESS: [&str; 5] = [
+pub const PROCESS: [&str; 6] = [
     "wfmd_http_connections",
     "wfmd_http_connections_refused_total",
+    "wfmd_http_connections_closed_idle_total",
     "wfmd_http_connections_timed_out_total",
     "wfmd_http_requests_timed_out_total",
     "wfmd_http_accept_errors_total",
@@ -135,6 +136,7 @@ fn register() {
     }
     for limit in ["max_connections", "max_connections_per_client"] {
         metrics::counter!("wfmd_http_connections_refused_total", "limit" => limit).increment(0);
+        metrics::counter!("wfmd_http_connections_closed_idle_total", "limit" => limit).increment(0);
     }
     for timeout in ["header_read_timeout", "idle_timeout"] {
         metrics::counter!("wfmd_http_connections_timed_out_total", "timeout" => timeout)

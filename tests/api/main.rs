@@ -18,6 +18,7 @@ mod bulk;
 mod cli;
 mod cluster;
 mod cluster_api;
+mod connections;
 mod crash;
 mod database_copy;
 mod deferred;
