@@ -21,7 +21,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
-use super::json::{JsonBody, parse};
+use super::json::{JsonBody, not_null, parse};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
@@ -44,12 +44,15 @@ pub fn routes() -> Routes {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
-    /// The agents to change (1 to 10,000 distinct platform user ids); or `team`.
-    #[serde(default)]
+    /// The agents to change (1 to 10,000 distinct platform user ids); or `team`. Each
+    /// must be one the platform knows: a job naming others is refused whole (422, with
+    /// them in `unknown_agents`).
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(min_items = 1, max_items = 10000)]
     agents: Option<Vec<String>>,
     /// Every agent of this team (team id, or its name in any letter case); or `agents`.
-    #[serde(default)]
+    /// A team the platform does not have, or has without agents, is refused (422).
+    #[serde(default, deserialize_with = "not_null")]
     team: Option<String>,
     /// The state to set; `ON_CONTACT` and `ACW` are observed only and refused.
     state: AgentState,
@@ -57,7 +60,8 @@ pub struct BulkBody {
     #[serde(default)]
     reason: Option<String>,
     /// Submits the job at most once for this key (1-255 characters); the
-    /// `Idempotency-Key` header works too.
+    /// `Idempotency-Key` header works too. A key used before for another job is
+    /// refused (422 `idempotency-key-reused`).
     #[serde(default)]
     idempotency_key: Option<String>,
     /// What an item does when its agent is on a contact or in after-contact work:
@@ -69,10 +73,7 @@ pub struct BulkBody {
     /// With `when_busy = "defer"`: how long an item's change waits at most, e.g. `90s`,
     /// `10m`, `2h` (1s to 24h); `[deferred] defer_for` when absent.
     #[serde(default)]
-    #[schema(
-        example = "10m",
-        pattern = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$"
-    )]
+    #[schema(example = "10m")]
     defer_for: Option<String>,
 }
 
@@ -124,7 +125,8 @@ pub(super) fn describe_agents_or_team(
 #[serde(deny_unknown_fields)]
 pub struct RevertBody {
     /// Starts the revert at most once for this key; by default repeating a revert of
-    /// the same job returns the first revert job.
+    /// the same job returns the first revert job. A key used before for another job is
+    /// refused (422 `idempotency-key-reused`).
     #[serde(default)]
     idempotency_key: Option<String>,
 }
