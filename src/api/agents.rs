@@ -188,22 +188,30 @@ impl utoipa::IntoParams for IdempotencyKeyHeader {
 }
 
 fn client_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let key = match body {
-        Some(key) => Some(key),
-        // A key that cannot be read is refused: doing the change without it would give
-        // up the at-most-once the caller asked for.
-        None => headers
-            .get("idempotency-key")
-            .map(|v| {
-                v.to_str().map(str::to_owned).map_err(|_| {
-                    Problem::invalid_parameter(
-                        "idempotency-key",
-                        "the Idempotency-Key header must be visible ASCII",
-                    )
-                })
-            })
-            .transpose()?,
-    };
+    // A header key that cannot be read is refused, whether or not the body has one:
+    // doing the change without it would give up the at-most-once the caller asked for,
+    // and the document allows the header only in its pattern.
+    let header = headers
+        .get("idempotency-key")
+        .map(|v| {
+            let key = v.as_bytes();
+            let readable = matches!(key, [first, .., last] if *first != b' ' && *last != b' ')
+                || matches!(key, [only] if *only != b' ');
+            if readable && key.len() <= MAX_KEY_LEN && key.iter().all(|b| (b' '..=b'~').contains(b))
+            {
+                Ok(String::from_utf8_lossy(key).into_owned())
+            } else {
+                Err(Problem::invalid_parameter(
+                    "idempotency-key",
+                    format!(
+                        "the Idempotency-Key header must be 1 to {MAX_KEY_LEN} visible ASCII \
+                         characters, spaces only inside"
+                    ),
+                ))
+            }
+        })
+        .transpose()?;
+    let key = body.or(header);
     // Characters, as the document's `maxLength` counts them, not bytes.
     match key {
         Some(key) if key.is_empty() || key.chars().count() > MAX_KEY_LEN => {
