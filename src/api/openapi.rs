@@ -973,6 +973,43 @@ mod tests {
     }
 
     #[test]
+    fn the_time_zone_pattern_allows_only_zone_names_and_a_transition_is_one_object() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let doc = served(&super::super::openapi_document(), false);
+        let schemas = &doc["components"]["schemas"];
+        let pattern = schemas[TIME_ZONE]["pattern"].as_str().unwrap();
+        assert!(schemas[TIME_ZONE].get("enum").is_none());
+        let names = proptest::string::string_regex(&pattern[1..pattern.len() - 1]).unwrap();
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..5_000 {
+            let name = names.new_tree(&mut runner).unwrap().current();
+            assert!(name.parse::<chrono_tz::Tz>().is_ok(), "`{name}` is no zone");
+            seen.insert(name);
+        }
+        assert!(seen.len() > 300, "the pattern reached {} zones", seen.len());
+        assert!(seen.contains("UTC") || seen.iter().any(|z| z.contains('+')));
+
+        let transition = &schemas["Transition"];
+        assert_eq!(transition["type"], "object");
+        assert!(transition.get("allOf").is_none());
+        assert_eq!(
+            transition["properties"]["outcome"]["enum"],
+            serde_json::json!(["succeeded", "rejected", "failed"])
+        );
+        let required = transition["required"].as_array().unwrap();
+        assert!(required.contains(&"outcome".into()));
+        for optional in ["violation", "kind", "error"] {
+            assert!(transition["properties"][optional].is_object(), "{optional}");
+            assert!(!required.contains(&optional.into()), "{optional}");
+        }
+        assert!(
+            schemas.get("Outcome").is_none(),
+            "the folded union is left over"
+        );
+    }
+
+    #[test]
     fn the_served_document_has_no_null_members_and_unique_operation_ids() {
         let spec = super::super::openapi_document();
         for open in [false, true] {
