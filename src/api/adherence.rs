@@ -57,7 +57,7 @@ pub fn routes() -> Routes {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthoriseBody {
-    /// The agents to excuse (platform user ids); or `team`.
+    /// The agents to excuse (platform user ids; one listed twice counts once); or `team`.
     #[serde(default, deserialize_with = "not_null")]
     #[schema(min_items = 1, max_items = 10000)]
     agents: Option<Vec<String>>,
@@ -159,7 +159,7 @@ pub async fn authorise(
 ) -> Result<Response, Problem> {
     let JsonBody(body) = body?;
     let (agents, team) = match agents_or_team(body.agents, body.team)? {
-        Selector::Agents(agents) => (distinct(agents)?, None),
+        Selector::Agents(agents) => (at_most_allowed(agents)?, None),
         Selector::Team(team) => (
             state.bulk.team(&team).await.map_err(bulk_problem)?,
             Some(team),
@@ -189,9 +189,10 @@ pub async fn authorise(
     }
 }
 
-/// `agents` when the document allows the list: at most [`authorisations::MAX_AGENTS`],
-/// each once (`uniqueItems`), so a list it calls invalid is not quietly deduplicated.
-fn distinct(agents: Vec<String>) -> Result<Vec<String>, Problem> {
+/// `agents` when the document allows the list: at most [`authorisations::MAX_AGENTS`]
+/// as sent, as `maxItems` counts them (the authorisation keeps each agent once, so a
+/// list it calls too long is not taken for its repeats).
+fn at_most_allowed(agents: Vec<String>) -> Result<Vec<String>, Problem> {
     let most = authorisations::MAX_AGENTS;
     if agents.len() > most {
         return Err(Problem::invalid_field(
@@ -200,13 +201,6 @@ fn distinct(agents: Vec<String>) -> Result<Vec<String>, Problem> {
                 "agents lists {} agents; an authorisation covers at most {most}",
                 agents.len()
             ),
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(twice) = agents.iter().find(|agent| !seen.insert(agent.as_str())) {
-        return Err(Problem::invalid_field(
-            "agents",
-            format!("agents lists `{twice}` more than once"),
         ));
     }
     Ok(agents)

@@ -81,13 +81,16 @@ pub struct BulkBody {
 /// say: `agents` (each an `AgentId`, each once) or `team` (not blank), exactly one of
 /// them and neither `null`.
 pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>) {
-    describe_agents_or_team(schemas, "BulkBody");
+    describe_agents_or_team(schemas, "BulkBody", true);
 }
 
-/// [`describe`] for the body schema `name`, which takes `agents` or `team` as a job's.
+/// [`describe`] for the body schema `name`, which takes `agents` or `team` as a job's;
+/// `unique`: whether an agent listed twice is refused (a job's) rather than counted
+/// once (an authorisation's).
 pub(super) fn describe_agents_or_team(
     schemas: &mut serde_json::Map<String, serde_json::Value>,
     name: &str,
+    unique: bool,
 ) {
     use serde_json::json;
     let body = schemas
@@ -104,7 +107,9 @@ pub(super) fn describe_agents_or_team(
         .expect("BulkBody has properties");
     if let Some(agents) = properties.get_mut("agents").and_then(|a| a.as_object_mut()) {
         agents.insert("type".to_owned(), json!("array"));
-        agents.insert("uniqueItems".to_owned(), json!(true));
+        if unique {
+            agents.insert("uniqueItems".to_owned(), json!(true));
+        }
         agents.insert(
             "items".to_owned(),
             super::schemas::reference(super::schemas::AGENT_ID),

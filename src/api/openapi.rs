@@ -476,7 +476,7 @@ fn constrain(doc: &mut serde_json::Value) {
         }),
     );
     super::bulk::describe(schemas);
-    super::bulk::describe_agents_or_team(schemas, "AuthoriseBody");
+    super::bulk::describe_agents_or_team(schemas, "AuthoriseBody", false);
     super::analytics::describe(schemas);
     let flattened = flatten_tagged(schemas);
     super::live::describe(doc);

@@ -1630,7 +1630,9 @@ async fn an_authorisation_takes_as_many_agents_as_its_schema_allows_and_no_more(
     let spec = fetch_spec(&app).await;
     let agents = &spec["components"]["schemas"]["AuthoriseBody"]["properties"]["agents"];
     let most = agents["maxItems"].as_u64().unwrap() as usize;
-    assert_eq!(agents["uniqueItems"], true);
+    // An agent listed twice counts once (tests/api/authorisations.rs), so the schema
+    // does not call such a list invalid.
+    assert!(agents.get("uniqueItems").is_none(), "{agents}");
     let longest = spec["components"]["schemas"]["AgentId"]["maxLength"]
         .as_u64()
         .unwrap() as usize;
@@ -1655,21 +1657,13 @@ async fn an_authorisation_takes_as_many_agents_as_its_schema_allows_and_no_more(
         .unwrap();
     let status = response.status();
     assert_eq!(status, 201, "{}", response.text().await.unwrap());
-    // One more, or one twice, is refused naming the field (not quietly deduplicated).
-    let mut over = ids.clone();
-    over.push("u_extra".to_owned());
-    let mut twice = vec!["u_001".to_owned(), "u_002".to_owned()];
-    twice.push("u_001".to_owned());
-    for agents in [over, twice] {
-        let count = agents.len();
-        let response = app
-            .http
-            .post(&url)
-            .json(&body(agents))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 422, "{count} agents");
+    // One more is refused naming the field, even when it repeats one (the list is
+    // counted as sent, as `maxItems` counts it).
+    for extra in ["u_extra", ids[0].as_str()] {
+        let mut over = ids.clone();
+        over.push(extra.to_owned());
+        let response = app.http.post(&url).json(&body(over)).send().await.unwrap();
+        assert_eq!(response.status(), 422, "{extra}");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["field"], "agents", "{problem}");
     }
@@ -1785,7 +1779,10 @@ async fn schemathesis_with_every_check_finds_no_failure_on_the_main_routes() {
         .arg(here.join("schemathesis.toml"))
         .args(["run", &format!("{}/openapi.json", app.address)])
         .args(["--checks", "all", "--max-examples", SCHEMATHESIS_EXAMPLES])
-        .args(["--seed", "53", "--workers", "2", "--request-timeout", "10"])
+        .args(["--seed", "53", "--workers", "2"])
+        // Hang detectors, not speed targets (`--checks all` would fail a response
+        // slower than 10 s, which a loaded 2-core CI machine may give).
+        .args(["--request-timeout", "30", "--max-response-time", "60"])
         .args([
             "--header",
             &format!("Authorization: Bearer {}", As::Admin.token().unwrap()),
