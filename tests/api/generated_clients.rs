@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::auth::{As, spawn_with_roles};
 use crate::helpers::install_when_missing;
-use crate::openapi::{fetch_spec, made_once, python_venv, run};
+use crate::openapi::{made_once, python_venv, run, spec_file};
 
 /// The Python generator, pinned: what it makes of a document changes between versions.
 const PYTHON_GENERATOR: &str = "openapi-python-client==0.29.1";
@@ -70,10 +70,7 @@ async fn a_python_client_generated_with_the_defaults_changes_a_state_and_reads_a
  {
     let python = tokio::task::spawn_blocking(|| python_venv(&[PYTHON_GENERATOR]));
     let app = spawn_with_roles().await;
-    let spec = fetch_spec(&app).await;
-    let dir = tempfile::tempdir().unwrap();
-    let spec_file = dir.path().join("openapi.json");
-    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let (_, dir, spec_file) = spec_file(&app).await;
     let python = python.await.unwrap();
     let out = dir.path().join("client");
     let generated = {
@@ -164,14 +161,9 @@ fn openapi_typescript() -> PathBuf {
 async fn openapi_typescript_generates_types_for_the_main_answers() {
     let cli = tokio::task::spawn_blocking(openapi_typescript);
     let app = spawn_with_roles().await;
-    let spec = fetch_spec(&app).await;
+    let (_, dir, spec_file) = spec_file(&app).await;
     app.stop().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (spec_file, types) = (
-        dir.path().join("openapi.json"),
-        dir.path().join("wfmd.d.ts"),
-    );
-    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let types = dir.path().join("wfmd.d.ts");
     let cli = cli.await.unwrap();
     let output = types.clone();
     tokio::task::spawn_blocking(move || {

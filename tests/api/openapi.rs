@@ -50,6 +50,16 @@ struct Parameter {
     required: bool,
 }
 
+/// The document `app` serves, and a file holding it in a fresh folder (kept while the
+/// folder is), for the tools that read one.
+pub async fn spec_file(app: &TestApp) -> (Value, tempfile::TempDir, PathBuf) {
+    let spec = fetch_spec(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    (spec, dir, file)
+}
+
 pub async fn fetch_spec(app: &TestApp) -> Value {
     let response = app.get("/openapi.json").await;
     assert_eq!(response.status(), 200);
@@ -1761,10 +1771,7 @@ const SCHEMATHESIS_EXAMPLES: &str = "25";
 async fn schemathesis_with_every_check_finds_no_failure_on_the_main_routes() {
     let python = tokio::task::spawn_blocking(|| python_venv(&[SCHEMATHESIS]));
     let app = spawn_with_roles().await;
-    let spec = fetch_spec(&app).await;
-    let dir = tempfile::tempdir().unwrap();
-    let spec_file = dir.path().join("openapi.json");
-    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let (_, dir, spec_file) = spec_file(&app).await;
     let known = Known::of(&app);
     let here = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
