@@ -5,11 +5,16 @@ Two things a client knows that no schema can say:
 - The tenant's agents and teams. A bulk job naming agents the platform does not know is
   refused whole (the document says so), so the generated ids of a job body are mapped
   onto the tenant's, as the Rust fuzz pass does, and the job reaches its handler.
+- That a request's idempotency key is its own: one reused for another request is
+  refused (the document says so), so each well-formed key is replaced by a fresh one.
 - The cross-field rules the document names in a field's description (`to` after `from`,
   a window of at most N days, agents the platform knows). A schema cannot state them,
   so schemathesis generates requests that break them; a refusal of such a request is
   dropped here only when the refused field's own description names that very rule.
   Any other refusal of a schema-valid request stays a failure.
+
+One check is answered for one route: `DELETE /v1/bulk-transitions/{job_id}` cancels a
+job, which stays readable, so reading it afterwards is no use after free.
 
 Set by the test: WFMD_SPEC (the served document, a file), WFMD_AGENTS and WFMD_TEAMS
 (comma-separated).
