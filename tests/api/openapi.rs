@@ -197,7 +197,12 @@ pub fn made_once(home: &Path, made: &Path, make: impl FnOnce(&Path)) -> PathBuf 
     if made.exists() {
         return made;
     }
-    let partial = home.with_extension(format!("partial-{}", std::process::id()));
+    // Its own per call: tests of one process may make the same folder at once.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut partial = home.as_os_str().to_owned();
+    partial.push(format!(".partial-{}-{call}", std::process::id()));
+    let partial = PathBuf::from(partial);
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).unwrap();
     make(&partial);
