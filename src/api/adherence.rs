@@ -21,9 +21,9 @@ use super::auth::Caller;
 use super::bulk::{agents_or_team, bulk_problem};
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams, window_from_query, zone_from_query};
-use super::json::JsonBody;
+use super::json::{JsonBody, not_null};
 use super::roles::{SUPERVISOR, VIEWER};
-use super::{ApiState, Routes, to_the_end};
+use super::{ApiState, Routes, to_the_end, with_body_limit};
 use crate::domain::AgentState;
 use crate::domain::adherence::{DaySpan, Figures};
 use crate::engine::authorisations::{self, Authorise, AuthoriseError};
@@ -42,7 +42,12 @@ const MAX_AGENT_WINDOW: TimeDelta = TimeDelta::days(31);
 
 pub fn routes() -> Routes {
     vec![
-        utoipa_axum::routes!(authorise, list_authorisations),
+        // Takes as many agents as a bulk job, so it takes the same bodies.
+        with_body_limit(
+            utoipa_axum::routes!(authorise),
+            super::bulk::BODY_LIMIT_BYTES,
+        ),
+        utoipa_axum::routes!(list_authorisations),
         utoipa_axum::routes!(withdraw_authorisation),
         utoipa_axum::routes!(agent_day),
     ]
@@ -52,13 +57,14 @@ pub fn routes() -> Routes {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthoriseBody {
-    /// The agents to excuse (platform user ids); or `team`.
-    #[serde(default)]
+    /// The agents to excuse (platform user ids; one listed twice counts once); or `team`.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(min_items = 1, max_items = 10000)]
     agents: Option<Vec<String>>,
     /// Every agent of this team (team id, or its name in any letter case), as the
-    /// platform lists them now; or `agents`.
-    #[serde(default)]
+    /// platform lists them now; or `agents`. A team the platform does not have, or has
+    /// without agents, is refused (422).
+    #[serde(default, deserialize_with = "not_null")]
     team: Option<String>,
     /// Start of the excused time (RFC 3339).
     #[schema(format = DateTime)]
@@ -118,9 +124,10 @@ struct AuthorisationList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Start of the window (RFC 3339); default 7 days before `to`.
+    /// Start of the window: a date (midnight UTC) or an RFC 3339 instant; default 38
+    /// days before `to` (so 7 days ago when `to` is absent too).
     from: Option<String>,
-    /// End of the window; default 31 days from now.
+    /// End of the window, after `from`; default 31 days from now.
     to: Option<String>,
 }
 
@@ -152,7 +159,7 @@ pub async fn authorise(
 ) -> Result<Response, Problem> {
     let JsonBody(body) = body?;
     let (agents, team) = match agents_or_team(body.agents, body.team)? {
-        Selector::Agents(agents) => (agents, None),
+        Selector::Agents(agents) => (at_most_allowed(agents)?, None),
         Selector::Team(team) => (
             state.bulk.team(&team).await.map_err(bulk_problem)?,
             Some(team),
@@ -180,6 +187,23 @@ pub async fn authorise(
         }
         Err(AuthoriseError::Store(e)) => Err(e.into()),
     }
+}
+
+/// `agents` when the document allows the list: at most [`authorisations::MAX_AGENTS`]
+/// as sent, as `maxItems` counts them (the authorisation keeps each agent once, so a
+/// list it calls too long is not taken for its repeats).
+fn at_most_allowed(agents: Vec<String>) -> Result<Vec<String>, Problem> {
+    let most = authorisations::MAX_AGENTS;
+    if agents.len() > most {
+        return Err(Problem::invalid_field(
+            "agents",
+            format!(
+                "agents lists {} agents; an authorisation covers at most {most}",
+                agents.len()
+            ),
+        ));
+    }
+    Ok(agents)
 }
 
 /// The authorisations overlapping a window, withdrawn ones included, newest first.

@@ -50,7 +50,8 @@ pub struct TransitionBody {
     #[serde(default)]
     reason: Option<String>,
     /// Performs the change at most once for this key (1-255 characters); the
-    /// `Idempotency-Key` header works too.
+    /// `Idempotency-Key` header works too. A key used before for another change is
+    /// refused (422 `idempotency-key-reused`).
     #[serde(default)]
     idempotency_key: Option<String>,
     /// What happens when the agent is on a contact or in after-contact work: `reject`
@@ -62,10 +63,7 @@ pub struct TransitionBody {
     /// `2h` (1s to 24h); `[deferred] defer_for` (15m by default) when absent. Without
     /// `defer` nothing waits, and it is only checked.
     #[serde(default)]
-    #[schema(
-        example = "10m",
-        pattern = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$"
-    )]
+    #[schema(example = "10m")]
     defer_for: Option<String>,
 }
 
@@ -79,13 +77,15 @@ pub(super) fn asked_wait(
 ) -> Result<Option<Option<std::time::Duration>>, Problem> {
     let wait = defer_for
         .map(|text| {
-            humantime::parse_duration(text)
-                .ok()
+            parse_wait(text)
                 .filter(|d| (MIN_DEFER_FOR..=MAX_DEFER_FOR).contains(d))
                 .ok_or_else(|| {
                     Problem::invalid_field(
                         "defer_for",
-                        format!("defer_for must be a duration from 1s to 24h, such as `10m`, got `{text}`"),
+                        format!(
+                            "defer_for must be a number and one unit, from 1s to 24h, such as \
+                             `90s`, `10m` or `2h`, got `{text}`"
+                        ),
                     )
                 })
         })
@@ -94,6 +94,29 @@ pub(super) fn asked_wait(
         WhenBusy::Defer => Some(wait),
         WhenBusy::Reject => None,
     })
+}
+
+/// A `defer_for` as [`super::schemas::DEFER_FOR_PATTERN`] has it: a number without leading zeros and
+/// one unit, up to 9999s, 999m or 24h. Stricter than `humantime`, which also takes
+/// `10 m`, `1h 1s` or `10min`: the document promises exactly this form, so a client
+/// that checks its requests against it and one that does not get the same answers.
+fn parse_wait(text: &str) -> Option<std::time::Duration> {
+    let (digits, unit) = text.split_at_checked(text.len().checked_sub(1)?)?;
+    let (seconds, most_digits) = match unit {
+        "s" => (1, 4),
+        "m" => (60, 3),
+        "h" => (3600, 2),
+        _ => return None,
+    };
+    if digits.is_empty()
+        || digits.len() > most_digits
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let count: u64 = digits.parse().ok()?;
+    (unit != "h" || count <= 24).then(|| std::time::Duration::from_secs(count * seconds))
 }
 
 /// The `{agent_id}` of an agent's routes: their `params(...)` and their `PathParams`.
@@ -151,7 +174,10 @@ impl utoipa::IntoParams for IdempotencyKeyHeader {
                 .name("idempotency-key")
                 .parameter_in(ParameterIn::Header)
                 .required(Required::False)
-                .description(Some("Alternative to the body's idempotency_key"))
+                .description(Some(
+                    "Alternative to the body's idempotency_key; a key used before for \
+                     another request is refused (422 `idempotency-key-reused`)",
+                ))
                 .schema(Some(Object::with_type(SchemaType::from_iter([
                     Type::String,
                     Type::Null,
@@ -162,22 +188,30 @@ impl utoipa::IntoParams for IdempotencyKeyHeader {
 }
 
 fn client_key(body: Option<String>, headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let key = match body {
-        Some(key) => Some(key),
-        // A key that cannot be read is refused: doing the change without it would give
-        // up the at-most-once the caller asked for.
-        None => headers
-            .get("idempotency-key")
-            .map(|v| {
-                v.to_str().map(str::to_owned).map_err(|_| {
-                    Problem::invalid_parameter(
-                        "idempotency-key",
-                        "the Idempotency-Key header must be visible ASCII",
-                    )
-                })
-            })
-            .transpose()?,
-    };
+    // A header key that cannot be read is refused, whether or not the body has one:
+    // doing the change without it would give up the at-most-once the caller asked for,
+    // and the document allows the header only in its pattern.
+    let header = headers
+        .get("idempotency-key")
+        .map(|v| {
+            let key = v.as_bytes();
+            let readable = matches!(key, [first, .., last] if *first != b' ' && *last != b' ')
+                || matches!(key, [only] if *only != b' ');
+            if readable && key.len() <= MAX_KEY_LEN && key.iter().all(|b| (b' '..=b'~').contains(b))
+            {
+                Ok(String::from_utf8_lossy(key).into_owned())
+            } else {
+                Err(Problem::invalid_parameter(
+                    "idempotency-key",
+                    format!(
+                        "the Idempotency-Key header must be 1 to {MAX_KEY_LEN} visible ASCII \
+                         characters, spaces only inside"
+                    ),
+                ))
+            }
+        })
+        .transpose()?;
+    let key = body.or(header);
     // Characters, as the document's `maxLength` counts them, not bytes.
     match key {
         Some(key) if key.is_empty() || key.chars().count() > MAX_KEY_LEN => {
@@ -472,4 +506,39 @@ pub async fn history(
     Ok(Json(
         serde_json::to_value(view).map_err(|e| Problem::internal(&e))?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    use super::*;
+    use crate::api::schemas::DEFER_FOR_PATTERN;
+
+    #[test]
+    fn a_wait_is_taken_exactly_in_the_form_the_document_gives() {
+        let pattern = DEFER_FOR_PATTERN
+            .trim_start_matches('^')
+            .trim_end_matches('$');
+        let waits = proptest::string::string_regex(pattern).unwrap();
+        let mut runner = TestRunner::deterministic();
+        for _ in 0..2_000 {
+            let text = waits.new_tree(&mut runner).unwrap().current();
+            let wait = parse_wait(&text).unwrap_or_else(|| panic!("`{text}` is refused"));
+            assert!((MIN_DEFER_FOR..=MAX_DEFER_FOR).contains(&wait), "{text}");
+        }
+        assert_eq!(parse_wait("90s"), Some(std::time::Duration::from_secs(90)));
+        assert_eq!(
+            parse_wait("24h"),
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        // What humantime takes and the pattern does not.
+        for text in [
+            "10 m", "1h 1s", "10min", "1h30m", "0s", "010m", "25h", "10000s", "1000m", "10M",
+            "+5s", "5", "s", "", "1d", "٣s",
+        ] {
+            assert_eq!(parse_wait(text), None, "`{text}` is taken");
+        }
+    }
 }

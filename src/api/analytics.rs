@@ -14,7 +14,7 @@ use super::error::Problem;
 use super::exports::{self, TooManyDownloads};
 use super::extract::{PathParams, QueryParams, zone_from_query};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
-use super::json::JsonBody;
+use super::json::{JsonBody, whole_number};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::domain::trend::{Detector, Seasonality, Settings};
@@ -57,12 +57,13 @@ pub struct QueryBody {
     filters: Vec<String>,
     /// A date (2026-11-01, midnight UTC) or an RFC 3339 instant.
     from: String,
-    /// End (exclusive), after `from`; a history query spans at most 366 days (hour
-    /// buckets: 31), a platform query at most 365.
+    /// End (exclusive), after `from`; a history query spans at most 366 days (with hour
+    /// buckets 31 days), a platform query at most 365 days.
     to: String,
     bucket: Bucket,
     /// Earlier comparable values in each point's baseline (the same hour on `window`
     /// earlier days, say) and points in the moving average; default 7.
+    #[serde(default, deserialize_with = "whole_number")]
     window: Option<usize>,
     /// Anomaly threshold: how many robust spreads (scaled median absolute deviations)
     /// from its baseline a point must be; default 4.5.

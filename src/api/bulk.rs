@@ -21,7 +21,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
-use super::json::{JsonBody, parse};
+use super::json::{JsonBody, not_null, parse};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
@@ -44,12 +44,15 @@ pub fn routes() -> Routes {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
-    /// The agents to change (1 to 10,000 distinct platform user ids); or `team`.
-    #[serde(default)]
+    /// The agents to change (1 to 10,000 distinct platform user ids); or `team`. Each
+    /// must be one the platform knows: a job naming others is refused whole (422, with
+    /// them in `unknown_agents`).
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(min_items = 1, max_items = 10000)]
     agents: Option<Vec<String>>,
     /// Every agent of this team (team id, or its name in any letter case); or `agents`.
-    #[serde(default)]
+    /// A team the platform does not have, or has without agents, is refused (422).
+    #[serde(default, deserialize_with = "not_null")]
     team: Option<String>,
     /// The state to set; `ON_CONTACT` and `ACW` are observed only and refused.
     state: AgentState,
@@ -57,7 +60,8 @@ pub struct BulkBody {
     #[serde(default)]
     reason: Option<String>,
     /// Submits the job at most once for this key (1-255 characters); the
-    /// `Idempotency-Key` header works too.
+    /// `Idempotency-Key` header works too. A key used before for another job is
+    /// refused (422 `idempotency-key-reused`).
     #[serde(default)]
     idempotency_key: Option<String>,
     /// What an item does when its agent is on a contact or in after-contact work:
@@ -69,10 +73,7 @@ pub struct BulkBody {
     /// With `when_busy = "defer"`: how long an item's change waits at most, e.g. `90s`,
     /// `10m`, `2h` (1s to 24h); `[deferred] defer_for` when absent.
     #[serde(default)]
-    #[schema(
-        example = "10m",
-        pattern = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$"
-    )]
+    #[schema(example = "10m")]
     defer_for: Option<String>,
 }
 
@@ -80,13 +81,16 @@ pub struct BulkBody {
 /// say: `agents` (each an `AgentId`, each once) or `team` (not blank), exactly one of
 /// them and neither `null`.
 pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>) {
-    describe_agents_or_team(schemas, "BulkBody");
+    describe_agents_or_team(schemas, "BulkBody", true);
 }
 
-/// [`describe`] for the body schema `name`, which takes `agents` or `team` as a job's.
+/// [`describe`] for the body schema `name`, which takes `agents` or `team` as a job's;
+/// `unique`: whether an agent listed twice is refused (a job's) rather than counted
+/// once (an authorisation's).
 pub(super) fn describe_agents_or_team(
     schemas: &mut serde_json::Map<String, serde_json::Value>,
     name: &str,
+    unique: bool,
 ) {
     use serde_json::json;
     let body = schemas
@@ -103,7 +107,9 @@ pub(super) fn describe_agents_or_team(
         .expect("BulkBody has properties");
     if let Some(agents) = properties.get_mut("agents").and_then(|a| a.as_object_mut()) {
         agents.insert("type".to_owned(), json!("array"));
-        agents.insert("uniqueItems".to_owned(), json!(true));
+        if unique {
+            agents.insert("uniqueItems".to_owned(), json!(true));
+        }
         agents.insert(
             "items".to_owned(),
             super::schemas::reference(super::schemas::AGENT_ID),
@@ -124,7 +130,8 @@ pub(super) fn describe_agents_or_team(
 #[serde(deny_unknown_fields)]
 pub struct RevertBody {
     /// Starts the revert at most once for this key; by default repeating a revert of
-    /// the same job returns the first revert job.
+    /// the same job returns the first revert job. A key used before for another job is
+    /// refused (422 `idempotency-key-reused`).
     #[serde(default)]
     idempotency_key: Option<String>,
 }

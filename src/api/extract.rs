@@ -90,7 +90,8 @@ pub struct WindowQuery {
     /// Start: a date (2026-11-20, midnight UTC) or an RFC 3339 instant; default `to`
     /// minus 24 hours.
     pub(super) from: Option<String>,
-    /// End (exclusive), a date or an RFC 3339 instant, after `from`; default now.
+    /// End (exclusive), a date or an RFC 3339 instant, after `from` and at most 366 days
+    /// later; default now.
     pub(super) to: Option<String>,
 }
 

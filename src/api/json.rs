@@ -7,6 +7,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::Problem;
@@ -80,6 +81,40 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             Problem::invalid_field(&path, format!("{path}: {inner}"))
         }
     })
+}
+
+/// `deserialize_with` for an optional body field whose schema does not allow `null`
+/// (`agents` or `team`: the body gives one of them, and `null` is neither): absent is
+/// `None` (with `#[serde(default)]`), `null` is refused like any other wrong type.
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// `deserialize_with` for an optional count: JSON Schema calls `5.0` an integer, as
+/// JavaScript does, so a client may well send one; serde takes only `5` as a `usize`.
+pub fn whole_number<'de, D>(deserializer: D) -> Result<Option<usize>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_u64() {
+        return usize::try_from(whole)
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("{number} is too large")));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => Ok(Some(f as usize)),
+        _ => Err(D::Error::custom(format!(
+            "invalid value: {number}, expected a whole number of 0 or more"
+        ))),
+    }
 }
 
 fn named_field(error: &serde_json::Error) -> Option<String> {

@@ -91,23 +91,155 @@ pub struct FeedQuery {
 }
 
 /// Outbox ids are `evt_` and 32 hex digits; anything much longer is no id of ours.
-const MAX_EVENT_ID_LEN: usize = 64;
+pub(super) const MAX_EVENT_ID_LEN: usize = 64;
 
+/// Where a feed starts: after the event `?last_event_id=` or the `Last-Event-ID` header
+/// names, each as the document has it (up to [`MAX_EVENT_ID_LEN`] visible ASCII
+/// characters); from a snapshot without either, or with an empty one.
 fn start(headers: &HeaderMap, query: &FeedQuery) -> Result<Start, Problem> {
     let header = headers
         .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| Problem::invalid_parameter("Last-Event-ID", "not visible ASCII"))
-        })
+        .map(|v| checked_event_id("Last-Event-ID", v.as_bytes()))
         .transpose()?;
-    match query.last_event_id.as_deref().or(header) {
+    let query = query
+        .last_event_id
+        .as_deref()
+        .map(|id| checked_event_id("last_event_id", id.as_bytes()))
+        .transpose()?;
+    match query.or(header) {
         None | Some("") => Ok(Start::Fresh),
-        Some(id) if id.len() > MAX_EVENT_ID_LEN => Err(Problem::invalid_parameter(
-            "last_event_id",
-            format!("an event id is at most {MAX_EVENT_ID_LEN} characters"),
-        )),
         Some(id) => Ok(Start::After(id.to_owned())),
+    }
+}
+
+/// `id` when it is one the document allows, else a 400 naming `parameter`. Our ids are
+/// ASCII, so anything else is no id of ours; refusing it, rather than starting from a
+/// snapshot, tells a client that mangled its id.
+fn checked_event_id<'a>(parameter: &str, id: &'a [u8]) -> Result<&'a str, Problem> {
+    if id.len() > MAX_EVENT_ID_LEN || !id.iter().all(u8::is_ascii_graphic) {
+        return Err(Problem::invalid_parameter(
+            parameter,
+            format!(
+                "{parameter}: an event id is at most {MAX_EVENT_ID_LEN} visible ASCII \
+                 characters (no spaces)"
+            ),
+        ));
+    }
+    Ok(std::str::from_utf8(id).expect("visible ASCII is UTF-8"))
+}
+
+/// Name of the schema of one Server-Sent Event of the feed, as an `EventSource` reads it.
+const FEED_EVENT: &str = "FeedEvent";
+/// Name of the schema of a `close` message's `data`.
+const FEED_CLOSE: &str = "FeedClose";
+/// Name of the schema of one message of the feed: an SSE event's `data`, a WebSocket
+/// text frame.
+const FEED_MESSAGE: &str = "FeedMessage";
+
+/// States the feed's messages in the served document (`doc`): [`FEED_MESSAGE`], each
+/// kind with its `data`, and [`FEED_EVENT`], the schema of every `text/event-stream`
+/// answer. An OpenAPI 3.1 document describes an event stream by one event, so a
+/// checker (schemathesis) reads the stream as events and validates each: `event`, `id`
+/// and `retry` as sent, `data` a JSON text whose content is a [`FEED_MESSAGE`].
+pub(super) fn describe(doc: &mut serde_json::Value) {
+    use crate::domain::events::EventType;
+    use serde_json::{Value, json};
+
+    use super::openapi::{event_body, member, operations_json};
+    use super::schemas::reference;
+
+    // A message that is not an outbox event: no id but a snapshot's, made now.
+    let transient = |kind: &str, data: Value, id: Option<Value>| {
+        let mut required = vec!["type", "tenant", "timestamp", "data"];
+        let mut properties = json!({
+            "type": {"const": kind},
+            "tenant": {"type": "string", "description": "The tenant whose feed it is"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "data": data,
+        });
+        if let Some(id) = id {
+            properties["id"] = id;
+            required.push("id");
+        }
+        json!({"type": "object", "required": required, "properties": properties})
+    };
+    let mut messages = vec![
+        transient(
+            "snapshot",
+            reference("Snapshot"),
+            Some(json!({
+                "type": ["string", "null"],
+                "description": "The newest event the snapshot includes (null before the first)",
+            })),
+        ),
+        transient("metrics", reference("Tiles"), None),
+        transient("bulk.progress", reference("BulkJob"), None),
+        transient("close", reference(FEED_CLOSE), None),
+        transient("heartbeat", json!({"type": "null"}), None),
+    ];
+    messages.extend(EventType::ALL.into_iter().map(event_body));
+    let kinds: Vec<Value> = messages
+        .iter()
+        .map(|message| message["properties"]["type"]["const"].clone())
+        .filter(|kind| kind != "heartbeat")
+        .collect();
+    let Some(schemas) = member(doc, &["components", "schemas"]).and_then(Value::as_object_mut)
+    else {
+        panic!("the OpenAPI document has component schemas");
+    };
+    // Named, so client generators name its type once.
+    schemas.insert(
+        FEED_CLOSE.to_owned(),
+        json!({
+            "type": "object",
+            "description": "Why the feed ends (a client that kept falling behind).",
+            "required": ["reason"],
+            "properties": {"reason": {"type": "string"}},
+        }),
+    );
+    schemas.insert(
+        FEED_MESSAGE.to_owned(),
+        json!({
+            "description": "One message of the live feed: a Server-Sent Event's `data`, a \
+                            WebSocket text frame. `type` says which; a durable event (an \
+                            outbox event, with its `id`) is its webhook body. `heartbeat` \
+                            comes over WebSocket only (SSE sends a comment).",
+            "oneOf": messages,
+        }),
+    );
+    schemas.insert(
+        FEED_EVENT.to_owned(),
+        json!({
+            "type": "object",
+            "description": "One Server-Sent Event: `event` is its message's `type`, `data` \
+                            the message as JSON, `id` the resume point (the outbox id of a \
+                            durable event, or the newest event a snapshot includes). The \
+                            stream's first block is only `retry:` advice, and a comment \
+                            (`: heartbeat`) comes every 15 s; neither is an event.",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string", "enum": kinds},
+                "id": {"type": "string"},
+                "retry": {"type": "integer", "minimum": 0},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": reference(FEED_MESSAGE),
+                },
+            },
+        }),
+    );
+    for operation in operations_json(doc) {
+        for response in operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|responses| responses.values_mut())
+        {
+            if let Some(stream) = member(response, &["content", "text/event-stream"]) {
+                stream["schema"] = reference(FEED_EVENT);
+            }
+        }
     }
 }
 
@@ -198,7 +330,8 @@ pub async fn events(
 /// The live feed over a WebSocket.
 ///
 /// The same messages as `/v1/events`, each a JSON text frame
-/// `{"type","tenant","id"?,"timestamp"?,"data"}`; `?last_event_id=` resumes. wfmd pings every
+/// `{"type","tenant","id"?,"timestamp"?,"data"}` (the `FeedMessage` schema);
+/// `?last_event_id=` resumes. wfmd pings every
 /// 15 s and sends a `{"type":"heartbeat"}` frame (a page's script cannot see pings); a
 /// client that falls behind repeatedly is closed with code 1008 and the reason.
 #[utoipa::path(

@@ -37,8 +37,8 @@ use super::Routes;
 use super::error::{PROBLEM_JSON, ProblemDetails, problem_body, problem_response};
 use super::roles::{BEARER, requirement};
 use super::schemas::{
-    AGENT_ID, AGENT_ID_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN, REASON_PATTERN,
-    SETTABLE_STATE, TIME_ZONE, reference, schema_ref,
+    AGENT_ID, AGENT_ID_PATTERN, DEFER_FOR_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN,
+    REASON_PATTERN, SETTABLE_STATE, TIME_ZONE, reference, schema_ref,
 };
 use super::tenancy::{tenant_parameter, tenant_path};
 use crate::domain::events::{self, EventType};
@@ -343,26 +343,32 @@ fn payload_schema(event: EventType) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// The body of a durable event of type `event`: a webhook's body, and the message of
+/// the live feed that carries the event.
+pub(super) fn event_body(event: EventType) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "required": ["type", "tenant", "id", "timestamp", "data"],
+        "properties": {
+            "type": { "const": event.as_str() },
+            "tenant": {
+                "type": "string",
+                "description": "The tenant whose event it is (`default` without `[[tenants]]`)",
+            },
+            "id": { "type": "string", "description": "The event id, the same on every retry (`webhook-id`)" },
+            "timestamp": { "type": "string", "format": "date-time" },
+            "data": reference(&payload_schema(event)),
+        },
+    })
+}
+
 /// OpenAPI 3.1 `webhooks`: the POST wfmd makes to each `[[webhooks]]` endpoint, one per
 /// event type, its body's `data` the event's payload schema.
 fn webhooks() -> serde_json::Value {
     let hooks: serde_json::Map<String, serde_json::Value> = EventType::ALL
         .into_iter()
         .map(|event| {
-            let body = serde_json::json!({
-                "type": "object",
-                "required": ["type", "tenant", "id", "timestamp", "data"],
-                "properties": {
-                    "type": { "const": event.as_str() },
-                    "tenant": {
-                        "type": "string",
-                        "description": "The tenant whose event it is (`default` without `[[tenants]]`)",
-                    },
-                    "id": { "type": "string", "description": "The event id, the same on every retry (`webhook-id`)" },
-                    "timestamp": { "type": "string", "format": "date-time" },
-                    "data": reference(&payload_schema(event)),
-                },
-            });
+            let body = event_body(event);
             let post = serde_json::json!({
                 "post": {
                     "summary": format!("`{}`", event.as_str()),
@@ -399,7 +405,7 @@ pub fn member<'a>(
 }
 
 /// Every operation of the document (`paths.*.METHOD`), mutably.
-fn operations_json(
+pub(super) fn operations_json(
     doc: &mut serde_json::Value,
 ) -> impl Iterator<Item = &mut serde_json::Map<String, serde_json::Value>> {
     member(doc, &["paths"])
@@ -417,10 +423,6 @@ fn constrain(doc: &mut serde_json::Value) {
         .into_iter()
         .filter(|s| s.is_settable())
         .map(|s| s.as_str())
-        .collect();
-    let zones: Vec<&str> = chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|zone| zone.name())
         .collect();
     let Some(schemas) =
         member(doc, &["components", "schemas"]).and_then(serde_json::Value::as_object_mut)
@@ -466,13 +468,27 @@ fn constrain(doc: &mut serde_json::Value) {
         TIME_ZONE.to_owned(),
         json!({
             "type": "string",
-            "enum": zones,
-            "description": "An IANA time zone name, e.g. America/New_York.",
+            "pattern": zone_pattern(),
+            "example": "America/New_York",
+            "description": "An IANA time zone name, e.g. America/New_York, exactly as the \
+                            tz database spells it; the pattern lists every one wfmd knows, \
+                            and another is refused (400 naming the parameter).",
         }),
     );
     super::bulk::describe(schemas);
-    super::bulk::describe_agents_or_team(schemas, "AuthoriseBody");
+    super::bulk::describe_agents_or_team(schemas, "AuthoriseBody", false);
     super::analytics::describe(schemas);
+    let flattened = flatten_tagged(schemas);
+    super::live::describe(doc);
+    // A union folded into its only user is no longer a schema of its own.
+    let text = doc.to_string();
+    if let Some(schemas) = member(doc, &["components", "schemas"]).and_then(|s| s.as_object_mut()) {
+        for name in flattened {
+            if !text.contains(&format!("\"{}\"", schema_ref(&name))) {
+                schemas.remove(&name);
+            }
+        }
+    }
 
     // Schemas reachable from request bodies: there, an agent state is a settable one.
     let mut pending: Vec<String> = Vec::new();
@@ -510,6 +526,136 @@ fn constrain(doc: &mut serde_json::Value) {
     }
 }
 
+/// Makes each schema that is `allOf` a tagged union and an object (what serde's
+/// `flatten` of an internally tagged enum, such as a `Transition`'s `Outcome`, gives
+/// utoipa) one plain object: the tag an `enum` of every variant's value, each variant's
+/// other fields optional, the description saying when each is present. Generators type
+/// a plain object; an `allOf` with a `oneOf` in it, many cannot (openapi-python-client
+/// drops the schema, so a client could not read the answer). The names of the unions
+/// folded in.
+fn flatten_tagged(schemas: &mut serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    use serde_json::{Value, json};
+    let mut flattened = Vec::new();
+    let names: Vec<String> = schemas.keys().cloned().collect();
+    for name in names {
+        let Some([Value::Object(union_ref), Value::Object(own)]) = schemas[&name]
+            .get("allOf")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        else {
+            continue;
+        };
+        let Some(union) = union_ref
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        else {
+            continue;
+        };
+        let Some(variants) = schemas.get(union).and_then(|u| u["oneOf"].as_array()) else {
+            continue;
+        };
+        // The tag: the one property each variant requires and fixes to one value.
+        let fixed = |variant: &Value| -> Vec<(String, Value)> {
+            variant["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(
+                    |(field, schema)| match schema["enum"].as_array()?.as_slice() {
+                        [value] => Some((field.clone(), value.clone())),
+                        _ => None,
+                    },
+                )
+                .collect()
+        };
+        let Some((tag, _)) = variants.first().and_then(|v| fixed(v).into_iter().next()) else {
+            continue;
+        };
+        let mut values = Vec::new();
+        let mut fields = serde_json::Map::new();
+        let mut present = Vec::new();
+        for variant in variants {
+            let Some((_, value)) = fixed(variant).into_iter().find(|(f, _)| *f == tag) else {
+                continue;
+            };
+            let own_fields: Vec<String> = variant["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(field, _)| **field != tag)
+                .map(|(field, schema)| {
+                    fields
+                        .entry(field.clone())
+                        .or_insert_with(|| schema.clone());
+                    format!("`{field}`")
+                })
+                .collect();
+            if !own_fields.is_empty() {
+                present.push(format!(
+                    "{} when it is `{}`",
+                    own_fields.join(" and "),
+                    value.as_str().unwrap_or_default()
+                ));
+            }
+            values.push(value);
+        }
+        let mut properties = own["properties"].as_object().cloned().unwrap_or_default();
+        let described = schemas[union]["description"].as_str().unwrap_or_default();
+        let mut tag_description = described.trim_end_matches('.').to_owned();
+        if !present.is_empty() {
+            tag_description.push_str(&format!(". Present besides: {}.", present.join("; ")));
+        }
+        properties.insert(
+            tag.clone(),
+            json!({"type": "string", "enum": values, "description": tag_description}),
+        );
+        properties.extend(fields);
+        let mut required = own["required"].as_array().cloned().unwrap_or_default();
+        required.push(json!(tag));
+        let mut object = json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+        });
+        if let Some(description) = schemas[&name].get("description") {
+            object["description"] = description.clone();
+        }
+        flattened.push(union.to_owned());
+        schemas.insert(name, object);
+    }
+    flattened
+}
+
+/// A pattern that matches exactly the IANA zone names wfmd knows, grouped by their
+/// area (`America/(?:New_York|…)`) to stay short. A pattern rather than an `enum`: 597
+/// names as an enum make client generators emit an identifier per name, and some
+/// collide (`GMT+0`, `GMT-0` and `GMT0` are all `GMT0` to openapi-python-client).
+fn zone_pattern() -> String {
+    // Each area: whether it is a zone itself, and the names under it.
+    let mut areas: std::collections::BTreeMap<&str, (bool, Vec<&str>)> = Default::default();
+    for zone in chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name()) {
+        match zone.split_once('/') {
+            Some((area, rest)) => areas.entry(area).or_default().1.push(rest),
+            None => areas.entry(zone).or_default().0 = true,
+        }
+    }
+    let escape = |name: &str| name.replace('+', "\\+");
+    let alternatives: Vec<String> = areas
+        .into_iter()
+        .map(|(area, (itself, rests))| {
+            if rests.is_empty() {
+                return escape(area);
+            }
+            let rests: Vec<String> = rests.iter().map(|r| escape(r)).collect();
+            let under = format!("/(?:{})", rests.join("|"));
+            let optional = if itself { "?" } else { "" };
+            format!("{}(?:{under}){optional}", escape(area))
+        })
+        .collect();
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
 /// States, on one parameter, what the server checks of it (by name, so every route
 /// with such a parameter gets it).
 fn constrain_parameter(parameter: &mut serde_json::Value) {
@@ -528,10 +674,11 @@ fn constrain_parameter(parameter: &mut serde_json::Value) {
             "pattern": HEADER_KEY_PATTERN,
         }),
         // An event id of ours is `evt_` and 32 hex digits; anything up to 64 visible
-        // ASCII characters is taken (an unknown one starts from a fresh snapshot).
+        // ASCII characters is taken (an unknown one starts from a fresh snapshot), and
+        // anything else refused.
         ("header", "Last-Event-ID") | ("query", "last_event_id") => json!({
             "type": "string",
-            "maxLength": 64,
+            "maxLength": super::live::MAX_EVENT_ID_LEN,
             "pattern": "^[!-~]*$",
         }),
         // A path segment is never empty: `/v1/bulk-transitions/` is another route.
@@ -550,14 +697,20 @@ fn constrain_parameter(parameter: &mut serde_json::Value) {
 
 /// States, on the fields of a request body's `schema`, what the server checks of them
 /// (by name, as [`constrain_parameter`] does for parameters): a `reason` is a reason
-/// code, an `idempotency_key` as long as the header's.
+/// code unless its field says otherwise (an authorisation's is free text), an
+/// `idempotency_key` as long as the header's, a `defer_for` a number and a unit.
 fn constrain_fields(schema: &mut serde_json::Value) {
     use serde_json::{Value, json};
     let Some(properties) = member(schema, &["properties"]).and_then(Value::as_object_mut) else {
         return;
     };
     if let Some(Value::Object(reason)) = properties.get_mut("reason") {
-        reason.insert("pattern".to_owned(), json!(REASON_PATTERN));
+        reason
+            .entry("pattern")
+            .or_insert_with(|| json!(REASON_PATTERN));
+    }
+    if let Some(Value::Object(wait)) = properties.get_mut("defer_for") {
+        wait.insert("pattern".to_owned(), json!(DEFER_FOR_PATTERN));
     }
     if let Some(Value::Object(key)) = properties.get_mut("idempotency_key") {
         key.insert("minLength".to_owned(), json!(1));
@@ -817,6 +970,43 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_time_zone_pattern_allows_only_zone_names_and_a_transition_is_one_object() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let doc = served(&super::super::openapi_document(), false);
+        let schemas = &doc["components"]["schemas"];
+        let pattern = schemas[TIME_ZONE]["pattern"].as_str().unwrap();
+        assert!(schemas[TIME_ZONE].get("enum").is_none());
+        let names = proptest::string::string_regex(&pattern[1..pattern.len() - 1]).unwrap();
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..5_000 {
+            let name = names.new_tree(&mut runner).unwrap().current();
+            assert!(name.parse::<chrono_tz::Tz>().is_ok(), "`{name}` is no zone");
+            seen.insert(name);
+        }
+        assert!(seen.len() > 300, "the pattern reached {} zones", seen.len());
+        assert!(seen.contains("UTC") || seen.iter().any(|z| z.contains('+')));
+
+        let transition = &schemas["Transition"];
+        assert_eq!(transition["type"], "object");
+        assert!(transition.get("allOf").is_none());
+        assert_eq!(
+            transition["properties"]["outcome"]["enum"],
+            serde_json::json!(["succeeded", "rejected", "failed"])
+        );
+        let required = transition["required"].as_array().unwrap();
+        assert!(required.contains(&"outcome".into()));
+        for optional in ["violation", "kind", "error"] {
+            assert!(transition["properties"][optional].is_object(), "{optional}");
+            assert!(!required.contains(&optional.into()), "{optional}");
+        }
+        assert!(
+            schemas.get("Outcome").is_none(),
+            "the folded union is left over"
+        );
     }
 
     #[test]

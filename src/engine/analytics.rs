@@ -68,6 +68,8 @@ pub struct AnalyticsJobs {
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+// Named apart from the bulk job's `JobView` (see there).
+#[schema(as = AnalyticsJob)]
 pub struct JobView {
     pub job_id: String,
     pub source: String,

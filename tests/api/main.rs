@@ -27,6 +27,7 @@ mod disk_full;
 mod downloads;
 mod failover;
 mod faults;
+mod generated_clients;
 mod helpers;
 mod hostile;
 mod incontact;

@@ -50,7 +50,17 @@ struct Parameter {
     required: bool,
 }
 
-async fn fetch_spec(app: &TestApp) -> Value {
+/// The document `app` serves, and a file holding it in a fresh folder (kept while the
+/// folder is), for the tools that read one.
+pub async fn spec_file(app: &TestApp) -> (Value, tempfile::TempDir, PathBuf) {
+    let spec = fetch_spec(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    (spec, dir, file)
+}
+
+pub async fn fetch_spec(app: &TestApp) -> Value {
     let response = app.get("/openapi.json").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -124,7 +134,7 @@ fn operations(spec: &Value) -> Vec<Operation> {
 const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
 
 /// Runs `command`, failing the test with `what` and the command's output if it fails.
-fn run(what: &str, command: &mut Command) -> String {
+pub fn run(what: &str, command: &mut Command) -> String {
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
@@ -140,46 +150,67 @@ fn run(what: &str, command: &mut Command) -> String {
     text
 }
 
-/// A Python that has [`VALIDATOR`]: a virtual environment of its own under the target
-/// folder, made on first use (Debian's `python3` and `python3-venv` installed when
-/// missing, the package from PyPI). Made beside its place and moved there when complete,
-/// so a test process that finds it finds it whole. Blocking.
+/// A Python that has [`VALIDATOR`] (and so `jsonschema`). Blocking.
 fn openapi_spec_validator() -> PathBuf {
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(VALIDATOR.replace("==", "-"));
-    let python = home.join("bin").join("python");
-    if python.exists() {
-        return python;
+    python_venv(&[VALIDATOR])
+}
+
+/// A Python that has `packages` (pinned `name==version`): a virtual environment of its
+/// own under the target folder, made on first use (Debian's `python3` and
+/// `python3-venv` installed when missing, the packages from PyPI) and kept, so reruns
+/// take seconds. Made beside its place and moved there when complete, so a test process
+/// that finds it finds it whole. A venv's interpreter finds its packages relative to
+/// itself, so it can move; its scripts cannot (their first line names the old place),
+/// so tools run as `python -m` or `python <venv>/bin/<tool>`. Blocking.
+pub fn python_venv(packages: &[&str]) -> PathBuf {
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(packages.join("+").replace("==", "-"));
+    made_once(&home, Path::new("bin/python"), |partial| {
+        install_when_missing(
+            "python3",
+            &["-c", "import venv, ensurepip"],
+            &["python3", "python3-venv"],
+        );
+        run(
+            "cannot make a Python virtual environment",
+            Command::new("python3").arg("-m").arg("venv").arg(partial),
+        );
+        run(
+            &format!("cannot install {} from PyPI", packages.join(", ")),
+            Command::new(partial.join("bin").join("python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(packages),
+        );
+    })
+}
+
+/// `home`'s `made` (a file in it), making `home` first when it is missing: `make`
+/// fills a folder beside it, which is then moved into place, so a test process that
+/// finds `home` finds it whole (another process that finished first wins). Blocking.
+pub fn made_once(home: &Path, made: &Path, make: impl FnOnce(&Path)) -> PathBuf {
+    let made = home.join(made);
+    if made.exists() {
+        return made;
     }
-    install_when_missing(
-        "python3",
-        &["-c", "import venv, ensurepip"],
-        &["python3", "python3-venv"],
-    );
-    let partial = home.with_extension(format!("partial-{}", std::process::id()));
+    // Its own per call: tests of one process may make the same folder at once.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut partial = home.as_os_str().to_owned();
+    partial.push(format!(".partial-{}-{call}", std::process::id()));
+    let partial = PathBuf::from(partial);
     let _ = std::fs::remove_dir_all(&partial);
-    run(
-        "cannot make a Python virtual environment for the OpenAPI validator",
-        Command::new("python3").arg("-m").arg("venv").arg(&partial),
-    );
-    run(
-        &format!("cannot install {VALIDATOR} from PyPI to validate /openapi.json"),
-        Command::new(partial.join("bin").join("python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            VALIDATOR,
-        ]),
-    );
-    // A venv's interpreter finds its packages relative to itself, so it can move (its
-    // scripts cannot, so the validator runs as `python -m`).
-    if std::fs::rename(&partial, &home).is_err() {
-        // Another test process finished first.
+    std::fs::create_dir_all(&partial).unwrap();
+    make(&partial);
+    if std::fs::rename(&partial, home).is_err() {
         let _ = std::fs::remove_dir_all(&partial);
     }
-    assert!(python.exists(), "{} was not made", python.display());
-    python
+    assert!(made.exists(), "{} was not made", made.display());
+    made
 }
 
 #[tokio::test]
@@ -1512,4 +1543,315 @@ async fn request_bodies_offer_only_settable_states_and_every_one_is_accepted() {
             response.text().await.unwrap()
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// What schemathesis found, pinned; then schemathesis itself.
+
+#[tokio::test]
+async fn a_defer_for_outside_its_documented_pattern_is_refused_naming_it() {
+    let app = TestApp::spawn().await;
+    let spec = fetch_spec(&app).await;
+    let pattern =
+        spec["components"]["schemas"]["TransitionBody"]["properties"]["defer_for"]["pattern"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert_eq!(
+        spec["components"]["schemas"]["BulkBody"]["properties"]["defer_for"]["pattern"],
+        pattern.as_str()
+    );
+    let agent = app.sim.free_agents().remove(0).id;
+    // Durations humantime reads, the pattern does not allow: each refused before any
+    // platform call.
+    for wait in ["10 m", "1h 1s", "10min", "1h30m", "010m", "25h", "0s"] {
+        let response = app
+            .transition(
+                &agent,
+                json!({"state": "READY", "when_busy": "defer", "defer_for": wait}),
+            )
+            .await;
+        assert_eq!(response.status(), 422, "{wait}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], "defer_for", "{wait}: {problem}");
+    }
+    assert_eq!(
+        app.sim.calls(SET_STATE),
+        0,
+        "a refused wait reached the platform"
+    );
+    // The pattern's own examples are taken.
+    for wait in ["90s", "10m", "24h"] {
+        let response = app
+            .transition(
+                &agent,
+                json!({"state": "READY", "when_busy": "defer", "defer_for": wait}),
+            )
+            .await;
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "{wait}: {status} {}",
+            response.text().await.unwrap()
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_last_event_id_the_document_does_not_allow_is_refused_naming_it() {
+    let app = TestApp::spawn().await;
+    let spec = fetch_spec(&app).await;
+    let declared = spec["paths"]["/v1/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "last_event_id")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(declared["pattern"], "^[!-~]*$");
+    assert_eq!(declared["maxLength"], 64);
+    let long = "e".repeat(65);
+    let refused: [(&str, &str, &[u8]); 5] = [
+        ("?last_event_id=%C3%A9vt_1", "last_event_id", b""),
+        ("?last_event_id=evt%201", "last_event_id", b""),
+        (&format!("?last_event_id={long}"), "last_event_id", b""),
+        ("", "Last-Event-ID", "évt_1".as_bytes()),
+        ("", "Last-Event-ID", b"evt 1"),
+    ];
+    for (query, parameter, header) in refused {
+        let mut request = app.http.get(format!("{}/v1/events{query}", app.address));
+        if !header.is_empty() {
+            request = request.header(
+                "last-event-id",
+                reqwest::header::HeaderValue::from_bytes(header).unwrap(),
+            );
+        }
+        let response = request.send().await.unwrap();
+        let what = format!("{query} {}", String::from_utf8_lossy(header));
+        assert_eq!(response.status(), 400, "{what}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["parameter"], parameter, "{what}: {problem}");
+    }
+    // One the pattern allows, known or not, opens the feed.
+    let feed = crate::live::Sse::open(&app.address, "/v1/events?last_event_id=evt_0", &[]).await;
+    drop(feed);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_authorisation_takes_as_many_agents_as_its_schema_allows_and_no_more() {
+    let app = TestApp::spawn().await;
+    let spec = fetch_spec(&app).await;
+    let agents = &spec["components"]["schemas"]["AuthoriseBody"]["properties"]["agents"];
+    let most = agents["maxItems"].as_u64().unwrap() as usize;
+    // An agent listed twice counts once (tests/api/authorisations.rs), so the schema
+    // does not call such a list invalid.
+    assert!(agents.get("uniqueItems").is_none(), "{agents}");
+    let longest = spec["components"]["schemas"]["AgentId"]["maxLength"]
+        .as_u64()
+        .unwrap() as usize;
+    let url = format!("{}/v1/adherence/authorisations", app.address);
+    let now = chrono::Utc::now();
+    let body = |agents: Vec<String>| {
+        json!({
+            "agents": agents,
+            "from": wfmd::time::rfc3339(now),
+            "to": wfmd::time::rfc3339(now + chrono::Duration::hours(1)),
+            "reason": "training day",
+        })
+    };
+    // As many agents as the schema allows, each as long as an id may be: taken, not 413.
+    let ids: Vec<String> = (0..most).map(|i| format!("{i:0>longest$}")).collect();
+    let response = app
+        .http
+        .post(&url)
+        .json(&body(ids.clone()))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(status, 201, "{}", response.text().await.unwrap());
+    // One more is refused naming the field, even when it repeats one (the list is
+    // counted as sent, as `maxItems` counts it).
+    for extra in ["u_extra", ids[0].as_str()] {
+        let mut over = ids.clone();
+        over.push(extra.to_owned());
+        let response = app.http.post(&url).json(&body(over)).send().await.unwrap();
+        assert_eq!(response.status(), 422, "{extra}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], "agents", "{problem}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_of_the_live_feed_matches_the_schema_the_document_declares() {
+    let python = tokio::task::spawn_blocking(openapi_spec_validator);
+    let app = TestApp::spawn().await;
+    let spec = fetch_spec(&app).await;
+    let declared = &spec["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"];
+    assert_eq!(declared["$ref"], "#/components/schemas/FeedEvent");
+    // A fresh feed: the snapshot, then a change's event; a resumed one: metrics first,
+    // then the events after the id.
+    let mut events = Vec::new();
+    let mut feed = crate::live::Sse::open(&app.address, "/v1/events", &[]).await;
+    let snapshot = feed.next_of("snapshot").await;
+    let agent = app.sim.free_agents().remove(0).id;
+    let response = app.transition(&agent, json!({"state": "NOT_READY"})).await;
+    assert_eq!(response.status(), 200);
+    let changed = feed.next_of("agent.state_changed").await;
+    let resume = changed.id.clone().unwrap();
+    events.extend([snapshot, changed]);
+    let response = app.transition(&agent, json!({"state": "READY"})).await;
+    assert_eq!(response.status(), 200);
+    let mut resumed = crate::live::Sse::open(
+        &app.address,
+        "/v1/events",
+        &[("last-event-id", resume.as_str())],
+    )
+    .await;
+    events.push(resumed.next_of("metrics").await);
+    events.push(resumed.next_of("agent.state_changed").await);
+    // As an `EventSource` (and schemathesis) reads them: `data` is the JSON text.
+    let read: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            let mut event = json!({"event": e.event, "data": e.data.to_string()});
+            if let Some(id) = &e.id {
+                event["id"] = json!(id);
+            }
+            event
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (spec_file, events_file) = (dir.path().join("spec.json"), dir.path().join("events.json"));
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    std::fs::write(&events_file, Value::from(read).to_string()).unwrap();
+    let python = python.await.unwrap();
+    let verdict = tokio::task::spawn_blocking(move || {
+        run(
+            "an event of the feed does not match the declared schema",
+            Command::new(python)
+                .args(["-c", VALIDATE_EVENTS])
+                .args([&spec_file, &events_file]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(verdict.trim(), "4 events valid", "{verdict}");
+    app.stop().await;
+}
+
+/// Validates each event of the file `argv[2]` against the `FeedEvent` schema of the
+/// document `argv[1]`, and its `data` against `FeedMessage` (JSON Schema treats
+/// `contentSchema` as a note, so it is applied here, as schemathesis applies it).
+const VALIDATE_EVENTS: &str = r##"
+import json, sys
+from jsonschema import Draft202012Validator
+spec = json.load(open(sys.argv[1]))
+events = json.load(open(sys.argv[2]))
+def validator(name):
+    return Draft202012Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": spec["components"]})
+event, message = validator("FeedEvent"), validator("FeedMessage")
+errors = []
+for e in events:
+    errors += [f"{e['event']}: {x.message}" for x in event.iter_errors(e)]
+    errors += [f"{e['event']} data: {x.message[:300]}" for x in message.iter_errors(json.loads(e["data"]))]
+if errors:
+    sys.exit("\n".join(errors))
+print(f"{len(events)} events valid")
+"##;
+
+/// schemathesis, pinned (its checks and generators change between versions).
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Examples per operation, which bounds the run: about 1,850 requests over the main
+/// routes (each tenant's copy of a route is the same handler), 50 s alone on a 2-core
+/// machine, 3.5 minutes beside the fuzz pass with the cores otherwise busy.
+const SCHEMATHESIS_EXAMPLES: &str = "25";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_with_every_check_finds_no_failure_on_the_main_routes() {
+    let python = tokio::task::spawn_blocking(|| python_venv(&[SCHEMATHESIS]));
+    let app = spawn_with_roles().await;
+    let (_, dir, spec_file) = spec_file(&app).await;
+    let known = Known::of(&app);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("api");
+    let python = python.await.unwrap();
+    let schemathesis = python.with_file_name("schemathesis");
+    let reports = dir.path().join("reports");
+    let mut command = Command::new(&python);
+    command
+        .arg(&schemathesis)
+        .args(["--config-file"])
+        .arg(here.join("schemathesis.toml"))
+        .args(["run", &format!("{}/openapi.json", app.address)])
+        .args(["--checks", "all", "--max-examples", SCHEMATHESIS_EXAMPLES])
+        // One worker: Python 3.11's `ast.parse`, which Hypothesis calls to describe its
+        // strategies, fails now and then when two threads parse at once ("AST constructor
+        // recursion depth mismatch", CPython gh-106905), and schemathesis' workers are
+        // threads.
+        .args(["--seed", "53", "--workers", "1"])
+        // Hang detectors, not speed targets (`--checks all` would fail a response
+        // slower than 10 s, which a loaded 2-core CI machine may give).
+        .args(["--request-timeout", "30", "--max-response-time", "60"])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", As::Admin.token().unwrap()),
+        ])
+        // The WebSocket feed is no request and answer a document can describe, and a
+        // schedules import is a CSV file no schema describes (tests/api/without_wfm.rs
+        // sends real ones); each tenant's copy of a route is the same handler.
+        .args([
+            "--exclude-path-regex",
+            r"^/v1/tenants/\{tenant\}/|/ws$|/schedules/imports$",
+        ])
+        .args(["--report", "json", "--report-dir"])
+        .arg(&reports)
+        .args(["--output-truncate", "true", "--no-color"])
+        // Its caches (and Hypothesis's) go to the test's folder, not the work tree.
+        .current_dir(dir.path())
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PYTHONPATH", &here)
+        .env("WFMD_SPEC", &spec_file)
+        .env("WFMD_AGENTS", known.agents.join(","))
+        .env("WFMD_TEAMS", known.teams.join(","));
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("schemathesis runs");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let report = std::fs::read_dir(&reports)
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{said}"))
+        .filter_map(Result::ok)
+        .find(|f| f.file_name().to_string_lossy().ends_with(".json"))
+        .unwrap_or_else(|| panic!("no JSON report:\n{said}"));
+    let report: Value = serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    let tail: String = said
+        .chars()
+        .skip(said.chars().count().saturating_sub(20_000))
+        .collect();
+    assert_eq!(
+        report["failures"],
+        json!([]),
+        "schemathesis failures:\n{tail}"
+    );
+    assert_eq!(report["errors"], json!([]), "schemathesis errors:\n{tail}");
+    assert!(output.status.success(), "{tail}");
+    // It reached the handlers: jobs were taken and changes made.
+    assert!(
+        report["operations"]["tested"].as_u64().unwrap() >= 25,
+        "{report}"
+    );
+    eprintln!(
+        "schemathesis: {} cases, {} refusals for documented cross-field rules",
+        report["test_cases"]["generated"], report["filtered"]
+    );
+    app.stop().await;
 }
