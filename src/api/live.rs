@@ -145,8 +145,7 @@ pub(super) fn describe(doc: &mut serde_json::Value) {
     use crate::domain::events::EventType;
     use serde_json::{Value, json};
 
-    use super::openapi::{event_body, member, operations_json};
-    use super::schemas::reference;
+    use super::schemas::{event_body, member, operations_json, reference};
 
     // A message that is not an outbox event: no id but a snapshot's, made now.
     let transient = |kind: &str, data: Value, id: Option<Value>| {

@@ -38,7 +38,8 @@ use super::error::{PROBLEM_JSON, ProblemDetails, problem_body, problem_response}
 use super::roles::{BEARER, requirement};
 use super::schemas::{
     AGENT_ID, AGENT_ID_PATTERN, DEFER_FOR_PATTERN, HEADER_KEY_PATTERN, INSTANT, INSTANT_PATTERN,
-    REASON_PATTERN, SETTABLE_STATE, TIME_ZONE, reference, schema_ref,
+    REASON_PATTERN, SETTABLE_STATE, TIME_ZONE, event_body, member, operations_json, reference,
+    schema_ref,
 };
 use super::tenancy::{tenant_parameter, tenant_path};
 use crate::domain::events::{self, EventType};
@@ -327,41 +328,6 @@ pub fn served(spec: &utoipa::openapi::OpenApi, open: bool) -> serde_json::Value 
     doc
 }
 
-/// The payload schema of each event type, named by the type every producer builds.
-fn payload_schema(event: EventType) -> std::borrow::Cow<'static, str> {
-    use utoipa::ToSchema;
-    match event {
-        EventType::AgentStateChanged => events::StateChanged::name(),
-        EventType::TransitionRejected => events::TransitionRejected::name(),
-        EventType::BulkCompleted => events::BulkCompleted::name(),
-        EventType::AdherenceException => events::AdherenceException::name(),
-        EventType::AuditCheckpoint => events::AuditCheckpoint::name(),
-        EventType::ReportReady => events::ReportReady::name(),
-        EventType::TransitionDeferred => events::TransitionDeferred::name(),
-        EventType::TransitionExpired => events::TransitionExpired::name(),
-        EventType::TransitionCancelled => events::TransitionCancelled::name(),
-    }
-}
-
-/// The body of a durable event of type `event`: a webhook's body, and the message of
-/// the live feed that carries the event.
-pub(super) fn event_body(event: EventType) -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "required": ["type", "tenant", "id", "timestamp", "data"],
-        "properties": {
-            "type": { "const": event.as_str() },
-            "tenant": {
-                "type": "string",
-                "description": "The tenant whose event it is (`default` without `[[tenants]]`)",
-            },
-            "id": { "type": "string", "description": "The event id, the same on every retry (`webhook-id`)" },
-            "timestamp": { "type": "string", "format": "date-time" },
-            "data": reference(&payload_schema(event)),
-        },
-    })
-}
-
 /// OpenAPI 3.1 `webhooks`: the POST wfmd makes to each `[[webhooks]]` endpoint, one per
 /// event type, its body's `data` the event's payload schema.
 fn webhooks() -> serde_json::Value {
@@ -390,31 +356,6 @@ fn webhooks() -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Object(hooks)
-}
-
-/// The members of `value` at `keys`, each an object member, or `None` where one is
-/// missing. Never inserts anything: indexing a `Value` mutably (`doc["a"]["b"]`) adds
-/// `null` for every missing key, which is how `"parameters": null` once got into the
-/// served document.
-pub fn member<'a>(
-    value: &'a mut serde_json::Value,
-    keys: &[&str],
-) -> Option<&'a mut serde_json::Value> {
-    keys.iter()
-        .try_fold(value, |value, key| value.as_object_mut()?.get_mut(*key))
-}
-
-/// Every operation of the document (`paths.*.METHOD`), mutably.
-pub(super) fn operations_json(
-    doc: &mut serde_json::Value,
-) -> impl Iterator<Item = &mut serde_json::Map<String, serde_json::Value>> {
-    member(doc, &["paths"])
-        .and_then(serde_json::Value::as_object_mut)
-        .into_iter()
-        .flat_map(|paths| paths.values_mut())
-        .filter_map(serde_json::Value::as_object_mut)
-        .flat_map(|item| item.values_mut())
-        .filter_map(serde_json::Value::as_object_mut)
 }
 
 fn constrain(doc: &mut serde_json::Value) {

@@ -1,5 +1,8 @@
 //! Names of the component schemas the served OpenAPI document adds, their patterns, and
-//! `$ref`s to them: shared by `openapi` and the route modules that describe their own JSON.
+//! `$ref`s to them, and the helpers that edit the document as JSON and state the events'
+//! bodies: shared by `openapi` and the route modules that describe their own JSON.
+
+use crate::domain::events::{self, EventType};
 
 /// Name of the schema of the states a request may set.
 pub const SETTABLE_STATE: &str = "SettableState";
@@ -43,4 +46,64 @@ pub(super) fn schema_ref(name: &str) -> String {
 /// `{"$ref": …}` to the named component schema.
 pub fn reference(name: &str) -> serde_json::Value {
     serde_json::json!({ "$ref": schema_ref(name) })
+}
+
+/// The members of `value` at `keys`, each an object member, or `None` where one is
+/// missing. Never inserts anything: indexing a `Value` mutably (`doc["a"]["b"]`) adds
+/// `null` for every missing key, which is how `"parameters": null` once got into the
+/// served document.
+pub fn member<'a>(
+    value: &'a mut serde_json::Value,
+    keys: &[&str],
+) -> Option<&'a mut serde_json::Value> {
+    keys.iter()
+        .try_fold(value, |value, key| value.as_object_mut()?.get_mut(*key))
+}
+
+/// Every operation of the document (`paths.*.METHOD`), mutably.
+pub(super) fn operations_json(
+    doc: &mut serde_json::Value,
+) -> impl Iterator<Item = &mut serde_json::Map<String, serde_json::Value>> {
+    member(doc, &["paths"])
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+}
+
+/// The payload schema of each event type, named by the type every producer builds.
+fn payload_schema(event: EventType) -> std::borrow::Cow<'static, str> {
+    use utoipa::ToSchema;
+    match event {
+        EventType::AgentStateChanged => events::StateChanged::name(),
+        EventType::TransitionRejected => events::TransitionRejected::name(),
+        EventType::BulkCompleted => events::BulkCompleted::name(),
+        EventType::AdherenceException => events::AdherenceException::name(),
+        EventType::AuditCheckpoint => events::AuditCheckpoint::name(),
+        EventType::ReportReady => events::ReportReady::name(),
+        EventType::TransitionDeferred => events::TransitionDeferred::name(),
+        EventType::TransitionExpired => events::TransitionExpired::name(),
+        EventType::TransitionCancelled => events::TransitionCancelled::name(),
+    }
+}
+
+/// The body of a durable event of type `event`: a webhook's body, and the message of
+/// the live feed that carries the event.
+pub(super) fn event_body(event: EventType) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "required": ["type", "tenant", "id", "timestamp", "data"],
+        "properties": {
+            "type": { "const": event.as_str() },
+            "tenant": {
+                "type": "string",
+                "description": "The tenant whose event it is (`default` without `[[tenants]]`)",
+            },
+            "id": { "type": "string", "description": "The event id, the same on every retry (`webhook-id`)" },
+            "timestamp": { "type": "string", "format": "date-time" },
+            "data": reference(&payload_schema(event)),
+        },
+    })
 }
