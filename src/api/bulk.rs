@@ -25,8 +25,9 @@ use super::json::{JsonBody, not_null, parse};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
-use crate::engine::bulk::{Accepted, BulkError, JobRequest, JobView, MAX_AGENTS, Selector};
+use crate::engine::bulk::{Accepted, BulkError, JobRequest, MAX_AGENTS, Selector};
 use crate::engine::deferred::WhenBusy;
+use crate::engine::jobs::JobView;
 
 /// The largest job body: every one of `MAX_AGENTS` ids at the longest accepted length
 /// with its quotes and comma, plus room for the other fields and whitespace.

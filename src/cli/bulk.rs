@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::{DaemonApi, Failure, parse_state};
 use crate::config::Config;
 use crate::domain::AgentState;
-use crate::engine::bulk::JobView;
+use crate::engine::jobs::JobView;
 
 /// How often a followed job's progress is asked for.
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -473,7 +473,7 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::engine::bulk::ItemView;
+    use crate::engine::jobs::ItemView;
 
     fn parse(args: &[&str]) -> Result<BulkArgs, clap::Error> {
         let cli = Cli::try_parse_from(["wfmd", "bulk"].iter().chain(args))?;

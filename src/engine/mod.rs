@@ -9,6 +9,7 @@ pub mod clock;
 pub mod compliance;
 pub mod deferred;
 pub mod imported_schedules;
+pub mod jobs;
 mod keyed_lock;
 pub mod lookups;
 pub mod metrics;

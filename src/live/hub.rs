@@ -13,7 +13,7 @@ use super::Live;
 use super::encode::Message;
 use super::view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
 use crate::domain::events::{Event, ExceptionStatus, Severity};
-use crate::engine::bulk::JobView;
+use crate::engine::jobs::JobView;
 use crate::engine::metrics::MetricBoard;
 use crate::store::deferred::{self as deferred_changes, DeferredRow};
 use crate::store::{exceptions, from_ms, history, outbox};

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Live;
 use crate::cxone::Agent;
-use crate::engine::bulk::{BulkJobs, JobView};
+use crate::engine::bulk::BulkJobs;
+use crate::engine::jobs::JobView;
 use crate::engine::metrics::{BoardReceiver, BoardSender};
 use crate::store::live_shared::{self, View};
 use crate::store::{Role, jobs};

@@ -1,7 +1,6 @@
 //! Settling an item: its outcome recorded and, after the job's last, the job's end.
 
 use super::*;
-use crate::store::AsConn;
 
 impl BulkJobs {
     /// Records an item's outcome and, when it was the job's last, the job's end.
@@ -59,50 +58,4 @@ impl Settled {
             attempt_id,
         }
     }
-}
-
-/// Gives the job its final status, audit entry and `bulk.completed` event when no item
-/// is pending any more; true when it did so now.
-pub(crate) async fn finish_if_done(
-    conn: &mut impl AsConn,
-    job_id: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let counts = jobs::counts(conn, job_id).await?;
-    // A deferred item is not settled yet: it waits for its agent.
-    if counts.pending > 0 || counts.deferred > 0 {
-        return Ok(false);
-    }
-    let Some(job) = jobs::finish(conn, job_id, to_ms(now)).await? else {
-        return Ok(false);
-    };
-    let completed = view(job.clone(), counts, None).completed(now);
-    audit::append(
-        conn,
-        &NewEntry {
-            at: now,
-            actor: &job.actor,
-            action: if job.status == "cancelled" {
-                "bulk.cancelled"
-            } else {
-                "bulk.completed"
-            },
-            agent_id: None,
-            subject_id: Some(&job.id),
-            detail: serde_json::to_value(&completed).expect("a bulk job serializes"),
-        },
-    )
-    .await?;
-    outbox::enqueue(conn, None, now, Event::BulkCompleted(completed)).await?;
-    tracing::info!(
-        job = %job.id,
-        status = %job.status,
-        succeeded = counts.succeeded,
-        unchanged = counts.unchanged,
-        rejected = counts.rejected,
-        failed = counts.failed,
-        cancelled = counts.cancelled,
-        "bulk job finished"
-    );
-    Ok(true)
 }

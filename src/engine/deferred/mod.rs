@@ -343,7 +343,7 @@ async fn settle_item(
     };
     if jobs::settle(conn, "deferred", job_id, seq, &settlement, to_ms(now)).await? {
         metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(1);
-        super::bulk::finish_if_done(conn, job_id, now).await?;
+        super::jobs::finish_if_done(conn, job_id, now).await?;
     }
     Ok(())
 }
