@@ -1,5 +1,5 @@
 //! The middleware every request passes: request id, tracing span, security headers,
-//! problem+json for every error, the request's time limits, the `Host`/`Origin` check,
+//! problem+json for every error, the request's time limits, the `Host` check,
 //! and a last line of defence against panics.
 //!
 //! Order, outermost first:
@@ -15,8 +15,9 @@
 //!    that lets nothing load or run and nothing frame the page ([`DEFAULT_CSP`]);
 //! 5. an error answer that is not JSON (axum's own 405, a rejection of a layer) is
 //!    turned into problem+json, keeping its status and headers;
-//! 6. a request naming a foreign `Host` or coming from a foreign `Origin` is refused
-//!    ([`super::hosts`]);
+//! 6. a request naming a foreign `Host` is refused ([`super::hosts`]; one coming from a
+//!    foreign `Origin` is refused on the routes the dispatcher hands it to, once a
+//!    tenant's prefix is resolved);
 //! 7. a request whose answer has not begun within `server.request_timeout` is answered
 //!    503 (streams go on once begun); its body must have arrived within
 //!    `server.body_timeout`;

@@ -195,6 +195,7 @@ pub fn router(
         .expect("the OpenAPI document serializes");
     let spec_json = openapi::SpecJson(Arc::new(spec_json.into()));
     let tokens = Arc::new(tokens);
+    let allowed_hosts = Arc::new(limits.hosts.clone());
     // One tenant's routes; `tenant` is whom the gate checks the caller holds (none for
     // the process's routes).
     let routes_for = move |state: ApiState,
@@ -230,6 +231,13 @@ pub fn router(
             .layer(Extension(spec_json.clone()))
             .layer(Extension(directory.clone()))
             .layer(Extension(instance.clone()))
+            // Outside everything, the ticket's redemption included; here rather than in
+            // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
+            // as the `/v1/ws` it is.
+            .layer(axum::middleware::from_fn_with_state(
+                allowed_hosts.clone(),
+                hosts::same_origin,
+            ))
             .with_state(state)
     };
     let build = move |tenants: &[tenancy::ServedTenant]| {

@@ -20,6 +20,7 @@ mod cluster;
 mod cluster_api;
 mod connections;
 mod crash;
+mod cross_origin;
 mod database_copy;
 mod deferred;
 mod deploy;
