@@ -6,19 +6,28 @@
 //! any instance, at the cost of one hop on the local network, and no queue of the
 //! database's stands between them.
 //!
+//! The body is handed on as it arrives, held to its route's own limit (see
+//! [`super::BodyLimits`]): one announced larger is answered 413 at once, one that grows
+//! larger is cut off there and answered 413, so a follower never holds more than a
+//! chunk of it.
+//!
 //! A request is handed on once: one that arrives handed on (the header
 //! [`FORWARDED_BY`]) at an instance that does not lead either (the leader changed in
 //! between) is answered 503 with `Retry-After`, as is one for a tenant nobody leads
 //! right now, or whose leader gave no `advertise_url`.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::body::{Frame, SizeHint};
 
 use super::ApiState;
 use super::error::Problem;
@@ -27,10 +36,6 @@ use crate::store::Role;
 
 /// Names the instance that handed a request on.
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-wfmd-forwarded-by");
-
-/// The most a handed-on request may carry: the largest body any route takes (a
-/// schedules import).
-const BODY_LIMIT: usize = super::schedules::IMPORT_LIMIT_BYTES;
 
 /// How long the leader may take to answer: a change waits for its turn at the
 /// platform's request budget, as it would on the leader itself.
@@ -61,6 +66,12 @@ pub async fn to_leader(State(state): State<ApiState>, request: Request, next: Ne
              (its leader changed in between)"
         ));
     }
+    // The route's own limit, before anything is read or the leader looked up: what
+    // arrives past it is never held, let alone handed on.
+    let limit = body_limit(&request);
+    if content_length(&request).is_some_and(|length| length > limit as u64) {
+        return too_large(limit);
+    }
     let leader = match crate::cluster::lease::leader(&state.store).await {
         Ok(Some(leader)) => leader,
         Ok(None) => return unavailable("no instance leads the tenant right now".into()),
@@ -75,9 +86,26 @@ pub async fn to_leader(State(state): State<ApiState>, request: Request, next: Ne
             leader.holder
         ));
     };
-    match hand_on(forwarding, &url, request).await {
+    let read = Arc::new(BodyRead::default());
+    let capped = |body| Capped {
+        body: Mutex::new(body),
+        left: limit,
+        read: read.clone(),
+    };
+    match hand_on(forwarding, &url, request, capped).await {
         Ok(response) => response,
+        Err(_) if read.over.load(Ordering::Acquire) => too_large(limit),
         Err(error) => {
+            if let Some(why) = read.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                // The client's body broke off, not the leader.
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable-body",
+                    "The request body could not be read",
+                    why,
+                )
+                .into_response();
+            }
             tracing::warn!(leader = %leader.holder, %error, "cannot hand a request to the tenant's leader");
             unavailable(format!(
                 "the tenant's leader {} did not answer: {error}",
@@ -87,11 +115,110 @@ pub async fn to_leader(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-/// Sends `request` to the leader at `base` and gives back its answer.
+/// The most the request's route takes (see [`super::BodyLimits`]).
+fn body_limit(request: &Request) -> usize {
+    let limits = request.extensions().get::<Arc<super::BodyLimits>>();
+    let route = request.extensions().get::<MatchedPath>();
+    match (limits, route) {
+        (Some(limits), Some(route)) => limits.of(request.method(), route.as_str()),
+        _ => super::BODY_LIMIT_BYTES,
+    }
+}
+
+/// The length the request's head announces, if it announces one.
+fn content_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The 413 of a body over its route's limit, as the route gives it, answered before
+/// anything is handed on.
+fn too_large(limit: usize) -> Response {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        "The request body is too large",
+        format!("this route takes a body of at most {limit} bytes"),
+    )
+    .with("limit_bytes", limit)
+    .into_response()
+}
+
+/// How the reading of a handed-on body ended, when it ended early.
+#[derive(Default)]
+struct BodyRead {
+    /// It went past the route's limit.
+    over: AtomicBool,
+    /// The client's body failed (cut off, too slow): why.
+    failed: Mutex<Option<String>>,
+}
+
+/// A request body handed on as it arrives, never more than the route's limit of it: a
+/// follower holds no more of a body in memory than the chunk in hand.
+struct Capped {
+    /// In a `Mutex` only to be `Sync`, as the HTTP client wants; only ever reached
+    /// through `&mut self`, so never locked.
+    body: Mutex<Body>,
+    left: usize,
+    read: Arc<BodyRead>,
+}
+
+impl HttpBody for Capped {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        let body = this.body.get_mut().unwrap_or_else(|p| p.into_inner());
+        match ready!(Pin::new(body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                let size = frame.data_ref().map_or(0, Bytes::len);
+                if size > this.left {
+                    this.read.over.store(true, Ordering::Release);
+                    return Poll::Ready(Some(Err("the body is over its route's limit".into())));
+                }
+                this.left -= size;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(error)) => {
+                *this.read.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(error.to_string());
+                Poll::Ready(Some(Err(error.into())))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .size_hint()
+    }
+}
+
+/// Sends `request` to the leader at `base`, its body through `capped`, and gives back
+/// its answer.
 async fn hand_on(
     forwarding: &Forwarding,
     base: &str,
     request: Request,
+    capped: impl FnOnce(Body) -> Capped,
 ) -> Result<Response, Box<dyn std::error::Error + Send + Sync>> {
     let (parts, body) = request.into_parts();
     let path_and_query = parts
@@ -105,7 +232,7 @@ async fn hand_on(
         base.trim_end_matches('/'),
         forwarding.tenant
     );
-    let body = axum::body::to_bytes(body, BODY_LIMIT).await?;
+    let body = reqwest::Body::wrap(capped(body));
     let mut headers = end_to_end(&parts.headers);
     headers.insert(FORWARDED_BY, forwarding.instance.parse()?);
     let answer = forwarding

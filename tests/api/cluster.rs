@@ -1,9 +1,10 @@
 //! Several `wfmd serve` on one PostgreSQL database (`[ha]`): one instance leads the
 //! tenant at a time and alone changes its agents, the others handing it the changes
 //! asked of them; when it dies (`kill -9`) or stops (SIGTERM), another takes the tenant
-//! over in a new term.
+//! over in a new term. A body is held to its route's limit before it is handed on.
 
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
 
@@ -272,4 +273,97 @@ async fn a_ticket_from_one_instance_opens_the_feed_on_another_and_only_once() {
             assert_eq!(second.status(), 401, "{}", again.address);
         }
     }
+}
+
+/// Sends `head` (a request's head, without its blank line) and then `body` to
+/// `address` on a connection of its own, leaving the connection open (the body may be
+/// incomplete); the answer's status and problem, read as they come.
+async fn raw_answer(address: &str, head: &str, body: &[u8]) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut read = Vec::new();
+    let answer = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&read).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    let status = head[9..12].parse().unwrap();
+                    return (status, serde_json::from_str(body).unwrap_or(Value::Null));
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed without an answer: {text}");
+            read.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), answer)
+        .await
+        .expect("an answer before the body is complete")
+}
+
+#[tokio::test]
+async fn a_follower_refuses_a_body_over_its_routes_limit_before_handing_it_on() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let _a = instance(&sim, &db, "wfmd-a").await;
+    leads(&db, "wfmd-a").await;
+    let b = instance(&sim, &db, "wfmd-b").await;
+    let agent = &sim.free_agents()[0].id;
+    let post = |path: &str, framing: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             {framing}"
+        )
+    };
+    let too_large = |(status, problem): (u16, Value)| {
+        assert_eq!(status, 413, "{problem}");
+        assert_eq!(
+            problem["type"], "urn:wfmd:problem:body-too-large",
+            "{problem}"
+        );
+        assert_eq!(problem["limit_bytes"], 64 * 1024, "{problem}");
+    };
+    let transitions = format!("/v1/agents/{agent}/transitions");
+    // Announced larger than the route takes: answered before a byte of it is read.
+    let announced = post(&transitions, "content-length: 17825792");
+    too_large(raw_answer(&b.address, &announced, b"").await);
+    // Announced by no length: cut off where it passes the route's limit.
+    let mut chunks = Vec::new();
+    for size in [60 * 1024, 10 * 1024] {
+        chunks.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        chunks.extend(std::iter::repeat_n(b' ', size));
+        chunks.extend_from_slice(b"\r\n");
+    }
+    let chunked = post(&transitions, "transfer-encoding: chunked");
+    too_large(raw_answer(&b.address, &chunked, &chunks).await);
+    assert_eq!(sim.changes(), 0);
+
+    // A route that takes more (a bulk job) has the body handed on whole: the leader
+    // reads past 64 KiB, to the field it does not know.
+    let padded = json!({"state": "NOT_READY", "team": "t", "padding": " ".repeat(100 * 1024)});
+    let response = http_client()
+        .post(format!("{}/v1/bulk-transitions", b.address))
+        .json(&padded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "padding", "{problem}");
 }
