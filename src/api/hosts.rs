@@ -29,6 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::Problem;
+use super::forward::{self, ClusterKey, HandedOn};
 
 /// The host names the API answers to besides `localhost` and IP addresses.
 #[derive(Debug, Clone, Default)]
@@ -198,13 +199,23 @@ fn judge_origin(hosts: &AllowedHosts, request: &Request) -> Result<(), Refusal> 
     }
 }
 
-/// Middleware in front of every route: refuses a foreign `Host` (421).
-pub async fn check(
-    State(hosts): State<Arc<AllowedHosts>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match judge_host(&hosts, &request) {
+/// What [`check`] needs: our host names, and the key that proves a request was handed
+/// on by another instance.
+pub struct Edge {
+    pub hosts: AllowedHosts,
+    pub cluster: Option<ClusterKey>,
+}
+
+/// Middleware in front of every route: refuses a foreign `Host` (421). A request proven
+/// handed on by another instance, which judged its `Host` and `Origin` against its own
+/// name, is taken as its client's and not judged here (see [`super::forward`]).
+pub async fn check(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
+    let now = chrono::Utc::now().timestamp();
+    if let Some(handed) = forward::proven(edge.cluster.as_ref(), &mut request, now) {
+        forward::received(handed, &mut request);
+        return next.run(request).await;
+    }
+    match judge_host(&edge.hosts, &request) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refused(refusal),
     }
@@ -217,6 +228,9 @@ pub async fn same_origin(
     request: Request,
     next: Next,
 ) -> Response {
+    if request.extensions().get::<HandedOn>().is_some() {
+        return next.run(request).await;
+    }
     match judge_origin(&hosts, &request) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refused(refusal),

@@ -25,7 +25,11 @@ pub fn cluster_env_and(
     more: &[(&str, &str)],
 ) -> Vec<(String, String)> {
     let mut env = sim.env(&db.url());
-    let ha = [("WFMD_HA__INSTANCE_ID", id), ("WFMD_HA__LEASE_TTL", "2s")];
+    let ha = [
+        ("WFMD_HA__INSTANCE_ID", id),
+        ("WFMD_HA__LEASE_TTL", "2s"),
+        ("WFMD_HA__CLUSTER_KEY", CLUSTER_KEY),
+    ];
     for (key, value) in ha.iter().chain(more) {
         env.push(((*key).to_owned(), (*value).to_owned()));
     }
@@ -366,4 +370,93 @@ async fn a_follower_refuses_a_body_over_its_routes_limit_before_handing_it_on() 
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["field"], "padding", "{problem}");
+}
+
+/// The page a follower served sends a change: the follower judges its `Origin` and
+/// hands it on proven, and the leader makes it. A page elsewhere claiming the same
+/// straight to the leader gets nothing past its checks without a valid proof.
+#[tokio::test]
+async fn a_browser_change_through_a_follower_is_made_by_the_leader_and_a_forged_handing_on_is_refused()
+ {
+    use wfmd::api::forward::{ClusterKey, HandedOn};
+
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let a = instance(&sim, &db, "wfmd-a").await;
+    leads(&db, "wfmd-a").await;
+    let b = instance(&sim, &db, "wfmd-b").await;
+    let agents = sim.free_agents();
+    let post = |address: &str, path: &str, origin: &str, headers: reqwest::header::HeaderMap| {
+        http_client()
+            .post(format!("{address}{path}"))
+            .header("origin", origin)
+            .headers(headers)
+            .json(&json!({"state": "NOT_READY"}))
+            .send()
+    };
+    let transitions = |agent: &str| format!("/v1/agents/{agent}/transitions");
+
+    // At both addresses of the route, from the follower's own page.
+    let before = sim.changes();
+    for path in [
+        transitions(&agents[0].id),
+        format!("/v1/tenants/default/agents/{}/transitions", agents[1].id),
+    ] {
+        let response = post(&b.address, &path, &b.address, Default::default())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    assert_eq!(sim.changes(), before + 2, "the leader made both");
+
+    // Straight to the leader from a page elsewhere, claiming to be handed on.
+    let now = chrono::Utc::now().timestamp();
+    let target = transitions(&agents[2].id);
+    let handed = |at: i64| HandedOn {
+        by: "wfmd-b".into(),
+        client: "127.0.0.1".parse().unwrap(),
+        at,
+    };
+    let ours = ClusterKey::new(CLUSTER_KEY.to_owned().into());
+    let theirs = ClusterKey::new("not-the-cluster-key-0123456789abcdef".to_owned().into());
+    let post_method = reqwest::Method::POST;
+    let mut unproven = reqwest::header::HeaderMap::new();
+    unproven.insert("x-wfmd-forwarded-by", "wfmd-b".parse().unwrap());
+    let forged = [
+        ("an unproven claim", unproven),
+        (
+            "a proof with another key",
+            theirs.headers(&handed(now), &post_method, &target).unwrap(),
+        ),
+        (
+            "an hour-old proof",
+            ours.headers(&handed(now - 3600), &post_method, &target)
+                .unwrap(),
+        ),
+        (
+            "another change's proof",
+            ours.headers(&handed(now), &post_method, &transitions(&agents[3].id))
+                .unwrap(),
+        ),
+    ];
+    for (what, headers) in forged {
+        let response = post(&a.address, &target, "http://evil.example", headers)
+            .await
+            .unwrap();
+        let status = response.status();
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(status, 403, "{what}: {problem}");
+        assert_eq!(problem["type"], "urn:wfmd:problem:cross-origin", "{what}");
+    }
+    assert_eq!(sim.changes(), before + 2, "none of them was made");
+
+    // What only an instance can send: taken as judged where it was first asked.
+    let proven = ours.headers(&handed(now), &post_method, &target).unwrap();
+    let response = post(&a.address, &target, "http://evil.example", proven)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(sim.changes(), before + 3);
 }
