@@ -30,6 +30,7 @@ mod audit;
 pub mod auth;
 mod bulk;
 pub mod cluster;
+pub mod deferrals;
 pub mod error;
 pub mod exports;
 pub mod extract;
@@ -104,6 +105,8 @@ pub struct ApiState {
     pub judging: crate::engine::compliance::JudgingHandle,
     /// The tenant's deferred changes (`when_busy = "defer"`).
     pub deferred: crate::engine::deferred::worker::DeferredChanges,
+    /// The bound on each caller's deferred changes (`deferred.max_waiting_per_caller`).
+    pub deferrals: deferrals::DeferralLimit,
     /// The live feed: snapshot, events, tickets.
     pub live: crate::live::Live,
     /// The newest skill and queue figures and each family's health.
