@@ -71,6 +71,8 @@ pub struct Limits {
     pub hosts: AllowedHosts,
     /// `ha.cluster_key`: what proves a request was handed on by another instance.
     pub cluster: Option<ClusterKey>,
+    /// `server.metrics_token`: what `/metrics` asks of a scraper, when set.
+    pub metrics_token: Option<super::auth::MetricsToken>,
 }
 
 impl Limits {
@@ -85,6 +87,7 @@ impl Limits {
                 .as_ref()
                 .and_then(|ha| ha.cluster_key.clone())
                 .map(ClusterKey::new),
+            metrics_token: server.metrics_token().map(super::auth::MetricsToken::new),
         }
     }
 }

@@ -249,6 +249,7 @@ pub fn router(
     let tokens = Arc::new(tokens);
     let allowed_hosts = Arc::new(limits.hosts.clone());
     let cluster_key = limits.cluster.clone();
+    let metrics_token = limits.metrics_token.clone();
     // One tenant's routes; `tenant` is whom the gate checks the caller holds (none for
     // the process's routes).
     let routes_for = move |state: ApiState,
@@ -287,6 +288,7 @@ pub fn router(
             .layer(Extension(body_limits.clone()))
             // What a follower signs the requests it hands on with.
             .layer(Extension(cluster_key.clone()))
+            .layer(Extension(metrics_token.clone()))
             // Outside everything, the ticket's redemption included; here rather than in
             // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
             // as the `/v1/ws` it is.

@@ -40,6 +40,7 @@ mod reports;
 mod retention;
 mod rough_edges;
 mod rules;
+mod strangers;
 mod sync;
 mod tenant_api;
 mod tenant_cli;
