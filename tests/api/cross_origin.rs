@@ -2,11 +2,11 @@
 //! may not change anything or open the live feed, whether it names the route as `/v1/…`
 //! or as a tenant's `/v1/tenants/{tenant}/…`.
 
-use futures::StreamExt;
 use serde_json::Value;
 
 use crate::auth::{addressed_routes, fill_path, is_event_stream};
-use crate::helpers::{DEADLINE, TestApp};
+use crate::helpers::TestApp;
+use crate::hostile::{ws_opens_with_a_snapshot, ws_refused, ws_request};
 use crate::live::Sse;
 
 const FOREIGN: &str = "http://evil.example";
@@ -24,21 +24,6 @@ fn is_feed(spec: &Value, method: &str, path: &str) -> bool {
                 .as_object()
                 .is_some_and(|content| content.contains_key("text/event-stream"))
     })
-}
-
-/// A WebSocket request for `path` on `address` from the page at `origin`.
-fn ws_request(
-    address: &str,
-    path: &str,
-    origin: &str,
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!("{}{path}", address.replace("http://", "ws://"));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("origin", origin.parse().unwrap());
-    request
 }
 
 /// On a single-tenant install without tokens, where nothing but this rule stands
@@ -91,26 +76,10 @@ async fn a_foreign_page_may_not_change_anything_or_open_the_feed_at_any_address_
 
     // A browser's real upgrade, at the tenant's address of the feed.
     let tenant_ws = "/v1/tenants/default/ws";
-    match tokio_tungstenite::connect_async(ws_request(&app.address, tenant_ws, FOREIGN)).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 403)
-        }
-        other => panic!(
-            "a foreign page opened {tenant_ws}: {:?}",
-            other.map(|r| r.1)
-        ),
-    }
+    ws_refused(ws_request(&app.address, tenant_ws, FOREIGN)).await;
     // The page wfmd served opens either address of either feed.
     let own = app.address.as_str();
     let mut sse = Sse::open(own, "/v1/tenants/default/events", &[("origin", own)]).await;
     assert_eq!(sse.next().await.event, "snapshot");
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(own, tenant_ws, own))
-        .await
-        .expect("the same origin opens the tenant's WebSocket");
-    let first = tokio::time::timeout(DEADLINE, socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(first.into_text().unwrap().contains("\"snapshot\""));
+    ws_opens_with_a_snapshot(ws_request(own, tenant_ws, own)).await;
 }
