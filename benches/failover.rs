@@ -334,6 +334,10 @@ impl Instance {
                 // No ha.lease_ttl: the default's, at which the targets are stated.
                 .env("WFMD_HA__INSTANCE_ID", id)
                 .env("WFMD_HA__ADVERTISE_URL", &url)
+                .env(
+                    "WFMD_HA__CLUSTER_KEY",
+                    "bench-cluster-key-0123456789abcdef012345",
+                )
                 .current_dir(dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

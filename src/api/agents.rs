@@ -12,7 +12,7 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::SchemaType;
 use utoipa::openapi::{Object, Required, Type};
 
-use super::auth::Caller;
+use super::auth::{Caller, CallerKey};
 use super::error::{Problem, problem_answers};
 use super::extract::{PathParams, QueryParams, WindowQuery, window_from_query};
 use super::json::JsonBody;
@@ -260,6 +260,7 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
         (status = 202, description = "With `when_busy = \"defer\"`: the agent is busy and the change waits (replacing the agent's earlier deferred change, if any); `transition.deferred` is sent, then `agent.state_changed`, `transition.rejected`, `transition.expired` or `transition.cancelled`", body = Deferral),
         (status = 404, description = "The platform does not know the agent"),
         (status = 409, description = "Refused: `violation` is AGENT_NOT_SCHEDULED, MANDATORY_BREAK_VIOLATION or STATE_CONFLICT"),
+        (status = 429, description = "With `when_busy = \"defer\"`: the caller has `deferred.max_waiting_per_caller` deferred changes counted (each counts while it waits, and for a minute after it was asked); `Retry-After` says when one stops counting"),
         (status = 502, description = "The platform refused the request; `schedule-lookup-refused`: it refuses this API user schedule lookups, so compliance cannot be checked (import schedules, or `[compliance] without_schedule = \"allow\"`)"),
         (status = 503, description = "The platform could not be reached or kept failing"),
     )
@@ -267,6 +268,7 @@ pub(super) fn check_reason(reason: &str) -> Result<(), Problem> {
 pub async fn create_transition(
     State(state): State<ApiState>,
     caller: Caller,
+    caller_key: CallerKey,
     PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TransitionBody>,
@@ -278,6 +280,17 @@ pub async fn create_transition(
     let idempotency_key = idempotency_key(body.idempotency_key, &headers, &caller)?;
     let defer = asked_wait(body.when_busy, body.defer_for.as_deref())?
         .and_then(|wait| state.deferred.defer(WhenBusy::Defer, wait));
+    // Taken before the change is asked, so a burst of requests cannot all pass at once.
+    let place = match defer {
+        Some(_) => {
+            let now = state.engine.now();
+            match state.deferrals.admit(&caller_key, &state.store, now).await {
+                Ok(place) => Some(place),
+                Err(too_many) => return Ok(too_many),
+            }
+        }
+        None => None,
+    };
     let request = TransitionRequest {
         agent_id,
         target: body.state,
@@ -289,12 +302,17 @@ pub async fn create_transition(
     // A person waits for this answer: it goes before every queued rule or refresh.
     let engine = state.engine.clone();
     let answer = to_the_end(async move {
-        in_lane(
+        let answer = in_lane(
             Lane::Interactive,
             None,
             engine.transition_or_defer(request, defer),
         )
-        .await
+        .await;
+        // Here, not after the answer: a client that leaves does not take the count off.
+        if let (Ok(Deferrable::Deferred(deferral)), Some(place)) = (&answer, place) {
+            place.deferred(deferral);
+        }
+        answer
     })
     .await?
     .map_err(engine_problem)?;

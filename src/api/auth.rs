@@ -159,21 +159,7 @@ impl ApiTokens {
                 tenants: None,
             });
         }
-        let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        let value = match (values.next(), values.next()) {
-            (None, _) => return Err(Refusal::Missing),
-            (Some(value), None) => value,
-            (Some(_), Some(_)) => return Err(Refusal::Malformed),
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or(Refusal::Malformed)?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = presented(headers)?;
         // Every entry is compared, matching or not, so the time taken does not depend on
         // where (or whether) the token is configured.
         let mut found = None;
@@ -189,6 +175,59 @@ impl ApiTokens {
                 tenants: entry.tenants.clone(),
             })
             .ok_or(Refusal::Invalid)
+    }
+}
+
+/// The SHA-256 digest of the bearer token `headers` present, or why they present none.
+fn presented(headers: &HeaderMap) -> Result<[u8; 32], Refusal> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(Refusal::Missing),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => return Err(Refusal::Malformed),
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or(Refusal::Malformed)?;
+    Ok(Sha256::digest(token.as_bytes()).into())
+}
+
+/// `server.metrics_token`, as its digest: what `/metrics` asks of a scraper when set.
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not even the digest: a weak token could be found from it.
+        f.write_str("MetricsToken(..)")
+    }
+}
+
+impl MetricsToken {
+    pub fn new(token: &secrecy::SecretString) -> MetricsToken {
+        use secrecy::ExposeSecret;
+        MetricsToken(Sha256::digest(token.expose_secret().as_bytes()).into())
+    }
+
+    /// Nothing when `headers` present the token (compared in constant time), else the
+    /// 401 that asks for it.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+        match presented(headers) {
+            Ok(digest) if bool::from(self.0[..].ct_eq(&digest[..])) => Ok(()),
+            refused => {
+                let reason = refused.err().map_or("invalid", Refusal::reason);
+                metrics::counter!("wfmd_api_refusals_total", "reason" => reason).increment(1);
+                Err(invalid_credential(
+                    "/metrics needs `Authorization: Bearer <server.metrics_token>`",
+                ))
+            }
+        }
     }
 }
 

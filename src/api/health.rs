@@ -2,8 +2,8 @@
 //! readiness.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::json;
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::cxone::{Lane, in_lane};
 use crate::engine::transition::ADOPT_CLOCK_SKEW;
 
-use super::auth::Caller;
+use super::auth::{Caller, MetricsToken};
 use super::roles::VIEWER;
 use super::tenancy::{Directory, ServedTenant};
 use super::{ApiState, READINESS_TIMEOUT, Routes};
@@ -28,8 +28,9 @@ pub fn routes() -> Routes {
 
 /// The process is up and serving.
 ///
-/// Open (no token) like `/readyz` and `/metrics`: orchestrators' probes and metric
-/// scrapers carry no bearer tokens, and none of the three shows agent data.
+/// Open (no token) like `/readyz` and, unless `server.metrics_token` is set,
+/// `/metrics`: orchestrators' probes and metric scrapers carry no API tokens, and none
+/// of the three shows agent data.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -43,15 +44,17 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// The database takes writes and the platform accepts our credentials.
 ///
-/// The body says which of the two failed, how the state sync is doing, and each metric
-/// family's health (`metrics.skills`, `metrics.queues`: `status` pending, ok, failing
-/// or unavailable, with the `reason`, and when it last answered). The error texts
-/// (which may name hosts, tenants or database paths) go to the log and, when tokens are
-/// configured, only to callers presenting a valid one; others see `unavailable`, and
-/// no family `reason`. With several tenants the body is `{"status", "tenants": {id:
-/// that tenant's body}}`, ready only when every tenant is. With `[ha]`, `leads` says
-/// whether this instance leads the tenant; a follower's readiness is its database's
-/// (`platform` is then `leader's`, and no sync is shown: the leader runs both).
+/// Ready only when every tenant is. A caller without a token (where tokens are
+/// configured) learns that alone: `{"status"}`. A token's holder sees the details of
+/// the tenants it holds: which of the two checks failed and its error text (which may
+/// name hosts or database paths; it goes to the log too), how the state sync is doing,
+/// and each metric family's health (`metrics.skills`, `metrics.queues`: `status`
+/// pending, ok, failing or unavailable, with the `reason`, and when it last answered).
+/// With one tenant the body is that tenant's; with several `{"status", "tenants": {id:
+/// that tenant's body}}`, for the tenants held. With `[ha]`, `leads` says whether this
+/// instance leads the tenant; a follower's readiness is its database's (`platform` is
+/// then `leader's`, and no sync is shown: the leader runs both). Without tokens every
+/// caller is the local admin, and sees everything.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -59,30 +62,33 @@ pub async fn healthz() -> impl IntoResponse {
     security(()),
     responses(
         (status = 200, description = "Ready: the database takes writes and the platform works", body = Object),
-        (status = 503, description = "Not ready; `database` or `platform` says which (with the error for authenticated callers)", body = Object),
+        (status = 503, description = "Not ready; to a token's holder, `database` or `platform` says which, with the error, for the tenants it holds", body = Object),
     )
 )]
 pub async fn readyz(
     Extension(directory): Extension<super::tenancy::Directory>,
     caller: Option<Extension<Caller>>,
 ) -> impl IntoResponse {
-    let detailed = caller.is_some();
-    let (ready, body) = match &directory.0[..] {
-        [only] => tenant_readiness(only, detailed).await,
+    let holds = |tenant: &ServedTenant| caller.as_ref().is_some_and(|c| c.holds(&tenant.id));
+    // Each tenant on its own: one that is not ready is named, with why, to its holders.
+    let checks = directory.0.iter().map(|tenant| async move {
+        let shown = holds(tenant);
+        let (ready, body) = tenant_readiness(tenant, shown).await;
+        (tenant, ready, shown.then_some(body))
+    });
+    let checked = futures::future::join_all(checks).await;
+    let ready = checked.iter().all(|(_, ready, _)| *ready);
+    let status = if ready { "ready" } else { "unavailable" };
+    let body = match checked.as_slice() {
+        _ if caller.is_none() => json!({"status": status}),
+        [(_, _, Some(body))] => body.clone(),
+        [_] => json!({"status": status}),
         several => {
-            // Each tenant on its own: one that is not ready is named, with why.
-            let checks = several.iter().map(|tenant| async move {
-                let (ready, body) = tenant_readiness(tenant, detailed).await;
-                (tenant.id.to_string(), ready, body)
-            });
-            let mut ready = true;
-            let mut tenants = serde_json::Map::new();
-            for (id, tenant_ready, body) in futures::future::join_all(checks).await {
-                ready &= tenant_ready;
-                tenants.insert(id, body);
-            }
-            let status = if ready { "ready" } else { "unavailable" };
-            (ready, json!({"status": status, "tenants": tenants}))
+            let tenants: serde_json::Map<_, _> = several
+                .iter()
+                .filter_map(|(tenant, _, body)| Some((tenant.id.to_string(), body.clone()?)))
+                .collect();
+            json!({"status": status, "tenants": tenants})
         }
     };
     let status = if ready {
@@ -222,17 +228,30 @@ async fn platform_readiness(state: &ApiState) -> Result<(), String> {
 }
 
 /// Prometheus metrics (text format 0.0.4).
+///
+/// Open, unless `server.metrics_token` is set: then only for
+/// `Authorization: Bearer <server.metrics_token>` (the API's tokens do not open it).
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
     security(()),
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`server.metrics_token` is set, and the request does not present it"),
+    )
 )]
 pub async fn metrics(
     State(state): State<ApiState>,
     Extension(directory): Extension<super::tenancy::Directory>,
-) -> impl IntoResponse {
+    Extension(token): Extension<Option<MetricsToken>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = token
+        && let Err(refused) = token.check(&headers)
+    {
+        return refused;
+    }
     // Measured here, at the scrape, so the figure is never older than the scrape; each
     // tenant's database in the tenant's scope, which labels its series.
     let measures = directory.0.iter().map(|tenant| {
@@ -253,6 +272,7 @@ pub async fn metrics(
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+        .into_response()
 }
 
 /// A tenant as `GET /v1/tenants` shows it.

@@ -9,12 +9,16 @@
 //!   themselves), an IP address, or a name in `server.allowed_hosts`; else 421. An IP
 //!   address is safe to accept: a page is only same-origin with an address when it was
 //!   loaded from that address, and probes and scrapers often use one. A request
-//!   without `Host` did not come from a browser and passes.
-//! - `Origin`, when a browser sends it, on `/v1/ws`, `/v1/events` and every route that
-//!   is not `GET`/`HEAD`, must be the origin of the request's own `Host` (same host and
-//!   port), or a host in `server.allowed_hosts` (for a proxy that rewrites `Host`);
-//!   else 403. WebSockets have no CORS to protect them, and a form or `fetch` may post
-//!   across sites. Clients that send no `Origin` (curl, scripts, the CLI) pass.
+//!   without `Host` did not come from a browser and passes. [`check`] judges it in
+//!   front of every route.
+//! - `Origin`, when a browser sends it, on the live feed (`/v1/ws`, `/v1/events`) and
+//!   every route that is not `GET`/`HEAD`, must be the origin of the request's own
+//!   `Host` (same host and port), or a host in `server.allowed_hosts` (for a proxy that
+//!   rewrites `Host`); else 403. WebSockets have no CORS to protect them, and a form or
+//!   `fetch` may post across sites. Clients that send no `Origin` (curl, scripts, the
+//!   CLI) pass. [`same_origin`] judges it on each tenant's (and the process's) routes,
+//!   after the dispatcher has resolved a `/v1/tenants/{tenant}` prefix, so every address
+//!   of a route is judged as the route it is.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::Problem;
+use super::forward::{self, ClusterKey, HandedOn};
 
 /// The host names the API answers to besides `localhost` and IP addresses.
 #[derive(Debug, Clone, Default)]
@@ -73,8 +78,8 @@ fn split(authority: &str) -> Option<(String, Option<u16>)> {
     Some((normalise(host), authority.port_u16()))
 }
 
-/// Whether a request to `path` with `method` must come from one of our pages when a
-/// browser sends it.
+/// Whether a request to `path` (a tenant's own path, its prefix resolved) with
+/// `method` must come from one of our pages when a browser sends it.
 fn needs_same_origin(method: &Method, path: &str) -> bool {
     !(method == Method::GET || method == Method::HEAD) || path == "/v1/ws" || path == "/v1/events"
 }
@@ -132,8 +137,8 @@ fn one(value: Option<&HeaderValue>, more: bool) -> Result<Option<&str>, Refusal>
     }
 }
 
-/// The verdict on a request's `Host` and `Origin`.
-fn judge(hosts: &AllowedHosts, request: &Request) -> Result<(), Refusal> {
+/// The host and port a request names (`Host`, or an absolute target), if any.
+fn named_host(request: &Request) -> Result<Option<(String, Option<u16>)>, Refusal> {
     let headers = request.headers();
     let mut host_values = headers.get_all(header::HOST).iter();
     let host_header = one(host_values.next(), host_values.next().is_some())?;
@@ -143,20 +148,25 @@ fn judge(hosts: &AllowedHosts, request: &Request) -> Result<(), Refusal> {
         .authority()
         .map(|a| a.as_str())
         .or(host_header);
-    let host = match authority {
-        None => None,
-        Some(authority) => {
-            let (name, port) = split(authority).ok_or(Refusal::MalformedHost)?;
-            if !hosts.allows(&name) {
-                return Err(Refusal::ForeignHost);
-            }
-            Some((name, port))
-        }
-    };
+    authority
+        .map(|authority| split(authority).ok_or(Refusal::MalformedHost))
+        .transpose()
+}
+
+/// The verdict on a request's `Host`.
+fn judge_host(hosts: &AllowedHosts, request: &Request) -> Result<(), Refusal> {
+    match named_host(request)? {
+        Some((name, _)) if !hosts.allows(&name) => Err(Refusal::ForeignHost),
+        _ => Ok(()),
+    }
+}
+
+/// The verdict on a request's `Origin`, for a request whose `Host` passed.
+fn judge_origin(hosts: &AllowedHosts, request: &Request) -> Result<(), Refusal> {
     if !needs_same_origin(request.method(), request.uri().path()) {
         return Ok(());
     }
-    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let mut origins = request.headers().get_all(header::ORIGIN).iter();
     let Some(origin) =
         one(origins.next(), origins.next().is_some()).map_err(|_| Refusal::ForeignOrigin)?
     else {
@@ -176,7 +186,7 @@ fn judge(hosts: &AllowedHosts, request: &Request) -> Result<(), Refusal> {
         "https" | "wss" => 443,
         _ => return Err(Refusal::ForeignOrigin),
     };
-    match host {
+    match named_host(request).map_err(|_| Refusal::ForeignOrigin)? {
         // The port a browser leaves out is its scheme's; so is the one a proxy that
         // keeps the name leaves out of `Host`.
         Some((name, port))
@@ -189,23 +199,51 @@ fn judge(hosts: &AllowedHosts, request: &Request) -> Result<(), Refusal> {
     }
 }
 
-/// Middleware on every route: refuses a foreign `Host` (421) or `Origin` (403).
-pub async fn check(
+/// What [`check`] needs: our host names, and the key that proves a request was handed
+/// on by another instance.
+pub struct Edge {
+    pub hosts: AllowedHosts,
+    pub cluster: Option<ClusterKey>,
+}
+
+/// Middleware in front of every route: refuses a foreign `Host` (421). A request proven
+/// handed on by another instance, which judged its `Host` and `Origin` against its own
+/// name, is taken as its client's and not judged here (see [`super::forward`]).
+pub async fn check(State(edge): State<Arc<Edge>>, mut request: Request, next: Next) -> Response {
+    let now = chrono::Utc::now().timestamp();
+    if let Some(handed) = forward::proven(edge.cluster.as_ref(), &mut request, now) {
+        forward::received(handed, &mut request);
+        return next.run(request).await;
+    }
+    match judge_host(&edge.hosts, &request) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// Middleware on each tenant's routes and the process's, outside everything else on
+/// them: refuses a foreign `Origin` (403) where a page may not act.
+pub async fn same_origin(
     State(hosts): State<Arc<AllowedHosts>>,
     request: Request,
     next: Next,
 ) -> Response {
-    match judge(&hosts, &request) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => {
-            metrics::counter!("wfmd_api_refusals_total", "reason" => refusal.reason()).increment(1);
-            tracing::warn!(
-                reason = refusal.reason(),
-                "refused a request naming a foreign host or coming from a foreign page"
-            );
-            refusal.response()
-        }
+    if request.extensions().get::<HandedOn>().is_some() {
+        return next.run(request).await;
     }
+    match judge_origin(&hosts, &request) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refused(refusal),
+    }
+}
+
+fn refused(refusal: Refusal) -> Response {
+    metrics::counter!("wfmd_api_refusals_total", "reason" => refusal.reason()).increment(1);
+    tracing::warn!(
+        reason = refusal.reason(),
+        "refused a request naming a foreign host or coming from a foreign page"
+    );
+    refusal.response()
 }
 
 #[cfg(test)]
@@ -228,7 +266,9 @@ mod tests {
         uri: &str,
         headers: &[(&str, &str)],
     ) -> Result<(), Refusal> {
-        judge(hosts, &request(method, uri, headers))
+        // As the two layers judge it: the host in front, the origin on the routes.
+        let request = request(method, uri, headers);
+        judge_host(hosts, &request).and_then(|()| judge_origin(hosts, &request))
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The middleware every request passes: request id, tracing span, security headers,
-//! problem+json for every error, the request's time limits, the `Host`/`Origin` check,
+//! problem+json for every error, the request's time limits, the `Host` check,
 //! and a last line of defence against panics.
 //!
 //! Order, outermost first:
@@ -15,8 +15,10 @@
 //!    that lets nothing load or run and nothing frame the page ([`DEFAULT_CSP`]);
 //! 5. an error answer that is not JSON (axum's own 405, a rejection of a layer) is
 //!    turned into problem+json, keeping its status and headers;
-//! 6. a request naming a foreign `Host` or coming from a foreign `Origin` is refused
-//!    ([`super::hosts`]);
+//! 6. a request naming a foreign `Host` is refused ([`super::hosts`]; one coming from a
+//!    foreign `Origin` is refused on the routes the dispatcher hands it to, once a
+//!    tenant's prefix is resolved); one proven handed on by another instance is taken
+//!    as its client's instead ([`super::forward`]);
 //! 7. a request whose answer has not begun within `server.request_timeout` is answered
 //!    503 (streams go on once begun); its body must have arrived within
 //!    `server.body_timeout`;
@@ -41,6 +43,7 @@ use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::Problem;
+use super::forward::ClusterKey;
 use super::hosts::{self, AllowedHosts};
 use super::json::is_json;
 
@@ -66,21 +69,32 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// The host names besides loopback and addresses.
     pub hosts: AllowedHosts,
+    /// `ha.cluster_key`: what proves a request was handed on by another instance.
+    pub cluster: Option<ClusterKey>,
+    /// `server.metrics_token`: what `/metrics` asks of a scraper, when set.
+    pub metrics_token: Option<super::auth::MetricsToken>,
 }
 
 impl Limits {
-    pub fn from_config(server: &crate::config::ServerConfig) -> Limits {
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        let server = &config.server;
         Limits {
             request_timeout: server.request_timeout,
             body_timeout: server.body_timeout,
             hosts: AllowedHosts::new(&server.allowed_hosts),
+            cluster: config
+                .ha
+                .as_ref()
+                .and_then(|ha| ha.cluster_key.clone())
+                .map(ClusterKey::new),
+            metrics_token: server.metrics_token().map(super::auth::MetricsToken::new),
         }
     }
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits::from_config(&crate::config::ServerConfig::default())
+        Limits::from_config(&crate::config::Config::default())
     }
 }
 
@@ -97,7 +111,10 @@ pub fn around(router: Router, limits: &Limits) -> Router {
                 .timeout(request_timeout),
         )
         .layer(middleware::from_fn_with_state(
-            Arc::new(limits.hosts.clone()),
+            Arc::new(hosts::Edge {
+                hosts: limits.hosts.clone(),
+                cluster: limits.cluster.clone(),
+            }),
             hosts::check,
         ))
         .layer(

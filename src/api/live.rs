@@ -48,6 +48,7 @@ use super::roles::VIEWER;
 use super::serve::Connection;
 use super::tenancy::{Directory, NoSuchTenant, TenantPath};
 use super::{ApiState, Routes};
+use crate::domain::tenant::TenantId;
 use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
 
 /// What the browser is told to wait before reconnecting on its own (the page runs its
@@ -735,15 +736,29 @@ pub async fn wallboard() -> Response {
     response
 }
 
-/// Whether `tenant` is one the daemon serves. The page is open to any caller (it holds
-/// no data; its script asks the API, which checks the token), as `/` is.
-fn serves(directory: &Directory, tenant: &str) -> bool {
-    directory.0.iter().any(|t| t.id.as_str() == tenant)
+/// Whether `tenant`'s page is served to `caller`. The page is open (it holds no data;
+/// its script asks the API, which checks the token), as `/` is, but whether it is
+/// served must not tell a stranger which tenants exist. A caller the API knows (every
+/// caller when no tokens are configured) gets it for a tenant served that it holds, and
+/// the 404 of an unknown route otherwise, as from the API. A caller without a token
+/// (a browser opening the page: it sends none) gets it for every well-formed id alike;
+/// the page asks for a token before it shows anything, and with one the API answers
+/// 404 for an id the token does not hold, which the page says.
+fn page_served(directory: &Directory, caller: Option<&Caller>, tenant: &str) -> bool {
+    match caller {
+        Some(caller) => directory
+            .0
+            .iter()
+            .any(|t| t.id.as_str() == tenant && caller.holds(&t.id)),
+        None => tenant.parse::<TenantId>().is_ok(),
+    }
 }
 
 /// One tenant's wallboard: the page of `/`, reading `/v1/tenants/{tenant}/…`.
 ///
-/// `?kiosk=1` works as on `/`. An id that is not served is the 404 of an unknown route.
+/// `?kiosk=1` works as on `/`. A tenant not served (or not held by the caller's token)
+/// is the 404 of an unknown route; where tokens are configured, a caller without one
+/// gets the page for any well-formed id, so it learns nothing of which are served.
 #[utoipa::path(
     get,
     path = "/t/{tenant}/",
@@ -757,9 +772,10 @@ fn serves(directory: &Directory, tenant: &str) -> bool {
 )]
 pub async fn tenant_wallboard(
     Extension(directory): Extension<Directory>,
+    caller: Option<Extension<Caller>>,
     PathParams(TenantPath { tenant }): PathParams<TenantPath>,
 ) -> Response {
-    if !serves(&directory, &tenant) {
+    if !page_served(&directory, caller.as_deref(), &tenant) {
         return no_such_tenant();
     }
     wallboard().await
@@ -780,13 +796,14 @@ pub async fn tenant_wallboard(
 )]
 pub async fn tenant_wallboard_slash(
     Extension(directory): Extension<Directory>,
+    caller: Option<Extension<Caller>>,
     PathParams(TenantPath { tenant }): PathParams<TenantPath>,
     uri: Uri,
 ) -> Response {
-    if !serves(&directory, &tenant) {
+    if !page_served(&directory, caller.as_deref(), &tenant) {
         return no_such_tenant();
     }
-    // A configured id is a-z, 0-9 and '-': nothing in it leaves this path.
+    // A well-formed id is a-z, 0-9 and '-': nothing in it leaves this path.
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     Redirect::permanent(&format!("/t/{tenant}/{query}")).into_response()
 }

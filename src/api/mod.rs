@@ -30,6 +30,7 @@ mod audit;
 pub mod auth;
 mod bulk;
 pub mod cluster;
+pub mod deferrals;
 pub mod error;
 pub mod exports;
 pub mod extract;
@@ -104,6 +105,8 @@ pub struct ApiState {
     pub judging: crate::engine::compliance::JudgingHandle,
     /// The tenant's deferred changes (`when_busy = "defer"`).
     pub deferred: crate::engine::deferred::worker::DeferredChanges,
+    /// The bound on each caller's deferred changes (`deferred.max_waiting_per_caller`).
+    pub deferrals: deferrals::DeferralLimit,
     /// The live feed: snapshot, events, tickets.
     pub live: crate::live::Live,
     /// The newest skill and queue figures and each family's health.
@@ -127,7 +130,54 @@ fn with_body_limit(
 ) -> UtoipaMethodRouter<ApiState> {
     let (schemas, mut paths, router) = route;
     openapi::document_body_limit(&mut paths, bytes);
+    for item in paths.paths.values_mut() {
+        for (_, operation) in roles::operations_mut(item) {
+            operation
+                .extensions
+                .get_or_insert_default()
+                .insert(BODY_LIMIT_MARK.to_owned(), bytes.into());
+        }
+    }
     (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
+}
+
+/// What [`with_body_limit`] marks a route's operations with, for [`described_routes`]
+/// to read into [`BodyLimits`] and take off again: it is never served.
+const BODY_LIMIT_MARK: &str = "x-wfmd-body-limit";
+
+/// Each route's body limit, by method and route template: what a follower holds a
+/// request to before handing it on ([`forward`]), as the route itself would.
+#[derive(Debug, Default)]
+pub struct BodyLimits(std::collections::HashMap<(axum::http::Method, String), usize>);
+
+impl BodyLimits {
+    /// The most `method` on the route template `route` takes.
+    pub fn of(&self, method: &axum::http::Method, route: &str) -> usize {
+        self.0
+            .get(&(method.clone(), route.to_owned()))
+            .copied()
+            .unwrap_or(BODY_LIMIT_BYTES)
+    }
+
+    /// The limits [`with_body_limit`] marked in `spec`, the marks taken off.
+    fn take_from(spec: &mut utoipa::openapi::OpenApi) -> BodyLimits {
+        let mut limits = BodyLimits::default();
+        for (path, item) in spec.paths.paths.iter_mut() {
+            for (method, operation) in roles::operations_mut(item) {
+                let Some(extensions) = &mut operation.extensions else {
+                    continue;
+                };
+                if let Some(bytes) = extensions.remove(BODY_LIMIT_MARK) {
+                    let bytes = bytes.as_u64().expect("a body limit is a number") as usize;
+                    limits.0.insert((method, path.clone()), bytes);
+                }
+                if extensions.is_empty() {
+                    operation.extensions = None;
+                }
+            }
+        }
+        limits
+    }
 }
 
 /// Runs `change` on a task of its own and waits for its end: a request cut off by
@@ -141,8 +191,8 @@ async fn to_the_end<T: Send + 'static>(
         .map_err(|e| error::Problem::internal(&e))
 }
 
-/// The routes and their OpenAPI document, before middleware.
-fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+/// The routes, their OpenAPI document and their body limits, before middleware.
+fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi, BodyLimits) {
     let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());
     for route in [
         health::routes(),
@@ -164,8 +214,9 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         api = api.routes(route);
     }
     let (router, mut spec) = api.split_for_parts();
+    let body_limits = BodyLimits::take_from(&mut spec);
     openapi::complete(&mut spec);
-    (router, spec)
+    (router, spec, body_limits)
 }
 
 /// The OpenAPI document of the API, as `/openapi.json` serves it.
@@ -189,12 +240,16 @@ pub fn router(
     limits: &Limits,
     instance: cluster::ThisInstance,
 ) -> (Router, tenancy::Routing) {
-    let (routes, spec) = described_routes();
+    let (routes, spec, body_limits) = described_routes();
+    let body_limits = Arc::new(body_limits);
     let access = Arc::new(auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}")));
     let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
         .expect("the OpenAPI document serializes");
     let spec_json = openapi::SpecJson(Arc::new(spec_json.into()));
     let tokens = Arc::new(tokens);
+    let allowed_hosts = Arc::new(limits.hosts.clone());
+    let cluster_key = limits.cluster.clone();
+    let metrics_token = limits.metrics_token.clone();
     // One tenant's routes; `tenant` is whom the gate checks the caller holds (none for
     // the process's routes).
     let routes_for = move |state: ApiState,
@@ -230,6 +285,17 @@ pub fn router(
             .layer(Extension(spec_json.clone()))
             .layer(Extension(directory.clone()))
             .layer(Extension(instance.clone()))
+            .layer(Extension(body_limits.clone()))
+            // What a follower signs the requests it hands on with.
+            .layer(Extension(cluster_key.clone()))
+            .layer(Extension(metrics_token.clone()))
+            // Outside everything, the ticket's redemption included; here rather than in
+            // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
+            // as the `/v1/ws` it is.
+            .layer(axum::middleware::from_fn_with_state(
+                allowed_hosts.clone(),
+                hosts::same_origin,
+            ))
             .with_state(state)
     };
     let build = move |tenants: &[tenancy::ServedTenant]| {
@@ -254,6 +320,28 @@ pub fn router(
         .fallback(tenancy::dispatch)
         .with_state(routing.clone());
     (layers::around(router, limits), routing)
+}
+
+#[cfg(test)]
+mod body_limit_tests {
+    use axum::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn each_routes_body_limit_is_read_from_its_declaration_and_never_served() {
+        let (_, spec, limits) = described_routes();
+        assert_eq!(
+            limits.of(&Method::POST, "/v1/bulk-transitions"),
+            bulk::BODY_LIMIT_BYTES
+        );
+        assert_eq!(
+            limits.of(&Method::POST, "/v1/agents/{agent_id}/transitions"),
+            BODY_LIMIT_BYTES
+        );
+        let served = serde_json::to_string(&spec).unwrap();
+        assert!(!served.contains(BODY_LIMIT_MARK), "{served}");
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -30,6 +30,22 @@ pub fn operations(item: &PathItem) -> impl Iterator<Item = (Method, &Operation)>
     .filter_map(|(method, operation)| Some((method, operation.as_ref()?)))
 }
 
+/// [`operations`], to change.
+pub fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
+    [
+        (Method::GET, &mut item.get),
+        (Method::PUT, &mut item.put),
+        (Method::POST, &mut item.post),
+        (Method::DELETE, &mut item.delete),
+        (Method::OPTIONS, &mut item.options),
+        (Method::HEAD, &mut item.head),
+        (Method::PATCH, &mut item.patch),
+        (Method::TRACE, &mut item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| Some((method, operation.as_mut()?)))
+}
+
 /// A security requirement as scheme name → scopes (its map is private; its JSON is not).
 pub fn requirement(
     requirement: &utoipa::openapi::security::SecurityRequirement,

@@ -111,7 +111,7 @@ impl App {
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
             serving: api::serve::Settings::from_config(config),
-            limits: api::Limits::from_config(&config.server),
+            limits: api::Limits::from_config(config),
             exports: api::exports::Exports::new(&config.exports),
             clock,
             lock_databases,

@@ -183,6 +183,9 @@ impl Tenant {
             bulk: self.bulk.clone(),
             judging: self.judging.clone(),
             deferred: self.deferred.clone(),
+            deferrals: api::deferrals::DeferralLimit::new(
+                self.config.deferred.max_waiting_per_caller,
+            ),
             live: self.live.clone(),
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+/// Shortest accepted `ha.cluster_key`, in characters.
+pub const MIN_CLUSTER_KEY_LEN: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,6 +28,17 @@ pub struct HaConfig {
     /// and stops acting when a fifth of it is left unrenewed.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// The key every instance shares (the same on each, at least 32 characters, e.g.
+    /// `openssl rand -hex 32`; required): a follower signs each request it hands on to
+    /// the leader with it, so the leader trusts the `Host` and `Origin` the follower
+    /// already judged and counts the original client's address. A request claiming to
+    /// be handed on without a valid signature is an ordinary one. Set it from the
+    /// environment (`WFMD_HA__CLUSTER_KEY`).
+    #[serde(
+        serialize_with = "super::retention::mask_optional_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cluster_key: Option<SecretString>,
 }
 
 impl Default for HaConfig {
@@ -32,6 +47,7 @@ impl Default for HaConfig {
             instance_id: None,
             advertise_url: None,
             lease_ttl: Duration::from_secs(10),
+            cluster_key: None,
         }
     }
 }
@@ -50,6 +66,22 @@ impl HaConfig {
             && let Some(problem) = super::url_problem("ha.advertise_url", url)
         {
             problems.push(problem);
+        }
+        match self
+            .cluster_key
+            .as_ref()
+            .map(|key| key.expose_secret().len())
+        {
+            None | Some(0) => problems.push(format!(
+                "ha.cluster_key must be set with [ha]: the same key on every instance, at \
+                 least {MIN_CLUSTER_KEY_LEN} characters (e.g. `openssl rand -hex 32`), with \
+                 which an instance proves it handed a request on"
+            )),
+            Some(len) if len < MIN_CLUSTER_KEY_LEN => problems.push(format!(
+                "ha.cluster_key must be at least {MIN_CLUSTER_KEY_LEN} characters (e.g. \
+                 `openssl rand -hex 32`), got {len}"
+            )),
+            Some(_) => {}
         }
         if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&self.lease_ttl) {
             problems.push(format!(
@@ -110,7 +142,10 @@ mod tests {
             load(postgres, &[]).unwrap().ha.is_none(),
             "the sole instance"
         );
-        let ha = load(&format!("{postgres}[ha]\n"), &[]).unwrap().ha.unwrap();
+        let ha = load(&format!("{postgres}[ha]\n"), &[KEY])
+            .unwrap()
+            .ha
+            .unwrap();
         assert_eq!(
             (ha.instance_id, ha.lease_ttl),
             (None, Duration::from_secs(10))
@@ -120,7 +155,7 @@ mod tests {
                 "{postgres}[ha]\ninstance_id = \"a b\"\nadvertise_url = \"ftp://x\"\n\
                  lease_ttl = \"1s\"\n"
             ),
-            &[],
+            &[KEY],
         )
         .unwrap_err()
         .to_string();
@@ -132,13 +167,38 @@ mod tests {
                 "{postgres}[ha]\ninstance_id = \"wfmd-a\"\n\
                  advertise_url = \"http://10.0.0.5:8080\"\nlease_ttl = \"30s\"\n"
             ),
-            &[],
+            &[KEY],
         )
         .unwrap();
         let ha = config.ha.unwrap();
         assert_eq!(ha.instance_id(), "wfmd-a");
         assert_eq!(ha.advertise_url.as_deref(), Some("http://10.0.0.5:8080"));
         assert_eq!(ha.lease_ttl, Duration::from_secs(30));
+    }
+
+    const KEY: (&str, &str) = ("WFMD_HA__CLUSTER_KEY", "0123456789abcdef0123456789abcdef");
+
+    #[test]
+    fn the_cluster_key_is_required_long_enough_and_never_shown() {
+        let ha = "[database]\nurl = \"postgres://wfmd@db.example/wfmd\"\n[ha]\n";
+        for (env, expected) in [
+            (&[][..], "ha.cluster_key must be set with [ha]"),
+            (
+                &[("WFMD_HA__CLUSTER_KEY", "short")][..],
+                "ha.cluster_key must be at least 32 characters (e.g. `openssl rand -hex 32`), got 5",
+            ),
+        ] {
+            let refused = load(ha, env).unwrap_err();
+            assert!(
+                refused.problems.iter().any(|p| p.starts_with(expected)),
+                "{refused}"
+            );
+        }
+        let config = load(ha, &[KEY]).unwrap();
+        let shown = config.to_masked_toml();
+        assert!(shown.contains("cluster_key = \"********\""), "{shown}");
+        assert!(!shown.contains(KEY.1), "{shown}");
+        assert!(!format!("{config:?}").contains(KEY.1));
     }
 
     #[test]

@@ -219,7 +219,7 @@ impl AuditConfig {
     }
 }
 
-fn mask_optional_secret<S: serde::Serializer>(
+pub(super) fn mask_optional_secret<S: serde::Serializer>(
     secret: &Option<SecretString>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

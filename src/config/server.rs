@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::api_tokens::ApiTokenConfig;
@@ -51,7 +52,18 @@ pub struct ServerConfig {
     /// to start (tokens would cross the network in plain HTTP) unless this says a TLS
     /// proxy is in front.
     pub plain_http_ok: bool,
+    /// When set (at least 16 characters), `/metrics` answers only a scraper sending
+    /// `Authorization: Bearer <it>`; without it `/metrics` is open, as probes are. Set
+    /// it from the environment (`WFMD_SERVER__METRICS_TOKEN`).
+    #[serde(
+        serialize_with = "super::retention::mask_optional_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub metrics_token: Option<SecretString>,
 }
+
+/// Shortest accepted `server.metrics_token`, in characters.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -68,6 +80,7 @@ impl Default for ServerConfig {
             proxies: Vec::new(),
             allowed_hosts: Vec::new(),
             plain_http_ok: false,
+            metrics_token: None,
         }
     }
 }
@@ -133,6 +146,22 @@ impl ServerConfig {
         if let Some(problem) = self.plain_http_problem(tokens.len()) {
             problems.push(problem);
         }
+        if let Some(token) = self.metrics_token()
+            && token.expose_secret().len() < MIN_METRICS_TOKEN_LEN
+        {
+            problems.push(format!(
+                "server.metrics_token must be at least {MIN_METRICS_TOKEN_LEN} characters \
+                 (e.g. `openssl rand -hex 16`), got {}",
+                token.expose_secret().len()
+            ));
+        }
+    }
+
+    /// `metrics_token`, when one is set (an empty value counts as none).
+    pub fn metrics_token(&self) -> Option<&SecretString> {
+        self.metrics_token
+            .as_ref()
+            .filter(|token| !token.expose_secret().is_empty())
     }
 
     /// Why wfmd must not serve `tokens` bearer tokens on `listen`: they would travel in
@@ -213,6 +242,24 @@ mod tests {
                  '.'; no scheme, port or path), got `https://wfm.example.com`",
             ]
         );
+    }
+
+    #[test]
+    fn a_metrics_token_is_long_enough_and_never_shown() {
+        let short = load("", &[("WFMD_SERVER__METRICS_TOKEN", "scrape")]).unwrap_err();
+        assert_eq!(
+            short.problems,
+            [
+                "server.metrics_token must be at least 16 characters (e.g. `openssl rand -hex \
+              16`), got 6"
+            ]
+        );
+        let token = "scrape-0123456789abcdef";
+        let config = load("", &[("WFMD_SERVER__METRICS_TOKEN", token)]).unwrap();
+        let shown = config.to_masked_toml();
+        assert!(shown.contains("metrics_token = \"********\""), "{shown}");
+        assert!(!shown.contains(token) && !format!("{config:?}").contains(token));
+        assert!(load("", &[]).unwrap().server.metrics_token().is_none());
     }
 
     const TOKEN: &str = "[[api_tokens]]\nname = \"desk\"\n\

@@ -1,9 +1,10 @@
 //! Several `wfmd serve` on one PostgreSQL database (`[ha]`): one instance leads the
 //! tenant at a time and alone changes its agents, the others handing it the changes
 //! asked of them; when it dies (`kill -9`) or stops (SIGTERM), another takes the tenant
-//! over in a new term.
+//! over in a new term. A body is held to its route's limit before it is handed on.
 
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
 
@@ -24,7 +25,11 @@ pub fn cluster_env_and(
     more: &[(&str, &str)],
 ) -> Vec<(String, String)> {
     let mut env = sim.env(&db.url());
-    let ha = [("WFMD_HA__INSTANCE_ID", id), ("WFMD_HA__LEASE_TTL", "2s")];
+    let ha = [
+        ("WFMD_HA__INSTANCE_ID", id),
+        ("WFMD_HA__LEASE_TTL", "2s"),
+        ("WFMD_HA__CLUSTER_KEY", CLUSTER_KEY),
+    ];
     for (key, value) in ha.iter().chain(more) {
         env.push(((*key).to_owned(), (*value).to_owned()));
     }
@@ -272,4 +277,186 @@ async fn a_ticket_from_one_instance_opens_the_feed_on_another_and_only_once() {
             assert_eq!(second.status(), 401, "{}", again.address);
         }
     }
+}
+
+/// Sends `head` (a request's head, without its blank line) and then `body` to
+/// `address` on a connection of its own, leaving the connection open (the body may be
+/// incomplete); the answer's status and problem, read as they come.
+async fn raw_answer(address: &str, head: &str, body: &[u8]) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut read = Vec::new();
+    let answer = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&read).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    let status = head[9..12].parse().unwrap();
+                    return (status, serde_json::from_str(body).unwrap_or(Value::Null));
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed without an answer: {text}");
+            read.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), answer)
+        .await
+        .expect("an answer before the body is complete")
+}
+
+#[tokio::test]
+async fn a_follower_refuses_a_body_over_its_routes_limit_before_handing_it_on() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let _a = instance(&sim, &db, "wfmd-a").await;
+    leads(&db, "wfmd-a").await;
+    let b = instance(&sim, &db, "wfmd-b").await;
+    let agent = &sim.free_agents()[0].id;
+    let post = |path: &str, framing: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             {framing}"
+        )
+    };
+    let too_large = |(status, problem): (u16, Value)| {
+        assert_eq!(status, 413, "{problem}");
+        assert_eq!(
+            problem["type"], "urn:wfmd:problem:body-too-large",
+            "{problem}"
+        );
+        assert_eq!(problem["limit_bytes"], 64 * 1024, "{problem}");
+    };
+    let transitions = format!("/v1/agents/{agent}/transitions");
+    // Announced larger than the route takes: answered before a byte of it is read.
+    let announced = post(&transitions, "content-length: 17825792");
+    too_large(raw_answer(&b.address, &announced, b"").await);
+    // Announced by no length: cut off where it passes the route's limit.
+    let mut chunks = Vec::new();
+    for size in [60 * 1024, 10 * 1024] {
+        chunks.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        chunks.extend(std::iter::repeat_n(b' ', size));
+        chunks.extend_from_slice(b"\r\n");
+    }
+    let chunked = post(&transitions, "transfer-encoding: chunked");
+    too_large(raw_answer(&b.address, &chunked, &chunks).await);
+    assert_eq!(sim.changes(), 0);
+
+    // A route that takes more (a bulk job) has the body handed on whole: the leader
+    // reads past 64 KiB, to the field it does not know.
+    let padded = json!({"state": "NOT_READY", "team": "t", "padding": " ".repeat(100 * 1024)});
+    let response = http_client()
+        .post(format!("{}/v1/bulk-transitions", b.address))
+        .json(&padded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "padding", "{problem}");
+}
+
+/// The page a follower served sends a change: the follower judges its `Origin` and
+/// hands it on proven, and the leader makes it. A page elsewhere claiming the same
+/// straight to the leader gets nothing past its checks without a valid proof.
+#[tokio::test]
+async fn a_browser_change_through_a_follower_is_made_by_the_leader_and_a_forged_handing_on_is_refused()
+ {
+    use wfmd::api::forward::{ClusterKey, HandedOn};
+
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let a = instance(&sim, &db, "wfmd-a").await;
+    leads(&db, "wfmd-a").await;
+    let b = instance(&sim, &db, "wfmd-b").await;
+    let agents = sim.free_agents();
+    let post = |address: &str, path: &str, origin: &str, headers: reqwest::header::HeaderMap| {
+        http_client()
+            .post(format!("{address}{path}"))
+            .header("origin", origin)
+            .headers(headers)
+            .json(&json!({"state": "NOT_READY"}))
+            .send()
+    };
+    let transitions = |agent: &str| format!("/v1/agents/{agent}/transitions");
+
+    // At both addresses of the route, from the follower's own page.
+    let before = sim.changes();
+    for path in [
+        transitions(&agents[0].id),
+        format!("/v1/tenants/default/agents/{}/transitions", agents[1].id),
+    ] {
+        let response = post(&b.address, &path, &b.address, Default::default())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    assert_eq!(sim.changes(), before + 2, "the leader made both");
+
+    // Straight to the leader from a page elsewhere, claiming to be handed on.
+    let now = chrono::Utc::now().timestamp();
+    let target = transitions(&agents[2].id);
+    let handed = |at: i64| HandedOn {
+        by: "wfmd-b".into(),
+        client: "127.0.0.1".parse().unwrap(),
+        at,
+    };
+    let ours = ClusterKey::new(CLUSTER_KEY.to_owned().into());
+    let theirs = ClusterKey::new("not-the-cluster-key-0123456789abcdef".to_owned().into());
+    let post_method = reqwest::Method::POST;
+    let mut unproven = reqwest::header::HeaderMap::new();
+    unproven.insert("x-wfmd-forwarded-by", "wfmd-b".parse().unwrap());
+    let forged = [
+        ("an unproven claim", unproven),
+        (
+            "a proof with another key",
+            theirs.headers(&handed(now), &post_method, &target).unwrap(),
+        ),
+        (
+            "an hour-old proof",
+            ours.headers(&handed(now - 3600), &post_method, &target)
+                .unwrap(),
+        ),
+        (
+            "another change's proof",
+            ours.headers(&handed(now), &post_method, &transitions(&agents[3].id))
+                .unwrap(),
+        ),
+    ];
+    for (what, headers) in forged {
+        let response = post(&a.address, &target, "http://evil.example", headers)
+            .await
+            .unwrap();
+        let status = response.status();
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(status, 403, "{what}: {problem}");
+        assert_eq!(problem["type"], "urn:wfmd:problem:cross-origin", "{what}");
+    }
+    assert_eq!(sim.changes(), before + 2, "none of them was made");
+
+    // What only an instance can send: taken as judged where it was first asked.
+    let proven = ours.headers(&handed(now), &post_method, &target).unwrap();
+    let response = post(&a.address, &target, "http://evil.example", proven)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(sim.changes(), before + 3);
 }

@@ -164,8 +164,11 @@ async fn on_postgresql_an_instance_shows_the_tenant_it_leads_and_the_one_another
     let (file, env) = tenants_file(
         &db,
         &[("east", &east_sim), ("west", &west_sim)],
-        "[ha]\ninstance_id = \"wfmd-a\"\nadvertise_url = \"http://10.0.0.5:8080\"\n\
-         lease_ttl = \"2s\"\n",
+        &format!(
+            "[ha]\ninstance_id = \"wfmd-a\"\nadvertise_url = \"http://10.0.0.5:8080\"\n\
+             lease_ttl = \"2s\"\ncluster_key = \"{}\"\n",
+            crate::helpers::CLUSTER_KEY
+        ),
     );
     let source = Source {
         file: Some(file),

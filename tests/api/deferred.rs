@@ -396,6 +396,80 @@ async fn a_newer_deferred_change_replaces_the_older_one_and_only_it_is_made() {
     );
 }
 
+/// Without tokens callers are told apart by address: two programs on this host, one
+/// binding 127.0.0.2.
+#[tokio::test]
+async fn a_caller_replacing_deferred_changes_past_its_bound_is_answered_429_and_another_caller_is_not()
+ {
+    let dialect = Dialect::Incontact;
+    let sim = TestSim::default_tenant().await.on(dialect);
+    let agent = quiet(&sim).remove(0);
+    let app = TestApp::spawn_with(sim, |c| {
+        with_sync(c, dialect, None);
+        c.deferred.max_waiting_per_caller = 3;
+    })
+    .await;
+    assert!(app.sim.sim.force_state(&agent, "ON_CONTACT", ""));
+    recorded_as(&app.address, &agent, "ON_CONTACT").await;
+    let from = |address: [u8; 4]| {
+        http_client();
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(address))
+            .build()
+            .unwrap()
+    };
+    let (one, another) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let defer = |client: &reqwest::Client, reason: &str| {
+        client
+            .post(format!("{}/v1/agents/{agent}/transitions", app.address))
+            .json(&json!({"state": "NOT_READY", "reason": reason, "when_busy": "defer"}))
+            .send()
+    };
+
+    // Each replaces the one before: one change waits, but each is an event or two.
+    for reason in ["MEETING", "LUNCH", "TRAINING"] {
+        let response = defer(&one, reason).await.unwrap();
+        assert_eq!(response.status(), 202, "{reason}");
+    }
+    let refused = defer(&one, "COACHING").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:wfmd:problem:too-many-deferred");
+    assert_eq!(problem["limit"], 3);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("deferred.max_waiting_per_caller") && detail.contains("127.0.0.1"),
+        "{detail}"
+    );
+    let (_, shown) = waiting(&app.address, &agent).await;
+    assert_eq!(
+        shown["reason"], "TRAINING",
+        "the refused one replaced nothing"
+    );
+
+    let response = defer(&another, "COACHING").await.unwrap();
+    assert_eq!(
+        response.status(),
+        202,
+        "another caller has a share of its own"
+    );
+    assert_eq!(
+        count_of(
+            &app.store,
+            "SELECT COUNT(*) FROM outbox_events WHERE event_type = $1",
+            "transition.deferred",
+        )
+        .await,
+        4
+    );
+}
+
 #[tokio::test]
 async fn a_cancelled_deferred_change_is_never_made() {
     let dialect = Dialect::Incontact;

@@ -252,6 +252,9 @@ fn exported_secret(name: &str) -> &'static str {
         "WFMD_DB_PASSWORD" => "db-password",
         "WFMD_CXONE__CLIENT_SECRET" => "client-secret",
         "WFMD_AUDIT__KEY" => "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "WFMD_HA__CLUSTER_KEY" => {
+            "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+        }
         other => panic!(
             "deploy/compose.ha.yaml asks for ${{{other}}}: say so in its header's `export` line, \
              and give it a value here"
@@ -341,7 +344,7 @@ fn the_two_instance_compose_example_configures_two_instances_of_one_postgresql_t
         for instance in services.keys().filter(|s| s.starts_with("wfmd")) {
             assert!(
                 config.server.allowed_hosts.contains(instance),
-                "{name} refuses requests handed on by {instance}"
+                "{name} refuses requests naming {instance}"
             );
         }
         let published = service["ports"][0].as_str().unwrap();

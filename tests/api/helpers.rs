@@ -21,6 +21,9 @@ use wfmd::sim::{RunningSim, SimAgent, SimConfig, Simulator};
 pub use wfmd::store::Backend;
 use wfmd::store::Store;
 
+/// The `ha.cluster_key` of the tests' instances.
+pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef0123456789";
+
 /// How long a test waits for something that should happen promptly.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -815,9 +818,12 @@ impl Daemon {
                 command.current_dir(dir);
             }
             let address = format!("http://127.0.0.1:{port}");
-            // An instance among several is reached by the others where it listens.
+            // An instance among several is reached by the others where it listens, and
+            // shares their key (unless the test gives its own).
             if env.iter().any(|(key, _)| key.starts_with("WFMD_HA__")) {
-                command.env("WFMD_HA__ADVERTISE_URL", &address);
+                command
+                    .env("WFMD_HA__ADVERTISE_URL", &address)
+                    .env("WFMD_HA__CLUSTER_KEY", CLUSTER_KEY);
             }
             let child = command
                 .args(args)

@@ -243,29 +243,12 @@ async fn a_foreign_host_is_misdirected_and_a_foreign_origin_may_not_act_or_open_
         .await
         .unwrap();
     assert_eq!(events.status(), 403);
-    let ws = ws_request(&own, Some("http://attacker.example"));
-    match tokio_tungstenite::connect_async(ws).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 403)
-        }
-        other => panic!(
-            "a foreign page opened the WebSocket: {:?}",
-            other.map(|r| r.1)
-        ),
-    }
+    ws_refused(ws_request(&own, "/v1/ws", "http://attacker.example")).await;
 
     // The page wfmd served (same origin) may, and so may callers sending no Origin.
     let mut sse = Sse::open(&own, "/v1/events", &[("origin", own.as_str())]).await;
     assert_eq!(sse.next().await.event, "snapshot");
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(&own, Some(&own)))
-        .await
-        .expect("the same origin opens the WebSocket");
-    let first = tokio::time::timeout(DEADLINE, socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(first.into_text().unwrap().contains("\"snapshot\""));
+    ws_opens_with_a_snapshot(ws_request(&own, "/v1/ws", &own)).await;
     let same_origin = app
         .http
         .post(format!("{own}/v1/agents/{}/transitions", agent.id))
@@ -282,20 +265,45 @@ async fn a_foreign_host_is_misdirected_and_a_foreign_origin_may_not_act_or_open_
     );
 }
 
-/// A WebSocket request for the feed on `address`, with `origin` if given.
-fn ws_request(
-    address: &str,
-    origin: Option<&str>,
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+type WsRequest = tokio_tungstenite::tungstenite::handshake::client::Request;
+
+/// A WebSocket request for the feed at `path` on `address`, from the page at `origin`.
+pub fn ws_request(address: &str, path: &str, origin: &str) -> WsRequest {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!("{}/v1/ws", address.replace("http://", "ws://"));
+    let url = format!("{}{path}", address.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
-    if let Some(origin) = origin {
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().unwrap());
-    }
     request
+        .headers_mut()
+        .insert("origin", origin.parse().unwrap());
+    request
+}
+
+/// Fails the test unless the WebSocket `request` asks for is refused 403.
+pub async fn ws_refused(request: WsRequest) {
+    let what = request.uri().to_string();
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403, "{what}")
+        }
+        other => panic!("a foreign page opened {what}: {:?}", other.map(|r| r.1)),
+    }
+}
+
+/// Fails the test unless the WebSocket `request` asks for opens, the snapshot first.
+pub async fn ws_opens_with_a_snapshot(request: WsRequest) {
+    let what = request.uri().to_string();
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .unwrap_or_else(|e| panic!("{what} did not open: {e}"));
+    let first = tokio::time::timeout(DEADLINE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.into_text().unwrap().contains("\"snapshot\""),
+        "{what}"
+    );
 }
 
 #[tokio::test]
