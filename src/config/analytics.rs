@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The most queries the platform runs at once per tenant (cxone-api.md); more are
+/// The most queries the platform runs at once per tenant (docs/platform-api.md); more are
 /// answered 429, so wfmd never keeps more in flight.
 pub const PLATFORM_MAX_CONCURRENT: usize = 5;
 

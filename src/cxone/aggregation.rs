@@ -1,4 +1,4 @@
-//! Platform aggregation queries (cxone-api.md, "Analytics aggregation queries"): the
+//! Platform aggregation queries (docs/platform-api.md, "Aggregation queries"): the
 //! payload and its checks, the answers, and [`Aggregations`], which drives one
 //! extraction from submit to the last page.
 //!
@@ -243,7 +243,7 @@ pub struct AggregationPage {
     pub retry_after: Option<Duration>,
 }
 
-// ---- Wire types (field names exactly as cxone-api.md writes them). ----
+// ---- Wire types (field names exactly as docs/platform-api.md writes them). ----
 
 #[derive(Deserialize)]
 pub(crate) struct SubmitAnswer {

@@ -1,7 +1,7 @@
 //! Everything that speaks HTTP to the contact-center platform.
 //!
 //! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client (`v2`,
-//! its tokens in `auth`, serde types of cxone-api.md in `wire`) implements it, and so
+//! its tokens in `auth`, serde types of its wire format in `wire`) implements it, and so
 //! does the `incontact` client (the API NICE publishes, in `incontact`). Both sit on one
 //! HTTP core (`core`: the call pipeline, the token cache, the 401 circuit breaker and
 //! one classification of answers), with retries in `retry` and the request budget in

@@ -1,4 +1,4 @@
-//! Serde types of the v2 dialect of `cxone-api.md`, and their conversion into the types
+//! Serde types of v2 (docs/platform-api.md), and their conversion into the types
 //! the rest of wfmd uses.
 //!
 //! Field names are the platform's, exactly. Unknown fields are ignored, and every field
@@ -174,7 +174,7 @@ impl TryFrom<ScheduleAnswer> for Schedule {
             shift_start: answer.shift_start,
             shift_end: answer.shift_end,
             breaks,
-            // The v2 schedule names no work activities (cxone-api.md): its only
+            // The v2 schedule names no work activities (docs/platform-api.md): its only
             // titles are the breaks' `type`.
             activities: Vec::new(),
         })

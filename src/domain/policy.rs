@@ -1,6 +1,6 @@
 //! Shift and break compliance: may this agent be moved to that state now?
 //!
-//! The rule is the platform contract's (cxone-api.md, "Schedules and breaks"):
+//! The rule is the platform contract's (docs/platform-api.md, compliance):
 //! an agent whose schedule is not `ACTIVE` may only be moved to `LOGGED_OUT`
 //! (`AGENT_NOT_SCHEDULED`), and an agent who owes a mandatory break may not be moved to
 //! `READY` (`MANDATORY_BREAK_VIOLATION`).

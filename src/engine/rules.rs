@@ -25,7 +25,7 @@
 //! `--time-scale`; tests use [`Clock::starting_at`], a UTC instant plus tokio's elapsed
 //! time, so under `tokio::time::pause` days of slots pass in milliseconds.
 //!
-//! This departs from DESIGN.md, which names tokio-cron-scheduler: that crate polls
+//! Not tokio-cron-scheduler, which the first design named (docs/architecture.md): it polls
 //! `Utc::now()` every 500 ms, so it cannot be driven by paused time, and keeps jobs in
 //! memory only. Slots are computed by croner (the parser it uses) in `domain::cron`.
 

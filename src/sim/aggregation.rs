@@ -1,4 +1,4 @@
-//! The v2 aggregation query API (cxone-api.md, "Analytics aggregation queries"):
+//! The v2 aggregation query API (docs/platform-api.md, "Aggregation queries"):
 //! `POST /api/v2/analytics/query` and `GET /api/v2/analytics/query/{id}?limit&offset`.
 //!
 //! Results are computed, not stored: row `i` of a query is bucket `i / series` of series

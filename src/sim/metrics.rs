@@ -1,4 +1,4 @@
-//! The wallboard endpoints of cxone-api.md: the skill and queue listings, skill data and
+//! The wallboard endpoints (docs/platform-api.md): skill and queue listings, skill data and
 //! queue stats, with figures that follow the simulated agents.
 //!
 //! Agent counts are read from the tenant when asked: a skill's available agents are its

@@ -1,5 +1,5 @@
 //! The built-in NICE CXone simulator: an axum app that plays the platform (the v2 dialect
-//! of `cxone-api.md`) for wfmd's tests, benchmarks and `wfmd serve --simulate`.
+//! of docs/platform-api.md) for wfmd's tests, benchmarks and `wfmd serve --simulate`.
 //!
 //! It imports nothing from the rest of wfmd: every JSON body is written from the contract
 //! itself, so a wrong field name in the client shows up as a failing test instead of being

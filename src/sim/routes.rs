@@ -1,4 +1,4 @@
-//! The v2 API routes of cxone-api.md: users, agent state, schedules and break status (the
+//! The v2 routes (docs/platform-api.md): users, agent state, schedules, break status (the
 //! real-time subscription lives in `subscriptions`).
 //!
 //! Every JSON body here is written out field by field from the contract (not from wfmd's

@@ -1,4 +1,4 @@
-//! Real-time subscriptions to agent states (cxone-api.md, "Real-time subscription"): create,
+//! Real-time subscriptions to agent states (docs/platform-api.md, change feed): create,
 //! poll, delete, with the platform's rules on interval, poll spacing and 24 h expiry.
 //!
 //! Every time rule reads the simulated clock, so tests move the clock instead of waiting a

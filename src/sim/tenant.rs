@@ -5,7 +5,7 @@
 //! runs. Agents come in kinds assigned by index (`i % 10`) so that even a 10-agent tenant
 //! holds every situation the compliance rules care about: off shift, inside a mandatory
 //! break, on a contact, and working with breaks still ahead. The state-change rules of
-//! cxone-api.md (settable vs observed-only states, default reason codes) live here too,
+//! docs/platform-api.md (settable vs observed-only states, default reason codes) live here,
 //! written from the contract rather than borrowed from wfmd's own domain types.
 
 use std::collections::BTreeMap;
@@ -56,7 +56,7 @@ impl SimBreak {
 /// A titled work activity inside an agent's shift (`Team meeting`, `Training`): work
 /// time the schedule names. The incontact WFM export lists it as an interval with
 /// `work = true` and its `activityCode.title`; the v2 schedule has no field for it
-/// (cxone-api.md), so v2 clients never see it.
+/// (docs/platform-api.md), so v2 clients never see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimActivity {
     pub start: DateTime<Utc>,

@@ -678,7 +678,7 @@ on_both_dialects!(a_rule_on_a_titled_work_activity_decides_what_the_sweep_opens)
 /// `activity = "Team meeting"`, NOT_READY:MEETING in: the agents the simulator has in a
 /// team meeting (from half an hour before the start to half an hour after). The incontact
 /// WFM export names the meeting, so the book keeps it and the rule holds their exceptions
-/// back until it ends; the v2 schedule cannot name work activities (cxone-api.md), so
+/// back until it ends; the v2 schedule names no work activities (docs/platform-api.md), so
 /// there the rule matches nothing and the built-in kind opens at once.
 async fn a_rule_on_a_titled_work_activity_decides_what_the_sweep_opens(dialect: Dialect) {
     let mut scene = Scene::start(dialect, |c| {

@@ -1,5 +1,5 @@
 //! [`IncontactClient`]: the [`ContactCenter`] of the `incontact` dialect of
-//! cxone-api.md — the API NICE publishes, which a real tenant needs.
+//! docs/platform-api.md — the API NICE publishes, which a real tenant needs.
 //!
 //! Calls go through the shared [`HttpCore`], as the v2 client's do (retries, budget,
 //! tokens, the 401 refresh and circuit, one classification). Answers are read leniently

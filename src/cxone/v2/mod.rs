@@ -1,4 +1,4 @@
-//! [`V2Client`]: the [`ContactCenter`] of the v2 dialect of `cxone-api.md`.
+//! [`V2Client`]: the [`ContactCenter`] of the v2 dialect (docs/platform-api.md).
 //!
 //! Paths, wire types (`wire`) and mappings only: every call goes through the shared
 //! [`HttpCore`] (retries, budget, tokens, the 401 refresh and circuit, classification).

@@ -1,5 +1,5 @@
-//! The `incontact` dialect of the simulator: the API NICE publishes (the end of
-//! cxone-api.md), played over the same generated tenant, activity, clock and faults as
+//! The `incontact` dialect of the simulator (docs/platform-api.md): the API NICE
+//! publishes, played over the same generated tenant, activity, clock and faults as
 //! the v2 dialect, so one simulated contact center answers in both dialects at once.
 //!
 //! Like the rest of `sim`, it imports nothing of wfmd outside `sim`: every body is

@@ -1,7 +1,7 @@
 //! The API of the `incontact` dialect under `/inContactAPI/services/v{NN}.0/`: agents,
 //! teams, skills, unavailable codes, state changes and logout, the delta feed of agent
 //! states, skill activity and the WFM schedule export. Every body is written from
-//! cxone-api.md; the knobs in [`super::IncontactKnobs`] pick among the alternatives it
+//! docs/platform-api.md; the knobs in [`super::IncontactKnobs`] pick among the options it
 //! leaves open.
 
 use std::collections::{BTreeMap, HashMap};
