@@ -23,15 +23,16 @@
 //! - [`cluster`]: several instances on one PostgreSQL database: each tenant's lease and
 //!   its fenced writes, leadership and its spreading over the instances.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
-//!   one change; [`engine::sync`] records the changes agents make themselves;
-//!   [`engine::rules`] fires WFM rules at their cron slots;
-//!   [`engine::bulk`] runs supervisors' bulk jobs through the engine;
-//!   [`engine::schedules`] keeps the agents' schedules, which drive
-//!   [`engine::automation`] and the [`engine::compliance`] sweep;
+//!   one change, and the records of a change that waits for a busy agent
+//!   ([`engine::transition::deferral`]); [`engine::lookups`] shares its schedule
+//!   lookups with [`engine::schedules`], which keeps the agents' schedules that drive
+//!   [`engine::automation`] and the [`engine::compliance`] sweep; [`engine::sync`]
+//!   records the changes agents make themselves; [`engine::rules`] fires WFM rules at
+//!   their cron slots; [`engine::bulk`] runs supervisors' bulk jobs through the engine,
+//!   and [`engine::jobs`] records them, below it and the deferred changes, which both
+//!   settle items; [`engine::deferred`]'s worker carries waiting changes out;
 //!   [`engine::metrics`] polls skill and queue figures for the wallboard;
-//!   [`engine::analytics`] runs analytics jobs; [`engine::retention`] prunes;
-//!   [`engine::deferred`] records the changes that wait for a busy agent, and its
-//!   worker carries them out.
+//!   [`engine::analytics`] runs analytics jobs; [`engine::retention`] prunes.
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
 //!   out to any number of clients, one job per file (view, encoding, hub, loops, feed,
@@ -53,7 +54,8 @@
 //!
 //! Arrows point one way, in layers: `domain` ← `cxone` ← `store` ← `cluster`,
 //! `config`, `report` ← `engine`, `delivery` ← `live` ← `api` ← `app` (a module imports
-//! only from layers before its own); no module imports one that imports it.
+//! only from layers before its own); no module imports one that imports it, and no
+//! folder one that imports it (a test checks both).
 
 // Unit tests spawn plainly: they run outside any tenant's scope (see `clippy.toml`).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]

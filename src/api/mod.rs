@@ -104,7 +104,7 @@ pub struct ApiState {
     /// The adherence rules in force, for the adherence figures of reports.
     pub judging: crate::engine::compliance::JudgingHandle,
     /// The tenant's deferred changes (`when_busy = "defer"`).
-    pub deferred: crate::engine::deferred::worker::DeferredChanges,
+    pub deferred: crate::engine::deferred::DeferredChanges,
     /// The bound on each caller's deferred changes (`deferred.max_waiting_per_caller`).
     pub deferrals: deferrals::DeferralLimit,
     /// The live feed: snapshot, events, tickets.

@@ -37,7 +37,7 @@ pub struct Tenant {
     pub bulk: engine::bulk::BulkJobs,
     /// Changes waiting for busy agents: the API cancels them, the leader's worker
     /// carries them out.
-    pub deferred: engine::deferred::worker::DeferredChanges,
+    pub deferred: engine::deferred::DeferredChanges,
     pub analytics: engine::analytics::AnalyticsJobs,
     /// The adherence rules in force: the sweep, reports, analytics and rollups judge
     /// with them, and a SIGHUP replaces them.
@@ -101,7 +101,7 @@ impl Tenant {
         if let Some(witness) = witness(config, &sync_status) {
             bulk = bulk.with_sync(witness);
         }
-        let deferred = engine::deferred::worker::DeferredChanges::new(
+        let deferred = engine::deferred::DeferredChanges::new(
             services.engine.clone(),
             config.deferred.defer_for,
         );

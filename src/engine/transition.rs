@@ -45,13 +45,14 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::clock::Clock;
-use super::deferred::{Defer, Deferrable, Deferral};
 use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::lookups::Lookups;
 use super::sync::SyncStatus;
 use crate::store::is_unavailable;
+use deferral::{Defer, Deferrable, Deferral};
 
 mod check;
+pub mod deferral;
 mod deferring;
 mod record;
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 
+use super::deferral::{self as deferred, CarriedOut, Defer, Deferral};
 use super::{Changed, CheckError, EngineError, Locked, TransitionEngine, TransitionRequest};
-use crate::engine::deferred::{self, CarriedOut, Defer, Deferral};
 use crate::store::deferred::{self as stored_deferred, DeferredRow};
 use crate::store::{history, intents, to_ms};
 

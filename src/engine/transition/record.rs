@@ -6,10 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::deferral as deferred;
 use super::{Outcome, ScheduleCheck, Transition, TransitionEngine, TransitionRequest, Unchanged};
 use crate::domain::AgentState;
 use crate::domain::events::{Event, StateChanged, TransitionRejected};
-use crate::engine::deferred;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::audit::{self, NewEntry};
 use crate::store::deferred::DeferredRow;

@@ -1,49 +1,14 @@
-//! Deferred changes: a change asked for with `when_busy = "defer"` while its agent is on
-//! a contact or in after-contact work waits, instead of being refused `STATE_CONFLICT`,
-//! and is carried out once the agent is free.
-//!
-//! - **Deferring.** The engine defers a change when the agent's recorded state (what
-//!   state sync last saw) is `ON_CONTACT` or `ACW`, without calling the platform, or when
-//!   the platform answers the change with its conflict (409). One transaction stores the
-//!   change as the agent's deferred change ([`crate::store::deferred`]), its audit entry
-//!   (`transition.deferred`) and its `transition.deferred` event, and marks its bulk item
-//!   `deferred`. An agent has at most one: a newer one replaces the older, which is
-//!   settled `cancelled` in the same transaction (audited `transition.replaced`, event
-//!   `transition.cancelled` with `replacedBy`, its bulk item `cancelled`).
-//! - **Carrying out.** [`worker::DeferredChanges::run`], the tenant leader's worker,
-//!   looks at the waiting changes whenever an outbox commit is announced (state sync's
-//!   recorded changes are such commits), at the next expiry, and every
-//!   [`worker::BACKSTOP`] for commits of other processes. A change whose agent is
-//!   recorded in a state that is not busy, in an interval later than the one it was
-//!   last found busy in, goes through the engine again
-//!   ([`crate::engine::TransitionEngine::carry_out_deferred`]): compliance is checked
-//!   again (a refusal is recorded and announced as any), the platform is asked, and the
-//!   change is confirmed by reading the agent's state back before it is recorded with
-//!   its `agent.state_changed`. A platform conflict again leaves it waiting for the next
-//!   interval state sync records. Nothing here polls the platform.
-//! - **Expiring.** A change still waiting at its `expires_at` is removed, audited
-//!   (`transition.expired`) with its `transition.expired` event, and its bulk item
-//!   settled `failed`. One found expired at start (after a restart or `kill -9`) expires
-//!   then: a change is never carried out late.
-//! - **Cancelling.** `DELETE /v1/agents/{id}/deferred`
-//!   ([`worker::DeferredChanges::cancel`]), or cancelling its bulk job, removes it with
-//!   an audit entry (`transition.cancelled`) and a `transition.cancelled` event; its bulk
-//!   item is settled `cancelled`.
-//!
-//! The waiting changes live in the database only, so they survive restarts; only the
-//! leader's worker carries them out or expires them.
-//!
-//! This module holds the changes' types and the records each step writes in its
-//! caller's transaction, below the transition engine that writes some of them;
-//! [`worker`] drives the engine.
+//! The deferred changes' types and the records each step writes in its caller's
+//! transaction: storing a change to wait, settling it once carried out, expiring and
+//! cancelling it, each with its bulk item, audit entry and event. They sit with the
+//! transition engine, which writes some of them; [`crate::engine::deferred`] tells the
+//! whole story and holds the worker that drives the engine.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::{Outcome, Transition, TransitionRequest};
 use crate::domain::events::{Event, TransitionCancelled, TransitionDeferred, TransitionExpired};
@@ -51,7 +16,7 @@ use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
 use crate::store::deferred::{self as stored, DeferredRow};
 use crate::store::jobs::{self, Settlement};
-use crate::store::{AsConn, from_ms, history, outbox, to_ms};
+use crate::store::{AsConn, from_ms, outbox, to_ms};
 use crate::time::rfc3339;
 
 pub use crate::domain::busy::{DEFAULT_DEFER_FOR, MAX_DEFER_FOR, MIN_DEFER_FOR, WhenBusy};
@@ -343,7 +308,7 @@ async fn settle_item(
     };
     if jobs::settle(conn, "deferred", job_id, seq, &settlement, to_ms(now)).await? {
         metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(1);
-        super::jobs::finish_if_done(conn, job_id, now).await?;
+        crate::engine::jobs::finish_if_done(conn, job_id, now).await?;
     }
     Ok(())
 }
@@ -450,257 +415,4 @@ pub(crate) async fn cancel_in(
     settle_unmade(conn, &row, by, "transition.cancelled", detail, None, now).await?;
     count("cancelled");
     Ok(Some(row))
-}
-
-pub mod worker;
-
-#[cfg(test)]
-mod tests {
-    use chrono::TimeDelta;
-
-    use super::worker::DeferredChanges;
-    use super::*;
-    use crate::cxone::CxoneError;
-    use crate::cxone::fake::FakePlatform;
-    use crate::domain::{BreakWindow, Schedule, ScheduleStatus, Violation};
-    use crate::engine::TransitionEngine;
-    use crate::store::history::NewInterval;
-    use crate::store::testing::temp_store;
-    use crate::store::{Store, intents, on};
-
-    const AGENT: &str = "u_1";
-
-    /// On shift from two hours ago to six ahead, in a mandatory lunch now.
-    fn at_lunch() -> Schedule {
-        let now = Utc::now();
-        Schedule {
-            status: ScheduleStatus::Active,
-            timezone: None,
-            shift_start: Some(now - TimeDelta::hours(2)),
-            shift_end: Some(now + TimeDelta::hours(6)),
-            breaks: Some(vec![BreakWindow {
-                start: now - TimeDelta::minutes(5),
-                end: now + TimeDelta::minutes(55),
-                kind: "LUNCH".into(),
-                mandatory: true,
-            }]),
-            activities: Vec::new(),
-        }
-    }
-
-    async fn rig() -> (Arc<FakePlatform>, DeferredChanges, tempfile::TempDir) {
-        let platform = Arc::new(FakePlatform::default());
-        platform.add_agent(AGENT, at_lunch());
-        let (store, dir) = temp_store().await;
-        let engine = TransitionEngine::new(store, platform.clone(), Duration::ZERO);
-        let deferred = DeferredChanges::new(Arc::new(engine), DEFAULT_DEFER_FOR);
-        (platform, deferred, dir)
-    }
-
-    /// Records the agent in `state` from `ago` before now, as state sync would.
-    async fn observe(store: &Store, state: AgentState, ago: TimeDelta) {
-        let mut tx = store.begin_write().await.unwrap();
-        history::switch_state(
-            &mut tx,
-            &NewInterval {
-                agent_id: AGENT,
-                state,
-                reason: None,
-                origin: Origin::Observed,
-                at: Utc::now() - ago,
-                attempt_id: None,
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-    }
-
-    fn request(target: AgentState) -> TransitionRequest {
-        TransitionRequest {
-            agent_id: AGENT.into(),
-            target,
-            reason: None,
-            origin: Origin::Api,
-            actor: "desk".into(),
-            idempotency_key: None,
-        }
-    }
-
-    async fn defer(deferred: &DeferredChanges, target: AgentState) -> Deferral {
-        let wait = deferred.defer(WhenBusy::Defer, None);
-        match deferred
-            .engine
-            .transition_or_defer(request(target), wait)
-            .await
-            .unwrap()
-        {
-            Deferrable::Deferred(deferral) => deferral,
-            Deferrable::Now(made) => panic!("made at once: {made:?}"),
-        }
-    }
-
-    /// The payloads of the outbox's events of `event_type`.
-    async fn events(store: &Store, event_type: &str) -> Vec<serde_json::Value> {
-        let rows: Vec<String> = on!(store.reader(), |c| sqlx::query_scalar(
-            "SELECT payload FROM outbox_events WHERE event_type = $1 ORDER BY seq"
-        )
-        .bind(event_type)
-        .fetch_all(c)
-        .await)
-        .unwrap();
-        rows.iter()
-            .map(|row| serde_json::from_str(row).unwrap())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn a_waiting_change_compliance_refuses_when_its_turn_comes_is_recorded_rejected_never_sent()
-     {
-        let (platform, deferred, _dir) = rig().await;
-        let store = deferred.engine.store().clone();
-        observe(&store, AgentState::OnContact, TimeDelta::minutes(3)).await;
-        // Deferred without a look at the schedule or a call: the agent is recorded busy.
-        let deferral = defer(&deferred, AgentState::Ready).await;
-        assert!(platform.calls.lock().unwrap().is_empty());
-
-        deferred.step().await.unwrap();
-        assert_eq!(
-            deferred.get(AGENT).await.unwrap(),
-            Some(deferral.clone()),
-            "busy still"
-        );
-        observe(&store, AgentState::NotReady, TimeDelta::minutes(1)).await;
-        deferred.step().await.unwrap();
-
-        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
-        assert_eq!(platform.calls("set "), 0, "a refused change is never sent");
-        let rejected = events(&store, "transition.rejected").await;
-        assert_eq!(rejected.len(), 1);
-        assert_eq!(
-            rejected[0]["data"]["deferredId"],
-            deferral.deferred_id.as_str()
-        );
-        assert_eq!(
-            rejected[0]["data"]["violation"],
-            Violation::MandatoryBreakViolation.as_str()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_platform_still_finding_the_agent_busy_leaves_the_change_for_the_next_interval() {
-        let (platform, deferred, _dir) = rig().await;
-        let store = deferred.engine.store().clone();
-        // Recorded free but on a contact on the platform: its conflict defers the change.
-        observe(&store, AgentState::Ready, TimeDelta::minutes(3)).await;
-        let conflict = CxoneError::Conflict {
-            message: "on a contact".into(),
-        };
-        *platform.fail_set_with.lock().unwrap() = Some(conflict);
-        let deferral = defer(&deferred, AgentState::NotReady).await;
-        assert_eq!(platform.calls("set "), 1);
-        assert!(events(&store, "transition.rejected").await.is_empty());
-        let left = intents::unsettled(store.reader(), "", i64::MAX, None)
-            .await
-            .unwrap();
-        assert!(left.is_empty(), "the call's intent went with its deferral");
-
-        // The interval the platform refused it in: not tried again.
-        deferred.step().await.unwrap();
-        assert_eq!(platform.calls("set "), 1);
-        // A later one is; still busy there, it waits on.
-        observe(&store, AgentState::Ready, TimeDelta::minutes(2)).await;
-        deferred.step().await.unwrap();
-        assert_eq!(platform.calls("set "), 2);
-        assert_eq!(deferred.get(AGENT).await.unwrap(), Some(deferral.clone()));
-        deferred.step().await.unwrap();
-        assert_eq!(platform.calls("set "), 2, "once per interval");
-
-        // Free in the next: made, read back, announced with its id.
-        *platform.fail_set_with.lock().unwrap() = None;
-        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
-        deferred.step().await.unwrap();
-        assert_eq!(platform.calls("set "), 3);
-        assert!(
-            platform.calls("state ") >= 1,
-            "confirmed by reading it back"
-        );
-        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
-        let changed = events(&store, "agent.state_changed").await;
-        let made = changed.last().unwrap();
-        assert_eq!(made["data"]["deferredId"], deferral.deferred_id.as_str());
-        assert_eq!(made["data"]["to"], "NOT_READY");
-    }
-
-    #[tokio::test]
-    async fn a_change_the_platform_does_not_show_when_read_back_is_recorded_failed() {
-        let (platform, deferred, _dir) = rig().await;
-        let store = deferred.engine.store().clone();
-        observe(&store, AgentState::Acw, TimeDelta::minutes(2)).await;
-        let deferral = defer(&deferred, AgentState::NotReady).await;
-        *platform.shows.lock().unwrap() = Some(AgentState::Ready);
-        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
-        deferred.step().await.unwrap();
-
-        assert_eq!(platform.calls("set "), 1);
-        assert_eq!(
-            platform.calls("state "),
-            crate::engine::transition::CONFIRM_READS as usize
-        );
-        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
-        let failed: Vec<(String, Option<String>)> = on!(store.reader(), |c| sqlx::query_as(
-            "SELECT outcome, error FROM transition_attempts WHERE agent_id = $1"
-        )
-        .bind(AGENT)
-        .fetch_all(c)
-        .await)
-        .unwrap();
-        assert_eq!(failed.len(), 1);
-        assert_eq!(failed[0].0, "failed");
-        assert!(
-            failed[0]
-                .1
-                .as_deref()
-                .unwrap()
-                .contains("read back shows READY"),
-            "{failed:?}"
-        );
-        let audited: i64 = on!(store.reader(), |c| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit_log WHERE action = 'transition.failed' AND detail LIKE '%' || $1 || '%'"
-        )
-        .bind(&deferral.deferred_id)
-        .fetch_one(c)
-        .await)
-        .unwrap();
-        assert_eq!(audited, 1, "audited with its deferredId");
-    }
-
-    #[tokio::test]
-    async fn one_whose_time_is_up_expires_without_a_call_even_when_the_agent_is_free() {
-        let (platform, deferred, _dir) = rig().await;
-        let store = deferred.engine.store().clone();
-        observe(&store, AgentState::OnContact, TimeDelta::minutes(2)).await;
-        let now = Defer {
-            defer_for: Duration::ZERO,
-            bulk: None,
-        };
-        let Deferrable::Deferred(deferral) = deferred
-            .engine
-            .transition_or_defer(request(AgentState::NotReady), Some(now))
-            .await
-            .unwrap()
-        else {
-            panic!("deferred");
-        };
-        observe(&store, AgentState::Ready, TimeDelta::minutes(1)).await;
-        deferred.step().await.unwrap();
-        assert_eq!(platform.calls("set "), 0);
-        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
-        let expired = events(&store, "transition.expired").await;
-        assert_eq!(expired.len(), 1);
-        assert_eq!(
-            expired[0]["data"]["deferredId"],
-            deferral.deferred_id.as_str()
-        );
-    }
 }
