@@ -3,9 +3,13 @@
 //!
 //! It reads the source as text: every `use` and every `crate::…`/`super::…` path in
 //! production code (comments and `#[cfg(test)]` modules left out) is resolved to the file
-//! that defines the item, through `pub use` re-exports, glob ones included. A module and
-//! its own submodules count as one (a folder is one piece of the design), so an edge
+//! that defines the item, through `pub use` re-exports, glob ones included. An edge
 //! between a file and its ancestor or descendant is not one between modules.
+//!
+//! Two checks: no cycle between files, and none between the pieces of the design, a
+//! piece being a module of a layer with everything below it (`engine::bulk` with
+//! `engine/bulk/*`): two folders whose files import each other's, by different files,
+//! are a cycle of the design even when no two files are.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -305,10 +309,16 @@ fn related(a: &ModPath, b: &ModPath) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
-#[test]
-fn no_module_imports_one_that_imports_it() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let modules = modules(&src);
+/// The piece of the design `module` belongs to: itself, or its ancestor a level below
+/// the layer (`engine::bulk::settle` belongs to `engine::bulk`).
+fn piece(module: &ModPath) -> ModPath {
+    module.iter().take(2).cloned().collect()
+}
+
+/// Every import between unrelated modules: by importing module, the imported ones and
+/// the path written for the first such import.
+fn import_edges(src: &Path) -> BTreeMap<ModPath, BTreeMap<ModPath, String>> {
+    let modules = modules(src);
     assert!(
         modules.len() > 100,
         "read {} modules of src/",
@@ -338,16 +348,41 @@ fn no_module_imports_one_that_imports_it() {
                     .entry(path.clone())
                     .or_default()
                     .entry(target)
-                    .or_insert_with(|| used.to_owned());
+                    .or_insert_with(|| format!("{used} (in {})", path.join("/")));
             }
         }
     }
-    // A cycle through modules that are not one another's ancestors, found by a
-    // depth-first search that keeps the path it is on.
+    edges
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_no_cycle(&import_edges(&src));
+}
+
+#[test]
+fn no_folder_imports_one_that_imports_it() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut pieces: BTreeMap<ModPath, BTreeMap<ModPath, String>> = BTreeMap::new();
+    for (from, imported) in import_edges(&src) {
+        for (to, written) in imported {
+            let (from, to) = (piece(&from), piece(&to));
+            if !related(&from, &to) {
+                pieces.entry(from).or_default().entry(to).or_insert(written);
+            }
+        }
+    }
+    assert_no_cycle(&pieces);
+}
+
+/// Fails naming the imports of a cycle through modules that are not one another's
+/// ancestors, found by a depth-first search that keeps the path it is on.
+fn assert_no_cycle(edges: &BTreeMap<ModPath, BTreeMap<ModPath, String>>) {
     let mut done = BTreeSet::new();
     for start in edges.keys() {
         let mut trail: Vec<ModPath> = Vec::new();
-        if let Some(cycle) = find_cycle(start, &edges, &mut trail, &mut done) {
+        if let Some(cycle) = find_cycle(start, edges, &mut trail, &mut done) {
             let shown: Vec<String> = cycle
                 .windows(2)
                 .map(|w| format!("{} uses {}", w[0].join("/"), edges[&w[0]][&w[1]]))
