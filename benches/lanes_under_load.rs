@@ -36,7 +36,7 @@ use wfmd::cxone::{Budget, Lane, in_lane};
 use wfmd::domain::{AgentState, Origin};
 use wfmd::engine::bulk::{BulkJobs, BulkSettings, JobRequest, Selector};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
-use wfmd::engine::{Outcome, TransitionEngine, TransitionRequest};
+use wfmd::engine::{Change, Outcome, TransitionEngine, TransitionRequest};
 use wfmd::sim::SimConfig;
 
 const PER_MINUTE: u32 = 100;
@@ -157,9 +157,13 @@ async fn case(cold: bool) -> Waits {
         // Warm-up (untimed): one change each caches the five agents' schedules.
         for agent in &people {
             let request = single(agent, AgentState::NotReady, Some("TRAINING"));
-            in_lane(Lane::Interactive, None, engine.transition(request))
-                .await
-                .unwrap();
+            in_lane(
+                Lane::Interactive,
+                None,
+                engine.change(Change::from(request)),
+            )
+            .await
+            .unwrap();
         }
     }
 
@@ -216,9 +220,14 @@ async fn case(cold: bool) -> Waits {
             )
         };
         let started = Instant::now();
-        let made = in_lane(Lane::Interactive, None, engine.transition(request))
-            .await
-            .unwrap();
+        let made = in_lane(
+            Lane::Interactive,
+            None,
+            engine.change(Change::from(request)),
+        )
+        .await
+        .unwrap()
+        .made();
         waits.push(started.elapsed().as_secs_f64());
         assert!(matches!(made.outcome, Outcome::Succeeded), "{made:?}");
         tokio::time::sleep(BETWEEN_SINGLES).await;

@@ -78,15 +78,18 @@ pub async fn api_change(
     target: wfmd::domain::AgentState,
 ) -> wfmd::engine::Transition {
     engine
-        .transition(wfmd::engine::TransitionRequest {
-            agent_id,
-            target,
-            reason: None,
-            origin: wfmd::domain::Origin::Api,
-            actor: "bench".into(),
-            idempotency_key: None,
-        })
+        .change(wfmd::engine::Change::from(
+            wfmd::engine::TransitionRequest {
+                agent_id,
+                target,
+                reason: None,
+                origin: wfmd::domain::Origin::Api,
+                actor: "bench".into(),
+                idempotency_key: None,
+            },
+        ))
         .await
+        .map(wfmd::engine::Changed::made)
         .unwrap()
 }
 

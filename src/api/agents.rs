@@ -21,8 +21,10 @@ use super::{ApiState, Routes, to_the_end};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::idle;
 use crate::domain::{AgentState, Origin};
-use crate::engine::deferred::{Deferrable, Deferral, MAX_DEFER_FOR, MIN_DEFER_FOR, WhenBusy};
-use crate::engine::{EngineError, FailureKind, Outcome, Transition, TransitionRequest};
+use crate::engine::deferred::{Deferral, MAX_DEFER_FOR, MIN_DEFER_FOR, WhenBusy};
+use crate::engine::{
+    Change, Changed, EngineError, FailureKind, Outcome, Transition, TransitionRequest,
+};
 use crate::store::history;
 use crate::time::rfc3339;
 
@@ -305,11 +307,11 @@ pub async fn create_transition(
         let answer = in_lane(
             Lane::Interactive,
             None,
-            engine.transition_or_defer(request, defer),
+            engine.change(Change::from(request).deferring(defer)),
         )
         .await;
         // Here, not after the answer: a client that leaves does not take the count off.
-        if let (Ok(Deferrable::Deferred(deferral)), Some(place)) = (&answer, place) {
+        if let (Ok(Changed::Deferred(deferral)), Some(place)) = (&answer, place) {
             place.deferred(deferral);
         }
         answer
@@ -317,8 +319,9 @@ pub async fn create_transition(
     .await?
     .map_err(engine_problem)?;
     Ok(match answer {
-        Deferrable::Now(transition) => transition_response(transition),
-        Deferrable::Deferred(deferral) => (StatusCode::ACCEPTED, Json(deferral)).into_response(),
+        Changed::Made(transition) => transition_response(transition),
+        Changed::Deferred(deferral) => (StatusCode::ACCEPTED, Json(deferral)).into_response(),
+        Changed::Unchanged(_) => unreachable!("a person's change is never settled unchanged"),
     })
 }
 

@@ -28,7 +28,7 @@ use crate::config::tenants::{TenantId, TenantSpec};
 use crate::config::{Config, LogFormat, Source};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
-use crate::engine::{Outcome, Transition, TransitionRequest};
+use crate::engine::{Change, Changed, Outcome, Transition, TransitionRequest};
 use crate::store::{Store, audit};
 use crate::time::{parse_instant, rfc3339};
 pub use outbox::OutboxCommand;
@@ -448,16 +448,18 @@ async fn transition(config: &Config, args: TransitionArgs) -> Result<ExitCode, F
     let actor = std::env::var("USER")
         .map(|user| format!("cli:{user}"))
         .unwrap_or_else(|_| "cli".to_owned());
-    let change = services.engine.transition(TransitionRequest {
+    let change = services.engine.change(Change::from(TransitionRequest {
         agent_id: args.agent,
         target: args.state,
         reason: args.reason,
         origin: Origin::Cli,
         actor,
         idempotency_key: args.idempotency_key,
-    });
+    }));
     // The person at the terminal goes before the daemon's own queued work.
-    let result = in_lane(Lane::Interactive, None, change).await;
+    let result = in_lane(Lane::Interactive, None, change)
+        .await
+        .map(Changed::made);
     services.store.close().await;
     let transition = result.map_err(|e| match e {
         crate::engine::EngineError::Store(_) | crate::engine::EngineError::Unrecorded { .. } => {

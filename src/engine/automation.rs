@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::schedules::{AgentPlan, ScheduleBook};
 use super::sync::SyncStatus;
-use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
+use super::{Changed, EngineError, Outcome, TransitionEngine, TransitionRequest};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::Expected;
 use crate::domain::{AgentState, Origin};
@@ -214,8 +214,10 @@ impl Automations {
                         actor: format!("automation:{}", d.automation.name()),
                         idempotency_key: Some(d.key.clone()),
                     };
-                    let change = self.engine.transition(request);
-                    let result = in_lane(Lane::Automation, Some(d.automation.name()), change).await;
+                    let change = self.engine.change(request.into());
+                    let result = in_lane(Lane::Automation, Some(d.automation.name()), change)
+                        .await
+                        .map(Changed::made);
                     (d, Some(result))
                 })
                 .buffer_unordered(CONCURRENCY)

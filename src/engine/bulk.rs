@@ -7,19 +7,19 @@
 //! job it first created.
 //!
 //! **Running** ([`BulkJobs::run`], started by `App`) sends every item through
-//! [`TransitionEngine::transition`] with origin `bulk`, at most `bulk.concurrency` items
+//! [`TransitionEngine::change`] with origin `bulk`, at most `bulk.concurrency` items
 //! in flight over all jobs; the platform client paces the calls under the shared
 //! request budget. Compliance applies per agent: a refused agent is a rejected item, not
 //! a failed job. Each item's change carries the idempotency key `bulk:{job}:{agent}`, so
 //! after a `kill -9` the unfinished jobs resume where they stood: an agent whose change
 //! was recorded but whose item was not is answered from the stored attempt, and an item
 //! that was in flight (the platform may have changed the agent, the record may be lost)
-//! is [`resume`](TransitionEngine::resume)d: a change the platform already shows is
-//! recorded without a second call. No agent is changed twice.
+//! is resumed ([`Change::resuming`]): a change the platform already shows is recorded
+//! without a second call. No agent is changed twice.
 //!
 //! An item whose agent state sync saw in the target state and reason at its last poll,
 //! with nothing commanded since, is settled `unchanged` without a platform call (see
-//! [`TransitionEngine::transition_unless_unchanged`]); an item resumed after a crash
+//! [`Change::witnessed_by`]); an item resumed after a crash
 //! always asks the platform.
 //!
 //! **Cancelling** marks the items not taken yet as cancelled; those in flight finish.
@@ -49,10 +49,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
-use super::deferred::{BulkItem, Defer, Deferrable};
+use super::deferred::{BulkItem, Defer};
 use super::jobs::{JobView, finish_if_done, view};
 use super::{
-    EngineError, Outcome, Settled as Change, SyncWitness, TransitionEngine, TransitionRequest,
+    Change, Changed, EngineError, Outcome, SyncWitness, TransitionEngine, TransitionRequest,
 };
 use crate::cxone::{Agent, AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::{AgentState, Origin};
@@ -818,15 +818,16 @@ mod tests {
         tx.commit().await.unwrap();
         let engine = rig.bulk.inner.engine.clone();
         let recorded = engine
-            .transition(TransitionRequest {
+            .change(Change::from(TransitionRequest {
                 agent_id: agents[0].clone(),
                 target: AgentState::NotReady,
                 reason: Some("MEETING".into()),
                 origin: Origin::Bulk,
                 actor: "test".into(),
                 idempotency_key: Some(format!("bulk:{job_id}:{}", agents[0])),
-            })
+            }))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(recorded.outcome, Outcome::Succeeded);
         engine

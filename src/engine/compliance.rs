@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::automation::wait_for_sync;
 use super::schedules::ScheduleBook;
 use super::sync::SyncStatus;
-use super::{EngineError, Outcome, TransitionEngine, TransitionRequest};
+use super::{Changed, EngineError, Outcome, TransitionEngine, TransitionRequest};
 use crate::config::AutoCorrect;
 use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::DeviationKind;
@@ -496,8 +496,10 @@ impl ComplianceSweep {
                         actor: CORRECTION_ACTOR.to_owned(),
                         idempotency_key: Some(format!("{CORRECTION_ACTOR}:{}", c.exception_id)),
                     };
-                    let change = self.engine.transition(request);
-                    let result = in_lane(Lane::Automation, Some(CORRECTION_ACTOR), change).await;
+                    let change = self.engine.change(request.into());
+                    let result = in_lane(Lane::Automation, Some(CORRECTION_ACTOR), change)
+                        .await
+                        .map(Changed::made);
                     (c, Some(result))
                 })
                 .buffer_unordered(CONCURRENCY)

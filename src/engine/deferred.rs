@@ -45,8 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use super::transition::deferral::cancel_in;
 pub use super::transition::deferral::{
-    BulkItem, CarriedOut, DEFAULT_DEFER_FOR, Defer, Deferrable, Deferral, MAX_DEFER_FOR,
-    MIN_DEFER_FOR, OUTCOMES, WhenBusy, is_busy,
+    BulkItem, CarriedOut, DEFAULT_DEFER_FOR, Defer, Deferral, MAX_DEFER_FOR, MIN_DEFER_FOR,
+    OUTCOMES, WhenBusy, is_busy,
 };
 use crate::engine::{EngineError, TransitionEngine};
 use crate::store::deferred::{self as stored, DeferredRow};
@@ -188,7 +188,7 @@ mod tests {
     use crate::domain::{AgentState, Origin};
     use crate::domain::{BreakWindow, Schedule, ScheduleStatus, Violation};
     use crate::engine::TransitionEngine;
-    use crate::engine::TransitionRequest;
+    use crate::engine::{Change, Changed, TransitionRequest};
     use crate::store::history::NewInterval;
     use crate::store::testing::temp_store;
     use crate::store::{Store, intents, on};
@@ -256,12 +256,12 @@ mod tests {
         let wait = deferred.defer(WhenBusy::Defer, None);
         match deferred
             .engine
-            .transition_or_defer(request(target), wait)
+            .change(Change::from(request(target)).deferring(wait))
             .await
             .unwrap()
         {
-            Deferrable::Deferred(deferral) => deferral,
-            Deferrable::Now(made) => panic!("made at once: {made:?}"),
+            Changed::Deferred(deferral) => deferral,
+            other => panic!("not deferred: {other:?}"),
         }
     }
 
@@ -409,9 +409,9 @@ mod tests {
             defer_for: Duration::ZERO,
             bulk: None,
         };
-        let Deferrable::Deferred(deferral) = deferred
+        let Changed::Deferred(deferral) = deferred
             .engine
-            .transition_or_defer(request(AgentState::NotReady), Some(now))
+            .change(Change::from(request(AgentState::NotReady)).deferring(Some(now)))
             .await
             .unwrap()
         else {

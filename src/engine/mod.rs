@@ -23,6 +23,6 @@ pub use clock::Clock;
 pub use keyed_lock::KeyedLock;
 
 pub use transition::{
-    CheckError, EngineError, FailureKind, Outcome, ScheduleCheck, Settled, SyncWitness, Transition,
-    TransitionEngine, TransitionRequest, Unchanged,
+    Change, Changed, CheckError, EngineError, FailureKind, Outcome, ScheduleCheck, SyncWitness,
+    Transition, TransitionEngine, TransitionRequest, Unchanged,
 };

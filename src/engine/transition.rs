@@ -1,5 +1,11 @@
 //! One agent state change: validate → execute → record.
 //!
+//! [`TransitionEngine::change`] is the one way in: a [`Change`] (the request, and
+//! whether it may wait for a busy agent, be settled unchanged on state sync's word, or
+//! resume a change a crash cut short) goes in, one [`Changed`] comes out (made, with its
+//! recorded attempt; unchanged; or waiting). The deferred changes' worker carries a
+//! waiting change out through [`TransitionEngine::carry_out_deferred`].
+//!
 //! 1. **Validate**: the agent's schedule comes from the schedule book (the stored shifts)
 //!    while its entry is fresher than `schedules.max_age`, so a change costs one platform
 //!    call; otherwise from the platform through a short-TTL cache (and, for `READY`
@@ -26,7 +32,7 @@
 //! stored result without doing anything. A failed attempt (the platform was down) does
 //! not consume its key, so the caller may retry with the same key.
 //!
-//! Rules and bulk items ([`TransitionEngine::transition_unless_unchanged`]) skip the
+//! Rules and bulk items ([`Change::witnessed_by`]) skip the
 //! platform for an agent state sync saw in the target state and reason at its last poll
 //! with nothing commanded since: the change is settled `unchanged`, audited, and costs
 //! no call. Single changes from the API and CLI always go to the platform.
@@ -49,7 +55,7 @@ use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::lookups::Lookups;
 use super::sync::SyncStatus;
 use crate::store::is_unavailable;
-use deferral::{Defer, Deferrable, Deferral};
+use deferral::{Defer, Deferral};
 
 mod check;
 pub mod deferral;
@@ -78,7 +84,7 @@ pub(crate) use deferring::CONFIRM_READS;
 use record::Record;
 pub use types::*;
 
-/// How far the platform's clock may lag ours when [`TransitionEngine::resume`] decides
+/// How far the platform's clock may lag ours when a resumed change ([`Change::resuming`]) decides
 /// whether a change it sees was made by the interrupted attempt.
 pub const ADOPT_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
@@ -228,110 +234,64 @@ impl TransitionEngine {
         Arc::clone(&self.agents)
     }
 
-    /// Carries out one change and returns how it ended. Compliance rejections and
-    /// platform failures are results (they are recorded); only a request that is not
-    /// attempted at all or a database failure is an `Err`.
-    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
-    pub async fn transition(&self, request: TransitionRequest) -> Result<Transition, EngineError> {
-        self.carry_out(request, None, None)
-            .await
-            .map(Deferrable::made)
-    }
-
-    /// [`TransitionEngine::transition`] that, with `defer`, lets the change wait for a
-    /// busy agent instead of refusing it (see [`super::deferred`]): the agent recorded on
-    /// a contact or in after-contact work, or the platform's conflict, stores it as the
-    /// agent's deferred change. A request whose idempotency key names a change that
-    /// waits is answered with it.
-    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
-    pub async fn transition_or_defer(
-        &self,
-        request: TransitionRequest,
-        defer: Option<Defer>,
-    ) -> Result<Deferrable<Transition>, EngineError> {
-        self.carry_out(request, None, defer.as_ref()).await
-    }
-
-    /// [`TransitionEngine::transition`] for rules and bulk items: when state sync
-    /// (`witness`, if it runs and is current) saw the agent in the requested state and
-    /// reason at its last poll, after the agent entered it, and no attempt for the agent
-    /// has failed since (a failed call may still have reached the platform), the change
-    /// is settled [`Settled::Unchanged`] without a platform call, audited as
-    /// `transition.unchanged`. Otherwise it is carried out as usual.
-    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
-    pub async fn transition_unless_unchanged(
-        &self,
-        request: TransitionRequest,
-        witness: Option<&SyncWitness>,
-    ) -> Result<Settled, EngineError> {
-        self.transition_unless_unchanged_or_defer(request, witness, None)
-            .await
-            .map(Deferrable::made)
-    }
-
-    /// [`TransitionEngine::transition_unless_unchanged`] that, with `defer`, lets the
-    /// change wait for a busy agent (as [`TransitionEngine::transition_or_defer`]).
-    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
-    pub async fn transition_unless_unchanged_or_defer(
-        &self,
-        request: TransitionRequest,
-        witness: Option<&SyncWitness>,
-        defer: Option<Defer>,
-    ) -> Result<Deferrable<Settled>, EngineError> {
+    /// Carries out one change and says how it ended: the one way into the engine.
+    ///
+    /// Compliance refusals and platform failures are results (recorded attempts); only a
+    /// request that is not attempted at all, or a database failure, is an `Err`. What
+    /// [`Change`] asks besides the request:
+    /// - `defer`: the change waits for a busy agent instead of being refused (see
+    ///   [`super::deferred`]): the agent recorded on a contact or in after-contact work,
+    ///   or the platform's conflict, stores it as the agent's deferred change; a request
+    ///   whose idempotency key names a change that waits is answered with it;
+    /// - `witness` (rules and bulk items): when state sync (if it runs and is current)
+    ///   saw the agent in the requested state and reason at its last poll, after the
+    ///   agent entered it, and no attempt for the agent has failed since (a failed call
+    ///   may still have reached the platform), the change is settled
+    ///   [`Changed::Unchanged`] without a platform call, audited as
+    ///   `transition.unchanged`;
+    /// - `resuming_since`: a change a crash may have cut short after its platform call
+    ///   and before its record; when the platform already shows the agent in the
+    ///   requested state and reason, changed no earlier than that (less
+    ///   [`ADOPT_CLOCK_SKEW`]), the change is recorded as succeeded without calling the
+    ///   platform again, so the agent is not changed twice. It costs one call more.
+    #[instrument(skip_all, fields(agent = %change.request.agent_id, target = %change.request.target, origin = %change.request.origin))]
+    pub async fn change(&self, change: Change) -> Result<Changed, EngineError> {
+        let Change {
+            request,
+            defer,
+            witness,
+            resuming_since,
+        } = change;
         let locks = match self.lock(&request).await? {
-            Locked::Replayed(earlier) => return Ok(Deferrable::Now(Settled::Made(earlier))),
+            Locked::Replayed(earlier) => return Ok(Changed::Made(earlier)),
             Locked::Held(locks) => locks,
         };
-        if let Some(defer) = &defer
+        if resuming_since.is_none()
+            && let Some(defer) = &defer
             && let Some(deferral) = self.defer_if_busy(&request, defer).await?
         {
-            return Ok(Deferrable::Deferred(deferral));
+            return Ok(Changed::Deferred(deferral));
         }
-        let reason = reason_of(&request);
         if let Some(last_poll) = witness.and_then(|w| w.last_poll(Utc::now(), &request.agent_id))
-            && let Some(unchanged) = self.seen_unchanged(&request, &reason, last_poll).await?
+            && let Some(unchanged) = self
+                .seen_unchanged(&request, &reason_of(&request), last_poll)
+                .await?
         {
             self.record_unchanged(&request, &unchanged).await?;
             metrics::counter!("wfmd_transitions_total", "outcome" => "unchanged").increment(1);
-            return Ok(Deferrable::Now(Settled::Unchanged(unchanged)));
+            return Ok(Changed::Unchanged(unchanged));
         }
         let busy = Busy::of(defer.as_ref());
-        Ok(match self.change_with(&request, None, busy, locks).await? {
-            Changed::Made(transition) => Deferrable::Now(Settled::Made(transition)),
-            Changed::Deferred(deferral) => Deferrable::Deferred(deferral),
-            Changed::StillBusy => unreachable!("only a deferred change waits on"),
-        })
-    }
-
-    /// [`TransitionEngine::transition`] for a change a crash may have cut short after
-    /// the platform call and before its record was committed; `since` is when the
-    /// interrupted attempt began. When the platform already shows the agent in the
-    /// requested state and reason, changed no earlier than `since` (less
-    /// [`ADOPT_CLOCK_SKEW`]), that change is recorded as succeeded without calling the
-    /// platform again, so the agent is not changed twice; otherwise the change is made as
-    /// usual. Costs one platform call more than a plain transition.
-    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
-    pub async fn resume(
-        &self,
-        request: TransitionRequest,
-        since: DateTime<Utc>,
-    ) -> Result<Transition, EngineError> {
-        self.carry_out(request, Some(since), None)
-            .await
-            .map(Deferrable::made)
-    }
-
-    /// [`TransitionEngine::resume`] that, with `defer`, lets a change the platform
-    /// refuses as a conflict wait for the agent (a bulk item of a job asked with
-    /// `when_busy = "defer"`, resumed after a crash).
-    #[instrument(skip_all, fields(agent = %request.agent_id, target = %request.target, origin = %request.origin))]
-    pub async fn resume_or_defer(
-        &self,
-        request: TransitionRequest,
-        since: DateTime<Utc>,
-        defer: Option<Defer>,
-    ) -> Result<Deferrable<Transition>, EngineError> {
-        self.carry_out(request, Some(since), defer.as_ref()).await
+        Ok(
+            match self
+                .change_with(&request, resuming_since, busy, locks)
+                .await?
+            {
+                Attempted::Made(transition) => Changed::Made(transition),
+                Attempted::Deferred(deferral) => Changed::Deferred(deferral),
+                Attempted::StillBusy => unreachable!("only a deferred change waits on"),
+            },
+        )
     }
 
     /// Takes the request's idempotency key and then its agent, or returns the stored
@@ -371,34 +331,6 @@ impl TransitionEngine {
         }
     }
 
-    async fn carry_out(
-        &self,
-        request: TransitionRequest,
-        resuming_since: Option<DateTime<Utc>>,
-        defer: Option<&Defer>,
-    ) -> Result<Deferrable<Transition>, EngineError> {
-        let locks = match self.lock(&request).await? {
-            Locked::Replayed(earlier) => return Ok(Deferrable::Now(earlier)),
-            Locked::Held(locks) => locks,
-        };
-        if resuming_since.is_none()
-            && let Some(defer) = defer
-            && let Some(deferral) = self.defer_if_busy(&request, defer).await?
-        {
-            return Ok(Deferrable::Deferred(deferral));
-        }
-        Ok(
-            match self
-                .change_with(&request, resuming_since, Busy::of(defer), locks)
-                .await?
-            {
-                Changed::Made(transition) => Deferrable::Now(transition),
-                Changed::Deferred(deferral) => Deferrable::Deferred(deferral),
-                Changed::StillBusy => unreachable!("only a deferred change waits on"),
-            },
-        )
-    }
-
     /// The change itself, under the request's `locks`; `busy` says what the platform's
     /// conflict (a busy agent) does to it.
     ///
@@ -412,7 +344,7 @@ impl TransitionEngine {
         resuming_since: Option<DateTime<Utc>>,
         busy: Busy<'_>,
         locks: Locks,
-    ) -> Result<Changed, EngineError> {
+    ) -> Result<Attempted, EngineError> {
         let started = Instant::now();
         let requested_at = self.now();
         let reason = reason_of(request);
@@ -440,51 +372,47 @@ impl TransitionEngine {
         let mut called = false;
         // The instant the platform gives the change, when it was made.
         let mut source = None;
-        let outcome = match already_made {
-            Some(at) => Ok(Ok(Some(at))),
+        let answer = match already_made {
+            Some(at) => Answer::Made(Some(at)),
             None => match self.check(&request.agent_id, request.target).await {
-                Err(error) => Err(error),
-                Ok((verdict, from)) => {
+                Err(error) => Answer::Failed(error),
+                Ok((Err(violation), from)) => {
                     source = from;
-                    match verdict {
-                        Err(violation) => Ok(Err(violation)),
-                        Ok(()) => {
-                            // Nothing is sent that could not be recorded.
-                            self.write_intent(request, &reason, &attempt_id, requested_at)
-                                .await?;
-                            called = true;
-                            self.platform
-                                .set_agent_state(StateChange::new(
-                                    &request.agent_id,
-                                    request.target,
-                                    &reason,
-                                ))
-                                .await
-                                .map(|snapshot| Ok(snapshot.changed_at))
-                                .map_err(CheckError::Platform)
-                        }
+                    Answer::Refused(violation)
+                }
+                Ok((Ok(()), from)) => {
+                    source = from;
+                    // Nothing is sent that could not be recorded.
+                    self.write_intent(request, &reason, &attempt_id, requested_at)
+                        .await?;
+                    called = true;
+                    let change = StateChange::new(&request.agent_id, request.target, &reason);
+                    match self.platform.set_agent_state(change).await {
+                        Ok(snapshot) => Answer::Made(snapshot.changed_at),
+                        Err(error) => Answer::Failed(error.into()),
                     }
                 }
             },
         };
         // A deferred change carried out is confirmed by reading the state back.
-        let outcome = match (outcome, busy) {
-            (Ok(Ok(at)), Busy::CarryOut(_)) if called => {
-                self.confirm(request).await.map(|shown| Ok(shown.or(at)))
-            }
-            (outcome, _) => outcome,
+        let answer = match (answer, busy) {
+            (Answer::Made(at), Busy::CarryOut(_)) if called => match self.confirm(request).await {
+                Ok(shown) => Answer::Made(shown.or(at)),
+                Err(error) => Answer::Failed(error),
+            },
+            (answer, _) => answer,
         };
-        if let Err(CheckError::Platform(CxoneError::Conflict { .. })) = &outcome {
+        if let Answer::Failed(CheckError::Platform(CxoneError::Conflict { .. })) = &answer {
             match busy {
                 Busy::Defer(defer) => {
                     let deferral = self
                         .record_deferral(request, defer, Some(&attempt_id))
                         .await?;
-                    return Ok(Changed::Deferred(deferral));
+                    return Ok(Attempted::Deferred(deferral));
                 }
                 Busy::CarryOut(row) => {
                     self.note_still_busy(row, &attempt_id).await?;
-                    return Ok(Changed::StillBusy);
+                    return Ok(Attempted::StillBusy);
                 }
                 Busy::Reject => {}
             }
@@ -507,25 +435,7 @@ impl TransitionEngine {
         // Whether the platform answered this change (or showed it made): from here on
         // its record must not be lost, whatever the database says.
         let answered = called || already_made.is_some();
-        let (outcome, changed_at) = match outcome {
-            Ok(Ok(changed_at)) => (Outcome::Succeeded, changed_at),
-            Ok(Err(violation)) => (Outcome::Rejected { violation }, None),
-            Err(CheckError::Platform(error)) if error.is_agent_logged_out() => {
-                let violation = Violation::AgentLoggedOut;
-                (Outcome::Rejected { violation }, None)
-            }
-            Err(CheckError::Platform(CxoneError::Conflict { .. })) => {
-                let violation = Violation::StateConflict;
-                (Outcome::Rejected { violation }, None)
-            }
-            Err(error) => {
-                let outcome = Outcome::Failed {
-                    kind: error.kind(),
-                    error: error.to_string(),
-                };
-                (outcome, None)
-            }
-        };
+        let (outcome, changed_at) = answer.recorded_as();
         let transition = match self.record(&record, outcome.clone(), changed_at).await {
             Ok(transition) => transition,
             Err(error) if answered && is_unavailable(&error) => {
@@ -539,7 +449,7 @@ impl TransitionEngine {
             .increment(1);
         metrics::histogram!("wfmd_transition_latency_seconds")
             .record(Duration::from_millis(latency_ms).as_secs_f64());
-        Ok(Changed::Made(transition))
+        Ok(Attempted::Made(transition))
     }
 
     /// The agent's recorded state when it makes `request` needless: the open interval
@@ -645,8 +555,42 @@ fn reason_of(request: &TransitionRequest) -> String {
         .unwrap_or_else(|| request.target.default_reason().to_owned())
 }
 
+/// What a change came to before its record.
+enum Answer {
+    /// Made, at the platform's instant for it when it gives one.
+    Made(Option<DateTime<Utc>>),
+    /// Refused by compliance; nothing was sent.
+    Refused(Violation),
+    /// Not carried out: the check or the platform failed, or refused the change.
+    Failed(CheckError),
+}
+
+impl Answer {
+    /// The attempt's outcome as recorded, and the instant the change was made.
+    fn recorded_as(self) -> (Outcome, Option<DateTime<Utc>>) {
+        let violation = |violation| (Outcome::Rejected { violation }, None);
+        match self {
+            Answer::Made(at) => (Outcome::Succeeded, at),
+            Answer::Refused(v) => violation(v),
+            Answer::Failed(CheckError::Platform(e)) if e.is_agent_logged_out() => {
+                violation(Violation::AgentLoggedOut)
+            }
+            Answer::Failed(CheckError::Platform(CxoneError::Conflict { .. })) => {
+                violation(Violation::StateConflict)
+            }
+            Answer::Failed(error) => {
+                let outcome = Outcome::Failed {
+                    kind: error.kind(),
+                    error: error.to_string(),
+                };
+                (outcome, None)
+            }
+        }
+    }
+}
+
 /// How [`TransitionEngine::change_with`] ended.
-enum Changed {
+enum Attempted {
     Made(Transition),
     Deferred(Deferral),
     StillBusy,
@@ -767,8 +711,9 @@ mod tests {
         book(engine.store(), "u_001", ChronoDuration::minutes(5)).await;
 
         let made = engine
-            .transition(request("u_001", AgentState::Ready))
+            .change(Change::from(request("u_001", AgentState::Ready)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(made.outcome, Outcome::Succeeded);
         assert_eq!(
@@ -806,8 +751,9 @@ mod tests {
 
         for agent in ["u_001", "u_002"] {
             let made = engine
-                .transition(request(agent, AgentState::Ready))
+                .change(Change::from(request(agent, AgentState::Ready)))
                 .await
+                .map(Changed::made)
                 .unwrap();
             assert_eq!(made.outcome, Outcome::Succeeded);
             assert_eq!(platform.calls(&format!("schedule {agent}")), 1);
@@ -824,7 +770,7 @@ mod tests {
         platform.add_agent("u_002", on_shift(None));
         let (engine, _dir) = book_engine(platform.clone()).await;
         let ready = |agent| {
-            let change = engine.transition(request(agent, AgentState::Ready));
+            let change = engine.change(Change::from(request(agent, AgentState::Ready)));
             in_lane(Lane::Interactive, None, change)
         };
         // The first lookups learn that this tenant's schedules omit the breaks.
@@ -835,7 +781,8 @@ mod tests {
         let made = tokio::time::timeout(Duration::from_secs(10), ready("u_001"))
             .await
             .expect("the schedule lookup waited for a break lookup that never came")
-            .unwrap();
+            .unwrap()
+            .made();
         assert_eq!(made.outcome, Outcome::Succeeded);
         assert_eq!(platform.calls("breaks u_001"), 1, "asked once, not again");
     }
@@ -847,8 +794,11 @@ mod tests {
         platform.add_agent("u_002", on_shift(Some(vec![])));
         let (engine, _dir) = book_engine(platform.clone()).await;
         for agent in ["u_001", "u_002"] {
-            let change = engine.transition(request(agent, AgentState::Ready));
-            let made = in_lane(Lane::Interactive, None, change).await.unwrap();
+            let change = engine.change(Change::from(request(agent, AgentState::Ready)));
+            let made = in_lane(Lane::Interactive, None, change)
+                .await
+                .unwrap()
+                .made();
             assert_eq!(made.outcome, Outcome::Succeeded);
         }
         assert_eq!(platform.calls("breaks"), 0);
@@ -867,8 +817,9 @@ mod tests {
         platform.add_agent("u_001", on_shift(Some(vec![coffee])));
         let (engine, _dir) = book_engine(platform.clone()).await;
         let made = engine
-            .transition(request("u_001", AgentState::Ready))
+            .change(Change::from(request("u_001", AgentState::Ready)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(made.outcome, Outcome::Succeeded);
         assert_eq!(
@@ -890,7 +841,7 @@ mod tests {
         let (engine, _dir) = book_engine(platform.clone()).await;
         book(engine.store(), "u_002", ChronoDuration::minutes(5)).await;
         for agent in ["u_001", "u_002"] {
-            let change = engine.transition(request(agent, AgentState::NotReady));
+            let change = engine.change(Change::from(request(agent, AgentState::NotReady)));
             in_lane(Lane::Interactive, None, change).await.unwrap();
         }
         let wanted = engine.wanted_agents().snapshot();
@@ -915,16 +866,18 @@ mod tests {
 
         // Inside max_age the book is trusted: this is the window README states.
         let trusted = engine
-            .transition(request("u_001", AgentState::NotReady))
+            .change(Change::from(request("u_001", AgentState::NotReady)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(trusted.outcome, Outcome::Succeeded);
         assert_eq!(platform.calls("schedule u_001"), 0);
 
         // From max_age on the platform is asked, and its INACTIVE refuses the change.
         let refused = engine
-            .transition(request("u_002", AgentState::Ready))
+            .change(Change::from(request("u_002", AgentState::Ready)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(
             refused.outcome,
@@ -982,10 +935,10 @@ mod tests {
         recorded(store, "u_001", AgentState::NotReady, "MEETING", 60).await;
 
         let settled = engine
-            .transition_unless_unchanged(meeting("u_001"), Some(&polled(10, None)))
+            .change(Change::from(meeting("u_001")).witnessed_by(Some(&polled(10, None)).cloned()))
             .await
             .unwrap();
-        let Settled::Unchanged(unchanged) = settled else {
+        let Changed::Unchanged(unchanged) = settled else {
             panic!("{settled:?}")
         };
         assert_eq!(
@@ -1020,7 +973,11 @@ mod tests {
             reason: Some("MEETING".into()),
             ..request("u_001", AgentState::NotReady)
         };
-        let made = engine.transition(single).await.unwrap();
+        let made = engine
+            .change(Change::from(single))
+            .await
+            .map(Changed::made)
+            .unwrap();
         assert_eq!(made.outcome, Outcome::Succeeded);
         assert_eq!(platform.calls("set u_001 NOT_READY MEETING"), 1);
     }
@@ -1087,17 +1044,17 @@ mod tests {
                     retry_after: None,
                 });
                 engine
-                    .transition(request("u_001", AgentState::Ready))
+                    .change(Change::from(request("u_001", AgentState::Ready)))
                     .await
                     .unwrap();
                 *platform.fail_set_with.lock().unwrap() = None;
             }
             let settled = engine
-                .transition_unless_unchanged(meeting("u_001"), case.witness.as_ref())
+                .change(Change::from(meeting("u_001")).witnessed_by(case.witness.as_ref().cloned()))
                 .await
                 .unwrap();
             assert!(
-                matches!(&settled, Settled::Made(t) if t.outcome == Outcome::Succeeded),
+                matches!(&settled, Changed::Made(t) if t.outcome == Outcome::Succeeded),
                 "{}: {settled:?}",
                 case.name
             );
@@ -1117,15 +1074,17 @@ mod tests {
         let (engine, _dir) = engine(platform.clone()).await;
 
         let first = engine
-            .transition(request("u_001", AgentState::NotReady))
+            .change(Change::from(request("u_001", AgentState::NotReady)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(first.outcome, Outcome::Succeeded);
         assert_eq!(first.reason, "BREAK");
         assert_eq!(first.from, None);
         let second = engine
-            .transition(request("u_001", AgentState::Ready))
+            .change(Change::from(request("u_001", AgentState::Ready)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(second.from, Some(AgentState::NotReady));
 
@@ -1188,8 +1147,9 @@ mod tests {
         let (engine, _dir) = engine(platform.clone()).await;
 
         let result = engine
-            .transition(request("u_003", AgentState::Ready))
+            .change(Change::from(request("u_003", AgentState::Ready)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(
             result.outcome,
@@ -1251,8 +1211,9 @@ mod tests {
 
         // The transition that follows uses the schedule the preflight fetched.
         let change = engine
-            .transition(request("u_005", AgentState::NotReady))
+            .change(Change::from(request("u_005", AgentState::NotReady)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(change.outcome, Outcome::Succeeded);
         assert_eq!(platform.calls("schedule u_005"), 1);
@@ -1264,8 +1225,9 @@ mod tests {
         platform.add_agent("u_003", off_shift());
         let (engine, _dir) = engine(platform.clone()).await;
         let result = engine
-            .transition(request("u_003", AgentState::LoggedOut))
+            .change(Change::from(request("u_003", AgentState::LoggedOut)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(result.outcome, Outcome::Succeeded);
         assert_eq!(platform.calls("schedule"), 0);
@@ -1277,8 +1239,9 @@ mod tests {
         platform.add_agent("u_005", on_shift(Some(vec![lunch_now()])));
         let (engine, _dir) = engine(platform.clone()).await;
         let result = engine
-            .transition(request("u_005", AgentState::Ready))
+            .change(Change::from(request("u_005", AgentState::Ready)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(
             result.outcome,
@@ -1289,8 +1252,9 @@ mod tests {
         assert_eq!(platform.calls("breaks"), 0);
         assert_eq!(platform.calls("set"), 0);
         let other = engine
-            .transition(request("u_005", AgentState::Paused))
+            .change(Change::from(request("u_005", AgentState::Paused)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(other.outcome, Outcome::Succeeded, "only READY is blocked");
     }
@@ -1310,8 +1274,9 @@ mod tests {
         );
         let (engine, _dir) = engine(platform.clone()).await;
         let result = engine
-            .transition(request("u_009", AgentState::Ready))
+            .change(Change::from(request("u_009", AgentState::Ready)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(
             result.outcome,
@@ -1333,7 +1298,11 @@ mod tests {
             } else {
                 AgentState::NotReady
             };
-            engine.transition(request("u_009", target)).await.unwrap();
+            engine
+                .change(Change::from(request("u_009", target)))
+                .await
+                .map(Changed::made)
+                .unwrap();
         }
         assert_eq!(platform.calls("schedule"), 1);
         assert_eq!(platform.calls("breaks"), 1);
@@ -1350,10 +1319,10 @@ mod tests {
             ..request("u_001", AgentState::Paused)
         };
         let (a, b) = tokio::join!(
-            engine.transition(keyed.clone()),
-            engine.transition(keyed.clone())
+            engine.change(Change::from(keyed.clone())),
+            engine.change(Change::from(keyed.clone()))
         );
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let (a, b) = (a.unwrap().made(), b.unwrap().made());
         assert_eq!(a.attempt_id, b.attempt_id);
         assert!(
             a.replayed != b.replayed,
@@ -1362,11 +1331,12 @@ mod tests {
         assert_eq!(platform.calls("set"), 1);
 
         let reused = engine
-            .transition(TransitionRequest {
+            .change(Change::from(TransitionRequest {
                 target: AgentState::Idle,
                 ..keyed
-            })
-            .await;
+            }))
+            .await
+            .map(Changed::made);
         assert!(matches!(
             reused,
             Err(EngineError::IdempotencyKeyReused { .. })
@@ -1390,7 +1360,11 @@ mod tests {
             ..request("u_001", AgentState::NotReady)
         };
 
-        let resumed = engine.resume(keyed.clone(), since).await.unwrap();
+        let resumed = engine
+            .change(Change::from(keyed.clone()).resuming(since))
+            .await
+            .map(Changed::made)
+            .unwrap();
         assert_eq!(resumed.outcome, Outcome::Succeeded);
         assert!(!resumed.replayed);
         assert_eq!(platform.calls("set"), 1, "no second call");
@@ -1409,10 +1383,18 @@ mod tests {
             .await,
             1
         );
-        let again = engine.resume(keyed.clone(), since).await.unwrap();
+        let again = engine
+            .change(Change::from(keyed.clone()).resuming(since))
+            .await
+            .map(Changed::made)
+            .unwrap();
         assert!(again.replayed);
         assert_eq!(again.attempt_id, resumed.attempt_id);
-        let through_transition = engine.transition(keyed).await.unwrap();
+        let through_transition = engine
+            .change(Change::from(keyed))
+            .await
+            .map(Changed::made)
+            .unwrap();
         assert!(through_transition.replayed);
         assert_eq!(platform.calls("set"), 1);
     }
@@ -1442,7 +1424,11 @@ mod tests {
             ),
         ] {
             let calls = platform.calls("set");
-            let made = engine.resume(request, since).await.unwrap();
+            let made = engine
+                .change(Change::from(request).resuming(since))
+                .await
+                .map(Changed::made)
+                .unwrap();
             assert_eq!(made.outcome, Outcome::Succeeded);
             assert_eq!(platform.calls("set"), calls + 1, "{made:?}");
         }
@@ -1462,7 +1448,11 @@ mod tests {
             idempotency_key: Some("k-2".into()),
             ..request("u_001", AgentState::Paused)
         };
-        let failed = engine.transition(keyed.clone()).await.unwrap();
+        let failed = engine
+            .change(Change::from(keyed.clone()))
+            .await
+            .map(Changed::made)
+            .unwrap();
         assert!(matches!(
             failed.outcome,
             Outcome::Failed {
@@ -1486,7 +1476,11 @@ mod tests {
         );
 
         *platform.fail_set_with.lock().unwrap() = None;
-        let retried = engine.transition(keyed).await.unwrap();
+        let retried = engine
+            .change(Change::from(keyed))
+            .await
+            .map(Changed::made)
+            .unwrap();
         assert_eq!(retried.outcome, Outcome::Succeeded);
         assert!(!retried.replayed);
     }
@@ -1500,8 +1494,9 @@ mod tests {
         });
         let (engine, _dir) = engine(platform.clone()).await;
         let conflict = engine
-            .transition(request("u_007", AgentState::NotReady))
+            .change(Change::from(request("u_007", AgentState::NotReady)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert_eq!(
             conflict.outcome,
@@ -1510,8 +1505,9 @@ mod tests {
             }
         );
         let unknown = engine
-            .transition(request("u_999", AgentState::NotReady))
+            .change(Change::from(request("u_999", AgentState::NotReady)))
             .await
+            .map(Changed::made)
             .unwrap();
         assert!(matches!(
             unknown.outcome,
@@ -1527,8 +1523,9 @@ mod tests {
         let platform = Arc::new(FakePlatform::default());
         let (engine, _dir) = engine(platform.clone()).await;
         let result = engine
-            .transition(request("u_001", AgentState::OnContact))
-            .await;
+            .change(Change::from(request("u_001", AgentState::OnContact)))
+            .await
+            .map(Changed::made);
         assert!(matches!(
             result,
             Err(EngineError::NotSettable(AgentState::OnContact))
@@ -1553,9 +1550,10 @@ mod tests {
                 let engine = engine.clone();
                 tokio::spawn(async move {
                     engine
-                        .transition(request("u_001", targets[i % targets.len()]))
+                        .change(Change::from(request("u_001", targets[i % targets.len()])))
                         .await
                         .unwrap()
+                        .made()
                 })
             })
             .collect();

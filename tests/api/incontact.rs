@@ -11,6 +11,7 @@ use chrono::Utc;
 use rand::{Rng, SeedableRng};
 use wfmd::cxone::{Budget, ContactCenter, IncontactClient, IncontactSettings, RetryPolicy};
 use wfmd::engine::sync::{StateSync, SyncSettings};
+use wfmd::engine::{Change, Changed};
 use wfmd::sim::incontact::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, IncontactKnobs, UnchangedAnswer};
 use wfmd::sim::{SimConfig, Simulator};
 use wfmd::store::Store;
@@ -196,7 +197,11 @@ async fn a_logged_out_agent_on_shift_is_rejected_as_agent_logged_out_without_a_f
         actor: "test".into(),
         idempotency_key: None,
     };
-    let transition = engine.transition(request(AgentState::Ready)).await.unwrap();
+    let transition = engine
+        .change(Change::from(request(AgentState::Ready)))
+        .await
+        .map(Changed::made)
+        .unwrap();
     assert_eq!(
         transition.outcome,
         Outcome::Rejected {
@@ -207,7 +212,11 @@ async fn a_logged_out_agent_on_shift_is_rejected_as_agent_logged_out_without_a_f
 
     // Logging in is the agent's to do; then the change goes through.
     assert!(sim.sim.force_state("u_004", "NOT_READY", "BREAK"));
-    let transition = engine.transition(request(AgentState::Ready)).await.unwrap();
+    let transition = engine
+        .change(Change::from(request(AgentState::Ready)))
+        .await
+        .map(Changed::made)
+        .unwrap();
     assert_eq!(transition.outcome, Outcome::Succeeded);
     assert_eq!(sim.sim.agent("u_004").unwrap().state, "READY");
 }
@@ -349,16 +358,17 @@ async fn schedules_from_the_wfm_export_and_from_a_csv_file_give_the_same_verdict
             let mut out = Vec::new();
             for agent in agents {
                 let t = engine
-                    .transition(TransitionRequest {
+                    .change(Change::from(TransitionRequest {
                         agent_id: agent.clone(),
                         target: AgentState::Ready,
                         reason: None,
                         origin: Origin::Api,
                         actor: "test".into(),
                         idempotency_key: None,
-                    })
+                    }))
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .made();
                 out.push(match t.outcome {
                     Outcome::Succeeded => "succeeded".to_owned(),
                     Outcome::Rejected { violation } => violation.to_string(),

@@ -145,38 +145,25 @@ impl BulkJobs {
                         seq: item.seq,
                     }),
                 });
-                let change = async {
-                    match interrupted {
-                        Some(since) => {
-                            engine
-                                .resume_or_defer(request, since, defer)
-                                .await
-                                .map(|made| match made {
-                                    Deferrable::Now(t) => Deferrable::Now(Change::Made(t)),
-                                    Deferrable::Deferred(d) => Deferrable::Deferred(d),
-                                })
-                        }
-                        None => {
-                            engine
-                                .transition_unless_unchanged_or_defer(request, witness, defer)
-                                .await
-                        }
-                    }
+                let change = Change::from(request).deferring(defer);
+                // A resumed item is checked against the platform, not the witness.
+                let change = match interrupted {
+                    Some(since) => change.resuming(since),
+                    None => change.witnessed_by(witness.cloned()),
                 };
+                let change = engine.change(change);
                 // Jobs take turns at the budget, so a small job is not queued behind
                 // every item of a big one.
                 let result = in_lane(Lane::Automation, Some(&job.id), change).await;
                 match result {
                     // Marked `deferred` with the deferral; settled when it is.
-                    Ok(Deferrable::Deferred(_)) => {
+                    Ok(Changed::Deferred(_)) => {
                         metrics::counter!("wfmd_bulk_items_total", "outcome" => "deferred")
                             .increment(1);
                         return Ok(());
                     }
-                    Ok(Deferrable::Now(Change::Unchanged(_))) => {
-                        Settled::new("unchanged", None, None, None)
-                    }
-                    Ok(Deferrable::Now(Change::Made(transition))) => {
+                    Ok(Changed::Unchanged(_)) => Settled::new("unchanged", None, None, None),
+                    Ok(Changed::Made(transition)) => {
                         let attempt = Some(transition.attempt_id);
                         match transition.outcome {
                             Outcome::Succeeded => Settled::new("succeeded", None, None, attempt),

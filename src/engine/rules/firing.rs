@@ -6,13 +6,12 @@
 //! a crash or a shutdown is resumed without changing anyone twice: agents with a stored
 //! result are left out, an agent whose change was recorded but whose result was not yet
 //! stored gets the engine's stored answer back, and the others go through
-//! [`TransitionEngine::resume`], which records a change the platform already shows (made
-//! just before the crash, never recorded) instead of making it again.
+//! the engine resuming them ([`Change::resuming`]), which records a change the platform
+//! already shows (made just before the crash, never recorded) instead of making it again.
 //!
 //! An agent state sync saw in the rule's state and reason at its last poll, with nothing
 //! commanded since, needs no call: it is recorded `skipped` with reason `unchanged` and
-//! audited as `transition.unchanged` (see
-//! [`TransitionEngine::transition_unless_unchanged`]).
+//! audited as `transition.unchanged` (see [`Change::witnessed_by`]).
 //!
 //! Conditions read each agent's recorded state (`store::history`, kept current by state
 //! sync) rather than asking the platform agent by agent. The changes fan out with
@@ -33,9 +32,9 @@ use super::{Firer, Firing, Unfinished};
 use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::rule::{Rule, RuleWhenBusy, Selector, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
-use crate::engine::deferred::{Defer, Deferrable};
+use crate::engine::deferred::Defer;
 use crate::engine::{
-    EngineError, Outcome, Settled, SyncWitness, TransitionEngine, TransitionRequest,
+    Change, Changed, EngineError, Outcome, SyncWitness, TransitionEngine, TransitionRequest,
 };
 use crate::store::firings::{self, AgentResult, FiringRow};
 use crate::store::{Store, attempts, from_ms, history};
@@ -416,42 +415,26 @@ impl RuleFirer {
                 bulk: None,
             }),
         };
-        let result = match resuming_since {
-            Some(since) => self
-                .engine
-                .resume_or_defer(request, since, defer)
-                .await
-                .map(|made| match made {
-                    Deferrable::Now(t) => Deferrable::Now(Settled::Made(t)),
-                    Deferrable::Deferred(d) => Deferrable::Deferred(d),
-                }),
-            None => {
-                let witness = self.witness.as_ref();
-                self.engine
-                    .transition_unless_unchanged_or_defer(request, witness, defer)
-                    .await
-            }
+        let change = Change::from(request).deferring(defer);
+        // A resumed firing is checked against the platform, not the witness.
+        let change = match resuming_since {
+            Some(since) => change.resuming(since),
+            None => change.witnessed_by(self.witness.clone()),
         };
-        let result = match result {
+        match self.engine.change(change).await {
             // Recorded `skipped`/`deferred`: the change waits and is carried out (or
             // expires) on its own, audited and announced as a deferred change.
-            Ok(Deferrable::Deferred(deferral)) => {
-                return AgentResult {
-                    agent_id: agent,
-                    outcome: "skipped",
-                    reason: Some("deferred".to_owned()),
-                    detail: Some(format!(
-                        "busy: waits as deferred change {} until {}",
-                        deferral.deferred_id, deferral.expires_at
-                    )),
-                    attempt_id: None,
-                };
-            }
-            Ok(Deferrable::Now(settled)) => Ok(settled),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Settled::Unchanged(seen)) => AgentResult {
+            Ok(Changed::Deferred(deferral)) => AgentResult {
+                agent_id: agent,
+                outcome: "skipped",
+                reason: Some("deferred".to_owned()),
+                detail: Some(format!(
+                    "busy: waits as deferred change {} until {}",
+                    deferral.deferred_id, deferral.expires_at
+                )),
+                attempt_id: None,
+            },
+            Ok(Changed::Unchanged(seen)) => AgentResult {
                 agent_id: agent,
                 outcome: "skipped",
                 reason: Some("unchanged".to_owned()),
@@ -463,7 +446,7 @@ impl RuleFirer {
                 )),
                 attempt_id: None,
             },
-            Ok(Settled::Made(t)) => {
+            Ok(Changed::Made(t)) => {
                 let (outcome, reason, detail) = match &t.outcome {
                     Outcome::Succeeded => ("changed", None, None),
                     Outcome::Rejected { violation } => (

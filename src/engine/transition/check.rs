@@ -4,7 +4,7 @@
 use super::*;
 
 impl TransitionEngine {
-    /// The compliance check [`TransitionEngine::transition`] runs before it changes
+    /// The compliance check [`TransitionEngine::change`] runs before it changes
     /// anything, on its own: nothing is sent, changed or recorded (`wfmd rules dry-run`
     /// asks it which agents a firing would have rejected). `Ok(Ok(()))` when the change
     /// is allowed now, `Ok(Err(_))` with the violation when it is not, `Err(_)` when the

@@ -84,23 +84,6 @@ impl Deferral {
     }
 }
 
-/// A change that was made (or refused, or failed) now, or that waits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Deferrable<T> {
-    Now(T),
-    Deferred(Deferral),
-}
-
-impl<T> Deferrable<T> {
-    /// The change of a request that could not be deferred (no `defer` given).
-    pub(super) fn made(self) -> T {
-        match self {
-            Deferrable::Now(made) => made,
-            Deferrable::Deferred(_) => unreachable!("a change asked without defer never waits"),
-        }
-    }
-}
-
 /// What became of a waiting change when its turn came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CarriedOut {

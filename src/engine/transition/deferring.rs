@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::deferral::{self as deferred, CarriedOut, Defer, Deferral};
-use super::{Changed, CheckError, EngineError, Locked, TransitionEngine, TransitionRequest};
+use super::{Attempted, CheckError, EngineError, Locked, TransitionEngine, TransitionRequest};
 use crate::store::deferred::{self as stored_deferred, DeferredRow};
 use crate::store::{history, intents, to_ms};
 
@@ -82,9 +82,11 @@ impl TransitionEngine {
                 .change_with(&request, None, Busy::CarryOut(&current), locks)
                 .await?
             {
-                Changed::Made(transition) => CarriedOut::Made(transition),
-                Changed::StillBusy => CarriedOut::StillBusy,
-                Changed::Deferred(_) => unreachable!("a change carried out is not deferred again"),
+                Attempted::Made(transition) => CarriedOut::Made(transition),
+                Attempted::StillBusy => CarriedOut::StillBusy,
+                Attempted::Deferred(_) => {
+                    unreachable!("a change carried out is not deferred again")
+                }
             },
         )
     }

@@ -51,7 +51,11 @@ async fn engine(
 
 /// `agent`'s change to `to` through `engine`, asked for as the API does.
 async fn change(engine: &TransitionEngine, agent: &str, to: AgentState) -> Transition {
-    engine.transition(request(agent, to)).await.unwrap()
+    engine
+        .change(Change::from(request(agent, to)))
+        .await
+        .map(Changed::made)
+        .unwrap()
 }
 
 /// The attempt's `schedule_source` and `compliance_unchecked`, and its audit entry's

@@ -224,13 +224,75 @@ pub struct Unchanged {
     pub polled_at: DateTime<Utc>,
 }
 
-/// How a rule's or bulk item's change was settled.
+/// A change asked of the engine ([`TransitionEngine::change`]): the request, and how to
+/// carry it out. `Change::from(request)` asks it plainly; the builders add the rest.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub request: TransitionRequest,
+    /// Wait for a busy agent instead of refusing the change (`when_busy = "defer"`).
+    pub defer: Option<Defer>,
+    /// State sync as a witness (rules and bulk items): a change it saw made already
+    /// needs no call.
+    pub witness: Option<SyncWitness>,
+    /// A change a crash may have cut short after its platform call: when it began.
+    pub resuming_since: Option<DateTime<Utc>>,
+}
+
+impl From<TransitionRequest> for Change {
+    fn from(request: TransitionRequest) -> Change {
+        Change {
+            request,
+            defer: None,
+            witness: None,
+            resuming_since: None,
+        }
+    }
+}
+
+impl Change {
+    /// Waits for a busy agent as `defer` says (`None`: refused `STATE_CONFLICT`).
+    pub fn deferring(mut self, defer: Option<Defer>) -> Change {
+        self.defer = defer;
+        self
+    }
+
+    /// Settled unchanged, without a call, when `witness` saw it made already.
+    pub fn witnessed_by(mut self, witness: Option<SyncWitness>) -> Change {
+        self.witness = witness;
+        self
+    }
+
+    /// Resumes a change begun at `since` that a crash may have cut short.
+    pub fn resuming(mut self, since: DateTime<Utc>) -> Change {
+        self.resuming_since = Some(since);
+        self
+    }
+}
+
+/// How a change ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled {
-    /// Carried out (or refused, or failed) as any change.
+pub enum Changed {
+    /// Carried out, refused or failed: an attempt, recorded (its `outcome` says which),
+    /// or an earlier one with the same idempotency key (`replayed`).
     Made(Transition),
-    /// Needed no call; audited as `transition.unchanged`.
+    /// Needed no call: state sync saw it made already; audited as
+    /// `transition.unchanged`.
     Unchanged(Unchanged),
+    /// Waits for its busy agent.
+    Deferred(Deferral),
+}
+
+impl Changed {
+    /// The attempt of a change that could neither wait nor be settled unchanged (asked
+    /// without `defer` and `witness`).
+    pub fn made(self) -> Transition {
+        match self {
+            Changed::Made(transition) => transition,
+            Changed::Unchanged(_) | Changed::Deferred(_) => {
+                unreachable!("a change asked without defer or witness is made")
+            }
+        }
+    }
 }
 
 /// Where a compliance decision took the agent's schedule from.
