@@ -295,6 +295,15 @@ async fn every_kind_of_record(sim: &TestSim, db: &TestDb) {
              '[{\"start\":1764014400000,\"end\":1764016200000,\"kind\":\"lunch\",\"mandatory\":true}]',
              1763990000000,
              '[{\"start\":1764003600000,\"end\":1764007200000,\"title\":\"Team meeting\"}]')",
+        "INSERT INTO schedule_imports (id, actor, sha256, lines, shifts, agents, state,
+             stored, applied, error, created_at, heartbeat_at, in_force_at, finished_at)
+         VALUES ('0190a000-0000-7000-8000-000000000004', 'desk',
+             'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 2, 1, 1,
+             'applying', 1, 0, NULL, 1763990000000, 1763990000500, 1763990001000, NULL)",
+        "INSERT INTO imported_shifts_staged (import_id, agent_id, shift_start, shift_end,
+             timezone, breaks, activities)
+         VALUES ('0190a000-0000-7000-8000-000000000004', 'u_033', 1764000000000,
+             1764028800000, NULL, '[]', '[]')",
         "INSERT INTO agent_shifts (agent_id, shift_start, shift_end, timezone, breaks,
              breaks_from, fetched_at, activities)
          VALUES ('u_030', 1764000000000, 1764028800000, NULL, '[]', 'break_status',
