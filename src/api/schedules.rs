@@ -17,14 +17,11 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::roles::ADMIN;
 use super::{ApiState, Routes, with_body_limit};
-use crate::engine::imported_schedules::{ImportError, ImportSummary};
+use crate::engine::imported_schedules::{ImportError, ImportErrors, ImportSummary};
 
 /// The largest schedules file taken over HTTP (about 140,000 rows); larger ones are
 /// split, or imported with `wfmd serve` stopped.
 pub const IMPORT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
-
-/// At most this many of a file's problems are listed in a 422.
-const MAX_PROBLEMS: usize = 100;
 
 pub fn routes() -> Routes {
     vec![with_body_limit(
@@ -39,8 +36,10 @@ pub fn routes() -> Routes {
 /// one row per break (a shift without breaks is one row with the break columns empty);
 /// optionally `activity,activity_start,activity_end` after them (all three or none), a
 /// titled work activity such as `Team meeting` that adherence rules may name; times RFC
-/// 3339, or local (`2026-11-23 09:00`) in the row's IANA `timezone`. Nothing is
-/// stored unless every line is valid; the 422 lists each problem with its line. The
+/// 3339, or local (`2026-11-23 09:00`) in the row's IANA `timezone`; an agent id 1 to 128
+/// printable ASCII characters, a `break_type` at most 64 characters, an activity title
+/// at most 128. Nothing is stored unless every line is valid; the 422 lists the first
+/// 100 problems, each with its line, and counts them all. The
 /// agents named take their schedule and break status from the imported shifts from the
 /// next change on, whatever was fetched or cached for them before. The token's name is
 /// the actor of the audit entry.
@@ -52,7 +51,7 @@ pub fn routes() -> Routes {
     request_body(content = String, content_type = "text/csv", description = "The schedules file (UTF-8), at most 16 MiB"),
     responses(
         (status = 200, description = "Stored, and in force for the next change", body = ImportSummary),
-        (status = 422, description = "The file is not a valid schedules file: `problems` lists each with its line"),
+        (status = 422, description = "The file is not a valid schedules file: `problems` lists the first 100, each with its line, `problem_count` counts them all; nothing was imported"),
         (status = 503, description = "The database takes no writes"),
     )
 )]
@@ -96,11 +95,15 @@ pub async fn import_schedules(
             Problem::unreadable_body(&e)
         }
     })?;
-    let text = String::from_utf8(bytes.to_vec())
-        .map_err(|_| invalid(vec!["the file is not UTF-8 text".to_owned()]))?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        invalid(ImportErrors {
+            problems: vec!["the file is not UTF-8 text".to_owned()],
+            total: 1,
+        })
+    })?;
     match state.engine.import_schedules(&text, &caller.name).await {
         Ok(summary) => Ok(Json(summary)),
-        Err(ImportError::Invalid(errors)) => Err(invalid(errors.0)),
+        Err(ImportError::Invalid(errors)) => Err(invalid(errors)),
         Err(ImportError::Store(e)) if crate::store::is_unavailable(&e) => {
             tracing::error!(error = %e, "an import could not be stored");
             Err(Problem::new(
@@ -114,20 +117,22 @@ pub async fn import_schedules(
     }
 }
 
-/// The 422 of a file with `problems`, the first [`MAX_PROBLEMS`] of them listed.
-fn invalid(problems: Vec<String>) -> Problem {
-    let total = problems.len();
-    let listed: Vec<String> = problems.into_iter().take(MAX_PROBLEMS).collect();
-    let mut detail = listed.join("\n");
-    if total > MAX_PROBLEMS {
-        detail.push_str(&format!("\n… and {} more", total - MAX_PROBLEMS));
-    }
+/// The 422 of a file with `errors`: the problems listed (at most
+/// [`MAX_LISTED_PROBLEMS`](crate::engine::imported_schedules::MAX_LISTED_PROBLEMS), each
+/// quoting at most an excerpt of its field) and counted; `detail` gives the first, so the
+/// answer stays small whatever the file.
+fn invalid(errors: ImportErrors) -> Problem {
+    let first = errors.problems.first().cloned().unwrap_or_default();
+    let detail = match errors.total {
+        0 | 1 => first,
+        n => format!("{first} (and {} more: see `problems`)", n - 1),
+    };
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid-schedules",
         "The schedules file is not valid; nothing was imported",
         detail,
     )
-    .with("problems", listed)
-    .with("problem_count", total)
+    .with("problem_count", errors.total)
+    .with("problems", errors.problems)
 }

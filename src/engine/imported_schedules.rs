@@ -14,9 +14,12 @@
 //! which adherence rules judge by title (`activity = "Team meeting"`); a row may carry a
 //! break, an activity, both or neither.
 //!
-//! Times are RFC 3339, or local times (`2026-11-23 09:00`) in the row's `timezone`. Every
-//! problem is reported with its line number and nothing is stored unless the whole file
-//! is valid. An import replaces the agent's imported shifts it overlaps.
+//! Times are RFC 3339, or local times (`2026-11-23 09:00`) in the row's `timezone`. An
+//! agent id is what the API takes (1 to 128 printable ASCII characters, not `.` or `..`),
+//! a `break_type` at most 64 characters, an activity title at most 128. Every problem is
+//! reported with its line number, quoting at most a short excerpt of the field, and
+//! nothing is stored unless the whole file is valid. An import replaces the agent's
+//! imported shifts it overlaps.
 //!
 //! [`ImportedSchedules`] sits in front of the platform client: for an agent with
 //! imported shifts it answers schedule and break status from them (break status is the
@@ -50,6 +53,22 @@ use crate::store::Store;
 use crate::store::audit::{self, NewEntry};
 use crate::store::imported::{self, ImportedShift};
 
+/// At most this many of a file's problems are listed; the rest are counted.
+pub const MAX_LISTED_PROBLEMS: usize = 100;
+
+/// The longest part of a field a problem quotes.
+const EXCERPT_CHARS: usize = 40;
+
+/// The longest agent id: the API's (`api::agents::MAX_ID_LEN`), by the same rule as its
+/// agent routes, so no imported id is one no route could name.
+const MAX_AGENT_ID_LEN: usize = 128;
+
+/// The longest `break_type`.
+const MAX_BREAK_TYPE_LEN: usize = 64;
+
+/// The longest activity title.
+const MAX_TITLE_LEN: usize = 128;
+
 /// What an import stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 // `POST /v1/schedules/imports` answers it, under the name clients generated from the
@@ -65,10 +84,38 @@ pub struct ImportSummary {
     pub sha256: String,
 }
 
-/// The file's problems, each with its line.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct ImportErrors(pub Vec<String>);
+/// The file's problems, each with its line: the first [`MAX_LISTED_PROBLEMS`] of them,
+/// and how many there are in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+pub struct ImportErrors {
+    pub problems: Vec<String>,
+    pub total: usize,
+}
+
+impl std::fmt::Display for ImportErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.problems.join("\n"))?;
+        match self.total - self.problems.len() {
+            0 => Ok(()),
+            more => write!(f, "\n… and {more} more"),
+        }
+    }
+}
+
+impl ImportErrors {
+    fn one(problem: String) -> ImportErrors {
+        let mut errors = ImportErrors::default();
+        errors.push(problem);
+        errors
+    }
+
+    fn push(&mut self, problem: String) {
+        self.total += 1;
+        if self.problems.len() < MAX_LISTED_PROBLEMS {
+            self.problems.push(problem);
+        }
+    }
+}
 
 /// Why an import stored nothing.
 #[derive(Debug, thiserror::Error)]
@@ -96,16 +143,34 @@ const COLUMNS: [&str; 8] = [
 /// The optional columns of a titled work activity: all of them, or none.
 const ACTIVITY_COLUMNS: [&str; 3] = ["activity", "activity_start", "activity_end"];
 
+/// `text` quoted for a problem: whole when short, else its start and its length, so no
+/// problem echoes a large field.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("`{}`", text.escape_debug()),
+        Some((cut, _)) => format!(
+            "`{}…` ({} characters)",
+            text[..cut].escape_debug(),
+            text.chars().count()
+        ),
+    }
+}
+
 /// Parses and validates a schedules CSV; every problem names its line.
 pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
+    parse(text).map(|(shifts, _)| shifts)
+}
+
+/// [`parse_csv`], with the number of lines after the header.
+fn parse(text: &str) -> Result<(Vec<ImportedShift>, usize), ImportErrors> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)
         .from_reader(text.as_bytes());
-    let mut problems = Vec::new();
+    let mut problems = ImportErrors::default();
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|c| c.to_ascii_lowercase()).collect(),
-        Err(e) => return Err(ImportErrors(vec![format!("line 1: {e}")])),
+        Err(e) => return Err(ImportErrors::one(format!("line 1: {e}"))),
     };
     let index: BTreeMap<&str, usize> = COLUMNS
         .iter()
@@ -118,25 +183,27 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
         .copied()
         .collect();
     if !missing.is_empty() {
-        return Err(ImportErrors(vec![format!(
+        return Err(ImportErrors::one(format!(
             "line 1: the header lacks {} (expected {})",
             missing.join(", "),
             COLUMNS.join(",")
-        )]));
+        )));
     }
     let activity_columns = ACTIVITY_COLUMNS
         .iter()
         .filter(|c| index.contains_key(*c))
         .count();
     if activity_columns % ACTIVITY_COLUMNS.len() != 0 {
-        return Err(ImportErrors(vec![format!(
+        return Err(ImportErrors::one(format!(
             "line 1: the header has some of the activity columns: give all of {} or none",
             ACTIVITY_COLUMNS.join(",")
-        )]));
+        )));
     }
     // (agent, start) -> shift, with the line that defined it.
     let mut shifts: BTreeMap<(String, DateTime<Utc>), (ImportedShift, u64)> = BTreeMap::new();
+    let mut lines = 0;
     for record in reader.records() {
+        lines += 1;
         let record = match record {
             Ok(r) => r,
             Err(e) => {
@@ -200,20 +267,21 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportedShift>, ImportErrors> {
             ));
         }
     }
-    if list.is_empty() && problems.is_empty() {
+    if list.is_empty() && problems.total == 0 {
         problems.push("the file has no schedule rows".into());
     }
-    if !problems.is_empty() {
-        return Err(ImportErrors(problems));
+    if problems.total > 0 {
+        return Err(problems);
     }
-    Ok(list
+    let shifts = list
         .into_iter()
         .map(|(mut shift, _)| {
             shift.breaks.sort_by_key(|b| b.start);
             shift.activities.sort_by_key(|a| a.start);
             shift
         })
-        .collect())
+        .collect();
+    Ok((shifts, lines))
 }
 
 /// A row: its shift, and the break and the titled activity it gives, if any.
@@ -224,6 +292,16 @@ fn parse_row(field: &dyn Fn(&str) -> String) -> Result<Row, String> {
     if agent.is_empty() {
         return Err("agent is empty".into());
     }
+    if matches!(agent.as_str(), "." | "..")
+        || agent.len() > MAX_AGENT_ID_LEN
+        || !agent.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(format!(
+            "agent {} is not an agent id: 1 to {MAX_AGENT_ID_LEN} printable ASCII \
+             characters, not `.` or `..`",
+            quoted(&agent)
+        ));
+    }
     let zone_text = field("timezone");
     let zone: Option<Tz> = if zone_text.is_empty() {
         None
@@ -231,7 +309,7 @@ fn parse_row(field: &dyn Fn(&str) -> String) -> Result<Row, String> {
         Some(
             zone_text
                 .parse()
-                .map_err(|_| format!("timezone `{zone_text}` is not an IANA time zone"))?,
+                .map_err(|_| format!("timezone {} is not an IANA time zone", quoted(&zone_text)))?,
         )
     };
     let time = |name: &str| -> Result<Option<DateTime<Utc>>, String> {
@@ -248,7 +326,7 @@ fn parse_row(field: &dyn Fn(&str) -> String) -> Result<Row, String> {
     if end <= start {
         return Err("shift_end is not after shift_start".into());
     }
-    if end - start > TimeDelta::hours(24) {
+    if end - start > imported::MAX_SHIFT {
         return Err("the shift is longer than 24 hours".into());
     }
     let shift = ImportedShift {
@@ -261,6 +339,12 @@ fn parse_row(field: &dyn Fn(&str) -> String) -> Result<Row, String> {
     };
     let (break_start, break_end) = (time("break_start")?, time("break_end")?);
     let kind = field("break_type");
+    if kind.chars().count() > MAX_BREAK_TYPE_LEN {
+        return Err(format!(
+            "break_type {} is longer than {MAX_BREAK_TYPE_LEN} characters",
+            quoted(&kind)
+        ));
+    }
     let mandatory_text = field("mandatory");
     let brk = match (break_start, break_end) {
         (None, None) if kind.is_empty() && mandatory_text.is_empty() => None,
@@ -275,13 +359,24 @@ fn parse_row(field: &dyn Fn(&str) -> String) -> Result<Row, String> {
             mandatory: match mandatory_text.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" | "y" => true,
                 "false" | "no" | "0" | "n" | "" => false,
-                other => return Err(format!("mandatory `{other}` is not true or false")),
+                _ => {
+                    return Err(format!(
+                        "mandatory {} is not true or false",
+                        quoted(&mandatory_text)
+                    ));
+                }
             },
         }),
         (Some(_), Some(_)) => return Err("break_end is not after break_start".into()),
         _ => return Err("a break needs both break_start and break_end".into()),
     };
     let title = field("activity");
+    if title.chars().count() > MAX_TITLE_LEN {
+        return Err(format!(
+            "activity {} is longer than {MAX_TITLE_LEN} characters",
+            quoted(&title)
+        ));
+    }
     let activity = match (time("activity_start")?, time("activity_end")?) {
         (None, None) if title.is_empty() => None,
         _ if title.is_empty() => {
@@ -291,7 +386,8 @@ fn parse_row(field: &dyn Fn(&str) -> String) -> Result<Row, String> {
         (Some(_), Some(_)) => return Err("activity_end is not after activity_start".into()),
         _ => {
             return Err(format!(
-                "activity `{title}` needs both activity_start and activity_end"
+                "activity {} needs both activity_start and activity_end",
+                quoted(&title)
             ));
         }
     };
@@ -311,15 +407,25 @@ fn parse_time(text: &str, zone: Option<Tz>) -> Result<DateTime<Utc>, String> {
     ]
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-    .ok_or_else(|| format!("`{text}` is not a time (2026-11-23 09:00 or RFC 3339)"))?;
-    let zone =
-        zone.ok_or_else(|| format!("`{text}` has no offset and the row names no timezone"))?;
+    .ok_or_else(|| {
+        format!(
+            "{} is not a time (2026-11-23 09:00 or RFC 3339)",
+            quoted(text)
+        )
+    })?;
+    let zone = zone.ok_or_else(|| {
+        format!(
+            "{} has no offset and the row names no timezone",
+            quoted(text)
+        )
+    })?;
     zone.from_local_datetime(&naive)
         .earliest()
         .map(|t| t.with_timezone(&Utc))
         .ok_or_else(|| {
             format!(
-                "`{text}` does not exist in {} (a clock change)",
+                "{} does not exist in {} (a clock change)",
+                quoted(text),
                 zone.name()
             )
         })
@@ -717,7 +823,7 @@ mod tests {
              u_5,2026-11-23 09:00,2026-11-23 17:00,2026-11-23 18:00,2026-11-23 18:30,LUNCH,true,Europe/London\n\
              u_6,2026-11-23 09:00,2026-11-23 17:00,2026-11-23 12:00,2026-11-23 12:30,LUNCH,perhaps,Europe/London\n"
         );
-        let err = parse_csv(&csv).unwrap_err().0;
+        let err = parse_csv(&csv).unwrap_err().problems;
         assert_eq!(err.len(), 6, "{err:?}");
         assert!(
             err[0].starts_with("line 2: shift_end is not after"),
@@ -728,7 +834,7 @@ mod tests {
         assert!(err[3].starts_with("line 5: shift_start") && err[3].contains("no timezone"));
         assert!(err[4].starts_with("line 6: the break lies outside"));
         assert!(err[5].starts_with("line 7: mandatory `perhaps`"));
-        let header = parse_csv("agent,start\nu_1,x\n").unwrap_err().0;
+        let header = parse_csv("agent,start\nu_1,x\n").unwrap_err().problems;
         assert!(
             header[0].starts_with("line 1: the header lacks shift_start"),
             "{header:?}"
@@ -793,7 +899,7 @@ mod tests {
             row("Training,at nine,2026-11-23T10:00:00Z"),
         ]
         .concat();
-        let err = parse_csv(&csv).unwrap_err().0;
+        let err = parse_csv(&csv).unwrap_err().problems;
         assert_eq!(err.len(), 5, "{err:?}");
         assert!(
             err[0].starts_with("line 2: activity `Training` needs both"),
@@ -810,7 +916,7 @@ mod tests {
         );
         let partial = "agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,\
                        timezone,activity\nu_1,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,,x\n";
-        let header = parse_csv(partial).unwrap_err().0;
+        let header = parse_csv(partial).unwrap_err().problems;
         assert!(
             header[0].starts_with("line 1: the header has some of the activity columns"),
             "{header:?}"
@@ -842,10 +948,118 @@ mod tests {
              u_1,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,\n\
              u_1,2026-11-23T15:00:00Z,2026-11-23T20:00:00Z,,,,,\n"
         );
-        let err = parse_csv(&csv).unwrap_err().0;
+        let err = parse_csv(&csv).unwrap_err().problems;
         assert_eq!(
             err,
             ["line 3: this shift of u_1 overlaps the one of line 2"]
+        );
+    }
+    fn row(agent: &str, tail: &str) -> String {
+        format!("{agent},2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,{tail}\n")
+    }
+
+    #[test]
+    fn an_agent_id_the_api_would_refuse_is_a_line_error() {
+        let longest = "a".repeat(128);
+        let csv = [
+            HEADER.to_owned(),
+            row(&longest, ",,,,,"),
+            row(&"a".repeat(129), ",,,,,"),
+            row("u 1", ",,,,,"),
+            row(".", ",,,,,"),
+            row("..", ",,,,,"),
+            row("ü_1", ",,,,,"),
+        ]
+        .concat();
+        let err = parse_csv(&csv).unwrap_err();
+        let lines: Vec<&str> = err
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            ["line 3", "line 4", "line 5", "line 6", "line 7"],
+            "{err}"
+        );
+        assert!(
+            err.problems[0]
+                .contains("(129 characters) is not an agent id: 1 to 128 printable ASCII"),
+            "{err}"
+        );
+        assert!(
+            err.problems[1].starts_with("line 4: agent `u 1` is not an agent id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_problem_quotes_at_most_an_excerpt_of_its_field() {
+        let long = "Mars/".repeat(200_000);
+        let csv = format!(
+            "{HEADER}{}{}",
+            row("u_1", &format!(",,,,{long}")),
+            row("u_2", ",,,,\"Mars\nOlympus\"")
+        );
+        let err = parse_csv(&csv).unwrap_err();
+        let first = &err.problems[0];
+        assert!(
+            first.starts_with(&format!(
+                "line 2: timezone `{}…` (1000000 characters) is not an IANA time zone",
+                &long[..40]
+            )),
+            "{first}"
+        );
+        assert!(first.len() < 200, "{} bytes", first.len());
+        // A control character is shown escaped, not written to the terminal.
+        assert_eq!(
+            err.problems[1],
+            "line 3: timezone `Mars\\nOlympus` is not an IANA time zone"
+        );
+    }
+
+    #[test]
+    fn the_first_hundred_problems_are_listed_and_all_are_counted() {
+        let csv = format!("{HEADER}{}", row("u_1", ",,,perhaps,").repeat(250));
+        let err = parse_csv(&csv).unwrap_err();
+        assert_eq!((err.problems.len(), err.total), (MAX_LISTED_PROBLEMS, 250));
+        assert!(
+            err.problems[99].starts_with("line 101: "),
+            "{}",
+            err.problems[99]
+        );
+        assert!(err.to_string().ends_with("\n… and 150 more"), "{err}");
+    }
+
+    #[test]
+    fn break_types_and_activity_titles_longer_than_their_limits_are_line_errors() {
+        let csv = format!(
+            "{WITH_ACTIVITIES}\
+             u_1,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,2026-11-23T12:00:00Z,2026-11-23T12:30:00Z,{},true,,,,\n\
+             u_2,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,,,,,,{},2026-11-23T09:00:00Z,2026-11-23T10:00:00Z\n\
+             u_3,2026-11-23T08:00:00Z,2026-11-23T16:00:00Z,2026-11-23T12:00:00Z,2026-11-23T12:30:00Z,{},true,,{},2026-11-23T09:00:00Z,2026-11-23T10:00:00Z\n",
+            "B".repeat(65),
+            "T".repeat(129),
+            "B".repeat(64),
+            "T".repeat(128),
+        );
+        let err = parse_csv(&csv).unwrap_err();
+        assert_eq!(err.total, 2, "{err}");
+        assert!(
+            err.problems[0].starts_with("line 2: break_type `BBB"),
+            "{err}"
+        );
+        assert!(
+            err.problems[0].ends_with("is longer than 64 characters"),
+            "{err}"
+        );
+        assert!(
+            err.problems[1].starts_with("line 3: activity `TTT"),
+            "{err}"
+        );
+        assert!(
+            err.problems[1].ends_with("is longer than 128 characters"),
+            "{err}"
         );
     }
 }

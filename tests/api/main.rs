@@ -40,6 +40,7 @@ mod reports;
 mod retention;
 mod rough_edges;
 mod rules;
+mod schedule_imports;
 mod strangers;
 mod sync;
 mod tenant_api;
