@@ -1,8 +1,16 @@
 //! `POST /v1/schedules/imports`: a schedules CSV into the running daemon, in force for the
-//! next change (what `wfmd schedules import FILE` sends while a daemon runs, and what a
-//! third-party WFM's export job can send itself). The format is
+//! next change once stored (what `wfmd schedules import FILE` sends while a daemon runs,
+//! and what a third-party WFM's export job can send itself); `GET
+//! /v1/schedules/imports/{job_id}` follows it. The format is
 //! [`crate::engine::imported_schedules`]'s; imported schedules decide compliance for the
 //! agents they cover, so importing takes an admin.
+//!
+//! The file is checked whole before the answer: a bad one is refused at once (422, each
+//! problem with its line and quoting no more than a short excerpt of its field, at most
+//! [`MAX_LISTED_PROBLEMS`](imported_schedules::MAX_LISTED_PROBLEMS) of them listed and
+//! all counted). A valid one is always answered 202 with the import as a job: the
+//! largest takes longer to store than a request may last, and an answer that came back
+//! 200 or 202 by how busy the machine was would make every client handle both anyway.
 //!
 //! A week of shifts for a few thousand agents is far more than the router-wide body limit,
 //! so the route has its own.
@@ -12,25 +20,28 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 
 use super::auth::Caller;
 use super::error::Problem;
-use super::roles::ADMIN;
+use super::extract::PathParams;
+use super::jobs::{JobPath, NoSuchJob, accepted, found};
+use super::roles::{ADMIN, VIEWER};
 use super::{ApiState, Routes, with_body_limit};
-use crate::engine::imported_schedules::{ImportError, ImportErrors, ImportSummary};
+use crate::engine::imported_schedules::{self, ImportError, ImportErrors, ImportJobView};
 
-/// The largest schedules file taken over HTTP (about 140,000 rows); larger ones are
+/// The largest schedules file taken over HTTP (about 150,000 rows); larger ones are
 /// split, or imported with `wfmd serve` stopped.
 pub const IMPORT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn routes() -> Routes {
-    vec![with_body_limit(
-        utoipa_axum::routes!(import_schedules),
-        IMPORT_LIMIT_BYTES,
-    )]
+    vec![
+        with_body_limit(utoipa_axum::routes!(import_schedules), IMPORT_LIMIT_BYTES),
+        utoipa_axum::routes!(show_import),
+    ]
 }
 
-/// Imports schedules from a CSV, in force for the next change.
+/// Imports schedules from a CSV, as a job: in force for the next change once stored.
 ///
 /// Header `agent,shift_start,shift_end,break_start,break_end,break_type,mandatory,timezone`,
 /// one row per break (a shift without breaks is one row with the break columns empty);
@@ -38,11 +49,13 @@ pub fn routes() -> Routes {
 /// titled work activity such as `Team meeting` that adherence rules may name; times RFC
 /// 3339, or local (`2026-11-23 09:00`) in the row's IANA `timezone`; an agent id 1 to 128
 /// printable ASCII characters, a `break_type` at most 64 characters, an activity title
-/// at most 128. Nothing is stored unless every line is valid; the 422 lists the first
-/// 100 problems, each with its line, and counts them all. The
-/// agents named take their schedule and break status from the imported shifts from the
-/// next change on, whatever was fetched or cached for them before. The token's name is
-/// the actor of the audit entry.
+/// at most 128. The file is checked whole before the answer: nothing is stored unless
+/// every line is valid, and the 422 lists the first 100 problems, each with its line,
+/// and counts them all. A valid file is answered 202 with the import, stored in the
+/// background (`Location` follows it): all of it or none, and changes on the tenant go
+/// on meanwhile. From `applying` on, the agents named take their schedule and break
+/// status from the imported shifts, whatever was fetched or cached for them before. The
+/// token's name is the actor of the audit entry.
 #[utoipa::path(
     post,
     path = "/v1/schedules/imports",
@@ -50,7 +63,8 @@ pub fn routes() -> Routes {
     security(("bearer" = [ADMIN])),
     request_body(content = String, content_type = "text/csv", description = "The schedules file (UTF-8), at most 16 MiB"),
     responses(
-        (status = 200, description = "Stored, and in force for the next change", body = ImportSummary),
+        (status = 202, description = "Valid; stored in the background, in force once `state` is `applying` (`Location` follows it)", body = ImportJobView),
+        (status = 409, description = "Another import is being stored or put in place (`job_id` names it); nothing was imported"),
         (status = 422, description = "The file is not a valid schedules file: `problems` lists the first 100, each with its line, `problem_count` counts them all; nothing was imported"),
         (status = 503, description = "The database takes no writes"),
     )
@@ -60,7 +74,7 @@ pub async fn import_schedules(
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<ImportSummary>, Problem> {
+) -> Result<Response, Problem> {
     let is_csv = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -95,15 +109,25 @@ pub async fn import_schedules(
             Problem::unreadable_body(&e)
         }
     })?;
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-        invalid(ImportErrors {
-            problems: vec!["the file is not UTF-8 text".to_owned()],
-            total: 1,
-        })
-    })?;
-    match state.engine.import_schedules(&text, &caller.name).await {
-        Ok(summary) => Ok(Json(summary)),
+    match state.engine.import_schedules(bytes, &caller.name).await {
+        Ok(job) => {
+            let view = job.view();
+            Ok(accepted(
+                &format!("/v1/schedules/imports/{}", view.job_id),
+                view,
+            ))
+        }
         Err(ImportError::Invalid(errors)) => Err(invalid(errors)),
+        Err(ImportError::Busy(running)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "import-in-progress",
+            "Another schedules import is being stored",
+            format!(
+                "import {running} is being stored or put in place; send this file once it has \
+                 finished (GET /v1/schedules/imports/{running}); nothing was imported"
+            ),
+        )
+        .with("job_id", running)),
         Err(ImportError::Store(e)) if crate::store::is_unavailable(&e) => {
             tracing::error!(error = %e, "an import could not be stored");
             Err(Problem::new(
@@ -117,10 +141,34 @@ pub async fn import_schedules(
     }
 }
 
+/// One schedules import as it stands: `storing` (`stored` of `shifts` written aside),
+/// `applying` (in force; `applied` of them moved into place), `completed`, or `failed`
+/// (`error`; nothing of it is in force).
+#[utoipa::path(
+    get,
+    path = "/v1/schedules/imports/{job_id}",
+    tag = "schedules",
+    security(("bearer" = [VIEWER])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "The import as it stands", body = ImportJobView),
+        NoSuchJob,
+    )
+)]
+pub async fn show_import(
+    State(state): State<ApiState>,
+    PathParams(JobPath { job_id }): PathParams<JobPath>,
+) -> Result<Json<ImportJobView>, Problem> {
+    let job = imported_schedules::job(&state.store, &job_id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    found(job, "schedules import", &job_id).map(Json)
+}
+
 /// The 422 of a file with `errors`: the problems listed (at most
-/// [`MAX_LISTED_PROBLEMS`](crate::engine::imported_schedules::MAX_LISTED_PROBLEMS), each
-/// quoting at most an excerpt of its field) and counted; `detail` gives the first, so the
-/// answer stays small whatever the file.
+/// [`MAX_LISTED_PROBLEMS`](imported_schedules::MAX_LISTED_PROBLEMS), each quoting at
+/// most an excerpt of its field) and counted; `detail` gives the first, so the answer
+/// stays small whatever the file.
 fn invalid(errors: ImportErrors) -> Problem {
     let first = errors.problems.first().cloned().unwrap_or_default();
     let detail = match errors.total {

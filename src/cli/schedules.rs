@@ -7,28 +7,34 @@
 //! database's lock, see [`super::backup::DaemonLock`]), to that daemon over HTTP
 //! (`POST /v1/schedules/imports`, or `/v1/tenants/{id}/schedules/imports` with
 //! `--tenant`, at `--server`, default `server.listen`, with an admin token from
-//! `--token` or `WFMD_TOKEN`), which puts it in force for the next change; a daemon
-//! that cannot be reached gets nothing, and nothing is stored. Otherwise straight
-//! into the database, holding its lock meanwhile so no daemon starts half-way; a daemon
-//! started later reads it. `--server` always sends to the daemon it names.
+//! `--token` or `WFMD_TOKEN`), which checks it whole, then stores it as a job that this
+//! command follows with a progress bar until it is in force (a file of the largest size
+//! takes longer to store than one request may last); a daemon that cannot be reached
+//! gets nothing, and nothing is stored. Otherwise straight into the database, holding
+//! its lock meanwhile so no daemon starts half-way; a daemon started later reads it.
+//! `--server` always sends to the daemon it names.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::backup::{DaemonLock, database_path};
 use super::{DaemonApi, Failure};
 use crate::config::Config;
-use crate::engine::imported_schedules::{self, ImportError};
+use crate::engine::imported_schedules::{self, ImportError, ImportJobView, ImportState};
 use crate::store::Store;
 use crate::store::audit::AuditKey;
 
-/// How long the daemon may take to store a file.
+/// How long the daemon may take to check a file (it answers before storing it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a followed import's progress is asked for.
+const POLL_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
@@ -40,8 +46,9 @@ pub enum SchedulesCommand {
     /// judge by its title. Nothing is
     /// stored unless every line is valid. Agents with imported shifts take their
     /// schedule and break status from them. While `wfmd serve` runs on the configured
-    /// database the file goes to it (in force for the next change; with tokens
-    /// configured it needs an admin token); otherwise into the database directly.
+    /// database the file goes to it, which stores it in the background while this
+    /// follows it with a progress bar (in force for the next change once stored; with
+    /// tokens configured it needs an admin token); otherwise into the database directly.
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -66,7 +73,8 @@ pub async fn run(
         server,
         token,
     } = command;
-    let text = std::fs::read_to_string(&file)
+    // Bytes: the check names the line of any that is not UTF-8.
+    let text = std::fs::read(&file)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
     if server.is_some() {
         let daemon = Daemon {
@@ -98,7 +106,7 @@ pub async fn run(
     let actor = std::env::var("USER")
         .map(|user| format!("cli:{user}"))
         .unwrap_or_else(|_| "cli".to_owned());
-    let result = imported_schedules::import(&store, &text, &actor).await;
+    let result = imported_schedules::import(&store, text, &actor).await;
     store.close().await;
     match result {
         Ok(summary) => {
@@ -132,7 +140,7 @@ async fn through_daemon(
     config: &Config,
     daemon: Daemon<'_>,
     file: &Path,
-    text: String,
+    text: Vec<u8>,
     running: Option<String>,
 ) -> Result<ExitCode, Failure> {
     let base = super::bulk::daemon_url(config, daemon.url)?;
@@ -158,30 +166,120 @@ async fn through_daemon(
     })?;
     let status = response.status();
     let answer: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        println!(
-            "imported {} shifts of {} agents from {} into the running wfmd at {base}: in \
-             force from the next change",
-            answer["shifts"],
-            answer["agents"],
-            file.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     let detail = answer["detail"]
         .as_str()
         .map_or_else(|| status.to_string(), str::to_owned);
-    Err(match status.as_u16() {
-        422 => Failure::usage(format!(
-            "{} is not a valid schedules file:\n{detail}",
-            file.display()
-        )),
-        401 | 403 => Failure::usage(format!(
-            "the running wfmd at {base} refused the import: {detail} (it takes an admin \
-             token: --token or WFMD_TOKEN)"
-        )),
-        _ => Failure::action(anyhow::anyhow!(
-            "the running wfmd at {base} refused the import: {detail}"
-        )),
-    })
+    let refused = |detail: &str| format!("the running wfmd at {base} refused the import: {detail}");
+    match status.as_u16() {
+        202 => {}
+        422 => {
+            let problems: Vec<&str> = answer["problems"]
+                .as_array()
+                .map(|p| p.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let more = answer["problem_count"]
+                .as_u64()
+                .and_then(|n| n.checked_sub(problems.len() as u64))
+                .filter(|more| *more > 0)
+                .map(|more| format!("\n… and {more} more"))
+                .unwrap_or_default();
+            let listed = if problems.is_empty() {
+                detail
+            } else {
+                problems.join("\n")
+            };
+            return Err(Failure::usage(format!(
+                "{} is not a valid schedules file:\n{listed}{more}",
+                file.display()
+            )));
+        }
+        401 | 403 => {
+            return Err(Failure::usage(format!(
+                "{} (it takes an admin token: --token or WFMD_TOKEN)",
+                refused(&detail)
+            )));
+        }
+        _ => return Err(Failure::action(anyhow::anyhow!(refused(&detail)))),
+    }
+    let job: ImportJobView = serde_json::from_value(answer).map_err(|e| {
+        Failure::action(anyhow::anyhow!(
+            "the running wfmd at {base} answered an import this wfmd cannot read: {e}"
+        ))
+    })?;
+    eprintln!(
+        "schedules import {} of {}: {} shifts of {} agents, stored by the daemon",
+        job.job_id,
+        file.display(),
+        job.shifts,
+        job.agents
+    );
+    let route = daemon
+        .api
+        .path(&format!("/schedules/imports/{}", job.job_id));
+    let job = follow(&http, &format!("{base}{route}"), daemon.token.as_ref(), job).await?;
+    if job.state == ImportState::Failed {
+        return Err(Failure::action(anyhow::anyhow!(
+            "the running wfmd at {base} could not store {} (import {}): {}",
+            file.display(),
+            job.job_id,
+            job.error.as_deref().unwrap_or("no reason given")
+        )));
+    }
+    println!(
+        "imported {} shifts of {} agents from {} into the running wfmd at {base}: in \
+         force from the next change",
+        job.shifts,
+        job.agents,
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the import at `url` with a progress bar until it is finished.
+async fn follow(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&SecretString>,
+    mut job: ImportJobView,
+) -> Result<ImportJobView, Failure> {
+    let bar = ProgressBar::new(job.shifts * 2);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+            .expect("a valid template"),
+    );
+    let interrupted = tokio::signal::ctrl_c();
+    let mut interrupted = std::pin::pin!(interrupted);
+    while !job.is_finished() {
+        bar.set_position(job.stored + job.applied);
+        bar.set_message(format!(
+            "{}: {} of {} shifts stored, {} in place",
+            job.state, job.stored, job.shifts, job.applied
+        ));
+        tokio::select! {
+            () = tokio::time::sleep(POLL_EVERY) => {}
+            _ = &mut interrupted => {
+                bar.abandon();
+                return Err(Failure::action(anyhow::anyhow!(
+                    "stopped following; the import goes on in the daemon: GET {url}"
+                )));
+            }
+        }
+        let mut request = http.get(url).timeout(REQUEST_TIMEOUT);
+        if let Some(token) = token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        let lost = |e: &dyn std::fmt::Display| {
+            Failure::action(anyhow::anyhow!(
+                "lost the daemon while following the import ({e}); it may still finish: GET {url}"
+            ))
+        };
+        let response = request
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| lost(&e.without_url()))?;
+        job = response.json().await.map_err(|e| lost(&e.without_url()))?;
+    }
+    bar.finish_and_clear();
+    Ok(job)
 }

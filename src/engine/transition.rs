@@ -66,7 +66,7 @@ mod refused_schedules;
 mod settle;
 mod types;
 
-use super::imported_schedules::{ImportError, ImportSummary, Imports};
+use super::imported_schedules::{self, ImportError, ImportFile, ImportJob, Imports, InForce};
 use super::schedules::WantedAgents;
 use crate::cxone::budget::current_context;
 use crate::cxone::{ContactCenter, CxoneError, Lane, StateChange};
@@ -158,20 +158,26 @@ impl TransitionEngine {
         self
     }
 
-    /// Stores a schedules CSV (see [`crate::engine::imported_schedules`]) and puts it in
-    /// force at once: the next change of an imported agent is checked against it, not
-    /// against a schedule cached or booked before.
+    /// Checks a schedules CSV (see [`crate::engine::imported_schedules`]) and starts
+    /// storing it as a job, returned once recorded; once the job puts it in force, the
+    /// next change of an imported agent is checked against it, not against a schedule
+    /// cached or booked before.
     pub async fn import_schedules(
         &self,
-        csv: &str,
+        csv: impl Into<ImportFile>,
         actor: &str,
-    ) -> Result<ImportSummary, ImportError> {
+    ) -> Result<ImportJob, ImportError> {
         let imports = self.imports.as_ref().ok_or(ImportError::NotRead)?;
-        let imported = imports.import(csv, actor, self.now()).await?;
-        for agent in &imported.agent_ids {
-            self.lookups.forget(agent).await;
-        }
-        Ok(imported.summary)
+        let file = imported_schedules::check(csv).await?;
+        let lookups = Arc::clone(&self.lookups);
+        let forget: InForce = Box::new(move |agents| {
+            Box::pin(async move {
+                for agent in &agents {
+                    lookups.forget(agent).await;
+                }
+            })
+        });
+        imports.start(file, actor, self.clock, forget).await
     }
 
     /// Reads "now" from `clock` (the wall clock by default). The rule scheduler, the

@@ -118,43 +118,6 @@ fn decode(
     }
 }
 
-/// Stores `shifts`, replacing each agent's imported shifts they overlap.
-pub async fn replace(
-    conn: &mut impl AsConn,
-    shifts: &[ImportedShift],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    for shift in shifts {
-        execute!(
-            conn,
-            "DELETE FROM imported_shifts WHERE agent_id = $1 AND shift_start < $2 AND shift_end > $3",
-            &shift.agent_id,
-            to_ms(shift.end),
-            to_ms(shift.start)
-        )?;
-    }
-    for shift in shifts {
-        let (breaks, activities) = encode(shift);
-        execute!(
-            conn,
-            "INSERT INTO imported_shifts \
-             (agent_id, shift_start, shift_end, timezone, breaks, imported_at, activities) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (agent_id, shift_start) DO UPDATE SET shift_end = excluded.shift_end, \
-             timezone = excluded.timezone, breaks = excluded.breaks, \
-             imported_at = excluded.imported_at, activities = excluded.activities",
-            &shift.agent_id,
-            to_ms(shift.start),
-            to_ms(shift.end),
-            &shift.timezone,
-            breaks,
-            to_ms(now),
-            activities
-        )?;
-    }
-    Ok(())
-}
-
 /// An import as `schedule_imports` holds it (times in ms).
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct ImportRow {

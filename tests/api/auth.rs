@@ -278,6 +278,14 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/schedules/imports/{job_id}",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 404, 404, 404],
+    },
+    Row {
+        method: "GET",
         path: "/v1/audit",
         role: Some("admin"),
         query: "",

@@ -10,6 +10,7 @@ use wfmd::sim::SCHEDULES_SCOPE;
 
 use crate::helpers::{Daemon, TestApp, TestDb, TestSim, count, on_both_dialects, wfmd};
 use crate::incontact::schedules_csv;
+use crate::schedule_imports::import_whole;
 
 /// The default tenant on `dialect`, refusing schedule lookups.
 async fn refusing_tenant(dialect: Dialect) -> TestSim {
@@ -143,10 +144,8 @@ async fn an_import_into_the_running_daemon_answers_the_next_change_without_a_res
     );
 
     let csv = schedules_csv(&app.sim.sim, &[&on_shift.id, &off_shift.id]);
-    let imported = import(csv).await.unwrap();
-    assert_eq!(imported.status(), 200);
-    let summary: Value = imported.json().await.unwrap();
-    assert_eq!(summary["agents"], 2, "{summary}");
+    let imported = import_whole(&app.address, csv).await;
+    assert_eq!(imported["agents"], 2, "{imported}");
 
     // The next changes are checked against the file, with no restart.
     let (status, body) = app.set_state(&on_shift.id, "NOT_READY").await;

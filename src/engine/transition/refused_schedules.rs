@@ -283,7 +283,8 @@ async fn an_import_overrides_what_the_engine_cached_and_what_the_book_holds() {
         rfc(now - TimeDelta::hours(9)),
         rfc(now - TimeDelta::hours(1)),
     );
-    let summary = engine.import_schedules(&csv, "admin").await.unwrap();
+    let import = engine.import_schedules(&csv, "admin").await.unwrap();
+    let summary = import.finished().await.unwrap();
     assert_eq!((summary.shifts, summary.agents), (2, 2));
 
     let after = change(&engine, "u_001", AgentState::NotReady).await;
