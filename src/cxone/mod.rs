@@ -1,16 +1,15 @@
 //! Everything that speaks HTTP to the contact-center platform.
 //!
 //! The rest of wfmd sees only [`ContactCenter`] and [`CxoneError`]: the v2 client (`v2`,
-//! its tokens in `auth`, serde types of its wire format in `wire`) implements it, and so
-//! does the `incontact` client (the API NICE publishes, in `incontact`). Both sit on one
-//! HTTP core (`core`: the call pipeline, the token cache, the 401 circuit breaker and
-//! one classification of answers), with retries in `retry` and the request budget in
+//! its tokens in `v2::auth`, serde types of its wire format in `v2::wire`) implements it,
+//! and so does the `incontact` client (the API NICE publishes, in `incontact`). Both sit
+//! on one HTTP core (`core`: the call pipeline, the token cache, the 401 circuit breaker
+//! and one classification of answers), with retries in `retry` and the request budget in
 //! `budget`. Every call made through a client waits for the shared budget, retries what
 //! is retryable, and refreshes a revoked token once; feed polls alone are left to their
 //! caller to pace.
 
 pub mod aggregation;
-pub mod auth;
 pub mod budget;
 mod core;
 #[cfg(test)]
@@ -20,7 +19,6 @@ pub mod retry;
 #[cfg(test)]
 mod tests;
 mod v2;
-mod wire;
 
 use std::time::Duration;
 

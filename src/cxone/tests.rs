@@ -10,7 +10,7 @@ use super::core::classify::{ReadDetails, error_for_status};
 
 /// Each dialect's reading of error answers, as its client plugs it into the core.
 const DIALECTS: [(&str, ReadDetails); 2] = [
-    ("v2", super::wire::error_details),
+    ("v2", super::v2::wire::error_details),
     ("incontact", super::incontact::error_details),
 ];
 

@@ -4,6 +4,9 @@
 //! [`HttpCore`] (retries, budget, tokens, the 401 refresh and circuit, classification).
 //! Subscription polls are paced by their caller: one attempt, no budget permit.
 
+mod auth;
+pub(super) mod wire;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +14,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::Method;
 
+use self::auth::ClientCredentials;
 use super::aggregation::{self, AggregationPage, AggregationQuery};
-use super::auth::ClientCredentials;
 use super::core::http::{Answer, Call, HttpCore, path_segment};
 use super::core::token::TokenCache;
-use super::wire;
 use super::{
     Agent, AgentFilter, AgentSnapshot, Budget, ClientSettings, ContactCenter, CxoneError,
     MAX_QUEUES_PER_CALL, ObservedAgent, Queue, Skill, StateChange, Subscription,

@@ -1,5 +1,5 @@
 //! The v2 dialect's tokens: OAuth client credentials, cached by the shared
-//! [`TokenCache`](super::core::token::TokenCache) (single flight, refresh 60 s before
+//! [`TokenCache`](crate::cxone::core::token::TokenCache) (single flight, refresh 60 s before
 //! expiry, invalidation by generation).
 
 use std::fmt;
@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::CxoneError;
-use super::core::classify::{error_for_status, transport_error};
-use super::core::token::{Fetched, TokenSource};
 use super::wire::{TokenAnswer, error_details};
+use crate::cxone::CxoneError;
+use crate::cxone::core::classify::{error_for_status, transport_error};
+use crate::cxone::core::token::{Fetched, TokenSource};
 
 /// The client-credentials grant of one client id.
 pub(crate) struct ClientCredentials {
@@ -98,7 +98,7 @@ mod tests {
     const SECRET: &str = "s3cret-value";
 
     fn cache(server: &MockServer) -> TokenCache {
-        super::super::install_crypto_provider();
+        crate::cxone::install_crypto_provider();
         TokenCache::new(ClientCredentials {
             http: reqwest::Client::new(),
             token_url: format!("{}/oauth2/token", server.uri()),

@@ -11,8 +11,8 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::core::classify::{ErrorDetails, scope_in_challenge};
-use super::{Agent, AgentSnapshot, CxoneError, Queue, Skill};
+use crate::cxone::core::classify::{ErrorDetails, scope_in_challenge};
+use crate::cxone::{Agent, AgentSnapshot, CxoneError, Queue, Skill};
 use crate::domain::metrics::{QueueTile, SkillTile};
 use crate::domain::{AgentState, BreakStatus, BreakWindow, Schedule, ScheduleStatus};
 
