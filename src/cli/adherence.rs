@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::bulk::{Client, DaemonArgs, Selection};
+use super::bulk::Selection;
+use super::daemon::{Client, DaemonArgs};
 use super::{DaemonApi, Failure};
 use crate::config::Config;
 

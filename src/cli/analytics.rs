@@ -191,7 +191,7 @@ async fn query(config: &Config, api: &DaemonApi, args: QueryArgs) -> Result<Exit
         )));
     }
     crate::report::parse_zone(&args.tz).map_err(|e| Failure::usage(format!("--tz: {e}")))?;
-    let base = super::bulk::daemon_url(config, args.server.as_deref())?;
+    let base = super::daemon::daemon_url(config, args.server.as_deref())?;
     let http = crate::http_client().map_err(Failure::action)?;
     // `route` is the path after `/v1`, under the tenant's prefix when one was named.
     let call = |method: Method, route: String| {

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use reqwest::{Method, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::daemon::{Client, DaemonArgs, decode};
 use super::{DaemonApi, Failure, parse_state};
 use crate::config::Config;
 use crate::domain::AgentState;
@@ -25,9 +25,6 @@ use crate::engine::jobs::JobView;
 
 /// How often a followed job's progress is asked for.
 const POLL_EVERY: Duration = Duration::from_millis(250);
-
-/// Timeout of one request to the daemon.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 #[command(
@@ -98,19 +95,6 @@ impl Selection {
     }
 }
 
-/// How to reach the running daemon: for every command that asks it.
-#[derive(Debug, Args)]
-pub struct DaemonArgs {
-    /// URL of the running daemon. Default: http:// and the configuration's
-    /// server.listen (loopback when it listens on every address).
-    #[arg(long, global = true, value_name = "URL")]
-    pub server: Option<String>,
-    /// API token, sent as `Authorization: Bearer`. Prefer the WFMD_TOKEN environment
-    /// variable, which keeps it out of the shell history.
-    #[arg(long, global = true, env = "WFMD_TOKEN", hide_env_values = true, value_parser = parse_secret)]
-    pub token: Option<SecretString>,
-}
-
 /// How to reach the daemon and what to print; accepted by every `bulk` form.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -145,14 +129,6 @@ pub enum BulkCommand {
         /// The running job (job_…).
         job_id: String,
     },
-}
-
-pub(super) fn parse_secret(text: &str) -> Result<SecretString, String> {
-    if text.is_empty() {
-        Err("the token is empty".to_owned())
-    } else {
-        Ok(SecretString::from(text))
-    }
 }
 
 /// Runs `wfmd bulk …`.
@@ -360,111 +336,6 @@ pub fn summary(job: &JobView) -> String {
         }
     }
     out
-}
-
-fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failure> {
-    serde_json::from_value(value).map_err(|e| {
-        Failure::action(anyhow::anyhow!(
-            "unexpected answer from the daemon (is --server a wfmd?): {e}"
-        ))
-    })
-}
-
-/// The daemon's HTTP API for the tenant.
-/// The running daemon's API, as the CLI's commands ask it.
-pub(super) struct Client {
-    http: reqwest::Client,
-    base: String,
-    api: DaemonApi,
-    token: Option<SecretString>,
-}
-
-/// The running daemon's URL: `--server`, else http:// and `server.listen` (loopback when
-/// it listens on every address).
-pub(super) fn daemon_url(config: &Config, server: Option<&str>) -> Result<String, Failure> {
-    Ok(match server {
-        Some(url) => {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| Failure::usage(format!("--server `{url}` is not a URL: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(Failure::usage(format!(
-                    "--server must be an http(s) URL, got `{url}`"
-                )));
-            }
-            url.trim_end_matches('/').to_owned()
-        }
-        None => {
-            let mut listen = config.server.listen;
-            if listen.ip().is_unspecified() {
-                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{listen}")
-        }
-    })
-}
-
-impl Client {
-    pub(super) fn new(
-        config: &Config,
-        api: &DaemonApi,
-        args: &DaemonArgs,
-    ) -> Result<Client, Failure> {
-        Ok(Client {
-            http: crate::http_client().map_err(Failure::action)?,
-            base: daemon_url(config, args.server.as_deref())?,
-            api: api.clone(),
-            token: args.token.clone(),
-        })
-    }
-
-    /// Sends one request to `route` (the path after `/v1`); a problem answer becomes a
-    /// failure showing its detail (exit 2 when the daemon refused the request as
-    /// invalid, else 1).
-    pub(super) async fn call(
-        &self,
-        method: Method,
-        route: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Failure> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{}", self.base, self.api.path(route)))
-            .timeout(REQUEST_TIMEOUT);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose_secret());
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| {
-            Failure::action(anyhow::anyhow!(
-                "cannot reach wfmd at {} ({}); is `wfmd serve` running there? (--server)",
-                self.base,
-                e.without_url()
-            ))
-        })?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(value);
-        }
-        let detail = value["detail"]
-            .as_str()
-            .map_or_else(|| format!("{status}"), str::to_owned);
-        let field = value["field"]
-            .as_str()
-            .map(|f| format!(" (field {f})"))
-            .unwrap_or_default();
-        let message = format!("the daemon refused: {detail}{field}");
-        let invalid = status.is_client_error()
-            && !matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT);
-        Err(if invalid {
-            Failure::usage(message)
-        } else {
-            Failure::action(anyhow::anyhow!(message))
-        })
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod analytics;
 mod audit_chain;
 mod backup;
 mod bulk;
+mod daemon;
 mod database;
 mod doctor;
 mod outbox;
@@ -24,13 +25,14 @@ use clap::{Args, Parser, Subcommand};
 use futures::TryStreamExt;
 
 use crate::Services;
-use crate::config::tenants::{TenantId, TenantSpec};
+use crate::config::tenants::TenantSpec;
 use crate::config::{Config, LogFormat, Source};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::engine::{Change, Changed, Outcome, Transition, TransitionRequest};
 use crate::store::{Store, audit};
 use crate::time::{parse_instant, rfc3339};
+pub use daemon::DaemonApi;
 pub use outbox::OutboxCommand;
 use outbox::outbox;
 pub use serve::cancel_on_signal;
@@ -544,24 +546,6 @@ async fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failu
     };
     store.close().await;
     Ok(code)
-}
-
-/// Where a command finds the running daemon's API for its tenant.
-#[derive(Debug, Clone)]
-pub struct DaemonApi {
-    /// The tenant named with `--tenant`; `None` uses the unprefixed routes, which a
-    /// daemon serving one tenant answers for it.
-    pub tenant: Option<TenantId>,
-}
-
-impl DaemonApi {
-    /// The path of API route `route` (`/bulk-transitions`, after `/v1`) for the tenant.
-    pub fn path(&self, route: &str) -> String {
-        match &self.tenant {
-            Some(id) => format!("/v1/tenants/{id}{route}"),
-            None => format!("/v1{route}"),
-        }
-    }
 }
 
 /// `migrate` with several tenants and none named: each tenant's database in turn, every

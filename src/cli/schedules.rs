@@ -58,7 +58,7 @@ pub enum SchedulesCommand {
         server: Option<String>,
         /// Admin API token for the daemon, sent as `Authorization: Bearer`. Prefer the
         /// WFMD_TOKEN environment variable, which keeps it out of the shell history.
-        #[arg(long, env = "WFMD_TOKEN", hide_env_values = true, value_parser = super::bulk::parse_secret)]
+        #[arg(long, env = "WFMD_TOKEN", hide_env_values = true, value_parser = super::daemon::parse_secret)]
         token: Option<SecretString>,
     },
 }
@@ -143,7 +143,7 @@ async fn through_daemon(
     text: Vec<u8>,
     running: Option<String>,
 ) -> Result<ExitCode, Failure> {
-    let base = super::bulk::daemon_url(config, daemon.url)?;
+    let base = super::daemon::daemon_url(config, daemon.url)?;
     let http = crate::http_client().map_err(Failure::action)?;
     let mut request = http
         .post(format!("{base}{}", daemon.api.path("/schedules/imports")))
