@@ -9,9 +9,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
+use super::daemon::{Client, DaemonArgs};
 use super::{DaemonApi, Failure};
 use crate::config::Config;
 use crate::domain::trend::Settings;
@@ -100,12 +100,8 @@ pub struct QueryArgs {
     /// Write the results here instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// URL of the running daemon (default from server.listen).
-    #[arg(long, value_name = "URL")]
-    pub server: Option<String>,
-    /// API token (prefer the WFMD_TOKEN environment variable).
-    #[arg(long, env = "WFMD_TOKEN", hide_env_values = true)]
-    pub token: Option<SecretString>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 pub async fn run(
@@ -191,16 +187,7 @@ async fn query(config: &Config, api: &DaemonApi, args: QueryArgs) -> Result<Exit
         )));
     }
     crate::report::parse_zone(&args.tz).map_err(|e| Failure::usage(format!("--tz: {e}")))?;
-    let base = super::daemon::daemon_url(config, args.server.as_deref())?;
-    let http = crate::http_client().map_err(Failure::action)?;
-    // `route` is the path after `/v1`, under the tenant's prefix when one was named.
-    let call = |method: Method, route: String| {
-        let mut request = http.request(method, format!("{base}{}", api.path(&route)));
-        if let Some(token) = &args.token {
-            request = request.bearer_auth(token.expose_secret());
-        }
-        request
-    };
+    let client = Client::new(config, api, &args.daemon)?;
     let body = json!({
         "source": if args.platform { "platform" } else { "history" },
         "metrics": args.metrics,
@@ -213,7 +200,9 @@ async fn query(config: &Config, api: &DaemonApi, args: QueryArgs) -> Result<Exit
         "z": args.z,
         "seasonality": if args.weekly { "weekly" } else { args.seasonality.as_str() },
     });
-    let answer = send(call(Method::POST, "/analytics/queries".into()).json(&body)).await?;
+    let answer = client
+        .call(Method::POST, "/analytics/queries", Some(body))
+        .await?;
     let job_id = answer["job_id"].as_str().unwrap_or_default().to_owned();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -221,7 +210,9 @@ async fn query(config: &Config, api: &DaemonApi, args: QueryArgs) -> Result<Exit
             .expect("a valid template"),
     );
     let job = loop {
-        let job = send(call(Method::GET, format!("/analytics/queries/{job_id}"))).await?;
+        let job = client
+            .call(Method::GET, &format!("/analytics/queries/{job_id}"), None)
+            .await?;
         let status = job["status"].as_str().unwrap_or("").to_owned();
         bar.set_message(format!(
             "{job_id}: {status}{} — {} rows{}",
@@ -248,16 +239,17 @@ async fn query(config: &Config, api: &DaemonApi, args: QueryArgs) -> Result<Exit
             job["error"].as_str().unwrap_or("unknown error")
         )));
     }
-    let response = call(
-        Method::GET,
-        format!(
-            "/analytics/queries/{job_id}/results?format={}&tz={}",
-            args.format, args.tz
-        ),
-    )
-    .send()
-    .await
-    .map_err(|e| Failure::action(anyhow::anyhow!("cannot fetch the results: {e}")))?;
+    let response = client
+        .request(
+            Method::GET,
+            &format!(
+                "/analytics/queries/{job_id}/results?format={}&tz={}",
+                args.format, args.tz
+            ),
+        )
+        .send()
+        .await
+        .map_err(|e| Failure::action(anyhow::anyhow!("cannot fetch the results: {e}")))?;
     if !response.status().is_success() {
         let status = response.status();
         let problem: Value = response.json().await.unwrap_or(Value::Null);
@@ -290,32 +282,4 @@ async fn query(config: &Config, api: &DaemonApi, args: QueryArgs) -> Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Sends a request; a problem answer becomes a failure naming its detail and field.
-async fn send(request: reqwest::RequestBuilder) -> Result<Value, Failure> {
-    let response = request.send().await.map_err(|e| {
-        Failure::action(anyhow::anyhow!(
-            "cannot reach wfmd ({}); is `wfmd serve` running? (--server)",
-            e.without_url()
-        ))
-    })?;
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        return Ok(value);
-    }
-    let message = format!(
-        "the daemon refused: {}{}",
-        value["detail"].as_str().unwrap_or(status.as_str()),
-        value["field"]
-            .as_str()
-            .map(|f| format!(" (field {f})"))
-            .unwrap_or_default()
-    );
-    Err(if status.as_u16() == 422 || status.as_u16() == 400 {
-        Failure::usage(message)
-    } else {
-        Failure::action(anyhow::anyhow!(message))
-    })
 }

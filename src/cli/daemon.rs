@@ -63,8 +63,7 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, 
     })
 }
 
-/// The daemon's HTTP API for the tenant.
-/// The running daemon's API, as the CLI's commands ask it.
+/// The running daemon's API for the tenant, as the CLI's commands ask it.
 pub(super) struct Client {
     http: reqwest::Client,
     base: String,
@@ -102,12 +101,44 @@ impl Client {
         api: &DaemonApi,
         args: &DaemonArgs,
     ) -> Result<Client, Failure> {
+        Client::at(config, api, args.server.as_deref(), args.token.clone())
+    }
+
+    /// The daemon at `server` (see [`daemon_url`]), for a command whose `--server` and
+    /// `--token` say more than [`DaemonArgs`] does.
+    pub(super) fn at(
+        config: &Config,
+        api: &DaemonApi,
+        server: Option<&str>,
+        token: Option<SecretString>,
+    ) -> Result<Client, Failure> {
         Ok(Client {
             http: crate::http_client().map_err(Failure::action)?,
-            base: daemon_url(config, args.server.as_deref())?,
+            base: daemon_url(config, server)?,
             api: api.clone(),
-            token: args.token.clone(),
+            token,
         })
+    }
+
+    /// The daemon's URL, for messages.
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The full URL of `route` (the path after `/v1`), tenant prefix included.
+    pub(super) fn url(&self, route: &str) -> String {
+        format!("{}{}", self.base, self.api.path(route))
+    }
+
+    /// A request to `route` (the path after `/v1`) carrying the token, without a
+    /// timeout: for what [`Client::call`] does not send (a CSV body, an answer that is a
+    /// file of any size).
+    pub(super) fn request(&self, method: Method, route: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(route));
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose_secret()),
+            None => request,
+        }
     }
 
     /// Sends one request to `route` (the path after `/v1`); a problem answer becomes a
@@ -119,13 +150,7 @@ impl Client {
         route: &str,
         body: Option<Value>,
     ) -> Result<Value, Failure> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{}", self.base, self.api.path(route)))
-            .timeout(REQUEST_TIMEOUT);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose_secret());
-        }
+        let mut request = self.request(method, route).timeout(REQUEST_TIMEOUT);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::Method;
+use secrecy::SecretString;
 use serde_json::Value;
 
 use super::backup::{DaemonLock, database_path};
+use super::daemon::Client;
 use super::{DaemonApi, Failure};
 use crate::config::Config;
 use crate::engine::imported_schedules::{self, ImportError, ImportJobView, ImportState};
@@ -143,16 +145,13 @@ async fn through_daemon(
     text: Vec<u8>,
     running: Option<String>,
 ) -> Result<ExitCode, Failure> {
-    let base = super::daemon::daemon_url(config, daemon.url)?;
-    let http = crate::http_client().map_err(Failure::action)?;
-    let mut request = http
-        .post(format!("{base}{}", daemon.api.path("/schedules/imports")))
+    let client = Client::at(config, daemon.api, daemon.url, daemon.token)?;
+    let base = client.base();
+    let request = client
+        .request(Method::POST, "/schedules/imports")
         .header(reqwest::header::CONTENT_TYPE, "text/csv")
         .timeout(REQUEST_TIMEOUT)
         .body(text);
-    if let Some(token) = &daemon.token {
-        request = request.bearer_auth(token.expose_secret());
-    }
     let response = request.send().await.map_err(|e| {
         let running = running
             .as_deref()
@@ -213,10 +212,7 @@ async fn through_daemon(
         job.shifts,
         job.agents
     );
-    let route = daemon
-        .api
-        .path(&format!("/schedules/imports/{}", job.job_id));
-    let job = follow(&http, &format!("{base}{route}"), daemon.token.as_ref(), job).await?;
+    let job = follow(&client, job).await?;
     if job.state == ImportState::Failed {
         return Err(Failure::action(anyhow::anyhow!(
             "the running wfmd at {base} could not store {} (import {}): {}",
@@ -235,13 +231,10 @@ async fn through_daemon(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Follows the import at `url` with a progress bar until it is finished.
-async fn follow(
-    http: &reqwest::Client,
-    url: &str,
-    token: Option<&SecretString>,
-    mut job: ImportJobView,
-) -> Result<ImportJobView, Failure> {
+/// Follows `job` on the daemon with a progress bar until it is finished.
+async fn follow(client: &Client, mut job: ImportJobView) -> Result<ImportJobView, Failure> {
+    let route = format!("/schedules/imports/{}", job.job_id);
+    let url = client.url(&route);
     let bar = ProgressBar::new(job.shifts * 2);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
@@ -264,10 +257,7 @@ async fn follow(
                 )));
             }
         }
-        let mut request = http.get(url).timeout(REQUEST_TIMEOUT);
-        if let Some(token) = token {
-            request = request.bearer_auth(token.expose_secret());
-        }
+        let request = client.request(Method::GET, &route).timeout(REQUEST_TIMEOUT);
         let lost = |e: &dyn std::fmt::Display| {
             Failure::action(anyhow::anyhow!(
                 "lost the daemon while following the import ({e}); it may still finish: GET {url}"

@@ -644,3 +644,31 @@ async fn a_job_accepted_before_kill_9_completes_after_restart_once_and_wfmd_anal
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stdout).contains("ALTERED"));
 }
+
+#[tokio::test]
+async fn the_cli_runs_a_history_query_through_the_daemon_and_prints_its_results() {
+    let app = TestApp::spawn().await;
+    let agent = app.sim.free_agents().remove(0).id;
+    assert_eq!(app.set_state(&agent, "NOT_READY").await.0, 200);
+    let (from, to) = window();
+    let query = |metric: &str| {
+        let mut cli = wfmd();
+        cli.args(["analytics", "query", "--history", "--metric", metric])
+            .args(["--dimension", "agent", "--bucket", "hour"])
+            .args(["--from", &from, "--to", &to, "--server", &app.address]);
+        // Off the test's runtime thread, which serves the daemon the CLI talks to.
+        tokio::task::spawn_blocking(move || cli.output().unwrap())
+    };
+
+    let done = query("transitions:sum").await.unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{done:?}");
+    assert!(stdout.contains("transitions"), "{stdout}");
+    assert!(stdout.contains(&agent), "{stdout}");
+
+    let refused = query("nonsense:sum").await.unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(stderr.contains("the daemon refused"), "{stderr}");
+    app.stop().await;
+}
