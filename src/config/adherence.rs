@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Config;
+use super::duration_or::{DurationOr, Off};
 use crate::domain::adherence::DeviationKind;
 use crate::domain::adherence_rules::{Activity, AdherenceRule, Judging, StatePattern, Verdict};
 use crate::domain::policy::WithoutSchedule;
@@ -49,7 +50,7 @@ pub struct AutomationConfig {
     /// Also optional breaks (only mandatory ones otherwise).
     pub optional_breaks: bool,
     /// LOGGED_OUT this long after the shift ends, if still logged in; `off` disables it.
-    #[serde(with = "off_or_duration")]
+    #[serde(with = "DurationOr::<Off>")]
     pub logout_after_shift_end: Option<Duration>,
     /// How late a due automation may still be carried out (after a restart, or while
     /// the agent finishes a contact); a break start also only until the break ends.
@@ -318,32 +319,6 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<String>) {
     );
     if let Err(more) = c.judging() {
         problems.extend(more);
-    }
-}
-
-/// `"off"`, or a duration such as `"10m"`.
-mod off_or_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            None => s.serialize_str("off"),
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.trim().eq_ignore_ascii_case("off") {
-            return Ok(None);
-        }
-        humantime::parse_duration(text.trim())
-            .map(Some)
-            .map_err(|e| {
-                serde::de::Error::custom(format!("`{text}` is not `off` or a duration: {e}"))
-            })
     }
 }
 

@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod api_tokens;
 pub mod cxone_incontact;
 pub mod delivery;
+mod duration_or;
 pub mod exports;
 pub mod ha;
 pub mod sync;

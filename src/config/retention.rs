@@ -12,6 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::duration_or::{DurationOr, Forever};
 use crate::domain::tenant::TenantId;
 
 const DAY: u64 = 86_400;
@@ -25,35 +26,35 @@ fn days(n: u64) -> Option<Duration> {
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Outbox events every endpoint received (with their deliveries and attempts).
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub outbox_delivered: Option<Duration>,
     /// Outbox events with a dead delivery (given up on), kept longer for `outbox replay`.
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub outbox_dead: Option<Duration>,
     /// Webhook attempt records (status, timing, response) of kept deliveries.
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub webhook_attempts: Option<Duration>,
     /// Transition attempts (the attempt log of reports; idempotency keys with them).
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub attempts: Option<Duration>,
     /// Closed state intervals (history, idle time, adherence); the open one is kept.
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub intervals: Option<Duration>,
     /// Metric samples of the skill and queue pollers (`metric_samples`, when present).
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub samples: Option<Duration>,
     /// Finished bulk jobs and their items.
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub bulk_jobs: Option<Duration>,
     /// Finished rule firings and what they did per agent (each rule's latest is kept).
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub rule_firings: Option<Duration>,
     /// Finished analytics jobs (completed or failed) and their stored results; their
     /// audit entries, which keep each result's SHA-256, stay as long as `audit`.
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub analytics_jobs: Option<Duration>,
     /// Audit entries, pruned only up to a checkpoint that later verification starts from.
-    #[serde(with = "forever_or_duration")]
+    #[serde(with = "DurationOr::<Forever>")]
     pub audit: Option<Duration>,
     /// How often a pruning pass runs.
     #[serde(with = "humantime_serde")]
@@ -226,32 +227,6 @@ pub(super) fn mask_optional_secret<S: serde::Serializer>(
     match secret {
         Some(secret) if !secret.expose_secret().is_empty() => serializer.serialize_str("********"),
         _ => serializer.serialize_str(""),
-    }
-}
-
-/// `"forever"`, or a duration such as `"30d"`.
-mod forever_or_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            None => s.serialize_str("forever"),
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.trim().eq_ignore_ascii_case("forever") {
-            return Ok(None);
-        }
-        humantime::parse_duration(text.trim())
-            .map(Some)
-            .map_err(|e| {
-                serde::de::Error::custom(format!("`{text}` is not `forever` or a duration: {e}"))
-            })
     }
 }
 
