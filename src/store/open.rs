@@ -150,6 +150,10 @@ impl Store {
         })?;
         let shown = postgres::describe(&options);
         let schema = postgres::schema(&options);
+        // What PostgreSQL says below a warning is chatter ("schema … already exists,
+        // skipping" from every start but the first, and the same of sqlx's migrations
+        // table), which sqlx logs at INFO into every command's output.
+        let options = options.options([("client_min_messages", "warning")]);
         if let Some(schema) = &schema {
             postgres::create_schema(&options, schema)
                 .await

@@ -150,6 +150,28 @@ fn migrate_applies_the_schema_once() {
 }
 
 #[test]
+fn migrate_on_postgres_prints_no_notice() {
+    let db = TestDb::postgres();
+    // In a schema of its own as well: from the second run on, both its `CREATE SCHEMA IF
+    // NOT EXISTS` and sqlx's `CREATE TABLE IF NOT EXISTS _sqlx_migrations` draw a NOTICE.
+    let url = format!("{}?options[search_path]=tenant_a", db.url());
+    for _ in 0..2 {
+        let (code, stdout, stderr) = run(wfmd()
+            .env_remove("RUST_LOG")
+            .env("WFMD_LOG__LEVEL", "info")
+            .env("WFMD_DATABASE__URL", &url)
+            .arg("migrate"));
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let printed = format!("{stdout}{stderr}");
+        assert!(printed.contains("migration(s)"), "{printed}");
+        assert!(
+            !printed.to_lowercase().contains("notice") && !printed.contains("already exists"),
+            "{printed}"
+        );
+    }
+}
+
+#[test]
 fn help_explains_every_command() {
     let (code, stdout, _) = run(wfmd().arg("--help"));
     assert_eq!(code, 0);
