@@ -282,7 +282,8 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Load and validate the configuration; print it with secrets masked.
+    /// Load and validate the configuration as `serve` would (the platform's credentials
+    /// included: exit 2 naming each missing or bad key); print it with secrets masked.
     Check {
         /// Validate for `serve --simulate`, where no platform settings are needed.
         #[arg(long)]
@@ -332,9 +333,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Config(ConfigCommand::Check { simulate }) => *simulate,
         _ => false,
     };
-    // Commands that never reach the platform must not demand its credentials.
+    // Commands that never reach the platform must not demand its credentials. `config
+    // check` checks what `serve` will be given, so it asks for them as `serve` does.
     let needs_platform = match &cli.command {
-        Command::Serve(_) | Command::Transition(_) | Command::Doctor => true,
+        Command::Serve(_) | Command::Config(_) | Command::Transition(_) | Command::Doctor => true,
         Command::Rules(command) => rules::needs_platform(command),
         _ => false,
     };

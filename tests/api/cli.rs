@@ -90,6 +90,38 @@ fn a_bad_config_key_exits_2_naming_the_key() {
 }
 
 #[test]
+fn config_check_refuses_a_config_serve_refuses_with_the_same_message() {
+    let folder = tempfile::tempdir().unwrap();
+    // The application's keys, but not the API user's access key incontact needs.
+    let env = [
+        ("WFMD_CXONE__DIALECT", "incontact"),
+        ("WFMD_CXONE__CLIENT_ID", "app"),
+        ("WFMD_CXONE__CLIENT_SECRET", "app-secret"),
+    ];
+    let with = |args: &[&str]| run(wfmd().current_dir(folder.path()).envs(env).args(args));
+
+    let (code, stdout, checked) = with(&["config", "check"]);
+    assert_eq!(code, 2, "{stdout}{checked}");
+    assert!(
+        checked.contains("cxone.access_key_id must be set"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("cxone.access_key_secret must be set"),
+        "{checked}"
+    );
+    let (code, _, served) = with(&["serve"]);
+    assert_eq!(code, 2, "{served}");
+    assert_eq!(checked, served);
+
+    let (code, _, stderr) = with(&["config", "check", "--simulate"]);
+    assert_eq!(
+        code, 0,
+        "the simulator brings its own credentials: {stderr}"
+    );
+}
+
+#[test]
 fn config_check_masks_the_client_secret() {
     let (code, stdout, stderr) = run(wfmd()
         .env("WFMD_CXONE__CLIENT_SECRET", "s3cr3t-value")
