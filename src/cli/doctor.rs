@@ -7,7 +7,9 @@
 //! tenant that refuses schedule lookups (with what that means for changes under
 //! `[compliance] without_schedule`, and how many agents imported schedules cover).
 //!
-//! With several `[[tenants]]`, `--tenant ID` names the one to check.
+//! With several `[[tenants]]`, `--tenant ID` names the one to check. With `--simulate`
+//! the command line starts the built-in simulator first and points the configuration at
+//! it, so this checks that: what a report on a working tenant looks like.
 //!
 //! Exit 0 when wfmd can work with the tenant (token and agent list), 1 otherwise; the
 //! missing pieces are printed as `missing:` lines either way.

@@ -23,9 +23,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::Services;
-use crate::config::tenants::TenantSpec;
+use crate::config::tenants::{TenantId, TenantSpec};
 use crate::config::{Config, LogFormat, Source};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
@@ -81,7 +82,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
-    /// Change one agent's state now and print one result line.
+    /// Change one agent's state now and print one result line; with --simulate, on the
+    /// built-in simulator, started in-process.
     Transition(TransitionArgs),
     /// Change many agents at once through the running daemon (with a progress bar and
     /// a summary); also `bulk status|revert|cancel JOB`.
@@ -120,8 +122,12 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Connect to the tenant (with several, the one --tenant names) and show what was
     /// found (API host, teams, agents, unavailable codes, WFM schedules, skill activity)
-    /// and what is missing.
-    Doctor,
+    /// and what is missing; with --simulate, of the built-in simulator, started
+    /// in-process.
+    Doctor {
+        #[command(flatten)]
+        simulated: SimulateArgs,
+    },
     /// Load schedules from a file (a third-party WFM); also usable with v2.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
@@ -145,6 +151,21 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub simulated: SimulateArgs,
+    /// With --simulate: serve N simulated tenants (`sim-1` … `sim-N`), each its own
+    /// platform with its own agents, budget and faults, and its own database beside
+    /// database.url (on PostgreSQL, its own schema of it). Not with `[[tenants]]` in the
+    /// configuration.
+    #[arg(long, value_name = "N", requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub tenants: Option<u32>,
+}
+
+/// `--simulate` and its settings, for every command that reaches the platform (`serve`,
+/// `transition`, `doctor`): the built-in simulator in its place, in-process, for as long
+/// as the command runs.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
     /// Start the built-in platform simulator in-process on a free port and use it, with
     /// a ready-made tenant: no credentials or other setup needed.
     #[arg(long)]
@@ -163,12 +184,6 @@ pub struct ServeArgs {
     /// With --simulate: the API dialect to speak (overrides cxone.dialect).
     #[arg(long, value_enum, requires = "simulate")]
     pub dialect: Option<DialectArg>,
-    /// With --simulate: serve N simulated tenants (`sim-1` … `sim-N`), each its own
-    /// platform with its own agents, budget and faults, and its own database beside
-    /// database.url (on PostgreSQL, its own schema of it). Not with `[[tenants]]` in the
-    /// configuration.
-    #[arg(long, value_name = "N", requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=1_000))]
-    pub tenants: Option<u32>,
 }
 
 /// `--dialect`: the platform API spoken.
@@ -240,6 +255,8 @@ pub struct TransitionArgs {
     /// Print the result as JSON instead of a line of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub simulated: SimulateArgs,
 }
 
 fn parse_state(text: &str) -> Result<AgentState, String> {
@@ -329,14 +346,20 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let simulate = match &cli.command {
-        Command::Serve(args) => args.simulate,
+        Command::Serve(args) => args.simulated.simulate,
+        Command::Transition(TransitionArgs { simulated, .. }) | Command::Doctor { simulated } => {
+            simulated.simulate
+        }
         Command::Config(ConfigCommand::Check { simulate }) => *simulate,
         _ => false,
     };
     // Commands that never reach the platform must not demand its credentials. `config
     // check` checks what `serve` will be given, so it asks for them as `serve` does.
     let needs_platform = match &cli.command {
-        Command::Serve(_) | Command::Config(_) | Command::Transition(_) | Command::Doctor => true,
+        Command::Serve(_)
+        | Command::Config(_)
+        | Command::Transition(_)
+        | Command::Doctor { .. } => true,
         Command::Rules(command) => rules::needs_platform(command),
         _ => false,
     };
@@ -394,13 +417,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let spec = config
         .tenant(cli.tenant.as_deref())
         .map_err(Failure::usage)?;
+    // Its place among the tenants numbers its simulated agents as `serve --simulate`'s.
+    let index = tenants.iter().position(|t| t.id == spec.id).unwrap_or(0);
     // A tenant named here is named to the daemon too: its routes `/v1/tenants/{id}/…`.
     let api = DaemonApi {
         tenant: cli.tenant.is_some().then_some(spec.id),
     };
-    let config = spec.config;
+    let mut config = spec.config;
+    let simulator = CancellationToken::new();
+    let _simulator = simulator.clone().drop_guard();
+    let tenant = api.tenant.as_ref();
+    let clock = simulate_if_asked(&cli.command, index, tenant, &mut config, simulator).await?;
     match cli.command {
-        Command::Transition(args) => transition(&config, args).await,
+        Command::Transition(args) => transition(&config, clock, args).await,
         Command::Bulk(args) => bulk::run(&config, &api, args).await,
         Command::Adherence(args) => adherence::run(&config, &api, args).await,
         Command::Report(command) => report(&config, command).await,
@@ -409,7 +438,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Migrate => migrate(&config).await,
         Command::Outbox(command) => outbox(&config, command).await,
         Command::Rules(command) => rules::run(&config, command).await,
-        Command::Doctor => doctor::run(&config, api.tenant.as_ref()).await,
+        Command::Doctor { .. } => doctor::run(&config, api.tenant.as_ref()).await,
         Command::Schedules(command) => schedules::run(&config, &api, command).await,
         Command::Backup { file } => {
             let key = config.audit.key().map(audit::AuditKey::new);
@@ -427,6 +456,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             unreachable!("handled above")
         }
     }
+}
+
+/// `transition` and `doctor` with --simulate: starts the simulator `serve --simulate`
+/// would start for the `index`th tenant, until `stop`, and points `config` at it.
+/// Returns the clock the command's engine reads.
+async fn simulate_if_asked(
+    command: &Command,
+    index: usize,
+    tenant: Option<&TenantId>,
+    config: &mut Config,
+    stop: CancellationToken,
+) -> Result<crate::engine::Clock, Failure> {
+    let (Command::Transition(TransitionArgs { simulated, .. }) | Command::Doctor { simulated }) =
+        command
+    else {
+        return Ok(crate::engine::Clock::Wall);
+    };
+    if !simulated.simulate {
+        return Ok(crate::engine::Clock::Wall);
+    }
+    serve::simulate_tenant(simulated, index, tenant, config, stop)
+        .await
+        .map_err(Failure::action)
 }
 
 fn init_tracing(config: &Config) {
@@ -447,8 +499,15 @@ fn init_tracing(config: &Config) {
     };
 }
 
-async fn transition(config: &Config, args: TransitionArgs) -> Result<ExitCode, Failure> {
-    let services = Services::start(config).await.map_err(Failure::action)?;
+/// `wfmd transition`, its engine reading `clock` (a simulator's scaled time).
+async fn transition(
+    config: &Config,
+    clock: crate::engine::Clock,
+    args: TransitionArgs,
+) -> Result<ExitCode, Failure> {
+    let services = Services::start_with_clock(config, clock)
+        .await
+        .map_err(Failure::action)?;
     let actor = std::env::var("USER")
         .map(|user| format!("cli:{user}"))
         .unwrap_or_else(|_| "cli".to_owned());

@@ -1,12 +1,13 @@
 //! `wfmd serve` (the daemon, on the platform or the built-in simulator) and `wfmd sim`
-//! (the simulator alone), and the signal handling both stop on.
+//! (the simulator alone), and the signal handling both stop on; `--simulate`'s tenants,
+//! which `transition` and `doctor` start the same way.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{DialectArg, Failure, ServeArgs, SimArgs};
+use super::{DialectArg, Failure, ServeArgs, SimArgs, SimulateArgs};
 use crate::App;
 use crate::config::tenants::{TenantId, TenantSpec};
 use crate::config::{Config, CxoneConfig, Source};
@@ -23,8 +24,8 @@ pub(super) async fn serve(
     let mut tenants = tenants_of(&config, &args).map_err(Failure::usage)?;
     // The simulators outlive the daemon's drain, so in-flight changes can finish.
     let stop_simulator = CancellationToken::new();
-    let mut simulators = args.simulate.then(|| Simulators {
-        args: args.clone(),
+    let mut simulators = args.simulated.simulate.then(|| Simulators {
+        args: args.simulated.clone(),
         started: HashMap::new(),
         stop: stop_simulator.clone(),
     });
@@ -72,7 +73,7 @@ fn tenants_of(config: &Config, args: &ServeArgs) -> Result<Vec<TenantSpec>, Stri
 /// `--simulate`: a simulator per tenant, started the first time the tenant is, and
 /// reused for it on a reload.
 struct Simulators {
-    args: ServeArgs,
+    args: SimulateArgs,
     /// Each simulated tenant's `[cxone]`, pointing at its simulator.
     started: HashMap<TenantId, CxoneConfig>,
     stop: CancellationToken,
@@ -91,38 +92,63 @@ impl Simulators {
                 tenant.config.cxone = cxone.clone();
                 continue;
             }
-            if let Some(dialect) = self.args.dialect {
-                tenant.config.cxone.dialect = dialect.into();
-            }
             let index = self.started.len();
-            let running = crate::start_simulator(
+            let tenant_clock = simulate_tenant(
+                &self.args,
+                index,
+                Some(&tenant.id),
                 &mut tenant.config,
-                crate::sim::SimConfig {
-                    agents: self.args.agents as usize,
-                    // Each tenant its own agents: ids, names, teams, states, activity.
-                    first_agent: index * self.args.agents as usize + 1,
-                    seed: self.args.seed + index as u64,
-                    time_scale: self.args.time_scale,
-                    // Nobody audits the in-process simulator's ground truth, and keeping
-                    // all of it would grow the daemon's memory with every simulated change.
-                    state_log_limit: Some(SIMULATED_STATE_LOG_LIMIT),
-                    ..crate::sim::SimConfig::default()
-                },
                 self.stop.clone(),
             )
             .await?;
-            announce_tenant(Some(&tenant.id), &running);
-            // Simulated shifts, breaks and state stamps run at --time-scale: wfmd's
-            // verdicts about them (sweep, automations, rules, compliance checks) must too.
-            if self.args.time_scale != 1.0 && index == 0 {
-                clock =
-                    crate::engine::Clock::scaled(running.sim.clock().now(), self.args.time_scale);
+            if index == 0 {
+                clock = tenant_clock;
             }
             self.started
                 .insert(tenant.id.clone(), tenant.config.cxone.clone());
         }
         Ok(clock)
     }
+}
+
+/// Starts the simulator of the `index`th simulated tenant (its agents numbered from
+/// `index × --agents + 1`, its seed `--seed + index`) and points `config`'s platform
+/// settings at it; returns the clock wfmd reads for it. It serves until `stop` is
+/// cancelled.
+pub(super) async fn simulate_tenant(
+    args: &SimulateArgs,
+    index: usize,
+    tenant: Option<&TenantId>,
+    config: &mut Config,
+    stop: CancellationToken,
+) -> anyhow::Result<crate::engine::Clock> {
+    if let Some(dialect) = args.dialect {
+        config.cxone.dialect = dialect.into();
+    }
+    let running = crate::start_simulator(
+        config,
+        crate::sim::SimConfig {
+            agents: args.agents as usize,
+            // Each tenant its own agents: ids, names, teams, states, activity.
+            first_agent: index * args.agents as usize + 1,
+            seed: args.seed + index as u64,
+            time_scale: args.time_scale,
+            // Nobody audits the in-process simulator's ground truth, and keeping all of
+            // it would grow the daemon's memory with every simulated change.
+            state_log_limit: Some(SIMULATED_STATE_LOG_LIMIT),
+            ..crate::sim::SimConfig::default()
+        },
+        stop,
+    )
+    .await?;
+    announce_tenant(tenant, &running);
+    // Simulated shifts, breaks and state stamps run at --time-scale: wfmd's verdicts
+    // about them (sweep, automations, rules, compliance checks) must too.
+    Ok(if args.time_scale == 1.0 {
+        crate::engine::Clock::Wall
+    } else {
+        crate::engine::Clock::scaled(running.sim.clock().now(), args.time_scale)
+    })
 }
 
 /// Re-reads the configuration from `source` on each SIGHUP and hands its tenants to

@@ -67,6 +67,62 @@ async fn transition_prints_one_result_line_and_exits_by_outcome() {
 }
 
 #[test]
+fn transition_simulate_changes_an_agent_of_the_built_in_simulator() {
+    // A fresh folder: no config file, no credentials, no database yet.
+    let folder = tempfile::tempdir().unwrap();
+    let transition = |state: &str| {
+        run(wfmd()
+            .current_dir(folder.path())
+            .args(["transition", "u_001", state, "--simulate"]))
+    };
+    // The seeded tenant of `serve --simulate`: u_001 is off shift.
+    let (code, stdout, stderr) = transition("READY");
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("u_001: READY rejected: AGENT_NOT_SCHEDULED"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = transition("LOGGED_OUT");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("u_001: ") && stdout.contains("-> LOGGED_OUT"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = run(wfmd().current_dir(folder.path()).args(["audit", "verify"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 entries verified"), "{stdout}");
+}
+
+#[test]
+fn doctor_simulate_checks_the_built_in_simulator_in_either_dialect() {
+    let folder = tempfile::tempdir().unwrap();
+    let doctor = |more: &[&str]| {
+        run(wfmd()
+            .current_dir(folder.path())
+            .args(["doctor", "--simulate"])
+            .args(more))
+    };
+    let (code, stdout, stderr) = doctor(&[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("dialect          v2"), "{stdout}");
+    assert!(
+        stdout.contains("agents           50 in 5 teams"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("wfmd can work with this tenant"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = doctor(&["--dialect", "incontact", "--agents", "20"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("dialect          incontact"), "{stdout}");
+    assert!(stdout.contains("API host"), "{stdout}");
+    assert!(stdout.contains("agents           20 in "), "{stdout}");
+}
+
+#[test]
 fn a_bad_config_key_exits_2_naming_the_key() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(file, "[cxone]\nrequests_per_minute = 0\n").unwrap();
