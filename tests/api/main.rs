@@ -41,6 +41,7 @@ mod retention;
 mod rough_edges;
 mod rules;
 mod schedule_imports;
+mod schema_parity;
 mod strangers;
 mod sync;
 mod tenant_api;

@@ -3,9 +3,13 @@
 
 Run: python3 tests/support/compare-schemas.py [--apply] POSTGRES_URL [SQLITE_FILE]
   POSTGRES_URL  an empty database (--apply runs migrations/postgres/*.sql on it first
-                with `psql -v ON_ERROR_STOP=1`) or one already migrated; `psql` on PATH.
+                with `psql -v ON_ERROR_STOP=1`) or one `wfmd migrate` made; its first
+                schema on the search path is compared; `psql` on PATH.
   SQLITE_FILE   a database `wfmd migrate` made; without it, the SQLite migrations
                 (migrations/sqlite/*.sql, else migrations/*.sql) run in memory.
+
+`cargo test` runs it on a fresh database of each backend that wfmd's own migrator made
+(tests/api/schema_parity.rs).
 
 Compares each table's columns (order, name, type as mapped, nullability, default), its
 primary key, unique constraints, foreign keys (with ON DELETE / ON UPDATE) and CHECK
@@ -142,11 +146,13 @@ def sqlite_schema(db):
 
 def postgres_schema(url):
     schema = {"tables": {}, "indexes": {}, "triggers": {}, "rows": {}}
+    # sqlx's own table, as on SQLite, is the migrator's and no part of the schema.
     tables = [t["tablename"] for t in pg_rows(
-        url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+             "AND tablename <> '_sqlx_migrations'")]
     columns = pg_rows(url, """
         SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity
-        FROM information_schema.columns WHERE table_schema = 'public'
+        FROM information_schema.columns WHERE table_schema = current_schema()
         ORDER BY table_name, ordinal_position""")
     constraints = pg_rows(url, """
         SELECT c.conrelid::regclass::text AS tbl, c.conname, c.contype,
@@ -159,7 +165,7 @@ def postgres_schema(url):
                      JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n
                      ORDER BY k.o) AS fcols
         FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-        WHERE n.nspname = 'public'""")
+        WHERE n.nspname = current_schema()""")
     actions = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL",
                "d": "SET DEFAULT"}
     for name in tables:
@@ -190,7 +196,7 @@ def postgres_schema(url):
                          ORDER BY k.o) AS cols
             FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
             JOIN pg_namespace n ON n.oid = t.relnamespace
-            WHERE n.nspname = 'public'
+            WHERE n.nspname = current_schema()
               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"""):
         schema["indexes"][index["name"]] = {
             "table": index["tbl"], "columns": index["cols"], "unique": index["uniq"],
@@ -198,7 +204,9 @@ def postgres_schema(url):
     for trigger in pg_rows(url, """
             SELECT t.tgname AS name, t.tgrelid::regclass::text AS tbl,
                    pg_get_triggerdef(t.oid) AS def, p.prosrc AS body
-            FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid WHERE NOT t.tgisinternal"""):
+            FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+            JOIN pg_class r ON r.oid = t.tgrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+            WHERE NOT t.tgisinternal AND n.nspname = current_schema()"""):
         head = re.match(r"CREATE TRIGGER \S+ (BEFORE|AFTER|INSTEAD OF) (\w+) ON \S+ "
                         r"FOR EACH (ROW|STATEMENT)", trigger["def"])
         message = re.search(r"RAISE\s+EXCEPTION\s+'([^']*)'", trigger["body"], flags=re.I)
