@@ -221,7 +221,7 @@ pub(super) fn no_such_route() -> Problem {
     )
 }
 
-/// [`no_such_route`], for a tenant that is not configured or not held.
+/// `no_such_route`, for a tenant that is not configured or not held.
 pub fn no_such_tenant() -> Response {
     no_such_route().into_response()
 }

@@ -6,7 +6,7 @@
 //! transition waited 27 s for one. Now a download
 //! - reads on connections of its own ([`crate::store::Store::for_exports`]), never the
 //!   engine's, the sync's or delivery's;
-//! - reads as fast as the database gives its rows, into a [`spool`] (memory, then an
+//! - reads as fast as the database gives its rows, into a `spool` (memory, then an
 //!   unnamed temporary file), so a slow client keeps no connection busy, only disk, up to
 //!   `exports.spool_mib`;
 //! - keeps its connection at most `exports.max_read_time` (reading, or waiting for a

@@ -60,7 +60,7 @@ pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
 /// How much of a non-problem error body is kept as the problem's `detail`.
 const DETAIL_LIMIT_BYTES: usize = 2 * 1024;
 
-/// The per-request limits of [`around`], from `[server]`.
+/// The per-request limits of `around`, from `[server]`.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// The answer must have begun this long after the request's head.

@@ -5,7 +5,7 @@
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
 //! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
 //! it in `/openapi.json` and, through the attribute's `security`, decides who may call
-//! it (see [`auth`]). [`router`] adds the middleware of [`layers`]: request ids, the
+//! it (see [`auth`]). [`router`] adds the middleware of `layers`: request ids, the
 //! request span, problem+json for every error. Errors are problem+json (see [`error`]).
 //!
 //! # Adding a route
@@ -15,7 +15,7 @@
 //!    description: [`openapi::complete`] gives it the problem+json body, and adds the
 //!    errors every route shares); take [`auth::Caller`] when the handler changes
 //!    something (its name is the actor), and [`extract::PathParams`],
-//!    [`extract::QueryParams`], [`json::JsonBody`] for input.
+//!    [`extract::QueryParams`], `json::JsonBody` for input.
 //! 2. List it in the module's `routes()` with `routes!(handler)` (handlers sharing a
 //!    path go in one `routes!`), and the module's `routes()` in [`router`].
 //! 3. Add its row to the role table of `tests/api/auth.rs`.

@@ -12,11 +12,11 @@
 //! routes with a body, 500 on `/v1`, the problem+json body of every error answer, and
 //! the `x-request-id` header on every response. Last, it gives every tenant's `/v1`
 //! route its own path, `/v1/tenants/{tenant}/…`, as a copy of the unprefixed one with a
-//! `tenant` path parameter (see [`address_by_tenant`]).
+//! `tenant` path parameter (see `address_by_tenant`).
 //!
 //! [`served`] then states, on the JSON, the constraints the server enforces that the
 //! Rust types do not say, generically so every route gets them: a request body's
-//! `AgentState` is a [`SETTABLE_STATE`] (ON_CONTACT and ACW are refused), its `reason` a
+//! `AgentState` is a `SETTABLE_STATE` (ON_CONTACT and ACW are refused), its `reason` a
 //! reason code and its `idempotency_key` as long as the header's, and an `agent_id` path
 //! parameter has its length and characters. Without tokens configured the served
 //! document declares no security at all (no scheme, no 401/403), since the server asks

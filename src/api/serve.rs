@@ -2,24 +2,24 @@
 //! router on it over HTTP/1.1 (hyper), until shutdown drains them.
 //!
 //! What a client that connects and then misbehaves meets here (the rest is in
-//! [`super::layers`]: the body deadline and the answer's time limit):
+//! `super::layers`: the body deadline and the answer's time limit):
 //! - Connections are capped: `server.max_connections` open at once over everyone, and
 //!   `server.max_connections_per_client` from one address (addresses in
 //!   `server.proxies` excepted). A new connection past a cap takes the place of the
 //!   connection idle longest (no request in flight, not upgraded, not a stream; within
 //!   the address's own connections when it is past its share): one closing already,
 //!   then one kept alive after an answer, then one still waiting for its first request
-//!   ([`Idle`]). Only when none is idle is the new one closed as soon as it is
+//!   (`Idle`). Only when none is idle is the new one closed as soon as it is
 //!   accepted; accepting goes on, so a client within its share is still served while
 //!   another address floods the port, and a fresh client is served while idle
 //!   connections hold every place. The cap stays below the process's open-file limit
 //!   ([`fit_descriptor_limit`]), so database files and webhook deliveries always find
 //!   a descriptor; the sockets of connections closed to make room, which may outlive
-//!   their place for a moment, are bounded by [`CLOSING_AT_MOST`] within that reserve.
+//!   their place for a moment, are bounded by `CLOSING_AT_MOST` within that reserve.
 //! - A connection must deliver a complete request head within
 //!   `server.header_read_timeout` (from connecting, and from the first byte of each
 //!   later request), and one that sits idle between requests is closed after
-//!   `server.idle_timeout` from the end of its last answer ([`Watched`]). hyper has one
+//!   `server.idle_timeout` from the end of its last answer (`Watched`). hyper has one
 //!   timer for both, which would close idle keep-alive connections as early as
 //!   half-sent heads; proxies and browsers reuse idle connections, so the two are kept
 //!   apart.
@@ -413,7 +413,7 @@ struct Notice {
 }
 
 /// One accepted connection: its place under the caps, and what its requests tell the
-/// watchdog ([`Watched`]). Each request carries it as an extension.
+/// watchdog (`Watched`). Each request carries it as an extension.
 pub struct Connection {
     caps: Arc<Caps>,
     id: u64,

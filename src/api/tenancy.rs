@@ -33,7 +33,7 @@ use crate::domain::tenant::TenantId;
 pub(super) const PREFIX: &str = "/v1/tenants";
 
 /// The routes under `/v1` that are the process's, not a tenant's: they read every
-/// tenant the caller holds, and have no copy under [`PREFIX`].
+/// tenant the caller holds, and have no copy under `PREFIX`.
 pub const PROCESS_PATHS: [&str; 2] = [PREFIX, "/v1/cluster"];
 
 /// Where a tenant's copy of the `/v1` route `path` (a route template) is addressed:

@@ -196,7 +196,7 @@ impl App {
     }
 
     /// [`App::run_until_stopped`], applying each set of tenants `reloads` brings (a
-    /// re-read configuration's): see [`fleet`].
+    /// re-read configuration's): see `fleet`.
     pub async fn run_reloading(
         self,
         shutdown: CancellationToken,

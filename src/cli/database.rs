@@ -32,7 +32,7 @@ pub enum DatabaseCommand {
     /// be at this wfmd's migrations (run `wfmd migrate` first otherwise).
     Copy {
         /// The database to copy into: postgres://USER:PASSWORD@HOST/DB (a schema of its
-        /// own with ?options[search_path]=NAME) or sqlite://FILE. Created and migrated
+        /// own with `?options[search_path]=NAME`) or sqlite://FILE. Created and migrated
         /// as `wfmd serve` would; it must hold no records.
         #[arg(long, value_name = "URL")]
         to: String,

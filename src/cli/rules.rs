@@ -24,7 +24,7 @@ pub enum RulesCommand {
     /// Each rule with its selector, action and conditions, and its next three firings
     /// in its own time zone and in UTC.
     List,
-    /// Validate rules without starting anything: those of FILE (a file of [[rules]]
+    /// Validate rules without starting anything: those of FILE (a file of `[[rules]]`
     /// tables, like config/rules.example.toml), or without FILE those of the
     /// configuration. Exit 2 naming the rule and the field of each problem.
     Check {

@@ -23,7 +23,7 @@ pub const TOKEN_PREFIX: &str = "wfmd_";
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Make a new API token; print it once, with the [[api_tokens]] entry to add.
+    /// Make a new API token; print it once, with the `[[api_tokens]]` entry to add.
     New(NewTokenArgs),
 }
 

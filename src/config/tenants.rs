@@ -312,7 +312,7 @@ impl Config {
 /// `database.url` itself (so a single-tenant deployment's database is its tenant's).
 /// On SQLite another's file takes the id before the extension (`data/wfmd.db` →
 /// `data/wfmd-bpo-alpha.db`); on PostgreSQL another's tables are in a schema of the
-/// same database named after the id ([`tenant_schema_url`]).
+/// same database named after the id (`tenant_schema_url`).
 pub fn tenant_database_url(url: &str, id: &TenantId) -> String {
     if *id == TenantId::default_tenant() || url.contains(":memory:") {
         return url.to_owned();

@@ -190,7 +190,7 @@ pub const DEFAULT_INTERACTIVE_RESERVE: u32 = 3;
 
 /// The request budget. Share one per tenant as `Arc<Budget>`.
 ///
-/// The [`Bucket`] sets the rate; the queue in front of it decides who gets the next
+/// The `Bucket` sets the rate; the queue in front of it decides who gets the next
 /// permit:
 /// - a waiting [`Lane::Interactive`] request always goes first (oldest first), and may
 ///   spend the bucket's interactive reserve, which the other lanes leave alone;

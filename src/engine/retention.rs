@@ -3,16 +3,16 @@
 //!
 //! A pass removes, kind by kind, the records older than their `[retention]` age, one
 //! short write transaction at a time, so the engine's commits queue behind one step at
-//! most. Steps are sized to hold the lock about [`HOLD_TARGET`] (at most
+//! most. Steps are sized to hold the lock about `HOLD_TARGET` (at most
 //! `retention.batch_size` rows), since that hold is what a commit of the engine may
 //! wait, and for their checkpoint to write their pages back within as long, since the
 //! engine's commits sync beside it. Then freed pages go back to the file system the
-//! same way (incremental vacuum), a fixed [`VACUUM_PAGES`] a step. Between two steps
-//! the pass rests ([`Pace`]): while the engine writes, [`BUSY_REST`] times as long as
+//! same way (incremental vacuum), a fixed `VACUUM_PAGES` a step. Between two steps
+//! the pass rests (`Pace`): while the engine writes, `BUSY_REST` times as long as
 //! the last step took, so that few of its commits meet a step at all; when it does not,
 //! as long as the step took. A vacuum step also gives way when an engine write comes
 //! while it runs: it is interrupted and undone, and tried again after the rest (see
-//! [`MOST_GIVEN_WAY`]).
+//! `MOST_GIVEN_WAY`).
 //!
 //! Every `audit.checkpoint_interval` the audit chain's head is checkpointed and
 //! published as an `audit.checkpoint` webhook, which is also what lets audit entries be

@@ -185,8 +185,8 @@ impl AsConn for Db<&mut SqliteConnection, &mut PgConnection> {
     }
 }
 
-/// Runs query code on the backend of a [`Pool`](crate::store::Pool) or of anything
-/// [`AsConn`](crate::store::AsConn):
+/// Runs query code on the backend of a [`Pool`] or of anything
+/// [`AsConn`]:
 /// `on!(pool, |c| sqlx::query("…").fetch_all(c).await)`. The code is compiled once per
 /// backend, with `c` the backend's pool or connection. (It is written as a closure so
 /// rustfmt formats it; it is not one, and may `.await`.)
@@ -226,8 +226,8 @@ pub use crate::on;
 // one statement, its arguments bound in order, run once. Each expands to exactly the
 // chain it names, so a call site reads as its SQL and its arguments.
 
-/// Runs one statement on the backend of a [`Pool`](crate::store::Pool) or of anything
-/// [`AsConn`](crate::store::AsConn), its arguments bound in order, and says what it did
+/// Runs one statement on the backend of a [`Pool`] or of anything
+/// [`AsConn`], its arguments bound in order, and says what it did
 /// (`Result<Done, sqlx::Error>`):
 /// `execute!(conn, "UPDATE bulk_items SET started_at = $1 WHERE job_id = $2", at, job_id)`
 /// is `on!(conn, |c| sqlx::query("…").bind(at).bind(job_id).execute(c).await.map(Done::from))`.
@@ -245,8 +245,8 @@ macro_rules! execute {
     };
 }
 
-/// Runs one query on the backend of a [`Pool`](crate::store::Pool) or of anything
-/// [`AsConn`](crate::store::AsConn), its arguments bound in order, and decodes its rows
+/// Runs one query on the backend of a [`Pool`] or of anything
+/// [`AsConn`], its arguments bound in order, and decodes its rows
 /// with `sqlx::query_as` (into tuples or `FromRow` types): `all` rows (`fetch_all`), an
 /// `optional` one (`fetch_optional`) or exactly `one` (`fetch_one`):
 /// `fetch!(conn, optional, "SELECT … FROM bulk_jobs WHERE id = $1", id)` is

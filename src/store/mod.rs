@@ -364,7 +364,7 @@ impl Store {
     ///
     /// Only for writes that touch neither the audit log nor the outbox: on PostgreSQL
     /// such a transaction does not take the tenant's write lock (see
-    /// [`postgres::WriteLock::begin`]), which orders those two.
+    /// `postgres::WriteLock::begin`), which orders those two.
     pub async fn begin_write_unflushed(&self) -> Result<WriteTx, sqlx::Error> {
         // One statement string, so the setting and the BEGIN go to the connection
         // together.
@@ -481,7 +481,7 @@ impl Store {
 
     /// Among several instances (PostgreSQL): relays outbox commits between them until
     /// `stop`, so the live feed of a follower wakes when the leader commits events, as
-    /// the leader's does ([`postgres::relay_outbox_commits`]); `me` names this
+    /// the leader's does (`postgres::relay_outbox_commits`); `me` names this
     /// instance. Returns at once on SQLite.
     pub async fn relay_outbox_commits(&self, me: &str, stop: tokio_util::sync::CancellationToken) {
         let Db::Postgres(pool) = &self.read.0 else {

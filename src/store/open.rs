@@ -51,7 +51,7 @@ impl Store {
     }
 
     /// Boxed as `Send` where its lifetimes are known, for the reason of
-    /// [`run_migrations`] (the pools' connect hooks).
+    /// [`run_migrations`](super::run_migrations) (the pools' connect hooks).
     fn connect(
         url: &str,
         audit_key: Option<audit::AuditKey>,

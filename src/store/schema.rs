@@ -161,7 +161,7 @@ pub async fn check(conn: &mut impl AsConn) -> anyhow::Result<Departures> {
 /// names of the triggers it put back.
 ///
 /// On PostgreSQL the triggers and their functions are made again from this binary's
-/// migrations every time ([`restore_pg_triggers`]).
+/// migrations every time (`restore_pg_triggers`).
 pub async fn restore_triggers(store: &Store) -> anyhow::Result<Vec<String>> {
     if store.backend() == super::Backend::Postgres {
         return restore_pg_triggers(store).await;

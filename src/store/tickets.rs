@@ -2,7 +2,7 @@
 //! issues a ticket, any redeems it, once. A sole instance keeps its tickets in memory
 //! only ([`crate::live::Tickets`]), and the table stays empty.
 //!
-//! Written whatever this instance's role ([`Store::begin_write_unfenced`]): a follower
+//! Written whatever this instance's role (`Store::begin_write_unfenced`): a follower
 //! issues and redeems tickets as the leader does, and they are no record of the
 //! tenant's.
 

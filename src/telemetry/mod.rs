@@ -4,7 +4,7 @@
 //! missing on a quiet daemon. `deploy/prometheus` and `deploy/grafana` query these
 //! names; a test checks that every name they use is in a running daemon's `/metrics`.
 //!
-//! Per-tenant series carry a `tenant` label, added by the recorder ([`recorder`]) from
+//! Per-tenant series carry a `tenant` label, added by the recorder (`recorder`) from
 //! the tenant scope the work runs in ([`crate::tasks`]): every metric is a tenant's
 //! unless it is named in [`PROCESS`] (never labelled) or [`MIXED`]. Call sites name no
 //! tenant; a site that records a tenant's metric outside any scope is logged once.

@@ -21,7 +21,7 @@ pub(crate) struct ErrorDetails {
 pub(crate) type ReadDetails = fn(&HeaderMap, &[u8]) -> ErrorDetails;
 
 /// Classifies an answer that is neither a success nor 304 (see
-/// [`read`](super::http::read)), the same for both dialects; only what the error body
+/// [`read`](super::http::HttpCore::read)), the same for both dialects; only what the error body
 /// says is read by the dialect (`details`).
 ///
 /// A status the contract does not list is `BadRequest` when it is a 4xx (the platform

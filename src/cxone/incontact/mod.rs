@@ -1,7 +1,7 @@
 //! [`IncontactClient`]: the [`ContactCenter`] of the `incontact` dialect of
 //! docs/platform-api.md — the API NICE publishes, which a real tenant needs.
 //!
-//! Calls go through the shared [`HttpCore`], as the v2 client's do (retries, budget,
+//! Calls go through the shared `HttpCore`, as the v2 client's do (retries, budget,
 //! tokens, the 401 refresh and circuit, one classification). Answers are read leniently
 //! (`wire`): 204 and 304 are empty answers, ids and numbers may be strings, both casings
 //! of unavailable codes and both error-body shapes (and the `icStatusDescription`

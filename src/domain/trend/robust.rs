@@ -3,7 +3,7 @@
 //!
 //! Contact-center figures repeat by hour of day and day of week, so a point is compared
 //! with points at the same place in the season, and the season comes from the bucket and
-//! the data ([`choose`]): hour buckets compare with the same hour on earlier days, or on
+//! the data (`choose`): hour buckets compare with the same hour on earlier days, or on
 //! the same weekday when that fits the data clearly better; day buckets with the same
 //! weekday when that fits clearly better than the days right before; week buckets with
 //! the weeks right before.
@@ -20,7 +20,7 @@
 //!   hours) that were no anomalies, each relative to its seasonal part and weighted by
 //!   it, so a busy hour says more than a quiet one. It follows drift.
 //!
-//! A **level shift** is a run of [`SHIFT_RUN`] points on one side of their baselines,
+//! A **level shift** is a run of `SHIFT_RUN` points on one side of their baselines,
 //! each at least half the threshold away and some of them anomalies: those are flagged
 //! (the shift starts there), and the level becomes theirs, so what follows is judged
 //! against the new level instead of being flagged until the old one is forgotten.

@@ -215,8 +215,8 @@ impl TransitionEngine {
         }
     }
 
-    /// Runs [`TransitionEngine::settle_intents`] every [`SETTLE_INTERVAL`] until `stop`.
-    /// Records kept in memory are tried every [`UNRECORDED_RETRY`] instead, from the
+    /// Runs [`TransitionEngine::settle_intents`] every `SETTLE_INTERVAL` until `stop`.
+    /// Records kept in memory are tried every `UNRECORDED_RETRY` instead, from the
     /// moment one is kept, and once more when `stop` comes.
     pub async fn settle_intents_until(&self, stop: tokio_util::sync::CancellationToken) {
         let mut kept = self.unrecorded_kept.subscribe();

@@ -4,7 +4,7 @@
 //! retention), so wfmd cannot rewrite history by mistake. Someone with the file can drop
 //! the triggers, so each entry also stores `hash = H(prev_hash "\n" canonical_entry)`,
 //! where the canonical entry is a JSON object of every other column in a fixed order,
-//! including its sequence number. [`verify`] walks the chain: an edited row no longer
+//! including its sequence number. [`verify`](fn@verify) walks the chain: an edited row no longer
 //! matches its hash, a deleted row leaves a gap in the sequence and a broken link, and
 //! a row inserted out of band does not chain to the one before it.
 //!

@@ -9,9 +9,9 @@
 //!   in one write transaction: a copy that fails part-way leaves it as empty as it was.
 //!   A target holding any record is refused; the rows its migrations put in a new
 //!   database (the webhook cursor's) do not count, and are replaced by the source's.
-//! - The tables come from the source's own catalogue (see [`catalogue`]), each must
+//! - The tables come from the source's own catalogue (see `catalogue`), each must
 //!   exist in the target, and they are copied in foreign-key order, column by name,
-//!   each value as the target's column holds it, in batches ([`rows`]): memory stays
+//!   each value as the target's column holds it, in batches (`rows`): memory stays
 //!   bounded whatever the size.
 //! - Afterwards each sequence-numbered key is moved past the largest value copied (and
 //!   past the source's own high-water mark, so an id the source handed out is never
