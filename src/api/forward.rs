@@ -15,7 +15,7 @@
 //! follower's own name) and whom it came from travel with it, proven: the follower
 //! signs the instance it is, the method, the target, the time and the client's address
 //! with `ha.cluster_key` ([`ClusterKey`]), and the instance it reaches trusts them only
-//! when the proof is valid and at most [`FRESH_FOR_SECONDS`] old ([`proven`], in front
+//! when the proof is valid and at most `FRESH_FOR_SECONDS` old ([`proven`], in front
 //! of every route): a browser's change through a follower is not judged again against
 //! the leader's host, and the leader counts the client's address, not the follower's.
 //! Claims without a valid proof are taken off and the request is an ordinary one, so a
