@@ -57,6 +57,9 @@
 //! only from layers before its own); no module imports one that imports it, and no
 //! folder one that imports it (a test checks both).
 
+// One module-file style: a module with submodules is a folder with its `mod.rs`, never
+// `name.rs` beside a `name/` folder, so a module's file is found the same way everywhere.
+#![warn(clippy::self_named_module_files)]
 // Unit tests spawn plainly: they run outside any tenant's scope (see `clippy.toml`).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
