@@ -275,6 +275,13 @@ impl Store {
         self.write_lock.set_role(role);
     }
 
+    /// On PostgreSQL, the schema of the tenant's tables (`public` when the URL names
+    /// none), which also names the tenant among the database's in what instances share
+    /// (see [`crate::cluster`]); `None` on SQLite.
+    pub fn schema(&self) -> Option<&str> {
+        self.write_lock.schema()
+    }
+
     /// Which backend the store is on.
     pub fn backend(&self) -> Backend {
         self.read.backend()

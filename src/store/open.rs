@@ -176,9 +176,7 @@ impl Store {
             write: Pool(Db::Postgres(write)),
             read: Pool(Db::Postgres(read)),
             exports: Pool(Db::Postgres(exports)),
-            write_lock: postgres::WriteLock::new(postgres::write_lock_key(
-                schema.as_deref().unwrap_or("public"),
-            )),
+            write_lock: postgres::WriteLock::of_schema(schema.as_deref().unwrap_or("public")),
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,

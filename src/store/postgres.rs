@@ -176,6 +176,9 @@ pub const STALE_TERM: &str = "WF001";
 #[derive(Debug, Clone)]
 pub(super) struct WriteLock {
     key: i64,
+    /// The tenant's schema, which names its lease among the database's tenants (see
+    /// [`crate::cluster`]); `None` on SQLite.
+    schema: Option<Arc<str>>,
     role: Arc<RwLock<Role>>,
 }
 
@@ -189,8 +192,21 @@ impl WriteLock {
     pub(super) fn new(key: i64) -> WriteLock {
         WriteLock {
             key,
+            schema: None,
             role: Arc::new(RwLock::new(Role::Sole)),
         }
+    }
+
+    /// The write lock of the tenant whose tables are in `schema`.
+    pub(super) fn of_schema(schema: &str) -> WriteLock {
+        WriteLock {
+            schema: Some(Arc::from(schema)),
+            ..WriteLock::new(write_lock_key(schema))
+        }
+    }
+
+    pub(super) fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
     }
 
     pub(super) fn role(&self) -> Role {
