@@ -1,10 +1,10 @@
 //! `GET /v1/cluster`: which instances serve the tenants and which one leads each, as
-//! the tenants' databases say (their lease rows and the instances' notes, see
-//! [`crate::cluster::lease`]).
+//! the database says (the leases and the instances the instances share, see
+//! [`crate::cluster::lease`]): two reads for all the tenants, on any tenant's connection.
 //!
 //! A process route, like `GET /v1/tenants`: it is not copied under
-//! `/v1/tenants/{tenant}/…`, and it reads every tenant the caller's token holds. On
-//! SQLite (or before any instance took a tenant's lease) there is no row to read: a
+//! `/v1/tenants/{tenant}/…`, and it shows every tenant the caller's token holds. On
+//! SQLite (or before any instance took a tenant's lease) there is no lease to read: a
 //! tenant whose store is its sole instance's is led by this instance, without a term or
 //! an expiry, and this instance is the only one listed.
 
@@ -57,10 +57,12 @@ pub struct InstanceView {
     pub instance_id: String,
     /// How the other instances reach it (`ha.advertise_url`); null without one.
     pub advertise_url: Option<String>,
-    /// When it last noted itself in a tenant's database (RFC 3339, the database's
-    /// clock); the latest over the tenants. Null for this instance before it first did
-    /// (always on SQLite, which has no other instances).
+    /// When it last noted itself in the database (RFC 3339, the database's clock). Null
+    /// for this instance before it first did (always on SQLite, which has no other
+    /// instances).
     pub last_seen_at: Option<String>,
+    /// How many of the tenants listed it leads now (`lease_current`).
+    pub tenants_led: usize,
 }
 
 /// A tenant and who leads it.
@@ -77,10 +79,10 @@ pub struct TenantLeaderView {
     /// When the lease runs out unless its holder renews it (RFC 3339, the database's
     /// clock). Null without a lease.
     pub lease_expires_at: Option<String>,
-    /// Whether `leader` leads the tenant now: its lease has not run out (always true
-    /// for a sole instance, which needs none).
+    /// Whether `leader` leads the tenant now: its lease has not run out and its
+    /// holder's process is alive (always true for a sole instance, which needs none).
     pub lease_current: bool,
-    /// Why the tenant's lease could not be read (its database is unreachable, say);
+    /// Why the tenant's lease could not be read (the database is unreachable, say);
     /// absent when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -91,8 +93,7 @@ pub struct TenantLeaderView {
 pub struct ClusterView {
     /// The instance that answered.
     pub instance_id: String,
-    /// Every instance that noted itself in the tenants' databases (this one always),
-    /// by id.
+    /// Every instance that noted itself in the database (this one always), by id.
     pub instances: Vec<InstanceView>,
     /// The tenants the caller's token holds, in configuration order.
     pub tenants: Vec<TenantLeaderView>,
@@ -100,9 +101,9 @@ pub struct ClusterView {
 
 /// The instances serving the tenants and each tenant's leader.
 ///
-/// Read from each tenant's database: instances there that stopped long ago stay listed
-/// with their `last_seen_at`, and a lease shows its holder until it runs out
-/// (`lease_current`).
+/// Read from the database: instances that stopped long ago stay listed with their
+/// `last_seen_at` (for a day), and a lease shows its holder until it runs out or its
+/// holder's process is gone (`lease_current`).
 #[utoipa::path(
     get,
     path = "/v1/cluster",
@@ -115,49 +116,80 @@ pub async fn cluster(
     Extension(this): Extension<ThisInstance>,
     caller: Caller,
 ) -> Json<ClusterView> {
-    let visible = directory.0.iter().filter(|t| caller.holds(&t.id));
-    let reads = visible.map(|tenant| crate::tasks::in_tenant(&tenant.id, read(tenant, &this)));
-    let read = futures::future::join_all(reads).await;
+    let visible: Vec<&ServedTenant> = directory.0.iter().filter(|t| caller.holds(&t.id)).collect();
+    // Every tenant is in the one database `database.url` names: any of their
+    // PostgreSQL stores reads what the instances share. SQLite has no other instances.
+    let shared = visible
+        .iter()
+        .map(|t| &t.state.store)
+        .find(|store| store.backend() == Backend::Postgres);
+    let (leases, seen) =
+        match shared {
+            None => (Ok(BTreeMap::new()), Vec::new()),
+            Some(store) => {
+                let keys: Vec<String> = visible
+                    .iter()
+                    .filter_map(|t| t.state.store.schema().map(str::to_owned))
+                    .collect();
+                let (leases, seen) = tokio::join!(
+                    lease::leases(store.reader(), &keys),
+                    lease::instances(store)
+                );
+                let seen = seen.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "cannot read the instances for GET /v1/cluster");
+                    Vec::new()
+                });
+                let leases = leases.map(|leases| leases.into_iter().collect()).map_err(|error| {
+                // As with every failure answered, the cause goes to the log only.
+                tracing::warn!(%error, "cannot read the tenants' leases for GET /v1/cluster");
+            });
+                (leases, seen)
+            }
+        };
+    let tenants: Vec<TenantLeaderView> = visible
+        .iter()
+        .map(|tenant| leader_of(tenant, leases.as_ref().ok(), &this))
+        .collect();
 
-    // The union over the tenants' databases, by id: the latest note of each.
-    let mut instances: BTreeMap<String, InstanceView> = BTreeMap::new();
-    let mut latest: BTreeMap<String, i64> = BTreeMap::new();
-    for seen in read.iter().flat_map(|(_, seen)| seen) {
-        if latest
-            .get(&seen.instance_id)
-            .is_some_and(|at| *at >= seen.last_seen)
-        {
-            continue;
-        }
-        latest.insert(seen.instance_id.clone(), seen.last_seen);
-        instances.insert(
-            seen.instance_id.clone(),
-            InstanceView {
+    let mut instances: BTreeMap<String, InstanceView> = seen
+        .into_iter()
+        .map(|seen| {
+            let view = InstanceView {
                 instance_id: seen.instance_id.clone(),
-                advertise_url: seen.advertise_url.clone(),
+                advertise_url: seen.advertise_url,
                 last_seen_at: instant(seen.last_seen),
-            },
-        );
-    }
+                tenants_led: 0,
+            };
+            (seen.instance_id, view)
+        })
+        .collect();
     instances
         .entry(this.id.to_string())
         .or_insert_with(|| InstanceView {
             instance_id: this.id.to_string(),
             advertise_url: this.advertise_url.clone(),
             last_seen_at: None,
+            tenants_led: 0,
         });
+    for tenant in tenants.iter().filter(|t| t.lease_current) {
+        if let Some(view) = tenant.leader.as_ref().and_then(|id| instances.get_mut(id)) {
+            view.tenants_led += 1;
+        }
+    }
     Json(ClusterView {
         instance_id: this.id.to_string(),
         instances: instances.into_values().collect(),
-        tenants: read.into_iter().map(|(tenant, _)| tenant).collect(),
+        tenants,
     })
 }
 
-/// One tenant's leader, and the instances its database lists.
-async fn read(
+/// One tenant's leader, from the `leases` read (by the tenant's schema); `None`: they
+/// could not be read.
+fn leader_of(
     tenant: &ServedTenant,
+    leases: Option<&BTreeMap<String, lease::Leadership>>,
     this: &ThisInstance,
-) -> (TenantLeaderView, Vec<lease::Instance>) {
+) -> TenantLeaderView {
     let store = &tenant.state.store;
     let mut view = TenantLeaderView {
         id: tenant.id.to_string(),
@@ -167,38 +199,28 @@ async fn read(
         lease_current: false,
         error: None,
     };
-    // SQLite has no other instances, and its tables stay empty: nothing to read (the
-    // lease's queries read the clock as only PostgreSQL has it).
-    let (leadership, instances) = match store.backend() {
-        Backend::Sqlite => (Ok(None), Ok(Vec::new())),
-        Backend::Postgres => {
-            tokio::join!(lease::leadership(store), lease::instances(store))
+    let held = match (store.backend(), leases) {
+        (Backend::Sqlite, _) => None,
+        (Backend::Postgres, None) => {
+            view.error = Some("the tenant's lease could not be read; the log says why".into());
+            return view;
         }
+        (Backend::Postgres, Some(leases)) => store.schema().and_then(|key| leases.get(key)),
     };
-    match leadership {
-        Ok(Some(held)) => {
+    match held {
+        Some(held) => {
             view.lease_current = held.current();
-            view.leader = Some(held.holder);
+            view.leader = Some(held.holder.clone());
             view.term = Some(held.term);
             view.lease_expires_at = instant(held.expires_at);
         }
-        Ok(None) => {
-            if store.role() == Role::Sole {
-                view.leader = Some(this.id.to_string());
-                view.lease_current = true;
-            }
+        None if store.role() == Role::Sole => {
+            view.leader = Some(this.id.to_string());
+            view.lease_current = true;
         }
-        Err(error) => {
-            // As with every failure answered, the cause goes to the log only.
-            tracing::warn!(%error, "cannot read the tenant's lease for GET /v1/cluster");
-            view.error = Some("the tenant's database could not be read; the log says why".into());
-        }
+        None => {}
     }
-    let instances = instances.unwrap_or_else(|error| {
-        tracing::warn!(%error, "cannot read the tenant's instances for GET /v1/cluster");
-        Vec::new()
-    });
-    (view, instances)
+    view
 }
 
 /// Unix milliseconds (the database's clock) as RFC 3339.

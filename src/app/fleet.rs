@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::tenant::Tenant;
 use super::worker::Running;
 use crate::api;
+use crate::cluster::leadership::LeaseKeeper;
 use crate::config::tenants::TenantSpec;
 use crate::domain::tenant::TenantId;
 use crate::engine::compliance::JudgingHandle;
@@ -43,6 +44,12 @@ pub(super) struct Launch {
     pub ha: Option<crate::cluster::leadership::Settings>,
 }
 
+/// The keeper of this instance's leases (`[ha]`), and its task.
+struct Keeping {
+    keeper: LeaseKeeper,
+    running: tokio::task::JoinHandle<()>,
+}
+
 /// One tenant, started.
 struct Started {
     id: TenantId,
@@ -57,7 +64,7 @@ struct Started {
 }
 
 impl Started {
-    fn start(mut tenant: Tenant, launch: &Launch) -> Started {
+    fn start(mut tenant: Tenant, launch: &Launch, keeping: Option<&Keeping>) -> Started {
         let stop = launch.shutdown.child_token();
         let lock = tenant.lock.take();
         if launch.ha.is_some() {
@@ -72,13 +79,13 @@ impl Started {
             tenant.judging(),
             tenant.services.store.clone(),
         );
-        let workers = match &launch.ha {
+        let workers = match keeping {
             None => tenant.workers(launch.grace),
-            Some(ha) => {
+            Some(keeping) => {
                 let mut workers = tenant.every_instance();
                 workers.push(super::leading::leading(
                     std::sync::Arc::new(tenant),
-                    ha.clone(),
+                    keeping.keeper.clone(),
                     launch.grace,
                 ));
                 workers
@@ -128,17 +135,24 @@ impl Started {
 pub(super) struct Fleet {
     started: Vec<Started>,
     launch: Launch,
+    keeping: Option<Keeping>,
 }
 
 impl Fleet {
     /// Starts every tenant's workers.
     pub fn start(tenants: Vec<Tenant>, launch: Launch) -> Fleet {
+        // One keeper of leases for every tenant, told as soon as the daemon stops.
+        let keeping = launch.ha.clone().map(|ha| {
+            let (keeper, running) = LeaseKeeper::start(ha, launch.shutdown.clone());
+            Keeping { keeper, running }
+        });
         Fleet {
             started: tenants
                 .into_iter()
-                .map(|tenant| Started::start(tenant, &launch))
+                .map(|tenant| Started::start(tenant, &launch, keeping.as_ref()))
                 .collect(),
             launch,
+            keeping,
         }
     }
 
@@ -186,7 +200,8 @@ impl Fleet {
             match built {
                 Ok(tenant) => {
                     tracing::info!(tenant = %spec.id, "reload: tenant added and started");
-                    self.started.push(Started::start(tenant, &self.launch));
+                    let started = Started::start(tenant, &self.launch, self.keeping.as_ref());
+                    self.started.push(started);
                 }
                 Err(error) => tracing::error!(
                     tenant = %spec.id,
@@ -218,5 +233,12 @@ impl Fleet {
         // Together, so the grace is the slowest tenant's, not the sum of all.
         let grace = self.launch.grace;
         futures::future::join_all(self.started.into_iter().map(|t| t.finish(grace))).await;
+        // Every tenant has left it: it gives up what is left and ends its session.
+        if let Some(Keeping { keeper, running }) = self.keeping {
+            drop(keeper);
+            if tokio::time::timeout(grace, running).await.is_err() {
+                tracing::warn!("the keeper of leases did not end in time");
+            }
+        }
     }
 }

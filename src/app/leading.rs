@@ -1,11 +1,13 @@
 //! A tenant served by several instances (`[ha]`): its leader's work runs on this
-//! instance only while it leads the tenant. [`leading`] is the one worker that keeps
-//! the tenant's lease ([`crate::cluster::leadership`]) and starts the leader's work,
-//! built afresh, at each term this instance begins, and stops it when the term ends.
+//! instance only while it leads the tenant. [`leading`] is the one worker that follows
+//! the tenant's standing, as this instance's keeper of leases says it
+//! ([`crate::cluster::leadership`]), and starts the leader's work, built afresh, at each
+//! term this instance begins, and stops it when the term ends.
 //!
-//! When the daemon stops, the leader's work stops first and then the lease is released,
-//! so another instance takes the tenant at its next try (within a second) instead of
-//! after the lease runs out.
+//! When the tenant stops (the daemon stops, or a reload removes it), the leader's work
+//! stops first and then the tenant's lease is given up, so another instance takes the
+//! tenant at its next look (within a quarter of a second) instead of after the lease
+//! runs out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,17 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::tenant::Tenant;
 use super::worker::{Running, Worker};
-use crate::cluster::leadership::{Leadership, Settings, Standing};
-use crate::cluster::lease;
+use crate::cluster::leadership::{LeaseKeeper, Standing};
 
-/// The worker that keeps `tenant`'s lease and runs its leader's work while this
+/// The worker that follows `tenant`'s standing and runs its leader's work while this
 /// instance leads (see the module's doc); in the tenant's scope.
-pub(super) fn leading(tenant: Arc<Tenant>, settings: Settings, grace: Duration) -> Worker {
+pub(super) fn leading(tenant: Arc<Tenant>, keeper: LeaseKeeper, grace: Duration) -> Worker {
     let id = tenant.id.clone();
-    Worker::new("leadership", move |stop| {
-        lead(tenant, settings, grace, stop)
-    })
-    .in_tenant(&id)
+    Worker::new("leadership", move |stop| lead(tenant, keeper, grace, stop)).in_tenant(&id)
 }
 
 /// The leader's work of one term, running.
@@ -46,15 +44,10 @@ impl Term {
     }
 }
 
-async fn lead(tenant: Arc<Tenant>, settings: Settings, grace: Duration, stop: CancellationToken) {
-    let store = tenant.services.store.clone();
-    let instance = settings.instance.clone();
-    let (leadership, mut standing) = Leadership::new(store.clone(), settings);
-    let work_ended = leadership.work_ended();
-    // Stopped only once the leader's work has, so the lease outlives the work.
-    let keep_lease = CancellationToken::new();
-    let keeping = crate::tasks::spawn(leadership.run(keep_lease.clone()));
-    // Most of the grace for the work; the rest to hand the lease over.
+async fn lead(tenant: Arc<Tenant>, keeper: LeaseKeeper, grace: Duration, stop: CancellationToken) {
+    let membership = keeper.join(&tenant.id, tenant.services.store.clone());
+    let mut standing = membership.standing();
+    // Most of the grace for the work; the rest to give the lease up.
     let work_grace = grace.mul_f64(0.9);
     let mut current: Option<Term> = None;
     loop {
@@ -78,8 +71,8 @@ async fn lead(tenant: Arc<Tenant>, settings: Settings, grace: Duration, stop: Ca
                 if let Some(ended) = current.take() {
                     let term = ended.term;
                     ended.end(work_grace).await;
-                    // A hand-over waits for this to release the lease.
-                    work_ended.send_replace(Some(term));
+                    // A hand-over waits for this to give the lease up.
+                    membership.work_ended(term);
                 }
             }
             (Standing::Follower, None) => {}
@@ -92,15 +85,7 @@ async fn lead(tenant: Arc<Tenant>, settings: Settings, grace: Duration, stop: Ca
     if let Some(ended) = current.take() {
         ended.end(work_grace).await;
     }
-    keep_lease.cancel();
-    let held = keeping.await.ok().flatten();
-    if let Some(term) = held {
-        match lease::release(&store, &instance, term).await {
-            Ok(_) => tracing::info!(term, "the tenant's lease is released for another instance"),
-            Err(error) => tracing::warn!(
-                %error,
-                "cannot release the tenant's lease; another instance takes it when it runs out"
-            ),
-        }
+    if membership.leave().await {
+        tracing::info!("the tenant's lease is released for another instance");
     }
 }

@@ -102,6 +102,9 @@ impl App {
                 .with_context(|| format!("tenant {}", spec.id))?;
             tenants.push(tenant);
         }
+        if config.ha.is_some() {
+            crate::cluster::schema::prepare(&config.database.url).await?;
+        }
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
         let listener = bind(config, &tokens).await?;
         let instance = api::cluster::ThisInstance::from_config(config.ha.as_ref());
@@ -122,7 +125,7 @@ impl App {
                     instance: instance.id.clone(),
                     advertise_url: ha.advertise_url.clone(),
                     lease_ttl: ha.lease_ttl,
-                    spread: Arc::default(),
+                    database_url: config.database.url.clone(),
                 }),
             instance,
         })

@@ -1,42 +1,69 @@
-//! Keeping a tenant's lease: each instance runs one [`Leadership`] per tenant, which
-//! takes the lease when it is free, renews it while it leads, and says when this
-//! instance leads (in which term) and when it no longer does.
+//! Keeping this instance's leases: one [`LeaseKeeper`] per instance, for all its
+//! tenants, looks at the leases four times a second in one statement ([`super::tick`])
+//! on its liveness session ([`super::liveness`]): it renews the leases it holds, takes
+//! free ones up to its share, hands its surplus over ([`super::spread`]), and tells each
+//! tenant's worker, through the tenant's [`Membership`], when this instance leads the
+//! tenant (in which term) and when it no longer does.
+//!
+//! A lease it takes becomes a term only once the term is started in the tenant's schema
+//! ([`lease::start_term`], under the tenant's write lock, a few tenants at a time); then
+//! the tenant's store writes as its leader, and the tenant's worker starts the leader's
+//! work.
 //!
 //! Timing, for a lease of `ttl` (`ha.lease_ttl`):
-//! - a leader renews every third of it, so two renewals may fail before it matters;
-//! - a leader that has not renewed for four fifths of it steps down (its store refuses
-//!   its writes from then on), a fifth of `ttl` before the lease can run out: counted
-//!   from before the renewal was sent, so the database's expiry is never earlier;
-//! - a follower tries every second (every third of `ttl` when that is shorter), so a
-//!   released lease moves within a second and an expired one within `ttl` and a second.
+//! - the leases are renewed every third of it, so two renewals may fail before it
+//!   matters;
+//! - a lease not renewed for four fifths of it is let go (the tenant's store refuses its
+//!   writes from then on), a fifth of `ttl` before it can run out: counted from before
+//!   the renewal was sent, so the database's expiry is never earlier;
+//! - free leases are looked for at every look, so a released lease, or one whose holder's
+//!   liveness session ended, moves within a quarter of a second and the time to start
+//!   its term; one whose holder vanished without its session ending, within `ttl` and a
+//!   look;
+//! - when the liveness session itself is lost, every lease is let go at once: the
+//!   others may take them from that moment.
 //!
-//! Metrics, labelled with the tenant of the scope it runs in ([`crate::tasks::in_tenant`]):
-//! `wfmd_tenant_leader` is 1 while this instance leads the tenant and 0 otherwise, and
-//! `wfmd_leadership_changes_total` counts each time it starts or stops leading, so an
-//! alert sees a tenant without a leader, and one whose leader keeps changing.
+//! Metrics, labelled with the tenant: `wfmd_tenant_leader` is 1 while this instance leads
+//! the tenant and 0 otherwise, `wfmd_leadership_changes_total` counts each time it starts
+//! or stops leading, and `wfmd_failover_seconds` is how long the tenant was without a
+//! leader before this instance began its term (see [`super::tick::Claimed::freed_at`]).
 
+use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use sqlx::Connection;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::lease;
-use super::spread::Spread;
+use super::lease::{self, TermStart};
+use super::liveness::{self, Liveness};
+use super::spread;
+use super::tick::{self, Tick, Ticked};
+use crate::domain::tenant::TenantId;
 use crate::store::{Role, Store};
 
-/// How often a leader forgets the instances long gone ([`lease::forget_silent`]).
+/// How often the leases are looked at.
+pub const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// How many terms are started at once (each in its tenant's schema, on its pool).
+const STARTING_AT_ONCE: usize = 16;
+
+/// How often the instances long gone are forgotten ([`lease::forget_silent`]).
 const FORGET_EVERY: Duration = Duration::from_secs(3600);
 
-/// What the leadership of a tenant needs to know of this instance.
+/// What the leadership needs to know of this instance.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub instance: Arc<str>,
     pub advertise_url: Option<String>,
     pub lease_ttl: Duration,
-    /// What this instance's leaderships (every tenant's) share to spread the tenants.
-    pub spread: Arc<Spread>,
+    /// The database of the tenants (`database.url`), where the liveness session goes.
+    pub database_url: String,
 }
 
 impl Settings {
@@ -44,254 +71,764 @@ impl Settings {
         self.lease_ttl / 3
     }
 
-    fn try_every(&self) -> Duration {
-        (self.lease_ttl / 3).min(Duration::from_secs(1))
-    }
-
     fn step_down_after(&self) -> Duration {
         self.lease_ttl - self.lease_ttl / 5
     }
 }
 
-/// What this instance is to the tenant, as [`Leadership`] last found.
+/// What this instance is to a tenant, as the keeper last found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
     Follower,
     Leader { term: i64 },
 }
 
-/// Keeps one tenant's lease for this instance (see the module's doc).
-pub struct Leadership {
-    store: Store,
-    settings: Settings,
-    standing: watch::Sender<Standing>,
-    /// The term whose leader work has stopped, as its runner says
-    /// ([`Leadership::work_ended`]): a hand-over releases the lease after it.
-    ended: watch::Sender<Option<i64>>,
+/// The handle of this instance's keeper of leases; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LeaseKeeper {
+    inbox: mpsc::UnboundedSender<Request>,
 }
 
-impl Leadership {
-    /// A leadership not running yet, and how to watch its standing (a follower's
-    /// until it first takes the lease). The store's role follows the standing. Made in
-    /// the tenant's scope, as it is run, so its metrics carry the tenant.
-    pub fn new(store: Store, settings: Settings) -> (Leadership, watch::Receiver<Standing>) {
+impl LeaseKeeper {
+    /// Starts keeping the leases of the tenants that [`join`](LeaseKeeper::join). Once
+    /// `leaving` is cancelled (the daemon stops), the instance stops counting itself
+    /// among those serving (so the others take what it gives up) and takes nothing;
+    /// the keeper ends once every tenant left, its last leases given up.
+    pub fn start(
+        settings: Settings,
+        leaving: CancellationToken,
+    ) -> (LeaseKeeper, tokio::task::JoinHandle<()>) {
+        let (inbox, requests) = mpsc::unbounded_channel();
+        let keeper = Keeper::new(settings);
+        let running = crate::tasks::spawn(keeper.run(requests, leaving));
+        (LeaseKeeper { inbox }, running)
+    }
+
+    /// Adds `tenant`, whose store is `store`, to the tenants whose lease this instance
+    /// keeps: a follower until it leads. In the tenant's scope, so its metrics carry
+    /// the tenant.
+    pub fn join(&self, tenant: &TenantId, store: Store) -> Membership {
+        let key = lease::tenant_key(&store).unwrap_or("public").to_owned();
         let (standing, watching) = watch::channel(Standing::Follower);
         store.set_role(Role::Follower);
         metrics::gauge!(LEADER).set(0.0);
         metrics::counter!(CHANGES).increment(0);
-        (
-            Leadership {
-                store,
-                settings,
-                standing,
-                ended: watch::Sender::new(None),
-            },
-            watching,
-        )
+        let _ = metrics::histogram!(FAILOVER);
+        let member = Member {
+            tenant: tenant.clone(),
+            store,
+            standing,
+            lease: Lease::Free,
+        };
+        let _ = self
+            .inbox
+            .send(Request::Join(key.clone(), Box::new(member)));
+        Membership {
+            key,
+            standing: watching,
+            inbox: self.inbox.clone(),
+            left: false,
+        }
+    }
+}
+
+/// A tenant among those whose lease the keeper keeps, as its worker holds it. Dropped
+/// without [`Membership::leave`], the tenant leaves all the same.
+#[derive(Debug)]
+pub struct Membership {
+    key: String,
+    standing: watch::Receiver<Standing>,
+    inbox: mpsc::UnboundedSender<Request>,
+    left: bool,
+}
+
+impl Membership {
+    /// How to watch this instance's standing with the tenant.
+    pub fn standing(&self) -> watch::Receiver<Standing> {
+        self.standing.clone()
     }
 
-    /// Where whoever runs the leader's work says the work of a term has stopped, after
-    /// the standing turned from leading (see [`spread`](super::spread)).
-    pub fn work_ended(&self) -> watch::Sender<Option<i64>> {
-        self.ended.clone()
+    /// Says that the leader's work of `term` has stopped, after the standing turned
+    /// from leading: a hand-over gives the lease up after it.
+    pub fn work_ended(&self, term: i64) {
+        let _ = self.inbox.send(Request::WorkEnded(self.key.clone(), term));
     }
 
-    /// Works until `stop` is cancelled; returns the term this instance still leads in,
-    /// for the caller to [`lease::release`] once the tenant's leader work has stopped.
-    pub async fn run(self, stop: CancellationToken) -> Option<i64> {
-        let me = &*self.settings.instance;
-        self.settings.spread.serves();
-        // The term held, and when the renewal that last kept it was sent.
-        let mut held: Option<(i64, Instant)> = None;
-        let mut forgot: Option<Instant> = None;
-        // After handing the tenant over, it is left to the others until then.
-        let mut left_until: Option<Instant> = None;
-        loop {
-            let sent = Instant::now();
-            let deadline = held.map(|(_, renewed)| renewed + self.settings.step_down_after());
-            let leaves_it = left_until.is_some_and(|until| sent < until);
-            let tried = async {
-                let taken = match leaves_it {
-                    true => Ok(None),
-                    false => {
-                        let held = held.map(|(term, _)| term);
-                        lease::take(&self.store, me, held, self.settings.lease_ttl).await
-                    }
-                };
-                if let Err(error) =
-                    lease::heartbeat(&self.store, me, self.settings.advertise_url.as_deref()).await
-                {
-                    tracing::debug!(%error, "cannot note this instance among the tenant's");
-                }
-                taken
-            };
-            let tried = tokio::select! {
-                () = stop.cancelled() => break,
-                tried = tried => Some(tried),
-                () = sleep_until(deadline) => None,
-            };
-            match tried {
-                Some(Ok(Some(term))) => {
-                    if held.map(|(t, _)| t) != Some(term) {
-                        tracing::info!(instance = me, term, "this instance leads the tenant");
-                        // A new term of a lease it let run out is not one more tenant.
-                        if held.is_none() {
-                            self.settings.spread.leads();
-                        }
-                        self.lead(term);
-                    }
-                    held = Some((term, sent));
-                    // The leader forgets instances long gone, now and then.
-                    if forgot.is_none_or(|at| at.elapsed() >= FORGET_EVERY) {
-                        forgot = Some(Instant::now());
-                        if let Err(error) =
-                            lease::forget_silent(&self.store, lease::FORGOTTEN_AFTER).await
-                        {
-                            tracing::debug!(%error, "cannot forget instances long gone");
-                        }
-                    }
-                    if self.leads_too_many().await {
-                        let deadline = sent + self.settings.step_down_after();
-                        self.hand_over(term, deadline).await;
-                        held = None;
-                        left_until = Some(Instant::now() + self.settings.lease_ttl);
-                    }
-                }
-                Some(Ok(None)) if held.is_some() => {
-                    held = None;
-                    self.step_down("another instance holds the tenant's lease");
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "cannot take or renew the tenant's lease")
-                }
-                Some(Ok(None)) | None => {}
-            }
-            let next = sent
-                + match held {
-                    Some(_) => self.settings.renew_every(),
-                    None => self.settings.try_every(),
-                };
-            let deadline = held.map(|(_, renewed)| renewed + self.settings.step_down_after());
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep_until(next) => {}
-                () = sleep_until(deadline) => {}
-            }
-            if let Some(deadline) = deadline
-                && Instant::now() >= deadline
-            {
-                held = None;
-                self.step_down("the tenant's lease could not be renewed in time");
-            }
+    /// Leaves, once the tenant's leader work has stopped: the lease it held is given up
+    /// for another instance to take at its next look. Returns whether one was.
+    pub async fn leave(mut self) -> bool {
+        self.left = true;
+        let (done, given_up) = oneshot::channel();
+        let _ = self
+            .inbox
+            .send(Request::Leave(self.key.clone(), Some(done)));
+        given_up.await.unwrap_or(false)
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if !self.left {
+            let _ = self.inbox.send(Request::Leave(self.key.clone(), None));
         }
-        if held.is_some() {
-            // Stopped while leading: its leader work has stopped (the caller stops it
-            // first), and the caller releases the lease.
-            self.count_stop();
+    }
+}
+
+#[derive(Debug)]
+enum Request {
+    Join(String, Box<Member>),
+    /// The tenant leaves; told whether its lease was given up, once it was.
+    Leave(String, Option<oneshot::Sender<bool>>),
+    WorkEnded(String, i64),
+}
+
+#[derive(Debug)]
+struct Member {
+    tenant: TenantId,
+    store: Store,
+    standing: watch::Sender<Standing>,
+    lease: Lease,
+}
+
+/// A tenant's lease, as this instance has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    Free,
+    /// Handed over: not taken again by this instance before then.
+    LeftUntil(Instant),
+    /// Taken; its term being started in the tenant's schema. `renewed`: when the
+    /// statement that last set its expiry was sent.
+    Starting {
+        term: i64,
+        renewed: Instant,
+        freed_at: Option<i64>,
+    },
+    Leading {
+        term: i64,
+        renewed: Instant,
+    },
+    /// Handed over: the standing says follower, the work is stopping (for `until` at
+    /// most), the lease still held.
+    HandingOver {
+        term: i64,
+        renewed: Instant,
+        until: Instant,
+    },
+    /// To give up at the next look (the term raised to `raise`), then `then`.
+    Releasing {
+        term: i64,
+        raise: i64,
+        then: After,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Free,
+    LeftUntil(Instant),
+}
+
+impl Lease {
+    /// The term held and when it was last renewed, while the lease is held.
+    fn held(&self) -> Option<(i64, Instant)> {
+        match *self {
+            Lease::Starting { term, renewed, .. }
+            | Lease::Leading { term, renewed }
+            | Lease::HandingOver { term, renewed, .. } => Some((term, renewed)),
+            _ => None,
         }
-        self.settings.spread.no_longer_serves();
-        held.map(|(term, _)| term)
     }
 
-    /// Whether this instance leads more tenants than its share, and may hand this one
-    /// over now (see [`spread`](super::spread)).
-    async fn leads_too_many(&self) -> bool {
-        let spread = &self.settings.spread;
-        let ttl = self.settings.lease_ttl;
-        // Leading one tenant is within any share: no need to count the instances.
-        if !spread.over_share(usize::MAX) {
-            return false;
+    fn renew(&mut self, at: Instant) {
+        match self {
+            Lease::Starting { renewed, .. }
+            | Lease::Leading { renewed, .. }
+            | Lease::HandingOver { renewed, .. } => *renewed = at,
+            _ => {}
         }
-        match lease::live_instances(&self.store, ttl).await {
-            Ok(instances) => spread.over_share(instances) && spread.may_hand_over(ttl),
+    }
+}
+
+/// A term started, refused or failed, for the tenant of the key.
+type StartResult = (String, i64, Result<TermStart, sqlx::Error>);
+
+struct Keeper {
+    settings: Settings,
+    members: BTreeMap<String, Member>,
+    /// Leases of tenants that left, to give up at the next look.
+    releases: Vec<(String, i64, i64)>,
+    /// Tenants that left, waiting for their lease to be given up.
+    waiting: Vec<(String, oneshot::Sender<bool>)>,
+    /// Tenants whose lease may not exist yet.
+    enrol: Vec<String>,
+    starting: JoinSet<StartResult>,
+    to_start: Vec<(String, i64)>,
+    last_renewal: Option<Instant>,
+    handed_over_at: Option<Instant>,
+    forgot_at: Option<Instant>,
+    leaving: bool,
+}
+
+impl Keeper {
+    fn new(settings: Settings) -> Keeper {
+        Keeper {
+            settings,
+            members: BTreeMap::new(),
+            releases: Vec::new(),
+            waiting: Vec::new(),
+            enrol: Vec::new(),
+            starting: JoinSet::new(),
+            to_start: Vec::new(),
+            last_renewal: None,
+            handed_over_at: None,
+            forgot_at: None,
+            leaving: false,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        leaving: CancellationToken,
+    ) {
+        let options = match PgConnectOptions::from_str(&self.settings.database_url) {
+            Ok(options) => options.options([("client_min_messages", "warning")]),
             Err(error) => {
-                tracing::debug!(%error, "cannot count the instances serving the tenant");
+                tracing::error!(%error, "the leadership cannot connect: database.url is not PostgreSQL's");
+                return;
+            }
+        };
+        let mut liveness: Option<Liveness> = None;
+        let mut next = Instant::now();
+        let mut inbox_open = true;
+        loop {
+            let wake = self.earliest_deadline().map_or(next, |d| d.min(next));
+            tokio::select! {
+                () = leaving.cancelled(), if !self.leaving => {
+                    // Told at once, so the others count it out before its leases go.
+                    self.leaving = true;
+                    next = Instant::now();
+                }
+                request = requests.recv(), if inbox_open => match request {
+                    Some(request) => if self.take(request) { next = Instant::now() },
+                    None => {
+                        inbox_open = false;
+                        self.leaving = true;
+                    }
+                },
+                Some(started) = self.starting.join_next(), if !self.starting.is_empty() => {
+                    if let Ok(started) = started && self.started(started) {
+                        next = Instant::now();
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            self.step_down_overdue();
+            if Instant::now() < next {
+                continue;
+            }
+            let last = self.leaving && self.members.is_empty();
+            self.look(&options, &mut liveness).await;
+            if last {
+                break;
+            }
+            next = Instant::now() + LOOK_EVERY;
+        }
+        if let Some(liveness) = liveness {
+            liveness.close().await;
+        }
+        for (_, waiting) in self.waiting.drain(..) {
+            let _ = waiting.send(false);
+        }
+    }
+
+    /// Takes a request in; returns whether a look is wanted at once.
+    fn take(&mut self, request: Request) -> bool {
+        match request {
+            Request::Join(key, member) => {
+                self.enrol.push(key.clone());
+                self.members.insert(key, *member);
                 false
             }
+            Request::Leave(key, done) => {
+                let Some(member) = self.members.remove(&key) else {
+                    if let Some(done) = done {
+                        let _ = done.send(false);
+                    }
+                    return false;
+                };
+                let release = match member.lease {
+                    Lease::Starting { term, .. } => Some((term, 0)),
+                    Lease::Leading { term, .. } | Lease::HandingOver { term, .. } => {
+                        // Its work has stopped: the worker leaves after it.
+                        member.store.set_role(Role::Follower);
+                        count_stop(&member);
+                        Some((term, 0))
+                    }
+                    Lease::Releasing { term, raise, .. } => Some((term, raise)),
+                    Lease::Free | Lease::LeftUntil(_) => None,
+                };
+                match (release, done) {
+                    (Some((term, raise)), done) => {
+                        self.releases.push((key.clone(), term, raise));
+                        if let Some(done) = done {
+                            self.waiting.push((key, done));
+                        }
+                        true
+                    }
+                    (None, Some(done)) => {
+                        let _ = done.send(false);
+                        false
+                    }
+                    (None, None) => false,
+                }
+            }
+            Request::WorkEnded(key, ended) => {
+                let ttl = self.settings.lease_ttl;
+                match self.members.get_mut(&key) {
+                    Some(member) => match member.lease {
+                        Lease::HandingOver { term, .. } if term == ended => {
+                            handed_over(member, term, ttl);
+                            true
+                        }
+                        _ => false,
+                    },
+                    None => false,
+                }
+            }
         }
     }
 
-    /// Hands the tenant over: its leader work stops while the lease still holds (the
-    /// changes under way finish and are recorded), then the lease is released for
-    /// another instance. Work still running at `deadline`, when the lease may run out,
-    /// is refused its writes from then on.
-    async fn hand_over(&self, term: i64, deadline: Instant) {
-        tracing::info!(
-            instance = &*self.settings.instance,
-            term,
-            "this instance leads more tenants than its share: it hands this one over"
-        );
-        let mut ended = self.ended.subscribe();
-        self.standing.send_replace(Standing::Follower);
-        let work_stops = async { ended.wait_for(|t| *t == Some(term)).await.is_ok() };
-        let stopped = tokio::time::timeout_at(deadline, work_stops)
-            .await
-            .unwrap_or(false);
-        self.store.set_role(Role::Follower);
-        self.count_stop();
-        if stopped
-            && let Err(error) = lease::release(&self.store, &self.settings.instance, term).await
+    /// A term's start came to `result`; returns whether a look is wanted at once.
+    fn started(&mut self, (key, term, result): StartResult) -> bool {
+        self.start_next();
+        let Some(member) = self.members.get_mut(&key) else {
+            return false;
+        };
+        let (renewed, freed_at) = match member.lease {
+            Lease::Starting {
+                term: starting,
+                renewed,
+                freed_at,
+            } if starting == term => (renewed, freed_at),
+            // Let go meanwhile: whoever takes the lease next starts a later term.
+            _ => return false,
+        };
+        match result {
+            Ok(TermStart::Started { acquired_at }) => {
+                lead(member, &self.settings.instance, term, freed_at, acquired_at);
+                member.lease = Lease::Leading { term, renewed };
+                false
+            }
+            Ok(TermStart::Refused { current }) => {
+                tracing::info!(
+                    tenant = %member.tenant,
+                    term,
+                    current,
+                    "the tenant's term is ahead of its lease: the lease is given up with its \
+                     term raised, and taken again past it"
+                );
+                member.lease = Lease::Releasing {
+                    term,
+                    raise: current,
+                    then: After::Free,
+                };
+                true
+            }
+            Err(error) => {
+                tracing::warn!(tenant = %member.tenant, %error, "cannot start a term of the tenant's; its lease is given up");
+                member.lease = Lease::Releasing {
+                    term,
+                    raise: 0,
+                    then: After::Free,
+                };
+                true
+            }
+        }
+    }
+
+    /// Starts the next terms waiting, up to [`STARTING_AT_ONCE`] at a time.
+    fn start_next(&mut self) {
+        while self.starting.len() < STARTING_AT_ONCE
+            && let Some((key, term)) = self.to_start.pop()
         {
-            tracing::warn!(%error, "cannot release the tenant's lease; it runs out by itself");
+            let Some(member) = self.members.get(&key) else {
+                continue;
+            };
+            // Let go since it was taken: no term to start.
+            if !matches!(member.lease, Lease::Starting { term: t, .. } if t == term) {
+                continue;
+            }
+            let (store, instance, tenant) = (
+                member.store.clone(),
+                self.settings.instance.clone(),
+                member.tenant.clone(),
+            );
+            let start = async move {
+                let started = lease::start_term(&store, &instance, term);
+                let started = crate::tasks::in_tenant(&tenant, started).await;
+                (key, term, started)
+            };
+            crate::tasks::spawn_in(&mut self.starting, start);
         }
     }
 
-    fn lead(&self, term: i64) {
-        self.store.set_role(Role::Leader {
-            instance: self.settings.instance.clone(),
-            term,
+    /// When the first held lease must be let go unless renewed.
+    fn earliest_deadline(&self) -> Option<Instant> {
+        let after = self.settings.step_down_after();
+        let renewals = self.members.values().filter_map(|m| m.lease.held());
+        let hand_overs = self.members.values().filter_map(|m| match m.lease {
+            Lease::HandingOver { until, .. } => Some(until),
+            _ => None,
         });
+        renewals
+            .map(|(_, renewed)| renewed + after)
+            .chain(hand_overs)
+            .min()
+    }
+
+    /// Lets go every lease not renewed in time, and ends the hand-overs whose work did
+    /// not stop in time.
+    fn step_down_overdue(&mut self) {
+        let (now, after, ttl) = (
+            Instant::now(),
+            self.settings.step_down_after(),
+            self.settings.lease_ttl,
+        );
+        for member in self.members.values_mut() {
+            if let Lease::HandingOver { term, until, .. } = member.lease
+                && now >= until
+            {
+                tracing::warn!(tenant = %member.tenant, term, "the leader's work did not stop in time for the hand-over; its writes are refused from now on");
+                handed_over(member, term, ttl);
+            }
+            if member
+                .lease
+                .held()
+                .is_some_and(|(_, renewed)| now >= renewed + after)
+            {
+                step_down(member, "its lease could not be renewed in time");
+            }
+        }
+    }
+
+    /// Lets go every lease held.
+    fn step_down_all(&mut self, why: &str) {
+        for member in self.members.values_mut() {
+            if member.lease.held().is_some() {
+                step_down(member, why);
+            }
+        }
+    }
+
+    /// One look at the leases (see the module's doc).
+    async fn look(&mut self, options: &PgConnectOptions, liveness: &mut Option<Liveness>) {
+        let instance = self.settings.instance.clone();
+        if liveness.is_none() {
+            match open(options, &instance).await {
+                Ok(opened) => *liveness = Some(opened),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open the liveness session; no lease is taken meanwhile");
+                    self.answer_waiting(None);
+                    return;
+                }
+            }
+        }
+        let live = liveness.as_mut().expect("opened above");
+        if let Err(error) = self.housekeeping(live).await {
+            self.failed(&error, liveness);
+            return;
+        }
+        let sent = Instant::now();
+        let renewing = self
+            .last_renewal
+            .is_none_or(|at| sent >= at + self.settings.renew_every());
+        let tick = self.tick(live.key(), renewing);
+        // A look that hangs (the network cut) is given up on before a lease must be let
+        // go, and after a lease's length when none is held.
+        let deadline = self
+            .earliest_deadline()
+            .unwrap_or(sent + self.settings.lease_ttl);
+        let looked = tokio::select! {
+            looked = tick::look(live.conn(), &tick) => Some(looked),
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        let renewed: Vec<(String, i64)> = tick.renew;
+        match looked {
+            Some(Ok(ticked)) => {
+                self.apply(ticked, sent, renewing.then_some(renewed));
+            }
+            Some(Err(error)) => self.failed(&error, liveness),
+            None => {
+                tracing::warn!("a look at the leases is taking too long: its session is dropped");
+                *liveness = None;
+                self.answer_waiting(None);
+            }
+        }
+    }
+
+    /// What the look before the statement needs: leases for the tenants that joined,
+    /// and the instances long gone forgotten now and then. Statements of their own,
+    /// each only now and then.
+    async fn housekeeping(&mut self, live: &mut Liveness) -> Result<(), sqlx::Error> {
+        if !self.enrol.is_empty() {
+            self.enrol.sort();
+            self.enrol.dedup();
+            lease::enrol(live.conn(), &self.enrol).await?;
+            self.enrol.clear();
+        }
+        if self.forgot_at.is_none_or(|at| at.elapsed() >= FORGET_EVERY) {
+            self.forgot_at = Some(Instant::now());
+            lease::forget_silent_on(live.conn(), lease::FORGOTTEN_AFTER).await?;
+        }
+        Ok(())
+    }
+
+    /// The look to send.
+    fn tick(&self, liveness_key: i32, renewing: bool) -> Tick<'_> {
+        let now = Instant::now();
+        let mut tick = Tick {
+            instance: &self.settings.instance,
+            advertise_url: self.settings.advertise_url.as_deref(),
+            liveness_key,
+            ttl: self.settings.lease_ttl,
+            serving: if self.leaving { 0 } else { self.members.len() },
+            release: self.releases.clone(),
+            ..Tick::default()
+        };
+        for (key, member) in &self.members {
+            match member.lease {
+                Lease::Releasing { term, raise, .. } => {
+                    tick.release.push((key.clone(), term, raise))
+                }
+                Lease::LeftUntil(until) if now < until => {}
+                Lease::Free | Lease::LeftUntil(_) if !self.leaving => {
+                    tick.claimable.push(key.clone())
+                }
+                _ => {}
+            }
+            if let Some((term, _)) = member.lease.held() {
+                tick.leading += 1;
+                if renewing {
+                    tick.renew.push((key.clone(), term));
+                }
+            }
+        }
+        tick
+    }
+
+    fn apply(&mut self, ticked: Ticked, sent: Instant, renewed: Option<Vec<(String, i64)>>) {
+        if let Some(renewed) = renewed {
+            self.last_renewal = Some(sent);
+            for (key, term) in renewed {
+                let Some(member) = self.members.get_mut(&key) else {
+                    continue;
+                };
+                if member.lease.held().map(|(t, _)| t) != Some(term) {
+                    continue;
+                }
+                if ticked.renewed.contains(&key) {
+                    member.lease.renew(sent);
+                } else {
+                    step_down(member, "another instance holds the tenant's lease");
+                }
+            }
+        }
+        // Given up: those of the tenants still here, and of those that left.
+        for member in self.members.values_mut() {
+            if let Lease::Releasing { then, .. } = member.lease {
+                member.lease = match then {
+                    After::Free => Lease::Free,
+                    After::LeftUntil(until) => Lease::LeftUntil(until),
+                };
+            }
+        }
+        self.releases.clear();
+        self.answer_waiting(Some(&ticked));
+        for claimed in ticked.claimed {
+            match self.members.get_mut(&claimed.tenant) {
+                Some(member) => {
+                    member.lease = Lease::Starting {
+                        term: claimed.term,
+                        renewed: sent,
+                        freed_at: claimed.freed_at,
+                    };
+                    self.to_start.push((claimed.tenant, claimed.term));
+                }
+                // Left while the look was under way.
+                None => self.releases.push((claimed.tenant, claimed.term, 0)),
+            }
+        }
+        self.start_next();
+        self.hand_over_surplus(&ticked.loads);
+    }
+
+    /// Hands over what this instance leads beyond its share, as far as the others have
+    /// room for it (see [`spread`]).
+    fn hand_over_surplus(&mut self, loads: &[(String, usize)]) {
+        let ttl = self.settings.lease_ttl;
+        if self.leaving || self.handed_over_at.is_some_and(|at| at.elapsed() < ttl) {
+            return;
+        }
+        let me = &*self.settings.instance;
+        let share = spread::share(self.members.len(), loads.len());
+        let mine = self
+            .members
+            .values()
+            .filter(|m| m.lease.held().is_some())
+            .count();
+        let others = loads
+            .iter()
+            .filter(|(id, _)| id != me)
+            .map(|(_, leads)| *leads);
+        let count = spread::to_hand_over(mine, share, others);
+        if count == 0 {
+            return;
+        }
+        tracing::info!(
+            instance = me,
+            leads = mine,
+            share,
+            count,
+            "this instance leads more tenants than its share: it hands some over"
+        );
+        self.handed_over_at = Some(Instant::now());
+        let until = Instant::now() + self.settings.step_down_after();
+        let leading = self
+            .members
+            .values_mut()
+            .rev()
+            .filter_map(|m| match m.lease {
+                Lease::Leading { term, renewed } => Some((m, term, renewed)),
+                _ => None,
+            });
+        for (member, term, renewed) in leading.take(count) {
+            member.lease = Lease::HandingOver {
+                term,
+                renewed,
+                until,
+            };
+            member.standing.send_replace(Standing::Follower);
+        }
+    }
+
+    /// A look or what goes before it failed with `error`.
+    fn failed(&mut self, error: &sqlx::Error, liveness: &mut Option<Liveness>) {
+        if liveness::lost(error) {
+            tracing::warn!(%error, "the liveness session is lost: the other instances may take this instance's tenants from now on");
+            self.step_down_all("this instance's liveness session is lost");
+            *liveness = None;
+        } else {
+            tracing::warn!(%error, "cannot look at the leases");
+        }
+        self.answer_waiting(None);
+    }
+
+    /// Tells the tenants that left whether their lease was given up (`None`: the look
+    /// failed, and it runs out by itself).
+    fn answer_waiting(&mut self, ticked: Option<&Ticked>) {
+        for (key, done) in self.waiting.drain(..) {
+            let given_up = ticked.is_some_and(|t| t.released.contains(&key));
+            let _ = done.send(given_up);
+        }
+    }
+}
+
+/// Opens the liveness session, the shared schema made and migrated first.
+async fn open(options: &PgConnectOptions, instance: &str) -> Result<Liveness, sqlx::Error> {
+    let mut conn = sqlx::PgConnection::connect_with(options).await?;
+    super::schema::migrate(&mut conn)
+        .await
+        .map_err(|error| sqlx::Error::Migrate(Box::new(error)))?;
+    conn.close().await?;
+    Liveness::open(options, instance).await
+}
+
+/// The term began: the tenant's store writes as its leader, and its worker is told.
+fn lead(member: &mut Member, instance: &Arc<str>, term: i64, freed_at: Option<i64>, began: i64) {
+    member.store.set_role(Role::Leader {
+        instance: instance.clone(),
+        term,
+    });
+    tracing::info!(tenant = %member.tenant, instance = &**instance, term, "this instance leads the tenant");
+    crate::tasks::sync_in_tenant(&member.tenant, || {
         // Before the standing: whoever sees this instance lead finds the metrics say so.
         metrics::gauge!(LEADER).set(1.0);
         metrics::counter!(CHANGES).increment(1);
-        self.standing.send_replace(Standing::Leader { term });
-    }
+        if let Some(freed_at) = freed_at {
+            let without = (began - freed_at).max(0);
+            metrics::histogram!(FAILOVER).record(without as f64 / 1000.0);
+        }
+    });
+    member.standing.send_replace(Standing::Leader { term });
+}
 
-    /// Counts this instance no longer leading the tenant: in the metrics, and out of
-    /// its share of the tenants (the role and the standing are the caller's to change).
-    fn count_stop(&self) {
+/// The hand-over's work has stopped (or was given up on): the lease is given up, and
+/// left to the others for a lease's length.
+fn handed_over(member: &mut Member, term: i64, ttl: Duration) {
+    member.store.set_role(Role::Follower);
+    count_stop(member);
+    member.lease = Lease::Releasing {
+        term,
+        raise: 0,
+        then: After::LeftUntil(Instant::now() + ttl),
+    };
+}
+
+/// Lets the tenant's lease go: its writes are refused at once, its worker told.
+fn step_down(member: &mut Member, why: &str) {
+    let led = matches!(
+        member.lease,
+        Lease::Leading { .. } | Lease::HandingOver { .. }
+    );
+    member.lease = Lease::Free;
+    member.store.set_role(Role::Follower);
+    if led {
+        count_stop(member);
+        member.standing.send_replace(Standing::Follower);
+        tracing::warn!(tenant = %member.tenant, "this instance no longer leads the tenant: {why}");
+    }
+}
+
+/// Counts this instance no longer leading the tenant.
+fn count_stop(member: &Member) {
+    crate::tasks::sync_in_tenant(&member.tenant, || {
         metrics::gauge!(LEADER).set(0.0);
         metrics::counter!(CHANGES).increment(1);
-        self.settings.spread.no_longer_leads();
-    }
-
-    fn step_down(&self, why: &str) {
-        self.store.set_role(Role::Follower);
-        self.count_stop();
-        self.standing.send_replace(Standing::Follower);
-        tracing::warn!(
-            instance = &*self.settings.instance,
-            "this instance no longer leads the tenant: {why}"
-        );
-    }
+    });
 }
 
 /// 1 while this instance leads the tenant, else 0 (described in [`crate::telemetry`]).
 const LEADER: &str = "wfmd_tenant_leader";
 /// Each time this instance starts or stops leading the tenant.
 const CHANGES: &str = "wfmd_leadership_changes_total";
-
-/// Sleeps until `deadline`, or for ever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
+/// How long the tenant was without a leader when this instance began its term.
+const FAILOVER: &str = "wfmd_failover_seconds";
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Connection;
+
     use super::*;
     use crate::store::Backend;
     use crate::store::testing::temp_url_on;
 
-    fn settings(instance: &str, lease_ttl: Duration) -> Settings {
+    fn settings(instance: &str, url: &str, lease_ttl: Duration) -> Settings {
         Settings {
             instance: Arc::from(instance),
             advertise_url: None,
             lease_ttl,
-            spread: Arc::default(),
+            database_url: url.to_owned(),
         }
+    }
+
+    /// A fresh database and tenant `id`'s store on it, as an instance opens it.
+    async fn tenant_store(url: &str, id: &str) -> (TenantId, Store) {
+        let id: TenantId = id.parse().unwrap();
+        let store = Store::open(&crate::config::tenants::tenant_database_url(url, &id))
+            .await
+            .unwrap();
+        (id, store)
     }
 
     /// Waits until `watching` says `wanted`, for `within` at most.
@@ -310,61 +847,91 @@ mod tests {
         matches!(standing, Standing::Leader { .. })
     }
 
+    /// Runs `sql` on a connection of its own to `url`.
+    async fn psql(url: &str, sql: &str) -> u64 {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        done.rows_affected()
+    }
+
+    /// Ends `instance`'s liveness session, as the server does when its process dies.
+    async fn end_liveness_session(url: &str, instance: &str) {
+        let ended = psql(
+            url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'wfmd {instance} liveness'
+                   AND datname = current_database()"
+            ),
+        )
+        .await;
+        assert_eq!(ended, 1, "no liveness session of {instance}");
+    }
+
     #[tokio::test]
-    async fn one_of_two_instances_leads_and_the_other_takes_over_when_it_stops() {
+    async fn one_of_two_instances_leads_and_the_other_takes_over_when_it_leaves() {
         let dir = tempfile::tempdir().unwrap();
         let url = temp_url_on(Backend::Postgres, &dir);
-        let (a, b) = (
-            Store::open(&url).await.unwrap(),
-            Store::open(&url).await.unwrap(),
-        );
         let ttl = Duration::from_secs(3);
-        let (first, mut a_standing) = Leadership::new(a.clone(), settings("a", ttl));
-        let a_stop = CancellationToken::new();
-        let a_run = crate::tasks::spawn(first.run(a_stop.clone()));
+        let (id, a_store) = tenant_store(&url, "alpha").await;
+        let b_store = Store::open(&crate::config::tenants::tenant_database_url(&url, &id))
+            .await
+            .unwrap();
+        let leaving = CancellationToken::new();
+        let (a, a_keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
+        let a_member = a.join(&id, a_store.clone());
+        let mut a_standing = a_member.standing();
         assert_eq!(
             until(&mut a_standing, ttl, leads).await,
             Standing::Leader { term: 1 }
         );
-        assert!(matches!(a.role(), Role::Leader { term: 1, .. }));
+        assert!(matches!(a_store.role(), Role::Leader { term: 1, .. }));
 
-        let (second, mut b_standing) = Leadership::new(b.clone(), settings("b", ttl));
-        let b_stop = CancellationToken::new();
-        let b_run = crate::tasks::spawn(second.run(b_stop.clone()));
-        // b tries every second and a renews every second: however many times b has
-        // tried (its note among the instances says when), a leads and b follows.
+        let (b, b_keeping) = LeaseKeeper::start(settings("b", &url, ttl), leaving.clone());
+        let b_member = b.join(&id, b_store.clone());
+        let mut b_standing = b_member.standing();
+        // b looks four times a second and a renews every second: however many times b
+        // has looked (its note among the instances says when), a leads and b follows.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let listed = lease::instances(&b).await.unwrap();
+            let listed = lease::instances(&b_store).await.unwrap();
             let b_seen = listed.iter().find(|i| i.instance_id == "b");
             if b_seen.is_some_and(|i| i.last_seen - i.started_at >= 2_000) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "b never tried three times: {listed:?}"
+                "b never looked for 2 s: {listed:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(*a_standing.borrow(), Standing::Leader { term: 1 });
         assert_eq!(*b_standing.borrow(), Standing::Follower);
-        assert_eq!(b.role(), Role::Follower);
+        assert_eq!(b_store.role(), Role::Follower);
 
-        // a stops and releases: b leads within its next try or two.
-        a_stop.cancel();
-        let held = a_run.await.unwrap();
-        assert_eq!(held, Some(1));
-        assert!(lease::release(&a, "a", 1).await.unwrap());
+        // a's tenant leaves (its work stopped) and gives the lease up: b leads within a
+        // look or two, long before the lease would have run out.
+        let left_at = Instant::now();
+        assert!(a_member.leave().await, "a held the lease to give up");
+        assert_eq!(a_store.role(), Role::Follower);
         assert_eq!(
-            until(&mut b_standing, Duration::from_secs(30), leads).await,
+            until(&mut b_standing, ttl, leads).await,
             Standing::Leader { term: 2 }
         );
-        b_stop.cancel();
-        b_run.await.unwrap();
+        assert!(left_at.elapsed() < ttl, "{:?}", left_at.elapsed());
+        drop((a, b));
+        assert!(b_member.leave().await);
+        leaving.cancel();
+        a_keeping.await.unwrap();
+        b_keeping.await.unwrap();
     }
 
     /// `wfmd_tenant_leader` and `wfmd_leadership_changes_total` of `tenant` in what
-    /// `handle` renders (None: no such series).
+    /// `handle` renders (None: no such series), and the count of `wfmd_failover_seconds`.
     fn leader_metrics(
         handle: &metrics_exporter_prometheus::PrometheusHandle,
         tenant: &str,
@@ -383,66 +950,88 @@ mod tests {
     }
 
     // A current-thread runtime (the default): the recorder set for the test's thread
-    // sees everything the leadership records, as it is driven on that thread.
+    // sees everything the keeper records, as it is driven on that thread.
     #[rstest::rstest]
-    #[case::when_its_database_goes_away(true)]
-    #[case::when_it_is_stopped(false)]
+    #[case::when_its_liveness_session_ends(true)]
+    #[case::when_its_tenant_leaves(false)]
     #[tokio::test]
     async fn the_tenants_leader_gauge_and_its_changes_follow_the_leadership(
-        #[case] database_goes_away: bool,
+        #[case] session_ends: bool,
     ) {
         let (recorder, handle) = crate::telemetry::test_recorder();
         let _recording = metrics::set_default_local_recorder(&recorder);
         let dir = tempfile::tempdir().unwrap();
         let url = temp_url_on(Backend::Postgres, &dir);
-        let store = Store::open(&url).await.unwrap();
-        let tenant: crate::domain::tenant::TenantId = "alpha".parse().unwrap();
-        let ttl = Duration::from_secs(2);
+        let (id, store) = tenant_store(&url, "alpha").await;
+        let ttl = Duration::from_secs(60);
+        let leaving = CancellationToken::new();
+        let (keeper, keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
 
-        let (leadership, mut standing) = crate::tasks::sync_in_tenant(&tenant, || {
-            Leadership::new(store.clone(), settings("a", ttl))
-        });
+        let member = crate::tasks::sync_in_tenant(&id, || keeper.join(&id, store.clone()));
         assert_eq!(
             leader_metrics(&handle, "alpha"),
             (Some(0.0), Some(0.0)),
             "a follower until it takes the lease"
         );
-        let stop = CancellationToken::new();
-        let mut run = std::pin::pin!(crate::tasks::in_tenant(
-            &tenant,
-            leadership.run(stop.clone())
-        ));
-        tokio::select! {
-            _ = &mut run => panic!("the leadership ended before it was stopped"),
-            _ = until(&mut standing, ttl, leads) => {}
-        }
+        let mut standing = member.standing();
+        until(&mut standing, Duration::from_secs(10), leads).await;
         assert_eq!(leader_metrics(&handle, "alpha"), (Some(1.0), Some(1.0)));
+        assert!(
+            handle
+                .render()
+                .contains("wfmd_failover_seconds_count{tenant=\"alpha\"} 0"),
+            "a tenant nobody led before had no failover"
+        );
 
-        if database_goes_away {
-            // It steps down: a second change. Closed while the leadership runs, as
-            // closing waits for the connection it may hold.
-            let gone = async {
-                store.close().await;
-                until(&mut standing, ttl, |s| s == Standing::Follower).await
-            };
-            tokio::select! {
-                _ = &mut run => panic!("the leadership ended before it was stopped"),
-                _ = gone => {}
-            }
+        if session_ends {
+            // It steps down at once, though its lease would last another minute: the
+            // others may take the tenant from the moment its session is gone.
+            end_liveness_session(&url, "a").await;
+            until(&mut standing, Duration::from_secs(5), |s| {
+                s == Standing::Follower
+            })
+            .await;
+            assert_eq!(
+                store.role(),
+                Role::Follower,
+                "its writes are refused at once"
+            );
             assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
-            stop.cancel();
-            assert_eq!(run.await, None);
+            // A new session, and it leads again: a term after a failover of its own.
+            assert_eq!(
+                until(&mut standing, Duration::from_secs(10), leads).await,
+                Standing::Leader { term: 2 }
+            );
+            assert_eq!(leader_metrics(&handle, "alpha"), (Some(1.0), Some(3.0)));
+            assert!(
+                handle
+                    .render()
+                    .contains("wfmd_failover_seconds_count{tenant=\"alpha\"} 1"),
+                "{}",
+                handle.render()
+            );
+            assert!(member.leave().await);
+            assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(4.0)));
         } else {
-            // Stopped while leading, it no longer says it leads: a second change too.
-            stop.cancel();
-            assert_eq!(run.await, Some(1), "the term, for the caller to release");
+            // Its tenant leaves while leading: it no longer says it leads, a second
+            // change too, and the lease is free at once.
+            assert!(member.leave().await, "the lease, given up");
             assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
+            let lease = lease::leadership(&store).await.unwrap().unwrap();
+            assert!(!lease.current(), "{lease:?}");
         }
+        leaving.cancel();
+        drop(keeper);
+        keeping.await.unwrap();
         let text = handle.render();
         let unlabelled = text.lines().filter(|line| {
-            ["wfmd_tenant_leader", "wfmd_leadership_changes_total"]
-                .iter()
-                .any(|name| line.starts_with(name) && !line.contains("tenant=\"alpha\""))
+            [
+                "wfmd_tenant_leader",
+                "wfmd_leadership_changes_total",
+                "wfmd_failover_seconds",
+            ]
+            .iter()
+            .any(|name| line.starts_with(name) && !line.contains("tenant=\"alpha\""))
         });
         assert_eq!(
             unlabelled.count(),
@@ -451,30 +1040,93 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_leader_that_cannot_renew_steps_down_before_its_lease_runs_out() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_renewal_hangs_steps_down_before_its_lease_runs_out() {
         let dir = tempfile::tempdir().unwrap();
         let url = temp_url_on(Backend::Postgres, &dir);
-        let (a, watcher) = (
-            Store::open(&url).await.unwrap(),
-            Store::open(&url).await.unwrap(),
-        );
+        let (id, store) = tenant_store(&url, "alpha").await;
         let ttl = Duration::from_secs(2);
-        let (leadership, mut standing) = Leadership::new(a.clone(), settings("a", ttl));
-        let stop = CancellationToken::new();
-        let run = crate::tasks::spawn(leadership.run(stop.clone()));
-        until(&mut standing, ttl, leads).await;
+        let leaving = CancellationToken::new();
+        let (keeper, keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
+        let member = keeper.join(&id, store.clone());
+        let mut standing = member.standing();
+        until(&mut standing, Duration::from_secs(10), leads).await;
 
-        // The database goes away under a (its pools closed): no renewal gets through.
-        a.close().await;
+        // Another session holds the lease's row: a's renewals wait behind it.
+        let mut holding = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("BEGIN; SELECT * FROM wfmd_cluster.leases FOR UPDATE")
+            .execute(&mut holding)
+            .await
+            .unwrap();
         until(&mut standing, ttl, |s| s == Standing::Follower).await;
-        assert_eq!(a.role(), Role::Follower, "its writes are refused at once");
-        let lease = lease::leadership(&watcher).await.unwrap().unwrap();
+        assert_eq!(
+            store.role(),
+            Role::Follower,
+            "its writes are refused at once"
+        );
+        let lease = lease::leadership(&store).await.unwrap().unwrap();
         assert!(
             lease.current(),
             "stepped down while the lease was still a's: {lease:?}"
         );
-        stop.cancel();
-        assert_eq!(run.await.unwrap(), None, "nothing left to release");
+        holding.close().await.unwrap();
+        drop(member);
+        leaving.cancel();
+        drop(keeper);
+        keeping.await.unwrap();
+    }
+
+    /// The liveness session of the leader ends (its process died): the follower takes
+    /// the tenant within a look or two, not when the lease of a minute runs out, and the
+    /// former leader's term is refused from then on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_session_ends_loses_its_tenant_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let (id, a_store) = tenant_store(&url, "alpha").await;
+        let b_store = Store::open(&crate::config::tenants::tenant_database_url(&url, &id))
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(60);
+        let leaving = CancellationToken::new();
+        let (a, a_keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
+        let a_member = a.join(&id, a_store.clone());
+        let mut a_standing = a_member.standing();
+        until(&mut a_standing, Duration::from_secs(10), leads).await;
+        let (b, b_keeping) = LeaseKeeper::start(settings("b", &url, ttl), leaving.clone());
+        let b_member = b.join(&id, b_store.clone());
+        let mut b_standing = b_member.standing();
+
+        let ended_at = Instant::now();
+        end_liveness_session(&url, "a").await;
+        assert_eq!(
+            until(&mut b_standing, Duration::from_secs(5), leads).await,
+            Standing::Leader { term: 2 }
+        );
+        assert!(
+            ended_at.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            ended_at.elapsed()
+        );
+        // a, which lost its own session, let go of the tenant too.
+        until(&mut a_standing, Duration::from_secs(5), |s| {
+            s == Standing::Follower
+        })
+        .await;
+        let refused = a_store
+            .begin_write()
+            .await
+            .err()
+            .expect("a follows: its writes are refused");
+        assert!(crate::store::is_not_leader(&refused), "{refused}");
+        let refused = sqlx::query("SELECT wfmd_prove_term('a', 1)")
+            .execute(lease::pg(b_store.reader()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("term 1 is over"), "{refused}");
+        drop((a_member, b_member, a, b));
+        leaving.cancel();
+        a_keeping.await.unwrap();
+        b_keeping.await.unwrap();
     }
 }

@@ -1,17 +1,32 @@
 //! A tenant's lease: which instance leads it, in which term, until when; and the
 //! instances that serve it.
 //!
-//! The lease is one row per tenant (`cluster_lease`, in the tenant's schema). Its times
-//! are the database's clock, so instances need not agree on the time, only on the
-//! length of a second. An instance takes the lease when it has expired, or renews its
-//! own while it is current:
-//! - a take-over starts a new term (one more than the last), in a transaction holding
-//!   the tenant's write lock, so every write a former leader makes either committed
-//!   before it or is refused (the leader's write lock proves the term, see
-//!   `wfmd_leader_write_lock`);
-//! - a renewal keeps the term and moves the expiry;
-//! - an instance that held the lease and let it expire starts a new term too, as its
-//!   work stopped when it lost it.
+//! Two places hold it, so that an instance's leases of all its tenants move in one
+//! statement while nothing ever touches two tenants' schemas at once:
+//! - the **lease** itself, one row per tenant in the database's shared schema
+//!   (`wfmd_cluster.leases`, see [`super::schema`]): holder, term and expiry. Its times
+//!   are the database's clock, so instances need not agree on the time, only on the
+//!   length of a second. A lease is free once it has expired, or once its holder's
+//!   liveness session is gone (see [`super::liveness`]): a process that dies frees its
+//!   tenants at once, not at the end of its leases;
+//! - the **term** each tenant's writes are fenced with, in the tenant's own schema
+//!   (`cluster_lease`): the instance that took the lease starts its term there, in a
+//!   transaction holding the tenant's write lock, so every write a former leader makes
+//!   either committed before it or is refused (a leader's write lock proves the term,
+//!   see `wfmd_leader_write_lock`).
+//!
+//! Taking a lease gives it the next term (one more than the shared row's); the term is
+//! started in the tenant's schema only where that is later than the term there, so of
+//! two instances that took the lease one after the other, the later's term wins however
+//! their transactions meet, and a tenant whose own term is ahead of the shared row (a
+//! database copied, a shared schema made afresh) has its lease given up with the row's
+//! term raised to it, for the next take to go past it. A renewal keeps the term and
+//! moves the expiry; an instance that let its lease expire starts a new term too, as its
+//! work stopped when it lost it.
+//!
+//! The tenant's row keeps no expiry of its own any more (`expires_at` is never reached):
+//! an instance of an earlier wfmd, which took a tenant's lease by that row, never takes
+//! one from an instance of this version, and stops leading one this version takes.
 //!
 //! Only PostgreSQL has several instances: on SQLite the daemon's lock file refuses a
 //! second one, and these functions are not called.
@@ -20,8 +35,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::FromRow;
+use sqlx::postgres::PgPool;
 
-use crate::store::{Store, execute, fetch, fetch_scalar};
+use crate::store::{Db, Pool, Store, execute, fetch_scalar};
 
 /// The database's clock, in Unix milliseconds.
 macro_rules! now_ms {
@@ -29,80 +45,201 @@ macro_rules! now_ms {
         "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
     };
 }
+pub(crate) use now_ms;
 
-/// Takes the lease for `instance` when it has expired, or renews it when `instance`
-/// holds it in `held` (its term as it knows it); returns the term it now holds, or
-/// `None` while another instance's lease is current. The lease lasts `ttl` from now.
+/// The expiry of the tenant's own lease row from this version on: never.
+const NO_EXPIRY: i64 = i64::MAX;
+
+/// The tenant's name among the database's tenants (its schema).
+pub fn tenant_key(store: &Store) -> Result<&str, sqlx::Error> {
+    store.schema().ok_or_else(needs_postgres)
+}
+
+/// The PostgreSQL pool of `pool`.
+pub(crate) fn pg(pool: &Pool) -> Result<&PgPool, sqlx::Error> {
+    match pool.db() {
+        Db::Postgres(pool) => Ok(pool),
+        Db::Sqlite(_) => Err(needs_postgres()),
+    }
+}
+
+fn needs_postgres() -> sqlx::Error {
+    sqlx::Error::Configuration("several instances need PostgreSQL".into())
+}
+
+/// Whether `error` says the shared schema is not there: no instance with `[ha]` ever
+/// served the database.
+pub(crate) fn shared_schema_missing(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e)
+        if matches!(e.code().as_deref(), Some("42P01" | "3F000")))
+}
+
+/// Adds a free lease for each of `tenants` that has none yet. In the order of their
+/// names, so two instances adding the same ones wait for each other in one order.
+pub(crate) async fn enrol<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    tenants: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO wfmd_cluster.leases (tenant, holder, term, acquired_at, expires_at)
+         SELECT t, '', 0, 0, 0 FROM UNNEST($1::text[]) AS t ORDER BY t
+         ON CONFLICT (tenant) DO NOTHING",
+    )
+    .bind(tenants)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// What starting a term in the tenant's schema came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermStart {
+    /// The term is the tenant's now, since `acquired_at` (the database's clock).
+    Started { acquired_at: i64 },
+    /// The tenant's term is `current` already, as late or later: another instance took
+    /// the lease after this one, or the shared row's term is behind the tenant's.
+    Refused { current: i64 },
+}
+
+/// Starts `instance`'s `term` in the tenant's schema, holding the tenant's write lock,
+/// unless the tenant's term is that late already (see the module's doc).
+pub async fn start_term(
+    store: &Store,
+    instance: &str,
+    term: i64,
+) -> Result<TermStart, sqlx::Error> {
+    let mut tx = store.begin_write_unfenced().await?;
+    let started: Option<i64> = fetch_scalar!(
+        &mut tx,
+        optional,
+        concat!(
+            "INSERT INTO cluster_lease (id, holder, term, acquired_at, expires_at)
+             SELECT 1, $1, $2, n.ms, $3 FROM (SELECT ",
+            now_ms!(),
+            " AS ms) AS n
+             ON CONFLICT (id) DO UPDATE SET
+                 holder = excluded.holder, term = excluded.term,
+                 acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+             WHERE cluster_lease.term < excluded.term
+             RETURNING acquired_at"
+        ),
+        instance,
+        term,
+        NO_EXPIRY
+    )?;
+    let outcome = match started {
+        Some(acquired_at) => TermStart::Started { acquired_at },
+        None => TermStart::Refused {
+            current: fetch_scalar!(&mut tx, one, "SELECT term FROM cluster_lease WHERE id = 1")?,
+        },
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Takes the tenant's lease for `instance` when it is free, or renews it when
+/// `instance` holds it in `held` (its term as it knows it), starting the term of a lease
+/// taken in the tenant's schema; returns the term it now holds, or `None` while another
+/// instance's lease is current. The lease lasts `ttl` from now. One tenant's lease by
+/// itself, for tools and tests: a running instance keeps all its leases together (see
+/// [`super::leadership`]).
 pub async fn take(
     store: &Store,
     instance: &str,
     held: Option<i64>,
     ttl: Duration,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let mut tx = store.begin_write_unfenced().await?;
-    // `excluded.acquired_at` is now: a renewal keeps its term and its time of taking.
-    let term: Option<i64> = fetch_scalar!(
-        &mut tx,
-        optional,
-        concat!(
-            "INSERT INTO cluster_lease (id, holder, term, acquired_at, expires_at)
-         SELECT 1, $1, 1, n.ms, n.ms + $2 FROM (SELECT ",
+    let tenant = tenant_key(store)?;
+    super::schema::ensure(store).await?;
+    let pool = pg(store.writer())?;
+    enrol(pool, &[tenant.to_owned()]).await?;
+    // Twice at most: a term refused for being behind the tenant's is raised past it.
+    for _ in 0..2 {
+        // A renewal keeps its term and its time of taking; a take starts the next.
+        let taken: Option<(i64, bool)> = sqlx::query_as(concat!(
+            "WITH clock AS (SELECT ",
             now_ms!(),
-            " AS ms) AS n
-         ON CONFLICT (id) DO UPDATE SET
-             holder = excluded.holder,
-             term = CASE WHEN cluster_lease.holder = excluded.holder
-                              AND cluster_lease.term = $3
-                              AND cluster_lease.expires_at > excluded.acquired_at
-                         THEN cluster_lease.term ELSE cluster_lease.term + 1 END,
-             acquired_at = CASE WHEN cluster_lease.holder = excluded.holder
-                                     AND cluster_lease.term = $3
-                                     AND cluster_lease.expires_at > excluded.acquired_at
-                                THEN cluster_lease.acquired_at ELSE excluded.acquired_at END,
-             expires_at = excluded.expires_at
-         WHERE cluster_lease.expires_at <= excluded.acquired_at
-            OR (cluster_lease.holder = excluded.holder AND cluster_lease.term = $3)
-         RETURNING term"
-        ),
-        instance,
-        millis(ttl),
-        held
-    )?;
-    tx.commit().await?;
-    Ok(term)
+            " AS now)
+             UPDATE wfmd_cluster.leases AS l SET
+                 holder = $2,
+                 term = CASE WHEN l.holder = $2 AND l.term = $3 AND l.expires_at > c.now
+                             THEN l.term ELSE l.term + 1 END,
+                 acquired_at = CASE WHEN l.holder = $2 AND l.term = $3 AND l.expires_at > c.now
+                                    THEN l.acquired_at ELSE c.now END,
+                 expires_at = c.now + $4
+             FROM clock AS c
+             WHERE l.tenant = $1
+               AND (l.expires_at <= c.now
+                    OR (l.holder = $2 AND l.term = $3)
+                    OR l.holder IN (SELECT instance_id FROM wfmd_cluster.instance_sessions
+                                    WHERE gone))
+             RETURNING l.term, l.acquired_at < c.now"
+        ))
+        .bind(tenant)
+        .bind(instance)
+        .bind(held)
+        .bind(millis(ttl))
+        .fetch_optional(pool)
+        .await?;
+        let term = match taken {
+            None => return Ok(None),
+            Some((term, true)) => return Ok(Some(term)),
+            Some((term, false)) => term,
+        };
+        match start_term(store, instance, term).await? {
+            TermStart::Started { .. } => return Ok(Some(term)),
+            TermStart::Refused { current } => {
+                give_up(pool, tenant, instance, term, current).await?;
+            }
+        }
+    }
+    Ok(None)
 }
 
-/// Ends `instance`'s lease of `term` now, so another instance takes it at its next try
-/// (within a second) instead of after the expiry: a leader stopping. Returns whether it
-/// still held it.
+/// Gives up `instance`'s lease of `tenant` in `term` now, its term raised to `raise`
+/// when that is later (see the module's doc); returns whether it still held it.
+async fn give_up(
+    pool: &PgPool,
+    tenant: &str,
+    instance: &str,
+    term: i64,
+    raise: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(concat!(
+        "UPDATE wfmd_cluster.leases
+         SET expires_at = LEAST(expires_at, ",
+        now_ms!(),
+        "), term = GREATEST(term, $4)
+         WHERE tenant = $1 AND holder = $2 AND term = $3"
+    ))
+    .bind(tenant)
+    .bind(instance)
+    .bind(term)
+    .bind(raise)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Ends `instance`'s lease of `term` now, so another instance takes it at its next look
+/// instead of after the expiry: a leader stopping. Returns whether it still held it.
 pub async fn release(store: &Store, instance: &str, term: i64) -> Result<bool, sqlx::Error> {
-    let mut tx = store.begin_write_unfenced().await?;
-    let released = execute!(
-        &mut tx,
-        concat!(
-            "UPDATE cluster_lease SET expires_at = ",
-            now_ms!(),
-            " WHERE id = 1 AND holder = $1 AND term = $2"
-        ),
-        instance,
-        term
-    )?
-    .rows_affected()
-        == 1;
-    tx.commit().await?;
-    Ok(released)
+    give_up(pg(store.writer())?, tenant_key(store)?, instance, term, 0).await
 }
 
-/// Notes that `instance` serves the tenant, reachable at `advertise_url`.
+/// Notes that `instance` serves the database's tenants, reachable at `advertise_url`,
+/// without a liveness session (its leases last until they expire): for tools and
+/// tests, as a running instance notes itself with every look at the leases.
 pub async fn heartbeat(
     store: &Store,
     instance: &str,
     advertise_url: Option<&str>,
 ) -> Result<(), sqlx::Error> {
+    super::schema::ensure(store).await?;
     execute!(
         store.writer(),
         concat!(
-            "INSERT INTO cluster_instances (instance_id, advertise_url, started_at, last_seen)
+            "INSERT INTO wfmd_cluster.instances (instance_id, advertise_url, started_at, last_seen)
          SELECT $1, $2, n.ms, n.ms FROM (SELECT ",
             now_ms!(),
             " AS ms) AS n
@@ -115,21 +252,28 @@ pub async fn heartbeat(
     .map(drop)
 }
 
-/// How long an instance not heard from stays among the tenant's instances.
+/// How long an instance not heard from stays among the database's instances.
 pub const FORGOTTEN_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Forgets the instances not heard from for `after` (by default every restarted
 /// instance is a new one, its id holding its process id); returns how many.
 pub async fn forget_silent(store: &Store, after: Duration) -> Result<u64, sqlx::Error> {
-    execute!(
-        store.writer(),
-        concat!(
-            "DELETE FROM cluster_instances WHERE last_seen < ",
-            now_ms!(),
-            " - $1"
-        ),
-        millis(after)
-    )
+    forget_silent_on(pg(store.writer())?, after).await
+}
+
+/// [`forget_silent`] on any connection to the database.
+pub(crate) async fn forget_silent_on<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    after: Duration,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(concat!(
+        "DELETE FROM wfmd_cluster.instances WHERE last_seen < ",
+        now_ms!(),
+        " - $1"
+    ))
+    .bind(millis(after))
+    .execute(db)
+    .await
     .map(|done| done.rows_affected())
 }
 
@@ -142,18 +286,22 @@ pub struct Leadership {
     /// When the term began and when the lease runs out, Unix ms by the database's clock.
     pub acquired_at: i64,
     pub expires_at: i64,
-    /// The database's clock when read: the lease is current while `now < expires_at`.
+    /// The database's clock when read: the lease is current while `now < expires_at`
+    /// and its holder's liveness session lasts.
     pub now: i64,
+    /// Whether the holder's liveness session is gone (the process died): its lease is
+    /// over, whatever its expiry.
+    pub holder_gone: bool,
 }
 
 impl Leadership {
     /// Whether the lease is current (its holder leads).
     pub fn current(&self) -> bool {
-        self.now < self.expires_at
+        self.now < self.expires_at && !self.holder_gone
     }
 }
 
-/// An instance serving the tenant, as it last said.
+/// An instance serving the database's tenants, as it last said.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Instance {
     pub instance_id: String,
@@ -162,17 +310,42 @@ pub struct Instance {
     pub last_seen: i64,
 }
 
+/// The leases of `tenants` (by [`tenant_key`]) that an instance ever took, from any
+/// connection to the database; none when no instance with `[ha]` ever served it.
+pub async fn leases(
+    pool: &Pool,
+    tenants: &[String],
+) -> Result<Vec<(String, Leadership)>, sqlx::Error> {
+    let read: Result<Vec<LeaseRow>, sqlx::Error> = sqlx::query_as(concat!(
+        "SELECT l.tenant, l.holder, l.term, l.acquired_at, l.expires_at, ",
+        now_ms!(),
+        " AS now, COALESCE(s.gone, FALSE) AS holder_gone
+         FROM wfmd_cluster.leases AS l
+         LEFT JOIN wfmd_cluster.instance_sessions AS s ON s.instance_id = l.holder
+         WHERE l.tenant = ANY($1) AND l.holder <> ''"
+    ))
+    .bind(tenants)
+    .fetch_all(pg(pool)?)
+    .await;
+    match read {
+        Ok(rows) => Ok(rows.into_iter().map(|r| (r.tenant, r.lease)).collect()),
+        Err(error) if shared_schema_missing(&error) => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
+}
+
+#[derive(FromRow)]
+struct LeaseRow {
+    tenant: String,
+    #[sqlx(flatten)]
+    lease: Leadership,
+}
+
 /// The tenant's lease, if any instance ever took it.
 pub async fn leadership(store: &Store) -> Result<Option<Leadership>, sqlx::Error> {
-    fetch!(
-        store.reader(),
-        optional,
-        concat!(
-            "SELECT holder, term, acquired_at, expires_at, ",
-            now_ms!(),
-            " AS now FROM cluster_lease WHERE id = 1"
-        )
-    )
+    let tenant = tenant_key(store)?.to_owned();
+    let mut read = leases(store.reader(), &[tenant]).await?;
+    Ok(read.pop().map(|(_, lease)| lease))
 }
 
 /// The instance whose lease is current, and where it said it can be reached.
@@ -184,45 +357,38 @@ pub struct Leader {
 
 /// The tenant's leader now, if any instance holds a current lease.
 pub async fn leader(store: &Store) -> Result<Option<Leader>, sqlx::Error> {
-    fetch!(
-        store.reader(),
-        optional,
-        concat!(
-            "SELECT l.holder, i.advertise_url FROM cluster_lease AS l
-         LEFT JOIN cluster_instances AS i ON i.instance_id = l.holder
-         WHERE l.id = 1 AND l.expires_at > ",
-            now_ms!()
-        )
-    )
+    let read = sqlx::query_as(concat!(
+        "SELECT l.holder, s.advertise_url FROM wfmd_cluster.leases AS l
+         LEFT JOIN wfmd_cluster.instance_sessions AS s ON s.instance_id = l.holder
+         WHERE l.tenant = $1 AND l.holder <> '' AND NOT COALESCE(s.gone, FALSE)
+           AND l.expires_at > ",
+        now_ms!()
+    ))
+    .bind(tenant_key(store)?)
+    .fetch_optional(pg(store.reader())?)
+    .await;
+    match read {
+        Err(error) if shared_schema_missing(&error) => Ok(None),
+        read => read,
+    }
 }
 
-/// The instances that said they serve the tenant, the most recently seen first.
+/// The instances that said they serve the database's tenants, the most recently seen
+/// first; none when no instance with `[ha]` ever served it.
 pub async fn instances(store: &Store) -> Result<Vec<Instance>, sqlx::Error> {
-    fetch!(
-        store.reader(),
-        all,
-        "SELECT instance_id, advertise_url, started_at, last_seen FROM cluster_instances
-         ORDER BY last_seen DESC, instance_id"
+    let read = sqlx::query_as(
+        "SELECT instance_id, advertise_url, started_at, last_seen FROM wfmd_cluster.instances
+         ORDER BY last_seen DESC, instance_id",
     )
+    .fetch_all(pg(store.reader())?)
+    .await;
+    match read {
+        Err(error) if shared_schema_missing(&error) => Ok(Vec::new()),
+        read => read,
+    }
 }
 
-/// How many instances noted themselves in the tenant within `within` (by the
-/// database's clock): the ones serving it now.
-pub async fn live_instances(store: &Store, within: Duration) -> Result<usize, sqlx::Error> {
-    let count: i64 = fetch_scalar!(
-        store.reader(),
-        one,
-        concat!(
-            "SELECT COUNT(*) FROM cluster_instances WHERE last_seen > ",
-            now_ms!(),
-            " - $1"
-        ),
-        millis(within)
-    )?;
-    Ok(usize::try_from(count).unwrap_or(0))
-}
-
-fn millis(duration: Duration) -> i64 {
+pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -405,7 +571,7 @@ mod tests {
 
         // b falls silent for a day and a minute; a goes on.
         on!(a.writer(), |c| sqlx::query(
-            "UPDATE cluster_instances SET last_seen = last_seen - 86460000
+            "UPDATE wfmd_cluster.instances SET last_seen = last_seen - 86460000
              WHERE instance_id = 'b'"
         )
         .execute(c)

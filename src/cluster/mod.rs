@@ -2,16 +2,25 @@
 //! one leader per tenant at a time: the only instance that calls the tenant's platform
 //! and writes its records.
 //!
-//! - [`lease`]: the lease row each tenant's leader holds, in a term, until it expires
-//!   by the database's clock; taking it over starts a new term, and every write of a
-//!   leader proves its term current (the fence, see [`crate::store::Role`]).
-//! - [`leadership`]: the loop each instance runs per tenant to take, renew and give up
-//!   that lease, saying when the instance leads.
-//! - [`spread`]: an instance leading more tenants than its share hands some over.
+//! - [`schema`]: the `wfmd_cluster` schema the instances share across the database's
+//!   tenants (the leases, the instances), with its own migrations.
+//! - [`lease`]: each tenant's lease (in the shared schema) and term (in the tenant's
+//!   own), which every write of a leader proves current (the fence, see
+//!   [`crate::store::Role`]).
+//! - [`liveness`]: the session whose end tells the others at once that an instance died.
+//! - [`tick`]: the one statement an instance sends at each look at the leases.
+//! - [`leadership`]: the keeper of an instance's leases, for all its tenants, saying
+//!   to each tenant's worker when the instance leads it.
+//! - [`spread`]: the shares of the tenants each instance leads.
 //!
-//! With SQLite, or without `[ha]`, an instance is its tenants' sole one and none of
-//! this runs.
+//! No statement touches two tenants' schemas: what crosses tenants is in the shared
+//! schema alone, and a tenant's term is started in its own schema by a statement of
+//! its own. With SQLite, or without `[ha]`, an instance is its tenants' sole one and
+//! none of this runs.
 
 pub mod leadership;
 pub mod lease;
+pub mod liveness;
+pub mod schema;
 pub mod spread;
+pub mod tick;

@@ -223,6 +223,8 @@ fn register_per_tenant() {
     for (name, _) in GAUGES {
         metrics::gauge!(name).increment(0.0);
     }
+    // Present, empty, from the start: an alert on failovers finds it on every instance.
+    let _ = metrics::histogram!("wfmd_failover_seconds");
 }
 
 /// A recorder of a test's own, labelling as the daemon's does (in front of a
@@ -311,6 +313,13 @@ fn describe() {
     describe_gauge!(
         "wfmd_audit_verify_last_run_timestamp_seconds",
         "Unix time of the last audit chain verification by GET /v1/audit/verify."
+    );
+    describe_histogram!(
+        "wfmd_failover_seconds",
+        Unit::Seconds,
+        "How long the tenant was without a leader when this instance began leading it: from \
+         the former lease's end (its expiry, its release, or its holder last seen alive when \
+         that instance's session ended) to the new term (several instances on PostgreSQL)."
     );
     describe_histogram!(
         "wfmd_budget_wait_seconds",

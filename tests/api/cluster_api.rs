@@ -114,7 +114,8 @@ async fn on_sqlite_an_admin_sees_this_instance_alone_leading_every_tenant_withou
         body,
         json!({
             "instance_id": this,
-            "instances": [{"instance_id": this, "advertise_url": null, "last_seen_at": null}],
+            "instances": [{"instance_id": this, "advertise_url": null, "last_seen_at": null,
+                           "tenants_led": 2}],
             "tenants": [sole("alpha"), sole("beta")],
         })
     );
@@ -207,10 +208,11 @@ async fn on_postgresql_an_instance_shows_the_tenant_it_leads_and_the_one_another
         (&json!("wfmd-a"), &json!("http://10.0.0.5:8080")),
         "{body}"
     );
+    assert_eq!(instances[0]["tenants_led"], 1, "{body}");
     assert_eq!(
         instances[1],
         json!({"instance_id": "wfmd-b", "advertise_url": "http://10.0.0.6:8080",
-               "last_seen_at": instant(last_seen(&east, "wfmd-b").await)}),
+               "last_seen_at": instant(last_seen(&east, "wfmd-b").await), "tenants_led": 1}),
         "{body}"
     );
 
@@ -289,14 +291,15 @@ async fn on_postgresql_a_lease_left_behind_shows_its_last_holder_and_an_unreadab
 
     let (status, body) = get(&served, "/v1/cluster", Some("wfmd_ops")).await;
     assert_eq!(status, 200, "{body}");
-    // The union of both tenants' notes: wfmd-c once, as last seen in either.
-    let c_seen = last_seen(&alpha, "wfmd-c")
-        .await
-        .max(last_seen(&beta, "wfmd-c").await);
+    // The instances' notes are the database's, whichever tenant's store reads them:
+    // wfmd-c once, as last seen.
+    let c_seen = last_seen(&alpha, "wfmd-c").await;
+    assert_eq!(c_seen, last_seen(&beta, "wfmd-c").await);
     let mut instances = vec![
-        json!({"instance_id": this, "advertise_url": null, "last_seen_at": null}),
+        json!({"instance_id": this, "advertise_url": null, "last_seen_at": null,
+               "tenants_led": 1}),
         json!({"instance_id": "wfmd-c", "advertise_url": "http://10.0.0.7:8080",
-               "last_seen_at": instant(c_seen)}),
+               "last_seen_at": instant(c_seen), "tenants_led": 0}),
     ];
     instances.sort_by_key(|i| i["instance_id"].as_str().unwrap().to_owned());
     assert_eq!(body["instances"], json!(instances), "{body}");
@@ -312,22 +315,30 @@ async fn on_postgresql_a_lease_left_behind_shows_its_last_holder_and_an_unreadab
         "{body}"
     );
 
-    // alpha's lease cannot be read any more: alpha says so, beta is still shown.
-    db.psql("DROP TABLE alpha.cluster_lease");
+    // The leases cannot be read any more (they are read together, for every tenant):
+    // each tenant says so, and this instance is still listed.
+    db.psql("ALTER TABLE wfmd_cluster.leases RENAME COLUMN holder TO former_holder");
     let (status, body) = get(&served, "/v1/cluster", Some("wfmd_ops")).await;
     assert_eq!(status, 200, "{body}");
-    let alpha = &body["tenants"][0];
-    assert_eq!(
-        (&alpha["id"], &alpha["leader"], &alpha["lease_current"]),
-        (&json!("alpha"), &Value::Null, &json!(false)),
-        "{body}"
-    );
-    assert!(
-        alpha["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("could not be read")),
-        "{body}"
-    );
-    assert_eq!(body["tenants"][1]["leader"], json!(this), "{body}");
+    for (tenant, id) in body["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["alpha", "beta"])
+    {
+        assert_eq!(
+            (&tenant["id"], &tenant["leader"], &tenant["lease_current"]),
+            (&json!(id), &Value::Null, &json!(false)),
+            "{body}"
+        );
+        assert!(
+            tenant["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("could not be read")),
+            "{body}"
+        );
+    }
+    let listed = body["instances"].as_array().unwrap();
+    assert!(listed.iter().any(|i| i["instance_id"] == this), "{body}");
     served.stop().await;
 }
