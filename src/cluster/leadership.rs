@@ -56,6 +56,11 @@ const STARTING_AT_ONCE: usize = 16;
 /// How often the instances long gone are forgotten ([`lease::forget_silent`]).
 const FORGET_EVERY: Duration = Duration::from_secs(3600);
 
+/// How long a lease handed over is left to the others before this instance may take it
+/// again (when it is still free then, and within this instance's share): the others
+/// take it at their next look, so this is only a guard against taking it straight back.
+const LEFT_FOR: Duration = Duration::from_secs(1);
+
 /// What the leadership needs to know of this instance.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -383,19 +388,16 @@ impl Keeper {
                     (None, None) => false,
                 }
             }
-            Request::WorkEnded(key, ended) => {
-                let ttl = self.settings.lease_ttl;
-                match self.members.get_mut(&key) {
-                    Some(member) => match member.lease {
-                        Lease::HandingOver { term, .. } if term == ended => {
-                            handed_over(member, term, ttl);
-                            true
-                        }
-                        _ => false,
-                    },
-                    None => false,
-                }
-            }
+            Request::WorkEnded(key, ended) => match self.members.get_mut(&key) {
+                Some(member) => match member.lease {
+                    Lease::HandingOver { term, .. } if term == ended => {
+                        handed_over(member, term);
+                        true
+                    }
+                    _ => false,
+                },
+                None => false,
+            },
         }
     }
 
@@ -490,17 +492,13 @@ impl Keeper {
     /// Lets go every lease not renewed in time, and ends the hand-overs whose work did
     /// not stop in time.
     fn step_down_overdue(&mut self) {
-        let (now, after, ttl) = (
-            Instant::now(),
-            self.settings.step_down_after(),
-            self.settings.lease_ttl,
-        );
+        let (now, after) = (Instant::now(), self.settings.step_down_after());
         for member in self.members.values_mut() {
             if let Lease::HandingOver { term, until, .. } = member.lease
                 && now >= until
             {
                 tracing::warn!(tenant = %member.tenant, term, "the leader's work did not stop in time for the hand-over; its writes are refused from now on");
-                handed_over(member, term, ttl);
+                handed_over(member, term);
             }
             if member
                 .lease
@@ -764,14 +762,14 @@ fn lead(member: &mut Member, instance: &Arc<str>, term: i64, freed_at: Option<i6
 }
 
 /// The hand-over's work has stopped (or was given up on): the lease is given up, and
-/// left to the others for a lease's length.
-fn handed_over(member: &mut Member, term: i64, ttl: Duration) {
+/// left to the others for a moment ([`LEFT_FOR`]).
+fn handed_over(member: &mut Member, term: i64) {
     member.store.set_role(Role::Follower);
     count_stop(member);
     member.lease = Lease::Releasing {
         term,
         raise: 0,
-        then: After::LeftUntil(Instant::now() + ttl),
+        then: After::LeftUntil(Instant::now() + LEFT_FOR),
     };
 }
 
