@@ -28,6 +28,7 @@ mod disk_full;
 mod downloads;
 mod failover;
 mod faults;
+mod fleet;
 mod generated_clients;
 mod helpers;
 mod hostile;
