@@ -928,6 +928,43 @@ mod tests {
         b_keeping.await.unwrap();
     }
 
+    /// A tenant whose own term is ahead of its shared lease (a database copied with its
+    /// terms, a shared schema made afresh): the first term taken is refused, the lease
+    /// given up with its term raised, and the next take goes past the tenant's term at
+    /// once, rather than one term a look until it catches up.
+    #[tokio::test]
+    async fn a_tenant_whose_own_term_is_ahead_is_led_in_the_term_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let (id, store) = tenant_store(&url, "alpha").await;
+        psql(
+            &url,
+            "INSERT INTO alpha.cluster_lease (id, holder, term, acquired_at, expires_at)
+             VALUES (1, 'wfmd-old', 40, 1764028800000, 1764028810000)",
+        )
+        .await;
+        let leaving = CancellationToken::new();
+        let ttl = Duration::from_secs(10);
+        let (keeper, keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
+        let member = keeper.join(&id, store.clone());
+        let mut standing = member.standing();
+        // Two looks and a term refused: well within two seconds.
+        assert_eq!(
+            until(&mut standing, Duration::from_secs(2), leads).await,
+            Standing::Leader { term: 41 }
+        );
+        assert!(matches!(store.role(), Role::Leader { term: 41, .. }));
+        let refused = sqlx::query("SELECT wfmd_prove_term('wfmd-old', 40)")
+            .execute(lease::pg(store.reader()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("term 40 is over"), "{refused}");
+        drop(member);
+        leaving.cancel();
+        drop(keeper);
+        keeping.await.unwrap();
+    }
+
     /// `wfmd_tenant_leader` and `wfmd_leadership_changes_total` of `tenant` in what
     /// `handle` renders (None: no such series), and the count of `wfmd_failover_seconds`.
     fn leader_metrics(

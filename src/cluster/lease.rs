@@ -156,7 +156,7 @@ pub async fn take(
     // Twice at most: a term refused for being behind the tenant's is raised past it.
     for _ in 0..2 {
         // A renewal keeps its term and its time of taking; a take starts the next.
-        let taken: Option<(i64, bool)> = sqlx::query_as(concat!(
+        let taken: Option<i64> = sqlx::query_scalar(concat!(
             "WITH clock AS (SELECT ",
             now_ms!(),
             " AS now)
@@ -173,7 +173,7 @@ pub async fn take(
                     OR (l.holder = $2 AND l.term = $3)
                     OR l.holder IN (SELECT instance_id FROM wfmd_cluster.instance_sessions
                                     WHERE gone))
-             RETURNING l.term, l.acquired_at < c.now"
+             RETURNING l.term"
         ))
         .bind(tenant)
         .bind(instance)
@@ -181,10 +181,11 @@ pub async fn take(
         .bind(millis(ttl))
         .fetch_optional(pool)
         .await?;
+        // A take always moves the term on, so the term held is a renewal's.
         let term = match taken {
             None => return Ok(None),
-            Some((term, true)) => return Ok(Some(term)),
-            Some((term, false)) => term,
+            Some(term) if Some(term) == held => return Ok(Some(term)),
+            Some(term) => term,
         };
         match start_term(store, instance, term).await? {
             TermStart::Started { .. } => return Ok(Some(term)),
