@@ -1,6 +1,8 @@
 //! Many tenants on several `wfmd serve` processes (`[ha]`) and one PostgreSQL server of
-//! these tests' own (`pg_stat_statements` loaded, room for many connections): the
-//! leases of all an instance's tenants move in one statement per look; the tenants
+//! these tests' own (`pg_stat_statements` loaded, room for many connections). Which
+//! instance leads a tenant is what the instances' `/metrics` say (`wfmd_tenant_leader`),
+//! with the term from the tenant's own schema (the fence's), so the tests hold however
+//! the leases are kept. The leases of all an instance's tenants move in one statement per look; the tenants
 //! spread over the instances and are handed over when one joins or leaves, none of
 //! them long without a leader; an instance killed with `kill -9` loses its tenants to
 //! the other within seconds, though its leases would last a minute, and its terms are
@@ -8,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,15 +34,20 @@ fn server() -> &'static throwaway_postgres::Server {
 }
 
 /// A database of the server, a simulator and a configuration of `tenants` tenants
-/// (`t1` … `tN`, all on the one simulator), for instances to be started on.
+/// (`t1` … `tN`, all on the one simulator), for instances to be started on, and the
+/// instances serving now.
 struct Fleet {
     database: String,
     tenants: Vec<String>,
     file: PathBuf,
     env: Vec<(String, String)>,
+    serving: Serving,
     _sim: TestSim,
     _dir: tempfile::TempDir,
 }
+
+/// The instances serving: their ids and addresses.
+type Serving = Arc<Mutex<Vec<(String, String)>>>;
 
 /// The admin token the configuration holds.
 const TOKEN: &str = "wfmd_fleet_ops";
@@ -54,35 +61,23 @@ impl Fleet {
         let database = url.rsplit('/').next().unwrap().to_owned();
         let dir = tempfile::tempdir().unwrap();
         let tenants: Vec<String> = (1..=tenants).map(|n| format!("t{n}")).collect();
-        let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
-             [database]\nurl = \"{url}\"\n\
-             [retry]\nbase_delay_ms = 10\nmax_delay_ms = 2000\n\
-             [sync]\nenabled = false\n[live]\nenabled = false\n\
-             [[api_tokens]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\nrole = \"admin\"\n",
-            crate::auth::sha256_hex(TOKEN)
+        let listed: Vec<(&str, &TestSim)> = tenants.iter().map(|id| (id.as_str(), &sim)).collect();
+        let token = crate::auth::sha256_hex(TOKEN);
+        let (file, mut env) = crate::tenants::tenants_file_in(
+            dir.path(),
+            &url,
+            &listed,
+            &format!(
+                "[[api_tokens]]\nname = \"ops\"\ntoken_sha256 = \"{token}\"\nrole = \"admin\"\n"
+            ),
         );
-        let mut env = Vec::new();
-        for id in &tenants {
-            text.push_str(&format!(
-                "[[tenants]]\nid = \"{id}\"\nname = \"Tenant {id}\"\n[tenants.cxone]\n\
-                 base_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n\
-                 requests_per_minute = 6000\nrequest_timeout_ms = 2000\n",
-                sim.base_url, sim.token_url, sim.client_id
-            ));
-            env.push((
-                format!("WFMD_TENANTS__{}__CXONE__CLIENT_SECRET", id.to_uppercase()),
-                sim.client_secret.clone(),
-            ));
-        }
-        let file = dir.path().join("wfmd.toml");
-        std::fs::write(&file, text).unwrap();
         env.push(("WFMD_HA__CLUSTER_KEY".into(), CLUSTER_KEY.into()));
         Fleet {
             database,
             tenants,
             file,
             env,
+            serving: Serving::default(),
             _sim: sim,
             _dir: dir,
         }
@@ -94,7 +89,18 @@ impl Fleet {
         env.push(("WFMD_HA__INSTANCE_ID".into(), id.into()));
         env.push(("WFMD_HA__LEASE_TTL".into(), ttl.into()));
         let args = ["--config", self.file.to_str().unwrap(), "serve"];
-        Daemon::spawn_with(&args, &env, None).await
+        let daemon = Daemon::spawn_with(&args, &env, None).await;
+        let mut serving = self.serving.lock().unwrap();
+        serving.push((id.to_owned(), daemon.address.clone()));
+        daemon
+    }
+
+    /// Instance `id` is gone (stopped or killed): no longer asked.
+    fn gone(&self, id: &str) {
+        self.serving
+            .lock()
+            .unwrap()
+            .retain(|(serving, _)| serving != id);
     }
 
     fn psql(&self, sql: &str) -> String {
@@ -103,16 +109,45 @@ impl Fleet {
             .unwrap_or_else(|why| panic!("psql `{sql}` failed: {why}"))
     }
 
-    /// Each tenant's leader now (see [`leaders_sql`]) and its term; tenants without one
-    /// are missing.
-    fn leaders(&self) -> BTreeMap<String, (String, i64)> {
-        leaders(&self.database, &self.tenants)
+    /// Each tenant's leader now, as the instances serving say (see [`leaders`]), with
+    /// the tenant's term.
+    async fn leaders(&self) -> BTreeMap<String, (String, i64)> {
+        let led = leaders(&self.serving).await;
+        let terms = self.terms();
+        led.into_iter()
+            .map(|(tenant, holder)| {
+                let term = terms.get(&tenant).map_or(0, |(_, term)| *term);
+                (tenant, (holder, term))
+            })
+            .collect()
+    }
+
+    /// Each tenant's term as its own schema holds it (the fence's), and its holder.
+    fn terms(&self) -> BTreeMap<String, (String, i64)> {
+        let terms: Vec<String> = self
+            .tenants
+            .iter()
+            .map(|id| {
+                format!("SELECT '{id}' || ' ' || holder || ' ' || term FROM {id}.cluster_lease")
+            })
+            .collect();
+        let Ok(rows) = server().psql(&self.database, &terms.join(" UNION ALL ")) else {
+            return BTreeMap::new();
+        };
+        rows.lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let tenant = parts.next()?.to_owned();
+                let holder = parts.next()?.to_owned();
+                Some((tenant, (holder, parts.next()?.parse().ok()?)))
+            })
+            .collect()
     }
 
     /// How many tenants each instance leads now.
-    fn counts(&self) -> BTreeMap<String, usize> {
+    async fn counts(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
-        for (holder, _) in self.leaders().into_values() {
+        for (holder, _) in self.leaders().await.into_values() {
             *counts.entry(holder).or_default() += 1;
         }
         counts
@@ -125,7 +160,7 @@ impl Fleet {
         settled: impl Fn(&BTreeMap<String, usize>) -> bool,
     ) -> BTreeMap<String, usize> {
         eventually(what, async || {
-            let counts = self.counts();
+            let counts = self.counts().await;
             let led: usize = counts.values().sum();
             match led == self.tenants.len() && settled(&counts) {
                 true => Ok(counts),
@@ -134,6 +169,31 @@ impl Fleet {
         })
         .await
     }
+}
+
+/// Each tenant some instance of `serving` leads, as its `/metrics` says
+/// (`wfmd_tenant_leader` 1, set once its term has started), and that instance. An
+/// instance that does not answer (killed) leads nothing.
+async fn leaders(serving: &Serving) -> BTreeMap<String, String> {
+    let asked = serving.lock().unwrap().clone();
+    let mut led = BTreeMap::new();
+    for (id, address) in asked {
+        let Ok(response) = http_client().get(format!("{address}/metrics")).send().await else {
+            continue;
+        };
+        let Ok(scrape) = response.text().await else {
+            continue;
+        };
+        for line in scrape.lines() {
+            let tenant = line
+                .strip_prefix("wfmd_tenant_leader{tenant=\"")
+                .and_then(|rest| rest.strip_suffix("\"} 1"));
+            if let Some(tenant) = tenant {
+                led.insert(tenant.to_owned(), id.clone());
+            }
+        }
+    }
+    led
 }
 
 /// Watches every tenant's leader, four times a second, while instances come and go:
@@ -146,37 +206,23 @@ struct Watch {
 impl Watch {
     fn start(fleet: &Fleet) -> Watch {
         let stop = tokio_util::sync::CancellationToken::new();
-        let (tenants, database) = (fleet.tenants.clone(), fleet.database.clone());
+        let (tenants, serving) = (fleet.tenants.clone(), fleet.serving.clone());
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
                 let mut without: BTreeMap<String, Instant> = BTreeMap::new();
                 let mut longest = Duration::ZERO;
                 while !stop.is_cancelled() {
-                    let led = tokio::task::spawn_blocking({
-                        let (tenants, database) = (tenants.clone(), database.clone());
-                        move || {
-                            let led = leaders(&database, &tenants);
-                            tenants
-                                .into_iter()
-                                .map(|t| {
-                                    let is_led = led.contains_key(&t);
-                                    (t, is_led)
-                                })
-                                .collect::<Vec<_>>()
-                        }
-                    })
-                    .await
-                    .unwrap();
+                    let led = leaders(&serving).await;
                     let now = Instant::now();
-                    for (tenant, is_led) in led {
-                        match (is_led, without.get(&tenant)) {
+                    for tenant in &tenants {
+                        match (led.contains_key(tenant), without.get(tenant)) {
                             (false, None) => {
-                                without.insert(tenant, now);
+                                without.insert(tenant.clone(), now);
                             }
                             (true, Some(since)) => {
                                 longest = longest.max(now - *since);
-                                without.remove(&tenant);
+                                without.remove(tenant);
                             }
                             _ => {}
                         }
@@ -197,43 +243,6 @@ impl Watch {
         self.stop.cancel();
         self.task.await.unwrap()
     }
-}
-
-/// Each tenant's leader in `database`: the instance whose lease is current and whose
-/// term is the tenant's (started in its schema), with that term. Nothing before an
-/// instance made the shared schema.
-fn leaders(database: &str, tenants: &[String]) -> BTreeMap<String, (String, i64)> {
-    // The tenants' own terms, each from its schema (a test may read across them).
-    let terms: Vec<String> = tenants
-        .iter()
-        .map(|id| format!("SELECT '{id}' AS tenant, holder, term FROM {id}.cluster_lease"))
-        .collect();
-    let sql = format!(
-        "WITH terms AS ({}) SELECT l.tenant || ' ' || l.holder || ' ' || l.term
-         FROM wfmd_cluster.leases AS l
-         JOIN terms AS t ON t.tenant = l.tenant AND t.holder = l.holder AND t.term = l.term
-         LEFT JOIN wfmd_cluster.instance_sessions AS s ON s.instance_id = l.holder
-         WHERE NOT COALESCE(s.gone, FALSE)
-           AND l.expires_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-        terms.join(" UNION ALL ")
-    );
-    let Ok(rows) = server().psql(database, &sql) else {
-        return BTreeMap::new();
-    };
-    rows.lines()
-        .map(|line| {
-            let mut parts = line.split(' ');
-            let (tenant, holder, term) = (
-                parts.next().unwrap(),
-                parts.next().unwrap(),
-                parts.next().unwrap(),
-            );
-            (
-                tenant.to_owned(),
-                (holder.to_owned(), term.parse().unwrap()),
-            )
-        })
-        .collect()
 }
 
 /// The statements of the test's database that name a lease table, and how often each
@@ -264,7 +273,7 @@ async fn one_statement_per_look_keeps_every_lease_of_an_instance_whatever_its_te
         .settled("the tenants never spread", |c| c.values().all(|n| *n == 6))
         .await;
     assert_eq!(counts.len(), 2, "{counts:?}");
-    let before = fleet.leaders();
+    let before = fleet.leaders().await;
 
     // Four seconds of quiet: six renewals of each lease (every third of 2 s), sixteen
     // looks of each instance.
@@ -294,7 +303,7 @@ async fn one_statement_per_look_keeps_every_lease_of_an_instance_whatever_its_te
          WHERE expires_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
     );
     assert_eq!(renewed, "12");
-    assert_eq!(fleet.leaders(), before, "no tenant changed hands");
+    assert_eq!(fleet.leaders().await, before, "no tenant changed hands");
 }
 
 #[tokio::test]
@@ -347,16 +356,17 @@ async fn tenants_spread_over_two_then_three_instances_and_back_none_long_without
         .collect();
     let expected: BTreeMap<String, u64> = fleet
         .counts()
+        .await
         .into_iter()
         .map(|(id, n)| (id, n as u64))
         .collect();
     assert_eq!(led, expected, "{seen}");
 
     // Settled, they stay: two leases' lengths later, the same leaders in the same terms.
-    let settled = fleet.leaders();
+    let settled = fleet.leaders().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
-        fleet.leaders(),
+        fleet.leaders().await,
         settled,
         "a tenant changed hands once settled"
     );
@@ -364,6 +374,7 @@ async fn tenants_spread_over_two_then_three_instances_and_back_none_long_without
     // The third stops (SIGTERM) and the first is killed: the survivor takes everything.
     c.signal("TERM");
     assert!(c.wait().await.success());
+    fleet.gone("wfmd-c");
     let back = fleet
         .settled("the tenants never gathered on two", |c| {
             c.len() == 2 && c.values().all(|n| *n <= 7)
@@ -372,6 +383,7 @@ async fn tenants_spread_over_two_then_three_instances_and_back_none_long_without
     assert!(back.values().all(|n| *n == 6), "{back:?}");
     a.signal("KILL");
     a.wait().await;
+    fleet.gone("wfmd-a");
     fleet
         .settled("the survivor never led every tenant", |c| {
             c.get("wfmd-b") == Some(&12)
@@ -387,38 +399,49 @@ async fn tenants_spread_over_two_then_three_instances_and_back_none_long_without
 }
 
 /// The term of each tenant `instance` leads now.
-fn terms_of(fleet: &Fleet, instance: &str) -> BTreeMap<String, i64> {
+async fn terms_of(fleet: &Fleet, instance: &str) -> BTreeMap<String, i64> {
     fleet
         .leaders()
+        .await
         .into_iter()
         .filter(|(_, (holder, _))| holder == instance)
         .map(|(tenant, (_, term))| (tenant, term))
         .collect()
 }
 
-#[tokio::test]
-async fn kill_9_of_an_instance_moves_its_tenants_within_seconds_though_its_leases_last_a_minute() {
-    let fleet = Fleet::new(6).await;
+/// `tenants` tenants on wfmd-a, then on wfmd-b besides, their leases lasting a
+/// minute: the two, once they lead half each, and the terms of wfmd-b's half.
+async fn two_sharing(tenants: usize) -> (Fleet, Daemon, Daemon, BTreeMap<String, i64>) {
+    let fleet = Fleet::new(tenants).await;
     let a = fleet.start("wfmd-a", "60s").await;
     fleet
         .settled("wfmd-a never led every tenant", |c| {
-            c.get("wfmd-a") == Some(&6)
+            c.get("wfmd-a") == Some(&tenants)
         })
         .await;
     let b = fleet.start("wfmd-b", "60s").await;
     fleet
-        .settled("the tenants never spread", |c| c.values().all(|n| *n == 3))
+        .settled("the tenants never spread", |c| {
+            c.values().all(|n| *n == tenants / 2)
+        })
         .await;
-    let held = terms_of(&fleet, "wfmd-b");
-    assert_eq!(held.len(), 3);
+    let held = terms_of(&fleet, "wfmd-b").await;
+    assert_eq!(held.len(), tenants / 2);
+    (fleet, a, b, held)
+}
+
+#[tokio::test]
+async fn kill_9_of_an_instance_moves_its_tenants_within_seconds_though_its_leases_last_a_minute() {
+    let (fleet, a, b, held) = two_sharing(6).await;
 
     let killed_at = Instant::now();
     b.signal("KILL");
     b.wait().await;
+    fleet.gone("wfmd-b");
     let moved = eventually_within(
         Duration::from_secs(5),
         "wfmd-b's tenants never moved",
-        async || match terms_of(&fleet, "wfmd-a") {
+        async || match terms_of(&fleet, "wfmd-a").await {
             led if led.len() == 6 => Ok(led),
             led => Err(format!("{led:?}")),
         },
@@ -452,18 +475,7 @@ async fn kill_9_of_an_instance_moves_its_tenants_within_seconds_though_its_lease
 
 #[tokio::test]
 async fn an_instance_that_loses_its_liveness_session_stops_leading_at_once() {
-    let fleet = Fleet::new(4).await;
-    let a = fleet.start("wfmd-a", "60s").await;
-    fleet
-        .settled("wfmd-a never led every tenant", |c| {
-            c.get("wfmd-a") == Some(&4)
-        })
-        .await;
-    let b = fleet.start("wfmd-b", "60s").await;
-    fleet
-        .settled("the tenants never spread", |c| c.values().all(|n| *n == 2))
-        .await;
-    let held = terms_of(&fleet, "wfmd-b");
+    let (fleet, a, b, held) = two_sharing(4).await;
 
     let changes_of = async |tenant: &str| -> f64 {
         let scrape = get_text(&format!("{}/metrics", b.address)).await;
@@ -504,7 +516,7 @@ async fn an_instance_that_loses_its_liveness_session_stops_leading_at_once() {
         Duration::from_secs(5),
         "wfmd-b's tenants were never led again",
         async || {
-            let now = fleet.leaders();
+            let now = fleet.leaders().await;
             let again = held
                 .iter()
                 .all(|(tenant, term)| now.get(tenant).is_some_and(|(_, t)| t > term));

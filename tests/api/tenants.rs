@@ -46,12 +46,22 @@ pub(crate) fn tenants_file(
     tenants: &[(&str, &TestSim)],
     extra: &str,
 ) -> (std::path::PathBuf, Vec<(String, String)>) {
+    tenants_file_in(db.dir.path(), &db.url(), tenants, extra)
+}
+
+/// [`tenants_file`] in `dir`, for the database of `url`.
+pub(crate) fn tenants_file_in(
+    dir: &std::path::Path,
+    url: &str,
+    tenants: &[(&str, &TestSim)],
+    extra: &str,
+) -> (std::path::PathBuf, Vec<(String, String)>) {
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
          [database]\nurl = \"{}\"\n\
          [retry]\nbase_delay_ms = 10\nmax_delay_ms = 2000\n\
          [sync]\nenabled = false\n[live]\nenabled = false\n{extra}\n",
-        db.url()
+        url
     );
     let mut env = Vec::new();
     for (id, sim) in tenants {
@@ -66,7 +76,7 @@ pub(crate) fn tenants_file(
             sim.client_secret.clone(),
         ));
     }
-    let file = db.dir.path().join("wfmd.toml");
+    let file = dir.join("wfmd.toml");
     std::fs::write(&file, text).unwrap();
     (file, env)
 }
