@@ -23,9 +23,11 @@ pub struct HaConfig {
     /// of another instance is answered 503 while this one leads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_url: Option<String>,
-    /// How long a tenant's lease lasts without renewal: a dead leader's tenants move to
-    /// another instance after at most this (2s-5m). The leader renews every third of it
-    /// and stops acting when a fifth of it is left unrenewed.
+    /// How long a tenant's lease lasts without renewal (2s-5m): a leader that vanishes
+    /// without its database session ending (its host gone, the network cut) loses its
+    /// tenants to another instance after at most this; one whose process dies, within a
+    /// second (its session ends with it). The leader renews every third of it and stops
+    /// acting when a fifth of it is left unrenewed.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// The key every instance shares (the same on each, at least 32 characters, e.g.
