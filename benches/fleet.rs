@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
-use wfmd::sim::{SimConfig, Simulator};
+use wfmd::sim::SimConfig;
 
 const DEFAULT_TENANTS: usize = 100;
 const TARGET_FAILOVER: Duration = Duration::from_secs(1);
@@ -83,21 +83,14 @@ fn main() {
 
 async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     let started = Instant::now();
-    let stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform = Simulator::start(
-        SimConfig {
-            agents: 20,
-            activity: false,
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-            ..SimConfig::default()
-        },
-        listener,
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let platform = common::SimulatedPlatform::start(SimConfig {
+        agents: 20,
+        activity: false,
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        ..SimConfig::default()
+    })
+    .await;
     let url = server.fresh_database();
     let database = url.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +216,7 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
         instance.signal(Signal::TERM);
         instance.exited().await;
     }
-    stop.cancel();
+    drop(platform);
 
     println!("fleet: {count} tenants, lease_ttl 10 s (the default), PostgreSQL fsync on");
     println!(
@@ -469,7 +462,7 @@ fn config_file(
     dir: &Path,
     url: &str,
     tenants: &[String],
-    platform: &wfmd::sim::RunningSim,
+    platform: &common::SimulatedPlatform,
 ) -> (PathBuf, Vec<(String, String)>) {
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
@@ -481,7 +474,7 @@ fn config_file(
             "[[tenants]]\nid = \"{id}\"\nname = \"Tenant {id}\"\n[tenants.cxone]\n\
              base_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
              requests_per_minute = 6000\n",
-            platform.base_url, platform.token_url
+            platform.config.cxone.base_url, platform.config.cxone.token_url
         ));
     }
     let file = dir.join("wfmd.toml");
