@@ -20,7 +20,8 @@
 //!   liveness session ended, moves within a quarter of a second and the time to start
 //!   its term; one whose holder vanished without its session ending, within `ttl` and a
 //!   look;
-//! - when the liveness session itself is lost, every lease is let go at once: the
+//! - when the liveness session itself is lost, or a look hangs until a lease would have
+//!   to be let go (its session is then dropped), every lease is let go at once: the
 //!   others may take them from that moment.
 //!
 //! Metrics, labelled with the tenant: `wfmd_tenant_leader` is 1 while this instance leads
@@ -558,7 +559,10 @@ impl Keeper {
             }
             Some(Err(error)) => self.failed(&error, liveness),
             None => {
+                // Once the server ends the session dropped, the others may take every
+                // lease: they are let go now, as when the session is lost.
                 tracing::warn!("a look at the leases is taking too long: its session is dropped");
+                self.step_down_all("its look at the leases took too long");
                 *liveness = None;
                 self.answer_waiting(None);
             }
