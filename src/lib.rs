@@ -56,6 +56,9 @@
 //! `config`, `report` ← `engine`, `delivery` ← `live` ← `api` ← `app` (a module imports
 //! only from layers before its own); no module imports one that imports it, and no
 //! folder one that imports it (a test checks both).
+//!
+//! `docs/architecture.md` draws this map in full: a change and a tenant step by step, the
+//! invariants, and where to add a route, a query, a column or an event.
 
 // One module-file style: a module with submodules is a folder with its `mod.rs`, never
 // `name.rs` beside a `name/` folder, so a module's file is found the same way everywhere.
