@@ -276,7 +276,7 @@ async fn bind(config: &Config, tokens: &api::auth::ApiTokens) -> anyhow::Result<
             %configured,
             "PLAIN HTTP on a network address: bearer tokens and agent data cross the \
              network unencrypted unless the TLS proxy that server.plain_http_ok = true \
-             promises is the only way in (README \"TLS\")"
+             promises is the only way in (docs/operations.md, \"TLS\")"
         ),
         None => {}
     }

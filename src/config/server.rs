@@ -173,8 +173,9 @@ impl ServerConfig {
         Some(format!(
             "server.listen = {} is not a loopback address and [[api_tokens]] are configured: \
              wfmd speaks plain HTTP, so bearer tokens would cross the network readable. Put \
-             a TLS-terminating proxy in front (README \"TLS\") and listen on 127.0.0.1, or, \
-             when the proxy runs on another host, set server.plain_http_ok = true",
+             a TLS-terminating proxy in front (docs/operations.md, \"TLS\") and listen on \
+             127.0.0.1, or, when the proxy runs on another host, set \
+             server.plain_http_ok = true",
             self.listen
         ))
     }

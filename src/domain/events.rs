@@ -60,7 +60,8 @@ impl EventType {
 
 /// One event with its typed payload: what every producer builds, what the outbox
 /// stores (serialized once, as the webhook body's `data`), and what the live feed reads
-/// back. The JSON of each is part of the webhook contract (README.md, "Webhooks").
+/// back. The JSON of each is part of the webhook contract (docs/http-api.md,
+/// "Webhooks").
 ///
 /// Payload fields some producers leave out are `Option`s skipped when `None`, so a
 /// payload serializes to exactly the keys its producer always wrote; a field that is
@@ -342,7 +343,7 @@ pub(crate) mod examples {
     /// The `data` of every event type, beside the typed event that must produce it.
     pub(crate) fn all() -> Vec<(Value, Event)> {
         vec![
-            // The webhook body README.md ("Webhooks") shows, as it is written there.
+            // The webhook body docs/http-api.md ("Webhooks") shows, as it is written there.
             (
                 json!({"agentId":"u_001","from":"READY","to":"NOT_READY","reasonCode":"BREAK",
                        "origin":"rule","idleMs":0,"latencyMs":183}),
@@ -485,7 +486,7 @@ pub(crate) mod examples {
                     severe_at: Some("2026-11-23T09:08:00.000Z".into()),
                 }),
             ),
-            // README.md, "Webhooks": `audit.checkpoint` (`entry_id`, `hash`, `count`).
+            // docs/http-api.md, "Webhooks": `audit.checkpoint` (`entry_id`, `hash`, `count`).
             (
                 json!({"entry_id":42,"hash":"ab12","count":42}),
                 Event::AuditCheckpoint(AuditCheckpoint {
@@ -540,7 +541,7 @@ pub(crate) mod examples {
                     replaced_by: Some("dfr_1".into()),
                 }),
             ),
-            // README.md, "Analytics": `report.ready` (`job_id`, `rows`, `sha256`).
+            // docs/analytics.md: `report.ready` (`job_id`, `rows`, `sha256`).
             (
                 json!({"job_id":"anj_1","rows":120,"sha256":"e3b0"}),
                 Event::ReportReady(ReportReady {

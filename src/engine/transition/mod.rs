@@ -870,7 +870,7 @@ mod tests {
         .await;
         book(engine.store(), "u_002", ChronoDuration::seconds(15 * 60)).await;
 
-        // Inside max_age the book is trusted: this is the window README states.
+        // Inside max_age the book is trusted: the window docs/operations.md states.
         let trusted = engine
             .change(Change::from(request("u_001", AgentState::NotReady)))
             .await
