@@ -89,6 +89,10 @@ impl Tenant {
             _ => None,
         };
         let services = Services::start_with_clock(config, clock).await?;
+        if lock.is_some() && config.ha.is_none() {
+            // No other daemon serves the database while this one holds its lock.
+            services.engine.serve_alone().await?;
+        }
         // The scheduler runs even without rules, so a SIGHUP can add some.
         let rules = config
             .rules()

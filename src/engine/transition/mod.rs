@@ -108,6 +108,9 @@ pub struct TransitionEngine {
     clock: Clock,
     /// Names this engine's intents (see [`crate::store::intents`]).
     owner: String,
+    /// Whether this engine is its database's sole daemon, and the agents an earlier
+    /// one left changes of unrecorded (see `settle`).
+    alone: settle::Alone,
     /// `[compliance] without_schedule`: what a change does when the platform refuses
     /// schedule lookups.
     without_schedule: WithoutSchedule,
@@ -136,6 +139,7 @@ impl TransitionEngine {
             book_max_age: Duration::ZERO,
             clock: Clock::Wall,
             owner: uuid::Uuid::new_v4().to_string(),
+            alone: settle::Alone::default(),
             without_schedule: WithoutSchedule::Refuse,
             imports: None,
             wanted: Arc::default(),
@@ -311,6 +315,10 @@ impl TransitionEngine {
             Some(key) => Some(self.keys.lock(key).await),
             None => None,
         };
+        // A change an earlier daemon made and left unrecorded goes on record first, so
+        // this one leaves the state it entered.
+        self.settle_left_by_ended_of(&request.agent_id, request.idempotency_key.as_deref())
+            .await?;
         let agent = self.lock_agent(&request.agent_id).await?;
         // After the agent's lock: a change with this key may have been recorded (late)
         // while this one waited for it.
