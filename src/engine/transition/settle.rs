@@ -168,7 +168,7 @@ impl TransitionEngine {
                 continue;
             }
             let landed_by = from_ms(intent.requested_at) + ENDED_TERMS_CALLS_AT_MOST;
-            if let Ok(wait) = (landed_by - Utc::now()).to_std() {
+            if let Ok(wait) = (landed_by - self.now()).to_std() {
                 tokio::time::sleep(wait).await;
             }
             self.settle(intent).await?;
