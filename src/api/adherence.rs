@@ -16,13 +16,14 @@ use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::agents::{AgentPath, check_agent_id};
+use super::agents::AgentPath;
 use super::auth::Caller;
 use super::bulk::{agents_or_team, bulk_problem};
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams, window_from_query, zone_from_query};
 use super::json::{JsonBody, not_null};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::validate::check_agent_id;
 use super::{ApiState, Routes, to_the_end, with_body_limit};
 use crate::domain::AgentState;
 use crate::domain::adherence::{DaySpan, Figures};

@@ -14,15 +14,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::agents::{
-    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
-};
 use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, not_null, parse};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::validate::{
+    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
+};
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
 use crate::engine::bulk::{Accepted, BulkError, JobRequest, MAX_AGENTS, Selector};
@@ -234,7 +234,7 @@ pub async fn create_bulk_job(
         check_reason(reason)?;
     }
     let idempotency_key = idempotency_key(body.idempotency_key.take(), &headers, &caller)?;
-    let defer_for = super::agents::asked_wait(body.when_busy, body.defer_for.as_deref())?
+    let defer_for = super::validate::asked_wait(body.when_busy, body.defer_for.as_deref())?
         .map(|wait| wait.unwrap_or(state.deferred.defer_for()));
     let accepted = state
         .bulk
