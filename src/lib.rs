@@ -42,7 +42,8 @@
 //! - [`tasks`]: the tenant a task works for, and the one way to spawn a task (keeping
 //!   it); [`telemetry`]: the metrics, labelled with that tenant.
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
-//!   the database, logs and messages.
+//!   the database, logs and messages; [`caller_slots`]: the places each caller may hold
+//!   at once (downloads in progress, live-feed streams).
 //! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
 //!   generated from the routes, problem+json errors.
 //! - `sim`: the built-in platform simulator, written from the platform contract
@@ -65,6 +66,7 @@
 
 pub mod api;
 mod app;
+pub mod caller_slots;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -2,7 +2,6 @@
 //! place in its caller's share of streams.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -12,6 +11,7 @@ use super::Live;
 use super::encode::Message;
 use super::tickets::Crowded;
 use super::view::Tiles;
+use crate::caller_slots::CallerSlot;
 use crate::store::outbox;
 
 /// A resume further back than this many events gets a snapshot instead (cheaper to
@@ -33,23 +33,13 @@ pub enum Start {
 
 impl Live {
     /// A place for one more stream of `caller` (a token's name, or a client address),
-    /// held until the [`StreamSlot`] is dropped; refused once the caller holds
+    /// held until the [`CallerSlot`] is dropped; refused once the caller holds
     /// `max_streams_per_caller`, so one caller cannot take every connection the server
     /// has for wallboards.
-    pub fn open_stream(&self, caller: &str) -> Result<StreamSlot, Crowded> {
-        let max = self.inner.settings.max_streams_per_caller;
-        let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
-        let key: Arc<str> = match streams.get_key_value(caller) {
-            Some((_, &open)) if open >= max => {
-                return Err(Crowded::CallerStreams { max });
-            }
-            Some((key, _)) => key.clone(),
-            None => caller.into(),
-        };
-        *streams.entry(key.clone()).or_insert(0) += 1;
-        Ok(StreamSlot {
-            live: self.clone(),
-            caller: key,
+    pub fn open_stream(&self, caller: &str) -> Result<CallerSlot, Crowded> {
+        let streams = &self.inner.streams;
+        streams.take(caller).ok_or(Crowded::CallerStreams {
+            max: streams.per_caller(),
         })
     }
 
@@ -235,29 +225,5 @@ impl Feed {
 impl Drop for Feed {
     fn drop(&mut self) {
         metrics::gauge!("wfmd_live_clients").decrement(1.0);
-    }
-}
-
-/// One stream's place in its caller's share (see [`Live::open_stream`]); the place is
-/// given back when this is dropped.
-pub struct StreamSlot {
-    live: Live,
-    caller: Arc<str>,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut streams = self
-            .live
-            .inner
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = streams.get_mut(&self.caller) {
-            *open -= 1;
-            if *open == 0 {
-                streams.remove(&self.caller);
-            }
-        }
     }
 }

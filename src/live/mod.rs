@@ -36,19 +36,20 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::caller_slots::CallerSlots;
 use crate::domain::tenant::TenantId;
 use crate::engine::metrics::MetricBoard;
 use crate::store::{Pool, Store};
 
 pub use encode::Message;
-pub use feed::{Feed, MAX_REPLAY, Start, StreamSlot};
+pub use feed::{Feed, MAX_REPLAY, Start};
 use hub::State;
 pub use tickets::{Crowded, TICKET_TTL, TicketHolder, Tickets};
 pub use view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
@@ -119,7 +120,7 @@ struct Inner {
     sender: broadcast::Sender<Message>,
     tickets: Tickets,
     /// Open streams by caller.
-    streams: Mutex<HashMap<Arc<str>, usize>>,
+    streams: CallerSlots,
     stop: CancellationToken,
 }
 
@@ -141,6 +142,7 @@ impl Live {
     pub fn new(tenant: TenantId, store: Store, settings: Settings) -> Live {
         let (sender, _) = broadcast::channel(settings.client_buffer.max(16));
         let tickets = Tickets::new(settings.max_tickets_per_caller);
+        let streams = CallerSlots::new(settings.max_streams_per_caller);
         Live {
             inner: Arc::new(Inner {
                 tenant,
@@ -157,7 +159,7 @@ impl Live {
                 }),
                 sender,
                 tickets,
-                streams: Mutex::new(HashMap::new()),
+                streams,
                 stop: CancellationToken::new(),
             }),
         }
