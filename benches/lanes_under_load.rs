@@ -38,6 +38,7 @@ use wfmd::engine::bulk::{BulkJobs, BulkSettings, JobRequest, Selector};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::{Change, Outcome, TransitionEngine, TransitionRequest};
 use wfmd::sim::SimConfig;
+use wfmd::telemetry::names::BUDGET_PERMITS_TOTAL;
 
 const PER_MINUTE: u32 = 100;
 const SINGLES: usize = 20;
@@ -49,7 +50,7 @@ const SHARE: f64 = 0.3;
 fn permits() -> [f64; 3] {
     let text = wfmd::metrics_handle().render();
     Lane::ALL.map(|lane| {
-        let prefix = format!("wfmd_budget_permits_total{{lane=\"{}\"}} ", lane.as_str());
+        let prefix = format!("{BUDGET_PERMITS_TOTAL}{{lane=\"{}\"}} ", lane.as_str());
         text.lines()
             .find_map(|line| line.strip_prefix(&prefix))
             .and_then(|n| n.trim().parse().ok())

@@ -42,6 +42,11 @@ use crate::store::deliveries::{
     self, Attempt, Claimed, HealthChange, Probing, Subscriber, Verdict,
 };
 use crate::store::{Store, to_ms};
+use crate::telemetry::names::{
+    WEBHOOK_DEAD_TOTAL, WEBHOOK_DELIVERED_TOTAL, WEBHOOK_DELIVERY_LATENCY_SECONDS,
+    WEBHOOK_ENDPOINT_STATUS, WEBHOOK_ENDPOINT_STATUS_SINCE_SECONDS, WEBHOOK_FAILED_ATTEMPTS_TOTAL,
+    WEBHOOK_OLDEST_PENDING_AGE_SECONDS, WEBHOOK_QUEUE_DEPTH,
+};
 
 /// How much of a receiver's answer is kept with the attempt.
 const RESPONSE_BODY_LIMIT: usize = 1_024;
@@ -358,21 +363,21 @@ impl Dispatcher {
             log_health_change(change);
         }
         let step = count(attempts);
-        metrics::counter!("wfmd_webhook_delivered_total").increment(step.delivered as u64);
-        metrics::counter!("wfmd_webhook_failed_attempts_total").increment(step.failed as u64);
+        metrics::counter!(WEBHOOK_DELIVERED_TOTAL).increment(step.delivered as u64);
+        metrics::counter!(WEBHOOK_FAILED_ATTEMPTS_TOTAL).increment(step.failed as u64);
         let dead = attempts
             .iter()
             .filter(|a| a.verdict == Verdict::Dead)
             .count();
-        metrics::counter!("wfmd_webhook_dead_total").increment(dead as u64);
+        metrics::counter!(WEBHOOK_DEAD_TOTAL).increment(dead as u64);
         Ok(())
     }
 
     async fn update_gauges(&self) {
         if let Ok((depth, oldest)) = deliveries::backlog(self.store.reader()).await {
-            metrics::gauge!("wfmd_webhook_queue_depth").set(depth as f64);
+            metrics::gauge!(WEBHOOK_QUEUE_DEPTH).set(depth as f64);
             let age = oldest.map_or(0, |at| to_ms(Utc::now()) - at).max(0);
-            metrics::gauge!("wfmd_webhook_oldest_pending_age_seconds").set(age as f64 / 1000.0);
+            metrics::gauge!(WEBHOOK_OLDEST_PENDING_AGE_SECONDS).set(age as f64 / 1000.0);
         }
         if let Ok(health) = deliveries::health(self.store.reader()).await {
             for endpoint in health
@@ -382,10 +387,10 @@ impl Dispatcher {
                 let label = endpoint_label(&endpoint.endpoint);
                 for status in ["up", "failing", "disabled"] {
                     let value = if endpoint.status == status { 1.0 } else { 0.0 };
-                    metrics::gauge!("wfmd_webhook_endpoint_status", "endpoint" => label.clone(), "status" => status)
+                    metrics::gauge!(WEBHOOK_ENDPOINT_STATUS, "endpoint" => label.clone(), "status" => status)
                         .set(value);
                 }
-                metrics::gauge!("wfmd_webhook_endpoint_status_since_seconds", "endpoint" => label)
+                metrics::gauge!(WEBHOOK_ENDPOINT_STATUS_SINCE_SECONDS, "endpoint" => label)
                     .set(endpoint.since as f64 / 1000.0);
             }
         }
@@ -464,7 +469,7 @@ impl Dispatcher {
             }
             if verdict == Verdict::Delivered {
                 let latency = (to_ms(Utc::now()) - delivery.created_at).max(0);
-                metrics::histogram!("wfmd_webhook_delivery_latency_seconds")
+                metrics::histogram!(WEBHOOK_DELIVERY_LATENCY_SECONDS)
                     .record(latency as f64 / 1000.0);
             }
             Attempt {

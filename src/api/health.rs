@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::cxone::{Lane, in_lane};
 use crate::engine::transition::ADOPT_CLOCK_SKEW;
+use crate::telemetry::names::{DATABASE_SIZE_BYTES, TENANT_LEADER};
 
 use super::auth::{Caller, MetricsToken};
 use super::roles::VIEWER;
@@ -257,13 +258,13 @@ pub async fn metrics(
     let measures = directory.0.iter().map(|tenant| {
         crate::tasks::in_tenant(&tenant.id, async {
             if let Ok(bytes) = tenant.state.store.size_bytes().await {
-                metrics::gauge!("wfmd_database_size_bytes").set(bytes as f64);
+                metrics::gauge!(DATABASE_SIZE_BYTES).set(bytes as f64);
             }
             // A sole instance (SQLite, or no [ha]) leads its tenants without a lease:
             // said here, so "no leader for a tenant" reads alike on every backend. One
             // among several says it from its leadership (`cluster::leadership`).
             if tenant.state.store.role() == crate::store::Role::Sole {
-                metrics::gauge!("wfmd_tenant_leader").set(1.0);
+                metrics::gauge!(TENANT_LEADER).set(1.0);
             }
         })
     });

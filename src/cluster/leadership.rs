@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::lease;
 use super::spread::Spread;
 use crate::store::{Role, Store};
+use crate::telemetry::names::{LEADERSHIP_CHANGES_TOTAL, TENANT_LEADER};
 
 /// How often a leader forgets the instances long gone ([`lease::forget_silent`]).
 const FORGET_EVERY: Duration = Duration::from_secs(3600);
@@ -77,8 +78,8 @@ impl Leadership {
     pub fn new(store: Store, settings: Settings) -> (Leadership, watch::Receiver<Standing>) {
         let (standing, watching) = watch::channel(Standing::Follower);
         store.set_role(Role::Follower);
-        metrics::gauge!(LEADER).set(0.0);
-        metrics::counter!(CHANGES).increment(0);
+        metrics::gauge!(TENANT_LEADER).set(0.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(0);
         (
             Leadership {
                 store,
@@ -242,16 +243,16 @@ impl Leadership {
             term,
         });
         // Before the standing: whoever sees this instance lead finds the metrics say so.
-        metrics::gauge!(LEADER).set(1.0);
-        metrics::counter!(CHANGES).increment(1);
+        metrics::gauge!(TENANT_LEADER).set(1.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(1);
         self.standing.send_replace(Standing::Leader { term });
     }
 
     /// Counts this instance no longer leading the tenant: in the metrics, and out of
     /// its share of the tenants (the role and the standing are the caller's to change).
     fn count_stop(&self) {
-        metrics::gauge!(LEADER).set(0.0);
-        metrics::counter!(CHANGES).increment(1);
+        metrics::gauge!(TENANT_LEADER).set(0.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(1);
         self.settings.spread.no_longer_leads();
     }
 
@@ -265,11 +266,6 @@ impl Leadership {
         );
     }
 }
-
-/// 1 while this instance leads the tenant, else 0 (described in [`crate::telemetry`]).
-const LEADER: &str = "wfmd_tenant_leader";
-/// Each time this instance starts or stops leading the tenant.
-const CHANGES: &str = "wfmd_leadership_changes_total";
 
 /// Sleeps until `deadline`, or for ever without one.
 async fn sleep_until(deadline: Option<Instant>) {
@@ -376,10 +372,7 @@ mod tests {
                 .find_map(|line| line.strip_prefix(&series))
                 .map(|value| value.parse::<f64>().unwrap())
         };
-        (
-            value("wfmd_tenant_leader"),
-            value("wfmd_leadership_changes_total"),
-        )
+        (value(TENANT_LEADER), value(LEADERSHIP_CHANGES_TOTAL))
     }
 
     // A current-thread runtime (the default): the recorder set for the test's thread
@@ -440,7 +433,7 @@ mod tests {
         }
         let text = handle.render();
         let unlabelled = text.lines().filter(|line| {
-            ["wfmd_tenant_leader", "wfmd_leadership_changes_total"]
+            [TENANT_LEADER, LEADERSHIP_CHANGES_TOTAL]
                 .iter()
                 .any(|name| line.starts_with(name) && !line.contains("tenant=\"alpha\""))
         });

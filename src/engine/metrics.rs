@@ -22,6 +22,7 @@ use crate::store::Store;
 use crate::store::samples::{self, Sample};
 
 pub use crate::domain::metrics::{FamilyHealth, MetricBoard, MetricFamily, QueueTile, SkillTile};
+use crate::telemetry::names::{METRIC_POLLS_TOTAL, METRIC_SAMPLES_TOTAL};
 
 /// Where the pollers publish the board.
 pub type BoardSender = tokio::sync::watch::Sender<Arc<MetricBoard>>;
@@ -176,14 +177,14 @@ impl MetricPoller {
         match outcome {
             Ok(report) => {
                 tracing::debug!(family, ?report, "metric poll");
-                ::metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => "ok")
+                ::metrics::counter!(METRIC_POLLS_TOTAL, "family" => family, "outcome" => "ok")
                     .increment(1);
                 true
             }
             Err(PollError::Platform(e)) if refuses_for_good(&e) => {
                 let reason = format!("{} unavailable: {}", self.label(), describe(&e));
                 tracing::warn!(family, %reason, "the platform refuses this metric family; it is no longer polled");
-                ::metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => "unavailable")
+                ::metrics::counter!(METRIC_POLLS_TOTAL, "family" => family, "outcome" => "unavailable")
                     .increment(1);
                 self.publish_health(FamilyHealth::Unavailable { reason }, true);
                 false
@@ -191,7 +192,7 @@ impl MetricPoller {
             Err(e) => {
                 let reason = format!("{}: {e}", self.label());
                 tracing::warn!(family, error = %e, "metric poll failed; trying again next interval");
-                ::metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => "failed")
+                ::metrics::counter!(METRIC_POLLS_TOTAL, "family" => family, "outcome" => "failed")
                     .increment(1);
                 self.publish_health(FamilyHealth::Failing { reason }, false);
                 true
@@ -235,7 +236,7 @@ impl MetricPoller {
         let mut tx = self.store.begin_write().await?;
         let stored = samples::insert(&mut tx, &samples, Utc::now()).await?;
         tx.commit().await?;
-        ::metrics::counter!("wfmd_metric_samples_total", "family" => self.family.as_str())
+        ::metrics::counter!(METRIC_SAMPLES_TOTAL, "family" => self.family.as_str())
             .increment(stored);
         Ok(PollReport {
             tiles: report.0,

@@ -29,6 +29,10 @@ use crate::engine::compliance::JudgingHandle;
 use crate::store::Store;
 use crate::store::audit::checkpoints::{self, CheckpointError, CheckpointRow};
 use crate::store::retention::{self as pruning, Kind, PruneError};
+use crate::telemetry::names::{
+    AUDIT_CHECKPOINT_ENTRY, AUDIT_CHECKPOINT_FAILURES_TOTAL, DATABASE_SIZE_BYTES,
+    RETENTION_REMOVED_ROWS_TOTAL,
+};
 
 /// The shortest rest between two batches.
 const MIN_PAUSE: Duration = Duration::from_millis(5);
@@ -353,10 +357,10 @@ impl Retention {
         let row = checkpoints::publish(&self.store, now).await;
         match &row {
             Ok(Some(row)) => {
-                metrics::gauge!("wfmd_audit_checkpoint_entry").set(row.seq as f64);
+                metrics::gauge!(AUDIT_CHECKPOINT_ENTRY).set(row.seq as f64);
             }
             Ok(None) => {}
-            Err(_) => metrics::counter!("wfmd_audit_checkpoint_failures_total").increment(1),
+            Err(_) => metrics::counter!(AUDIT_CHECKPOINT_FAILURES_TOTAL).increment(1),
         }
         row
     }
@@ -413,7 +417,7 @@ impl Retention {
                 }
                 size.after(step);
                 removed += step.done;
-                metrics::counter!("wfmd_retention_removed_rows_total", "kind" => kind.as_str())
+                metrics::counter!(RETENTION_REMOVED_ROWS_TOTAL, "kind" => kind.as_str())
                     .increment(step.done);
                 pace.rest(&self.store, started.elapsed()).await;
             }
@@ -432,7 +436,7 @@ impl Retention {
             report.parts.push(PassPart::new("vacuum", started, &steps));
         }
         let (size_after, _) = pruning::size(&self.store).await?;
-        metrics::gauge!("wfmd_database_size_bytes").set(size_after as f64);
+        metrics::gauge!(DATABASE_SIZE_BYTES).set(size_after as f64);
         report.shrunk_bytes = size_before.saturating_sub(size_after);
         match failure {
             Some(error) if report.removed.is_empty() => Err(error),

@@ -46,6 +46,10 @@ use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
 use crate::store::outbox::{self, NewEvent};
 use crate::store::{Store, from_ms, to_ms};
+use crate::telemetry::names::{
+    SYNC_DELTAS_TOTAL, SYNC_ERRORS_TOTAL, SYNC_LAST_SUCCESS_AGE_SECONDS, SYNC_POLLS_TOTAL,
+    SYNC_RENEWALS_TOTAL,
+};
 
 /// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
 const TIMESTAMP_JITTER: TimeDelta = TimeDelta::seconds(2);
@@ -289,14 +293,14 @@ impl StateSync {
                     SyncError::Platform(p) => error_kind(p),
                     SyncError::Store(_) => "database",
                 };
-                metrics::counter!("wfmd_sync_errors_total", "kind" => kind).increment(1);
+                metrics::counter!(SYNC_ERRORS_TOTAL, "kind" => kind).increment(1);
                 tracing::warn!(error = %e, "state sync poll failed; the recorded states may be stale");
                 started
             }
         };
         if let (Some(at), _) = self.status.snapshot() {
             let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!("wfmd_sync_last_success_age_seconds").set(age);
+            metrics::gauge!(SYNC_LAST_SUCCESS_AGE_SECONDS).set(age);
         }
         started
     }
@@ -350,7 +354,7 @@ impl StateSync {
             created: (self.clock)(),
         });
         if let Some(old) = old {
-            metrics::counter!("wfmd_sync_renewals_total").increment(1);
+            metrics::counter!(SYNC_RENEWALS_TOTAL).increment(1);
             if let Err(e) = self.platform.close_feed(&old.feed).await {
                 tracing::info!(error = %e, id = %old.feed.id, "could not close the replaced feed; it expires by itself");
             }
@@ -376,7 +380,7 @@ impl StateSync {
                 self.active = None;
                 self.ensure_feed().await?;
                 let answer = self.poll_paced(sent).await?;
-                metrics::counter!("wfmd_sync_polls_total").increment(1);
+                metrics::counter!(SYNC_POLLS_TOTAL).increment(1);
                 let agents = self.with_carried(answer.agents);
                 let mut report = self.record(agents, *sent).await?;
                 report.subscribed = true;
@@ -384,7 +388,7 @@ impl StateSync {
             }
             other => other?,
         };
-        metrics::counter!("wfmd_sync_polls_total").increment(1);
+        metrics::counter!(SYNC_POLLS_TOTAL).increment(1);
         let agents = self.with_carried(answer.agents);
         self.record(agents, *sent).await
     }
@@ -420,8 +424,7 @@ impl StateSync {
             match self.platform.poll_feed(feed).await {
                 Err(CxoneError::RateLimited { retry_after }) if refused < TOO_EARLY_RETRIES => {
                     refused += 1;
-                    metrics::counter!("wfmd_sync_errors_total", "kind" => "rate_limited")
-                        .increment(1);
+                    metrics::counter!(SYNC_ERRORS_TOTAL, "kind" => "rate_limited").increment(1);
                     let wait = retry_after.unwrap_or(TOO_EARLY_WAIT);
                     tracing::info!(
                         ?wait,
@@ -493,7 +496,7 @@ impl StateSync {
         }
         let seen = snapshot.iter().map(|a| a.agent_id.clone()).collect();
         self.status.succeeded(polled_at, sent_at, seen);
-        metrics::counter!("wfmd_sync_deltas_total").increment(recorded as u64);
+        metrics::counter!(SYNC_DELTAS_TOTAL).increment(recorded as u64);
         Ok(PollReport {
             agents: snapshot.len(),
             recorded,

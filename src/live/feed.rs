@@ -13,6 +13,9 @@ use super::tickets::Crowded;
 use super::view::Tiles;
 use crate::caller_slots::CallerSlot;
 use crate::store::outbox;
+use crate::telemetry::names::{
+    LIVE_CLIENTS, LIVE_CLIENTS_DROPPED_TOTAL, LIVE_RESUMES_TOTAL, LIVE_RESYNCS_TOTAL,
+};
 
 /// A resume further back than this many events gets a snapshot instead (cheaper to
 /// send, and the page redraws from it anyway).
@@ -63,7 +66,7 @@ impl Live {
             strikes: VecDeque::new(),
             closed: false,
         };
-        metrics::gauge!("wfmd_live_clients").increment(1.0);
+        metrics::gauge!(LIVE_CLIENTS).increment(1.0);
         match (start, first) {
             (_, Some(snapshot)) => feed.pending.push_back(snapshot),
             (Start::After(id), None) => match outbox::seq_of(self.pool(), &id).await? {
@@ -86,12 +89,10 @@ impl Live {
                         );
                     }
                     feed.after_seq = seq.max(head_seq);
-                    metrics::counter!("wfmd_live_resumes_total", "outcome" => "replayed")
-                        .increment(1);
+                    metrics::counter!(LIVE_RESUMES_TOTAL, "outcome" => "replayed").increment(1);
                 }
                 _ => {
-                    metrics::counter!("wfmd_live_resumes_total", "outcome" => "snapshot")
-                        .increment(1);
+                    metrics::counter!(LIVE_RESUMES_TOTAL, "outcome" => "snapshot").increment(1);
                     feed.resync();
                 }
             },
@@ -190,7 +191,7 @@ impl Feed {
                 self.strikes.retain(|at| now - *at < STRIKE_WINDOW);
                 self.strikes.push_back(now);
                 if self.strikes.len() as u32 > MAX_STRIKES {
-                    metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                    metrics::counter!(LIVE_CLIENTS_DROPPED_TOTAL).increment(1);
                     tracing::info!(missed, "a live client kept falling behind; closed");
                     self.closed = true;
                     return Step::Send(Message::close(
@@ -198,7 +199,7 @@ impl Feed {
                         "too slow: fell behind the feed repeatedly; reconnect",
                     ));
                 }
-                metrics::counter!("wfmd_live_resyncs_total").increment(1);
+                metrics::counter!(LIVE_RESYNCS_TOTAL).increment(1);
                 tracing::debug!(missed, "a live client fell behind; sent a fresh snapshot");
                 self.resync();
                 Step::Skip
@@ -224,6 +225,6 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        metrics::gauge!("wfmd_live_clients").decrement(1.0);
+        metrics::gauge!(LIVE_CLIENTS).decrement(1.0);
     }
 }

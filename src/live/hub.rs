@@ -17,6 +17,7 @@ use crate::engine::jobs::JobView;
 use crate::engine::metrics::MetricBoard;
 use crate::store::deferred::{self as deferred_changes, DeferredRow};
 use crate::store::{exceptions, from_ms, history, outbox};
+use crate::telemetry::names::LIVE_EVENTS_TOTAL;
 use crate::time::rfc3339;
 
 /// Events read from the outbox per query.
@@ -180,7 +181,7 @@ impl Live {
                 published += 1;
             }
             drop(state);
-            metrics::counter!("wfmd_live_events_total").increment(published as u64);
+            metrics::counter!(LIVE_EVENTS_TOTAL).increment(published as u64);
             if count < OUTBOX_BATCH as usize {
                 return Ok(published);
             }

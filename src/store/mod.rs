@@ -60,6 +60,8 @@ pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
 pub use db::{execute, fetch, fetch_scalar, on};
 pub use postgres::Role;
 
+use crate::telemetry::names::STORE_WRITE_ERRORS_TOTAL;
+
 /// The embedded SQLite migrations (`migrations/sqlite/`), applied at start and by `wfmd migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -165,7 +167,7 @@ impl WriteHealth {
             }
             Err(error) => {
                 self.failing.store(true, Ordering::Relaxed);
-                metrics::counter!("wfmd_store_write_errors_total").increment(1);
+                metrics::counter!(STORE_WRITE_ERRORS_TOTAL).increment(1);
                 tracing::error!(%error, "a database write failed");
             }
         }

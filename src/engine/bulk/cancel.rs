@@ -1,6 +1,7 @@
 //! Cancelling a running job's items not taken yet.
 
 use super::*;
+use crate::telemetry::names::BULK_ITEMS_TOTAL;
 
 impl BulkJobs {
     /// Cancels the items of a running job not taken yet (those in flight finish);
@@ -47,8 +48,7 @@ impl BulkJobs {
                 .await?;
                 let finished = finish_if_done(&mut tx, job_id, now).await?;
                 tx.commit().await?;
-                metrics::counter!("wfmd_bulk_items_total", "outcome" => "cancelled")
-                    .increment(cancelled);
+                metrics::counter!(BULK_ITEMS_TOTAL, "outcome" => "cancelled").increment(cancelled);
                 if finished {
                     self.store().notify_outbox();
                 }

@@ -38,6 +38,7 @@ use crate::engine::{
 };
 use crate::store::firings::{self, AgentResult, FiringRow};
 use crate::store::{Store, attempts, from_ms, history};
+use crate::telemetry::names::RULE_FIRINGS_TOTAL;
 use crate::time::rfc3339;
 
 /// The idempotency key of `agent`'s change in the firing of `rule` at `slot`.
@@ -497,7 +498,7 @@ fn agent_filter(selector: &Selector) -> Option<AgentFilter> {
 
 fn count_firing(rule: &str, outcome: &str) {
     metrics::counter!(
-        "wfmd_rule_firings_total",
+        RULE_FIRINGS_TOTAL,
         "rule" => rule.to_owned(),
         "outcome" => outcome.to_owned()
     )
