@@ -16,6 +16,7 @@ use wfmd::domain::rule::{Action, Conditions, Rule, RuleWhenBusy, Selector};
 use wfmd::engine::rules::RuleFirer;
 use wfmd::on;
 use wfmd::store::Store;
+use wfmd::telemetry::names::DEFERRED_TOTAL;
 
 use crate::cluster::{cluster_env_and, leads};
 use crate::helpers::{
@@ -316,7 +317,9 @@ async fn a_deferred_change_expires_after_defer_for_and_is_never_made(dialect: Di
     let expired = metrics
         .lines()
         .find_map(|line| {
-            line.strip_prefix("wfmd_deferred_total{outcome=\"expired\",tenant=\"default\"} ")
+            line.strip_prefix(&format!(
+                "{DEFERRED_TOTAL}{{outcome=\"expired\",tenant=\"default\"}} "
+            ))
         })
         .and_then(|n| n.parse::<f64>().ok());
     assert!(expired.is_some_and(|n| n >= 1.0), "{metrics}");

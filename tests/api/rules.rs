@@ -21,6 +21,7 @@ use wfmd::domain::rule::{Action, Conditions, Rule, Selector};
 use wfmd::engine::rules::{Decision, RuleFirer, RuleScheduler, idempotency_key};
 use wfmd::sim::{Faults, SimConfig};
 use wfmd::store::{Store, firings};
+use wfmd::telemetry::names::RULE_FIRINGS_TOTAL;
 
 use crate::helpers::{
     Backend, Daemon, Dialect, SET_STATE, TestDb, TestSim, count, on_both_dialects,
@@ -143,7 +144,7 @@ async fn a_slot_that_fired_does_not_fire_again_after_a_restart(dialect: Dialect,
     let shown = metrics.render();
     assert!(
         shown.contains(&format!(
-            r#"wfmd_rule_firings_total{{rule="{name}",outcome="completed"}} 1"#
+            r#"{RULE_FIRINGS_TOTAL}{{rule="{name}",outcome="completed"}} 1"#
         )),
         "{shown}"
     );
