@@ -26,7 +26,7 @@ use std::time::Instant;
 use wfmd::on;
 
 use chrono::{TimeZone, Utc};
-use wfmd::domain::trend::{self, Detector, Point, Seasonality, Settings};
+use wfmd::domain::trend::{self, Detector, Point, Seasonality, TrendSettings};
 
 const POINTS: usize = 1_000_000;
 const RUNS: usize = 5;
@@ -259,16 +259,16 @@ fn history_bench() {
 
 fn trend_bench() {
     let points = series();
-    let zscore = |window, seasonality| Settings {
+    let zscore = |window, seasonality| TrendSettings {
         window,
-        z_threshold: Settings::ZSCORE_DEFAULT_Z,
+        z_threshold: TrendSettings::ZSCORE_DEFAULT_Z,
         seasonality,
         detector: Detector::Zscore,
         bucket_ms: 3_600_000,
     };
-    let robust = Settings::checked(
-        Settings::DEFAULT_WINDOW,
-        Settings::DEFAULT_Z,
+    let robust = TrendSettings::checked(
+        TrendSettings::DEFAULT_WINDOW,
+        TrendSettings::DEFAULT_Z,
         Seasonality::Auto,
         3_600_000,
     )

@@ -33,7 +33,7 @@ use std::time::Instant;
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use wfmd::domain::trend::{self, Detector, Point, Seasonality, Settings};
+use wfmd::domain::trend::{self, Detector, Point, Seasonality, TrendSettings};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -289,7 +289,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, series: &Series, settings: &Settings, verbose: bool) {
+    fn add(&mut self, series: &Series, settings: &TrendSettings, verbose: bool) {
         let started = Instant::now();
         let analysis = trend::analyse(&series.points, settings);
         self.seconds += started.elapsed().as_secs_f64();
@@ -361,7 +361,7 @@ fn main() {
     let z = std::env::var("ANOMALIES_Z")
         .ok()
         .and_then(|z| z.parse().ok())
-        .unwrap_or(Settings::DEFAULT_Z);
+        .unwrap_or(TrendSettings::DEFAULT_Z);
     let verbose = std::env::var_os("ANOMALIES_VERBOSE").is_some();
     // `ANOMALIES_SEED=100` draws other series (seeds 100 to 104).
     let first_seed: u64 = std::env::var("ANOMALIES_SEED")
@@ -370,8 +370,8 @@ fn main() {
         .unwrap_or(0);
     println!(
         "anomaly detection, window {} and |z| > {z}{}, {SEEDS} seeds per series",
-        Settings::DEFAULT_WINDOW,
-        if z == Settings::DEFAULT_Z {
+        TrendSettings::DEFAULT_WINDOW,
+        if z == TrendSettings::DEFAULT_Z {
             " (the defaults)"
         } else {
             ""
@@ -396,17 +396,17 @@ fn main() {
         let mut zscore = Tally::default();
         for seed in first_seed..first_seed + SEEDS {
             let series = make(seed);
-            let settings = Settings::checked(
-                Settings::DEFAULT_WINDOW,
+            let settings = TrendSettings::checked(
+                TrendSettings::DEFAULT_WINDOW,
                 z,
                 Seasonality::Auto,
                 series.bucket_ms,
             )
             .expect("default settings");
             robust.add(&series, &settings, verbose);
-            let before = Settings {
-                window: Settings::DEFAULT_WINDOW,
-                z_threshold: Settings::ZSCORE_DEFAULT_Z,
+            let before = TrendSettings {
+                window: TrendSettings::DEFAULT_WINDOW,
+                z_threshold: TrendSettings::ZSCORE_DEFAULT_Z,
                 seasonality: Seasonality::None,
                 detector: Detector::Zscore,
                 bucket_ms: series.bucket_ms,

@@ -17,7 +17,7 @@ use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, whole_number};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
-use crate::domain::trend::{Detector, Seasonality, Settings};
+use crate::domain::trend::{Detector, Seasonality, TrendSettings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{JobView, SubmitError};
@@ -106,8 +106,8 @@ pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>)
         "window".to_owned(),
         json!({
             "type": ["integer", "null"],
-            "minimum": Settings::MIN_WINDOW,
-            "maximum": Settings::MAX_WINDOW,
+            "minimum": TrendSettings::MIN_WINDOW,
+            "maximum": TrendSettings::MAX_WINDOW,
             "description": properties["window"]["description"],
         }),
     );
@@ -222,8 +222,8 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
         from: instant("from", &body.from)?,
         to: instant("to", &body.to)?,
         bucket: body.bucket,
-        window: body.window.unwrap_or(Settings::DEFAULT_WINDOW),
-        z: body.z.unwrap_or(Settings::DEFAULT_Z),
+        window: body.window.unwrap_or(TrendSettings::DEFAULT_WINDOW),
+        z: body.z.unwrap_or(TrendSettings::DEFAULT_Z),
         seasonality: body.seasonality.unwrap_or(Seasonality::Auto),
         detector: Detector::Robust,
     })

@@ -102,7 +102,7 @@ const LINGER_AT_MOST: Duration = Duration::from_secs(10);
 
 /// The limits of [`serve`].
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct ServeSettings {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
@@ -114,14 +114,14 @@ pub struct Settings {
     pub stalled_client_timeout: Duration,
 }
 
-impl Settings {
+impl ServeSettings {
     /// `[server]`'s limits, with `max_connections` lowered to what the process's
     /// open-file limit allows (after trying to raise it; see [`fit_descriptor_limit`]).
-    pub fn from_config(config: &Config) -> Settings {
+    pub fn from_config(config: &Config) -> ServeSettings {
         let s = &config.server;
         let reserve = DESCRIPTORS_BESIDES_CLIENTS + config.delivery.concurrency;
         let max_connections = fit_descriptor_limit(s.max_connections, reserve);
-        Settings {
+        ServeSettings {
             header_read_timeout: s.header_read_timeout,
             idle_timeout: s.idle_timeout,
             max_connections,
@@ -575,7 +575,7 @@ struct Lingering {
 }
 
 impl Watched {
-    fn new(io: TcpStream, connection: Arc<Connection>, settings: &Settings) -> Watched {
+    fn new(io: TcpStream, connection: Arc<Connection>, settings: &ServeSettings) -> Watched {
         Watched {
             io,
             connection,
@@ -758,7 +758,7 @@ impl AsyncWrite for Watched {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    settings: Settings,
+    settings: ServeSettings,
     stop: CancellationToken,
 ) {
     let caps = Arc::new(Caps {
@@ -1079,8 +1079,8 @@ mod tests {
 
     /// Room for 10 connections, a header timeout of `header_seconds` and an idle
     /// timeout of 60 s.
-    fn settings(header_seconds: u64) -> Settings {
-        Settings {
+    fn settings(header_seconds: u64) -> ServeSettings {
+        ServeSettings {
             header_read_timeout: Duration::from_secs(header_seconds),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10,

@@ -40,7 +40,7 @@ pub(super) struct Launch {
     pub shutdown: CancellationToken,
     /// This instance among several (`[ha]`): each tenant's leader work runs only while
     /// it leads the tenant (see [`super::leading`]). `None`: the sole instance.
-    pub ha: Option<crate::cluster::leadership::Settings>,
+    pub ha: Option<crate::cluster::leadership::LeadershipSettings>,
 }
 
 /// One tenant, started.

@@ -32,7 +32,7 @@ const FORGET_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the leadership of a tenant needs to know of this instance.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct LeadershipSettings {
     pub instance: Arc<str>,
     pub advertise_url: Option<String>,
     pub lease_ttl: Duration,
@@ -40,7 +40,7 @@ pub struct Settings {
     pub spread: Arc<Spread>,
 }
 
-impl Settings {
+impl LeadershipSettings {
     fn renew_every(&self) -> Duration {
         self.lease_ttl / 3
     }
@@ -64,7 +64,7 @@ pub enum Standing {
 /// Keeps one tenant's lease for this instance (see the module's doc).
 pub struct Leadership {
     store: Store,
-    settings: Settings,
+    settings: LeadershipSettings,
     standing: watch::Sender<Standing>,
     /// The term whose leader work has stopped, as its runner says
     /// ([`Leadership::work_ended`]): a hand-over releases the lease after it.
@@ -75,7 +75,10 @@ impl Leadership {
     /// A leadership not running yet, and how to watch its standing (a follower's
     /// until it first takes the lease). The store's role follows the standing. Made in
     /// the tenant's scope, as it is run, so its metrics carry the tenant.
-    pub fn new(store: Store, settings: Settings) -> (Leadership, watch::Receiver<Standing>) {
+    pub fn new(
+        store: Store,
+        settings: LeadershipSettings,
+    ) -> (Leadership, watch::Receiver<Standing>) {
         let (standing, watching) = watch::channel(Standing::Follower);
         store.set_role(Role::Follower);
         metrics::gauge!(TENANT_LEADER).set(0.0);
@@ -281,8 +284,8 @@ mod tests {
     use crate::store::Backend;
     use crate::store::testing::temp_url_on;
 
-    fn settings(instance: &str, lease_ttl: Duration) -> Settings {
-        Settings {
+    fn settings(instance: &str, lease_ttl: Duration) -> LeadershipSettings {
+        LeadershipSettings {
             instance: Arc::from(instance),
             advertise_url: None,
             lease_ttl,

@@ -56,7 +56,7 @@ pub use view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thre
 
 /// How the feed behaves; the service-level thresholds come from `[live]`.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct LiveSettings {
     /// A skill's service level at or above this is good (green).
     pub service_level_good: f64,
     /// At or above this (and below good) it is a warning (amber); below, bad (red).
@@ -90,9 +90,9 @@ pub struct Settings {
     pub served_by: Option<String>,
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
+impl Default for LiveSettings {
+    fn default() -> LiveSettings {
+        LiveSettings {
             service_level_good: 0.80,
             service_level_warning: 0.70,
             skill_interval: Duration::from_secs(30),
@@ -115,7 +115,7 @@ struct Inner {
     /// Whose feed this is: every message names it (`"tenant"`).
     tenant: TenantId,
     store: Store,
-    settings: Settings,
+    settings: LiveSettings,
     state: Mutex<State>,
     sender: broadcast::Sender<Message>,
     tickets: Tickets,
@@ -139,7 +139,7 @@ pub struct Live {
 impl Live {
     /// An empty feed of `tenant` over its `store`; call [`Live::load`] (or
     /// [`Live::run`]) to fill it.
-    pub fn new(tenant: TenantId, store: Store, settings: Settings) -> Live {
+    pub fn new(tenant: TenantId, store: Store, settings: LiveSettings) -> Live {
         let (sender, _) = broadcast::channel(settings.client_buffer.max(16));
         let tickets = Tickets::new(settings.max_tickets_per_caller);
         let streams = CallerSlots::new(settings.max_streams_per_caller);
@@ -170,7 +170,7 @@ impl Live {
         &self.inner.tenant
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &LiveSettings {
         &self.inner.settings
     }
 

@@ -36,7 +36,7 @@
 //! Medians ignore a lone spike: it neither hides the next one nor lifts the baseline or
 //! the spread.
 
-use super::{AnomalyKind, Figures, HOUR_MS, Point, Seasonality, Settings};
+use super::{AnomalyKind, Figures, HOUR_MS, Point, Seasonality, TrendSettings};
 
 /// Scales a median absolute deviation to the standard deviation of normal noise.
 const MAD_SCALE: f64 = 1.4826;
@@ -64,7 +64,7 @@ fn small_sample_widening(n: usize) -> f64 {
 pub(super) fn score(
     points: &[Point],
     finite: &[usize],
-    settings: &Settings,
+    settings: &TrendSettings,
     figures: &mut [Figures],
 ) -> Seasonality {
     let step = step_ms(points, finite, settings.bucket_ms);
@@ -110,7 +110,7 @@ fn fits(period_ms: i64, step_ms: i64) -> bool {
 pub(super) fn choose(
     points: &[Point],
     finite: &[usize],
-    settings: &Settings,
+    settings: &TrendSettings,
     step: i64,
 ) -> Seasonality {
     if settings.seasonality != Seasonality::Auto {
@@ -623,10 +623,10 @@ mod tests {
             .collect()
     }
 
-    fn defaults(bucket_ms: i64) -> Settings {
-        Settings::checked(
-            Settings::DEFAULT_WINDOW,
-            Settings::DEFAULT_Z,
+    fn defaults(bucket_ms: i64) -> TrendSettings {
+        TrendSettings::checked(
+            TrendSettings::DEFAULT_WINDOW,
+            TrendSettings::DEFAULT_Z,
             Seasonality::Auto,
             bucket_ms,
         )
@@ -668,9 +668,9 @@ mod tests {
             );
         }
         // What #34 found: the moving window mean and deviation flag a large part of it.
-        let zscore = Settings {
-            window: Settings::DEFAULT_WINDOW,
-            z_threshold: Settings::ZSCORE_DEFAULT_Z,
+        let zscore = TrendSettings {
+            window: TrendSettings::DEFAULT_WINDOW,
+            z_threshold: TrendSettings::ZSCORE_DEFAULT_Z,
             seasonality: Seasonality::None,
             detector: Kind::Zscore,
             bucket_ms: HOUR_MS,
@@ -708,7 +708,7 @@ mod tests {
         assert_eq!(analysis.points[spike].anomaly, Some(AnomalyKind::Spike));
         assert!(share(&analysis) < 0.01, "{:?}", flagged(&analysis));
         // Against earlier days alone, the first weekend hours after weekdays stand out.
-        let daily = Settings {
+        let daily = TrendSettings {
             seasonality: Seasonality::Daily,
             ..defaults(HOUR_MS)
         };
@@ -985,13 +985,13 @@ mod tests {
             })
             .collect();
         for season in [Seasonality::Daily, Seasonality::Weekly] {
-            let weeks = Settings {
+            let weeks = TrendSettings {
                 seasonality: season,
                 ..defaults(WEEK_MS)
             };
             assert_eq!(analyse(&days, &weeks).seasonality, Seasonality::None);
         }
-        let daily = Settings {
+        let daily = TrendSettings {
             seasonality: Seasonality::Daily,
             ..defaults(DAY_MS)
         };
@@ -1028,7 +1028,7 @@ mod tests {
         ) {
             let step = if day_buckets { DAY_MS } else { HOUR_MS };
             let at = |n: usize| start() + chrono::Duration::milliseconds(step * n as i64);
-            let settings = Settings::checked(window, Settings::DEFAULT_Z, Seasonality::Auto, step).unwrap();
+            let settings = TrendSettings::checked(window, TrendSettings::DEFAULT_Z, Seasonality::Auto, step).unwrap();
             let points: Vec<Point> = values.iter().enumerate().map(|(n, &value)| Point { at: at(n), value }).collect();
             let analysis = analyse(&points, &settings);
             for f in &analysis.points {

@@ -12,13 +12,13 @@
 //! exactly once per window length (and whenever rounding could matter) so error cannot
 //! build up over a million points.
 
-use super::{AnomalyKind, Figures, Point, Seasonality, Settings, WEEK_MS};
+use super::{AnomalyKind, Figures, Point, Seasonality, TrendSettings, WEEK_MS};
 
 /// Scores the finite points (`finite`, indices into `points`) into `figures`.
 pub(super) fn score(
     points: &[Point],
     finite: &[usize],
-    settings: &Settings,
+    settings: &TrendSettings,
     figures: &mut [Figures],
 ) {
     let window = settings.window.max(1);
@@ -187,8 +187,8 @@ mod tests {
             .collect()
     }
 
-    fn settings(window: usize, seasonality: Seasonality) -> Settings {
-        Settings {
+    fn settings(window: usize, seasonality: Seasonality) -> TrendSettings {
+        TrendSettings {
             window,
             z_threshold: 2.0,
             seasonality,
@@ -299,7 +299,7 @@ mod tests {
     }
 
     /// The definition, computed the slow way: every window re-read for every point.
-    fn model(points: &[Point], s: &Settings) -> Vec<Figures> {
+    fn model(points: &[Point], s: &TrendSettings) -> Vec<Figures> {
         let mut out = vec![Figures::default(); points.len()];
         let finite: Vec<usize> = (0..points.len())
             .filter(|&i| points[i].value.is_finite())
@@ -390,7 +390,7 @@ mod tests {
             z in 0.5f64..4.0,
             weekly in any::<bool>(),
         ) {
-            let s = Settings {
+            let s = TrendSettings {
                 z_threshold: z,
                 ..settings(window, if weekly { Seasonality::Weekly } else { Seasonality::None })
             };

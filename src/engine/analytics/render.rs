@@ -543,7 +543,7 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::trend::{Detector, Seasonality, Settings};
+    use crate::domain::trend::{Detector, Seasonality, TrendSettings};
     use crate::engine::analytics::spec::{Bucket, Source};
     use crate::store::analytics::NewResult;
     use crate::store::testing::temp_store;
@@ -792,8 +792,8 @@ mod tests {
             from,
             to: from + TimeDelta::days(40),
             bucket: Bucket::Day,
-            window: Settings::DEFAULT_WINDOW,
-            z: Settings::DEFAULT_Z,
+            window: TrendSettings::DEFAULT_WINDOW,
+            z: TrendSettings::DEFAULT_Z,
             seasonality: Seasonality::Auto,
             detector: Detector::Robust,
         };
@@ -842,7 +842,8 @@ mod tests {
             })
             .collect();
         let settings =
-            Settings::checked(7, Settings::DEFAULT_Z, Default::default(), DAY_MS).unwrap();
+            TrendSettings::checked(7, TrendSettings::DEFAULT_Z, Default::default(), DAY_MS)
+                .unwrap();
         let analysis = trend::analyse(&points, &settings);
         let zone: Tz = "Europe/Paris".parse().unwrap();
         let html = html_series("agent <a1> · idle_seconds:sum", &points, &analysis, zone);
@@ -882,7 +883,7 @@ mod tests {
                 value: 5.0,
             })
             .collect();
-        let settings = Settings::checked(3, 2.0, Default::default(), 3_600_000).unwrap();
+        let settings = TrendSettings::checked(3, 2.0, Default::default(), 3_600_000).unwrap();
         let analysis = trend::analyse(&points, &settings);
         let html = html_series("flat", &points, &analysis, chrono_tz::UTC);
         assert!(html.contains("<p>No anomalies.</p>"));

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::cxone::AggregationQuery;
 use crate::cxone::aggregation::{AggFilter, AggMetric};
 use crate::domain::AgentState;
-use crate::domain::trend::{Detector, Seasonality, Settings};
+use crate::domain::trend::{Detector, Seasonality, TrendSettings};
 
 /// Where the numbers come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -298,8 +298,8 @@ impl SpecError {
 
 impl QuerySpec {
     /// The trend settings of the query.
-    pub fn trend(&self) -> Settings {
-        Settings {
+    pub fn trend(&self) -> TrendSettings {
+        TrendSettings {
             window: self.window,
             z_threshold: self.z,
             seasonality: self.seasonality,
@@ -324,7 +324,7 @@ impl QuerySpec {
                 ),
             ));
         }
-        Settings::checked(self.window, self.z, self.seasonality, self.bucket.ms()).map_err(
+        TrendSettings::checked(self.window, self.z, self.seasonality, self.bucket.ms()).map_err(
             |message| {
                 let field = if message.starts_with("window") {
                     "window"
