@@ -146,7 +146,7 @@ impl Endpoint {
 
 /// Counts of one [`Dispatcher::dispatch_due`] step, for tests and logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
+pub struct DispatchStep {
     pub delivered: usize,
     pub failed: usize,
 }
@@ -217,7 +217,7 @@ impl Dispatcher {
     }
 
     /// One step, for tests: fans out, claims what is due, delivers it and settles.
-    pub async fn dispatch_due(&self) -> Result<Step, sqlx::Error> {
+    pub async fn dispatch_due(&self) -> Result<DispatchStep, sqlx::Error> {
         self.register().await?;
         self.fan_out().await?;
         let claimed = self.claim(self.settings.concurrency).await?;
@@ -533,12 +533,12 @@ pub fn endpoint_label(url: &str) -> String {
     }
 }
 
-fn count(attempts: &[Attempt]) -> Step {
+fn count(attempts: &[Attempt]) -> DispatchStep {
     let delivered = attempts
         .iter()
         .filter(|a| a.verdict == Verdict::Delivered)
         .count();
-    Step {
+    DispatchStep {
         delivered,
         failed: attempts.len() - delivered,
     }

@@ -106,7 +106,7 @@ impl StepSize {
         }
     }
 
-    fn after(&mut self, step: pruning::Step) {
+    fn after(&mut self, step: pruning::RetentionStep) {
         // What the engine's commits meet: the hold, which they wait for, then the
         // checkpoint writing the step's pages back, which their own syncs queue behind.
         let cost = step.held.max(step.wrote_back.took);
@@ -187,7 +187,7 @@ pub struct PassPart {
 }
 
 impl PassPart {
-    fn new(name: &'static str, started: Instant, steps: &[pruning::Step]) -> PassPart {
+    fn new(name: &'static str, started: Instant, steps: &[pruning::RetentionStep]) -> PassPart {
         fn nth<T: Ord + Copy + Default>(mut values: Vec<T>, per_ten: usize) -> T {
             values.sort_unstable();
             values
@@ -445,7 +445,10 @@ impl Retention {
     }
 
     /// Hands free pages back to the file system in small steps; returns the steps.
-    async fn vacuum(&self, cancel: &CancellationToken) -> Result<Vec<pruning::Step>, sqlx::Error> {
+    async fn vacuum(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<pruning::RetentionStep>, sqlx::Error> {
         let mut steps = Vec::new();
         if pruning::auto_vacuum(&self.store).await? != 2 {
             // Freed pages are reused by new rows; the file itself does not shrink.
@@ -522,7 +525,7 @@ mod tests {
 
     #[test]
     fn steps_shrink_to_hold_the_lock_about_the_target_and_grow_back_within_the_most() {
-        let step = |done: u64, millis: u64| pruning::Step {
+        let step = |done: u64, millis: u64| pruning::RetentionStep {
             done,
             held: Duration::from_millis(millis),
             gave_way: false,
@@ -550,7 +553,7 @@ mod tests {
         assert_eq!(size.size, LEAST_STEP, "a slow commit shrinks it no further");
         let mut size = StepSize::new(500);
         size.after(step(32, 1));
-        let slow_writeback = pruning::Step {
+        let slow_writeback = pruning::RetentionStep {
             wrote_back: crate::store::WriteBack {
                 frames: 800,
                 took: Duration::from_millis(8),
@@ -562,7 +565,7 @@ mod tests {
             size.size, 32,
             "a short hold whose checkpoint wrote back for 8 ms shrinks it to 4/8"
         );
-        size.after(pruning::Step {
+        size.after(pruning::RetentionStep {
             wrote_back: crate::store::WriteBack {
                 frames: 200,
                 took: Duration::from_millis(3),

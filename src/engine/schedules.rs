@@ -222,7 +222,7 @@ pub struct ScheduleBook {
 
 /// What one paced step did, and how long the refresh should wait before the next.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
+pub struct RefreshStep {
     pub report: RefreshReport,
     /// Platform requests the step made.
     pub requests: usize,
@@ -355,7 +355,7 @@ impl ScheduleBook {
     /// chunk of them once the platform has exported in bulk) and says how long to wait
     /// before the next step, so the refresh makes at most one request per managed agent
     /// per refresh interval, evenly spread.
-    pub async fn refresh_step(&self, now: DateTime<Utc>) -> Result<Step, BookError> {
+    pub async fn refresh_step(&self, now: DateTime<Utc>) -> Result<RefreshStep, BookError> {
         let listed = self.read().managed.as_ref().map(|(_, at)| *at);
         let managed = self.managed(now).await?;
         let mut requests = usize::from(self.read().managed.as_ref().map(|(_, at)| *at) != listed);
@@ -404,7 +404,7 @@ impl ScheduleBook {
                 .unwrap_or(MAX_WAIT);
             until_due.max(share * u32::try_from(requests).unwrap_or(u32::MAX))
         };
-        Ok(Step {
+        Ok(RefreshStep {
             report,
             requests,
             wait: wait.clamp(Duration::from_millis(1), MAX_WAIT.max(share)),
