@@ -39,7 +39,7 @@ use crate::config::{Config, DeliveryConfig, webhook_key};
 use crate::domain::events::with_tenant;
 use crate::domain::tenant::TenantId;
 use crate::store::deliveries::{
-    self, Attempt, Claimed, HealthChange, Probing, Subscriber, Verdict,
+    self, Attempt, Claimed, DeliveryVerdict, HealthChange, Probing, Subscriber,
 };
 use crate::store::{Store, to_ms};
 use crate::telemetry::names::{
@@ -367,7 +367,7 @@ impl Dispatcher {
         metrics::counter!(WEBHOOK_FAILED_ATTEMPTS_TOTAL).increment(step.failed as u64);
         let dead = attempts
             .iter()
-            .filter(|a| a.verdict == Verdict::Dead)
+            .filter(|a| a.verdict == DeliveryVerdict::Dead)
             .count();
         metrics::counter!(WEBHOOK_DEAD_TOTAL).increment(dead as u64);
         Ok(())
@@ -460,14 +460,14 @@ impl Dispatcher {
             };
             let duration = started.elapsed();
             let verdict = verdict(&settings, &delivery, status, retry_after, to_ms(attempted));
-            if verdict == Verdict::Gone {
+            if verdict == DeliveryVerdict::Gone {
                 tracing::warn!(
                     endpoint = %delivery.endpoint,
                     event_type = %delivery.event_type,
                     "receiver answered 410 Gone: no more of these events go to it"
                 );
             }
-            if verdict == Verdict::Delivered {
+            if verdict == DeliveryVerdict::Delivered {
                 let latency = (to_ms(Utc::now()) - delivery.created_at).max(0);
                 metrics::histogram!(WEBHOOK_DELIVERY_LATENCY_SECONDS)
                     .record(latency as f64 / 1000.0);
@@ -536,7 +536,7 @@ pub fn endpoint_label(url: &str) -> String {
 fn count(attempts: &[Attempt]) -> DispatchStep {
     let delivered = attempts
         .iter()
-        .filter(|a| a.verdict == Verdict::Delivered)
+        .filter(|a| a.verdict == DeliveryVerdict::Delivered)
         .count();
     DispatchStep {
         delivered,
@@ -562,17 +562,17 @@ fn verdict(
     status: Option<StatusCode>,
     retry_after: Option<Duration>,
     now_ms: i64,
-) -> Verdict {
+) -> DeliveryVerdict {
     match status {
-        Some(s) if s.is_success() => return Verdict::Delivered,
-        Some(StatusCode::GONE) => return Verdict::Gone,
+        Some(s) if s.is_success() => return DeliveryVerdict::Delivered,
+        Some(StatusCode::GONE) => return DeliveryVerdict::Gone,
         _ => {}
     }
     let schedule = settings.retry_schedule();
     // `attempts` counts earlier attempts, so this was attempt number attempts + 1.
     let failed = usize::try_from(delivery.attempts).unwrap_or(usize::MAX);
     let Some(wait) = schedule.get(failed) else {
-        return Verdict::Dead;
+        return DeliveryVerdict::Dead;
     };
     let jittered = wait.mul_f64(rand::random_range(0.8..1.2));
     let honoured = match status {
@@ -582,7 +582,7 @@ fn verdict(
         _ => Duration::ZERO,
     };
     let wait = jittered.max(honoured);
-    Verdict::RetryAt(now_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+    DeliveryVerdict::RetryAt(now_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -654,7 +654,7 @@ mod tests {
         let settings = DeliveryConfig::default();
         let schedule = settings.retry_schedule();
         for (n, wait) in schedule.iter().enumerate() {
-            let Verdict::RetryAt(at) = verdict(
+            let DeliveryVerdict::RetryAt(at) = verdict(
                 &settings,
                 &claimed(n as i64),
                 Some(StatusCode::INTERNAL_SERVER_ERROR),
@@ -671,7 +671,7 @@ mod tests {
         }
         assert_eq!(
             verdict(&settings, &claimed(schedule.len() as i64), None, None, 0),
-            Verdict::Dead
+            DeliveryVerdict::Dead
         );
     }
 
@@ -686,11 +686,11 @@ mod tests {
                 None,
                 0
             ),
-            Verdict::Delivered
+            DeliveryVerdict::Delivered
         );
         assert_eq!(
             verdict(&settings, &claimed(0), Some(StatusCode::GONE), None, 0),
-            Verdict::Gone
+            DeliveryVerdict::Gone
         );
         let later = verdict(
             &settings,
@@ -701,7 +701,7 @@ mod tests {
         );
         assert_eq!(
             later,
-            Verdict::RetryAt(120_000),
+            DeliveryVerdict::RetryAt(120_000),
             "longer than the 5 s first wait"
         );
         let clamped = verdict(
@@ -711,8 +711,8 @@ mod tests {
             Some(Duration::from_secs(86_400)),
             0,
         );
-        assert_eq!(clamped, Verdict::RetryAt(3_600_000));
-        let Verdict::RetryAt(ignored) = verdict(
+        assert_eq!(clamped, DeliveryVerdict::RetryAt(3_600_000));
+        let DeliveryVerdict::RetryAt(ignored) = verdict(
             &settings,
             &claimed(0),
             Some(StatusCode::BAD_REQUEST),

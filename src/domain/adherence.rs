@@ -635,7 +635,7 @@ pub fn day_spans(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::adherence_rules::{AdherenceRule, Verdict, arb_rule};
+    use crate::domain::adherence_rules::{AdherenceRule, AdherenceVerdict, arb_rule};
     use chrono::{TimeDelta, TimeZone};
     use proptest::prelude::*;
 
@@ -833,8 +833,8 @@ mod tests {
         };
         let judging = Judging {
             rules: vec![
-                rule("team MEETING", "NOT_READY:MEETING", Verdict::In),
-                rule("Training", "READY", Verdict::Out),
+                rule("team MEETING", "NOT_READY:MEETING", AdherenceVerdict::In),
+                rule("Training", "READY", AdherenceVerdict::Out),
             ],
             version: Some("test".into()),
             threshold: TimeDelta::minutes(2),

@@ -1172,7 +1172,7 @@ async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names(b
 
 /// Two rules, versioned `r-7f3a`, with a three-minute default grace.
 fn ruled() -> Judging {
-    use crate::domain::adherence_rules::{AdherenceRule, Verdict};
+    use crate::domain::adherence_rules::{AdherenceRule, AdherenceVerdict};
     let rule = |activity: &str, state: &str, verdict| AdherenceRule {
         activity: activity.parse().unwrap(),
         states: vec![state.parse().unwrap()],
@@ -1182,8 +1182,8 @@ fn ruled() -> Judging {
     };
     Judging {
         rules: vec![
-            rule("Lunch", "NOT_READY:LUNCH", Verdict::In),
-            rule("Training", "PAUSED", Verdict::Neutral),
+            rule("Lunch", "NOT_READY:LUNCH", AdherenceVerdict::In),
+            rule("Training", "PAUSED", AdherenceVerdict::Neutral),
         ],
         version: Some("r-7f3a".to_owned()),
         threshold: chrono::TimeDelta::minutes(3),

@@ -54,7 +54,7 @@ pub fn estimate(agents: usize, requests_each: u32, per_minute: u32) -> Duration 
 
 /// What a firing now would do to one agent (`wfmd rules dry-run`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum FiringVerdict {
     /// The agent would be moved.
     Move,
     /// The agent would be left alone.
@@ -70,7 +70,7 @@ pub enum Verdict {
 pub struct AgentVerdict {
     pub agent_id: String,
     pub state: Option<AgentState>,
-    pub verdict: Verdict,
+    pub verdict: FiringVerdict,
 }
 
 /// The daemon's [`Firer`]: fires rules through the transition engine and records them.
@@ -177,11 +177,11 @@ impl RuleFirer {
                 let state = states.get(&agent_id).copied();
                 async move {
                     let verdict = match rule.conditions.check(state) {
-                        Err(skip) => Verdict::Skip(skip),
+                        Err(skip) => FiringVerdict::Skip(skip),
                         Ok(()) => match engine.preflight(&agent_id, target).await {
-                            Ok(Ok(())) => Verdict::Move,
-                            Ok(Err(violation)) => Verdict::Reject(violation),
-                            Err(e) => Verdict::Unknown(e.to_string()),
+                            Ok(Ok(())) => FiringVerdict::Move,
+                            Ok(Err(violation)) => FiringVerdict::Reject(violation),
+                            Err(e) => FiringVerdict::Unknown(e.to_string()),
                         },
                     };
                     AgentVerdict {

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::rule::Rule;
 use crate::time::rfc3339;
 
-pub use firing::{AgentVerdict, RuleFirer, Verdict, estimate, idempotency_key};
+pub use firing::{AgentVerdict, FiringVerdict, RuleFirer, estimate, idempotency_key};
 
 /// How late the running loop may reach a slot and still fire it, whatever `catch_up`.
 pub const LATE_GRACE: Duration = Duration::from_secs(60);
