@@ -20,9 +20,9 @@ use super::{ApiState, Routes};
 use crate::domain::trend::{Detector, Seasonality, TrendSettings};
 use crate::engine::analytics::render::{self, CsvFormat, Format};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
-use crate::engine::analytics::{JobView, SubmitError};
+use crate::engine::analytics::{AnalyticsJobView, SubmitError};
 use crate::report::{Definitions, Subject};
-use crate::store::analytics::JobRow;
+use crate::store::analytics::AnalyticsJobRow;
 
 /// What a caller over `analytics.max_jobs_per_caller` is told to wait: jobs take
 /// seconds to minutes.
@@ -285,7 +285,7 @@ pub async fn create_analytics_job(
     path = "/v1/analytics/queries",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
-    responses((status = 200, description = "The jobs", body = Vec<JobView>))
+    responses((status = 200, description = "The jobs", body = Vec<AnalyticsJobView>))
 )]
 pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Response, Problem> {
     let jobs = state
@@ -293,7 +293,7 @@ pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Respon
         .list(100)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    Ok(Json(jobs.iter().map(JobView::from).collect::<Vec<_>>()).into_response())
+    Ok(Json(jobs.iter().map(AnalyticsJobView::from).collect::<Vec<_>>()).into_response())
 }
 
 /// A job's status and progress.
@@ -304,7 +304,7 @@ pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Respon
     security(("bearer" = [VIEWER])),
     params(JobPath),
     responses(
-        (status = 200, description = "The job as it stands", body = JobView),
+        (status = 200, description = "The job as it stands", body = AnalyticsJobView),
         NoSuchJob,
     )
 )]
@@ -313,11 +313,11 @@ pub async fn show_analytics_job(
     PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Response, Problem> {
     let job = find_job(&state, &job_id).await?;
-    Ok(Json(JobView::from(&job)).into_response())
+    Ok(Json(AnalyticsJobView::from(&job)).into_response())
 }
 
 /// The analytics job `job_id`, or the 404 naming it.
-async fn find_job(state: &ApiState, job_id: &str) -> Result<JobRow, Problem> {
+async fn find_job(state: &ApiState, job_id: &str) -> Result<AnalyticsJobRow, Problem> {
     let job = state
         .analytics
         .job(job_id)

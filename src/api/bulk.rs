@@ -27,7 +27,7 @@ use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
 use crate::engine::bulk::{Accepted, BulkError, JobRequest, MAX_AGENTS, Selector};
 use crate::engine::deferred::WhenBusy;
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 
 /// The largest job body: every one of `MAX_AGENTS` ids at the longest accepted length
 /// with its quotes and comma, plus room for the other fields and whitespace.
@@ -287,7 +287,7 @@ fn too_large(problem: Problem) -> Problem {
     security(("bearer" = [VIEWER])),
     params(JobPath, ShowQuery),
     responses(
-        (status = 200, description = "The job as it stands", body = JobView),
+        (status = 200, description = "The job as it stands", body = BulkJobView),
         NoSuchJob,
     )
 )]
@@ -295,7 +295,7 @@ pub async fn show_bulk_job(
     State(state): State<ApiState>,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ShowQuery>,
-) -> Result<Json<JobView>, Problem> {
+) -> Result<Json<BulkJobView>, Problem> {
     let with_items = match query.items.as_deref() {
         None | Some("true") => true,
         Some("false") => false,
@@ -318,7 +318,7 @@ pub async fn show_bulk_job(
     security(("bearer" = [SUPERVISOR])),
     params(JobPath),
     responses(
-        (status = 200, description = "Cancellation asked for; the job as it stands", body = JobView),
+        (status = 200, description = "Cancellation asked for; the job as it stands", body = BulkJobView),
         NoSuchJob,
         (status = 409, description = "The job completed already"),
     )
@@ -327,7 +327,7 @@ pub async fn cancel_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
-) -> Result<Json<JobView>, Problem> {
+) -> Result<Json<BulkJobView>, Problem> {
     state
         .bulk
         .cancel(&job_id, &caller.name)

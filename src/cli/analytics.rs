@@ -15,7 +15,7 @@ use super::daemon::{Client, DaemonArgs};
 use super::{DaemonApi, Failure};
 use crate::config::Config;
 use crate::domain::trend::TrendSettings;
-use crate::engine::analytics::{self, JobView};
+use crate::engine::analytics::{self, AnalyticsJobView};
 use crate::engine::compliance::JudgingHandle;
 use crate::store::Store;
 
@@ -131,7 +131,7 @@ pub async fn run(
             let jobs = analytics::AnalyticsJobs::new(store, judging(config)?);
             match jobs.job(&job_id).await.map_err(Failure::action)? {
                 Some(job) => {
-                    let view = JobView::from(&job);
+                    let view = AnalyticsJobView::from(&job);
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&view).unwrap_or_default()

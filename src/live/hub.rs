@@ -13,7 +13,7 @@ use super::Live;
 use super::encode::Message;
 use super::view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
 use crate::domain::events::{Event, ExceptionStatus, Severity};
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 use crate::engine::metrics::MetricBoard;
 use crate::store::deferred::{self as deferred_changes, DeferredRow};
 use crate::store::{exceptions, from_ms, history, outbox};
@@ -200,7 +200,7 @@ impl Live {
     }
 
     /// Publishes a bulk job's progress (not durable: `bulk.completed` is).
-    pub fn publish_progress(&self, job: &JobView) {
+    pub fn publish_progress(&self, job: &BulkJobView) {
         let mut state = self.lock();
         state.version += 1;
         let message = Message::transient(state.version, self.tenant(), "bulk.progress", job);

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::Live;
 use crate::cxone::Agent;
 use crate::engine::bulk::BulkJobs;
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 use crate::engine::metrics::{BoardReceiver, BoardSender};
 use crate::store::live_shared::{self, View};
 use crate::store::{Role, jobs};
@@ -207,7 +207,7 @@ impl Live {
     }
 
     async fn follow_jobs(self, stop: CancellationToken, bulk: BulkJobs) {
-        let mut last: HashMap<String, JobView> = HashMap::new();
+        let mut last: HashMap<String, BulkJobView> = HashMap::new();
         loop {
             if let Err(error) = self.progress_step(&bulk, &mut last).await {
                 tracing::debug!(%error, "the live feed cannot read bulk jobs");
@@ -224,7 +224,7 @@ impl Live {
     async fn progress_step(
         &self,
         bulk: &BulkJobs,
-        last: &mut HashMap<String, JobView>,
+        last: &mut HashMap<String, BulkJobView>,
     ) -> Result<(), sqlx::Error> {
         let mut ids = jobs::unfinished(self.pool()).await?;
         ids.extend(last.keys().cloned());

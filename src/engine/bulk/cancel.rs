@@ -8,7 +8,7 @@ impl BulkJobs {
     /// the job is `cancelled` once nothing is in flight. Cancelling a cancelled job
     /// again changes nothing; a completed one is a conflict.
     #[instrument(skip_all, fields(job = %job_id))]
-    pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<JobView, BulkError> {
+    pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<BulkJobView, BulkError> {
         let now = self.now();
         let mut tx = self.store().begin_write().await?;
         let job = jobs::get_on(&mut tx, job_id)

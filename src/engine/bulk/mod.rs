@@ -50,14 +50,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use super::deferred::{BulkItem, Defer};
-use super::jobs::{JobView, finish_if_done, view};
+use super::jobs::{BulkJobView, finish_if_done, view};
 use super::{
     Change, Changed, EngineError, Outcome, SyncWitness, TransitionEngine, TransitionRequest,
 };
 use crate::cxone::{Agent, AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
-use crate::store::jobs::{self, ItemRow, JobRow, NewItem, NewJob, Settlement};
+use crate::store::jobs::{self, BulkJobRow, ItemRow, NewItem, NewJob, Settlement};
 use crate::store::roster::{self, RosterEntry};
 use crate::store::{Store, from_ms, to_ms};
 
@@ -264,7 +264,7 @@ impl BulkJobs {
         &self,
         job_id: &str,
         with_items: bool,
-    ) -> Result<Option<JobView>, sqlx::Error> {
+    ) -> Result<Option<BulkJobView>, sqlx::Error> {
         // One read transaction: the status, counts and items agree with each other
         // even while the runner settles items.
         let mut tx = self.store().reader().begin().await?;

@@ -108,7 +108,7 @@ impl BulkJobs {
 
     async fn run_item(
         &self,
-        job: &JobRow,
+        job: &BulkJobRow,
         item: ItemRow,
         stop: &CancellationToken,
     ) -> Result<(), sqlx::Error> {
