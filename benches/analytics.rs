@@ -76,7 +76,7 @@ fn status_kb(key: &str) -> u64 {
 }
 
 fn platform_csv_bench() {
-    use wfmd::engine::analytics::render::{self, CsvFormat, Format, HashSink};
+    use wfmd::engine::analytics::render::{self, AnalyticsFormat, CsvFormat, HashSink};
     use wfmd::engine::analytics::spec::{Bucket, QuerySpec, Source};
 
     let runtime = common::runtime();
@@ -126,7 +126,7 @@ fn platform_csv_bench() {
         assert_eq!(job.status, "completed", "{:?}", job.error);
         let extracted = started.elapsed().as_secs_f64();
         let mut sink = HashSink::default();
-        let rows = render::write(&platform.store, &id, &spec, Format::Csv(CsvFormat::CURRENT), None, &mut sink)
+        let rows = render::write(&platform.store, &id, &spec, AnalyticsFormat::Csv(CsvFormat::CURRENT), None, &mut sink)
             .await
             .unwrap();
         let seconds = started.elapsed().as_secs_f64();

@@ -18,7 +18,7 @@ use super::json::{JsonBody, whole_number};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::domain::trend::{Detector, Seasonality, TrendSettings};
-use crate::engine::analytics::render::{self, CsvFormat, Format};
+use crate::engine::analytics::render::{self, AnalyticsFormat, CsvFormat};
 use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
 use crate::engine::analytics::{AnalyticsJobView, SubmitError};
 use crate::report::{Definitions, Subject};
@@ -367,10 +367,10 @@ pub async fn analytics_job_results(
     QueryParams(query): QueryParams<ResultsQuery>,
 ) -> Result<Response, Problem> {
     let mut format = match query.format.as_deref() {
-        None | Some("csv") => Format::Csv(CsvFormat::CURRENT),
-        Some("json") => Format::Json,
+        None | Some("csv") => AnalyticsFormat::Csv(CsvFormat::CURRENT),
+        Some("json") => AnalyticsFormat::Json,
         Some("html") => {
-            Format::Html(zone_from_query(query.tz.as_deref())?.unwrap_or(chrono_tz::UTC))
+            AnalyticsFormat::Html(zone_from_query(query.tz.as_deref())?.unwrap_or(chrono_tz::UTC))
         }
         Some(other) => {
             return Err(Problem::invalid_parameter(
@@ -388,9 +388,9 @@ pub async fn analytics_job_results(
             format!("analytics job `{job_id}` is {}", job.status),
         ));
     }
-    if let Format::Csv(_) = format {
+    if let AnalyticsFormat::Csv(_) = format {
         // The format the job was hashed in, so the download verifies.
-        format = Format::Csv(CsvFormat::of_version(job.csv_format).ok_or_else(|| {
+        format = AnalyticsFormat::Csv(CsvFormat::of_version(job.csv_format).ok_or_else(|| {
             Problem::internal(&format!(
                 "analytics job `{job_id}` has CSV format {}, which this wfmd does not know",
                 job.csv_format
@@ -404,7 +404,7 @@ pub async fn analytics_job_results(
     };
     let store = state.analytics.store().for_exports();
     let zone = match format {
-        Format::Html(zone) => Some(zone),
+        AnalyticsFormat::Html(zone) => Some(zone),
         _ => None,
     };
     let definitions = Definitions::analytics(&state.judging.current(), zone);
@@ -425,7 +425,7 @@ pub async fn analytics_job_results(
         })
         .await?;
     let mut response = exports::answer(body, format.content_type(), None);
-    if let Format::Csv(_) = format {
+    if let AnalyticsFormat::Csv(_) = format {
         // The CSV is the audited bytes; its definitions are a link away.
         response.headers_mut().insert(
             axum::http::header::LINK,

@@ -408,7 +408,7 @@ impl AnalyticsJobs {
             &self.store,
             id,
             spec,
-            render::Format::Csv(csv),
+            render::AnalyticsFormat::Csv(csv),
             None,
             &mut hash,
         )

@@ -43,7 +43,7 @@ type Buckets = Vec<(i64, Vec<Option<f64>>)>;
 
 /// The output formats of results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum AnalyticsFormat {
     Csv(CsvFormat),
     Json,
     /// Time labels in this zone.
@@ -111,12 +111,12 @@ impl CsvFormat {
     }
 }
 
-impl Format {
+impl AnalyticsFormat {
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Csv(_) => "text/csv; charset=utf-8",
-            Format::Json => "application/json",
-            Format::Html(_) => "text/html; charset=utf-8",
+            AnalyticsFormat::Csv(_) => "text/csv; charset=utf-8",
+            AnalyticsFormat::Json => "application/json",
+            AnalyticsFormat::Html(_) => "text/html; charset=utf-8",
         }
     }
 }
@@ -162,7 +162,7 @@ pub async fn write(
     store: &Store,
     id: &str,
     spec: &QuerySpec,
-    format: Format,
+    format: AnalyticsFormat,
     definitions: Option<&Definitions>,
     sink: &mut impl Sink,
 ) -> anyhow::Result<u64> {
@@ -171,7 +171,7 @@ pub async fn write(
     let robust = settings.detector == Detector::Robust;
     let metrics: Vec<String> = spec.metrics.iter().map(ToString::to_string).collect();
     match format {
-        Format::Csv(csv) => {
+        AnalyticsFormat::Csv(csv) => {
             let mut header = vec!["bucket".to_owned()];
             header.extend(spec.dimensions.iter().map(|d| csv.text(d)));
             header.extend(
@@ -191,7 +191,7 @@ pub async fn write(
             out.extend(header.join(",").as_bytes());
             out.extend(b"\n");
         }
-        Format::Json => {
+        AnalyticsFormat::Json => {
             out.extend(
                 format!(
                     "{{\"job_id\":{},\"query\":{},{}\"series\":[",
@@ -206,7 +206,7 @@ pub async fn write(
                 .as_bytes(),
             );
         }
-        Format::Html(zone) => {
+        AnalyticsFormat::Html(zone) => {
             out.extend(
                 format!(
                     "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -249,7 +249,7 @@ pub async fn write(
                     .collect();
                 let analysis = trend::analyse(&points, &settings);
                 match format {
-                    Format::Csv(csv) => {
+                    AnalyticsFormat::Csv(csv) => {
                         let dim_fields: Vec<String> = spec
                             .dimensions
                             .iter()
@@ -279,7 +279,7 @@ pub async fn write(
                             written += 1;
                         }
                     }
-                    Format::Json => {
+                    AnalyticsFormat::Json => {
                         let points_json: Vec<_> = points
                             .iter()
                             .zip(&analysis.points)
@@ -330,7 +330,7 @@ pub async fn write(
                             .as_bytes(),
                         );
                     }
-                    Format::Html(zone) => {
+                    AnalyticsFormat::Html(zone) => {
                         let title: Vec<String> = spec
                             .dimensions
                             .iter()
@@ -360,14 +360,14 @@ pub async fn write(
         }
     }
     match format {
-        Format::Json => out.extend(b"]}\n"),
-        Format::Html(_) => {
+        AnalyticsFormat::Json => out.extend(b"]}\n"),
+        AnalyticsFormat::Html(_) => {
             if let Some(definitions) = definitions {
                 out.extend(definitions.to_html().as_bytes());
             }
             out.extend(b"</body></html>\n");
         }
-        Format::Csv(_) => {}
+        AnalyticsFormat::Csv(_) => {}
     }
     if !out.is_empty() {
         sink.send(out).await?;
@@ -616,9 +616,16 @@ mod tests {
 
     async fn csv(store: &Store, spec: &QuerySpec, csv: CsvFormat) -> String {
         let mut out = Bytes::default();
-        write(store, "aq_1", spec, Format::Csv(csv), None, &mut out)
-            .await
-            .unwrap();
+        write(
+            store,
+            "aq_1",
+            spec,
+            AnalyticsFormat::Csv(csv),
+            None,
+            &mut out,
+        )
+        .await
+        .unwrap();
         String::from_utf8(out.0).unwrap()
     }
 
@@ -665,7 +672,8 @@ mod tests {
                 String::from_utf8(out.0).unwrap()
             }
         };
-        let json: serde_json::Value = serde_json::from_str(&render(Format::Json).await).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&render(AnalyticsFormat::Json).await).unwrap();
         assert_eq!(json["definitions"]["of"], "analytics");
         assert_eq!(json["definitions"]["time_zone"], "America/New_York");
         let adherence = json["definitions"]["terms"]
@@ -687,7 +695,7 @@ mod tests {
             "series still follow"
         );
 
-        let html = render(Format::Html(zone)).await;
+        let html = render(AnalyticsFormat::Html(zone)).await;
         let section = html
             .split("<h2>Definitions</h2>")
             .nth(1)
@@ -697,7 +705,7 @@ mod tests {
         }
 
         assert_eq!(
-            render(Format::Csv(CsvFormat::CURRENT)).await,
+            render(AnalyticsFormat::Csv(CsvFormat::CURRENT)).await,
             csv(&store, &spec, CsvFormat::CURRENT).await,
             "the CSV is the hashed one, definitions or not"
         );
