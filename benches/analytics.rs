@@ -26,14 +26,14 @@ use std::time::Instant;
 use wfmd::on;
 
 use chrono::{TimeZone, Utc};
-use wfmd::domain::trend::{self, Detector, Point, Seasonality, TrendSettings};
+use wfmd::domain::trend::{self, Detector, Seasonality, TrendPoint, TrendSettings};
 
 const POINTS: usize = 1_000_000;
 const RUNS: usize = 5;
 
 /// An hourly series with a daily and weekly rhythm, deterministic noise and a spike every
 /// few thousand points.
-fn series() -> Vec<Point> {
+fn series() -> Vec<TrendPoint> {
     let start = Utc.with_ymd_and_hms(2020, 1, 6, 0, 0, 0).unwrap();
     let mut noise: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..POINTS)
@@ -47,7 +47,7 @@ fn series() -> Vec<Point> {
                 - if weekday >= 5 { 50.0 } else { 0.0 };
             let jitter = (noise % 1_000) as f64 / 100.0;
             let spike = if n % 4_999 == 0 { 300.0 } else { 0.0 };
-            Point {
+            TrendPoint {
                 at: start + chrono::Duration::hours(n as i64),
                 value: base + jitter + spike,
             }

@@ -26,7 +26,7 @@ use super::roles::{SUPERVISOR, VIEWER};
 use super::validate::check_agent_id;
 use super::{ApiState, Routes, to_the_end, with_body_limit};
 use crate::domain::AgentState;
-use crate::domain::adherence::{DaySpan, Figures};
+use crate::domain::adherence::{AdherenceFigures, DaySpan};
 use crate::engine::authorisations::{self, Authorise, AuthoriseError};
 use crate::engine::bulk::Selector;
 use crate::report::day_view;
@@ -350,8 +350,8 @@ struct DayFigures {
     exceptions: u32,
 }
 
-impl From<&Figures> for DayFigures {
-    fn from(f: &Figures) -> DayFigures {
+impl From<&AdherenceFigures> for DayFigures {
+    fn from(f: &AdherenceFigures) -> DayFigures {
         let seconds = |ms: i64| ms as f64 / 1000.0;
         DayFigures {
             scheduled_seconds: seconds(f.scheduled_ms),

@@ -188,14 +188,14 @@ impl AnomalyKind {
 
 /// One value of a series at the start of its bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
+pub struct TrendPoint {
     pub at: DateTime<Utc>,
     pub value: f64,
 }
 
 /// The figures of one point; `None` where there is not enough history yet.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Figures {
+pub struct TrendFigures {
     pub moving_average: Option<f64>,
     pub direction: Option<Direction>,
     pub z_score: Option<f64>,
@@ -213,17 +213,17 @@ pub struct Figures {
 /// season the baselines followed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Analysis {
-    pub points: Vec<Figures>,
+    pub points: Vec<TrendFigures>,
     pub direction: Option<Direction>,
     /// What the baselines compared with: never `Auto` (its choice is given instead).
     pub seasonality: Seasonality,
 }
 
 /// Analyses `points`, which must be in time order (ties keep their order).
-pub fn analyse(points: &[Point], settings: &TrendSettings) -> Analysis {
+pub fn analyse(points: &[TrendPoint], settings: &TrendSettings) -> Analysis {
     debug_assert!(points.windows(2).all(|p| p[0].at <= p[1].at));
     let window = settings.window.max(1);
-    let mut figures = vec![Figures::default(); points.len()];
+    let mut figures = vec![TrendFigures::default(); points.len()];
     let finite: Vec<usize> = (0..points.len())
         .filter(|&i| points[i].value.is_finite())
         .collect();

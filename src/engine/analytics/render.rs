@@ -30,7 +30,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::spec::QuerySpec;
-use crate::domain::trend::{self, Analysis, Detector, Point};
+use crate::domain::trend::{self, Analysis, Detector, TrendPoint};
 use crate::report::{Definitions, Sink};
 use crate::store::analytics as stored;
 use crate::store::{Store, from_ms};
@@ -240,9 +240,9 @@ pub async fn write(
         if !same && let Some((series, buckets)) = current.take() {
             let dims: BTreeMap<String, String> = serde_json::from_str(&series)?;
             for (m, metric) in metrics.iter().enumerate() {
-                let points: Vec<Point> = buckets
+                let points: Vec<TrendPoint> = buckets
                     .iter()
-                    .map(|(bucket, values)| Point {
+                    .map(|(bucket, values)| TrendPoint {
                         at: from_ms(*bucket),
                         value: values.get(m).copied().flatten().unwrap_or(f64::NAN),
                     })
@@ -394,7 +394,7 @@ fn zone_time(at: chrono::DateTime<chrono::Utc>, zone: Tz) -> String {
 /// moving average (dashed) and the baseline (dotted, where there is one), anomalies as
 /// red dots, time labels in `zone`, then the anomalies listed with their baseline and
 /// z-score.
-fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> String {
+fn html_series(title: &str, points: &[TrendPoint], analysis: &Analysis, zone: Tz) -> String {
     const W: f64 = 860.0;
     const H: f64 = 260.0;
     const LEFT: f64 = 70.0;
@@ -839,8 +839,8 @@ mod tests {
     #[test]
     fn html_chart_marks_and_lists_the_spike_with_its_z_score_in_the_chosen_zone() {
         let start = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
-        let points: Vec<Point> = (0..20)
-            .map(|i| Point {
+        let points: Vec<TrendPoint> = (0..20)
+            .map(|i| TrendPoint {
                 at: start + TimeDelta::days(i),
                 value: if i == 15 {
                     100.0
@@ -885,8 +885,8 @@ mod tests {
     #[test]
     fn html_chart_of_a_flat_series_lists_no_anomalies() {
         let start = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
-        let points: Vec<Point> = (0..10)
-            .map(|i| Point {
+        let points: Vec<TrendPoint> = (0..10)
+            .map(|i| TrendPoint {
                 at: start + TimeDelta::hours(i),
                 value: 5.0,
             })
