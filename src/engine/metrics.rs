@@ -64,7 +64,7 @@ pub enum PollError {
 
 /// What one poll did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollReport {
+pub struct MetricPollReport {
     /// Skills or queues published, those the platform left out (shown as zeros)
     /// included.
     pub tiles: usize,
@@ -172,7 +172,7 @@ impl MetricPoller {
     }
 
     /// Publishes the health an outcome means; false when the family is to stop.
-    fn settle(&self, outcome: Result<PollReport, PollError>) -> bool {
+    fn settle(&self, outcome: Result<MetricPollReport, PollError>) -> bool {
         let family = self.family.as_str();
         match outcome {
             Ok(report) => {
@@ -202,7 +202,7 @@ impl MetricPoller {
 
     /// One poll: (re)lists when needed, asks for the figures, stores and publishes them.
     /// Runs in the caller's lane; [`MetricPoller::run`] puts it in the background lane.
-    pub async fn poll_once(&mut self) -> Result<PollReport, PollError> {
+    pub async fn poll_once(&mut self) -> Result<MetricPollReport, PollError> {
         let ids = self.ids().await?;
         let started = Utc::now();
         let (samples, report) = match self.family {
@@ -238,7 +238,7 @@ impl MetricPoller {
         tx.commit().await?;
         ::metrics::counter!(METRIC_SAMPLES_TOTAL, "family" => self.family.as_str())
             .increment(stored);
-        Ok(PollReport {
+        Ok(MetricPollReport {
             tiles: report.0,
             missing: report.1,
             stored,
@@ -713,7 +713,7 @@ mod tests {
         let report = skill_poller.poll_once().await.unwrap();
         assert_eq!(
             report,
-            PollReport {
+            MetricPollReport {
                 tiles: 250,
                 missing: 1,
                 stored: 250

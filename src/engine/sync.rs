@@ -124,7 +124,7 @@ impl SyncStatus {
 
 /// What one poll found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PollReport {
+pub struct SyncPollReport {
     /// Agents in the snapshot.
     pub agents: usize,
     /// Observed changes recorded.
@@ -306,7 +306,7 @@ impl StateSync {
     }
 
     /// One cycle, returning when its accepted poll was sent along with the outcome.
-    async fn poll_cycle(&mut self) -> Result<(Instant, PollReport), (Instant, SyncError)> {
+    async fn poll_cycle(&mut self) -> Result<(Instant, SyncPollReport), (Instant, SyncError)> {
         let mut sent = Instant::now();
         match self.subscribe_and_poll(&mut sent).await {
             Ok(report) => Ok((sent, report)),
@@ -319,7 +319,10 @@ impl StateSync {
         }
     }
 
-    async fn subscribe_and_poll(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
+    async fn subscribe_and_poll(
+        &mut self,
+        sent: &mut Instant,
+    ) -> Result<SyncPollReport, SyncError> {
         let subscribed = self.ensure_feed().await?;
         let mut report = self.poll_current(sent).await?;
         report.subscribed |= subscribed;
@@ -328,7 +331,7 @@ impl StateSync {
 
     /// One poll, as a step for tests: opens (or renews) the feed if needed, polls,
     /// records.
-    pub async fn poll_once(&mut self) -> Result<PollReport, SyncError> {
+    pub async fn poll_once(&mut self) -> Result<SyncPollReport, SyncError> {
         self.poll_cycle().await.map(|(_, r)| r).map_err(|(_, e)| e)
     }
 
@@ -372,7 +375,7 @@ impl StateSync {
         managed_agents(self.platform.as_ref(), s).await.map(Some)
     }
 
-    async fn poll_current(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
+    async fn poll_current(&mut self, sent: &mut Instant) -> Result<SyncPollReport, SyncError> {
         let answer = match self.poll_paced(sent).await {
             Err(CxoneError::NotFound { .. }) => {
                 let id = self.subscription_id().unwrap_or_default().to_owned();
@@ -443,7 +446,7 @@ impl StateSync {
         &mut self,
         snapshot: Vec<ObservedAgent>,
         sent: Instant,
-    ) -> Result<PollReport, SyncError> {
+    ) -> Result<SyncPollReport, SyncError> {
         let polled_at = Utc::now();
         let stamp = self.stamps.now();
         let sent_at = TimeDelta::from_std(sent.elapsed())
@@ -497,7 +500,7 @@ impl StateSync {
         let seen = snapshot.iter().map(|a| a.agent_id.clone()).collect();
         self.status.succeeded(polled_at, sent_at, seen);
         metrics::counter!(SYNC_DELTAS_TOTAL).increment(recorded as u64);
-        Ok(PollReport {
+        Ok(SyncPollReport {
             agents: snapshot.len(),
             recorded,
             subscribed: false,
