@@ -116,7 +116,7 @@ async fn checks(tenant: &ServedTenant) -> (Result<(), String>, Result<(), String
         // leader does, and answers for them ([ha]).
         let platform = async {
             match state.store.role() {
-                crate::store::Role::Follower => Ok(()),
+                crate::store::InstanceRole::Follower => Ok(()),
                 _ => platform_readiness(state).await,
             }
         };
@@ -155,10 +155,10 @@ async fn tenant_readiness(tenant: &ServedTenant, detailed: bool) -> (bool, serde
         "platform": show(&platform),
     });
     let role = state.store.role();
-    if role != crate::store::Role::Sole {
-        body["leads"] = json!(matches!(role, crate::store::Role::Leader { .. }));
+    if role != crate::store::InstanceRole::Sole {
+        body["leads"] = json!(matches!(role, crate::store::InstanceRole::Leader { .. }));
     }
-    if role == crate::store::Role::Follower {
+    if role == crate::store::InstanceRole::Follower {
         // What the platform and the sync are, the tenant's leader says.
         body["platform"] = json!("leader's");
     } else if let Some(sync) = &state.sync {
@@ -263,7 +263,7 @@ pub async fn metrics(
             // A sole instance (SQLite, or no [ha]) leads its tenants without a lease:
             // said here, so "no leader for a tenant" reads alike on every backend. One
             // among several says it from its leadership (`cluster::leadership`).
-            if tenant.state.store.role() == crate::store::Role::Sole {
+            if tenant.state.store.role() == crate::store::InstanceRole::Sole {
                 metrics::gauge!(TENANT_LEADER).set(1.0);
             }
         })

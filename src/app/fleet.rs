@@ -63,7 +63,10 @@ impl Started {
         if launch.ha.is_some() {
             // A follower until its lease says otherwise, before anything can write: a
             // sole instance's writes prove no term.
-            tenant.services.store.set_role(crate::store::Role::Follower);
+            tenant
+                .services
+                .store
+                .set_role(crate::store::InstanceRole::Follower);
         }
         let served = tenant.served(launch.exports.clone(), launch.ha.as_ref());
         let (id, rules, judging, store) = (

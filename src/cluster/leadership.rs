@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease;
 use super::spread::Spread;
-use crate::store::{Role, Store};
+use crate::store::{InstanceRole, Store};
 use crate::telemetry::names::{LEADERSHIP_CHANGES_TOTAL, TENANT_LEADER};
 
 /// How often a leader forgets the instances long gone ([`lease::forget_silent`]).
@@ -80,7 +80,7 @@ impl Leadership {
         settings: LeadershipSettings,
     ) -> (Leadership, watch::Receiver<Standing>) {
         let (standing, watching) = watch::channel(Standing::Follower);
-        store.set_role(Role::Follower);
+        store.set_role(InstanceRole::Follower);
         metrics::gauge!(TENANT_LEADER).set(0.0);
         metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(0);
         (
@@ -231,7 +231,7 @@ impl Leadership {
         let stopped = tokio::time::timeout_at(deadline, work_stops)
             .await
             .unwrap_or(false);
-        self.store.set_role(Role::Follower);
+        self.store.set_role(InstanceRole::Follower);
         self.count_stop();
         if stopped
             && let Err(error) = lease::release(&self.store, &self.settings.instance, term).await
@@ -241,7 +241,7 @@ impl Leadership {
     }
 
     fn lead(&self, term: i64) {
-        self.store.set_role(Role::Leader {
+        self.store.set_role(InstanceRole::Leader {
             instance: self.settings.instance.clone(),
             term,
         });
@@ -260,7 +260,7 @@ impl Leadership {
     }
 
     fn step_down(&self, why: &str) {
-        self.store.set_role(Role::Follower);
+        self.store.set_role(InstanceRole::Follower);
         self.count_stop();
         self.standing.send_replace(Standing::Follower);
         tracing::warn!(
@@ -325,7 +325,7 @@ mod tests {
             until(&mut a_standing, ttl, leads).await,
             Standing::Leader { term: 1 }
         );
-        assert!(matches!(a.role(), Role::Leader { term: 1, .. }));
+        assert!(matches!(a.role(), InstanceRole::Leader { term: 1, .. }));
 
         let (second, mut b_standing) = Leadership::new(b.clone(), settings("b", ttl));
         let b_stop = CancellationToken::new();
@@ -347,7 +347,7 @@ mod tests {
         }
         assert_eq!(*a_standing.borrow(), Standing::Leader { term: 1 });
         assert_eq!(*b_standing.borrow(), Standing::Follower);
-        assert_eq!(b.role(), Role::Follower);
+        assert_eq!(b.role(), InstanceRole::Follower);
 
         // a stops and releases: b leads within its next try or two.
         a_stop.cancel();
@@ -464,7 +464,11 @@ mod tests {
         // The database goes away under a (its pools closed): no renewal gets through.
         a.close().await;
         until(&mut standing, ttl, |s| s == Standing::Follower).await;
-        assert_eq!(a.role(), Role::Follower, "its writes are refused at once");
+        assert_eq!(
+            a.role(),
+            InstanceRole::Follower,
+            "its writes are refused at once"
+        );
         let lease = lease::leadership(&watcher).await.unwrap().unwrap();
         assert!(
             lease.current(),

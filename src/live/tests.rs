@@ -368,7 +368,7 @@ async fn a_leader_shares_the_board_its_pollers_filled_before_the_feed_started() 
     use crate::store::live_shared::{self, View};
 
     let (store, _dir) = temp_store().await;
-    store.set_role(crate::store::Role::Leader {
+    store.set_role(crate::store::InstanceRole::Leader {
         instance: "wfmd-a".into(),
         term: 1,
     });
