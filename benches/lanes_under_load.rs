@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use wfmd::cxone::budget::DEFAULT_INTERACTIVE_RESERVE;
 use wfmd::cxone::{Budget, Lane, in_lane};
 use wfmd::domain::{AgentState, Origin};
-use wfmd::engine::bulk::{BulkJobs, BulkSettings, JobRequest, Selector};
+use wfmd::engine::bulk::{BulkJobs, BulkSelector, BulkSettings, JobRequest};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::{Change, Outcome, TransitionEngine, TransitionRequest};
 use wfmd::sim::SimConfig;
@@ -185,7 +185,7 @@ async fn case(cold: bool) -> Waits {
     let bulk = BulkJobs::new(engine.clone(), BulkSettings::from(&platform.config.bulk));
     let job = bulk
         .submit(JobRequest {
-            selector: Selector::Agents(bulk_agents),
+            selector: BulkSelector::Agents(bulk_agents),
             target: AgentState::NotReady,
             reason: Some("MEETING".into()),
             actor: "bench".into(),

@@ -28,7 +28,7 @@ use super::{ApiState, Routes, to_the_end, with_body_limit};
 use crate::domain::AgentState;
 use crate::domain::adherence::{AdherenceFigures, DaySpan};
 use crate::engine::authorisations::{self, Authorise, AuthoriseError};
-use crate::engine::bulk::Selector;
+use crate::engine::bulk::BulkSelector;
 use crate::report::day_view;
 use crate::store::authorisations::{self as stored, AuthorisationRow};
 use crate::store::{from_ms, to_ms};
@@ -160,8 +160,8 @@ pub async fn authorise(
 ) -> Result<Response, Problem> {
     let JsonBody(body) = body?;
     let (agents, team) = match agents_or_team(body.agents, body.team)? {
-        Selector::Agents(agents) => (at_most_allowed(agents)?, None),
-        Selector::Team(team) => (
+        BulkSelector::Agents(agents) => (at_most_allowed(agents)?, None),
+        BulkSelector::Team(team) => (
             state.bulk.team(&team).await.map_err(bulk_problem)?,
             Some(team),
         ),

@@ -25,7 +25,7 @@ use super::validate::{
 };
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
-use crate::engine::bulk::{Accepted, BulkError, JobRequest, MAX_AGENTS, Selector};
+use crate::engine::bulk::{Accepted, BulkError, BulkSelector, JobRequest, MAX_AGENTS};
 use crate::engine::deferred::WhenBusy;
 use crate::engine::jobs::BulkJobView;
 
@@ -156,7 +156,7 @@ struct AcceptedView {
     replayed: bool,
 }
 
-fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
+fn selector(body: &mut BulkBody) -> Result<BulkSelector, Problem> {
     agents_or_team(body.agents.take(), body.team.take())
 }
 
@@ -164,7 +164,7 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
 pub(super) fn agents_or_team(
     agents: Option<Vec<String>>,
     team: Option<String>,
-) -> Result<Selector, Problem> {
+) -> Result<BulkSelector, Problem> {
     match (agents, team) {
         (Some(_), Some(_)) => Err(Problem::invalid_field(
             "team",
@@ -184,7 +184,7 @@ pub(super) fn agents_or_team(
                     ),
                 ));
             }
-            Ok(Selector::Agents(agents))
+            Ok(BulkSelector::Agents(agents))
         }
         (None, Some(team)) => {
             // Characters, as the document's `maxLength` counts them.
@@ -194,7 +194,7 @@ pub(super) fn agents_or_team(
                     format!("team must be a team id or name of 1 to {MAX_ID_LEN} characters"),
                 ));
             }
-            Ok(Selector::Team(team))
+            Ok(BulkSelector::Team(team))
         }
     }
 }

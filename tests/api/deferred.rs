@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wfmd::config::{Config, WebhookConfig};
 use wfmd::domain::AgentState;
-use wfmd::domain::rule::{Action, Conditions, Rule, RuleWhenBusy, Selector};
+use wfmd::domain::rule::{Action, Conditions, Rule, RuleSelector, RuleWhenBusy};
 use wfmd::engine::rules::RuleFirer;
 use wfmd::on;
 use wfmd::store::Store;
@@ -771,7 +771,7 @@ async fn a_rule_with_when_busy_defer_makes_its_change_when_the_contact_ends(dial
     let rule = Rule {
         name: "meeting".into(),
         slots: wfmd::domain::cron::Slots::parse("0 0 12 * * *", "UTC").unwrap(),
-        selector: Selector::Agents(vec![free.clone(), busy.clone()]),
+        selector: RuleSelector::Agents(vec![free.clone(), busy.clone()]),
         action: Action::Set {
             state: AgentState::NotReady,
             reason: Some("MEETING".into()),

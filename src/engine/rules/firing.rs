@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Firer, Firing, Unfinished};
 use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
-use crate::domain::rule::{Rule, RuleWhenBusy, Selector, Skip};
+use crate::domain::rule::{Rule, RuleSelector, RuleWhenBusy, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
 use crate::engine::deferred::Defer;
 use crate::engine::{
@@ -128,8 +128,8 @@ impl RuleFirer {
     }
 
     /// The agents `selector` names now, sorted.
-    async fn targets(&self, selector: &Selector) -> Result<Vec<String>, FiringError> {
-        if let Selector::Agents(agents) = selector {
+    async fn targets(&self, selector: &RuleSelector) -> Result<Vec<String>, FiringError> {
+        if let RuleSelector::Agents(agents) = selector {
             let mut agents = agents.clone();
             agents.sort();
             return Ok(agents);
@@ -481,18 +481,18 @@ impl RuleFirer {
 
 /// The platform listing a selector stands for; `None` for an explicit list of agents,
 /// which needs no call.
-fn agent_filter(selector: &Selector) -> Option<AgentFilter> {
+fn agent_filter(selector: &RuleSelector) -> Option<AgentFilter> {
     match selector {
-        Selector::Agents(_) => None,
-        Selector::Team(team) => Some(AgentFilter {
+        RuleSelector::Agents(_) => None,
+        RuleSelector::Team(team) => Some(AgentFilter {
             team_id: Some(team.clone()),
             skill_id: None,
         }),
-        Selector::Skill(skill) => Some(AgentFilter {
+        RuleSelector::Skill(skill) => Some(AgentFilter {
             team_id: None,
             skill_id: Some(skill.clone()),
         }),
-        Selector::All => Some(AgentFilter::default()),
+        RuleSelector::All => Some(AgentFilter::default()),
     }
 }
 
@@ -584,21 +584,27 @@ mod tests {
     #[test]
     fn selectors_list_by_team_by_skill_everyone_or_not_at_all() {
         assert_eq!(
-            agent_filter(&Selector::Team("t_1".into())),
+            agent_filter(&RuleSelector::Team("t_1".into())),
             Some(AgentFilter {
                 team_id: Some("t_1".into()),
                 skill_id: None
             })
         );
         assert_eq!(
-            agent_filter(&Selector::Skill("s_100".into())),
+            agent_filter(&RuleSelector::Skill("s_100".into())),
             Some(AgentFilter {
                 team_id: None,
                 skill_id: Some("s_100".into())
             })
         );
-        assert_eq!(agent_filter(&Selector::All), Some(AgentFilter::default()));
-        assert_eq!(agent_filter(&Selector::Agents(vec!["u_001".into()])), None);
+        assert_eq!(
+            agent_filter(&RuleSelector::All),
+            Some(AgentFilter::default())
+        );
+        assert_eq!(
+            agent_filter(&RuleSelector::Agents(vec!["u_001".into()])),
+            None
+        );
     }
 
     #[test]
