@@ -77,7 +77,7 @@ fn status_kb(key: &str) -> u64 {
 
 fn platform_csv_bench() {
     use wfmd::engine::analytics::render::{self, AnalyticsFormat, CsvFormat, HashSink};
-    use wfmd::engine::analytics::spec::{Bucket, QuerySpec, Source};
+    use wfmd::engine::analytics::spec::{AnalyticsSource, Bucket, QuerySpec};
 
     let runtime = common::runtime();
     runtime.block_on(async {
@@ -105,7 +105,7 @@ fn platform_csv_bench() {
         ));
         let from = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
         let spec = QuerySpec {
-            source: Source::Platform,
+            source: AnalyticsSource::Platform,
             metrics: vec!["duration:avg".parse().unwrap(), "count:sum".parse().unwrap()],
             dimensions: vec!["group.id".into(), "skill.id".into()],
             filters: vec![],
@@ -151,7 +151,7 @@ const PER_DAY: i64 = 111;
 
 fn history_bench() {
     use wfmd::engine::analytics::history::{self, Path};
-    use wfmd::engine::analytics::spec::{Bucket, QuerySpec, Source};
+    use wfmd::engine::analytics::spec::{AnalyticsSource, Bucket, QuerySpec};
 
     let runtime = common::runtime();
     runtime.block_on(async {
@@ -210,7 +210,7 @@ fn history_bench() {
         );
 
         let spec = QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: vec!["adherence_pct:avg".parse().unwrap()],
             dimensions: vec!["agent".into()],
             filters: vec![],

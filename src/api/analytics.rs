@@ -19,7 +19,7 @@ use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::domain::trend::{Detector, Seasonality, TrendSettings};
 use crate::engine::analytics::render::{self, AnalyticsFormat, CsvFormat};
-use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
+use crate::engine::analytics::spec::{AnalyticsSource, Bucket, FilterSpec, MetricSpec, QuerySpec};
 use crate::engine::analytics::{AnalyticsJobView, SubmitError};
 use crate::report::{Definitions, Subject};
 use crate::store::analytics::AnalyticsJobRow;
@@ -41,7 +41,7 @@ pub fn routes() -> Routes {
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// `history` (wfmd's own store) or `platform`.
-    source: Source,
+    source: AnalyticsSource,
     /// `NAME:AGG`, e.g. `adherence_pct:avg`. History metrics: idle_seconds,
     /// state_seconds, adherence_pct, exceptions, violations, transitions,
     /// latency_p95_ms; AGG: sum, avg, min, max, count.

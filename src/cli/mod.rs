@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Services;
 use crate::config::tenants::{TenantId, TenantSpec};
-use crate::config::{Config, LogFormat, Source};
+use crate::config::{Config, ConfigSource, LogFormat};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::engine::{Change, Changed, Outcome, Transition, TransitionRequest};
@@ -375,7 +375,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     if let Command::Token(command) = cli.command {
         return token::run(command);
     }
-    let source = Source {
+    let source = ConfigSource {
         file: cli.config.clone(),
         simulate: simulate || !needs_platform,
     };

@@ -437,12 +437,12 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::config::Source;
+    use crate::config::ConfigSource;
 
     fn load(main: &str) -> Result<Config, ConfigError> {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(main.as_bytes()).unwrap();
-        let source = Source {
+        let source = ConfigSource {
             file: Some(file.path().to_owned()),
             simulate: true,
         };

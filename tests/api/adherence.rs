@@ -876,7 +876,7 @@ async fn an_imported_titled_activity_is_judged_by_its_rule_on_either_dialect(dia
 #[tokio::test]
 async fn sighup_applies_edited_adherence_rules_and_refuses_an_invalid_edit() {
     use crate::helpers::{Daemon, eventually, get_json, get_text};
-    use wfmd::config::Source;
+    use wfmd::config::ConfigSource;
 
     // The platform's time stands still: the agent stays where the test found it.
     let sim = TestSim::start(SimConfig {
@@ -923,7 +923,7 @@ async fn sighup_applies_edited_adherence_rules_and_refuses_an_invalid_edit() {
         );
         std::fs::write(&file, text).unwrap();
         // The version the daemon should judge by, from the same file.
-        let source = Source {
+        let source = ConfigSource {
             file: Some(file.clone()),
             simulate: false,
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use wfmd::cluster::lease;
-use wfmd::config::{Config, Source};
+use wfmd::config::{Config, ConfigSource};
 use wfmd::domain::tenant::TenantId;
 use wfmd::store::Store;
 use wfmd::telemetry::names::{LEADERSHIP_CHANGES_TOTAL, TENANT_LEADER};
@@ -176,7 +176,7 @@ async fn on_postgresql_an_instance_shows_the_tenant_it_leads_and_the_one_another
             crate::helpers::CLUSTER_KEY
         ),
     );
-    let source = Source {
+    let source = ConfigSource {
         file: Some(file),
         simulate: false,
     };

@@ -43,7 +43,7 @@ use crate::store::analytics::{self as stored, AnalyticsJobRow, NewResult};
 use crate::store::audit::{self, NewEntry};
 use crate::store::outbox;
 use crate::store::{Store, from_ms, to_ms};
-use spec::{QuerySpec, Source, SpecError};
+use spec::{AnalyticsSource, QuerySpec, SpecError};
 
 /// The audit action of a completed analytics job; its `detail.sha256` is the hash
 /// `wfmd analytics verify` checks files against.
@@ -164,7 +164,7 @@ impl AnalyticsJobs {
     /// Checks and stores a query; it runs in the background. Returns the job id.
     pub async fn submit(&self, spec: &QuerySpec, actor: &str) -> Result<String, SubmitError> {
         spec.check()?;
-        if spec.source == Source::Platform {
+        if spec.source == AnalyticsSource::Platform {
             match &self.platform {
                 Some(platform) => platform.offered().map_err(SubmitError::NotOffered)?,
                 None => {
@@ -175,7 +175,7 @@ impl AnalyticsJobs {
                 }
             }
         }
-        if spec.source == Source::History
+        if spec.source == AnalyticsSource::History
             && let Err(not_kept) = history::check_kept(&self.store, spec).await?
         {
             return Err(SpecError::new("from", not_kept.to_string()).into());
@@ -297,7 +297,7 @@ impl AnalyticsJobs {
             }
         };
         let outcome = match spec.source {
-            Source::History => {
+            AnalyticsSource::History => {
                 let _turn = self.history_turn.lock().await;
                 let mut tx = self.store.begin_write().await?;
                 stored::mark_running(&mut tx, id, to_ms(Utc::now())).await?;
@@ -305,7 +305,7 @@ impl AnalyticsJobs {
                 tx.commit().await?;
                 self.run_history(id, &spec).await
             }
-            Source::Platform => self.run_platform(&job, &spec).await,
+            AnalyticsSource::Platform => self.run_platform(&job, &spec).await,
         };
         match outcome {
             Ok(()) => self.complete(id, &spec).await,

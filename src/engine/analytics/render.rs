@@ -544,7 +544,7 @@ fn round(value: f64) -> String {
 mod tests {
     use super::*;
     use crate::domain::trend::{Detector, Seasonality, TrendSettings};
-    use crate::engine::analytics::spec::{Bucket, Source};
+    use crate::engine::analytics::spec::{AnalyticsSource, Bucket};
     use crate::store::analytics::NewResult;
     use crate::store::testing::temp_store;
     use crate::store::to_ms;
@@ -591,7 +591,7 @@ mod tests {
     async fn job_over_agents(store: &Store, ids: &[&str], detector: Detector) -> QuerySpec {
         let from = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
         let spec = QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: vec!["transitions:sum".parse().unwrap()],
             dimensions: vec!["agent".into()],
             filters: Vec::new(),
@@ -793,7 +793,7 @@ mod tests {
             })
             .collect();
         let spec = QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: vec!["transitions:sum".parse().unwrap()],
             dimensions: Vec::new(),
             filters: Vec::new(),
