@@ -135,7 +135,7 @@ pub async fn forget_silent(store: &Store, after: Duration) -> Result<u64, sqlx::
 
 /// The tenant's lease as the database holds it now.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
-pub struct Leadership {
+pub struct Lease {
     /// The instance holding (or last holding) the lease.
     pub holder: String,
     pub term: i64,
@@ -146,7 +146,7 @@ pub struct Leadership {
     pub now: i64,
 }
 
-impl Leadership {
+impl Lease {
     /// Whether the lease is current (its holder leads).
     pub fn current(&self) -> bool {
         self.now < self.expires_at
@@ -163,7 +163,7 @@ pub struct Instance {
 }
 
 /// The tenant's lease, if any instance ever took it.
-pub async fn leadership(store: &Store) -> Result<Option<Leadership>, sqlx::Error> {
+pub async fn leadership(store: &Store) -> Result<Option<Lease>, sqlx::Error> {
     fetch!(
         store.reader(),
         optional,
