@@ -86,6 +86,8 @@ pub mod web;
 
 #[cfg(test)]
 mod import_cycles;
+#[cfg(test)]
+mod type_names;
 
 pub use app::{App, Services, http_client, incontact_settings, platform, start_simulator};
 
