@@ -40,7 +40,8 @@
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed, the definitions that
 //!   go with every number, and one agent's schedule against actual.
 //! - [`tasks`]: the tenant a task works for, and the one way to spawn a task (keeping
-//!   it); [`telemetry`]: the metrics, labelled with that tenant.
+//!   it); [`telemetry`]: the metrics, labelled with that tenant, and their names
+//!   ([`telemetry::names`], which imports nothing, so every layer records by them).
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
 //!   the database, logs and messages; [`caller_slots`]: the places each caller may hold
 //!   at once (downloads in progress, live-feed streams).
