@@ -40,9 +40,11 @@
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed, the definitions that
 //!   go with every number, and one agent's schedule against actual.
 //! - [`tasks`]: the tenant a task works for, and the one way to spawn a task (keeping
-//!   it); [`telemetry`]: the metrics, labelled with that tenant.
+//!   it); [`telemetry`]: the metrics, labelled with that tenant, and their names
+//!   ([`telemetry::names`], which imports nothing, so every layer records by them).
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
-//!   the database, logs and messages.
+//!   the database, logs and messages; [`caller_slots`]: the places each caller may hold
+//!   at once (downloads in progress, live-feed streams).
 //! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
 //!   generated from the routes, problem+json errors.
 //! - `sim`: the built-in platform simulator, written from the platform contract
@@ -68,6 +70,7 @@
 
 pub mod api;
 mod app;
+pub mod caller_slots;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -87,6 +90,8 @@ pub mod web;
 
 #[cfg(test)]
 mod import_cycles;
+#[cfg(test)]
+mod type_names;
 
 pub use app::{App, Services, http_client, incontact_settings, platform, start_simulator};
 

@@ -33,6 +33,7 @@ use crate::domain::tenant::TenantId;
 use super::error::Problem;
 use super::roles::{self, BEARER};
 use crate::config::api_tokens::{ApiTokenConfig, Role};
+use crate::telemetry::names::API_REFUSALS_TOTAL;
 
 /// The actor of changes made when no tokens are configured.
 pub const LOCAL_CALLER: &str = "local";
@@ -222,7 +223,7 @@ impl MetricsToken {
             Ok(digest) if bool::from(self.0[..].ct_eq(&digest[..])) => Ok(()),
             refused => {
                 let reason = refused.err().map_or("invalid", Refusal::reason);
-                metrics::counter!("wfmd_api_refusals_total", "reason" => reason).increment(1);
+                metrics::counter!(API_REFUSALS_TOTAL, "reason" => reason).increment(1);
                 Err(invalid_credential(
                     "/metrics needs `Authorization: Bearer <server.metrics_token>`",
                 ))
@@ -468,7 +469,7 @@ pub async fn authorize(
             next.run(request).await
         }
         Err(refusal) => {
-            metrics::counter!("wfmd_api_refusals_total", "reason" => refusal.reason()).increment(1);
+            metrics::counter!(API_REFUSALS_TOTAL, "reason" => refusal.reason()).increment(1);
             match refusal {
                 Refusal::Missing => tracing::debug!("refused: no bearer token"),
                 Refusal::Malformed | Refusal::Invalid => {

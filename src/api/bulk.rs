@@ -14,20 +14,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::agents::{
-    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
-};
 use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, not_null, parse};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::validate::{
+    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
+};
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
-use crate::engine::bulk::{Accepted, BulkError, JobRequest, MAX_AGENTS, Selector};
+use crate::engine::bulk::{Accepted, BulkError, BulkSelector, JobRequest, MAX_AGENTS};
 use crate::engine::deferred::WhenBusy;
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 
 /// The largest job body: every one of `MAX_AGENTS` ids at the longest accepted length
 /// with its quotes and comma, plus room for the other fields and whitespace.
@@ -156,7 +156,7 @@ struct AcceptedView {
     replayed: bool,
 }
 
-fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
+fn selector(body: &mut BulkBody) -> Result<BulkSelector, Problem> {
     agents_or_team(body.agents.take(), body.team.take())
 }
 
@@ -164,7 +164,7 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
 pub(super) fn agents_or_team(
     agents: Option<Vec<String>>,
     team: Option<String>,
-) -> Result<Selector, Problem> {
+) -> Result<BulkSelector, Problem> {
     match (agents, team) {
         (Some(_), Some(_)) => Err(Problem::invalid_field(
             "team",
@@ -184,7 +184,7 @@ pub(super) fn agents_or_team(
                     ),
                 ));
             }
-            Ok(Selector::Agents(agents))
+            Ok(BulkSelector::Agents(agents))
         }
         (None, Some(team)) => {
             // Characters, as the document's `maxLength` counts them.
@@ -194,7 +194,7 @@ pub(super) fn agents_or_team(
                     format!("team must be a team id or name of 1 to {MAX_ID_LEN} characters"),
                 ));
             }
-            Ok(Selector::Team(team))
+            Ok(BulkSelector::Team(team))
         }
     }
 }
@@ -234,7 +234,7 @@ pub async fn create_bulk_job(
         check_reason(reason)?;
     }
     let idempotency_key = idempotency_key(body.idempotency_key.take(), &headers, &caller)?;
-    let defer_for = super::agents::asked_wait(body.when_busy, body.defer_for.as_deref())?
+    let defer_for = super::validate::asked_wait(body.when_busy, body.defer_for.as_deref())?
         .map(|wait| wait.unwrap_or(state.deferred.defer_for()));
     let accepted = state
         .bulk
@@ -287,7 +287,7 @@ fn too_large(problem: Problem) -> Problem {
     security(("bearer" = [VIEWER])),
     params(JobPath, ShowQuery),
     responses(
-        (status = 200, description = "The job as it stands", body = JobView),
+        (status = 200, description = "The job as it stands", body = BulkJobView),
         NoSuchJob,
     )
 )]
@@ -295,7 +295,7 @@ pub async fn show_bulk_job(
     State(state): State<ApiState>,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ShowQuery>,
-) -> Result<Json<JobView>, Problem> {
+) -> Result<Json<BulkJobView>, Problem> {
     let with_items = match query.items.as_deref() {
         None | Some("true") => true,
         Some("false") => false,
@@ -318,7 +318,7 @@ pub async fn show_bulk_job(
     security(("bearer" = [SUPERVISOR])),
     params(JobPath),
     responses(
-        (status = 200, description = "Cancellation asked for; the job as it stands", body = JobView),
+        (status = 200, description = "Cancellation asked for; the job as it stands", body = BulkJobView),
         NoSuchJob,
         (status = 409, description = "The job completed already"),
     )
@@ -327,7 +327,7 @@ pub async fn cancel_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
-) -> Result<Json<JobView>, Problem> {
+) -> Result<Json<BulkJobView>, Problem> {
     state
         .bulk
         .cancel(&job_id, &caller.name)

@@ -22,7 +22,7 @@ use super::roles::ADMIN;
 use super::tenancy::{Directory, ServedTenant};
 use crate::cluster::lease;
 use crate::config::ha::HaConfig;
-use crate::store::{Backend, Role};
+use crate::store::{Backend, InstanceRole};
 
 /// This instance as the cluster knows it: its id (`ha.instance_id`, by default the host
 /// name and process id) and how the others reach it (`ha.advertise_url`). Computed once
@@ -183,7 +183,7 @@ async fn read(
             view.lease_expires_at = instant(held.expires_at);
         }
         Ok(None) => {
-            if store.role() == Role::Sole {
+            if store.role() == InstanceRole::Sole {
                 view.leader = Some(this.id.to_string());
                 view.lease_current = true;
             }

@@ -46,6 +46,7 @@ use super::error::Problem;
 use super::forward::ClusterKey;
 use super::hosts::{self, AllowedHosts};
 use super::json::is_json;
+use crate::telemetry::names::HTTP_REQUESTS_TIMED_OUT_TOTAL;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -170,7 +171,7 @@ fn timed_out(error: tower::BoxError, limit: Duration) -> Response {
     if !error.is::<tower::timeout::error::Elapsed>() {
         return Problem::internal(&error).into_response();
     }
-    metrics::counter!("wfmd_http_requests_timed_out_total").increment(1);
+    metrics::counter!(HTTP_REQUESTS_TIMED_OUT_TOTAL).increment(1);
     tracing::warn!(
         ?limit,
         "a request ran past server.request_timeout; answered 503"

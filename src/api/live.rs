@@ -50,6 +50,9 @@ use super::tenancy::{Directory, NoSuchTenant, TenantPath};
 use super::{ApiState, Routes};
 use crate::domain::tenant::TenantId;
 use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
+use crate::telemetry::names::{
+    API_REFUSALS_TOTAL, LIVE_CLIENTS_DROPPED_TOTAL, LIVE_REFUSALS_TOTAL,
+};
 
 /// What the browser is told to wait before reconnecting on its own (the page runs its
 /// own backoff; this is for plain `EventSource` clients).
@@ -559,7 +562,7 @@ where
         std::task::Poll::Pending => match tokio::time::timeout(SEND_TIMEOUT, send).await {
             Ok(done) => done,
             Err(_) => {
-                metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                metrics::counter!(LIVE_CLIENTS_DROPPED_TOTAL).increment(1);
                 tracing::info!("a WebSocket client took no frame for 30 s; closed");
                 return Err(());
             }
@@ -637,7 +640,7 @@ fn crowded(crowded: Crowded) -> Response {
             ("too-many-tickets", "Too many tickets")
         }
     };
-    metrics::counter!("wfmd_live_refusals_total", "kind" => kind).increment(1);
+    metrics::counter!(LIVE_REFUSALS_TOTAL, "kind" => kind).increment(1);
     tracing::warn!(limit = crowded.limit(), "{crowded}");
     let retry_after = crowded.retry_after().as_secs().max(1);
     let mut problem = Problem::new(
@@ -703,7 +706,7 @@ pub async fn ticket_gate(
             next.run(request).await
         }
         None => {
-            metrics::counter!("wfmd_api_refusals_total", "reason" => "ticket").increment(1);
+            metrics::counter!(API_REFUSALS_TOTAL, "reason" => "ticket").increment(1);
             invalid_credential(
                 "the ticket is unknown, expired or already used; \
                  ask POST /v1/live/tickets for a new one",

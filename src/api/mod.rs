@@ -50,6 +50,7 @@ mod series;
 pub mod serve;
 mod spool;
 pub mod tenancy;
+mod validate;
 
 pub use hosts::AllowedHosts;
 pub use layers::Limits;

@@ -383,7 +383,7 @@ fn constrain(doc: &mut serde_json::Value) {
         json!({
             "type": "string",
             "minLength": 1,
-            "maxLength": crate::api::agents::MAX_ID_LEN,
+            "maxLength": crate::api::validate::MAX_ID_LEN,
             "pattern": AGENT_ID_PATTERN,
             "description": "A platform user id: 1 to 128 printable ASCII characters, not `.` or `..`.",
         }),
@@ -611,7 +611,7 @@ fn constrain_parameter(parameter: &mut serde_json::Value) {
         ("header", "idempotency-key") => json!({
             "type": "string",
             "minLength": 1,
-            "maxLength": crate::api::agents::MAX_KEY_LEN,
+            "maxLength": crate::api::validate::MAX_KEY_LEN,
             "pattern": HEADER_KEY_PATTERN,
         }),
         // An event id of ours is `evt_` and 32 hex digits; anything up to 64 visible
@@ -657,7 +657,7 @@ fn constrain_fields(schema: &mut serde_json::Value) {
         key.insert("minLength".to_owned(), json!(1));
         key.insert(
             "maxLength".to_owned(),
-            json!(crate::api::agents::MAX_KEY_LEN),
+            json!(crate::api::validate::MAX_KEY_LEN),
         );
     }
 }

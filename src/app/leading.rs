@@ -14,12 +14,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::tenant::Tenant;
 use super::worker::{Running, Worker};
-use crate::cluster::leadership::{Leadership, Settings, Standing};
+use crate::cluster::leadership::{Leadership, LeadershipSettings, Standing};
 use crate::cluster::lease;
 
 /// The worker that keeps `tenant`'s lease and runs its leader's work while this
 /// instance leads (see the module's doc); in the tenant's scope.
-pub(super) fn leading(tenant: Arc<Tenant>, settings: Settings, grace: Duration) -> Worker {
+pub(super) fn leading(
+    tenant: Arc<Tenant>,
+    settings: LeadershipSettings,
+    grace: Duration,
+) -> Worker {
     let id = tenant.id.clone();
     Worker::new("leadership", move |stop| {
         lead(tenant, settings, grace, stop)
@@ -46,7 +50,12 @@ impl Term {
     }
 }
 
-async fn lead(tenant: Arc<Tenant>, settings: Settings, grace: Duration, stop: CancellationToken) {
+async fn lead(
+    tenant: Arc<Tenant>,
+    settings: LeadershipSettings,
+    grace: Duration,
+    stop: CancellationToken,
+) {
     let store = tenant.services.store.clone();
     let instance = settings.instance.clone();
     let (leadership, mut standing) = Leadership::new(store.clone(), settings);

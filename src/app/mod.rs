@@ -40,7 +40,7 @@ pub struct App {
     tokens: api::auth::ApiTokens,
     shutdown_timeout: Duration,
     /// `[server]`'s limits on connections, and on each request.
-    serving: api::serve::Settings,
+    serving: api::serve::ServeSettings,
     limits: api::Limits,
     /// Downloads in progress per caller, and their limits (`[exports]`).
     exports: api::exports::Exports,
@@ -49,7 +49,7 @@ pub struct App {
     /// Whether each tenant holds its database's daemon lock.
     lock_databases: bool,
     /// This instance among several (`[ha]`); `None`: the sole instance.
-    ha: Option<crate::cluster::leadership::Settings>,
+    ha: Option<crate::cluster::leadership::LeadershipSettings>,
     /// This instance, among several or alone: its id (computed once, it holds the
     /// pid by default) is the one `ha` leads with and `GET /v1/cluster` shows.
     instance: api::cluster::ThisInstance,
@@ -110,7 +110,7 @@ impl App {
             tenants,
             tokens,
             shutdown_timeout: config.server.shutdown_timeout,
-            serving: api::serve::Settings::from_config(config),
+            serving: api::serve::ServeSettings::from_config(config),
             limits: api::Limits::from_config(config),
             exports: api::exports::Exports::new(&config.exports),
             clock,
@@ -118,7 +118,7 @@ impl App {
             ha: config
                 .ha
                 .as_ref()
-                .map(|ha| crate::cluster::leadership::Settings {
+                .map(|ha| crate::cluster::leadership::LeadershipSettings {
                     instance: instance.id.clone(),
                     advertise_url: ha.advertise_url.clone(),
                     lease_ttl: ha.lease_ttl,

@@ -162,7 +162,7 @@ impl Tenant {
     pub fn served(
         &self,
         exports: api::exports::Exports,
-        ha: Option<&crate::cluster::leadership::Settings>,
+        ha: Option<&crate::cluster::leadership::LeadershipSettings>,
     ) -> api::tenancy::ServedTenant {
         api::tenancy::ServedTenant {
             id: self.id.clone(),
@@ -176,7 +176,7 @@ impl Tenant {
     fn api_state(
         &self,
         exports: api::exports::Exports,
-        ha: Option<&crate::cluster::leadership::Settings>,
+        ha: Option<&crate::cluster::leadership::LeadershipSettings>,
     ) -> api::ApiState {
         api::ApiState {
             engine: self.services.engine.clone(),

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{DialectArg, Failure, ServeArgs, SimArgs, SimulateArgs};
 use crate::App;
 use crate::config::tenants::{TenantId, TenantSpec};
-use crate::config::{Config, CxoneConfig, Source};
+use crate::config::{Config, ConfigSource, CxoneConfig};
 
 /// Ground-truth entries per agent the simulator of `serve --simulate` keeps
 /// (`/_sim/agents` shows each agent's latest change).
@@ -19,7 +19,7 @@ const SIMULATED_STATE_LOG_LIMIT: usize = 1;
 pub(super) async fn serve(
     config: Config,
     args: ServeArgs,
-    source: Source,
+    source: ConfigSource,
 ) -> Result<ExitCode, Failure> {
     let mut tenants = tenants_of(&config, &args).map_err(Failure::usage)?;
     // The simulators outlive the daemon's drain, so in-flight changes can finish.
@@ -161,7 +161,7 @@ pub(super) async fn simulate_tenant(
 /// polled, so a SIGHUP sent once the daemon answers never meets the default action
 /// (which ends the process).
 fn reload_on_sighup(
-    source: Source,
+    source: ConfigSource,
     args: ServeArgs,
     mut simulators: Option<Simulators>,
     reloads: tokio::sync::mpsc::Sender<Vec<TenantSpec>>,

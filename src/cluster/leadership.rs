@@ -24,14 +24,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease;
 use super::spread::Spread;
-use crate::store::{Role, Store};
+use crate::store::{InstanceRole, Store};
+use crate::telemetry::names::{LEADERSHIP_CHANGES_TOTAL, TENANT_LEADER};
 
 /// How often a leader forgets the instances long gone ([`lease::forget_silent`]).
 const FORGET_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the leadership of a tenant needs to know of this instance.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct LeadershipSettings {
     pub instance: Arc<str>,
     pub advertise_url: Option<String>,
     pub lease_ttl: Duration,
@@ -39,7 +40,7 @@ pub struct Settings {
     pub spread: Arc<Spread>,
 }
 
-impl Settings {
+impl LeadershipSettings {
     fn renew_every(&self) -> Duration {
         self.lease_ttl / 3
     }
@@ -63,7 +64,7 @@ pub enum Standing {
 /// Keeps one tenant's lease for this instance (see the module's doc).
 pub struct Leadership {
     store: Store,
-    settings: Settings,
+    settings: LeadershipSettings,
     standing: watch::Sender<Standing>,
     /// The term whose leader work has stopped, as its runner says
     /// ([`Leadership::work_ended`]): a hand-over releases the lease after it.
@@ -74,11 +75,14 @@ impl Leadership {
     /// A leadership not running yet, and how to watch its standing (a follower's
     /// until it first takes the lease). The store's role follows the standing. Made in
     /// the tenant's scope, as it is run, so its metrics carry the tenant.
-    pub fn new(store: Store, settings: Settings) -> (Leadership, watch::Receiver<Standing>) {
+    pub fn new(
+        store: Store,
+        settings: LeadershipSettings,
+    ) -> (Leadership, watch::Receiver<Standing>) {
         let (standing, watching) = watch::channel(Standing::Follower);
-        store.set_role(Role::Follower);
-        metrics::gauge!(LEADER).set(0.0);
-        metrics::counter!(CHANGES).increment(0);
+        store.set_role(InstanceRole::Follower);
+        metrics::gauge!(TENANT_LEADER).set(0.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(0);
         (
             Leadership {
                 store,
@@ -227,7 +231,7 @@ impl Leadership {
         let stopped = tokio::time::timeout_at(deadline, work_stops)
             .await
             .unwrap_or(false);
-        self.store.set_role(Role::Follower);
+        self.store.set_role(InstanceRole::Follower);
         self.count_stop();
         if stopped
             && let Err(error) = lease::release(&self.store, &self.settings.instance, term).await
@@ -237,26 +241,26 @@ impl Leadership {
     }
 
     fn lead(&self, term: i64) {
-        self.store.set_role(Role::Leader {
+        self.store.set_role(InstanceRole::Leader {
             instance: self.settings.instance.clone(),
             term,
         });
         // Before the standing: whoever sees this instance lead finds the metrics say so.
-        metrics::gauge!(LEADER).set(1.0);
-        metrics::counter!(CHANGES).increment(1);
+        metrics::gauge!(TENANT_LEADER).set(1.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(1);
         self.standing.send_replace(Standing::Leader { term });
     }
 
     /// Counts this instance no longer leading the tenant: in the metrics, and out of
     /// its share of the tenants (the role and the standing are the caller's to change).
     fn count_stop(&self) {
-        metrics::gauge!(LEADER).set(0.0);
-        metrics::counter!(CHANGES).increment(1);
+        metrics::gauge!(TENANT_LEADER).set(0.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(1);
         self.settings.spread.no_longer_leads();
     }
 
     fn step_down(&self, why: &str) {
-        self.store.set_role(Role::Follower);
+        self.store.set_role(InstanceRole::Follower);
         self.count_stop();
         self.standing.send_replace(Standing::Follower);
         tracing::warn!(
@@ -265,11 +269,6 @@ impl Leadership {
         );
     }
 }
-
-/// 1 while this instance leads the tenant, else 0 (described in [`crate::telemetry`]).
-const LEADER: &str = "wfmd_tenant_leader";
-/// Each time this instance starts or stops leading the tenant.
-const CHANGES: &str = "wfmd_leadership_changes_total";
 
 /// Sleeps until `deadline`, or for ever without one.
 async fn sleep_until(deadline: Option<Instant>) {
@@ -285,8 +284,8 @@ mod tests {
     use crate::store::Backend;
     use crate::store::testing::temp_url_on;
 
-    fn settings(instance: &str, lease_ttl: Duration) -> Settings {
-        Settings {
+    fn settings(instance: &str, lease_ttl: Duration) -> LeadershipSettings {
+        LeadershipSettings {
             instance: Arc::from(instance),
             advertise_url: None,
             lease_ttl,
@@ -326,7 +325,7 @@ mod tests {
             until(&mut a_standing, ttl, leads).await,
             Standing::Leader { term: 1 }
         );
-        assert!(matches!(a.role(), Role::Leader { term: 1, .. }));
+        assert!(matches!(a.role(), InstanceRole::Leader { term: 1, .. }));
 
         let (second, mut b_standing) = Leadership::new(b.clone(), settings("b", ttl));
         let b_stop = CancellationToken::new();
@@ -348,7 +347,7 @@ mod tests {
         }
         assert_eq!(*a_standing.borrow(), Standing::Leader { term: 1 });
         assert_eq!(*b_standing.borrow(), Standing::Follower);
-        assert_eq!(b.role(), Role::Follower);
+        assert_eq!(b.role(), InstanceRole::Follower);
 
         // a stops and releases: b leads within its next try or two.
         a_stop.cancel();
@@ -376,10 +375,7 @@ mod tests {
                 .find_map(|line| line.strip_prefix(&series))
                 .map(|value| value.parse::<f64>().unwrap())
         };
-        (
-            value("wfmd_tenant_leader"),
-            value("wfmd_leadership_changes_total"),
-        )
+        (value(TENANT_LEADER), value(LEADERSHIP_CHANGES_TOTAL))
     }
 
     // A current-thread runtime (the default): the recorder set for the test's thread
@@ -440,7 +436,7 @@ mod tests {
         }
         let text = handle.render();
         let unlabelled = text.lines().filter(|line| {
-            ["wfmd_tenant_leader", "wfmd_leadership_changes_total"]
+            [TENANT_LEADER, LEADERSHIP_CHANGES_TOTAL]
                 .iter()
                 .any(|name| line.starts_with(name) && !line.contains("tenant=\"alpha\""))
         });
@@ -468,7 +464,11 @@ mod tests {
         // The database goes away under a (its pools closed): no renewal gets through.
         a.close().await;
         until(&mut standing, ttl, |s| s == Standing::Follower).await;
-        assert_eq!(a.role(), Role::Follower, "its writes are refused at once");
+        assert_eq!(
+            a.role(),
+            InstanceRole::Follower,
+            "its writes are refused at once"
+        );
         let lease = lease::leadership(&watcher).await.unwrap().unwrap();
         assert!(
             lease.current(),

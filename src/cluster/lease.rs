@@ -135,7 +135,7 @@ pub async fn forget_silent(store: &Store, after: Duration) -> Result<u64, sqlx::
 
 /// The tenant's lease as the database holds it now.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
-pub struct Leadership {
+pub struct Lease {
     /// The instance holding (or last holding) the lease.
     pub holder: String,
     pub term: i64,
@@ -146,7 +146,7 @@ pub struct Leadership {
     pub now: i64,
 }
 
-impl Leadership {
+impl Lease {
     /// Whether the lease is current (its holder leads).
     pub fn current(&self) -> bool {
         self.now < self.expires_at
@@ -163,7 +163,7 @@ pub struct Instance {
 }
 
 /// The tenant's lease, if any instance ever took it.
-pub async fn leadership(store: &Store) -> Result<Option<Leadership>, sqlx::Error> {
+pub async fn leadership(store: &Store) -> Result<Option<Lease>, sqlx::Error> {
     fetch!(
         store.reader(),
         optional,
@@ -233,7 +233,7 @@ mod tests {
 
     use super::*;
     use crate::store::testing::{temp_url_on, waits_for_an_advisory_lock};
-    use crate::store::{Backend, Role, is_not_leader};
+    use crate::store::{Backend, InstanceRole, is_not_leader};
 
     const LONG: Duration = Duration::from_secs(600);
 
@@ -246,8 +246,8 @@ mod tests {
         (a, b, dir)
     }
 
-    fn leader(instance: &str, term: i64) -> Role {
-        Role::Leader {
+    fn leader(instance: &str, term: i64) -> InstanceRole {
+        InstanceRole::Leader {
             instance: Arc::from(instance),
             term,
         }
@@ -332,7 +332,7 @@ mod tests {
         b.begin_write_unflushed().await.expect("b leads in term 2");
 
         // A follower refuses its own writes, before the database is asked.
-        a.set_role(Role::Follower);
+        a.set_role(InstanceRole::Follower);
         for refused in [
             write(&a).await.unwrap_err(),
             a.begin_write_unflushed().await.err().unwrap(),

@@ -4,7 +4,7 @@
 //!
 //! - [`lease`]: the lease row each tenant's leader holds, in a term, until it expires
 //!   by the database's clock; taking it over starts a new term, and every write of a
-//!   leader proves its term current (the fence, see [`crate::store::Role`]).
+//!   leader proves its term current (the fence, see [`crate::store::InstanceRole`]).
 //! - [`leadership`]: the loop each instance runs per tenant to take, renew and give up
 //!   that lease, saying when the instance leads.
 //! - [`spread`]: an instance leading more tenants than its share hands some over.

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::Live;
 use crate::cxone::Agent;
 use crate::engine::bulk::BulkJobs;
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 use crate::engine::metrics::{BoardReceiver, BoardSender};
 use crate::store::live_shared::{self, View};
-use crate::store::{Role, jobs};
+use crate::store::{InstanceRole, jobs};
 
 /// How often the outbox is read even when no commit was announced (another process,
 /// such as `wfmd transition`, wrote to the same database).
@@ -147,13 +147,13 @@ impl Live {
     /// Whether another instance leads the tenant: its roster and board are read from
     /// what the leader shares ([`Live::follow_leader`]), never from the platform.
     fn follows(&self) -> bool {
-        self.inner.store.role() == Role::Follower
+        self.inner.store.role() == InstanceRole::Follower
     }
 
     /// Shares `value` as `view` with the other instances' wallboards, when this
     /// instance leads the tenant among several (a sole instance has nobody to tell).
     async fn share(&self, view: View, value: &impl serde::Serialize) {
-        if !matches!(self.inner.store.role(), Role::Leader { .. }) {
+        if !matches!(self.inner.store.role(), InstanceRole::Leader { .. }) {
             return;
         }
         let now = chrono::Utc::now().timestamp_millis();
@@ -207,7 +207,7 @@ impl Live {
     }
 
     async fn follow_jobs(self, stop: CancellationToken, bulk: BulkJobs) {
-        let mut last: HashMap<String, JobView> = HashMap::new();
+        let mut last: HashMap<String, BulkJobView> = HashMap::new();
         loop {
             if let Err(error) = self.progress_step(&bulk, &mut last).await {
                 tracing::debug!(%error, "the live feed cannot read bulk jobs");
@@ -224,7 +224,7 @@ impl Live {
     async fn progress_step(
         &self,
         bulk: &BulkJobs,
-        last: &mut HashMap<String, JobView>,
+        last: &mut HashMap<String, BulkJobView>,
     ) -> Result<(), sqlx::Error> {
         let mut ids = jobs::unfinished(self.pool()).await?;
         ids.extend(last.keys().cloned());

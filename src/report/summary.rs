@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use crate::domain::AgentState;
-use crate::domain::adherence::{self, Figures, Timeline};
+use crate::domain::adherence::{self, AdherenceFigures, Timeline};
 use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::{self, Interval, TimeInState, Window};
 use crate::store::roster::RosterEntry;
@@ -149,7 +149,7 @@ impl AgentSummary {
         }
     }
 
-    fn set_adherence(&mut self, figures: &Figures) {
+    fn set_adherence(&mut self, figures: &AdherenceFigures) {
         self.adherence_pct = figures.adherence_pct();
         self.scheduled_seconds = Some(figures.scheduled_ms as f64 / 1000.0);
         self.in_adherence_seconds = Some(figures.in_adherence_ms as f64 / 1000.0);
@@ -166,7 +166,7 @@ pub struct AgentDay {
     /// Back-to-back spans covering the window ([`adherence::day_spans`]).
     pub spans: Vec<adherence::DaySpan>,
     /// What the spans' scheduled part adds up to: the figures the report gives the agent.
-    pub figures: Figures,
+    pub figures: AdherenceFigures,
 }
 
 /// The schedule against the recorded states of `agent_id` over `window`, judged by

@@ -11,7 +11,7 @@ use sqlx::FromRow;
 
 /// A stored job. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct JobRow {
+pub struct BulkJobRow {
     pub id: String,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
@@ -31,7 +31,7 @@ pub struct JobRow {
     pub defer_for_ms: Option<i64>,
 }
 
-impl JobRow {
+impl BulkJobRow {
     /// Whether the job has its final status.
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "cancelled")
@@ -181,7 +181,7 @@ pub async fn insert(
 pub async fn by_idempotency_key(
     conn: &mut impl AsConn,
     key: &str,
-) -> Result<Option<JobRow>, sqlx::Error> {
+) -> Result<Option<BulkJobRow>, sqlx::Error> {
     fetch!(
         conn,
         optional,
@@ -192,12 +192,12 @@ pub async fn by_idempotency_key(
     )
 }
 
-pub async fn get(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn get(pool: &Pool, id: &str) -> Result<Option<BulkJobRow>, sqlx::Error> {
     get_on(&mut pool.acquire().await?, id).await
 }
 
 /// [`get`] on a given connection (a transaction).
-pub async fn get_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn get_on(conn: &mut impl AsConn, id: &str) -> Result<Option<BulkJobRow>, sqlx::Error> {
     fetch!(
         conn,
         optional,
@@ -387,7 +387,7 @@ pub async fn finish(
     conn: &mut impl AsConn,
     job_id: &str,
     at: i64,
-) -> Result<Option<JobRow>, sqlx::Error> {
+) -> Result<Option<BulkJobRow>, sqlx::Error> {
     fetch!(
         conn,
         optional,

@@ -8,6 +8,7 @@ use wfmd::on;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wfmd::config::api_tokens::ApiTokenConfig;
+use wfmd::telemetry::names::API_REFUSALS_TOTAL;
 
 use crate::helpers::{DEADLINE, Daemon, TestApp, TestSim, http_client, wfmd};
 
@@ -517,7 +518,7 @@ async fn every_role_against_every_route() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for reason in ["missing", "invalid", "forbidden"] {
-        let line = format!("wfmd_api_refusals_total{{reason=\"{reason}\",tenant=\"default\"}}");
+        let line = format!("{API_REFUSALS_TOTAL}{{reason=\"{reason}\",tenant=\"default\"}}");
         assert!(metrics.contains(&line), "{line} missing from {metrics}");
     }
     assert_eq!(

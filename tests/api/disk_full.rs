@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wfmd::on;
 use wfmd::store::{Backend, Store};
+use wfmd::telemetry::names::STORE_WRITE_ERRORS_TOTAL;
 
 use crate::helpers::{DEADLINE, SET_STATE, TestApp, TestDb, TestSim};
 
@@ -125,7 +126,11 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let errors = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("wfmd_store_write_errors_total{tenant=\"default\"} "))
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "{STORE_WRITE_ERRORS_TOTAL}{{tenant=\"default\"}} "
+            ))
+        })
         .expect("the write errors are counted");
     assert!(errors.parse::<f64>().unwrap() >= 1.0, "{errors}");
 

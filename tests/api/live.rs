@@ -14,6 +14,7 @@ use wfmd::config::Config;
 use wfmd::domain::events::{Event, StateChanged};
 use wfmd::domain::{AgentState, Origin};
 use wfmd::store::outbox;
+use wfmd::telemetry::names::LIVE_RESYNCS_TOTAL;
 
 use crate::auth::{As, spawn_with_roles};
 use crate::helpers::{
@@ -442,7 +443,7 @@ async fn a_stalled_client_does_not_delay_another_and_is_resynced_not_given_a_gap
         snapshot_ids.len()
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("wfmd_live_resyncs_total"), "{metrics}");
+    assert!(metrics.contains(LIVE_RESYNCS_TOTAL), "{metrics}");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! only with it.
 
 use serde_json::{Value, json};
+use wfmd::telemetry::names::HTTP_CONNECTIONS;
 
 use crate::auth::entry;
 use crate::helpers::{TestApp, TestDb, TestSim, http_client};
@@ -165,7 +166,7 @@ async fn once_a_metrics_token_is_set_metrics_answers_only_a_scraper_presenting_i
     let response = metrics(Some(SCRAPER)).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    assert!(text.contains("wfmd_http_connections"), "{text}");
+    assert!(text.contains(HTTP_CONNECTIONS), "{text}");
     // The probes stay open.
     assert_eq!(app.get("/healthz").await.status(), 200);
 }

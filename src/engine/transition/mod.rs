@@ -77,6 +77,7 @@ use crate::store::history;
 use crate::store::intents;
 use crate::store::schedules::{self as stored_schedules, BreakSource};
 use crate::store::{Store, from_ms};
+use crate::telemetry::names::{TRANSITION_LATENCY_SECONDS, TRANSITIONS_TOTAL};
 use deferring::Busy;
 // The deferred worker's tests count the reads at this path.
 #[cfg(test)]
@@ -288,7 +289,7 @@ impl TransitionEngine {
                 .await?
         {
             self.record_unchanged(&request, &unchanged).await?;
-            metrics::counter!("wfmd_transitions_total", "outcome" => "unchanged").increment(1);
+            metrics::counter!(TRANSITIONS_TOTAL, "outcome" => "unchanged").increment(1);
             return Ok(Changed::Unchanged(unchanged));
         }
         let busy = Busy::of(defer.as_ref());
@@ -459,9 +460,8 @@ impl TransitionEngine {
             }
             Err(error) => return Err(error.into()),
         };
-        metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
-            .increment(1);
-        metrics::histogram!("wfmd_transition_latency_seconds")
+        metrics::counter!(TRANSITIONS_TOTAL, "outcome" => transition.outcome.name()).increment(1);
+        metrics::histogram!(TRANSITION_LATENCY_SECONDS)
             .record(Duration::from_millis(latency_ms).as_secs_f64());
         Ok(Attempted::Made(transition))
     }

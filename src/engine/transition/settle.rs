@@ -40,6 +40,7 @@ use crate::engine::keyed_lock::KeyGuard;
 use crate::store::history;
 use crate::store::intents::{self, IntentRow};
 use crate::store::{from_ms, to_ms};
+use crate::telemetry::names::TRANSITIONS_UNRECORDED;
 
 /// How long another process's change may still be in flight: its intent is settled only
 /// once older (every retry of a platform call, with its waits, is over well before).
@@ -206,7 +207,7 @@ impl TransitionEngine {
         };
         let mut kept = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
         kept.insert(agent, unrecorded);
-        metrics::gauge!("wfmd_transitions_unrecorded").set(kept.len() as f64);
+        metrics::gauge!(TRANSITIONS_UNRECORDED).set(kept.len() as f64);
         drop(kept);
         self.unrecorded_kept.send_modify(|kept| *kept += 1);
     }
@@ -275,7 +276,7 @@ impl TransitionEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len();
-        metrics::gauge!("wfmd_transitions_unrecorded").set(left as f64);
+        metrics::gauge!(TRANSITIONS_UNRECORDED).set(left as f64);
         match refused {
             Some(error) => Err(error),
             None => Ok(written),
