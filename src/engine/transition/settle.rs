@@ -124,7 +124,7 @@ impl TransitionEngine {
 
     /// Makes this engine its database's sole daemon: the caller holds the database's
     /// lock and runs without `[ha]`, so no other daemon's call can be under way. Its
-    /// intents are written in [`SOLE_DAEMON_TERM`] from now on, and those an earlier
+    /// intents are written in `SOLE_DAEMON_TERM` from now on, and those an earlier
     /// daemon left are settled within seconds (see the module's doc).
     pub async fn serve_alone(&self) -> Result<(), sqlx::Error> {
         self.alone.alone.store(true, Ordering::Release);
