@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::exports::{self, TooManyDownloads};
 use super::extract::{PathParams, QueryParams, zone_from_query};
-use super::jobs::{JobPath, NoSuchJob, accepted, found};
+use super::jobs::{JobPath, JobStarted, NoSuchJob, accepted, found};
 use super::json::{JsonBody, whole_number};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
@@ -238,7 +238,7 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
     security(("bearer" = [SUPERVISOR])),
     request_body = QueryBody,
     responses(
-        (status = 202, description = "The job is stored; `Location` names it", body = Object),
+        (status = 202, description = "The job is stored; `Location` names it", body = JobStarted),
         (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it"),
         (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again"),
     )
@@ -275,7 +275,7 @@ pub async fn create_analytics_job(
     };
     Ok(accepted(
         &format!("/v1/analytics/queries/{id}"),
-        serde_json::json!({"job_id": id}),
+        JobStarted { job_id: id },
     ))
 }
 
