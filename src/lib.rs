@@ -45,8 +45,8 @@
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
 //!   the database, logs and messages; [`caller_slots`]: the places each caller may hold
 //!   at once (downloads in progress, live-feed streams).
-//! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
-//!   generated from the routes, problem+json errors.
+//! - [`api`]: the HTTP API (axum): bearer tokens with roles, browser sessions that
+//!   stand for them, `/openapi.json` generated from the routes, problem+json errors.
 //! - `sim`: the built-in platform simulator, written from the platform contract
 //!   without importing any of the above.
 //! - [`config`], [`cli`]: configuration and the command line; `main.rs` only dispatches.
@@ -93,6 +93,6 @@ mod import_cycles;
 #[cfg(test)]
 mod type_names;
 
-pub use app::{App, Services, http_client, incontact_settings, platform, start_simulator};
+pub use app::{App, Reload, Services, http_client, incontact_settings, platform, start_simulator};
 
 pub use telemetry::metrics_handle;

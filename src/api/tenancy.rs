@@ -36,6 +36,11 @@ pub(super) const PREFIX: &str = "/v1/tenants";
 /// tenant the caller holds, and have no copy under `PREFIX`.
 pub const PROCESS_PATHS: [&str; 2] = [PREFIX, "/v1/cluster"];
 
+/// The routes under `/v1` that are every tenant's alike (a browser's session stands for
+/// a token, whatever tenants it holds): with several tenants, the unprefixed path is
+/// the process's rather than a `tenant-required` 400, and each tenant has its copy too.
+const SHARED_PATHS: [&str; 1] = ["/v1/session"];
+
 /// Where a tenant's copy of the `/v1` route `path` (a route template) is addressed:
 /// `/v1/tenants/{tenant}/…`; `None` for a route that is the process's, not a tenant's
 /// (outside `/v1`, and [`PROCESS_PATHS`]).
@@ -145,6 +150,7 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
     {
         match dispatch.tenants.as_slice() {
             [only] => return answer_in(only, request).await,
+            _ if SHARED_PATHS.contains(&path.as_str()) => &dispatch.process,
             several => {
                 let ids: Vec<&str> = several.iter().map(|t| t.id.as_str()).collect();
                 return Problem::new(

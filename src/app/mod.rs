@@ -37,7 +37,8 @@ pub struct App {
     listener: TcpListener,
     /// In configuration order; at least one.
     tenants: Vec<Tenant>,
-    tokens: api::auth::ApiTokens,
+    /// The API's tokens and browser sessions; a reload replaces the tokens.
+    credentials: Arc<api::auth::Credentials>,
     shutdown_timeout: Duration,
     /// `[server]`'s limits on connections, and on each request.
     serving: api::serve::ServeSettings,
@@ -105,10 +106,12 @@ impl App {
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
         let listener = bind(config, &tokens).await?;
         let instance = api::cluster::ThisInstance::from_config(config.ha.as_ref());
+        let credentials =
+            api::auth::Credentials::new(tokens, config.server.session_ttl, &config.server.proxies);
         Ok(App {
             listener,
             tenants,
-            tokens,
+            credentials: Arc::new(credentials),
             shutdown_timeout: config.server.shutdown_timeout,
             serving: api::serve::ServeSettings::from_config(config),
             limits: api::Limits::from_config(config),
@@ -195,12 +198,12 @@ impl App {
         self.run_reloading(shutdown, reloads).await
     }
 
-    /// [`App::run_until_stopped`], applying each set of tenants `reloads` brings (a
-    /// re-read configuration's): see `fleet`.
+    /// [`App::run_until_stopped`], applying each re-read configuration `reloads`
+    /// brings: its tenants (see `fleet`) and its API tokens.
     pub async fn run_reloading(
         self,
         shutdown: CancellationToken,
-        mut reloads: mpsc::Receiver<Vec<TenantSpec>>,
+        mut reloads: mpsc::Receiver<Reload>,
     ) -> anyhow::Result<()> {
         let address = self.listener.local_addr()?;
         let grace = self.shutdown_timeout;
@@ -215,8 +218,13 @@ impl App {
                 ha: self.ha,
             },
         );
-        let (router, routing) =
-            api::router(&fleet.served(), self.tokens, &self.limits, self.instance);
+        let credentials = self.credentials;
+        let (router, routing) = api::router(
+            &fleet.served(),
+            credentials.clone(),
+            &self.limits,
+            self.instance,
+        );
         tracing::info!(%address, "wfmd is serving");
         let mut server = crate::tasks::spawn(api::serve::serve(
             self.listener,
@@ -247,7 +255,10 @@ impl App {
                     break;
                 }
                 reload = reloads.recv(), if listening && !shutdown.is_cancelled() => match reload {
-                    Some(specs) => fleet.reload(specs, routing.clone()).await,
+                    Some(reload) => {
+                        reload_tokens(&credentials, &reload.api_tokens);
+                        fleet.reload(reload.tenants, routing.clone()).await;
+                    }
                     None => listening = false,
                 },
             }
@@ -255,6 +266,30 @@ impl App {
         fleet.finish().await;
         tracing::info!("wfmd stopped");
         Ok(())
+    }
+}
+
+/// What a SIGHUP's re-read configuration brings the running daemon.
+pub struct Reload {
+    /// The tenants to serve from now on.
+    pub tenants: Vec<TenantSpec>,
+    /// `[[api_tokens]]`: a changed or removed token's browser sessions end.
+    pub api_tokens: Vec<crate::config::api_tokens::ApiTokenConfig>,
+}
+
+/// Puts the re-read tokens in force, saying how many sessions that ended; a refusal
+/// keeps the tokens in force and says why.
+fn reload_tokens(
+    credentials: &api::auth::Credentials,
+    tokens: &[crate::config::api_tokens::ApiTokenConfig],
+) {
+    match credentials.reload(tokens) {
+        Ok(ended) => tracing::info!(
+            tokens = tokens.len(),
+            sessions_ended = ended,
+            "SIGHUP: API tokens re-read"
+        ),
+        Err(error) => tracing::error!("SIGHUP: the API tokens are not reloaded: {error:#}"),
     }
 }
 

@@ -77,8 +77,8 @@ pub enum Command {
     /// Run the daemon: the HTTP API, state sync, WFM rules, schedule automations, the
     /// compliance sweep, the skill and queue pollers, bulk jobs, webhook delivery, and
     /// the live feed with its wallboard page at `/`. SIGHUP re-reads the configuration:
-    /// the rules, the adherence rules, and the tenants (added ones start, removed ones
-    /// stop).
+    /// the rules, the adherence rules, the tenants (added ones start, removed ones
+    /// stop), and the API tokens (a changed or removed token's browser sessions end).
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),

@@ -42,6 +42,7 @@ mod rough_edges;
 mod rules;
 mod schedule_imports;
 mod schema_parity;
+mod sessions;
 mod strangers;
 mod sync;
 mod tenant_api;

@@ -15,7 +15,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::auth::{As, addressed_routes, fill_path, spawn_with_roles};
+use crate::auth::{As, CALLERS, addressed_routes, fill_path, spawn_with_roles};
 use crate::helpers::{SET_STATE, TestApp, install_when_missing};
 
 /// One operation of the spec.
@@ -597,6 +597,17 @@ fn plausible(name: &str, schema: &Value, known: &Known) -> BoxedStrategy<String>
         // A bulk job's list: a job naming an agent the tenant lacks is refused whole.
         "agents" => agents.boxed(),
         "team" => proptest::sample::select(known.teams.clone()).boxed(),
+        // A sign-in's token: one the daemon has (when it has any), so a schema-valid
+        // sign-in gets past "not a configured token".
+        "token" => proptest::sample::select(
+            CALLERS
+                .iter()
+                .filter_map(|who| who.token())
+                .filter(|token| *token != As::WrongToken.token().unwrap())
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        )
+        .boxed(),
         "from" => instant(-120..-1),
         "to" => instant(1..72),
         // Unique, so two requests never share a key (a reused key with another body is
