@@ -182,7 +182,10 @@ pub async fn authorise(
     let stored =
         to_the_end(async move { authorisations::authorise(&store, request, now).await }).await?;
     match stored {
-        Ok(row) => Ok((StatusCode::CREATED, Json(AuthorisationView::from(row))).into_response()),
+        Ok(row) => {
+            state.live.recheck_adherence();
+            Ok((StatusCode::CREATED, Json(AuthorisationView::from(row))).into_response())
+        }
         Err(AuthoriseError::Invalid { field, message }) => {
             Err(Problem::invalid_field(field, format!("{field}: {message}")))
         }
@@ -266,6 +269,7 @@ pub async fn withdraw_authorisation(
         to_the_end(async move { authorisations::withdraw(&store, &asked, &by, now).await })
             .await??;
     if let Some(row) = withdrawn {
+        state.live.recheck_adherence();
         return Ok(Json(AuthorisationView::from(row)).into_response());
     }
     match stored::get(state.store.reader(), &id).await? {

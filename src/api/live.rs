@@ -177,6 +177,11 @@ pub(super) fn describe(doc: &mut serde_json::Value) {
         ),
         transient("metrics", reference("Tiles"), None),
         transient("bulk.progress", reference("BulkJob"), None),
+        transient(
+            crate::live::ADHERENCE_CHANGED,
+            reference("AdherenceRow"),
+            None,
+        ),
         transient("close", reference(FEED_CLOSE), None),
         transient("heartbeat", json!({"type": "null"}), None),
     ];
@@ -271,7 +276,8 @@ pub async fn snapshot(State(state): State<ApiState>) -> Response {
 /// First a `snapshot` event (its `id` is the last event it includes), then every event
 /// as it is committed: `agent.state_changed`, `transition.rejected`,
 /// `adherence.exception`, `bulk.completed` (each with `id:`, the webhook id, and the
-/// webhook body as `data`), and without ids `bulk.progress` and `metrics`. Every
+/// webhook body as `data`), and without ids `bulk.progress`, `adherence.changed` (one
+/// agent's row of `GET /v1/adherence/now`, when it changes) and `metrics`. Every
 /// `data` is `{"type","tenant","id"?,"timestamp"?,"data"}`: `tenant` is the id of the
 /// tenant whose feed it is (`default` without `[[tenants]]`). A heartbeat
 /// comment comes every 15 s. With `Last-Event-ID` (or `?last_event_id=`) the feed

@@ -44,6 +44,7 @@ mod live;
 pub mod openapi;
 mod reports;
 mod roles;
+mod rta;
 mod schedules;
 mod schemas;
 mod series;
@@ -202,6 +203,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi, BodyLimits
         openapi::routes(),
         agents::routes(),
         adherence::routes(),
+        rta::routes(),
         reports::routes(),
         audit::routes(),
         bulk::routes(),

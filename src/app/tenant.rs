@@ -219,8 +219,12 @@ impl Tenant {
             self.metric_board.clone(),
             self.bulk.clone(),
         );
+        let adherence = live::AdherenceJudge {
+            judging: self.judging.clone(),
+            clock: self.clock,
+        };
         self.scoped(vec![Worker::new("live feed", move |stop| {
-            live.run(stop, board, Some(bulk))
+            live.run(stop, board, Some(bulk), Some(adherence))
         })])
     }
 

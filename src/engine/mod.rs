@@ -1,6 +1,7 @@
 //! The daemon's work. Each part is a service the triggers (API, CLI, rules, bulk jobs)
 //! call into; long-running parts have a `run(cancel)` loop.
 
+pub mod adherence_now;
 pub mod analytics;
 pub mod authorisations;
 pub mod automation;

@@ -1,5 +1,5 @@
 //! The feed's background work: the outbox tailer, the heartbeat, the metric board,
-//! bulk job progress and the roster; among several instances, the leader shares its
+//! bulk job progress, the roster and real-time adherence rows; among several instances, the leader shares its
 //! board and roster through the database and the followers show them.
 
 use std::collections::HashMap;
@@ -32,8 +32,15 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 impl Live {
     /// Runs the feed until `stop`: loads the state, tails the outbox, follows the
-    /// metric board, publishes bulk job progress and refreshes the roster.
-    pub async fn run(self, stop: CancellationToken, board: BoardSender, bulk: Option<BulkJobs>) {
+    /// metric board, publishes bulk job progress, refreshes the roster and, with
+    /// `adherence`, keeps real-time adherence rows live (see `adherence`).
+    pub async fn run(
+        self,
+        stop: CancellationToken,
+        board: BoardSender,
+        bulk: Option<BulkJobs>,
+        adherence: Option<super::AdherenceJudge>,
+    ) {
         // Feeds end with the daemon, so open streams do not hold the shutdown up.
         let feeds_stop = self.inner.stop.clone();
         // The store is read before the roster is asked for, so the roster's snapshot is
@@ -57,6 +64,10 @@ impl Live {
             let (store, stop) = (self.inner.store.clone(), stop.clone());
             let relay = async move { store.relay_outbox_commits(&me, stop).await };
             crate::tasks::spawn_in(&mut tasks, relay);
+        }
+        if let Some(judge) = adherence {
+            let rows = self.clone().keep_adherence(stop.clone(), judge);
+            crate::tasks::spawn_in(&mut tasks, rows);
         }
         if let Some(bulk) = bulk {
             let follow = self.clone().follow_jobs(stop.clone(), bulk.clone());

@@ -7,8 +7,9 @@
 //!   another process such as `wfmd transition`). They carry the outbox id, the same id
 //!   the webhooks carry, so a client that reconnects with `Last-Event-ID` is sent
 //!   exactly what it missed, read back from the outbox — across a restart too.
-//! - Non-durable messages (bulk job progress, a new metric board) are published
-//!   without ids: a reconnecting client gets the current board instead.
+//! - Non-durable messages (bulk job progress, a new metric board, a changed row of
+//!   real-time adherence) are published without ids: a reconnecting client gets the
+//!   current board instead (and reads the adherence rows again).
 //! - [`Live`] holds the current snapshot (every managed agent with its state, the
 //!   newest metric board) in memory; `/v1/live` and every new client read it from
 //!   there. The roster (names, teams, skills) is refreshed on its own schedule, so
@@ -26,6 +27,7 @@
 //! token into a URL. Among several instances they are recorded in the database too
 //! ([`crate::store::tickets`]), so a ticket one instance issued opens the feed on any.
 
+mod adherence;
 mod encode;
 mod feed;
 mod hub;
@@ -48,6 +50,7 @@ use crate::domain::tenant::TenantId;
 use crate::engine::metrics::MetricBoard;
 use crate::store::{Pool, Store};
 
+pub use adherence::{ADHERENCE_CHANGED, AdherenceJudge, AdherenceRow, today};
 pub use encode::Message;
 pub use feed::{Feed, MAX_REPLAY, Start};
 use hub::State;
@@ -122,6 +125,8 @@ struct Inner {
     /// Open streams by caller.
     streams: CallerSlots,
     stop: CancellationToken,
+    /// Asks the adherence loop to work every row out again.
+    adherence_recheck: tokio::sync::Notify,
 }
 
 /// What the database keeps of a ticket: not the ticket, which opens the feed.
@@ -161,6 +166,7 @@ impl Live {
                 tickets,
                 streams,
                 stop: CancellationToken::new(),
+                adherence_recheck: tokio::sync::Notify::new(),
             }),
         }
     }

@@ -111,6 +111,14 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/adherence/now",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
         path: "/v1/agents/{agent_id}/deferred",
         role: Some("viewer"),
         query: "",

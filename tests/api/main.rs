@@ -39,6 +39,7 @@ mod receiver;
 mod reports;
 mod retention;
 mod rough_edges;
+mod rta;
 mod rules;
 mod schedule_imports;
 mod schema_parity;

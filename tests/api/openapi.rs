@@ -1714,7 +1714,10 @@ async fn every_event_of_the_live_feed_matches_the_schema_the_document_declares()
     assert_eq!(response.status(), 200);
     let changed = feed.next_of("agent.state_changed").await;
     let resume = changed.id.clone().unwrap();
-    events.extend([snapshot, changed]);
+    // The agent's row of real-time adherence follows its state.
+    let row = feed.next_of("adherence.changed").await;
+    assert_eq!(row.data["data"]["id"], agent.as_str());
+    events.extend([snapshot, changed, row]);
     let response = app.transition(&agent, json!({"state": "READY"})).await;
     assert_eq!(response.status(), 200);
     let mut resumed = crate::live::Sse::open(
@@ -1751,7 +1754,7 @@ async fn every_event_of_the_live_feed_matches_the_schema_the_document_declares()
     })
     .await
     .unwrap();
-    assert_eq!(verdict.trim(), "4 events valid", "{verdict}");
+    assert_eq!(verdict.trim(), "5 events valid", "{verdict}");
     app.stop().await;
 }
 

@@ -1,0 +1,112 @@
+//! Real-time adherence over HTTP: `GET /v1/adherence/now?team&skill`, one row per
+//! managed agent in scope with its verdict now (see [`crate::live::AdherenceRow`]),
+//! which the feed's `adherence.changed` messages keep live.
+//!
+//! Served from the live feed's view of the agents and the store: asking costs no
+//! platform call however often it is asked.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use super::agents::MAX_ID_LEN;
+use super::error::Problem;
+use super::extract::QueryParams;
+use super::roles::VIEWER;
+use super::{ApiState, Routes};
+use crate::live::{AdherenceRow, AgentView};
+use crate::time::rfc3339;
+
+pub fn routes() -> Routes {
+    vec![utoipa_axum::routes!(adherence_now)]
+}
+
+/// Whose rows.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NowQuery {
+    /// Only this team's agents: its id, or its name in any letter case.
+    #[param(min_length = 1, max_length = 128)]
+    team: Option<String>,
+    /// Only the agents with this skill: its id, or its name in any letter case (as the
+    /// skill tiles name it).
+    #[param(min_length = 1, max_length = 128)]
+    skill: Option<String>,
+}
+
+/// The rows of real-time adherence.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdherenceNow {
+    /// The instant the verdicts are for (RFC 3339).
+    generated_at: String,
+    /// Out of adherence first (longest out first), then the rest by name.
+    agents: Vec<AdherenceRow>,
+}
+
+/// `value` of query parameter `name`, when given: not blank, at most [`MAX_ID_LEN`]
+/// characters.
+fn filter<'a>(name: &str, value: Option<&'a str>) -> Result<Option<&'a str>, Problem> {
+    match value.map(str::trim) {
+        Some(text) if text.is_empty() || text.chars().count() > MAX_ID_LEN => {
+            Err(Problem::invalid_parameter(
+                name,
+                format!("{name} must be an id or name of 1 to {MAX_ID_LEN} characters"),
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Every managed agent in scope with its adherence now: its state, the schedule's
+/// activity, the verdict (`in`, `out`, `neutral`, `authorised`, `unscheduled`), since
+/// when it is out, its open exception (and whether severe) and its adherence today,
+/// judged by the tenant's adherence rules as the compliance sweep and reports judge.
+/// The feed's `adherence.changed` messages carry each row that changes.
+#[utoipa::path(
+    get,
+    path = "/v1/adherence/now",
+    tag = "adherence",
+    security(("bearer" = [VIEWER])),
+    params(NowQuery),
+    responses((status = 200, description = "The rows", body = AdherenceNow))
+)]
+pub async fn adherence_now(
+    State(state): State<ApiState>,
+    QueryParams(query): QueryParams<NowQuery>,
+) -> Result<Json<AdherenceNow>, Problem> {
+    let team = filter("team", query.team.as_deref())?;
+    let skill = filter("skill", query.skill.as_deref())?;
+    // A skill may be named as its tile names it; the agents list skill ids.
+    let skill_ids: Option<Vec<String>> = skill.map(|skill| {
+        let board = state.board.borrow();
+        let mut ids: Vec<String> = board
+            .skills
+            .values()
+            .filter(|tile| tile.skill_name.eq_ignore_ascii_case(skill))
+            .map(|tile| tile.skill_id.clone())
+            .collect();
+        ids.push(skill.to_owned());
+        ids
+    });
+    let wanted = |agent: &AgentView| {
+        let in_team = team.is_none_or(|team| {
+            agent.team_id.as_deref() == Some(team)
+                || agent
+                    .team
+                    .as_deref()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(team))
+        });
+        let has_skill = skill_ids
+            .as_ref()
+            .is_none_or(|ids| agent.skills.iter().any(|s| ids.contains(s)));
+        in_team && has_skill
+    };
+    let now = state.engine.now();
+    let judging = state.judging.current();
+    let agents = state.live.adherence_rows(wanted, &judging, now).await?;
+    Ok(Json(AdherenceNow {
+        generated_at: rfc3339(now),
+        agents,
+    }))
+}
