@@ -2,6 +2,7 @@
 //! call into; long-running parts have a `run(cancel)` loop.
 
 pub mod adherence_now;
+pub mod adherence_summary;
 pub mod analytics;
 pub mod authorisations;
 pub mod automation;

@@ -119,6 +119,14 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/adherence/summary",
+        role: Some("viewer"),
+        query: "tz=Europe/Paris",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
         path: "/v1/agents/{agent_id}/deferred",
         role: Some("viewer"),
         query: "",

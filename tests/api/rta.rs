@@ -1,9 +1,10 @@
 //! Real-time adherence: `GET /v1/adherence/now` judges each managed agent's recorded
 //! state against its stored schedule as the sweep and the reports do, lists those out of
 //! adherence first, and costs no platform call; the feed's `adherence.changed` carries
-//! a row when it changes.
+//! a row when it changes. `GET /v1/adherence/summary` says what the compliance report
+//! says of the same windows.
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Datelike, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 use wfmd::domain::adherence::Shift;
 use wfmd::domain::{AgentState, BreakWindow, Origin};
@@ -353,4 +354,213 @@ async fn adherence_now_keeps_the_team_or_skill_asked_for() {
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["parameter"], parameter, "{problem}");
     }
+}
+
+/// The compliance report's per-agent adherence over `[from, to)` (JSON), summed over
+/// `agents` as the summary sums it: `[scheduled, in, out, authorised, neutral]` seconds.
+async fn report_sums(
+    app: &TestApp,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    agents: &[&str],
+) -> [f64; 5] {
+    let report: Value = app
+        .http
+        .get(format!("{}/v1/reports/compliance", app.address))
+        .query(&[
+            ("from", wfmd::time::rfc3339(from)),
+            ("to", wfmd::time::rfc3339(to)),
+            ("format", "json".into()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut sums = [0.0; 5];
+    for agent in report["agents"].as_array().unwrap() {
+        if !agents.contains(&agent["agent_id"].as_str().unwrap()) {
+            continue;
+        }
+        let field = |name: &str| agent[name].as_f64().unwrap_or(0.0);
+        let scheduled = field("scheduled_seconds");
+        let inside = field("in_adherence_seconds");
+        let (authorised, neutral) = (field("authorised_seconds"), field("neutral_seconds"));
+        let out = scheduled - field("unobserved_seconds") - authorised - neutral - inside;
+        for (sum, value) in sums
+            .iter_mut()
+            .zip([scheduled, inside, out, authorised, neutral])
+        {
+            *sum += value;
+        }
+    }
+    sums
+}
+
+/// A period of the summary as the report's sums are: `[scheduled, in, out, authorised,
+/// neutral]` seconds.
+fn period_sums(period: &Value) -> [f64; 5] {
+    [
+        "scheduled_seconds",
+        "in_seconds",
+        "out_seconds",
+        "authorised_seconds",
+        "neutral_seconds",
+    ]
+    .map(|field| period[field].as_f64().unwrap())
+}
+
+fn assert_same(summary: [f64; 5], report: [f64; 5], what: &str) {
+    for (got, expected) in summary.iter().zip(report) {
+        assert!(
+            (got - expected).abs() < 0.001,
+            "{what}: {summary:?} against the report's {report:?}"
+        );
+    }
+}
+
+on_both_backends!(the_summary_of_each_period_is_what_the_compliance_report_says_of_it);
+async fn the_summary_of_each_period_is_what_the_compliance_report_says_of_it(db: TestDb) {
+    let app = TestApp::spawn_in(db).await;
+    let agents = app.sim.sim.agents();
+    let (care, billing) = (
+        &agents[0],
+        agents
+            .iter()
+            .find(|a| a.team_id != agents[0].team_id)
+            .unwrap(),
+    );
+    let now = Utc::now();
+    let midnight = now.duration_trunc(Duration::days(1)).unwrap();
+    let yesterday = midnight - Duration::days(1);
+    // Yesterday from 08:00 to 16:00 UTC: care NOT_READY for two hours, then READY; billing
+    // READY all day. Both logged out at 16:00, and nothing since.
+    let day_shift = |agent: &str| StoredShift {
+        agent_id: agent.into(),
+        shift: Shift {
+            start: yesterday + Duration::hours(8),
+            end: yesterday + Duration::hours(16),
+            breaks: vec![],
+            activities: vec![],
+        },
+        timezone: None,
+        breaks_from: BreakSource::Schedule,
+        fetched_at: yesterday,
+    };
+    let mut tx = app.store.begin_write().await.unwrap();
+    let changes = [
+        (care.id.as_str(), AgentState::NotReady, 8),
+        (care.id.as_str(), AgentState::Ready, 10),
+        (care.id.as_str(), AgentState::LoggedOut, 16),
+        (billing.id.as_str(), AgentState::Ready, 8),
+        (billing.id.as_str(), AgentState::LoggedOut, 16),
+    ];
+    for (agent, state, hour) in changes {
+        let next = NewInterval {
+            agent_id: agent,
+            state,
+            reason: None,
+            origin: Origin::Observed,
+            at: yesterday + Duration::hours(hour),
+            attempt_id: None,
+        };
+        history::switch_state(&mut tx, &next).await.unwrap();
+    }
+    schedules::save(&mut tx, &[day_shift(&care.id), day_shift(&billing.id)])
+        .await
+        .unwrap();
+    let roster: Vec<wfmd::store::roster::RosterEntry> = [care, billing]
+        .iter()
+        .map(|a| wfmd::store::roster::RosterEntry {
+            agent_id: a.id.clone(),
+            name: Some(a.name.clone()),
+            team_id: Some(a.team_id.clone()),
+            team_name: Some(a.team_name.clone()),
+        })
+        .collect();
+    wfmd::store::roster::remember(&mut tx, &roster, to_ms(now))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let both = [care.id.as_str(), billing.id.as_str()];
+
+    let summary = async |query: &str| -> Value {
+        let response = app.get(&format!("/v1/adherence/summary{query}")).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    };
+    let all = summary("").await;
+    let periods = &all["periods"];
+    let yesterday_sums = period_sums(&periods["yesterday"]);
+    assert_eq!(
+        yesterday_sums,
+        [57_600.0, 50_400.0, 7_200.0, 0.0, 0.0],
+        "{all}"
+    );
+    let pct = periods["yesterday"]["adherence_pct"].as_f64().unwrap();
+    assert!((pct - 87.5).abs() < 1e-9, "{pct}");
+    assert_same(
+        yesterday_sums,
+        report_sums(&app, yesterday, midnight, &both).await,
+        "yesterday",
+    );
+    assert_eq!(period_sums(&periods["today"]), [0.0; 5]);
+    assert_eq!(
+        periods["today"]["adherence_pct"],
+        Value::Null,
+        "nothing judged today"
+    );
+    // The week and the month to date, as the report over them says (yesterday may open
+    // neither: a Monday, the 1st).
+    let monday = midnight - Duration::days(i64::from(now.weekday().num_days_from_monday()));
+    let first = midnight - Duration::days(i64::from(now.day0()));
+    for (name, from) in [("week_to_date", monday), ("month_to_date", first)] {
+        assert_same(
+            period_sums(&periods[name]),
+            report_sums(&app, from, Utc::now(), &both).await,
+            name,
+        );
+    }
+
+    // One team's; by its name in any case.
+    let by_name = format!(
+        "?team={}",
+        care.team_name.to_lowercase().replace(' ', "%20")
+    );
+    let team = summary(&by_name).await;
+    assert_same(
+        period_sums(&team["periods"]["yesterday"]),
+        report_sums(&app, yesterday, midnight, &[care.id.as_str()]).await,
+        "the team's yesterday",
+    );
+    assert_eq!(team["periods"]["yesterday"]["adherence_pct"], 75.0);
+
+    // Days in another zone start at its midnight.
+    let zone: chrono_tz::Tz = "Asia/Tokyo".parse().unwrap();
+    let tokyo = summary("?tz=Asia/Tokyo").await;
+    let local_midnight = now
+        .with_timezone(&zone)
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_local_timezone(zone)
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_same(
+        period_sums(&tokyo["periods"]["yesterday"]),
+        report_sums(
+            &app,
+            local_midnight - Duration::days(1),
+            local_midnight,
+            &both,
+        )
+        .await,
+        "Tokyo's yesterday",
+    );
+    let response = app.get("/v1/adherence/summary?tz=Mars/Olympus").await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["parameter"], "tz");
+    app.stop().await;
 }
