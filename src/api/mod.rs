@@ -32,6 +32,7 @@ mod bulk;
 pub mod cluster;
 pub mod deferrals;
 pub mod error;
+mod exceptions;
 pub mod exports;
 pub mod extract;
 pub mod forward;
@@ -204,6 +205,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi, BodyLimits
         agents::routes(),
         adherence::routes(),
         rta::routes(),
+        exceptions::routes(),
         reports::routes(),
         audit::routes(),
         bulk::routes(),

@@ -81,17 +81,19 @@ in: another tenant's path does not find them."
         events::TransitionDeferred,
         events::TransitionExpired,
         events::TransitionCancelled,
+        events::ExceptionReviewed,
     )),
     tags(
         (name = "agents", description = "Agent state changes and history"),
         (name = "bulk", description = "Supervisors' bulk state changes: progress, cancel, revert"),
-        (name = "adherence", description = "Authorised exceptions: time supervisors excuse from adherence"),
+        (name = "adherence", description = "Adherence: real-time rows and the summary, time supervisors authorise, exceptions they review"),
         (name = "reports", description = "Compliance exports"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "live", description = "The wallboard's live figures and their stored samples"),
         (name = "analytics", description = "Analytics jobs: aggregates with trends and anomalies"),
         (name = "schedules", description = "Schedules imported from a file (a third-party WFM, or a tenant without WFM access)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "session", description = "Browser sign-in: a token becomes a session cookie"),
     )
 )]
 pub struct ApiDoc;

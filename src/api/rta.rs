@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::agents::MAX_ID_LEN;
+use super::validate::MAX_ID_LEN;
 use super::error::Problem;
 use super::extract::{QueryParams, zone_from_query};
 use super::roles::VIEWER;
@@ -52,7 +52,7 @@ pub struct AdherenceNow {
 
 /// `value` of query parameter `name`, when given: not blank, at most [`MAX_ID_LEN`]
 /// characters.
-fn filter<'a>(name: &str, value: Option<&'a str>) -> Result<Option<&'a str>, Problem> {
+pub(super) fn filter<'a>(name: &str, value: Option<&'a str>) -> Result<Option<&'a str>, Problem> {
     match value.map(str::trim) {
         Some(text) if text.is_empty() || text.chars().count() > MAX_ID_LEN => {
             Err(Problem::invalid_parameter(

@@ -86,6 +86,7 @@ fn payload_schema(event: EventType) -> std::borrow::Cow<'static, str> {
         EventType::TransitionDeferred => events::TransitionDeferred::name(),
         EventType::TransitionExpired => events::TransitionExpired::name(),
         EventType::TransitionCancelled => events::TransitionCancelled::name(),
+        EventType::AdherenceExceptionReviewed => events::ExceptionReviewed::name(),
     }
 }
 

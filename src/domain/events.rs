@@ -28,10 +28,12 @@ pub enum EventType {
     TransitionExpired,
     #[serde(rename = "transition.cancelled")]
     TransitionCancelled,
+    #[serde(rename = "adherence.exception_reviewed")]
+    AdherenceExceptionReviewed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::AgentStateChanged,
         EventType::TransitionRejected,
         EventType::BulkCompleted,
@@ -41,6 +43,7 @@ impl EventType {
         EventType::TransitionDeferred,
         EventType::TransitionExpired,
         EventType::TransitionCancelled,
+        EventType::AdherenceExceptionReviewed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl EventType {
             EventType::TransitionDeferred => "transition.deferred",
             EventType::TransitionExpired => "transition.expired",
             EventType::TransitionCancelled => "transition.cancelled",
+            EventType::AdherenceExceptionReviewed => "adherence.exception_reviewed",
         }
     }
 }
@@ -87,6 +91,8 @@ pub enum Event {
     TransitionExpired(TransitionExpired),
     #[serde(rename = "transition.cancelled")]
     TransitionCancelled(TransitionCancelled),
+    #[serde(rename = "adherence.exception_reviewed")]
+    AdherenceExceptionReviewed(ExceptionReviewed),
 }
 
 impl Event {
@@ -101,6 +107,7 @@ impl Event {
             Event::TransitionDeferred(_) => EventType::TransitionDeferred,
             Event::TransitionExpired(_) => EventType::TransitionExpired,
             Event::TransitionCancelled(_) => EventType::TransitionCancelled,
+            Event::AdherenceExceptionReviewed(_) => EventType::AdherenceExceptionReviewed,
         }
     }
 
@@ -304,6 +311,55 @@ pub struct AdherenceException {
     /// When it turned severe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severe_at: Option<String>,
+}
+
+/// A supervisor's decision on an adherence exception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewDecision {
+    /// The deviation is excused: its span counts as authorised in every report.
+    Excused,
+    /// The deviation stands: it counts as out of adherence, as before.
+    Upheld,
+}
+
+impl ReviewDecision {
+    pub const ALL: [ReviewDecision; 2] = [ReviewDecision::Excused, ReviewDecision::Upheld];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewDecision::Excused => "excused",
+            ReviewDecision::Upheld => "upheld",
+        }
+    }
+}
+
+super::state::string_names!(ReviewDecision, "review decision");
+
+/// `adherence.exception_reviewed`: a supervisor excused or upheld an adherence
+/// exception. Excused, its span (`startedAt` to `closedAt`, or to its close while it is
+/// open) counts as authorised in every report from then on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExceptionReviewed {
+    pub exception_id: String,
+    pub agent_id: String,
+    pub kind: DeviationKind,
+    pub decision: ReviewDecision,
+    /// The reviewer's note, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who reviewed (the token's name).
+    pub by: String,
+    pub reviewed_at: String,
+    /// When the deviation began.
+    pub started_at: String,
+    /// When the exception closed; absent while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    /// The decision this review replaced (`"replace": true`); absent for a first review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<ReviewDecision>,
 }
 
 /// `audit.checkpoint`: the audit chain's head, published (snake_case, as documented).
@@ -539,6 +595,26 @@ pub(crate) mod examples {
                     origin: Origin::Rule,
                     by: "desk".into(),
                     replaced_by: Some("dfr_1".into()),
+                }),
+            ),
+            (
+                json!({"exceptionId":"0190c1a4-7b7e-7c3d-9f00-000000000001","agentId":"u_001",
+                       "kind":"working_in_mandatory_break","decision":"excused",
+                       "note":"covering the queue","by":"desk",
+                       "reviewedAt":"2026-11-23T10:00:00.000Z",
+                       "startedAt":"2026-11-23T09:00:00.000Z",
+                       "closedAt":"2026-11-23T09:20:00.000Z","replaced":"upheld"}),
+                Event::AdherenceExceptionReviewed(ExceptionReviewed {
+                    exception_id: "0190c1a4-7b7e-7c3d-9f00-000000000001".into(),
+                    agent_id: "u_001".into(),
+                    kind: DeviationKind::WorkingInMandatoryBreak,
+                    decision: ReviewDecision::Excused,
+                    note: Some("covering the queue".into()),
+                    by: "desk".into(),
+                    reviewed_at: "2026-11-23T10:00:00.000Z".into(),
+                    started_at: "2026-11-23T09:00:00.000Z".into(),
+                    closed_at: Some("2026-11-23T09:20:00.000Z".into()),
+                    replaced: Some(ReviewDecision::Upheld),
                 }),
             ),
             // docs/analytics.md: `report.ready` (`job_id`, `rows`, `sha256`).

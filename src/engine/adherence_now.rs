@@ -161,7 +161,7 @@ impl Schedules {
         }
         let authorised = {
             let mut conn = pool.acquire().await?;
-            authorisations::in_force(&mut conn, to_ms(from), to_ms(to)).await?
+            authorisations::counted(&mut conn, to_ms(from), to_ms(to)).await?
         };
         let mut timelines = HashMap::with_capacity(shifts.len());
         let mut next_change: Option<DateTime<Utc>> = None;

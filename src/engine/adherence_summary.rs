@@ -133,20 +133,7 @@ pub async fn summary(
     judging: &Judging,
 ) -> Result<Summary, sqlx::Error> {
     let members = match team {
-        Some(team) => Some(
-            roster::all(pool)
-                .await?
-                .into_values()
-                .filter(|entry| {
-                    entry.team_id.as_deref() == Some(team)
-                        || entry
-                            .team_name
-                            .as_deref()
-                            .is_some_and(|name| name.eq_ignore_ascii_case(team))
-                })
-                .map(|entry| entry.agent_id)
-                .collect::<std::collections::HashSet<_>>(),
-        ),
+        Some(team) => Some(roster::team_members(pool, team).await?),
         None => None,
     };
     let mut cuts: Vec<DateTime<Utc>> = periods

@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod clock;
 pub mod compliance;
 pub mod deferred;
+pub mod exception_reviews;
 pub mod imported_schedules;
 pub mod jobs;
 mod keyed_lock;

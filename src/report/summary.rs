@@ -77,7 +77,8 @@ pub struct AgentSummary {
     /// Observed scheduled time an adherence rule counts neither way, which the
     /// percentage leaves out.
     pub neutral_seconds: Option<f64>,
-    /// Observed scheduled time a supervisor authorised, which the percentage leaves out.
+    /// Observed scheduled time a supervisor authorised (or excused the exception of),
+    /// which the percentage leaves out.
     pub authorised_seconds: Option<f64>,
     /// The schedule against the recorded states, judged, over a window of at most a
     /// local day ([`MAX_DAY_VIEW`]); empty for longer windows or without a stored shift. The
@@ -196,7 +197,7 @@ pub async fn agent_day(
         .collect();
     let authorised = {
         let mut conn = pool.acquire().await?;
-        authorisations::in_force(&mut conn, to_ms(lookback), to_ms(window.to)).await?
+        authorisations::counted(&mut conn, to_ms(lookback), to_ms(window.to)).await?
     };
     let timeline = timeline(&shifts, authorised.get(agent_id).map(Vec::as_slice));
     Ok(Some(AgentDay {
@@ -205,7 +206,8 @@ pub async fn agent_day(
     }))
 }
 
-/// The agent's shifts, with the spans a supervisor authorised laid over them.
+/// The agent's shifts, with the spans a supervisor authorised (or excused the exception
+/// of) laid over them.
 fn timeline(
     shifts: &[adherence::Shift],
     authorised: Option<&[(DateTime<Utc>, DateTime<Utc>)]>,
@@ -321,7 +323,7 @@ pub async fn summarize(
     let mut next_shift = shift_rows.try_next().await?;
     let authorised = {
         let mut conn = pool.acquire().await?;
-        authorisations::in_force(&mut conn, lookback, to).await?
+        authorisations::counted(&mut conn, lookback, to).await?
     };
     // `in_window`: whether any of the agent's intervals overlaps the window; those that
     // end before it were read for the exceptions only.

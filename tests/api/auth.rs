@@ -119,6 +119,23 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/adherence/exceptions",
+        role: Some("viewer"),
+        query: "state=open",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "POST",
+        path: "/v1/adherence/exceptions/{id}/review",
+        role: Some("supervisor"),
+        query: "",
+        // No such exception: refused after the role check, so nothing is reviewed.
+        body: Some(r#"{"decision": "excused", "note": "covering"}"#),
+        statuses: [401, 401, 403, 404, 404],
+    },
+    Row {
+        method: "GET",
         path: "/v1/adherence/summary",
         role: Some("viewer"),
         query: "tz=Europe/Paris",

@@ -26,6 +26,7 @@ mod deferred;
 mod deploy;
 mod disk_full;
 mod downloads;
+mod exception_reviews;
 mod failover;
 mod faults;
 mod generated_clients;

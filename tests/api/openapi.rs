@@ -437,8 +437,8 @@ async fn hostile_input_gets_a_4xx_problem_naming_the_field_or_parameter() {
 /// Cases of the pass with tokens and of the one without: enough to reach every route
 /// (each tenant's twice: unprefixed and under `/v1/tenants/{tenant}`) with every kind of
 /// input, in seconds on a shared 2-core machine.
-const FUZZ_CASES_WITH_TOKENS: usize = 8_000;
-const FUZZ_CASES_WITHOUT_TOKENS: usize = 6_000;
+const FUZZ_CASES_WITH_TOKENS: usize = 12_000;
+const FUZZ_CASES_WITHOUT_TOKENS: usize = 7_000;
 /// Requests in flight at once.
 const FUZZ_CONCURRENCY: usize = 4;
 
