@@ -155,8 +155,6 @@ pub async fn sign_in(
     responses(
         (status = 204, description = "Signed out; `Set-Cookie` clears the session",
          headers(("set-cookie" = String, description = "wfmd_session=; …; Max-Age=0"))),
-        (status = 401, description = "Only at the address of a tenant that is not served, \
-         asked without a valid token (as every /v1 path no route has)"),
     )
 )]
 pub async fn sign_out(

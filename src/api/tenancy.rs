@@ -38,7 +38,8 @@ pub const PROCESS_PATHS: [&str; 2] = [PREFIX, "/v1/cluster"];
 
 /// The routes under `/v1` that are every tenant's alike (a browser's session stands for
 /// a token, whatever tenants it holds): with several tenants, the unprefixed path is
-/// the process's rather than a `tenant-required` 400, and each tenant has its copy too.
+/// the process's rather than a `tenant-required` 400, each tenant has its copy too, and
+/// under a tenant that is not served the path is answered as the process's.
 const SHARED_PATHS: [&str; 1] = ["/v1/session"];
 
 /// Where a tenant's copy of the `/v1` route `path` (a route template) is addressed:
@@ -139,6 +140,20 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
                     Err(problem) => return problem.into_response(),
                 };
                 return answer_in(tenant, request).await;
+            }
+            // Every tenant's alike: answered the same under a tenant that is not served,
+            // which tells a stranger nothing either.
+            None if SHARED_PATHS.contains(&inner.as_str()) => {
+                let request = match with_path(request, &inner) {
+                    Ok(request) => request,
+                    Err(problem) => return problem.into_response(),
+                };
+                return dispatch
+                    .process
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .into_response();
             }
             // The process's routes have no such path (nor a copy of their own under a
             // tenant): like any path under /v1 that no route has, it is answered 404
