@@ -1,4 +1,5 @@
 //! Bulk jobs over HTTP: `POST /v1/bulk-transitions` (202 with the job id),
+//! `GET /v1/bulk-transitions` (the jobs, newest first, a page at a time),
 //! `GET`/`DELETE /v1/bulk-transitions/{id}` (progress and per-agent results; cancel the
 //! rest) and `POST /v1/bulk-transitions/{id}/revert` (a new job undoing a finished one).
 //!
@@ -36,6 +37,7 @@ pub const BODY_LIMIT_BYTES: usize = MAX_AGENTS * (MAX_ID_LEN + 4) + 64 * 1024;
 pub fn routes() -> Routes {
     vec![
         with_body_limit(utoipa_axum::routes!(create_bulk_job), BODY_LIMIT_BYTES),
+        utoipa_axum::routes!(list_bulk_jobs),
         utoipa_axum::routes!(show_bulk_job, cancel_bulk_job),
         utoipa_axum::routes!(revert_bulk_job),
     ]
@@ -144,6 +146,34 @@ pub struct ShowQuery {
     /// `false` leaves the items out (cheap progress polling); default `true`.
     #[param(pattern = "^(true|false)$")]
     items: Option<String>,
+}
+
+/// Which jobs, a page at a time.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs with this status: `queued`, `running`, `completed` or `cancelled`.
+    #[param(pattern = "^(queued|running|completed|cancelled)$")]
+    status: Option<String>,
+    /// How many jobs at most: 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    /// The next page: only jobs created before this job (give the last `job_id` of the
+    /// page before).
+    #[param(pattern = "^job_[0-9a-f]{32}$")]
+    before: Option<String>,
+}
+
+/// The most jobs one page lists, and how many when not asked.
+const MAX_PAGE: u32 = 500;
+const DEFAULT_PAGE: u32 = 50;
+
+/// A page of jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    /// Newest first, without their items (`GET /v1/bulk-transitions/{job_id}` has them).
+    jobs: Vec<JobView>,
 }
 
 /// The answer to an accepted job.
@@ -307,6 +337,59 @@ pub async fn show_bulk_job(
         }
     };
     found(state.bulk.job(&job_id, with_items).await?, "bulk", &job_id).map(Json)
+}
+
+/// The bulk jobs, newest first, without their items: their status, counts, who started
+/// them and when. A page at a time: `before` the last `job_id` of a page gives the next.
+#[utoipa::path(
+    get,
+    path = "/v1/bulk-transitions",
+    tag = "bulk",
+    security(("bearer" = [VIEWER])),
+    params(ListQuery),
+    responses((status = 200, description = "The jobs", body = JobList))
+)]
+pub async fn list_bulk_jobs(
+    State(state): State<ApiState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<JobList>, Problem> {
+    let status = query.status.as_deref();
+    if let Some(status) = status
+        && !["queued", "running", "completed", "cancelled"].contains(&status)
+    {
+        return Err(Problem::invalid_parameter(
+            "status",
+            format!("status must be queued, running, completed or cancelled, got `{status}`"),
+        ));
+    }
+    let limit = i64::from(query.limit.unwrap_or(DEFAULT_PAGE));
+    if !(1..=i64::from(MAX_PAGE)).contains(&limit) {
+        return Err(Problem::invalid_parameter(
+            "limit",
+            format!("limit must be from 1 to {MAX_PAGE}, got {limit}"),
+        ));
+    }
+    let before = query.before.as_deref();
+    if let Some(before) = before
+        && !is_job_id(before)
+    {
+        return Err(Problem::invalid_parameter(
+            "before",
+            format!("before must be a job id (job_ and 32 hex digits), got `{before}`"),
+        ));
+    }
+    let jobs = state.bulk.jobs(status, before, limit).await?;
+    Ok(Json(JobList { jobs }))
+}
+
+/// Whether `id` has the shape of a bulk job's id.
+fn is_job_id(id: &str) -> bool {
+    id.strip_prefix("job_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// Cancels the items not started yet (those in flight finish; then the job is

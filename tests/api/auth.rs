@@ -194,6 +194,14 @@ pub const ROUTES: &[Row] = &[
         statuses: [401, 401, 403, 404, 404],
     },
     Row {
+        method: "GET",
+        path: "/v1/bulk-transitions",
+        role: Some("viewer"),
+        query: "status=completed&limit=10",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
         method: "POST",
         path: "/v1/bulk-transitions",
         role: Some("supervisor"),

@@ -66,7 +66,7 @@ fn finished(view: &Value) -> bool {
 }
 
 /// Submits a job that must be accepted and waits for its end.
-async fn run_job(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn run_job(app: &TestApp, body: Value) -> Value {
     let (status, accepted) = submit(&app.http, &app.address, &body).await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["job_id"].as_str().unwrap().to_owned();

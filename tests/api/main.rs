@@ -15,6 +15,7 @@ mod auth;
 mod authorisations;
 mod backup;
 mod bulk;
+mod bulk_list;
 mod cli;
 mod cluster;
 mod cluster_api;

@@ -259,6 +259,29 @@ impl BulkJobs {
         }
     }
 
+    /// Jobs without their items, newest first: of `status` when given, created before
+    /// the job `before` when given, at most `limit`.
+    pub async fn jobs(
+        &self,
+        status: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobView>, sqlx::Error> {
+        // One read transaction, as for one job: statuses and counts agree.
+        let mut tx = self.store().reader().begin().await?;
+        let rows = jobs::recent(&mut tx, status, before, limit).await?;
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let mut counts = jobs::counts_of(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let counts = counts.remove(&row.id).unwrap_or_default();
+                view(row, counts, None)
+            })
+            .collect())
+    }
+
     /// The job's progress and counts, with every item when `with_items`.
     pub async fn job(
         &self,
