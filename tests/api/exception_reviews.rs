@@ -76,6 +76,19 @@ async fn record(store: &Store, changes: &[(&str, AgentState, DateTime<Utc>)]) {
     tx.commit().await.unwrap();
 }
 
+/// `GET path` with `query` as the viewer: the status and the JSON answer.
+async fn as_wall(app: &TestApp, path: &str, query: &[(&str, String)]) -> (u16, Value) {
+    let response = app
+        .http
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(WALL)
+        .query(query)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
 async fn review(app: &TestApp, id: &str, body: Value, token: &str) -> (u16, Value) {
     let response = app
         .http
@@ -92,15 +105,8 @@ async fn review(app: &TestApp, id: &str, body: Value, token: &str) -> (u16, Valu
 }
 
 async fn listed(app: &TestApp, query: &str) -> Vec<String> {
-    let response = app
-        .http
-        .get(format!("{}/v1/adherence/exceptions{query}", app.address))
-        .bearer_auth(WALL)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{query}");
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = as_wall(app, &format!("/v1/adherence/exceptions{query}"), &[]).await;
+    assert_eq!(status, 200, "{query}");
     body["exceptions"]
         .as_array()
         .unwrap()
@@ -200,15 +206,9 @@ async fn exceptions_are_listed_reviewed_once_unless_replaced_audited_and_announc
         ("?review=maybe", "review"),
         ("?from=2026-11-20&to=2026-11-19", "to"),
     ] {
-        let response = app
-            .http
-            .get(format!("{}/v1/adherence/exceptions{query}", app.address))
-            .bearer_auth(WALL)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{query}");
-        let problem: Value = response.json().await.unwrap();
+        let (status, problem) =
+            as_wall(&app, &format!("/v1/adherence/exceptions{query}"), &[]).await;
+        assert_eq!(status, 400, "{query}");
         assert_eq!(problem["parameter"], parameter, "{query}");
     }
 
@@ -353,14 +353,7 @@ async fn reported(
         ("from", wfmd::time::rfc3339(from)),
         ("to", wfmd::time::rfc3339(to)),
     ];
-    let get = |path: &str, query: &[(&str, String)]| {
-        let request = app
-            .http
-            .get(format!("{}{path}", app.address))
-            .bearer_auth(WALL)
-            .query(query);
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
+    let get = async |path: &str, query: &[(&str, String)]| as_wall(app, path, query).await.1;
     let mut json_query = window.to_vec();
     json_query.push(("format", "json".into()));
     let report = get("/v1/reports/compliance", &json_query).await;
@@ -557,17 +550,10 @@ async fn an_excused_exception_counts_as_authorised_in_every_report_from_then_on(
     assert_eq!(reported(&app, &past, yesterday, midnight).await, before);
 
     // The definitions say so.
-    let definitions: Value = app
-        .http
-        .get(format!("{}/v1/reports/definitions", app.address))
-        .bearer_auth(WALL)
-        .send()
+    let text = as_wall(&app, "/v1/reports/definitions", &[])
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text = definitions.to_string();
+        .1
+        .to_string();
     assert!(text.contains("excused"), "{text}");
     assert!(
         text.contains("/v1/adherence/exceptions/{id}/review"),
@@ -576,16 +562,7 @@ async fn an_excused_exception_counts_as_authorised_in_every_report_from_then_on(
 
     // An open exception excused: the agent's time counts as authorised now.
     let verdict = async || -> Value {
-        let rows: Value = app
-            .http
-            .get(format!("{}/v1/adherence/now", app.address))
-            .bearer_auth(WALL)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, rows) = as_wall(&app, "/v1/adherence/now", &[]).await;
         rows["agents"]
             .as_array()
             .unwrap()

@@ -215,20 +215,7 @@ async fn adherence_now_judges_each_agent_lists_the_longest_out_first_and_the_fee
     // Today's figure is the compliance report's for today so far.
     let midnight = now.duration_trunc(Duration::days(1)).unwrap();
     if now - midnight > Duration::minutes(1) {
-        let report: Value = app
-            .http
-            .get(format!("{}/v1/reports/compliance", app.address))
-            .query(&[
-                ("from", wfmd::time::rfc3339(midnight)),
-                ("to", wfmd::time::rfc3339(Utc::now())),
-                ("format", "json".into()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let report = compliance_report(&app, midnight, Utc::now()).await;
         let reported = report["agents"]
             .as_array()
             .unwrap()
@@ -356,16 +343,9 @@ async fn adherence_now_keeps_the_team_or_skill_asked_for() {
     }
 }
 
-/// The compliance report's per-agent adherence over `[from, to)` (JSON), summed over
-/// `agents` as the summary sums it: `[scheduled, in, out, authorised, neutral]` seconds.
-async fn report_sums(
-    app: &TestApp,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    agents: &[&str],
-) -> [f64; 5] {
-    let report: Value = app
-        .http
+/// The compliance report over `[from, to)`, as JSON.
+async fn compliance_report(app: &TestApp, from: DateTime<Utc>, to: DateTime<Utc>) -> Value {
+    app.http
         .get(format!("{}/v1/reports/compliance", app.address))
         .query(&[
             ("from", wfmd::time::rfc3339(from)),
@@ -377,7 +357,18 @@ async fn report_sums(
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The compliance report's per-agent adherence over `[from, to)` (JSON), summed over
+/// `agents` as the summary sums it: `[scheduled, in, out, authorised, neutral]` seconds.
+async fn report_sums(
+    app: &TestApp,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    agents: &[&str],
+) -> [f64; 5] {
+    let report = compliance_report(app, from, to).await;
     let mut sums = [0.0; 5];
     for agent in report["agents"].as_array().unwrap() {
         if !agents.contains(&agent["agent_id"].as_str().unwrap()) {
