@@ -2,7 +2,7 @@
 //! script inlined, so it needs nothing from a CDN or a font service and works on an
 //! operations-floor network without internet access.
 //!
-//! `index.html`, `style.css` and `app.js` are kept apart for editing; [`page`] puts
+//! `wallboard.html`, `wallboard.css` and `wallboard.js` are kept apart for editing; [`page`] puts
 //! them together once. Its [`content_security_policy`] names that one script and that
 //! one style by their hashes, so nothing else can run in the page, not even a script
 //! smuggled into it.
@@ -12,11 +12,11 @@ use std::sync::LazyLock;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-const STYLE: &str = include_str!("style.css");
-const SCRIPT: &str = include_str!("app.js");
+const STYLE: &str = include_str!("wallboard.css");
+const SCRIPT: &str = include_str!("wallboard.js");
 
 static PAGE: LazyLock<String> = LazyLock::new(|| {
-    include_str!("index.html")
+    include_str!("wallboard.html")
         .replace("/*STYLE*/", STYLE)
         .replace("/*SCRIPT*/", SCRIPT)
 });
