@@ -37,6 +37,8 @@ struct Operation {
     statuses: BTreeSet<u16>,
     /// Documented content types of each status that has a body.
     content_types: BTreeMap<u16, BTreeSet<String>>,
+    /// One of the console's pages (tag `console`).
+    page: bool,
 }
 
 /// One parameter of an operation.
@@ -121,6 +123,9 @@ fn operations(spec: &Value) -> Vec<Operation> {
                     .is_some_and(|types| !types.contains_key("application/json")),
                 statuses,
                 content_types,
+                page: operation["tags"]
+                    .as_array()
+                    .is_some_and(|tags| tags.contains(&json!("console"))),
             });
         }
     }
@@ -439,6 +444,10 @@ async fn hostile_input_gets_a_4xx_problem_naming_the_field_or_parameter() {
 /// input, in seconds on a shared 2-core machine.
 const FUZZ_CASES_WITH_TOKENS: usize = 12_000;
 const FUZZ_CASES_WITHOUT_TOKENS: usize = 7_000;
+/// Cases for each of the console's pages (tag `console`), drawn apart from the API's: a
+/// page takes no body and answers HTML or a 404, and drawing its cases from the same
+/// pool would only thin out the API routes' rare answers.
+const FUZZ_CASES_PER_PAGE: usize = 40;
 /// Requests in flight at once.
 const FUZZ_CONCURRENCY: usize = 4;
 
@@ -1219,14 +1228,29 @@ async fn fuzz(app: &TestApp, seed: u8, count: usize, tokens: bool) -> Seen {
             )
         })
         .collect();
-    let any_case = proptest::strategy::Union::new_weighted(strategies);
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
-    );
-    let cases: Vec<Case> = (0..count)
-        .map(|_| any_case.new_tree(&mut runner).unwrap().current())
-        .collect();
+    let (pages, api): (Vec<_>, Vec<_>) = strategies
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| operations[*i].page);
+    let strip = |pool: Vec<(usize, _)>| pool.into_iter().map(|(_, s)| s).collect::<Vec<_>>();
+    let mut cases: Vec<Case> = Vec::new();
+    for (pool, count) in [
+        (strip(api), count),
+        (
+            strip(pages),
+            FUZZ_CASES_PER_PAGE * operations.iter().filter(|o| o.page).count(),
+        ),
+    ] {
+        if pool.is_empty() {
+            continue;
+        }
+        let any_case = proptest::strategy::Union::new_weighted(pool);
+        let mut runner = TestRunner::new_with_rng(
+            Config::default(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
+        );
+        cases.extend((0..count).map(|_| any_case.new_tree(&mut runner).unwrap().current()));
+    }
     crate::helpers::http_client();
     // A redirect is the operation's answer (`/t/{tenant}` documents its 308), not the
     // page it points at.
