@@ -36,7 +36,8 @@
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
 //!   out to any number of clients, one job per file (view, encoding, hub, loops, feed,
-//!   browser tickets); [`web`]: the wallboard page that shows it.
+//!   browser tickets); [`web`]: the supervisor console's pages (the wallboard, real-time
+//!   adherence, an agent's day, bulk jobs, sign-in) that show it and act through the API.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed, the definitions that
 //!   go with every number, and one agent's schedule against actual.
 //! - [`tasks`]: the tenant a task works for, and the one way to spawn a task (keeping

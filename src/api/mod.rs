@@ -1,5 +1,5 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
-//! reports, audit, schedule imports, the live feed, the wallboard page, browser sign-in
+//! reports, audit, schedule imports, the live feed, the console's pages, browser sign-in
 //! (`/v1/session`), and the tenants and instances served (`/v1/tenants`, `/v1/cluster`).
 //!
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
@@ -43,6 +43,7 @@ mod json;
 mod layers;
 mod live;
 pub mod openapi;
+mod pages;
 mod reports;
 mod roles;
 mod rta;
@@ -210,6 +211,7 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi, BodyLimits
         audit::routes(),
         bulk::routes(),
         live::routes(),
+        pages::routes(),
         series::routes(),
         analytics::routes(),
         schedules::routes(),
@@ -298,6 +300,7 @@ pub fn router(
             .layer(Extension(cluster_key.clone()))
             .layer(Extension(metrics_token.clone()))
             .layer(Extension(credentials.clone()))
+            .layer(Extension(pages::SignInNeeded(!credentials.is_open())))
             // Outside everything, the ticket's redemption included; here rather than in
             // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
             // as the `/v1/ws` it is.

@@ -90,6 +90,7 @@ in: another tenant's path does not find them."
         (name = "reports", description = "Compliance exports"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "live", description = "The wallboard's live figures and their stored samples"),
+        (name = "console", description = "The supervisor console's pages (HTML; the wallboard is under live)"),
         (name = "analytics", description = "Analytics jobs: aggregates with trends and anomalies"),
         (name = "schedules", description = "Schedules imported from a file (a third-party WFM, or a tenant without WFM access)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),

@@ -20,6 +20,7 @@ mod cli;
 mod cluster;
 mod cluster_api;
 mod connections;
+mod console;
 mod crash;
 mod cross_origin;
 mod database_copy;

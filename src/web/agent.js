@@ -1,0 +1,3 @@
+// The agent page.
+"use strict";
+markReady();

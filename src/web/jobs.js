@@ -1,0 +1,3 @@
+// The jobs page.
+"use strict";
+markReady();

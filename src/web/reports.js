@@ -1,0 +1,3 @@
+// The reports page.
+"use strict";
+markReady();

@@ -1,0 +1,3 @@
+// The rta page.
+"use strict";
+markReady();

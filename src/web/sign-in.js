@@ -1,0 +1,3 @@
+// The sign-in page.
+"use strict";
+markReady();

@@ -1,0 +1,218 @@
+//! The supervisor console's pages: served at every address with their own content
+//! policy and the caller's role, and in a real browser (headless Chromium through
+//! chromedriver, as `wallboard.rs` drives it) against wfmd serving the simulator:
+//! signing in, the real-time adherence list, changing a state from the page now or when
+//! the call ends and cancelling the waiting change, bulk jobs created, cancelled and
+//! reverted from `/jobs`, and axe-core finding no serious or critical violation on any
+//! page.
+//!
+//! Tests marked `needs h/capi` use routes the console's server side adds (sessions,
+//! `/v1/adherence/now` and `/summary`, the list of bulk jobs); they are ignored until
+//! those routes are on the same branch.
+
+use fantoccini::Client;
+use serde_json::Value;
+
+use crate::auth::{As, spawn_with_roles};
+use crate::helpers::{TestApp, TestDb, TestSim};
+use crate::live::Served;
+use crate::wallboard::{Chromedriver, SLOW, eventually, run};
+
+/// axe-core, as vendored under `tests/support/axe-core/` (see its README).
+const AXE: &str = include_str!("../support/axe-core/axe.min.js");
+const AXE_VERSION: &str = "4.14.1";
+
+/// Every page of the console at its single-tenant address.
+const PAGES: [&str; 9] = [
+    "/",
+    "/rta",
+    "/agents/u_001",
+    "/jobs",
+    "/exceptions",
+    "/reports",
+    "/sign-in",
+    "/sign-out",
+    "/t/default/rta",
+];
+
+/// The attribute `name` of the page's `<body>`.
+fn body_attribute(page: &str, name: &str) -> String {
+    let body = &page[page.find("<body").expect("a body")..];
+    let body = &body[..body.find('>').unwrap()];
+    let start = body
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        + name.len()
+        + 2;
+    body[start..][..body[start..].find('"').unwrap()].to_owned()
+}
+
+async fn page_as(app: &TestApp, path: &str, who: As) -> (reqwest::header::HeaderMap, String) {
+    let mut request = app.http.get(format!("{}{path}", app.address));
+    if let Some(token) = who.token() {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    let headers = response.headers().clone();
+    (headers, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_page_is_served_with_its_own_policy_and_the_role_its_request_proves() {
+    let open = TestApp::spawn().await;
+    let mut policies = std::collections::BTreeSet::new();
+    for path in PAGES {
+        let (headers, page) = page_as(&open, path, As::Nobody).await;
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'sha256-"), "{path}: {policy}");
+        assert!(!policy.contains("unsafe"), "{path}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+        policies.insert(policy.to_owned());
+        // Without tokens every caller is the local admin, and nobody signs in.
+        assert_eq!(body_attribute(&page, "data-role"), "admin", "{path}");
+        assert_eq!(body_attribute(&page, "data-auth"), "open", "{path}");
+        let tenant = body_attribute(&page, "data-tenant");
+        let root = body_attribute(&page, "data-root");
+        if path.starts_with("/t/") {
+            assert_eq!((tenant.as_str(), root.as_str()), ("default", "/t/default"));
+            assert!(page.contains("href=\"/t/default/jobs\""), "{path}");
+        } else {
+            assert_eq!((tenant.as_str(), root.as_str()), ("", ""));
+            assert!(page.contains("href=\"/jobs\""), "{path}");
+        }
+    }
+    // /rta and /t/default/rta are the same page; sign-in and sign-out too.
+    assert_eq!(policies.len(), PAGES.len() - 2, "{policies:#?}");
+    open.stop().await;
+
+    // With tokens the page says the role of the caller its request proves, and none
+    // for a caller it does not know (whom the page sends to sign in).
+    let app = spawn_with_roles().await;
+    for path in PAGES {
+        for (who, role) in [
+            (As::Nobody, ""),
+            (As::WrongToken, ""),
+            (As::Viewer, "viewer"),
+            (As::Supervisor, "supervisor"),
+            (As::Admin, "admin"),
+        ] {
+            let (_, page) = page_as(&app, path, who).await;
+            assert_eq!(body_attribute(&page, "data-role"), role, "{path} {who:?}");
+            assert_eq!(body_attribute(&page, "data-auth"), "tokens", "{path}");
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_page_for_an_id_no_agent_could_have_is_not_served() {
+    let app = TestApp::spawn().await;
+    let long = "a".repeat(200);
+    for path in [
+        "/agents/a%20b".to_owned(),
+        format!("/agents/{long}"),
+        "/t/default/agents/a%20b".to_owned(),
+    ] {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:wfmd:problem:no-such-route", "{path}");
+    }
+    app.stop().await;
+}
+
+/// wfmd serving the simulator as `serve --simulate` does (state sync and the live
+/// figures on), `adjust`ed first.
+async fn floor(
+    sim: &TestSim,
+    db: &TestDb,
+    adjust: impl FnOnce(&mut wfmd::config::Config),
+) -> Served {
+    let mut config = sim.config(&db.url());
+    config.live.enabled = true;
+    config.sync.enabled = true;
+    adjust(&mut config);
+    Served::start(&config).await
+}
+
+/// Opens `url` and waits until its page has drawn what it first loaded.
+async fn open(browser: &Client, url: &str) {
+    browser.goto(url).await.unwrap();
+    eventually(SLOW, &format!("{url} is drawn"), async || {
+        let ready = run(
+            browser,
+            "return document.body.dataset.ready || null;",
+            Value::Null,
+        )
+        .await;
+        (ready == "1").then_some(())
+    })
+    .await;
+}
+
+/// The serious and critical violations axe-core finds in the page shown, each as
+/// `rule: help` with the elements concerned.
+async fn accessibility_violations(browser: &Client) -> Vec<String> {
+    let version = run(
+        browser,
+        &format!("{AXE}\n;return axe.version;"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(version, AXE_VERSION);
+    let found = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] })
+               .then((r) => done(r.violations
+                 .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                 .map((v) => v.id + ' (' + v.impact + '): ' + v.help + ' at ' +
+                   v.nodes.slice(0, 5).map((n) => n.target.join(' ') + ' [' + n.failureSummary + ']').join('; '))))
+               .catch((e) => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .expect("axe runs");
+    serde_json::from_value(found).unwrap()
+}
+
+/// Asserts that axe-core finds no serious or critical violation in the page shown.
+async fn assert_accessible(browser: &Client, what: &str) {
+    let violations = accessibility_violations(browser).await;
+    assert!(
+        violations.is_empty(),
+        "{what}: axe-core finds {} serious or critical violation(s):\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_of_the_console_is_accessible_by_axe_core() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::new();
+    let served = floor(&sim, &db, |_| {}).await;
+    let agent = &sim.free_agents()[0];
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    for path in [
+        "/".to_owned(),
+        "/rta".to_owned(),
+        format!("/agents/{}", agent.id),
+        "/jobs".to_owned(),
+        "/exceptions".to_owned(),
+        "/reports".to_owned(),
+        "/sign-in".to_owned(),
+    ] {
+        open(&browser, &format!("{}{path}", served.address)).await;
+        assert_accessible(&browser, &path).await;
+    }
+    browser.close().await.unwrap();
+    served.stop().await;
+}
