@@ -745,3 +745,227 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
     browser.close().await.unwrap();
     served.stop().await;
 }
+
+/// What the act dialog answered, once it answered.
+async fn act_answer(browser: &Client) -> String {
+    eventually(SLOW, "the dialog shows the answer", async || {
+        let text = text_of(browser, "act-answer").await;
+        (!text.is_empty() && text != "sending…").then_some(text)
+    })
+    .await
+}
+
+/// The computed background colours of the legend's swatches of `class`.
+async fn swatch_colours(browser: &Client, class: &str) -> Vec<String> {
+    let colours = run(
+        browser,
+        "return [...document.querySelectorAll('#legend .swatch.' + arguments[0])]
+                .map((s) => getComputedStyle(s).backgroundColor);",
+        json!(class),
+    )
+    .await;
+    serde_json::from_value(colours).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_and_cancels_it() {
+    let sim = TestSim::default_tenant().await;
+    let quiet = quiet_agents(&sim);
+    let agent = &quiet[0];
+    // On a call: a change now is refused, one for when the call ends waits.
+    assert!(sim.sim.force_state(&agent.id, "ON_CONTACT", ""));
+    let db = TestDb::new();
+    let served = floor(&sim, &db, |_| {}).await;
+    let address = served.address.clone();
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    let page = format!("{address}/agents/{}", agent.id);
+    open(&browser, &page).await;
+    eventually(SLOW, "the page shows the agent on a call", async || {
+        let state = text_of(&browser, "agent-state").await;
+        (state == "ON_CONTACT").then_some(())
+    })
+    .await;
+    assert_eq!(text_of(&browser, "agent-name").await, agent.name);
+
+    // Today, full width, with a now marker, three labelled lanes, the figures.
+    eventually(SLOW, "the day is drawn with a now marker", async || {
+        let drawn = run(
+            &browser,
+            "const t = document.getElementById('timeline');
+             return [t.querySelectorAll('.lane').length, !!document.getElementById('now-marker'),
+                     t.getBoundingClientRect().width / document.documentElement.clientWidth,
+                     [...t.querySelectorAll('.lane-label')].map((l) => l.textContent),
+                     document.querySelectorAll('#figures dt').length];",
+            Value::Null,
+        )
+        .await;
+        (drawn[0] == 3 && drawn[1] == true).then_some(drawn)
+    })
+    .await;
+    let drawn = run(
+        &browser,
+        "const t = document.getElementById('timeline');
+         return [t.getBoundingClientRect().width / document.documentElement.clientWidth,
+                 [...t.querySelectorAll('.lane-label')].map((l) => l.textContent),
+                 document.querySelector('#figures dt').textContent,
+                 t.querySelectorAll('.bar.fill-state').length];",
+        Value::Null,
+    )
+    .await;
+    assert!(drawn[0].as_f64().unwrap() > 0.9, "full width: {drawn}");
+    assert_eq!(drawn[1], json!(["Schedule", "State", "Adherence"]));
+    assert_eq!(drawn[2], "Adherence");
+    assert!(drawn[3].as_u64().unwrap() >= 1, "a recorded state: {drawn}");
+    // States and verdicts never share a colour.
+    let states = swatch_colours(&browser, "fill-state").await;
+    let verdicts = swatch_colours(&browser, "fill-verdict").await;
+    assert_eq!(states.len(), 7);
+    assert_eq!(verdicts.len(), 5);
+    for colour in &states {
+        assert!(
+            !verdicts.contains(colour),
+            "{colour}: {states:?} / {verdicts:?}"
+        );
+    }
+    assert_accessible(&browser, "the agent page").await;
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(artifact("console-agent.png"), png).unwrap();
+
+    // A change now, from the keyboard: refused, and said why in words.
+    let change = browser.find(Locator::Id("change")).await.unwrap();
+    change.send_keys("\u{E007}").await.unwrap();
+    eventually(SLOW, "the dialog opens", async || {
+        let open = run(
+            &browser,
+            "return !!document.getElementById('act') && document.getElementById('act').open;",
+            Value::Null,
+        )
+        .await;
+        (open == true).then_some(())
+    })
+    .await;
+    browser
+        .find(Locator::Id("act-state"))
+        .await
+        .unwrap()
+        .select_by_value("NOT_READY")
+        .await
+        .unwrap();
+    type_into(&browser, "act-reason", "MEETING\u{E007}").await;
+    let refused = act_answer(&browser).await;
+    assert!(
+        refused.starts_with("Refused:") && refused.contains("STATE_CONFLICT"),
+        "{refused}"
+    );
+    // A bad reason is said, and nothing is sent.
+    let attempts = sim.calls(crate::helpers::SET_STATE);
+    type_into(&browser, "act-reason", "no spaces\u{E007}").await;
+    eventually(SLOW, "the dialog says the reason is bad", async || {
+        text_of(&browser, "act-answer")
+            .await
+            .contains("nothing was changed")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(sim.calls(crate::helpers::SET_STATE), attempts);
+
+    // When the call ends: Tab to the choice, arrow to "When the call ends", Enter.
+    type_into(&browser, "act-reason", "MEETING").await;
+    let reason = browser.find(Locator::Id("act-reason")).await.unwrap();
+    reason.send_keys("\u{E004}").await.unwrap();
+    let focused = browser.active_element().await.unwrap();
+    focused.send_keys("\u{E015}").await.unwrap();
+    let focused = browser.active_element().await.unwrap();
+    focused.send_keys("\u{E007}").await.unwrap();
+    let waits = act_answer(&browser).await;
+    assert!(
+        waits.contains("waits for the call to end: NOT_READY (MEETING)"),
+        "{waits}"
+    );
+    assert_accessible(&browser, "the change dialog").await;
+    let deferred: Value = http_client()
+        .get(format!("{address}/v1/agents/{}/deferred", agent.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deferred["to"], "NOT_READY", "{deferred}");
+    assert_eq!(deferred["reason"], "MEETING", "{deferred}");
+    run(
+        &browser,
+        "document.getElementById('act').close();",
+        Value::Null,
+    )
+    .await;
+
+    // The page shows the waiting change; its Cancel cancels it.
+    eventually(SLOW, "the page shows the waiting change", async || {
+        text_of(&browser, "waiting")
+            .await
+            .contains("NOT_READY (MEETING)")
+            .then_some(())
+    })
+    .await;
+    click(&browser, "#waiting .cancel-deferred").await;
+    eventually(SLOW, "the page says it is cancelled", async || {
+        text_of(&browser, "act-message")
+            .await
+            .contains("cancelled")
+            .then_some(())
+    })
+    .await;
+    let gone = http_client()
+        .get(format!("{address}/v1/agents/{}/deferred", agent.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "nothing waits any more");
+    eventually(SLOW, "the waiting change is off the page", async || {
+        text_of(&browser, "waiting").await.is_empty().then_some(())
+    })
+    .await;
+
+    // A day too far back is refused in the page, and the day shown stays.
+    let shown = run(
+        &browser,
+        "return document.getElementById('timeline').innerHTML.length;",
+        Value::Null,
+    )
+    .await;
+    run(
+        &browser,
+        "const d = document.getElementById('day');
+         const far = new Date(); far.setDate(far.getDate() - 40);
+         d.value = far.toISOString().slice(0, 10);
+         d.dispatchEvent(new Event('change'));",
+        Value::Null,
+    )
+    .await;
+    let said = text_of(&browser, "day-message").await;
+    assert!(said.contains("more than 31 days back"), "{said}");
+    assert_eq!(
+        run(
+            &browser,
+            "return document.getElementById('timeline').innerHTML.length;",
+            Value::Null
+        )
+        .await,
+        shown
+    );
+    // The day before: in the URL, and drawn.
+    click(&browser, "#day-prev").await;
+    eventually(SLOW, "the day before is asked for", async || {
+        location(&browser).await.contains("?day=").then_some(())
+    })
+    .await;
+
+    // An agent wfmd does not know: said, and nothing else asked.
+    open(&browser, &format!("{address}/agents/u_999")).await;
+    let said = text_of(&browser, "message").await;
+    assert!(said.contains("keeps no agent u_999"), "{said}");
+    browser.close().await.unwrap();
+    served.stop().await;
+}
