@@ -75,8 +75,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: the HTTP API, state sync, WFM rules, schedule automations, the
-    /// compliance sweep, the skill and queue pollers, bulk jobs, webhook delivery, and
-    /// the live feed with its wallboard page at `/`. SIGHUP re-reads the configuration:
+    /// compliance sweep, the skill and queue pollers, bulk jobs, webhook delivery, the
+    /// live feed, and the supervisor console's pages (the wallboard at `/`, real-time
+    /// adherence at `/rta`, `/agents/{id}`, `/jobs`). SIGHUP re-reads the configuration:
     /// the rules, the adherence rules, the tenants (added ones start, removed ones
     /// stop), and the API tokens (a changed or removed token's browser sessions end).
     Serve(ServeArgs),

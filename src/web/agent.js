@@ -218,15 +218,21 @@ function drawLegend() {
     .map((v) => ["fill-verdict v-" + v, VERDICTS[v]]));
 }
 
+// `table`'s head row of column headers `titles` (an empty title is read out as `hidden`).
+function tableHead(table, titles, hidden) {
+  const head = table.createTHead().insertRow();
+  for (const title of titles) {
+    const th = el("th", "", title);
+    th.scope = "col";
+    if (!title) th.append(el("span", "visually-hidden", hidden));
+    head.append(th);
+  }
+}
+
 function drawSpansTable() {
   const table = $("spans");
   table.replaceChildren();
-  const head = table.createTHead().insertRow();
-  for (const h of ["From", "To", "Scheduled", "State", "Reason", "Adherence"]) {
-    const th = el("th", "", h);
-    th.scope = "col";
-    head.append(th);
-  }
+  tableHead(table, ["From", "To", "Scheduled", "State", "Reason", "Adherence"]);
   const body = table.createTBody();
   for (const s of A.spans) {
     if (s.expected === "OFF_SHIFT" && !s.state) continue;
@@ -311,12 +317,7 @@ function drawHistory(answer) {
     ? "Time in each state: " + totals.join(" · ") + "; idle " + hm(h.idle_ms / 1000) + "."
     : "No state was recorded for this agent on this day.";
   if (!h.intervals.length) return;
-  const head = table.createTHead().insertRow();
-  for (const title of ["From", "To", "State", "Reason", "By", "Lasted"]) {
-    const th = el("th", "", title);
-    th.scope = "col";
-    head.append(th);
-  }
+  tableHead(table, ["From", "To", "State", "Reason", "By", "Lasted"]);
   const body = table.createTBody();
   for (const i of h.intervals) {
     const row = body.insertRow();
@@ -348,12 +349,7 @@ function drawExceptions(answer) {
     return;
   }
   const table = el("table", "grid");
-  const head = table.createTHead().insertRow();
-  for (const title of ["Kind", "Opened", "Closed", "Severe", "Review"]) {
-    const th = el("th", "", title);
-    th.scope = "col";
-    head.append(th);
-  }
+  tableHead(table, ["Kind", "Opened", "Closed", "Severe", "Review"]);
   const body = table.createTBody();
   for (const e of mine) {
     const row = body.insertRow();
@@ -380,13 +376,7 @@ function drawAuthorisations(answer) {
     return;
   }
   const table = el("table", "grid");
-  const head = table.createTHead().insertRow();
-  for (const title of ["From", "To", "Reason", "By", ""]) {
-    const th = el("th", "", title);
-    th.scope = "col";
-    if (!title) th.append(el("span", "visually-hidden", "Withdraw"));
-    head.append(th);
-  }
+  tableHead(table, ["From", "To", "Reason", "By", ""], "Withdraw");
   const body = table.createTBody();
   for (const a of mine) {
     const row = body.insertRow();

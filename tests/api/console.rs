@@ -16,7 +16,7 @@ use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
 use crate::auth::{As, role_entries, spawn_with_roles};
-use crate::helpers::{TestApp, TestDb, TestSim, http_client};
+use crate::helpers::{TestApp, TestDb, TestSim, get_json, http_client};
 use crate::live::Served;
 use crate::wallboard::{Chromedriver, SLOW, artifact, eventually, quiet_agents, run, set_state};
 
@@ -129,24 +129,64 @@ async fn an_agent_page_for_an_id_no_agent_could_have_is_not_served() {
     app.stop().await;
 }
 
-/// wfmd serving the simulator as `serve --simulate` does (state sync and the live
-/// figures on), `adjust`ed first.
-async fn floor(
-    sim: &TestSim,
-    db: &TestDb,
-    adjust: impl FnOnce(&mut wfmd::config::Config),
-) -> Served {
-    let mut config = sim.config(&db.url());
-    config.live.enabled = true;
-    config.sync.enabled = true;
-    adjust(&mut config);
-    Served::start(&config).await
+/// A browser on wfmd serving the simulator as `serve --simulate` does (state sync and
+/// the live figures on).
+struct Floor {
+    sim: TestSim,
+    served: Served,
+    address: String,
+    browser: Client,
+    /// Kept until the test ends: the browser's process and wfmd's database.
+    _driver: Chromedriver,
+    _db: TestDb,
+}
+
+impl Floor {
+    /// wfmd on `sim` (prepared by the test), its configuration `adjust`ed first, and a
+    /// browser.
+    async fn start(sim: TestSim, adjust: impl FnOnce(&mut wfmd::config::Config)) -> Floor {
+        let db = TestDb::new();
+        let mut config = sim.config(&db.url());
+        config.live.enabled = true;
+        config.sync.enabled = true;
+        adjust(&mut config);
+        let served = Served::start(&config).await;
+        let driver = Chromedriver::start().await;
+        let browser = driver.browser().await;
+        Floor {
+            sim,
+            address: served.address.clone(),
+            served,
+            browser,
+            _driver: driver,
+            _db: db,
+        }
+    }
+
+    /// A [`Floor`] where one agent that nothing else moves is on a call (so a change
+    /// now is refused, and one for when the call ends waits): that agent.
+    async fn with_one_on_a_call() -> (Floor, wfmd::sim::SimAgent) {
+        let sim = TestSim::default_tenant().await;
+        let agent = quiet_agents(&sim).remove(0);
+        assert!(sim.sim.force_state(&agent.id, "ON_CONTACT", ""));
+        (Floor::start(sim, |_| {}).await, agent)
+    }
+
+    async fn stop(self) {
+        self.browser.close().await.unwrap();
+        self.served.stop().await;
+    }
 }
 
 /// Opens `url` and waits until its page has drawn what it first loaded.
 async fn open(browser: &Client, url: &str) {
     browser.goto(url).await.unwrap();
-    eventually(SLOW, &format!("{url} is drawn"), async || {
+    drawn(browser, url).await;
+}
+
+/// Waits until the page shown (`what`) has drawn what it first loaded.
+async fn drawn(browser: &Client, what: &str) {
+    eventually(SLOW, &format!("{what} is drawn"), async || {
         let ready = run(
             browser,
             "return document.body.dataset.ready || null;",
@@ -198,11 +238,10 @@ async fn assert_accessible(browser: &Client, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_of_the_console_is_accessible_by_axe_core() {
     let sim = TestSim::default_tenant().await;
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |_| {}).await;
+    let floor = Floor::start(sim, |_| {}).await;
+    let (browser, address) = (&floor.browser, &floor.address);
+    let sim = &floor.sim;
     let agent = &sim.free_agents()[0];
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
     for path in [
         "/".to_owned(),
         "/rta".to_owned(),
@@ -212,11 +251,10 @@ async fn every_page_of_the_console_is_accessible_by_axe_core() {
         "/reports".to_owned(),
         "/sign-in".to_owned(),
     ] {
-        open(&browser, &format!("{}{path}", served.address)).await;
-        assert_accessible(&browser, &path).await;
+        open(browser, &format!("{address}{path}")).await;
+        assert_accessible(browser, &path).await;
     }
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
 }
 
 /// The path and query the browser shows.
@@ -236,16 +274,7 @@ async fn arrives(browser: &Client, path_and_query: &str) {
         async || (location(browser).await == path_and_query).then_some(()),
     )
     .await;
-    eventually(SLOW, &format!("{path_and_query} is drawn"), async || {
-        let ready = run(
-            browser,
-            "return document.body.dataset.ready || null;",
-            Value::Null,
-        )
-        .await;
-        (ready == "1").then_some(())
-    })
-    .await;
+    drawn(browser, path_and_query).await;
 }
 
 /// Types `text` into the field `id` (emptied first).
@@ -274,6 +303,53 @@ async fn text_of(browser: &Client, id: &str) -> String {
     shown.as_str().unwrap_or_default().to_owned()
 }
 
+/// Waits until the element `id` says `words` (among others).
+async fn says(browser: &Client, id: &str, words: &str) {
+    eventually(SLOW, &format!("#{id} says {words}"), async || {
+        text_of(browser, id).await.contains(words).then_some(())
+    })
+    .await;
+}
+
+/// Picks `value` in the select `id`.
+async fn select(browser: &Client, id: &str, value: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
+/// Clicks the Cancel of the waiting change `css` names, and waits for the message
+/// element `id` to say it is cancelled.
+async fn cancel_waiting(browser: &Client, css: &str, id: &str) {
+    click(browser, css).await;
+    eventually(
+        SLOW,
+        "the page says the waiting change is cancelled",
+        async || {
+            text_of(browser, id)
+                .await
+                .contains("cancelled")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The status of GET …/agents/{agent}/deferred: 200 while a change waits, 404 when none.
+async fn deferred_status(address: &str, agent: &str) -> u16 {
+    http_client()
+        .get(format!("{address}/v1/agents/{agent}/deferred"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Signs in on the sign-in page shown with `token`.
 async fn sign_in(browser: &Client, token: &str) {
     type_into(browser, "token", token).await;
@@ -283,17 +359,11 @@ async fn sign_in(browser: &Client, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tokens_the_sign_in_page_says_nobody_signs_in_and_leads_on() {
     let sim = TestSim::default_tenant().await;
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |_| {}).await;
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
-    open(
-        &browser,
-        &format!("{}/sign-in?next=%2Fjobs", served.address),
-    )
-    .await;
+    let floor = Floor::start(sim, |_| {}).await;
+    let (browser, address) = (&floor.browser, &floor.address);
+    open(browser, &format!("{address}/sign-in?next=%2Fjobs")).await;
     let shown = run(
-        &browser,
+        browser,
         "return [document.getElementById('no-sign-in').hidden,
                  document.getElementById('signing-in').hidden,
                  document.getElementById('go-on').getAttribute('href')];",
@@ -307,17 +377,16 @@ async fn without_tokens_the_sign_in_page_says_nobody_signs_in_and_leads_on() {
         "%2F%2Fevil.example",
         "%2F%5Cevil.example",
     ] {
-        open(&browser, &format!("{}/sign-in?next={next}", served.address)).await;
+        open(browser, &format!("{address}/sign-in?next={next}")).await;
         let href = run(
-            &browser,
+            browser,
             "return document.getElementById('go-on').getAttribute('href');",
             Value::Null,
         )
         .await;
         assert_eq!(href, "/", "next={next}");
     }
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
 }
 
 // needs h/capi: POST and DELETE /v1/session, and sessions recognised on every route.
@@ -325,31 +394,22 @@ async fn without_tokens_the_sign_in_page_says_nobody_signs_in_and_leads_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_a_page_goes_to_sign_in_and_back_keeps_no_token_and_a_viewer_sees_no_action() {
     let sim = TestSim::default_tenant().await;
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |config| config.api_tokens = role_entries()).await;
-    let address = &served.address;
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
+    let floor = Floor::start(sim, |config| config.api_tokens = role_entries()).await;
+    let (browser, address) = (&floor.browser, &floor.address);
 
     // Not signed in: the page sends the browser to sign in, saying where it was.
     browser
         .goto(&format!("{address}/jobs?job=job_x"))
         .await
         .unwrap();
-    arrives(&browser, "/sign-in?next=%2Fjobs%3Fjob%3Djob_x").await;
-    assert_accessible(&browser, "/sign-in").await;
+    arrives(browser, "/sign-in?next=%2Fjobs%3Fjob%3Djob_x").await;
+    assert_accessible(browser, "/sign-in").await;
 
     // A wrong token is refused in the page, which stays.
-    sign_in(&browser, "wfmd_not-a-configured-token").await;
-    eventually(SLOW, "the page says the token is refused", async || {
-        text_of(&browser, "sign-in-message")
-            .await
-            .contains("not accepted")
-            .then_some(())
-    })
-    .await;
+    sign_in(browser, "wfmd_not-a-configured-token").await;
+    says(browser, "sign-in-message", "not accepted").await;
     let left = run(
-        &browser,
+        browser,
         "return document.getElementById('token').value;",
         Value::Null,
     )
@@ -359,9 +419,9 @@ async fn with_tokens_a_page_goes_to_sign_in_and_back_keeps_no_token_and_a_viewer
     // The supervisor's token: back to the page, as a supervisor, with the session in
     // an HttpOnly, SameSite=Strict cookie and the token nowhere in the page.
     let token = As::Supervisor.token().unwrap();
-    sign_in(&browser, token).await;
-    arrives(&browser, "/jobs?job=job_x").await;
-    let role = run(&browser, "return document.body.dataset.role;", Value::Null).await;
+    sign_in(browser, token).await;
+    arrives(browser, "/jobs?job=job_x").await;
+    let role = run(browser, "return document.body.dataset.role;", Value::Null).await;
     assert_eq!(role, "supervisor");
     let cookie = browser.get_named_cookie("wfmd_session").await.unwrap();
     assert_eq!(cookie.http_only(), Some(true), "{cookie}");
@@ -371,7 +431,7 @@ async fn with_tokens_a_page_goes_to_sign_in_and_back_keeps_no_token_and_a_viewer
         "{cookie}"
     );
     let kept = run(
-        &browser,
+        browser,
         "return [localStorage.length, sessionStorage.length, document.cookie.includes('wfmd_session'),
                  document.documentElement.outerHTML.includes(arguments[0])];",
         json!(token),
@@ -380,7 +440,7 @@ async fn with_tokens_a_page_goes_to_sign_in_and_back_keeps_no_token_and_a_viewer
     assert_eq!(kept, json!([0, 0, false, false]));
     let actions_shown = async || {
         run(
-            &browser,
+            browser,
             "return [...document.querySelectorAll('.action')].some((e) => e.offsetParent !== null);",
             Value::Null,
         )
@@ -403,11 +463,11 @@ async fn with_tokens_a_page_goes_to_sign_in_and_back_keeps_no_token_and_a_viewer
         .unwrap();
     assert_eq!(ended.status(), 204);
     browser.goto(&format!("{address}/rta")).await.unwrap();
-    arrives(&browser, "/sign-in?next=%2Frta").await;
-    sign_in(&browser, As::Viewer.token().unwrap()).await;
-    arrives(&browser, "/rta").await;
+    arrives(browser, "/sign-in?next=%2Frta").await;
+    sign_in(browser, As::Viewer.token().unwrap()).await;
+    arrives(browser, "/rta").await;
     assert_eq!(
-        run(&browser, "return document.body.dataset.role;", Value::Null).await,
+        run(browser, "return document.body.dataset.role;", Value::Null).await,
         "viewer"
     );
     assert_eq!(
@@ -417,44 +477,32 @@ async fn with_tokens_a_page_goes_to_sign_in_and_back_keeps_no_token_and_a_viewer
     );
 
     // Signing out ends the session: the next page goes to sign in again.
-    click(&browser, "#sign-out").await;
-    arrives(&browser, "/sign-out").await;
-    eventually(SLOW, "the page says signed out", async || {
-        text_of(&browser, "signed-out-message")
-            .await
-            .contains("signed out")
-            .then_some(())
-    })
-    .await;
+    click(browser, "#sign-out").await;
+    arrives(browser, "/sign-out").await;
+    says(browser, "signed-out-message", "signed out").await;
     browser.goto(&format!("{address}/rta")).await.unwrap();
-    arrives(&browser, "/sign-in?next=%2Frta").await;
-    browser.close().await.unwrap();
-    served.stop().await;
+    arrives(browser, "/sign-in?next=%2Frta").await;
+    floor.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_a_page_without_a_session_goes_to_sign_in_saying_where_it_was() {
     let sim = TestSim::default_tenant().await;
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |config| config.api_tokens = role_entries()).await;
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
+    let floor = Floor::start(sim, |config| config.api_tokens = role_entries()).await;
+    let (browser, address) = (&floor.browser, &floor.address);
     for (page, back) in [
         ("/?kiosk=1", "%2F%3Fkiosk%3D1"),
         ("/t/default/", "%2Ft%2Fdefault%2F"),
     ] {
-        browser
-            .goto(&format!("{}{page}", served.address))
-            .await
-            .unwrap();
+        browser.goto(&format!("{address}{page}")).await.unwrap();
         let sign_in = if page.starts_with("/t/") {
             "/t/default/sign-in"
         } else {
             "/sign-in"
         };
-        arrives(&browser, &format!("{sign_in}?next={back}")).await;
+        arrives(browser, &format!("{sign_in}?next={back}")).await;
         let shown = run(
-            &browser,
+            browser,
             "return [document.getElementById('signing-in').hidden,
                      document.body.dataset.role, document.activeElement.id];",
             Value::Null,
@@ -462,8 +510,7 @@ async fn with_tokens_a_page_without_a_session_goes_to_sign_in_saying_where_it_wa
         .await;
         assert_eq!(shown, json!([false, "", "token"]), "{page}");
     }
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
 }
 
 /// The agents the RTA list shows, top to bottom (hidden rows left out).
@@ -482,16 +529,14 @@ async fn rta_order(browser: &Client) -> Vec<String> {
 async fn the_rta_list_draws_2000_rows_within_a_second_out_first_and_moves_only_the_row_that_changes()
  {
     let sim = TestSim::default_tenant().await;
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |_| {}).await;
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
-    open(&browser, &format!("{}/rta", served.address)).await;
+    let floor = Floor::start(sim, |_| {}).await;
+    let (browser, address) = (&floor.browser, &floor.address);
+    open(browser, &format!("{address}/rta")).await;
 
     // 2,000 rows as GET …/adherence/now gives them: ten out of adherence (a0005 the
     // longest), one of them severe, the rest in.
     let drawn = run(
-        &browser,
+        browser,
         "const now = Date.now();
          const rows = [];
          for (let i = 0; i < 2000; i++) {
@@ -521,11 +566,11 @@ async fn the_rta_list_draws_2000_rows_within_a_second_out_first_and_moves_only_t
         .rev()
         .map(|k| format!("a{:04}", k * 200 + 5))
         .collect();
-    let order = rta_order(&browser).await;
+    let order = rta_order(browser).await;
     assert_eq!(order[..10], out[..], "out first, longest out first");
     assert_eq!(order[10], "a1999", "then by name: Agent 0000 is a1999");
     let severe = run(
-        &browser,
+        browser,
         "return document.querySelector('#rows .rta-row[data-agent=\"a1805\"] .severe-mark').textContent;",
         Value::Null,
     )
@@ -535,7 +580,7 @@ async fn the_rta_list_draws_2000_rows_within_a_second_out_first_and_moves_only_t
     // An agent goes out, longer than anyone: its row moves to the top, the rest stay,
     // and only that row is touched (the others keep their elements).
     let moved = run(
-        &browser,
+        browser,
         "for (const tr of document.querySelectorAll('#rows .rta-row')) tr.dataset.mark = '1';
          const row = Object.assign({}, R.rows.get('a0100'), { verdict: 'out', state: 'PAUSED',
            out_since: new Date(Date.now() - 3600000).toISOString() });
@@ -548,17 +593,17 @@ async fn the_rta_list_draws_2000_rows_within_a_second_out_first_and_moves_only_t
     )
     .await;
     assert_eq!(moved, json!([2000, 0, "a0100", "1:00:00", true]), "{moved}");
-    let order = rta_order(&browser).await;
+    let order = rta_order(browser).await;
     assert_eq!(order[1..11], out[..], "{:?}", &order[..12]);
     // Back in adherence: it leaves the top for its place by name.
     run(
-        &browser,
+        browser,
         "handle({ type: 'adherence.changed', data: Object.assign({}, R.rows.get('a0100'),
            { verdict: 'in', out_since: null }) });",
         Value::Null,
     )
     .await;
-    let order = rta_order(&browser).await;
+    let order = rta_order(browser).await;
     assert_eq!(order[..10], out[..]);
     let at = order.iter().position(|id| id == "a0100").unwrap();
     assert_eq!(
@@ -568,55 +613,37 @@ async fn the_rta_list_draws_2000_rows_within_a_second_out_first_and_moves_only_t
     );
 
     // The filters hide rows and live in the URL.
-    browser
-        .find(Locator::Id("verdict"))
-        .await
-        .unwrap()
-        .select_by_value("out")
-        .await
-        .unwrap();
-    assert_eq!(rta_order(&browser).await, out);
-    assert_accessible(&browser, "/rta, ten rows out of adherence").await;
+    select(browser, "verdict", "out").await;
+    assert_eq!(rta_order(browser).await, out);
+    assert_accessible(browser, "/rta, ten rows out of adherence").await;
     let png = browser.screenshot().await.unwrap();
     std::fs::write(artifact("console-rta-filtered.png"), png).unwrap();
-    type_into(&browser, "q", "agent 19").await;
-    let shown = rta_order(&browser).await;
+    type_into(browser, "q", "agent 19").await;
+    let shown = rta_order(browser).await;
     assert_eq!(shown, ["a0005"], "out and named Agent 19..");
-    assert_eq!(location(&browser).await, "/rta?verdict=out&q=agent+19");
+    assert_eq!(location(browser).await, "/rta?verdict=out&q=agent+19");
     // A shared link opens with its filters set; an unknown verdict says so.
     open(
-        &browser,
-        &format!("{}/rta?team=t_2&verdict=severe&q=x", served.address),
+        browser,
+        &format!("{address}/rta?team=t_2&verdict=severe&q=x"),
     )
     .await;
     let controls = run(
-        &browser,
+        browser,
         "return ['team', 'verdict', 'q'].map((id) => document.getElementById(id).value);",
         Value::Null,
     )
     .await;
     assert_eq!(controls, json!(["t_2", "severe", "x"]));
-    open(
-        &browser,
-        &format!("{}/rta?verdict=sideways", served.address),
-    )
-    .await;
-    let said = text_of(&browser, "filter-message").await;
+    open(browser, &format!("{address}/rta?verdict=sideways")).await;
+    let said = text_of(browser, "filter-message").await;
     assert!(said.contains("Unknown verdict filter"), "{said}");
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
 }
 
 /// The out-of-adherence agents GET /v1/adherence/now lists, longest out first.
 async fn out_by_the_api(address: &str) -> Vec<String> {
-    let now: Value = http_client()
-        .get(format!("{address}/v1/adherence/now"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now = get_json(&format!("{address}/v1/adherence/now")).await;
     let mut out: Vec<(String, String, String)> = now["agents"]
         .as_array()
         .unwrap()
@@ -656,16 +683,13 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
     for agent in &quiet[..2] {
         assert!(sim.sim.force_state(&agent.id, "NOT_READY", "TRAINING"));
     }
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |config| {
+    let floor = Floor::start(sim, |config| {
         config.compliance.sweep_interval = Duration::from_secs(1);
         config.compliance.exception_threshold = Duration::from_secs(1);
     })
     .await;
-    let address = served.address.clone();
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
-    open(&browser, &format!("{address}/rta")).await;
+    let (browser, address) = (&floor.browser, &floor.address);
+    open(browser, &format!("{address}/rta")).await;
 
     // The page's out-of-adherence rows are the API's, longest out first.
     let mut last = (Vec::new(), Vec::new());
@@ -673,7 +697,7 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
         SLOW,
         "the page lists who is out as the API does",
         async || {
-            let (api, page) = (out_by_the_api(&address).await, out_on_page(&browser).await);
+            let (api, page) = (out_by_the_api(address).await, out_on_page(browser).await);
             last = (api.clone(), page.clone());
             (api.len() >= 2 && api == page).then_some(())
         },
@@ -683,7 +707,7 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
     assert!(last.0.contains(&mover.id), "{last:?}");
     // The summary's four periods.
     let periods = run(
-        &browser,
+        browser,
         "return [...document.querySelectorAll('#summary .widget')].map((w) => w.dataset.period);",
         Value::Null,
     )
@@ -694,45 +718,33 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
     );
 
     // Back to work: its row leaves the out group, live, without a reload.
-    set_state(&address, &mover.id, "READY").await;
+    set_state(address, &mover.id, "READY").await;
     eventually(SLOW, "the agent's row leaves the out group", async || {
-        (!out_on_page(&browser).await.contains(&mover.id)).then_some(())
+        (!out_on_page(browser).await.contains(&mover.id)).then_some(())
     })
     .await;
     // Out again: it is the newest out, so the last of them.
-    set_state(&address, &mover.id, "PAUSED").await;
+    set_state(address, &mover.id, "PAUSED").await;
     eventually(
         SLOW,
         "the agent is out again, last of the out",
-        async || (out_on_page(&browser).await.last() == Some(&mover.id)).then_some(()),
+        async || (out_on_page(browser).await.last() == Some(&mover.id)).then_some(()),
     )
     .await;
 
     // The verdict filter shows exactly those out; the team filter only its team.
-    browser
-        .find(Locator::Id("verdict"))
-        .await
-        .unwrap()
-        .select_by_value("out")
-        .await
-        .unwrap();
-    let shown = rta_order(&browser).await;
-    assert_eq!(shown, out_on_page(&browser).await);
-    assert_accessible(&browser, "/rta, out of adherence").await;
+    select(browser, "verdict", "out").await;
+    let shown = rta_order(browser).await;
+    assert_eq!(shown, out_on_page(browser).await);
+    assert_accessible(browser, "/rta, out of adherence").await;
     let team = mover.team_id.clone();
-    browser
-        .find(Locator::Id("team"))
-        .await
-        .unwrap()
-        .select_by_value(&team)
-        .await
-        .unwrap();
+    select(browser, "team", &team).await;
     assert_eq!(
-        location(&browser).await,
+        location(browser).await,
         format!("/rta?team={team}&verdict=out")
     );
     let teams = run(
-        &browser,
+        browser,
         "return [...document.querySelectorAll('#rows .rta-row')].filter((r) => !r.hidden)
            .map((r) => R.rows.get(r.dataset.agent).team_id);",
         Value::Null,
@@ -742,8 +754,7 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
         teams.as_array().unwrap().iter().all(|t| *t == json!(team)),
         "{teams}"
     );
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
 }
 
 /// What the act dialog answered, once it answered.
@@ -769,29 +780,23 @@ async fn swatch_colours(browser: &Client, class: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_and_cancels_it() {
-    let sim = TestSim::default_tenant().await;
-    let quiet = quiet_agents(&sim);
-    let agent = &quiet[0];
     // On a call: a change now is refused, one for when the call ends waits.
-    assert!(sim.sim.force_state(&agent.id, "ON_CONTACT", ""));
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |_| {}).await;
-    let address = served.address.clone();
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
+    let (floor, agent) = Floor::with_one_on_a_call().await;
+    let (browser, address, agent) = (&floor.browser, &floor.address, &agent);
+    let sim = &floor.sim;
     let page = format!("{address}/agents/{}", agent.id);
-    open(&browser, &page).await;
+    open(browser, &page).await;
     eventually(SLOW, "the page shows the agent on a call", async || {
-        let state = text_of(&browser, "agent-state").await;
+        let state = text_of(browser, "agent-state").await;
         (state == "ON_CONTACT").then_some(())
     })
     .await;
-    assert_eq!(text_of(&browser, "agent-name").await, agent.name);
+    assert_eq!(text_of(browser, "agent-name").await, agent.name);
 
     // Today, full width, with a now marker, three labelled lanes, the figures.
     eventually(SLOW, "the day is drawn with a now marker", async || {
         let drawn = run(
-            &browser,
+            browser,
             "const t = document.getElementById('timeline');
              return [t.querySelectorAll('.lane').length, !!document.getElementById('now-marker'),
                      t.getBoundingClientRect().width / document.documentElement.clientWidth,
@@ -804,7 +809,7 @@ async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_an
     })
     .await;
     let drawn = run(
-        &browser,
+        browser,
         "const t = document.getElementById('timeline');
          return [t.getBoundingClientRect().width / document.documentElement.clientWidth,
                  [...t.querySelectorAll('.lane-label')].map((l) => l.textContent),
@@ -818,8 +823,8 @@ async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_an
     assert_eq!(drawn[2], "Adherence");
     assert!(drawn[3].as_u64().unwrap() >= 1, "a recorded state: {drawn}");
     // States and verdicts never share a colour.
-    let states = swatch_colours(&browser, "fill-state").await;
-    let verdicts = swatch_colours(&browser, "fill-verdict").await;
+    let states = swatch_colours(browser, "fill-state").await;
+    let verdicts = swatch_colours(browser, "fill-verdict").await;
     assert_eq!(states.len(), 7);
     assert_eq!(verdicts.len(), 5);
     for colour in &states {
@@ -828,7 +833,7 @@ async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_an
             "{colour}: {states:?} / {verdicts:?}"
         );
     }
-    assert_accessible(&browser, "the agent page").await;
+    assert_accessible(browser, "the agent page").await;
     let png = browser.screenshot().await.unwrap();
     std::fs::write(artifact("console-agent.png"), png).unwrap();
 
@@ -837,7 +842,7 @@ async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_an
     change.send_keys("\u{E007}").await.unwrap();
     eventually(SLOW, "the dialog opens", async || {
         let open = run(
-            &browser,
+            browser,
             "return !!document.getElementById('act') && document.getElementById('act').open;",
             Value::Null,
         )
@@ -845,98 +850,65 @@ async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_an
         (open == true).then_some(())
     })
     .await;
-    browser
-        .find(Locator::Id("act-state"))
-        .await
-        .unwrap()
-        .select_by_value("NOT_READY")
-        .await
-        .unwrap();
-    type_into(&browser, "act-reason", "MEETING\u{E007}").await;
-    let refused = act_answer(&browser).await;
+    select(browser, "act-state", "NOT_READY").await;
+    type_into(browser, "act-reason", "MEETING\u{E007}").await;
+    let refused = act_answer(browser).await;
     assert!(
         refused.starts_with("Refused:") && refused.contains("STATE_CONFLICT"),
         "{refused}"
     );
     // A bad reason is said, and nothing is sent.
     let attempts = sim.calls(crate::helpers::SET_STATE);
-    type_into(&browser, "act-reason", "no spaces\u{E007}").await;
-    eventually(SLOW, "the dialog says the reason is bad", async || {
-        text_of(&browser, "act-answer")
-            .await
-            .contains("nothing was changed")
-            .then_some(())
-    })
-    .await;
+    type_into(browser, "act-reason", "no spaces\u{E007}").await;
+    says(browser, "act-answer", "nothing was changed").await;
     assert_eq!(sim.calls(crate::helpers::SET_STATE), attempts);
 
     // When the call ends: Tab to the choice, arrow to "When the call ends", Enter.
-    type_into(&browser, "act-reason", "MEETING").await;
+    type_into(browser, "act-reason", "MEETING").await;
     let reason = browser.find(Locator::Id("act-reason")).await.unwrap();
     reason.send_keys("\u{E004}").await.unwrap();
     let focused = browser.active_element().await.unwrap();
     focused.send_keys("\u{E015}").await.unwrap();
     let focused = browser.active_element().await.unwrap();
     focused.send_keys("\u{E007}").await.unwrap();
-    let waits = act_answer(&browser).await;
+    let waits = act_answer(browser).await;
     assert!(
         waits.contains("waits for the call to end: NOT_READY (MEETING)"),
         "{waits}"
     );
-    assert_accessible(&browser, "the change dialog").await;
-    let deferred: Value = http_client()
-        .get(format!("{address}/v1/agents/{}/deferred", agent.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_accessible(browser, "the change dialog").await;
+    let deferred = get_json(&format!("{address}/v1/agents/{}/deferred", agent.id)).await;
     assert_eq!(deferred["to"], "NOT_READY", "{deferred}");
     assert_eq!(deferred["reason"], "MEETING", "{deferred}");
     run(
-        &browser,
+        browser,
         "document.getElementById('act').close();",
         Value::Null,
     )
     .await;
 
     // The page shows the waiting change; its Cancel cancels it.
-    eventually(SLOW, "the page shows the waiting change", async || {
-        text_of(&browser, "waiting")
-            .await
-            .contains("NOT_READY (MEETING)")
-            .then_some(())
-    })
-    .await;
-    click(&browser, "#waiting .cancel-deferred").await;
-    eventually(SLOW, "the page says it is cancelled", async || {
-        text_of(&browser, "act-message")
-            .await
-            .contains("cancelled")
-            .then_some(())
-    })
-    .await;
-    let gone = http_client()
-        .get(format!("{address}/v1/agents/{}/deferred", agent.id))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404, "nothing waits any more");
+    says(browser, "waiting", "NOT_READY (MEETING)").await;
+    cancel_waiting(browser, "#waiting .cancel-deferred", "act-message").await;
+    assert_eq!(
+        deferred_status(address, &agent.id).await,
+        404,
+        "nothing waits any more"
+    );
     eventually(SLOW, "the waiting change is off the page", async || {
-        text_of(&browser, "waiting").await.is_empty().then_some(())
+        text_of(browser, "waiting").await.is_empty().then_some(())
     })
     .await;
 
     // A day too far back is refused in the page, and the day shown stays.
     let shown = run(
-        &browser,
+        browser,
         "return document.getElementById('timeline').innerHTML.length;",
         Value::Null,
     )
     .await;
     run(
-        &browser,
+        browser,
         "const d = document.getElementById('day');
          const far = new Date(); far.setDate(far.getDate() - 40);
          d.value = far.toISOString().slice(0, 10);
@@ -944,11 +916,11 @@ async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_an
         Value::Null,
     )
     .await;
-    let said = text_of(&browser, "day-message").await;
+    let said = text_of(browser, "day-message").await;
     assert!(said.contains("more than 31 days back"), "{said}");
     assert_eq!(
         run(
-            &browser,
+            browser,
             "return document.getElementById('timeline').innerHTML.length;",
             Value::Null
         )
@@ -956,18 +928,31 @@ async fn the_agent_page_draws_the_day_and_defers_a_change_until_the_call_ends_an
         shown
     );
     // The day before: in the URL, and drawn.
-    click(&browser, "#day-prev").await;
+    click(browser, "#day-prev").await;
     eventually(SLOW, "the day before is asked for", async || {
-        location(&browser).await.contains("?day=").then_some(())
+        location(browser).await.contains("?day=").then_some(())
     })
     .await;
 
     // An agent wfmd does not know: said, and nothing else asked.
-    open(&browser, &format!("{address}/agents/u_999")).await;
-    let said = text_of(&browser, "message").await;
+    open(browser, &format!("{address}/agents/u_999")).await;
+    let said = text_of(browser, "message").await;
     assert!(said.contains("keeps no agent u_999"), "{said}");
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
+}
+
+/// Starts a bulk job through the API; its id.
+async fn start_job(address: &str, body: Value) -> String {
+    let answer: Value = http_client()
+        .post(format!("{address}/v1/bulk-transitions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["job_id"].as_str().unwrap().to_owned()
 }
 
 /// The job shown below the list: its id, status, and each item's agent and outcome.
@@ -997,17 +982,6 @@ async fn job_settles(browser: &Client, status: &str, outcomes: &[&str]) -> Value
     .await
 }
 
-async fn api_json(url: &str) -> Value {
-    http_client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Chooses `agents` on the new job form, finding each by name.
 async fn choose(browser: &Client, agents: &[wfmd::sim::SimAgent]) {
     for agent in agents {
@@ -1033,24 +1007,22 @@ async fn a_bulk_job_is_created_reverted_and_another_cancelled_from_the_jobs_page
     for agent in &quiet[3..5] {
         assert!(sim.sim.force_state(&agent.id, "ON_CONTACT", ""));
     }
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |_| {}).await;
-    let address = served.address.clone();
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
-    open(&browser, &format!("{address}/jobs")).await;
-    assert_accessible(&browser, "/jobs").await;
+    let floor = Floor::start(sim, |_| {}).await;
+    let (browser, address) = (&floor.browser, &floor.address);
+    let sim = &floor.sim;
+    open(browser, &format!("{address}/jobs")).await;
+    assert_accessible(browser, "/jobs").await;
 
     // Bad input is said, and starts nothing.
-    click(&browser, "#start").await;
-    let said = text_of(&browser, "new-message").await;
+    click(browser, "#start").await;
+    let said = text_of(browser, "new-message").await;
     assert!(said.contains("Choose a team"), "{said}");
 
     // Three agents chosen by name: PAUSED (MEETING).
     let chosen = &quiet[..3];
     eventually(SLOW, "the agents to choose from are listed", async || {
         let n = run(
-            &browser,
+            browser,
             "return document.querySelectorAll('#pick-list label').length;",
             Value::Null,
         )
@@ -1058,24 +1030,18 @@ async fn a_bulk_job_is_created_reverted_and_another_cancelled_from_the_jobs_page
         (n.as_u64()? > 0).then_some(())
     })
     .await;
-    choose(&browser, chosen).await;
-    assert_eq!(text_of(&browser, "picked").await, "3 chosen");
-    browser
-        .find(Locator::Id("new-state"))
-        .await
-        .unwrap()
-        .select_by_value("PAUSED")
-        .await
-        .unwrap();
-    type_into(&browser, "new-reason", "MEETING").await;
-    click(&browser, "#start").await;
-    let shown = job_settles(&browser, "completed", &["succeeded"]).await;
+    choose(browser, chosen).await;
+    assert_eq!(text_of(browser, "picked").await, "3 chosen");
+    select(browser, "new-state", "PAUSED").await;
+    type_into(browser, "new-reason", "MEETING").await;
+    click(browser, "#start").await;
+    let shown = job_settles(browser, "completed", &["succeeded"]).await;
     let job_id = shown[0].as_str().unwrap().to_owned();
     // The whole id, as the API has it, and the job is the API's.
-    let job = api_json(&format!("{address}/v1/bulk-transitions/{job_id}")).await;
+    let job = get_json(&format!("{address}/v1/bulk-transitions/{job_id}")).await;
     assert_eq!(job["job_id"], job_id.as_str());
     assert_eq!(job["total"], 3, "{job}");
-    assert_eq!(location(&browser).await, format!("/jobs?job={job_id}"));
+    assert_eq!(location(browser).await, format!("/jobs?job={job_id}"));
     for agent in chosen {
         let now = sim.sim.agent(&agent.id).unwrap();
         assert_eq!(
@@ -1083,17 +1049,17 @@ async fn a_bulk_job_is_created_reverted_and_another_cancelled_from_the_jobs_page
             ("PAUSED", "MEETING")
         );
     }
-    assert_accessible(&browser, "/jobs with a job shown").await;
+    assert_accessible(browser, "/jobs with a job shown").await;
 
     // Revert: a new job puts them back as they were.
-    click(&browser, "#revert").await;
+    click(browser, "#revert").await;
     let reverted = eventually(SLOW, "the revert job is shown", async || {
-        let shown = job_shown(&browser).await;
+        let shown = job_shown(browser).await;
         (shown[0] != job_id.as_str()).then_some(shown[0].as_str()?.to_owned())
     })
     .await;
-    job_settles(&browser, "completed", &["succeeded"]).await;
-    let job = api_json(&format!("{address}/v1/bulk-transitions/{reverted}")).await;
+    job_settles(browser, "completed", &["succeeded"]).await;
+    let job = get_json(&format!("{address}/v1/bulk-transitions/{reverted}")).await;
     assert_eq!(job["reverts_job_id"], job_id.as_str(), "{job}");
     // (The state as wfmd recorded it; the reason the platform does not report.)
     for agent in chosen {
@@ -1102,52 +1068,36 @@ async fn a_bulk_job_is_created_reverted_and_another_cancelled_from_the_jobs_page
 
     // Two agents on calls, told to wait: the job runs until cancelled from the page.
     let busy = &quiet[3..5];
-    choose(&browser, busy).await;
-    click(&browser, "input[name=when][value=defer]").await;
-    browser
-        .find(Locator::Id("new-wait"))
-        .await
-        .unwrap()
-        .select_by_value("30m")
-        .await
-        .unwrap();
-    click(&browser, "#start").await;
-    let waiting = job_settles(&browser, "running", &["deferred"]).await;
+    choose(browser, busy).await;
+    click(browser, "input[name=when][value=defer]").await;
+    select(browser, "new-wait", "30m").await;
+    click(browser, "#start").await;
+    let waiting = job_settles(browser, "running", &["deferred"]).await;
     let waiting_id = waiting[0].as_str().unwrap().to_owned();
     for agent in busy {
-        let deferred = api_json(&format!("{address}/v1/agents/{}/deferred", agent.id)).await;
+        let deferred = get_json(&format!("{address}/v1/agents/{}/deferred", agent.id)).await;
         assert_eq!(deferred["bulk_job_id"], waiting_id.as_str(), "{deferred}");
     }
-    click(&browser, "#cancel").await;
-    job_settles(&browser, "cancelled", &["cancelled"]).await;
-    let job = api_json(&format!("{address}/v1/bulk-transitions/{waiting_id}")).await;
+    click(browser, "#cancel").await;
+    job_settles(browser, "cancelled", &["cancelled"]).await;
+    let job = get_json(&format!("{address}/v1/bulk-transitions/{waiting_id}")).await;
     assert_eq!(job["status"], "cancelled", "{job}");
     for agent in busy {
-        let status = http_client()
-            .get(format!("{address}/v1/agents/{}/deferred", agent.id))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = deferred_status(address, &agent.id).await;
         assert_eq!(status, 404, "{}'s waiting change is gone", agent.id);
     }
     // A job started elsewhere shows up in the list as it runs, with its whole id.
-    let elsewhere: Value = http_client()
-        .post(format!("{address}/v1/bulk-transitions"))
-        .json(&json!({"agents": [quiet[0].id], "state": "NOT_READY", "reason": "TRAINING"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let elsewhere = elsewhere["job_id"].as_str().unwrap().to_owned();
+    let elsewhere = start_job(
+        address,
+        json!({"agents": [quiet[0].id], "state": "NOT_READY", "reason": "TRAINING"}),
+    )
+    .await;
     eventually(
         SLOW,
         "the job started elsewhere is listed, completed",
         async || {
             let status = run(
-            &browser,
+            browser,
             "const r = document.querySelector('#job-rows tr[data-job=\"' + arguments[0] + '\"]');
              return r && [r.dataset.status, r.querySelector('a').textContent];",
             json!(elsewhere),
@@ -1159,8 +1109,7 @@ async fn a_bulk_job_is_created_reverted_and_another_cancelled_from_the_jobs_page
     .await;
     let png = browser.screenshot().await.unwrap();
     std::fs::write(artifact("console-jobs.png"), png).unwrap();
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
 }
 
 // needs h/capi: GET /v1/bulk-transitions (the list).
@@ -1169,28 +1118,16 @@ async fn a_bulk_job_is_created_reverted_and_another_cancelled_from_the_jobs_page
 async fn the_jobs_page_lists_every_job_newest_first_and_filters_by_status() {
     let sim = TestSim::default_tenant().await;
     let quiet = quiet_agents(&sim);
-    let db = TestDb::new();
-    let served = floor(&sim, &db, |_| {}).await;
-    let address = served.address.clone();
+    let floor = Floor::start(sim, |_| {}).await;
+    let (browser, address) = (&floor.browser, &floor.address);
     let mut started = Vec::new();
     for (agent, state) in quiet.iter().zip(["NOT_READY", "PAUSED", "NOT_READY"]) {
-        let answer: Value = http_client()
-            .post(format!("{address}/v1/bulk-transitions"))
-            .json(&json!({"agents": [agent.id], "state": state}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        started.push(answer["job_id"].as_str().unwrap().to_owned());
+        started.push(start_job(address, json!({"agents": [agent.id], "state": state})).await);
     }
-    let driver = Chromedriver::start().await;
-    let browser = driver.browser().await;
-    open(&browser, &format!("{address}/jobs")).await;
+    open(browser, &format!("{address}/jobs")).await;
     let listed = async || -> Vec<String> {
         let ids = run(
-            &browser,
+            browser,
             "return [...document.querySelectorAll('#job-rows tr')].map((r) => r.dataset.job);",
             Value::Null,
         )
@@ -1199,17 +1136,64 @@ async fn the_jobs_page_lists_every_job_newest_first_and_filters_by_status() {
     };
     started.reverse();
     assert_eq!(listed().await, started, "newest first, whole ids");
-    browser
-        .find(Locator::Id("status"))
-        .await
-        .unwrap()
-        .select_by_value("cancelled")
-        .await
-        .unwrap();
+    select(browser, "status", "cancelled").await;
     eventually(SLOW, "no job is cancelled", async || {
         listed().await.is_empty().then_some(())
     })
     .await;
-    browser.close().await.unwrap();
-    served.stop().await;
+    floor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallboards_agent_dialog_defers_a_change_and_cancels_it() {
+    let (floor, agent) = Floor::with_one_on_a_call().await;
+    let (browser, address, agent) = (&floor.browser, &floor.address, &agent);
+    open(browser, &format!("{address}/")).await;
+    let card = format!(".card[data-agent=\"{}\"]", agent.id);
+    click(browser, &card).await;
+    let link = eventually(SLOW, "the day dialog links the agent's page", async || {
+        let href = run(
+            browser,
+            "const d = document.getElementById('day');
+             return d.open ? document.getElementById('day-agent-page').getAttribute('href') : null;",
+            Value::Null,
+        )
+        .await;
+        href.as_str().map(str::to_owned)
+    })
+    .await;
+    assert_eq!(link, format!("/agents/{}", agent.id));
+    click(browser, "#day-change").await;
+    select(browser, "act-state", "NOT_READY").await;
+    type_into(browser, "act-reason", "MEETING").await;
+    click(browser, "input[name=act-when][value=defer]").await;
+    click(browser, "#act button[type=submit]").await;
+    let waits = act_answer(browser).await;
+    assert!(waits.contains("waits for the call to end"), "{waits}");
+    run(
+        browser,
+        "document.getElementById('act').close();",
+        Value::Null,
+    )
+    .await;
+    // The day dialog shows the waiting change, and the card its badge.
+    eventually(
+        SLOW,
+        "the dialog and the card show the waiting change",
+        async || {
+            let shown = run(
+                browser,
+                "const c = document.querySelector(arguments[0] + ' .deferred');
+             return [document.getElementById('day-waiting').textContent, c && c.textContent];",
+                json!(card),
+            )
+            .await;
+            (shown[0].as_str()?.contains("NOT_READY (MEETING)") && shown[1] == "next: NOT_READY")
+                .then_some(())
+        },
+    )
+    .await;
+    cancel_waiting(browser, "#day-waiting .cancel-deferred", "day-answer").await;
+    assert_eq!(deferred_status(address, &agent.id).await, 404);
+    floor.stop().await;
 }
