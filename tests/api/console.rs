@@ -1197,3 +1197,38 @@ async fn the_wallboards_agent_dialog_defers_a_change_and_cancels_it() {
     assert_eq!(deferred_status(address, &agent.id).await, 404);
     floor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_root_of_several_tenants_a_page_offers_itself_for_each() {
+    let (alpha, beta) = crate::tenants::two_sims().await;
+    let db = TestDb::new();
+    let served =
+        crate::tenants::Served::start(&crate::tenants::two_tenants(&db, &alpha, &beta, "")).await;
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    for page in ["rta", "jobs", "agents/u_001"] {
+        open(&browser, &format!("{}/{page}", served.address)).await;
+        let offered = run(
+            &browser,
+            "return [...document.querySelectorAll('.chooser a')].map((a) => a.getAttribute('href'));",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            offered,
+            json!([format!("/t/alpha/{page}"), format!("/t/beta/{page}")]),
+            "{page}"
+        );
+    }
+    click(&browser, ".chooser a[href=\"/t/beta/agents/u_001\"]").await;
+    arrives(&browser, "/t/beta/agents/u_001").await;
+    let nav = run(
+        &browser,
+        "return document.querySelector('.console-nav a[data-nav=\"jobs\"]').getAttribute('href');",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(nav, "/t/beta/jobs");
+    browser.close().await.unwrap();
+    served.stop().await;
+}
