@@ -1,7 +1,9 @@
 // The wallboard: draws /v1/live's snapshot and keeps it current from the live feed
-// (WebSocket first, Server-Sent Events when the upgrade fails), reconnecting with
-// backoff and resuming by the last event id. It never freezes silently: the
-// connection state is always shown, and a page that hears nothing says it is stale.
+// (the console's feed client: WebSocket first, Server-Sent Events when the upgrade
+// fails, reconnecting with backoff and resuming by the last event id). It never freezes
+// silently: the connection state is always shown, and a page that hears nothing says
+// it is stale. Supervisor mode (bulk changes, authorisations) and the day dialog's
+// actions are offered to a role that may use them.
 //
 // At /t/{tenant}/ it is that tenant's board and reads /v1/tenants/{tenant}/…; at / it
 // reads /v1/…, which is the only tenant's, or, when wfmd serves several, answers 400
