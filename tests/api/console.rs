@@ -1232,3 +1232,53 @@ async fn at_the_root_of_several_tenants_a_page_offers_itself_for_each() {
     browser.close().await.unwrap();
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_page_offers_the_compliance_report_of_a_window_in_each_format() {
+    let floor = Floor::start(TestSim::default_tenant().await, |_| {}).await;
+    let (browser, address) = (&floor.browser, &floor.address);
+    open(browser, &format!("{address}/reports")).await;
+    assert_accessible(browser, "/reports").await;
+    let links = async || -> Vec<(String, String)> {
+        let links = run(
+            browser,
+            "return [...document.querySelectorAll('#downloads a')]
+                    .map((a) => [a.dataset.format, a.getAttribute('href')]);",
+            Value::Null,
+        )
+        .await;
+        serde_json::from_value(links).unwrap()
+    };
+    // The last seven days by default; each link is the report, in its format.
+    let offered = links().await;
+    assert_eq!(
+        offered.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        ["csv", "json", "html"]
+    );
+    for (format, href) in &offered {
+        assert!(href.starts_with("/v1/reports/compliance?from="), "{href}");
+        let response = http_client()
+            .get(format!("{address}{href}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{href}");
+        let media = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(media.contains(format.as_str()), "{format}: {media}");
+    }
+    // A window that ends before it starts is said, and the links stay.
+    run(
+        browser,
+        "document.getElementById('from').value = '2026-11-20';
+         document.getElementById('to').value = '2026-11-10';",
+        Value::Null,
+    )
+    .await;
+    click(browser, "#window button[type=submit]").await;
+    says(browser, "message", "before the first").await;
+    assert_eq!(links().await, offered);
+    floor.stop().await;
+}
