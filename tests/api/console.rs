@@ -5,10 +5,6 @@
 //! the call ends and cancelling the waiting change, bulk jobs created, cancelled and
 //! reverted from `/jobs`, and axe-core finding no serious or critical violation on any
 //! page.
-//!
-//! Tests marked `needs h/capi` use routes the console's server side adds (sessions,
-//! `/v1/adherence/now` and `/summary`, the list of bulk jobs); they are ignored until
-//! those routes are on the same branch.
 
 use std::time::Duration;
 
@@ -390,7 +386,6 @@ async fn without_tokens_the_sign_in_page_says_nobody_signs_in_and_leads_on() {
 }
 
 // needs h/capi: POST and DELETE /v1/session, and sessions recognised on every route.
-#[ignore = "needs h/capi (POST /v1/session)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_a_page_goes_to_sign_in_and_back_keeps_no_token_and_a_viewer_sees_no_action() {
     let sim = TestSim::default_tenant().await;
@@ -673,7 +668,6 @@ async fn out_on_page(browser: &Client) -> Vec<String> {
 }
 
 // needs h/capi: GET /v1/adherence/now and /v1/adherence/summary, `adherence.changed`.
-#[ignore = "needs h/capi (GET /v1/adherence/now)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows_the_feed() {
     let sim = TestSim::default_tenant().await;
@@ -1113,7 +1107,6 @@ async fn a_bulk_job_is_created_reverted_and_another_cancelled_from_the_jobs_page
 }
 
 // needs h/capi: GET /v1/bulk-transitions (the list).
-#[ignore = "needs h/capi (GET /v1/bulk-transitions)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_page_lists_every_job_newest_first_and_filters_by_status() {
     let sim = TestSim::default_tenant().await;
