@@ -26,14 +26,14 @@ use std::time::Instant;
 use wfmd::on;
 
 use chrono::{TimeZone, Utc};
-use wfmd::domain::trend::{self, Detector, Point, Seasonality, Settings};
+use wfmd::domain::trend::{self, Detector, Seasonality, TrendPoint, TrendSettings};
 
 const POINTS: usize = 1_000_000;
 const RUNS: usize = 5;
 
 /// An hourly series with a daily and weekly rhythm, deterministic noise and a spike every
 /// few thousand points.
-fn series() -> Vec<Point> {
+fn series() -> Vec<TrendPoint> {
     let start = Utc.with_ymd_and_hms(2020, 1, 6, 0, 0, 0).unwrap();
     let mut noise: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..POINTS)
@@ -47,7 +47,7 @@ fn series() -> Vec<Point> {
                 - if weekday >= 5 { 50.0 } else { 0.0 };
             let jitter = (noise % 1_000) as f64 / 100.0;
             let spike = if n % 4_999 == 0 { 300.0 } else { 0.0 };
-            Point {
+            TrendPoint {
                 at: start + chrono::Duration::hours(n as i64),
                 value: base + jitter + spike,
             }
@@ -76,8 +76,8 @@ fn status_kb(key: &str) -> u64 {
 }
 
 fn platform_csv_bench() {
-    use wfmd::engine::analytics::render::{self, CsvFormat, Format, HashSink};
-    use wfmd::engine::analytics::spec::{Bucket, QuerySpec, Source};
+    use wfmd::engine::analytics::render::{self, AnalyticsFormat, CsvFormat, HashSink};
+    use wfmd::engine::analytics::spec::{AnalyticsSource, Bucket, QuerySpec};
 
     let runtime = common::runtime();
     runtime.block_on(async {
@@ -105,7 +105,7 @@ fn platform_csv_bench() {
         ));
         let from = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
         let spec = QuerySpec {
-            source: Source::Platform,
+            source: AnalyticsSource::Platform,
             metrics: vec!["duration:avg".parse().unwrap(), "count:sum".parse().unwrap()],
             dimensions: vec!["group.id".into(), "skill.id".into()],
             filters: vec![],
@@ -126,7 +126,7 @@ fn platform_csv_bench() {
         assert_eq!(job.status, "completed", "{:?}", job.error);
         let extracted = started.elapsed().as_secs_f64();
         let mut sink = HashSink::default();
-        let rows = render::write(&platform.store, &id, &spec, Format::Csv(CsvFormat::CURRENT), None, &mut sink)
+        let rows = render::write(&platform.store, &id, &spec, AnalyticsFormat::Csv(CsvFormat::CURRENT), None, &mut sink)
             .await
             .unwrap();
         let seconds = started.elapsed().as_secs_f64();
@@ -151,7 +151,7 @@ const PER_DAY: i64 = 111;
 
 fn history_bench() {
     use wfmd::engine::analytics::history::{self, Path};
-    use wfmd::engine::analytics::spec::{Bucket, QuerySpec, Source};
+    use wfmd::engine::analytics::spec::{AnalyticsSource, Bucket, QuerySpec};
 
     let runtime = common::runtime();
     runtime.block_on(async {
@@ -210,7 +210,7 @@ fn history_bench() {
         );
 
         let spec = QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: vec!["adherence_pct:avg".parse().unwrap()],
             dimensions: vec!["agent".into()],
             filters: vec![],
@@ -259,16 +259,16 @@ fn history_bench() {
 
 fn trend_bench() {
     let points = series();
-    let zscore = |window, seasonality| Settings {
+    let zscore = |window, seasonality| TrendSettings {
         window,
-        z_threshold: Settings::ZSCORE_DEFAULT_Z,
+        z_threshold: TrendSettings::ZSCORE_DEFAULT_Z,
         seasonality,
         detector: Detector::Zscore,
         bucket_ms: 3_600_000,
     };
-    let robust = Settings::checked(
-        Settings::DEFAULT_WINDOW,
-        Settings::DEFAULT_Z,
+    let robust = TrendSettings::checked(
+        TrendSettings::DEFAULT_WINDOW,
+        TrendSettings::DEFAULT_Z,
         Seasonality::Auto,
         3_600_000,
     )

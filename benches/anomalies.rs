@@ -33,7 +33,7 @@ use std::time::Instant;
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use wfmd::domain::trend::{self, Detector, Point, Seasonality, Settings};
+use wfmd::domain::trend::{self, Detector, Seasonality, TrendPoint, TrendSettings};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -45,7 +45,7 @@ const SHIFT_SPAN: usize = 12;
 
 /// A series with what was planted in it.
 struct Series {
-    points: Vec<Point>,
+    points: Vec<TrendPoint>,
     bucket_ms: i64,
     planted: Vec<Planted>,
 }
@@ -101,7 +101,7 @@ fn noisy(rng: &mut StdRng, expected: f64) -> f64 {
 /// expected value leaves room for that: a hundred and more).
 fn plant(
     rng: &mut StdRng,
-    points: &mut [Point],
+    points: &mut [TrendPoint],
     expected: &[f64],
     from: usize,
     count: usize,
@@ -135,10 +135,10 @@ fn hourly_weekly(seed: u64) -> Series {
             hour_shape(at.hour()) * if weekend(at) { 0.35 } else { 1.0 }
         })
         .collect();
-    let mut points: Vec<Point> = expected
+    let mut points: Vec<TrendPoint> = expected
         .iter()
         .enumerate()
-        .map(|(h, &e)| Point {
+        .map(|(h, &e)| TrendPoint {
             at: start() + chrono::Duration::hours(h as i64),
             value: noisy(&mut rng, e),
         })
@@ -161,10 +161,10 @@ fn daily_weekly(seed: u64) -> Series {
             (1_400.0 + d as f64 * 0.3) * if weekend(at) { 0.3 } else { 1.0 }
         })
         .collect();
-    let mut points: Vec<Point> = expected
+    let mut points: Vec<TrendPoint> = expected
         .iter()
         .enumerate()
-        .map(|(d, &e)| Point {
+        .map(|(d, &e)| TrendPoint {
             at: start() + chrono::Duration::days(d as i64),
             value: noisy(&mut rng, e),
         })
@@ -190,7 +190,7 @@ fn level_shifts(seed: u64) -> Series {
         let at = start() + chrono::Duration::hours(h as i64);
         let level = if (up..down).contains(&h) { 1.5 } else { 1.0 };
         let expected = hour_shape(at.hour()) * level;
-        points.push(Point {
+        points.push(TrendPoint {
             at,
             value: noisy(&mut rng, expected),
         });
@@ -213,10 +213,10 @@ fn missing_buckets(seed: u64) -> Series {
     let mut rng = StdRng::seed_from_u64(seed);
     let n = 24 * 120;
     let expected: Vec<f64> = (0..n).map(|h| hour_shape((h % 24) as u32)).collect();
-    let mut points: Vec<Point> = expected
+    let mut points: Vec<TrendPoint> = expected
         .iter()
         .enumerate()
-        .map(|(h, &e)| Point {
+        .map(|(h, &e)| TrendPoint {
             at: start() + chrono::Duration::hours(h as i64),
             value: noisy(&mut rng, e),
         })
@@ -250,10 +250,10 @@ fn issue_34(seed: u64) -> Series {
         let h = f64::from(hour);
         20.0 + 80.0 * (-((h - 13.0) / 4.0).powi(2)).exp()
     };
-    let mut points: Vec<Point> = (0..8_000)
+    let mut points: Vec<TrendPoint> = (0..8_000)
         .map(|h| {
             let at = start() + chrono::Duration::hours(h as i64);
-            Point {
+            TrendPoint {
                 at,
                 value: shape(at.hour()) + 2.0 * normal(&mut rng),
             }
@@ -289,7 +289,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, series: &Series, settings: &Settings, verbose: bool) {
+    fn add(&mut self, series: &Series, settings: &TrendSettings, verbose: bool) {
         let started = Instant::now();
         let analysis = trend::analyse(&series.points, settings);
         self.seconds += started.elapsed().as_secs_f64();
@@ -361,7 +361,7 @@ fn main() {
     let z = std::env::var("ANOMALIES_Z")
         .ok()
         .and_then(|z| z.parse().ok())
-        .unwrap_or(Settings::DEFAULT_Z);
+        .unwrap_or(TrendSettings::DEFAULT_Z);
     let verbose = std::env::var_os("ANOMALIES_VERBOSE").is_some();
     // `ANOMALIES_SEED=100` draws other series (seeds 100 to 104).
     let first_seed: u64 = std::env::var("ANOMALIES_SEED")
@@ -370,8 +370,8 @@ fn main() {
         .unwrap_or(0);
     println!(
         "anomaly detection, window {} and |z| > {z}{}, {SEEDS} seeds per series",
-        Settings::DEFAULT_WINDOW,
-        if z == Settings::DEFAULT_Z {
+        TrendSettings::DEFAULT_WINDOW,
+        if z == TrendSettings::DEFAULT_Z {
             " (the defaults)"
         } else {
             ""
@@ -396,17 +396,17 @@ fn main() {
         let mut zscore = Tally::default();
         for seed in first_seed..first_seed + SEEDS {
             let series = make(seed);
-            let settings = Settings::checked(
-                Settings::DEFAULT_WINDOW,
+            let settings = TrendSettings::checked(
+                TrendSettings::DEFAULT_WINDOW,
                 z,
                 Seasonality::Auto,
                 series.bucket_ms,
             )
             .expect("default settings");
             robust.add(&series, &settings, verbose);
-            let before = Settings {
-                window: Settings::DEFAULT_WINDOW,
-                z_threshold: Settings::ZSCORE_DEFAULT_Z,
+            let before = TrendSettings {
+                window: TrendSettings::DEFAULT_WINDOW,
+                z_threshold: TrendSettings::ZSCORE_DEFAULT_Z,
                 seasonality: Seasonality::None,
                 detector: Detector::Zscore,
                 bucket_ms: series.bucket_ms,

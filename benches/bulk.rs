@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use wfmd::cxone::Budget;
 use wfmd::domain::AgentState;
-use wfmd::engine::bulk::{BulkJobs, BulkSettings, JobRequest, Selector};
+use wfmd::engine::bulk::{BulkJobs, BulkSelector, BulkSettings, JobRequest};
 use wfmd::sim::SimConfig;
 
 const RUNS: usize = 3;
@@ -67,7 +67,7 @@ async fn job(rig: &Rig, target: AgentState) -> (Duration, u64) {
     let accepted = rig
         .bulk
         .submit(JobRequest {
-            selector: Selector::Agents(rig.agents.clone()),
+            selector: BulkSelector::Agents(rig.agents.clone()),
             target,
             reason: None,
             actor: "bench".into(),

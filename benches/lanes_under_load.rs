@@ -34,10 +34,11 @@ use tokio_util::sync::CancellationToken;
 use wfmd::cxone::budget::DEFAULT_INTERACTIVE_RESERVE;
 use wfmd::cxone::{Budget, Lane, in_lane};
 use wfmd::domain::{AgentState, Origin};
-use wfmd::engine::bulk::{BulkJobs, BulkSettings, JobRequest, Selector};
+use wfmd::engine::bulk::{BulkJobs, BulkSelector, BulkSettings, JobRequest};
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::{Change, Outcome, TransitionEngine, TransitionRequest};
 use wfmd::sim::SimConfig;
+use wfmd::telemetry::names::BUDGET_PERMITS_TOTAL;
 
 const PER_MINUTE: u32 = 100;
 const SINGLES: usize = 20;
@@ -49,7 +50,7 @@ const SHARE: f64 = 0.3;
 fn permits() -> [f64; 3] {
     let text = wfmd::metrics_handle().render();
     Lane::ALL.map(|lane| {
-        let prefix = format!("wfmd_budget_permits_total{{lane=\"{}\"}} ", lane.as_str());
+        let prefix = format!("{BUDGET_PERMITS_TOTAL}{{lane=\"{}\"}} ", lane.as_str());
         text.lines()
             .find_map(|line| line.strip_prefix(&prefix))
             .and_then(|n| n.trim().parse().ok())
@@ -184,7 +185,7 @@ async fn case(cold: bool) -> Waits {
     let bulk = BulkJobs::new(engine.clone(), BulkSettings::from(&platform.config.bulk));
     let job = bulk
         .submit(JobRequest {
-            selector: Selector::Agents(bulk_agents),
+            selector: BulkSelector::Agents(bulk_agents),
             target: AgentState::NotReady,
             reason: Some("MEETING".into()),
             actor: "bench".into(),

@@ -26,7 +26,7 @@ use std::time::Instant;
 use chrono::{Duration, TimeZone, Utc};
 use wfmd::domain::idle::Window;
 use wfmd::domain::{AgentState, Origin};
-use wfmd::report::{Format, Report, WriteSink};
+use wfmd::report::{Report, ReportFormat, WriteSink};
 use wfmd::store::attempts::{self, AttemptRow};
 use wfmd::store::history::{self, NewInterval};
 use wfmd::store::{Store, to_ms};
@@ -108,7 +108,7 @@ async fn populate(store: &Store, window: Window) {
 }
 
 /// One export; returns (seconds, peak growth in MB, bytes written).
-async fn export(store: &Store, window: Window, format: Format) -> (f64, f64, u64) {
+async fn export(store: &Store, window: Window, format: ReportFormat) -> (f64, f64, u64) {
     let reset = reset_peak();
     let before = if reset {
         status_kb("VmHWM:")
@@ -171,7 +171,7 @@ fn main() {
         if !reset_peak() {
             println!("note: /proc/self/clear_refs unavailable; growth is VmHWM minus VmRSS");
         }
-        for (name, format) in [("csv", Format::Csv), ("json", Format::Json)] {
+        for (name, format) in [("csv", ReportFormat::Csv), ("json", ReportFormat::Json)] {
             let mut rates = Vec::new();
             let mut growths = Vec::new();
             let mut bytes = 0;

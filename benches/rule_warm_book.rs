@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use wfmd::cxone::Budget;
 use wfmd::domain::AgentState;
 use wfmd::domain::cron::Slots;
-use wfmd::domain::rule::{Action, Conditions, Rule, Selector};
+use wfmd::domain::rule::{Action, Conditions, Rule, RuleSelector};
 use wfmd::engine::TransitionEngine;
 use wfmd::engine::rules::RuleFirer;
 use wfmd::engine::schedules::{BookSettings, ScheduleBook};
@@ -70,7 +70,7 @@ fn main() {
         let rule = Rule {
             name: "bench-meeting".into(),
             slots: Slots::parse("0 0 12 * * *", "UTC").unwrap(),
-            selector: Selector::Agents(agents),
+            selector: RuleSelector::Agents(agents),
             action: Action::Set {
                 state: AgentState::NotReady,
                 reason: Some("MEETING".into()),

@@ -39,9 +39,14 @@ use crate::config::{Config, DeliveryConfig, webhook_key};
 use crate::domain::events::with_tenant;
 use crate::domain::tenant::TenantId;
 use crate::store::deliveries::{
-    self, Attempt, Claimed, HealthChange, Probing, Subscriber, Verdict,
+    self, Attempt, Claimed, DeliveryVerdict, HealthChange, Probing, Subscriber,
 };
 use crate::store::{Store, to_ms};
+use crate::telemetry::names::{
+    WEBHOOK_DEAD_TOTAL, WEBHOOK_DELIVERED_TOTAL, WEBHOOK_DELIVERY_LATENCY_SECONDS,
+    WEBHOOK_ENDPOINT_STATUS, WEBHOOK_ENDPOINT_STATUS_SINCE_SECONDS, WEBHOOK_FAILED_ATTEMPTS_TOTAL,
+    WEBHOOK_OLDEST_PENDING_AGE_SECONDS, WEBHOOK_QUEUE_DEPTH,
+};
 
 /// How much of a receiver's answer is kept with the attempt.
 const RESPONSE_BODY_LIMIT: usize = 1_024;
@@ -141,7 +146,7 @@ impl Endpoint {
 
 /// Counts of one [`Dispatcher::dispatch_due`] step, for tests and logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
+pub struct DispatchStep {
     pub delivered: usize,
     pub failed: usize,
 }
@@ -212,7 +217,7 @@ impl Dispatcher {
     }
 
     /// One step, for tests: fans out, claims what is due, delivers it and settles.
-    pub async fn dispatch_due(&self) -> Result<Step, sqlx::Error> {
+    pub async fn dispatch_due(&self) -> Result<DispatchStep, sqlx::Error> {
         self.register().await?;
         self.fan_out().await?;
         let claimed = self.claim(self.settings.concurrency).await?;
@@ -358,21 +363,21 @@ impl Dispatcher {
             log_health_change(change);
         }
         let step = count(attempts);
-        metrics::counter!("wfmd_webhook_delivered_total").increment(step.delivered as u64);
-        metrics::counter!("wfmd_webhook_failed_attempts_total").increment(step.failed as u64);
+        metrics::counter!(WEBHOOK_DELIVERED_TOTAL).increment(step.delivered as u64);
+        metrics::counter!(WEBHOOK_FAILED_ATTEMPTS_TOTAL).increment(step.failed as u64);
         let dead = attempts
             .iter()
-            .filter(|a| a.verdict == Verdict::Dead)
+            .filter(|a| a.verdict == DeliveryVerdict::Dead)
             .count();
-        metrics::counter!("wfmd_webhook_dead_total").increment(dead as u64);
+        metrics::counter!(WEBHOOK_DEAD_TOTAL).increment(dead as u64);
         Ok(())
     }
 
     async fn update_gauges(&self) {
         if let Ok((depth, oldest)) = deliveries::backlog(self.store.reader()).await {
-            metrics::gauge!("wfmd_webhook_queue_depth").set(depth as f64);
+            metrics::gauge!(WEBHOOK_QUEUE_DEPTH).set(depth as f64);
             let age = oldest.map_or(0, |at| to_ms(Utc::now()) - at).max(0);
-            metrics::gauge!("wfmd_webhook_oldest_pending_age_seconds").set(age as f64 / 1000.0);
+            metrics::gauge!(WEBHOOK_OLDEST_PENDING_AGE_SECONDS).set(age as f64 / 1000.0);
         }
         if let Ok(health) = deliveries::health(self.store.reader()).await {
             for endpoint in health
@@ -382,10 +387,10 @@ impl Dispatcher {
                 let label = endpoint_label(&endpoint.endpoint);
                 for status in ["up", "failing", "disabled"] {
                     let value = if endpoint.status == status { 1.0 } else { 0.0 };
-                    metrics::gauge!("wfmd_webhook_endpoint_status", "endpoint" => label.clone(), "status" => status)
+                    metrics::gauge!(WEBHOOK_ENDPOINT_STATUS, "endpoint" => label.clone(), "status" => status)
                         .set(value);
                 }
-                metrics::gauge!("wfmd_webhook_endpoint_status_since_seconds", "endpoint" => label)
+                metrics::gauge!(WEBHOOK_ENDPOINT_STATUS_SINCE_SECONDS, "endpoint" => label)
                     .set(endpoint.since as f64 / 1000.0);
             }
         }
@@ -455,16 +460,16 @@ impl Dispatcher {
             };
             let duration = started.elapsed();
             let verdict = verdict(&settings, &delivery, status, retry_after, to_ms(attempted));
-            if verdict == Verdict::Gone {
+            if verdict == DeliveryVerdict::Gone {
                 tracing::warn!(
                     endpoint = %delivery.endpoint,
                     event_type = %delivery.event_type,
                     "receiver answered 410 Gone: no more of these events go to it"
                 );
             }
-            if verdict == Verdict::Delivered {
+            if verdict == DeliveryVerdict::Delivered {
                 let latency = (to_ms(Utc::now()) - delivery.created_at).max(0);
-                metrics::histogram!("wfmd_webhook_delivery_latency_seconds")
+                metrics::histogram!(WEBHOOK_DELIVERY_LATENCY_SECONDS)
                     .record(latency as f64 / 1000.0);
             }
             Attempt {
@@ -528,12 +533,12 @@ pub fn endpoint_label(url: &str) -> String {
     }
 }
 
-fn count(attempts: &[Attempt]) -> Step {
+fn count(attempts: &[Attempt]) -> DispatchStep {
     let delivered = attempts
         .iter()
-        .filter(|a| a.verdict == Verdict::Delivered)
+        .filter(|a| a.verdict == DeliveryVerdict::Delivered)
         .count();
-    Step {
+    DispatchStep {
         delivered,
         failed: attempts.len() - delivered,
     }
@@ -557,17 +562,17 @@ fn verdict(
     status: Option<StatusCode>,
     retry_after: Option<Duration>,
     now_ms: i64,
-) -> Verdict {
+) -> DeliveryVerdict {
     match status {
-        Some(s) if s.is_success() => return Verdict::Delivered,
-        Some(StatusCode::GONE) => return Verdict::Gone,
+        Some(s) if s.is_success() => return DeliveryVerdict::Delivered,
+        Some(StatusCode::GONE) => return DeliveryVerdict::Gone,
         _ => {}
     }
     let schedule = settings.retry_schedule();
     // `attempts` counts earlier attempts, so this was attempt number attempts + 1.
     let failed = usize::try_from(delivery.attempts).unwrap_or(usize::MAX);
     let Some(wait) = schedule.get(failed) else {
-        return Verdict::Dead;
+        return DeliveryVerdict::Dead;
     };
     let jittered = wait.mul_f64(rand::random_range(0.8..1.2));
     let honoured = match status {
@@ -577,7 +582,7 @@ fn verdict(
         _ => Duration::ZERO,
     };
     let wait = jittered.max(honoured);
-    Verdict::RetryAt(now_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+    DeliveryVerdict::RetryAt(now_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -649,7 +654,7 @@ mod tests {
         let settings = DeliveryConfig::default();
         let schedule = settings.retry_schedule();
         for (n, wait) in schedule.iter().enumerate() {
-            let Verdict::RetryAt(at) = verdict(
+            let DeliveryVerdict::RetryAt(at) = verdict(
                 &settings,
                 &claimed(n as i64),
                 Some(StatusCode::INTERNAL_SERVER_ERROR),
@@ -666,7 +671,7 @@ mod tests {
         }
         assert_eq!(
             verdict(&settings, &claimed(schedule.len() as i64), None, None, 0),
-            Verdict::Dead
+            DeliveryVerdict::Dead
         );
     }
 
@@ -681,11 +686,11 @@ mod tests {
                 None,
                 0
             ),
-            Verdict::Delivered
+            DeliveryVerdict::Delivered
         );
         assert_eq!(
             verdict(&settings, &claimed(0), Some(StatusCode::GONE), None, 0),
-            Verdict::Gone
+            DeliveryVerdict::Gone
         );
         let later = verdict(
             &settings,
@@ -696,7 +701,7 @@ mod tests {
         );
         assert_eq!(
             later,
-            Verdict::RetryAt(120_000),
+            DeliveryVerdict::RetryAt(120_000),
             "longer than the 5 s first wait"
         );
         let clamped = verdict(
@@ -706,8 +711,8 @@ mod tests {
             Some(Duration::from_secs(86_400)),
             0,
         );
-        assert_eq!(clamped, Verdict::RetryAt(3_600_000));
-        let Verdict::RetryAt(ignored) = verdict(
+        assert_eq!(clamped, DeliveryVerdict::RetryAt(3_600_000));
+        let DeliveryVerdict::RetryAt(ignored) = verdict(
             &settings,
             &claimed(0),
             Some(StatusCode::BAD_REQUEST),

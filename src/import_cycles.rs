@@ -14,17 +14,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-type ModPath = Vec<String>;
+pub(crate) type ModPath = Vec<String>;
 
 /// One production source file: its text without comments or tests, and the child
 /// modules it declares as `#[cfg(test)] mod x;`.
-struct Module {
-    text: String,
+pub(crate) struct Module {
+    pub(crate) text: String,
     test_children: Vec<String>,
 }
 
 /// Every production module of the crate, by module path (`[]` is `lib.rs`).
-fn modules(src: &Path) -> BTreeMap<ModPath, Module> {
+pub(crate) fn modules(src: &Path) -> BTreeMap<ModPath, Module> {
     let mut found = BTreeMap::new();
     visit(src, src, &mut found);
     // Modules declared `#[cfg(test)] mod x;` are test code, with all below them.

@@ -36,15 +36,18 @@
 //! - [`delivery`]: the outbox dispatcher: signed webhooks, retries, dead letters.
 //! - [`live`]: the live feed: outbox-backed events and the in-memory snapshot, fanned
 //!   out to any number of clients, one job per file (view, encoding, hub, loops, feed,
-//!   browser tickets); [`web`]: the wallboard page that shows it.
+//!   browser tickets); [`web`]: the supervisor console's pages (the wallboard, real-time
+//!   adherence, an agent's day, bulk jobs, sign-in) that show it and act through the API.
 //! - [`report`]: compliance reports (CSV, JSON, HTML), streamed, the definitions that
 //!   go with every number, and one agent's schedule against actual.
 //! - [`tasks`]: the tenant a task works for, and the one way to spawn a task (keeping
-//!   it); [`telemetry`]: the metrics, labelled with that tenant.
+//!   it); [`telemetry`]: the metrics, labelled with that tenant, and their names
+//!   ([`telemetry::names`], which imports nothing, so every layer records by them).
 //! - [`redact`]: URLs and transport errors without the credentials they may carry, for
-//!   the database, logs and messages.
-//! - [`api`]: the HTTP API (axum): bearer tokens with roles, `/openapi.json`
-//!   generated from the routes, problem+json errors.
+//!   the database, logs and messages; [`caller_slots`]: the places each caller may hold
+//!   at once (downloads in progress, live-feed streams).
+//! - [`api`]: the HTTP API (axum): bearer tokens with roles, browser sessions that
+//!   stand for them, `/openapi.json` generated from the routes, problem+json errors.
 //! - `sim`: the built-in platform simulator, written from the platform contract
 //!   without importing any of the above.
 //! - [`config`], [`cli`]: configuration and the command line; `main.rs` only dispatches.
@@ -56,6 +59,9 @@
 //! `config`, `report` ← `engine`, `delivery` ← `live` ← `api` ← `app` (a module imports
 //! only from layers before its own); no module imports one that imports it, and no
 //! folder one that imports it (a test checks both).
+//!
+//! `docs/architecture.md` draws this map in full: a change and a tenant step by step, the
+//! invariants, and where to add a route, a query, a column or an event.
 
 // One module-file style: a module with submodules is a folder with its `mod.rs`, never
 // `name.rs` beside a `name/` folder, so a module's file is found the same way everywhere.
@@ -65,6 +71,7 @@
 
 pub mod api;
 mod app;
+pub mod caller_slots;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -84,7 +91,9 @@ pub mod web;
 
 #[cfg(test)]
 mod import_cycles;
+#[cfg(test)]
+mod type_names;
 
-pub use app::{App, Services, http_client, incontact_settings, platform, start_simulator};
+pub use app::{App, Reload, Services, http_client, incontact_settings, platform, start_simulator};
 
 pub use telemetry::metrics_handle;

@@ -16,18 +16,19 @@ use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::agents::{AgentPath, check_agent_id};
+use super::agents::AgentPath;
 use super::auth::Caller;
 use super::bulk::{agents_or_team, bulk_problem};
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams, window_from_query, zone_from_query};
 use super::json::{JsonBody, not_null};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::validate::check_agent_id;
 use super::{ApiState, Routes, to_the_end, with_body_limit};
 use crate::domain::AgentState;
-use crate::domain::adherence::{DaySpan, Figures};
+use crate::domain::adherence::{AdherenceFigures, DaySpan};
 use crate::engine::authorisations::{self, Authorise, AuthoriseError};
-use crate::engine::bulk::Selector;
+use crate::engine::bulk::BulkSelector;
 use crate::report::day_view;
 use crate::store::authorisations::{self as stored, AuthorisationRow};
 use crate::store::{from_ms, to_ms};
@@ -159,8 +160,8 @@ pub async fn authorise(
 ) -> Result<Response, Problem> {
     let JsonBody(body) = body?;
     let (agents, team) = match agents_or_team(body.agents, body.team)? {
-        Selector::Agents(agents) => (at_most_allowed(agents)?, None),
-        Selector::Team(team) => (
+        BulkSelector::Agents(agents) => (at_most_allowed(agents)?, None),
+        BulkSelector::Team(team) => (
             state.bulk.team(&team).await.map_err(bulk_problem)?,
             Some(team),
         ),
@@ -181,7 +182,10 @@ pub async fn authorise(
     let stored =
         to_the_end(async move { authorisations::authorise(&store, request, now).await }).await?;
     match stored {
-        Ok(row) => Ok((StatusCode::CREATED, Json(AuthorisationView::from(row))).into_response()),
+        Ok(row) => {
+            state.live.recheck_adherence();
+            Ok((StatusCode::CREATED, Json(AuthorisationView::from(row))).into_response())
+        }
         Err(AuthoriseError::Invalid { field, message }) => {
             Err(Problem::invalid_field(field, format!("{field}: {message}")))
         }
@@ -265,6 +269,7 @@ pub async fn withdraw_authorisation(
         to_the_end(async move { authorisations::withdraw(&store, &asked, &by, now).await })
             .await??;
     if let Some(row) = withdrawn {
+        state.live.recheck_adherence();
         return Ok(Json(AuthorisationView::from(row)).into_response());
     }
     match stored::get(state.store.reader(), &id).await? {
@@ -349,8 +354,8 @@ struct DayFigures {
     exceptions: u32,
 }
 
-impl From<&Figures> for DayFigures {
-    fn from(f: &Figures) -> DayFigures {
+impl From<&AdherenceFigures> for DayFigures {
+    fn from(f: &AdherenceFigures) -> DayFigures {
         let seconds = |ms: i64| ms as f64 / 1000.0;
         DayFigures {
             scheduled_seconds: seconds(f.scheduled_ms),

@@ -13,16 +13,16 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::exports::{self, TooManyDownloads};
 use super::extract::{PathParams, QueryParams, zone_from_query};
-use super::jobs::{JobPath, NoSuchJob, accepted, found};
+use super::jobs::{JobPath, JobStarted, NoSuchJob, accepted, found};
 use super::json::{JsonBody, whole_number};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
-use crate::domain::trend::{Detector, Seasonality, Settings};
-use crate::engine::analytics::render::{self, CsvFormat, Format};
-use crate::engine::analytics::spec::{Bucket, FilterSpec, MetricSpec, QuerySpec, Source};
-use crate::engine::analytics::{JobView, SubmitError};
+use crate::domain::trend::{Detector, Seasonality, TrendSettings};
+use crate::engine::analytics::render::{self, AnalyticsFormat, CsvFormat};
+use crate::engine::analytics::spec::{AnalyticsSource, Bucket, FilterSpec, MetricSpec, QuerySpec};
+use crate::engine::analytics::{AnalyticsJobView, SubmitError};
 use crate::report::{Definitions, Subject};
-use crate::store::analytics::JobRow;
+use crate::store::analytics::AnalyticsJobRow;
 
 /// What a caller over `analytics.max_jobs_per_caller` is told to wait: jobs take
 /// seconds to minutes.
@@ -41,7 +41,7 @@ pub fn routes() -> Routes {
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// `history` (wfmd's own store) or `platform`.
-    source: Source,
+    source: AnalyticsSource,
     /// `NAME:AGG`, e.g. `adherence_pct:avg`. History metrics: idle_seconds,
     /// state_seconds, adherence_pct, exceptions, violations, transitions,
     /// latency_p95_ms; AGG: sum, avg, min, max, count.
@@ -106,8 +106,8 @@ pub(super) fn describe(schemas: &mut serde_json::Map<String, serde_json::Value>)
         "window".to_owned(),
         json!({
             "type": ["integer", "null"],
-            "minimum": Settings::MIN_WINDOW,
-            "maximum": Settings::MAX_WINDOW,
+            "minimum": TrendSettings::MIN_WINDOW,
+            "maximum": TrendSettings::MAX_WINDOW,
             "description": properties["window"]["description"],
         }),
     );
@@ -222,8 +222,8 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
         from: instant("from", &body.from)?,
         to: instant("to", &body.to)?,
         bucket: body.bucket,
-        window: body.window.unwrap_or(Settings::DEFAULT_WINDOW),
-        z: body.z.unwrap_or(Settings::DEFAULT_Z),
+        window: body.window.unwrap_or(TrendSettings::DEFAULT_WINDOW),
+        z: body.z.unwrap_or(TrendSettings::DEFAULT_Z),
         seasonality: body.seasonality.unwrap_or(Seasonality::Auto),
         detector: Detector::Robust,
     })
@@ -238,7 +238,7 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
     security(("bearer" = [SUPERVISOR])),
     request_body = QueryBody,
     responses(
-        (status = 202, description = "The job is stored; `Location` names it", body = Object),
+        (status = 202, description = "The job is stored; `Location` names it", body = JobStarted),
         (status = 422, description = "A field is invalid, or the platform does not offer aggregation queries (`not-offered`, field `source`); `field` names it"),
         (status = 429, description = "The caller has `analytics.max_jobs_per_caller` jobs queued or running (`limit`); `Retry-After` says when to try again"),
     )
@@ -275,7 +275,7 @@ pub async fn create_analytics_job(
     };
     Ok(accepted(
         &format!("/v1/analytics/queries/{id}"),
-        serde_json::json!({"job_id": id}),
+        JobStarted { job_id: id },
     ))
 }
 
@@ -285,7 +285,7 @@ pub async fn create_analytics_job(
     path = "/v1/analytics/queries",
     tag = "analytics",
     security(("bearer" = [VIEWER])),
-    responses((status = 200, description = "The jobs", body = Vec<JobView>))
+    responses((status = 200, description = "The jobs", body = Vec<AnalyticsJobView>))
 )]
 pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Response, Problem> {
     let jobs = state
@@ -293,7 +293,7 @@ pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Respon
         .list(100)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    Ok(Json(jobs.iter().map(JobView::from).collect::<Vec<_>>()).into_response())
+    Ok(Json(jobs.iter().map(AnalyticsJobView::from).collect::<Vec<_>>()).into_response())
 }
 
 /// A job's status and progress.
@@ -304,7 +304,7 @@ pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Respon
     security(("bearer" = [VIEWER])),
     params(JobPath),
     responses(
-        (status = 200, description = "The job as it stands", body = JobView),
+        (status = 200, description = "The job as it stands", body = AnalyticsJobView),
         NoSuchJob,
     )
 )]
@@ -313,11 +313,11 @@ pub async fn show_analytics_job(
     PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Response, Problem> {
     let job = find_job(&state, &job_id).await?;
-    Ok(Json(JobView::from(&job)).into_response())
+    Ok(Json(AnalyticsJobView::from(&job)).into_response())
 }
 
 /// The analytics job `job_id`, or the 404 naming it.
-async fn find_job(state: &ApiState, job_id: &str) -> Result<JobRow, Problem> {
+async fn find_job(state: &ApiState, job_id: &str) -> Result<AnalyticsJobRow, Problem> {
     let job = state
         .analytics
         .job(job_id)
@@ -367,10 +367,10 @@ pub async fn analytics_job_results(
     QueryParams(query): QueryParams<ResultsQuery>,
 ) -> Result<Response, Problem> {
     let mut format = match query.format.as_deref() {
-        None | Some("csv") => Format::Csv(CsvFormat::CURRENT),
-        Some("json") => Format::Json,
+        None | Some("csv") => AnalyticsFormat::Csv(CsvFormat::CURRENT),
+        Some("json") => AnalyticsFormat::Json,
         Some("html") => {
-            Format::Html(zone_from_query(query.tz.as_deref())?.unwrap_or(chrono_tz::UTC))
+            AnalyticsFormat::Html(zone_from_query(query.tz.as_deref())?.unwrap_or(chrono_tz::UTC))
         }
         Some(other) => {
             return Err(Problem::invalid_parameter(
@@ -388,9 +388,9 @@ pub async fn analytics_job_results(
             format!("analytics job `{job_id}` is {}", job.status),
         ));
     }
-    if let Format::Csv(_) = format {
+    if let AnalyticsFormat::Csv(_) = format {
         // The format the job was hashed in, so the download verifies.
-        format = Format::Csv(CsvFormat::of_version(job.csv_format).ok_or_else(|| {
+        format = AnalyticsFormat::Csv(CsvFormat::of_version(job.csv_format).ok_or_else(|| {
             Problem::internal(&format!(
                 "analytics job `{job_id}` has CSV format {}, which this wfmd does not know",
                 job.csv_format
@@ -404,7 +404,7 @@ pub async fn analytics_job_results(
     };
     let store = state.analytics.store().for_exports();
     let zone = match format {
-        Format::Html(zone) => Some(zone),
+        AnalyticsFormat::Html(zone) => Some(zone),
         _ => None,
     };
     let definitions = Definitions::analytics(&state.judging.current(), zone);
@@ -425,7 +425,7 @@ pub async fn analytics_job_results(
         })
         .await?;
     let mut response = exports::answer(body, format.content_type(), None);
-    if let Format::Csv(_) = format {
+    if let AnalyticsFormat::Csv(_) = format {
         // The CSV is the audited bytes; its definitions are a link away.
         response.headers_mut().insert(
             axum::http::header::LINK,

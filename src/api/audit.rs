@@ -17,6 +17,7 @@ use super::{ApiState, Routes};
 use crate::report::Sink;
 use crate::store::audit::{self, ExportedEntry, Verification};
 use crate::store::retention::Kind;
+use crate::telemetry::names::{AUDIT_VERIFY_INTACT, AUDIT_VERIFY_LAST_RUN_TIMESTAMP_SECONDS};
 
 /// Bytes of JSON lines gathered before they are sent on.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -102,12 +103,8 @@ pub async fn verify(State(state): State<ApiState>) -> Result<axum::Json<VerifyVi
     let store = state.store.for_exports();
     let verification = audit::verify_with(store.reader(), store.audit_key()).await?;
     // For the `WfmdAuditChainBroken` alert of deploy/prometheus.
-    metrics::gauge!("wfmd_audit_verify_intact").set(if verification.is_intact() {
-        1.0
-    } else {
-        0.0
-    });
-    metrics::gauge!("wfmd_audit_verify_last_run_timestamp_seconds")
+    metrics::gauge!(AUDIT_VERIFY_INTACT).set(if verification.is_intact() { 1.0 } else { 0.0 });
+    metrics::gauge!(AUDIT_VERIFY_LAST_RUN_TIMESTAMP_SECONDS)
         .set(chrono::Utc::now().timestamp() as f64);
     Ok(axum::Json(VerifyView {
         intact: verification.is_intact(),

@@ -13,12 +13,19 @@
 //! - every path under `/v1` needs a valid token, even one with no route (404) or the
 //!   wrong method (405), so unauthenticated callers learn nothing from `/v1`.
 //!
+//! A browser may instead sign in once (`POST /v1/session`, see [`super::sign_in`]): its
+//! session cookie then stands for the token it was opened with, as the token would, and
+//! the `Authorization` header wins when both come. The tokens and the sessions are held
+//! together ([`Credentials`]), so a SIGHUP that changes or removes a token ends its
+//! sessions in the same step.
+//!
 //! With no tokens configured the API is open, and therefore bound to loopback only
 //! ([`listen_address`]); callers are then `local` with every right.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
@@ -32,7 +39,9 @@ use crate::domain::tenant::TenantId;
 
 use super::error::Problem;
 use super::roles::{self, BEARER};
+use super::sessions::{self, Sessions};
 use crate::config::api_tokens::{ApiTokenConfig, Role};
+use crate::telemetry::names::API_REFUSALS_TOTAL;
 
 /// The actor of changes made when no tokens are configured.
 pub const LOCAL_CALLER: &str = "local";
@@ -77,8 +86,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 pub struct CallerKey(pub Arc<str>);
 
 impl CallerKey {
-    fn of(caller: &Caller, tokens: &ApiTokens, request: &Request) -> CallerKey {
-        if !tokens.is_empty() {
+    fn of(caller: &Caller, open: bool, request: &Request) -> CallerKey {
+        if !open {
             return CallerKey(format!("token:{}", caller.name).into());
         }
         let address = request
@@ -109,11 +118,24 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerKey {
 #[derive(Debug, Clone)]
 pub struct Preauthenticated(pub Caller);
 
-struct TokenEntry {
+/// One configured token. A session holds a copy, and acts only while an equal entry
+/// is configured: a changed name, role, tenants or token ends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TokenEntry {
     name: Arc<str>,
     digest: [u8; 32],
     role: Role,
     tenants: Option<Arc<[TenantId]>>,
+}
+
+impl TokenEntry {
+    pub(super) fn caller(&self) -> Caller {
+        Caller {
+            name: self.name.clone(),
+            role: self.role,
+            tenants: self.tenants.clone(),
+        }
+    }
 }
 
 /// The configured tokens, by digest.
@@ -151,15 +173,19 @@ impl ApiTokens {
     }
 
     /// The caller the `Authorization` header proves, or why it proves none.
+    #[cfg(test)]
     fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
         if self.entries.is_empty() {
-            return Ok(Caller {
-                name: LOCAL_CALLER.into(),
-                role: Role::Admin,
-                tenants: None,
-            });
+            return Ok(local_caller());
         }
         let digest = presented(headers)?;
+        self.entry(&digest)
+            .map(TokenEntry::caller)
+            .ok_or(Refusal::Invalid)
+    }
+
+    /// The entry of the token whose SHA-256 is `digest`.
+    pub(super) fn entry(&self, digest: &[u8; 32]) -> Option<&TokenEntry> {
         // Every entry is compared, matching or not, so the time taken does not depend on
         // where (or whether) the token is configured.
         let mut found = None;
@@ -169,12 +195,102 @@ impl ApiTokens {
             }
         }
         found
-            .map(|entry| Caller {
-                name: entry.name.clone(),
-                role: entry.role,
-                tenants: entry.tenants.clone(),
-            })
-            .ok_or(Refusal::Invalid)
+    }
+
+    /// Whether an entry equal to `entry` is configured.
+    fn holds(&self, entry: &TokenEntry) -> bool {
+        self.entry(&entry.digest).is_some_and(|held| held == entry)
+    }
+}
+
+/// The caller of every request when no tokens are configured.
+fn local_caller() -> Caller {
+    Caller {
+        name: LOCAL_CALLER.into(),
+        role: Role::Admin,
+        tenants: None,
+    }
+}
+
+/// The configured tokens and the browser sessions opened with them, which a SIGHUP
+/// replaces together ([`Credentials::reload`]). Shared by every tenant's routes.
+pub struct Credentials {
+    tokens: RwLock<Arc<ApiTokens>>,
+    pub(super) sessions: Sessions<TokenEntry>,
+    /// `server.proxies`: the clients whose `X-Forwarded-Proto` is believed (a session
+    /// cookie is `Secure` when the browser reached the proxy over HTTPS).
+    pub(super) proxies: Vec<IpAddr>,
+}
+
+impl Credentials {
+    /// `tokens`, with sessions lasting `session_ttl` (`server.session_ttl`), behind the
+    /// reverse proxies `proxies` (`server.proxies`).
+    pub fn new(tokens: ApiTokens, session_ttl: Duration, proxies: &[IpAddr]) -> Credentials {
+        Credentials {
+            tokens: RwLock::new(Arc::new(tokens)),
+            sessions: Sessions::new(session_ttl),
+            proxies: proxies.iter().map(IpAddr::to_canonical).collect(),
+        }
+    }
+
+    /// The tokens in force.
+    pub fn tokens(&self) -> Arc<ApiTokens> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the API is open (no tokens configured).
+    pub fn is_open(&self) -> bool {
+        self.tokens().is_empty()
+    }
+
+    /// Puts `tokens` (a re-read `[[api_tokens]]`) in force and ends every session whose
+    /// token is no longer configured as it was; returns how many ended. Refused, the
+    /// tokens in force kept, when it would open a closed API or close an open one: the
+    /// listener was bound for one or the other (loopback only without tokens), and
+    /// the served document says which, so that takes a restart.
+    pub fn reload(&self, tokens: &[ApiTokenConfig]) -> anyhow::Result<usize> {
+        let tokens = ApiTokens::from_config(tokens)?;
+        let mut current = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        if current.is_empty() != tokens.is_empty() {
+            anyhow::bail!(
+                "[[api_tokens]] went from {} to {}: the API's listener and its document \
+                 were set up for the one or the other, so this takes a restart; the tokens \
+                 in force are kept",
+                if current.is_empty() { "none" } else { "some" },
+                if tokens.is_empty() { "none" } else { "some" },
+            );
+        }
+        let ended = self.sessions.keep_only(|entry| tokens.holds(entry));
+        *current = Arc::new(tokens);
+        Ok(ended)
+    }
+
+    /// The caller the request's `Authorization` header proves, or without one its
+    /// session cookie; or why neither proves one.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
+        let tokens = self.tokens();
+        if tokens.is_empty() {
+            return Ok(local_caller());
+        }
+        match presented(headers) {
+            Ok(digest) => tokens
+                .entry(&digest)
+                .map(TokenEntry::caller)
+                .ok_or(Refusal::Invalid),
+            Err(Refusal::Missing) => match sessions::presented(headers) {
+                Some(id) => self
+                    .sessions
+                    .holder(id)
+                    .filter(|entry| tokens.holds(entry))
+                    .map(|entry| entry.caller())
+                    .ok_or(Refusal::SessionEnded),
+                None => Err(Refusal::Missing),
+            },
+            Err(refusal) => Err(refusal),
+        }
     }
 }
 
@@ -222,7 +338,7 @@ impl MetricsToken {
             Ok(digest) if bool::from(self.0[..].ct_eq(&digest[..])) => Ok(()),
             refused => {
                 let reason = refused.err().map_or("invalid", Refusal::reason);
-                metrics::counter!("wfmd_api_refusals_total", "reason" => reason).increment(1);
+                metrics::counter!(API_REFUSALS_TOTAL, "reason" => reason).increment(1);
                 Err(invalid_credential(
                     "/metrics needs `Authorization: Bearer <server.metrics_token>`",
                 ))
@@ -237,7 +353,12 @@ enum Refusal {
     Missing,
     Malformed,
     Invalid,
-    Forbidden { required: Role, role: Role },
+    /// A session cookie that is unknown, expired, signed out, or whose token changed.
+    SessionEnded,
+    Forbidden {
+        required: Role,
+        role: Role,
+    },
 }
 
 impl Refusal {
@@ -246,6 +367,7 @@ impl Refusal {
             Refusal::Missing => "missing",
             Refusal::Malformed => "malformed",
             Refusal::Invalid => "invalid",
+            Refusal::SessionEnded => "session",
             Refusal::Forbidden { .. } => "forbidden",
         }
     }
@@ -263,6 +385,10 @@ impl Refusal {
             Refusal::Invalid => {
                 invalid_credential("the bearer token is not one of the configured api_tokens")
             }
+            Refusal::SessionEnded => invalid_credential(
+                "the session has ended (it expired, was signed out, its token changed, or \
+                 wfmd restarted); sign in again",
+            ),
             Refusal::Forbidden { required, role } => challenged(
                 Problem::new(
                     StatusCode::FORBIDDEN,
@@ -360,7 +486,7 @@ impl AccessTable {
                         ));
                     }
                 };
-                if access == Access::Open && under_v1(path) {
+                if access == Access::Open && under_v1(path) && !sessions::is_session_path(path) {
                     return Err(format!("{route}: every /v1 route needs a role"));
                 }
                 table.operations.insert((method, path.clone()), access);
@@ -392,7 +518,7 @@ fn under_v1(path: &str) -> bool {
 
 /// What [`authorize`] needs.
 pub struct Gate {
-    pub tokens: Arc<ApiTokens>,
+    pub credentials: Arc<Credentials>,
     pub access: Arc<AccessTable>,
     /// The tenant whose routes these are: a caller that does not hold it is answered
     /// 404, as if it did not exist. `None` on the process's routes.
@@ -419,7 +545,7 @@ pub async fn authorize(
         Some(Access::Open) => {
             // Open routes need no token, but one that proves a caller lets the route
             // say more (`/readyz` shows its error text only to callers it knows).
-            if let Ok(caller) = gate.tokens.authenticate(request.headers()) {
+            if let Ok(caller) = gate.credentials.authenticate(request.headers()) {
                 request.extensions_mut().insert(caller);
             }
             return next.run(request).await;
@@ -444,7 +570,7 @@ pub async fn authorize(
         .extensions_mut()
         .remove::<Preauthenticated>()
         .map(|p| p.0);
-    let outcome = proven.map_or_else(|| gate.tokens.authenticate(request.headers()), Ok);
+    let outcome = proven.map_or_else(|| gate.credentials.authenticate(request.headers()), Ok);
     if let Ok(caller) = &outcome {
         tracing::Span::current().record("caller", tracing::field::display(&caller.name));
         // Before the role: a 403 would tell the caller that the tenant exists.
@@ -462,18 +588,19 @@ pub async fn authorize(
     });
     match outcome {
         Ok(caller) => {
-            let key = CallerKey::of(&caller, &gate.tokens, &request);
+            let key = CallerKey::of(&caller, gate.credentials.is_open(), &request);
             request.extensions_mut().insert(key);
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(refusal) => {
-            metrics::counter!("wfmd_api_refusals_total", "reason" => refusal.reason()).increment(1);
+            metrics::counter!(API_REFUSALS_TOTAL, "reason" => refusal.reason()).increment(1);
             match refusal {
                 Refusal::Missing => tracing::debug!("refused: no bearer token"),
                 Refusal::Malformed | Refusal::Invalid => {
                     tracing::warn!(reason = refusal.reason(), "refused: bad bearer token")
                 }
+                Refusal::SessionEnded => tracing::debug!("refused: the session has ended"),
                 Refusal::Forbidden { required, role } => {
                     tracing::warn!(%required, %role, "refused: role too weak")
                 }
@@ -564,6 +691,80 @@ mod tests {
             HeaderValue::from_static("Bearer t-desk"),
         );
         assert_eq!(tokens.authenticate(&twice), Err(Refusal::Malformed));
+    }
+
+    #[tokio::test]
+    async fn a_reload_ends_the_sessions_of_changed_and_removed_tokens_only() {
+        let entries = |list: &[(&str, &str, &str)]| -> Vec<ApiTokenConfig> {
+            list.iter()
+                .map(|(name, token, role)| ApiTokenConfig {
+                    name: (*name).into(),
+                    token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+                    role: (*role).into(),
+                    tenants: None,
+                })
+                .collect()
+        };
+        let credentials = Credentials::new(
+            tokens(&[
+                ("desk", "t-desk", "supervisor"),
+                ("wall", "t-wall", "viewer"),
+                ("lead", "t-lead", "admin"),
+            ]),
+            Duration::from_secs(600),
+            &[],
+        );
+        let open = |token: &str| {
+            let entry = credentials
+                .tokens()
+                .entry(&sessions::digest(token))
+                .unwrap()
+                .clone();
+            credentials.sessions.open(entry)
+        };
+        let (desk, wall, lead) = (open("t-desk"), open("t-wall"), open("t-lead"));
+        let with_cookie = |id: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::COOKIE,
+                HeaderValue::from_str(&format!("{}={id}", sessions::COOKIE)).unwrap(),
+            );
+            headers
+        };
+        assert_eq!(
+            credentials
+                .authenticate(&with_cookie(&wall))
+                .map(|c| c.role),
+            Ok(Role::Viewer)
+        );
+        // desk kept as it was, wall's role changed, lead removed.
+        let ended = credentials
+            .reload(&entries(&[
+                ("desk", "t-desk", "supervisor"),
+                ("wall", "t-wall", "supervisor"),
+            ]))
+            .unwrap();
+        assert_eq!(ended, 2);
+        let caller = credentials.authenticate(&with_cookie(&desk)).unwrap();
+        assert_eq!((&*caller.name, caller.role), ("desk", Role::Supervisor));
+        for ended in [&wall, &lead] {
+            assert_eq!(
+                credentials.authenticate(&with_cookie(ended)),
+                Err(Refusal::SessionEnded)
+            );
+        }
+        // A bearer header decides over the cookie.
+        let mut both = with_cookie(&desk);
+        both.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t-wall"),
+        );
+        let caller = credentials.authenticate(&both).unwrap();
+        assert_eq!(&*caller.name, "wall");
+        // Going from tokens to none would open the API: refused, tokens kept.
+        let refused = credentials.reload(&[]).unwrap_err().to_string();
+        assert!(refused.contains("takes a restart"), "{refused}");
+        assert!(!credentials.is_open());
     }
 
     #[test]
@@ -665,7 +866,7 @@ mod tests {
         use tower::ServiceExt;
 
         let gate = Arc::new(Gate {
-            tokens: tokens(&[]).into(),
+            credentials: Arc::new(Credentials::new(tokens(&[]), Duration::from_secs(60), &[])),
             access: table(utoipa_axum::routes!(declared::with_role))
                 .unwrap()
                 .into(),

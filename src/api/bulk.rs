@@ -1,4 +1,5 @@
 //! Bulk jobs over HTTP: `POST /v1/bulk-transitions` (202 with the job id),
+//! `GET /v1/bulk-transitions` (the jobs, newest first, a page at a time),
 //! `GET`/`DELETE /v1/bulk-transitions/{id}` (progress and per-agent results; cancel the
 //! rest) and `POST /v1/bulk-transitions/{id}/revert` (a new job undoing a finished one).
 //!
@@ -14,20 +15,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::agents::{
-    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
-};
 use super::auth::Caller;
 use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, not_null, parse};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::validate::{
+    IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
+};
 use super::{ApiState, Routes, with_body_limit};
 use crate::domain::AgentState;
-use crate::engine::bulk::{Accepted, BulkError, JobRequest, MAX_AGENTS, Selector};
+use crate::engine::bulk::{Accepted, BulkError, BulkSelector, JobRequest, MAX_AGENTS};
 use crate::engine::deferred::WhenBusy;
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 
 /// The largest job body: every one of `MAX_AGENTS` ids at the longest accepted length
 /// with its quotes and comma, plus room for the other fields and whitespace.
@@ -36,6 +37,7 @@ pub const BODY_LIMIT_BYTES: usize = MAX_AGENTS * (MAX_ID_LEN + 4) + 64 * 1024;
 pub fn routes() -> Routes {
     vec![
         with_body_limit(utoipa_axum::routes!(create_bulk_job), BODY_LIMIT_BYTES),
+        utoipa_axum::routes!(list_bulk_jobs),
         utoipa_axum::routes!(show_bulk_job, cancel_bulk_job),
         utoipa_axum::routes!(revert_bulk_job),
     ]
@@ -146,6 +148,34 @@ pub struct ShowQuery {
     items: Option<String>,
 }
 
+/// Which jobs, a page at a time.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs with this status: `queued`, `running`, `completed` or `cancelled`.
+    #[param(pattern = "^(queued|running|completed|cancelled)$")]
+    status: Option<String>,
+    /// How many jobs at most: 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    /// The next page: only jobs created before this job (give the last `job_id` of the
+    /// page before).
+    #[param(pattern = "^job_[0-9a-f]{32}$")]
+    before: Option<String>,
+}
+
+/// The most jobs one page lists, and how many when not asked.
+const MAX_PAGE: u32 = 500;
+const DEFAULT_PAGE: u32 = 50;
+
+/// A page of jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    /// Newest first, without their items (`GET /v1/bulk-transitions/{job_id}` has them).
+    jobs: Vec<JobView>,
+}
+
 /// The answer to an accepted job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AcceptedView {
@@ -156,7 +186,7 @@ struct AcceptedView {
     replayed: bool,
 }
 
-fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
+fn selector(body: &mut BulkBody) -> Result<BulkSelector, Problem> {
     agents_or_team(body.agents.take(), body.team.take())
 }
 
@@ -164,7 +194,7 @@ fn selector(body: &mut BulkBody) -> Result<Selector, Problem> {
 pub(super) fn agents_or_team(
     agents: Option<Vec<String>>,
     team: Option<String>,
-) -> Result<Selector, Problem> {
+) -> Result<BulkSelector, Problem> {
     match (agents, team) {
         (Some(_), Some(_)) => Err(Problem::invalid_field(
             "team",
@@ -184,7 +214,7 @@ pub(super) fn agents_or_team(
                     ),
                 ));
             }
-            Ok(Selector::Agents(agents))
+            Ok(BulkSelector::Agents(agents))
         }
         (None, Some(team)) => {
             // Characters, as the document's `maxLength` counts them.
@@ -194,7 +224,7 @@ pub(super) fn agents_or_team(
                     format!("team must be a team id or name of 1 to {MAX_ID_LEN} characters"),
                 ));
             }
-            Ok(Selector::Team(team))
+            Ok(BulkSelector::Team(team))
         }
     }
 }
@@ -234,7 +264,7 @@ pub async fn create_bulk_job(
         check_reason(reason)?;
     }
     let idempotency_key = idempotency_key(body.idempotency_key.take(), &headers, &caller)?;
-    let defer_for = super::agents::asked_wait(body.when_busy, body.defer_for.as_deref())?
+    let defer_for = super::validate::asked_wait(body.when_busy, body.defer_for.as_deref())?
         .map(|wait| wait.unwrap_or(state.deferred.defer_for()));
     let accepted = state
         .bulk
@@ -287,7 +317,7 @@ fn too_large(problem: Problem) -> Problem {
     security(("bearer" = [VIEWER])),
     params(JobPath, ShowQuery),
     responses(
-        (status = 200, description = "The job as it stands", body = JobView),
+        (status = 200, description = "The job as it stands", body = BulkJobView),
         NoSuchJob,
     )
 )]
@@ -295,7 +325,7 @@ pub async fn show_bulk_job(
     State(state): State<ApiState>,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ShowQuery>,
-) -> Result<Json<JobView>, Problem> {
+) -> Result<Json<BulkJobView>, Problem> {
     let with_items = match query.items.as_deref() {
         None | Some("true") => true,
         Some("false") => false,
@@ -309,6 +339,59 @@ pub async fn show_bulk_job(
     found(state.bulk.job(&job_id, with_items).await?, "bulk", &job_id).map(Json)
 }
 
+/// The bulk jobs, newest first, without their items: their status, counts, who started
+/// them and when. A page at a time: `before` the last `job_id` of a page gives the next.
+#[utoipa::path(
+    get,
+    path = "/v1/bulk-transitions",
+    tag = "bulk",
+    security(("bearer" = [VIEWER])),
+    params(ListQuery),
+    responses((status = 200, description = "The jobs", body = JobList))
+)]
+pub async fn list_bulk_jobs(
+    State(state): State<ApiState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<JobList>, Problem> {
+    let status = query.status.as_deref();
+    if let Some(status) = status
+        && !["queued", "running", "completed", "cancelled"].contains(&status)
+    {
+        return Err(Problem::invalid_parameter(
+            "status",
+            format!("status must be queued, running, completed or cancelled, got `{status}`"),
+        ));
+    }
+    let limit = i64::from(query.limit.unwrap_or(DEFAULT_PAGE));
+    if !(1..=i64::from(MAX_PAGE)).contains(&limit) {
+        return Err(Problem::invalid_parameter(
+            "limit",
+            format!("limit must be from 1 to {MAX_PAGE}, got {limit}"),
+        ));
+    }
+    let before = query.before.as_deref();
+    if let Some(before) = before
+        && !is_job_id(before)
+    {
+        return Err(Problem::invalid_parameter(
+            "before",
+            format!("before must be a job id (job_ and 32 hex digits), got `{before}`"),
+        ));
+    }
+    let jobs = state.bulk.jobs(status, before, limit).await?;
+    Ok(Json(JobList { jobs }))
+}
+
+/// Whether `id` has the shape of a bulk job's id.
+fn is_job_id(id: &str) -> bool {
+    id.strip_prefix("job_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// Cancels the items not started yet (those in flight finish; then the job is
 /// `cancelled`); answers the job as it now stands.
 #[utoipa::path(
@@ -318,7 +401,7 @@ pub async fn show_bulk_job(
     security(("bearer" = [SUPERVISOR])),
     params(JobPath),
     responses(
-        (status = 200, description = "Cancellation asked for; the job as it stands", body = JobView),
+        (status = 200, description = "Cancellation asked for; the job as it stands", body = BulkJobView),
         NoSuchJob,
         (status = 409, description = "The job completed already"),
     )
@@ -327,7 +410,7 @@ pub async fn cancel_bulk_job(
     State(state): State<ApiState>,
     caller: Caller,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
-) -> Result<Json<JobView>, Problem> {
+) -> Result<Json<BulkJobView>, Problem> {
     state
         .bulk
         .cancel(&job_id, &caller.name)

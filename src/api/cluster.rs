@@ -22,7 +22,7 @@ use super::roles::ADMIN;
 use super::tenancy::{Directory, ServedTenant};
 use crate::cluster::lease;
 use crate::config::ha::HaConfig;
-use crate::store::{Backend, Role};
+use crate::store::{Backend, InstanceRole};
 
 /// This instance as the cluster knows it: its id (`ha.instance_id`, by default the host
 /// name and process id) and how the others reach it (`ha.advertise_url`). Computed once
@@ -187,7 +187,7 @@ pub async fn cluster(
 /// could not be read.
 fn leader_of(
     tenant: &ServedTenant,
-    leases: Option<&BTreeMap<String, lease::Leadership>>,
+    leases: Option<&BTreeMap<String, lease::Lease>>,
     this: &ThisInstance,
 ) -> TenantLeaderView {
     let store = &tenant.state.store;
@@ -214,7 +214,7 @@ fn leader_of(
             view.term = Some(held.term);
             view.lease_expires_at = instant(held.expires_at);
         }
-        None if store.role() == Role::Sole => {
+        None if store.role() == InstanceRole::Sole => {
             view.leader = Some(this.id.to_string());
             view.lease_current = true;
         }

@@ -15,9 +15,9 @@
 //!   gone (sent whole, or the client disconnected); one more is answered 429 with
 //!   `Retry-After`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -29,6 +29,7 @@ use utoipa::openapi::RefOr;
 use super::auth::Caller;
 use super::error::{Problem, problem_answers};
 use super::spool::{self, SpoolWriter};
+use crate::caller_slots::{CallerSlot, CallerSlots};
 use crate::config::exports::ExportsConfig;
 use crate::domain::idle::Window;
 
@@ -56,20 +57,19 @@ pub struct Exports {
 }
 
 struct Inner {
-    per_caller: usize,
     max_read_time: Duration,
     spool_bytes: u64,
-    in_progress: Mutex<HashMap<Arc<str>, usize>>,
+    /// `exports.per_caller` places per caller.
+    in_progress: CallerSlots,
 }
 
 impl Exports {
     pub fn new(config: &ExportsConfig) -> Exports {
         Exports {
             inner: Arc::new(Inner {
-                per_caller: config.per_caller.max(1),
                 max_read_time: config.max_read_time,
                 spool_bytes: config.spool_bytes(),
-                in_progress: Mutex::default(),
+                in_progress: CallerSlots::new(config.per_caller.max(1)),
             }),
         }
     }
@@ -77,31 +77,22 @@ impl Exports {
     /// Takes one of `caller`'s download slots, or answers why not (429 problem+json with
     /// `Retry-After`, naming `exports.per_caller`).
     #[allow(clippy::result_large_err)]
-    pub fn admit(&self, caller: &Caller) -> Result<Permit, Response> {
-        let mut in_progress = self
-            .inner
-            .in_progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let count = in_progress.entry(caller.name.clone()).or_default();
-        if *count >= self.inner.per_caller {
-            return Err(Problem::new(
+    pub fn admit(&self, caller: &Caller) -> Result<CallerSlot, Response> {
+        let in_progress = &self.inner.in_progress;
+        in_progress.take(&caller.name).ok_or_else(|| {
+            let limit = in_progress.per_caller();
+            Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-downloads",
                 "Too many downloads in progress",
                 format!(
-                    "`{}` has {count} downloads in progress, the most exports.per_caller \
+                    "`{}` has {limit} downloads in progress, the most exports.per_caller \
                      allows; try again once one has finished",
                     caller.name
                 ),
             )
-            .with("limit", self.inner.per_caller)
-            .retry_after(RETRY_AFTER_SECONDS));
-        }
-        *count += 1;
-        Ok(Permit {
-            inner: Arc::clone(&self.inner),
-            caller: caller.name.clone(),
+            .with("limit", limit)
+            .retry_after(RETRY_AFTER_SECONDS)
         })
     }
 
@@ -112,7 +103,7 @@ impl Exports {
     /// Waits for the first chunk, so a download that fails before writing anything is
     /// a 500 problem; one that fails later ends the transfer with an error, never a
     /// truncated 200.
-    pub async fn stream<F, Fut>(&self, permit: Permit, produce: F) -> Result<Body, Problem>
+    pub async fn stream<F, Fut>(&self, permit: CallerSlot, produce: F) -> Result<Body, Problem>
     where
         F: FnOnce(SpoolWriter) -> Fut,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -176,36 +167,6 @@ pub(super) fn file_name(stem: &str, window: Window, extension: &str) -> String {
         window.from.format("%Y%m%dT%H%M%SZ"),
         window.to.format("%Y%m%dT%H%M%SZ"),
     )
-}
-
-/// One of a caller's download slots, given back when dropped.
-pub struct Permit {
-    inner: Arc<Inner>,
-    caller: Arc<str>,
-}
-
-impl std::fmt::Debug for Permit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit")
-            .field("caller", &self.caller)
-            .finish()
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let mut in_progress = self
-            .inner
-            .in_progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = in_progress.get_mut(&self.caller) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                in_progress.remove(&self.caller);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

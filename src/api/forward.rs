@@ -46,7 +46,7 @@ use sha2::Sha256;
 use super::ApiState;
 use super::error::Problem;
 use crate::domain::tenant::TenantId;
-use crate::store::Role;
+use crate::store::InstanceRole;
 
 /// Names the instance that handed a request on.
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-wfmd-forwarded-by");
@@ -186,7 +186,7 @@ pub async fn to_leader(State(state): State<ApiState>, request: Request, next: Ne
         return next.run(request).await;
     };
     let own = request.method().is_safe() || request.uri().path() == "/v1/live/tickets";
-    if own || state.store.role() != Role::Follower {
+    if own || state.store.role() != InstanceRole::Follower {
         return next.run(request).await;
     }
     if let Some(handed) = request.extensions().get::<HandedOn>() {

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::cxone::{Lane, in_lane};
 use crate::engine::transition::ADOPT_CLOCK_SKEW;
+use crate::telemetry::names::{DATABASE_SIZE_BYTES, TENANT_LEADER};
 
 use super::auth::{Caller, MetricsToken};
 use super::roles::VIEWER;
@@ -115,7 +116,7 @@ async fn checks(tenant: &ServedTenant) -> (Result<(), String>, Result<(), String
         // leader does, and answers for them ([ha]).
         let platform = async {
             match state.store.role() {
-                crate::store::Role::Follower => Ok(()),
+                crate::store::InstanceRole::Follower => Ok(()),
                 _ => platform_readiness(state).await,
             }
         };
@@ -154,10 +155,10 @@ async fn tenant_readiness(tenant: &ServedTenant, detailed: bool) -> (bool, serde
         "platform": show(&platform),
     });
     let role = state.store.role();
-    if role != crate::store::Role::Sole {
-        body["leads"] = json!(matches!(role, crate::store::Role::Leader { .. }));
+    if role != crate::store::InstanceRole::Sole {
+        body["leads"] = json!(matches!(role, crate::store::InstanceRole::Leader { .. }));
     }
-    if role == crate::store::Role::Follower {
+    if role == crate::store::InstanceRole::Follower {
         // What the platform and the sync are, the tenant's leader says.
         body["platform"] = json!("leader's");
     } else if let Some(sync) = &state.sync {
@@ -257,13 +258,13 @@ pub async fn metrics(
     let measures = directory.0.iter().map(|tenant| {
         crate::tasks::in_tenant(&tenant.id, async {
             if let Ok(bytes) = tenant.state.store.size_bytes().await {
-                metrics::gauge!("wfmd_database_size_bytes").set(bytes as f64);
+                metrics::gauge!(DATABASE_SIZE_BYTES).set(bytes as f64);
             }
             // A sole instance (SQLite, or no [ha]) leads its tenants without a lease:
             // said here, so "no leader for a tenant" reads alike on every backend. One
             // among several says it from its leadership (`cluster::leadership`).
-            if tenant.state.store.role() == crate::store::Role::Sole {
-                metrics::gauge!("wfmd_tenant_leader").set(1.0);
+            if tenant.state.store.role() == crate::store::InstanceRole::Sole {
+                metrics::gauge!(TENANT_LEADER).set(1.0);
             }
         })
     });

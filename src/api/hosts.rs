@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::Problem;
 use super::forward::{self, ClusterKey, HandedOn};
+use crate::telemetry::names::API_REFUSALS_TOTAL;
 
 /// The host names the API answers to besides `localhost` and IP addresses.
 #[derive(Debug, Clone, Default)]
@@ -238,7 +239,7 @@ pub async fn same_origin(
 }
 
 fn refused(refusal: Refusal) -> Response {
-    metrics::counter!("wfmd_api_refusals_total", "reason" => refusal.reason()).increment(1);
+    metrics::counter!(API_REFUSALS_TOTAL, "reason" => refusal.reason()).increment(1);
     tracing::warn!(
         reason = refusal.reason(),
         "refused a request naming a foreign host or coming from a foreign page"

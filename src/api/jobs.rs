@@ -21,6 +21,13 @@ pub(super) fn accepted(location: &str, view: impl Serialize) -> Response {
     response
 }
 
+/// The answer naming a job just started, where the route answers no fuller view.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobStarted {
+    /// The job's id: `Location` names the route that follows it.
+    pub job_id: String,
+}
+
 /// The job a lookup found, or the 404 naming the `kind` of job and the id asked for.
 pub(super) fn found<T>(job: Option<T>, kind: &str, job_id: &str) -> Result<T, Problem> {
     job.ok_or_else(|| Problem::not_found(format!("no {kind} job `{job_id}`")))

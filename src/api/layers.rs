@@ -11,7 +11,7 @@
 //!    every log line of the request, including the handler's and the engine's;
 //! 3. the id is copied onto the response, whatever produced it;
 //! 4. every response gets `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`
-//!    and, unless the handler set its own (the wallboard), a `Content-Security-Policy`
+//!    and, unless the handler set its own (the console's pages), a `Content-Security-Policy`
 //!    that lets nothing load or run and nothing frame the page ([`DEFAULT_CSP`]);
 //! 5. an error answer that is not JSON (axum's own 405, a rejection of a layer) is
 //!    turned into problem+json, keeping its status and headers;
@@ -46,13 +46,14 @@ use super::error::Problem;
 use super::forward::ClusterKey;
 use super::hosts::{self, AllowedHosts};
 use super::json::is_json;
+use crate::telemetry::names::HTTP_REQUESTS_TIMED_OUT_TOTAL;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest request id a client may choose (a UUID is 36 characters).
 pub const MAX_REQUEST_ID_LEN: usize = 64;
 
-/// What every response but the wallboard page is allowed: nothing to load, run or frame
+/// What every response but the console's pages is allowed: nothing to load, run or frame
 /// it. Inline styles stay allowed for the HTML reports, which are single files.
 pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -170,7 +171,7 @@ fn timed_out(error: tower::BoxError, limit: Duration) -> Response {
     if !error.is::<tower::timeout::error::Elapsed>() {
         return Problem::internal(&error).into_response();
     }
-    metrics::counter!("wfmd_http_requests_timed_out_total").increment(1);
+    metrics::counter!(HTTP_REQUESTS_TIMED_OUT_TOTAL).increment(1);
     tracing::warn!(
         ?limit,
         "a request ran past server.request_timeout; answered 503"

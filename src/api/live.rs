@@ -1,4 +1,4 @@
-//! The live feed over HTTP, and the wallboard page.
+//! The live feed over HTTP (the wallboard and the console's other pages are `pages`'s).
 //!
 //! - `GET /v1/live`: the snapshot (agents, tiles, counts, the feed's last event id).
 //! - `GET /v1/events`: Server-Sent Events: `snapshot` first, then typed events; `id:`
@@ -10,9 +10,6 @@
 //!   take `?ticket=` instead of the bearer header ([`ticket_gate`]), because a
 //!   browser's `EventSource` and `WebSocket` cannot send headers, and a long-lived
 //!   token in a URL ends up in proxy logs. Nothing else accepts a credential in a URL.
-//! - `GET /`: the wallboard page, served from the binary; `GET /t/{tenant}/`: the same
-//!   page, which reads that tenant's routes (`/v1/tenants/{tenant}/…`) where the page
-//!   at `/` reads `/v1/…`. With several tenants the page at `/` is their picker.
 //!
 //! Every client reads the one in-memory feed ([`crate::live`]); none causes a
 //! platform call.
@@ -26,8 +23,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::{Extension, http::Uri};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
@@ -42,14 +38,15 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use utoipa::openapi::{RefOr, Response as ApiResponse};
 
 use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
-use super::error::{Problem, no_such_tenant, problem_answers};
-use super::extract::{PathParams, QueryParams};
+use super::error::{Problem, problem_answers};
+use super::extract::QueryParams;
 use super::roles::VIEWER;
 use super::serve::Connection;
-use super::tenancy::{Directory, NoSuchTenant, TenantPath};
 use super::{ApiState, Routes};
-use crate::domain::tenant::TenantId;
 use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
+use crate::telemetry::names::{
+    API_REFUSALS_TOTAL, LIVE_CLIENTS_DROPPED_TOTAL, LIVE_REFUSALS_TOTAL,
+};
 
 /// What the browser is told to wait before reconnecting on its own (the page runs its
 /// own backoff; this is for plain `EventSource` clients).
@@ -70,9 +67,6 @@ pub fn routes() -> Routes {
         utoipa_axum::routes!(events),
         utoipa_axum::routes!(websocket),
         utoipa_axum::routes!(ticket),
-        utoipa_axum::routes!(wallboard),
-        utoipa_axum::routes!(tenant_wallboard),
-        utoipa_axum::routes!(tenant_wallboard_slash),
     ]
 }
 
@@ -174,6 +168,11 @@ pub(super) fn describe(doc: &mut serde_json::Value) {
         ),
         transient("metrics", reference("Tiles"), None),
         transient("bulk.progress", reference("BulkJob"), None),
+        transient(
+            crate::live::ADHERENCE_CHANGED,
+            reference("AdherenceRow"),
+            None,
+        ),
         transient("close", reference(FEED_CLOSE), None),
         transient("heartbeat", json!({"type": "null"}), None),
     ];
@@ -268,7 +267,8 @@ pub async fn snapshot(State(state): State<ApiState>) -> Response {
 /// First a `snapshot` event (its `id` is the last event it includes), then every event
 /// as it is committed: `agent.state_changed`, `transition.rejected`,
 /// `adherence.exception`, `bulk.completed` (each with `id:`, the webhook id, and the
-/// webhook body as `data`), and without ids `bulk.progress` and `metrics`. Every
+/// webhook body as `data`), and without ids `bulk.progress`, `adherence.changed` (one
+/// agent's row of `GET /v1/adherence/now`, when it changes) and `metrics`. Every
 /// `data` is `{"type","tenant","id"?,"timestamp"?,"data"}`: `tenant` is the id of the
 /// tenant whose feed it is (`default` without `[[tenants]]`). A heartbeat
 /// comment comes every 15 s. With `Last-Event-ID` (or `?last_event_id=`) the feed
@@ -559,7 +559,7 @@ where
         std::task::Poll::Pending => match tokio::time::timeout(SEND_TIMEOUT, send).await {
             Ok(done) => done,
             Err(_) => {
-                metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                metrics::counter!(LIVE_CLIENTS_DROPPED_TOTAL).increment(1);
                 tracing::info!("a WebSocket client took no frame for 30 s; closed");
                 return Err(());
             }
@@ -637,7 +637,7 @@ fn crowded(crowded: Crowded) -> Response {
             ("too-many-tickets", "Too many tickets")
         }
     };
-    metrics::counter!("wfmd_live_refusals_total", "kind" => kind).increment(1);
+    metrics::counter!(LIVE_REFUSALS_TOTAL, "kind" => kind).increment(1);
     tracing::warn!(limit = crowded.limit(), "{crowded}");
     let retry_after = crowded.retry_after().as_secs().max(1);
     let mut problem = Problem::new(
@@ -703,107 +703,11 @@ pub async fn ticket_gate(
             next.run(request).await
         }
         None => {
-            metrics::counter!("wfmd_api_refusals_total", "reason" => "ticket").increment(1);
+            metrics::counter!(API_REFUSALS_TOTAL, "reason" => "ticket").increment(1);
             invalid_credential(
                 "the ticket is unknown, expired or already used; \
                  ask POST /v1/live/tickets for a new one",
             )
         }
     }
-}
-
-/// The wallboard: skill and queue tiles, agents by state, supervisor actions.
-///
-/// One self-contained page (no external scripts, styles or fonts). It asks for a
-/// token when the API needs one, keeps it in the tab's session storage, and opens the
-/// feed with a ticket. `?kiosk=1` hides the controls and enlarges the type.
-#[utoipa::path(
-    get,
-    path = "/",
-    tag = "live",
-    security(()),
-    responses((status = 200, description = "The page", content_type = "text/html", body = String))
-)]
-pub async fn wallboard() -> Response {
-    let mut response = Html(crate::web::page()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Its own script and style by hash, the feed from its own origin; nothing else.
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(crate::web::content_security_policy()),
-    );
-    response
-}
-
-/// Whether `tenant`'s page is served to `caller`. The page is open (it holds no data;
-/// its script asks the API, which checks the token), as `/` is, but whether it is
-/// served must not tell a stranger which tenants exist. A caller the API knows (every
-/// caller when no tokens are configured) gets it for a tenant served that it holds, and
-/// the 404 of an unknown route otherwise, as from the API. A caller without a token
-/// (a browser opening the page: it sends none) gets it for every well-formed id alike;
-/// the page asks for a token before it shows anything, and with one the API answers
-/// 404 for an id the token does not hold, which the page says.
-fn page_served(directory: &Directory, caller: Option<&Caller>, tenant: &str) -> bool {
-    match caller {
-        Some(caller) => directory
-            .0
-            .iter()
-            .any(|t| t.id.as_str() == tenant && caller.holds(&t.id)),
-        None => tenant.parse::<TenantId>().is_ok(),
-    }
-}
-
-/// One tenant's wallboard: the page of `/`, reading `/v1/tenants/{tenant}/…`.
-///
-/// `?kiosk=1` works as on `/`. A tenant not served (or not held by the caller's token)
-/// is the 404 of an unknown route; where tokens are configured, a caller without one
-/// gets the page for any well-formed id, so it learns nothing of which are served.
-#[utoipa::path(
-    get,
-    path = "/t/{tenant}/",
-    tag = "live",
-    security(()),
-    params(TenantPath),
-    responses(
-        (status = 200, description = "The page", content_type = "text/html", body = String),
-        NoSuchTenant,
-    )
-)]
-pub async fn tenant_wallboard(
-    Extension(directory): Extension<Directory>,
-    caller: Option<Extension<Caller>>,
-    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
-) -> Response {
-    if !page_served(&directory, caller.as_deref(), &tenant) {
-        return no_such_tenant();
-    }
-    wallboard().await
-}
-
-/// `/t/{tenant}` without the slash: redirects to the tenant's wallboard, the query
-/// (`?kiosk=1`) kept, so the page's own relative addresses resolve under it.
-#[utoipa::path(
-    get,
-    path = "/t/{tenant}",
-    tag = "live",
-    security(()),
-    params(TenantPath),
-    responses(
-        (status = 308, description = "To `/t/{tenant}/`, the query kept"),
-        NoSuchTenant,
-    )
-)]
-pub async fn tenant_wallboard_slash(
-    Extension(directory): Extension<Directory>,
-    caller: Option<Extension<Caller>>,
-    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
-    uri: Uri,
-) -> Response {
-    if !page_served(&directory, caller.as_deref(), &tenant) {
-        return no_such_tenant();
-    }
-    // A well-formed id is a-z, 0-9 and '-': nothing in it leaves this path.
-    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    Redirect::permanent(&format!("/t/{tenant}/{query}")).into_response()
 }

@@ -1,6 +1,6 @@
 //! The HTTP API (axum): health, metrics, agent transitions and history, bulk jobs,
-//! reports, audit, schedule imports, the live feed, the wallboard page, and the tenants
-//! and instances served (`/v1/tenants`, `/v1/cluster`).
+//! reports, audit, schedule imports, the live feed, the console's pages, browser sign-in
+//! (`/v1/session`), and the tenants and instances served (`/v1/tenants`, `/v1/cluster`).
 //!
 //! Every route is a handler with a `#[utoipa::path]` attribute, registered through
 //! `utoipa_axum::routes!` by its module's `routes()`: that one step serves it, describes
@@ -32,6 +32,7 @@ mod bulk;
 pub mod cluster;
 pub mod deferrals;
 pub mod error;
+mod exceptions;
 pub mod exports;
 pub mod extract;
 pub mod forward;
@@ -42,14 +43,19 @@ mod json;
 mod layers;
 mod live;
 pub mod openapi;
+mod pages;
 mod reports;
 mod roles;
+mod rta;
 mod schedules;
 mod schemas;
 mod series;
 pub mod serve;
+mod sessions;
+mod sign_in;
 mod spool;
 pub mod tenancy;
+mod validate;
 
 pub use hosts::AllowedHosts;
 pub use layers::Limits;
@@ -199,14 +205,18 @@ fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi, BodyLimits
         openapi::routes(),
         agents::routes(),
         adherence::routes(),
+        rta::routes(),
+        exceptions::routes(),
         reports::routes(),
         audit::routes(),
         bulk::routes(),
         live::routes(),
+        pages::routes(),
         series::routes(),
         analytics::routes(),
         schedules::routes(),
         cluster::routes(),
+        sign_in::routes(),
     ]
     .into_iter()
     .flatten()
@@ -226,7 +236,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 /// The complete router with its middleware over every tenant's routes (see
 /// [`tenancy`]), and the [`tenancy::Routing`] that changes which tenants it serves;
-/// `tokens` are the configured bearer tokens (none: every caller is the local admin),
+/// `credentials` are the configured bearer tokens (none: every caller is the local
+/// admin) and the browser sessions opened with them,
 /// `limits` the per-request ones of `[server]`, `instance` this instance (what
 /// `GET /v1/cluster` calls it).
 ///
@@ -236,17 +247,16 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// `tenants` is empty: a daemon serves at least one.
 pub fn router(
     tenants: &[tenancy::ServedTenant],
-    tokens: auth::ApiTokens,
+    credentials: Arc<auth::Credentials>,
     limits: &Limits,
     instance: cluster::ThisInstance,
 ) -> (Router, tenancy::Routing) {
     let (routes, spec, body_limits) = described_routes();
     let body_limits = Arc::new(body_limits);
     let access = Arc::new(auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}")));
-    let spec_json = serde_json::to_vec(&openapi::served(&spec, tokens.is_empty()))
+    let spec_json = serde_json::to_vec(&openapi::served(&spec, credentials.is_open()))
         .expect("the OpenAPI document serializes");
     let spec_json = openapi::SpecJson(Arc::new(spec_json.into()));
-    let tokens = Arc::new(tokens);
     let allowed_hosts = Arc::new(limits.hosts.clone());
     let cluster_key = limits.cluster.clone();
     let metrics_token = limits.metrics_token.clone();
@@ -257,10 +267,10 @@ pub fn router(
                            directory: &tenancy::Directory| {
         let tickets = live::TicketGate {
             live: state.live.clone(),
-            tokens_configured: !tokens.is_empty(),
+            tokens_configured: !credentials.is_open(),
         };
         let gate = Arc::new(auth::Gate {
-            tokens: tokens.clone(),
+            credentials: credentials.clone(),
             access: access.clone(),
             tenant,
         });
@@ -289,6 +299,8 @@ pub fn router(
             // What a follower signs the requests it hands on with.
             .layer(Extension(cluster_key.clone()))
             .layer(Extension(metrics_token.clone()))
+            .layer(Extension(credentials.clone()))
+            .layer(Extension(pages::SignInNeeded(!credentials.is_open())))
             // Outside everything, the ticket's redemption included; here rather than in
             // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
             // as the `/v1/ws` it is.

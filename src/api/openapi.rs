@@ -81,17 +81,20 @@ in: another tenant's path does not find them."
         events::TransitionDeferred,
         events::TransitionExpired,
         events::TransitionCancelled,
+        events::ExceptionReviewed,
     )),
     tags(
         (name = "agents", description = "Agent state changes and history"),
         (name = "bulk", description = "Supervisors' bulk state changes: progress, cancel, revert"),
-        (name = "adherence", description = "Authorised exceptions: time supervisors excuse from adherence"),
+        (name = "adherence", description = "Adherence: real-time rows and the summary, time supervisors authorise, exceptions they review"),
         (name = "reports", description = "Compliance exports"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "live", description = "The wallboard's live figures and their stored samples"),
+        (name = "console", description = "The supervisor console's pages (HTML; the wallboard is under live)"),
         (name = "analytics", description = "Analytics jobs: aggregates with trends and anomalies"),
         (name = "schedules", description = "Schedules imported from a file (a third-party WFM, or a tenant without WFM access)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "session", description = "Browser sign-in: a token becomes a session cookie"),
     )
 )]
 pub struct ApiDoc;
@@ -383,7 +386,7 @@ fn constrain(doc: &mut serde_json::Value) {
         json!({
             "type": "string",
             "minLength": 1,
-            "maxLength": crate::api::agents::MAX_ID_LEN,
+            "maxLength": crate::api::validate::MAX_ID_LEN,
             "pattern": AGENT_ID_PATTERN,
             "description": "A platform user id: 1 to 128 printable ASCII characters, not `.` or `..`.",
         }),
@@ -611,7 +614,7 @@ fn constrain_parameter(parameter: &mut serde_json::Value) {
         ("header", "idempotency-key") => json!({
             "type": "string",
             "minLength": 1,
-            "maxLength": crate::api::agents::MAX_KEY_LEN,
+            "maxLength": crate::api::validate::MAX_KEY_LEN,
             "pattern": HEADER_KEY_PATTERN,
         }),
         // An event id of ours is `evt_` and 32 hex digits; anything up to 64 visible
@@ -657,7 +660,7 @@ fn constrain_fields(schema: &mut serde_json::Value) {
         key.insert("minLength".to_owned(), json!(1));
         key.insert(
             "maxLength".to_owned(),
-            json!(crate::api::agents::MAX_KEY_LEN),
+            json!(crate::api::validate::MAX_KEY_LEN),
         );
     }
 }
@@ -811,7 +814,11 @@ mod tests {
                     "{route} documents no success"
                 );
                 if path.starts_with("/v1/") {
-                    for status in ["401", "403", "500"] {
+                    assert!(has("500"), "{route} lacks 500");
+                }
+                // Every /v1 route needs a role, but a browser's sign-in and sign-out.
+                if path.starts_with("/v1/") && !super::super::sessions::is_session_path(path) {
+                    for status in ["401", "403"] {
                         assert!(has(status), "{route} lacks {status}");
                     }
                 }

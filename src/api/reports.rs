@@ -25,7 +25,7 @@ use super::extract::QueryParams;
 use super::extract::{window_from_query, zone_from_query};
 use super::roles::VIEWER;
 use super::{ApiState, Routes};
-use crate::report::{Definitions, Format, Report, Subject};
+use crate::report::{Definitions, Report, ReportFormat, Subject};
 
 pub fn routes() -> Routes {
     vec![
@@ -95,9 +95,9 @@ pub async fn compliance(
     let now = state.engine.now();
     let window = window_from_query(query.from.as_deref(), query.to.as_deref(), now)?;
     let format = match query.format.as_deref() {
-        None => Format::Csv,
+        None => ReportFormat::Csv,
         Some(text) => text
-            .parse::<Format>()
+            .parse::<ReportFormat>()
             .map_err(|e| Problem::invalid_parameter("format", format!("format: {e}")))?,
     };
     let zone = zone_from_query(query.tz.as_deref())?;
@@ -128,10 +128,10 @@ pub async fn compliance(
         })
         .await?;
     // A page is for viewing in the browser, not saving.
-    let name = (format != Format::Html)
+    let name = (format != ReportFormat::Html)
         .then(|| exports::file_name("compliance", window, format.extension()));
     let mut response = exports::answer(body, format.content_type(), name.as_deref());
-    if format == Format::Csv {
+    if format == ReportFormat::Csv {
         response.headers_mut().insert(
             header::LINK,
             describedby("definitions", Subject::Compliance, zone.map(|z| z.name())),
@@ -211,7 +211,7 @@ pub async fn definitions(
     };
     Ok(if csv {
         (
-            [(header::CONTENT_TYPE, Format::Csv.content_type())],
+            [(header::CONTENT_TYPE, ReportFormat::Csv.content_type())],
             definitions.to_csv(),
         )
             .into_response()

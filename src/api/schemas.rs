@@ -32,7 +32,7 @@ pub const INSTANT_PATTERN: &str = concat!(
 /// A reason code as `check_reason` takes it: 1 to 64 letters, digits, `_` or `-`.
 pub const REASON_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
 
-/// A `defer_for` as `agents::parse_wait` takes it: a number and one unit, 1s to 24h.
+/// A `defer_for` as `validate::parse_wait` takes it: a number and one unit, 1s to 24h.
 pub const DEFER_FOR_PATTERN: &str = "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$";
 
 /// An `Idempotency-Key` header as the server takes it: 1 to 255 visible ASCII
@@ -86,6 +86,7 @@ fn payload_schema(event: EventType) -> std::borrow::Cow<'static, str> {
         EventType::TransitionDeferred => events::TransitionDeferred::name(),
         EventType::TransitionExpired => events::TransitionExpired::name(),
         EventType::TransitionCancelled => events::TransitionCancelled::name(),
+        EventType::AdherenceExceptionReviewed => events::ExceptionReviewed::name(),
     }
 }
 

@@ -6,10 +6,10 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::agents::MAX_ID_LEN;
 use super::error::Problem;
 use super::extract::QueryParams;
 use super::roles::VIEWER;
+use super::validate::MAX_ID_LEN;
 use super::{ApiState, Routes};
 use crate::domain::metrics::MetricFamily;
 use crate::store::retention::{self, Kind};

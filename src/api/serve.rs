@@ -66,6 +66,10 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::telemetry::names::{
+    HTTP_ACCEPT_ERRORS_TOTAL, HTTP_CONNECTIONS, HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL,
+    HTTP_CONNECTIONS_REFUSED_TOTAL, HTTP_CONNECTIONS_TIMED_OUT_TOTAL,
+};
 
 /// Descriptors kept for everything but client connections: the database and its
 /// journal files, the platform client's connections, the log, the runtime's own.
@@ -98,7 +102,7 @@ const LINGER_AT_MOST: Duration = Duration::from_secs(10);
 
 /// The limits of [`serve`].
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct ServeSettings {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
@@ -110,14 +114,14 @@ pub struct Settings {
     pub stalled_client_timeout: Duration,
 }
 
-impl Settings {
+impl ServeSettings {
     /// `[server]`'s limits, with `max_connections` lowered to what the process's
     /// open-file limit allows (after trying to raise it; see [`fit_descriptor_limit`]).
-    pub fn from_config(config: &Config) -> Settings {
+    pub fn from_config(config: &Config) -> ServeSettings {
         let s = &config.server;
         let reserve = DESCRIPTORS_BESIDES_CLIENTS + config.delivery.concurrency;
         let max_connections = fit_descriptor_limit(s.max_connections, reserve);
-        Settings {
+        ServeSettings {
             header_read_timeout: s.header_read_timeout,
             idle_timeout: s.idle_timeout,
             max_connections,
@@ -290,7 +294,7 @@ impl Caps {
         });
         counts.idle.insert(&connection, Rank::New);
         drop(guard);
-        metrics::gauge!("wfmd_http_connections").increment(1.0);
+        metrics::gauge!(HTTP_CONNECTIONS).increment(1.0);
         Ok(Admitted {
             connection,
             made_room,
@@ -485,7 +489,7 @@ impl Drop for Connection {
             }
         }
         drop(counts);
-        metrics::gauge!("wfmd_http_connections").decrement(1.0);
+        metrics::gauge!(HTTP_CONNECTIONS).decrement(1.0);
     }
 }
 
@@ -571,7 +575,7 @@ struct Lingering {
 }
 
 impl Watched {
-    fn new(io: TcpStream, connection: Arc<Connection>, settings: &Settings) -> Watched {
+    fn new(io: TcpStream, connection: Arc<Connection>, settings: &ServeSettings) -> Watched {
         Watched {
             io,
             connection,
@@ -629,8 +633,7 @@ impl Watched {
         } else {
             ("idle_timeout", "sent no request for server.idle_timeout")
         };
-        metrics::counter!("wfmd_http_connections_timed_out_total", "timeout" => reason)
-            .increment(1);
+        metrics::counter!(HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "timeout" => reason).increment(1);
         tracing::debug!(client = %self.connection.client, "closed a connection that {what}");
         io::Error::new(io::ErrorKind::TimedOut, what)
     }
@@ -755,7 +758,7 @@ impl AsyncWrite for Watched {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    settings: Settings,
+    settings: ServeSettings,
     stop: CancellationToken,
 ) {
     let caps = Arc::new(Caps {
@@ -798,24 +801,24 @@ pub async fn serve(
                 made_room,
             }) => {
                 if let Some((limit, notice)) = made_room {
-                    metrics::counter!("wfmd_http_connections_closed_idle_total", "limit" => limit.reason())
+                    metrics::counter!(HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL, "limit" => limit.reason())
                         .increment(1);
                     log_limit(
                         limit,
                         "closing idle connections to make room for new ones",
-                        "wfmd_http_connections_closed_idle_total",
+                        HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL,
                     );
                     notice.task.wake();
                 }
                 connection
             }
             Err(limit) => {
-                metrics::counter!("wfmd_http_connections_refused_total", "limit" => limit.reason())
+                metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL, "limit" => limit.reason())
                     .increment(1);
                 log_limit(
                     limit,
                     "refusing connections (none idle to close)",
-                    "wfmd_http_connections_refused_total",
+                    HTTP_CONNECTIONS_REFUSED_TOTAL,
                 );
                 // Closed unanswered: nothing is read from a client past its share.
                 drop(stream);
@@ -911,7 +914,7 @@ async fn accept_failed(error: io::Error) {
     ) {
         return;
     }
-    metrics::counter!("wfmd_http_accept_errors_total").increment(1);
+    metrics::counter!(HTTP_ACCEPT_ERRORS_TOTAL).increment(1);
     tracing::error!(%error, "cannot accept a connection");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
@@ -1076,8 +1079,8 @@ mod tests {
 
     /// Room for 10 connections, a header timeout of `header_seconds` and an idle
     /// timeout of 60 s.
-    fn settings(header_seconds: u64) -> Settings {
-        Settings {
+    fn settings(header_seconds: u64) -> ServeSettings {
+        ServeSettings {
             header_read_timeout: Duration::from_secs(header_seconds),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10,

@@ -36,6 +36,12 @@ pub(super) const PREFIX: &str = "/v1/tenants";
 /// tenant the caller holds, and have no copy under `PREFIX`.
 pub const PROCESS_PATHS: [&str; 2] = [PREFIX, "/v1/cluster"];
 
+/// The routes under `/v1` that are every tenant's alike (a browser's session stands for
+/// a token, whatever tenants it holds): with several tenants, the unprefixed path is
+/// the process's rather than a `tenant-required` 400, each tenant has its copy too, and
+/// under a tenant that is not served the path is answered as the process's.
+const SHARED_PATHS: [&str; 1] = ["/v1/session"];
+
 /// Where a tenant's copy of the `/v1` route `path` (a route template) is addressed:
 /// `/v1/tenants/{tenant}/…`; `None` for a route that is the process's, not a tenant's
 /// (outside `/v1`, and [`PROCESS_PATHS`]).
@@ -135,6 +141,20 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
                 };
                 return answer_in(tenant, request).await;
             }
+            // Every tenant's alike: answered the same under a tenant that is not served,
+            // which tells a stranger nothing either.
+            None if SHARED_PATHS.contains(&inner.as_str()) => {
+                let request = match with_path(request, &inner) {
+                    Ok(request) => request,
+                    Err(problem) => return problem.into_response(),
+                };
+                return dispatch
+                    .process
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .into_response();
+            }
             // The process's routes have no such path (nor a copy of their own under a
             // tenant): like any path under /v1 that no route has, it is answered 404
             // only to a caller with a token, so a stranger cannot tell a tenant that is
@@ -145,6 +165,7 @@ pub(super) async fn dispatch(State(routing): State<Routing>, request: Request) -
     {
         match dispatch.tenants.as_slice() {
             [only] => return answer_in(only, request).await,
+            _ if SHARED_PATHS.contains(&path.as_str()) => &dispatch.process,
             several => {
                 let ids: Vec<&str> = several.iter().map(|t| t.id.as_str()).collect();
                 return Problem::new(

@@ -41,7 +41,7 @@ pub(super) struct Launch {
     pub shutdown: CancellationToken,
     /// This instance among several (`[ha]`): each tenant's leader work runs only while
     /// it leads the tenant (see [`super::leading`]). `None`: the sole instance.
-    pub ha: Option<crate::cluster::leadership::Settings>,
+    pub ha: Option<crate::cluster::leadership::LeadershipSettings>,
 }
 
 /// The keeper of this instance's leases (`[ha]`), and its task.
@@ -70,7 +70,10 @@ impl Started {
         if launch.ha.is_some() {
             // A follower until its lease says otherwise, before anything can write: a
             // sole instance's writes prove no term.
-            tenant.services.store.set_role(crate::store::Role::Follower);
+            tenant
+                .services
+                .store
+                .set_role(crate::store::InstanceRole::Follower);
         }
         let served = tenant.served(launch.exports.clone(), launch.ha.as_ref());
         let (id, rules, judging, store) = (

@@ -37,10 +37,11 @@ pub struct App {
     listener: TcpListener,
     /// In configuration order; at least one.
     tenants: Vec<Tenant>,
-    tokens: api::auth::ApiTokens,
+    /// The API's tokens and browser sessions; a reload replaces the tokens.
+    credentials: Arc<api::auth::Credentials>,
     shutdown_timeout: Duration,
     /// `[server]`'s limits on connections, and on each request.
-    serving: api::serve::Settings,
+    serving: api::serve::ServeSettings,
     limits: api::Limits,
     /// Downloads in progress per caller, and their limits (`[exports]`).
     exports: api::exports::Exports,
@@ -49,7 +50,7 @@ pub struct App {
     /// Whether each tenant holds its database's daemon lock.
     lock_databases: bool,
     /// This instance among several (`[ha]`); `None`: the sole instance.
-    ha: Option<crate::cluster::leadership::Settings>,
+    ha: Option<crate::cluster::leadership::LeadershipSettings>,
     /// This instance, among several or alone: its id (computed once, it holds the
     /// pid by default) is the one `ha` leads with and `GET /v1/cluster` shows.
     instance: api::cluster::ThisInstance,
@@ -108,12 +109,14 @@ impl App {
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
         let listener = bind(config, &tokens).await?;
         let instance = api::cluster::ThisInstance::from_config(config.ha.as_ref());
+        let credentials =
+            api::auth::Credentials::new(tokens, config.server.session_ttl, &config.server.proxies);
         Ok(App {
             listener,
             tenants,
-            tokens,
+            credentials: Arc::new(credentials),
             shutdown_timeout: config.server.shutdown_timeout,
-            serving: api::serve::Settings::from_config(config),
+            serving: api::serve::ServeSettings::from_config(config),
             limits: api::Limits::from_config(config),
             exports: api::exports::Exports::new(&config.exports),
             clock,
@@ -121,7 +124,7 @@ impl App {
             ha: config
                 .ha
                 .as_ref()
-                .map(|ha| crate::cluster::leadership::Settings {
+                .map(|ha| crate::cluster::leadership::LeadershipSettings {
                     instance: instance.id.clone(),
                     advertise_url: ha.advertise_url.clone(),
                     lease_ttl: ha.lease_ttl,
@@ -198,12 +201,12 @@ impl App {
         self.run_reloading(shutdown, reloads).await
     }
 
-    /// [`App::run_until_stopped`], applying each set of tenants `reloads` brings (a
-    /// re-read configuration's): see `fleet`.
+    /// [`App::run_until_stopped`], applying each re-read configuration `reloads`
+    /// brings: its tenants (see `fleet`) and its API tokens.
     pub async fn run_reloading(
         self,
         shutdown: CancellationToken,
-        mut reloads: mpsc::Receiver<Vec<TenantSpec>>,
+        mut reloads: mpsc::Receiver<Reload>,
     ) -> anyhow::Result<()> {
         let address = self.listener.local_addr()?;
         let grace = self.shutdown_timeout;
@@ -218,8 +221,13 @@ impl App {
                 ha: self.ha,
             },
         );
-        let (router, routing) =
-            api::router(&fleet.served(), self.tokens, &self.limits, self.instance);
+        let credentials = self.credentials;
+        let (router, routing) = api::router(
+            &fleet.served(),
+            credentials.clone(),
+            &self.limits,
+            self.instance,
+        );
         tracing::info!(%address, "wfmd is serving");
         let mut server = crate::tasks::spawn(api::serve::serve(
             self.listener,
@@ -250,7 +258,10 @@ impl App {
                     break;
                 }
                 reload = reloads.recv(), if listening && !shutdown.is_cancelled() => match reload {
-                    Some(specs) => fleet.reload(specs, routing.clone()).await,
+                    Some(reload) => {
+                        reload_tokens(&credentials, &reload.api_tokens);
+                        fleet.reload(reload.tenants, routing.clone()).await;
+                    }
                     None => listening = false,
                 },
             }
@@ -258,6 +269,30 @@ impl App {
         fleet.finish().await;
         tracing::info!("wfmd stopped");
         Ok(())
+    }
+}
+
+/// What a SIGHUP's re-read configuration brings the running daemon.
+pub struct Reload {
+    /// The tenants to serve from now on.
+    pub tenants: Vec<TenantSpec>,
+    /// `[[api_tokens]]`: a changed or removed token's browser sessions end.
+    pub api_tokens: Vec<crate::config::api_tokens::ApiTokenConfig>,
+}
+
+/// Puts the re-read tokens in force, saying how many sessions that ended; a refusal
+/// keeps the tokens in force and says why.
+fn reload_tokens(
+    credentials: &api::auth::Credentials,
+    tokens: &[crate::config::api_tokens::ApiTokenConfig],
+) {
+    match credentials.reload(tokens) {
+        Ok(ended) => tracing::info!(
+            tokens = tokens.len(),
+            sessions_ended = ended,
+            "SIGHUP: API tokens re-read"
+        ),
+        Err(error) => tracing::error!("SIGHUP: the API tokens are not reloaded: {error:#}"),
     }
 }
 
@@ -279,7 +314,7 @@ async fn bind(config: &Config, tokens: &api::auth::ApiTokens) -> anyhow::Result<
             %configured,
             "PLAIN HTTP on a network address: bearer tokens and agent data cross the \
              network unencrypted unless the TLS proxy that server.plain_http_ok = true \
-             promises is the only way in (README \"TLS\")"
+             promises is the only way in (docs/operations.md, \"TLS\")"
         ),
         None => {}
     }

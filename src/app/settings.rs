@@ -71,8 +71,8 @@ impl From<&LiveConfig> for PollerSettings {
 
 /// The live feed's settings: `[live]`, and the managed agents as state sync keeps them.
 /// With `live.enabled` off the feed makes no platform call (no roster either).
-pub(super) fn live_settings(config: &Config) -> live::Settings {
-    live::Settings {
+pub(super) fn live_settings(config: &Config) -> live::LiveSettings {
+    live::LiveSettings {
         service_level_good: config.live.service_level_good,
         service_level_warning: config.live.service_level_warning,
         skill_interval: config.live.skill_interval,
@@ -84,6 +84,6 @@ pub(super) fn live_settings(config: &Config) -> live::Settings {
         max_streams_per_caller: config.live.max_streams_per_caller,
         max_tickets_per_caller: config.live.max_tickets_per_caller,
         served_by: config.ha.as_ref().map(config::ha::HaConfig::instance_id),
-        ..live::Settings::default()
+        ..live::LiveSettings::default()
     }
 }

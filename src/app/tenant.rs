@@ -89,6 +89,10 @@ impl Tenant {
             _ => None,
         };
         let services = Services::start_with_clock(config, clock).await?;
+        if lock.is_some() && config.ha.is_none() {
+            // No other daemon serves the database while this one holds its lock.
+            services.engine.serve_alone().await?;
+        }
         // The scheduler runs even without rules, so a SIGHUP can add some.
         let rules = config
             .rules()
@@ -158,7 +162,7 @@ impl Tenant {
     pub fn served(
         &self,
         exports: api::exports::Exports,
-        ha: Option<&crate::cluster::leadership::Settings>,
+        ha: Option<&crate::cluster::leadership::LeadershipSettings>,
     ) -> api::tenancy::ServedTenant {
         api::tenancy::ServedTenant {
             id: self.id.clone(),
@@ -172,7 +176,7 @@ impl Tenant {
     fn api_state(
         &self,
         exports: api::exports::Exports,
-        ha: Option<&crate::cluster::leadership::Settings>,
+        ha: Option<&crate::cluster::leadership::LeadershipSettings>,
     ) -> api::ApiState {
         api::ApiState {
             engine: self.services.engine.clone(),
@@ -215,8 +219,12 @@ impl Tenant {
             self.metric_board.clone(),
             self.bulk.clone(),
         );
+        let adherence = live::AdherenceJudge {
+            judging: self.judging.clone(),
+            clock: self.clock,
+        };
         self.scoped(vec![Worker::new("live feed", move |stop| {
-            live.run(stop, board, Some(bulk))
+            live.run(stop, board, Some(bulk), Some(adherence))
         })])
     }
 

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use super::daemon::{Client, DaemonArgs};
 use super::{DaemonApi, Failure};
 use crate::config::Config;
-use crate::domain::trend::Settings;
-use crate::engine::analytics::{self, JobView};
+use crate::domain::trend::TrendSettings;
+use crate::engine::analytics::{self, AnalyticsJobView};
 use crate::engine::compliance::JudgingHandle;
 use crate::store::Store;
 
@@ -76,11 +76,11 @@ pub struct QueryArgs {
     pub bucket: String,
     /// Earlier comparable values in each point's baseline (the same hour on N earlier
     /// days, say) and points in the moving average.
-    #[arg(long, default_value_t = Settings::DEFAULT_WINDOW)]
+    #[arg(long, default_value_t = TrendSettings::DEFAULT_WINDOW)]
     pub window: usize,
     /// Anomaly threshold: how many robust spreads (scaled median absolute deviations)
     /// from its baseline a point must be.
-    #[arg(long, default_value_t = Settings::DEFAULT_Z)]
+    #[arg(long, default_value_t = TrendSettings::DEFAULT_Z)]
     pub z: f64,
     /// What each point is compared with: auto (chosen from the bucket and the data),
     /// none (the points right before), daily (the same hour on earlier days), weekly
@@ -131,7 +131,7 @@ pub async fn run(
             let jobs = analytics::AnalyticsJobs::new(store, judging(config)?);
             match jobs.job(&job_id).await.map_err(Failure::action)? {
                 Some(job) => {
-                    let view = JobView::from(&job);
+                    let view = AnalyticsJobView::from(&job);
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&view).unwrap_or_default()

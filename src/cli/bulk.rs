@@ -21,7 +21,7 @@ use super::daemon::{Client, DaemonArgs, decode};
 use super::{DaemonApi, Failure, parse_state};
 use crate::config::Config;
 use crate::domain::AgentState;
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 
 /// How often a followed job's progress is asked for.
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -150,7 +150,7 @@ pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<Exi
         Some(BulkCommand::Status { job_id }) => job_id,
         Some(BulkCommand::Cancel { job_id }) => {
             let path = format!("/bulk-transitions/{job_id}");
-            let job: JobView = decode(client.call(Method::DELETE, &path, None).await?)?;
+            let job: BulkJobView = decode(client.call(Method::DELETE, &path, None).await?)?;
             return Ok(report(&job, args.client.json));
         }
         Some(BulkCommand::Revert {
@@ -185,7 +185,7 @@ pub async fn run(config: &Config, api: &DaemonApi, args: BulkArgs) -> Result<Exi
     };
     if args.client.no_wait {
         let path = format!("/bulk-transitions/{job_id}");
-        let job: JobView = decode(client.call(Method::GET, &path, None).await?)?;
+        let job: BulkJobView = decode(client.call(Method::GET, &path, None).await?)?;
         if !job.is_finished() {
             if args.client.json {
                 println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
@@ -219,7 +219,7 @@ fn announce(accepted: &Value, what: &str) -> Result<String, Failure> {
 }
 
 /// Polls the job with a progress bar until it is finished; returns it with its items.
-async fn follow(client: &Client, job_id: &str) -> Result<JobView, Failure> {
+async fn follow(client: &Client, job_id: &str) -> Result<BulkJobView, Failure> {
     let progress_path = format!("/bulk-transitions/{job_id}?items=false");
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -231,7 +231,7 @@ async fn follow(client: &Client, job_id: &str) -> Result<JobView, Failure> {
     let interrupted = tokio::signal::ctrl_c();
     let mut interrupted = std::pin::pin!(interrupted);
     loop {
-        let job: JobView = decode(client.call(Method::GET, &progress_path, None).await?)?;
+        let job: BulkJobView = decode(client.call(Method::GET, &progress_path, None).await?)?;
         bar.set_length(u64::try_from(job.total).unwrap_or(0));
         bar.set_position(u64::try_from(job.total - job.pending).unwrap_or(0));
         bar.set_message(format!(
@@ -258,7 +258,7 @@ async fn follow(client: &Client, job_id: &str) -> Result<JobView, Failure> {
 }
 
 /// Prints the job (a table, or JSON) and returns the exit code its outcome calls for.
-fn report(job: &JobView, as_json: bool) -> ExitCode {
+fn report(job: &BulkJobView, as_json: bool) -> ExitCode {
     if as_json {
         println!("{}", serde_json::to_string_pretty(job).unwrap_or_default());
     } else {
@@ -272,7 +272,7 @@ fn report(job: &JobView, as_json: bool) -> ExitCode {
 }
 
 /// The summary table: counts per outcome, then every agent that did not succeed.
-pub fn summary(job: &JobView) -> String {
+pub fn summary(job: &BulkJobView) -> String {
     let mut out = String::new();
     let what = match (&job.state, &job.reverts_job_id) {
         (Some(state), _) => format!(
@@ -417,7 +417,7 @@ mod tests {
                 reason: Some("MEETING".into()),
                 attempt_id: None,
             };
-        let job = JobView {
+        let job = BulkJobView {
             job_id: "job_1".into(),
             status: "completed".into(),
             total: 4,
@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn a_job_whose_agents_all_changed_or_were_unchanged_exits_zero() {
-        let job = JobView {
+        let job = BulkJobView {
             job_id: "job_1".into(),
             status: "completed".into(),
             total: 3,
@@ -492,7 +492,7 @@ mod tests {
         assert_eq!(report(&job, false), ExitCode::SUCCESS);
         assert_eq!(
             report(
-                &JobView {
+                &BulkJobView {
                     unchanged: 0,
                     failed: 1,
                     ..job

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Services;
 use crate::config::tenants::{TenantId, TenantSpec};
-use crate::config::{Config, LogFormat, Source};
+use crate::config::{Config, ConfigSource, LogFormat};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::engine::{Change, Changed, Outcome, Transition, TransitionRequest};
@@ -75,10 +75,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: the HTTP API, state sync, WFM rules, schedule automations, the
-    /// compliance sweep, the skill and queue pollers, bulk jobs, webhook delivery, and
-    /// the live feed with its wallboard page at `/`. SIGHUP re-reads the configuration:
-    /// the rules, the adherence rules, and the tenants (added ones start, removed ones
-    /// stop).
+    /// compliance sweep, the skill and queue pollers, bulk jobs, webhook delivery, the
+    /// live feed, and the supervisor console's pages (the wallboard at `/`, real-time
+    /// adherence at `/rta`, `/agents/{id}`, `/jobs`). SIGHUP re-reads the configuration:
+    /// the rules, the adherence rules, the tenants (added ones start, removed ones
+    /// stop), and the API tokens (a changed or removed token's browser sessions end).
     Serve(ServeArgs),
     /// Run the platform simulator alone (the v2 API of the platform contract).
     Sim(SimArgs),
@@ -375,7 +376,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     if let Command::Token(command) = cli.command {
         return token::run(command);
     }
-    let source = Source {
+    let source = ConfigSource {
         file: cli.config.clone(),
         simulate: simulate || !needs_platform,
     };
@@ -673,8 +674,8 @@ pub struct ComplianceArgs {
     pub to: chrono::DateTime<chrono::Utc>,
     /// csv (one row per agent), json (agents and the attempt log) or html (one page
     /// with a chart, agents grouped by team, worst adherence first).
-    #[arg(long, default_value = "csv", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<crate::report::Format>()))]
-    pub format: crate::report::Format,
+    #[arg(long, default_value = "csv", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<crate::report::ReportFormat>()))]
+    pub format: crate::report::ReportFormat,
     /// Write to FILE instead of stdout. With --format csv, what each column means (how
     /// it is computed, its unit, the time zone, the adherence rules' version) goes to
     /// FILE's stem plus `.definitions.csv` beside it (report.csv → report.definitions.csv),
@@ -750,7 +751,7 @@ async fn report(config: &Config, command: ReportCommand) -> Result<ExitCode, Fai
             report.agents.len(),
             path.display()
         );
-        if args.format == crate::report::Format::Csv {
+        if args.format == crate::report::ReportFormat::Csv {
             let companion = definitions_path(path);
             std::fs::write(&companion, report.definitions.to_csv()).map_err(|e| {
                 Failure::action(anyhow::anyhow!(

@@ -16,7 +16,7 @@ use crate::Services;
 use crate::config::Config;
 use crate::config::rules::RulesFile;
 use crate::domain::rule::Rule;
-use crate::engine::rules::{RuleFirer, Verdict};
+use crate::engine::rules::{FiringVerdict, RuleFirer};
 use crate::time::rfc3339;
 
 #[derive(Debug, Subcommand)]
@@ -145,7 +145,7 @@ async fn dry_run(config: &Config, rule: &Rule) -> Result<ExitCode, Failure> {
     let verdicts = verdicts.map_err(Failure::action)?;
     let moved = verdicts
         .iter()
-        .filter(|v| matches!(v.verdict, Verdict::Move | Verdict::Unknown(_)))
+        .filter(|v| matches!(v.verdict, FiringVerdict::Move | FiringVerdict::Unknown(_)))
         .count();
     let mut out = std::io::stdout().lock();
     let mut write = || -> std::io::Result<()> {
@@ -160,12 +160,12 @@ async fn dry_run(config: &Config, rule: &Rule) -> Result<ExitCode, Failure> {
         for v in &verdicts {
             let state = v.state.map_or("(no state)", |s| s.as_str());
             let verdict = match &v.verdict {
-                Verdict::Move => format!("move to {}", rule.action.target()),
-                Verdict::Skip(skip) => format!("skip: {skip}"),
-                Verdict::Reject(violation) => {
+                FiringVerdict::Move => format!("move to {}", rule.action.target()),
+                FiringVerdict::Skip(skip) => format!("skip: {skip}"),
+                FiringVerdict::Reject(violation) => {
                     format!("skip: compliance would reject it: {violation}")
                 }
-                Verdict::Unknown(error) => {
+                FiringVerdict::Unknown(error) => {
                     format!("move (compliance unknown: {error})")
                 }
             };

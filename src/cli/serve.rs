@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{DialectArg, Failure, ServeArgs, SimArgs, SimulateArgs};
 use crate::App;
 use crate::config::tenants::{TenantId, TenantSpec};
-use crate::config::{Config, CxoneConfig, Source};
+use crate::config::{Config, ConfigSource, CxoneConfig};
 
 /// Ground-truth entries per agent the simulator of `serve --simulate` keeps
 /// (`/_sim/agents` shows each agent's latest change).
@@ -19,7 +19,7 @@ const SIMULATED_STATE_LOG_LIMIT: usize = 1;
 pub(super) async fn serve(
     config: Config,
     args: ServeArgs,
-    source: Source,
+    source: ConfigSource,
 ) -> Result<ExitCode, Failure> {
     let mut tenants = tenants_of(&config, &args).map_err(Failure::usage)?;
     // The simulators outlive the daemon's drain, so in-flight changes can finish.
@@ -151,9 +151,10 @@ pub(super) async fn simulate_tenant(
     })
 }
 
-/// Re-reads the configuration from `source` on each SIGHUP and hands its tenants to
-/// the running daemon, which starts the new ones, stops the removed ones and gives the
-/// others their new rules (see `app::fleet`). A configuration with problems is refused
+/// Re-reads the configuration from `source` on each SIGHUP and hands its tenants and
+/// API tokens to the running daemon, which starts the new tenants, stops the removed
+/// ones, gives the others their new rules (see `app::fleet`), and ends the browser
+/// sessions of changed or removed tokens. A configuration with problems is refused
 /// with an error naming each (the tenant's key path included); the tenants already
 /// running carry on.
 ///
@@ -161,10 +162,10 @@ pub(super) async fn simulate_tenant(
 /// polled, so a SIGHUP sent once the daemon answers never meets the default action
 /// (which ends the process).
 fn reload_on_sighup(
-    source: Source,
+    source: ConfigSource,
     args: ServeArgs,
     mut simulators: Option<Simulators>,
-    reloads: tokio::sync::mpsc::Sender<Vec<TenantSpec>>,
+    reloads: tokio::sync::mpsc::Sender<crate::Reload>,
     stop: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
@@ -186,9 +187,9 @@ fn reload_on_sighup(
                 }
                 let loaded = Config::reload(&source)
                     .map_err(|e| e.to_string())
-                    .and_then(|config| tenants_of(&config, &args));
-                let mut tenants = match loaded {
-                    Ok(tenants) => tenants,
+                    .and_then(|config| Ok((tenants_of(&config, &args)?, config.api_tokens)));
+                let (mut tenants, api_tokens) = match loaded {
+                    Ok(loaded) => loaded,
                     Err(problems) => {
                         tracing::error!(
                             "SIGHUP: the new configuration is refused and the tenants already \
@@ -204,7 +205,14 @@ fn reload_on_sighup(
                     continue;
                 }
                 tracing::info!(tenants = tenants.len(), "SIGHUP: configuration re-read");
-                if reloads.send(tenants).await.is_err() {
+                if reloads
+                    .send(crate::Reload {
+                        tenants,
+                        api_tokens,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

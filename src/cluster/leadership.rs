@@ -46,7 +46,8 @@ use super::liveness::{self, Liveness};
 use super::spread;
 use super::tick::{self, Tick, Ticked};
 use crate::domain::tenant::TenantId;
-use crate::store::{Role, Store};
+use crate::store::{InstanceRole, Store};
+use crate::telemetry::names::{FAILOVER_SECONDS, LEADERSHIP_CHANGES_TOTAL, TENANT_LEADER};
 
 /// How often the leases are looked at.
 pub const LOOK_EVERY: Duration = Duration::from_millis(250);
@@ -64,7 +65,7 @@ const LEFT_FOR: Duration = Duration::from_secs(1);
 
 /// What the leadership needs to know of this instance.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct LeadershipSettings {
     pub instance: Arc<str>,
     pub advertise_url: Option<String>,
     pub lease_ttl: Duration,
@@ -72,7 +73,7 @@ pub struct Settings {
     pub database_url: String,
 }
 
-impl Settings {
+impl LeadershipSettings {
     fn renew_every(&self) -> Duration {
         self.lease_ttl / 3
     }
@@ -101,7 +102,7 @@ impl LeaseKeeper {
     /// among those serving (so the others take what it gives up) and takes nothing;
     /// the keeper ends once every tenant left, its last leases given up.
     pub fn start(
-        settings: Settings,
+        settings: LeadershipSettings,
         leaving: CancellationToken,
     ) -> (LeaseKeeper, tokio::task::JoinHandle<()>) {
         let (inbox, requests) = mpsc::unbounded_channel();
@@ -116,10 +117,10 @@ impl LeaseKeeper {
     pub fn join(&self, tenant: &TenantId, store: Store) -> Membership {
         let key = lease::tenant_key(&store).unwrap_or("public").to_owned();
         let (standing, watching) = watch::channel(Standing::Follower);
-        store.set_role(Role::Follower);
-        metrics::gauge!(LEADER).set(0.0);
-        metrics::counter!(CHANGES).increment(0);
-        let _ = metrics::histogram!(FAILOVER);
+        store.set_role(InstanceRole::Follower);
+        metrics::gauge!(TENANT_LEADER).set(0.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(0);
+        let _ = metrics::histogram!(FAILOVER_SECONDS);
         let member = Member {
             tenant: tenant.clone(),
             store,
@@ -259,7 +260,7 @@ impl Lease {
 type StartResult = (String, i64, Result<TermStart, sqlx::Error>);
 
 struct Keeper {
-    settings: Settings,
+    settings: LeadershipSettings,
     members: BTreeMap<String, Member>,
     /// Leases of tenants that left, to give up at the next look.
     releases: Vec<(String, i64, i64)>,
@@ -276,7 +277,7 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn new(settings: Settings) -> Keeper {
+    fn new(settings: LeadershipSettings) -> Keeper {
         Keeper {
             settings,
             members: BTreeMap::new(),
@@ -367,7 +368,7 @@ impl Keeper {
                     Lease::Starting { term, .. } => Some((term, 0)),
                     Lease::Leading { term, .. } | Lease::HandingOver { term, .. } => {
                         // Its work has stopped: the worker leaves after it.
-                        member.store.set_role(Role::Follower);
+                        member.store.set_role(InstanceRole::Follower);
                         count_stop(&member);
                         Some((term, 0))
                     }
@@ -748,18 +749,18 @@ async fn open(options: &PgConnectOptions, instance: &str) -> Result<Liveness, sq
 
 /// The term began: the tenant's store writes as its leader, and its worker is told.
 fn lead(member: &mut Member, instance: &Arc<str>, term: i64, freed_at: Option<i64>, began: i64) {
-    member.store.set_role(Role::Leader {
+    member.store.set_role(InstanceRole::Leader {
         instance: instance.clone(),
         term,
     });
     tracing::info!(tenant = %member.tenant, instance = &**instance, term, "this instance leads the tenant");
     crate::tasks::sync_in_tenant(&member.tenant, || {
         // Before the standing: whoever sees this instance lead finds the metrics say so.
-        metrics::gauge!(LEADER).set(1.0);
-        metrics::counter!(CHANGES).increment(1);
+        metrics::gauge!(TENANT_LEADER).set(1.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(1);
         if let Some(freed_at) = freed_at {
             let without = (began - freed_at).max(0);
-            metrics::histogram!(FAILOVER).record(without as f64 / 1000.0);
+            metrics::histogram!(FAILOVER_SECONDS).record(without as f64 / 1000.0);
         }
     });
     member.standing.send_replace(Standing::Leader { term });
@@ -768,7 +769,7 @@ fn lead(member: &mut Member, instance: &Arc<str>, term: i64, freed_at: Option<i6
 /// The hand-over's work has stopped (or was given up on): the lease is given up, and
 /// left to the others for a moment ([`LEFT_FOR`]).
 fn handed_over(member: &mut Member, term: i64) {
-    member.store.set_role(Role::Follower);
+    member.store.set_role(InstanceRole::Follower);
     count_stop(member);
     member.lease = Lease::Releasing {
         term,
@@ -784,7 +785,7 @@ fn step_down(member: &mut Member, why: &str) {
         Lease::Leading { .. } | Lease::HandingOver { .. }
     );
     member.lease = Lease::Free;
-    member.store.set_role(Role::Follower);
+    member.store.set_role(InstanceRole::Follower);
     if led {
         count_stop(member);
         member.standing.send_replace(Standing::Follower);
@@ -795,17 +796,11 @@ fn step_down(member: &mut Member, why: &str) {
 /// Counts this instance no longer leading the tenant.
 fn count_stop(member: &Member) {
     crate::tasks::sync_in_tenant(&member.tenant, || {
-        metrics::gauge!(LEADER).set(0.0);
-        metrics::counter!(CHANGES).increment(1);
+        metrics::gauge!(TENANT_LEADER).set(0.0);
+        metrics::counter!(LEADERSHIP_CHANGES_TOTAL).increment(1);
     });
 }
 
-/// 1 while this instance leads the tenant, else 0 (described in [`crate::telemetry`]).
-const LEADER: &str = "wfmd_tenant_leader";
-/// Each time this instance starts or stops leading the tenant.
-const CHANGES: &str = "wfmd_leadership_changes_total";
-/// How long the tenant was without a leader when this instance began its term.
-const FAILOVER: &str = "wfmd_failover_seconds";
 
 #[cfg(test)]
 mod tests {
@@ -815,8 +810,8 @@ mod tests {
     use crate::store::Backend;
     use crate::store::testing::temp_url_on;
 
-    fn settings(instance: &str, url: &str, lease_ttl: Duration) -> Settings {
-        Settings {
+    fn settings(instance: &str, url: &str, lease_ttl: Duration) -> LeadershipSettings {
+        LeadershipSettings {
             instance: Arc::from(instance),
             advertise_url: None,
             lease_ttl,
@@ -891,7 +886,7 @@ mod tests {
             until(&mut a_standing, ttl, leads).await,
             Standing::Leader { term: 1 }
         );
-        assert!(matches!(a_store.role(), Role::Leader { term: 1, .. }));
+        assert!(matches!(a_store.role(), InstanceRole::Leader { term: 1, .. }));
 
         let (b, b_keeping) = LeaseKeeper::start(settings("b", &url, ttl), leaving.clone());
         let b_member = b.join(&id, b_store.clone());
@@ -913,13 +908,13 @@ mod tests {
         }
         assert_eq!(*a_standing.borrow(), Standing::Leader { term: 1 });
         assert_eq!(*b_standing.borrow(), Standing::Follower);
-        assert_eq!(b_store.role(), Role::Follower);
+        assert_eq!(b_store.role(), InstanceRole::Follower);
 
         // a's tenant leaves (its work stopped) and gives the lease up: b leads within a
         // look or two, long before the lease would have run out.
         let left_at = Instant::now();
         assert!(a_member.leave().await, "a held the lease to give up");
-        assert_eq!(a_store.role(), Role::Follower);
+        assert_eq!(a_store.role(), InstanceRole::Follower);
         assert_eq!(
             until(&mut b_standing, ttl, leads).await,
             Standing::Leader { term: 2 }
@@ -957,7 +952,7 @@ mod tests {
             until(&mut standing, Duration::from_secs(2), leads).await,
             Standing::Leader { term: 41 }
         );
-        assert!(matches!(store.role(), Role::Leader { term: 41, .. }));
+        assert!(matches!(store.role(), InstanceRole::Leader { term: 41, .. }));
         let refused = sqlx::query("SELECT wfmd_prove_term('wfmd-old', 40)")
             .execute(lease::pg(store.reader()).unwrap())
             .await
@@ -1032,7 +1027,7 @@ mod tests {
             .await;
             assert_eq!(
                 store.role(),
-                Role::Follower,
+                InstanceRole::Follower,
                 "its writes are refused at once"
             );
             assert_eq!(leader_metrics(&handle, "alpha"), (Some(0.0), Some(2.0)));
@@ -1100,7 +1095,7 @@ mod tests {
         until(&mut standing, ttl, |s| s == Standing::Follower).await;
         assert_eq!(
             store.role(),
-            Role::Follower,
+            InstanceRole::Follower,
             "its writes are refused at once"
         );
         let lease = lease::leadership(&store).await.unwrap().unwrap();

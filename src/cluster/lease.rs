@@ -280,7 +280,7 @@ pub(crate) async fn forget_silent_on<'c>(
 
 /// The tenant's lease as the database holds it now.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, utoipa::ToSchema)]
-pub struct Leadership {
+pub struct Lease {
     /// The instance holding (or last holding) the lease.
     pub holder: String,
     pub term: i64,
@@ -295,7 +295,7 @@ pub struct Leadership {
     pub holder_gone: bool,
 }
 
-impl Leadership {
+impl Lease {
     /// Whether the lease is current (its holder leads).
     pub fn current(&self) -> bool {
         self.now < self.expires_at && !self.holder_gone
@@ -316,7 +316,7 @@ pub struct Instance {
 pub async fn leases(
     pool: &Pool,
     tenants: &[String],
-) -> Result<Vec<(String, Leadership)>, sqlx::Error> {
+) -> Result<Vec<(String, Lease)>, sqlx::Error> {
     let read: Result<Vec<LeaseRow>, sqlx::Error> = sqlx::query_as(concat!(
         "SELECT l.tenant, l.holder, l.term, l.acquired_at, l.expires_at, ",
         now_ms!(),
@@ -339,11 +339,11 @@ pub async fn leases(
 struct LeaseRow {
     tenant: String,
     #[sqlx(flatten)]
-    lease: Leadership,
+    lease: Lease,
 }
 
 /// The tenant's lease, if any instance ever took it.
-pub async fn leadership(store: &Store) -> Result<Option<Leadership>, sqlx::Error> {
+pub async fn leadership(store: &Store) -> Result<Option<Lease>, sqlx::Error> {
     let tenant = tenant_key(store)?.to_owned();
     let mut read = leases(store.reader(), &[tenant]).await?;
     Ok(read.pop().map(|(_, lease)| lease))
@@ -400,7 +400,7 @@ mod tests {
 
     use super::*;
     use crate::store::testing::{temp_url_on, waits_for_an_advisory_lock};
-    use crate::store::{Backend, Role, is_not_leader};
+    use crate::store::{Backend, InstanceRole, is_not_leader};
 
     const LONG: Duration = Duration::from_secs(600);
 
@@ -413,8 +413,8 @@ mod tests {
         (a, b, dir)
     }
 
-    fn leader(instance: &str, term: i64) -> Role {
-        Role::Leader {
+    fn leader(instance: &str, term: i64) -> InstanceRole {
+        InstanceRole::Leader {
             instance: Arc::from(instance),
             term,
         }
@@ -499,7 +499,7 @@ mod tests {
         b.begin_write_unflushed().await.expect("b leads in term 2");
 
         // A follower refuses its own writes, before the database is asked.
-        a.set_role(Role::Follower);
+        a.set_role(InstanceRole::Follower);
         for refused in [
             write(&a).await.unwrap_err(),
             a.begin_write_unflushed().await.err().unwrap(),

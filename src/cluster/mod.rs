@@ -6,7 +6,7 @@
 //!   tenants (the leases, the instances), with its own migrations.
 //! - [`lease`]: each tenant's lease (in the shared schema) and term (in the tenant's
 //!   own), which every write of a leader proves current (the fence, see
-//!   [`crate::store::Role`]).
+//!   [`crate::store::InstanceRole`]).
 //! - [`liveness`]: the session whose end tells the others at once that an instance died.
 //! - [`tick`]: the one statement an instance sends at each look at the leases.
 //! - [`leadership`]: the keeper of an instance's leases, for all its tenants, saying

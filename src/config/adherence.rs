@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 use super::Config;
 use super::duration_or::{DurationOr, Off};
 use crate::domain::adherence::DeviationKind;
-use crate::domain::adherence_rules::{Activity, AdherenceRule, Judging, StatePattern, Verdict};
+use crate::domain::adherence_rules::{
+    Activity, AdherenceRule, AdherenceVerdict, Judging, StatePattern,
+};
 use crate::domain::policy::WithoutSchedule;
 
 /// The schedule book: the managed agents' shifts and breaks, fetched from the platform.
@@ -102,7 +104,7 @@ pub struct AdherenceRuleConfig {
     pub activity: String,
     /// `STATE` or `STATE:REASON`.
     pub states: Vec<String>,
-    pub verdict: Verdict,
+    pub verdict: AdherenceVerdict,
     /// Out of adherence only after this long (default: `exception_threshold`).
     #[serde(
         default,
@@ -183,7 +185,7 @@ fn compile(
         ("severe_after", written.severe_after),
     ] {
         let Some(value) = value else { continue };
-        if written.verdict != Verdict::Out {
+        if written.verdict != AdherenceVerdict::Out {
             problems.push(format!(
                 "{key}.{name}: only an `out` rule opens exceptions, so only it takes a {name}"
             ));
@@ -436,7 +438,7 @@ severe_after = "15m"
         let judging = config.compliance.judging().unwrap();
         assert_eq!(judging.rules.len(), 3);
         assert_eq!(judging.rules[0].activity, Activity::Titled("Lunch".into()));
-        assert_eq!(judging.rules[1].verdict, Verdict::Neutral);
+        assert_eq!(judging.rules[1].verdict, AdherenceVerdict::Neutral);
         assert_eq!(judging.rules[2].grace, Some(Duration::from_secs(180)));
         assert_eq!(judging.threshold, chrono::TimeDelta::seconds(120));
         let version = judging.version.clone().unwrap();

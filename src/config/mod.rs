@@ -411,7 +411,7 @@ impl ConfigError {
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Default)]
-pub struct Source {
+pub struct ConfigSource {
     /// An explicit `--config FILE` (must exist), or `None` for the default file if present.
     pub file: Option<PathBuf>,
     /// Whether the platform settings will be filled in by `--simulate`, so they need not
@@ -421,13 +421,13 @@ pub struct Source {
 
 impl Config {
     /// Loads and validates the configuration from `source` and the process environment.
-    pub fn load(source: &Source) -> Result<Config, ConfigError> {
+    pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
         Self::load_with_env(source, std::env::vars())
     }
 
     /// Like [`Config::load`], with the environment given explicitly (for tests).
     pub fn load_with_env(
-        source: &Source,
+        source: &ConfigSource,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         Self::load_from(source, env, tenants::TenantVariables::Strict)
@@ -437,20 +437,20 @@ impl Config {
     /// names no configured tenant is passed over rather than refused, since the
     /// environment is the one the daemon started with, which still holds the variables
     /// of a tenant the configuration no longer has.
-    pub fn reload(source: &Source) -> Result<Config, ConfigError> {
+    pub fn reload(source: &ConfigSource) -> Result<Config, ConfigError> {
         Self::load_from(source, std::env::vars(), tenants::TenantVariables::Lenient)
     }
 
     /// [`Config::reload`] with the environment given explicitly (for tests).
     pub fn reload_with_env(
-        source: &Source,
+        source: &ConfigSource,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         Self::load_from(source, env, tenants::TenantVariables::Lenient)
     }
 
     fn load_from(
-        source: &Source,
+        source: &ConfigSource,
         env: impl IntoIterator<Item = (String, String)>,
         variables: tenants::TenantVariables,
     ) -> Result<Config, ConfigError> {
@@ -766,7 +766,7 @@ mod tests {
 
     pub(super) fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let f = file(contents);
-        let source = Source {
+        let source = ConfigSource {
             file: Some(f.path().to_owned()),
             simulate: true,
         };
@@ -901,7 +901,7 @@ mod tests {
     #[test]
     fn platform_settings_are_required_without_simulate() {
         let f = file("");
-        let source = Source {
+        let source = ConfigSource {
             file: Some(f.path().to_owned()),
             simulate: false,
         };
@@ -919,7 +919,7 @@ mod tests {
 
     #[test]
     fn missing_explicit_file_is_an_error_naming_it() {
-        let source = Source {
+        let source = ConfigSource {
             file: Some("/nonexistent/wfmd.toml".into()),
             simulate: true,
         };

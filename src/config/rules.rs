@@ -19,7 +19,7 @@ use super::{Config, ConfigError};
 use crate::domain::AgentState;
 use crate::domain::busy::WhenBusy;
 use crate::domain::cron::{Slots, parse_pattern, parse_zone};
-use crate::domain::rule::{Action, Conditions, Rule, RuleWhenBusy, Selector};
+use crate::domain::rule::{Action, Conditions, Rule, RuleSelector, RuleWhenBusy};
 
 /// How firings run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,13 +282,13 @@ fn build(sources: &[(Option<&str>, &RuleConfig)]) -> Result<Vec<Rule>, Vec<Strin
                 None
             }
             [_] => Some(if let Some(team) = &rule.team {
-                Selector::Team(team.trim().to_owned())
+                RuleSelector::Team(team.trim().to_owned())
             } else if let Some(skill) = &rule.skill {
-                Selector::Skill(skill.trim().to_owned())
+                RuleSelector::Skill(skill.trim().to_owned())
             } else if let Some(agents) = &rule.agents {
-                Selector::Agents(agents.clone())
+                RuleSelector::Agents(agents.clone())
             } else {
-                Selector::All
+                RuleSelector::All
             }),
             many => {
                 fail(
@@ -437,12 +437,12 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::config::Source;
+    use crate::config::ConfigSource;
 
     fn load(main: &str) -> Result<Config, ConfigError> {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(main.as_bytes()).unwrap();
-        let source = Source {
+        let source = ConfigSource {
             file: Some(file.path().to_owned()),
             simulate: true,
         };
@@ -467,7 +467,7 @@ skip_on_contact = true
         let rules = config.rules().unwrap();
         let lunch = &rules[0];
         assert_eq!(lunch.name, "care-lunch");
-        assert_eq!(lunch.selector, Selector::Team("t_1".into()));
+        assert_eq!(lunch.selector, RuleSelector::Team("t_1".into()));
         assert_eq!(
             lunch.action,
             Action::Set {

@@ -60,6 +60,10 @@ pub struct ServerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub metrics_token: Option<SecretString>,
+    /// How long a browser's sign-in (`POST /v1/session`) lasts: its cookie's lifetime,
+    /// enforced by wfmd too.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 /// Shortest accepted `server.metrics_token`, in characters.
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             plain_http_ok: false,
             metrics_token: None,
+            session_ttl: Duration::from_secs(8 * 3600),
         }
     }
 }
@@ -111,15 +116,15 @@ impl ServerConfig {
                 Duration::from_secs(3600),
             ),
         ] {
-            if !(least..=most).contains(&value) {
-                problems.push(format!(
-                    "{key} must be between {} and {}, got {}",
-                    humantime::format_duration(least),
-                    humantime::format_duration(most),
-                    humantime::format_duration(value)
-                ));
-            }
+            check_between(problems, key, value, least, most);
         }
+        check_between(
+            problems,
+            "server.session_ttl",
+            self.session_ttl,
+            Duration::from_secs(60),
+            Duration::from_secs(30 * 24 * 3600),
+        );
         if !(1..=1_000_000).contains(&self.max_connections) {
             problems.push(format!(
                 "server.max_connections must be between 1 and 1000000, got {}",
@@ -173,10 +178,29 @@ impl ServerConfig {
         Some(format!(
             "server.listen = {} is not a loopback address and [[api_tokens]] are configured: \
              wfmd speaks plain HTTP, so bearer tokens would cross the network readable. Put \
-             a TLS-terminating proxy in front (README \"TLS\") and listen on 127.0.0.1, or, \
-             when the proxy runs on another host, set server.plain_http_ok = true",
+             a TLS-terminating proxy in front (docs/operations.md, \"TLS\") and listen on \
+             127.0.0.1, or, when the proxy runs on another host, set \
+             server.plain_http_ok = true",
             self.listen
         ))
+    }
+}
+
+/// Adds a line naming `key` when `value` is not within `least..=most`.
+fn check_between(
+    problems: &mut Vec<String>,
+    key: &str,
+    value: Duration,
+    least: Duration,
+    most: Duration,
+) {
+    if !(least..=most).contains(&value) {
+        problems.push(format!(
+            "{key} must be between {} and {}, got {}",
+            humantime::format_duration(least),
+            humantime::format_duration(most),
+            humantime::format_duration(value)
+        ));
     }
 }
 
@@ -219,6 +243,25 @@ mod tests {
         );
         assert!(server.proxies.is_empty() && server.allowed_hosts.is_empty());
         assert!(!server.plain_http_ok);
+        assert_eq!(server.session_ttl.as_secs(), 8 * 3600);
+    }
+
+    #[test]
+    fn a_session_ttl_is_a_duration_between_a_minute_and_thirty_days() {
+        let server = load("[server]\nsession_ttl = \"12h 30m\"\n", &[])
+            .unwrap()
+            .server;
+        assert_eq!(server.session_ttl.as_secs(), 12 * 3600 + 30 * 60);
+        let err = load("[server]\nsession_ttl = \"30s\"\n", &[]).unwrap_err();
+        assert_eq!(
+            err.problems,
+            ["server.session_ttl must be between 1m and 30days, got 30s"]
+        );
+        let err = load("", &[("WFMD_SERVER__SESSION_TTL", "721h")]).unwrap_err();
+        assert_eq!(
+            err.problems,
+            ["server.session_ttl must be between 1m and 30days, got 30days 1h"]
+        );
     }
 
     #[test]

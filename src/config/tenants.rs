@@ -366,7 +366,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
-    use crate::config::Source;
+    use crate::config::ConfigSource;
 
     const TWO: &str = r#"
         [database]
@@ -405,7 +405,7 @@ mod tests {
     fn load(contents: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
-        let source = Source {
+        let source = ConfigSource {
             file: Some(f.path().to_owned()),
             simulate: false,
         };
@@ -632,7 +632,7 @@ mod tests {
         let reload = |contents: &str| {
             let mut f = tempfile::NamedTempFile::new().unwrap();
             std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
-            let source = Source {
+            let source = ConfigSource {
                 file: Some(f.path().to_owned()),
                 simulate: false,
             };

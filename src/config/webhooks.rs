@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// The event types wfmd emits; the names are part of the webhook contract.
-pub const EVENT_TYPES: [&str; 9] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "agent.state_changed",
     "transition.rejected",
     "bulk.completed",
@@ -17,6 +17,7 @@ pub const EVENT_TYPES: [&str; 9] = [
     "transition.deferred",
     "transition.expired",
     "transition.cancelled",
+    "adherence.exception_reviewed",
 ];
 
 /// Shortest accepted webhook signing key, in decoded bytes (the Standard Webhooks

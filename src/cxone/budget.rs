@@ -28,6 +28,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::telemetry::names::{BUDGET_PERMITS_TOTAL, BUDGET_WAIT_SECONDS};
+
 /// Who is waiting for a platform request, in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
@@ -455,7 +457,7 @@ impl Budget {
     pub async fn acquire(&self) {
         let declared = declared();
         let Some(bucket) = &self.bucket else {
-            metrics::counter!("wfmd_budget_permits_total", "lane" => declared.lane.now().as_str())
+            metrics::counter!(BUDGET_PERMITS_TOTAL, "lane" => declared.lane.now().as_str())
                 .increment(1);
             return;
         };
@@ -502,8 +504,8 @@ impl Budget {
             }
         }
         let lane = declared.lane.now().as_str();
-        metrics::counter!("wfmd_budget_permits_total", "lane" => lane).increment(1);
-        metrics::histogram!("wfmd_budget_wait_seconds", "lane" => lane)
+        metrics::counter!(BUDGET_PERMITS_TOTAL, "lane" => lane).increment(1);
+        metrics::histogram!(BUDGET_WAIT_SECONDS, "lane" => lane)
             .record(started.elapsed().as_secs_f64());
     }
 

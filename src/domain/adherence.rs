@@ -378,7 +378,7 @@ fn expected_among(shifts: &[Shift], at: DateTime<Utc>) -> (Expected, Option<&str
 
 /// An agent's adherence over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Figures {
+pub struct AdherenceFigures {
     /// Time inside shifts (breaks included).
     pub scheduled_ms: i64,
     /// Scheduled time whose recorded state met the schedule.
@@ -395,7 +395,7 @@ pub struct Figures {
     pub exceptions: u32,
 }
 
-impl Figures {
+impl AdherenceFigures {
     /// In-adherence time per judged scheduled time (observed, neither neutral nor
     /// authorised), in percent;
     /// `None` without any. Time nobody saw is not counted against the agent (an agent
@@ -433,7 +433,7 @@ struct Run {
 ///
 /// Scheduled time with no recorded state (before the first interval, or after `now`) is
 /// neither in adherence nor observed: it is left out of the percentage and reported as
-/// [`Figures::unobserved_ms`]; so is time a rule counts as neutral. For the exception
+/// [`AdherenceFigures::unobserved_ms`]; so is time a rule counts as neutral. For the exception
 /// count to be exact, pass the intervals from before the window that belong to a
 /// deviation still going on at its start (an exception that opened before the window
 /// is not counted again).
@@ -443,15 +443,15 @@ pub fn figures(
     window: Window,
     now: DateTime<Utc>,
     judging: &Judging,
-) -> Figures {
-    let mut figures = Figures {
+) -> AdherenceFigures {
+    let mut figures = AdherenceFigures {
         scheduled_ms: timeline
             .between(window.from, window.to)
             .iter()
             .filter(|s| s.expected.is_scheduled())
             .map(Segment::ms)
             .sum(),
-        ..Figures::default()
+        ..AdherenceFigures::default()
     };
     let limit = now.min(window.to);
     let mut run: Option<Run> = None;
@@ -635,7 +635,7 @@ pub fn day_spans(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::adherence_rules::{AdherenceRule, Verdict, arb_rule};
+    use crate::domain::adherence_rules::{AdherenceRule, AdherenceVerdict, arb_rule};
     use chrono::{TimeDelta, TimeZone};
     use proptest::prelude::*;
 
@@ -833,8 +833,8 @@ mod tests {
         };
         let judging = Judging {
             rules: vec![
-                rule("team MEETING", "NOT_READY:MEETING", Verdict::In),
-                rule("Training", "READY", Verdict::Out),
+                rule("team MEETING", "NOT_READY:MEETING", AdherenceVerdict::In),
+                rule("Training", "READY", AdherenceVerdict::Out),
             ],
             version: Some("test".into()),
             threshold: TimeDelta::minutes(2),
@@ -1196,7 +1196,7 @@ mod tests {
             minutes(60),
             &within(TimeDelta::minutes(2)),
         );
-        assert_eq!(f, Figures::default());
+        assert_eq!(f, AdherenceFigures::default());
         assert_eq!(f.adherence_pct(), None);
     }
 

@@ -129,7 +129,7 @@ impl FromStr for StatePattern {
 /// What a rule says of the time it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum AdherenceVerdict {
     In,
     Out,
     /// Counts neither way.
@@ -141,7 +141,7 @@ pub enum Verdict {
 pub struct AdherenceRule {
     pub activity: Activity,
     pub states: Vec<StatePattern>,
-    pub verdict: Verdict,
+    pub verdict: AdherenceVerdict,
     /// Out of adherence only after this long; `None`: `compliance.exception_threshold`.
     pub grace: Option<Duration>,
     /// An exception open this long turns severe; `None`: never.
@@ -257,9 +257,9 @@ pub fn judge(
         rule.activity.covers(&scheduled) && rule.states.iter().any(|p| p.matches(state, reason))
     });
     match decided.map(|at| (at, rules[at].verdict)) {
-        Some((at, Verdict::In)) => Judgement::In { rule: Some(at) },
-        Some((at, Verdict::Neutral)) => Judgement::Neutral { rule: at },
-        Some((at, Verdict::Out)) => Judgement::Out {
+        Some((at, AdherenceVerdict::In)) => Judgement::In { rule: Some(at) },
+        Some((at, AdherenceVerdict::Neutral)) => Judgement::Neutral { rule: at },
+        Some((at, AdherenceVerdict::Out)) => Judgement::Out {
             rule: Some(at),
             kind: builtin,
         },
@@ -293,7 +293,11 @@ pub(crate) fn arb_rule() -> impl proptest::strategy::Strategy<Value = AdherenceR
         prop::sample::select(AgentState::ALL.to_vec()),
         prop::option::of(prop::sample::select(vec!["LUNCH", "MEETING"])),
     );
-    let verdict = prop::sample::select(vec![Verdict::In, Verdict::Out, Verdict::Neutral]);
+    let verdict = prop::sample::select(vec![
+        AdherenceVerdict::In,
+        AdherenceVerdict::Out,
+        AdherenceVerdict::Neutral,
+    ]);
     let grace = prop::option::of(0u64..60);
     (activity, prop::collection::vec(state, 1..3), verdict, grace).prop_map(
         |(activity, states, verdict, grace)| AdherenceRule {
@@ -324,7 +328,7 @@ mod tests {
         Expected::OffShift,
     ];
 
-    fn rule(activity: &str, states: &[&str], verdict: Verdict) -> AdherenceRule {
+    fn rule(activity: &str, states: &[&str], verdict: AdherenceVerdict) -> AdherenceRule {
         AdherenceRule {
             activity: activity.parse().unwrap(),
             states: states.iter().map(|s| s.parse().unwrap()).collect(),
@@ -344,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_lunch_rule_accepts_not_ready_lunch_in_the_lunch_break_and_nothing_else() {
-        let rules = [rule("Lunch", &["NOT_READY:LUNCH"], Verdict::In)];
+        let rules = [rule("Lunch", &["NOT_READY:LUNCH"], AdherenceVerdict::In)];
         let lunch = at(Expected::OptionalBreak, Some(" lunch "));
         let judged = |state, reason| judge(&rules, lunch, state, reason);
         assert_eq!(
@@ -374,9 +378,9 @@ mod tests {
     #[test]
     fn the_first_matching_rule_decides_and_may_be_stricter_than_the_built_in_kinds() {
         let rules = [
-            rule("break", &["READY"], Verdict::Out),
-            rule("shift", &["NOT_READY:MEETING"], Verdict::Neutral),
-            rule("break", &["READY", "IDLE"], Verdict::In),
+            rule("break", &["READY"], AdherenceVerdict::Out),
+            rule("shift", &["NOT_READY:MEETING"], AdherenceVerdict::Neutral),
+            rule("break", &["READY", "IDLE"], AdherenceVerdict::In),
         ];
         let optional = at(Expected::OptionalBreak, None);
         assert_eq!(
@@ -471,9 +475,9 @@ mod tests {
                 r.activity.covers(&scheduled) && r.states.iter().any(|p| p.matches(state, reason))
             });
             let (rule, verdict) = match judged {
-                Judgement::In { rule } => (rule, Verdict::In),
-                Judgement::Neutral { rule } => (Some(rule), Verdict::Neutral),
-                Judgement::Out { rule, .. } => (rule, Verdict::Out),
+                Judgement::In { rule } => (rule, AdherenceVerdict::In),
+                Judgement::Neutral { rule } => (Some(rule), AdherenceVerdict::Neutral),
+                Judgement::Out { rule, .. } => (rule, AdherenceVerdict::Out),
                 Judgement::Authorised => unreachable!("nothing is authorised here"),
             };
             prop_assert_eq!(rule, first);

@@ -28,10 +28,12 @@ pub enum EventType {
     TransitionExpired,
     #[serde(rename = "transition.cancelled")]
     TransitionCancelled,
+    #[serde(rename = "adherence.exception_reviewed")]
+    AdherenceExceptionReviewed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::AgentStateChanged,
         EventType::TransitionRejected,
         EventType::BulkCompleted,
@@ -41,6 +43,7 @@ impl EventType {
         EventType::TransitionDeferred,
         EventType::TransitionExpired,
         EventType::TransitionCancelled,
+        EventType::AdherenceExceptionReviewed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,13 +57,15 @@ impl EventType {
             EventType::TransitionDeferred => "transition.deferred",
             EventType::TransitionExpired => "transition.expired",
             EventType::TransitionCancelled => "transition.cancelled",
+            EventType::AdherenceExceptionReviewed => "adherence.exception_reviewed",
         }
     }
 }
 
 /// One event with its typed payload: what every producer builds, what the outbox
 /// stores (serialized once, as the webhook body's `data`), and what the live feed reads
-/// back. The JSON of each is part of the webhook contract (README.md, "Webhooks").
+/// back. The JSON of each is part of the webhook contract (docs/http-api.md,
+/// "Webhooks").
 ///
 /// Payload fields some producers leave out are `Option`s skipped when `None`, so a
 /// payload serializes to exactly the keys its producer always wrote; a field that is
@@ -86,6 +91,8 @@ pub enum Event {
     TransitionExpired(TransitionExpired),
     #[serde(rename = "transition.cancelled")]
     TransitionCancelled(TransitionCancelled),
+    #[serde(rename = "adherence.exception_reviewed")]
+    AdherenceExceptionReviewed(ExceptionReviewed),
 }
 
 impl Event {
@@ -100,6 +107,7 @@ impl Event {
             Event::TransitionDeferred(_) => EventType::TransitionDeferred,
             Event::TransitionExpired(_) => EventType::TransitionExpired,
             Event::TransitionCancelled(_) => EventType::TransitionCancelled,
+            Event::AdherenceExceptionReviewed(_) => EventType::AdherenceExceptionReviewed,
         }
     }
 
@@ -305,6 +313,55 @@ pub struct AdherenceException {
     pub severe_at: Option<String>,
 }
 
+/// A supervisor's decision on an adherence exception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewDecision {
+    /// The deviation is excused: its span counts as authorised in every report.
+    Excused,
+    /// The deviation stands: it counts as out of adherence, as before.
+    Upheld,
+}
+
+impl ReviewDecision {
+    pub const ALL: [ReviewDecision; 2] = [ReviewDecision::Excused, ReviewDecision::Upheld];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewDecision::Excused => "excused",
+            ReviewDecision::Upheld => "upheld",
+        }
+    }
+}
+
+super::state::string_names!(ReviewDecision, "review decision");
+
+/// `adherence.exception_reviewed`: a supervisor excused or upheld an adherence
+/// exception. Excused, its span (`startedAt` to `closedAt`, or to its close while it is
+/// open) counts as authorised in every report from then on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExceptionReviewed {
+    pub exception_id: String,
+    pub agent_id: String,
+    pub kind: DeviationKind,
+    pub decision: ReviewDecision,
+    /// The reviewer's note, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who reviewed (the token's name).
+    pub by: String,
+    pub reviewed_at: String,
+    /// When the deviation began.
+    pub started_at: String,
+    /// When the exception closed; absent while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    /// The decision this review replaced (`"replace": true`); absent for a first review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<ReviewDecision>,
+}
+
 /// `audit.checkpoint`: the audit chain's head, published (snake_case, as documented).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditCheckpoint {
@@ -342,7 +399,7 @@ pub(crate) mod examples {
     /// The `data` of every event type, beside the typed event that must produce it.
     pub(crate) fn all() -> Vec<(Value, Event)> {
         vec![
-            // The webhook body README.md ("Webhooks") shows, as it is written there.
+            // The webhook body docs/http-api.md ("Webhooks") shows, as it is written there.
             (
                 json!({"agentId":"u_001","from":"READY","to":"NOT_READY","reasonCode":"BREAK",
                        "origin":"rule","idleMs":0,"latencyMs":183}),
@@ -485,7 +542,7 @@ pub(crate) mod examples {
                     severe_at: Some("2026-11-23T09:08:00.000Z".into()),
                 }),
             ),
-            // README.md, "Webhooks": `audit.checkpoint` (`entry_id`, `hash`, `count`).
+            // docs/http-api.md, "Webhooks": `audit.checkpoint` (`entry_id`, `hash`, `count`).
             (
                 json!({"entry_id":42,"hash":"ab12","count":42}),
                 Event::AuditCheckpoint(AuditCheckpoint {
@@ -540,7 +597,27 @@ pub(crate) mod examples {
                     replaced_by: Some("dfr_1".into()),
                 }),
             ),
-            // README.md, "Analytics": `report.ready` (`job_id`, `rows`, `sha256`).
+            (
+                json!({"exceptionId":"0190c1a4-7b7e-7c3d-9f00-000000000001","agentId":"u_001",
+                       "kind":"working_in_mandatory_break","decision":"excused",
+                       "note":"covering the queue","by":"desk",
+                       "reviewedAt":"2026-11-23T10:00:00.000Z",
+                       "startedAt":"2026-11-23T09:00:00.000Z",
+                       "closedAt":"2026-11-23T09:20:00.000Z","replaced":"upheld"}),
+                Event::AdherenceExceptionReviewed(ExceptionReviewed {
+                    exception_id: "0190c1a4-7b7e-7c3d-9f00-000000000001".into(),
+                    agent_id: "u_001".into(),
+                    kind: DeviationKind::WorkingInMandatoryBreak,
+                    decision: ReviewDecision::Excused,
+                    note: Some("covering the queue".into()),
+                    by: "desk".into(),
+                    reviewed_at: "2026-11-23T10:00:00.000Z".into(),
+                    started_at: "2026-11-23T09:00:00.000Z".into(),
+                    closed_at: Some("2026-11-23T09:20:00.000Z".into()),
+                    replaced: Some(ReviewDecision::Upheld),
+                }),
+            ),
+            // docs/analytics.md: `report.ready` (`job_id`, `rows`, `sha256`).
             (
                 json!({"job_id":"anj_1","rows":120,"sha256":"e3b0"}),
                 Event::ReportReady(ReportReady {

@@ -18,7 +18,7 @@ pub struct Rule {
     /// Unique among the rules; firings are recorded under it.
     pub name: String,
     pub slots: Slots,
-    pub selector: Selector,
+    pub selector: RuleSelector,
     pub action: Action,
     pub conditions: Conditions,
     /// How late a slot missed while wfmd was down may still fire at start.
@@ -47,10 +47,10 @@ impl Rule {
             "cron": self.slots.pattern(),
             "timezone": self.slots.zone().name(),
             "selector": match &self.selector {
-                Selector::Team(team) => json!({ "team": team }),
-                Selector::Skill(skill) => json!({ "skill": skill }),
-                Selector::Agents(agents) => json!({ "agents": agents }),
-                Selector::All => json!({ "all": true }),
+                RuleSelector::Team(team) => json!({ "team": team }),
+                RuleSelector::Skill(skill) => json!({ "skill": skill }),
+                RuleSelector::Agents(agents) => json!({ "agents": agents }),
+                RuleSelector::All => json!({ "all": true }),
             },
             "action": match &self.action {
                 Action::Set { state, reason } => json!({ "set": state, "reason": reason }),
@@ -73,7 +73,7 @@ impl Rule {
 
 /// Which agents a rule targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
+pub enum RuleSelector {
     Team(String),
     Skill(String),
     /// Exactly these agents (platform user ids); never empty.
@@ -82,13 +82,13 @@ pub enum Selector {
     All,
 }
 
-impl fmt::Display for Selector {
+impl fmt::Display for RuleSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Selector::Team(team) => write!(f, "team {team}"),
-            Selector::Skill(skill) => write!(f, "skill {skill}"),
-            Selector::Agents(agents) => write!(f, "agents {}", agents.join(",")),
-            Selector::All => f.write_str("all agents"),
+            RuleSelector::Team(team) => write!(f, "team {team}"),
+            RuleSelector::Skill(skill) => write!(f, "skill {skill}"),
+            RuleSelector::Agents(agents) => write!(f, "agents {}", agents.join(",")),
+            RuleSelector::All => f.write_str("all agents"),
         }
     }
 }
@@ -263,9 +263,9 @@ mod tests {
 
     #[test]
     fn descriptions_read_as_sentences() {
-        assert_eq!(Selector::Team("t_1".into()).to_string(), "team t_1");
+        assert_eq!(RuleSelector::Team("t_1".into()).to_string(), "team t_1");
         assert_eq!(
-            Selector::Agents(vec!["u_001".into(), "u_002".into()]).to_string(),
+            RuleSelector::Agents(vec!["u_001".into(), "u_002".into()]).to_string(),
             "agents u_001,u_002"
         );
         let lunch = Action::Set {

@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::store::audit::{self, NewEntry};
 use crate::store::authorisations::{self as stored, AuthorisationRow};
 use crate::store::{Store, to_ms};
+use crate::telemetry::names::ADHERENCE_AUTHORISATIONS_TOTAL;
 
 /// The longest range one authorisation covers: a leave or a project, not a standing
 /// exemption.
@@ -104,7 +105,7 @@ pub async fn authorise(
     stored::insert(&mut tx, &row).await?;
     audited(&mut tx, &row, "adherence.authorised", &row.created_by, now).await?;
     tx.commit().await?;
-    metrics::counter!("wfmd_adherence_authorisations_total", "action" => "authorised").increment(1);
+    metrics::counter!(ADHERENCE_AUTHORISATIONS_TOTAL, "action" => "authorised").increment(1);
     Ok(row)
 }
 
@@ -123,7 +124,7 @@ pub async fn withdraw(
     };
     audited(&mut tx, &row, "adherence.authorisation_withdrawn", by, now).await?;
     tx.commit().await?;
-    metrics::counter!("wfmd_adherence_authorisations_total", "action" => "withdrawn").increment(1);
+    metrics::counter!(ADHERENCE_AUTHORISATIONS_TOTAL, "action" => "withdrawn").increment(1);
     Ok(Some(row))
 }
 

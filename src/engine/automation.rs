@@ -38,6 +38,7 @@ use crate::cxone::{Lane, in_lane};
 use crate::domain::adherence::Expected;
 use crate::domain::{AgentState, Origin};
 use crate::store::{Store, history};
+use crate::telemetry::names::AUTOMATION_TRANSITIONS_TOTAL;
 
 /// How often the run loop looks for due automations.
 const TICK: Duration = Duration::from_secs(5);
@@ -258,7 +259,7 @@ impl Automations {
                 }
             };
             metrics::counter!(
-                "wfmd_automation_transitions_total",
+                AUTOMATION_TRANSITIONS_TOTAL,
                 "automation" => d.automation.name(),
                 "outcome" => name
             )

@@ -54,6 +54,10 @@ use crate::store::authorisations;
 use crate::store::exceptions::{self, ExceptionRow};
 use crate::store::outbox::{self, NewEvent};
 use crate::store::{Store, from_ms, history, to_ms};
+use crate::telemetry::names::{
+    ADHERENCE_CORRECTIONS_TOTAL, ADHERENCE_EXCEPTIONS_OPEN, ADHERENCE_EXCEPTIONS_SEVERE,
+    ADHERENCE_EXCEPTIONS_TOTAL, ADHERENCE_SEVERE_TOTAL, ADHERENCE_SWEEP_DURATION_SECONDS,
+};
 
 /// The audit actor of exceptions.
 const ACTOR: &str = "compliance";
@@ -356,7 +360,7 @@ impl ComplianceSweep {
                     .filter(|(_, o)| o.severe_at.is_some())
                     .count();
             for (agent, turned) in severing {
-                metrics::counter!("wfmd_adherence_severe_total", "kind" => turned.kind.as_str())
+                metrics::counter!(ADHERENCE_SEVERE_TOTAL, "kind" => turned.kind.as_str())
                     .increment(1);
                 if let Some(o) = open
                     .get_mut(&agent)
@@ -374,27 +378,27 @@ impl ComplianceSweep {
                 }
             }
             for (agent, o) in opening {
-                metrics::counter!("wfmd_adherence_exceptions_total", "kind" => o.kind.as_str())
+                metrics::counter!(ADHERENCE_EXCEPTIONS_TOTAL, "kind" => o.kind.as_str())
                     .increment(1);
                 if o.severe_at.is_some() {
-                    metrics::counter!("wfmd_adherence_severe_total", "kind" => o.kind.as_str())
+                    metrics::counter!(ADHERENCE_SEVERE_TOTAL, "kind" => o.kind.as_str())
                         .increment(1);
                 }
                 open.entry(agent).or_default().push(o);
             }
         }
         report.open = open.values().map(Vec::len).sum();
-        metrics::gauge!("wfmd_adherence_exceptions_open").set(report.open as f64);
+        metrics::gauge!(ADHERENCE_EXCEPTIONS_OPEN).set(report.open as f64);
         let severe_open = open
             .values()
             .flatten()
             .filter(|o| o.severe_at.is_some())
             .count();
-        metrics::gauge!("wfmd_adherence_exceptions_severe").set(severe_open as f64);
+        metrics::gauge!(ADHERENCE_EXCEPTIONS_SEVERE).set(severe_open as f64);
 
         report.corrected = self.correct(corrections, open, stop).await?;
         drop(guard);
-        metrics::histogram!("wfmd_adherence_sweep_duration_seconds")
+        metrics::histogram!(ADHERENCE_SWEEP_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         Ok(report)
     }
@@ -519,8 +523,7 @@ impl ComplianceSweep {
                         Outcome::Rejected { .. } => "rejected",
                         Outcome::Failed { .. } => "failed",
                     };
-                    metrics::counter!("wfmd_adherence_corrections_total", "outcome" => name)
-                        .increment(1);
+                    metrics::counter!(ADHERENCE_CORRECTIONS_TOTAL, "outcome" => name).increment(1);
                     if let Outcome::Failed { error, .. } = &t.outcome {
                         tracing::warn!(agent = %c.agent_id, %error, "correction failed; trying again next sweep");
                     }

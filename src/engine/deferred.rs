@@ -51,6 +51,7 @@ pub use super::transition::deferral::{
 use crate::engine::{EngineError, TransitionEngine};
 use crate::store::deferred::{self as stored, DeferredRow};
 use crate::store::{history, to_ms};
+use crate::telemetry::names::DEFERRED_CHANGES;
 
 /// How often the worker looks at the waiting changes when nothing wakes it: commits of
 /// another process (a follower's forwarded change is the leader's own commit) and
@@ -161,7 +162,7 @@ impl DeferredChanges {
             }
         }
         let waiting = stored::all(store.reader()).await?.len();
-        metrics::gauge!("wfmd_deferred_changes").set(waiting as f64);
+        metrics::gauge!(DEFERRED_CHANGES).set(waiting as f64);
         let now = to_ms(self.engine.now());
         Ok(next.map_or(BACKSTOP, |at| {
             Duration::from_millis(u64::try_from(at - now).unwrap_or(0))

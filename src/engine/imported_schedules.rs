@@ -132,7 +132,7 @@ pub const MAX_LISTED_PROBLEMS: usize = 100;
 /// The longest part of a field a problem quotes.
 const EXCERPT_CHARS: usize = 40;
 
-/// The longest agent id: the API's (`api::agents::MAX_ID_LEN`), by the same rule as its
+/// The longest agent id: the API's (`api::validate::MAX_ID_LEN`), by the same rule as its
 /// agent routes, so no imported id is one no route could name.
 const MAX_AGENT_ID_LEN: usize = 128;
 

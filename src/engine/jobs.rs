@@ -1,5 +1,5 @@
 //! Bulk jobs as recorded, below the bulk runner and the deferred changes that both settle
-//! their items: a job as clients see it ([`JobView`]), and the record of its end (its
+//! their items: a job as clients see it ([`BulkJobView`]), and the record of its end (its
 //! final status, audit entry and `bulk.completed` event), written by whoever settles its
 //! last item: the runner, a cancellation, or a deferred change carried out or ended.
 
@@ -9,16 +9,16 @@ use serde::{Deserialize, Serialize};
 use crate::domain::AgentState;
 use crate::domain::events::{BulkCompleted, Event};
 use crate::store::audit::{self, NewEntry};
-use crate::store::jobs::{self, Counts, ItemRow, JobRow};
+use crate::store::jobs::{self, BulkJobRow, Counts, ItemRow};
 use crate::store::{AsConn, from_ms, outbox, to_ms};
 use crate::time::rfc3339;
 
 /// A job as clients see it: progress, counts and (when asked for) every item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-// Named apart from the analytics job's `JobView`: one name would document both routes
-// with whichever schema came last.
+// Published as `BulkJob`, the schema name that clients generated from the document
+// already use.
 #[schema(as = BulkJob)]
-pub struct JobView {
+pub struct BulkJobView {
     pub job_id: String,
     /// `queued`, `running`, `completed` or `cancelled`.
     pub status: String,
@@ -56,7 +56,7 @@ pub struct JobView {
     pub items: Option<Vec<ItemView>>,
 }
 
-impl JobView {
+impl BulkJobView {
     /// Whether the job has its final status.
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "cancelled")
@@ -125,8 +125,8 @@ impl ItemView {
 }
 
 /// A job as clients see it, from its row, counts and (when asked for) items.
-pub(crate) fn view(row: JobRow, counts: Counts, items: Option<Vec<ItemRow>>) -> JobView {
-    JobView {
+pub(crate) fn view(row: BulkJobRow, counts: Counts, items: Option<Vec<ItemRow>>) -> BulkJobView {
+    BulkJobView {
         job_id: row.id,
         status: row.status,
         total: counts.total(),

@@ -22,6 +22,7 @@ use crate::store::Store;
 use crate::store::samples::{self, Sample};
 
 pub use crate::domain::metrics::{FamilyHealth, MetricBoard, MetricFamily, QueueTile, SkillTile};
+use crate::telemetry::names::{METRIC_POLLS_TOTAL, METRIC_SAMPLES_TOTAL};
 
 /// Where the pollers publish the board.
 pub type BoardSender = tokio::sync::watch::Sender<Arc<MetricBoard>>;
@@ -63,7 +64,7 @@ pub enum PollError {
 
 /// What one poll did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollReport {
+pub struct MetricPollReport {
     /// Skills or queues published, those the platform left out (shown as zeros)
     /// included.
     pub tiles: usize,
@@ -171,19 +172,19 @@ impl MetricPoller {
     }
 
     /// Publishes the health an outcome means; false when the family is to stop.
-    fn settle(&self, outcome: Result<PollReport, PollError>) -> bool {
+    fn settle(&self, outcome: Result<MetricPollReport, PollError>) -> bool {
         let family = self.family.as_str();
         match outcome {
             Ok(report) => {
                 tracing::debug!(family, ?report, "metric poll");
-                ::metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => "ok")
+                ::metrics::counter!(METRIC_POLLS_TOTAL, "family" => family, "outcome" => "ok")
                     .increment(1);
                 true
             }
             Err(PollError::Platform(e)) if refuses_for_good(&e) => {
                 let reason = format!("{} unavailable: {}", self.label(), describe(&e));
                 tracing::warn!(family, %reason, "the platform refuses this metric family; it is no longer polled");
-                ::metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => "unavailable")
+                ::metrics::counter!(METRIC_POLLS_TOTAL, "family" => family, "outcome" => "unavailable")
                     .increment(1);
                 self.publish_health(FamilyHealth::Unavailable { reason }, true);
                 false
@@ -191,7 +192,7 @@ impl MetricPoller {
             Err(e) => {
                 let reason = format!("{}: {e}", self.label());
                 tracing::warn!(family, error = %e, "metric poll failed; trying again next interval");
-                ::metrics::counter!("wfmd_metric_polls_total", "family" => family, "outcome" => "failed")
+                ::metrics::counter!(METRIC_POLLS_TOTAL, "family" => family, "outcome" => "failed")
                     .increment(1);
                 self.publish_health(FamilyHealth::Failing { reason }, false);
                 true
@@ -201,7 +202,7 @@ impl MetricPoller {
 
     /// One poll: (re)lists when needed, asks for the figures, stores and publishes them.
     /// Runs in the caller's lane; [`MetricPoller::run`] puts it in the background lane.
-    pub async fn poll_once(&mut self) -> Result<PollReport, PollError> {
+    pub async fn poll_once(&mut self) -> Result<MetricPollReport, PollError> {
         let ids = self.ids().await?;
         let started = Utc::now();
         let (samples, report) = match self.family {
@@ -235,9 +236,9 @@ impl MetricPoller {
         let mut tx = self.store.begin_write().await?;
         let stored = samples::insert(&mut tx, &samples, Utc::now()).await?;
         tx.commit().await?;
-        ::metrics::counter!("wfmd_metric_samples_total", "family" => self.family.as_str())
+        ::metrics::counter!(METRIC_SAMPLES_TOTAL, "family" => self.family.as_str())
             .increment(stored);
-        Ok(PollReport {
+        Ok(MetricPollReport {
             tiles: report.0,
             missing: report.1,
             stored,
@@ -712,7 +713,7 @@ mod tests {
         let report = skill_poller.poll_once().await.unwrap();
         assert_eq!(
             report,
-            PollReport {
+            MetricPollReport {
                 tiles: 250,
                 missing: 1,
                 stored: 250

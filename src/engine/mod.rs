@@ -1,6 +1,8 @@
 //! The daemon's work. Each part is a service the triggers (API, CLI, rules, bulk jobs)
 //! call into; long-running parts have a `run(cancel)` loop.
 
+pub mod adherence_now;
+pub mod adherence_summary;
 pub mod analytics;
 pub mod authorisations;
 pub mod automation;
@@ -8,6 +10,7 @@ pub mod bulk;
 pub mod clock;
 pub mod compliance;
 pub mod deferred;
+pub mod exception_reviews;
 pub mod imported_schedules;
 pub mod jobs;
 mod keyed_lock;

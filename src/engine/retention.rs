@@ -29,6 +29,10 @@ use crate::engine::compliance::JudgingHandle;
 use crate::store::Store;
 use crate::store::audit::checkpoints::{self, CheckpointError, CheckpointRow};
 use crate::store::retention::{self as pruning, Kind, PruneError};
+use crate::telemetry::names::{
+    AUDIT_CHECKPOINT_ENTRY, AUDIT_CHECKPOINT_FAILURES_TOTAL, DATABASE_SIZE_BYTES,
+    RETENTION_REMOVED_ROWS_TOTAL,
+};
 
 /// The shortest rest between two batches.
 const MIN_PAUSE: Duration = Duration::from_millis(5);
@@ -102,7 +106,7 @@ impl StepSize {
         }
     }
 
-    fn after(&mut self, step: pruning::Step) {
+    fn after(&mut self, step: pruning::RetentionStep) {
         // What the engine's commits meet: the hold, which they wait for, then the
         // checkpoint writing the step's pages back, which their own syncs queue behind.
         let cost = step.held.max(step.wrote_back.took);
@@ -183,7 +187,7 @@ pub struct PassPart {
 }
 
 impl PassPart {
-    fn new(name: &'static str, started: Instant, steps: &[pruning::Step]) -> PassPart {
+    fn new(name: &'static str, started: Instant, steps: &[pruning::RetentionStep]) -> PassPart {
         fn nth<T: Ord + Copy + Default>(mut values: Vec<T>, per_ten: usize) -> T {
             values.sort_unstable();
             values
@@ -353,10 +357,10 @@ impl Retention {
         let row = checkpoints::publish(&self.store, now).await;
         match &row {
             Ok(Some(row)) => {
-                metrics::gauge!("wfmd_audit_checkpoint_entry").set(row.seq as f64);
+                metrics::gauge!(AUDIT_CHECKPOINT_ENTRY).set(row.seq as f64);
             }
             Ok(None) => {}
-            Err(_) => metrics::counter!("wfmd_audit_checkpoint_failures_total").increment(1),
+            Err(_) => metrics::counter!(AUDIT_CHECKPOINT_FAILURES_TOTAL).increment(1),
         }
         row
     }
@@ -413,7 +417,7 @@ impl Retention {
                 }
                 size.after(step);
                 removed += step.done;
-                metrics::counter!("wfmd_retention_removed_rows_total", "kind" => kind.as_str())
+                metrics::counter!(RETENTION_REMOVED_ROWS_TOTAL, "kind" => kind.as_str())
                     .increment(step.done);
                 pace.rest(&self.store, started.elapsed()).await;
             }
@@ -432,7 +436,7 @@ impl Retention {
             report.parts.push(PassPart::new("vacuum", started, &steps));
         }
         let (size_after, _) = pruning::size(&self.store).await?;
-        metrics::gauge!("wfmd_database_size_bytes").set(size_after as f64);
+        metrics::gauge!(DATABASE_SIZE_BYTES).set(size_after as f64);
         report.shrunk_bytes = size_before.saturating_sub(size_after);
         match failure {
             Some(error) if report.removed.is_empty() => Err(error),
@@ -441,7 +445,10 @@ impl Retention {
     }
 
     /// Hands free pages back to the file system in small steps; returns the steps.
-    async fn vacuum(&self, cancel: &CancellationToken) -> Result<Vec<pruning::Step>, sqlx::Error> {
+    async fn vacuum(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<pruning::RetentionStep>, sqlx::Error> {
         let mut steps = Vec::new();
         if pruning::auto_vacuum(&self.store).await? != 2 {
             // Freed pages are reused by new rows; the file itself does not shrink.
@@ -518,7 +525,7 @@ mod tests {
 
     #[test]
     fn steps_shrink_to_hold_the_lock_about_the_target_and_grow_back_within_the_most() {
-        let step = |done: u64, millis: u64| pruning::Step {
+        let step = |done: u64, millis: u64| pruning::RetentionStep {
             done,
             held: Duration::from_millis(millis),
             gave_way: false,
@@ -546,7 +553,7 @@ mod tests {
         assert_eq!(size.size, LEAST_STEP, "a slow commit shrinks it no further");
         let mut size = StepSize::new(500);
         size.after(step(32, 1));
-        let slow_writeback = pruning::Step {
+        let slow_writeback = pruning::RetentionStep {
             wrote_back: crate::store::WriteBack {
                 frames: 800,
                 took: Duration::from_millis(8),
@@ -558,7 +565,7 @@ mod tests {
             size.size, 32,
             "a short hold whose checkpoint wrote back for 8 ms shrinks it to 4/8"
         );
-        size.after(pruning::Step {
+        size.after(pruning::RetentionStep {
             wrote_back: crate::store::WriteBack {
                 frames: 200,
                 took: Duration::from_millis(3),

@@ -44,6 +44,9 @@ use crate::domain::adherence::{Shift, Timeline};
 use crate::domain::{BreakStatus, BreakWindow, Schedule};
 use crate::store::Store;
 use crate::store::schedules::{self, BreakSource, StoredShift};
+use crate::telemetry::names::{
+    SCHEDULE_BOOK_AGENTS, SCHEDULE_REFRESH_ERRORS_TOTAL, SCHEDULE_REFRESHES_TOTAL,
+};
 
 /// Agents fetched, and stored in one transaction, per step, where the platform exports
 /// schedules in bulk (one request per chunk).
@@ -219,7 +222,7 @@ pub struct ScheduleBook {
 
 /// What one paced step did, and how long the refresh should wait before the next.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
+pub struct RefreshStep {
     pub report: RefreshReport,
     /// Platform requests the step made.
     pub requests: usize,
@@ -352,7 +355,7 @@ impl ScheduleBook {
     /// chunk of them once the platform has exported in bulk) and says how long to wait
     /// before the next step, so the refresh makes at most one request per managed agent
     /// per refresh interval, evenly spread.
-    pub async fn refresh_step(&self, now: DateTime<Utc>) -> Result<Step, BookError> {
+    pub async fn refresh_step(&self, now: DateTime<Utc>) -> Result<RefreshStep, BookError> {
         let listed = self.read().managed.as_ref().map(|(_, at)| *at);
         let managed = self.managed(now).await?;
         let mut requests = usize::from(self.read().managed.as_ref().map(|(_, at)| *at) != listed);
@@ -401,7 +404,7 @@ impl ScheduleBook {
                 .unwrap_or(MAX_WAIT);
             until_due.max(share * u32::try_from(requests).unwrap_or(u32::MAX))
         };
-        Ok(Step {
+        Ok(RefreshStep {
             report,
             requests,
             wait: wait.clamp(Duration::from_millis(1), MAX_WAIT.max(share)),
@@ -452,7 +455,7 @@ impl ScheduleBook {
                 Ok(ids)
             }
             Err(e) => {
-                metrics::counter!("wfmd_schedule_refresh_errors_total", "kind" => error_kind(&e))
+                metrics::counter!(SCHEDULE_REFRESH_ERRORS_TOTAL, "kind" => error_kind(&e))
                     .increment(1);
                 match last {
                     Some((ids, _)) => {
@@ -513,7 +516,7 @@ impl ScheduleBook {
                 Ok(shift) => fetched.push((id, shift)),
                 Err(e) => {
                     failed += 1;
-                    metrics::counter!("wfmd_schedule_refresh_errors_total", "kind" => error_kind(&e))
+                    metrics::counter!(SCHEDULE_REFRESH_ERRORS_TOTAL, "kind" => error_kind(&e))
                         .increment(1);
                     tracing::warn!(agent = %id, error = %e, "cannot fetch the agent's schedule; keeping the last one");
                     let mut book = self.write();
@@ -534,7 +537,7 @@ impl ScheduleBook {
             schedules::save(&mut tx, &shifts).await?;
             tx.commit().await?;
         }
-        metrics::counter!("wfmd_schedule_refreshes_total").increment(fetched.len() as u64);
+        metrics::counter!(SCHEDULE_REFRESHES_TOTAL).increment(fetched.len() as u64);
         let interval = self.interval();
         let mut book = self.write();
         for (id, shift) in fetched {
@@ -658,7 +661,7 @@ impl ScheduleBook {
             .values()
             .filter(|e| e.plan.is_some())
             .count();
-        metrics::gauge!("wfmd_schedule_book_agents").set(with_plan as f64);
+        metrics::gauge!(SCHEDULE_BOOK_AGENTS).set(with_plan as f64);
     }
 
     /// Loads the stored shifts, then keeps the book up to date until `stop` is

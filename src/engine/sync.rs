@@ -46,6 +46,10 @@ use crate::store::audit::{self, NewEntry};
 use crate::store::history::{self, NewInterval};
 use crate::store::outbox::{self, NewEvent};
 use crate::store::{Store, from_ms, to_ms};
+use crate::telemetry::names::{
+    SYNC_DELTAS_TOTAL, SYNC_ERRORS_TOTAL, SYNC_LAST_SUCCESS_AGE_SECONDS, SYNC_POLLS_TOTAL,
+    SYNC_RENEWALS_TOTAL,
+};
 
 /// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
 const TIMESTAMP_JITTER: TimeDelta = TimeDelta::seconds(2);
@@ -120,7 +124,7 @@ impl SyncStatus {
 
 /// What one poll found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PollReport {
+pub struct SyncPollReport {
     /// Agents in the snapshot.
     pub agents: usize,
     /// Observed changes recorded.
@@ -289,20 +293,20 @@ impl StateSync {
                     SyncError::Platform(p) => error_kind(p),
                     SyncError::Store(_) => "database",
                 };
-                metrics::counter!("wfmd_sync_errors_total", "kind" => kind).increment(1);
+                metrics::counter!(SYNC_ERRORS_TOTAL, "kind" => kind).increment(1);
                 tracing::warn!(error = %e, "state sync poll failed; the recorded states may be stale");
                 started
             }
         };
         if let (Some(at), _) = self.status.snapshot() {
             let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!("wfmd_sync_last_success_age_seconds").set(age);
+            metrics::gauge!(SYNC_LAST_SUCCESS_AGE_SECONDS).set(age);
         }
         started
     }
 
     /// One cycle, returning when its accepted poll was sent along with the outcome.
-    async fn poll_cycle(&mut self) -> Result<(Instant, PollReport), (Instant, SyncError)> {
+    async fn poll_cycle(&mut self) -> Result<(Instant, SyncPollReport), (Instant, SyncError)> {
         let mut sent = Instant::now();
         match self.subscribe_and_poll(&mut sent).await {
             Ok(report) => Ok((sent, report)),
@@ -315,7 +319,10 @@ impl StateSync {
         }
     }
 
-    async fn subscribe_and_poll(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
+    async fn subscribe_and_poll(
+        &mut self,
+        sent: &mut Instant,
+    ) -> Result<SyncPollReport, SyncError> {
         let subscribed = self.ensure_feed().await?;
         let mut report = self.poll_current(sent).await?;
         report.subscribed |= subscribed;
@@ -324,7 +331,7 @@ impl StateSync {
 
     /// One poll, as a step for tests: opens (or renews) the feed if needed, polls,
     /// records.
-    pub async fn poll_once(&mut self) -> Result<PollReport, SyncError> {
+    pub async fn poll_once(&mut self) -> Result<SyncPollReport, SyncError> {
         self.poll_cycle().await.map(|(_, r)| r).map_err(|(_, e)| e)
     }
 
@@ -350,7 +357,7 @@ impl StateSync {
             created: (self.clock)(),
         });
         if let Some(old) = old {
-            metrics::counter!("wfmd_sync_renewals_total").increment(1);
+            metrics::counter!(SYNC_RENEWALS_TOTAL).increment(1);
             if let Err(e) = self.platform.close_feed(&old.feed).await {
                 tracing::info!(error = %e, id = %old.feed.id, "could not close the replaced feed; it expires by itself");
             }
@@ -368,7 +375,7 @@ impl StateSync {
         managed_agents(self.platform.as_ref(), s).await.map(Some)
     }
 
-    async fn poll_current(&mut self, sent: &mut Instant) -> Result<PollReport, SyncError> {
+    async fn poll_current(&mut self, sent: &mut Instant) -> Result<SyncPollReport, SyncError> {
         let answer = match self.poll_paced(sent).await {
             Err(CxoneError::NotFound { .. }) => {
                 let id = self.subscription_id().unwrap_or_default().to_owned();
@@ -376,7 +383,7 @@ impl StateSync {
                 self.active = None;
                 self.ensure_feed().await?;
                 let answer = self.poll_paced(sent).await?;
-                metrics::counter!("wfmd_sync_polls_total").increment(1);
+                metrics::counter!(SYNC_POLLS_TOTAL).increment(1);
                 let agents = self.with_carried(answer.agents);
                 let mut report = self.record(agents, *sent).await?;
                 report.subscribed = true;
@@ -384,7 +391,7 @@ impl StateSync {
             }
             other => other?,
         };
-        metrics::counter!("wfmd_sync_polls_total").increment(1);
+        metrics::counter!(SYNC_POLLS_TOTAL).increment(1);
         let agents = self.with_carried(answer.agents);
         self.record(agents, *sent).await
     }
@@ -420,8 +427,7 @@ impl StateSync {
             match self.platform.poll_feed(feed).await {
                 Err(CxoneError::RateLimited { retry_after }) if refused < TOO_EARLY_RETRIES => {
                     refused += 1;
-                    metrics::counter!("wfmd_sync_errors_total", "kind" => "rate_limited")
-                        .increment(1);
+                    metrics::counter!(SYNC_ERRORS_TOTAL, "kind" => "rate_limited").increment(1);
                     let wait = retry_after.unwrap_or(TOO_EARLY_WAIT);
                     tracing::info!(
                         ?wait,
@@ -440,7 +446,7 @@ impl StateSync {
         &mut self,
         snapshot: Vec<ObservedAgent>,
         sent: Instant,
-    ) -> Result<PollReport, SyncError> {
+    ) -> Result<SyncPollReport, SyncError> {
         let polled_at = Utc::now();
         let stamp = self.stamps.now();
         let sent_at = TimeDelta::from_std(sent.elapsed())
@@ -493,8 +499,8 @@ impl StateSync {
         }
         let seen = snapshot.iter().map(|a| a.agent_id.clone()).collect();
         self.status.succeeded(polled_at, sent_at, seen);
-        metrics::counter!("wfmd_sync_deltas_total").increment(recorded as u64);
-        Ok(PollReport {
+        metrics::counter!(SYNC_DELTAS_TOTAL).increment(recorded as u64);
+        Ok(SyncPollReport {
             agents: snapshot.len(),
             recorded,
             subscribed: false,

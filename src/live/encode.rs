@@ -23,7 +23,8 @@ pub struct Message {
     /// The outbox sequence of a durable event.
     pub seq: Option<i64>,
     /// `snapshot`, `agent.state_changed`, `transition.rejected`, `adherence.exception`,
-    /// `bulk.completed`, `bulk.progress`, `metrics`, `heartbeat` or `close`.
+    /// `bulk.completed`, `bulk.progress`, `adherence.changed`, `metrics`, `heartbeat` or
+    /// `close`.
     pub kind: Arc<str>,
     /// The outbox id of a durable event (also given to a snapshot: the id it is current
     /// to, so a browser's resume point is right after it).

@@ -2,7 +2,6 @@
 //! place in its caller's share of streams.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -12,7 +11,11 @@ use super::Live;
 use super::encode::Message;
 use super::tickets::Crowded;
 use super::view::Tiles;
+use crate::caller_slots::CallerSlot;
 use crate::store::outbox;
+use crate::telemetry::names::{
+    LIVE_CLIENTS, LIVE_CLIENTS_DROPPED_TOTAL, LIVE_RESUMES_TOTAL, LIVE_RESYNCS_TOTAL,
+};
 
 /// A resume further back than this many events gets a snapshot instead (cheaper to
 /// send, and the page redraws from it anyway).
@@ -33,23 +36,13 @@ pub enum Start {
 
 impl Live {
     /// A place for one more stream of `caller` (a token's name, or a client address),
-    /// held until the [`StreamSlot`] is dropped; refused once the caller holds
+    /// held until the [`CallerSlot`] is dropped; refused once the caller holds
     /// `max_streams_per_caller`, so one caller cannot take every connection the server
     /// has for wallboards.
-    pub fn open_stream(&self, caller: &str) -> Result<StreamSlot, Crowded> {
-        let max = self.inner.settings.max_streams_per_caller;
-        let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
-        let key: Arc<str> = match streams.get_key_value(caller) {
-            Some((_, &open)) if open >= max => {
-                return Err(Crowded::CallerStreams { max });
-            }
-            Some((key, _)) => key.clone(),
-            None => caller.into(),
-        };
-        *streams.entry(key.clone()).or_insert(0) += 1;
-        Ok(StreamSlot {
-            live: self.clone(),
-            caller: key,
+    pub fn open_stream(&self, caller: &str) -> Result<CallerSlot, Crowded> {
+        let streams = &self.inner.streams;
+        streams.take(caller).ok_or(Crowded::CallerStreams {
+            max: streams.per_caller(),
         })
     }
 
@@ -73,7 +66,7 @@ impl Live {
             strikes: VecDeque::new(),
             closed: false,
         };
-        metrics::gauge!("wfmd_live_clients").increment(1.0);
+        metrics::gauge!(LIVE_CLIENTS).increment(1.0);
         match (start, first) {
             (_, Some(snapshot)) => feed.pending.push_back(snapshot),
             (Start::After(id), None) => match outbox::seq_of(self.pool(), &id).await? {
@@ -96,12 +89,10 @@ impl Live {
                         );
                     }
                     feed.after_seq = seq.max(head_seq);
-                    metrics::counter!("wfmd_live_resumes_total", "outcome" => "replayed")
-                        .increment(1);
+                    metrics::counter!(LIVE_RESUMES_TOTAL, "outcome" => "replayed").increment(1);
                 }
                 _ => {
-                    metrics::counter!("wfmd_live_resumes_total", "outcome" => "snapshot")
-                        .increment(1);
+                    metrics::counter!(LIVE_RESUMES_TOTAL, "outcome" => "snapshot").increment(1);
                     feed.resync();
                 }
             },
@@ -200,7 +191,7 @@ impl Feed {
                 self.strikes.retain(|at| now - *at < STRIKE_WINDOW);
                 self.strikes.push_back(now);
                 if self.strikes.len() as u32 > MAX_STRIKES {
-                    metrics::counter!("wfmd_live_clients_dropped_total").increment(1);
+                    metrics::counter!(LIVE_CLIENTS_DROPPED_TOTAL).increment(1);
                     tracing::info!(missed, "a live client kept falling behind; closed");
                     self.closed = true;
                     return Step::Send(Message::close(
@@ -208,7 +199,7 @@ impl Feed {
                         "too slow: fell behind the feed repeatedly; reconnect",
                     ));
                 }
-                metrics::counter!("wfmd_live_resyncs_total").increment(1);
+                metrics::counter!(LIVE_RESYNCS_TOTAL).increment(1);
                 tracing::debug!(missed, "a live client fell behind; sent a fresh snapshot");
                 self.resync();
                 Step::Skip
@@ -234,30 +225,6 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        metrics::gauge!("wfmd_live_clients").decrement(1.0);
-    }
-}
-
-/// One stream's place in its caller's share (see [`Live::open_stream`]); the place is
-/// given back when this is dropped.
-pub struct StreamSlot {
-    live: Live,
-    caller: Arc<str>,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut streams = self
-            .live
-            .inner
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = streams.get_mut(&self.caller) {
-            *open -= 1;
-            if *open == 0 {
-                streams.remove(&self.caller);
-            }
-        }
+        metrics::gauge!(LIVE_CLIENTS).decrement(1.0);
     }
 }

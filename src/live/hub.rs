@@ -13,10 +13,11 @@ use super::Live;
 use super::encode::Message;
 use super::view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
 use crate::domain::events::{Event, ExceptionStatus, Severity};
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 use crate::engine::metrics::MetricBoard;
 use crate::store::deferred::{self as deferred_changes, DeferredRow};
 use crate::store::{exceptions, from_ms, history, outbox};
+use crate::telemetry::names::LIVE_EVENTS_TOTAL;
 use crate::time::rfc3339;
 
 /// Events read from the outbox per query.
@@ -180,7 +181,7 @@ impl Live {
                 published += 1;
             }
             drop(state);
-            metrics::counter!("wfmd_live_events_total").increment(published as u64);
+            metrics::counter!(LIVE_EVENTS_TOTAL).increment(published as u64);
             if count < OUTBOX_BATCH as usize {
                 return Ok(published);
             }
@@ -199,7 +200,7 @@ impl Live {
     }
 
     /// Publishes a bulk job's progress (not durable: `bulk.completed` is).
-    pub fn publish_progress(&self, job: &JobView) {
+    pub fn publish_progress(&self, job: &BulkJobView) {
         let mut state = self.lock();
         state.version += 1;
         let message = Message::transient(state.version, self.tenant(), "bulk.progress", job);

@@ -1,5 +1,5 @@
 //! The feed's background work: the outbox tailer, the heartbeat, the metric board,
-//! bulk job progress and the roster; among several instances, the leader shares its
+//! bulk job progress, the roster and real-time adherence rows; among several instances, the leader shares its
 //! board and roster through the database and the followers show them.
 
 use std::collections::HashMap;
@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::Live;
 use crate::cxone::Agent;
 use crate::engine::bulk::BulkJobs;
-use crate::engine::jobs::JobView;
+use crate::engine::jobs::BulkJobView;
 use crate::engine::metrics::{BoardReceiver, BoardSender};
 use crate::store::live_shared::{self, View};
-use crate::store::{Role, jobs};
+use crate::store::{InstanceRole, jobs};
 
 /// How often the outbox is read even when no commit was announced (another process,
 /// such as `wfmd transition`, wrote to the same database).
@@ -32,8 +32,15 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 impl Live {
     /// Runs the feed until `stop`: loads the state, tails the outbox, follows the
-    /// metric board, publishes bulk job progress and refreshes the roster.
-    pub async fn run(self, stop: CancellationToken, board: BoardSender, bulk: Option<BulkJobs>) {
+    /// metric board, publishes bulk job progress, refreshes the roster and, with
+    /// `adherence`, keeps real-time adherence rows live (see `adherence`).
+    pub async fn run(
+        self,
+        stop: CancellationToken,
+        board: BoardSender,
+        bulk: Option<BulkJobs>,
+        adherence: Option<super::AdherenceJudge>,
+    ) {
         // Feeds end with the daemon, so open streams do not hold the shutdown up.
         let feeds_stop = self.inner.stop.clone();
         // The store is read before the roster is asked for, so the roster's snapshot is
@@ -57,6 +64,10 @@ impl Live {
             let (store, stop) = (self.inner.store.clone(), stop.clone());
             let relay = async move { store.relay_outbox_commits(&me, stop).await };
             crate::tasks::spawn_in(&mut tasks, relay);
+        }
+        if let Some(judge) = adherence {
+            let rows = self.clone().keep_adherence(stop.clone(), judge);
+            crate::tasks::spawn_in(&mut tasks, rows);
         }
         if let Some(bulk) = bulk {
             let follow = self.clone().follow_jobs(stop.clone(), bulk.clone());
@@ -147,13 +158,13 @@ impl Live {
     /// Whether another instance leads the tenant: its roster and board are read from
     /// what the leader shares ([`Live::follow_leader`]), never from the platform.
     fn follows(&self) -> bool {
-        self.inner.store.role() == Role::Follower
+        self.inner.store.role() == InstanceRole::Follower
     }
 
     /// Shares `value` as `view` with the other instances' wallboards, when this
     /// instance leads the tenant among several (a sole instance has nobody to tell).
     async fn share(&self, view: View, value: &impl serde::Serialize) {
-        if !matches!(self.inner.store.role(), Role::Leader { .. }) {
+        if !matches!(self.inner.store.role(), InstanceRole::Leader { .. }) {
             return;
         }
         let now = chrono::Utc::now().timestamp_millis();
@@ -207,7 +218,7 @@ impl Live {
     }
 
     async fn follow_jobs(self, stop: CancellationToken, bulk: BulkJobs) {
-        let mut last: HashMap<String, JobView> = HashMap::new();
+        let mut last: HashMap<String, BulkJobView> = HashMap::new();
         loop {
             if let Err(error) = self.progress_step(&bulk, &mut last).await {
                 tracing::debug!(%error, "the live feed cannot read bulk jobs");
@@ -224,7 +235,7 @@ impl Live {
     async fn progress_step(
         &self,
         bulk: &BulkJobs,
-        last: &mut HashMap<String, JobView>,
+        last: &mut HashMap<String, BulkJobView>,
     ) -> Result<(), sqlx::Error> {
         let mut ids = jobs::unfinished(self.pool()).await?;
         ids.extend(last.keys().cloned());

@@ -7,8 +7,9 @@
 //!   another process such as `wfmd transition`). They carry the outbox id, the same id
 //!   the webhooks carry, so a client that reconnects with `Last-Event-ID` is sent
 //!   exactly what it missed, read back from the outbox — across a restart too.
-//! - Non-durable messages (bulk job progress, a new metric board) are published
-//!   without ids: a reconnecting client gets the current board instead.
+//! - Non-durable messages (bulk job progress, a new metric board, a changed row of
+//!   real-time adherence) are published without ids: a reconnecting client gets the
+//!   current board instead (and reads the adherence rows again).
 //! - [`Live`] holds the current snapshot (every managed agent with its state, the
 //!   newest metric board) in memory; `/v1/live` and every new client read it from
 //!   there. The roster (names, teams, skills) is refreshed on its own schedule, so
@@ -26,6 +27,7 @@
 //! token into a URL. Among several instances they are recorded in the database too
 //! ([`crate::store::tickets`]), so a ticket one instance issued opens the feed on any.
 
+mod adherence;
 mod encode;
 mod feed;
 mod hub;
@@ -36,26 +38,28 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::caller_slots::CallerSlots;
 use crate::domain::tenant::TenantId;
 use crate::engine::metrics::MetricBoard;
 use crate::store::{Pool, Store};
 
+pub use adherence::{ADHERENCE_CHANGED, AdherenceJudge, AdherenceRow, today};
 pub use encode::Message;
-pub use feed::{Feed, MAX_REPLAY, Start, StreamSlot};
+pub use feed::{Feed, MAX_REPLAY, Start};
 use hub::State;
 pub use tickets::{Crowded, TICKET_TTL, TicketHolder, Tickets};
 pub use view::{AgentView, DeferredBadge, ExceptionBadge, Periods, Snapshot, Thresholds, Tiles};
 
 /// How the feed behaves; the service-level thresholds come from `[live]`.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct LiveSettings {
     /// A skill's service level at or above this is good (green).
     pub service_level_good: f64,
     /// At or above this (and below good) it is a warning (amber); below, bad (red).
@@ -89,9 +93,9 @@ pub struct Settings {
     pub served_by: Option<String>,
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
+impl Default for LiveSettings {
+    fn default() -> LiveSettings {
+        LiveSettings {
             service_level_good: 0.80,
             service_level_warning: 0.70,
             skill_interval: Duration::from_secs(30),
@@ -114,13 +118,15 @@ struct Inner {
     /// Whose feed this is: every message names it (`"tenant"`).
     tenant: TenantId,
     store: Store,
-    settings: Settings,
+    settings: LiveSettings,
     state: Mutex<State>,
     sender: broadcast::Sender<Message>,
     tickets: Tickets,
     /// Open streams by caller.
-    streams: Mutex<HashMap<Arc<str>, usize>>,
+    streams: CallerSlots,
     stop: CancellationToken,
+    /// Asks the adherence loop to work every row out again.
+    adherence_recheck: tokio::sync::Notify,
 }
 
 /// What the database keeps of a ticket: not the ticket, which opens the feed.
@@ -138,9 +144,10 @@ pub struct Live {
 impl Live {
     /// An empty feed of `tenant` over its `store`; call [`Live::load`] (or
     /// [`Live::run`]) to fill it.
-    pub fn new(tenant: TenantId, store: Store, settings: Settings) -> Live {
+    pub fn new(tenant: TenantId, store: Store, settings: LiveSettings) -> Live {
         let (sender, _) = broadcast::channel(settings.client_buffer.max(16));
         let tickets = Tickets::new(settings.max_tickets_per_caller);
+        let streams = CallerSlots::new(settings.max_streams_per_caller);
         Live {
             inner: Arc::new(Inner {
                 tenant,
@@ -157,8 +164,9 @@ impl Live {
                 }),
                 sender,
                 tickets,
-                streams: Mutex::new(HashMap::new()),
+                streams,
                 stop: CancellationToken::new(),
+                adherence_recheck: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -168,7 +176,7 @@ impl Live {
         &self.inner.tenant
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &LiveSettings {
         &self.inner.settings
     }
 

@@ -20,9 +20,9 @@ async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
     let live = Live::new(
         tenant(),
         store,
-        Settings {
+        LiveSettings {
             max_streams_per_caller: 2,
-            ..Settings::default()
+            ..LiveSettings::default()
         },
     );
     let first = live.open_stream("desk").unwrap();
@@ -81,7 +81,7 @@ fn roster(ids: &[&str]) -> Vec<crate::cxone::Agent> {
 #[tokio::test]
 async fn a_client_gets_the_snapshot_then_each_event_once_in_commit_order() {
     let (store, _dir) = temp_store().await;
-    let live = Live::new(tenant(), store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
     live.set_roster(&roster(&["u_1", "u_2"])).await.unwrap();
     live.load().await.unwrap();
     let mut feed = live.subscribe(Start::Fresh).await.unwrap();
@@ -107,7 +107,7 @@ async fn a_client_gets_the_snapshot_then_each_event_once_in_commit_order() {
 async fn every_message_of_the_feed_names_its_tenant_at_the_top_level() {
     let (store, _dir) = temp_store().await;
     let alpha: TenantId = "bpo-alpha".parse().unwrap();
-    let live = Live::new(alpha, store.clone(), Settings::default());
+    let live = Live::new(alpha, store.clone(), LiveSettings::default());
     let seen = change(&store, "u_1", "READY").await;
     live.load().await.unwrap();
     let mut fresh = live.subscribe(Start::Fresh).await.unwrap();
@@ -140,7 +140,7 @@ async fn every_message_of_the_feed_names_its_tenant_at_the_top_level() {
 #[tokio::test]
 async fn a_client_connected_before_the_roster_is_sent_the_named_board_when_it_arrives() {
     let (store, _dir) = temp_store().await;
-    let live = Live::new(tenant(), store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
     let mut early = live.subscribe(Start::Fresh).await.unwrap();
     let empty = early.next().await.unwrap();
     assert!(empty.json.contains(r#""agents":[]"#), "{}", empty.json);
@@ -157,7 +157,7 @@ async fn a_client_connected_before_the_roster_is_sent_the_named_board_when_it_ar
 #[tokio::test]
 async fn a_resume_replays_what_was_missed_or_sends_a_snapshot_for_an_unknown_id() {
     let (store, _dir) = temp_store().await;
-    let live = Live::new(tenant(), store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
     let seen = change(&store, "u_1", "READY").await;
     let missed = change(&store, "u_1", "NOT_READY").await;
     live.load().await.unwrap();
@@ -177,7 +177,7 @@ async fn one_timer_sends_every_client_the_heartbeat_each_period() {
     let (store, _dir) = temp_store().await;
     // After the store is open: its pool's timeouts would fire at once in paused time.
     tokio::time::pause();
-    let live = Live::new(tenant(), store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
     let stop = CancellationToken::new();
     let beating = tokio::spawn(live.clone().beat(stop.clone()));
     let mut feeds = [
@@ -215,9 +215,9 @@ async fn one_timer_sends_every_client_the_heartbeat_each_period() {
 #[tokio::test]
 async fn a_client_that_falls_behind_the_buffer_gets_a_fresh_snapshot_not_a_gap() {
     let (store, _dir) = temp_store().await;
-    let settings = Settings {
+    let settings = LiveSettings {
         client_buffer: 16,
-        ..Settings::default()
+        ..LiveSettings::default()
     };
     let live = Live::new(tenant(), store.clone(), settings);
     let mut slow = live.subscribe(Start::Fresh).await.unwrap();
@@ -242,7 +242,7 @@ async fn a_card_carries_a_badge_while_a_deferred_change_waits_and_loses_it_when_
     use crate::store::deferred::{self, DeferredRow};
 
     let (store, _dir) = temp_store().await;
-    let live = Live::new(tenant(), store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
     live.set_roster(&roster(&["u_1", "u_2", "u_3"]))
         .await
         .unwrap();
@@ -368,11 +368,11 @@ async fn a_leader_shares_the_board_its_pollers_filled_before_the_feed_started() 
     use crate::store::live_shared::{self, View};
 
     let (store, _dir) = temp_store().await;
-    store.set_role(crate::store::Role::Leader {
+    store.set_role(crate::store::InstanceRole::Leader {
         instance: "wfmd-a".into(),
         term: 1,
     });
-    let live = Live::new(tenant(), store.clone(), Settings::default());
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
     // The first poll answered while the feed was still loading the store: no change
     // will come until the next poll, a whole interval later.
     let (board, receiver) = crate::engine::metrics::board_channel();

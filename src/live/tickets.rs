@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Settings;
+use super::LiveSettings;
 use crate::config::api_tokens::Role;
 use crate::config::live::MAX_TICKETS;
 
@@ -85,7 +85,7 @@ pub struct Tickets {
 
 impl Default for Tickets {
     fn default() -> Tickets {
-        Tickets::new(Settings::default().max_tickets_per_caller)
+        Tickets::new(LiveSettings::default().max_tickets_per_caller)
     }
 }
 

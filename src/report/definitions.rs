@@ -215,7 +215,8 @@ impl Definitions {
     fn compliance_terms(rules: &RulesInForce, zone_text: &str) -> Vec<Term> {
         let judged = format!(
             "Each second of a shift is judged by the adherence rules in force ({}); a \
-             supervisor's authorisation comes before any rule. With no matching rule the {}",
+             supervisor's authorisation, or excuse of the exception it belongs to, comes \
+             before any rule. With no matching rule the {}",
             rules.summary, BUILTIN_KINDS
         );
         let mut terms = vec![
@@ -354,7 +355,10 @@ impl Definitions {
                 "Authorised",
                 "seconds",
                 "Observed scheduled time a supervisor authorised (POST \
-                 /v1/adherence/authorisations); neither in nor out, left out of adherence_pct",
+                 /v1/adherence/authorisations), or that an adherence exception a supervisor \
+                 excused covers (POST /v1/adherence/exceptions/{id}/review: from when its \
+                 deviation began to when it closed), counted so from the excuse on; neither \
+                 in nor out, left out of adherence_pct",
             ),
             term(
                 "adherence_exceptions",

@@ -38,39 +38,39 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
+pub enum ReportFormat {
     #[default]
     Csv,
     Json,
     Html,
 }
 
-impl Format {
+impl ReportFormat {
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Csv => "text/csv; charset=utf-8",
-            Format::Json => "application/json",
-            Format::Html => "text/html; charset=utf-8",
+            ReportFormat::Csv => "text/csv; charset=utf-8",
+            ReportFormat::Json => "application/json",
+            ReportFormat::Html => "text/html; charset=utf-8",
         }
     }
 
     pub fn extension(self) -> &'static str {
         match self {
-            Format::Csv => "csv",
-            Format::Json => "json",
-            Format::Html => "html",
+            ReportFormat::Csv => "csv",
+            ReportFormat::Json => "json",
+            ReportFormat::Html => "html",
         }
     }
 }
 
-impl FromStr for Format {
+impl FromStr for ReportFormat {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
-            "csv" => Ok(Format::Csv),
-            "json" => Ok(Format::Json),
-            "html" => Ok(Format::Html),
+            "csv" => Ok(ReportFormat::Csv),
+            "json" => Ok(ReportFormat::Json),
+            "html" => Ok(ReportFormat::Html),
             _ => Err(format!(
                 "unknown report format `{s}`; expected one of: csv, json, html"
             )),
@@ -182,15 +182,15 @@ impl Report {
     /// Renders the report to `sink`; JSON also streams the attempt log from `pool`.
     pub async fn write(
         &self,
-        format: Format,
+        format: ReportFormat,
         pool: &Pool,
         sink: &mut impl Sink,
     ) -> Result<(), ReportError> {
         let mut out = Chunked::new(sink);
         match format {
-            Format::Csv => csv_export::write(self, &mut out).await?,
-            Format::Json => json_export::write(self, pool, &mut out).await?,
-            Format::Html => html_export::write(self, &mut out).await?,
+            ReportFormat::Csv => csv_export::write(self, &mut out).await?,
+            ReportFormat::Json => json_export::write(self, pool, &mut out).await?,
+            ReportFormat::Html => html_export::write(self, &mut out).await?,
         }
         out.flush().await?;
         Ok(())

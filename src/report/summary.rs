@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use crate::domain::AgentState;
-use crate::domain::adherence::{self, Figures, Timeline};
+use crate::domain::adherence::{self, AdherenceFigures, Timeline};
 use crate::domain::adherence_rules::Judging;
 use crate::domain::idle::{self, Interval, TimeInState, Window};
 use crate::store::roster::RosterEntry;
@@ -77,7 +77,8 @@ pub struct AgentSummary {
     /// Observed scheduled time an adherence rule counts neither way, which the
     /// percentage leaves out.
     pub neutral_seconds: Option<f64>,
-    /// Observed scheduled time a supervisor authorised, which the percentage leaves out.
+    /// Observed scheduled time a supervisor authorised (or excused the exception of),
+    /// which the percentage leaves out.
     pub authorised_seconds: Option<f64>,
     /// The schedule against the recorded states, judged, over a window of at most a
     /// local day ([`MAX_DAY_VIEW`]); empty for longer windows or without a stored shift. The
@@ -149,7 +150,7 @@ impl AgentSummary {
         }
     }
 
-    fn set_adherence(&mut self, figures: &Figures) {
+    fn set_adherence(&mut self, figures: &AdherenceFigures) {
         self.adherence_pct = figures.adherence_pct();
         self.scheduled_seconds = Some(figures.scheduled_ms as f64 / 1000.0);
         self.in_adherence_seconds = Some(figures.in_adherence_ms as f64 / 1000.0);
@@ -166,7 +167,7 @@ pub struct AgentDay {
     /// Back-to-back spans covering the window ([`adherence::day_spans`]).
     pub spans: Vec<adherence::DaySpan>,
     /// What the spans' scheduled part adds up to: the figures the report gives the agent.
-    pub figures: Figures,
+    pub figures: AdherenceFigures,
 }
 
 /// The schedule against the recorded states of `agent_id` over `window`, judged by
@@ -196,7 +197,7 @@ pub async fn agent_day(
         .collect();
     let authorised = {
         let mut conn = pool.acquire().await?;
-        authorisations::in_force(&mut conn, to_ms(lookback), to_ms(window.to)).await?
+        authorisations::counted(&mut conn, to_ms(lookback), to_ms(window.to)).await?
     };
     let timeline = timeline(&shifts, authorised.get(agent_id).map(Vec::as_slice));
     Ok(Some(AgentDay {
@@ -205,7 +206,8 @@ pub async fn agent_day(
     }))
 }
 
-/// The agent's shifts, with the spans a supervisor authorised laid over them.
+/// The agent's shifts, with the spans a supervisor authorised (or excused the exception
+/// of) laid over them.
 fn timeline(
     shifts: &[adherence::Shift],
     authorised: Option<&[(DateTime<Utc>, DateTime<Utc>)]>,
@@ -321,7 +323,7 @@ pub async fn summarize(
     let mut next_shift = shift_rows.try_next().await?;
     let authorised = {
         let mut conn = pool.acquire().await?;
-        authorisations::in_force(&mut conn, lookback, to).await?
+        authorisations::counted(&mut conn, lookback, to).await?
     };
     // `in_window`: whether any of the agent's intervals overlaps the window; those that
     // end before it were read for the exceptions only.

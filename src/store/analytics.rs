@@ -143,7 +143,7 @@ pub async fn roster(pool: &Pool) -> Result<Vec<RosterEntry>, sqlx::Error> {
 
 /// A stored analytics job.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct JobRow {
+pub struct AnalyticsJobRow {
     pub id: String,
     pub source: String,
     pub spec: String,
@@ -163,7 +163,7 @@ pub struct JobRow {
     pub csv_format: i64,
 }
 
-impl JobRow {
+impl AnalyticsJobRow {
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "failed")
     }
@@ -195,7 +195,7 @@ pub async fn insert_job(
     Ok(())
 }
 
-pub async fn job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn job(pool: &Pool, id: &str) -> Result<Option<AnalyticsJobRow>, sqlx::Error> {
     fetch!(
         pool,
         optional,
@@ -206,7 +206,10 @@ pub async fn job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
     )
 }
 
-pub async fn job_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn job_on(
+    conn: &mut impl AsConn,
+    id: &str,
+) -> Result<Option<AnalyticsJobRow>, sqlx::Error> {
     fetch!(
         conn,
         optional,
@@ -218,7 +221,7 @@ pub async fn job_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, 
 }
 
 /// The newest jobs first, at most `limit`.
-pub async fn jobs(pool: &Pool, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+pub async fn jobs(pool: &Pool, limit: i64) -> Result<Vec<AnalyticsJobRow>, sqlx::Error> {
     fetch!(
         pool,
         all,

@@ -111,6 +111,26 @@ pub async fn overlapping(
     )
 }
 
+/// The spans the reports count as authorised overlapping `[from, to)` (Unix ms), by
+/// agent: the authorisations in force ([`in_force`]) and the spans of the exceptions a
+/// supervisor excused ([`super::exceptions::excused`]). The compliance sweep reads
+/// [`in_force`] alone: an excuse decides how a deviation is counted, not whether the
+/// agent deviates, so the excused exception closes when the deviation ends.
+pub async fn counted(
+    conn: &mut impl AsConn,
+    from: i64,
+    to: i64,
+) -> Result<HashMap<String, Vec<(DateTime<Utc>, DateTime<Utc>)>>, sqlx::Error> {
+    let mut spans = in_force(&mut *conn, from, to).await?;
+    for (agent, start, end) in super::exceptions::excused(conn, from, to).await? {
+        spans
+            .entry(agent)
+            .or_default()
+            .push((from_ms(start), from_ms(end)));
+    }
+    Ok(spans)
+}
+
 /// The authorised spans in force (not withdrawn) overlapping `[from, to)` (Unix ms),
 /// by agent.
 pub async fn in_force(

@@ -1,7 +1,10 @@
-//! Adherence exceptions: deviations from the schedule longer than the threshold.
+//! Adherence exceptions: deviations from the schedule longer than the threshold, and
+//! supervisors' reviews of them.
 //!
 //! A partial unique index keeps at most one open exception per agent and kind, so a
-//! second sweep (or a restarted daemon) can never open a duplicate.
+//! second sweep (or a restarted daemon) can never open a duplicate. An exception keeps
+//! its latest review (excused or upheld, with a note, by whom, when); an excused one's
+//! span counts as authorised in the reports ([`excused`]).
 
 use crate::store::{AsConn, Pool, execute, fetch};
 use sqlx::FromRow;
@@ -28,6 +31,138 @@ pub struct ExceptionRow {
 
 const COLUMNS: &str = "id, agent_id, kind, state, expected, started_at, opened_at, closed_at, \
                        rule, rules_version, severe_at";
+
+/// An exception with its latest review, as supervisors list and review them.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ReviewedRow {
+    #[sqlx(flatten)]
+    pub exception: ExceptionRow,
+    /// `excused` or `upheld`; `None` while no one reviewed it.
+    pub review_decision: Option<String>,
+    pub review_note: Option<String>,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<i64>,
+}
+
+const REVIEWED_COLUMNS: &str = "id, agent_id, kind, state, expected, started_at, opened_at, \
+     closed_at, rule, rules_version, severe_at, review_decision, review_note, reviewed_by, \
+     reviewed_at";
+
+/// Which exceptions a listing wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing<'a> {
+    /// Those whose span (from its start to its close, or on while open) overlaps
+    /// `[from, to)`, Unix ms.
+    pub from: i64,
+    pub to: i64,
+    /// `open`, `severe` (turned severe, open or closed), `closed` or `all`.
+    pub state: &'a str,
+    /// `pending` (not reviewed), `excused` or `upheld`; `None`: any.
+    pub review: Option<&'a str>,
+    /// Only these agents' (a JSON array of ids); `None`: every agent's.
+    pub agents: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// The exceptions `listing` wants, newest first.
+pub async fn list(pool: &Pool, listing: &Listing<'_>) -> Result<Vec<ReviewedRow>, sqlx::Error> {
+    fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {REVIEWED_COLUMNS} FROM adherence_exceptions
+             WHERE started_at < $2 AND (closed_at IS NULL OR closed_at > $1)
+               AND (CAST($3 AS TEXT) = 'all'
+                    OR (CAST($3 AS TEXT) = 'open' AND closed_at IS NULL)
+                    OR (CAST($3 AS TEXT) = 'closed' AND closed_at IS NOT NULL)
+                    OR (CAST($3 AS TEXT) = 'severe' AND severe_at IS NOT NULL))
+               AND (CAST($4 AS TEXT) IS NULL
+                    OR (CAST($4 AS TEXT) = 'pending' AND review_decision IS NULL)
+                    OR review_decision = CAST($4 AS TEXT))
+               AND (CAST($5 AS TEXT) IS NULL
+                    OR agent_id IN (SELECT value FROM json_each(CAST($5 AS TEXT))))
+             ORDER BY opened_at DESC, id DESC LIMIT $6"
+        )),
+        listing.from,
+        listing.to,
+        listing.state,
+        listing.review,
+        listing.agents,
+        listing.limit
+    )
+}
+
+/// The exception `id` with its latest review.
+pub async fn get(pool: &Pool, id: &str) -> Result<Option<ReviewedRow>, sqlx::Error> {
+    fetch!(
+        pool,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {REVIEWED_COLUMNS} FROM adherence_exceptions WHERE id = $1"
+        )),
+        id
+    )
+}
+
+/// A review to store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Review<'a> {
+    /// `excused` or `upheld`.
+    pub decision: &'a str,
+    pub note: Option<&'a str>,
+    pub by: &'a str,
+    /// Unix ms.
+    pub at: i64,
+}
+
+/// Stores `review` as the exception `id`'s, in place of one it has only when
+/// `replace`: the exception as reviewed, or `None` when there is none, or it was
+/// reviewed already and `replace` is false.
+pub async fn review(
+    conn: &mut impl AsConn,
+    id: &str,
+    review: &Review<'_>,
+    replace: bool,
+) -> Result<Option<ReviewedRow>, sqlx::Error> {
+    fetch!(
+        conn,
+        optional,
+        sqlx::AssertSqlSafe(format!(
+            "UPDATE adherence_exceptions
+             SET review_decision = $2, review_note = $3, reviewed_by = $4, reviewed_at = $5
+             WHERE id = $1 AND (review_decision IS NULL OR $6)
+             RETURNING {REVIEWED_COLUMNS}"
+        )),
+        id,
+        review.decision,
+        review.note,
+        review.by,
+        review.at,
+        replace
+    )
+}
+
+/// The spans of excused exceptions overlapping `[from, to)` (Unix ms), by agent: from
+/// when each deviation began to when it closed, or to `to` while it is open.
+pub async fn excused(
+    conn: &mut impl AsConn,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let rows: Vec<(String, i64, Option<i64>)> = fetch!(
+        conn,
+        all,
+        "SELECT agent_id, started_at, closed_at FROM adherence_exceptions
+         WHERE review_decision = 'excused' AND started_at < $2
+           AND (closed_at IS NULL OR closed_at > $1)",
+        from,
+        to
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(agent, start, end)| (agent, start, end.unwrap_or(to)))
+        .collect())
+}
 
 /// Every open exception.
 pub async fn open(pool: &Pool) -> Result<Vec<ExceptionRow>, sqlx::Error> {

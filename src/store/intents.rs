@@ -12,7 +12,10 @@
 //! transition` beside the daemon) may still have its call in flight, so it is settled
 //! only once it is older than any call can take. `term` is the leader's term it was
 //! written in (`[ha]`): once another instance leads in a later term, the writer has
-//! stopped, so its intents are settled as soon as a call it sent has had its answer.
+//! stopped, so its intents are settled as soon as a call it sent has had its answer. A
+//! database's sole daemon (without `[ha]`, holding the database's lock) writes term 0,
+//! so the next daemon knows them ended with their writer in the same way; a `wfmd
+//! transition` beside the daemon writes none.
 
 use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use sqlx::FromRow;
@@ -29,7 +32,8 @@ pub struct IntentRow {
     pub idempotency_key: Option<String>,
     pub requested_at: i64,
     pub owner: String,
-    /// The leader's term it was written in; `None` without `[ha]`.
+    /// The leader's term it was written in; 0 by a sole daemon, `None` by a `wfmd
+    /// transition`.
     pub term: Option<i64>,
 }
 

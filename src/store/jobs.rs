@@ -11,7 +11,7 @@ use sqlx::FromRow;
 
 /// A stored job. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct JobRow {
+pub struct BulkJobRow {
     pub id: String,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
@@ -31,7 +31,7 @@ pub struct JobRow {
     pub defer_for_ms: Option<i64>,
 }
 
-impl JobRow {
+impl BulkJobRow {
     /// Whether the job has its final status.
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "cancelled")
@@ -181,7 +181,7 @@ pub async fn insert(
 pub async fn by_idempotency_key(
     conn: &mut impl AsConn,
     key: &str,
-) -> Result<Option<JobRow>, sqlx::Error> {
+) -> Result<Option<BulkJobRow>, sqlx::Error> {
     fetch!(
         conn,
         optional,
@@ -192,12 +192,12 @@ pub async fn by_idempotency_key(
     )
 }
 
-pub async fn get(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn get(pool: &Pool, id: &str) -> Result<Option<BulkJobRow>, sqlx::Error> {
     get_on(&mut pool.acquire().await?, id).await
 }
 
 /// [`get`] on a given connection (a transaction).
-pub async fn get_on(conn: &mut impl AsConn, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn get_on(conn: &mut impl AsConn, id: &str) -> Result<Option<BulkJobRow>, sqlx::Error> {
     fetch!(
         conn,
         optional,
@@ -242,16 +242,66 @@ pub async fn counts(conn: &mut impl AsConn, job_id: &str) -> Result<Counts, sqlx
     )?;
     let mut counts = Counts::default();
     for (outcome, n) in rows {
-        match outcome.as_str() {
-            "pending" => counts.pending = n,
-            "succeeded" => counts.succeeded = n,
-            "unchanged" => counts.unchanged = n,
-            "rejected" => counts.rejected = n,
-            "failed" => counts.failed = n,
-            "cancelled" => counts.cancelled = n,
-            "deferred" => counts.deferred = n,
+        counts.add(&outcome, n);
+    }
+    Ok(counts)
+}
+
+impl Counts {
+    /// Counts `n` more items of `outcome`.
+    fn add(&mut self, outcome: &str, n: i64) {
+        match outcome {
+            "pending" => self.pending += n,
+            "succeeded" => self.succeeded += n,
+            "unchanged" => self.unchanged += n,
+            "rejected" => self.rejected += n,
+            "failed" => self.failed += n,
+            "cancelled" => self.cancelled += n,
+            "deferred" => self.deferred += n,
             _ => {}
         }
+    }
+}
+
+/// Jobs, newest first: those of `status` when given, created before the job `before`
+/// when given (ids sort by creation time, so any job id is a cursor), at most `limit`.
+pub async fn recent(
+    conn: &mut impl AsConn,
+    status: Option<&str>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<JobRow>, sqlx::Error> {
+    fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM bulk_jobs
+             WHERE (CAST($1 AS TEXT) IS NULL OR status = CAST($1 AS TEXT))
+               AND (CAST($2 AS TEXT) IS NULL OR id < CAST($2 AS TEXT))
+             ORDER BY id DESC LIMIT $3"
+        )),
+        status,
+        before,
+        limit
+    )
+}
+
+/// The item counts by outcome of each of `jobs`, in one statement.
+pub async fn counts_of(
+    conn: &mut impl AsConn,
+    jobs: &[String],
+) -> Result<std::collections::HashMap<String, Counts>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = fetch!(
+        conn,
+        all,
+        "SELECT job_id, outcome, COUNT(*) FROM bulk_items
+         WHERE job_id IN (SELECT value FROM json_each($1))
+         GROUP BY job_id, outcome",
+        json!(jobs).to_string()
+    )?;
+    let mut counts: std::collections::HashMap<String, Counts> = std::collections::HashMap::new();
+    for (job, outcome, n) in rows {
+        counts.entry(job).or_default().add(&outcome, n);
     }
     Ok(counts)
 }
@@ -387,7 +437,7 @@ pub async fn finish(
     conn: &mut impl AsConn,
     job_id: &str,
     at: i64,
-) -> Result<Option<JobRow>, sqlx::Error> {
+) -> Result<Option<BulkJobRow>, sqlx::Error> {
     fetch!(
         conn,
         optional,

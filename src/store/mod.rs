@@ -58,7 +58,9 @@ use sqlx::SqliteConnection;
 
 pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
 pub use db::{execute, fetch, fetch_scalar, on};
-pub use postgres::Role;
+pub use postgres::InstanceRole;
+
+use crate::telemetry::names::STORE_WRITE_ERRORS_TOTAL;
 
 /// The embedded SQLite migrations (`migrations/sqlite/`), applied at start and by `wfmd migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -165,7 +167,7 @@ impl WriteHealth {
             }
             Err(error) => {
                 self.failing.store(true, Ordering::Relaxed);
-                metrics::counter!("wfmd_store_write_errors_total").increment(1);
+                metrics::counter!(STORE_WRITE_ERRORS_TOTAL).increment(1);
                 tracing::error!(%error, "a database write failed");
             }
         }
@@ -253,9 +255,9 @@ impl Store {
         &self.write
     }
 
-    /// What this instance is to the tenant (see [`crate::cluster`]); [`Role::Sole`]
+    /// What this instance is to the tenant (see [`crate::cluster`]); [`InstanceRole::Sole`]
     /// unless the tenant's leadership says otherwise.
-    pub fn role(&self) -> Role {
+    pub fn role(&self) -> InstanceRole {
         self.write_lock.role()
     }
 
@@ -263,15 +265,15 @@ impl Store {
     /// instance or a follower.
     pub fn term(&self) -> Option<i64> {
         match self.role() {
-            Role::Leader { term, .. } => Some(term),
-            Role::Sole | Role::Follower => None,
+            InstanceRole::Leader { term, .. } => Some(term),
+            InstanceRole::Sole | InstanceRole::Follower => None,
         }
     }
 
     /// Makes this instance the tenant's leader in a term, a follower, or its sole
     /// instance, for every clone of the store: from the next write transaction on, a
     /// leader's prove the term current, a follower's are refused.
-    pub fn set_role(&self, role: Role) {
+    pub fn set_role(&self, role: InstanceRole) {
         self.write_lock.set_role(role);
     }
 
@@ -385,7 +387,8 @@ impl Store {
     /// readiness probe, which asks whether the database takes writes, not whose; and
     /// for live-feed tickets, which any instance issues and redeems.
     pub(crate) async fn begin_write_unfenced(&self) -> Result<WriteTx, sqlx::Error> {
-        self.begin_as("BEGIN IMMEDIATE", Some(Role::Sole)).await
+        self.begin_as("BEGIN IMMEDIATE", Some(InstanceRole::Sole))
+            .await
     }
 
     async fn begin(&self, sqlite_statement: &'static str) -> Result<WriteTx, sqlx::Error> {
@@ -395,7 +398,7 @@ impl Store {
     async fn begin_as(
         &self,
         sqlite_statement: &'static str,
-        role: Option<Role>,
+        role: Option<InstanceRole>,
     ) -> Result<WriteTx, sqlx::Error> {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);

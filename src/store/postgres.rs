@@ -151,7 +151,7 @@ pub(super) fn write_lock_key(schema: &str) -> i64 {
 /// What an instance is to a tenant, when several may serve it (see
 /// [`crate::cluster`]); it decides what a write transaction must prove.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
+pub enum InstanceRole {
     /// The only instance (SQLite, or PostgreSQL without `[ha]`): writes take the
     /// tenant's write lock and nothing more.
     Sole,
@@ -162,7 +162,7 @@ pub enum Role {
 }
 
 /// A write refused before it reached the database: this instance does not lead the
-/// tenant (see [`Role::Follower`]).
+/// tenant (see [`InstanceRole::Follower`]).
 #[derive(Debug, thiserror::Error)]
 #[error("this instance does not lead the tenant: its leader writes its records")]
 pub struct NotLeader;
@@ -179,7 +179,7 @@ pub(super) struct WriteLock {
     /// The tenant's schema, which names its lease among the database's tenants (see
     /// [`crate::cluster`]); `None` on SQLite.
     schema: Option<Arc<str>>,
-    role: Arc<RwLock<Role>>,
+    role: Arc<RwLock<InstanceRole>>,
 }
 
 impl WriteLock {
@@ -193,7 +193,7 @@ impl WriteLock {
         WriteLock {
             key,
             schema: None,
-            role: Arc::new(RwLock::new(Role::Sole)),
+            role: Arc::new(RwLock::new(InstanceRole::Sole)),
         }
     }
 
@@ -209,14 +209,14 @@ impl WriteLock {
         self.schema.as_deref()
     }
 
-    pub(super) fn role(&self) -> Role {
+    pub(super) fn role(&self) -> InstanceRole {
         self.role
             .read()
             .expect("the role's lock is never poisoned")
             .clone()
     }
 
-    pub(super) fn set_role(&self, role: Role) {
+    pub(super) fn set_role(&self, role: InstanceRole) {
         *self
             .role
             .write()
@@ -229,14 +229,14 @@ impl WriteLock {
         self.take_as(tx, self.role()).await
     }
 
-    async fn take_as(&self, tx: &mut PgConnection, role: Role) -> Result<(), sqlx::Error> {
+    async fn take_as(&self, tx: &mut PgConnection, role: InstanceRole) -> Result<(), sqlx::Error> {
         match role {
-            Role::Sole => sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            InstanceRole::Sole => sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(self.key)
                 .execute(tx)
                 .await
                 .map(drop),
-            Role::Leader { instance, term } => {
+            InstanceRole::Leader { instance, term } => {
                 sqlx::query("SELECT wfmd_leader_write_lock($1, $2, $3)")
                     .bind(self.key)
                     .bind(&*instance)
@@ -245,7 +245,7 @@ impl WriteLock {
                     .await
                     .map(drop)
             }
-            Role::Follower => Err(sqlx::Error::Configuration(Box::new(NotLeader))),
+            InstanceRole::Follower => Err(sqlx::Error::Configuration(Box::new(NotLeader))),
         }
     }
 
@@ -261,15 +261,15 @@ impl WriteLock {
         &self,
         pool: &PgPool,
         flushed: bool,
-        role: Role,
+        role: InstanceRole,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        if role == Role::Follower {
+        if role == InstanceRole::Follower {
             return Err(sqlx::Error::Configuration(Box::new(NotLeader)));
         }
         let mut tx = pool.begin().await?;
         match role {
             _ if flushed => self.take_as(&mut tx, role).await?,
-            Role::Leader { instance, term } => {
+            InstanceRole::Leader { instance, term } => {
                 sqlx::query("SELECT wfmd_leader_unflushed_write($1, $2)")
                     .bind(&*instance)
                     .bind(term)
@@ -310,7 +310,7 @@ pub(super) async fn relay_outbox_commits(
     pool: &PgPool,
     channel: &str,
     me: &str,
-    role: impl Fn() -> Role,
+    role: impl Fn() -> InstanceRole,
     mut commits: tokio::sync::watch::Receiver<u64>,
     wake: impl Fn(),
     stop: tokio_util::sync::CancellationToken,
@@ -342,7 +342,7 @@ pub(super) async fn relay_outbox_commits(
                 if changed.is_err() {
                     return;
                 }
-                if matches!(role(), Role::Leader { .. })
+                if matches!(role(), InstanceRole::Leader { .. })
                     && let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(channel)
                         .bind(me)
@@ -353,7 +353,7 @@ pub(super) async fn relay_outbox_commits(
                 }
             }
             heard = listener.recv() => match heard {
-                Ok(note) if note.payload() != me && role() == Role::Follower => wake(),
+                Ok(note) if note.payload() != me && role() == InstanceRole::Follower => wake(),
                 Ok(_) => {}
                 Err(error) => {
                     // Reconnected at the next receive; meanwhile the readers poll.
@@ -381,11 +381,11 @@ mod tests {
             Store::open(&url).await.unwrap(),
             Store::open(&url).await.unwrap(),
         );
-        leader.set_role(Role::Leader {
+        leader.set_role(InstanceRole::Leader {
             instance: Arc::from("a"),
             term: 1,
         });
-        follower.set_role(Role::Follower);
+        follower.set_role(InstanceRole::Follower);
         let stop = tokio_util::sync::CancellationToken::new();
         let relays = [(leader.clone(), "a"), (follower.clone(), "b")].map(|(store, me)| {
             let stop = stop.clone();

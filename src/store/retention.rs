@@ -97,7 +97,7 @@ pub async fn prune_batch(
     cutoff: DateTime<Utc>,
     limit: u32,
     now: DateTime<Utc>,
-) -> Result<Step, PruneError> {
+) -> Result<RetentionStep, PruneError> {
     let cutoff_ms = to_ms(cutoff);
     let limit = i64::from(limit.max(1));
     let mut housekeeping = store.housekeeping().await?;
@@ -142,7 +142,7 @@ pub async fn prune_batch(
     tx.commit().await?;
     let held = locked.elapsed();
     let wrote_back = housekeeping.finish().await?;
-    Ok(Step {
+    Ok(RetentionStep {
         done: removed,
         held,
         gave_way: false,
@@ -152,7 +152,7 @@ pub async fn prune_batch(
 
 /// What one write step of retention did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
+pub struct RetentionStep {
     /// Rows removed (by a batch) or free pages left (after a vacuum step).
     pub done: u64,
     /// How long it held the write lock (from `BEGIN IMMEDIATE` to after the commit).
@@ -508,12 +508,12 @@ pub async fn size(store: &Store) -> Result<(u64, u64), sqlx::Error> {
 
 /// Gives up to `pages` free pages back to the file system (one short write); returns
 /// how many free pages remain. A `preemptible` step gives way to an engine write that
-/// waits for the turn: it is undone and reports [`Step::gave_way`].
+/// waits for the turn: it is undone and reports [`RetentionStep::gave_way`].
 pub async fn incremental_vacuum(
     store: &Store,
     pages: u32,
     preemptible: bool,
-) -> Result<Step, sqlx::Error> {
+) -> Result<RetentionStep, sqlx::Error> {
     let mut housekeeping = store.housekeeping().await?;
     let mut step = vacuum_step(&mut housekeeping, pages, preemptible).await?;
     if !step.gave_way {
@@ -527,7 +527,7 @@ async fn vacuum_step(
     housekeeping: &mut Housekeeping,
     pages: u32,
     preemptible: bool,
-) -> Result<Step, sqlx::Error> {
+) -> Result<RetentionStep, sqlx::Error> {
     let locked = Instant::now();
     let armed = preemptible.then(|| housekeeping.preemptible());
     // One statement in autocommit: interrupted, SQLite rolls it back whole.
@@ -538,7 +538,7 @@ async fn vacuum_step(
     drop(armed);
     match vacuumed {
         Err(error) if is_interrupt(&error) => {
-            return Ok(Step {
+            return Ok(RetentionStep {
                 done: 0,
                 held: locked.elapsed(),
                 gave_way: true,
@@ -548,7 +548,7 @@ async fn vacuum_step(
         vacuumed => vacuumed?,
     };
     let free: i64 = fetch_scalar!(housekeeping, one, "PRAGMA freelist_count")?;
-    Ok(Step {
+    Ok(RetentionStep {
         done: u64::try_from(free).unwrap_or(0),
         held: locked.elapsed(),
         gave_way: false,

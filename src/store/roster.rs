@@ -77,6 +77,25 @@ pub async fn all(pool: &Pool) -> Result<HashMap<String, RosterEntry>, sqlx::Erro
         .collect())
 }
 
+/// The agents the roster places in `team`: its id, or its name in any letter case.
+pub async fn team_members(
+    pool: &Pool,
+    team: &str,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    Ok(all(pool)
+        .await?
+        .into_values()
+        .filter(|entry| {
+            entry.team_id.as_deref() == Some(team)
+                || entry
+                    .team_name
+                    .as_deref()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(team))
+        })
+        .map(|entry| entry.agent_id)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,7 +124,7 @@ pub async fn insert(
 
 /// One point of a day curve.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Point {
+pub struct CurvePoint {
     pub sampled_at: DateTime<Utc>,
     pub service_level: Option<f64>,
     pub queued: u32,
@@ -145,7 +145,7 @@ pub async fn series(
     entity_id: &str,
     from: DateTime<Utc>,
     cap: u32,
-) -> Result<Vec<Point>, sqlx::Error> {
+) -> Result<Vec<CurvePoint>, sqlx::Error> {
     // Row `rn` of `n` is kept when `rn·cap mod n < cap`: for each k < cap exactly the
     // first row at or after k·n/cap passes, so `cap` rows spread evenly over the range.
     let rows: Vec<PointRow> = fetch!(
@@ -167,7 +167,7 @@ pub async fn series(
     )?;
     Ok(rows
         .into_iter()
-        .map(|r| Point {
+        .map(|r| CurvePoint {
             sampled_at: from_ms(r.sampled_at),
             service_level: r.service_level,
             queued: u32::try_from(r.queued).unwrap_or(0),

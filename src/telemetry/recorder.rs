@@ -97,6 +97,10 @@ mod tests {
 
     use super::*;
     use crate::tasks::sync_in_tenant;
+    use crate::telemetry::names::{
+        API_REFUSALS_TOTAL, HTTP_ACCEPT_ERRORS_TOTAL, TENANT_LEADER, TRANSITIONS_TOTAL,
+        WEBHOOK_QUEUE_DEPTH,
+    };
 
     /// What `record` leaves in a recorder of its own, as `/metrics` would show it.
     fn rendered(record: impl FnOnce()) -> (PrometheusHandle, String) {
@@ -113,19 +117,19 @@ mod tests {
         let alpha = "alpha".parse().unwrap();
         let (_, text) = rendered(|| {
             sync_in_tenant(&alpha, || {
-                metrics::counter!("wfmd_transitions_total", "outcome" => "succeeded").increment(2);
-                metrics::gauge!("wfmd_webhook_queue_depth").set(3.0);
-                metrics::counter!("wfmd_http_accept_errors_total").increment(1);
+                metrics::counter!(TRANSITIONS_TOTAL, "outcome" => "succeeded").increment(2);
+                metrics::gauge!(WEBHOOK_QUEUE_DEPTH).set(3.0);
+                metrics::counter!(HTTP_ACCEPT_ERRORS_TOTAL).increment(1);
             });
-            metrics::counter!("wfmd_api_refusals_total", "reason" => "host").increment(1);
+            metrics::counter!(API_REFUSALS_TOTAL, "reason" => "host").increment(1);
         });
         for line in [
-            r#"wfmd_transitions_total{outcome="succeeded",tenant="alpha"} 2"#,
-            r#"wfmd_webhook_queue_depth{tenant="alpha"} 3"#,
-            "wfmd_http_accept_errors_total 1",
-            r#"wfmd_api_refusals_total{reason="host"} 1"#,
+            format!(r#"{TRANSITIONS_TOTAL}{{outcome="succeeded",tenant="alpha"}} 2"#),
+            format!(r#"{WEBHOOK_QUEUE_DEPTH}{{tenant="alpha"}} 3"#),
+            format!("{HTTP_ACCEPT_ERRORS_TOTAL} 1"),
+            format!(r#"{API_REFUSALS_TOTAL}{{reason="host"}} 1"#),
         ] {
-            assert!(text.contains(line), "{line} missing from\n{text}");
+            assert!(text.contains(&line), "{line} missing from\n{text}");
         }
     }
 
@@ -134,11 +138,11 @@ mod tests {
         let alpha = "alpha".parse().unwrap();
         let (_, text) = rendered(|| {
             sync_in_tenant(&alpha, || {
-                metrics::gauge!("wfmd_tenant_leader", "tenant" => "beta").set(1.0);
+                metrics::gauge!(TENANT_LEADER, "tenant" => "beta").set(1.0);
             });
         });
         assert!(
-            text.contains(r#"wfmd_tenant_leader{tenant="beta"} 1"#),
+            text.contains(&format!(r#"{TENANT_LEADER}{{tenant="beta"}} 1"#)),
             "{text}"
         );
         assert!(!text.contains("alpha"), "{text}");

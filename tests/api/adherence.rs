@@ -29,6 +29,10 @@ use wfmd::engine::schedules::{BookSettings, ScheduleBook};
 use wfmd::engine::sync::StateSync;
 use wfmd::sim::{SimAgent, SimConfig};
 use wfmd::store::Store;
+use wfmd::telemetry::names::{
+    ADHERENCE_EXCEPTIONS_OPEN, ADHERENCE_EXCEPTIONS_TOTAL, ADHERENCE_SWEEP_DURATION_SECONDS,
+    SCHEDULE_REFRESHES_TOTAL,
+};
 
 use crate::helpers::{Dialect, TestApp, TestDb, TestSim, count, on_both_dialects, wait_until};
 
@@ -613,10 +617,10 @@ async fn serve_runs_the_book_and_the_sweep_and_reports_adherence(dialect: Dialec
 
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for name in [
-        "wfmd_adherence_exceptions_open",
-        "wfmd_adherence_exceptions_total",
-        "wfmd_adherence_sweep_duration_seconds",
-        "wfmd_schedule_refreshes_total",
+        ADHERENCE_EXCEPTIONS_OPEN,
+        ADHERENCE_EXCEPTIONS_TOTAL,
+        ADHERENCE_SWEEP_DURATION_SECONDS,
+        SCHEDULE_REFRESHES_TOTAL,
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
@@ -872,7 +876,7 @@ async fn an_imported_titled_activity_is_judged_by_its_rule_on_either_dialect(dia
 #[tokio::test]
 async fn sighup_applies_edited_adherence_rules_and_refuses_an_invalid_edit() {
     use crate::helpers::{Daemon, eventually, get_json, get_text};
-    use wfmd::config::Source;
+    use wfmd::config::ConfigSource;
 
     // The platform's time stands still: the agent stays where the test found it.
     let sim = TestSim::start(SimConfig {
@@ -919,7 +923,7 @@ async fn sighup_applies_edited_adherence_rules_and_refuses_an_invalid_edit() {
         );
         std::fs::write(&file, text).unwrap();
         // The version the daemon should judge by, from the same file.
-        let source = Source {
+        let source = ConfigSource {
             file: Some(file.clone()),
             simulate: false,
         };
@@ -941,7 +945,7 @@ async fn sighup_applies_edited_adherence_rules_and_refuses_an_invalid_edit() {
         get_text(&format!("{}/metrics", daemon.address))
             .await
             .lines()
-            .filter(|line| line.starts_with("wfmd_adherence_sweep_duration_seconds_count"))
+            .filter(|line| line.starts_with(&format!("{ADHERENCE_SWEEP_DURATION_SECONDS}_count")))
             .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
             .sum()
     };

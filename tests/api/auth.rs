@@ -8,6 +8,7 @@ use wfmd::on;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wfmd::config::api_tokens::ApiTokenConfig;
+use wfmd::telemetry::names::API_REFUSALS_TOTAL;
 
 use crate::helpers::{DEADLINE, Daemon, TestApp, TestSim, http_client, wfmd};
 
@@ -110,6 +111,39 @@ pub const ROUTES: &[Row] = &[
     },
     Row {
         method: "GET",
+        path: "/v1/adherence/now",
+        role: Some("viewer"),
+        query: "",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/adherence/exceptions",
+        role: Some("viewer"),
+        query: "state=open",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "POST",
+        path: "/v1/adherence/exceptions/{id}/review",
+        role: Some("supervisor"),
+        query: "",
+        // No such exception: refused after the role check, so nothing is reviewed.
+        body: Some(r#"{"decision": "excused", "note": "covering"}"#),
+        statuses: [401, 401, 403, 404, 404],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/adherence/summary",
+        role: Some("viewer"),
+        query: "tz=Europe/Paris",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
         path: "/v1/agents/{agent_id}/deferred",
         role: Some("viewer"),
         query: "",
@@ -158,6 +192,14 @@ pub const ROUTES: &[Row] = &[
         query: "",
         body: None,
         statuses: [401, 401, 403, 404, 404],
+    },
+    Row {
+        method: "GET",
+        path: "/v1/bulk-transitions",
+        role: Some("viewer"),
+        query: "status=completed&limit=10",
+        body: None,
+        statuses: [401, 401, 200, 200, 200],
     },
     Row {
         method: "POST",
@@ -325,6 +367,119 @@ pub const ROUTES: &[Row] = &[
         body: None,
         statuses: [200, 200, 200, 200, 200],
     },
+    // The console's other pages, open as the wallboard is.
+    Row {
+        method: "GET",
+        path: "/rta",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/t/{tenant}/rta",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/agents/{agent_id}",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/t/{tenant}/agents/{agent_id}",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/jobs",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/t/{tenant}/jobs",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/exceptions",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/t/{tenant}/exceptions",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/reports",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/t/{tenant}/reports",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/sign-in",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/t/{tenant}/sign-in",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/sign-out",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
+    Row {
+        method: "GET",
+        path: "/t/{tenant}/sign-out",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [200, 200, 200, 200, 200],
+    },
     Row {
         method: "GET",
         path: "/v1/live",
@@ -357,6 +512,23 @@ pub const ROUTES: &[Row] = &[
         query: "",
         body: None,
         statuses: [401, 401, 201, 201, 201],
+    },
+    // Open: the body's token is what signs in, whoever sends it.
+    Row {
+        method: "POST",
+        path: "/v1/session",
+        role: None,
+        query: "",
+        body: Some(r#"{"token": "wfmd_viewer-token"}"#),
+        statuses: [204, 204, 204, 204, 204],
+    },
+    Row {
+        method: "DELETE",
+        path: "/v1/session",
+        role: None,
+        query: "",
+        body: None,
+        statuses: [204, 204, 204, 204, 204],
     },
 ];
 
@@ -517,7 +689,7 @@ async fn every_role_against_every_route() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for reason in ["missing", "invalid", "forbidden"] {
-        let line = format!("wfmd_api_refusals_total{{reason=\"{reason}\",tenant=\"default\"}}");
+        let line = format!("{API_REFUSALS_TOTAL}{{reason=\"{reason}\",tenant=\"default\"}}");
         assert!(metrics.contains(&line), "{line} missing from {metrics}");
     }
     assert_eq!(

@@ -12,6 +12,7 @@ use wfmd::config::WebhookConfig;
 use wfmd::cxone::Budget;
 use wfmd::engine::sync::{StateSync, SyncSettings};
 use wfmd::sim::{Faults, SimAgent, SimConfig};
+use wfmd::telemetry::names::BULK_ITEMS_TOTAL;
 
 use crate::helpers::{
     DEADLINE, Daemon, Dialect, SET_STATE, TestApp, TestDb, TestSim, http_client, on_both_dialects,
@@ -65,7 +66,7 @@ fn finished(view: &Value) -> bool {
 }
 
 /// Submits a job that must be accepted and waits for its end.
-async fn run_job(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn run_job(app: &TestApp, body: Value) -> Value {
     let (status, accepted) = submit(&app.http, &app.address, &body).await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["job_id"].as_str().unwrap().to_owned();
@@ -190,7 +191,9 @@ async fn bulk_of_200_agents_gets_each_agent_the_outcome_its_shift_and_breaks_cal
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("wfmd_bulk_items_total{outcome=\"rejected\",tenant=\"default\"}"),
+        metrics.contains(&format!(
+            "{BULK_ITEMS_TOTAL}{{outcome=\"rejected\",tenant=\"default\"}}"
+        )),
         "{metrics}"
     );
 }

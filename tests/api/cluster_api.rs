@@ -10,9 +10,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use wfmd::cluster::lease;
-use wfmd::config::{Config, Source};
+use wfmd::config::{Config, ConfigSource};
 use wfmd::domain::tenant::TenantId;
 use wfmd::store::Store;
+use wfmd::telemetry::names::{LEADERSHIP_CHANGES_TOTAL, TENANT_LEADER};
 
 use crate::auth::entry;
 use crate::helpers::{TestDb, eventually, get_text, http_client};
@@ -68,7 +69,12 @@ async fn store_of(db: &TestDb, id: &str) -> Store {
 /// The lines of `served`'s `/metrics` that start with one of `series`, each expected
 /// once (the registry is the process's, shared by every test: a test looks only at
 /// series of tenants of its own, or at a series' presence).
-async fn scraped(served: &Served, series: &[&str]) -> Vec<String> {
+/// The series of `metric` for `tenant`, as `/metrics` writes it.
+fn of_tenant(metric: &str, tenant: &str) -> String {
+    format!("{metric}{{tenant=\"{tenant}\"}}")
+}
+
+async fn scraped(served: &Served, series: &[String]) -> Vec<String> {
     let scrape = get_text(&format!("{}/metrics", served.address)).await;
     series
         .iter()
@@ -135,10 +141,10 @@ async fn on_sqlite_an_admin_sees_this_instance_alone_leading_every_tenant_withou
     let lines = scraped(
         &served,
         &[
-            r#"wfmd_tenant_leader{tenant="alpha"}"#,
-            r#"wfmd_tenant_leader{tenant="beta"}"#,
-            r#"wfmd_leadership_changes_total{tenant="alpha"}"#,
-            r#"wfmd_leadership_changes_total{tenant="beta"}"#,
+            of_tenant(TENANT_LEADER, "alpha"),
+            of_tenant(TENANT_LEADER, "beta"),
+            of_tenant(LEADERSHIP_CHANGES_TOTAL, "alpha"),
+            of_tenant(LEADERSHIP_CHANGES_TOTAL, "beta"),
         ],
     )
     .await;
@@ -171,7 +177,7 @@ async fn on_postgresql_an_instance_shows_the_tenant_it_leads_and_the_one_another
             crate::helpers::CLUSTER_KEY
         ),
     );
-    let source = Source {
+    let source = ConfigSource {
         file: Some(file),
         simulate: false,
     };
@@ -239,20 +245,20 @@ async fn on_postgresql_an_instance_shows_the_tenant_it_leads_and_the_one_another
     let lines = scraped(
         &served,
         &[
-            r#"wfmd_tenant_leader{tenant="west"}"#,
-            r#"wfmd_tenant_leader{tenant="east"}"#,
-            r#"wfmd_leadership_changes_total{tenant="west"}"#,
-            r#"wfmd_leadership_changes_total{tenant="east"}"#,
+            of_tenant(TENANT_LEADER, "west"),
+            of_tenant(TENANT_LEADER, "east"),
+            of_tenant(LEADERSHIP_CHANGES_TOTAL, "west"),
+            of_tenant(LEADERSHIP_CHANGES_TOTAL, "east"),
         ],
     )
     .await;
     assert_eq!(
         lines,
         [
-            r#"wfmd_tenant_leader{tenant="west"} 1"#,
-            r#"wfmd_tenant_leader{tenant="east"} 0"#,
-            r#"wfmd_leadership_changes_total{tenant="west"} 1"#,
-            r#"wfmd_leadership_changes_total{tenant="east"} 0"#,
+            format!("{} 1", of_tenant(TENANT_LEADER, "west")),
+            format!("{} 0", of_tenant(TENANT_LEADER, "east")),
+            format!("{} 1", of_tenant(LEADERSHIP_CHANGES_TOTAL, "west")),
+            format!("{} 0", of_tenant(LEADERSHIP_CHANGES_TOTAL, "east")),
         ]
     );
 

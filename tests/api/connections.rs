@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use wfmd::telemetry::names::{
+    HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL, HTTP_CONNECTIONS_TIMED_OUT_TOTAL,
+};
 
 use crate::auth::As;
 use crate::helpers::{DEADLINE, TestApp, TestSim};
@@ -84,8 +87,8 @@ async fn a_kept_alive_connection_that_asked_once_is_closed_after_the_idle_timeou
         config.server.header_read_timeout = Duration::from_secs(600);
     })
     .await;
-    let series = "wfmd_http_connections_timed_out_total{timeout=\"idle_timeout\"}";
-    let before = counter(&app, series).await;
+    let series = format!("{HTTP_CONNECTIONS_TIMED_OUT_TOTAL}{{timeout=\"idle_timeout\"}}");
+    let before = counter(&app, &series).await;
 
     let mut stream = TcpStream::connect(socket_address(&app)).await.unwrap();
     stream.write_all(HEALTHZ).await.unwrap();
@@ -99,7 +102,7 @@ async fn a_kept_alive_connection_that_asked_once_is_closed_after_the_idle_timeou
     .await;
     assert_eq!(rest, "", "nothing more was sent");
 
-    let after = counter(&app, series).await;
+    let after = counter(&app, &series).await;
     assert!(
         after > before,
         "the idle timeout is counted: {before} -> {after}"
@@ -110,7 +113,7 @@ async fn a_kept_alive_connection_that_asked_once_is_closed_after_the_idle_timeou
 /// connection from `fresh` may take: that client is answered, the connection idle
 /// longest was closed in its place, and `limit`'s count of such closings went up.
 async fn the_longest_idle_makes_room(app: &TestApp, n: usize, fresh: &str, limit: &str) {
-    let series = format!("wfmd_http_connections_closed_idle_total{{limit=\"{limit}\"}}");
+    let series = format!("{HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL}{{limit=\"{limit}\"}}");
     let before = counter(app, &series).await;
     let mut held = idle_kept_alive(app, "127.0.0.2", n).await;
 

@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wfmd::config::{Config, WebhookConfig};
 use wfmd::domain::AgentState;
-use wfmd::domain::rule::{Action, Conditions, Rule, RuleWhenBusy, Selector};
+use wfmd::domain::rule::{Action, Conditions, Rule, RuleSelector, RuleWhenBusy};
 use wfmd::engine::rules::RuleFirer;
 use wfmd::on;
 use wfmd::store::Store;
+use wfmd::telemetry::names::DEFERRED_TOTAL;
 
 use crate::cluster::{cluster_env_and, leads};
 use crate::helpers::{
@@ -316,7 +317,9 @@ async fn a_deferred_change_expires_after_defer_for_and_is_never_made(dialect: Di
     let expired = metrics
         .lines()
         .find_map(|line| {
-            line.strip_prefix("wfmd_deferred_total{outcome=\"expired\",tenant=\"default\"} ")
+            line.strip_prefix(&format!(
+                "{DEFERRED_TOTAL}{{outcome=\"expired\",tenant=\"default\"}} "
+            ))
         })
         .and_then(|n| n.parse::<f64>().ok());
     assert!(expired.is_some_and(|n| n >= 1.0), "{metrics}");
@@ -768,7 +771,7 @@ async fn a_rule_with_when_busy_defer_makes_its_change_when_the_contact_ends(dial
     let rule = Rule {
         name: "meeting".into(),
         slots: wfmd::domain::cron::Slots::parse("0 0 12 * * *", "UTC").unwrap(),
-        selector: Selector::Agents(vec![free.clone(), busy.clone()]),
+        selector: RuleSelector::Agents(vec![free.clone(), busy.clone()]),
         action: Action::Set {
             state: AgentState::NotReady,
             reason: Some("MEETING".into()),

@@ -293,7 +293,7 @@ fn the_two_instance_compose_example_configures_two_instances_of_one_postgresql_t
         ),
     )
     .unwrap();
-    let source = wfmd::config::Source {
+    let source = wfmd::config::ConfigSource {
         file: Some(file),
         simulate: false,
     };

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wfmd::on;
 use wfmd::store::{Backend, Store};
+use wfmd::telemetry::names::STORE_WRITE_ERRORS_TOTAL;
 
 use crate::helpers::{DEADLINE, SET_STATE, TestApp, TestDb, TestSim};
 
@@ -125,7 +126,11 @@ async fn a_change_the_database_cannot_record_is_never_sent_and_works_once_space_
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let errors = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("wfmd_store_write_errors_total{tenant=\"default\"} "))
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "{STORE_WRITE_ERRORS_TOTAL}{{tenant=\"default\"}} "
+            ))
+        })
         .expect("the write errors are counted");
     assert!(errors.parse::<f64>().unwrap() >= 1.0, "{errors}");
 
@@ -374,6 +379,152 @@ async fn a_burst_across_a_full_disk_records_every_change_the_platform_made_and_n
         "the change at the platform when the disk filled was recorded late"
     );
     every_change_leaves_the_state_before_it(&app.store).await;
+}
+
+/// A daemon that stopped (an operator's restart, a deploy) while the disk was full,
+/// after the platform made a change whose record it kept for room; then room again.
+struct StoppedWithAChangeKept {
+    // Held for the next daemon: the small disk under the database, and the platform.
+    _db: TestDb,
+    _sim: TestSim,
+    config: wfmd::config::Config,
+    agent: String,
+    /// The state the platform put the agent in.
+    made: &'static str,
+}
+
+impl StoppedWithAChangeKept {
+    async fn on(backend: Backend) -> StoppedWithAChangeKept {
+        let db = TestDb::on_small_disk_of(backend, disk_bytes(backend));
+        let sim = TestSim::default_tenant().await;
+        let mut config = sim.config(&db.url());
+        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
+        let agent = sim.free_agents().remove(0);
+        let made = other_than(&agent.state);
+        let first = Serving::start(&config).await;
+        let held = sim.sim.hold_next_on(SET_STATE);
+        let change = tokio::spawn({
+            let (address, agent) = (first.address.clone(), agent.id.clone());
+            async move {
+                set_state_at_with(&crate::helpers::http_client(), &address, &agent, made).await
+            }
+        });
+        tokio::time::timeout(DEADLINE, held.arrived())
+            .await
+            .expect("the change reaches the platform");
+        db.small_disk().fill();
+        held.release();
+        let (status, body) = change.await.unwrap();
+        assert_eq!(
+            (status, body["outcome"].as_str()),
+            (200, Some("succeeded")),
+            "{body}"
+        );
+        first.stop().await;
+        db.small_disk().free();
+        StoppedWithAChangeKept {
+            _db: db,
+            _sim: sim,
+            config,
+            agent: agent.id,
+            made,
+        }
+    }
+}
+
+/// What a daemon recorded is what the platform did: every change succeeded, one of them
+/// recorded late, no intent left, and each change leaves the state before it.
+async fn recorded_as_made(store: &Store) {
+    assert_eq!(
+        crate::helpers::count(store, RECORDED_LATE).await,
+        1,
+        "the change made before the stop is recorded late, as made"
+    );
+    assert_eq!(
+        crate::helpers::count(
+            store,
+            "SELECT COUNT(*) FROM transition_attempts WHERE outcome <> 'succeeded'"
+        )
+        .await,
+        0,
+        "none is recorded as failed"
+    );
+    assert_eq!(
+        crate::helpers::count(store, "SELECT COUNT(*) FROM transition_intents").await,
+        0
+    );
+    every_change_leaves_the_state_before_it(store).await;
+}
+
+on_both_small_disks!(
+    a_change_kept_for_room_when_the_daemon_stopped_is_recorded_before_the_agent_s_next_change
+);
+async fn a_change_kept_for_room_when_the_daemon_stopped_is_recorded_before_the_agent_s_next_change(
+    backend: Backend,
+) {
+    let stopped = StoppedWithAChangeKept::on(backend).await;
+    let next = Serving::start(&stopped.config).await;
+    let (status, body) = set_state_at_with(
+        &crate::helpers::http_client(),
+        &next.address,
+        &stopped.agent,
+        other_than(stopped.made),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["from"], stopped.made,
+        "the next change leaves the state the platform was put in: {body}"
+    );
+    recorded_as_made(&next.store).await;
+    next.stop().await;
+}
+
+on_both_small_disks!(
+    a_change_kept_for_room_when_the_daemon_stopped_is_recorded_within_seconds_of_the_next_start
+);
+async fn a_change_kept_for_room_when_the_daemon_stopped_is_recorded_within_seconds_of_the_next_start(
+    backend: Backend,
+) {
+    let stopped = StoppedWithAChangeKept::on(backend).await;
+    let next = Serving::start(&stopped.config).await;
+    crate::helpers::wait_until("the change made before the stop is recorded", || async {
+        crate::helpers::count(&next.store, "SELECT COUNT(*) FROM transition_intents").await == 0
+    })
+    .await;
+    recorded_as_made(&next.store).await;
+    next.stop().await;
+}
+
+/// wfmd as `wfmd serve` runs it, holding its database's lock, in this process.
+struct Serving {
+    address: String,
+    store: Store,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Serving {
+    async fn start(config: &wfmd::config::Config) -> Serving {
+        let app = wfmd::App::build_locked(config, config.tenants(), wfmd::engine::Clock::Wall)
+            .await
+            .unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let store = app.store();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+        Serving {
+            address,
+            store,
+            stop,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.server.await.unwrap().unwrap();
+    }
 }
 
 /// An interval as stored: agent, state, start, end, the attempt that opened it.

@@ -520,11 +520,11 @@ async fn a_leader_cut_off_from_the_database_stops_leading_and_its_term_is_refuse
 }
 
 /// Each tenant's current lease (`None` while none is current), in `stores`' order.
-async fn current_leases(stores: &[wfmd::store::Store]) -> Vec<Option<lease::Leadership>> {
+async fn current_leases(stores: &[wfmd::store::Store]) -> Vec<Option<lease::Lease>> {
     let mut leases = Vec::new();
     for store in stores {
         let lease = lease::leadership(store).await.unwrap();
-        leases.push(lease.filter(lease::Leadership::current));
+        leases.push(lease.filter(lease::Lease::current));
     }
     leases
 }
@@ -591,7 +591,7 @@ async fn tenants_spread_over_the_instances_and_gather_on_the_survivor() {
         }
     })
     .await;
-    let kept = |leases: &[lease::Leadership]| -> Vec<(String, i64)> {
+    let kept = |leases: &[lease::Lease]| -> Vec<(String, i64)> {
         leases.iter().map(|l| (l.holder.clone(), l.term)).collect()
     };
     assert_eq!(kept(&later), kept(&before));

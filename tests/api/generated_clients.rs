@@ -195,6 +195,7 @@ async fn openapi_typescript_generates_types_for_the_main_answers() {
     for (schema, field) in [
         ("BulkJob", "job_id: string;"),
         ("AcceptedView", "job_id: string;"),
+        ("JobStarted", "job_id: string;"),
         (
             "HistoryView",
             r#"intervals: components["schemas"]["IntervalView"][];"#,
@@ -211,6 +212,11 @@ async fn openapi_typescript_generates_types_for_the_main_answers() {
     assert!(
         create.contains(r#""application/json": components["schemas"]["Transition"];"#),
         "the change's 200 is not typed:\n{create}"
+    );
+    let analytics = declaration(&types, "create_analytics_job");
+    assert!(
+        analytics.contains(r#""application/json": components["schemas"]["JobStarted"];"#),
+        "an analytics job's 202 is not typed:\n{analytics}"
     );
 }
 

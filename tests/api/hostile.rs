@@ -10,6 +10,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use wfmd::telemetry::names::{
+    HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL, HTTP_CONNECTIONS_REFUSED_TOTAL,
+    HTTP_CONNECTIONS_TIMED_OUT_TOTAL,
+};
 
 use crate::auth::As;
 use crate::helpers::{DEADLINE, Daemon, TestApp, TestDb, TestSim, http_client};
@@ -85,12 +89,11 @@ async fn a_flood_of_idle_and_half_open_connections_is_capped_and_timed_out_while
     })
     .await;
     let to = socket_address(&app);
-    let refused_series =
-        "wfmd_http_connections_refused_total{limit=\"max_connections_per_client\"}";
-    let closed_series =
-        "wfmd_http_connections_closed_idle_total{limit=\"max_connections_per_client\"}";
-    let refused_before = counter(&app, refused_series).await;
-    let closed_before = counter(&app, closed_series).await;
+    let per_client = "{limit=\"max_connections_per_client\"}";
+    let refused_series = format!("{HTTP_CONNECTIONS_REFUSED_TOTAL}{per_client}");
+    let closed_series = format!("{HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL}{per_client}");
+    let refused_before = counter(&app, &refused_series).await;
+    let closed_before = counter(&app, &closed_series).await;
 
     // The flood, from 127.0.0.2: idle sockets, heads cut short, bodies that stall, and
     // a kept-alive connection that asks once and then sits. Beyond its share.
@@ -140,8 +143,8 @@ async fn a_flood_of_idle_and_half_open_connections_is_capped_and_timed_out_while
             "{what} was answered as if complete: {read}"
         );
     }
-    let refused = counter(&app, refused_series).await - refused_before;
-    let closed = counter(&app, closed_series).await - closed_before;
+    let refused = counter(&app, &refused_series).await - refused_before;
+    let closed = counter(&app, &closed_series).await - closed_before;
     assert!(
         refused + closed >= 8.0,
         "the connections past the share were refused ({refused}) or made room ({closed})"
@@ -159,7 +162,7 @@ async fn a_flood_of_idle_and_half_open_connections_is_capped_and_timed_out_while
     for timeout in ["header_read_timeout", "idle_timeout"] {
         assert!(
             timed_out.contains(&format!(
-                "wfmd_http_connections_timed_out_total{{timeout=\"{timeout}\"}}"
+                "{HTTP_CONNECTIONS_TIMED_OUT_TOTAL}{{timeout=\"{timeout}\"}}"
             )),
             "{timeout} is counted"
         );

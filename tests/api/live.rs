@@ -14,6 +14,7 @@ use wfmd::config::Config;
 use wfmd::domain::events::{Event, StateChanged};
 use wfmd::domain::{AgentState, Origin};
 use wfmd::store::outbox;
+use wfmd::telemetry::names::LIVE_RESYNCS_TOTAL;
 
 use crate::auth::{As, spawn_with_roles};
 use crate::helpers::{
@@ -217,9 +218,10 @@ async fn the_feed_sends_the_snapshot_then_every_event_in_commit_order() {
     let mut got = Vec::new();
     while got.len() < changes.len() {
         let event = feed.next().await;
-        // New figures, or the board sent again after the startup load: neither is an
-        // event of the outbox, and neither moves the client's place in it.
-        if event.event == "metrics" || event.event == "snapshot" {
+        // New figures, the board sent again after the startup load, or an agent's row
+        // of real-time adherence: none is an event of the outbox, and none moves the
+        // client's place in it.
+        if ["metrics", "snapshot", "adherence.changed"].contains(&event.event.as_str()) {
             continue;
         }
         assert_eq!(
@@ -442,7 +444,7 @@ async fn a_stalled_client_does_not_delay_another_and_is_resynced_not_given_a_gap
         snapshot_ids.len()
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("wfmd_live_resyncs_total"), "{metrics}");
+    assert!(metrics.contains(LIVE_RESYNCS_TOTAL), "{metrics}");
 }
 
 #[tokio::test]

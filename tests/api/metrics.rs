@@ -12,6 +12,7 @@ use wfmd::config::Config;
 use wfmd::domain::metrics::SkillTile;
 use wfmd::sim::{QUEUES_SCOPE, SimConfig};
 use wfmd::store::samples::{self, Sample};
+use wfmd::telemetry::names::{METRIC_POLLS_TOTAL, METRIC_SAMPLES_TOTAL};
 
 use crate::helpers::{TestApp, TestSim};
 
@@ -227,17 +228,15 @@ async fn a_missing_scope_stops_queue_stats_only_and_shows_on_readyz() {
 
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("wfmd_metric_polls_total")
-                && l.contains("family=\"queues\"")
-                && l.contains("outcome=\"unavailable\"")),
+        metrics.lines().any(|l| l.starts_with(METRIC_POLLS_TOTAL)
+            && l.contains("family=\"queues\"")
+            && l.contains("outcome=\"unavailable\"")),
         "{metrics}"
     );
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("wfmd_metric_samples_total") && l.contains("family=\"skills\"")),
+            .any(|l| l.starts_with(METRIC_SAMPLES_TOTAL) && l.contains("family=\"skills\"")),
         "{metrics}"
     );
 }

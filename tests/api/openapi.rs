@@ -15,7 +15,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::auth::{As, addressed_routes, fill_path, spawn_with_roles};
+use crate::auth::{As, CALLERS, addressed_routes, fill_path, spawn_with_roles};
 use crate::helpers::{SET_STATE, TestApp, install_when_missing};
 
 /// One operation of the spec.
@@ -37,6 +37,8 @@ struct Operation {
     statuses: BTreeSet<u16>,
     /// Documented content types of each status that has a body.
     content_types: BTreeMap<u16, BTreeSet<String>>,
+    /// One of the console's pages (tag `console`).
+    page: bool,
 }
 
 /// One parameter of an operation.
@@ -121,6 +123,9 @@ fn operations(spec: &Value) -> Vec<Operation> {
                     .is_some_and(|types| !types.contains_key("application/json")),
                 statuses,
                 content_types,
+                page: operation["tags"]
+                    .as_array()
+                    .is_some_and(|tags| tags.contains(&json!("console"))),
             });
         }
     }
@@ -437,8 +442,12 @@ async fn hostile_input_gets_a_4xx_problem_naming_the_field_or_parameter() {
 /// Cases of the pass with tokens and of the one without: enough to reach every route
 /// (each tenant's twice: unprefixed and under `/v1/tenants/{tenant}`) with every kind of
 /// input, in seconds on a shared 2-core machine.
-const FUZZ_CASES_WITH_TOKENS: usize = 8_000;
-const FUZZ_CASES_WITHOUT_TOKENS: usize = 6_000;
+const FUZZ_CASES_WITH_TOKENS: usize = 12_000;
+const FUZZ_CASES_WITHOUT_TOKENS: usize = 7_000;
+/// Cases for each of the console's pages (tag `console`), drawn apart from the API's: a
+/// page takes no body and answers HTML or a 404, and drawing its cases from the same
+/// pool would only thin out the API routes' rare answers.
+const FUZZ_CASES_PER_PAGE: usize = 40;
 /// Requests in flight at once.
 const FUZZ_CONCURRENCY: usize = 4;
 
@@ -597,6 +606,17 @@ fn plausible(name: &str, schema: &Value, known: &Known) -> BoxedStrategy<String>
         // A bulk job's list: a job naming an agent the tenant lacks is refused whole.
         "agents" => agents.boxed(),
         "team" => proptest::sample::select(known.teams.clone()).boxed(),
+        // A sign-in's token: one the daemon has (when it has any), so a schema-valid
+        // sign-in gets past "not a configured token".
+        "token" => proptest::sample::select(
+            CALLERS
+                .iter()
+                .filter_map(|who| who.token())
+                .filter(|token| *token != As::WrongToken.token().unwrap())
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        )
+        .boxed(),
         "from" => instant(-120..-1),
         "to" => instant(1..72),
         // Unique, so two requests never share a key (a reused key with another body is
@@ -1208,14 +1228,29 @@ async fn fuzz(app: &TestApp, seed: u8, count: usize, tokens: bool) -> Seen {
             )
         })
         .collect();
-    let any_case = proptest::strategy::Union::new_weighted(strategies);
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
-    );
-    let cases: Vec<Case> = (0..count)
-        .map(|_| any_case.new_tree(&mut runner).unwrap().current())
-        .collect();
+    let (pages, api): (Vec<_>, Vec<_>) = strategies
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| operations[*i].page);
+    let strip = |pool: Vec<(usize, _)>| pool.into_iter().map(|(_, s)| s).collect::<Vec<_>>();
+    let mut cases: Vec<Case> = Vec::new();
+    for (pool, count) in [
+        (strip(api), count),
+        (
+            strip(pages),
+            FUZZ_CASES_PER_PAGE * operations.iter().filter(|o| o.page).count(),
+        ),
+    ] {
+        if pool.is_empty() {
+            continue;
+        }
+        let any_case = proptest::strategy::Union::new_weighted(pool);
+        let mut runner = TestRunner::new_with_rng(
+            Config::default(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
+        );
+        cases.extend((0..count).map(|_| any_case.new_tree(&mut runner).unwrap().current()));
+    }
     crate::helpers::http_client();
     // A redirect is the operation's answer (`/t/{tenant}` documents its 308), not the
     // page it points at.
@@ -1703,7 +1738,10 @@ async fn every_event_of_the_live_feed_matches_the_schema_the_document_declares()
     assert_eq!(response.status(), 200);
     let changed = feed.next_of("agent.state_changed").await;
     let resume = changed.id.clone().unwrap();
-    events.extend([snapshot, changed]);
+    // The agent's row of real-time adherence follows its state.
+    let row = feed.next_of("adherence.changed").await;
+    assert_eq!(row.data["data"]["id"], agent.as_str());
+    events.extend([snapshot, changed, row]);
     let response = app.transition(&agent, json!({"state": "READY"})).await;
     assert_eq!(response.status(), 200);
     let mut resumed = crate::live::Sse::open(
@@ -1740,7 +1778,7 @@ async fn every_event_of_the_live_feed_matches_the_schema_the_document_declares()
     })
     .await
     .unwrap();
-    assert_eq!(verdict.trim(), "4 events valid", "{verdict}");
+    assert_eq!(verdict.trim(), "5 events valid", "{verdict}");
     app.stop().await;
 }
 

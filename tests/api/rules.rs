@@ -17,10 +17,11 @@ use wfmd::Services;
 use wfmd::config::Config;
 use wfmd::domain::AgentState;
 use wfmd::domain::cron::Slots;
-use wfmd::domain::rule::{Action, Conditions, Rule, Selector};
+use wfmd::domain::rule::{Action, Conditions, Rule, RuleSelector};
 use wfmd::engine::rules::{Decision, RuleFirer, RuleScheduler, idempotency_key};
 use wfmd::sim::{Faults, SimConfig};
 use wfmd::store::{Store, firings};
+use wfmd::telemetry::names::RULE_FIRINGS_TOTAL;
 
 use crate::helpers::{
     Backend, Daemon, Dialect, SET_STATE, TestDb, TestSim, count, on_both_dialects,
@@ -34,7 +35,7 @@ fn utc(text: &str) -> DateTime<Utc> {
 }
 
 /// Weekdays at noon, New York time: 16:00Z or 17:00Z.
-fn weekday_noon(name: &str, selector: Selector, catch_up: Duration) -> Rule {
+fn weekday_noon(name: &str, selector: RuleSelector, catch_up: Duration) -> Rule {
     Rule {
         name: name.into(),
         slots: Slots::parse("0 0 12 * * Mon-Fri", "America/New_York").unwrap(),
@@ -111,7 +112,7 @@ async fn a_slot_that_fired_does_not_fire_again_after_a_restart(dialect: Dialect,
     let rule = || {
         weekday_noon(
             name,
-            Selector::Agents(agents.clone()),
+            RuleSelector::Agents(agents.clone()),
             Duration::from_secs(3_600),
         )
     };
@@ -143,7 +144,7 @@ async fn a_slot_that_fired_does_not_fire_again_after_a_restart(dialect: Dialect,
     let shown = metrics.render();
     assert!(
         shown.contains(&format!(
-            r#"wfmd_rule_firings_total{{rule="{name}",outcome="completed"}} 1"#
+            r#"{RULE_FIRINGS_TOTAL}{{rule="{name}",outcome="completed"}} 1"#
         )),
         "{shown}"
     );
@@ -194,12 +195,12 @@ async fn a_missed_slot_fires_at_start_within_catch_up_and_is_recorded_as_skipped
         vec![
             weekday_noon(
                 "tolerant",
-                Selector::Agents(vec![agents[0].clone()]),
+                RuleSelector::Agents(vec![agents[0].clone()]),
                 Duration::from_secs(30 * 60),
             ),
             weekday_noon(
                 "strict",
-                Selector::Agents(vec![agents[1].clone()]),
+                RuleSelector::Agents(vec![agents[1].clone()]),
                 Duration::ZERO,
             ),
         ]
@@ -314,7 +315,7 @@ async fn a_firing_fans_out_under_the_request_budget_without_429s(dialect: Dialec
     let mut config = config_for(&sim, &db);
     config.cxone.requests_per_minute = 1_200;
     let members = 60;
-    let rule = weekday_noon("all-coaching", Selector::All, Duration::ZERO);
+    let rule = weekday_noon("all-coaching", RuleSelector::All, Duration::ZERO);
     let services = Services::start(&config).await.unwrap();
     let row = firer(&services, &config)
         .fire_slot(
@@ -721,7 +722,11 @@ async fn a_rule_leaves_agents_state_sync_saw_in_its_state_alone_without_a_call_a
             state: AgentState::NotReady,
             reason: Some("MEETING".into()),
         },
-        ..weekday_noon("meeting", Selector::Agents(agents.clone()), Duration::ZERO)
+        ..weekday_noon(
+            "meeting",
+            RuleSelector::Agents(agents.clone()),
+            Duration::ZERO,
+        )
     };
     let stop = CancellationToken::new();
     let first = firer(&services, &config)

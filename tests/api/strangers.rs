@@ -4,6 +4,7 @@
 //! only with it.
 
 use serde_json::{Value, json};
+use wfmd::telemetry::names::HTTP_CONNECTIONS;
 
 use crate::auth::entry;
 use crate::helpers::{TestApp, TestDb, TestSim, http_client};
@@ -107,13 +108,21 @@ async fn with_tokens_a_stranger_gets_the_same_wallboard_page_for_every_tenant_id
         (status, location, response.text().await.unwrap())
     };
 
-    // A browser opening a board sends no token: served or not, the same page.
+    // A browser opening a board sends no token: served or not, the same page (which
+    // only writes the id of its own address into its links).
     let (status, _, page) = get("/t/alpha/", None).await;
     assert_eq!(status, 200);
-    for path in ["/t/beta/", "/t/gamma/", "/t/no-such-tenant/"] {
+    for (path, tenant) in [
+        ("/t/beta/", "beta"),
+        ("/t/gamma/", "gamma"),
+        ("/t/no-such-tenant/", "no-such-tenant"),
+    ] {
         let (status, _, body) = get(path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
-        assert!(body == page, "{path}: another page");
+        assert!(
+            body.replace(tenant, "alpha") == page,
+            "{path}: another page"
+        );
     }
     for (path, to) in [("/t/beta", "/t/beta/"), ("/t/gamma", "/t/gamma/")] {
         let (status, location, _) = get(path, None).await;
@@ -127,6 +136,54 @@ async fn with_tokens_a_stranger_gets_the_same_wallboard_page_for_every_tenant_id
     for (path, token) in [("/t/beta/", ALPHA), ("/t/beta", ALPHA), ("/t/gamma/", BOTH)] {
         let (status, _, body) = get(path, Some(token)).await;
         assert_eq!(status, 404, "{path} {token}: {body}");
+    }
+    served.stop().await;
+}
+
+/// The console's pages under a tenant's address, `{}` the tenant.
+const CONSOLE_PAGES: [&str; 8] = [
+    "/t/{}/rta",
+    "/t/{}/agents/u_001",
+    "/t/{}/jobs",
+    "/t/{}/exceptions",
+    "/t/{}/reports",
+    "/t/{}/sign-in",
+    "/t/{}/sign-out",
+    "/t/{}/",
+];
+
+#[tokio::test]
+async fn with_tokens_a_stranger_gets_the_same_console_pages_for_every_tenant_id() {
+    let (alpha, beta) = two_sims().await;
+    let db = TestDb::new();
+    let served = served(&alpha, &beta, &db).await;
+    for page in CONSOLE_PAGES {
+        let at = |tenant: &str| page.replace("{}", tenant);
+        // A browser not signed in sends no credential: served or not, the same page.
+        let (status, first) = get(&served, &at("alpha"), None).await;
+        assert_eq!(status, 200, "{page}: {first}");
+        for tenant in ["beta", "gamma", "no-such-tenant"] {
+            let (status, body) = get(&served, &at(tenant), None).await;
+            assert_eq!(status, 200, "{}: {body}", at(tenant));
+            // Only the tenant's own name in the page's addresses differs.
+            assert_eq!(
+                body.replace(tenant, "alpha"),
+                first,
+                "{}: another page",
+                at(tenant)
+            );
+        }
+        assert_eq!(get(&served, &at("Alpha"), None).await.0, 404, "{page}");
+        // A caller the API knows is told what the API would tell it.
+        assert_eq!(
+            get(&served, &at("alpha"), Some(ALPHA)).await.0,
+            200,
+            "{page}"
+        );
+        for (tenant, token) in [("beta", ALPHA), ("gamma", BOTH)] {
+            let (status, body) = get(&served, &at(tenant), Some(token)).await;
+            assert_eq!(status, 404, "{} {token}: {body}", at(tenant));
+        }
     }
     served.stop().await;
 }
@@ -165,7 +222,7 @@ async fn once_a_metrics_token_is_set_metrics_answers_only_a_scraper_presenting_i
     let response = metrics(Some(SCRAPER)).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    assert!(text.contains("wfmd_http_connections"), "{text}");
+    assert!(text.contains(HTTP_CONNECTIONS), "{text}");
     // The probes stay open.
     assert_eq!(app.get("/healthz").await.status(), 200);
 }

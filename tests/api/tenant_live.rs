@@ -5,7 +5,7 @@
 use fantoccini::Locator;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use wfmd::config::{Config, Source};
+use wfmd::config::{Config, ConfigSource};
 use wfmd::on;
 
 use crate::helpers::{DEADLINE, TestDb, TestSim, http_client};
@@ -39,7 +39,7 @@ fn two_tenants_with(
     );
     text.push_str(&per_tenant("beta"));
     std::fs::write(&file, text).unwrap();
-    let source = Source {
+    let source = ConfigSource {
         file: Some(file),
         simulate: false,
     };

@@ -7,6 +7,11 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use wfmd::telemetry::names::{
+    ADHERENCE_EXCEPTIONS_OPEN, API_REFUSALS_TOTAL, BULK_ITEMS_TOTAL, DATABASE_SIZE_BYTES,
+    HTTP_CONNECTIONS, LIVE_CLIENTS, LIVE_RESUMES_TOTAL, STORE_WRITE_ERRORS_TOTAL, SYNC_POLLS_TOTAL,
+    TRANSITIONS_TOTAL, WEBHOOK_DEAD_TOTAL, WEBHOOK_DELIVERED_TOTAL,
+};
 use wfmd::telemetry::{MIXED, PROCESS};
 
 use crate::helpers::{Daemon, TestDb, TestSim, get_text, http_client};
@@ -218,19 +223,14 @@ async fn each_tenants_series_carry_its_tenant_and_count_its_own_work_only() {
     }
 
     let delivered = |series: &[Series], tenant: &str| {
-        value(
-            series,
-            "wfmd_webhook_delivered_total",
-            &[("tenant", tenant)],
-        )
-        .unwrap_or(0.0)
+        value(series, WEBHOOK_DELIVERED_TOTAL, &[("tenant", tenant)]).unwrap_or(0.0)
     };
     let series = crate::helpers::eventually("both tenants' webhooks delivered", || async {
         // Read first: a delivery is counted after the receiver has it.
         let received = receiver.received().len() as f64;
         let series = client.scrape().await;
         let (alpha_sent, beta_sent) = (delivered(&series, "alpha"), delivered(&series, "beta"));
-        let alpha_live = value(&series, "wfmd_live_clients", &[("tenant", "alpha")]);
+        let alpha_live = value(&series, LIVE_CLIENTS, &[("tenant", "alpha")]);
         if alpha_sent > 0.0
             && beta_sent > 0.0
             && alpha_sent + beta_sent == received
@@ -266,35 +266,35 @@ async fn each_tenants_series_carry_its_tenant_and_count_its_own_work_only() {
         )
     };
     let succeeded = [("outcome", "succeeded")];
-    let changes = of_each("wfmd_transitions_total", &succeeded);
+    let changes = of_each(TRANSITIONS_TOTAL, &succeeded);
     assert_eq!(changes, (Some(3.0), Some(2.0)));
-    let items = of_each("wfmd_bulk_items_total", &succeeded);
+    let items = of_each(BULK_ITEMS_TOTAL, &succeeded);
     assert_eq!(items, (Some(1.0), Some(1.0)));
-    let resumed = of_each("wfmd_live_resumes_total", &[("outcome", "snapshot")]);
+    let resumed = of_each(LIVE_RESUMES_TOTAL, &[("outcome", "snapshot")]);
     assert_eq!(resumed, (Some(0.0), Some(1.0)));
     // Registered at zero for each tenant, with no unlabelled twin.
     for tenant in TENANTS {
         for name in [
-            "wfmd_store_write_errors_total",
-            "wfmd_webhook_dead_total",
-            "wfmd_sync_polls_total",
-            "wfmd_adherence_exceptions_open",
+            STORE_WRITE_ERRORS_TOTAL,
+            WEBHOOK_DEAD_TOTAL,
+            SYNC_POLLS_TOTAL,
+            ADHERENCE_EXCEPTIONS_OPEN,
         ] {
             assert_eq!(of(&series, name, &[], tenant), Some(0.0), "{name}");
         }
-        assert!(of(&series, "wfmd_database_size_bytes", &[], tenant) > Some(0.0));
+        assert!(of(&series, DATABASE_SIZE_BYTES, &[], tenant) > Some(0.0));
     }
     let refused = |tenant: Option<&str>| {
         let mut labels = vec![("reason", "missing")];
         labels.extend(tenant.map(|t| ("tenant", t)));
-        value(&series, "wfmd_api_refusals_total", &labels)
+        value(&series, API_REFUSALS_TOTAL, &labels)
     };
     assert_eq!(
         (refused(Some("beta")), refused(Some("alpha")), refused(None)),
         (Some(1.0), Some(0.0), Some(1.0)),
         "beta's routes refused one, the tenant list one"
     );
-    assert!(value(&series, "wfmd_http_connections", &[]) >= Some(1.0));
+    assert!(value(&series, HTTP_CONNECTIONS, &[]) >= Some(1.0));
 
     // The feed's client is counted off where it was counted on: in alpha's series,
     // although the server drops the stream outside the request that opened it.
@@ -303,7 +303,7 @@ async fn each_tenants_series_carry_its_tenant_and_count_its_own_work_only() {
         let series = client.scrape().await;
         let clients: Vec<(Option<&str>, f64)> = series
             .iter()
-            .filter(|s| s.name == "wfmd_live_clients")
+            .filter(|s| s.name == LIVE_CLIENTS)
             .map(|s| (s.label("tenant"), s.value))
             .collect();
         if clients.contains(&(Some("alpha"), 0.0)) && clients.contains(&(Some("beta"), 1.0)) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wfmd::App;
-use wfmd::config::{Config, Source};
+use wfmd::config::{Config, ConfigSource};
 
 use crate::helpers::{Backend, Daemon, TestDb, TestSim, http_client, on_both_backends, wait_until};
 use wfmd::sim::SimConfig;
@@ -84,7 +84,7 @@ pub(crate) fn tenants_file_in(
 /// [`two_tenants_file`], loaded.
 pub(crate) fn two_tenants(db: &TestDb, alpha: &TestSim, beta: &TestSim, extra: &str) -> Config {
     let (file, env) = two_tenants_file(db, alpha, beta, extra);
-    let source = Source {
+    let source = ConfigSource {
         file: Some(file),
         simulate: false,
     };
@@ -638,7 +638,7 @@ async fn a_database_written_before_tenants_opens_migrates_in_place_and_keeps_its
         &[("default", &sim), ("beta", &beta)],
         &format!("[audit]\nkey = \"{BEFORE_TENANTS_KEY}\"\n"),
     );
-    let source = Source {
+    let source = ConfigSource {
         file: Some(file.clone()),
         simulate: false,
     };
@@ -671,7 +671,7 @@ async fn one_tenant_saturating_its_budget_leaves_another_tenants_changes_unhinde
         1,
     );
     std::fs::write(&file, text).unwrap();
-    let source = Source {
+    let source = ConfigSource {
         file: Some(file),
         simulate: false,
     };
@@ -746,7 +746,7 @@ async fn one_tenants_revoked_credentials_leave_the_other_working_and_readyz_says
         "WFMD_TENANTS__BETA__CXONE__CLIENT_SECRET".into(),
         "revoked-secret".into(),
     ));
-    let source = Source {
+    let source = ConfigSource {
         file: Some(file),
         simulate: false,
     };

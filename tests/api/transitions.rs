@@ -1,6 +1,7 @@
 //! State changes through the HTTP API: allowed, rejected, replayed, malformed.
 
 use serde_json::{Value, json};
+use wfmd::telemetry::names::TRANSITIONS_TOTAL;
 
 use crate::helpers::{
     Dialect, GET_BREAKS, GET_SCHEDULE, SET_STATE, TestApp, TestDb, TestSim, on_both_backends,
@@ -284,7 +285,7 @@ async fn health_readiness_and_metrics_answer() {
     let agent = app.sim.free_agents().remove(0);
     app.set_state(&agent.id, "NOT_READY").await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("wfmd_transitions_total"), "{metrics}");
+    assert!(metrics.contains(TRANSITIONS_TOTAL), "{metrics}");
     let response = app.get("/v1/nothing-here").await;
     assert_eq!(response.status(), 404);
     assert!(response.headers().contains_key("x-request-id"));

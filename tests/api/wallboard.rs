@@ -257,7 +257,7 @@ fn tiles_expected(snapshot: &Value) -> Value {
 /// Agents that keep a state set from outside for the next quarter hour: on shift
 /// throughout, with no break coming. (A READY agent may be given a contact at any
 /// moment; the test keeps its agents out of READY.)
-fn quiet_agents(sim: &TestSim) -> Vec<wfmd::sim::SimAgent> {
+pub(crate) fn quiet_agents(sim: &TestSim) -> Vec<wfmd::sim::SimAgent> {
     let now = sim.sim.clock().now();
     let later = now + TimeDelta::minutes(15);
     sim.agents_where(|a| {
@@ -270,7 +270,7 @@ fn quiet_agents(sim: &TestSim) -> Vec<wfmd::sim::SimAgent> {
 }
 
 /// Puts `agent` in `state` through the API.
-async fn set_state(address: &str, agent: &str, state: &str) {
+pub(crate) async fn set_state(address: &str, agent: &str, state: &str) {
     let (status, body) = set_state_at(address, agent, state).await;
     assert_eq!(status, 200, "{body}");
 }
@@ -323,7 +323,7 @@ async fn close_day(browser: &Client) {
     .await;
 }
 
-fn artifact(name: &str) -> PathBuf {
+pub(crate) fn artifact(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));

@@ -11,6 +11,11 @@ use wfmd::domain::events::{Event, StateChanged};
 use wfmd::domain::{AgentState, Origin};
 use wfmd::sim::SimConfig;
 use wfmd::store::Store;
+use wfmd::telemetry::names::{
+    WEBHOOK_DEAD_TOTAL, WEBHOOK_DELIVERED_TOTAL, WEBHOOK_DELIVERY_LATENCY_SECONDS,
+    WEBHOOK_ENDPOINT_STATUS, WEBHOOK_FAILED_ATTEMPTS_TOTAL, WEBHOOK_OLDEST_PENDING_AGE_SECONDS,
+    WEBHOOK_QUEUE_DEPTH,
+};
 
 use crate::helpers::{
     DEADLINE, Daemon, TestApp, TestDb, TestSim, free_port, http_client, on_both_backends, wfmd,
@@ -130,12 +135,12 @@ async fn hundred_events_arrive_signed_and_in_commit_order_per_agent(db: TestDb) 
     wait_delivered(&app, 100).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for name in [
-        "wfmd_webhook_delivered_total",
-        "wfmd_webhook_failed_attempts_total",
-        "wfmd_webhook_dead_total",
-        "wfmd_webhook_queue_depth",
-        "wfmd_webhook_oldest_pending_age_seconds",
-        "wfmd_webhook_delivery_latency_seconds",
+        WEBHOOK_DELIVERED_TOTAL,
+        WEBHOOK_FAILED_ATTEMPTS_TOTAL,
+        WEBHOOK_DEAD_TOTAL,
+        WEBHOOK_QUEUE_DEPTH,
+        WEBHOOK_OLDEST_PENDING_AGE_SECONDS,
+        WEBHOOK_DELIVERY_LATENCY_SECONDS,
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
@@ -193,7 +198,7 @@ async fn endpoint_status(app: &TestApp, receiver: &Receiver, status: &str) -> Op
     let labels = format!("endpoint=\"{}\"", receiver.url());
     metrics
         .lines()
-        .filter(|line| line.starts_with("wfmd_webhook_endpoint_status{"))
+        .filter(|line| line.starts_with(&format!("{WEBHOOK_ENDPOINT_STATUS}{{")))
         .filter(|line| line.contains(&labels) && line.contains(&format!("status=\"{status}\"")))
         .find_map(|line| line.rsplit(' ').next()?.parse().ok())
 }

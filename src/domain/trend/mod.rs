@@ -83,7 +83,7 @@ pub enum Detector {
 
 /// The knobs of [`analyse`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
+pub struct TrendSettings {
     /// Points in the moving average, and earlier comparable values in a baseline: the
     /// same hour on `window` earlier days, say (at least 2).
     pub window: usize,
@@ -95,7 +95,7 @@ pub struct Settings {
     pub bucket_ms: i64,
 }
 
-impl Settings {
+impl TrendSettings {
     pub const DEFAULT_WINDOW: usize = 7;
     /// Robust z-scores past 4.5 are rare in clean data (a few in ten thousand points
     /// of a seasonal series with noise), while a real spike or dip is many spreads away
@@ -106,7 +106,7 @@ impl Settings {
     pub const MIN_WINDOW: usize = 2;
     pub const MAX_WINDOW: usize = 10_000;
 
-    /// Settings users gave for a series of `bucket_ms` buckets, checked; the error
+    /// TrendSettings users gave for a series of `bucket_ms` buckets, checked; the error
     /// starts with the name of the bad one (`window`, `z`). A season no longer than a
     /// bucket (daily with day buckets) is no season: each point is compared with the
     /// ones right before, which is what "the same time on earlier days" means there.
@@ -115,12 +115,12 @@ impl Settings {
         z_threshold: f64,
         seasonality: Seasonality,
         bucket_ms: i64,
-    ) -> Result<Settings, String> {
-        if !(Settings::MIN_WINDOW..=Settings::MAX_WINDOW).contains(&window) {
+    ) -> Result<TrendSettings, String> {
+        if !(TrendSettings::MIN_WINDOW..=TrendSettings::MAX_WINDOW).contains(&window) {
             return Err(format!(
                 "window must be between {} and {}, not {window}",
-                Settings::MIN_WINDOW,
-                Settings::MAX_WINDOW
+                TrendSettings::MIN_WINDOW,
+                TrendSettings::MAX_WINDOW
             ));
         }
         if !z_threshold.is_finite() || z_threshold <= 0.0 {
@@ -128,7 +128,7 @@ impl Settings {
                 "z threshold must be a positive number, not {z_threshold}"
             ));
         }
-        Ok(Settings {
+        Ok(TrendSettings {
             window,
             z_threshold,
             seasonality,
@@ -188,14 +188,14 @@ impl AnomalyKind {
 
 /// One value of a series at the start of its bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
+pub struct TrendPoint {
     pub at: DateTime<Utc>,
     pub value: f64,
 }
 
 /// The figures of one point; `None` where there is not enough history yet.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Figures {
+pub struct TrendFigures {
     pub moving_average: Option<f64>,
     pub direction: Option<Direction>,
     pub z_score: Option<f64>,
@@ -213,17 +213,17 @@ pub struct Figures {
 /// season the baselines followed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Analysis {
-    pub points: Vec<Figures>,
+    pub points: Vec<TrendFigures>,
     pub direction: Option<Direction>,
     /// What the baselines compared with: never `Auto` (its choice is given instead).
     pub seasonality: Seasonality,
 }
 
 /// Analyses `points`, which must be in time order (ties keep their order).
-pub fn analyse(points: &[Point], settings: &Settings) -> Analysis {
+pub fn analyse(points: &[TrendPoint], settings: &TrendSettings) -> Analysis {
     debug_assert!(points.windows(2).all(|p| p[0].at <= p[1].at));
     let window = settings.window.max(1);
-    let mut figures = vec![Figures::default(); points.len()];
+    let mut figures = vec![TrendFigures::default(); points.len()];
     let finite: Vec<usize> = (0..points.len())
         .filter(|&i| points[i].value.is_finite())
         .collect();
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn settings_name_what_is_wrong() {
         let check = |window, z, seasonality, bucket| {
-            Settings::checked(window, z, seasonality, bucket).map(|_| ())
+            TrendSettings::checked(window, z, seasonality, bucket).map(|_| ())
         };
         assert!(
             check(1, 2.0, Seasonality::None, DAY_MS)

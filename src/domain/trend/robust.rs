@@ -36,7 +36,7 @@
 //! Medians ignore a lone spike: it neither hides the next one nor lifts the baseline or
 //! the spread.
 
-use super::{AnomalyKind, Figures, HOUR_MS, Point, Seasonality, Settings};
+use super::{AnomalyKind, HOUR_MS, Seasonality, TrendFigures, TrendPoint, TrendSettings};
 
 /// Scales a median absolute deviation to the standard deviation of normal noise.
 const MAD_SCALE: f64 = 1.4826;
@@ -62,10 +62,10 @@ fn small_sample_widening(n: usize) -> f64 {
 /// Scores the finite points (`finite`, indices into `points`, in time order) into
 /// `figures`; returns the season the baselines followed.
 pub(super) fn score(
-    points: &[Point],
+    points: &[TrendPoint],
     finite: &[usize],
-    settings: &Settings,
-    figures: &mut [Figures],
+    settings: &TrendSettings,
+    figures: &mut [TrendFigures],
 ) -> Seasonality {
     let step = step_ms(points, finite, settings.bucket_ms);
     let season = choose(points, finite, settings, step);
@@ -84,7 +84,7 @@ pub(super) fn score(
 }
 
 /// The bucket length: as given, or else the shortest gap between points.
-fn step_ms(points: &[Point], finite: &[usize], bucket_ms: i64) -> i64 {
+fn step_ms(points: &[TrendPoint], finite: &[usize], bucket_ms: i64) -> i64 {
     if bucket_ms > 0 {
         return bucket_ms;
     }
@@ -108,9 +108,9 @@ fn fits(period_ms: i64, step_ms: i64) -> bool {
 /// Candidates are compared on the same points (those the longest can predict); a season
 /// the series is too short to predict a full season of is left out.
 pub(super) fn choose(
-    points: &[Point],
+    points: &[TrendPoint],
     finite: &[usize],
-    settings: &Settings,
+    settings: &TrendSettings,
     step: i64,
 ) -> Seasonality {
     if settings.seasonality != Seasonality::Auto {
@@ -165,7 +165,7 @@ pub(super) fn choose(
 /// For each finite point, `|value − median of the window earlier values at its place in
 /// the season|`, once there are `window` of them.
 fn prediction_errors(
-    points: &[Point],
+    points: &[TrendPoint],
     finite: &[usize],
     season: Seasonality,
     step: i64,
@@ -210,7 +210,7 @@ impl Places {
         }
     }
 
-    fn of(&self, point: &Point) -> usize {
+    fn of(&self, point: &TrendPoint) -> usize {
         if self.count == 1 {
             return 0;
         }
@@ -436,7 +436,13 @@ impl Detector {
         }
     }
 
-    fn judge(&mut self, i: usize, point: &Point, threshold: f64, figures: &mut [Figures]) {
+    fn judge(
+        &mut self,
+        i: usize,
+        point: &TrendPoint,
+        threshold: f64,
+        figures: &mut [TrendFigures],
+    ) {
         let x = point.value;
         let place = self.places.of(point);
         let seasonal_series = self.places.count > 1;
@@ -610,12 +616,17 @@ mod tests {
     }
 
     /// `n` hourly points of `expected(at)` with normal noise of `sd` (seeded).
-    fn hourly(n: usize, sd: f64, seed: u64, expected: impl Fn(DateTime<Utc>) -> f64) -> Vec<Point> {
+    fn hourly(
+        n: usize,
+        sd: f64,
+        seed: u64,
+        expected: impl Fn(DateTime<Utc>) -> f64,
+    ) -> Vec<TrendPoint> {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..n)
             .map(|h| {
                 let at = start() + chrono::Duration::hours(h as i64);
-                Point {
+                TrendPoint {
                     at,
                     value: expected(at) + sd * normal(&mut rng),
                 }
@@ -623,10 +634,10 @@ mod tests {
             .collect()
     }
 
-    fn defaults(bucket_ms: i64) -> Settings {
-        Settings::checked(
-            Settings::DEFAULT_WINDOW,
-            Settings::DEFAULT_Z,
+    fn defaults(bucket_ms: i64) -> TrendSettings {
+        TrendSettings::checked(
+            TrendSettings::DEFAULT_WINDOW,
+            TrendSettings::DEFAULT_Z,
             Seasonality::Auto,
             bucket_ms,
         )
@@ -668,9 +679,9 @@ mod tests {
             );
         }
         // What #34 found: the moving window mean and deviation flag a large part of it.
-        let zscore = Settings {
-            window: Settings::DEFAULT_WINDOW,
-            z_threshold: Settings::ZSCORE_DEFAULT_Z,
+        let zscore = TrendSettings {
+            window: TrendSettings::DEFAULT_WINDOW,
+            z_threshold: TrendSettings::ZSCORE_DEFAULT_Z,
             seasonality: Seasonality::None,
             detector: Kind::Zscore,
             bucket_ms: HOUR_MS,
@@ -708,7 +719,7 @@ mod tests {
         assert_eq!(analysis.points[spike].anomaly, Some(AnomalyKind::Spike));
         assert!(share(&analysis) < 0.01, "{:?}", flagged(&analysis));
         // Against earlier days alone, the first weekend hours after weekdays stand out.
-        let daily = Settings {
+        let daily = TrendSettings {
             seasonality: Seasonality::Daily,
             ..defaults(HOUR_MS)
         };
@@ -716,12 +727,12 @@ mod tests {
 
         // Day buckets of the same pattern compare with the same weekday.
         let mut rng = StdRng::seed_from_u64(5);
-        let mut days: Vec<Point> = (0..7 * 30)
+        let mut days: Vec<TrendPoint> = (0..7 * 30)
             .map(|d| {
                 let at = start() + chrono::Duration::days(d);
                 let weekend = at.weekday().number_from_monday() >= 6;
                 let volume = if weekend { 400.0 } else { 1_200.0 };
-                Point {
+                TrendPoint {
                     at,
                     value: volume + 15.0 * normal(&mut rng),
                 }
@@ -759,7 +770,7 @@ mod tests {
         );
         // Days: every day alike is compared with the days right before; a weekly
         // pattern with the same weekday.
-        let days = |seed, weekend_share: f64| -> Vec<Point> {
+        let days = |seed, weekend_share: f64| -> Vec<TrendPoint> {
             let mut rng = StdRng::seed_from_u64(seed);
             (0..7 * 30)
                 .map(|d| {
@@ -769,7 +780,7 @@ mod tests {
                     } else {
                         1.0
                     };
-                    Point {
+                    TrendPoint {
                         at,
                         value: 1_000.0 * share + 20.0 * normal(&mut rng),
                     }
@@ -791,11 +802,11 @@ mod tests {
         // About 8,000 hours, weekends at a third, noise like counts' (σ = √volume).
         let expected = |at: DateTime<Utc>| weekly_shape(at) * 3.0;
         let mut rng = StdRng::seed_from_u64(61);
-        let mut points: Vec<Point> = (0..8_000)
+        let mut points: Vec<TrendPoint> = (0..8_000)
             .map(|h| {
                 let at = start() + chrono::Duration::hours(h);
                 let e = expected(at);
-                Point {
+                TrendPoint {
                     at,
                     value: (e + e.sqrt() * normal(&mut rng)).round(),
                 }
@@ -844,13 +855,13 @@ mod tests {
         points[spike].value += 30.0;
         let mut rng = StdRng::seed_from_u64(12);
         // A tenth of the hours are missing, and so is a whole week; some are NaN.
-        let kept: Vec<Point> = points
+        let kept: Vec<TrendPoint> = points
             .iter()
             .enumerate()
             .filter(|&(i, _)| {
                 i == spike || (rng.random_range(0..10) != 0 && !(24 * 40..24 * 47).contains(&i))
             })
-            .map(|(i, p)| Point {
+            .map(|(i, p)| TrendPoint {
                 value: if i % 97 == 0 && i != spike {
                     f64::NAN
                 } else {
@@ -866,7 +877,7 @@ mod tests {
         assert!(share(&analysis) < 0.01, "{:?}", flagged(&analysis));
         for (p, f) in kept.iter().zip(&analysis.points) {
             if !p.value.is_finite() {
-                assert_eq!(*f, Figures::default());
+                assert_eq!(*f, TrendFigures::default());
             }
         }
     }
@@ -931,7 +942,7 @@ mod tests {
         assert_eq!(huge.points[first].anomaly, Some(AnomalyKind::Spike));
         for i in (first + 1..first + 24).chain([first + 24, first + 48, first + 72]) {
             let (with, without) = (&one.points[i], &without.points[i]);
-            let judged = |f: &Figures| (f.baseline, f.spread, f.z_score, f.anomaly);
+            let judged = |f: &TrendFigures| (f.baseline, f.spread, f.z_score, f.anomaly);
             assert_eq!(judged(&huge.points[i]), judged(with), "hour {i}");
             let (a, b) = (with.baseline.unwrap(), without.baseline.unwrap());
             assert!((a - b).abs() < 1.5, "hour {i}: {a} against {b}");
@@ -948,8 +959,8 @@ mod tests {
     fn counts_are_judged_in_whole_units() {
         // Mostly no exceptions in an hour, now and then one or two; then eight.
         let mut rng = StdRng::seed_from_u64(4);
-        let mut points: Vec<Point> = (0..24 * 30)
-            .map(|h| Point {
+        let mut points: Vec<TrendPoint> = (0..24 * 30)
+            .map(|h| TrendPoint {
                 at: start() + chrono::Duration::hours(h),
                 value: match rng.random_range(0..100) {
                     0..=89 => 0.0,
@@ -964,10 +975,10 @@ mod tests {
         // A constant series with one spike: the spread of whole units is at least 1.
         let mut flat = vec![5.0; 60];
         flat[50] = 500.0;
-        let flat: Vec<Point> = flat
+        let flat: Vec<TrendPoint> = flat
             .into_iter()
             .enumerate()
-            .map(|(d, value)| Point {
+            .map(|(d, value)| TrendPoint {
                 at: start() + chrono::Duration::days(d as i64),
                 value,
             })
@@ -978,20 +989,20 @@ mod tests {
 
     #[test]
     fn a_season_no_longer_than_a_bucket_is_none() {
-        let days: Vec<Point> = (0..60)
-            .map(|d| Point {
+        let days: Vec<TrendPoint> = (0..60)
+            .map(|d| TrendPoint {
                 at: start() + chrono::Duration::days(d),
                 value: f64::from(d as i32 % 3),
             })
             .collect();
         for season in [Seasonality::Daily, Seasonality::Weekly] {
-            let weeks = Settings {
+            let weeks = TrendSettings {
                 seasonality: season,
                 ..defaults(WEEK_MS)
             };
             assert_eq!(analyse(&days, &weeks).seasonality, Seasonality::None);
         }
-        let daily = Settings {
+        let daily = TrendSettings {
             seasonality: Seasonality::Daily,
             ..defaults(DAY_MS)
         };
@@ -1028,15 +1039,15 @@ mod tests {
         ) {
             let step = if day_buckets { DAY_MS } else { HOUR_MS };
             let at = |n: usize| start() + chrono::Duration::milliseconds(step * n as i64);
-            let settings = Settings::checked(window, Settings::DEFAULT_Z, Seasonality::Auto, step).unwrap();
-            let points: Vec<Point> = values.iter().enumerate().map(|(n, &value)| Point { at: at(n), value }).collect();
+            let settings = TrendSettings::checked(window, TrendSettings::DEFAULT_Z, Seasonality::Auto, step).unwrap();
+            let points: Vec<TrendPoint> = values.iter().enumerate().map(|(n, &value)| TrendPoint { at: at(n), value }).collect();
             let analysis = analyse(&points, &settings);
             for f in &analysis.points {
                 prop_assert!(f.z_score.is_none_or(f64::is_finite));
                 prop_assert!(f.baseline.is_none_or(f64::is_finite));
                 prop_assert!(f.spread.is_none_or(|s| s > 0.0 && s.is_finite()));
             }
-            let flat: Vec<Point> = (0..values.len()).map(|n| Point { at: at(n), value: constant }).collect();
+            let flat: Vec<TrendPoint> = (0..values.len()).map(|n| TrendPoint { at: at(n), value: constant }).collect();
             let analysis = analyse(&flat, &settings);
             prop_assert!(analysis.points.iter().all(|f| f.anomaly.is_none()));
         }

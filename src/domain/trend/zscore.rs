@@ -12,14 +12,14 @@
 //! exactly once per window length (and whenever rounding could matter) so error cannot
 //! build up over a million points.
 
-use super::{AnomalyKind, Figures, Point, Seasonality, Settings, WEEK_MS};
+use super::{AnomalyKind, Seasonality, TrendFigures, TrendPoint, TrendSettings, WEEK_MS};
 
 /// Scores the finite points (`finite`, indices into `points`) into `figures`.
 pub(super) fn score(
-    points: &[Point],
+    points: &[TrendPoint],
     finite: &[usize],
-    settings: &Settings,
-    figures: &mut [Figures],
+    settings: &TrendSettings,
+    figures: &mut [TrendFigures],
 ) {
     let window = settings.window.max(1);
     match settings.seasonality {
@@ -44,11 +44,11 @@ pub(super) fn score(
 /// Z-scores of the points at `indices` (one series, in time order) against the `window`
 /// values before each.
 fn score_series(
-    points: &[Point],
+    points: &[TrendPoint],
     indices: &[usize],
     window: usize,
     threshold: f64,
-    figures: &mut [Figures],
+    figures: &mut [TrendFigures],
 ) {
     let value = |k: usize| points[indices[k]].value;
     let mut rolling = Rolling::new(window);
@@ -176,19 +176,19 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 10, 5, 0, 0, 0).unwrap() + chrono::Duration::days(n)
     }
 
-    fn daily(values: &[f64]) -> Vec<Point> {
+    fn daily(values: &[f64]) -> Vec<TrendPoint> {
         values
             .iter()
             .enumerate()
-            .map(|(n, &value)| Point {
+            .map(|(n, &value)| TrendPoint {
                 at: day(n as i64),
                 value,
             })
             .collect()
     }
 
-    fn settings(window: usize, seasonality: Seasonality) -> Settings {
-        Settings {
+    fn settings(window: usize, seasonality: Seasonality) -> TrendSettings {
+        TrendSettings {
             window,
             z_threshold: 2.0,
             seasonality,
@@ -248,7 +248,7 @@ mod tests {
 
     /// Eight weeks of a weekly pattern with a busy Monday, a little noise, and one
     /// Wednesday that is really off.
-    fn seasonal() -> Vec<Point> {
+    fn seasonal() -> Vec<TrendPoint> {
         let week = [200.0, 120.0, 110.0, 115.0, 105.0, 60.0, 50.0];
         (0..56)
             .map(|n| {
@@ -257,7 +257,7 @@ mod tests {
                 if n == 51 {
                     value = 400.0;
                 }
-                Point { at: day(n), value }
+                TrendPoint { at: day(n), value }
             })
             .collect()
     }
@@ -293,14 +293,14 @@ mod tests {
             &daily(&[1.0, f64::NAN, 2.0, 3.0]),
             &settings(2, Seasonality::None),
         );
-        assert_eq!(a.points[1], Figures::default());
+        assert_eq!(a.points[1], TrendFigures::default());
         assert_eq!(a.points[2].moving_average, Some(1.5));
         assert_eq!(a.points[3].moving_average, Some(2.5));
     }
 
     /// The definition, computed the slow way: every window re-read for every point.
-    fn model(points: &[Point], s: &Settings) -> Vec<Figures> {
-        let mut out = vec![Figures::default(); points.len()];
+    fn model(points: &[TrendPoint], s: &TrendSettings) -> Vec<TrendFigures> {
+        let mut out = vec![TrendFigures::default(); points.len()];
         let finite: Vec<usize> = (0..points.len())
             .filter(|&i| points[i].value.is_finite())
             .collect();
@@ -353,7 +353,7 @@ mod tests {
         (a - b).abs() <= 1e-6 * scale.max(1.0)
     }
 
-    fn arb_series() -> impl Strategy<Value = Vec<Point>> {
+    fn arb_series() -> impl Strategy<Value = Vec<TrendPoint>> {
         let value = prop_oneof![
             8 => (-50i32..50).prop_map(f64::from),
             3 => -1e6f64..1e6,
@@ -372,7 +372,7 @@ mod tests {
                 .into_iter()
                 .map(|(value, step)| {
                     at += step;
-                    Point {
+                    TrendPoint {
                         at: Utc.timestamp_millis_opt(at).unwrap(),
                         value,
                     }
@@ -390,7 +390,7 @@ mod tests {
             z in 0.5f64..4.0,
             weekly in any::<bool>(),
         ) {
-            let s = Settings {
+            let s = TrendSettings {
                 z_threshold: z,
                 ..settings(window, if weekly { Seasonality::Weekly } else { Seasonality::None })
             };
@@ -423,8 +423,8 @@ mod tests {
             window in 2usize..20,
             weekly in any::<bool>(),
         ) {
-            let points: Vec<Point> = (0..len as i64)
-                .map(|n| Point { at: day(0) + chrono::Duration::hours(n), value })
+            let points: Vec<TrendPoint> = (0..len as i64)
+                .map(|n| TrendPoint { at: day(0) + chrono::Duration::hours(n), value })
                 .collect();
             let s = settings(window, if weekly { Seasonality::Weekly } else { Seasonality::None });
             let a = analyse(&points, &s);

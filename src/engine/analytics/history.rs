@@ -471,7 +471,7 @@ mod tests {
     use crate::domain::Origin;
     use crate::domain::adherence::Shift;
     use crate::domain::policy::BreakWindow;
-    use crate::engine::analytics::spec::Source;
+    use crate::engine::analytics::spec::AnalyticsSource;
     use crate::store::attempts::{self, AttemptRow};
     use crate::store::history::{self, NewInterval};
     use crate::store::schedules::{self, BreakSource, StoredShift};
@@ -574,7 +574,7 @@ mod tests {
 
     fn spec(bucket: Bucket, metrics: &[&str], dimensions: &[&str]) -> QuerySpec {
         QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: metrics.iter().map(|m| m.parse().unwrap()).collect(),
             dimensions: dimensions.iter().map(|d| d.to_string()).collect(),
             filters: vec![],

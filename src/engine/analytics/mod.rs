@@ -39,11 +39,11 @@ use crate::cxone::aggregation::{AggregationRow, ExtractionSink, QueryStatus, Res
 use crate::cxone::{Aggregations, CxoneError, Lane, in_lane};
 use crate::domain::events::{Event, ReportReady};
 use crate::engine::compliance::JudgingHandle;
-use crate::store::analytics::{self as stored, JobRow, NewResult};
+use crate::store::analytics::{self as stored, AnalyticsJobRow, NewResult};
 use crate::store::audit::{self, NewEntry};
 use crate::store::outbox;
 use crate::store::{Store, from_ms, to_ms};
-use spec::{QuerySpec, Source, SpecError};
+use spec::{AnalyticsSource, QuerySpec, SpecError};
 
 /// The audit action of a completed analytics job; its `detail.sha256` is the hash
 /// `wfmd analytics verify` checks files against.
@@ -68,9 +68,9 @@ pub struct AnalyticsJobs {
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-// Named apart from the bulk job's `JobView` (see there).
+// Published as `AnalyticsJob`, for the same reason as `BulkJobView`'s name.
 #[schema(as = AnalyticsJob)]
-pub struct JobView {
+pub struct AnalyticsJobView {
     pub job_id: String,
     pub source: String,
     /// queued, running, completed or failed.
@@ -92,10 +92,10 @@ pub struct JobView {
     pub finished_at: Option<String>,
 }
 
-impl From<&JobRow> for JobView {
-    fn from(job: &JobRow) -> JobView {
+impl From<&AnalyticsJobRow> for AnalyticsJobView {
+    fn from(job: &AnalyticsJobRow) -> AnalyticsJobView {
         let time = |ms: i64| crate::time::rfc3339(from_ms(ms));
-        JobView {
+        AnalyticsJobView {
             job_id: job.id.clone(),
             source: job.source.clone(),
             status: job.status.clone(),
@@ -164,7 +164,7 @@ impl AnalyticsJobs {
     /// Checks and stores a query; it runs in the background. Returns the job id.
     pub async fn submit(&self, spec: &QuerySpec, actor: &str) -> Result<String, SubmitError> {
         spec.check()?;
-        if spec.source == Source::Platform {
+        if spec.source == AnalyticsSource::Platform {
             match &self.platform {
                 Some(platform) => platform.offered().map_err(SubmitError::NotOffered)?,
                 None => {
@@ -175,7 +175,7 @@ impl AnalyticsJobs {
                 }
             }
         }
-        if spec.source == Source::History
+        if spec.source == AnalyticsSource::History
             && let Err(not_kept) = history::check_kept(&self.store, spec).await?
         {
             return Err(SpecError::new("from", not_kept.to_string()).into());
@@ -205,11 +205,11 @@ impl AnalyticsJobs {
         Ok(id)
     }
 
-    pub async fn job(&self, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    pub async fn job(&self, id: &str) -> Result<Option<AnalyticsJobRow>, sqlx::Error> {
         stored::job(self.store.reader(), id).await
     }
 
-    pub async fn list(&self, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+    pub async fn list(&self, limit: i64) -> Result<Vec<AnalyticsJobRow>, sqlx::Error> {
         stored::jobs(self.store.reader(), limit).await
     }
 
@@ -297,7 +297,7 @@ impl AnalyticsJobs {
             }
         };
         let outcome = match spec.source {
-            Source::History => {
+            AnalyticsSource::History => {
                 let _turn = self.history_turn.lock().await;
                 let mut tx = self.store.begin_write().await?;
                 stored::mark_running(&mut tx, id, to_ms(Utc::now())).await?;
@@ -305,7 +305,7 @@ impl AnalyticsJobs {
                 tx.commit().await?;
                 self.run_history(id, &spec).await
             }
-            Source::Platform => self.run_platform(&job, &spec).await,
+            AnalyticsSource::Platform => self.run_platform(&job, &spec).await,
         };
         match outcome {
             Ok(()) => self.complete(id, &spec).await,
@@ -329,7 +329,7 @@ impl AnalyticsJobs {
         .await
     }
 
-    async fn run_platform(&self, job: &JobRow, spec: &QuerySpec) -> anyhow::Result<()> {
+    async fn run_platform(&self, job: &AnalyticsJobRow, spec: &QuerySpec) -> anyhow::Result<()> {
         let Some(platform) = &self.platform else {
             anyhow::bail!("no platform client is configured for aggregation queries");
         };
@@ -408,7 +408,7 @@ impl AnalyticsJobs {
             &self.store,
             id,
             spec,
-            render::Format::Csv(csv),
+            render::AnalyticsFormat::Csv(csv),
             None,
             &mut hash,
         )

@@ -30,7 +30,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::spec::QuerySpec;
-use crate::domain::trend::{self, Analysis, Detector, Point};
+use crate::domain::trend::{self, Analysis, Detector, TrendPoint};
 use crate::report::{Definitions, Sink};
 use crate::store::analytics as stored;
 use crate::store::{Store, from_ms};
@@ -43,7 +43,7 @@ type Buckets = Vec<(i64, Vec<Option<f64>>)>;
 
 /// The output formats of results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum AnalyticsFormat {
     Csv(CsvFormat),
     Json,
     /// Time labels in this zone.
@@ -111,12 +111,12 @@ impl CsvFormat {
     }
 }
 
-impl Format {
+impl AnalyticsFormat {
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Csv(_) => "text/csv; charset=utf-8",
-            Format::Json => "application/json",
-            Format::Html(_) => "text/html; charset=utf-8",
+            AnalyticsFormat::Csv(_) => "text/csv; charset=utf-8",
+            AnalyticsFormat::Json => "application/json",
+            AnalyticsFormat::Html(_) => "text/html; charset=utf-8",
         }
     }
 }
@@ -162,7 +162,7 @@ pub async fn write(
     store: &Store,
     id: &str,
     spec: &QuerySpec,
-    format: Format,
+    format: AnalyticsFormat,
     definitions: Option<&Definitions>,
     sink: &mut impl Sink,
 ) -> anyhow::Result<u64> {
@@ -171,7 +171,7 @@ pub async fn write(
     let robust = settings.detector == Detector::Robust;
     let metrics: Vec<String> = spec.metrics.iter().map(ToString::to_string).collect();
     match format {
-        Format::Csv(csv) => {
+        AnalyticsFormat::Csv(csv) => {
             let mut header = vec!["bucket".to_owned()];
             header.extend(spec.dimensions.iter().map(|d| csv.text(d)));
             header.extend(
@@ -191,7 +191,7 @@ pub async fn write(
             out.extend(header.join(",").as_bytes());
             out.extend(b"\n");
         }
-        Format::Json => {
+        AnalyticsFormat::Json => {
             out.extend(
                 format!(
                     "{{\"job_id\":{},\"query\":{},{}\"series\":[",
@@ -206,7 +206,7 @@ pub async fn write(
                 .as_bytes(),
             );
         }
-        Format::Html(zone) => {
+        AnalyticsFormat::Html(zone) => {
             out.extend(
                 format!(
                     "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -240,16 +240,16 @@ pub async fn write(
         if !same && let Some((series, buckets)) = current.take() {
             let dims: BTreeMap<String, String> = serde_json::from_str(&series)?;
             for (m, metric) in metrics.iter().enumerate() {
-                let points: Vec<Point> = buckets
+                let points: Vec<TrendPoint> = buckets
                     .iter()
-                    .map(|(bucket, values)| Point {
+                    .map(|(bucket, values)| TrendPoint {
                         at: from_ms(*bucket),
                         value: values.get(m).copied().flatten().unwrap_or(f64::NAN),
                     })
                     .collect();
                 let analysis = trend::analyse(&points, &settings);
                 match format {
-                    Format::Csv(csv) => {
+                    AnalyticsFormat::Csv(csv) => {
                         let dim_fields: Vec<String> = spec
                             .dimensions
                             .iter()
@@ -279,7 +279,7 @@ pub async fn write(
                             written += 1;
                         }
                     }
-                    Format::Json => {
+                    AnalyticsFormat::Json => {
                         let points_json: Vec<_> = points
                             .iter()
                             .zip(&analysis.points)
@@ -330,7 +330,7 @@ pub async fn write(
                             .as_bytes(),
                         );
                     }
-                    Format::Html(zone) => {
+                    AnalyticsFormat::Html(zone) => {
                         let title: Vec<String> = spec
                             .dimensions
                             .iter()
@@ -360,14 +360,14 @@ pub async fn write(
         }
     }
     match format {
-        Format::Json => out.extend(b"]}\n"),
-        Format::Html(_) => {
+        AnalyticsFormat::Json => out.extend(b"]}\n"),
+        AnalyticsFormat::Html(_) => {
             if let Some(definitions) = definitions {
                 out.extend(definitions.to_html().as_bytes());
             }
             out.extend(b"</body></html>\n");
         }
-        Format::Csv(_) => {}
+        AnalyticsFormat::Csv(_) => {}
     }
     if !out.is_empty() {
         sink.send(out).await?;
@@ -394,7 +394,7 @@ fn zone_time(at: chrono::DateTime<chrono::Utc>, zone: Tz) -> String {
 /// moving average (dashed) and the baseline (dotted, where there is one), anomalies as
 /// red dots, time labels in `zone`, then the anomalies listed with their baseline and
 /// z-score.
-fn html_series(title: &str, points: &[Point], analysis: &Analysis, zone: Tz) -> String {
+fn html_series(title: &str, points: &[TrendPoint], analysis: &Analysis, zone: Tz) -> String {
     const W: f64 = 860.0;
     const H: f64 = 260.0;
     const LEFT: f64 = 70.0;
@@ -543,8 +543,8 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::trend::{Detector, Seasonality, Settings};
-    use crate::engine::analytics::spec::{Bucket, Source};
+    use crate::domain::trend::{Detector, Seasonality, TrendSettings};
+    use crate::engine::analytics::spec::{AnalyticsSource, Bucket};
     use crate::store::analytics::NewResult;
     use crate::store::testing::temp_store;
     use crate::store::to_ms;
@@ -591,7 +591,7 @@ mod tests {
     async fn job_over_agents(store: &Store, ids: &[&str], detector: Detector) -> QuerySpec {
         let from = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
         let spec = QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: vec!["transitions:sum".parse().unwrap()],
             dimensions: vec!["agent".into()],
             filters: Vec::new(),
@@ -616,9 +616,16 @@ mod tests {
 
     async fn csv(store: &Store, spec: &QuerySpec, csv: CsvFormat) -> String {
         let mut out = Bytes::default();
-        write(store, "aq_1", spec, Format::Csv(csv), None, &mut out)
-            .await
-            .unwrap();
+        write(
+            store,
+            "aq_1",
+            spec,
+            AnalyticsFormat::Csv(csv),
+            None,
+            &mut out,
+        )
+        .await
+        .unwrap();
         String::from_utf8(out.0).unwrap()
     }
 
@@ -665,7 +672,8 @@ mod tests {
                 String::from_utf8(out.0).unwrap()
             }
         };
-        let json: serde_json::Value = serde_json::from_str(&render(Format::Json).await).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&render(AnalyticsFormat::Json).await).unwrap();
         assert_eq!(json["definitions"]["of"], "analytics");
         assert_eq!(json["definitions"]["time_zone"], "America/New_York");
         let adherence = json["definitions"]["terms"]
@@ -687,7 +695,7 @@ mod tests {
             "series still follow"
         );
 
-        let html = render(Format::Html(zone)).await;
+        let html = render(AnalyticsFormat::Html(zone)).await;
         let section = html
             .split("<h2>Definitions</h2>")
             .nth(1)
@@ -697,7 +705,7 @@ mod tests {
         }
 
         assert_eq!(
-            render(Format::Csv(CsvFormat::CURRENT)).await,
+            render(AnalyticsFormat::Csv(CsvFormat::CURRENT)).await,
             csv(&store, &spec, CsvFormat::CURRENT).await,
             "the CSV is the hashed one, definitions or not"
         );
@@ -785,15 +793,15 @@ mod tests {
             })
             .collect();
         let spec = QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: vec!["transitions:sum".parse().unwrap()],
             dimensions: Vec::new(),
             filters: Vec::new(),
             from,
             to: from + TimeDelta::days(40),
             bucket: Bucket::Day,
-            window: Settings::DEFAULT_WINDOW,
-            z: Settings::DEFAULT_Z,
+            window: TrendSettings::DEFAULT_WINDOW,
+            z: TrendSettings::DEFAULT_Z,
             seasonality: Seasonality::Auto,
             detector: Detector::Robust,
         };
@@ -831,8 +839,8 @@ mod tests {
     #[test]
     fn html_chart_marks_and_lists_the_spike_with_its_z_score_in_the_chosen_zone() {
         let start = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
-        let points: Vec<Point> = (0..20)
-            .map(|i| Point {
+        let points: Vec<TrendPoint> = (0..20)
+            .map(|i| TrendPoint {
                 at: start + TimeDelta::days(i),
                 value: if i == 15 {
                     100.0
@@ -842,7 +850,8 @@ mod tests {
             })
             .collect();
         let settings =
-            Settings::checked(7, Settings::DEFAULT_Z, Default::default(), DAY_MS).unwrap();
+            TrendSettings::checked(7, TrendSettings::DEFAULT_Z, Default::default(), DAY_MS)
+                .unwrap();
         let analysis = trend::analyse(&points, &settings);
         let zone: Tz = "Europe/Paris".parse().unwrap();
         let html = html_series("agent <a1> · idle_seconds:sum", &points, &analysis, zone);
@@ -876,13 +885,13 @@ mod tests {
     #[test]
     fn html_chart_of_a_flat_series_lists_no_anomalies() {
         let start = Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap();
-        let points: Vec<Point> = (0..10)
-            .map(|i| Point {
+        let points: Vec<TrendPoint> = (0..10)
+            .map(|i| TrendPoint {
                 at: start + TimeDelta::hours(i),
                 value: 5.0,
             })
             .collect();
-        let settings = Settings::checked(3, 2.0, Default::default(), 3_600_000).unwrap();
+        let settings = TrendSettings::checked(3, 2.0, Default::default(), 3_600_000).unwrap();
         let analysis = trend::analyse(&points, &settings);
         let html = html_series("flat", &points, &analysis, chrono_tz::UTC);
         assert!(html.contains("<p>No anomalies.</p>"));

@@ -14,23 +14,26 @@ use serde::{Deserialize, Serialize};
 use crate::cxone::AggregationQuery;
 use crate::cxone::aggregation::{AggFilter, AggMetric};
 use crate::domain::AgentState;
-use crate::domain::trend::{Detector, Seasonality, Settings};
+use crate::domain::trend::{Detector, Seasonality, TrendSettings};
 
 /// Where the numbers come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Source {
+// Published as `Source`, the schema name that clients generated from the document
+// already use.
+#[schema(as = Source)]
+pub enum AnalyticsSource {
     /// The platform's aggregation queries.
     Platform,
     /// wfmd's own store (no platform call).
     History,
 }
 
-impl Source {
+impl AnalyticsSource {
     pub fn as_str(self) -> &'static str {
         match self {
-            Source::Platform => "platform",
-            Source::History => "history",
+            AnalyticsSource::Platform => "platform",
+            AnalyticsSource::History => "history",
         }
     }
 }
@@ -236,7 +239,7 @@ impl FromStr for FilterSpec {
 /// A checked analytics query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuerySpec {
-    pub source: Source,
+    pub source: AnalyticsSource,
     pub metrics: Vec<MetricSpec>,
     pub dimensions: Vec<String>,
     pub filters: Vec<FilterSpec>,
@@ -298,8 +301,8 @@ impl SpecError {
 
 impl QuerySpec {
     /// The trend settings of the query.
-    pub fn trend(&self) -> Settings {
-        Settings {
+    pub fn trend(&self) -> TrendSettings {
+        TrendSettings {
             window: self.window,
             z_threshold: self.z,
             seasonality: self.seasonality,
@@ -324,7 +327,7 @@ impl QuerySpec {
                 ),
             ));
         }
-        Settings::checked(self.window, self.z, self.seasonality, self.bucket.ms()).map_err(
+        TrendSettings::checked(self.window, self.z, self.seasonality, self.bucket.ms()).map_err(
             |message| {
                 let field = if message.starts_with("window") {
                     "window"
@@ -355,8 +358,8 @@ impl QuerySpec {
             ));
         }
         match self.source {
-            Source::History => self.check_history(),
-            Source::Platform => self.platform_query().map(drop),
+            AnalyticsSource::History => self.check_history(),
+            AnalyticsSource::Platform => self.platform_query().map(drop),
         }
     }
 
@@ -477,7 +480,7 @@ mod tests {
 
     fn spec() -> QuerySpec {
         QuerySpec {
-            source: Source::History,
+            source: AnalyticsSource::History,
             metrics: vec!["adherence_pct:avg".parse().unwrap()],
             dimensions: vec!["agent".into()],
             filters: vec![],
@@ -556,14 +559,14 @@ mod tests {
         ];
         for (field, break_it) in cases {
             let mut s = spec();
-            s.source = Source::Platform;
+            s.source = AnalyticsSource::Platform;
             s.metrics = vec!["duration:avg".parse().unwrap()];
             s.dimensions = vec!["group.id".into()];
             break_it(&mut s);
             assert_eq!(s.check().unwrap_err().field, field, "{field}");
         }
         let mut year = spec();
-        year.source = Source::Platform;
+        year.source = AnalyticsSource::Platform;
         year.to = year.from + chrono::Duration::days(365);
         let query = year.platform_query().unwrap();
         assert_eq!(

@@ -1,13 +1,14 @@
 //! Cancelling a running job's items not taken yet.
 
 use super::*;
+use crate::telemetry::names::BULK_ITEMS_TOTAL;
 
 impl BulkJobs {
     /// Cancels the items of a running job not taken yet (those in flight finish);
     /// the job is `cancelled` once nothing is in flight. Cancelling a cancelled job
     /// again changes nothing; a completed one is a conflict.
     #[instrument(skip_all, fields(job = %job_id))]
-    pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<JobView, BulkError> {
+    pub async fn cancel(&self, job_id: &str, actor: &str) -> Result<BulkJobView, BulkError> {
         let now = self.now();
         let mut tx = self.store().begin_write().await?;
         let job = jobs::get_on(&mut tx, job_id)
@@ -47,8 +48,7 @@ impl BulkJobs {
                 .await?;
                 let finished = finish_if_done(&mut tx, job_id, now).await?;
                 tx.commit().await?;
-                metrics::counter!("wfmd_bulk_items_total", "outcome" => "cancelled")
-                    .increment(cancelled);
+                metrics::counter!(BULK_ITEMS_TOTAL, "outcome" => "cancelled").increment(cancelled);
                 if finished {
                     self.store().notify_outbox();
                 }

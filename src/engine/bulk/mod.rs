@@ -50,14 +50,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use super::deferred::{BulkItem, Defer};
-use super::jobs::{JobView, finish_if_done, view};
+use super::jobs::{BulkJobView, finish_if_done, view};
 use super::{
     Change, Changed, EngineError, Outcome, SyncWitness, TransitionEngine, TransitionRequest,
 };
 use crate::cxone::{Agent, AgentFilter, CxoneError, Lane, in_lane};
 use crate::domain::{AgentState, Origin};
 use crate::store::audit::{self, NewEntry};
-use crate::store::jobs::{self, ItemRow, JobRow, NewItem, NewJob, Settlement};
+use crate::store::jobs::{self, BulkJobRow, ItemRow, NewItem, NewJob, Settlement};
 use crate::store::roster::{self, RosterEntry};
 use crate::store::{Store, from_ms, to_ms};
 
@@ -90,7 +90,7 @@ pub struct BulkSettings {
 /// Which agents a job is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Selector {
+pub enum BulkSelector {
     Agents(Vec<String>),
     /// A team id (`t_1`) or team name (`Billing`, any letter case).
     Team(String),
@@ -99,7 +99,7 @@ pub enum Selector {
 /// A job someone asked for.
 #[derive(Debug, Clone)]
 pub struct JobRequest {
-    pub selector: Selector,
+    pub selector: BulkSelector,
     pub target: AgentState,
     /// The reason code to send; the target state's default when `None`.
     pub reason: Option<String>,
@@ -259,12 +259,35 @@ impl BulkJobs {
         }
     }
 
+    /// Jobs without their items, newest first: of `status` when given, created before
+    /// the job `before` when given, at most `limit`.
+    pub async fn jobs(
+        &self,
+        status: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobView>, sqlx::Error> {
+        // One read transaction, as for one job: statuses and counts agree.
+        let mut tx = self.store().reader().begin().await?;
+        let rows = jobs::recent(&mut tx, status, before, limit).await?;
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let mut counts = jobs::counts_of(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let counts = counts.remove(&row.id).unwrap_or_default();
+                view(row, counts, None)
+            })
+            .collect())
+    }
+
     /// The job's progress and counts, with every item when `with_items`.
     pub async fn job(
         &self,
         job_id: &str,
         with_items: bool,
-    ) -> Result<Option<JobView>, sqlx::Error> {
+    ) -> Result<Option<BulkJobView>, sqlx::Error> {
         // One read transaction: the status, counts and items agree with each other
         // even while the runner settles items.
         let mut tx = self.store().reader().begin().await?;
@@ -391,7 +414,7 @@ mod tests {
 
     fn meeting(agents: &[String], key: Option<&str>) -> JobRequest {
         JobRequest {
-            selector: Selector::Agents(agents.to_vec()),
+            selector: BulkSelector::Agents(agents.to_vec()),
             target: AgentState::NotReady,
             reason: Some("MEETING".into()),
             actor: "test".into(),
@@ -631,7 +654,7 @@ mod tests {
             ),
             (
                 JobRequest {
-                    selector: Selector::Team("t_nowhere".into()),
+                    selector: BulkSelector::Team("t_nowhere".into()),
                     ..meeting(&[], None)
                 },
                 "team",
@@ -694,7 +717,7 @@ mod tests {
             let accepted = rig
                 .bulk
                 .submit(JobRequest {
-                    selector: Selector::Team(selector.clone()),
+                    selector: BulkSelector::Team(selector.clone()),
                     ..meeting(&[], None)
                 })
                 .await

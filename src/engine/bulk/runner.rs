@@ -2,6 +2,7 @@
 //! through the transition engine with the job's concurrency.
 
 use super::*;
+use crate::telemetry::names::BULK_ITEMS_TOTAL;
 
 impl BulkJobs {
     /// Runs jobs until `stop` is cancelled: every unfinished job at start (resuming
@@ -107,7 +108,7 @@ impl BulkJobs {
 
     async fn run_item(
         &self,
-        job: &JobRow,
+        job: &BulkJobRow,
         item: ItemRow,
         stop: &CancellationToken,
     ) -> Result<(), sqlx::Error> {
@@ -158,8 +159,7 @@ impl BulkJobs {
                 match result {
                     // Marked `deferred` with the deferral; settled when it is.
                     Ok(Changed::Deferred(_)) => {
-                        metrics::counter!("wfmd_bulk_items_total", "outcome" => "deferred")
-                            .increment(1);
+                        metrics::counter!(BULK_ITEMS_TOTAL, "outcome" => "deferred").increment(1);
                         return Ok(());
                     }
                     Ok(Changed::Unchanged(_)) => Settled::new("unchanged", None, None, None),

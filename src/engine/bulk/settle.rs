@@ -1,6 +1,7 @@
 //! Settling an item: its outcome recorded and, after the job's last, the job's end.
 
 use super::*;
+use crate::telemetry::names::BULK_ITEMS_TOTAL;
 
 impl BulkJobs {
     /// Records an item's outcome and, when it was the job's last, the job's end.
@@ -28,7 +29,7 @@ impl BulkJobs {
         .await?;
         let finished = finish_if_done(&mut tx, job_id, now).await?;
         tx.commit().await?;
-        metrics::counter!("wfmd_bulk_items_total", "outcome" => settled.outcome).increment(1);
+        metrics::counter!(BULK_ITEMS_TOTAL, "outcome" => settled.outcome).increment(1);
         if finished {
             self.store().notify_outbox();
         }

@@ -14,7 +14,7 @@ impl BulkJobs {
                 format!("{} is observed only and cannot be set", request.target),
             ));
         }
-        if let Selector::Agents(agents) = &request.selector {
+        if let BulkSelector::Agents(agents) = &request.selector {
             check_list(agents)?;
         }
         let mut asked = json!({
@@ -33,7 +33,7 @@ impl BulkJobs {
             return Ok(earlier);
         }
         let (agents, team) = match &request.selector {
-            Selector::Agents(agents) => {
+            BulkSelector::Agents(agents) => {
                 let known = self.agents().await?;
                 let known: HashSet<&str> = known.iter().map(|a| a.id.as_str()).collect();
                 let unknown: Vec<String> = agents
@@ -54,7 +54,7 @@ impl BulkJobs {
                 }
                 (agents.clone(), None)
             }
-            Selector::Team(team) => (self.team(team).await?, Some(team.as_str())),
+            BulkSelector::Team(team) => (self.team(team).await?, Some(team.as_str())),
         };
         let target = request.target.as_str();
         let items: Vec<NewItem> = agents

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Firer, Firing, Unfinished};
 use crate::cxone::{AgentFilter, CxoneError, Lane, in_lane};
-use crate::domain::rule::{Rule, RuleWhenBusy, Selector, Skip};
+use crate::domain::rule::{Rule, RuleSelector, RuleWhenBusy, Skip};
 use crate::domain::{AgentState, Origin, Violation, policy};
 use crate::engine::deferred::Defer;
 use crate::engine::{
@@ -38,6 +38,7 @@ use crate::engine::{
 };
 use crate::store::firings::{self, AgentResult, FiringRow};
 use crate::store::{Store, attempts, from_ms, history};
+use crate::telemetry::names::RULE_FIRINGS_TOTAL;
 use crate::time::rfc3339;
 
 /// The idempotency key of `agent`'s change in the firing of `rule` at `slot`.
@@ -53,7 +54,7 @@ pub fn estimate(agents: usize, requests_each: u32, per_minute: u32) -> Duration 
 
 /// What a firing now would do to one agent (`wfmd rules dry-run`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum FiringVerdict {
     /// The agent would be moved.
     Move,
     /// The agent would be left alone.
@@ -69,7 +70,7 @@ pub enum Verdict {
 pub struct AgentVerdict {
     pub agent_id: String,
     pub state: Option<AgentState>,
-    pub verdict: Verdict,
+    pub verdict: FiringVerdict,
 }
 
 /// The daemon's [`Firer`]: fires rules through the transition engine and records them.
@@ -127,8 +128,8 @@ impl RuleFirer {
     }
 
     /// The agents `selector` names now, sorted.
-    async fn targets(&self, selector: &Selector) -> Result<Vec<String>, FiringError> {
-        if let Selector::Agents(agents) = selector {
+    async fn targets(&self, selector: &RuleSelector) -> Result<Vec<String>, FiringError> {
+        if let RuleSelector::Agents(agents) = selector {
             let mut agents = agents.clone();
             agents.sort();
             return Ok(agents);
@@ -176,11 +177,11 @@ impl RuleFirer {
                 let state = states.get(&agent_id).copied();
                 async move {
                     let verdict = match rule.conditions.check(state) {
-                        Err(skip) => Verdict::Skip(skip),
+                        Err(skip) => FiringVerdict::Skip(skip),
                         Ok(()) => match engine.preflight(&agent_id, target).await {
-                            Ok(Ok(())) => Verdict::Move,
-                            Ok(Err(violation)) => Verdict::Reject(violation),
-                            Err(e) => Verdict::Unknown(e.to_string()),
+                            Ok(Ok(())) => FiringVerdict::Move,
+                            Ok(Err(violation)) => FiringVerdict::Reject(violation),
+                            Err(e) => FiringVerdict::Unknown(e.to_string()),
                         },
                     };
                     AgentVerdict {
@@ -480,24 +481,24 @@ impl RuleFirer {
 
 /// The platform listing a selector stands for; `None` for an explicit list of agents,
 /// which needs no call.
-fn agent_filter(selector: &Selector) -> Option<AgentFilter> {
+fn agent_filter(selector: &RuleSelector) -> Option<AgentFilter> {
     match selector {
-        Selector::Agents(_) => None,
-        Selector::Team(team) => Some(AgentFilter {
+        RuleSelector::Agents(_) => None,
+        RuleSelector::Team(team) => Some(AgentFilter {
             team_id: Some(team.clone()),
             skill_id: None,
         }),
-        Selector::Skill(skill) => Some(AgentFilter {
+        RuleSelector::Skill(skill) => Some(AgentFilter {
             team_id: None,
             skill_id: Some(skill.clone()),
         }),
-        Selector::All => Some(AgentFilter::default()),
+        RuleSelector::All => Some(AgentFilter::default()),
     }
 }
 
 fn count_firing(rule: &str, outcome: &str) {
     metrics::counter!(
-        "wfmd_rule_firings_total",
+        RULE_FIRINGS_TOTAL,
         "rule" => rule.to_owned(),
         "outcome" => outcome.to_owned()
     )
@@ -583,21 +584,27 @@ mod tests {
     #[test]
     fn selectors_list_by_team_by_skill_everyone_or_not_at_all() {
         assert_eq!(
-            agent_filter(&Selector::Team("t_1".into())),
+            agent_filter(&RuleSelector::Team("t_1".into())),
             Some(AgentFilter {
                 team_id: Some("t_1".into()),
                 skill_id: None
             })
         );
         assert_eq!(
-            agent_filter(&Selector::Skill("s_100".into())),
+            agent_filter(&RuleSelector::Skill("s_100".into())),
             Some(AgentFilter {
                 team_id: None,
                 skill_id: Some("s_100".into())
             })
         );
-        assert_eq!(agent_filter(&Selector::All), Some(AgentFilter::default()));
-        assert_eq!(agent_filter(&Selector::Agents(vec!["u_001".into()])), None);
+        assert_eq!(
+            agent_filter(&RuleSelector::All),
+            Some(AgentFilter::default())
+        );
+        assert_eq!(
+            agent_filter(&RuleSelector::Agents(vec!["u_001".into()])),
+            None
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::rule::Rule;
 use crate::time::rfc3339;
 
-pub use firing::{AgentVerdict, RuleFirer, Verdict, estimate, idempotency_key};
+pub use firing::{AgentVerdict, FiringVerdict, RuleFirer, estimate, idempotency_key};
 
 /// How late the running loop may reach a slot and still fire it, whatever `catch_up`.
 pub const LATE_GRACE: Duration = Duration::from_secs(60);
@@ -417,7 +417,7 @@ mod tests {
     use super::*;
     use crate::domain::AgentState;
     use crate::domain::cron::Slots;
-    use crate::domain::rule::{Action, Conditions, Selector};
+    use crate::domain::rule::{Action, Conditions, RuleSelector};
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
@@ -429,7 +429,7 @@ mod tests {
         Rule {
             name: name.into(),
             slots: Slots::parse(cron, "America/New_York").unwrap(),
-            selector: Selector::Team("t_1".into()),
+            selector: RuleSelector::Team("t_1".into()),
             action: Action::Set {
                 state: AgentState::NotReady,
                 reason: Some("LUNCH".into()),

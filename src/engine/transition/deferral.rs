@@ -20,6 +20,7 @@ use crate::store::{AsConn, from_ms, outbox, to_ms};
 use crate::time::rfc3339;
 
 pub use crate::domain::busy::{DEFAULT_DEFER_FOR, MAX_DEFER_FOR, MIN_DEFER_FOR, WhenBusy};
+use crate::telemetry::names::{BULK_ITEMS_TOTAL, DEFERRED_TOTAL};
 
 /// The `outcome` labels of `wfmd_deferred_total`.
 pub const OUTCOMES: [&str; 7] = [
@@ -129,7 +130,7 @@ pub(super) fn request_of(row: &DeferredRow) -> TransitionRequest {
 }
 
 fn count(outcome: &'static str) {
-    metrics::counter!("wfmd_deferred_total", "outcome" => outcome).increment(1);
+    metrics::counter!(DEFERRED_TOTAL, "outcome" => outcome).increment(1);
 }
 
 /// Stores `request` as its agent's deferred change (see the module's doc): the row,
@@ -290,7 +291,7 @@ async fn settle_item(
         attempt_id,
     };
     if jobs::settle(conn, "deferred", job_id, seq, &settlement, to_ms(now)).await? {
-        metrics::counter!("wfmd_bulk_items_total", "outcome" => outcome).increment(1);
+        metrics::counter!(BULK_ITEMS_TOTAL, "outcome" => outcome).increment(1);
         crate::engine::jobs::finish_if_done(conn, job_id, now).await?;
     }
     Ok(())

@@ -77,6 +77,7 @@ use crate::store::history;
 use crate::store::intents;
 use crate::store::schedules::{self as stored_schedules, BreakSource};
 use crate::store::{Store, from_ms};
+use crate::telemetry::names::{TRANSITION_LATENCY_SECONDS, TRANSITIONS_TOTAL};
 use deferring::Busy;
 // The deferred worker's tests count the reads at this path.
 #[cfg(test)]
@@ -108,6 +109,9 @@ pub struct TransitionEngine {
     clock: Clock,
     /// Names this engine's intents (see [`crate::store::intents`]).
     owner: String,
+    /// Whether this engine is its database's sole daemon, and the agents an earlier
+    /// one left changes of unrecorded (see `settle`).
+    alone: settle::Alone,
     /// `[compliance] without_schedule`: what a change does when the platform refuses
     /// schedule lookups.
     without_schedule: WithoutSchedule,
@@ -136,6 +140,7 @@ impl TransitionEngine {
             book_max_age: Duration::ZERO,
             clock: Clock::Wall,
             owner: uuid::Uuid::new_v4().to_string(),
+            alone: settle::Alone::default(),
             without_schedule: WithoutSchedule::Refuse,
             imports: None,
             wanted: Arc::default(),
@@ -284,7 +289,7 @@ impl TransitionEngine {
                 .await?
         {
             self.record_unchanged(&request, &unchanged).await?;
-            metrics::counter!("wfmd_transitions_total", "outcome" => "unchanged").increment(1);
+            metrics::counter!(TRANSITIONS_TOTAL, "outcome" => "unchanged").increment(1);
             return Ok(Changed::Unchanged(unchanged));
         }
         let busy = Busy::of(defer.as_ref());
@@ -311,6 +316,10 @@ impl TransitionEngine {
             Some(key) => Some(self.keys.lock(key).await),
             None => None,
         };
+        // A change an earlier daemon made and left unrecorded goes on record first, so
+        // this one leaves the state it entered.
+        self.settle_left_by_ended_of(&request.agent_id, request.idempotency_key.as_deref())
+            .await?;
         let agent = self.lock_agent(&request.agent_id).await?;
         // After the agent's lock: a change with this key may have been recorded (late)
         // while this one waited for it.
@@ -451,9 +460,8 @@ impl TransitionEngine {
             }
             Err(error) => return Err(error.into()),
         };
-        metrics::counter!("wfmd_transitions_total", "outcome" => transition.outcome.name())
-            .increment(1);
-        metrics::histogram!("wfmd_transition_latency_seconds")
+        metrics::counter!(TRANSITIONS_TOTAL, "outcome" => transition.outcome.name()).increment(1);
+        metrics::histogram!(TRANSITION_LATENCY_SECONDS)
             .record(Duration::from_millis(latency_ms).as_secs_f64());
         Ok(Attempted::Made(transition))
     }
@@ -870,7 +878,7 @@ mod tests {
         .await;
         book(engine.store(), "u_002", ChronoDuration::seconds(15 * 60)).await;
 
-        // Inside max_age the book is trusted: this is the window README states.
+        // Inside max_age the book is trusted: the window docs/operations.md states.
         let trusted = engine
             .change(Change::from(request("u_001", AgentState::NotReady)))
             .await

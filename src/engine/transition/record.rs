@@ -174,7 +174,7 @@ impl TransitionEngine {
                 idempotency_key: request.idempotency_key.clone(),
                 requested_at: to_ms(requested_at),
                 owner: self.owner.clone(),
-                term: self.store.term(),
+                term: self.store.term().or(self.alone.term()),
             },
         )
         .await?;

@@ -16,7 +16,17 @@
 //! recorded meanwhile as the agent's own change, else with its own interval and
 //! `agent.state_changed`); otherwise it is recorded as failed. Nothing the platform did
 //! goes unrecorded, and nothing is sent again.
+//!
+//! A database's sole daemon (it holds the database's lock, without `[ha]`:
+//! [`TransitionEngine::serve_alone`]) writes its intents in [`SOLE_DAEMON_TERM`], so the
+//! next daemon on the database knows they ended with the process that wrote them (a
+//! stop while the disk was full, a crash): it settles them as an `[ha]` leader settles
+//! an earlier term's, once a call of theirs can no longer land, and before the agent's
+//! next change, which then leaves the state the platform was put in. A `wfmd transition`
+//! beside the daemon writes no term: its call may still be in flight.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,6 +40,7 @@ use crate::engine::keyed_lock::KeyGuard;
 use crate::store::history;
 use crate::store::intents::{self, IntentRow};
 use crate::store::{from_ms, to_ms};
+use crate::telemetry::names::TRANSITIONS_UNRECORDED;
 
 /// How long another process's change may still be in flight: its intent is settled only
 /// once older (every retry of a platform call, with its waits, is over well before).
@@ -40,6 +51,32 @@ const OTHERS_IN_FLIGHT_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::minutes(1
 /// only a call already on the wire may still land, within the platform client's request
 /// timeout (10 s by default).
 const ENDED_TERMS_CALLS_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// The term a database's sole daemon writes its intents in; `[ha]`'s terms begin at 1.
+/// Such an intent not this engine's was written by a daemon that has ended: the
+/// database's lock lets one daemon at a time serve it.
+const SOLE_DAEMON_TERM: i64 = 0;
+
+/// Whether an engine is its database's sole daemon, and the agents an earlier one left
+/// intents of when it started.
+#[derive(Default)]
+pub(super) struct Alone {
+    alone: AtomicBool,
+    left_by_ended: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Alone {
+    /// The term this engine's intents are written in, outside `[ha]`.
+    pub(super) fn term(&self) -> Option<i64> {
+        self.alone
+            .load(Ordering::Acquire)
+            .then_some(SOLE_DAEMON_TERM)
+    }
+
+    fn left_by_ended(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.left_by_ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// How often the daemon settles intents (see [`TransitionEngine::settle_intents`]).
 pub const SETTLE_INTERVAL: Duration = Duration::from_secs(15);
@@ -69,6 +106,7 @@ impl TransitionEngine {
         let ended = self
             .store
             .term()
+            .or(self.alone.term().map(|sole| sole + 1))
             .map(|term| (term, to_ms(now - ENDED_TERMS_CALLS_AT_MOST)));
         let left =
             intents::unsettled(self.store.reader(), &self.owner, others_before, ended).await?;
@@ -82,6 +120,62 @@ impl TransitionEngine {
             }
         }
         Ok(settled)
+    }
+
+    /// Makes this engine its database's sole daemon: the caller holds the database's
+    /// lock and runs without `[ha]`, so no other daemon's call can be under way. Its
+    /// intents are written in `SOLE_DAEMON_TERM` from now on, and those an earlier
+    /// daemon left are settled within seconds (see the module's doc).
+    pub async fn serve_alone(&self) -> Result<(), sqlx::Error> {
+        self.alone.alone.store(true, Ordering::Release);
+        let left = self.left_by_ended(None).await?;
+        if !left.is_empty() {
+            tracing::warn!(
+                changes = left.len(),
+                "an earlier daemon left changes unrecorded; each is settled against what the \
+                 platform shows before its agent's next change"
+            );
+        }
+        self.alone
+            .left_by_ended()
+            .extend(left.into_iter().map(|intent| intent.agent_id));
+        Ok(())
+    }
+
+    /// The intents an earlier sole daemon left (of `agent`, or all).
+    async fn left_by_ended(&self, agent: Option<&str>) -> Result<Vec<IntentRow>, sqlx::Error> {
+        let ended = Some((SOLE_DAEMON_TERM + 1, i64::MAX));
+        let left = intents::unsettled(self.store.reader(), "", i64::MIN, ended).await?;
+        Ok(left
+            .into_iter()
+            .filter(|intent| intent.owner != self.owner)
+            .filter(|intent| agent.is_none_or(|agent| intent.agent_id == agent))
+            .collect())
+    }
+
+    /// Before a change of `agent` (with idempotency key `key`): settles the changes an
+    /// earlier daemon left of it, waiting until a call of theirs can no longer land. One
+    /// with `key` is left to the change, which finishes it under the same attempt.
+    pub(super) async fn settle_left_by_ended_of(
+        &self,
+        agent: &str,
+        key: Option<&str>,
+    ) -> Result<(), EngineError> {
+        if !self.alone.left_by_ended().contains(agent) {
+            return Ok(());
+        }
+        for intent in self.left_by_ended(Some(agent)).await? {
+            if intent.idempotency_key.is_some() && intent.idempotency_key.as_deref() == key {
+                continue;
+            }
+            let landed_by = from_ms(intent.requested_at) + ENDED_TERMS_CALLS_AT_MOST;
+            if let Ok(wait) = (landed_by - self.now()).to_std() {
+                tokio::time::sleep(wait).await;
+            }
+            self.settle(intent).await?;
+        }
+        self.alone.left_by_ended().remove(agent);
+        Ok(())
     }
 
     /// Keeps the record of a change the platform answered, which the database refused
@@ -113,7 +207,7 @@ impl TransitionEngine {
         };
         let mut kept = self.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
         kept.insert(agent, unrecorded);
-        metrics::gauge!("wfmd_transitions_unrecorded").set(kept.len() as f64);
+        metrics::gauge!(TRANSITIONS_UNRECORDED).set(kept.len() as f64);
         drop(kept);
         self.unrecorded_kept.send_modify(|kept| *kept += 1);
     }
@@ -182,7 +276,7 @@ impl TransitionEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len();
-        metrics::gauge!("wfmd_transitions_unrecorded").set(left as f64);
+        metrics::gauge!(TRANSITIONS_UNRECORDED).set(left as f64);
         match refused {
             Some(error) => Err(error),
             None => Ok(written),

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
 
-use super::{Attempt, HealthChange, Probing, Verdict};
+use super::{Attempt, DeliveryVerdict, HealthChange, Probing};
 use crate::store::{Pool, Store, execute, fetch, fetch_scalar};
 
 /// One endpoint's row of `webhook_endpoints`.
@@ -54,7 +54,7 @@ pub(super) async fn record_health(
         let mut last_error = None;
         for a in &batch {
             match a.verdict {
-                Verdict::Delivered => {
+                DeliveryVerdict::Delivered => {
                     delivered += 1;
                     if row.status == "failing" {
                         // A blip (one refused event among accepted ones) is no outage:
@@ -70,14 +70,14 @@ pub(super) async fn record_health(
                     }
                     row.next_probe_at = None;
                 }
-                Verdict::Gone => {
+                DeliveryVerdict::Gone => {
                     if row.status != "disabled" {
                         row.status = "disabled".into();
                         row.since = a.attempted_at;
                     }
                     row.next_probe_at = None;
                 }
-                Verdict::RetryAt(_) | Verdict::Dead => {
+                DeliveryVerdict::RetryAt(_) | DeliveryVerdict::Dead => {
                     if row.status != "failing" {
                         row.status = "failing".into();
                         row.since = a.attempted_at;

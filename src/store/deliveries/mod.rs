@@ -331,7 +331,7 @@ async fn on_postgres(conn: &mut impl AsConn, statement: &'static str) -> Result<
 
 /// What to do with a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum DeliveryVerdict {
     Delivered,
     RetryAt(i64),
     Dead,
@@ -350,7 +350,7 @@ pub struct Attempt {
     pub duration_ms: i64,
     pub error: Option<String>,
     pub response_body: Option<String>,
-    pub verdict: Verdict,
+    pub verdict: DeliveryVerdict,
     /// Made ahead of the delivery's schedule (see [`Claimed::early`]).
     pub early: bool,
 }
@@ -446,14 +446,17 @@ macro_rules! apply_verdicts {
 /// failed does not count: the delivery keeps its attempt count and its next scheduled
 /// retry, so probing a dead receiver never kills an event sooner.
 fn settled_row(a: &Attempt) -> serde_json::Value {
-    let failed = matches!(a.verdict, Verdict::RetryAt(_) | Verdict::Dead);
+    let failed = matches!(
+        a.verdict,
+        DeliveryVerdict::RetryAt(_) | DeliveryVerdict::Dead
+    );
     let counted = !(a.early && failed);
     let (status, next_attempt_at, delivered_at) = match a.verdict {
         _ if !counted => (None, None, None),
-        Verdict::Delivered => (Some("delivered"), None, Some(a.attempted_at)),
-        Verdict::RetryAt(at) => (Some("pending"), Some(at), None),
-        Verdict::Dead => (Some("dead"), None, None),
-        Verdict::Gone => (Some("disabled"), None, None),
+        DeliveryVerdict::Delivered => (Some("delivered"), None, Some(a.attempted_at)),
+        DeliveryVerdict::RetryAt(at) => (Some("pending"), Some(at), None),
+        DeliveryVerdict::Dead => (Some("dead"), None, None),
+        DeliveryVerdict::Gone => (Some("disabled"), None, None),
     };
     json!({
         "delivery_id": a.delivery_id,
@@ -493,7 +496,10 @@ pub async fn settle(
         (apply_verdicts!(sqlite), apply_verdicts!(postgres)),
         &rows
     )?;
-    for a in attempts.iter().filter(|a| a.verdict == Verdict::Gone) {
+    for a in attempts
+        .iter()
+        .filter(|a| a.verdict == DeliveryVerdict::Gone)
+    {
         execute!(
             tx,
             "INSERT INTO webhook_disabled (endpoint, event_type, reason, disabled_at)
@@ -686,7 +692,7 @@ mod tests {
         agents
     }
 
-    fn attempt(delivery: &Claimed, verdict: Verdict, status: u16, early: bool) -> Attempt {
+    fn attempt(delivery: &Claimed, verdict: DeliveryVerdict, status: u16, early: bool) -> Attempt {
         Attempt {
             delivery_id: delivery.id,
             endpoint: delivery.endpoint.clone(),
@@ -725,7 +731,7 @@ mod tests {
 
         let attempts: Vec<Attempt> = first
             .iter()
-            .map(|d| attempt(d, Verdict::Delivered, 204, false))
+            .map(|d| attempt(d, DeliveryVerdict::Delivered, 204, false))
             .collect();
         settle(
             &store,
@@ -753,12 +759,12 @@ mod tests {
         assert_eq!(claimed.len(), 5);
         fanned_out(&store, &[Some("f"), None]).await;
         let attempts = [
-            attempt(&claimed[0], Verdict::Delivered, 204, false),
-            attempt(&claimed[1], Verdict::RetryAt(9_000), 500, false),
-            attempt(&claimed[2], Verdict::Dead, 500, false),
+            attempt(&claimed[0], DeliveryVerdict::Delivered, 204, false),
+            attempt(&claimed[1], DeliveryVerdict::RetryAt(9_000), 500, false),
+            attempt(&claimed[2], DeliveryVerdict::Dead, 500, false),
             // Ahead of schedule and failed: costs no attempt, keeps its schedule.
-            attempt(&claimed[3], Verdict::RetryAt(9_000), 503, true),
-            attempt(&claimed[4], Verdict::Gone, 410, false),
+            attempt(&claimed[3], DeliveryVerdict::RetryAt(9_000), 503, true),
+            attempt(&claimed[4], DeliveryVerdict::Gone, 410, false),
         ];
         settle(
             &store,

@@ -1,7 +1,9 @@
 // The wallboard: draws /v1/live's snapshot and keeps it current from the live feed
-// (WebSocket first, Server-Sent Events when the upgrade fails), reconnecting with
-// backoff and resuming by the last event id. It never freezes silently: the
-// connection state is always shown, and a page that hears nothing says it is stale.
+// (the console's feed client: WebSocket first, Server-Sent Events when the upgrade
+// fails, reconnecting with backoff and resuming by the last event id). It never freezes
+// silently: the connection state is always shown, and a page that hears nothing says
+// it is stale. Supervisor mode (bulk changes, authorisations) and the day dialog's
+// actions are offered to a role that may use them.
 //
 // At /t/{tenant}/ it is that tenant's board and reads /v1/tenants/{tenant}/…; at / it
 // reads /v1/…, which is the only tenant's, or, when wfmd serves several, answers 400
@@ -10,206 +12,21 @@
 
 const params = new URLSearchParams(location.search);
 const kiosk = params.get("kiosk") === "1";
-const tenantPath = /^\/t\/([a-z0-9-]{1,32})\/$/.exec(location.pathname);
-const TENANT = tenantPath ? tenantPath[1] : null;
-const BASE = TENANT ? "/v1/tenants/" + TENANT : "/v1";
-const $ = (id) => document.getElementById(id);
-const el = (tag, cls, text) => {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-};
 
 const S = {
   agents: new Map(),
   tiles: null,
   thresholds: { good: 0.8, warning: 0.7 },
   periods: { heartbeat_secs: 15, skill_interval_secs: 30, queue_interval_secs: 30 },
-  lastId: null,
-  lastHeard: 0,
-  connected: false,
-  delay: 1000,
-  nextTry: 0,
-  token: sessionStorage.getItem("wfmd.token"),
   selected: new Set(),
   jobs: new Map(),
   curves: new Map(),
-  socket: null,
-  sse: null,
+  // The feed's connection, as the console's shared feed client holds it.
+  get socket() { return FEED.socket; },
+  get sse() { return FEED.sse; },
 };
 
-// ---- HTTP with the session's token -------------------------------------------------
-
-class Unauthorized extends Error {}
-
-async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
-  if (S.token) headers.Authorization = "Bearer " + S.token;
-  const response = await fetch(path, Object.assign({}, options, { headers }));
-  if (response.status === 401) {
-    await askToken(S.token ? "That token was refused." : "");
-    return api(path, options);
-  }
-  return response;
-}
-
-let asking = null;
-function askToken(message) {
-  if (asking) return asking;
-  asking = new Promise((resolve) => {
-    const dialog = $("login");
-    $("login-error").textContent = message;
-    $("login-form").onsubmit = () => {
-      S.token = $("login-token").value.trim();
-      sessionStorage.setItem("wfmd.token", S.token);
-      asking = null;
-      resolve();
-    };
-    if (!dialog.open) dialog.showModal();
-  });
-  return asking;
-}
-
-// ---- the feed ------------------------------------------------------------------------
-
-function setConn(state, text) {
-  const conn = $("conn");
-  conn.dataset.state = state;
-  conn.textContent = text;
-}
-
-async function ticket() {
-  // Without a token the API is open (loopback) and needs no ticket.
-  if (!S.token) return null;
-  const response = await api(BASE + "/live/tickets", { method: "POST" });
-  if (!response.ok) throw new Error("no ticket: " + response.status);
-  return (await response.json()).ticket;
-}
-
-function feedQuery(ticketValue) {
-  const q = new URLSearchParams();
-  if (ticketValue) q.set("ticket", ticketValue);
-  if (S.lastId) q.set("last_event_id", S.lastId);
-  const text = q.toString();
-  return text ? "?" + text : "";
-}
-
-function opened() {
-  S.connected = true;
-  S.delay = 1000;
-  S.lastHeard = Date.now();
-  setConn("live", "live");
-}
-
-function lost(why) {
-  if (!S.connected && S.nextTry > Date.now()) return;
-  S.connected = false;
-  S.socket = null;
-  S.sse = null;
-  const wait = S.delay;
-  S.delay = Math.min(S.delay * 2, 30000);
-  S.nextTry = Date.now() + wait;
-  console.info("feed lost:", why, "next try in", wait, "ms");
-  setTimeout(connect, wait);
-  showReconnecting();
-}
-
-function dropFeed() {
-  const socket = S.socket;
-  const sse = S.sse;
-  S.socket = null;
-  S.sse = null;
-  if (socket) socket.close();
-  if (sse) sse.abort();
-}
-
-function showReconnecting() {
-  if (S.connected) return;
-  const left = Math.max(0, Math.ceil((S.nextTry - Date.now()) / 1000));
-  setConn("reconnecting", "reconnecting — next try in " + left + " s");
-}
-
-async function connect() {
-  S.nextTry = 0;
-  setConn("reconnecting", "reconnecting — trying now");
-  let t1;
-  try {
-    t1 = await ticket();
-  } catch (e) {
-    return lost(e.message);
-  }
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  let socket;
-  try {
-    socket = new WebSocket(scheme + "//" + location.host + BASE + "/ws" + feedQuery(t1));
-  } catch (e) {
-    return openSse();
-  }
-  S.socket = socket;
-  let wasOpen = false;
-  socket.onopen = () => { wasOpen = true; opened(); };
-  socket.onmessage = (event) => {
-    S.lastHeard = Date.now();
-    try { handle(JSON.parse(event.data)); } catch (e) { console.error(e); }
-  };
-  socket.onclose = (event) => {
-    if (S.socket !== socket) return;
-    if (!wasOpen) return openSse();
-    lost("websocket closed " + event.code + " " + event.reason);
-  };
-}
-
-// Server-Sent Events through fetch, so the ticket and Last-Event-ID are ours to send
-// and heartbeat comments count as signs of life.
-async function openSse() {
-  let t2;
-  try {
-    t2 = await ticket();
-  } catch (e) {
-    return lost(e.message);
-  }
-  const controller = new AbortController();
-  S.sse = controller;
-  const headers = {};
-  if (S.lastId) headers["Last-Event-ID"] = S.lastId;
-  let response;
-  try {
-    response = await fetch(BASE + "/events" + feedQuery(t2), { headers, signal: controller.signal });
-  } catch (e) {
-    return lost("events: " + e.message);
-  }
-  if (!response.ok || !response.body) return lost("events: " + response.status);
-  opened();
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  let data = [];
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      S.lastHeard = Date.now();
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, cut).replace(/\r$/, "");
-        buffer = buffer.slice(cut + 1);
-        if (line === "") {
-          if (data.length) {
-            try { handle(JSON.parse(data.join("\n"))); } catch (e) { console.error(e); }
-          }
-          data = [];
-        } else if (line.startsWith("data:")) {
-          data.push(line.slice(5).replace(/^ /, ""));
-        }
-      }
-    }
-  } catch (e) {
-    // The connection dropped.
-  }
-  if (S.sse === controller) lost("events ended");
-}
+const FEED = new Feed(handle);
 
 // Among several instances, which one this board's feed comes from (it changes when
 // the page reconnects to another).
@@ -220,7 +37,6 @@ function showServedBy(instance) {
 }
 
 function handle(message) {
-  if (message.id) S.lastId = message.id;
   const data = message.data;
   switch (message.type) {
     case "snapshot":
@@ -230,10 +46,10 @@ function handle(message) {
       S.queuesAreSkills = data.queues_are_skills;
       showServedBy(data.served_by);
       S.tiles = tilesOf(data);
-      S.lastId = data.last_event_id || S.lastId;
       fillFilters();
       renderTiles();
       renderAgents();
+      markReady();
       // Curves already drawn are kept current by `metrics`; a snapshot (every
       // reconnect, every roster refresh) only fetches the ones still missing.
       loadCurves(true);
@@ -321,15 +137,6 @@ function tilesOf(data) {
 }
 
 // ---- drawing -------------------------------------------------------------------------
-
-function mss(secs) {
-  if (secs === null || secs === undefined) return "–";
-  secs = Math.max(0, Math.floor(secs));
-  const h = Math.floor(secs / 3600);
-  const m = Math.floor((secs % 3600) / 60);
-  const s = String(secs % 60).padStart(2, "0");
-  return h ? h + ":" + String(m).padStart(2, "0") + ":" + s : m + ":" + s;
-}
 
 function slClass(sl) {
   if (sl === null || sl === undefined) return "";
@@ -564,21 +371,6 @@ function tick() {
     const since = span.dataset.since;
     span.textContent = since ? mss((now - Date.parse(since)) / 1000) : "";
   }
-  if (S.connected) {
-    const silent = now - S.lastHeard;
-    if (silent > 3 * S.periods.heartbeat_secs * 1000) {
-      // A connection that stays silent is dead however it looks (a half-open TCP
-      // connection, a proxy holding the stream): drop it and connect again.
-      dropFeed();
-      lost("nothing heard for " + Math.round(silent / 1000) + " s");
-    } else if (silent > 2 * S.periods.heartbeat_secs * 1000) {
-      setConn("stale", "stale — nothing heard for " + mss((now - S.lastHeard) / 1000));
-    } else {
-      setConn("live", "live");
-    }
-  } else if (S.nextTry) {
-    showReconnecting();
-  }
 }
 
 // ---- supervisor mode -----------------------------------------------------------------
@@ -607,7 +399,10 @@ function renderJobs() {
     const bar = el("progress");
     bar.max = job.total || 1;
     bar.value = done;
-    row.append(el("span", "", "job " + String(job.job_id).slice(0, 8) + " " + (job.status || "queued") + " "), bar,
+    // The whole id (they share their first characters), linked to the job on /jobs.
+    const link = el("a", "mono", job.job_id);
+    link.href = ROOT + "/jobs?job=" + encodeURIComponent(job.job_id);
+    row.append(el("span", "", "job "), link, el("span", "", " " + (job.status || "queued") + " "), bar,
       el("span", "job-figures", " " + done + "/" + (job.total || "?") + " · ok " + ((job.succeeded || 0) + (job.unchanged || 0)) +
         " · refused " + (job.rejected || 0) + " · failed " + (job.failed || 0)));
     box.append(row);
@@ -620,7 +415,11 @@ async function startJob() {
   if (reason) body.reason = reason;
   if (S.selected.size) body.agents = [...S.selected];
   else if ($("filter-team").value) body.team = $("filter-team").value;
-  else return alert("Select agents, or a team in the filter.");
+  else return say("bulk-result", "Select agents, or a team in the filter; nothing was started.");
+  if (reason && !REASON.test(reason)) {
+    return say("bulk-result", "A reason code is 1 to 64 letters, digits, _ or -; nothing was started.");
+  }
+  say("bulk-result", "");
   const response = await api(BASE + "/bulk-transitions", {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -638,18 +437,23 @@ async function startJob() {
   renderAgents();
 }
 
+// A message beside a control, for what the supervisor asked.
+function say(id, text) {
+  $(id).textContent = text;
+}
+
 // Excuses the selected agents (or the filtered team) from adherence from now on for the
 // minutes given: that time is neither in nor out of adherence.
 async function authorise() {
   const reason = $("auth-reason").value.trim();
   const minutes = Number($("auth-minutes").value);
-  if (!reason) return alert("Say why: the reason goes into the audit log.");
-  if (!(minutes >= 1)) return alert("For how many minutes?");
+  if (!reason) return say("auth-result", "Say why: the reason goes into the audit log. Nothing was authorised.");
+  if (!(minutes >= 1)) return say("auth-result", "For how many minutes? Nothing was authorised.");
   const from = new Date();
   const body = { from: from.toISOString(), to: new Date(from.getTime() + minutes * 60000).toISOString(), reason };
   if (S.selected.size) body.agents = [...S.selected];
   else if ($("filter-team").value) body.team = $("filter-team").value;
-  else return alert("Select agents, or a team in the filter.");
+  else return say("auth-result", "Select agents, or a team in the filter. Nothing was authorised.");
   const response = await api(BASE + "/adherence/authorisations", {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -719,6 +523,8 @@ async function showDay(agent) {
   const figures = $("day-figures");
   dialog.dataset.agent = agent.id;
   $("h-day").textContent = "Schedule against actual: " + (agent.name || agent.id);
+  $("day-agent-page").href = ROOT + "/agents/" + encodeURIComponent(agent.id);
+  showDayActions(agent);
   body.replaceChildren(el("p", "pending", "loading…"));
   figures.replaceChildren();
   const from = new Date();
@@ -744,10 +550,6 @@ async function showDay(agent) {
     body.replaceChildren(document.importNode(svg, true));
     if (numbers.ok) {
       const f = (await numbers.json()).figures;
-      const hm = (secs) => {
-        const m = Math.round(secs / 60);
-        return Math.floor(m / 60) + ":" + String(m % 60).padStart(2, "0") + " h";
-      };
       for (const [label, value] of [
         ["Adherence", f.adherence_pct === null ? "–" : f.adherence_pct.toFixed(1) + "%"],
         ["Scheduled", hm(f.scheduled_seconds)], ["In", hm(f.in_adherence_seconds)],
@@ -758,6 +560,36 @@ async function showDay(agent) {
   } catch (e) {
     body.replaceChildren(el("p", "error", "cannot load the day: " + e.message));
   }
+}
+
+// The day dialog's actions: change the agent's state (now, or when its call ends), and
+// the change waiting for it with its Cancel button. The feed keeps the card current;
+// the dialog says what wfmd answered.
+function showDayActions(agent) {
+  const waiting = $("day-waiting");
+  waiting.replaceChildren();
+  const said = (result) => {
+    $("day-answer").textContent = result.text;
+    $("day-answer").className = "message " + (result.ok ? "ok" : "error");
+  };
+  if (agent.deferred) {
+    waiting.append(waitingBadge(agent, (result) => {
+      said(result);
+      if (result.ok) {
+        agent.deferred = null;
+        showDayActions(agent);
+        renderAgents();
+      }
+    }));
+  }
+  $("day-change").onclick = () => openAct(agent, (result) => {
+    said(result);
+    if (result.deferred) {
+      agent.deferred = result.deferred;
+      showDayActions(agent);
+      renderAgents();
+    }
+  });
 }
 
 // ---- start ---------------------------------------------------------------------------
@@ -791,11 +623,6 @@ function setup() {
 
 // ---- several tenants -----------------------------------------------------------------
 
-async function tenants() {
-  const response = await api("/v1/tenants");
-  return response.ok ? response.json() : [];
-}
-
 // The page at / when wfmd serves several tenants: a link to each board the token may see.
 async function pick() {
   document.body.classList.add("picking");
@@ -824,12 +651,12 @@ async function nameTenant() {
 
 async function main() {
   setup();
-  // The first read also tells whether a token is needed (401 asks for one).
+  // The first read also tells whether a session is needed (a 401 goes to sign in).
   try {
     const response = await api(BASE + "/live");
     if (response.ok) {
       const snapshot = await response.json();
-      handle({ type: "snapshot", id: snapshot.last_event_id, data: snapshot });
+      FEED.deliver({ type: "snapshot", id: snapshot.last_event_id, data: snapshot });
     } else if (!TENANT && response.status === 400) {
       const problem = await response.json().catch(() => ({}));
       if (problem.tenants) return pick();
@@ -838,14 +665,14 @@ async function main() {
       // for nobody, and neither does the page.
       $("banner").hidden = false;
       $("banner").textContent = "No tenant " + TENANT + " here. All boards: /";
-      setConn("stale", "no such tenant");
+      FEED.show("stale", "no such tenant");
       return;
     }
   } catch (e) {
     console.error(e);
   }
   if (TENANT) nameTenant().catch((e) => console.error(e));
-  connect();
+  FEED.start();
 }
 
 main();

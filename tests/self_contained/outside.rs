@@ -1,10 +1,6 @@
-//! The repository explains itself from inside (issue #54): no tracked file sends its
-//! reader to a document outside it, neither to the shared folder beside the repository
-//! nor to the three files kept there (the platform contract, the interface, the first
-//! design). What they said now lives in `docs/` and README.md.
-//!
-//! A test target of its own that reads files only: it builds in seconds, without
-//! recompiling the library's unit tests.
+//! No tracked file sends its reader to a document outside the repository, neither to
+//! the shared folder beside it nor to the three files kept there (the platform contract,
+//! the interface, the first design). What they said now lives in `docs/` and README.md.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,7 +36,7 @@ fn outside_mentions(text: &str) -> Vec<&'static str> {
 }
 
 /// The files git tracks, relative to the repository root, without `target/`.
-fn tracked_files(root: &Path) -> Vec<String> {
+pub(crate) fn tracked_files(root: &Path) -> Vec<String> {
     let output = Command::new("git")
         .args(["ls-files", "-z"])
         .current_dir(root)

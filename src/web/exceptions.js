@@ -1,0 +1,3 @@
+// The exceptions page.
+"use strict";
+markReady();
