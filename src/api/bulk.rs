@@ -173,7 +173,7 @@ const DEFAULT_PAGE: u32 = 50;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobList {
     /// Newest first, without their items (`GET /v1/bulk-transitions/{job_id}` has them).
-    jobs: Vec<JobView>,
+    jobs: Vec<BulkJobView>,
 }
 
 /// The answer to an accepted job.

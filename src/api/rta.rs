@@ -11,10 +11,10 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::validate::MAX_ID_LEN;
 use super::error::Problem;
 use super::extract::{QueryParams, zone_from_query};
 use super::roles::VIEWER;
+use super::validate::MAX_ID_LEN;
 use super::{ApiState, Routes};
 use crate::engine::adherence_summary::{self, Periods, Totals};
 use crate::live::{AdherenceRow, AgentView};

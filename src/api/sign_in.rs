@@ -128,7 +128,8 @@ pub async fn sign_in(
         ));
     }
     let Some(entry) = tokens.entry(&digest(token)).cloned() else {
-        metrics::counter!("wfmd_api_refusals_total", "reason" => "invalid").increment(1);
+        metrics::counter!(crate::telemetry::names::API_REFUSALS_TOTAL, "reason" => "invalid")
+            .increment(1);
         tracing::warn!("refused a sign-in: the token is not configured");
         return Ok(invalid_credential(
             "the token is not one of the configured api_tokens",

@@ -109,7 +109,7 @@ pub async fn review(
     .await?;
     tx.commit().await?;
     store.notify_outbox();
-    metrics::counter!("wfmd_adherence_reviews_total", "decision" => request.decision.as_str())
+    metrics::counter!(crate::telemetry::names::ADHERENCE_REVIEWS_TOTAL, "decision" => request.decision.as_str())
         .increment(1);
     Ok(reviewed)
 }

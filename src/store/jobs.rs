@@ -270,7 +270,7 @@ pub async fn recent(
     status: Option<&str>,
     before: Option<&str>,
     limit: i64,
-) -> Result<Vec<JobRow>, sqlx::Error> {
+) -> Result<Vec<BulkJobRow>, sqlx::Error> {
     fetch!(
         conn,
         all,

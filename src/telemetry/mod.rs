@@ -190,6 +190,9 @@ fn register_per_tenant() {
     for action in ["authorised", "withdrawn"] {
         metrics::counter!(ADHERENCE_AUTHORISATIONS_TOTAL, "action" => action).increment(0);
     }
+    for decision in ["excused", "upheld"] {
+        metrics::counter!(ADHERENCE_REVIEWS_TOTAL, "decision" => decision).increment(0);
+    }
     for (name, _) in LIVE_COUNTERS {
         metrics::counter!(name).increment(0);
     }

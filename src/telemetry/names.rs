@@ -49,6 +49,7 @@ pub const ADHERENCE_EXCEPTIONS_TOTAL: &str = "wfmd_adherence_exceptions_total";
 pub const ADHERENCE_SEVERE_TOTAL: &str = "wfmd_adherence_severe_total";
 pub const ADHERENCE_CORRECTIONS_TOTAL: &str = "wfmd_adherence_corrections_total";
 pub const ADHERENCE_AUTHORISATIONS_TOTAL: &str = "wfmd_adherence_authorisations_total";
+pub const ADHERENCE_REVIEWS_TOTAL: &str = "wfmd_adherence_reviews_total";
 pub const ADHERENCE_SWEEP_DURATION_SECONDS: &str = "wfmd_adherence_sweep_duration_seconds";
 
 // Webhooks.

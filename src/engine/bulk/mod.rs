@@ -266,7 +266,7 @@ impl BulkJobs {
         status: Option<&str>,
         before: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<JobView>, sqlx::Error> {
+    ) -> Result<Vec<BulkJobView>, sqlx::Error> {
         // One read transaction, as for one job: statuses and counts agree.
         let mut tx = self.store().reader().begin().await?;
         let rows = jobs::recent(&mut tx, status, before, limit).await?;
