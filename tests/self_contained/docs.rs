@@ -22,8 +22,9 @@ const FIRST_COMMANDS: [&str; 2] = [
     "cargo test --locked",
 ];
 
-/// Names of the form `"wfmd_…"` in the code that are not metrics: the session cookie's.
-const NOT_METRICS: [&str; 1] = ["wfmd_session"];
+/// Names of the form `"wfmd_…"` in the code that are not metrics: the session cookie's,
+/// the schema the instances share.
+const NOT_METRICS: [&str; 2] = ["wfmd_session", "wfmd_cluster"];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
