@@ -152,7 +152,7 @@ pub struct ShowQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub struct BulkListQuery {
     /// Only jobs with this status: `queued`, `running`, `completed` or `cancelled`.
     #[param(pattern = "^(queued|running|completed|cancelled)$")]
     status: Option<String>,
@@ -346,12 +346,12 @@ pub async fn show_bulk_job(
     path = "/v1/bulk-transitions",
     tag = "bulk",
     security(("bearer" = [VIEWER])),
-    params(ListQuery),
+    params(BulkListQuery),
     responses((status = 200, description = "The jobs", body = JobList))
 )]
 pub async fn list_bulk_jobs(
     State(state): State<ApiState>,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(query): QueryParams<BulkListQuery>,
 ) -> Result<Json<JobList>, Problem> {
     let status = query.status.as_deref();
     if let Some(status) = status

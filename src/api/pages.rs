@@ -45,10 +45,10 @@ pub fn routes() -> Routes {
         utoipa_axum::routes!(tenant_exceptions),
         utoipa_axum::routes!(reports),
         utoipa_axum::routes!(tenant_reports),
-        utoipa_axum::routes!(sign_in),
-        utoipa_axum::routes!(tenant_sign_in),
-        utoipa_axum::routes!(sign_out),
-        utoipa_axum::routes!(tenant_sign_out),
+        utoipa_axum::routes!(sign_in_page),
+        utoipa_axum::routes!(tenant_sign_in_page),
+        utoipa_axum::routes!(sign_out_page),
+        utoipa_axum::routes!(tenant_sign_out_page),
     ]
 }
 
@@ -337,7 +337,7 @@ page! {
         security(()),
         responses((status = 200, description = "The page", content_type = "text/html", body = String))
     )]
-    sign_in => Page::SignIn
+    sign_in_page => Page::SignIn
 }
 
 page_of_tenant! {
@@ -357,7 +357,7 @@ page_of_tenant! {
             NoSuchTenant,
         )
     )]
-    tenant_sign_in => Page::SignIn
+    tenant_sign_in_page => Page::SignIn
 }
 
 page! {
@@ -369,7 +369,7 @@ page! {
         security(()),
         responses((status = 200, description = "The page", content_type = "text/html", body = String))
     )]
-    sign_out => Page::SignIn
+    sign_out_page => Page::SignIn
 }
 
 page_of_tenant! {
@@ -388,7 +388,7 @@ page_of_tenant! {
             NoSuchTenant,
         )
     )]
-    tenant_sign_out => Page::SignIn
+    tenant_sign_out_page => Page::SignIn
 }
 
 /// The `{tenant}` and `{agent_id}` of a tenant's agent page.

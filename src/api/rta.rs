@@ -16,7 +16,7 @@ use super::extract::{QueryParams, zone_from_query};
 use super::roles::VIEWER;
 use super::validate::MAX_ID_LEN;
 use super::{ApiState, Routes};
-use crate::engine::adherence_summary::{self, Periods, Totals};
+use crate::engine::adherence_summary::{self, SummaryWindows, Totals};
 use crate::live::{AdherenceRow, AgentView};
 use crate::time::rfc3339;
 
@@ -198,7 +198,7 @@ pub async fn adherence_summary(
     let team = filter("team", query.team.as_deref())?;
     let zone = zone_from_query(query.tz.as_deref())?.unwrap_or(chrono_tz::UTC);
     let now = state.engine.now();
-    let periods = Periods::of(now, zone);
+    let periods = SummaryWindows::of(now, zone);
     let judging = state.judging.current();
     let summary =
         adherence_summary::summary(state.store.reader(), &periods, team, now, &judging).await?;

@@ -18,7 +18,7 @@ use crate::store::{Pool, roster};
 
 /// The summary's periods, each `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Periods {
+pub struct SummaryWindows {
     pub today: (DateTime<Utc>, DateTime<Utc>),
     pub yesterday: (DateTime<Utc>, DateTime<Utc>),
     /// From Monday's midnight.
@@ -27,16 +27,16 @@ pub struct Periods {
     pub month_to_date: (DateTime<Utc>, DateTime<Utc>),
 }
 
-impl Periods {
+impl SummaryWindows {
     /// The periods of `now`, days starting at midnight in `zone` (where a change of
     /// clocks skips midnight, at the first instant of the day).
-    pub fn of(now: DateTime<Utc>, zone: Tz) -> Periods {
+    pub fn of(now: DateTime<Utc>, zone: Tz) -> SummaryWindows {
         let day = now.with_timezone(&zone).date_naive();
         let today = start_of(day, zone);
         let yesterday = start_of(day - Days::new(1), zone);
         let monday = day - Days::new(u64::from(day.weekday().num_days_from_monday()));
         let first = day.with_day(1).expect("every month has a 1st");
-        Periods {
+        SummaryWindows {
             today: (today, now),
             yesterday: (yesterday, today),
             week_to_date: (start_of(monday, zone), now),
@@ -113,7 +113,7 @@ impl Totals {
     }
 }
 
-/// Each period's totals, in the order of [`Periods`]' fields.
+/// Each period's totals, in the order of [`SummaryWindows`]' fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
     pub today: Totals,
@@ -127,7 +127,7 @@ pub struct Summary {
 /// `judging`; `now` ends the intervals still open.
 pub async fn summary(
     pool: &Pool,
-    periods: &Periods,
+    periods: &SummaryWindows,
     team: Option<&str>,
     now: DateTime<Utc>,
     judging: &Judging,
@@ -185,7 +185,7 @@ mod tests {
     fn periods_start_at_midnight_in_the_zone_and_weeks_on_monday() {
         // Thursday 2026-11-26, 01:30 UTC: still Wednesday the 25th in New York.
         let now = utc("2026-11-26T01:30:00Z");
-        let utc_periods = Periods::of(now, chrono_tz::UTC);
+        let utc_periods = SummaryWindows::of(now, chrono_tz::UTC);
         assert_eq!(utc_periods.today, (utc("2026-11-26T00:00:00Z"), now));
         assert_eq!(
             utc_periods.yesterday,
@@ -193,14 +193,15 @@ mod tests {
         );
         assert_eq!(utc_periods.week_to_date.0, utc("2026-11-23T00:00:00Z"));
         assert_eq!(utc_periods.month_to_date.0, utc("2026-11-01T00:00:00Z"));
-        let new_york = Periods::of(now, chrono_tz::America::New_York);
+        let new_york = SummaryWindows::of(now, chrono_tz::America::New_York);
         assert_eq!(new_york.today.0, utc("2026-11-25T05:00:00Z"));
         assert_eq!(new_york.yesterday.0, utc("2026-11-24T05:00:00Z"));
         assert_eq!(new_york.week_to_date.0, utc("2026-11-23T05:00:00Z"));
         // November began in summer time (UTC-4).
         assert_eq!(new_york.month_to_date.0, utc("2026-11-01T04:00:00Z"));
         // Santiago springs forward at midnight: 2026-09-06 begins at 01:00 local.
-        let santiago = Periods::of(utc("2026-09-06T12:00:00Z"), chrono_tz::America::Santiago);
+        let santiago =
+            SummaryWindows::of(utc("2026-09-06T12:00:00Z"), chrono_tz::America::Santiago);
         assert_eq!(santiago.today.0, utc("2026-09-06T04:00:00Z"));
     }
 
