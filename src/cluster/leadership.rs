@@ -801,7 +801,6 @@ fn count_stop(member: &Member) {
     });
 }
 
-
 #[cfg(test)]
 mod tests {
     use sqlx::Connection;
@@ -886,7 +885,10 @@ mod tests {
             until(&mut a_standing, ttl, leads).await,
             Standing::Leader { term: 1 }
         );
-        assert!(matches!(a_store.role(), InstanceRole::Leader { term: 1, .. }));
+        assert!(matches!(
+            a_store.role(),
+            InstanceRole::Leader { term: 1, .. }
+        ));
 
         let (b, b_keeping) = LeaseKeeper::start(settings("b", &url, ttl), leaving.clone());
         let b_member = b.join(&id, b_store.clone());
@@ -952,7 +954,10 @@ mod tests {
             until(&mut standing, Duration::from_secs(2), leads).await,
             Standing::Leader { term: 41 }
         );
-        assert!(matches!(store.role(), InstanceRole::Leader { term: 41, .. }));
+        assert!(matches!(
+            store.role(),
+            InstanceRole::Leader { term: 41, .. }
+        ));
         let refused = sqlx::query("SELECT wfmd_prove_term('wfmd-old', 40)")
             .execute(lease::pg(store.reader()).unwrap())
             .await

@@ -313,10 +313,7 @@ pub struct Instance {
 
 /// The leases of `tenants` (by [`tenant_key`]) that an instance ever took, from any
 /// connection to the database; none when no instance with `[ha]` ever served it.
-pub async fn leases(
-    pool: &Pool,
-    tenants: &[String],
-) -> Result<Vec<(String, Lease)>, sqlx::Error> {
+pub async fn leases(pool: &Pool, tenants: &[String]) -> Result<Vec<(String, Lease)>, sqlx::Error> {
     let read: Result<Vec<LeaseRow>, sqlx::Error> = sqlx::query_as(concat!(
         "SELECT l.tenant, l.holder, l.term, l.acquired_at, l.expires_at, ",
         now_ms!(),
