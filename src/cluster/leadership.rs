@@ -27,7 +27,7 @@
 //! Metrics, labelled with the tenant: `wfmd_tenant_leader` is 1 while this instance leads
 //! the tenant and 0 otherwise, `wfmd_leadership_changes_total` counts each time it starts
 //! or stops leading, and `wfmd_failover_seconds` is how long the tenant was without a
-//! leader before this instance began its term (see [`super::tick::Claimed::freed_at`]).
+//! leader before this instance began its term (see [`super::tick::LeaseTaken::freed_at`]).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

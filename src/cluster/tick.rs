@@ -52,7 +52,7 @@ pub struct Tick<'a> {
 
 /// A lease taken at a look.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
+pub struct LeaseTaken {
     pub tenant: String,
     pub term: i64,
     /// When the tenant was left without a leader (the database's clock): its former
@@ -68,7 +68,7 @@ pub struct Ticked {
     pub now: i64,
     pub renewed: HashSet<String>,
     pub released: HashSet<String>,
-    pub claimed: Vec<Claimed>,
+    pub claimed: Vec<LeaseTaken>,
     /// Each instance counted among the serving ones (this one too, while it serves),
     /// and how many current leases it held before the look.
     pub loads: Vec<(String, usize)>,
@@ -191,7 +191,7 @@ pub async fn look(conn: &mut PgConnection, tick: &Tick<'_>) -> Result<Ticked, sq
             "released" => {
                 ticked.released.insert(name);
             }
-            "claimed" => ticked.claimed.push(Claimed {
+            "claimed" => ticked.claimed.push(LeaseTaken {
                 tenant: name,
                 term: number.unwrap_or_default(),
                 freed_at,
