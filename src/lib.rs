@@ -20,8 +20,10 @@
 //!   and verification, the outbox and webhook deliveries, jobs, schedules, adherence
 //!   exceptions and authorisations, deferred changes, the agent roster, retention, and
 //!   `wfmd database copy`.
-//! - [`cluster`]: several instances on one PostgreSQL database: each tenant's lease and
-//!   its fenced writes, leadership and its spreading over the instances.
+//! - [`cluster`]: several instances on one PostgreSQL database: the tenants' leases in
+//!   a schema they share, kept by one statement per look of each instance, its liveness
+//!   session (whose end frees its tenants at once), each tenant's fenced term, and the
+//!   tenants' spreading over the instances.
 //! - [`engine`]: the work: [`engine::TransitionEngine`] validates, executes and records
 //!   one change, and the records of a change that waits for a busy agent
 //!   ([`engine::transition::deferral`]); [`engine::lookups`] shares its schedule
