@@ -38,6 +38,7 @@ use subtle::ConstantTimeEq;
 use crate::domain::tenant::TenantId;
 
 use super::error::Problem;
+use super::forward::HandedOn;
 use super::roles::{self, BEARER};
 use super::sessions::{self, Sessions};
 use crate::config::api_tokens::{ApiTokenConfig, Role};
@@ -197,6 +198,11 @@ impl ApiTokens {
         found
     }
 
+    /// The entry named `name`.
+    fn named(&self, name: &str) -> Option<&TokenEntry> {
+        self.entries.iter().find(|entry| &*entry.name == name)
+    }
+
     /// Whether an entry equal to `entry` is configured.
     fn holds(&self, entry: &TokenEntry) -> bool {
         self.entry(&entry.digest).is_some_and(|held| held == entry)
@@ -268,9 +274,15 @@ impl Credentials {
         Ok(ended)
     }
 
-    /// The caller the request's `Authorization` header proves, or without one its
-    /// session cookie; or why neither proves one.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
+    /// The caller the request's `Authorization` header proves; without one, the caller
+    /// another instance that handed the request on let it in as (`handed`, proven with
+    /// the cluster key: a session only that instance knows), or else its session cookie;
+    /// or why none proves one.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        handed: Option<&HandedOn>,
+    ) -> Result<Caller, Refusal> {
         let tokens = self.tokens();
         if tokens.is_empty() {
             return Ok(local_caller());
@@ -280,6 +292,12 @@ impl Credentials {
                 .entry(&digest)
                 .map(TokenEntry::caller)
                 .ok_or(Refusal::Invalid),
+            Err(Refusal::Missing) if let Some(name) = handed.and_then(|h| h.caller.as_deref()) => {
+                tokens
+                    .named(name)
+                    .map(TokenEntry::caller)
+                    .ok_or(Refusal::Invalid)
+            }
             Err(Refusal::Missing) => match sessions::presented(headers) {
                 Some(id) => self
                     .sessions
@@ -545,7 +563,8 @@ pub async fn authorize(
         Some(Access::Open) => {
             // Open routes need no token, but one that proves a caller lets the route
             // say more (`/readyz` shows its error text only to callers it knows).
-            if let Ok(caller) = gate.credentials.authenticate(request.headers()) {
+            let handed = request.extensions().get::<HandedOn>();
+            if let Ok(caller) = gate.credentials.authenticate(request.headers(), handed) {
                 request.extensions_mut().insert(caller);
             }
             return next.run(request).await;
@@ -570,7 +589,13 @@ pub async fn authorize(
         .extensions_mut()
         .remove::<Preauthenticated>()
         .map(|p| p.0);
-    let outcome = proven.map_or_else(|| gate.credentials.authenticate(request.headers()), Ok);
+    let outcome = proven.map_or_else(
+        || {
+            let handed = request.extensions().get::<HandedOn>();
+            gate.credentials.authenticate(request.headers(), handed)
+        },
+        Ok,
+    );
     if let Ok(caller) = &outcome {
         tracing::Span::current().record("caller", tracing::field::display(&caller.name));
         // Before the role: a 403 would tell the caller that the tenant exists.
@@ -733,7 +758,7 @@ mod tests {
         };
         assert_eq!(
             credentials
-                .authenticate(&with_cookie(&wall))
+                .authenticate(&with_cookie(&wall), None)
                 .map(|c| c.role),
             Ok(Role::Viewer)
         );
@@ -745,11 +770,11 @@ mod tests {
             ]))
             .unwrap();
         assert_eq!(ended, 2);
-        let caller = credentials.authenticate(&with_cookie(&desk)).unwrap();
+        let caller = credentials.authenticate(&with_cookie(&desk), None).unwrap();
         assert_eq!((&*caller.name, caller.role), ("desk", Role::Supervisor));
         for ended in [&wall, &lead] {
             assert_eq!(
-                credentials.authenticate(&with_cookie(ended)),
+                credentials.authenticate(&with_cookie(ended), None),
                 Err(Refusal::SessionEnded)
             );
         }
@@ -759,7 +784,29 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer t-wall"),
         );
-        let caller = credentials.authenticate(&both).unwrap();
+        let caller = credentials.authenticate(&both, None).unwrap();
+        assert_eq!(&*caller.name, "wall");
+        // Handed on by another instance that let it in as `desk` (a session only that
+        // instance knows): acted for as `desk`; a name not configured is refused, and a
+        // bearer header still decides.
+        let handed = |caller: &str| HandedOn {
+            by: "wfmd-b".into(),
+            client: "127.0.0.1".parse().unwrap(),
+            at: 0,
+            caller: Some(caller.into()),
+        };
+        let unknown_session = with_cookie("0123abcd");
+        let caller = credentials
+            .authenticate(&unknown_session, Some(&handed("desk")))
+            .unwrap();
+        assert_eq!((&*caller.name, caller.role), ("desk", Role::Supervisor));
+        assert_eq!(
+            credentials.authenticate(&unknown_session, Some(&handed("lead"))),
+            Err(Refusal::Invalid)
+        );
+        let caller = credentials
+            .authenticate(&both, Some(&handed("desk")))
+            .unwrap();
         assert_eq!(&*caller.name, "wall");
         // Going from tokens to none would open the API: refused, tokens kept.
         let refused = credentials.reload(&[]).unwrap_err().to_string();

@@ -21,6 +21,10 @@
 //! Claims without a valid proof are taken off and the request is an ordinary one, so a
 //! forged `X-Wfmd-Forwarded-By` gets nothing past the checks.
 //!
+//! The proof names the caller too: the configured token the follower let in, however it
+//! was presented. A browser signed in at the follower holds a session only that
+//! instance knows (see [`super::sessions`]); the leader acts for the token so named.
+//!
 //! A request is handed on once: one that arrives proven handed on at an instance that
 //! does not lead either (the leader changed in between) is answered 503 with
 //! `Retry-After`, as is one for a tenant nobody leads right now, or whose leader gave
@@ -54,8 +58,12 @@ pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-wfmd-forwarded-b
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-wfmd-forwarded-for");
 /// When the request was handed on, in Unix seconds.
 pub const FORWARDED_AT: HeaderName = HeaderName::from_static("x-wfmd-forwarded-at");
+/// The name of the configured token the instance that handed the request on let it in
+/// with; absent where no tokens are configured.
+pub const FORWARDED_CALLER: HeaderName = HeaderName::from_static("x-wfmd-forwarded-caller");
 /// The proof that an instance handed the request on: HMAC-SHA-256 with
-/// `ha.cluster_key` of the request's instance, method, target, time and client (hex).
+/// `ha.cluster_key` of the request's instance, method, target, time, client and caller
+/// (hex).
 pub const FORWARDED_PROOF: HeaderName = HeaderName::from_static("x-wfmd-forwarded-proof");
 
 /// How far a proof's time may be from this instance's clock, either way: long enough
@@ -81,8 +89,11 @@ impl ClusterKey {
         // No part can hold a line break (an id, a method, a request target, digits, an
         // address), so the lines cannot be shifted into one another.
         let message = format!(
-            "wfmd handed on 1\n{}\n{method}\n{target}\n{}\n{}",
-            handed.by, handed.at, handed.client
+            "wfmd handed on 2\n{}\n{method}\n{target}\n{}\n{}\n{}",
+            handed.by,
+            handed.at,
+            handed.client,
+            handed.caller.as_deref().unwrap_or("")
         );
         mac.update(message.as_bytes());
         mac
@@ -103,6 +114,9 @@ impl ClusterKey {
             HeaderValue::from_str(&handed.client.to_string())?,
         );
         headers.insert(FORWARDED_AT, HeaderValue::from(handed.at));
+        if let Some(caller) = &handed.caller {
+            headers.insert(FORWARDED_CALLER, HeaderValue::from_str(caller)?);
+        }
         headers.insert(FORWARDED_PROOF, HeaderValue::from_str(&proof)?);
         Ok(headers)
     }
@@ -117,18 +131,28 @@ pub struct HandedOn {
     pub client: IpAddr,
     /// When, in Unix seconds.
     pub at: i64,
+    /// The name of the configured token it let the request in with (`None` where no
+    /// tokens are configured): the caller, as a session cookie only it knows proved.
+    pub caller: Option<String>,
 }
 
 /// What `request` proves it was handed on with, checked with `key` at `now` (Unix
 /// seconds); the headers that claim it are taken off either way, so nothing after this
 /// reads a claim that was not proven.
 pub fn proven(key: Option<&ClusterKey>, request: &mut Request, now: i64) -> Option<HandedOn> {
-    let [by, client, at, proof] = [FORWARDED_BY, FORWARDED_FOR, FORWARDED_AT, FORWARDED_PROOF]
-        .map(|name| take_one(request.headers_mut(), &name));
+    let [by, client, at, caller, proof] = [
+        FORWARDED_BY,
+        FORWARDED_FOR,
+        FORWARDED_AT,
+        FORWARDED_CALLER,
+        FORWARDED_PROOF,
+    ]
+    .map(|name| take_one(request.headers_mut(), &name));
     let handed = HandedOn {
         by: by?,
         client: client?.parse().ok()?,
         at: at?.parse().ok()?,
+        caller,
     };
     if now.abs_diff(handed.at) > FRESH_FOR_SECONDS.unsigned_abs() {
         return None;
@@ -185,7 +209,9 @@ pub async fn to_leader(State(state): State<ApiState>, request: Request, next: Ne
     let Some(forwarding) = &state.forwarding else {
         return next.run(request).await;
     };
-    let own = request.method().is_safe() || request.uri().path() == "/v1/live/tickets";
+    // Live-feed tickets and browser sessions are this instance's own.
+    let own = request.method().is_safe()
+        || matches!(request.uri().path(), "/v1/live/tickets" | "/v1/session");
     if own || state.store.role() != InstanceRole::Follower {
         return next.run(request).await;
     }
@@ -371,6 +397,11 @@ async fn hand_on(
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip().to_canonical()),
         at: chrono::Utc::now().timestamp(),
+        caller: parts
+            .extensions
+            .get::<super::auth::Caller>()
+            .filter(|caller| &*caller.name != super::auth::LOCAL_CALLER)
+            .map(|caller| caller.name.to_string()),
     };
     match parts.extensions.get::<Option<ClusterKey>>() {
         Some(Some(key)) => {
@@ -451,6 +482,7 @@ mod tests {
             by: "wfmd-b".into(),
             client: "10.0.0.9".parse().unwrap(),
             at,
+            caller: Some("desk".into()),
         }
     }
 
@@ -465,7 +497,13 @@ mod tests {
     }
 
     fn claims_left(request: &Request) -> Vec<&HeaderName> {
-        let ours = [FORWARDED_BY, FORWARDED_FOR, FORWARDED_AT, FORWARDED_PROOF];
+        let ours = [
+            FORWARDED_BY,
+            FORWARDED_FOR,
+            FORWARDED_AT,
+            FORWARDED_CALLER,
+            FORWARDED_PROOF,
+        ];
         request
             .headers()
             .keys()
@@ -504,6 +542,8 @@ mod tests {
         repeated.append(FORWARDED_FOR, "10.0.0.9".parse().unwrap());
         let mut unproven = valid.clone();
         unproven.remove(FORWARDED_PROOF);
+        let mut callerless = valid.clone();
+        callerless.remove(FORWARDED_CALLER);
         let cases = [
             (
                 "another key",
@@ -538,9 +578,11 @@ mod tests {
             ("another client", with(FORWARDED_FOR, "10.0.0.10")),
             ("another instance", with(FORWARDED_BY, "wfmd-c")),
             ("another time", with(FORWARDED_AT, &(NOW + 1).to_string())),
+            ("another caller", with(FORWARDED_CALLER, "lead")),
             ("a forged proof", with(FORWARDED_PROOF, &"00".repeat(32))),
             ("a proof that is not hex", with(FORWARDED_PROOF, "proof")),
             ("no proof", unproven),
+            ("the caller taken off", callerless),
             ("a repeated claim", repeated),
         ];
         for (what, headers) in cases {

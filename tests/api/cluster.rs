@@ -418,6 +418,7 @@ async fn a_browser_change_through_a_follower_is_made_by_the_leader_and_a_forged_
         by: "wfmd-b".into(),
         client: "127.0.0.1".parse().unwrap(),
         at,
+        caller: None,
     };
     let ours = ClusterKey::new(CLUSTER_KEY.to_owned().into());
     let theirs = ClusterKey::new("not-the-cluster-key-0123456789abcdef".to_owned().into());
@@ -459,4 +460,68 @@ async fn a_browser_change_through_a_follower_is_made_by_the_leader_and_a_forged_
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(sim.changes(), before + 3);
+}
+
+/// A browser signs in at the instance it reaches (the session is that instance's own,
+/// not handed to the leader), reads there with its cookie, and its change through that
+/// follower is made by the leader for the token the session stands for: the follower
+/// names the caller in what it proves.
+#[tokio::test]
+async fn a_browser_signed_in_at_a_follower_reads_there_and_its_change_is_made_for_its_token() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let tokens = format!(
+        "[{{name = \"desk\", token_sha256 = \"{}\", role = \"supervisor\"}}]",
+        crate::auth::sha256_hex("wfmd_desk")
+    );
+    let with_tokens = [("WFMD_API_TOKENS", tokens.as_str())];
+    let _leader = Daemon::spawn(&cluster_env_and(&sim, &db, "wfmd-a", &with_tokens)).await;
+    leads(&db, "wfmd-a").await;
+    let b = Daemon::spawn(&cluster_env_and(&sim, &db, "wfmd-b", &with_tokens)).await;
+
+    let signed_in = http_client()
+        .post(format!("{}/v1/session", b.address))
+        .header("origin", &b.address)
+        .json(&json!({"token": "wfmd_desk"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 204);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let read = http_client()
+        .get(format!("{}/v1/live", b.address))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "the follower knows its own session");
+
+    let agent = &sim.free_agents()[0].id;
+    let before = sim.changes();
+    let response = http_client()
+        .post(format!("{}/v1/agents/{agent}/transitions", b.address))
+        .header("origin", &b.address)
+        .header("cookie", &cookie)
+        .json(&json!({"state": "NOT_READY"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sim.changes(), before + 1, "the leader made it");
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT actor FROM transition_attempts WHERE agent_id = '{agent}'"
+        )),
+        "desk",
+        "recorded for the session's token"
+    );
 }
