@@ -148,23 +148,49 @@ pub fn proven(key: Option<&ClusterKey>, request: &mut Request, now: i64) -> Opti
         FORWARDED_PROOF,
     ]
     .map(|name| take_one(request.headers_mut(), &name));
-    let handed = HandedOn {
-        by: by?,
-        client: client?.parse().ok()?,
-        at: at?.parse().ok()?,
-        caller,
-    };
-    if now.abs_diff(handed.at) > FRESH_FOR_SECONDS.unsigned_abs() {
-        return None;
-    }
-    let proof = hex::decode(proof?).ok()?;
-    let uri = request.uri();
-    let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    // `verify_slice` compares in constant time.
-    key?.mac(&handed, request.method(), target)
-        .verify_slice(&proof)
-        .ok()?;
-    Some(handed)
+    // No claim at all: an ordinary request, nothing to say.
+    let by = by?;
+    let checked = (|| {
+        let proof = proof
+            .and_then(|proof| hex::decode(proof).ok())
+            .ok_or("it carries no proof")?;
+        let handed = HandedOn {
+            by: by.clone(),
+            client: client
+                .and_then(|c| c.parse().ok())
+                .ok_or("its client's address is missing or not an address")?,
+            at: at
+                .and_then(|at| at.parse().ok())
+                .ok_or("its time is missing or not a number")?,
+            caller,
+        };
+        if now.abs_diff(handed.at) > FRESH_FOR_SECONDS.unsigned_abs() {
+            return Err(
+                "its proof is too old or from the future (are the instances' clocks in step?)",
+            );
+        }
+        let key = key.ok_or("this instance has no ha.cluster_key")?;
+        let uri = request.uri();
+        let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        // `verify_slice` compares in constant time.
+        key.mac(&handed, request.method(), target)
+            .verify_slice(&proof)
+            .map_err(
+                |_| "its proof is not valid (is ha.cluster_key the same on every instance?)",
+            )?;
+        Ok(handed)
+    })();
+    checked
+        .inspect_err(|why| {
+            // Said, as instances with different keys otherwise see only the browsers'
+            // changes refused as cross-origin.
+            tracing::warn!(
+                claimed_by = %by.escape_debug(),
+                "a request claims to be handed on by another instance, but {why}: it is taken \
+                 as an ordinary request"
+            );
+        })
+        .ok()
 }
 
 /// Takes `request`, proven handed on as `handed`, as its client's: the client's address

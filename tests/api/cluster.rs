@@ -382,7 +382,9 @@ async fn a_browser_change_through_a_follower_is_made_by_the_leader_and_a_forged_
 
     let sim = TestSim::default_tenant().await;
     let db = TestDb::postgres();
-    let a = instance(&sim, &db, "wfmd-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    let a = Daemon::spawn_logging_to(&cluster_env(&sim, &db, "wfmd-a"), &log).await;
     leads(&db, "wfmd-a").await;
     let b = instance(&sim, &db, "wfmd-b").await;
     let agents = sim.free_agents();
@@ -452,6 +454,19 @@ async fn a_browser_change_through_a_follower_is_made_by_the_leader_and_a_forged_
         assert_eq!(problem["type"], "urn:wfmd:problem:cross-origin", "{what}");
     }
     assert_eq!(sim.changes(), before + 2, "none of them was made");
+    // The leader says why a claim proved nothing, so instances whose keys or clocks
+    // differ are found out.
+    for why in [
+        "it carries no proof",
+        "its proof is not valid (is ha.cluster_key the same on every instance?)",
+        "its proof is too old or from the future",
+    ] {
+        eventually(&format!("the log never said {why:?}"), async || {
+            let said = std::fs::read_to_string(&log).unwrap();
+            said.contains(why).then_some(()).ok_or(said)
+        })
+        .await;
+    }
 
     // What only an instance can send: taken as judged where it was first asked.
     let proven = ours.headers(&handed(now), &post_method, &target).unwrap();
