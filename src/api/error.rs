@@ -40,6 +40,17 @@ impl Problem {
         )
     }
 
+    /// A body over its route's limit of `limit` bytes: the 413 says the limit.
+    pub fn body_too_large(limit: usize) -> Problem {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "The request body is too large",
+            format!("this route takes a body of at most {limit} bytes"),
+        )
+        .with("limit_bytes", limit)
+    }
+
     pub fn new(
         status: StatusCode,
         kind: &'static str,

@@ -298,7 +298,7 @@ pub async fn to_leader(State(state): State<ApiState>, request: Request, next: Ne
 }
 
 /// The most the request's route takes (see [`super::BodyLimits`]).
-fn body_limit(request: &Request) -> usize {
+pub(super) fn body_limit(request: &Request) -> usize {
     let limits = request.extensions().get::<Arc<super::BodyLimits>>();
     let route = request.extensions().get::<MatchedPath>();
     match (limits, route) {
@@ -321,14 +321,7 @@ fn content_length(request: &Request) -> Option<u64> {
 /// The 413 of a body over its route's limit, as the route gives it, answered before
 /// anything is handed on.
 fn too_large(limit: usize) -> Response {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body-too-large",
-        "The request body is too large",
-        format!("this route takes a body of at most {limit} bytes"),
-    )
-    .with("limit_bytes", limit)
-    .into_response()
+    Problem::body_too_large(limit).into_response()
 }
 
 /// How the reading of a handed-on body ended, when it ended early.

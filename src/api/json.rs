@@ -42,9 +42,13 @@ where
                 "send the body with content-type: application/json",
             ));
         }
+        let limit = super::forward::body_limit(&request);
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|e| Problem::unreadable_body(&e))?;
+            .map_err(|e| match e.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => Problem::body_too_large(limit),
+                _ => Problem::unreadable_body(&e),
+            })?;
         parse(&bytes).map(JsonBody)
     }
 }

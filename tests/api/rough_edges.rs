@@ -229,3 +229,25 @@ async fn a_log_in_a_file_has_no_colour_codes_and_json_gives_one_object_a_line_wi
     assert_eq!(refusal["span"]["route"], "/v1/audit/verify");
     assert!(!json.contains('\u{1b}'));
 }
+
+/// A body over its route's limit is refused 413 naming the limit, on a route that
+/// reads JSON as on the others, rather than with "Failed to buffer the request body".
+#[tokio::test]
+async fn a_body_over_the_routes_limit_is_refused_naming_the_limit() {
+    let app = TestApp::spawn().await;
+    let agent = &app.sim.free_agents()[0].id;
+    let (status, problem) = transition_as(
+        &app,
+        "unused",
+        agent,
+        json!({"state": "NOT_READY", "reason": "x".repeat(100 * 1024)}),
+    )
+    .await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["type"], "urn:wfmd:problem:body-too-large");
+    assert_eq!(problem["limit_bytes"], 64 * 1024);
+    assert_eq!(
+        problem["detail"],
+        "this route takes a body of at most 65536 bytes"
+    );
+}
