@@ -994,6 +994,7 @@ fn report_of(agents: Vec<AgentSummary>, zone: Option<chrono_tz::Tz>) -> Report {
         zone,
         agents,
         definitions: Definitions::compliance(&judging(), zone),
+        team: None,
     }
 }
 

