@@ -501,17 +501,20 @@ async fn seed_adherence(
     tx.commit().await.unwrap();
 }
 
-/// The first per-agent table of the page, in order: `team <heading>` for a team's
-/// heading row (its text up to the id), the agent id for an agent's row.
+/// The page's team sections in order: `team <heading>` for a section's heading (its
+/// text up to the id), then the agent ids of its first table's rows.
 fn page_order(html: &str) -> Vec<String> {
-    let table = html.split("<table class=\"agents\">").nth(1).unwrap();
-    let table = &table[..table.find("</table>").unwrap()];
     let mut order = Vec::new();
-    for row in table.split("<tr class=\"").skip(1) {
-        if let Some(rest) = row.strip_prefix("team\"><th colspan=\"15\">") {
-            order.push(format!("team {}", &rest[..rest.find(" <span").unwrap()]));
-        } else if let Some(rest) = row.strip_prefix("agent\" data-agent=\"") {
-            order.push(rest[..rest.find('"').unwrap()].to_owned());
+    for section in html.split("<section class=\"team\" id=\"team-").skip(1) {
+        let heading = &section[section.find("<h3>").unwrap() + 4..];
+        order.push(format!(
+            "team {}",
+            &heading[..heading.find(" <span").unwrap()]
+        ));
+        let table = section.split("<table class=\"agents\">").nth(1).unwrap();
+        let table = &table[..table.find("</table>").unwrap()];
+        for row in table.split("<tr class=\"agent\" data-agent=\"").skip(1) {
+            order.push(row[..row.find('"').unwrap()].to_owned());
         }
     }
     order
@@ -635,6 +638,112 @@ async fn the_html_report_fits_a_1366_px_screen_without_sideways_scrolling() {
         scroll <= inner,
         "the page is {scroll} px wide in a {inner} px window"
     );
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn at_1366_px_the_html_reports_headers_stay_in_view_break_no_word_and_the_definitions_are_linked_on_the_first_screen()
+ {
+    let app = spawn_named(Dialect::V2, |_| {}).await;
+    let moved: Vec<SimAgent> = app.sim.free_agents().into_iter().take(30).collect();
+    for agent in &moved {
+        let target = if agent.state == "PAUSED" {
+            "IDLE"
+        } else {
+            "PAUSED"
+        };
+        let (status, body) = app.set_state(&agent.id, target).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now() + Duration::hours(1));
+    let url = format!(
+        "{}/v1/reports/compliance?from={}&to={}&format=html",
+        app.address,
+        from.replace('+', "%2B"),
+        to.replace('+', "%2B")
+    );
+
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    browser.set_window_size(1366, 768).await.unwrap();
+    browser.goto(&url).await.unwrap();
+    let first_screen = browser
+        .execute(
+            "const a = document.querySelector('a[href=\"#definitions\"]');
+             const r = a.getBoundingClientRect();
+             return [r.top >= 0 && r.bottom <= window.innerHeight,
+                     !!document.getElementById('definitions'),
+                     document.querySelectorAll('nav.top a[href^=\"#team-\"]').length,
+                     document.querySelectorAll('section.team').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first_screen[0], true,
+        "the definitions link is on the first screen"
+    );
+    assert_eq!(first_screen[1], true, "and leads somewhere");
+    assert!(first_screen[2].as_u64().unwrap() >= 2, "{first_screen}");
+    assert_eq!(first_screen[2], first_screen[3], "a link per team section");
+
+    // Every header word on one line: breaks only between words, nothing cut off.
+    let broken = browser
+        .execute(
+            "const broken = [];
+             for (const th of document.querySelectorAll('table.agents th')) {
+               if (th.scrollWidth > th.clientWidth) broken.push('overflows: ' + th.textContent);
+               for (const node of th.childNodes) {
+                 if (node.nodeType !== Node.TEXT_NODE) continue;
+                 for (const m of node.textContent.matchAll(/\\S+/g)) {
+                   const range = document.createRange();
+                   range.setStart(node, m.index);
+                   range.setEnd(node, m.index + m[0].length);
+                   if (range.getClientRects().length > 1) broken.push(m[0] + ' in ' + th.textContent);
+                 }
+               }
+             }
+             return [broken, document.querySelectorAll('table.agents th').length,
+                     window.innerWidth, document.documentElement.scrollWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(broken[1].as_u64().unwrap() > 20, "{broken}");
+    assert_eq!(
+        broken[0],
+        serde_json::json!([]),
+        "header words broken: {broken}"
+    );
+    assert!(
+        broken[3].as_u64().unwrap() <= broken[2].as_u64().unwrap(),
+        "no sideways scrolling: {broken}"
+    );
+
+    // Scrolled into the longest table, its header row is still at the top.
+    let sticky = browser
+        .execute(
+            "const tables = [...document.querySelectorAll('table.agents')];
+             const t = tables.reduce((a, b) => b.offsetHeight > a.offsetHeight ? b : a);
+             const head = t.tHead.getBoundingClientRect().height;
+             window.scrollTo(0, t.getBoundingClientRect().top + window.scrollY + head + 20);
+             const r = t.tHead.rows[0].cells[1].getBoundingClientRect();
+             return [r.top, t.offsetHeight, head, window.scrollY];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let top = sticky[0].as_f64().unwrap();
+    assert!(
+        sticky[1].as_f64().unwrap() > sticky[2].as_f64().unwrap() + 40.0,
+        "{sticky}"
+    );
+    assert!(
+        sticky[3].as_f64().unwrap() > 0.0,
+        "the page scrolled: {sticky}"
+    );
+    assert!(top.abs() < 2.0, "the header row stays at the top: {sticky}");
     browser.close().await.unwrap();
 }
 
