@@ -255,7 +255,7 @@ const SCRIPT_NAME: &str = "<script>alert('name')</script>";
 /// wfmd with the wallboard's roster refresh on (`live.enabled`, which the harness turns
 /// off; it lists the agents at start), after `rename` renamed agents on the platform;
 /// returns once every agent's name is stored.
-async fn spawn_named(dialect: Dialect, rename: impl FnOnce(&TestSim)) -> TestApp {
+pub(crate) async fn spawn_named(dialect: Dialect, rename: impl FnOnce(&TestSim)) -> TestApp {
     let sim = TestSim::default_tenant().await.on(dialect);
     rename(&sim);
     let app = TestApp::spawn_with(sim, |config| config.live.enabled = true).await;
