@@ -30,6 +30,18 @@ async fn submit(app: &TestApp, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// Submits `body` (answered 202) and polls the job until it finished: its id and the job.
+async fn finished_job(app: &TestApp, body: Value) -> (String, Value) {
+    let response = submit(app, body).await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = until_finished(app, &job_id).await;
+    (job_id, job)
+}
+
 /// Polls the job until it is completed or failed (within [`DEADLINE`]).
 pub async fn until_finished(app: &TestApp, job_id: &str) -> Value {
     eventually("job never finished", || async {
@@ -106,18 +118,12 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
         assert_eq!(status, 200);
     }
     let (from, to) = window();
-    let response = submit(
+    let (job_id, job) = finished_job(
         &app,
         json!({"source": "history", "metrics": ["transitions:sum", "idle_seconds:sum"],
                "dimensions": ["agent"], "from": from, "to": to, "bucket": "hour"}),
     )
     .await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = until_finished(&app, &job_id).await;
     assert_eq!(job["status"], "completed", "{job}");
 
     let response = app
@@ -682,18 +688,12 @@ async fn results_by_team_name_each_team_in_html_and_json_and_the_csv_keeps_its_i
         assert!(status == 200 || status == 409, "{body}");
     }
     let (from, to) = window();
-    let response = submit(
+    let (job_id, job) = finished_job(
         &app,
         json!({"source": "history", "metrics": ["transitions:sum"],
                "dimensions": ["team"], "from": from, "to": to, "bucket": "hour"}),
     )
     .await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = until_finished(&app, &job_id).await;
     assert_eq!(job["status"], "completed", "{job}");
     let (team_id, team_name) = (&moved[0].team_id, &moved[0].team_name);
     assert_ne!(team_id, team_name);

@@ -34,6 +34,31 @@ pub fn attachment(stem: &str, from: &str, to: &str, extension: &str) -> String {
     )
 }
 
+/// Changes each of `agents` (free ones) to PAUSED, or IDLE if already paused.
+async fn change_each(app: &TestApp, agents: &[SimAgent]) {
+    for agent in agents {
+        let target = if agent.state == "PAUSED" {
+            "IDLE"
+        } else {
+            "PAUSED"
+        };
+        let (status, body) = app.set_state(&agent.id, target).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// The address of the HTML report of the hour before now to the hour after.
+fn html_of_the_last_hour(app: &TestApp) -> String {
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now() + Duration::hours(1));
+    format!(
+        "{}/v1/reports/compliance?from={}&to={}&format=html",
+        app.address,
+        from.replace('+', "%2B"),
+        to.replace('+', "%2B")
+    )
+}
+
 /// One accepted change and one rejected (off shift) change; returns their agents.
 async fn two_transitions(app: &TestApp) -> (String, String) {
     let free = app.sim.free_agents().remove(0);
@@ -398,15 +423,7 @@ fn csv_rows(text: &str) -> HashMap<String, Vec<String>> {
 async fn a_teams_report_holds_its_agents_only_with_the_full_reports_figures() {
     let app = spawn_named(Dialect::V2, |_| {}).await;
     let moved: Vec<SimAgent> = app.sim.free_agents().into_iter().take(12).collect();
-    for agent in &moved {
-        let target = if agent.state == "PAUSED" {
-            "IDLE"
-        } else {
-            "PAUSED"
-        };
-        let (status, body) = app.set_state(&agent.id, target).await;
-        assert_eq!(status, 200, "{body}");
-    }
+    change_each(&app, &moved).await;
     let team = moved[0].team_id.clone();
     assert!(
         moved.iter().any(|a| a.team_id != team),
@@ -598,23 +615,8 @@ async fn the_html_report_fits_a_1366_px_screen_without_sideways_scrolling() {
         assert!(sim.sim.rename_agent(&moved[0].id, long));
     })
     .await;
-    for agent in &moved {
-        let target = if agent.state == "PAUSED" {
-            "IDLE"
-        } else {
-            "PAUSED"
-        };
-        let (status, body) = app.set_state(&agent.id, target).await;
-        assert_eq!(status, 200, "{body}");
-    }
-    let from = instant(Utc::now() - Duration::hours(1));
-    let to = instant(Utc::now() + Duration::hours(1));
-    let url = format!(
-        "{}/v1/reports/compliance?from={}&to={}&format=html&tz=Europe/Berlin",
-        app.address,
-        from.replace('+', "%2B"),
-        to.replace('+', "%2B")
-    );
+    change_each(&app, &moved).await;
+    let url = format!("{}&tz=Europe/Berlin", html_of_the_last_hour(&app));
 
     let driver = Chromedriver::start().await;
     let browser = driver.browser().await;
@@ -646,23 +648,8 @@ async fn at_1366_px_the_html_reports_headers_stay_in_view_break_no_word_and_the_
  {
     let app = spawn_named(Dialect::V2, |_| {}).await;
     let moved: Vec<SimAgent> = app.sim.free_agents().into_iter().take(30).collect();
-    for agent in &moved {
-        let target = if agent.state == "PAUSED" {
-            "IDLE"
-        } else {
-            "PAUSED"
-        };
-        let (status, body) = app.set_state(&agent.id, target).await;
-        assert_eq!(status, 200, "{body}");
-    }
-    let from = instant(Utc::now() - Duration::hours(1));
-    let to = instant(Utc::now() + Duration::hours(1));
-    let url = format!(
-        "{}/v1/reports/compliance?from={}&to={}&format=html",
-        app.address,
-        from.replace('+', "%2B"),
-        to.replace('+', "%2B")
-    );
+    change_each(&app, &moved).await;
+    let url = html_of_the_last_hour(&app);
 
     let driver = Chromedriver::start().await;
     let browser = driver.browser().await;
