@@ -62,13 +62,7 @@ fn html_of_the_last_hour(app: &TestApp) -> String {
 /// One accepted change and one rejected (off shift) change; returns their agents.
 async fn two_transitions(app: &TestApp) -> (String, String) {
     let free = app.sim.free_agents().remove(0);
-    let target = if free.state == "PAUSED" {
-        "IDLE"
-    } else {
-        "PAUSED"
-    };
-    let (status, body) = app.set_state(&free.id, target).await;
-    assert_eq!(status, 200, "{body}");
+    change_each(app, std::slice::from_ref(&free)).await;
     let off = app.sim.off_shift_agent();
     let (status, body) = app.set_state(&off.id, "READY").await;
     assert_eq!(status, 409, "{body}");
