@@ -294,3 +294,25 @@ stroke=\"#999\"/>{pattern}<text x=\"{}\" y=\"{}\">{}</text>",
     out.push_str("</svg>");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_state_is_drawn_in_a_verdicts_colour_and_out_and_authorised_carry_a_pattern() {
+        let verdicts: Vec<&str> = KEY.iter().map(|&j| judged_colour(j)).collect();
+        for state in STATES {
+            let colour = state_colour(Some(state));
+            assert!(
+                !verdicts.contains(&colour),
+                "{state} is drawn in a verdict's colour {colour}"
+            );
+        }
+        for judged in [Judged::Out, Judged::Authorised] {
+            assert!(judged_pattern(judged).is_some(), "{judged:?}");
+        }
+        let legend = legend_html();
+        assert!(STATES.iter().all(|s| legend.contains(s)), "{legend}");
+    }
+}
