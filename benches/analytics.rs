@@ -126,7 +126,7 @@ fn platform_csv_bench() {
         assert_eq!(job.status, "completed", "{:?}", job.error);
         let extracted = started.elapsed().as_secs_f64();
         let mut sink = HashSink::default();
-        let rows = render::write(&platform.store, &id, &spec, AnalyticsFormat::Csv(CsvFormat::CURRENT), None, &mut sink)
+        let rows = render::write(&platform.store, &id, &spec, AnalyticsFormat::Csv(CsvFormat::CURRENT), None, &render::SeriesNames::default(), &mut sink)
             .await
             .unwrap();
         let seconds = started.elapsed().as_secs_f64();

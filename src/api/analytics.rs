@@ -18,7 +18,7 @@ use super::json::{JsonBody, whole_number};
 use super::roles::{SUPERVISOR, VIEWER};
 use super::{ApiState, Routes};
 use crate::domain::trend::{Detector, Seasonality, TrendSettings};
-use crate::engine::analytics::render::{self, AnalyticsFormat, CsvFormat};
+use crate::engine::analytics::render::{self, AnalyticsFormat, CsvFormat, SeriesNames};
 use crate::engine::analytics::spec::{AnalyticsSource, Bucket, FilterSpec, MetricSpec, QuerySpec};
 use crate::engine::analytics::{AnalyticsJobView, SubmitError};
 use crate::report::{Definitions, Subject};
@@ -408,6 +408,7 @@ pub async fn analytics_job_results(
         _ => None,
     };
     let definitions = Definitions::analytics(&state.judging.current(), zone);
+    let names = series_names(&state).await?;
     let body = state
         .exports
         .stream(permit, |mut sink| async move {
@@ -417,6 +418,7 @@ pub async fn analytics_job_results(
                 &spec,
                 format,
                 Some(&definitions),
+                &names,
                 &mut sink,
             )
             .await
@@ -433,4 +435,25 @@ pub async fn analytics_job_results(
         );
     }
     Ok(response)
+}
+
+/// The names of the teams and agents (the store's agent roster, as the platform last
+/// listed them) and of the skills (the wallboard's last poll) that series are keyed by.
+async fn series_names(state: &ApiState) -> Result<SeriesNames, Problem> {
+    let mut names = SeriesNames::default();
+    for entry in crate::store::roster::all(state.store.reader())
+        .await?
+        .values()
+    {
+        if let Some(name) = &entry.name {
+            names.insert("agent", &entry.agent_id, name);
+        }
+        if let (Some(id), Some(name)) = (&entry.team_id, &entry.team_name) {
+            names.insert("team", id, name);
+        }
+    }
+    for (id, skill) in &state.board.borrow().skills {
+        names.insert("skill", id, &skill.skill_name);
+    }
+    Ok(names)
 }

@@ -1,5 +1,5 @@
-//! `GET /v1/reports/compliance?from&to&format=csv|json|html&tz=ZONE`: the compliance
-//! report, streamed; and `GET /v1/reports/definitions?report&format=json|csv&tz=ZONE`:
+//! `GET /v1/reports/compliance?from&to&format=csv|json|html&tz=ZONE&team=TEAM`: the
+//! compliance report, streamed; and `GET /v1/reports/definitions?report&format=json|csv&tz=ZONE`:
 //! what the numbers of a report, of analytics results or of the wallboard mean.
 //!
 //! The JSON report and the HTML page carry their definitions themselves; the CSV stays
@@ -67,10 +67,14 @@ pub struct ReportQuery {
     format: Option<String>,
     /// IANA time zone for the times in the report (e.g. America/New_York); default UTC.
     tz: Option<String>,
+    /// Only this team's agents: its id, or its name in any letter case, as the agent
+    /// roster has it (a team it does not have: a report without agents).
+    #[param(min_length = 1, max_length = 128)]
+    team: Option<String>,
 }
 
-/// The compliance report of a window: per agent (with name and team as the platform
-/// last listed them), transitions, rejections by violation, latency (mean, p95), idle
+/// The compliance report of a window (or of one team's agents in it): per agent (with
+/// name and team as the platform last listed them), transitions, rejections by violation, latency (mean, p95), idle
 /// time, time in each state and adherence; streamed.
 #[utoipa::path(
     get,
@@ -101,6 +105,7 @@ pub async fn compliance(
             .map_err(|e| Problem::invalid_parameter("format", format!("format: {e}")))?,
     };
     let zone = zone_from_query(query.tz.as_deref())?;
+    let team = super::rta::filter("team", query.team.as_deref())?;
     super::extract::check_kept(
         &state.store,
         &[
@@ -115,9 +120,13 @@ pub async fn compliance(
         Err(refused) => return Ok(refused),
     };
     let pool = state.store.for_exports().reader().clone();
-    let report = Report::build(&pool, window, now, zone, &state.judging.current())
+    let mut report = Report::build(&pool, window, now, zone, &state.judging.current())
         .await
         .map_err(|e| Problem::internal(&e))?;
+    if let Some(team) = team {
+        let members = crate::store::roster::team_members(&pool, team).await?;
+        report.keep_only(team, members);
+    }
     let body = state
         .exports
         .stream(permit, |mut sink| async move {

@@ -1,15 +1,20 @@
 //! The HTML export: one self-contained page (inline CSS and SVG, no scripts, no external
-//! assets): a summary of the whole window, a bar chart of idle time and violations, and
-//! two per-agent tables, the main figures (adherence, rejections, idle time) and the
-//! time in each state. Durations read as h:mm:ss. The title and heading name the window
-//! in the report's time zone.
+//! assets): a summary of the whole window, a bar chart of idle time and violations, then
+//! one section per team, and the definitions. Durations read as h:mm:ss. The title and
+//! heading name the window in the report's time zone.
 //!
-//! Supervisors read the page by team: both tables group the agents by team (a heading
-//! row per team, teams by name, agents without a known team last) and list each team's
-//! worst adherence first, agents without an adherence figure last; the chart follows
-//! the same order. Each agent shows by name, with the id beneath. The tables take the
-//! page's width with fixed column shares, so on a 1366 px screen nothing needs
-//! scrolling sideways; long names wrap.
+//! Supervisors read the page by team, 200 agents at a time: links at the top lead to
+//! each team's section (teams by name, agents without a known team last) and to the
+//! definitions. A team's section has its own two tables, the main figures (adherence,
+//! rejections, idle time) and the time in each state, each team's worst adherence first
+//! and agents without an adherence figure last, and then its agents' days drawn as
+//! schedule against actual (see [`super::day_view`]); the chart follows the same order.
+//! Each agent shows by name, with the id beneath.
+//!
+//! On a 1366 px screen nothing needs scrolling sideways and no word breaks inside: the
+//! columns take the width their header's longest word needs (long names wrap
+//! anywhere, headers only between words), and a table's header row stays in view while
+//! its rows scroll by.
 //!
 //! The page ends with its footnotes: a "Definitions" section saying how each figure is
 //! computed, in which unit and zone, and by which adherence rules (see
@@ -128,13 +133,19 @@ table{border-collapse:collapse;font-size:13px}\
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}\
 th:first-child,td:first-child{text-align:left}\
 th{background:#f3f3f3}\
-table.agents{width:100%;table-layout:fixed}\
-table.agents th,table.agents td{overflow-wrap:anywhere}\
-table.agents col.agent{width:18%}\
-tr.team th{background:#e2e8f0;text-align:left;font-size:14px}\
+table.agents{width:100%;margin-bottom:1em}\
+table.agents td{overflow-wrap:anywhere}\
+table.agents th{overflow-wrap:normal;word-break:normal;hyphens:manual;font-size:12px}\
+table.agents thead th{position:sticky;top:0;z-index:1;box-shadow:0 1px 0 #ccc}\
+table.agents col.agent{width:16%}\
+nav.top{margin:1em 0;line-height:1.8}\
+nav.top a{margin-right:.8em;white-space:nowrap}\
+section.team h3{background:#e2e8f0;padding:4px 6px;font-size:15px;margin:1.5em 0 .4em}\
+.legend b{font-weight:600}\
 .id{color:#666;font-size:11px}\
 svg{max-width:100%;height:auto}\
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}\
+caption.hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}\
 section.definitions{font-size:13px}\
 section.definitions dt{margin-top:.6em;font-weight:600}\
 section.definitions dd{margin:.2em 0 0 1.5em}\
@@ -249,7 +260,7 @@ pub(super) async fn write<S: Sink>(
         out.buf,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title}</title><style>{STYLE}</style></head><body>\
+<title>{title}</title><style>{STYLE}</style></head><body id=\"top\">\
 <h1>{title}</h1><p>Window: {from} to {to} (end exclusive). Generated {generated}. \
 Agents: {count}.</p>",
         title = escape(&title),
@@ -259,6 +270,7 @@ Agents: {count}.</p>",
         count = report.agents.len(),
     )?;
 
+    nav(report, &teams, &mut out.buf)?;
     summary(report, &mut out.buf)?;
     chart(report, &teams, out).await?;
 
@@ -266,103 +278,147 @@ Agents: {count}.</p>",
         b"<h2>Per agent</h2><p>By team; in each team the lowest adherence first, agents \
 without an adherence figure (no stored shift) last.</p>",
     );
-    table(out, &teams, &MAIN, main_cells).await?;
-    out.buf
-        .extend_from_slice(b"<h2>Time in each state and rejections per agent</h2>");
-    table(out, &teams, &DETAIL, detail_cells).await?;
-    day_views(report, &teams, out).await?;
+    let drawn = report.agents.iter().any(|a| !a.day.is_empty());
+    if drawn {
+        out.buf
+            .extend_from_slice(day_view::patterns_svg().as_bytes());
+    }
+    for (i, team) in teams.iter().enumerate() {
+        team_heading(&mut out.buf, team, i)?;
+        table(out, team, "Main figures", &MAIN, main_cells).await?;
+        table(
+            out,
+            team,
+            "Time in each state and rejections",
+            &DETAIL,
+            detail_cells,
+        )
+        .await?;
+        if drawn {
+            day_views(report, team, out).await?;
+        }
+        out.buf.extend_from_slice(b"</section>");
+    }
     out.buf
         .extend_from_slice(report.definitions.to_html().as_bytes());
     out.buf.extend_from_slice(b"</body></html>\n");
     Ok(())
 }
 
-/// Each agent's schedule against its recorded states on one time axis (see
-/// [`super::day_view`]). Only for windows of a day or less ([`super::MAX_DAY_VIEW`]).
+/// The links at the top: to the definitions, and to each team's section with its
+/// number of agents.
+fn nav(report: &Report, teams: &[Team<'_>], buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.extend_from_slice(
+        b"<nav class=\"top\" aria-label=\"Report\"><a href=\"#definitions\">Definitions \
+(what each figure means)</a><br>",
+    );
+    if let Some((team, _)) = &report.team {
+        write!(buf, "Only team {}: ", escape(team))?;
+    } else {
+        buf.extend_from_slice(b"Teams: ");
+    }
+    for (i, team) in teams.iter().enumerate() {
+        write!(
+            buf,
+            "<a href=\"#team-{i}\">{name}</a> ({count}) ",
+            name = escape(team_name(team)),
+            count = team.agents.len(),
+        )?;
+    }
+    buf.extend_from_slice(b"</nav>");
+    Ok(())
+}
+
+/// One team's days drawn as schedule against actual (see [`super::day_view`]). Only
+/// for windows of a day or less ([`super::MAX_DAY_VIEW`]).
 async fn day_views<S: Sink>(
     report: &Report,
-    teams: &[Team<'_>],
+    team: &Team<'_>,
     out: &mut Chunked<'_, S>,
 ) -> Result<(), ReportError> {
-    if !report.agents.iter().any(|a| !a.day.is_empty()) {
+    if !team.agents.iter().any(|a| !a.day.is_empty()) {
         return Ok(());
     }
     out.buf
-        .extend_from_slice(b"<h2>Schedule against actual</h2>");
+        .extend_from_slice(b"<h4>Schedule against actual</h4>");
     out.buf
         .extend_from_slice(day_view::legend_html().as_bytes());
-    for team in teams {
-        for agent in team.agents.iter().filter(|a| !a.day.is_empty()) {
-            write!(
-                out.buf,
-                "<figure class=\"day\" data-agent=\"{id}\"><figcaption>{label}</figcaption>{svg}\
+    for agent in team.agents.iter().filter(|a| !a.day.is_empty()) {
+        write!(
+            out.buf,
+            "<figure class=\"day\" data-agent=\"{id}\"><figcaption>{label}</figcaption>{svg}\
 </figure>",
-                id = escape(&agent.agent_id),
-                label = escape(label(agent)),
-                svg = day_view::svg(label(agent), &agent.day, report.window, report.zone, false),
-            )?;
-            out.maybe_flush().await?;
-        }
+            id = escape(&agent.agent_id),
+            label = escape(label(agent)),
+            svg = day_view::svg(label(agent), &agent.day, report.window, report.zone, false),
+        )?;
+        out.maybe_flush().await?;
     }
     Ok(())
 }
 
-/// One per-agent table: a heading row per team, then its agents' `cells`.
+/// One team's per-agent table: a header row that stays in view, then its agents' `cells`.
 async fn table<S: Sink>(
     out: &mut Chunked<'_, S>,
-    teams: &[Team<'_>],
+    team: &Team<'_>,
+    caption: &str,
     columns: &[&str],
     cells: fn(&AgentSummary) -> Vec<String>,
 ) -> Result<(), ReportError> {
-    out.buf
-        .extend_from_slice(b"<table class=\"agents\"><colgroup><col class=\"agent\">");
+    write!(
+        out.buf,
+        "<table class=\"agents\"><caption class=\"hidden\">{caption}: {team}</caption>\
+<colgroup><col class=\"agent\">",
+        caption = escape(caption),
+        team = escape(team_name(team)),
+    )?;
     for _ in columns {
         out.buf.extend_from_slice(b"<col>");
     }
     out.buf
-        .extend_from_slice(b"</colgroup><thead><tr><th>Agent</th>");
+        .extend_from_slice(b"</colgroup><thead><tr><th scope=\"col\">Agent</th>");
     for column in columns {
-        write!(out.buf, "<th>{}</th>", escape(column))?;
+        write!(out.buf, "<th scope=\"col\">{}</th>", escape(column))?;
     }
-    out.buf.extend_from_slice(b"</tr></thead>");
-    for team in teams {
-        team_heading(&mut out.buf, team, columns.len() + 1)?;
-        for agent in &team.agents {
+    out.buf.extend_from_slice(b"</tr></thead><tbody>");
+    for agent in &team.agents {
+        write!(
+            out.buf,
+            "<tr class=\"agent\" data-agent=\"{id}\"><td>{label}",
+            id = escape(&agent.agent_id),
+            label = escape(label(agent)),
+        )?;
+        if label(agent) != agent.agent_id {
             write!(
                 out.buf,
-                "<tr class=\"agent\" data-agent=\"{id}\"><td>{label}",
-                id = escape(&agent.agent_id),
-                label = escape(label(agent)),
+                "<br><span class=\"id\">{}</span>",
+                escape(&agent.agent_id)
             )?;
-            if label(agent) != agent.agent_id {
-                write!(
-                    out.buf,
-                    "<br><span class=\"id\">{}</span>",
-                    escape(&agent.agent_id)
-                )?;
-            }
-            out.buf.extend_from_slice(b"</td>");
-            let cells = cells(agent);
-            debug_assert_eq!(cells.len(), columns.len(), "a cell for every column");
-            for cell in cells {
-                write!(out.buf, "<td>{}</td>", escape(&cell))?;
-            }
-            out.buf.extend_from_slice(b"</tr>");
-            out.maybe_flush().await?;
         }
-        out.buf.extend_from_slice(b"</tbody>");
+        out.buf.extend_from_slice(b"</td>");
+        let cells = cells(agent);
+        debug_assert_eq!(cells.len(), columns.len(), "a cell for every column");
+        for cell in cells {
+            write!(out.buf, "<td>{}</td>", escape(&cell))?;
+        }
+        out.buf.extend_from_slice(b"</tr>");
+        out.maybe_flush().await?;
     }
-    out.buf.extend_from_slice(b"</table>");
+    out.buf.extend_from_slice(b"</tbody></table>");
     Ok(())
 }
 
-/// Opens a team's `<tbody>` with its heading row: name, id, agents, mean adherence.
-fn team_heading(buf: &mut Vec<u8>, team: &Team<'_>, span: usize) -> std::io::Result<()> {
-    let name = match (team.name, team.id) {
+/// How the page names a team: its name, else its id.
+fn team_name<'a>(team: &Team<'a>) -> &'a str {
+    match (team.name, team.id) {
         (Some(name), _) => name,
         (None, Some(id)) => id,
         (None, None) => "No team known",
-    };
+    }
+}
+
+/// Opens team `index`'s section with its heading: name, id, agents, mean adherence.
+fn team_heading(buf: &mut Vec<u8>, team: &Team<'_>, index: usize) -> std::io::Result<()> {
     let known: Vec<f64> = team.agents.iter().filter_map(|a| a.adherence_pct).collect();
     let mean = (!known.is_empty()).then(|| {
         format!(
@@ -372,8 +428,8 @@ fn team_heading(buf: &mut Vec<u8>, team: &Team<'_>, span: usize) -> std::io::Res
     });
     write!(
         buf,
-        "<tbody class=\"team\"><tr class=\"team\"><th colspan=\"{span}\">{name}",
-        name = escape(name),
+        "<section class=\"team\" id=\"team-{index}\"><h3>{name}",
+        name = escape(team_name(team)),
     )?;
     if let (Some(_), Some(id)) = (team.name, team.id) {
         write!(buf, " <span class=\"id\">{}</span>", escape(id))?;
@@ -381,7 +437,7 @@ fn team_heading(buf: &mut Vec<u8>, team: &Team<'_>, span: usize) -> std::io::Res
     let count = team.agents.len();
     write!(
         buf,
-        " · {count} agent{s}{mean}</th></tr>",
+        " · {count} agent{s}{mean} <a href=\"#top\">top</a></h3>",
         s = if count == 1 { "" } else { "s" },
         mean = escape(&mean.unwrap_or_default()),
     )

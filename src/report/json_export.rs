@@ -73,6 +73,9 @@ pub(super) async fn write<S: Sink>(
         .fetch(c));
     let mut first = true;
     while let Some(row) = rows.try_next().await? {
+        if !report.includes(&row.agent_id) {
+            continue;
+        }
         if !first {
             out.buf.push(b',');
         }

@@ -17,6 +17,7 @@ mod json_export;
 mod summary;
 
 use crate::store::Pool;
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::str::FromStr;
@@ -153,6 +154,9 @@ pub struct Report {
     /// What each figure means, with the adherence rules that judged them and the zone;
     /// every format carries them (see [`definitions`]).
     pub definitions: Definitions,
+    /// The team asked for and its members, when the report is one team's: the JSON
+    /// attempt log keeps to them too, and the HTML page names the team.
+    pub team: Option<(String, HashSet<String>)>,
 }
 
 impl Report {
@@ -176,7 +180,21 @@ impl Report {
             zone,
             agents,
             definitions: Definitions::compliance(judging, zone),
+            team: None,
         })
+    }
+
+    /// Narrows the report to `members`, the agents of `team` (as asked for).
+    pub fn keep_only(&mut self, team: &str, members: HashSet<String>) {
+        self.agents.retain(|a| members.contains(&a.agent_id));
+        self.team = Some((team.to_owned(), members));
+    }
+
+    /// Whether `agent` belongs in the report (every agent unless it is one team's).
+    pub fn includes(&self, agent: &str) -> bool {
+        self.team
+            .as_ref()
+            .is_none_or(|(_, members)| members.contains(agent))
     }
 
     /// Renders the report to `sink`; JSON also streams the attempt log from `pool`.

@@ -994,24 +994,44 @@ fn report_of(agents: Vec<AgentSummary>, zone: Option<chrono_tz::Tz>) -> Report {
         zone,
         agents,
         definitions: Definitions::compliance(&judging(), zone),
+        team: None,
     }
 }
 
-/// The `data-agent` ids of the page's rows and its team headings, in page order, from
-/// the first per-agent table.
+/// The team sections' headings and the `data-agent` ids of the rows of each one's first
+/// table, in page order.
 fn page_order(html: &str) -> Vec<String> {
-    let table = html.split("<table class=\"agents\">").nth(1).unwrap();
-    let table = &table[..table.find("</table>").unwrap()];
     let mut order = Vec::new();
-    for piece in table.split("<tr class=\"").skip(1) {
-        if let Some(rest) = piece.strip_prefix("team\"><th colspan=\"15\">") {
-            let name = &rest[..rest.find([' ', '<']).unwrap()];
-            order.push(format!("team {name}"));
-        } else if let Some(rest) = piece.strip_prefix("agent\" data-agent=\"") {
-            order.push(rest[..rest.find('"').unwrap()].to_owned());
+    for section in html.split("<section class=\"team\" id=\"team-").skip(1) {
+        let heading = &section[section.find("<h3>").unwrap() + 4..];
+        order.push(format!(
+            "team {}",
+            &heading[..heading.find([' ', '<']).unwrap()]
+        ));
+        let table = section.split("<table class=\"agents\">").nth(1).unwrap();
+        let table = &table[..table.find("</table>").unwrap()];
+        for piece in table.split("<tr class=\"agent\" data-agent=\"").skip(1) {
+            order.push(piece[..piece.find('"').unwrap()].to_owned());
         }
     }
     order
+}
+
+/// The `data-agent` ids of the rows of every section's `nth` table (1 or 2), in page
+/// order.
+fn table_rows(html: &str, nth: usize) -> Vec<String> {
+    html.split("<section class=\"team\"")
+        .skip(1)
+        .flat_map(|section| {
+            let table = section.split("<table class=\"agents\">").nth(nth).unwrap();
+            let table = &table[..table.find("</table>").unwrap()];
+            table
+                .split("data-agent=\"")
+                .skip(1)
+                .map(|p| p[..p.find('"').unwrap()].to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[apply(backends)]
@@ -1054,15 +1074,9 @@ async fn html_groups_by_team_and_lists_worst_adherence_first_with_unknown_figure
             "u_05",
         ],
     );
-    // The second table and the chart follow the same order.
-    let detail = html.split("<table class=\"agents\">").nth(2).unwrap();
-    let ids: Vec<&str> = detail
-        .split("data-agent=\"")
-        .skip(1)
-        .map(|p| &p[..p.find('"').unwrap()])
-        .collect();
+    // The second tables and the chart follow the same order.
     assert_eq!(
-        ids,
+        table_rows(&html, 2),
         [
             "u_06", "u_02", "u_04", "u_07", "u_01", "u_08", "u_03", "u_05"
         ]
@@ -1076,6 +1090,18 @@ async fn html_groups_by_team_and_lists_worst_adherence_first_with_unknown_figure
     assert_eq!(labels[..3], ["Eve (u_06)", "Bob (u_02)", "Dee (u_04)"]);
     assert_eq!(labels[7], "u_05", "no name: the id");
     assert!(html.contains("Care <span class=\"id\">t_1</span> · 5 agents · mean adherence 69.0%"));
+    // Each section is linked from the top, before the summary.
+    let nav = &html[html.find("<nav class=\"top\"").unwrap()..html.find("<h2>Summary").unwrap()];
+    assert!(nav.contains("<a href=\"#definitions\">"));
+    for (i, name) in ["billing", "Care", "No team known"].iter().enumerate() {
+        assert!(
+            nav.contains(&format!("<a href=\"#team-{i}\">{name}</a>")),
+            "{nav}"
+        );
+        assert!(html.contains(&format!(
+            "<section class=\"team\" id=\"team-{i}\"><h3>{name}"
+        )));
+    }
 }
 
 #[apply(backends)]
@@ -1137,7 +1163,9 @@ fn the_window_label_shows_seconds_only_when_an_end_has_them() {
 
 #[apply(backends)]
 #[tokio::test]
-async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names(backend: Backend) {
+async fn html_tables_take_the_page_width_and_wrap_long_names_but_never_a_header_word(
+    backend: Backend,
+) {
     let (store, _dir) = temp_store_on(backend).await;
     let long = "Maximiliana-Theodora Wolkenstein-Rodenegg von und zu Hohenlohe-Schillingsfürst";
     let report = report_of(
@@ -1146,15 +1174,17 @@ async fn html_tables_take_the_page_width_with_fixed_shares_and_wrap_long_names(b
     );
     let html = render(&store, &report, ReportFormat::Html).await.text();
     let style = &html[html.find("<style>").unwrap()..html.find("</style>").unwrap()];
-    assert!(style.contains("table.agents{width:100%;table-layout:fixed}"));
-    assert!(style.contains("table.agents th,table.agents td{overflow-wrap:anywhere}"));
+    assert!(style.contains("table.agents{width:100%;"));
+    assert!(style.contains("table.agents td{overflow-wrap:anywhere}"));
+    assert!(style.contains("table.agents th{overflow-wrap:normal;word-break:normal;"));
+    assert!(style.contains("table.agents thead th{position:sticky;top:0;"));
     assert!(style.contains("svg{max-width:100%;height:auto}"));
     // Nothing in the style is wider than a 1366 px screen: no width in px or em
-    // beyond the legend's swatches.
+    // beyond the legend's swatches and the hidden captions.
     for width in style.split("width:").skip(1) {
         let value = &width[..width.find([';', '}']).unwrap()];
         assert!(
-            value.ends_with('%') || value == "12px",
+            value.ends_with('%') || value == "12px" || value == "1px",
             "a fixed width {value} in {style}"
         );
     }

@@ -30,6 +30,18 @@ async fn submit(app: &TestApp, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// Submits `body` (answered 202) and polls the job until it finished: its id and the job.
+async fn finished_job(app: &TestApp, body: Value) -> (String, Value) {
+    let response = submit(app, body).await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = until_finished(app, &job_id).await;
+    (job_id, job)
+}
+
 /// Polls the job until it is completed or failed (within [`DEADLINE`]).
 pub async fn until_finished(app: &TestApp, job_id: &str) -> Value {
     eventually("job never finished", || async {
@@ -106,18 +118,12 @@ async fn a_history_job_completes_announces_itself_once_and_its_csv_verifies() {
         assert_eq!(status, 200);
     }
     let (from, to) = window();
-    let response = submit(
+    let (job_id, job) = finished_job(
         &app,
         json!({"source": "history", "metrics": ["transitions:sum", "idle_seconds:sum"],
                "dimensions": ["agent"], "from": from, "to": to, "bucket": "hour"}),
     )
     .await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = until_finished(&app, &job_id).await;
     assert_eq!(job["status"], "completed", "{job}");
 
     let response = app
@@ -671,4 +677,69 @@ async fn the_cli_runs_a_history_query_through_the_daemon_and_prints_its_results(
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert!(stderr.contains("the daemon refused"), "{stderr}");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn results_by_team_name_each_team_in_html_and_json_and_the_csv_keeps_its_ids() {
+    let app = crate::reports::spawn_named(crate::helpers::Dialect::V2, |_| {}).await;
+    let moved: Vec<_> = app.sim.free_agents().into_iter().take(6).collect();
+    for agent in &moved {
+        let (status, body) = app.set_state(&agent.id, "NOT_READY").await;
+        assert!(status == 200 || status == 409, "{body}");
+    }
+    let (from, to) = window();
+    let (job_id, job) = finished_job(
+        &app,
+        json!({"source": "history", "metrics": ["transitions:sum"],
+               "dimensions": ["team"], "from": from, "to": to, "bucket": "hour"}),
+    )
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let (team_id, team_name) = (&moved[0].team_id, &moved[0].team_name);
+    assert_ne!(team_id, team_name);
+
+    let results = format!("/v1/analytics/queries/{job_id}/results");
+    let html = app
+        .get(&format!("{results}?format=html"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(&format!("team {team_name} ({team_id})")),
+        "{html}"
+    );
+    assert!(
+        !html.contains(&format!("team {team_id} ")),
+        "no series titled by the team's id: {html}"
+    );
+
+    let json: Value = app
+        .get(&format!("{results}?format=json"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let series = json["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["dimensions"]["team"] == team_id.as_str())
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(series["names"]["team"], team_name.as_str(), "{series}");
+
+    // The audited CSV is as it was: ids, and its hash still holds.
+    let csv = app
+        .get(&format!("{results}?format=csv"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let text = String::from_utf8(csv.to_vec()).unwrap();
+    assert!(text.starts_with("bucket,team,metric,"), "{text}");
+    assert!(text.contains(&format!(",{team_id},")) && !text.contains(team_name.as_str()));
+    assert_eq!(
+        job["sha256"].as_str().unwrap(),
+        hex::encode(Sha256::digest(&csv))
+    );
 }

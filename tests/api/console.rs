@@ -127,11 +127,11 @@ async fn an_agent_page_for_an_id_no_agent_could_have_is_not_served() {
 
 /// A browser on wfmd serving the simulator as `serve --simulate` does (state sync and
 /// the live figures on).
-struct Floor {
-    sim: TestSim,
+pub(crate) struct Floor {
+    pub(crate) sim: TestSim,
     served: Served,
-    address: String,
-    browser: Client,
+    pub(crate) address: String,
+    pub(crate) browser: Client,
     /// Kept until the test ends: the browser's process and wfmd's database.
     _driver: Chromedriver,
     _db: TestDb,
@@ -140,7 +140,10 @@ struct Floor {
 impl Floor {
     /// wfmd on `sim` (prepared by the test), its configuration `adjust`ed first, and a
     /// browser.
-    async fn start(sim: TestSim, adjust: impl FnOnce(&mut wfmd::config::Config)) -> Floor {
+    pub(crate) async fn start(
+        sim: TestSim,
+        adjust: impl FnOnce(&mut wfmd::config::Config),
+    ) -> Floor {
         let db = TestDb::new();
         let mut config = sim.config(&db.url());
         config.live.enabled = true;
@@ -168,14 +171,14 @@ impl Floor {
         (Floor::start(sim, |_| {}).await, agent)
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.browser.close().await.unwrap();
         self.served.stop().await;
     }
 }
 
 /// Opens `url` and waits until its page has drawn what it first loaded.
-async fn open(browser: &Client, url: &str) {
+pub(crate) async fn open(browser: &Client, url: &str) {
     browser.goto(url).await.unwrap();
     drawn(browser, url).await;
 }
@@ -221,7 +224,7 @@ async fn accessibility_violations(browser: &Client) -> Vec<String> {
 }
 
 /// Asserts that axe-core finds no serious or critical violation in the page shown.
-async fn assert_accessible(browser: &Client, what: &str) {
+pub(crate) async fn assert_accessible(browser: &Client, what: &str) {
     let violations = accessibility_violations(browser).await;
     assert!(
         violations.is_empty(),
@@ -274,13 +277,13 @@ async fn arrives(browser: &Client, path_and_query: &str) {
 }
 
 /// Types `text` into the field `id` (emptied first).
-async fn type_into(browser: &Client, id: &str, text: &str) {
+pub(crate) async fn type_into(browser: &Client, id: &str, text: &str) {
     let field = browser.find(Locator::Id(id)).await.unwrap();
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
-async fn click(browser: &Client, css: &str) {
+pub(crate) async fn click(browser: &Client, css: &str) {
     eventually(SLOW, &format!("click {css}"), async || {
         let element = browser.find(Locator::Css(css)).await.ok()?;
         element.click().await.ok()
@@ -300,7 +303,7 @@ async fn text_of(browser: &Client, id: &str) -> String {
 }
 
 /// Waits until the element `id` says `words` (among others).
-async fn says(browser: &Client, id: &str, words: &str) {
+pub(crate) async fn says(browser: &Client, id: &str, words: &str) {
     eventually(SLOW, &format!("#{id} says {words}"), async || {
         text_of(browser, id).await.contains(words).then_some(())
     })

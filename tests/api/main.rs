@@ -41,6 +41,7 @@ mod metrics;
 mod openapi;
 mod receiver;
 mod reports;
+mod reports_page;
 mod retention;
 mod rough_edges;
 mod rta;

