@@ -1,6 +1,7 @@
 //! `GET /v1/reports/compliance?from&to&format=csv|json|html&tz=ZONE&team=TEAM`: the
-//! compliance report, streamed; and `GET /v1/reports/definitions?report&format=json|csv&tz=ZONE`:
-//! what the numbers of a report, of analytics results or of the wallboard mean.
+//! compliance report, streamed; and
+//! `GET /v1/reports/definitions?report&format=json|csv&tz=ZONE`: what the numbers of a
+//! report, of analytics results or of the wallboard mean.
 //!
 //! The JSON report and the HTML page carry their definitions themselves; the CSV stays
 //! plain RFC 4180 for strict readers and spreadsheets, and points to its definitions
@@ -74,8 +75,9 @@ pub struct ReportQuery {
 }
 
 /// The compliance report of a window (or of one team's agents in it): per agent (with
-/// name and team as the platform last listed them), transitions, rejections by violation, latency (mean, p95), idle
-/// time, time in each state and adherence; streamed.
+/// name and team as the platform last listed them), transitions, rejections by
+/// violation, latency (mean, p95), idle time, time in each state and adherence;
+/// streamed.
 #[utoipa::path(
     get,
     path = "/v1/reports/compliance",
