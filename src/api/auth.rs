@@ -38,7 +38,6 @@ use subtle::ConstantTimeEq;
 use crate::domain::tenant::TenantId;
 
 use super::error::Problem;
-use super::forward::HandedOn;
 use super::roles::{self, BEARER};
 use super::sessions::{self, Sessions};
 use crate::config::api_tokens::{ApiTokenConfig, Role};
@@ -137,6 +136,22 @@ impl TokenEntry {
             tenants: self.tenants.clone(),
         }
     }
+}
+
+/// What another instance that handed a request on (`[ha]`, see [`super::forward`])
+/// says of it, once proven with the cluster key: here, beside the caller it names, as
+/// [`authorize`] acts for that caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedOn {
+    /// Its `ha.instance_id`.
+    pub by: String,
+    /// The address of the client that asked it.
+    pub client: IpAddr,
+    /// When, in Unix seconds.
+    pub at: i64,
+    /// The name of the configured token it let the request in with (`None` where no
+    /// tokens are configured): the caller, as a session cookie only it knows proved.
+    pub caller: Option<String>,
 }
 
 /// The configured tokens, by digest.

@@ -48,6 +48,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
 use super::ApiState;
+pub use super::auth::HandedOn;
 use super::error::Problem;
 use crate::domain::tenant::TenantId;
 use crate::store::InstanceRole;
@@ -120,20 +121,6 @@ impl ClusterKey {
         headers.insert(FORWARDED_PROOF, HeaderValue::from_str(&proof)?);
         Ok(headers)
     }
-}
-
-/// What the instance that handed a request on says of it, once proven.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandedOn {
-    /// Its `ha.instance_id`.
-    pub by: String,
-    /// The address of the client that asked it.
-    pub client: IpAddr,
-    /// When, in Unix seconds.
-    pub at: i64,
-    /// The name of the configured token it let the request in with (`None` where no
-    /// tokens are configured): the caller, as a session cookie only it knows proved.
-    pub caller: Option<String>,
 }
 
 /// What `request` proves it was handed on with, checked with `key` at `now` (Unix
