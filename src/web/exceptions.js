@@ -6,6 +6,9 @@
 // an exception opened, changed or was reviewed (`adherence.exception`,
 // `adherence.exception_reviewed`), so it never polls: the route is the list's one
 // source, which keeps filters, order and reviews exactly as the API has them.
+// Below, the authorisations overlapping the same window, each with its Withdraw, and a
+// form authorising a range of a team's time (agents are authorised one by one on their
+// own pages).
 "use strict";
 
 const X = {
@@ -52,11 +55,17 @@ function readUrl() {
 function fillTeams() {
   const teams = new Map();
   for (const a of X.agents.values()) if (a.team_id) teams.set(a.team_id, a.team || a.team_id);
+  const sorted = [...teams].sort((a, b) => a[1].localeCompare(b[1]));
   const select = $("f-team");
   select.replaceChildren(new Option("every team", ""));
-  for (const [id, name] of [...teams].sort((a, b) => a[1].localeCompare(b[1]))) select.append(new Option(name, id));
+  for (const [id, name] of sorted) select.append(new Option(name, id));
   if (X.team && !teams.has(X.team)) select.append(new Option(X.team, X.team));
   select.value = X.team;
+  const target = $("auth-team");
+  const keep = target.value;
+  target.replaceChildren(new Option("choose…", ""));
+  for (const [id, name] of sorted) target.append(new Option(name, id));
+  target.value = keep;
 }
 
 // The filters as the API takes them, or `{error}` for a window that is no window.
@@ -92,6 +101,36 @@ async function load() {
     return;
   }
   draw(answer.body.exceptions);
+  await loadAuthorisations(api);
+}
+
+async function loadAuthorisations(window) {
+  const answer = await call(BASE + "/adherence/authorisations?" +
+    new URLSearchParams({ from: window.get("from"), to: window.get("to") }));
+  const box = $("authorisations");
+  if (!answer.ok) {
+    box.replaceChildren(el("p", "note", "Cannot load the authorisations: " + problemText(answer)));
+    return;
+  }
+  const list = answer.body.authorisations;
+  box.replaceChildren(list.length ? authorisationsTable(list, (done) => { if (done.ok) load(); })
+    : el("p", "note", "None in this window."));
+}
+
+async function authoriseTeam(event) {
+  event.preventDefault();
+  if (!$("auth-team").value) {
+    $("auth-message").textContent = "Choose the team to authorise; nothing was sent.";
+    $("auth-message").className = "message error";
+    $("auth-team").focus();
+    return;
+  }
+  $("auth-send").disabled = true;
+  try {
+    if ((await authorise({ team: $("auth-team").value })).ok) await load();
+  } finally {
+    $("auth-send").disabled = false;
+  }
 }
 
 // Lists again once the feed has said what changed, at most once a second.
@@ -236,6 +275,7 @@ async function main() {
     if (button) openReview(button.dataset.exception);
   };
   $("review-note").oninput = countNote;
+  $("authorise").onsubmit = authoriseTeam;
   $("review-form").onsubmit = (event) => { event.preventDefault(); sendReview(false); };
   $("review-replace").onclick = () => sendReview(true);
   $("review-close").onclick = () => $("review").close();

@@ -1490,3 +1490,137 @@ async fn an_exception_excused_from_the_page_counts_as_authorised_and_reviews_sho
     .await;
     floor.stop().await;
 }
+
+/// Sets the datetime-local fields `auth-from` and `auth-to` to the instants `from` and
+/// `to`, in the browser's own zone.
+async fn authorise_range(browser: &Client, from: &str, to: &str) {
+    run(
+        browser,
+        "const local = (at) => { const d = new Date(at);
+           return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); };
+         document.getElementById('auth-from').value = local(arguments[0][0]);
+         document.getElementById('auth-to').value = local(arguments[0][1]);
+         return null;",
+        json!([from, to]),
+    )
+    .await;
+}
+
+/// The authorisations GET /v1/adherence/authorisations lists over the last two days.
+async fn authorisations_listed(address: &str) -> Vec<Value> {
+    let from = wfmd::time::rfc3339(chrono::Utc::now() - chrono::Duration::days(2));
+    let list = http_client()
+        .get(format!("{address}/v1/adherence/authorisations"))
+        .query(&[("from", from)])
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    list["authorisations"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_past_range_is_authorised_from_the_agent_page_listed_and_withdrawn_and_a_teams_from_exceptions()
+ {
+    use chrono::{Duration as Span, DurationRound, Utc};
+
+    let sim = TestSim::default_tenant().await;
+    let agent = sim.free_agents().remove(0);
+    let floor = Floor::start(sim, |_| {}).await;
+    let (browser, address) = (&floor.browser, floor.address.clone());
+    let hour = Utc::now().duration_trunc(Span::hours(1)).unwrap() - Span::hours(26);
+    let (from, to) = (
+        wfmd::time::rfc3339(hour),
+        wfmd::time::rfc3339(hour + Span::hours(1)),
+    );
+    open(browser, &format!("{address}/agents/{}", agent.id)).await;
+
+    // A range that ends before it begins is said, and nothing is sent.
+    authorise_range(browser, &to, &from).await;
+    type_into(browser, "auth-reason", "training").await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "before it begins").await;
+    assert_eq!(authorisations_listed(&address).await, Vec::<Value>::new());
+
+    // The past hour, authorised from the page: stored as given, and listed on the page
+    // (which shows the range's day).
+    authorise_range(browser, &from, &to).await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "Authorised 1 agent(s)").await;
+    let stored = authorisations_listed(&address).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["agents"], json!([agent.id]));
+    assert_eq!(stored[0]["reason"], "training");
+    let (stored_from, stored_to) = (
+        chrono::DateTime::parse_from_rfc3339(stored[0]["from"].as_str().unwrap()).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(stored[0]["to"].as_str().unwrap()).unwrap(),
+    );
+    assert_eq!(
+        (stored_from, stored_to),
+        (hour.into(), (hour + Span::hours(1)).into())
+    );
+    let id = stored[0]["id"].as_str().unwrap().to_owned();
+    let row = format!("#authorisations tr[data-authorisation=\"{id}\"]");
+    eventually(SLOW, "the authorisation is listed", async || {
+        browser.find(Locator::Css(&row)).await.ok().map(|_| ())
+    })
+    .await;
+    assert_accessible(browser, "the agent page with an authorisation").await;
+
+    // Withdrawn from the page.
+    click(browser, &format!("{row} button.withdraw")).await;
+    says(browser, "auth-message", "Withdrawn").await;
+    let after = authorisations_listed(&address).await;
+    assert!(after[0]["withdrawn_at"].is_string(), "{after:?}");
+    eventually(SLOW, "the authorisation shows withdrawn", async || {
+        let class = run(
+            browser,
+            "const row = document.querySelector(arguments[0]); return row ? row.className : null;",
+            json!(row),
+        )
+        .await;
+        (class == "withdrawn").then_some(())
+    })
+    .await;
+
+    // A team's past hour, authorised from /exceptions, which lists it in its window.
+    let day = hour.format("%Y-%m-%d");
+    open(
+        browser,
+        &format!("{address}/exceptions?from={day}&to={day}"),
+    )
+    .await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "Choose the team").await;
+    select(browser, "auth-team", &agent.team_id).await;
+    authorise_range(browser, &from, &to).await;
+    type_into(browser, "auth-reason", "floor meeting").await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "Authorised").await;
+    let stored = authorisations_listed(&address).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let team = stored
+        .iter()
+        .find(|a| a["reason"] == "floor meeting")
+        .unwrap();
+    assert_eq!(team["team"], json!(agent.team_id), "{team}");
+    assert!(
+        team["agents"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(agent.id)),
+        "{team}"
+    );
+    let row = format!(
+        "#authorisations tr[data-authorisation=\"{}\"]",
+        team["id"].as_str().unwrap()
+    );
+    eventually(SLOW, "the team's authorisation is listed", async || {
+        browser.find(Locator::Css(&row)).await.ok().map(|_| ())
+    })
+    .await;
+    assert_accessible(browser, "/exceptions with an authorisation").await;
+    floor.stop().await;
+}
