@@ -128,11 +128,11 @@ async fn an_agent_page_for_an_id_no_agent_could_have_is_not_served() {
 
 /// A browser on wfmd serving the simulator as `serve --simulate` does (state sync and
 /// the live figures on).
-struct Floor {
-    sim: TestSim,
+pub(crate) struct Floor {
+    pub(crate) sim: TestSim,
     served: Served,
-    address: String,
-    browser: Client,
+    pub(crate) address: String,
+    pub(crate) browser: Client,
     /// Kept until the test ends: the browser's process and wfmd's database.
     _driver: Chromedriver,
     _db: TestDb,
@@ -141,7 +141,10 @@ struct Floor {
 impl Floor {
     /// wfmd on `sim` (prepared by the test), its configuration `adjust`ed first, and a
     /// browser.
-    async fn start(sim: TestSim, adjust: impl FnOnce(&mut wfmd::config::Config)) -> Floor {
+    pub(crate) async fn start(
+        sim: TestSim,
+        adjust: impl FnOnce(&mut wfmd::config::Config),
+    ) -> Floor {
         Floor::start_on(sim, TestDb::new(), adjust).await
     }
 
@@ -177,14 +180,21 @@ impl Floor {
         (Floor::start(sim, |_| {}).await, agent)
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.browser.close().await.unwrap();
         self.served.stop().await;
     }
 }
 
+/// Where a picture the README shows is written: `docs/{name}`.
+pub(crate) fn docs_picture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name)
+}
+
 /// Opens `url` and waits until its page has drawn what it first loaded.
-async fn open(browser: &Client, url: &str) {
+pub(crate) async fn open(browser: &Client, url: &str) {
     browser.goto(url).await.unwrap();
     drawn(browser, url).await;
 }
@@ -230,7 +240,7 @@ async fn accessibility_violations(browser: &Client) -> Vec<String> {
 }
 
 /// Asserts that axe-core finds no serious or critical violation in the page shown.
-async fn assert_accessible(browser: &Client, what: &str) {
+pub(crate) async fn assert_accessible(browser: &Client, what: &str) {
     let violations = accessibility_violations(browser).await;
     assert!(
         violations.is_empty(),
@@ -719,6 +729,10 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
         periods,
         json!(["today", "yesterday", "week_to_date", "month_to_date"])
     );
+    // The README's picture of the page, out of adherence first.
+    browser.set_window_size(1600, 900).await.unwrap();
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(docs_picture("rta.png"), png).unwrap();
 
     // Back to work: its row leaves the out group, live, without a reload.
     set_state(address, &mover.id, "READY").await;
