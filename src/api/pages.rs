@@ -152,12 +152,12 @@ macro_rules! page_of_tenant {
 /// `/sign-in`, and opens the feed with a ticket. `?kiosk=1` hides the controls and
 /// enlarges the type.
 #[utoipa::path(
-        get,
-        path = "/",
-        tag = "live",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
+    get,
+    path = "/",
+    tag = "live",
+    security(()),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
 pub async fn wallboard(
     Extension(settings): Extension<SignInNeeded>,
     Extension(boards): Extension<Boards>,
@@ -172,16 +172,16 @@ pub async fn wallboard(
 /// 404 of an unknown route; where tokens are configured, a caller without a credential
 /// gets the page for any well-formed id, so it learns nothing of which are served.
 #[utoipa::path(
-        get,
-        path = "/t/{tenant}/",
-        tag = "live",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
+    get,
+    path = "/t/{tenant}/",
+    tag = "live",
+    security(()),
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        NoSuchTenant,
+    )
+)]
 pub async fn tenant_wallboard(
     Extension(directory): Extension<Directory>,
     Extension(settings): Extension<SignInNeeded>,

@@ -684,17 +684,23 @@ function boardScreens() {
   return screens;
 }
 
+// Two labelled figures side by side on a tile.
+function pairOf(label, value, otherLabel, other) {
+  const pair = el("div", "pair");
+  for (const [l, v] of [[label, value], [otherLabel, other]]) {
+    const span = el("span", "", l + " ");
+    span.append(el("b", "", v));
+    pair.append(span);
+  }
+  return pair;
+}
+
 function skillBox(s) {
   const tile = el("div", "board-tile");
   tile.dataset.skill = s.skill_id;
   tile.append(el("div", "name", s.skill_name || s.skill_id), el("div", "headline " + slClass(s.service_level), pct(s.service_level)));
-  const pair = el("div", "pair");
-  const queued = el("span", "", "queued ");
-  queued.append(el("b", "", String(s.contacts_queued)));
-  const ready = el("span", "", "available ");
-  ready.append(el("b", "", s.agents_available + "/" + s.agents_staffed));
-  pair.append(queued, ready);
-  tile.append(pair, el("div", "pair", "longest wait " + mss(s.longest_wait_secs)));
+  tile.append(pairOf("queued", String(s.contacts_queued), "available", s.agents_available + "/" + s.agents_staffed),
+    el("div", "pair", "longest wait " + mss(s.longest_wait_secs)));
   return tile;
 }
 
@@ -702,13 +708,8 @@ function queueBox(q) {
   const tile = el("div", "board-tile");
   tile.dataset.queue = q.queue_id;
   tile.append(el("div", "name", q.name || q.queue_id), el("div", "headline", String(q.contacts_waiting) + " waiting"));
-  const pair = el("div", "pair");
-  const sl = el("span", "", "SL ");
-  sl.append(el("b", "", pct(q.service_level)));
-  const on = el("span", "", "available ");
-  on.append(el("b", "", q.agents_available + "/" + q.agents_logged_on));
-  pair.append(sl, on);
-  tile.append(pair, el("div", "pair", "average wait " +
+  tile.append(pairOf("SL", pct(q.service_level), "available", q.agents_available + "/" + q.agents_logged_on),
+    el("div", "pair", "average wait " +
     (q.average_wait_ms === null || q.average_wait_ms === undefined ? "–" : mss(q.average_wait_ms / 1000))));
   return tile;
 }
