@@ -29,7 +29,8 @@ const SHARED_SCRIPT: &str = include_str!("console.js");
 /// A page of the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
-    /// `/`: skill and queue tiles, agents by state (`?kiosk=1` for wall displays).
+    /// `/`: skill and queue tiles, agents by state (`?kiosk=1` for wall displays,
+    /// `?kiosk=1&board=NAME` for a board of `[[boards]]`).
     Wallboard,
     /// `/rta`: real-time adherence, out of adherence first.
     Rta,

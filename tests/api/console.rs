@@ -4,8 +4,9 @@
 //! signing in, the real-time adherence list, changing a state from the page now or when
 //! the call ends and cancelling the waiting change, bulk jobs created, cancelled and
 //! reverted from `/jobs`, an exception excused from `/exceptions` and then counted as
-//! authorised by the compliance report, and axe-core finding no serious or critical
-//! violation on any page.
+//! authorised by the compliance report, a past range authorised from the agent page
+//! (listed, withdrawn) and a team's from `/exceptions`, and axe-core finding no serious
+//! or critical violation on any page. The RTA test writes `docs/rta.png`.
 
 use std::time::Duration;
 
