@@ -2,7 +2,7 @@
 //! the simulator's 200 agents: every screen of a board fits without scrolling, and
 //! within one rotation every skill, queue and agent has been on screen; a board scoped
 //! to a team shows only that team; an unknown board is said on the page. The first
-//! screen is saved as `docs/kiosk-board.png`, the README's picture of a wall display.
+//! screen is saved as `target/kiosk-board.png` (the README's `docs/kiosk-board.png`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! reverted from `/jobs`, an exception excused from `/exceptions` and then counted as
 //! authorised by the compliance report, a past range authorised from the agent page
 //! (listed, withdrawn) and a team's from `/exceptions`, and axe-core finding no serious
-//! or critical violation on any page. The RTA test writes `docs/rta.png`.
+//! or critical violation on any page. The RTA test writes `target/rta.png` (the README's `docs/rta.png`).
 
 use std::time::Duration;
 
@@ -187,11 +187,11 @@ impl Floor {
     }
 }
 
-/// Where a picture the README shows is written: `docs/{name}`.
+/// Where a picture the README shows is written by the test run: `target/{name}`, as the
+/// wallboard's; copied into `docs/` by hand when the pages change (a test that wrote
+/// into `docs/` would change tracked files at every run).
 pub(crate) fn docs_picture(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("docs")
-        .join(name)
+    crate::wallboard::artifact(name)
 }
 
 /// Opens `url` and waits until its page has drawn what it first loaded.
