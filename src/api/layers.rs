@@ -74,6 +74,9 @@ pub struct Limits {
     pub cluster: Option<ClusterKey>,
     /// `server.metrics_token`: what `/metrics` asks of a scraper, when set.
     pub metrics_token: Option<super::auth::MetricsToken>,
+    /// Not a limit, but from the configuration like them: `[[boards]]`, which the
+    /// wallboard page is served with.
+    pub boards: super::pages::Boards,
 }
 
 impl Limits {
@@ -89,6 +92,9 @@ impl Limits {
                 .and_then(|ha| ha.cluster_key.clone())
                 .map(ClusterKey::new),
             metrics_token: server.metrics_token().map(super::auth::MetricsToken::new),
+            boards: super::pages::Boards(
+                crate::config::boards::page_definitions(&config.boards).into(),
+            ),
         }
     }
 }

@@ -260,6 +260,7 @@ pub fn router(
     let allowed_hosts = Arc::new(limits.hosts.clone());
     let cluster_key = limits.cluster.clone();
     let metrics_token = limits.metrics_token.clone();
+    let boards = limits.boards.clone();
     // One tenant's routes; `tenant` is whom the gate checks the caller holds (none for
     // the process's routes).
     let routes_for = move |state: ApiState,
@@ -301,6 +302,7 @@ pub fn router(
             .layer(Extension(metrics_token.clone()))
             .layer(Extension(credentials.clone()))
             .layer(Extension(pages::SignInNeeded(!credentials.is_open())))
+            .layer(Extension(boards.clone()))
             // Outside everything, the ticket's redemption included; here rather than in
             // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
             // as the `/v1/ws` it is.

@@ -30,6 +30,12 @@ use crate::web::Page;
 #[derive(Debug, Clone, Copy)]
 pub struct SignInNeeded(pub bool);
 
+/// The `[[boards]]` the wallboard page is served with (see
+/// [`crate::config::boards::page_definitions`]): the page draws the one its
+/// `?board=` names, without asking the API for it.
+#[derive(Debug, Clone)]
+pub struct Boards(pub std::sync::Arc<str>);
+
 pub fn routes() -> Routes {
     vec![
         utoipa_axum::routes!(wallboard),
@@ -59,7 +65,11 @@ fn page_response(
     caller: Option<&Caller>,
     SignInNeeded(tokens): SignInNeeded,
 ) -> Response {
-    let html = page.render(tenant, caller.map(|c| c.role), tokens);
+    respond(page, page.render(tenant, caller.map(|c| c.role), tokens))
+}
+
+/// `html`, the rendering of `page`, as the answer.
+fn respond(page: Page, html: String) -> Response {
     let mut response = Html(html).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -135,41 +145,65 @@ macro_rules! page_of_tenant {
     };
 }
 
-page! {
-    /// The wallboard: skill and queue tiles, agents by state, supervisor actions.
-    ///
-    /// One self-contained page (no external scripts, styles or fonts), the console's
-    /// first. Where tokens are configured it sends a caller without a session to
-    /// `/sign-in`, and opens the feed with a ticket. `?kiosk=1` hides the controls and
-    /// enlarges the type.
-    #[utoipa::path(
-        get,
-        path = "/",
-        tag = "live",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
-    wallboard => Page::Wallboard
+/// The wallboard: skill and queue tiles, agents by state, supervisor actions.
+///
+/// One self-contained page (no external scripts, styles or fonts), the console's
+/// first. Where tokens are configured it sends a caller without a session to
+/// `/sign-in`, and opens the feed with a ticket. `?kiosk=1` hides the controls and
+/// enlarges the type.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "live",
+    security(()),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
+pub async fn wallboard(
+    Extension(settings): Extension<SignInNeeded>,
+    Extension(boards): Extension<Boards>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
+    wallboard_page(None, caller.as_deref(), settings, &boards)
 }
 
-page_of_tenant! {
-    /// One tenant's wallboard: the page of `/`, reading `/v1/tenants/{tenant}/…`.
-    ///
-    /// `?kiosk=1` works as on `/`. A tenant not served (or not held by the caller) is the
-    /// 404 of an unknown route; where tokens are configured, a caller without a credential
-    /// gets the page for any well-formed id, so it learns nothing of which are served.
-    #[utoipa::path(
-        get,
-        path = "/t/{tenant}/",
-        tag = "live",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
-    tenant_wallboard => Page::Wallboard
+/// One tenant's wallboard: the page of `/`, reading `/v1/tenants/{tenant}/…`.
+///
+/// `?kiosk=1` works as on `/`. A tenant not served (or not held by the caller) is the
+/// 404 of an unknown route; where tokens are configured, a caller without a credential
+/// gets the page for any well-formed id, so it learns nothing of which are served.
+#[utoipa::path(
+    get,
+    path = "/t/{tenant}/",
+    tag = "live",
+    security(()),
+    params(TenantPath),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        NoSuchTenant,
+    )
+)]
+pub async fn tenant_wallboard(
+    Extension(directory): Extension<Directory>,
+    Extension(settings): Extension<SignInNeeded>,
+    Extension(boards): Extension<Boards>,
+    caller: Option<Extension<Caller>>,
+    PathParams(TenantPath { tenant }): PathParams<TenantPath>,
+) -> Response {
+    if !page_served(&directory, caller.as_deref(), &tenant) {
+        return no_such_tenant();
+    }
+    wallboard_page(Some(&tenant), caller.as_deref(), settings, &boards)
+}
+
+/// The wallboard with the boards' definitions in it.
+fn wallboard_page(
+    tenant: Option<&str>,
+    caller: Option<&Caller>,
+    SignInNeeded(tokens): SignInNeeded,
+    Boards(boards): &Boards,
+) -> Response {
+    let html = Page::Wallboard.render_with_boards(tenant, caller.map(|c| c.role), tokens, boards);
+    respond(Page::Wallboard, html)
 }
 
 /// `/t/{tenant}` without the slash: redirects to the tenant's wallboard, the query

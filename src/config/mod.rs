@@ -8,6 +8,7 @@
 
 pub mod analytics;
 pub mod api_tokens;
+pub mod boards;
 pub mod cxone_incontact;
 pub mod delivery;
 mod duration_or;
@@ -78,6 +79,9 @@ pub struct Config {
     pub analytics: analytics::AnalyticsConfig,
     /// Downloads: per-caller limit, read time, spool.
     pub exports: exports::ExportsConfig,
+    /// Boards for wall displays (`/?kiosk=1&board=NAME`), shared by every tenant.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub boards: Vec<boards::BoardConfig>,
     /// Several contact-center tenants; none = the top-level sections are the tenant
     /// `default`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -558,6 +562,7 @@ impl Config {
         self.audit.validate(&mut problems);
         self.analytics.validate(&mut problems);
         self.exports.validate(&mut problems);
+        boards::validate(&self.boards, &mut problems);
         if let Some(ha) = &self.ha {
             if crate::store::Backend::of_url(&self.database.url) != crate::store::Backend::Postgres
             {

@@ -2,8 +2,9 @@
 // or when the call ends, cancel the change waiting for it); its schedule against what
 // it did for a chosen day of the last 31 (GET …/agents/{id}/adherence, drawn here full
 // width in three lanes with a now marker); the day's history (GET …/history), its
-// adherence exceptions and the authorisations covering it. The feed keeps the "now"
-// part current and redraws today's day as it changes.
+// adherence exceptions and the authorisations covering it, with a form authorising a
+// range of the agent's time, past ranges too. The feed keeps the "now" part current and
+// redraws today's day as it changes.
 "use strict";
 
 const AGENT_ID = decodeURIComponent(location.pathname.replace(/^.*\/agents\//, ""));
@@ -371,39 +372,24 @@ function drawAuthorisations(answer) {
     return;
   }
   const mine = answer.body.authorisations.filter((a) => a.agents.includes(AGENT_ID));
-  if (!mine.length) {
-    box.replaceChildren(el("p", "note", "None."));
-    return;
-  }
-  const table = el("table", "grid");
-  tableHead(table, ["From", "To", "Reason", "By", ""], "Withdraw");
-  const body = table.createTBody();
-  for (const a of mine) {
-    const row = body.insertRow();
-    row.dataset.authorisation = a.id;
-    if (a.withdrawn_at) row.className = "withdrawn";
-    row.insertCell().textContent = dateTime(a.from);
-    row.insertCell().textContent = dateTime(a.to);
-    row.insertCell().textContent = a.reason;
-    row.insertCell().textContent = a.created_by + (a.team ? " (team " + a.team + ")" : "") +
-      (a.withdrawn_at ? "; withdrawn by " + a.withdrawn_by + " " + dateTime(a.withdrawn_at) : "");
-    const cell = row.insertCell();
-    if (!a.withdrawn_at) {
-      const withdraw = el("button", "action", "Withdraw");
-      withdraw.type = "button";
-      withdraw.setAttribute("aria-label", "Withdraw the authorisation " + a.id);
-      withdraw.onclick = async () => {
-        withdraw.disabled = true;
-        const done = await call(BASE + "/adherence/authorisations/" + encodeURIComponent(a.id), { method: "DELETE" });
-        const message = $("authorisation-message");
-        message.textContent = done.ok ? "Withdrawn: it counts no more." : problemText(done);
-        message.className = "message " + (done.ok ? "ok" : "error");
-        if (done.ok) showDay(); else withdraw.disabled = false;
-      };
-      cell.append(withdraw);
+  box.replaceChildren(mine.length ? authorisationsTable(mine, (done) => { if (done.ok) showDay(); }) : el("p", "note", "None."));
+}
+
+// Authorises the agent for the range of the form, past or future; its day is then shown,
+// with the new authorisation among those covering it.
+async function authoriseAgent(event) {
+  event.preventDefault();
+  const button = $("auth-send");
+  button.disabled = true;
+  try {
+    const done = await authorise({ agents: [AGENT_ID] });
+    if (done.ok) {
+      $("day").value = isoDate(new Date(done.body.from));
+      await showDay();
     }
+  } finally {
+    button.disabled = false;
   }
-  box.replaceChildren(table);
 }
 
 // Today's day changes as the agent works: drawn again after a change, at most twice a
@@ -504,6 +490,7 @@ async function main() {
   $("day").onchange = showDay;
   $("whole-day").onchange = () => { if (A.spans.length) drawDay(); };
   $("day-form").onsubmit = (event) => { event.preventDefault(); showDay(); };
+  $("authorise").onsubmit = authoriseAgent;
   setInterval(() => { if (A.spans.length && A.day && isoDate(A.day.from) === isoDate(today())) drawDay(); }, 30000);
   FEED.start();
   await Promise.all([loadDeferred(), showDay()]);

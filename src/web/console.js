@@ -10,6 +10,8 @@
 // - Formatting, and the words for states, verdicts, violations and outcomes.
 // - The dialog that changes one agent's state, now or when its call ends, and cancels a
 //   change waiting for it.
+// - Authorising a range of time (checked before sending) and the table of
+//   authorisations with their Withdraw.
 // Its top-level names are the page scripts' to use; a page script defines none of them.
 "use strict";
 
@@ -568,6 +570,83 @@ function buildAct() {
     }
   };
   return d;
+}
+
+// ---- authorising time ----------------------------------------------------------------
+
+// The authorisation form every page that has one shares (`auth-from`, `auth-to` as
+// datetime-local fields, `auth-reason`, `auth-message`): its range checked here first,
+// so a range that ends before it begins is said and nothing is sent. `target` is
+// `{agents: [...]}` or `{team}`; the answer is `{ok, body?}`, already said in the page.
+async function authorise(target) {
+  const say = (text, ok) => {
+    $("auth-message").textContent = text;
+    $("auth-message").className = "message " + (ok ? "ok" : "error");
+    return { ok };
+  };
+  const fromText = $("auth-from").value;
+  const toText = $("auth-to").value;
+  const reason = $("auth-reason").value.trim();
+  if (!fromText || !toText) return say("Give when the authorised time begins and when it ends; nothing was sent.", false);
+  const from = new Date(fromText);
+  const to = new Date(toText);
+  if (isNaN(from) || isNaN(to)) return say("Give each time as a day and an hour; nothing was sent.", false);
+  if (to <= from) {
+    $("auth-to").focus();
+    return say("The time ends (" + dateTime(to) + ") before it begins (" + dateTime(from) + "): " +
+      "give an end after the beginning; nothing was sent.", false);
+  }
+  if (!reason || reason.length > 500) {
+    $("auth-reason").focus();
+    return say("Say why in 1 to 500 characters; nothing was sent.", false);
+  }
+  const answer = await call(BASE + "/adherence/authorisations", { method: "POST",
+    json: Object.assign({ from: from.toISOString(), to: to.toISOString(), reason }, target) });
+  if (!answer.ok) return say(problemText(answer) + " Nothing was authorised.", false);
+  say("Authorised " + answer.body.agents.length + " agent(s) from " + dateTime(answer.body.from) +
+    " to " + dateTime(answer.body.to) + ": that time counts as authorised in every report.", true);
+  return { ok: true, body: answer.body };
+}
+
+// The authorisations `list` as a table, each one in force with its **Withdraw**; `after`
+// is told each withdrawal's answer once said in `auth-message`.
+function authorisationsTable(list, after) {
+  const table = el("table", "grid authorisations");
+  const head = table.createTHead().insertRow();
+  for (const title of ["From", "To", "Who", "Reason", "By", ""]) {
+    const th = el("th", "", title);
+    th.scope = "col";
+    if (!title) th.append(el("span", "visually-hidden", "Withdraw"));
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const a of list) {
+    const row = body.insertRow();
+    row.dataset.authorisation = a.id;
+    if (a.withdrawn_at) row.className = "withdrawn";
+    row.insertCell().textContent = dateTime(a.from);
+    row.insertCell().textContent = dateTime(a.to);
+    row.insertCell().textContent = a.team ? "team " + a.team + " (" + a.agents.length + ")" :
+      a.agents.length === 1 ? a.agents[0] : a.agents.length + " agents";
+    row.insertCell().textContent = a.reason;
+    row.insertCell().textContent = a.created_by +
+      (a.withdrawn_at ? "; withdrawn by " + a.withdrawn_by + " " + dateTime(a.withdrawn_at) : "");
+    const cell = row.insertCell();
+    if (a.withdrawn_at) continue;
+    const withdraw = el("button", "action withdraw", "Withdraw");
+    withdraw.type = "button";
+    withdraw.setAttribute("aria-label", "Withdraw the authorisation from " + dateTime(a.from) + " to " + dateTime(a.to));
+    withdraw.onclick = async () => {
+      withdraw.disabled = true;
+      const done = await call(BASE + "/adherence/authorisations/" + encodeURIComponent(a.id), { method: "DELETE" });
+      $("auth-message").textContent = done.ok ? "Withdrawn: it counts no more, for the past too." : problemText(done);
+      $("auth-message").className = "message " + (done.ok ? "ok" : "error");
+      if (!done.ok) withdraw.disabled = false;
+      after(done);
+    };
+    cell.append(withdraw);
+  }
+  return table;
 }
 
 // ---- the page's frame ----------------------------------------------------------------

@@ -29,7 +29,8 @@ const SHARED_SCRIPT: &str = include_str!("console.js");
 /// A page of the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
-    /// `/`: skill and queue tiles, agents by state (`?kiosk=1` for wall displays).
+    /// `/`: skill and queue tiles, agents by state (`?kiosk=1` for wall displays,
+    /// `?kiosk=1&board=NAME` for a board of `[[boards]]`).
     Wallboard,
     /// `/rta`: real-time adherence, out of adherence first.
     Rta,
@@ -93,7 +94,21 @@ impl Page {
     /// API, which sends it to sign in), `tokens` whether any are configured (without,
     /// nobody signs in).
     pub fn render(self, tenant: Option<&str>, role: Option<Role>, tokens: bool) -> String {
+        self.render_with_boards(tenant, role, tokens, "[]")
+    }
+
+    /// [`Page::render`], with `boards` (the `[[boards]]` as JSON) where the page's body
+    /// takes them (the wallboard's `data-boards`); as an attribute, not a script, they
+    /// leave the page's hashes as they are.
+    pub fn render_with_boards(
+        self,
+        tenant: Option<&str>,
+        role: Option<Role>,
+        tokens: bool,
+        boards: &str,
+    ) -> String {
         let parts = self.parts();
+        let body = fill(parts.body, &[("boards", &attribute_text(boards))]);
         let root = tenant.map(|t| format!("/t/{t}")).unwrap_or_default();
         fill(
             SHELL,
@@ -106,7 +121,7 @@ impl Page {
                 ("tenant", tenant.unwrap_or_default()),
                 ("role", role.map(Role::as_str).unwrap_or_default()),
                 ("auth", if tokens { "tokens" } else { "open" }),
-                ("body", parts.body),
+                ("body", &body),
                 ("shared_script", SHARED_SCRIPT),
                 ("page_script", parts.script),
             ],
@@ -150,6 +165,14 @@ fn source_hash(text: &str) -> String {
         "'sha256-{}'",
         base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
     )
+}
+
+/// `text` as an HTML attribute's value between double quotes.
+fn attribute_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `template` with each `{name}` replaced by its value, in one pass: a value is never
@@ -355,6 +378,20 @@ mod tests {
             "<body data-page=\"rta\" data-root=\"\" data-tenant=\"\" data-role=\"\" data-auth=\"open\">"
         ));
         assert!(open.contains("href=\"/jobs\""));
+    }
+
+    #[test]
+    fn the_wallboard_carries_the_boards_as_an_attribute_that_cannot_end_early() {
+        let boards = r#"[{"name":"care","teams":["A \"&\" <B>"]}]"#;
+        let page = Page::Wallboard.render_with_boards(None, None, false, boards);
+        let start = page.find("data-boards=\"").unwrap() + "data-boards=\"".len();
+        let value = &page[start..start + page[start..].find('"').unwrap()];
+        assert_eq!(
+            value,
+            "[{&quot;name&quot;:&quot;care&quot;,&quot;teams&quot;:[&quot;A \\&quot;&amp;\\&quot; &lt;B&gt;&quot;]}]"
+        );
+        let plain = Page::Wallboard.render(None, None, false);
+        assert!(plain.contains("data-boards=\"[]\""));
     }
 
     #[test]

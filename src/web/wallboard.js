@@ -8,6 +8,11 @@
 // At /t/{tenant}/ it is that tenant's board and reads /v1/tenants/{tenant}/…; at / it
 // reads /v1/…, which is the only tenant's, or, when wfmd serves several, answers 400
 // and the page becomes a picker of their boards.
+//
+// `?kiosk=1&board=NAME` shows a board of `[[boards]]` (the page is served with their
+// definitions in `#board-definitions`): its scope (teams, skills, queues by id or
+// name) and its pages cut into screens of fixed-size tiles, as many as fit the
+// display, rotating every `rotate` when there is more than one.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -38,6 +43,7 @@ function showServedBy(instance) {
 
 function handle(message) {
   const data = message.data;
+  if (B.def) boardHeard(message);
   switch (message.type) {
     case "snapshot":
       S.agents = new Map(data.agents.map((a) => [a.id, a]));
@@ -592,6 +598,214 @@ function showDayActions(agent) {
   });
 }
 
+// ---- a configured board --------------------------------------------------------------
+
+const BOARD_NAME = kiosk ? params.get("board") : null;
+
+const B = {
+  def: null, // the board's definition, when one is shown
+  out: new Map(), // agent id -> its row of GET …/adherence/now, while out of adherence
+  screens: [], // [{ page, items }]
+  index: 0,
+  due: null,
+  timer: null,
+};
+
+const BOARD_TITLES = { skills: "Skills", queues: "Queues", agents: "Agents", adherence: "Out of adherence" };
+
+// Whether `list` (ids or names, any case; empty means all) takes the thing `id` named `name`.
+function inList(list, id, name) {
+  if (!list.length) return true;
+  const lower = (name || "").toLowerCase();
+  return list.some((x) => x === id || x.toLowerCase() === lower);
+}
+
+function boardAgents() {
+  return [...S.agents.values()].filter((a) => inList(B.def.teams, a.team_id, a.team));
+}
+
+function boardSkills() {
+  const skills = S.tiles ? S.tiles.skills : [];
+  if (B.def.skills.length) return skills.filter((s) => inList(B.def.skills, s.skill_id, s.skill_name));
+  if (!B.def.teams.length) return skills;
+  const theirs = new Set(boardAgents().flatMap((a) => a.skills || []));
+  return skills.filter((s) => theirs.has(s.skill_id));
+}
+
+function boardQueues() {
+  return (S.tiles ? S.tiles.queues : []).filter((q) => inList(B.def.queues, q.queue_id, q.name));
+}
+
+function stateCounts(agents) {
+  const counts = new Map();
+  for (const a of agents) counts.set(a.state || "UNKNOWN", (counts.get(a.state || "UNKNOWN") || 0) + 1);
+  const box = el("div", "board-counts");
+  for (const [state, n] of [...counts].sort()) {
+    const c = el("div", "board-count");
+    c.dataset.count = state;
+    c.append(el("span", "", state), el("b", "", String(n)));
+    box.append(c);
+  }
+  return box;
+}
+
+// How many boxes of `width` x `height` (with the 12 px gap) fit the screen below what is
+// above them (`above` px of it taken).
+function fitting(width, height, above) {
+  const screen = $("board-screen");
+  const top = screen.getBoundingClientRect().top + window.scrollY;
+  const across = Math.max(1, Math.floor((screen.clientWidth + 12) / (width + 12)));
+  const down = Math.max(1, Math.floor((window.innerHeight - top - above - 8 + 12) / (height + 12)));
+  return across * down;
+}
+
+function chunks(page, items, size) {
+  const screens = [];
+  for (let i = 0; i < items.length; i += size) screens.push({ page, items: items.slice(i, i + size) });
+  return screens.length ? screens : [{ page, items: [] }];
+}
+
+// The board's screens, each page cut into as many as its items need.
+function boardScreens() {
+  const screens = [];
+  const byName = (a, b) => (a.name || a.id).localeCompare(b.name || b.id);
+  for (const page of B.def.pages) {
+    if (page === "skills") screens.push(...chunks(page, boardSkills(), fitting(296, 200, 0)));
+    else if (page === "queues") screens.push(...chunks(page, boardQueues(), fitting(296, 200, 0)));
+    else if (page === "agents") screens.push(...chunks(page, boardAgents().sort(byName), fitting(232, 64, 122)));
+    else if (page === "adherence") {
+      const scope = new Set(boardAgents().map((a) => a.id));
+      const out = [...B.out.values()].filter((r) => scope.has(r.id))
+        .sort((a, b) => Date.parse(a.out_since || 0) - Date.parse(b.out_since || 0));
+      // The longest out: as many as one screen takes.
+      screens.push({ page, items: out.slice(0, fitting(920, 56, 122)) });
+    }
+  }
+  return screens;
+}
+
+// Two labelled figures side by side on a tile.
+function pairOf(label, value, otherLabel, other) {
+  const pair = el("div", "pair");
+  for (const [l, v] of [[label, value], [otherLabel, other]]) {
+    const span = el("span", "", l + " ");
+    span.append(el("b", "", v));
+    pair.append(span);
+  }
+  return pair;
+}
+
+function skillBox(s) {
+  const tile = el("div", "board-tile");
+  tile.dataset.skill = s.skill_id;
+  tile.append(el("div", "name", s.skill_name || s.skill_id), el("div", "headline " + slClass(s.service_level), pct(s.service_level)));
+  tile.append(pairOf("queued", String(s.contacts_queued), "available", s.agents_available + "/" + s.agents_staffed),
+    el("div", "pair", "longest wait " + mss(s.longest_wait_secs)));
+  return tile;
+}
+
+function queueBox(q) {
+  const tile = el("div", "board-tile");
+  tile.dataset.queue = q.queue_id;
+  tile.append(el("div", "name", q.name || q.queue_id), el("div", "headline", String(q.contacts_waiting) + " waiting"));
+  tile.append(pairOf("SL", pct(q.service_level), "available", q.agents_available + "/" + q.agents_logged_on),
+    el("div", "pair", "average wait " +
+    (q.average_wait_ms === null || q.average_wait_ms === undefined ? "–" : mss(q.average_wait_ms / 1000))));
+  return tile;
+}
+
+function agentBox(a) {
+  const card = el("div", "board-card s-" + (a.state || "UNKNOWN"));
+  card.dataset.agent = a.id;
+  const since = el("span", "since");
+  since.dataset.since = a.since || "";
+  const what = el("div", "what", (a.state || "unknown") + (a.reason ? " " + a.reason : "") + " · ");
+  what.append(since);
+  card.append(el("div", "name", a.name || a.id), what);
+  return card;
+}
+
+function outBox(row) {
+  const line = el("div", "board-out");
+  line.dataset.agent = row.id;
+  const since = el("b", "since");
+  since.dataset.since = row.out_since || "";
+  line.append(el("span", "name", row.name || row.id), el("span", "", (row.state || "") + " · " + (row.scheduled || "off shift")));
+  if (row.severe) line.append(el("span", "severe-mark", "SEVERE"));
+  line.append(since);
+  return line;
+}
+
+function drawBoard() {
+  B.screens = boardScreens();
+  if (B.index >= B.screens.length) B.index = 0;
+  const shown = B.screens[B.index];
+  const box = $("board-screen");
+  const items = [];
+  if (shown.page === "agents" || shown.page === "adherence") items.push(stateCounts(boardAgents()));
+  const draw = { skills: skillBox, queues: queueBox, agents: agentBox, adherence: outBox }[shown.page];
+  items.push(...shown.items.map(draw));
+  if (shown.page === "adherence" && !shown.items.length) items.push(el("p", "board-message", "Everyone is in adherence."));
+  box.replaceChildren(...items);
+  const ofPage = B.screens.filter((s) => s.page === shown.page);
+  const part = ofPage.length > 1 ? " (" + (ofPage.indexOf(shown) + 1) + " of " + ofPage.length + ")" : "";
+  $("board-title").textContent = B.def.name + ": " + BOARD_TITLES[shown.page] + part;
+  $("board-pager").textContent = B.screens.length > 1 ? "screen " + (B.index + 1) + " of " + B.screens.length : "";
+  document.body.dataset.boardScreen = (B.index + 1) + "/" + B.screens.length;
+  tick();
+}
+
+// Drawn again at most every half second as the feed brings news.
+function boardSoon() {
+  if (B.due) return;
+  B.due = setTimeout(() => {
+    B.due = null;
+    drawBoard();
+  }, 500);
+}
+
+function boardHeard(message) {
+  if (message.type === "adherence.changed") {
+    if (message.data.verdict === "out") B.out.set(message.data.id, message.data);
+    else B.out.delete(message.data.id);
+  }
+  boardSoon();
+}
+
+async function loadOut() {
+  const answer = await call(BASE + "/adherence/now");
+  if (!answer.ok) return;
+  B.out = new Map(answer.body.agents.filter((r) => r.verdict === "out").map((r) => [r.id, r]));
+  boardSoon();
+}
+
+// Shows the board `?board=` names, or says there is none of that name.
+function startBoard() {
+  const all = JSON.parse($("board-definitions").dataset.boards || "[]");
+  document.body.classList.add("on-board");
+  $("board").hidden = false;
+  B.def = all.find((b) => b.name === BOARD_NAME) || null;
+  if (!B.def) {
+    $("board-title").textContent = "No board " + JSON.stringify(BOARD_NAME);
+    $("board-screen").replaceChildren(el("p", "board-message", all.length
+      ? "wfmd has no board named " + BOARD_NAME + ". Its boards: " + all.map((b) => b.name).join(", ") + "."
+      : "wfmd has no boards configured ([[boards]] in its configuration)."));
+    return;
+  }
+  if (B.def.pages.includes("adherence")) {
+    loadOut();
+    // `adherence.changed` is not replayed: after a reconnection the rows are read again.
+    FEED.onOpen = loadOut;
+  }
+  window.addEventListener("resize", boardSoon);
+  B.timer = setInterval(() => {
+    if (B.screens.length < 2) return;
+    B.index = (B.index + 1) % B.screens.length;
+    drawBoard();
+  }, B.def.rotate_ms);
+  drawBoard();
+}
+
 // ---- start ---------------------------------------------------------------------------
 
 function setup() {
@@ -651,6 +865,7 @@ async function nameTenant() {
 
 async function main() {
   setup();
+  if (BOARD_NAME !== null) startBoard();
   // The first read also tells whether a session is needed (a 401 goes to sign in).
   try {
     const response = await api(BASE + "/live");

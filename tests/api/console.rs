@@ -3,8 +3,10 @@
 //! chromedriver, as `wallboard.rs` drives it) against wfmd serving the simulator:
 //! signing in, the real-time adherence list, changing a state from the page now or when
 //! the call ends and cancelling the waiting change, bulk jobs created, cancelled and
-//! reverted from `/jobs`, and axe-core finding no serious or critical violation on any
-//! page.
+//! reverted from `/jobs`, an exception excused from `/exceptions` and then counted as
+//! authorised by the compliance report, a past range authorised from the agent page
+//! (listed, withdrawn) and a team's from `/exceptions`, and axe-core finding no serious
+//! or critical violation on any page. The RTA test writes `target/rta.png` (the README's `docs/rta.png`).
 
 use std::time::Duration;
 
@@ -144,7 +146,15 @@ impl Floor {
         sim: TestSim,
         adjust: impl FnOnce(&mut wfmd::config::Config),
     ) -> Floor {
-        let db = TestDb::new();
+        Floor::start_on(sim, TestDb::new(), adjust).await
+    }
+
+    /// As [`Floor::start`], on `db` (which the test may have filled first).
+    pub(crate) async fn start_on(
+        sim: TestSim,
+        db: TestDb,
+        adjust: impl FnOnce(&mut wfmd::config::Config),
+    ) -> Floor {
         let mut config = sim.config(&db.url());
         config.live.enabled = true;
         config.sync.enabled = true;
@@ -175,6 +185,13 @@ impl Floor {
         self.browser.close().await.unwrap();
         self.served.stop().await;
     }
+}
+
+/// Where a picture the README shows is written by the test run: `target/{name}`, as the
+/// wallboard's; copied into `docs/` by hand when the pages change (a test that wrote
+/// into `docs/` would change tracked files at every run).
+pub(crate) fn docs_picture(name: &str) -> std::path::PathBuf {
+    crate::wallboard::artifact(name)
 }
 
 /// Opens `url` and waits until its page has drawn what it first loaded.
@@ -713,6 +730,10 @@ async fn the_rta_page_lists_out_of_adherence_first_as_the_api_judges_and_follows
         periods,
         json!(["today", "yesterday", "week_to_date", "month_to_date"])
     );
+    // The README's picture of the page, out of adherence first.
+    browser.set_window_size(1600, 900).await.unwrap();
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(docs_picture("rta.png"), png).unwrap();
 
     // Back to work: its row leaves the out group, live, without a reload.
     set_state(address, &mover.id, "READY").await;
@@ -1276,5 +1297,345 @@ async fn the_reports_page_offers_the_compliance_report_of_a_window_in_each_forma
     click(browser, "#window button[type=submit]").await;
     says(browser, "message", "before the first").await;
     assert_eq!(links().await, offered);
+    floor.stop().await;
+}
+
+/// The seconds the compliance report (JSON) counts for `agent` over `from`..`to` as
+/// authorised, and as out of adherence.
+async fn authorised_and_out(
+    address: &str,
+    agent: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> (f64, f64) {
+    let report = http_client()
+        .get(format!("{address}/v1/reports/compliance"))
+        .query(&[
+            ("from", wfmd::time::rfc3339(from)),
+            ("to", wfmd::time::rfc3339(to)),
+            ("format", "json".into()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let row = report["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == agent)
+        .unwrap_or_else(|| panic!("{agent} in {report}"))
+        .clone();
+    let figure = |name: &str| row[name].as_f64().unwrap_or(0.0);
+    let out = figure("scheduled_seconds")
+        - figure("unobserved_seconds")
+        - figure("authorised_seconds")
+        - figure("neutral_seconds")
+        - figure("in_adherence_seconds");
+    (figure("authorised_seconds"), out)
+}
+
+/// The review the exceptions page shows for the exception `id` ("pending" before any).
+async fn review_shown(browser: &Client, id: &str) -> String {
+    run(
+        browser,
+        "const row = document.querySelector('#rows tr[data-exception=\"' + arguments[0] + '\"]');
+         return row ? row.dataset.review : null;",
+        json!(id),
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_excused_from_the_page_counts_as_authorised_and_reviews_show_live() {
+    use chrono::{Duration as Span, DurationRound, Utc};
+    use wfmd::domain::AgentState;
+    use wfmd::store::{Store, exceptions, schedules};
+
+    use crate::exception_reviews::{exception, record, shift};
+
+    let sim = TestSim::default_tenant().await;
+    let free = sim.free_agents();
+    let (first, second) = (free[0].id.clone(), free[1].id.clone());
+    let now = Utc::now().duration_trunc(Span::seconds(1)).unwrap();
+    let midnight = now.duration_trunc(Span::days(1)).unwrap();
+    let (yesterday, noon) = (midnight - Span::days(1), midnight - Span::hours(12));
+    // Yesterday both agents were NOT_READY 12:00-13:00 of a shift 11:00-20:00: an
+    // exception each.
+    let excused = exception(
+        "0190c1a4-0000-7000-8000-0000000000c1",
+        &first,
+        noon,
+        Some(noon + Span::hours(1)),
+    );
+    let upheld = exception(
+        "0190c1a4-0000-7000-8000-0000000000c2",
+        &second,
+        noon,
+        Some(noon + Span::hours(1)),
+    );
+    let db = TestDb::new();
+    {
+        let store = Store::open(&db.url()).await.unwrap();
+        for agent in [&first, &second] {
+            record(&store, &[(agent, AgentState::NotReady, noon)]).await;
+            record(&store, &[(agent, AgentState::Ready, noon + Span::hours(1))]).await;
+            record(
+                &store,
+                &[(agent, AgentState::LoggedOut, noon + Span::hours(8))],
+            )
+            .await;
+        }
+        let mut tx = store.begin_write().await.unwrap();
+        schedules::save(
+            &mut tx,
+            &[
+                shift(&first, noon - Span::hours(1), noon + Span::hours(8)),
+                shift(&second, noon - Span::hours(1), noon + Span::hours(8)),
+            ],
+        )
+        .await
+        .unwrap();
+        exceptions::insert_all(&mut tx, &[excused.clone(), upheld.clone()])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        store.close().await;
+    }
+    let floor = Floor::start_on(sim, db, |_| {}).await;
+    let (browser, address) = (&floor.browser, floor.address.clone());
+    let before = authorised_and_out(&address, &first, yesterday, midnight).await;
+    assert_eq!(before.0, 0.0, "{before:?}");
+    assert!(before.1 > 0.0, "the NOT_READY hour is out: {before:?}");
+
+    let day = yesterday.format("%Y-%m-%d");
+    open(
+        browser,
+        &format!("{address}/exceptions?state=closed&from={day}&to={day}"),
+    )
+    .await;
+    assert_eq!(review_shown(browser, &excused.id).await, "pending");
+    assert_accessible(browser, "/exceptions with exceptions listed").await;
+
+    // A note over its limit is refused in the page, and nothing is sent.
+    click(
+        browser,
+        &format!("button.review[data-exception=\"{}\"]", excused.id),
+    )
+    .await;
+    says(browser, "review-count", "0 of 1,000 characters").await;
+    run(
+        browser,
+        "const note = document.getElementById('review-note');
+         note.value = 'x'.repeat(1001);
+         note.dispatchEvent(new Event('input'));
+         return null;",
+        Value::Null,
+    )
+    .await;
+    says(browser, "review-count", "1 too many").await;
+    click(browser, "#review-send").await;
+    says(
+        browser,
+        "review-answer",
+        "over its limit of 1,000; nothing was sent",
+    )
+    .await;
+    let listed = get_json(&format!(
+        "{address}/v1/adherence/exceptions?state=all&from={day}"
+    ))
+    .await;
+    assert!(
+        listed["exceptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["review"].is_null()),
+        "{listed}"
+    );
+
+    // Excused with a note from the page: the report counts that hour as authorised.
+    type_into(browser, "review-note", "fire drill").await;
+    click(browser, "#review-send").await;
+    says(browser, "review-answer", "Excused").await;
+    eventually(SLOW, "the row says excused", async || {
+        (review_shown(browser, &excused.id).await == "excused").then_some(())
+    })
+    .await;
+    let after = authorised_and_out(&address, &first, yesterday, midnight).await;
+    assert!(after.0 >= 3600.0, "{before:?} then {after:?}");
+    assert!(after.1 <= before.1 - 3600.0, "{before:?} then {after:?}");
+    click(browser, "#review-close").await;
+
+    // A review made elsewhere shows without reloading the page.
+    let answer = http_client()
+        .post(format!(
+            "{address}/v1/adherence/exceptions/{}/review",
+            upheld.id
+        ))
+        .json(&json!({"decision": "upheld", "note": "no reason given"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    eventually(SLOW, "the other review shows live", async || {
+        (review_shown(browser, &upheld.id).await == "upheld").then_some(())
+    })
+    .await;
+
+    // Reviewed already: the page offers to replace the review, and only then does.
+    click(
+        browser,
+        &format!("button.review[data-exception=\"{}\"]", upheld.id),
+    )
+    .await;
+    click(browser, "#review-send").await;
+    says(browser, "review-answer", "Reviewed already: upheld").await;
+    assert_eq!(review_shown(browser, &upheld.id).await, "upheld");
+    click(browser, "#review-replace").await;
+    says(browser, "review-answer", "Excused").await;
+    eventually(SLOW, "the replaced review shows", async || {
+        (review_shown(browser, &upheld.id).await == "excused").then_some(())
+    })
+    .await;
+    floor.stop().await;
+}
+
+/// Sets the datetime-local fields `auth-from` and `auth-to` to the instants `from` and
+/// `to`, in the browser's own zone.
+async fn authorise_range(browser: &Client, from: &str, to: &str) {
+    run(
+        browser,
+        "const local = (at) => { const d = new Date(at);
+           return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); };
+         document.getElementById('auth-from').value = local(arguments[0][0]);
+         document.getElementById('auth-to').value = local(arguments[0][1]);
+         return null;",
+        json!([from, to]),
+    )
+    .await;
+}
+
+/// The authorisations GET /v1/adherence/authorisations lists over the last two days.
+async fn authorisations_listed(address: &str) -> Vec<Value> {
+    let from = wfmd::time::rfc3339(chrono::Utc::now() - chrono::Duration::days(2));
+    let list = http_client()
+        .get(format!("{address}/v1/adherence/authorisations"))
+        .query(&[("from", from)])
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    list["authorisations"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_past_range_is_authorised_from_the_agent_page_listed_and_withdrawn_and_a_teams_from_exceptions()
+ {
+    use chrono::{Duration as Span, DurationRound, Utc};
+
+    let sim = TestSim::default_tenant().await;
+    let agent = sim.free_agents().remove(0);
+    let floor = Floor::start(sim, |_| {}).await;
+    let (browser, address) = (&floor.browser, floor.address.clone());
+    let hour = Utc::now().duration_trunc(Span::hours(1)).unwrap() - Span::hours(26);
+    let (from, to) = (
+        wfmd::time::rfc3339(hour),
+        wfmd::time::rfc3339(hour + Span::hours(1)),
+    );
+    open(browser, &format!("{address}/agents/{}", agent.id)).await;
+
+    // A range that ends before it begins is said, and nothing is sent.
+    authorise_range(browser, &to, &from).await;
+    type_into(browser, "auth-reason", "training").await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "before it begins").await;
+    assert_eq!(authorisations_listed(&address).await, Vec::<Value>::new());
+
+    // The past hour, authorised from the page: stored as given, and listed on the page
+    // (which shows the range's day).
+    authorise_range(browser, &from, &to).await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "Authorised 1 agent(s)").await;
+    let stored = authorisations_listed(&address).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["agents"], json!([agent.id]));
+    assert_eq!(stored[0]["reason"], "training");
+    let (stored_from, stored_to) = (
+        chrono::DateTime::parse_from_rfc3339(stored[0]["from"].as_str().unwrap()).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(stored[0]["to"].as_str().unwrap()).unwrap(),
+    );
+    assert_eq!(
+        (stored_from, stored_to),
+        (hour.into(), (hour + Span::hours(1)).into())
+    );
+    let id = stored[0]["id"].as_str().unwrap().to_owned();
+    let row = format!("#authorisations tr[data-authorisation=\"{id}\"]");
+    eventually(SLOW, "the authorisation is listed", async || {
+        browser.find(Locator::Css(&row)).await.ok().map(|_| ())
+    })
+    .await;
+    assert_accessible(browser, "the agent page with an authorisation").await;
+
+    // Withdrawn from the page.
+    click(browser, &format!("{row} button.withdraw")).await;
+    says(browser, "auth-message", "Withdrawn").await;
+    let after = authorisations_listed(&address).await;
+    assert!(after[0]["withdrawn_at"].is_string(), "{after:?}");
+    eventually(SLOW, "the authorisation shows withdrawn", async || {
+        let class = run(
+            browser,
+            "const row = document.querySelector(arguments[0]); return row ? row.className : null;",
+            json!(row),
+        )
+        .await;
+        (class == "withdrawn").then_some(())
+    })
+    .await;
+
+    // A team's past hour, authorised from /exceptions, which lists it in its window.
+    let day = hour.format("%Y-%m-%d");
+    open(
+        browser,
+        &format!("{address}/exceptions?from={day}&to={day}"),
+    )
+    .await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "Choose the team").await;
+    select(browser, "auth-team", &agent.team_id).await;
+    authorise_range(browser, &from, &to).await;
+    type_into(browser, "auth-reason", "floor meeting").await;
+    click(browser, "#auth-send").await;
+    says(browser, "auth-message", "Authorised").await;
+    let stored = authorisations_listed(&address).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let team = stored
+        .iter()
+        .find(|a| a["reason"] == "floor meeting")
+        .unwrap();
+    assert_eq!(team["team"], json!(agent.team_id), "{team}");
+    assert!(
+        team["agents"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(agent.id)),
+        "{team}"
+    );
+    let row = format!(
+        "#authorisations tr[data-authorisation=\"{}\"]",
+        team["id"].as_str().unwrap()
+    );
+    eventually(SLOW, "the team's authorisation is listed", async || {
+        browser.find(Locator::Css(&row)).await.ok().map(|_| ())
+    })
+    .await;
+    assert_accessible(browser, "/exceptions with an authorisation").await;
     floor.stop().await;
 }

@@ -23,7 +23,7 @@ use crate::receiver::{Receiver, SECRET};
 const DESK: &str = "wfmd_desk-7";
 const WALL: &str = "wfmd_wall";
 
-fn exception(
+pub(crate) fn exception(
     id: &str,
     agent: &str,
     started: DateTime<Utc>,
@@ -44,7 +44,7 @@ fn exception(
     }
 }
 
-fn shift(agent: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> StoredShift {
+pub(crate) fn shift(agent: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> StoredShift {
     StoredShift {
         agent_id: agent.into(),
         shift: Shift {
@@ -60,7 +60,7 @@ fn shift(agent: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> StoredShift {
 }
 
 /// `(agent, state, since)` as recorded.
-async fn record(store: &Store, changes: &[(&str, AgentState, DateTime<Utc>)]) {
+pub(crate) async fn record(store: &Store, changes: &[(&str, AgentState, DateTime<Utc>)]) {
     let mut tx = store.begin_write().await.unwrap();
     for (agent, state, at) in changes {
         let next = NewInterval {

@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod authorisations;
 mod backup;
+mod boards;
 mod bulk;
 mod bulk_list;
 mod cli;
