@@ -103,6 +103,14 @@ impl Pool {
         }
     }
 
+    /// Connections open right now, idle or not.
+    pub fn size(&self) -> u32 {
+        match &self.0 {
+            Db::Sqlite(pool) => pool.size(),
+            Db::Postgres(pool) => pool.size(),
+        }
+    }
+
     /// Closes the pool, waiting for its connections to come back.
     pub async fn close(&self) {
         match &self.0 {

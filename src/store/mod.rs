@@ -149,6 +149,26 @@ pub struct Store {
     health: Arc<WriteHealth>,
 }
 
+/// A store's open connections ([`Store::connections`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// Checked out: running a statement or a transaction, or held by a task.
+    pub in_use: u32,
+    /// Open and waiting in their pool for work.
+    pub idle: u32,
+}
+
+impl std::ops::Add for ConnectionCounts {
+    type Output = ConnectionCounts;
+
+    fn add(self, other: ConnectionCounts) -> ConnectionCounts {
+        ConnectionCounts {
+            in_use: self.in_use + other.in_use,
+            idle: self.idle + other.idle,
+        }
+    }
+}
+
 /// How the write transactions begun through [`Store::begin_write`] have been ending.
 #[derive(Debug, Default)]
 struct WriteHealth {
@@ -531,6 +551,24 @@ impl Store {
         }
     }
 
+    /// The connections the store's pools hold open now (the
+    /// `wfmd_database_connections` gauge sums them over an instance's tenants).
+    pub fn connections(&self) -> ConnectionCounts {
+        // On PostgreSQL housekeeping is the write pool, counted once.
+        let housekeeping = (self.backend() == Backend::Sqlite).then_some(&self.housekeeping);
+        [&self.write, &self.read, &self.exports]
+            .into_iter()
+            .chain(housekeeping)
+            .map(|pool| {
+                let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+                ConnectionCounts {
+                    in_use: pool.size().saturating_sub(idle),
+                    idle,
+                }
+            })
+            .fold(ConnectionCounts::default(), std::ops::Add::add)
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         execute!(&self.read, "SELECT 1").map(drop)
@@ -849,6 +887,29 @@ mod tests {
             refused.contains("migrated by a newer wfmd") && refused.contains("29991231000001"),
             "{refused}"
         );
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn connections_counts_the_open_connections_and_those_checked_out(backend: Backend) {
+        let (store, _dir) = testing::temp_store_on(backend).await;
+        // A connection given back after opening may still be on its way to the pool.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let at_rest = loop {
+            let counts = store.connections();
+            if counts.in_use == 0 || Instant::now() > deadline {
+                break counts;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(at_rest.in_use, 0, "{at_rest:?}");
+        // The writer's and a reader's, opened with the store.
+        assert!(at_rest.idle >= 2, "{at_rest:?}");
+        let held = store.reader().acquire().await.unwrap();
+        let holding = store.connections();
+        assert_eq!(holding.in_use, 1, "{holding:?}");
+        assert_eq!(holding.in_use + holding.idle, at_rest.idle, "{holding:?}");
+        drop(held);
     }
 
     /// Two instances starting together on a new PostgreSQL database (and schema): one

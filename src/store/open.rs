@@ -1,6 +1,7 @@
 //! Opening the store: the SQLite file (created private, its pools: one writer, one
 //! housekeeping writer that gives way, readers, downloads) or the PostgreSQL pools,
-//! with the audit chain's key held by every connection that writes.
+//! with the audit chain's key held by every SQLite connection that writes and by
+//! every PostgreSQL write transaction.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -159,7 +160,7 @@ impl Store {
                 .await
                 .with_context(|| format!("cannot create the schema `{schema}` in {shown}"))?;
         }
-        let write = postgres::pool_options(PG_WRITE_CONNECTIONS, audit_key.clone())
+        let write = postgres::pool_options(PG_WRITE_CONNECTIONS)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the database {shown}"))?;
@@ -176,7 +177,10 @@ impl Store {
             write: Pool(Db::Postgres(write)),
             read: Pool(Db::Postgres(read)),
             exports: Pool(Db::Postgres(exports)),
-            write_lock: postgres::WriteLock::of_schema(schema.as_deref().unwrap_or("public")),
+            write_lock: postgres::WriteLock::of_schema(
+                schema.as_deref().unwrap_or("public"),
+                audit_key.clone(),
+            ),
             outbox: Arc::default(),
             outbox_commits: Arc::new(tokio::sync::watch::Sender::new(0)),
             audit_key,

@@ -81,12 +81,10 @@ pub(super) async fn create_schema(
     }
 }
 
-/// The options of a pool whose connections write: each holds the audit chain's key
-/// (see [`audit`]), and one that comes back still in a transaction is closed.
-pub(super) fn pool_options(
-    max_connections: u32,
-    audit_key: Option<audit::AuditKey>,
-) -> PgPoolOptions {
+/// The options of a pool whose connections write: one that comes back still in a
+/// transaction is closed. The audit chain's key is not theirs but each write
+/// transaction's (see [`WriteLock`]).
+pub(super) fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(LOCK_TIMEOUT)
@@ -94,15 +92,14 @@ pub(super) fn pool_options(
             Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
         })
         .after_connect(move |conn, _| {
-            let key = audit_key.clone();
             Box::pin(async move {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SET lock_timeout = '{}ms'",
                     LOCK_TIMEOUT.as_millis()
                 )))
                 .execute(&mut *conn)
-                .await?;
-                audit::hold_key(conn, key.as_ref()).await
+                .await
+                .map(drop)
             })
         })
 }
@@ -180,6 +177,11 @@ pub(super) struct WriteLock {
     /// [`crate::cluster`]); `None` on SQLite.
     schema: Option<Arc<str>>,
     role: Arc<RwLock<InstanceRole>>,
+    /// `audit.key`, set for the length of each write transaction (`wfmd.audit_key`, in
+    /// the round trip that takes the lock), where the audit log's appends read it: a
+    /// setting local to the transaction ends with it, so a connection given back holds
+    /// no key, and one a tenant's store checks out never sees another tenant's.
+    audit_key: Option<audit::AuditKey>,
 }
 
 impl WriteLock {
@@ -194,15 +196,24 @@ impl WriteLock {
             key,
             schema: None,
             role: Arc::new(RwLock::new(InstanceRole::Sole)),
+            audit_key: None,
         }
     }
 
-    /// The write lock of the tenant whose tables are in `schema`.
-    pub(super) fn of_schema(schema: &str) -> WriteLock {
+    /// The write lock of the tenant whose tables are in `schema`, whose writes hold
+    /// `audit_key`.
+    pub(super) fn of_schema(schema: &str, audit_key: Option<audit::AuditKey>) -> WriteLock {
         WriteLock {
             schema: Some(Arc::from(schema)),
+            audit_key,
             ..WriteLock::new(write_lock_key(schema))
         }
+    }
+
+    /// The key the transaction's `wfmd.audit_key` is set to ('' without one: read as
+    /// none).
+    fn key_setting(&self) -> &str {
+        self.audit_key.as_ref().map_or("", |key| key.text())
     }
 
     pub(super) fn schema(&self) -> Option<&str> {
@@ -231,20 +242,25 @@ impl WriteLock {
 
     async fn take_as(&self, tx: &mut PgConnection, role: InstanceRole) -> Result<(), sqlx::Error> {
         match role {
-            InstanceRole::Sole => sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(self.key)
-                .execute(tx)
-                .await
-                .map(drop),
-            InstanceRole::Leader { instance, term } => {
-                sqlx::query("SELECT wfmd_leader_write_lock($1, $2, $3)")
-                    .bind(self.key)
-                    .bind(&*instance)
-                    .bind(term)
-                    .execute(tx)
-                    .await
-                    .map(drop)
-            }
+            InstanceRole::Sole => sqlx::query(
+                "SELECT pg_advisory_xact_lock($1), set_config('wfmd.audit_key', $2, true)",
+            )
+            .bind(self.key)
+            .bind(self.key_setting())
+            .execute(tx)
+            .await
+            .map(drop),
+            InstanceRole::Leader { instance, term } => sqlx::query(
+                "SELECT wfmd_leader_write_lock($1, $2, $3),
+                        set_config('wfmd.audit_key', $4, true)",
+            )
+            .bind(self.key)
+            .bind(&*instance)
+            .bind(term)
+            .bind(self.key_setting())
+            .execute(tx)
+            .await
+            .map(drop),
             InstanceRole::Follower => Err(sqlx::Error::Configuration(Box::new(NotLeader))),
         }
     }
@@ -269,18 +285,24 @@ impl WriteLock {
         let mut tx = pool.begin().await?;
         match role {
             _ if flushed => self.take_as(&mut tx, role).await?,
-            InstanceRole::Leader { instance, term } => {
-                sqlx::query("SELECT wfmd_leader_unflushed_write($1, $2)")
-                    .bind(&*instance)
-                    .bind(term)
-                    .execute(&mut *tx)
-                    .await
-                    .map(drop)?
-            }
-            _ => sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await
-                .map(drop)?,
+            InstanceRole::Leader { instance, term } => sqlx::query(
+                "SELECT wfmd_leader_unflushed_write($1, $2),
+                            set_config('wfmd.audit_key', $3, true)",
+            )
+            .bind(&*instance)
+            .bind(term)
+            .bind(self.key_setting())
+            .execute(&mut *tx)
+            .await
+            .map(drop)?,
+            _ => sqlx::query(
+                "SELECT set_config('synchronous_commit', 'off', true),
+                        set_config('wfmd.audit_key', $1, true)",
+            )
+            .bind(self.key_setting())
+            .execute(&mut *tx)
+            .await
+            .map(drop)?,
         }
         Ok(tx)
     }

@@ -22,7 +22,8 @@ use names::*;
 
 /// The process's metrics: the HTTP server's connections and timeouts, which no tenant
 /// owns. Never labelled with a tenant.
-pub const PROCESS: [&str; 6] = [
+pub const PROCESS: [&str; 7] = [
+    DATABASE_CONNECTIONS,
     HTTP_CONNECTIONS,
     HTTP_CONNECTIONS_REFUSED_TOTAL,
     HTTP_CONNECTIONS_CLOSED_IDLE_TOTAL,
@@ -308,6 +309,11 @@ fn describe() {
     describe_gauge!(
         AUDIT_VERIFY_LAST_RUN_TIMESTAMP_SECONDS,
         "Unix time of the last audit chain verification by GET /v1/audit/verify."
+    );
+    describe_gauge!(
+        DATABASE_CONNECTIONS,
+        "The instance's open database connections, all its tenants' together, by state: \
+         in_use (checked out) or idle (waiting in their pool); set at each scrape."
     );
     describe_histogram!(
         FAILOVER_SECONDS,

@@ -74,6 +74,7 @@ pub const LIVE_REFUSALS_TOTAL: &str = "wfmd_live_refusals_total";
 // The database: writes, size, retention, the audit log.
 pub const STORE_WRITE_ERRORS_TOTAL: &str = "wfmd_store_write_errors_total";
 pub const DATABASE_SIZE_BYTES: &str = "wfmd_database_size_bytes";
+pub const DATABASE_CONNECTIONS: &str = "wfmd_database_connections";
 pub const RETENTION_REMOVED_ROWS_TOTAL: &str = "wfmd_retention_removed_rows_total";
 pub const AUDIT_CHECKPOINT_ENTRY: &str = "wfmd_audit_checkpoint_entry";
 pub const AUDIT_CHECKPOINT_FAILURES_TOTAL: &str = "wfmd_audit_checkpoint_failures_total";

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use wfmd::telemetry::names::{
-    ADHERENCE_EXCEPTIONS_OPEN, API_REFUSALS_TOTAL, BULK_ITEMS_TOTAL, DATABASE_SIZE_BYTES,
-    HTTP_CONNECTIONS, LIVE_CLIENTS, LIVE_RESUMES_TOTAL, STORE_WRITE_ERRORS_TOTAL, SYNC_POLLS_TOTAL,
-    TRANSITIONS_TOTAL, WEBHOOK_DEAD_TOTAL, WEBHOOK_DELIVERED_TOTAL,
+    ADHERENCE_EXCEPTIONS_OPEN, API_REFUSALS_TOTAL, BULK_ITEMS_TOTAL, DATABASE_CONNECTIONS,
+    DATABASE_SIZE_BYTES, HTTP_CONNECTIONS, LIVE_CLIENTS, LIVE_RESUMES_TOTAL,
+    STORE_WRITE_ERRORS_TOTAL, SYNC_POLLS_TOTAL, TRANSITIONS_TOTAL, WEBHOOK_DEAD_TOTAL,
+    WEBHOOK_DELIVERED_TOTAL,
 };
 use wfmd::telemetry::{MIXED, PROCESS};
 
@@ -295,6 +296,15 @@ async fn each_tenants_series_carry_its_tenant_and_count_its_own_work_only() {
         "beta's routes refused one, the tenant list one"
     );
     assert!(value(&series, HTTP_CONNECTIONS, &[]) >= Some(1.0));
+    // The instance's database connections, both tenants' together and named by neither:
+    // each tenant's writer and a reader at least.
+    let connections = |state: &str| value(&series, DATABASE_CONNECTIONS, &[("state", state)]);
+    let open = connections("in_use").unwrap_or(0.0) + connections("idle").unwrap_or(0.0);
+    assert!(
+        open >= 4.0,
+        "{:?}",
+        (connections("in_use"), connections("idle"))
+    );
 
     // The feed's client is counted off where it was counted on: in alpha's series,
     // although the server drops the stream outside the request that opened it.

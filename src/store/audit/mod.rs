@@ -68,6 +68,11 @@ impl AuditKey {
         self.0.expose_secret().as_bytes()
     }
 
+    /// The key as written, for PostgreSQL's setting of it (`postgres::WriteLock`).
+    pub(in crate::store) fn text(&self) -> &str {
+        self.0.expose_secret()
+    }
+
     pub(super) fn from_bytes(bytes: Vec<u8>) -> Option<AuditKey> {
         String::from_utf8(bytes)
             .ok()
@@ -211,52 +216,52 @@ pub enum KeyProblem {
     },
 }
 
-/// Puts `key` in a `TEMP` table of a fresh write connection (connection memory only),
-/// where [`append_all`] finds it.
+/// The writer's key as SQLite reads it: from the connection's TEMP table.
+macro_rules! sqlite_key {
+    () => {
+        "SELECT key FROM temp.wfmd_audit_key LIMIT 1"
+    };
+}
+
+/// The writer's key as PostgreSQL reads it: the setting the write transaction began
+/// with (see [`postgres::AUDIT_KEY_SETTING`](crate::store::postgres)), empty outside one.
+macro_rules! postgres_key {
+    () => {
+        "SELECT convert_to(NULLIF(current_setting('wfmd.audit_key', true), ''), 'UTF8')"
+    };
+}
+
+/// Puts `key` in a `TEMP` table of a fresh SQLite write connection (connection memory
+/// only), where [`append_all`] finds it. A SQLite connection serves one tenant for its
+/// life; PostgreSQL's, shared by tenants, get the key per write transaction instead
+/// (see `postgres::WriteLock`).
 pub(super) async fn hold_key(
-    conn: &mut impl AsConn,
+    conn: &mut sqlx::SqliteConnection,
     key: Option<&AuditKey>,
 ) -> Result<(), sqlx::Error> {
-    execute!(
-        conn,
-        (
-            "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)",
-            "CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BYTEA NOT NULL)",
-        )
-    )?;
-    execute!(
-        conn,
-        (
-            "DELETE FROM temp.wfmd_audit_key",
-            "DELETE FROM pg_temp.wfmd_audit_key"
-        )
-    )?;
+    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM temp.wfmd_audit_key")
+        .execute(&mut *conn)
+        .await?;
     if let Some(key) = key {
-        execute!(
-            conn,
-            (
-                "INSERT INTO temp.wfmd_audit_key (key) VALUES ($1)",
-                "INSERT INTO pg_temp.wfmd_audit_key (key) VALUES ($1)",
-            ),
-            key.bytes()
-        )?;
+        sqlx::query("INSERT INTO temp.wfmd_audit_key (key) VALUES ($1)")
+            .bind(key.bytes())
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
-/// The key of this write connection, if its store was opened with one.
+/// The key of this write connection (SQLite) or write transaction (PostgreSQL), if its
+/// store was opened with one.
 pub(super) async fn connection_key(
     conn: &mut impl AsConn,
 ) -> Result<Option<AuditKey>, sqlx::Error> {
-    let key: Option<Vec<u8>> = fetch_scalar!(
-        conn,
-        optional,
-        (
-            "SELECT key FROM temp.wfmd_audit_key LIMIT 1",
-            "SELECT key FROM pg_temp.wfmd_audit_key LIMIT 1",
-        )
-    )?;
-    Ok(key.and_then(AuditKey::from_bytes))
+    let key: Option<Option<Vec<u8>>> =
+        fetch_scalar!(conn, optional, (sqlite_key!(), postgres_key!()))?;
+    Ok(key.flatten().and_then(AuditKey::from_bytes))
 }
 
 /// What an append reads before it writes: the chain's head, from which entry the chain
@@ -272,18 +277,19 @@ struct Tip {
     key: Option<Vec<u8>>,
 }
 
-/// The statement that reads a [`Tip`] (`temp` names the connection's temporary schema),
-/// one statement for all of it, as on PostgreSQL each is a round trip made while the
-/// tenant's write lock is held.
+/// The statement that reads a [`Tip`] (`key` reads the writer's key: SQLite's from the
+/// connection's TEMP table, PostgreSQL's from the transaction's setting), one statement
+/// for all of it, as on PostgreSQL each is a round trip made while the tenant's write
+/// lock is held.
 macro_rules! tip {
-    ($temp:literal) => {
+    ($key:expr) => {
         concat!(
             "SELECT l.seq AS log_seq, l.hash AS log_hash,
                     c.seq AS checkpoint_seq, c.hash AS checkpoint_hash,
                     k.from_seq AS keyed_from_seq, k.key_id AS keyed_with,
-                    (SELECT key FROM ",
-            $temp,
-            ".wfmd_audit_key LIMIT 1) AS key
+                    (",
+            $key,
+            ") AS key
              FROM (SELECT 1 AS one) AS o
              LEFT JOIN (SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS l ON 1 = 1
              LEFT JOIN (SELECT seq, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1) AS c
@@ -314,7 +320,7 @@ pub async fn append_all(
     conn: &mut impl AsConn,
     entries: &[NewEntry<'_>],
 ) -> Result<i64, sqlx::Error> {
-    let tip: Tip = fetch!(conn, one, (tip!("temp"), tip!("pg_temp")))?;
+    let tip: Tip = fetch!(conn, one, (tip!(sqlite_key!()), tip!(postgres_key!())))?;
     // A log pruned to its last checkpoint continues from that checkpoint.
     let last = match (tip.log_seq, tip.log_hash) {
         (Some(seq), Some(hash)) => Some((seq, hash)),
@@ -759,6 +765,36 @@ mod tests {
         let other = AuditKey::new(&"x".repeat(40).into());
         let wrong = verify_with(store.reader(), Some(&other)).await.unwrap();
         assert_eq!(wrong.first_break, Some(Break::WrongKey { seq: 1 }));
+    }
+
+    /// A PostgreSQL connection goes back to the pool holding no key, neither in a table
+    /// nor in a setting: the next to check it out, whatever it writes for, cannot append
+    /// with this store's key.
+    #[tokio::test]
+    async fn a_postgres_write_connection_holds_the_key_only_inside_its_transaction() {
+        let (store, _dir) = crate::store::testing::temp_store_keyed_on(Backend::Postgres).await;
+        write_entries(&store, 1).await;
+        let crate::store::Db::Postgres(pool) = store.writer().db() else {
+            unreachable!("a PostgreSQL store")
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        let (table, setting): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT to_regclass('pg_temp.wfmd_audit_key')::TEXT,
+                    NULLIF(current_setting('wfmd.audit_key', true), '')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!((table, setting), (None, None));
+        drop(conn);
+        // Inside a write transaction, the key is there for the append to read.
+        let mut tx = store.begin_write().await.unwrap();
+        let key = connection_key(&mut tx).await.unwrap();
+        assert_eq!(
+            key.map(|k| k.bytes().to_vec()),
+            Some(crate::store::testing::test_key().bytes().to_vec())
+        );
+        tx.rollback().await.unwrap();
     }
 
     #[apply(backends)]
