@@ -21,8 +21,8 @@
 //!   last sample within 5 % of the one at 10 min). The hour is shortened to
 //!   `WFMD_BENCH_HEAP_MINUTES` (default 12) of changes through the API, one after
 //!   another with `HEAP_CHANGES_PER_SECOND` as their most (the simulated agents make
-//!   none of their own; the rate reached is printed beside the figure); under 11 minutes the growth is judged from the
-//!   middle of the run instead of from 10 min.
+//!   none of their own; the rate reached is printed beside the figure); under 11
+//!   minutes the growth is judged from the middle of the run instead of from 10 min.
 //!
 //! Run: `cargo bench --bench console` (about 15 minutes by default). Prints each figure
 //! beside its target; asserts no timing.
