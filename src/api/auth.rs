@@ -13,7 +13,7 @@
 //! - every path under `/v1` needs a valid token, even one with no route (404) or the
 //!   wrong method (405), so unauthenticated callers learn nothing from `/v1`.
 //!
-//! A browser may instead sign in once (`POST /v1/session`, see [`super::sign_in`]): its
+//! A browser may instead sign in once (`POST /v1/session`, see `api::sign_in`): its
 //! session cookie then stands for the token it was opened with, as the token would, and
 //! the `Authorization` header wins when both come. The tokens and the sessions are held
 //! together ([`Credentials`]), so a SIGHUP that changes or removes a token ends its

@@ -23,7 +23,7 @@
 //!
 //! The proof names the caller too: the configured token the follower let in, however it
 //! was presented. A browser signed in at the follower holds a session only that
-//! instance knows (see [`super::sessions`]); the leader acts for the token so named.
+//! instance knows (see `api::sessions`); the leader acts for the token so named.
 //!
 //! A request is handed on once: one that arrives proven handed on at an instance that
 //! does not lead either (the leader changed in between) is answered 503 with
