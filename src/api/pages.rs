@@ -268,7 +268,7 @@ page_of_tenant! {
 
 page! {
     /// Bulk jobs: the list with live progress, one job's items (`?job=ID`), a new job,
-/// cancel and revert.
+    /// cancel and revert.
     #[utoipa::path(
         get,
         path = "/jobs",
@@ -281,7 +281,7 @@ page! {
 
 page_of_tenant! {
     /// Bulk jobs: the list with live progress, one job's items (`?job=ID`), a new job,
-/// cancel and revert.
+    /// cancel and revert.
     ///
     /// The page of `/jobs` for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
     /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
