@@ -58,7 +58,8 @@ const TARGET_P95: Duration = Duration::from_secs(1);
 const TARGET_RENDER_MS: f64 = 1_000.0;
 const TARGET_HEAP_MB: f64 = 150.0;
 const STATES: [&str; 3] = ["NOT_READY", "PAUSED", "READY"];
-/// The periodic polls, every 15 s here: a window of 58 s from just after one holds 3.
+/// The periodic polls (skills, queues, state sync), every 15 s here: a window of 58 s
+/// from just after a skill poll holds as many of each, whatever the clients do.
 const POLL_EVERY: Duration = Duration::from_secs(15);
 const SKILL_POLL: &str = "GET /inContactAPI/services/v18.0/real-time-data/skill-data";
 /// The schedule book's refreshes, per agent and spread over the hour whoever watches:
@@ -85,6 +86,10 @@ async fn run() {
     config.live.skill_interval = POLL_EVERY;
     config.live.queue_interval = POLL_EVERY;
     config.sync.enabled = true;
+    // State sync polls at the figures' cadence too, so that every window started just
+    // after a skill poll holds as many sync polls (at 10 s, a 58 s window held 5 or 6,
+    // depending on where the sync's cycle fell against it).
+    config.sync.interval_ms = POLL_EVERY.as_millis() as u64;
     config.log.level = "warn".into();
     let app = App::build(&config).await.unwrap();
     let address = format!("127.0.0.1:{}", app.port());
