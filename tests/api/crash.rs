@@ -95,6 +95,16 @@ async fn assert_all_or_nothing(store: &Store) -> usize {
     attempts.len()
 }
 
+/// The intents no record has settled yet: changes sent whose outcome is not recorded.
+async fn intents_left(store: &Store) -> i64 {
+    on!(store.reader(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM transition_intents"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap()
+}
+
 on_both_backends!(kill_9_during_a_burst_leaves_every_change_whole_or_absent);
 async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent(db: TestDb) {
     let sim = TestSim::start(SimConfig {
@@ -144,12 +154,7 @@ async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent(db: TestDb) {
     let recorded = assert_all_or_nothing(&store).await;
     // Changes the kill caught between the platform's answer and their record: each
     // left its intent, which the next start settles (records) within seconds.
-    let left: i64 = on!(store.reader(), |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM transition_intents"
-    )
-    .fetch_one(c)
-    .await)
-    .unwrap();
+    let left = intents_left(&store).await;
     eprintln!("recorded before kill: {recorded}, intents left: {left}");
     assert!(recorded >= 40, "only {recorded} recorded");
     assert!(recorded < 200 + 1);
@@ -175,12 +180,7 @@ async fn kill_9_during_a_burst_leaves_every_change_whole_or_absent(db: TestDb) {
     // The new change, and any left intent the restarted daemon settled before it stopped
     // (one it had not reached is still there for the next start).
     let settled = after - (recorded + 1);
-    let still_left: i64 = on!(store.reader(), |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM transition_intents"
-    )
-    .fetch_one(c)
-    .await)
-    .unwrap();
+    let still_left = intents_left(&store).await;
     assert_eq!(
         settled as i64 + still_left,
         left,
