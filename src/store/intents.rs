@@ -46,14 +46,12 @@ pub async fn insert(conn: &mut impl AsConn, row: &IntentRow) -> Result<(), sqlx:
 }
 
 /// Writes `rows`, each replacing a left-over intent of its attempt (a retry with its
-/// key), in two statements whatever their number: the intents of many changes share
-/// one transaction (the engine's group commit).
+/// key), in one statement whatever their number: the intents of many changes share one
+/// transaction (the engine's group commit).
 pub async fn insert_all(conn: &mut impl AsConn, rows: &[IntentRow]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = rows.iter().map(|row| row.attempt_id.as_str()).collect();
-    delete_all(conn, &ids).await?;
     let rows: Vec<_> = rows
         .iter()
         .map(|row| {
@@ -71,6 +69,7 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[IntentRow]) -> Result<()
             ])
         })
         .collect();
+    // `WHERE true`: SQLite would read `ON` as the start of a join without it.
     execute!(
         conn,
         sqlx::AssertSqlSafe(format!(
@@ -80,7 +79,13 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[IntentRow]) -> Result<()
                     json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                     json_extract(value, '$[6]'), CAST(json_extract(value, '$[7]') AS BIGINT),
                     json_extract(value, '$[8]'), CAST(json_extract(value, '$[9]') AS BIGINT)
-             FROM json_each($1)"
+             FROM json_each($1) WHERE true
+             ON CONFLICT (attempt_id) DO UPDATE SET
+                 agent_id = excluded.agent_id, target_state = excluded.target_state,
+                 reason = excluded.reason, origin = excluded.origin, actor = excluded.actor,
+                 idempotency_key = excluded.idempotency_key,
+                 requested_at = excluded.requested_at, owner = excluded.owner,
+                 term = excluded.term"
         )),
         serde_json::Value::Array(rows).to_string()
     )
@@ -182,6 +187,31 @@ mod tests {
         delete(&mut tx, "att_1").await.unwrap();
         assert!(!is_left(&mut tx, "att_1").await.unwrap(), "recorded");
         tx.commit().await.unwrap();
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn an_intent_written_again_for_its_attempt_replaces_the_one_left(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let row = |requested_at, owner: &str| IntentRow {
+            attempt_id: "att_1".into(),
+            agent_id: "u_001".into(),
+            target_state: "READY".into(),
+            reason: "WORKING".into(),
+            origin: "api".into(),
+            actor: "desk".into(),
+            idempotency_key: Some("k-1".into()),
+            requested_at,
+            owner: owner.into(),
+            term: Some(0),
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        insert_all(&mut tx, &[row(1_000, "p1")]).await.unwrap();
+        // A retry with its key, by the next process, after the first was cut short.
+        insert_all(&mut tx, &[row(5_000, "p2")]).await.unwrap();
+        tx.commit().await.unwrap();
+        let left = by_idempotency_key(store.reader(), "k-1").await.unwrap();
+        assert_eq!(left, Some(row(5_000, "p2")));
     }
 
     #[apply(backends)]
