@@ -17,11 +17,15 @@
 //! than the database (a constraint), the batch is rolled back and each of its writes
 //! tried in a transaction of its own, so one bad write fails alone.
 //!
-//! One writer task per engine runs the batches, started with its first write and ended
-//! when the engine is dropped, after the writes already queued. It writes through the
-//! store's [`Store::begin_write`] like any other writer, so it takes the same turn (the
-//! write connection, the tenant's write lock) and the same checks (a follower is
-//! refused).
+//! A writer task runs the batches, started with the first write and ended when the
+//! engine is dropped, after the writes already queued. It writes through the store's
+//! [`Store::begin_write`] like any other writer, so it takes the same turn (the write
+//! connection, the tenant's write lock) and the same checks (a follower is refused).
+//! On SQLite one writer takes both kinds, as there is one write connection to share.
+//! On PostgreSQL the intents have a writer of their own: a transaction of intents alone
+//! takes no write lock (see [`Store::begin_write_unflushed`]), so it commits on another
+//! connection beside the records' transaction instead of waiting behind it and its
+//! flush, and the records' transaction holds the lock for records only.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -32,16 +36,19 @@ use super::Transition;
 use super::record::{self, Recording};
 use crate::store::intents::IntentRow;
 use crate::store::postgres::NotLeader;
-use crate::store::{Store, is_not_leader, is_unavailable};
+use crate::store::{Backend, Store, is_not_leader, is_unavailable};
 
 /// The most writes one transaction carries: enough that a burst of changes is a few
 /// commits, few enough that one batch holds the write turn only briefly.
 const MAX_BATCH: usize = 128;
 
-/// The engine's queue of writes, and the task that commits them.
+/// The engine's queues of writes, each with the task that commits them.
 pub(super) struct GroupCommit {
     store: Store,
-    queue: OnceLock<mpsc::UnboundedSender<Queued>>,
+    /// Records, and on SQLite intents too.
+    records: OnceLock<mpsc::UnboundedSender<Queued>>,
+    /// Intents, on PostgreSQL.
+    intents: OnceLock<mpsc::UnboundedSender<Queued>>,
 }
 
 /// One change's write.
@@ -77,7 +84,8 @@ impl GroupCommit {
     pub(super) fn new(store: Store) -> GroupCommit {
         GroupCommit {
             store,
-            queue: OnceLock::new(),
+            records: OnceLock::new(),
+            intents: OnceLock::new(),
         }
     }
 
@@ -95,7 +103,11 @@ impl GroupCommit {
     }
 
     async fn write(&self, write: Write) -> Result<Written, sqlx::Error> {
-        let queue = self.queue.get_or_init(|| {
+        let queue = match (&write, self.store.backend()) {
+            (Write::Intent(_), Backend::Postgres) => &self.intents,
+            _ => &self.records,
+        };
+        let queue = queue.get_or_init(|| {
             let (queue, writes) = mpsc::unbounded_channel();
             crate::tasks::spawn(run(self.store.clone(), writes));
             queue
@@ -239,7 +251,7 @@ mod tests {
     use crate::cxone::fake::FakePlatform;
     use crate::domain::{AgentState, Schedule, ScheduleStatus};
     use crate::store::testing::temp_store_on;
-    use crate::store::{Backend, execute, fetch_scalar};
+    use crate::store::{execute, fetch_scalar};
 
     fn on_shift() -> Schedule {
         let now = Utc::now();
