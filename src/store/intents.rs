@@ -42,13 +42,13 @@ const COLUMNS: &str = "attempt_id, agent_id, target_state, reason, origin, actor
      idempotency_key, requested_at, owner, term";
 
 pub async fn insert(conn: &mut impl AsConn, row: &IntentRow) -> Result<(), sqlx::Error> {
-    insert_all(conn, std::slice::from_ref(row)).await
+    insert_all(conn, &[row]).await
 }
 
 /// Writes `rows`, each replacing a left-over intent of its attempt (a retry with its
 /// key), in one statement whatever their number: the intents of many changes share one
 /// transaction (the engine's group commit).
-pub async fn insert_all(conn: &mut impl AsConn, rows: &[IntentRow]) -> Result<(), sqlx::Error> {
+pub async fn insert_all(conn: &mut impl AsConn, rows: &[&IntentRow]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -206,9 +206,9 @@ mod tests {
             term: Some(0),
         };
         let mut tx = store.begin_write().await.unwrap();
-        insert_all(&mut tx, &[row(1_000, "p1")]).await.unwrap();
+        insert_all(&mut tx, &[&row(1_000, "p1")]).await.unwrap();
         // A retry with its key, by the next process, after the first was cut short.
-        insert_all(&mut tx, &[row(5_000, "p2")]).await.unwrap();
+        insert_all(&mut tx, &[&row(5_000, "p2")]).await.unwrap();
         tx.commit().await.unwrap();
         let left = by_idempotency_key(store.reader(), "k-1").await.unwrap();
         assert_eq!(left, Some(row(5_000, "p2")));

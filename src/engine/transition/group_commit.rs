@@ -188,20 +188,14 @@ async fn commit(store: &Store, batch: Vec<Queued>) {
 /// Writes `batch` in one transaction, flushed to disk when it records anything (a
 /// batch of intents only is not; see [`Store::begin_write_unflushed`]).
 async fn write_batch(store: &Store, batch: &[Queued]) -> Result<Vec<Written>, sqlx::Error> {
-    let intents: Vec<&IntentRow> = batch
-        .iter()
-        .filter_map(|queued| match &queued.write {
-            Write::Intent(intent) => Some(&**intent),
-            Write::Record(_) => None,
-        })
-        .collect();
-    let recordings: Vec<&Recording> = batch
-        .iter()
-        .filter_map(|queued| match &queued.write {
-            Write::Record(recording) => Some(&**recording),
-            Write::Intent(_) => None,
-        })
-        .collect();
+    let mut intents: Vec<&IntentRow> = Vec::new();
+    let mut recordings: Vec<&Recording> = Vec::new();
+    for queued in batch {
+        match &queued.write {
+            Write::Intent(intent) => intents.push(intent),
+            Write::Record(recording) => recordings.push(recording),
+        }
+    }
     let mut tx = match recordings.is_empty() {
         true => store.begin_write_unflushed().await?,
         false => store.begin_write().await?,

@@ -133,8 +133,7 @@ pub(super) async fn write_all(
     intents: &[&IntentRow],
     recordings: &[&Recording],
 ) -> Result<Vec<Transition>, sqlx::Error> {
-    let intents: Vec<IntentRow> = intents.iter().map(|row| (*row).clone()).collect();
-    intents::insert_all(conn, &intents).await?;
+    intents::insert_all(conn, intents).await?;
     if recordings.is_empty() {
         return Ok(Vec::new());
     }
