@@ -724,6 +724,167 @@ impl<'p> Executor<'p> for &'_ Share {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::audit::{self, AuditKey, NewEntry};
+    use crate::store::{Db, Store, execute, fetch_scalar};
+
+    /// Tenants `names` (schemas of their own) on one fresh database, through one
+    /// instance's `pools`, each keyed with a key of its own.
+    async fn tenants_on(pools: &SharedPools, names: &[&str]) -> Vec<(Store, AuditKey)> {
+        let url = throwaway_postgres::shared().fresh_database();
+        let mut stores = Vec::new();
+        for name in names {
+            let key = AuditKey::new(&name.repeat(40).into());
+            let tenant = format!("{url}?options[search_path]={name}");
+            let store = Store::open_in(&tenant, Some(key.clone()), pools)
+                .await
+                .unwrap();
+            stores.push((store, key));
+        }
+        stores
+    }
+
+    async fn append(store: &Store, subject: &str) {
+        let mut tx = store.begin_write().await.unwrap();
+        audit::append(
+            &mut tx,
+            &NewEntry {
+                at: crate::store::from_ms(1_790_000_000_000),
+                actor: "api",
+                action: "transition.succeeded",
+                agent_id: Some("u_001"),
+                subject_id: Some(subject),
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// The smallest pool (four pooled connections), two tenants writing and reading in
+    /// turn: each connection serves both, and each tenant sees only its own rows, its
+    /// chain verifying with its own key. A connection used without a tenant's step
+    /// finds no table at all.
+    #[tokio::test]
+    async fn no_tenant_reads_another_tenants_rows_or_key_through_a_connection_they_shared() {
+        let pools = SharedPools::new(MIN_MAX_CONNECTIONS, Some("isolation"), false);
+        let tenants = tenants_on(&pools, &["alpha", "beta"]).await;
+        for round in 0..12 {
+            for (store, _) in &tenants {
+                append(store, &format!("{}-{round}", store.schema().unwrap())).await;
+                let subjects: Vec<String> = crate::store::fetch_scalar!(
+                    store.reader(),
+                    all,
+                    "SELECT DISTINCT split_part(subject_id, '-', 1) FROM audit_log
+                     WHERE action = 'transition.succeeded'"
+                )
+                .unwrap();
+                assert_eq!(subjects, [store.schema().unwrap()], "round {round}");
+            }
+        }
+        let Db::Postgres(share) = tenants[0].0.reader().db() else {
+            unreachable!("PostgreSQL")
+        };
+        let pool = share.pool();
+        assert!(
+            pool.pool.size() <= 4,
+            "the two tenants shared at most four connections"
+        );
+        for (store, key) in &tenants {
+            let verified = audit::verify_with(store.reader(), Some(key)).await.unwrap();
+            assert_eq!(verified.first_break, None, "{verified:?}");
+            assert!(verified.entries >= 12, "{verified:?}");
+            assert!(verified.keyed_from.is_some(), "{verified:?}");
+        }
+        // Beta's chain, checked with alpha's key, breaks at once: no entry of it was
+        // keyed with alpha's.
+        let crossed = audit::verify_with(tenants[1].0.reader(), Some(&tenants[0].1))
+            .await
+            .unwrap();
+        assert!(crossed.first_break.is_some(), "{crossed:?}");
+        let mut bare = pool.pool.acquire().await.unwrap();
+        let skipped = sqlx::query("SELECT COUNT(*) FROM audit_log")
+            .execute(&mut *bare)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(skipped.contains("does not exist"), "{skipped}");
+        drop(bare);
+        for (store, _) in tenants {
+            store.close().await;
+        }
+    }
+
+    /// One tenant floods the pool with writes, reads and downloads that each hold their
+    /// connection a while; another tenant's change and read go through while the flood
+    /// still has work queued, and the queue shows as `waiting`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_on_one_tenant_leaves_another_tenants_change_its_turn() {
+        let pools = SharedPools::new(DEFAULT_MAX_CONNECTIONS, Some("fairness"), false);
+        let tenants = tenants_on(&pools, &["flood", "calm"]).await;
+        let (flood, calm) = (tenants[0].0.clone(), tenants[1].0.clone());
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut work = tokio::task::JoinSet::new();
+        const EACH: usize = 20;
+        for n in 0..EACH * 3 {
+            let (store, done) = (flood.clone(), Arc::clone(&done));
+            crate::tasks::spawn_in(&mut work, async move {
+                match n % 3 {
+                    0 => {
+                        let mut tx = store.begin_write().await.unwrap();
+                        execute!(&mut tx, "SELECT pg_sleep(0.05)").unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                    1 => {
+                        execute!(store.reader(), "SELECT pg_sleep(0.05)").unwrap();
+                    }
+                    _ => {
+                        let download = store.for_exports();
+                        execute!(download.reader(), "SELECT pg_sleep(0.05)").unwrap();
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let Db::Postgres(share) = flood.reader().db() else {
+            unreachable!("PostgreSQL")
+        };
+        let pool = share.pool();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while pool.connections().waiting == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the flood never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+        let mut tx = calm.begin_write().await.unwrap();
+        execute!(
+            &mut tx,
+            "INSERT INTO write_probe (id, at) VALUES (1, 1)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+        let read: i64 =
+            fetch_scalar!(calm.reader(), one, "SELECT COUNT(*) FROM write_probe").unwrap();
+        let flooded = done.load(Ordering::SeqCst);
+        assert_eq!(read, 1);
+        assert!(
+            flooded < EACH * 3,
+            "the calm tenant's change went through only once the flood was done ({flooded})"
+        );
+        assert!(
+            pool.connections().in_use + pool.connections().idle <= pools.pooled(),
+            "{:?}",
+            pool.connections()
+        );
+        while work.join_next().await.transpose().unwrap().is_some() {}
+        assert_eq!(done.load(Ordering::SeqCst), EACH * 3);
+        for (store, _) in tenants {
+            store.close().await;
+        }
+    }
 
     #[test]
     fn a_search_path_is_quoted_schema_by_schema() {
