@@ -73,13 +73,7 @@ impl DaemonLock {
         url: &str,
         among_several: bool,
     ) -> anyhow::Result<DaemonLock> {
-        use std::str::FromStr;
-        let options = sqlx::postgres::PgConnectOptions::from_str(url).with_context(|| {
-            format!(
-                "database.url `{}` is not a valid PostgreSQL URL",
-                super::postgres::redacted(url)
-            )
-        })?;
+        let options = super::postgres::options_of(url)?;
         let shown = super::postgres::describe(&options);
         let key = super::postgres::daemon_lock_key(
             super::postgres::schema(&options)

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -158,12 +157,7 @@ impl Store {
         audit_key: Option<audit::AuditKey>,
         pools: &SharedPools,
     ) -> anyhow::Result<Store> {
-        let options = PgConnectOptions::from_str(url).with_context(|| {
-            format!(
-                "database.url `{}` is not a valid PostgreSQL URL",
-                postgres::redacted(url)
-            )
-        })?;
+        let options = postgres::options_of(url)?;
         let shown = postgres::describe(&options);
         let schema = postgres::schema(&options);
         // What PostgreSQL says below a warning is chatter ("schema … already exists,

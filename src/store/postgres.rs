@@ -29,6 +29,19 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// The connection options of a `database.url`; an error naming the key (the password
+/// masked) when it is not PostgreSQL's.
+pub(super) fn options_of(url: &str) -> anyhow::Result<PgConnectOptions> {
+    use anyhow::Context;
+    use std::str::FromStr;
+    PgConnectOptions::from_str(url).with_context(|| {
+        format!(
+            "database.url `{}` is not a valid PostgreSQL URL",
+            redacted(url)
+        )
+    })
+}
+
 /// The database and server `options` point at, for messages (never the password).
 pub(super) fn describe(options: &PgConnectOptions) -> String {
     let database = options.get_database().unwrap_or("(the user's)");
