@@ -124,7 +124,7 @@ pub struct Store {
     /// Downloads' reads (see [`Store::for_exports`]), opened on first use.
     exports: Pool,
     /// On SQLite, one connection for housekeeping, opened on first use (see
-    /// [`Store::housekeeping`]); on PostgreSQL, the write pool.
+    /// [`Store::housekeeping`]); on PostgreSQL, its own turn of the instance's pool.
     housekeeping: Pool,
     /// On PostgreSQL, the tenant's write lock and what this instance is to the tenant
     /// (see [`Store::begin_write`]).
@@ -510,8 +510,9 @@ impl Store {
     /// from the last step (its checkpoint, or the pool's check on return), and the
     /// engine's writes must not wait for that.
     ///
-    /// On PostgreSQL it is a connection of the write pool; each transaction it begins
-    /// takes the write lock like the engine's.
+    /// On PostgreSQL it is a connection of the instance's pool, in the tenant's
+    /// housekeeping turn; each transaction it begins takes the write lock like the
+    /// engine's.
     pub async fn housekeeping(&self) -> Result<Housekeeping, sqlx::Error> {
         let conn = self.housekeeping.acquire().await?;
         let write_turn = match self.write.backend() {
