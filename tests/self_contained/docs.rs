@@ -23,8 +23,8 @@ const FIRST_COMMANDS: [&str; 2] = [
 ];
 
 /// Names of the form `"wfmd_…"` in the code that are not metrics: the session cookie's,
-/// the schema the instances share.
-const NOT_METRICS: [&str; 2] = ["wfmd_session", "wfmd_cluster"];
+/// the schema the instances share, the schema a pooled connection searches between tenants.
+const NOT_METRICS: [&str; 3] = ["wfmd_session", "wfmd_cluster", "wfmd_no_tenant"];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
