@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 
 use crate::cxone::{Lane, in_lane};
 use crate::engine::transition::ADOPT_CLOCK_SKEW;
-use crate::store::ConnectionCounts;
 use crate::telemetry::names::{DATABASE_CONNECTIONS, DATABASE_SIZE_BYTES, TENANT_LEADER};
 
 use super::auth::{Caller, MetricsToken};
@@ -272,13 +271,11 @@ pub async fn metrics(
     futures::future::join_all(measures).await;
     // The instance's, outside any tenant's scope: one series per state, unlabelled by
     // tenant.
-    let connections = directory
-        .0
-        .iter()
-        .map(|tenant| tenant.state.store.connections())
-        .fold(ConnectionCounts::default(), std::ops::Add::add);
+    let connections =
+        crate::store::connections_of(directory.0.iter().map(|tenant| &tenant.state.store));
     metrics::gauge!(DATABASE_CONNECTIONS, "state" => "in_use").set(connections.in_use);
     metrics::gauge!(DATABASE_CONNECTIONS, "state" => "idle").set(connections.idle);
+    metrics::gauge!(DATABASE_CONNECTIONS, "state" => "waiting").set(connections.waiting);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

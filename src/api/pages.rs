@@ -116,25 +116,46 @@ fn tenant_page(
     page_response(page, Some(tenant), caller, settings)
 }
 
-/// A console page's handler at its single-tenant address, `$(#[$meta])*` its
-/// documentation and `#[utoipa::path]`.
-macro_rules! page {
-    ($(#[$meta:meta])* $name:ident => $page:expr) => {
-        $(#[$meta])*
+/// A console page's two handlers: `$name` at `$path`, and `$tenant_name` at
+/// `$tenant_path` (`/t/{tenant}/…`) for one tenant, each with its `#[utoipa::path]`
+/// (which needs its path as a literal), the page's `$doc` on both.
+macro_rules! console_page {
+    (
+        $(#[doc = $doc:literal])*
+        $name:ident at $path:literal,
+        $tenant_name:ident at $tenant_path:literal => $page:expr
+    ) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = "console",
+            security(()),
+            responses((status = 200, description = "The page", content_type = "text/html", body = String))
+        )]
         pub async fn $name(
             Extension(settings): Extension<SignInNeeded>,
             caller: Option<Extension<Caller>>,
         ) -> Response {
             page_response($page, None, caller.as_deref(), settings)
         }
-    };
-}
 
-/// A console page's handler at a tenant's address (`/t/{tenant}/…`), as `page!` makes one.
-macro_rules! page_of_tenant {
-    ($(#[$meta:meta])* $name:ident => $page:expr) => {
-        $(#[$meta])*
-        pub async fn $name(
+        $(#[doc = $doc])*
+        ///
+        /// This is the page for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
+        /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
+        #[utoipa::path(
+            get,
+            path = $tenant_path,
+            tag = "console",
+            security(()),
+            params(TenantPath),
+            responses(
+                (status = 200, description = "The page", content_type = "text/html", body = String),
+                NoSuchTenant,
+            )
+        )]
+        pub async fn $tenant_name(
             Extension(directory): Extension<Directory>,
             Extension(settings): Extension<SignInNeeded>,
             caller: Option<Extension<Caller>>,
@@ -233,196 +254,43 @@ pub async fn tenant_wallboard_slash(
     Redirect::permanent(&format!("/t/{tenant}/{query}")).into_response()
 }
 
-page! {
+console_page! {
     /// Real-time adherence: one row per agent, out of adherence first (longest out first),
-/// live from the feed; filters `?team=&skill=&verdict=out|severe|in|all&q=`.
-    #[utoipa::path(
-        get,
-        path = "/rta",
-        tag = "console",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
-    rta => Page::Rta
+    /// live from the feed; filters `?team=&skill=&verdict=out|severe|in|all&q=`.
+    rta at "/rta",
+    tenant_rta at "/t/{tenant}/rta" => Page::Rta
 }
 
-page_of_tenant! {
-    /// Real-time adherence: one row per agent, out of adherence first (longest out first),
-/// live from the feed; filters `?team=&skill=&verdict=out|severe|in|all&q=`.
-    ///
-    /// The page of `/rta` for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
-    /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
-    #[utoipa::path(
-        get,
-        path = "/t/{tenant}/rta",
-        tag = "console",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
-    tenant_rta => Page::Rta
-}
-
-page! {
+console_page! {
     /// Bulk jobs: the list with live progress, one job's items (`?job=ID`), a new job,
     /// cancel and revert.
-    #[utoipa::path(
-        get,
-        path = "/jobs",
-        tag = "console",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
-    jobs => Page::Jobs
+    jobs at "/jobs",
+    tenant_jobs at "/t/{tenant}/jobs" => Page::Jobs
 }
 
-page_of_tenant! {
-    /// Bulk jobs: the list with live progress, one job's items (`?job=ID`), a new job,
-    /// cancel and revert.
-    ///
-    /// The page of `/jobs` for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
-    /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
-    #[utoipa::path(
-        get,
-        path = "/t/{tenant}/jobs",
-        tag = "console",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
-    tenant_jobs => Page::Jobs
-}
-
-page! {
+console_page! {
     /// Adherence exceptions to review.
-    #[utoipa::path(
-        get,
-        path = "/exceptions",
-        tag = "console",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
-    exceptions => Page::Exceptions
+    exceptions at "/exceptions",
+    tenant_exceptions at "/t/{tenant}/exceptions" => Page::Exceptions
 }
 
-page_of_tenant! {
-    /// Adherence exceptions to review.
-    ///
-    /// The page of `/exceptions` for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
-    /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
-    #[utoipa::path(
-        get,
-        path = "/t/{tenant}/exceptions",
-        tag = "console",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
-    tenant_exceptions => Page::Exceptions
-}
-
-page! {
+console_page! {
     /// The compliance report and analytics results, shown and downloaded.
-    #[utoipa::path(
-        get,
-        path = "/reports",
-        tag = "console",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
-    reports => Page::Reports
+    reports at "/reports",
+    tenant_reports at "/t/{tenant}/reports" => Page::Reports
 }
 
-page_of_tenant! {
-    /// The compliance report and analytics results, shown and downloaded.
-    ///
-    /// The page of `/reports` for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
-    /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
-    #[utoipa::path(
-        get,
-        path = "/t/{tenant}/reports",
-        tag = "console",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
-    tenant_reports => Page::Reports
-}
-
-page! {
+console_page! {
     /// Sign in where tokens are configured: a token given once becomes a session cookie
-/// (`POST /v1/session`); `?next=` is the page to go back to.
-    #[utoipa::path(
-        get,
-        path = "/sign-in",
-        tag = "console",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
-    sign_in_page => Page::SignIn
+    /// (`POST /v1/session`); `?next=` is the page to go back to.
+    sign_in_page at "/sign-in",
+    tenant_sign_in_page at "/t/{tenant}/sign-in" => Page::SignIn
 }
 
-page_of_tenant! {
-    /// Sign in where tokens are configured: a token given once becomes a session cookie
-/// (`POST /v1/session`); `?next=` is the page to go back to.
-    ///
-    /// The page of `/sign-in` for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
-    /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
-    #[utoipa::path(
-        get,
-        path = "/t/{tenant}/sign-in",
-        tag = "console",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
-    tenant_sign_in_page => Page::SignIn
-}
-
-page! {
+console_page! {
     /// Sign out: ends the session (`DELETE /v1/session`).
-    #[utoipa::path(
-        get,
-        path = "/sign-out",
-        tag = "console",
-        security(()),
-        responses((status = 200, description = "The page", content_type = "text/html", body = String))
-    )]
-    sign_out_page => Page::SignIn
-}
-
-page_of_tenant! {
-    /// Sign out: ends the session (`DELETE /v1/session`).
-    ///
-    /// The page of `/sign-out` for one tenant, reading `/v1/tenants/{tenant}/…`; a tenant not
-    /// served or not held is answered as for the wallboard of `/t/{tenant}/`.
-    #[utoipa::path(
-        get,
-        path = "/t/{tenant}/sign-out",
-        tag = "console",
-        security(()),
-        params(TenantPath),
-        responses(
-            (status = 200, description = "The page", content_type = "text/html", body = String),
-            NoSuchTenant,
-        )
-    )]
-    tenant_sign_out_page => Page::SignIn
+    sign_out_page at "/sign-out",
+    tenant_sign_out_page at "/t/{tenant}/sign-out" => Page::SignIn
 }
 
 /// The `{tenant}` and `{agent_id}` of a tenant's agent page.

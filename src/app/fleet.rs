@@ -33,6 +33,8 @@ pub(super) struct Launch {
     /// Whether each tenant takes its database's daemon lock (`wfmd serve` does; tests
     /// that build the daemon in-process need not).
     pub lock_databases: bool,
+    /// The instance's PostgreSQL pools, which a tenant added on a reload joins.
+    pub pools: crate::store::SharedPools,
     /// How long webhook POSTs in flight may take to finish when a tenant stops.
     pub grace: Duration,
     /// The process's downloads in progress.
@@ -199,7 +201,13 @@ impl Fleet {
                 self.started.push(kept);
                 continue;
             }
-            let built = Tenant::build(&spec, self.launch.clock, self.launch.lock_databases).await;
+            let built = Tenant::build(
+                &spec,
+                self.launch.clock,
+                self.launch.lock_databases,
+                &self.launch.pools,
+            )
+            .await;
             match built {
                 Ok(tenant) => {
                     tracing::info!(tenant = %spec.id, "reload: tenant added and started");

@@ -49,6 +49,9 @@ pub struct App {
     clock: engine::Clock,
     /// Whether each tenant holds its database's daemon lock.
     lock_databases: bool,
+    /// The instance's PostgreSQL pools, shared by its tenants (`[database]
+    /// max_connections`), tenants added on a reload too.
+    pools: crate::store::SharedPools,
     /// This instance among several (`[ha]`); `None`: the sole instance.
     ha: Option<crate::cluster::leadership::LeadershipSettings>,
     /// This instance, among several or alone: its id (computed once, it holds the
@@ -96,9 +99,15 @@ impl App {
         clock: engine::Clock,
         lock_databases: bool,
     ) -> anyhow::Result<App> {
+        let instance = api::cluster::ThisInstance::from_config(config.ha.as_ref());
+        let pools = crate::store::SharedPools::new(
+            config.database.max_connections,
+            Some(&instance.id),
+            config.ha.is_some(),
+        );
         let mut tenants = Vec::new();
         for spec in specs {
-            let tenant = Tenant::build(&spec, clock, lock_databases)
+            let tenant = Tenant::build(&spec, clock, lock_databases, &pools)
                 .await
                 .with_context(|| format!("tenant {}", spec.id))?;
             tenants.push(tenant);
@@ -108,7 +117,6 @@ impl App {
         }
         let tokens = api::auth::ApiTokens::from_config(&config.api_tokens)?;
         let listener = bind(config, &tokens).await?;
-        let instance = api::cluster::ThisInstance::from_config(config.ha.as_ref());
         let credentials =
             api::auth::Credentials::new(tokens, config.server.session_ttl, &config.server.proxies);
         Ok(App {
@@ -121,6 +129,7 @@ impl App {
             exports: api::exports::Exports::new(&config.exports),
             clock,
             lock_databases,
+            pools,
             ha: config
                 .ha
                 .as_ref()
@@ -215,6 +224,7 @@ impl App {
             fleet::Launch {
                 clock: self.clock,
                 lock_databases: self.lock_databases,
+                pools: self.pools.clone(),
                 grace,
                 exports: self.exports,
                 shutdown: shutdown.clone(),

@@ -100,8 +100,18 @@ impl Services {
         config: &Config,
         clock: engine::Clock,
     ) -> anyhow::Result<Services> {
+        Services::start_in(config, clock, &store::SharedPools::private()).await
+    }
+
+    /// [`Services::start_with_clock`] for a tenant of an instance, whose PostgreSQL
+    /// connections are the instance's `pools`.
+    pub async fn start_in(
+        config: &Config,
+        clock: engine::Clock,
+        pools: &store::SharedPools,
+    ) -> anyhow::Result<Services> {
         let audit_key = config.audit.key().map(store::audit::AuditKey::new);
-        let store = Store::open_keyed(&config.database.url, audit_key).await?;
+        let store = Store::open_in(&config.database.url, audit_key, pools).await?;
         let budget = Arc::new(
             Budget::per_minute(config.call_budget_per_minute())
                 .with_background_share(config.cxone.background_share)

@@ -58,21 +58,24 @@ impl Tenant {
     /// and builds every service its configuration asks for, each reading `clock` where
     /// it judges or stamps time; registers the tenant's metrics. With `lock`, first takes
     /// the database's daemon lock (refused while another daemon serves it), held as long
-    /// as the tenant. Works in the tenant's scope, like everything the tenant does (see
+    /// as the tenant. On PostgreSQL the tenant works through the instance's `pools`.
+    /// Works in the tenant's scope, like everything the tenant does (see
     /// [`crate::tasks`]).
     pub async fn build(
         spec: &TenantSpec,
         clock: engine::Clock,
         lock: bool,
+        pools: &crate::store::SharedPools,
     ) -> anyhow::Result<Tenant> {
         crate::telemetry::register_tenant(&spec.id);
-        crate::tasks::in_tenant(&spec.id, Tenant::build_in_scope(spec, clock, lock)).await
+        crate::tasks::in_tenant(&spec.id, Tenant::build_in_scope(spec, clock, lock, pools)).await
     }
 
     async fn build_in_scope(
         spec: &TenantSpec,
         clock: engine::Clock,
         lock: bool,
+        pools: &crate::store::SharedPools,
     ) -> anyhow::Result<Tenant> {
         let config: &Config = &spec.config;
         let url = &config.database.url;
@@ -82,13 +85,13 @@ impl Tenant {
                 && crate::store::Backend::of_url(url) == crate::store::Backend::Postgres =>
             {
                 Some(
-                    crate::store::lock::DaemonLock::serve_postgres(url, config.ha.is_some())
+                    crate::store::lock::DaemonLock::serve_postgres(pools, url, config.ha.is_some())
                         .await?,
                 )
             }
             _ => None,
         };
-        let services = Services::start_with_clock(config, clock).await?;
+        let services = Services::start_in(config, clock, pools).await?;
         if lock.is_some() && config.ha.is_none() {
             // No other daemon serves the database while this one holds its lock.
             services.engine.serve_alone().await?;

@@ -33,9 +33,9 @@
 
 use std::time::Duration;
 
+use crate::store::shared::Share;
 use serde::Serialize;
 use sqlx::FromRow;
-use sqlx::postgres::PgPool;
 
 use crate::store::{Db, Pool, Store, execute, fetch_scalar};
 
@@ -55,8 +55,8 @@ pub fn tenant_key(store: &Store) -> Result<&str, sqlx::Error> {
     store.schema().ok_or_else(needs_postgres)
 }
 
-/// The PostgreSQL pool of `pool`.
-pub(crate) fn pg(pool: &Pool) -> Result<&PgPool, sqlx::Error> {
+/// The PostgreSQL share of `pool` (a tenant's share of its instance's pool).
+pub(crate) fn pg(pool: &Pool) -> Result<&Share, sqlx::Error> {
     match pool.db() {
         Db::Postgres(pool) => Ok(pool),
         Db::Sqlite(_) => Err(needs_postgres()),
@@ -200,7 +200,7 @@ pub async fn take(
 /// Gives up `instance`'s lease of `tenant` in `term` now, its term raised to `raise`
 /// when that is later (see the module's doc); returns whether it still held it.
 async fn give_up(
-    pool: &PgPool,
+    pool: &Share,
     tenant: &str,
     instance: &str,
     term: i64,

@@ -64,6 +64,11 @@ pub struct FakePlatform {
     pub failing_polls: Mutex<u32>,
     /// This many polls are refused as too early (429, Retry-After 3 s) first.
     pub too_early_polls: Mutex<u32>,
+    /// While set, a poll that reaches the platform (after its latency) sooner than this
+    /// after the last one accepted is refused (429, Retry-After 1 s), as the platform
+    /// measures a subscription's interval: between arrivals.
+    pub spacing_by_arrival: Mutex<Option<Duration>>,
+    last_accepted_arrival: Mutex<Option<Instant>>,
 }
 
 impl FakePlatform {
@@ -252,6 +257,16 @@ impl ContactCenter for FakePlatform {
             return Err(CxoneError::RateLimited {
                 retry_after: Some(Duration::from_secs(3)),
             });
+        }
+        if let Some(spacing) = *self.spacing_by_arrival.lock().unwrap() {
+            let arrived = Instant::now();
+            let mut last = self.last_accepted_arrival.lock().unwrap();
+            if last.is_some_and(|last| arrived < last + spacing) {
+                return Err(CxoneError::RateLimited {
+                    retry_after: Some(Duration::from_secs(1)),
+                });
+            }
+            *last = Some(arrived);
         }
         if Self::take(&self.failing_polls) {
             return Err(CxoneError::Server {

@@ -14,9 +14,9 @@
 //! intervals (bounded by the platform's own timestamps), audit entries and
 //! `agent.state_changed` events, with origin `observed`.
 //!
-//! The schedule is drift-free: the next poll is due one interval after the current
-//! poll was sent, so polls never come faster than the interval and do not slide later
-//! cycle by cycle. Polls are sent when due, not queued behind other calls for the
+//! The schedule is drift-free: the next poll is due one interval and [`ARRIVAL_MARGIN`]
+//! after the current poll was sent, so polls never come faster than the interval and
+//! do not slide later cycle by cycle. Polls are sent when due, not queued behind other calls for the
 //! request budget (which sets their share aside), and one the platform still refuses
 //! as too early (429) is sent again after its `Retry-After`: the next poll then counts
 //! from the one the platform accepted, so a single late poll does not make every later
@@ -538,9 +538,20 @@ pub async fn managed_agents(
     Ok(ids)
 }
 
-/// The drift-free poll schedule: the next poll is due one `interval` after the last
-/// one went out (at once when that cycle itself took longer). So polls never come
-/// faster than the interval, and a slow cycle does not push all later ones back.
+/// What the poll schedule leaves beyond the interval. The platform measures the
+/// interval between the polls' arrivals, and wfmd knows only when it sent them: a poll
+/// sent exactly one interval after the last arrives too early whenever it travels
+/// quicker than the one before (a busy process sending it a little later, a network
+/// path's jitter), and is refused and sent again a second later. Seen with a hundred
+/// open feed clients whose heartbeats fell due with a poll: a refusal a minute. A
+/// quarter second covers such jitter and costs 2.5 % of the polls at the fastest
+/// interval the platform allows (10 s).
+const ARRIVAL_MARGIN: Duration = Duration::from_millis(250);
+
+/// The drift-free poll schedule: the next poll is due one `interval` and
+/// [`ARRIVAL_MARGIN`] after the last one went out (at once when that cycle itself took
+/// longer). So polls never come faster than the interval, and a slow cycle does not
+/// push all later ones back.
 struct Cadence {
     interval: Duration,
     next: Instant,
@@ -564,7 +575,7 @@ impl Cadence {
 
     /// Notes when a poll went out.
     fn polled(&mut self, at: Instant) {
-        self.next = at + self.interval;
+        self.next = at + self.interval + ARRIVAL_MARGIN;
     }
 }
 
@@ -1028,15 +1039,52 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
 
-        let seconds: Vec<u64> = platform
+        let sent: Vec<u128> = platform
             .polls
             .lock()
             .unwrap()
             .iter()
-            .map(|(_, at)| (*at - started).as_secs())
+            // To the quarter second below: the database's own timers move paused time
+            // on by a millisecond or so each cycle.
+            .map(|(_, at)| (*at - started).as_millis() / 250 * 250)
             .collect();
-        // 10 s refused, sent again 3 s later and accepted; the next counts from 13 s.
-        assert_eq!(seconds, [0, 10, 13, 23, 33, 43]);
+        // 10.25 s refused, sent again 3 s later and accepted; the next counts from there.
+        assert_eq!(sent, [0, 10_250, 13_250, 23_500, 33_750, 44_000]);
+    }
+
+    #[tokio::test]
+    async fn a_poll_reaching_the_platform_quicker_than_the_one_before_is_not_refused() {
+        let (store, _dir) = temp_store().await;
+        tokio::time::pause();
+        let platform = Arc::new(ScriptedPlatform::default());
+        // The platform spaces polls by their arrival; the first takes 200 ms to reach
+        // it (sent late by a busy process, or over a slow path), the others none.
+        *platform.spacing_by_arrival.lock().unwrap() = Some(Duration::from_secs(10));
+        platform
+            .latencies
+            .lock()
+            .unwrap()
+            .push_back(Duration::from_millis(200));
+        let sync = StateSync::new(store, platform.clone(), settings(10, 23 * 3_600));
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let task = tokio::spawn(sync.run(stop.clone()));
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        stop.cancel();
+        task.await.unwrap();
+
+        let sent: Vec<u128> = platform
+            .polls
+            .lock()
+            .unwrap()
+            .iter()
+            // To the quarter second below: the database's own timers move paused time
+            // on by a millisecond or so each cycle.
+            .map(|(_, at)| (*at - started).as_millis() / 250 * 250)
+            .collect();
+        // Sent at the interval exactly, the second poll would arrive 9.8 s after the
+        // first, be refused, and go again a second later: [0, 10000, 11000, …].
+        assert_eq!(sent, [0, 10_250, 20_500, 30_750], "no poll refused");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1071,13 +1119,14 @@ mod tests {
         for (k, pair) in polls.windows(2).enumerate() {
             let gap = pair[1] - pair[0];
             assert!(
-                gap >= interval,
+                gap >= interval + ARRIVAL_MARGIN,
                 "poll {} came {gap:?} after the one before",
                 k + 1
             );
-            // Never later than needed: one interval, or at once after a slow cycle.
+            // Never later than needed: one interval and the margin, or at once after a
+            // slow cycle.
             assert!(
-                gap <= interval.max(latencies[k]),
+                gap <= (interval + ARRIVAL_MARGIN).max(latencies[k]),
                 "poll {} drifted: {gap:?}",
                 k + 1
             );

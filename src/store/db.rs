@@ -14,9 +14,10 @@
 //! hide the SQLite handle the housekeeping connection needs.
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+
+use super::shared::{Checkout, Share, Turns};
 
 /// One value of either backend; [`on!`](crate::store::on) takes it apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +62,14 @@ impl<S, P> Db<S, P> {
     }
 }
 
-/// A pool of connections on either backend; cheap to clone.
+/// A pool of connections on either backend; cheap to clone. On PostgreSQL it is a
+/// tenant's share of its instance's pool (see [`super::shared`]).
 #[derive(Debug, Clone)]
-pub struct Pool(pub(super) Db<SqlitePool, PgPool>);
+pub struct Pool(pub(super) Db<SqlitePool, Share>);
 
 impl Pool {
     /// The pool of its backend, for [`on!`](crate::store::on).
-    pub fn db(&self) -> Db<&SqlitePool, &PgPool> {
+    pub fn db(&self) -> Db<&SqlitePool, &Share> {
         match &self.0 {
             Db::Sqlite(pool) => Db::Sqlite(pool),
             Db::Postgres(pool) => Db::Postgres(pool),
@@ -82,49 +84,63 @@ impl Pool {
     pub async fn acquire(&self) -> Result<PoolConn, sqlx::Error> {
         Ok(PoolConn(match &self.0 {
             Db::Sqlite(pool) => Db::Sqlite(pool.acquire().await?),
-            Db::Postgres(pool) => Db::Postgres(pool.acquire().await?),
+            Db::Postgres(share) => Db::Postgres(share.acquire().await?),
         }))
     }
 
     /// A transaction on one of the pool's connections (reads that must see one
     /// snapshot).
     pub async fn begin(&self) -> Result<Tx<'static>, sqlx::Error> {
-        Ok(Tx(match &self.0 {
-            Db::Sqlite(pool) => Db::Sqlite(pool.begin().await?),
-            Db::Postgres(pool) => Db::Postgres(pool.begin().await?),
-        }))
+        Ok(match &self.0 {
+            Db::Sqlite(pool) => Tx(Db::Sqlite(pool.begin().await?), None),
+            Db::Postgres(share) => {
+                let (tx, turns) = share.begin().await?;
+                Tx(Db::Postgres(tx), Some(turns))
+            }
+        })
     }
 
-    /// Idle connections right now.
-    pub fn num_idle(&self) -> usize {
+    /// Idle connections right now (on PostgreSQL, of the instance's pool).
+    #[cfg(test)]
+    pub(super) fn num_idle(&self) -> usize {
         match &self.0 {
             Db::Sqlite(pool) => pool.num_idle(),
-            Db::Postgres(pool) => pool.num_idle(),
+            Db::Postgres(share) => share.pool().connections().idle as usize,
         }
     }
 
-    /// Connections open right now, idle or not.
-    pub fn size(&self) -> u32 {
-        match &self.0 {
-            Db::Sqlite(pool) => pool.size(),
-            Db::Postgres(pool) => pool.size(),
-        }
+    /// A SQLite pool's connections now; `None` on PostgreSQL, whose pool is the
+    /// instance's (see [`super::connections_of`]).
+    pub(super) fn sqlite_connections(&self) -> Option<super::ConnectionCounts> {
+        let Db::Sqlite(pool) = &self.0 else {
+            return None;
+        };
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        Some(super::ConnectionCounts {
+            in_use: pool.size().saturating_sub(idle),
+            idle,
+            waiting: 0,
+        })
     }
 
-    /// Closes the pool, waiting for its connections to come back.
+    /// Closes a SQLite pool, waiting for its connections to come back (a PostgreSQL
+    /// store closes its shares: [`super::Store::close`]).
     pub async fn close(&self) {
-        match &self.0 {
-            Db::Sqlite(pool) => pool.close().await,
-            Db::Postgres(pool) => pool.close().await,
+        if let Db::Sqlite(pool) = &self.0 {
+            pool.close().await;
         }
     }
 }
 
 /// A connection taken from a [`Pool`].
-pub struct PoolConn(Db<PoolConnection<Sqlite>, PoolConnection<Postgres>>);
+pub struct PoolConn(Db<PoolConnection<Sqlite>, Checkout>);
 
-/// A transaction on either backend; rolled back when dropped uncommitted.
-pub struct Tx<'c>(pub(super) Db<Transaction<'c, Sqlite>, Transaction<'c, Postgres>>);
+/// A transaction on either backend; rolled back when dropped uncommitted. On
+/// PostgreSQL it holds its share's turns (see [`super::shared`]) until it ends.
+pub struct Tx<'c>(
+    pub(super) Db<Transaction<'c, Sqlite>, Transaction<'c, Postgres>>,
+    #[allow(dead_code, reason = "held, not read")] pub(super) Option<Turns>,
+);
 
 impl Tx<'_> {
     pub async fn commit(self) -> Result<(), sqlx::Error> {

@@ -34,8 +34,22 @@ pub struct DaemonLock {
 #[derive(Debug)]
 enum Held {
     File(#[allow(dead_code, reason = "held, not read")] File),
-    /// The session holding the advisory lock (see [`DaemonLock::serve_postgres`]).
-    Postgres(#[allow(dead_code, reason = "held, not read")] sqlx::PgConnection),
+    /// The advisory lock on the instance's session (see [`DaemonLock::serve_postgres`]).
+    Postgres(#[allow(dead_code, reason = "held, not read")] SessionLock),
+}
+
+/// A daemon lock held by the session of an instance's pool, given back when dropped.
+#[derive(Debug)]
+struct SessionLock {
+    pool: std::sync::Arc<super::shared::SharedPool>,
+    key: i64,
+    shared: bool,
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        self.pool.unlock_daemon(self.key, self.shared);
+    }
 }
 
 impl DaemonLock {
@@ -47,36 +61,58 @@ impl DaemonLock {
     }
 
     /// The lock of a daemon serving the PostgreSQL database (and schema) of `url`: a
-    /// session advisory lock, held by a connection of its own for as long as the lock
-    /// is. One without `[ha]` (`among_several` false) holds it alone, so a second
-    /// daemon, with `[ha]` or without, is refused, as on SQLite; instances with `[ha]`
-    /// share it, and refuse to start beside one without. It only guards against a
-    /// mistaken start: the lease, not this lock, decides which instance leads (a lost
-    /// connection drops it silently).
-    pub async fn serve_postgres(url: &str, among_several: bool) -> anyhow::Result<DaemonLock> {
+    /// session advisory lock, held by the session of the instance's pool of that
+    /// database (`pools`, see [`super::shared`]) for as long as the lock is. One
+    /// without `[ha]` (`among_several` false) holds it alone, so a second daemon, with
+    /// `[ha]` or without, is refused, as on SQLite; instances with `[ha]` share it, and
+    /// refuse to start beside one without. It only guards against a mistaken start: the
+    /// lease, not this lock, decides which instance leads (a lost session drops it
+    /// silently).
+    pub async fn serve_postgres(
+        pools: &super::SharedPools,
+        url: &str,
+        among_several: bool,
+    ) -> anyhow::Result<DaemonLock> {
+        let options = super::postgres::options_of(url)?;
+        let shown = super::postgres::describe(&options);
+        let key = super::postgres::daemon_lock_key(
+            super::postgres::schema(&options)
+                .as_deref()
+                .unwrap_or("public"),
+        );
+        let pool = pools.of(&options);
         // A daemon killed a moment ago holds it until the server notices its connection
         // closed: moments, which a restart must not be refused for.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-        let (conn, shown) = loop {
-            let (conn, shown) = super::postgres::hold_daemon_lock(url, among_several).await?;
-            if conn.is_some() || tokio::time::Instant::now() >= deadline {
-                break (conn, shown);
+        loop {
+            let held = pool
+                .lock_daemon(key, among_several)
+                .await
+                .with_context(|| format!("cannot lock {shown}"))?;
+            if held {
+                return Ok(DaemonLock {
+                    _held: Held::Postgres(SessionLock {
+                        pool,
+                        key,
+                        shared: among_several,
+                    }),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        };
-        match conn {
-            Some(conn) => Ok(DaemonLock {
-                _held: Held::Postgres(conn),
-            }),
-            None if among_several => anyhow::bail!(
+        }
+        if among_several {
+            anyhow::bail!(
                 "cannot start: a wfmd without [ha] serves {shown}, and must be its only \
                  instance; stop it, or give it [ha] too"
-            ),
-            None => anyhow::bail!(
-                "cannot start: another wfmd serves {shown}; without [ha] a wfmd must be its \
-                 only instance (give every instance [ha] to run several)"
-            ),
+            )
         }
+        anyhow::bail!(
+            "cannot start: another wfmd serves {shown}; without [ha] a wfmd must be its \
+             only instance (give every instance [ha] to run several)"
+        )
     }
 
     /// Takes the lock of `database`, or says who holds it. `purpose` completes "cannot

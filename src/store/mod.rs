@@ -46,6 +46,7 @@ pub mod roster;
 pub mod samples;
 pub mod schedules;
 pub mod schema;
+pub mod shared;
 pub mod tickets;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ use sqlx::SqliteConnection;
 pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
 pub use db::{execute, fetch, fetch_scalar, on};
 pub use postgres::InstanceRole;
+pub use shared::SharedPools;
 
 use crate::telemetry::names::STORE_WRITE_ERRORS_TOTAL;
 
@@ -96,20 +98,16 @@ fn run_pg_migrations<'a>(
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections that write on PostgreSQL: one writes at a time (the write lock), the
-/// others have their statements ready behind it.
-const PG_WRITE_CONNECTIONS: u32 = 4;
-
-/// Connections for concurrent reads (the engine's lookups, history, the CLI's reads)
-/// beside the one writer.
+/// SQLite connections for concurrent reads (the engine's lookups, history, the CLI's
+/// reads) beside the one writer.
 const READ_CONNECTIONS: u32 = 4;
 
 /// How long a write may have been the last good one before [`Store::check_writable`]
 /// proves the database still takes writes with a write of its own.
 const WRITTEN_RECENTLY: Duration = Duration::from_secs(10);
 
-/// Connections for downloads (reports, the audit export, analytics results), apart from
-/// the read pool: see [`Store::for_exports`].
+/// SQLite connections for downloads (reports, the audit export, analytics results),
+/// apart from the read pool: see [`Store::for_exports`].
 const EXPORT_CONNECTIONS: u32 = 4;
 
 /// How many SQLite virtual-machine instructions run between two looks of the
@@ -126,7 +124,7 @@ pub struct Store {
     /// Downloads' reads (see [`Store::for_exports`]), opened on first use.
     exports: Pool,
     /// On SQLite, one connection for housekeeping, opened on first use (see
-    /// [`Store::housekeeping`]); on PostgreSQL, the write pool.
+    /// [`Store::housekeeping`]); on PostgreSQL, its own turn of the instance's pool.
     housekeeping: Pool,
     /// On PostgreSQL, the tenant's write lock and what this instance is to the tenant
     /// (see [`Store::begin_write`]).
@@ -147,15 +145,21 @@ pub struct Store {
     preemption: Arc<Preemption>,
     /// How the last write transaction ended (see [`Store::check_writable`]).
     health: Arc<WriteHealth>,
+    /// On PostgreSQL, the tenant's shares of its instance's pool, which closing the
+    /// store gives back.
+    shares: Option<Arc<shared::TenantShares>>,
 }
 
-/// A store's open connections ([`Store::connections`]).
+/// An instance's open database connections ([`connections_of`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionCounts {
     /// Checked out: running a statement or a transaction, or held by a task.
     pub in_use: u32,
     /// Open and waiting in their pool for work.
     pub idle: u32,
+    /// Checkouts queued for a connection: on a tenant's share or on the instance's
+    /// PostgreSQL pool (always 0 on SQLite, whose writes queue by design).
+    pub waiting: u32,
 }
 
 impl std::ops::Add for ConnectionCounts {
@@ -165,8 +169,24 @@ impl std::ops::Add for ConnectionCounts {
         ConnectionCounts {
             in_use: self.in_use + other.in_use,
             idle: self.idle + other.idle,
+            waiting: self.waiting + other.waiting,
         }
     }
+}
+
+/// The connections `stores` hold open and the checkouts they queue (the
+/// `wfmd_database_connections` gauge): SQLite stores' own, and each instance pool their
+/// PostgreSQL stores share counted once.
+pub fn connections_of<'a>(stores: impl IntoIterator<Item = &'a Store>) -> ConnectionCounts {
+    let mut seen = std::collections::HashSet::new();
+    stores
+        .into_iter()
+        .filter(|store| match &store.shares {
+            Some(shares) => seen.insert(Arc::as_ptr(shares.pool())),
+            None => true,
+        })
+        .map(Store::connections)
+        .fold(ConnectionCounts::default(), std::ops::Add::add)
 }
 
 /// How the write transactions begun through [`Store::begin_write`] have been ending.
@@ -423,21 +443,24 @@ impl Store {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);
         let tx = match self.write.db() {
-            Db::Sqlite(pool) => pool.begin_with(sqlite_statement).await.map(Db::Sqlite),
-            Db::Postgres(pool) => {
+            Db::Sqlite(pool) => pool
+                .begin_with(sqlite_statement)
+                .await
+                .map(|tx| Tx(Db::Sqlite(tx), None)),
+            Db::Postgres(share) => {
                 let flushed = !sqlite_statement.contains("NORMAL");
                 let role = role.unwrap_or_else(|| self.write_lock.role());
                 self.write_lock
-                    .begin(pool, flushed, role)
+                    .begin(share, flushed, role)
                     .await
-                    .map(Db::Postgres)
+                    .map(|(tx, turns)| Tx(Db::Postgres(tx), Some(turns)))
             }
         };
         if tx.is_err() {
             self.health.record(&tx);
         }
         Ok(WriteTx {
-            tx: Tx(tx?),
+            tx: tx?,
             health: Arc::clone(&self.health),
         })
     }
@@ -487,8 +510,9 @@ impl Store {
     /// from the last step (its checkpoint, or the pool's check on return), and the
     /// engine's writes must not wait for that.
     ///
-    /// On PostgreSQL it is a connection of the write pool; each transaction it begins
-    /// takes the write lock like the engine's.
+    /// On PostgreSQL it is a connection of the instance's pool, in the tenant's
+    /// housekeeping turn; each transaction it begins takes the write lock like the
+    /// engine's.
     pub async fn housekeeping(&self) -> Result<Housekeeping, sqlx::Error> {
         let conn = self.housekeeping.acquire().await?;
         let write_turn = match self.write.backend() {
@@ -514,14 +538,14 @@ impl Store {
     /// the leader's does (`postgres::relay_outbox_commits`); `me` names this
     /// instance. Returns at once on SQLite.
     pub async fn relay_outbox_commits(&self, me: &str, stop: tokio_util::sync::CancellationToken) {
-        let Db::Postgres(pool) = &self.read.0 else {
+        let Db::Postgres(share) = &self.read.0 else {
             return;
         };
         let commits = self.outbox_commits();
         let wake = || self.notify_outbox();
         let channel = self.write_lock.outbox_channel();
         let role = || self.role();
-        postgres::relay_outbox_commits(pool, &channel, me, role, commits, wake, stop).await;
+        postgres::relay_outbox_commits(share, &channel, me, role, commits, wake, stop).await;
     }
 
     /// Changes after every commit that wrote outbox events; any number of readers may
@@ -545,27 +569,28 @@ impl Store {
     /// and however slowly, they never hold a connection the engine, the sync or
     /// delivery waits for.
     pub fn for_exports(&self) -> Store {
+        // On PostgreSQL each download is one turn of the tenant's and the instance's
+        // (see `shared::TenantShares::download`).
+        let read = match &self.shares {
+            Some(shares) => Pool(Db::Postgres(shares.download())),
+            None => self.exports.clone(),
+        };
         Store {
-            read: self.exports.clone(),
+            read,
             ..self.clone()
         }
     }
 
-    /// The connections the store's pools hold open now (the
-    /// `wfmd_database_connections` gauge sums them over an instance's tenants).
-    pub fn connections(&self) -> ConnectionCounts {
-        // On PostgreSQL housekeeping is the write pool, counted once.
-        let housekeeping = (self.backend() == Backend::Sqlite).then_some(&self.housekeeping);
-        [&self.write, &self.read, &self.exports]
+    /// On SQLite, the connections the store's pools hold open now; on PostgreSQL,
+    /// those of its instance's pool, which its other tenants share (see
+    /// [`connections_of`], which counts each pool once).
+    fn connections(&self) -> ConnectionCounts {
+        if let Some(shares) = &self.shares {
+            return shares.pool().connections();
+        }
+        [&self.write, &self.read, &self.exports, &self.housekeeping]
             .into_iter()
-            .chain(housekeeping)
-            .map(|pool| {
-                let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-                ConnectionCounts {
-                    in_use: pool.size().saturating_sub(idle),
-                    idle,
-                }
-            })
+            .filter_map(Pool::sqlite_connections)
             .fold(ConnectionCounts::default(), std::ops::Add::add)
     }
 
@@ -589,12 +614,17 @@ impl Store {
         )
     }
 
-    /// Closes the pools, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned. On PostgreSQL the
+    /// store gives its shares back, and the instance's pool closes with its last
+    /// tenant.
     pub async fn close(&self) {
         self.housekeeping.close().await;
         self.write.close().await;
         self.read.close().await;
         self.exports.close().await;
+        if let Some(shares) = &self.shares {
+            shares.close().await;
+        }
     }
 }
 
@@ -612,16 +642,20 @@ pub struct Housekeeping {
 impl Housekeeping {
     /// Starts a write transaction on the housekeeping connection.
     pub async fn begin(&mut self) -> Result<Tx<'_>, sqlx::Error> {
-        Ok(Tx(match self.conn.db() {
-            Db::Sqlite(conn) => {
-                Db::Sqlite(sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?)
-            }
-            Db::Postgres(conn) => {
-                let mut tx = sqlx::Connection::begin(conn).await?;
-                self.write_lock.take(&mut tx).await?;
-                Db::Postgres(tx)
-            }
-        }))
+        // The connection holds the turns: the transaction borrows it.
+        Ok(Tx(
+            match self.conn.db() {
+                Db::Sqlite(conn) => {
+                    Db::Sqlite(sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?)
+                }
+                Db::Postgres(conn) => {
+                    let mut tx = sqlx::Connection::begin(conn).await?;
+                    self.write_lock.take(&mut tx).await?;
+                    Db::Postgres(tx)
+                }
+            },
+            None,
+        ))
     }
 
     /// Lets the statements run until the returned guard drops be interrupted as soon as
@@ -903,8 +937,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!(at_rest.in_use, 0, "{at_rest:?}");
-        // The writer's and a reader's, opened with the store.
-        assert!(at_rest.idle >= 2, "{at_rest:?}");
+        // The writer's and a reader's, opened with the store (on PostgreSQL the
+        // instance's pool, where one connection may have served both).
+        assert!(at_rest.idle >= 1, "{at_rest:?}");
         let held = store.reader().acquire().await.unwrap();
         let holding = store.connections();
         assert_eq!(holding.in_use, 1, "{holding:?}");

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::shared::{ShareKind, SharedPools};
 use super::{
-    BUSY_TIMEOUT, Backend, Db, EXPORT_CONNECTIONS, PG_WRITE_CONNECTIONS, PREEMPTION_CHECK_OPS,
-    Pool, Preemption, READ_CONNECTIONS, Store, audit, postgres,
+    BUSY_TIMEOUT, Backend, Db, EXPORT_CONNECTIONS, PREEMPTION_CHECK_OPS, Pool, Preemption,
+    READ_CONNECTIONS, Store, audit, postgres,
 };
 
 impl Store {
@@ -33,14 +33,24 @@ impl Store {
         url: &str,
         audit_key: Option<audit::AuditKey>,
     ) -> anyhow::Result<Store> {
-        let store = Self::connect(url, audit_key).await?;
+        Self::open_in(url, audit_key, &SharedPools::private()).await
+    }
+
+    /// [`Store::open_keyed`] for a tenant of an instance: on PostgreSQL, the store
+    /// works through the instance's pool of the database (see [`super::shared`]).
+    pub async fn open_in(
+        url: &str,
+        audit_key: Option<audit::AuditKey>,
+        pools: &SharedPools,
+    ) -> anyhow::Result<Store> {
+        let store = Self::connect(url, audit_key, pools).await?;
         store.migrate().await?;
         Ok(store)
     }
 
     /// Opens the database without touching its schema (for `wfmd migrate` to report on).
     pub async fn open_without_migrating(url: &str) -> anyhow::Result<Store> {
-        Self::connect(url, None).await
+        Self::connect(url, None, &SharedPools::private()).await
     }
 
     /// [`Store::open_without_migrating`] with the audit chain's key.
@@ -48,25 +58,27 @@ impl Store {
         url: &str,
         audit_key: Option<audit::AuditKey>,
     ) -> anyhow::Result<Store> {
-        Self::connect(url, audit_key).await
+        Self::connect(url, audit_key, &SharedPools::private()).await
     }
 
     /// Boxed as `Send` where its lifetimes are known, for the reason of
     /// [`run_migrations`](super::run_migrations) (the pools' connect hooks).
-    fn connect(
-        url: &str,
+    fn connect<'a>(
+        url: &'a str,
         audit_key: Option<audit::AuditKey>,
-    ) -> futures::future::BoxFuture<'_, anyhow::Result<Store>> {
-        Box::pin(Self::connect_unboxed(url, audit_key))
+        pools: &'a SharedPools,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<Store>> {
+        Box::pin(Self::connect_unboxed(url, audit_key, pools))
     }
 
     async fn connect_unboxed(
         url: &str,
         audit_key: Option<audit::AuditKey>,
+        pools: &SharedPools,
     ) -> anyhow::Result<Store> {
         match Backend::of_url(url) {
             Backend::Sqlite => Self::connect_sqlite(url, audit_key).await,
-            Backend::Postgres => Self::connect_postgres(url, audit_key).await,
+            Backend::Postgres => Self::connect_postgres(url, audit_key, pools).await,
         }
     }
 
@@ -133,6 +145,7 @@ impl Store {
             writes_begun: Arc::default(),
             preemption,
             health: Arc::default(),
+            shares: None,
         })
     }
 
@@ -142,41 +155,28 @@ impl Store {
     async fn connect_postgres(
         url: &str,
         audit_key: Option<audit::AuditKey>,
+        pools: &SharedPools,
     ) -> anyhow::Result<Store> {
-        let options = PgConnectOptions::from_str(url).with_context(|| {
-            format!(
-                "database.url `{}` is not a valid PostgreSQL URL",
-                postgres::redacted(url)
-            )
-        })?;
+        let options = postgres::options_of(url)?;
         let shown = postgres::describe(&options);
         let schema = postgres::schema(&options);
         // What PostgreSQL says below a warning is chatter ("schema … already exists,
         // skipping" from every start but the first, and the same of sqlx's migrations
         // table), which sqlx logs at INFO into every command's output.
         let options = options.options([("client_min_messages", "warning")]);
+        let pool = pools.of(&options);
         if let Some(schema) = &schema {
-            postgres::create_schema(&options, schema)
+            pool.create_schema(schema)
                 .await
                 .with_context(|| format!("cannot create the schema `{schema}` in {shown}"))?;
         }
-        let write = postgres::pool_options(PG_WRITE_CONNECTIONS)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("cannot open the database {shown}"))?;
-        let read = PgPoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("cannot open the database {shown}"))?;
-        let exports = PgPoolOptions::new()
-            .max_connections(EXPORT_CONNECTIONS)
-            .connect_lazy_with(options.clone());
-        Ok(Store {
-            housekeeping: Pool(Db::Postgres(write.clone())),
-            write: Pool(Db::Postgres(write)),
-            read: Pool(Db::Postgres(read)),
-            exports: Pool(Db::Postgres(exports)),
+        let shares = pool.tenant(schema.as_deref().unwrap_or("\"$user\", public"));
+        let share = |kind| Pool(Db::Postgres(shares.share(kind)));
+        let store = Store {
+            housekeeping: share(ShareKind::Housekeeping),
+            write: share(ShareKind::Write),
+            read: share(ShareKind::Read),
+            exports: share(ShareKind::Export),
             write_lock: postgres::WriteLock::of_schema(
                 schema.as_deref().unwrap_or("public"),
                 audit_key.clone(),
@@ -187,7 +187,14 @@ impl Store {
             writes_begun: Arc::default(),
             preemption: Arc::default(),
             health: Arc::default(),
-        })
+            shares: Some(shares),
+        };
+        // The first connection proves the database is there, as opening pools did.
+        if let Err(error) = store.ping().await {
+            store.close().await;
+            return Err(error).with_context(|| format!("cannot open the database {shown}"));
+        }
+        Ok(store)
     }
 }
 

@@ -188,11 +188,15 @@ mod tests {
     }
 
     /// Whether a write transaction waits for the write lock: SQLite's one write
-    /// connection, or on PostgreSQL the tenant's advisory lock.
+    /// connection, or on PostgreSQL the tenant's write turn (see `store::shared`), and
+    /// behind it the tenant's advisory lock.
     async fn waits_for_the_write_lock(store: &Store) -> bool {
         match store.backend() {
             Backend::Sqlite => store.writes_waiting() > 0,
-            Backend::Postgres => crate::store::testing::waits_for_an_advisory_lock(store).await,
+            Backend::Postgres => {
+                store.writes_waiting() > 0
+                    || crate::store::testing::waits_for_an_advisory_lock(store).await
+            }
         }
     }
 

@@ -5,21 +5,14 @@
 //! `options[search_path]`), so one PostgreSQL database serves every tenant and each
 //! tenant's queries see only its own rows, as with one SQLite file per tenant.
 
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use anyhow::Context;
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::audit;
-
-/// How long a write waits for its tenant's write lock before failing, as SQLite's
-/// writers wait for the write connection.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+use super::shared::{Share, Turns};
 
 /// `url` with its password masked, for messages (any URL: a SQLite one has none).
 pub fn redacted(url: &str) -> String {
@@ -34,6 +27,19 @@ pub fn redacted(url: &str) -> String {
         Err(_) if !url.contains('@') => url.to_owned(),
         Err(_) => "(unparseable)".to_owned(),
     }
+}
+
+/// The connection options of a `database.url`; an error naming the key (the password
+/// masked) when it is not PostgreSQL's.
+pub(super) fn options_of(url: &str) -> anyhow::Result<PgConnectOptions> {
+    use anyhow::Context;
+    use std::str::FromStr;
+    PgConnectOptions::from_str(url).with_context(|| {
+        format!(
+            "database.url `{}` is not a valid PostgreSQL URL",
+            redacted(url)
+        )
+    })
 }
 
 /// The database and server `options` point at, for messages (never the password).
@@ -61,17 +67,15 @@ pub(super) fn schema(options: &PgConnectOptions) -> Option<String> {
 /// Creates `schema` when missing. Two instances starting together may both try: the
 /// loser's "already exists" is success.
 pub(super) async fn create_schema(
-    options: &PgConnectOptions,
+    conn: &mut PgConnection,
     schema: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut conn = PgConnection::connect_with(options).await?;
     let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
     let created = sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS {quoted}"
     )))
-    .execute(&mut conn)
+    .execute(conn)
     .await;
-    conn.close().await.ok();
     match created {
         // unique_violation, duplicate_schema: created meanwhile by another.
         Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("23505" | "42P06")) => {
@@ -81,62 +85,11 @@ pub(super) async fn create_schema(
     }
 }
 
-/// The options of a pool whose connections write: one that comes back still in a
-/// transaction is closed. The audit chain's key is not theirs but each write
-/// transaction's (see [`WriteLock`]).
-pub(super) fn pool_options(max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(LOCK_TIMEOUT)
-        .after_release(|conn, _| {
-            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-        })
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SET lock_timeout = '{}ms'",
-                    LOCK_TIMEOUT.as_millis()
-                )))
-                .execute(&mut *conn)
-                .await
-                .map(drop)
-            })
-        })
-}
-
-/// Connects to `url` and takes the daemon's session lock on its schema (see
-/// [`super::lock::DaemonLock::serve_postgres`]): shared with other instances when
-/// `shared`, else alone. Returns the connection holding it (`None` when another session
-/// holds it in a conflicting way) and the database as messages show it.
-pub(super) async fn hold_daemon_lock(
-    url: &str,
-    shared: bool,
-) -> anyhow::Result<(Option<PgConnection>, String)> {
-    let options = PgConnectOptions::from_str(url).with_context(|| {
-        format!(
-            "database.url `{}` is not a valid PostgreSQL URL",
-            redacted(url)
-        )
-    })?;
-    let shown = describe(&options);
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .with_context(|| format!("cannot open the database {shown}"))?;
-    let digest = Sha256::digest(format!(
-        "wfmd daemon\n{}",
-        schema(&options).as_deref().unwrap_or("public")
-    ));
-    let key = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-    let statement = match shared {
-        true => "SELECT pg_try_advisory_lock_shared($1)",
-        false => "SELECT pg_try_advisory_lock($1)",
-    };
-    let held: bool = sqlx::query_scalar(statement)
-        .bind(key)
-        .fetch_one(&mut conn)
-        .await
-        .with_context(|| format!("cannot lock {shown}"))?;
-    Ok((held.then_some(conn), shown))
+/// The key of the daemon's session lock on the tenant whose tables are in `schema`
+/// (see [`super::lock::DaemonLock::serve_postgres`]).
+pub(super) fn daemon_lock_key(schema: &str) -> i64 {
+    let digest = Sha256::digest(format!("wfmd daemon\n{schema}"));
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 /// The advisory-lock key of the tenant whose tables are in `schema`.
@@ -275,14 +228,14 @@ impl WriteLock {
     /// a follower's is refused.
     pub(super) async fn begin(
         &self,
-        pool: &PgPool,
+        share: &Share,
         flushed: bool,
         role: InstanceRole,
-    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    ) -> Result<(Transaction<'static, Postgres>, Turns), sqlx::Error> {
         if role == InstanceRole::Follower {
             return Err(sqlx::Error::Configuration(Box::new(NotLeader)));
         }
-        let mut tx = pool.begin().await?;
+        let (mut tx, turns) = share.begin().await?;
         match role {
             _ if flushed => self.take_as(&mut tx, role).await?,
             InstanceRole::Leader { instance, term } => sqlx::query(
@@ -304,7 +257,7 @@ impl WriteLock {
             .await
             .map(drop)?,
         }
-        Ok(tx)
+        Ok((tx, turns))
     }
 }
 
@@ -325,11 +278,11 @@ pub(super) fn is_unavailable(code: &str) -> bool {
 /// Relays outbox commits between the instances serving a tenant, until `stop`: while
 /// this one leads, each change of `commits` (its own commits) is announced on
 /// `channel` with NOTIFY, naming `me`; while it follows, another instance's
-/// announcement wakes `wake`'s readers. Listens on a connection of its own, opened from
-/// `pool`'s settings. Announcements lost with a dropped connection are not missed for
-/// long: the readers poll too.
+/// announcement wakes `wake`'s readers. What is heard comes from the instance's one
+/// listener (see [`super::shared`]). Announcements lost with a dropped connection are
+/// not missed for long: the readers poll too.
 pub(super) async fn relay_outbox_commits(
-    pool: &PgPool,
+    share: &Share,
     channel: &str,
     me: &str,
     role: impl Fn() -> InstanceRole,
@@ -337,26 +290,7 @@ pub(super) async fn relay_outbox_commits(
     wake: impl Fn(),
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let listening = PgPoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .connect_lazy_with((*pool.connect_options()).clone());
-    let mut listener = loop {
-        let listened = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&listening).await?;
-            listener.listen(channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listened.await {
-            Ok(listener) => break listener,
-            Err(error) => tracing::debug!(%error, "cannot listen for the other instances' commits"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    };
+    let mut heard = share.pool().listen(channel);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -368,23 +302,18 @@ pub(super) async fn relay_outbox_commits(
                     && let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(channel)
                         .bind(me)
-                        .execute(pool)
+                        .execute(share)
                         .await
                 {
                     tracing::debug!(%error, "cannot announce outbox commits to the other instances");
                 }
             }
-            heard = listener.recv() => match heard {
-                Ok(note) if note.payload() != me && role() == InstanceRole::Follower => wake(),
+            note = heard.recv() => match note {
+                Ok(payload) if payload != me && role() == InstanceRole::Follower => wake(),
                 Ok(_) => {}
-                Err(error) => {
-                    // Reconnected at the next receive; meanwhile the readers poll.
-                    tracing::debug!(%error, "lost the connection listening for commits");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
+                // Notes missed: whatever they were, the readers look.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wake(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
         }
     }
@@ -393,6 +322,8 @@ pub(super) async fn relay_outbox_commits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_leaders_outbox_commits_wake_a_followers_readers() {

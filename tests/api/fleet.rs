@@ -33,10 +33,23 @@ fn server() -> &'static throwaway_postgres::Server {
     })
 }
 
+/// A server of PostgreSQL's default size (100 connections), where the issue's 60
+/// tenants on two instances did not start while each tenant had pools of its own.
+fn default_sized_server() -> &'static throwaway_postgres::Server {
+    static SERVER: OnceLock<throwaway_postgres::Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        throwaway_postgres::start(throwaway_postgres::Options {
+            max_connections: 100,
+            ..Default::default()
+        })
+    })
+}
+
 /// A database of the server, a simulator and a configuration of `tenants` tenants
 /// (`t1` … `tN`, all on the one simulator), for instances to be started on, and the
 /// instances serving now.
 struct Fleet {
+    server: &'static throwaway_postgres::Server,
     database: String,
     tenants: Vec<String>,
     file: PathBuf,
@@ -54,8 +67,12 @@ const TOKEN: &str = "wfmd_fleet_ops";
 
 impl Fleet {
     async fn new(tenants: usize) -> Fleet {
+        Fleet::new_on(server(), tenants).await
+    }
+
+    async fn new_on(server: &'static throwaway_postgres::Server, tenants: usize) -> Fleet {
         let sim = TestSim::default_tenant().await;
-        let url = tokio::task::spawn_blocking(|| server().fresh_database())
+        let url = tokio::task::spawn_blocking(|| server.fresh_database())
             .await
             .unwrap();
         let database = url.rsplit('/').next().unwrap().to_owned();
@@ -73,6 +90,7 @@ impl Fleet {
         );
         env.push(("WFMD_HA__CLUSTER_KEY".into(), CLUSTER_KEY.into()));
         Fleet {
+            server,
             database,
             tenants,
             file,
@@ -104,7 +122,7 @@ impl Fleet {
     }
 
     fn psql(&self, sql: &str) -> String {
-        server()
+        self.server
             .psql(&self.database, sql)
             .unwrap_or_else(|why| panic!("psql `{sql}` failed: {why}"))
     }
@@ -131,7 +149,7 @@ impl Fleet {
                 format!("SELECT '{id}' || ' ' || holder || ' ' || term FROM {id}.cluster_lease")
             })
             .collect();
-        let Ok(rows) = server().psql(&self.database, &terms.join(" UNION ALL ")) else {
+        let Ok(rows) = self.server.psql(&self.database, &terms.join(" UNION ALL ")) else {
             return BTreeMap::new();
         };
         rows.lines()
@@ -537,4 +555,81 @@ async fn an_instance_that_loses_its_liveness_session_stops_leading_at_once() {
         assert!(refused.contains("no longer leads"), "{refused}");
     }
     drop(a);
+}
+
+/// The issue's failing case: 60 tenants on two instances and a PostgreSQL of 100
+/// connections. Both start and lead their halves, and while every tenant is asked for
+/// changes through both instances at once, neither instance ever holds more than its
+/// `[database] max_connections` (16), as PostgreSQL's own sessions say.
+#[tokio::test]
+async fn sixty_tenants_on_two_instances_fit_postgresqls_default_100_connections_each_within_max_connections()
+ {
+    let fleet = Fleet::new_on(default_sized_server(), 60).await;
+    let a = fleet.start("wfmd-a", "10s").await;
+    let b = fleet.start("wfmd-b", "10s").await;
+    fleet
+        .settled("the 60 tenants were never all led", |c| c.len() == 2)
+        .await;
+
+    // The most connections each instance held at once, sampled from pg_stat_activity.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampling = tokio::task::spawn_blocking({
+        let (stop, database) = (stop.clone(), fleet.database.clone());
+        move || {
+            let mut most: BTreeMap<String, usize> = BTreeMap::new();
+            let mut samples = 0;
+            while !stop.is_cancelled() || samples < 3 {
+                let rows = default_sized_server()
+                    .psql(
+                        &database,
+                        "SELECT instance || ' ' || COUNT(*)
+                         FROM (SELECT split_part(application_name, ' ', 2) AS instance
+                               FROM pg_stat_activity
+                               WHERE application_name LIKE 'wfmd wfmd-%') AS s
+                         GROUP BY instance",
+                    )
+                    .unwrap();
+                for line in rows.lines() {
+                    let (instance, count) = line.split_once(' ').unwrap();
+                    let count: usize = count.parse().unwrap();
+                    let held = most.entry(instance.to_owned()).or_default();
+                    *held = (*held).max(count);
+                }
+                samples += 1;
+            }
+            most
+        }
+    });
+    let agent = fleet._sim.free_agents().remove(0).id;
+    let asks = fleet.tenants.iter().enumerate().map(|(n, tenant)| {
+        let through = if n % 2 == 0 { &a.address } else { &b.address };
+        let target = if n % 4 < 2 { "PAUSED" } else { "IDLE" };
+        let url = format!("{through}/v1/tenants/{tenant}/agents/{agent}/transitions");
+        async move {
+            http_client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({"state": target}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    stop.cancel();
+    let most = sampling.await.unwrap();
+    assert!(
+        answers.iter().all(|status| *status < 500),
+        "a change failed on the server's side: {answers:?}"
+    );
+    assert_eq!(
+        most.keys().collect::<Vec<_>>(),
+        ["wfmd-a", "wfmd-b"],
+        "{most:?}"
+    );
+    for (instance, held) in &most {
+        assert!(*held <= 16, "{instance} held {held} connections at once");
+    }
 }

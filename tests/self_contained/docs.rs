@@ -23,8 +23,8 @@ const FIRST_COMMANDS: [&str; 2] = [
 ];
 
 /// Names of the form `"wfmd_…"` in the code that are not metrics: the session cookie's,
-/// the schema the instances share.
-const NOT_METRICS: [&str; 2] = ["wfmd_session", "wfmd_cluster"];
+/// the schema the instances share, the schema a pooled connection searches between tenants.
+const NOT_METRICS: [&str; 3] = ["wfmd_session", "wfmd_cluster", "wfmd_no_tenant"];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -218,7 +218,8 @@ fn unnamed_parameters(path: &str) -> String {
     out
 }
 
-/// Every `METHOD /path` the API declares with `#[utoipa::path(method, path = "…")]`.
+/// Every `METHOD /path` the API declares with `#[utoipa::path(method, path = "…")]`,
+/// itself or through `console_page!`.
 fn declared_routes() -> BTreeSet<String> {
     let mut routes = BTreeSet::new();
     for file in rust_files(&root().join("src/api")) {
@@ -230,6 +231,11 @@ fn declared_routes() -> BTreeSet<String> {
             line_start.trim().is_empty().then_some(pair[1])
         });
         for declaration in attributes {
+            // A macro's template (`path = $path`) declares its routes where it is invoked.
+            let attribute = declaration.split(")]").next().unwrap_or_default();
+            if attribute.contains("path = $") {
+                continue;
+            }
             let method = declaration
                 .trim_start()
                 .split(|c: char| !c.is_ascii_alphabetic())
@@ -242,6 +248,14 @@ fn declared_routes() -> BTreeSet<String> {
                 .map(|(path, _)| path)
                 .unwrap_or_else(|| panic!("{}: a #[utoipa::path] without a path", file.display()));
             routes.insert(format!("{method} {path}"));
+        }
+        // `console_page!` declares a page's two GET routes as `name at "/path"`.
+        for invocation in before_tests(&text).split("\nconsole_page! {").skip(1) {
+            let invocation = invocation.split("\n}").next().unwrap_or_default();
+            for piece in invocation.split(" at \"").skip(1) {
+                let (path, _) = piece.split_once('"').unwrap_or_default();
+                routes.insert(format!("GET {path}"));
+            }
         }
     }
     routes

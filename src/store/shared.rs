@@ -1,0 +1,894 @@
+//! One PostgreSQL pool per instance, shared by all its tenants on that database.
+//!
+//! An instance opens, per database, `[database] max_connections` connections in all:
+//! one *session* (every tenant's daemon lock, see [`super::lock::DaemonLock`]), one
+//! *listener* (every tenant's outbox channel, see [`Store::relay_outbox_commits`]),
+//! with `[ha]` the leadership's liveness session (see [`crate::cluster::liveness`]),
+//! and the rest pooled. A tenant's store never holds a connection of its own: it
+//! checks one out of the shared pool through its [`Share`]s, which
+//!
+//! - point the connection at the tenant's schema first (`search_path`, in the round
+//!   trip that begins a transaction, or one of its own before a single statement),
+//!   and the pool points it back at a schema with no tables when it is given back
+//!   ([`NO_TENANT`]), so a connection used without its tenant's step fails rather than
+//!   reading another tenant's rows;
+//! - bound what one tenant holds (its *turns*, FIFO semaphores): one writer, one
+//!   housekeeper, readers up to a quarter of the pool, one download, and downloads of
+//!   the whole instance two at a time, so a burst on one tenant waits for its own
+//!   turns while the others find connections free.
+//!
+//! Writers of all tenants together hold at most half the pool: a write transaction may
+//! read through its store's read share meanwhile, and with every connection held by a
+//! writer waiting for a reader none would ever come back.
+//!
+//! [`Store::relay_outbox_commits`]: super::Store::relay_outbox_commits
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{
+    PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow, PgStatement,
+    PgTypeInfo,
+};
+use sqlx::{Connection, Either, Execute, Executor, PgConnection, Postgres, Transaction};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use super::ConnectionCounts;
+
+/// `[database] max_connections` unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// The fewest `[database] max_connections` allowed: the session, the listener, the
+/// liveness session and three pooled, so a writer that reads meanwhile always finds a
+/// second connection.
+pub const MIN_MAX_CONNECTIONS: u32 = 6;
+
+/// The schema a pooled connection searches while no tenant holds it: no tenant's, and
+/// never created, so an unqualified name there is no table at all.
+pub const NO_TENANT: &str = "wfmd_no_tenant";
+
+/// The fewest read turns a tenant has, whatever the pool's size: one report reads on
+/// three connections at once (two result streams and a lookup), and a tenant's read
+/// pool held four before the pool was shared.
+const MIN_READ_TURNS: usize = 4;
+
+/// Downloads of the whole instance at once, over all its tenants.
+const INSTANCE_EXPORTS: usize = 2;
+
+/// How long a checkout waits for a connection of the pool (after its turn), and a
+/// write for its tenant's write lock, before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The instance's PostgreSQL pools, one per database its tenants are on; cheap to
+/// clone. A command opening one store makes its own.
+#[derive(Debug, Clone)]
+pub struct SharedPools(Arc<Registry>);
+
+#[derive(Debug)]
+struct Registry {
+    max_connections: u32,
+    /// `application_name` of the instance's connections (`wfmd <instance>`), with
+    /// ` session`, ` listener` after it for those two.
+    name: String,
+    /// Whether a liveness session (`[ha]`) counts against `max_connections` too.
+    liveness: bool,
+    pools: Mutex<HashMap<String, Weak<SharedPool>>>,
+}
+
+impl SharedPools {
+    /// The pools of an instance named `instance` (its `[ha] instance_id`, or `None`),
+    /// of `max_connections` each in all, one of them the liveness session's when
+    /// `liveness`.
+    pub fn new(max_connections: u32, instance: Option<&str>, liveness: bool) -> SharedPools {
+        SharedPools(Arc::new(Registry {
+            max_connections: max_connections.max(MIN_MAX_CONNECTIONS),
+            name: instance.map_or_else(|| "wfmd".to_owned(), |id| format!("wfmd {id}")),
+            liveness,
+            pools: Mutex::default(),
+        }))
+    }
+
+    /// The pools of a process that opens one store (a command, a test).
+    pub fn private() -> SharedPools {
+        SharedPools::new(DEFAULT_MAX_CONNECTIONS, None, false)
+    }
+
+    /// How many connections of each database's `max_connections` are pooled: all but
+    /// the session, the listener and the liveness session.
+    pub fn pooled(&self) -> u32 {
+        self.0.max_connections - 2 - u32::from(self.0.liveness)
+    }
+
+    /// The shared pool of the database `options` name (its server, database and user;
+    /// the schema is each tenant's), made on first use without connecting.
+    pub(super) fn of(&self, options: &PgConnectOptions) -> Arc<SharedPool> {
+        let key = format!(
+            "{}:{}/{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or(""),
+            options.get_username()
+        );
+        let mut pools = self.0.pools.lock().expect("never poisoned");
+        if let Some(pool) = pools.get(&key).and_then(Weak::upgrade) {
+            return pool;
+        }
+        let pool = Arc::new(SharedPool::new(options, &self.0.name, self.pooled()));
+        pools.retain(|_, pool| pool.strong_count() > 0);
+        pools.insert(key, Arc::downgrade(&pool));
+        pool
+    }
+}
+
+/// One database's pool of an instance, with its session and its listener.
+#[derive(Debug)]
+pub(super) struct SharedPool {
+    pool: PgPool,
+    /// How many connections a tenant's reads hold at most.
+    read_turns: usize,
+    /// The instance's write turns, over all its tenants (see the module's doc).
+    writes: Arc<Semaphore>,
+    /// The instance's download turns.
+    exports: Arc<Semaphore>,
+    /// Checkouts queued right now, on a turn or on the pool.
+    waiting: AtomicUsize,
+    /// The tenants' stores open on it: the last to close closes it.
+    tenants: AtomicUsize,
+    session: Session,
+    listening: Arc<Listening>,
+    /// Ends the listener's task once the last store of the pool has gone.
+    stop: CancellationToken,
+}
+
+impl SharedPool {
+    fn new(options: &PgConnectOptions, name: &str, pooled: u32) -> SharedPool {
+        let pool = PgPoolOptions::new()
+            .max_connections(pooled)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // One still in a transaction is closed; the others search no tenant's
+            // schema until the next checkout sets one.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if conn.is_in_transaction() {
+                        return Ok(false);
+                    }
+                    point_at(conn, &quoted(NO_TENANT)).await?;
+                    Ok(true)
+                })
+            })
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SET lock_timeout = '{}ms'",
+                        ACQUIRE_TIMEOUT.as_millis()
+                    )))
+                    .execute(&mut *conn)
+                    .await?;
+                    // The options may carry the first tenant's search_path.
+                    point_at(conn, &quoted(NO_TENANT)).await
+                })
+            })
+            .connect_lazy_with(options.clone().application_name(name));
+        let read_turns = usize::try_from(pooled / 4).unwrap_or(1).max(MIN_READ_TURNS);
+        let writes = usize::try_from(pooled / 2).unwrap_or(1).max(1);
+        SharedPool {
+            pool,
+            read_turns,
+            writes: Arc::new(Semaphore::new(writes)),
+            exports: Arc::new(Semaphore::new(INSTANCE_EXPORTS)),
+            waiting: AtomicUsize::new(0),
+            tenants: AtomicUsize::new(0),
+            session: Session {
+                options: options.clone().application_name(&format!("{name} session")),
+                conn: tokio::sync::Mutex::default(),
+            },
+            listening: Arc::new(Listening {
+                options: options
+                    .clone()
+                    .application_name(&format!("{name} listener")),
+                channels: Mutex::default(),
+                added: tokio::sync::Notify::new(),
+                started: AtomicBool::new(false),
+            }),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The pool's connections now, and the checkouts waiting.
+    pub(super) fn connections(&self) -> ConnectionCounts {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        ConnectionCounts {
+            in_use: self.pool.size().saturating_sub(idle),
+            idle,
+            waiting: u32::try_from(self.waiting.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// A tenant's shares of the pool: its tables are in `search_path`.
+    pub(super) fn tenant(self: &Arc<Self>, search_path: &str) -> Arc<TenantShares> {
+        let pooled = usize::try_from(self.pool.options().get_max_connections()).unwrap_or(1);
+        self.tenants.fetch_add(1, Ordering::AcqRel);
+        Arc::new(TenantShares {
+            pool: Arc::clone(self),
+            search_path: quoted_path(search_path),
+            write: Arc::new(Semaphore::new(1)),
+            housekeeping: Arc::new(Semaphore::new(1)),
+            read: Arc::new(Semaphore::new(self.read_turns.min(pooled))),
+            downloads: Arc::new(Semaphore::new(1)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// A connection of the pool, counted as waiting while none is free.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let _queued = self.all_busy().then(|| Queued::on(&self.waiting));
+        self.pool.acquire().await
+    }
+
+    /// Creates `schema` when missing, on a connection of the pool (see
+    /// [`super::postgres::create_schema`]).
+    pub(super) async fn create_schema(&self, schema: &str) -> Result<(), sqlx::Error> {
+        let mut conn = self.connection().await?;
+        super::postgres::create_schema(&mut conn, schema).await
+    }
+
+    /// Whether a checkout would wait for a connection now.
+    fn all_busy(&self) -> bool {
+        self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections()
+    }
+
+    /// Takes `key`'s daemon lock on the instance's session (see
+    /// [`super::lock::DaemonLock::serve_postgres`]): shared or alone. Returns whether
+    /// it is held.
+    pub(super) async fn lock_daemon(&self, key: i64, shared: bool) -> Result<bool, sqlx::Error> {
+        let statement = match shared {
+            true => "SELECT pg_try_advisory_lock_shared($1)",
+            false => "SELECT pg_try_advisory_lock($1)",
+        };
+        self.session.run(statement, key).await
+    }
+
+    /// Gives `key`'s daemon lock back (a tenant removed by a reload), in the
+    /// background: nothing waits for it.
+    pub(super) fn unlock_daemon(self: &Arc<Self>, key: i64, shared: bool) {
+        if self.stop.is_cancelled() {
+            // Closed: the session ended, and its locks with it.
+            return;
+        }
+        let pool = Arc::clone(self);
+        let statement = match shared {
+            true => "SELECT pg_advisory_unlock_shared($1)",
+            false => "SELECT pg_advisory_unlock($1)",
+        };
+        crate::tasks::spawn(async move {
+            if let Err(error) = pool.session.run(statement, key).await {
+                tracing::debug!(%error, "cannot give a daemon lock back");
+            }
+        });
+    }
+
+    /// The notes other instances send on `channel` (their payloads), from the
+    /// instance's one listener, which listens on it from now on.
+    pub(super) fn listen(&self, channel: &str) -> broadcast::Receiver<String> {
+        let heard = {
+            let mut channels = self.listening.channels.lock().expect("never poisoned");
+            channels
+                .entry(channel.to_owned())
+                .or_insert_with(|| broadcast::channel(16).0)
+                .subscribe()
+        };
+        self.listening.added.notify_one();
+        if !self.listening.started.swap(true, Ordering::AcqRel) {
+            let listening = Arc::clone(&self.listening);
+            crate::tasks::spawn(listening.run(self.stop.clone()));
+        }
+        heard
+    }
+
+    /// Closes the pool and the session, and ends the listener (the last tenant gone).
+    async fn close(&self) {
+        self.stop.cancel();
+        self.pool.close().await;
+        if let Some(conn) = self.session.conn.lock().await.take() {
+            conn.close().await.ok();
+        }
+    }
+}
+
+impl Drop for SharedPool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The connection holding every tenant's daemon lock, opened on first use.
+#[derive(Debug)]
+struct Session {
+    options: PgConnectOptions,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl Session {
+    /// Runs `statement` (one of the advisory-lock functions) with `key`; a session
+    /// whose statement failed is dropped, and the next call opens another.
+    async fn run(&self, statement: &'static str, key: i64) -> Result<bool, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(PgConnection::connect_with(&self.options).await?);
+        }
+        let session = conn.as_mut().expect("opened above");
+        let done = sqlx::query_scalar(statement)
+            .bind(key)
+            .fetch_one(&mut *session)
+            .await;
+        if done.is_err() {
+            *conn = None;
+        }
+        done
+    }
+}
+
+/// The instance's one listener, on every channel a tenant's store asked for.
+#[derive(Debug)]
+struct Listening {
+    options: PgConnectOptions,
+    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+    /// Told when a channel is added, so the listener listens on it too.
+    added: tokio::sync::Notify,
+    started: AtomicBool,
+}
+
+impl Listening {
+    /// Listens until `stop`, reconnecting when the connection is lost; each note goes
+    /// to the stores of its channel. Notes sent while it reconnects are missed: the
+    /// readers poll too.
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(self.options.clone());
+        'connect: loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot listen for the other instances' commits");
+                    if pause(&stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut listened = std::collections::HashSet::new();
+            loop {
+                let wanted: Vec<String> = {
+                    let channels = self.channels.lock().expect("never poisoned");
+                    channels
+                        .keys()
+                        .filter(|c| !listened.contains(*c))
+                        .cloned()
+                        .collect()
+                };
+                if !wanted.is_empty() {
+                    if let Err(error) = listener.listen_all(wanted.iter().map(String::as_str)).await
+                    {
+                        tracing::debug!(%error, "cannot listen for the other instances' commits");
+                        if pause(&stop).await {
+                            return;
+                        }
+                        continue 'connect;
+                    }
+                    listened.extend(wanted);
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = self.added.notified() => {}
+                    heard = listener.recv() => match heard {
+                        Ok(note) => {
+                            let channels = self.channels.lock().expect("never poisoned");
+                            if let Some(stores) = channels.get(note.channel()) {
+                                let _ = stores.send(note.payload().to_owned());
+                            }
+                        }
+                        // Reconnected (its channels listened again) at the next receive.
+                        Err(error) => {
+                            tracing::debug!(%error, "lost the connection listening for commits");
+                            if pause(&stop).await {
+                                return;
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Waits a second before trying again; true when stopped meanwhile.
+async fn pause(stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => true,
+        () = tokio::time::sleep(Duration::from_secs(1)) => false,
+    }
+}
+
+/// One tenant's shares of its instance's pool, for all the clones of its store.
+#[derive(Debug)]
+pub(super) struct TenantShares {
+    pool: Arc<SharedPool>,
+    /// The tenant's `search_path`, quoted as `set_config` takes it.
+    search_path: String,
+    write: Arc<Semaphore>,
+    housekeeping: Arc<Semaphore>,
+    read: Arc<Semaphore>,
+    /// One download of the tenant at a time (see [`TenantShares::download`]).
+    downloads: Arc<Semaphore>,
+    closed: AtomicBool,
+}
+
+impl TenantShares {
+    pub(super) fn pool(&self) -> &Arc<SharedPool> {
+        &self.pool
+    }
+
+    /// The share of `kind`.
+    pub(super) fn share(self: &Arc<Self>, kind: ShareKind) -> Share {
+        Share {
+            tenant: Arc::clone(self),
+            kind,
+            download: Arc::default(),
+        }
+    }
+
+    /// The share of one download: its first checkout waits for the tenant's download
+    /// turn and one of the instance's two, held until the share and its clones are
+    /// gone, the download done. Its reads within take no turns of their own: a
+    /// download reads on up to three connections at once, and turns taken one by one
+    /// by two downloads could each wait for the other's.
+    pub(super) fn download(self: &Arc<Self>) -> Share {
+        self.share(ShareKind::Export)
+    }
+
+    /// Waits for the tenant's checkouts to come back and refuses new ones; the last
+    /// tenant of the pool closes it.
+    pub(super) async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for turns in [&self.write, &self.housekeeping, &self.read, &self.downloads] {
+            // Every permit back means no checkout of this kind is out.
+            let all = u32::try_from(turns.available_permits()).unwrap_or(0);
+            let _ = turns.acquire_many(all.max(1)).await;
+            turns.close();
+        }
+        if self.pool.tenants.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.pool.close().await;
+        }
+    }
+}
+
+/// Which of a tenant's shares a checkout takes its turn in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ShareKind {
+    /// Write transactions: one at a time, and within the instance's write turns.
+    Write,
+    /// Housekeeping's connection: one, within the instance's write turns.
+    Housekeeping,
+    /// Reads: up to a quarter of the pool (and at least [`MIN_READ_TURNS`]).
+    Read,
+    /// A download's reads: one download at a time, and two of the instance's.
+    Export,
+}
+
+/// A tenant's way into its instance's pool for one kind of work (see the module's
+/// doc); cheap to clone. Statements run on it as on a pool (`sqlx::Executor`), each
+/// on a connection checked out for it.
+#[derive(Debug, Clone)]
+pub struct Share {
+    tenant: Arc<TenantShares>,
+    kind: ShareKind,
+    /// A download's turns, once its first checkout took them.
+    download: Arc<tokio::sync::OnceCell<Turns>>,
+}
+
+/// The turns a checkout holds until its connection is given back (a download's, until
+/// the download is done).
+#[derive(Debug, Default)]
+pub struct Turns {
+    _tenant: Option<OwnedSemaphorePermit>,
+    _instance: Option<OwnedSemaphorePermit>,
+}
+
+impl Share {
+    /// The instance's pool this share is of.
+    pub(super) fn pool(&self) -> &SharedPool {
+        &self.tenant.pool
+    }
+
+    /// Waits for this share's turn (and the instance's, for writes and downloads).
+    async fn turns(&self) -> Result<Turns, sqlx::Error> {
+        let tenant = &self.tenant;
+        let waiting = &tenant.pool.waiting;
+        let (own, instance) = match self.kind {
+            ShareKind::Write => (&tenant.write, Some(&tenant.pool.writes)),
+            ShareKind::Housekeeping => (&tenant.housekeeping, Some(&tenant.pool.writes)),
+            ShareKind::Read => (&tenant.read, None),
+            ShareKind::Export => {
+                self.download
+                    .get_or_try_init(|| async {
+                        Ok::<_, sqlx::Error>(Turns {
+                            _tenant: Some(turn(&tenant.downloads, waiting).await?),
+                            _instance: Some(turn(&tenant.pool.exports, waiting).await?),
+                        })
+                    })
+                    .await?;
+                return Ok(Turns::default());
+            }
+        };
+        let own = turn(own, waiting).await?;
+        let instance = match instance {
+            Some(turns) => Some(turn(turns, waiting).await?),
+            None => None,
+        };
+        Ok(Turns {
+            _tenant: Some(own),
+            _instance: instance,
+        })
+    }
+
+    /// A connection searching the tenant's schema, held with its turns until it drops.
+    pub async fn acquire(&self) -> Result<Checkout, sqlx::Error> {
+        let turns = self.turns().await?;
+        let mut conn = self.tenant.pool.connection().await?;
+        point_at(&mut conn, &self.tenant.search_path).await?;
+        Ok(Checkout {
+            conn,
+            _turns: turns,
+        })
+    }
+
+    /// A transaction searching the tenant's schema (set for its length, in the round
+    /// trip that begins it: the schema names are quoted, so nothing in them is SQL),
+    /// and the turns to hold as long as it.
+    pub async fn begin(&self) -> Result<(Transaction<'static, Postgres>, Turns), sqlx::Error> {
+        let turns = self.turns().await?;
+        let pool = &self.tenant.pool;
+        // SET takes no snapshot, as a SELECT would: the transaction may still set its
+        // isolation level (a copy's snapshot does).
+        let begin = format!(
+            "BEGIN; SET LOCAL search_path TO {}",
+            self.tenant.search_path
+        );
+        let _queued = pool.all_busy().then(|| Queued::on(&pool.waiting));
+        let tx = pool.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+        Ok((tx, turns))
+    }
+}
+
+/// A permit of `turns`, counted in `waiting` while none is free.
+async fn turn(
+    turns: &Arc<Semaphore>,
+    waiting: &AtomicUsize,
+) -> Result<OwnedSemaphorePermit, sqlx::Error> {
+    if let Ok(permit) = Arc::clone(turns).try_acquire_owned() {
+        return Ok(permit);
+    }
+    let _queued = Queued::on(waiting);
+    // Bounded as the pool's own wait is: work that checks out twice at once on one
+    // share, twice over, fails as it would on a pool of that size, and does not hang.
+    match tokio::time::timeout(ACQUIRE_TIMEOUT, Arc::clone(turns).acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(sqlx::Error::PoolClosed),
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
+/// Counts one checkout as waiting until it drops (also when the wait is cancelled).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn on(waiting: &'a AtomicUsize) -> Queued<'a> {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Queued(waiting)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sets the connection's `search_path` for its session.
+async fn point_at(conn: &mut PgConnection, search_path: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('search_path', $1, false)")
+        .bind(search_path)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// `schema` as an identifier in a `search_path`.
+fn quoted(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+/// A URL's `search_path` option as `set_config` takes it: each schema quoted (the
+/// default `"$user", public` when none).
+fn quoted_path(search_path: &str) -> String {
+    search_path
+        .split(',')
+        .map(|s| s.trim().trim_matches('"'))
+        .filter(|s| !s.is_empty())
+        .map(quoted)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A connection checked out of the instance's pool through a [`Share`]; it derefs to
+/// the connection, and gives it and its turns back when it drops.
+#[derive(Debug)]
+pub struct Checkout {
+    conn: PoolConnection<Postgres>,
+    _turns: Turns,
+}
+
+impl std::ops::Deref for Checkout {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+type Step = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
+
+/// Statements run on a share as on a pool: each on a connection checked out for it.
+impl<'p> Executor<'p> for &'_ Share {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> futures::stream::BoxStream<'e, Step>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let share = self.clone();
+        // The rows borrow the checked-out connection, which the stream must own: a
+        // task of the stream's own feeds them through a channel of one, so a slow
+        // reader holds the producer back, row by row.
+        let (mut rows, received) = futures::channel::mpsc::channel::<Step>(1);
+        let produce = async move {
+            let mut conn = match share.acquire().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    let _ = rows.send(Err(error)).await;
+                    return;
+                }
+            };
+            let mut steps = conn.fetch_many(query);
+            while let Some(step) = steps.next().await {
+                if rows.send(step).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let produce = futures::stream::once(produce).filter_map(|()| async { None });
+        Box::pin(futures::stream::select(produce, received))
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures::future::BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let share = self.clone();
+        Box::pin(async move { share.acquire().await?.fetch_optional(query).await })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: sqlx::SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> futures::future::BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        let share = self.clone();
+        Box::pin(async move { share.acquire().await?.prepare_with(sql, parameters).await })
+    }
+
+    fn describe<'e>(
+        self,
+        sql: sqlx::SqlStr,
+    ) -> futures::future::BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        let share = self.clone();
+        Box::pin(async move { share.acquire().await?.describe(sql).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::audit::{self, AuditKey, NewEntry};
+    use crate::store::{Db, Store, execute, fetch_scalar};
+
+    /// Tenants `names` (schemas of their own) on one fresh database, through one
+    /// instance's `pools`, each keyed with a key of its own.
+    async fn tenants_on(pools: &SharedPools, names: &[&str]) -> Vec<(Store, AuditKey)> {
+        let url = throwaway_postgres::shared().fresh_database();
+        let mut stores = Vec::new();
+        for name in names {
+            let key = AuditKey::new(&name.repeat(40).into());
+            let tenant = format!("{url}?options[search_path]={name}");
+            let store = Store::open_in(&tenant, Some(key.clone()), pools)
+                .await
+                .unwrap();
+            stores.push((store, key));
+        }
+        stores
+    }
+
+    async fn append(store: &Store, subject: &str) {
+        let mut tx = store.begin_write().await.unwrap();
+        audit::append(
+            &mut tx,
+            &NewEntry {
+                at: crate::store::from_ms(1_790_000_000_000),
+                actor: "api",
+                action: "transition.succeeded",
+                agent_id: Some("u_001"),
+                subject_id: Some(subject),
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// The smallest pool (four pooled connections), two tenants writing and reading in
+    /// turn: each connection serves both, and each tenant sees only its own rows, its
+    /// chain verifying with its own key. A connection used without a tenant's step
+    /// finds no table at all.
+    #[tokio::test]
+    async fn no_tenant_reads_another_tenants_rows_or_key_through_a_connection_they_shared() {
+        let pools = SharedPools::new(MIN_MAX_CONNECTIONS, Some("isolation"), false);
+        let tenants = tenants_on(&pools, &["alpha", "beta"]).await;
+        for round in 0..12 {
+            for (store, _) in &tenants {
+                append(store, &format!("{}-{round}", store.schema().unwrap())).await;
+                let subjects: Vec<String> = crate::store::fetch_scalar!(
+                    store.reader(),
+                    all,
+                    "SELECT DISTINCT split_part(subject_id, '-', 1) FROM audit_log
+                     WHERE action = 'transition.succeeded'"
+                )
+                .unwrap();
+                assert_eq!(subjects, [store.schema().unwrap()], "round {round}");
+            }
+        }
+        let Db::Postgres(share) = tenants[0].0.reader().db() else {
+            unreachable!("PostgreSQL")
+        };
+        let pool = share.pool();
+        assert!(
+            pool.pool.size() <= 4,
+            "the two tenants shared at most four connections"
+        );
+        for (store, key) in &tenants {
+            let verified = audit::verify_with(store.reader(), Some(key)).await.unwrap();
+            assert_eq!(verified.first_break, None, "{verified:?}");
+            assert!(verified.entries >= 12, "{verified:?}");
+            assert!(verified.keyed_from.is_some(), "{verified:?}");
+        }
+        // Beta's chain, checked with alpha's key, breaks at once: no entry of it was
+        // keyed with alpha's.
+        let crossed = audit::verify_with(tenants[1].0.reader(), Some(&tenants[0].1))
+            .await
+            .unwrap();
+        assert!(crossed.first_break.is_some(), "{crossed:?}");
+        let mut bare = pool.pool.acquire().await.unwrap();
+        let skipped = sqlx::query("SELECT COUNT(*) FROM audit_log")
+            .execute(&mut *bare)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(skipped.contains("does not exist"), "{skipped}");
+        drop(bare);
+        for (store, _) in tenants {
+            store.close().await;
+        }
+    }
+
+    /// One tenant floods the pool with writes, reads and downloads that each hold their
+    /// connection a while; another tenant's change and read go through while the flood
+    /// still has work queued, and the queue shows as `waiting`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_on_one_tenant_leaves_another_tenants_change_its_turn() {
+        let pools = SharedPools::new(DEFAULT_MAX_CONNECTIONS, Some("fairness"), false);
+        let tenants = tenants_on(&pools, &["flood", "calm"]).await;
+        let (flood, calm) = (tenants[0].0.clone(), tenants[1].0.clone());
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut work = tokio::task::JoinSet::new();
+        const EACH: usize = 20;
+        for n in 0..EACH * 3 {
+            let (store, done) = (flood.clone(), Arc::clone(&done));
+            crate::tasks::spawn_in(&mut work, async move {
+                match n % 3 {
+                    0 => {
+                        let mut tx = store.begin_write().await.unwrap();
+                        execute!(&mut tx, "SELECT pg_sleep(0.05)").unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                    1 => {
+                        execute!(store.reader(), "SELECT pg_sleep(0.05)").unwrap();
+                    }
+                    _ => {
+                        let download = store.for_exports();
+                        execute!(download.reader(), "SELECT pg_sleep(0.05)").unwrap();
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let Db::Postgres(share) = flood.reader().db() else {
+            unreachable!("PostgreSQL")
+        };
+        let pool = share.pool();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while pool.connections().waiting == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the flood never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+        let mut tx = calm.begin_write().await.unwrap();
+        execute!(
+            &mut tx,
+            "INSERT INTO write_probe (id, at) VALUES (1, 1)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+        let read: i64 =
+            fetch_scalar!(calm.reader(), one, "SELECT COUNT(*) FROM write_probe").unwrap();
+        let flooded = done.load(Ordering::SeqCst);
+        assert_eq!(read, 1);
+        assert!(
+            flooded < EACH * 3,
+            "the calm tenant's change went through only once the flood was done ({flooded})"
+        );
+        assert!(
+            pool.connections().in_use + pool.connections().idle <= pools.pooled(),
+            "{:?}",
+            pool.connections()
+        );
+        while work.join_next().await.transpose().unwrap().is_some() {}
+        assert_eq!(done.load(Ordering::SeqCst), EACH * 3);
+        for (store, _) in tenants {
+            store.close().await;
+        }
+    }
+
+    #[test]
+    fn a_search_path_is_quoted_schema_by_schema() {
+        assert_eq!(quoted_path("bpo_alpha"), "\"bpo_alpha\"");
+        assert_eq!(quoted_path("a, \"b\""), "\"a\", \"b\"");
+    }
+}
