@@ -46,6 +46,7 @@ pub mod roster;
 pub mod samples;
 pub mod schedules;
 pub mod schema;
+mod sqlite_idle;
 pub mod tickets;
 
 use std::sync::Arc;

@@ -50,6 +50,7 @@ mod rules;
 mod schedule_imports;
 mod schema_parity;
 mod sessions;
+mod sqlite_tenants;
 mod strangers;
 mod sync;
 mod tenant_api;
