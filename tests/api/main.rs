@@ -49,6 +49,7 @@ mod rta;
 mod rules;
 mod schedule_imports;
 mod schema_parity;
+mod schemas_apart;
 mod sessions;
 mod sqlite_tenants;
 mod strangers;
