@@ -28,12 +28,11 @@
 //!   tenant at rest on PostgreSQL. The connections do not decide it alone: each idle
 //!   one holds a thread's stack, its page cache, its prepared statements and the
 //!   parsed schema, about 0.2 MB (the five-connection tenant less the two-connection
-//!   one, over three); the rest is the tenant's engine (its tasks, caches, platform
-//!   client and live state);
+//!   one, over three); the rest lies outside the tenant's database connections;
 //! - CPU at rest: reported (the tenants' pollers and sync), to see that fewer
 //!   connections did not cost CPU in reopening.
 //!
-//! Run: `cargo bench --bench sqlite_tenants`; about three minutes on a 2-core machine.
+//! Run: `cargo bench --bench sqlite_tenants`; about five minutes on a 2-core machine.
 //! Linux only: reads /proc.
 
 // A bench drives the daemon from outside, in no tenant's scope: it spawns plainly
