@@ -46,7 +46,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use wfmd::sim::SimConfig;
 
 const DEFAULT_TENANTS: usize = 200;
@@ -185,32 +184,11 @@ impl Daemon {
             .spawn()
             .unwrap();
         let mut daemon = Daemon { child, _dir: dir };
-        daemon
-            .wait_ready(http, &format!("http://127.0.0.1:{port}"), tenants)
+        let log = daemon._dir.path().join("wfmd.log");
+        let url = format!("http://127.0.0.1:{port}");
+        common::wait_tenants_ready(&mut daemon.child, &log, http, &url, tenants, READY_WITHIN)
             .await;
         daemon
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client, url: &str, tenants: usize) {
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self._dir.path().join("wfmd.log"));
-                panic!("wfmd exited ({status}) before it was ready: {log:?}");
-            }
-            if let Ok(response) = http.get(format!("{url}/v1/tenants")).send().await
-                && let Ok(Value::Array(listed)) = response.json::<Value>().await
-                && listed.len() == tenants
-                && listed.iter().all(|t| t["ready"] == true)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the tenants were not all ready within {READY_WITHIN:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
     }
 
     /// Threads, memory and CPU after [`SETTLE`], over [`QUIET`].
