@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Daemon, TestSim, eventually, eventually_within, http_client};
+use crate::helpers::{Daemon, TestSim, eventually, eventually_within, http_client, try_get_json};
 
 /// The server of this test: statements and plans logged as JSON lines under
 /// `data/pglog`.
@@ -178,14 +178,7 @@ async fn workload(address: &str, id: &str, sim: &TestSim) {
         .unwrap();
     let job_id = job["job_id"].as_str().unwrap().to_owned();
     eventually(&format!("{id}'s bulk job completes"), async || {
-        let view: Value = http
-            .get(format!("{base}/bulk-transitions/{job_id}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let view = try_get_json(&http, &format!("{base}/bulk-transitions/{job_id}")).await?;
         (view["status"] == "completed")
             .then_some(())
             .ok_or_else(|| view["status"].to_string())
