@@ -62,7 +62,7 @@ mod tests {
     use super::*;
 
     /// A burst of reads opens readers beside each other; once it is over two stay, and
-    /// reads one after another open no further one.
+    /// two stay after reads one after another.
     #[tokio::test]
     async fn a_burst_of_reads_leaves_two_readers_open() {
         let dir = tempfile::tempdir().unwrap();
