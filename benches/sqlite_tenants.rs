@@ -11,9 +11,10 @@
 //!
 //! Why threads: sqlx's SQLite driver runs every open connection on a thread of its own,
 //! so a tenant costs a thread per connection it keeps open. Before #56 a tenant kept
-//! five at rest (its writer, its housekeeping writer and three readers: the pool hands
-//! out its idle connections oldest first, so a steady trickle of reads kept every
-//! reader the start had opened). A tenant needs three at rest: the writer (every write
+//! five at rest: its writer, and the readers and housekeeping writer its start had
+//! opened (the pool hands out its idle connections oldest first, so a steady trickle
+//! of reads kept every reader in use now and then, none idle for its ten minutes). A
+//! tenant needs three at rest: the writer (every write
 //! goes through it, several a minute at rest with the pollers on) and two readers (its
 //! pollers read every second or two, two at once every other second: with one reader
 //! kept, the second was reopened each time, 14 connections a second for 50 tenants,
