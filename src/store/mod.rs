@@ -47,6 +47,7 @@ pub mod samples;
 pub mod schedules;
 pub mod schema;
 pub mod shared;
+mod sqlite_idle;
 pub mod tickets;
 
 use std::sync::Arc;
