@@ -64,27 +64,6 @@ pub(super) fn schema(options: &PgConnectOptions) -> Option<String> {
     (!first.is_empty()).then(|| first.to_owned())
 }
 
-/// Creates `schema` when missing. Two instances starting together may both try: the
-/// loser's "already exists" is success.
-pub(super) async fn create_schema(
-    conn: &mut PgConnection,
-    schema: &str,
-) -> Result<(), sqlx::Error> {
-    let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
-    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA IF NOT EXISTS {quoted}"
-    )))
-    .execute(conn)
-    .await;
-    match created {
-        // unique_violation, duplicate_schema: created meanwhile by another.
-        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("23505" | "42P06")) => {
-            Ok(())
-        }
-        other => other.map(drop),
-    }
-}
-
 /// The key of the daemon's session lock on the tenant whose tables are in `schema`
 /// (see [`super::lock::DaemonLock::serve_postgres`]).
 pub(super) fn daemon_lock_key(schema: &str) -> i64 {

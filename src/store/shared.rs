@@ -232,11 +232,25 @@ impl SharedPool {
         self.pool.acquire().await
     }
 
-    /// Creates `schema` when missing, on a connection of the pool (see
-    /// [`super::postgres::create_schema`]).
+    /// Creates `schema` when missing, on a connection of the pool. Two instances
+    /// starting together may both try: the loser's "already exists" is success.
     pub(super) async fn create_schema(&self, schema: &str) -> Result<(), sqlx::Error> {
         let mut conn = self.connection().await?;
-        super::postgres::create_schema(&mut conn, schema).await
+        let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {quoted}"
+        )))
+        .execute(&mut *conn)
+        .await;
+        match created {
+            // unique_violation, duplicate_schema: created meanwhile by another.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("23505" | "42P06")) =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
     }
 
     /// Whether a checkout would wait for a connection now.
