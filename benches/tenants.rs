@@ -228,26 +228,16 @@ impl Daemon {
     }
 
     async fn wait_ready(&mut self, http: &reqwest::Client, tenants: usize) {
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self._dir.path().join("wfmd.log"));
-                panic!("wfmd exited ({status}) before it was ready: {log:?}");
-            }
-            let listed = http.get(format!("{}/v1/tenants", self.url)).send().await;
-            if let Ok(response) = listed
-                && let Ok(Value::Array(listed)) = response.json::<Value>().await
-                && listed.len() == tenants
-                && listed.iter().all(|t| t["ready"] == true)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the tenants were not all ready within {READY_WITHIN:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let log = self._dir.path().join("wfmd.log");
+        common::wait_tenants_ready(
+            &mut self.child,
+            &log,
+            http,
+            &self.url,
+            tenants,
+            READY_WITHIN,
+        )
+        .await;
     }
 
     fn pid(&self) -> u32 {

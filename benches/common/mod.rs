@@ -66,6 +66,38 @@ impl CpuTimes {
     }
 }
 
+/// Waits until `GET {url}/v1/tenants` of the daemon `child` lists `tenants` tenants,
+/// every one ready; panics with the daemon's log (`log`) if it exits first, or after
+/// `within`.
+pub async fn wait_tenants_ready(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    http: &reqwest::Client,
+    url: &str,
+    tenants: usize,
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(log);
+            panic!("wfmd exited ({status}) before it was ready: {log:?}");
+        }
+        if let Ok(response) = http.get(format!("{url}/v1/tenants")).send().await
+            && let Ok(serde_json::Value::Array(listed)) = response.json::<serde_json::Value>().await
+            && listed.len() == tenants
+            && listed.iter().all(|t| t["ready"] == true)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tenants were not all ready within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// `MET` or `MISSED`, printed beside each figure.
 pub fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "MISSED" }

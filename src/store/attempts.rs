@@ -47,31 +47,60 @@ pub async fn insert_with(
     row: &AttemptRow,
     grounds: Grounds<'_>,
 ) -> Result<(), sqlx::Error> {
-    let (source, age_ms) = grounds.schedule_source.unzip();
+    insert_all_with(conn, &[(row, grounds)]).await
+}
+
+/// [`insert_with`] for many attempts, in one statement whatever their number (the
+/// records of many changes share one transaction: the engine's group commit).
+pub async fn insert_all_with(
+    conn: &mut impl AsConn,
+    rows: &[(&AttemptRow, Grounds<'_>)],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(row, grounds)| {
+            let (source, age_ms) = grounds.schedule_source.unzip();
+            serde_json::json!([
+                row.id,
+                row.idempotency_key,
+                row.agent_id,
+                row.from_state,
+                row.target_state,
+                row.reason,
+                row.origin,
+                row.actor,
+                row.outcome,
+                row.violation,
+                row.error,
+                row.latency_ms,
+                row.requested_at,
+                row.completed_at,
+                source,
+                age_ms,
+                grounds.unchecked
+            ])
+        })
+        .collect();
     execute!(
         conn,
         sqlx::AssertSqlSafe(format!(
             "INSERT INTO transition_attempts
              ({COLUMNS}, schedule_source, schedule_age_ms, compliance_unchecked)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+                json_extract(value, '$[8]'), json_extract(value, '$[9]'),
+                json_extract(value, '$[10]'), CAST(json_extract(value, '$[11]') AS BIGINT),
+                CAST(json_extract(value, '$[12]') AS BIGINT),
+                CAST(json_extract(value, '$[13]') AS BIGINT), json_extract(value, '$[14]'),
+                CAST(json_extract(value, '$[15]') AS BIGINT), json_extract(value, '$[16]')
+         FROM json_each($1)"
         )),
-        &row.id,
-        &row.idempotency_key,
-        &row.agent_id,
-        &row.from_state,
-        &row.target_state,
-        &row.reason,
-        &row.origin,
-        &row.actor,
-        &row.outcome,
-        &row.violation,
-        &row.error,
-        row.latency_ms,
-        row.requested_at,
-        row.completed_at,
-        source,
-        age_ms,
-        grounds.unchecked
+        serde_json::Value::Array(rows).to_string()
     )
     .map(drop)
 }

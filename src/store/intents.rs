@@ -18,6 +18,7 @@
 //! transition` beside the daemon writes none.
 
 use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
+use serde_json::json;
 use sqlx::FromRow;
 
 /// One intent, as stored. Times are Unix milliseconds.
@@ -41,31 +42,70 @@ const COLUMNS: &str = "attempt_id, agent_id, target_state, reason, origin, actor
      idempotency_key, requested_at, owner, term";
 
 pub async fn insert(conn: &mut impl AsConn, row: &IntentRow) -> Result<(), sqlx::Error> {
+    insert_all(conn, &[row]).await
+}
+
+/// Writes `rows`, each replacing a left-over intent of its attempt (a retry with its
+/// key), in one statement whatever their number: the intents of many changes share one
+/// transaction (the engine's group commit).
+pub async fn insert_all(conn: &mut impl AsConn, rows: &[&IntentRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            json!([
+                row.attempt_id,
+                row.agent_id,
+                row.target_state,
+                row.reason,
+                row.origin,
+                row.actor,
+                row.idempotency_key,
+                row.requested_at,
+                row.owner,
+                row.term
+            ])
+        })
+        .collect();
+    // `WHERE true`: SQLite would read `ON` as the start of a join without it.
     execute!(
         conn,
         sqlx::AssertSqlSafe(format!(
-            "INSERT INTO transition_intents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO transition_intents ({COLUMNS})
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                    json_extract(value, '$[6]'), CAST(json_extract(value, '$[7]') AS BIGINT),
+                    json_extract(value, '$[8]'), CAST(json_extract(value, '$[9]') AS BIGINT)
+             FROM json_each($1) WHERE true
+             ON CONFLICT (attempt_id) DO UPDATE SET
+                 agent_id = excluded.agent_id, target_state = excluded.target_state,
+                 reason = excluded.reason, origin = excluded.origin, actor = excluded.actor,
+                 idempotency_key = excluded.idempotency_key,
+                 requested_at = excluded.requested_at, owner = excluded.owner,
+                 term = excluded.term"
         )),
-        &row.attempt_id,
-        &row.agent_id,
-        &row.target_state,
-        &row.reason,
-        &row.origin,
-        &row.actor,
-        &row.idempotency_key,
-        row.requested_at,
-        &row.owner,
-        row.term
+        serde_json::Value::Array(rows).to_string()
     )
     .map(drop)
 }
 
 /// Removes the intent of `attempt_id`, in the transaction that records its outcome.
 pub async fn delete(conn: &mut impl AsConn, attempt_id: &str) -> Result<(), sqlx::Error> {
+    delete_all(conn, &[attempt_id]).await
+}
+
+/// Removes the intents of `attempt_ids`, in one statement.
+pub async fn delete_all(conn: &mut impl AsConn, attempt_ids: &[&str]) -> Result<(), sqlx::Error> {
+    if attempt_ids.is_empty() {
+        return Ok(());
+    }
     execute!(
         conn,
-        "DELETE FROM transition_intents WHERE attempt_id = $1",
-        attempt_id
+        "DELETE FROM transition_intents WHERE attempt_id IN (SELECT value FROM json_each($1))",
+        json!(attempt_ids).to_string()
     )
     .map(drop)
 }
@@ -147,6 +187,31 @@ mod tests {
         delete(&mut tx, "att_1").await.unwrap();
         assert!(!is_left(&mut tx, "att_1").await.unwrap(), "recorded");
         tx.commit().await.unwrap();
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn an_intent_written_again_for_its_attempt_replaces_the_one_left(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let row = |requested_at, owner: &str| IntentRow {
+            attempt_id: "att_1".into(),
+            agent_id: "u_001".into(),
+            target_state: "READY".into(),
+            reason: "WORKING".into(),
+            origin: "api".into(),
+            actor: "desk".into(),
+            idempotency_key: Some("k-1".into()),
+            requested_at,
+            owner: owner.into(),
+            term: Some(0),
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        insert_all(&mut tx, &[&row(1_000, "p1")]).await.unwrap();
+        // A retry with its key, by the next process, after the first was cut short.
+        insert_all(&mut tx, &[&row(5_000, "p2")]).await.unwrap();
+        tx.commit().await.unwrap();
+        let left = by_idempotency_key(store.reader(), "k-1").await.unwrap();
+        assert_eq!(left, Some(row(5_000, "p2")));
     }
 
     #[apply(backends)]

@@ -47,6 +47,7 @@ pub mod samples;
 pub mod schedules;
 pub mod schema;
 pub mod shared;
+mod sqlite_idle;
 pub mod tickets;
 
 use std::sync::Arc;
@@ -450,8 +451,15 @@ impl Store {
             Db::Postgres(share) => {
                 let flushed = !sqlite_statement.contains("NORMAL");
                 let role = role.unwrap_or_else(|| self.write_lock.role());
+                // An unflushed write takes no write lock: its own turn lets it commit
+                // beside a flushed one instead of queueing behind it and its flush.
+                let share = if flushed {
+                    share.clone()
+                } else {
+                    share.of_kind(shared::ShareKind::Unflushed)
+                };
                 self.write_lock
-                    .begin(share, flushed, role)
+                    .begin(&share, flushed, role)
                     .await
                     .map(|(tx, turns)| Tx(Db::Postgres(tx), Some(turns)))
             }

@@ -1,5 +1,6 @@
 //! Opening the store: the SQLite file (created private, its pools: one writer, one
-//! housekeeping writer that gives way, readers, downloads) or the PostgreSQL pools,
+//! housekeeping writer that gives way, readers, downloads; at rest only the writer and
+//! two readers stay open: see [`sqlite_idle`](super::sqlite_idle)) or the PostgreSQL pools,
 //! with the audit chain's key held by every SQLite connection that writes and by
 //! every PostgreSQL write transaction.
 
@@ -16,7 +17,7 @@ use sqlx::sqlite::{
 use super::shared::{ShareKind, SharedPools};
 use super::{
     BUSY_TIMEOUT, Backend, Db, EXPORT_CONNECTIONS, PREEMPTION_CHECK_OPS, Pool, Preemption,
-    READ_CONNECTIONS, Store, audit, postgres,
+    READ_CONNECTIONS, Store, audit, postgres, sqlite_idle,
 };
 
 impl Store {
@@ -119,19 +120,18 @@ impl Store {
         // [`Housekeeping::finish`] does, after giving the turn back.
         let housekeeping =
             single_writer(audit_key.clone(), Some(Arc::clone(&preemption)), "NORMAL")
+                .idle_timeout(sqlite_idle::RARELY_USED_IDLE)
                 .connect_lazy_with(
                     options
                         .clone()
                         .synchronous(SqliteSynchronous::Normal)
                         .pragma("wal_autocheckpoint", "0"),
                 );
-        let read = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
+        // Lazily: the writer above has just shown that the file opens.
+        let read = sqlite_idle::readers(READ_CONNECTIONS).connect_lazy_with(options.clone());
         let exports = SqlitePoolOptions::new()
             .max_connections(EXPORT_CONNECTIONS)
+            .idle_timeout(sqlite_idle::RARELY_USED_IDLE)
             .connect_lazy_with(options.clone());
         Ok(Store {
             write: Pool(Db::Sqlite(write)),

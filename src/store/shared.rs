@@ -13,6 +13,7 @@
 //!   ([`NO_TENANT`]), so a connection used without its tenant's step fails rather than
 //!   reading another tenant's rows;
 //! - bound what one tenant holds (its *turns*, FIFO semaphores): one writer, one
+//!   writer of intents (unflushed, taking no write lock, so beside the other), one
 //!   housekeeper, readers up to a quarter of the pool, one download, and downloads of
 //!   the whole instance two at a time, so a burst on one tenant waits for its own
 //!   turns while the others find connections free.
@@ -217,6 +218,7 @@ impl SharedPool {
             pool: Arc::clone(self),
             search_path: quoted_path(search_path),
             write: Arc::new(Semaphore::new(1)),
+            unflushed: Arc::new(Semaphore::new(1)),
             housekeeping: Arc::new(Semaphore::new(1)),
             read: Arc::new(Semaphore::new(self.read_turns.min(pooled))),
             downloads: Arc::new(Semaphore::new(1)),
@@ -438,6 +440,9 @@ pub(super) struct TenantShares {
     /// The tenant's `search_path`, quoted as `set_config` takes it.
     search_path: String,
     write: Arc<Semaphore>,
+    /// Unflushed writes (a change's intent), which take no write lock: one at a time,
+    /// beside the flushed writer rather than behind it.
+    unflushed: Arc<Semaphore>,
     housekeeping: Arc<Semaphore>,
     read: Arc<Semaphore>,
     /// One download of the tenant at a time (see [`TenantShares::download`]).
@@ -491,6 +496,9 @@ impl TenantShares {
 pub(super) enum ShareKind {
     /// Write transactions: one at a time, and within the instance's write turns.
     Write,
+    /// Unflushed write transactions (intents): one at a time, beside `Write`'s, and
+    /// within the instance's write turns.
+    Unflushed,
     /// Housekeeping's connection: one, within the instance's write turns.
     Housekeeping,
     /// Reads: up to a quarter of the pool (and at least [`MIN_READ_TURNS`]).
@@ -519,6 +527,11 @@ pub struct Turns {
 }
 
 impl Share {
+    /// The same tenant's share of another kind.
+    pub(super) fn of_kind(&self, kind: ShareKind) -> Share {
+        self.tenant.share(kind)
+    }
+
     /// The instance's pool this share is of.
     pub(super) fn pool(&self) -> &SharedPool {
         &self.tenant.pool
@@ -530,6 +543,7 @@ impl Share {
         let waiting = &tenant.pool.waiting;
         let (own, instance) = match self.kind {
             ShareKind::Write => (&tenant.write, Some(&tenant.pool.writes)),
+            ShareKind::Unflushed => (&tenant.unflushed, Some(&tenant.pool.writes)),
             ShareKind::Housekeeping => (&tenant.housekeeping, Some(&tenant.pool.writes)),
             ShareKind::Read => (&tenant.read, None),
             ShareKind::Export => {

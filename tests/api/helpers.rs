@@ -726,6 +726,12 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// The JSON body of `GET url`, or why there is none (yet): for [`eventually`].
+pub async fn try_get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let response = http.get(url).send().await.map_err(|e| e.to_string())?;
+    response.json().await.map_err(|e| e.to_string())
+}
+
 /// The body of `GET url`, as text.
 pub async fn get_text(url: &str) -> String {
     let response = http_client().get(url).send().await.unwrap();

@@ -72,7 +72,10 @@ pub(crate) fn tenants_file_in(
             sim.base_url, sim.token_url, sim.client_id
         ));
         env.push((
-            format!("WFMD_TENANTS__{}__CXONE__CLIENT_SECRET", id.to_uppercase()),
+            format!(
+                "WFMD_TENANTS__{}__CXONE__CLIENT_SECRET",
+                id.to_uppercase().replace('-', "_")
+            ),
             sim.client_secret.clone(),
         ));
     }

@@ -38,7 +38,8 @@
 //! no call. Single changes from the API and CLI always go to the platform.
 //!
 //! Submodules: `check` (the compliance check), `record` (committing what an attempt
-//! did), `deferring` (changes that wait for a busy agent), `settle` (intents whose
+//! did), `group_commit` (the intents and records of concurrent changes committed
+//! together), `deferring` (changes that wait for a busy agent), `settle` (intents whose
 //! record failed), `types` (requests, outcomes, errors).
 
 use std::sync::Arc;
@@ -60,6 +61,7 @@ use deferral::{Defer, Deferral};
 mod check;
 pub mod deferral;
 mod deferring;
+mod group_commit;
 mod record;
 #[cfg(test)]
 mod refused_schedules;
@@ -92,6 +94,9 @@ pub const ADOPT_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// Validates, executes and records agent state changes. Cheap to share behind an `Arc`.
 pub struct TransitionEngine {
     store: Store,
+    /// The queue the intents and records of changes in flight are committed from,
+    /// several to a transaction (see `group_commit`).
+    writes: group_commit::GroupCommit,
     platform: Arc<dyn ContactCenter>,
     /// Schedule and break-status lookups, shared with the schedule book.
     lookups: Arc<Lookups>,
@@ -131,6 +136,7 @@ impl TransitionEngine {
     pub fn new(store: Store, platform: Arc<dyn ContactCenter>, schedule_ttl: Duration) -> Self {
         TransitionEngine {
             lookups: Arc::new(Lookups::new(platform.clone(), schedule_ttl)),
+            writes: group_commit::GroupCommit::new(store.clone()),
             store,
             platform,
             agents: Arc::default(),

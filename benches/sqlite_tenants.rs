@@ -1,0 +1,277 @@
+//! Many tenants on SQLite in one process (#56, item 4): `wfmd serve` as a child process
+//! with 200 tenants (`WFMD_BENCH_SQLITE_TENANTS`) of 20 agents each, every tenant on
+//! one simulated platform in this process (agents quiet), state sync and the live
+//! pollers on, each tenant its own SQLite file. After every tenant is ready and the
+//! start-up work has settled, it reads the daemon's threads (by name) and resident
+//! memory over a quiet window, and compares with a daemon serving one tenant alone.
+//!
+//! A bench of its own rather than a part of `benches/fleet.rs`: that one runs
+//! PostgreSQL instances that lead and hand over tenants, and takes minutes before its
+//! first figure; this one needs neither a database server nor a second instance.
+//!
+//! Why threads: sqlx's SQLite driver runs every open connection on a thread of its own,
+//! so a tenant costs a thread per connection it keeps open. Before #56 a tenant kept
+//! five at rest: its writer, and the readers and housekeeping writer its start had
+//! opened (the pool hands out its idle connections oldest first, so a steady trickle
+//! of reads kept every reader in use now and then, none idle for its ten minutes). A
+//! tenant needs three at rest: the writer (every write
+//! goes through it, several a minute at rest with the pollers on) and two readers (its
+//! pollers read every second or two, two at once every other second: with one reader
+//! kept, the second was reopened each time, 14 connections a second for 50 tenants,
+//! which costs more CPU than the thread costs memory). Exports, housekeeping and
+//! further readers open when needed and close once not.
+//!
+//! Targets:
+//! - threads with 200 tenants at rest: at most 3.1 per tenant beyond one tenant's
+//!   daemon: three connections' threads, and a tenth for a further reader or the
+//!   housekeeping writer caught at work;
+//! - resident memory per tenant beyond the first: < 1 MB, the figure #56 sets for a
+//!   tenant at rest on PostgreSQL. The connections do not decide it alone: each idle
+//!   one holds a thread's stack, its page cache, its prepared statements and the
+//!   parsed schema, about 0.2 MB (the five-connection tenant less the two-connection
+//!   one, over three); the rest lies outside the tenant's database connections;
+//! - CPU at rest: reported (the tenants' pollers and sync), to see that fewer
+//!   connections did not cost CPU in reopening.
+//!
+//! Run: `cargo bench --bench sqlite_tenants`; about five minutes on a 2-core machine.
+//! Linux only: reads /proc.
+
+// A bench drives the daemon from outside, in no tenant's scope: it spawns plainly
+// (see `clippy.toml`).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wfmd::sim::SimConfig;
+
+const DEFAULT_TENANTS: usize = 200;
+const AGENTS: usize = 20;
+/// After every tenant is ready: the first polls are made, the schedule books fill,
+/// the start's housekeeping ends and its connections close.
+const SETTLE: Duration = Duration::from_secs(60);
+/// Memory and CPU at rest are measured over this window.
+const QUIET: Duration = Duration::from_secs(30);
+const RSS_SAMPLES: u32 = 6;
+/// A daemon not ready after this long is a failed run.
+const READY_WITHIN: Duration = Duration::from_secs(600);
+const CLIENT_ID: &str = "bench-sqlite";
+const CLIENT_SECRET: &str = "bench-sqlite-secret";
+
+const TARGET_THREADS_PER_TENANT: f64 = 3.1;
+const TARGET_MB_PER_TENANT: f64 = 1.0;
+
+fn main() {
+    let tenants: usize = std::env::var("WFMD_BENCH_SQLITE_TENANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_TENANTS);
+    common::runtime().block_on(bench(tenants));
+}
+
+async fn bench(count: usize) {
+    let platform = common::SimulatedPlatform::start(SimConfig {
+        agents: AGENTS,
+        activity: false,
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let http = wfmd::http_client().unwrap();
+
+    let alone = Daemon::start(1, &platform, &http).await;
+    let alone_rest = alone.at_rest().await;
+    drop(alone);
+
+    let started = Instant::now();
+    let fleet = Daemon::start(count, &platform, &http).await;
+    let ready_after = started.elapsed();
+    let fleet_rest = fleet.at_rest().await;
+    drop(fleet);
+
+    let beyond = (count - 1).max(1) as f64;
+    let threads_per_tenant = (fleet_rest.threads as f64 - alone_rest.threads as f64) / beyond;
+    let mb_per_tenant = (fleet_rest.rss_mb - alone_rest.rss_mb) / beyond;
+    println!(
+        "\n{count} tenants of {AGENTS} agents on SQLite, state sync and live pollers on, \
+         platform quiet; all ready {:.0} s after the start",
+        ready_after.as_secs_f64()
+    );
+    println!(
+        "threads at rest: {} with {count} tenants, {} with one: {threads_per_tenant:.2} per \
+         further tenant — target <= {TARGET_THREADS_PER_TENANT}: {}",
+        fleet_rest.threads,
+        alone_rest.threads,
+        common::verdict(threads_per_tenant <= TARGET_THREADS_PER_TENANT)
+    );
+    println!("  by name: {}", by_name(&fleet_rest.by_name));
+    println!(
+        "resident memory at rest: {:.1} MB with {count} tenants, {:.1} MB with one: \
+         {mb_per_tenant:.2} MB per further tenant — target < {TARGET_MB_PER_TENANT} MB: {}",
+        fleet_rest.rss_mb,
+        alone_rest.rss_mb,
+        common::verdict(mb_per_tenant < TARGET_MB_PER_TENANT)
+    );
+    println!(
+        "CPU at rest over {} s: {:.2} % of one core with {count} tenants, {:.2} % with one \
+         (reported)",
+        QUIET.as_secs(),
+        fleet_rest.cpu_percent,
+        alone_rest.cpu_percent
+    );
+}
+
+fn by_name(threads: &BTreeMap<String, usize>) -> String {
+    threads
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `wfmd serve` of `tenants` tenants (`t1` … `tN`, all on the one simulator), a child
+/// process over a fresh folder.
+struct Daemon {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// A daemon at rest.
+struct Rest {
+    threads: usize,
+    by_name: BTreeMap<String, usize>,
+    /// The median of the window's samples.
+    rss_mb: f64,
+    cpu_percent: f64,
+}
+
+impl Daemon {
+    async fn start(
+        tenants: usize,
+        platform: &common::SimulatedPlatform,
+        http: &reqwest::Client,
+    ) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let file = config_file(dir.path(), port, tenants, platform);
+        let log = std::fs::File::create(dir.path().join("wfmd.log")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wfmd"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("WFMD_") {
+                command.env_remove(key);
+            }
+        }
+        for n in 1..=tenants {
+            command.env(
+                format!("WFMD_TENANTS__T{n}__CXONE__CLIENT_SECRET"),
+                CLIENT_SECRET,
+            );
+        }
+        let child = command
+            .args(["--config", file.to_str().unwrap(), "serve"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon { child, _dir: dir };
+        let log = daemon._dir.path().join("wfmd.log");
+        let url = format!("http://127.0.0.1:{port}");
+        common::wait_tenants_ready(&mut daemon.child, &log, http, &url, tenants, READY_WITHIN)
+            .await;
+        daemon
+    }
+
+    /// Threads, memory and CPU after [`SETTLE`], over [`QUIET`].
+    async fn at_rest(&self) -> Rest {
+        let pid = self.child.id();
+        tokio::time::sleep(SETTLE).await;
+        let cpu_before = cpu_seconds(pid);
+        let started = Instant::now();
+        let mut rss = Vec::new();
+        for sample in 1..=RSS_SAMPLES {
+            let at = QUIET * sample / RSS_SAMPLES;
+            tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+            rss.push(common::resident_mb(pid));
+        }
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let by_name = thread_names(pid);
+        Rest {
+            threads: by_name.values().sum(),
+            by_name,
+            rss_mb: common::median(rss),
+            cpu_percent: cpu / started.elapsed().as_secs_f64() * 100.0,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_file(
+    dir: &Path,
+    port: u16,
+    tenants: usize,
+    platform: &common::SimulatedPlatform,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout = \"5s\"\n\
+         [database]\nurl = \"sqlite://{}\"\n\
+         [sync]\nenabled = true\n[live]\nenabled = true\n[log]\nlevel = \"warn\"\n",
+        dir.join("wfmd.db").display()
+    );
+    for n in 1..=tenants {
+        text.push_str(&format!(
+            "[[tenants]]\nid = \"t{n}\"\n[tenants.cxone]\n\
+             base_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             requests_per_minute = 6000\n",
+            platform.config.cxone.base_url, platform.config.cxone.token_url
+        ));
+    }
+    let file = dir.join("wfmd.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// The threads of `pid` by name, numbered pool threads under one name.
+fn thread_names(pid: u32) -> BTreeMap<String, usize> {
+    let mut by_name = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        let name = name
+            .trim_end()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        *by_name.entry(name.to_owned()).or_insert(0) += 1;
+    }
+    by_name
+}
+
+/// utime + stime of the process, in seconds (clock ticks of 1/100 s, Linux's).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}

@@ -1,0 +1,424 @@
+//! Group commit of the change path's writes: the intents of changes about to be sent and
+//! the records of changes the platform answered, from every change in flight, share
+//! one write transaction and one commit.
+//!
+//! Each change waits for its own write's commit, as it did for its own transaction: an
+//! intent is committed before its change is sent, a record before its change is
+//! answered. What is shared is the cost around the rows: on SQLite the write turn and
+//! the flush to disk, on PostgreSQL the round trips and the flush under the tenant's
+//! write lock. A busy engine's changes queue behind the transaction being committed
+//! and go together in the next, so the more changes are in flight, the fewer commits
+//! each costs; a lone change commits at once, as before.
+//!
+//! A batch commits whole or not at all. When its commit (or the transaction's start)
+//! fails, every write in it fails: no intent of it is stored, so none of its changes is
+//! sent; no record of it is stored, so each of its changes goes the way of a record the
+//! database refused (see `settle`). When a statement fails because of one write rather
+//! than the database (a constraint), the batch is rolled back and each of its writes
+//! tried in a transaction of its own, so one bad write fails alone.
+//!
+//! A writer task runs the batches, started with the first write and ended when the
+//! engine is dropped, after the writes already queued. It writes through the store's
+//! [`Store::begin_write`] like any other writer, so it takes the same turn (the write
+//! connection, the tenant's write lock) and the same checks (a follower is refused).
+//! On SQLite one writer takes both kinds, as there is one write connection to share.
+//! On PostgreSQL the intents have a writer of their own: a transaction of intents alone
+//! takes no write lock (see [`Store::begin_write_unflushed`]), so it commits on another
+//! connection beside the records' transaction instead of waiting behind it and its
+//! flush, and the records' transaction holds the lock for records only.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Transition;
+use super::record::{self, Recording};
+use crate::store::intents::IntentRow;
+use crate::store::postgres::NotLeader;
+use crate::store::{Backend, Store, is_not_leader, is_unavailable};
+
+/// The most writes one transaction carries: enough that a burst of changes is a few
+/// commits, few enough that one batch holds the write turn only briefly.
+const MAX_BATCH: usize = 128;
+
+/// The engine's queues of writes, each with the task that commits them.
+pub(super) struct GroupCommit {
+    store: Store,
+    /// Records, and on SQLite intents too.
+    records: OnceLock<mpsc::UnboundedSender<Queued>>,
+    /// Intents, on PostgreSQL.
+    intents: OnceLock<mpsc::UnboundedSender<Queued>>,
+}
+
+/// One change's write.
+enum Write {
+    Intent(Box<IntentRow>),
+    Record(Box<Recording>),
+}
+
+impl Write {
+    /// The agent a record is of: one batch records each agent at most once, as its
+    /// interval is closed and opened by one statement for all of them.
+    fn recorded_agent(&self) -> Option<&str> {
+        match self {
+            Write::Intent(_) => None,
+            Write::Record(r) => Some(&r.record.request.agent_id),
+        }
+    }
+}
+
+/// What a committed write gives back.
+enum Written {
+    Intent,
+    Record(Box<Transition>),
+}
+
+/// A write waiting for its batch, and where its result goes once that is committed.
+struct Queued {
+    write: Write,
+    done: oneshot::Sender<Result<Written, sqlx::Error>>,
+}
+
+impl GroupCommit {
+    pub(super) fn new(store: Store) -> GroupCommit {
+        GroupCommit {
+            store,
+            records: OnceLock::new(),
+            intents: OnceLock::new(),
+        }
+    }
+
+    /// Commits `intent`; returns once it is stored.
+    pub(super) async fn intent(&self, intent: IntentRow) -> Result<(), sqlx::Error> {
+        self.write(Write::Intent(Box::new(intent))).await.map(drop)
+    }
+
+    /// Records an attempt; returns once it is stored, with its transition.
+    pub(super) async fn record(&self, recording: Recording) -> Result<Transition, sqlx::Error> {
+        match self.write(Write::Record(Box::new(recording))).await? {
+            Written::Record(transition) => Ok(*transition),
+            Written::Intent => unreachable!("a record's write gives back its transition"),
+        }
+    }
+
+    async fn write(&self, write: Write) -> Result<Written, sqlx::Error> {
+        let queue = match (&write, self.store.backend()) {
+            (Write::Intent(_), Backend::Postgres) => &self.intents,
+            _ => &self.records,
+        };
+        let queue = queue.get_or_init(|| {
+            let (queue, writes) = mpsc::unbounded_channel();
+            crate::tasks::spawn(run(self.store.clone(), writes));
+            queue
+        });
+        let (done, result) = oneshot::channel();
+        queue
+            .send(Queued { write, done })
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        // The writer ends only when the engine is dropped, after the queued writes.
+        result.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+/// Commits the queued writes in batches, until the engine drops its end of the queue.
+async fn run(store: Store, mut writes: mpsc::UnboundedReceiver<Queued>) {
+    let mut held_over = None;
+    loop {
+        let first = match held_over.take() {
+            Some(first) => first,
+            None => match writes.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut agents: HashSet<String> = first
+            .write
+            .recorded_agent()
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = writes.try_recv() else {
+                break;
+            };
+            if let Some(agent) = next.write.recorded_agent()
+                && !agents.insert(agent.to_owned())
+            {
+                held_over = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        commit(&store, batch).await;
+    }
+}
+
+/// Commits `batch` in one transaction and answers each of its writes.
+async fn commit(store: &Store, batch: Vec<Queued>) {
+    match write_batch(store, &batch).await {
+        Ok(written) => {
+            for (queued, written) in batch.into_iter().zip(written) {
+                // A change no longer waiting has its write committed all the same.
+                let _ = queued.done.send(Ok(written));
+            }
+        }
+        Err(error) if batch.len() > 1 && !is_unavailable(&error) => {
+            tracing::debug!(%error, writes = batch.len(), "a grouped write failed; trying each alone");
+            for queued in batch {
+                let result = write_batch(store, std::slice::from_ref(&queued)).await;
+                let _ = queued
+                    .done
+                    .send(result.map(|mut written| written.remove(0)));
+            }
+        }
+        Err(error) => {
+            let mut batch = batch.into_iter();
+            for queued in batch.by_ref().skip(1) {
+                let _ = queued.done.send(Err(same_kind(&error)));
+            }
+            if let Some(first) = batch.next() {
+                let _ = first.done.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Writes `batch` in one transaction, flushed to disk when it records anything (a
+/// batch of intents only is not; see [`Store::begin_write_unflushed`]).
+async fn write_batch(store: &Store, batch: &[Queued]) -> Result<Vec<Written>, sqlx::Error> {
+    let mut intents: Vec<&IntentRow> = Vec::new();
+    let mut recordings: Vec<&Recording> = Vec::new();
+    for queued in batch {
+        match &queued.write {
+            Write::Intent(intent) => intents.push(intent),
+            Write::Record(recording) => recordings.push(recording),
+        }
+    }
+    let mut tx = match recordings.is_empty() {
+        true => store.begin_write_unflushed().await?,
+        false => store.begin_write().await?,
+    };
+    let mut transitions = record::write_all(&mut tx, &intents, &recordings)
+        .await?
+        .into_iter();
+    tx.commit().await?;
+    if !recordings.is_empty() {
+        store.notify_outbox();
+    }
+    Ok(batch
+        .iter()
+        .map(|queued| match &queued.write {
+            Write::Intent(_) => Written::Intent,
+            Write::Record(_) => Written::Record(Box::new(
+                transitions.next().expect("one transition per record"),
+            )),
+        })
+        .collect())
+}
+
+/// An error standing for `error` to another write of its batch (sqlx's errors cannot be
+/// cloned), said the same way and of the same kind to the engine: the database cannot
+/// take writes now, or this instance no longer leads the tenant, or neither.
+fn same_kind(error: &sqlx::Error) -> sqlx::Error {
+    if is_not_leader(error) {
+        sqlx::Error::Configuration(Box::new(NotLeader))
+    } else if is_unavailable(error) {
+        sqlx::Error::Io(std::io::Error::other(error.to_string()))
+    } else {
+        sqlx::Error::Protocol(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::Utc;
+
+    use super::super::record::Record;
+    use super::super::tests::request;
+    use super::super::{Change, Changed, EngineError, FailureKind, Outcome, TransitionEngine};
+    use super::*;
+    use crate::cxone::fake::FakePlatform;
+    use crate::domain::{AgentState, Schedule, ScheduleStatus};
+    use crate::store::testing::temp_store_on;
+    use crate::store::{execute, fetch_scalar};
+
+    fn on_shift() -> Schedule {
+        let now = Utc::now();
+        Schedule {
+            status: ScheduleStatus::Active,
+            timezone: None,
+            shift_start: Some(now - chrono::Duration::hours(2)),
+            shift_end: Some(now + chrono::Duration::hours(6)),
+            breaks: Some(vec![]),
+            activities: Vec::new(),
+        }
+    }
+
+    const AGENTS: [&str; 6] = ["u_001", "u_002", "u_003", "u_004", "u_005", "u_006"];
+
+    async fn engine_on(
+        backend: Backend,
+    ) -> (Arc<TransitionEngine>, Arc<FakePlatform>, tempfile::TempDir) {
+        let platform = Arc::new(FakePlatform::default());
+        for agent in AGENTS {
+            platform.add_agent(agent, on_shift());
+        }
+        let (store, dir) = temp_store_on(backend).await;
+        let engine = TransitionEngine::new(store, platform.clone(), Duration::from_secs(30));
+        (Arc::new(engine), platform, dir)
+    }
+
+    async fn change_all(engine: &TransitionEngine) -> Vec<Result<Changed, EngineError>> {
+        futures::future::join_all(
+            AGENTS.map(|agent| engine.change(Change::from(request(agent, AgentState::NotReady)))),
+        )
+        .await
+    }
+
+    async fn count(store: &Store, table: &str) -> i64 {
+        fetch_scalar!(
+            store.reader(),
+            one,
+            sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn changes_in_flight_together_share_their_commits() {
+        let (engine, platform, _dir) = engine_on(Backend::Sqlite).await;
+        let store = engine.store().clone();
+        // The write turn taken, as by another writer: the changes' intents queue meanwhile.
+        let held = store.begin_write().await.unwrap();
+        let begun = store.writes_begun();
+        let changes = crate::tasks::spawn({
+            let engine = Arc::clone(&engine);
+            async move { change_all(&engine).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.writes_waiting() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no write waited for the turn"
+            );
+            tokio::task::yield_now().await;
+        }
+        held.rollback().await.unwrap();
+        for changed in changes.await.unwrap() {
+            assert_eq!(changed.unwrap().made().outcome, Outcome::Succeeded);
+        }
+        assert_eq!(platform.calls("set"), AGENTS.len());
+        let transactions = store.writes_begun() - begun;
+        // One each for the intents and for the records when all go together; alone,
+        // two per change (12).
+        assert!(
+            transactions <= 4,
+            "{transactions} write transactions for 6 changes"
+        );
+        assert_eq!(count(&store, "transition_attempts").await, 6);
+        assert_eq!(count(&store, "transition_intents").await, 0);
+        assert_eq!(count(&store, "outbox_events").await, 6);
+        let verified = crate::store::audit::verify(store.reader()).await.unwrap();
+        assert!(verified.is_intact(), "{verified:?}");
+    }
+
+    /// Makes every commit that stored an intent fail as a full disk does (PostgreSQL's
+    /// deferred constraint triggers run at the commit).
+    async fn intents_commit_as_on_a_full_disk(store: &Store) {
+        let mut tx = store.begin_write().await.unwrap();
+        for statement in [
+            "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                   USING ERRCODE = '53100'; END $$",
+            "CREATE CONSTRAINT TRIGGER full_disk AFTER INSERT ON transition_intents
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION disk_full()",
+        ] {
+            execute!(&mut tx, statement).unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_commit_fails_fails_every_change_in_it_and_sends_none() {
+        let (engine, platform, _dir) = engine_on(Backend::Postgres).await;
+        let store = engine.store().clone();
+        intents_commit_as_on_a_full_disk(&store).await;
+
+        for changed in change_all(&engine).await {
+            match changed {
+                Err(EngineError::Store(error)) => assert!(is_unavailable(&error), "{error}"),
+                other => panic!("expected the database's refusal, got {other:?}"),
+            }
+        }
+        assert_eq!(platform.calls("set"), 0, "nothing was sent");
+        assert_eq!(count(&store, "transition_intents").await, 0);
+        assert_eq!(count(&store, "transition_attempts").await, 0);
+
+        let mut tx = store.begin_write().await.unwrap();
+        execute!(&mut tx, "DROP TRIGGER full_disk ON transition_intents").unwrap();
+        tx.commit().await.unwrap();
+        for changed in change_all(&engine).await {
+            assert_eq!(changed.unwrap().made().outcome, Outcome::Succeeded);
+        }
+        assert_eq!(platform.calls("set"), AGENTS.len());
+    }
+
+    fn failed(agent: &str, attempt_id: &str) -> Recording {
+        let now = Utc::now();
+        Recording {
+            record: Record {
+                attempt_id: attempt_id.into(),
+                request: request(agent, AgentState::NotReady),
+                reason: "BREAK".into(),
+                latency_ms: 1,
+                requested_at: now,
+                completed_at: now,
+                source: None,
+                late: false,
+                deferred: None,
+            },
+            outcome: Outcome::Failed {
+                kind: FailureKind::PlatformUnavailable,
+                error: "down".into(),
+            },
+            changed_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_its_batch_cannot_take_fails_alone_and_leaves_nothing_of_itself() {
+        let (store, _dir) = temp_store_on(Backend::Sqlite).await;
+        let writes = GroupCommit::new(store.clone());
+        // An attempt of the same id is there already: this record's insert fails.
+        writes.record(failed("u_001", "att_taken")).await.unwrap();
+        let entries = count(&store, "audit_log").await;
+        let held = store.begin_write().await.unwrap();
+        let recorded = futures::future::join3(
+            writes.record(failed("u_002", "att_2")),
+            writes.record(failed("u_003", "att_taken")),
+            async {
+                // Released once the three are queued, so they go in one batch.
+                while store.writes_waiting() == 0 {
+                    tokio::task::yield_now().await;
+                }
+                held.rollback().await.unwrap();
+                writes.record(failed("u_004", "att_4")).await
+            },
+        )
+        .await;
+        assert!(recorded.0.is_ok() && recorded.2.is_ok(), "{recorded:?}");
+        let refused = recorded.1.unwrap_err();
+        assert!(!is_unavailable(&refused), "{refused}");
+        assert_eq!(count(&store, "transition_attempts").await, 3);
+        assert_eq!(
+            count(&store, "audit_log").await,
+            entries + 2,
+            "no audit entry of the refused record"
+        );
+    }
+}

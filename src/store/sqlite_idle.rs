@@ -1,0 +1,103 @@
+//! How few SQLite connections a tenant keeps open at rest, so that hundreds of tenants
+//! fit in one process (#56): sqlx runs every SQLite connection on a thread of its own,
+//! with its own page cache, prepared statements and parsed schema.
+//!
+//! At rest a tenant keeps its writer and two readers. Its pollers write several times
+//! a minute and read every second or two, two of them at once every other second
+//! (their timers meet), so reopening a reader or the writer each time would cost more
+//! CPU than keeping them costs memory: with one reader kept, 50 tenants at rest opened
+//! 14 connections a second. Further readers open for a burst of concurrent reads and
+//! close as they come back while two already wait. An idle timeout cannot do that: the
+//! pool hands out its idle connections oldest first, so a steady trickle of reads
+//! keeps every reader it ever opened in use now and then, never idle for long. The
+//! housekeeping writer and the exports' pool, used now and then, close once idle for
+//! [`RARELY_USED_IDLE`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sqlx::sqlite::SqlitePoolOptions;
+
+/// How many readers wait idle between reads.
+const IDLE_READERS: u32 = 2;
+
+/// How long a connection of the housekeeping writer or of the exports stays open
+/// unused.
+pub(super) const RARELY_USED_IDLE: Duration = Duration::from_secs(30);
+
+/// The read pool: up to `max` readers, of which at most [`IDLE_READERS`] stay open
+/// idle.
+pub(super) fn readers(max: u32) -> SqlitePoolOptions {
+    // The readers in the pool's idle queue. Counted by the hooks only, so nothing may
+    // take a connection out of that queue without them: no idle timeout or lifetime
+    // (sqlx's reaper would close one unseen), no ping before handing one out (a failed
+    // ping closes it before `before_acquire` is asked).
+    let idle = Arc::new(AtomicU32::new(0));
+    let taken = Arc::clone(&idle);
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .test_before_acquire(false)
+        .before_acquire(move |_, _| {
+            let _ = taken.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+            Box::pin(async { Ok(true) })
+        })
+        .after_release(move |conn, _| {
+            let keep = !sqlx::Connection::is_in_transaction(conn)
+                && idle
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < IDLE_READERS).then_some(n + 1)
+                    })
+                    .is_ok();
+            Box::pin(async move { Ok(keep) })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of reads opens readers beside each other; once it is over two stay, and
+    /// two stay after reads one after another.
+    #[tokio::test]
+    async fn a_burst_of_reads_leaves_two_readers_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("r.db"))
+            .create_if_missing(true);
+        let pool = readers(4).connect_lazy_with(options);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(pool.acquire().await.unwrap());
+        }
+        assert_eq!(pool.size(), 4);
+        drop(held);
+        // Connections go back to the pool (or are closed) in tasks of their own.
+        let settled = async || {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while pool.size() != pool.num_idle() as u32 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        settled().await;
+        assert_eq!(
+            pool.size(),
+            IDLE_READERS,
+            "readers left open after the burst"
+        );
+
+        for _ in 0..20 {
+            let n: i64 = sqlx::query_scalar("SELECT 1")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        settled().await;
+        assert_eq!(pool.size(), IDLE_READERS);
+    }
+}
