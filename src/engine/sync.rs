@@ -14,7 +14,7 @@
 //! intervals (bounded by the platform's own timestamps), audit entries and
 //! `agent.state_changed` events, with origin `observed`.
 //!
-//! The schedule is drift-free: the next poll is due one interval and [`ARRIVAL_MARGIN`]
+//! The schedule is drift-free: the next poll is due one interval and `ARRIVAL_MARGIN`
 //! after the current poll was sent, so polls never come faster than the interval and
 //! do not slide later cycle by cycle. Polls are sent when due, not queued behind other calls for the
 //! request budget (which sets their share aside), and one the platform still refuses
