@@ -1019,6 +1019,16 @@ mod tests {
         );
     }
 
+    /// When each poll was sent, in ms after `started`, to the quarter second below: the
+    /// database's own timers move paused time on by a millisecond or so each cycle.
+    fn sent_ms(platform: &ScriptedPlatform, started: Instant) -> Vec<u128> {
+        let polls = platform.polls.lock().unwrap();
+        polls
+            .iter()
+            .map(|(_, at)| (*at - started).as_millis() / 250 * 250)
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_poll_refused_as_too_early_goes_again_after_retry_after_and_paces_the_next() {
         let (store, _dir) = temp_store().await;
@@ -1039,15 +1049,7 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
 
-        let sent: Vec<u128> = platform
-            .polls
-            .lock()
-            .unwrap()
-            .iter()
-            // To the quarter second below: the database's own timers move paused time
-            // on by a millisecond or so each cycle.
-            .map(|(_, at)| (*at - started).as_millis() / 250 * 250)
-            .collect();
+        let sent = sent_ms(&platform, started);
         // 10.25 s refused, sent again 3 s later and accepted; the next counts from there.
         assert_eq!(sent, [0, 10_250, 13_250, 23_500, 33_750, 44_000]);
     }
@@ -1073,15 +1075,7 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
 
-        let sent: Vec<u128> = platform
-            .polls
-            .lock()
-            .unwrap()
-            .iter()
-            // To the quarter second below: the database's own timers move paused time
-            // on by a millisecond or so each cycle.
-            .map(|(_, at)| (*at - started).as_millis() / 250 * 250)
-            .collect();
+        let sent = sent_ms(&platform, started);
         // Sent at the interval exactly, the second poll would arrive 9.8 s after the
         // first, be refused, and go again a second later: [0, 10000, 11000, …].
         assert_eq!(sent, [0, 10_250, 20_500, 30_750], "no poll refused");

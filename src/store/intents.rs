@@ -164,23 +164,28 @@ mod tests {
     use crate::store::testing::{backends, temp_store_on};
     use rstest_reuse::apply;
 
-    #[apply(backends)]
-    #[tokio::test]
-    async fn an_intent_is_left_until_its_outcome_deletes_it(backend: Backend) {
-        let (store, _dir) = temp_store_on(backend).await;
-        let mut tx = store.begin_write().await.unwrap();
-        let row = IntentRow {
-            attempt_id: "att_1".into(),
+    /// Agent u_001's intent to go READY, asked at `at` by `owner`, without a key.
+    fn intent(id: &str, owner: &str, at: i64, term: Option<i64>) -> IntentRow {
+        IntentRow {
+            attempt_id: id.into(),
             agent_id: "u_001".into(),
             target_state: "READY".into(),
             reason: "WORKING".into(),
             origin: "api".into(),
             actor: "desk".into(),
             idempotency_key: None,
-            requested_at: 1_000,
-            owner: "p1".into(),
-            term: None,
-        };
+            requested_at: at,
+            owner: owner.into(),
+            term,
+        }
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn an_intent_is_left_until_its_outcome_deletes_it(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let mut tx = store.begin_write().await.unwrap();
+        let row = intent("att_1", "p1", 1_000, None);
         insert(&mut tx, &row).await.unwrap();
         assert!(is_left(&mut tx, "att_1").await.unwrap());
         assert!(!is_left(&mut tx, "att_2").await.unwrap(), "never written");
@@ -194,16 +199,8 @@ mod tests {
     async fn an_intent_written_again_for_its_attempt_replaces_the_one_left(backend: Backend) {
         let (store, _dir) = temp_store_on(backend).await;
         let row = |requested_at, owner: &str| IntentRow {
-            attempt_id: "att_1".into(),
-            agent_id: "u_001".into(),
-            target_state: "READY".into(),
-            reason: "WORKING".into(),
-            origin: "api".into(),
-            actor: "desk".into(),
             idempotency_key: Some("k-1".into()),
-            requested_at,
-            owner: owner.into(),
-            term: Some(0),
+            ..intent("att_1", owner, requested_at, Some(0))
         };
         let mut tx = store.begin_write().await.unwrap();
         insert_all(&mut tx, &[&row(1_000, "p1")]).await.unwrap();
@@ -220,18 +217,6 @@ mod tests {
         backend: Backend,
     ) {
         let (store, _dir) = temp_store_on(backend).await;
-        let intent = |id: &str, owner: &str, at: i64, term: Option<i64>| IntentRow {
-            attempt_id: id.into(),
-            agent_id: "u_001".into(),
-            target_state: "READY".into(),
-            reason: "WORKING".into(),
-            origin: "api".into(),
-            actor: "desk".into(),
-            idempotency_key: None,
-            requested_at: at,
-            owner: owner.into(),
-            term,
-        };
         let mut tx = store.begin_write().await.unwrap();
         for row in [
             intent("ours", "me", 9_000, Some(3)),
