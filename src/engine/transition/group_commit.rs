@@ -174,11 +174,12 @@ async fn commit(store: &Store, batch: Vec<Queued>) {
             }
         }
         Err(error) => {
+            // The first write gets the error itself, the others one standing for it.
             let mut batch = batch.into_iter();
-            for queued in batch.by_ref().skip(1) {
-                let _ = queued.done.send(Err(same_kind(&error)));
-            }
             if let Some(first) = batch.next() {
+                for queued in batch {
+                    let _ = queued.done.send(Err(same_kind(&error)));
+                }
                 let _ = first.done.send(Err(error));
             }
         }
