@@ -94,10 +94,6 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            // Pruned pages can be handed back to the file system in small steps
-            // (`PRAGMA incremental_vacuum`); applies to new files, older ones are
-            // converted once (see `retention::convert_to_incremental`).
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
             // The audit key's TEMP table stays in memory, never in a temporary file.
             .pragma("temp_store", "memory");
         if let Some(dir) = options.get_filename().parent()
@@ -111,8 +107,13 @@ impl Store {
             create_private(&options)?;
         }
         let preemption = Arc::<Preemption>::default();
+        // Pruned pages can be handed back to the file system in small steps (`PRAGMA
+        // incremental_vacuum`); applies to new files, older ones are converted once (see
+        // `retention::convert_to_incremental`). Set by the writer only, which opens
+        // first: the pragma takes a write, so a reader opened with it while the disk
+        // is full would fail to open, and reads must go on then.
         let write = single_writer(audit_key.clone(), None, "FULL")
-            .connect_with(options.clone())
+            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
         // Its commits are not flushed one by one; SQLite still syncs around checkpoints in

@@ -90,6 +90,34 @@ async fn a_write_that_failed_on_a_full_disk_does_not_stop_the_writes_after_it() 
     store.check_writable().await.expect("the probe sees it too");
 }
 
+#[tokio::test]
+async fn reads_go_on_while_the_disk_is_full_on_readers_opened_meanwhile() {
+    let db = TestDb::on_small_disk(DISK_BYTES);
+    let store = Store::open(&db.url()).await.unwrap();
+    write_one(&store).await.unwrap();
+
+    db.small_disk().fill();
+    // More readers at once than a SQLite tenant keeps open at rest, each holding its
+    // connection until all have one: some are opened now, on the full disk.
+    const READS: usize = 4;
+    let all_in = tokio::sync::Barrier::new(READS);
+    let reads = (0..READS).map(|_| async {
+        let conn = store.reader().acquire().await;
+        // Waits whether or not it got one, so a refused reader fails the test.
+        all_in.wait().await;
+        let mut conn = conn?;
+        on!(conn, |c| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM write_probe"
+        )
+        .fetch_one(c)
+        .await)
+    });
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.expect("a read on a full disk"), 1);
+    }
+    db.small_disk().free();
+}
+
 /// wfmd on a database on a small disk, against the default simulated tenant.
 async fn app_on_small_disk() -> TestApp {
     let db = TestDb::on_small_disk(DISK_BYTES);
