@@ -856,14 +856,8 @@ fn psql(server: &throwaway_postgres::Server, database_url: &str, sql: &str) -> S
         .unwrap_or_else(|why| panic!("psql `{sql}` failed: {why}"))
 }
 
-fn p95(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[(sorted.len() * 95).div_ceil(100) - 1]
-}
-
 fn p95_ms(seconds: &[f64]) -> f64 {
-    p95(seconds) * 1000.0
+    common::p95(seconds) * 1000.0
 }
 
 fn seconds(durations: impl Iterator<Item = Duration>) -> Vec<f64> {

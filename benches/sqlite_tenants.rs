@@ -196,7 +196,7 @@ impl Daemon {
     async fn at_rest(&self) -> Rest {
         let pid = self.child.id();
         tokio::time::sleep(SETTLE).await;
-        let cpu_before = cpu_seconds(pid);
+        let cpu_before = common::cpu_seconds(pid);
         let started = Instant::now();
         let mut rss = Vec::new();
         for sample in 1..=RSS_SAMPLES {
@@ -204,7 +204,7 @@ impl Daemon {
             tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
             rss.push(common::resident_mb(pid));
         }
-        let cpu = cpu_seconds(pid) - cpu_before;
+        let cpu = common::cpu_seconds(pid) - cpu_before;
         let by_name = thread_names(pid);
         Rest {
             threads: by_name.values().sum(),
@@ -263,15 +263,4 @@ fn thread_names(pid: u32) -> BTreeMap<String, usize> {
         *by_name.entry(name.to_owned()).or_insert(0) += 1;
     }
     by_name
-}
-
-/// utime + stime of the process, in seconds (clock ticks of 1/100 s, Linux's).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The fields after the name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }

@@ -17,6 +17,25 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The 95th percentile of `values` (nearest rank).
+pub fn p95(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() * 95).div_ceil(100).max(1) - 1]
+}
+
+/// CPU seconds process `pid` has used so far (utime + stime, in Linux's clock ticks of
+/// 1/100 s).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 /// Kilobytes on a line of `/proc/{process}/status` (`VmRSS:`, `VmHWM:`), `process`
 /// being a pid or `self`; `None` where it cannot be read (not Linux).
 pub fn status_kb(process: &str, key: &str) -> Option<u64> {
