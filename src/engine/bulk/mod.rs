@@ -73,9 +73,16 @@ use submit::{new_job_id, request_hash};
 /// The most agents one job may have.
 pub const MAX_AGENTS: usize = 10_000;
 
-/// How often the runner looks for jobs when nothing wakes it (jobs are normally
-/// announced by [`BulkJobs::submit`] in the same process).
+/// How often the runner looks again while a job is unfinished (items of it may wait
+/// for busy agents).
 const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// How often it looks when no job is unfinished. Jobs are announced by
+/// [`BulkJobs::submit`] in the same process (a job asked of another instance is
+/// forwarded to the tenant's leader, which submits it), so this only bounds a lost
+/// wake-up; at rest a short poll was a read a tenant made every few seconds for
+/// nothing, thousands a minute across a fleet.
+const QUIET_POLL: Duration = Duration::from_secs(60);
 
 /// How long the runner waits after a database failure before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);

@@ -18,6 +18,7 @@ impl BulkJobs {
         loop {
             let wait = match jobs::unfinished(self.store().reader()).await {
                 Ok(ids) => {
+                    let unfinished = !ids.is_empty();
                     for id in ids {
                         if running.insert(id.clone()) {
                             let (jobs, stop) = (self.clone(), stop.clone());
@@ -30,7 +31,7 @@ impl BulkJobs {
                             });
                         }
                     }
-                    IDLE_POLL
+                    if unfinished { IDLE_POLL } else { QUIET_POLL }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot look for bulk jobs");
