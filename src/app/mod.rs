@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,12 @@ use crate::store::Store;
 use crate::{api, live};
 use fleet::Fleet;
 use tenant::Tenant;
+
+/// Tenants built at once at start. Each build is a chain of database round trips
+/// (migrations checked, daemon lock, stored credentials masked): one after another,
+/// a thousand PostgreSQL tenants took minutes, longer than a joining instance may take
+/// to get its share. Eight keep the database busy without queueing in the pool.
+const BUILD_AT_ONCE: usize = 8;
 
 /// The daemon: the HTTP API over the tenants' services, ready to run.
 pub struct App {
@@ -105,13 +112,16 @@ impl App {
             Some(&instance.id),
             config.ha.is_some(),
         );
-        let mut tenants = Vec::new();
-        for spec in specs {
-            let tenant = Tenant::build(&spec, clock, lock_databases, &pools)
-                .await
-                .with_context(|| format!("tenant {}", spec.id))?;
-            tenants.push(tenant);
-        }
+        let pools_ref = &pools;
+        let tenants: Vec<Tenant> = futures::stream::iter(specs)
+            .map(|spec| async move {
+                Tenant::build(&spec, clock, lock_databases, pools_ref)
+                    .await
+                    .with_context(|| format!("tenant {}", spec.id))
+            })
+            .buffered(BUILD_AT_ONCE)
+            .try_collect()
+            .await?;
         if config.ha.is_some() {
             crate::cluster::schema::prepare(&config.database.url).await?;
         }

@@ -92,9 +92,18 @@ fn run_pg_migrations<'a>(
     migrator: &'a sqlx::migrate::Migrator,
     conn: &'a mut sqlx::PgConnection,
 ) -> futures::future::BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
-    // `false`: apply them (`true` would only mark them applied).
-    Box::pin(migrator.run_direct(None, conn, false))
+    Box::pin(async move {
+        // One tenant's schema at a time in this process: the migrator's advisory lock
+        // is one for the whole database, so tenants built side by side at start would
+        // only queue on it, waking each other in turn.
+        let _alone = PG_MIGRATING.lock().await;
+        // `false`: apply them (`true` would only mark them applied).
+        migrator.run_direct(None, conn, false).await
+    })
 }
+
+/// Held while this process migrates a PostgreSQL schema (see [`run_pg_migrations`]).
+static PG_MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
