@@ -241,9 +241,9 @@ pub(super) async fn write_all(
 }
 
 /// The attempt rows of `attempts`, their audit entries and `events`; removes the
-/// attempts' intents. Four statements whatever their number on SQLite; on PostgreSQL
-/// two round trips: the audit chain's head is read, then the rest goes as one
-/// statement (see [`crate::store::batched`]).
+/// attempts' intents. A statement for each, whatever their number, after the audit
+/// chain's head is read; on PostgreSQL all of them go as one statement (see
+/// [`crate::store::batched`]), so two round trips in all.
 async fn write_attempts(
     conn: &mut impl AsConn,
     attempts: &[(&Record, Option<AgentState>, &Outcome)],
