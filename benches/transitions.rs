@@ -98,6 +98,15 @@ async fn runs(database_url: impl Fn() -> Option<String>) -> (Vec<f64>, Vec<f64>)
     (rates, calls)
 }
 
+/// The machine's load average over the last minute, printed with each figure: the
+/// machine is shared, and the rates follow its load.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|all| all.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn main() {
     let postgres = throwaway_postgres::start(throwaway_postgres::Options {
         durable: true,
@@ -110,8 +119,9 @@ fn main() {
         let per_change = common::median(calls);
         println!(
             "transitions/s on SQLite, {IN_FLIGHT} in flight, fsync-durable: median {rate:.0} \
-             over {RUNS} runs {rates:.0?}  (target >= {TARGET_SQLITE}) {}",
-            common::verdict(rate >= TARGET_SQLITE)
+             over {RUNS} runs {rates:.0?}  (target >= {TARGET_SQLITE}) {}, load {}",
+            common::verdict(rate >= TARGET_SQLITE),
+            load()
         );
         println!(
             "platform calls per transition, warm cache: median {per_change:.3} over {RUNS} runs \
@@ -122,8 +132,10 @@ fn main() {
         let pg_rate = common::median(pg_rates.clone());
         println!(
             "transitions/s on PostgreSQL, {IN_FLIGHT} in flight, fsync-durable: median \
-             {pg_rate:.0} over {RUNS} runs {pg_rates:.0?}  (target >= SQLite's {rate:.0}) {}",
-            common::verdict(pg_rate >= rate)
+             {pg_rate:.0} over {RUNS} runs {pg_rates:.0?}  (target >= SQLite's {rate:.0}) {}, \
+             load {}",
+            common::verdict(pg_rate >= rate),
+            load()
         );
     });
 }

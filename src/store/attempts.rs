@@ -1,6 +1,7 @@
 //! Transition attempts: every change that was asked for, and how it ended.
 
-use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
+use crate::store::batched::TableWrite;
+use crate::store::{AsConn, Pool, fetch, fetch_scalar};
 use sqlx::FromRow;
 
 /// One attempt, as stored. Times are Unix milliseconds.
@@ -59,6 +60,11 @@ pub async fn insert_all_with(
     if rows.is_empty() {
         return Ok(());
     }
+    inserting_all_with(rows).run(conn).await
+}
+
+/// [`insert_all_with`] as a write to send with others (see [`crate::store::batched`]).
+pub fn inserting_all_with(rows: &[(&AttemptRow, Grounds<'_>)]) -> TableWrite {
     let rows: Vec<_> = rows
         .iter()
         .map(|(row, grounds)| {
@@ -84,9 +90,8 @@ pub async fn insert_all_with(
             ])
         })
         .collect();
-    execute!(
-        conn,
-        sqlx::AssertSqlSafe(format!(
+    TableWrite::new(
+        format!(
             "INSERT INTO transition_attempts
              ({COLUMNS}, schedule_source, schedule_age_ms, compliance_unchecked)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
@@ -99,10 +104,9 @@ pub async fn insert_all_with(
                 CAST(json_extract(value, '$[13]') AS BIGINT), json_extract(value, '$[14]'),
                 CAST(json_extract(value, '$[15]') AS BIGINT), json_extract(value, '$[16]')
          FROM json_each($1)"
-        )),
-        serde_json::Value::Array(rows).to_string()
+        ),
+        serde_json::Value::Array(rows).to_string(),
     )
-    .map(drop)
 }
 
 /// The attempt recorded under an idempotency key, if any.

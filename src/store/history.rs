@@ -132,19 +132,13 @@ pub async fn switch_states(
     if changes.is_empty() {
         return Ok(HashMap::new());
     }
+    if let Db::Postgres(_) = conn.db() {
+        return switch_states_at_once(conn, changes).await;
+    }
     let closes: Vec<_> = changes
         .iter()
         .map(|c| json!([c.agent_id, to_ms(c.at)]))
         .collect();
-    // PostgreSQL is also given the agents as an array, which it looks up in the open
-    // intervals' index: joined with the list alone (a hundred rows to its planner) it
-    // reads every agent's open interval, under the tenant's write lock.
-    let listed = match conn.db() {
-        Db::Sqlite(_) => "",
-        Db::Postgres(_) => {
-            "AND agent_id = ANY (ARRAY(SELECT json_extract(value, '$[0]') FROM json_each($1)))"
-        }
-    };
     let closed: Vec<IntervalRow> = fetch!(
         conn,
         all,
@@ -154,7 +148,7 @@ pub async fn switch_states(
          FROM (SELECT json_extract(value, '$[0]') AS agent,
                       CAST(json_extract(value, '$[1]') AS BIGINT) AS at
                FROM json_each($1)) AS j
-         WHERE agent_id = j.agent AND ended_at IS NULL {listed}
+         WHERE agent_id = j.agent AND ended_at IS NULL
          RETURNING {COLUMNS}"
         )),
         serde_json::Value::Array(closes).to_string()
@@ -188,6 +182,66 @@ pub async fn switch_states(
         serde_json::Value::Array(opens).to_string()
     )?;
     Ok(closed)
+}
+
+/// [`switch_states`] on PostgreSQL: one statement, so one round trip under the
+/// tenant's write lock. Each agent's new interval starts where its closed one now ends
+/// (or at the change, with none open), as [`IntervalRow::next_start`] says. The insert
+/// reads the closed rows the update returns, so an agent's old interval is closed
+/// before its new one goes in, which the one-open-interval index needs.
+async fn switch_states_at_once(
+    conn: &mut impl AsConn,
+    changes: &[NewInterval<'_>],
+) -> Result<HashMap<String, IntervalRow>, sqlx::Error> {
+    let rows: Vec<_> = changes
+        .iter()
+        .map(|c| {
+            json!([
+                c.agent_id,
+                to_ms(c.at),
+                c.state.as_str(),
+                c.reason,
+                c.origin.as_str(),
+                c.attempt_id
+            ])
+        })
+        .collect();
+    // The agents are also given as an array, which the planner looks up in the open
+    // intervals' index: joined with the list alone (a hundred rows to its planner) it
+    // reads every agent's open interval, under the tenant's write lock.
+    let closed: Vec<IntervalRow> = fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "WITH j AS (
+                 SELECT json_extract(value, '$[0]') AS agent,
+                        CAST(json_extract(value, '$[1]') AS BIGINT) AS at,
+                        json_extract(value, '$[2]') AS next_state,
+                        json_extract(value, '$[3]') AS next_reason,
+                        json_extract(value, '$[4]') AS next_origin,
+                        json_extract(value, '$[5]') AS next_attempt
+                 FROM json_each($1)),
+             closed AS (
+                 UPDATE state_intervals
+                 SET ended_at = CASE WHEN j.at > started_at THEN j.at ELSE started_at END
+                 FROM j
+                 WHERE agent_id = j.agent AND ended_at IS NULL
+                   AND agent_id = ANY (ARRAY(SELECT agent FROM j))
+                 RETURNING {COLUMNS}),
+             opened AS (
+                 INSERT INTO state_intervals
+                     (agent_id, state, reason, origin, started_at, attempt_id)
+                 SELECT j.agent, j.next_state, j.next_reason, j.next_origin,
+                        COALESCE(closed.ended_at, j.at), j.next_attempt
+                 FROM j LEFT JOIN closed ON closed.agent_id = j.agent)
+             SELECT {COLUMNS} FROM closed"
+        )),
+        serde_json::Value::Array(rows).to_string()
+    )?;
+    Ok(closed
+        .into_iter()
+        .map(|row| (row.agent_id.clone(), row))
+        .collect())
 }
 
 /// The open intervals of `agent_ids`, by agent.
@@ -300,6 +354,80 @@ mod tests {
         assert_eq!(closed.ended(), Some(at(100)));
         let open = open_interval(&mut tx, "u_001").await.unwrap().unwrap();
         assert_eq!(open.started(), at(100));
+        tx.commit().await.unwrap();
+    }
+
+    /// Many agents at once (PostgreSQL's one statement): each closed where it should be,
+    /// each next interval with every field of its change, whether the agent had an open
+    /// interval or not.
+    #[apply(backends)]
+    #[tokio::test]
+    async fn switching_many_agents_at_once_closes_and_opens_each(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let mut tx = store.begin_write().await.unwrap();
+        for (agent, seconds) in [("u_001", 0), ("u_003", 100)] {
+            switch_state(&mut tx, &enter(agent, AgentState::Ready, at(seconds)))
+                .await
+                .unwrap();
+        }
+        let changes = [
+            NewInterval {
+                attempt_id: Some("att_1"),
+                ..enter("u_001", AgentState::NotReady, at(60))
+            },
+            NewInterval {
+                origin: Origin::Rule,
+                reason: None,
+                ..enter("u_002", AgentState::Idle, at(60))
+            },
+            enter("u_003", AgentState::Paused, at(60)),
+        ];
+        let closed = switch_states(&mut tx, &changes).await.unwrap();
+        let mut ends: Vec<_> = closed
+            .values()
+            .map(|row| (row.agent_id.as_str(), row.ended()))
+            .collect();
+        ends.sort();
+        assert_eq!(
+            ends,
+            [("u_001", Some(at(60))), ("u_003", Some(at(100)))],
+            "none was open for u_002; u_003's never goes back in time"
+        );
+        let opened = open_intervals(&mut tx, &["u_001", "u_002", "u_003"])
+            .await
+            .unwrap();
+        let open = |agent: &str| {
+            let row = &opened[agent];
+            (
+                row.state(),
+                row.reason.clone(),
+                row.origin.clone(),
+                row.started(),
+                row.attempt_id.clone(),
+            )
+        };
+        assert_eq!(
+            open("u_001"),
+            (
+                Some(AgentState::NotReady),
+                Some(AgentState::NotReady.default_reason().to_owned()),
+                "api".to_owned(),
+                at(60),
+                Some("att_1".to_owned())
+            )
+        );
+        assert_eq!(
+            open("u_002"),
+            (
+                Some(AgentState::Idle),
+                None,
+                "rule".to_owned(),
+                at(60),
+                None
+            )
+        );
+        assert_eq!(open("u_003").0, Some(AgentState::Paused));
+        assert_eq!(open("u_003").3, at(100));
         tx.commit().await.unwrap();
     }
 

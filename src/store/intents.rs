@@ -17,6 +17,7 @@
 //! so the next daemon knows them ended with their writer in the same way; a `wfmd
 //! transition` beside the daemon writes none.
 
+use crate::store::batched::TableWrite;
 use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
 use serde_json::json;
 use sqlx::FromRow;
@@ -102,12 +103,16 @@ pub async fn delete_all(conn: &mut impl AsConn, attempt_ids: &[&str]) -> Result<
     if attempt_ids.is_empty() {
         return Ok(());
     }
-    execute!(
-        conn,
-        "DELETE FROM transition_intents WHERE attempt_id IN (SELECT value FROM json_each($1))",
-        json!(attempt_ids).to_string()
+    deleting_all(attempt_ids).run(conn).await
+}
+
+/// [`delete_all`] as a write to send with others (see [`crate::store::batched`]).
+pub fn deleting_all(attempt_ids: &[&str]) -> TableWrite {
+    TableWrite::new(
+        "DELETE FROM transition_intents WHERE attempt_id IN (SELECT value FROM json_each($1))"
+            .to_owned(),
+        json!(attempt_ids).to_string(),
     )
-    .map(drop)
 }
 
 /// The intents left over: every one written by `owner`, other processes' written

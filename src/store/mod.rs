@@ -26,6 +26,7 @@ pub mod analytics;
 pub mod attempts;
 pub mod audit;
 pub mod authorisations;
+pub mod batched;
 pub mod copy;
 pub mod db;
 pub mod deferred;

@@ -4,7 +4,8 @@
 //! Delivery (claiming, signing, retrying) reads these rows in `seq` order, which is
 //! commit order.
 
-use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
+use crate::store::batched::TableWrite;
+use crate::store::{AsConn, Pool, fetch, fetch_scalar};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use sqlx::FromRow;
@@ -58,6 +59,14 @@ pub async fn enqueue_all(
     conn: &mut impl AsConn,
     events: &[NewEvent<'_>],
 ) -> Result<Vec<String>, sqlx::Error> {
+    let (write, ids) = enqueuing_all(events);
+    write.run(conn).await?;
+    Ok(ids)
+}
+
+/// [`enqueue_all`] as a write to send with others (see [`crate::store::batched`]), and
+/// the events' ids.
+pub fn enqueuing_all(events: &[NewEvent<'_>]) -> (TableWrite, Vec<String>) {
     let mut ids = Vec::with_capacity(events.len());
     let rows: Vec<_> = events
         .iter()
@@ -81,16 +90,16 @@ pub async fn enqueue_all(
             row
         })
         .collect();
-    execute!(
-        conn,
+    let write = TableWrite::new(
         "INSERT INTO outbox_events (id, event_type, agent_id, payload, created_at)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 CAST(json_extract(value, '$[4]') AS BIGINT)
-         FROM json_each($1)",
-        serde_json::Value::Array(rows).to_string()
-    )?;
-    Ok(ids)
+         FROM json_each($1)"
+            .to_owned(),
+        serde_json::Value::Array(rows).to_string(),
+    );
+    (write, ids)
 }
 
 /// Events after `after_seq` in commit order, at most `limit`.

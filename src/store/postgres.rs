@@ -109,10 +109,11 @@ pub(super) struct WriteLock {
     /// [`crate::cluster`]); `None` on SQLite.
     schema: Option<Arc<str>>,
     role: Arc<RwLock<InstanceRole>>,
-    /// `audit.key`, set for the length of each write transaction (`wfmd.audit_key`, in
-    /// the round trip that takes the lock), where the audit log's appends read it: a
-    /// setting local to the transaction ends with it, so a connection given back holds
-    /// no key, and one a tenant's store checks out never sees another tenant's.
+    /// `audit.key`, set for the length of each flushed write transaction
+    /// (`wfmd.audit_key`, bound, right after the lock is taken), where the audit log's
+    /// appends read it: a setting local to the transaction ends with it, so a
+    /// connection given back holds no key, and one a tenant's store checks out never
+    /// sees another tenant's.
     audit_key: Option<audit::AuditKey>,
 }
 
@@ -203,40 +204,63 @@ impl WriteLock {
     /// moments, and never half), and takes no lock: its writes (a change's intent,
     /// agents' names) touch neither the audit log nor the outbox, so they need no place
     /// in the tenant's order, and a change's intent does not queue behind every other
-    /// change's record. A leader's proves its term all the same (without the lock), and
-    /// a follower's is refused.
+    /// change's record. Nor does it hold the audit key, which it has no use for: an
+    /// append to a keyed log in it is refused. A leader's proves its term all the same
+    /// (without the lock), and a follower's is refused.
+    ///
+    /// The sole instance's begins in one round trip: what follows the `BEGIN` there is
+    /// sent unbound, so it holds only what our code made (the lock's key is a number
+    /// derived from the schema, see [`write_lock_key`]). The audit key goes bound, in a
+    /// round trip of its own when there is one: it is a secret, and a statement's text
+    /// shows in the server's activity view and in its log of a statement that failed.
+    /// A leader's instance id is configuration text, so its proof goes bound too.
     pub(super) async fn begin(
         &self,
         share: &Share,
         flushed: bool,
         role: InstanceRole,
     ) -> Result<(Transaction<'static, Postgres>, Turns), sqlx::Error> {
-        if role == InstanceRole::Follower {
-            return Err(sqlx::Error::Configuration(Box::new(NotLeader)));
-        }
-        let (mut tx, turns) = share.begin().await?;
-        match role {
-            _ if flushed => self.take_as(&mut tx, role).await?,
-            InstanceRole::Leader { instance, term } => sqlx::query(
-                "SELECT wfmd_leader_unflushed_write($1, $2),
-                            set_config('wfmd.audit_key', $3, true)",
-            )
-            .bind(&*instance)
-            .bind(term)
+        Ok(match (role, flushed) {
+            (InstanceRole::Follower, _) => {
+                return Err(sqlx::Error::Configuration(Box::new(NotLeader)));
+            }
+            (InstanceRole::Sole, true) => {
+                let lock = format!("; SELECT pg_advisory_xact_lock({})", self.key);
+                let (mut tx, turns) = share.begin_then(&lock).await?;
+                if self.audit_key.is_some() {
+                    self.hold_audit_key(&mut tx).await?;
+                }
+                (tx, turns)
+            }
+            (role @ InstanceRole::Leader { .. }, true) => {
+                let (mut tx, turns) = share.begin().await?;
+                self.take_as(&mut tx, role).await?;
+                (tx, turns)
+            }
+            (InstanceRole::Sole, false) => {
+                share
+                    .begin_then("; SET LOCAL synchronous_commit TO off")
+                    .await?
+            }
+            (InstanceRole::Leader { instance, term }, false) => {
+                let (mut tx, turns) = share.begin().await?;
+                sqlx::query("SELECT wfmd_leader_unflushed_write($1, $2)")
+                    .bind(&*instance)
+                    .bind(term)
+                    .execute(&mut *tx)
+                    .await?;
+                (tx, turns)
+            }
+        })
+    }
+
+    /// Sets the transaction's `wfmd.audit_key`, where the audit log's appends read it.
+    async fn hold_audit_key(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT set_config('wfmd.audit_key', $1, true)")
             .bind(self.key_setting())
-            .execute(&mut *tx)
+            .execute(tx)
             .await
-            .map(drop)?,
-            _ => sqlx::query(
-                "SELECT set_config('synchronous_commit', 'off', true),
-                        set_config('wfmd.audit_key', $1, true)",
-            )
-            .bind(self.key_setting())
-            .execute(&mut *tx)
-            .await
-            .map(drop)?,
-        }
-        Ok((tx, turns))
+            .map(drop)
     }
 }
 
@@ -344,6 +368,67 @@ mod tests {
         }
         leader.close().await;
         follower.close().await;
+    }
+
+    /// The value of `setting` in `tx` ('' when unset).
+    async fn held(tx: &mut crate::store::WriteTx, setting: &str) -> String {
+        let value: Option<String> =
+            crate::store::fetch_scalar!(tx, one, "SELECT current_setting($1, true)", setting)
+                .unwrap();
+        value.unwrap_or_default()
+    }
+
+    /// `synchronous_commit` when the transaction set it (the tests' server has it off
+    /// for all).
+    async fn flush_set(tx: &mut crate::store::WriteTx) -> Option<String> {
+        crate::store::fetch!(
+            tx,
+            optional,
+            "SELECT setting FROM pg_settings
+             WHERE name = 'synchronous_commit' AND source = 'session'"
+        )
+        .unwrap()
+        .map(|(setting,): (String,)| setting)
+    }
+
+    /// What a write transaction of the sole instance holds, read from inside it and from
+    /// another connection: the write lock and the audit key when flushed; neither, and
+    /// no flush at its commit, when unflushed. Each is set by a statement folded into
+    /// the round trip that begins the transaction (or bound after it), so a fold that
+    /// lost one shows here.
+    #[tokio::test]
+    async fn a_sole_instances_write_transactions_hold_what_their_kind_needs() {
+        use crate::store::testing::{temp_store_keyed_on, test_key};
+        use crate::store::{Backend, fetch_scalar};
+        let (store, _dir) = temp_store_keyed_on(Backend::Postgres).await;
+        let key = store.write_lock.key;
+        let lock_free = || async {
+            let free: bool = fetch_scalar!(
+                store.reader(),
+                one,
+                "SELECT pg_try_advisory_xact_lock($1)",
+                key
+            )
+            .unwrap();
+            free
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        assert!(!lock_free().await, "a flushed write holds the write lock");
+        assert_eq!(held(&mut tx, "wfmd.audit_key").await, test_key().text());
+        assert_eq!(flush_set(&mut tx).await, None, "the server's own setting");
+        // Its tables are found: the schema was set in the same round trip.
+        let attempts: i64 =
+            fetch_scalar!(&mut tx, one, "SELECT COUNT(*) FROM transition_attempts").unwrap();
+        assert_eq!(attempts, 0);
+        tx.rollback().await.unwrap();
+        assert!(lock_free().await, "given back with the transaction");
+
+        let mut tx = store.begin_write_unflushed().await.unwrap();
+        assert!(lock_free().await, "an unflushed write takes no lock");
+        assert_eq!(held(&mut tx, "wfmd.audit_key").await, "");
+        assert_eq!(flush_set(&mut tx).await.as_deref(), Some("off"));
+        tx.rollback().await.unwrap();
+        store.close().await;
     }
 
     #[test]

@@ -584,12 +584,22 @@ impl Share {
     /// trip that begins it: the schema names are quoted, so nothing in them is SQL),
     /// and the turns to hold as long as it.
     pub async fn begin(&self) -> Result<(Transaction<'static, Postgres>, Turns), sqlx::Error> {
+        self.begin_then("").await
+    }
+
+    /// [`Share::begin`], with `then` (statements, each after a `;`, or nothing) run in
+    /// the same round trip once the schema is set. `then` is sent as it is, unbound: it
+    /// must hold only text our code made, never a value a user wrote.
+    pub(super) async fn begin_then(
+        &self,
+        then: &str,
+    ) -> Result<(Transaction<'static, Postgres>, Turns), sqlx::Error> {
         let turns = self.turns().await?;
         let pool = &self.tenant.pool;
         // SET takes no snapshot, as a SELECT would: the transaction may still set its
         // isolation level (a copy's snapshot does).
         let begin = format!(
-            "BEGIN; SET LOCAL search_path TO {}",
+            "BEGIN; SET LOCAL search_path TO {}{then}",
             self.tenant.search_path
         );
         let _queued = pool.all_busy().then(|| Queued::on(&pool.waiting));

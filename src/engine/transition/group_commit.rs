@@ -245,8 +245,9 @@ mod tests {
     use super::*;
     use crate::cxone::fake::FakePlatform;
     use crate::domain::{AgentState, Schedule, ScheduleStatus};
-    use crate::store::testing::temp_store_on;
+    use crate::store::testing::{backends, temp_store_on};
     use crate::store::{execute, fetch_scalar};
+    use rstest_reuse::apply;
 
     fn on_shift() -> Schedule {
         let now = Utc::now();
@@ -326,6 +327,33 @@ mod tests {
         assert_eq!(count(&store, "outbox_events").await, 6);
         let verified = crate::store::audit::verify(store.reader()).await.unwrap();
         assert!(verified.is_intact(), "{verified:?}");
+    }
+
+    /// Every write of a change's record takes effect, on PostgreSQL sent as one
+    /// statement (see `store::batched`): the intents gone, the attempts, their audit
+    /// entries (chained), the events and the agents' new intervals there.
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_batch_of_records_leaves_every_row_of_each(backend: Backend) {
+        let (engine, _platform, _dir) = engine_on(backend).await;
+        let store = engine.store().clone();
+        for changed in change_all(&engine).await {
+            assert_eq!(changed.unwrap().made().outcome, Outcome::Succeeded);
+        }
+        assert_eq!(count(&store, "transition_intents").await, 0);
+        assert_eq!(count(&store, "transition_attempts").await, 6);
+        assert_eq!(count(&store, "outbox_events").await, 6);
+        let open: i64 = fetch_scalar!(
+            store.reader(),
+            one,
+            "SELECT COUNT(*) FROM state_intervals
+             WHERE ended_at IS NULL AND state = 'NOT_READY' AND attempt_id IS NOT NULL"
+        )
+        .unwrap();
+        assert_eq!(open, 6);
+        let verified = crate::store::audit::verify(store.reader()).await.unwrap();
+        assert!(verified.is_intact(), "{verified:?}");
+        assert_eq!(verified.entries, 6, "{verified:?}");
     }
 
     /// Makes every commit that stored an intent fail as a full disk does (PostgreSQL's

@@ -16,7 +16,7 @@ use crate::store::deferred::DeferredRow;
 use crate::store::history::{self, NewInterval};
 use crate::store::intents::{self, IntentRow};
 use crate::store::outbox::{self, NewEvent};
-use crate::store::{AsConn, to_ms};
+use crate::store::{AsConn, batched, to_ms};
 
 impl TransitionEngine {
     /// The audit entry of a change settled without a call.
@@ -112,7 +112,7 @@ impl TransitionEngine {
         from: Option<AgentState>,
         outcome: &Outcome,
     ) -> Result<(), sqlx::Error> {
-        write_attempts(conn, &[(record, from, outcome)]).await
+        write_attempts(conn, &[(record, from, outcome)], &[]).await
     }
 }
 
@@ -180,7 +180,6 @@ pub(super) async fn write_all(
         .zip(&left)
         .map(|(r, (from, _))| (&r.record, *from, &r.outcome))
         .collect();
-    write_attempts(conn, &attempts).await?;
     let events: Vec<NewEvent<'_>> = recordings
         .iter()
         .zip(&left)
@@ -221,9 +220,7 @@ pub(super) async fn write_all(
             })
         })
         .collect();
-    if !events.is_empty() {
-        outbox::enqueue_all(conn, &events).await?;
-    }
+    write_attempts(conn, &attempts, &events).await?;
     for r in recordings {
         if let Some(row) = &r.record.deferred {
             deferred::settle_made(
@@ -243,29 +240,39 @@ pub(super) async fn write_all(
         .collect())
 }
 
-/// The attempt rows of `attempts` and their audit entries, in three statements
-/// whatever their number; removes the attempts' intents.
+/// The attempt rows of `attempts`, their audit entries and `events`; removes the
+/// attempts' intents. A statement for each, whatever their number, after the audit
+/// chain's head is read; on PostgreSQL all of them go as one statement (see
+/// [`crate::store::batched`]), so two round trips in all.
 async fn write_attempts(
     conn: &mut impl AsConn,
     attempts: &[(&Record, Option<AgentState>, &Outcome)],
+    events: &[NewEvent<'_>],
 ) -> Result<(), sqlx::Error> {
+    let entries: Vec<_> = attempts
+        .iter()
+        .map(|&(record, from, outcome)| audit_entry(record, from, outcome))
+        .collect();
+    let (append, _) = audit::appending_all(conn, &entries).await?;
     let ids: Vec<&str> = attempts
         .iter()
         .map(|(record, ..)| record.attempt_id.as_str())
         .collect();
-    intents::delete_all(conn, &ids).await?;
     let rows: Vec<_> = attempts
         .iter()
         .map(|&(record, from, outcome)| attempt_row(record, from, outcome))
         .collect();
     let rows: Vec<_> = rows.iter().map(|(row, grounds)| (row, *grounds)).collect();
-    attempts::insert_all_with(conn, &rows).await?;
-    let entries: Vec<_> = attempts
-        .iter()
-        .map(|&(record, from, outcome)| audit_entry(record, from, outcome))
-        .collect();
-    audit::append_all(conn, &entries).await?;
-    Ok(())
+    let mut writes = Vec::with_capacity(4);
+    if !ids.is_empty() {
+        writes.push(intents::deleting_all(&ids));
+        writes.push(attempts::inserting_all_with(&rows));
+    }
+    writes.extend(append);
+    if !events.is_empty() {
+        writes.push(outbox::enqueuing_all(events).0);
+    }
+    batched::run_all(conn, writes).await
 }
 
 /// The attempt row of `record`, and what its compliance decision rested on.

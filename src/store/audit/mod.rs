@@ -22,6 +22,7 @@
 //! with the key. Verification then starts from that checkpoint instead of the first
 //! entry, and says so.
 
+use crate::store::batched::TableWrite;
 use crate::store::{AsConn, execute, fetch, fetch_scalar};
 use std::collections::HashMap;
 use std::fmt;
@@ -320,6 +321,22 @@ pub async fn append_all(
     conn: &mut impl AsConn,
     entries: &[NewEntry<'_>],
 ) -> Result<i64, sqlx::Error> {
+    let (write, seq) = appending_all(conn, entries).await?;
+    if let Some(write) = write {
+        write.run(conn).await?;
+    }
+    Ok(seq)
+}
+
+/// [`append_all`] up to its insert, which it returns as a write to send with others
+/// (see [`crate::store::batched`]; `None` when there are no entries), with the sequence
+/// number of the last entry. It reads the chain's head (and, the first time a key
+/// comes, writes the keying), so the insert must go in the same transaction, before
+/// any other append.
+pub async fn appending_all(
+    conn: &mut impl AsConn,
+    entries: &[NewEntry<'_>],
+) -> Result<(Option<TableWrite>, i64), sqlx::Error> {
     let tip: Tip = fetch!(conn, one, (tip!(sqlite_key!()), tip!(postgres_key!())))?;
     // A log pruned to its last checkpoint continues from that checkpoint.
     let last = match (tip.log_seq, tip.log_hash) {
@@ -328,7 +345,7 @@ pub async fn append_all(
     };
     let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     if entries.is_empty() {
-        return Ok(seq);
+        return Ok((None, seq));
     }
     let key = tip.key.and_then(AuditKey::from_bytes);
     let keyed_from = tip.keyed_from_seq.zip(tip.keyed_with);
@@ -399,18 +416,18 @@ pub async fn append_all(
         ]));
         prev_hash = hash;
     }
-    execute!(
-        conn,
+    let write = TableWrite::new(
         "INSERT INTO audit_log (seq, at, actor, action, agent_id, subject_id, detail, prev_hash, hash)
          SELECT CAST(json_extract(value, '$[0]') AS BIGINT), CAST(json_extract(value, '$[1]') AS BIGINT),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                 json_extract(value, '$[6]'), json_extract(value, '$[7]'),
                 json_extract(value, '$[8]')
-         FROM json_each($1)",
-        serde_json::Value::Array(rows).to_string()
-    )?;
-    Ok(seq)
+         FROM json_each($1)"
+            .to_owned(),
+        serde_json::Value::Array(rows).to_string(),
+    );
+    Ok((Some(write), seq))
 }
 
 mod verify;
