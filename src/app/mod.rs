@@ -52,6 +52,8 @@ pub struct App {
     /// The instance's PostgreSQL pools, shared by its tenants (`[database]
     /// max_connections`), tenants added on a reload too.
     pools: crate::store::SharedPools,
+    /// The instance's HTTP client, shared by its tenants (see [`Services::start_in`]).
+    http: reqwest::Client,
     /// This instance among several (`[ha]`); `None`: the sole instance.
     ha: Option<crate::cluster::leadership::LeadershipSettings>,
     /// This instance, among several or alone: its id (computed once, it holds the
@@ -105,9 +107,10 @@ impl App {
             Some(&instance.id),
             config.ha.is_some(),
         );
+        let http = http_client()?;
         let mut tenants = Vec::new();
         for spec in specs {
-            let tenant = Tenant::build(&spec, clock, lock_databases, &pools)
+            let tenant = Tenant::build(&spec, clock, lock_databases, &pools, &http)
                 .await
                 .with_context(|| format!("tenant {}", spec.id))?;
             tenants.push(tenant);
@@ -130,6 +133,7 @@ impl App {
             clock,
             lock_databases,
             pools,
+            http,
             ha: config
                 .ha
                 .as_ref()
@@ -225,6 +229,7 @@ impl App {
                 clock: self.clock,
                 lock_databases: self.lock_databases,
                 pools: self.pools.clone(),
+                http: self.http.clone(),
                 grace,
                 exports: self.exports,
                 shutdown: shutdown.clone(),
