@@ -2,6 +2,7 @@
 //! ([`worker::Worker`]) and the HTTP API over them, built from the configuration and
 //! run until stopped.
 
+mod arenas;
 mod fleet;
 mod leading;
 mod schedule_work;
@@ -11,6 +12,7 @@ mod simulate;
 mod tenant;
 mod worker;
 
+pub use arenas::limit_malloc_arenas;
 pub use services::{Services, http_client, incontact_settings, platform};
 pub use simulate::start_simulator;
 
