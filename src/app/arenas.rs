@@ -3,7 +3,7 @@
 //! glibc gives a thread that finds the arenas in use an arena of its own, up to eight
 //! per core. wfmd runs a thread per open SQLite connection (sqlx's driver), three for
 //! every tenant at rest, so a process of many tenants ends up with every arena it may
-//! have, each holding its own freed but unreturned memory: about 0.3 MB a tenant with
+//! have, each holding its own freed but unreturned memory: 0.19 MB a tenant with
 //! 200 tenants on SQLite (`benches/sqlite_tenants.rs`). Those threads spend their time
 //! waiting on the disk and the runtime, not on malloc, so a couple of arenas serve them
 //! as fast.
