@@ -26,10 +26,16 @@
 //!   daemon: three connections' threads, and a tenth for a further reader or the
 //!   housekeeping writer caught at work;
 //! - resident memory per tenant beyond the first: < 1 MB, the figure #56 sets for a
-//!   tenant at rest on PostgreSQL. The connections do not decide it alone: each idle
-//!   one holds a thread's stack, its page cache, its prepared statements and the
-//!   parsed schema, about 0.2 MB (the five-connection tenant less the two-connection
-//!   one, over three); the rest lies outside the tenant's database connections;
+//!   tenant at rest on PostgreSQL: an instance that holds a thousand tenants at rest
+//!   in a gigabyte leaves the machine's memory to the work. SQLite gets no looser
+//!   target: its tenants pay for their connections, but nothing else of a tenant at
+//!   rest depends on the backend. Measured with heaptrack before #56's memory work
+//!   (2.6 MB a tenant): its three connections held about 0.84 MB (parsed schema,
+//!   prepared statements, the first block of the page cache and lookaside memory,
+//!   about 0.28 MB each), its own HTTP client about 0.3 MB, its API routes 0.17 MB,
+//!   its workers 0.2 MB, its lookup caches 0.13 MB, the live feed's ring 0.15 MB,
+//!   and the rest (about 0.5 MB) was the threads' stacks and freed memory glibc's
+//!   malloc arenas kept; docs/tenants-and-instances.md has the figures since;
 //! - CPU at rest: reported (the tenants' pollers and sync), to see that fewer
 //!   connections did not cost CPU in reopening.
 //!

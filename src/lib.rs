@@ -96,6 +96,9 @@ mod import_cycles;
 #[cfg(test)]
 mod type_names;
 
-pub use app::{App, Reload, Services, http_client, incontact_settings, platform, start_simulator};
+pub use app::{
+    App, Reload, Services, http_client, incontact_settings, limit_malloc_arenas, platform,
+    start_simulator,
+};
 
 pub use telemetry::metrics_handle;

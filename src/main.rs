@@ -6,6 +6,8 @@ use clap::Parser;
 use wfmd::cli::{Cli, run};
 
 fn main() -> ExitCode {
+    // Before any thread: the runtime's, and the SQLite connections'.
+    wfmd::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -35,6 +35,8 @@ pub(super) struct Launch {
     pub lock_databases: bool,
     /// The instance's PostgreSQL pools, which a tenant added on a reload joins.
     pub pools: crate::store::SharedPools,
+    /// The instance's HTTP client, which a tenant added on a reload shares.
+    pub http: reqwest::Client,
     /// How long webhook POSTs in flight may take to finish when a tenant stops.
     pub grace: Duration,
     /// The process's downloads in progress.
@@ -206,6 +208,7 @@ impl Fleet {
                 self.launch.clock,
                 self.launch.lock_databases,
                 &self.launch.pools,
+                &self.launch.http,
             )
             .await;
             match built {

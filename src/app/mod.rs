@@ -2,6 +2,7 @@
 //! ([`worker::Worker`]) and the HTTP API over them, built from the configuration and
 //! run until stopped.
 
+mod arenas;
 mod fleet;
 mod leading;
 mod schedule_work;
@@ -11,6 +12,7 @@ mod simulate;
 mod tenant;
 mod worker;
 
+pub use arenas::limit_malloc_arenas;
 pub use services::{Services, http_client, incontact_settings, platform};
 pub use simulate::start_simulator;
 
@@ -59,6 +61,8 @@ pub struct App {
     /// The instance's PostgreSQL pools, shared by its tenants (`[database]
     /// max_connections`), tenants added on a reload too.
     pools: crate::store::SharedPools,
+    /// The instance's HTTP client, shared by its tenants (see [`Services::start_in`]).
+    http: reqwest::Client,
     /// This instance among several (`[ha]`); `None`: the sole instance.
     ha: Option<crate::cluster::leadership::LeadershipSettings>,
     /// This instance, among several or alone: its id (computed once, it holds the
@@ -112,10 +116,11 @@ impl App {
             Some(&instance.id),
             config.ha.is_some(),
         );
-        let pools_ref = &pools;
+        let http = http_client()?;
+        let (pools_ref, http_ref) = (&pools, &http);
         let tenants: Vec<Tenant> = futures::stream::iter(specs)
             .map(|spec| async move {
-                Tenant::build(&spec, clock, lock_databases, pools_ref)
+                Tenant::build(&spec, clock, lock_databases, pools_ref, http_ref)
                     .await
                     .with_context(|| format!("tenant {}", spec.id))
             })
@@ -140,6 +145,7 @@ impl App {
             clock,
             lock_databases,
             pools,
+            http,
             ha: config
                 .ha
                 .as_ref()
@@ -235,6 +241,7 @@ impl App {
                 clock: self.clock,
                 lock_databases: self.lock_databases,
                 pools: self.pools.clone(),
+                http: self.http.clone(),
                 grace,
                 exports: self.exports,
                 shutdown: shutdown.clone(),

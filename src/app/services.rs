@@ -100,15 +100,26 @@ impl Services {
         config: &Config,
         clock: engine::Clock,
     ) -> anyhow::Result<Services> {
-        Services::start_in(config, clock, &store::SharedPools::private()).await
+        Services::start_in(
+            config,
+            clock,
+            &store::SharedPools::private(),
+            &http_client()?,
+        )
+        .await
     }
 
     /// [`Services::start_with_clock`] for a tenant of an instance, whose PostgreSQL
-    /// connections are the instance's `pools`.
+    /// connections are the instance's `pools` and whose HTTP client is the instance's
+    /// `http`: one client for every tenant, so that the TLS roots and configuration are
+    /// held once and tenants on the same platform host share its idle connections. It
+    /// holds nothing of a tenant's: each tenant's platform client keeps its own
+    /// credentials and token, and sends them with each of its requests.
     pub async fn start_in(
         config: &Config,
         clock: engine::Clock,
         pools: &store::SharedPools,
+        http: &reqwest::Client,
     ) -> anyhow::Result<Services> {
         let audit_key = config.audit.key().map(store::audit::AuditKey::new);
         let store = Store::open_in(&config.database.url, audit_key, pools).await?;
@@ -117,7 +128,7 @@ impl Services {
                 .with_background_share(config.cxone.background_share)
                 .with_interactive_reserve(config.cxone.interactive_reserve),
         );
-        let http = http_client()?;
+        let http = http.clone();
         let platform = platform(config, http.clone(), budget.clone());
         // Schedules imported from a file answer for the agents they cover, also the ones
         // imported while the daemon runs.
@@ -138,5 +149,83 @@ impl Services {
             http,
             budget,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::cxone::AgentFilter;
+
+    /// Two tenants of an instance on one platform host: their platform calls, token
+    /// requests included, go over one connection, which the second tenant finds idle
+    /// in the instance's pool. With a client of their own, each opened its own.
+    #[tokio::test]
+    async fn tenants_of_an_instance_share_its_http_client() {
+        let stop = CancellationToken::new();
+        let mut platform_config = Config::default();
+        let sim = crate::sim::SimConfig {
+            requests_per_minute: 0,
+            ..crate::sim::SimConfig::default()
+        };
+        super::super::start_simulator(&mut platform_config, sim, stop.clone())
+            .await
+            .unwrap();
+        let simulator = platform_config.cxone.base_url.clone();
+        let simulator_address = simulator
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        // In front of the simulator: counts the connections the tenants open.
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxied = format!("http://{}", proxy.local_addr().unwrap());
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&opened);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = proxy.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let address = simulator_address.clone();
+                tokio::spawn(async move {
+                    let mut outbound = TcpStream::connect(address).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let http = http_client().unwrap();
+        let mut tenants = Vec::new();
+        for name in ["alpha", "beta"] {
+            let mut config = platform_config.clone();
+            config.cxone.base_url = config.cxone.base_url.replace(&simulator, &proxied);
+            config.cxone.token_url = config.cxone.token_url.replace(&simulator, &proxied);
+            config.database.url = format!("sqlite://{}", dir.path().join(name).display());
+            let services = Services::start_in(
+                &config,
+                engine::Clock::Wall,
+                &store::SharedPools::private(),
+                &http,
+            )
+            .await
+            .unwrap();
+            let agents = services
+                .engine
+                .platform()
+                .list_agents(&AgentFilter::default())
+                .await
+                .unwrap();
+            assert!(!agents.is_empty());
+            tenants.push(services);
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "connections opened");
+        stop.cancel();
     }
 }

@@ -58,7 +58,8 @@ impl Tenant {
     /// and builds every service its configuration asks for, each reading `clock` where
     /// it judges or stamps time; registers the tenant's metrics. With `lock`, first takes
     /// the database's daemon lock (refused while another daemon serves it), held as long
-    /// as the tenant. On PostgreSQL the tenant works through the instance's `pools`.
+    /// as the tenant. On PostgreSQL the tenant works through the instance's `pools`; its
+    /// platform calls and webhooks go through the instance's `http` client.
     /// Works in the tenant's scope, like everything the tenant does (see
     /// [`crate::tasks`]).
     pub async fn build(
@@ -66,9 +67,14 @@ impl Tenant {
         clock: engine::Clock,
         lock: bool,
         pools: &crate::store::SharedPools,
+        http: &reqwest::Client,
     ) -> anyhow::Result<Tenant> {
         crate::telemetry::register_tenant(&spec.id);
-        crate::tasks::in_tenant(&spec.id, Tenant::build_in_scope(spec, clock, lock, pools)).await
+        crate::tasks::in_tenant(
+            &spec.id,
+            Tenant::build_in_scope(spec, clock, lock, pools, http),
+        )
+        .await
     }
 
     async fn build_in_scope(
@@ -76,6 +82,7 @@ impl Tenant {
         clock: engine::Clock,
         lock: bool,
         pools: &crate::store::SharedPools,
+        http: &reqwest::Client,
     ) -> anyhow::Result<Tenant> {
         let config: &Config = &spec.config;
         let url = &config.database.url;
@@ -91,7 +98,7 @@ impl Tenant {
             }
             _ => None,
         };
-        let services = Services::start_in(config, clock, pools).await?;
+        let services = Services::start_in(config, clock, pools, http).await?;
         if lock.is_some() && config.ha.is_none() {
             // No other daemon serves the database while this one holds its lock.
             services.engine.serve_alone().await?;

@@ -236,7 +236,7 @@ impl Live {
         state.version += 1;
         let message =
             super::encode::Message::transient(state.version, self.tenant(), ADHERENCE_CHANGED, row);
-        let _ = self.inner.sender.send(message);
+        self.publish(message);
     }
 
     /// The feed's adherence loop (see the module's doc), until `stop`.

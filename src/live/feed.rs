@@ -2,6 +2,7 @@
 //! place in its caller's share of streams.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -106,7 +107,7 @@ impl Live {
 /// missed), then every published message in order.
 pub struct Feed {
     live: Live,
-    receiver: broadcast::Receiver<Message>,
+    receiver: broadcast::Receiver<Arc<Message>>,
     pending: VecDeque<Message>,
     /// Published messages up to this version are already in what was sent.
     after_version: u64,
@@ -172,7 +173,7 @@ impl Feed {
         }
     }
 
-    fn step(&mut self, received: Result<Message, broadcast::error::RecvError>) -> Step {
+    fn step(&mut self, received: Result<Arc<Message>, broadcast::error::RecvError>) -> Step {
         match received {
             Ok(message) => {
                 if message.version <= self.after_version {
@@ -184,7 +185,8 @@ impl Feed {
                     }
                     self.after_seq = seq;
                 }
-                Step::Send(message)
+                // A copy of its reference-counted parts while other clients hold it.
+                Step::Send(Arc::unwrap_or_clone(message))
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 let now = Instant::now();

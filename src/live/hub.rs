@@ -92,7 +92,7 @@ impl Live {
     /// reconnects.
     fn republish(&self, state: &mut State) {
         let (message, _) = self.snapshot_message(state);
-        let _ = self.inner.sender.send(message);
+        self.publish(message);
     }
 
     /// Replaces the roster (from the platform's agent list): managed agents keep their
@@ -176,8 +176,7 @@ impl Live {
                 state.version += 1;
                 state.cached = None;
                 let message = Message::durable(state.version, self.tenant(), &row);
-                // No receiver is not an error: nobody watches right now.
-                let _ = self.inner.sender.send(message);
+                self.publish(message);
                 published += 1;
             }
             drop(state);
@@ -196,7 +195,7 @@ impl Live {
         let message =
             Message::transient(state.version, self.tenant(), "metrics", Tiles::of(&board));
         state.board = board;
-        let _ = self.inner.sender.send(message);
+        self.publish(message);
     }
 
     /// Publishes a bulk job's progress (not durable: `bulk.completed` is).
@@ -204,7 +203,7 @@ impl Live {
         let mut state = self.lock();
         state.version += 1;
         let message = Message::transient(state.version, self.tenant(), "bulk.progress", job);
-        let _ = self.inner.sender.send(message);
+        self.publish(message);
     }
 
     /// The current snapshot.
@@ -277,10 +276,13 @@ impl Live {
     pub fn publish_heartbeat(&self) {
         let mut state = self.lock();
         state.version += 1;
-        let _ = self
-            .inner
-            .sender
-            .send(Message::heartbeat(state.version, self.tenant()));
+        self.publish(Message::heartbeat(state.version, self.tenant()));
+    }
+
+    /// Sends `message` to every client. No receiver is not an error: nobody watches
+    /// right now.
+    pub(super) fn publish(&self, message: Message) {
+        let _ = self.inner.sender.send(Arc::new(message));
     }
 }
 

@@ -120,7 +120,10 @@ struct Inner {
     store: Store,
     settings: LiveSettings,
     state: Mutex<State>,
-    sender: broadcast::Sender<Message>,
+    /// Each slot of the ring holds a message behind an `Arc`: the ring is allocated
+    /// whole, `client_buffer` slots for every tenant, whether anyone watches or not,
+    /// and a slot holding the message itself was four times the size.
+    sender: broadcast::Sender<Arc<Message>>,
     tickets: Tickets,
     /// Open streams by caller.
     streams: CallerSlots,

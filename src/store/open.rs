@@ -129,7 +129,11 @@ impl Store {
                         .pragma("wal_autocheckpoint", "0"),
                 );
         // Lazily: the writer above has just shown that the file opens.
-        let read = sqlite_idle::readers(READ_CONNECTIONS).connect_lazy_with(options.clone());
+        let read = sqlite_idle::readers(READ_CONNECTIONS).connect_lazy_with(
+            options
+                .clone()
+                .pragma("cache_size", sqlite_idle::READER_CACHE_PAGES.to_string()),
+        );
         let exports = SqlitePoolOptions::new()
             .max_connections(EXPORT_CONNECTIONS)
             .idle_timeout(sqlite_idle::RARELY_USED_IDLE)
