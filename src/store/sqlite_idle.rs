@@ -74,8 +74,6 @@ pub(super) fn readers(max: u32) -> SqlitePoolOptions {
 mod tests {
     use super::*;
 
-    /// A burst of reads opens readers beside each other; once it is over two stay, and
-    /// two stay after reads one after another.
     /// Readers keep a small page cache; the writer keeps SQLite's default.
     #[tokio::test]
     async fn readers_keep_a_small_page_cache_and_the_writer_the_default() {
@@ -94,6 +92,8 @@ mod tests {
         tx.rollback().await.unwrap();
     }
 
+    /// A burst of reads opens readers beside each other; once it is over two stay, and
+    /// two stay after reads one after another.
     #[tokio::test]
     async fn a_burst_of_reads_leaves_two_readers_open() {
         let dir = tempfile::tempdir().unwrap();
