@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::Live;
 use super::encode::Message;
+use super::rest::Watching;
 use super::tickets::Crowded;
 use super::view::Tiles;
 use crate::caller_slots::CallerSlot;
@@ -46,8 +47,14 @@ impl Live {
         })
     }
 
-    /// A new client's feed from `start`.
+    /// A new client's feed from `start`. The feed's loops read at a watched feed's pace
+    /// from now on, and a feed nobody watched catches up before the client's first
+    /// message ([`Live::catch_up`]).
     pub async fn subscribe(&self, start: Start) -> Result<Feed, sqlx::Error> {
+        let (watching, first) = self.watch();
+        // The first after a spell of nobody watching is sent what is current now, not
+        // what the feed's last read, however recent, saw.
+        self.catch_up_unless_fresh(!first).await;
         let (receiver, version, head_seq, first) = {
             let mut state = self.lock();
             let receiver = self.inner.sender.subscribe();
@@ -65,6 +72,7 @@ impl Live {
             after_seq: head_seq,
             strikes: VecDeque::new(),
             closed: false,
+            _watching: watching,
         };
         metrics::gauge!(LIVE_CLIENTS).increment(1.0);
         match (start, first) {
@@ -115,6 +123,8 @@ pub struct Feed {
     /// When this client was last resynced, to close one that keeps falling behind.
     strikes: VecDeque<Instant>,
     closed: bool,
+    /// Counts this client among the feed's watchers while it lives.
+    _watching: Watching,
 }
 
 /// What one message received from the ring means for a client.
