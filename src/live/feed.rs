@@ -51,10 +51,9 @@ impl Live {
     /// from now on, and a feed nobody watched catches up before the client's first
     /// message ([`Live::catch_up`]).
     pub async fn subscribe(&self, start: Start) -> Result<Feed, sqlx::Error> {
-        let (watching, first) = self.watch();
         // The first after a spell of nobody watching is sent what is current now, not
         // what the feed's last read, however recent, saw.
-        self.catch_up_unless_fresh(!first).await;
+        self.catch_up_unless_fresh(self.watched()).await;
         let (receiver, version, head_seq, first) = {
             let mut state = self.lock();
             let receiver = self.inner.sender.subscribe();
@@ -64,6 +63,9 @@ impl Live {
             };
             (receiver, state.version, state.head_seq, first)
         };
+        // Counted once it receives: the loops that wake for a first client (job progress,
+        // adherence rows) publish what it was not sent.
+        let watching = self.watch();
         let mut feed = Feed {
             live: self.clone(),
             receiver,

@@ -95,15 +95,11 @@ impl Live {
         &self.inner.rest
     }
 
-    /// Counts one more client feed until the guard drops; says whether it is the first.
-    pub(super) fn watch(&self) -> (Watching, bool) {
+    /// Counts one more client feed until the guard drops.
+    pub(super) fn watch(&self) -> Watching {
         let watchers = self.rest().watchers.clone();
-        let mut first = false;
-        watchers.send_modify(|n| {
-            first = *n == 0;
-            *n += 1;
-        });
-        (Watching(watchers), first)
+        watchers.send_modify(|n| *n += 1);
+        Watching(watchers)
     }
 
     /// Whether a client stream is open on this instance.
