@@ -546,3 +546,55 @@ async fn a_followers_first_client_is_sent_the_board_the_leader_shares_now() {
     stop.cancel();
     running.await.unwrap();
 }
+
+/// Not a check but the measure of what a feed nobody watches costs the database: one
+/// tenant's feed on a follower among several instances, on PostgreSQL, for a minute;
+/// prints the table scans (each of the feed's reads scans one table) it made.
+/// `cargo test --lib live::tests::measure_a_feed_at_rest -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: a minute of real time"]
+async fn measure_a_feed_at_rest() {
+    use crate::store::Backend;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::testing::temp_url_on(Backend::Postgres, &dir);
+    // Its own connection, not a store: opening one reads (migrations).
+    let scans = async || -> i64 {
+        use sqlx::Connection;
+        let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
+        let count = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0)), 0)::BIGINT
+             FROM pg_stat_user_tables",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        probe.close().await.unwrap();
+        count
+    };
+    let store = Store::open(&url).await.unwrap();
+    store.set_role(crate::store::InstanceRole::Follower);
+    let live = Live::new(
+        tenant(),
+        store.clone(),
+        LiveSettings {
+            served_by: Some("wfmd-b".into()),
+            ..LiveSettings::default()
+        },
+    );
+    let (board, _) = crate::engine::metrics::board_channel();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(live.clone().run(stop.clone(), board, None, None));
+    // Past its start, whose reads (migrations) the server counts within 10 s of them;
+    // then a minute at rest.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let before = scans().await;
+    let window: u64 = std::env::var("WINDOW").map_or(60, |w| w.parse().unwrap());
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    stop.cancel();
+    running.await.unwrap();
+    store.close().await;
+    // Closed connections have reported their counts.
+    let after = scans().await;
+    println!("a feed at rest: {} table scans in 60 s", after - before);
+}
