@@ -218,14 +218,15 @@ impl Live {
     /// outbox, for a job that ended meanwhile).
     async fn follow_jobs(self, stop: CancellationToken, bulk: BulkJobs) {
         let mut last: HashMap<String, BulkJobView> = HashMap::new();
+        let mut firsts = 0;
         loop {
-            let newcomers = !self.watched();
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.watchers_come() => {}
             }
-            if newcomers {
+            if self.first_clients() != firsts {
                 // What they were not sent: every running job's progress as it is.
+                firsts = self.first_clients();
                 last.clear();
             }
             if let Err(error) = self.progress_step(&bulk, &mut last).await {

@@ -32,8 +32,8 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// What the feed's loops and its readers share about the feed's reads.
 pub(super) struct Rest {
-    /// Client feeds open on this instance.
-    watchers: watch::Sender<usize>,
+    /// Client feeds open on this instance, and how many times one came while none was.
+    watchers: watch::Sender<(usize, u64)>,
     /// Whether the store was loaded ([`Live::load`]); until then the outbox is not read.
     pub(super) loaded: AtomicBool,
     /// One outbox read at a time: a reader that waited for one finds it fresh.
@@ -56,7 +56,7 @@ struct Leader {
 impl Rest {
     pub(super) fn new() -> Rest {
         Rest {
-            watchers: watch::Sender::new(0),
+            watchers: watch::Sender::new((0, 0)),
             loaded: AtomicBool::new(false),
             tail: tokio::sync::Mutex::new(()),
             leader: tokio::sync::Mutex::new(Leader {
@@ -71,11 +71,11 @@ impl Rest {
 }
 
 /// One open client feed, counted while it lives.
-pub(super) struct Watching(watch::Sender<usize>);
+pub(super) struct Watching(watch::Sender<(usize, u64)>);
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.0.send_modify(|(n, _)| *n -= 1);
     }
 }
 
@@ -98,20 +98,31 @@ impl Live {
     /// Counts one more client feed until the guard drops.
     pub(super) fn watch(&self) -> Watching {
         let watchers = self.rest().watchers.clone();
-        watchers.send_modify(|n| *n += 1);
+        watchers.send_modify(|(n, firsts)| {
+            if *n == 0 {
+                *firsts += 1;
+            }
+            *n += 1;
+        });
         Watching(watchers)
     }
 
     /// Whether a client stream is open on this instance.
     pub(super) fn watched(&self) -> bool {
-        *self.rest().watchers.borrow() > 0
+        self.rest().watchers.borrow().0 > 0
+    }
+
+    /// How many times a client came while none watched: a loop that saw another
+    /// number last owes the newcomers what it did not publish meanwhile.
+    pub(super) fn first_clients(&self) -> u64 {
+        self.rest().watchers.borrow().1
     }
 
     /// Resolves once a client stream is open (at once when one is).
     pub(super) async fn watchers_come(&self) {
         let mut watchers = self.rest().watchers.subscribe();
         // The sender lives as long as the feed: this never fails while `self` is held.
-        let _ = watchers.wait_for(|n| *n > 0).await;
+        let _ = watchers.wait_for(|(n, _)| *n > 0).await;
     }
 
     pub(super) fn last_read(&self, source: ReadOf) -> Option<Instant> {
@@ -138,7 +149,7 @@ impl Live {
     pub(super) async fn tick_due(&self, source: ReadOf, tick: Duration, tried: Instant) {
         let mut watchers = self.rest().watchers.subscribe();
         loop {
-            let period = if *watchers.borrow_and_update() > 0 {
+            let period = if watchers.borrow_and_update().0 > 0 {
                 tick
             } else {
                 IDLE_TICK

@@ -716,9 +716,9 @@ async fn the_wallboard_definitions_name_each_skills_threshold_as_the_platform_se
     app.stop().await;
 }
 
-/// A job whose one item waits for its busy agent does not move: while nobody watched,
-/// the feed published nothing of it, so the first client is sent its progress when it
-/// connects, not when the job next moves.
+/// A job whose one item waits for its busy agent does not move: once the client that
+/// saw its progress left, the next client to come after nobody watched is sent it when
+/// it connects, not when the job next moves (never, here).
 #[tokio::test]
 async fn a_client_connecting_mid_job_is_sent_its_progress_at_once() {
     use crate::deferred::{quiet, recorded_as, with_sync};
@@ -750,6 +750,26 @@ async fn a_client_connecting_mid_job_is_sent_its_progress_at_once() {
         match view["deferred"].as_i64() {
             Some(1) => Ok(()),
             _ => Err(view.to_string()),
+        }
+    })
+    .await;
+    let mut first = Ws::open(&app.address, "").await;
+    loop {
+        let message = first.next().await;
+        if message["type"] == "bulk.progress" && message["data"]["deferred"] == 1 {
+            break;
+        }
+    }
+    first.0.close(None).await.unwrap();
+    eventually("the first client never left", async || {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        let open: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("wfmd_live_clients"))
+            .collect();
+        match open.iter().all(|line| line.ends_with(" 0")) {
+            true if !open.is_empty() => Ok(()),
+            _ => Err(open.join("\n")),
         }
     })
     .await;
