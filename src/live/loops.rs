@@ -10,18 +10,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Live;
-use super::rest::ReadOf;
+use super::rest::{FALLBACK_TICK, ReadOf};
 use crate::cxone::Agent;
 use crate::engine::bulk::BulkJobs;
 use crate::engine::jobs::BulkJobView;
 use crate::engine::metrics::{BoardReceiver, BoardSender};
 use crate::store::live_shared::{self, View};
 use crate::store::{InstanceRole, jobs};
-
-/// How often the outbox is read, while a client watches, even when no commit was
-/// announced (another process, such as `wfmd transition`, wrote to the same database);
-/// and how stale a reader may find the feed before it catches up.
-pub(super) const FALLBACK_TICK: Duration = Duration::from_secs(2);
 
 /// The outbox is read at most this often while commits keep coming, so that each
 /// client wakes for a batch of events rather than for each (at fifty changes a second

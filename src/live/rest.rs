@@ -19,8 +19,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Live;
-use super::loops::FALLBACK_TICK;
 use crate::engine::metrics::BoardSender;
+
+/// How often the outbox is read, while a client watches, even when no commit was
+/// announced (another process, such as `wfmd transition`, wrote to the same database);
+/// and how stale a reader may find the feed before it catches up.
+pub(super) const FALLBACK_TICK: Duration = Duration::from_secs(2);
 
 /// While nobody watches, how often the feed still reads what no announcement tells
 /// it of.
