@@ -226,7 +226,7 @@ impl Live {
 
     /// Brings the snapshot up to date for a reader when the feed's reads are older than
     /// a watched feed's would be (nobody watched): the outbox and, on a follower, the
-    /// leader's board and roster. Waits at most [`CATCH_UP_WAIT`], then the reader is
+    /// leader's board and roster. Waits at most a second, then the reader is
     /// served what the feed has.
     pub async fn catch_up(&self) {
         self.catch_up_unless_fresh(true).await;
