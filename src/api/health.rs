@@ -172,7 +172,11 @@ async fn tenant_readiness(tenant: &ServedTenant, detailed: bool) -> (bool, serde
         });
     }
     // Like the sync, a metric family that fails or is refused does not make wfmd
-    // unready: only the wallboard's tiles of that family are missing.
+    // unready: only the wallboard's tiles of that family are missing. A follower's
+    // board is the leader's, read only as often as somebody looks while nobody watches.
+    if role == crate::store::InstanceRole::Follower {
+        state.live.catch_up_board().await;
+    }
     let board = state.board.borrow().clone();
     let family = |health: &crate::engine::metrics::FamilyHealth,
                   polled_at: Option<chrono::DateTime<chrono::Utc>>| {

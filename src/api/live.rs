@@ -254,7 +254,7 @@ pub(super) fn describe(doc: &mut serde_json::Value) {
     responses((status = 200, description = "The snapshot", body = Snapshot))
 )]
 pub async fn snapshot(State(state): State<ApiState>) -> Response {
-    let mut response = Body::from(state.live.snapshot_json()).into_response();
+    let mut response = Body::from(state.live.snapshot_json().await).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -83,6 +83,8 @@ pub async fn adherence_now(
 ) -> Result<Json<AdherenceNow>, Problem> {
     let team = filter("team", query.team.as_deref())?;
     let skill = filter("skill", query.skill.as_deref())?;
+    // The board and the agents' views, as current as while a client watches.
+    state.live.catch_up().await;
     // A skill may be named as its tile names it; the agents list skill ids.
     let skill_ids: Option<Vec<String>> = skill.map(|skill| {
         let board = state.board.borrow();

@@ -6,10 +6,11 @@
 //! A row is worked out from the feed's own view of the agent (its recorded state and
 //! open exceptions, kept current from the outbox) and the store (the stored shifts,
 //! the authorisations, today's recorded states), judged by [`adherence_now::judge`]:
-//! never from the platform. The feed's adherence loop ([`Live::keep_adherence`]) works
-//! a row out again when an event about the agent comes (a state change, an exception),
-//! when the schedule of any agent changes what it expects, and at least every
-//! [`FULL_EVERY`]; it sends a row only when it changed (today's percentage counting
+//! never from the platform. While a client watches, the feed's adherence loop
+//! ([`Live::keep_adherence`]) works a row out again when an event about the agent comes
+//! (a state change, an exception), when the schedule of any agent changes what it
+//! expects, and at least every [`FULL_EVERY`]; while none does it reads nothing (see
+//! `rest`), and works every row out when the first comes. It sends a row only when it changed (today's percentage counting
 //! only in whole points, so the drift of every agent's figure does not flood the
 //! feed). The messages have no id: after a (re)connection, or a `snapshot` message, a
 //! page reads `GET /v1/adherence/now` again.
@@ -166,6 +167,7 @@ impl Live {
         judging: &Judging,
         now: DateTime<Utc>,
     ) -> Result<Vec<AdherenceRow>, sqlx::Error> {
+        self.catch_up().await;
         let views: Vec<AgentView> = {
             let state = self.lock();
             state
@@ -265,6 +267,19 @@ impl Live {
                     tracing::warn!(%error, "real-time adherence cannot read the store");
                     full = true;
                 }
+            }
+            if !self.watched() {
+                // Rows go to clients only (`GET /v1/adherence/now` works its own out): with
+                // none, nothing is read until one comes; then every row at once, against
+                // those last sent, so no change made meanwhile is missed.
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = self.watchers_come() => {}
+                }
+                messages = messages.resubscribe();
+                touched.clear();
+                full = true;
+                continue;
             }
             // Until the next full reckoning: the next change of any schedule, at most
             // FULL_EVERY away (both on the engine's clock).

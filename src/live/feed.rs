@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::Live;
 use super::encode::Message;
+use super::rest::Watching;
 use super::tickets::Crowded;
 use super::view::Tiles;
 use crate::caller_slots::CallerSlot;
@@ -47,8 +48,13 @@ impl Live {
         })
     }
 
-    /// A new client's feed from `start`.
+    /// A new client's feed from `start`. The feed's loops read at a watched feed's pace
+    /// from now on, and a feed nobody watched catches up before the client's first
+    /// message ([`Live::catch_up`]).
     pub async fn subscribe(&self, start: Start) -> Result<Feed, sqlx::Error> {
+        // The first after a spell of nobody watching is sent what is current now, not
+        // what the feed's last read, however recent, saw.
+        self.catch_up_unless_fresh(self.watched()).await;
         let (receiver, version, head_seq, first) = {
             let mut state = self.lock();
             let receiver = self.inner.sender.subscribe();
@@ -58,6 +64,9 @@ impl Live {
             };
             (receiver, state.version, state.head_seq, first)
         };
+        // Counted once it receives: the loops that wake for a first client (job progress,
+        // adherence rows) publish what it was not sent.
+        let watching = self.watch();
         let mut feed = Feed {
             live: self.clone(),
             receiver,
@@ -66,6 +75,7 @@ impl Live {
             after_seq: head_seq,
             strikes: VecDeque::new(),
             closed: false,
+            _watching: watching,
         };
         metrics::gauge!(LIVE_CLIENTS).increment(1.0);
         match (start, first) {
@@ -116,6 +126,8 @@ pub struct Feed {
     /// When this client was last resynced, to close one that keeps falling behind.
     strikes: VecDeque<Instant>,
     closed: bool,
+    /// Counts this client among the feed's watchers while it lives.
+    _watching: Watching,
 }
 
 /// What one message received from the ring means for a client.

@@ -83,6 +83,8 @@ impl Live {
         state.version += 1;
         state.cached = None;
         self.republish(&mut state);
+        drop(state);
+        self.inner.rest.loaded();
         Ok(())
     }
 
@@ -206,7 +208,7 @@ impl Live {
         self.publish(message);
     }
 
-    /// The current snapshot.
+    /// The snapshot as the feed has it now (not caught up: see [`Live::catch_up`]).
     pub fn snapshot(&self) -> Snapshot {
         let state = self.lock();
         self.build_snapshot(&state)
@@ -266,8 +268,9 @@ impl Live {
         cached
     }
 
-    /// The snapshot, serialized (`GET /v1/live`).
-    pub fn snapshot_json(&self) -> Bytes {
+    /// The snapshot, serialized (`GET /v1/live`), caught up first ([`Live::catch_up`]).
+    pub async fn snapshot_json(&self) -> Bytes {
+        self.catch_up().await;
         let mut state = self.lock();
         self.snapshot_message(&mut state).1
     }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Live;
+use super::rest::{FALLBACK_TICK, ReadOf};
 use crate::cxone::Agent;
 use crate::engine::bulk::BulkJobs;
 use crate::engine::jobs::BulkJobView;
@@ -17,17 +18,13 @@ use crate::engine::metrics::{BoardReceiver, BoardSender};
 use crate::store::live_shared::{self, View};
 use crate::store::{InstanceRole, jobs};
 
-/// How often the outbox is read even when no commit was announced (another process,
-/// such as `wfmd transition`, wrote to the same database).
-const FALLBACK_TICK: Duration = Duration::from_secs(2);
-
 /// The outbox is read at most this often while commits keep coming, so that each
 /// client wakes for a batch of events rather than for each (at fifty changes a second
 /// and a thousand clients, the wakes were what starved the engine). It bounds the
 /// delay a batch adds.
 const MIN_READ_GAP: Duration = Duration::from_millis(50);
 
-/// How often running bulk jobs are looked at for progress.
+/// How often running bulk jobs are looked at for progress while a client watches.
 const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 impl Live {
@@ -45,22 +42,19 @@ impl Live {
         let feeds_stop = self.inner.stop.clone();
         // The store is read before the roster is asked for, so the roster's snapshot is
         // the last one a client sees at startup.
-        let loaded = match self.load().await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, "the live feed cannot read the store");
-                false
-            }
-        };
+        if let Err(error) = self.load().await {
+            tracing::warn!(%error, "the live feed cannot read the store");
+        }
+        self.set_board(board.clone()).await;
         let mut tasks = tokio::task::JoinSet::new();
-        crate::tasks::spawn_in(&mut tasks, self.clone().tail(stop.clone(), loaded));
+        crate::tasks::spawn_in(&mut tasks, self.clone().tail(stop.clone()));
         crate::tasks::spawn_in(&mut tasks, self.clone().beat(stop.clone()));
         let follow = self.clone().follow_board(stop.clone(), board.subscribe());
         crate::tasks::spawn_in(&mut tasks, follow);
         if let Some(me) = self.inner.settings.served_by.clone() {
             // Among several instances, a follower shows the leader's board and roster,
             // and its feed wakes at the leader's commits.
-            crate::tasks::spawn_in(&mut tasks, self.clone().follow_leader(stop.clone(), board));
+            crate::tasks::spawn_in(&mut tasks, self.clone().follow_leader(stop.clone()));
             let (store, stop) = (self.inner.store.clone(), stop.clone());
             let relay = async move { store.relay_outbox_commits(&me, stop).await };
             crate::tasks::spawn_in(&mut tasks, relay);
@@ -99,19 +93,14 @@ impl Live {
         }
     }
 
-    async fn tail(self, stop: CancellationToken, mut loaded: bool) {
+    /// Reads the outbox at each announced commit and, for commits nothing announces,
+    /// every [`FALLBACK_TICK`] while a client watches ([`super::rest::IDLE_TICK`]
+    /// while none does).
+    async fn tail(self, stop: CancellationToken) {
         let mut commits = self.inner.store.outbox_commits();
         loop {
             let read_at = Instant::now();
-            if !loaded {
-                match self.load().await {
-                    Ok(()) => loaded = true,
-                    Err(error) => tracing::warn!(%error, "the live feed cannot read the store"),
-                }
-            }
-            if loaded && let Err(error) = self.poll_outbox().await {
-                tracing::warn!(%error, "the live feed cannot read the outbox");
-            }
+            self.read_outbox(false, true).await;
             // Commits made meanwhile are read together next time: every client is woken
             // once for all of them instead of once per event. The first commit after a
             // quiet spell goes out at once.
@@ -126,7 +115,7 @@ impl Live {
                         return;
                     }
                 }
-                () = tokio::time::sleep(FALLBACK_TICK) => {}
+                () = self.tick_due(ReadOf::Outbox, FALLBACK_TICK, read_at) => {}
             }
         }
     }
@@ -148,7 +137,10 @@ impl Live {
                     }
                     let current = board.borrow_and_update().clone();
                     // This instance's clients first; the other instances' after a write.
-                    self.publish_board(current.clone());
+                    // A follower's reader that caught up published it already.
+                    if !Arc::ptr_eq(&self.lock().board, &current) {
+                        self.publish_board(current.clone());
+                    }
                     self.share(View::Board, &*current).await;
                 }
             }
@@ -157,7 +149,7 @@ impl Live {
 
     /// Whether another instance leads the tenant: its roster and board are read from
     /// what the leader shares ([`Live::follow_leader`]), never from the platform.
-    fn follows(&self) -> bool {
+    pub(super) fn follows(&self) -> bool {
         self.inner.store.role() == InstanceRole::Follower
     }
 
@@ -174,26 +166,21 @@ impl Live {
     }
 
     /// On a follower, shows the roster the leader shares and puts the board it shares
-    /// on `board` (for the feed, as the leader's pollers do, and `/readyz`), as they
-    /// change.
-    async fn follow_leader(self, stop: CancellationToken, board: BoardSender) {
-        let (mut board_at, mut roster_at) = (0, 0);
+    /// on the feed's board (for the feed, as the leader's pollers do, and `/readyz`),
+    /// as they change: every [`FALLBACK_TICK`] while a client watches, every
+    /// [`super::rest::IDLE_TICK`] while none does (a reader catches up itself).
+    async fn follow_leader(self, stop: CancellationToken) {
         loop {
-            if self.follows()
-                && let Err(error) = self
-                    .read_shared(&board, &mut board_at, &mut roster_at)
-                    .await
-            {
-                tracing::warn!(%error, "the live feed cannot read the leader's wallboard figures");
-            }
+            let read_at = Instant::now();
+            self.read_leader(false).await;
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(FALLBACK_TICK) => {}
+                () = self.tick_due(ReadOf::Leader, FALLBACK_TICK, read_at) => {}
             }
         }
     }
 
-    async fn read_shared(
+    pub(super) async fn read_shared(
         &self,
         board: &BoardSender,
         board_at: &mut i64,
@@ -202,7 +189,10 @@ impl Live {
         if let Some((shared, at)) =
             live_shared::changed(self.pool(), View::Board, *board_at).await?
         {
-            board.send_replace(Arc::new(shared));
+            let shared: Arc<crate::engine::metrics::MetricBoard> = Arc::new(shared);
+            board.send_replace(shared.clone());
+            // Now, not when `follow_board` gets to it: a reader catching up reads it next.
+            self.publish_board(shared);
             *board_at = at;
         }
         if !self.inner.settings.roster {
@@ -217,9 +207,23 @@ impl Live {
         Ok(())
     }
 
+    /// Publishes bulk job progress every [`PROGRESS_TICK`] while a client watches. Progress
+    /// is for clients only, so while none does nothing is read; the first to come is sent
+    /// the progress of every running job at once (`bulk.completed` is durable, in the
+    /// outbox, for a job that ended meanwhile).
     async fn follow_jobs(self, stop: CancellationToken, bulk: BulkJobs) {
         let mut last: HashMap<String, BulkJobView> = HashMap::new();
+        let mut firsts = 0;
         loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.watchers_come() => {}
+            }
+            if self.first_clients() != firsts {
+                // What they were not sent: every running job's progress as it is.
+                firsts = self.first_clients();
+                last.clear();
+            }
             if let Err(error) = self.progress_step(&bulk, &mut last).await {
                 tracing::debug!(%error, "the live feed cannot read bulk jobs");
             }

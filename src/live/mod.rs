@@ -4,7 +4,8 @@
 //! - Durable events (agent state changed, transition rejected, adherence exception,
 //!   bulk job completed) are read from the outbox in commit order whenever
 //!   [`Store::outbox_commits`] moves (and on a slow fallback tick, for commits made by
-//!   another process such as `wfmd transition`). They carry the outbox id, the same id
+//!   another process such as `wfmd transition`; slower still while no client watches,
+//!   when a reader of the snapshot has the feed catch up first: see `rest`). They carry the outbox id, the same id
 //!   the webhooks carry, so a client that reconnects with `Last-Event-ID` is sent
 //!   exactly what it missed, read back from the outbox — across a restart too.
 //! - Non-durable messages (bulk job progress, a new metric board, a changed row of
@@ -32,6 +33,7 @@ mod encode;
 mod feed;
 mod hub;
 mod loops;
+mod rest;
 mod tickets;
 mod view;
 
@@ -130,6 +132,8 @@ struct Inner {
     stop: CancellationToken,
     /// Asks the adherence loop to work every row out again.
     adherence_recheck: tokio::sync::Notify,
+    /// Who watches, and when the feed last read what others change (see `rest`).
+    rest: rest::Rest,
 }
 
 /// What the database keeps of a ticket: not the ticket, which opens the feed.
@@ -170,6 +174,7 @@ impl Live {
                 streams,
                 stop: CancellationToken::new(),
                 adherence_recheck: tokio::sync::Notify::new(),
+                rest: rest::Rest::new(),
             }),
         }
     }

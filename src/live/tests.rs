@@ -401,3 +401,200 @@ async fn a_leader_shares_the_board_its_pollers_filled_before_the_feed_started() 
     stop.cancel();
     following.await.unwrap();
 }
+
+/// Counts the warnings the feed logs (each failed read of its loops logs one).
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN
+            && event.metadata().target().starts_with("wfmd::live")
+        {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Warnings {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A feed among several instances, on a follower, running its loops; returns once its
+/// first reads (the outbox, the leader's shared figures) are done.
+async fn following_feed(store: &Store) -> (Live, CancellationToken, tokio::task::JoinHandle<()>) {
+    store.set_role(crate::store::InstanceRole::Follower);
+    let settings = LiveSettings {
+        served_by: Some("wfmd-b".into()),
+        ..LiveSettings::default()
+    };
+    let live = Live::new(tenant(), store.clone(), settings);
+    let (board, _) = crate::engine::metrics::board_channel();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(live.clone().run(stop.clone(), board, None, None));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while live.last_read(rest::ReadOf::Outbox).is_none()
+        || live.last_read(rest::ReadOf::Leader).is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feed never read"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (live, stop, running)
+}
+
+#[tokio::test]
+async fn a_feed_nobody_watches_reads_nothing_periodically_until_its_safety_tick() {
+    let (store, _dir) = temp_store().await;
+    let (_live, stop, running) = following_feed(&store).await;
+    // From now on every read fails at once and logs a warning: a read is seen without
+    // waiting for the disk, in paused time.
+    store.reader().close().await;
+    let warnings = Warnings::default();
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
+            tracing_subscriber::registry(),
+            warnings.clone(),
+        ));
+    tokio::time::pause();
+    for _ in 0..58 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(
+        warnings.count(),
+        0,
+        "no read of the outbox or of the leader's figures within a minute"
+    );
+    tokio::time::advance(Duration::from_secs(3)).await;
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        warnings.count() >= 2,
+        "the safety tick reads both: {}",
+        warnings.count()
+    );
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_first_client_after_nobody_watched_is_sent_what_another_process_committed() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
+    live.set_roster(&roster(&["u_1"])).await.unwrap();
+    live.load().await.unwrap();
+    // `wfmd transition` in another process: nothing announces it here.
+    let made = change(&store, "u_1", "READY").await;
+    let mut feed = live.subscribe(Start::Fresh).await.unwrap();
+    let first = feed.next().await.unwrap();
+    assert_eq!(&*first.kind, "snapshot");
+    assert_eq!(first.id.as_deref(), Some(made.as_str()), "{}", first.json);
+    let frame: Value = serde_json::from_str(&first.json).unwrap();
+    assert_eq!(
+        frame["data"]["agents"][0]["state"], "READY",
+        "{}",
+        first.json
+    );
+}
+
+#[tokio::test]
+async fn a_reader_without_a_stream_is_served_what_another_process_committed() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
+    live.set_roster(&roster(&["u_1"])).await.unwrap();
+    live.load().await.unwrap();
+    let made = change(&store, "u_1", "NOT_READY").await;
+    let snapshot: Value = serde_json::from_slice(&live.snapshot_json().await).unwrap();
+    assert_eq!(snapshot["last_event_id"], made.as_str(), "{snapshot}");
+    assert_eq!(snapshot["agents"][0]["state"], "NOT_READY", "{snapshot}");
+}
+
+#[tokio::test]
+async fn a_followers_first_client_is_sent_the_board_the_leader_shares_now() {
+    use crate::store::live_shared::{self, View};
+
+    let (store, _dir) = temp_store().await;
+    let (live, stop, running) = following_feed(&store).await;
+    // The leader shares a board after the follower's last read; its next periodic
+    // read would be a minute away.
+    let shared = MetricBoard {
+        skills_polled_at: Some(Utc::now()),
+        ..MetricBoard::default()
+    };
+    let now = Utc::now().timestamp_millis();
+    live_shared::publish(&store, View::Board, &shared, now + 1)
+        .await
+        .unwrap();
+    let mut feed = live.subscribe(Start::Fresh).await.unwrap();
+    let first = feed.next().await.unwrap();
+    assert_eq!(&*first.kind, "snapshot");
+    let frame: Value = serde_json::from_str(&first.json).unwrap();
+    let polled_at = serde_json::to_value(shared.skills_polled_at).unwrap();
+    assert_eq!(
+        frame["data"]["skills_polled_at"], polled_at,
+        "{}",
+        first.json
+    );
+    stop.cancel();
+    running.await.unwrap();
+}
+
+/// Not a check but the measure of what a feed nobody watches costs the database: one
+/// tenant's feed on a follower among several instances, on PostgreSQL, for a minute;
+/// prints the table scans (each of the feed's reads scans one table) it made.
+/// `cargo test --lib live::tests::measure_a_feed_at_rest -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: a minute of real time"]
+async fn measure_a_feed_at_rest() {
+    use crate::store::Backend;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::testing::temp_url_on(Backend::Postgres, &dir);
+    // Its own connection, not a store: opening one reads (migrations).
+    let scans = async || -> i64 {
+        use sqlx::Connection;
+        let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
+        let count = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0)), 0)::BIGINT
+             FROM pg_stat_user_tables",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        probe.close().await.unwrap();
+        count
+    };
+    let store = Store::open(&url).await.unwrap();
+    store.set_role(crate::store::InstanceRole::Follower);
+    let live = Live::new(
+        tenant(),
+        store.clone(),
+        LiveSettings {
+            served_by: Some("wfmd-b".into()),
+            ..LiveSettings::default()
+        },
+    );
+    let (board, _) = crate::engine::metrics::board_channel();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(live.clone().run(stop.clone(), board, None, None));
+    // Past its start, whose reads (migrations) the server counts within 10 s of them;
+    // then a minute at rest.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let before = scans().await;
+    let window: u64 = std::env::var("WINDOW").map_or(60, |w| w.parse().unwrap());
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    stop.cancel();
+    running.await.unwrap();
+    store.close().await;
+    // Closed connections have reported their counts.
+    let after = scans().await;
+    println!("a feed at rest: {} table scans in 60 s", after - before);
+}

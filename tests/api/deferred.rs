@@ -27,7 +27,7 @@ use crate::receiver::{Receiver, SECRET};
 
 /// Agents on shift now and for the next 15 minutes with no break in between, and not
 /// busy: with the simulator's own activity off, nothing but the test moves them.
-fn quiet(sim: &TestSim) -> Vec<String> {
+pub fn quiet(sim: &TestSim) -> Vec<String> {
     let now = sim.sim.clock().now();
     let later = now + TimeDelta::minutes(15);
     sim.agents_where(|a| {
@@ -44,7 +44,7 @@ fn quiet(sim: &TestSim) -> Vec<String> {
 
 /// `config` with state sync on (every 200 ms where the dialect allows it; v2
 /// subscriptions take 10 s at least) and, given a receiver, webhooks to it.
-fn with_sync(config: &mut Config, dialect: Dialect, receiver: Option<&Receiver>) {
+pub fn with_sync(config: &mut Config, dialect: Dialect, receiver: Option<&Receiver>) {
     config.sync.enabled = true;
     if dialect == Dialect::Incontact {
         config.sync.interval_ms = 200;
@@ -80,7 +80,7 @@ async fn recorded(address: &str, agent: &str) -> Option<String> {
 }
 
 /// Waits until wfmd has recorded `agent` in `state` (state sync saw it).
-async fn recorded_as(address: &str, agent: &str, state: &str) {
+pub async fn recorded_as(address: &str, agent: &str, state: &str) {
     eventually(
         &format!("{agent} never recorded {state}"),
         async || match recorded(address, agent).await {

@@ -715,3 +715,71 @@ async fn the_wallboard_definitions_name_each_skills_threshold_as_the_platform_se
     }
     app.stop().await;
 }
+
+/// A job whose one item waits for its busy agent does not move: once the client that
+/// saw its progress left, the next client to come after nobody watched is sent it when
+/// it connects, not when the job next moves (never, here).
+#[tokio::test]
+async fn a_client_connecting_mid_job_is_sent_its_progress_at_once() {
+    use crate::deferred::{quiet, recorded_as, with_sync};
+
+    let sim = TestSim::default_tenant().await.on(Dialect::Incontact);
+    let busy = quiet(&sim)[0].clone();
+    let app = TestApp::spawn_with(sim, |c| with_sync(c, Dialect::Incontact, None)).await;
+    assert!(app.sim.sim.force_state(&busy, "ON_CONTACT", ""));
+    recorded_as(&app.address, &busy, "ON_CONTACT").await;
+    let response = app
+        .http
+        .post(format!("{}/v1/bulk-transitions", app.address))
+        .json(&json!({"agents": [busy], "state": "NOT_READY", "when_busy": "defer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the item never waited", async || {
+        let view: Value = app
+            .get(&format!("/v1/bulk-transitions/{job_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        match view["deferred"].as_i64() {
+            Some(1) => Ok(()),
+            _ => Err(view.to_string()),
+        }
+    })
+    .await;
+    let mut first = Ws::open(&app.address, "").await;
+    loop {
+        let message = first.next().await;
+        if message["type"] == "bulk.progress" && message["data"]["deferred"] == 1 {
+            break;
+        }
+    }
+    first.0.close(None).await.unwrap();
+    eventually("the first client never left", async || {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        let open: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("wfmd_live_clients"))
+            .collect();
+        match open.iter().all(|line| line.ends_with(" 0")) {
+            true if !open.is_empty() => Ok(()),
+            _ => Err(open.join("\n")),
+        }
+    })
+    .await;
+    let mut feed = Sse::open(&app.address, "/v1/events", &[]).await;
+    let progress = feed.next_of("bulk.progress").await;
+    assert_eq!(
+        progress.data["data"]["job_id"],
+        job_id.as_str(),
+        "{progress:?}"
+    );
+    assert_eq!(progress.data["data"]["status"], "running", "{progress:?}");
+    app.stop().await;
+}
