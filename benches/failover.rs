@@ -567,20 +567,8 @@ async fn ask(ledger: &Shared, http: &reqwest::Client, url: &str, agent: usize) -
         )
     };
     let sent = Instant::now();
-    let answer = http
-        .post(format!("{url}/v1/agents/{agent_id}/transitions"))
-        .json(&json!({"state": target, "idempotency_key": key}))
-        .timeout(ANSWER_WITHIN)
-        .send()
-        .await;
-    let status = match answer {
-        // The whole answer: a change is carried out once its body has come.
-        Ok(answer) => {
-            let status = answer.status().as_u16();
-            answer.bytes().await.ok().map(|_| status)
-        }
-        Err(_) => None,
-    };
+    let transitions = format!("{url}/v1/agents/{agent_id}/transitions");
+    let status = common::post_transition(http, &transitions, target, &key, ANSWER_WITHIN).await;
     let answer = Answer {
         to: url.to_owned(),
         sent,

@@ -144,6 +144,44 @@ pub async fn api_change(
         .unwrap()
 }
 
+/// Waits until the daemon at `url` answers `/healthz`; panics after `within`.
+pub async fn wait_healthy(http: &reqwest::Client, url: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(answer) = http.get(format!("{url}/healthz")).send().await
+            && answer.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} did not come up within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Asks for one change at `transitions` (an agent's `.../transitions` route) with an
+/// idempotency key: the answer's status once its whole body has come (a change is
+/// carried out then), `None` when none came within `within`.
+pub async fn post_transition(
+    http: &reqwest::Client,
+    transitions: &str,
+    state: &str,
+    key: &str,
+    within: std::time::Duration,
+) -> Option<u16> {
+    let answer = http
+        .post(transitions)
+        .json(&serde_json::json!({"state": state, "idempotency_key": key}))
+        .timeout(within)
+        .send()
+        .await
+        .ok()?;
+    let status = answer.status().as_u16();
+    answer.bytes().await.ok().map(|_| status)
+}
+
 /// The simulator on a free loopback port, and a wfmd configuration and store in a fresh
 /// temporary folder pointing at it: what every benchmark of the platform side starts from.
 pub struct SimulatedPlatform {
