@@ -335,23 +335,23 @@ async fn tenants_spread_over_two_then_three_instances_and_back_none_long_without
         .await;
     let watch = Watch::start(&fleet);
 
-    // A second instance: six each (ceil(12 / 2), and never more than one over it).
+    // A second instance: six each (ceil(12 / 2)). The moves pass through other
+    // counts (a tenant handed over is led by nobody for a moment), so the spread is
+    // waited for, not read at the first count within bounds.
     let b = fleet.start("wfmd-b", "2s").await;
-    let two = fleet
-        .settled("the tenants never spread over two", |c| {
-            c.len() == 2 && c.values().all(|n| *n <= 7)
+    fleet
+        .settled("the tenants never spread over two, six each", |c| {
+            c.len() == 2 && c.values().all(|n| *n == 6)
         })
         .await;
-    assert!(two.values().all(|n| *n == 6), "{two:?}");
 
     // A third: four each.
     let c = fleet.start("wfmd-c", "2s").await;
-    let three = fleet
-        .settled("the tenants never spread over three", |c| {
-            c.len() == 3 && c.values().all(|n| *n <= 5)
+    fleet
+        .settled("the tenants never spread over three, four each", |c| {
+            c.len() == 3 && c.values().all(|n| *n == 4)
         })
         .await;
-    assert!(three.values().all(|n| *n == 4), "{three:?}");
 
     // GET /v1/cluster on any instance says so.
     let seen = http_client()
