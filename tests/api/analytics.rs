@@ -10,7 +10,8 @@ use wfmd::engine::analytics::{self, AnalyticsJobs};
 use wfmd::sim::SimConfig;
 
 use crate::helpers::{
-    DEADLINE, Daemon, TestApp, TestDb, TestSim, eventually, eventually_within, http_client, wfmd,
+    DEADLINE, Daemon, TestApp, TestDb, TestSim, accepted_job_id, eventually, eventually_within,
+    http_client, wfmd,
 };
 
 fn window() -> (String, String) {
@@ -33,11 +34,7 @@ async fn submit(app: &TestApp, body: Value) -> reqwest::Response {
 /// Submits `body` (answered 202) and polls the job until it finished: its id and the job.
 async fn finished_job(app: &TestApp, body: Value) -> (String, Value) {
     let response = submit(app, body).await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = accepted_job_id(response).await;
     let job = until_finished(app, &job_id).await;
     (job_id, job)
 }
@@ -289,11 +286,7 @@ async fn formula_agent_ids_are_neutralised_in_new_csvs_while_a_job_hashed_before
                "from": from, "to": to, "bucket": "hour"}),
     )
     .await;
-    assert_eq!(response.status(), 202);
-    let new_job = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_job = accepted_job_id(response).await;
     assert_eq!(until_finished(&app, &new_job).await["status"], "completed");
     let csv = results_csv(&app, &new_job).await;
     let text = String::from_utf8(csv.clone()).unwrap();
@@ -586,11 +579,7 @@ async fn a_job_accepted_before_kill_9_completes_after_restart_once_and_wfmd_anal
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = accepted_job_id(response).await;
     let (daemon, job) = finished_after_kill_and_restart(daemon, &env, &job_id, DEADLINE * 4).await;
     assert_eq!(job["status"], "completed", "{job}");
     let csv = http

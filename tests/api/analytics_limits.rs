@@ -13,7 +13,7 @@ use wfmd::store::retention::Kind;
 
 use crate::analytics::until_finished;
 use crate::auth::entry;
-use crate::helpers::{TestApp, TestSim, count};
+use crate::helpers::{TestApp, TestSim, accepted_job_id, count};
 
 async fn submit(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
     app.http
@@ -89,11 +89,7 @@ async fn finished_jobs_past_their_age_go_with_their_results_and_their_csv_still_
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = accepted_job_id(response).await;
     assert_eq!(until_finished(&app, &job_id).await["status"], "completed");
     let csv = app
         .get(&format!("/v1/analytics/queries/{job_id}/results"))

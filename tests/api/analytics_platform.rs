@@ -12,7 +12,8 @@ use wfmd::sim::SimConfig;
 
 use crate::analytics::{finished_after_kill_and_restart, until_finished};
 use crate::helpers::{
-    DEADLINE, Daemon, Dialect, TestApp, TestDb, TestSim, eventually, http_client, wfmd,
+    DEADLINE, Daemon, Dialect, TestApp, TestDb, TestSim, accepted_job_id, eventually, http_client,
+    wfmd,
 };
 
 /// Hour-aligned, in the past: the simulator computes any range.
@@ -53,11 +54,7 @@ async fn submit(app: &TestApp, body: &Value) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    accepted_job_id(response).await
 }
 
 async fn report_ready_events(store: &wfmd::store::Store, job_id: &str) -> i64 {
@@ -412,11 +409,7 @@ async fn a_platform_job_killed_mid_query_is_resumed_after_restart_and_announced_
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = accepted_job_id(response).await;
     // Kill it once the platform has the query and wfmd has stored its id.
     eventually("never polled", || async {
         let job: Value = http

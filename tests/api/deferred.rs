@@ -20,8 +20,8 @@ use wfmd::telemetry::names::DEFERRED_TOTAL;
 
 use crate::cluster::{cluster_env_and, leads};
 use crate::helpers::{
-    Daemon, Dialect, TestApp, TestDb, TestSim, eventually, http_client, on_both_dialects,
-    on_both_dialects_and_backends, wait_until,
+    Daemon, Dialect, TestApp, TestDb, TestSim, accepted_job_id, eventually, http_client,
+    on_both_dialects, on_both_dialects_and_backends, wait_until,
 };
 use crate::receiver::{Receiver, SECRET};
 
@@ -617,11 +617,7 @@ async fn a_bulk_item_waits_deferred_for_its_busy_agent_and_the_job_completes_aft
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = accepted_job_id(response).await;
     let job = async || -> Value {
         app.get(&format!("/v1/bulk-transitions/{job_id}"))
             .await

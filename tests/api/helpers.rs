@@ -633,6 +633,15 @@ impl Drop for TestApp {
 /// How often the pollers below look again, unless told otherwise.
 const POLL: Duration = Duration::from_millis(20);
 
+/// The `job_id` of a job the daemon accepted: `response` must be its 202.
+pub async fn accepted_job_id(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 202);
+    response.json::<serde_json::Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Polls `check` until it gives a value, failing the test after the deadline with `what`
 /// and what `check` last saw (its `Err`).
 pub async fn eventually<T>(what: &str, check: impl AsyncFnMut() -> Result<T, String>) -> T {

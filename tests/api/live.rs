@@ -18,8 +18,8 @@ use wfmd::telemetry::names::LIVE_RESYNCS_TOTAL;
 
 use crate::auth::{As, spawn_with_roles};
 use crate::helpers::{
-    DEADLINE, Dialect, TestApp, TestDb, TestSim, eventually, http_client, on_both_backends,
-    on_both_dialects, set_state_at,
+    DEADLINE, Dialect, TestApp, TestDb, TestSim, accepted_job_id, eventually, http_client,
+    on_both_backends, on_both_dialects, set_state_at,
 };
 
 /// One Server-Sent Event.
@@ -735,11 +735,7 @@ async fn a_client_connecting_mid_job_is_sent_its_progress_at_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = accepted_job_id(response).await;
     eventually("the item never waited", async || {
         let view: Value = app
             .get(&format!("/v1/bulk-transitions/{job_id}"))
