@@ -10,9 +10,9 @@
 //! ([`Live::keep_adherence`]) works a row out again when an event about the agent comes
 //! (a state change, an exception), when the schedule of any agent changes what it
 //! expects, and at least every [`FULL_EVERY`]; while none does it reads nothing (see
-//! `rest`), and works every row out when the first comes. It sends a row only when it changed (today's percentage counting
-//! only in whole points, so the drift of every agent's figure does not flood the
-//! feed). The messages have no id: after a (re)connection, or a `snapshot` message, a
+//! `rest`), and works every row out when the first comes. It sends a row only when it
+//! changed (today's percentage counting only in whole points, so the drift of every
+//! agent's figure does not flood the feed). The messages have no id: after a (re)connection, or a `snapshot` message, a
 //! page reads `GET /v1/adherence/now` again.
 
 use std::collections::{BTreeSet, HashMap};

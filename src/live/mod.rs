@@ -5,9 +5,10 @@
 //!   bulk job completed) are read from the outbox in commit order whenever
 //!   [`Store::outbox_commits`] moves (and on a slow fallback tick, for commits made by
 //!   another process such as `wfmd transition`; slower still while no client watches,
-//!   when a reader of the snapshot has the feed catch up first: see `rest`). They carry the outbox id, the same id
-//!   the webhooks carry, so a client that reconnects with `Last-Event-ID` is sent
-//!   exactly what it missed, read back from the outbox — across a restart too.
+//!   when a reader of the snapshot has the feed catch up first: see `rest`). They
+//!   carry the outbox id, the same id the webhooks carry, so a client that reconnects
+//!   with `Last-Event-ID` is sent exactly what it missed, read back from the outbox —
+//!   across a restart too.
 //! - Non-durable messages (bulk job progress, a new metric board, a changed row of
 //!   real-time adherence) are published without ids: a reconnecting client gets the
 //!   current board instead (and reads the adherence rows again).

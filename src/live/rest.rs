@@ -129,20 +129,21 @@ impl Live {
         let _ = watchers.wait_for(|(n, _)| *n > 0).await;
     }
 
-    pub(super) fn last_read(&self, source: ReadOf) -> Option<Instant> {
+    /// When the last read of `source` began.
+    fn read_at(&self, source: ReadOf) -> std::sync::MutexGuard<'_, Option<Instant>> {
         let cell = match source {
             ReadOf::Outbox => &self.rest().tail_read_at,
             ReadOf::Leader => &self.rest().leader_read_at,
         };
-        *cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn last_read(&self, source: ReadOf) -> Option<Instant> {
+        *self.read_at(source)
     }
 
     fn record_read(&self, source: ReadOf, at: Instant) {
-        let cell = match source {
-            ReadOf::Outbox => &self.rest().tail_read_at,
-            ReadOf::Leader => &self.rest().leader_read_at,
-        };
-        let mut last = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = self.read_at(source);
         *last = Some(last.map_or(at, |last| last.max(at)));
     }
 
