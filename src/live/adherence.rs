@@ -160,14 +160,15 @@ pub struct AdherenceJudge {
 
 impl Live {
     /// The rows of the agents on the board that `wanted` keeps, at `now`, judged by
-    /// `judging`: out of adherence first (longest first), then the rest by name.
+    /// `judging`: out of adherence first (longest first), then the rest by name. From
+    /// the feed's views as they are: a reader without a stream has the feed catch up
+    /// first ([`Live::catch_up`]).
     pub async fn adherence_rows(
         &self,
         wanted: impl Fn(&AgentView) -> bool,
         judging: &Judging,
         now: DateTime<Utc>,
     ) -> Result<Vec<AdherenceRow>, sqlx::Error> {
-        self.catch_up().await;
         let views: Vec<AgentView> = {
             let state = self.lock();
             state
