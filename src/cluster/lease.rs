@@ -108,7 +108,7 @@ pub async fn start_term(
     instance: &str,
     term: i64,
 ) -> Result<TermStart, sqlx::Error> {
-    let mut tx = store.begin_write_unfenced().await?;
+    let mut tx = store.begin_term().await?;
     let started: Option<i64> = fetch_scalar!(
         &mut tx,
         optional,

@@ -432,24 +432,37 @@ impl Store {
             .await
     }
 
-    /// [`Store::begin_write`] whatever this instance's role, proving no term: for the
-    /// tenant's lease itself (taking it over changes the term every leader's write
-    /// proves, so it holds the same lock; see [`crate::cluster::lease`]), and for the
-    /// readiness probe, which asks whether the database takes writes, not whose; and
-    /// for live-feed tickets, which any instance issues and redeems.
+    /// [`Store::begin_write`] whatever this instance's role, proving no term, as
+    /// [`Store::begin_term`] does: for the readiness probe, which asks whether the
+    /// database takes writes, not whose; and for live-feed tickets, which any instance
+    /// issues and redeems.
     pub(crate) async fn begin_write_unfenced(&self) -> Result<WriteTx, sqlx::Error> {
-        self.begin_as("BEGIN IMMEDIATE", Some(InstanceRole::Sole))
+        self.begin_as("BEGIN IMMEDIATE", Some(InstanceRole::Sole), None)
+            .await
+    }
+
+    /// [`Store::begin_write`] whatever this instance's role, proving no term, for
+    /// starting a term of the tenant's lease (taking it over changes the term every
+    /// leader's write proves, so it holds the same lock; see [`crate::cluster::lease`]).
+    /// On PostgreSQL it goes to a connection before the instance's other work waiting
+    /// for one (see [`shared`]): none of the tenant's leader work can begin before it.
+    pub(crate) async fn begin_term(&self) -> Result<WriteTx, sqlx::Error> {
+        let term = Some(shared::ShareKind::Term);
+        self.begin_as("BEGIN IMMEDIATE", Some(InstanceRole::Sole), term)
             .await
     }
 
     async fn begin(&self, sqlite_statement: &'static str) -> Result<WriteTx, sqlx::Error> {
-        self.begin_as(sqlite_statement, None).await
+        self.begin_as(sqlite_statement, None, None).await
     }
 
+    /// A write transaction, as `role` (the store's own by default) and through the
+    /// write share of `kind` (the one the statement calls for by default).
     async fn begin_as(
         &self,
         sqlite_statement: &'static str,
         role: Option<InstanceRole>,
+        kind: Option<shared::ShareKind>,
     ) -> Result<WriteTx, sqlx::Error> {
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);
@@ -463,10 +476,10 @@ impl Store {
                 let role = role.unwrap_or_else(|| self.write_lock.role());
                 // An unflushed write takes no write lock: its own turn lets it commit
                 // beside a flushed one instead of queueing behind it and its flush.
-                let share = if flushed {
-                    share.clone()
-                } else {
-                    share.of_kind(shared::ShareKind::Unflushed)
+                let share = match kind {
+                    Some(kind) => share.of_kind(kind),
+                    None if flushed => share.clone(),
+                    None => share.of_kind(shared::ShareKind::Unflushed),
                 };
                 self.write_lock
                     .begin(&share, flushed, role)

@@ -16,7 +16,14 @@
 //!   writer of intents (unflushed, taking no write lock, so beside the other), one
 //!   housekeeper, readers up to a quarter of the pool, one download, and downloads of
 //!   the whole instance two at a time, so a burst on one tenant waits for its own
-//!   turns while the others find connections free.
+//!   turns while the others find connections free;
+//! - let a term's start (a lease just taken, see [`crate::cluster::lease::start_term`])
+//!   past everything else waiting for a connection: every other checkout first takes
+//!   one of the pool's *entries*, as many as it has connections, so no more of them
+//!   queue at the pool than it could serve at once, and a connection given back goes
+//!   to a term start waiting before anything that has yet to enter. An instance that
+//!   takes hundreds of tenants at once (another one died) starts their terms within
+//!   a moment, even while the tenants it took first start their leader's work.
 //!
 //! Writers of all tenants together hold at most half the pool: a write transaction may
 //! read through its store's read share meanwhile, and with every connection held by a
@@ -136,6 +143,9 @@ pub(super) struct SharedPool {
     writes: Arc<Semaphore>,
     /// The instance's download turns.
     exports: Arc<Semaphore>,
+    /// The way to a connection of every checkout but a term's start, one per
+    /// connection (see the module's doc).
+    entries: Arc<Semaphore>,
     /// Checkouts queued right now, on a turn or on the pool.
     waiting: AtomicUsize,
     /// The tenants' stores open on it: the last to close closes it.
@@ -182,6 +192,7 @@ impl SharedPool {
             read_turns,
             writes: Arc::new(Semaphore::new(writes)),
             exports: Arc::new(Semaphore::new(INSTANCE_EXPORTS)),
+            entries: Arc::new(Semaphore::new(usize::try_from(pooled).unwrap_or(1).max(1))),
             waiting: AtomicUsize::new(0),
             tenants: AtomicUsize::new(0),
             session: Session {
@@ -235,6 +246,7 @@ impl SharedPool {
     /// Creates `schema` when missing, on a connection of the pool. Two instances
     /// starting together may both try: the loser's "already exists" is success.
     pub(super) async fn create_schema(&self, schema: &str) -> Result<(), sqlx::Error> {
+        let _entry = turn(&self.entries, &self.waiting).await?;
         let mut conn = self.connection().await?;
         let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
         let created = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -505,6 +517,9 @@ pub(super) enum ShareKind {
     Read,
     /// A download's reads: one download at a time, and two of the instance's.
     Export,
+    /// A term's start: the tenant's write turn, outside the instance's write turns,
+    /// and first to a connection (see the module's doc).
+    Term,
 }
 
 /// A tenant's way into its instance's pool for one kind of work (see the module's
@@ -524,6 +539,7 @@ pub struct Share {
 pub struct Turns {
     _tenant: Option<OwnedSemaphorePermit>,
     _instance: Option<OwnedSemaphorePermit>,
+    _entry: Option<OwnedSemaphorePermit>,
 }
 
 impl Share {
@@ -537,35 +553,39 @@ impl Share {
         &self.tenant.pool
     }
 
-    /// Waits for this share's turn (and the instance's, for writes and downloads).
+    /// Waits for this share's turn (and the instance's, for writes and downloads),
+    /// then for an entry to the pool (none for a term's start).
     async fn turns(&self) -> Result<Turns, sqlx::Error> {
         let tenant = &self.tenant;
-        let waiting = &tenant.pool.waiting;
+        let pool = &tenant.pool;
+        let waiting = &pool.waiting;
         let (own, instance) = match self.kind {
-            ShareKind::Write => (&tenant.write, Some(&tenant.pool.writes)),
-            ShareKind::Unflushed => (&tenant.unflushed, Some(&tenant.pool.writes)),
-            ShareKind::Housekeeping => (&tenant.housekeeping, Some(&tenant.pool.writes)),
-            ShareKind::Read => (&tenant.read, None),
+            ShareKind::Write => (Some(&tenant.write), Some(&pool.writes)),
+            ShareKind::Unflushed => (Some(&tenant.unflushed), Some(&pool.writes)),
+            ShareKind::Housekeeping => (Some(&tenant.housekeeping), Some(&pool.writes)),
+            ShareKind::Read => (Some(&tenant.read), None),
+            // Holds no connection while it waits for another: it may take a
+            // connection the writers of the other tenants are waiting for.
+            ShareKind::Term => (Some(&tenant.write), None),
             ShareKind::Export => {
                 self.download
                     .get_or_try_init(|| async {
                         Ok::<_, sqlx::Error>(Turns {
                             _tenant: Some(turn(&tenant.downloads, waiting).await?),
-                            _instance: Some(turn(&tenant.pool.exports, waiting).await?),
+                            _instance: Some(turn(&pool.exports, waiting).await?),
+                            _entry: None,
                         })
                     })
                     .await?;
-                return Ok(Turns::default());
+                (None, None)
             }
         };
-        let own = turn(own, waiting).await?;
-        let instance = match instance {
-            Some(turns) => Some(turn(turns, waiting).await?),
-            None => None,
-        };
+        let entry = (self.kind != ShareKind::Term).then_some(&pool.entries);
+        // In this order, for every kind: no two checkouts wait on each other's turn.
         Ok(Turns {
-            _tenant: Some(own),
-            _instance: instance,
+            _tenant: turn_of(own, waiting).await?,
+            _instance: turn_of(instance, waiting).await?,
+            _entry: turn_of(entry, waiting).await?,
         })
     }
 
@@ -623,6 +643,17 @@ async fn turn(
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_)) => Err(sqlx::Error::PoolClosed),
         Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
+/// A permit of `turns` when there are any (see [`turn`]).
+async fn turn_of(
+    turns: Option<&Arc<Semaphore>>,
+    waiting: &AtomicUsize,
+) -> Result<Option<OwnedSemaphorePermit>, sqlx::Error> {
+    match turns {
+        Some(turns) => turn(turns, waiting).await.map(Some),
+        None => Ok(None),
     }
 }
 
@@ -919,6 +950,58 @@ mod tests {
         );
         while work.join_next().await.transpose().unwrap().is_some() {}
         assert_eq!(done.load(Ordering::SeqCst), EACH * 3);
+        for (store, _) in tenants {
+            store.close().await;
+        }
+    }
+
+    /// Three tenants' reads queue for the pool, more than it has connections; a
+    /// fourth tenant's term start, asked for after them, gets the first connection
+    /// given back instead of waiting for the reads queued before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_term_start_goes_to_a_connection_before_the_checkouts_queued_for_one() {
+        let pools = SharedPools::new(MIN_MAX_CONNECTIONS, Some("terms"), false);
+        let tenants = tenants_on(&pools, &["busy_a", "busy_b", "busy_c", "taken"]).await;
+        let pooled = usize::try_from(pools.pooled()).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut work = tokio::task::JoinSet::new();
+        for (store, _) in &tenants[..3] {
+            for _ in 0..3 * MIN_READ_TURNS {
+                let (store, done) = (store.clone(), Arc::clone(&done));
+                crate::tasks::spawn_in(&mut work, async move {
+                    execute!(store.reader(), "SELECT pg_sleep(0.2)").unwrap();
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        }
+        let taken = &tenants[3].0;
+        let Db::Postgres(share) = taken.reader().db() else {
+            unreachable!("PostgreSQL")
+        };
+        let pool = share.pool();
+        // Every read but those on a connection waits: on its tenant's turns, or with
+        // one for the pool.
+        let reads = 3 * 3 * MIN_READ_TURNS;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while (pool.connections().waiting as usize) < reads - pooled {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reads never queued: {:?}",
+                pool.connections()
+            );
+            tokio::task::yield_now().await;
+        }
+        let tx = taken.begin_term().await.unwrap();
+        let before = done.load(Ordering::SeqCst);
+        tx.commit().await.unwrap();
+        // Those on a connection when it asked may be done; none of those queued.
+        assert!(
+            before <= pooled,
+            "the term started only after {before} reads queued before it were done, more \
+             than the pool's {pooled} connections hold at once"
+        );
+        while work.join_next().await.transpose().unwrap().is_some() {}
+        assert_eq!(done.load(Ordering::SeqCst), reads);
         for (store, _) in tenants {
             store.close().await;
         }
