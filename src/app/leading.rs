@@ -2,7 +2,8 @@
 //! instance only while it leads the tenant. [`leading`] is the one worker that follows
 //! the tenant's standing, as this instance's keeper of leases says it
 //! ([`crate::cluster::leadership`]), and starts the leader's work, built afresh, at each
-//! term this instance begins, and stops it when the term ends.
+//! term this instance begins (once the other terms it is starting meanwhile began, two
+//! seconds at most), and stops it when the term ends.
 //!
 //! When the tenant stops (the daemon stops, or a reload removes it), the leader's work
 //! stops first and then the tenant's lease is given up, so another instance takes the
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tenant::Tenant;
 use super::worker::{Running, Worker};
-use crate::cluster::leadership::{LeaseKeeper, Standing};
+use crate::cluster::leadership::{HELD_BACK_AT_MOST, LeaseKeeper, Standing};
 
 /// The worker that follows `tenant`'s standing and runs its leader's work while this
 /// instance leads (see the module's doc); in the tenant's scope.
@@ -57,6 +58,13 @@ async fn lead(tenant: Arc<Tenant>, keeper: LeaseKeeper, grace: Duration, stop: C
             (Standing::Leader { term }, _) => {
                 if let Some(ended) = current.take() {
                     ended.end(work_grace).await;
+                }
+                // After the terms this instance is starting meanwhile: see
+                // `LeaseKeeper::terms_started`. A lease lost while it waits ends the
+                // work at the loop's next turn.
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = keeper.terms_started(HELD_BACK_AT_MOST) => {}
                 }
                 let term_stop = stop.child_token();
                 let running = Running::start(tenant.leader_work(grace), &term_stop);

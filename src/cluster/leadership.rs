@@ -55,6 +55,10 @@ pub const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// How many terms are started at once (each in its tenant's schema, on its pool).
 const STARTING_AT_ONCE: usize = 16;
 
+/// How long a tenant's leader work waits, at most, for the terms this instance is
+/// still starting (see [`LeaseKeeper::terms_started`]).
+pub const HELD_BACK_AT_MOST: Duration = Duration::from_secs(2);
+
 /// How often the instances long gone are forgotten ([`lease::forget_silent`]).
 const FORGET_EVERY: Duration = Duration::from_secs(3600);
 
@@ -94,6 +98,8 @@ pub enum Standing {
 #[derive(Debug, Clone)]
 pub struct LeaseKeeper {
     inbox: mpsc::UnboundedSender<Request>,
+    /// How many leases taken wait for their term to start, or are starting it.
+    terms_to_start: watch::Receiver<usize>,
 }
 
 impl LeaseKeeper {
@@ -106,9 +112,24 @@ impl LeaseKeeper {
         leaving: CancellationToken,
     ) -> (LeaseKeeper, tokio::task::JoinHandle<()>) {
         let (inbox, requests) = mpsc::unbounded_channel();
-        let keeper = Keeper::new(settings);
+        let (terms, terms_to_start) = watch::channel(0);
+        let keeper = Keeper::new(settings, terms);
         let running = crate::tasks::spawn(keeper.run(requests, leaving));
-        (LeaseKeeper { inbox }, running)
+        let keeper = LeaseKeeper {
+            inbox,
+            terms_to_start,
+        };
+        (keeper, running)
+    }
+
+    /// Returns once no lease this instance took waits for its term to start, or after
+    /// `at_most`. A tenant's leader work waits for this before it begins: when this
+    /// instance takes many tenants at once (another one died), the work of those whose
+    /// terms began first would otherwise fill the pool ahead of the other terms' starts,
+    /// and keep those tenants without a leader the longer.
+    pub async fn terms_started(&self, at_most: Duration) {
+        let mut terms = self.terms_to_start.clone();
+        let _ = tokio::time::timeout(at_most, terms.wait_for(|&n| n == 0)).await;
     }
 
     /// Adds `tenant`, whose store is `store`, to the tenants whose lease this instance
@@ -270,6 +291,8 @@ struct Keeper {
     enrol: Vec<String>,
     starting: JoinSet<StartResult>,
     to_start: Vec<(String, i64)>,
+    /// `starting` and `to_start` together, told to [`LeaseKeeper::terms_started`].
+    terms_to_start: watch::Sender<usize>,
     last_renewal: Option<Instant>,
     handed_over_at: Option<Instant>,
     forgot_at: Option<Instant>,
@@ -277,7 +300,7 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn new(settings: LeadershipSettings) -> Keeper {
+    fn new(settings: LeadershipSettings, terms_to_start: watch::Sender<usize>) -> Keeper {
         Keeper {
             settings,
             members: BTreeMap::new(),
@@ -286,6 +309,7 @@ impl Keeper {
             enrol: Vec::new(),
             starting: JoinSet::new(),
             to_start: Vec::new(),
+            terms_to_start,
             last_renewal: None,
             handed_over_at: None,
             forgot_at: None,
@@ -475,6 +499,9 @@ impl Keeper {
             };
             crate::tasks::spawn_in(&mut self.starting, start);
         }
+        let pending = self.starting.len() + self.to_start.len();
+        self.terms_to_start
+            .send_if_modified(|n| std::mem::replace(n, pending) != pending);
     }
 
     /// When the first held lease must be let go unless renewed.
@@ -926,6 +953,67 @@ mod tests {
         assert!(b_member.leave().await);
         leaving.cancel();
         a_keeping.await.unwrap();
+        b_keeping.await.unwrap();
+    }
+
+    /// More leases taken at one look than terms start at once (another instance
+    /// died): a tenant's leader work held back by `terms_started` begins only once
+    /// every one of them has started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_leader_work_held_back_waits_for_every_term_taken_with_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let leaving = CancellationToken::new();
+        let ttl = Duration::from_secs(10);
+        let (a, a_keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
+        let (b, b_keeping) = LeaseKeeper::start(settings("b", &url, ttl), leaving.clone());
+        let (mut a_members, mut b_members) = (Vec::new(), Vec::new());
+        let tenants = 2 * (STARTING_AT_ONCE + 2);
+        for n in 0..tenants {
+            let (id, store) = tenant_store(&url, &format!("t{n:02}")).await;
+            let url = crate::config::tenants::tenant_database_url(&url, &id);
+            a_members.push(a.join(&id, store));
+            b_members.push(b.join(&id, Store::open(&url).await.unwrap()));
+        }
+        let led_by = |members: &[Membership]| -> Vec<usize> {
+            (0..members.len())
+                .filter(|&n| leads(*members[n].standing().borrow()))
+                .collect()
+        };
+        // Spread, half each.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let a_led = loop {
+            let (a_led, b_led) = (led_by(&a_members), led_by(&b_members));
+            if a_led.len() == tenants / 2 && b_led.len() == tenants / 2 {
+                break a_led;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never spread: {a_led:?} {b_led:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // The spread holds, and the leases moved to spread it are no longer kept from
+        // the instance that handed them over.
+        let settled = Instant::now() + LEFT_FOR;
+        while Instant::now() < settled {
+            assert_eq!(led_by(&a_members), a_led, "the spread moved again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // a dies: its liveness session closes with its keeper, which opens no other.
+        a_keeping.abort();
+        let mut first = b_members[a_led[0]].standing();
+        until(&mut first, ttl, leads).await;
+        b.terms_started(Duration::from_secs(30)).await;
+        let led = led_by(&b_members);
+        let not_yet: Vec<&usize> = a_led.iter().filter(|n| !led.contains(n)).collect();
+        assert!(
+            not_yet.is_empty(),
+            "held back until every term taken started, yet not led: {not_yet:?}"
+        );
+        drop((a_members, b_members));
+        leaving.cancel();
+        drop((a, b));
         b_keeping.await.unwrap();
     }
 
