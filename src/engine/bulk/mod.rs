@@ -40,7 +40,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use moka::future::Cache;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -178,8 +177,11 @@ struct Inner {
     /// Items in flight over every job.
     permits: Semaphore,
     concurrency: usize,
-    /// The platform's agent list, under the unit key.
-    directory: Cache<(), Arc<Vec<Agent>>>,
+    /// The platform's agent list and when it was fetched. A cell rather than a cache
+    /// (such as the lookups' moka cache): one value, and a cache's own bookkeeping
+    /// weighs about 65 KB a tenant. Its lock is held through a fetch, so callers at
+    /// once share one.
+    directory: tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<Vec<Agent>>)>>,
     agent_list_ttl: Duration,
     /// Pinged when a job is accepted, so the runner starts it at once.
     wake: Notify,
@@ -189,17 +191,13 @@ struct Inner {
 
 impl BulkJobs {
     pub fn new(engine: Arc<TransitionEngine>, settings: BulkSettings) -> BulkJobs {
-        let directory = Cache::builder()
-            .max_capacity(1)
-            .time_to_live(settings.agent_list_ttl.max(Duration::from_millis(1)))
-            .build();
         BulkJobs {
             inner: Arc::new(Inner {
                 store: engine.store().clone(),
                 engine,
                 permits: Semaphore::new(settings.concurrency.max(1)),
                 concurrency: settings.concurrency.max(1),
-                directory,
+                directory: tokio::sync::Mutex::default(),
                 agent_list_ttl: settings.agent_list_ttl,
                 wake: Notify::new(),
                 witness: None,
@@ -240,14 +238,19 @@ impl BulkJobs {
             self.remember(&agents).await;
             Ok(Arc::new(agents))
         };
-        if self.inner.agent_list_ttl.is_zero() {
+        let ttl = self.inner.agent_list_ttl;
+        if ttl.is_zero() {
             return fetch.await;
         }
-        self.inner
-            .directory
-            .try_get_with((), fetch)
-            .await
-            .map_err(|e: Arc<CxoneError>| (*e).clone())
+        let mut kept = self.inner.directory.lock().await;
+        if let Some((at, agents)) = &*kept
+            && at.elapsed() < ttl
+        {
+            return Ok(agents.clone());
+        }
+        let agents = fetch.await?;
+        *kept = Some((tokio::time::Instant::now(), agents.clone()));
+        Ok(agents)
     }
 
     /// Stores the listed agents' names and teams. A failure costs only names in later
@@ -707,6 +710,15 @@ mod tests {
             Some(&1),
             "the agent list is fetched once and reused"
         );
+    }
+
+    #[tokio::test]
+    async fn callers_at_once_share_one_fetch_of_the_agent_list() {
+        let rig = rig().await;
+        let (a, b, c) = tokio::join!(rig.bulk.agents(), rig.bulk.agents(), rig.bulk.agents());
+        assert_eq!(a.unwrap().len(), rig.sim.agents().len());
+        assert!(b.is_ok() && c.is_ok());
+        assert_eq!(rig.sim.stats().by_route.get("GET /api/v2/users"), Some(&1));
     }
 
     #[tokio::test]
