@@ -5,8 +5,8 @@
 //! choice with the request ([`TenantScope`]: the tenant's [`ApiState`], which handlers
 //! take as [`TenantState`], and the tenant the gate answers 404 for to a token that
 //! does not hold it). Built once per process rather than once per tenant: a copy of
-//! the routes and their layers for each of a thousand tenants was most of what an
-//! idle tenant cost beyond its database.
+//! the routes and their layers (each layer cloned onto each of the 100-odd routes) cost
+//! an idle tenant about 0.17 MB, and a reload rebuilt every copy.
 //! - `/v1/tenants/{tenant}/…` is the tenant's `/v1/…`;
 //! - `/v1/…` is the only tenant's, or, with several, a 400 naming the choices;
 //! - `/v1/tenants` (the list), `/v1/cluster` and everything outside `/v1` (health,
@@ -124,6 +124,8 @@ struct Dispatch {
 }
 
 impl Dispatch {
+    /// The dispatch over `tenants`, in this order.
+    ///
     /// # Panics
     /// When `tenants` is empty: a daemon serves at least one.
     fn over(tenants: &[ServedTenant]) -> Dispatch {
