@@ -14,8 +14,7 @@ use crate::telemetry::names::{DATABASE_CONNECTIONS, DATABASE_SIZE_BYTES, TENANT_
 
 use super::auth::{Caller, MetricsToken};
 use super::roles::VIEWER;
-use super::tenancy::TenantState;
-use super::tenancy::{Directory, ServedTenant};
+use super::tenancy::{Directory, ServedTenant, TenantState};
 use super::{ApiState, READINESS_TIMEOUT, Routes};
 
 pub fn routes() -> Routes {
