@@ -14,8 +14,9 @@
 //!    request_body = ..., responses(...))]` (an error answer needs only its status and
 //!    description: [`openapi::complete`] gives it the problem+json body, and adds the
 //!    errors every route shares); take [`auth::Caller`] when the handler changes
-//!    something (its name is the actor), and [`extract::PathParams`],
-//!    [`extract::QueryParams`], `json::JsonBody` for input.
+//!    something (its name is the actor), [`tenancy::TenantState`] for the tenant's
+//!    services (one set of routes serves every tenant, so there is no axum `State`),
+//!    and [`extract::PathParams`], [`extract::QueryParams`], `json::JsonBody` for input.
 //! 2. List it in the module's `routes()` with `routes!(handler)` (handlers sharing a
 //!    path go in one `routes!`), and the module's `routes()` in [`router`].
 //! 3. Add its row to the role table of `tests/api/auth.rs`.
