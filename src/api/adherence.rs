@@ -10,7 +10,6 @@
 //! when a card is clicked.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
@@ -23,8 +22,9 @@ use super::error::Problem;
 use super::extract::{PathParams, QueryParams, window_from_query, zone_from_query};
 use super::json::{JsonBody, not_null};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::tenancy::TenantState;
 use super::validate::check_agent_id;
-use super::{ApiState, Routes, to_the_end, with_body_limit};
+use super::{Routes, to_the_end, with_body_limit};
 use crate::domain::AgentState;
 use crate::domain::adherence::{AdherenceFigures, DaySpan};
 use crate::engine::authorisations::{self, Authorise, AuthoriseError};
@@ -154,7 +154,7 @@ pub struct AuthorisationPath {
     )
 )]
 pub async fn authorise(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     body: Result<JsonBody<AuthoriseBody>, Problem>,
 ) -> Result<Response, Problem> {
@@ -220,7 +220,7 @@ fn at_most_allowed(agents: Vec<String>) -> Result<Vec<String>, Problem> {
     responses((status = 200, description = "The authorisations", body = AuthorisationList))
 )]
 pub async fn list_authorisations(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, Problem> {
     let instant = |name: &str, text: Option<&str>| {
@@ -259,7 +259,7 @@ pub async fn list_authorisations(
     )
 )]
 pub async fn withdraw_authorisation(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     PathParams(AuthorisationPath { id }): PathParams<AuthorisationPath>,
 ) -> Result<Response, Problem> {
@@ -403,7 +403,7 @@ struct DayView {
     )
 )]
 pub async fn agent_day(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
     QueryParams(query): QueryParams<DayQuery>,
 ) -> Result<Response, Problem> {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,10 +13,11 @@ use super::error::{Problem, problem_answers};
 use super::extract::{PathParams, QueryParams, WindowQuery, window_from_query};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
+use super::tenancy::TenantState;
 use super::validate::{
     IdempotencyKeyHeader, asked_wait, check_agent_id, check_reason, idempotency_key,
 };
-use super::{ApiState, Routes, to_the_end};
+use super::{Routes, to_the_end};
 use crate::cxone::{Lane, in_lane};
 use crate::domain::idle;
 use crate::domain::{AgentState, Origin};
@@ -96,7 +96,7 @@ pub(super) struct AgentPath {
     )
 )]
 pub async fn create_transition(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     caller_key: CallerKey,
     PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
@@ -166,7 +166,7 @@ pub async fn create_transition(
     )
 )]
 pub async fn deferred_change(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
 ) -> Result<Response, Problem> {
     check_agent_id(&agent_id)?;
@@ -191,7 +191,7 @@ pub async fn deferred_change(
     )
 )]
 pub async fn cancel_deferred_change(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
 ) -> Result<Response, Problem> {
@@ -318,7 +318,7 @@ struct HistoryView {
     responses((status = 200, description = "The intervals, time per state and idle time", body = HistoryView))
 )]
 pub async fn history(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     PathParams(AgentPath { agent_id }): PathParams<AgentPath>,
     QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {

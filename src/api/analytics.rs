@@ -4,7 +4,6 @@
 //! self-contained HTML page of charts.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use super::extract::{PathParams, QueryParams, zone_from_query};
 use super::jobs::{JobPath, JobStarted, NoSuchJob, accepted, found};
 use super::json::{JsonBody, whole_number};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::tenancy::TenantState;
 use super::{ApiState, Routes};
 use crate::domain::trend::{Detector, Seasonality, TrendSettings};
 use crate::engine::analytics::render::{self, AnalyticsFormat, CsvFormat, SeriesNames};
@@ -244,7 +244,7 @@ fn spec(body: QueryBody) -> Result<QuerySpec, Problem> {
     )
 )]
 pub async fn create_analytics_job(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> Result<Response, Problem> {
@@ -287,7 +287,7 @@ pub async fn create_analytics_job(
     security(("bearer" = [VIEWER])),
     responses((status = 200, description = "The jobs", body = Vec<AnalyticsJobView>))
 )]
-pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Response, Problem> {
+pub async fn list_analytics_jobs(TenantState(state): TenantState) -> Result<Response, Problem> {
     let jobs = state
         .analytics
         .list(100)
@@ -309,7 +309,7 @@ pub async fn list_analytics_jobs(State(state): State<ApiState>) -> Result<Respon
     )
 )]
 pub async fn show_analytics_job(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Response, Problem> {
     let job = find_job(&state, &job_id).await?;
@@ -361,7 +361,7 @@ pub struct ResultsQuery {
     )
 )]
 pub async fn analytics_job_results(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ResultsQuery>,

@@ -2,18 +2,18 @@
 //! `GET /v1/audit/verify` (walk the hash chain). Admin only: the audit log names who
 //! did what to whom.
 
-use axum::extract::State;
 use axum::response::Response;
 use chrono::Utc;
 use futures::TryStreamExt;
 use serde::Serialize;
 
+use super::Routes;
 use super::auth::Caller;
 use super::error::Problem;
 use super::exports::{self, TooManyDownloads};
 use super::extract::{QueryParams, WindowQuery, check_kept, window_from_query};
 use super::roles::ADMIN;
-use super::{ApiState, Routes};
+use super::tenancy::TenantState;
 use crate::report::Sink;
 use crate::store::audit::{self, ExportedEntry, Verification};
 use crate::store::retention::Kind;
@@ -46,7 +46,7 @@ pub fn routes() -> Routes {
     )
 )]
 pub async fn export(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     QueryParams(query): QueryParams<WindowQuery>,
 ) -> Result<Response, Problem> {
@@ -97,7 +97,7 @@ pub struct VerifyView {
     security(("bearer" = [ADMIN])),
     responses((status = 200, description = "What the walk found", body = VerifyView))
 )]
-pub async fn verify(State(state): State<ApiState>) -> Result<axum::Json<VerifyView>, Problem> {
+pub async fn verify(TenantState(state): TenantState) -> Result<axum::Json<VerifyView>, Problem> {
     // A walk of the whole chain is a long read a client asked for: on the download
     // connections, not the engine's.
     let store = state.store.for_exports();

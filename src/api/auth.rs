@@ -40,6 +40,7 @@ use crate::domain::tenant::TenantId;
 use super::error::Problem;
 use super::roles::{self, BEARER};
 use super::sessions::{self, Sessions};
+use super::tenancy::TenantScope;
 use crate::config::api_tokens::{ApiTokenConfig, Role};
 use crate::telemetry::names::API_REFUSALS_TOTAL;
 
@@ -553,13 +554,11 @@ fn under_v1(path: &str) -> bool {
 pub struct Gate {
     pub credentials: Arc<Credentials>,
     pub access: Arc<AccessTable>,
-    /// The tenant whose routes these are: a caller that does not hold it is answered
-    /// 404, as if it did not exist. `None` on the process's routes.
-    pub tenant: Option<TenantId>,
 }
 
 /// Middleware on every route: authenticates the caller, checks the route's role, and
-/// hands the [`Caller`] to the handler.
+/// hands the [`Caller`] to the handler. A caller that does not hold the tenant the
+/// dispatcher chose ([`TenantScope`]) is answered 404, as if it did not exist.
 pub async fn authorize(
     State(gate): State<Arc<Gate>>,
     matched: Option<MatchedPath>,
@@ -571,7 +570,8 @@ pub async fn authorize(
     let span = tracing::Span::current();
     let path = request.uri().path();
     span.record("route", tracing::field::display(route.unwrap_or(path)));
-    if let Some(tenant) = &gate.tenant {
+    let tenant = TenantScope::of(request.extensions()).and_then(|scope| scope.tenant.clone());
+    if let Some(tenant) = &tenant {
         span.record("tenant", tracing::field::display(tenant));
     }
     let required = match route.and_then(|route| gate.access.get(request.method(), route)) {
@@ -614,7 +614,7 @@ pub async fn authorize(
     if let Ok(caller) = &outcome {
         tracing::Span::current().record("caller", tracing::field::display(&caller.name));
         // Before the role: a 403 would tell the caller that the tenant exists.
-        if gate.tenant.as_ref().is_some_and(|t| !caller.holds(t)) {
+        if tenant.as_ref().is_some_and(|t| !caller.holds(t)) {
             tracing::debug!(caller = %caller.name, "refused: the token does not hold the tenant");
             return super::error::no_such_tenant();
         }
@@ -932,7 +932,6 @@ mod tests {
             access: table(utoipa_axum::routes!(declared::with_role))
                 .unwrap()
                 .into(),
-            tenant: None,
         });
         let app = axum::Router::new()
             .route("/v1/things", axum::routing::get(|| async { "things" }))

@@ -10,7 +10,6 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -21,10 +20,11 @@ use super::extract::{PathParams, QueryParams};
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::json::{JsonBody, not_null, parse};
 use super::roles::{SUPERVISOR, VIEWER};
+use super::tenancy::TenantState;
 use super::validate::{
     IdempotencyKeyHeader, MAX_ID_LEN, check_reason, idempotency_key, valid_agent_id,
 };
-use super::{ApiState, Routes, with_body_limit};
+use super::{Routes, with_body_limit};
 use crate::domain::AgentState;
 use crate::engine::bulk::{Accepted, BulkError, BulkSelector, JobRequest, MAX_AGENTS};
 use crate::engine::deferred::WhenBusy;
@@ -247,7 +247,7 @@ pub(super) fn agents_or_team(
     )
 )]
 pub async fn create_bulk_job(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     headers: HeaderMap,
     body: Result<JsonBody<BulkBody>, Problem>,
@@ -322,7 +322,7 @@ fn too_large(problem: Problem) -> Problem {
     )
 )]
 pub async fn show_bulk_job(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
     QueryParams(query): QueryParams<ShowQuery>,
 ) -> Result<Json<BulkJobView>, Problem> {
@@ -350,7 +350,7 @@ pub async fn show_bulk_job(
     responses((status = 200, description = "The jobs", body = JobList))
 )]
 pub async fn list_bulk_jobs(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     QueryParams(query): QueryParams<BulkListQuery>,
 ) -> Result<Json<JobList>, Problem> {
     let status = query.status.as_deref();
@@ -407,7 +407,7 @@ fn is_job_id(id: &str) -> bool {
     )
 )]
 pub async fn cancel_bulk_job(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Json<BulkJobView>, Problem> {
@@ -436,7 +436,7 @@ pub async fn cancel_bulk_job(
     )
 )]
 pub async fn revert_bulk_job(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
     headers: HeaderMap,

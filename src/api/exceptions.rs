@@ -6,7 +6,6 @@
 //! every report from then on.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,8 @@ use super::error::Problem;
 use super::extract::{PathParams, QueryParams};
 use super::json::JsonBody;
 use super::roles::{SUPERVISOR, VIEWER};
-use super::{ApiState, Routes, to_the_end};
+use super::tenancy::TenantState;
+use super::{Routes, to_the_end};
 use crate::domain::events::ReviewDecision;
 use crate::engine::exception_reviews::{self, MAX_NOTE_CHARS, ReviewError, ReviewRequest};
 use crate::store::exceptions::{self, Listing, ReviewedRow};
@@ -157,7 +157,7 @@ pub struct ExceptionList {
     responses((status = 200, description = "The exceptions", body = ExceptionList))
 )]
 pub async fn list_exceptions(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     QueryParams(query): QueryParams<ExceptionsQuery>,
 ) -> Result<Json<ExceptionList>, Problem> {
     let instant = |name: &str, text: Option<&str>| {
@@ -248,7 +248,7 @@ pub struct ReviewBody {
     )
 )]
 pub async fn review_exception(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     PathParams(ExceptionPath { id }): PathParams<ExceptionPath>,
     body: Result<JsonBody<ReviewBody>, Problem>,

@@ -38,7 +38,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -47,9 +47,9 @@ use hyper::body::{Frame, SizeHint};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-use super::ApiState;
 pub use super::auth::HandedOn;
 use super::error::Problem;
+use super::tenancy::TenantScope;
 use crate::domain::tenant::TenantId;
 use crate::store::InstanceRole;
 
@@ -217,8 +217,14 @@ pub struct Forwarding {
     pub http: reqwest::Client,
 }
 
-/// The middleware (see the module's doc).
-pub async fn to_leader(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+/// The middleware (see the module's doc); the process's routes (no tenant) are
+/// always answered here.
+pub async fn to_leader(request: Request, next: Next) -> Response {
+    let scope = TenantScope::of(request.extensions()).filter(|scope| scope.tenant.is_some());
+    let Some(scope) = scope.cloned() else {
+        return next.run(request).await;
+    };
+    let state = &scope.state;
     let Some(forwarding) = &state.forwarding else {
         return next.run(request).await;
     };

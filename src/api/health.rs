@@ -1,7 +1,6 @@
 //! Liveness, readiness and Prometheus metrics, and the tenants list with each one's
 //! readiness.
 
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -15,7 +14,7 @@ use crate::telemetry::names::{DATABASE_CONNECTIONS, DATABASE_SIZE_BYTES, TENANT_
 
 use super::auth::{Caller, MetricsToken};
 use super::roles::VIEWER;
-use super::tenancy::{Directory, ServedTenant};
+use super::tenancy::{Directory, ServedTenant, TenantState};
 use super::{ApiState, READINESS_TIMEOUT, Routes};
 
 pub fn routes() -> Routes {
@@ -247,7 +246,7 @@ async fn platform_readiness(state: &ApiState) -> Result<(), String> {
     )
 )]
 pub async fn metrics(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     Extension(directory): Extension<super::tenancy::Directory>,
     Extension(token): Extension<Option<MetricsToken>>,
     headers: HeaderMap,

@@ -37,13 +37,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as RawFr
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use utoipa::openapi::{RefOr, Response as ApiResponse};
 
+use super::Routes;
 use super::auth::{Caller, CallerKey, Preauthenticated, invalid_credential};
 use super::error::{Problem, problem_answers};
 use super::extract::QueryParams;
 use super::roles::VIEWER;
 use super::serve::Connection;
-use super::{ApiState, Routes};
-use crate::live::{Crowded, Feed, Live, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
+use super::tenancy::{TenantScope, TenantState};
+use crate::live::{Crowded, Feed, Message, Snapshot, Start, TICKET_TTL, TicketHolder};
 use crate::telemetry::names::{
     API_REFUSALS_TOTAL, LIVE_CLIENTS_DROPPED_TOTAL, LIVE_REFUSALS_TOTAL,
 };
@@ -253,7 +254,7 @@ pub(super) fn describe(doc: &mut serde_json::Value) {
     security(("bearer" = [VIEWER])),
     responses((status = 200, description = "The snapshot", body = Snapshot))
 )]
-pub async fn snapshot(State(state): State<ApiState>) -> Response {
+pub async fn snapshot(TenantState(state): TenantState) -> Response {
     let mut response = Body::from(state.live.snapshot_json().await).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -290,7 +291,7 @@ pub async fn snapshot(State(state): State<ApiState>) -> Response {
     )
 )]
 pub async fn events(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     CallerKey(caller): CallerKey,
     connection: Option<axum::Extension<std::sync::Arc<Connection>>>,
     headers: HeaderMap,
@@ -348,7 +349,7 @@ pub async fn events(
     )
 )]
 pub async fn websocket(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     CallerKey(caller): CallerKey,
     QueryParams(query): QueryParams<FeedQuery>,
     mut request: Request,
@@ -594,7 +595,7 @@ pub struct TicketView {
     )
 )]
 pub async fn ticket(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     CallerKey(key): CallerKey,
 ) -> Result<Response, Problem> {
@@ -656,11 +657,10 @@ fn crowded(crowded: Crowded) -> Response {
     problem.retry_after(retry_after)
 }
 
-/// What [`ticket_gate`] needs: the feed's tickets, and whether any bearer tokens are
-/// configured.
+/// What [`ticket_gate`] needs besides the chosen tenant's feed: whether any bearer
+/// tokens are configured.
 #[derive(Clone)]
 pub struct TicketGate {
-    pub live: Live,
     pub tokens_configured: bool,
 }
 
@@ -678,7 +678,11 @@ pub async fn ticket_gate(
     if !gate.tokens_configured || (path != "/v1/events" && path != "/v1/ws") {
         return next.run(request).await;
     }
-    let live = &gate.live;
+    let Some(scope) = TenantScope::of(request.extensions()).cloned() else {
+        return Problem::internal(&"a feed ticket reached the routes without a tenant")
+            .into_response();
+    };
+    let live = &scope.state.live;
     let ticket = request.uri().query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes())
             .find(|(name, _)| name == "ticket")

@@ -14,8 +14,9 @@
 //!    request_body = ..., responses(...))]` (an error answer needs only its status and
 //!    description: [`openapi::complete`] gives it the problem+json body, and adds the
 //!    errors every route shares); take [`auth::Caller`] when the handler changes
-//!    something (its name is the actor), and [`extract::PathParams`],
-//!    [`extract::QueryParams`], `json::JsonBody` for input.
+//!    something (its name is the actor), [`tenancy::TenantState`] for the tenant's
+//!    services (one set of routes serves every tenant, so there is no axum `State`),
+//!    and [`extract::PathParams`], [`extract::QueryParams`], `json::JsonBody` for input.
 //! 2. List it in the module's `routes()` with `routes!(handler)` (handlers sharing a
 //!    path go in one `routes!`), and the module's `routes()` in [`router`].
 //! 3. Add its row to the role table of `tests/api/auth.rs`.
@@ -96,7 +97,7 @@ pub fn disconnect_when_stalled(connection: &tokio::net::TcpStream, timeout: Dura
     let _ = (connection, timeout);
 }
 
-/// What the handlers share.
+/// What the handlers of one tenant share (see [`tenancy::TenantState`]).
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<TransitionEngine>,
@@ -126,14 +127,12 @@ pub struct ApiState {
 }
 
 /// A module's routes: only `routes!(...)` entries, so nothing is served undescribed.
-pub type Routes = Vec<UtoipaMethodRouter<ApiState>>;
+/// Their handlers take the tenant's state as [`tenancy::TenantState`].
+pub type Routes = Vec<UtoipaMethodRouter>;
 
 /// `route` (a `routes!(...)` entry) taking bodies of up to `bytes` instead of
 /// [`BODY_LIMIT_BYTES`], its documented 413 saying so.
-fn with_body_limit(
-    route: UtoipaMethodRouter<ApiState>,
-    bytes: usize,
-) -> UtoipaMethodRouter<ApiState> {
+fn with_body_limit(route: UtoipaMethodRouter, bytes: usize) -> UtoipaMethodRouter {
     let (schemas, mut paths, router) = route;
     openapi::document_body_limit(&mut paths, bytes);
     for item in paths.paths.values_mut() {
@@ -198,7 +197,7 @@ async fn to_the_end<T: Send + 'static>(
 }
 
 /// The routes, their OpenAPI document and their body limits, before middleware.
-fn described_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi, BodyLimits) {
+fn described_routes() -> (Router, utoipa::openapi::OpenApi, BodyLimits) {
     let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());
     for route in [
         health::routes(),
@@ -239,7 +238,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// `credentials` are the configured bearer tokens (none: every caller is the local
 /// admin) and the browser sessions opened with them,
 /// `limits` the per-request ones of `[server]`, `instance` this instance (what
-/// `GET /v1/cluster` calls it).
+/// `GET /v1/cluster` calls it). The routes and their middleware are built here once,
+/// for every tenant and every set of tenants a reload brings.
 ///
 /// # Panics
 /// When a route declares no access (or a wrong one) in its `#[utoipa::path]`: routes are
@@ -252,84 +252,45 @@ pub fn router(
     instance: cluster::ThisInstance,
 ) -> (Router, tenancy::Routing) {
     let (routes, spec, body_limits) = described_routes();
-    let body_limits = Arc::new(body_limits);
     let access = Arc::new(auth::AccessTable::from_spec(&spec).unwrap_or_else(|e| panic!("{e}")));
     let spec_json = serde_json::to_vec(&openapi::served(&spec, credentials.is_open()))
         .expect("the OpenAPI document serializes");
-    let spec_json = openapi::SpecJson(Arc::new(spec_json.into()));
-    let allowed_hosts = Arc::new(limits.hosts.clone());
-    let cluster_key = limits.cluster.clone();
-    let metrics_token = limits.metrics_token.clone();
-    let boards = limits.boards.clone();
-    // One tenant's routes; `tenant` is whom the gate checks the caller holds (none for
-    // the process's routes).
-    let routes_for = move |state: ApiState,
-                           tenant: Option<crate::domain::tenant::TenantId>,
-                           directory: &tenancy::Directory| {
-        let tickets = live::TicketGate {
-            live: state.live.clone(),
-            tokens_configured: !credentials.is_open(),
-        };
-        let gate = Arc::new(auth::Gate {
-            credentials: credentials.clone(),
-            access: access.clone(),
-            tenant,
-        });
-        let routes = routes.clone().fallback(|| async { error::no_such_route() });
-        // A tenant's: inside the bearer check, so a follower lets the caller in before
-        // handing the request to the leader.
-        let routes = match gate.tenant {
-            Some(_) => routes.layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                forward::to_leader,
-            )),
-            None => routes,
-        };
-        routes
-            .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
-            // Outside the bearer check, so a feed ticket is redeemed before it runs.
-            .layer(axum::middleware::from_fn_with_state(
-                tickets,
-                live::ticket_gate,
-            ))
-            .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-            .layer(Extension(spec_json.clone()))
-            .layer(Extension(directory.clone()))
-            .layer(Extension(instance.clone()))
-            .layer(Extension(body_limits.clone()))
-            // What a follower signs the requests it hands on with.
-            .layer(Extension(cluster_key.clone()))
-            .layer(Extension(metrics_token.clone()))
-            .layer(Extension(credentials.clone()))
-            .layer(Extension(pages::SignInNeeded(!credentials.is_open())))
-            .layer(Extension(boards.clone()))
-            // Outside everything, the ticket's redemption included; here rather than in
-            // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
-            // as the `/v1/ws` it is.
-            .layer(axum::middleware::from_fn_with_state(
-                allowed_hosts.clone(),
-                hosts::same_origin,
-            ))
-            .with_state(state)
+    let tickets = live::TicketGate {
+        tokens_configured: !credentials.is_open(),
     };
-    let build = move |tenants: &[tenancy::ServedTenant]| {
-        let directory = tenancy::Directory(tenants.into());
-        let first = tenants
-            .first()
-            .expect("a daemon serves at least one tenant");
-        tenancy::Dispatch {
-            process: routes_for(first.state.clone(), None, &directory),
-            tenants: tenants
-                .iter()
-                .map(|t| tenancy::TenantRoutes {
-                    id: t.id.clone(),
-                    router: routes_for(t.state.clone(), Some(t.id.clone()), &directory),
-                    requests: t.requests.clone(),
-                })
-                .collect(),
-        }
-    };
-    let routing = tenancy::Routing::new(Arc::new(build), tenants);
+    let gate = Arc::new(auth::Gate {
+        credentials: credentials.clone(),
+        access,
+    });
+    let routes = routes
+        .fallback(|| async { error::no_such_route() })
+        // Inside the bearer check, so a follower lets the caller in before handing a
+        // tenant's request to the leader.
+        .layer(axum::middleware::from_fn(forward::to_leader))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::authorize))
+        // Outside the bearer check, so a feed ticket is redeemed before it runs.
+        .layer(axum::middleware::from_fn_with_state(
+            tickets,
+            live::ticket_gate,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(Extension(openapi::SpecJson(Arc::new(spec_json.into()))))
+        .layer(Extension(instance))
+        .layer(Extension(Arc::new(body_limits)))
+        // What a follower signs the requests it hands on with.
+        .layer(Extension(limits.cluster.clone()))
+        .layer(Extension(limits.metrics_token.clone()))
+        .layer(Extension(pages::SignInNeeded(!credentials.is_open())))
+        .layer(Extension(credentials))
+        .layer(Extension(limits.boards.clone()))
+        // Outside everything, the ticket's redemption included; here rather than in
+        // front of the dispatcher, so a tenant's `/v1/tenants/{tenant}/ws` is judged
+        // as the `/v1/ws` it is.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(limits.hosts.clone()),
+            hosts::same_origin,
+        ));
+    let routing = tenancy::Routing::new(routes, tenants);
     let router = Router::new()
         .fallback(tenancy::dispatch)
         .with_state(routing.clone());

@@ -14,18 +14,18 @@
 //! then streams through the download's spool (see [`super::exports`]): the database is
 //! read at its own pace on the download connections, whatever the client's.
 
-use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::Routes;
 use super::auth::Caller;
 use super::error::Problem;
 use super::exports::{self, TooManyDownloads};
 use super::extract::QueryParams;
 use super::extract::{window_from_query, zone_from_query};
 use super::roles::VIEWER;
-use super::{ApiState, Routes};
+use super::tenancy::TenantState;
 use crate::report::{Definitions, Report, ReportFormat, Subject};
 
 pub fn routes() -> Routes {
@@ -94,7 +94,7 @@ pub struct ReportQuery {
     )
 )]
 pub async fn compliance(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     QueryParams(query): QueryParams<ReportQuery>,
 ) -> Result<Response, Problem> {
@@ -185,7 +185,7 @@ pub struct DefinitionsQuery {
     )
 )]
 pub async fn definitions(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     QueryParams(query): QueryParams<DefinitionsQuery>,
 ) -> Result<Response, Problem> {
     let subject = match query.report.as_deref() {

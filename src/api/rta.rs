@@ -8,14 +8,14 @@
 //! platform call however often it is asked.
 
 use axum::Json;
-use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::Routes;
 use super::error::Problem;
 use super::extract::{QueryParams, zone_from_query};
 use super::roles::VIEWER;
+use super::tenancy::TenantState;
 use super::validate::MAX_ID_LEN;
-use super::{ApiState, Routes};
 use crate::engine::adherence_summary::{self, SummaryWindows, Totals};
 use crate::live::{AdherenceRow, AgentView};
 use crate::time::rfc3339;
@@ -78,7 +78,7 @@ pub(super) fn filter<'a>(name: &str, value: Option<&'a str>) -> Result<Option<&'
     responses((status = 200, description = "The rows", body = AdherenceNow))
 )]
 pub async fn adherence_now(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     QueryParams(query): QueryParams<NowQuery>,
 ) -> Result<Json<AdherenceNow>, Problem> {
     let team = filter("team", query.team.as_deref())?;
@@ -194,7 +194,7 @@ pub struct AdherenceSummary {
     responses((status = 200, description = "The periods' figures", body = AdherenceSummary))
 )]
 pub async fn adherence_summary(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     QueryParams(query): QueryParams<SummaryQuery>,
 ) -> Result<Json<AdherenceSummary>, Problem> {
     let team = filter("team", query.team.as_deref())?;

@@ -17,7 +17,6 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -27,7 +26,8 @@ use super::error::Problem;
 use super::extract::PathParams;
 use super::jobs::{JobPath, NoSuchJob, accepted, found};
 use super::roles::{ADMIN, VIEWER};
-use super::{ApiState, Routes, with_body_limit};
+use super::tenancy::TenantState;
+use super::{Routes, with_body_limit};
 use crate::engine::imported_schedules::{self, ImportError, ImportErrors, ImportJobView};
 
 /// The largest schedules file taken over HTTP (about 150,000 rows); larger ones are
@@ -70,7 +70,7 @@ pub fn routes() -> Routes {
     )
 )]
 pub async fn import_schedules(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -156,7 +156,7 @@ pub async fn import_schedules(
     )
 )]
 pub async fn show_import(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     PathParams(JobPath { job_id }): PathParams<JobPath>,
 ) -> Result<Json<ImportJobView>, Problem> {
     let job = imported_schedules::job(&state.store, &job_id)

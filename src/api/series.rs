@@ -2,15 +2,15 @@
 //! wallboard's day curves.
 
 use axum::Json;
-use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::Routes;
 use super::error::Problem;
 use super::extract::QueryParams;
 use super::roles::VIEWER;
+use super::tenancy::TenantState;
 use super::validate::MAX_ID_LEN;
-use super::{ApiState, Routes};
 use crate::domain::metrics::MetricFamily;
 use crate::store::retention::{self, Kind};
 use crate::store::samples;
@@ -74,7 +74,7 @@ pub struct SeriesView {
     responses((status = 200, description = "The samples, oldest first", body = SeriesView))
 )]
 pub async fn series(
-    State(state): State<ApiState>,
+    TenantState(state): TenantState,
     QueryParams(query): QueryParams<SeriesQuery>,
 ) -> Result<Json<SeriesView>, Problem> {
     let family = match query.family.as_str() {
