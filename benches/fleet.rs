@@ -49,10 +49,12 @@
 //!   60 s, with no tenant leaderless for more than 1 s during the moves.
 //!
 //! Tenants: 100 by default (`WFMD_BENCH_FLEET_TENANTS`; #56's figure is 1,000, which
-//! takes about half an hour here). Every tenant shares the platform's 20 agents: the
-//! load and the bulk job are told apart by their idempotency keys and origins.
+//! takes about twelve minutes here). Every tenant shares the platform's 20 agents: the
+//! load and the bulk job are told apart by their idempotency keys and origins. With
+//! `WFMD_BENCH_FLEET_KEEP` set, the instances' logs and configuration stay in the
+//! folder the bench names at its start.
 //!
-//! Run: `cargo bench --bench fleet`; about ten minutes on a 2-core machine at 100
+//! Run: `cargo bench --bench fleet`; about three minutes on a 2-core machine at 100
 //! tenants. Linux only (signals, /proc); PostgreSQL comes from
 //! tests/support/throwaway-postgres.
 
@@ -142,7 +144,12 @@ fn main() {
 async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     let started = Instant::now();
     let http = wfmd::http_client().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    // The instances' logs, kept for a look afterwards when asked for.
+    if std::env::var_os("WFMD_BENCH_FLEET_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("logs and configuration kept in {}", dir.path().display());
+    }
     let tenants: Vec<String> = (1..=count).map(|n| format!("t{n}")).collect();
     let platforms = Platforms::start(&tenants).await;
     let solo_platform = Platform::start().await;

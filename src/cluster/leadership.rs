@@ -55,6 +55,9 @@ pub const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// How many terms are started at once (each in its tenant's schema, on its pool).
 const STARTING_AT_ONCE: usize = 16;
 
+/// A term's start that takes longer is logged: it is time the tenant has no leader.
+const SLOW_TERM_START: Duration = Duration::from_secs(1);
+
 /// How long a tenant's leader work waits, at most, for the terms this instance is
 /// still starting (see [`LeaseKeeper::terms_started`]).
 pub const HELD_BACK_AT_MOST: Duration = Duration::from_secs(2);
@@ -493,8 +496,12 @@ impl Keeper {
                 member.tenant.clone(),
             );
             let start = async move {
+                let asked = Instant::now();
                 let started = lease::start_term(&store, &instance, term);
                 let started = crate::tasks::in_tenant(&tenant, started).await;
+                if asked.elapsed() > SLOW_TERM_START {
+                    tracing::warn!(tenant = %tenant, term, took = ?asked.elapsed(), "a term's start was slow: the tenant had no leader meanwhile");
+                }
                 (key, term, started)
             };
             crate::tasks::spawn_in(&mut self.starting, start);
