@@ -277,6 +277,8 @@ pub async fn summarize(
 ) -> Result<Vec<AgentSummary>, sqlx::Error> {
     let (from, to) = (to_ms(window.from), to_ms(window.to));
     let mut agents: BTreeMap<String, AgentSummary> = BTreeMap::new();
+    // The intervals and the shifts are read together, on two connections.
+    let pool = &pool.grouped(2);
 
     let mut counts = on!(pool, |c| sqlx::query_as::<_, Counts>(COUNTS)
         .bind(from)
@@ -310,6 +312,10 @@ pub async fn summarize(
     drop(p95);
 
     let lookback = to_ms(window.from - ADHERENCE_LOOKBACK);
+    let authorised = {
+        let mut conn = pool.acquire().await?;
+        authorisations::counted(&mut conn, lookback, to).await?
+    };
     let mut rows = on!(pool, |c| sqlx::query_as::<_, IntervalRow>(INTERVALS)
         .bind(lookback)
         .bind(to)
@@ -321,10 +327,6 @@ pub async fn summarize(
     .bind(to)
     .fetch(c));
     let mut next_shift = shift_rows.try_next().await?;
-    let authorised = {
-        let mut conn = pool.acquire().await?;
-        authorisations::counted(&mut conn, lookback, to).await?
-    };
     // `in_window`: whether any of the agent's intervals overlaps the window; those that
     // end before it were read for the exceptions only.
     let mut finish = |agent_id: String, run: &[Interval], in_window: bool, shifts: &[ShiftRow]| {

@@ -80,6 +80,17 @@ impl Pool {
         self.0.backend()
     }
 
+    /// The same pool for work that holds up to `connections` of its connections at
+    /// once (two result streams read together, say): on PostgreSQL it takes its turns
+    /// for all of them at its first checkout, so two such works never each hold one
+    /// connection waiting for another (see `shared::Share::grouped`).
+    pub fn grouped(&self, connections: u32) -> Pool {
+        match &self.0 {
+            Db::Sqlite(pool) => Pool(Db::Sqlite(pool.clone())),
+            Db::Postgres(share) => Pool(Db::Postgres(share.grouped(connections))),
+        }
+    }
+
     /// One connection of the pool, held until it drops.
     pub async fn acquire(&self) -> Result<PoolConn, sqlx::Error> {
         Ok(PoolConn(match &self.0 {

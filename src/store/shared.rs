@@ -23,7 +23,11 @@
 //!   queue at the pool than it could serve at once, and a connection given back goes
 //!   to a term start waiting before anything that has yet to enter. An instance that
 //!   takes hundreds of tenants at once (another one died) starts their terms within
-//!   a moment, even while the tenants it took first start their leader's work.
+//!   a moment, even while the tenants it took first start their leader's work;
+//! - let work that holds two connections at once (a report reading two result streams
+//!   together) take its turns and entries for both at its first checkout
+//!   ([`Share::grouped`]), so such works never each hold one connection while waiting
+//!   for another.
 //!
 //! Writers of all tenants together hold at most half the pool: a write transaction may
 //! read through its store's read share meanwhile, and with every connection held by a
@@ -61,8 +65,8 @@ pub const MIN_MAX_CONNECTIONS: u32 = 6;
 pub const NO_TENANT: &str = "wfmd_no_tenant";
 
 /// The fewest read turns a tenant has, whatever the pool's size: one report reads on
-/// three connections at once (two result streams and a lookup), and a tenant's read
-/// pool held four before the pool was shared.
+/// two connections at once (two result streams), and a tenant's read pool held four
+/// before the pool was shared.
 const MIN_READ_TURNS: usize = 4;
 
 /// Downloads of the whole instance at once, over all its tenants.
@@ -473,14 +477,16 @@ impl TenantShares {
             tenant: Arc::clone(self),
             kind,
             download: Arc::default(),
+            group: None,
         }
     }
 
     /// The share of one download: its first checkout waits for the tenant's download
     /// turn and one of the instance's two, held until the share and its clones are
-    /// gone, the download done. Its reads within take no turns of their own: a
-    /// download reads on up to three connections at once, and turns taken one by one
-    /// by two downloads could each wait for the other's.
+    /// gone, the download done. Its reads within take no turns of their own (but an
+    /// entry each, or the group's: see [`Share::grouped`]): a download reads on up to
+    /// two connections at once, and turns taken one by one by two downloads could each
+    /// wait for the other's.
     pub(super) fn download(self: &Arc<Self>) -> Share {
         self.share(ShareKind::Export)
     }
@@ -531,6 +537,17 @@ pub struct Share {
     kind: ShareKind,
     /// A download's turns, once its first checkout took them.
     download: Arc<tokio::sync::OnceCell<Turns>>,
+    /// The turns of work that reads on several connections at once (see
+    /// [`Share::grouped`]).
+    group: Option<Arc<Group>>,
+}
+
+/// Turns taken together for work on `connections` connections at once, by its first
+/// checkout, and held until the share and its clones are gone.
+#[derive(Debug)]
+struct Group {
+    connections: u32,
+    turns: tokio::sync::OnceCell<Turns>,
 }
 
 /// The turns a checkout holds until its connection is given back (a download's, until
@@ -548,17 +565,66 @@ impl Share {
         self.tenant.share(kind)
     }
 
+    /// The same share for work that holds up to `connections` connections at once (a
+    /// report reading two result streams together): its first checkout takes that many
+    /// of the tenant's turns and of the pool's entries together, and its checkouts then
+    /// take none. Taken one at a time, the entries could all go to such works' first
+    /// connections, each waiting for a second that never comes free (until the pool's
+    /// timeout, a minute later): an instance that starts many tenants at once, each
+    /// summing its day for the live feed, did.
+    pub(super) fn grouped(&self, connections: u32) -> Share {
+        Share {
+            group: Some(Arc::new(Group {
+                connections,
+                turns: tokio::sync::OnceCell::new(),
+            })),
+            ..self.clone()
+        }
+    }
+
     /// The instance's pool this share is of.
     pub(super) fn pool(&self) -> &SharedPool {
         &self.tenant.pool
     }
 
     /// Waits for this share's turn (and the instance's, for writes and downloads),
-    /// then for an entry to the pool (none for a term's start).
+    /// then for an entry to the pool (none for a term's start); a grouped share's first
+    /// checkout, for all of the group's at once.
     async fn turns(&self) -> Result<Turns, sqlx::Error> {
         let tenant = &self.tenant;
         let pool = &tenant.pool;
         let waiting = &pool.waiting;
+        if let Some(group) = &self.group {
+            if self.kind == ShareKind::Export {
+                // A download's own turns first, as without the group.
+                self.download_turns().await?;
+            }
+            group
+                .turns
+                .get_or_try_init(|| async {
+                    let own = match self.kind {
+                        ShareKind::Read => Some(&tenant.read),
+                        _ => None,
+                    };
+                    let read_turns = u32::try_from(pool.read_turns).unwrap_or(u32::MAX);
+                    let entries = pool.pool.options().get_max_connections();
+                    Ok::<_, sqlx::Error>(Turns {
+                        _tenant: match own {
+                            Some(own) => Some(
+                                turns_of(own, group.connections.min(read_turns), waiting).await?,
+                            ),
+                            None => None,
+                        },
+                        _instance: None,
+                        _entry: Some(
+                            turns_of(&pool.entries, group.connections.min(entries), waiting)
+                                .await?,
+                        ),
+                    })
+                })
+                .await?;
+            return Ok(Turns::default());
+        }
         let (own, instance) = match self.kind {
             ShareKind::Write => (Some(&tenant.write), Some(&pool.writes)),
             ShareKind::Unflushed => (Some(&tenant.unflushed), Some(&pool.writes)),
@@ -568,25 +634,32 @@ impl Share {
             // connection the writers of the other tenants are waiting for.
             ShareKind::Term => (Some(&tenant.write), None),
             ShareKind::Export => {
-                self.download
-                    .get_or_try_init(|| async {
-                        Ok::<_, sqlx::Error>(Turns {
-                            _tenant: Some(turn(&tenant.downloads, waiting).await?),
-                            _instance: Some(turn(&pool.exports, waiting).await?),
-                            _entry: None,
-                        })
-                    })
-                    .await?;
+                self.download_turns().await?;
                 (None, None)
             }
         };
         let entry = (self.kind != ShareKind::Term).then_some(&pool.entries);
         // In this order, for every kind: no two checkouts wait on each other's turn.
         Ok(Turns {
-            _tenant: turn_of(own, waiting).await?,
-            _instance: turn_of(instance, waiting).await?,
-            _entry: turn_of(entry, waiting).await?,
+            _tenant: maybe_turn(own, waiting).await?,
+            _instance: maybe_turn(instance, waiting).await?,
+            _entry: maybe_turn(entry, waiting).await?,
         })
+    }
+
+    /// A download's turns: taken by its first checkout, held until the share is gone.
+    async fn download_turns(&self) -> Result<(), sqlx::Error> {
+        let (tenant, waiting) = (&self.tenant, &self.tenant.pool.waiting);
+        self.download
+            .get_or_try_init(|| async {
+                Ok::<_, sqlx::Error>(Turns {
+                    _tenant: Some(turn(&tenant.downloads, waiting).await?),
+                    _instance: Some(turn(&tenant.pool.exports, waiting).await?),
+                    _entry: None,
+                })
+            })
+            .await
+            .map(drop)
     }
 
     /// A connection searching the tenant's schema, held with its turns until it drops.
@@ -633,13 +706,22 @@ async fn turn(
     turns: &Arc<Semaphore>,
     waiting: &AtomicUsize,
 ) -> Result<OwnedSemaphorePermit, sqlx::Error> {
-    if let Ok(permit) = Arc::clone(turns).try_acquire_owned() {
+    turns_of(turns, 1, waiting).await
+}
+
+/// `n` permits of `turns` together, counted in `waiting` while they are not free.
+async fn turns_of(
+    turns: &Arc<Semaphore>,
+    n: u32,
+    waiting: &AtomicUsize,
+) -> Result<OwnedSemaphorePermit, sqlx::Error> {
+    if let Ok(permit) = Arc::clone(turns).try_acquire_many_owned(n) {
         return Ok(permit);
     }
     let _queued = Queued::on(waiting);
     // Bounded as the pool's own wait is: work that checks out twice at once on one
     // share, twice over, fails as it would on a pool of that size, and does not hang.
-    match tokio::time::timeout(ACQUIRE_TIMEOUT, Arc::clone(turns).acquire_owned()).await {
+    match tokio::time::timeout(ACQUIRE_TIMEOUT, Arc::clone(turns).acquire_many_owned(n)).await {
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_)) => Err(sqlx::Error::PoolClosed),
         Err(_) => Err(sqlx::Error::PoolTimedOut),
@@ -647,7 +729,7 @@ async fn turn(
 }
 
 /// A permit of `turns` when there are any (see [`turn`]).
-async fn turn_of(
+async fn maybe_turn(
     turns: Option<&Arc<Semaphore>>,
     waiting: &AtomicUsize,
 ) -> Result<Option<OwnedSemaphorePermit>, sqlx::Error> {
@@ -1002,6 +1084,42 @@ mod tests {
         );
         while work.join_next().await.transpose().unwrap().is_some() {}
         assert_eq!(done.load(Ordering::SeqCst), reads);
+        for (store, _) in tenants {
+            store.close().await;
+        }
+    }
+
+    /// More tenants than the pool has connections each read on two connections at
+    /// once, holding the first while asking for the second: with the entries taken one
+    /// at a time, every first connection is held and no second one ever comes free (the
+    /// checkouts fail after the pool's minute); taken together, all of them finish.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn works_on_two_connections_at_once_over_many_tenants_all_finish() {
+        let pools = SharedPools::new(MIN_MAX_CONNECTIONS, Some("groups"), false);
+        let names = ["g_a", "g_b", "g_c", "g_d", "g_e", "g_f"];
+        let tenants = tenants_on(&pools, &names).await;
+        assert!(names.len() > pools.pooled() as usize);
+        let mut work = tokio::task::JoinSet::new();
+        for (store, _) in &tenants {
+            let store = store.clone();
+            crate::tasks::spawn_in(&mut work, async move {
+                let pool = store.reader().grouped(2);
+                let mut first = pool.acquire().await?;
+                execute!(&mut first, "SELECT pg_sleep(0.2)")?;
+                let mut second = pool.acquire().await?;
+                execute!(&mut second, "SELECT 1")?;
+                Ok::<_, sqlx::Error>(())
+            });
+        }
+        let all = async {
+            while let Some(done) = work.join_next().await {
+                done.unwrap().unwrap();
+            }
+        };
+        // Far less than the pool's minute: a deadlock shows as this running out.
+        tokio::time::timeout(Duration::from_secs(20), all)
+            .await
+            .expect("works holding one connection each waited for a second");
         for (store, _) in tenants {
             store.close().await;
         }
