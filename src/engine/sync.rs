@@ -52,6 +52,10 @@ use crate::telemetry::names::{
 };
 
 /// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
+/// How long a stop waits for the platform to delete the feed: an undeleted one expires
+/// by itself, and a hand-over waits for this work to stop.
+const CLOSE_AT_STOP: Duration = Duration::from_secs(2);
+
 const TIMESTAMP_JITTER: TimeDelta = TimeDelta::seconds(2);
 
 /// The audit actor of observed changes.
@@ -260,20 +264,24 @@ impl StateSync {
         self.active.as_ref().map(|a| a.feed.id.as_str())
     }
 
-    /// Polls until `stop` is cancelled, then closes the feed (deletes the subscription).
+    /// Polls until `stop` is cancelled, then closes the feed (deletes the subscription)
+    /// when the platform answers within [`CLOSE_AT_STOP`].
     pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(interval = ?self.settings.interval, "state sync started");
         let mut cadence = Cadence::new(self.settings.interval);
         while cadence.wait(&stop).await {
-            let polled_at = self.cycle().await;
+            // A stop abandons the cycle under way rather than wait for it (a hand-over
+            // waits for this work to stop): its poll only reads, and its record is one
+            // transaction, rolled back unless committed; the next leader polls afresh.
+            let polled_at = tokio::select! {
+                polled_at = self.cycle() => polled_at,
+                () = stop.cancelled() => break,
+            };
             cadence.polled(polled_at);
         }
         if let Some(active) = self.active.take() {
-            let closed = tokio::time::timeout(
-                Duration::from_secs(5),
-                self.platform.close_feed(&active.feed),
-            )
-            .await;
+            let closed =
+                tokio::time::timeout(CLOSE_AT_STOP, self.platform.close_feed(&active.feed)).await;
             if !matches!(closed, Ok(Ok(()))) {
                 tracing::info!("could not close the feed at shutdown; it expires by itself");
             }
@@ -944,6 +952,36 @@ mod tests {
         assert!(report.subscribed);
         assert_eq!(report.recorded, 1, "the change is not lost");
         assert_eq!(sync.subscription_id(), Some("sub_2"));
+    }
+
+    #[tokio::test]
+    async fn a_stop_abandons_the_poll_under_way() {
+        let (store, _dir) = temp_store().await;
+        let platform = Arc::new(ScriptedPlatform::default());
+        // The first poll answers after an hour: a platform that stopped answering.
+        platform
+            .latencies
+            .lock()
+            .unwrap()
+            .push_back(Duration::from_secs(3600));
+        let sync = StateSync::new(store.clone(), platform.clone(), settings(10, 3600));
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(sync.run(stop.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while platform.polls.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no poll went out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the stop waited for the poll under way")
+            .unwrap();
+        assert_eq!(
+            *platform.deleted.lock().unwrap(),
+            ["sub_1"],
+            "the feed is closed still"
+        );
     }
 
     #[tokio::test]
