@@ -265,7 +265,7 @@ impl StateSync {
     }
 
     /// Polls until `stop` is cancelled, then closes the feed (deletes the subscription)
-    /// when the platform answers within [`CLOSE_AT_STOP`].
+    /// when the platform answers within two seconds.
     pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(interval = ?self.settings.interval, "state sync started");
         let mut cadence = Cadence::new(self.settings.interval);

@@ -26,7 +26,7 @@
 //!   a moment, even while the tenants it took first start their leader's work;
 //! - let work that holds two connections at once (a report reading two result streams
 //!   together) take its turns and entries for both at its first checkout
-//!   ([`Share::grouped`]), so such works never each hold one connection while waiting
+//!   ([`super::Pool::grouped`]), so such works never each hold one connection while waiting
 //!   for another.
 //!
 //! Writers of all tenants together hold at most half the pool: a write transaction may
