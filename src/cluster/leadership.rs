@@ -499,8 +499,9 @@ impl Keeper {
                 let asked = Instant::now();
                 let started = lease::start_term(&store, &instance, term);
                 let started = crate::tasks::in_tenant(&tenant, started).await;
-                if asked.elapsed() > SLOW_TERM_START {
-                    tracing::warn!(tenant = %tenant, term, took = ?asked.elapsed(), "a term's start was slow: the tenant had no leader meanwhile");
+                let took = asked.elapsed();
+                if took > SLOW_TERM_START {
+                    tracing::warn!(tenant = %tenant, term, ?took, "a term's start was slow: the tenant had no leader meanwhile");
                 }
                 (key, term, started)
             };

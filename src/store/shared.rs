@@ -602,24 +602,14 @@ impl Share {
             group
                 .turns
                 .get_or_try_init(|| async {
-                    let own = match self.kind {
-                        ShareKind::Read => Some(&tenant.read),
-                        _ => None,
-                    };
+                    let own = (self.kind == ShareKind::Read).then_some(&tenant.read);
                     let read_turns = u32::try_from(pool.read_turns).unwrap_or(u32::MAX);
                     let entries = pool.pool.options().get_max_connections();
+                    let n = group.connections;
                     Ok::<_, sqlx::Error>(Turns {
-                        _tenant: match own {
-                            Some(own) => Some(
-                                turns_of(own, group.connections.min(read_turns), waiting).await?,
-                            ),
-                            None => None,
-                        },
+                        _tenant: maybe_turns(own, n.min(read_turns), waiting).await?,
                         _instance: None,
-                        _entry: Some(
-                            turns_of(&pool.entries, group.connections.min(entries), waiting)
-                                .await?,
-                        ),
+                        _entry: maybe_turns(Some(&pool.entries), n.min(entries), waiting).await?,
                     })
                 })
                 .await?;
@@ -641,9 +631,9 @@ impl Share {
         let entry = (self.kind != ShareKind::Term).then_some(&pool.entries);
         // In this order, for every kind: no two checkouts wait on each other's turn.
         Ok(Turns {
-            _tenant: maybe_turn(own, waiting).await?,
-            _instance: maybe_turn(instance, waiting).await?,
-            _entry: maybe_turn(entry, waiting).await?,
+            _tenant: maybe_turns(own, 1, waiting).await?,
+            _instance: maybe_turns(instance, 1, waiting).await?,
+            _entry: maybe_turns(entry, 1, waiting).await?,
         })
     }
 
@@ -728,13 +718,14 @@ async fn turns_of(
     }
 }
 
-/// A permit of `turns` when there are any (see [`turn`]).
-async fn maybe_turn(
+/// `n` permits of `turns` together, when there are any (see [`turns_of`]).
+async fn maybe_turns(
     turns: Option<&Arc<Semaphore>>,
+    n: u32,
     waiting: &AtomicUsize,
 ) -> Result<Option<OwnedSemaphorePermit>, sqlx::Error> {
     match turns {
-        Some(turns) => turn(turns, waiting).await.map(Some),
+        Some(turns) => turns_of(turns, n, waiting).await.map(Some),
         None => Ok(None),
     }
 }
