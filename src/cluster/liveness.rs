@@ -88,3 +88,80 @@ pub fn lost(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::store::Backend;
+    use crate::store::testing::temp_url_on;
+
+    /// Notes `instance` as holding the liveness lock `key`, as its looks do.
+    async fn note(conn: &mut PgConnection, instance: &str, key: i32) {
+        sqlx::query(
+            "INSERT INTO wfmd_cluster.instances
+                 (instance_id, started_at, last_seen, liveness_key, serving)
+             VALUES ($1, 0, 0, $2, 1)
+             ON CONFLICT (instance_id) DO UPDATE SET liveness_key = excluded.liveness_key",
+        )
+        .bind(instance)
+        .bind(key)
+        .execute(conn)
+        .await
+        .unwrap();
+    }
+
+    async fn gone(conn: &mut PgConnection, instance: &str) -> bool {
+        sqlx::query_scalar("SELECT gone FROM wfmd_cluster.instance_sessions WHERE instance_id = $1")
+            .bind(instance)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_gone_to_every_other_session_once_its_session_ends_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PgConnectOptions::from_str(&temp_url_on(Backend::Postgres, &dir)).unwrap();
+        let mut other = PgConnection::connect_with(&options).await.unwrap();
+        crate::cluster::schema::migrate(&mut other).await.unwrap();
+
+        let a = Liveness::open(&options, "a").await.unwrap();
+        let mut b = Liveness::open(&options, "b").await.unwrap();
+        note(&mut other, "a", a.key()).await;
+        note(&mut other, "b", b.key()).await;
+        assert!(!gone(&mut other, "a").await, "a's session is open");
+        assert!(
+            !gone(b.conn(), "a").await,
+            "a's session is open, seen from b's"
+        );
+
+        // Another session, in a transaction it keeps open, sees a alive, and then gone
+        // once a's session ends: what it took to ask holds nothing in a's way.
+        let mut tx = other.begin().await.unwrap();
+        assert!(!gone(&mut tx, "a").await);
+        a.close().await;
+        // The server lets go of a's lock as its backend exits, just after the close.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !gone(&mut tx, "a").await {
+            assert!(tokio::time::Instant::now() < deadline, "a's session ended");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            gone(b.conn(), "a").await,
+            "a's session ended, seen from b's"
+        );
+
+        // a comes back with a session of its own, while that transaction still holds
+        // what it took of a's former lock: a is alive again, to everyone.
+        let a = Liveness::open(&options, "a").await.unwrap();
+        note(b.conn(), "a", a.key()).await;
+        assert!(!gone(&mut tx, "a").await, "a's new session is open");
+        assert!(!gone(b.conn(), "a").await);
+        tx.commit().await.unwrap();
+        assert!(!gone(&mut other, "b").await, "b never left");
+        a.close().await;
+        b.close().await;
+    }
+}

@@ -88,7 +88,8 @@ noted AS (
     RETURNING 1
 ),
 sessions AS MATERIALIZED (
-    SELECT instance_id, last_seen, serving, gone FROM wfmd_cluster.instance_sessions
+    SELECT instance_id, last_seen, serving, gone AND instance_id <> $1 AS gone
+    FROM wfmd_cluster.instance_sessions
 ),
 counted AS MATERIALIZED (
     SELECT s.instance_id FROM sessions AS s, clock AS c
