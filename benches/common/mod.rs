@@ -27,13 +27,66 @@ pub fn p95(values: &[f64]) -> f64 {
 /// CPU seconds process `pid` has used so far (utime + stime, in Linux's clock ticks of
 /// 1/100 s).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // The fields after the name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+    let fields = stat_fields(pid).expect("/proc/PID/stat");
+    ticks(&fields[11..13]) / 100.0
+}
+
+/// The fields of `/proc/{pid}/stat` after the process's name (which is in parentheses
+/// and may hold spaces): the state is the first. `None` once the process is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
+}
+
+fn ticks(fields: &[String]) -> f64 {
+    fields.iter().map(|f| f.parse::<f64>().unwrap_or(0.0)).sum()
+}
+
+/// CPU seconds used so far by process `root` and its children: its own, that of its
+/// children it has reaped, and that of those alive now (a PostgreSQL server: the
+/// postmaster and its backends). A child that ended between two readings without
+/// being reaped yet is missed.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    let mut total = stat_fields(root).map_or(0.0, |f| ticks(&f[11..15]));
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(fields) = stat_fields(pid)
+            && fields[1] == root.to_string()
+        {
+            total += ticks(&fields[11..13]);
+        }
+    }
+    total / 100.0
+}
+
+/// CPU seconds the whole machine has spent busy so far, over all its cores
+/// (`/proc/stat`: every state but idle and waiting for I/O).
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
         .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
         .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    // user nice system idle iowait irq softirq steal guest guest_nice: the guests' time
+    // is counted in user and nice already.
+    let busy: f64 = cpu
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4 | 8 | 9))
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
 }
 
 /// Kilobytes on a line of `/proc/{process}/status` (`VmRSS:`, `VmHWM:`), `process`

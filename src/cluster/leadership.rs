@@ -585,6 +585,10 @@ impl Keeper {
             .earliest_deadline()
             .unwrap_or(sent + self.settings.lease_ttl);
         let looked = tokio::select! {
+            // A look that came back is used even when the deadline passed too by the
+            // time this task ran again (a starved runtime): its renewals count from
+            // when it was sent, so a late one renews nothing past its time.
+            biased;
             looked = tick::look(live.conn(), &tick) => Some(looked),
             () = tokio::time::sleep_until(deadline) => None,
         };

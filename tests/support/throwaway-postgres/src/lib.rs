@@ -171,6 +171,19 @@ impl Server {
         &self.folder
     }
 
+    /// The server's postmaster process, from its `postmaster.pid` (the parent of every
+    /// backend): for a bench that measures the server's CPU.
+    ///
+    /// # Panics
+    /// When the file is missing or unreadable (the server is not running).
+    pub fn postmaster_pid(&self) -> u32 {
+        let file = self.folder.join("data").join("postmaster.pid");
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("throwaway-postgres: no pid in {}", file.display()))
+    }
+
     /// Runs `sql` on `database` with `psql` and returns its output, rows unaligned
     /// without headers (`SELECT 1` gives `1`), or psql's complaint. Several statements
     /// run as one transaction.
