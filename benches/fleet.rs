@@ -53,7 +53,10 @@
 //! takes about twelve minutes here). Every tenant shares the platform's 20 agents: the
 //! load and the bulk job are told apart by their idempotency keys and origins. With
 //! `WFMD_BENCH_FLEET_KEEP` set, the instances' logs and configuration stay in the
-//! folder the bench names at its start.
+//! folder the bench names at its start. The server counts statements
+//! (`pg_stat_statements`) only until the figures at rest are taken; with
+//! `WFMD_BENCH_FLEET_STATEMENTS` set it counts on, and the load prints the server's
+//! busiest statements (planning and running time, over every schema).
 //!
 //! Run: `cargo bench --bench fleet`; about three minutes on a 2-core machine at 100
 //! tenants. Linux only (signals, /proc); PostgreSQL comes from
@@ -134,10 +137,13 @@ fn main() {
         throwaway_postgres::start(throwaway_postgres::Options {
             durable: true,
             max_connections: 300,
-            settings: vec![(
-                "shared_preload_libraries".into(),
-                "'pg_stat_statements'".into(),
-            )],
+            settings: vec![
+                (
+                    "shared_preload_libraries".into(),
+                    "'pg_stat_statements'".into(),
+                ),
+                ("pg_stat_statements.track_planning".into(), "on".into()),
+            ],
         }),
     ));
     common::runtime().block_on(bench(server, tenants));
@@ -204,6 +210,14 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     db.psql("SELECT pg_stat_statements_reset()");
     let rest = at_rest(&db, [&a, &b, &solo]).await;
     let (lease_calls, per_tenant_calls) = db.lease_statements();
+    // Counting statements is the bench's own instrumentation, a cost at every
+    // statement: from here on only when asked, so that the load measures the server's
+    // work for wfmd alone.
+    let statements = std::env::var_os("WFMD_BENCH_FLEET_STATEMENTS").is_some();
+    if !statements {
+        db.psql("ALTER SYSTEM SET pg_stat_statements.track = 'none'");
+        db.psql("SELECT pg_reload_conf()");
+    }
     let per_look = lease_calls as f64 / (2.0 * rest.window.as_secs_f64() * LOOKS_PER_SECOND);
     eprintln!("at rest ({:.0} s)", started.elapsed().as_secs_f64());
 
@@ -255,7 +269,11 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
         ]
     };
     let cpu_before = cpu();
-    let load = load(&db, &http, [&a.url, &b.url], &platforms).await;
+    if statements {
+        db.psql("SELECT pg_stat_statements_reset()");
+    }
+    let load = load(&db, [&a.url, &b.url], &platforms).await;
+    let load_statements = statements.then(|| db.busiest_statements());
     let load_cpu: [f64; 5] = std::array::from_fn(|i| cpu()[i] - cpu_before[i]);
     eprintln!("load ({:.0} s)", started.elapsed().as_secs_f64());
 
@@ -403,6 +421,12 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
         100 * std::thread::available_parallelism().map_or(1, usize::from),
         1000.0 * (load_cpu[0] + load_cpu[1]) / load.recorded.max(1) as f64,
     );
+    if let Some(busiest) = load_statements {
+        println!(
+            "  the server's busiest statements during the load (WFMD_BENCH_FLEET_STATEMENTS):"
+        );
+        println!("{busiest}");
+    }
     println!(
         "kill -9: {} tenants moved; p50 {failover_p50:.3} s, p100 {failover_p100:.3} s \
          (target p100 <= {:.1} s: {})",
@@ -653,7 +677,7 @@ struct Load {
 /// Sends each of the first [`LOAD_TENANTS`] tenants [`LOAD_PER_MINUTE`] changes a minute
 /// for [`LOAD_FOR`], all at once; half the tenants' through the instance that leads
 /// them, half through the other; then reads which were recorded.
-async fn load(db: &Db, http: &reqwest::Client, urls: [&str; 2], platforms: &Platforms) -> Load {
+async fn load(db: &Db, urls: [&str; 2], platforms: &Platforms) -> Load {
     let leaders = db.leaders();
     let tenants: Vec<String> = db.tenants.iter().take(LOAD_TENANTS).cloned().collect();
     let every = Duration::from_secs(60) / LOAD_PER_MINUTE;
@@ -666,7 +690,15 @@ async fn load(db: &Db, http: &reqwest::Client, urls: [&str; 2], platforms: &Plat
         let agents = platforms.of(tenant).movable();
         // The tenants' sends spread over one interval.
         let offset = every * u32::try_from(n).unwrap() / u32::try_from(tenants.len()).unwrap();
-        let (tenant, http, answers) = (tenant.clone(), http.clone(), Arc::clone(&answers));
+        // Each tenant's caller (its WFM system) from an address of its own, as the
+        // instances tell clients apart by address (`server.max_connections_per_client`):
+        // from one address, 200 tenants' callers were one client held to one share.
+        let address = std::net::Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250 + 1) as u8);
+        let http = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::V4(address))
+            .build()
+            .unwrap();
+        let (tenant, answers) = (tenant.clone(), Arc::clone(&answers));
         driving.spawn(async move {
             tokio::time::sleep(offset).await;
             let mut ticker = tokio::time::interval(every);
@@ -741,8 +773,14 @@ impl Load {
         let took: Vec<f64> = self.answers.iter().map(|a| a.3).collect();
         let p95 = common::p95(&took);
         let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, _, status, _) in &self.answers {
-            let status = status.map_or("none".to_owned(), |s| s.to_string());
+        for (_, _, status, took) in &self.answers {
+            let status = match status {
+                Some(status) => status.to_string(),
+                None if *took >= ANSWER_WITHIN.as_secs_f64() => {
+                    format!("none within {} s", ANSWER_WITHIN.as_secs())
+                }
+                None => "connection failed".to_owned(),
+            };
             *statuses.entry(status).or_default() += 1;
         }
         let offered = self.tenants as f64 * f64::from(LOAD_PER_MINUTE) / 60.0;
@@ -928,6 +966,23 @@ impl Db {
         self.server
             .psql(&self.database, sql)
             .unwrap_or_else(|why| panic!("psql `{sql}` failed: {why}"))
+    }
+
+    /// The statements that took the server's time since the last reset, each kind over
+    /// every schema (calls, planning and running ms), and how often the extension
+    /// evicted kinds to make room.
+    fn busiest_statements(&self) -> String {
+        self.psql(
+            "SELECT string_agg(line, E'\\n') FROM (
+                 SELECT format('    %s calls, plan %s ms, run %s ms: %s', SUM(calls),
+                               ROUND(SUM(total_plan_time)), ROUND(SUM(total_exec_time)),
+                               left(regexp_replace(query, '\\s+', ' ', 'g'), 100)) AS line
+                 FROM pg_stat_statements
+                 GROUP BY left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
+                 ORDER BY SUM(total_plan_time + total_exec_time) DESC LIMIT 12) AS top
+             UNION ALL SELECT format('    kinds evicted since the reset: %s', dealloc)
+             FROM pg_stat_statements_info",
+        )
     }
 
     /// Each tenant's term as started in its schema: its holder, and when it began.
