@@ -31,9 +31,17 @@ pub struct Liveness {
 impl Liveness {
     /// Opens a session with `options` and takes a lock of its own.
     pub async fn open(options: &PgConnectOptions, instance: &str) -> Result<Liveness, sqlx::Error> {
+        // Its looks commit without waiting for the disk: a look must come back within
+        // a few seconds or the instance lets every lease go, and a flush can stall for
+        // longer while the server writes much (an instance starting a thousand tenants).
+        // Losing a look's changes with the server itself is safe: a renewal lost makes
+        // a lease end sooner, which the tenant's own term fences (a term starts in the
+        // tenant's schema, flushed, which flushes every look before it); a lease taken
+        // or given up and lost is as if the look had not happened.
         let options = options
             .clone()
-            .application_name(&format!("wfmd {instance} liveness"));
+            .application_name(&format!("wfmd {instance} liveness"))
+            .options([("synchronous_commit", "off")]);
         let mut conn = PgConnection::connect_with(&options).await?;
         let key: i32 = sqlx::query_scalar("SELECT nextval('wfmd_cluster.liveness_keys')::integer")
             .fetch_one(&mut conn)
@@ -118,6 +126,29 @@ mod tests {
             .fetch_one(conn)
             .await
             .unwrap()
+    }
+
+    /// `synchronous_commit` on `conn`, and where its value comes from.
+    async fn flushing(conn: &mut PgConnection) -> (String, String) {
+        sqlx::query_as("SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_looks_commit_without_waiting_for_the_disk_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PgConnectOptions::from_str(&temp_url_on(Backend::Postgres, &dir)).unwrap();
+        let mut other = PgConnection::connect_with(&options).await.unwrap();
+        crate::cluster::schema::migrate(&mut other).await.unwrap();
+        let mut live = Liveness::open(&options, "a").await.unwrap();
+        // The liveness session sets it for itself (the tests' server has it off for
+        // every session, so where the value comes from is what tells).
+        assert_eq!(flushing(live.conn()).await, ("off".into(), "client".into()));
+        let (_, elsewhere) = flushing(&mut other).await;
+        assert_ne!(elsewhere, "client", "another connection keeps the server's");
+        live.close().await;
     }
 
     #[tokio::test]
