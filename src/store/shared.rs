@@ -686,7 +686,18 @@ impl Share {
             self.tenant.search_path
         );
         let _queued = pool.all_busy().then(|| Queued::on(&pool.waiting));
-        let tx = pool.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+        // sqlx's begin (0.9.0) is not safe to drop half-way on PostgreSQL: dropped after
+        // its BEGIN went out and before the answer came back, it leaves the session in a
+        // transaction it does not know of, and the pool hands that connection on with the
+        // transaction, and the locks it took, still open; the next borrower's statements
+        // run inside it (sqlx issue #4393). A caller dropped while waiting (a hand-over
+        // stopping a tenant's work, a client gone) is no rare thing here. So the begin
+        // runs to its end on a task of its own: a transaction whose caller is gone is
+        // dropped there, and rolled back as any other.
+        let pool = pool.pool.clone();
+        let begun =
+            crate::tasks::spawn(async move { pool.begin_with(sqlx::AssertSqlSafe(begin)).await });
+        let tx = begun.await.map_err(|_| sqlx::Error::WorkerCrashed)??;
         Ok((tx, turns))
     }
 }
@@ -1026,6 +1037,44 @@ mod tests {
         for (store, _) in tenants {
             store.close().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_whose_caller_left_while_it_began_is_rolled_back() {
+        let pools = SharedPools::new(MIN_MAX_CONNECTIONS, Some("abandoned"), false);
+        let tenants = tenants_on(&pools, &["t1"]).await;
+        let Db::Postgres(share) = tenants[0].0.reader().db() else {
+            unreachable!("PostgreSQL")
+        };
+        // The caller gives up while the BEGIN's round trip is under way, a lock taken.
+        let key = 7_700_417;
+        let then = format!("; SELECT pg_advisory_xact_lock({key}); SELECT pg_sleep(0.5)");
+        let begun = tokio::time::timeout(Duration::from_millis(100), share.begin_then(&then));
+        assert!(begun.await.is_err(), "the begin outlasted its caller");
+        // Once the BEGIN's answer is in, the transaction is rolled back and its lock
+        // freed; left open, it would hold the lock for whoever borrows the connection.
+        // Another session of the same database (advisory locks are the database's).
+        let database: String =
+            fetch_scalar!(tenants[0].0.reader(), one, "SELECT current_database()").unwrap();
+        let url = throwaway_postgres::shared().url(&database);
+        let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut other)
+                .await
+                .unwrap();
+            if free {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lock taken by the abandoned begin is still held"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tenants[0].0.close().await;
     }
 
     /// Three tenants' reads queue for the pool, more than it has connections; a
