@@ -431,8 +431,16 @@ impl Keeper {
     }
 
     /// A term's start came to `result`; returns whether a look is wanted at once.
-    fn started(&mut self, (key, term, result): StartResult) -> bool {
+    fn started(&mut self, done: StartResult) -> bool {
+        let again = self.note_started(done);
+        // Only now, with the member's standing told: who waits for every term taken
+        // to start (`terms_started`) finds this one leading once told none is left.
         self.start_next();
+        again
+    }
+
+    /// What a term's start came to, told to its member and to its store.
+    fn note_started(&mut self, (key, term, result): StartResult) -> bool {
         let Some(member) = self.members.get_mut(&key) else {
             return false;
         };
