@@ -146,6 +146,17 @@ impl Pool {
 /// A connection taken from a [`Pool`].
 pub struct PoolConn(Db<PoolConnection<Sqlite>, Checkout>);
 
+impl PoolConn {
+    /// Closes the connection when it drops, instead of giving it back to its pool: for
+    /// one left in a state the next borrower must not inherit.
+    pub(crate) fn close_on_drop(&mut self) {
+        match &mut self.0 {
+            Db::Sqlite(conn) => conn.close_on_drop(),
+            Db::Postgres(conn) => conn.close_on_drop(),
+        }
+    }
+}
+
 /// A transaction on either backend; rolled back when dropped uncommitted. On
 /// PostgreSQL it holds its share's turns (see [`super::shared`]) until it ends.
 pub struct Tx<'c>(

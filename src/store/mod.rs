@@ -555,6 +555,7 @@ impl Store {
             write_turn,
             write_lock: self.write_lock.clone(),
             preemption: Arc::clone(&self.preemption),
+            beginning: false,
         })
     }
 
@@ -668,6 +669,18 @@ pub struct Housekeeping {
     write_turn: Option<PoolConn>,
     write_lock: postgres::WriteLock,
     preemption: Arc<Preemption>,
+    /// A PostgreSQL `BEGIN` went out and its answer was not read: its caller was
+    /// dropped meanwhile (see [`Housekeeping::begin`]).
+    beginning: bool,
+}
+
+impl Drop for Housekeeping {
+    fn drop(&mut self) {
+        // The session may be inside a transaction nobody will end: never pooled again.
+        if self.beginning {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 impl Housekeeping {
@@ -680,7 +693,18 @@ impl Housekeeping {
                     Db::Sqlite(sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?)
                 }
                 Db::Postgres(conn) => {
+                    // sqlx's begin (0.9.0), dropped between sending BEGIN and reading
+                    // the answer, leaves the session in a transaction it does not know
+                    // of (see `shared::Share::begin_then`, which runs its begins on a
+                    // task of their own; this one borrows its connection). So that is
+                    // noted: the next begin ends such a transaction first, and the
+                    // connection is closed rather than pooled if none comes.
+                    if self.beginning {
+                        sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+                    }
+                    self.beginning = true;
                     let mut tx = sqlx::Connection::begin(conn).await?;
+                    self.beginning = false;
                     self.write_lock.take(&mut tx).await?;
                     Db::Postgres(tx)
                 }
@@ -1084,6 +1108,112 @@ mod tests {
         let mut tx = store.begin_write().await.unwrap();
         assert_eq!(synchronous(&mut tx).await.unwrap(), 2, "FULL again");
         tx.rollback().await.unwrap();
+    }
+
+    /// A TCP proxy to `target` on a free loopback port: what the server sends back waits
+    /// `delay` on its way while `slow` is set.
+    async fn delaying_proxy(
+        target: std::net::SocketAddr,
+        slow: Arc<std::sync::atomic::AtomicBool>,
+        delay: Duration,
+    ) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        crate::tasks::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                crate::tasks::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                });
+                let slow = Arc::clone(&slow);
+                crate::tasks::spawn(async move {
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(read) = from_server.read(&mut buffer).await {
+                        if read == 0 {
+                            break;
+                        }
+                        if slow.load(Ordering::SeqCst) {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if to_client.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    /// Polls `begin` once (its BEGIN goes out, and it waits for the answer), then
+    /// drops it.
+    async fn drop_half_way<T>(begin: impl std::future::Future<Output = T>) {
+        let mut begin = Box::pin(begin);
+        assert!(
+            futures::poll!(&mut begin).is_pending(),
+            "the begin ended at its first poll"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_housekeeping_begin_dropped_half_way_leaves_no_transaction_open_in_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let direct = testing::temp_url_on(Backend::Postgres, &dir);
+        let mut url = reqwest::Url::parse(&direct).unwrap();
+        let server = (url.host_str().unwrap().to_owned(), url.port().unwrap());
+        let server = tokio::net::lookup_host(server)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let proxy = delaying_proxy(server, Arc::clone(&slow), Duration::from_millis(300)).await;
+        url.set_port(Some(proxy.port())).unwrap();
+        let store = Store::open(url.as_str()).await.unwrap();
+        let mut watcher = <sqlx::PgConnection as sqlx::Connection>::connect(&direct)
+            .await
+            .unwrap();
+        let mut open_transactions = async move || -> i64 {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap()
+        };
+        // Waits until `open_transactions` says `wanted`, for ten seconds at most.
+        macro_rules! until_open {
+            ($wanted:expr, $why:expr) => {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while open_transactions().await != $wanted {
+                    assert!(tokio::time::Instant::now() < deadline, $why);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+        }
+        let mut housekeeping = store.housekeeping().await.unwrap();
+        // Dropped once its BEGIN went out, before the answer came back: the session is
+        // left in a transaction.
+        slow.store(true, Ordering::SeqCst);
+        drop_half_way(housekeeping.begin()).await;
+        slow.store(false, Ordering::SeqCst);
+        until_open!(1, "the BEGIN never ran");
+        // The housekeeping goes on, in a transaction of its own.
+        housekeeping.begin().await.unwrap().commit().await.unwrap();
+        until_open!(0, "the transaction left open was not ended");
+        // Dropped so again, and then given up: the connection is closed, not pooled
+        // with the transaction open.
+        slow.store(true, Ordering::SeqCst);
+        drop_half_way(housekeeping.begin()).await;
+        slow.store(false, Ordering::SeqCst);
+        until_open!(1, "the BEGIN never ran");
+        drop(housekeeping);
+        until_open!(0, "a connection went back to the pool inside a transaction");
+        store.close().await;
     }
 
     #[tokio::test]

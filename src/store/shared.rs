@@ -791,6 +791,13 @@ pub struct Checkout {
     _turns: Turns,
 }
 
+impl Checkout {
+    /// Closes the connection when it drops, instead of giving it back to the pool.
+    pub(super) fn close_on_drop(&mut self) {
+        self.conn.close_on_drop();
+    }
+}
+
 impl std::ops::Deref for Checkout {
     type Target = PgConnection;
 
