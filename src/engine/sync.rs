@@ -51,11 +51,11 @@ use crate::telemetry::names::{
     SYNC_RENEWALS_TOTAL,
 };
 
-/// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
 /// How long a stop waits for the platform to delete the feed: an undeleted one expires
 /// by itself, and a hand-over waits for this work to stop.
 const CLOSE_AT_STOP: Duration = Duration::from_secs(2);
 
+/// A `statusChangedTimestamp` moving by no more than this is jitter, not a change.
 const TIMESTAMP_JITTER: TimeDelta = TimeDelta::seconds(2);
 
 /// The audit actor of observed changes.
