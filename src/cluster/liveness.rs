@@ -103,7 +103,7 @@ mod tests {
 
     use super::*;
     use crate::store::Backend;
-    use crate::store::testing::temp_url_on;
+    use crate::store::testing::{eventually, temp_url_on};
 
     /// Notes `instance` as holding the liveness lock `key`, as its looks do.
     async fn note(conn: &mut PgConnection, instance: &str, key: i32) {
@@ -174,11 +174,7 @@ mod tests {
         assert!(!gone(&mut tx, "a").await);
         a.close().await;
         // The server lets go of a's lock as its backend exits, just after the close.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !gone(&mut tx, "a").await {
-            assert!(tokio::time::Instant::now() < deadline, "a's session ended");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually("a's session ended", async || gone(&mut tx, "a").await).await;
         assert!(
             gone(b.conn(), "a").await,
             "a's session ended, seen from b's"

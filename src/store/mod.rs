@@ -870,6 +870,16 @@ pub(crate) mod testing {
         (store, dir)
     }
 
+    /// Waits until `check` holds, asking again every 20 ms, for ten seconds at most;
+    /// past that the test fails with `what`.
+    pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A fresh database's URL on `backend` (a file in `dir` for SQLite).
     pub fn temp_url_on(backend: Backend, dir: &tempfile::TempDir) -> String {
         match backend {
@@ -1185,34 +1195,37 @@ mod tests {
             .await
             .unwrap()
         };
-        // Waits until `open_transactions` says `wanted`, for ten seconds at most.
-        macro_rules! until_open {
-            ($wanted:expr, $why:expr) => {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                while open_transactions().await != $wanted {
-                    assert!(tokio::time::Instant::now() < deadline, $why);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            };
-        }
         let mut housekeeping = store.housekeeping().await.unwrap();
         // Dropped once its BEGIN went out, before the answer came back: the session is
         // left in a transaction.
         slow.store(true, Ordering::SeqCst);
         drop_half_way(housekeeping.begin()).await;
         slow.store(false, Ordering::SeqCst);
-        until_open!(1, "the BEGIN never ran");
+        testing::eventually("the BEGIN never ran", async || {
+            open_transactions().await == 1
+        })
+        .await;
         // The housekeeping goes on, in a transaction of its own.
         housekeeping.begin().await.unwrap().commit().await.unwrap();
-        until_open!(0, "the transaction left open was not ended");
+        testing::eventually("the transaction left open was not ended", async || {
+            open_transactions().await == 0
+        })
+        .await;
         // Dropped so again, and then given up: the connection is closed, not pooled
         // with the transaction open.
         slow.store(true, Ordering::SeqCst);
         drop_half_way(housekeeping.begin()).await;
         slow.store(false, Ordering::SeqCst);
-        until_open!(1, "the BEGIN never ran");
+        testing::eventually("the BEGIN never ran", async || {
+            open_transactions().await == 1
+        })
+        .await;
         drop(housekeeping);
-        until_open!(0, "a connection went back to the pool inside a transaction");
+        testing::eventually(
+            "a connection went back to the pool inside a transaction",
+            async || open_transactions().await == 0,
+        )
+        .await;
         store.close().await;
     }
 

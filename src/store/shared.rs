@@ -1065,22 +1065,18 @@ mod tests {
             fetch_scalar!(tenants[0].0.reader(), one, "SELECT current_database()").unwrap();
         let url = throwaway_postgres::shared().url(&database);
         let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let free = async || -> bool {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(key)
                 .fetch_one(&mut other)
                 .await
-                .unwrap();
-            if free {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the lock taken by the abandoned begin is still held"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                .unwrap()
+        };
+        crate::store::testing::eventually(
+            "the lock taken by the abandoned begin is still held",
+            free,
+        )
+        .await;
         tenants[0].0.close().await;
     }
 
