@@ -273,8 +273,9 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
         db.psql("SELECT pg_stat_statements_reset()");
     }
     let load = load(&db, [&a.url, &b.url], &platforms).await;
+    let cpu_after = cpu();
+    let load_cpu: [f64; 5] = std::array::from_fn(|i| cpu_after[i] - cpu_before[i]);
     let load_statements = statements.then(|| db.busiest_statements());
-    let load_cpu: [f64; 5] = std::array::from_fn(|i| cpu()[i] - cpu_before[i]);
     eprintln!("load ({:.0} s)", started.elapsed().as_secs_f64());
 
     // 5. A bulk job on a tenant b leads, and kill -9 of b.
