@@ -1,7 +1,8 @@
 //! A fleet (#56, and #57's item 3): many tenants on two, then three `wfmd serve` with
 //! `[ha]` at the default `lease_ttl` (10 s), child processes on a PostgreSQL server of
-//! the bench's own (fsync on), every tenant of 20 agents on one simulated platform in
-//! this process, state sync on. Beside the fleet runs a one-tenant deployment,
+//! the bench's own (fsync on), every tenant of 20 agents on a simulated platform in
+//! this process (the loaded tenants each on one of their own, the rest on one with the
+//! request budgets of them all), state sync on. Beside the fleet runs a one-tenant deployment,
 //! `wfmd-solo` and `wfmd-solo-2` (one tenant, `[ha]`, a database of their own, a
 //! platform of its own, the same server): the yardstick for memory (solo, its leader)
 //! and for a single change's time.
@@ -50,7 +51,7 @@
 //!   60 s, with no tenant leaderless for more than 1 s during the moves.
 //!
 //! Tenants: 100 by default (`WFMD_BENCH_FLEET_TENANTS`; #56's figure is 1,000, which
-//! takes about twelve minutes here). Every tenant shares the platform's 20 agents: the
+//! takes about six minutes here). Every tenant shares the platform's 20 agents: the
 //! load and the bulk job are told apart by their idempotency keys and origins. With
 //! `WFMD_BENCH_FLEET_KEEP` set, the instances' logs and configuration stay in the
 //! folder the bench names at its start. The server counts statements
