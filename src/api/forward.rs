@@ -25,6 +25,11 @@
 //! was presented. A browser signed in at the follower holds a session only that
 //! instance knows (see `api::sessions`); the leader acts for the token so named.
 //!
+//! The leader is looked up in the database once, and remembered until this instance's
+//! looks at the leases see one change hands, or it fails to take a request (see
+//! [`crate::cluster::lease::KnownLeader`]): a change handed on costs the follower no
+//! statement of its own.
+//!
 //! A request is handed on once: one that arrives proven handed on at an instance that
 //! does not lead either (the leader changed in between) is answered 503 with
 //! `Retry-After`, as is one for a tenant nobody leads right now, or whose leader gave
@@ -215,6 +220,8 @@ pub struct Forwarding {
     /// This instance's `ha.instance_id`.
     pub instance: Arc<str>,
     pub http: reqwest::Client,
+    /// The tenant's leader as last read, while no lease moved.
+    pub leader: Arc<crate::cluster::lease::KnownLeader>,
 }
 
 /// The middleware (see the module's doc); the process's routes (no tenant) are
@@ -247,7 +254,8 @@ pub async fn to_leader(request: Request, next: Next) -> Response {
     if content_length(&request).is_some_and(|length| length > limit as u64) {
         return too_large(limit);
     }
-    let leader = match crate::cluster::lease::leader(&state.store).await {
+    let known = &forwarding.leader;
+    let leader = match known.leader(&state.store).await {
         Ok(Some(leader)) => leader,
         Ok(None) => return unavailable("no instance leads the tenant right now".into()),
         Err(error) => {
@@ -268,9 +276,17 @@ pub async fn to_leader(request: Request, next: Next) -> Response {
         read: read.clone(),
     };
     match hand_on(forwarding, &url, request, capped).await {
-        Ok(response) => response,
+        Ok(response) => {
+            // A leader that cannot take the change (it no longer leads, it stops) may
+            // have moved: the next change reads it again.
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                known.forget();
+            }
+            response
+        }
         Err(_) if read.over.load(Ordering::Acquire) => too_large(limit),
         Err(error) => {
+            known.forget();
             if let Some(why) = read.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 // The client's body broke off, not the leader.
                 return Problem::new(

@@ -79,7 +79,8 @@ impl Started {
                 .store
                 .set_role(crate::store::InstanceRole::Follower);
         }
-        let served = tenant.served(launch.exports.clone(), launch.ha.as_ref());
+        let ha = launch.ha.as_ref().zip(keeping.map(|k| &k.keeper));
+        let served = tenant.served(launch.exports.clone(), ha);
         let (id, rules, judging, store) = (
             tenant.id.clone(),
             tenant.rules(),

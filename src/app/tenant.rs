@@ -16,6 +16,12 @@ use crate::config::tenants::{TenantId, TenantSpec};
 use crate::engine::{self, TransitionEngine};
 use crate::{api, cxone, delivery, live, metrics_handle};
 
+/// This instance among several (`[ha]`): its settings and its keeper of leases.
+pub type Ha<'a> = (
+    &'a crate::cluster::leadership::LeadershipSettings,
+    &'a crate::cluster::leadership::LeaseKeeper,
+);
+
 /// One tenant's services, built from the configuration; nothing runs until its workers
 /// are started. What every instance serving the tenant runs ([`Tenant::every_instance`])
 /// lives as long as the tenant; the work of its leader ([`Tenant::leader_work`]) is
@@ -167,12 +173,12 @@ impl Tenant {
     }
 
     /// What the HTTP API reads and drives of this tenant; `exports` are the process's
-    /// downloads in progress, `ha` this instance among several (its followers hand the
-    /// tenant's changes to its leader).
+    /// downloads in progress, `ha` this instance among several and its keeper of leases
+    /// (its followers hand the tenant's changes to its leader).
     pub fn served(
         &self,
         exports: api::exports::Exports,
-        ha: Option<&crate::cluster::leadership::LeadershipSettings>,
+        ha: Option<Ha<'_>>,
     ) -> api::tenancy::ServedTenant {
         api::tenancy::ServedTenant {
             id: self.id.clone(),
@@ -183,11 +189,7 @@ impl Tenant {
         }
     }
 
-    fn api_state(
-        &self,
-        exports: api::exports::Exports,
-        ha: Option<&crate::cluster::leadership::LeadershipSettings>,
-    ) -> api::ApiState {
+    fn api_state(&self, exports: api::exports::Exports, ha: Option<Ha<'_>>) -> api::ApiState {
         api::ApiState {
             engine: self.services.engine.clone(),
             store: self.services.store.clone(),
@@ -204,10 +206,11 @@ impl Tenant {
             board: self.metric_board.subscribe(),
             analytics: self.analytics.clone(),
             exports,
-            forwarding: ha.map(|ha| api::forward::Forwarding {
+            forwarding: ha.map(|(ha, keeper)| api::forward::Forwarding {
                 tenant: self.id.clone(),
                 instance: ha.instance.clone(),
                 http: self.services.http.clone(),
+                leader: Arc::new(keeper.known_leader()),
             }),
         }
     }

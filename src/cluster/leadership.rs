@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::{self, TermStart};
+use super::lease::{self, KnownLeader, LeaseMoves, TermStart};
 use super::liveness::{self, Liveness};
 use super::spread;
 use super::tick::{self, Tick, Ticked};
@@ -103,6 +103,7 @@ pub struct LeaseKeeper {
     inbox: mpsc::UnboundedSender<Request>,
     /// How many leases taken wait for their term to start, or are starting it.
     terms_to_start: watch::Receiver<usize>,
+    moves: LeaseMoves,
 }
 
 impl LeaseKeeper {
@@ -116,11 +117,13 @@ impl LeaseKeeper {
     ) -> (LeaseKeeper, tokio::task::JoinHandle<()>) {
         let (inbox, requests) = mpsc::unbounded_channel();
         let (terms, terms_to_start) = watch::channel(0);
-        let keeper = Keeper::new(settings, terms);
+        let moves = LeaseMoves::default();
+        let keeper = Keeper::new(settings, terms, moves.clone());
         let running = crate::tasks::spawn(keeper.run(requests, leaving));
         let keeper = LeaseKeeper {
             inbox,
             terms_to_start,
+            moves,
         };
         (keeper, running)
     }
@@ -133,6 +136,12 @@ impl LeaseKeeper {
     pub async fn terms_started(&self, at_most: Duration) {
         let mut terms = self.terms_to_start.clone();
         let _ = tokio::time::timeout(at_most, terms.wait_for(|&n| n == 0)).await;
+    }
+
+    /// A tenant's leader as this instance last read it, kept until this keeper sees
+    /// the leases move (see [`KnownLeader`]).
+    pub fn known_leader(&self) -> KnownLeader {
+        KnownLeader::new(self.moves.clone())
     }
 
     /// Adds `tenant`, whose store is `store`, to the tenants whose lease this instance
@@ -296,6 +305,11 @@ struct Keeper {
     to_start: Vec<(String, i64)>,
     /// `starting` and `to_start` together, told to [`LeaseKeeper::terms_started`].
     terms_to_start: watch::Sender<usize>,
+    /// Counted whenever a look finds the leases' holders changed, or none is known.
+    moves: LeaseMoves,
+    /// The holders' fingerprint the last look found ([`Ticked::holders`]); `None`
+    /// after a look failed.
+    holders: Option<i64>,
     last_renewal: Option<Instant>,
     handed_over_at: Option<Instant>,
     forgot_at: Option<Instant>,
@@ -303,9 +317,15 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn new(settings: LeadershipSettings, terms_to_start: watch::Sender<usize>) -> Keeper {
+    fn new(
+        settings: LeadershipSettings,
+        terms_to_start: watch::Sender<usize>,
+        moves: LeaseMoves,
+    ) -> Keeper {
         Keeper {
             settings,
+            moves,
+            holders: None,
             members: BTreeMap::new(),
             releases: Vec::new(),
             waiting: Vec::new(),
@@ -572,6 +592,7 @@ impl Keeper {
                 Ok(opened) => *liveness = Some(opened),
                 Err(error) => {
                     tracing::warn!(%error, "cannot open the liveness session; no lease is taken meanwhile");
+                    self.saw_holders(None);
                     self.answer_waiting(None);
                     return;
                 }
@@ -610,6 +631,7 @@ impl Keeper {
                 // Once the server ends the session dropped, the others may take every
                 // lease: they are let go now, as when the session is lost.
                 tracing::warn!("a look at the leases is taking too long: its session is dropped");
+                self.saw_holders(None);
                 self.step_down_all("its look at the leases took too long");
                 *liveness = None;
                 self.answer_waiting(None);
@@ -668,6 +690,7 @@ impl Keeper {
     }
 
     fn apply(&mut self, ticked: Ticked, sent: Instant, renewed: Option<Vec<(String, i64)>>) {
+        self.saw_holders(Some(ticked.holders));
         if let Some(renewed) = renewed {
             self.last_renewal = Some(sent);
             for (key, term) in renewed {
@@ -764,6 +787,7 @@ impl Keeper {
 
     /// A look or what goes before it failed with `error`.
     fn failed(&mut self, error: &sqlx::Error, liveness: &mut Option<Liveness>) {
+        self.saw_holders(None);
         if liveness::lost(error) {
             tracing::warn!(%error, "the liveness session is lost: the other instances may take this instance's tenants from now on");
             self.step_down_all("this instance's liveness session is lost");
@@ -772,6 +796,15 @@ impl Keeper {
             tracing::warn!(%error, "cannot look at the leases");
         }
         self.answer_waiting(None);
+    }
+
+    /// Notes the leases' holders a look found (`None`: it failed, so nothing is known
+    /// of them), counting a move when they are not those the look before found.
+    fn saw_holders(&mut self, holders: Option<i64>) {
+        if holders.is_none() || holders != self.holders {
+            self.moves.moved();
+        }
+        self.holders = holders;
     }
 
     /// Tells the tenants that left whether their lease was given up (`None`: the look
@@ -942,19 +975,7 @@ mod tests {
         let mut b_standing = b_member.standing();
         // b looks four times a second and a renews every second: however many times b
         // has looked (its note among the instances says when), a leads and b follows.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let listed = lease::instances(&b_store).await.unwrap();
-            let b_seen = listed.iter().find(|i| i.instance_id == "b");
-            if b_seen.is_some_and(|i| i.last_seen - i.started_at >= 2_000) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "b never looked for 2 s: {listed:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        looked_until(&b_store, "b", None, 2_000).await;
         assert_eq!(*a_standing.borrow(), Standing::Leader { term: 1 });
         assert_eq!(*b_standing.borrow(), Standing::Follower);
         assert_eq!(b_store.role(), InstanceRole::Follower);
@@ -969,6 +990,66 @@ mod tests {
             Standing::Leader { term: 2 }
         );
         assert!(left_at.elapsed() < ttl, "{:?}", left_at.elapsed());
+        drop((a, b));
+        assert!(b_member.leave().await);
+        leaving.cancel();
+        a_keeping.await.unwrap();
+        b_keeping.await.unwrap();
+    }
+
+    /// Waits until `instance` noted itself `for_ms` after `since` (the database's
+    /// clock; its start when `None`): it looked at the leases until then.
+    async fn looked_until(store: &Store, instance: &str, since: Option<i64>, for_ms: i64) -> i64 {
+        let mut seen = 0;
+        crate::store::testing::eventually(
+            &format!("{instance} never looked for {for_ms} ms"),
+            async || {
+                let listed = lease::instances(store).await.unwrap();
+                let noted = listed.iter().find(|i| i.instance_id == instance);
+                seen = noted.map_or(0, |i| i.last_seen);
+                noted.is_some_and(|i| i.last_seen - since.unwrap_or(i.started_at) >= for_ms)
+            },
+        )
+        .await;
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_follower_remembers_the_leader_until_a_look_sees_the_lease_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let ttl = Duration::from_secs(3);
+        let (id, a_store) = tenant_store(&url, "alpha").await;
+        let b_store = Store::open(&crate::config::tenants::tenant_database_url(&url, &id))
+            .await
+            .unwrap();
+        let leaving = CancellationToken::new();
+        let (a, a_keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
+        let a_member = a.join(&id, a_store.clone());
+        until(&mut a_member.standing(), ttl, leads).await;
+        let (b, b_keeping) = LeaseKeeper::start(settings("b", &url, ttl), leaving.clone());
+        let b_member = b.join(&id, b_store.clone());
+        let known = b.known_leader();
+        let seen = looked_until(&b_store, "b", None, 500).await;
+        let holder = known.leader(&b_store).await.unwrap().unwrap().holder;
+        assert_eq!(holder, "a");
+
+        // a renews every second; renewals move no lease, and b's looks count no move.
+        let moves = b.moves.seen();
+        looked_until(&b_store, "b", Some(seen), 1_500).await;
+        assert_eq!(b.moves.seen(), moves, "a renewal counted as a move");
+
+        // a's tenant leaves and b takes its lease: a's keeper, still looking, counts the
+        // move, and what a remembered is read again.
+        let a_known = a.known_leader();
+        assert_eq!(a_known.leader(&a_store).await.unwrap().unwrap().holder, "a");
+        assert!(a_member.leave().await);
+        until(&mut b_member.standing(), ttl, leads).await;
+        crate::store::testing::eventually("a still takes a for the leader", async || {
+            a_known.leader(&a_store).await.unwrap().unwrap().holder == "b"
+        })
+        .await;
+        assert!(b.moves.seen() > moves, "b's take counted as a move");
         drop((a, b));
         assert!(b_member.leave().await);
         leaving.cancel();

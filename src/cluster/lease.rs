@@ -31,6 +31,8 @@
 //! Only PostgreSQL has several instances: on SQLite the daemon's lock file refuses a
 //! second one, and these functions are not called.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::store::shared::Share;
@@ -371,6 +373,70 @@ pub async fn leader(store: &Store) -> Result<Option<Leader>, sqlx::Error> {
     }
 }
 
+/// How many times this instance's keeper saw the leases move (or could not tell
+/// whether they did): a count that only grows, shared by its tenants' [`KnownLeader`]s.
+/// Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseMoves(Arc<AtomicU64>);
+
+impl LeaseMoves {
+    /// The count now.
+    pub(super) fn seen(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts a move: every leader remembered before it is read again.
+    pub(super) fn moved(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A tenant's leader as a follower last read it ([`leader`]), remembered until the
+/// keeper's looks see any lease change hands, or a look fails: a follower hands a
+/// tenant's changes on without a statement of its own for each. A leader read before a
+/// move is never used after the look that saw it (a quarter of a second at most, see
+/// [`super::tick`]); one that fails to answer is forgotten at once
+/// ([`KnownLeader::forget`]).
+#[derive(Debug, Default)]
+pub struct KnownLeader {
+    moves: LeaseMoves,
+    known: std::sync::Mutex<Option<(u64, Leader)>>,
+}
+
+impl KnownLeader {
+    pub fn new(moves: LeaseMoves) -> KnownLeader {
+        KnownLeader {
+            moves,
+            known: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The tenant's leader: the one remembered when no lease moved since it was read,
+    /// else read now. A tenant nobody leads is not remembered.
+    pub async fn leader(&self, store: &Store) -> Result<Option<Leader>, sqlx::Error> {
+        // Counted before the read: a move after it counts after it too.
+        let seen = self.moves.seen();
+        if let Some((at, leader)) = &*self.lock()
+            && *at == seen
+        {
+            return Ok(Some(leader.clone()));
+        }
+        let read = leader(store).await?;
+        *self.lock() = read.clone().map(|leader| (seen, leader));
+        Ok(read)
+    }
+
+    /// Forgets the leader remembered (it did not answer, or answered that it cannot
+    /// take the change): the next change reads it again.
+    pub fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, Leader)>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The instances that said they serve the database's tenants, the most recently seen
 /// first; none when no instance with `[ha]` ever served it.
 pub async fn instances(store: &Store) -> Result<Vec<Instance>, sqlx::Error> {
@@ -543,6 +609,48 @@ mod tests {
         assert_eq!(take(&b, "b", None, LONG).await.unwrap(), None);
         assert!(release(&a, "a", 1).await.unwrap());
         assert_eq!(take(&b, "b", None, LONG).await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_known_leader_is_read_again_only_once_the_leases_moved_or_it_was_forgotten() {
+        let (a, b, _dir) = two_instances().await;
+        heartbeat(&a, "a", Some("http://a.example")).await.unwrap();
+        heartbeat(&b, "b", Some("http://b.example")).await.unwrap();
+        let moves = LeaseMoves::default();
+        let known = KnownLeader::new(moves.clone());
+        let holder =
+            async |known: &KnownLeader| known.leader(&b).await.unwrap().map(|leader| leader.holder);
+        assert_eq!(holder(&known).await, None, "nobody leads yet");
+        assert_eq!(take(&a, "a", None, LONG).await.unwrap(), Some(1));
+        assert_eq!(
+            holder(&known).await.as_deref(),
+            Some("a"),
+            "a tenant nobody led is not remembered as led by nobody"
+        );
+
+        assert!(release(&a, "a", 1).await.unwrap());
+        assert_eq!(take(&b, "b", None, LONG).await.unwrap(), Some(2));
+        assert_eq!(
+            holder(&known).await.as_deref(),
+            Some("a"),
+            "remembered: no look saw the lease move yet"
+        );
+        moves.moved();
+        let read = known.leader(&b).await.unwrap().unwrap();
+        assert_eq!(
+            (read.holder.as_str(), read.advertise_url.as_deref()),
+            ("b", Some("http://b.example")),
+            "read again once a move was counted"
+        );
+
+        assert!(release(&b, "b", 2).await.unwrap());
+        assert_eq!(take(&a, "a", None, LONG).await.unwrap(), Some(3));
+        known.forget();
+        assert_eq!(
+            holder(&known).await.as_deref(),
+            Some("a"),
+            "read again once forgotten"
+        );
     }
 
     #[tokio::test]

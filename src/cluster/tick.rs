@@ -7,7 +7,11 @@
 //! - takes free leases (expired, given up, or held by an instance whose liveness session
 //!   is gone), as many as its share allows, and returns them with their new terms and
 //!   when they became free;
-//! - returns how many leases each instance counted among the serving ones holds.
+//! - returns how many leases each instance counted among the serving ones holds;
+//! - returns a fingerprint of who holds every current lease in which term, which
+//!   changes whenever a lease changes hands (a term is never taken twice), so the
+//!   instance can tell, without asking for each tenant, whether a leader it remembers
+//!   may have moved (see [`super::lease::KnownLeader`]).
 //!
 //! Rows another instance's statement is taking at the same moment are skipped, never
 //! waited for (`FOR UPDATE SKIP LOCKED`), so two instances never both take a lease, and
@@ -72,6 +76,9 @@ pub struct Ticked {
     /// Each instance counted among the serving ones (this one too, while it serves),
     /// and how many current leases it held before the look.
     pub loads: Vec<(String, usize)>,
+    /// The fingerprint of the current leases' holders and terms, as they were before
+    /// the look's own takes and releases.
+    pub holders: i64,
 }
 
 const STATEMENT: &str = concat!(
@@ -143,11 +150,15 @@ UNION ALL SELECT 'instance', c.instance_id,
        (SELECT COUNT(*) FROM wfmd_cluster.leases AS l, clock AS k
         WHERE l.holder = c.instance_id AND l.expires_at > k.now),
        NULL, (SELECT now FROM clock) FROM counted AS c
+UNION ALL SELECT 'holders', '',
+       (SELECT COALESCE(SUM(hashtext(l.tenant || ' ' || l.holder || ' ' || l.term)), 0)
+        FROM wfmd_cluster.leases AS l WHERE l.holder <> '' AND l.expires_at > c.now),
+       NULL, c.now FROM clock AS c
 UNION ALL SELECT 'clock', '', NULL, NULL, now FROM clock"
 );
 
 /// A row of the statement's answer: what it is (`renewed`, `released`, `claimed`,
-/// `instance`, `clock`), the tenant or instance it is of, a number (the term taken, the
+/// `instance`, `holders`, `clock`), the tenant or instance it is of, a number (the term taken, the
 /// leases an instance holds), when a taken lease became free, and the clock.
 type Row = (String, String, Option<i64>, Option<i64>, i64);
 
@@ -201,6 +212,7 @@ pub async fn look(conn: &mut PgConnection, tick: &Tick<'_>) -> Result<Ticked, sq
                 name,
                 usize::try_from(number.unwrap_or_default()).unwrap_or(0),
             )),
+            "holders" => ticked.holders = number.unwrap_or_default(),
             _ => {}
         }
     }

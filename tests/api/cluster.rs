@@ -126,6 +126,43 @@ async fn the_leader_carries_out_changes_asked_of_any_instance_and_another_takes_
     assert_eq!(recorded, "3", "each change recorded once");
 }
 
+/// A follower remembers the leader it hands changes to; once that one dies, the
+/// follower hands them to the leader after it, not to the one it knew.
+#[tokio::test]
+async fn a_follower_hands_changes_to_the_next_leader_once_the_one_it_knew_died() {
+    let sim = TestSim::default_tenant().await;
+    let db = TestDb::postgres();
+    let a = instance(&sim, &db, "wfmd-a").await;
+    assert_eq!(leads(&db, "wfmd-a").await, 1);
+    let (b, c) = (
+        instance(&sim, &db, "wfmd-b").await,
+        instance(&sim, &db, "wfmd-c").await,
+    );
+    let agents = sim.free_agents();
+    for (follower, agent) in [(&b, &agents[0]), (&c, &agents[1])] {
+        assert_eq!(change(follower, &agent.id, "NOT_READY").await, 200);
+    }
+    assert_eq!(leader(&db).await, ("wfmd-a".to_owned(), 1));
+
+    a.signal("KILL");
+    a.wait().await;
+    let follower = eventually("neither b nor c took over", async || {
+        match leader(&db).await.0.as_str() {
+            "wfmd-b" => Ok(&c),
+            "wfmd-c" => Ok(&b),
+            other => Err(format!("{other} leads")),
+        }
+    })
+    .await;
+    let changes = sim.changes();
+    carried_out(follower, &agents[2].id, "NOT_READY").await;
+    assert_eq!(
+        sim.changes(),
+        changes + 1,
+        "the new leader carried it out, once"
+    );
+}
+
 #[tokio::test]
 async fn a_stopping_leader_releases_the_tenant_to_another_instance() {
     let sim = TestSim::default_tenant().await;
