@@ -907,6 +907,18 @@ mod tests {
         (id, store)
     }
 
+    /// A fresh database with tenant `alpha` on it, and two instances' stores of it:
+    /// the database's directory (kept while it lives), its URL, the tenant, the stores.
+    async fn one_tenant_twice() -> (tempfile::TempDir, String, TenantId, Store, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let (id, a_store) = tenant_store(&url, "alpha").await;
+        let b_store = Store::open(&crate::config::tenants::tenant_database_url(&url, &id))
+            .await
+            .unwrap();
+        (dir, url, id, a_store, b_store)
+    }
+
     /// Waits until `watching` says `wanted`, for `within` at most.
     async fn until(
         watching: &mut watch::Receiver<Standing>,
@@ -950,13 +962,8 @@ mod tests {
 
     #[tokio::test]
     async fn one_of_two_instances_leads_and_the_other_takes_over_when_it_leaves() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = temp_url_on(Backend::Postgres, &dir);
+        let (_dir, url, id, a_store, b_store) = one_tenant_twice().await;
         let ttl = Duration::from_secs(3);
-        let (id, a_store) = tenant_store(&url, "alpha").await;
-        let b_store = Store::open(&crate::config::tenants::tenant_database_url(&url, &id))
-            .await
-            .unwrap();
         let leaving = CancellationToken::new();
         let (a, a_keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
         let a_member = a.join(&id, a_store.clone());
@@ -1016,13 +1023,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_remembers_the_leader_until_a_look_sees_the_lease_move() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = temp_url_on(Backend::Postgres, &dir);
+        let (_dir, url, id, a_store, b_store) = one_tenant_twice().await;
         let ttl = Duration::from_secs(3);
-        let (id, a_store) = tenant_store(&url, "alpha").await;
-        let b_store = Store::open(&crate::config::tenants::tenant_database_url(&url, &id))
-            .await
-            .unwrap();
         let leaving = CancellationToken::new();
         let (a, a_keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
         let a_member = a.join(&id, a_store.clone());
@@ -1309,12 +1311,7 @@ mod tests {
     /// former leader's term is refused from then on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_whose_session_ends_loses_its_tenant_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = temp_url_on(Backend::Postgres, &dir);
-        let (id, a_store) = tenant_store(&url, "alpha").await;
-        let b_store = Store::open(&crate::config::tenants::tenant_database_url(&url, &id))
-            .await
-            .unwrap();
+        let (_dir, url, id, a_store, b_store) = one_tenant_twice().await;
         let ttl = Duration::from_secs(60);
         let leaving = CancellationToken::new();
         let (a, a_keeping) = LeaseKeeper::start(settings("a", &url, ttl), leaving.clone());
