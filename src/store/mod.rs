@@ -872,10 +872,37 @@ pub(crate) mod testing {
 
     /// Waits until `check` holds, asking again every 20 ms, for ten seconds at most;
     /// past that the test fails with `what`.
-    pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !check().await {
-            assert!(tokio::time::Instant::now() < deadline, "{what}");
+    pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+        eventually_within(what, std::time::Duration::from_secs(10), check).await;
+    }
+
+    /// [`eventually`] for a test whose wait needs longer (or should take less) than ten
+    /// seconds.
+    pub async fn eventually_within(
+        what: &str,
+        within: std::time::Duration,
+        check: impl AsyncFnMut() -> bool,
+    ) {
+        assert!(holds_within(within, check).await, "{what}");
+    }
+
+    /// Asks `check` every 20 ms until it holds or `within` has passed, and says whether
+    /// it held. For a test whose failure shows what the check saw last (kept in a
+    /// variable the check updates), or that judges what it saw by assertions of its own.
+    /// Tokio's clock times it, which a paused test's sleeps move on.
+    #[must_use]
+    pub async fn holds_within(
+        within: std::time::Duration,
+        mut check: impl AsyncFnMut() -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if check().await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -988,19 +1015,47 @@ mod tests {
         );
     }
 
+    /// The tests' wait gives up once its time is up by tokio's clock, not before, and
+    /// stops asking as soon as its check holds.
+    #[tokio::test(start_paused = true)]
+    async fn a_test_waits_until_its_check_holds_or_its_time_is_up() {
+        let started = tokio::time::Instant::now();
+        assert!(!testing::holds_within(Duration::from_secs(30), async || false).await);
+        let waited = started.elapsed();
+        assert!(
+            (Duration::from_secs(30)..Duration::from_millis(30_020)).contains(&waited),
+            "{waited:?}"
+        );
+        let mut asked = 0;
+        testing::eventually("never held", async || {
+            asked += 1;
+            asked == 3
+        })
+        .await;
+        assert_eq!(asked, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "the check never held")]
+    async fn a_wait_whose_time_is_up_fails_the_test_with_its_message() {
+        testing::eventually_within("the check never held", Duration::from_secs(1), async || {
+            false
+        })
+        .await;
+    }
+
     #[apply(backends)]
     #[tokio::test]
     async fn connections_counts_the_open_connections_and_those_checked_out(backend: Backend) {
         let (store, _dir) = testing::temp_store_on(backend).await;
         // A connection given back after opening may still be on its way to the pool.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let at_rest = loop {
-            let counts = store.connections();
-            if counts.in_use == 0 || Instant::now() > deadline {
-                break counts;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        // The assertions below judge the counts last seen, settled or not.
+        let mut at_rest = ConnectionCounts::default();
+        let _ = testing::holds_within(Duration::from_secs(5), async || {
+            at_rest = store.connections();
+            at_rest.in_use == 0
+        })
+        .await;
         assert_eq!(at_rest.in_use, 0, "{at_rest:?}");
         // The writer's and a reader's, opened with the store (on PostgreSQL the
         // instance's pool, where one connection may have served both).

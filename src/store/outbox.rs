@@ -235,14 +235,11 @@ mod tests {
             }
         });
         // Until the second writer is held back, or (were it not) has committed.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !writer.is_finished() && !waits_for_the_write_lock(&store).await {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the second writer neither waited nor finished"
-            );
-            tokio::task::yield_now().await;
-        }
+        crate::store::testing::eventually(
+            "the second writer neither waited nor finished",
+            async || writer.is_finished() || waits_for_the_write_lock(&store).await,
+        )
+        .await;
         let (mut cursor, mut seen) = (0, Vec::new());
         read_on(&store, &mut cursor, &mut seen).await;
         assert_eq!(seen, Vec::<String>::new(), "nothing is committed yet");

@@ -619,11 +619,10 @@ mod tests {
             let store = store.clone();
             async move { store.begin_write().await.unwrap().commit().await.unwrap() }
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.writes_waiting() == 0 {
-            assert!(Instant::now() < deadline, "the write never waited");
-            tokio::task::yield_now().await;
-        }
+        crate::store::testing::eventually("the write never waited", async || {
+            store.writes_waiting() > 0
+        })
+        .await;
         let step = vacuum_step(&mut housekeeping, 64, true).await.unwrap();
         assert!(step.gave_way, "{step:?}");
         assert_eq!(freelist(&mut housekeeping).await, free, "undone whole");
