@@ -516,26 +516,25 @@ mod tests {
         let stop = CancellationToken::new();
         let task = tokio::spawn(automations.run(stop.clone(), None));
 
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let first = loop {
-            // The platform refuses every change here: each attempt is recorded as
-            // failed and tried again, so the first one shows when the boundary was met.
-            let first: Option<(i64, String)> = on!(store.reader(), |c| sqlx::query_as(
-                "SELECT requested_at, target_state FROM transition_attempts
-                 WHERE actor = 'automation:break_start' ORDER BY requested_at LIMIT 1",
-            )
-            .fetch_optional(c)
-            .await)
-            .unwrap();
-            if let Some(first) = first {
-                break first;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the break start was not acted on"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let mut first: Option<(i64, String)> = None;
+        crate::store::testing::eventually_within(
+            "the break start was not acted on",
+            Duration::from_secs(30),
+            async || {
+                // The platform refuses every change here: each attempt is recorded as
+                // failed and tried again, so the first one shows when the boundary was met.
+                first = on!(store.reader(), |c| sqlx::query_as(
+                    "SELECT requested_at, target_state FROM transition_attempts
+                     WHERE actor = 'automation:break_start' ORDER BY requested_at LIMIT 1",
+                )
+                .fetch_optional(c)
+                .await)
+                .unwrap();
+                first.is_some()
+            },
+        )
+        .await;
+        let first = first.unwrap();
         stop.cancel();
         task.await.unwrap();
         assert_eq!(first.1, "NOT_READY");

@@ -688,20 +688,23 @@ mod tests {
         let stop = CancellationToken::new();
         let task = tokio::spawn(sweep.run(stop.clone(), None));
 
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let opened = loop {
-            let rows: Vec<(i64, i64)> = on!(store.reader(), |c| sqlx::query_as(
-                "SELECT started_at, opened_at FROM adherence_exceptions"
-            )
-            .fetch_all(c)
-            .await)
-            .unwrap();
-            if let Some(row) = rows.first() {
-                break *row;
-            }
-            assert!(Instant::now() < deadline, "no exception opened");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let mut opened = None;
+        crate::store::testing::eventually_within(
+            "no exception opened",
+            Duration::from_secs(30),
+            async || {
+                let rows: Vec<(i64, i64)> = on!(store.reader(), |c| sqlx::query_as(
+                    "SELECT started_at, opened_at FROM adherence_exceptions"
+                )
+                .fetch_all(c)
+                .await)
+                .unwrap();
+                opened = rows.first().copied();
+                opened.is_some()
+            },
+        )
+        .await;
+        let opened = opened.unwrap();
         stop.cancel();
         task.await.unwrap();
         assert_eq!(opened.0, to_ms(at(180)), "deviating since the lunch began");

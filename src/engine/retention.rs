@@ -605,9 +605,9 @@ mod tests {
 
     /// The `audit.checkpoint` events' data, oldest first, once there are `n` of them.
     async fn checkpoint_events(store: &Store, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let events: Vec<serde_json::Value> = outbox::after(store.reader(), 0, 100)
+        let mut events: Vec<serde_json::Value> = Vec::new();
+        let came = crate::store::testing::holds_within(Duration::from_secs(10), async || {
+            events = outbox::after(store.reader(), 0, 100)
                 .await
                 .unwrap()
                 .into_iter()
@@ -616,15 +616,11 @@ mod tests {
                     serde_json::from_str::<serde_json::Value>(&e.payload).unwrap()["data"].clone()
                 })
                 .collect();
-            if events.len() >= n {
-                return events;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{n} checkpoints expected, got {events:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            events.len() >= n
+        })
+        .await;
+        assert!(came, "{n} checkpoints expected, got {events:?}");
+        events
     }
 
     /// Leaves the pages of `rows` kilobyte-sized intervals free, as a pass stopped after

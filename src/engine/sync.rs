@@ -861,14 +861,12 @@ mod tests {
         // The only write connection is busy, so the poll's record waits for its commit.
         let writer = store.begin_write().await.unwrap();
         let poll = tokio::spawn(async move { sync.poll_once().await.map(|r| r.recorded) });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !locks.is_held("u_001") {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the poll never took u_001"
-            );
-            tokio::task::yield_now().await;
-        }
+        crate::store::testing::eventually_within(
+            "the poll never took u_001",
+            Duration::from_secs(30),
+            async || locks.is_held("u_001"),
+        )
+        .await;
         assert!(
             locks.try_lock("u_001").is_none(),
             "the engine cannot start a change of u_001 while the poll records it"
@@ -967,11 +965,10 @@ mod tests {
         let sync = StateSync::new(store.clone(), platform.clone(), settings(10, 3600));
         let stop = CancellationToken::new();
         let running = tokio::spawn(sync.run(stop.clone()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while platform.polls.lock().unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "no poll went out");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        crate::store::testing::eventually("no poll went out", async || {
+            !platform.polls.lock().unwrap().is_empty()
+        })
+        .await;
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), running)
             .await

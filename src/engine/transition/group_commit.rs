@@ -302,14 +302,10 @@ mod tests {
             let engine = Arc::clone(&engine);
             async move { change_all(&engine).await }
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while store.writes_waiting() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no write waited for the turn"
-            );
-            tokio::task::yield_now().await;
-        }
+        crate::store::testing::eventually("no write waited for the turn", async || {
+            store.writes_waiting() > 0
+        })
+        .await;
         held.rollback().await.unwrap();
         for changed in changes.await.unwrap() {
             assert_eq!(changed.unwrap().made().outcome, Outcome::Succeeded);
