@@ -233,11 +233,10 @@ mod tests {
         );
         drop(body);
         // The writing task may still be finishing its end.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while exports.admit(&caller("wall")).is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the slot came back");
-            tokio::task::yield_now().await;
-        }
+        crate::store::testing::eventually("the slot came back", async || {
+            exports.admit(&caller("wall")).is_ok()
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]

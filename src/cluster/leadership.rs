@@ -1084,18 +1084,13 @@ mod tests {
                 .collect()
         };
         // Spread, half each.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let a_led = loop {
-            let (a_led, b_led) = (led_by(&a_members), led_by(&b_members));
-            if a_led.len() == tenants / 2 && b_led.len() == tenants / 2 {
-                break a_led;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never spread: {a_led:?} {b_led:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let (mut a_led, mut b_led) = (Vec::new(), Vec::new());
+        let spread = crate::store::testing::holds_within(Duration::from_secs(60), async || {
+            (a_led, b_led) = (led_by(&a_members), led_by(&b_members));
+            a_led.len() == tenants / 2 && b_led.len() == tenants / 2
+        })
+        .await;
+        assert!(spread, "never spread: {a_led:?} {b_led:?}");
         // The spread holds, and the leases moved to spread it are no longer kept from
         // the instance that handed them over.
         let settled = Instant::now() + LEFT_FOR;

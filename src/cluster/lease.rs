@@ -582,11 +582,10 @@ mod tests {
         let mut under_way = a.begin_write().await.unwrap();
 
         let taking = crate::tasks::spawn(async move { take(&b, "b", None, LONG).await });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !taking.is_finished() && !waits_for_an_advisory_lock(&a).await {
-            assert!(tokio::time::Instant::now() < deadline, "never waited");
-            tokio::task::yield_now().await;
-        }
+        crate::store::testing::eventually("never waited", async || {
+            taking.is_finished() || waits_for_an_advisory_lock(&a).await
+        })
+        .await;
         assert!(!taking.is_finished(), "the take-over waits for the write");
         on!(&mut under_way, |c| sqlx::query(
             "INSERT INTO write_probe (id, at) VALUES (1, 1)"

@@ -383,21 +383,16 @@ async fn a_leader_shares_the_board_its_pollers_filled_before_the_feed_started() 
     board.send_replace(polled.clone());
     let stop = CancellationToken::new();
     let following = tokio::spawn(live.follow_board(stop.clone(), receiver));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let shared: MetricBoard = loop {
-        if let Some((shared, _)) = live_shared::changed(store.reader(), View::Board, 0)
+    let mut shared: Option<MetricBoard> = None;
+    crate::store::testing::eventually("the board was not shared", async || {
+        shared = live_shared::changed(store.reader(), View::Board, 0)
             .await
             .unwrap()
-        {
-            break shared;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the board was not shared"
-        );
-        tokio::task::yield_now().await;
-    };
-    assert_eq!(shared, *polled);
+            .map(|(shared, _)| shared);
+        shared.is_some()
+    })
+    .await;
+    assert_eq!(shared.unwrap(), *polled);
     stop.cancel();
     following.await.unwrap();
 }
@@ -434,16 +429,11 @@ async fn following_feed(store: &Store) -> (Live, CancellationToken, tokio::task:
     let (board, _) = crate::engine::metrics::board_channel();
     let stop = CancellationToken::new();
     let running = tokio::spawn(live.clone().run(stop.clone(), board, None, None));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while live.last_read(rest::ReadOf::Outbox).is_none()
-        || live.last_read(rest::ReadOf::Leader).is_none()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the feed never read"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::store::testing::eventually("the feed never read", async || {
+        live.last_read(rest::ReadOf::Outbox).is_some()
+            && live.last_read(rest::ReadOf::Leader).is_some()
+    })
+    .await;
     (live, stop, running)
 }
 
