@@ -56,8 +56,10 @@
 //! `WFMD_BENCH_FLEET_KEEP` set, the instances' logs and configuration stay in the
 //! folder the bench names at its start. The server counts statements
 //! (`pg_stat_statements`) only until the figures at rest are taken; with
-//! `WFMD_BENCH_FLEET_STATEMENTS` set it counts on, and the load prints the server's
-//! busiest statements (planning and running time, over every schema).
+//! `WFMD_BENCH_FLEET_STATEMENTS` set it counts on: the single changes print how often
+//! the server planned the change path's statements of how often it ran them, in the
+//! fleet's database and in the one-tenant deployment's, and the load prints the
+//! server's busiest statements (planning and running time, over every schema).
 //!
 //! Run: `cargo bench --bench fleet`; about three minutes on a 2-core machine at 100
 //! tenants. Linux only (signals, /proc); PostgreSQL comes from
@@ -239,6 +241,9 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
         (SOLO_LEADER, &solo.url, "solo", &solo_agents),
         (SOLO_OTHER, &solo_other.url, "solo", &solo_agents),
     ];
+    if statements {
+        db.psql("SELECT pg_stat_statements_reset()");
+    }
     for n in 0..SINGLE_PER_ROUTE {
         // One change per route in turn, each turn starting at the next route: a burst
         // of load from elsewhere on the machine falls on every route alike.
@@ -256,6 +261,7 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
         .iter()
         .map(|(route, took)| (*route, common::p95(took)))
         .collect();
+    let single_plans = statements.then(|| db.change_path_plans());
     eprintln!("single changes ({:.0} s)", started.elapsed().as_secs_f64());
 
     // 4. Load.
@@ -423,6 +429,13 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
         100 * std::thread::available_parallelism().map_or(1, usize::from),
         1000.0 * (load_cpu[0] + load_cpu[1]) / load.recorded.max(1) as f64,
     );
+    if let Some(plans) = single_plans {
+        println!(
+            "  the change path's statements during the single changes, by database: \
+             planned of run, planning and running ms (WFMD_BENCH_FLEET_STATEMENTS):"
+        );
+        println!("{plans}");
+    }
     if let Some(busiest) = load_statements {
         println!(
             "  the server's busiest statements during the load (WFMD_BENCH_FLEET_STATEMENTS):"
@@ -984,6 +997,23 @@ impl Db {
                  ORDER BY SUM(total_plan_time + total_exec_time) DESC LIMIT 12) AS top
              UNION ALL SELECT format('    kinds evicted since the reset: %s', dealloc)
              FROM pg_stat_statements_info",
+        )
+    }
+
+    /// Of the statements that write a change's intent or record since the last reset
+    /// (the intent's insert, the record's), per database: how many times the server planned them of how many it ran
+    /// them, and the time planning and running took. A statement kept prepared is
+    /// planned once per connection, unless its `search_path` changed since.
+    fn change_path_plans(&self) -> String {
+        self.psql(
+            "SELECT string_agg(line, E'\n' ORDER BY line) FROM (
+                 SELECT format('    %s: planned %s of %s runs, plan %s ms, run %s ms',
+                               d.datname, SUM(s.plans), SUM(s.calls),
+                               ROUND(CAST(SUM(s.total_plan_time) AS NUMERIC), 1),
+                               ROUND(CAST(SUM(s.total_exec_time) AS NUMERIC), 1)) AS line
+                 FROM pg_stat_statements AS s JOIN pg_database AS d ON d.oid = s.dbid
+                 WHERE s.query ~* '(INSERT INTO|DELETE FROM) transition_(intents|attempts)'
+                 GROUP BY d.datname) AS by_database",
         )
     }
 
