@@ -427,8 +427,11 @@ mod tests {
             writes.record(failed("u_002", "att_2")),
             writes.record(failed("u_003", "att_taken")),
             async {
-                // Released once the three are queued, so they go in one batch.
+                // Released once the three are queued, so they go in one batch: asked at
+                // every turn of the runtime, not every 20 ms, as they queue at once.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 while store.writes_waiting() == 0 {
+                    assert!(tokio::time::Instant::now() < deadline, "no write queued");
                     tokio::task::yield_now().await;
                 }
                 held.rollback().await.unwrap();
