@@ -397,7 +397,7 @@ impl LeaseMoves {
 /// move is never used after the look that saw it (a quarter of a second at most, see
 /// [`super::tick`]); one that fails to answer is forgotten at once
 /// ([`KnownLeader::forget`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KnownLeader {
     moves: LeaseMoves,
     known: std::sync::Mutex<Option<(u64, Leader)>>,
