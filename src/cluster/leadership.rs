@@ -630,7 +630,14 @@ impl Keeper {
             None => {
                 // Once the server ends the session dropped, the others may take every
                 // lease: they are let go now, as when the session is lost.
-                tracing::warn!("a look at the leases is taking too long: its session is dropped");
+                // How late this task woke past the deadline tells a starved runtime
+                // (seconds) from a look the server did not answer (none to speak of).
+                let woke_late_by = Instant::now().saturating_duration_since(deadline);
+                tracing::warn!(
+                    sent_ago = ?sent.elapsed(),
+                    ?woke_late_by,
+                    "a look at the leases is taking too long: its session is dropped"
+                );
                 self.saw_holders(None);
                 self.step_down_all("its look at the leases took too long");
                 *liveness = None;
