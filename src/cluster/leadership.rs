@@ -540,18 +540,22 @@ impl Keeper {
             .send_if_modified(|n| std::mem::replace(n, pending) != pending);
     }
 
-    /// When the first held lease must be let go unless renewed.
-    fn earliest_deadline(&self) -> Option<Instant> {
+    /// When the first held lease must be let go unless renewed: how long a look may
+    /// take.
+    fn renewal_deadline(&self) -> Option<Instant> {
         let after = self.settings.step_down_after();
         let renewals = self.members.values().filter_map(|m| m.lease.held());
+        renewals.map(|(_, renewed)| renewed + after).min()
+    }
+
+    /// When the keeper must act next, look or not: a lease to let go unless renewed,
+    /// or a hand-over whose work did not stop in time.
+    fn earliest_deadline(&self) -> Option<Instant> {
         let hand_overs = self.members.values().filter_map(|m| match m.lease {
             Lease::HandingOver { until, .. } => Some(until),
             _ => None,
         });
-        renewals
-            .map(|(_, renewed)| renewed + after)
-            .chain(hand_overs)
-            .min()
+        self.renewal_deadline().into_iter().chain(hand_overs).min()
     }
 
     /// Lets go every lease not renewed in time, and ends the hand-overs whose work did
@@ -609,9 +613,11 @@ impl Keeper {
             .is_none_or(|at| sent >= at + self.settings.renew_every());
         let tick = self.tick(live.key(), renewing);
         // A look that hangs (the network cut) is given up on before a lease must be let
-        // go, and after a lease's length when none is held.
+        // go, and after a lease's length when none is held. Not at a hand-over's end:
+        // a hand-over running late is ended after the look (`step_down_overdue`), where
+        // giving up on the look would let every lease go at once.
         let deadline = self
-            .earliest_deadline()
+            .renewal_deadline()
             .unwrap_or(sent + self.settings.lease_ttl);
         let looked = tokio::select! {
             // A look that came back is used even when the deadline passed too by the
@@ -1009,6 +1015,54 @@ mod tests {
         leaving.cancel();
         a_keeping.await.unwrap();
         b_keeping.await.unwrap();
+    }
+
+    /// A hand-over whose work has not stopped by its end is ended after the look under
+    /// way, not by cutting the look short: a look given up on drops the liveness
+    /// session and lets every lease go at once (an instance that handed half its
+    /// tenants to one joining let all of them go, while it started).
+    #[tokio::test]
+    async fn a_look_waits_for_the_leases_renewals_not_for_a_hand_over_running_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = temp_url_on(Backend::Postgres, &dir);
+        let (_, store) = tenant_store(&url, "alpha").await;
+        let ttl = Duration::from_secs(10);
+        let (terms, _) = watch::channel(0);
+        let mut keeper = Keeper::new(settings("a", &url, ttl), terms, LeaseMoves::default());
+        let now = Instant::now();
+        let member = |lease| Member {
+            tenant: "alpha".parse().unwrap(),
+            store: store.clone(),
+            standing: watch::channel(Standing::Follower).0,
+            lease,
+        };
+        // Its hand-over's time is up already; its renewals are not due for seconds.
+        let handing_over = Lease::HandingOver {
+            term: 1,
+            renewed: now,
+            until: now,
+        };
+        keeper.members.insert("handed".into(), member(handing_over));
+        let led = Lease::Leading {
+            term: 1,
+            renewed: now,
+        };
+        keeper.members.insert("led".into(), member(led));
+        keeper.last_renewal = Some(now);
+
+        let options = PgConnectOptions::from_str(&url).unwrap();
+        let mut liveness = None;
+        keeper.look(&options, &mut liveness).await;
+        assert!(liveness.is_some(), "the look was given up on");
+        assert_eq!(keeper.members["led"].lease, led, "a lease was let go");
+        // The hand-over's end comes after the look: its lease is given up at the next.
+        keeper.step_down_overdue();
+        let handed = keeper.members["handed"].lease;
+        assert!(
+            matches!(handed, Lease::Releasing { term: 1, .. }),
+            "{handed:?}"
+        );
+        liveness.unwrap().close().await;
     }
 
     /// Waits until `instance` noted itself `for_ms` after `since` (the database's
