@@ -1179,7 +1179,7 @@ mod tests {
     /// `delay` on its way while `slow` is set.
     async fn delaying_proxy(
         target: std::net::SocketAddr,
-        slow: Arc<std::sync::atomic::AtomicBool>,
+        slow: Arc<AtomicBool>,
         delay: Duration,
     ) -> std::net::SocketAddr {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1213,14 +1213,17 @@ mod tests {
         address
     }
 
-    /// Polls `begin` once (its BEGIN goes out, and it waits for the answer), then
-    /// drops it.
-    async fn drop_half_way<T>(begin: impl std::future::Future<Output = T>) {
-        let mut begin = Box::pin(begin);
+    /// Begins on `housekeeping` with the server's answers held back (`slow`), polls the
+    /// begin once (its BEGIN goes out, and it waits for the answer), then drops it.
+    async fn begin_dropped_half_way(housekeeping: &mut Housekeeping, slow: &AtomicBool) {
+        slow.store(true, Ordering::SeqCst);
+        let mut begin = Box::pin(housekeeping.begin());
         assert!(
             futures::poll!(&mut begin).is_pending(),
             "the begin ended at its first poll"
         );
+        drop(begin);
+        slow.store(false, Ordering::SeqCst);
     }
 
     #[tokio::test]
@@ -1234,7 +1237,7 @@ mod tests {
             .unwrap()
             .next()
             .unwrap();
-        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slow = Arc::new(AtomicBool::new(false));
         let proxy = delaying_proxy(server, Arc::clone(&slow), Duration::from_millis(300)).await;
         url.set_port(Some(proxy.port())).unwrap();
         let store = Store::open(url.as_str()).await.unwrap();
@@ -1253,9 +1256,7 @@ mod tests {
         let mut housekeeping = store.housekeeping().await.unwrap();
         // Dropped once its BEGIN went out, before the answer came back: the session is
         // left in a transaction.
-        slow.store(true, Ordering::SeqCst);
-        drop_half_way(housekeeping.begin()).await;
-        slow.store(false, Ordering::SeqCst);
+        begin_dropped_half_way(&mut housekeeping, &slow).await;
         testing::eventually("the BEGIN never ran", async || {
             open_transactions().await == 1
         })
@@ -1268,9 +1269,7 @@ mod tests {
         .await;
         // Dropped so again, and then given up: the connection is closed, not pooled
         // with the transaction open.
-        slow.store(true, Ordering::SeqCst);
-        drop_half_way(housekeeping.begin()).await;
-        slow.store(false, Ordering::SeqCst);
+        begin_dropped_half_way(&mut housekeeping, &slow).await;
         testing::eventually("the BEGIN never ran", async || {
             open_transactions().await == 1
         })
