@@ -123,29 +123,23 @@ pub async fn cluster(
         .iter()
         .map(|t| &t.state.store)
         .find(|store| store.backend() == Backend::Postgres);
-    let (leases, seen) =
-        match shared {
-            None => (Ok(BTreeMap::new()), Vec::new()),
-            Some(store) => {
-                let keys: Vec<String> = visible
-                    .iter()
-                    .filter_map(|t| t.state.store.schema().map(str::to_owned))
-                    .collect();
-                let (leases, seen) = tokio::join!(
-                    lease::leases(store.reader(), &keys),
-                    lease::instances(store)
-                );
-                let seen = seen.unwrap_or_else(|error| {
-                    tracing::warn!(%error, "cannot read the instances for GET /v1/cluster");
-                    Vec::new()
-                });
-                let leases = leases.map(|leases| leases.into_iter().collect()).map_err(|error| {
-                // As with every failure answered, the cause goes to the log only.
-                tracing::warn!(%error, "cannot read the tenants' leases for GET /v1/cluster");
-            });
-                (leases, seen)
+    let (leases, seen) = match shared {
+        None => (Ok(BTreeMap::new()), Vec::new()),
+        Some(store) => {
+            let keys: Vec<String> = visible
+                .iter()
+                .filter_map(|t| t.state.store.schema().map(str::to_owned))
+                .collect();
+            match lease::leases_and_instances(store.reader(), &keys).await {
+                Ok((leases, seen)) => (Ok(leases.into_iter().collect()), seen),
+                Err(error) => {
+                    // As with every failure answered, the cause goes to the log only.
+                    tracing::warn!(%error, "cannot read the leases and instances for GET /v1/cluster");
+                    (Err(()), Vec::new())
+                }
             }
-        };
+        }
+    };
     let tenants: Vec<TenantLeaderView> = visible
         .iter()
         .map(|tenant| leader_of(tenant, leases.as_ref().ok(), &this))

@@ -316,7 +316,14 @@ pub struct Instance {
 /// The leases of `tenants` (by [`tenant_key`]) that an instance ever took, from any
 /// connection to the database; none when no instance with `[ha]` ever served it.
 pub async fn leases(pool: &Pool, tenants: &[String]) -> Result<Vec<(String, Lease)>, sqlx::Error> {
-    let read: Result<Vec<LeaseRow>, sqlx::Error> = sqlx::query_as(concat!(
+    unless_never_served(read_leases(pg(pool)?, tenants).await)
+}
+
+async fn read_leases<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    tenants: &[String],
+) -> Result<Vec<(String, Lease)>, sqlx::Error> {
+    let rows: Vec<LeaseRow> = sqlx::query_as(concat!(
         "SELECT l.tenant, l.holder, l.term, l.acquired_at, l.expires_at, ",
         now_ms!(),
         " AS now, COALESCE(s.gone, FALSE) AS holder_gone
@@ -325,13 +332,40 @@ pub async fn leases(pool: &Pool, tenants: &[String]) -> Result<Vec<(String, Leas
          WHERE l.tenant = ANY($1) AND l.holder <> ''"
     ))
     .bind(tenants)
-    .fetch_all(pg(pool)?)
-    .await;
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.tenant, r.lease)).collect())
+}
+
+/// What was read, or nothing when the shared schema is not there: no instance with
+/// `[ha]` ever served the database.
+fn unless_never_served<T: Default>(read: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
     match read {
-        Ok(rows) => Ok(rows.into_iter().map(|r| (r.tenant, r.lease)).collect()),
-        Err(error) if shared_schema_missing(&error) => Ok(Vec::new()),
-        Err(error) => Err(error),
+        Err(error) if shared_schema_missing(&error) => Ok(T::default()),
+        read => read,
     }
+}
+
+/// The leases of `tenants` (as [`leases`]) and the instances (as [`instances`]), read
+/// in one snapshot. Read apart, a look committed between the two reads shows a lease
+/// renewed after the moment its holder was last seen.
+pub async fn leases_and_instances(
+    pool: &Pool,
+    tenants: &[String],
+) -> Result<(Vec<(String, Lease)>, Vec<Instance>), sqlx::Error> {
+    let (mut tx, _turns) = pg(pool)?.begin().await?;
+    // The search path `begin` sets takes no snapshot, so the level may still be set.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    // The first read that finds no shared schema ends the transaction: none is there.
+    let leases = read_leases(&mut *tx, tenants).await;
+    if matches!(&leases, Err(error) if shared_schema_missing(error)) {
+        return Ok(Default::default());
+    }
+    let read = (leases?, read_instances(&mut *tx).await?);
+    tx.commit().await?;
+    Ok(read)
 }
 
 #[derive(FromRow)]
@@ -440,16 +474,16 @@ impl KnownLeader {
 /// The instances that said they serve the database's tenants, the most recently seen
 /// first; none when no instance with `[ha]` ever served it.
 pub async fn instances(store: &Store) -> Result<Vec<Instance>, sqlx::Error> {
-    let read = sqlx::query_as(
+    unless_never_served(read_instances(pg(store.reader())?).await)
+}
+
+async fn read_instances<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<Vec<Instance>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT instance_id, advertise_url, started_at, last_seen FROM wfmd_cluster.instances
          ORDER BY last_seen DESC, instance_id",
     )
-    .fetch_all(pg(store.reader())?)
-    .await;
-    match read {
-        Err(error) if shared_schema_missing(&error) => Ok(Vec::new()),
-        read => read,
-    }
+    .fetch_all(db)
+    .await
 }
 
 pub(crate) fn millis(duration: Duration) -> i64 {
