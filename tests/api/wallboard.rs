@@ -96,11 +96,22 @@ impl Chromedriver {
             ]}),
         );
         // chromedriver listens on loopback: plain HTTP, no TLS stack to build.
-        ClientBuilder::new(HttpConnector::new())
+        let browser = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&self.url)
             .await
-            .expect("a Chromium session")
+            .expect("a Chromium session");
+        // A script (axe-core over a page of 2,000 rows) may take longer than WebDriver's
+        // 30 s on a loaded machine; it is a bound for a hung page, not a measure.
+        browser
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                Some(SLOW),
+                Some(SLOW),
+                None,
+            ))
+            .await
+            .expect("the session's timeouts are set");
+        browser
     }
 }
 
