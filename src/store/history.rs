@@ -209,10 +209,9 @@ async fn switch_states_at_once(
     // The agents are also given as an array, which the planner looks up in the open
     // intervals' index: joined with the list alone (a hundred rows to its planner) it
     // reads every agent's open interval, under the tenant's write lock.
-    let closed: Vec<IntervalRow> = fetch!(
+    let sql = crate::store::batched::for_backend(
         conn,
-        all,
-        sqlx::AssertSqlSafe(format!(
+        format!(
             "WITH j AS (
                  SELECT json_extract(value, '$[0]') AS agent,
                         CAST(json_extract(value, '$[1]') AS BIGINT) AS at,
@@ -235,7 +234,12 @@ async fn switch_states_at_once(
                         COALESCE(closed.ended_at, j.at), j.next_attempt
                  FROM j LEFT JOIN closed ON closed.agent_id = j.agent)
              SELECT {COLUMNS} FROM closed"
-        )),
+        ),
+    );
+    let closed: Vec<IntervalRow> = fetch!(
+        conn,
+        all,
+        sqlx::AssertSqlSafe(sql),
         serde_json::Value::Array(rows).to_string()
     )?;
     Ok(closed
