@@ -14,7 +14,7 @@
 //! attempts, audit entries and events).
 //!
 //! On PostgreSQL a row's columns are read with the `#>>` operator rather than with the
-//! `json_extract` function the text names for SQLite ([`for_postgres`]): the function
+//! `json_extract` function the text names for SQLite (`for_postgres`): the function
 //! is cheap to run but dear to plan, and a fleet's statements are planned again nearly
 //! every time they run.
 
