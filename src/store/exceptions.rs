@@ -198,9 +198,9 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
             ])
         })
         .collect();
-    execute!(
+    let sql = crate::store::batched::for_backend(
         conn,
-        sqlx::AssertSqlSafe(format!(
+        format!(
             "INSERT INTO adherence_exceptions ({COLUMNS})
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
@@ -210,7 +210,11 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[ExceptionRow]) -> Result
                 CAST(json_extract(value, '$[8]') AS BIGINT), json_extract(value, '$[9]'),
                 CAST(json_extract(value, '$[10]') AS BIGINT)
          FROM json_each($1)"
-        )),
+        ),
+    );
+    execute!(
+        conn,
+        sqlx::AssertSqlSafe(sql),
         serde_json::Value::Array(values).to_string()
     )
     .map(drop)
@@ -242,16 +246,20 @@ async fn stamp_all(
     if stamps.is_empty() {
         return Ok(0);
     }
-    let done = execute!(
+    let sql = crate::store::batched::for_backend(
         conn,
-        sqlx::AssertSqlSafe(format!(
+        format!(
             "UPDATE adherence_exceptions
              SET {column} = CASE WHEN j.at > opened_at THEN j.at ELSE opened_at END
              FROM (SELECT json_extract(value, '$[0]') AS id,
                           CAST(json_extract(value, '$[1]') AS BIGINT) AS at
                    FROM json_each($1)) AS j
              WHERE adherence_exceptions.id = j.id AND closed_at IS NULL AND {column} IS NULL"
-        )),
+        ),
+    );
+    let done = execute!(
+        conn,
+        sqlx::AssertSqlSafe(sql),
         serde_json::json!(stamps).to_string()
     )?;
     Ok(done.rows_affected())

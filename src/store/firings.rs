@@ -204,15 +204,20 @@ pub async fn record_agents(
         .map(|r| json!([r.agent_id, r.outcome, r.reason, r.detail, r.attempt_id]))
         .collect();
     let mut tx = store.begin_write().await?;
-    execute!(
-        tx,
+    let sql = crate::store::batched::for_backend(
+        &mut tx,
         "INSERT INTO rule_firing_agents (firing_id, agent_id, outcome, reason, detail, attempt_id)
          SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 json_extract(value, '$[4]')
          FROM json_each($2)
          WHERE true
-         ON CONFLICT (firing_id, agent_id) DO NOTHING",
+         ON CONFLICT (firing_id, agent_id) DO NOTHING"
+            .to_owned(),
+    );
+    execute!(
+        tx,
+        sqlx::AssertSqlSafe(sql),
         firing_id,
         serde_json::Value::Array(rows).to_string()
     )?;

@@ -161,7 +161,7 @@ pub async fn insert(
             ])
         })
         .collect();
-    execute!(
+    let sql = crate::store::batched::for_backend(
         conn,
         "INSERT INTO bulk_items (job_id, seq, agent_id, target_state, reason, outcome, error,
                                  finished_at)
@@ -169,7 +169,12 @@ pub async fn insert(
                 json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                 COALESCE(json_extract(value, '$[4]'), 'pending'), json_extract(value, '$[5]'),
                 CAST(CASE WHEN json_extract(value, '$[5]') IS NULL THEN NULL ELSE $2 END AS BIGINT)
-         FROM json_each($3)",
+         FROM json_each($3)"
+            .to_owned(),
+    );
+    execute!(
+        conn,
+        sqlx::AssertSqlSafe(sql),
         job.id,
         job.created_at,
         serde_json::Value::Array(rows).to_string()

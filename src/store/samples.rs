@@ -102,7 +102,7 @@ pub async fn insert(
             ])
         })
         .collect();
-    let done = execute!(
+    let sql = crate::store::batched::for_backend(
         conn,
         "INSERT INTO metric_samples (family, entity_id, sampled_at, name, service_level,
              queued, agents_available, agents_staffed, agents_busy, contacts_active,
@@ -115,7 +115,12 @@ pub async fn insert(
                 CAST(json_extract(value, '$[10]') AS BIGINT), CAST(json_extract(value, '$[11]') AS BIGINT),
                 CAST(json_extract(value, '$[12]') AS BIGINT), $2
          FROM json_each($1) WHERE true
-         ON CONFLICT (family, entity_id, sampled_at) DO NOTHING",
+         ON CONFLICT (family, entity_id, sampled_at) DO NOTHING"
+            .to_owned(),
+    );
+    let done = execute!(
+        conn,
+        sqlx::AssertSqlSafe(sql),
         serde_json::Value::Array(rows).to_string(),
         to_ms(polled_at)
     )?;
