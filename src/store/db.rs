@@ -126,12 +126,11 @@ impl Pool {
         let Db::Sqlite(pool) = &self.0 else {
             return None;
         };
-        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-        Some(super::ConnectionCounts {
-            in_use: pool.size().saturating_sub(idle),
-            idle,
-            waiting: 0,
-        })
+        Some(super::ConnectionCounts::of_pool(
+            pool.size(),
+            pool.num_idle(),
+            0,
+        ))
     }
 
     /// Closes a SQLite pool, waiting for its connections to come back (a PostgreSQL

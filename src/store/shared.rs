@@ -217,12 +217,11 @@ impl SharedPool {
 
     /// The pool's connections now, and the checkouts waiting.
     pub(super) fn connections(&self) -> ConnectionCounts {
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
-        ConnectionCounts {
-            in_use: self.pool.size().saturating_sub(idle),
-            idle,
-            waiting: u32::try_from(self.waiting.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
-        }
+        ConnectionCounts::of_pool(
+            self.pool.size(),
+            self.pool.num_idle(),
+            u32::try_from(self.waiting.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+        )
     }
 
     /// A tenant's shares of the pool: its tables are in `search_path`.
