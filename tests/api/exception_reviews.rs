@@ -346,6 +346,7 @@ async fn exceptions_are_listed_reviewed_once_unless_replaced_audited_and_announc
 async fn reported(
     app: &TestApp,
     agent: &str,
+    zone: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Vec<(f64, f64, f64)> {
@@ -372,7 +373,7 @@ async fn reported(
             - figure(&v["neutral_seconds"])
             - figure(&v[inside])
     };
-    let summary = get("/v1/adherence/summary", &[]).await;
+    let summary = get("/v1/adherence/summary", &[("tz", zone.to_owned())]).await;
     let yesterday = &summary["periods"]["yesterday"];
     let day = get(&format!("/v1/agents/{agent}/adherence"), &window).await;
     let figures = &day["figures"];
@@ -393,6 +394,25 @@ async fn reported(
             figure(&figures["adherence_pct"]),
         ),
     ]
+}
+
+/// A whole-hour zone in which it is between 12:00 and 13:00 at `now`, and the instant
+/// its day began. The summary's "yesterday" is taken from the daemon's clock, so a test
+/// of it near midnight would see the day change under it, and the other agent's last
+/// minutes fall into yesterday; in this zone both midnights are hours away.
+fn zone_at_noon(now: DateTime<Utc>) -> (String, DateTime<Utc>) {
+    use chrono::Timelike;
+    let ahead = 12 - i64::from(now.hour());
+    // POSIX signs: Etc/GMT-12 is twelve hours ahead of UTC.
+    let zone = match ahead {
+        0 => "Etc/GMT".to_owned(),
+        h if h > 0 => format!("Etc/GMT-{h}"),
+        h => format!("Etc/GMT+{}", -h),
+    };
+    let local_midnight = (now + Duration::hours(ahead))
+        .duration_trunc(Duration::days(1))
+        .unwrap();
+    (zone, local_midnight - Duration::hours(ahead))
 }
 
 /// The `authorised_seconds` of `agent` in the compliance report as CSV, and the HTML
@@ -444,10 +464,11 @@ async fn an_excused_exception_counts_as_authorised_in_every_report_from_then_on(
     let free = sim.free_agents();
     let (past, now_out) = (free[0].id.clone(), free[1].id.clone());
     let now = Utc::now().duration_trunc(Duration::seconds(1)).unwrap();
-    let midnight = now.duration_trunc(Duration::days(1)).unwrap();
+    let (zone, midnight) = zone_at_noon(now);
+    assert!(now - midnight >= Duration::hours(12), "{zone}: {midnight}");
     let (yesterday, noon) = (midnight - Duration::days(1), midnight - Duration::hours(12));
-    // Yesterday: a shift 11:00-20:00; NOT_READY 12:00-13:00 (an exception), then READY
-    // until logged out at 20:00.
+    // Yesterday (in `zone`): a shift 11:00-20:00; NOT_READY 12:00-13:00 (an exception),
+    // then READY until logged out at 20:00.
     let closed = exception(
         "0190c1a4-0000-7000-8000-00000000000a",
         &past,
@@ -506,7 +527,7 @@ async fn an_excused_exception_counts_as_authorised_in_every_report_from_then_on(
     .await;
 
     // Before: the NOT_READY hour is out of adherence everywhere (7 of 8 hours in).
-    let before = reported(&app, &past, yesterday, midnight).await;
+    let before = reported(&app, &past, &zone, yesterday, midnight).await;
     for (i, figures) in before.iter().enumerate() {
         assert_eq!(figures.0, 0.0, "#{i}: {before:?}");
         assert_eq!(figures.1, 3600.0, "#{i}: {before:?}");
@@ -526,7 +547,7 @@ async fn an_excused_exception_counts_as_authorised_in_every_report_from_then_on(
     .await;
     assert_eq!(status, 200, "{body}");
     // After: that hour is authorised everywhere, and left out of the percentage.
-    let after = reported(&app, &past, yesterday, midnight).await;
+    let after = reported(&app, &past, &zone, yesterday, midnight).await;
     for (i, figures) in after.iter().enumerate() {
         assert_eq!(
             (figures.0, figures.1, figures.2),
@@ -547,7 +568,10 @@ async fn an_excused_exception_counts_as_authorised_in_every_report_from_then_on(
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(reported(&app, &past, yesterday, midnight).await, before);
+    assert_eq!(
+        reported(&app, &past, &zone, yesterday, midnight).await,
+        before
+    );
 
     // The definitions say so.
     let text = as_wall(&app, "/v1/reports/definitions", &[])

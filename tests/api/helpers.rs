@@ -27,6 +27,11 @@ pub const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef0123456789";
 /// How long a test waits for something that should happen promptly.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A slow start of the browser or of wfmd on a loaded machine: a bound for a hung
+/// process, not a measure (a daemon with sixty tenants starts within it while the whole
+/// suite runs on two cores).
+pub const SLOW: Duration = Duration::from_secs(90);
+
 /// A running simulator with the settings that point wfmd at it. One simulator answers
 /// both dialects; `dialect` says which one wfmd is configured to speak.
 pub struct TestSim {
@@ -825,7 +830,7 @@ impl Daemon {
         cwd: Option<&std::path::Path>,
         stderr: impl Fn() -> Stdio,
     ) -> Daemon {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let deadline = tokio::time::Instant::now() + SLOW;
         loop {
             let port = free_port();
             let mut command = wfmd();

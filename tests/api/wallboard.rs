@@ -25,8 +25,7 @@ use crate::helpers::{
 };
 use crate::live::Served;
 
-/// A slow start of the browser or of wfmd on a loaded machine.
-pub(crate) const SLOW: Duration = Duration::from_secs(90);
+pub(crate) use crate::helpers::SLOW;
 
 /// What the issue asks of a change made through the API: on the page within 2 s.
 const PROMPT: Duration = Duration::from_secs(2);
