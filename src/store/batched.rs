@@ -13,10 +13,11 @@
 //! read what another writes (the record's do not: a delete of intents, inserts of
 //! attempts, audit entries and events).
 //!
-//! On PostgreSQL a row's columns are read with the `#>>` operator rather than with the
-//! `json_extract` function the text names for SQLite (`for_postgres`): the function
-//! is cheap to run but dear to plan, and a fleet's statements are planned again nearly
-//! every time they run.
+//! On PostgreSQL each list is parsed once into `jsonb` rows and a row's columns are read
+//! with the `#>>` operator, rather than with the `json_each` and `json_extract`
+//! functions the text names for SQLite (`for_postgres`): the functions are dear to
+//! plan, and a fleet's statements are planned again nearly every time they run; and
+//! `json_each` gave each row back as text, parsed again by every column read.
 
 use crate::store::{AsConn, Backend, Db, execute};
 
