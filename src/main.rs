@@ -8,6 +8,7 @@ use wfmd::cli::{Cli, run};
 fn main() -> ExitCode {
     // Before any thread: the runtime's, and the SQLite connections'.
     wfmd::limit_malloc_arenas();
+    wfmd::store::sqlite_without_lookaside();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

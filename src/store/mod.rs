@@ -63,6 +63,7 @@ pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
 pub use db::{execute, fetch, fetch_scalar, on};
 pub use postgres::InstanceRole;
 pub use shared::SharedPools;
+pub use sqlite_idle::sqlite_without_lookaside;
 
 use crate::telemetry::names::STORE_WRITE_ERRORS_TOTAL;
 

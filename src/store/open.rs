@@ -113,7 +113,14 @@ impl Store {
         // first: the pragma takes a write, so a reader opened with it while the disk
         // is full would fail to open, and reads must go on then.
         let write = single_writer(audit_key.clone(), None, "FULL")
-            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
+            .connect_with(
+                options
+                    .clone()
+                    .auto_vacuum(SqliteAutoVacuum::Incremental)
+                    .pragma("cache_size", sqlite_idle::CACHE_PAGES.to_string())
+                    // Negative: in KiB, as SQLite's own default size.
+                    .pragma("cache_spill", format!("-{}", sqlite_idle::SPILL_KIB)),
+            )
             .await
             .with_context(|| format!("cannot open the database {}", display_path(&options)))?;
         // Its commits are not flushed one by one; SQLite still syncs around checkpoints in
@@ -132,7 +139,7 @@ impl Store {
         let read = sqlite_idle::readers(READ_CONNECTIONS).connect_lazy_with(
             options
                 .clone()
-                .pragma("cache_size", sqlite_idle::READER_CACHE_PAGES.to_string()),
+                .pragma("cache_size", sqlite_idle::CACHE_PAGES.to_string()),
         );
         let exports = SqlitePoolOptions::new()
             .max_connections(EXPORT_CONNECTIONS)

@@ -13,13 +13,23 @@
 //! housekeeping writer and the exports' pool, used now and then, close once idle for
 //! [`RARELY_USED_IDLE`].
 //!
-//! A reader's page cache is small ([`READER_CACHE_PAGES`]). SQLite sets aside the first
-//! pages of a connection's cache in one block when it first reads, and keeps that
-//! block as long as the connection, so a reader at rest holds 20 pages (about 86 KB)
-//! with the default size. A reader gains little from more: in WAL mode its cache is
-//! emptied whenever another connection has committed since its last read, which the
-//! writer does several times a minute at rest, and a page it misses is read again
-//! from the file system's cache.
+//! The writer's and the readers' page caches are small ([`CACHE_PAGES`]). A cache keeps
+//! every page a connection has read, up to its size (SQLite's default: 2 MB's worth),
+//! for as long as the connection: a tenant's writer at rest held about 90 pages
+//! (0.39 MB), read by its start and its pollers' writes and not needed again soon. A
+//! connection gains little from more: in WAL mode a reader's cache is emptied whenever
+//! another connection has committed since its last read, which the writer does several
+//! times a minute at rest; a page a connection misses is read again from the file
+//! system's cache, microseconds against the flush of every commit. The size bounds the
+//! pages a cache keeps clean, not those a transaction changes: the writer keeps every
+//! page it changes in memory until the commit, up to [`SPILL_KIB`] as with SQLite's
+//! default cache. Only the writer needs that bound set, being the one connection with
+//! a small cache that writes.
+//!
+//! SQLite's lookaside (a block of small-allocation slots each connection sets aside at
+//! open, 48 KB) is off in the daemon ([`sqlite_without_lookaside`]): a tenant's three
+//! connections held 0.14 MB in it, and the transitions bench showed no loss without it.
+//! docs/tenants-and-instances.md has the figures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,10 +40,16 @@ use sqlx::sqlite::SqlitePoolOptions;
 /// How many readers wait idle between reads.
 const IDLE_READERS: u32 = 2;
 
-/// The page cache of a reader, in pages (`PRAGMA cache_size`; SQLite's default is
-/// 2 MB's worth). Pages a statement holds are kept beyond it, so a read of many pages
-/// still works, only reading again what it drops.
-pub(super) const READER_CACHE_PAGES: u32 = 8;
+/// The page cache of the writer and of a reader, in pages (`PRAGMA cache_size`;
+/// SQLite's default is 2 MB's worth). Pages a statement holds are kept beyond it, so a
+/// read of many pages still works, only reading again what it drops.
+pub(super) const CACHE_PAGES: u32 = 8;
+
+/// How much a write transaction may change, in KiB, before SQLite writes some of its
+/// pages to the WAL ahead of its commit (`PRAGMA cache_spill`): SQLite's default cache
+/// size, where the writer spilled before its cache was made small. Without it a
+/// transaction that changes more than [`CACHE_PAGES`] pages would spill.
+pub(super) const SPILL_KIB: u32 = 2000;
 
 /// How long a connection of the housekeeping writer or of the exports stays open
 /// unused.
@@ -70,26 +86,79 @@ pub(super) fn readers(max: u32) -> SqlitePoolOptions {
         })
 }
 
+/// Turns SQLite's lookaside off for every connection the process opens after it. Call it
+/// before any thread starts and before SQLite is used: SQLite reads the setting when
+/// it initialises and may not be configured while another thread uses it. Called
+/// later, it changes nothing.
+pub fn sqlite_without_lookaside() {
+    // SAFETY: `sqlite3_config` takes the option's arguments as C ints; the caller
+    // guarantees no other thread uses SQLite meanwhile. Once SQLite has initialised it
+    // refuses (SQLITE_MISUSE) without changing anything, which leaves the default.
+    unsafe {
+        libsqlite3_sys::sqlite3_config(
+            libsqlite3_sys::SQLITE_CONFIG_LOOKASIDE,
+            0 as std::ffi::c_int,
+            0 as std::ffi::c_int,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Readers keep a small page cache; the writer keeps SQLite's default.
+    /// The writer and the readers keep a small page cache.
     #[tokio::test]
-    async fn readers_keep_a_small_page_cache_and_the_writer_the_default() {
+    async fn the_writer_and_the_readers_keep_a_small_page_cache() {
         let (store, _dir) = crate::store::testing::temp_store().await;
         let pages: i64 = crate::on!(store.reader(), |c| sqlx::query_scalar("PRAGMA cache_size")
             .fetch_one(c)
             .await)
         .unwrap();
-        assert_eq!(pages, i64::from(READER_CACHE_PAGES));
+        assert_eq!(pages, i64::from(CACHE_PAGES));
         let mut tx = store.begin_write().await.unwrap();
         let writer: i64 = crate::on!(tx, |c| sqlx::query_scalar("PRAGMA cache_size")
             .fetch_one(c)
             .await)
         .unwrap();
-        assert_eq!(writer, -2000, "SQLite's default: 2,000 KiB");
+        assert_eq!(writer, i64::from(CACHE_PAGES));
         tx.rollback().await.unwrap();
+    }
+
+    /// A write that changes far more pages than the writer's cache holds writes none of
+    /// them to the WAL before its commit, as with SQLite's default cache.
+    #[tokio::test]
+    async fn a_large_write_keeps_its_pages_in_memory_until_its_commit() {
+        let (store, dir) = crate::store::testing::temp_store().await;
+        let wal = dir.path().join("wfmd.db-wal");
+        let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let (busy, _, _): (i64, i64, i64) = crate::on!(store.writer(), |c| sqlx::query_as(
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        )
+        .fetch_one(c)
+        .await)
+        .unwrap();
+        assert_eq!(busy, 0, "the checkpoint must empty the WAL");
+        assert_eq!(wal_size(), 0);
+
+        // About 250 pages of 4 KB, a fifth of what SQLite's default cache holds.
+        let body = "x".repeat(1 << 20);
+        let mut tx = store.begin_write().await.unwrap();
+        crate::on!(tx, |c| sqlx::query(
+            "INSERT INTO live_shared (name, body, published_at) VALUES ('board', ?, 0)"
+        )
+        .bind(&body)
+        .execute(c)
+        .await
+        .map(drop))
+        .unwrap();
+        assert_eq!(wal_size(), 0, "no page may reach the WAL before the commit");
+        tx.commit().await.unwrap();
+        assert!(
+            wal_size() > 1 << 20,
+            "the commit writes them: {} bytes",
+            wal_size()
+        );
     }
 
     /// A burst of reads opens readers beside each other; once it is over two stay, and
