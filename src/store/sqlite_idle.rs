@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(busy, 0, "the checkpoint must empty the WAL");
         assert_eq!(wal_size(), 0);
 
-        // About 250 pages of 4 KB, a fifth of what SQLite's default cache holds.
+        // About 250 pages of 4 KB: 30 times the writer's cache, half SQLite's default.
         let body = "x".repeat(1 << 20);
         let mut tx = store.begin_write().await.unwrap();
         crate::on!(tx, |c| sqlx::query(
