@@ -272,12 +272,16 @@ impl Live {
             if !self.watched() {
                 // Rows go to clients only (`GET /v1/adherence/now` works its own out): with
                 // none, nothing is read until one comes; then every row at once, against
-                // those last sent, so no change made meanwhile is missed.
+                // those last sent, so no change made meanwhile is missed. Its receiver
+                // goes meanwhile: a receiver nobody reads keeps every message published
+                // since in the ring, until the ring's slots are full (1,024 metric boards
+                // and heartbeats, about 2 MB a tenant at rest).
+                drop(messages);
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = self.watchers_come() => {}
                 }
-                messages = messages.resubscribe();
+                messages = self.inner.sender.subscribe();
                 touched.clear();
                 full = true;
                 continue;

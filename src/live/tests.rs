@@ -438,6 +438,48 @@ async fn following_feed(store: &Store) -> (Live, CancellationToken, tokio::task:
 }
 
 #[tokio::test]
+async fn a_feed_nobody_watches_keeps_none_of_the_messages_it_publishes() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
+    let (board, _) = crate::engine::metrics::board_channel();
+    let judge = AdherenceJudge {
+        judging: crate::engine::compliance::JudgingHandle::new(
+            crate::domain::adherence_rules::Judging::builtin(chrono::TimeDelta::minutes(2)),
+        ),
+        clock: crate::engine::Clock::Wall,
+    };
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(live.clone().run(stop.clone(), board, None, Some(judge)));
+    let ring = &live.inner.sender;
+    // A client watches: it and the adherence loop read the feed.
+    let client = live.subscribe(Start::Fresh).await.unwrap();
+    crate::store::testing::eventually("the adherence loop never read the feed", async || {
+        ring.receiver_count() == 2
+    })
+    .await;
+    // It leaves; the loop notices at the next message.
+    drop(client);
+    crate::store::testing::eventually("the adherence loop still reads the feed", async || {
+        live.publish_heartbeat();
+        ring.receiver_count() == 0
+    })
+    .await;
+    for _ in 0..100 {
+        live.publish_heartbeat();
+        live.publish_board(Arc::new(crate::engine::metrics::MetricBoard::default()));
+    }
+    assert_eq!(ring.len(), 0, "messages kept with nobody watching");
+    // The next client is watched over again.
+    let _client = live.subscribe(Start::Fresh).await.unwrap();
+    crate::store::testing::eventually("the adherence loop does not come back", async || {
+        ring.receiver_count() == 2
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_feed_nobody_watches_reads_nothing_periodically_until_its_safety_tick() {
     let (store, _dir) = temp_store().await;
     let (_live, stop, running) = following_feed(&store).await;
