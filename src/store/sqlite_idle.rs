@@ -125,6 +125,52 @@ mod tests {
         tx.rollback().await.unwrap();
     }
 
+    /// A start's migrations leave none of their statements prepared on the writer, which
+    /// keeps what it prepares for as long as it is open.
+    #[tokio::test]
+    async fn the_writer_keeps_none_of_the_migrations_statements() {
+        let (store, _dir) = crate::store::testing::temp_store().await;
+        let crate::store::Db::Sqlite(pool) = store.writer().db() else {
+            unreachable!("a temporary store is SQLite");
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        let ours = "SELECT COUNT(*) FROM audit_log";
+        sqlx::query(ours).execute(&mut *conn).await.unwrap();
+        let kept = prepared(&mut conn).await;
+        assert!(kept.iter().any(|sql| sql == ours), "{kept:?}");
+        let of_migrations: Vec<_> = kept
+            .iter()
+            .filter(|sql| {
+                sql.contains("FROM _sqlx_migrations")
+                    || sql.contains("INTO _sqlx_migrations")
+                    || sql.contains("UPDATE _sqlx_migrations")
+                    || sql.contains("CREATE TABLE")
+                    || sql.contains("ALTER TABLE")
+            })
+            .collect();
+        assert!(of_migrations.is_empty(), "{of_migrations:?}");
+    }
+
+    /// The SQL of each statement `conn` has prepared.
+    async fn prepared(conn: &mut sqlx::SqliteConnection) -> Vec<String> {
+        use libsqlite3_sys::{sqlite3_next_stmt, sqlite3_sql};
+        let mut handle = conn.lock_handle().await.unwrap();
+        let db = handle.as_raw_handle().as_ptr();
+        let mut texts = Vec::new();
+        // SAFETY: the connection is locked for this call, so no other thread uses its
+        // statements; each `sqlite3_sql` is a NUL-terminated string SQLite owns for the
+        // statement's life, copied before the next step.
+        unsafe {
+            let mut statement = sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !statement.is_null() {
+                let sql = std::ffi::CStr::from_ptr(sqlite3_sql(statement));
+                texts.push(sql.to_string_lossy().into_owned());
+                statement = sqlite3_next_stmt(db, statement);
+            }
+        }
+        texts
+    }
+
     /// A write that changes far more pages than the writer's cache holds writes none of
     /// them to the WAL before its commit, as with SQLite's default cache.
     #[tokio::test]
