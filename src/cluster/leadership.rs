@@ -34,7 +34,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Connection;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -592,7 +591,7 @@ impl Keeper {
     async fn look(&mut self, options: &PgConnectOptions, liveness: &mut Option<Liveness>) {
         let instance = self.settings.instance.clone();
         if liveness.is_none() {
-            match open(options, &instance).await {
+            match Liveness::open(options, &instance).await {
                 Ok(opened) => *liveness = Some(opened),
                 Err(error) => {
                     tracing::warn!(%error, "cannot open the liveness session; no lease is taken meanwhile");
@@ -828,16 +827,6 @@ impl Keeper {
             let _ = done.send(given_up);
         }
     }
-}
-
-/// Opens the liveness session, the shared schema made and migrated first.
-async fn open(options: &PgConnectOptions, instance: &str) -> Result<Liveness, sqlx::Error> {
-    let mut conn = sqlx::PgConnection::connect_with(options).await?;
-    super::schema::migrate(&mut conn)
-        .await
-        .map_err(|error| sqlx::Error::Migrate(Box::new(error)))?;
-    conn.close().await?;
-    Liveness::open(options, instance).await
 }
 
 /// The term began: the tenant's store writes as its leader, and its worker is told.

@@ -29,7 +29,8 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Opens a session with `options` and takes a lock of its own.
+    /// Opens a session with `options`, makes or migrates the shared schema on it, and
+    /// takes a lock of its own.
     pub async fn open(options: &PgConnectOptions, instance: &str) -> Result<Liveness, sqlx::Error> {
         // Its looks commit without waiting for the disk: a look must come back within
         // a few seconds or the instance lets every lease go, and a flush can stall for
@@ -43,6 +44,16 @@ impl Liveness {
             .application_name(&format!("wfmd {instance} liveness"))
             .options([("synchronous_commit", "off")]);
         let mut conn = PgConnection::connect_with(&options).await?;
+        // On this session rather than on a connection of its own, which the instance
+        // held beside its pool at every (re)open: the lock's key comes from the shared
+        // schema's sequence, so the schema comes first. Unflushed like the looks, which
+        // is as safe: the first term the instance starts is flushed, and flushes the
+        // migration before it; a migration lost with the server is made again. Its
+        // statements run once: they are not kept prepared for the session's life.
+        super::schema::migrate(&mut conn)
+            .await
+            .map_err(|error| sqlx::Error::Migrate(Box::new(error)))?;
+        conn.clear_cached_statements().await?;
         let key: i32 = sqlx::query_scalar("SELECT nextval('wfmd_cluster.liveness_keys')::integer")
             .fetch_one(&mut conn)
             .await?;
@@ -134,6 +145,21 @@ mod tests {
             .fetch_one(conn)
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_on_a_fresh_database_makes_the_shared_schema_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PgConnectOptions::from_str(&temp_url_on(Backend::Postgres, &dir)).unwrap();
+        let mut live = Liveness::open(&options, "a").await.unwrap();
+        let made: bool =
+            sqlx::query_scalar("SELECT to_regclass('wfmd_cluster.leases') IS NOT NULL")
+                .fetch_one(live.conn())
+                .await
+                .unwrap();
+        assert!(made, "the shared schema is made on the session");
+        assert!(live.key() > 0, "a key from the schema's sequence");
+        live.close().await;
     }
 
     #[tokio::test]
