@@ -48,12 +48,10 @@ impl Liveness {
         // held beside its pool at every (re)open: the lock's key comes from the shared
         // schema's sequence, so the schema comes first. Unflushed like the looks, which
         // is as safe: the first term the instance starts is flushed, and flushes the
-        // migration before it; a migration lost with the server is made again. Its
-        // statements run once: they are not kept prepared for the session's life.
+        // migration before it; a migration lost with the server is made again.
         super::schema::migrate(&mut conn)
             .await
             .map_err(|error| sqlx::Error::Migrate(Box::new(error)))?;
-        conn.clear_cached_statements().await?;
         let key: i32 = sqlx::query_scalar("SELECT nextval('wfmd_cluster.liveness_keys')::integer")
             .fetch_one(&mut conn)
             .await?;

@@ -32,11 +32,15 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 
 /// Makes the schema when missing and applies its pending migrations, on `conn`. A
 /// database a newer wfmd migrated is refused (a migration this one does not know).
-/// Boxed as `Send` for the reason of `store::run_migrations`.
+/// Boxed as `Send` for the reason of `store::run_migrations`; leaves none of its
+/// statements prepared on `conn` (see `store::forget_statements`).
 pub fn migrate(
     conn: &mut PgConnection,
 ) -> futures::future::BoxFuture<'_, Result<(), MigrateError>> {
-    Box::pin(MIGRATOR.run_direct(None, conn, false))
+    Box::pin(async move {
+        MIGRATOR.run_direct(None, &mut *conn, false).await?;
+        crate::store::forget_statements(conn).await
+    })
 }
 
 /// [`migrate`] on a connection of its own to `url`, the tenants' database: an instance

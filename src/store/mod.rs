@@ -95,8 +95,8 @@ pub(crate) fn run_migrations<'a>(
 /// statement a connection runs prepared for as long as the connection is open, and a
 /// migration's (its DDL, the migrator's bookkeeping) run once in a database's life: on
 /// the connection that goes on to be a SQLite tenant's writer they were about 50 KB of
-/// its memory for good.
-async fn forget_statements<C>(conn: &mut C) -> Result<(), sqlx::migrate::MigrateError>
+/// its memory for good. Every migration run ends with it (the shared schema's too).
+pub(crate) async fn forget_statements<C>(conn: &mut C) -> Result<(), sqlx::migrate::MigrateError>
 where
     C: sqlx::Connection,
     C::Database: sqlx::database::HasStatementCache,
