@@ -4,12 +4,13 @@
 //! change closes the open interval at the change's instant and opens the next one, in
 //! the caller's transaction.
 
-use crate::store::{AsConn, Db, Pool, execute, fetch};
+use crate::store::{AsConn, Backend, Db, Pool, audit, execute, fetch};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::FromRow;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
 
 use super::{from_ms, to_ms};
 use crate::domain::idle::Interval;
@@ -184,15 +185,63 @@ pub async fn switch_states(
     Ok(closed)
 }
 
+/// [`switch_states`], then the audit log's [`Tip`](audit::Tip), for a record that appends
+/// to the log next in the same transaction (the change path's group commit). On
+/// PostgreSQL both go in one statement: a round trip fewer under the tenant's write
+/// lock, which every change's record waits behind.
+pub async fn switch_states_then_tip(
+    conn: &mut impl AsConn,
+    changes: &[NewInterval<'_>],
+) -> Result<(HashMap<String, IntervalRow>, audit::Tip), sqlx::Error> {
+    if changes.is_empty() || conn.backend() == Backend::Sqlite {
+        let closed = switch_states(conn, changes).await?;
+        return Ok((closed, audit::read_tip(conn).await?));
+    }
+    let (sql, rows) = switching_at_once(conn, changes, true);
+    let Db::Postgres(c) = conn.db() else {
+        unreachable!("SQLite switched above")
+    };
+    // One row per closed interval, each beside the tip; the tip alone when none closed.
+    let read: Vec<PgRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(rows)
+        .fetch_all(c)
+        .await?;
+    let tip = audit::Tip::from_row(read.first().ok_or(sqlx::Error::RowNotFound)?)?;
+    let mut closed = HashMap::with_capacity(read.len());
+    for row in &read {
+        if row.try_get::<Option<i64>, _>("id")?.is_some() {
+            let row = IntervalRow::from_row(row)?;
+            closed.insert(row.agent_id.clone(), row);
+        }
+    }
+    Ok((closed, tip))
+}
+
 /// [`switch_states`] on PostgreSQL: one statement, so one round trip under the
-/// tenant's write lock. Each agent's new interval starts where its closed one now ends
-/// (or at the change, with none open), as [`IntervalRow::next_start`] says. The insert
-/// reads the closed rows the update returns, so an agent's old interval is closed
-/// before its new one goes in, which the one-open-interval index needs.
+/// tenant's write lock.
 async fn switch_states_at_once(
     conn: &mut impl AsConn,
     changes: &[NewInterval<'_>],
 ) -> Result<HashMap<String, IntervalRow>, sqlx::Error> {
+    let (sql, rows) = switching_at_once(conn, changes, false);
+    let closed: Vec<IntervalRow> = fetch!(conn, all, sqlx::AssertSqlSafe(sql), rows)?;
+    Ok(closed
+        .into_iter()
+        .map(|row| (row.agent_id.clone(), row))
+        .collect())
+}
+
+/// The statement of [`switch_states_at_once`] and its one parameter. Each agent's new
+/// interval starts where its closed one now ends (or at the change, with none open), as
+/// [`IntervalRow::next_start`] says. The insert reads the closed rows the update
+/// returns, so an agent's old interval is closed before its new one goes in, which the
+/// one-open-interval index needs. It gives back the closed rows; `with_tip`, beside
+/// the audit log's tip (see [`switch_states_then_tip`]).
+fn switching_at_once(
+    conn: &mut impl AsConn,
+    changes: &[NewInterval<'_>],
+    with_tip: bool,
+) -> (String, String) {
     let rows: Vec<_> = changes
         .iter()
         .map(|c| {
@@ -206,6 +255,17 @@ async fn switch_states_at_once(
             ])
         })
         .collect();
+    // The tip reads no table the statement writes, so it reads what a statement of its
+    // own after this one would.
+    let read = match with_tip {
+        false => format!("\n             SELECT {COLUMNS} FROM closed"),
+        true => format!(
+            ",
+             tip AS ({})
+             SELECT tip.*, closed.* FROM tip LEFT JOIN closed ON true",
+            audit::POSTGRES_TIP
+        ),
+    };
     // The agents are also given as an array, which the planner looks up in the open
     // intervals' index: joined with the list alone (a hundred rows to its planner) it
     // reads every agent's open interval, under the tenant's write lock.
@@ -232,20 +292,10 @@ async fn switch_states_at_once(
                      (agent_id, state, reason, origin, started_at, attempt_id)
                  SELECT j.agent, j.next_state, j.next_reason, j.next_origin,
                         COALESCE(closed.ended_at, j.at), j.next_attempt
-                 FROM j LEFT JOIN closed ON closed.agent_id = j.agent)
-             SELECT {COLUMNS} FROM closed"
+                 FROM j LEFT JOIN closed ON closed.agent_id = j.agent){read}"
         ),
     );
-    let closed: Vec<IntervalRow> = fetch!(
-        conn,
-        all,
-        sqlx::AssertSqlSafe(sql),
-        serde_json::Value::Array(rows).to_string()
-    )?;
-    Ok(closed
-        .into_iter()
-        .map(|row| (row.agent_id.clone(), row))
-        .collect())
+    (sql, serde_json::Value::Array(rows).to_string())
 }
 
 /// The open intervals of `agent_ids`, by agent.
@@ -359,6 +409,63 @@ mod tests {
         let open = open_interval(&mut tx, "u_001").await.unwrap().unwrap();
         assert_eq!(open.started(), at(100));
         tx.commit().await.unwrap();
+    }
+
+    /// The tip read with a switch (on PostgreSQL within the switch's statement) is the
+    /// one a read of its own after the switch gives, whether any interval closed or
+    /// none; the switch is the one [`switch_states`] makes.
+    #[apply(backends)]
+    #[tokio::test]
+    async fn the_tip_read_with_a_switch_is_the_one_a_read_of_its_own_gives(backend: Backend) {
+        use crate::store::audit::{self, NewEntry};
+        let (store, _dir) = temp_store_on(backend).await;
+        let entry = |action| NewEntry {
+            at: at(0),
+            actor: "test",
+            action,
+            agent_id: None,
+            subject_id: None,
+            detail: json!({}),
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        switch_state(&mut tx, &enter("u_001", AgentState::Ready, at(0)))
+            .await
+            .unwrap();
+        audit::append_all(&mut tx, &[entry("first"), entry("second")])
+            .await
+            .unwrap();
+        // u_001 had an open interval, u_002 none: both kinds of row come back.
+        let changes = [
+            enter("u_001", AgentState::NotReady, at(60)),
+            enter("u_002", AgentState::Ready, at(60)),
+        ];
+        let (closed, tip) = switch_states_then_tip(&mut tx, &changes).await.unwrap();
+        assert_eq!(closed.keys().collect::<Vec<_>>(), ["u_001"]);
+        assert_eq!(closed["u_001"].state(), Some(AgentState::Ready));
+        assert_eq!(closed["u_001"].ended(), Some(at(60)));
+        // The tip is the second entry, and chains the next: the log verifies with it.
+        let (append, seq) = audit::appending_after(&mut tx, tip, &[entry("third")])
+            .await
+            .unwrap();
+        assert_eq!(seq, 3);
+        append.unwrap().run(&mut tx).await.unwrap();
+        // None closes (u_003 has no interval): the tip comes all the same.
+        let (closed, tip) =
+            switch_states_then_tip(&mut tx, &[enter("u_003", AgentState::Ready, at(60))])
+                .await
+                .unwrap();
+        assert!(closed.is_empty(), "{closed:?}");
+        let (append, seq) = audit::appending_after(&mut tx, tip, &[entry("fourth")])
+            .await
+            .unwrap();
+        assert_eq!(seq, 4);
+        append.unwrap().run(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let open = all_open(store.reader()).await.unwrap();
+        assert_eq!(open.len(), 3, "{open:?}");
+        let verified = audit::verify(store.reader()).await.unwrap();
+        assert!(verified.is_intact(), "{verified:?}");
+        assert_eq!(verified.entries, 4);
     }
 
     /// Many agents at once (PostgreSQL's one statement): each closed where it should be,

@@ -112,7 +112,8 @@ impl TransitionEngine {
         from: Option<AgentState>,
         outcome: &Outcome,
     ) -> Result<(), sqlx::Error> {
-        write_attempts(conn, &[(record, from, outcome)], &[]).await
+        let tip = audit::read_tip(conn).await?;
+        write_attempts(conn, tip, &[(record, from, outcome)], &[]).await
     }
 }
 
@@ -152,7 +153,7 @@ pub(super) async fn write_all(
             attempt_id: Some(&r.record.attempt_id),
         })
         .collect();
-    let closed = history::switch_states(conn, &entering).await?;
+    let (closed, tip) = history::switch_states_then_tip(conn, &entering).await?;
     // Nothing changed for the others: each agent is still where its open interval says.
     let staying: Vec<&str> = recordings
         .iter()
@@ -220,7 +221,7 @@ pub(super) async fn write_all(
             })
         })
         .collect();
-    write_attempts(conn, &attempts, &events).await?;
+    write_attempts(conn, tip, &attempts, &events).await?;
     for r in recordings {
         if let Some(row) = &r.record.deferred {
             deferred::settle_made(
@@ -240,12 +241,13 @@ pub(super) async fn write_all(
         .collect())
 }
 
-/// The attempt rows of `attempts`, their audit entries and `events`; removes the
-/// attempts' intents. A statement for each, whatever their number, after the audit
-/// chain's head is read; on PostgreSQL all of them go as one statement (see
-/// [`crate::store::batched`]), so two round trips in all.
+/// The attempt rows of `attempts`, their audit entries (chained from `tip`, read in
+/// this transaction) and `events`; removes the attempts' intents. A statement for
+/// each, whatever their number; on PostgreSQL all of them go as one statement (see
+/// [`crate::store::batched`]), so one round trip in all.
 async fn write_attempts(
     conn: &mut impl AsConn,
+    tip: audit::Tip,
     attempts: &[(&Record, Option<AgentState>, &Outcome)],
     events: &[NewEvent<'_>],
 ) -> Result<(), sqlx::Error> {
@@ -253,7 +255,7 @@ async fn write_attempts(
         .iter()
         .map(|&(record, from, outcome)| audit_entry(record, from, outcome))
         .collect();
-    let (append, _) = audit::appending_all(conn, &entries).await?;
+    let (append, _) = audit::appending_after(conn, tip, &entries).await?;
     let ids: Vec<&str> = attempts
         .iter()
         .map(|(record, ..)| record.attempt_id.as_str())

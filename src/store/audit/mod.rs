@@ -266,9 +266,12 @@ pub(super) async fn connection_key(
 }
 
 /// What an append reads before it writes: the chain's head, from which entry the chain
-/// is keyed and with which key (the writers' hint), and the connection's key.
+/// is keyed and with which key (the writers' hint), and the connection's key. Read by
+/// [`read_tip`], or by a statement of the same transaction that reads it along with
+/// its own work, as [`POSTGRES_TIP`] (the change path's records: see
+/// [`crate::store::history::switch_states_then_tip`]).
 #[derive(FromRow)]
-struct Tip {
+pub struct Tip {
     log_seq: Option<i64>,
     log_hash: Option<String>,
     checkpoint_seq: Option<i64>,
@@ -337,7 +340,27 @@ pub async fn appending_all(
     conn: &mut impl AsConn,
     entries: &[NewEntry<'_>],
 ) -> Result<(Option<TableWrite>, i64), sqlx::Error> {
-    let tip: Tip = fetch!(conn, one, (tip!(sqlite_key!()), tip!(postgres_key!())))?;
+    let tip = read_tip(conn).await?;
+    appending_after(conn, tip, entries).await
+}
+
+/// The [`Tip`] an append in this transaction starts from, read after the write lock is
+/// held.
+pub async fn read_tip(conn: &mut impl AsConn) -> Result<Tip, sqlx::Error> {
+    fetch!(conn, one, (tip!(sqlite_key!()), tip!(postgres_key!())))
+}
+
+/// The statement [`read_tip`] runs on PostgreSQL (one row), for a statement that reads
+/// the tip along with its own work: what that statement does must not touch the log.
+pub const POSTGRES_TIP: &str = tip!(postgres_key!());
+
+/// [`appending_all`] from `tip`, read in the same transaction after the write lock was
+/// taken, and before any other append in it.
+pub async fn appending_after(
+    conn: &mut impl AsConn,
+    tip: Tip,
+    entries: &[NewEntry<'_>],
+) -> Result<(Option<TableWrite>, i64), sqlx::Error> {
     // A log pruned to its last checkpoint continues from that checkpoint.
     let last = match (tip.log_seq, tip.log_hash) {
         (Some(seq), Some(hash)) => Some((seq, hash)),
