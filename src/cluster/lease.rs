@@ -530,6 +530,25 @@ mod tests {
         tx.commit().await
     }
 
+    /// A change's intent, as the engine writes it: an unflushed write of its own.
+    async fn intent(store: &Store) -> Result<(), sqlx::Error> {
+        let row = crate::store::intents::IntentRow {
+            attempt_id: "att_1".into(),
+            agent_id: "u_001".into(),
+            target_state: "NOT_READY".into(),
+            reason: "BREAK".into(),
+            origin: "api".into(),
+            actor: "api".into(),
+            idempotency_key: None,
+            requested_at: 1,
+            owner: "test".into(),
+            term: None,
+        };
+        store
+            .write_unflushed(crate::store::intents::inserting_all(&[&row]))
+            .await
+    }
+
     #[tokio::test]
     async fn one_instance_holds_the_lease_until_it_expires_and_a_take_over_starts_a_new_term() {
         let (a, b, _dir) = two_instances().await;
@@ -587,19 +606,25 @@ mod tests {
         let refused = write(&a).await.unwrap_err();
         assert!(is_not_leader(&refused), "{refused}");
         assert!(refused.to_string().contains("term 1 is over"), "{refused}");
-        let refused = a.begin_write_unflushed().await.err().unwrap();
-        assert!(
-            is_not_leader(&refused),
-            "an intent proves the term too: {refused}"
-        );
+        for refused in [
+            a.begin_write_unflushed().await.err().unwrap(),
+            intent(&a).await.unwrap_err(),
+        ] {
+            assert!(
+                is_not_leader(&refused),
+                "an intent proves the term too: {refused}"
+            );
+        }
         write(&b).await.expect("b leads in term 2");
         b.begin_write_unflushed().await.expect("b leads in term 2");
+        intent(&b).await.expect("b leads in term 2");
 
         // A follower refuses its own writes, before the database is asked.
         a.set_role(InstanceRole::Follower);
         for refused in [
             write(&a).await.unwrap_err(),
             a.begin_write_unflushed().await.err().unwrap(),
+            intent(&a).await.unwrap_err(),
         ] {
             assert!(is_not_leader(&refused), "{refused}");
             assert!(crate::store::is_unavailable(&refused), "{refused}");

@@ -46,6 +46,15 @@ impl TableWrite {
         let sql = for_backend(conn, self.sql);
         execute!(conn, sqlx::AssertSqlSafe(sql), self.rows).map(drop)
     }
+
+    /// The write as one PostgreSQL statement that then selects `then` (text of our own
+    /// code, which may name parameters from `$2` on), and the rows to bind as `$1`. What
+    /// `then` does is part of the write's statement, so of its transaction: for a write
+    /// that runs as a statement of its own, outside a transaction block.
+    pub(crate) fn on_postgres_then(self, then: &str) -> (String, String) {
+        let sql = format!("WITH w0 AS ({}) SELECT {then}", for_postgres(&self.sql));
+        (sql, self.rows)
+    }
 }
 
 /// `sql` (a text for both backends) as `conn`'s backend runs it best: on PostgreSQL,

@@ -18,7 +18,7 @@
 //! transition` beside the daemon writes none.
 
 use crate::store::batched::TableWrite;
-use crate::store::{AsConn, Pool, execute, fetch, fetch_scalar};
+use crate::store::{AsConn, Pool, fetch, fetch_scalar};
 use serde_json::json;
 use sqlx::FromRow;
 
@@ -53,6 +53,12 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[&IntentRow]) -> Result<(
     if rows.is_empty() {
         return Ok(());
     }
+    inserting_all(rows).run(conn).await
+}
+
+/// [`insert_all`] as a write to run elsewhere (the engine's intents go as a statement of
+/// their own on PostgreSQL: see [`crate::store::Store::write_unflushed`]).
+pub fn inserting_all(rows: &[&IntentRow]) -> TableWrite {
     let rows: Vec<_> = rows
         .iter()
         .map(|row| {
@@ -71,9 +77,8 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[&IntentRow]) -> Result<(
         })
         .collect();
     // `WHERE true`: SQLite would read `ON` as the start of a join without it.
-    execute!(
-        conn,
-        sqlx::AssertSqlSafe(format!(
+    TableWrite::new(
+        format!(
             "INSERT INTO transition_intents ({COLUMNS})
              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                     json_extract(value, '$[2]'), json_extract(value, '$[3]'),
@@ -87,10 +92,9 @@ pub async fn insert_all(conn: &mut impl AsConn, rows: &[&IntentRow]) -> Result<(
                  idempotency_key = excluded.idempotency_key,
                  requested_at = excluded.requested_at, owner = excluded.owner,
                  term = excluded.term"
-        )),
-        serde_json::Value::Array(rows).to_string()
+        ),
+        serde_json::Value::Array(rows).to_string(),
     )
-    .map(drop)
 }
 
 /// Removes the intent of `attempt_id`, in the transaction that records its outcome.
@@ -214,6 +218,38 @@ mod tests {
         tx.commit().await.unwrap();
         let left = by_idempotency_key(store.reader(), "k-1").await.unwrap();
         assert_eq!(left, Some(row(5_000, "p2")));
+    }
+
+    /// The engine's intents go as an unflushed write of their own: stored, replacing a
+    /// left-over one of the same attempt, and, as they take no write lock, while another
+    /// write holds it.
+    #[apply(backends)]
+    #[tokio::test]
+    async fn intents_written_on_their_own_are_stored_beside_a_write_holding_the_lock(
+        backend: Backend,
+    ) {
+        let (store, _dir) = temp_store_on(backend).await;
+        store
+            .write_unflushed(inserting_all(&[&intent("att_1", "p1", 1_000, None)]))
+            .await
+            .unwrap();
+        let replaced = intent("att_1", "p2", 2_000, Some(0));
+        let written = [replaced.clone(), intent("att_2", "p2", 3_000, Some(0))];
+        let rows: Vec<&IntentRow> = written.iter().collect();
+        if backend == Backend::Postgres {
+            // SQLite has one write connection: there a held write would keep this one out.
+            let held = store.begin_write().await.unwrap();
+            let writing = store.write_unflushed(inserting_all(&rows));
+            tokio::time::timeout(std::time::Duration::from_secs(10), writing)
+                .await
+                .expect("an intent waited for the write lock")
+                .unwrap();
+            held.rollback().await.unwrap();
+        } else {
+            store.write_unflushed(inserting_all(&rows)).await.unwrap();
+        }
+        let left = unsettled(store.reader(), "p2", 0, None).await.unwrap();
+        assert_eq!(left, written, "both stored, the first replaced");
     }
 
     #[apply(backends)]

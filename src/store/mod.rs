@@ -470,6 +470,25 @@ impl Store {
             .await
     }
 
+    /// Runs `write` as the one write of an unflushed transaction (see
+    /// [`Store::begin_write_unflushed`]). On PostgreSQL it goes as one statement of its
+    /// own, in two round trips rather than a transaction's three or four (see
+    /// `postgres::WriteLock::write_unflushed`): for a change's intents, which every change
+    /// waits for before it is sent.
+    pub async fn write_unflushed(&self, write: batched::TableWrite) -> Result<(), sqlx::Error> {
+        let Db::Postgres(share) = self.write.db() else {
+            let mut tx = self.begin_write_unflushed().await?;
+            write.run(&mut tx).await?;
+            return tx.commit().await;
+        };
+        self.writes_begun.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting::new(&self.preemption);
+        let share = share.of_kind(shared::ShareKind::Unflushed);
+        let written = self.write_lock.write_unflushed(&share, write).await;
+        self.health.record(&written);
+        written
+    }
+
     /// [`Store::begin_write`] whatever this instance's role, proving no term, as
     /// [`Store::begin_term`] does: for the readiness probe, which asks whether the
     /// database takes writes, not whose; and for live-feed tickets, which any instance

@@ -12,6 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::audit;
+use super::batched::TableWrite;
 use super::shared::{Share, Turns};
 
 /// `url` with its password masked, for messages (any URL: a SQLite one has none).
@@ -252,6 +253,36 @@ impl WriteLock {
                 (tx, turns)
             }
         })
+    }
+
+    /// Runs `write` as an unflushed write of its own: one statement outside a transaction block, which PostgreSQL commits on its own, on a
+    /// connection of `share` pointed at the tenant's schema. What [`WriteLock::begin`]
+    /// sets around an unflushed transaction goes into the statement itself: the commit
+    /// not waited for (set for the statement's own transaction, so in force when it
+    /// commits), a leader's proof of its term (raised, it fails the write whole). Two
+    /// round trips where the transaction takes four (three as the sole instance), on the
+    /// path of every change: its intent.
+    pub(super) async fn write_unflushed(
+        &self,
+        share: &Share,
+        write: TableWrite,
+    ) -> Result<(), sqlx::Error> {
+        let role = self.role();
+        let then = match &role {
+            InstanceRole::Follower => {
+                return Err(sqlx::Error::Configuration(Box::new(NotLeader)));
+            }
+            InstanceRole::Sole => "set_config('synchronous_commit', 'off', true)",
+            InstanceRole::Leader { .. } => "wfmd_leader_unflushed_write($2, $3)",
+        };
+        let (sql, rows) = write.on_postgres_then(then);
+        let mut conn = share.acquire().await?;
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(rows);
+        let query = match role {
+            InstanceRole::Leader { instance, term } => query.bind(instance.to_string()).bind(term),
+            _ => query,
+        };
+        query.execute(&mut *conn).await.map(drop)
     }
 
     /// Sets the transaction's `wfmd.audit_key`, where the audit log's appends read it.

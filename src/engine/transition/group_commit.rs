@@ -22,10 +22,11 @@
 //! [`Store::begin_write`] like any other writer, so it takes the same turn (the write
 //! connection, the tenant's write lock) and the same checks (a follower is refused).
 //! On SQLite one writer takes both kinds, as there is one write connection to share.
-//! On PostgreSQL the intents have a writer of their own: a transaction of intents alone
-//! takes no write lock (see [`Store::begin_write_unflushed`]), so it commits on another
-//! connection beside the records' transaction instead of waiting behind it and its
-//! flush, and the records' transaction holds the lock for records only.
+//! On PostgreSQL the intents have a writer of their own: a batch of intents alone takes
+//! no write lock and goes as one statement of its own (see [`Store::write_unflushed`]),
+//! so it commits on another connection beside the records' transaction instead of
+//! waiting behind it and its flush, and the records' transaction holds the lock for
+//! records only.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Transition;
 use super::record::{self, Recording};
-use crate::store::intents::IntentRow;
+use crate::store::intents::{self, IntentRow};
 use crate::store::postgres::NotLeader;
 use crate::store::{Backend, Store, is_not_leader, is_unavailable};
 
@@ -187,7 +188,7 @@ async fn commit(store: &Store, batch: Vec<Queued>) {
 }
 
 /// Writes `batch` in one transaction, flushed to disk when it records anything (a
-/// batch of intents only is not; see [`Store::begin_write_unflushed`]).
+/// batch of intents only is not: see [`Store::write_unflushed`]).
 async fn write_batch(store: &Store, batch: &[Queued]) -> Result<Vec<Written>, sqlx::Error> {
     let mut intents: Vec<&IntentRow> = Vec::new();
     let mut recordings: Vec<&Recording> = Vec::new();
@@ -197,17 +198,18 @@ async fn write_batch(store: &Store, batch: &[Queued]) -> Result<Vec<Written>, sq
             Write::Record(recording) => recordings.push(recording),
         }
     }
-    let mut tx = match recordings.is_empty() {
-        true => store.begin_write_unflushed().await?,
-        false => store.begin_write().await?,
-    };
+    if recordings.is_empty() {
+        store
+            .write_unflushed(intents::inserting_all(&intents))
+            .await?;
+        return Ok(batch.iter().map(|_| Written::Intent).collect());
+    }
+    let mut tx = store.begin_write().await?;
     let mut transitions = record::write_all(&mut tx, &intents, &recordings)
         .await?
         .into_iter();
     tx.commit().await?;
-    if !recordings.is_empty() {
-        store.notify_outbox();
-    }
+    store.notify_outbox();
     Ok(batch
         .iter()
         .map(|queued| match &queued.write {
