@@ -454,6 +454,16 @@ impl Store {
         self.begin("BEGIN IMMEDIATE").await
     }
 
+    /// [`Store::begin_write`] for the change path's records. On PostgreSQL it takes a
+    /// turn of its own kind, of which a tenant has two: the engine begins its next batch
+    /// of records while the last one commits, so that the begin's round trip, and its
+    /// wait for the write lock the last one holds, are over when that commit is. On
+    /// SQLite, with its one write connection, it is [`Store::begin_write`].
+    pub(crate) async fn begin_records_write(&self) -> Result<WriteTx, sqlx::Error> {
+        self.begin_as("BEGIN IMMEDIATE", None, Some(shared::ShareKind::Records))
+            .await
+    }
+
     /// [`Store::begin_write`] for a commit that need not survive a power cut, only a
     /// crash: it is not flushed to disk (`synchronous=NORMAL` until the connection goes
     /// back to the pool). It still needs room on the disk, and the next flushed commit

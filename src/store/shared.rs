@@ -12,8 +12,9 @@
 //!   and the pool points it back at a schema with no tables when it is given back
 //!   ([`NO_TENANT`]), so a connection used without its tenant's step fails rather than
 //!   reading another tenant's rows;
-//! - bound what one tenant holds (its *turns*, FIFO semaphores): one writer, one
-//!   writer of intents (unflushed, taking no write lock, so beside the other), one
+//! - bound what one tenant holds (its *turns*, FIFO semaphores): one writer, two
+//!   transactions of the change path's records (the next one begun while the last
+//!   commits), one writer of intents (unflushed, taking no write lock), one
 //!   housekeeper, readers up to a quarter of the pool, one download, and downloads of
 //!   the whole instance two at a time, so a burst on one tenant waits for its own
 //!   turns while the others find connections free;
@@ -232,6 +233,7 @@ impl SharedPool {
             pool: Arc::clone(self),
             search_path: quoted_path(search_path),
             write: Arc::new(Semaphore::new(1)),
+            records: Arc::new(Semaphore::new(2)),
             unflushed: Arc::new(Semaphore::new(1)),
             housekeeping: Arc::new(Semaphore::new(1)),
             read: Arc::new(Semaphore::new(self.read_turns.min(pooled))),
@@ -455,6 +457,9 @@ pub(super) struct TenantShares {
     /// The tenant's `search_path`, quoted as `set_config` takes it.
     search_path: String,
     write: Arc<Semaphore>,
+    /// The change path's records: two, so that the next batch's transaction begins
+    /// (and waits for the write lock) while the last one commits.
+    records: Arc<Semaphore>,
     /// Unflushed writes (a change's intent), which take no write lock: one at a time,
     /// beside the flushed writer rather than behind it.
     unflushed: Arc<Semaphore>,
@@ -496,7 +501,14 @@ impl TenantShares {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        for turns in [&self.write, &self.housekeeping, &self.read, &self.downloads] {
+        for turns in [
+            &self.write,
+            &self.records,
+            &self.unflushed,
+            &self.housekeeping,
+            &self.read,
+            &self.downloads,
+        ] {
             // Every permit back means no checkout of this kind is out.
             let all = u32::try_from(turns.available_permits()).unwrap_or(0);
             let _ = turns.acquire_many(all.max(1)).await;
@@ -513,6 +525,9 @@ impl TenantShares {
 pub(super) enum ShareKind {
     /// Write transactions: one at a time, and within the instance's write turns.
     Write,
+    /// The change path's records (see `Store::begin_records_write`): two write
+    /// transactions at a time, beside `Write`'s, within the instance's write turns.
+    Records,
     /// Unflushed write transactions (intents): one at a time, beside `Write`'s, and
     /// within the instance's write turns.
     Unflushed,
@@ -616,6 +631,7 @@ impl Share {
         }
         let (own, instance) = match self.kind {
             ShareKind::Write => (Some(&tenant.write), Some(&pool.writes)),
+            ShareKind::Records => (Some(&tenant.records), Some(&pool.writes)),
             ShareKind::Unflushed => (Some(&tenant.unflushed), Some(&pool.writes)),
             ShareKind::Housekeeping => (Some(&tenant.housekeeping), Some(&pool.writes)),
             ShareKind::Read => (Some(&tenant.read), None),

@@ -26,7 +26,10 @@
 //! no write lock and goes as one statement of its own (see [`Store::write_unflushed`]),
 //! so it commits on another connection beside the records' transaction instead of
 //! waiting behind it and its flush, and the records' transaction holds the lock for
-//! records only.
+//! records only. And while a batch of records commits with more writes queued, the next
+//! batch's transaction begins beside it (see [`Store::begin_records_write`]): its begin,
+//! and its wait for the write lock, end with that commit rather than a round trip
+//! after it. A commit that fails gives that transaction back before anything else.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -37,7 +40,7 @@ use super::Transition;
 use super::record::{self, Recording};
 use crate::store::intents::{self, IntentRow};
 use crate::store::postgres::NotLeader;
-use crate::store::{Backend, Store, is_not_leader, is_unavailable};
+use crate::store::{Backend, Store, WriteTx, is_not_leader, is_unavailable};
 
 /// The most writes one transaction carries: enough that a burst of changes is a few
 /// commits, few enough that one batch holds the write turn only briefly.
@@ -125,6 +128,8 @@ impl GroupCommit {
 /// Commits the queued writes in batches, until the engine drops its end of the queue.
 async fn run(store: Store, mut writes: mpsc::UnboundedReceiver<Queued>) {
     let mut held_over = None;
+    // The next batch's transaction, begun while the last batch committed.
+    let mut begun = None;
     loop {
         let first = match held_over.take() {
             Some(first) => first,
@@ -152,26 +157,38 @@ async fn run(store: Store, mut writes: mpsc::UnboundedReceiver<Queued>) {
             }
             batch.push(next);
         }
-        commit(&store, batch).await;
+        let more = || held_over.is_some() || !writes.is_empty();
+        begun = commit(&store, batch, begun.take(), &more).await;
     }
 }
 
-/// Commits `batch` in one transaction and answers each of its writes.
-async fn commit(store: &Store, batch: Vec<Queued>) {
-    match write_batch(store, &batch).await {
-        Ok(written) => {
+/// Commits `batch` in one transaction (`begun`, when the last batch began it) and
+/// answers each of its writes. When `more` says writes are queued as it commits, a
+/// batch of records begins the next batch's transaction on PostgreSQL meanwhile, and
+/// gives it back.
+async fn commit(
+    store: &Store,
+    batch: Vec<Queued>,
+    begun: Option<WriteTx>,
+    more: &(dyn Fn() -> bool + Sync),
+) -> Option<WriteTx> {
+    let ahead = || store.backend() == Backend::Postgres && more();
+    match write_batch(store, &batch, begun, &ahead).await {
+        Ok((written, next)) => {
             for (queued, written) in batch.into_iter().zip(written) {
                 // A change no longer waiting has its write committed all the same.
                 let _ = queued.done.send(Ok(written));
             }
+            return next;
         }
         Err(error) if batch.len() > 1 && !is_unavailable(&error) => {
             tracing::debug!(%error, writes = batch.len(), "a grouped write failed; trying each alone");
             for queued in batch {
-                let result = write_batch(store, std::slice::from_ref(&queued)).await;
+                let alone = write_batch(store, std::slice::from_ref(&queued), None, &|| false);
+                let result = alone.await;
                 let _ = queued
                     .done
-                    .send(result.map(|mut written| written.remove(0)));
+                    .send(result.map(|(mut written, _)| written.remove(0)));
             }
         }
         Err(error) => {
@@ -185,11 +202,21 @@ async fn commit(store: &Store, batch: Vec<Queued>) {
             }
         }
     }
+    None
 }
 
-/// Writes `batch` in one transaction, flushed to disk when it records anything (a
-/// batch of intents only is not: see [`Store::write_unflushed`]).
-async fn write_batch(store: &Store, batch: &[Queued]) -> Result<Vec<Written>, sqlx::Error> {
+/// Writes `batch` in one transaction (`begun`, or one begun now), flushed to disk when
+/// it records anything (a batch of intents only is not: see [`Store::write_unflushed`]).
+/// When `ahead` says so as it commits, a batch of records begins the next batch's
+/// transaction meanwhile and gives it back with what it wrote: that begin waits for the
+/// write lock this transaction holds, so it is done as soon as the commit is, instead
+/// of a round trip after it.
+async fn write_batch(
+    store: &Store,
+    batch: &[Queued],
+    begun: Option<WriteTx>,
+    ahead: &(dyn Fn() -> bool + Sync),
+) -> Result<(Vec<Written>, Option<WriteTx>), sqlx::Error> {
     let mut intents: Vec<&IntentRow> = Vec::new();
     let mut recordings: Vec<&Recording> = Vec::new();
     for queued in batch {
@@ -199,18 +226,39 @@ async fn write_batch(store: &Store, batch: &[Queued]) -> Result<Vec<Written>, sq
         }
     }
     if recordings.is_empty() {
+        if let Some(begun) = begun {
+            begun.rollback().await?;
+        }
         store
             .write_unflushed(intents::inserting_all(&intents))
             .await?;
-        return Ok(batch.iter().map(|_| Written::Intent).collect());
+        return Ok((batch.iter().map(|_| Written::Intent).collect(), None));
     }
-    let mut tx = store.begin_write().await?;
+    let mut tx = match begun {
+        Some(tx) => tx,
+        None => store.begin_records_write().await?,
+    };
     let mut transitions = record::write_all(&mut tx, &intents, &recordings)
         .await?
         .into_iter();
-    tx.commit().await?;
+    let (committed, next) = match ahead() {
+        true => {
+            let (committed, next) = tokio::join!(tx.commit(), store.begin_records_write());
+            // A next batch that could not begin now begins as it would have: anew.
+            (committed, next.ok())
+        }
+        false => (tx.commit().await, None),
+    };
+    if let Err(error) = committed {
+        // Given back before anything else is tried: its write lock would keep out
+        // every write of the batch tried again alone.
+        if let Some(next) = next {
+            next.rollback().await.ok();
+        }
+        return Err(error);
+    }
     store.notify_outbox();
-    Ok(batch
+    let written = batch
         .iter()
         .map(|queued| match &queued.write {
             Write::Intent(_) => Written::Intent,
@@ -218,7 +266,8 @@ async fn write_batch(store: &Store, batch: &[Queued]) -> Result<Vec<Written>, sq
                 transitions.next().expect("one transition per record"),
             )),
         })
-        .collect())
+        .collect();
+    Ok((written, next))
 }
 
 /// An error standing for `error` to another write of its batch (sqlx's errors cannot be
@@ -396,11 +445,22 @@ mod tests {
     }
 
     fn failed(agent: &str, attempt_id: &str) -> Recording {
+        Recording {
+            outcome: Outcome::Failed {
+                kind: FailureKind::PlatformUnavailable,
+                error: "down".into(),
+            },
+            ..made(agent, AgentState::NotReady, attempt_id)
+        }
+    }
+
+    /// The record of a change to `target` the platform made.
+    fn made(agent: &str, target: AgentState, attempt_id: &str) -> Recording {
         let now = Utc::now();
         Recording {
             record: Record {
                 attempt_id: attempt_id.into(),
-                request: request(agent, AgentState::NotReady),
+                request: request(agent, target),
                 reason: "BREAK".into(),
                 latency_ms: 1,
                 requested_at: now,
@@ -409,12 +469,81 @@ mod tests {
                 late: false,
                 deferred: None,
             },
-            outcome: Outcome::Failed {
-                kind: FailureKind::PlatformUnavailable,
-                error: "down".into(),
-            },
+            outcome: Outcome::Succeeded,
             changed_at: None,
         }
+    }
+
+    /// Two records of one agent queued together go in two batches, the second begun on
+    /// PostgreSQL while the first commits (writes were queued as it did). The second
+    /// waits for the first's write lock, so it reads the interval the first opened.
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_batch_begun_while_the_last_commits_reads_what_that_one_wrote(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let writes = GroupCommit::new(store.clone());
+        let (first, second) = futures::future::join(
+            writes.record(made("u_001", AgentState::NotReady, "att_1")),
+            writes.record(made("u_001", AgentState::Ready, "att_2")),
+        )
+        .await;
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(first.from, None, "no interval before the first");
+        assert_eq!(
+            second.from,
+            Some(AgentState::NotReady),
+            "the first's interval"
+        );
+        let open: Vec<String> = fetch_scalar!(
+            store.reader(),
+            all,
+            "SELECT state FROM state_intervals WHERE ended_at IS NULL"
+        )
+        .unwrap();
+        assert_eq!(open, ["READY"]);
+        let verified = crate::store::audit::verify(store.reader()).await.unwrap();
+        assert!(verified.is_intact(), "{verified:?}");
+        assert_eq!(verified.entries, 2);
+    }
+
+    /// A batch whose commit fails while the next one's transaction was begun gives that
+    /// back (it holds the write lock): the next batch, and any other write, still gets
+    /// the lock.
+    #[tokio::test]
+    async fn a_commit_that_fails_gives_back_the_next_batchs_transaction_begun_meanwhile() {
+        let (store, _dir) = temp_store_on(Backend::Postgres).await;
+        let mut tx = store.begin_write().await.unwrap();
+        for statement in [
+            "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                   USING ERRCODE = '53100'; END $$",
+            "CREATE CONSTRAINT TRIGGER full_disk AFTER INSERT ON transition_attempts
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION disk_full()",
+        ] {
+            execute!(&mut tx, statement).unwrap();
+        }
+        tx.commit().await.unwrap();
+        let writes = GroupCommit::new(store.clone());
+        let (first, second) = futures::future::join(
+            writes.record(made("u_001", AgentState::NotReady, "att_1")),
+            writes.record(made("u_001", AgentState::Ready, "att_2")),
+        )
+        .await;
+        for refused in [first.unwrap_err(), second.unwrap_err()] {
+            assert!(is_unavailable(&refused), "{refused}");
+        }
+        let taking = async {
+            let mut tx = store.begin_write().await.unwrap();
+            execute!(&mut tx, "DROP TRIGGER full_disk ON transition_attempts").unwrap();
+            tx.commit().await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(10), taking)
+            .await
+            .expect("the write lock was never given back");
+        let third = writes
+            .record(made("u_001", AgentState::Ready, "att_3"))
+            .await;
+        assert_eq!(third.unwrap().outcome, Outcome::Succeeded);
     }
 
     #[tokio::test]
