@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -282,6 +283,54 @@ async fn a_change_made_as_the_disk_fills_is_answered_made_and_recorded_late_in_o
 
 /// The answers to one agent's changes, in order: status and body.
 type Answers = Vec<(u16, Value)>;
+
+/// A pass over the left-over intents that finds the intent of a change still in flight
+/// leaves it to the change instead of waiting for it. Were the change's record refused
+/// (a full disk), the record would be kept in memory holding the change's locks until a
+/// pass writes it: a pass waiting for those locks waited for itself, and the record was
+/// never written, which the test above met now and then under load.
+#[tokio::test]
+async fn a_pass_over_left_over_intents_leaves_a_change_in_flight_to_itself() {
+    // The held call must stay under way while the pass runs.
+    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
+        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
+    })
+    .await;
+    let agent = app.sim.free_agents().remove(0);
+    let target = other_than(&agent.state);
+    let held = app.sim.sim.hold_next_on(SET_STATE);
+    let change = tokio::spawn({
+        let (http, address, agent) = (app.http.clone(), app.address.clone(), agent.id.clone());
+        async move {
+            http.post(format!("{address}/v1/agents/{agent}/transitions"))
+                .json(&json!({ "state": target }))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::timeout(DEADLINE, held.arrived())
+        .await
+        .expect("the change reaches the platform");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_intents").await,
+        1,
+        "the change's intent is there while its call is under way"
+    );
+    let settled = tokio::time::timeout(Duration::from_secs(10), app.engine.settle_intents())
+        .await
+        .expect("the pass waited for the change in flight")
+        .unwrap();
+    assert_eq!(settled, 0, "the change in flight is left to itself");
+    held.release();
+    assert_eq!(change.await.unwrap().status(), 200);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_attempts").await,
+        1,
+        "recorded once, by the change"
+    );
+    assert_eq!(app.engine.settle_intents().await.unwrap(), 0);
+}
 
 on_both_small_disks!(
     a_burst_across_a_full_disk_records_every_change_the_platform_made_and_no_other

@@ -93,12 +93,25 @@ pub(in crate::engine) struct Unrecorded {
     _agent: KeyGuard,
 }
 
+/// Whether settling an intent waits for its change's locks.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Before a change of the agent, which must not start before the intent is settled.
+    Yes,
+    /// In a pass over the left-over intents, which must not wait for a change in flight:
+    /// when that change's record is refused, the record is kept in memory holding the
+    /// locks until a pass writes it, so a pass waiting for them would wait for itself.
+    /// The intent is left to a later pass.
+    No,
+}
+
 impl TransitionEngine {
     /// Settles every intent this engine left, other processes' older than any call
     /// takes, and (leading in a term) those of earlier terms older than a call's answer
     /// takes. An intent whose agent the platform cannot show now is left for the next
-    /// call; so is everything while the database takes no writes. Returns how many were
-    /// settled.
+    /// call; so is one whose change holds its locks (in flight, or its record kept in
+    /// memory: see `Wait::No`), and everything while the database takes no writes.
+    /// Returns how many were settled.
     pub async fn settle_intents(&self) -> Result<usize, sqlx::Error> {
         let mut settled = self.record_unrecorded().await?;
         let now = Utc::now();
@@ -115,7 +128,7 @@ impl TransitionEngine {
             if self.is_unrecorded(&intent.agent_id, &intent.attempt_id) {
                 continue;
             }
-            if self.settle(intent).await? {
+            if self.settle(intent, Wait::No).await? {
                 settled += 1;
             }
         }
@@ -172,7 +185,7 @@ impl TransitionEngine {
             if let Ok(wait) = (landed_by - self.now()).to_std() {
                 tokio::time::sleep(wait).await;
             }
-            self.settle(intent).await?;
+            self.settle(intent, Wait::Yes).await?;
         }
         self.alone.left_by_ended().remove(agent);
         Ok(())
@@ -345,7 +358,10 @@ impl TransitionEngine {
         }
     }
 
-    async fn settle(&self, intent: IntentRow) -> Result<bool, sqlx::Error> {
+    /// Settles `intent` against what the platform shows; true when it recorded it. With
+    /// [`Wait::No`] it settles only an intent whose change's locks are free now, and
+    /// leaves the others to a later pass.
+    async fn settle(&self, intent: IntentRow, wait: Wait) -> Result<bool, sqlx::Error> {
         let (Ok(target), Ok(origin)) = (
             intent.target_state.parse::<AgentState>(),
             intent.origin.parse::<Origin>(),
@@ -363,11 +379,27 @@ impl TransitionEngine {
         };
         // The change's own locks, in its order: while they are held, no change of this
         // attempt is in flight in this process.
-        let _key = match &request.idempotency_key {
-            Some(key) => Some(self.keys.lock(key).await),
-            None => None,
+        let key = request.idempotency_key.as_deref();
+        let (_key, _agent) = match wait {
+            Wait::Yes => {
+                let key = match key {
+                    Some(key) => Some(self.keys.lock(key).await),
+                    None => None,
+                };
+                (key, self.agents.lock(&request.agent_id).await)
+            }
+            Wait::No => {
+                let key = match key.map(|key| self.keys.try_lock(key)) {
+                    Some(None) => return Ok(false),
+                    Some(key) => key,
+                    None => None,
+                };
+                let Some(agent) = self.agents.try_lock(&request.agent_id) else {
+                    return Ok(false);
+                };
+                (key, agent)
+            }
         };
-        let _agent = self.agents.lock(&request.agent_id).await;
         let mut conn = self.store.reader().acquire().await?;
         if !intents::is_left(&mut conn, &intent.attempt_id).await? {
             // Recorded meanwhile: a retry with its key finished it.
