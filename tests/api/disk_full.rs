@@ -193,33 +193,14 @@ async fn a_change_made_as_the_disk_fills_is_answered_made_and_recorded_late_in_o
     backend: Backend,
 ) {
     let db = TestDb::on_small_disk_of(backend, disk_bytes(backend));
-    // The held call must not time out, and be sent again, while the disk fills.
-    let app = TestApp::spawn_on_db(TestSim::default_tenant().await, db, |config| {
-        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
-    })
-    .await;
-    let agent = app.sim.free_agents().remove(0);
-    let target = other_than(&agent.state);
+    let app = spawn_holding_calls(db).await;
     // The platform holds the change, so the disk fills while the call is under way.
-    let held = app.sim.sim.hold_next_on(SET_STATE);
-    let change = tokio::spawn({
-        let (http, address, agent) = (app.http.clone(), app.address.clone(), agent.id.clone());
-        async move {
-            http.post(format!("{address}/v1/agents/{agent}/transitions"))
-                .json(&json!({ "state": target }))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
-    tokio::time::timeout(DEADLINE, held.arrived())
-        .await
-        .expect("the change reaches the platform");
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM transition_intents").await,
-        1,
-        "the intent is written before the call"
-    );
+    let HeldChange {
+        agent,
+        target,
+        held,
+        change,
+    } = held_change(&app).await;
     app.db.small_disk().fill();
     held.release();
     let response = change.await.unwrap();
@@ -291,32 +272,8 @@ type Answers = Vec<(u16, Value)>;
 /// never written, which the test above met now and then under load.
 #[tokio::test]
 async fn a_pass_over_left_over_intents_leaves_a_change_in_flight_to_itself() {
-    // The held call must stay under way while the pass runs.
-    let app = TestApp::spawn_with(TestSim::default_tenant().await, |config| {
-        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
-    })
-    .await;
-    let agent = app.sim.free_agents().remove(0);
-    let target = other_than(&agent.state);
-    let held = app.sim.sim.hold_next_on(SET_STATE);
-    let change = tokio::spawn({
-        let (http, address, agent) = (app.http.clone(), app.address.clone(), agent.id.clone());
-        async move {
-            http.post(format!("{address}/v1/agents/{agent}/transitions"))
-                .json(&json!({ "state": target }))
-                .send()
-                .await
-                .unwrap()
-        }
-    });
-    tokio::time::timeout(DEADLINE, held.arrived())
-        .await
-        .expect("the change reaches the platform");
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM transition_intents").await,
-        1,
-        "the change's intent is there while its call is under way"
-    );
+    let app = spawn_holding_calls(TestDb::new()).await;
+    let HeldChange { held, change, .. } = held_change(&app).await;
     let settled = tokio::time::timeout(Duration::from_secs(10), app.engine.settle_intents())
         .await
         .expect("the pass waited for the change in flight")
@@ -672,5 +629,55 @@ fn disk_bytes(backend: Backend) -> u64 {
     match backend {
         Backend::Sqlite => DISK_BYTES,
         Backend::Postgres => 32 << 20,
+    }
+}
+
+/// wfmd on `db`, its calls to the platform never timing out: a call the platform holds
+/// stays under way, and is not sent again, until the test releases it.
+async fn spawn_holding_calls(db: TestDb) -> TestApp {
+    TestApp::spawn_on_db(TestSim::default_tenant().await, db, |config| {
+        config.cxone.request_timeout_ms = DEADLINE.as_millis() as u64;
+    })
+    .await
+}
+
+/// A change sent through the API whose call the platform holds: its agent, its target,
+/// the hold, and the request in flight.
+struct HeldChange {
+    agent: wfmd::sim::SimAgent,
+    target: &'static str,
+    held: wfmd::sim::Hold,
+    change: tokio::task::JoinHandle<reqwest::Response>,
+}
+
+/// Sends a change of a free agent and waits until its call reaches the platform, which
+/// holds it; its intent is written by then.
+async fn held_change(app: &TestApp) -> HeldChange {
+    let agent = app.sim.free_agents().remove(0);
+    let target = other_than(&agent.state);
+    let held = app.sim.sim.hold_next_on(SET_STATE);
+    let change = tokio::spawn({
+        let (http, address, agent) = (app.http.clone(), app.address.clone(), agent.id.clone());
+        async move {
+            http.post(format!("{address}/v1/agents/{agent}/transitions"))
+                .json(&json!({ "state": target }))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::timeout(DEADLINE, held.arrived())
+        .await
+        .expect("the change reaches the platform");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM transition_intents").await,
+        1,
+        "the intent is written before the call"
+    );
+    HeldChange {
+        agent,
+        target,
+        held,
+        change,
     }
 }

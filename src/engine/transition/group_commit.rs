@@ -403,19 +403,26 @@ mod tests {
         assert_eq!(verified.entries, 6, "{verified:?}");
     }
 
-    /// Makes every commit that stored an intent fail as a full disk does (PostgreSQL's
-    /// deferred constraint triggers run at the commit).
-    async fn intents_commit_as_on_a_full_disk(store: &Store) {
+    /// Makes every commit that stored a row in `table` fail as a full disk does
+    /// (PostgreSQL's deferred constraint triggers run at the commit); the trigger is
+    /// `full_disk`.
+    async fn commits_to_fail_as_on_a_full_disk(store: &Store, table: &str) {
         let mut tx = store.begin_write().await.unwrap();
-        for statement in [
+        execute!(
+            &mut tx,
             "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
-                   USING ERRCODE = '53100'; END $$",
-            "CREATE CONSTRAINT TRIGGER full_disk AFTER INSERT ON transition_intents
-             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION disk_full()",
-        ] {
-            execute!(&mut tx, statement).unwrap();
-        }
+                   USING ERRCODE = '53100'; END $$"
+        )
+        .unwrap();
+        execute!(
+            &mut tx,
+            sqlx::AssertSqlSafe(format!(
+                "CREATE CONSTRAINT TRIGGER full_disk AFTER INSERT ON {table}
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION disk_full()"
+            ))
+        )
+        .unwrap();
         tx.commit().await.unwrap();
     }
 
@@ -423,7 +430,7 @@ mod tests {
     async fn a_batch_whose_commit_fails_fails_every_change_in_it_and_sends_none() {
         let (engine, platform, _dir) = engine_on(Backend::Postgres).await;
         let store = engine.store().clone();
-        intents_commit_as_on_a_full_disk(&store).await;
+        commits_to_fail_as_on_a_full_disk(&store, "transition_intents").await;
 
         for changed in change_all(&engine).await {
             match changed {
@@ -512,17 +519,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_that_fails_gives_back_the_next_batchs_transaction_begun_meanwhile() {
         let (store, _dir) = temp_store_on(Backend::Postgres).await;
-        let mut tx = store.begin_write().await.unwrap();
-        for statement in [
-            "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
-                   USING ERRCODE = '53100'; END $$",
-            "CREATE CONSTRAINT TRIGGER full_disk AFTER INSERT ON transition_attempts
-             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION disk_full()",
-        ] {
-            execute!(&mut tx, statement).unwrap();
-        }
-        tx.commit().await.unwrap();
+        commits_to_fail_as_on_a_full_disk(&store, "transition_attempts").await;
         let writes = GroupCommit::new(store.clone());
         let (first, second) = futures::future::join(
             writes.record(made("u_001", AgentState::NotReady, "att_1")),
