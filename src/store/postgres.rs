@@ -255,13 +255,14 @@ impl WriteLock {
         })
     }
 
-    /// Runs `write` as an unflushed write of its own: one statement outside a transaction block, which PostgreSQL commits on its own, on a
-    /// connection of `share` pointed at the tenant's schema. What [`WriteLock::begin`]
-    /// sets around an unflushed transaction goes into the statement itself: the commit
-    /// not waited for (set for the statement's own transaction, so in force when it
-    /// commits), a leader's proof of its term (raised, it fails the write whole). Two
-    /// round trips where the transaction takes four (three as the sole instance), on the
-    /// path of every change: its intent.
+    /// Runs `write` as an unflushed write of its own: one statement outside a
+    /// transaction block, which PostgreSQL commits on its own, on a connection of
+    /// `share` pointed at the tenant's schema. What [`WriteLock::begin`] sets around an
+    /// unflushed transaction goes into the statement itself: the commit not waited for
+    /// (set for the statement's own transaction, so in force when it commits), a
+    /// leader's proof of its term (raised, it fails the write whole). Two round trips
+    /// where the transaction takes four (three as the sole instance), on the path of
+    /// every change: its intent.
     pub(super) async fn write_unflushed(
         &self,
         share: &Share,

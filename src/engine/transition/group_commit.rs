@@ -226,9 +226,7 @@ async fn write_batch(
         }
     }
     if recordings.is_empty() {
-        if let Some(begun) = begun {
-            begun.rollback().await?;
-        }
+        debug_assert!(begun.is_none(), "only records are begun ahead");
         store
             .write_unflushed(intents::inserting_all(&intents))
             .await?;
