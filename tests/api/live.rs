@@ -93,13 +93,25 @@ impl Sse {
     }
 
     /// The next event of type `event`, skipping others (metrics, bulk progress).
+    /// The next event named `event`, skipping others, failing the test when none comes
+    /// within the deadline. The failure lists what came instead: a `snapshot` among
+    /// them means the client fell behind the ring and was resynced, which sends the
+    /// state again but not the events it missed.
     pub async fn next_of(&mut self, event: &str) -> SseEvent {
-        loop {
-            let next = self.next().await;
-            if next.event == event {
-                return next;
+        let mut skipped = Vec::new();
+        let found = tokio::time::timeout(DEADLINE, async {
+            loop {
+                let next = self.next_event().await;
+                if next.event == event {
+                    return next;
+                }
+                skipped.push(next.event);
             }
-        }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!("no `{event}` event within the deadline; the feed sent instead: {skipped:?}")
+        })
     }
 }
 
