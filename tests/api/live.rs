@@ -92,11 +92,11 @@ impl Sse {
         }
     }
 
-    /// The next event of type `event`, skipping others (metrics, bulk progress).
-    /// The next event named `event`, skipping others, failing the test when none comes
-    /// within the deadline. The failure lists what came instead: a `snapshot` among
-    /// them means the client fell behind the ring and was resynced, which sends the
-    /// state again but not the events it missed.
+    /// The next event of type `event`, skipping others (metrics, bulk progress),
+    /// failing the test when none comes within the deadline. The failure lists what
+    /// came instead: a `snapshot` there, after the first, means the client fell behind
+    /// the ring and was resynced, which sends the state again but not the events it
+    /// missed.
     pub async fn next_of(&mut self, event: &str) -> SseEvent {
         let mut skipped = Vec::new();
         let found = tokio::time::timeout(DEADLINE, async {
