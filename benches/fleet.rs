@@ -1190,16 +1190,24 @@ async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duratio
 
 /// What `url`'s `/metrics` says of `wfmd_failover_seconds`: how many take-overs it
 /// counted, and the longest (over the last minute).
+/// An instance busy starting its tenants may answer the scrape otherwise than 200 (or
+/// not at all) for a while: asked again until it does, within half a minute.
 async fn failover_seconds(url: &str) -> (u64, f64) {
     let http = wfmd::http_client().unwrap();
-    let scrape = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scrape = loop {
+        let answer = http.get(format!("{url}/metrics")).send().await;
+        let last = match answer {
+            Ok(answer) if answer.status().is_success() => break answer.text().await.unwrap(),
+            Ok(answer) => format!("answered {}", answer.status()),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{url}/metrics did not answer 200 within 30 s: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let (mut count, mut longest) = (0, 0.0f64);
     for line in scrape.lines() {
         let Some((series, value)) = line.rsplit_once(' ') else {
