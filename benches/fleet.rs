@@ -1190,6 +1190,7 @@ async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duratio
 
 /// What `url`'s `/metrics` says of `wfmd_failover_seconds`: how many take-overs it
 /// counted, and the longest (over the last minute).
+///
 /// An instance busy starting its tenants may answer the scrape otherwise than 200 (or
 /// not at all) for a while: asked again until it does, within half a minute.
 async fn failover_seconds(url: &str) -> (u64, f64) {
