@@ -157,6 +157,7 @@ impl Store {
             writes_begun: Arc::default(),
             preemption,
             health: Arc::default(),
+            size_measured: Arc::default(),
             shares: None,
         })
     }
@@ -199,6 +200,7 @@ impl Store {
             writes_begun: Arc::default(),
             preemption: Arc::default(),
             health: Arc::default(),
+            size_measured: Arc::default(),
             shares: Some(shares),
         };
         // The first connection proves the database is there, as opening pools did.
