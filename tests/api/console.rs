@@ -203,9 +203,11 @@ pub(crate) async fn open(browser: &Client, url: &str) {
 /// Waits until the page shown (`what`) has drawn what it first loaded.
 async fn drawn(browser: &Client, what: &str) {
     eventually(SLOW, &format!("{what} is drawn"), async || {
+        // Asked while a navigation may still be under way: until the new document has
+        // a body, it is not drawn yet.
         let ready = run(
             browser,
-            "return document.body.dataset.ready || null;",
+            "return (document.body && document.body.dataset.ready) || null;",
             Value::Null,
         )
         .await;
