@@ -116,7 +116,9 @@ const GAUGES: [(&str, &str); 6] = [
     ),
     (
         DATABASE_SIZE_BYTES,
-        "Size of the tenant's SQLite database (pages in use and free), measured at each scrape.",
+        "Size of the tenant's database (SQLite: the file's pages in use and free; \
+         PostgreSQL: its schema's tables and indexes), measured at a scrape at most every \
+         5 minutes, at most 25 tenants a scrape.",
     ),
 ];
 
