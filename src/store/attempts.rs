@@ -159,14 +159,14 @@ pub async fn for_agent(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::Backend;
     use crate::store::testing::backends;
     use crate::store::testing::temp_store_on;
     use rstest_reuse::apply;
 
-    fn attempt(id: &str, key: Option<&str>) -> AttemptRow {
+    pub(in crate::store) fn attempt(id: &str, key: Option<&str>) -> AttemptRow {
         AttemptRow {
             id: id.into(),
             idempotency_key: key.map(Into::into),

@@ -137,13 +137,13 @@ pub async fn still_busy(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::Backend;
     use crate::store::testing::{backends, temp_store_on};
     use rstest_reuse::apply;
 
-    fn row(id: &str, agent: &str, expires_at: i64) -> DeferredRow {
+    pub(in crate::store) fn row(id: &str, agent: &str, expires_at: i64) -> DeferredRow {
         DeferredRow {
             id: id.into(),
             agent_id: agent.into(),

@@ -167,14 +167,14 @@ pub async fn by_idempotency_key(pool: &Pool, key: &str) -> Result<Option<IntentR
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::Backend;
     use crate::store::testing::{backends, temp_store_on};
     use rstest_reuse::apply;
 
     /// Agent u_001's intent to go READY, asked at `at` by `owner`, without a key.
-    fn intent(id: &str, owner: &str, at: i64, term: Option<i64>) -> IntentRow {
+    pub(in crate::store) fn intent(id: &str, owner: &str, at: i64, term: Option<i64>) -> IntentRow {
         IntentRow {
             attempt_id: id.into(),
             agent_id: "u_001".into(),

@@ -37,6 +37,7 @@ pub mod history;
 pub mod imported;
 pub mod intents;
 pub mod jobs;
+pub mod keys;
 pub mod live_shared;
 pub mod lock;
 mod open;

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::deferral::{self as deferred, CarriedOut, Defer, Deferral};
-use super::{Attempted, CheckError, EngineError, Locked, TransitionEngine, TransitionRequest};
+use super::{
+    Attempted, CheckError, EngineError, Locked, Locks, TransitionEngine, TransitionRequest,
+};
 use crate::store::deferred::{self as stored_deferred, DeferredRow};
 use crate::store::{history, intents, to_ms};
 
@@ -97,8 +99,10 @@ impl TransitionEngine {
         &self,
         request: &TransitionRequest,
         defer: &Defer,
+        locks: &Locks,
     ) -> Result<Option<Deferral>, EngineError> {
-        if let Some(key) = &request.idempotency_key
+        if locks.key_use.deferred
+            && let Some(key) = &request.idempotency_key
             && let Some(waiting) =
                 stored_deferred::by_idempotency_key(self.store.reader(), key).await?
             && waiting.agent_id == request.agent_id

@@ -56,6 +56,7 @@ use super::keyed_lock::{KeyGuard, KeyedLock};
 use super::lookups::Lookups;
 use super::sync::SyncStatus;
 use crate::store::is_unavailable;
+use crate::store::keys::{self, KeyUse};
 use deferral::{Defer, Deferral};
 
 mod check;
@@ -285,7 +286,7 @@ impl TransitionEngine {
         };
         if resuming_since.is_none()
             && let Some(defer) = &defer
-            && let Some(deferral) = self.defer_if_busy(&request, defer).await?
+            && let Some(deferral) = self.defer_if_busy(&request, defer, &locks).await?
         {
             return Ok(Changed::Deferred(deferral));
         }
@@ -328,13 +329,24 @@ impl TransitionEngine {
             .await?;
         let agent = self.lock_agent(&request.agent_id).await?;
         // After the agent's lock: a change with this key may have been recorded (late)
-        // while this one waited for it.
-        if let Some(key) = &request.idempotency_key
+        // while this one waited for it. Under both locks nothing else writes or removes
+        // a row with this key (a deferred change is carried out, and an intent settled,
+        // under its agent's lock), so what the key names now holds for the whole change.
+        let key_use = match &request.idempotency_key {
+            Some(key) => keys::uses(self.store.reader(), key).await?,
+            None => KeyUse::default(),
+        };
+        if key_use.attempt
+            && let Some(key) = &request.idempotency_key
             && let Some(earlier) = self.replay(request, key).await?
         {
             return Ok(Locked::Replayed(earlier));
         }
-        Ok(Locked::Held(Locks { _key: key, agent }))
+        Ok(Locked::Held(Locks {
+            _key: key,
+            agent,
+            key_use,
+        }))
     }
 
     /// The agent's lock, once its last change is recorded: a record kept in memory (see
@@ -373,8 +385,10 @@ impl TransitionEngine {
         // failed, or a crash cut it short) is finished under the same attempt, not sent
         // again blindly.
         let left_over = match &request.idempotency_key {
-            Some(key) => intents::by_idempotency_key(self.store.reader(), key).await?,
-            None => None,
+            Some(key) if locks.key_use.intent => {
+                intents::by_idempotency_key(self.store.reader(), key).await?
+            }
+            _ => None,
         };
         let resuming_since = match &left_over {
             Some(intent) => Some(from_ms(intent.requested_at)),
@@ -561,10 +575,12 @@ enum Locked {
     Held(Locks),
 }
 
-/// A change's locks: its idempotency key's, if it has one, and its agent's.
+/// A change's locks: its idempotency key's, if it has one, and its agent's; and what
+/// the key named when they were taken, which holds while they are held.
 pub(super) struct Locks {
     _key: Option<KeyGuard>,
     agent: KeyGuard,
+    key_use: KeyUse,
 }
 
 /// The reason code a request sends: its own, or its target state's default.
