@@ -93,9 +93,11 @@ impl Live {
         }
     }
 
-    /// Reads the outbox at each announced commit and, for commits nothing announces,
-    /// every [`FALLBACK_TICK`] while a client watches ([`super::rest::IDLE_TICK`]
-    /// while none does).
+    /// Reads the outbox at each announced commit while a client watches and, for
+    /// commits nothing announces, every [`FALLBACK_TICK`]; while none watches, every
+    /// [`super::rest::IDLE_TICK`] only: a reader of the snapshot has the feed read the
+    /// commits announced meanwhile first (see `rest`), and the first client's
+    /// commits are read at once.
     async fn tail(self, stop: CancellationToken) {
         let mut commits = self.inner.store.outbox_commits();
         loop {
@@ -108,9 +110,15 @@ impl Live {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep_until(read_at + MIN_READ_GAP) => {}
             }
+            // A commit announced while nobody watched stays unseen, so a first client's
+            // coming reads it.
+            let announced = async {
+                self.watchers_come().await;
+                commits.changed().await
+            };
             tokio::select! {
                 () = stop.cancelled() => return,
-                changed = commits.changed() => {
+                changed = announced => {
                     if changed.is_err() {
                         return;
                     }

@@ -3,9 +3,10 @@
 //!
 //! - Durable events (agent state changed, transition rejected, adherence exception,
 //!   bulk job completed) are read from the outbox in commit order whenever
-//!   [`Store::outbox_commits`] moves (and on a slow fallback tick, for commits made by
-//!   another process such as `wfmd transition`; slower still while no client watches,
-//!   when a reader of the snapshot has the feed catch up first: see `rest`). They
+//!   [`Store::outbox_commits`] moves while a client watches (and on a slow fallback
+//!   tick, for commits made by another process such as `wfmd transition`). While none
+//!   watches, only on a slower tick: a reader of the snapshot has the feed catch up
+//!   first (see `rest`). They
 //!   carry the outbox id, the same id the webhooks carry, so a client that reconnects
 //!   with `Last-Event-ID` is sent exactly what it missed, read back from the outbox —
 //!   across a restart too.

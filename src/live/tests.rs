@@ -518,6 +518,44 @@ async fn a_feed_nobody_watches_reads_nothing_periodically_until_its_safety_tick(
 }
 
 #[tokio::test]
+async fn a_commit_announced_while_nobody_watches_is_read_when_someone_reads_the_snapshot() {
+    let (store, _dir) = temp_store().await;
+    let live = Live::new(tenant(), store.clone(), LiveSettings::default());
+    let (board, _) = crate::engine::metrics::board_channel();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(live.clone().run(stop.clone(), board, None, None));
+    crate::store::testing::eventually("the feed never read", async || {
+        live.last_read(rest::ReadOf::Outbox).is_some()
+    })
+    .await;
+    // Every read fails at once from now on and logs a warning (see the test above).
+    store.reader().close().await;
+    let warnings = Warnings::default();
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
+            tracing_subscriber::registry(),
+            warnings.clone(),
+        ));
+    tokio::time::pause();
+    store.notify_outbox();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        warnings.count(),
+        0,
+        "the commit was read with nobody watching"
+    );
+    // A second after the last read, a watched feed's would count as fresh; the commit
+    // announced since makes it stale.
+    live.catch_up().await;
+    assert_eq!(warnings.count(), 1, "the reader was not sent the commit");
+    stop.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test]
 async fn the_first_client_after_nobody_watched_is_sent_what_another_process_committed() {
     let (store, _dir) = temp_store().await;
     let live = Live::new(tenant(), store.clone(), LiveSettings::default());
