@@ -11,8 +11,9 @@
 //!    them;
 //! 2. at rest, after a settling minute (sync's first polls, the schedule books), over a
 //!    quiet half minute: the connections each instance holds (`pg_stat_activity` by
-//!    `application_name`), each process's resident memory and CPU, and the lease
-//!    statements each instance sends (`pg_stat_statements`);
+//!    `application_name`), each process's resident memory and CPU with `/metrics`
+//!    scraped every 15 s as by Prometheus, and the lease statements each instance
+//!    sends (`pg_stat_statements`);
 //! 3. single changes one after another, the routes taking turns change by change: to a
 //!    tenant a leads, through a; to the same tenant through b, which hands it to a; the
 //!    same two routes in the one-tenant deployment (through solo, and through solo-2,
@@ -597,23 +598,47 @@ struct Rest {
     cpu_percent: [f64; 3],
     /// The most connections each held at once.
     connections: [usize; 3],
+    /// The slowest of each one's scrapes.
+    slowest_scrape: [Duration; 3],
 }
+
+/// Each instance's `/metrics` is scraped this often at rest, as by Prometheus at its
+/// usual interval: the scrapes are part of the cost at rest.
+const SCRAPE_EVERY: Duration = Duration::from_secs(15);
 
 async fn at_rest(db: &Db, instances: [&Instance; 3]) -> Rest {
     let pids = instances.map(|i| i.child.id());
     let names = instances.map(|i| i.id.clone());
+    let urls = instances.map(|i| i.url.as_str());
     let cpu_before = pids.map(common::cpu_seconds);
     let started = Instant::now();
     let (mut rss, mut connections) = (vec![Vec::new(); 3], [0; 3]);
-    for sample in 1..=SAMPLES {
-        let at = QUIET * sample / SAMPLES;
-        tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
-        let held = db.connections_by_instance();
-        for n in 0..3 {
-            rss[n].push(common::resident_mb(pids[n]));
-            connections[n] = connections[n].max(held.get(&names[n]).copied().unwrap_or(0));
+    let sampling = async {
+        for sample in 1..=SAMPLES {
+            let at = QUIET * sample / SAMPLES;
+            tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+            let held = db.connections_by_instance();
+            for n in 0..3 {
+                rss[n].push(common::resident_mb(pids[n]));
+                connections[n] = connections[n].max(held.get(&names[n]).copied().unwrap_or(0));
+            }
         }
-    }
+    };
+    let scraping = async {
+        let mut slowest = [Duration::ZERO; 3];
+        let mut at = Duration::ZERO;
+        while at < QUIET {
+            tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+            let [a, b, solo] = urls.map(scrape);
+            let took = tokio::join!(a, b, solo);
+            for (n, (_, took, _)) in [took.0, took.1, took.2].into_iter().enumerate() {
+                slowest[n] = slowest[n].max(took);
+            }
+            at += SCRAPE_EVERY;
+        }
+        slowest
+    };
+    let ((), slowest_scrape) = tokio::join!(sampling, scraping);
     let window = started.elapsed();
     let cpu = pids.map(common::cpu_seconds);
     Rest {
@@ -621,6 +646,7 @@ async fn at_rest(db: &Db, instances: [&Instance; 3]) -> Rest {
         rss_mb: [0, 1, 2].map(|n| common::median(rss[n].clone())),
         cpu_percent: [0, 1, 2].map(|n| (cpu[n] - cpu_before[n]) / window.as_secs_f64() * 100.0),
         connections,
+        slowest_scrape,
     }
 }
 
@@ -643,9 +669,12 @@ impl Rest {
         );
         let [a, b, solo] = self.cpu_percent;
         let per_100 = (a + b) / (tenants as f64 / 100.0);
+        let [sa, sb, ssolo] = self.slowest_scrape.map(|took| took.as_secs_f64());
         println!(
-            "  CPU: a {a:.1} %, b {b:.1} %, solo {solo:.2} % of one core: {per_100:.2} % per \
-             100 tenants (target < {TARGET_CPU_PER_100} %: {})",
+            "  CPU: a {a:.1} %, b {b:.1} %, solo {solo:.2} % of one core, each scraped every \
+             {} s (slowest scrape: a {sa:.2} s, b {sb:.2} s, solo {ssolo:.2} s): {per_100:.2} % \
+             per 100 tenants (target < {TARGET_CPU_PER_100} %: {})",
+            SCRAPE_EVERY.as_secs(),
             common::verdict(per_100 < TARGET_CPU_PER_100)
         );
     }
@@ -1203,21 +1232,22 @@ struct Counted {
     asks: u32,
 }
 
-/// What `url`'s `/metrics` says of `wfmd_failover_seconds`.
+/// `url`'s `/metrics` page, how long it took from the first ask, and in how many asks.
 ///
 /// An instance busy starting its tenants may answer the scrape otherwise than 200 (or
-/// not at all) for a while: asked again until it does, within half a minute. (A
-/// scrape measures each tenant's database size, a statement per tenant.)
-async fn failover_seconds(url: &str) -> Counted {
+/// not at all) for a while: asked again until it does, within half a minute.
+async fn scrape(url: &str) -> (String, Duration, u32) {
     let http = wfmd::http_client().unwrap();
     let asked = Instant::now();
     let deadline = asked + Duration::from_secs(30);
     let mut asks = 0;
-    let scrape = loop {
+    loop {
         asks += 1;
         let answer = http.get(format!("{url}/metrics")).send().await;
         let last = match answer {
-            Ok(answer) if answer.status().is_success() => break answer.text().await.unwrap(),
+            Ok(answer) if answer.status().is_success() => {
+                return (answer.text().await.unwrap(), asked.elapsed(), asks);
+            }
             Ok(answer) => format!("answered {}", answer.status()),
             Err(error) => error.to_string(),
         };
@@ -1226,7 +1256,12 @@ async fn failover_seconds(url: &str) -> Counted {
             "{url}/metrics did not answer 200 within 30 s: {last}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
+}
+
+/// What `url`'s `/metrics` says of `wfmd_failover_seconds`.
+async fn failover_seconds(url: &str) -> Counted {
+    let (scrape, took, asks) = scrape(url).await;
     let (mut count, mut longest) = (0, 0.0f64);
     for line in scrape.lines() {
         let Some((series, value)) = line.rsplit_once(' ') else {
@@ -1242,7 +1277,7 @@ async fn failover_seconds(url: &str) -> Counted {
     Counted {
         takeovers: count,
         longest,
-        took: asked.elapsed(),
+        took,
         asks,
     }
 }
