@@ -358,9 +358,7 @@ mod tests {
         ApiState {
             engine: engine.clone(),
             store: store.clone(),
-            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-                .build_recorder()
-                .handle(),
+            metrics: crate::telemetry::prometheus().build_recorder().handle(),
             sync: None,
             sync_interval: Duration::from_secs(1),
             bulk: crate::engine::bulk::BulkJobs::new(engine.clone(), bulk_settings),

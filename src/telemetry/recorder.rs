@@ -93,18 +93,18 @@ impl<R: Recorder> Recorder for TenantLabels<R> {
 
 #[cfg(test)]
 mod tests {
-    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+    use metrics_exporter_prometheus::PrometheusHandle;
 
     use super::*;
     use crate::tasks::sync_in_tenant;
     use crate::telemetry::names::{
-        API_REFUSALS_TOTAL, HTTP_ACCEPT_ERRORS_TOTAL, TENANT_LEADER, TRANSITIONS_TOTAL,
-        WEBHOOK_QUEUE_DEPTH,
+        API_REFUSALS_TOTAL, FAILOVER_SECONDS, HTTP_ACCEPT_ERRORS_TOTAL, TENANT_LEADER,
+        TRANSITIONS_TOTAL, WEBHOOK_QUEUE_DEPTH,
     };
 
     /// What `record` leaves in a recorder of its own, as `/metrics` would show it.
     fn rendered(record: impl FnOnce()) -> (PrometheusHandle, String) {
-        let prometheus = PrometheusBuilder::new().build_recorder();
+        let prometheus = crate::telemetry::prometheus().build_recorder();
         let handle = prometheus.handle();
         let recorder = TenantLabels::new(prometheus);
         metrics::with_local_recorder(&recorder, record);
@@ -131,6 +131,42 @@ mod tests {
         ] {
             assert!(text.contains(&line), "{line} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn a_distribution_is_a_histogram_of_the_fixed_buckets_not_a_summary() {
+        let alpha = "alpha".parse().unwrap();
+        let (_, text) = rendered(|| {
+            sync_in_tenant(&alpha, || {
+                for seconds in [0.003, 0.7, 2.0, 45.0, 900.0] {
+                    metrics::histogram!(FAILOVER_SECONDS).record(seconds);
+                }
+            });
+        });
+        let bucket = |le: &str| {
+            let series = format!("wfmd_failover_seconds_bucket{{tenant=\"alpha\",le=\"{le}\"}} ");
+            let line = text.lines().find(|line| line.starts_with(&series));
+            line.map(|line| line[series.len()..].to_owned())
+        };
+        // Cumulative: how many took at most each bound.
+        assert_eq!(bucket("0.005").as_deref(), Some("1"), "{text}");
+        assert_eq!(bucket("1").as_deref(), Some("2"), "{text}");
+        assert_eq!(bucket("2.5").as_deref(), Some("3"), "{text}");
+        assert_eq!(bucket("60").as_deref(), Some("4"), "{text}");
+        assert_eq!(bucket("300").as_deref(), Some("4"), "{text}");
+        assert_eq!(bucket("+Inf").as_deref(), Some("5"), "{text}");
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.starts_with("wfmd_failover_seconds_bucket"))
+                .count(),
+            crate::telemetry::HISTOGRAM_BUCKETS.len() + 1,
+            "{text}"
+        );
+        assert!(!text.contains("quantile"), "no summary: {text}");
+        assert!(
+            text.contains("wfmd_failover_seconds_count{tenant=\"alpha\"} 5"),
+            "{text}"
+        );
     }
 
     #[test]

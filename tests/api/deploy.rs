@@ -117,16 +117,17 @@ fn queried_metrics() -> BTreeSet<String> {
     names
 }
 
-/// Metric families in a Prometheus text scrape (a summary's `_sum`/`_count` included).
+/// Metric families in a Prometheus text scrape (a histogram's `_bucket`, `_sum` and
+/// `_count` included).
 fn exported(scrape: &str) -> BTreeSet<String> {
     scrape
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .filter_map(|line| line.split(['{', ' ']).next())
         .flat_map(|name| {
-            let family = name
-                .strip_suffix("_sum")
-                .or_else(|| name.strip_suffix("_count"))
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
                 .unwrap_or(name);
             [name.to_owned(), family.to_owned()]
         })

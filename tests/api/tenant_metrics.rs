@@ -36,12 +36,12 @@ impl Series {
         self.labels.get(key).map(String::as_str)
     }
 
-    /// The metric's name: a summary's `_sum` and `_count` are its own.
+    /// The metric's name: a histogram's `_bucket`, `_sum` and `_count` are its own.
     fn family(&self) -> &str {
         let name = self.name.as_str();
-        name.strip_suffix("_sum")
-            .or_else(|| name.strip_suffix("_count"))
-            .filter(|_| !self.labels.contains_key("quantile"))
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
             .unwrap_or(name)
     }
 }
