@@ -4,6 +4,7 @@
 //! pollers on, each tenant its own SQLite file. After every tenant is ready and the
 //! start-up work has settled, it reads the daemon's threads (by name) and resident
 //! memory over a quiet window, and compares with a daemon serving one tenant alone.
+//! Both are scraped (`/metrics`) every 15 s meanwhile, as by Prometheus.
 //!
 //! A bench of its own rather than a part of `benches/fleet.rs`: that one runs
 //! PostgreSQL instances that lead and hand over tenants, and takes minutes before its
@@ -63,6 +64,9 @@ const SETTLE: Duration = Duration::from_secs(60);
 /// Memory and CPU at rest are measured over this window.
 const QUIET: Duration = Duration::from_secs(30);
 const RSS_SAMPLES: u32 = 6;
+/// `/metrics` is scraped this often from the rest's start, as by Prometheus at its
+/// usual interval: what a scrape costs is part of a tenant at rest.
+const SCRAPE_EVERY: Duration = Duration::from_secs(15);
 /// A daemon not ready after this long is a failed run.
 const READY_WITHIN: Duration = Duration::from_secs(600);
 const CLIENT_ID: &str = "bench-sqlite";
@@ -130,6 +134,13 @@ async fn bench(count: usize) {
         fleet_rest.cpu_percent,
         alone_rest.cpu_percent
     );
+    println!(
+        "  both scraped every {} s from the rest's start; the slowest scrape {:.2} s with \
+         {count} tenants, {:.2} s with one",
+        SCRAPE_EVERY.as_secs(),
+        fleet_rest.slowest_scrape.as_secs_f64(),
+        alone_rest.slowest_scrape.as_secs_f64()
+    );
 }
 
 fn by_name(threads: &BTreeMap<String, usize>) -> String {
@@ -144,6 +155,8 @@ fn by_name(threads: &BTreeMap<String, usize>) -> String {
 /// process over a fresh folder.
 struct Daemon {
     child: Child,
+    url: String,
+    http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
@@ -154,6 +167,7 @@ struct Rest {
     /// The median of the window's samples.
     rss_mb: f64,
     cpu_percent: f64,
+    slowest_scrape: Duration,
 }
 
 impl Daemon {
@@ -190,9 +204,14 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut daemon = Daemon { child, _dir: dir };
-        let log = daemon._dir.path().join("wfmd.log");
-        let url = format!("http://127.0.0.1:{port}");
+        let log = dir.path().join("wfmd.log");
+        let mut daemon = Daemon {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: http.clone(),
+            _dir: dir,
+        };
+        let url = daemon.url.clone();
         common::wait_tenants_ready(&mut daemon.child, &log, http, &url, tenants, READY_WITHIN)
             .await;
         daemon
@@ -201,22 +220,46 @@ impl Daemon {
     /// Threads, memory and CPU after [`SETTLE`], over [`QUIET`].
     async fn at_rest(&self) -> Rest {
         let pid = self.child.id();
-        tokio::time::sleep(SETTLE).await;
-        let cpu_before = common::cpu_seconds(pid);
-        let started = Instant::now();
-        let mut rss = Vec::new();
-        for sample in 1..=RSS_SAMPLES {
-            let at = QUIET * sample / RSS_SAMPLES;
-            tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
-            rss.push(common::resident_mb(pid));
-        }
-        let cpu = common::cpu_seconds(pid) - cpu_before;
+        let slowest_scrape = std::cell::Cell::new(Duration::ZERO);
+        let measuring = async {
+            tokio::time::sleep(SETTLE).await;
+            let cpu_before = common::cpu_seconds(pid);
+            let started = Instant::now();
+            let mut rss = Vec::new();
+            for sample in 1..=RSS_SAMPLES {
+                let at = QUIET * sample / RSS_SAMPLES;
+                tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+                rss.push(common::resident_mb(pid));
+            }
+            let cpu = common::cpu_seconds(pid) - cpu_before;
+            (rss, cpu / started.elapsed().as_secs_f64() * 100.0)
+        };
+        let scraping = async {
+            loop {
+                let asked = Instant::now();
+                let metrics = format!("{}/metrics", self.url);
+                let answer = self.http.get(metrics).send().await.unwrap();
+                assert!(
+                    answer.status().is_success(),
+                    "/metrics: {}",
+                    answer.status()
+                );
+                answer.bytes().await.unwrap();
+                slowest_scrape.set(slowest_scrape.get().max(asked.elapsed()));
+                tokio::time::sleep_until((asked + SCRAPE_EVERY).into()).await;
+            }
+        };
+        let (rss, cpu_percent) = tokio::select! {
+            measured = measuring => measured,
+            () = scraping => unreachable!("it scrapes until the measuring ends"),
+        };
         let by_name = thread_names(pid);
         Rest {
             threads: by_name.values().sum(),
             by_name,
             rss_mb: common::median(rss),
-            cpu_percent: cpu / started.elapsed().as_secs_f64() * 100.0,
+            cpu_percent,
+            slowest_scrape: slowest_scrape.get(),
         }
     }
 }
