@@ -417,6 +417,30 @@ impl Warnings {
     }
 }
 
+/// From now on every read of `store` fails at once and logs a warning, which the
+/// returned [`Warnings`] count while the guard lives; and time is paused. So a read is
+/// seen without waiting for the disk, in paused time.
+async fn reads_failing_in_paused_time(
+    store: &Store,
+) -> (Warnings, tracing::subscriber::DefaultGuard) {
+    store.reader().close().await;
+    let warnings = Warnings::default();
+    let logging = tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        warnings.clone(),
+    ));
+    tokio::time::pause();
+    (warnings, logging)
+}
+
+/// Advances paused time by `by` and lets the tasks it wakes run.
+async fn advance(by: Duration) {
+    tokio::time::advance(by).await;
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A feed among several instances, on a follower, running its loops; returns once its
 /// first reads (the outbox, the leader's shared figures) are done.
 async fn following_feed(store: &Store) -> (Live, CancellationToken, tokio::task::JoinHandle<()>) {
@@ -483,31 +507,16 @@ async fn a_feed_nobody_watches_keeps_none_of_the_messages_it_publishes() {
 async fn a_feed_nobody_watches_reads_nothing_periodically_until_its_safety_tick() {
     let (store, _dir) = temp_store().await;
     let (_live, stop, running) = following_feed(&store).await;
-    // From now on every read fails at once and logs a warning: a read is seen without
-    // waiting for the disk, in paused time.
-    store.reader().close().await;
-    let warnings = Warnings::default();
-    let _logging =
-        tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
-            tracing_subscriber::registry(),
-            warnings.clone(),
-        ));
-    tokio::time::pause();
+    let (warnings, _logging) = reads_failing_in_paused_time(&store).await;
     for _ in 0..58 {
-        tokio::time::advance(Duration::from_secs(1)).await;
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
+        advance(Duration::from_secs(1)).await;
     }
     assert_eq!(
         warnings.count(),
         0,
         "no read of the outbox or of the leader's figures within a minute"
     );
-    tokio::time::advance(Duration::from_secs(3)).await;
-    for _ in 0..4 {
-        tokio::task::yield_now().await;
-    }
+    advance(Duration::from_secs(3)).await;
     assert!(
         warnings.count() >= 2,
         "the safety tick reads both: {}",
@@ -528,20 +537,9 @@ async fn a_commit_announced_while_nobody_watches_is_read_when_someone_reads_the_
         live.last_read(rest::ReadOf::Outbox).is_some()
     })
     .await;
-    // Every read fails at once from now on and logs a warning (see the test above).
-    store.reader().close().await;
-    let warnings = Warnings::default();
-    let _logging =
-        tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
-            tracing_subscriber::registry(),
-            warnings.clone(),
-        ));
-    tokio::time::pause();
+    let (warnings, _logging) = reads_failing_in_paused_time(&store).await;
     store.notify_outbox();
-    tokio::time::advance(Duration::from_secs(1)).await;
-    for _ in 0..4 {
-        tokio::task::yield_now().await;
-    }
+    advance(Duration::from_secs(1)).await;
     assert_eq!(
         warnings.count(),
         0,
