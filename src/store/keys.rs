@@ -1,11 +1,12 @@
 //! What an idempotency key of a single change already names: an attempt recorded under
 //! it, a deferred change waiting with it, an intent left over with it.
 //!
-//! A change with a key needs all three answers before it is sent, and almost always all
-//! three are "nothing", so one statement asks whether each exists and the row is read
-//! only where one does: one checkout and one plan a change instead of three (on
-//! PostgreSQL a plan is made again whenever the connection served another tenant last,
-//! so in a fleet every plan is paid).
+//! A change with a key needs these answers before it is sent (the deferred change's
+//! only when it may wait), and almost always they are "nothing", so one statement asks
+//! whether each exists and a row is read only where one does: one checkout and one
+//! round trip a change instead of two or three. Its plan costs about what theirs did
+//! (measured in the fleet bench, where PostgreSQL plans nearly every run again: the
+//! connection served another tenant last); the gain is the checkout and the round trip.
 
 use crate::store::{Pool, fetch};
 
