@@ -13,6 +13,7 @@ use crate::domain::events::{Event, StateChanged};
 use crate::domain::tenant::TenantId;
 use crate::store::outbox;
 use crate::store::testing::temp_store;
+use crate::store::testing::{advance, reads_failing_in_paused_time};
 
 #[tokio::test]
 async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
@@ -397,50 +398,6 @@ async fn a_leader_shares_the_board_its_pollers_filled_before_the_feed_started() 
     following.await.unwrap();
 }
 
-/// Counts the warnings the feed logs (each failed read of its loops logs one).
-#[derive(Clone, Default)]
-struct Warnings(Arc<std::sync::atomic::AtomicUsize>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if *event.metadata().level() == tracing::Level::WARN
-            && event.metadata().target().starts_with("wfmd::live")
-        {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-}
-
-impl Warnings {
-    fn count(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// From now on every read of `store` fails at once and logs a warning, which the
-/// returned [`Warnings`] count while the guard lives; and time is paused. So a read is
-/// seen without waiting for the disk, in paused time.
-async fn reads_failing_in_paused_time(
-    store: &Store,
-) -> (Warnings, tracing::subscriber::DefaultGuard) {
-    store.reader().close().await;
-    let warnings = Warnings::default();
-    let logging = tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
-        tracing_subscriber::registry(),
-        warnings.clone(),
-    ));
-    tokio::time::pause();
-    (warnings, logging)
-}
-
-/// Advances paused time by `by` and lets the tasks it wakes run.
-async fn advance(by: Duration) {
-    tokio::time::advance(by).await;
-    for _ in 0..4 {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// A feed among several instances, on a follower, running its loops; returns once its
 /// first reads (the outbox, the leader's shared figures) are done.
 async fn following_feed(store: &Store) -> (Live, CancellationToken, tokio::task::JoinHandle<()>) {
@@ -507,7 +464,7 @@ async fn a_feed_nobody_watches_keeps_none_of_the_messages_it_publishes() {
 async fn a_feed_nobody_watches_reads_nothing_periodically_until_its_safety_tick() {
     let (store, _dir) = temp_store().await;
     let (_live, stop, running) = following_feed(&store).await;
-    let (warnings, _logging) = reads_failing_in_paused_time(&store).await;
+    let (warnings, _logging) = reads_failing_in_paused_time(&store, "wfmd::live").await;
     for _ in 0..58 {
         advance(Duration::from_secs(1)).await;
     }
@@ -537,7 +494,7 @@ async fn a_commit_announced_while_nobody_watches_is_read_when_someone_reads_the_
         live.last_read(rest::ReadOf::Outbox).is_some()
     })
     .await;
-    let (warnings, _logging) = reads_failing_in_paused_time(&store).await;
+    let (warnings, _logging) = reads_failing_in_paused_time(&store, "wfmd::live").await;
     store.notify_outbox();
     advance(Duration::from_secs(1)).await;
     assert_eq!(

@@ -995,6 +995,64 @@ pub(crate) mod testing {
         }
     }
 
+    /// Counts the warnings logged by modules under a target (`wfmd::live`, …): a loop
+    /// whose read fails logs one.
+    #[derive(Clone, Default)]
+    pub struct Warnings {
+        target: &'static str,
+        count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if *event.metadata().level() == tracing::Level::WARN
+                && event.metadata().target().starts_with(self.target)
+            {
+                self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl Warnings {
+        pub fn count(&self) -> usize {
+            self.count.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// From now on every read of `store` fails at once and logs a warning, which the
+    /// returned [`Warnings`] count (of modules under `target`) while the guard lives;
+    /// and time is paused. So a loop's read is seen without waiting for the disk, in
+    /// paused time.
+    pub async fn reads_failing_in_paused_time(
+        store: &Store,
+        target: &'static str,
+    ) -> (Warnings, tracing::subscriber::DefaultGuard) {
+        store.reader().close().await;
+        let warnings = Warnings {
+            target,
+            ..Warnings::default()
+        };
+        let logging =
+            tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
+                tracing_subscriber::registry(),
+                warnings.clone(),
+            ));
+        tokio::time::pause();
+        (warnings, logging)
+    }
+
+    /// Advances paused time by `by` and lets the tasks it wakes run.
+    pub async fn advance(by: std::time::Duration) {
+        tokio::time::advance(by).await;
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A fresh database's URL on `backend` (a file in `dir` for SQLite).
     pub fn temp_url_on(backend: Backend, dir: &tempfile::TempDir) -> String {
         match backend {
