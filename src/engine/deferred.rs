@@ -11,9 +11,10 @@
 //!   settled `cancelled` in the same transaction (audited `transition.replaced`, event
 //!   `transition.cancelled` with `replacedBy`, its bulk item `cancelled`).
 //! - **Carrying out.** [`DeferredChanges::run`], the tenant leader's worker,
-//!   looks at the waiting changes whenever an outbox commit is announced (state sync's
-//!   recorded changes are such commits), at the next expiry, and every
-//!   [`BACKSTOP`] for commits of other processes. A change whose agent is
+//!   looks at the waiting changes whenever an outbox commit is announced while one
+//!   waits (state sync's recorded changes are such commits), whenever the engine
+//!   stores one, at the next expiry, and every [`BACKSTOP`] for commits of other
+//!   processes. A change whose agent is
 //!   recorded in a state that is not busy, in an interval later than the one it was
 //!   last found busy in, goes through the engine again
 //!   ([`crate::engine::TransitionEngine::carry_out_deferred`]): compliance is checked
@@ -117,24 +118,39 @@ impl DeferredChanges {
 
     /// Carries out or expires the waiting changes until `stop` (the leader's worker):
     /// at start (every change left from before, expired ones first), at each announced
-    /// outbox commit (state sync recording an agent's new state), at the next expiry,
-    /// and every [`BACKSTOP`].
+    /// outbox commit (state sync recording an agent's new state) while a change waits,
+    /// when this engine stores one, at the next expiry, and every [`BACKSTOP`] (for
+    /// changes another process stored). With none waiting, a commit frees nothing, and
+    /// reading the waiting ones at each was a statement a change under load.
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(defer_for = ?self.defer_for, "deferred changes worker started");
         let mut commits = self.engine.store().outbox_commits();
-        loop {
+        let mut stored = self.engine.deferrals_stored();
+        'looks: loop {
             commits.borrow_and_update();
-            let wait = match self.step().await {
-                Ok(next) => next.min(BACKSTOP),
+            stored.borrow_and_update();
+            let (wait, waiting) = match self.look().await {
+                Ok((next, waiting)) => (next.min(BACKSTOP), waiting),
                 Err(error) => {
                     tracing::warn!(%error, "cannot look at the deferred changes yet");
-                    ERROR_BACKOFF
+                    (ERROR_BACKOFF, 0)
                 }
             };
-            tokio::select! {
-                () = stop.cancelled() => break,
-                changed = commits.changed() => if changed.is_err() { break },
-                () = tokio::time::sleep(wait) => {}
+            let due = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break 'looks,
+                    changed = commits.changed() => match changed {
+                        Err(_) => break 'looks,
+                        Ok(()) if waiting > 0 => continue 'looks,
+                        Ok(()) => {}
+                    },
+                    changed = stored.changed() => match changed {
+                        Err(_) => break 'looks,
+                        Ok(()) => continue 'looks,
+                    },
+                    () = tokio::time::sleep_until(due) => continue 'looks,
+                }
             }
         }
         tracing::info!("deferred changes worker stopped");
@@ -144,6 +160,11 @@ impl DeferredChanges {
     /// is up and carries out those whose agent is recorded free in a newer interval.
     /// Returns how long until the next expiry ([`BACKSTOP`] when none waits).
     pub async fn step(&self) -> Result<Duration, EngineError> {
+        Ok(self.look().await?.0)
+    }
+
+    /// [`DeferredChanges::step`], and how many changes wait after it.
+    async fn look(&self) -> Result<(Duration, usize), EngineError> {
         let store = self.engine.store();
         let rows = stored::all(store.reader()).await?;
         let looked_at = rows.len();
@@ -170,9 +191,10 @@ impl DeferredChanges {
         };
         metrics::gauge!(DEFERRED_CHANGES).set(waiting as f64);
         let now = to_ms(self.engine.now());
-        Ok(next.map_or(BACKSTOP, |at| {
+        let next = next.map_or(BACKSTOP, |at| {
             Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
-        }))
+        });
+        Ok((next, waiting))
     }
 
     /// Whether `row`'s agent is recorded in a state that is not busy, in an interval
@@ -197,7 +219,7 @@ mod tests {
     use crate::engine::TransitionEngine;
     use crate::engine::{Change, Changed, TransitionRequest};
     use crate::store::history::NewInterval;
-    use crate::store::testing::temp_store;
+    use crate::store::testing::{advance, reads_failing_in_paused_time, temp_store};
     use crate::store::{Store, intents, on};
 
     const AGENT: &str = "u_1";
@@ -284,6 +306,38 @@ mod tests {
         rows.iter()
             .map(|row| serde_json::from_str(row).unwrap())
             .collect()
+    }
+
+    /// With nothing waiting, a commit (state sync's, at every change under load) can
+    /// free nothing: the worker does not look then. A change the engine stores has it
+    /// look at once.
+    #[tokio::test]
+    async fn with_nothing_waiting_a_commit_is_no_look_but_a_stored_change_is() {
+        let (_platform, deferred, _dir) = rig().await;
+        let engine = deferred.engine.clone();
+        let store = engine.store().clone();
+        let (looks, _logging) =
+            reads_failing_in_paused_time(&store, "wfmd::engine::deferred").await;
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(deferred.run(stop.clone()));
+        advance(Duration::ZERO).await;
+        assert_eq!(
+            looks.count(),
+            1,
+            "the look at its start (failed: backs off 1 s)"
+        );
+        store.notify_outbox();
+        advance(Duration::from_millis(500)).await;
+        assert_eq!(
+            looks.count(),
+            1,
+            "a commit was looked at with nothing waiting"
+        );
+        engine.note_deferral_stored();
+        advance(Duration::ZERO).await;
+        assert_eq!(looks.count(), 2, "a stored change was not looked at");
+        stop.cancel();
+        running.await.unwrap();
     }
 
     #[tokio::test]

@@ -137,6 +137,7 @@ impl TransitionEngine {
         let deferral =
             deferred::store(&mut tx, request, defer, self.now(), from, busy_since).await?;
         tx.commit().await?;
+        self.note_deferral_stored();
         self.store.notify_outbox();
         tracing::info!(deferred = %deferral.deferred_id, expires_at = %deferral.expires_at, "the agent is busy; the change waits");
         Ok(deferral)

@@ -109,6 +109,9 @@ pub struct TransitionEngine {
     /// Counts the changes kept in `unrecorded`, so the settling loop and changes waiting
     /// for an agent's lock wake when one is.
     unrecorded_kept: tokio::sync::watch::Sender<u64>,
+    /// Counts the changes this engine stored to wait for a busy agent, so the deferred
+    /// worker looks at the waiting ones only when some may wait.
+    deferrals_stored: tokio::sync::watch::Sender<u64>,
     /// How long a stored schedule decides compliance; zero: always ask the platform.
     book_max_age: Duration,
     /// Where "now" is read for compliance checks and the stamps of attempts.
@@ -144,6 +147,7 @@ impl TransitionEngine {
             keys: Arc::default(),
             unrecorded: std::sync::Mutex::default(),
             unrecorded_kept: tokio::sync::watch::Sender::new(0),
+            deferrals_stored: tokio::sync::watch::Sender::new(0),
             book_max_age: Duration::ZERO,
             clock: Clock::Wall,
             owner: uuid::Uuid::new_v4().to_string(),
@@ -243,6 +247,18 @@ impl TransitionEngine {
     /// schedule book to share ([`super::schedules::ScheduleBook::with_lookups`]).
     pub fn lookups(&self) -> Arc<Lookups> {
         Arc::clone(&self.lookups)
+    }
+
+    /// Changes when this engine stores a change to wait for a busy agent (see
+    /// [`super::deferred::DeferredChanges::run`]).
+    pub fn deferrals_stored(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.deferrals_stored.subscribe()
+    }
+
+    /// Tells [`TransitionEngine::deferrals_stored`]'s watchers that a change was stored
+    /// to wait (once its transaction committed).
+    pub(crate) fn note_deferral_stored(&self) {
+        self.deferrals_stored.send_modify(|stored| *stored += 1);
     }
 
     /// The per-agent locks changes hold from validation to the recorded result. State
