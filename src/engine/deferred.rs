@@ -126,7 +126,7 @@ impl DeferredChanges {
         tracing::info!(defer_for = ?self.defer_for, "deferred changes worker started");
         let mut commits = self.engine.store().outbox_commits();
         let mut stored = self.engine.deferrals_stored();
-        'looks: loop {
+        loop {
             commits.borrow_and_update();
             stored.borrow_and_update();
             let (wait, waiting) = match self.look().await {
@@ -136,21 +136,11 @@ impl DeferredChanges {
                     (ERROR_BACKOFF, 0)
                 }
             };
-            let due = tokio::time::Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break 'looks,
-                    changed = commits.changed() => match changed {
-                        Err(_) => break 'looks,
-                        Ok(()) if waiting > 0 => continue 'looks,
-                        Ok(()) => {}
-                    },
-                    changed = stored.changed() => match changed {
-                        Err(_) => break 'looks,
-                        Ok(()) => continue 'looks,
-                    },
-                    () = tokio::time::sleep_until(due) => continue 'looks,
-                }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = commits.changed(), if waiting > 0 => if changed.is_err() { break },
+                changed = stored.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(wait) => {}
             }
         }
         tracing::info!("deferred changes worker stopped");

@@ -12,8 +12,7 @@ use crate::domain::Origin;
 use crate::domain::events::{Event, StateChanged};
 use crate::domain::tenant::TenantId;
 use crate::store::outbox;
-use crate::store::testing::temp_store;
-use crate::store::testing::{advance, reads_failing_in_paused_time};
+use crate::store::testing::{advance, reads_failing_in_paused_time, temp_store};
 
 #[tokio::test]
 async fn a_caller_over_its_stream_share_is_refused_until_one_closes() {
