@@ -625,12 +625,13 @@ async fn at_rest(db: &Db, instances: [&Instance; 3]) -> Rest {
             }
         }
     };
+    let http = wfmd::http_client().unwrap();
     let scraping = async {
         let mut slowest = [Duration::ZERO; 3];
         let mut at = Duration::ZERO;
         while at < QUIET {
             tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
-            let [a, b, solo] = urls.map(scrape);
+            let [a, b, solo] = urls.map(|url| common::scrape(&http, url));
             let took = tokio::join!(a, b, solo);
             for (n, (_, took, _)) in [took.0, took.1, took.2].into_iter().enumerate() {
                 slowest[n] = slowest[n].max(took);
@@ -1236,36 +1237,10 @@ struct Counted {
     asks: u32,
 }
 
-/// `url`'s `/metrics` page, how long it took from the first ask, and in how many asks.
-///
-/// An instance busy starting its tenants may answer the scrape otherwise than 200 (or
-/// not at all) for a while: asked again until it does, within half a minute.
-async fn scrape(url: &str) -> (String, Duration, u32) {
-    let http = wfmd::http_client().unwrap();
-    let asked = Instant::now();
-    let deadline = asked + Duration::from_secs(30);
-    let mut asks = 0;
-    loop {
-        asks += 1;
-        let answer = http.get(format!("{url}/metrics")).send().await;
-        let last = match answer {
-            Ok(answer) if answer.status().is_success() => {
-                return (answer.text().await.unwrap(), asked.elapsed(), asks);
-            }
-            Ok(answer) => format!("answered {}", answer.status()),
-            Err(error) => error.to_string(),
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{url}/metrics did not answer 200 within 30 s: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// What `url`'s `/metrics` says of `wfmd_failover_seconds`.
 async fn failover_seconds(url: &str) -> Counted {
-    let (scrape, took, asks) = scrape(url).await;
+    let http = wfmd::http_client().unwrap();
+    let (scrape, took, asks) = common::scrape(&http, url).await;
     // Each bucket's take-overs over every tenant, by the bucket's bound.
     let mut within: BTreeMap<String, u64> = BTreeMap::new();
     for line in scrape.lines() {

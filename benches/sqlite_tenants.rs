@@ -237,15 +237,8 @@ impl Daemon {
         let scraping = async {
             loop {
                 let asked = Instant::now();
-                let metrics = format!("{}/metrics", self.url);
-                let answer = self.http.get(metrics).send().await.unwrap();
-                assert!(
-                    answer.status().is_success(),
-                    "/metrics: {}",
-                    answer.status()
-                );
-                answer.bytes().await.unwrap();
-                slowest_scrape.set(slowest_scrape.get().max(asked.elapsed()));
+                let (_, took, _) = common::scrape(&self.http, &self.url).await;
+                slowest_scrape.set(slowest_scrape.get().max(took));
                 tokio::time::sleep_until((asked + SCRAPE_EVERY).into()).await;
             }
         };

@@ -214,6 +214,33 @@ pub async fn wait_healthy(http: &reqwest::Client, url: &str, within: std::time::
     }
 }
 
+/// `url`'s `/metrics` page, how long it took from the first ask, and in how many asks.
+///
+/// A daemon busy starting its tenants may answer the scrape otherwise than 200 (or not
+/// at all) for a while: asked again until it does, within half a minute.
+pub async fn scrape(http: &reqwest::Client, url: &str) -> (String, std::time::Duration, u32) {
+    use std::time::{Duration, Instant};
+    let asked = Instant::now();
+    let deadline = asked + Duration::from_secs(30);
+    let mut asks = 0;
+    loop {
+        asks += 1;
+        let answer = http.get(format!("{url}/metrics")).send().await;
+        let last = match answer {
+            Ok(answer) if answer.status().is_success() => {
+                return (answer.text().await.unwrap(), asked.elapsed(), asks);
+            }
+            Ok(answer) => format!("answered {}", answer.status()),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{url}/metrics did not answer 200 within 30 s: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Asks for one change at `transitions` (an agent's `.../transitions` route) with an
 /// idempotency key: the answer's status once its whole body has come (a change is
 /// carried out then), `None` when none came within `within`.
