@@ -13,8 +13,8 @@
 //! - **Carrying out.** [`DeferredChanges::run`], the tenant leader's worker,
 //!   looks at the waiting changes whenever an outbox commit is announced while one
 //!   waits (state sync's recorded changes are such commits), whenever the engine
-//!   stores one, at the next expiry, and every [`BACKSTOP`] for commits of other
-//!   processes. A change whose agent is
+//!   stores one, at the next expiry, and besides every [`BACKSTOP`] while changes
+//!   wait, every [`IDLE_BACKSTOP`] while none does. A change whose agent is
 //!   recorded in a state that is not busy, in an interval later than the one it was
 //!   last found busy in, goes through the engine again
 //!   ([`crate::engine::TransitionEngine::carry_out_deferred`]): compliance is checked
@@ -54,10 +54,17 @@ use crate::store::deferred::{self as stored, DeferredRow};
 use crate::store::{history, to_ms};
 use crate::telemetry::names::DEFERRED_CHANGES;
 
-/// How often the worker looks at the waiting changes when nothing wakes it: commits of
-/// another process (a follower's forwarded change is the leader's own commit) and
-/// a lost wake-up are caught within this.
+/// How often the worker looks at the waiting changes, while some wait, when nothing
+/// else wakes it (a lost wake-up is caught within this).
 pub const BACKSTOP: Duration = Duration::from_secs(5);
+
+/// How often the worker looks while none waits. Only this process stores a change for
+/// the tenant while it leads (a follower hands its changes to the leader; a former
+/// leader's writes are refused once this one's term began, and the worker's first look
+/// comes after that), and it wakes the worker when it does: this look is a safeguard
+/// only. At [`BACKSTOP`] it was a statement every five seconds for every tenant the
+/// instance leads, 200 a second for a fleet of 1,000.
+pub const IDLE_BACKSTOP: Duration = Duration::from_secs(60);
 
 /// How long the worker waits after a database failure.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -119,9 +126,10 @@ impl DeferredChanges {
     /// Carries out or expires the waiting changes until `stop` (the leader's worker):
     /// at start (every change left from before, expired ones first), at each announced
     /// outbox commit (state sync recording an agent's new state) while a change waits,
-    /// when this engine stores one, at the next expiry, and every [`BACKSTOP`] (for
-    /// changes another process stored). With none waiting, a commit frees nothing, and
-    /// reading the waiting ones at each was a statement a change under load.
+    /// when this engine stores one, at the next expiry, and every [`BACKSTOP`] while
+    /// changes wait ([`IDLE_BACKSTOP`] while none does). With none waiting, a commit
+    /// frees nothing, and reading the waiting ones at each was a statement a change
+    /// under load.
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(defer_for = ?self.defer_for, "deferred changes worker started");
         let mut commits = self.engine.store().outbox_commits();
@@ -130,7 +138,7 @@ impl DeferredChanges {
             commits.borrow_and_update();
             stored.borrow_and_update();
             let (wait, waiting) = match self.look().await {
-                Ok((next, waiting)) => (next.min(BACKSTOP), waiting),
+                Ok(looked) => looked,
                 Err(error) => {
                     tracing::warn!(%error, "cannot look at the deferred changes yet");
                     (ERROR_BACKOFF, 0)
@@ -148,7 +156,8 @@ impl DeferredChanges {
 
     /// One look at every waiting change, as a step for tests: expires those whose time
     /// is up and carries out those whose agent is recorded free in a newer interval.
-    /// Returns how long until the next expiry ([`BACKSTOP`] when none waits).
+    /// Returns how long until the worker looks again unless woken: the next expiry, at
+    /// most [`BACKSTOP`] while changes wait, [`IDLE_BACKSTOP`] when none does.
     pub async fn step(&self) -> Result<Duration, EngineError> {
         Ok(self.look().await?.0)
     }
@@ -181,9 +190,13 @@ impl DeferredChanges {
         };
         metrics::gauge!(DEFERRED_CHANGES).set(waiting as f64);
         let now = to_ms(self.engine.now());
-        let next = next.map_or(BACKSTOP, |at| {
-            Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
-        });
+        let next = match (next, waiting) {
+            (_, 0) => IDLE_BACKSTOP,
+            (None, _) => BACKSTOP,
+            (Some(at), _) => {
+                Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(BACKSTOP)
+            }
+        };
         Ok((next, waiting))
     }
 
@@ -328,6 +341,22 @@ mod tests {
         assert_eq!(looks.count(), 2, "a stored change was not looked at");
         stop.cancel();
         running.await.unwrap();
+    }
+
+    /// With none waiting, the worker's next look unless woken is the idle safeguard's,
+    /// a minute on, not every five seconds; while one waits, at most five seconds.
+    #[tokio::test]
+    async fn with_nothing_waiting_the_next_look_is_a_minute_away_and_with_one_waiting_seconds() {
+        let (_platform, deferred, _dir) = rig().await;
+        let store = deferred.engine.store().clone();
+        assert_eq!(deferred.step().await.unwrap(), IDLE_BACKSTOP);
+        observe(&store, AgentState::OnContact, TimeDelta::minutes(3)).await;
+        defer(&deferred, AgentState::Ready).await;
+        assert_eq!(deferred.step().await.unwrap(), BACKSTOP, "busy still");
+        // Free: carried out (compliance refuses it during the lunch), so none waits.
+        observe(&store, AgentState::NotReady, TimeDelta::minutes(1)).await;
+        assert_eq!(deferred.step().await.unwrap(), IDLE_BACKSTOP);
+        assert_eq!(deferred.get(AGENT).await.unwrap(), None);
     }
 
     #[tokio::test]
