@@ -543,8 +543,7 @@ async fn rta_order(browser: &Client) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rta_list_draws_2000_rows_within_a_second_out_first_and_moves_only_the_row_that_changes()
- {
+async fn the_rta_list_draws_2000_rows_out_first_and_moves_only_the_row_that_changes() {
     let sim = TestSim::default_tenant().await;
     let floor = Floor::start(sim, |_| {}).await;
     let (browser, address) = (&floor.browser, &floor.address);
@@ -565,18 +564,14 @@ async fn the_rta_list_draws_2000_rows_within_a_second_out_first_and_moves_only_t
              verdict: out ? 'out' : 'in', out_since: out ? new Date(now - 60000 * (5 + i / 200)).toISOString() : null,
              severe: i === 1805, exception_id: null, adherence_pct_today: 90 });
          }
-         const t0 = performance.now();
          R.rows = new Map(rows.map((r) => [r.id, r]));
          drawAll();
-         document.body.offsetHeight;
-         return [performance.now() - t0, document.querySelectorAll('#rows .rta-row').length];",
+         return document.querySelectorAll('#rows .rta-row').length;",
         Value::Null,
     )
     .await;
-    let (ms, rows) = (drawn[0].as_f64().unwrap(), drawn[1].as_u64().unwrap());
-    assert_eq!(rows, 2000);
-    assert!(ms < 1000.0, "2,000 rows drawn in {ms:.0} ms");
-    eprintln!("RTA: 2,000 rows drawn and laid out in {ms:.0} ms (target < 1,000 ms)");
+    // How fast they are drawn is benches/console.rs's figure, not a test's.
+    assert_eq!(drawn, 2000);
 
     // Out of adherence first, longest out first; then by name.
     let out: Vec<String> = (0..10)
