@@ -463,8 +463,9 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     );
     println!("  {kill_detail}");
     println!(
-        "  killed once the load's queued changes were made ({:.1} s after its clients \
-         stopped) and no platform took one for {} s",
+        "  killed once the load's queued changes were made (the last {:.1} s into the \
+         wait for them, which began after the load's count) and no platform took one \
+         for {} s",
         drained.as_secs_f64(),
         DRAINED_AFTER.as_secs()
     );
@@ -609,8 +610,8 @@ impl Platforms {
     }
 
     /// Waits until no loaded tenant's platform has taken a state change for
-    /// [`DRAINED_AFTER`] (at most [`WITHIN`]); returns how long that took, counted
-    /// from the call to the last change taken.
+    /// [`DRAINED_AFTER`] (at most [`WITHIN`]); returns when, after the call, the last
+    /// change was taken (zero when none came).
     async fn drained(&self) -> Duration {
         let started = Instant::now();
         let total = || -> usize {
