@@ -54,6 +54,7 @@ impl ScheduleWork {
             .with_clock(engine.clock())
             .with_max_age(config.schedules.max_age)
             .with_wanted(engine.wanted_agents())
+            .with_newest(engine.newest_shifts())
             .with_lookups(engine.lookups()),
         );
         let automations = config.automation.enabled.then(|| {

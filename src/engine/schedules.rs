@@ -27,7 +27,7 @@
 //! and the break-status endpoint is asked only for a shift under way or starting within
 //! `max_age`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -100,6 +100,112 @@ impl WantedAgents {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<String>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The shifts of each agent's newest fetch, as stored, kept in memory while a book runs
+/// in this process, so a change's compliance check reads the book without a database
+/// read ([`NewestShifts::of`]). The engine reads, the book fills it when it loads and
+/// keeps it in step after each chunk it stores; shared as `Arc<NewestShifts>`.
+///
+/// It answers only while a book runs here: the book is the one writer of the stored
+/// shifts, and runs only where the tenant is led, so while it runs nothing else changes
+/// them. Before its load and after it stops (another instance may lead now), and for an
+/// agent it holds nothing for, the caller reads the database.
+#[derive(Debug, Default)]
+pub struct NewestShifts(RwLock<Option<Held>>);
+
+/// What [`NewestShifts`] holds while it answers.
+#[derive(Debug, Default)]
+struct Held {
+    newest: HashMap<String, Arc<[StoredShift]>>,
+    /// Agents whose newest stored fetch it cannot know: an older fetch came after it.
+    to_database: HashSet<String>,
+}
+
+impl NewestShifts {
+    /// The shifts of the agent's newest fetch, by start; `None` when the database must
+    /// say (no book runs, or it holds nothing for the agent).
+    pub fn of(&self, agent_id: &str) -> Option<Arc<[StoredShift]>> {
+        self.read().as_ref()?.newest.get(agent_id).cloned()
+    }
+
+    /// Starts answering with `stored`, every agent's newest fetch, by agent and start
+    /// (as [`schedules::freshest_of_all`] reads them).
+    fn fill(&self, stored: Vec<StoredShift>) {
+        let mut by_agent: HashMap<String, Vec<StoredShift>> = HashMap::new();
+        for shift in stored {
+            by_agent
+                .entry(shift.agent_id.clone())
+                .or_default()
+                .push(shift);
+        }
+        let newest = by_agent
+            .into_iter()
+            .map(|(agent, shifts)| (agent, shifts.into()))
+            .collect();
+        *self.write() = Some(Held {
+            newest,
+            to_database: HashSet::new(),
+        });
+    }
+
+    /// Takes in shifts just stored, in the order [`schedules::save`] stored them, as
+    /// it stored them: a shift replaces the agent's shift of the same start and the
+    /// ones it overlaps, and the newest fetch is the agent's rows fetched last. A shift
+    /// fetched before the ones held (a clock set back) leaves the agent to the database.
+    fn stored(&self, shifts: &[StoredShift]) {
+        let mut held = self.write();
+        let Some(held) = held.as_mut() else { return };
+        for shift in shifts {
+            let agent = &shift.agent_id;
+            if held.to_database.contains(agent) {
+                continue;
+            }
+            let kept: Vec<StoredShift> = match held.newest.get(agent) {
+                Some(rows) if rows.iter().any(|r| r.fetched_at > shift.fetched_at) => {
+                    held.newest.remove(agent);
+                    held.to_database.insert(agent.clone());
+                    continue;
+                }
+                Some(rows) => rows
+                    .iter()
+                    .filter(|r| {
+                        r.fetched_at == shift.fetched_at
+                            && r.shift.start != shift.shift.start
+                            && !(r.shift.start < shift.shift.end && r.shift.end > shift.shift.start)
+                    })
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut rows = kept;
+            rows.push(shift.clone());
+            rows.sort_by_key(|r| r.shift.start);
+            held.newest.insert(agent.clone(), rows.into());
+        }
+    }
+
+    /// Stops answering: the book stopped.
+    fn close(&self) {
+        *self.write() = None;
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Held>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Option<Held>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Closes the book's [`NewestShifts`] when its run ends, however it ends.
+struct Closes(Arc<NewestShifts>);
+
+impl Drop for Closes {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -218,6 +324,8 @@ pub struct ScheduleBook {
     /// The engine's lookups, when shared: one request per agent serves the book and a
     /// change checked meanwhile.
     lookups: Option<Arc<Lookups>>,
+    /// The engine's copy of the newest fetches, kept in step while this book runs.
+    newest: Option<Arc<NewestShifts>>,
 }
 
 /// What one paced step did, and how long the refresh should wait before the next.
@@ -243,6 +351,7 @@ impl ScheduleBook {
             clock: Clock::Wall,
             wanted: Arc::default(),
             lookups: None,
+            newest: None,
         }
     }
 
@@ -258,6 +367,13 @@ impl ScheduleBook {
     /// [`super::TransitionEngine::wanted_agents`]) before the other due ones.
     pub fn with_wanted(mut self, wanted: Arc<WantedAgents>) -> Self {
         self.wanted = wanted;
+        self
+    }
+
+    /// Keeps `newest` (the engine's, see [`super::TransitionEngine::newest_shifts`])
+    /// in step with what this book stores, from its load until its run ends.
+    pub fn with_newest(mut self, newest: Arc<NewestShifts>) -> Self {
+        self.newest = Some(newest);
         self
     }
 
@@ -287,9 +403,13 @@ impl ScheduleBook {
         self.book.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fills the book with each agent's latest stored shift; returns how many. Agents
+    /// Fills the book with each agent's latest stored shift, and the engine's
+    /// [`NewestShifts`] with each agent's newest fetch; returns how many agents. Agents
     /// whose stored data is due are fetched by the next refresh.
     pub async fn load(&self) -> Result<usize, sqlx::Error> {
+        if let Some(newest) = &self.newest {
+            newest.fill(schedules::freshest_of_all(self.store.reader()).await?);
+        }
         let stored = schedules::latest(self.store.reader()).await?;
         let interval = self.interval();
         let mut book = self.write();
@@ -536,6 +656,9 @@ impl ScheduleBook {
             let mut tx = self.store.begin_write().await?;
             schedules::save(&mut tx, &shifts).await?;
             tx.commit().await?;
+            if let Some(newest) = &self.newest {
+                newest.stored(&shifts);
+            }
         }
         metrics::counter!(SCHEDULE_REFRESHES_TOTAL).increment(fetched.len() as u64);
         let interval = self.interval();
@@ -667,6 +790,9 @@ impl ScheduleBook {
     /// Loads the stored shifts, then keeps the book up to date until `stop` is
     /// cancelled, one paced [`ScheduleBook::refresh_step`] at a time.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        // Whatever ends the run (stopped, or dropped at a term's end), the engine reads
+        // the database again: another instance may store shifts from now on.
+        let _closes = self.newest.clone().map(Closes);
         match self.load().await {
             Ok(count) => tracing::info!(agents = count, "schedule book loaded from the database"),
             Err(e) => tracing::warn!(error = %e, "cannot load the stored schedules; fetching them"),
@@ -1094,5 +1220,142 @@ pub(crate) mod tests {
         let book = ScheduleBook::new(store, platform.clone(), settings(60));
         book.refresh_due(at(0)).await.unwrap();
         assert_eq!(book.refresh_due(at(60)).await.unwrap().fetched, 1);
+    }
+
+    /// A shift of `agent` from minute `start` to `end` after `from`, fetched at minute
+    /// `fetched`.
+    fn shift_at(
+        from: DateTime<Utc>,
+        agent: &str,
+        start: i64,
+        end: i64,
+        fetched: i64,
+    ) -> StoredShift {
+        let minute = |m: i64| from + TimeDelta::minutes(m);
+        StoredShift {
+            agent_id: agent.into(),
+            shift: Shift {
+                start: minute(start),
+                end: minute(end),
+                breaks: vec![BreakWindow {
+                    start: minute(start + 180),
+                    end: minute(start + 210),
+                    kind: "LUNCH".into(),
+                    mandatory: true,
+                }],
+                activities: Vec::new(),
+            },
+            timezone: Some("America/Chicago".into()),
+            breaks_from: BreakSource::Schedule,
+            fetched_at: minute(fetched),
+        }
+    }
+
+    async fn save(store: &Store, shift: &StoredShift) {
+        let mut tx = store.begin_write().await.unwrap();
+        schedules::save(&mut tx, std::slice::from_ref(shift))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_newest_shifts_are_the_agents_newest_fetch_as_stored_or_left_to_the_database() {
+        let (store, _dir) = temp_store().await;
+        let newest = NewestShifts::default();
+        newest.fill(Vec::new());
+        let shift = |start, end, fetched| shift_at(at(0), "u_1", start, end, fetched);
+        // Each step stored as the book stores it; then what is held must be what the
+        // database reads as the newest fetch.
+        let steps = [
+            ("the first fetch", shift(0, 480, 0)),
+            ("a second shift of the same fetch", shift(1_440, 1_920, 0)),
+            (
+                "one of the same fetch overlapping it",
+                shift(1_380, 1_860, 0),
+            ),
+            ("the same start again, longer", shift(0, 500, 0)),
+            ("a newer fetch: today's shift alone", shift(0, 510, 10)),
+        ];
+        for (step, shift) in steps {
+            save(&store, &shift).await;
+            newest.stored(std::slice::from_ref(&shift));
+            let stored = schedules::freshest(store.reader(), "u_1").await.unwrap();
+            assert_eq!(newest.of("u_1").as_deref(), Some(&stored[..]), "{step}");
+        }
+        assert_eq!(newest.of("u_1").unwrap().len(), 1);
+        assert_eq!(
+            schedules::freshest(store.reader(), "u_1")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // A fetch stamped before the one held (the clock was set back): the agent's
+        // newest stored fetch is the database's to say, from then on.
+        for fetched in [5, 20] {
+            save(&store, &shift(0, 520, fetched)).await;
+            newest.stored(&[shift(0, 520, fetched)]);
+            assert_eq!(newest.of("u_1"), None, "fetched at {fetched}");
+        }
+        assert!(
+            newest.of("u_2").is_none(),
+            "never fetched: the database says"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_book_s_load_fills_the_engine_s_newest_shifts_and_its_end_empties_them() {
+        let (store, _dir) = temp_store().await;
+        // Whole milliseconds, as stored.
+        let now = from_ms(Utc::now().timestamp_millis());
+        // An earlier leader stored a shift under way, fetched twice; the last is newest.
+        for fetched in [-20, -5] {
+            save(&store, &shift_at(now, "u_1", -60, 420, fetched)).await;
+        }
+        let engine = crate::engine::TransitionEngine::new(
+            store.clone(),
+            Arc::new(SchedulePlatform::default()),
+            Duration::ZERO,
+        )
+        .with_book_max_age(Duration::from_secs(15 * 60));
+        let newest = engine.newest_shifts();
+        let book = Arc::new(
+            ScheduleBook::new(
+                store.clone(),
+                Arc::new(SchedulePlatform::default()),
+                settings(60),
+            )
+            .with_newest(newest.clone()),
+        );
+        assert_eq!(newest.of("u_1"), None, "nothing before the book loads");
+        book.load().await.unwrap();
+        let held = newest.of("u_1").expect("loaded");
+        assert_eq!(
+            &*held,
+            &schedules::freshest(store.reader(), "u_1").await.unwrap()[..]
+        );
+        assert_eq!(held[0].fetched_at, now + TimeDelta::minutes(-5));
+
+        // While the book runs here the check reads it from memory: a shift stored
+        // behind its back (as only another instance could) is not read.
+        save(&store, &shift_at(now, "u_1", 600, 1_080, -1)).await;
+        let ready = || engine.preflight("u_1", crate::domain::AgentState::Ready);
+        assert_eq!(
+            ready().await.unwrap(),
+            Ok(()),
+            "the book's shift is under way"
+        );
+
+        // Once the run ends (here at once), the database says again: off shift now.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        book.run(stop).await;
+        assert_eq!(newest.of("u_1"), None);
+        assert_eq!(
+            ready().await.unwrap(),
+            Err(crate::domain::Violation::AgentNotScheduled)
+        );
     }
 }

@@ -149,14 +149,9 @@ pub async fn latest(pool: &Pool) -> Result<Vec<StoredShift>, sqlx::Error> {
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
 
-/// What the book knows of one agent at `at`: the shifts of its newest fetch (the shift
-/// covering `at`, if any, first), or nothing when the agent was never fetched.
-pub async fn freshest(
-    pool: &Pool,
-    agent_id: &str,
-    at: DateTime<Utc>,
-) -> Result<Vec<StoredShift>, sqlx::Error> {
-    let at = to_ms(at);
+/// What the book knows of one agent: the shifts of its newest fetch, by start, or
+/// nothing when the agent was never fetched.
+pub async fn freshest(pool: &Pool, agent_id: &str) -> Result<Vec<StoredShift>, sqlx::Error> {
     let rows: Vec<ShiftRow> = fetch!(
         pool,
         all,
@@ -164,10 +159,24 @@ pub async fn freshest(
             "SELECT {COLUMNS} FROM agent_shifts
          WHERE agent_id = $1
            AND fetched_at = (SELECT MAX(fetched_at) FROM agent_shifts WHERE agent_id = $1)
-         ORDER BY (shift_start <= $2 AND $2 < shift_end) DESC, shift_start"
+         ORDER BY shift_start"
         )),
-        agent_id,
-        at
+        agent_id
+    )?;
+    Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
+}
+
+/// [`freshest`] for every agent the book holds, by agent and start.
+pub async fn freshest_of_all(pool: &Pool) -> Result<Vec<StoredShift>, sqlx::Error> {
+    let rows: Vec<ShiftRow> = fetch!(
+        pool,
+        all,
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM agent_shifts AS s
+         WHERE fetched_at = (SELECT MAX(fetched_at) FROM agent_shifts
+                             WHERE agent_id = s.agent_id)
+         ORDER BY agent_id, shift_start"
+        ))
     )?;
     Ok(rows.iter().filter_map(ShiftRow::to_stored).collect())
 }
@@ -295,6 +304,27 @@ mod tests {
         assert_eq!(latest.len(), 2);
         assert_eq!(latest[0], stored("u_1", 1_380, 1_860, 20));
         assert_eq!(latest[1].agent_id, "u_2");
+    }
+
+    #[apply(backends)]
+    #[tokio::test]
+    async fn freshest_reads_the_shifts_of_each_agents_newest_fetch_by_start(backend: Backend) {
+        let (store, _dir) = temp_store_on(backend).await;
+        save_one(&store, stored("u_1", 0, 480, 0)).await;
+        save_one(&store, stored("u_1", 1_440, 1_920, 0)).await;
+        // Refetched later: today's shift only.
+        save_one(&store, stored("u_1", 0, 500, 10)).await;
+        // One fetch, two shifts, stored latest first.
+        save_one(&store, stored("u_2", 1_440, 1_920, 5)).await;
+        save_one(&store, stored("u_2", 0, 480, 5)).await;
+
+        let u_1 = [stored("u_1", 0, 500, 10)];
+        let u_2 = [stored("u_2", 0, 480, 5), stored("u_2", 1_440, 1_920, 5)];
+        assert_eq!(freshest(store.reader(), "u_1").await.unwrap(), u_1);
+        assert_eq!(freshest(store.reader(), "u_2").await.unwrap(), u_2);
+        assert!(freshest(store.reader(), "u_3").await.unwrap().is_empty());
+        let all = freshest_of_all(store.reader()).await.unwrap();
+        assert_eq!(all, [&u_1[..], &u_2[..]].concat());
     }
 
     #[apply(backends)]

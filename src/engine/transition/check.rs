@@ -127,17 +127,21 @@ impl TransitionEngine {
         {
             return None;
         }
-        let shifts = stored_schedules::freshest(self.store.reader(), agent_id, now)
-            .await
-            .inspect_err(|e| tracing::warn!(error = %e, "cannot read the schedule book"))
-            .unwrap_or_default();
+        let shifts: Arc<[StoredShift]> = match self.newest.of(agent_id) {
+            Some(shifts) => shifts,
+            None => stored_schedules::freshest(self.store.reader(), agent_id)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot read the schedule book"))
+                .unwrap_or_default()
+                .into(),
+        };
         // From here on the book cannot decide only because it lacks the agent, or holds
         // it too old: the book is asked to fetch it first.
-        let Some(newest) = shifts.first() else {
+        let Some(first) = shifts.first() else {
             self.wanted(agent_id);
             return None;
         };
-        let age = (now - newest.fetched_at).to_std().unwrap_or(Duration::ZERO);
+        let age = (now - first.fetched_at).to_std().unwrap_or(Duration::ZERO);
         if age >= self.book_max_age {
             self.wanted(agent_id);
             return None;
@@ -156,7 +160,7 @@ impl TransitionEngine {
             },
             None => Schedule {
                 status: ScheduleStatus::Inactive,
-                timezone: newest.timezone.clone(),
+                timezone: first.timezone.clone(),
                 shift_start: None,
                 shift_end: None,
                 breaks: Some(Vec::new()),

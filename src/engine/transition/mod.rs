@@ -70,7 +70,7 @@ mod settle;
 mod types;
 
 use super::imported_schedules::{self, ImportError, ImportFile, ImportJob, Imports, InForce};
-use super::schedules::WantedAgents;
+use super::schedules::{NewestShifts, WantedAgents};
 use crate::cxone::budget::current_context;
 use crate::cxone::{ContactCenter, CxoneError, Lane, StateChange};
 use crate::domain::policy::WithoutSchedule;
@@ -78,7 +78,7 @@ use crate::domain::{AgentState, BreakStatus, Origin, Schedule, ScheduleStatus, V
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::history;
 use crate::store::intents;
-use crate::store::schedules::{self as stored_schedules, BreakSource};
+use crate::store::schedules::{self as stored_schedules, BreakSource, StoredShift};
 use crate::store::{Store, from_ms};
 use crate::telemetry::names::{TRANSITION_LATENCY_SECONDS, TRANSITIONS_TOTAL};
 use deferring::Busy;
@@ -129,6 +129,8 @@ pub struct TransitionEngine {
     /// Agents a person acted on that the book could not decide for: the book fetches
     /// them first.
     wanted: Arc<WantedAgents>,
+    /// The book's newest fetches, while a book runs here (the database otherwise).
+    newest: Arc<NewestShifts>,
     /// Whether a schedule of this tenant has come without its breaks, so break status
     /// must be asked for too.
     schedules_omit_breaks: AtomicBool,
@@ -155,6 +157,7 @@ impl TransitionEngine {
             without_schedule: WithoutSchedule::Refuse,
             imports: None,
             wanted: Arc::default(),
+            newest: Arc::default(),
             schedules_omit_breaks: AtomicBool::new(false),
         }
     }
@@ -229,6 +232,12 @@ impl TransitionEngine {
     /// first ([`super::schedules::ScheduleBook::with_wanted`]).
     pub fn wanted_agents(&self) -> Arc<WantedAgents> {
         self.wanted.clone()
+    }
+
+    /// Where a running schedule book keeps its newest fetches for this engine's checks
+    /// ([`super::schedules::ScheduleBook::with_newest`]).
+    pub fn newest_shifts(&self) -> Arc<NewestShifts> {
+        self.newest.clone()
     }
 
     /// Notes that a person acts on `agent_id`, whose schedule the book lacks or holds
