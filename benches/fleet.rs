@@ -314,7 +314,7 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     // Its first calls are under way at the platform when b dies.
     tokio::time::sleep(BULK_LATENCY / 2).await;
     let made = || platform.changed_since(&before).values().sum::<i64>();
-    let mut clock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut clock = sqlx_postgres::PgConnection::connect(&db.url).await.unwrap();
     let killed_at: i64 =
         sqlx::query_scalar("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
             .fetch_one(&mut clock)

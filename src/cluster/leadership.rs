@@ -34,7 +34,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx_postgres::PgConnectOptions;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -939,7 +939,7 @@ mod tests {
 
     /// Runs `sql` on a connection of its own to `url`.
     async fn psql(url: &str, sql: &str) -> u64 {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let mut conn = sqlx_postgres::PgConnection::connect(url).await.unwrap();
         let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&mut conn)
             .await
@@ -1328,7 +1328,7 @@ mod tests {
         until(&mut standing, Duration::from_secs(10), leads).await;
 
         // Another session holds the lease's row: a's renewals wait behind it.
-        let mut holding = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut holding = sqlx_postgres::PgConnection::connect(&url).await.unwrap();
         sqlx::raw_sql("BEGIN; SELECT * FROM wfmd_cluster.leases FOR UPDATE")
             .execute(&mut holding)
             .await

@@ -79,7 +79,7 @@ pub(crate) fn shared_schema_missing(error: &sqlx::Error) -> bool {
 /// Adds a free lease for each of `tenants` that has none yet. In the order of their
 /// names, so two instances adding the same ones wait for each other in one order.
 pub(crate) async fn enrol<'c>(
-    db: impl sqlx::PgExecutor<'c>,
+    db: impl sqlx_postgres::PgExecutor<'c>,
     tenants: &[String],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -266,7 +266,7 @@ pub async fn forget_silent(store: &Store, after: Duration) -> Result<u64, sqlx::
 
 /// [`forget_silent`] on any connection to the database.
 pub(crate) async fn forget_silent_on<'c>(
-    db: impl sqlx::PgExecutor<'c>,
+    db: impl sqlx_postgres::PgExecutor<'c>,
     after: Duration,
 ) -> Result<u64, sqlx::Error> {
     sqlx::query(concat!(
@@ -320,7 +320,7 @@ pub async fn leases(pool: &Pool, tenants: &[String]) -> Result<Vec<(String, Leas
 }
 
 async fn read_leases<'c>(
-    db: impl sqlx::PgExecutor<'c>,
+    db: impl sqlx_postgres::PgExecutor<'c>,
     tenants: &[String],
 ) -> Result<Vec<(String, Lease)>, sqlx::Error> {
     let rows: Vec<LeaseRow> = sqlx::query_as(concat!(
@@ -477,7 +477,9 @@ pub async fn instances(store: &Store) -> Result<Vec<Instance>, sqlx::Error> {
     unless_never_served(read_instances(pg(store.reader())?).await)
 }
 
-async fn read_instances<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<Vec<Instance>, sqlx::Error> {
+async fn read_instances<'c>(
+    db: impl sqlx_postgres::PgExecutor<'c>,
+) -> Result<Vec<Instance>, sqlx::Error> {
     sqlx::query_as(
         "SELECT instance_id, advertise_url, started_at, last_seen FROM wfmd_cluster.instances
          ORDER BY last_seen DESC, instance_id",

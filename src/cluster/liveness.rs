@@ -14,8 +14,9 @@
 //! The lock's key is the pair of [`NAMESPACE`] and a number each session takes afresh
 //! from a sequence of the shared schema, so no two sessions ever hold the same one.
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
+use sqlx_postgres::PgConnectOptions;
+use sqlx_postgres::PgConnection;
 
 /// The first half of every liveness lock's key (`pg_advisory_lock(int, int)`), "wfmd"
 /// in ASCII; `wfmd_cluster.instance_sessions` looks for it.

@@ -13,9 +13,9 @@ use std::sync::LazyLock;
 
 use std::str::FromStr;
 
-use sqlx::PgConnection;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::PgConnectOptions;
+use sqlx_postgres::PgConnectOptions;
+use sqlx_postgres::PgConnection;
 
 use crate::store::{AsConn, Db, Store};
 

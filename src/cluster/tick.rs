@@ -28,7 +28,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::PgConnection;
+use sqlx_postgres::PgConnection;
 
 use super::lease::{millis, now_ms};
 

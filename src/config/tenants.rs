@@ -734,7 +734,7 @@ mod tests {
             url,
             "postgres://wfmd:s3cr%40t@db.example/wfmd?options[search_path]=emea_2"
         );
-        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let options: sqlx_postgres::PgConnectOptions = url.parse().unwrap();
         assert_eq!(options.get_options(), Some("-c search_path=emea_2"));
         let shown = crate::store::postgres::redacted(&url);
         assert!(!shown.contains("s3cr"), "{shown}");

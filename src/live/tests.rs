@@ -585,7 +585,7 @@ async fn measure_a_feed_at_rest() {
     // Its own connection, not a store: opening one reads (migrations).
     let scans = async || -> i64 {
         use sqlx::Connection;
-        let mut probe = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut probe = sqlx_postgres::PgConnection::connect(&url).await.unwrap();
         let count = sqlx::query_scalar(
             "SELECT COALESCE(SUM(COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0)), 0)::BIGINT
              FROM pg_stat_user_tables",

@@ -13,9 +13,11 @@
 //! typed values do not always fit (an integer where a float is asked for), and it would
 //! hide the SQLite handle the housekeeping connection needs.
 
+use sqlx::Transaction;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::SqlitePool;
-use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+use sqlx_postgres::{PgConnection, Postgres};
+use sqlx_sqlite::SqlitePool;
+use sqlx_sqlite::{Sqlite, SqliteConnection};
 
 use super::shared::{Checkout, Share, Turns};
 
@@ -371,16 +373,16 @@ impl Done {
     }
 }
 
-impl From<sqlx::sqlite::SqliteQueryResult> for Done {
-    fn from(result: sqlx::sqlite::SqliteQueryResult) -> Done {
+impl From<sqlx_sqlite::SqliteQueryResult> for Done {
+    fn from(result: sqlx_sqlite::SqliteQueryResult) -> Done {
         Done {
             rows_affected: result.rows_affected(),
         }
     }
 }
 
-impl From<sqlx::postgres::PgQueryResult> for Done {
-    fn from(result: sqlx::postgres::PgQueryResult) -> Done {
+impl From<sqlx_postgres::PgQueryResult> for Done {
+    fn from(result: sqlx_postgres::PgQueryResult) -> Done {
         Done {
             rows_affected: result.rows_affected(),
         }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
+use sqlx_postgres::PgRow;
 
 use super::{from_ms, to_ms};
 use crate::domain::idle::Interval;

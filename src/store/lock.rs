@@ -20,7 +20,7 @@ pub fn database_path(url: &str) -> Option<PathBuf> {
     {
         return None;
     }
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let options = sqlx_sqlite::SqliteConnectOptions::from_str(url).ok()?;
     let path = options.get_filename();
     (!path.as_os_str().is_empty() && path != Path::new(":memory:")).then(|| path.to_owned())
 }

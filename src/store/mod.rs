@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::SqliteConnection;
+use sqlx_sqlite::SqliteConnection;
 
 pub use db::{AsConn, Backend, Db, Done, Pool, PoolConn, Tx};
 pub use db::{execute, fetch, fetch_scalar, on};
@@ -81,7 +81,7 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/p
 /// to spawn.
 pub(crate) fn run_migrations<'a>(
     migrator: &'a sqlx::migrate::Migrator,
-    conn: &'a mut sqlx::SqliteConnection,
+    conn: &'a mut sqlx_sqlite::SqliteConnection,
     target: Option<i64>,
 ) -> futures::future::BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
     // `run_direct` is what `run` and `run_to` call once they hold a connection; sqlx
@@ -109,7 +109,7 @@ where
 /// two instances starting together cannot both migrate.
 fn run_pg_migrations<'a>(
     migrator: &'a sqlx::migrate::Migrator,
-    conn: &'a mut sqlx::PgConnection,
+    conn: &'a mut sqlx_postgres::PgConnection,
 ) -> futures::future::BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
     Box::pin(async move {
         // One tenant's schema at a time in this process: the migrator's advisory lock
@@ -298,7 +298,7 @@ impl WriteTx {
 }
 
 impl AsConn for WriteTx {
-    fn db(&mut self) -> Db<&mut SqliteConnection, &mut sqlx::PgConnection> {
+    fn db(&mut self) -> Db<&mut SqliteConnection, &mut sqlx_postgres::PgConnection> {
         self.tx.db()
     }
 }
@@ -878,7 +878,7 @@ impl Drop for Preemptible {
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(e)
-            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            if e.try_downcast_ref::<sqlx_postgres::PgDatabaseError>()
                 .is_some() =>
         {
             postgres::is_unavailable(e.code().as_deref().unwrap_or(""))
@@ -912,7 +912,7 @@ pub fn is_interrupt(error: &sqlx::Error) -> bool {
 }
 
 impl AsConn for Housekeeping {
-    fn db(&mut self) -> Db<&mut SqliteConnection, &mut sqlx::PgConnection> {
+    fn db(&mut self) -> Db<&mut SqliteConnection, &mut sqlx_postgres::PgConnection> {
         self.conn.db()
     }
 }
@@ -1408,7 +1408,7 @@ mod tests {
         let proxy = delaying_proxy(server, Arc::clone(&slow), Duration::from_millis(300)).await;
         url.set_port(Some(proxy.port())).unwrap();
         let store = Store::open(url.as_str()).await.unwrap();
-        let mut watcher = <sqlx::PgConnection as sqlx::Connection>::connect(&direct)
+        let mut watcher = <sqlx_postgres::PgConnection as sqlx::Connection>::connect(&direct)
             .await
             .unwrap();
         let mut open_transactions = async move || -> i64 {

@@ -8,8 +8,9 @@
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::Transaction;
+use sqlx_postgres::PgConnectOptions;
+use sqlx_postgres::{PgConnection, Postgres};
 
 use super::audit;
 use super::batched::TableWrite;

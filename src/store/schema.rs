@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use sqlx::ConnectOptions;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx_sqlite::SqliteConnectOptions;
 
 use super::{MIGRATOR, Store};
 

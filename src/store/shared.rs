@@ -43,11 +43,12 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{
+use sqlx::{Connection, Either, Execute, Executor, Transaction};
+use sqlx_postgres::{
     PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow, PgStatement,
     PgTypeInfo,
 };
-use sqlx::{Connection, Either, Execute, Executor, PgConnection, Postgres, Transaction};
+use sqlx_postgres::{PgConnection, Postgres};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -1079,7 +1080,7 @@ mod tests {
         let database: String =
             fetch_scalar!(tenants[0].0.reader(), one, "SELECT current_database()").unwrap();
         let url = throwaway_postgres::shared().url(&database);
-        let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut other = sqlx_postgres::PgConnection::connect(&url).await.unwrap();
         let free = async || -> bool {
             sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(key)

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sqlx::sqlite::SqlitePoolOptions;
+use sqlx_sqlite::SqlitePoolOptions;
 
 /// How many readers wait idle between reads.
 const IDLE_READERS: u32 = 2;
@@ -152,7 +152,7 @@ mod tests {
     }
 
     /// The SQL of each statement `conn` has prepared.
-    async fn prepared(conn: &mut sqlx::SqliteConnection) -> Vec<String> {
+    async fn prepared(conn: &mut sqlx_sqlite::SqliteConnection) -> Vec<String> {
         use libsqlite3_sys::{sqlite3_next_stmt, sqlite3_sql};
         let mut handle = conn.lock_handle().await.unwrap();
         let db = handle.as_raw_handle().as_ptr();
@@ -212,7 +212,7 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_reads_leaves_two_readers_open() {
         let dir = tempfile::tempdir().unwrap();
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
+        let options = sqlx_sqlite::SqliteConnectOptions::new()
             .filename(dir.path().join("r.db"))
             .create_if_missing(true);
         let pool = readers(4).connect_lazy_with(options);

@@ -268,7 +268,7 @@ fn mode(path: &std::path::Path) -> u32 {
 /// and its audit chain verifies.
 async fn is_whole_backup(path: &std::path::Path) -> bool {
     use sqlx::ConnectOptions;
-    let Ok(mut conn) = sqlx::sqlite::SqliteConnectOptions::new()
+    let Ok(mut conn) = sqlx_sqlite::SqliteConnectOptions::new()
         .filename(path)
         .read_only(true)
         .connect()

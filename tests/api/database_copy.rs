@@ -75,7 +75,7 @@ async fn dump(url: &str) -> BTreeMap<String, Vec<String>> {
     dumped
 }
 
-fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> String {
+fn sqlite_row(row: &sqlx_sqlite::SqliteRow) -> String {
     let mut object = serde_json::Map::new();
     for (i, column) in row.columns().iter().enumerate() {
         let raw = row.try_get_raw(i).unwrap();
@@ -94,7 +94,7 @@ fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> String {
     Value::Object(object).to_string()
 }
 
-fn postgres_row(row: &sqlx::postgres::PgRow) -> String {
+fn postgres_row(row: &sqlx_postgres::PgRow) -> String {
     let mut object = serde_json::Map::new();
     for (i, column) in row.columns().iter().enumerate() {
         let raw = row.try_get_raw(i).unwrap();

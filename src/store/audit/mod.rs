@@ -237,7 +237,7 @@ macro_rules! postgres_key {
 /// life; PostgreSQL's, shared by tenants, get the key per write transaction instead
 /// (see `postgres::WriteLock`).
 pub(super) async fn hold_key(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx_sqlite::SqliteConnection,
     key: Option<&AuditKey>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("CREATE TEMP TABLE IF NOT EXISTS wfmd_audit_key (key BLOB NOT NULL)")

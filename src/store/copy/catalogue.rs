@@ -120,7 +120,10 @@ fn sqlite_kind(declared: &str) -> Kind {
     }
 }
 
-async fn sqlite_table(conn: &mut sqlx::SqliteConnection, name: String) -> anyhow::Result<Table> {
+async fn sqlite_table(
+    conn: &mut sqlx_sqlite::SqliteConnection,
+    name: String,
+) -> anyhow::Result<Table> {
     let context = || format!("cannot read the definition of table {name}");
     let (sql, without_rowid): (String, bool) = sqlx::query_as(
         "SELECT m.sql, l.wr FROM sqlite_master m
@@ -187,7 +190,10 @@ fn postgres_kind(type_name: &str) -> Option<Kind> {
     })
 }
 
-async fn postgres_table(conn: &mut sqlx::PgConnection, name: String) -> anyhow::Result<Table> {
+async fn postgres_table(
+    conn: &mut sqlx_postgres::PgConnection,
+    name: String,
+) -> anyhow::Result<Table> {
     let context = || format!("cannot read the definition of table {name}");
     // (name, type, the sequence numbering it)
     let columns: Vec<(String, String, Option<String>)> = sqlx::query_as(

@@ -8,9 +8,11 @@ use std::fmt::Write as _;
 use anyhow::{Context, anyhow, bail};
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
-use sqlx::postgres::{PgCopyIn, PgRow};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{PgConnection, Row, SqliteConnection, TypeInfo, ValueRef};
+use sqlx::{Row, TypeInfo, ValueRef};
+use sqlx_postgres::PgConnection;
+use sqlx_postgres::{PgCopyIn, PgRow};
+use sqlx_sqlite::SqliteConnection;
+use sqlx_sqlite::SqliteRow;
 
 use super::catalogue::{Kind, quoted};
 use crate::store::{AsConn, Db};
