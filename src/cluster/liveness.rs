@@ -15,8 +15,7 @@
 //! from a sequence of the shared schema, so no two sessions ever hold the same one.
 
 use sqlx::Connection;
-use sqlx_postgres::PgConnectOptions;
-use sqlx_postgres::PgConnection;
+use sqlx_postgres::{PgConnectOptions, PgConnection};
 
 /// The first half of every liveness lock's key (`pg_advisory_lock(int, int)`), "wfmd"
 /// in ASCII; `wfmd_cluster.instance_sessions` looks for it.

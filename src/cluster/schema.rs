@@ -14,8 +14,7 @@ use std::sync::LazyLock;
 use std::str::FromStr;
 
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx_postgres::PgConnectOptions;
-use sqlx_postgres::PgConnection;
+use sqlx_postgres::{PgConnectOptions, PgConnection};
 
 use crate::store::{AsConn, Db, Store};
 

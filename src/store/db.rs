@@ -16,8 +16,7 @@
 use sqlx::Transaction;
 use sqlx::pool::PoolConnection;
 use sqlx_postgres::{PgConnection, Postgres};
-use sqlx_sqlite::SqlitePool;
-use sqlx_sqlite::{Sqlite, SqliteConnection};
+use sqlx_sqlite::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::shared::{Checkout, Share, Turns};
 

@@ -9,8 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
 use sqlx::Transaction;
-use sqlx_postgres::PgConnectOptions;
-use sqlx_postgres::{PgConnection, Postgres};
+use sqlx_postgres::{PgConnectOptions, PgConnection, Postgres};
 
 use super::audit;
 use super::batched::TableWrite;

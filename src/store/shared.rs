@@ -45,10 +45,9 @@ use futures::{SinkExt, StreamExt};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Either, Execute, Executor, Transaction};
 use sqlx_postgres::{
-    PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow, PgStatement,
-    PgTypeInfo,
+    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult, PgRow,
+    PgStatement, PgTypeInfo, Postgres,
 };
-use sqlx_postgres::{PgConnection, Postgres};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 

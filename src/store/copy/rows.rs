@@ -9,10 +9,8 @@ use anyhow::{Context, anyhow, bail};
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use sqlx::{Row, TypeInfo, ValueRef};
-use sqlx_postgres::PgConnection;
-use sqlx_postgres::{PgCopyIn, PgRow};
-use sqlx_sqlite::SqliteConnection;
-use sqlx_sqlite::SqliteRow;
+use sqlx_postgres::{PgConnection, PgCopyIn, PgRow};
+use sqlx_sqlite::{SqliteConnection, SqliteRow};
 
 use super::catalogue::{Kind, quoted};
 use crate::store::{AsConn, Db};
