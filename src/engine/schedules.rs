@@ -162,7 +162,8 @@ impl NewestShifts {
             if held.to_database.contains(agent) {
                 continue;
             }
-            let kept: Vec<StoredShift> = match held.newest.get(agent) {
+            // The agent's rows of the same fetch that this shift leaves in place.
+            let mut rows: Vec<StoredShift> = match held.newest.get(agent) {
                 Some(rows) if rows.iter().any(|r| r.fetched_at > shift.fetched_at) => {
                     held.newest.remove(agent);
                     held.to_database.insert(agent.clone());
@@ -179,7 +180,6 @@ impl NewestShifts {
                     .collect(),
                 None => Vec::new(),
             };
-            let mut rows = kept;
             rows.push(shift.clone());
             rows.sort_by_key(|r| r.shift.start);
             held.newest.insert(agent.clone(), rows.into());
