@@ -5,8 +5,8 @@
 //! `opt-level` 0 ([`profile`]), which CI's time depends on.
 //!
 //! A test target of its own that reads files (and asks the binary for its `--help`, cargo
-//! for its dependency tree): it
-//! builds in seconds, without recompiling the library's unit tests.
+//! for its dependency tree): it builds in seconds, without recompiling the library's unit
+//! tests.
 
 mod docs;
 mod outside;
