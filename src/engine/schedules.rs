@@ -1252,11 +1252,7 @@ pub(crate) mod tests {
     }
 
     async fn save(store: &Store, shift: &StoredShift) {
-        let mut tx = store.begin_write().await.unwrap();
-        schedules::save(&mut tx, std::slice::from_ref(shift))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        crate::store::testing::save_shifts(store, std::slice::from_ref(shift)).await;
     }
 
     #[tokio::test]

@@ -528,7 +528,7 @@ fn windows_must_be_ordered_and_at_most_366_days() {
 async fn adherence_fixture(backend: Backend) -> (Store, tempfile::TempDir) {
     use crate::domain::BreakWindow;
     use crate::domain::adherence::Shift;
-    use crate::store::schedules::{self, BreakSource, StoredShift};
+    use crate::store::schedules::{BreakSource, StoredShift};
     let (store, dir) = fixture(backend).await;
     enter(&store, "a5", AgentState::NotReady, minutes(-10)).await;
     enter(
@@ -556,17 +556,14 @@ async fn adherence_fixture(backend: Backend) -> (Store, tempfile::TempDir) {
         breaks_from: BreakSource::Schedule,
         fetched_at: minutes(-120),
     };
-    let mut tx = store.begin_write().await.unwrap();
-    schedules::save(
-        &mut tx,
+    crate::store::testing::save_shifts(
+        &store,
         &[
             day("a1", vec![window(0, 10, true), window(50, 60, false)]),
             day("a5", vec![]),
         ],
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
     (store, dir)
 }
 
@@ -657,10 +654,9 @@ fn durations_are_hours_minutes_and_seconds() {
 /// Stores a 09:00-17:00 shift without breaks for `agent`, as the book would.
 async fn work_nine_to_five(store: &Store, agent: &str) {
     use crate::domain::adherence::Shift;
-    use crate::store::schedules::{self, BreakSource, StoredShift};
-    let mut tx = store.begin_write().await.unwrap();
-    schedules::save(
-        &mut tx,
+    use crate::store::schedules::{BreakSource, StoredShift};
+    crate::store::testing::save_shifts(
+        store,
         &[StoredShift {
             agent_id: agent.into(),
             shift: Shift {
@@ -674,9 +670,7 @@ async fn work_nine_to_five(store: &Store, agent: &str) {
             fetched_at: minutes(-120),
         }],
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 }
 
 #[apply(backends)]

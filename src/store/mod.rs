@@ -945,6 +945,13 @@ pub(crate) mod testing {
     #[case::postgres(crate::store::Backend::Postgres)]
     pub fn backends(#[case] backend: crate::store::Backend) {}
 
+    /// Stores `shifts` as the schedule book does, in a write transaction of their own.
+    pub async fn save_shifts(store: &Store, shifts: &[super::schedules::StoredShift]) {
+        let mut tx = store.begin_write().await.unwrap();
+        super::schedules::save(&mut tx, shifts).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
     /// A migrated SQLite store in a fresh temporary folder, removed when the guard drops.
     pub async fn temp_store() -> (Store, tempfile::TempDir) {
         temp_store_on(Backend::Sqlite).await

@@ -233,7 +233,7 @@ mod tests {
     use crate::store::Backend;
     use crate::store::on;
     use crate::store::testing::backends;
-    use crate::store::testing::temp_store_on;
+    use crate::store::testing::{save_shifts, temp_store_on};
     use rstest_reuse::apply;
 
     fn at(minutes: i64) -> DateTime<Utc> {
@@ -264,12 +264,6 @@ mod tests {
         }
     }
 
-    async fn save_one(store: &crate::store::Store, shift: StoredShift) {
-        let mut tx = store.begin_write().await.unwrap();
-        save(&mut tx, &[shift]).await.unwrap();
-        tx.commit().await.unwrap();
-    }
-
     async fn rows(store: &crate::store::Store) -> Vec<(String, i64, i64)> {
         on!(store.reader(), |c| sqlx::query_as(
             "SELECT agent_id, shift_start, shift_end FROM agent_shifts ORDER BY 1, 2"
@@ -283,14 +277,14 @@ mod tests {
     #[tokio::test]
     async fn a_refetched_shift_is_updated_in_place_and_a_moved_one_replaces_it(backend: Backend) {
         let (store, _dir) = temp_store_on(backend).await;
-        save_one(&store, stored("u_1", 0, 480, 0)).await;
-        save_one(&store, stored("u_1", 1_440, 1_920, 0)).await;
-        save_one(&store, stored("u_2", 0, 480, 0)).await;
+        save_shifts(&store, &[stored("u_1", 0, 480, 0)]).await;
+        save_shifts(&store, &[stored("u_1", 1_440, 1_920, 0)]).await;
+        save_shifts(&store, &[stored("u_2", 0, 480, 0)]).await;
         // The same shift again, longer now.
-        save_one(&store, stored("u_1", 0, 500, 10)).await;
+        save_shifts(&store, &[stored("u_1", 0, 500, 10)]).await;
         assert_eq!(rows(&store).await.len(), 3);
         // Tomorrow's shift moved an hour earlier: it replaces the old one.
-        save_one(&store, stored("u_1", 1_380, 1_860, 20)).await;
+        save_shifts(&store, &[stored("u_1", 1_380, 1_860, 20)]).await;
         let ms = |m: i64| to_ms(at(m));
         assert_eq!(
             rows(&store).await,
@@ -310,13 +304,13 @@ mod tests {
     #[tokio::test]
     async fn freshest_reads_the_shifts_of_each_agents_newest_fetch_by_start(backend: Backend) {
         let (store, _dir) = temp_store_on(backend).await;
-        save_one(&store, stored("u_1", 0, 480, 0)).await;
-        save_one(&store, stored("u_1", 1_440, 1_920, 0)).await;
+        save_shifts(&store, &[stored("u_1", 0, 480, 0)]).await;
+        save_shifts(&store, &[stored("u_1", 1_440, 1_920, 0)]).await;
         // Refetched later: today's shift only.
-        save_one(&store, stored("u_1", 0, 500, 10)).await;
+        save_shifts(&store, &[stored("u_1", 0, 500, 10)]).await;
         // One fetch, two shifts, stored latest first.
-        save_one(&store, stored("u_2", 1_440, 1_920, 5)).await;
-        save_one(&store, stored("u_2", 0, 480, 5)).await;
+        save_shifts(&store, &[stored("u_2", 1_440, 1_920, 5)]).await;
+        save_shifts(&store, &[stored("u_2", 0, 480, 5)]).await;
 
         let u_1 = [stored("u_1", 0, 500, 10)];
         let u_2 = [stored("u_2", 0, 480, 5), stored("u_2", 1_440, 1_920, 5)];
@@ -331,9 +325,9 @@ mod tests {
     #[tokio::test]
     async fn of_agent_reads_only_that_agents_shifts_overlapping_the_window(backend: Backend) {
         let (store, _dir) = temp_store_on(backend).await;
-        save_one(&store, stored("u_1", 0, 480, 0)).await;
-        save_one(&store, stored("u_1", 1_440, 1_920, 0)).await;
-        save_one(&store, stored("u_2", 0, 480, 0)).await;
+        save_shifts(&store, &[stored("u_1", 0, 480, 0)]).await;
+        save_shifts(&store, &[stored("u_1", 1_440, 1_920, 0)]).await;
+        save_shifts(&store, &[stored("u_2", 0, 480, 0)]).await;
         let starts = |shifts: Vec<StoredShift>| -> Vec<DateTime<Utc>> {
             shifts.iter().map(|s| s.shift.start).collect()
         };

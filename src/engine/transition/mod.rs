@@ -726,9 +726,9 @@ mod tests {
 
     const MAX_AGE: Duration = Duration::from_secs(15 * 60);
 
-    /// Stores a shift from two hours ago to six hours ahead (lunch listed in the
-    /// schedule), fetched `fetched_ago` ago.
-    async fn book(store: &Store, agent_id: &str, fetched_ago: ChronoDuration) {
+    /// Stores a shift from two hours ago to six hours ahead, its breaks as the schedule
+    /// lists them (none), fetched `fetched_ago` ago.
+    pub(super) async fn book(store: &Store, agent_id: &str, fetched_ago: ChronoDuration) {
         let now = Utc::now();
         let shift = stored_schedules::StoredShift {
             agent_id: agent_id.into(),
@@ -742,9 +742,7 @@ mod tests {
             breaks_from: BreakSource::Schedule,
             fetched_at: now - fetched_ago,
         };
-        let mut tx = store.begin_write().await.unwrap();
-        stored_schedules::save(&mut tx, &[shift]).await.unwrap();
-        tx.commit().await.unwrap();
+        crate::store::testing::save_shifts(store, &[shift]).await;
     }
 
     async fn book_engine(platform: Arc<FakePlatform>) -> (TransitionEngine, tempfile::TempDir) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 
-use super::tests::request;
+use super::tests::{book, request};
 use super::*;
 use crate::cxone::fake::FakePlatform;
 use crate::engine::imported_schedules::{ImportedSchedules, Imports};
@@ -242,25 +242,7 @@ async fn an_import_overrides_what_the_engine_cached_and_what_the_book_holds() {
         .with_book_max_age(Duration::from_secs(15 * 60))
         .with_imports(imports);
     let now = Utc::now();
-    let mut tx = store.begin_write().await.unwrap();
-    stored_schedules::save(
-        &mut tx,
-        &[stored_schedules::StoredShift {
-            agent_id: "u_002".into(),
-            shift: crate::domain::adherence::Shift {
-                start: now - TimeDelta::hours(2),
-                end: now + TimeDelta::hours(6),
-                breaks: vec![],
-                activities: vec![],
-            },
-            timezone: None,
-            breaks_from: BreakSource::Schedule,
-            fetched_at: now - TimeDelta::minutes(1),
-        }],
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    book(&store, "u_002", TimeDelta::minutes(1)).await;
 
     let before = change(&engine, "u_001", AgentState::NotReady).await;
     assert_eq!(
