@@ -8,10 +8,13 @@
 //! checks one out of the shared pool through its [`Share`]s, which
 //!
 //! - point the connection at the tenant's schema first (`search_path`, in the round
-//!   trip that begins a transaction, or one of its own before a single statement),
-//!   and the pool points it back at a schema with no tables when it is given back
+//!   trip that begins a transaction, or one of its own before single statements), and
+//!   leave it searching a schema with no tables when it goes back to the pool
 //!   ([`NO_TENANT`]), so a connection used without its tenant's step fails rather than
-//!   reading another tenant's rows;
+//!   reading another tenant's rows: a transaction's schema ends with it (`SET LOCAL`),
+//!   and a [`Checkout`] of single statements points its connection back before giving
+//!   it back. (A step of the pool's own on every release took a round trip of each
+//!   connection, transactions' too; docs/fleet.md has what leaving it out gained.)
 //! - bound what one tenant holds (its *turns*, FIFO semaphores): one writer, two
 //!   transactions of the change path's records (the next one begun while the last
 //!   commits), one writer of intents (unflushed, taking no write lock), one
@@ -166,17 +169,9 @@ impl SharedPool {
         let pool = PgPoolOptions::new()
             .max_connections(pooled)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // One still in a transaction is closed; the others search no tenant's
-            // schema until the next checkout sets one.
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    if conn.is_in_transaction() {
-                        return Ok(false);
-                    }
-                    point_at(conn, &quoted(NO_TENANT)).await?;
-                    Ok(true)
-                })
-            })
+            // One still in a transaction is closed. The others search no tenant's
+            // schema already (see the module's doc).
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -673,7 +668,8 @@ impl Share {
         let mut conn = self.tenant.pool.connection().await?;
         point_at(&mut conn, &self.tenant.search_path).await?;
         Ok(Checkout {
-            conn,
+            conn: Some(conn),
+            closing: false,
             _turns: turns,
         })
     }
@@ -798,18 +794,49 @@ fn quoted_path(search_path: &str) -> String {
         .join(", ")
 }
 
-/// A connection checked out of the instance's pool through a [`Share`]; it derefs to
-/// the connection, and gives it and its turns back when it drops.
+/// A connection checked out of the instance's pool through a [`Share`], searching the
+/// tenant's schema for its session; it derefs to the connection, and gives its turns
+/// back when it drops, and the connection once pointed back at [`NO_TENANT`].
 #[derive(Debug)]
 pub struct Checkout {
-    conn: PoolConnection<Postgres>,
+    /// `None` once dropped.
+    conn: Option<PoolConnection<Postgres>>,
+    /// Closed when it drops, not given back.
+    closing: bool,
     _turns: Turns,
 }
 
 impl Checkout {
     /// Closes the connection when it drops, instead of giving it back to the pool.
     pub(super) fn close_on_drop(&mut self) {
-        self.conn.close_on_drop();
+        self.closing = true;
+        if let Some(conn) = &mut self.conn {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if self.closing {
+            return;
+        }
+        // The connection goes back to the pool only once it searches no tenant's schema;
+        // a step that fails, or no runtime to take it, closes it instead.
+        if tokio::runtime::Handle::try_current().is_err() {
+            conn.close_on_drop();
+            return;
+        }
+        crate::tasks::spawn(async move {
+            let pointed_back =
+                !conn.is_in_transaction() && point_at(&mut conn, &quoted(NO_TENANT)).await.is_ok();
+            if !pointed_back {
+                conn.close_on_drop();
+            }
+        });
     }
 }
 
@@ -817,13 +844,17 @@ impl std::ops::Deref for Checkout {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.conn
+        self.conn
+            .as_ref()
+            .expect("a checkout has its connection until it drops")
     }
 }
 
 impl std::ops::DerefMut for Checkout {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.conn
+        self.conn
+            .as_mut()
+            .expect("a checkout has its connection until it drops")
     }
 }
 
@@ -939,7 +970,7 @@ mod tests {
     /// The smallest pool (four pooled connections), two tenants writing and reading in
     /// turn: each connection serves both, and each tenant sees only its own rows, its
     /// chain verifying with its own key. A connection used without a tenant's step
-    /// finds no table at all.
+    /// finds no table at all, whichever it is.
     #[tokio::test]
     async fn no_tenant_reads_another_tenants_rows_or_key_through_a_connection_they_shared() {
         let pools = SharedPools::new(MIN_MAX_CONNECTIONS, Some("isolation"), false);
@@ -977,13 +1008,25 @@ mod tests {
             .await
             .unwrap();
         assert!(crossed.first_break.is_some(), "{crossed:?}");
-        let mut bare = pool.pool.acquire().await.unwrap();
-        let skipped = sqlx::query("SELECT COUNT(*) FROM audit_log")
-            .execute(&mut *bare)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(skipped.contains("does not exist"), "{skipped}");
+        // Every connection of the pool, each last used by a tenant's transaction or its
+        // single statements, all at once: none searches a tenant's schema.
+        let mut bare = Vec::new();
+        for _ in 0..pool.pool.size() {
+            bare.push(pool.pool.acquire().await.unwrap());
+        }
+        assert!(
+            bare.len() >= 2,
+            "the tenants used {} connections",
+            bare.len()
+        );
+        for conn in &mut bare {
+            let skipped = sqlx::query("SELECT COUNT(*) FROM audit_log")
+                .execute(&mut **conn)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(skipped.contains("does not exist"), "{skipped}");
+        }
         drop(bare);
         for (store, _) in tenants {
             store.close().await;
