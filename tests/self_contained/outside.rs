@@ -37,23 +37,17 @@ fn outside_mentions(text: &str) -> Vec<&'static str> {
 
 /// The files git tracks, relative to the repository root, without `target/`.
 pub(crate) fn tracked_files(root: &Path) -> Vec<String> {
-    let output = Command::new("git")
-        .args(["ls-files", "-z"])
-        .current_dir(root)
-        .output()
-        .expect("git runs (this test lists the tracked files with `git ls-files`)");
-    assert!(
-        output.status.success(),
-        "`git ls-files` failed in {}: {}",
-        root.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("tracked paths are UTF-8")
-        .split('\0')
-        .filter(|path| !path.is_empty() && !path.starts_with("target/"))
-        .map(str::to_owned)
-        .collect()
+    let what = format!("git ls-files in {}", root.display());
+    crate::stdout_of(
+        &what,
+        Command::new("git")
+            .args(["ls-files", "-z"])
+            .current_dir(root),
+    )
+    .split('\0')
+    .filter(|path| !path.is_empty() && !path.starts_with("target/"))
+    .map(str::to_owned)
+    .collect()
 }
 
 #[test]

@@ -27,23 +27,17 @@ fn unoptimised(root: &Path) -> BTreeSet<String> {
 /// (which resolves features and platforms as a build does) marks them.
 fn procedural_macros(root: &Path) -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["tree", "--locked", "--offline", "--prefix", "none"])
-        .args(["--edges", "normal,build,dev", "--workspace"])
-        .current_dir(root)
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        output.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("cargo tree prints UTF-8")
-        .lines()
-        .filter(|line| line.contains(" (proc-macro)"))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
-        .collect()
+    crate::stdout_of(
+        "cargo tree",
+        Command::new(cargo)
+            .args(["tree", "--locked", "--offline", "--prefix", "none"])
+            .args(["--edges", "normal,build,dev", "--workspace"])
+            .current_dir(root),
+    )
+    .lines()
+    .filter(|line| line.contains(" (proc-macro)"))
+    .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+    .collect()
 }
 
 #[test]
