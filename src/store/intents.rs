@@ -252,6 +252,71 @@ pub(super) mod tests {
         assert_eq!(left, written, "both stored, the first replaced");
     }
 
+    /// The engine's writer of intents keeps the connection of one batch for the next
+    /// on PostgreSQL, still searching the tenant's schema, so the next statement needs
+    /// no step of its own before it; but not while other work waits for its turn.
+    #[apply(backends)]
+    #[tokio::test]
+    async fn a_writer_of_intents_keeps_its_connection_for_the_next_unless_others_wait(
+        backend: Backend,
+    ) {
+        let (store, _dir) = temp_store_on(backend).await;
+        let mut held = crate::store::Unflushed::default();
+        let first = intent("att_1", "p1", 1_000, None);
+        store
+            .write_unflushed_on(&mut held, inserting_all(&[&first]))
+            .await
+            .unwrap();
+        let kept = held.0.as_deref_mut();
+        match (backend, kept) {
+            (Backend::Sqlite, kept) => assert!(kept.is_none(), "SQLite keeps none"),
+            (Backend::Postgres, kept) => {
+                // A connection given back would search no tenant's schema.
+                let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transition_intents")
+                    .fetch_one(kept.expect("kept for the next write"))
+                    .await
+                    .unwrap();
+                assert_eq!(found, 1, "the kept connection searches the tenant's schema");
+            }
+        }
+        let second = intent("att_2", "p1", 2_000, None);
+        store
+            .write_unflushed_on(&mut held, inserting_all(&[&second]))
+            .await
+            .unwrap();
+        let left = unsettled(store.reader(), "p1", 0, None).await.unwrap();
+        assert_eq!(
+            left,
+            [first, second],
+            "both stored, through the kept connection"
+        );
+        if backend == Backend::Sqlite {
+            // One write connection: an intent would wait for the held write there.
+            return;
+        }
+
+        // Another write waits for the tenant's write turn meanwhile.
+        let holding = store.begin_write().await.unwrap();
+        let other = store.clone();
+        let waiting = tokio::spawn(async move { other.begin_write().await.map(drop) });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.writes_waiting() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other write never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+        let third = intent("att_3", "p1", 3_000, None);
+        store
+            .write_unflushed_on(&mut held, inserting_all(&[&third]))
+            .await
+            .unwrap();
+        assert!(held.0.is_none(), "given back while another checkout waits");
+        holding.rollback().await.unwrap();
+        waiting.await.unwrap().unwrap();
+    }
+
     #[apply(backends)]
     #[tokio::test]
     async fn left_over_intents_are_our_own_others_old_ones_and_earlier_terms_settled_ones(

@@ -276,6 +276,12 @@ impl WriteHealth {
     }
 }
 
+/// The connection a writer of unflushed writes keeps between two of them (see
+/// [`Store::write_unflushed_on`]); empty to begin with, and on SQLite always. Dropping
+/// it gives the connection back.
+#[derive(Debug, Default)]
+pub struct Unflushed(Option<shared::Checkout>);
+
 /// A write transaction begun by [`Store::begin_write`]; it derefs to the connection, so
 /// the store's functions take it as `&mut tx`. Rolled back when dropped uncommitted.
 /// Its commit tells the store how it went, for `/readyz` and
@@ -486,9 +492,25 @@ impl Store {
     /// Runs `write` as the one write of an unflushed transaction (see
     /// [`Store::begin_write_unflushed`]). On PostgreSQL it goes as one statement of its
     /// own, in two round trips rather than a transaction's three or four (see
-    /// `postgres::WriteLock::write_unflushed`): for a change's intents, which every change
-    /// waits for before it is sent.
+    /// `postgres::WriteLock::write_unflushed`). A change's intents, which every change
+    /// waits for before it is sent, go through [`Store::write_unflushed_on`], which may
+    /// spare one of the two.
     pub async fn write_unflushed(&self, write: batched::TableWrite) -> Result<(), sqlx::Error> {
+        self.write_unflushed_on(&mut Unflushed::default(), write)
+            .await
+    }
+
+    /// [`Store::write_unflushed`] for a writer with more to write right after (the
+    /// engine's intents): on PostgreSQL the statement goes to the connection `held`
+    /// kept from the last one, which already searches the tenant's schema, so it takes
+    /// one round trip instead of two. The connection is kept in `held` after a write
+    /// that succeeded, unless other work of the instance is waiting for one: dropping
+    /// `held` gives it back. On SQLite `held` stays empty.
+    pub async fn write_unflushed_on(
+        &self,
+        held: &mut Unflushed,
+        write: batched::TableWrite,
+    ) -> Result<(), sqlx::Error> {
         let Db::Postgres(share) = self.write.db() else {
             let mut tx = self.begin_write_unflushed().await?;
             write.run(&mut tx).await?;
@@ -496,8 +518,20 @@ impl Store {
         };
         self.writes_begun.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting::new(&self.preemption);
-        let share = share.of_kind(shared::ShareKind::Unflushed);
-        let written = self.write_lock.write_unflushed(&share, write).await;
+        let conn = match held.0.take() {
+            Some(conn) => Ok(conn),
+            None => share.of_kind(shared::ShareKind::Unflushed).acquire().await,
+        };
+        let written = match conn {
+            Ok(mut conn) => {
+                let written = self.write_lock.write_unflushed(&mut conn, write).await;
+                if written.is_ok() && !share.pool().has_waiting() {
+                    held.0 = Some(conn);
+                }
+                written
+            }
+            Err(error) => Err(error),
+        };
         self.health.record(&written);
         written
     }

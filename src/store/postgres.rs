@@ -13,7 +13,7 @@ use sqlx_postgres::{PgConnectOptions, PgConnection, Postgres};
 
 use super::audit;
 use super::batched::TableWrite;
-use super::shared::{Share, Turns};
+use super::shared::{Checkout, Share, Turns};
 
 /// `url` with its password masked, for messages (any URL: a SQLite one has none).
 pub fn redacted(url: &str) -> String {
@@ -256,16 +256,16 @@ impl WriteLock {
     }
 
     /// Runs `write` as an unflushed write of its own: one statement outside a
-    /// transaction block, which PostgreSQL commits on its own, on a connection of
-    /// `share` pointed at the tenant's schema. What [`WriteLock::begin`] sets around an
-    /// unflushed transaction goes into the statement itself: the commit not waited for
-    /// (set for the statement's own transaction, so in force when it commits), a
-    /// leader's proof of its term (raised, it fails the write whole). Two round trips
-    /// where the transaction takes four (three as the sole instance), on the path of
-    /// every change: its intent.
+    /// transaction block, which PostgreSQL commits on its own, on `conn`, a connection
+    /// of the tenant's unflushed share (pointed at the tenant's schema). What
+    /// [`WriteLock::begin`] sets around an unflushed transaction goes into the statement
+    /// itself: the commit not waited for (set for the statement's own transaction, so in
+    /// force when it commits), a leader's proof of its term (raised, it fails the write
+    /// whole). One round trip (two with the checkout's own step) where the transaction
+    /// takes four (three as the sole instance), on the path of every change: its intent.
     pub(super) async fn write_unflushed(
         &self,
-        share: &Share,
+        conn: &mut Checkout,
         write: TableWrite,
     ) -> Result<(), sqlx::Error> {
         let role = self.role();
@@ -277,13 +277,12 @@ impl WriteLock {
             InstanceRole::Leader { .. } => "wfmd_leader_unflushed_write($2, $3)",
         };
         let (sql, rows) = write.on_postgres_then(then);
-        let mut conn = share.acquire().await?;
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(rows);
         let query = match role {
             InstanceRole::Leader { instance, term } => query.bind(instance.to_string()).bind(term),
             _ => query,
         };
-        query.execute(&mut *conn).await.map(drop)
+        query.execute(&mut **conn).await.map(drop)
     }
 
     /// Sets the transaction's `wfmd.audit_key`, where the audit log's appends read it.

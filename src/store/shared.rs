@@ -265,6 +265,11 @@ impl SharedPool {
         }
     }
 
+    /// Whether any checkout of the instance waits right now, for a turn or a connection.
+    pub(super) fn has_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether a checkout would wait for a connection now.
     fn all_busy(&self) -> bool {
         self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections()

@@ -23,13 +23,15 @@
 //! connection, the tenant's write lock) and the same checks (a follower is refused).
 //! On SQLite one writer takes both kinds, as there is one write connection to share.
 //! On PostgreSQL the intents have a writer of their own: a batch of intents alone takes
-//! no write lock and goes as one statement of its own (see [`Store::write_unflushed`]),
-//! so it commits on another connection beside the records' transaction instead of
-//! waiting behind it and its flush, and the records' transaction holds the lock for
-//! records only. And while a batch of records commits with more writes queued, the next
-//! batch's transaction begins beside it (see [`Store::begin_records_write`]): its begin,
-//! and its wait for the write lock, end with that commit rather than a round trip
-//! after it. A commit that fails gives that transaction back before anything else.
+//! no write lock and goes as one statement of its own (see
+//! [`Store::write_unflushed_on`]), so it commits on another connection beside the
+//! records' transaction instead of waiting behind it and its flush, and the records'
+//! transaction holds the lock for records only. While more intents are queued, the next
+//! batch goes on the last one's connection, which still searches the tenant's schema:
+//! one round trip, not two. And while a batch of records commits with more writes
+//! queued, the next batch's transaction begins beside it (see
+//! [`Store::begin_records_write`]): its begin, and its wait for the write lock, end
+//! with that commit rather than a round trip after it. A commit that fails gives that transaction back before anything else.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -40,7 +42,7 @@ use super::Transition;
 use super::record::{self, Recording};
 use crate::store::intents::{self, IntentRow};
 use crate::store::postgres::NotLeader;
-use crate::store::{Backend, Store, WriteTx, is_not_leader, is_unavailable};
+use crate::store::{Backend, Store, Unflushed, WriteTx, is_not_leader, is_unavailable};
 
 /// The most writes one transaction carries: enough that a burst of changes is a few
 /// commits, few enough that one batch holds the write turn only briefly.
@@ -130,6 +132,8 @@ async fn run(store: Store, mut writes: mpsc::UnboundedReceiver<Queued>) {
     let mut held_over = None;
     // The next batch's transaction, begun while the last batch committed.
     let mut begun = None;
+    // The last batch of intents' connection, kept while more are queued.
+    let mut unflushed = Unflushed::default();
     loop {
         let first = match held_over.take() {
             Some(first) => first,
@@ -158,22 +162,26 @@ async fn run(store: Store, mut writes: mpsc::UnboundedReceiver<Queued>) {
             batch.push(next);
         }
         let more = || held_over.is_some() || !writes.is_empty();
-        begun = commit(&store, batch, begun.take(), &more).await;
+        begun = commit(&store, batch, begun.take(), &mut unflushed, &more).await;
+        if !more() {
+            unflushed = Unflushed::default();
+        }
     }
 }
 
-/// Commits `batch` in one transaction (`begun`, when the last batch began it) and
-/// answers each of its writes. When `more` says writes are queued as it commits, a
-/// batch of records begins the next batch's transaction on PostgreSQL meanwhile, and
-/// gives it back.
+/// Commits `batch` in one transaction (`begun`, when the last batch began it; a batch
+/// of intents alone on `unflushed`'s connection when it holds one) and answers each of
+/// its writes. When `more` says writes are queued as it commits, a batch of records
+/// begins the next batch's transaction on PostgreSQL meanwhile, and gives it back.
 async fn commit(
     store: &Store,
     batch: Vec<Queued>,
     begun: Option<WriteTx>,
+    unflushed: &mut Unflushed,
     more: &(dyn Fn() -> bool + Sync),
 ) -> Option<WriteTx> {
     let ahead = || store.backend() == Backend::Postgres && more();
-    match write_batch(store, &batch, begun, &ahead).await {
+    match write_batch(store, &batch, begun, unflushed, &ahead).await {
         Ok((written, next)) => {
             for (queued, written) in batch.into_iter().zip(written) {
                 // A change no longer waiting has its write committed all the same.
@@ -184,7 +192,13 @@ async fn commit(
         Err(error) if batch.len() > 1 && !is_unavailable(&error) => {
             tracing::debug!(%error, writes = batch.len(), "a grouped write failed; trying each alone");
             for queued in batch {
-                let alone = write_batch(store, std::slice::from_ref(&queued), None, &|| false);
+                let alone = write_batch(
+                    store,
+                    std::slice::from_ref(&queued),
+                    None,
+                    unflushed,
+                    &|| false,
+                );
                 let result = alone.await;
                 let _ = queued
                     .done
@@ -206,15 +220,17 @@ async fn commit(
 }
 
 /// Writes `batch` in one transaction (`begun`, or one begun now), flushed to disk when
-/// it records anything (a batch of intents only is not: see [`Store::write_unflushed`]).
-/// When `ahead` says so as it commits, a batch of records begins the next batch's
-/// transaction meanwhile and gives it back with what it wrote: that begin waits for the
-/// write lock this transaction holds, so it is done as soon as the commit is, instead
-/// of a round trip after it.
+/// it records anything (a batch of intents only is not: see
+/// [`Store::write_unflushed_on`], which keeps the connection in `unflushed` for the
+/// next batch of intents). When `ahead` says so as it commits, a batch of records
+/// begins the next batch's transaction meanwhile and gives it back with what it wrote:
+/// that begin waits for the write lock this transaction holds, so it is done as soon as
+/// the commit is, instead of a round trip after it.
 async fn write_batch(
     store: &Store,
     batch: &[Queued],
     begun: Option<WriteTx>,
+    unflushed: &mut Unflushed,
     ahead: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Vec<Written>, Option<WriteTx>), sqlx::Error> {
     let mut intents: Vec<&IntentRow> = Vec::new();
@@ -228,7 +244,7 @@ async fn write_batch(
     if recordings.is_empty() {
         debug_assert!(begun.is_none(), "only records are begun ahead");
         store
-            .write_unflushed(intents::inserting_all(&intents))
+            .write_unflushed_on(unflushed, intents::inserting_all(&intents))
             .await?;
         return Ok((batch.iter().map(|_| Written::Intent).collect(), None));
     }
