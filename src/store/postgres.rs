@@ -209,12 +209,13 @@ impl WriteLock {
     /// append to a keyed log in it is refused. A leader's proves its term all the same
     /// (without the lock), and a follower's is refused.
     ///
-    /// The sole instance's begins in one round trip: what follows the `BEGIN` there is
-    /// sent unbound, so it holds only what our code made (the lock's key is a number
-    /// derived from the schema, see [`write_lock_key`]). The audit key goes bound, in a
-    /// round trip of its own when there is one: it is a secret, and a statement's text
-    /// shows in the server's activity view and in its log of a statement that failed.
-    /// A leader's instance id is configuration text, so its proof goes bound too.
+    /// A flushed one begins in one round trip: what follows the `BEGIN` there is sent
+    /// unbound, so it holds only what our code made (the lock's key is a number derived
+    /// from the schema, see [`write_lock_key`]; a leader's term is a number, and its
+    /// instance id, configuration text of a few characters allowed, goes as a quoted
+    /// literal, see [`literal`]). The audit key goes bound, in a round trip of its own
+    /// when there is one: it is a secret, and a statement's text shows in the server's
+    /// activity view and in its log of a statement that failed.
     pub(super) async fn begin(
         &self,
         share: &Share,
@@ -225,17 +226,19 @@ impl WriteLock {
             (InstanceRole::Follower, _) => {
                 return Err(sqlx::Error::Configuration(Box::new(NotLeader)));
             }
-            (InstanceRole::Sole, true) => {
-                let lock = format!("; SELECT pg_advisory_xact_lock({})", self.key);
+            (role, true) => {
+                let lock = match role {
+                    InstanceRole::Leader { instance, term } => format!(
+                        "; SELECT wfmd_leader_write_lock({}, {}, {term})",
+                        self.key,
+                        literal(&instance)
+                    ),
+                    _ => format!("; SELECT pg_advisory_xact_lock({})", self.key),
+                };
                 let (mut tx, turns) = share.begin_then(&lock).await?;
                 if self.audit_key.is_some() {
                     self.hold_audit_key(&mut tx).await?;
                 }
-                (tx, turns)
-            }
-            (role @ InstanceRole::Leader { .. }, true) => {
-                let (mut tx, turns) = share.begin().await?;
-                self.take_as(&mut tx, role).await?;
                 (tx, turns)
             }
             (InstanceRole::Sole, false) => {
@@ -295,6 +298,18 @@ impl WriteLock {
     }
 }
 
+/// `text` as a string literal in a statement's text, whatever it holds: quotes
+/// doubled, and backslashes too in the escape form, so it reads the same whether the
+/// server takes backslashes in plain literals as escapes or not (as libpq's
+/// `PQescapeLiteral` writes it).
+fn literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    match quoted.contains('\\') {
+        true => format!("E'{}'", quoted.replace('\\', "\\\\")),
+        false => format!("'{quoted}'"),
+    }
+}
+
 /// Whether the SQLSTATE `code` says the database cannot take writes now (rather than
 /// refusing this one): no connection, no room (disk full, out of memory), shutting
 /// down, read-only, an I/O error, the write lock held too long, or this instance's
@@ -313,7 +328,8 @@ pub(super) fn is_unavailable(code: &str) -> bool {
 /// this one leads, each change of `commits` (its own commits) is announced on
 /// `channel` with NOTIFY, naming `me`; while it follows, another instance's
 /// announcement wakes `wake`'s readers. What is heard comes from the instance's one
-/// listener (see [`super::shared`]). Announcements lost with a dropped connection are
+/// listener, which also sends the announcements, the instance's tenants' together
+/// (see [`super::shared`]). Announcements lost with a dropped connection are
 /// not missed for long: the readers poll too.
 pub(super) async fn relay_outbox_commits(
     share: &Share,
@@ -332,14 +348,8 @@ pub(super) async fn relay_outbox_commits(
                 if changed.is_err() {
                     return;
                 }
-                if matches!(role(), InstanceRole::Leader { .. })
-                    && let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(channel)
-                        .bind(me)
-                        .execute(share)
-                        .await
-                {
-                    tracing::debug!(%error, "cannot announce outbox commits to the other instances");
+                if matches!(role(), InstanceRole::Leader { .. }) {
+                    share.pool().announce(channel, me);
                 }
             }
             note = heard.recv() => match note {
@@ -460,6 +470,45 @@ mod tests {
         assert_eq!(flush_set(&mut tx).await.as_deref(), Some("off"));
         tx.rollback().await.unwrap();
         store.close().await;
+    }
+
+    /// What a leader's instance id may hold comes back as it went, whether or not the
+    /// server reads backslashes in plain literals as escapes.
+    #[tokio::test]
+    async fn a_literal_reads_back_as_the_text_it_was_made_of() {
+        use sqlx::Connection;
+        let url = throwaway_postgres::shared().fresh_database();
+        let mut conn = sqlx_postgres::PgConnection::connect(&url).await.unwrap();
+        for conforming in ["on", "off"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET standard_conforming_strings = {conforming}"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let set: String =
+                sqlx::query_scalar("SELECT current_setting('standard_conforming_strings')")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            assert_eq!(set, conforming);
+            for text in [
+                "wfmd-a",
+                "o'brien",
+                "back\\slash",
+                "\\'; SELECT 1; --",
+                "ünï",
+            ] {
+                let read: String =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {}", literal(text))))
+                        // Parsed anew under each setting, not taken from the statement cache.
+                        .persistent(false)
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap_or_else(|error| panic!("{text:?} ({conforming}): {error}"));
+                assert_eq!(read, text, "standard_conforming_strings {conforming}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! An instance opens, per database, `[database] max_connections` connections in all:
 //! one *session* (every tenant's daemon lock, see [`super::lock::DaemonLock`]), one
-//! *listener* (every tenant's outbox channel, see [`Store::relay_outbox_commits`]),
+//! *listener* (every tenant's outbox channel, and the sender of every tenant's
+//! announcements on it, see [`Store::relay_outbox_commits`]),
 //! with `[ha]` the leadership's liveness session (see [`crate::cluster::liveness`]),
 //! and the rest pooled. A tenant's store never holds a connection of its own: it
 //! checks one out of the shared pool through its [`Share`]s, which
@@ -205,6 +206,8 @@ impl SharedPool {
                     .application_name(&format!("{name} listener")),
                 channels: Mutex::default(),
                 added: tokio::sync::Notify::new(),
+                announcements: Mutex::default(),
+                to_announce: tokio::sync::Notify::new(),
                 started: AtomicBool::new(false),
             }),
             stop: CancellationToken::new(),
@@ -316,11 +319,32 @@ impl SharedPool {
                 .subscribe()
         };
         self.listening.added.notify_one();
+        self.start_listening();
+        heard
+    }
+
+    /// Announces `payload` on `channel` (NOTIFY) from the instance's listener, soon:
+    /// every announcement waiting then goes in one statement of its own, whatever
+    /// the tenants they are of, and one waiting already on the same channel with the
+    /// same payload stands for this one. Lost when the listener cannot send it (the
+    /// readers poll too).
+    pub(super) fn announce(&self, channel: &str, payload: &str) {
+        let added = {
+            let mut waiting = self.listening.announcements.lock().expect("never poisoned");
+            waiting.insert((channel.to_owned(), payload.to_owned()))
+        };
+        if added {
+            self.listening.to_announce.notify_one();
+        }
+        self.start_listening();
+    }
+
+    /// Starts the instance's listener once.
+    fn start_listening(&self) {
         if !self.listening.started.swap(true, Ordering::AcqRel) {
             let listening = Arc::clone(&self.listening);
             crate::tasks::spawn(listening.run(self.stop.clone()));
         }
-        heard
     }
 
     /// Closes the pool and the session, and ends the listener (the last tenant gone).
@@ -366,13 +390,17 @@ impl Session {
     }
 }
 
-/// The instance's one listener, on every channel a tenant's store asked for.
+/// The instance's one listener, on every channel a tenant's store asked for, and the
+/// one sender of every tenant's announcements.
 #[derive(Debug)]
 struct Listening {
     options: PgConnectOptions,
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
     /// Told when a channel is added, so the listener listens on it too.
     added: tokio::sync::Notify,
+    /// Announcements to send (channel, payload), and the word that some wait.
+    announcements: Mutex<std::collections::HashSet<(String, String)>>,
+    to_announce: tokio::sync::Notify,
     started: AtomicBool,
 }
 
@@ -421,6 +449,7 @@ impl Listening {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = self.added.notified() => {}
+                    () = self.to_announce.notified() => self.announce_on(&mut listener).await,
                     heard = listener.recv() => match heard {
                         Ok(note) => {
                             let channels = self.channels.lock().expect("never poisoned");
@@ -438,6 +467,29 @@ impl Listening {
                     },
                 }
             }
+        }
+    }
+
+    /// Sends the announcements waiting, in one statement on the listener's connection:
+    /// an instance leading hundreds of tenants announces their commits in a few round
+    /// trips a second, not one checkout each (notes that come in meanwhile are kept
+    /// for the next receive).
+    async fn announce_on(&self, listener: &mut PgListener) {
+        let (channels, payloads): (Vec<String>, Vec<String>) = {
+            let mut waiting = self.announcements.lock().expect("never poisoned");
+            waiting.drain().unzip()
+        };
+        if channels.is_empty() {
+            return;
+        }
+        let sent =
+            sqlx::query("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS a (c, p)")
+                .bind(&channels)
+                .bind(&payloads)
+                .execute(&mut *listener)
+                .await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, "cannot announce outbox commits to the other instances");
         }
     }
 }
@@ -1228,6 +1280,43 @@ mod tests {
             .expect("works holding one connection each waited for a second");
         for (store, _) in tenants {
             store.close().await;
+        }
+    }
+
+    /// Twenty tenants' announcements made at once by one instance (sent together, in
+    /// one statement of its listener) each reach the other instance's stores of that
+    /// tenant, and no other tenant's.
+    #[tokio::test]
+    async fn every_tenants_announcement_made_at_once_reaches_the_other_instance() {
+        use std::str::FromStr;
+        let url = throwaway_postgres::shared().fresh_database();
+        let options = PgConnectOptions::from_str(&url).unwrap();
+        let a = SharedPools::new(MIN_MAX_CONNECTIONS, Some("a"), false).of(&options);
+        let b = SharedPools::new(MIN_MAX_CONNECTIONS, Some("b"), false).of(&options);
+        let channels: Vec<String> = (0..20).map(|n| format!("wfmd_outbox_test_{n}")).collect();
+        let mut heard: Vec<_> = channels.iter().map(|channel| b.listen(channel)).collect();
+        let mut probe = b.listen("wfmd_outbox_probe");
+        // b's listener listens on every channel above at once: once the probe is heard,
+        // so would the others be.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            a.announce("wfmd_outbox_probe", "a");
+            let wait = tokio::time::timeout(Duration::from_millis(200), probe.recv());
+            if let Ok(Ok(_)) = wait.await {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "b never listened");
+        }
+        for (n, channel) in channels.iter().enumerate() {
+            a.announce(channel, &format!("a{n}"));
+        }
+        for (n, heard) in heard.iter_mut().enumerate() {
+            let note = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+                .await
+                .unwrap_or_else(|_| panic!("tenant {n}'s announcement never came"))
+                .unwrap();
+            assert_eq!(note, format!("a{n}"));
+            assert!(heard.try_recv().is_err(), "tenant {n} heard another's");
         }
     }
 
