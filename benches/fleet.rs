@@ -757,8 +757,9 @@ async fn change(
 /// What the load did.
 struct Load {
     tenants: usize,
-    /// Each change: its tenant, key, answer and seconds to it.
-    answers: Vec<(String, String, Option<u16>, f64)>,
+    /// Each change: its tenant, key, answer, seconds to it, and seconds into the load
+    /// when it was sent.
+    answers: Vec<(String, String, Option<u16>, f64, f64)>,
     /// From the first request to the last answer.
     span: Duration,
     /// Answered changes whose key the tenant's audit log holds once, not at all, or more
@@ -812,11 +813,12 @@ async fn load(db: &Db, urls: [&str; 2], platforms: &Platforms) -> Load {
                     Arc::clone(&answers),
                 );
                 under_way.spawn(async move {
+                    let sent = started.elapsed().as_secs_f64();
                     let (status, took) = change(&http, &url, &tenant, &agent, state, &key).await;
                     answers
                         .lock()
                         .unwrap()
-                        .push((tenant, key, status, took.as_secs_f64()));
+                        .push((tenant, key, status, took.as_secs_f64(), sent));
                 });
             }
             while under_way.join_next().await.is_some() {}
@@ -843,7 +845,7 @@ async fn load(db: &Db, urls: [&str; 2], platforms: &Platforms) -> Load {
         *entries.entry(key).or_default() += 1;
     }
     let (mut recorded, mut lost, mut doubled) = (0, 0, 0);
-    for (_, key, status, _) in &answers {
+    for (_, key, status, ..) in &answers {
         let times = entries.remove(key).unwrap_or(0);
         match (status, times) {
             (Some(200 | 409), 1) => recorded += 1,
@@ -868,7 +870,7 @@ impl Load {
         let took: Vec<f64> = self.answers.iter().map(|a| a.3).collect();
         let p95 = common::p95(&took);
         let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, _, status, took) in &self.answers {
+        for (_, _, status, took, _) in &self.answers {
             let status = match status {
                 Some(status) => status.to_string(),
                 None if *took >= ANSWER_WITHIN.as_secs_f64() => {
@@ -908,6 +910,26 @@ impl Load {
             common::verdict(p95 < TARGET_LOAD_P95.as_secs_f64()),
             self.span.as_secs_f64(),
             self.tenants
+        );
+        // Whether the tail is the load's start or the whole of it.
+        let windows: Vec<String> = (0..LOAD_FOR.as_secs() / 10)
+            .map(|w| {
+                let from = w as f64 * 10.0;
+                let took: Vec<f64> = self
+                    .answers
+                    .iter()
+                    .filter(|a| a.4 >= from && a.4 < from + 10.0)
+                    .map(|a| a.3)
+                    .collect();
+                match took.is_empty() {
+                    true => "none".to_owned(),
+                    false => format!("{:.0} ms", common::p95(&took) * 1000.0),
+                }
+            })
+            .collect();
+        println!(
+            "  p95 of the changes sent in each 10 s of the load: {}",
+            windows.join(", ")
         );
     }
 }
