@@ -723,7 +723,12 @@ impl Share {
     pub async fn acquire(&self) -> Result<Checkout, sqlx::Error> {
         let turns = self.turns().await?;
         let mut conn = self.tenant.pool.connection().await?;
-        point_at(&mut conn, &self.tenant.search_path).await?;
+        if let Err(error) = point_at(&mut conn, &self.tenant.search_path).await {
+            // Its first statement failed: a connection left in an aborted transaction
+            // (see `begin_then`) or a broken one. Closed, so it serves nobody else.
+            conn.close_on_drop();
+            return Err(error);
+        }
         Ok(Checkout {
             conn: Some(conn),
             closing: false,
@@ -740,7 +745,11 @@ impl Share {
 
     /// [`Share::begin`], with `then` (statements, each after a `;`, or nothing) run in
     /// the same round trip once the schema is set. `then` is sent as it is, unbound: it
-    /// must hold only text our code made, never a value a user wrote.
+    /// must hold only text our code made, never a value a user wrote. And it should not
+    /// fail but as the database itself does (a lock's timeout): a statement failing
+    /// there leaves the connection in an aborted transaction sqlx does not know of
+    /// (0.9.0: its own count of transactions is still 0), which goes back to the pool
+    /// so; the next checkout that meets it fails and closes it ([`Share::acquire`]).
     pub(super) async fn begin_then(
         &self,
         then: &str,
@@ -1278,6 +1287,43 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(20), all)
             .await
             .expect("works holding one connection each waited for a second");
+        for (store, _) in tenants {
+            store.close().await;
+        }
+    }
+
+    /// A begin whose own statements failed leaves its connection in an aborted
+    /// transaction, back in the pool: the first checkout that meets it fails and
+    /// closes it, and every checkout after finds a good one.
+    #[tokio::test]
+    async fn a_connection_left_in_an_aborted_transaction_serves_one_checkout_at_most() {
+        let pools = SharedPools::new(MIN_MAX_CONNECTIONS, Some("aborted"), false);
+        let tenants = tenants_on(&pools, &["alpha"]).await;
+        let Db::Postgres(share) = tenants[0].0.reader().db() else {
+            unreachable!("PostgreSQL")
+        };
+        let share = share.clone();
+        let failed = share.begin_then("; SELECT 1 / 0").await;
+        assert!(failed.is_err(), "the begin's own statement failed");
+        let mut aborted = 0;
+        for _ in 0..12 {
+            match share.acquire().await {
+                Ok(mut conn) => {
+                    sqlx::query("SELECT COUNT(*) FROM audit_log")
+                        .execute(&mut *conn)
+                        .await
+                        .expect("a good connection searching the tenant's schema");
+                }
+                Err(error) => {
+                    assert!(error.to_string().contains("aborted"), "{error}");
+                    aborted += 1;
+                }
+            }
+        }
+        assert!(
+            aborted <= 1,
+            "the aborted connection served {aborted} checkouts"
+        );
         for (store, _) in tenants {
             store.close().await;
         }
