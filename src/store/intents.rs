@@ -299,14 +299,10 @@ pub(super) mod tests {
         let holding = store.begin_write().await.unwrap();
         let other = store.clone();
         let waiting = tokio::spawn(async move { other.begin_write().await.map(drop) });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while store.writes_waiting() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the other write never queued"
-            );
-            tokio::task::yield_now().await;
-        }
+        crate::store::testing::eventually("the other write never queued", async || {
+            store.writes_waiting() > 0
+        })
+        .await;
         let third = intent("att_3", "p1", 3_000, None);
         store
             .write_unflushed_on(&mut held, inserting_all(&[&third]))

@@ -1344,15 +1344,17 @@ mod tests {
         let mut probe = b.listen("wfmd_outbox_probe");
         // b's listener listens on every channel above at once: once the probe is heard,
         // so would the others be.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
+        let listening = async || {
             a.announce("wfmd_outbox_probe", "a");
-            let wait = tokio::time::timeout(Duration::from_millis(200), probe.recv());
-            if let Ok(Ok(_)) = wait.await {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "b never listened");
-        }
+            let heard = tokio::time::timeout(Duration::from_millis(200), probe.recv());
+            matches!(heard.await, Ok(Ok(_)))
+        };
+        crate::store::testing::eventually_within(
+            "b never listened",
+            Duration::from_secs(20),
+            listening,
+        )
+        .await;
         for (n, channel) in channels.iter().enumerate() {
             a.announce(channel, &format!("a{n}"));
         }

@@ -31,7 +31,8 @@
 //! one round trip, not two. And while a batch of records commits with more writes
 //! queued, the next batch's transaction begins beside it (see
 //! [`Store::begin_records_write`]): its begin, and its wait for the write lock, end
-//! with that commit rather than a round trip after it. A commit that fails gives that transaction back before anything else.
+//! with that commit rather than a round trip after it. A commit that fails gives that
+//! transaction back before anything else.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
