@@ -391,7 +391,7 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     // A moment more: a tenant handed over last is seen taken.
     tokio::time::sleep(Duration::from_secs(2)).await;
     watching.cancel();
-    let (leaderless, slowest_sample) = watch.await.unwrap();
+    let (leaderless, slowest_sample, median_sample) = watch.await.unwrap();
     let counted = failover_seconds(&c.url).await;
 
     for instance in [&mut a, &mut b, &mut c, &mut solo, &mut solo_other] {
@@ -485,12 +485,13 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     let taken = spread.get("wfmd-c").copied().unwrap_or(0);
     println!(
         "  longest without a leader during the moves: {:.2} s sampled every {} ms (each \
-         sample's query took up to {:.2} s); as wfmd-c counted its take-overs, at most \
+         sample's query took up to {:.2} s, median {:.2} s); as wfmd-c counted its take-overs, at most \
          {} s, {} over the target ({} counted of the {taken} it leads; its /metrics \
          answered in {:.2} s, {} ask(s)) (target <= {:.1} s, every take-over counted: {})",
         leaderless.as_secs_f64(),
         POLL.as_millis(),
         slowest_sample.as_secs_f64(),
+        median_sample,
         counted.longest_at_most,
         counted.over_target,
         counted.takeovers,
@@ -1143,42 +1144,36 @@ impl Db {
             .collect()
     }
 
-    /// Each led tenant's leader: its lease current, its holder alive, its term started.
-    fn leaders(&self) -> BTreeMap<String, String> {
+    /// The statement that reads each led tenant's leader (`tenant holder` rows): its
+    /// lease current, its holder alive, its term started.
+    fn leaders_sql(&self) -> String {
         let terms: Vec<String> = self
             .tenants
             .iter()
             .map(|id| format!("SELECT '{id}' AS tenant, holder, term FROM {id}.cluster_lease"))
             .collect();
-        let sql = format!(
+        format!(
             "WITH terms AS ({}) SELECT l.tenant || ' ' || l.holder FROM wfmd_cluster.leases AS l
              JOIN terms AS t ON t.tenant = l.tenant AND t.holder = l.holder AND t.term = l.term
              LEFT JOIN wfmd_cluster.instance_sessions AS s ON s.instance_id = l.holder
              WHERE NOT COALESCE(s.gone, FALSE)
                AND l.expires_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
             terms.join(" UNION ALL ")
-        );
-        let Ok(rows) = self.server.psql(&self.database, &sql) else {
+        )
+    }
+
+    /// Each led tenant's leader, read once (see [`LeaderReader`] for reading often).
+    fn leaders(&self) -> BTreeMap<String, String> {
+        let Ok(rows) = self.server.psql(&self.database, &self.leaders_sql()) else {
             return BTreeMap::new();
         };
-        rows.lines()
-            .filter_map(|line| line.split_once(' '))
-            .map(|(tenant, holder)| (tenant.to_owned(), holder.to_owned()))
-            .collect()
+        by_tenant(rows.lines())
     }
 
     fn leaders_of(&self, instance: &str) -> BTreeMap<String, String> {
         let mut led = self.leaders();
         led.retain(|_, holder| holder == instance);
         led
-    }
-
-    fn counts(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for holder in self.leaders().into_values() {
-            *counts.entry(holder).or_default() += 1;
-        }
-        counts
     }
 
     /// How often [`Db::until`] looks: each look reads every tenant's schema, which at a
@@ -1196,10 +1191,15 @@ impl Db {
         done: impl Fn(&BTreeMap<String, usize>) -> bool,
     ) -> BTreeMap<String, usize> {
         let deadline = Instant::now() + WITHIN;
+        let mut reader = LeaderReader::new(self);
+        let mut seen = None;
         loop {
-            let counts = self.counts();
-            if done(&counts) {
-                return counts;
+            if let Some(led) = reader.read().await {
+                let counts = counts(led);
+                if done(&counts) {
+                    return counts;
+                }
+                seen = Some(counts);
             }
             for instance in running.iter_mut() {
                 if let Some(status) = instance.child.try_wait().unwrap() {
@@ -1213,7 +1213,7 @@ impl Db {
             if Instant::now() >= deadline {
                 let logs: Vec<String> = running.iter().map(|i| i.said()).collect();
                 panic!(
-                    "{what}: never ({counts:?}); the instances said:\n{}",
+                    "{what}: never (last seen {seen:?}); the instances said:\n{}",
                     logs.join("\n")
                 );
             }
@@ -1257,13 +1257,19 @@ impl Db {
 /// next counts the time between the two sendings, so a gap shorter than a query can
 /// show as long as one (the query reads every tenant's schema; under load it takes
 /// seconds at 1,000 tenants).
-async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duration) {
+async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duration, f64) {
     let mut without: BTreeMap<String, Instant> = BTreeMap::new();
     let (mut longest, mut slowest) = (Duration::ZERO, Duration::ZERO);
+    let mut took = Vec::new();
+    let mut reader = LeaderReader::new(&db);
     while !stop.is_cancelled() {
         let sent = Instant::now();
-        let led = db.leaders();
+        let Some(led) = reader.read().await else {
+            tokio::time::sleep(POLL).await;
+            continue;
+        };
         slowest = slowest.max(sent.elapsed());
+        took.push(sent.elapsed().as_secs_f64());
         for tenant in &db.tenants {
             match (led.contains_key(tenant), without.get(tenant)) {
                 (false, None) => {
@@ -1283,7 +1289,71 @@ async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duratio
         .values()
         .map(|since| now - *since)
         .fold(longest, Duration::max);
-    (longest, slowest)
+    let median = if took.is_empty() {
+        f64::NAN
+    } else {
+        common::median(took)
+    };
+    (longest, slowest, median)
+}
+
+/// Reads which instance leads each tenant, as often as asked, on one connection kept
+/// open with the statement prepared on it. Read through `psql` (a new session each
+/// time, whose catalog caches start cold, and the statement over a thousand schemas
+/// planned again), one read took the server seconds of CPU, and the watch during a
+/// third's joining read back to back: the bench's own reads slowed the take-overs it
+/// measured.
+struct LeaderReader {
+    url: String,
+    sql: String,
+    conn: Option<sqlx_postgres::PgConnection>,
+}
+
+impl LeaderReader {
+    fn new(db: &Db) -> LeaderReader {
+        LeaderReader {
+            url: db.url.clone(),
+            sql: db.leaders_sql(),
+            conn: None,
+        }
+    }
+
+    /// Each led tenant's leader; `None` when the read failed (the next one connects
+    /// again).
+    async fn read(&mut self) -> Option<BTreeMap<String, String>> {
+        if self.conn.is_none() {
+            self.conn = sqlx_postgres::PgConnection::connect(&self.url).await.ok();
+        }
+        let conn = self.conn.as_mut()?;
+        let rows: Result<Vec<String>, _> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(self.sql.as_str()))
+                .fetch_all(&mut *conn)
+                .await;
+        match rows {
+            Ok(rows) => Some(by_tenant(rows.iter().map(String::as_str))),
+            Err(_) => {
+                self.conn = None;
+                None
+            }
+        }
+    }
+}
+
+/// How many tenants each instance leads, of each tenant's leader.
+fn counts(led: BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for holder in led.into_values() {
+        *counts.entry(holder).or_default() += 1;
+    }
+    counts
+}
+
+/// `tenant holder` lines by tenant.
+fn by_tenant<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeMap<String, String> {
+    lines
+        .filter_map(|line| line.split_once(' '))
+        .map(|(tenant, holder)| (tenant.to_owned(), holder.to_owned()))
+        .collect()
 }
 
 /// What an instance's `/metrics` said of `wfmd_failover_seconds`, and what the scrape
