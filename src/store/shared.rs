@@ -1352,27 +1352,13 @@ mod tests {
     /// tenant, and no other tenant's.
     #[tokio::test]
     async fn every_tenants_announcement_made_at_once_reaches_the_other_instance() {
-        use std::str::FromStr;
-        let url = throwaway_postgres::shared().fresh_database();
-        let options = PgConnectOptions::from_str(&url).unwrap();
-        let a = SharedPools::new(MIN_MAX_CONNECTIONS, Some("a"), false).of(&options);
-        let b = SharedPools::new(MIN_MAX_CONNECTIONS, Some("b"), false).of(&options);
+        let (a, b) = two_instances();
         let channels: Vec<String> = (0..20).map(|n| format!("wfmd_outbox_test_{n}")).collect();
         let mut heard: Vec<_> = channels.iter().map(|channel| b.listen(channel)).collect();
         let mut probe = b.listen("wfmd_outbox_probe");
         // b's listener listens on every channel above at once: once the probe is heard,
         // so would the others be.
-        let listening = async || {
-            a.announce("wfmd_outbox_probe", "a");
-            let heard = tokio::time::timeout(Duration::from_millis(200), probe.recv());
-            matches!(heard.await, Ok(Ok(_)))
-        };
-        crate::store::testing::eventually_within(
-            "b never listened",
-            Duration::from_secs(20),
-            listening,
-        )
-        .await;
+        until_heard(&a, "wfmd_outbox_probe", &mut probe, "b never listened").await;
         for (n, channel) in channels.iter().enumerate() {
             a.announce(channel, &format!("a{n}"));
         }
@@ -1391,34 +1377,48 @@ mod tests {
     /// the channels added since its last.
     #[tokio::test]
     async fn a_channel_asked_for_while_the_listener_listens_is_heard_too() {
+        let (a, b) = two_instances();
+        let mut first = b.listen("wfmd_outbox_first");
+        until_heard(&a, "wfmd_outbox_first", &mut first, "b never listened").await;
+        let mut late = b.listen("wfmd_outbox_late");
+        let never = "the channel asked for later was never listened on";
+        until_heard(&a, "wfmd_outbox_late", &mut late, never).await;
+        assert!(
+            heard(&a, "wfmd_outbox_first", &mut first).await,
+            "the first channel is still heard"
+        );
+    }
+
+    /// Two instances' pools (`a`, `b`) on one fresh database.
+    fn two_instances() -> (Arc<SharedPool>, Arc<SharedPool>) {
         use std::str::FromStr;
         let url = throwaway_postgres::shared().fresh_database();
         let options = PgConnectOptions::from_str(&url).unwrap();
         let a = SharedPools::new(MIN_MAX_CONNECTIONS, Some("a"), false).of(&options);
         let b = SharedPools::new(MIN_MAX_CONNECTIONS, Some("b"), false).of(&options);
-        let heard_on = async |channel: &str, heard: &mut broadcast::Receiver<String>| {
-            a.announce(channel, "a");
-            let heard = tokio::time::timeout(Duration::from_millis(200), heard.recv());
-            matches!(heard.await, Ok(Ok(_)))
-        };
-        let mut first = b.listen("wfmd_outbox_first");
-        crate::store::testing::eventually_within(
-            "b never listened",
-            Duration::from_secs(20),
-            async || heard_on("wfmd_outbox_first", &mut first).await,
-        )
+        (a, b)
+    }
+
+    /// Whether an announcement `from` makes on `channel` reaches `to` within 200 ms.
+    async fn heard(from: &SharedPool, channel: &str, to: &mut broadcast::Receiver<String>) -> bool {
+        from.announce(channel, "a");
+        let heard = tokio::time::timeout(Duration::from_millis(200), to.recv());
+        matches!(heard.await, Ok(Ok(_)))
+    }
+
+    /// Announces on `channel` until `to` hears it (the listener may not listen yet),
+    /// failing with `never` after 20 s.
+    async fn until_heard(
+        from: &SharedPool,
+        channel: &str,
+        to: &mut broadcast::Receiver<String>,
+        never: &str,
+    ) {
+        let within = Duration::from_secs(20);
+        crate::store::testing::eventually_within(never, within, async || {
+            heard(from, channel, to).await
+        })
         .await;
-        let mut late = b.listen("wfmd_outbox_late");
-        crate::store::testing::eventually_within(
-            "the channel asked for later was never listened on",
-            Duration::from_secs(20),
-            async || heard_on("wfmd_outbox_late", &mut late).await,
-        )
-        .await;
-        assert!(
-            heard_on("wfmd_outbox_first", &mut first).await,
-            "the first channel is still heard"
-        );
     }
 
     #[test]
