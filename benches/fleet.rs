@@ -485,9 +485,10 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     let taken = spread.get("wfmd-c").copied().unwrap_or(0);
     println!(
         "  longest without a leader during the moves: {:.2} s sampled every {} ms (each \
-         sample's query took up to {:.2} s, median {:.2} s); as wfmd-c counted its take-overs, at most \
-         {} s, {} over the target ({} counted of the {taken} it leads; its /metrics \
-         answered in {:.2} s, {} ask(s)) (target <= {:.1} s, every take-over counted: {})",
+         sample's query took up to {:.2} s, median {:.2} s); as wfmd-c counted its \
+         take-overs, at most {} s, {} over the target ({} counted of the {taken} it leads; \
+         its /metrics answered in {:.2} s, {} ask(s)) (target <= {:.1} s, every take-over \
+         counted: {})",
         leaderless.as_secs_f64(),
         POLL.as_millis(),
         slowest_sample.as_secs_f64(),
@@ -1104,9 +1105,10 @@ impl Db {
     }
 
     /// Of the statements that write a change's intent or record since the last reset
-    /// (the intent's insert, the record's), per database: how many times the server planned them of how many it ran
-    /// them, and the time planning and running took. A statement kept prepared is
-    /// planned once per connection, unless its `search_path` changed since.
+    /// (the intent's insert, the record's), per database: how many times the server
+    /// planned them of how many it ran them, and the time planning and running took. A
+    /// statement kept prepared is planned once per connection, unless its `search_path`
+    /// changed since.
     fn change_path_plans(&self) -> String {
         self.psql(
             "SELECT string_agg(line, E'\n' ORDER BY line) FROM (
