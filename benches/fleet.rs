@@ -1146,30 +1146,22 @@ impl Db {
             .collect()
     }
 
-    /// The statement that reads each led tenant's leader (`tenant holder` rows): its
-    /// lease current, its holder alive, its term started.
-    fn leaders_sql(&self) -> String {
-        let terms: Vec<String> = self
-            .tenants
-            .iter()
-            .map(|id| format!("SELECT '{id}' AS tenant, holder, term FROM {id}.cluster_lease"))
-            .collect();
-        format!(
-            "WITH terms AS ({}) SELECT l.tenant || ' ' || l.holder FROM wfmd_cluster.leases AS l
-             JOIN terms AS t ON t.tenant = l.tenant AND t.holder = l.holder AND t.term = l.term
-             LEFT JOIN wfmd_cluster.instance_sessions AS s ON s.instance_id = l.holder
-             WHERE NOT COALESCE(s.gone, FALSE)
-               AND l.expires_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-            terms.join(" UNION ALL ")
-        )
-    }
-
-    /// Each led tenant's leader, read once (see [`LeaderReader`] for reading often).
+    /// Each led tenant's leader: its lease current, its holder alive, its term started;
+    /// read once (see [`LeaderReader`] for reading often).
     fn leaders(&self) -> BTreeMap<String, String> {
-        let Ok(rows) = self.server.psql(&self.database, &self.leaders_sql()) else {
+        let sql = format!(
+            "WITH terms AS ({}), live AS ({LIVE_LEASES})
+             SELECT l.tenant || ' ' || l.holder FROM live AS l
+             JOIN terms AS t ON t.tenant = l.tenant AND t.holder = l.holder AND t.term = l.term",
+            own_leases(self.tenants.iter())
+        );
+        let Ok(rows) = self.server.psql(&self.database, &sql) else {
             return BTreeMap::new();
         };
-        by_tenant(rows.lines())
+        rows.lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(tenant, holder)| (tenant.to_owned(), holder.to_owned()))
+            .collect()
     }
 
     fn leaders_of(&self, instance: &str) -> BTreeMap<String, String> {
@@ -1299,45 +1291,86 @@ async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duratio
     (longest, slowest, median)
 }
 
+/// The shared leases that are current, of holders alive: `tenant, holder, term`.
+const LIVE_LEASES: &str = "SELECT l.tenant, l.holder, l.term FROM wfmd_cluster.leases AS l
+     LEFT JOIN wfmd_cluster.instance_sessions AS s ON s.instance_id = l.holder
+     WHERE NOT COALESCE(s.gone, FALSE)
+       AND l.expires_at > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+/// The terms begun in `tenants`' own schemas (`tenant, holder, term`), one statement.
+fn own_leases<'a>(tenants: impl Iterator<Item = &'a String>) -> String {
+    let terms: Vec<String> = tenants
+        .map(|id| format!("SELECT '{id}' AS tenant, holder, term FROM {id}.cluster_lease"))
+        .collect();
+    terms.join(" UNION ALL ")
+}
+
 /// Reads which instance leads each tenant, as often as asked, on one connection kept
-/// open with the statement prepared on it. Read through `psql` (a new session each
-/// time, whose catalog caches start cold, and the statement over a thousand schemas
-/// planned again), one read took the server seconds of CPU, and the watch during a
-/// third's joining read back to back: the bench's own reads slowed the take-overs it
-/// measured.
+/// open: the shared leases each time, and a tenant's own schema only when its lease
+/// moved since its term was last seen begun (the new holder's term has begun once the
+/// tenant's own row names it). Each read through `psql`, over every tenant's schema
+/// (a new session, its catalog caches cold, a statement over a thousand schemas
+/// planned afresh), took the server seconds of CPU, and the watch during a third's
+/// joining read back to back: the bench's own reads slowed the take-overs it measured,
+/// and a read as long as that could not tell a short gap from a long one.
 struct LeaderReader {
     url: String,
-    sql: String,
     conn: Option<sqlx_postgres::PgConnection>,
+    /// Each tenant's holder and term whose beginning was seen.
+    begun: BTreeMap<String, (String, i64)>,
 }
 
 impl LeaderReader {
     fn new(db: &Db) -> LeaderReader {
         LeaderReader {
             url: db.url.clone(),
-            sql: db.leaders_sql(),
             conn: None,
+            begun: BTreeMap::new(),
         }
     }
 
     /// Each led tenant's leader; `None` when the read failed (the next one connects
     /// again).
     async fn read(&mut self) -> Option<BTreeMap<String, String>> {
-        if self.conn.is_none() {
-            self.conn = sqlx_postgres::PgConnection::connect(&self.url).await.ok();
+        let read = self.try_read().await;
+        if read.is_err() {
+            self.conn = None;
         }
-        let conn = self.conn.as_mut()?;
-        let rows: Result<Vec<String>, _> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(self.sql.as_str()))
-                .fetch_all(&mut *conn)
-                .await;
-        match rows {
-            Ok(rows) => Some(by_tenant(rows.iter().map(String::as_str))),
-            Err(_) => {
-                self.conn = None;
-                None
+        read.ok()
+    }
+
+    async fn try_read(&mut self) -> Result<BTreeMap<String, String>, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(sqlx_postgres::PgConnection::connect(&self.url).await?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let live: Vec<(String, String, i64)> =
+            sqlx::query_as(LIVE_LEASES).fetch_all(&mut *conn).await?;
+        let begun = &mut self.begun;
+        let is_begun = |begun: &BTreeMap<_, _>, (tenant, holder, term): &(String, String, i64)| {
+            begun.get(tenant) == Some(&(holder.clone(), *term))
+        };
+        let moved: Vec<&String> = live
+            .iter()
+            .filter(|lease| !is_begun(begun, lease))
+            .map(|(tenant, ..)| tenant)
+            .collect();
+        if !moved.is_empty() {
+            // A statement of its own each time: not kept prepared.
+            let own: Vec<(String, String, i64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(own_leases(moved.into_iter())))
+                    .persistent(false)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            for (tenant, holder, term) in own {
+                begun.insert(tenant, (holder, term));
             }
         }
+        Ok(live
+            .into_iter()
+            .filter(|lease| is_begun(begun, lease))
+            .map(|(tenant, holder, _)| (tenant, holder))
+            .collect())
     }
 }
 
@@ -1348,14 +1381,6 @@ fn counts(led: BTreeMap<String, String>) -> BTreeMap<String, usize> {
         *counts.entry(holder).or_default() += 1;
     }
     counts
-}
-
-/// `tenant holder` lines by tenant.
-fn by_tenant<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeMap<String, String> {
-    lines
-        .filter_map(|line| line.split_once(' '))
-        .map(|(tenant, holder)| (tenant.to_owned(), holder.to_owned()))
-        .collect()
 }
 
 /// What an instance's `/metrics` said of `wfmd_failover_seconds`, and what the scrape
