@@ -1170,8 +1170,9 @@ impl Db {
         led
     }
 
-    /// How often [`Db::until`] looks: each look reads every tenant's schema, which at a
-    /// thousand tenants takes PostgreSQL a good part of 100 ms.
+    /// How often [`Db::until`] looks: a look may read every tenant's schema (its first,
+    /// and after many leases moved), which at a thousand tenants takes PostgreSQL a
+    /// good part of 100 ms.
     fn look_every(&self) -> Duration {
         POLL.max(Duration::from_millis(self.tenants.len() as u64))
     }
@@ -1246,11 +1247,11 @@ impl Db {
 }
 
 /// Samples which tenants are led every [`POLL`] until `stop`: the longest any went
-/// without a leader, and the longest one sample's query took. Each sample is stamped
-/// when its query was sent: a tenant seen without a leader by one sample and led by the
-/// next counts the time between the two sendings, so a gap shorter than a query can
-/// show as long as one (the query reads every tenant's schema; under load it takes
-/// seconds at 1,000 tenants).
+/// without a leader, and the longest and median time one sample's reads took. Each
+/// sample is stamped when its reads were sent: a tenant seen without a leader by one
+/// sample and led by the next counts the time between the two sendings, so a gap
+/// shorter than a sample can show as long as one (a sample reads the schemas of the
+/// tenants whose lease moved, every tenant's in the first: see [`LeaderReader`]).
 async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duration, f64) {
     let mut without: BTreeMap<String, Instant> = BTreeMap::new();
     let (mut longest, mut slowest) = (Duration::ZERO, Duration::ZERO);
