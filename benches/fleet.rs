@@ -233,6 +233,7 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     // A tenant a leads with a platform of its own.
     let led_by_a = db
         .leaders_of("wfmd-a")
+        .await
         .into_keys()
         .find(|t| platforms.own.contains_key(t))
         .unwrap();
@@ -298,7 +299,7 @@ async fn bench(server: &'static throwaway_postgres::Server, count: usize) {
     );
 
     // 5. A bulk job on a tenant b leads, and kill -9 of b.
-    let held = db.leaders_of("wfmd-b");
+    let held = db.leaders_of("wfmd-b").await;
     let bulk_tenant = held
         .keys()
         .find(|t| platforms.own.contains_key(*t))
@@ -776,7 +777,7 @@ struct Load {
 /// for [`LOAD_FOR`], all at once; half the tenants' through the instance that leads
 /// them, half through the other; then reads which were recorded.
 async fn load(db: &Db, urls: [&str; 2], platforms: &Platforms) -> Load {
-    let leaders = db.leaders();
+    let leaders = db.leaders().await;
     let tenants: Vec<String> = db.tenants.iter().take(LOAD_TENANTS).cloned().collect();
     let every = Duration::from_secs(60) / LOAD_PER_MINUTE;
     let answers = Arc::new(Mutex::new(Vec::new()));
@@ -1146,26 +1147,14 @@ impl Db {
             .collect()
     }
 
-    /// Each led tenant's leader: its lease current, its holder alive, its term started;
-    /// read once (see [`LeaderReader`] for reading often).
-    fn leaders(&self) -> BTreeMap<String, String> {
-        let sql = format!(
-            "WITH terms AS ({}), live AS ({LIVE_LEASES})
-             SELECT l.tenant || ' ' || l.holder FROM live AS l
-             JOIN terms AS t ON t.tenant = l.tenant AND t.holder = l.holder AND t.term = l.term",
-            own_leases(self.tenants.iter())
-        );
-        let Ok(rows) = self.server.psql(&self.database, &sql) else {
-            return BTreeMap::new();
-        };
-        rows.lines()
-            .filter_map(|line| line.split_once(' '))
-            .map(|(tenant, holder)| (tenant.to_owned(), holder.to_owned()))
-            .collect()
+    /// Each led tenant's leader (see [`LeaderReader`]), read once; none when the read
+    /// failed.
+    async fn leaders(&self) -> BTreeMap<String, String> {
+        LeaderReader::new(self).read().await.unwrap_or_default()
     }
 
-    fn leaders_of(&self, instance: &str) -> BTreeMap<String, String> {
-        let mut led = self.leaders();
+    async fn leaders_of(&self, instance: &str) -> BTreeMap<String, String> {
+        let mut led = self.leaders().await;
         led.retain(|_, holder| holder == instance);
         led
     }
@@ -1254,7 +1243,7 @@ impl Db {
 /// tenants whose lease moved, every tenant's in the first: see [`LeaderReader`]).
 async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duration, f64) {
     let mut without: BTreeMap<String, Instant> = BTreeMap::new();
-    let (mut longest, mut slowest) = (Duration::ZERO, Duration::ZERO);
+    let mut longest = Duration::ZERO;
     let mut took = Vec::new();
     let mut reader = LeaderReader::new(&db);
     while !stop.is_cancelled() {
@@ -1263,8 +1252,7 @@ async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duratio
             tokio::time::sleep(POLL).await;
             continue;
         };
-        slowest = slowest.max(sent.elapsed());
-        took.push(sent.elapsed().as_secs_f64());
+        took.push(sent.elapsed());
         for tenant in &db.tenants {
             match (led.contains_key(tenant), without.get(tenant)) {
                 (false, None) => {
@@ -1284,10 +1272,10 @@ async fn watch_leaderless(db: Db, stop: CancellationToken) -> (Duration, Duratio
         .values()
         .map(|since| now - *since)
         .fold(longest, Duration::max);
-    let median = if took.is_empty() {
-        f64::NAN
-    } else {
-        common::median(took)
+    let slowest = took.iter().copied().max().unwrap_or_default();
+    let median = match took.is_empty() {
+        true => f64::NAN,
+        false => common::median(took.iter().map(Duration::as_secs_f64).collect()),
     };
     (longest, slowest, median)
 }
@@ -1348,8 +1336,11 @@ impl LeaderReader {
         let live: Vec<(String, String, i64)> =
             sqlx::query_as(LIVE_LEASES).fetch_all(&mut *conn).await?;
         let begun = &mut self.begun;
-        let is_begun = |begun: &BTreeMap<_, _>, (tenant, holder, term): &(String, String, i64)| {
-            begun.get(tenant) == Some(&(holder.clone(), *term))
+        let is_begun = |begun: &BTreeMap<String, (String, i64)>,
+                        (tenant, holder, term): &(String, String, i64)| {
+            begun
+                .get(tenant)
+                .is_some_and(|seen| seen.0 == *holder && seen.1 == *term)
         };
         let moved: Vec<&String> = live
             .iter()
