@@ -6,9 +6,11 @@
 //! itself): both go through one [`Lookups`], so one request per agent is in flight and
 //! its answer serves both, and an answer is reused for `cxone.schedule_cache_ttl_ms`.
 //!
-//! Both kinds of answer are kept in one cache: a cache's own bookkeeping (its channels
-//! of reads and writes) takes about 65 KB whatever it holds, and a tenant of 20 agents
-//! keeps far less than that in it.
+//! Every tenant's answers of both kinds are kept in one cache for the process
+//! (`KEPT`), each under its tenant's lookups, its kind and its agent, and each for
+//! its tenant's TTL: a cache's own bookkeeping (its channels of reads and writes) takes
+//! about 65 KB whatever it holds, where a tenant of 20 agents keeps far less than that
+//! in it; a cache per tenant cost 2,000 tenants 130 MB.
 //!
 //! A lookup runs in a [`SharedLane`]: whoever joins it raises it to their own lane, so a
 //! person whose change joins the book's background lookup, still waiting for its permit,
@@ -18,17 +20,33 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
+use moka::Expiry;
 use moka::future::Cache;
 
 use crate::cxone::budget::current_context;
 use crate::cxone::{ContactCenter, CxoneError, SharedLane, in_shared_lane};
 use crate::domain::{BreakStatus, Schedule};
 
-/// How many agents' answers are kept at most.
-const CAPACITY: u64 = 100_000;
+/// How many answers the process keeps at most, all tenants together: a thousand
+/// tenants of 500 agents, both kinds. Each lives for its tenant's TTL, so a cache
+/// usually holds far fewer: the agents asked about within it.
+const CAPACITY: u64 = 1_000_000;
+
+/// Every tenant's answers. The values carry their TTL (`cxone.schedule_cache_ttl_ms`
+/// is a tenant's setting), which [`TheirOwnTtl`] reads.
+static KEPT: LazyLock<Kept> = LazyLock::new(|| {
+    Cache::builder()
+        .max_capacity(CAPACITY)
+        .expire_after(TheirOwnTtl)
+        .build()
+});
+
+/// Tells one [`Lookups`]'s answers from another's in [`KEPT`].
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(0);
 
 /// Schedule and break-status lookups, shared by the transition engine and the schedule
 /// book of a tenant.
@@ -41,15 +59,13 @@ pub struct Lookups {
 impl Lookups {
     /// Answers are reused for `ttl`; zero reuses none and shares nothing.
     pub fn new(platform: Arc<dyn ContactCenter>, ttl: Duration) -> Lookups {
-        let kept: Option<Kept> = (!ttl.is_zero()).then(|| {
-            Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_live(ttl)
-                .build()
+        let kept = (!ttl.is_zero()).then(|| Shelf {
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            ttl,
         });
         Lookups {
             platform,
-            schedules: Answers::new(kept.clone()),
+            schedules: Answers::new(kept),
             breaks: Answers::new(kept),
         }
     }
@@ -75,19 +91,41 @@ impl Lookups {
     }
 }
 
-/// The answers kept, of every kind, each under its type and its agent.
-type Kept = Cache<(TypeId, String), Arc<dyn Any + Send + Sync>>;
+/// The answers kept, of every kind, each under its owner, its type and its agent, with
+/// the time it is kept for.
+type Kept = Cache<(u64, TypeId, String), (Duration, Arc<dyn Any + Send + Sync>)>;
+
+/// Each answer is kept for the TTL it was stored with.
+struct TheirOwnTtl;
+
+impl Expiry<(u64, TypeId, String), (Duration, Arc<dyn Any + Send + Sync>)> for TheirOwnTtl {
+    fn expire_after_create(
+        &self,
+        _: &(u64, TypeId, String),
+        (ttl, _): &(Duration, Arc<dyn Any + Send + Sync>),
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
+/// Where one [`Lookups`] keeps its answers in [`KEPT`], and for how long.
+#[derive(Clone, Copy)]
+struct Shelf {
+    owner: u64,
+    ttl: Duration,
+}
 
 /// One kind of answer: those kept, and the lanes of the lookups in flight.
 struct Answers<T> {
     /// `None`: nothing is kept or shared.
-    kept: Option<Kept>,
+    kept: Option<Shelf>,
     lanes: Arc<Mutex<HashMap<String, SharedLane>>>,
     kind: PhantomData<T>,
 }
 
 impl<T: Send + Sync + 'static> Answers<T> {
-    fn new(kept: Option<Kept>) -> Answers<T> {
+    fn new(kept: Option<Shelf>) -> Answers<T> {
         Answers {
             kept,
             lanes: Arc::default(),
@@ -95,8 +133,8 @@ impl<T: Send + Sync + 'static> Answers<T> {
         }
     }
 
-    fn key(agent_id: &str) -> (TypeId, String) {
-        (TypeId::of::<T>(), agent_id.to_owned())
+    fn key(shelf: Shelf, agent_id: &str) -> (u64, TypeId, String) {
+        (shelf.owner, TypeId::of::<T>(), agent_id.to_owned())
     }
 
     /// The answer kept for `agent_id`, else the one in flight, else `fetch`'s.
@@ -105,7 +143,7 @@ impl<T: Send + Sync + 'static> Answers<T> {
         agent_id: &str,
         fetch: impl Future<Output = Result<T, CxoneError>>,
     ) -> Result<Arc<T>, CxoneError> {
-        let Some(kept) = &self.kept else {
+        let Some(shelf) = self.kept else {
             return fetch.await.map(Arc::new);
         };
         let asker = current_context();
@@ -119,10 +157,10 @@ impl<T: Send + Sync + 'static> Answers<T> {
             let _flying = Flying::new(&self.lanes, agent_id, lane.clone());
             in_shared_lane(lane, asker.party.clone(), fetch)
                 .await
-                .map(|answer| Arc::new(answer) as Arc<dyn Any + Send + Sync>)
+                .map(|answer| (shelf.ttl, Arc::new(answer) as Arc<dyn Any + Send + Sync>))
         };
-        let answer = kept
-            .try_get_with(Self::key(agent_id), lookup)
+        let (_, answer) = KEPT
+            .try_get_with(Self::key(shelf, agent_id), lookup)
             .await
             .map_err(|error| (*error).clone())?;
         Ok(answer
@@ -131,8 +169,8 @@ impl<T: Send + Sync + 'static> Answers<T> {
     }
 
     async fn forget(&self, agent_id: &str) {
-        if let Some(kept) = &self.kept {
-            kept.invalidate(&Self::key(agent_id)).await;
+        if let Some(shelf) = self.kept {
+            KEPT.invalidate(&Self::key(shelf, agent_id)).await;
         }
     }
 }
@@ -221,12 +259,43 @@ mod tests {
         }
         assert_eq!(platform.calls("schedule "), 1);
         assert_eq!(platform.calls("breaks "), 1);
-        let kept = lookups.schedules.kept.as_ref().unwrap();
-        kept.run_pending_tasks().await;
-        assert_eq!(kept.entry_count(), 2, "the schedule and the break status");
+        let owner = lookups.schedules.kept.unwrap().owner;
+        let kept = || KEPT.iter().filter(|(key, _)| key.0 == owner).count();
+        assert_eq!(kept(), 2, "the schedule and the break status");
         lookups.forget("u_1").await;
-        kept.run_pending_tasks().await;
-        assert_eq!(kept.entry_count(), 0);
+        assert_eq!(kept(), 0);
+    }
+
+    #[tokio::test]
+    async fn tenants_keep_their_answers_apart_each_for_its_own_ttl() {
+        let platform = platform();
+        let brief = Lookups::new(platform.clone(), Duration::from_millis(1));
+        let long = Lookups::new(platform.clone(), Duration::from_secs(30));
+        brief.schedule("u_1").await.unwrap();
+        long.schedule("u_1").await.unwrap();
+        assert_eq!(
+            platform.calls("schedule "),
+            2,
+            "one tenant's answer is not another's"
+        );
+        // moka's clock: an answer past its TTL is not handed out, whether or not it
+        // has been removed yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while platform.calls("schedule ") < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the brief answer never expired"
+            );
+            brief.schedule("u_1").await.unwrap();
+        }
+        for _ in 0..3 {
+            long.schedule("u_1").await.unwrap();
+        }
+        assert_eq!(
+            platform.calls("schedule "),
+            3,
+            "the long answer is still kept"
+        );
     }
 
     #[tokio::test]
