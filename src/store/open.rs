@@ -139,6 +139,7 @@ impl Store {
         let read = sqlite_idle::readers(READ_CONNECTIONS).connect_lazy_with(
             options
                 .clone()
+                .statement_cache_capacity(sqlite_idle::READER_STATEMENTS)
                 .pragma("cache_size", sqlite_idle::CACHE_PAGES.to_string()),
         );
         let exports = SqlitePoolOptions::new()

@@ -2,16 +2,15 @@
 //! fit in one process (#56): sqlx runs every SQLite connection on a thread of its own,
 //! with its own page cache, prepared statements and parsed schema.
 //!
-//! At rest a tenant keeps its writer and two readers. Its pollers write several times
-//! a minute and read every second or two, two of them at once every other second
-//! (their timers meet), so reopening a reader or the writer each time would cost more
-//! CPU than keeping them costs memory: with one reader kept, 50 tenants at rest opened
-//! 14 connections a second. Further readers open for a burst of concurrent reads and
-//! close as they come back while two already wait. An idle timeout cannot do that: the
-//! pool hands out its idle connections oldest first, so a steady trickle of reads
-//! keeps every reader it ever opened in use now and then, never idle for long. The
-//! housekeeping writer and the exports' pool, used now and then, close once idle for
-//! [`RARELY_USED_IDLE`].
+//! At rest a tenant keeps its writer and one reader. Its pollers write several times a
+//! minute and read every second or two, so reopening the writer or the one reader each
+//! time would cost more CPU than keeping them costs memory. Further readers open for a
+//! burst of concurrent reads (two pollers whose timers meet) and close as they come
+//! back while one already waits. An idle timeout cannot do that: the pool hands out
+//! its idle connections oldest first, so a steady trickle of reads keeps every reader
+//! it ever opened in use now and then, never idle for long. The housekeeping writer and
+//! the exports' pool, used now and then, close once idle for [`RARELY_USED_IDLE`].
+//! A reader keeps none of its statements prepared ([`READER_STATEMENTS`]).
 //!
 //! The writer's and the readers' page caches are small ([`CACHE_PAGES`]). A cache keeps
 //! every page a connection has read, up to its size (SQLite's default: 2 MB's worth),
@@ -28,7 +27,8 @@
 //!
 //! SQLite's lookaside (a block of small-allocation slots each connection sets aside at
 //! open, 48 KB) is off in the daemon ([`sqlite_without_lookaside`]): a tenant's three
-//! connections held 0.14 MB in it, and the transitions bench showed no loss without it.
+//! connections of then held 0.14 MB in it, and the transitions bench showed no loss
+//! without it.
 //! docs/tenants-and-instances.md has the figures.
 
 use std::sync::Arc;
@@ -38,7 +38,14 @@ use std::time::Duration;
 use sqlx_sqlite::SqlitePoolOptions;
 
 /// How many readers wait idle between reads.
-const IDLE_READERS: u32 = 2;
+const IDLE_READERS: u32 = 1;
+
+/// How many statements a reader keeps prepared: none. A reader at rest runs a few
+/// reads a minute, and what it kept was mostly what a tenant's start had read once
+/// (47 to 92 KB a reader); preparing a read again costs microseconds against the
+/// second or more between them. The writer keeps its own (sqlx's default, 100): its
+/// writes come several a minute, always the same few.
+pub(super) const READER_STATEMENTS: usize = 0;
 
 /// The page cache of the writer and of a reader, in pages (`PRAGMA cache_size`;
 /// SQLite's default is 2 MB's worth). Pages a statement holds are kept beyond it, so a
@@ -151,6 +158,31 @@ mod tests {
         assert!(of_migrations.is_empty(), "{of_migrations:?}");
     }
 
+    /// A reader lets go of each statement once the next one runs: it keeps none of the
+    /// reads it has made.
+    #[tokio::test]
+    async fn a_reader_keeps_no_statement_prepared() {
+        let (store, _dir) = crate::store::testing::temp_store().await;
+        let crate::store::Db::Sqlite(pool) = store.reader().db() else {
+            unreachable!("a temporary store is SQLite");
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        let reads = [
+            "SELECT COUNT(*) FROM audit_log",
+            "SELECT COUNT(*) FROM outbox_events",
+            "SELECT 1",
+        ];
+        for read in reads {
+            sqlx::query(read).execute(&mut *conn).await.unwrap();
+        }
+        let kept = prepared(&mut conn).await;
+        assert!(
+            !kept.iter().any(|sql| reads[..2].contains(&sql.as_str())),
+            "{kept:?}"
+        );
+        assert!(kept.len() <= 1, "at most the last read: {kept:?}");
+    }
+
     /// The SQL of each statement `conn` has prepared.
     async fn prepared(conn: &mut sqlx_sqlite::SqliteConnection) -> Vec<String> {
         use libsqlite3_sys::{sqlite3_next_stmt, sqlite3_sql};
@@ -207,10 +239,10 @@ mod tests {
         );
     }
 
-    /// A burst of reads opens readers beside each other; once it is over two stay, and
-    /// two stay after reads one after another.
+    /// A burst of reads opens readers beside each other; once it is over one stays, and
+    /// one stays after reads one after another.
     #[tokio::test]
-    async fn a_burst_of_reads_leaves_two_readers_open() {
+    async fn a_burst_of_reads_leaves_one_reader_open() {
         let dir = tempfile::tempdir().unwrap();
         let options = sqlx_sqlite::SqliteConnectOptions::new()
             .filename(dir.path().join("r.db"))
