@@ -98,7 +98,7 @@ mod type_names;
 
 pub use app::{
     App, Reload, Services, http_client, incontact_settings, limit_malloc_arenas, platform,
-    start_simulator,
+    restart_without_thread_caches, start_simulator,
 };
 
 pub use telemetry::metrics_handle;

@@ -3,13 +3,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use wfmd::cli::{Cli, run};
+use wfmd::cli::{Cli, Command, run};
 
 fn main() -> ExitCode {
-    // Before any thread: the runtime's, and the SQLite connections'.
+    let cli = Cli::parse();
+    // Before any thread: the runtime's, and the SQLite connections'. Only the daemon
+    // runs threads by the hundred; a one-off command is not worth starting again.
+    if matches!(cli.command, Command::Serve(_)) {
+        wfmd::restart_without_thread_caches();
+    }
     wfmd::limit_malloc_arenas();
     wfmd::store::sqlite_without_lookaside();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,9 +2,9 @@
 //! ([`worker::Worker`]) and the HTTP API over them, built from the configuration and
 //! run until stopped.
 
-mod arenas;
 mod fleet;
 mod leading;
+mod malloc;
 mod schedule_work;
 mod services;
 mod settings;
@@ -12,7 +12,7 @@ mod simulate;
 mod tenant;
 mod worker;
 
-pub use arenas::limit_malloc_arenas;
+pub use malloc::{limit_malloc_arenas, restart_without_thread_caches};
 pub use services::{Services, http_client, incontact_settings, platform};
 pub use simulate::start_simulator;
 
