@@ -1,6 +1,6 @@
 //! Opening the store: the SQLite file (created private, its pools: one writer, one
 //! housekeeping writer that gives way, readers, downloads; at rest only the writer and
-//! two readers stay open: see [`sqlite_idle`]) or the PostgreSQL pools,
+//! one reader stay open: see [`sqlite_idle`]) or the PostgreSQL pools,
 //! with the audit chain's key held by every SQLite connection that writes and by
 //! every PostgreSQL write transaction.
 
