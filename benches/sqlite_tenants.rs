@@ -315,7 +315,6 @@ fn config_file(
     file
 }
 
-/// The threads of `pid` by name, numbered pool threads under one name.
 /// The threads of a process seen so far, by thread id: each thread's name is read once.
 #[derive(Default)]
 struct Threads(HashMap<String, bool>);
@@ -345,6 +344,7 @@ impl Threads {
 /// The name (as `/proc` shortens it) of the thread sqlx runs a SQLite connection on.
 const SQLITE_THREAD: &str = "sqlx-sqlite-wor";
 
+/// The threads of `pid` by name, numbered pool threads under one name.
 fn thread_names(pid: u32) -> BTreeMap<String, usize> {
     let mut by_name = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -91,20 +91,20 @@ impl Lookups {
     }
 }
 
-/// The answers kept, of every kind, each under its owner, its type and its agent, with
-/// the time it is kept for.
-type Kept = Cache<(u64, TypeId, String), (Duration, Arc<dyn Any + Send + Sync>)>;
+/// The answers kept, of every kind.
+type Kept = Cache<Key, KeptAnswer>;
+
+/// Where an answer is kept: its owner ([`Shelf::owner`]), its type and its agent.
+type Key = (u64, TypeId, String);
+
+/// An answer kept, with the time it is kept for.
+type KeptAnswer = (Duration, Arc<dyn Any + Send + Sync>);
 
 /// Each answer is kept for the TTL it was stored with.
 struct TheirOwnTtl;
 
-impl Expiry<(u64, TypeId, String), (Duration, Arc<dyn Any + Send + Sync>)> for TheirOwnTtl {
-    fn expire_after_create(
-        &self,
-        _: &(u64, TypeId, String),
-        (ttl, _): &(Duration, Arc<dyn Any + Send + Sync>),
-        _: Instant,
-    ) -> Option<Duration> {
+impl Expiry<Key, KeptAnswer> for TheirOwnTtl {
+    fn expire_after_create(&self, _: &Key, (ttl, _): &KeptAnswer, _: Instant) -> Option<Duration> {
         Some(*ttl)
     }
 }
@@ -133,7 +133,7 @@ impl<T: Send + Sync + 'static> Answers<T> {
         }
     }
 
-    fn key(shelf: Shelf, agent_id: &str) -> (u64, TypeId, String) {
+    fn key(shelf: Shelf, agent_id: &str) -> Key {
         (shelf.owner, TypeId::of::<T>(), agent_id.to_owned())
     }
 
